@@ -1,0 +1,2 @@
+# bench/: benchmark programs (never run by make check) and bench/results/.
+EXTRA_DIST += bench/results

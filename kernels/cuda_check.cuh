@@ -1,0 +1,31 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cuda_check.cuh - turning cudaError_t into mt_status_t at the boundary, and launch checks.
+ *
+ * A call site reads `st = MT_CUDA(cudaMalloc(&p, n));`: on failure the stringified call, file,
+ * line and CUDA's reason go to mt_fail(). Every launcher ends `return mt_cuda_launched("name", s);`,
+ * which checks cudaGetLastError() and, with MT_DEBUG_SYNC=1 in the environment, synchronizes that
+ * one stream so an asynchronous fault is blamed on the right kernel.
+ */
+#ifndef MT_KERNELS_CUDA_CHECK_CUH
+#define MT_KERNELS_CUDA_CHECK_CUH
+
+#include <cuda_runtime.h>
+
+#include "runtime/status.h"
+
+static inline mt_status_t
+mt_cuda_status(cudaError_t err, const char *expr, const char *file, int line)
+{
+    if (err == cudaSuccess) {
+        return MT_OK;
+    }
+    return mt_fail(MT_ERR_CUDA, 0, "%s failed at %s:%d: %s", expr, file, line,
+                   cudaGetErrorString(err));
+}
+
+#define MT_CUDA(expr) mt_cuda_status((expr), #expr, __FILE__, __LINE__)
+
+mt_status_t mt_cuda_launched(const char *kernel, cudaStream_t stream);
+
+#endif /* MT_KERNELS_CUDA_CHECK_CUH */

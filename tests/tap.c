@@ -1,0 +1,156 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tap.c - the TAP helpers of tests/tap.h.
+ */
+#include <config.h>
+
+#include "tests/tap.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int planned = -1;
+static int count;
+static int failed;
+
+void
+tap_plan(int n)
+{
+    planned = n;
+    if (n > 0) {
+        printf("1..%d\n", n);
+    }
+}
+
+bool
+tap_ok(bool cond, const char *fmt, ...)
+{
+    va_list ap;
+
+    count++;
+    printf("%s %d - ", cond ? "ok" : "not ok", count);
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    printf("\n");
+    fflush(stdout);
+    if (!cond) {
+        failed++;
+    }
+    return cond;
+}
+
+void
+tap_diag(const char *fmt, ...)
+{
+    va_list ap;
+
+    printf("# ");
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    printf("\n");
+    fflush(stdout);
+}
+
+void
+tap_skip_all(const char *why)
+{
+    printf("1..0 # SKIP %s\n", why);
+    fflush(stdout);
+    planned = 0;
+}
+
+int
+tap_done(void)
+{
+    if (planned == 0 && count == 0) {
+        return 0;
+    }
+    if (planned <= 0) {
+        printf("1..%d\n", count);
+    } else if (planned != count) {
+        printf("# planned %d checks but ran %d\n", planned, count);
+        return 1;
+    }
+    fflush(stdout);
+    return failed != 0 ? 1 : 0;
+}
+
+bool
+mt_test_allclose(const char *name, const float *got, const float *want, size_t n, float atol,
+                 float rtol)
+{
+    size_t worst = 0;
+    double worst_excess = -1.0;
+    double max_diff = 0.0;
+    bool ok = true;
+
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - (double)want[i]);
+        double tol = atol + rtol * fabs((double)want[i]);
+        if (isnan(got[i]) || isnan(want[i])) {
+            d = INFINITY;
+        }
+        if (d > max_diff) {
+            max_diff = d;
+        }
+        if (d - tol > worst_excess) {
+            worst_excess = d - tol;
+            worst = i;
+        }
+        if (!(d <= tol)) {
+            ok = false;
+        }
+    }
+    tap_ok(ok, "%s: %zu values within atol %g rtol %g", name, n, atol, rtol);
+    if (!ok) {
+        tap_diag("worst at [%zu]: got %.8g want %.8g; max |diff| %.4g", worst, got[worst],
+                 want[worst], max_diff);
+    }
+    return ok;
+}
+
+const char *
+tap_data_path(const char *rel)
+{
+    static char buf[4096];
+    const char *dir = getenv("MT_TEST_DATA");
+
+    snprintf(buf, sizeof(buf), "%s/%s", dir != NULL ? dir : "tests/data", rel);
+    return buf;
+}
+
+const char *
+tap_tmpdir(void)
+{
+    static char bufs[8][512];
+    static int slot;
+    const char *base = getenv("TMPDIR");
+    char *b = bufs[slot++ % 8];
+
+    snprintf(b, 512, "%s/mt-test-XXXXXX", base != NULL ? base : "/tmp");
+    if (mkdtemp(b) == NULL) {
+        perror("mkdtemp");
+        exit(1);
+    }
+    return b;
+}
+
+void
+tap_rmtree(const char *dir)
+{
+    char cmd[1100];
+
+    if (dir == NULL || strncmp(dir, "/", 1) != 0 || strstr(dir, "mt-test-") == NULL) {
+        return;
+    }
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "# cannot remove %s\n", dir);
+    }
+}

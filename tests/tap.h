@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tap.h - a tiny TAP producer for `make check` (automake's tap-driver.sh reads it).
+ *
+ * A test program calls tap_plan(n) (or tap_plan(0) for "count at the end"), one tap_ok() per
+ * check, and returns tap_done(), which is non-zero when any check failed. Without a GPU, GPU tests
+ * call tap_skip_all("no CUDA device") and return 0.
+ */
+#ifndef MT_TESTS_TAP_H
+#define MT_TESTS_TAP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+void tap_plan(int n);
+bool tap_ok(bool cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void tap_diag(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void tap_skip_all(const char *why);
+int tap_done(void);
+
+/*
+ * One check that got[i] ~ want[i] for all i: |got - want| <= atol + rtol * |want|. On failure,
+ * prints the worst index, both values and max |diff|. NaN never passes.
+ */
+bool mt_test_allclose(const char *name, const float *got, const float *want, size_t n, float atol,
+                      float rtol);
+
+/* Path of a file under $MT_TEST_DATA (tests/data); returns a static buffer. */
+const char *tap_data_path(const char *rel);
+
+/* A fresh empty temporary directory (mkdtemp under $TMPDIR or /tmp); static buffer per call slot. */
+const char *tap_tmpdir(void);
+
+/* Remove a directory tree made by tap_tmpdir (best effort). */
+void tap_rmtree(const char *dir);
+
+#endif /* MT_TESTS_TAP_H */
