@@ -68,6 +68,7 @@ struct mt_st_set;
  * Open a checkpoint directory: model.safetensors.index.json if present (every shard it names must
  * exist and hold exactly the tensors the index maps to it), else every *.safetensors file in the
  * directory (names must be unique across files). Headers of all shards are parsed and validated.
+ * A path to a regular file is opened as by mt_st_set_open_file. One fd per shard stays open.
  * Returns MT_ERR_IO (missing/unreadable), MT_ERR_FORMAT (malformed), MT_ERR_NOMEM.
  */
 mt_status_t mt_st_set_open(const char *dir, struct mt_st_set **set_out);
@@ -98,7 +99,7 @@ mt_status_t mt_st_set_read(const struct mt_st_set *set, const struct mt_st_tenso
 /*
  * Parse and validate one header (the JSON text, len bytes, not NUL-terminated) for a file whose
  * data section has data_size bytes and starts at data_start. `what` names the file in messages.
- * Appends the tensors to *tensors/*n (realloc'd; caller frees names and array with
+ * Appends the tensors to *tensors and *n (realloc'd; caller frees names and array with
  * mt_st_tensors_free). Exposed for the fuzz target and tests.
  */
 mt_status_t mt_st_header_parse(const char *json, size_t len, uint64_t data_start,
@@ -106,13 +107,26 @@ mt_status_t mt_st_header_parse(const char *json, size_t len, uint64_t data_start
                                struct mt_st_tensor **tensors, size_t *n);
 void mt_st_tensors_free(struct mt_st_tensor *tensors, size_t n);
 
+/*
+ * Parse a whole safetensors file image held in memory (len bytes: the 8-byte length, the header,
+ * the data), with the same checks as a file on disk: the length must fit in len and be <= 100 MB,
+ * then mt_st_header_parse with the data section that follows. Offsets in the tensors are relative
+ * to buf; file is 0. Appends to *tensors and *n like mt_st_header_parse. Used by the fuzz target.
+ */
+mt_status_t mt_st_image_parse(const void *buf, size_t len, const char *what,
+                              struct mt_st_tensor **tensors, size_t *n);
+
 /* ---- writing --------------------------------------------------------------------------------- */
 
 /*
  * A streaming writer: declare every tensor (name, dtype, shape) first, then write their bytes in
  * declaration order, in as many pieces as wanted. The header is written when the first data byte
  * arrives, so memory stays bounded whatever the file size. Offsets are laid out in declaration
- * order with no padding.
+ * order with no padding; the header is padded with spaces to a multiple of 8 bytes, as HF does.
+ * The file is built as "<path>.partial" and renamed to path by mt_st_writer_finish, so a failed
+ * or abandoned writer never leaves a file under the final name. Errors name the file: MT_ERR_IO
+ * (create, write, ENOSPC), MT_ERR_INVAL (misuse: duplicate name, bytes beyond or short of the
+ * declared total), MT_ERR_NOMEM. After a failed write every later call returns that status.
  */
 struct mt_st_writer;
 

@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fuzz_safetensors.c - libFuzzer target: an arbitrary byte string as a whole safetensors file.
+ *
+ * The one idea: the input goes through mt_st_image_parse(), i.e. the same 8-byte length checks and
+ * the same mt_st_header_parse() that files on disk go through, and whatever it accepts must satisfy
+ * the invariants readers rely on (every tensor inside the image, byte count = elements * dtype
+ * size); a violation traps, so libFuzzer reports it as a crash. Build and run: tests/fuzz/run.sh.
+ */
+#include <config.h>
+
+#include "runtime/safetensors.h"
+#include "runtime/status.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    struct mt_st_tensor *ts = NULL;
+    size_t n = 0;
+
+    mt_log_set_quiet(true);
+    if (mt_st_image_parse(data, size, "fuzz-input", &ts, &n) == MT_OK) {
+        for (size_t i = 0; i < n; i++) {
+            const struct mt_st_tensor *t = &ts[i];
+            uint64_t nelem = 1;
+
+            for (int d = 0; d < t->ndim; d++) {
+                nelem *= (uint64_t)t->shape[d];
+            }
+            if (t->name == NULL || t->ndim < 0 || t->ndim > MT_ST_MAX_DIMS || t->nelem != nelem ||
+                t->nbytes != t->nelem * mt_dtype_size(t->dtype) || t->offset < 8 ||
+                t->offset > size || t->nbytes > size - t->offset) {
+                __builtin_trap();
+            }
+        }
+    } else if (n != 0) {
+        __builtin_trap();
+    }
+    mt_st_tensors_free(ts, n);
+    return 0;
+}
