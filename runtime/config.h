@@ -11,6 +11,7 @@
 #define MT_CONFIG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "runtime/status.h"
@@ -53,8 +54,8 @@ struct mt_model_config {
     int rope_original_max_pos;    /* 4096 */
     double rope_beta_fast;        /* 32 */
     double rope_beta_slow;        /* 1 */
-    double rope_mscale;           /* 1.0 */
-    double rope_mscale_all_dim;   /* 1.0 */
+    double rope_mscale;           /* 1.0 (0 when config.json does not give it) */
+    double rope_mscale_all_dim;   /* 1.0 (0 when absent: no softmax-scale correction) */
     int max_position_embeddings;  /* 163840 */
     /* DSA lightning indexer */
     int index_n_heads;            /* 64 */
@@ -99,6 +100,18 @@ mt_status_t mt_config_save(const struct mt_model_config *cfg, const char *path);
 /* Derived constants (spec 1.3). */
 int mt_config_qk_head_dim(const struct mt_model_config *cfg);   /* nope + rope */
 double mt_config_softmax_scale(const struct mt_model_config *cfg); /* 192^-0.5 * mscale^2 */
+/*
+ * Whether a layer's FFN is MoE. 0 <= layer < num_hidden_layers: layer_is_moe[]; the MTP layers
+ * that follow (num_hidden_layers .. + num_nextn_predict_layers - 1) follow DeepSeek's rule (MoE).
+ */
 bool mt_config_layer_is_moe(const struct mt_model_config *cfg, int layer);
+/*
+ * YaRN attention factor multiplied into cos/sin (HF _compute_yarn_parameters): 1 for the real
+ * config (mscale = mscale_all_dim = 1); 0.1 ln(factor) + 1 when mscale/mscale_all_dim are absent
+ * (stored as 0 by mt_config_parse); 1 for rope_type "default".
+ */
+double mt_config_rope_attn_factor(const struct mt_model_config *cfg);
+/* Indexer score multiplier index_n_heads^-0.5 * index_head_dim^-0.5 (0.01104854, spec 1.3). */
+double mt_config_index_score_scale(const struct mt_model_config *cfg);
 
 #endif /* MT_CONFIG_H */

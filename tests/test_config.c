@@ -1,0 +1,281 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_config.c - config.json parsing: DeepSeek's published file gives exactly the values of spec
+ * 1.1, the layout transformers 5 writes parses to the same struct, every impossible or mistyped
+ * config is MT_ERR_FORMAT naming file and field, and mt_config_save round-trips.
+ */
+#include <config.h>
+
+#include "runtime/config.h"
+#include "tests/tap.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Name of the first field where a and b differ, or NULL when equal. */
+/* clang-format off */
+static const char *
+cfg_diff(const struct mt_model_config *a, const struct mt_model_config *b)
+{
+#define CMP(f)                                                                                     \
+    if (a->f != b->f)                                                                              \
+        return #f;
+#define CMPS(f)                                                                                    \
+    if (strcmp(a->f, b->f) != 0)                                                                   \
+        return #f;
+    CMP(hidden_size) CMP(num_hidden_layers) CMP(first_k_dense_replace) CMP(moe_layer_freq)
+    CMP(intermediate_size) CMP(moe_intermediate_size) CMP(vocab_size) CMP(num_attention_heads)
+    CMP(num_key_value_heads) CMP(q_lora_rank) CMP(kv_lora_rank) CMP(qk_nope_head_dim)
+    CMP(qk_rope_head_dim) CMP(v_head_dim) CMP(n_routed_experts) CMP(n_shared_experts)
+    CMP(num_experts_per_tok) CMP(n_group) CMP(topk_group) CMPS(topk_method) CMPS(scoring_func)
+    CMP(norm_topk_prob) CMP(routed_scaling_factor) CMPS(hidden_act) CMP(rms_norm_eps)
+    CMP(rope_theta) CMPS(rope_type) CMP(rope_factor) CMP(rope_original_max_pos)
+    CMP(rope_beta_fast) CMP(rope_beta_slow) CMP(rope_mscale) CMP(rope_mscale_all_dim)
+    CMP(max_position_embeddings) CMP(index_n_heads) CMP(index_head_dim) CMP(index_topk)
+    CMP(num_nextn_predict_layers) CMP(fp8) CMP(fp8_block[0]) CMP(fp8_block[1]) CMPS(scale_fmt)
+    CMPS(torch_dtype) CMP(attention_bias) CMP(tie_word_embeddings) CMP(bos_token_id)
+    CMP(eos_token_id)
+    for (int l = 0; l < MT_MAX_LAYERS; l++) {
+        if (a->layer_is_moe[l] != b->layer_is_moe[l]) {
+            return "layer_is_moe";
+        }
+    }
+#undef CMP
+#undef CMPS
+    return NULL;
+}
+/* clang-format on */
+
+static mt_status_t
+parse_str(const char *text, struct mt_model_config *cfg)
+{
+    return mt_config_parse(text, strlen(text), "inline.json", cfg);
+}
+
+/* Each bad file and the field its message must name (tests/data/configs/make-configs.py). */
+static const struct {
+    const char *file;
+    const char *field;
+} bad_configs[] = {
+    {"bad-n-group.json", "'n_group'"},
+    {"bad-topk-group.json", "'topk_group'"},
+    {"bad-experts-per-tok.json", "'num_experts_per_tok'"},
+    {"bad-rope-odd.json", "'qk_rope_head_dim'"},
+    {"bad-index-head-dim.json", "'index_head_dim'"},
+    {"bad-q-lora-null.json", "'q_lora_rank'"},
+    {"bad-kv-lora-zero.json", "'kv_lora_rank'"},
+    {"bad-first-k.json", "'first_k_dense_replace'"},
+    {"bad-layers.json", "'num_hidden_layers'"},
+    {"bad-scoring.json", "'scoring_func'"},
+    {"bad-topk-method.json", "'topk_method'"},
+    {"bad-rope-factor.json", "'rope_scaling.factor'"},
+    {"bad-type-string.json", "'hidden_size' must be an integer"},
+    {"bad-type-bool.json", "'norm_topk_prob' must be true or false"},
+    {"bad-type-rope.json", "'rope_scaling' must be an object"},
+    {"bad-type-float.json", "'vocab_size' must be an integer"},
+    {"bad-negative.json", "'hidden_size'"},
+    {"bad-quant.json", "'quantization_config.quant_method'"},
+    {"bad-block.json", "'quantization_config.weight_block_size'"},
+    {"bad-dtype.json", "'torch_dtype'"},
+    {"bad-model-type.json", "'model_type'"},
+    {"bad-mlp-layer-types.json", "'mlp_layer_types' has 60 entries"},
+    {"bad-mlp-layer-value.json", "'mlp_layer_types[5]'"},
+    {"bad-rope-params-type.json", "'rope_parameters.factor' must be a number"},
+    {"bad-json.json", "not valid JSON"},
+};
+
+static void
+test_real(void)
+{
+    struct mt_model_config cfg;
+    struct mt_model_config want;
+    mt_status_t st;
+    const char *d;
+
+    st = mt_config_load(tap_data_path("deepseek-v3.2/config.json"), &cfg);
+    tap_ok(st == MT_OK, "DeepSeek-V3.2's config.json parses: %s", mt_last_error());
+    tap_ok(cfg.hidden_size == 7168 && cfg.num_hidden_layers == 61 &&
+               cfg.first_k_dense_replace == 3 && cfg.intermediate_size == 18432 &&
+               cfg.moe_intermediate_size == 2048 && cfg.vocab_size == 129280,
+           "sizes: hidden 7168, 61 layers, 3 dense, 18432/2048, vocab 129280");
+    tap_ok(cfg.num_attention_heads == 128 && cfg.q_lora_rank == 1536 && cfg.kv_lora_rank == 512 &&
+               cfg.qk_nope_head_dim == 128 && cfg.qk_rope_head_dim == 64 && cfg.v_head_dim == 128,
+           "MLA: 128 heads, q_lora 1536, kv_lora 512, 128+64, v 128");
+    tap_ok(cfg.n_routed_experts == 256 && cfg.n_shared_experts == 1 &&
+               cfg.num_experts_per_tok == 8 && cfg.n_group == 8 && cfg.topk_group == 4 &&
+               strcmp(cfg.topk_method, "noaux_tc") == 0 &&
+               strcmp(cfg.scoring_func, "sigmoid") == 0 && cfg.norm_topk_prob &&
+               cfg.routed_scaling_factor == 2.5,
+           "MoE: 256 routed + 1 shared, top-8 of 4/8 groups, noaux_tc sigmoid, x2.5");
+    tap_ok(strcmp(cfg.rope_type, "yarn") == 0 && cfg.rope_factor == 40.0 &&
+               cfg.rope_original_max_pos == 4096 && cfg.rope_beta_fast == 32.0 &&
+               cfg.rope_beta_slow == 1.0 && cfg.rope_mscale == 1.0 &&
+               cfg.rope_mscale_all_dim == 1.0 && cfg.rope_theta == 10000.0 &&
+               cfg.max_position_embeddings == 163840,
+           "RoPE: yarn x40 of 4096, beta 32/1, mscale 1/1, theta 10000, 163840 positions");
+    tap_ok(cfg.index_n_heads == 64 && cfg.index_head_dim == 128 && cfg.index_topk == 2048 &&
+               cfg.num_nextn_predict_layers == 1 && cfg.rms_norm_eps == 1e-6,
+           "DSA 64x128 top-2048, 1 MTP layer, eps 1e-6");
+    tap_ok(cfg.fp8 && cfg.fp8_block[0] == 128 && cfg.fp8_block[1] == 128 &&
+               strcmp(cfg.scale_fmt, "ue8m0") == 0 && strcmp(cfg.torch_dtype, "bfloat16") == 0 &&
+               !cfg.attention_bias && !cfg.tie_word_embeddings && cfg.bos_token_id == 0 &&
+               cfg.eos_token_id == 1,
+           "storage: fp8 [128,128] ue8m0, bfloat16, untied, bos 0 eos 1");
+    tap_ok(!mt_config_layer_is_moe(&cfg, 0) && !mt_config_layer_is_moe(&cfg, 2) &&
+               mt_config_layer_is_moe(&cfg, 3) && mt_config_layer_is_moe(&cfg, 60) &&
+               mt_config_layer_is_moe(&cfg, 61) && !mt_config_layer_is_moe(&cfg, 62),
+           "layers 0-2 dense, 3-60 MoE, MTP layer 61 MoE, 62 does not exist");
+    mt_config_default_v32(&want);
+    d = cfg_diff(&cfg, &want);
+    tap_ok(d == NULL, "the file equals mt_config_default_v32 (first difference: %s)",
+           d ? d : "none");
+    tap_ok(fabs(mt_config_softmax_scale(&cfg) - 0.1352338) < 5e-8,
+           "softmax scale %.9f = 0.1352338 (spec 1.3)", mt_config_softmax_scale(&cfg));
+    tap_ok(fabs(mt_config_index_score_scale(&cfg) - 0.01104854) < 5e-9 &&
+               mt_config_rope_attn_factor(&cfg) == 1.0 && mt_config_qk_head_dim(&cfg) == 192,
+           "indexer scale 0.01104854, cos/sin factor 1, qk head 192");
+}
+
+static void
+test_transformers5(void)
+{
+    struct mt_model_config real;
+    struct mt_model_config t5;
+    mt_status_t st;
+    const char *d;
+
+    mt_config_load(tap_data_path("deepseek-v3.2/config.json"), &real);
+    st = mt_config_load(tap_data_path("configs/transformers5-v3.2.json"), &t5);
+    tap_ok(st == MT_OK,
+           "transformers 5 layout (rope_parameters, mlp_layer_types, dtype) parses: %s",
+           mt_last_error());
+    d = cfg_diff(&t5, &real);
+    tap_ok(st == MT_OK && d == NULL, "... to the same struct (first difference: %s)",
+           d ? d : "none");
+}
+
+static void
+test_defaults(void)
+{
+    struct mt_model_config cfg;
+    mt_status_t st;
+
+    st = parse_str("{\"model_type\": \"deepseek_v32\"}", &cfg);
+    tap_ok(st == MT_OK && cfg.hidden_size == 7168 && cfg.num_hidden_layers == 61 &&
+               cfg.n_group == 8 && cfg.topk_group == 4 && cfg.index_topk == 2048 &&
+               cfg.q_lora_rank == 1536 && !mt_config_layer_is_moe(&cfg, 2) &&
+               mt_config_layer_is_moe(&cfg, 3),
+           "an empty config takes DeepseekV32Config's 671B defaults");
+    tap_ok(st == MT_OK && !cfg.fp8 && cfg.num_nextn_predict_layers == 0 &&
+               strcmp(cfg.rope_type, "default") == 0 && cfg.rope_factor == 1.0,
+           "... with no FP8, no MTP layer, plain RoPE");
+    st = parse_str("{\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 40, "
+                   "\"original_max_position_embeddings\": 4096}}",
+                   &cfg);
+    tap_ok(st == MT_OK && cfg.rope_mscale == 0.0 && cfg.rope_mscale_all_dim == 0.0 &&
+               fabs(mt_config_softmax_scale(&cfg) - 1.0 / sqrt(192.0)) < 1e-12 &&
+               fabs(mt_config_rope_attn_factor(&cfg) - (0.1 * log(40.0) + 1.0)) < 1e-12,
+           "yarn without mscale keys: no softmax correction, cos/sin factor 0.1 ln 40 + 1 (HF)");
+    st = parse_str("{\"mlp_layer_types\": [\"dense\", \"sparse\", \"dense\", \"sparse\"], "
+                   "\"num_hidden_layers\": 4, \"eos_token_id\": [1, 2]}",
+                   &cfg);
+    tap_ok(st == MT_OK && !cfg.layer_is_moe[0] && cfg.layer_is_moe[1] && !cfg.layer_is_moe[2] &&
+               cfg.layer_is_moe[3] && cfg.first_k_dense_replace == 1 && cfg.eos_token_id == 1,
+           "mlp_layer_types sets each layer; first_k_dense_replace follows it; eos list");
+}
+
+static void
+test_bad(void)
+{
+    struct mt_model_config cfg;
+    char rel[128];
+    mt_status_t st;
+
+    mt_log_set_quiet(true);
+    for (size_t i = 0; i < sizeof(bad_configs) / sizeof(bad_configs[0]); i++) {
+        snprintf(rel, sizeof(rel), "configs/%s", bad_configs[i].file);
+        st = mt_config_load(tap_data_path(rel), &cfg);
+        tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), bad_configs[i].field) != NULL &&
+                   strstr(mt_last_error(), bad_configs[i].file) != NULL,
+               "%s: MT_ERR_FORMAT naming file and %s: %s", bad_configs[i].file,
+               bad_configs[i].field, mt_last_error());
+    }
+    st = mt_config_load(tap_data_path("configs/no-such-config.json"), &cfg);
+    tap_ok(st == MT_ERR_IO && strstr(mt_last_error(), "no-such-config.json") != NULL,
+           "missing file: MT_ERR_IO naming it: %s", mt_last_error());
+    st = parse_str("[1, 2]", &cfg);
+    tap_ok(st == MT_ERR_FORMAT, "a JSON array is not a config: %s", mt_last_error());
+    st = parse_str("{\"n_routed_experts\": 8, \"n_group\": 8, \"topk_group\": 4, "
+                   "\"num_experts_per_tok\": 2}",
+                   &cfg);
+    tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "'n_group'") != NULL,
+           "one expert per group cannot be scored by noaux_tc: %s", mt_last_error());
+    st = parse_str("{\"indexer_rope_interleave\": true}", &cfg);
+    tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "indexer_rope_interleave") != NULL,
+           "GLM-5's interleaved indexer RoPE is refused: %s", mt_last_error());
+    st = parse_str("{\"hidden_size\": 99999999999}", &cfg);
+    tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "'hidden_size'") != NULL,
+           "an integer beyond int: %s", mt_last_error());
+    st = parse_str("{\"rope_parameters\": {\"rope_type\": \"yarn\", \"type\": \"linear\", "
+                   "\"factor\": 4}}",
+                   &cfg);
+    tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "rope_type") != NULL,
+           "contradicting rope_type and type: %s", mt_last_error());
+    mt_log_set_quiet(false);
+}
+
+static void
+test_save(void)
+{
+    struct mt_model_config cfg;
+    struct mt_model_config back;
+    const char *dir = tap_tmpdir();
+    char path[512];
+    mt_status_t st;
+    const char *d;
+
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    mt_config_default_v32(&cfg);
+    st = mt_config_save(&cfg, path);
+    tap_ok(st == MT_OK, "mt_config_save writes %s", path);
+    st = mt_config_load(path, &back);
+    d = cfg_diff(&cfg, &back);
+    tap_ok(st == MT_OK && d == NULL, "the V3.2 config round-trips (first difference: %s)",
+           d ? d : "none");
+
+    /* A pattern first_k_dense_replace cannot express is written as mlp_layer_types. */
+    cfg.num_hidden_layers = 5;
+    cfg.first_k_dense_replace = 1;
+    cfg.num_nextn_predict_layers = 0;
+    cfg.fp8 = false;
+    cfg.scale_fmt[0] = '\0';
+    cfg.rms_norm_eps = 1.0 / 3.0;
+    memset(cfg.layer_is_moe, 0, sizeof(cfg.layer_is_moe));
+    cfg.layer_is_moe[1] = cfg.layer_is_moe[2] = cfg.layer_is_moe[4] = true;
+    st = mt_config_save(&cfg, path);
+    st = st == MT_OK ? mt_config_load(path, &back) : st;
+    d = cfg_diff(&cfg, &back);
+    tap_ok(st == MT_OK && d == NULL,
+           "a custom MoE pattern, no FP8, an eps of 1/3 round-trip (first difference: %s)",
+           d ? d : "none");
+    mt_log_set_quiet(true);
+    st = mt_config_save(&cfg, "/nonexistent-moetier-dir/config.json");
+    tap_ok(st == MT_ERR_IO && strstr(mt_last_error(), "/nonexistent-moetier-dir") != NULL,
+           "saving into a missing directory: MT_ERR_IO: %s", mt_last_error());
+    mt_log_set_quiet(false);
+    tap_rmtree(dir);
+}
+
+int
+main(void)
+{
+    tap_plan(0);
+    test_real();
+    test_transformers5();
+    test_defaults();
+    test_bad();
+    test_save();
+    return tap_done();
+}

@@ -1,0 +1,53 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# test_inspect.sh - `moetier inspect --config-only` on DeepSeek-V3.2's config.json: the JSON carries
+# spec 3.5's figures (44,050,944 B per routed expert, 654,068,416,512 B routed, 19,963,965,120 B
+# other), the text output has them with thousands separators, and a bad flag is a usage error (2).
+: "${MT_BUILDDIR:=.}"
+: "${MT_TEST_DATA:=$(dirname "$0")/data}"
+bin="$MT_BUILDDIR/moetier"
+dir="$MT_TEST_DATA/deepseek-v3.2"
+n=0
+fail=0
+
+ok() {
+    n=$((n + 1))
+    if [ "$1" -eq 0 ]; then
+        echo "ok $n - $2"
+    else
+        echo "not ok $n - $2"
+        fail=1
+    fi
+}
+
+echo "1..10"
+json=$("$bin" inspect --config-only -m "$dir" --json)
+ok $? "inspect --config-only --json exits 0"
+printf '%s\n' "$json" | grep -q '"routed_expert_bytes": 44050944,'
+ok $? "JSON: routed_expert_bytes 44050944"
+printf '%s\n' "$json" | grep -q '"routed_bytes": 654068416512,'
+ok $? "JSON: routed_bytes 654068416512"
+printf '%s\n' "$json" | grep -q '"other_bytes": 19963965120,'
+ok $? "JSON: other_bytes 19963965120"
+text=$("$bin" inspect --config-only -m "$dir")
+ok $? "inspect --config-only (text) exits 0"
+printf '%s\n' "$text" | grep -q '654,068,416,512 B (609.15 GiB)'
+ok $? "text: routed experts 654,068,416,512 B (609.15 GiB)"
+"$bin" inspect --config-only -m "$dir" --no-such-flag >/dev/null 2>&1
+rc=$?
+[ "$rc" -eq 2 ]
+ok $? "a bad flag exits 2 (got $rc)"
+"$bin" inspect --help | grep -q -- '--config-only'
+ok $? "--help lists --config-only"
+# A checkpoint transformers 5 wrote (tests/reference/make_golden.py), when the tree has it.
+if [ -f "$MT_TEST_DATA/hf-bf16/model.safetensors" ]; then
+    out=$("$bin" inspect -m "$MT_TEST_DATA/hf-bf16")
+    ok $? "inspect -m hf-bf16 (a transformers 5 checkpoint) exits 0"
+    printf '%s\n' "$out" | grep -q '1 shard, 171 tensors; validation passed'
+    ok $? "... and reports 1 shard, 171 tensors, validation passed"
+else
+    n=$((n + 2))
+    echo "ok $((n - 1)) # SKIP no tests/data/hf-bf16"
+    echo "ok $n # SKIP no tests/data/hf-bf16"
+fi
+exit $fail
