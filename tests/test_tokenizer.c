@@ -1,0 +1,507 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_tokenizer.c - the tokenizer against HF `tokenizers` golden ids, plus the edges: special
+ * tokens only on request, invalid UTF-8, the streaming decoder, Split behaviours on a small
+ * synthetic tokenizer.json, and clear errors for malformed files.
+ *
+ * golden.json (tests/data/tokenizer) holds {"text", "ids"} pairs from HF tokenizers 0.23.2,
+ * encode(text, add_special_tokens=False). HF always matches added tokens in the text, so the
+ * golden comparison runs with special = true.
+ */
+#include <config.h>
+
+#include "runtime/tokenizer.h"
+#include "tests/tap.h"
+
+#include <jansson.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static bool
+ids_equal(const int32_t *a, size_t na, const json_t *want, size_t *first_diff)
+{
+    size_t nw = json_array_size(want), i;
+
+    for (i = 0; i < na && i < nw; i++) {
+        if (a[i] != (int32_t)json_integer_value(json_array_get(want, i))) {
+            break;
+        }
+    }
+    *first_diff = i;
+    return i == na && i == nw;
+}
+
+static void
+test_golden(struct mt_tokenizer *tok)
+{
+    json_error_t jerr;
+    json_t *g = json_load_file(tap_data_path("tokenizer/golden.json"), 0, &jerr), *e;
+    size_t i, enc_ok = 0, dec_ok = 0, n_entries;
+
+    if (!tap_ok(json_is_array(g), "golden.json loads (%s)", g ? "ok" : jerr.text)) {
+        return;
+    }
+    n_entries = json_array_size(g);
+    json_array_foreach (g, i, e) {
+        json_t *jt = json_object_get(e, "text"), *jids = json_object_get(e, "ids");
+        const char *text = json_string_value(jt);
+        size_t len = json_string_length(jt), n = 0, d = 0;
+        int32_t *ids = NULL;
+        if (mt_tokenizer_encode(tok, text, len, true, &ids, &n) == MT_OK &&
+            ids_equal(ids, n, jids, &d)) {
+            enc_ok++;
+        } else if (ids != NULL) {
+            tap_diag("entry %zu: %zu ids, want %zu; first difference at %zu: got %d want %d", i, n,
+                     json_array_size(jids), d, d < n ? ids[d] : -1,
+                     (int)json_integer_value(json_array_get(jids, d)));
+            tap_diag("  text: %.60s", text);
+        }
+        free(ids);
+
+        /* decode the golden ids (not ours) back */
+        size_t nw = json_array_size(jids), tl;
+        int32_t *w = malloc((nw + 1) * sizeof(*w));
+        char *back = NULL;
+        for (size_t k = 0; k < nw; k++) {
+            w[k] = (int32_t)json_integer_value(json_array_get(jids, k));
+        }
+        if (mt_tokenizer_decode(tok, w, nw, &back, &tl) == MT_OK && tl == len &&
+            memcmp(back, text, len) == 0) {
+            dec_ok++;
+        } else {
+            tap_diag("entry %zu does not decode back to its text", i);
+        }
+        free(back);
+        free(w);
+    }
+    tap_ok(n_entries > 0 && enc_ok == n_entries, "golden: %zu of %zu texts encode to HF's ids",
+           enc_ok, n_entries);
+    tap_ok(n_entries > 0 && dec_ok == n_entries, "golden: %zu of %zu id lists decode to the text",
+           dec_ok, n_entries);
+    json_decref(g);
+}
+
+static void
+test_special(struct mt_tokenizer *tok)
+{
+    const char *text = "<｜User｜>Hi<｜Assistant｜>";
+    int32_t user = mt_tokenizer_token_id(tok, "<｜User｜>");
+    int32_t *ids = NULL;
+    size_t n = 0;
+    bool found = false;
+
+    tap_ok(user > 0 && mt_tokenizer_is_added(tok, user), "<｜User｜> is an added token (id %d)",
+           user);
+    tap_ok(mt_tokenizer_bos(tok) == mt_tokenizer_token_id(tok, "<｜begin▁of▁sentence｜>") &&
+               mt_tokenizer_eos(tok) == mt_tokenizer_token_id(tok, "<｜end▁of▁sentence｜>") &&
+               mt_tokenizer_bos(tok) >= 0 && mt_tokenizer_eos(tok) >= 0,
+           "bos %d / eos %d come from tokenizer_config.json", mt_tokenizer_bos(tok),
+           mt_tokenizer_eos(tok));
+    tap_ok(mt_tokenizer_token_id(tok, "no such token text") == -1, "unknown text has id -1");
+
+    mt_tokenizer_encode(tok, text, strlen(text), true, &ids, &n);
+    tap_ok(n >= 3 && ids[0] == user && ids[n - 1] == mt_tokenizer_token_id(tok, "<｜Assistant｜>"),
+           "with special, added tokens in the text become their ids");
+    free(ids);
+    mt_tokenizer_encode(tok, text, strlen(text), false, &ids, &n);
+    for (size_t i = 0; i < n; i++) {
+        found |= mt_tokenizer_is_added(tok, ids[i]);
+    }
+    char *back = NULL;
+    size_t bl = 0;
+    mt_tokenizer_decode(tok, ids, n, &back, &bl);
+    tap_ok(n > 3 && !found && back != NULL && strcmp(back, text) == 0,
+           "without special, the same text is plain text (%zu ids) and decodes back", n);
+    free(back);
+    free(ids);
+}
+
+static void
+test_invalid_utf8(struct mt_tokenizer *tok)
+{
+    /* a lone continuation byte, a truncated 3-byte sequence, an overlong, a surrogate, 0xff */
+    static const char bad[] = "ok \x80 x\xe4\xb8 y\xc0\xaf z\xed\xa0\x80 \xff end";
+    size_t len = sizeof(bad) - 1, n = 0, bl = 0;
+    int32_t *ids = NULL;
+    char *back = NULL;
+    mt_status_t st = mt_tokenizer_encode(tok, bad, len, true, &ids, &n);
+
+    tap_ok(st == MT_OK && n > 0, "invalid UTF-8 encodes (%zu ids)", n);
+    tap_ok(st == MT_OK && mt_tokenizer_decode(tok, ids, n, &back, &bl) == MT_OK && bl == len &&
+               memcmp(back, bad, len) == 0,
+           "and decodes back to the same bytes");
+    free(back);
+    free(ids);
+
+    st = mt_tokenizer_encode(tok, "", 0, true, &ids, &n);
+    tap_ok(st == MT_OK && n == 0, "empty text gives no ids");
+    free(ids);
+
+    int32_t bogus[2] = {0, mt_tokenizer_n_vocab(tok) + 5};
+    mt_log_set_quiet(true);
+    tap_ok(mt_tokenizer_decode(tok, bogus, 2, &back, &bl) == MT_ERR_INVAL,
+           "decoding an id past the vocabulary fails (%s)", mt_last_error());
+    mt_log_set_quiet(false);
+}
+
+/* Random byte strings (fixed seed) mixing ASCII, UTF-8, bad bytes and special-token text: every one
+ * must encode and decode back to itself, with and without special tokens. */
+static void
+test_random_roundtrip(struct mt_tokenizer *tok)
+{
+    static const char *const atoms[] = {"a",
+                                        "Z",
+                                        " ",
+                                        "  ",
+                                        "\n",
+                                        "\r\n",
+                                        "\t",
+                                        "7",
+                                        "123456",
+                                        "é",
+                                        "你",
+                                        "😀",
+                                        "\xe2\x80\x8d",
+                                        "-",
+                                        "<",
+                                        ">",
+                                        "'s",
+                                        "<｜User｜>",
+                                        "<｜end▁of▁sentence｜>",
+                                        "\x80",
+                                        "\xff",
+                                        "\xe4\xb8",
+                                        "\xc0",
+                                        "\u00a0",
+                                        "\xe3\x80\x80",
+                                        "Ab",
+                                        "ſ"};
+    uint64_t x = 88172645463325252ull;
+    int ok = 0, total = 0;
+    char buf[2048];
+
+    for (int it = 0; it < 400; it++) {
+        size_t len = 0;
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        int parts = (int)(x % 60);
+        for (int k = 0; k < parts; k++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            const char *a = atoms[x % (sizeof(atoms) / sizeof(atoms[0]))];
+            memcpy(buf + len, a, strlen(a));
+            len += strlen(a);
+        }
+        for (int special = 0; special < 2; special++) {
+            int32_t *ids = NULL;
+            size_t n = 0, bl = 0;
+            char *back = NULL;
+            total++;
+            if (mt_tokenizer_encode(tok, buf, len, special, &ids, &n) == MT_OK &&
+                mt_tokenizer_decode(tok, ids, n, &back, &bl) == MT_OK && bl == len &&
+                memcmp(back, buf, len) == 0) {
+                ok++;
+            }
+            free(ids);
+            free(back);
+        }
+    }
+    tap_ok(ok == total, "random byte strings: %d of %d round-trip", ok, total);
+
+    /* a 20000-letter word: one piece far past the cache limit, merged with the heap */
+    size_t big = 20000, n = 0, bl = 0;
+    char *w = malloc(big), *back = NULL;
+    int32_t *ids = NULL;
+    for (size_t i = 0; i < big; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        w[i] = (char)('a' + x % 26);
+    }
+    bool good = mt_tokenizer_encode(tok, w, big, false, &ids, &n) == MT_OK && n > 1000 && n < big &&
+                mt_tokenizer_decode(tok, ids, n, &back, &bl) == MT_OK && bl == big &&
+                memcmp(back, w, big) == 0;
+    tap_ok(good, "a %zu-byte word encodes to %zu ids and back", big, n);
+    free(ids);
+    free(back);
+    free(w);
+}
+
+static void
+test_stream(struct mt_tokenizer *tok)
+{
+    /* "€" (3 bytes), an emoji (4 bytes): single-byte tokens split them mid-character */
+    const char *text = "a€b😀c";
+    char got[64] = "";
+    size_t gl = 0;
+    bool never_partial = true;
+    struct mt_detok d;
+
+    mt_detok_init(&d, tok);
+    for (const unsigned char *p = (const unsigned char *)text; *p != 0; p++) {
+        char one[2] = {(char)*p, 0};
+        /* the one-byte token of each byte: encode of a lone byte (special off) */
+        int32_t *ids = NULL;
+        size_t n = 0, len;
+        const char *out;
+        mt_tokenizer_encode(tok, one, 1, false, &ids, &n);
+        if (n != 1 || mt_detok_push(&d, ids[0], &out, &len) != MT_OK) {
+            never_partial = false;
+        } else {
+            /* every chunk must be whole characters */
+            never_partial &= len == 0 || (((unsigned char)out[0] & 0xc0) != 0x80);
+            memcpy(got + gl, out, len);
+            gl += len;
+        }
+        free(ids);
+    }
+    const char *out;
+    size_t len;
+    mt_detok_flush(&d, &out, &len);
+    got[gl] = 0;
+    tap_ok(never_partial && len == 0 && strcmp(got, text) == 0,
+           "stream decoder fed byte tokens prints whole characters only: '%s'", got);
+
+    /* an incomplete character at the end of the stream comes out as U+FFFD at flush */
+    int32_t *ids = NULL;
+    size_t n = 0;
+    mt_tokenizer_encode(tok, "\xe2\x82", 2, false, &ids, &n);
+    bool held = true;
+    for (size_t i = 0; i < n; i++) {
+        mt_detok_push(&d, ids[i], &out, &len);
+        held &= len == 0;
+    }
+    mt_detok_flush(&d, &out, &len);
+    tap_ok(n == 2 && held && len == 3 && memcmp(out, "\xef\xbf\xbd", 3) == 0,
+           "an unfinished character is held, then flushed as U+FFFD");
+    free(ids);
+    mt_tokenizer_encode(tok, "\xff", 1, false, &ids, &n);
+    mt_detok_push(&d, ids[0], &out, &len);
+    tap_ok(len == 3 && memcmp(out, "\xef\xbf\xbd", 3) == 0,
+           "a byte that can never start a character prints U+FFFD at once");
+    free(ids);
+    mt_detok_free(&d);
+}
+
+/* ---- small synthetic tokenizer.json files ---------------------------------------------------- */
+
+/* Byte-level vocab of the 256 byte chars (ids 0..255 in byte order), merges given. */
+static char *
+small_json(const char *merges, const char *extra_vocab, const char *pretok, const char *added)
+{
+    size_t cap = 1 << 16;
+    char *s = malloc(cap), *p = s;
+    int n = 0;
+
+    p += sprintf(p,
+                 "{\"version\":\"1.0\",\"added_tokens\":[%s],\"normalizer\":null,"
+                 "\"pre_tokenizer\":%s,\"decoder\":{\"type\":\"ByteLevel\"},"
+                 "\"model\":{\"type\":\"BPE\",\"vocab\":{",
+                 added, pretok);
+    for (int b = 0; b < 256; b++) {
+        bool printable = (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || (b >= 0xae);
+        unsigned cp = printable ? (unsigned)b : 256u + (unsigned)n++;
+        char u[8];
+        if (cp < 0x80) {
+            if (cp == '"' || cp == '\\') {
+                sprintf(u, "\\%c", cp);
+            } else {
+                sprintf(u, "%c", cp);
+            }
+        } else {
+            sprintf(u, "%c%c", 0xc0 | (cp >> 6), 0x80 | (cp & 0x3f));
+        }
+        p += sprintf(p, "%s\"%s\":%d", b ? "," : "", u, b);
+    }
+    p += sprintf(p, "%s%s},\"merges\":[%s]}}", *extra_vocab ? "," : "", extra_vocab, merges);
+    return s;
+}
+
+static mt_status_t
+load_text(const char *dir, const char *json, struct mt_tokenizer **tok)
+{
+    char path[600];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
+    f = fopen(path, "w");
+    fputs(json, f);
+    fclose(f);
+    return mt_tokenizer_load(dir, tok);
+}
+
+static void
+expect(struct mt_tokenizer *tok, const char *text, const int32_t *want, size_t nw, const char *what)
+{
+    int32_t *ids = NULL;
+    size_t n = 0;
+    bool ok = tok != NULL &&
+              mt_tokenizer_encode(tok, text, strlen(text), true, &ids, &n) == MT_OK && n == nw &&
+              memcmp(ids, want, nw * sizeof(*ids)) == 0;
+
+    tap_ok(ok, "%s", what);
+    if (!ok && ids != NULL) {
+        char buf[512] = "";
+        for (size_t i = 0; i < n && strlen(buf) < 480; i++) {
+            sprintf(buf + strlen(buf), " %d", ids[i]);
+        }
+        tap_diag("got:%s", buf);
+    }
+    free(ids);
+}
+
+#define BL "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":false}"
+
+static void
+test_small(void)
+{
+    const char *dir = tap_tmpdir();
+    struct mt_tokenizer *tok = NULL;
+    char *j;
+    mt_status_t st;
+
+    /* merges: "a b" -> 256 "ab", "ab c" -> 257 "abc", "b c" -> 258 "bc" (rank order matters) */
+    const char *vocab = "\"ab\":256,\"abc\":257,\"bc\":258,\"<x>\":259";
+    const char *merges = "\"a b\",\"ab c\",\"b c\"";
+    j = small_json(merges, vocab,
+                   "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
+                   "{\"String\":\"-\"},\"behavior\":\"Isolated\",\"invert\":false}," BL "]}",
+                   "{\"id\":259,\"content\":\"<x>\",\"special\":true,\"normalized\":false}");
+    st = load_text(dir, j, &tok);
+    free(j);
+    tap_ok(st == MT_OK, "small tokenizer.json loads");
+    expect(tok, "abc", (int32_t[]){257}, 1, "merges apply lowest rank first: abc -> [abc]");
+    expect(tok, "bca", (int32_t[]){258, 'a'}, 2, "bca -> [bc][a]");
+    expect(tok, "ab-c", (int32_t[]){256, '-', 'c'}, 3, "Split Isolated on \"-\" keeps '-' alone");
+    expect(tok, "a<x>bc", (int32_t[]){'a', 259, 258}, 3, "added token in text (special)");
+    mt_tokenizer_free(tok);
+    tok = NULL;
+
+    /* behaviours on the same text "a-b--c", pattern "-" */
+    static const struct {
+        const char *beh;
+        bool invert;
+        int32_t want[8];
+        size_t n;
+    } cases[] = {
+        /* pieces a|-|b|-|-|c; merges make "ab" only inside one piece */
+        {"Removed", false, {'a', 'b', 'c'}, 3},
+        {"MergedWithPrevious", false, {'a', '-', 'b', '-', '-', 'c'}, 6},
+        {"MergedWithNext", false, {'a', '-', 'b', '-', '-', 'c'}, 6},
+        {"Contiguous", false, {'a', '-', 'b', '-', '-', 'c'}, 6},
+        /* inverted: the non-dash runs are the matches, removed */
+        {"Removed", true, {'-', '-', '-'}, 3},
+    };
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        char pre[512];
+        snprintf(pre, sizeof(pre),
+                 "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
+                 "{\"String\":\"-\"},\"behavior\":\"%s\",\"invert\":%s}," BL "]}",
+                 cases[c].beh, cases[c].invert ? "true" : "false");
+        j = small_json(merges, vocab, pre, "");
+        st = load_text(dir, j, &tok);
+        free(j);
+        char what[128];
+        snprintf(what, sizeof(what), "Split %s%s on a-b--c", cases[c].beh,
+                 cases[c].invert ? " (invert)" : "");
+        expect(tok, "a-b--c", cases[c].want, cases[c].n, what);
+        mt_tokenizer_free(tok);
+        tok = NULL;
+    }
+
+    /* merges across the split points show where pieces end: with "- b" -> 260 and "b -" -> 261 */
+    const char *vocab2 = "\"ab\":256,\"abc\":257,\"bc\":258,\"-b\":260,\"b-\":261,\"a-\":262";
+    const char *merges2 = "\"- b\",\"b -\",\"a -\"";
+    static const struct {
+        const char *beh;
+        int32_t want[8];
+        size_t n;
+    } cases2[] = {
+        /* a- | b- | - | c  (a match joins the piece before it, unless that was a match) */
+        {"MergedWithPrevious", {262, 261, '-', 'c'}, 4},
+        /* a | -b | - | -c  (a match joins the piece after it, unless that is a match) */
+        {"MergedWithNext", {'a', 260, '-', '-', 'c'}, 5},
+        /* a | - | b | -- | c */
+        {"Contiguous", {'a', '-', 'b', '-', '-', 'c'}, 6},
+    };
+    for (size_t c = 0; c < sizeof(cases2) / sizeof(cases2[0]); c++) {
+        char pre[512];
+        snprintf(pre, sizeof(pre),
+                 "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
+                 "{\"Regex\":\"-\"},\"behavior\":\"%s\",\"invert\":false}," BL "]}",
+                 cases2[c].beh);
+        j = small_json(merges2, vocab2, pre, "");
+        st = load_text(dir, j, &tok);
+        free(j);
+        char what[128];
+        snprintf(what, sizeof(what), "Split %s: pieces as HF forms them", cases2[c].beh);
+        expect(tok, "a-b--c", cases2[c].want, cases2[c].n, what);
+        mt_tokenizer_free(tok);
+        tok = NULL;
+    }
+
+    /* malformed files: each must fail with a message naming the problem */
+    static const struct {
+        const char *what, *json, *needle;
+    } bad[] = {
+        {"no model", "{\"added_tokens\":[],\"pre_tokenizer\":null}", "no \"model\""},
+        {"not JSON", "{\"model\": [1, 2", "not JSON"},
+        {"a merge of unknown tokens",
+         "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1},\"merges\":[\"a b\"]},"
+         "\"pre_tokenizer\":" BL ",\"decoder\":{\"type\":\"ByteLevel\"}}",
+         "merge 0"},
+        {"a malformed merge",
+         "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1},\"merges\":[\"ab\"]},"
+         "\"pre_tokenizer\":" BL ",\"decoder\":{\"type\":\"ByteLevel\"}}",
+         "merge 0"},
+        {"a regex that does not compile",
+         "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
+         "\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\","
+         "\"pattern\":{\"Regex\":\"[a-\"},\"behavior\":\"Isolated\",\"invert\":false}," BL "]},"
+         "\"decoder\":{\"type\":\"ByteLevel\"}}",
+         "does not compile"},
+        {"an unknown Split behavior",
+         "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
+         "\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":\"a\"},"
+         "\"behavior\":\"Sideways\"},\"decoder\":{\"type\":\"ByteLevel\"}}",
+         "unknown behavior"},
+        {"a WordPiece model",
+         "{\"model\":{\"type\":\"WordPiece\",\"vocab\":{}},\"pre_tokenizer\":" BL "}",
+         "not supported"},
+        {"no ByteLevel step",
+         "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},\"pre_tokenizer\":null,"
+         "\"decoder\":{\"type\":\"ByteLevel\"}}",
+         "ByteLevel"},
+    };
+    mt_log_set_quiet(true);
+    for (size_t c = 0; c < sizeof(bad) / sizeof(bad[0]); c++) {
+        st = load_text(dir, bad[c].json, &tok);
+        tap_ok(st == MT_ERR_FORMAT && tok == NULL && strstr(mt_last_error(), bad[c].needle),
+               "malformed (%s): %s", bad[c].what, mt_last_error());
+        mt_tokenizer_free(tok);
+        tok = NULL;
+    }
+    st = mt_tokenizer_load("/nonexistent/dir", &tok);
+    tap_ok(st == MT_ERR_IO && tok == NULL, "missing file: %s", mt_last_error());
+    mt_log_set_quiet(false);
+    tap_rmtree(dir);
+}
+
+int
+main(void)
+{
+    struct mt_tokenizer *tok = NULL;
+    mt_status_t st;
+
+    tap_plan(0);
+    st = mt_tokenizer_load(tap_data_path("tokenizer"), &tok);
+    if (tap_ok(st == MT_OK, "DeepSeek tokenizer.json loads (%d ids)",
+               tok ? mt_tokenizer_n_vocab(tok) : 0)) {
+        test_golden(tok);
+        test_special(tok);
+        test_invalid_utf8(tok);
+        test_stream(tok);
+        test_random_roundtrip(tok);
+        mt_tokenizer_free(tok);
+    }
+    test_small();
+    return tap_done();
+}
