@@ -28,6 +28,19 @@ struct mt_gpu_info {
     int runtime_version;
 };
 
+/* One bandwidth benchmark (kernels/bench.cu): median and p90 of the timed repetitions. */
+struct mt_gpu_bench_timing {
+    double median_ms; /* one repetition (one transfer, for batched copies) */
+    double p90_ms;
+    double gbps;      /* bytes moved / median: see each function for what "moved" counts */
+    double tflops;    /* GEMM only */
+};
+
+enum mt_gpu_copy_dir {
+    MT_GPU_COPY_H2D = 0, /* pinned host memory to device */
+    MT_GPU_COPY_D2H = 1,
+};
+
 #ifdef MT_HAVE_CUDA
 
 /*
@@ -38,6 +51,29 @@ mt_status_t mt_gpu_device_count(int *count_out);
 
 /* Properties of device dev. MT_ERR_CUDA when the device cannot be queried. */
 mt_status_t mt_gpu_device_info(int dev, struct mt_gpu_info *info_out);
+
+/*
+ * Bandwidth benchmarks of device dev (kernels/bench.cu), each one warm-up + reps timed runs with
+ * CUDA events on its own stream. MT_ERR_INVAL for bad sizes, MT_ERR_NOMEM/MT_ERR_CUDA otherwise.
+ *  - selftest: the read kernel's sum and D2D, D2H, H2D copies (64 KiB, 4 MiB) checked against
+ *    the host; MT_ERR_INTERNAL on a mismatch. Run it before trusting any timing.
+ *  - hbm_read: a kernel reading `bytes` (16-byte loads); gbps counts bytes read.
+ *  - d2d_copy: cudaMemcpyAsync device to device; gbps counts bytes read + bytes written.
+ *  - pcie: pinned copies in one direction at each of n_sizes sizes (out has n_sizes entries);
+ *    small sizes are timed in batches of back-to-back copies; gbps per transfer.
+ *  - pcie_bidir: H2D and D2H of `bytes` at once on two streams; gbps counts both directions.
+ *  - bf16_gemm: cuBLAS n x n x n BF16 GEMM, fp32 accumulation, random data; tflops = 2n^3/t.
+ */
+mt_status_t mt_gpu_bench_selftest(int dev);
+mt_status_t mt_gpu_bench_hbm_read(int dev, size_t bytes, int reps,
+                                  struct mt_gpu_bench_timing *out);
+mt_status_t mt_gpu_bench_d2d_copy(int dev, size_t bytes, int reps,
+                                  struct mt_gpu_bench_timing *out);
+mt_status_t mt_gpu_bench_pcie(int dev, enum mt_gpu_copy_dir dir, const size_t *sizes,
+                              int n_sizes, int reps, struct mt_gpu_bench_timing *out);
+mt_status_t mt_gpu_bench_pcie_bidir(int dev, size_t bytes, int reps,
+                                    struct mt_gpu_bench_timing *out);
+mt_status_t mt_gpu_bench_bf16_gemm(int dev, int n, int reps, struct mt_gpu_bench_timing *out);
 
 #else /* !MT_HAVE_CUDA */
 
@@ -54,6 +90,55 @@ mt_gpu_device_info(int dev, struct mt_gpu_info *info_out)
     (void)dev;
     (void)info_out;
     return mt_fail(MT_ERR_UNSUPPORTED, 0, "moetier was built without CUDA (configure --with-cuda)");
+}
+
+static inline mt_status_t
+mt_gpu_bench_unsupported_(void)
+{
+    return mt_fail(MT_ERR_UNSUPPORTED, 0, "moetier was built without CUDA (configure --with-cuda)");
+}
+
+static inline mt_status_t
+mt_gpu_bench_selftest(int dev)
+{
+    (void)dev;
+    return mt_gpu_bench_unsupported_();
+}
+
+static inline mt_status_t
+mt_gpu_bench_hbm_read(int dev, size_t bytes, int reps, struct mt_gpu_bench_timing *out)
+{
+    (void)dev, (void)bytes, (void)reps, (void)out;
+    return mt_gpu_bench_unsupported_();
+}
+
+static inline mt_status_t
+mt_gpu_bench_d2d_copy(int dev, size_t bytes, int reps, struct mt_gpu_bench_timing *out)
+{
+    (void)dev, (void)bytes, (void)reps, (void)out;
+    return mt_gpu_bench_unsupported_();
+}
+
+static inline mt_status_t
+mt_gpu_bench_pcie(int dev, enum mt_gpu_copy_dir dir, const size_t *sizes, int n_sizes, int reps,
+                  struct mt_gpu_bench_timing *out)
+{
+    (void)dev, (void)dir, (void)sizes, (void)n_sizes, (void)reps, (void)out;
+    return mt_gpu_bench_unsupported_();
+}
+
+static inline mt_status_t
+mt_gpu_bench_pcie_bidir(int dev, size_t bytes, int reps, struct mt_gpu_bench_timing *out)
+{
+    (void)dev, (void)bytes, (void)reps, (void)out;
+    return mt_gpu_bench_unsupported_();
+}
+
+static inline mt_status_t
+mt_gpu_bench_bf16_gemm(int dev, int n, int reps, struct mt_gpu_bench_timing *out)
+{
+    (void)dev, (void)n, (void)reps, (void)out;
+    return mt_gpu_bench_unsupported_();
 }
 
 #endif /* MT_HAVE_CUDA */

@@ -1,0 +1,193 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_hwprofile.c - the hardware profile survives a JSON round trip, a sparse what-if file
+ * loads with zeros for what it omits, and bad, missing or wrong-version files fail with one
+ * clear message naming the file and the key.
+ */
+#include <config.h>
+
+#include "runtime/hwprofile.h"
+#include "tests/tap.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void
+fill(struct mt_hwprofile *p)
+{
+    mt_hwprofile_init(p);
+    snprintf(p->source, sizeof(p->source), "moetier bench 0.1.0");
+    snprintf(p->host, sizeof(p->host), "testhost");
+    snprintf(p->date, sizeof(p->date), "2026-11-28T14:00:00Z");
+    p->dram_bytes = 128ull << 30;
+    p->gpu.present = true;
+    snprintf(p->gpu.name, sizeof(p->gpu.name), "NVIDIA H200");
+    p->gpu.count = 1;
+    p->gpu.mem_bytes = 150ull << 30;
+    p->gpu.sm_count = 132;
+    p->gpu.hbm_read_gbps = 4321.5;
+    p->gpu.copy_gbps = 4000.25;
+    p->gpu.bf16_tflops = 750.0;
+    p->pcie.h2d_gbps = 55.5;
+    p->pcie.d2h_gbps = 53.25;
+    p->pcie.bidir_gbps = 100.125;
+    p->pcie.large_bytes = 256ull << 20;
+    p->pcie.n_h2d = 3;
+    p->pcie.n_d2h = 2;
+    for (int i = 0; i < 3; i++) {
+        p->pcie.h2d_curve[i] = (struct mt_hw_curve_point){65536ull << (4 * i), 10.0 * (i + 1)};
+    }
+    p->pcie.d2h_curve[0] = (struct mt_hw_curve_point){65536, 9.5};
+    p->pcie.d2h_curve[1] = (struct mt_hw_curve_point){1ull << 20, 30.5};
+    snprintf(p->cpu.model, sizeof(p->cpu.model), "Xeon \"quoted\" model");
+    p->cpu.cores = 16;
+    p->cpu.threads = 32;
+    p->cpu.n_nodes = 2;
+    p->cpu.nodes[0] = (struct mt_hw_numa_node){0, 8, 64ull << 30, 100.5, 90.25};
+    p->cpu.nodes[1] = (struct mt_hw_numa_node){1, 8, 64ull << 30, 101.5, 91.25};
+    p->cpu.read_gbps = 200.0;
+    p->cpu.triad_gbps = 180.0;
+    p->cpu.fma_gflops = 3000.0;
+    p->cpu.amx_bf16_gflops = 20000.0;
+    p->cpu.isa = MT_HW_ISA_AVX2 | MT_HW_ISA_FMA | MT_HW_ISA_AVX512F | MT_HW_ISA_AMX_BF16;
+    p->n_disks = 2;
+    snprintf(p->disks[0].path, sizeof(p->disks[0].path), "/nvme0");
+    p->disks[0].n_points = 2;
+    p->disks[0].points[0] = (struct mt_hw_disk_point){1, 1 << 20, 1.5};
+    p->disks[0].points[1] = (struct mt_hw_disk_point){64, 4 << 20, 6.75};
+    p->disks[0].best_gbps = 6.75;
+    p->disks[0].best_qd = 64;
+    p->disks[0].best_block_bytes = 4 << 20;
+    snprintf(p->disks[1].path, sizeof(p->disks[1].path), "/nvme1");
+    p->disks[1].best_gbps = 3.25;
+}
+
+static bool
+same(const struct mt_hwprofile *a, const struct mt_hwprofile *b)
+{
+    bool ok = a->version == b->version && strcmp(a->source, b->source) == 0 &&
+              strcmp(a->host, b->host) == 0 && strcmp(a->date, b->date) == 0 &&
+              a->dram_bytes == b->dram_bytes;
+
+    ok = ok && a->gpu.present == b->gpu.present && strcmp(a->gpu.name, b->gpu.name) == 0 &&
+         a->gpu.count == b->gpu.count && a->gpu.mem_bytes == b->gpu.mem_bytes &&
+         a->gpu.sm_count == b->gpu.sm_count && a->gpu.hbm_read_gbps == b->gpu.hbm_read_gbps &&
+         a->gpu.copy_gbps == b->gpu.copy_gbps && a->gpu.bf16_tflops == b->gpu.bf16_tflops;
+    ok = ok && memcmp(&a->pcie, &b->pcie, sizeof(a->pcie)) == 0;
+    ok = ok && strcmp(a->cpu.model, b->cpu.model) == 0 && a->cpu.cores == b->cpu.cores &&
+         a->cpu.threads == b->cpu.threads && a->cpu.n_nodes == b->cpu.n_nodes &&
+         a->cpu.read_gbps == b->cpu.read_gbps && a->cpu.triad_gbps == b->cpu.triad_gbps &&
+         a->cpu.fma_gflops == b->cpu.fma_gflops &&
+         a->cpu.amx_bf16_gflops == b->cpu.amx_bf16_gflops && a->cpu.isa == b->cpu.isa;
+    for (int i = 0; ok && i < a->cpu.n_nodes; i++) {
+        ok = memcmp(&a->cpu.nodes[i], &b->cpu.nodes[i], sizeof(a->cpu.nodes[i])) == 0;
+    }
+    ok = ok && a->n_disks == b->n_disks;
+    for (int i = 0; ok && i < a->n_disks; i++) {
+        const struct mt_hw_disk *x = &a->disks[i];
+        const struct mt_hw_disk *y = &b->disks[i];
+
+        ok = strcmp(x->path, y->path) == 0 && x->best_gbps == y->best_gbps &&
+             x->best_qd == y->best_qd && x->best_block_bytes == y->best_block_bytes &&
+             x->n_points == y->n_points;
+        for (int k = 0; ok && k < x->n_points; k++) {
+            ok = memcmp(&x->points[k], &y->points[k], sizeof(x->points[k])) == 0;
+        }
+    }
+    return ok;
+}
+
+/* Parse text; true if it fails with `want` and the message contains `needle`. */
+static bool
+fails(const char *text, mt_status_t want, const char *needle)
+{
+    struct mt_hwprofile p;
+    mt_status_t st = mt_hwprofile_parse(text, "bad.json", &p);
+
+    if (st != want || strstr(mt_last_error(), needle) == NULL) {
+        tap_diag("got status %d, message: %s", st, mt_last_error());
+        return false;
+    }
+    return true;
+}
+
+int
+main(void)
+{
+    static struct mt_hwprofile a;
+    static struct mt_hwprofile b;
+    static struct mt_hwprofile c;
+    char path[512];
+    const char *dir = tap_tmpdir();
+    mt_status_t st;
+
+    tap_plan(19);
+    mt_log_set_quiet(true);
+
+    fill(&a);
+    snprintf(path, sizeof(path), "%s/h.json", dir);
+    st = mt_hwprofile_save(&a, path);
+    tap_ok(st == MT_OK, "save writes the profile");
+    memset(&b, 0xab, sizeof(b));
+    st = mt_hwprofile_load(path, &b);
+    tap_ok(st == MT_OK, "load reads it back: %s", st == MT_OK ? "" : mt_last_error());
+    tap_ok(same(&a, &b), "round trip keeps every field");
+    tap_ok(mt_hwprofile_disk_total_gbps(&b) == 10.0, "disk total sums best_gbps");
+    tap_ok(strcmp(mt_hw_isa_name(MT_HW_ISA_AMX_BF16), "amx_bf16") == 0 &&
+               mt_hw_isa_name(1u << 30) == NULL,
+           "ISA names");
+
+    /* A what-if file: only what one knows of a machine one does not have. */
+    st = mt_hwprofile_parse("{\"version\": 1, \"source\": \"what-if: RTX 4090 + 2x Xeon\","
+                            " \"dram_bytes\": 549755813888,"
+                            " \"gpu\": {\"present\": true, \"mem_bytes\": 25769803776,"
+                            "          \"hbm_read_gbps\": 1008},"
+                            " \"pcie\": {\"h2d_gbps\": 25, \"d2h_gbps\": 25},"
+                            " \"cpu\": {\"read_gbps\": 307, \"isa\": [\"avx512f\", \"amx_bf16\"]},"
+                            " \"disks\": [{\"path\": \"/nvme0\", \"best_gbps\": 7}]}",
+                            "whatif.json", &c);
+    tap_ok(st == MT_OK && c.gpu.hbm_read_gbps == 1008 && c.pcie.h2d_gbps == 25 &&
+               c.cpu.read_gbps == 307 && c.gpu.copy_gbps == 0 && c.cpu.n_nodes == 0 &&
+               c.n_disks == 1 && c.disks[0].best_gbps == 7 &&
+               c.cpu.isa == (MT_HW_ISA_AVX512F | MT_HW_ISA_AMX_BF16) &&
+               c.dram_bytes == (512ull << 30),
+           "a sparse what-if profile loads, absent fields are 0");
+
+    st = mt_hwprofile_load("/nonexistent/dir/h.json", &c);
+    tap_ok(st == MT_ERR_IO && strstr(mt_last_error(), "/nonexistent/dir/h.json") != NULL &&
+               strstr(mt_last_error(), "No such file") != NULL,
+           "missing file: %s", mt_last_error());
+    tap_ok(fails("{\"source\": \"x\"}", MT_ERR_FORMAT, "no \"version\""),
+           "missing version is named");
+    tap_ok(fails("{\"version\": 2}", MT_ERR_FORMAT, "version 2 is not supported"),
+           "another version is refused");
+    tap_ok(fails("{\"version\": \"1\"}", MT_ERR_FORMAT, "must be an integer"),
+           "a string version is refused");
+    tap_ok(fails("{\"version\": 1, ", MT_ERR_FORMAT, "not JSON"), "truncated JSON is refused");
+    tap_ok(fails("[1, 2]", MT_ERR_FORMAT, "top level must be an object"), "non-object refused");
+    tap_ok(fails("{\"version\": 1, \"gpu\": {\"hbm_read_gpbs\": 3}}", MT_ERR_FORMAT,
+                 "unknown key 'gpu.hbm_read_gpbs'"),
+           "a typo in a key is named");
+    tap_ok(fails("{\"version\": 1, \"pcie\": {\"h2d_gbps\": -1}}", MT_ERR_FORMAT,
+                 "'pcie.h2d_gbps' must be a non-negative number"),
+           "a negative bandwidth is refused");
+    tap_ok(fails("{\"version\": 1, \"cpu\": {\"cores\": 2.5}}", MT_ERR_FORMAT,
+                 "'cpu.cores' must be a non-negative integer"),
+           "a fractional core count is refused");
+    tap_ok(fails("{\"version\": 1, \"cpu\": {\"isa\": [\"sse9\"]}}", MT_ERR_FORMAT,
+                 "'cpu.isa[0]' is not a known ISA name"),
+           "an unknown ISA name is refused");
+    tap_ok(fails("{\"version\": 1, \"disks\": [{\"path\": \"/a\", \"points\": [{\"qd\": \"x\"}]}]}",
+                 MT_ERR_FORMAT, "'disks[0].points[0].qd'"),
+           "a bad disk point is named by its path");
+    tap_ok(fails("{\"version\": 1, \"cpu\": {\"numa_nodes\": 2, \"nodes\": [{\"id\": 0}]}}",
+                 MT_ERR_FORMAT, "'cpu.numa_nodes' is 2 but 'cpu.nodes' lists 1"),
+           "an inconsistent node count is refused");
+
+    a.version = 7;
+    st = mt_hwprofile_save(&a, path);
+    tap_ok(st == MT_ERR_INVAL, "save refuses a profile of another version");
+    tap_rmtree(dir);
+    return tap_done();
+}

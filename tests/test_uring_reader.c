@@ -1,0 +1,278 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_uring_reader.c - the io_uring reader returns exactly what pread returns: aligned reads
+ * with many in flight, the short last block, any unaligned range, registered buffers, forced
+ * buffered reads, and a filesystem that refuses O_DIRECT (tmpfs where the kernel does); and it
+ * reports bad arguments and missing files with a status, not a crash.
+ */
+#include <config.h>
+
+#include "io/uring_reader.h"
+#include "tests/tap.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define FILE_BYTES ((3u << 20) + 1234u) /* not a multiple of 4 KiB: the last block is short */
+#define BLOCK (64u << 10)
+
+static unsigned char *want; /* the file's bytes, read back with pread */
+
+/* Write FILE_BYTES of a position-dependent pattern to path and read it back into `want`. */
+static bool
+make_file(const char *path)
+{
+    unsigned char *data = malloc(FILE_BYTES);
+    int fd;
+    bool ok;
+
+    if (data == NULL) {
+        return false;
+    }
+    for (size_t i = 0; i < FILE_BYTES; i++) {
+        data[i] = (unsigned char)((i * 2654435761u) >> 13);
+    }
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ok = fd >= 0 && write(fd, data, FILE_BYTES) == (ssize_t)FILE_BYTES;
+    if (fd >= 0) {
+        close(fd);
+    }
+    fd = open(path, O_RDONLY);
+    if (want == NULL) {
+        want = malloc(FILE_BYTES);
+    }
+    ok = ok && fd >= 0 && want != NULL && pread(fd, want, FILE_BYTES, 0) == (ssize_t)FILE_BYTES;
+    ok = ok && memcmp(want, data, FILE_BYTES) == 0;
+    if (fd >= 0) {
+        close(fd);
+    }
+    free(data);
+    return ok;
+}
+
+/* Read the whole file in BLOCK pieces with up to `depth` in flight; compare with `want`. */
+static bool
+read_all(struct mt_io_uring_reader *r, unsigned char *buf, unsigned depth)
+{
+    uint64_t n_blocks = MT_CEIL_DIV(FILE_BYTES, BLOCK);
+    uint64_t next = 0;
+    uint64_t total = 0;
+    struct mt_io_done done;
+
+    memset(buf, 0, n_blocks * BLOCK);
+    while (next < n_blocks || mt_io_uring_reader_in_flight(r) > 0) {
+        while (next < n_blocks && mt_io_uring_reader_in_flight(r) < depth) {
+            if (mt_io_uring_reader_submit(r, buf + next * BLOCK, next * BLOCK, BLOCK, next) !=
+                MT_OK) {
+                return false;
+            }
+            next++;
+        }
+        if (mt_io_uring_reader_wait(r, &done) != MT_OK) {
+            return false;
+        }
+        total += done.bytes;
+        if (done.bytes != BLOCK && done.tag != n_blocks - 1) {
+            tap_diag("block %llu came back with %zu bytes", (unsigned long long)done.tag,
+                     done.bytes);
+            return false;
+        }
+    }
+    if (total != FILE_BYTES || memcmp(buf, want, FILE_BYTES) != 0) {
+        tap_diag("read %llu bytes, want %u, or contents differ", (unsigned long long)total,
+                 FILE_BYTES);
+        return false;
+    }
+    return true;
+}
+
+/* Unaligned ranges through read_range, each against pread's bytes. */
+static bool
+read_ranges(struct mt_io_uring_reader *r, unsigned char *buf, size_t cap)
+{
+    static const struct {
+        uint64_t off;
+        size_t len;
+    } ranges[] = {
+        {0, 1},
+        {1, 4095},
+        {4095, 2},
+        {4096, 4096},
+        {12345, 67890},
+        {100000, 1 << 20},
+        {FILE_BYTES - 1, 1},
+        {FILE_BYTES - 5000, 5000},
+        {777, FILE_BYTES - 777},
+    };
+
+    for (size_t i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++) {
+        const void *data = NULL;
+        mt_status_t st =
+            mt_io_uring_reader_read_range(r, ranges[i].off, ranges[i].len, buf, cap, &data);
+
+        if (st != MT_OK || memcmp(data, want + ranges[i].off, ranges[i].len) != 0) {
+            tap_diag("range %llu+%zu: %s", (unsigned long long)ranges[i].off, ranges[i].len,
+                     st != MT_OK ? mt_last_error() : "contents differ");
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Whether this kernel's filesystem at dir accepts O_DIRECT opens. */
+static bool
+accepts_direct(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECT);
+
+    if (fd < 0) {
+        return false;
+    }
+    close(fd);
+    return true;
+}
+
+int
+main(void)
+{
+    const char *dir = tap_tmpdir();
+    char path[512];
+    char shm_path[512];
+    size_t cap = MT_CEIL_DIV(FILE_BYTES, BLOCK) * BLOCK + 2 * MT_IO_ALIGN;
+    unsigned char *buf = NULL;
+    struct mt_io_uring_reader *r = NULL;
+    struct mt_io_done done;
+    const void *data;
+    uint64_t aoff;
+    size_t alen;
+    size_t got;
+    mt_status_t st;
+    bool ok;
+
+    mt_log_set_quiet(true);
+    snprintf(path, sizeof(path), "%s/data.bin", dir);
+    if (posix_memalign((void **)&buf, MT_IO_ALIGN, cap) != 0 || !make_file(path)) {
+        tap_diag("cannot write the test file under %s", dir);
+        return 1;
+    }
+
+    st = mt_io_uring_reader_create(path, 8, 0, &r);
+    if (st == MT_ERR_IO && strstr(mt_last_error(), "io_uring setup") != NULL) {
+        /* Containers often forbid io_uring (seccomp): nothing to test here. */
+        printf("# %s\n", mt_last_error());
+        tap_skip_all("io_uring is not available here");
+        free(buf);
+        free(want);
+        tap_rmtree(dir);
+        return 0;
+    }
+    tap_plan(20);
+
+    mt_io_range_align(4095, 2, &aoff, &alen);
+    ok = aoff == 0 && alen == 8192;
+    mt_io_range_align(8192, 4096, &aoff, &alen);
+    ok = ok && aoff == 8192 && alen == 4096;
+    mt_io_range_align(5000, 0, &aoff, &alen);
+    tap_ok(ok && aoff == 4096 && alen == 4096, "range_align widens to 4 KiB bounds");
+
+    tap_ok(st == MT_OK, "create a reader with queue depth 8");
+    if (st != MT_OK) {
+        tap_diag("%s", mt_last_error());
+        return tap_done();
+    }
+    tap_diag("O_DIRECT on %s: %s", dir, mt_io_uring_reader_is_direct(r) ? "yes" : "no");
+    tap_ok(mt_io_uring_reader_file_size(r) == FILE_BYTES, "file size at open");
+    tap_ok(read_all(r, buf, 1), "queue depth 1: every block equals pread");
+    tap_ok(read_all(r, buf, 8), "queue depth 8: every block equals pread, any completion order");
+    st = mt_io_uring_reader_read(r, buf, FILE_BYTES & ~(MT_IO_ALIGN - 1), MT_IO_ALIGN, &got);
+    tap_ok(st == MT_OK && got == (FILE_BYTES % MT_IO_ALIGN) &&
+               memcmp(buf, want + (FILE_BYTES & ~(MT_IO_ALIGN - 1)), got) == 0,
+           "the last block comes back short (%zu bytes) and exact", got);
+    st = mt_io_uring_reader_read(r, buf, 64u << 20, MT_IO_ALIGN, &got);
+    tap_ok(st == MT_OK && got == 0, "a read past the end gives 0 bytes");
+    tap_ok(read_ranges(r, buf, cap), "unaligned ranges through read_range equal pread");
+    st = mt_io_uring_reader_read_range(r, 4095, 2, buf, 4096, &data);
+    tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "8192-byte") != NULL,
+           "read_range names the buffer size it needs: %s", mt_last_error());
+    st = mt_io_uring_reader_read_range(r, FILE_BYTES - 10, 20, buf, cap, &data);
+    tap_ok(st == MT_ERR_IO && strstr(mt_last_error(), "ends at") != NULL,
+           "a range past the end of the file fails: %s", mt_last_error());
+    st = mt_io_uring_reader_wait(r, &done);
+    tap_ok(st == MT_ERR_INVAL, "wait with nothing in flight is refused");
+
+    {
+        void *bufs[1] = {buf};
+        size_t lens[1] = {cap};
+
+        st = mt_io_uring_reader_register_buffers(r, bufs, lens, 1);
+        if (st == MT_OK) {
+            tap_ok(read_all(r, buf, 8) && read_ranges(r, buf, cap),
+                   "registered buffer: reads equal pread");
+        } else {
+            tap_ok(true, "registered buffer # SKIP kernel refused: %s", mt_last_error());
+        }
+    }
+    mt_io_uring_reader_destroy(r);
+    r = NULL;
+
+    /* Queue full: depth 2 takes two reads, the third is refused; destroy waits for them. */
+    st = mt_io_uring_reader_create(path, 2, 0, &r);
+    ok = st == MT_OK && mt_io_uring_reader_submit(r, buf, 0, BLOCK, 0) == MT_OK &&
+         mt_io_uring_reader_submit(r, buf + BLOCK, BLOCK, BLOCK, 1) == MT_OK;
+    tap_ok(ok && mt_io_uring_reader_submit(r, buf + 2 * BLOCK, 2 * BLOCK, BLOCK, 2) == MT_ERR_INVAL,
+           "a submit beyond the queue depth is refused");
+    mt_io_uring_reader_destroy(r);
+    r = NULL;
+
+    st = mt_io_uring_reader_create(path, 4, MT_IO_READER_BUFFERED, &r);
+    tap_ok(st == MT_OK && !mt_io_uring_reader_is_direct(r) && read_all(r, buf, 4) &&
+               read_ranges(r, buf, cap),
+           "forced buffered reads equal pread");
+    mt_io_uring_reader_destroy(r);
+    r = NULL;
+
+    /* tmpfs: refuses O_DIRECT on older kernels (the fallback path), accepts it on newer. */
+    snprintf(shm_path, sizeof(shm_path), "/dev/shm/mt_test_uring_%d.bin", (int)getpid());
+    if (make_file(shm_path)) {
+        bool direct_ok = accepts_direct(shm_path);
+
+        st = mt_io_uring_reader_create(shm_path, 4, 0, &r);
+        tap_ok(st == MT_OK && mt_io_uring_reader_is_direct(r) == direct_ok && read_all(r, buf, 4) &&
+                   read_ranges(r, buf, cap),
+               "tmpfs (O_DIRECT %s): reads equal pread",
+               direct_ok ? "accepted" : "refused, buffered fallback");
+        mt_io_uring_reader_destroy(r);
+        r = NULL;
+        unlink(shm_path);
+    } else {
+        tap_ok(true, "tmpfs fallback # SKIP no writable /dev/shm");
+    }
+
+    /* The same fallback wherever tmpfs accepts O_DIRECT: the open is made to fail with EINVAL. */
+    st = mt_io_uring_reader_create(path, 4, MT_IO_READER_TEST_REFUSE_DIRECT, &r);
+    tap_ok(st == MT_OK && !mt_io_uring_reader_is_direct(r) && read_all(r, buf, 4) &&
+               read_ranges(r, buf, cap),
+           "O_DIRECT refused at open: buffered fallback reads equal pread");
+    mt_io_uring_reader_destroy(r);
+    r = NULL;
+
+    st = mt_io_uring_reader_create("/nonexistent/x.bin", 4, 0, &r);
+    tap_ok(st == MT_ERR_IO && strstr(mt_last_error(), "/nonexistent/x.bin") != NULL &&
+               strstr(mt_last_error(), "No such file") != NULL,
+           "a missing file: %s", mt_last_error());
+    st = mt_io_uring_reader_create(path, 0, 0, &r);
+    tap_ok(st == MT_ERR_INVAL, "queue depth 0 is refused");
+    st = mt_io_uring_reader_create(path, 5000, 0, &r);
+    tap_ok(st == MT_ERR_INVAL, "queue depth 5000 is refused");
+    mt_io_uring_reader_destroy(NULL);
+    tap_ok(true, "destroy(NULL) is a no-op");
+
+    free(buf);
+    free(want);
+    tap_rmtree(dir);
+    return tap_done();
+}
