@@ -1,0 +1,706 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_engine.c - the CPU reference engine against HF transformers' golden logits, and against
+ * itself (prefill vs decode, chunked prefill, sparse vs dense, FP8 vs exact indexer), plus the
+ * errors a caller can trigger.
+ *
+ * Golden sets: every directory under $MT_TEST_DATA/golden/ (layout in tests/reference/README.md:
+ * config.json + safetensors, golden.json listing sequences {ids, prompt, greedy, logits_file,
+ * rows, cols}, logits_<i>.f32 = float32 LE [rows, cols] logits of HF at every position of ids).
+ * Self-consistency runs on a `moetier synth --preset tiny` checkpoint written to a temp dir.
+ *
+ * Tolerance (from the brief): per position, max|diff| / max|logit| <= 1e-3.
+ */
+#include <config.h>
+
+#include "runtime/engine.h"
+#include "runtime/model.h"
+#include "runtime/sampler.h"
+#include "runtime/synth.h"
+#include "tests/tap.h"
+
+#include <dirent.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define REL_TOL 1e-3
+
+/* Worst over rows of max_j |got - want| / max_j |want|. */
+static double
+worst_row_rel(const float *got, const float *want, int rows, int cols, int *row_out)
+{
+    double worst = 0.0;
+
+    *row_out = -1;
+    for (int r = 0; r < rows; r++) {
+        double md = 0.0;
+        double mx = 0.0;
+        for (int j = 0; j < cols; j++) {
+            double d = fabs((double)got[(size_t)r * cols + j] - want[(size_t)r * cols + j]);
+            if (isnan(d)) {
+                d = INFINITY;
+            }
+            md = fmax(md, d);
+            mx = fmax(mx, fabs(want[(size_t)r * cols + j]));
+        }
+        double rel = md / (mx > 0 ? mx : 1.0);
+        if (rel > worst || *row_out < 0) {
+            worst = fmax(worst, rel);
+            *row_out = r;
+        }
+    }
+    return worst;
+}
+
+static int
+argmax(const float *v, int n)
+{
+    int b = 0;
+    for (int i = 1; i < n; i++) {
+        if (v[i] > v[b]) {
+            b = i;
+        }
+    }
+    return b;
+}
+
+static mt_status_t
+make_engine(const struct mt_model *m, enum mt_indexer_mode ix, enum mt_attn_mode at, bool cmp,
+            struct mt_engine **e_out)
+{
+    struct mt_engine_opts o;
+    mt_engine_opts_default(&o);
+    o.indexer = ix;
+    o.attention = at;
+    o.compare_indexer = cmp;
+    return mt_engine_create(m, &o, e_out);
+}
+
+/* Greedy: prefill prompt, then n tokens one at a time. */
+static bool
+greedy(struct mt_engine *e, const int32_t *prompt, int np, int n, int32_t *out)
+{
+    int V = mt_engine_vocab(e);
+    float *lg = malloc((size_t)V * sizeof(float));
+    bool ok = lg != NULL;
+
+    mt_engine_reset(e);
+    ok = ok && mt_engine_forward(e, prompt, np, false, lg) == MT_OK;
+    for (int i = 0; i < n && ok; i++) {
+        out[i] = argmax(lg, V);
+        if (i + 1 < n) {
+            ok = mt_engine_forward(e, &out[i], 1, false, lg) == MT_OK;
+        }
+    }
+    free(lg);
+    return ok;
+}
+
+/* ---- golden sets --------------------------------------------------------------------------- */
+
+static float *
+read_f32(const char *path, size_t n)
+{
+    FILE *f = fopen(path, "rb");
+    float *p = malloc(n * sizeof(float));
+    if (f == NULL || p == NULL || fread(p, sizeof(float), n, f) != n) {
+        free(p);
+        p = NULL;
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+    return p;
+}
+
+static int32_t *
+json_ids(json_t *a, int *n_out)
+{
+    int n = (int)json_array_size(a);
+    int32_t *ids = malloc((size_t)(n > 0 ? n : 1) * sizeof(int32_t));
+    for (int i = 0; i < n && ids != NULL; i++) {
+        ids[i] = (int32_t)json_integer_value(json_array_get(a, (size_t)i));
+    }
+    *n_out = n;
+    return ids;
+}
+
+/* ---- SHA-256 (FIPS 180-4), to check a regenerated checkpoint against the golden's record ---- */
+
+static const uint32_t sha_k[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+
+#define SHA_ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+static void
+sha_block(uint32_t h[8], const unsigned char *p)
+{
+    uint32_t w[64];
+    uint32_t a[8];
+
+    for (int i = 0; i < 16; i++) {
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
+               (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+    }
+    for (int i = 16; i < 64; i++) {
+        uint32_t s0 = SHA_ROR(w[i - 15], 7) ^ SHA_ROR(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = SHA_ROR(w[i - 2], 17) ^ SHA_ROR(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    memcpy(a, h, sizeof(a));
+    for (int i = 0; i < 64; i++) {
+        uint32_t t1 = a[7] + (SHA_ROR(a[4], 6) ^ SHA_ROR(a[4], 11) ^ SHA_ROR(a[4], 25)) +
+                      ((a[4] & a[5]) ^ (~a[4] & a[6])) + sha_k[i] + w[i];
+        uint32_t t2 = (SHA_ROR(a[0], 2) ^ SHA_ROR(a[0], 13) ^ SHA_ROR(a[0], 22)) +
+                      ((a[0] & a[1]) ^ (a[0] & a[2]) ^ (a[1] & a[2]));
+        memmove(a + 1, a, 7 * sizeof(uint32_t));
+        a[4] += t1;
+        a[0] = t1 + t2;
+    }
+    for (int i = 0; i < 8; i++) {
+        h[i] += a[i];
+    }
+}
+
+/* Hex SHA-256 of a file into hex[65]; false when it cannot be read. */
+static bool
+sha256_file(const char *path, char hex[65])
+{
+    uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                     0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    unsigned char buf[64 * 1024 + 128];
+    uint64_t total = 0;
+    size_t n;
+    FILE *f = fopen(path, "rb");
+
+    if (f == NULL) {
+        return false;
+    }
+    while ((n = fread(buf, 1, 64 * 1024, f)) == 64 * 1024) {
+        for (size_t i = 0; i < n; i += 64) {
+            sha_block(h, buf + i);
+        }
+        total += n;
+    }
+    fclose(f);
+    total += n;
+    size_t full = n / 64 * 64;
+    for (size_t i = 0; i < full; i += 64) {
+        sha_block(h, buf + i);
+    }
+    size_t rem = n - full;
+    memmove(buf, buf + full, rem);
+    buf[rem++] = 0x80;
+    while (rem % 64 != 56) {
+        buf[rem++] = 0;
+    }
+    for (int i = 7; i >= 0; i--) {
+        buf[rem++] = (unsigned char)((total * 8) >> (8 * i));
+    }
+    for (size_t i = 0; i < rem; i += 64) {
+        sha_block(h, buf + i);
+    }
+    for (int i = 0; i < 8; i++) {
+        snprintf(hex + 8 * i, 9, "%08x", h[i]);
+    }
+    return true;
+}
+
+/* Every *.safetensors file listed in golden.json's source_files_sha256 hashes as recorded. */
+static bool
+synth_matches_record(const char *dir, json_t *record, char *why, size_t why_len)
+{
+    const char *file;
+    json_t *v;
+    int checked = 0;
+
+    json_object_foreach(record, file, v) {
+        char path[1400];
+        char hex[65];
+        if (strstr(file, ".safetensors") == NULL) {
+            continue; /* config.json formatting may change without changing the model */
+        }
+        snprintf(path, sizeof(path), "%s/%s", dir, file);
+        if (!sha256_file(path, hex) || json_string_value(v) == NULL ||
+            strcmp(hex, json_string_value(v)) != 0) {
+            snprintf(why, why_len, "%s has sha256 %.12s..., the golden was made from %.12s...",
+                     file, hex, json_string_value(v) ? json_string_value(v) : "?");
+            return false;
+        }
+        checked++;
+    }
+    snprintf(why, why_len, "%d shards match", checked);
+    return checked > 0;
+}
+
+/*
+ * Run "moetier synth -o DIR --preset P [--dtype fp8|bf16] [--seed N] ..." through the API into a
+ * fresh temp dir (only the flags that change the weights are read).
+ */
+static mt_status_t
+synth_from_command(const char *cmd, const char **dir_out)
+{
+    struct mt_synth_options so;
+    char buf[512];
+    char *save = NULL;
+    char *prev = NULL;
+    static char preset[32];
+
+    memset(&so, 0, sizeof(so));
+    so.layers = -1;
+    so.dense_layers = -1;
+    so.mtp = -1;
+    so.preset = "tiny";
+    snprintf(buf, sizeof(buf), "%s", cmd);
+    for (char *tok = strtok_r(buf, " ", &save); tok != NULL; tok = strtok_r(NULL, " ", &save)) {
+        if (prev != NULL && strcmp(prev, "--preset") == 0) {
+            snprintf(preset, sizeof(preset), "%s", tok);
+            so.preset = preset;
+        } else if (prev != NULL && strcmp(prev, "--seed") == 0) {
+            so.seed = strtoull(tok, NULL, 10);
+        } else if (prev != NULL && strcmp(prev, "--dtype") == 0) {
+            so.bf16 = strcmp(tok, "bf16") == 0;
+        } else if (prev != NULL && strcmp(prev, "--layers") == 0) {
+            so.layers = atoi(tok);
+        }
+        prev = tok;
+    }
+    so.out_dir = tap_tmpdir();
+    so.force = true;
+    *dir_out = so.out_dir;
+    return mt_synth_write(&so, NULL);
+}
+
+/* Compares each selection of a prefill with HF's (indexer_topk.json: [layer][row] -> sorted s). */
+struct sel_cmp {
+    json_t *layers; /* borrowed: "selected" of one sequence */
+    int rows;
+    int mismatches;
+};
+
+static void
+sel_hook(void *ctx, int layer, int64_t pos, const int32_t *idx, int k)
+{
+    struct sel_cmp *c = ctx;
+    json_t *row = json_array_get(json_array_get(c->layers, (size_t)layer), (size_t)pos);
+
+    c->rows++;
+    if (row == NULL || (int)json_array_size(row) != k) {
+        c->mismatches++;
+        return;
+    }
+    for (int i = 0; i < k; i++) { /* both sorted ascending */
+        if (json_integer_value(json_array_get(row, (size_t)i)) != idx[i]) {
+            c->mismatches++;
+            return;
+        }
+    }
+}
+
+static void
+golden_one(const char *dir, const char *name)
+{
+    char path[2200];
+    json_error_t jerr;
+    json_t *root;
+    json_t *topk_root = NULL;
+    const char *model_dir = dir;
+    const char *synth_dir = NULL;
+    struct mt_model *m = NULL;
+    struct mt_engine *ex = NULL;
+    struct mt_engine *f8 = NULL;
+    struct mt_engine *dn = NULL;
+
+    snprintf(path, sizeof(path), "%s/golden.json", dir);
+    root = json_load_file(path, 0, &jerr);
+    if (!tap_ok(root != NULL, "golden %s: golden.json parses", name)) {
+        return;
+    }
+    /* a golden set without weights names the `moetier synth` command that makes them */
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    FILE *cf = fopen(path, "r");
+    if (cf != NULL) {
+        fclose(cf);
+    } else {
+        const char *cmd = json_string_value(json_object_get(root, "source_command"));
+        if (!tap_ok(cmd != NULL && synth_from_command(cmd, &synth_dir) == MT_OK,
+                    "golden %s: checkpoint regenerated by '%s'", name, cmd ? cmd : "(none)")) {
+            goto out;
+        }
+        model_dir = synth_dir;
+        char why[256];
+        if (!synth_matches_record(synth_dir, json_object_get(root, "source_files_sha256"), why,
+                                  sizeof(why))) {
+            /* synth's generator changed since the golden was made: the set is stale, not wrong */
+            tap_diag("golden %s is STALE: %s; regenerate it (tests/reference/README.md)", name,
+                     why);
+            tap_ok(true, "golden %s: regenerated checkpoint differs from the golden's source "
+                   "# SKIP stale golden set", name);
+            goto out;
+        }
+        tap_ok(true, "golden %s: regenerated checkpoint is the one the golden was made from "
+               "(%s)", name, why);
+    }
+    if (!tap_ok(mt_model_open(model_dir, &m) == MT_OK, "golden %s: checkpoint opens", name) ||
+        !tap_ok(make_engine(m, MT_INDEXER_EXACT, MT_ATTN_SPARSE, false, &ex) == MT_OK &&
+                    make_engine(m, MT_INDEXER_FP8, MT_ATTN_SPARSE, true, &f8) == MT_OK &&
+                    make_engine(m, MT_INDEXER_EXACT, MT_ATTN_DENSE, false, &dn) == MT_OK,
+                "golden %s: engines build", name)) {
+        goto out;
+    }
+    snprintf(path, sizeof(path), "%s/indexer_topk.json", dir);
+    topk_root = json_load_file(path, 0, &jerr);
+    json_t *topk_seqs = json_object_get(topk_root, "sequences");
+    json_t *seqs = json_object_get(root, "sequences");
+    size_t si;
+    json_t *seq;
+    json_array_foreach(seqs, si, seq) {
+        int n_ids, n_prompt, n_greedy;
+        int32_t *ids = json_ids(json_object_get(seq, "ids"), &n_ids);
+        int32_t *prompt = json_ids(json_object_get(seq, "prompt"), &n_prompt);
+        int32_t *want_g = json_ids(json_object_get(seq, "greedy"), &n_greedy);
+        int rows = (int)json_integer_value(json_object_get(seq, "rows"));
+        int cols = (int)json_integer_value(json_object_get(seq, "cols"));
+        const char *lf = json_string_value(json_object_get(seq, "logits_file"));
+        float *want = NULL;
+        float *got = NULL;
+        int32_t *gg = NULL;
+
+        snprintf(path, sizeof(path), "%s/%s", dir, lf != NULL ? lf : "?");
+        want = read_f32(path, (size_t)rows * cols);
+        /* two halves: the sparse-vs-dense check below fills up to 2 * rows rows */
+        got = malloc((size_t)(rows > 0 ? 2 * rows : 1) * (cols > 0 ? cols : 1) * sizeof(float));
+        gg = malloc((size_t)(n_greedy > 0 ? n_greedy : 1) * sizeof(int32_t));
+        if (!tap_ok(ids && prompt && want_g && want && got && gg && rows == n_ids &&
+                        cols == mt_engine_vocab(ex),
+                    "golden %s seq %zu: data readable (%d x %d)", name, si, rows, cols)) {
+            goto next;
+        }
+        mt_engine_reset(ex);
+        int wr;
+        struct sel_cmp sc = {
+            json_object_get(json_array_get(topk_seqs, si), "selected"), 0, 0};
+        mt_engine_set_topk_hook(ex, sel_hook, &sc);
+        bool ran = mt_engine_forward(ex, ids, n_ids, true, got) == MT_OK;
+        mt_engine_set_topk_hook(ex, NULL, NULL);
+        tap_ok(ran && sc.layers != NULL && sc.rows == n_ids * m->cfg.num_hidden_layers &&
+                   sc.mismatches == 0,
+               "golden %s seq %zu: indexer selections equal HF's in all %d (layer, position) "
+               "rows (%d differ)", name, si, sc.rows, sc.mismatches);
+        double rel = ran ? worst_row_rel(got, want, rows, cols, &wr) : INFINITY;
+        tap_ok(ran && rel <= REL_TOL,
+               "golden %s seq %zu: logits at all %d positions within %.0e (worst %.2e at %d)",
+               name, si, rows, REL_TOL, rel, wr);
+        /* the cached decode path: prefill the prompt, then feed ids one at a time */
+        mt_engine_reset(ex);
+        bool dec = n_prompt > 0 && n_prompt <= n_ids &&
+                   mt_engine_forward(ex, ids, n_prompt, true, got) == MT_OK;
+        for (int t = n_prompt; t < n_ids && dec; t++) {
+            dec = mt_engine_forward(ex, &ids[t], 1, false, got + (size_t)t * cols) == MT_OK;
+        }
+        rel = dec ? worst_row_rel(got, want, rows, cols, &wr) : INFINITY;
+        tap_ok(dec && rel <= REL_TOL, "golden %s seq %zu: prefill %d + decode %d matches HF "
+               "(worst %.2e)", name, si, n_prompt, n_ids - n_prompt, rel);
+        /* sparse == dense while positions <= index_topk */
+        int tk = MT_MIN(m->cfg.index_topk, n_ids);
+        mt_engine_reset(ex);
+        mt_engine_reset(dn);
+        bool sd = mt_engine_forward(ex, ids, tk, true, got) == MT_OK &&
+                  mt_engine_forward(dn, ids, tk, true, got + (size_t)tk * cols) == MT_OK;
+        rel = sd ? worst_row_rel(got, got + (size_t)tk * cols, tk, cols, &wr) : INFINITY;
+        tap_ok(sd && rel == 0.0, "golden %s seq %zu: sparse equals dense on a %d-token prompt "
+               "(index_topk)", name, si, tk);
+        bool g_ok = greedy(ex, prompt, n_prompt, n_greedy, gg);
+        int first_bad = -1;
+        for (int i = 0; i < n_greedy && g_ok; i++) {
+            if (gg[i] != want_g[i] && first_bad < 0) {
+                first_bad = i;
+            }
+        }
+        tap_ok(g_ok && first_bad < 0, "golden %s seq %zu: %d greedy tokens identical to HF "
+               "(first difference at %d)", name, si, n_greedy, first_bad);
+        /* FP8 indexer mode on the same prompt: selection overlap with exact scoring */
+        mt_engine_reset(f8);
+        tap_ok(mt_engine_forward(f8, ids, n_ids, true, got) == MT_OK,
+               "golden %s seq %zu: FP8 indexer mode runs", name, si);
+    next:
+        free(ids);
+        free(prompt);
+        free(want_g);
+        free(want);
+        free(got);
+        free(gg);
+    }
+    double ov;
+    int64_t nsel;
+    mt_engine_indexer_overlap(f8, &ov, &nsel);
+    tap_diag("golden %s: FP8 vs exact indexer top-k overlap %.4f over %lld selections", name, ov,
+             (long long)nsel);
+    if (nsel > 0) {
+        tap_ok(ov >= 0.95, "golden %s: FP8 indexer top-k sets overlap exact ones >= 95%% "
+               "(%.2f%%)", name, 100.0 * ov);
+    } else {
+        tap_diag("golden %s: no sequence passes index_topk, no FP8 top-k overlap to measure",
+                 name);
+    }
+out:
+    mt_engine_destroy(ex);
+    mt_engine_destroy(f8);
+    mt_engine_destroy(dn);
+    mt_model_destroy(m);
+    json_decref(topk_root);
+    json_decref(root);
+    if (synth_dir != NULL) {
+        tap_rmtree(synth_dir);
+    }
+}
+
+static int
+golden_all(void)
+{
+    const char *base = tap_data_path("golden");
+    DIR *d = opendir(base);
+    struct dirent *de;
+    int n = 0;
+    char *names[64];
+
+    if (d == NULL) {
+        return 0;
+    }
+    while ((de = readdir(d)) != NULL && n < 64) {
+        char p[2200];
+        if (de->d_name[0] == '.') {
+            continue;
+        }
+        snprintf(p, sizeof(p), "%s/%s/golden.json", base, de->d_name);
+        FILE *f = fopen(p, "r");
+        if (f != NULL) {
+            fclose(f);
+            names[n++] = strdup(de->d_name);
+        }
+    }
+    closedir(d);
+    for (int i = 0; i < n; i++) { /* sorted, for a stable TAP order */
+        for (int j = i + 1; j < n; j++) {
+            if (strcmp(names[j], names[i]) < 0) {
+                char *t = names[i];
+                names[i] = names[j];
+                names[j] = t;
+            }
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        char dir[1400];
+        snprintf(dir, sizeof(dir), "%s/%s", base, names[i]);
+        golden_one(dir, names[i]);
+        free(names[i]);
+    }
+    return n;
+}
+
+/* ---- self-consistency on a synthetic tiny checkpoint ---------------------------------------- */
+
+struct expert_count {
+    struct mt_engine *engine;
+    int calls;
+    int tokens;
+};
+
+/* A "placement" that counts calls and defers to the reference expert. */
+static mt_status_t
+counting_expert(void *ctx, int layer, int expert, const float *x, int m, float *y)
+{
+    struct expert_count *c = ctx;
+    c->calls++;
+    c->tokens += m;
+    return mt_engine_expert_cpu(c->engine, layer, expert, x, m, y);
+}
+
+struct topk_log {
+    int max_k;
+    int n_sel;   /* selections with k < positions */
+};
+
+static void
+topk_hook(void *ctx, int layer, int64_t pos, const int32_t *idx, int k)
+{
+    struct topk_log *lg = ctx;
+    if (k > lg->max_k) {
+        lg->max_k = k;
+    }
+    if (k < pos + 1) {
+        lg->n_sel++;
+    }
+}
+
+static void
+synthetic(void)
+{
+    const char *dir = tap_tmpdir();
+    struct mt_synth_options so;
+    struct mt_model *m = NULL;
+    struct mt_engine *e = NULL;
+    struct mt_engine *dn = NULL;
+    struct mt_engine *f8 = NULL;
+    enum { T = 40 };
+    int32_t ids[T];
+    float *full = NULL;
+    float *part = NULL;
+    int V;
+    int wr;
+
+    memset(&so, 0, sizeof(so));
+    so.out_dir = dir;
+    so.preset = "tiny";
+    so.layers = -1;
+    so.dense_layers = -1;
+    so.mtp = -1;
+    so.seed = 5;
+    so.force = true;
+    if (!tap_ok(mt_synth_write(&so, NULL) == MT_OK, "synth tiny checkpoint written") ||
+        !tap_ok(mt_model_open(dir, &m) == MT_OK, "synth tiny checkpoint opens") ||
+        !tap_ok(make_engine(m, MT_INDEXER_EXACT, MT_ATTN_SPARSE, false, &e) == MT_OK &&
+                    make_engine(m, MT_INDEXER_EXACT, MT_ATTN_DENSE, false, &dn) == MT_OK &&
+                    make_engine(m, MT_INDEXER_FP8, MT_ATTN_SPARSE, true, &f8) == MT_OK,
+                "engines build on the tiny checkpoint")) {
+        goto out;
+    }
+    int topk = m->cfg.index_topk;
+    V = mt_engine_vocab(e);
+    for (int i = 0; i < T; i++) {
+        ids[i] = (int32_t)((i * 37 + 11) % V);
+    }
+    full = malloc((size_t)T * V * sizeof(float));
+    part = malloc((size_t)T * V * sizeof(float));
+
+    /* one long prefill */
+    struct topk_log tl = {0, 0};
+    mt_engine_set_topk_hook(e, topk_hook, &tl);
+    bool ok = mt_engine_forward(e, ids, T, true, full) == MT_OK;
+    mt_engine_set_topk_hook(e, NULL, NULL);
+    bool finite = ok;
+    for (size_t i = 0; i < (size_t)T * V && finite; i++) {
+        finite = isfinite(full[i]);
+    }
+    tap_ok(finite, "tiny: prefill of %d tokens gives finite logits", T);
+    tap_ok(ok && tl.max_k == topk && tl.n_sel > 0 && mt_engine_pos(e) == T,
+           "tiny: sparse path selects top-%d (max k %d, %d real selections)", topk, tl.max_k,
+           tl.n_sel);
+
+    /* prefill 25 then decode one at a time */
+    mt_engine_reset(e);
+    ok = mt_engine_forward(e, ids, 25, true, part) == MT_OK;
+    for (int t = 25; t < T && ok; t++) {
+        ok = mt_engine_forward(e, &ids[t], 1, false, part + (size_t)t * V) == MT_OK;
+    }
+    double rel = ok ? worst_row_rel(part, full, T, V, &wr) : INFINITY;
+    tap_ok(ok && rel <= REL_TOL, "tiny: prefill 25 + decode 15 equals one prefill (worst %.2e)",
+           rel);
+
+    /* chunked prefill 7 + 1 + 20 + 12 */
+    mt_engine_reset(e);
+    int cuts[] = {0, 7, 8, 28, T};
+    ok = true;
+    for (int c = 0; c < 4 && ok; c++) {
+        ok = mt_engine_forward(e, ids + cuts[c], cuts[c + 1] - cuts[c], true,
+                               part + (size_t)cuts[c] * V) == MT_OK;
+    }
+    rel = ok ? worst_row_rel(part, full, T, V, &wr) : INFINITY;
+    tap_ok(ok && rel <= REL_TOL, "tiny: chunked prefill (7, 1, 20, 12) equals whole prefill "
+           "(worst %.2e)", rel);
+
+    /* sparse == dense while prompts are no longer than index_topk; differs after */
+    ok = mt_engine_forward(dn, ids, T, true, part) == MT_OK;
+    rel = ok ? worst_row_rel(part, full, topk, V, &wr) : INFINITY;
+    tap_ok(ok && rel == 0.0, "tiny: sparse equals dense on the first %d positions (worst %.2e)",
+           topk, rel);
+    double later = ok ? worst_row_rel(part + (size_t)topk * V, full + (size_t)topk * V, T - topk,
+                                      V, &wr)
+                      : 0.0;
+    tap_ok(later > 0.0, "tiny: sparse differs from dense once positions pass index_topk "
+           "(%.2e)", later);
+
+    /* FP8 indexer mode */
+    ok = mt_engine_forward(f8, ids, T, true, part) == MT_OK;
+    double ov;
+    int64_t nsel;
+    mt_engine_indexer_overlap(f8, &ov, &nsel);
+    tap_diag("tiny: FP8 vs exact indexer top-k overlap %.4f over %lld selections", ov,
+             (long long)nsel);
+    tap_ok(ok && nsel > 0 && ov >= 0.95, "tiny: FP8 indexer top-k overlap >= 95%% (%.2f%%)",
+           100.0 * ov);
+
+    /* routed experts go through the installable expert function */
+    struct expert_count ec = {e, 0, 0};
+    int n_moe = 0;
+    for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
+        n_moe += m->cfg.layer_is_moe[l];
+    }
+    mt_engine_reset(e);
+    mt_engine_set_expert_fn(e, counting_expert, &ec);
+    ok = mt_engine_forward(e, ids, T, true, part) == MT_OK;
+    mt_engine_set_expert_fn(e, NULL, NULL);
+    rel = ok ? worst_row_rel(part, full, T, V, &wr) : INFINITY;
+    tap_ok(ok && rel == 0.0 && ec.tokens == T * n_moe * m->cfg.num_experts_per_tok,
+           "tiny: every routed expert runs through the expert function (%d calls, %d token-"
+           "expert pairs = %d x %d MoE layers x top-%d), same logits", ec.calls, ec.tokens, T,
+           n_moe, m->cfg.num_experts_per_tok);
+
+    /* greedy decode is deterministic */
+    int32_t g1[8], g2[8];
+    tap_ok(greedy(e, ids, 10, 8, g1) && greedy(e, ids, 10, 8, g2) && memcmp(g1, g2, sizeof(g1)) ==
+           0, "tiny: greedy generation is reproducible");
+
+    /* errors through the API */
+    mt_log_set_quiet(true);
+    mt_engine_reset(e);
+    int32_t bad = V;
+    tap_ok(mt_engine_forward(e, ids, 0, false, part) == MT_ERR_INVAL &&
+               strstr(mt_last_error(), "empty prompt") != NULL,
+           "empty prompt: MT_ERR_INVAL, '%s'", mt_last_error());
+    tap_ok(mt_engine_forward(e, &bad, 1, false, part) == MT_ERR_INVAL &&
+               strstr(mt_last_error(), "outside the vocabulary") != NULL,
+           "out-of-range id: MT_ERR_INVAL, '%s'", mt_last_error());
+    int64_t maxp = mt_engine_max_pos(e);
+    int32_t *lng = calloc((size_t)maxp + 1, sizeof(int32_t));
+    tap_ok(lng != NULL && mt_engine_check_prompt(e, lng, (int)maxp + 1) == MT_ERR_INVAL &&
+               mt_engine_forward(e, lng, (int)maxp + 1, false, part) == MT_ERR_INVAL &&
+               strstr(mt_last_error(), "longer than the model") != NULL && mt_engine_pos(e) == 0,
+           "too-long prompt (%lld tokens): MT_ERR_INVAL, '%s'", (long long)maxp + 1,
+           mt_last_error());
+    int32_t neg = -3;
+    tap_ok(mt_engine_check_prompt(e, &neg, 1) == MT_ERR_INVAL, "negative id: MT_ERR_INVAL");
+    free(lng);
+    mt_log_set_quiet(false);
+
+out:
+    free(full);
+    free(part);
+    mt_engine_destroy(e);
+    mt_engine_destroy(dn);
+    mt_engine_destroy(f8);
+    mt_model_destroy(m);
+    tap_rmtree(dir);
+}
+
+int
+main(void)
+{
+    tap_plan(0);
+    synthetic();
+    int n = golden_all();
+    if (n == 0) {
+        tap_diag("no golden sets under %s (tests/reference/README.md)", tap_data_path("golden"));
+    }
+    return tap_done();
+}

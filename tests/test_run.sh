@@ -1,0 +1,67 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# test_run.sh - `moetier run` end to end on the golden checkpoint v32-tiny-a (tests/data/golden):
+# --print-ids gives HF's 20 greedy tokens on one line, --dump-logits writes "MTLOGIT1", T, vocab
+# and T x vocab floats, and bad input gives exit 1 (prompt) or 2 (flags) with one message.
+: "${MT_BUILDDIR:=.}"
+: "${MT_TEST_DATA:=$(dirname "$0")/data}"
+bin="$MT_BUILDDIR/moetier"
+dir="$MT_TEST_DATA/golden/v32-tiny-a"
+n=0
+fail=0
+
+ok() {
+    n=$((n + 1))
+    if [ "$1" -eq 0 ]; then
+        echo "ok $n - $2"
+    else
+        echo "not ok $n - $2"
+        fail=1
+    fi
+}
+
+if [ ! -f "$dir/golden.json" ]; then
+    echo "1..0 # SKIP no golden data in $dir"
+    exit 0
+fi
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/mt-run-XXXXXX") || exit 1
+trap 'rm -rf "$tmp"' EXIT
+
+flat=$(tr -d ' \n' < "$dir/golden.json")
+prompt=$(printf '%s' "$flat" | sed -n 's/.*"prompts":\[\[\([0-9,]*\)\].*/\1/p')
+want=$(printf '%s' "$flat" | sed -n 's/.*"greedy":\[\[\([0-9,]*\)\].*/\1/p' | tr ',' ' ')
+ntok=$(printf '%s\n' "$prompt" | tr ',' '\n' | wc -l)
+
+echo "1..10"
+got=$("$bin" run -m "$dir" --device cpu --prompt-ids "$prompt" -n 20 --print-ids \
+      --dump-logits "$tmp/l.bin" 2>"$tmp/err")
+ok $? "run --print-ids --dump-logits exits 0"
+[ -n "$want" ] && [ "$got" = "$want" ]
+ok $? "greedy ids equal HF's (got '$got')"
+[ "$(printf '%s\n' "$got" | wc -l)" -eq 1 ]
+ok $? "--print-ids prints one line"
+grep -q 'prefill .* tok/s.*decode .* tok/s' "$tmp/err"
+ok $? "prefill and decode tok/s reported on stderr"
+size=$(wc -c < "$tmp/l.bin")
+[ "$(head -c 8 "$tmp/l.bin")" = "MTLOGIT1" ] && [ "$size" -eq $((16 + ntok * 512 * 4)) ]
+ok $? "--dump-logits: magic and size 16 + $ntok x 512 x 4 (got $size)"
+"$bin" run -m "$dir" --prompt-ids 1,2,512 -n 1 --print-ids >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 1 ] && grep -q 'outside the vocabulary' "$tmp/err"
+ok $? "token id out of range exits 1 with a message (rc $rc)"
+"$bin" run -m "$dir" --prompt-ids "" -n 1 >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 1 ] && grep -q 'empty prompt' "$tmp/err"
+ok $? "empty prompt exits 1 with a message (rc $rc)"
+long=$(seq -s, 3 259)
+"$bin" run -m "$dir" --prompt-ids "$long" -n 1 >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 1 ] && grep -q 'longer than the model' "$tmp/err"
+ok $? "a 257-token prompt (max_position_embeddings 256) exits 1 with a message (rc $rc)"
+"$bin" run -m "$dir" --prompt-ids 1,2 --attention sideways >/dev/null 2>&1
+rc=$?
+[ "$rc" -eq 2 ]
+ok $? "a bad flag value exits 2 (rc $rc)"
+"$bin" run --help | grep -q -- '--dump-logits'
+ok $? "--help lists the flags"
+exit $fail
