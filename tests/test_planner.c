@@ -1,0 +1,539 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_planner.c - the placement planner: the optimizer against exhaustive search on small random
+ * instances, budgets on random instances, the cost model against a hand formula on V3.2, plans
+ * from traces, the shipped what-if profiles, and plan files (round trip and bad files).
+ */
+#include <config.h>
+
+#include "runtime/config.h"
+#include "runtime/hwprofile.h"
+#include "runtime/model.h"
+#include "runtime/planner.h"
+#include "runtime/status.h"
+#include "runtime/trace.h"
+#include "tests/tap.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* xorshift64*: deterministic instances on every machine. */
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+
+static double
+rnd(void)
+{
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return (double)((rng_state * 2685821657736338717ull) >> 11) / 9007199254740992.0;
+}
+
+static double
+rnd_in(double lo, double hi)
+{
+    return lo + (hi - lo) * rnd();
+}
+
+/* A random instance: probabilities skewed (u^2), rates in realistic ranges, budgets of 0..n slots.
+ */
+static void
+random_problem(struct mt_plan_problem *pb, double *prob, int L, int E, bool allow_no_disk)
+{
+    double bytes = 44e6;
+
+    memset(pb, 0, sizeof(*pb));
+    pb->n_layers = L;
+    pb->n_experts = E;
+    for (int i = 0; i < L * E; i++) {
+        double u = rnd();
+        prob[i] = u * u;
+    }
+    pb->prob = prob;
+    pb->expert_bytes = bytes;
+    pb->expert_flops = 88e6;
+    pb->gpu_capacity = floor(rnd_in(0, 4)) * bytes + rnd_in(0, 0.9) * bytes;
+    pb->dram_capacity = floor(rnd_in(0, L * E * 0.8)) * bytes + rnd_in(0, 0.9) * bytes;
+    pb->rate[MT_SRC_GPU_MEM] = rnd_in(300, 3000) * 1e9;
+    pb->rate[MT_SRC_GPU_FLOP] = rnd_in(30, 300) * 1e12;
+    pb->rate[MT_SRC_CPU_MEM] = rnd_in(30, 400) * 1e9;
+    pb->rate[MT_SRC_CPU_FLOP] = rnd_in(1, 20) * 1e12;
+    pb->rate[MT_SRC_PCIE] = rnd_in(5, 60) * 1e9;
+    pb->rate[MT_SRC_DISK] = rnd_in(1, 60) * 1e9;
+    pb->batch = rnd() < 0.5 ? 1 : (int)rnd_in(2, 600);
+    if (allow_no_disk && rnd() < 0.2) {
+        pb->rate[MT_SRC_DISK] = 0; /* all experts must then fit GPU + DRAM */
+        pb->dram_capacity = (double)(L * E) * bytes;
+    }
+}
+
+static int
+count_tier(const uint8_t *t, size_t n, int tier)
+{
+    int c = 0;
+    for (size_t i = 0; i < n; i++) {
+        c += t[i] == tier;
+    }
+    return c;
+}
+
+static void
+test_exhaustive(void)
+{
+    double prob[12];
+    uint8_t t_opt[12];
+    uint8_t t_ex[12];
+    struct mt_plan_problem pb;
+    double worst = 1.0;
+    int n_ok = 0;
+    int n_bad = 0;
+    const int n_inst = 40;
+
+    for (int k = 0; k < n_inst; k++) {
+        int E = 4 + k % 2; /* 2 x 4 and 2 x 5 experts: 4^8 and 4^10 assignments */
+        double s_opt;
+        double s_ex;
+        random_problem(&pb, prob, 2, E, true);
+        if (mt_plan_problem_optimize(&pb, false, t_opt, &s_opt) != MT_OK ||
+            mt_plan_problem_exhaustive(&pb, t_ex, &s_ex) != MT_OK) {
+            n_bad++;
+            tap_diag("instance %d failed: %s", k, mt_last_error());
+            continue;
+        }
+        double ratio = s_ex > 0 ? s_opt / s_ex : 1.0;
+        worst = MT_MAX(worst, ratio);
+        if (ratio <= 1.01) {
+            n_ok++;
+        } else {
+            tap_diag("instance %d (batch %d): planner %.6g s, exhaustive %.6g s, ratio %.4f", k,
+                     pb.batch, s_opt, s_ex, ratio);
+        }
+    }
+    tap_ok(n_bad == 0 && n_ok == n_inst,
+           "planner within 1%% of exhaustive search on %d random instances (2 layers x 4-5 "
+           "experts, 4 tiers; worst ratio %.5f)",
+           n_inst, worst);
+
+    /* A hand-checked instance: 1 layer, 2 experts, p = 1 and 0.5, one GPU slot, no DRAM. */
+    {
+        double p2[2] = {1.0, 0.5};
+        memset(&pb, 0, sizeof(pb));
+        pb.n_layers = 1;
+        pb.n_experts = 2;
+        pb.prob = p2;
+        pb.expert_bytes = 1e9;
+        pb.gpu_capacity = 1e9;
+        pb.rate[MT_SRC_GPU_MEM] = 1000e9;
+        pb.rate[MT_SRC_CPU_MEM] = 100e9;
+        pb.rate[MT_SRC_PCIE] = 25e9;
+        pb.rate[MT_SRC_DISK] = 10e9;
+        pb.batch = 1;
+        double s = 0;
+        uint8_t t[2];
+        mt_status_t st = mt_plan_problem_optimize(&pb, false, t, &s);
+        /* Best: expert 0 on GPU (1 ms), expert 1 on NVMe (0.5 GB / 10 GB/s = 50 ms; its CPU
+         * read 5 ms overlaps). */
+        tap_ok(st == MT_OK && t[0] == MT_TIER_GPU && t[1] == MT_TIER_NVME && fabs(s - 0.050) < 1e-9,
+               "hand instance: hot expert on the GPU, the other streamed: %.6f s", s);
+    }
+}
+
+/* The sampled decode time against the exact expectation on a tiny instance. */
+static void
+test_sampling(void)
+{
+    /* 1 layer, 4 experts, p = 0.5 each (2 per token): GPU, CPU, NVMe, CPU. By symmetry every
+     * pair of experts is equally likely, so E[max] is the mean over the 6 pairs. */
+    double p4[4] = {0.5, 0.5, 0.5, 0.5};
+    uint8_t t4[4] = {MT_TIER_GPU, MT_TIER_DRAM_CPU, MT_TIER_NVME, MT_TIER_DRAM_CPU};
+    struct mt_plan_problem pb;
+    double got = 0;
+    double mean_load = 0;
+    double g = 1e9 / 1000e9; /* GPU read of one expert */
+    double c = 1e9 / 100e9;  /* CPU read */
+    double n = 1e9 / 10e9;   /* disk read (its CPU read, c, overlaps) */
+    /* pairs: GC, GN, GC, CN, CC, NC -> max over sources of the pair's sums */
+    double want = (MT_MAX(g, c) + MT_MAX(g, MT_MAX(n, c)) + MT_MAX(g, c) + MT_MAX(n, 2 * c) +
+                   2 * c + MT_MAX(n, 2 * c)) /
+                  6.0;
+
+    memset(&pb, 0, sizeof(pb));
+    pb.n_layers = 1;
+    pb.n_experts = 4;
+    pb.prob = p4;
+    pb.expert_bytes = 1e9;
+    pb.gpu_capacity = 1e9;
+    pb.dram_capacity = 2e9;
+    pb.rate[MT_SRC_GPU_MEM] = 1000e9;
+    pb.rate[MT_SRC_CPU_MEM] = 100e9;
+    pb.rate[MT_SRC_DISK] = 10e9;
+    pb.batch = 1;
+    mt_status_t st = mt_plan_problem_sample(&pb, t4, 20000, &got);
+    st = st == MT_OK ? mt_plan_problem_evaluate(&pb, t4, &mean_load, NULL, NULL) : st;
+    tap_ok(st == MT_OK && fabs(got - want) < 0.02 * want,
+           "sampled decode step %.5f s matches the exact E[max] %.5f s within 2%%", got, want);
+    tap_ok(st == MT_OK && mean_load <= want,
+           "the expected-load model (%.5f s) is a lower bound of E[max] (%.5f s)", mean_load, want);
+}
+
+static void
+test_budgets(void)
+{
+    enum { L = 6, E = 24 };
+    static double prob[L * E];
+    static uint8_t t[L * E];
+    struct mt_plan_problem pb;
+    int violations = 0;
+    int failures = 0;
+    int storage_changed = 0;
+
+    for (int k = 0; k < 12; k++) {
+        double s;
+        random_problem(&pb, prob, L, E, false);
+        pb.gpu_capacity = floor(rnd_in(0, 20)) * pb.expert_bytes;
+        if (mt_plan_problem_optimize(&pb, false, t, &s) != MT_OK) {
+            failures++;
+            continue;
+        }
+        int g = count_tier(t, L * E, MT_TIER_GPU);
+        int d = count_tier(t, L * E, MT_TIER_DRAM_CPU) + count_tier(t, L * E, MT_TIER_DRAM_PCIE);
+        if (g * pb.expert_bytes > pb.gpu_capacity + 1 ||
+            d * pb.expert_bytes > pb.dram_capacity + 1) {
+            violations++;
+        }
+        /* Re-plan the same placement for a prefill batch: storage must not move. */
+        uint8_t before[L * E];
+        memcpy(before, t, sizeof(before));
+        pb.batch = 512;
+        if (mt_plan_problem_optimize(&pb, true, t, &s) != MT_OK) {
+            failures++;
+            continue;
+        }
+        for (int i = 0; i < L * E; i++) {
+            bool gpu_a = before[i] == MT_TIER_GPU;
+            bool gpu_b = t[i] == MT_TIER_GPU;
+            bool nv_a = before[i] == MT_TIER_NVME;
+            bool nv_b = t[i] == MT_TIER_NVME;
+            storage_changed += gpu_a != gpu_b || nv_a != nv_b;
+        }
+    }
+    tap_ok(failures == 0 && violations == 0,
+           "GPU and DRAM budgets never exceeded on 12 random 6 x 24 instances (%d failures)",
+           failures);
+    tap_ok(storage_changed == 0, "prefill re-planning keeps every expert's storage tier");
+
+    /* evaluate refuses an over-budget assignment, exhaustive refuses big instances */
+    {
+        double p4[4] = {0.5, 0.5, 0.5, 0.5};
+        uint8_t all_gpu[4] = {0, 0, 0, 0};
+        double s;
+        memset(&pb, 0, sizeof(pb));
+        pb.n_layers = 1;
+        pb.n_experts = 4;
+        pb.prob = p4;
+        pb.expert_bytes = 1e9;
+        pb.gpu_capacity = 2e9;
+        pb.rate[MT_SRC_GPU_MEM] = 1e12;
+        pb.rate[MT_SRC_CPU_MEM] = 1e11;
+        pb.batch = 1;
+        tap_ok(mt_plan_problem_evaluate(&pb, all_gpu, &s, NULL, NULL) == MT_ERR_INVAL &&
+                   strstr(mt_last_error(), "GPU budget") != NULL,
+               "evaluate rejects 4 GPU experts in a 2-expert budget: %s", mt_last_error());
+        tap_ok(mt_plan_problem_optimize(&pb, false, all_gpu, &s) == MT_ERR_INVAL &&
+                   strstr(mt_last_error(), "do not fit") != NULL,
+               "no DRAM room and no disk: clear error: %s", mt_last_error());
+    }
+    {
+        double s;
+        random_problem(&pb, prob, 2, 7, false);
+        tap_ok(mt_plan_problem_exhaustive(&pb, t, &s) == MT_ERR_INVAL,
+               "exhaustive search refuses 14 experts");
+    }
+}
+
+/* A what-if profile in code: one GPU, CPU, PCIe, one disk. */
+static void
+make_profile(struct mt_hwprofile *hw, double hbm, double dram, double pcie, double disk)
+{
+    mt_hwprofile_init(hw);
+    snprintf(hw->source, sizeof(hw->source), "test profile");
+    hw->gpu.present = true;
+    hw->gpu.count = 1;
+    hw->gpu.mem_bytes = (uint64_t)80 << 30;
+    hw->gpu.hbm_read_gbps = hbm;
+    hw->gpu.bf16_tflops = 100;
+    hw->pcie.h2d_gbps = pcie;
+    hw->cpu.read_gbps = dram;
+    hw->cpu.fma_gflops = 5000;
+    hw->cpu.n_nodes = 1;
+    hw->n_disks = disk > 0 ? 1 : 0;
+    hw->disks[0].best_gbps = disk;
+    hw->dram_bytes = (uint64_t)2 << 40;
+}
+
+/* Remove the first code of the first "tiers" string of a plan file. */
+static void
+cut_first_tier_code(const char *path)
+{
+    static char buf[1 << 20];
+    FILE *f = fopen(path, "r");
+    size_t n;
+    char *p;
+
+    if (f == NULL) {
+        return;
+    }
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    p = strstr(buf, "\"tiers\": \"");
+    if (p == NULL) {
+        return;
+    }
+    p += strlen("\"tiers\": \"");
+    memmove(p, p + 1, strlen(p + 1) + 1);
+    f = fopen(path, "w");
+    if (f != NULL) {
+        fputs(buf, f);
+        fclose(f);
+    }
+}
+
+static void
+test_v32_plans(void)
+{
+    struct mt_model_config cfg;
+    struct mt_model_sizes sz;
+    struct mt_hwprofile hw;
+    struct mt_plan_budget b;
+    struct mt_plan *plan = NULL;
+    struct mt_plan *back = NULL;
+    mt_status_t st;
+
+    mt_config_default_v32(&cfg);
+    st = mt_model_sizes_compute(&cfg, cfg.fp8, &sz);
+    tap_ok(st == MT_OK && sz.routed_expert_bytes == 44050944ull,
+           "V3.2 sizes: one expert is 44,050,944 B (spec 3.5)");
+    if (st != MT_OK) {
+        return;
+    }
+
+    /* Everything in DRAM (1 TiB), no GPU room for experts, no PCIe: the formula by hand. */
+    make_profile(&hw, 1000, 400, 0, 7);
+    mt_plan_budget_default(&b);
+    b.gpu_mem = sz.other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token + b.gpu_reserve;
+    b.cpu_mem = (uint64_t)1 << 40;
+    st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
+    if (st == MT_OK) {
+        double want =
+            (double)sz.token_bytes_always / 1000e9 + (double)sz.token_bytes_routed / (400e9 * 0.6);
+        tap_ok(plan->tier[MT_TIER_DRAM_CPU].experts == 58 * 256 &&
+                   fabs(plan->decode_ms / 1e3 - want) < 1e-6 * want,
+               "all-DRAM V3.2: decode %.3f ms = always-on / HBM + routed / (DRAM x 0.6) = %.3f ms",
+               plan->decode_ms, want * 1e3);
+        tap_ok(strcmp(plan->bottleneck, "cpu-dram") == 0, "bottleneck is cpu-dram (%s)",
+               plan->bottleneck);
+    } else {
+        tap_ok(false, "all-DRAM V3.2 plan: %s", mt_last_error());
+    }
+    mt_plan_destroy(plan);
+    plan = NULL;
+    /*
+     * With PCIe, the expected-load model would send some DRAM experts over PCIe in decode, but a
+     * sampled token that hits one waits 1.8 ms for its copy: the plan keeps them on the CPU for
+     * decode, and copies DRAM experts to the GPU only in prefill.
+     */
+    make_profile(&hw, 1000, 400, 25, 7);
+    st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
+    {
+        int prefill_p = 0;
+        for (int i = 0; st == MT_OK && i < 61 * 256; i++) {
+            prefill_p += plan->prefill_tiers[i] == MT_TIER_DRAM_PCIE;
+        }
+        tap_ok(
+            st == MT_OK && plan->tier[MT_TIER_DRAM_PCIE].experts == 0 && prefill_p > 0 &&
+                plan->decode_ms >= plan->decode_ms_mean_load * 0.999,
+            "DRAM + PCIe: decode computes DRAM experts on the CPU, prefill copies %d to the GPU; "
+            "sampled %.2f ms >= expected-load bound %.2f ms",
+            prefill_p, st == MT_OK ? plan->decode_ms : 0,
+            st == MT_OK ? plan->decode_ms_mean_load : 0);
+    }
+
+    /* Round trip and model checks. */
+    if (plan != NULL) {
+        const char *dir = tap_tmpdir();
+        char path[600];
+        snprintf(path, sizeof(path), "%s/plan.json", dir);
+        st = mt_plan_save(plan, path);
+        st = st == MT_OK ? mt_plan_load(path, &back) : st;
+        tap_ok(st == MT_OK && back != NULL &&
+                   memcmp(back->tiers, plan->tiers, (size_t)61 * 256) == 0 &&
+                   memcmp(back->prefill_tiers, plan->prefill_tiers, (size_t)61 * 256) == 0 &&
+                   back->dims_hash == plan->dims_hash &&
+                   back->budget.gpu_mem == plan->budget.gpu_mem &&
+                   fabs(back->decode_tok_s - plan->decode_tok_s) < 1e-9 * plan->decode_tok_s &&
+                   back->tier[1].experts == plan->tier[1].experts &&
+                   strcmp(back->bottleneck, plan->bottleneck) == 0,
+               "plan file round trip keeps tiers, budgets, identity and prediction");
+        tap_ok(back != NULL &&
+                   mt_plan_check_model(back, path, &cfg, sz.routed_expert_bytes) == MT_OK,
+               "the plan matches its model");
+        {
+            struct mt_model_config other = cfg;
+            other.num_hidden_layers = 60;
+            tap_ok(back != NULL &&
+                       mt_plan_check_model(back, path, &other, sz.routed_expert_bytes) ==
+                           MT_ERR_FORMAT &&
+                       strstr(mt_last_error(), "num_hidden_layers") != NULL,
+                   "a plan for another model is rejected: %s", mt_last_error());
+            other = cfg;
+            other.first_k_dense_replace = 2;
+            for (int l = 0; l < 61; l++) {
+                other.layer_is_moe[l] = l >= 2;
+            }
+            tap_ok(back != NULL && mt_plan_check_model(back, path, &other,
+                                                       sz.routed_expert_bytes) == MT_ERR_FORMAT,
+                   "dense-layer mismatch is rejected: %s", mt_last_error());
+        }
+        mt_plan_destroy(back);
+        back = NULL;
+
+        /* Bad files. */
+        snprintf(path, sizeof(path), "%s/none.json", dir);
+        tap_ok(mt_plan_load(path, &back) == MT_ERR_IO && back == NULL, "missing plan: %s",
+               mt_last_error());
+        snprintf(path, sizeof(path), "%s/bad.json", dir);
+        FILE *f = fopen(path, "w");
+        if (f != NULL) {
+            fputs("[1, 2", f);
+            fclose(f);
+        }
+        tap_ok(mt_plan_load(path, &back) == MT_ERR_FORMAT &&
+                   strstr(mt_last_error(), "JSON") != NULL,
+               "plan that is not JSON: %s", mt_last_error());
+        f = fopen(path, "w");
+        if (f != NULL) {
+            fputs("{\"format\": \"moetier-plan\", \"version\": 9}", f);
+            fclose(f);
+        }
+        tap_ok(mt_plan_load(path, &back) == MT_ERR_FORMAT &&
+                   strstr(mt_last_error(), "version 9") != NULL,
+               "plan of another version: %s", mt_last_error());
+        /* A valid plan with one tier string cut short. */
+        snprintf(path, sizeof(path), "%s/plan.json", dir);
+        mt_plan_save(plan, path);
+        cut_first_tier_code(path);
+        tap_ok(mt_plan_load(path, &back) == MT_ERR_FORMAT &&
+                   strstr(mt_last_error(), "256 tier codes") != NULL,
+               "plan with a short tier string: %s", mt_last_error());
+        tap_ok(back == NULL, "failed plan loads leave the output untouched");
+        tap_rmtree(dir);
+    }
+    mt_plan_destroy(plan);
+    plan = NULL;
+
+    /* GPU budget too small for the always-on weights. */
+    b.gpu_mem = (uint64_t)16 << 30;
+    tap_ok(mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan) == MT_ERR_INVAL &&
+               strstr(mt_last_error(), "--gpu-mem") != NULL && plan == NULL,
+           "--gpu-mem below always-on + KV: %s", mt_last_error());
+
+    /* A skewed trace: experts 0..7 always chosen. The GPU gets hot experts, decode gets faster. */
+    {
+        struct mt_trace *tr = NULL;
+        struct mt_plan *uni = NULL;
+        int ids[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+        int hot_gpu = 0;
+        int all_gpu = 0;
+        st = mt_trace_create(61, 256, 8, &tr);
+        for (int tok = 0; tok < 4 && st == MT_OK; tok++) {
+            for (int l = 3; l < 61 && st == MT_OK; l++) {
+                st = mt_trace_record(tr, l, ids, 8);
+            }
+        }
+        b.gpu_mem = sz.other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token + b.gpu_reserve +
+                    100 * sz.routed_expert_bytes;
+        b.cpu_mem = (uint64_t)200 << 30;
+        st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, tr, "skewed", &plan) : st;
+        st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &uni) : st;
+        if (st == MT_OK) {
+            for (int l = 0; l < 61; l++) {
+                for (int e = 0; e < 256; e++) {
+                    if (plan->tiers[l * 256 + e] == MT_TIER_GPU) {
+                        all_gpu++;
+                        hot_gpu += e < 8;
+                    }
+                }
+            }
+        }
+        tap_ok(st == MT_OK && all_gpu > 0 && hot_gpu == all_gpu &&
+                   plan->decode_tok_s > 2 * uni->decode_tok_s,
+               "with a skewed trace the GPU holds only hot experts (%d of %d) and decode beats "
+               "uniform (%.2f vs %.2f tok/s)",
+               hot_gpu, all_gpu, plan ? plan->decode_tok_s : 0, uni ? uni->decode_tok_s : 0);
+        mt_plan_destroy(uni);
+        mt_plan_destroy(plan);
+        plan = NULL;
+        /* A trace of another model is refused. */
+        struct mt_trace *small = NULL;
+        mt_trace_create(61, 128, 8, &small);
+        tap_ok(small != NULL &&
+                   mt_plan_build(&cfg, &sz, &hw, &b, small, "small", &plan) == MT_ERR_FORMAT &&
+                   plan == NULL,
+               "trace with other dims is refused: %s", mt_last_error());
+        mt_trace_destroy(small);
+        mt_trace_destroy(tr);
+    }
+}
+
+static void
+test_shipped_profiles(void)
+{
+    static const struct {
+        const char *name;
+        double gpu_gib;
+        double cpu_gib;
+    } profs[] = {
+        {"rtx4090-pcie4-ddr5x2-gen4.json", 23, 960},
+        {"rtx5090-pcie5-ddr5x8-gen5x2.json", 31, 480},
+        {"rtx3090-ddr4.json", 23, 480},
+    };
+    const char *src = getenv("MT_SRCDIR");
+    struct mt_model_config cfg;
+    struct mt_model_sizes sz;
+
+    mt_config_default_v32(&cfg);
+    mt_model_sizes_compute(&cfg, cfg.fp8, &sz);
+    for (size_t i = 0; i < sizeof(profs) / sizeof(profs[0]); i++) {
+        char path[1024];
+        struct mt_hwprofile hw;
+        struct mt_plan_budget b;
+        struct mt_plan *plan = NULL;
+        snprintf(path, sizeof(path), "%s/bench/profiles/%s", src ? src : ".", profs[i].name);
+        mt_status_t st = mt_hwprofile_load(path, &hw);
+        mt_plan_budget_default(&b);
+        b.gpu_mem = (uint64_t)(profs[i].gpu_gib * 1073741824.0);
+        b.cpu_mem = (uint64_t)(profs[i].cpu_gib * 1073741824.0);
+        st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan) : st;
+        tap_ok(st == MT_OK && plan->decode_tok_s > 0.1 && plan->decode_tok_s < 100 &&
+                   strncmp(hw.source, "what-if", 7) == 0,
+               "shipped profile %s loads and plans V3.2: %.2f tok/s decode (%s)", profs[i].name,
+               plan ? plan->decode_tok_s : 0, st == MT_OK ? plan->bottleneck : mt_last_error());
+        mt_plan_destroy(plan);
+    }
+}
+
+int
+main(void)
+{
+    tap_plan(0);
+    mt_log_set_quiet(true);
+    test_exhaustive();
+    test_budgets();
+    test_sampling();
+    test_v32_plans();
+    test_shipped_profiles();
+    return tap_done();
+}

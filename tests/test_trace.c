@@ -1,0 +1,202 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_trace.c - expert-activation traces: counts, transitions (decode and batched), probabilities,
+ * file round trip, and clear errors for bad input and bad files.
+ */
+#include <config.h>
+
+#include "runtime/status.h"
+#include "runtime/trace.h"
+#include "tests/tap.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void
+write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (f != NULL) {
+        fputs(text, f);
+        fclose(f);
+    }
+}
+
+/* A small trace: 5 layers (0 dense), 8 experts, k 2. */
+static struct mt_trace *
+small_trace(void)
+{
+    struct mt_trace *t = NULL;
+    const int a1[2] = {0, 1};
+    const int b1[2] = {2, 3};
+    const int c1[2] = {1, 2};
+    const int a2[2] = {0, 5};
+    const int b2[2] = {2, 7};
+
+    if (mt_trace_create(5, 8, 2, &t) != MT_OK) {
+        return NULL;
+    }
+    /* token 1 */
+    mt_trace_record(t, 1, a1, 2);
+    mt_trace_record(t, 2, b1, 2);
+    mt_trace_record(t, 3, c1, 2);
+    /* token 2 (layer 1 again: a new token) */
+    mt_trace_record(t, 1, a2, 2);
+    mt_trace_record(t, 2, b2, 2);
+    return t;
+}
+
+static bool
+traces_equal(const struct mt_trace *a, const struct mt_trace *b)
+{
+    if (mt_trace_n_layers(a) != mt_trace_n_layers(b) ||
+        mt_trace_n_experts(a) != mt_trace_n_experts(b) || mt_trace_k(a) != mt_trace_k(b) ||
+        mt_trace_tokens(a) != mt_trace_tokens(b)) {
+        return false;
+    }
+    for (int l = 0; l < mt_trace_n_layers(a); l++) {
+        if (mt_trace_layer_tokens(a, l) != mt_trace_layer_tokens(b, l) ||
+            mt_trace_from_layer(a, l) != mt_trace_from_layer(b, l)) {
+            return false;
+        }
+        for (int i = 0; i < mt_trace_n_experts(a); i++) {
+            if (mt_trace_count(a, l, i) != mt_trace_count(b, l, i)) {
+                return false;
+            }
+            for (int j = 0; j < mt_trace_n_experts(a); j++) {
+                if (mt_trace_transition(a, l, i, j) != mt_trace_transition(b, l, i, j)) {
+                    return false;
+                }
+            }
+        }
+    }
+    return true;
+}
+
+int
+main(void)
+{
+    struct mt_trace *t;
+    struct mt_trace *u = NULL;
+    struct mt_trace *bad = NULL;
+    const char *dir;
+    char path[512];
+    double sum;
+    mt_status_t st;
+
+    tap_plan(0);
+    mt_log_set_quiet(true);
+
+    t = small_trace();
+    tap_ok(t != NULL, "create and record a small trace");
+    if (t == NULL) {
+        return tap_done();
+    }
+    tap_ok(mt_trace_tokens(t) == 2 && mt_trace_layer_tokens(t, 1) == 2 &&
+               mt_trace_layer_tokens(t, 3) == 1 && mt_trace_layer_tokens(t, 0) == 0,
+           "tokens counted per layer (2, 2, 1) and in total (2)");
+    tap_ok(mt_trace_count(t, 1, 0) == 2 && mt_trace_count(t, 1, 1) == 1 &&
+               mt_trace_count(t, 1, 5) == 1 && mt_trace_count(t, 2, 2) == 2 &&
+               mt_trace_count(t, 2, 4) == 0,
+           "expert counts per layer");
+    tap_ok(mt_trace_transition(t, 2, 0, 2) == 2 && mt_trace_transition(t, 2, 1, 3) == 1 &&
+               mt_trace_transition(t, 2, 5, 7) == 1 && mt_trace_transition(t, 2, 1, 7) == 0 &&
+               mt_trace_transition(t, 3, 3, 1) == 1 && mt_trace_from_layer(t, 2) == 1,
+           "transitions pair each token's ids at consecutive layers");
+    tap_ok(mt_trace_transition(t, 1, 2, 0) == 0 && mt_trace_transition(t, 1, 1, 0) == 0 &&
+               mt_trace_from_layer(t, 1) == -1,
+           "a new token (earlier layer) starts without a transition from the old one");
+    sum = 0;
+    for (int e = 0; e < 8; e++) {
+        sum += mt_trace_probability(t, 2, e);
+    }
+    tap_ok(sum > 1.999999 && sum < 2.000001 && mt_trace_probability(t, 2, 2) == 1.0,
+           "probabilities of a layer sum to k (%g) and count / tokens", sum);
+    tap_ok(mt_trace_probability(t, 4, 3) == 2.0 / 8.0, "a layer without tokens is uniform k/E");
+
+    /* batched prefill: slot t pairs with slot t */
+    {
+        struct mt_trace *b = NULL;
+        const int l1[4] = {0, 1, 6, 7};
+        const int l2[4] = {2, 3, 4, 5};
+        st = mt_trace_create(3, 8, 2, &b);
+        st = st == MT_OK ? mt_trace_record_batch(b, 1, l1, 2, 2) : st;
+        st = st == MT_OK ? mt_trace_record_batch(b, 2, l2, 2, 2) : st;
+        tap_ok(st == MT_OK && mt_trace_transition(b, 2, 0, 2) == 1 &&
+                   mt_trace_transition(b, 2, 6, 4) == 1 && mt_trace_transition(b, 2, 0, 4) == 0 &&
+                   mt_trace_layer_tokens(b, 2) == 2,
+               "batched records pair each token with itself across layers");
+        mt_trace_destroy(b);
+    }
+
+    /* bad input */
+    {
+        const int bad_id[2] = {0, 8};
+        const int ok_id[3] = {0, 1, 2};
+        tap_ok(mt_trace_record(t, 2, bad_id, 2) == MT_ERR_INVAL &&
+                   strstr(mt_last_error(), "out of range") != NULL &&
+                   mt_trace_count(t, 2, 2) == 2 && mt_trace_count(t, 2, 0) == 0,
+               "expert id out of range is rejected and records nothing: %s", mt_last_error());
+        tap_ok(mt_trace_record(t, 2, ok_id, 3) == MT_ERR_INVAL, "wrong k is rejected: %s",
+               mt_last_error());
+        tap_ok(mt_trace_record(t, 5, ok_id, 2) == MT_ERR_INVAL, "layer out of range is rejected");
+        tap_ok(mt_trace_create(4, 8, 9, &bad) == MT_ERR_INVAL && bad == NULL,
+               "k > n_experts is rejected");
+    }
+
+    /* round trip */
+    dir = tap_tmpdir();
+    snprintf(path, sizeof(path), "%s/trace.json", dir);
+    st = mt_trace_save(t, path);
+    tap_ok(st == MT_OK, "save trace");
+    st = mt_trace_load(path, &u);
+    tap_ok(st == MT_OK && u != NULL && traces_equal(t, u),
+           "load gives the same counts, tokens and transitions");
+    tap_ok(u != NULL && mt_trace_check_dims(u, path, 5, 8, 2) == MT_OK,
+           "check_dims accepts the model it was recorded on");
+    tap_ok(u != NULL && mt_trace_check_dims(u, path, 61, 8, 2) == MT_ERR_FORMAT &&
+               strstr(mt_last_error(), "61") != NULL,
+           "check_dims names a layer-count mismatch: %s", mt_last_error());
+    tap_ok(u != NULL && mt_trace_check_dims(u, path, 5, 256, 2) == MT_ERR_FORMAT,
+           "check_dims rejects another expert count: %s", mt_last_error());
+    mt_trace_destroy(u);
+    u = NULL;
+
+    /* bad files */
+    snprintf(path, sizeof(path), "%s/missing.json", dir);
+    tap_ok(mt_trace_load(path, &u) == MT_ERR_IO && u == NULL &&
+               strstr(mt_last_error(), "missing.json") != NULL,
+           "missing file: %s", mt_last_error());
+    snprintf(path, sizeof(path), "%s/bad.json", dir);
+    write_file(path, "{ not json");
+    tap_ok(mt_trace_load(path, &u) == MT_ERR_FORMAT && strstr(mt_last_error(), "JSON") != NULL,
+           "not JSON: %s", mt_last_error());
+    write_file(path, "{\"format\": \"moetier-plan\", \"version\": 1}");
+    tap_ok(mt_trace_load(path, &u) == MT_ERR_FORMAT, "not a trace: %s", mt_last_error());
+    write_file(path, "{\"format\": \"moetier-trace\", \"version\": 2, \"n_layers\": 5, "
+                     "\"n_experts\": 8, \"k\": 2, \"layers\": []}");
+    tap_ok(mt_trace_load(path, &u) == MT_ERR_FORMAT && strstr(mt_last_error(), "version") != NULL,
+           "wrong version: %s", mt_last_error());
+    write_file(path, "{\"format\": \"moetier-trace\", \"version\": 1, \"n_layers\": 5, "
+                     "\"n_experts\": 4, \"k\": 2, \"layers\": [{\"layer\": 1, \"tokens\": 1, "
+                     "\"counts\": [1, 1, 1, 0]}]}");
+    tap_ok(mt_trace_load(path, &u) == MT_ERR_FORMAT && strstr(mt_last_error(), "sum") != NULL,
+           "counts that do not sum to tokens x k: %s", mt_last_error());
+    write_file(path, "{\"format\": \"moetier-trace\", \"version\": 1, \"n_layers\": 5, "
+                     "\"n_experts\": 4, \"k\": 2, \"layers\": [{\"layer\": 2, \"tokens\": 1, "
+                     "\"counts\": [1, 1, 0, 0], \"from_layer\": 1, \"transitions\": [0, 9, 1]}]}");
+    tap_ok(mt_trace_load(path, &u) == MT_ERR_FORMAT && strstr(mt_last_error(), "triple") != NULL,
+           "transition with an expert out of range: %s", mt_last_error());
+    write_file(path, "{\"format\": \"moetier-trace\", \"version\": 1, \"n_layers\": 5, "
+                     "\"n_experts\": 4, \"k\": 2, \"layers\": [{\"layer\": 7, \"tokens\": 1, "
+                     "\"counts\": [1, 1, 0, 0]}]}");
+    tap_ok(mt_trace_load(path, &u) == MT_ERR_FORMAT && strstr(mt_last_error(), "layer") != NULL,
+           "layer index beyond n_layers: %s", mt_last_error());
+    tap_ok(u == NULL, "failed loads leave the output untouched");
+
+    mt_trace_destroy(t);
+    mt_trace_destroy(NULL);
+    tap_rmtree(dir);
+    return tap_done();
+}
