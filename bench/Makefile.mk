@@ -1,2 +1,6 @@
 # bench/: benchmark programs (never run by make check) and bench/results/.
 EXTRA_DIST += bench/results
+noinst_PROGRAMS += bench/bench_tokenizer
+bench_bench_tokenizer_LDADD = $(MT_LIBS) $(MT_SYSLIBS)
+EXTRA_DIST += bench/tokenizer_hf.py
+EXTRA_DIST += bench/plain_stream.c bench/plain_memcpy.cu

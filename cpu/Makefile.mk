@@ -2,3 +2,6 @@
 noinst_LIBRARIES += cpu/libmtcpu.a
 cpu_libmtcpu_a_SOURCES = \
 	cpu/convert.c cpu/convert.h
+cpu_libmtcpu_a_SOURCES += cpu/ref_ops.h cpu/ref_linear.c cpu/ref_norm.c cpu/ref_rope.c \
+	cpu/ref_indexer.c cpu/ref_attention.c cpu/ref_moe.c
+cpu_libmtcpu_a_SOURCES += cpu/stream.c cpu/stream.h

@@ -1,6 +1,7 @@
 # kernels/: CUDA kernels behind one C header, kernels/kernels.h.
 EXTRA_DIST += kernels/kernels.h kernels/cuda_check.cuh
 KERNEL_SOURCES = kernels/device.cu
+KERNEL_SOURCES += kernels/bench.cu
 EXTRA_DIST += $(KERNEL_SOURCES)
 if MT_HAVE_CUDA
 noinst_LIBRARIES += kernels/libmtkernels.a

@@ -6,6 +6,14 @@
 #ifndef MT_CLI_H
 #define MT_CLI_H
 
+int mt_cli_tokenize(int argc, char **argv); /* runtime/cli_tokenize.c */
+int mt_cli_run(int argc, char **argv);      /* runtime/cli_run.c */
+int mt_cli_inspect(int argc, char **argv);  /* runtime/cli_inspect.c */
+int mt_cli_synth(int argc, char **argv);    /* runtime/cli_synth.c */
+int mt_cli_plan(int argc, char **argv);     /* runtime/cli_plan.c */
+int mt_cli_bench(int argc, char **argv);    /* runtime/cli_bench.c */
+int mt_cli_chat(int argc, char **argv);     /* runtime/cli_chat.c */
+
 
 
 

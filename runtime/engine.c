@@ -428,6 +428,14 @@ mt_engine_reset(struct mt_engine *e)
     e->pos = 0;
 }
 
+void
+mt_engine_truncate(struct mt_engine *e, int64_t pos)
+{
+    if (pos >= 0 && pos < e->pos) {
+        e->pos = pos;
+    }
+}
+
 int64_t
 mt_engine_pos(const struct mt_engine *e)
 {

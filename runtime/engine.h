@@ -65,6 +65,13 @@ void mt_engine_destroy(struct mt_engine *engine);
 void mt_engine_reset(struct mt_engine *engine);
 
 /*
+ * Forget positions >= pos (no-op when pos is not below the current position). The cache is
+ * causal: entries before pos depend only on the tokens before pos, so the sequence continues as if
+ * only those had been fed. Used to reuse the shared prefix of two prompts (chat turns).
+ */
+void mt_engine_truncate(struct mt_engine *engine, int64_t pos);
+
+/*
  * Append tokens[0..n) at the current position and run the model on them. logits_out receives
  * [n, vocab] floats when all_logits, else [vocab] for the last token only. On error nothing is
  * appended. MT_ERR_INVAL (with a clear message) for n == 0, a token id outside [0, vocab), or a

@@ -17,6 +17,13 @@ struct subcommand {
 
 static const struct subcommand subcommands[] = {
     /* one line per subcommand, in the order --help lists them */
+    {"inspect", mt_cli_inspect, "architecture, sizes and bytes per token of a checkpoint"},
+    {"tokenize", mt_cli_tokenize, "text to token ids and back (tokenizer.json)"},
+    {"synth", mt_cli_synth, "write a random test checkpoint in the HF layout"},
+    {"run", mt_cli_run, "generate from a prompt (CPU reference engine)"},
+    {"chat", mt_cli_chat, "interactive multi-turn chat (CPU reference engine)"},
+    {"bench", mt_cli_bench, "measure the memory tiers (GPU, PCIe, DRAM, CPU, disks)"},
+    {"plan", mt_cli_plan, "place experts on GPU, DRAM and NVMe; predict tok/s"},
     {NULL, NULL, NULL},
 };
 

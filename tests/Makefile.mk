@@ -8,8 +8,46 @@ noinst_LIBRARIES += tests/libmttap.a
 tests_libmttap_a_SOURCES = tests/tap.c tests/tap.h
 MT_TEST_LIBS = tests/libmttap.a $(MT_LIBS) $(MT_SYSLIBS)
 
+check_PROGRAMS += tests/test_safetensors
+tests_test_safetensors_LDADD = $(MT_TEST_LIBS)
+check_PROGRAMS += tests/test_chat
+check_PROGRAMS += tests/test_config
+tests_test_config_LDADD = $(MT_TEST_LIBS)
+check_PROGRAMS += tests/test_model
+tests_test_model_LDADD = $(MT_TEST_LIBS)
+tests_test_chat_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_status
 tests_test_status_LDADD = $(MT_TEST_LIBS)
+check_PROGRAMS += tests/test_tokenizer
+tests_test_tokenizer_LDADD = $(MT_TEST_LIBS)
+check_PROGRAMS += tests/test_hwprofile
+tests_test_hwprofile_LDADD = $(MT_TEST_LIBS)
+check_PROGRAMS += tests/test_uring_reader
+tests_test_uring_reader_LDADD = $(MT_TEST_LIBS)
+check_PROGRAMS += tests/test_synth
+tests_test_synth_LDADD = $(MT_TEST_LIBS)
+check_PROGRAMS += tests/test_engine
+tests_test_engine_LDADD = $(MT_TEST_LIBS)
+check_PROGRAMS += tests/test_ref_ops
+tests_test_ref_ops_LDADD = $(MT_TEST_LIBS)
+check_PROGRAMS += tests/test_sampler
+tests_test_sampler_LDADD = $(MT_TEST_LIBS)
+check_PROGRAMS += tests/test_trace
+tests_test_trace_LDADD = $(MT_TEST_LIBS)
+check_PROGRAMS += tests/test_planner
+tests_test_planner_LDADD = $(MT_TEST_LIBS)
+EXTRA_DIST += bench/profiles
 
 TESTS += $(check_PROGRAMS)
+TESTS += tests/test_inspect.sh
+TESTS += tests/test_run.sh
+TESTS += tests/test_chat_cli.sh
+TESTS += tests/test_bench.sh
+EXTRA_DIST += tests/test_bench.sh
+EXTRA_DIST += tests/test_run.sh
+EXTRA_DIST += tests/test_chat_cli.sh
+EXTRA_DIST += tests/test_inspect.sh
 EXTRA_DIST += tests/data tests/reference
+# tests/fuzz: libFuzzer target for the safetensors parser (tests/fuzz/run.sh SECONDS; CI).
+EXTRA_DIST += tests/fuzz/fuzz_safetensors.c tests/fuzz/run.sh tests/fuzz/safetensors.dict \
+	tests/fuzz/corpus tests/fuzz/make_corpus.py

@@ -619,6 +619,21 @@ synthetic(void)
     tap_ok(ok && rel <= REL_TOL, "tiny: chunked prefill (7, 1, 20, 12) equals whole prefill "
            "(worst %.2e)", rel);
 
+    /* truncate: feed other tokens after position 20, cut back to 20, feed the real ones */
+    mt_engine_reset(e);
+    int32_t other[20];
+    for (int i = 0; i < 20; i++) {
+        other[i] = (int32_t)((i * 53 + 3) % V);
+    }
+    ok = mt_engine_forward(e, ids, 20, true, part) == MT_OK &&
+         mt_engine_forward(e, other, 20, false, part + (size_t)20 * V) == MT_OK;
+    mt_engine_truncate(e, 20);
+    ok = ok && mt_engine_pos(e) == 20 &&
+         mt_engine_forward(e, ids + 20, T - 20, true, part + (size_t)20 * V) == MT_OK;
+    rel = ok ? worst_row_rel(part, full, T, V, &wr) : INFINITY;
+    tap_ok(ok && rel <= REL_TOL, "tiny: truncate to 20 then feeding the rest equals whole "
+           "prefill (worst %.2e)", rel);
+
     /* sparse == dense while prompts are no longer than index_topk; differs after */
     ok = mt_engine_forward(dn, ids, T, true, part) == MT_OK;
     rel = ok ? worst_row_rel(part, full, topk, V, &wr) : INFINITY;
