@@ -13,9 +13,11 @@ runtime_libmtruntime_a_SOURCES = \
 	runtime/chat.c runtime/chat.h \
 	runtime/trace.c runtime/trace.h \
 	runtime/planner.c runtime/planner.h runtime/plan_file.c
+runtime_libmtruntime_a_SOURCES += runtime/file_util.c runtime/file_util.h
 
 bin_PROGRAMS += moetier
 moetier_SOURCES = runtime/main.c runtime/cli.h
+moetier_SOURCES += runtime/cli_common.c runtime/cli_common.h
 moetier_SOURCES += runtime/cli_synth.c
 moetier_SOURCES += runtime/cli_tokenize.c
 moetier_SOURCES += runtime/cli_inspect.c

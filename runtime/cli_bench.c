@@ -14,6 +14,7 @@
 #include <config.h>
 
 #include "runtime/cli.h"
+#include "runtime/cli_common.h"
 
 #include "cpu/stream.h"
 #include "io/uring_reader.h"
@@ -26,6 +27,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,56 +114,7 @@ usage(FILE *f)
             "SIZE takes K, M, G, T suffixes (powers of 1024).\n");
 }
 
-/* "4G" -> 4 << 30. false on junk or 0. */
-static bool
-parse_size(const char *s, uint64_t *out)
-{
-    char *end;
-    unsigned long long v;
-    int shift = 0;
-
-    errno = 0;
-    v = strtoull(s, &end, 10);
-    if (errno != 0 || end == s || v == 0) {
-        return false;
-    }
-    switch (*end) {
-    case '\0':
-        break;
-    case 'k':
-    case 'K':
-        shift = 10;
-        end++;
-        break;
-    case 'm':
-    case 'M':
-        shift = 20;
-        end++;
-        break;
-    case 'g':
-    case 'G':
-        shift = 30;
-        end++;
-        break;
-    case 't':
-    case 'T':
-        shift = 40;
-        end++;
-        break;
-    default:
-        return false;
-    }
-    if (*end == 'i' && end[1] == 'B') {
-        end += 2;
-    } else if (*end == 'B') {
-        end++;
-    }
-    if (*end != '\0' || (shift > 0 && v > (UINT64_MAX >> shift))) {
-        return false;
-    }
-    *out = (uint64_t)v << shift;
-    return true;
-}
+static const struct mt_cli cli = {"bench", usage};
 
 static void
 fmt_bytes(char *buf, size_t cap, uint64_t b)
@@ -835,17 +788,38 @@ parse_parts(const char *s, unsigned *out)
         } else if (strcmp(tok, "disk") == 0) {
             parts |= PART_DISK;
         } else {
-            fprintf(stderr, "moetier bench: unknown part '%s' (gpu, pcie, dram, cpu, disk)\n", tok);
+            mt_cli_error(&cli, "unknown part '%s' (gpu, pcie, dram, cpu, disk)", tok);
             return false;
         }
     }
+    if (parts == 0) {
+        mt_cli_error(&cli, "--only wants at least one part (gpu, pcie, dram, cpu, disk)");
+        return false;
+    }
     *out = parts;
-    return parts != 0;
+    return true;
 }
 
-/* "1,4,16" -> ints (queue depths) or sizes (blocks). */
+/* A size in whole 4 KiB units: O_DIRECT reads and the stream arrays need the alignment. */
 static bool
-parse_list(const char *s, bool sizes, int *ints, uint64_t *u64s, int cap, int *n_out)
+parse_aligned_size(const char *flag, const char *s, uint64_t *out)
+{
+    if (!mt_cli_parse_size(&cli, flag, "4G, 512M", s, out)) {
+        return false;
+    }
+    if (*out == 0 || *out % MT_IO_ALIGN != 0) {
+        mt_cli_error(&cli, "%s must be a positive multiple of 4 KiB, got '%s'", flag, s);
+        return false;
+    }
+    return true;
+}
+
+/*
+ * --disk-qd "1,4,16" -> queue depths, or --disk-block "1M,4M" -> block sizes (multiples of 4 KiB,
+ * at most 1 GiB), at most cap of them. Prints what is wrong.
+ */
+static bool
+parse_list(const char *flag, const char *s, int *qds, uint64_t *blocks, int cap, int *n_out)
 {
     char buf[128];
     char *save = NULL;
@@ -853,25 +827,36 @@ parse_list(const char *s, bool sizes, int *ints, uint64_t *u64s, int cap, int *n
 
     snprintf(buf, sizeof(buf), "%s", s);
     for (char *tok = strtok_r(buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
-        uint64_t v;
-
-        if (n == cap || !parse_size(tok, &v)) {
-            return false;
+        if (n == cap) {
+            n = 0;
+            break;
         }
-        if (sizes) {
-            if (v % MT_IO_ALIGN != 0 || v > (1u << 30)) {
+        if (blocks == NULL) {
+            if (!mt_cli_parse_int(&cli, flag, tok, 1, 4096, &qds[n])) {
                 return false;
             }
-            u64s[n++] = v;
         } else {
-            if (v > 4096) {
+            if (!mt_cli_parse_size(&cli, flag, "1M", tok, &blocks[n])) {
                 return false;
             }
-            ints[n++] = (int)v;
+            if (blocks[n] == 0 || blocks[n] % MT_IO_ALIGN != 0 || blocks[n] > (1u << 30)) {
+                n = 0;
+                break;
+            }
         }
+        n++;
+    }
+    if (n == 0) {
+        if (blocks == NULL) {
+            mt_cli_error(&cli, "%s wants up to %d depths in 1..4096, e.g. 1,4,16,64", flag, cap);
+        } else {
+            mt_cli_error(&cli, "%s wants up to %d sizes, multiples of 4K up to 1G, e.g. 1M,4M",
+                         flag, cap);
+        }
+        return false;
     }
     *n_out = n;
-    return n > 0;
+    return true;
 }
 
 static int
@@ -908,7 +893,6 @@ parse_opts(int argc, char **argv, struct bench_opts *o)
         {NULL, 0, NULL, 0},
     };
     bool size_given = false;
-    uint64_t v;
     int c;
 
     memset(o, 0, sizeof(*o));
@@ -919,7 +903,8 @@ parse_opts(int argc, char **argv, struct bench_opts *o)
     o->blocks[0] = 1u << 20, o->blocks[1] = 4u << 20;
     o->n_blocks = 2;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
         switch (c) {
         case OPT_ONLY:
             if (!parse_parts(optarg, &o->parts)) {
@@ -928,50 +913,41 @@ parse_opts(int argc, char **argv, struct bench_opts *o)
             break;
         case OPT_DISK:
             if (o->n_disks == MT_HWPROFILE_MAX_DISKS) {
-                fprintf(stderr, "moetier bench: at most %d --disk paths\n", MT_HWPROFILE_MAX_DISKS);
+                mt_cli_error(&cli, "at most %d --disk paths", MT_HWPROFILE_MAX_DISKS);
                 return 2;
             }
             o->disks[o->n_disks++] = optarg;
             break;
         case OPT_DISK_SIZE:
-        case OPT_DISK_PASS:
-        case OPT_DRAM_SIZE:
-            if (!parse_size(optarg, &v) || v % MT_IO_ALIGN != 0) {
-                fprintf(stderr,
-                        "moetier bench: '%s' is not a size in whole 4 KiB units "
-                        "(e.g. 4G, 512M)\n",
-                        optarg);
+            if (!parse_aligned_size("--disk-size", optarg, &o->disk_size)) {
                 return 2;
             }
-            if (c == OPT_DISK_SIZE) {
-                o->disk_size = v;
-                size_given = true;
-            } else if (c == OPT_DISK_PASS) {
-                o->disk_pass = v;
-            } else {
-                o->dram_bytes = v;
+            size_given = true;
+            break;
+        case OPT_DISK_PASS:
+            if (!parse_aligned_size("--disk-pass", optarg, &o->disk_pass)) {
+                return 2;
+            }
+            break;
+        case OPT_DRAM_SIZE:
+            if (!parse_aligned_size("--dram-size", optarg, &o->dram_bytes)) {
+                return 2;
             }
             break;
         case OPT_QD:
-            if (!parse_list(optarg, false, o->qds, NULL, MAX_QD, &o->n_qd)) {
-                fprintf(stderr,
-                        "moetier bench: --disk-qd wants up to %d depths in 1..4096, "
-                        "e.g. 1,4,16,64\n",
-                        MAX_QD);
+            if (!parse_list("--disk-qd", optarg, o->qds, NULL, MAX_QD, &o->n_qd)) {
                 return 2;
             }
             break;
         case OPT_BLOCK:
-            if (!parse_list(optarg, true, NULL, o->blocks, MAX_BLOCKS, &o->n_blocks)) {
-                fprintf(stderr,
-                        "moetier bench: --disk-block wants up to %d sizes, multiples "
-                        "of 4K up to 1G, e.g. 1M,4M\n",
-                        MAX_BLOCKS);
+            if (!parse_list("--disk-block", optarg, NULL, o->blocks, MAX_BLOCKS, &o->n_blocks)) {
                 return 2;
             }
             break;
         case OPT_DEVICE:
-            o->device = atoi(optarg);
+            if (!mt_cli_parse_int(&cli, "--device", optarg, 0, INT_MAX, &o->device)) {
+                return 2;
+            }
             break;
         case OPT_QUICK:
             o->quick = true;
@@ -989,13 +965,11 @@ parse_opts(int argc, char **argv, struct bench_opts *o)
             usage(stdout);
             return 0;
         default:
-            usage(stderr);
-            return 2;
+            return mt_cli_bad_option(&cli, c, argv);
         }
     }
     if (optind < argc) {
-        fprintf(stderr, "moetier bench: unexpected argument '%s'\n", argv[optind]);
-        return 2;
+        return mt_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
     }
     if (o->quick && !size_given) {
         o->disk_size = 64u << 20;
@@ -1017,7 +991,7 @@ mt_cli_bench(int argc, char **argv)
 
     b = calloc(1, sizeof(*b));
     if (b == NULL || (b->prof = calloc(1, sizeof(*b->prof))) == NULL) {
-        fprintf(stderr, "moetier bench: out of memory\n");
+        mt_cli_error(&cli, "out of memory");
         free(b);
         return 1;
     }
@@ -1082,7 +1056,7 @@ mt_cli_bench(int argc, char **argv)
         st = run_disk(b);
     }
     if (st != MT_OK) {
-        fprintf(stderr, "moetier bench: stopped: %s\n", mt_last_error());
+        mt_cli_error(&cli, "stopped: %s", mt_last_error());
         goto out_free;
     }
     print_table(b);

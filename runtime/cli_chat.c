@@ -26,6 +26,7 @@
 #include <config.h>
 
 #include "runtime/cli.h"
+#include "runtime/cli_common.h"
 
 #include "runtime/chat.h"
 #include "runtime/engine.h"
@@ -37,13 +38,11 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
-#include <omp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
-#include <time.h>
 #include <unistd.h>
 
 #define CHAT_DIM "\033[2m"
@@ -73,6 +72,8 @@ chat_usage(FILE *f)
                "stderr. Exit status: 0, or 1 when a turn failed.\n");
 }
 
+static const struct mt_cli cli = {"chat", chat_usage};
+
 static void
 chat_help(void)
 {
@@ -91,42 +92,6 @@ on_sigint(int sig)
 {
     (void)sig;
     interrupted = 1;
-}
-
-static double
-now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static bool
-parse_long(const char *s, const char *what, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end != '\0' || errno != 0 || v < lo || v > hi) {
-        fprintf(stderr, "moetier chat: bad %s '%s'\n", what, s);
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
-static bool
-parse_float(const char *s, const char *what, float *out)
-{
-    char *end;
-    errno = 0;
-    float v = strtof(s, &end);
-    if (end == s || *end != '\0' || errno != 0) {
-        fprintf(stderr, "moetier chat: bad %s '%s'\n", what, s);
-        return false;
-    }
-    *out = v;
-    return true;
 }
 
 /* A growing array of token ids. */
@@ -157,12 +122,9 @@ idvec_push(struct idvec *a, const int32_t *ids, size_t n)
 }
 
 struct chat {
-    struct mt_model *model;     /* owned */
-    struct mt_tokenizer *tok;   /* owned */
-    struct mt_engine *engine;   /* owned */
-    struct mt_sampler *sampler; /* owned */
-    float *logits;              /* owned, [vocab] */
-    int vocab;
+    struct mt_cli_engine eng; /* owned: the model, its engine and the sampler */
+    struct mt_tokenizer *tok; /* owned */
+    float *logits;            /* owned, [eng.vocab] */
     struct mt_chat_msg *msgs; /* owned, with every content/reasoning string */
     size_t n_msgs;
     size_t cap_msgs;
@@ -238,7 +200,7 @@ chat_reset(struct chat *c)
     while (c->n_msgs > c->n_fixed) {
         chat_drop_last(c);
     }
-    mt_engine_reset(c->engine);
+    mt_engine_reset(c->eng.engine);
     c->cache.n = 0;
 }
 
@@ -265,18 +227,18 @@ chat_prefill(struct chat *c, const int32_t *ids, size_t n, size_t *shared_out, s
     if (common == n) {
         common = n - 1;
     }
-    mt_engine_truncate(c->engine, (int64_t)common);
+    mt_engine_truncate(c->eng.engine, (int64_t)common);
     c->cache.n = common;
-    st = mt_engine_forward(c->engine, ids + common, (int)(n - common), false, c->logits);
+    st = mt_engine_forward(c->eng.engine, ids + common, (int)(n - common), false, c->logits);
     if (st != MT_OK) {
         /* nothing was appended, but start the next turn from a clean engine anyway */
-        mt_engine_reset(c->engine);
+        mt_engine_reset(c->eng.engine);
         c->cache.n = 0;
         return st;
     }
     st = idvec_push(&c->cache, ids + common, n - common);
     if (st != MT_OK) {
-        mt_engine_reset(c->engine);
+        mt_engine_reset(c->eng.engine);
         c->cache.n = 0;
         return st;
     }
@@ -376,7 +338,7 @@ chat_turn(struct chat *c, const char *line)
     size_t answer_len = 0;
     size_t reasoning_len = 0;
     struct mt_detok detok;
-    int64_t max_pos = mt_engine_max_pos(c->engine);
+    int64_t max_pos = mt_engine_max_pos(c->eng.engine);
     long n_done = 0;
     int n_decoded = 0;
     mt_status_t st;
@@ -404,21 +366,21 @@ chat_turn(struct chat *c, const char *line)
         goto out_free_ids;
     }
     interrupted = 0;
-    double t0 = now_s();
+    double t0 = mt_cli_seconds();
     st = chat_prefill(c, ids, n_ids, &shared, &reused, &fed);
     if (st != MT_OK) {
         goto out_free_ids;
     }
-    double t_prefill = now_s() - t0;
+    double t_prefill = mt_cli_seconds() - t0;
 
     mt_detok_init(&detok, c->tok);
     if (c->thinking) {
         fputs(c->color ? CHAT_DIM : "<think>", stdout);
     }
-    double t1 = now_s();
+    double t1 = mt_cli_seconds();
     while (n_done < c->max_new && !interrupted) {
         int32_t next;
-        st = mt_sampler_sample(c->sampler, c->logits, &next);
+        st = mt_sampler_sample(c->eng.sampler, c->logits, &next);
         if (st != MT_OK) {
             break;
         }
@@ -444,11 +406,11 @@ chat_turn(struct chat *c, const char *line)
         if (n_done == c->max_new) {
             break;
         }
-        if (mt_engine_pos(c->engine) >= max_pos) {
+        if (mt_engine_pos(c->eng.engine) >= max_pos) {
             full = true;
             break;
         }
-        st = mt_engine_forward(c->engine, &next, 1, false, c->logits);
+        st = mt_engine_forward(c->eng.engine, &next, 1, false, c->logits);
         if (st == MT_OK) {
             st = idvec_push(&c->cache, &next, 1);
         }
@@ -457,7 +419,7 @@ chat_turn(struct chat *c, const char *line)
         }
         n_decoded++;
     }
-    double t_decode = now_s() - t1;
+    double t_decode = mt_cli_seconds() - t1;
     flush_detok(c, &detok);
     mt_detok_free(&detok);
     if (in_reasoning) {
@@ -468,7 +430,7 @@ chat_turn(struct chat *c, const char *line)
     fputs("\n", stdout);
     fflush(stdout);
     if (st != MT_OK) {
-        mt_engine_reset(c->engine);
+        mt_engine_reset(c->eng.engine);
         c->cache.n = 0;
         goto out_free_gen;
     }
@@ -502,9 +464,8 @@ chat_turn(struct chat *c, const char *line)
                 "mt: turn %d: %zu prompt tokens, %zu reused from the cache (%zu in common); "
                 "prefill %zu tokens in %.3f s (%.2f tok/s); decode %d tokens in %.3f s "
                 "(%.2f tok/s)\n",
-                c->turn, n_ids, reused, shared, fed, t_prefill,
-                fed / (t_prefill > 0 ? t_prefill : 1e-9), n_decoded, t_decode,
-                n_decoded > 0 ? n_decoded / (t_decode > 0 ? t_decode : 1e-9) : 0.0);
+                c->turn, n_ids, reused, shared, fed, t_prefill, mt_cli_tok_per_s(fed, t_prefill),
+                n_decoded, t_decode, mt_cli_tok_per_s(n_decoded, t_decode));
     }
     free(reasoning);
     free(answer);
@@ -564,14 +525,8 @@ is_blank(const char *s)
 }
 
 enum {
-    OPT_DEVICE = 256,
-    OPT_THINK,
+    OPT_THINK = 256,
     OPT_SYSTEM,
-    OPT_TEMPERATURE,
-    OPT_TOP_P,
-    OPT_TOP_K,
-    OPT_SEED,
-    OPT_THREADS,
 };
 
 int
@@ -579,14 +534,9 @@ mt_cli_chat(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'},
-        {"device", required_argument, NULL, OPT_DEVICE},
         {"think", no_argument, NULL, OPT_THINK},
         {"system", required_argument, NULL, OPT_SYSTEM},
-        {"temperature", required_argument, NULL, OPT_TEMPERATURE},
-        {"top-p", required_argument, NULL, OPT_TOP_P},
-        {"top-k", required_argument, NULL, OPT_TOP_K},
-        {"seed", required_argument, NULL, OPT_SEED},
-        {"threads", required_argument, NULL, OPT_THREADS},
+        MT_CLI_ENGINE_LONGOPTS,
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -594,16 +544,14 @@ mt_cli_chat(int argc, char **argv)
     struct chat c = {.max_new = 512, .eos_tok = -1, .think_end = -1};
     const char *dir = NULL;
     const char *system = NULL;
-    struct mt_sampler_opts so;
-    struct mt_engine_opts eo;
-    long v;
+    struct mt_cli_engine_flags ef;
     int opt;
+    int rc;
 
-    mt_sampler_opts_default(&so);
+    mt_cli_engine_flags_init(&ef);
     /* DeepSeek's recommendation for V3.2 (model card, "local deployment") */
-    so.temperature = 1.0f;
-    so.top_p = 0.95f;
-    mt_engine_opts_default(&eo);
+    ef.sampler.temperature = 1.0f;
+    ef.sampler.top_p = 0.95f;
     optind = 1;
     opterr = 0;
     while ((opt = getopt_long(argc, argv, ":m:n:vh", longopts, NULL)) != -1) {
@@ -612,7 +560,7 @@ mt_cli_chat(int argc, char **argv)
             dir = optarg;
             break;
         case 'n':
-            if (!parse_long(optarg, "token count -n", 1, INT_MAX, &c.max_new)) {
+            if (!mt_cli_parse_long(&cli, "token count -n", optarg, 1, INT_MAX, &c.max_new)) {
                 return 2;
             }
             break;
@@ -622,84 +570,31 @@ mt_cli_chat(int argc, char **argv)
         case 'h':
             chat_usage(stdout);
             return 0;
-        case OPT_DEVICE:
-            if (strcmp(optarg, "cpu") == 0) {
-                break;
-            }
-            if (strcmp(optarg, "gpu") == 0 || strcmp(optarg, "cuda") == 0) {
-                fprintf(stderr, "moetier chat: device '%s' is not available yet (cpu)\n", optarg);
-                return 1;
-            }
-            fprintf(stderr, "moetier chat: unknown device '%s' (cpu)\n", optarg);
-            return 2;
         case OPT_THINK:
             c.thinking = true;
             break;
         case OPT_SYSTEM:
             system = optarg;
             break;
-        case OPT_TEMPERATURE:
-            if (!parse_float(optarg, "temperature", &so.temperature) || !(so.temperature >= 0.0f)) {
-                fprintf(stderr, "moetier chat: temperature must be >= 0\n");
-                return 2;
-            }
-            break;
-        case OPT_TOP_P:
-            if (!parse_float(optarg, "top-p", &so.top_p) ||
-                !(so.top_p > 0.0f && so.top_p <= 1.0f)) {
-                fprintf(stderr, "moetier chat: top-p must be in (0, 1]\n");
-                return 2;
-            }
-            break;
-        case OPT_TOP_K:
-            if (!parse_long(optarg, "top-k", 0, INT_MAX, &v)) {
-                return 2;
-            }
-            so.top_k = (int)v;
-            break;
-        case OPT_SEED: {
-            char *end;
-            errno = 0;
-            unsigned long long s = strtoull(optarg, &end, 10);
-            if (end == optarg || *end != '\0' || errno != 0 || optarg[0] == '-') {
-                fprintf(stderr, "moetier chat: bad seed '%s'\n", optarg);
-                return 2;
-            }
-            so.seed = s;
-            break;
-        }
-        case OPT_THREADS:
-            if (!parse_long(optarg, "thread count", 1, 4096, &v)) {
-                return 2;
-            }
-            omp_set_num_threads((int)v);
-            break;
-        case ':':
-            fprintf(stderr, "moetier chat: option '%s' needs a value\n", argv[optind - 1]);
-            chat_usage(stderr);
-            return 2;
         default:
-            fprintf(stderr, "moetier chat: unknown option '%s'\n", argv[optind - 1]);
-            chat_usage(stderr);
-            return 2;
+            /* the shared flags (--temperature, --threads, ...) or a bad option */
+            if ((rc = mt_cli_engine_flags_parse(&cli, opt, argv, &ef)) != 0) {
+                return rc;
+            }
+            break;
         }
     }
     if (optind < argc) {
-        fprintf(stderr, "moetier chat: unexpected argument '%s' (messages come on stdin)\n",
-                argv[optind]);
-        chat_usage(stderr);
-        return 2;
+        return mt_cli_usage_error(&cli, "unexpected argument '%s' (messages come on stdin)",
+                                  argv[optind]);
     }
     if (dir == NULL) {
-        fprintf(stderr, "moetier chat: need -m DIR\n");
-        chat_usage(stderr);
-        return 2;
+        return mt_cli_usage_error(&cli, "need -m DIR");
     }
 
     bool interactive = isatty(STDIN_FILENO);
     c.tty_out = isatty(STDOUT_FILENO);
     c.color = c.tty_out && getenv("NO_COLOR") == NULL;
-    int rc = 1;
     bool failed = false;
     char *line = NULL;
     size_t line_cap = 0;
@@ -709,26 +604,20 @@ mt_cli_chat(int argc, char **argv)
     if (interactive) {
         fprintf(stderr, "loading %s ...\n", dir);
     }
-    if (mt_model_open(dir, &c.model) != MT_OK) {
+    rc = 1;
+    if (mt_cli_engine_init(&c.eng, dir, &ef, false) != MT_OK) {
         goto out;
     }
     if (mt_tokenizer_load(dir, &c.tok) != MT_OK) {
-        fprintf(stderr, "moetier chat: the model directory needs its tokenizer.json\n");
+        mt_cli_error(&cli, "the model directory needs its tokenizer.json");
         goto out;
     }
-    if (mt_engine_create(c.model, &eo, &c.engine) != MT_OK) {
-        goto out;
-    }
-    c.vocab = mt_engine_vocab(c.engine);
-    if (mt_sampler_create(&so, c.vocab, &c.sampler) != MT_OK) {
-        goto out;
-    }
-    c.logits = malloc((size_t)c.vocab * sizeof(float));
+    c.logits = malloc((size_t)c.eng.vocab * sizeof(float));
     if (c.logits == NULL) {
-        mt_fail(MT_ERR_NOMEM, 0, "cannot allocate %d logits", c.vocab);
+        mt_fail(MT_ERR_NOMEM, 0, "cannot allocate %d logits", c.eng.vocab);
         goto out;
     }
-    c.eos = c.model->cfg.eos_token_id;
+    c.eos = c.eng.model->cfg.eos_token_id;
     c.eos_tok = mt_tokenizer_eos(c.tok);
     if (c.thinking) {
         c.think_end = mt_tokenizer_token_id(c.tok, "</think>");
@@ -754,7 +643,7 @@ mt_cli_chat(int argc, char **argv)
                 "moetier chat: %s mode, up to %ld tokens a reply, context %lld tokens. "
                 "/help for commands, Ctrl-D to leave.\n",
                 c.thinking ? "thinking" : "chat", c.max_new,
-                (long long)mt_engine_max_pos(c.engine));
+                (long long)mt_engine_max_pos(c.eng.engine));
     }
 
     while (read_line(interactive, &line, &line_cap)) {
@@ -772,7 +661,7 @@ mt_cli_chat(int argc, char **argv)
             } else if (strcmp(line, "/help") == 0) {
                 chat_help();
             } else {
-                fprintf(stderr, "moetier chat: unknown command '%s' (/help lists them)\n", line);
+                mt_cli_error(&cli, "unknown command '%s' (/help lists them)", line);
             }
             continue;
         }
@@ -796,9 +685,7 @@ out:
     free(c.msgs);
     free(c.cache.v);
     free(c.logits);
-    mt_sampler_destroy(c.sampler);
-    mt_engine_destroy(c.engine);
     mt_tokenizer_free(c.tok);
-    mt_model_destroy(c.model);
+    mt_cli_engine_fini(&c.eng);
     return rc;
 }

@@ -11,6 +11,7 @@
 #include <config.h>
 
 #include "runtime/cli.h"
+#include "runtime/cli_common.h"
 #include "runtime/config.h"
 #include "runtime/model.h"
 
@@ -41,6 +42,8 @@ usage(FILE *f)
            "      --json          print JSON (stable keys) instead of text\n"
            "  -h, --help          print this help\n");
 }
+
+static const struct mt_cli cli = {"inspect", usage};
 
 /* v with thousands separators: 654068416512 -> "654,068,416,512". */
 static const char *
@@ -294,7 +297,7 @@ print_json(const struct report *r)
         json_dumpf(root, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10)) !=
             0) {
         json_decref(root);
-        fprintf(stderr, "moetier inspect: cannot write JSON\n");
+        mt_cli_error(&cli, "cannot write JSON");
         return 1;
     }
     putchar('\n');
@@ -330,28 +333,17 @@ mt_cli_inspect(int argc, char **argv)
         case 'c': config_only = true; break;
         case 'C': config_file = optarg; break;
         case 'h': usage(stdout); return 0;
-        case ':':
-            fprintf(stderr, "moetier inspect: option '%s' needs a value\n", argv[optind - 1]);
-            usage(stderr);
-            return 2;
-        default:
-            fprintf(stderr, "moetier inspect: unknown option '%s'\n", argv[optind - 1]);
-            usage(stderr);
-            return 2;
+        default: return mt_cli_bad_option(&cli, opt, argv);
         }
     }
     if (optind < argc) {
-        fprintf(stderr, "moetier inspect: unexpected argument '%s'\n", argv[optind]);
-        usage(stderr);
-        return 2;
+        return mt_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
     }
     if (config_file != NULL) {
         config_only = true;
     }
     if (dir == NULL && config_file == NULL) {
-        fprintf(stderr, "moetier inspect: -m DIR (or --config FILE) is required\n");
-        usage(stderr);
-        return 2;
+        return mt_cli_usage_error(&cli, "-m DIR (or --config FILE) is required");
     }
 
     memset(&r, 0, sizeof(r));
@@ -361,7 +353,7 @@ mt_cli_inspect(int argc, char **argv)
 
         path = malloc(len);
         if (path == NULL) {
-            fprintf(stderr, "moetier inspect: out of memory\n");
+            mt_cli_error(&cli, "out of memory");
             return 1;
         }
         snprintf(path, len, "%s/config.json", dir);

@@ -11,13 +11,13 @@
 #include <config.h>
 
 #include "runtime/cli.h"
+#include "runtime/cli_common.h"
 #include "runtime/config.h"
 #include "runtime/hwprofile.h"
 #include "runtime/model.h"
 #include "runtime/planner.h"
 #include "runtime/trace.h"
 
-#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,70 +62,7 @@ usage(FILE *f)
         "  -h, --help              print this help\n");
 }
 
-/* "24G", "1.5G", "512M", "1073741824" -> bytes (binary suffixes). false when malformed. */
-static bool
-parse_size(const char *s, uint64_t *out)
-{
-    char *end;
-    double v;
-    double mult = 1.0;
-
-    errno = 0;
-    v = strtod(s, &end);
-    if (end == s || errno != 0 || !(v >= 0)) {
-        return false;
-    }
-    switch (*end) {
-    case 'K':
-    case 'k':
-        mult = 1024.0;
-        end++;
-        break;
-    case 'M':
-    case 'm':
-        mult = 1048576.0;
-        end++;
-        break;
-    case 'G':
-    case 'g':
-        mult = 1073741824.0;
-        end++;
-        break;
-    case 'T':
-    case 't':
-        mult = 1099511627776.0;
-        end++;
-        break;
-    default:
-        break;
-    }
-    if (*end == 'i') {
-        end++;
-    }
-    if (*end == 'B') {
-        end++;
-    }
-    if (*end != '\0' || v * mult > 1.8e19) {
-        return false;
-    }
-    *out = (uint64_t)(v * mult);
-    return true;
-}
-
-static bool
-parse_int(const char *s, int lo, int hi, int *out)
-{
-    char *end;
-    long v;
-
-    errno = 0;
-    v = strtol(s, &end, 10);
-    if (end == s || *end != '\0' || errno != 0 || v < lo || v > hi) {
-        return false;
-    }
-    *out = (int)v;
-    return true;
-}
+static const struct mt_cli cli = {"plan", usage};
 
 static double
 gib(double v)
@@ -255,7 +192,8 @@ mt_cli_plan(int argc, char **argv)
 
     mt_plan_budget_default(&budget);
     optind = 1;
-    while ((c = getopt_long(argc, argv, "m:o:h", opts, NULL)) != -1) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":m:o:h", opts, NULL)) != -1) {
         switch (c) {
         case 'm':
             model_dir = optarg;
@@ -280,73 +218,62 @@ mt_cli_plan(int argc, char **argv)
             check_path = optarg;
             break;
         case OPT_GPU_MEM:
-            if (!parse_size(optarg, &budget.gpu_mem)) {
-                fprintf(stderr, "moetier plan: bad --gpu-mem '%s' (e.g. 24G)\n", optarg);
+            if (!mt_cli_parse_size(&cli, "--gpu-mem", "24G", optarg, &budget.gpu_mem)) {
                 return 2;
             }
             have_gpu = true;
             break;
         case OPT_CPU_MEM:
-            if (!parse_size(optarg, &budget.cpu_mem)) {
-                fprintf(stderr, "moetier plan: bad --cpu-mem '%s' (e.g. 128G)\n", optarg);
+            if (!mt_cli_parse_size(&cli, "--cpu-mem", "128G", optarg, &budget.cpu_mem)) {
                 return 2;
             }
             have_cpu = true;
             break;
         case OPT_GPU_RES:
-            if (!parse_size(optarg, &budget.gpu_reserve)) {
-                fprintf(stderr, "moetier plan: bad --gpu-reserve '%s' (e.g. 1.5G)\n", optarg);
+            if (!mt_cli_parse_size(&cli, "--gpu-reserve", "1.5G", optarg, &budget.gpu_reserve)) {
                 return 2;
             }
             break;
         case OPT_CPU_RES:
-            if (!parse_size(optarg, &budget.cpu_reserve)) {
-                fprintf(stderr, "moetier plan: bad --cpu-reserve '%s' (e.g. 4G)\n", optarg);
+            if (!mt_cli_parse_size(&cli, "--cpu-reserve", "4G", optarg, &budget.cpu_reserve)) {
                 return 2;
             }
             break;
         case OPT_CTX:
-            if (!parse_int(optarg, 0, 1 << 24, &budget.ctx)) {
-                fprintf(stderr, "moetier plan: bad --ctx '%s'\n", optarg);
+            if (!mt_cli_parse_int(&cli, "--ctx", optarg, 0, 1 << 24, &budget.ctx)) {
                 return 2;
             }
             break;
         case OPT_PREFILL:
-            if (!parse_int(optarg, 1, 1 << 20, &budget.prefill_batch)) {
-                fprintf(stderr, "moetier plan: bad --prefill-batch '%s'\n", optarg);
+            if (!mt_cli_parse_int(&cli, "--prefill-batch", optarg, 1, 1 << 20,
+                                  &budget.prefill_batch)) {
                 return 2;
             }
             break;
-        case OPT_CPU_EFF: {
-            char *end;
-            budget.cpu_eff = strtod(optarg, &end);
-            if (end == optarg || *end != '\0' || !(budget.cpu_eff > 0 && budget.cpu_eff <= 1)) {
-                fprintf(stderr, "moetier plan: --cpu-eff must be in (0, 1], got '%s'\n", optarg);
+        case OPT_CPU_EFF:
+            if (!mt_cli_parse_double(&cli, "--cpu-eff", optarg, &budget.cpu_eff)) {
+                return 2;
+            }
+            if (!(budget.cpu_eff > 0 && budget.cpu_eff <= 1)) {
+                mt_cli_error(&cli, "--cpu-eff must be in (0, 1], got '%s'", optarg);
                 return 2;
             }
             break;
-        }
         case 'h':
             usage(stdout);
             return 0;
         default:
-            usage(stderr);
-            return 2;
+            return mt_cli_bad_option(&cli, c, argv);
         }
     }
     if (optind < argc) {
-        fprintf(stderr, "moetier plan: unexpected argument '%s'\n", argv[optind]);
-        return 2;
+        return mt_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
     }
     if (model_dir == NULL && config_path == NULL) {
-        fprintf(stderr, "moetier plan: -m DIR (or --config FILE) is required\n");
-        usage(stderr);
-        return 2;
+        return mt_cli_usage_error(&cli, "-m DIR (or --config FILE) is required");
     }
     if (check_path == NULL && (hw_path == NULL || !have_gpu || !have_cpu)) {
-        fprintf(stderr, "moetier plan: --hw, --gpu-mem and --cpu-mem are required\n");
-        usage(stderr);
-        return 2;
+        return mt_cli_usage_error(&cli, "--hw, --gpu-mem and --cpu-mem are required");
     }
 
     /* The model: config.json alone, or the opened and checked checkpoint. */
@@ -385,7 +312,7 @@ mt_cli_plan(int argc, char **argv)
 
     hw = malloc(sizeof(*hw));
     if (hw == NULL) {
-        fprintf(stderr, "moetier plan: out of memory\n");
+        mt_cli_error(&cli, "out of memory");
         goto out;
     }
     if (mt_hwprofile_load(hw_path, hw) != MT_OK) {

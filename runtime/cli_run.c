@@ -18,6 +18,7 @@
 #include <config.h>
 
 #include "runtime/cli.h"
+#include "runtime/cli_common.h"
 
 #include "runtime/engine.h"
 #include "runtime/model.h"
@@ -29,11 +30,9 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 static void
 run_usage(FILE *f)
@@ -61,13 +60,7 @@ run_usage(FILE *f)
             "Generation stops after N tokens or at the model's EOS token.\n");
 }
 
-static double
-now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+static const struct mt_cli cli = {"run", run_usage};
 
 /* Parse "0,5,17": *ids_out malloc'ed. Returns false (with a message) on bad syntax. */
 static bool
@@ -87,7 +80,7 @@ parse_ids(const char *s, int32_t **ids_out, int *n_out)
         long v = strtol(p, &end, 10);
         if (end == p || errno != 0 || v < INT32_MIN || v > INT32_MAX ||
             (*end != ',' && *end != '\0')) {
-            fprintf(stderr, "moetier run: bad token id list '%s' (expected e.g. 0,5,17)\n", s);
+            mt_cli_error(&cli, "bad token id list '%s' (expected e.g. 0,5,17)", s);
             free(ids);
             return false;
         }
@@ -105,34 +98,6 @@ parse_ids(const char *s, int32_t **ids_out, int *n_out)
     }
     *ids_out = ids;
     *n_out = n;
-    return true;
-}
-
-static bool
-parse_long(const char *s, const char *what, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end != '\0' || errno != 0 || v < lo || v > hi) {
-        fprintf(stderr, "moetier run: bad %s '%s'\n", what, s);
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
-static bool
-parse_float(const char *s, const char *what, float *out)
-{
-    char *end;
-    errno = 0;
-    float v = strtof(s, &end);
-    if (end == s || *end != '\0' || errno != 0) {
-        fprintf(stderr, "moetier run: bad %s '%s'\n", what, s);
-        return false;
-    }
-    *out = v;
     return true;
 }
 
@@ -157,17 +122,11 @@ dump_logits(const char *path, const float *logits, int T, int vocab)
 }
 
 enum {
-    OPT_DEVICE = 256,
-    OPT_PROMPT_IDS,
-    OPT_TEMPERATURE,
-    OPT_TOP_P,
-    OPT_TOP_K,
-    OPT_SEED,
+    OPT_PROMPT_IDS = 256,
     OPT_PRINT_IDS,
     OPT_DUMP_LOGITS,
     OPT_INDEXER,
     OPT_ATTENTION,
-    OPT_THREADS,
     OPT_TRACE,
 };
 
@@ -176,19 +135,14 @@ mt_cli_run(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'},
-        {"device", required_argument, NULL, OPT_DEVICE},
         {"prompt-ids", required_argument, NULL, OPT_PROMPT_IDS},
         {"prompt", required_argument, NULL, 'p'},
-        {"temperature", required_argument, NULL, OPT_TEMPERATURE},
-        {"top-p", required_argument, NULL, OPT_TOP_P},
-        {"top-k", required_argument, NULL, OPT_TOP_K},
-        {"seed", required_argument, NULL, OPT_SEED},
         {"print-ids", no_argument, NULL, OPT_PRINT_IDS},
         {"dump-logits", required_argument, NULL, OPT_DUMP_LOGITS},
         {"indexer", required_argument, NULL, OPT_INDEXER},
         {"attention", required_argument, NULL, OPT_ATTENTION},
-        {"threads", required_argument, NULL, OPT_THREADS},
         {"trace", required_argument, NULL, OPT_TRACE},
+        MT_CLI_ENGINE_LONGOPTS,
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -198,14 +152,12 @@ mt_cli_run(int argc, char **argv)
     const char *dump_path = NULL;
     const char *trace_path = NULL;
     long n_gen = 32;
-    long v;
     bool print_ids = false;
-    struct mt_sampler_opts so;
-    struct mt_engine_opts eo;
+    struct mt_cli_engine_flags ef;
     int opt;
+    int rc;
 
-    mt_sampler_opts_default(&so);
-    mt_engine_opts_default(&eo);
+    mt_cli_engine_flags_init(&ef);
     optind = 1;
     opterr = 0;
     while ((opt = getopt_long(argc, argv, ":m:p:n:h", longopts, NULL)) != -1) {
@@ -217,58 +169,16 @@ mt_cli_run(int argc, char **argv)
             prompt_text = optarg;
             break;
         case 'n':
-            if (!parse_long(optarg, "token count -n", 0, INT_MAX, &n_gen)) {
+            if (!mt_cli_parse_long(&cli, "token count -n", optarg, 0, INT_MAX, &n_gen)) {
                 return 2;
             }
             break;
         case 'h':
             run_usage(stdout);
             return 0;
-        case OPT_DEVICE:
-            if (strcmp(optarg, "cpu") == 0) {
-                break;
-            }
-            if (strcmp(optarg, "gpu") == 0 || strcmp(optarg, "cuda") == 0) {
-                fprintf(stderr, "moetier run: device '%s' is not available yet (use --device "
-                        "cpu)\n", optarg);
-                return 1;
-            }
-            fprintf(stderr, "moetier run: unknown device '%s' (cpu)\n", optarg);
-            run_usage(stderr);
-            return 2;
         case OPT_PROMPT_IDS:
             prompt_ids = optarg;
             break;
-        case OPT_TEMPERATURE:
-            if (!parse_float(optarg, "temperature", &so.temperature) || so.temperature < 0.0f) {
-                fprintf(stderr, "moetier run: temperature must be >= 0\n");
-                return 2;
-            }
-            break;
-        case OPT_TOP_P:
-            if (!parse_float(optarg, "top-p", &so.top_p) ||
-                !(so.top_p > 0.0f && so.top_p <= 1.0f)) {
-                fprintf(stderr, "moetier run: top-p must be in (0, 1]\n");
-                return 2;
-            }
-            break;
-        case OPT_TOP_K:
-            if (!parse_long(optarg, "top-k", 0, INT_MAX, &v)) {
-                return 2;
-            }
-            so.top_k = (int)v;
-            break;
-        case OPT_SEED: {
-            char *end;
-            errno = 0;
-            unsigned long long s = strtoull(optarg, &end, 10);
-            if (end == optarg || *end != '\0' || errno != 0 || optarg[0] == '-') {
-                fprintf(stderr, "moetier run: bad seed '%s'\n", optarg);
-                return 2;
-            }
-            so.seed = s;
-            break;
-        }
         case OPT_PRINT_IDS:
             print_ids = true;
             break;
@@ -277,63 +187,46 @@ mt_cli_run(int argc, char **argv)
             break;
         case OPT_INDEXER:
             if (strcmp(optarg, "exact") == 0) {
-                eo.indexer = MT_INDEXER_EXACT;
+                ef.engine.indexer = MT_INDEXER_EXACT;
             } else if (strcmp(optarg, "fp8") == 0) {
-                eo.indexer = MT_INDEXER_FP8;
+                ef.engine.indexer = MT_INDEXER_FP8;
             } else {
-                fprintf(stderr, "moetier run: unknown indexer mode '%s' (exact or fp8)\n", optarg);
+                mt_cli_error(&cli, "unknown indexer mode '%s' (exact or fp8)", optarg);
                 return 2;
             }
             break;
         case OPT_ATTENTION:
             if (strcmp(optarg, "sparse") == 0) {
-                eo.attention = MT_ATTN_SPARSE;
+                ef.engine.attention = MT_ATTN_SPARSE;
             } else if (strcmp(optarg, "dense") == 0) {
-                eo.attention = MT_ATTN_DENSE;
+                ef.engine.attention = MT_ATTN_DENSE;
             } else {
-                fprintf(stderr, "moetier run: unknown attention mode '%s' (sparse or dense)\n",
-                        optarg);
+                mt_cli_error(&cli, "unknown attention mode '%s' (sparse or dense)", optarg);
                 return 2;
             }
-            break;
-        case OPT_THREADS:
-            if (!parse_long(optarg, "thread count", 1, 4096, &v)) {
-                return 2;
-            }
-            omp_set_num_threads((int)v);
             break;
         case OPT_TRACE:
             trace_path = optarg;
             break;
-        case ':':
-            fprintf(stderr, "moetier run: option '%s' needs a value\n", argv[optind - 1]);
-            run_usage(stderr);
-            return 2;
         default:
-            fprintf(stderr, "moetier run: unknown option '%s'\n", argv[optind - 1]);
-            run_usage(stderr);
-            return 2;
+            /* the shared flags (--temperature, --threads, ...) or a bad option */
+            if ((rc = mt_cli_engine_flags_parse(&cli, opt, argv, &ef)) != 0) {
+                return rc;
+            }
+            break;
         }
     }
     if (optind < argc) {
-        fprintf(stderr, "moetier run: unexpected argument '%s'\n", argv[optind]);
-        run_usage(stderr);
-        return 2;
+        return mt_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
     }
     if (dir == NULL || (prompt_ids == NULL) == (prompt_text == NULL)) {
-        fprintf(stderr, "moetier run: need -m DIR and exactly one of --prompt-ids or -p\n");
-        run_usage(stderr);
-        return 2;
+        return mt_cli_usage_error(&cli, "need -m DIR and exactly one of --prompt-ids or -p");
     }
 
-    int rc = 1;
     int32_t *prompt = NULL;
     int n_prompt = 0;
-    struct mt_model *model = NULL;
-    struct mt_engine *engine = NULL;
-    struct mt_sampler *sampler = NULL;
+    struct mt_cli_engine e = {0};
     struct mt_tokenizer *tok = NULL;
-    struct mt_trace *trace = NULL;
     struct mt_detok detok;
     bool have_detok = false;
     float *logits = NULL;
@@ -342,7 +235,8 @@ mt_cli_run(int argc, char **argv)
     if (prompt_ids != NULL && !parse_ids(prompt_ids, &prompt, &n_prompt)) {
         return 2;
     }
-    if (mt_model_open(dir, &model) != MT_OK) {
+    rc = 1;
+    if (mt_cli_engine_init(&e, dir, &ef, trace_path != NULL) != MT_OK) {
         goto out;
     }
     /* the tokenizer is optional with --prompt-ids (ids are printed instead of text) */
@@ -378,23 +272,10 @@ mt_cli_run(int argc, char **argv)
         }
         free(ids);
     }
-    if (trace_path != NULL) {
-        if (mt_trace_create(model->cfg.num_hidden_layers, model->cfg.n_routed_experts,
-                            model->cfg.num_experts_per_tok, &trace) != MT_OK) {
-            goto out;
-        }
-        eo.trace = trace;
-    }
-    if (mt_engine_create(model, &eo, &engine) != MT_OK) {
+    if (mt_engine_check_prompt(e.engine, prompt, n_prompt) != MT_OK) {
         goto out;
     }
-    if (mt_engine_check_prompt(engine, prompt, n_prompt) != MT_OK) {
-        goto out;
-    }
-    int vocab = mt_engine_vocab(engine);
-    if (mt_sampler_create(&so, vocab, &sampler) != MT_OK) {
-        goto out;
-    }
+    int vocab = e.vocab;
     size_t n_logits = (size_t)(dump_path != NULL ? n_prompt : 1) * vocab;
     logits = malloc(n_logits * sizeof(float));
     if (logits == NULL) {
@@ -402,11 +283,11 @@ mt_cli_run(int argc, char **argv)
         goto out;
     }
 
-    double t0 = now_s();
-    if (mt_engine_forward(engine, prompt, n_prompt, dump_path != NULL, logits) != MT_OK) {
+    double t0 = mt_cli_seconds();
+    if (mt_engine_forward(e.engine, prompt, n_prompt, dump_path != NULL, logits) != MT_OK) {
         goto out;
     }
-    double t_prefill = now_s() - t0;
+    double t_prefill = mt_cli_seconds() - t0;
     if (dump_path != NULL) {
         if (dump_logits(dump_path, logits, n_prompt, vocab) != MT_OK) {
             goto out;
@@ -418,13 +299,13 @@ mt_cli_run(int argc, char **argv)
         mt_detok_init(&detok, tok);
         have_detok = true;
     }
-    int eos = model->cfg.eos_token_id;
+    int eos = e.model->cfg.eos_token_id;
     long n_done = 0;
-    double t1 = now_s();
+    double t1 = mt_cli_seconds();
     int n_decoded = 0;
     while (n_done < n_gen) {
         int32_t next;
-        if (mt_sampler_sample(sampler, logits, &next) != MT_OK) {
+        if (mt_sampler_sample(e.sampler, logits, &next) != MT_OK) {
             goto out;
         }
         n_done++;
@@ -443,15 +324,16 @@ mt_cli_run(int argc, char **argv)
             printf(n_done > 1 ? " %d" : "%d", next);
         }
         fflush(stdout);
-        if (next == eos || n_done == n_gen || mt_engine_pos(engine) >= mt_engine_max_pos(engine)) {
+        if (next == eos || n_done == n_gen ||
+            mt_engine_pos(e.engine) >= mt_engine_max_pos(e.engine)) {
             break;
         }
-        if (mt_engine_forward(engine, &next, 1, false, logits) != MT_OK) {
+        if (mt_engine_forward(e.engine, &next, 1, false, logits) != MT_OK) {
             goto out;
         }
         n_decoded++;
     }
-    double t_decode = now_s() - t1;
+    double t_decode = mt_cli_seconds() - t1;
     if (have_detok) {
         const char *text;
         size_t len;
@@ -464,10 +346,9 @@ mt_cli_run(int argc, char **argv)
     }
     fflush(stdout);
     fprintf(stderr, "mt: prefill %d tokens in %.3f s (%.2f tok/s); decode %d tokens in %.3f s "
-            "(%.2f tok/s)\n", n_prompt, t_prefill, n_prompt / (t_prefill > 0 ? t_prefill : 1e-9),
-            n_decoded, t_decode, n_decoded > 0 ? n_decoded / (t_decode > 0 ? t_decode : 1e-9) :
-            0.0);
-    if (trace != NULL && mt_trace_save(trace, trace_path) != MT_OK) {
+            "(%.2f tok/s)\n", n_prompt, t_prefill, mt_cli_tok_per_s(n_prompt, t_prefill),
+            n_decoded, t_decode, mt_cli_tok_per_s(n_decoded, t_decode));
+    if (e.trace != NULL && mt_trace_save(e.trace, trace_path) != MT_OK) {
         goto out;
     }
     rc = 0;
@@ -477,11 +358,8 @@ out:
         mt_detok_free(&detok);
     }
     free(logits);
-    mt_sampler_destroy(sampler);
-    mt_engine_destroy(engine);
-    mt_trace_destroy(trace);
     mt_tokenizer_free(tok);
-    mt_model_destroy(model);
+    mt_cli_engine_fini(&e);
     free(prompt);
     return rc;
 }

@@ -8,11 +8,11 @@
 #include <config.h>
 
 #include "runtime/cli.h"
+#include "runtime/cli_common.h"
 
 #include "runtime/status.h"
 #include "runtime/synth.h"
 
-#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,20 +44,7 @@ synth_usage(FILE *f)
             "  -q, --quiet            no progress on stderr\n");
 }
 
-static bool
-parse_int(const char *s, long lo, long hi, int *out)
-{
-    char *end;
-    long v;
-
-    errno = 0;
-    v = strtol(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi) {
-        return false;
-    }
-    *out = (int)v;
-    return true;
-}
+static const struct mt_cli cli = {"synth", synth_usage};
 
 int
 mt_cli_synth(int argc, char **argv)
@@ -89,9 +76,7 @@ mt_cli_synth(int argc, char **argv)
     opt.mtp = -1;
     opterr = 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "o:p:fnqh", longopts, NULL)) != -1) {
-        char *end;
-
+    while ((c = getopt_long(argc, argv, ":o:p:fnqh", longopts, NULL)) != -1) {
         switch (c) {
         case 'o':
             opt.out_dir = optarg;
@@ -100,16 +85,12 @@ mt_cli_synth(int argc, char **argv)
             opt.preset = optarg;
             break;
         case OPT_LAYERS:
-            if (!parse_int(optarg, 1, 100000, &opt.layers)) {
-                fprintf(stderr, "moetier synth: --layers wants a positive number, not '%s'\n",
-                        optarg);
+            if (!mt_cli_parse_int(&cli, "--layers", optarg, 1, 100000, &opt.layers)) {
                 return 2;
             }
             break;
         case OPT_DENSE:
-            if (!parse_int(optarg, 0, 100000, &opt.dense_layers)) {
-                fprintf(stderr, "moetier synth: --dense-layers wants a number >= 0, not '%s'\n",
-                        optarg);
+            if (!mt_cli_parse_int(&cli, "--dense-layers", optarg, 0, 100000, &opt.dense_layers)) {
                 return 2;
             }
             break;
@@ -119,15 +100,12 @@ mt_cli_synth(int argc, char **argv)
             } else if (strcmp(optarg, "bf16") == 0) {
                 opt.bf16 = true;
             } else {
-                fprintf(stderr, "moetier synth: --dtype is fp8 or bf16, not '%s'\n", optarg);
+                mt_cli_error(&cli, "--dtype is fp8 or bf16, not '%s'", optarg);
                 return 2;
             }
             break;
         case OPT_SEED:
-            errno = 0;
-            opt.seed = strtoull(optarg, &end, 0);
-            if (errno != 0 || end == optarg || *end != '\0' || optarg[0] == '-') {
-                fprintf(stderr, "moetier synth: --seed wants a number >= 0, not '%s'\n", optarg);
+            if (!mt_cli_parse_u64(&cli, "--seed", optarg, &opt.seed)) {
                 return 2;
             }
             break;
@@ -153,25 +131,14 @@ mt_cli_synth(int argc, char **argv)
             synth_usage(stdout);
             return 0;
         default:
-            if (optopt != 0 && optopt < 256) {
-                fprintf(stderr, "moetier synth: bad or incomplete option '-%c'\n", optopt);
-            } else {
-                fprintf(stderr, "moetier synth: bad or incomplete option '%s'\n",
-                        argv[optind - 1]);
-            }
-            synth_usage(stderr);
-            return 2;
+            return mt_cli_bad_option(&cli, c, argv);
         }
     }
     if (optind < argc) {
-        fprintf(stderr, "moetier synth: unexpected argument '%s'\n", argv[optind]);
-        synth_usage(stderr);
-        return 2;
+        return mt_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
     }
     if (opt.out_dir == NULL || opt.preset == NULL) {
-        fprintf(stderr, "moetier synth: -o DIR and --preset are required\n");
-        synth_usage(stderr);
-        return 2;
+        return mt_cli_usage_error(&cli, "-o DIR and --preset are required");
     }
     opt.progress = !quiet;
     if (mt_synth_write(&opt, &res) != MT_OK) {

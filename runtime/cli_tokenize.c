@@ -9,9 +9,11 @@
 #include <config.h>
 
 #include "runtime/cli.h"
+#include "runtime/cli_common.h"
 #include "runtime/tokenizer.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +32,8 @@ usage(FILE *f)
             "  --decode         read ids (separated by whitespace) and print their text\n"
             "  -h, --help       this help\n");
 }
+
+static const struct mt_cli cli = {"tokenize", usage};
 
 static char *
 read_all(FILE *f, size_t *len_p)
@@ -76,15 +80,15 @@ decode_stdin(struct mt_tokenizer *tok, const char *in)
         errno = 0;
         long v = strtol(p, &end, 10);
         if (end == p || errno != 0 || v < INT32_MIN || v > INT32_MAX) {
-            fprintf(stderr, "moetier tokenize: '%.*s' is not a token id\n",
-                    (int)MT_MIN(strcspn(p, " \t\r\n,"), 20), p);
+            mt_cli_error(&cli, "'%.*s' is not a token id", (int)MT_MIN(strcspn(p, " \t\r\n,"), 20),
+                         p);
             goto out;
         }
         if (n == cap) {
             cap = cap ? 2 * cap : 1024;
             int32_t *ni = realloc(ids, cap * sizeof(*ni));
             if (ni == NULL) {
-                fprintf(stderr, "moetier tokenize: out of memory\n");
+                mt_cli_error(&cli, "out of memory");
                 goto out;
             }
             ids = ni;
@@ -106,43 +110,54 @@ out:
 int
 mt_cli_tokenize(int argc, char **argv)
 {
+    enum { OPT_SPECIAL = 256, OPT_DECODE };
+    static const struct option longopts[] = {
+        {"model", required_argument, NULL, 'm'},
+        {"special", no_argument, NULL, OPT_SPECIAL},
+        {"decode", no_argument, NULL, OPT_DECODE},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
     const char *dir = NULL;
     bool special = false, decode = false;
     struct mt_tokenizer *tok = NULL;
     char *in = NULL;
     size_t len = 0;
     int rc = 1;
+    int opt;
 
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+    optind = 1;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":m:h", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'm':
+            dir = optarg;
+            break;
+        case OPT_SPECIAL:
+            special = true;
+            break;
+        case OPT_DECODE:
+            decode = true;
+            break;
+        case 'h':
             usage(stdout);
             return 0;
-        } else if ((strcmp(argv[i], "-m") == 0 || strcmp(argv[i], "--model") == 0) &&
-                   i + 1 < argc) {
-            dir = argv[++i];
-        } else if (strncmp(argv[i], "--model=", 8) == 0) {
-            dir = argv[i] + 8;
-        } else if (strcmp(argv[i], "--special") == 0) {
-            special = true;
-        } else if (strcmp(argv[i], "--decode") == 0) {
-            decode = true;
-        } else {
-            fprintf(stderr, "moetier tokenize: unknown option '%s'\n", argv[i]);
-            usage(stderr);
-            return 2;
+        default:
+            return mt_cli_bad_option(&cli, opt, argv);
         }
     }
+    if (optind < argc) {
+        return mt_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
+    }
     if (dir == NULL) {
-        fprintf(stderr, "moetier tokenize: -m DIR is required\n");
-        usage(stderr);
-        return 2;
+        return mt_cli_usage_error(&cli, "-m DIR is required");
     }
     if (mt_tokenizer_load(dir, &tok) != MT_OK) {
         return 1;
     }
     in = read_all(stdin, &len);
     if (in == NULL) {
-        fprintf(stderr, "moetier tokenize: cannot read stdin\n");
+        mt_cli_error(&cli, "cannot read stdin");
         goto out;
     }
     if (decode) {

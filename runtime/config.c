@@ -21,7 +21,8 @@
 
 #include "runtime/config.h"
 
-#include <errno.h>
+#include "runtime/file_util.h"
+
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
@@ -559,46 +560,15 @@ out_decref:
 mt_status_t
 mt_config_load(const char *path, struct mt_model_config *cfg_out)
 {
-    FILE *f;
-    char *text = NULL;
-    size_t len = 0;
-    size_t cap = 0;
-    size_t n;
+    char *text;
+    size_t len;
     mt_status_t st;
 
-    f = fopen(path, "rb");
-    if (f == NULL) {
-        return mt_fail(MT_ERR_IO, errno, "cannot open config '%s'", path);
+    /* A config.json is a few KiB; 64 MiB means the path names some other file. */
+    st = mt_file_read_all(path, "config", (size_t)64 << 20, &text, &len);
+    if (st != MT_OK) {
+        return st;
     }
-    do {
-        if (len == cap) {
-            char *grown;
-
-            if (cap >= ((size_t)64 << 20)) {
-                free(text);
-                fclose(f);
-                return mt_fail(MT_ERR_FORMAT, 0, "%s: larger than 64 MiB, not a config.json", path);
-            }
-            cap = cap == 0 ? 16384 : cap * 2;
-            grown = realloc(text, cap);
-            if (grown == NULL) {
-                free(text);
-                fclose(f);
-                return mt_fail(MT_ERR_NOMEM, 0, "reading config '%s'", path);
-            }
-            text = grown;
-        }
-        n = fread(text + len, 1, cap - len, f);
-        len += n;
-    } while (n > 0);
-    if (ferror(f)) {
-        int e = errno;
-
-        free(text);
-        fclose(f);
-        return mt_fail(MT_ERR_IO, e, "cannot read config '%s'", path);
-    }
-    fclose(f);
     st = mt_config_parse(text, len, path, cfg_out);
     free(text);
     return st;
@@ -860,9 +830,7 @@ mt_config_save(const struct mt_model_config *cfg, const char *path)
                       cfg->rope_mscale,           cfg->rope_mscale_all_dim};
     int precision = 15;
     int rc = 0;
-    bool failed;
-    int errnum;
-    FILE *f;
+    mt_status_t st;
 
     if (root == NULL) {
         return mt_fail(MT_ERR_NOMEM, 0, "writing config '%s'", path);
@@ -950,26 +918,10 @@ mt_config_save(const struct mt_model_config *cfg, const char *path)
         json_decref(root);
         return mt_fail(MT_ERR_NOMEM, 0, "writing config '%s'", path);
     }
-    f = fopen(path, "w");
-    if (f == NULL) {
-        int e = errno;
-
-        json_decref(root);
-        return mt_fail(MT_ERR_IO, e, "cannot create config '%s'", path);
-    }
-    failed = json_dumpf(root, f,
-                        JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(precision)) != 0 ||
-             fputc('\n', f) == EOF;
-    errnum = errno;
-    if (fclose(f) != 0 && !failed) {
-        failed = true;
-        errnum = errno;
-    }
+    st = mt_json_save_file(root, path, "config",
+                           JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(precision));
     json_decref(root);
-    if (failed) {
-        return mt_fail(MT_ERR_IO, errnum, "cannot write config '%s'", path);
-    }
-    return MT_OK;
+    return st;
 }
 
 /* ---- derived constants ----------------------------------------------------------------------- */

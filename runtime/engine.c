@@ -78,6 +78,8 @@ struct mt_engine {
     void *hook_ctx;
     mt_engine_expert_fn expert_fn; /* routed experts go through this (mt_engine_expert_cpu) */
     void *expert_ctx;
+    void *work;                   /* owned: the forward pass's work space, grown on demand */
+    size_t work_bytes;
 };
 
 void
@@ -419,6 +421,7 @@ mt_engine_destroy(struct mt_engine *e)
     free(e->bufs);
     free(e->layers);
     free(e->freqs);
+    free(e->work);
     free(e);
 }
 
@@ -551,7 +554,13 @@ cmp_i32(const void *a, const void *b)
 }
 
 /* Work space of one forward call, sized for n tokens and `end` cached positions. */
+/*
+ * The forward pass's work arrays, for n tokens ending at sequence position end. They are carved out
+ * of one buffer that the engine keeps and grows (work_layout), so decoding a token allocates
+ * nothing.
+ */
 struct eng_work {
+    float *h, *x, *y;               // [n, hidden]: residual stream, normed input, sublayer output
     float *qa, *q, *kv, *attn;      // [n, q_lora], [n, H*qk], [n, kv_lora+rope], [n, H*v]
     float *qi, *ki, *wts;           // [n, IH*ID], [n, ID], [n, IH]
     float *q_lat, *q_pe, *o_lat;    // [H, kv_lora], [H, rope], [H, kv_lora]
@@ -560,7 +569,70 @@ struct eng_work {
     uint8_t *q8;                    // [IH*ID]
     float *wq;                      // [IH]
     float *cos, *sin;               // [rope/2]
+    /* MoE */
+    float *logits;                  // [n, E] router logits
+    int32_t *ids;                   // [n, K] chosen experts
+    float *moe_wts;                 // [n, K] their weights
+    float *xs, *ys;                 // [n, hidden] inputs gathered for one expert, its outputs
+    int *tok;                       // [n] which token each gathered row came from
+    float *tw;                      // [n] and its weight for this expert
 };
+
+/* Hand out the next `bytes` of the buffer at base (64-byte aligned); base NULL only measures. */
+static void *
+carve(char *base, size_t *off, size_t bytes)
+{
+    void *p = base != NULL ? base + *off : NULL;
+
+    *off += (bytes + 63) & ~(size_t)63;
+    return p;
+}
+
+/* Lay out w in base (or, with base NULL, only compute the size). Returns the bytes needed. */
+static size_t
+work_layout(const struct mt_model_config *c, size_t n, size_t end, char *base, struct eng_work *w)
+{
+    size_t D = (size_t)c->hidden_size;
+    size_t H = (size_t)c->num_attention_heads;
+    size_t IH = (size_t)c->index_n_heads;
+    size_t ID = (size_t)c->index_head_dim;
+    size_t rope = (size_t)c->qk_rope_head_dim;
+    size_t kvl = (size_t)c->kv_lora_rank;
+    size_t E = (size_t)c->n_routed_experts;
+    size_t K = (size_t)c->num_experts_per_tok;
+    size_t f = sizeof(float);
+    size_t off = 0;
+
+    w->h = carve(base, &off, n * D * f);
+    w->x = carve(base, &off, n * D * f);
+    w->y = carve(base, &off, n * D * f);
+    w->qa = carve(base, &off, n * (size_t)c->q_lora_rank * f);
+    w->q = carve(base, &off, n * H * ((size_t)c->qk_nope_head_dim + rope) * f);
+    w->kv = carve(base, &off, n * (kvl + rope) * f);
+    w->attn = carve(base, &off, n * H * (size_t)c->v_head_dim * f);
+    w->qi = carve(base, &off, n * IH * ID * f);
+    w->ki = carve(base, &off, n * ID * f);
+    w->wts = carve(base, &off, n * IH * f);
+    w->q_lat = carve(base, &off, H * kvl * f);
+    w->q_pe = carve(base, &off, H * rope * f);
+    w->o_lat = carve(base, &off, H * kvl * f);
+    w->scores = carve(base, &off, end * f);
+    w->scores2 = carve(base, &off, end * f);
+    w->idx = carve(base, &off, end * sizeof(int32_t));
+    w->idx2 = carve(base, &off, end * sizeof(int32_t));
+    w->q8 = carve(base, &off, IH * ID);
+    w->wq = carve(base, &off, IH * f);
+    w->cos = carve(base, &off, (rope / 2 + 1) * f);
+    w->sin = carve(base, &off, (rope / 2 + 1) * f);
+    w->logits = carve(base, &off, n * E * f);
+    w->ids = carve(base, &off, n * K * sizeof(int32_t));
+    w->moe_wts = carve(base, &off, n * K * f);
+    w->xs = carve(base, &off, n * D * f); /* a token picks an expert at most once: n rows */
+    w->ys = carve(base, &off, n * D * f);
+    w->tok = carve(base, &off, n * sizeof(int));
+    w->tw = carve(base, &off, n * f);
+    return off;
+}
 
 /*
  * The indexer for query t (absolute position pos): fills w->idx with the selected positions
@@ -787,7 +859,7 @@ engine_expert_run(struct mt_engine *e, int l, int x_id, const float *x, int m, f
 }
 
 static mt_status_t
-moe(struct mt_engine *e, int l, const float *x, int n, float *out)
+moe(struct mt_engine *e, int l, const float *x, int n, struct eng_work *w, float *out)
 {
     const struct mt_model_config *c = &e->cfg;
     struct eng_layer *L = &e->layers[l];
@@ -799,22 +871,18 @@ moe(struct mt_engine *e, int l, const float *x, int n, float *out)
         .norm_topk_prob = c->norm_topk_prob,
         .routed_scaling_factor = (float)c->routed_scaling_factor,
     };
-    float *logits = malloc((size_t)n * E * sizeof(float));
-    int32_t *ids = malloc((size_t)n * K * sizeof(int32_t));
-    float *wts = malloc((size_t)n * K * sizeof(float));
-    float *xs = malloc((size_t)n * K * D * sizeof(float));
-    float *ys = malloc((size_t)n * K * D * sizeof(float));
-    int *tok = malloc((size_t)n * K * sizeof(int));   /* n suffices for distinct ids; n*K is safe */
-    float *tw = malloc((size_t)n * K * sizeof(float));
-    mt_status_t st = MT_OK;
+    float *logits = w->logits;
+    int32_t *ids = w->ids;
+    float *wts = w->moe_wts;
+    float *xs = w->xs;
+    float *ys = w->ys;
+    int *tok = w->tok;
+    float *tw = w->tw;
+    mt_status_t st;
 
-    if (!logits || !ids || !wts || !xs || !ys || !tok || !tw) {
-        st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate MoE buffers for %d tokens", n);
-        goto out;
-    }
     /* router in fp32 (bf16 weight upcast), then the noaux_tc selection per token */
     if ((st = mt_cpu_linear(&L->router, x, n, logits)) != MT_OK) {
-        goto out;
+        return st;
     }
     for (int t = 0; t < n; t++) {
         mt_cpu_router(logits + (int64_t)t * E, L->router_bias, &rp, ids + (int64_t)t * K,
@@ -823,12 +891,12 @@ moe(struct mt_engine *e, int l, const float *x, int n, float *out)
     /* TRACE POINT: the router's expert ids of this layer, ids[t * K + j], are known here */
     if (e->opts.trace != NULL) {
         if ((st = mt_trace_record_batch(e->opts.trace, l, (const int *)ids, n, K)) != MT_OK) {
-            goto out;
+            return st;
         }
     }
     /* shared expert(s) first, then each routed expert on the tokens that chose it */
     if ((st = mt_cpu_swiglu(&L->shared.gate, &L->shared.up, &L->shared.down, x, n, out)) != MT_OK) {
-        goto out;
+        return st;
     }
     for (int x_id = 0; x_id < E; x_id++) {
         int m = 0;
@@ -846,7 +914,7 @@ moe(struct mt_engine *e, int l, const float *x, int n, float *out)
             continue;
         }
         if ((st = engine_expert_run(e, l, x_id, xs, m, ys)) != MT_OK) {
-            goto out;
+            return st;
         }
         for (int i = 0; i < m; i++) {
             float *o = out + (int64_t)tok[i] * D;
@@ -856,15 +924,7 @@ moe(struct mt_engine *e, int l, const float *x, int n, float *out)
             }
         }
     }
-out:
-    free(logits);
-    free(ids);
-    free(wts);
-    free(xs);
-    free(ys);
-    free(tok);
-    free(tw);
-    return st;
+    return MT_OK;
 }
 
 /* ---- the forward pass -------------------------------------------------------------------- */
@@ -875,17 +935,13 @@ mt_engine_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_lo
 {
     const struct mt_model_config *c = &e->cfg;
     int D = c->hidden_size;
-    int H = c->num_attention_heads;
-    int IH = c->index_n_heads;
-    int ID = c->index_head_dim;
-    int rope = c->qk_rope_head_dim;
-    int kvl = c->kv_lora_rank;
     int64_t start = e->pos;
     int64_t end;
     struct eng_work w;
-    float *h = NULL;
-    float *x = NULL;
-    float *y = NULL;
+    size_t need;
+    float *h;
+    float *x;
+    float *y;
     mt_status_t st;
 
     if ((st = check_tokens(e, start, tokens, n)) != MT_OK) {
@@ -895,35 +951,22 @@ mt_engine_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_lo
     if ((st = cache_reserve(e, end)) != MT_OK) {
         return st;
     }
-    memset(&w, 0, sizeof(w));
-    size_t nn = (size_t)n;
-    h = malloc(nn * D * sizeof(float));
-    x = malloc(nn * D * sizeof(float));
-    y = malloc(nn * D * sizeof(float));
-    w.qa = malloc(nn * c->q_lora_rank * sizeof(float));
-    w.q = malloc(nn * H * (c->qk_nope_head_dim + rope) * sizeof(float));
-    w.kv = malloc(nn * (kvl + rope) * sizeof(float));
-    w.attn = malloc(nn * H * c->v_head_dim * sizeof(float));
-    w.qi = malloc(nn * IH * ID * sizeof(float));
-    w.ki = malloc(nn * ID * sizeof(float));
-    w.wts = malloc(nn * IH * sizeof(float));
-    w.q_lat = malloc((size_t)H * kvl * sizeof(float));
-    w.q_pe = malloc((size_t)H * rope * sizeof(float));
-    w.o_lat = malloc((size_t)H * kvl * sizeof(float));
-    w.scores = malloc((size_t)end * sizeof(float));
-    w.scores2 = malloc((size_t)end * sizeof(float));
-    w.idx = malloc((size_t)end * sizeof(int32_t));
-    w.idx2 = malloc((size_t)end * sizeof(int32_t));
-    w.q8 = malloc((size_t)IH * ID);
-    w.wq = malloc((size_t)IH * sizeof(float));
-    w.cos = malloc((size_t)(rope / 2 + 1) * sizeof(float));
-    w.sin = malloc((size_t)(rope / 2 + 1) * sizeof(float));
-    if (!h || !x || !y || !w.qa || !w.q || !w.kv || !w.attn || !w.qi || !w.ki || !w.wts ||
-        !w.q_lat || !w.q_pe || !w.o_lat || !w.scores || !w.scores2 || !w.idx || !w.idx2 || !w.q8 ||
-        !w.wq || !w.cos || !w.sin) {
-        st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate work space for %d tokens", n);
-        goto out;
+    need = work_layout(c, (size_t)n, (size_t)end, NULL, &w);
+    if (need > e->work_bytes) {
+        free(e->work);
+        e->work_bytes = 0;
+        e->work = malloc(need);
+        if (e->work == NULL) {
+            return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate work space for %d tokens (%zu MiB)",
+                           n, need >> 20);
+        }
+        e->work_bytes = need;
     }
+    work_layout(c, (size_t)n, (size_t)end, e->work, &w);
+    h = w.h;
+    x = w.x;
+    y = w.y;
+    size_t nn = (size_t)n;
 
     for (int t = 0; t < n; t++) {
         mt_cpu_weight_row(&e->embed, tokens[t], h + (int64_t)t * D);
@@ -935,7 +978,7 @@ mt_engine_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_lo
                            x + (int64_t)t * D);
         }
         if ((st = attention(e, l, x, n, start, &w, y)) != MT_OK) {
-            goto out;
+            return st;
         }
         for (size_t i = 0; i < nn * D; i++) {
             h[i] += y[i];
@@ -945,12 +988,12 @@ mt_engine_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_lo
                            x + (int64_t)t * D);
         }
         if (L->is_moe) {
-            st = moe(e, l, x, n, y);
+            st = moe(e, l, x, n, &w, y);
         } else {
             st = mt_cpu_swiglu(&L->mlp.gate, &L->mlp.up, &L->mlp.down, x, n, y);
         }
         if (st != MT_OK) {
-            goto out;
+            return st;
         }
         for (size_t i = 0; i < nn * D; i++) {
             h[i] += y[i];
@@ -962,31 +1005,8 @@ mt_engine_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_lo
                        x + (int64_t)(t - first) * D);
     }
     if ((st = mt_cpu_linear(&e->head, x, n - first, logits_out)) != MT_OK) {
-        goto out;
+        return st;
     }
     e->pos = end;
-
-out:
-    free(h);
-    free(x);
-    free(y);
-    free(w.qa);
-    free(w.q);
-    free(w.kv);
-    free(w.attn);
-    free(w.qi);
-    free(w.ki);
-    free(w.wts);
-    free(w.q_lat);
-    free(w.q_pe);
-    free(w.o_lat);
-    free(w.scores);
-    free(w.scores2);
-    free(w.idx);
-    free(w.idx2);
-    free(w.q8);
-    free(w.wq);
-    free(w.cos);
-    free(w.sin);
-    return st;
+    return MT_OK;
 }

@@ -11,7 +11,8 @@
 
 #include "runtime/hwprofile.h"
 
-#include <errno.h>
+#include "runtime/file_util.h"
+
 #include <inttypes.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -274,7 +275,7 @@ mt_status_t
 mt_hwprofile_save(const struct mt_hwprofile *p, const char *path)
 {
     json_t *root;
-    int ret;
+    mt_status_t st;
 
     if (p->version != MT_HWPROFILE_VERSION) {
         return mt_fail(MT_ERR_INVAL, 0, "hardware profile has version %d, expected %d", p->version,
@@ -284,12 +285,10 @@ mt_hwprofile_save(const struct mt_hwprofile *p, const char *path)
     if (root == NULL) {
         return mt_fail(MT_ERR_NOMEM, 0, "cannot build JSON for hardware profile '%s'", path);
     }
-    ret = json_dump_file(root, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+    st = mt_json_save_file(root, path, "hardware profile",
+                           JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
     json_decref(root);
-    if (ret != 0) {
-        return mt_fail(MT_ERR_IO, errno, "cannot write hardware profile '%s'", path);
-    }
-    return MT_OK;
+    return st;
 }
 
 /* ---- loading ------------------------------------------------------------------------------ */
@@ -603,37 +602,16 @@ mt_hwprofile_parse(const char *text, const char *what, struct mt_hwprofile *p_ou
 mt_status_t
 mt_hwprofile_load(const char *path, struct mt_hwprofile *p_out)
 {
-    FILE *f;
     char *text;
-    long len;
+    size_t len;
     mt_status_t st;
 
-    f = fopen(path, "rb");
-    if (f == NULL) {
-        return mt_fail(MT_ERR_IO, errno, "cannot open hardware profile '%s'", path);
+    /* A profile is a few KiB; 16 MiB means the path names some other file. */
+    st = mt_file_read_all(path, "hardware profile", (size_t)16 << 20, &text, &len);
+    if (st != MT_OK) {
+        return st;
     }
-    if (fseek(f, 0, SEEK_END) != 0 || (len = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        st = mt_fail(MT_ERR_IO, errno, "cannot read hardware profile '%s'", path);
-        goto out_close;
-    }
-    if (len > (16L << 20)) {
-        st = mt_fail(MT_ERR_FORMAT, 0, "hardware profile '%s' is %ld bytes, too large", path, len);
-        goto out_close;
-    }
-    text = malloc((size_t)len + 1);
-    if (text == NULL) {
-        st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate %ld bytes for '%s'", len + 1, path);
-        goto out_close;
-    }
-    if (fread(text, 1, (size_t)len, f) != (size_t)len) {
-        st = mt_fail(MT_ERR_IO, errno, "cannot read hardware profile '%s'", path);
-        goto out_free;
-    }
-    text[len] = '\0';
     st = mt_hwprofile_parse(text, path, p_out);
-out_free:
     free(text);
-out_close:
-    fclose(f);
     return st;
 }

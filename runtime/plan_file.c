@@ -11,7 +11,8 @@
 
 #include "runtime/planner.h"
 
-#include <errno.h>
+#include "runtime/file_util.h"
+
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -97,10 +98,8 @@ mt_plan_save(const struct mt_plan *p, const char *path)
             goto out_decref;
         }
     }
-    if (json_dump_file(root, path,
-                       JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(12)) != 0) {
-        st = mt_fail(MT_ERR_IO, errno, "cannot write plan '%s'", path);
-    }
+    st = mt_json_save_file(root, path, "plan",
+                           JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(12));
 out_decref:
     json_decref(root);
     return st;
@@ -218,7 +217,6 @@ mt_status_t
 mt_plan_load(const char *path, struct mt_plan **plan_out)
 {
     struct reader r = {path, MT_OK};
-    json_error_t jerr;
     json_t *root;
     json_t *v;
     json_t *m;
@@ -228,37 +226,12 @@ mt_plan_load(const char *path, struct mt_plan **plan_out)
     json_t *pr;
     json_t *layers;
     struct mt_plan *p = NULL;
-    long long version;
     int E;
     int L;
-    FILE *f;
 
-    f = fopen(path, "rb");
-    if (f == NULL) {
-        return mt_fail(MT_ERR_IO, errno, "cannot open plan '%s'", path);
-    }
-    root = json_loadf(f, 0, &jerr);
-    fclose(f);
-    if (root == NULL) {
-        return mt_fail(MT_ERR_FORMAT, 0, "plan '%s' is not valid JSON: %s (line %d)", path,
-                       jerr.text, jerr.line);
-    }
-    v = json_object_get(root, "format");
-    if (!json_is_object(root) || !json_is_string(v) ||
-        strcmp(json_string_value(v), "moetier-plan") != 0) {
-        r.st = mt_fail(MT_ERR_FORMAT, 0,
-                       "'%s' is not a moetier plan (no \"format\": \"moetier-plan\")", path);
-        goto out_decref;
-    }
-    version = get_int(&r, root, "", "version", 0, INT32_MAX);
+    r.st = mt_json_load_versioned(path, "plan", "moetier-plan", MT_PLAN_VERSION, &root);
     if (r.st != MT_OK) {
-        goto out_decref;
-    }
-    if (version != MT_PLAN_VERSION) {
-        r.st =
-            mt_fail(MT_ERR_FORMAT, 0, "plan '%s' has version %lld, this moetier reads version %d",
-                    path, version, MT_PLAN_VERSION);
-        goto out_decref;
+        return r.st;
     }
     p = calloc(1, sizeof(*p));
     if (p == NULL) {

@@ -369,6 +369,15 @@ fits(const struct search *sr, int dg, int dd)
     return sr->used_g + dg <= sr->cap_g && sr->used_d + dd <= sr->cap_d;
 }
 
+/* Whether one expert moving f1 -> t1 and another f2 -> t2 fit together; one move: f2 == t2. */
+static bool
+moves_fit(const struct search *sr, int f1, int t1, int f2, int t2)
+{
+    return fits(
+        sr, (t1 == MT_TIER_GPU) - (f1 == MT_TIER_GPU) + (t2 == MT_TIER_GPU) - (f2 == MT_TIER_GPU),
+        is_dram(t1) - is_dram(f1) + is_dram(t2) - is_dram(f2));
+}
+
 static bool
 allowed(const struct search *sr, bool keep_storage, int from, int to)
 {
@@ -387,9 +396,7 @@ pass_single(struct search *sr, bool keep_storage, double eps)
             int best = -1;
             double best_d = -eps;
             for (int to = 0; to < T_; to++) {
-                if (!allowed(sr, keep_storage, from, to) ||
-                    !fits(sr, (to == MT_TIER_GPU) - (from == MT_TIER_GPU),
-                          is_dram(to) - is_dram(from))) {
+                if (!allowed(sr, keep_storage, from, to) || !moves_fit(sr, from, to, 0, 0)) {
                     continue;
                 }
                 double d = move_delta(sr, l, e, to, -1, 0);
@@ -519,10 +526,7 @@ pass_pair_in_layer(struct search *sr, bool keep_storage, double eps)
                         if (!allowed(sr, keep_storage, f2, t2)) {
                             continue;
                         }
-                        int dg = (t1 == MT_TIER_GPU) - (f1 == MT_TIER_GPU) + (t2 == MT_TIER_GPU) -
-                                 (f2 == MT_TIER_GPU);
-                        int dd = is_dram(t1) - is_dram(f1) + is_dram(t2) - is_dram(f2);
-                        if (!fits(sr, dg, dd)) {
+                        if (!moves_fit(sr, f1, t1, f2, t2)) {
                             continue;
                         }
                         double d = move_delta(sr, l, e1, t1, e2, t2);
@@ -596,10 +600,7 @@ pass_pair(struct search *sr, double eps, struct best_move *bm)
                     if (storage_of(f2) == storage_of(t2)) {
                         continue;
                     }
-                    int dg = (t1 == MT_TIER_GPU) - (f1 == MT_TIER_GPU) + (t2 == MT_TIER_GPU) -
-                             (f2 == MT_TIER_GPU);
-                    int dd = is_dram(t1) - is_dram(f1) + is_dram(t2) - is_dram(f2);
-                    if (!fits(sr, dg, dd)) {
+                    if (!moves_fit(sr, f1, t1, f2, t2)) {
                         continue;
                     }
                     /* Best over layer pairs l1 != l2: O(L^2) but L is at most a few hundred. */
@@ -693,8 +694,7 @@ iterate_kicks(struct search *sr, bool keep_storage, struct best_move *bm, int ki
             if (!allowed(sr, keep_storage, from, to)) {
                 continue;
             }
-            if (fits(sr, (to == MT_TIER_GPU) - (from == MT_TIER_GPU),
-                     is_dram(to) - is_dram(from))) {
+            if (moves_fit(sr, from, to, 0, 0)) {
                 apply_move(sr, (int)(a / sr->E), (int)(a % sr->E), to);
                 continue;
             }

@@ -28,6 +28,7 @@
 #include "runtime/synth.h"
 
 #include "cpu/convert.h"
+#include "runtime/file_util.h"
 #include "runtime/model.h"
 #include "runtime/safetensors.h"
 #include "runtime/synth_paths.h"
@@ -1160,38 +1161,6 @@ mt_synth_tokenizer_dir(const char *opt_dir)
     return MT_SYNTH_PKGDATA_TOKENIZER_DIR;
 }
 
-static mt_status_t
-synth_read_file_(const char *path, char **data_out, size_t *n_out)
-{
-    FILE *f = fopen(path, "rb");
-    char *data;
-    long n;
-
-    if (f == NULL) {
-        return mt_fail(MT_ERR_IO, errno, "cannot open tokenizer file '%s' (set MT_TOKENIZER_DIR "
-                       "to a directory holding DeepSeek's tokenizer.json)", path);
-    }
-    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        fclose(f);
-        return mt_fail(MT_ERR_IO, errno, "cannot size '%s'", path);
-    }
-    data = malloc((size_t)n + 1);
-    if (data == NULL) {
-        fclose(f);
-        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate %ld bytes for '%s'", n, path);
-    }
-    if (fread(data, 1, (size_t)n, f) != (size_t)n) {
-        free(data);
-        fclose(f);
-        return mt_fail(MT_ERR_IO, EIO, "cannot read '%s'", path);
-    }
-    fclose(f);
-    data[n] = '\0';
-    *data_out = data;
-    *n_out = (size_t)n;
-    return MT_OK;
-}
-
 /* Replace the one occurrence of `from` by `to` (shorter) in place; false if not exactly one. */
 static bool
 synth_replace_once_(char *data, size_t *n, const char *from, const char *to)
@@ -1225,8 +1194,17 @@ synth_copy_tokenizer_(struct synth_ctx *c)
     mt_status_t st;
 
     for (int i = 0; i < 2; i++) {
-        if ((st = synth_path_(path, sizeof(path), src, names[i])) != MT_OK ||
-            (st = synth_read_file_(path, &data, &n)) != MT_OK) {
+        if ((st = synth_path_(path, sizeof(path), src, names[i])) != MT_OK) {
+            return st;
+        }
+        /* (checked first so that the likely mistake, no tokenizer directory, gets its hint) */
+        if (access(path, R_OK) != 0) {
+            return mt_fail(MT_ERR_IO, errno,
+                           "cannot open tokenizer file '%s' (set MT_TOKENIZER_DIR to a directory "
+                           "holding DeepSeek's tokenizer.json)",
+                           path);
+        }
+        if ((st = mt_file_read_all(path, "tokenizer file", 0, &data, &n)) != MT_OK) {
             return st;
         }
         if (i == 0) {

@@ -20,11 +20,12 @@
 
 #include "runtime/tokenizer.h"
 
+#include "runtime/file_util.h"
+
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <jansson.h>
 #include <pcre2.h>
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -877,6 +878,8 @@ mt_tokenizer_load(const char *dir, struct mt_tokenizer **tok_p)
     json_error_t jerr;
     json_t *root;
     char *cfg = NULL;
+    char *text;
+    size_t len;
     size_t dl = strlen(dir);
     mt_status_t st;
 
@@ -899,14 +902,15 @@ mt_tokenizer_load(const char *dir, struct mt_tokenizer **tok_p)
         snprintf(cfg, dl + 32, "%.*stokenizer_config.json", slash ? (int)(slash - dir + 1) : 0,
                  dir);
     }
-    root = json_load_file(tok->path, 0, &jerr);
+    st = mt_file_read_all(tok->path, "tokenizer", 0, &text, &len);
+    if (st != MT_OK) {
+        goto out_free;
+    }
+    root = json_loadb(text, len, 0, &jerr);
+    free(text);
     if (root == NULL) {
-        if (stat(tok->path, &sb) != 0) {
-            st = mt_fail(MT_ERR_IO, errno, "tokenizer: cannot open '%s'", tok->path);
-        } else {
-            st = mt_fail(MT_ERR_FORMAT, 0, "tokenizer '%s': not JSON (line %d: %s)", tok->path,
-                         jerr.line, jerr.text);
-        }
+        st = mt_fail(MT_ERR_FORMAT, 0, "tokenizer '%s': not JSON (line %d: %s)", tok->path,
+                     jerr.line, jerr.text);
         goto out_free;
     }
     st = load_json(tok, root, cfg);
@@ -1292,8 +1296,13 @@ pretok(struct mt_tokenizer *tok, int k, const char *s, size_t n, struct out_ids 
                 }
                 break;
             case SPLIT_MERGED_WITH_PREVIOUS:
-                /* a match that follows a non-match joins the span before it */
-                if (is_match && !prev_match && have_pend) {
+            case SPLIT_CONTIGUOUS: {
+                /* the two differ only in which span joins the pending one: MergedWithPrevious
+                 * joins a match that follows a non-match, Contiguous any span continuing a run of
+                 * the same is_match */
+                bool joins = step->behavior == SPLIT_CONTIGUOUS ? is_match == prev_match
+                                                                : is_match && !prev_match;
+                if (have_pend && joins) {
                     pend_e = b;
                 } else {
                     if (have_pend &&
@@ -1305,20 +1314,7 @@ pretok(struct mt_tokenizer *tok, int k, const char *s, size_t n, struct out_ids 
                     have_pend = true;
                 }
                 break;
-            case SPLIT_CONTIGUOUS:
-                /* runs of spans with the same is_match join */
-                if (is_match == prev_match && have_pend) {
-                    pend_e = b;
-                } else {
-                    if (have_pend &&
-                        (st = pretok(tok, k + 1, s + pend_s, pend_e - pend_s, o)) != MT_OK) {
-                        return st;
-                    }
-                    pend_s = a;
-                    pend_e = b;
-                    have_pend = true;
-                }
-                break;
+            }
             case SPLIT_MERGED_WITH_NEXT:
                 /* a match that precedes a non-match joins the span after it (HF folds from
                  * the right: a match is held until we see whether a non-match follows) */

@@ -11,11 +11,10 @@
 
 #include "runtime/trace.h"
 
-#include <errno.h>
+#include "runtime/file_util.h"
+
 #include <jansson.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 struct mt_trace {
     int n_layers;
@@ -371,9 +370,7 @@ mt_trace_save(const struct mt_trace *t, const char *path)
         goto out_decref;
     }
     /* Compact: a real trace holds millions of transition numbers. */
-    if (json_dump_file(root, path, JSON_COMPACT) != 0) {
-        st = mt_fail(MT_ERR_IO, errno, "cannot write trace '%s'", path);
-    }
+    st = mt_json_save_file(root, path, "trace", JSON_COMPACT);
 out_decref:
     json_decref(root);
     return st;
@@ -488,42 +485,16 @@ mt_status_t
 mt_trace_load(const char *path, struct mt_trace **trace_out)
 {
     json_t *root;
-    json_error_t jerr;
-    json_t *v;
     json_t *layers;
-    long long version;
     long long n_layers;
     long long n_experts;
     long long k;
     struct mt_trace *t = NULL;
     mt_status_t st;
-    FILE *f;
 
-    f = fopen(path, "rb");
-    if (f == NULL) {
-        return mt_fail(MT_ERR_IO, errno, "cannot open trace '%s'", path);
-    }
-    root = json_loadf(f, 0, &jerr);
-    fclose(f);
-    if (root == NULL) {
-        return mt_fail(MT_ERR_FORMAT, 0, "trace '%s' is not valid JSON: %s (line %d)", path,
-                       jerr.text, jerr.line);
-    }
-    v = json_object_get(root, "format");
-    if (!json_is_object(root) || !json_is_string(v) ||
-        strcmp(json_string_value(v), "moetier-trace") != 0) {
-        st = mt_fail(MT_ERR_FORMAT, 0,
-                     "'%s' is not a moetier trace (no \"format\": \"moetier-trace\")", path);
-        goto out_decref;
-    }
-    st = get_int(root, "version", path, 0, INT32_MAX, &version);
+    st = mt_json_load_versioned(path, "trace", "moetier-trace", MT_TRACE_VERSION, &root);
     if (st != MT_OK) {
-        goto out_decref;
-    }
-    if (version != MT_TRACE_VERSION) {
-        st = mt_fail(MT_ERR_FORMAT, 0, "trace '%s' has version %lld, this moetier reads version %d",
-                     path, version, MT_TRACE_VERSION);
-        goto out_decref;
+        return st;
     }
     if ((st = get_int(root, "n_layers", path, 1, 4096, &n_layers)) != MT_OK ||
         (st = get_int(root, "n_experts", path, 1, 65536, &n_experts)) != MT_OK ||

@@ -16,6 +16,10 @@ tests_test_config_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_model
 tests_test_model_LDADD = $(MT_TEST_LIBS)
 tests_test_chat_LDADD = $(MT_TEST_LIBS)
+check_PROGRAMS += tests/test_cli_common
+tests_test_cli_common_SOURCES = tests/test_cli_common.c runtime/cli_common.c
+tests_test_cli_common_LDADD = $(MT_TEST_LIBS)
+
 check_PROGRAMS += tests/test_status
 tests_test_status_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_tokenizer

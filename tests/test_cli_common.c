@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: MIT */
+/* test_cli_common.c - the strict flag-value parsers every moetier subcommand uses. */
+#include <config.h>
+
+#include "runtime/cli_common.h"
+#include "tests/tap.h"
+
+#include <stdio.h>
+#include <unistd.h>
+
+static void
+no_usage(FILE *f)
+{
+    (void)f;
+}
+
+static const struct mt_cli cli = {"test", no_usage};
+
+int
+main(void)
+{
+    long l = 0;
+    int i = 0;
+    uint64_t u = 0;
+    double d = 0;
+
+    tap_plan(0);
+    /* the parsers print their message on stderr: keep the TAP stream readable */
+    if (freopen("/dev/null", "w", stderr) == NULL) {
+        return 1;
+    }
+    tap_ok(mt_cli_parse_long(&cli, "n", "42", 0, 100, &l) && l == 42, "long: 42");
+    tap_ok(mt_cli_parse_long(&cli, "n", "-7", -10, 10, &l) && l == -7, "long: -7");
+    tap_ok(!mt_cli_parse_long(&cli, "n", "1e3", 0, 10000, &l), "long: '1e3' refused");
+    tap_ok(!mt_cli_parse_long(&cli, "n", "0x10", 0, 100, &l), "long: '0x10' refused");
+    tap_ok(!mt_cli_parse_long(&cli, "n", " 5", 0, 100, &l), "long: ' 5' refused");
+    tap_ok(!mt_cli_parse_long(&cli, "n", "5x", 0, 100, &l), "long: '5x' refused");
+    tap_ok(!mt_cli_parse_long(&cli, "n", "", 0, 100, &l), "long: empty refused");
+    tap_ok(!mt_cli_parse_long(&cli, "n", "101", 0, 100, &l), "long: out of range refused");
+    tap_ok(!mt_cli_parse_long(&cli, "n", "99999999999999999999", 0, 100, &l),
+           "long: overflow refused");
+    tap_ok(mt_cli_parse_int(&cli, "n", "010", 0, 100, &i) && i == 10, "int: '010' is decimal 10");
+    tap_ok(mt_cli_parse_u64(&cli, "seed", "18446744073709551615", &u) && u == UINT64_MAX,
+           "u64: 2^64-1");
+    tap_ok(!mt_cli_parse_u64(&cli, "seed", "-1", &u), "u64: '-1' refused");
+    tap_ok(mt_cli_parse_double(&cli, "t", "0.7", &d) && d == 0.7, "double: 0.7");
+    tap_ok(!mt_cli_parse_double(&cli, "t", "nan", &d), "double: nan refused");
+    tap_ok(!mt_cli_parse_double(&cli, "t", "inf", &d), "double: inf refused");
+    tap_ok(!mt_cli_parse_double(&cli, "t", "hot", &d), "double: 'hot' refused");
+    tap_ok(mt_cli_parse_size(&cli, "--gpu-mem", "24G", "24G", &u) && u == 24ull << 30,
+           "size: 24G");
+    tap_ok(mt_cli_parse_size(&cli, "--gpu-mem", "24G", "1.5G", &u) && u == 3ull << 29,
+           "size: 1.5G");
+    tap_ok(mt_cli_parse_size(&cli, "--gpu-mem", "24G", "512MiB", &u) && u == 512ull << 20,
+           "size: 512MiB");
+    tap_ok(mt_cli_parse_size(&cli, "--gpu-mem", "24G", "4096", &u) && u == 4096, "size: 4096");
+    tap_ok(!mt_cli_parse_size(&cli, "--gpu-mem", "24G", "-4096", &u), "size: negative refused");
+    tap_ok(!mt_cli_parse_size(&cli, "--gpu-mem", "24G", "24X", &u), "size: unknown suffix refused");
+    tap_ok(!mt_cli_parse_size(&cli, "--gpu-mem", "24G", "0x10", &u), "size: hex refused");
+    return tap_done();
+}
