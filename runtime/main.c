@@ -33,7 +33,8 @@ usage(FILE *f)
     fprintf(f, "usage: moetier <command> [options]\n"
                "       moetier <command> --help\n"
                "       moetier --version\n\n"
-               "DeepSeek-V3.2 on one workstation: GPU attention, experts placed across GPU, DRAM and NVMe.\n\n"
+               "DeepSeek-V3.2 on one workstation: GPU attention, experts placed across GPU, DRAM\n"
+               "and NVMe.\n\n"
                "commands:\n");
     for (size_t i = 0; subcommands[i].name != NULL; i++) {
         fprintf(f, "  %-10s %s\n", subcommands[i].name, subcommands[i].summary);

@@ -36,10 +36,10 @@ enum mt_tensor_role {
 
 /* How a tensor is stored, which decides the dtypes a checkpoint may use for it. */
 enum mt_tensor_kind {
-    MT_KIND_LINEAR, /* projection [out, in]: F8_E4M3 + a weight_scale_inv (FP8 ckpt), or BF16/F16/F32 */
+    MT_KIND_LINEAR, /* projection [out, in]: F8_E4M3 + weight_scale_inv (FP8), or BF16/F16/F32 */
     MT_KIND_SCALE,  /* F32 [ceil(out/128), ceil(in/128)] weight_scale_inv of the LINEAR before it */
     MT_KIND_VECTOR, /* norm weights, biases: F32 (V3.2), BF16 or F16 */
-    MT_KIND_DENSE,  /* never quantized: embeddings, lm_head, router gate, weights_proj: BF16/F32/F16 */
+    MT_KIND_DENSE,  /* never quantized (embeddings, lm_head, router, weights_proj): BF16/F32/F16 */
 };
 
 struct mt_tensor_spec {
@@ -73,7 +73,7 @@ struct mt_model_sizes {
     uint64_t other_bytes;             /* main model bytes that are not routed experts */
     uint64_t token_bytes_always;      /* weights read per decoded token outside routed experts */
     uint64_t token_bytes_routed;      /* num_experts_per_tok experts in every MoE layer */
-    uint64_t kv_bytes_per_token;      /* latent + k_pe (bf16) + indexer key fp8 + scale, all layers */
+    uint64_t kv_bytes_per_token;      /* latent + k_pe (bf16), indexer key + scale; all layers */
     int n_moe_layers;
 };
 

@@ -229,9 +229,9 @@ uint64_t mt_plan_dims_hash(const struct mt_model_config *cfg, bool fp8, uint64_t
 mt_status_t mt_plan_save(const struct mt_plan *plan, const char *path);
 
 /*
- * Read a plan file. MT_ERR_IO when it cannot be opened or read; MT_ERR_FORMAT when it is not JSON, not a
- * moetier plan, another version, or inconsistent (a tier string of the wrong length or with an
- * unknown code); the message names the file and the field.
+ * Read a plan file. MT_ERR_IO when it cannot be opened or read; MT_ERR_FORMAT when it is not
+ * JSON, not a moetier plan, another version, or inconsistent (a tier string of the wrong length
+ * or with an unknown code); the message names the file and the field.
  */
 mt_status_t mt_plan_load(const char *path, struct mt_plan **plan_out);
 

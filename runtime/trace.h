@@ -84,8 +84,9 @@ mt_status_t mt_trace_record_batch(struct mt_trace *trace, int layer, const int *
 mt_status_t mt_trace_save(const struct mt_trace *trace, const char *path);
 
 /*
- * Read a trace file. MT_ERR_IO when it cannot be opened or read; MT_ERR_FORMAT when it is not JSON, is not
- * a moetier trace, has another version, or has inconsistent fields (each named in the message).
+ * Read a trace file. MT_ERR_IO when it cannot be opened or read; MT_ERR_FORMAT when it is not
+ * JSON, is not a moetier trace, has another version, or has inconsistent fields (each named in
+ * the message).
  */
 mt_status_t mt_trace_load(const char *path, struct mt_trace **trace_out);
 
