@@ -358,14 +358,23 @@ mt_cpu_stream_run(int node, size_t array_bytes, int reps, struct mt_cpu_stream_r
     if (reps < 3 || reps > 1000) {
         return mt_fail(MT_ERR_INVAL, 0, "stream repetitions %d out of range 3..1000", reps);
     }
-    if (array_bytes == 0) {
+    {
         struct mt_cpu_topo tp;
 
         st = mt_cpu_topo_query(&tp);
         if (st != MT_OK) {
             return st;
         }
-        array_bytes = MT_MIN(MT_MAX(4 * tp.l3_bytes, (size_t)256 << 20), (size_t)2 << 30);
+        if (array_bytes == 0) {
+            array_bytes = MT_MIN(MT_MAX(4 * tp.l3_bytes, (size_t)256 << 20), (size_t)2 << 30);
+        }
+        /* Overcommit lets each array allocate; touching them all would wake the OOM killer. */
+        if (tp.mem_bytes > 0 && array_bytes > tp.mem_bytes / 4) {
+            return mt_fail(MT_ERR_INVAL, 0,
+                           "3 stream arrays of %zu bytes would take more than 3/4 of the %llu "
+                           "bytes of DRAM",
+                           array_bytes, (unsigned long long)tp.mem_bytes);
+        }
     }
     st = team_init(&team, node);
     if (st != MT_OK) {

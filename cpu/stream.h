@@ -76,7 +76,8 @@ mt_status_t mt_cpu_topo_query(struct mt_cpu_topo *topo_out);
  * nodes at once when node < 0: one thread per core of those nodes, pinned; arrays of
  * array_bytes each (0: a default of 4x the L3, at least 256 MiB, at most 2 GiB), first touched
  * by their readers. reps >= 3 timed runs after one warm-up. A failed binding earns one warning
- * and res->bound = false, not an error. MT_ERR_NOMEM, MT_ERR_INVAL.
+ * and res->bound = false, not an error. MT_ERR_NOMEM; MT_ERR_INVAL, also when the three arrays
+ * would take more than 3/4 of the machine's DRAM.
  */
 mt_status_t mt_cpu_stream_run(int node, size_t array_bytes, int reps,
                               struct mt_cpu_stream_result *res_out);

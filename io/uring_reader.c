@@ -307,7 +307,9 @@ mt_io_uring_reader_wait(struct mt_io_uring_reader *r, struct mt_io_done *done_ou
             return st;
         }
         s->done += (size_t)res;
-        if (res == 0 || s->done == s->len) {
+        /* O_DIRECT stops short of a 4 KiB multiple only at end of file, and the rest would be a
+         * misaligned O_DIRECT read (EINVAL on some filesystems): that is end of file too. */
+        if (res == 0 || s->done == s->len || (r->direct && s->done % MT_IO_ALIGN != 0)) {
             finish_slot(r, i, done_out); /* complete, or end of file */
             return MT_OK;
         }

@@ -11,7 +11,8 @@
  *
  * Completions follow liburing's contract: a negative cqe->res is -errno and fails that read with
  * strerror; a short positive one means "the rest is still to read" and is resubmitted from where
- * it stopped; 0 means end of file, and the read completes with the bytes it got. A filesystem
+ * it stopped (except an O_DIRECT one that ends off the 4 KiB grid: only end of file does that);
+ * 0 means end of file, and the read completes with the bytes it got. A filesystem
  * that refuses O_DIRECT (tmpfs on older kernels, some FUSE mounts) gets one warning and buffered
  * reads, so the same code runs everywhere; mt_io_uring_reader_is_direct() says which one ran.
  *

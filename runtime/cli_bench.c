@@ -333,7 +333,7 @@ run_dram(struct bench *b)
     struct mt_cpu_topo tp;
     struct mt_cpu_stream_result r;
     struct mt_hw_cpu *cpu = &b->prof->cpu;
-    uint64_t size = b->o.quick ? (16u << 20) : b->o.dram_bytes;
+    uint64_t size = b->o.quick && b->o.dram_bytes == 0 ? (16u << 20) : b->o.dram_bytes;
     char where[32];
     mt_status_t st;
 
@@ -416,10 +416,15 @@ run_cpu(struct bench *b)
 
 /* ---- disks -------------------------------------------------------------------------------- */
 
-/* Write `size` bytes of a non-zero pattern to a new file path, bypassing the page cache where
- * the filesystem allows, so the reads that follow are cold. */
+/*
+ * Create a test file at path, remove its name at once and write `size` bytes of a non-zero
+ * pattern, bypassing the page cache where the filesystem allows, so the reads that follow are
+ * cold. The file lives on through the returned descriptor *fd_out only: however the process ends
+ * (error, Ctrl-C, kill), nothing is left behind. A name that exists already is refused, never
+ * removed: it is not ours.
+ */
 static mt_status_t
-write_test_file(const char *path, uint64_t size, void *buf, size_t buf_bytes)
+write_test_file(const char *path, uint64_t size, void *buf, size_t buf_bytes, int *fd_out)
 {
     double t0 = now_s();
     bool direct = true;
@@ -434,6 +439,9 @@ write_test_file(const char *path, uint64_t size, void *buf, size_t buf_bytes)
     }
     if (fd < 0) {
         return mt_fail(MT_ERR_IO, errno, "cannot create disk test file '%s'", path);
+    }
+    if (unlink(path) != 0) {
+        mt_log_warn("cannot remove the name of disk test file '%s': %s", path, strerror(errno));
     }
     for (size_t i = 0; i < buf_bytes / 8; i++) {
         ((uint64_t *)buf)[i] = (i + 1) * 0x9e3779b97f4a7c15ull;
@@ -458,12 +466,14 @@ write_test_file(const char *path, uint64_t size, void *buf, size_t buf_bytes)
     if (st == MT_OK && !direct) {
         posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
     }
-    close(fd);
-    if (st == MT_OK) {
-        fprintf(stderr, "bench: disk: wrote %.2f GiB test file in %.1f s%s\n",
-                (double)size / (1ull << 30), now_s() - t0, direct ? "" : " (buffered)");
+    if (st != MT_OK) {
+        close(fd);
+        return st;
     }
-    return st;
+    fprintf(stderr, "bench: disk: wrote %.2f GiB test file in %.1f s%s\n",
+            (double)size / (1ull << 30), now_s() - t0, direct ? "" : " (buffered)");
+    *fd_out = fd;
+    return MT_OK;
 }
 
 /* Read `pass` bytes of path in `block` pieces with qd in flight, starting at *cursor (wraps
@@ -490,9 +500,10 @@ disk_point(const char *path, int qd, uint64_t block, uint64_t pass, char *buf, u
     size = mt_io_uring_reader_file_size(r);
     n_file_blocks = size / block;
     if (n_file_blocks == 0) {
-        st = mt_fail(MT_ERR_INVAL, 0,
-                     "disk file '%s' (%" PRIu64 " bytes) is smaller than one %" PRIu64 "-byte block",
-                     path, size, block);
+        st =
+            mt_fail(MT_ERR_INVAL, 0,
+                    "disk file '%s' (%" PRIu64 " bytes) is smaller than one %" PRIu64 "-byte block",
+                    path, size, block);
         goto out_reader;
     }
     n_blocks = MT_MAX((uint64_t)1, MT_MIN(pass, n_file_blocks * block) / block);
@@ -547,7 +558,7 @@ run_disk_one(struct bench *b, const char *path_arg, struct mt_hw_disk *disk)
     uint64_t max_block = 0;
     int max_qd = 0;
     char file[4096];
-    bool created = false;
+    int test_fd = -1;
     char *buf = NULL;
     uint64_t cursor = 0;
     struct stat sb;
@@ -568,12 +579,12 @@ run_disk_one(struct bench *b, const char *path_arg, struct mt_hw_disk *disk)
     }
     if (S_ISDIR(sb.st_mode)) {
         snprintf(file, sizeof(file), "%s/moetier-bench-%d.tmp", path_arg, (int)getpid());
-        st = write_test_file(file, b->o.disk_size, buf, (size_t)max_qd * max_block);
+        st = write_test_file(file, b->o.disk_size, buf, (size_t)max_qd * max_block, &test_fd);
         if (st != MT_OK) {
-            unlink(file);
             goto out_free;
         }
-        created = true;
+        /* The file has no name any more; the readers open it through our descriptor. */
+        snprintf(file, sizeof(file), "/proc/self/fd/%d", test_fd);
     } else if (S_ISREG(sb.st_mode)) {
         snprintf(file, sizeof(file), "%s", path_arg);
     } else {
@@ -596,7 +607,7 @@ run_disk_one(struct bench *b, const char *path_arg, struct mt_hw_disk *disk)
 
             st = disk_point(file, qd, block, pass, buf, &cursor, &gbps, &secs, &direct);
             if (st != MT_OK) {
-                goto out_unlink;
+                goto out_free;
             }
             fmt_bytes(bs, sizeof(bs), block);
             snprintf(shape, sizeof(shape), "%s qd%d %s%s", path_arg, qd, bs,
@@ -620,11 +631,10 @@ run_disk_one(struct bench *b, const char *path_arg, struct mt_hw_disk *disk)
         }
     }
 
-out_unlink:
-    if (created && unlink(file) != 0) {
-        mt_log_warn("cannot remove disk test file '%s': %s", file, strerror(errno));
-    }
 out_free:
+    if (test_fd >= 0) {
+        close(test_fd);
+    }
     free(buf);
     return st;
 }
@@ -973,6 +983,19 @@ parse_opts(int argc, char **argv, struct bench_opts *o)
     }
     if (o->quick && !size_given) {
         o->disk_size = 64u << 20;
+    }
+    for (int i = 0; i < o->n_blocks; i++) {
+        if (o->disk_size < o->blocks[i]) {
+            if (!size_given) {
+                o->disk_size = o->blocks[i]; /* --quick with large blocks */
+                continue;
+            }
+            mt_cli_error(&cli,
+                         "--disk-size %" PRIu64 " KiB is smaller than the --disk-block %" PRIu64
+                         " KiB: the test file must hold at least one block",
+                         o->disk_size >> 10, o->blocks[i] >> 10);
+            return 2;
+        }
     }
     return -1;
 }

@@ -21,7 +21,7 @@
  * of the embedding) print as "<id>" and are left out of the history.
  *
  * Exit status: 0 at end of input (Ctrl-D, /quit), 1 when the model cannot be loaded or any turn
- * failed (too long a conversation, an engine error), 2 usage error.
+ * failed (too long a conversation, an engine error) or stdin could not be read, 2 usage error.
  */
 #include <config.h>
 
@@ -668,6 +668,16 @@ mt_cli_chat(int argc, char **argv)
         if (chat_turn(&c, line) != MT_OK) {
             failed = true;
         }
+        if (ferror(stdout)) {
+            break; /* nobody can read the replies: reported below */
+        }
+    }
+    if (ferror(stdin)) { /* a read error (stdin a directory: EISDIR) is not the end of input */
+        mt_cli_error(&cli, "cannot read stdin: %s", strerror(errno));
+        failed = true;
+    }
+    if (!mt_cli_flush_stdout(&cli)) {
+        failed = true;
     }
     if (interactive) {
         fputs("\n", stderr);

@@ -267,6 +267,80 @@ bad:
     return false;
 }
 
+static bool
+is_id_separator(char c)
+{
+    return c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+bool
+mt_cli_parse_ids(const struct mt_cli *cli, const char *what, const char *s, size_t len,
+                 int32_t **ids_p, size_t *n_p)
+{
+    int32_t *ids = malloc(sizeof(*ids));
+    size_t n = 0, cap = 1, i = 0;
+
+    if (ids == NULL) {
+        mt_cli_error(cli, "out of memory for the ids of %s", what);
+        return false;
+    }
+    while (i < len) {
+        if (is_id_separator(s[i])) {
+            i++;
+            continue;
+        }
+        size_t start = i, digits;
+        int64_t v = 0;
+        bool neg = s[i] == '-';
+        i += neg;
+        for (digits = i; i < len && isdigit((unsigned char)s[i]) && v <= INT32_MAX; i++) {
+            v = 10 * v + (s[i] - '0');
+        }
+        v = neg ? -v : v;
+        if (i == digits || v < INT32_MIN || v > INT32_MAX || (i < len && !is_id_separator(s[i]))) {
+            while (i < len && !is_id_separator(s[i])) {
+                i++;
+            }
+            const char *nul = memchr(s + start, 0, i - start);
+            if (nul != NULL) {
+                mt_cli_error(cli, "bad token id in %s: a NUL byte at offset %zu", what,
+                             (size_t)(nul - s));
+            } else {
+                mt_cli_error(cli, "bad token id '%.*s' in %s", (int)MT_MIN(i - start, 40),
+                             s + start, what);
+            }
+            free(ids);
+            return false;
+        }
+        if (n == cap) {
+            int32_t *ni = realloc(ids, 2 * cap * sizeof(*ni));
+            if (ni == NULL) {
+                mt_cli_error(cli, "out of memory for %zu ids of %s", 2 * cap, what);
+                free(ids);
+                return false;
+            }
+            ids = ni;
+            cap *= 2;
+        }
+        ids[n++] = (int32_t)v;
+    }
+    *ids_p = ids;
+    *n_p = n;
+    return true;
+}
+
+bool
+mt_cli_flush_stdout(const struct mt_cli *cli)
+{
+    errno = 0;
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        mt_cli_error(cli, "cannot write to stdout: %s",
+                     errno != 0 ? strerror(errno) : "write error");
+        return false;
+    }
+    return true;
+}
+
 double
 mt_cli_seconds(void)
 {

@@ -103,6 +103,22 @@ bool mt_cli_parse_float(const struct mt_cli *cli, const char *what, const char *
 bool mt_cli_parse_size(const struct mt_cli *cli, const char *what, const char *example,
                        const char *s, uint64_t *out);
 
+/*
+ * A list of token ids in s[0..len): decimal numbers, each an optional '-' and digits within the
+ * range of int32_t, separated by commas and/or whitespace ("0,5,17", "0 5 17\n", "0, 5"), as
+ * `moetier tokenize` prints them and `run --prompt-ids` takes them. Whether an id is in the
+ * vocabulary is for the caller to check. *ids_p is malloc'ed (also for no ids: free it). On a
+ * bad id or a NUL byte prints "bad token id 'X' in WHAT" and returns false.
+ */
+bool mt_cli_parse_ids(const struct mt_cli *cli, const char *what, const char *s, size_t len,
+                      int32_t **ids_p, size_t *n_p);
+
+/*
+ * Flush stdout; if anything written to it failed (a full disk, a closed pipe), print "cannot
+ * write to stdout: REASON" and return false: a command's output must not be lost silently.
+ */
+bool mt_cli_flush_stdout(const struct mt_cli *cli);
+
 /* Monotonic clock in seconds, for speeds. */
 double mt_cli_seconds(void);
 

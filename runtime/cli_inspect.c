@@ -4,9 +4,9 @@
  *
  * The one idea: every number comes from the tensor inventory (runtime/model.c) applied to the
  * config, so `--config-only` sizes the full 671B model from config.json alone, and with a
- * checkpoint the same numbers are printed after the registry checked every tensor against that
- * inventory. Human output uses thousands separators plus GiB; --json prints the same figures under
- * stable keys.
+ * checkpoint the same table is printed, with each tensor's bytes as stored, after the registry
+ * checked every tensor against that inventory. Human output uses thousands separators plus GiB;
+ * --json prints the same figures under stable keys.
  */
 #include <config.h>
 
@@ -345,6 +345,9 @@ mt_cli_inspect(int argc, char **argv)
     if (dir == NULL && config_file == NULL) {
         return mt_cli_usage_error(&cli, "-m DIR (or --config FILE) is required");
     }
+    if ((dir != NULL && dir[0] == '\0') || (config_file != NULL && config_file[0] == '\0')) {
+        return mt_cli_usage_error(&cli, "-m and --config need a non-empty path");
+    }
 
     memset(&r, 0, sizeof(r));
     r.model_dir = dir;
@@ -377,13 +380,10 @@ mt_cli_inspect(int argc, char **argv)
         r.model = model;
         r.config_path = path;
         r.n_tensors = mt_st_set_count(model->set);
-        for (size_t i = 0; i < r.n_tensors; i++) {
-            size_t f = (size_t)mt_st_set_tensor(model->set, i)->file + 1;
-
-            r.n_shards = f > r.n_shards ? f : r.n_shards;
-        }
+        r.n_shards = (size_t)mt_st_set_file_count(model->set);
     }
-    if (mt_model_sizes_compute(r.cfg, r.fp8, &r.sz) != MT_OK) {
+    if ((model != NULL ? mt_model_sizes_of(model, &r.sz)
+                       : mt_model_sizes_compute(r.cfg, r.fp8, &r.sz)) != MT_OK) {
         goto out;
     }
     if (json) {

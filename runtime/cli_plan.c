@@ -38,7 +38,8 @@ usage(FILE *f)
         "Model: time per token = always-on bytes / HBM bandwidth + per MoE layer the slowest of\n"
         "the concurrent sources (GPU HBM, CPU DRAM x --cpu-eff, PCIe, disk), each loaded with\n"
         "activation probability x expert bytes. The GPU first holds the always-on weights, the\n"
-        "KV cache for --ctx tokens and --gpu-reserve; experts get the rest.\n"
+        "KV cache for --ctx tokens and --gpu-reserve; experts get the rest. DRAM first holds\n"
+        "--cpu-reserve (and, when the profile has no GPU, the always-on weights and the KV).\n"
         "\n"
         "options:\n"
         "  -m, --model DIR         checkpoint directory (opened and checked unless\n"
@@ -76,6 +77,7 @@ print_plan(const struct mt_plan *p, const struct mt_model_config *cfg, int n_moe
     static const char *what[MT_TIER_COUNT] = {"GPU-resident (HBM)", "DRAM, CPU computes",
                                               "DRAM -> GPU over PCIe", "NVMe (streamed)"};
     double pk = (double)p->k / p->n_experts;
+    bool have_gpu = p->hbm_gbps > 0; /* the planner refuses a GPU without an HBM rate */
 
     printf("model      : %d layers (%d MoE x %d experts, k %d), expert %.2f MiB (%s), "
            "always-on %.2f GiB\n",
@@ -86,14 +88,23 @@ print_plan(const struct mt_plan *p, const struct mt_model_config *cfg, int n_moe
            "x %.2f, PCIe H2D %.1f GB/s, disk %.1f GB/s\n",
            p->hbm_gbps, p->gpu_tflops, p->dram_gbps, p->budget.cpu_eff, p->cpu_gflops,
            p->budget.cpu_eff, p->pcie_gbps, p->disk_gbps);
-    printf("GPU budget : %.1f GiB = always-on %.2f + KV %d tok %.2f + workspace %.2f + experts "
-           "%.2f GiB\n",
-           gib((double)p->budget.gpu_mem), gib((double)p->always_on_bytes), p->budget.ctx,
-           gib((double)p->kv_bytes), gib((double)p->budget.gpu_reserve),
-           gib((double)p->gpu_expert_bytes));
-    printf("DRAM budget: %.1f GiB = reserve %.2f + experts %.2f GiB\n",
-           gib((double)p->budget.cpu_mem), gib((double)p->budget.cpu_reserve),
-           gib((double)p->dram_expert_bytes));
+    if (have_gpu) {
+        printf("GPU budget : %.1f GiB = always-on %.2f + KV %d tok %.2f + workspace %.2f + "
+               "experts %.2f GiB\n",
+               gib((double)p->budget.gpu_mem), gib((double)p->always_on_bytes), p->budget.ctx,
+               gib((double)p->kv_bytes), gib((double)p->budget.gpu_reserve),
+               gib((double)p->gpu_expert_bytes));
+        printf("DRAM budget: %.1f GiB = reserve %.2f + experts %.2f GiB\n",
+               gib((double)p->budget.cpu_mem), gib((double)p->budget.cpu_reserve),
+               gib((double)p->dram_expert_bytes));
+    } else {
+        printf("GPU budget : none, the profile has no GPU (--gpu-mem is ignored)\n");
+        printf("DRAM budget: %.1f GiB = reserve %.2f + always-on %.2f + KV %d tok %.2f + experts "
+               "%.2f GiB\n",
+               gib((double)p->budget.cpu_mem), gib((double)p->budget.cpu_reserve),
+               gib((double)p->always_on_bytes), p->budget.ctx, gib((double)p->kv_bytes),
+               gib((double)p->dram_expert_bytes));
+    }
     if (p->trace_tokens > 0) {
         printf("activation : %s (%llu tokens)\n", p->activation,
                (unsigned long long)p->trace_tokens);
@@ -107,8 +118,8 @@ print_plan(const struct mt_plan *p, const struct mt_model_config *cfg, int n_moe
         printf("%-22s %8d %9.2f %12.3f %12.2f\n", what[k], ts->experts, gib(ts->bytes),
                ts->bytes_per_token / 1e9, ts->ms_per_token);
     }
-    printf("%-22s %8s %9.2f %12s %12.2f\n", "always-on (GPU)", "-", gib((double)p->always_on_bytes),
-           "", p->always_on_ms);
+    printf("%-22s %8s %9.2f %12s %12.2f\n", have_gpu ? "always-on (GPU)" : "always-on (CPU)", "-",
+           gib((double)p->always_on_bytes), "", p->always_on_ms);
     printf("  * each tier's bytes at its own rate; tiers of one layer overlap, so a layer costs\n"
            "    the slowest of them\n\n");
     printf("bottleneck : %s\n", p->bottleneck);
@@ -127,9 +138,9 @@ print_plan(const struct mt_plan *p, const struct mt_model_config *cfg, int n_moe
         printf("prefill    : %.1f tok/s at batch %d (%.1f ms per batch of %d tokens)\n",
                p->prefill_tok_s, p->budget.prefill_batch, p->prefill_ms, p->budget.prefill_batch);
         printf("             in prefill %d of %d DRAM experts are copied to the GPU, NVMe experts "
-               "are computed\n             on the GPU; attention FLOPs beyond 2 x params per token "
+               "are computed\n             on the %s; attention FLOPs beyond 2 x params per token "
                "are not modeled\n",
-               moved, dram);
+               moved, dram, have_gpu && p->pcie_gbps > 0 ? "GPU" : "CPU");
     }
     (void)cfg;
 }
@@ -254,8 +265,9 @@ mt_cli_plan(int argc, char **argv)
             if (!mt_cli_parse_double(&cli, "--cpu-eff", optarg, &budget.cpu_eff)) {
                 return 2;
             }
-            if (!(budget.cpu_eff > 0 && budget.cpu_eff <= 1)) {
-                mt_cli_error(&cli, "--cpu-eff must be in (0, 1], got '%s'", optarg);
+            /* Below 1% the CPU is as good as absent, and the times overflow any sane print. */
+            if (!(budget.cpu_eff >= 0.01 && budget.cpu_eff <= 1)) {
+                mt_cli_error(&cli, "--cpu-eff must be in [0.01, 1], got '%s'", optarg);
                 return 2;
             }
             break;
@@ -317,6 +329,10 @@ mt_cli_plan(int argc, char **argv)
     }
     if (mt_hwprofile_load(hw_path, hw) != MT_OK) {
         goto out;
+    }
+    if (hw->source[0] == '\0') {
+        /* What the plan and the planner's messages call the profile. */
+        snprintf(hw->source, sizeof(hw->source), "%s", hw_path);
     }
     if (trace_path != NULL && mt_trace_load(trace_path, &trace) != MT_OK) {
         goto out;

@@ -2,8 +2,10 @@
 /*
  * cli_run.c - `moetier run`: generate from a prompt with the CPU reference engine.
  *
- * The prompt is token ids (--prompt-ids 0,5,17) or text (-p, through the model's tokenizer.json,
- * with BOS prepended). Generated tokens stream to stdout as they come: as text when the model
+ * The prompt is token ids (--prompt-ids 0,5,17; spaces may separate them too, as `moetier
+ * tokenize` prints them) or text (-p, through the model's tokenizer.json, with BOS prepended;
+ * special tokens written in the text, such as <｜User｜>, become their ids, so a chat prompt can
+ * be written out by hand). Generated tokens stream to stdout as they come: as text when the model
  * directory has a tokenizer, else as ids; --print-ids prints only the generated ids, on one line,
  * separated by spaces. Prefill and decode speeds go to stderr at the end.
  *
@@ -42,8 +44,9 @@ run_usage(FILE *f)
             "Generate tokens from a prompt with the CPU reference engine (fp32).\n\n"
             "  -m, --model DIR          checkpoint directory (config.json, safetensors)\n"
             "      --device cpu         where to run (only cpu so far; default cpu)\n"
-            "      --prompt-ids LIST    prompt as comma-separated token ids\n"
-            "  -p, --prompt TEXT        prompt as text (needs DIR/tokenizer.json; BOS prepended)\n"
+            "      --prompt-ids LIST    prompt as token ids separated by commas or spaces\n"
+            "  -p, --prompt TEXT        prompt as text (needs DIR/tokenizer.json; BOS prepended;\n"
+            "                           special tokens such as <｜User｜> in TEXT are recognized)\n"
             "  -n N                     tokens to generate (default 32; 0 = prefill only)\n"
             "      --temperature T      0 = greedy (default 0)\n"
             "      --top-p P            nucleus sampling mass in (0, 1] (default 1)\n"
@@ -61,45 +64,6 @@ run_usage(FILE *f)
 }
 
 static const struct mt_cli cli = {"run", run_usage};
-
-/* Parse "0,5,17": *ids_out malloc'ed. Returns false (with a message) on bad syntax. */
-static bool
-parse_ids(const char *s, int32_t **ids_out, int *n_out)
-{
-    int cap = 16;
-    int n = 0;
-    int32_t *ids = malloc((size_t)cap * sizeof(*ids));
-    const char *p = s;
-
-    if (ids == NULL) {
-        return false;
-    }
-    while (*p != '\0') {
-        char *end;
-        errno = 0;
-        long v = strtol(p, &end, 10);
-        if (end == p || errno != 0 || v < INT32_MIN || v > INT32_MAX ||
-            (*end != ',' && *end != '\0')) {
-            mt_cli_error(&cli, "bad token id list '%s' (expected e.g. 0,5,17)", s);
-            free(ids);
-            return false;
-        }
-        if (n == cap) {
-            cap *= 2;
-            int32_t *ni = realloc(ids, (size_t)cap * sizeof(*ids));
-            if (ni == NULL) {
-                free(ids);
-                return false;
-            }
-            ids = ni;
-        }
-        ids[n++] = (int32_t)v;
-        p = *end == ',' ? end + 1 : end;
-    }
-    *ids_out = ids;
-    *n_out = n;
-    return true;
-}
 
 static mt_status_t
 dump_logits(const char *path, const float *logits, int T, int vocab)
@@ -232,8 +196,12 @@ mt_cli_run(int argc, char **argv)
     float *logits = NULL;
     mt_status_t st;
 
-    if (prompt_ids != NULL && !parse_ids(prompt_ids, &prompt, &n_prompt)) {
-        return 2;
+    if (prompt_ids != NULL) {
+        size_t n = 0;
+        if (!mt_cli_parse_ids(&cli, "--prompt-ids", prompt_ids, strlen(prompt_ids), &prompt, &n)) {
+            return 2;
+        }
+        n_prompt = (int)n; /* n <= strlen / 2 + 1, an argument's length */
     }
     rc = 1;
     if (mt_cli_engine_init(&e, dir, &ef, trace_path != NULL) != MT_OK) {
@@ -344,7 +312,9 @@ mt_cli_run(int argc, char **argv)
     if (n_done > 0 || print_ids) {
         printf("\n");
     }
-    fflush(stdout);
+    if (!mt_cli_flush_stdout(&cli)) {
+        goto out;
+    }
     fprintf(stderr, "mt: prefill %d tokens in %.3f s (%.2f tok/s); decode %d tokens in %.3f s "
             "(%.2f tok/s)\n", n_prompt, t_prefill, mt_cli_tok_per_s(n_prompt, t_prefill),
             n_decoded, t_decode, mt_cli_tok_per_s(n_decoded, t_decode));

@@ -4,7 +4,8 @@
  *
  * The whole of stdin is one text (a trailing newline is part of it, as `echo` gives it). Ids go
  * out on one line separated by spaces; with --decode, ids (any whitespace between them) come in
- * and the exact bytes they stand for go out, with no newline added.
+ * and the exact bytes they stand for go out, with no newline added. Commas may separate ids too,
+ * so a --prompt-ids list decodes as it is.
  */
 #include <config.h>
 
@@ -29,7 +30,7 @@ usage(FILE *f)
             "  -m, --model DIR  model directory holding tokenizer.json (or the file itself)\n"
             "  --special        recognize special tokens written in the text (<｜User｜>, ...);\n"
             "                   default: all text is plain text\n"
-            "  --decode         read ids (separated by whitespace) and print their text\n"
+            "  --decode         read ids (separated by whitespace or commas) and print their text\n"
             "  -h, --help       this help\n");
 }
 
@@ -56,52 +57,30 @@ read_all(FILE *f, size_t *len_p)
             cap *= 2;
         }
     }
+    if (ferror(f)) { /* e.g. stdin is a directory: EISDIR, not an empty text */
+        free(buf);
+        return NULL;
+    }
     buf[len] = 0;
     *len_p = len;
     return buf;
 }
 
 static int
-decode_stdin(struct mt_tokenizer *tok, const char *in)
+decode_stdin(struct mt_tokenizer *tok, const char *in, size_t in_len)
 {
     int32_t *ids = NULL;
-    size_t n = 0, cap = 0, len;
-    char *text = NULL, *end;
-    const char *p = in;
+    size_t n = 0, len;
+    char *text = NULL;
     int rc = 1;
 
-    for (;;) {
-        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == ',') {
-            p++;
-        }
-        if (*p == 0) {
-            break;
-        }
-        errno = 0;
-        long v = strtol(p, &end, 10);
-        if (end == p || errno != 0 || v < INT32_MIN || v > INT32_MAX) {
-            mt_cli_error(&cli, "'%.*s' is not a token id", (int)MT_MIN(strcspn(p, " \t\r\n,"), 20),
-                         p);
-            goto out;
-        }
-        if (n == cap) {
-            cap = cap ? 2 * cap : 1024;
-            int32_t *ni = realloc(ids, cap * sizeof(*ni));
-            if (ni == NULL) {
-                mt_cli_error(&cli, "out of memory");
-                goto out;
-            }
-            ids = ni;
-        }
-        ids[n++] = (int32_t)v;
-        p = end;
+    if (!mt_cli_parse_ids(&cli, "the input", in, in_len, &ids, &n)) {
+        return 1;
     }
-    if (mt_tokenizer_decode(tok, ids, n, &text, &len) != MT_OK) {
-        goto out;
+    if (mt_tokenizer_decode(tok, ids, n, &text, &len) == MT_OK) {
+        fwrite(text, 1, len, stdout);
+        rc = mt_cli_flush_stdout(&cli) ? 0 : 1;
     }
-    fwrite(text, 1, len, stdout);
-    rc = fflush(stdout) == 0 ? 0 : 1;
-out:
     free(text);
     free(ids);
     return rc;
@@ -155,13 +134,14 @@ mt_cli_tokenize(int argc, char **argv)
     if (mt_tokenizer_load(dir, &tok) != MT_OK) {
         return 1;
     }
+    errno = 0;
     in = read_all(stdin, &len);
     if (in == NULL) {
-        mt_cli_error(&cli, "cannot read stdin");
+        mt_cli_error(&cli, "cannot read stdin: %s", errno != 0 ? strerror(errno) : "out of memory");
         goto out;
     }
     if (decode) {
-        rc = decode_stdin(tok, in);
+        rc = decode_stdin(tok, in, len);
     } else {
         int32_t *ids = NULL;
         size_t n = 0;
@@ -170,7 +150,7 @@ mt_cli_tokenize(int argc, char **argv)
                 printf(i ? " %d" : "%d", ids[i]);
             }
             printf("\n");
-            rc = fflush(stdout) == 0 ? 0 : 1;
+            rc = mt_cli_flush_stdout(&cli) ? 0 : 1;
         }
         free(ids);
     }

@@ -150,8 +150,8 @@ read_int(json_t *obj, const char *key, const char *what, const char *ctx, int *o
     }
     x = json_integer_value(v);
     if (x < INT_MIN || x > INT_MAX) {
-        return mt_fail(MT_ERR_FORMAT, 0, "%s: field '%s%s' = %lld does not fit in an int", what,
-                       ctx, key, (long long)x);
+        return mt_fail(MT_ERR_FORMAT, 0, "%s: field '%s%s' is %lld, which does not fit in an int",
+                       what, ctx, key, (long long)x);
     }
     *out = (int)x;
     return MT_OK;
@@ -208,7 +208,7 @@ read_str(json_t *obj, const char *key, const char *what, const char *ctx, char *
     }
     s = json_string_value(v);
     if (strlen(s) >= size) {
-        return mt_fail(MT_ERR_FORMAT, 0, "%s: field '%s%s' = '%.40s...' is too long", what, ctx,
+        return mt_fail(MT_ERR_FORMAT, 0, "%s: field '%s%s' is too long ('%.40s...')", what, ctx,
                        key, s);
     }
     strcpy(out, s);
@@ -269,8 +269,8 @@ read_token_id(json_t *root, const char *key, const char *what, int *out)
         json_int_t x = json_integer_value(v);
 
         if (x < INT_MIN || x > INT_MAX) {
-            return mt_fail(MT_ERR_FORMAT, 0, "%s: field '%s' = %lld does not fit in an int", what,
-                           key, (long long)x);
+            return mt_fail(MT_ERR_FORMAT, 0, "%s: field '%s' is %lld, which does not fit in an int",
+                           what, key, (long long)x);
         }
         *out = (int)x;
         return MT_OK;
@@ -305,9 +305,8 @@ read_rope(json_t *rope, const char *what, const char *ctx, struct mt_model_confi
         return st;
     }
     if (seen_a && seen_b && strcmp(type_a, type_b) != 0) {
-        return mt_fail(MT_ERR_FORMAT, 0,
-                       "%s: field '%srope_type' = '%s' contradicts '%stype' = '%s'", what, ctx,
-                       type_a, ctx, type_b);
+        return mt_fail(MT_ERR_FORMAT, 0, "%s: field '%srope_type' is '%s' but '%stype' is '%s'",
+                       what, ctx, type_a, ctx, type_b);
     }
     if (seen_a || seen_b) {
         strcpy(cfg->rope_type, seen_a ? type_a : type_b);
@@ -521,8 +520,8 @@ mt_config_parse(const char *text, size_t len, const char *what, struct mt_model_
 
     /* The per-layer FFN kind: mlp_layer_types when given, else DeepSeek's rule. */
     if (cfg.num_hidden_layers <= 0 || cfg.num_hidden_layers > MT_MAX_LAYERS) {
-        st = mt_fail(MT_ERR_FORMAT, 0, "%s: field 'num_hidden_layers' = %d is out of range (1..%d)",
-                     what, cfg.num_hidden_layers, MT_MAX_LAYERS);
+        st = mt_fail(MT_ERR_FORMAT, 0, "%s: field 'num_hidden_layers' is %d, outside 1..%d", what,
+                     cfg.num_hidden_layers, MT_MAX_LAYERS);
         goto out_decref;
     }
     memset(cfg.layer_is_moe, 0, sizeof(cfg.layer_is_moe));
@@ -561,7 +560,9 @@ mt_status_t
 mt_config_load(const char *path, struct mt_model_config *cfg_out)
 {
     char *text;
+    char *what;
     size_t len;
+    size_t what_len = strlen(path) + sizeof("config ''");
     mt_status_t st;
 
     /* A config.json is a few KiB; 64 MiB means the path names some other file. */
@@ -569,7 +570,15 @@ mt_config_load(const char *path, struct mt_model_config *cfg_out)
     if (st != MT_OK) {
         return st;
     }
-    st = mt_config_parse(text, len, path, cfg_out);
+    /* Messages then read "config '/m/config.json': field ...", as the read errors do. */
+    what = malloc(what_len);
+    if (what == NULL) {
+        free(text);
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate config '%s'", path);
+    }
+    snprintf(what, what_len, "config '%s'", path);
+    st = mt_config_parse(text, len, what, cfg_out);
+    free(what);
     free(text);
     return st;
 }
@@ -580,8 +589,8 @@ static mt_status_t
 check_range(const char *what, const char *name, int value, int lo, int hi)
 {
     if (value < lo || value > hi) {
-        return mt_fail(MT_ERR_FORMAT, 0, "%s: field '%s' = %d is out of range (%d..%d)", what, name,
-                       value, lo, hi);
+        return mt_fail(MT_ERR_FORMAT, 0, "%s: field '%s' is %d, outside %d..%d", what, name, value,
+                       lo, hi);
     }
     return MT_OK;
 }
@@ -622,13 +631,16 @@ mt_config_validate(const struct mt_model_config *cfg, const char *what)
         {"num_nextn_predict_layers", cfg->num_nextn_predict_layers, 0, 8},
     };
     int per_group;
+    double scale;
+    double attn;
     bool dtype_ok = false;
     mt_status_t st;
 
     if (cfg->q_lora_rank <= 0) {
-        return mt_fail(MT_ERR_FORMAT, 0,
-                       "%s: field 'q_lora_rank' = %d: V3.2 needs a q latent (its indexer reads it)",
-                       what, cfg->q_lora_rank);
+        return mt_fail(
+            MT_ERR_FORMAT, 0,
+            "%s: field 'q_lora_rank' is %d; V3.2 needs a q latent (its indexer reads it)", what,
+            cfg->q_lora_rank);
     }
     for (size_t i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++) {
         if ((st = check_range(what, ranges[i].name, ranges[i].value, ranges[i].lo, ranges[i].hi)) !=
@@ -642,26 +654,27 @@ mt_config_validate(const struct mt_model_config *cfg, const char *what)
                        what, cfg->num_hidden_layers, cfg->num_nextn_predict_layers, MT_MAX_LAYERS);
     }
     if (cfg->first_k_dense_replace > cfg->num_hidden_layers) {
-        return mt_fail(MT_ERR_FORMAT, 0,
-                       "%s: field 'first_k_dense_replace' = %d exceeds num_hidden_layers = %d",
-                       what, cfg->first_k_dense_replace, cfg->num_hidden_layers);
+        return mt_fail(
+            MT_ERR_FORMAT, 0,
+            "%s: field 'first_k_dense_replace' is %d, more than the %d num_hidden_layers", what,
+            cfg->first_k_dense_replace, cfg->num_hidden_layers);
     }
     /* MoE routing: experts split evenly into groups, enough experts in the kept groups. */
     if (cfg->n_routed_experts % cfg->n_group != 0) {
-        return mt_fail(
-            MT_ERR_FORMAT, 0,
-            "%s: field 'n_group': n_routed_experts = %d is not divisible by n_group = %d", what,
-            cfg->n_routed_experts, cfg->n_group);
+        return mt_fail(MT_ERR_FORMAT, 0,
+                       "%s: field 'n_group': %d n_routed_experts do not split into %d groups", what,
+                       cfg->n_routed_experts, cfg->n_group);
     }
     if (cfg->topk_group > cfg->n_group) {
-        return mt_fail(MT_ERR_FORMAT, 0, "%s: field 'topk_group' = %d exceeds n_group = %d", what,
+        return mt_fail(MT_ERR_FORMAT, 0,
+                       "%s: field 'topk_group' is %d, more than the %d groups (n_group)", what,
                        cfg->topk_group, cfg->n_group);
     }
     per_group = cfg->n_routed_experts / cfg->n_group;
     if (cfg->num_experts_per_tok > cfg->topk_group * per_group) {
         return mt_fail(MT_ERR_FORMAT, 0,
-                       "%s: field 'num_experts_per_tok' = %d exceeds the %d experts of the "
-                       "topk_group = %d kept groups (%d experts per group)",
+                       "%s: field 'num_experts_per_tok' is %d, more than the %d experts of the "
+                       "%d kept groups (topk_group; %d experts per group)",
                        what, cfg->num_experts_per_tok, cfg->topk_group * per_group, cfg->topk_group,
                        per_group);
     }
@@ -670,40 +683,40 @@ mt_config_validate(const struct mt_model_config *cfg, const char *what)
                      strcmp(cfg->topk_method, "group_limited_greedy") == 0;
 
         return mt_fail(MT_ERR_FORMAT, 0,
-                       "%s: field 'topk_method' = '%s' is %s (V3.2 uses 'noaux_tc')", what,
+                       "%s: field 'topk_method' '%s' is %s (V3.2 uses 'noaux_tc')", what,
                        cfg->topk_method, known ? "not supported" : "unknown");
     }
     /* noaux_tc scores a group by the sum of its two best experts. */
     if (per_group < 2) {
         return mt_fail(MT_ERR_FORMAT, 0,
                        "%s: field 'n_group': noaux_tc needs at least 2 experts per group, have %d "
-                       "(n_routed_experts = %d, n_group = %d)",
+                       "(%d n_routed_experts in %d groups)",
                        what, per_group, cfg->n_routed_experts, cfg->n_group);
     }
     if (strcmp(cfg->scoring_func, "sigmoid") != 0) {
         return mt_fail(MT_ERR_FORMAT, 0,
-                       "%s: field 'scoring_func' = '%s' is %s (V3.2 uses 'sigmoid')", what,
+                       "%s: field 'scoring_func' '%s' is %s (V3.2 uses 'sigmoid')", what,
                        cfg->scoring_func,
                        strcmp(cfg->scoring_func, "softmax") == 0 ? "not supported" : "unknown");
     }
     if (strcmp(cfg->hidden_act, "silu") != 0) {
         return mt_fail(MT_ERR_FORMAT, 0,
-                       "%s: field 'hidden_act' = '%s' is not supported (only 'silu')", what,
+                       "%s: field 'hidden_act' '%s' is not supported (only 'silu')", what,
                        cfg->hidden_act);
     }
     if (!(cfg->routed_scaling_factor > 0.0 && isfinite(cfg->routed_scaling_factor))) {
-        return mt_fail(MT_ERR_FORMAT, 0, "%s: field 'routed_scaling_factor' = %g must be > 0", what,
-                       cfg->routed_scaling_factor);
+        return mt_fail(MT_ERR_FORMAT, 0, "%s: field 'routed_scaling_factor' is %g; it must be > 0",
+                       what, cfg->routed_scaling_factor);
     }
     /* Attention and indexer shapes. */
     if (cfg->qk_rope_head_dim % 2 != 0) {
         return mt_fail(MT_ERR_FORMAT, 0,
-                       "%s: field 'qk_rope_head_dim' = %d must be even (RoPE rotates pairs)", what,
-                       cfg->qk_rope_head_dim);
+                       "%s: field 'qk_rope_head_dim' is %d; it must be even (RoPE rotates pairs)",
+                       what, cfg->qk_rope_head_dim);
     }
     if (cfg->index_head_dim < cfg->qk_rope_head_dim) {
         return mt_fail(MT_ERR_FORMAT, 0,
-                       "%s: field 'index_head_dim' = %d is smaller than qk_rope_head_dim = %d (the "
+                       "%s: field 'index_head_dim' is %d, smaller than qk_rope_head_dim %d (the "
                        "indexer ropes its first qk_rope_head_dim dims)",
                        what, cfg->index_head_dim, cfg->qk_rope_head_dim);
     }
@@ -713,47 +726,58 @@ mt_config_validate(const struct mt_model_config *cfg, const char *what)
                        what);
     }
     if (!(cfg->rms_norm_eps > 0.0 && cfg->rms_norm_eps < 1.0)) {
-        return mt_fail(MT_ERR_FORMAT, 0, "%s: field 'rms_norm_eps' = %g must be in (0, 1)", what,
-                       cfg->rms_norm_eps);
+        return mt_fail(MT_ERR_FORMAT, 0, "%s: field 'rms_norm_eps' is %g; it must be in (0, 1)",
+                       what, cfg->rms_norm_eps);
     }
     /* RoPE. */
     if (!(cfg->rope_theta > 0.0 && isfinite(cfg->rope_theta))) {
-        return mt_fail(MT_ERR_FORMAT, 0, "%s: field 'rope_theta' = %g must be > 0", what,
+        return mt_fail(MT_ERR_FORMAT, 0, "%s: field 'rope_theta' is %g; it must be > 0", what,
                        cfg->rope_theta);
     }
     if (strcmp(cfg->rope_type, "yarn") == 0) {
         if (!(cfg->rope_factor >= 1.0 && isfinite(cfg->rope_factor))) {
-            return mt_fail(MT_ERR_FORMAT, 0, "%s: field 'rope_scaling.factor' = %g must be >= 1",
-                           what, cfg->rope_factor);
+            return mt_fail(MT_ERR_FORMAT, 0,
+                           "%s: field 'rope_scaling.factor' is %g; it must be >= 1", what,
+                           cfg->rope_factor);
         }
         if (cfg->rope_original_max_pos <= 0) {
-            return mt_fail(MT_ERR_FORMAT, 0,
-                           "%s: field 'rope_scaling.original_max_position_embeddings' = %d must be "
-                           "> 0",
-                           what, cfg->rope_original_max_pos);
+            return mt_fail(
+                MT_ERR_FORMAT, 0,
+                "%s: field 'rope_scaling.original_max_position_embeddings' is %d; it must "
+                "be > 0",
+                what, cfg->rope_original_max_pos);
         }
         if (!(cfg->rope_beta_slow > 0.0 && cfg->rope_beta_fast > cfg->rope_beta_slow &&
               isfinite(cfg->rope_beta_fast))) {
-            return mt_fail(MT_ERR_FORMAT, 0,
-                           "%s: field 'rope_scaling.beta_fast' = %g must exceed beta_slow = %g > 0",
-                           what, cfg->rope_beta_fast, cfg->rope_beta_slow);
+            return mt_fail(
+                MT_ERR_FORMAT, 0,
+                "%s: field 'rope_scaling.beta_fast' is %g; it must exceed beta_slow %g > 0", what,
+                cfg->rope_beta_fast, cfg->rope_beta_slow);
         }
         if (!(cfg->rope_mscale >= 0.0 && cfg->rope_mscale_all_dim >= 0.0 &&
               isfinite(cfg->rope_mscale) && isfinite(cfg->rope_mscale_all_dim))) {
             return mt_fail(MT_ERR_FORMAT, 0,
                            "%s: field 'rope_scaling.mscale' / 'mscale_all_dim' must be >= 0", what);
         }
+        /* Finite inputs can still overflow: 0.1 * 1e300 * ln(factor), squared, is inf. */
+        scale = mt_config_softmax_scale(cfg);
+        attn = mt_config_rope_attn_factor(cfg);
+        if (!(isfinite(scale) && scale > 0.0 && isfinite(attn) && attn > 0.0)) {
+            return mt_fail(MT_ERR_FORMAT, 0,
+                           "%s: field 'rope_scaling.mscale' / 'mscale_all_dim' (%g, %g) make the "
+                           "softmax scale %g or the RoPE attention factor %g unusable",
+                           what, cfg->rope_mscale, cfg->rope_mscale_all_dim, scale, attn);
+        }
     } else if (strcmp(cfg->rope_type, "default") == 0) {
         if (cfg->rope_factor != 1.0) {
             return mt_fail(MT_ERR_FORMAT, 0,
-                           "%s: field 'rope_scaling.factor' = %g needs rope_type 'yarn'", what,
-                           cfg->rope_factor);
+                           "%s: field 'rope_scaling.factor' is %g, which needs rope_type 'yarn'",
+                           what, cfg->rope_factor);
         }
     } else {
-        return mt_fail(
-            MT_ERR_FORMAT, 0,
-            "%s: field 'rope_scaling.type' = '%s' is not supported ('yarn' or 'default')", what,
-            cfg->rope_type);
+        return mt_fail(MT_ERR_FORMAT, 0,
+                       "%s: field 'rope_scaling.type' '%s' is not supported ('yarn' or 'default')",
+                       what, cfg->rope_type);
     }
     /* Storage. */
     for (size_t i = 0; i < sizeof(dtypes) / sizeof(dtypes[0]); i++) {
@@ -761,29 +785,29 @@ mt_config_validate(const struct mt_model_config *cfg, const char *what)
     }
     if (!dtype_ok) {
         return mt_fail(MT_ERR_FORMAT, 0,
-                       "%s: field 'torch_dtype' = '%s' is not one of bfloat16, float16, float32",
+                       "%s: field 'torch_dtype' '%s' is not one of bfloat16, float16, float32",
                        what, cfg->torch_dtype);
     }
     if (cfg->fp8) {
         if (cfg->fp8_block[0] != 128 || cfg->fp8_block[1] != 128) {
             return mt_fail(MT_ERR_FORMAT, 0,
-                           "%s: field 'quantization_config.weight_block_size' = [%d, %d]; only "
+                           "%s: field 'quantization_config.weight_block_size' is [%d, %d]; only "
                            "[128, 128] is supported",
                            what, cfg->fp8_block[0], cfg->fp8_block[1]);
         }
         if (cfg->scale_fmt[0] != '\0' && strcmp(cfg->scale_fmt, "ue8m0") != 0) {
             return mt_fail(MT_ERR_FORMAT, 0,
-                           "%s: field 'quantization_config.scale_fmt' = '%s' is unknown (expected "
+                           "%s: field 'quantization_config.scale_fmt' '%s' is unknown (expected "
                            "'ue8m0' or none)",
                            what, cfg->scale_fmt);
         }
     }
     if (cfg->bos_token_id < 0 || cfg->bos_token_id >= cfg->vocab_size) {
-        return mt_fail(MT_ERR_FORMAT, 0, "%s: field 'bos_token_id' = %d is outside the vocabulary",
+        return mt_fail(MT_ERR_FORMAT, 0, "%s: field 'bos_token_id' is %d, outside the vocabulary",
                        what, cfg->bos_token_id);
     }
     if (cfg->eos_token_id < 0 || cfg->eos_token_id >= cfg->vocab_size) {
-        return mt_fail(MT_ERR_FORMAT, 0, "%s: field 'eos_token_id' = %d is outside the vocabulary",
+        return mt_fail(MT_ERR_FORMAT, 0, "%s: field 'eos_token_id' is %d, outside the vocabulary",
                        what, cfg->eos_token_id);
     }
     return MT_OK;

@@ -547,9 +547,19 @@ profile_from_json(json_t *root, const char *what, struct mt_hwprofile *p)
     if (st != MT_OK) {
         return st;
     }
-    if ((o = json_object_get(root, "gpu")) != NULL &&
-        (st = fields_from_json(o, gpu_fields, &p->gpu, what, "gpu", NULL)) != MT_OK) {
-        return st;
+    if ((o = json_object_get(root, "gpu")) != NULL) {
+        struct mt_hw_gpu *g = &p->gpu;
+
+        st = fields_from_json(o, gpu_fields, g, what, "gpu", NULL);
+        if (st != MT_OK) {
+            return st;
+        }
+        if (json_object_get(o, "present") == NULL) {
+            /* A what-if file may describe its GPU by numbers only. */
+            g->present = g->name[0] != '\0' || g->count > 0 || g->mem_bytes > 0 ||
+                         g->sm_count > 0 || g->hbm_read_gbps > 0 || g->copy_gbps > 0 ||
+                         g->bf16_tflops > 0;
+        }
     }
     if ((o = json_object_get(root, "pcie")) != NULL) {
         st = fields_from_json(o, pcie_fields, &p->pcie, what, "pcie", pcie_extra);

@@ -24,7 +24,8 @@
  *     "disks": [ { "path": "/nvme0", "best_gbps": x, "best_qd": N, "best_block_bytes": N,
  *                  "points": [ { "qd": 1, "block_bytes": 1048576, "gbps": x }, ... ] }, ... ] }
  * Loading rejects a missing or different "version", unknown keys (typos in what-if files), wrong
- * types and negative numbers, with one message naming the file and the key.
+ * types and negative numbers, with one message naming the file and the key. A "gpu" object
+ * without "present" is present when any of its other fields is non-zero (or the name non-empty).
  */
 #ifndef MT_HWPROFILE_H
 #define MT_HWPROFILE_H

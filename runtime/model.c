@@ -312,7 +312,8 @@ collect_fn(struct walk *w, const struct mt_tensor_spec *spec, enum slot slot)
         struct mt_tensor_spec *grown = realloc(c->specs, cap * sizeof(*grown));
 
         if (grown == NULL) {
-            return mt_fail(MT_ERR_NOMEM, 0, "tensor inventory of %zu entries", cap);
+            return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate a tensor inventory of %zu entries",
+                           cap);
         }
         c->specs = grown;
         c->cap = cap;
@@ -376,17 +377,38 @@ spec_nelem(const struct mt_tensor_spec *s)
 
 struct sizes_ctx {
     struct mt_model_sizes *sz;
+    const struct mt_st_set *set; /* NULL, or the checkpoint whose stored bytes count */
     int first_moe_layer;
+    uint64_t all_params; /* every tensor, MTP included: bounds every sum inspect prints */
+    uint64_t all_bytes;
 };
+
+/*
+ * Every figure is a sum of parts of all_params or all_bytes (routed per token is at most all
+ * routed experts), so keeping these two within INT64_MAX (JSON integers are signed) keeps every
+ * figure exact. A single spec cannot overflow: config.c bounds each dimension by 2^24.
+ */
+#define MT_SIZES_MAX ((uint64_t)INT64_MAX)
 
 static mt_status_t
 sizes_fn(struct walk *w, const struct mt_tensor_spec *s, enum slot slot)
 {
     struct sizes_ctx *c = w->ctx;
+    const struct mt_model_config *cfg = w->cfg;
+    const struct mt_st_tensor *t = c->set != NULL ? mt_st_set_find(c->set, s->name) : NULL;
     uint64_t nelem = spec_nelem(s);
-    uint64_t bytes = nelem * spec_elem_size(w->cfg, w->fp8, s);
+    uint64_t bytes = t != NULL ? t->nbytes : nelem * spec_elem_size(cfg, w->fp8, s);
 
-    if (s->layer >= w->cfg->num_hidden_layers) {
+    if (nelem > MT_SIZES_MAX - c->all_params || bytes > MT_SIZES_MAX - c->all_bytes) {
+        return mt_fail(MT_ERR_FORMAT, 0,
+                       "model config: %d layers of hidden size %d with %d experts of width %d "
+                       "describe more than 2^63 bytes or parameters; not a real model",
+                       cfg->num_hidden_layers, cfg->hidden_size, cfg->n_routed_experts,
+                       cfg->moe_intermediate_size);
+    }
+    c->all_params += nelem;
+    c->all_bytes += bytes;
+    if (s->layer >= cfg->num_hidden_layers) {
         c->sz->mtp_bytes += bytes;
         return MT_OK;
     }
@@ -400,12 +422,12 @@ sizes_fn(struct walk *w, const struct mt_tensor_spec *s, enum slot slot)
     return MT_OK;
 }
 
-mt_status_t
-mt_model_sizes_compute(const struct mt_model_config *cfg, bool fp8,
-                       struct mt_model_sizes *sizes_out)
+static mt_status_t
+sizes_compute(const struct mt_model_config *cfg, bool fp8, const struct mt_st_set *set,
+              struct mt_model_sizes *sizes_out)
 {
     struct mt_model_sizes sz;
-    struct sizes_ctx c = {&sz, -1};
+    struct sizes_ctx c = {&sz, set, -1, 0, 0};
     struct walk w = {cfg, fp8, true, sizes_fn, &c};
     uint64_t main_bytes = 0;
     uint64_t kv_layer;
@@ -444,7 +466,7 @@ mt_model_sizes_compute(const struct mt_model_config *cfg, bool fp8,
         sz.token_bytes_always = sz.other_bytes;
     } else {
         sz.token_bytes_always = sz.other_bytes - sz.bytes[MT_ROLE_EMBED] +
-                                (uint64_t)cfg->hidden_size * plain_elem_size(cfg);
+                                sz.bytes[MT_ROLE_EMBED] / (uint64_t)cfg->vocab_size;
     }
     sz.token_bytes_routed =
         (uint64_t)cfg->num_experts_per_tok * sz.routed_expert_bytes * (uint64_t)sz.n_moe_layers;
@@ -462,6 +484,19 @@ mt_model_sizes_compute(const struct mt_model_config *cfg, bool fp8,
     return MT_OK;
 }
 
+mt_status_t
+mt_model_sizes_compute(const struct mt_model_config *cfg, bool fp8,
+                       struct mt_model_sizes *sizes_out)
+{
+    return sizes_compute(cfg, fp8, NULL, sizes_out);
+}
+
+mt_status_t
+mt_model_sizes_of(const struct mt_model *model, struct mt_model_sizes *sizes_out)
+{
+    return sizes_compute(&model->cfg, model->fp8, model->set, sizes_out);
+}
+
 /* ---- the registry ---------------------------------------------------------------------------- */
 
 struct open_ctx {
@@ -469,20 +504,6 @@ struct open_ctx {
     enum mt_dtype linear_dt;  /* the one dtype of every linear of this checkpoint */
     const char *linear_probe; /* the tensor that decided it */
 };
-
-static void
-shape_str(char *buf, size_t size, int ndim, const int64_t *shape)
-{
-    size_t n = 0;
-
-    n += (size_t)snprintf(buf + n, size - n, "[");
-    for (int i = 0; i < ndim && n < size; i++) {
-        n += (size_t)snprintf(buf + n, size - n, "%s%lld", i ? ", " : "", (long long)shape[i]);
-    }
-    if (n < size) {
-        snprintf(buf + n, size - n, "]");
-    }
-}
 
 /* The dtypes a kind may have in this checkpoint, for checks and for messages. */
 static bool
@@ -580,16 +601,16 @@ check_fn(struct walk *w, const struct mt_tensor_spec *s, enum slot slot)
     char got[64];
     bool shape_ok;
 
-    shape_str(want, sizeof(want), s->ndim, s->shape);
+    mt_st_shape_str(s->shape, s->ndim, want, sizeof(want));
     if (t == NULL) {
         if (s->role == MT_ROLE_ROUTED_EXPERT && has_fused_experts(m, s->layer)) {
             return mt_fail(MT_ERR_FORMAT, 0,
-                           "checkpoint %s: layer %d stores its routed experts fused "
+                           "checkpoint '%s': layer %d stores its routed experts fused "
                            "(mlp.experts.gate_up_proj, transformers' in-memory layout); moetier "
                            "reads one tensor per expert ('%s'): re-save with save_pretrained",
                            m->dir, s->layer, s->name);
         }
-        return mt_fail(MT_ERR_FORMAT, 0, "checkpoint %s: tensor '%s' is missing (expected %s %s)",
+        return mt_fail(MT_ERR_FORMAT, 0, "checkpoint '%s': tensor '%s' is missing (expected %s %s)",
                        m->dir, s->name, want, dtype_expect_str(c, s->kind));
     }
     shape_ok = t->ndim == s->ndim;
@@ -597,19 +618,19 @@ check_fn(struct walk *w, const struct mt_tensor_spec *s, enum slot slot)
         shape_ok = t->shape[i] == s->shape[i];
     }
     if (!shape_ok) {
-        shape_str(got, sizeof(got), t->ndim, t->shape);
-        return mt_fail(MT_ERR_FORMAT, 0, "checkpoint %s: tensor '%s' has shape %s, expected %s",
+        mt_st_shape_str(t->shape, t->ndim, got, sizeof(got));
+        return mt_fail(MT_ERR_FORMAT, 0, "checkpoint '%s': tensor '%s' has shape %s, expected %s",
                        m->dir, s->name, got, want);
     }
     if (!dtype_allowed(c, s->kind, t->dtype)) {
         if (s->kind == MT_KIND_LINEAR) {
             return mt_fail(MT_ERR_FORMAT, 0,
-                           "checkpoint %s: tensor '%s' is %s, but the linears of this checkpoint "
+                           "checkpoint '%s': tensor '%s' is %s, but the linears of this checkpoint "
                            "are %s (as '%s'); all must share one storage mode",
                            m->dir, s->name, mt_dtype_name(t->dtype), mt_dtype_name(c->linear_dt),
                            c->linear_probe);
         }
-        return mt_fail(MT_ERR_FORMAT, 0, "checkpoint %s: tensor '%s' is %s, expected %s", m->dir,
+        return mt_fail(MT_ERR_FORMAT, 0, "checkpoint '%s': tensor '%s' is %s, expected %s", m->dir,
                        s->name, mt_dtype_name(t->dtype), dtype_expect_str(c, s->kind));
     }
     wt = slot_weight(m, s, slot);
@@ -640,7 +661,7 @@ warn_extras(const struct mt_model *m, const struct mt_tensor_spec *specs, size_t
 
     names = malloc((n_specs > 0 ? n_specs : 1) * sizeof(*names));
     if (names == NULL) {
-        return mt_fail(MT_ERR_NOMEM, 0, "checkpoint %s: name table", m->dir);
+        return mt_fail(MT_ERR_NOMEM, 0, "checkpoint '%s': cannot allocate the name table", m->dir);
     }
     for (size_t i = 0; i < n_specs; i++) {
         names[i] = specs[i].name;
@@ -657,7 +678,7 @@ warn_extras(const struct mt_model *m, const struct mt_tensor_spec *specs, size_t
         }
     }
     if (extra > 0) {
-        mt_log_warn("checkpoint %s: %zu tensor%s not part of DeepSeek-V3.2's inventory, ignored "
+        mt_log_warn("checkpoint '%s': %zu tensor%s not part of DeepSeek-V3.2's inventory, ignored "
                     "(first: '%s')",
                     m->dir, extra, extra == 1 ? " is" : "s are", first);
     }
@@ -697,19 +718,39 @@ mt_model_open(const char *dir, struct mt_model **model_out)
 
     m = calloc(1, sizeof(*m));
     if (m == NULL) {
-        return mt_fail(MT_ERR_NOMEM, 0, "opening checkpoint '%s'", dir);
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate checkpoint '%s'", dir);
     }
     m->dir = strdup(dir);
     path_len = strlen(dir) + sizeof("/config.json");
     path = malloc(path_len);
     if (m->dir == NULL || path == NULL) {
-        st = mt_fail(MT_ERR_NOMEM, 0, "opening checkpoint '%s'", dir);
+        st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate checkpoint '%s'", dir);
         goto out_destroy;
     }
     snprintf(path, path_len, "%s/config.json", dir);
     if ((st = mt_config_load(path, &m->cfg)) != MT_OK ||
         (st = mt_st_set_open(dir, &m->set)) != MT_OK) {
         goto out_destroy;
+    }
+
+    /*
+     * The layer after the main ones is the MTP layer (it alone has eh_proj) or absent. A decoder
+     * layer there means config.json has fewer layers than the weights, which must not pass as
+     * "extra tensors, ignored".
+     */
+    {
+        char eh[64];
+        int n = m->cfg.num_hidden_layers;
+
+        snprintf(eh, sizeof(eh), "model.layers.%d.eh_proj.weight", n);
+        if (layer_present(m->set, n) && mt_st_set_find(m->set, eh) == NULL) {
+            st = mt_fail(MT_ERR_FORMAT, 0,
+                         "checkpoint '%s': config.json has num_hidden_layers %d, but the weights "
+                         "have a decoder layer %d (not the MTP layer: no '%s'); config and weights "
+                         "do not match",
+                         dir, n, n, eh);
+            goto out_destroy;
+        }
     }
 
     /* One storage mode for all linears, decided by the first one (layer 0's q_a_proj). */
@@ -722,13 +763,13 @@ mt_model_open(const char *dir, struct mt_model **model_out)
     if (probe != NULL && !m->fp8 && c.linear_dt != MT_DTYPE_BF16 && c.linear_dt != MT_DTYPE_F16 &&
         c.linear_dt != MT_DTYPE_F32) {
         st = mt_fail(MT_ERR_FORMAT, 0,
-                     "checkpoint %s: tensor '%s' is %s; linears must be F8_E4M3 (with "
+                     "checkpoint '%s': tensor '%s' is %s; linears must be F8_E4M3 (with "
                      "weight_scale_inv), BF16, F16 or F32",
                      dir, c.linear_probe, mt_dtype_name(c.linear_dt));
         goto out_destroy;
     }
     if (probe != NULL && m->fp8 != m->cfg.fp8) {
-        mt_log_warn("checkpoint %s: config.json %s quantization_config but the linears are %s; "
+        mt_log_warn("checkpoint '%s': config.json %s quantization_config but the linears are %s; "
                     "going by the tensors",
                     dir, m->cfg.fp8 ? "has an fp8" : "has no", mt_dtype_name(c.linear_dt));
     }
@@ -737,7 +778,7 @@ mt_model_open(const char *dir, struct mt_model **model_out)
 
     m->layers = calloc((size_t)m->cfg.num_hidden_layers, sizeof(*m->layers));
     if (m->layers == NULL) {
-        st = mt_fail(MT_ERR_NOMEM, 0, "checkpoint %s: layer table", dir);
+        st = mt_fail(MT_ERR_NOMEM, 0, "checkpoint '%s': cannot allocate the layer table", dir);
         goto out_destroy;
     }
     for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
@@ -748,7 +789,8 @@ mt_model_open(const char *dir, struct mt_model **model_out)
         m->layers[l].experts =
             calloc((size_t)m->cfg.n_routed_experts, sizeof(*m->layers[l].experts));
         if (m->layers[l].experts == NULL) {
-            st = mt_fail(MT_ERR_NOMEM, 0, "checkpoint %s: expert table", dir);
+            st =
+                mt_fail(MT_ERR_NOMEM, 0, "checkpoint '%s': cannot allocate the expert tables", dir);
             goto out_destroy;
         }
     }

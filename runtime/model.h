@@ -129,4 +129,11 @@ struct mt_model {
 mt_status_t mt_model_open(const char *dir, struct mt_model **model_out);
 void mt_model_destroy(struct mt_model *model);
 
+/*
+ * The sizes of an opened checkpoint: mt_model_sizes_compute, except that every tensor present
+ * counts with its bytes as stored (a non-FP8 checkpoint may differ from the estimate, e.g. with
+ * a BF16 e_score_correction_bias); an absent MTP layer stays an estimate.
+ */
+mt_status_t mt_model_sizes_of(const struct mt_model *model, struct mt_model_sizes *sizes_out);
+
 #endif /* MT_MODEL_H */

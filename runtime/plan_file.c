@@ -213,6 +213,12 @@ get_tiers(struct reader *r, json_t *lo, const char *key, int layer, int E, uint8
     }
 }
 
+static bool
+is_dram(int t)
+{
+    return t == MT_TIER_DRAM_CPU || t == MT_TIER_DRAM_PCIE;
+}
+
 mt_status_t
 mt_plan_load(const char *path, struct mt_plan **plan_out)
 {
@@ -332,6 +338,18 @@ mt_plan_load(const char *path, struct mt_plan **plan_out)
         }
         get_tiers(&r, lo, "tiers", l, E, p->tiers + (size_t)l * E);
         get_tiers(&r, lo, "prefill", l, E, p->prefill_tiers + (size_t)l * E);
+        for (int e = 0; e < E && r.st == MT_OK; e++) {
+            int t = p->tiers[(size_t)l * E + e];
+            int pt = p->prefill_tiers[(size_t)l * E + e];
+            if (t != pt && !(is_dram(t) && is_dram(pt))) {
+                r.st = mt_fail(MT_ERR_FORMAT, 0,
+                               "plan '%s': layer %d expert %d is '%c' in 'tiers' but '%c' in "
+                               "'prefill': prefill may only change how a DRAM expert is "
+                               "computed (C or P), not where it is stored",
+                               path, l, e, mt_tier_code((enum mt_tier)t),
+                               mt_tier_code((enum mt_tier)pt));
+            }
+        }
     }
     if (r.st != MT_OK) {
         goto out_destroy;

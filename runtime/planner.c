@@ -894,8 +894,12 @@ mt_plan_problem_optimize(const struct mt_plan_problem *pb, bool keep_storage, ui
             if (missing > 0) {
                 st = mt_fail(MT_ERR_INVAL, 0,
                              "experts do not fit: %zu of %zu experts (%.1f GB) have no room in GPU "
-                             "or DRAM and the profile has no disk to stream them from",
-                             missing, n, (double)missing * pb->expert_bytes / 1e9);
+                             "or DRAM, and %s",
+                             missing, n, (double)missing * pb->expert_bytes / 1e9,
+                             pb->rate[MT_SRC_DISK] <= 0
+                                 ? "the profile has no disk to stream them from"
+                                 : "streamed from disk they need the CPU to compute them, but the "
+                                   "profile has no cpu read_gbps");
                 goto out_free;
             }
             local_search(&sr, false, bm);
@@ -1353,14 +1357,21 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
         mt_log_warn("--cpu-mem %.1f GiB exceeds the profile's DRAM %.1f GiB",
                     budget->cpu_mem / 1073741824.0, hw->dram_bytes / 1073741824.0);
     }
+    if (budget->cpu_mem < budget->cpu_reserve) {
+        st =
+            mt_fail(MT_ERR_INVAL, 0,
+                    "--cpu-mem %.1f GiB is too small: it must hold at least --cpu-reserve %.1f GiB "
+                    "(staging ring, OS)",
+                    budget->cpu_mem / 1073741824.0, budget->cpu_reserve / 1073741824.0);
+        goto out_destroy;
+    }
     plan->gpu_expert_bytes = (uint64_t)gpu_left;
-    plan->dram_expert_bytes =
-        budget->cpu_mem > budget->cpu_reserve ? budget->cpu_mem - budget->cpu_reserve : 0;
+    plan->dram_expert_bytes = budget->cpu_mem - budget->cpu_reserve;
     if (!hw->gpu.present) {
-        /* Without a GPU the always-on weights live in DRAM too. */
-        plan->dram_expert_bytes = plan->dram_expert_bytes > plan->always_on_bytes
-                                      ? plan->dram_expert_bytes - plan->always_on_bytes
-                                      : 0;
+        /* Without a GPU the always-on weights and the KV cache live in DRAM too. */
+        uint64_t dram_always = plan->always_on_bytes + plan->kv_bytes;
+        plan->dram_expert_bytes =
+            plan->dram_expert_bytes > dram_always ? plan->dram_expert_bytes - dram_always : 0;
     }
 
     plan->tiers = malloc((size_t)L * E);

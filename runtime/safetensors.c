@@ -83,9 +83,8 @@ mt_dtype_parse(const char *s, enum mt_dtype *dt_out)
 
 /* ---- header validation ----------------------------------------------------------------------- */
 
-/* "[4, 8]" for messages; "[]" for a 0-d tensor. */
-static const char *
-shape_str(const int64_t *shape, int ndim, char *buf, size_t size)
+const char *
+mt_st_shape_str(const int64_t *shape, int ndim, char *buf, size_t size)
 {
     size_t used = 0;
 
@@ -205,14 +204,14 @@ parse_tensor(const char *name, const json_t *entry, uint64_t data_start, uint64_
         if (d != 0 && nelem > UINT64_MAX / d) {
             return mt_fail(MT_ERR_FORMAT, 0,
                            "weights '%s': tensor '%s': shape %s has too many elements for 64 bits",
-                           what, name, shape_str(t->shape, i + 1, sbuf, sizeof(sbuf)));
+                           what, name, mt_st_shape_str(t->shape, i + 1, sbuf, sizeof(sbuf)));
         }
         nelem *= d;
     }
     for (int i = t->ndim; i < MT_ST_MAX_DIMS; i++) {
         t->shape[i] = 0;
     }
-    shape_str(t->shape, t->ndim, sbuf, sizeof(sbuf));
+    mt_st_shape_str(t->shape, t->ndim, sbuf, sizeof(sbuf));
     if (nelem > UINT64_MAX / esize || nelem * esize > (uint64_t)SIZE_MAX) {
         return mt_fail(MT_ERR_FORMAT, 0,
                        "weights '%s': tensor '%s': shape %s of %s overflows the byte count", what,
@@ -544,7 +543,8 @@ set_open_shard(struct mt_st_set *set, int i)
     int fd;
     mt_status_t st;
 
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO under a shard's name must fail below, not block this open forever. */
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         return mt_fail(MT_ERR_IO, errno, "cannot open weights '%s'", path);
     }
@@ -553,7 +553,11 @@ set_open_shard(struct mt_st_set *set, int i)
         return mt_fail(MT_ERR_IO, errno, "cannot stat weights '%s'", path);
     }
     if (!S_ISREG(sb.st_mode)) {
-        return mt_fail(MT_ERR_IO, 0, "weights '%s' is not a regular file", path);
+        return mt_fail(MT_ERR_IO, 0, "weights '%s' is %s, not a safetensors file", path,
+                       S_ISDIR(sb.st_mode) ? "a directory" : "a FIFO, socket or device");
+    }
+    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
+        return mt_fail(MT_ERR_IO, errno, "cannot clear O_NONBLOCK on weights '%s'", path);
     }
     if ((uint64_t)sb.st_size >= 8) {
         got = pread_full(fd, lenbuf, 8, 0, &err);
@@ -718,7 +722,7 @@ set_open_index(const char *dir, const char *index_path, struct mt_st_set **set_o
                          index_path, key);
             goto out_free_names;
         }
-        if (s[0] == '\0' || strchr(s, '/') != NULL || strcmp(s, "..") == 0) {
+        if (s[0] == '\0' || strchr(s, '/') != NULL || strcmp(s, ".") == 0 || strcmp(s, "..") == 0) {
             st = mt_fail(MT_ERR_FORMAT, 0,
                          "index '%s': tensor '%s' maps to '%s', which is not a file name in the "
                          "checkpoint directory",
@@ -920,12 +924,19 @@ mt_st_set_open(const char *dir, struct mt_st_set **set_out)
     if (S_ISREG(sb.st_mode)) {
         return mt_st_set_open_file(dir, set_out);
     }
+    if (!S_ISDIR(sb.st_mode)) {
+        return mt_fail(MT_ERR_IO, 0, "checkpoint '%s' is neither a directory nor a regular file",
+                       dir);
+    }
     index_path = path_join(dir, MT_ST_INDEX_NAME);
     if (index_path == NULL) {
         return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate index path");
     }
     if (stat(index_path, &sb) == 0) {
-        st = set_open_index(dir, index_path, set_out);
+        /* Not a FIFO, which would block the read forever, nor a directory. */
+        st = S_ISREG(sb.st_mode)
+                 ? set_open_index(dir, index_path, set_out)
+                 : mt_fail(MT_ERR_IO, 0, "index '%s' is not a regular file", index_path);
     } else if (errno == ENOENT) {
         st = set_open_glob(dir, set_out);
     } else {
@@ -988,6 +999,12 @@ mt_st_set_find(const struct mt_st_set *set, const char *name)
         }
     }
     return NULL;
+}
+
+int
+mt_st_set_file_count(const struct mt_st_set *set)
+{
+    return set->nfiles;
 }
 
 const char *
@@ -1197,7 +1214,7 @@ mt_st_writer_add(struct mt_st_writer *w, const char *name, enum mt_dtype dt, int
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0) {
             return mt_fail(MT_ERR_INVAL, 0, "weights '%s': tensor '%s': negative shape %s", w->path,
-                           name, shape_str(shape, ndim, sbuf, sizeof(sbuf)));
+                           name, mt_st_shape_str(shape, ndim, sbuf, sizeof(sbuf)));
         }
         if (shape[i] != 0 && nelem > UINT64_MAX / (uint64_t)shape[i]) {
             nelem = UINT64_MAX;
@@ -1208,7 +1225,7 @@ mt_st_writer_add(struct mt_st_writer *w, const char *name, enum mt_dtype dt, int
     if (nelem > (uint64_t)INT64_MAX / dtype_table[dt].size ||
         w->total > (uint64_t)INT64_MAX - nelem * dtype_table[dt].size) {
         return mt_fail(MT_ERR_INVAL, 0, "weights '%s': tensor '%s': shape %s overflows the file",
-                       w->path, name, shape_str(shape, ndim, sbuf, sizeof(sbuf)));
+                       w->path, name, mt_st_shape_str(shape, ndim, sbuf, sizeof(sbuf)));
     }
     nbytes = nelem * dtype_table[dt].size;
 

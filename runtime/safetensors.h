@@ -7,10 +7,10 @@
  * "__metadata__": {...}}, then the data; offsets are relative to the end of the header. A sharded
  * checkpoint has model.safetensors.index.json with {"weight_map": {name: "shard file"}}.
  *
- * The one idea: nothing in a file is trusted. Every offset, size, dtype and shape is checked against
- * the file size and against each other (no overlaps, no gaps past the end, size == product(shape) *
- * dtype size) before any tensor is read. Tensors are read by name with pread into caller memory;
- * whole files are never mapped, because the real checkpoint is 690 GB.
+ * The one idea: nothing in a file is trusted. Every offset, size, dtype and shape is checked
+ * against the file size and against each other (no overlaps, nothing past the end, size ==
+ * product(shape) * dtype size) before any tensor is read. Tensors are read by name with pread
+ * into caller memory; whole files are never mapped, because the real checkpoint is 690 GB.
  */
 #ifndef MT_SAFETENSORS_H
 #define MT_SAFETENSORS_H
@@ -49,6 +49,9 @@ const char *mt_dtype_name(enum mt_dtype dt);
 /* Parse a safetensors dtype string; MT_ERR_FORMAT for an unknown one (no message logged). */
 mt_status_t mt_dtype_parse(const char *s, enum mt_dtype *dt_out);
 
+/* A shape for messages: "[4, 8]", "[]" for a 0-d tensor, cut to fit size bytes. Returns buf. */
+const char *mt_st_shape_str(const int64_t *shape, int ndim, char *buf, size_t size);
+
 /* One tensor as described by a header. All fields validated. */
 struct mt_st_tensor {
     char *name;                       /* owned by the file/set */
@@ -85,6 +88,9 @@ const struct mt_st_tensor *mt_st_set_tensor(const struct mt_st_set *set, size_t 
 
 /* Look a tensor up by name (binary search); NULL when absent. */
 const struct mt_st_tensor *mt_st_set_find(const struct mt_st_set *set, const char *name);
+
+/* Number of files in the set (a file may hold no tensor). */
+int mt_st_set_file_count(const struct mt_st_set *set);
 
 /* Path of shard i, for messages. */
 const char *mt_st_set_file_path(const struct mt_st_set *set, int file);

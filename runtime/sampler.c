@@ -167,10 +167,22 @@ mt_sampler_sample(struct mt_sampler *r, const float *logits, int32_t *token_out)
         n = r->opts.top_k;
     }
     double sum = 0.0;
-    double m = r->c[0].logit;
-    for (int i = 0; i < n; i++) {
-        r->p[i] = exp(((double)r->c[i].logit - m) / r->opts.temperature);
-        sum += r->p[i];
+    if (r->c[0].logit == INFINITY) {
+        /* +inf logits (sorted first) take all the probability, in equal shares; the softmax
+         * below would compute inf - inf = NaN for them */
+        while (r->c[n - 1].logit != INFINITY) {
+            n--;
+        }
+        for (int i = 0; i < n; i++) {
+            r->p[i] = 1.0;
+        }
+        sum = n;
+    } else {
+        double m = r->c[0].logit;
+        for (int i = 0; i < n; i++) {
+            r->p[i] = exp(((double)r->c[i].logit - m) / r->opts.temperature);
+            sum += r->p[i];
+        }
     }
     if (r->opts.top_p < 1.0f) {
         double acc = 0.0;

@@ -32,7 +32,10 @@ mt_status_t mt_sampler_create(const struct mt_sampler_opts *opts, int vocab,
                               struct mt_sampler **sampler_out);
 void mt_sampler_destroy(struct mt_sampler *sampler);
 
-/* Pick the next token from logits[vocab]. MT_ERR_INVAL when every logit is NaN. */
+/*
+ * Pick the next token from logits[vocab]. NaN logits are never drawn; +inf logits, if any, share
+ * all the probability. MT_ERR_INVAL when every logit is NaN (or, sampling, NaN or -inf).
+ */
 mt_status_t mt_sampler_sample(struct mt_sampler *sampler, const float *logits, int32_t *token_out);
 
 /* Index of the largest logit (smallest index on ties, NaN ignored); -1 when all are NaN. */

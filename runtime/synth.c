@@ -356,6 +356,7 @@ struct synth_ctx {
     struct synth_io *io;                /* the I/O thread, while shards are written */
     /* progress */
     uint64_t written;
+    uint64_t old_bytes; /* --force: the earlier checkpoint's files, to be freed */
     double t_start;
     double t_last;
     bool tty;
@@ -568,8 +569,45 @@ synth_is_old_checkpoint_file_(const char *name)
 }
 
 /*
- * Create the output directory (and missing parents), or check that it is empty. With force, the
- * shards and index of an earlier checkpoint there are removed, so none can outlive this one.
+ * The shards and index of an earlier checkpoint in the output directory: with remove, unlink them
+ * (so none can outlive this one); without, add up their sizes in c->old_bytes, the room that
+ * removing them will free.
+ */
+static mt_status_t
+synth_old_checkpoint_(struct synth_ctx *c, bool remove)
+{
+    const char *dir = c->opt->out_dir;
+    char buf[4096];
+    struct stat sb;
+    struct dirent *e;
+    mt_status_t st = MT_OK;
+    DIR *d;
+
+    d = opendir(dir);
+    if (d == NULL) {
+        return mt_fail(MT_ERR_IO, errno, "cannot read output directory '%s'", dir);
+    }
+    c->old_bytes = 0;
+    while (st == MT_OK && (e = readdir(d)) != NULL) {
+        if (!synth_is_old_checkpoint_file_(e->d_name) ||
+            (st = synth_path_(buf, sizeof(buf), dir, e->d_name)) != MT_OK) {
+            continue;
+        }
+        if (!remove) {
+            if (lstat(buf, &sb) == 0 && S_ISREG(sb.st_mode)) {
+                c->old_bytes += (uint64_t)sb.st_size;
+            }
+        } else if (unlink(buf) != 0) {
+            st = mt_fail(MT_ERR_IO, errno, "cannot remove old checkpoint file '%s'", buf);
+        }
+    }
+    closedir(d);
+    return st;
+}
+
+/*
+ * Create the output directory (and missing parents), or check that it is empty (with force, that
+ * it exists; synth_old_checkpoint_ then measures and later removes an earlier checkpoint there).
  */
 static mt_status_t
 synth_prepare_dir_(struct synth_ctx *c)
@@ -616,24 +654,14 @@ synth_prepare_dir_(struct synth_ctx *c)
             continue;
         }
         empty = false;
-        if (c->opt->force && synth_is_old_checkpoint_file_(e->d_name)) {
-            if (synth_path_(buf, sizeof(buf), dir, e->d_name) != MT_OK) {
-                closedir(d);
-                return MT_ERR_INVAL;
-            }
-            if (unlink(buf) != 0) {
-                int err = errno;
-                closedir(d);
-                return mt_fail(MT_ERR_IO, err, "cannot remove old checkpoint file '%s'", buf);
-            }
-        }
+        break;
     }
     closedir(d);
     if (!empty && !c->opt->force) {
         return mt_fail(MT_ERR_INVAL, 0, "output directory '%s' is not empty (use --force to "
                        "write into it)", dir);
     }
-    return MT_OK;
+    return empty ? MT_OK : synth_old_checkpoint_(c, false);
 }
 
 static mt_status_t
@@ -643,15 +671,18 @@ synth_check_space_(struct synth_ctx *c)
     uint64_t avail;
     /* Tensors, plus headers (~150 B per tensor), JSON, tokenizer (8 MB) and 64 MB of slack. */
     uint64_t need = c->total_bytes + 150 * (uint64_t)c->n + ((uint64_t)72 << 20);
+    /* An earlier checkpoint that --force replaces is removed before writing: its room is free. */
 
     if (statvfs(c->opt->out_dir, &vfs) != 0) {
         return mt_fail(MT_ERR_IO, errno, "cannot query free space of '%s'", c->opt->out_dir);
     }
-    avail = (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize;
+    avail = (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize + c->old_bytes;
     if (avail < need) {
-        return mt_fail(MT_ERR_IO, ENOSPC, "the checkpoint needs %.2f GB but '%s' has %.2f GB free "
-                       "(try fewer --layers or another directory)", need / 1e9, c->opt->out_dir,
-                       avail / 1e9);
+        return mt_fail(MT_ERR_IO, 0,
+                       "the checkpoint needs %.2f GB but '%s' has %.2f GB free%s (try fewer "
+                       "--layers or another directory)",
+                       need / 1e9, c->opt->out_dir, avail / 1e9,
+                       c->old_bytes > 0 ? " counting the checkpoint it replaces" : "");
     }
     return MT_OK;
 }
@@ -1199,10 +1230,10 @@ synth_copy_tokenizer_(struct synth_ctx *c)
         }
         /* (checked first so that the likely mistake, no tokenizer directory, gets its hint) */
         if (access(path, R_OK) != 0) {
-            return mt_fail(MT_ERR_IO, errno,
-                           "cannot open tokenizer file '%s' (set MT_TOKENIZER_DIR to a directory "
-                           "holding DeepSeek's tokenizer.json)",
-                           path);
+            return mt_fail(MT_ERR_IO, 0,
+                           "cannot open tokenizer file '%s': %s (set MT_TOKENIZER_DIR to a "
+                           "directory holding DeepSeek's tokenizer.json)",
+                           path, strerror(errno));
         }
         if ((st = mt_file_read_all(path, "tokenizer file", 0, &data, &n)) != MT_OK) {
             return st;
@@ -1646,7 +1677,8 @@ mt_synth_write(const struct mt_synth_options *opt, struct mt_synth_result *res_o
     if ((st = synth_prepare_dir_(c)) != MT_OK) {
         goto out_free;
     }
-    if ((st = synth_check_space_(c)) != MT_OK) {
+    if ((st = synth_check_space_(c)) != MT_OK ||
+        (opt->force && (st = synth_old_checkpoint_(c, true)) != MT_OK)) {
         goto out_remove;
     }
     if ((st = synth_path_(path, sizeof(path), opt->out_dir, "config.json")) != MT_OK ||

@@ -231,6 +231,8 @@ struct mt_tokenizer {
     struct pretok_step steps[MAX_STEPS];
     int n_steps;
     pcre2_match_data *md;
+    pcre2_match_context *mctx; /* match limits raised, JIT stack assigned (see load_json) */
+    pcre2_jit_stack *jit_stack;
 
     struct trie added_raw;  /* added tokens with normalized = false (matched first) */
     struct trie added_norm; /* normalized = true */
@@ -249,6 +251,7 @@ struct mt_tokenizer {
 };
 
 #define CACHE_MAX_PIECE 256
+#define JIT_STACK_MAX (256u << 20)
 #define CACHE_MAX_IDS (8u << 20)
 
 /* GPT-2's byte <-> char table: printable Latin-1 bytes stand for themselves, the other 68 bytes
@@ -848,10 +851,24 @@ load_json(struct mt_tokenizer *tok, json_t *root, const char *cfg_path)
     if ((st = check_decoder(tok, json_object_get(root, "decoder"), 0)) != MT_OK) {
         goto out;
     }
+    /*
+     * PCRE2's default limits are too small for text HF encodes without trouble: the 10M match
+     * limit fails on a whitespace run of ~8 MB ("\s*[\r\n]+" backtracks over all of it), the
+     * 32 KiB JIT stack on a pattern whose group repeats a few thousand times. Lift the match
+     * limit (the work per match stays linear for the patterns of real tokenizers) and give
+     * the JIT a stack that grows on demand up to JIT_STACK_MAX.
+     */
     tok->md = pcre2_match_data_create(4, NULL);
-    if (tok->md == NULL) {
+    tok->mctx = pcre2_match_context_create(NULL);
+    tok->jit_stack = pcre2_jit_stack_create(32 << 10, JIT_STACK_MAX, NULL);
+    if (tok->md == NULL || tok->mctx == NULL) {
         st = mt_fail(MT_ERR_NOMEM, 0, "tokenizer: out of memory for PCRE2 match data");
         goto out;
+    }
+    pcre2_set_match_limit(tok->mctx, UINT32_MAX);
+    pcre2_set_depth_limit(tok->mctx, UINT32_MAX);
+    if (tok->jit_stack != NULL) { /* NULL without JIT support: the default stack is used */
+        pcre2_jit_stack_assign(tok->mctx, NULL, tok->jit_stack);
     }
 
     tok->bos = tok->eos = -1;
@@ -938,6 +955,8 @@ mt_tokenizer_free(struct mt_tokenizer *tok)
         pcre2_code_free(tok->steps[i].re);
     }
     pcre2_match_data_free(tok->md);
+    pcre2_match_context_free(tok->mctx);
+    pcre2_jit_stack_free(tok->jit_stack);
     free(tok->path);
     free(tok->tok_off);
     free(tok->tok_len);
@@ -1080,6 +1099,9 @@ bpe(struct mt_tokenizer *tok, const unsigned char *b, size_t n, struct out_ids *
     size_t nh = 0, ns = 0;
     mt_status_t st;
 
+    if (n > INT32_MAX) { /* positions are int32 (and 32 bits of a heap entry) */
+        return mt_fail(MT_ERR_INVAL, 0, "tokenizer: a pre-token of %zu bytes is too long", n);
+    }
     if ((st = sym_reserve(tok, n)) != MT_OK) {
         return st;
     }
@@ -1252,10 +1274,10 @@ pretok(struct mt_tokenizer *tok, int k, const char *s, size_t n, struct out_ids 
         int rc;
         if (pos <= n) {
             if (step->jit) {
-                rc = pcre2_jit_match(step->re, (PCRE2_SPTR)s, n, pos, 0, tok->md, NULL);
+                rc = pcre2_jit_match(step->re, (PCRE2_SPTR)s, n, pos, 0, tok->md, tok->mctx);
             } else {
-                rc =
-                    pcre2_match(step->re, (PCRE2_SPTR)s, n, pos, PCRE2_NO_UTF_CHECK, tok->md, NULL);
+                rc = pcre2_match(step->re, (PCRE2_SPTR)s, n, pos, PCRE2_NO_UTF_CHECK, tok->md,
+                                 tok->mctx);
             }
         } else {
             rc = PCRE2_ERROR_NOMATCH;

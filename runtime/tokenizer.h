@@ -19,8 +19,9 @@
  * time: it holds back an incomplete UTF-8 sequence until the bytes that finish it arrive, and
  * replaces bytes that can never form a character by U+FFFD, so it never prints half a character.
  *
- * A loaded tokenizer is immutable except for its piece cache, which is guarded by nothing: use one
- * tokenizer per thread for concurrent encoding (decoding is thread-safe).
+ * A loaded tokenizer is immutable except for its encode scratch (the piece cache, PCRE2's match
+ * data and JIT stack), which is guarded by nothing: use one tokenizer per thread for concurrent
+ * encoding (decoding is thread-safe).
  */
 #ifndef MT_TOKENIZER_H
 #define MT_TOKENIZER_H

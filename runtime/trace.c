@@ -394,8 +394,15 @@ get_int(json_t *obj, const char *key, const char *path, long long lo, long long 
     return MT_OK;
 }
 
+/*
+ * Most tokens a layer may claim: 2^40 (a trillion) keeps tokens x k and the sum of the counts
+ * (at most n_experts x tokens, n_experts <= 2^16) far from 64-bit overflow.
+ */
+#define MAX_LAYER_TOKENS ((long long)1 << 40)
+
+/* One entry of "layers"; seen[layer] marks the layers read so far. */
 static mt_status_t
-load_layer(struct mt_trace *t, json_t *lo, const char *path)
+load_layer(struct mt_trace *t, json_t *lo, const char *path, bool *seen)
 {
     long long layer;
     long long tokens;
@@ -413,13 +420,14 @@ load_layer(struct mt_trace *t, json_t *lo, const char *path)
     if (st != MT_OK) {
         return st;
     }
-    st = get_int(lo, "tokens", path, 0, INT64_MAX, &tokens);
+    st = get_int(lo, "tokens", path, 0, MAX_LAYER_TOKENS, &tokens);
     if (st != MT_OK) {
         return st;
     }
-    if (t->layer_tokens[layer] != 0) {
+    if (seen[layer]) {
         return mt_fail(MT_ERR_FORMAT, 0, "trace '%s': layer %lld listed twice", path, layer);
     }
+    seen[layer] = true;
     t->layer_tokens[layer] = (uint64_t)tokens;
     counts = json_object_get(lo, "counts");
     if (!json_is_array(counts) || json_array_size(counts) != (size_t)t->n_experts) {
@@ -490,6 +498,7 @@ mt_trace_load(const char *path, struct mt_trace **trace_out)
     long long n_experts;
     long long k;
     struct mt_trace *t = NULL;
+    bool *seen = NULL;
     mt_status_t st;
 
     st = mt_json_load_versioned(path, "trace", "moetier-trace", MT_TRACE_VERSION, &root);
@@ -510,17 +519,24 @@ mt_trace_load(const char *path, struct mt_trace **trace_out)
         st = mt_fail(MT_ERR_FORMAT, 0, "trace '%s': missing array 'layers'", path);
         goto out_destroy;
     }
+    seen = calloc((size_t)n_layers, sizeof(*seen));
+    if (seen == NULL) {
+        st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate trace of %lld layers", n_layers);
+        goto out_destroy;
+    }
     for (size_t i = 0; i < json_array_size(layers); i++) {
-        st = load_layer(t, json_array_get(layers, i), path);
+        st = load_layer(t, json_array_get(layers, i), path, seen);
         if (st != MT_OK) {
             goto out_destroy;
         }
     }
+    free(seen);
     json_decref(root);
     *trace_out = t;
     return MT_OK;
 
 out_destroy:
+    free(seen);
     mt_trace_destroy(t);
 out_decref:
     json_decref(root);

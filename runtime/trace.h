@@ -32,7 +32,8 @@
  *   }
  * - n_layers, n_experts, k: the model's dims; a trace is refused for a model with other dims.
  * - tokens: the max over layers of the tokens recorded at that layer.
- * - layers: only layers with at least one record; counts[e]: times expert e was chosen there.
+ * - layers: only layers with at least one record, each once, at most 2^40 tokens; counts[e]:
+ *   times expert e was chosen there (they sum to tokens x k).
  * - from_layer, transitions (optional): flat triples (a, b, n), n > 0: n times expert a at
  *   from_layer was followed by expert b at this layer. Only non-zero pairs are stored.
  *

@@ -46,10 +46,14 @@ TESTS += $(check_PROGRAMS)
 TESTS += tests/test_inspect.sh
 TESTS += tests/test_run.sh
 TESTS += tests/test_chat_cli.sh
+TESTS += tests/test_tokenize_cli.sh
 TESTS += tests/test_bench.sh
 EXTRA_DIST += tests/test_bench.sh
+TESTS += tests/test_plan.sh
+EXTRA_DIST += tests/test_plan.sh
 EXTRA_DIST += tests/test_run.sh
 EXTRA_DIST += tests/test_chat_cli.sh
+EXTRA_DIST += tests/test_tokenize_cli.sh
 EXTRA_DIST += tests/test_inspect.sh
 EXTRA_DIST += tests/data tests/reference
 # tests/fuzz: libFuzzer target for the safetensors parser (tests/fuzz/run.sh SECONDS; CI).

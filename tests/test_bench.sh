@@ -1,7 +1,9 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
 # test_bench.sh - a smoke run of `moetier bench --only dram,cpu --quick` (about a second): it
-# exits 0, prints the table, writes a version-1 profile and an SVG; bad options exit 2.
+# exits 0, prints the table, writes a version-1 profile and an SVG; bad options exit 2. The disk
+# part on a directory: it measures, never leaves its test file behind (also when interrupted),
+# never removes a file it did not create, and refuses bad paths and sizes with one message.
 # No timing is checked: on a shared CI machine the numbers mean nothing.
 moetier="${MT_BUILDDIR:-.}/moetier"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/mt-bench-XXXXXX") || exit 1
@@ -17,7 +19,7 @@ check() { # check COND-EXIT-STATUS DESCRIPTION
         failed=1
     fi
 }
-echo "1..6"
+echo "1..15"
 "$moetier" bench --only dram,cpu --quick --json "$tmp/p.json" --svg "$tmp/p.svg" \
     >"$tmp/out" 2>"$tmp/err"
 rc=$?
@@ -34,4 +36,62 @@ check $? "the chart is written"
 "$moetier" bench --only bogus >/dev/null 2>"$tmp/err2"
 [ $? -eq 2 ] && grep -q "unknown part 'bogus'" "$tmp/err2"
 check $? "an unknown part is a usage error (exit 2)"
+
+"$moetier" bench --only dram --quick --dram-size 8M >"$tmp/out" 2>"$tmp/err"
+[ $? -eq 0 ] && grep -q '^dram  *triad .*3x8 MiB' "$tmp/out"
+check $? "--quick keeps an explicit --dram-size"
+# Half the machine's DRAM per array: three of them would not fit; refused before touching any.
+half_k=$(awk '/^MemTotal:/ { print int($2 / 2 / 4) * 4 }' /proc/meminfo)
+"$moetier" bench --only dram --dram-size "${half_k}K" >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q 'of DRAM' "$tmp/err"
+check $? "--dram-size too large for this machine is refused"
+
+# ---- disk ----
+mkdir "$tmp/d"
+"$moetier" bench --only disk --disk "$tmp/d" --disk-size 8M --disk-qd 1,4 --disk-block 1M \
+    >"$tmp/out" 2>"$tmp/err"
+rc=$?
+check $rc "bench --only disk on a directory exits 0"
+[ $rc -eq 0 ] || sed 's/^/# /' "$tmp/err"
+grep -q '^disk  *odirect_read .* qd4 1 MiB' "$tmp/out" && [ -z "$(ls -A "$tmp/d")" ]
+check $? "it has a disk row per point and removed its test file"
+
+# Killed after the test file is written: the file must not stay behind. (SIGTERM: a background
+# job of a non-interactive shell ignores SIGINT, so Ctrl-C cannot be sent from here.)
+"$moetier" bench --only disk --disk "$tmp/d" --disk-size 64M --disk-pass 1G \
+    >/dev/null 2>"$tmp/err" &
+pid=$!
+i=0
+while [ $i -lt 600 ] && ! grep -q 'wrote' "$tmp/err" && kill -0 $pid 2>/dev/null; do
+    sleep 0.05
+    i=$((i + 1))
+done
+kill -TERM $pid 2>/dev/null
+wait $pid
+[ -z "$(ls -A "$tmp/d")" ]
+check $? "a kill during the disk part leaves no test file"
+rm -f "$tmp/d"/*
+
+# A file of the test file's name that exists already (the name has the pid) is not ours.
+sh -c 'echo keep >"$1/moetier-bench-$$.tmp"; exec "$2" bench --only disk --disk "$1" \
+    --disk-size 8M' sh "$tmp/d" "$moetier" >/dev/null 2>"$tmp/err"
+rc=$?
+[ $rc -eq 1 ] && grep -q 'cannot create disk test file' "$tmp/err" &&
+    [ "$(cat "$tmp/d"/moetier-bench-*.tmp)" = keep ]
+check $? "an existing file of the test file's name is refused and left alone"
+rm -f "$tmp/d"/*
+
+"$moetier" bench --only disk --disk "$tmp/d" --disk-size 4K >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q 'disk-size.*smaller than' "$tmp/err" && [ -z "$(ls -A "$tmp/d")" ]
+check $? "--disk-size below the largest block is a usage error"
+
+mkfifo "$tmp/fifo"
+"$moetier" bench --only disk --disk "$tmp/fifo" >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q 'neither a file nor a directory' "$tmp/err"
+check $? "a FIFO is refused"
+
+printf x >"$tmp/one"
+"$moetier" bench --only disk --disk "$tmp/one" >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q 'smaller than one' "$tmp/err"
+check $? "a 1-byte file is refused"
 exit $failed

@@ -4,8 +4,8 @@
 # piped in are user messages, /reset forgets the conversation and the KV cache, and a greedy reply
 # after /reset equals the reply to the same message in a fresh run. The tiny model's text is
 # random gibberish, so replies are compared with each other, never with fixed text. Also: the
-# cache is reused across turns, --think and --system, a too-long message, and bad flags (exit 2)
-# or a missing model (exit 1) with one message.
+# cache is reused across turns, a last line without newline, --think and --system, a too-long
+# message, and bad flags (exit 2) or a missing model (exit 1) with one message.
 : "${MT_BUILDDIR:=.}"
 bin="$MT_BUILDDIR/moetier"
 n=0
@@ -35,7 +35,7 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/mt-chat-XXXXXX") || exit 1
 trap 'rm -rf "$tmp"' EXIT
 model="$tmp/tiny"
 
-echo "1..17"
+echo "1..20"
 "$bin" synth --preset tiny --layers 2 -q -o "$model" >/dev/null 2>"$tmp/synth.err"
 ok $? "synth --preset tiny writes a model"
 
@@ -102,10 +102,32 @@ rc=$?
     "$tmp/h.err" && [ ! -s "$tmp/h.out" ]
 ok $? "/help lists the commands, an unknown command is named, stdout stays empty (rc $rc)"
 
+# a last line without its newline is still a message
+printf 'hello there' | "$bin" chat -m "$model" --temperature 0 -n 8 >"$tmp/c.out" 2>"$tmp/c.err"
+rc=$?
+[ "$rc" -eq 0 ] && cmp -s "$tmp/c.out" "$tmp/b.out"
+ok $? "a last line without newline gets the same reply as with one (rc $rc)"
+
 "$bin" chat -m "$model" </dev/null >"$tmp/e.out" 2>&1
 rc=$?
 [ "$rc" -eq 0 ] && [ ! -s "$tmp/e.out" ]
 ok $? "end of input at once: exit 0, no output (rc $rc)"
+
+"$bin" chat -m "$model" </ >"$tmp/d.out" 2>"$tmp/d.err"
+rc=$?
+[ "$rc" -eq 1 ] && [ ! -s "$tmp/d.out" ] && grep -q 'cannot read stdin' "$tmp/d.err"
+ok $? "stdin that cannot be read (a directory) exits 1 with a message, not as end of input (rc $rc)"
+
+if [ -w /dev/full ]; then
+    printf 'hello there\nhow are you\n' | "$bin" chat -m "$model" -n 4 -v >/dev/full \
+        2>"$tmp/w.err"
+    rc=$?
+    [ "$rc" -eq 1 ] && grep -q 'cannot write to stdout' "$tmp/w.err" &&
+        [ "$(grep -c '^mt: turn ' "$tmp/w.err")" -eq 1 ]
+    ok $? "stdout that cannot be written stops the chat after one turn, exit 1 (rc $rc)"
+else
+    ok 0 "# SKIP no /dev/full"
+fi
 
 "$bin" chat -m "$model" --temperature hot </dev/null >/dev/null 2>"$tmp/f.err"
 rc=$?

@@ -6,6 +6,8 @@
 #include "tests/tap.h"
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 static void
@@ -57,5 +59,30 @@ main(void)
     tap_ok(!mt_cli_parse_size(&cli, "--gpu-mem", "24G", "-4096", &u), "size: negative refused");
     tap_ok(!mt_cli_parse_size(&cli, "--gpu-mem", "24G", "24X", &u), "size: unknown suffix refused");
     tap_ok(!mt_cli_parse_size(&cli, "--gpu-mem", "24G", "0x10", &u), "size: hex refused");
+
+    /* id lists: commas and/or whitespace between ids; each id strictly decimal in int32 */
+    int32_t *ids = NULL;
+    size_t n = 0;
+    static const char list[] = " 0,5, 17\n-3\t2147483647,,-2147483648,";
+    tap_ok(mt_cli_parse_ids(&cli, "ids", list, strlen(list), &ids, &n) && n == 6 && ids[0] == 0 &&
+               ids[1] == 5 && ids[2] == 17 && ids[3] == -3 && ids[4] == INT32_MAX &&
+               ids[5] == INT32_MIN,
+           "ids: separators and the int32 range (%zu ids)", n);
+    free(ids);
+    ids = NULL;
+    tap_ok(mt_cli_parse_ids(&cli, "ids", "", 0, &ids, &n) && n == 0 && ids != NULL,
+           "ids: an empty list is no ids");
+    free(ids);
+    static const char *const bad_ids[] = {"5-3",        "0x10",        "+5",
+                                          "1e3",        "12a",         "-",
+                                          "2147483648", "-2147483649", "99999999999999999999"};
+    for (size_t k = 0; k < sizeof(bad_ids) / sizeof(bad_ids[0]); k++) {
+        char buf[64];
+        snprintf(buf, sizeof(buf), "1,%s,2", bad_ids[k]);
+        ids = NULL;
+        tap_ok(!mt_cli_parse_ids(&cli, "ids", buf, strlen(buf), &ids, &n) && ids == NULL,
+               "ids: '%s' refused", bad_ids[k]);
+    }
+    tap_ok(!mt_cli_parse_ids(&cli, "ids", "1 2\0 3", 6, &ids, &n), "ids: a NUL byte refused");
     return tap_done();
 }

@@ -223,6 +223,12 @@ test_bad(void)
                    &cfg);
     tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "rope_type") != NULL,
            "contradicting rope_type and type: %s", mt_last_error());
+    st = parse_str("{\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 40, "
+                   "\"original_max_position_embeddings\": 4096, \"mscale\": 1, "
+                   "\"mscale_all_dim\": 1e300}}",
+                   &cfg);
+    tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "mscale_all_dim") != NULL,
+           "an mscale_all_dim whose softmax scale overflows to inf: %s", mt_last_error());
     mt_log_set_quiet(false);
 }
 

@@ -122,7 +122,7 @@ main(void)
     const char *dir = tap_tmpdir();
     mt_status_t st;
 
-    tap_plan(19);
+    tap_plan(22);
     mt_log_set_quiet(true);
 
     fill(&a);
@@ -153,6 +153,17 @@ main(void)
                c.cpu.isa == (MT_HW_ISA_AVX512F | MT_HW_ISA_AMX_BF16) &&
                c.dram_bytes == (512ull << 30),
            "a sparse what-if profile loads, absent fields are 0");
+
+    /* README's format leaves out gpu.present: a what-if GPU given by its numbers is present. */
+    st = mt_hwprofile_parse("{\"version\": 1, \"gpu\": {\"mem_bytes\": 25769803776, "
+                            "\"hbm_read_gbps\": 1008}}",
+                            "nopresent.json", &c);
+    tap_ok(st == MT_OK && c.gpu.present, "a gpu object with numbers but no 'present' is present");
+    st = mt_hwprofile_parse("{\"version\": 1, \"gpu\": {\"present\": false, \"hbm_read_gbps\": 9}}",
+                            "absent.json", &c);
+    tap_ok(st == MT_OK && !c.gpu.present, "an explicit \"present\": false wins");
+    st = mt_hwprofile_parse("{\"version\": 1, \"gpu\": {\"name\": \"\"}}", "empty.json", &c);
+    tap_ok(st == MT_OK && !c.gpu.present, "a gpu object of zeros is not present");
 
     st = mt_hwprofile_load("/nonexistent/dir/h.json", &c);
     tap_ok(st == MT_ERR_IO && strstr(mt_last_error(), "/nonexistent/dir/h.json") != NULL &&

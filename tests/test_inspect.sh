@@ -2,7 +2,10 @@
 # SPDX-License-Identifier: MIT
 # test_inspect.sh - `moetier inspect --config-only` on DeepSeek-V3.2's config.json: the JSON carries
 # spec 3.5's figures (44,050,944 B per routed expert, 654,068,416,512 B routed, 19,963,965,120 B
-# other), the text output has them with thousands separators, and a bad flag is a usage error (2).
+# other), the text output has them with thousands separators, and a bad flag or an empty -m is a
+# usage error (2).
+# `inspect -m` validates a synth checkpoint, and a truncated shard, a FIFO or a directory in place
+# of a shard each give exit 1 with one message naming the shard (a FIFO must not hang the open).
 : "${MT_BUILDDIR:=.}"
 : "${MT_TEST_DATA:=$(dirname "$0")/data}"
 bin="$MT_BUILDDIR/moetier"
@@ -20,7 +23,7 @@ ok() {
     fi
 }
 
-echo "1..10"
+echo "1..17"
 json=$("$bin" inspect --config-only -m "$dir" --json)
 ok $? "inspect --config-only --json exits 0"
 printf '%s\n' "$json" | grep -q '"routed_expert_bytes": 44050944,'
@@ -37,6 +40,10 @@ ok $? "text: routed experts 654,068,416,512 B (609.15 GiB)"
 rc=$?
 [ "$rc" -eq 2 ]
 ok $? "a bad flag exits 2 (got $rc)"
+"$bin" inspect -m '' >/dev/null 2>&1
+rc=$?
+[ "$rc" -eq 2 ]
+ok $? "an empty -m is a usage error, not '/config.json' (got $rc)"
 "$bin" inspect --help | grep -q -- '--config-only'
 ok $? "--help lists --config-only"
 # A checkpoint transformers 5 wrote (tests/reference/make_golden.py), when the tree has it.
@@ -50,4 +57,36 @@ else
     echo "ok $((n - 1)) # SKIP no tests/data/hf-bf16"
     echo "ok $n # SKIP no tests/data/hf-bf16"
 fi
+# A synthetic checkpoint: validated; then damaged, one clear message naming the shard, exit 1.
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+"$bin" synth -q -o "$tmp/t" --preset tiny --layers 2 >/dev/null 2>&1
+out=$("$bin" inspect -m "$tmp/t")
+ok $? "inspect -m on a synth tiny checkpoint exits 0"
+printf '%s\n' "$out" | grep -q '2 shards, [0-9,]* tensors; validation passed'
+ok $? "... and reports 2 shards, validation passed"
+# Without the index every *.safetensors file counts, also one that holds no tensor.
+cp -R "$tmp/t" "$tmp/g" && rm "$tmp/g/model.safetensors.index.json" &&
+    printf '\010\000\000\000\000\000\000\000{}      ' >"$tmp/g/zz-empty.safetensors"
+"$bin" inspect -m "$tmp/g" 2>/dev/null | grep -q '3 shards, [0-9,]* tensors; validation passed'
+ok $? "without the index: 3 shards counted, one of them without tensors"
+shard="$tmp/t/model-00002-of-000002.safetensors"
+head -c 100 "$shard" >"$tmp/cut" && mv "$tmp/cut" "$shard"
+"$bin" inspect -m "$tmp/t" >"$tmp/out" 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 1 ] && [ ! -s "$tmp/out" ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] &&
+    grep -q "^mt: .*'$shard'.*truncated" "$tmp/err"
+ok $? "a truncated shard: exit 1 (got $rc), no output, one message naming it: $(cat "$tmp/err")"
+rm -f "$shard"
+mkfifo "$shard"
+timeout 20 "$bin" inspect -m "$tmp/t" >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 1 ] && grep -q "'$shard' is a FIFO" "$tmp/err"
+ok $? "a FIFO in place of a shard: exit 1 (got $rc), not a hang: $(cat "$tmp/err")"
+rm -f "$shard"
+mkdir "$shard"
+"$bin" inspect -m "$tmp/t" >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 1 ] && grep -q "'$shard' is a directory" "$tmp/err"
+ok $? "a directory in place of a shard: exit 1 (got $rc): $(cat "$tmp/err")"
 exit $fail

@@ -376,6 +376,21 @@ test_open_hf(void)
                m->layers[2].experts[15].up.w != NULL && m->layers[1].mlp.gate.w != NULL,
            "transformers 5 save_pretrained BF16 checkpoint (per-expert tensors) validates: %s",
            mt_last_error());
+    if (st == MT_OK) {
+        struct mt_model_sizes sz;
+        uint64_t stored = 0;
+        uint64_t sized = 0;
+
+        for (size_t i = 0; i < mt_st_set_count(m->set); i++) {
+            stored += mt_st_set_tensor(m->set, i)->nbytes;
+        }
+        if (mt_model_sizes_of(m, &sz) == MT_OK) {
+            sized = sz.routed_bytes + sz.other_bytes;
+        }
+        tap_ok(sized == stored,
+               "its sizes are the bytes stored: %llu == %llu (BF16 e_score_correction_bias)",
+               (unsigned long long)sized, (unsigned long long)stored);
+    }
     mt_model_destroy(m);
 }
 
@@ -422,9 +437,69 @@ test_open_bad(void)
                 "all must share one storage mode", "a BF16 linear in an FP8 checkpoint");
     expect_fail(false, DAMAGE_DTYPE, "model.norm.weight", "is I32, expected", "an I32 norm");
     expect_fail(false, DAMAGE_FUSE, NULL, "fused", "fused experts (transformers in-memory layout)");
+    /* config.json with fewer layers than the weights: an error, not "extra tensors ignored". */
+    {
+        struct mt_model_config cfg;
+        const char *dir = tap_tmpdir();
+        char path[512];
+
+        tiny_config(&cfg, false);
+        st = write_ckpt(dir, &cfg, false, DAMAGE_NONE, NULL);
+        for (int mtp = 0; mtp < 2 && st == MT_OK; mtp++) {
+            cfg.num_hidden_layers = 2;
+            cfg.num_nextn_predict_layers = mtp;
+            snprintf(path, sizeof(path), "%s/config.json", dir);
+            st = mt_config_save(&cfg, path);
+            st = st == MT_OK ? mt_model_open(dir, &m) : st;
+            tap_ok(st == MT_ERR_FORMAT && m == NULL &&
+                       strstr(mt_last_error(), "num_hidden_layers 2") != NULL,
+                   "config.json says 2 layers (%d MTP), the weights have 4: %s", mtp,
+                   mt_last_error());
+            mt_model_destroy(m);
+            m = NULL;
+            st = MT_OK;
+        }
+        tap_rmtree(dir);
+    }
     st = mt_model_open("/nonexistent/moetier-ckpt", &m);
     tap_ok(st == MT_ERR_IO && m == NULL, "a missing directory: MT_ERR_IO: %s", mt_last_error());
     mt_log_set_quiet(false);
+}
+
+/* A config at the edge of every range describes more bytes than 64 bits hold: an error, not wrap.
+ */
+static void
+test_sizes_overflow(void)
+{
+    struct mt_model_config cfg;
+    struct mt_model_sizes sz;
+    mt_status_t st;
+
+    mt_config_default_v32(&cfg);
+    cfg.hidden_size = 1 << 24;
+    cfg.vocab_size = 1 << 24;
+    cfg.intermediate_size = 1 << 24;
+    cfg.moe_intermediate_size = 1 << 24;
+    cfg.n_routed_experts = 4096;
+    cfg.num_hidden_layers = 250;
+    cfg.fp8 = false;
+    strcpy(cfg.torch_dtype, "float32");
+    for (int l = 0; l < cfg.num_hidden_layers; l++) {
+        cfg.layer_is_moe[l] = l >= cfg.first_k_dense_replace;
+    }
+    mt_log_set_quiet(true);
+    st = mt_model_sizes_compute(&cfg, false, &sz);
+    mt_log_set_quiet(false);
+    tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "bytes") != NULL,
+           "a config of 2^24-wide dims and 4096 experts: MT_ERR_FORMAT, no wrapped sizes: %s",
+           st == MT_OK ? "(accepted)" : mt_last_error());
+    cfg.n_routed_experts = 256;
+    cfg.moe_intermediate_size = 2048;
+    cfg.hidden_size = 7168;
+    cfg.intermediate_size = 18432;
+    st = mt_model_sizes_compute(&cfg, false, &sz);
+    tap_ok(st == MT_OK && sz.bytes[MT_ROLE_EMBED] == (4ULL << 24) * 7168,
+           "a 2^24 vocabulary in float32 still sizes (status %d)", (int)st);
 }
 
 int
@@ -436,5 +511,6 @@ main(void)
     test_open_good();
     test_open_hf();
     test_open_bad();
+    test_sizes_overflow();
     return tap_done();
 }

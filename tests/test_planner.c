@@ -273,11 +273,13 @@ make_profile(struct mt_hwprofile *hw, double hbm, double dram, double pcie, doub
     hw->dram_bytes = (uint64_t)2 << 40;
 }
 
-/* Remove the first code of the first "tiers" string of a plan file. */
+/* Replace the first `find` in a file, and the `drop` bytes after it, with `repl` (test plans
+ * are small). */
 static void
-cut_first_tier_code(const char *path)
+patch_first(const char *path, const char *find, size_t drop, const char *repl)
 {
     static char buf[1 << 20];
+    static char out[(1 << 20) + 64];
     FILE *f = fopen(path, "r");
     size_t n;
     char *p;
@@ -288,15 +290,14 @@ cut_first_tier_code(const char *path)
     n = fread(buf, 1, sizeof(buf) - 1, f);
     fclose(f);
     buf[n] = '\0';
-    p = strstr(buf, "\"tiers\": \"");
-    if (p == NULL) {
+    p = strstr(buf, find);
+    if (p == NULL || strlen(p + strlen(find)) < drop || strlen(repl) > 64 + strlen(find)) {
         return;
     }
-    p += strlen("\"tiers\": \"");
-    memmove(p, p + 1, strlen(p + 1) + 1);
+    snprintf(out, sizeof(out), "%.*s%s%s", (int)(p - buf), buf, repl, p + strlen(find) + drop);
     f = fopen(path, "w");
     if (f != NULL) {
-        fputs(buf, f);
+        fputs(out, f);
         fclose(f);
     }
 }
@@ -424,11 +425,20 @@ test_v32_plans(void)
         /* A valid plan with one tier string cut short. */
         snprintf(path, sizeof(path), "%s/plan.json", dir);
         mt_plan_save(plan, path);
-        cut_first_tier_code(path);
+        patch_first(path, "\"tiers\": \"", 1, "\"tiers\": \""); /* one code less */
         tap_ok(mt_plan_load(path, &back) == MT_ERR_FORMAT &&
                    strstr(mt_last_error(), "256 tier codes") != NULL,
                "plan with a short tier string: %s", mt_last_error());
         tap_ok(back == NULL, "failed plan loads leave the output untouched");
+        /* Prefill may change how a DRAM expert is computed, never where it is stored: decode
+         * 'N' (NVMe) against prefill 'C' or 'P' (DRAM) is refused. */
+        mt_plan_save(plan, path);
+        patch_first(path, "\"tiers\": \"C", 0, "\"tiers\": \"N");
+        tap_ok(mt_plan_load(path, &back) == MT_ERR_FORMAT &&
+                   strstr(mt_last_error(), "stored") != NULL,
+               "plan whose prefill stores an expert elsewhere than decode: %s", mt_last_error());
+        mt_plan_destroy(back);
+        back = NULL;
         tap_rmtree(dir);
     }
     mt_plan_destroy(plan);
@@ -439,6 +449,37 @@ test_v32_plans(void)
     tap_ok(mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan) == MT_ERR_INVAL &&
                strstr(mt_last_error(), "--gpu-mem") != NULL && plan == NULL,
            "--gpu-mem below always-on + KV: %s", mt_last_error());
+    b.gpu_mem = sz.other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token + b.gpu_reserve;
+
+    /* DRAM budget below its reserve: refused like the GPU's, not planned with 0 bytes. */
+    b.cpu_mem = b.cpu_reserve - 1;
+    tap_ok(mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan) == MT_ERR_INVAL &&
+               strstr(mt_last_error(), "--cpu-mem") != NULL && plan == NULL,
+           "--cpu-mem below --cpu-reserve: %s", mt_last_error());
+
+    /* A disk but no DRAM rate: NVMe experts have nobody to compute them in decode; the message
+     * must say so, not claim there is no disk. */
+    make_profile(&hw, 1000, 0, 25, 7);
+    b.cpu_mem = (uint64_t)100 << 30;
+    tap_ok(mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan) == MT_ERR_INVAL &&
+               strstr(mt_last_error(), "no disk") == NULL &&
+               strstr(mt_last_error(), "read_gbps") != NULL,
+           "experts that fit nowhere, with a disk but no DRAM rate: %s", mt_last_error());
+
+    /* No GPU: the always-on weights and the KV cache both live in DRAM. */
+    make_profile(&hw, 1000, 400, 25, 7);
+    hw.gpu.present = false;
+    b.cpu_mem = (uint64_t)1 << 40;
+    st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
+    tap_ok(st == MT_OK && plan->gpu_expert_bytes == 0 &&
+               plan->dram_expert_bytes == b.cpu_mem - b.cpu_reserve - sz.other_bytes -
+                                              (uint64_t)b.ctx * sz.kv_bytes_per_token,
+           "without a GPU, DRAM for experts = cpu-mem - reserve - always-on - KV (%s)",
+           st == MT_OK ? plan->bottleneck : mt_last_error());
+    mt_plan_destroy(plan);
+    plan = NULL;
+    make_profile(&hw, 1000, 400, 25, 7);
+    b.cpu_mem = (uint64_t)200 << 30;
 
     /* A skewed trace: experts 0..7 always chosen. The GPU gets hot experts, decode gets faster. */
     {

@@ -32,7 +32,7 @@ prompt=$(printf '%s' "$flat" | sed -n 's/.*"prompts":\[\[\([0-9,]*\)\].*/\1/p')
 want=$(printf '%s' "$flat" | sed -n 's/.*"greedy":\[\[\([0-9,]*\)\].*/\1/p' | tr ',' ' ')
 ntok=$(printf '%s\n' "$prompt" | tr ',' '\n' | wc -l)
 
-echo "1..10"
+echo "1..15"
 got=$("$bin" run -m "$dir" --device cpu --prompt-ids "$prompt" -n 20 --print-ids \
       --dump-logits "$tmp/l.bin" 2>"$tmp/err")
 ok $? "run --print-ids --dump-logits exits 0"
@@ -58,10 +58,44 @@ long=$(seq -s, 3 259)
 rc=$?
 [ "$rc" -eq 1 ] && grep -q 'longer than the model' "$tmp/err"
 ok $? "a 257-token prompt (max_position_embeddings 256) exits 1 with a message (rc $rc)"
+spaced=$(printf '%s' "$prompt" | tr ',' ' ')
+got2=$("$bin" run -m "$dir" --prompt-ids " $spaced " -n 20 --print-ids 2>/dev/null)
+[ -n "$want" ] && [ "$got2" = "$want" ]
+ok $? "--prompt-ids separated by spaces (as tokenize prints them) gives the same ids"
+"$bin" run -m "$dir" --prompt-ids 1,5-3 -n 1 >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "bad token id '5-3' in --prompt-ids" "$tmp/err"
+ok $? "a malformed id in --prompt-ids exits 2 naming it (rc $rc)"
+if [ -w /dev/full ]; then
+    "$bin" run -m "$dir" --prompt-ids 1,2 -n 2 --print-ids >/dev/full 2>"$tmp/err"
+    rc=$?
+    [ "$rc" -eq 1 ] && grep -q 'cannot write to stdout' "$tmp/err"
+    ok $? "output that cannot be written exits 1 with a message (rc $rc)"
+else
+    ok 0 "# SKIP no /dev/full"
+fi
 "$bin" run -m "$dir" --prompt-ids 1,2 --attention sideways >/dev/null 2>&1
 rc=$?
 [ "$rc" -eq 2 ]
 ok $? "a bad flag value exits 2 (rc $rc)"
+# -p TEXT is BOS, then TEXT with special tokens recognized: the same logits as those ids
+# (a synth checkpoint has a tokenizer; the golden one has none)
+tiny="$tmp/tiny"
+"$bin" synth --preset tiny --layers 1 -q -o "$tiny" >/dev/null 2>&1
+text='hello <｜User｜>'
+bos=$(printf '<｜begin▁of▁sentence｜>' | "$bin" tokenize -m "$tiny" --special)
+ids=$(printf '%s' "$text" | "$bin" tokenize -m "$tiny" --special)
+user=$(printf '<｜User｜>' | "$bin" tokenize -m "$tiny" --special)
+"$bin" run -m "$tiny" -p "$text" -n 0 --dump-logits "$tmp/p.bin" 2>/dev/null &&
+    "$bin" run -m "$tiny" --prompt-ids "$bos $ids" -n 0 --dump-logits "$tmp/i.bin" 2>/dev/null
+rc=$?
+[ "$rc" -eq 0 ] && [ "$(printf '%s\n' "$bos $user" | wc -w)" -eq 2 ] &&
+    [ "${ids##* }" = "$user" ] && cmp -s "$tmp/p.bin" "$tmp/i.bin"
+ok $? "-p TEXT gives the logits of BOS + TEXT's ids, <｜User｜> one token (ids '$bos $ids')"
+"$bin" run -m "$tiny" -p "" -n 0 --dump-logits "$tmp/e.bin" 2>/dev/null
+rc=$?
+[ "$rc" -eq 0 ] && [ "$(head -c 12 "$tmp/e.bin" | tail -c 4 | od -An -tu4 | tr -d ' ')" = 1 ]
+ok $? "-p '' is a prompt of BOS alone (rc $rc)"
 "$bin" run --help | grep -q -- '--dump-logits'
 ok $? "--help lists the flags"
 exit $fail

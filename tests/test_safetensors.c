@@ -679,6 +679,44 @@ test_bad_sets(void)
     tap_ok(st == MT_ERR_FORMAT && msg_has(index, "not valid JSON"), "index not JSON: %s",
            mt_last_error());
 
+    /* The index maps a tensor to ".", the directory itself. */
+    dir = tpath("%s", "dotshard");
+    make_sharded(dir, "{\"weight_map\": {\"model.embed\": \".\"}}", &d1, &d2);
+    free(d1);
+    free(d2);
+    st = mt_st_set_open(dir, &set);
+    tap_ok(st == MT_ERR_FORMAT && msg_has("maps to '.'", "not a file name"),
+           "index maps a tensor to '.': %s", mt_last_error());
+
+    /* A FIFO where a shard or the index belongs must fail, not block in open() forever. */
+    alarm(10);
+    dir = tpath("%s", "fifodir");
+    make_dir(dir);
+    snprintf(shard, sizeof(shard), "%s/model.safetensors", dir);
+    if (mkfifo(shard, 0644) != 0) {
+        perror(shard);
+        exit(1);
+    }
+    st = mt_st_set_open(dir, &set);
+    tap_ok(st == MT_ERR_IO && msg_has(shard, "is a FIFO"), "a FIFO shard: %s", mt_last_error());
+    st = mt_st_set_open(shard, &set);
+    tap_ok(st == MT_ERR_IO && msg_has(shard, "neither a directory nor a regular file"),
+           "a FIFO given as the checkpoint: %s", mt_last_error());
+    dir = tpath("%s", "fifoindex");
+    make_sharded(dir, index_json, &d1, &d2);
+    free(d1);
+    free(d2);
+    snprintf(index, sizeof(index), "%s/model.safetensors.index.json", dir);
+    unlink(index);
+    if (mkfifo(index, 0644) != 0) {
+        perror(index);
+        exit(1);
+    }
+    st = mt_st_set_open(dir, &set);
+    tap_ok(st == MT_ERR_IO && msg_has(index, "not a regular file"), "a FIFO index: %s",
+           mt_last_error());
+    alarm(0);
+
     /* Nothing to open. */
     dir = tpath("%s", "emptydir");
     make_dir(dir);

@@ -101,7 +101,66 @@ main(void)
     mt_sampler_destroy(s3);
     tap_ok(same && differ, "a seed reproduces its sequence; another seed differs");
 
+    /*
+     * +inf logits take all the probability, shared among them: softmax would compute
+     * inf - inf = NaN and used to fall through to the least likely candidate (id 0 here).
+     */
+    float inf_lg[4] = {-1.0f, INFINITY, 2.0f, INFINITY};
+    cnt[0] = cnt[1] = cnt[2] = 0;
+    int cnt3 = 0;
+    o.temperature = 1.0f;
+    o.top_p = 1.0f;
+    ok = mt_sampler_create(&o, 4, &s) == MT_OK;
+    for (int i = 0; i < 2000 && ok; i++) {
+        t = -1;
+        ok = mt_sampler_sample(s, inf_lg, &t) == MT_OK && t >= 0 && t < 4;
+        if (ok) {
+            cnt3 += t == 3;
+            cnt[t < 3 ? t : 0] += t < 3;
+        }
+    }
+    mt_sampler_destroy(s);
+    tap_ok(ok && cnt[0] == 0 && cnt[2] == 0 && cnt[1] > 800 && cnt3 > 800,
+           "+inf logits share all the probability (counts %d %d %d %d)", cnt[0], cnt[1], cnt[2],
+           cnt3);
+
+    /* NaN logits are never drawn; one finite logit among NaNs is always drawn */
+    float nan_lg[3] = {NAN, -5.0f, NAN};
+    ok = mt_sampler_create(&o, 3, &s) == MT_OK;
+    for (int i = 0; i < 100 && ok; i++) {
+        ok = mt_sampler_sample(s, nan_lg, &t) == MT_OK && t == 1;
+    }
+    mt_sampler_destroy(s);
+    tap_ok(ok, "a finite logit among NaNs is the one drawn");
+
+    /* tiny and huge temperatures: greedy-like and uniform-like, never out of range */
+    o.temperature = 1e-30f;
+    ok = mt_sampler_create(&o, 3, &s) == MT_OK;
+    for (int i = 0; i < 100 && ok; i++) {
+        ok = mt_sampler_sample(s, lg, &t) == MT_OK && t == 2;
+    }
+    mt_sampler_destroy(s);
+    tap_ok(ok, "temperature 1e-30 always takes the argmax");
+    o.temperature = 1e30f;
+    cnt[0] = cnt[1] = cnt[2] = 0;
+    ok = mt_sampler_create(&o, 3, &s) == MT_OK;
+    for (int i = 0; i < 3000 && ok; i++) {
+        t = -1;
+        ok = mt_sampler_sample(s, lg, &t) == MT_OK && t >= 0 && t < 3;
+        cnt[ok ? t : 0]++;
+    }
+    mt_sampler_destroy(s);
+    tap_ok(ok && cnt[0] > 800 && cnt[1] > 800 && cnt[2] > 800,
+           "temperature 1e30 is close to uniform (counts %d %d %d)", cnt[0], cnt[1], cnt[2]);
+
     mt_log_set_quiet(true);
+    o.temperature = 1.0f;
+    o.top_p = 1.0f;
+    float no_lg[2] = {NAN, -INFINITY};
+    ok = mt_sampler_create(&o, 2, &s) == MT_OK;
+    tap_ok(ok && mt_sampler_sample(s, no_lg, &t) == MT_ERR_INVAL,
+           "sampling with no finite logit is an error");
+    mt_sampler_destroy(s);
     o.temperature = -1.0f;
     tap_ok(mt_sampler_create(&o, 50, &s) == MT_ERR_INVAL, "negative temperature is rejected");
     o.temperature = 1.0f;

@@ -539,6 +539,19 @@ test_space(const char *tmp)
     tap_ok(st == MT_ERR_IO && strstr(mt_last_error(), "GB free") != NULL &&
            access(path_in(tmp, "huge"), F_OK) != 0,
            "a checkpoint that does not fit is refused up front, nothing left behind");
+    /* --force over an existing checkpoint: a refusal must not have removed the old one. */
+    o = tiny_opts(path_in(tmp, "keep"), 1);
+    st = mt_synth_write(&o, NULL);
+    o.preset = "v32-shape";
+    o.layers = 250;
+    o.force = true;
+    st = st == MT_OK ? mt_synth_write(&o, NULL) : st;
+    tap_ok(st == MT_ERR_IO && strstr(mt_last_error(), "GB free") != NULL &&
+               access(path_in(path_in(tmp, "keep"), "model-00001-of-000002.safetensors"), F_OK) ==
+                   0 &&
+               access(path_in(path_in(tmp, "keep"), "model.safetensors.index.json"), F_OK) == 0,
+           "--force with a checkpoint that does not fit leaves the old one in place: %s",
+           mt_last_error());
     mt_log_set_quiet(false);
 }
 

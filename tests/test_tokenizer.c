@@ -278,6 +278,22 @@ test_stream(struct mt_tokenizer *tok)
     tap_ok(len == 3 && memcmp(out, "\xef\xbf\xbd", 3) == 0,
            "a byte that can never start a character prints U+FFFD at once");
     free(ids);
+
+    /* a start that only a surrogate, an overlong or a code point past U+10FFFF can finish is not
+     * held: both bytes print as U+FFFD once the second arrives */
+    static const char *const never[] = {"\xed\xa0", "\xf0\x80", "\xf4\x90", "\xe0\x9f"};
+    bool all_replaced = true;
+    for (size_t k = 0; k < sizeof(never) / sizeof(never[0]); k++) {
+        size_t first_len = 99;
+        mt_tokenizer_encode(tok, never[k], 2, false, &ids, &n);
+        all_replaced &= n == 2 && mt_detok_push(&d, ids[0], &out, &first_len) == MT_OK &&
+                        first_len == 0 && mt_detok_push(&d, ids[1], &out, &len) == MT_OK &&
+                        len == 6 && memcmp(out, "\xef\xbf\xbd\xef\xbf\xbd", 6) == 0;
+        free(ids);
+    }
+    mt_detok_flush(&d, &out, &len);
+    tap_ok(all_replaced && len == 0,
+           "surrogate, overlong and > U+10FFFF starts become U+FFFD, nothing held back");
     mt_detok_free(&d);
 }
 
@@ -437,6 +453,38 @@ test_small(void)
         mt_tokenizer_free(tok);
         tok = NULL;
     }
+
+    /*
+     * A group repeated once per byte: PCRE2's default 32 KiB JIT stack ran out after a few
+     * thousand repeats ("JIT stack limit reached"), where HF encodes the text without trouble.
+     */
+    j = small_json("", "",
+                   "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
+                   "{\"Regex\":\"(?:a|ab)*c|a\"},\"behavior\":\"Isolated\",\"invert\":false}," BL
+                   "]}",
+                   "");
+    st = load_text(dir, j, &tok);
+    free(j);
+    {
+        size_t big = 20000, n = 0;
+        char *text = malloc(big);
+        int32_t *ids = NULL;
+        bool all_a = true;
+        memset(text, 'a', big);
+        if (st == MT_OK) {
+            st = mt_tokenizer_encode(tok, text, big, false, &ids, &n);
+        }
+        for (size_t i = 0; st == MT_OK && i < n; i++) {
+            all_a &= ids[i] == 'a';
+        }
+        tap_ok(st == MT_OK && n == big && all_a,
+               "a regex that backtracks deeply over %zu bytes still matches (%s)", big,
+               st == MT_OK ? "ok" : mt_last_error());
+        free(ids);
+        free(text);
+    }
+    mt_tokenizer_free(tok);
+    tok = NULL;
 
     /* malformed files: each must fail with a message naming the problem */
     static const struct {

@@ -193,6 +193,18 @@ main(void)
                      "\"counts\": [1, 1, 0, 0]}]}");
     tap_ok(mt_trace_load(path, &u) == MT_ERR_FORMAT && strstr(mt_last_error(), "layer") != NULL,
            "layer index beyond n_layers: %s", mt_last_error());
+    /* 2^62 tokens x k 4 wraps to 0 in 64 bits, as do the counts' sum of 0. */
+    write_file(path, "{\"format\": \"moetier-trace\", \"version\": 1, \"n_layers\": 5, "
+                     "\"n_experts\": 4, \"k\": 4, \"layers\": [{\"layer\": 1, "
+                     "\"tokens\": 4611686018427387904, \"counts\": [0, 0, 0, 0]}]}");
+    tap_ok(mt_trace_load(path, &u) == MT_ERR_FORMAT && strstr(mt_last_error(), "tokens") != NULL,
+           "a token count whose tokens x k overflows is refused: %s", mt_last_error());
+    write_file(path, "{\"format\": \"moetier-trace\", \"version\": 1, \"n_layers\": 5, "
+                     "\"n_experts\": 4, \"k\": 2, \"layers\": [{\"layer\": 1, \"tokens\": 0, "
+                     "\"counts\": [0, 0, 0, 0]}, {\"layer\": 1, \"tokens\": 1, "
+                     "\"counts\": [1, 1, 0, 0]}]}");
+    tap_ok(mt_trace_load(path, &u) == MT_ERR_FORMAT && strstr(mt_last_error(), "twice") != NULL,
+           "a layer listed twice (the first time with 0 tokens) is refused: %s", mt_last_error());
     tap_ok(u == NULL, "failed loads leave the output untouched");
 
     mt_trace_destroy(t);

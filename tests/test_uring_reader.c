@@ -2,8 +2,8 @@
 /*
  * test_uring_reader.c - the io_uring reader returns exactly what pread returns: aligned reads
  * with many in flight, the short last block, any unaligned range, registered buffers, forced
- * buffered reads, and a filesystem that refuses O_DIRECT (tmpfs where the kernel does); and it
- * reports bad arguments and missing files with a status, not a crash.
+ * buffered reads, a filesystem that refuses O_DIRECT (tmpfs where the kernel does), a file that
+ * shrinks while open; and it reports bad arguments and missing files with a status, not a crash.
  */
 #include <config.h>
 
@@ -152,6 +152,7 @@ main(void)
     size_t got;
     mt_status_t st;
     bool ok;
+    bool direct;
 
     mt_log_set_quiet(true);
     snprintf(path, sizeof(path), "%s/data.bin", dir);
@@ -170,7 +171,7 @@ main(void)
         tap_rmtree(dir);
         return 0;
     }
-    tap_plan(20);
+    tap_plan(21);
 
     mt_io_range_align(4095, 2, &aoff, &alen);
     ok = aoff == 0 && alen == 8192;
@@ -257,6 +258,28 @@ main(void)
     tap_ok(st == MT_OK && !mt_io_uring_reader_is_direct(r) && read_all(r, buf, 4) &&
                read_ranges(r, buf, cap),
            "O_DIRECT refused at open: buffered fallback reads equal pread");
+    mt_io_uring_reader_destroy(r);
+    r = NULL;
+
+    /* The file shrinks after open (size says 3 MiB): reads stop at the new end, no hang. */
+    st = mt_io_uring_reader_create(path, 4, 0, &r);
+    direct = st == MT_OK && mt_io_uring_reader_is_direct(r);
+    ok = st == MT_OK && truncate(path, BLOCK + 100) == 0;
+    for (unsigned i = 0; ok && i < 3; i++) {
+        ok = mt_io_uring_reader_submit(r, buf + (size_t)i * BLOCK, (uint64_t)i * BLOCK, BLOCK, i) ==
+             MT_OK;
+    }
+    got = 0;
+    while (ok && mt_io_uring_reader_in_flight(r) > 0) {
+        ok = mt_io_uring_reader_wait(r, &done) == MT_OK && done.bytes == (done.tag == 0   ? BLOCK
+                                                                          : done.tag == 1 ? 100
+                                                                                          : 0);
+        got += done.bytes;
+    }
+    tap_ok(ok && got == BLOCK + 100 && memcmp(buf, want, BLOCK + 100) == 0 &&
+               mt_io_uring_reader_file_size(r) == FILE_BYTES &&
+               mt_io_uring_reader_is_direct(r) == direct,
+           "a file cut short after open: reads end at its new end (%zu bytes), O_DIRECT kept", got);
     mt_io_uring_reader_destroy(r);
     r = NULL;
 

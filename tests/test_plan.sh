@@ -1,0 +1,77 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# test_plan.sh - `moetier plan --config` for the full V3.2 on what-if profiles (well under a second
+# each): the printed decode speed is the one in the plan file, the plan passes --check, a profile
+# without a GPU puts the always-on weights and the KV cache in DRAM and says so, and bad budgets,
+# profiles and traces exit 1 with one message that names what is wrong (the file, the flag).
+: "${MT_BUILDDIR:=.}"
+: "${MT_SRCDIR:=$(dirname "$0")/..}"
+bin="$MT_BUILDDIR/moetier"
+cfg="$MT_SRCDIR/tests/data/deepseek-v3.2/config.json"
+prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/mt-plan-XXXXXX") || exit 1
+trap 'rm -rf "$tmp"' EXIT
+n=0
+fail=0
+
+ok() {
+    n=$((n + 1))
+    if [ "$1" -eq 0 ]; then
+        echo "ok $n - $2"
+    else
+        echo "not ok $n - $2"
+        fail=1
+    fi
+}
+
+echo "1..9"
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G -o "$tmp/p.json" \
+    >"$tmp/out" 2>"$tmp/err"
+ok $? "plan on the RTX 3090 what-if profile exits 0"
+printed=$(sed -n 's/^decode *: \([0-9.]*\) tok\/s.*/\1/p' "$tmp/out")
+saved=$(sed -n 's/.*"decode_tok_s": \([0-9.]*\).*/\1/p' "$tmp/p.json")
+[ -n "$printed" ] && [ "$(printf '%.2f' "$saved")" = "$printed" ]
+ok $? "printed decode speed $printed tok/s is the plan file's $saved"
+"$bin" plan --config "$cfg" --check "$tmp/p.json" >/dev/null 2>&1
+ok $? "the written plan passes --check"
+
+# No GPU: a profile with only CPU, DRAM and a disk.
+cat >"$tmp/cpu.json" <<'EOF'
+{"version": 1, "source": "what-if: CPU only", "cpu": {"read_gbps": 200, "fma_gflops": 3000},
+ "disks": [{"path": "/nvme0", "best_gbps": 7}]}
+EOF
+"$bin" plan --config "$cfg" --hw "$tmp/cpu.json" --gpu-mem 24G --cpu-mem 480G >"$tmp/out" 2>&1
+[ $? -eq 0 ] && grep -q '^GPU budget : none' "$tmp/out" &&
+    grep -q '^DRAM budget: .* always-on 18.59 + KV 32768 tok 2.39 + experts' "$tmp/out" &&
+    grep -q 'always-on (CPU)' "$tmp/out"
+ok $? "without a GPU the always-on weights and KV are budgeted in DRAM"
+
+# A profile without a source, no GPU and no DRAM rate: the message names the file.
+echo '{"version": 1}' >"$tmp/empty.json"
+"$bin" plan --config "$cfg" --hw "$tmp/empty.json" --gpu-mem 24G --cpu-mem 480G >/dev/null \
+    2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "empty.json" "$tmp/err"
+ok $? "an empty profile is refused naming its file: $(cat "$tmp/err")"
+
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 24G --cpu-mem 1K >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q -- "--cpu-mem .* --cpu-reserve" "$tmp/err"
+ok $? "--cpu-mem below --cpu-reserve: $(cat "$tmp/err")"
+
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 0 --cpu-mem 480G >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q -- "--gpu-mem 0.0 GiB is too small" "$tmp/err"
+ok $? "--gpu-mem 0: $(cat "$tmp/err")"
+
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 24G --cpu-mem 480G --cpu-eff 1e-300 \
+    >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q -- "--cpu-eff must be in" "$tmp/err"
+ok $? "a vanishing --cpu-eff is a usage error: $(cat "$tmp/err")"
+
+cat >"$tmp/t.json" <<'EOF'
+{"format": "moetier-trace", "version": 1, "n_layers": 4, "n_experts": 8, "k": 2, "tokens": 0,
+ "layers": []}
+EOF
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 24G --cpu-mem 480G --trace "$tmp/t.json" \
+    >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "t.json' has 4 layers, the model has 61" "$tmp/err"
+ok $? "a trace of another model: $(cat "$tmp/err")"
+exit $fail
