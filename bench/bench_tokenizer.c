@@ -15,7 +15,7 @@
  */
 #include <config.h>
 
-#include "runtime/tokenizer.h"
+#include "runtime/text/tokenizer.h"
 
 #include <dirent.h>
 #include <jansson.h>

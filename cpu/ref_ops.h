@@ -20,7 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "runtime/status.h"
+#include "runtime/base/status.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -20,7 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "runtime/status.h"
+#include "runtime/base/status.h"
 
 #define MT_CPU_MAX_NODES 16
 

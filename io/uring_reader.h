@@ -25,7 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "runtime/status.h"
+#include "runtime/base/status.h"
 
 #define MT_IO_ALIGN 4096u /* O_DIRECT alignment of offsets, lengths and buffers */
 

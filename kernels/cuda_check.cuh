@@ -12,7 +12,7 @@
 
 #include <cuda_runtime.h>
 
-#include "runtime/status.h"
+#include "runtime/base/status.h"
 
 static inline mt_status_t
 mt_cuda_status(cudaError_t err, const char *expr, const char *file, int line)

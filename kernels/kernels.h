@@ -11,7 +11,7 @@
 
 #include <stddef.h>
 
-#include "runtime/status.h"
+#include "runtime/base/status.h"
 
 #ifdef __cplusplus
 extern "C" {

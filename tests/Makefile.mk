@@ -17,7 +17,7 @@ check_PROGRAMS += tests/test_model
 tests_test_model_LDADD = $(MT_TEST_LIBS)
 tests_test_chat_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_cli_common
-tests_test_cli_common_SOURCES = tests/test_cli_common.c runtime/cli_common.c
+tests_test_cli_common_SOURCES = tests/test_cli_common.c runtime/cli/cli_common.c
 tests_test_cli_common_LDADD = $(MT_TEST_LIBS)
 
 check_PROGRAMS += tests/test_status

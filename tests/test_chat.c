@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test_chat.c - the V3.2 prompt format (runtime/chat.c) against sequences written out by hand.
+ * test_chat.c - the V3.2 prompt format (runtime/text/chat.c) against sequences written out by hand.
  *
  * The test tokenizer is tests/data/tokenizer (DeepSeek-V3's file) with the placeholders 128798 and
  * 128799 renamed to <think> and </think>, which is exactly how V3.1/V3.2's tokenizer.json differs
@@ -10,8 +10,8 @@
  */
 #include <config.h>
 
-#include "runtime/chat.h"
-#include "runtime/tokenizer.h"
+#include "runtime/text/chat.h"
+#include "runtime/text/tokenizer.h"
 #include "tests/tap.h"
 
 #include <stdio.h>

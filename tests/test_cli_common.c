@@ -2,7 +2,7 @@
 /* test_cli_common.c - the strict flag-value parsers every moetier subcommand uses. */
 #include <config.h>
 
-#include "runtime/cli_common.h"
+#include "runtime/cli/cli_common.h"
 #include "tests/tap.h"
 
 #include <stdio.h>

@@ -6,7 +6,7 @@
  */
 #include <config.h>
 
-#include "runtime/config.h"
+#include "runtime/model/config.h"
 #include "tests/tap.h"
 
 #include <math.h>

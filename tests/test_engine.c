@@ -13,10 +13,10 @@
  */
 #include <config.h>
 
-#include "runtime/engine.h"
-#include "runtime/model.h"
-#include "runtime/sampler.h"
-#include "runtime/synth.h"
+#include "runtime/engine/engine.h"
+#include "runtime/model/model.h"
+#include "runtime/text/sampler.h"
+#include "runtime/synth/synth.h"
 #include "tests/tap.h"
 
 #include <dirent.h>

@@ -6,7 +6,7 @@
  */
 #include <config.h>
 
-#include "runtime/hwprofile.h"
+#include "runtime/plan/hwprofile.h"
 #include "tests/tap.h"
 
 #include <stdio.h>

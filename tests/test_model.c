@@ -10,7 +10,7 @@
  */
 #include <config.h>
 
-#include "runtime/model.h"
+#include "runtime/model/model.h"
 #include "tests/tap.h"
 
 #include <stdio.h>

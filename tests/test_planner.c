@@ -6,12 +6,12 @@
  */
 #include <config.h>
 
-#include "runtime/config.h"
-#include "runtime/hwprofile.h"
-#include "runtime/model.h"
-#include "runtime/planner.h"
-#include "runtime/status.h"
-#include "runtime/trace.h"
+#include "runtime/model/config.h"
+#include "runtime/plan/hwprofile.h"
+#include "runtime/model/model.h"
+#include "runtime/plan/planner.h"
+#include "runtime/base/status.h"
+#include "runtime/plan/trace.h"
 #include "tests/tap.h"
 
 #include <math.h>

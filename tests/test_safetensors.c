@@ -9,8 +9,8 @@
  */
 #include <config.h>
 
-#include "runtime/safetensors.h"
-#include "runtime/status.h"
+#include "runtime/model/safetensors.h"
+#include "runtime/base/status.h"
 #include "tests/tap.h"
 
 #include <fcntl.h>

@@ -4,7 +4,7 @@
  */
 #include <config.h>
 
-#include "runtime/sampler.h"
+#include "runtime/text/sampler.h"
 #include "tests/tap.h"
 
 #include <math.h>

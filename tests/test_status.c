@@ -2,7 +2,7 @@
 /* test_status.c - status names and mt_fail's message and return value. */
 #include <config.h>
 
-#include "runtime/status.h"
+#include "runtime/base/status.h"
 #include "tests/tap.h"
 
 #include <errno.h>

@@ -10,12 +10,12 @@
  */
 #include <config.h>
 
-#include "runtime/synth.h"
+#include "runtime/synth/synth.h"
 
 #include "cpu/convert.h"
-#include "runtime/model.h"
-#include "runtime/safetensors.h"
-#include "runtime/status.h"
+#include "runtime/model/model.h"
+#include "runtime/model/safetensors.h"
+#include "runtime/base/status.h"
 #include "tests/tap.h"
 
 #include <dirent.h>

@@ -10,7 +10,7 @@
  */
 #include <config.h>
 
-#include "runtime/tokenizer.h"
+#include "runtime/text/tokenizer.h"
 #include "tests/tap.h"
 
 #include <jansson.h>

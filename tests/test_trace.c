@@ -5,8 +5,8 @@
  */
 #include <config.h>
 
-#include "runtime/status.h"
-#include "runtime/trace.h"
+#include "runtime/base/status.h"
+#include "runtime/plan/trace.h"
 #include "tests/tap.h"
 
 #include <stdio.h>

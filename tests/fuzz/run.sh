@@ -35,7 +35,7 @@ echo "run.sh: building fuzz_safetensors in $work"
 "$CLANG" -std=c11 -g -O1 -fno-omit-frame-pointer \
     -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
     -I"$work" -I. \
-    runtime/safetensors.c runtime/status.c tests/fuzz/fuzz_safetensors.c \
+    runtime/model/safetensors.c runtime/base/status.c tests/fuzz/fuzz_safetensors.c \
     $jansson_flags -o "$work/fuzz_safetensors"
 
 echo "run.sh: fuzzing for $seconds s"

@@ -1,0 +1,6 @@
+# runtime/base/: status and logging, file and JSON helpers, clock, RNG, dtypes. Depends on nothing
+# of ours; cpu/, io/, kernels/ and the rest of runtime/ link it.
+noinst_LIBRARIES += runtime/base/libmtbase.a
+runtime_base_libmtbase_a_SOURCES = \
+	runtime/base/status.c runtime/base/status.h \
+	runtime/base/file_util.c runtime/base/file_util.h

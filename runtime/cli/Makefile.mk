@@ -1,0 +1,12 @@
+# runtime/cli/: the moetier commands, one file each, on shared flag parsers (cli_common).
+bin_PROGRAMS += moetier
+moetier_SOURCES = runtime/cli/main.c runtime/cli/cli.h \
+	runtime/cli/cli_common.c runtime/cli/cli_common.h \
+	runtime/cli/cli_synth.c \
+	runtime/cli/cli_tokenize.c \
+	runtime/cli/cli_inspect.c \
+	runtime/cli/cli_run.c \
+	runtime/cli/cli_plan.c \
+	runtime/cli/cli_bench.c \
+	runtime/cli/cli_chat.c
+moetier_LDADD = $(MT_LIBS) $(MT_SYSLIBS)

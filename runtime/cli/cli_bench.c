@@ -1,0 +1,1098 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cli_bench.c - `moetier bench`: measure this machine's memory tiers and write a hardware
+ * profile (runtime/hwprofile.h) for the placement planner.
+ *
+ * The one idea: measure each tier the way the runtime will use it, in one run, and keep the
+ * numbers in one table: GPU HBM read and copy (kernels/bench.cu), pinned PCIe copies per size
+ * and both ways at once, DRAM read/triad per NUMA node with pinned threads (cpu/stream.c), the
+ * CPU's FMA and AMX rates, and O_DIRECT reads through io_uring (io/uring_reader.c) per disk,
+ * queue depth and block size. Each part can run alone (--only); progress goes to stderr, the
+ * table (STYLE.md bench format) to stdout. A machine without a GPU skips gpu and pcie with a
+ * note. Numbers are medians over repetitions; GB/s is 1e9 bytes per second.
+ */
+#include <config.h>
+
+#include "runtime/cli/cli.h"
+#include "runtime/cli/cli_common.h"
+
+#include "cpu/stream.h"
+#include "io/uring_reader.h"
+#include "kernels/kernels.h"
+#include "runtime/plan/hwprofile.h"
+#include "runtime/base/status.h"
+#include "runtime/plan/svg.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+enum part {
+    PART_GPU = 1u << 0,
+    PART_PCIE = 1u << 1,
+    PART_DRAM = 1u << 2,
+    PART_CPU = 1u << 3,
+    PART_DISK = 1u << 4,
+    PART_ALL = 0x1f,
+};
+
+#define MAX_ROWS 640 /* 3 gpu + 15 pcie + 34 dram + 2 cpu + 16 disks x 32 points */
+#define MAX_QD 8
+#define MAX_BLOCKS 4
+
+struct bench_opts {
+    unsigned parts;
+    const char *disks[MT_HWPROFILE_MAX_DISKS];
+    int n_disks;
+    uint64_t disk_size; /* test file written in a directory given to --disk */
+    uint64_t disk_pass; /* bytes read per (qd, block) point; 0 = min(file, 1 GiB) */
+    int qds[MAX_QD];
+    int n_qd;
+    uint64_t blocks[MAX_BLOCKS];
+    int n_blocks;
+    uint64_t dram_bytes; /* per stream array; 0 = automatic */
+    int device;
+    bool quick;
+    bool csv;
+    const char *json;
+    const char *svg;
+};
+
+/* One line of the final table. */
+struct row {
+    char tier[8]; /* gpu, pcie, dram, cpu, disk */
+    char kernel[32];
+    char shape[72];
+    char peak_group[80]; /* rows of one group share a 100% */
+    double median_ms;
+    double p90_ms;
+    double gbps;
+    double tflops;
+};
+
+struct bench {
+    struct bench_opts o;
+    struct mt_hwprofile *prof; /* owned */
+    struct row rows[MAX_ROWS];
+    int n_rows;
+    int reps;
+    char gpu_note[160]; /* why gpu/pcie were skipped, or the driver */
+};
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+static void
+usage(FILE *f)
+{
+    fprintf(f,
+            "usage: moetier bench [options]\n"
+            "Measure this machine's memory tiers; print a table, optionally write a profile.\n\n"
+            "  --only LIST       parts to run, comma separated: gpu,pcie,dram,cpu,disk\n"
+            "                    (default: all; disk needs --disk)\n"
+            "  --disk PATH       a file to read, or a directory to write a test file in\n"
+            "                    (removed afterwards); repeat for several drives\n"
+            "  --disk-size SIZE  test file size in a directory (default 4G)\n"
+            "  --disk-pass SIZE  bytes read per queue depth and block size (default: the\n"
+            "                    file, at most 1G)\n"
+            "  --disk-qd LIST    queue depths (default 1,4,16,64)\n"
+            "  --disk-block LIST block sizes, multiples of 4K (default 1M,4M)\n"
+            "  --dram-size SIZE  bytes per stream array (default 4x L3, 256M..2G)\n"
+            "  --device N        CUDA device (default 0)\n"
+            "  --quick           small sizes, few repetitions (a smoke test, not a measurement)\n"
+            "  --json FILE       write the hardware profile (for moetier plan --hw)\n"
+            "  --svg FILE        draw the tiers as a bar chart (GB/s, log scale)\n"
+            "  --csv             print the table as CSV\n"
+            "  -h, --help        this text\n"
+            "SIZE takes K, M, G, T suffixes (powers of 1024).\n");
+}
+
+static const struct mt_cli cli = {"bench", usage};
+
+static void
+fmt_bytes(char *buf, size_t cap, uint64_t b)
+{
+    if (b >= (1ull << 30) && b % (1ull << 30) == 0) {
+        snprintf(buf, cap, "%" PRIu64 " GiB", b >> 30);
+    } else if (b >= (1ull << 20) && b % (1ull << 20) == 0) {
+        snprintf(buf, cap, "%" PRIu64 " MiB", b >> 20);
+    } else if (b >= 1024 && b % 1024 == 0) {
+        snprintf(buf, cap, "%" PRIu64 " KiB", b >> 10);
+    } else {
+        snprintf(buf, cap, "%" PRIu64 " B", b);
+    }
+}
+
+static double
+now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static struct row *
+add_row(struct bench *b, const char *tier, const char *kernel, const char *shape,
+        const char *peak_group)
+{
+    struct row *r;
+
+    MT_ASSERT(b->n_rows < MAX_ROWS);
+    r = &b->rows[b->n_rows++];
+    memset(r, 0, sizeof(*r));
+    snprintf(r->tier, sizeof(r->tier), "%s", tier);
+    snprintf(r->kernel, sizeof(r->kernel), "%s", kernel);
+    snprintf(r->shape, sizeof(r->shape), "%s", shape);
+    snprintf(r->peak_group, sizeof(r->peak_group), "%s", peak_group);
+    return r;
+}
+
+static void
+add_gpu_row(struct bench *b, const char *tier, const char *kernel, const char *shape,
+            const char *group, const struct mt_gpu_bench_timing *t)
+{
+    struct row *r = add_row(b, tier, kernel, shape, group);
+
+    r->median_ms = t->median_ms;
+    r->p90_ms = t->p90_ms;
+    r->gbps = t->gbps;
+    r->tflops = t->tflops;
+}
+
+/* ---- gpu and pcie ------------------------------------------------------------------------- */
+
+/* 1 if a device is usable, 0 if none (with the reason in b->gpu_note). */
+static int
+gpu_present(struct bench *b)
+{
+    struct mt_gpu_info info;
+    int n = 0;
+
+    mt_gpu_device_count(&n);
+    if (n <= b->o.device) {
+#ifdef MT_HAVE_CUDA
+        snprintf(b->gpu_note, sizeof(b->gpu_note), "no CUDA device %d: gpu and pcie skipped",
+                 b->o.device);
+#else
+        snprintf(b->gpu_note, sizeof(b->gpu_note), "built without CUDA: gpu and pcie skipped");
+#endif
+        return 0;
+    }
+    if (mt_gpu_device_info(b->o.device, &info) != MT_OK) {
+        snprintf(b->gpu_note, sizeof(b->gpu_note), "CUDA device %d cannot be queried: skipped",
+                 b->o.device);
+        return 0;
+    }
+    b->prof->gpu.present = true;
+    b->prof->gpu.count = n;
+    snprintf(b->prof->gpu.name, sizeof(b->prof->gpu.name), "%.127s", info.name);
+    b->prof->gpu.mem_bytes = info.total_mem;
+    b->prof->gpu.sm_count = info.multiprocessors;
+    snprintf(b->gpu_note, sizeof(b->gpu_note), "%.100s, %.0f GiB, sm_%d%d, driver %d.%d", info.name,
+             (double)info.total_mem / (1ull << 30), info.sm_major, info.sm_minor,
+             info.driver_version / 1000, info.driver_version % 1000 / 10);
+    return 1;
+}
+
+static mt_status_t
+run_gpu(struct bench *b)
+{
+    struct mt_gpu_bench_timing t = {0};
+    size_t read_bytes = b->o.quick ? (size_t)256 << 20 : (size_t)4 << 30;
+    size_t copy_bytes = b->o.quick ? (size_t)256 << 20 : (size_t)1 << 30;
+    int n_gemm = b->o.quick ? 2048 : 8192;
+    char shape[64];
+    mt_status_t st;
+
+    fprintf(stderr, "bench: gpu: self-check (read kernel sum, D2D/D2H/H2D bytes)...\n");
+    st = mt_gpu_bench_selftest(b->o.device);
+    if (st != MT_OK) {
+        return st;
+    }
+    fprintf(stderr, "bench: gpu: self-check ok\n");
+    fmt_bytes(shape, sizeof(shape), read_bytes);
+    fprintf(stderr, "bench: gpu: HBM read of %s...\n", shape);
+    st = mt_gpu_bench_hbm_read(b->o.device, read_bytes, b->reps, &t);
+    if (st != MT_OK) {
+        return st;
+    }
+    add_gpu_row(b, "gpu", "hbm_read", shape, "gpu_hbm", &t);
+    b->prof->gpu.hbm_read_gbps = t.gbps;
+    fprintf(stderr, "bench: gpu: HBM read %.0f GB/s\n", t.gbps);
+
+    fmt_bytes(shape, sizeof(shape), copy_bytes);
+    st = mt_gpu_bench_d2d_copy(b->o.device, copy_bytes, b->reps, &t);
+    if (st != MT_OK) {
+        return st;
+    }
+    strncat(shape, " (r+w)", sizeof(shape) - strlen(shape) - 1);
+    add_gpu_row(b, "gpu", "d2d_copy", shape, "gpu_hbm", &t);
+    b->prof->gpu.copy_gbps = t.gbps;
+    fprintf(stderr, "bench: gpu: device-to-device copy %.0f GB/s (read + write)\n", t.gbps);
+
+    st = mt_gpu_bench_bf16_gemm(b->o.device, n_gemm, b->o.quick ? 3 : 10, &t);
+    if (st != MT_OK) {
+        return st;
+    }
+    snprintf(shape, sizeof(shape), "%dx%dx%d bf16", n_gemm, n_gemm, n_gemm);
+    add_gpu_row(b, "gpu", "gemm_bf16", shape, "", &t);
+    b->rows[b->n_rows - 1].gbps = 0; /* a compute rate: no GB/s column */
+    b->prof->gpu.bf16_tflops = t.tflops;
+    fprintf(stderr, "bench: gpu: bf16 GEMM %.0f TFLOP/s\n", t.tflops);
+    return MT_OK;
+}
+
+static mt_status_t
+run_pcie(struct bench *b)
+{
+    static const size_t full[] = {64u << 10, 256u << 10, 1u << 20,  4u << 20,
+                                  16u << 20, 64u << 20,  256u << 20};
+    static const size_t quick[] = {64u << 10, 1u << 20, 16u << 20};
+    const size_t *sizes = b->o.quick ? quick : full;
+    int n = b->o.quick ? 3 : 7;
+    struct mt_gpu_bench_timing t[7] = {{0}};
+    struct mt_hw_pcie *p = &b->prof->pcie;
+    char shape[64];
+    mt_status_t st;
+
+    for (int dir = 0; dir < 2; dir++) {
+        const char *name = dir == 0 ? "h2d_pinned" : "d2h_pinned";
+
+        fprintf(stderr, "bench: pcie: %s at %d sizes...\n", name, n);
+        st = mt_gpu_bench_pcie(b->o.device, dir == 0 ? MT_GPU_COPY_H2D : MT_GPU_COPY_D2H, sizes, n,
+                               b->reps, t);
+        if (st != MT_OK) {
+            return st;
+        }
+        for (int k = 0; k < n; k++) {
+            struct mt_hw_curve_point *curve = dir == 0 ? p->h2d_curve : p->d2h_curve;
+
+            fmt_bytes(shape, sizeof(shape), sizes[k]);
+            add_gpu_row(b, "pcie", name, shape, name, &t[k]);
+            curve[k] = (struct mt_hw_curve_point){sizes[k], t[k].gbps};
+        }
+        if (dir == 0) {
+            p->n_h2d = n;
+            p->h2d_gbps = t[n - 1].gbps;
+        } else {
+            p->n_d2h = n;
+            p->d2h_gbps = t[n - 1].gbps;
+        }
+        fprintf(stderr, "bench: pcie: %s %.1f GB/s at %s\n", name, t[n - 1].gbps, shape);
+    }
+    p->large_bytes = sizes[n - 1];
+    st = mt_gpu_bench_pcie_bidir(b->o.device, sizes[n - 1], b->reps, t);
+    if (st != MT_OK) {
+        return st;
+    }
+    fmt_bytes(shape, sizeof(shape), sizes[n - 1]);
+    strncat(shape, " each way", sizeof(shape) - strlen(shape) - 1);
+    add_gpu_row(b, "pcie", "bidir_pinned", shape, "", t);
+    p->bidir_gbps = t[0].gbps;
+    fprintf(stderr, "bench: pcie: both directions at once %.1f GB/s in total\n", t[0].gbps);
+    return MT_OK;
+}
+
+/* ---- dram and cpu ------------------------------------------------------------------------- */
+
+static void
+add_stream_rows(struct bench *b, const char *where, const struct mt_cpu_stream_result *r)
+{
+    char shape[72];
+    char size[32];
+    struct row *row;
+
+    fmt_bytes(size, sizeof(size), r->array_bytes);
+    snprintf(shape, sizeof(shape), "%s, %d thr, %s%s", where, r->threads, size,
+             r->bound ? "" : " unpinned");
+    row = add_row(b, "dram", "read", shape, "dram_read");
+    row->median_ms = r->read_median_s * 1e3;
+    row->p90_ms = r->read_p90_s * 1e3;
+    row->gbps = r->read_gbps;
+    snprintf(shape, sizeof(shape), "%s, %d thr, 3x%s%s", where, r->threads, size,
+             r->bound ? "" : " unpinned");
+    row = add_row(b, "dram", "triad", shape, "dram_triad");
+    row->median_ms = r->triad_median_s * 1e3;
+    row->p90_ms = r->triad_p90_s * 1e3;
+    row->gbps = r->triad_gbps;
+    fprintf(stderr, "bench: dram: %s (%d threads): read %.1f GB/s, triad %.1f GB/s\n", where,
+            r->threads, r->read_gbps, r->triad_gbps);
+}
+
+static mt_status_t
+run_dram(struct bench *b)
+{
+    struct mt_cpu_topo tp;
+    struct mt_cpu_stream_result r;
+    struct mt_hw_cpu *cpu = &b->prof->cpu;
+    uint64_t size = b->o.quick && b->o.dram_bytes == 0 ? (16u << 20) : b->o.dram_bytes;
+    char where[32];
+    mt_status_t st;
+
+    st = mt_cpu_topo_query(&tp);
+    if (st != MT_OK) {
+        return st;
+    }
+    cpu->n_nodes = MT_MIN(tp.n_nodes, MT_HWPROFILE_MAX_NODES);
+    for (int i = 0; i < cpu->n_nodes; i++) {
+        snprintf(where, sizeof(where), "node %d", tp.node_id[i]);
+        fprintf(stderr, "bench: dram: %s...\n", where);
+        st = mt_cpu_stream_run(i, size, b->reps, &r);
+        if (st != MT_OK) {
+            return st;
+        }
+        add_stream_rows(b, where, &r);
+        cpu->nodes[i] = (struct mt_hw_numa_node){
+            .id = tp.node_id[i],
+            .cores = tp.node_cores[i],
+            .mem_bytes = tp.node_mem[i],
+            .read_gbps = r.read_gbps,
+            .triad_gbps = r.triad_gbps,
+        };
+    }
+    if (cpu->n_nodes > 1) {
+        fprintf(stderr, "bench: dram: all nodes at once...\n");
+        st = mt_cpu_stream_run(-1, size, b->reps, &r);
+        if (st != MT_OK) {
+            return st;
+        }
+        add_stream_rows(b, "all nodes", &r);
+    }
+    cpu->read_gbps = r.read_gbps;
+    cpu->triad_gbps = r.triad_gbps;
+    return MT_OK;
+}
+
+static mt_status_t
+run_cpu(struct bench *b)
+{
+    struct mt_cpu_isa isa;
+    double seconds = b->o.quick ? 0.05 : 0.5;
+    double gflops = 0.0;
+    struct row *row;
+    char shape[72];
+    mt_status_t st;
+
+    mt_cpu_isa_detect(&isa);
+    fprintf(stderr, "bench: cpu: fp32 FMA rate on %d cores...\n", b->prof->cpu.cores);
+    st = mt_cpu_fma_gflops(seconds, &gflops);
+    if (st != MT_OK) {
+        return st;
+    }
+    snprintf(shape, sizeof(shape), "fp32 %s, %d cores",
+             isa.avx512f           ? "avx512"
+             : isa.avx2 && isa.fma ? "avx2"
+                                   : "scalar",
+             b->prof->cpu.cores);
+    row = add_row(b, "cpu", "fma", shape, "");
+    row->tflops = gflops * 1e-3;
+    b->prof->cpu.fma_gflops = gflops;
+    fprintf(stderr, "bench: cpu: FMA %.0f GFLOP/s\n", gflops);
+    if (isa.amx_bf16) {
+        fprintf(stderr, "bench: cpu: AMX BF16 tile rate...\n");
+        st = mt_cpu_amx_bf16_gflops(seconds, &gflops);
+        if (st == MT_OK) {
+            snprintf(shape, sizeof(shape), "bf16 tiles, %d cores", b->prof->cpu.cores);
+            row = add_row(b, "cpu", "amx_bf16", shape, "");
+            row->tflops = gflops * 1e-3;
+            b->prof->cpu.amx_bf16_gflops = gflops;
+            fprintf(stderr, "bench: cpu: AMX BF16 %.0f GFLOP/s\n", gflops);
+        } else {
+            mt_log_warn("AMX present but not usable: %s; skipped", mt_last_error());
+        }
+    } else {
+        fprintf(stderr, "bench: cpu: no AMX-BF16 on this CPU: skipped\n");
+    }
+    return MT_OK;
+}
+
+/* ---- disks -------------------------------------------------------------------------------- */
+
+/*
+ * Create a test file at path, remove its name at once and write `size` bytes of a non-zero
+ * pattern, bypassing the page cache where the filesystem allows, so the reads that follow are
+ * cold. The file lives on through the returned descriptor *fd_out only: however the process ends
+ * (error, Ctrl-C, kill), nothing is left behind. A name that exists already is refused, never
+ * removed: it is not ours.
+ */
+static mt_status_t
+write_test_file(const char *path, uint64_t size, void *buf, size_t buf_bytes, int *fd_out)
+{
+    double t0 = now_s();
+    bool direct = true;
+    uint64_t done = 0;
+    mt_status_t st = MT_OK;
+    int fd;
+
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_DIRECT | O_CLOEXEC, 0600);
+    if (fd < 0 && errno == EINVAL) {
+        direct = false;
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    }
+    if (fd < 0) {
+        return mt_fail(MT_ERR_IO, errno, "cannot create disk test file '%s'", path);
+    }
+    if (unlink(path) != 0) {
+        mt_log_warn("cannot remove the name of disk test file '%s': %s", path, strerror(errno));
+    }
+    for (size_t i = 0; i < buf_bytes / 8; i++) {
+        ((uint64_t *)buf)[i] = (i + 1) * 0x9e3779b97f4a7c15ull;
+    }
+    while (done < size) {
+        size_t n = (size_t)MT_MIN((uint64_t)buf_bytes, size - done);
+        ssize_t w = pwrite(fd, buf, n, (off_t)done);
+
+        if (w <= 0) {
+            st = mt_fail(MT_ERR_IO, w < 0 ? errno : ENOSPC,
+                         "cannot write disk test file '%s' at %" PRIu64 " (need %" PRIu64
+                         " bytes free; try --disk-size)",
+                         path, done, size);
+            break;
+        }
+        ((uint64_t *)buf)[0]++; /* every block differs */
+        done += (uint64_t)w;
+    }
+    if (st == MT_OK && fsync(fd) != 0) {
+        st = mt_fail(MT_ERR_IO, errno, "cannot sync disk test file '%s'", path);
+    }
+    if (st == MT_OK && !direct) {
+        posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    }
+    if (st != MT_OK) {
+        close(fd);
+        return st;
+    }
+    fprintf(stderr, "bench: disk: wrote %.2f GiB test file in %.1f s%s\n",
+            (double)size / (1ull << 30), now_s() - t0, direct ? "" : " (buffered)");
+    *fd_out = fd;
+    return MT_OK;
+}
+
+/* Read `pass` bytes of path in `block` pieces with qd in flight, starting at *cursor (wraps
+ * within the file's whole blocks, and advances so the next point reads other bytes). */
+static mt_status_t
+disk_point(const char *path, int qd, uint64_t block, uint64_t pass, char *buf, uint64_t *cursor,
+           double *gbps_out, double *seconds_out, bool *direct_out)
+{
+    struct mt_io_uring_reader *r;
+    struct mt_io_done done;
+    uint64_t size;
+    uint64_t n_file_blocks;
+    uint64_t n_blocks;
+    uint64_t next = 0;
+    uint64_t got = 0;
+    double t0;
+    double el;
+    mt_status_t st;
+
+    st = mt_io_uring_reader_create(path, (unsigned)qd, 0, &r);
+    if (st != MT_OK) {
+        return st;
+    }
+    size = mt_io_uring_reader_file_size(r);
+    n_file_blocks = size / block;
+    if (n_file_blocks == 0) {
+        st =
+            mt_fail(MT_ERR_INVAL, 0,
+                    "disk file '%s' (%" PRIu64 " bytes) is smaller than one %" PRIu64 "-byte block",
+                    path, size, block);
+        goto out_reader;
+    }
+    n_blocks = MT_MAX((uint64_t)1, MT_MIN(pass, n_file_blocks * block) / block);
+    {
+        /* Registered buffers skip per-read page pinning; not worth failing over. */
+        void *bufs[1] = {buf};
+        size_t lens[1] = {(size_t)qd * block};
+
+        if (mt_io_uring_reader_register_buffers(r, bufs, lens, 1) != MT_OK) {
+            mt_log_warn("'%s': reading without registered buffers", path);
+        }
+    }
+    t0 = now_s();
+    /* Slot k owns buf[k * block]; a finished slot is refilled with the next block at once. */
+    for (uint64_t slot = 0; slot < (uint64_t)qd && next < n_blocks; slot++, next++) {
+        st = mt_io_uring_reader_submit(
+            r, buf + slot * block, ((*cursor + next) % n_file_blocks) * block, (size_t)block, slot);
+        if (st != MT_OK) {
+            goto out_reader;
+        }
+    }
+    while (mt_io_uring_reader_in_flight(r) > 0) {
+        st = mt_io_uring_reader_wait(r, &done);
+        if (st != MT_OK) {
+            goto out_reader;
+        }
+        got += done.bytes;
+        if (next < n_blocks) {
+            st = mt_io_uring_reader_submit(r, buf + done.tag * block,
+                                           ((*cursor + next) % n_file_blocks) * block,
+                                           (size_t)block, done.tag);
+            if (st != MT_OK) {
+                goto out_reader;
+            }
+            next++;
+        }
+    }
+    el = now_s() - t0;
+    *cursor = (*cursor + n_blocks) % n_file_blocks;
+    *gbps_out = (double)got / el * 1e-9;
+    *seconds_out = el;
+    *direct_out = mt_io_uring_reader_is_direct(r);
+
+out_reader:
+    mt_io_uring_reader_destroy(r);
+    return st;
+}
+
+static mt_status_t
+run_disk_one(struct bench *b, const char *path_arg, struct mt_hw_disk *disk)
+{
+    uint64_t max_block = 0;
+    int max_qd = 0;
+    char file[4096];
+    int test_fd = -1;
+    char *buf = NULL;
+    uint64_t cursor = 0;
+    struct stat sb;
+    mt_status_t st = MT_OK;
+
+    for (int i = 0; i < b->o.n_blocks; i++) {
+        max_block = MT_MAX(max_block, b->o.blocks[i]);
+    }
+    for (int i = 0; i < b->o.n_qd; i++) {
+        max_qd = MT_MAX(max_qd, b->o.qds[i]);
+    }
+    if (stat(path_arg, &sb) != 0) {
+        return mt_fail(MT_ERR_IO, errno, "cannot use disk path '%s'", path_arg);
+    }
+    if (posix_memalign((void **)&buf, MT_IO_ALIGN, (size_t)max_qd * max_block) != 0) {
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate %d x %" PRIu64 " bytes of read buffers",
+                       max_qd, max_block);
+    }
+    if (S_ISDIR(sb.st_mode)) {
+        snprintf(file, sizeof(file), "%s/moetier-bench-%d.tmp", path_arg, (int)getpid());
+        st = write_test_file(file, b->o.disk_size, buf, (size_t)max_qd * max_block, &test_fd);
+        if (st != MT_OK) {
+            goto out_free;
+        }
+        /* The file has no name any more; the readers open it through our descriptor. */
+        snprintf(file, sizeof(file), "/proc/self/fd/%d", test_fd);
+    } else if (S_ISREG(sb.st_mode)) {
+        snprintf(file, sizeof(file), "%s", path_arg);
+    } else {
+        st = mt_fail(MT_ERR_INVAL, 0, "disk path '%s' is neither a file nor a directory", path_arg);
+        goto out_free;
+    }
+    snprintf(disk->path, sizeof(disk->path), "%s", path_arg);
+    for (int bi = 0; bi < b->o.n_blocks; bi++) {
+        for (int qi = 0; qi < b->o.n_qd; qi++) {
+            uint64_t block = b->o.blocks[bi];
+            int qd = b->o.qds[qi];
+            uint64_t pass = b->o.disk_pass ? b->o.disk_pass : (uint64_t)1 << 30;
+            double gbps = 0.0;
+            double secs = 0.0;
+            bool direct = true;
+            char shape[72];
+            char bs[24];
+            char group[80];
+            struct row *row;
+
+            st = disk_point(file, qd, block, pass, buf, &cursor, &gbps, &secs, &direct);
+            if (st != MT_OK) {
+                goto out_free;
+            }
+            fmt_bytes(bs, sizeof(bs), block);
+            snprintf(shape, sizeof(shape), "%s qd%d %s%s", path_arg, qd, bs,
+                     direct ? "" : " buffered");
+            snprintf(group, sizeof(group), "disk:%s", path_arg);
+            row = add_row(b, "disk", "odirect_read", shape, group);
+            row->median_ms = secs * 1e3; /* one pass: the whole pass's time */
+            row->p90_ms = secs * 1e3;
+            row->gbps = gbps;
+            fprintf(stderr, "bench: disk: %s qd %d block %s: %.2f GB/s%s\n", path_arg, qd, bs, gbps,
+                    direct ? "" : " (buffered: the filesystem refused O_DIRECT)");
+            if (disk->n_points < MT_HWPROFILE_MAX_POINTS) {
+                disk->points[disk->n_points++] =
+                    (struct mt_hw_disk_point){.qd = qd, .block_bytes = block, .gbps = gbps};
+            }
+            if (gbps > disk->best_gbps) {
+                disk->best_gbps = gbps;
+                disk->best_qd = qd;
+                disk->best_block_bytes = block;
+            }
+        }
+    }
+
+out_free:
+    if (test_fd >= 0) {
+        close(test_fd);
+    }
+    free(buf);
+    return st;
+}
+
+static mt_status_t
+run_disk(struct bench *b)
+{
+    for (int i = 0; i < b->o.n_disks; i++) {
+        mt_status_t st;
+
+        fprintf(stderr, "bench: disk: %s...\n", b->o.disks[i]);
+        st = run_disk_one(b, b->o.disks[i], &b->prof->disks[i]);
+        if (st != MT_OK) {
+            return st;
+        }
+        b->prof->n_disks = i + 1;
+    }
+    return MT_OK;
+}
+
+/* ---- output ------------------------------------------------------------------------------- */
+
+static void
+print_table(struct bench *b)
+{
+    const struct mt_hwprofile *p = b->prof;
+
+    printf("# moetier bench %s | %s | %s | %s, %d cores, %d NUMA node%s, %.0f GiB | %s | "
+           "median of %d reps%s\n",
+           PACKAGE_VERSION, p->host, p->date, p->cpu.model, p->cpu.cores, p->cpu.n_nodes,
+           p->cpu.n_nodes == 1 ? "" : "s", (double)p->dram_bytes / (1ull << 30),
+           b->gpu_note[0] ? b->gpu_note : "gpu not probed", b->reps,
+           b->o.quick ? " (--quick: not a measurement)" : "");
+    if (b->o.csv) {
+        printf("tier,kernel,shape,median_ms,p90_ms,GB/s,TFLOP/s,%%peak\n");
+    } else {
+        printf("%-5s %-13s %-38s %10s %10s %9s %8s %6s\n", "tier", "kernel", "shape", "median_ms",
+               "p90_ms", "GB/s", "TFLOP/s", "%peak");
+    }
+    for (int i = 0; i < b->n_rows; i++) {
+        const struct row *r = &b->rows[i];
+        double peak = 0.0;
+        int in_group = 0;
+        char gbps[24] = "-";
+        char tflops[24] = "-";
+        char pct[16] = "-";
+        char med[24] = "-";
+        char p90[24] = "-";
+
+        for (int k = 0; k < b->n_rows; k++) {
+            if (r->peak_group[0] && strcmp(b->rows[k].peak_group, r->peak_group) == 0) {
+                peak = MT_MAX(peak, b->rows[k].gbps);
+                in_group++;
+            }
+        }
+        if (r->gbps > 0) {
+            snprintf(gbps, sizeof(gbps), "%.2f", r->gbps);
+        }
+        if (r->tflops > 0) {
+            snprintf(tflops, sizeof(tflops), "%.2f", r->tflops);
+        }
+        if (in_group > 1 && peak > 0) {
+            snprintf(pct, sizeof(pct), "%.0f", 100.0 * r->gbps / peak);
+        }
+        if (r->median_ms > 0) {
+            snprintf(med, sizeof(med), "%.4f", r->median_ms);
+            snprintf(p90, sizeof(p90), "%.4f", r->p90_ms);
+        }
+        if (b->o.csv) {
+            printf("%s,%s,\"%s\",%s,%s,%s,%s,%s\n", r->tier, r->kernel, r->shape, med, p90, gbps,
+                   tflops, pct);
+        } else {
+            printf("%-5s %-13s %-38s %10s %10s %9s %8s %6s\n", r->tier, r->kernel, r->shape, med,
+                   p90, gbps, tflops, pct);
+        }
+    }
+    if (!b->o.csv) {
+        printf("# GB/s = 1e9 bytes/s; d2d_copy counts read + write; bidir counts both "
+               "directions; triad counts 3 arrays; %%peak = share of the best in its group\n");
+    }
+}
+
+static mt_status_t
+write_svg(struct bench *b)
+{
+    const struct mt_hwprofile *p = b->prof;
+    struct mt_svg_bar bars[64];
+    char labels[64][96];
+    char subtitle[320];
+    char title[200];
+    int n = 0;
+
+#define BAR(grp, val, ...)                                                                         \
+    do {                                                                                           \
+        if (n < 64) {                                                                              \
+            snprintf(labels[n], sizeof(labels[n]), __VA_ARGS__);                                   \
+            bars[n] = (struct mt_svg_bar){labels[n], (grp), (val)};                                \
+            n++;                                                                                   \
+        }                                                                                          \
+    } while (0)
+
+    if (p->gpu.hbm_read_gbps > 0) {
+        BAR("gpu", p->gpu.hbm_read_gbps, "GPU HBM read");
+        BAR("gpu", p->gpu.copy_gbps, "GPU copy (read+write)");
+    }
+    if (p->pcie.h2d_gbps > 0) {
+        char size[24];
+
+        fmt_bytes(size, sizeof(size), p->pcie.large_bytes);
+        BAR("pcie", p->pcie.h2d_gbps, "PCIe host to GPU (%s)", size);
+        BAR("pcie", p->pcie.d2h_gbps, "PCIe GPU to host (%s)", size);
+        BAR("pcie", p->pcie.bidir_gbps, "PCIe both ways at once");
+        BAR("pcie", p->pcie.h2d_curve[0].gbps, "PCIe host to GPU (64 KiB)");
+    }
+    for (int i = 0; i < p->cpu.n_nodes; i++) {
+        BAR("dram", p->cpu.nodes[i].read_gbps, "DRAM read, node %d", p->cpu.nodes[i].id);
+        BAR("dram", p->cpu.nodes[i].triad_gbps, "DRAM triad, node %d", p->cpu.nodes[i].id);
+    }
+    if (p->cpu.n_nodes > 1) {
+        BAR("dram", p->cpu.read_gbps, "DRAM read, all nodes");
+        BAR("dram", p->cpu.triad_gbps, "DRAM triad, all nodes");
+    }
+    for (int i = 0; i < p->n_disks; i++) {
+        char bs[24];
+
+        fmt_bytes(bs, sizeof(bs), p->disks[i].best_block_bytes);
+        BAR("disk", p->disks[i].best_gbps, "disk %.24s, qd%d %s", p->disks[i].path,
+            p->disks[i].best_qd, bs);
+    }
+#undef BAR
+    if (n == 0) {
+        mt_log_warn("no bandwidth measured: no chart written to '%s'", b->o.svg);
+        return MT_OK;
+    }
+    snprintf(title, sizeof(title), "Memory tiers of %s (moetier bench)", p->host);
+    snprintf(subtitle, sizeof(subtitle), "%s%s%s | %d cores | %s",
+             p->gpu.present ? p->gpu.name : "", p->gpu.present ? " | " : "", p->cpu.model,
+             p->cpu.cores, p->date);
+    return mt_svg_bars_write(b->o.svg, title, subtitle, "GB/s (1e9 bytes per second)", bars, n);
+}
+
+/* ---- options and main --------------------------------------------------------------------- */
+
+static bool
+parse_parts(const char *s, unsigned *out)
+{
+    char buf[128];
+    char *save = NULL;
+    unsigned parts = 0;
+
+    snprintf(buf, sizeof(buf), "%s", s);
+    for (char *tok = strtok_r(buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+        if (strcmp(tok, "gpu") == 0) {
+            parts |= PART_GPU;
+        } else if (strcmp(tok, "pcie") == 0) {
+            parts |= PART_PCIE;
+        } else if (strcmp(tok, "dram") == 0) {
+            parts |= PART_DRAM;
+        } else if (strcmp(tok, "cpu") == 0) {
+            parts |= PART_CPU;
+        } else if (strcmp(tok, "disk") == 0) {
+            parts |= PART_DISK;
+        } else {
+            mt_cli_error(&cli, "unknown part '%s' (gpu, pcie, dram, cpu, disk)", tok);
+            return false;
+        }
+    }
+    if (parts == 0) {
+        mt_cli_error(&cli, "--only wants at least one part (gpu, pcie, dram, cpu, disk)");
+        return false;
+    }
+    *out = parts;
+    return true;
+}
+
+/* A size in whole 4 KiB units: O_DIRECT reads and the stream arrays need the alignment. */
+static bool
+parse_aligned_size(const char *flag, const char *s, uint64_t *out)
+{
+    if (!mt_cli_parse_size(&cli, flag, "4G, 512M", s, out)) {
+        return false;
+    }
+    if (*out == 0 || *out % MT_IO_ALIGN != 0) {
+        mt_cli_error(&cli, "%s must be a positive multiple of 4 KiB, got '%s'", flag, s);
+        return false;
+    }
+    return true;
+}
+
+/*
+ * --disk-qd "1,4,16" -> queue depths, or --disk-block "1M,4M" -> block sizes (multiples of 4 KiB,
+ * at most 1 GiB), at most cap of them. Prints what is wrong.
+ */
+static bool
+parse_list(const char *flag, const char *s, int *qds, uint64_t *blocks, int cap, int *n_out)
+{
+    char buf[128];
+    char *save = NULL;
+    int n = 0;
+
+    snprintf(buf, sizeof(buf), "%s", s);
+    for (char *tok = strtok_r(buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+        if (n == cap) {
+            n = 0;
+            break;
+        }
+        if (blocks == NULL) {
+            if (!mt_cli_parse_int(&cli, flag, tok, 1, 4096, &qds[n])) {
+                return false;
+            }
+        } else {
+            if (!mt_cli_parse_size(&cli, flag, "1M", tok, &blocks[n])) {
+                return false;
+            }
+            if (blocks[n] == 0 || blocks[n] % MT_IO_ALIGN != 0 || blocks[n] > (1u << 30)) {
+                n = 0;
+                break;
+            }
+        }
+        n++;
+    }
+    if (n == 0) {
+        if (blocks == NULL) {
+            mt_cli_error(&cli, "%s wants up to %d depths in 1..4096, e.g. 1,4,16,64", flag, cap);
+        } else {
+            mt_cli_error(&cli, "%s wants up to %d sizes, multiples of 4K up to 1G, e.g. 1M,4M",
+                         flag, cap);
+        }
+        return false;
+    }
+    *n_out = n;
+    return true;
+}
+
+static int
+parse_opts(int argc, char **argv, struct bench_opts *o)
+{
+    enum {
+        OPT_ONLY = 256,
+        OPT_DISK,
+        OPT_DISK_SIZE,
+        OPT_DISK_PASS,
+        OPT_QD,
+        OPT_BLOCK,
+        OPT_DRAM_SIZE,
+        OPT_DEVICE,
+        OPT_QUICK,
+        OPT_JSON,
+        OPT_SVG,
+        OPT_CSV
+    };
+    static const struct option longopts[] = {
+        {"only", required_argument, NULL, OPT_ONLY},
+        {"disk", required_argument, NULL, OPT_DISK},
+        {"disk-size", required_argument, NULL, OPT_DISK_SIZE},
+        {"disk-pass", required_argument, NULL, OPT_DISK_PASS},
+        {"disk-qd", required_argument, NULL, OPT_QD},
+        {"disk-block", required_argument, NULL, OPT_BLOCK},
+        {"dram-size", required_argument, NULL, OPT_DRAM_SIZE},
+        {"device", required_argument, NULL, OPT_DEVICE},
+        {"quick", no_argument, NULL, OPT_QUICK},
+        {"json", required_argument, NULL, OPT_JSON},
+        {"svg", required_argument, NULL, OPT_SVG},
+        {"csv", no_argument, NULL, OPT_CSV},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    bool size_given = false;
+    int c;
+
+    memset(o, 0, sizeof(*o));
+    o->parts = PART_ALL;
+    o->disk_size = 4ull << 30;
+    o->qds[0] = 1, o->qds[1] = 4, o->qds[2] = 16, o->qds[3] = 64;
+    o->n_qd = 4;
+    o->blocks[0] = 1u << 20, o->blocks[1] = 4u << 20;
+    o->n_blocks = 2;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_ONLY:
+            if (!parse_parts(optarg, &o->parts)) {
+                return 2;
+            }
+            break;
+        case OPT_DISK:
+            if (o->n_disks == MT_HWPROFILE_MAX_DISKS) {
+                mt_cli_error(&cli, "at most %d --disk paths", MT_HWPROFILE_MAX_DISKS);
+                return 2;
+            }
+            o->disks[o->n_disks++] = optarg;
+            break;
+        case OPT_DISK_SIZE:
+            if (!parse_aligned_size("--disk-size", optarg, &o->disk_size)) {
+                return 2;
+            }
+            size_given = true;
+            break;
+        case OPT_DISK_PASS:
+            if (!parse_aligned_size("--disk-pass", optarg, &o->disk_pass)) {
+                return 2;
+            }
+            break;
+        case OPT_DRAM_SIZE:
+            if (!parse_aligned_size("--dram-size", optarg, &o->dram_bytes)) {
+                return 2;
+            }
+            break;
+        case OPT_QD:
+            if (!parse_list("--disk-qd", optarg, o->qds, NULL, MAX_QD, &o->n_qd)) {
+                return 2;
+            }
+            break;
+        case OPT_BLOCK:
+            if (!parse_list("--disk-block", optarg, NULL, o->blocks, MAX_BLOCKS, &o->n_blocks)) {
+                return 2;
+            }
+            break;
+        case OPT_DEVICE:
+            if (!mt_cli_parse_int(&cli, "--device", optarg, 0, INT_MAX, &o->device)) {
+                return 2;
+            }
+            break;
+        case OPT_QUICK:
+            o->quick = true;
+            break;
+        case OPT_JSON:
+            o->json = optarg;
+            break;
+        case OPT_SVG:
+            o->svg = optarg;
+            break;
+        case OPT_CSV:
+            o->csv = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            return mt_cli_bad_option(&cli, c, argv);
+        }
+    }
+    if (optind < argc) {
+        return mt_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
+    }
+    if (o->quick && !size_given) {
+        o->disk_size = 64u << 20;
+    }
+    for (int i = 0; i < o->n_blocks; i++) {
+        if (o->disk_size < o->blocks[i]) {
+            if (!size_given) {
+                o->disk_size = o->blocks[i]; /* --quick with large blocks */
+                continue;
+            }
+            mt_cli_error(&cli,
+                         "--disk-size %" PRIu64 " KiB is smaller than the --disk-block %" PRIu64
+                         " KiB: the test file must hold at least one block",
+                         o->disk_size >> 10, o->blocks[i] >> 10);
+            return 2;
+        }
+    }
+    return -1;
+}
+
+int
+mt_cli_bench(int argc, char **argv)
+{
+    struct bench *b;
+    struct mt_cpu_topo tp;
+    struct mt_cpu_isa isa;
+    struct tm tm;
+    time_t now = time(NULL);
+    bool have_gpu = false;
+    mt_status_t st = MT_OK;
+    int rc;
+
+    b = calloc(1, sizeof(*b));
+    if (b == NULL || (b->prof = calloc(1, sizeof(*b->prof))) == NULL) {
+        mt_cli_error(&cli, "out of memory");
+        free(b);
+        return 1;
+    }
+    rc = parse_opts(argc, argv, &b->o);
+    if (rc >= 0) {
+        goto out_free;
+    }
+    rc = 1;
+    b->reps = b->o.quick ? 3 : 20;
+    mt_hwprofile_init(b->prof);
+    snprintf(b->prof->source, sizeof(b->prof->source), "moetier bench %s%s", PACKAGE_VERSION,
+             b->o.quick ? " --quick" : "");
+    gethostname(b->prof->host, sizeof(b->prof->host) - 1);
+    gmtime_r(&now, &tm);
+    strftime(b->prof->date, sizeof(b->prof->date), "%Y-%m-%dT%H:%M:%SZ", &tm);
+
+    /* Capacities and ISA flags are cheap: always in the profile. */
+    if (mt_cpu_topo_query(&tp) == MT_OK) {
+        snprintf(b->prof->cpu.model, sizeof(b->prof->cpu.model), "%s", tp.model);
+        b->prof->cpu.cores = tp.cores;
+        b->prof->cpu.threads = tp.threads;
+        b->prof->cpu.n_nodes = MT_MIN(tp.n_nodes, MT_HWPROFILE_MAX_NODES);
+        b->prof->dram_bytes = tp.mem_bytes;
+        for (int i = 0; i < b->prof->cpu.n_nodes; i++) {
+            b->prof->cpu.nodes[i].id = tp.node_id[i];
+            b->prof->cpu.nodes[i].cores = tp.node_cores[i];
+            b->prof->cpu.nodes[i].mem_bytes = tp.node_mem[i];
+        }
+    }
+    mt_cpu_isa_detect(&isa);
+    b->prof->cpu.isa =
+        (isa.avx2 ? MT_HW_ISA_AVX2 : 0) | (isa.fma ? MT_HW_ISA_FMA : 0) |
+        (isa.avx512f ? MT_HW_ISA_AVX512F : 0) | (isa.avx512bw ? MT_HW_ISA_AVX512BW : 0) |
+        (isa.avx512_bf16 ? MT_HW_ISA_AVX512_BF16 : 0) |
+        (isa.avx512_fp16 ? MT_HW_ISA_AVX512_FP16 : 0) |
+        (isa.avx512_vnni ? MT_HW_ISA_AVX512_VNNI : 0) | (isa.amx_tile ? MT_HW_ISA_AMX_TILE : 0) |
+        (isa.amx_bf16 ? MT_HW_ISA_AMX_BF16 : 0) | (isa.amx_int8 ? MT_HW_ISA_AMX_INT8 : 0) |
+        (isa.amx_fp16 ? MT_HW_ISA_AMX_FP16 : 0);
+
+    if (b->o.parts & (PART_GPU | PART_PCIE)) {
+        have_gpu = gpu_present(b);
+        if (!have_gpu) {
+            fprintf(stderr, "bench: note: %s\n", b->gpu_note);
+        }
+    }
+    if (have_gpu && (b->o.parts & PART_GPU)) {
+        st = run_gpu(b);
+    }
+    if (st == MT_OK && have_gpu && (b->o.parts & PART_PCIE)) {
+        st = run_pcie(b);
+    }
+    if (st == MT_OK && (b->o.parts & PART_DRAM)) {
+        st = run_dram(b);
+    }
+    if (st == MT_OK && (b->o.parts & PART_CPU)) {
+        st = run_cpu(b);
+    }
+    if (st == MT_OK && (b->o.parts & PART_DISK)) {
+        if (b->o.n_disks == 0 && b->o.parts != PART_ALL) {
+            fprintf(stderr, "bench: note: disk part asked for but no --disk PATH given\n");
+        }
+        st = run_disk(b);
+    }
+    if (st != MT_OK) {
+        mt_cli_error(&cli, "stopped: %s", mt_last_error());
+        goto out_free;
+    }
+    print_table(b);
+    if (b->o.json != NULL && mt_hwprofile_save(b->prof, b->o.json) != MT_OK) {
+        goto out_free;
+    }
+    if (b->o.svg != NULL && write_svg(b) != MT_OK) {
+        goto out_free;
+    }
+    rc = 0;
+
+out_free:
+    free(b->prof);
+    free(b);
+    return rc;
+}

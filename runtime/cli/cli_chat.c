@@ -1,0 +1,701 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cli_chat.c - `moetier chat`: an interactive, multi-turn conversation with the CPU engine.
+ *
+ * The one idea: the conversation is kept as messages (text), and every turn re-encodes the whole
+ * of it with mt_chat_encode(), the model's own prompt format; the KV cache is then reused for the
+ * longest prefix it shares with that encoding. The chat remembers the ids the engine holds
+ * (cache[]), so a turn feeds only the new suffix when the cache is a prefix of the new prompt (chat
+ * mode, when the reply re-tokenizes to the ids that were generated), and otherwise cuts the
+ * cache back to the shared prefix (mt_engine_truncate) before feeding the rest. The second case is
+ * normal in thinking mode: the encoding drops earlier turns' reasoning and turns their <think>
+ * into </think> (see chat.h). Either way the model sees exactly the canonical prompt.
+ *
+ * Input is one line per user message; lines starting with '/' are commands (/help). The prompt
+ * "> ", the banner and command feedback go to stderr, and only when stdin is a terminal; stdout
+ * carries the replies alone (streamed token by token through the tokenizer's streaming decoder,
+ * one reply per turn, ended by a newline), so piping lines in gives a scriptable transcript.
+ * In thinking mode the reasoning is printed first, dimmed on a terminal or between "<think>" and
+ * "</think>" otherwise, then the answer. Both go into the history, and the encoder drops the
+ * reasoning of earlier turns, as the format says. Ids the tokenizer does not know (padding rows
+ * of the embedding) print as "<id>" and are left out of the history.
+ *
+ * Exit status: 0 at end of input (Ctrl-D, /quit), 1 when the model cannot be loaded or any turn
+ * failed (too long a conversation, an engine error) or stdin could not be read, 2 usage error.
+ */
+#include <config.h>
+
+#include "runtime/cli/cli.h"
+#include "runtime/cli/cli_common.h"
+
+#include "runtime/text/chat.h"
+#include "runtime/engine/engine.h"
+#include "runtime/model/model.h"
+#include "runtime/text/sampler.h"
+#include "runtime/base/status.h"
+#include "runtime/text/tokenizer.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#define CHAT_DIM "\033[2m"
+#define CHAT_RESET "\033[0m"
+
+static void
+chat_usage(FILE *f)
+{
+    fprintf(f, "usage: moetier chat -m DIR [options]\n\n"
+               "Talk with the model, one line per message (CPU reference engine); the KV\n"
+               "cache is kept across turns. Commands: /help, /reset (forget the\n"
+               "conversation), /quit; Ctrl-D (end of input) leaves, Ctrl-C stops a reply.\n\n"
+               "  -m, --model DIR          checkpoint directory (config.json, safetensors,\n"
+               "                           tokenizer.json)\n"
+               "      --device cpu         where to run (only cpu so far; default cpu)\n"
+               "      --think              thinking mode: the model reasons first (dimmed)\n"
+               "      --system TEXT        system prompt, kept across /reset\n"
+               "  -n N                     most tokens per reply (default 512)\n"
+               "      --temperature T      0 = greedy (default 1, DeepSeek's recommendation)\n"
+               "      --top-p P            nucleus sampling mass in (0, 1] (default 0.95)\n"
+               "      --top-k K            keep the K most likely tokens (default 0 = all)\n"
+               "      --seed S             sampling seed (default 0)\n"
+               "      --threads N          OpenMP threads (default: OMP_NUM_THREADS or all)\n"
+               "  -v, --verbose            per-turn prefill and decode tok/s on stderr\n"
+               "  -h, --help               this text\n"
+               "stdout carries only the replies; the prompt \"> \" and messages go to\n"
+               "stderr. Exit status: 0, or 1 when a turn failed.\n");
+}
+
+static const struct mt_cli cli = {"chat", chat_usage};
+
+static void
+chat_help(void)
+{
+    fprintf(stderr, "commands:\n"
+                    "  /help    this list\n"
+                    "  /reset   forget the conversation and the KV cache (the system prompt "
+                    "stays)\n"
+                    "  /quit    leave (so does Ctrl-D, end of input)\n"
+                    "any other line is a message to the model; Ctrl-C stops a reply\n");
+}
+
+static volatile sig_atomic_t interrupted;
+
+static void
+on_sigint(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+/* A growing array of token ids. */
+struct idvec {
+    int32_t *v;
+    size_t n;
+    size_t cap;
+};
+
+static mt_status_t
+idvec_push(struct idvec *a, const int32_t *ids, size_t n)
+{
+    if (a->n + n > a->cap) {
+        size_t cap = a->cap ? a->cap : 256;
+        while (cap < a->n + n) {
+            cap *= 2;
+        }
+        int32_t *nv = realloc(a->v, cap * sizeof(*nv));
+        if (nv == NULL) {
+            return mt_fail(MT_ERR_NOMEM, 0, "cannot grow a token list to %zu ids", cap);
+        }
+        a->v = nv;
+        a->cap = cap;
+    }
+    memcpy(a->v + a->n, ids, n * sizeof(*ids));
+    a->n += n;
+    return MT_OK;
+}
+
+struct chat {
+    struct mt_cli_engine eng; /* owned: the model, its engine and the sampler */
+    struct mt_tokenizer *tok; /* owned */
+    float *logits;            /* owned, [eng.vocab] */
+    struct mt_chat_msg *msgs; /* owned, with every content/reasoning string */
+    size_t n_msgs;
+    size_t cap_msgs;
+    size_t n_fixed;     /* leading messages /reset keeps (the system prompt) */
+    struct idvec cache; /* the ids whose keys and values the engine holds, in order */
+    bool thinking;
+    bool tty_out; /* stdout is a terminal: drop control characters from the model's text */
+    bool color;   /* ... and NO_COLOR is not set: dim the reasoning */
+    bool verbose; /* per-turn speeds on stderr */
+    long max_new;
+    int32_t eos;       /* config.json's eos_token_id */
+    int32_t eos_tok;   /* the tokenizer's, usually the same; -1 if none */
+    int32_t think_end; /* id of "</think>" or -1 */
+    int turn;
+};
+
+static void
+msg_free(struct mt_chat_msg *m)
+{
+    free((char *)m->content);
+    free((char *)m->reasoning);
+}
+
+/* Append a message with copies of content and reasoning (either may be NULL). */
+static mt_status_t
+chat_add(struct chat *c, enum mt_chat_role role, const char *content, size_t content_len,
+         const char *reasoning, size_t reasoning_len)
+{
+    struct mt_chat_msg m = {.role = role};
+    char *ct = NULL;
+    char *rs = NULL;
+
+    if (c->n_msgs == c->cap_msgs) {
+        size_t cap = c->cap_msgs ? 2 * c->cap_msgs : 16;
+        struct mt_chat_msg *nm = realloc(c->msgs, cap * sizeof(*nm));
+        if (nm == NULL) {
+            return mt_fail(MT_ERR_NOMEM, 0, "cannot grow the conversation to %zu messages", cap);
+        }
+        c->msgs = nm;
+        c->cap_msgs = cap;
+    }
+    ct = malloc(content_len + 1);
+    if (ct == NULL) {
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot copy a message of %zu bytes", content_len);
+    }
+    memcpy(ct, content != NULL ? content : "", content_len);
+    ct[content_len] = '\0';
+    if (reasoning != NULL) {
+        rs = malloc(reasoning_len + 1);
+        if (rs == NULL) {
+            free(ct);
+            return mt_fail(MT_ERR_NOMEM, 0, "cannot copy a reasoning of %zu bytes", reasoning_len);
+        }
+        memcpy(rs, reasoning, reasoning_len);
+        rs[reasoning_len] = '\0';
+    }
+    m.content = ct;
+    m.reasoning = rs;
+    c->msgs[c->n_msgs++] = m;
+    return MT_OK;
+}
+
+static void
+chat_drop_last(struct chat *c)
+{
+    msg_free(&c->msgs[--c->n_msgs]);
+}
+
+/* /reset: forget the conversation (but the system prompt) and the engine's sequence. */
+static void
+chat_reset(struct chat *c)
+{
+    while (c->n_msgs > c->n_fixed) {
+        chat_drop_last(c);
+    }
+    mt_engine_reset(c->eng.engine);
+    c->cache.n = 0;
+}
+
+/*
+ * Run ids[0..n) through the engine, reusing the cached prefix when the cache is one. Sets
+ * *shared_out to the length of the prefix the cache and ids have in common, *reused_out to the
+ * number of cached ids kept and *fed_out to the number run now.
+ */
+static mt_status_t
+chat_prefill(struct chat *c, const int32_t *ids, size_t n, size_t *shared_out, size_t *reused_out,
+             size_t *fed_out)
+{
+    size_t common = 0;
+    mt_status_t st;
+
+    while (common < c->cache.n && common < n && c->cache.v[common] == ids[common]) {
+        common++;
+    }
+    *shared_out = common;
+    /*
+     * Keep the shared prefix and drop the rest of the cache. At least the last prompt id has to
+     * run, to give the logits of the next token.
+     */
+    if (common == n) {
+        common = n - 1;
+    }
+    mt_engine_truncate(c->eng.engine, (int64_t)common);
+    c->cache.n = common;
+    st = mt_engine_forward(c->eng.engine, ids + common, (int)(n - common), false, c->logits);
+    if (st != MT_OK) {
+        /* nothing was appended, but start the next turn from a clean engine anyway */
+        mt_engine_reset(c->eng.engine);
+        c->cache.n = 0;
+        return st;
+    }
+    st = idvec_push(&c->cache, ids + common, n - common);
+    if (st != MT_OK) {
+        mt_engine_reset(c->eng.engine);
+        c->cache.n = 0;
+        return st;
+    }
+    *reused_out = common;
+    *fed_out = n - common;
+    return MT_OK;
+}
+
+/*
+ * Write generated text to stdout. On a terminal, control characters other than newline and tab
+ * are dropped, so the model cannot move the cursor or change colours (escape sequences).
+ */
+static void
+put_text(const struct chat *c, const char *text, size_t len)
+{
+    if (!c->tty_out) {
+        fwrite(text, 1, len, stdout);
+        return;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char b = (unsigned char)text[i];
+        if ((b >= 0x20 && b != 0x7f) || b == '\n' || b == '\t') {
+            putchar(b);
+        }
+    }
+}
+
+/* Print what the streaming decoder gives for one generated id ("<id>" for a padding row). */
+static void
+print_token(struct chat *c, struct mt_detok *d, int32_t id)
+{
+    const char *text;
+    size_t len;
+    size_t tl;
+
+    if (mt_tokenizer_token_bytes(c->tok, id, &tl) != NULL &&
+        mt_detok_push(d, id, &text, &len) == MT_OK) {
+        put_text(c, text, len);
+    } else {
+        printf("<%d>", id);
+    }
+}
+
+static void
+flush_detok(struct chat *c, struct mt_detok *d)
+{
+    const char *text;
+    size_t len;
+
+    if (mt_detok_flush(d, &text, &len) == MT_OK) {
+        put_text(c, text, len);
+    }
+}
+
+/* The text of ids that are tokens (padding rows the model may sample have none): malloc'ed. */
+static mt_status_t
+decode_valid(struct chat *c, const int32_t *ids, size_t n, char **text_out, size_t *len_out)
+{
+    int32_t *keep = malloc((n ? n : 1) * sizeof(*keep));
+    size_t k = 0;
+    size_t tl;
+    mt_status_t st;
+
+    if (keep == NULL) {
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot decode a reply of %zu tokens", n);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (mt_tokenizer_token_bytes(c->tok, ids[i], &tl) != NULL) {
+            keep[k++] = ids[i];
+        }
+    }
+    st = mt_tokenizer_decode(c->tok, keep, k, text_out, len_out);
+    free(keep);
+    return st;
+}
+
+/*
+ * One turn: add the user's line, encode the conversation, prefill, stream the reply, and add it
+ * to the conversation. On failure the conversation is as before the turn.
+ */
+static mt_status_t
+chat_turn(struct chat *c, const char *line)
+{
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    size_t shared = 0;
+    size_t reused = 0;
+    size_t fed = 0;
+    struct idvec gen = {0}; /* generated ids, without EOS */
+    size_t n_reasoning = 0; /* gen.v[0..n_reasoning) is reasoning (thinking mode) */
+    size_t answer_at = 0;   /* gen.v[answer_at..) is the answer (after </think>) */
+    bool in_reasoning = c->thinking;
+    bool stopped_eos = false;
+    bool full = false;
+    char *answer = NULL;
+    char *reasoning = NULL;
+    size_t answer_len = 0;
+    size_t reasoning_len = 0;
+    struct mt_detok detok;
+    int64_t max_pos = mt_engine_max_pos(c->eng.engine);
+    long n_done = 0;
+    int n_decoded = 0;
+    mt_status_t st;
+
+    st = chat_add(c, MT_CHAT_USER, line, strlen(line), NULL, 0);
+    if (st != MT_OK) {
+        return st;
+    }
+    st = mt_chat_encode(c->tok, c->msgs, c->n_msgs, c->thinking, &ids, &n_ids);
+    if (st != MT_OK) {
+        goto out_drop_user;
+    }
+    if ((int64_t)n_ids >= max_pos) {
+        if (c->n_msgs == c->n_fixed + 1) {
+            st = mt_fail(MT_ERR_INVAL, 0,
+                         "the message is %zu tokens in the prompt format, the model takes at "
+                         "most %lld; send a shorter one",
+                         n_ids, (long long)max_pos);
+        } else {
+            st = mt_fail(MT_ERR_INVAL, 0,
+                         "the conversation is %zu tokens with this message, the model takes at "
+                         "most %lld; /reset starts a new one",
+                         n_ids, (long long)max_pos);
+        }
+        goto out_free_ids;
+    }
+    interrupted = 0;
+    double t0 = mt_cli_seconds();
+    st = chat_prefill(c, ids, n_ids, &shared, &reused, &fed);
+    if (st != MT_OK) {
+        goto out_free_ids;
+    }
+    double t_prefill = mt_cli_seconds() - t0;
+
+    mt_detok_init(&detok, c->tok);
+    if (c->thinking) {
+        fputs(c->color ? CHAT_DIM : "<think>", stdout);
+    }
+    double t1 = mt_cli_seconds();
+    while (n_done < c->max_new && !interrupted) {
+        int32_t next;
+        st = mt_sampler_sample(c->eng.sampler, c->logits, &next);
+        if (st != MT_OK) {
+            break;
+        }
+        n_done++;
+        if (next == c->eos || next == c->eos_tok) {
+            stopped_eos = true;
+            break;
+        }
+        if (in_reasoning && next == c->think_end) {
+            in_reasoning = false;
+            n_reasoning = gen.n;
+            answer_at = gen.n + 1;
+            flush_detok(c, &detok);
+            fputs(c->color ? CHAT_RESET "\n" : "</think>\n", stdout);
+        } else {
+            print_token(c, &detok, next);
+        }
+        fflush(stdout);
+        st = idvec_push(&gen, &next, 1);
+        if (st != MT_OK) {
+            break;
+        }
+        if (n_done == c->max_new) {
+            break;
+        }
+        if (mt_engine_pos(c->eng.engine) >= max_pos) {
+            full = true;
+            break;
+        }
+        st = mt_engine_forward(c->eng.engine, &next, 1, false, c->logits);
+        if (st == MT_OK) {
+            st = idvec_push(&c->cache, &next, 1);
+        }
+        if (st != MT_OK) {
+            break;
+        }
+        n_decoded++;
+    }
+    double t_decode = mt_cli_seconds() - t1;
+    flush_detok(c, &detok);
+    mt_detok_free(&detok);
+    if (in_reasoning) {
+        n_reasoning = gen.n;
+        answer_at = gen.n;
+        fputs(c->color ? CHAT_RESET : "</think>", stdout);
+    }
+    fputs("\n", stdout);
+    fflush(stdout);
+    if (st != MT_OK) {
+        mt_engine_reset(c->eng.engine);
+        c->cache.n = 0;
+        goto out_free_gen;
+    }
+    if (interrupted) {
+        fprintf(stderr, "[stopped]\n");
+    } else if (full) {
+        fprintf(stderr, "mt: the context is full (%lld tokens); /reset starts a new one\n",
+                (long long)max_pos);
+    } else if (!stopped_eos && c->thinking && in_reasoning) {
+        fprintf(stderr, "mt: the reasoning used all %ld tokens of the reply (-n)\n", c->max_new);
+    }
+    interrupted = 0;
+
+    st = decode_valid(c, gen.v + answer_at, gen.n - answer_at, &answer, &answer_len);
+    if (st != MT_OK) {
+        goto out_free_gen;
+    }
+    if (c->thinking) {
+        st = decode_valid(c, gen.v, n_reasoning, &reasoning, &reasoning_len);
+        if (st != MT_OK) {
+            goto out_free_answer;
+        }
+    }
+    st = chat_add(c, MT_CHAT_ASSISTANT, answer, answer_len, reasoning, reasoning_len);
+    if (st != MT_OK) {
+        goto out_free_reasoning;
+    }
+    c->turn++;
+    if (c->verbose) {
+        fprintf(stderr,
+                "mt: turn %d: %zu prompt tokens, %zu reused from the cache (%zu in common); "
+                "prefill %zu tokens in %.3f s (%.2f tok/s); decode %d tokens in %.3f s "
+                "(%.2f tok/s)\n",
+                c->turn, n_ids, reused, shared, fed, t_prefill, mt_cli_tok_per_s(fed, t_prefill),
+                n_decoded, t_decode, mt_cli_tok_per_s(n_decoded, t_decode));
+    }
+    free(reasoning);
+    free(answer);
+    free(gen.v);
+    free(ids);
+    return MT_OK;
+
+out_free_reasoning:
+    free(reasoning);
+out_free_answer:
+    free(answer);
+out_free_gen:
+    free(gen.v);
+out_free_ids:
+    free(ids);
+out_drop_user:
+    chat_drop_last(c);
+    return st;
+}
+
+/* Read one line into *buf (without its newline). Returns false at end of input. */
+static bool
+read_line(bool interactive, char **buf, size_t *cap)
+{
+    for (;;) {
+        if (interactive) {
+            fputs("> ", stderr);
+        }
+        errno = 0;
+        ssize_t len = getline(buf, cap, stdin);
+        if (len < 0) {
+            if (errno == EINTR && interactive) {
+                /* Ctrl-C at the prompt drops the line, as a shell does */
+                clearerr(stdin);
+                interrupted = 0;
+                fputs("\n", stderr);
+                continue;
+            }
+            return false;
+        }
+        while (len > 0 && ((*buf)[len - 1] == '\n' || (*buf)[len - 1] == '\r')) {
+            (*buf)[--len] = '\0';
+        }
+        return true;
+    }
+}
+
+static bool
+is_blank(const char *s)
+{
+    for (; *s != '\0'; s++) {
+        if (*s != ' ' && *s != '\t') {
+            return false;
+        }
+    }
+    return true;
+}
+
+enum {
+    OPT_THINK = 256,
+    OPT_SYSTEM,
+};
+
+int
+mt_cli_chat(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"model", required_argument, NULL, 'm'},
+        {"think", no_argument, NULL, OPT_THINK},
+        {"system", required_argument, NULL, OPT_SYSTEM},
+        MT_CLI_ENGINE_LONGOPTS,
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct chat c = {.max_new = 512, .eos_tok = -1, .think_end = -1};
+    const char *dir = NULL;
+    const char *system = NULL;
+    struct mt_cli_engine_flags ef;
+    int opt;
+    int rc;
+
+    mt_cli_engine_flags_init(&ef);
+    /* DeepSeek's recommendation for V3.2 (model card, "local deployment") */
+    ef.sampler.temperature = 1.0f;
+    ef.sampler.top_p = 0.95f;
+    optind = 1;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":m:n:vh", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'm':
+            dir = optarg;
+            break;
+        case 'n':
+            if (!mt_cli_parse_long(&cli, "token count -n", optarg, 1, INT_MAX, &c.max_new)) {
+                return 2;
+            }
+            break;
+        case 'v':
+            c.verbose = true;
+            break;
+        case 'h':
+            chat_usage(stdout);
+            return 0;
+        case OPT_THINK:
+            c.thinking = true;
+            break;
+        case OPT_SYSTEM:
+            system = optarg;
+            break;
+        default:
+            /* the shared flags (--temperature, --threads, ...) or a bad option */
+            if ((rc = mt_cli_engine_flags_parse(&cli, opt, argv, &ef)) != 0) {
+                return rc;
+            }
+            break;
+        }
+    }
+    if (optind < argc) {
+        return mt_cli_usage_error(&cli, "unexpected argument '%s' (messages come on stdin)",
+                                  argv[optind]);
+    }
+    if (dir == NULL) {
+        return mt_cli_usage_error(&cli, "need -m DIR");
+    }
+
+    bool interactive = isatty(STDIN_FILENO);
+    c.tty_out = isatty(STDOUT_FILENO);
+    c.color = c.tty_out && getenv("NO_COLOR") == NULL;
+    bool failed = false;
+    char *line = NULL;
+    size_t line_cap = 0;
+    struct sigaction old_sa;
+    bool have_old_sa = false;
+
+    if (interactive) {
+        fprintf(stderr, "loading %s ...\n", dir);
+    }
+    rc = 1;
+    if (mt_cli_engine_init(&c.eng, dir, &ef, false) != MT_OK) {
+        goto out;
+    }
+    if (mt_tokenizer_load(dir, &c.tok) != MT_OK) {
+        mt_cli_error(&cli, "the model directory needs its tokenizer.json");
+        goto out;
+    }
+    c.logits = malloc((size_t)c.eng.vocab * sizeof(float));
+    if (c.logits == NULL) {
+        mt_fail(MT_ERR_NOMEM, 0, "cannot allocate %d logits", c.eng.vocab);
+        goto out;
+    }
+    c.eos = c.eng.model->cfg.eos_token_id;
+    c.eos_tok = mt_tokenizer_eos(c.tok);
+    if (c.thinking) {
+        c.think_end = mt_tokenizer_token_id(c.tok, "</think>");
+        if (c.think_end < 0) {
+            mt_log_warn("the tokenizer has no </think> token; the reasoning and the answer "
+                        "will not be told apart");
+        }
+    }
+    if (system != NULL) {
+        if (chat_add(&c, MT_CHAT_SYSTEM, system, strlen(system), NULL, 0) != MT_OK) {
+            goto out;
+        }
+        c.n_fixed = 1;
+    }
+    if (interactive) {
+        /* no SA_RESTART: Ctrl-C interrupts the read at the prompt */
+        struct sigaction sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = on_sigint;
+        sigemptyset(&sa.sa_mask);
+        have_old_sa = sigaction(SIGINT, &sa, &old_sa) == 0;
+        fprintf(stderr,
+                "moetier chat: %s mode, up to %ld tokens a reply, context %lld tokens. "
+                "/help for commands, Ctrl-D to leave.\n",
+                c.thinking ? "thinking" : "chat", c.max_new,
+                (long long)mt_engine_max_pos(c.eng.engine));
+    }
+
+    while (read_line(interactive, &line, &line_cap)) {
+        if (is_blank(line)) {
+            continue;
+        }
+        if (line[0] == '/') {
+            if (strcmp(line, "/quit") == 0 || strcmp(line, "/exit") == 0) {
+                break;
+            } else if (strcmp(line, "/reset") == 0) {
+                chat_reset(&c);
+                if (interactive) {
+                    fprintf(stderr, "[conversation cleared]\n");
+                }
+            } else if (strcmp(line, "/help") == 0) {
+                chat_help();
+            } else {
+                mt_cli_error(&cli, "unknown command '%s' (/help lists them)", line);
+            }
+            continue;
+        }
+        if (chat_turn(&c, line) != MT_OK) {
+            failed = true;
+        }
+        if (ferror(stdout)) {
+            break; /* nobody can read the replies: reported below */
+        }
+    }
+    if (ferror(stdin)) { /* a read error (stdin a directory: EISDIR) is not the end of input */
+        mt_cli_error(&cli, "cannot read stdin: %s", strerror(errno));
+        failed = true;
+    }
+    if (!mt_cli_flush_stdout(&cli)) {
+        failed = true;
+    }
+    if (interactive) {
+        fputs("\n", stderr);
+    }
+    rc = failed ? 1 : 0;
+
+out:
+    if (have_old_sa) {
+        sigaction(SIGINT, &old_sa, NULL);
+    }
+    free(line);
+    for (size_t i = 0; i < c.n_msgs; i++) {
+        msg_free(&c.msgs[i]);
+    }
+    free(c.msgs);
+    free(c.cache.v);
+    free(c.logits);
+    mt_tokenizer_free(c.tok);
+    mt_cli_engine_fini(&c.eng);
+    return rc;
+}

@@ -1,0 +1,463 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cli_common.c - flag parsing, usage errors and the engine setup shared by the moetier
+ * subcommands (see cli_common.h for how a subcommand uses them).
+ *
+ * The parsers check the characters themselves before calling strto*(), because strto*() alone
+ * is lenient: it skips leading blanks, takes "0x10" as hex (base 0) or a float, reads "1e3" as
+ * 1000 and wraps "-1" to 2^64 - 1 for unsigned types.
+ */
+#include <config.h>
+
+#include "runtime/cli/cli_common.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <float.h>
+#include <limits.h>
+#include <math.h>
+#include <omp.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static void
+verror(const struct mt_cli *cli, const char *fmt, va_list ap)
+{
+    fprintf(stderr, "moetier %s: ", cli->name);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
+void
+mt_cli_error(const struct mt_cli *cli, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    verror(cli, fmt, ap);
+    va_end(ap);
+}
+
+int
+mt_cli_usage_error(const struct mt_cli *cli, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    verror(cli, fmt, ap);
+    va_end(ap);
+    cli->usage(stderr);
+    return 2;
+}
+
+int
+mt_cli_bad_option(const struct mt_cli *cli, int opt, char *const *argv)
+{
+    /*
+     * getopt_long has moved optind past the word it complained about, except inside a cluster
+     * of short options ("-xq"), where optopt is the only reliable name. A long option given a
+     * value it does not take ("--help=3") also sets optopt (to 'h'), so that word is used whole.
+     */
+    const char *word = argv[optind - 1];
+    bool long_with_value = strncmp(word, "--", 2) == 0 && strchr(word, '=') != NULL;
+
+    if (opt == ':') {
+        return mt_cli_usage_error(cli, "option '%s' needs a value", word);
+    }
+    if (optopt > 0 && optopt < 256 && !long_with_value) {
+        return mt_cli_usage_error(cli, "unknown option '-%c'", optopt);
+    }
+    return mt_cli_usage_error(cli, "unknown option '%s'", word);
+}
+
+/*
+ * "bad WHAT 'S'"; for a number outside [lo, hi] (below: under lo), with the range it must be in.
+ * The range reads "must be >= lo" when hi is just the type's limit.
+ */
+static bool
+bad_number(const struct mt_cli *cli, const char *what, const char *s, bool out_of_range, bool below,
+           long lo, long hi)
+{
+    if (!out_of_range) {
+        mt_cli_error(cli, "bad %s '%s'", what, s);
+    } else if (below && (hi == LONG_MAX || hi == INT_MAX)) {
+        mt_cli_error(cli, "bad %s '%s' (must be >= %ld)", what, s, lo);
+    } else {
+        mt_cli_error(cli, "bad %s '%s' (must be in %ld..%ld)", what, s, lo, hi);
+    }
+    return false;
+}
+
+/* An optional sign, then one or more decimal digits, then nothing. */
+static bool
+is_decimal_int(const char *s, bool sign_ok)
+{
+    if (sign_ok && (*s == '-' || *s == '+')) {
+        s++;
+    }
+    if (*s == '\0') {
+        return false;
+    }
+    for (; *s != '\0'; s++) {
+        if (!isdigit((unsigned char)*s)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool
+mt_cli_parse_long(const struct mt_cli *cli, const char *what, const char *s, long lo, long hi,
+                  long *out)
+{
+    long v;
+
+    if (!is_decimal_int(s, true)) {
+        return bad_number(cli, what, s, false, false, lo, hi);
+    }
+    errno = 0;
+    v = strtol(s, NULL, 10); /* past the range of long: LONG_MIN or LONG_MAX and ERANGE */
+    if (errno != 0 || v < lo || v > hi) {
+        return bad_number(cli, what, s, true, v < lo || (errno != 0 && v == LONG_MIN), lo, hi);
+    }
+    *out = v;
+    return true;
+}
+
+bool
+mt_cli_parse_int(const struct mt_cli *cli, const char *what, const char *s, int lo, int hi,
+                 int *out)
+{
+    long v;
+
+    if (!mt_cli_parse_long(cli, what, s, lo, hi, &v)) {
+        return false;
+    }
+    *out = (int)v;
+    return true;
+}
+
+bool
+mt_cli_parse_u64(const struct mt_cli *cli, const char *what, const char *s, uint64_t *out)
+{
+    unsigned long long v;
+
+    if (!is_decimal_int(s, false)) {
+        return bad_number(cli, what, s, false, false, 0, 0);
+    }
+    errno = 0;
+    v = strtoull(s, NULL, 10);
+    if (errno != 0) {
+        return bad_number(cli, what, s, false, false, 0, 0);
+    }
+    *out = (uint64_t)v;
+    return true;
+}
+
+bool
+mt_cli_parse_double(const struct mt_cli *cli, const char *what, const char *s, double *out)
+{
+    char *end;
+    double v;
+
+    /* a leading blank, "inf", "nan" and hex floats are not numbers here */
+    if (!(isdigit((unsigned char)*s) || *s == '-' || *s == '+' || *s == '.') ||
+        strpbrk(s, "xX") != NULL) {
+        return bad_number(cli, what, s, false, false, 0, 0);
+    }
+    errno = 0;
+    v = strtod(s, &end);
+    if (end == s || *end != '\0' || errno != 0 || !isfinite(v)) {
+        return bad_number(cli, what, s, false, false, 0, 0);
+    }
+    *out = v;
+    return true;
+}
+
+bool
+mt_cli_parse_float(const struct mt_cli *cli, const char *what, const char *s, float *out)
+{
+    double v;
+
+    if (!mt_cli_parse_double(cli, what, s, &v)) {
+        return false;
+    }
+    if (fabs(v) > FLT_MAX) {
+        return bad_number(cli, what, s, false, false, 0, 0);
+    }
+    *out = (float)v;
+    return true;
+}
+
+bool
+mt_cli_parse_size(const struct mt_cli *cli, const char *what, const char *example, const char *s,
+                  uint64_t *out)
+{
+    char *p;
+    unsigned long long whole;
+    double frac = 0.0;
+    int shift = 0;
+    uint64_t v;
+
+    if (!isdigit((unsigned char)*s)) {
+        goto bad;
+    }
+    errno = 0;
+    whole = strtoull(s, &p, 10);
+    if (errno != 0) {
+        goto bad;
+    }
+    if (*p == '.') {
+        const char *f = ++p; /* the fraction, exact enough for a byte count */
+        double scale = 0.1;
+        for (; isdigit((unsigned char)*p); p++, scale /= 10) {
+            frac += (*p - '0') * scale;
+        }
+        if (p == f) {
+            goto bad; /* "5." */
+        }
+    }
+    switch (*p) {
+    case 'K':
+    case 'k':
+        shift = 10;
+        break;
+    case 'M':
+    case 'm':
+        shift = 20;
+        break;
+    case 'G':
+    case 'g':
+        shift = 30;
+        break;
+    case 'T':
+    case 't':
+        shift = 40;
+        break;
+    default:
+        break;
+    }
+    if (shift > 0) {
+        p++;
+        if (*p == 'i') {
+            p++;
+        }
+    }
+    if (*p == 'B') {
+        p++;
+    }
+    if (*p != '\0' || whole > (UINT64_MAX >> shift)) {
+        goto bad;
+    }
+    v = (uint64_t)whole << shift;
+    if (frac > 0.0) {
+        uint64_t part = (uint64_t)(frac * (double)(1ull << shift));
+        if (part > UINT64_MAX - v) {
+            goto bad;
+        }
+        v += part;
+    }
+    *out = v;
+    return true;
+
+bad:
+    mt_cli_error(cli, "bad %s '%s' (e.g. %s)", what, s, example);
+    return false;
+}
+
+static bool
+is_id_separator(char c)
+{
+    return c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+bool
+mt_cli_parse_ids(const struct mt_cli *cli, const char *what, const char *s, size_t len,
+                 int32_t **ids_p, size_t *n_p)
+{
+    int32_t *ids = malloc(sizeof(*ids));
+    size_t n = 0, cap = 1, i = 0;
+
+    if (ids == NULL) {
+        mt_cli_error(cli, "out of memory for the ids of %s", what);
+        return false;
+    }
+    while (i < len) {
+        if (is_id_separator(s[i])) {
+            i++;
+            continue;
+        }
+        size_t start = i, digits;
+        int64_t v = 0;
+        bool neg = s[i] == '-';
+        i += neg;
+        for (digits = i; i < len && isdigit((unsigned char)s[i]) && v <= INT32_MAX; i++) {
+            v = 10 * v + (s[i] - '0');
+        }
+        v = neg ? -v : v;
+        if (i == digits || v < INT32_MIN || v > INT32_MAX || (i < len && !is_id_separator(s[i]))) {
+            while (i < len && !is_id_separator(s[i])) {
+                i++;
+            }
+            const char *nul = memchr(s + start, 0, i - start);
+            if (nul != NULL) {
+                mt_cli_error(cli, "bad token id in %s: a NUL byte at offset %zu", what,
+                             (size_t)(nul - s));
+            } else {
+                mt_cli_error(cli, "bad token id '%.*s' in %s", (int)MT_MIN(i - start, 40),
+                             s + start, what);
+            }
+            free(ids);
+            return false;
+        }
+        if (n == cap) {
+            int32_t *ni = realloc(ids, 2 * cap * sizeof(*ni));
+            if (ni == NULL) {
+                mt_cli_error(cli, "out of memory for %zu ids of %s", 2 * cap, what);
+                free(ids);
+                return false;
+            }
+            ids = ni;
+            cap *= 2;
+        }
+        ids[n++] = (int32_t)v;
+    }
+    *ids_p = ids;
+    *n_p = n;
+    return true;
+}
+
+bool
+mt_cli_flush_stdout(const struct mt_cli *cli)
+{
+    errno = 0;
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        mt_cli_error(cli, "cannot write to stdout: %s",
+                     errno != 0 ? strerror(errno) : "write error");
+        return false;
+    }
+    return true;
+}
+
+double
+mt_cli_seconds(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+double
+mt_cli_tok_per_s(double n, double s)
+{
+    return n > 0 ? n / (s > 0 ? s : 1e-9) : 0.0;
+}
+
+/* ---- run and chat ------------------------------------------------------------------------- */
+
+void
+mt_cli_engine_flags_init(struct mt_cli_engine_flags *f)
+{
+    mt_sampler_opts_default(&f->sampler);
+    mt_engine_opts_default(&f->engine);
+    f->threads = 0;
+}
+
+int
+mt_cli_engine_flags_parse(const struct mt_cli *cli, int opt, char *const *argv,
+                          struct mt_cli_engine_flags *f)
+{
+    struct mt_sampler_opts *so = &f->sampler;
+
+    switch (opt) {
+    case MT_CLI_OPT_DEVICE:
+        if (strcmp(optarg, "cpu") == 0) {
+            return 0;
+        }
+        if (strcmp(optarg, "gpu") == 0 || strcmp(optarg, "cuda") == 0) {
+            mt_cli_error(cli, "device '%s' is not available yet (use --device cpu)", optarg);
+            return 1;
+        }
+        mt_cli_error(cli, "unknown device '%s' (cpu)", optarg);
+        return 2;
+    case MT_CLI_OPT_TEMPERATURE:
+        if (!mt_cli_parse_float(cli, "temperature", optarg, &so->temperature)) {
+            return 2;
+        }
+        if (!(so->temperature >= 0.0f)) {
+            mt_cli_error(cli, "temperature must be >= 0");
+            return 2;
+        }
+        return 0;
+    case MT_CLI_OPT_TOP_P:
+        if (!mt_cli_parse_float(cli, "top-p", optarg, &so->top_p)) {
+            return 2;
+        }
+        if (!(so->top_p > 0.0f && so->top_p <= 1.0f)) {
+            mt_cli_error(cli, "top-p must be in (0, 1]");
+            return 2;
+        }
+        return 0;
+    case MT_CLI_OPT_TOP_K:
+        return mt_cli_parse_int(cli, "top-k", optarg, 0, INT_MAX, &so->top_k) ? 0 : 2;
+    case MT_CLI_OPT_SEED:
+        return mt_cli_parse_u64(cli, "seed", optarg, &so->seed) ? 0 : 2;
+    case MT_CLI_OPT_THREADS:
+        return mt_cli_parse_int(cli, "thread count", optarg, 1, 4096, &f->threads) ? 0 : 2;
+    default:
+        return mt_cli_bad_option(cli, opt, argv);
+    }
+}
+
+mt_status_t
+mt_cli_engine_init(struct mt_cli_engine *e, const char *dir, const struct mt_cli_engine_flags *f,
+                   bool trace)
+{
+    struct mt_engine_opts eo = f->engine;
+    mt_status_t st;
+
+    memset(e, 0, sizeof(*e));
+    if (f->threads > 0) {
+        omp_set_num_threads(f->threads);
+    }
+    st = mt_model_open(dir, &e->model);
+    if (st != MT_OK) {
+        goto fail;
+    }
+    if (trace) {
+        const struct mt_model_config *cfg = &e->model->cfg;
+        st = mt_trace_create(cfg->num_hidden_layers, cfg->n_routed_experts,
+                             cfg->num_experts_per_tok, &e->trace);
+        if (st != MT_OK) {
+            goto fail;
+        }
+        eo.trace = e->trace;
+    }
+    st = mt_engine_create(e->model, &eo, &e->engine);
+    if (st != MT_OK) {
+        goto fail;
+    }
+    e->vocab = mt_engine_vocab(e->engine);
+    st = mt_sampler_create(&f->sampler, e->vocab, &e->sampler);
+    if (st != MT_OK) {
+        goto fail;
+    }
+    return MT_OK;
+
+fail:
+    mt_cli_engine_fini(e);
+    return st;
+}
+
+void
+mt_cli_engine_fini(struct mt_cli_engine *e)
+{
+    mt_sampler_destroy(e->sampler);
+    mt_engine_destroy(e->engine);
+    mt_trace_destroy(e->trace);
+    mt_model_destroy(e->model);
+    memset(e, 0, sizeof(*e));
+}

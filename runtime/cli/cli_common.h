@@ -1,0 +1,186 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cli_common.h - what the moetier subcommands (runtime/cli_*.c) share: strict parsers for flag
+ * values, the usage-error messages, the sampling and engine flags of `run` and `chat`, and the
+ * step that opens a model and builds its engine.
+ *
+ * The one idea: a subcommand describes itself once, as a struct mt_cli (its name and the function
+ * that prints its --help text), and every message about its command line goes through that, so
+ * all commands word their errors alike and exit alike (cli.h: 0 success, 1 failure, 2 usage):
+ *
+ *     moetier run: bad top-k 'x'                          a value that is not a number
+ *     moetier run: bad thread count '0' (must be in 1..4096)   a number out of range
+ *     moetier run: unknown option '--bogus'               then the usage text on stderr
+ *     moetier run: option '-m' needs a value              then the usage text on stderr
+ *
+ * The parsers are strict: the whole argument must be the number, in decimal, so a typo never
+ * quietly becomes another value. Integers are an optional sign and digits ("1e3", "0x10", " 5",
+ * "5x" are errors); reals must be finite and not hexadecimal; sizes are a decimal number with
+ * an optional binary suffix ("4096", "24G", "1.5G", "512MiB"). Each prints one message naming
+ * the flag and returns false; the caller then returns 2.
+ *
+ * A subcommand's getopt loop then reads (optstring starting with ':', so that a missing value
+ * is told apart from an unknown option):
+ *
+ *     static const struct mt_cli cli = {"run", run_usage};
+ *     optind = 1;
+ *     opterr = 0;
+ *     while ((opt = getopt_long(argc, argv, ":m:n:h", longopts, NULL)) != -1) {
+ *         switch (opt) {
+ *         case 'n':
+ *             if (!mt_cli_parse_long(&cli, "token count -n", optarg, 0, INT_MAX, &n)) {
+ *                 return 2;
+ *             }
+ *             break;
+ *         ...
+ *         default:
+ *             return mt_cli_bad_option(&cli, opt, argv);
+ *         }
+ *     }
+ *
+ * `run` and `chat` share their sampling and engine flags (--temperature, --top-p, --top-k,
+ * --seed, --threads, --device): MT_CLI_ENGINE_LONGOPTS goes into their option tables, and their
+ * default case hands every other opt to mt_cli_engine_flags_parse(), which parses those into a
+ * struct mt_cli_engine_flags or reports a bad option. mt_cli_engine_init() then opens the model
+ * and builds the engine and sampler from those flags.
+ */
+#ifndef MT_CLI_COMMON_H
+#define MT_CLI_COMMON_H
+
+#include "runtime/engine/engine.h"
+#include "runtime/model/model.h"
+#include "runtime/text/sampler.h"
+#include "runtime/base/status.h"
+#include "runtime/plan/trace.h"
+
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* A subcommand, as its messages name it. */
+struct mt_cli {
+    const char *name;       /* "run": messages start "moetier run: " */
+    void (*usage)(FILE *f); /* prints the --help text */
+};
+
+/* "moetier NAME: <message>\n" on stderr. */
+void mt_cli_error(const struct mt_cli *cli, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* mt_cli_error(), then the usage text on stderr. Returns 2, the usage-error exit status. */
+int mt_cli_usage_error(const struct mt_cli *cli, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/*
+ * What getopt_long returned that the command does not take: ':' (a value is missing) or '?' (an
+ * unknown option, or a value given to a flag that takes none). Prints "unknown option '...'" or
+ * "option '...' needs a value" and the usage text. Returns 2.
+ */
+int mt_cli_bad_option(const struct mt_cli *cli, int opt, char *const *argv);
+
+/*
+ * Strict number parsers: s must be the whole number, within [lo, hi]. On failure they print
+ * "bad WHAT 'S'" (plus the range when s is a number outside it) and return false. WHAT names
+ * the flag as the user knows it ("--ctx", "top-k", "token count -n").
+ */
+bool mt_cli_parse_long(const struct mt_cli *cli, const char *what, const char *s, long lo, long hi,
+                       long *out);
+bool mt_cli_parse_int(const struct mt_cli *cli, const char *what, const char *s, int lo, int hi,
+                      int *out);
+/* An unsigned 64-bit number (a seed): digits only, any value up to 2^64 - 1. */
+bool mt_cli_parse_u64(const struct mt_cli *cli, const char *what, const char *s, uint64_t *out);
+/* A finite real number ("0.7", "-1", "1e3"); the caller checks the range. */
+bool mt_cli_parse_double(const struct mt_cli *cli, const char *what, const char *s, double *out);
+bool mt_cli_parse_float(const struct mt_cli *cli, const char *what, const char *s, float *out);
+
+/*
+ * A byte count: a decimal number, optionally with a fraction, then optionally K, M, G or T
+ * (powers of 1024, either case, optionally followed by "i" and/or "B"), or "B" alone: "4096",
+ * "24G", "1.5G", "512MiB", "4GB". A fraction of a byte is dropped. On failure prints
+ * "bad WHAT 'S' (e.g. EXAMPLE)" and returns false.
+ */
+bool mt_cli_parse_size(const struct mt_cli *cli, const char *what, const char *example,
+                       const char *s, uint64_t *out);
+
+/*
+ * A list of token ids in s[0..len): decimal numbers, each an optional '-' and digits within the
+ * range of int32_t, separated by commas and/or whitespace ("0,5,17", "0 5 17\n", "0, 5"), as
+ * `moetier tokenize` prints them and `run --prompt-ids` takes them. Whether an id is in the
+ * vocabulary is for the caller to check. *ids_p is malloc'ed (also for no ids: free it). On a
+ * bad id or a NUL byte prints "bad token id 'X' in WHAT" and returns false.
+ */
+bool mt_cli_parse_ids(const struct mt_cli *cli, const char *what, const char *s, size_t len,
+                      int32_t **ids_p, size_t *n_p);
+
+/*
+ * Flush stdout; if anything written to it failed (a full disk, a closed pipe), print "cannot
+ * write to stdout: REASON" and return false: a command's output must not be lost silently.
+ */
+bool mt_cli_flush_stdout(const struct mt_cli *cli);
+
+/* Monotonic clock in seconds, for speeds. */
+double mt_cli_seconds(void);
+
+/* n tokens in s seconds as tok/s; 0 when n is 0. */
+double mt_cli_tok_per_s(double n, double s);
+
+/* ---- run and chat: sampling and engine flags, and the engine they build ------------------ */
+
+/* getopt_long values of the shared flags; a command's own long-only values stay below 0x1000. */
+enum {
+    MT_CLI_OPT_DEVICE = 0x1000,
+    MT_CLI_OPT_TEMPERATURE,
+    MT_CLI_OPT_TOP_P,
+    MT_CLI_OPT_TOP_K,
+    MT_CLI_OPT_SEED,
+    MT_CLI_OPT_THREADS,
+};
+
+/* The shared flags' entries of a struct option table. */
+#define MT_CLI_ENGINE_LONGOPTS                                                                     \
+    {"device", required_argument, NULL, MT_CLI_OPT_DEVICE},                                        \
+        {"temperature", required_argument, NULL, MT_CLI_OPT_TEMPERATURE},                          \
+        {"top-p", required_argument, NULL, MT_CLI_OPT_TOP_P},                                      \
+        {"top-k", required_argument, NULL, MT_CLI_OPT_TOP_K},                                      \
+        {"seed", required_argument, NULL, MT_CLI_OPT_SEED},                                        \
+        {"threads", required_argument, NULL, MT_CLI_OPT_THREADS}
+
+struct mt_cli_engine_flags {
+    struct mt_sampler_opts sampler; /* --temperature, --top-p, --top-k, --seed */
+    struct mt_engine_opts engine;   /* defaults; run sets indexer and attention itself */
+    int threads;                    /* --threads; 0: OMP_NUM_THREADS or all cores */
+};
+
+/* Greedy sampling, the engine's defaults, OpenMP's thread count. */
+void mt_cli_engine_flags_init(struct mt_cli_engine_flags *f);
+
+/*
+ * Take one getopt_long result the command itself did not handle: a shared flag (MT_CLI_OPT_*,
+ * value in optarg) goes into f; anything else is a bad option (mt_cli_bad_option). Returns 0 to
+ * go on, else the exit status: 2 for a bad value or option, 1 for a device not built yet.
+ */
+int mt_cli_engine_flags_parse(const struct mt_cli *cli, int opt, char *const *argv,
+                              struct mt_cli_engine_flags *f);
+
+/* A model, its engine and a sampler over its vocabulary. */
+struct mt_cli_engine {
+    struct mt_model *model;     /* owned */
+    struct mt_trace *trace;     /* owned; NULL unless asked for */
+    struct mt_engine *engine;   /* owned */
+    struct mt_sampler *sampler; /* owned */
+    int vocab;                  /* the engine's logits per position */
+};
+
+/*
+ * Open the checkpoint in dir and build its engine and sampler from f, after applying --threads.
+ * With trace, also create an expert-activation trace sized for the model, which the engine
+ * records into. On failure the reason has been printed (mt_fail) and nothing is held.
+ */
+mt_status_t mt_cli_engine_init(struct mt_cli_engine *e, const char *dir,
+                               const struct mt_cli_engine_flags *f, bool trace);
+
+/* Release what mt_cli_engine_init() built (a zeroed struct is fine). */
+void mt_cli_engine_fini(struct mt_cli_engine *e);
+
+#endif /* MT_CLI_COMMON_H */

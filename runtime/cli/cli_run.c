@@ -1,0 +1,335 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cli_run.c - `moetier run`: generate from a prompt with the CPU reference engine.
+ *
+ * The prompt is token ids (--prompt-ids 0,5,17; spaces may separate them too, as `moetier
+ * tokenize` prints them) or text (-p, through the model's tokenizer.json, with BOS prepended;
+ * special tokens written in the text, such as <｜User｜>, become their ids, so a chat prompt can
+ * be written out by hand). Generated tokens stream to stdout as they come: as text when the model
+ * directory has a tokenizer, else as ids; --print-ids prints only the generated ids, on one line,
+ * separated by spaces. Prefill and decode speeds go to stderr at the end.
+ *
+ * --dump-logits FILE writes the logits of every prompt position (little-endian):
+ *     bytes 0..7    magic "MTLOGIT1"
+ *     bytes 8..11   int32 T      (prompt tokens)
+ *     bytes 12..15  int32 vocab
+ *     then          float32 [T, vocab], row t = logits after prompt token t
+ *
+ * Exit status: 0 success, 1 failure (bad prompt, model error), 2 usage error.
+ */
+#include <config.h>
+
+#include "runtime/cli/cli.h"
+#include "runtime/cli/cli_common.h"
+
+#include "runtime/engine/engine.h"
+#include "runtime/model/model.h"
+#include "runtime/text/sampler.h"
+#include "runtime/base/status.h"
+#include "runtime/text/tokenizer.h"
+#include "runtime/plan/trace.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void
+run_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: moetier run -m DIR (--prompt-ids ID,ID,... | -p TEXT) [options]\n\n"
+            "Generate tokens from a prompt with the CPU reference engine (fp32).\n\n"
+            "  -m, --model DIR          checkpoint directory (config.json, safetensors)\n"
+            "      --device cpu         where to run (only cpu so far; default cpu)\n"
+            "      --prompt-ids LIST    prompt as token ids separated by commas or spaces\n"
+            "  -p, --prompt TEXT        prompt as text (needs DIR/tokenizer.json; BOS prepended;\n"
+            "                           special tokens such as <｜User｜> in TEXT are recognized)\n"
+            "  -n N                     tokens to generate (default 32; 0 = prefill only)\n"
+            "      --temperature T      0 = greedy (default 0)\n"
+            "      --top-p P            nucleus sampling mass in (0, 1] (default 1)\n"
+            "      --top-k K            keep the K most likely tokens (default 0 = all)\n"
+            "      --seed S             sampling seed (default 0)\n"
+            "      --print-ids          print only the generated ids, one line, on stdout\n"
+            "      --dump-logits FILE   write every prompt position's logits: \"MTLOGIT1\",\n"
+            "                           int32 T, int32 vocab, float32 [T, vocab] (little-endian)\n"
+            "      --indexer MODE       exact (fp32 scores, default) or fp8 (DeepSeek's FP8 path)\n"
+            "      --attention MODE     sparse (DSA top-k, default) or dense (all positions)\n"
+            "      --threads N          OpenMP threads (default: OMP_NUM_THREADS or all cores)\n"
+            "      --trace FILE         record routed expert ids per layer (JSON trace)\n"
+            "  -h, --help               this text\n"
+            "Generation stops after N tokens or at the model's EOS token.\n");
+}
+
+static const struct mt_cli cli = {"run", run_usage};
+
+static mt_status_t
+dump_logits(const char *path, const float *logits, int T, int vocab)
+{
+    FILE *f = fopen(path, "wb");
+    int32_t hdr[2] = {T, vocab};
+    mt_status_t st = MT_OK;
+
+    if (f == NULL) {
+        return mt_fail(MT_ERR_IO, errno, "cannot create logits file '%s'", path);
+    }
+    if (fwrite("MTLOGIT1", 1, 8, f) != 8 || fwrite(hdr, sizeof(int32_t), 2, f) != 2 ||
+        fwrite(logits, sizeof(float), (size_t)T * vocab, f) != (size_t)T * vocab) {
+        st = mt_fail(MT_ERR_IO, errno, "cannot write logits file '%s'", path);
+    }
+    if (fclose(f) != 0 && st == MT_OK) {
+        st = mt_fail(MT_ERR_IO, errno, "cannot write logits file '%s'", path);
+    }
+    return st;
+}
+
+enum {
+    OPT_PROMPT_IDS = 256,
+    OPT_PRINT_IDS,
+    OPT_DUMP_LOGITS,
+    OPT_INDEXER,
+    OPT_ATTENTION,
+    OPT_TRACE,
+};
+
+int
+mt_cli_run(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"model", required_argument, NULL, 'm'},
+        {"prompt-ids", required_argument, NULL, OPT_PROMPT_IDS},
+        {"prompt", required_argument, NULL, 'p'},
+        {"print-ids", no_argument, NULL, OPT_PRINT_IDS},
+        {"dump-logits", required_argument, NULL, OPT_DUMP_LOGITS},
+        {"indexer", required_argument, NULL, OPT_INDEXER},
+        {"attention", required_argument, NULL, OPT_ATTENTION},
+        {"trace", required_argument, NULL, OPT_TRACE},
+        MT_CLI_ENGINE_LONGOPTS,
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *dir = NULL;
+    const char *prompt_ids = NULL;
+    const char *prompt_text = NULL;
+    const char *dump_path = NULL;
+    const char *trace_path = NULL;
+    long n_gen = 32;
+    bool print_ids = false;
+    struct mt_cli_engine_flags ef;
+    int opt;
+    int rc;
+
+    mt_cli_engine_flags_init(&ef);
+    optind = 1;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":m:p:n:h", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'm':
+            dir = optarg;
+            break;
+        case 'p':
+            prompt_text = optarg;
+            break;
+        case 'n':
+            if (!mt_cli_parse_long(&cli, "token count -n", optarg, 0, INT_MAX, &n_gen)) {
+                return 2;
+            }
+            break;
+        case 'h':
+            run_usage(stdout);
+            return 0;
+        case OPT_PROMPT_IDS:
+            prompt_ids = optarg;
+            break;
+        case OPT_PRINT_IDS:
+            print_ids = true;
+            break;
+        case OPT_DUMP_LOGITS:
+            dump_path = optarg;
+            break;
+        case OPT_INDEXER:
+            if (strcmp(optarg, "exact") == 0) {
+                ef.engine.indexer = MT_INDEXER_EXACT;
+            } else if (strcmp(optarg, "fp8") == 0) {
+                ef.engine.indexer = MT_INDEXER_FP8;
+            } else {
+                mt_cli_error(&cli, "unknown indexer mode '%s' (exact or fp8)", optarg);
+                return 2;
+            }
+            break;
+        case OPT_ATTENTION:
+            if (strcmp(optarg, "sparse") == 0) {
+                ef.engine.attention = MT_ATTN_SPARSE;
+            } else if (strcmp(optarg, "dense") == 0) {
+                ef.engine.attention = MT_ATTN_DENSE;
+            } else {
+                mt_cli_error(&cli, "unknown attention mode '%s' (sparse or dense)", optarg);
+                return 2;
+            }
+            break;
+        case OPT_TRACE:
+            trace_path = optarg;
+            break;
+        default:
+            /* the shared flags (--temperature, --threads, ...) or a bad option */
+            if ((rc = mt_cli_engine_flags_parse(&cli, opt, argv, &ef)) != 0) {
+                return rc;
+            }
+            break;
+        }
+    }
+    if (optind < argc) {
+        return mt_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
+    }
+    if (dir == NULL || (prompt_ids == NULL) == (prompt_text == NULL)) {
+        return mt_cli_usage_error(&cli, "need -m DIR and exactly one of --prompt-ids or -p");
+    }
+
+    int32_t *prompt = NULL;
+    int n_prompt = 0;
+    struct mt_cli_engine e = {0};
+    struct mt_tokenizer *tok = NULL;
+    struct mt_detok detok;
+    bool have_detok = false;
+    float *logits = NULL;
+    mt_status_t st;
+
+    if (prompt_ids != NULL) {
+        size_t n = 0;
+        if (!mt_cli_parse_ids(&cli, "--prompt-ids", prompt_ids, strlen(prompt_ids), &prompt, &n)) {
+            return 2;
+        }
+        n_prompt = (int)n; /* n <= strlen / 2 + 1, an argument's length */
+    }
+    rc = 1;
+    if (mt_cli_engine_init(&e, dir, &ef, trace_path != NULL) != MT_OK) {
+        goto out;
+    }
+    /* the tokenizer is optional with --prompt-ids (ids are printed instead of text) */
+    if (prompt_text != NULL || !print_ids) {
+        mt_log_set_quiet(prompt_text == NULL);
+        st = mt_tokenizer_load(dir, &tok);
+        mt_log_set_quiet(false);
+        if (st != MT_OK) {
+            tok = NULL;
+            if (prompt_text != NULL) {
+                goto out;
+            }
+        }
+    }
+    if (prompt_text != NULL) {
+        size_t n = 0;
+        int32_t bos = mt_tokenizer_bos(tok);
+        int32_t *ids = NULL;
+        if (mt_tokenizer_encode(tok, prompt_text, strlen(prompt_text), true, &ids, &n) != MT_OK) {
+            goto out;
+        }
+        prompt = malloc((n + 1) * sizeof(*prompt));
+        if (prompt == NULL) {
+            free(ids);
+            mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the prompt");
+            goto out;
+        }
+        if (bos >= 0 && (n == 0 || ids[0] != bos)) {
+            prompt[n_prompt++] = bos;
+        }
+        for (size_t i = 0; i < n; i++) {
+            prompt[n_prompt++] = ids[i];
+        }
+        free(ids);
+    }
+    if (mt_engine_check_prompt(e.engine, prompt, n_prompt) != MT_OK) {
+        goto out;
+    }
+    int vocab = e.vocab;
+    size_t n_logits = (size_t)(dump_path != NULL ? n_prompt : 1) * vocab;
+    logits = malloc(n_logits * sizeof(float));
+    if (logits == NULL) {
+        mt_fail(MT_ERR_NOMEM, 0, "cannot allocate %zu logits", n_logits);
+        goto out;
+    }
+
+    double t0 = mt_cli_seconds();
+    if (mt_engine_forward(e.engine, prompt, n_prompt, dump_path != NULL, logits) != MT_OK) {
+        goto out;
+    }
+    double t_prefill = mt_cli_seconds() - t0;
+    if (dump_path != NULL) {
+        if (dump_logits(dump_path, logits, n_prompt, vocab) != MT_OK) {
+            goto out;
+        }
+        memmove(logits, logits + (size_t)(n_prompt - 1) * vocab, (size_t)vocab * sizeof(float));
+    }
+
+    if (tok != NULL && !print_ids) {
+        mt_detok_init(&detok, tok);
+        have_detok = true;
+    }
+    int eos = e.model->cfg.eos_token_id;
+    long n_done = 0;
+    double t1 = mt_cli_seconds();
+    int n_decoded = 0;
+    while (n_done < n_gen) {
+        int32_t next;
+        if (mt_sampler_sample(e.sampler, logits, &next) != MT_OK) {
+            goto out;
+        }
+        n_done++;
+        if (have_detok) {
+            const char *text;
+            size_t len;
+            size_t tl;
+            /* ids past the tokenizer's vocabulary (padding rows) print as <id> */
+            if (mt_tokenizer_token_bytes(tok, next, &tl) != NULL &&
+                mt_detok_push(&detok, next, &text, &len) == MT_OK) {
+                fwrite(text, 1, len, stdout);
+            } else {
+                printf("<%d>", next);
+            }
+        } else {
+            printf(n_done > 1 ? " %d" : "%d", next);
+        }
+        fflush(stdout);
+        if (next == eos || n_done == n_gen ||
+            mt_engine_pos(e.engine) >= mt_engine_max_pos(e.engine)) {
+            break;
+        }
+        if (mt_engine_forward(e.engine, &next, 1, false, logits) != MT_OK) {
+            goto out;
+        }
+        n_decoded++;
+    }
+    double t_decode = mt_cli_seconds() - t1;
+    if (have_detok) {
+        const char *text;
+        size_t len;
+        if (mt_detok_flush(&detok, &text, &len) == MT_OK) {
+            fwrite(text, 1, len, stdout);
+        }
+    }
+    if (n_done > 0 || print_ids) {
+        printf("\n");
+    }
+    if (!mt_cli_flush_stdout(&cli)) {
+        goto out;
+    }
+    fprintf(stderr, "mt: prefill %d tokens in %.3f s (%.2f tok/s); decode %d tokens in %.3f s "
+            "(%.2f tok/s)\n", n_prompt, t_prefill, mt_cli_tok_per_s(n_prompt, t_prefill),
+            n_decoded, t_decode, mt_cli_tok_per_s(n_decoded, t_decode));
+    if (e.trace != NULL && mt_trace_save(e.trace, trace_path) != MT_OK) {
+        goto out;
+    }
+    rc = 0;
+
+out:
+    if (have_detok) {
+        mt_detok_free(&detok);
+    }
+    free(logits);
+    mt_tokenizer_free(tok);
+    mt_cli_engine_fini(&e);
+    free(prompt);
+    return rc;
+}

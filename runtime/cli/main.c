@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * main.c - the moetier command: dispatch to a subcommand (runtime/cli_*.c).
+ */
+#include <config.h>
+
+#include "runtime/cli/cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+struct subcommand {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+};
+
+static const struct subcommand subcommands[] = {
+    /* one line per subcommand, in the order --help lists them */
+    {"inspect", mt_cli_inspect, "architecture, sizes and bytes per token of a checkpoint"},
+    {"tokenize", mt_cli_tokenize, "text to token ids and back (tokenizer.json)"},
+    {"synth", mt_cli_synth, "write a random test checkpoint in the HF layout"},
+    {"run", mt_cli_run, "generate from a prompt (CPU reference engine)"},
+    {"chat", mt_cli_chat, "interactive multi-turn chat (CPU reference engine)"},
+    {"bench", mt_cli_bench, "measure the memory tiers (GPU, PCIe, DRAM, CPU, disks)"},
+    {"plan", mt_cli_plan, "place experts on GPU, DRAM and NVMe; predict tok/s"},
+    {NULL, NULL, NULL},
+};
+
+static void
+usage(FILE *f)
+{
+    fprintf(f, "usage: moetier <command> [options]\n"
+               "       moetier <command> --help\n"
+               "       moetier --version\n\n"
+               "DeepSeek-V3.2 on one workstation: GPU attention, experts placed across GPU, DRAM\n"
+               "and NVMe.\n\n"
+               "commands:\n");
+    for (size_t i = 0; subcommands[i].name != NULL; i++) {
+        fprintf(f, "  %-10s %s\n", subcommands[i].name, subcommands[i].summary);
+    }
+}
+
+int
+main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
+#ifdef MT_HAVE_CUDA
+        printf("moetier %s (CUDA kernels built)\n", PACKAGE_VERSION);
+#else
+        printf("moetier %s (built without CUDA)\n", PACKAGE_VERSION);
+#endif
+        return 0;
+    }
+    for (size_t i = 0; subcommands[i].name != NULL; i++) {
+        if (strcmp(argv[1], subcommands[i].name) == 0) {
+            return subcommands[i].fn(argc - 1, argv + 1);
+        }
+    }
+    fprintf(stderr, "moetier: unknown command '%s' (see moetier --help)\n", argv[1]);
+    return 2;
+}

@@ -1,0 +1,166 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * hwprofile.h - a machine's memory tiers as numbers: what `moetier bench` measures and what the
+ * placement planner reads.
+ *
+ * One idea: every bandwidth is decimal GB/s (1e9 bytes per second) of payload moved, every
+ * capacity is bytes, and 0 means "unknown / not measured / absent". A profile measured by
+ * `moetier bench --json` and a hand-written what-if file for a machine one does not have (a 4090
+ * with 2x Xeon, say) are the same format: the planner must not care which it got, except to
+ * print `source`. Absent JSON keys load as 0, so a what-if file names only what it knows.
+ *
+ * The JSON (version 1) mirrors the structs below key for key:
+ *   { "version": 1, "source": "...", "host": "...", "date": "2026-11-28T14:00:00Z",
+ *     "dram_bytes": N,
+ *     "gpu":  { "present": true, "name": "...", "count": 1, "mem_bytes": N, "sm_count": N,
+ *               "hbm_read_gbps": x, "copy_gbps": x, "bf16_tflops": x },
+ *     "pcie": { "h2d_gbps": x, "d2h_gbps": x, "bidir_gbps": x, "large_bytes": N,
+ *               "h2d_curve": [[bytes, gbps], ...], "d2h_curve": [[bytes, gbps], ...] },
+ *     "cpu":  { "model": "...", "cores": N, "threads": N, "numa_nodes": N,
+ *               "read_gbps": x, "triad_gbps": x, "fma_gflops": x, "amx_bf16_gflops": x,
+ *               "isa": ["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", ...],
+ *               "nodes": [ { "id": 0, "cores": N, "mem_bytes": N,
+ *                            "read_gbps": x, "triad_gbps": x }, ... ] },
+ *     "disks": [ { "path": "/nvme0", "best_gbps": x, "best_qd": N, "best_block_bytes": N,
+ *                  "points": [ { "qd": 1, "block_bytes": 1048576, "gbps": x }, ... ] }, ... ] }
+ * Loading rejects a missing or different "version", unknown keys (typos in what-if files), wrong
+ * types and negative numbers, with one message naming the file and the key. A "gpu" object
+ * without "present" is present when any of its other fields is non-zero (or the name non-empty).
+ */
+#ifndef MT_HWPROFILE_H
+#define MT_HWPROFILE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "runtime/base/status.h"
+
+#define MT_HWPROFILE_VERSION 1
+#define MT_HWPROFILE_MAX_NODES 16 /* NUMA nodes */
+#define MT_HWPROFILE_MAX_DISKS 16
+#define MT_HWPROFILE_MAX_CURVE 16  /* transfer-size points per PCIe direction */
+#define MT_HWPROFILE_MAX_POINTS 32 /* (queue depth, block size) points per disk */
+
+/* CPU instruction-set flags (cpu.isa); JSON spells them as the lowercase names in comments. */
+enum mt_hw_isa {
+    MT_HW_ISA_AVX2 = 1u << 0,        /* "avx2" */
+    MT_HW_ISA_FMA = 1u << 1,         /* "fma" */
+    MT_HW_ISA_AVX512F = 1u << 2,     /* "avx512f" */
+    MT_HW_ISA_AVX512BW = 1u << 3,    /* "avx512bw" */
+    MT_HW_ISA_AVX512_BF16 = 1u << 4, /* "avx512_bf16" */
+    MT_HW_ISA_AVX512_FP16 = 1u << 5, /* "avx512_fp16" */
+    MT_HW_ISA_AVX512_VNNI = 1u << 6, /* "avx512_vnni" */
+    MT_HW_ISA_AMX_TILE = 1u << 7,    /* "amx_tile" */
+    MT_HW_ISA_AMX_BF16 = 1u << 8,    /* "amx_bf16" */
+    MT_HW_ISA_AMX_INT8 = 1u << 9,    /* "amx_int8" */
+    MT_HW_ISA_AMX_FP16 = 1u << 10,   /* "amx_fp16" */
+};
+
+/* One point of a bandwidth-versus-transfer-size curve. */
+struct mt_hw_curve_point {
+    uint64_t bytes; /* one transfer's size */
+    double gbps;
+};
+
+/* The GPU experts and always-on weights live on (device 0). */
+struct mt_hw_gpu {
+    bool present;         /* false: no GPU (CPU-only machine); the rest is 0 */
+    char name[128];       /* "NVIDIA H200" */
+    int count;            /* identical GPUs on the host (the numbers below are for one) */
+    uint64_t mem_bytes;   /* device memory of one GPU */
+    int sm_count;         /* streaming multiprocessors */
+    double hbm_read_gbps; /* streaming read of a buffer much larger than L2 */
+    double copy_gbps;     /* device-to-device cudaMemcpy, bytes read + bytes written per second */
+    double bf16_tflops;   /* dense BF16 GEMM rate (cuBLAS), 0 if not measured */
+};
+
+/* The host<->GPU link, pinned host memory, cudaMemcpyAsync. */
+struct mt_hw_pcie {
+    double h2d_gbps;      /* host to device at large_bytes */
+    double d2h_gbps;      /* device to host at large_bytes */
+    double bidir_gbps;    /* both directions at once on two streams, sum of the two */
+    uint64_t large_bytes; /* transfer size the three numbers above were taken at */
+    int n_h2d;            /* points used in h2d_curve, ascending bytes */
+    struct mt_hw_curve_point h2d_curve[MT_HWPROFILE_MAX_CURVE];
+    int n_d2h;
+    struct mt_hw_curve_point d2h_curve[MT_HWPROFILE_MAX_CURVE];
+};
+
+/* One NUMA node: its cores reading their local memory. */
+struct mt_hw_numa_node {
+    int id;             /* OS index of the node */
+    int cores;          /* physical cores on the node */
+    uint64_t mem_bytes; /* DRAM attached to the node */
+    double read_gbps;   /* read-only sweep, one pinned thread per core of this node */
+    double triad_gbps;  /* a[i] = b[i] + s * c[i], counted as 3 arrays moved (no write-allocate) */
+};
+
+struct mt_hw_cpu {
+    char model[128]; /* "Intel(R) Xeon(R) Platinum 8480+" */
+    int cores;       /* physical cores, all sockets */
+    int threads;     /* hardware threads (PUs) */
+    int n_nodes;     /* NUMA nodes used below (1 on a non-NUMA machine) */
+    struct mt_hw_numa_node nodes[MT_HWPROFILE_MAX_NODES];
+    double read_gbps;       /* all nodes at once, each thread on its own node's memory */
+    double triad_gbps;      /* likewise for triad */
+    double fma_gflops;      /* fp32 FMA rate of all cores (2 flops per FMA lane) */
+    double amx_bf16_gflops; /* AMX BF16 tile rate of all cores, 0 if absent */
+    unsigned isa;           /* MT_HW_ISA_* bits */
+};
+
+/* One (queue depth, block size) O_DIRECT read measurement through io_uring. */
+struct mt_hw_disk_point {
+    int qd;               /* reads in flight */
+    uint64_t block_bytes; /* size of each read */
+    double gbps;
+};
+
+/* A drive (or the filesystem a path is on) that experts may be streamed from. */
+struct mt_hw_disk {
+    char path[256];   /* path benchmarked (the directory or file given to --disk) */
+    double best_gbps; /* best of the points */
+    int best_qd;      /* where the best was reached */
+    uint64_t best_block_bytes;
+    int n_points;
+    struct mt_hw_disk_point points[MT_HWPROFILE_MAX_POINTS];
+};
+
+struct mt_hwprofile {
+    int version;         /* MT_HWPROFILE_VERSION */
+    char source[256];    /* "moetier bench 0.1.0" or "what-if: RTX 4090 + 2x Xeon 8480" */
+    char host[128];      /* hostname where measured ("" for what-if) */
+    char date[32];       /* ISO 8601 UTC of the measurement ("" for what-if) */
+    uint64_t dram_bytes; /* total host DRAM */
+    struct mt_hw_gpu gpu;
+    struct mt_hw_pcie pcie;
+    struct mt_hw_cpu cpu;
+    int n_disks;
+    struct mt_hw_disk disks[MT_HWPROFILE_MAX_DISKS];
+};
+
+/* Zero *p and set version = MT_HWPROFILE_VERSION. Cannot fail. */
+void mt_hwprofile_init(struct mt_hwprofile *p);
+
+/*
+ * Write p as JSON (format above) to path, replacing it.
+ * MT_ERR_IO when the file cannot be written, MT_ERR_INVAL when p->version is not current.
+ */
+mt_status_t mt_hwprofile_save(const struct mt_hwprofile *p, const char *path);
+
+/*
+ * Read a profile from path into *p_out (set only on success).
+ * MT_ERR_IO: cannot open/read. MT_ERR_FORMAT: not JSON, no "version", another version, an unknown
+ * key, a wrong type or a negative number; the message names the file and the key.
+ */
+mt_status_t mt_hwprofile_load(const char *path, struct mt_hwprofile *p_out);
+
+/* Same, from JSON text (NUL-terminated); `what` names the text in messages. */
+mt_status_t mt_hwprofile_parse(const char *text, const char *what, struct mt_hwprofile *p_out);
+
+/* Sum of best_gbps over all disks: what striping experts over every drive could give. */
+double mt_hwprofile_disk_total_gbps(const struct mt_hwprofile *p);
+
+/* Name of one MT_HW_ISA_* bit ("avx512f"), NULL for an unknown bit. */
+const char *mt_hw_isa_name(unsigned bit);
+
+#endif /* MT_HWPROFILE_H */

@@ -1,0 +1,405 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * plan_file.c - plan JSON save and load (the format is documented in planner.h).
+ *
+ * The placement is stored as one string of tier codes per MoE layer ("GGCCP...N"): 256 experts
+ * read as one line, and a runtime rebuilds its per-layer dispatch tables from it. Loading is
+ * strict (format, version, lengths, codes) because a wrong plan silently misplaces experts; the
+ * model identity is checked separately against the checkpoint (mt_plan_check_model).
+ */
+#include <config.h>
+
+#include "runtime/plan/planner.h"
+
+#include "runtime/base/file_util.h"
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static json_t *
+tier_string(const uint8_t *tiers, int n)
+{
+    char *buf = malloc((size_t)n + 1);
+    json_t *s;
+
+    if (buf == NULL) {
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        buf[i] = mt_tier_code((enum mt_tier)tiers[i]);
+    }
+    buf[n] = '\0';
+    s = json_string(buf);
+    free(buf);
+    return s;
+}
+
+mt_status_t
+mt_plan_save(const struct mt_plan *p, const char *path)
+{
+    json_t *root = NULL;
+    json_t *layers;
+    json_t *tiers;
+    char hash[20];
+    mt_status_t st = MT_OK;
+    int E = p->n_experts;
+
+    snprintf(hash, sizeof(hash), "%016" PRIx64, p->dims_hash);
+    layers = json_array();
+    tiers = json_object();
+    root = json_pack(
+        "{s:s, s:i, s:{s:i, s:i, s:i, s:i, s:i, s:i, s:b, s:I, s:s}, "
+        "s:{s:I, s:I, s:I, s:I, s:i, s:i, s:f, s:I, s:I, s:I, s:I}, "
+        "s:{s:s, s:f, s:f, s:f, s:f, s:f, s:f}, s:{s:s, s:I}, s:o, "
+        "s:{s:f, s:f, s:f, s:f, s:f, s:f, s:s, s:o}}",
+        "format", "moetier-plan", "version", MT_PLAN_VERSION, "model", "num_hidden_layers",
+        p->n_layers, "n_routed_experts", E, "num_experts_per_tok", p->k, "hidden_size",
+        p->hidden_size, "moe_intermediate_size", p->moe_intermediate_size, "first_k_dense_replace",
+        p->first_k_dense_replace, "fp8", p->fp8, "expert_bytes", (json_int_t)p->expert_bytes,
+        "dims_hash", hash, "budgets", "gpu_mem_bytes", (json_int_t)p->budget.gpu_mem,
+        "cpu_mem_bytes", (json_int_t)p->budget.cpu_mem, "gpu_reserve_bytes",
+        (json_int_t)p->budget.gpu_reserve, "cpu_reserve_bytes", (json_int_t)p->budget.cpu_reserve,
+        "ctx", p->budget.ctx, "prefill_batch", p->budget.prefill_batch, "cpu_eff",
+        p->budget.cpu_eff, "always_on_bytes", (json_int_t)p->always_on_bytes, "kv_bytes",
+        (json_int_t)p->kv_bytes, "gpu_expert_bytes", (json_int_t)p->gpu_expert_bytes,
+        "dram_expert_bytes", (json_int_t)p->dram_expert_bytes, "hardware", "source", p->hw_source,
+        "hbm_gbps", p->hbm_gbps, "gpu_tflops", p->gpu_tflops, "dram_gbps", p->dram_gbps,
+        "cpu_gflops", p->cpu_gflops, "pcie_gbps", p->pcie_gbps, "disk_gbps", p->disk_gbps,
+        "activation", "source", p->activation, "tokens", (json_int_t)p->trace_tokens, "layers",
+        layers, "prediction", "decode_tok_s", p->decode_tok_s, "prefill_tok_s", p->prefill_tok_s,
+        "decode_ms", p->decode_ms, "decode_ms_mean_load", p->decode_ms_mean_load, "always_on_ms",
+        p->always_on_ms, "prefill_ms_per_batch", p->prefill_ms, "bottleneck", p->bottleneck,
+        "tiers", tiers);
+    if (root == NULL) {
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot build plan JSON for '%s'", path);
+    }
+    for (int l = 0; l < p->n_layers; l++) {
+        const uint8_t *t = p->tiers + (size_t)l * E;
+        if (t[0] == MT_TIER_NONE) {
+            continue;
+        }
+        json_t *o = json_pack("{s:i, s:o, s:o}", "layer", l, "tiers", tier_string(t, E), "prefill",
+                              tier_string(p->prefill_tiers + (size_t)l * E, E));
+        if (o == NULL || json_array_append_new(layers, o) != 0) {
+            st = mt_fail(MT_ERR_NOMEM, 0, "cannot build plan JSON for '%s'", path);
+            goto out_decref;
+        }
+    }
+    for (int k = 0; k < MT_TIER_COUNT; k++) {
+        const struct mt_plan_tier_stats *ts = &p->tier[k];
+        json_t *o = json_pack("{s:i, s:I, s:f, s:f}", "experts", ts->experts, "bytes",
+                              (json_int_t)ts->bytes, "bytes_per_token", ts->bytes_per_token,
+                              "ms_per_token", ts->ms_per_token);
+        if (o == NULL || json_object_set_new(tiers, mt_tier_name((enum mt_tier)k), o) != 0) {
+            st = mt_fail(MT_ERR_NOMEM, 0, "cannot build plan JSON for '%s'", path);
+            goto out_decref;
+        }
+    }
+    st = mt_json_save_file(root, path, "plan",
+                           JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(12));
+out_decref:
+    json_decref(root);
+    return st;
+}
+
+/* ---- load ------------------------------------------------------------------------------------ */
+
+struct reader {
+    const char *path;
+    mt_status_t st;
+};
+
+static json_t *
+member(struct reader *r, json_t *obj, const char *section, const char *key)
+{
+    json_t *v = json_is_object(obj) ? json_object_get(obj, key) : NULL;
+
+    if (v == NULL && r->st == MT_OK) {
+        r->st = mt_fail(MT_ERR_FORMAT, 0, "plan '%s': missing field '%s%s%s'", r->path, section,
+                        *section ? "." : "", key);
+    }
+    return v;
+}
+
+static long long
+get_int(struct reader *r, json_t *obj, const char *section, const char *key, long long lo,
+        long long hi)
+{
+    json_t *v = member(r, obj, section, key);
+
+    if (v == NULL) {
+        return 0;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
+        if (r->st == MT_OK) {
+            r->st = mt_fail(MT_ERR_FORMAT, 0,
+                            "plan '%s': field '%s.%s' must be an integer in [%lld, %lld]", r->path,
+                            section, key, lo, hi);
+        }
+        return 0;
+    }
+    return json_integer_value(v);
+}
+
+static double
+get_num(struct reader *r, json_t *obj, const char *section, const char *key)
+{
+    json_t *v = member(r, obj, section, key);
+
+    if (v == NULL) {
+        return 0;
+    }
+    if (!json_is_number(v)) {
+        if (r->st == MT_OK) {
+            r->st = mt_fail(MT_ERR_FORMAT, 0, "plan '%s': field '%s.%s' must be a number", r->path,
+                            section, key);
+        }
+        return 0;
+    }
+    return json_number_value(v);
+}
+
+static void
+get_str(struct reader *r, json_t *obj, const char *section, const char *key, char *dst, size_t size)
+{
+    json_t *v = member(r, obj, section, key);
+
+    if (v == NULL) {
+        return;
+    }
+    if (!json_is_string(v)) {
+        if (r->st == MT_OK) {
+            r->st = mt_fail(MT_ERR_FORMAT, 0, "plan '%s': field '%s.%s' must be a string", r->path,
+                            section, key);
+        }
+        return;
+    }
+    snprintf(dst, size, "%s", json_string_value(v));
+}
+
+static void
+get_tiers(struct reader *r, json_t *lo, const char *key, int layer, int E, uint8_t *dst)
+{
+    json_t *v = member(r, lo, "layers[]", key);
+    const char *s;
+
+    if (v == NULL) {
+        return;
+    }
+    if (!json_is_string(v) || json_string_length(v) != (size_t)E) {
+        if (r->st == MT_OK) {
+            r->st = mt_fail(MT_ERR_FORMAT, 0,
+                            "plan '%s': layer %d '%s' must be a string of %d tier codes", r->path,
+                            layer, key, E);
+        }
+        return;
+    }
+    s = json_string_value(v);
+    for (int e = 0; e < E; e++) {
+        enum mt_tier t = mt_tier_from_code(s[e]);
+        if (t == MT_TIER_COUNT || t == MT_TIER_NONE) {
+            if (r->st == MT_OK) {
+                r->st = mt_fail(MT_ERR_FORMAT, 0,
+                                "plan '%s': layer %d '%s' has code '%c' for expert %d (want one "
+                                "of G C P N)",
+                                r->path, layer, key, s[e], e);
+            }
+            return;
+        }
+        dst[e] = (uint8_t)t;
+    }
+}
+
+static bool
+is_dram(int t)
+{
+    return t == MT_TIER_DRAM_CPU || t == MT_TIER_DRAM_PCIE;
+}
+
+mt_status_t
+mt_plan_load(const char *path, struct mt_plan **plan_out)
+{
+    struct reader r = {path, MT_OK};
+    json_t *root;
+    json_t *v;
+    json_t *m;
+    json_t *b;
+    json_t *h;
+    json_t *a;
+    json_t *pr;
+    json_t *layers;
+    struct mt_plan *p = NULL;
+    int E;
+    int L;
+
+    r.st = mt_json_load_versioned(path, "plan", "moetier-plan", MT_PLAN_VERSION, &root);
+    if (r.st != MT_OK) {
+        return r.st;
+    }
+    p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        r.st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate plan");
+        goto out_decref;
+    }
+    m = member(&r, root, "", "model");
+    b = member(&r, root, "", "budgets");
+    h = member(&r, root, "", "hardware");
+    a = member(&r, root, "", "activation");
+    pr = member(&r, root, "", "prediction");
+    layers = member(&r, root, "", "layers");
+    if (r.st != MT_OK) {
+        goto out_destroy;
+    }
+    p->n_layers = (int)get_int(&r, m, "model", "num_hidden_layers", 1, MT_MAX_LAYERS);
+    p->n_experts = (int)get_int(&r, m, "model", "n_routed_experts", 1, 65536);
+    p->k = (int)get_int(&r, m, "model", "num_experts_per_tok", 1, 65536);
+    p->hidden_size = (int)get_int(&r, m, "model", "hidden_size", 1, INT32_MAX);
+    p->moe_intermediate_size = (int)get_int(&r, m, "model", "moe_intermediate_size", 1, INT32_MAX);
+    p->first_k_dense_replace =
+        (int)get_int(&r, m, "model", "first_k_dense_replace", 0, MT_MAX_LAYERS);
+    v = member(&r, m, "model", "fp8");
+    if (v != NULL && !json_is_boolean(v) && r.st == MT_OK) {
+        r.st =
+            mt_fail(MT_ERR_FORMAT, 0, "plan '%s': field 'model.fp8' must be true or false", path);
+    }
+    p->fp8 = json_is_true(v);
+    p->expert_bytes = (uint64_t)get_int(&r, m, "model", "expert_bytes", 1, INT64_MAX);
+    {
+        char hash[32] = "";
+        get_str(&r, m, "model", "dims_hash", hash, sizeof(hash));
+        p->dims_hash = strtoull(hash, NULL, 16);
+    }
+    p->budget.gpu_mem = (uint64_t)get_int(&r, b, "budgets", "gpu_mem_bytes", 0, INT64_MAX);
+    p->budget.cpu_mem = (uint64_t)get_int(&r, b, "budgets", "cpu_mem_bytes", 0, INT64_MAX);
+    p->budget.gpu_reserve = (uint64_t)get_int(&r, b, "budgets", "gpu_reserve_bytes", 0, INT64_MAX);
+    p->budget.cpu_reserve = (uint64_t)get_int(&r, b, "budgets", "cpu_reserve_bytes", 0, INT64_MAX);
+    p->budget.ctx = (int)get_int(&r, b, "budgets", "ctx", 0, INT32_MAX);
+    p->budget.prefill_batch = (int)get_int(&r, b, "budgets", "prefill_batch", 1, INT32_MAX);
+    p->budget.cpu_eff = get_num(&r, b, "budgets", "cpu_eff");
+    p->always_on_bytes = (uint64_t)get_int(&r, b, "budgets", "always_on_bytes", 0, INT64_MAX);
+    p->kv_bytes = (uint64_t)get_int(&r, b, "budgets", "kv_bytes", 0, INT64_MAX);
+    p->gpu_expert_bytes = (uint64_t)get_int(&r, b, "budgets", "gpu_expert_bytes", 0, INT64_MAX);
+    p->dram_expert_bytes = (uint64_t)get_int(&r, b, "budgets", "dram_expert_bytes", 0, INT64_MAX);
+    get_str(&r, h, "hardware", "source", p->hw_source, sizeof(p->hw_source));
+    p->hbm_gbps = get_num(&r, h, "hardware", "hbm_gbps");
+    p->gpu_tflops = get_num(&r, h, "hardware", "gpu_tflops");
+    p->dram_gbps = get_num(&r, h, "hardware", "dram_gbps");
+    p->cpu_gflops = get_num(&r, h, "hardware", "cpu_gflops");
+    p->pcie_gbps = get_num(&r, h, "hardware", "pcie_gbps");
+    p->disk_gbps = get_num(&r, h, "hardware", "disk_gbps");
+    get_str(&r, a, "activation", "source", p->activation, sizeof(p->activation));
+    p->trace_tokens = (uint64_t)get_int(&r, a, "activation", "tokens", 0, INT64_MAX);
+    p->decode_tok_s = get_num(&r, pr, "prediction", "decode_tok_s");
+    p->prefill_tok_s = get_num(&r, pr, "prediction", "prefill_tok_s");
+    p->decode_ms = get_num(&r, pr, "prediction", "decode_ms");
+    p->decode_ms_mean_load = get_num(&r, pr, "prediction", "decode_ms_mean_load");
+    p->always_on_ms = get_num(&r, pr, "prediction", "always_on_ms");
+    p->prefill_ms = get_num(&r, pr, "prediction", "prefill_ms_per_batch");
+    get_str(&r, pr, "prediction", "bottleneck", p->bottleneck, sizeof(p->bottleneck));
+    v = member(&r, pr, "prediction", "tiers");
+    for (int k = 0; k < MT_TIER_COUNT && r.st == MT_OK; k++) {
+        const char *name = mt_tier_name((enum mt_tier)k);
+        json_t *o = member(&r, v, "prediction.tiers", name);
+        struct mt_plan_tier_stats *ts = &p->tier[k];
+        ts->experts = (int)get_int(&r, o, name, "experts", 0, INT32_MAX);
+        ts->bytes = get_num(&r, o, name, "bytes");
+        ts->bytes_per_token = get_num(&r, o, name, "bytes_per_token");
+        ts->ms_per_token = get_num(&r, o, name, "ms_per_token");
+    }
+    if (r.st != MT_OK) {
+        goto out_destroy;
+    }
+    L = p->n_layers;
+    E = p->n_experts;
+    p->tiers = malloc((size_t)L * E);
+    p->prefill_tiers = malloc((size_t)L * E);
+    if (p->tiers == NULL || p->prefill_tiers == NULL) {
+        r.st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate plan of %d x %d experts", L, E);
+        goto out_destroy;
+    }
+    memset(p->tiers, MT_TIER_NONE, (size_t)L * E);
+    memset(p->prefill_tiers, MT_TIER_NONE, (size_t)L * E);
+    if (!json_is_array(layers)) {
+        r.st = mt_fail(MT_ERR_FORMAT, 0, "plan '%s': 'layers' must be an array", path);
+        goto out_destroy;
+    }
+    for (size_t i = 0; i < json_array_size(layers) && r.st == MT_OK; i++) {
+        json_t *lo = json_array_get(layers, i);
+        int l = (int)get_int(&r, lo, "layers[]", "layer", 0, L - 1);
+        if (r.st != MT_OK) {
+            break;
+        }
+        if (p->tiers[(size_t)l * E] != MT_TIER_NONE) {
+            r.st = mt_fail(MT_ERR_FORMAT, 0, "plan '%s': layer %d listed twice", path, l);
+            break;
+        }
+        get_tiers(&r, lo, "tiers", l, E, p->tiers + (size_t)l * E);
+        get_tiers(&r, lo, "prefill", l, E, p->prefill_tiers + (size_t)l * E);
+        for (int e = 0; e < E && r.st == MT_OK; e++) {
+            int t = p->tiers[(size_t)l * E + e];
+            int pt = p->prefill_tiers[(size_t)l * E + e];
+            if (t != pt && !(is_dram(t) && is_dram(pt))) {
+                r.st = mt_fail(MT_ERR_FORMAT, 0,
+                               "plan '%s': layer %d expert %d is '%c' in 'tiers' but '%c' in "
+                               "'prefill': prefill may only change how a DRAM expert is "
+                               "computed (C or P), not where it is stored",
+                               path, l, e, mt_tier_code((enum mt_tier)t),
+                               mt_tier_code((enum mt_tier)pt));
+            }
+        }
+    }
+    if (r.st != MT_OK) {
+        goto out_destroy;
+    }
+    json_decref(root);
+    *plan_out = p;
+    return MT_OK;
+
+out_destroy:
+    mt_plan_destroy(p);
+out_decref:
+    json_decref(root);
+    return r.st;
+}
+
+mt_status_t
+mt_plan_check_model(const struct mt_plan *p, const char *what, const struct mt_model_config *cfg,
+                    uint64_t expert_bytes)
+{
+    struct {
+        const char *name;
+        long long plan;
+        long long model;
+    } f[] = {
+        {"num_hidden_layers", p->n_layers, cfg->num_hidden_layers},
+        {"n_routed_experts", p->n_experts, cfg->n_routed_experts},
+        {"num_experts_per_tok", p->k, cfg->num_experts_per_tok},
+        {"hidden_size", p->hidden_size, cfg->hidden_size},
+        {"moe_intermediate_size", p->moe_intermediate_size, cfg->moe_intermediate_size},
+        {"first_k_dense_replace", p->first_k_dense_replace, cfg->first_k_dense_replace},
+        {"expert_bytes", (long long)p->expert_bytes, (long long)expert_bytes},
+    };
+
+    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+        if (f[i].plan != f[i].model) {
+            return mt_fail(MT_ERR_FORMAT, 0,
+                           "plan '%s' was made for another model: %s is %lld in the plan, %lld in "
+                           "the model",
+                           what, f[i].name, f[i].plan, f[i].model);
+        }
+    }
+    for (int l = 0; l < p->n_layers; l++) {
+        bool planned = p->tiers[(size_t)l * p->n_experts] != MT_TIER_NONE;
+        if (planned != mt_config_layer_is_moe(cfg, l)) {
+            return mt_fail(MT_ERR_FORMAT, 0,
+                           "plan '%s' was made for another model: layer %d is %s in the plan but "
+                           "%s in the model",
+                           what, l, planned ? "MoE" : "dense",
+                           mt_config_layer_is_moe(cfg, l) ? "MoE" : "dense");
+        }
+    }
+    return MT_OK;
+}

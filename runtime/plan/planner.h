@@ -1,0 +1,247 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * planner.h - the placement planner: where each routed expert lives (GPU, DRAM, NVMe), how it is
+ * computed, and the decode / prefill speed that placement predicts.
+ *
+ * The one idea: a token's time is the always-on GPU time plus, per MoE layer, the slowest of the
+ * resources that work concurrently on that layer's experts. Each resource ("source") accumulates
+ * load = activation probability x bytes (or FLOPs) / its rate, so a layer costs max over sources
+ * of a sum, and the whole token the sum over layers of those maxima. The optimizer starts from a
+ * greedy fill (most probable experts first: GPU, then DRAM, then NVMe; bytes are equal for all
+ * experts of a model, so probability per byte orders like probability) and improves it by local
+ * search: single moves, swaps and pair moves inside a layer, paired moves across layers that keep
+ * both memory budgets, and random kicks; tests compare it with exhaustive search on small
+ * instances. The decode prediction then averages the true per-layer max over sampled tokens
+ * (mt_plan_problem_sample), of which the expected-load time is a lower bound.
+ *
+ * Expert tiers (one per expert; codes as they appear in plan files):
+ *   'G' MT_TIER_GPU        stored in GPU memory, computed on the GPU (HBM read)
+ *   'C' MT_TIER_DRAM_CPU   stored in DRAM, computed by the CPU threads (DRAM read)
+ *   'P' MT_TIER_DRAM_PCIE  stored in DRAM, copied over PCIe to a GPU slot and computed there
+ *   'N' MT_TIER_NVME       streamed from NVMe into pinned DRAM; decode: computed by the CPU,
+ *                          prefill (batch > 1): copied over PCIe and computed on the GPU
+ *   '-' MT_TIER_NONE       not a routed expert slot (dense layers)
+ *
+ * Sources (concurrent within a layer): GPU memory reads, GPU FLOPs, CPU DRAM reads, CPU FLOPs,
+ * PCIe host-to-device, disk reads. A batch of B tokens needs an expert's weights when at least
+ * one token uses it, probability u = 1 - (1 - p)^B (u = p for decode), and its FLOPs B x p times.
+ *
+ * ---- plan file (JSON, MT_PLAN_VERSION) ------------------------------------------------------
+ *   {
+ *     "format": "moetier-plan", "version": 1,
+ *     "model": { "num_hidden_layers": 61, "n_routed_experts": 256, "num_experts_per_tok": 8,
+ *                "hidden_size": 7168, "moe_intermediate_size": 2048, "first_k_dense_replace": 3,
+ *                "fp8": true, "expert_bytes": 44050944, "dims_hash": "16 hex digits" },
+ *     "budgets": { "gpu_mem_bytes": N, "cpu_mem_bytes": N, "gpu_reserve_bytes": N,
+ *                  "cpu_reserve_bytes": N, "ctx": 32768, "prefill_batch": 512, "cpu_eff": 0.6,
+ *                  "always_on_bytes": N, "kv_bytes": N,
+ *                  "gpu_expert_bytes": N, "dram_expert_bytes": N },   // what was left for experts
+ *     "hardware": { "source": "...", "hbm_gbps": x, "gpu_tflops": x, "dram_gbps": x,
+ *                   "cpu_gflops": x, "pcie_gbps": x, "disk_gbps": x },  // rates used (before eff)
+ *     "activation": { "source": "uniform" | "trace: PATH", "tokens": N },
+ *     "layers": [ { "layer": 3, "tiers": "GGCCP...N", "prefill": "GGPPP...N" }, ... ],
+ *                                     // MoE layers only; one code per expert (table above):
+ *                                     // "tiers" for decode, "prefill" the compute choice of the
+ *                                     // same placement at batch prefill_batch (storage unchanged)
+ *     "prediction": { "decode_tok_s": x, "prefill_tok_s": x, "decode_ms": x,
+ *                     "decode_ms_mean_load": x, "always_on_ms": x,
+ *                     "prefill_ms_per_batch": x, "bottleneck": "cpu-dram",
+ *                     "tiers": { "gpu": {"experts": n, "bytes": N, "bytes_per_token": x,
+ *                                        "ms_per_token": x}, "dram-cpu": {...},
+ *                                "dram-pcie": {...}, "nvme": {...} } }
+ *   }
+ * A runtime must check "model" against the checkpoint (mt_plan_check_model) before using it.
+ */
+#ifndef MT_PLANNER_H
+#define MT_PLANNER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "runtime/model/config.h"
+#include "runtime/plan/hwprofile.h"
+#include "runtime/model/model.h"
+#include "runtime/base/status.h"
+#include "runtime/plan/trace.h"
+
+#define MT_PLAN_VERSION 1
+
+enum mt_tier {
+    MT_TIER_GPU = 0,
+    MT_TIER_DRAM_CPU = 1,
+    MT_TIER_DRAM_PCIE = 2,
+    MT_TIER_NVME = 3,
+    MT_TIER_COUNT = 4,
+    MT_TIER_NONE = 255,
+};
+
+enum mt_plan_source {
+    MT_SRC_GPU_MEM = 0,
+    MT_SRC_GPU_FLOP = 1,
+    MT_SRC_CPU_MEM = 2,
+    MT_SRC_CPU_FLOP = 3,
+    MT_SRC_PCIE = 4,
+    MT_SRC_DISK = 5,
+    MT_SRC_COUNT = 6,
+};
+
+/* 'G', 'C', 'P', 'N', '-' (see above) and back; mt_tier_from_code returns MT_TIER_COUNT if bad. */
+char mt_tier_code(enum mt_tier tier);
+enum mt_tier mt_tier_from_code(char c);
+/* "gpu", "dram-cpu", "dram-pcie", "nvme". */
+const char *mt_tier_name(enum mt_tier tier);
+/* "gpu-hbm", "gpu-flops", "cpu-dram", "cpu-flops", "pcie", "disk". */
+const char *mt_plan_source_name(enum mt_plan_source src);
+
+/* ---- the optimization problem (model- and hardware-independent numbers) ----------------- */
+
+struct mt_plan_problem {
+    int n_layers;              /* MoE layers */
+    int n_experts;             /* routed experts per layer */
+    const double *prob;        /* borrowed, (n_layers, n_experts): P(token uses expert) */
+    double expert_bytes;       /* bytes of one expert (all experts equal) */
+    double expert_flops;       /* FLOPs of one token through one expert */
+    double gpu_capacity;       /* bytes of GPU memory for experts */
+    double dram_capacity;      /* bytes of DRAM for experts */
+    double rate[MT_SRC_COUNT]; /* bytes/s or FLOP/s, efficiency already applied. A memory,
+                                  PCIe or disk rate <= 0 makes the tiers that need it
+                                  impossible; a FLOP rate <= 0 means "not modeled" (free) */
+    int batch;                 /* tokens per step: 1 decode, > 1 prefill */
+};
+
+/*
+ * Seconds of one step (all MoE layers, excluding always-on work) for an assignment tiers
+ * (n_layers x n_experts). Optional outputs, MT_SRC_COUNT each: src_s, per source the sum over
+ * layers of its load; limit_s, per source the sum of the layer times where it was the slowest.
+ * MT_ERR_INVAL if an expert has an impossible tier or a budget is exceeded (message names which).
+ */
+mt_status_t mt_plan_problem_evaluate(const struct mt_plan_problem *pb, const uint8_t *tiers,
+                                     double *seconds_out, double *src_s, double *limit_s);
+
+/*
+ * Minimize the step time. With keep_storage false, tiers (n_layers x n_experts) is output only:
+ * greedy fill then local search. With keep_storage true, tiers is the starting placement and
+ * only the compute choice changes (DRAM_CPU <-> DRAM_PCIE), e.g. to plan prefill on a decode
+ * placement. MT_ERR_INVAL when the experts cannot fit (not enough DRAM and no disk), naming
+ * how many bytes are missing; MT_ERR_NOMEM.
+ */
+mt_status_t mt_plan_problem_optimize(const struct mt_plan_problem *pb, bool keep_storage,
+                                     uint8_t *tiers, double *seconds_out);
+
+/*
+ * Decode (batch 1) seconds of one step averaged over n_samples sampled tokens: each token picks,
+ * per layer, a set of experts with inclusion probabilities prob (systematic sampling over a random
+ * order when a layer's probabilities sum to an integer k, independent draws otherwise), and the
+ * layer costs the max over sources of the chosen experts' loads. The expected-load model of
+ * mt_plan_problem_evaluate is max over sources of E[load], a lower bound of this E[max]
+ * (Jensen): they differ most when a slow source holds few, rarely chosen experts. Deterministic
+ * (fixed seed). MT_ERR_INVAL as evaluate; MT_ERR_NOMEM.
+ */
+mt_status_t mt_plan_problem_sample(const struct mt_plan_problem *pb, const uint8_t *tiers,
+                                   int n_samples, double *seconds_out);
+
+/*
+ * The true optimum by enumerating all MT_TIER_COUNT^(n_layers x n_experts) assignments; for
+ * tests. MT_ERR_INVAL above 12 experts in total or when nothing is feasible.
+ */
+mt_status_t mt_plan_problem_exhaustive(const struct mt_plan_problem *pb, uint8_t *tiers_out,
+                                       double *seconds_out);
+
+/* ---- plans for a real model ----------------------------------------------------------------- */
+
+struct mt_plan_budget {
+    uint64_t gpu_mem;     /* --gpu-mem: GPU memory moetier may use */
+    uint64_t cpu_mem;     /* --cpu-mem: DRAM moetier may use */
+    uint64_t gpu_reserve; /* workspace: activations, cuBLAS, staging slots (default 1.5 GiB) */
+    uint64_t cpu_reserve; /* pinned staging ring, OS slack (default 4 GiB) */
+    int ctx;              /* context the KV cache must hold (default 32768) */
+    int prefill_batch;    /* tokens per prefill step (default 512) */
+    double cpu_eff;       /* fraction of measured DRAM read bandwidth and FLOPs CPU experts
+                             reach (default 0.6) */
+};
+
+/* Fill b with the defaults above; gpu_mem and cpu_mem 0 (the caller must set them). */
+void mt_plan_budget_default(struct mt_plan_budget *b);
+
+struct mt_plan_tier_stats {
+    int experts;            /* experts in this tier (decode placement) */
+    double bytes;           /* their bytes */
+    double bytes_per_token; /* expected bytes this tier delivers per decoded token */
+    double ms_per_token;    /* those bytes at the tier's source rate (not overlapped) */
+};
+
+struct mt_plan {
+    /* model identity */
+    int n_layers; /* main layers (num_hidden_layers) */
+    int n_experts;
+    int k;
+    int hidden_size;
+    int moe_intermediate_size;
+    int first_k_dense_replace;
+    bool fp8;
+    uint64_t expert_bytes;
+    uint64_t dims_hash; /* FNV-1a of the fields above */
+    /* inputs */
+    struct mt_plan_budget budget;
+    uint64_t always_on_bytes;   /* weights resident on the GPU outside routed experts */
+    uint64_t kv_bytes;          /* KV cache for budget.ctx tokens */
+    uint64_t gpu_expert_bytes;  /* GPU memory left for experts */
+    uint64_t dram_expert_bytes; /* DRAM left for experts */
+    char hw_source[256];
+    double hbm_gbps, gpu_tflops, dram_gbps, cpu_gflops, pcie_gbps, disk_gbps;
+    char activation[300]; /* "uniform" or "trace: PATH" */
+    uint64_t trace_tokens;
+    /* placement, (n_layers, n_experts), MT_TIER_NONE on dense layers; owned */
+    uint8_t *tiers;
+    uint8_t *prefill_tiers;
+    /* prediction */
+    double decode_tok_s; /* from decode_ms */
+    double prefill_tok_s;
+    double decode_ms;           /* per token, always-on included, sampled E[max] per layer */
+    double decode_ms_mean_load; /* the same placement under the expected-load model (a bound) */
+    double always_on_ms;        /* per decoded token */
+    double prefill_ms;          /* per prefill batch */
+    char bottleneck[32];        /* a source name, or "gpu-always-on" */
+    struct mt_plan_tier_stats tier[MT_TIER_COUNT];
+};
+
+/*
+ * Plan cfg (sizes from mt_model_sizes_compute with the checkpoint's fp8 flag) on hardware hw
+ * within budget. trace may be NULL (uniform k / E); trace_name labels it in the plan. MT_ERR_INVAL
+ * when the always-on weights and KV do not fit the GPU budget, the experts do not fit, or the
+ * trace's dims differ from the model's (messages give the numbers); MT_ERR_NOMEM.
+ */
+mt_status_t mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *sizes,
+                          const struct mt_hwprofile *hw, const struct mt_plan_budget *budget,
+                          const struct mt_trace *trace, const char *trace_name,
+                          struct mt_plan **plan_out);
+
+/* Free a plan; NULL is a no-op. */
+void mt_plan_destroy(struct mt_plan *plan);
+
+/* The dims hash a plan for cfg would carry (fp8 and expert_bytes as in mt_model_sizes). */
+uint64_t mt_plan_dims_hash(const struct mt_model_config *cfg, bool fp8, uint64_t expert_bytes);
+
+/* ---- plan files (plan_file.c) -------------------------------------------------------------- */
+
+/* Write plan as JSON (format above). MT_ERR_IO naming the path. */
+mt_status_t mt_plan_save(const struct mt_plan *plan, const char *path);
+
+/*
+ * Read a plan file. MT_ERR_IO when it cannot be opened or read; MT_ERR_FORMAT when it is not
+ * JSON, not a moetier plan, another version, or inconsistent (a tier string of the wrong length
+ * or with an unknown code, a prefill code that stores an expert elsewhere than its decode code);
+ * the message names the file and the field.
+ */
+mt_status_t mt_plan_load(const char *path, struct mt_plan **plan_out);
+
+/*
+ * Check that a plan was made for this model (layers, experts, k, hidden size, expert width,
+ * dense layers, expert bytes). MT_ERR_FORMAT naming the first field that differs and both
+ * values; `what` names the plan in the message.
+ */
+mt_status_t mt_plan_check_model(const struct mt_plan *plan, const char *what,
+                                const struct mt_model_config *cfg, uint64_t expert_bytes);
+
+#endif /* MT_PLANNER_H */

@@ -1,0 +1,604 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * chat.c - the V3.2 prompt format, rule for rule as encoding/encoding_dsv32.py writes it.
+ *
+ * Checked against encoding_dsv32.py as shipped in the HF repo deepseek-ai/DeepSeek-V3.2
+ * (encoding/), read through verbatim copies in public repositories (vLLM's
+ * deepseek_v32_encoding.py "copy from .../DeepSeek-V3.2/blob/main/encoding/encoding_dsv32.py",
+ * and others that agree line for line on render_message). The rules, by function:
+ *   encode_messages: the prompt starts with bos_token (add_default_bos_token=True, no context),
+ *     then render_message(i) for each message in order; drop_thinking (default True) removes
+ *     reasoning_content from assistant turns before the last user turn, which render_message
+ *     would not show anyway (it shows reasoning only after the last user turn).
+ *   find_last_user_index: the last message whose role is "user" (or "developer"), -1 if none.
+ *   render_message, "system": the content as is (system_msg_template "{content}"), then, with
+ *     tools, "\n\n" + render_tools(tools) (TOOLS_SYSTEM_TEMPLATE).
+ *   "user": "<｜User｜>{content}<｜Assistant｜>" then thinking_start_token "<think>" if this is the
+ *     last user message and thinking_mode == "thinking", else thinking_end_token "</think>".
+ *   "tool": the k-th tool message after an assistant turn with tool_calls (k counted from 1)
+ *     writes "\n\n<function_results>" when k == 1, then "\n<result>{content}</result>", and when
+ *     k == len(tool_calls) "\n</function_results>" + "\n\n" + ("<think>" if index >= last user
+ *     index and thinking mode, else "</think>").
+ *   "assistant": "{reasoning}{content}{tool_calls}<｜end▁of▁sentence｜>", where reasoning is
+ *     reasoning_content + "</think>" only in thinking mode after the last user message (and then
+ *     reasoning or tool calls are required), tool_calls is "\n\n<｜DSML｜function_calls>\n" +
+ *     invokes joined by "\n" + "\n</｜DSML｜function_calls>", an invoke is
+ *     "<｜DSML｜invoke name=\"{name}\">\n" + parameters joined by "\n" + "\n</｜DSML｜invoke>", and
+ *     a parameter is "<｜DSML｜parameter name=\"{key}\" string=\"true|false\">{value}
+ *     </｜DSML｜parameter>" (no space before "</"): strings as is, other values as json.dumps
+ *     (ensure_ascii=False) of them (encode_arguments_to_dsml).
+ * The "developer" role and response_format are not implemented.
+ */
+#include <config.h>
+
+#include "runtime/text/chat.h"
+
+#include <jansson.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char bos_text[] = "<｜begin▁of▁sentence｜>";
+static const char eos_text[] = "<｜end▁of▁sentence｜>";
+static const char user_text[] = "<｜User｜>";
+static const char assistant_text[] = "<｜Assistant｜>";
+static const char think_text[] = "<think>";
+static const char unthink_text[] = "</think>";
+static const char dsml[] = "｜DSML｜";
+
+/* TOOLS_SYSTEM_TEMPLATE of encoding_dsv32.py, cut where it names "<think>" and "</think>" */
+static const char tools_head[] =
+    "## Tools\n\n"
+    "You have access to a set of tools you can use to answer the user's question.\n"
+    "You can invoke functions by writing a \"<｜DSML｜function_calls>\" block like the following "
+    "as part of your reply to the user:\n"
+    "<｜DSML｜function_calls>\n"
+    "<｜DSML｜invoke name=\"$FUNCTION_NAME\">\n"
+    "<｜DSML｜parameter name=\"$PARAMETER_NAME\" string=\"true|false\">$PARAMETER_VALUE"
+    "</｜DSML｜parameter>\n"
+    "...\n"
+    "</｜DSML｜invoke>\n"
+    "<｜DSML｜invoke name=\"$FUNCTION_NAME2\">\n"
+    "...\n"
+    "</｜DSML｜invoke>\n"
+    "</｜DSML｜function_calls>\n\n"
+    "String and scalar parameters should be specified as is without any escaping or quotes, "
+    "while lists and objects should use JSON format. The \"string\" attribute should be set to "
+    "\"true\" for string type parameters and \"false\" for other types (numbers, booleans, "
+    "arrays, objects).\n\n"
+    "If the thinking_mode is enabled, then after function results you should strongly consider "
+    "outputting a thinking block. Here is an example:\n\n"
+    "<｜DSML｜function_calls>\n"
+    "...\n"
+    "</｜DSML｜function_calls>\n\n"
+    "<function_results>\n"
+    "...\n"
+    "</function_results>\n\n";
+static const char tools_mid[] = "...thinking about results";
+static const char tools_tail[] = "\n\nHere are the functions available in JSONSchema format:\n"
+                                 "<functions>\n";
+static const char tools_end[] = "\n</functions>\n";
+
+/* ---- Python-compatible JSON text ------------------------------------------------------------- */
+
+struct sbuf {
+    char *s;
+    size_t n, cap;
+    bool oom;
+};
+
+static void
+sb_add(struct sbuf *b, const char *s, size_t n)
+{
+    if (b->oom) {
+        return;
+    }
+    if (b->n + n + 1 > b->cap) {
+        size_t ncap = MT_MAX(2 * b->cap, b->n + n + 256);
+        char *ns = realloc(b->s, ncap);
+        if (ns == NULL) {
+            b->oom = true;
+            return;
+        }
+        b->s = ns;
+        b->cap = ncap;
+    }
+    memcpy(b->s + b->n, s, n);
+    b->n += n;
+    b->s[b->n] = 0;
+}
+
+static void
+sb_str(struct sbuf *b, const char *s)
+{
+    sb_add(b, s, strlen(s));
+}
+
+/* repr(float): the shortest digits that read back the same; fixed notation for 1e-4 <= |x| < 1e16
+ */
+static void
+py_float(struct sbuf *b, double x)
+{
+    char e[40], out[64], digits[20];
+    int p, exp10, nd = 0;
+    size_t o = 0;
+
+    if (isnan(x)) {
+        sb_str(b, "NaN");
+        return;
+    }
+    if (isinf(x)) {
+        sb_str(b, x < 0 ? "-Infinity" : "Infinity");
+        return;
+    }
+    for (p = 1; p <= 17; p++) {
+        snprintf(e, sizeof(e), "%.*e", p - 1, x);
+        if (strtod(e, NULL) == x) {
+            break;
+        }
+    }
+    /* e is [-]d[.ddd]e[+-]XX */
+    const char *q = e;
+    if (*q == '-') {
+        out[o++] = '-';
+        q++;
+    }
+    for (; *q != 'e'; q++) {
+        if (*q != '.') {
+            digits[nd++] = *q;
+        }
+    }
+    exp10 = atoi(q + 1);
+    while (nd > 1 && digits[nd - 1] == '0') {
+        nd--;
+    }
+    if (exp10 >= -4 && exp10 < 16) {
+        if (exp10 < 0) {
+            out[o++] = '0';
+            out[o++] = '.';
+            for (int k = 0; k < -exp10 - 1; k++) {
+                out[o++] = '0';
+            }
+            for (int k = 0; k < nd; k++) {
+                out[o++] = digits[k];
+            }
+        } else {
+            for (int k = 0; k <= exp10; k++) {
+                out[o++] = k < nd ? digits[k] : '0';
+            }
+            out[o++] = '.';
+            if (nd > exp10 + 1) {
+                for (int k = exp10 + 1; k < nd; k++) {
+                    out[o++] = digits[k];
+                }
+            } else {
+                out[o++] = '0';
+            }
+        }
+        out[o] = 0;
+    } else {
+        out[o++] = digits[0];
+        if (nd > 1) {
+            out[o++] = '.';
+            for (int k = 1; k < nd; k++) {
+                out[o++] = digits[k];
+            }
+        }
+        snprintf(out + o, sizeof(out) - o, "e%c%02d", exp10 < 0 ? '-' : '+', abs(exp10));
+    }
+    sb_str(b, out);
+}
+
+static void
+py_string(struct sbuf *b, const char *s, size_t n)
+{
+    sb_add(b, "\"", 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char esc[8];
+        switch (c) {
+        case '"':
+            sb_add(b, "\\\"", 2);
+            break;
+        case '\\':
+            sb_add(b, "\\\\", 2);
+            break;
+        case '\n':
+            sb_add(b, "\\n", 2);
+            break;
+        case '\r':
+            sb_add(b, "\\r", 2);
+            break;
+        case '\t':
+            sb_add(b, "\\t", 2);
+            break;
+        case '\b':
+            sb_add(b, "\\b", 2);
+            break;
+        case '\f':
+            sb_add(b, "\\f", 2);
+            break;
+        default:
+            if (c < 0x20) {
+                snprintf(esc, sizeof(esc), "\\u%04x", c);
+                sb_add(b, esc, 6);
+            } else {
+                sb_add(b, (const char *)&s[i], 1);
+            }
+        }
+    }
+    sb_add(b, "\"", 1);
+}
+
+static void
+py_json(struct sbuf *b, const json_t *v)
+{
+    const char *key;
+    json_t *item;
+    size_t i;
+    char num[32];
+    bool first = true;
+
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        sb_add(b, "{", 1);
+        json_object_foreach ((json_t *)v, key, item) {
+            if (!first) {
+                sb_add(b, ", ", 2);
+            }
+            first = false;
+            py_string(b, key, strlen(key));
+            sb_add(b, ": ", 2);
+            py_json(b, item);
+        }
+        sb_add(b, "}", 1);
+        break;
+    case JSON_ARRAY:
+        sb_add(b, "[", 1);
+        json_array_foreach (v, i, item) {
+            if (i > 0) {
+                sb_add(b, ", ", 2);
+            }
+            py_json(b, item);
+        }
+        sb_add(b, "]", 1);
+        break;
+    case JSON_STRING:
+        py_string(b, json_string_value(v), json_string_length(v));
+        break;
+    case JSON_INTEGER:
+        snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        sb_str(b, num);
+        break;
+    case JSON_REAL:
+        py_float(b, json_real_value(v));
+        break;
+    case JSON_TRUE:
+        sb_str(b, "true");
+        break;
+    case JSON_FALSE:
+        sb_str(b, "false");
+        break;
+    case JSON_NULL:
+        sb_str(b, "null");
+        break;
+    }
+}
+
+mt_status_t
+mt_chat_json_py(const char *json, char **out_p)
+{
+    json_error_t jerr;
+    json_t *v = json_loads(json, JSON_DECODE_ANY, &jerr);
+    struct sbuf b = {0};
+
+    if (v == NULL) {
+        return mt_fail(MT_ERR_INVAL, 0, "chat: not JSON (%s)", jerr.text);
+    }
+    py_json(&b, v);
+    json_decref(v);
+    if (b.oom || b.s == NULL) {
+        free(b.s);
+        return mt_fail(MT_ERR_NOMEM, 0, "chat: out of memory");
+    }
+    *out_p = b.s;
+    return MT_OK;
+}
+
+/* ---- the prompt builder -----------------------------------------------------------------------
+ */
+
+/*
+ * Text goes to `run` until a marker that is an added token ends it: then the run is encoded
+ * (special tokens off) and the marker's id appended. With tok == NULL only the prompt text is
+ * built.
+ */
+struct builder {
+    struct mt_tokenizer *tok;
+    struct sbuf text; /* the whole prompt text */
+    struct sbuf run;  /* text since the last marker token */
+    int32_t *ids;
+    size_t n, cap;
+    mt_status_t st;
+};
+
+static void
+put_text(struct builder *b, const char *s, size_t n)
+{
+    sb_add(&b->text, s, n);
+    if (b->tok != NULL) {
+        sb_add(&b->run, s, n);
+    }
+}
+
+static void
+put_str(struct builder *b, const char *s)
+{
+    put_text(b, s != NULL ? s : "", s != NULL ? strlen(s) : 0);
+}
+
+static void
+flush_run(struct builder *b)
+{
+    if (b->st == MT_OK && b->tok != NULL && b->run.n > 0) {
+        b->st =
+            mt_tokenizer_encode_append(b->tok, b->run.s, b->run.n, false, &b->ids, &b->n, &b->cap);
+    }
+    b->run.n = 0;
+}
+
+static void
+put_marker(struct builder *b, const char *m)
+{
+    int32_t id = b->tok != NULL ? mt_tokenizer_token_id(b->tok, m) : -1;
+
+    if (id < 0 || !mt_tokenizer_is_added(b->tok, id)) {
+        put_str(b, m); /* not a token of this tokenizer: text, as HF would read the prompt */
+        return;
+    }
+    sb_str(&b->text, m);
+    flush_run(b);
+    if (b->st != MT_OK) {
+        return;
+    }
+    if (b->n == b->cap) {
+        size_t ncap = b->cap ? 2 * b->cap : 256;
+        int32_t *ni = realloc(b->ids, ncap * sizeof(*ni));
+        if (ni == NULL) {
+            b->st = mt_fail(MT_ERR_NOMEM, 0, "chat: out of memory");
+            return;
+        }
+        b->ids = ni;
+        b->cap = ncap;
+    }
+    b->ids[b->n++] = id;
+}
+
+/* encode_arguments_to_dsml + tool_call_template for one call */
+static mt_status_t
+put_tool_call(struct builder *b, size_t msg, const struct mt_chat_tool_call *tc)
+{
+    json_error_t jerr;
+    json_t *args = json_loads(tc->arguments != NULL ? tc->arguments : "{}", 0, &jerr), *v;
+    const char *key;
+    bool first = true;
+
+    if (!json_is_object(args)) {
+        json_decref(args);
+        return mt_fail(MT_ERR_INVAL, 0,
+                       "chat: message %zu: tool call '%s': arguments are not a "
+                       "JSON object",
+                       msg, tc->name ? tc->name : "");
+    }
+    put_str(b, "<");
+    put_str(b, dsml);
+    put_str(b, "invoke name=\"");
+    put_str(b, tc->name);
+    put_str(b, "\">\n");
+    json_object_foreach (args, key, v) {
+        if (!first) {
+            put_str(b, "\n");
+        }
+        first = false;
+        put_str(b, "<");
+        put_str(b, dsml);
+        put_str(b, "parameter name=\"");
+        put_str(b, key);
+        put_str(b, json_is_string(v) ? "\" string=\"true\">" : "\" string=\"false\">");
+        if (json_is_string(v)) {
+            put_text(b, json_string_value(v), json_string_length(v));
+        } else {
+            struct sbuf j = {0};
+            py_json(&j, v);
+            put_text(b, j.s != NULL ? j.s : "", j.n);
+            b->text.oom |= j.oom;
+            free(j.s);
+        }
+        put_str(b, "</");
+        put_str(b, dsml);
+        put_str(b, "parameter>");
+    }
+    put_str(b, "\n</");
+    put_str(b, dsml);
+    put_str(b, "invoke>");
+    json_decref(args);
+    return MT_OK;
+}
+
+/* render_tools: the template with each tool's "function" object as json.dumps writes it */
+static mt_status_t
+put_tools(struct builder *b, size_t msg, const char *tools)
+{
+    json_error_t jerr;
+    json_t *arr = json_loads(tools, 0, &jerr), *t;
+    size_t i;
+
+    if (!json_is_array(arr)) {
+        json_decref(arr);
+        return mt_fail(MT_ERR_INVAL, 0, "chat: message %zu: tools are not a JSON array", msg);
+    }
+    put_str(b, tools_head);
+    put_marker(b, think_text);
+    put_str(b, tools_mid);
+    put_marker(b, unthink_text);
+    put_str(b, tools_tail);
+    json_array_foreach (arr, i, t) {
+        json_t *fn = json_object_get(t, "function");
+        struct sbuf j = {0};
+        if (fn == NULL) {
+            json_decref(arr);
+            return mt_fail(MT_ERR_INVAL, 0, "chat: message %zu: tool %zu has no \"function\"", msg,
+                           i);
+        }
+        if (i > 0) {
+            put_str(b, "\n");
+        }
+        py_json(&j, fn);
+        put_text(b, j.s != NULL ? j.s : "", j.n);
+        b->text.oom |= j.oom;
+        free(j.s);
+    }
+    put_str(b, tools_end);
+    json_decref(arr);
+    return MT_OK;
+}
+
+static mt_status_t
+build(struct builder *b, const struct mt_chat_msg *msgs, size_t n, bool thinking)
+{
+    long last_user = -1;
+    mt_status_t st;
+
+    for (size_t i = 0; i < n; i++) {
+        if (msgs[i].role == MT_CHAT_USER) {
+            last_user = (long)i;
+        }
+    }
+    put_marker(b, bos_text);
+    for (size_t i = 0; i < n && b->st == MT_OK; i++) {
+        const struct mt_chat_msg *m = &msgs[i];
+        switch (m->role) {
+        case MT_CHAT_SYSTEM:
+            put_str(b, m->content);
+            if (m->tools != NULL) {
+                put_str(b, "\n\n");
+                if ((st = put_tools(b, i, m->tools)) != MT_OK) {
+                    return st;
+                }
+            }
+            break;
+        case MT_CHAT_USER:
+            put_marker(b, user_text);
+            put_str(b, m->content);
+            put_marker(b, assistant_text);
+            put_marker(b, (long)i == last_user && thinking ? think_text : unthink_text);
+            break;
+        case MT_CHAT_TOOL: {
+            long a = (long)i - 1;
+            while (a >= 0 && msgs[a].role == MT_CHAT_TOOL) {
+                a--;
+            }
+            size_t order = i - (size_t)a;
+            if (a < 0 || msgs[a].role != MT_CHAT_ASSISTANT || msgs[a].n_tool_calls < order) {
+                return mt_fail(MT_ERR_INVAL, 0,
+                               "chat: message %zu is a tool result but no "
+                               "assistant tool call precedes it",
+                               i);
+            }
+            if (order == 1) {
+                put_str(b, "\n\n<function_results>");
+            }
+            put_str(b, "\n<result>");
+            put_str(b, m->content);
+            put_str(b, "</result>");
+            if (order == msgs[a].n_tool_calls) {
+                put_str(b, "\n</function_results>");
+                put_str(b, "\n\n");
+                put_marker(b, (long)i >= last_user && thinking ? think_text : unthink_text);
+            }
+            break;
+        }
+        case MT_CHAT_ASSISTANT:
+            if (thinking && (long)i > last_user) {
+                if ((m->reasoning == NULL || m->reasoning[0] == 0) && m->n_tool_calls == 0) {
+                    return mt_fail(MT_ERR_INVAL, 0,
+                                   "chat: message %zu: an assistant turn after "
+                                   "the last user turn needs reasoning or tool calls in thinking "
+                                   "mode",
+                                   i);
+                }
+                put_str(b, m->reasoning);
+                put_marker(b, unthink_text);
+            }
+            put_str(b, m->content);
+            if (m->n_tool_calls > 0) {
+                put_str(b, "\n\n<");
+                put_str(b, dsml);
+                put_str(b, "function_calls>\n");
+                for (size_t k = 0; k < m->n_tool_calls; k++) {
+                    if (k > 0) {
+                        put_str(b, "\n");
+                    }
+                    if ((st = put_tool_call(b, i, &m->tool_calls[k])) != MT_OK) {
+                        return st;
+                    }
+                }
+                put_str(b, "\n</");
+                put_str(b, dsml);
+                put_str(b, "function_calls>");
+            }
+            put_marker(b, eos_text);
+            break;
+        default:
+            return mt_fail(MT_ERR_INVAL, 0, "chat: message %zu has an unknown role %d", i,
+                           (int)m->role);
+        }
+    }
+    flush_run(b);
+    if (b->st == MT_OK && (b->text.oom || b->run.oom)) {
+        b->st = mt_fail(MT_ERR_NOMEM, 0, "chat: out of memory");
+    }
+    return b->st;
+}
+
+mt_status_t
+mt_chat_encode(struct mt_tokenizer *tok, const struct mt_chat_msg *msgs, size_t n, bool thinking,
+               int32_t **ids_p, size_t *n_p)
+{
+    struct builder b = {.tok = tok};
+    mt_status_t st;
+
+    if (tok == NULL) {
+        return mt_fail(MT_ERR_INVAL, 0, "chat: no tokenizer");
+    }
+    st = build(&b, msgs, n, thinking);
+    free(b.text.s);
+    free(b.run.s);
+    if (st != MT_OK) {
+        free(b.ids);
+        return st;
+    }
+    if (b.ids == NULL && (b.ids = malloc(sizeof(*b.ids))) == NULL) {
+        return mt_fail(MT_ERR_NOMEM, 0, "chat: out of memory");
+    }
+    *ids_p = b.ids;
+    *n_p = b.n;
+    return MT_OK;
+}
+
+mt_status_t
+mt_chat_render(const struct mt_chat_msg *msgs, size_t n, bool thinking, char **text_p)
+{
+    struct builder b = {0};
+    mt_status_t st = build(&b, msgs, n, thinking);
+
+    free(b.run.s);
+    if (st != MT_OK) {
+        free(b.text.s);
+        return st;
+    }
+    *text_p = b.text.s;
+    return MT_OK;
+}

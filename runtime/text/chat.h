@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * chat.h - DeepSeek-V3.2's prompt format: a conversation to token ids (spec section 5.1).
+ *
+ * V3.2 ships no Jinja template but a Python encoder, encoding/encoding_dsv32.py; this module
+ * follows its encode_messages(messages, thinking_mode, drop_thinking=True,
+ * add_default_bos_token=True) rule for rule (chat.c cites each). In short:
+ *
+ *   <BOS>{system}<｜User｜>{user}<｜Assistant｜></think>{answer}<EOS><｜User｜>{user}<｜Assistant｜><think>
+ *
+ * Every user turn ends with "<｜Assistant｜>" then "<think>" (thinking mode, last user turn) or
+ * "</think>"; an assistant turn after the last user turn writes "{reasoning}</think>" first in
+ * thinking mode; earlier turns' reasoning is never shown. Tool results follow the assistant turn
+ * that called the tools: "\n\n<function_results>\n<result>...</result>\n</function_results>\n\n"
+ * then <think> or </think>.
+ *
+ * Encoding: the six markers (BOS, EOS, <｜User｜>, <｜Assistant｜>, <think>, </think>) become the
+ * ids of the tokenizer's added tokens of that text, looked up by text; if the tokenizer has no such
+ * added token, the marker stays text, which is what HF would make of the prompt string. The text
+ * between two markers (template text and message content together) is encoded as one piece with
+ * special tokens off, so a message that contains "<｜User｜>" cannot forge a turn.
+ *
+ * Note for multi-turn chat: in thinking mode the encoding of a conversation is not a prefix of
+ * the encoding of the same conversation plus one more turn (the last user turn's <think> becomes
+ * </think>, the reasoning disappears), so a KV cache can be reused only up to that point.
+ */
+#ifndef MT_CHAT_H
+#define MT_CHAT_H
+
+#include "runtime/base/status.h"
+#include "runtime/text/tokenizer.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum mt_chat_role {
+    MT_CHAT_SYSTEM,
+    MT_CHAT_USER,
+    MT_CHAT_ASSISTANT,
+    MT_CHAT_TOOL, /* the result of one tool call, in the order the assistant made the calls */
+};
+
+/* One tool call of an assistant turn (OpenAI's tool_calls[i].function). */
+struct mt_chat_tool_call {
+    const char *name;
+    const char *arguments; /* a JSON object, e.g. {"city": "Paris"} */
+};
+
+struct mt_chat_msg {
+    enum mt_chat_role role;
+    const char *content;                        /* NULL means "" */
+    const char *reasoning;                      /* assistant: its reasoning_content, or NULL */
+    const struct mt_chat_tool_call *tool_calls; /* assistant */
+    size_t n_tool_calls;
+    const char *tools; /* system: JSON array of OpenAI tools ({"type": "function",
+                        * "function": {...}}) to describe in the prompt, or NULL */
+};
+
+/*
+ * The prompt of msgs[0..n) as token ids: *ids_p is malloc'ed, *n_p its length. thinking selects
+ * thinking mode (<think> after the last user turn) or chat mode (</think>). Invalid conversations
+ * (a tool result with no assistant tool call before it, an assistant turn after the last user
+ * turn in thinking mode with neither reasoning nor tool calls, arguments that are not a JSON
+ * object) give MT_ERR_INVAL with a message naming the message index.
+ */
+mt_status_t mt_chat_encode(struct mt_tokenizer *tok, const struct mt_chat_msg *msgs, size_t n,
+                           bool thinking, int32_t **ids_p, size_t *n_p);
+
+/* The same prompt as the text encoding_dsv32.encode_messages returns (malloc'ed, NUL-ended). */
+mt_status_t mt_chat_render(const struct mt_chat_msg *msgs, size_t n, bool thinking, char **text_p);
+
+/*
+ * JSON text as Python's json.dumps(value, ensure_ascii=False) writes it (", " and ": "
+ * separators, shortest round-trip floats), which the tool-call and tool-list formats use.
+ * *out_p is malloc'ed.
+ */
+mt_status_t mt_chat_json_py(const char *json, char **out_p);
+
+#endif /* MT_CHAT_H */

@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tokenizer.h - the model's byte-level BPE tokenizer, loaded from its tokenizer.json.
+ *
+ * Encoding follows the HF `tokenizers` pipeline exactly as the file describes it:
+ *   1. added tokens (only when `special` is true): the text is cut at every added token, leftmost
+ *      longest match first, as HF's AddedVocabulary does (non-normalized tokens, then normalized);
+ *   2. normalizer (DeepSeek's is an empty Sequence; others are refused with a clear error);
+ *   3. pre-tokenizer: a Sequence of Split steps (PCRE2 regexes with Unicode properties, each with
+ *      its "behavior" and "invert") and one ByteLevel step, each step refining the pieces of the
+ *      step before;
+ *   4. BPE on each piece's bytes, merges applied lowest rank first (leftmost on ties).
+ * With special == false no added token is recognized: "<｜User｜>" in user text is plain text. (HF
+ * `tokenizers` always matches added tokens; `special == true` gives its exact behaviour.)
+ *
+ * Decoding maps each token back to its bytes (ByteLevel decoder). mt_tokenizer_decode() returns the
+ * raw bytes, so decode(encode(x)) == x for any byte string, even invalid UTF-8 (HF would show
+ * U+FFFD there). The streaming decoder (struct mt_detok) is for printing generated tokens one at a
+ * time: it holds back an incomplete UTF-8 sequence until the bytes that finish it arrive, and
+ * replaces bytes that can never form a character by U+FFFD, so it never prints half a character.
+ *
+ * A loaded tokenizer is immutable except for its encode scratch (the piece cache, PCRE2's match
+ * data and JIT stack), which is guarded by nothing: use one tokenizer per thread for concurrent
+ * encoding (decoding is thread-safe).
+ */
+#ifndef MT_TOKENIZER_H
+#define MT_TOKENIZER_H
+
+#include "runtime/base/status.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct mt_tokenizer;
+
+/*
+ * Load DIR/tokenizer.json (DIR may also name the file itself). On failure returns MT_ERR_IO or
+ * MT_ERR_FORMAT with a message naming the file and the first problem (no model, a bad merge, a
+ * regex that does not compile, ...); *tok_p is set only on success.
+ */
+mt_status_t mt_tokenizer_load(const char *dir, struct mt_tokenizer **tok_p);
+void mt_tokenizer_free(struct mt_tokenizer *tok);
+
+/*
+ * Encode len bytes of text (need not be NUL-terminated, need not be valid UTF-8: bytes that are not
+ * UTF-8 are encoded one by one). *ids_p is malloc'ed (free() it); *n_p is its length. With special,
+ * added tokens (<｜User｜>, ...) written in the text become their ids.
+ */
+mt_status_t mt_tokenizer_encode(struct mt_tokenizer *tok, const char *text, size_t len,
+                                bool special, int32_t **ids_p, size_t *n_p);
+
+/* Like mt_tokenizer_encode but appends to a caller's growing array (*ids_p, *n_p, *cap_p). */
+mt_status_t mt_tokenizer_encode_append(struct mt_tokenizer *tok, const char *text, size_t len,
+                                       bool special, int32_t **ids_p, size_t *n_p, size_t *cap_p);
+
+/*
+ * Decode n ids to bytes: *text_p is malloc'ed and NUL-terminated, *len_p excludes the NUL.
+ * An id that is not a token gives MT_ERR_INVAL.
+ */
+mt_status_t mt_tokenizer_decode(const struct mt_tokenizer *tok, const int32_t *ids, size_t n,
+                                char **text_p, size_t *len_p);
+
+/* The id of the token whose text is `text` (added tokens first, then the vocabulary); -1 if none.
+ */
+int32_t mt_tokenizer_token_id(const struct mt_tokenizer *tok, const char *text);
+
+/* The bytes one token decodes to (not NUL-terminated); NULL if id is not a token. */
+const char *mt_tokenizer_token_bytes(const struct mt_tokenizer *tok, int32_t id, size_t *len_p);
+
+/* True if id is one of the file's added tokens (special or not). */
+bool mt_tokenizer_is_added(const struct mt_tokenizer *tok, int32_t id);
+
+/* One more than the largest token id. */
+int32_t mt_tokenizer_n_vocab(const struct mt_tokenizer *tok);
+
+/*
+ * BOS/EOS ids: read from tokenizer_config.json beside tokenizer.json ("bos_token"/"eos_token",
+ * as a string or as {"content": ...}) and looked up by text; -1 when not known.
+ */
+int32_t mt_tokenizer_bos(const struct mt_tokenizer *tok);
+int32_t mt_tokenizer_eos(const struct mt_tokenizer *tok);
+
+/* ---- streaming decoder ---------------------------------------------------------------------- */
+
+struct mt_detok {
+    const struct mt_tokenizer *tok;
+    unsigned char pending[4]; /* start of a UTF-8 sequence still waiting for its last bytes */
+    size_t n_pending;
+    char *buf; /* output of the last push/flush, NUL-terminated */
+    size_t cap;
+};
+
+void mt_detok_init(struct mt_detok *d, const struct mt_tokenizer *tok);
+void mt_detok_free(struct mt_detok *d);
+
+/*
+ * Feed one generated id; *text_p (valid until the next call) receives the complete characters now
+ * printable, *len_p bytes (may be 0). An id that is not a token gives MT_ERR_INVAL.
+ */
+mt_status_t mt_detok_push(struct mt_detok *d, int32_t id, const char **text_p, size_t *len_p);
+
+/* End of stream: whatever is still held back comes out as U+FFFD. */
+mt_status_t mt_detok_flush(struct mt_detok *d, const char **text_p, size_t *len_p);
+
+#endif /* MT_TOKENIZER_H */
