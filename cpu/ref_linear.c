@@ -21,20 +21,20 @@ mt_cpu_weight_row(const struct mt_cpu_weight *w, int64_t r, float *out)
     int64_t cols = w->cols;
 
     switch (w->dtype) {
-    case MT_CPU_DTYPE_F32: {
+    case MT_DTYPE_F32: {
         const float *src = (const float *)w->data + r * cols;
         for (int64_t j = 0; j < cols; j++) {
             out[j] = src[j];
         }
         break;
     }
-    case MT_CPU_DTYPE_BF16:
+    case MT_DTYPE_BF16:
         mt_bf16_to_f32_n((const mt_bf16_t *)w->data + r * cols, out, (size_t)cols);
         break;
-    case MT_CPU_DTYPE_F16:
+    case MT_DTYPE_F16:
         mt_f16_to_f32_n((const mt_f16_t *)w->data + r * cols, out, (size_t)cols);
         break;
-    case MT_CPU_DTYPE_FP8: {
+    case MT_DTYPE_F8_E4M3: {
         const mt_fp8_t *src = (const mt_fp8_t *)w->data + r * cols;
         int64_t n_cb = MT_CEIL_DIV(cols, MT_CPU_FP8_BLOCK);
         const float *srow = w->scale + (r / MT_CPU_FP8_BLOCK) * n_cb;
@@ -43,6 +43,9 @@ mt_cpu_weight_row(const struct mt_cpu_weight *w, int64_t r, float *out)
         }
         break;
     }
+    default:
+        /* the loaders admit only the four dtypes above */
+        MT_ASSERT(!"weight dtype not computable on the CPU");
     }
 }
 

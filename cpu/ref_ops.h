@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "runtime/base/dtype.h"
 #include "runtime/base/status.h"
 
 #ifdef __cplusplus
@@ -28,16 +29,12 @@ extern "C" {
 
 /* ---- weights ------------------------------------------------------------------------------ */
 
-enum mt_cpu_dtype {
-    MT_CPU_DTYPE_F32,
-    MT_CPU_DTYPE_BF16,
-    MT_CPU_DTYPE_F16,
-    MT_CPU_DTYPE_FP8, /* e4m3fn with fp32 block scales [ceil(rows/128), ceil(cols/128)] */
-};
-
-/* A row-major matrix W[rows, cols] as stored in a checkpoint (borrowed pointers). */
+/*
+ * A row-major matrix W[rows, cols] as stored in a checkpoint (borrowed pointers). dtype is one of
+ * F32, BF16, F16, or F8_E4M3 with fp32 block scales [ceil(rows/128), ceil(cols/128)].
+ */
 struct mt_cpu_weight {
-    enum mt_cpu_dtype dtype;
+    enum mt_dtype dtype;
     const void *data;   /* rows * cols elements of dtype */
     const float *scale; /* FP8 only: block multipliers (DeepSeek's weight_scale_inv) */
     int64_t rows;

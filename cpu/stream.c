@@ -11,6 +11,7 @@
 #include <config.h>
 
 #include "cpu/stream.h"
+#include "runtime/base/clock.h"
 
 #include <cpuid.h>
 #include <errno.h>
@@ -274,15 +275,6 @@ mt_cpu_topo_query(struct mt_cpu_topo *topo_out)
 
 /* ---- DRAM bandwidth ----------------------------------------------------------------------- */
 
-static double
-now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static int
 cmp_double(const void *a, const void *b)
 {
@@ -414,23 +406,23 @@ mt_cpu_stream_run(int node, size_t array_bytes, int reps, struct mt_cpu_stream_r
         for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
 #pragma omp barrier
             if (t == 0) {
-                t0 = now_s();
+                t0 = mt_clock_now();
             }
             sink += read_slice(b, lo, hi);
 #pragma omp barrier
             if (t == 0 && r >= 0) {
-                t_read[r] = now_s() - t0;
+                t_read[r] = mt_clock_now() - t0;
             }
         }
         for (int r = -1; r < reps; r++) {
 #pragma omp barrier
             if (t == 0) {
-                t0 = now_s();
+                t0 = mt_clock_now();
             }
             triad_slice(a, b, c, 3.0, lo, hi);
 #pragma omp barrier
             if (t == 0 && r >= 0) {
-                t_triad[r] = now_s() - t0;
+                t_triad[r] = mt_clock_now() - t0;
             }
         }
         sink += a[lo];
@@ -574,9 +566,9 @@ rate_all_cores(float (*loop)(long), double flops_per_iter, double seconds, doubl
         return st;
     }
     for (;;) { /* calibrate: grow until one run takes 20 ms */
-        t0 = now_s();
+        t0 = mt_clock_now();
         sink += loop(iters);
-        el = now_s() - t0;
+        el = mt_clock_now() - t0;
         if (el > 0.02 || iters > (1L << 40)) {
             break;
         }
@@ -592,11 +584,11 @@ rate_all_cores(float (*loop)(long), double flops_per_iter, double seconds, doubl
         v = loop(iters / 16 + 1); /* warm-up: clocks settle at their vector frequency */
 #pragma omp barrier
 #pragma omp master
-        t0 = now_s();
+        t0 = mt_clock_now();
         v += loop(iters);
 #pragma omp barrier
 #pragma omp master
-        el = now_s() - t0;
+        el = mt_clock_now() - t0;
 #pragma omp atomic
         sink += v;
     }

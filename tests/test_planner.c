@@ -12,6 +12,7 @@
 #include "runtime/plan/planner.h"
 #include "runtime/base/status.h"
 #include "runtime/plan/trace.h"
+#include "runtime/base/rng.h"
 #include "tests/tap.h"
 
 #include <math.h>
@@ -19,16 +20,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* xorshift64*: deterministic instances on every machine. */
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+/* Deterministic instances on every machine: one fixed seed (seeded in main). */
+static struct mt_rng rng;
 
 static double
 rnd(void)
 {
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return (double)((rng_state * 2685821657736338717ull) >> 11) / 9007199254740992.0;
+    return mt_rng_uniform(&rng);
 }
 
 static double
@@ -569,6 +567,7 @@ test_shipped_profiles(void)
 int
 main(void)
 {
+    mt_rng_init(&rng, 0x9E3779B97F4A7C15ull);
     tap_plan(0);
     mt_log_set_quiet(true);
     test_exhaustive();

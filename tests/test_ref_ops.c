@@ -9,21 +9,20 @@
 
 #include "cpu/convert.h"
 #include "cpu/ref_ops.h"
+#include "runtime/base/rng.h"
 #include "tests/tap.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-static uint64_t rng_state = 0x1234567887654321ull;
+static struct mt_rng rng; /* seeded in main */
 
+/* Uniform in [-1, 1). */
 static float
 frand(void)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 11) * 0x1.0p-53) * 2.0f - 1.0f;
+    return (float)mt_rng_uniform(&rng) * 2.0f - 1.0f;
 }
 
 static void
@@ -224,7 +223,7 @@ test_linear(void)
     float *wf = malloc(R * C * sizeof(float));
     float scale[2 * 3];
     float x[T * C], y[T * R], want[T * R];
-    struct mt_cpu_weight w = {MT_CPU_DTYPE_FP8, w8, scale, R, C};
+    struct mt_cpu_weight w = {MT_DTYPE_F8_E4M3, w8, scale, R, C};
 
     for (int i = 0; i < 6; i++) {
         scale[i] = ldexpf(1.0f, -(i + 2));
@@ -260,7 +259,7 @@ test_linear(void)
             want[t * R + r] = (float)d;
         }
     }
-    w.dtype = MT_CPU_DTYPE_BF16;
+    w.dtype = MT_DTYPE_BF16;
     w.data = wb;
     tap_ok(mt_cpu_linear(&w, x, T, y) == MT_OK &&
                mt_test_allclose("bf16 linear", y, want, T * R, 1e-5f, 1e-4f),
@@ -268,7 +267,7 @@ test_linear(void)
     for (int i = 0; i < R * C; i++) {
         wf[i] = mt_bf16_to_f32(wb[i]);
     }
-    w.dtype = MT_CPU_DTYPE_F32;
+    w.dtype = MT_DTYPE_F32;
     w.data = wf;
     tap_ok(mt_cpu_linear(&w, x, T, y) == MT_OK &&
                mt_test_allclose("f32 linear", y, want, T * R, 1e-5f, 1e-4f),
@@ -303,7 +302,7 @@ test_linear(void)
             bw[t * R2 + r] = (float)d;
         }
     }
-    struct mt_cpu_weight big = {MT_CPU_DTYPE_FP8, b8, bs, R2, C2};
+    struct mt_cpu_weight big = {MT_DTYPE_F8_E4M3, b8, bs, R2, C2};
     tap_ok(mt_cpu_linear(&big, bx, T2, by) == MT_OK &&
                mt_test_allclose("parallel fp8 linear", by, bw, T2 * R2, 1e-3f, 1e-4f),
            "linear: the OpenMP path (520 x 650, 50 tokens) equals explicit dequant");
@@ -539,9 +538,9 @@ test_swiglu(void)
 {
     enum { Dm = 5, I = 3 };
     float g[I * Dm], u[I * Dm], d[Dm * I], x[Dm], y[Dm];
-    struct mt_cpu_weight wg = {MT_CPU_DTYPE_F32, g, NULL, I, Dm};
-    struct mt_cpu_weight wu = {MT_CPU_DTYPE_F32, u, NULL, I, Dm};
-    struct mt_cpu_weight wd = {MT_CPU_DTYPE_F32, d, NULL, Dm, I};
+    struct mt_cpu_weight wg = {MT_DTYPE_F32, g, NULL, I, Dm};
+    struct mt_cpu_weight wu = {MT_DTYPE_F32, u, NULL, I, Dm};
+    struct mt_cpu_weight wd = {MT_DTYPE_F32, d, NULL, Dm, I};
     double hmid[I];
     bool ok = true;
 
@@ -575,6 +574,7 @@ test_swiglu(void)
 int
 main(void)
 {
+    mt_rng_init(&rng, 0x1234567887654321ull);
     tap_plan(0);
     test_hadamard();
     test_yarn();

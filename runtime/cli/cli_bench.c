@@ -15,6 +15,7 @@
 
 #include "runtime/cli/cli.h"
 #include "runtime/cli/cli_common.h"
+#include "runtime/base/clock.h"
 
 #include "cpu/stream.h"
 #include "io/uring_reader.h"
@@ -128,15 +129,6 @@ fmt_bytes(char *buf, size_t cap, uint64_t b)
     } else {
         snprintf(buf, cap, "%" PRIu64 " B", b);
     }
-}
-
-static double
-now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static struct row *
@@ -426,7 +418,7 @@ run_cpu(struct bench *b)
 static mt_status_t
 write_test_file(const char *path, uint64_t size, void *buf, size_t buf_bytes, int *fd_out)
 {
-    double t0 = now_s();
+    double t0 = mt_clock_now();
     bool direct = true;
     uint64_t done = 0;
     mt_status_t st = MT_OK;
@@ -471,7 +463,7 @@ write_test_file(const char *path, uint64_t size, void *buf, size_t buf_bytes, in
         return st;
     }
     fprintf(stderr, "bench: disk: wrote %.2f GiB test file in %.1f s%s\n",
-            (double)size / (1ull << 30), now_s() - t0, direct ? "" : " (buffered)");
+            (double)size / (1ull << 30), mt_clock_now() - t0, direct ? "" : " (buffered)");
     *fd_out = fd;
     return MT_OK;
 }
@@ -516,7 +508,7 @@ disk_point(const char *path, int qd, uint64_t block, uint64_t pass, char *buf, u
             mt_log_warn("'%s': reading without registered buffers", path);
         }
     }
-    t0 = now_s();
+    t0 = mt_clock_now();
     /* Slot k owns buf[k * block]; a finished slot is refilled with the next block at once. */
     for (uint64_t slot = 0; slot < (uint64_t)qd && next < n_blocks; slot++, next++) {
         st = mt_io_uring_reader_submit(
@@ -541,7 +533,7 @@ disk_point(const char *path, int qd, uint64_t block, uint64_t pass, char *buf, u
             next++;
         }
     }
-    el = now_s() - t0;
+    el = mt_clock_now() - t0;
     *cursor = (*cursor + n_blocks) % n_file_blocks;
     *gbps_out = (double)got / el * 1e-9;
     *seconds_out = el;

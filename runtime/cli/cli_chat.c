@@ -27,6 +27,7 @@
 
 #include "runtime/cli/cli.h"
 #include "runtime/cli/cli_common.h"
+#include "runtime/base/clock.h"
 
 #include "runtime/text/chat.h"
 #include "runtime/engine/engine.h"
@@ -366,18 +367,18 @@ chat_turn(struct chat *c, const char *line)
         goto out_free_ids;
     }
     interrupted = 0;
-    double t0 = mt_cli_seconds();
+    double t0 = mt_clock_now();
     st = chat_prefill(c, ids, n_ids, &shared, &reused, &fed);
     if (st != MT_OK) {
         goto out_free_ids;
     }
-    double t_prefill = mt_cli_seconds() - t0;
+    double t_prefill = mt_clock_now() - t0;
 
     mt_detok_init(&detok, c->tok);
     if (c->thinking) {
         fputs(c->color ? CHAT_DIM : "<think>", stdout);
     }
-    double t1 = mt_cli_seconds();
+    double t1 = mt_clock_now();
     while (n_done < c->max_new && !interrupted) {
         int32_t next;
         st = mt_sampler_sample(c->eng.sampler, c->logits, &next);
@@ -419,7 +420,7 @@ chat_turn(struct chat *c, const char *line)
         }
         n_decoded++;
     }
-    double t_decode = mt_cli_seconds() - t1;
+    double t_decode = mt_clock_now() - t1;
     flush_detok(c, &detok);
     mt_detok_free(&detok);
     if (in_reasoning) {

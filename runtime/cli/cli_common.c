@@ -11,6 +11,8 @@
 
 #include "runtime/cli/cli_common.h"
 
+#include "runtime/base/clock.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <float.h>
@@ -339,15 +341,6 @@ mt_cli_flush_stdout(const struct mt_cli *cli)
         return false;
     }
     return true;
-}
-
-double
-mt_cli_seconds(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 double

@@ -119,9 +119,6 @@ bool mt_cli_parse_ids(const struct mt_cli *cli, const char *what, const char *s,
  */
 bool mt_cli_flush_stdout(const struct mt_cli *cli);
 
-/* Monotonic clock in seconds, for speeds. */
-double mt_cli_seconds(void);
-
 /* n tokens in s seconds as tok/s; 0 when n is 0. */
 double mt_cli_tok_per_s(double n, double s);
 

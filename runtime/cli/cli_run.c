@@ -21,6 +21,7 @@
 
 #include "runtime/cli/cli.h"
 #include "runtime/cli/cli_common.h"
+#include "runtime/base/clock.h"
 
 #include "runtime/engine/engine.h"
 #include "runtime/model/model.h"
@@ -251,11 +252,11 @@ mt_cli_run(int argc, char **argv)
         goto out;
     }
 
-    double t0 = mt_cli_seconds();
+    double t0 = mt_clock_now();
     if (mt_engine_forward(e.engine, prompt, n_prompt, dump_path != NULL, logits) != MT_OK) {
         goto out;
     }
-    double t_prefill = mt_cli_seconds() - t0;
+    double t_prefill = mt_clock_now() - t0;
     if (dump_path != NULL) {
         if (dump_logits(dump_path, logits, n_prompt, vocab) != MT_OK) {
             goto out;
@@ -269,7 +270,7 @@ mt_cli_run(int argc, char **argv)
     }
     int eos = e.model->cfg.eos_token_id;
     long n_done = 0;
-    double t1 = mt_cli_seconds();
+    double t1 = mt_clock_now();
     int n_decoded = 0;
     while (n_done < n_gen) {
         int32_t next;
@@ -301,7 +302,7 @@ mt_cli_run(int argc, char **argv)
         }
         n_decoded++;
     }
-    double t_decode = mt_cli_seconds() - t1;
+    double t_decode = mt_clock_now() - t1;
     if (have_detok) {
         const char *text;
         size_t len;

@@ -202,18 +202,12 @@ load_linear(struct mt_engine *e, const struct mt_weight *mw, struct mt_cpu_weigh
     memset(out, 0, sizeof(*out));
     out->rows = t->shape[0];
     out->cols = t->shape[1];
+    out->dtype = t->dtype;
     switch (t->dtype) {
     case MT_DTYPE_F32:
-        out->dtype = MT_CPU_DTYPE_F32;
-        break;
     case MT_DTYPE_BF16:
-        out->dtype = MT_CPU_DTYPE_BF16;
-        break;
     case MT_DTYPE_F16:
-        out->dtype = MT_CPU_DTYPE_F16;
-        break;
     case MT_DTYPE_F8_E4M3:
-        out->dtype = MT_CPU_DTYPE_FP8;
         break;
     default:
         return mt_fail(MT_ERR_UNSUPPORTED, 0, "tensor '%s': dtype %s is not supported by the CPU "
@@ -224,7 +218,7 @@ load_linear(struct mt_engine *e, const struct mt_weight *mw, struct mt_cpu_weigh
         return st;
     }
     out->data = raw;
-    if (out->dtype == MT_CPU_DTYPE_FP8) {
+    if (out->dtype == MT_DTYPE_F8_E4M3) {
         float *s;
         int64_t want = MT_CEIL_DIV(out->rows, MT_CPU_FP8_BLOCK) *
                        MT_CEIL_DIV(out->cols, MT_CPU_FP8_BLOCK);

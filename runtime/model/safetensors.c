@@ -37,49 +37,6 @@
 /* Writer buffer: small pieces are gathered, large ones go straight to the file. */
 #define MT_ST_WBUF (1u << 20)
 
-static const struct {
-    const char *name;
-    size_t size;
-} dtype_table[MT_DTYPE_COUNT] = {
-    [MT_DTYPE_F8_E4M3] = {"F8_E4M3", 1}, [MT_DTYPE_F8_E5M2] = {"F8_E5M2", 1},
-    [MT_DTYPE_BF16] = {"BF16", 2},       [MT_DTYPE_F16] = {"F16", 2},
-    [MT_DTYPE_F32] = {"F32", 4},         [MT_DTYPE_F64] = {"F64", 8},
-    [MT_DTYPE_I8] = {"I8", 1},           [MT_DTYPE_I16] = {"I16", 2},
-    [MT_DTYPE_I32] = {"I32", 4},         [MT_DTYPE_I64] = {"I64", 8},
-    [MT_DTYPE_U8] = {"U8", 1},           [MT_DTYPE_U16] = {"U16", 2},
-    [MT_DTYPE_U32] = {"U32", 4},         [MT_DTYPE_U64] = {"U64", 8},
-    [MT_DTYPE_BOOL] = {"BOOL", 1},
-};
-
-size_t
-mt_dtype_size(enum mt_dtype dt)
-{
-    if ((unsigned)dt >= MT_DTYPE_COUNT) {
-        return 0;
-    }
-    return dtype_table[dt].size;
-}
-
-const char *
-mt_dtype_name(enum mt_dtype dt)
-{
-    if ((unsigned)dt >= MT_DTYPE_COUNT) {
-        return "invalid";
-    }
-    return dtype_table[dt].name;
-}
-
-mt_status_t
-mt_dtype_parse(const char *s, enum mt_dtype *dt_out)
-{
-    for (int i = 0; i < MT_DTYPE_COUNT; i++) {
-        if (strcmp(s, dtype_table[i].name) == 0) {
-            *dt_out = (enum mt_dtype)i;
-            return MT_OK;
-        }
-    }
-    return MT_ERR_FORMAT;
-}
 
 /* ---- header validation ----------------------------------------------------------------------- */
 
@@ -180,7 +137,7 @@ parse_tensor(const char *name, const json_t *entry, uint64_t data_start, uint64_
         return mt_fail(MT_ERR_FORMAT, 0, "weights '%s': tensor '%s': unknown dtype '%s'", what,
                        name, json_string_value(dtype_j));
     }
-    esize = dtype_table[t->dtype].size;
+    esize = mt_dtype_size(t->dtype);
 
     if (!json_is_array(shape_j)) {
         return mt_fail(MT_ERR_FORMAT, 0, "weights '%s': tensor '%s': shape is not an array", what,
@@ -215,7 +172,7 @@ parse_tensor(const char *name, const json_t *entry, uint64_t data_start, uint64_
     if (nelem > UINT64_MAX / esize || nelem * esize > (uint64_t)SIZE_MAX) {
         return mt_fail(MT_ERR_FORMAT, 0,
                        "weights '%s': tensor '%s': shape %s of %s overflows the byte count", what,
-                       name, sbuf, dtype_table[t->dtype].name);
+                       name, sbuf, mt_dtype_name(t->dtype));
     }
     t->nelem = nelem;
     t->nbytes = nelem * esize;
@@ -244,7 +201,7 @@ parse_tensor(const char *name, const json_t *entry, uint64_t data_start, uint64_
         return mt_fail(MT_ERR_FORMAT, 0,
                        "weights '%s': tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64
                        "] do not match shape %s of %s (%" PRIu64 " bytes)",
-                       what, name, begin, end, sbuf, dtype_table[t->dtype].name, t->nbytes);
+                       what, name, begin, end, sbuf, mt_dtype_name(t->dtype), t->nbytes);
     }
     t->offset = data_start + begin;
     return MT_OK;
@@ -1222,15 +1179,15 @@ mt_st_writer_add(struct mt_st_writer *w, const char *name, enum mt_dtype dt, int
         }
         nelem *= (uint64_t)shape[i];
     }
-    if (nelem > (uint64_t)INT64_MAX / dtype_table[dt].size ||
-        w->total > (uint64_t)INT64_MAX - nelem * dtype_table[dt].size) {
+    if (nelem > (uint64_t)INT64_MAX / mt_dtype_size(dt) ||
+        w->total > (uint64_t)INT64_MAX - nelem * mt_dtype_size(dt)) {
         return mt_fail(MT_ERR_INVAL, 0, "weights '%s': tensor '%s': shape %s overflows the file",
                        w->path, name, mt_st_shape_str(shape, ndim, sbuf, sizeof(sbuf)));
     }
-    nbytes = nelem * dtype_table[dt].size;
+    nbytes = nelem * mt_dtype_size(dt);
 
     shape_j = json_array();
-    entry = json_pack("{s:s, s:o, s:[I, I]}", "dtype", dtype_table[dt].name, "shape", shape_j,
+    entry = json_pack("{s:s, s:o, s:[I, I]}", "dtype", mt_dtype_name(dt), "shape", shape_j,
                       "data_offsets", (json_int_t)w->total, (json_int_t)(w->total + nbytes));
     if (entry == NULL) {
         return mt_fail(MT_ERR_NOMEM, 0, "weights '%s': cannot build header entry for '%s'", w->path,

@@ -19,35 +19,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "runtime/base/dtype.h"
 #include "runtime/base/status.h"
 
 #define MT_ST_MAX_DIMS 8
 
-enum mt_dtype {
-    MT_DTYPE_F8_E4M3,
-    MT_DTYPE_F8_E5M2,
-    MT_DTYPE_BF16,
-    MT_DTYPE_F16,
-    MT_DTYPE_F32,
-    MT_DTYPE_F64,
-    MT_DTYPE_I8,
-    MT_DTYPE_I16,
-    MT_DTYPE_I32,
-    MT_DTYPE_I64,
-    MT_DTYPE_U8,
-    MT_DTYPE_U16,
-    MT_DTYPE_U32,
-    MT_DTYPE_U64,
-    MT_DTYPE_BOOL,
-    MT_DTYPE_COUNT
-};
-
-/* Bytes per element of a dtype. */
-size_t mt_dtype_size(enum mt_dtype dt);
-/* The safetensors spelling ("F8_E4M3", "BF16", ...). */
-const char *mt_dtype_name(enum mt_dtype dt);
-/* Parse a safetensors dtype string; MT_ERR_FORMAT for an unknown one (no message logged). */
-mt_status_t mt_dtype_parse(const char *s, enum mt_dtype *dt_out);
 
 /* A shape for messages: "[4, 8]", "[]" for a 0-d tensor, cut to fit size bytes. Returns buf. */
 const char *mt_st_shape_str(const int64_t *shape, int ndim, char *buf, size_t size);

@@ -26,6 +26,8 @@
 
 #include "runtime/plan/planner.h"
 
+#include "runtime/base/rng.h"
+
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
@@ -661,16 +663,6 @@ local_search(struct search *sr, bool keep_storage, struct best_move *bm)
     recompute_loads(sr);
 }
 
-/* Deterministic xorshift for the perturbations: the same inputs always give the same plan. */
-static uint64_t
-next_rand(uint64_t *state)
-{
-    *state ^= *state >> 12;
-    *state ^= *state << 25;
-    *state ^= *state >> 27;
-    return *state * 2685821657736338717ull;
-}
-
 /*
  * Iterated local search: from the local optimum in sr->t, kick a few random experts to random
  * tiers (swapping with an expert of the target storage when the budget is full), search again,
@@ -681,15 +673,17 @@ iterate_kicks(struct search *sr, bool keep_storage, struct best_move *bm, int ki
               uint8_t *scratch)
 {
     size_t n = (size_t)sr->L * sr->E;
-    uint64_t rs = 0x2545F4914F6CDD1Dull;
+    struct mt_rng rs; /* deterministic: the same inputs always give the same plan */
+
+    mt_rng_init(&rs, 0x2545F4914F6CDD1Dull);
     double best = total_time(sr);
 
     memcpy(scratch, sr->t, n);
     for (int k = 0; k < kicks; k++) {
-        int m = 1 + (int)(next_rand(&rs) % 3);
+        int m = 1 + (int)mt_rng_below(&rs, (uint64_t)3);
         for (int j = 0; j < m; j++) {
-            size_t a = (size_t)(next_rand(&rs) % n);
-            int to = (int)(next_rand(&rs) % T_);
+            size_t a = (size_t)mt_rng_below(&rs, n);
+            int to = (int)mt_rng_below(&rs, (uint64_t)T_);
             int from = sr->t[a];
             if (!allowed(sr, keep_storage, from, to)) {
                 continue;
@@ -699,7 +693,7 @@ iterate_kicks(struct search *sr, bool keep_storage, struct best_move *bm, int ki
                 continue;
             }
             /* Budget full: swap with a random expert stored where `to` stores. */
-            size_t start = (size_t)(next_rand(&rs) % n);
+            size_t start = (size_t)mt_rng_below(&rs, n);
             for (size_t i = 0; i < n; i++) {
                 size_t b = (start + i) % n;
                 if (b != a && storage_of(sr->t[b]) == storage_of(to) && sr->ok[from]) {
@@ -930,13 +924,6 @@ out_free:
     return st;
 }
 
-/* A random integer in [0, n) (multiply-shift; bias below 2^-32). */
-static uint32_t
-rand_below(uint64_t *state, uint32_t n)
-{
-    return (uint32_t)(((next_rand(state) >> 32) * (uint64_t)n) >> 32);
-}
-
 static void
 add_row(double *row, const double *v)
 {
@@ -953,7 +940,9 @@ mt_plan_problem_sample(const struct mt_plan_problem *pb, const uint8_t *tiers, i
     double check;
     double *use = NULL; /* (L, E, S_) load of one use of each expert */
     int *perm = NULL;
-    uint64_t rs = 0x9E3779B97F4A7C15ull;
+    struct mt_rng rs;
+
+    mt_rng_init(&rs, 0x9E3779B97F4A7C15ull);
     double total = 0.0;
     int L;
     int E;
@@ -999,7 +988,7 @@ mt_plan_problem_sample(const struct mt_plan_problem *pb, const uint8_t *tiers, i
             if (systematic && uniform) {
                 /* Equal probabilities: a uniformly random k-subset (partial Fisher-Yates). */
                 for (int i = 0; i < k; i++) {
-                    int j = i + (int)rand_below(&rs, (uint32_t)(E - i));
+                    int j = i + (int)mt_rng_below(&rs, (uint64_t)(E - i));
                     int tmp = perm[i];
                     perm[i] = perm[j];
                     perm[j] = tmp;
@@ -1009,12 +998,12 @@ mt_plan_problem_sample(const struct mt_plan_problem *pb, const uint8_t *tiers, i
                 /* Madow's systematic sampling over a random order: expert e is picked with
                  * probability pl[e] exactly, and k experts are picked in all. */
                 for (int e = E - 1; e > 0; e--) {
-                    int j = (int)rand_below(&rs, (uint32_t)(e + 1));
+                    int j = (int)mt_rng_below(&rs, (uint64_t)(e + 1));
                     int tmp = perm[e];
                     perm[e] = perm[j];
                     perm[j] = tmp;
                 }
-                double next = (double)(next_rand(&rs) >> 11) / 9007199254740992.0;
+                double next = mt_rng_uniform(&rs);
                 double acc = 0.0;
                 for (int i = 0; i < E; i++) {
                     acc += pl[perm[i]];
@@ -1025,7 +1014,7 @@ mt_plan_problem_sample(const struct mt_plan_problem *pb, const uint8_t *tiers, i
                 }
             } else {
                 for (int e = 0; e < E; e++) {
-                    double u = (double)(next_rand(&rs) >> 11) / 9007199254740992.0;
+                    double u = mt_rng_uniform(&rs);
                     if (u < pl[e]) {
                         add_row(row, ul + (size_t)e * S_);
                     }

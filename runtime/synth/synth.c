@@ -26,6 +26,7 @@
 #include <config.h>
 
 #include "runtime/synth/synth.h"
+#include "runtime/base/clock.h"
 
 #include "cpu/convert.h"
 #include "runtime/base/file_util.h"
@@ -361,15 +362,6 @@ struct synth_ctx {
     double t_last;
     bool tty;
 };
-
-static double
-synth_now_(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static bool
 synth_ends_with_(const char *s, const char *suffix)
@@ -1262,7 +1254,7 @@ synth_copy_tokenizer_(struct synth_ctx *c)
 static void
 synth_progress_(struct synth_ctx *c, int shard, bool final)
 {
-    double now = synth_now_();
+    double now = mt_clock_now();
     double dt = now - c->t_start;
 
     if (!c->opt->progress || (!final && now - c->t_last < (c->tty ? 1.0 : 10.0))) {
@@ -1658,7 +1650,7 @@ mt_synth_write(const struct mt_synth_options *opt, struct mt_synth_result *res_o
         return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate synth state");
     }
     c->opt = opt;
-    c->t_start = synth_now_();
+    c->t_start = mt_clock_now();
     c->t_last = c->t_start;
     c->tty = isatty(STDERR_FILENO) != 0;
     c->with_mtp = opt->mtp < 0 ? mt_synth_preset_mtp(opt->preset) : opt->mtp != 0;
@@ -1704,7 +1696,7 @@ out_result:
                 res_out->file_bytes += (uint64_t)sb.st_size;
             }
         }
-        res_out->seconds = synth_now_() - c->t_start;
+        res_out->seconds = mt_clock_now() - c->t_start;
     }
     synth_ctx_free_(c);
     free(c);

@@ -9,6 +9,8 @@
 
 #include "runtime/text/sampler.h"
 
+#include "runtime/base/rng.h"
+
 #include <math.h>
 #include <stdlib.h>
 
@@ -20,7 +22,7 @@ struct cand {
 struct mt_sampler {
     struct mt_sampler_opts opts;
     int vocab;
-    uint64_t s[4];
+    struct mt_rng rng;
     struct cand *c; /* owned, [vocab] */
     double *p;      /* owned, [vocab] */
 };
@@ -34,42 +36,16 @@ mt_sampler_opts_default(struct mt_sampler_opts *opts)
     opts->seed = 0;
 }
 
-static uint64_t
-splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static uint64_t
-rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
 double
 mt_sampler_uniform(struct mt_sampler *r)
 {
-    uint64_t *s = r->s;
-    uint64_t result = rotl(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return (double)(result >> 11) * 0x1.0p-53;
+    return mt_rng_uniform(&r->rng);
 }
 
 mt_status_t
 mt_sampler_create(const struct mt_sampler_opts *opts, int vocab, struct mt_sampler **sampler_out)
 {
     struct mt_sampler *r;
-    uint64_t x;
 
     if (isnan(opts->temperature) || opts->temperature < 0.0f) {
         return mt_fail(MT_ERR_INVAL, 0, "temperature %g must be >= 0", (double)opts->temperature);
@@ -92,10 +68,7 @@ mt_sampler_create(const struct mt_sampler_opts *opts, int vocab, struct mt_sampl
     }
     r->opts = *opts;
     r->vocab = vocab;
-    x = opts->seed;
-    for (int i = 0; i < 4; i++) {
-        r->s[i] = splitmix64(&x);
-    }
+    mt_rng_init(&r->rng, opts->seed);
     *sampler_out = r;
     return MT_OK;
 }
