@@ -54,7 +54,7 @@ EXTRA_DIST += tests/test_plan.sh
 EXTRA_DIST += tests/test_run.sh
 EXTRA_DIST += tests/test_chat_cli.sh
 EXTRA_DIST += tests/test_tokenize_cli.sh
-EXTRA_DIST += tests/test_inspect.sh
+EXTRA_DIST += tests/test_inspect.sh tests/lib.sh
 EXTRA_DIST += tests/data tests/reference
 # tests/fuzz: libFuzzer target for the safetensors parser (tests/fuzz/run.sh SECONDS; CI).
 EXTRA_DIST += tests/fuzz/fuzz_safetensors.c tests/fuzz/run.sh tests/fuzz/safetensors.dict \

@@ -5,60 +5,48 @@
 # part on a directory: it measures, never leaves its test file behind (also when interrupted),
 # never removes a file it did not create, and refuses bad paths and sizes with one message.
 # No timing is checked: on a shared CI machine the numbers mean nothing.
-moetier="${MT_BUILDDIR:-.}/moetier"
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/mt-bench-XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
-n=0
-failed=0
-check() { # check COND-EXIT-STATUS DESCRIPTION
-    n=$((n + 1))
-    if [ "$1" -eq 0 ]; then
-        echo "ok $n - $2"
-    else
-        echo "not ok $n - $2"
-        failed=1
-    fi
-}
+. "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
+make_tmp bench
 echo "1..15"
-"$moetier" bench --only dram,cpu --quick --json "$tmp/p.json" --svg "$tmp/p.svg" \
+"$bin" bench --only dram,cpu --quick --json "$tmp/p.json" --svg "$tmp/p.svg" \
     >"$tmp/out" 2>"$tmp/err"
 rc=$?
-check $rc "bench --only dram,cpu --quick exits 0"
+ok $rc "bench --only dram,cpu --quick exits 0"
 [ $rc -eq 0 ] || sed 's/^/# /' "$tmp/err"
 grep -q '^dram  *triad' "$tmp/out"
-check $? "the table has a dram triad row"
+ok $? "the table has a dram triad row"
 grep -q '^cpu  *fma' "$tmp/out"
-check $? "the table has a cpu fma row"
+ok $? "the table has a cpu fma row"
 grep -q '"version": 1' "$tmp/p.json" && grep -q '"triad_gbps"' "$tmp/p.json"
-check $? "the profile is written with its version"
+ok $? "the profile is written with its version"
 grep -q '<svg' "$tmp/p.svg" && grep -q 'DRAM triad' "$tmp/p.svg"
-check $? "the chart is written"
-"$moetier" bench --only bogus >/dev/null 2>"$tmp/err2"
+ok $? "the chart is written"
+"$bin" bench --only bogus >/dev/null 2>"$tmp/err2"
 [ $? -eq 2 ] && grep -q "unknown part 'bogus'" "$tmp/err2"
-check $? "an unknown part is a usage error (exit 2)"
+ok $? "an unknown part is a usage error (exit 2)"
 
-"$moetier" bench --only dram --quick --dram-size 8M >"$tmp/out" 2>"$tmp/err"
+"$bin" bench --only dram --quick --dram-size 8M >"$tmp/out" 2>"$tmp/err"
 [ $? -eq 0 ] && grep -q '^dram  *triad .*3x8 MiB' "$tmp/out"
-check $? "--quick keeps an explicit --dram-size"
+ok $? "--quick keeps an explicit --dram-size"
 # Half the machine's DRAM per array: three of them would not fit; refused before touching any.
 half_k=$(awk '/^MemTotal:/ { print int($2 / 2 / 4) * 4 }' /proc/meminfo)
-"$moetier" bench --only dram --dram-size "${half_k}K" >/dev/null 2>"$tmp/err"
+"$bin" bench --only dram --dram-size "${half_k}K" >/dev/null 2>"$tmp/err"
 [ $? -eq 1 ] && grep -q 'of DRAM' "$tmp/err"
-check $? "--dram-size too large for this machine is refused"
+ok $? "--dram-size too large for this machine is refused"
 
 # ---- disk ----
 mkdir "$tmp/d"
-"$moetier" bench --only disk --disk "$tmp/d" --disk-size 8M --disk-qd 1,4 --disk-block 1M \
+"$bin" bench --only disk --disk "$tmp/d" --disk-size 8M --disk-qd 1,4 --disk-block 1M \
     >"$tmp/out" 2>"$tmp/err"
 rc=$?
-check $rc "bench --only disk on a directory exits 0"
+ok $rc "bench --only disk on a directory exits 0"
 [ $rc -eq 0 ] || sed 's/^/# /' "$tmp/err"
 grep -q '^disk  *odirect_read .* qd4 1 MiB' "$tmp/out" && [ -z "$(ls -A "$tmp/d")" ]
-check $? "it has a disk row per point and removed its test file"
+ok $? "it has a disk row per point and removed its test file"
 
 # Killed after the test file is written: the file must not stay behind. (SIGTERM: a background
 # job of a non-interactive shell ignores SIGINT, so Ctrl-C cannot be sent from here.)
-"$moetier" bench --only disk --disk "$tmp/d" --disk-size 64M --disk-pass 1G \
+"$bin" bench --only disk --disk "$tmp/d" --disk-size 64M --disk-pass 1G \
     >/dev/null 2>"$tmp/err" &
 pid=$!
 i=0
@@ -69,29 +57,29 @@ done
 kill -TERM $pid 2>/dev/null
 wait $pid
 [ -z "$(ls -A "$tmp/d")" ]
-check $? "a kill during the disk part leaves no test file"
+ok $? "a kill during the disk part leaves no test file"
 rm -f "$tmp/d"/*
 
 # A file of the test file's name that exists already (the name has the pid) is not ours.
 sh -c 'echo keep >"$1/moetier-bench-$$.tmp"; exec "$2" bench --only disk --disk "$1" \
-    --disk-size 8M' sh "$tmp/d" "$moetier" >/dev/null 2>"$tmp/err"
+    --disk-size 8M' sh "$tmp/d" "$bin" >/dev/null 2>"$tmp/err"
 rc=$?
 [ $rc -eq 1 ] && grep -q 'cannot create disk test file' "$tmp/err" &&
     [ "$(cat "$tmp/d"/moetier-bench-*.tmp)" = keep ]
-check $? "an existing file of the test file's name is refused and left alone"
+ok $? "an existing file of the test file's name is refused and left alone"
 rm -f "$tmp/d"/*
 
-"$moetier" bench --only disk --disk "$tmp/d" --disk-size 4K >/dev/null 2>"$tmp/err"
+"$bin" bench --only disk --disk "$tmp/d" --disk-size 4K >/dev/null 2>"$tmp/err"
 [ $? -eq 2 ] && grep -q 'disk-size.*smaller than' "$tmp/err" && [ -z "$(ls -A "$tmp/d")" ]
-check $? "--disk-size below the largest block is a usage error"
+ok $? "--disk-size below the largest block is a usage error"
 
 mkfifo "$tmp/fifo"
-"$moetier" bench --only disk --disk "$tmp/fifo" >/dev/null 2>"$tmp/err"
+"$bin" bench --only disk --disk "$tmp/fifo" >/dev/null 2>"$tmp/err"
 [ $? -eq 1 ] && grep -q 'neither a file nor a directory' "$tmp/err"
-check $? "a FIFO is refused"
+ok $? "a FIFO is refused"
 
 printf x >"$tmp/one"
-"$moetier" bench --only disk --disk "$tmp/one" >/dev/null 2>"$tmp/err"
+"$bin" bench --only disk --disk "$tmp/one" >/dev/null 2>"$tmp/err"
 [ $? -eq 1 ] && grep -q 'smaller than one' "$tmp/err"
-check $? "a 1-byte file is refused"
-exit $failed
+ok $? "a 1-byte file is refused"
+tap_exit

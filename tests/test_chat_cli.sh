@@ -6,20 +6,7 @@
 # random gibberish, so replies are compared with each other, never with fixed text. Also: the
 # cache is reused across turns, a last line without newline, --think and --system, a too-long
 # message, and bad flags (exit 2) or a missing model (exit 1) with one message.
-: "${MT_BUILDDIR:=.}"
-bin="$MT_BUILDDIR/moetier"
-n=0
-fail=0
-
-ok() {
-    n=$((n + 1))
-    if [ "$1" -eq 0 ]; then
-        echo "ok $n - $2"
-    else
-        echo "not ok $n - $2"
-        fail=1
-    fi
-}
+. "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 
 # from the -v line "mt: turn T: P prompt tokens, R reused from the cache; ... decode D tokens ...":
 # turn_field T prompt|reused|decode FILE
@@ -31,8 +18,7 @@ turn_field() {
     esac
 }
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/mt-chat-XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
+make_tmp chat
 model="$tmp/tiny"
 
 echo "1..20"
@@ -147,4 +133,4 @@ rc=$?
 ok $? "a missing model directory exits 1 with one message naming it (rc $rc)"
 "$bin" chat --help | grep -q -- '--think'
 ok $? "--help lists the flags"
-exit $fail
+tap_exit

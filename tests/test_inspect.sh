@@ -6,22 +6,8 @@
 # usage error (2).
 # `inspect -m` validates a synth checkpoint, and a truncated shard, a FIFO or a directory in place
 # of a shard each give exit 1 with one message naming the shard (a FIFO must not hang the open).
-: "${MT_BUILDDIR:=.}"
-: "${MT_TEST_DATA:=$(dirname "$0")/data}"
-bin="$MT_BUILDDIR/moetier"
+. "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 dir="$MT_TEST_DATA/deepseek-v3.2"
-n=0
-fail=0
-
-ok() {
-    n=$((n + 1))
-    if [ "$1" -eq 0 ]; then
-        echo "ok $n - $2"
-    else
-        echo "not ok $n - $2"
-        fail=1
-    fi
-}
 
 echo "1..17"
 json=$("$bin" inspect --config-only -m "$dir" --json)
@@ -47,19 +33,13 @@ ok $? "an empty -m is a usage error, not '/config.json' (got $rc)"
 "$bin" inspect --help | grep -q -- '--config-only'
 ok $? "--help lists --config-only"
 # A checkpoint transformers 5 wrote (tests/reference/make_golden.py), when the tree has it.
-if [ -f "$MT_TEST_DATA/hf-bf16/model.safetensors" ]; then
-    out=$("$bin" inspect -m "$MT_TEST_DATA/hf-bf16")
-    ok $? "inspect -m hf-bf16 (a transformers 5 checkpoint) exits 0"
-    printf '%s\n' "$out" | grep -q '1 shard, 171 tensors; validation passed'
-    ok $? "... and reports 1 shard, 171 tensors, validation passed"
-else
-    n=$((n + 2))
-    echo "ok $((n - 1)) # SKIP no tests/data/hf-bf16"
-    echo "ok $n # SKIP no tests/data/hf-bf16"
-fi
+[ -f "$MT_TEST_DATA/hf-bf16/model.safetensors" ] || bail_out "no tests/data/hf-bf16"
+out=$("$bin" inspect -m "$MT_TEST_DATA/hf-bf16")
+ok $? "inspect -m hf-bf16 (a transformers 5 checkpoint) exits 0"
+printf '%s\n' "$out" | grep -q '1 shard, 171 tensors; validation passed'
+ok $? "... and reports 1 shard, 171 tensors, validation passed"
 # A synthetic checkpoint: validated; then damaged, one clear message naming the shard, exit 1.
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+make_tmp inspect
 "$bin" synth -q -o "$tmp/t" --preset tiny --layers 2 >/dev/null 2>&1
 out=$("$bin" inspect -m "$tmp/t")
 ok $? "inspect -m on a synth tiny checkpoint exits 0"
@@ -89,4 +69,4 @@ mkdir "$shard"
 rc=$?
 [ "$rc" -eq 1 ] && grep -q "'$shard' is a directory" "$tmp/err"
 ok $? "a directory in place of a shard: exit 1 (got $rc): $(cat "$tmp/err")"
-exit $fail
+tap_exit

@@ -4,25 +4,11 @@
 # each): the printed decode speed is the one in the plan file, the plan passes --check, a profile
 # without a GPU puts the always-on weights and the KV cache in DRAM and says so, and bad budgets,
 # profiles and traces exit 1 with one message that names what is wrong (the file, the flag).
-: "${MT_BUILDDIR:=.}"
+. "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 : "${MT_SRCDIR:=$(dirname "$0")/..}"
-bin="$MT_BUILDDIR/moetier"
 cfg="$MT_SRCDIR/tests/data/deepseek-v3.2/config.json"
 prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/mt-plan-XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
-n=0
-fail=0
-
-ok() {
-    n=$((n + 1))
-    if [ "$1" -eq 0 ]; then
-        echo "ok $n - $2"
-    else
-        echo "not ok $n - $2"
-        fail=1
-    fi
-}
+make_tmp plan
 
 echo "1..9"
 "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G -o "$tmp/p.json" \
@@ -74,4 +60,4 @@ EOF
     >/dev/null 2>"$tmp/err"
 [ $? -eq 1 ] && grep -q "t.json' has 4 layers, the model has 61" "$tmp/err"
 ok $? "a trace of another model: $(cat "$tmp/err")"
-exit $fail
+tap_exit

@@ -3,29 +3,13 @@
 # test_run.sh - `moetier run` end to end on the golden checkpoint v32-tiny-a (tests/data/golden):
 # --print-ids gives HF's 20 greedy tokens on one line, --dump-logits writes "MTLOGIT1", T, vocab
 # and T x vocab floats, and bad input gives exit 1 (prompt) or 2 (flags) with one message.
-: "${MT_BUILDDIR:=.}"
-: "${MT_TEST_DATA:=$(dirname "$0")/data}"
-bin="$MT_BUILDDIR/moetier"
+. "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 dir="$MT_TEST_DATA/golden/v32-tiny-a"
-n=0
-fail=0
-
-ok() {
-    n=$((n + 1))
-    if [ "$1" -eq 0 ]; then
-        echo "ok $n - $2"
-    else
-        echo "not ok $n - $2"
-        fail=1
-    fi
-}
 
 if [ ! -f "$dir/golden.json" ]; then
-    echo "1..0 # SKIP no golden data in $dir"
-    exit 0
+    bail_out "no golden data in $dir (tests/reference/README.md)"
 fi
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/mt-run-XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
+make_tmp run
 
 flat=$(tr -d ' \n' < "$dir/golden.json")
 prompt=$(printf '%s' "$flat" | sed -n 's/.*"prompts":\[\[\([0-9,]*\)\].*/\1/p')
@@ -98,4 +82,4 @@ rc=$?
 ok $? "-p '' is a prompt of BOS alone (rc $rc)"
 "$bin" run --help | grep -q -- '--dump-logits'
 ok $? "--help lists the flags"
-exit $fail
+tap_exit

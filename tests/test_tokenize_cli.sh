@@ -6,25 +6,10 @@
 # like ids separated by spaces, and bad input (an id that is not a number, out of the
 # vocabulary, a NUL byte among ids, stdin that cannot be read) exits 1 with one message; usage
 # errors exit 2.
-: "${MT_BUILDDIR:=.}"
-: "${MT_TEST_DATA:=$(dirname "$0")/data}"
-bin="$MT_BUILDDIR/moetier"
+. "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 tokdir="$MT_TEST_DATA/tokenizer"
-n=0
-fail=0
 
-ok() {
-    n=$((n + 1))
-    if [ "$1" -eq 0 ]; then
-        echo "ok $n - $2"
-    else
-        echo "not ok $n - $2"
-        fail=1
-    fi
-}
-
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/mt-tokenize-XXXXXX") || exit 1
-trap 'rm -rf "$tmp"' EXIT
+make_tmp tokenize
 
 echo "1..15"
 
@@ -94,4 +79,4 @@ rc2=$?
 rc3=$?
 [ "$rc1" -eq 2 ] && [ "$rc2" -eq 2 ] && [ "$rc3" -eq 1 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ]
 ok $? "no -m and an unknown flag exit 2, a missing tokenizer 1 with one message ($rc1 $rc2 $rc3)"
-exit $fail
+tap_exit
