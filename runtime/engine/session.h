@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * session.h - a generation session: prompt ids in, generated ids out, over one engine.
+ *
+ * The one idea: the session remembers the ids whose keys and values the engine's cache holds, so
+ * a prompt that extends the previous one (the next chat turn, the next API request of the same
+ * conversation) only runs its new part: the longest common prefix is kept (mt_engine_truncate)
+ * and the rest is fed. run, chat and serve all generate through mt_session_generate(); they
+ * differ only in what they do with each token (print it, stream it as an event, ...), which is
+ * the callback's job. The session is token-level; text is the caller's (text/tokenizer.h).
+ *
+ * Not thread-safe: one thread drives a session (the engine parallelizes inside).
+ */
+#ifndef MT_SESSION_H
+#define MT_SESSION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "runtime/base/status.h"
+#include "runtime/text/sampler.h"
+
+struct mt_engine;
+
+enum mt_stop_reason {
+    MT_STOP_LENGTH,   /* max_new tokens generated */
+    MT_STOP_EOS,      /* the model's EOS or another stop id was sampled (not fed, not counted) */
+    MT_STOP_CONTEXT,  /* the cache reached max_position_embeddings */
+    MT_STOP_CALLER,   /* the token callback asked to stop (client gone, Ctrl-C, stop string) */
+};
+
+/* "length", "eos", "context", "caller". */
+const char *mt_stop_reason_name(enum mt_stop_reason r);
+
+struct mt_gen_opts {
+    long max_new;             /* tokens to generate at most; 0 = prefill only */
+    const int32_t *stop_ids;  /* borrowed: ids that end the reply besides the model's EOS */
+    int n_stop_ids;
+    bool ignore_eos;          /* keep going past the model's EOS (benchmarks) */
+    /*
+     * When not NULL: the logits of every prompt position, [n_prompt, vocab], for --dump-logits.
+     * The whole prompt is then run (no prefix reuse).
+     */
+    float *prompt_logits_out;
+};
+
+/* Defaults: max_new 32, no extra stop ids, stop at EOS, no prompt logits. */
+void mt_gen_opts_default(struct mt_gen_opts *opts);
+
+/*
+ * Called with each generated id, after it is sampled and before it is fed back. Return false to
+ * stop (reason MT_STOP_CALLER; the id counts as generated and stays in the history).
+ */
+typedef bool (*mt_session_token_fn)(void *ctx, int32_t id);
+
+struct mt_gen_result {
+    size_t n_prompt;      /* prompt ids given */
+    size_t n_reused;      /* of them, already in the cache (not run again) */
+    long n_generated;     /* ids sampled and passed to the callback (a stop id is not counted) */
+    long n_decoded;       /* of them, fed back through the model */
+    enum mt_stop_reason stop;
+    double prefill_s;     /* seconds in the prompt's forward pass */
+    double decode_s;      /* seconds from the first sample to the end */
+};
+
+struct mt_session;
+
+/*
+ * A session over engine (borrowed; must outlive the session, and nothing else may feed it
+ * meanwhile), sampling with opts (copied). MT_ERR_INVAL for bad sampler options, MT_ERR_NOMEM.
+ */
+mt_status_t mt_session_create(struct mt_engine *engine, const struct mt_sampler_opts *opts,
+                              struct mt_session **session_out);
+void mt_session_destroy(struct mt_session *session);
+
+/* Forget the cached sequence (the next prompt runs whole). */
+void mt_session_reset(struct mt_session *session);
+
+/* Replace the sampling options (and reseed). MT_ERR_INVAL as mt_sampler_create. */
+mt_status_t mt_session_set_sampler(struct mt_session *session, const struct mt_sampler_opts *opts);
+
+/*
+ * Generate a reply to prompt[0..n_prompt): reuse the cached prefix, run the rest, then sample,
+ * call on_token (may be NULL) and feed back until a stop rule holds. The generated ids (without
+ * a stop id) join the cached history, so the next prompt may extend them. On failure the cache
+ * is reset (the next prompt runs whole) and *result_out holds what was done so far.
+ * MT_ERR_INVAL (with the engine's message) for an empty prompt, a bad id or a prompt longer than
+ * the context; the engine's errors otherwise.
+ */
+mt_status_t mt_session_generate(struct mt_session *session, const int32_t *prompt,
+                                size_t n_prompt, const struct mt_gen_opts *opts,
+                                mt_session_token_fn on_token, void *ctx,
+                                struct mt_gen_result *result_out);
+
+/* The ids the engine's cache holds now, in order (valid until the next call). */
+const int32_t *mt_session_history(const struct mt_session *session, size_t *n_out);
+
+#endif /* MT_SESSION_H */
