@@ -155,3 +155,18 @@ mt_fp8_dequant_block(const mt_fp8_t *w, const float *scale, size_t rows, size_t 
         }
     }
 }
+
+mt_status_t
+mt_fp8_scales_check(const float *scale, int64_t n, const char *name)
+{
+    const float limit = 3.0e38f / 448.0f;
+
+    for (int64_t i = 0; i < n; i++) {
+        if (!(scale[i] >= 0.0f && scale[i] <= limit)) {
+            return mt_fail(MT_ERR_FORMAT, 0, "tensor '%s': block scale %lld is %g, not a value "
+                           "in [0, %g]; the checkpoint is corrupt", name,
+                           (long long)i, (double)scale[i], (double)limit);
+        }
+    }
+    return MT_OK;
+}

@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "runtime/base/status.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -72,6 +74,13 @@ void mt_fp8_to_f32_n(const mt_fp8_t *src, float *dst, size_t n);
  */
 void mt_fp8_dequant_block(const mt_fp8_t *w, const float *scale, size_t rows, size_t cols,
                           float *out);
+
+/*
+ * Check n FP8 block scales (weight_scale_inv) of tensor `name`: each must be finite, not negative,
+ * and small enough that 448 times it stays finite in fp32. A NaN or huge scale would otherwise
+ * flow through every product of its block. MT_ERR_FORMAT naming the tensor and the block.
+ */
+mt_status_t mt_fp8_scales_check(const float *scale, int64_t n, const char *name);
 
 #ifdef __cplusplus
 }

@@ -14,6 +14,7 @@
 #include <config.h>
 
 #include "runtime/engine/engine.h"
+#include "runtime/engine/executor.h"
 #include "runtime/model/model.h"
 #include "runtime/text/sampler.h"
 #include "runtime/synth/synth.h"
@@ -510,21 +511,41 @@ golden_all(void)
 
 /* ---- self-consistency on a synthetic tiny checkpoint ---------------------------------------- */
 
+/* An executor that counts what it is given and defers to the reference executor. */
 struct expert_count {
-    struct mt_engine *engine;
+    struct mt_executor *inner;
+    int submits;
     int calls;
     int tokens;
 };
 
-/* A "placement" that counts calls and defers to the reference expert. */
 static mt_status_t
-counting_expert(void *ctx, int layer, int expert, const float *x, int m, float *y)
+count_submit(void *self, const struct mt_expert_task *tasks, int n)
 {
-    struct expert_count *c = ctx;
-    c->calls++;
-    c->tokens += m;
-    return mt_engine_expert_cpu(c->engine, layer, expert, x, m, y);
+    struct expert_count *c = self;
+    c->submits++;
+    for (int i = 0; i < n; i++) {
+        c->calls++;
+        c->tokens += tasks[i].m;
+    }
+    return c->inner->ops->submit(c->inner->self, tasks, n);
 }
+
+static mt_status_t
+count_wait(void *self)
+{
+    struct expert_count *c = self;
+    return c->inner->ops->wait(c->inner->self);
+}
+
+static void
+count_destroy(void *self)
+{
+    (void)self;
+}
+
+static const struct mt_executor_ops count_ops = {"counting", count_submit, count_wait,
+                                                 count_destroy};
 
 struct topk_log {
     int max_k;
@@ -655,21 +676,25 @@ synthetic(void)
     tap_ok(ok && nsel > 0 && ov >= 0.95, "tiny: FP8 indexer top-k overlap >= 95%% (%.2f%%)",
            100.0 * ov);
 
-    /* routed experts go through the installable expert function */
-    struct expert_count ec = {e, 0, 0};
+    /* routed experts go through the executor of their tier, one submit per layer */
+    struct expert_count ec = {0};
+    struct mt_executor cex = {&count_ops, &ec};
     int n_moe = 0;
     for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
         n_moe += m->cfg.layer_is_moe[l];
     }
+    ok = mt_executor_ref_create(mt_engine_provider(e), &ec.inner) == MT_OK;
     mt_engine_reset(e);
-    mt_engine_set_expert_fn(e, counting_expert, &ec);
-    ok = mt_engine_forward(e, ids, T, true, part) == MT_OK;
-    mt_engine_set_expert_fn(e, NULL, NULL);
+    mt_engine_set_executor(e, MT_TIER_DRAM_CPU, &cex);
+    ok = ok && mt_engine_forward(e, ids, T, true, part) == MT_OK;
+    mt_engine_set_executor(e, MT_TIER_DRAM_CPU, NULL);
+    mt_executor_destroy(ec.inner);
     rel = ok ? worst_row_rel(part, full, T, V, &wr) : INFINITY;
-    tap_ok(ok && rel == 0.0 && ec.tokens == T * n_moe * m->cfg.num_experts_per_tok,
-           "tiny: every routed expert runs through the expert function (%d calls, %d token-"
-           "expert pairs = %d x %d MoE layers x top-%d), same logits", ec.calls, ec.tokens, T,
-           n_moe, m->cfg.num_experts_per_tok);
+    tap_ok(ok && rel == 0.0 && ec.tokens == T * n_moe * m->cfg.num_experts_per_tok &&
+               ec.submits == n_moe,
+           "tiny: every routed expert runs through its tier's executor (%d submits, %d tasks, %d "
+           "token-expert pairs = %d x %d MoE layers x top-%d), same logits", ec.submits,
+           ec.calls, ec.tokens, T, n_moe, m->cfg.num_experts_per_tok);
 
     /* greedy decode is deterministic */
     int32_t g1[8], g2[8];

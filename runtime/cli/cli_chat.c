@@ -4,11 +4,10 @@
  *
  * The one idea: the conversation is kept as messages (text), and every turn re-encodes the whole
  * of it with mt_chat_encode(), the model's own prompt format; the KV cache is then reused for the
- * longest prefix it shares with that encoding. The chat remembers the ids the engine holds
- * (cache[]), so a turn feeds only the new suffix when the cache is a prefix of the new prompt (chat
- * mode, when the reply re-tokenizes to the ids that were generated), and otherwise cuts the
- * cache back to the shared prefix (mt_engine_truncate) before feeding the rest. The second case is
- * normal in thinking mode: the encoding drops earlier turns' reasoning and turns their <think>
+ * longest prefix it shares with that encoding. The generation session (engine/session.h) does
+ * that: it feeds only the new suffix when the cache is a prefix of the new prompt (chat mode, when
+ * the reply re-tokenizes to the ids that were generated), and otherwise cuts the cache back to
+ * the shared prefix before feeding the rest. The second case is normal in thinking mode: the encoding drops earlier turns' reasoning and turns their <think>
  * into </think> (see chat.h). Either way the model sees exactly the canonical prompt.
  *
  * Input is one line per user message; lines starting with '/' are commands (/help). The prompt
@@ -27,7 +26,7 @@
 
 #include "runtime/cli/cli.h"
 #include "runtime/cli/cli_common.h"
-#include "runtime/base/clock.h"
+#include "runtime/engine/session.h"
 
 #include "runtime/text/chat.h"
 #include "runtime/engine/engine.h"
@@ -123,14 +122,12 @@ idvec_push(struct idvec *a, const int32_t *ids, size_t n)
 }
 
 struct chat {
-    struct mt_cli_engine eng; /* owned: the model, its engine and the sampler */
+    struct mt_cli_engine eng; /* owned: the model, its engine and the session */
     struct mt_tokenizer *tok; /* owned */
-    float *logits;            /* owned, [eng.vocab] */
     struct mt_chat_msg *msgs; /* owned, with every content/reasoning string */
     size_t n_msgs;
     size_t cap_msgs;
     size_t n_fixed;     /* leading messages /reset keeps (the system prompt) */
-    struct idvec cache; /* the ids whose keys and values the engine holds, in order */
     bool thinking;
     bool tty_out; /* stdout is a terminal: drop control characters from the model's text */
     bool color;   /* ... and NO_COLOR is not set: dim the reasoning */
@@ -201,51 +198,7 @@ chat_reset(struct chat *c)
     while (c->n_msgs > c->n_fixed) {
         chat_drop_last(c);
     }
-    mt_engine_reset(c->eng.engine);
-    c->cache.n = 0;
-}
-
-/*
- * Run ids[0..n) through the engine, reusing the cached prefix when the cache is one. Sets
- * *shared_out to the length of the prefix the cache and ids have in common, *reused_out to the
- * number of cached ids kept and *fed_out to the number run now.
- */
-static mt_status_t
-chat_prefill(struct chat *c, const int32_t *ids, size_t n, size_t *shared_out, size_t *reused_out,
-             size_t *fed_out)
-{
-    size_t common = 0;
-    mt_status_t st;
-
-    while (common < c->cache.n && common < n && c->cache.v[common] == ids[common]) {
-        common++;
-    }
-    *shared_out = common;
-    /*
-     * Keep the shared prefix and drop the rest of the cache. At least the last prompt id has to
-     * run, to give the logits of the next token.
-     */
-    if (common == n) {
-        common = n - 1;
-    }
-    mt_engine_truncate(c->eng.engine, (int64_t)common);
-    c->cache.n = common;
-    st = mt_engine_forward(c->eng.engine, ids + common, (int)(n - common), false, c->logits);
-    if (st != MT_OK) {
-        /* nothing was appended, but start the next turn from a clean engine anyway */
-        mt_engine_reset(c->eng.engine);
-        c->cache.n = 0;
-        return st;
-    }
-    st = idvec_push(&c->cache, ids + common, n - common);
-    if (st != MT_OK) {
-        mt_engine_reset(c->eng.engine);
-        c->cache.n = 0;
-        return st;
-    }
-    *reused_out = common;
-    *fed_out = n - common;
-    return MT_OK;
+    mt_session_reset(c->eng.session);
 }
 
 /*
@@ -316,32 +269,57 @@ decode_valid(struct chat *c, const int32_t *ids, size_t n, char **text_out, size
     return st;
 }
 
+/* What the session's token callback needs to stream a reply and split its reasoning off. */
+struct reply {
+    struct chat *c;
+    struct mt_detok detok;
+    struct idvec gen;       /* generated ids (a stop id is not among them) */
+    size_t n_reasoning;     /* gen.v[0..n_reasoning) is reasoning (thinking mode) */
+    size_t answer_at;       /* gen.v[answer_at..) is the answer (after </think>) */
+    bool in_reasoning;
+    mt_status_t st;         /* a failure inside the callback */
+};
+
+/* Stream one generated id; false stops the reply (Ctrl-C, or no memory to keep it). */
+static bool
+reply_token(void *ctx, int32_t next)
+{
+    struct reply *r = ctx;
+    struct chat *c = r->c;
+
+    if (r->in_reasoning && next == c->think_end) {
+        r->in_reasoning = false;
+        r->n_reasoning = r->gen.n;
+        r->answer_at = r->gen.n + 1;
+        flush_detok(c, &r->detok);
+        fputs(c->color ? CHAT_RESET "\n" : "</think>\n", stdout);
+    } else {
+        print_token(c, &r->detok, next);
+    }
+    fflush(stdout);
+    r->st = idvec_push(&r->gen, &next, 1);
+    return r->st == MT_OK && !interrupted;
+}
+
 /*
- * One turn: add the user's line, encode the conversation, prefill, stream the reply, and add it
- * to the conversation. On failure the conversation is as before the turn.
+ * One turn: add the user's line, encode the conversation, generate the reply through the session
+ * (which reuses the cached prefix), and add the reply to the conversation. On failure the
+ * conversation is as before the turn.
  */
 static mt_status_t
 chat_turn(struct chat *c, const char *line)
 {
     int32_t *ids = NULL;
     size_t n_ids = 0;
-    size_t shared = 0;
-    size_t reused = 0;
-    size_t fed = 0;
-    struct idvec gen = {0}; /* generated ids, without EOS */
-    size_t n_reasoning = 0; /* gen.v[0..n_reasoning) is reasoning (thinking mode) */
-    size_t answer_at = 0;   /* gen.v[answer_at..) is the answer (after </think>) */
-    bool in_reasoning = c->thinking;
-    bool stopped_eos = false;
-    bool full = false;
+    struct reply r = {.c = c, .in_reasoning = c->thinking};
+    int32_t stop_ids[2] = {c->eos, c->eos_tok};
+    struct mt_gen_opts go;
+    struct mt_gen_result res;
     char *answer = NULL;
     char *reasoning = NULL;
     size_t answer_len = 0;
     size_t reasoning_len = 0;
-    struct mt_detok detok;
     int64_t max_pos = mt_engine_max_pos(c->eng.engine);
-    long n_done = 0;
-    int n_decoded = 0;
     mt_status_t st;
 
     st = chat_add(c, MT_CHAT_USER, line, strlen(line), NULL, 0);
@@ -367,90 +345,47 @@ chat_turn(struct chat *c, const char *line)
         goto out_free_ids;
     }
     interrupted = 0;
-    double t0 = mt_clock_now();
-    st = chat_prefill(c, ids, n_ids, &shared, &reused, &fed);
-    if (st != MT_OK) {
-        goto out_free_ids;
-    }
-    double t_prefill = mt_clock_now() - t0;
-
-    mt_detok_init(&detok, c->tok);
+    mt_detok_init(&r.detok, c->tok);
     if (c->thinking) {
         fputs(c->color ? CHAT_DIM : "<think>", stdout);
     }
-    double t1 = mt_clock_now();
-    while (n_done < c->max_new && !interrupted) {
-        int32_t next;
-        st = mt_sampler_sample(c->eng.sampler, c->logits, &next);
-        if (st != MT_OK) {
-            break;
-        }
-        n_done++;
-        if (next == c->eos || next == c->eos_tok) {
-            stopped_eos = true;
-            break;
-        }
-        if (in_reasoning && next == c->think_end) {
-            in_reasoning = false;
-            n_reasoning = gen.n;
-            answer_at = gen.n + 1;
-            flush_detok(c, &detok);
-            fputs(c->color ? CHAT_RESET "\n" : "</think>\n", stdout);
-        } else {
-            print_token(c, &detok, next);
-        }
-        fflush(stdout);
-        st = idvec_push(&gen, &next, 1);
-        if (st != MT_OK) {
-            break;
-        }
-        if (n_done == c->max_new) {
-            break;
-        }
-        if (mt_engine_pos(c->eng.engine) >= max_pos) {
-            full = true;
-            break;
-        }
-        st = mt_engine_forward(c->eng.engine, &next, 1, false, c->logits);
-        if (st == MT_OK) {
-            st = idvec_push(&c->cache, &next, 1);
-        }
-        if (st != MT_OK) {
-            break;
-        }
-        n_decoded++;
+    mt_gen_opts_default(&go);
+    go.max_new = c->max_new;
+    go.stop_ids = stop_ids;
+    go.n_stop_ids = c->eos_tok >= 0 ? 2 : 1;
+    st = mt_session_generate(c->eng.session, ids, n_ids, &go, reply_token, &r, &res);
+    if (st == MT_OK) {
+        st = r.st;
     }
-    double t_decode = mt_clock_now() - t1;
-    flush_detok(c, &detok);
-    mt_detok_free(&detok);
-    if (in_reasoning) {
-        n_reasoning = gen.n;
-        answer_at = gen.n;
+    flush_detok(c, &r.detok);
+    mt_detok_free(&r.detok);
+    if (r.in_reasoning) {
+        r.n_reasoning = r.gen.n;
+        r.answer_at = r.gen.n;
         fputs(c->color ? CHAT_RESET : "</think>", stdout);
     }
     fputs("\n", stdout);
     fflush(stdout);
     if (st != MT_OK) {
-        mt_engine_reset(c->eng.engine);
-        c->cache.n = 0;
+        mt_session_reset(c->eng.session);
         goto out_free_gen;
     }
     if (interrupted) {
         fprintf(stderr, "[stopped]\n");
-    } else if (full) {
+    } else if (res.stop == MT_STOP_CONTEXT) {
         fprintf(stderr, "mt: the context is full (%lld tokens); /reset starts a new one\n",
                 (long long)max_pos);
-    } else if (!stopped_eos && c->thinking && in_reasoning) {
+    } else if (res.stop == MT_STOP_LENGTH && c->thinking && r.in_reasoning) {
         fprintf(stderr, "mt: the reasoning used all %ld tokens of the reply (-n)\n", c->max_new);
     }
     interrupted = 0;
 
-    st = decode_valid(c, gen.v + answer_at, gen.n - answer_at, &answer, &answer_len);
+    st = decode_valid(c, r.gen.v + r.answer_at, r.gen.n - r.answer_at, &answer, &answer_len);
     if (st != MT_OK) {
         goto out_free_gen;
     }
     if (c->thinking) {
-        st = decode_valid(c, gen.v, n_reasoning, &reasoning, &reasoning_len);
+        st = decode_valid(c, r.gen.v, r.n_reasoning, &reasoning, &reasoning_len);
         if (st != MT_OK) {
             goto out_free_answer;
         }
@@ -461,16 +396,17 @@ chat_turn(struct chat *c, const char *line)
     }
     c->turn++;
     if (c->verbose) {
+        size_t fed = res.n_prompt - res.n_reused;
         fprintf(stderr,
-                "mt: turn %d: %zu prompt tokens, %zu reused from the cache (%zu in common); "
-                "prefill %zu tokens in %.3f s (%.2f tok/s); decode %d tokens in %.3f s "
-                "(%.2f tok/s)\n",
-                c->turn, n_ids, reused, shared, fed, t_prefill, mt_cli_tok_per_s(fed, t_prefill),
-                n_decoded, t_decode, mt_cli_tok_per_s(n_decoded, t_decode));
+                "mt: turn %d: %zu prompt tokens, %zu reused from the cache; prefill %zu tokens "
+                "in %.3f s (%.2f tok/s); decode %ld tokens in %.3f s (%.2f tok/s)\n",
+                c->turn, n_ids, res.n_reused, fed, res.prefill_s,
+                mt_cli_tok_per_s((double)fed, res.prefill_s), res.n_decoded, res.decode_s,
+                mt_cli_tok_per_s((double)res.n_decoded, res.decode_s));
     }
     free(reasoning);
     free(answer);
-    free(gen.v);
+    free(r.gen.v);
     free(ids);
     return MT_OK;
 
@@ -479,7 +415,7 @@ out_free_reasoning:
 out_free_answer:
     free(answer);
 out_free_gen:
-    free(gen.v);
+    free(r.gen.v);
 out_free_ids:
     free(ids);
 out_drop_user:
@@ -613,11 +549,6 @@ mt_cli_chat(int argc, char **argv)
         mt_cli_error(&cli, "the model directory needs its tokenizer.json");
         goto out;
     }
-    c.logits = malloc((size_t)c.eng.vocab * sizeof(float));
-    if (c.logits == NULL) {
-        mt_fail(MT_ERR_NOMEM, 0, "cannot allocate %d logits", c.eng.vocab);
-        goto out;
-    }
     c.eos = c.eng.model->cfg.eos_token_id;
     c.eos_tok = mt_tokenizer_eos(c.tok);
     if (c.thinking) {
@@ -694,8 +625,6 @@ out:
         msg_free(&c.msgs[i]);
     }
     free(c.msgs);
-    free(c.cache.v);
-    free(c.logits);
     mt_tokenizer_free(c.tok);
     mt_cli_engine_fini(&c.eng);
     return rc;

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static void
 verror(const struct mt_cli *cli, const char *fmt, va_list ap)
@@ -354,9 +355,9 @@ mt_cli_tok_per_s(double n, double s)
 void
 mt_cli_engine_flags_init(struct mt_cli_engine_flags *f)
 {
+    memset(f, 0, sizeof(*f));
     mt_sampler_opts_default(&f->sampler);
     mt_engine_opts_default(&f->engine);
-    f->threads = 0;
 }
 
 int
@@ -400,9 +401,65 @@ mt_cli_engine_flags_parse(const struct mt_cli *cli, int opt, char *const *argv,
         return mt_cli_parse_u64(cli, "seed", optarg, &so->seed) ? 0 : 2;
     case MT_CLI_OPT_THREADS:
         return mt_cli_parse_int(cli, "thread count", optarg, 1, 4096, &f->threads) ? 0 : 2;
+    case MT_CLI_OPT_PLAN:
+        f->plan_path = optarg;
+        return 0;
     default:
         return mt_cli_bad_option(cli, opt, argv);
     }
+}
+
+/* Load --plan, check it against the model, and say where the routed experts go. */
+static mt_status_t
+engine_plan(struct mt_cli_engine *e, const char *path, struct mt_engine_opts *eo)
+{
+    struct mt_model_sizes sizes;
+    int count[MT_TIER_COUNT] = {0};
+    const struct mt_model_config *cfg = &e->model->cfg;
+    mt_status_t st;
+
+    if ((st = mt_model_sizes_of(e->model, &sizes)) != MT_OK ||
+        (st = mt_plan_load(path, &e->plan)) != MT_OK ||
+        (st = mt_plan_check_model(e->plan, path, cfg, sizes.routed_expert_bytes)) != MT_OK) {
+        return st;
+    }
+    for (int l = 0; l < cfg->num_hidden_layers; l++) {
+        for (int x = 0; x < cfg->n_routed_experts && cfg->layer_is_moe[l]; x++) {
+            uint8_t t = e->plan->tiers[(size_t)l * cfg->n_routed_experts + x];
+            count[t < MT_TIER_COUNT ? t : MT_TIER_DRAM_CPU]++;
+        }
+    }
+    mt_log_info("plan '%s': routed experts %d on the GPU, %d in DRAM, %d streamed from disk "
+                "(all computed by the CPU reference executor)", path, count[MT_TIER_GPU],
+                count[MT_TIER_DRAM_CPU] + count[MT_TIER_DRAM_PCIE], count[MT_TIER_NVME]);
+    eo->expert_tiers = e->plan->tiers;
+    return MT_OK;
+}
+
+bool
+mt_cli_check_output(const struct mt_cli *cli, const char *what, const char *path)
+{
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    const char *why = NULL;
+
+    if (slash == NULL) {
+        snprintf(dir, sizeof(dir), ".");
+    } else {
+        snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path > 0 ? slash - path : 1), path);
+    }
+    if (access(path, F_OK) == 0) {
+        if (access(path, W_OK) != 0) {
+            why = strerror(errno);
+        }
+    } else if (access(dir, W_OK | X_OK) != 0) {
+        why = strerror(errno);
+    }
+    if (why != NULL) {
+        mt_cli_error(cli, "cannot write %s '%s': %s", what, path, why);
+        return false;
+    }
+    return true;
 }
 
 mt_status_t
@@ -429,12 +486,15 @@ mt_cli_engine_init(struct mt_cli_engine *e, const char *dir, const struct mt_cli
         }
         eo.trace = e->trace;
     }
+    if (f->plan_path != NULL && (st = engine_plan(e, f->plan_path, &eo)) != MT_OK) {
+        goto fail;
+    }
     st = mt_engine_create(e->model, &eo, &e->engine);
     if (st != MT_OK) {
         goto fail;
     }
     e->vocab = mt_engine_vocab(e->engine);
-    st = mt_sampler_create(&f->sampler, e->vocab, &e->sampler);
+    st = mt_session_create(e->engine, &f->sampler, &e->session);
     if (st != MT_OK) {
         goto fail;
     }
@@ -448,8 +508,9 @@ fail:
 void
 mt_cli_engine_fini(struct mt_cli_engine *e)
 {
-    mt_sampler_destroy(e->sampler);
+    mt_session_destroy(e->session);
     mt_engine_destroy(e->engine);
+    mt_plan_destroy(e->plan);
     mt_trace_destroy(e->trace);
     mt_model_destroy(e->model);
     memset(e, 0, sizeof(*e));

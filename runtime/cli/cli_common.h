@@ -48,7 +48,9 @@
 #define MT_CLI_COMMON_H
 
 #include "runtime/engine/engine.h"
+#include "runtime/engine/session.h"
 #include "runtime/model/model.h"
+#include "runtime/plan/planner.h"
 #include "runtime/text/sampler.h"
 #include "runtime/base/status.h"
 #include "runtime/plan/trace.h"
@@ -132,6 +134,7 @@ enum {
     MT_CLI_OPT_TOP_K,
     MT_CLI_OPT_SEED,
     MT_CLI_OPT_THREADS,
+    MT_CLI_OPT_PLAN,
 };
 
 /* The shared flags' entries of a struct option table. */
@@ -141,12 +144,14 @@ enum {
         {"top-p", required_argument, NULL, MT_CLI_OPT_TOP_P},                                      \
         {"top-k", required_argument, NULL, MT_CLI_OPT_TOP_K},                                      \
         {"seed", required_argument, NULL, MT_CLI_OPT_SEED},                                        \
-        {"threads", required_argument, NULL, MT_CLI_OPT_THREADS}
+        {"threads", required_argument, NULL, MT_CLI_OPT_THREADS},                                  \
+        {"plan", required_argument, NULL, MT_CLI_OPT_PLAN}
 
 struct mt_cli_engine_flags {
     struct mt_sampler_opts sampler; /* --temperature, --top-p, --top-k, --seed */
     struct mt_engine_opts engine;   /* defaults; run sets indexer and attention itself */
     int threads;                    /* --threads; 0: OMP_NUM_THREADS or all cores */
+    const char *plan_path;          /* --plan; NULL: every routed expert in DRAM */
 };
 
 /* Greedy sampling, the engine's defaults, OpenMP's thread count. */
@@ -160,22 +165,32 @@ void mt_cli_engine_flags_init(struct mt_cli_engine_flags *f);
 int mt_cli_engine_flags_parse(const struct mt_cli *cli, int opt, char *const *argv,
                               struct mt_cli_engine_flags *f);
 
-/* A model, its engine and a sampler over its vocabulary. */
+/* A model, its engine and a generation session over it. */
 struct mt_cli_engine {
     struct mt_model *model;     /* owned */
     struct mt_trace *trace;     /* owned; NULL unless asked for */
+    struct mt_plan *plan;       /* owned; NULL without --plan */
     struct mt_engine *engine;   /* owned */
-    struct mt_sampler *sampler; /* owned */
+    struct mt_session *session; /* owned: sampling, prefix reuse, stop rules */
     int vocab;                  /* the engine's logits per position */
 };
 
 /*
- * Open the checkpoint in dir and build its engine and sampler from f, after applying --threads.
- * With trace, also create an expert-activation trace sized for the model, which the engine
- * records into. On failure the reason has been printed (mt_fail) and nothing is held.
+ * Open the checkpoint in dir and build its engine and session from f, after applying --threads;
+ * with --plan, the plan is checked against the model and its tiers place the routed experts
+ * (one line on stderr says where they went). With trace, also create an expert-activation trace
+ * sized for the model, which the engine records into. On failure the reason has been printed
+ * (mt_fail) and nothing is held.
  */
 mt_status_t mt_cli_engine_init(struct mt_cli_engine *e, const char *dir,
                                const struct mt_cli_engine_flags *f, bool trace);
+
+/*
+ * An output file named by flag `what` must be writable before a long run starts: its directory
+ * writable, and the file itself if it exists. Prints "cannot write WHAT 'PATH': REASON" and
+ * returns false otherwise. Nothing is created.
+ */
+bool mt_cli_check_output(const struct mt_cli *cli, const char *what, const char *path);
 
 /* Release what mt_cli_engine_init() built (a zeroed struct is fine). */
 void mt_cli_engine_fini(struct mt_cli_engine *e);

@@ -21,9 +21,9 @@
 
 #include "runtime/cli/cli.h"
 #include "runtime/cli/cli_common.h"
-#include "runtime/base/clock.h"
 
 #include "runtime/engine/engine.h"
+#include "runtime/engine/session.h"
 #include "runtime/model/model.h"
 #include "runtime/text/sampler.h"
 #include "runtime/base/status.h"
@@ -59,6 +59,8 @@ run_usage(FILE *f)
             "      --indexer MODE       exact (fp32 scores, default) or fp8 (DeepSeek's FP8 path)\n"
             "      --attention MODE     sparse (DSA top-k, default) or dense (all positions)\n"
             "      --threads N          OpenMP threads (default: OMP_NUM_THREADS or all cores)\n"
+            "      --plan FILE          place routed experts as the plan says (moetier plan -o):\n"
+            "                           experts it streams from disk are not kept in memory\n"
             "      --trace FILE         record routed expert ids per layer (JSON trace)\n"
             "  -h, --help               this text\n"
             "Generation stops after N tokens or at the model's EOS token.\n");
@@ -84,6 +86,37 @@ dump_logits(const char *path, const float *logits, int T, int vocab)
         st = mt_fail(MT_ERR_IO, errno, "cannot write logits file '%s'", path);
     }
     return st;
+}
+
+/* Streams generated ids to stdout: as text through the detokenizer, or as ids. */
+struct run_printer {
+    const struct mt_tokenizer *tok;
+    struct mt_detok *detok; /* NULL: print ids */
+    long n;                 /* ids printed so far */
+};
+
+static bool
+print_token(void *ctx, int32_t id)
+{
+    struct run_printer *pr = ctx;
+
+    pr->n++;
+    if (pr->detok != NULL) {
+        const char *text;
+        size_t len;
+        size_t tl;
+        /* ids past the tokenizer's vocabulary (padding rows) print as <id> */
+        if (mt_tokenizer_token_bytes(pr->tok, id, &tl) != NULL &&
+            mt_detok_push(pr->detok, id, &text, &len) == MT_OK) {
+            fwrite(text, 1, len, stdout);
+        } else {
+            printf("<%d>", id);
+        }
+    } else {
+        printf(pr->n > 1 ? " %d" : "%d", id);
+    }
+    fflush(stdout);
+    return true;
 }
 
 enum {
@@ -205,6 +238,11 @@ mt_cli_run(int argc, char **argv)
         n_prompt = (int)n; /* n <= strlen / 2 + 1, an argument's length */
     }
     rc = 1;
+    /* outputs are checked before the generation, not found unwritable after it */
+    if ((dump_path != NULL && !mt_cli_check_output(&cli, "--dump-logits", dump_path)) ||
+        (trace_path != NULL && !mt_cli_check_output(&cli, "--trace", trace_path))) {
+        goto out;
+    }
     if (mt_cli_engine_init(&e, dir, &ef, trace_path != NULL) != MT_OK) {
         goto out;
     }
@@ -245,64 +283,28 @@ mt_cli_run(int argc, char **argv)
         goto out;
     }
     int vocab = e.vocab;
-    size_t n_logits = (size_t)(dump_path != NULL ? n_prompt : 1) * vocab;
-    logits = malloc(n_logits * sizeof(float));
-    if (logits == NULL) {
-        mt_fail(MT_ERR_NOMEM, 0, "cannot allocate %zu logits", n_logits);
-        goto out;
-    }
-
-    double t0 = mt_clock_now();
-    if (mt_engine_forward(e.engine, prompt, n_prompt, dump_path != NULL, logits) != MT_OK) {
-        goto out;
-    }
-    double t_prefill = mt_clock_now() - t0;
     if (dump_path != NULL) {
-        if (dump_logits(dump_path, logits, n_prompt, vocab) != MT_OK) {
+        size_t n_logits = (size_t)n_prompt * vocab;
+        logits = malloc(n_logits * sizeof(float));
+        if (logits == NULL) {
+            mt_fail(MT_ERR_NOMEM, 0, "cannot allocate %zu logits", n_logits);
             goto out;
         }
-        memmove(logits, logits + (size_t)(n_prompt - 1) * vocab, (size_t)vocab * sizeof(float));
     }
-
     if (tok != NULL && !print_ids) {
         mt_detok_init(&detok, tok);
         have_detok = true;
     }
-    int eos = e.model->cfg.eos_token_id;
-    long n_done = 0;
-    double t1 = mt_clock_now();
-    int n_decoded = 0;
-    while (n_done < n_gen) {
-        int32_t next;
-        if (mt_sampler_sample(e.sampler, logits, &next) != MT_OK) {
-            goto out;
-        }
-        n_done++;
-        if (have_detok) {
-            const char *text;
-            size_t len;
-            size_t tl;
-            /* ids past the tokenizer's vocabulary (padding rows) print as <id> */
-            if (mt_tokenizer_token_bytes(tok, next, &tl) != NULL &&
-                mt_detok_push(&detok, next, &text, &len) == MT_OK) {
-                fwrite(text, 1, len, stdout);
-            } else {
-                printf("<%d>", next);
-            }
-        } else {
-            printf(n_done > 1 ? " %d" : "%d", next);
-        }
-        fflush(stdout);
-        if (next == eos || n_done == n_gen ||
-            mt_engine_pos(e.engine) >= mt_engine_max_pos(e.engine)) {
-            break;
-        }
-        if (mt_engine_forward(e.engine, &next, 1, false, logits) != MT_OK) {
-            goto out;
-        }
-        n_decoded++;
+    struct run_printer pr = {tok, have_detok ? &detok : NULL, 0};
+    struct mt_gen_opts go;
+    struct mt_gen_result res;
+    mt_gen_opts_default(&go);
+    go.max_new = n_gen;
+    go.prompt_logits_out = logits;
+    if (mt_session_generate(e.session, prompt, (size_t)n_prompt, &go, print_token, &pr, &res) !=
+        MT_OK) {
+        goto out;
     }
-    double t_decode = mt_clock_now() - t1;
     if (have_detok) {
         const char *text;
         size_t len;
@@ -310,15 +312,23 @@ mt_cli_run(int argc, char **argv)
             fwrite(text, 1, len, stdout);
         }
     }
-    if (n_done > 0 || print_ids) {
+    if (pr.n > 0 || print_ids) {
         printf("\n");
     }
     if (!mt_cli_flush_stdout(&cli)) {
         goto out;
     }
-    fprintf(stderr, "mt: prefill %d tokens in %.3f s (%.2f tok/s); decode %d tokens in %.3f s "
-            "(%.2f tok/s)\n", n_prompt, t_prefill, mt_cli_tok_per_s(n_prompt, t_prefill),
-            n_decoded, t_decode, mt_cli_tok_per_s(n_decoded, t_decode));
+    if (res.stop == MT_STOP_CONTEXT) {
+        mt_log_warn("generation stopped after %ld of %ld tokens: the sequence reached the "
+                    "model's %lld positions (max_position_embeddings)", res.n_generated, n_gen,
+                    (long long)mt_engine_max_pos(e.engine));
+    }
+    fprintf(stderr, "mt: prefill %d tokens in %.3f s (%.2f tok/s); decode %ld tokens in %.3f s "
+            "(%.2f tok/s)\n", n_prompt, res.prefill_s, mt_cli_tok_per_s(n_prompt, res.prefill_s),
+            res.n_decoded, res.decode_s, mt_cli_tok_per_s((double)res.n_decoded, res.decode_s));
+    if (dump_path != NULL && dump_logits(dump_path, logits, n_prompt, vocab) != MT_OK) {
+        goto out;
+    }
     if (e.trace != NULL && mt_trace_save(e.trace, trace_path) != MT_OK) {
         goto out;
     }

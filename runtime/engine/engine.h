@@ -4,13 +4,14 @@
  *
  * The one idea: an engine holds one sequence. mt_engine_forward() appends tokens at the current
  * position (a whole prompt, a piece of one, or one decoded token) and returns their logits; the KV
- * cache (MLA latent + roped k_pe, indexer keys) makes every split of a sequence into calls compute
- * the same function. The layer loop calls one function per operation, and every routed expert runs
- * through one installable function (layer, expert id, tokens -> outputs; mt_engine_set_expert_fn),
- * the single place a placement plan routes to a GPU, a CPU team or an NVMe stream.
+ * cache (kv_cache.h) makes every split of a sequence into calls compute the same function.
  *
- * Weights are read once at creation and kept in their stored dtype (FP8 + scales, BF16, ...);
- * ops dequantize on the fly. This is for test-sized models; the 671B model needs the offload path.
+ * What it owns and what it asks for: the always-on weights (attention, indexer, norms, dense and
+ * shared MLPs, router, embedding, head) are read at creation and kept in their stored dtype. Routed
+ * experts are not: each MoE step routes tokens, groups them per expert, and submits each group to
+ * the executor of its expert's tier (executor.h), which asks the expert provider
+ * (expert_provider.h) for the weights. By default every tier runs on the reference executor over
+ * the checkpoint provider; a plan's tiers decide which experts that provider keeps in DRAM.
  *
  * Not thread-safe: one thread drives an engine (ops parallelize inside with OpenMP).
  */
@@ -20,10 +21,14 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "runtime/model/model.h"
 #include "runtime/base/status.h"
+#include "runtime/engine/kv_cache.h"
+#include "runtime/model/model.h"
+#include "runtime/plan/planner.h"
 
 struct mt_trace;
+struct mt_executor;
+struct mt_expert_provider;
 
 enum mt_indexer_mode {
     MT_INDEXER_EXACT, /* fp32 scores, no Hadamard (orthonormal: same scores); what HF computes */
@@ -45,9 +50,20 @@ struct mt_engine_opts {
      */
     bool compare_indexer;
     struct mt_trace *trace; /* borrowed, may be NULL: record routed expert ids per MoE layer */
+    /*
+     * Where each routed expert lives: [num_hidden_layers * n_routed_experts] enum mt_tier values
+     * (a plan's tiers; entries of dense layers are ignored), read during create. NULL: all in
+     * DRAM. The checkpoint provider keeps GPU and DRAM experts in memory after their first use
+     * and reads NVMe experts from the shards on every use.
+     */
+    const uint8_t *expert_tiers;
+    /* Where routed experts come from (borrowed, outlives the engine); NULL: the checkpoint. */
+    struct mt_expert_provider *provider;
+    /* The host KV cache's latent dtype: F32 (default, the reference) or BF16. */
+    enum mt_dtype kv_dtype;
 };
 
-/* Defaults: exact indexer, sparse attention, no comparison, no trace. */
+/* Defaults: exact indexer, sparse attention, no comparison, no trace, all experts in DRAM. */
 void mt_engine_opts_default(struct mt_engine_opts *opts);
 
 struct mt_engine;
@@ -86,6 +102,8 @@ mt_status_t mt_engine_check_prompt(const struct mt_engine *engine, const int32_t
 int64_t mt_engine_pos(const struct mt_engine *engine);
 int mt_engine_vocab(const struct mt_engine *engine);
 int64_t mt_engine_max_pos(const struct mt_engine *engine);
+/* The model's EOS id (config eos_token_id). */
+int32_t mt_engine_eos(const struct mt_engine *engine);
 
 /*
  * Indexer diagnostics (compare_indexer in FP8 mode): over every (layer, query) where the top-k
@@ -103,18 +121,18 @@ typedef void (*mt_engine_topk_hook)(void *ctx, int layer, int64_t pos, const int
 void mt_engine_set_topk_hook(struct mt_engine *engine, mt_engine_topk_hook hook, void *ctx);
 
 /*
- * Routed experts: every routed expert computation of the forward pass is one call
- * fn(ctx, layer, expert, x, m, y): x [m, hidden] are the m tokens routed to `expert` of `layer`,
- * y [m, hidden] receives the SwiGLU output (before the router weight). The default is
- * mt_engine_expert_cpu; a placement plan installs its own (GPU, CPU team, NVMe stream) and may call
- * the default for experts it leaves on the reference path. NULL restores the default.
+ * The provider the engine's routed experts come from (opts.provider, or the checkpoint provider
+ * it made): executors for other tiers are built on it. Borrowed, valid until destroy.
  */
-typedef mt_status_t (*mt_engine_expert_fn)(void *ctx, int layer, int expert, const float *x,
-                                           int m, float *y);
-void mt_engine_set_expert_fn(struct mt_engine *engine, mt_engine_expert_fn fn, void *ctx);
+struct mt_expert_provider *mt_engine_provider(struct mt_engine *engine);
 
-/* The reference expert (fp32, weights as loaded); ctx is the engine. */
-mt_status_t mt_engine_expert_cpu(void *engine, int layer, int expert, const float *x, int m,
-                                 float *y);
+/*
+ * Run the experts of `tier` on ex (borrowed: must stay valid while the engine uses it); NULL
+ * restores the reference executor. Several tiers may share one executor.
+ */
+void mt_engine_set_executor(struct mt_engine *engine, enum mt_tier tier, struct mt_executor *ex);
+
+/* Bytes of routed-expert weights the engine's checkpoint provider holds now (0 for another). */
+uint64_t mt_engine_expert_bytes_held(const struct mt_engine *engine);
 
 #endif /* MT_ENGINE_H */

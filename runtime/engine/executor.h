@@ -61,7 +61,7 @@ void mt_executor_destroy(struct mt_executor *ex);
  * computed inside submit() one task after another (wait() has nothing left to do). The oracle of
  * every other executor. provider is borrowed and must outlive the executor. MT_ERR_NOMEM.
  */
-mt_status_t mt_executor_ref_create(struct mt_expert_provider *provider, int hidden,
+mt_status_t mt_executor_ref_create(struct mt_expert_provider *provider,
                                    struct mt_executor **ex_out);
 
 #endif /* MT_EXECUTOR_H */

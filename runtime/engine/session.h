@@ -82,9 +82,10 @@ mt_status_t mt_session_set_sampler(struct mt_session *session, const struct mt_s
 
 /*
  * Generate a reply to prompt[0..n_prompt): reuse the cached prefix, run the rest, then sample,
- * call on_token (may be NULL) and feed back until a stop rule holds. The generated ids (without
- * a stop id) join the cached history, so the next prompt may extend them. On failure the cache
- * is reset (the next prompt runs whole) and *result_out holds what was done so far.
+ * call on_token (may be NULL) and feed back until a stop rule holds. The ids that were fed join
+ * the cached history (the last sampled id is not fed: it runs with the next prompt that holds
+ * it), so the next prompt may extend the reply. On failure the cache is reset (the next prompt
+ * runs whole) and *result_out holds what was done so far.
  * MT_ERR_INVAL (with the engine's message) for an empty prompt, a bad id or a prompt longer than
  * the context; the engine's errors otherwise.
  */

@@ -1,0 +1,114 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * engine_impl.h - the engine's private state, shared by its files: engine.c (lifecycle, the
+ * forward pass), weights.c (loading the always-on weights), attention.c (MLA + the indexer) and
+ * moe.c (router -> token groups -> executors -> weighted sum). Nothing outside runtime/engine
+ * includes it.
+ */
+#ifndef MT_ENGINE_IMPL_H
+#define MT_ENGINE_IMPL_H
+
+#include "runtime/engine/engine.h"
+
+#include "cpu/ref_ops.h"
+#include "runtime/engine/executor.h"
+#include "runtime/engine/expert_provider.h"
+#include "runtime/engine/kv_cache.h"
+
+/* One SwiGLU MLP held by the engine (shared expert or dense FFN). */
+struct eng_mlp {
+    struct mt_cpu_weight gate, up, down;
+};
+
+/* A layer's always-on weights (data owned by the engine's buffer list). */
+struct eng_layer {
+    float *input_norm;      // [hidden]
+    float *post_attn_norm;  // [hidden]
+    struct mt_cpu_weight q_a, q_b, kv_a, o;
+    float *q_a_norm;        // [q_lora]
+    float *kv_a_norm;       // [kv_lora]
+    float *kv_b;            // [H * (nope + v), kv_lora], dequantized once (absorption)
+    struct mt_cpu_weight idx_wq_b, idx_wk, idx_wproj;
+    float *idx_norm_w;      // [index_head_dim]
+    float *idx_norm_b;      // [index_head_dim]
+    bool is_moe;
+    struct eng_mlp mlp;     // dense layers
+    struct mt_cpu_weight router;
+    float *router_bias;     // [n_experts] or NULL
+    struct eng_mlp shared;
+};
+
+/*
+ * The forward pass's work arrays, for n tokens ending at sequence position end. They are carved
+ * out of one buffer that the engine keeps and grows (eng_work_layout), so decoding a token
+ * allocates nothing.
+ */
+struct eng_work {
+    float *h, *x, *y;               // [n, hidden]: residual stream, normed input, sublayer output
+    float *qa, *q, *kv, *attn;      // [n, q_lora], [n, H*qk], [n, kv_lora+rope], [n, H*v]
+    float *qi, *ki, *wts;           // [n, IH*ID], [n, ID], [n, IH]
+    float *q_lat, *q_pe, *o_lat;    // [H, kv_lora], [H, rope], [H, kv_lora]
+    float *scores, *scores2;        // [end]
+    int32_t *idx, *idx2;            // [end]
+    float *lat_g, *kpe_g;           // [min(end, topk), kv_lora], [.., rope]: a bf16 cache's rows
+    int32_t *iota;                  // [min(end, topk)]
+    uint8_t *q8;                    // [IH*ID]
+    float *wq;                      // [IH]
+    float *had;                     // [ID]: one key or query head for the Hadamard
+    float *cos, *sin;               // [rope/2]
+    /* MoE: token groups, all experts of a layer at once so that executors run together */
+    float *logits;                  // [n, E] router logits
+    int32_t *ids;                   // [n, K] chosen experts
+    float *moe_wts;                 // [n, K] their weights
+    float *xs, *ys;                 // [n*K, hidden] inputs grouped by expert, the outputs
+    int *row_tok;                   // [n*K] which token each grouped row came from
+    float *row_w;                   // [n*K] and its router weight
+    int *group_start;               // [E + 1] expert e's rows are group_start[e] .. [e+1]
+    int *group_fill;                // [E]
+    struct mt_expert_task *tasks;   // [E] one per expert that has rows
+};
+
+struct mt_engine {
+    const struct mt_model *model; /* borrowed */
+    struct mt_model_config cfg;
+    struct mt_engine_opts opts;
+    void **bufs;                  /* owned: every always-on weight buffer */
+    size_t n_bufs;
+    size_t cap_bufs;
+    struct mt_cpu_weight embed, head;
+    float *final_norm;
+    struct eng_layer *layers;     /* owned, [n_layers] */
+    int n_layers;
+    float *freqs;                 /* owned, [rope / 2] */
+    float rope_att;               /* HF attention_factor on cos and sin */
+    float softmax_scale;
+    struct mt_kv_cache kv;        /* owned */
+    int64_t pos;
+    double overlap_sum;
+    double overlap_k;
+    int64_t overlap_n;
+    mt_engine_topk_hook hook;
+    void *hook_ctx;
+    /* routed experts */
+    uint8_t *tiers;                         /* owned, [n_layers * E] enum mt_tier */
+    struct mt_expert_provider *provider;    /* borrowed (opts) or own_provider */
+    struct mt_expert_provider *own_provider; /* owned, may be NULL */
+    struct mt_executor *ref_exec;           /* owned: the reference executor */
+    struct mt_executor *exec[MT_TIER_COUNT]; /* borrowed, or ref_exec */
+    void *work;                   /* owned: the forward pass's work space, grown on demand */
+    size_t work_bytes;
+};
+
+/* weights.c: read every always-on tensor (MT_ERR_* naming the tensor). */
+mt_status_t eng_weights_load(struct mt_engine *e);
+void eng_weights_free(struct mt_engine *e);
+
+/* attention.c: MLA + DSA for n tokens at positions start..start+n-1: out[n, hidden]. */
+mt_status_t eng_attention(struct mt_engine *e, int l, const float *x, int n, int64_t start,
+                          struct eng_work *w, float *out);
+
+/* moe.c: the MoE FFN of layer l for x[n, hidden] -> out[n, hidden]. */
+mt_status_t eng_moe(struct mt_engine *e, int l, const float *x, int n, struct eng_work *w,
+                    float *out);
+
+#endif /* MT_ENGINE_IMPL_H */

@@ -1,0 +1,177 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * moe.c - one MoE layer: router -> token groups per expert -> executors -> weighted sum.
+ *
+ * The one idea: the step never computes a routed expert itself. It sorts the (token, expert)
+ * pairs into one contiguous group per expert (a counting sort, tokens ascending inside a group),
+ * tells the provider which streamed experts will be needed, submits every group to the executor
+ * of its expert's tier, computes the shared expert while they run, waits for all of them, and
+ * only then adds the outputs in a fixed order: shared expert first, then experts by ascending
+ * id, tokens ascending. That order does not depend on who computed what, so every placement of
+ * the experts gives bit-identical sums for bit-identical expert outputs.
+ *
+ * The router follows spec 2.7: the correction bias decides WHICH experts run but never HOW MUCH.
+ */
+#include <config.h>
+
+#include "runtime/engine/engine_impl.h"
+
+#include "runtime/plan/trace.h"
+
+#include <string.h>
+
+/* Group the n*K (token, expert) pairs by expert into w->xs (see the file comment). */
+static void
+group_tokens(const struct mt_engine *e, const float *x, int n, struct eng_work *w)
+{
+    int E = e->cfg.n_routed_experts;
+    int K = e->cfg.num_experts_per_tok;
+    size_t D = (size_t)e->cfg.hidden_size;
+
+    memset(w->group_start, 0, (size_t)(E + 1) * sizeof(int));
+    for (int i = 0; i < n * K; i++) {
+        w->group_start[w->ids[i] + 1]++;
+    }
+    for (int x_id = 0; x_id < E; x_id++) {
+        w->group_start[x_id + 1] += w->group_start[x_id];
+        w->group_fill[x_id] = w->group_start[x_id];
+    }
+    for (int t = 0; t < n; t++) {
+        for (int j = 0; j < K; j++) {
+            int x_id = w->ids[(size_t)t * K + j];
+            int row = w->group_fill[x_id]++;
+            w->row_tok[row] = t;
+            w->row_w[row] = w->moe_wts[(size_t)t * K + j];
+            memcpy(w->xs + (size_t)row * D, x + (size_t)t * D, D * sizeof(float));
+        }
+    }
+}
+
+/* The executor that runs expert x_id of layer l. */
+static struct mt_executor *
+executor_of(const struct mt_engine *e, int l, int x_id)
+{
+    uint8_t tier = e->tiers[(size_t)l * e->cfg.n_routed_experts + x_id];
+
+    return e->exec[tier < MT_TIER_COUNT ? tier : MT_TIER_DRAM_CPU];
+}
+
+/*
+ * Submit the groups of layer l: tasks of one executor together, the NVMe experts announced to
+ * the provider first so their reads overlap everything else. *used_out lists the executors that
+ * got work (each once), *n_used_out how many.
+ */
+static mt_status_t
+submit_groups(struct mt_engine *e, int l, struct eng_work *w, struct mt_executor **used,
+              int *n_used_out)
+{
+    int E = e->cfg.n_routed_experts;
+    size_t D = (size_t)e->cfg.hidden_size;
+    int n_used = 0;
+    int n_nvme = 0;
+    mt_status_t st = MT_OK;
+
+    /* the streamed experts first, as a prefetch hint (their ids reuse group_fill as scratch) */
+    for (int x_id = 0; x_id < E; x_id++) {
+        if (w->group_start[x_id + 1] > w->group_start[x_id] &&
+            e->tiers[(size_t)l * E + x_id] == MT_TIER_NVME) {
+            w->group_fill[n_nvme++] = x_id;
+        }
+    }
+    if (n_nvme > 0 && e->provider->ops->prefetch != NULL) {
+        e->provider->ops->prefetch(e->provider->self, l, w->group_fill, n_nvme);
+    }
+    /* one submit per executor, with all of its tasks of this layer */
+    for (int x_id = 0; x_id < E && st == MT_OK; x_id++) {
+        struct mt_executor *ex = executor_of(e, l, x_id);
+        bool seen = false;
+        int n_tasks = 0;
+
+        if (w->group_start[x_id + 1] == w->group_start[x_id]) {
+            continue;
+        }
+        for (int i = 0; i < n_used; i++) {
+            seen = seen || used[i] == ex;
+        }
+        if (seen) {
+            continue;
+        }
+        for (int y_id = x_id; y_id < E; y_id++) {
+            int start = w->group_start[y_id];
+            int m = w->group_start[y_id + 1] - start;
+            if (m == 0 || executor_of(e, l, y_id) != ex) {
+                continue;
+            }
+            w->tasks[n_tasks++] = (struct mt_expert_task){
+                .layer = l, .expert = y_id, .m = m,
+                .x = w->xs + (size_t)start * D, .y = w->ys + (size_t)start * D,
+            };
+        }
+        used[n_used++] = ex;
+        st = ex->ops->submit(ex->self, w->tasks, n_tasks);
+    }
+    *n_used_out = n_used;
+    return st;
+}
+
+mt_status_t
+eng_moe(struct mt_engine *e, int l, const float *x, int n, struct eng_work *w, float *out)
+{
+    const struct mt_model_config *c = &e->cfg;
+    struct eng_layer *L = &e->layers[l];
+    int E = c->n_routed_experts;
+    int K = c->num_experts_per_tok;
+    size_t D = (size_t)c->hidden_size;
+    struct mt_cpu_router_params rp = {
+        .n_experts = E, .n_group = c->n_group, .topk_group = c->topk_group, .k = K,
+        .norm_topk_prob = c->norm_topk_prob,
+        .routed_scaling_factor = (float)c->routed_scaling_factor,
+    };
+    struct mt_executor *used[MT_TIER_COUNT + 1];
+    int n_used = 0;
+    mt_status_t st;
+    mt_status_t st_wait;
+
+    /* router in fp32 (bf16 weight upcast), then the noaux_tc selection per token */
+    if ((st = mt_cpu_linear(&L->router, x, n, w->logits)) != MT_OK) {
+        return st;
+    }
+    for (int t = 0; t < n; t++) {
+        mt_cpu_router(w->logits + (size_t)t * E, L->router_bias, &rp, w->ids + (size_t)t * K,
+                      w->moe_wts + (size_t)t * K);
+    }
+    /* TRACE POINT: the router's expert ids of this layer, ids[t * K + j], are known here */
+    if (e->opts.trace != NULL) {
+        st = mt_trace_record_batch(e->opts.trace, l, (const int *)w->ids, n, K);
+        if (st != MT_OK) {
+            return st;
+        }
+    }
+    group_tokens(e, x, n, w);
+    st = submit_groups(e, l, w, used, &n_used);
+    /* the shared expert on this thread while the executors work */
+    if (st == MT_OK) {
+        st = mt_cpu_swiglu(&L->shared.gate, &L->shared.up, &L->shared.down, x, n, out);
+    }
+    for (int i = 0; i < n_used; i++) {
+        st_wait = used[i]->ops->wait(used[i]->self);
+        if (st == MT_OK) {
+            st = st_wait;
+        }
+    }
+    if (st != MT_OK) {
+        return st;
+    }
+    /* the weighted sum, in the fixed order of the file comment */
+    for (int x_id = 0; x_id < E; x_id++) {
+        for (int row = w->group_start[x_id]; row < w->group_start[x_id + 1]; row++) {
+            float *o = out + (size_t)w->row_tok[row] * D;
+            const float *yv = w->ys + (size_t)row * D;
+            float rw = w->row_w[row];
+            for (size_t d = 0; d < D; d++) {
+                o[d] += rw * yv[d];
+            }
+        }
+    }
+    return MT_OK;
+}

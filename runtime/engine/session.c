@@ -1,0 +1,260 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * session.c - prompt -> prefix reuse -> prefill -> sample / callback / feed back, with the stop
+ * rules in one place (see session.h).
+ */
+#include <config.h>
+
+#include "runtime/engine/session.h"
+
+#include "runtime/base/clock.h"
+#include "runtime/engine/engine.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct mt_session {
+    struct mt_engine *engine;   /* borrowed */
+    struct mt_sampler *sampler; /* owned */
+    int vocab;
+    int32_t eos;
+    int32_t *hist;              /* owned: the ids in the engine's cache, [n_hist] */
+    size_t n_hist;
+    size_t cap_hist;
+    float *logits;              /* owned, [vocab]: the next token's logits */
+};
+
+const char *
+mt_stop_reason_name(enum mt_stop_reason r)
+{
+    switch (r) {
+    case MT_STOP_LENGTH:
+        return "length";
+    case MT_STOP_EOS:
+        return "eos";
+    case MT_STOP_CONTEXT:
+        return "context";
+    case MT_STOP_CALLER:
+        return "caller";
+    }
+    return "?";
+}
+
+void
+mt_gen_opts_default(struct mt_gen_opts *opts)
+{
+    memset(opts, 0, sizeof(*opts));
+    opts->max_new = 32;
+}
+
+mt_status_t
+mt_session_create(struct mt_engine *engine, const struct mt_sampler_opts *opts,
+                  struct mt_session **session_out)
+{
+    struct mt_session *s = calloc(1, sizeof(*s));
+    mt_status_t st;
+
+    if (s == NULL) {
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the session");
+    }
+    s->engine = engine;
+    s->vocab = mt_engine_vocab(engine);
+    s->eos = mt_engine_eos(engine);
+    s->logits = malloc((size_t)s->vocab * sizeof(float));
+    if (s->logits == NULL) {
+        st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the session's logits");
+        goto out_free;
+    }
+    st = mt_sampler_create(opts, s->vocab, &s->sampler);
+    if (st != MT_OK) {
+        goto out_free;
+    }
+    mt_engine_reset(engine);
+    *session_out = s;
+    return MT_OK;
+
+out_free:
+    free(s->logits);
+    free(s);
+    return st;
+}
+
+void
+mt_session_destroy(struct mt_session *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    mt_sampler_destroy(s->sampler);
+    free(s->hist);
+    free(s->logits);
+    free(s);
+}
+
+void
+mt_session_reset(struct mt_session *s)
+{
+    s->n_hist = 0;
+    mt_engine_reset(s->engine);
+}
+
+mt_status_t
+mt_session_set_sampler(struct mt_session *s, const struct mt_sampler_opts *opts)
+{
+    struct mt_sampler *sm;
+    mt_status_t st = mt_sampler_create(opts, s->vocab, &sm);
+
+    if (st != MT_OK) {
+        return st;
+    }
+    mt_sampler_destroy(s->sampler);
+    s->sampler = sm;
+    return MT_OK;
+}
+
+const int32_t *
+mt_session_history(const struct mt_session *s, size_t *n_out)
+{
+    *n_out = s->n_hist;
+    return s->hist;
+}
+
+static mt_status_t
+hist_push(struct mt_session *s, const int32_t *ids, size_t n)
+{
+    if (s->n_hist + n > s->cap_hist) {
+        size_t cap = s->cap_hist ? s->cap_hist : 256;
+        while (cap < s->n_hist + n) {
+            cap *= 2;
+        }
+        int32_t *h = realloc(s->hist, cap * sizeof(*h));
+        if (h == NULL) {
+            return mt_fail(MT_ERR_NOMEM, 0, "cannot grow the session history to %zu ids", cap);
+        }
+        s->hist = h;
+        s->cap_hist = cap;
+    }
+    memcpy(s->hist + s->n_hist, ids, n * sizeof(*ids));
+    s->n_hist += n;
+    return MT_OK;
+}
+
+/*
+ * Run prompt[0..n) keeping the longest cached prefix; at least the last id runs, for the logits
+ * of the next token. With all_logits the whole prompt runs.
+ */
+static mt_status_t
+prefill(struct mt_session *s, const int32_t *prompt, size_t n, float *all_logits,
+        size_t *reused_out)
+{
+    size_t common = 0;
+    mt_status_t st;
+
+    if ((st = mt_engine_check_prompt(s->engine, prompt, (int)n)) != MT_OK) {
+        return st;
+    }
+    if (all_logits == NULL) {
+        while (common < s->n_hist && common < n && s->hist[common] == prompt[common]) {
+            common++;
+        }
+        if (common == n) {
+            common = n - 1;
+        }
+    }
+    mt_engine_truncate(s->engine, (int64_t)common);
+    s->n_hist = common;
+    if (all_logits != NULL) {
+        st = mt_engine_forward(s->engine, prompt, (int)n, true, all_logits);
+        if (st == MT_OK) {
+            memcpy(s->logits, all_logits + (n - 1) * (size_t)s->vocab,
+                   (size_t)s->vocab * sizeof(float));
+        }
+    } else {
+        st = mt_engine_forward(s->engine, prompt + common, (int)(n - common), false, s->logits);
+    }
+    if (st == MT_OK) {
+        st = hist_push(s, prompt + common, n - common);
+    }
+    *reused_out = common;
+    return st;
+}
+
+static bool
+is_stop(const struct mt_session *s, const struct mt_gen_opts *o, int32_t id)
+{
+    if (id == s->eos && !o->ignore_eos) {
+        return true;
+    }
+    for (int i = 0; i < o->n_stop_ids; i++) {
+        if (o->stop_ids[i] == id) {
+            return true;
+        }
+    }
+    return false;
+}
+
+mt_status_t
+mt_session_generate(struct mt_session *s, const int32_t *prompt, size_t n_prompt,
+                    const struct mt_gen_opts *opts, mt_session_token_fn on_token, void *ctx,
+                    struct mt_gen_result *res)
+{
+    struct mt_gen_opts def;
+    int64_t max_pos = mt_engine_max_pos(s->engine);
+    double t0;
+    mt_status_t st;
+
+    if (opts == NULL) {
+        mt_gen_opts_default(&def);
+        opts = &def;
+    }
+    memset(res, 0, sizeof(*res));
+    res->n_prompt = n_prompt;
+    res->stop = MT_STOP_LENGTH;
+    if (n_prompt > (size_t)INT32_MAX) {
+        return mt_fail(MT_ERR_INVAL, 0, "a prompt of %zu tokens is too long", n_prompt);
+    }
+    t0 = mt_clock_now();
+    st = prefill(s, prompt, n_prompt, opts->prompt_logits_out, &res->n_reused);
+    res->prefill_s = mt_clock_now() - t0;
+    if (st != MT_OK) {
+        goto out_reset;
+    }
+    t0 = mt_clock_now();
+    while (res->n_generated < opts->max_new) {
+        int32_t next;
+        if ((st = mt_sampler_sample(s->sampler, s->logits, &next)) != MT_OK) {
+            goto out_reset;
+        }
+        if (is_stop(s, opts, next)) {
+            res->stop = MT_STOP_EOS;
+            break;
+        }
+        res->n_generated++;
+        bool go_on = on_token == NULL || on_token(ctx, next);
+        if (!go_on) {
+            res->stop = MT_STOP_CALLER;
+        } else if (res->n_generated < opts->max_new &&
+                   mt_engine_pos(s->engine) >= max_pos) {
+            res->stop = MT_STOP_CONTEXT;
+        }
+        /*
+         * The id joins the history only once it is fed: an id that was sampled but not run has
+         * no cache entry, and the next prompt (which holds it) runs it then.
+         */
+        if (!go_on || res->n_generated == opts->max_new || res->stop == MT_STOP_CONTEXT) {
+            break;
+        }
+        if ((st = mt_engine_forward(s->engine, &next, 1, false, s->logits)) != MT_OK ||
+            (st = hist_push(s, &next, 1)) != MT_OK) {
+            goto out_reset;
+        }
+        res->n_decoded++;
+    }
+    res->decode_s = mt_clock_now() - t0;
+    return MT_OK;
+
+out_reset:
+    res->decode_s = mt_clock_now() - t0;
+    mt_session_reset(s);
+    return st;
+}
