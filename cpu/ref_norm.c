@@ -53,6 +53,13 @@ mt_cpu_softmax(float *x, int n)
     double sum = 0.0;
 
     for (int i = 0; i < n; i++) {
+        if (isnan(x[i])) {
+            /* a NaN score is corruption, not a mask: the whole row becomes NaN, as in torch */
+            for (int j = 0; j < n; j++) {
+                x[j] = NAN;
+            }
+            return;
+        }
         if (x[i] > m) {
             m = x[i];
         }

@@ -67,7 +67,10 @@ mt_cpu_silu(float x)
     return x / (1.0f + __builtin_expf(-x));
 }
 
-/* In-place softmax of x[n] (max subtracted, fp32). Entries of -INFINITY get probability 0. */
+/*
+ * In-place softmax of x[n] (max subtracted, fp32). Entries of -INFINITY get probability 0; a row
+ * holding a NaN becomes all NaN (corruption propagates, it is never taken for a masked row).
+ */
 void mt_cpu_softmax(float *x, int n);
 
 /* ---- rotary embedding (ref_rope.c) --------------------------------------------------------- */

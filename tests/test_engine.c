@@ -733,11 +733,116 @@ out:
     tap_rmtree(dir);
 }
 
+/*
+ * Overwrite the first float of tensor `name` in dir's checkpoint with v; a name with "%d" stands
+ * for every routed expert (so that whichever expert a token picks is corrupt).
+ */
+static bool
+poke_f32(const char *dir, const char *name, float v)
+{
+    struct mt_model *m = NULL;
+    bool ok = true;
+    int n = strstr(name, "%d") != NULL ? -1 : 1;
+
+    if (mt_model_open(dir, &m) != MT_OK) {
+        return false;
+    }
+    if (n < 0) {
+        n = m->cfg.n_routed_experts;
+    }
+    for (int i = 0; i < n && ok; i++) {
+        char tn[256];
+        snprintf(tn, sizeof(tn), name, i);
+        const struct mt_st_tensor *t = mt_st_set_find(m->set, tn);
+        ok = t != NULL && t->dtype == MT_DTYPE_F32;
+        if (ok) {
+            FILE *f = fopen(mt_st_set_file_path(m->set, t->file), "r+b");
+            ok = f != NULL && fseek(f, (long)t->offset, SEEK_SET) == 0 &&
+                 fwrite(&v, 4, 1, f) == 1;
+            ok = f != NULL && fclose(f) == 0 && ok;
+        }
+    }
+    mt_model_destroy(m);
+    return ok;
+}
+
+/* Forward a few tokens on dir's checkpoint; the status, with the message in *msg. */
+static mt_status_t
+forward_status(const char *dir, const char **msg)
+{
+    struct mt_model *m = NULL;
+    struct mt_engine *e = NULL;
+    int32_t ids[6] = {1, 2, 3, 4, 5, 6};
+    float *lg = NULL;
+    mt_status_t st;
+
+    mt_log_set_quiet(true);
+    st = mt_model_open(dir, &m);
+    if (st == MT_OK) {
+        st = make_engine(m, MT_INDEXER_EXACT, MT_ATTN_SPARSE, false, &e);
+    }
+    if (st == MT_OK) {
+        lg = malloc((size_t)mt_engine_vocab(e) * sizeof(float));
+        st = lg == NULL ? MT_ERR_NOMEM : mt_engine_forward(e, ids, 6, false, lg);
+    }
+    mt_log_set_quiet(false);
+    *msg = mt_last_error();
+    free(lg);
+    mt_engine_destroy(e);
+    mt_model_destroy(m);
+    return st;
+}
+
+/*
+ * Corrupt weights never become plausible logits: a NaN, +Inf or 1e38 block scale, or a NaN in a
+ * norm, fails the call with MT_ERR_FORMAT naming the tensor or the layer.
+ */
+static void
+corrupt_weights(void)
+{
+    static const struct {
+        const char *tensor;
+        float value;
+        const char *want; /* in the message */
+    } cases[] = {
+        {"model.layers.0.self_attn.q_a_proj.weight_scale_inv", NAN,
+         "model.layers.0.self_attn.q_a_proj.weight_scale_inv"},
+        {"model.layers.0.self_attn.kv_a_proj_with_mqa.weight_scale_inv", INFINITY,
+         "kv_a_proj_with_mqa.weight_scale_inv"},
+        {"model.layers.0.mlp.down_proj.weight_scale_inv", 1e38f, "mlp.down_proj.weight_scale_inv"},
+        {"model.layers.1.mlp.experts.%d.up_proj.weight_scale_inv", NAN, "up_proj.weight_scale_inv"},
+        {"model.layers.0.input_layernorm.weight", NAN, "layer 0: the attention output"},
+        {"model.layers.1.post_attention_layernorm.weight", NAN, "layer 1: the MoE output"},
+    };
+    struct mt_synth_options so;
+    const char *msg;
+
+    memset(&so, 0, sizeof(so));
+    so.preset = "tiny";
+    so.layers = -1;
+    so.dense_layers = -1;
+    so.mtp = -1;
+    so.seed = 5;
+    so.force = true;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        so.out_dir = tap_tmpdir();
+        bool made = mt_synth_write(&so, NULL) == MT_OK &&
+                    poke_f32(so.out_dir, cases[i].tensor, cases[i].value);
+        mt_status_t st = made ? forward_status(so.out_dir, &msg) : MT_ERR_INTERNAL;
+        tap_ok(made && st == MT_ERR_FORMAT && strstr(msg, cases[i].want) != NULL &&
+                   (i != 3 || strstr(msg, "model.layers.1.mlp.experts.") != NULL),
+               "%g in '%s' fails the forward pass naming it: '%s'", (double)cases[i].value,
+               cases[i].tensor, made ? msg : "(could not corrupt the checkpoint)");
+        tap_rmtree(so.out_dir);
+    }
+}
+
 int
 main(void)
 {
     tap_plan(0);
     synthetic();
+    corrupt_weights();
     int n = golden_all();
     if (n == 0) {
         tap_diag("no golden sets under %s (tests/reference/README.md)", tap_data_path("golden"));

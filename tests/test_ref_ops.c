@@ -345,6 +345,15 @@ test_norms(void)
     mt_cpu_softmax(p, 4);
     double e1 = exp(1.0), e2 = exp(2.0);
     tap_ok(p[1] == 0.0f && fabs(p[2] - e2 / (2 * e1 + e2)) < 1e-6, "softmax with -inf entries");
+    float masked[3] = {-INFINITY, -INFINITY, -INFINITY};
+    float bad[3] = {NAN, NAN, NAN};
+    float one_bad[3] = {1.0f, NAN, 2.0f};
+    mt_cpu_softmax(masked, 3);
+    mt_cpu_softmax(bad, 3);
+    mt_cpu_softmax(one_bad, 3);
+    tap_ok(masked[0] == 0.0f && masked[2] == 0.0f && isnan(bad[0]) && isnan(bad[2]) &&
+               isnan(one_bad[0]) && isnan(one_bad[2]),
+           "softmax: an all -inf row is masked (zeros), a row with a NaN is all NaN");
 }
 
 static void

@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 static void
 run_usage(FILE *f)
@@ -117,6 +118,26 @@ print_token(void *ctx, int32_t id)
     }
     fflush(stdout);
     return true;
+}
+
+/*
+ * Peak resident memory of the process and the routed-expert weights the engine holds now, beside
+ * the size of all routed experts: where a plan streams experts from disk, the held bytes stay
+ * near zero however many experts ran.
+ */
+static void
+report_memory(const struct mt_cli_engine *e)
+{
+    struct rusage ru;
+    struct mt_model_sizes sz;
+
+    if (getrusage(RUSAGE_SELF, &ru) != 0 || mt_model_sizes_of(e->model, &sz) != MT_OK) {
+        return;
+    }
+    fprintf(stderr, "mt: memory: peak resident %.1f MiB; routed experts held %.1f MiB of %.1f "
+            "MiB\n", (double)ru.ru_maxrss / 1024.0,
+            (double)mt_engine_expert_bytes_held(e->engine) / (1 << 20),
+            (double)sz.routed_bytes / (1 << 20));
 }
 
 enum {
@@ -326,6 +347,7 @@ mt_cli_run(int argc, char **argv)
     fprintf(stderr, "mt: prefill %d tokens in %.3f s (%.2f tok/s); decode %ld tokens in %.3f s "
             "(%.2f tok/s)\n", n_prompt, res.prefill_s, mt_cli_tok_per_s(n_prompt, res.prefill_s),
             res.n_decoded, res.decode_s, mt_cli_tok_per_s((double)res.n_decoded, res.decode_s));
+    report_memory(&e);
     if (dump_path != NULL && dump_logits(dump_path, logits, n_prompt, vocab) != MT_OK) {
         goto out;
     }

@@ -1,0 +1,57 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# test_plan_run.sh - `moetier run --plan` on a `synth --preset small` checkpoint: a plan that
+# streams every routed expert from disk gives the same greedy tokens as one that keeps them in
+# DRAM (and as no plan), holds no routed expert after the run, and peaks lower in resident memory
+# by most of the routed experts' size; a plan for another model is refused naming the field.
+. "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
+prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
+make_tmp plan-run
+m="$tmp/small"
+
+echo "1..7"
+"$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
+    bail_out "synth --preset small failed: $(cat "$tmp/err")"
+"$bin" plan -m "$m" --hw "$prof" --gpu-mem 2G --cpu-mem 4.1G --gpu-reserve 1.6G --ctx 1024 \
+    -o "$tmp/plan.json" >/dev/null 2>"$tmp/err" || bail_out "plan failed: $(cat "$tmp/err")"
+# the same plan with every expert on NVMe (tiers and prefill codes 'N'), and all in DRAM ('C')
+sed -E 's/"(tiers|prefill)": *"[A-Z]+"/"\1": "NNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNN"/g' \
+    "$tmp/plan.json" >"$tmp/nvme.json"
+sed -E 's/"(tiers|prefill)": *"[A-Z]+"/"\1": "CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC"/g' \
+    "$tmp/plan.json" >"$tmp/dram.json"
+ids="5,17,900,33,4242,7,12,99,1000,65000,3,8,21,400,77,2,19,4096,123,88,6,31,250,11,9"
+
+run() { # run PLAN-FLAGS... : ids on stdout, stderr in $tmp/err
+    "$bin" run -m "$m" --prompt-ids "$ids" -n 8 --print-ids "$@" 2>"$tmp/err"
+}
+peak() { sed -n 's/.*peak resident \([0-9.]*\) MiB.*/\1/p' "$tmp/err"; }
+held() { sed -n 's/.*routed experts held \([0-9.]*\) MiB of \([0-9.]*\) MiB.*/\1 \2/p' "$tmp/err"; }
+
+plain=$(run)
+ok $? "run without a plan exits 0"
+dram=$(run --plan "$tmp/dram.json")
+rc=$?
+dram_peak=$(peak)
+nvme=$(run --plan "$tmp/nvme.json")
+rc2=$?
+nvme_peak=$(peak)
+set -- $(held)
+nvme_held=$1
+routed=$2
+grep -q "0 on the GPU, 0 in DRAM, 192 streamed from disk" "$tmp/err"
+ok $? "the plan's placement is reported: $(grep 'plan ' "$tmp/err")"
+[ $rc -eq 0 ] && [ $rc2 -eq 0 ] && [ -n "$plain" ] && [ "$dram" = "$plain" ] && [ "$nvme" = "$plain" ]
+ok $? "all-DRAM and all-NVMe plans give the tokens of no plan ('$nvme')"
+[ "$nvme_held" = "0.0" ]
+ok $? "with every expert on NVMe no routed expert is held after the run ($nvme_held of $routed MiB)"
+awk -v d="$dram_peak" -v n="$nvme_peak" -v r="$routed" 'BEGIN { exit !(d - n >= 0.75 * r) }'
+ok $? "peak resident memory: all-NVMe $nvme_peak MiB, all-DRAM $dram_peak MiB, routed experts $routed MiB"
+# a plan made for another model is refused before anything runs
+sed "s/\"hidden_size\": *[0-9]*/\"hidden_size\": 1024/" "$tmp/plan.json" >"$tmp/other.json"
+out=$(run --plan "$tmp/other.json")
+[ $? -eq 1 ] && [ -z "$out" ] && grep -q "another model" "$tmp/err"
+ok $? "a plan for another model: exit 1, one message: $(head -1 "$tmp/err")"
+out=$(run --plan "$tmp/missing.json")
+[ $? -eq 1 ] && grep -q "missing.json" "$tmp/err"
+ok $? "a missing plan: exit 1 naming it: $(head -1 "$tmp/err")"
+tap_exit
