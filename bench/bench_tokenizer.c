@@ -344,7 +344,7 @@ bench(const char *dir, const char *corpus, const char *ids_out, int passes)
         printf("%-10s %-12s %8.2f %10.3f %10.2f %12.0f\n", "moetier", "warm-median", mb, med,
                mb / med, (double)n_tokens / med);
     }
-    mt_tokenizer_free(tok);
+    mt_tokenizer_destroy(tok);
     free(off);
     free(dlen);
     free(data);

@@ -30,17 +30,27 @@ argmax_free(const float *v, const bool *taken, int n)
     return best;
 }
 
+size_t
+mt_cpu_router_work_bytes(const struct mt_cpu_router_params *p)
+{
+    size_t E = (size_t)p->n_experts;
+    size_t G = (size_t)(p->n_group > 0 ? p->n_group : 1);
+
+    return (2 * E + G) * sizeof(float) + (MT_MAX(E, G) + G) * sizeof(bool);
+}
+
 void
 mt_cpu_router(const float *logits, const float *bias, const struct mt_cpu_router_params *p,
-              int32_t *ids_out, float *w_out)
+              void *work, int32_t *ids_out, float *w_out)
 {
     int E = p->n_experts;
     int G = p->n_group > 0 ? p->n_group : 1;
     int per = E / G;
-    float s[E];
-    float b[E];
-    float gs[G];
-    bool taken[E > G ? E : G];
+    float *s = work;          // [E] sigmoid scores
+    float *b = s + E;         // [E] biased scores
+    float *gs = b + E;        // [G] group scores
+    bool *taken = (bool *)(gs + G); // [max(E, G)]
+    bool *keep = taken + (E > G ? E : G); // [G]
     double sum = 0.0;
 
     for (int e = 0; e < E; e++) {
@@ -64,7 +74,6 @@ mt_cpu_router(const float *logits, const float *bias, const struct mt_cpu_router
     for (int g = 0; g < G; g++) {
         taken[g] = false;
     }
-    bool keep[G];
     for (int g = 0; g < G; g++) {
         keep[g] = false;
     }

@@ -168,10 +168,12 @@ struct mt_cpu_router_params {
  * group score = sum of the 2 largest b in each group (the largest alone for groups of one),
  * keep the topk_group best groups, ids = top-k of b among kept experts (ties: smaller id),
  * w = s[ids] (/ sum when norm_topk_prob, + 1e-20 as HF) * routed_scaling_factor.
- * bias may be NULL. ids_out[k], w_out[k] in decreasing order of b.
+ * bias may be NULL. ids_out[k], w_out[k] in decreasing order of b. work has room for
+ * mt_cpu_router_work_bytes(p) bytes (the caller's workspace: no allocation per token).
  */
 void mt_cpu_router(const float *logits, const float *bias, const struct mt_cpu_router_params *p,
-                   int32_t *ids_out, float *w_out);
+                   void *work, int32_t *ids_out, float *w_out);
+size_t mt_cpu_router_work_bytes(const struct mt_cpu_router_params *p);
 
 /*
  * SwiGLU MLP for n_tok tokens: y = down(SiLU(gate x) * up x). x [n_tok, hidden],

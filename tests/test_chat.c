@@ -355,9 +355,9 @@ main(void)
         tok = keep;
         same_ids(ids, n, "a tokenizer without <think> gets it as text");
         free(ids);
-        mt_tokenizer_free(v3);
+        mt_tokenizer_destroy(v3);
     }
-    mt_tokenizer_free(tok);
+    mt_tokenizer_destroy(tok);
     tap_rmtree(dir);
     return tap_done();
 }

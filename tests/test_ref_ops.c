@@ -514,7 +514,10 @@ test_router(void)
     float logits[8];
     int32_t ids[2];
     float w[2];
+    float rwork[64]; /* mt_cpu_router_work_bytes(&p) = 80 bytes */
 
+    tap_ok(mt_cpu_router_work_bytes(&p) <= sizeof(rwork), "router: work size %zu bytes",
+           mt_cpu_router_work_bytes(&p));
     for (int i = 0; i < 8; i++) {
         logits[i] = logf(s[i] / (1.0f - s[i]));
     }
@@ -523,13 +526,13 @@ test_router(void)
      * -> keep g2, g3 -> experts 4 (.7), 5 (.7) tie -> 4 then 5; expert 0 (.9) is excluded.
      * weights from unbiased s: .2/.4 * 2.5 = 1.25 each.
      */
-    mt_cpu_router(logits, bias, &p, ids, w);
+    mt_cpu_router(logits, bias, &p, rwork, ids, w);
     tap_ok(ids[0] == 4 && ids[1] == 5, "router: group-limited selection on biased scores "
            "(got %d %d)", ids[0], ids[1]);
     tap_ok(fabsf(w[0] - 1.25f) < 1e-5f && fabsf(w[1] - 1.25f) < 1e-5f,
            "router: weights are unbiased sigmoid, normalized, times 2.5 (%g %g)", (double)w[0],
            (double)w[1]);
-    mt_cpu_router(logits, NULL, &p, ids, w);
+    mt_cpu_router(logits, NULL, &p, rwork, ids, w);
     /* no bias: g0 1.05, g1 1.0, g2 .4, g3 1.15 -> keep g3, g0: experts 0, 6 */
     tap_ok(ids[0] == 0 && ids[1] == 6 && fabsf(w[0] - 0.9f / 1.5f * 2.5f) < 1e-5f,
            "router without bias: experts %d %d, w0 %g", ids[0], ids[1], (double)w[0]);
@@ -537,7 +540,7 @@ test_router(void)
         logits[i] = NAN;
     }
     ids[0] = ids[1] = -1;
-    mt_cpu_router(logits, bias, &p, ids, w);
+    mt_cpu_router(logits, bias, &p, rwork, ids, w);
     tap_ok(ids[0] >= 0 && ids[0] < 8 && ids[1] >= 0 && ids[1] < 8 && ids[0] != ids[1],
            "router on NaN logits still returns k distinct valid ids (%d %d)", ids[0], ids[1]);
 }

@@ -286,7 +286,7 @@ test_single_file(void)
     st = mt_st_image_parse(image, (size_t)sb.st_size, "image", &ts, &nts);
     tap_ok(st == MT_OK && nts == (size_t)N_ONE_FILE,
            "mt_st_image_parse accepts the same bytes from memory (%zu tensors)", nts);
-    mt_st_tensors_free(ts, nts);
+    mt_st_tensors_destroy(ts, nts);
 
     /* The file shrinks after it was opened: the read must fail, naming tensor and file. */
     if (truncate(path, (off_t)(sb.st_size - 3)) == 0) {

@@ -294,7 +294,7 @@ test_stream(struct mt_tokenizer *tok)
     mt_detok_flush(&d, &out, &len);
     tap_ok(all_replaced && len == 0,
            "surrogate, overlong and > U+10FFFF starts become U+FFFD, nothing held back");
-    mt_detok_free(&d);
+    mt_detok_fini(&d);
 }
 
 /* ---- small synthetic tokenizer.json files ---------------------------------------------------- */
@@ -388,7 +388,7 @@ test_small(void)
     expect(tok, "bca", (int32_t[]){258, 'a'}, 2, "bca -> [bc][a]");
     expect(tok, "ab-c", (int32_t[]){256, '-', 'c'}, 3, "Split Isolated on \"-\" keeps '-' alone");
     expect(tok, "a<x>bc", (int32_t[]){'a', 259, 258}, 3, "added token in text (special)");
-    mt_tokenizer_free(tok);
+    mt_tokenizer_destroy(tok);
     tok = NULL;
 
     /* behaviours on the same text "a-b--c", pattern "-" */
@@ -419,7 +419,7 @@ test_small(void)
         snprintf(what, sizeof(what), "Split %s%s on a-b--c", cases[c].beh,
                  cases[c].invert ? " (invert)" : "");
         expect(tok, "a-b--c", cases[c].want, cases[c].n, what);
-        mt_tokenizer_free(tok);
+        mt_tokenizer_destroy(tok);
         tok = NULL;
     }
 
@@ -450,7 +450,7 @@ test_small(void)
         char what[128];
         snprintf(what, sizeof(what), "Split %s: pieces as HF forms them", cases2[c].beh);
         expect(tok, "a-b--c", cases2[c].want, cases2[c].n, what);
-        mt_tokenizer_free(tok);
+        mt_tokenizer_destroy(tok);
         tok = NULL;
     }
 
@@ -483,7 +483,7 @@ test_small(void)
         free(ids);
         free(text);
     }
-    mt_tokenizer_free(tok);
+    mt_tokenizer_destroy(tok);
     tok = NULL;
 
     /* malformed files: each must fail with a message naming the problem */
@@ -524,7 +524,7 @@ test_small(void)
         st = load_text(dir, bad[c].json, &tok);
         tap_ok(st == MT_ERR_FORMAT && tok == NULL && strstr(mt_last_error(), bad[c].needle),
                "malformed (%s): %s", bad[c].what, mt_last_error());
-        mt_tokenizer_free(tok);
+        mt_tokenizer_destroy(tok);
         tok = NULL;
     }
     st = mt_tokenizer_load("/nonexistent/dir", &tok);
@@ -548,7 +548,7 @@ main(void)
         test_invalid_utf8(tok);
         test_stream(tok);
         test_random_roundtrip(tok);
-        mt_tokenizer_free(tok);
+        mt_tokenizer_destroy(tok);
     }
     test_small();
     return tap_done();

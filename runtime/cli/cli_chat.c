@@ -358,7 +358,7 @@ chat_turn(struct chat *c, const char *line)
         st = r.st;
     }
     flush_detok(c, &r.detok);
-    mt_detok_free(&r.detok);
+    mt_detok_fini(&r.detok);
     if (r.in_reasoning) {
         r.n_reasoning = r.gen.n;
         r.answer_at = r.gen.n;
@@ -625,7 +625,7 @@ out:
         msg_free(&c.msgs[i]);
     }
     free(c.msgs);
-    mt_tokenizer_free(c.tok);
+    mt_tokenizer_destroy(c.tok);
     mt_cli_engine_fini(&c.eng);
     return rc;
 }

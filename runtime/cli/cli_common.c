@@ -278,7 +278,7 @@ is_id_separator(char c)
 
 bool
 mt_cli_parse_ids(const struct mt_cli *cli, const char *what, const char *s, size_t len,
-                 int32_t **ids_p, size_t *n_p)
+                 int32_t **ids_out, size_t *n_out)
 {
     int32_t *ids = malloc(sizeof(*ids));
     size_t n = 0, cap = 1, i = 0;
@@ -327,8 +327,8 @@ mt_cli_parse_ids(const struct mt_cli *cli, const char *what, const char *s, size
         }
         ids[n++] = (int32_t)v;
     }
-    *ids_p = ids;
-    *n_p = n;
+    *ids_out = ids;
+    *n_out = n;
     return true;
 }
 

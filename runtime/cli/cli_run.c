@@ -358,10 +358,10 @@ mt_cli_run(int argc, char **argv)
 
 out:
     if (have_detok) {
-        mt_detok_free(&detok);
+        mt_detok_fini(&detok);
     }
     free(logits);
-    mt_tokenizer_free(tok);
+    mt_tokenizer_destroy(tok);
     mt_cli_engine_fini(&e);
     free(prompt);
     return rc;

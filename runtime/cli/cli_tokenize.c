@@ -156,6 +156,6 @@ mt_cli_tokenize(int argc, char **argv)
     }
 out:
     free(in);
-    mt_tokenizer_free(tok);
+    mt_tokenizer_destroy(tok);
     return rc;
 }

@@ -331,6 +331,8 @@ work_layout(const struct mt_model_config *c, size_t n, size_t end, char *base, s
     w->logits = carve(base, &off, n * E * f);
     w->ids = carve(base, &off, n * K * sizeof(int32_t));
     w->moe_wts = carve(base, &off, n * K * f);
+    struct mt_cpu_router_params rp = {.n_experts = c->n_routed_experts, .n_group = c->n_group};
+    w->router_work = carve(base, &off, mt_cpu_router_work_bytes(&rp));
     w->xs = carve(base, &off, n * K * D * f);
     w->ys = carve(base, &off, n * K * D * f);
     w->row_tok = carve(base, &off, n * K * sizeof(int));

@@ -60,6 +60,7 @@ struct eng_work {
     float *logits;                  // [n, E] router logits
     int32_t *ids;                   // [n, K] chosen experts
     float *moe_wts;                 // [n, K] their weights
+    void *router_work;              // mt_cpu_router_work_bytes()
     float *xs, *ys;                 // [n*K, hidden] inputs grouped by expert, the outputs
     int *row_tok;                   // [n*K] which token each grouped row came from
     float *row_w;                   // [n*K] and its router weight

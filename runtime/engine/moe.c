@@ -137,7 +137,8 @@ eng_moe(struct mt_engine *e, int l, const float *x, int n, struct eng_work *w, f
         return st;
     }
     for (int t = 0; t < n; t++) {
-        mt_cpu_router(w->logits + (size_t)t * E, L->router_bias, &rp, w->ids + (size_t)t * K,
+        mt_cpu_router(w->logits + (size_t)t * E, L->router_bias, &rp, w->router_work,
+                      w->ids + (size_t)t * K,
                       w->moe_wts + (size_t)t * K);
     }
     /* TRACE POINT: the router's expert ids of this layer, ids[t * K + j], are known here */

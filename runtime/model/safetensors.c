@@ -337,7 +337,7 @@ out_decref:
 }
 
 void
-mt_st_tensors_free(struct mt_st_tensor *tensors, size_t n)
+mt_st_tensors_destroy(struct mt_st_tensor *tensors, size_t n)
 {
     if (tensors == NULL) {
         return;
@@ -909,7 +909,7 @@ mt_st_set_destroy(struct mt_st_set *set)
     if (set == NULL) {
         return;
     }
-    mt_st_tensors_free(set->tensors, set->n);
+    mt_st_tensors_destroy(set->tensors, set->n);
     for (int i = set->nfiles - 1; i >= 0; i--) {
         if (set->fds[i] >= 0) {
             close(set->fds[i]);

@@ -82,12 +82,12 @@ mt_status_t mt_st_set_read(const struct mt_st_set *set, const struct mt_st_tenso
  * Parse and validate one header (the JSON text, len bytes, not NUL-terminated) for a file whose
  * data section has data_size bytes and starts at data_start. `what` names the file in messages.
  * Appends the tensors to *tensors and *n (realloc'd; caller frees names and array with
- * mt_st_tensors_free). Exposed for the fuzz target and tests.
+ * mt_st_tensors_destroy). Exposed for the fuzz target and tests.
  */
 mt_status_t mt_st_header_parse(const char *json, size_t len, uint64_t data_start,
                                uint64_t data_size, const char *what, int file,
                                struct mt_st_tensor **tensors, size_t *n);
-void mt_st_tensors_free(struct mt_st_tensor *tensors, size_t n);
+void mt_st_tensors_destroy(struct mt_st_tensor *tensors, size_t n);
 
 /*
  * Parse a whole safetensors file image held in memory (len bytes: the 8-byte length, the header,

@@ -288,7 +288,7 @@ py_json(struct sbuf *b, const json_t *v)
 }
 
 mt_status_t
-mt_chat_json_py(const char *json, char **out_p)
+mt_chat_json_py(const char *json, char **json_out)
 {
     json_error_t jerr;
     json_t *v = json_loads(json, JSON_DECODE_ANY, &jerr);
@@ -303,7 +303,7 @@ mt_chat_json_py(const char *json, char **out_p)
         free(b.s);
         return mt_fail(MT_ERR_NOMEM, 0, "chat: out of memory");
     }
-    *out_p = b.s;
+    *json_out = b.s;
     return MT_OK;
 }
 
@@ -565,7 +565,7 @@ build(struct builder *b, const struct mt_chat_msg *msgs, size_t n, bool thinking
 
 mt_status_t
 mt_chat_encode(struct mt_tokenizer *tok, const struct mt_chat_msg *msgs, size_t n, bool thinking,
-               int32_t **ids_p, size_t *n_p)
+               int32_t **ids_out, size_t *n_out)
 {
     struct builder b = {.tok = tok};
     mt_status_t st;
@@ -583,13 +583,13 @@ mt_chat_encode(struct mt_tokenizer *tok, const struct mt_chat_msg *msgs, size_t 
     if (b.ids == NULL && (b.ids = malloc(sizeof(*b.ids))) == NULL) {
         return mt_fail(MT_ERR_NOMEM, 0, "chat: out of memory");
     }
-    *ids_p = b.ids;
-    *n_p = b.n;
+    *ids_out = b.ids;
+    *n_out = b.n;
     return MT_OK;
 }
 
 mt_status_t
-mt_chat_render(const struct mt_chat_msg *msgs, size_t n, bool thinking, char **text_p)
+mt_chat_render(const struct mt_chat_msg *msgs, size_t n, bool thinking, char **text_out)
 {
     struct builder b = {0};
     mt_status_t st = build(&b, msgs, n, thinking);
@@ -599,6 +599,6 @@ mt_chat_render(const struct mt_chat_msg *msgs, size_t n, bool thinking, char **t
         free(b.text.s);
         return st;
     }
-    *text_p = b.text.s;
+    *text_out = b.text.s;
     return MT_OK;
 }

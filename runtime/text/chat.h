@@ -58,23 +58,23 @@ struct mt_chat_msg {
 };
 
 /*
- * The prompt of msgs[0..n) as token ids: *ids_p is malloc'ed, *n_p its length. thinking selects
+ * The prompt of msgs[0..n) as token ids: *ids_out is malloc'ed, *n_out its length. thinking selects
  * thinking mode (<think> after the last user turn) or chat mode (</think>). Invalid conversations
  * (a tool result with no assistant tool call before it, an assistant turn after the last user
  * turn in thinking mode with neither reasoning nor tool calls, arguments that are not a JSON
  * object) give MT_ERR_INVAL with a message naming the message index.
  */
 mt_status_t mt_chat_encode(struct mt_tokenizer *tok, const struct mt_chat_msg *msgs, size_t n,
-                           bool thinking, int32_t **ids_p, size_t *n_p);
+                           bool thinking, int32_t **ids_out, size_t *n_out);
 
 /* The same prompt as the text encoding_dsv32.encode_messages returns (malloc'ed, NUL-ended). */
-mt_status_t mt_chat_render(const struct mt_chat_msg *msgs, size_t n, bool thinking, char **text_p);
+mt_status_t mt_chat_render(const struct mt_chat_msg *msgs, size_t n, bool thinking, char **text_out);
 
 /*
  * JSON text as Python's json.dumps(value, ensure_ascii=False) writes it (", " and ": "
  * separators, shortest round-trip floats), which the tool-call and tool-list formats use.
- * *out_p is malloc'ed.
+ * *json_out is malloc'ed.
  */
-mt_status_t mt_chat_json_py(const char *json, char **out_p);
+mt_status_t mt_chat_json_py(const char *json, char **json_out);
 
 #endif /* MT_CHAT_H */

@@ -888,7 +888,7 @@ out:
 }
 
 mt_status_t
-mt_tokenizer_load(const char *dir, struct mt_tokenizer **tok_p)
+mt_tokenizer_load(const char *dir, struct mt_tokenizer **tok_out)
 {
     struct mt_tokenizer *tok;
     struct stat sb;
@@ -936,17 +936,17 @@ mt_tokenizer_load(const char *dir, struct mt_tokenizer **tok_p)
         goto out_free;
     }
     free(cfg);
-    *tok_p = tok;
+    *tok_out = tok;
     return MT_OK;
 
 out_free:
     free(cfg);
-    mt_tokenizer_free(tok);
+    mt_tokenizer_destroy(tok);
     return st;
 }
 
 void
-mt_tokenizer_free(struct mt_tokenizer *tok)
+mt_tokenizer_destroy(struct mt_tokenizer *tok)
 {
     if (tok == NULL) {
         return;
@@ -1476,9 +1476,9 @@ encode_added(struct mt_tokenizer *tok, const struct trie *t, const struct trie *
 
 mt_status_t
 mt_tokenizer_encode_append(struct mt_tokenizer *tok, const char *text, size_t len, bool special,
-                           int32_t **ids_p, size_t *n_p, size_t *cap_p)
+                           int32_t **ids_out, size_t *n_out, size_t *cap_inout)
 {
-    struct out_ids o = {ids_p, n_p, cap_p};
+    struct out_ids o = {ids_out, n_out, cap_inout};
 
     if (text == NULL && len > 0) {
         return mt_fail(MT_ERR_INVAL, 0, "tokenizer: NULL text");
@@ -1492,7 +1492,7 @@ mt_tokenizer_encode_append(struct mt_tokenizer *tok, const char *text, size_t le
 
 mt_status_t
 mt_tokenizer_encode(struct mt_tokenizer *tok, const char *text, size_t len, bool special,
-                    int32_t **ids_p, size_t *n_p)
+                    int32_t **ids_out, size_t *n_out)
 {
     int32_t *ids = NULL;
     size_t n = 0, cap = 0;
@@ -1509,8 +1509,8 @@ mt_tokenizer_encode(struct mt_tokenizer *tok, const char *text, size_t len, bool
             return mt_fail(MT_ERR_NOMEM, 0, "tokenizer: out of memory");
         }
     }
-    *ids_p = ids;
-    *n_p = n;
+    *ids_out = ids;
+    *n_out = n;
     return MT_OK;
 }
 
@@ -1518,18 +1518,18 @@ mt_tokenizer_encode(struct mt_tokenizer *tok, const char *text, size_t len, bool
  */
 
 const char *
-mt_tokenizer_token_bytes(const struct mt_tokenizer *tok, int32_t id, size_t *len_p)
+mt_tokenizer_token_bytes(const struct mt_tokenizer *tok, int32_t id, size_t *len_out)
 {
     if (id < 0 || id >= tok->n_vocab || tok->tok_len[id] < 0) {
         return NULL;
     }
-    *len_p = (size_t)tok->tok_len[id];
+    *len_out = (size_t)tok->tok_len[id];
     return tok->tok_bytes + tok->tok_off[id];
 }
 
 mt_status_t
-mt_tokenizer_decode(const struct mt_tokenizer *tok, const int32_t *ids, size_t n, char **text_p,
-                    size_t *len_p)
+mt_tokenizer_decode(const struct mt_tokenizer *tok, const int32_t *ids, size_t n, char **text_out,
+                    size_t *len_out)
 {
     size_t total = 0, len, off = 0;
     char *out;
@@ -1553,8 +1553,8 @@ mt_tokenizer_decode(const struct mt_tokenizer *tok, const int32_t *ids, size_t n
         off += len;
     }
     out[off] = 0;
-    *text_p = out;
-    *len_p = off;
+    *text_out = out;
+    *len_out = off;
     return MT_OK;
 }
 
@@ -1602,7 +1602,7 @@ mt_detok_init(struct mt_detok *d, const struct mt_tokenizer *tok)
 }
 
 void
-mt_detok_free(struct mt_detok *d)
+mt_detok_fini(struct mt_detok *d)
 {
     free(d->buf);
     memset(d, 0, sizeof(*d));
@@ -1635,7 +1635,7 @@ utf8_seq_len(unsigned char c)
  * may still become valid stays pending; a byte that cannot becomes U+FFFD.
  */
 static mt_status_t
-detok_feed(struct mt_detok *d, const unsigned char *b, size_t n, const char **text_p, size_t *len_p)
+detok_feed(struct mt_detok *d, const unsigned char *b, size_t n, const char **text_out, size_t *len_out)
 {
     unsigned char *all;
     size_t total = d->n_pending + n, i = 0, out = 0;
@@ -1687,13 +1687,13 @@ detok_feed(struct mt_detok *d, const unsigned char *b, size_t n, const char **te
         i++;
     }
     d->buf[out] = 0;
-    *text_p = d->buf;
-    *len_p = out;
+    *text_out = d->buf;
+    *len_out = out;
     return MT_OK;
 }
 
 mt_status_t
-mt_detok_push(struct mt_detok *d, int32_t id, const char **text_p, size_t *len_p)
+mt_detok_push(struct mt_detok *d, int32_t id, const char **text_out, size_t *len_out)
 {
     size_t n;
     const char *b = mt_tokenizer_token_bytes(d->tok, id, &n);
@@ -1701,11 +1701,11 @@ mt_detok_push(struct mt_detok *d, int32_t id, const char **text_p, size_t *len_p
     if (b == NULL) {
         return mt_fail(MT_ERR_INVAL, 0, "tokenizer: id %d is not a token", id);
     }
-    return detok_feed(d, (const unsigned char *)b, n, text_p, len_p);
+    return detok_feed(d, (const unsigned char *)b, n, text_out, len_out);
 }
 
 mt_status_t
-mt_detok_flush(struct mt_detok *d, const char **text_p, size_t *len_p)
+mt_detok_flush(struct mt_detok *d, const char **text_out, size_t *len_out)
 {
     size_t out = 0;
     mt_status_t st;
@@ -1719,7 +1719,7 @@ mt_detok_flush(struct mt_detok *d, const char **text_p, size_t *len_p)
     }
     d->n_pending = 0;
     d->buf[out] = 0;
-    *text_p = d->buf;
-    *len_p = out;
+    *text_out = d->buf;
+    *len_out = out;
     return MT_OK;
 }

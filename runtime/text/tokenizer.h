@@ -37,36 +37,36 @@ struct mt_tokenizer;
 /*
  * Load DIR/tokenizer.json (DIR may also name the file itself). On failure returns MT_ERR_IO or
  * MT_ERR_FORMAT with a message naming the file and the first problem (no model, a bad merge, a
- * regex that does not compile, ...); *tok_p is set only on success.
+ * regex that does not compile, ...); *tok_out is set only on success.
  */
-mt_status_t mt_tokenizer_load(const char *dir, struct mt_tokenizer **tok_p);
-void mt_tokenizer_free(struct mt_tokenizer *tok);
+mt_status_t mt_tokenizer_load(const char *dir, struct mt_tokenizer **tok_out);
+void mt_tokenizer_destroy(struct mt_tokenizer *tok);
 
 /*
  * Encode len bytes of text (need not be NUL-terminated, need not be valid UTF-8: bytes that are not
- * UTF-8 are encoded one by one). *ids_p is malloc'ed (free() it); *n_p is its length. With special,
+ * UTF-8 are encoded one by one). *ids_out is malloc'ed (free() it); *n_out is its length. With special,
  * added tokens (<｜User｜>, ...) written in the text become their ids.
  */
 mt_status_t mt_tokenizer_encode(struct mt_tokenizer *tok, const char *text, size_t len,
-                                bool special, int32_t **ids_p, size_t *n_p);
+                                bool special, int32_t **ids_out, size_t *n_out);
 
-/* Like mt_tokenizer_encode but appends to a caller's growing array (*ids_p, *n_p, *cap_p). */
+/* Like mt_tokenizer_encode but appends to a caller's growing array (*ids_out, *n_out, *cap_inout). */
 mt_status_t mt_tokenizer_encode_append(struct mt_tokenizer *tok, const char *text, size_t len,
-                                       bool special, int32_t **ids_p, size_t *n_p, size_t *cap_p);
+                                       bool special, int32_t **ids_out, size_t *n_out, size_t *cap_inout);
 
 /*
- * Decode n ids to bytes: *text_p is malloc'ed and NUL-terminated, *len_p excludes the NUL.
+ * Decode n ids to bytes: *text_out is malloc'ed and NUL-terminated, *len_out excludes the NUL.
  * An id that is not a token gives MT_ERR_INVAL.
  */
 mt_status_t mt_tokenizer_decode(const struct mt_tokenizer *tok, const int32_t *ids, size_t n,
-                                char **text_p, size_t *len_p);
+                                char **text_out, size_t *len_out);
 
 /* The id of the token whose text is `text` (added tokens first, then the vocabulary); -1 if none.
  */
 int32_t mt_tokenizer_token_id(const struct mt_tokenizer *tok, const char *text);
 
 /* The bytes one token decodes to (not NUL-terminated); NULL if id is not a token. */
-const char *mt_tokenizer_token_bytes(const struct mt_tokenizer *tok, int32_t id, size_t *len_p);
+const char *mt_tokenizer_token_bytes(const struct mt_tokenizer *tok, int32_t id, size_t *len_out);
 
 /* True if id is one of the file's added tokens (special or not). */
 bool mt_tokenizer_is_added(const struct mt_tokenizer *tok, int32_t id);
@@ -92,15 +92,15 @@ struct mt_detok {
 };
 
 void mt_detok_init(struct mt_detok *d, const struct mt_tokenizer *tok);
-void mt_detok_free(struct mt_detok *d);
+void mt_detok_fini(struct mt_detok *d);
 
 /*
- * Feed one generated id; *text_p (valid until the next call) receives the complete characters now
- * printable, *len_p bytes (may be 0). An id that is not a token gives MT_ERR_INVAL.
+ * Feed one generated id; *text_out (valid until the next call) receives the complete characters now
+ * printable, *len_out bytes (may be 0). An id that is not a token gives MT_ERR_INVAL.
  */
-mt_status_t mt_detok_push(struct mt_detok *d, int32_t id, const char **text_p, size_t *len_p);
+mt_status_t mt_detok_push(struct mt_detok *d, int32_t id, const char **text_out, size_t *len_out);
 
 /* End of stream: whatever is still held back comes out as U+FFFD. */
-mt_status_t mt_detok_flush(struct mt_detok *d, const char **text_p, size_t *len_p);
+mt_status_t mt_detok_flush(struct mt_detok *d, const char **text_out, size_t *len_out);
 
 #endif /* MT_TOKENIZER_H */

@@ -41,6 +41,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else if (n != 0) {
         __builtin_trap();
     }
-    mt_st_tensors_free(ts, n);
+    mt_st_tensors_destroy(ts, n);
     return 0;
 }
