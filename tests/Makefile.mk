@@ -26,14 +26,21 @@ check_PROGRAMS += tests/test_tokenizer
 tests_test_tokenizer_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_hwprofile
 tests_test_hwprofile_LDADD = $(MT_TEST_LIBS)
+# The leaf libraries link alone: io/ and cpu/ need only the base library (the layering's proof).
 check_PROGRAMS += tests/test_uring_reader
-tests_test_uring_reader_LDADD = $(MT_TEST_LIBS)
+tests_test_uring_reader_LDADD = tests/libmttap.a io/libmtio.a runtime/base/libmtbase.a \
+	$(URING_LIBS) -lm
 check_PROGRAMS += tests/test_synth
 tests_test_synth_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_engine
 tests_test_engine_LDADD = $(MT_TEST_LIBS)
+# the cross-backend harness: executors (and ops) against the reference
+check_PROGRAMS += tests/test_executors
+tests_test_executors_SOURCES = tests/test_executors.c tests/harness.c tests/harness.h
+tests_test_executors_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_ref_ops
-tests_test_ref_ops_LDADD = $(MT_TEST_LIBS)
+tests_test_ref_ops_LDADD = tests/libmttap.a cpu/libmtcpu.a runtime/base/libmtbase.a \
+	$(HWLOC_LIBS) $(OPENMP_CFLAGS) -lm
 check_PROGRAMS += tests/test_sampler
 tests_test_sampler_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_trace

@@ -1,0 +1,193 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_executors.c - every expert executor against the reference executor, through the
+ * cross-backend harness (tests/harness.h), on FP8, BF16 and F32 experts, odd shapes (not
+ * multiples of the 128x128 scale blocks), token counts 1..9 and the real V3.2 expert shape.
+ *
+ * Executors here: the reference itself over dequantized weights (FP8 and BF16 against their
+ * exact fp32 values: the reference's dequantization), and the harness's own self-test (a
+ * dropped task and a 5% error must be caught). Backends add their executor to this file.
+ */
+#include <config.h>
+
+#include "cpu/ref_ops.h"
+#include "runtime/engine/executor.h"
+#include "runtime/engine/expert_provider.h"
+#include "tests/harness.h"
+#include "tests/tap.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- a provider that hands out fp32 copies of another provider's experts ------------------ */
+
+struct deq {
+    struct mt_expert_provider *inner; /* borrowed */
+    float *bufs[3];                   /* owned: the last acquired expert, dequantized */
+};
+
+static bool
+deq_weight(const struct mt_cpu_weight *w, float **buf, struct mt_cpu_weight *out)
+{
+    free(*buf);
+    *buf = malloc((size_t)(w->rows * w->cols) * sizeof(float));
+    if (*buf == NULL) {
+        return false;
+    }
+    for (int64_t r = 0; r < w->rows; r++) {
+        mt_cpu_weight_row(w, r, *buf + r * w->cols);
+    }
+    *out = (struct mt_cpu_weight){MT_DTYPE_F32, *buf, NULL, w->rows, w->cols};
+    return true;
+}
+
+static mt_status_t
+deq_acquire(void *self, int layer, int expert, struct mt_expert *out)
+{
+    struct deq *d = self;
+    struct mt_expert w;
+    mt_status_t st = d->inner->ops->acquire(d->inner->self, layer, expert, &w);
+
+    if (st != MT_OK) {
+        return st;
+    }
+    bool ok = deq_weight(&w.gate, &d->bufs[0], &out->gate) &&
+              deq_weight(&w.up, &d->bufs[1], &out->up) &&
+              deq_weight(&w.down, &d->bufs[2], &out->down);
+    d->inner->ops->release(d->inner->self, layer, expert);
+    return ok ? MT_OK : mt_fail(MT_ERR_NOMEM, 0, "cannot dequantize an expert");
+}
+
+static void
+deq_release(void *self, int layer, int expert)
+{
+    (void)self;
+    (void)layer;
+    (void)expert;
+}
+
+static void
+deq_destroy(void *self)
+{
+    struct deq *d = self;
+    for (int i = 0; i < 3; i++) {
+        free(d->bufs[i]);
+    }
+}
+
+static const struct mt_expert_provider_ops deq_ops = {
+    .name = "dequantized", .acquire = deq_acquire, .release = deq_release, .destroy = deq_destroy,
+};
+
+/* ---- deliberately wrong executors: the harness must catch them ---------------------------- */
+
+struct wrong {
+    struct mt_executor *ref; /* borrowed */
+    int mode;                /* 0: drop the last task, 1: outputs 5% too large */
+    const struct mt_expert_task *last;
+    int n;
+};
+
+static mt_status_t
+wrong_submit(void *self, const struct mt_expert_task *tasks, int n)
+{
+    struct wrong *w = self;
+    w->last = tasks;
+    w->n = n;
+    return w->ref->ops->submit(w->ref->self, tasks, w->mode == 0 ? n - 1 : n);
+}
+
+static mt_status_t
+wrong_wait(void *self)
+{
+    struct wrong *w = self;
+    mt_status_t st = w->ref->ops->wait(w->ref->self);
+    for (int i = 0; w->mode == 1 && i < w->n; i++) {
+        for (int j = 0; j < w->last[i].m * 64; j++) {
+            w->last[i].y[j] *= 1.05f;
+        }
+    }
+    return st;
+}
+
+static void
+wrong_destroy(void *self)
+{
+    (void)self;
+}
+
+static const struct mt_executor_ops wrong_ops = {"wrong", wrong_submit, wrong_wait, wrong_destroy};
+
+static void
+test_dtype(enum mt_dtype dt, int layers, int experts, int hidden, int inter, const int *ms,
+           int n_ms)
+{
+    struct mt_expert_provider *p = NULL;
+    struct mt_executor *ex = NULL;
+    struct deq d = {0};
+    struct mt_expert_provider dp = {&deq_ops, &d};
+    char name[128];
+
+    snprintf(name, sizeof(name), "reference on dequantized %s experts %dx%d", mt_dtype_name(dt),
+             hidden, inter);
+    if (!tap_ok(mt_harness_provider_create(layers, experts, hidden, inter, dt, 11, &p) == MT_OK &&
+                    (d.inner = p, mt_executor_ref_create(&dp, &ex) == MT_OK),
+                "%s: set up", name)) {
+        goto out;
+    }
+    mt_harness_executor(name, ex, p, layers, experts, hidden, ms, n_ms,
+                        mt_harness_tol_for(MT_DTYPE_F32), 7, false);
+    tap_ok(mt_harness_provider_outstanding(p) == 0, "%s: every acquire was released", name);
+out:
+    mt_executor_destroy(ex);
+    deq_destroy(&d);
+    mt_expert_provider_destroy(p);
+}
+
+static void
+test_self(void)
+{
+    struct mt_expert_provider *p = NULL;
+    struct mt_executor *ref = NULL;
+    struct wrong w = {0};
+    struct mt_executor wex = {&wrong_ops, &w};
+    int ms[4] = {1, 3, 2, 5};
+
+    if (!tap_ok(mt_harness_provider_create(2, 5, 64, 32, MT_DTYPE_BF16, 3, &p) == MT_OK &&
+                    mt_executor_ref_create(p, &ref) == MT_OK,
+                "harness self-test: set up")) {
+        goto out;
+    }
+    w.ref = ref;
+    w.mode = 0;
+    tap_ok(!mt_harness_executor("drops a task", &wex, p, 2, 5, 64, ms, 4,
+                                mt_harness_tol_for(MT_DTYPE_F32), 1, true),
+           "harness self-test: an executor that drops a task fails");
+    w.mode = 1;
+    tap_ok(!mt_harness_executor("5% off", &wex, p, 2, 5, 64, ms, 4,
+                                mt_harness_tol_for(MT_DTYPE_BF16), 1, true),
+           "harness self-test: an executor 5%% off fails at the bf16 tolerance");
+    tap_ok(mt_harness_executor("the reference itself", ref, p, 2, 5, 64, ms, 4,
+                               mt_harness_tol_for(MT_DTYPE_F32), 1, true),
+           "harness self-test: the reference passes against itself");
+out:
+    mt_executor_destroy(ref);
+    mt_expert_provider_destroy(p);
+}
+
+int
+main(void)
+{
+    static const int ms_small[] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    static const int ms_real[] = {1, 3};
+
+    tap_plan(0);
+    test_self();
+    test_dtype(MT_DTYPE_F8_E4M3, 2, 5, 200, 72, ms_small, 9);
+    test_dtype(MT_DTYPE_BF16, 2, 5, 200, 72, ms_small, 9);
+    test_dtype(MT_DTYPE_F32, 2, 5, 136, 40, ms_small, 9);
+    /* the real V3.2 expert: 7168 -> 2048 -> 7168, FP8 */
+    test_dtype(MT_DTYPE_F8_E4M3, 1, 2, 7168, 2048, ms_real, 2);
+    return tap_done();
+}
