@@ -5,7 +5,7 @@ AM_TESTS_ENVIRONMENT = OMP_NUM_THREADS=2 MALLOC_PERTURB_=165 \
 	MT_BUILDDIR=$(abs_top_builddir); export OMP_NUM_THREADS MALLOC_PERTURB_ MT_TEST_DATA MT_SRCDIR MT_BUILDDIR;
 
 noinst_LIBRARIES += tests/libmttap.a
-tests_libmttap_a_SOURCES = tests/tap.c tests/tap.h
+tests_libmttap_a_SOURCES = tests/tap.c tests/tap.h tests/sha256.c
 MT_TEST_LIBS = tests/libmttap.a $(MT_LIBS) $(MT_SYSLIBS)
 
 check_PROGRAMS += tests/test_safetensors

@@ -65,6 +65,14 @@ tap_skip_all(const char *why)
     planned = 0;
 }
 
+void
+tap_bail_out(const char *why)
+{
+    printf("Bail out! %s\n", why);
+    fflush(stdout);
+    exit(1);
+}
+
 int
 tap_done(void)
 {

@@ -16,6 +16,8 @@ void tap_plan(int n);
 bool tap_ok(bool cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void tap_diag(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void tap_skip_all(const char *why);
+/* Stop the whole test: data it must have is missing ("Bail out!" is an error, never a pass). */
+void tap_bail_out(const char *why) __attribute__((noreturn));
 int tap_done(void);
 
 /*
@@ -33,5 +35,8 @@ const char *tap_tmpdir(void);
 
 /* Remove a directory tree made by tap_tmpdir (best effort). */
 void tap_rmtree(const char *dir);
+
+/* Hex SHA-256 of a file into hex[65] (tests/sha256.c); false when it cannot be read. */
+bool tap_sha256_file(const char *path, char hex[65]);
 
 #endif /* MT_TESTS_TAP_H */
