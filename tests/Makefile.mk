@@ -73,3 +73,5 @@ EXTRA_DIST += tests/fuzz/fuzz_safetensors.c tests/fuzz/run.sh tests/fuzz/safeten
 check_PROGRAMS += tests/test_expert_source
 tests_test_expert_source_LDADD = tests/libmttap.a io/libmtio.a runtime/base/libmtbase.a \
 	$(URING_LIBS) -lpthread -lm
+check_PROGRAMS += tests/test_provider_stream
+tests_test_provider_stream_LDADD = $(MT_TEST_LIBS)
