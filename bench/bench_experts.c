@@ -120,8 +120,8 @@ raw_thread(void *arg)
 
 /* Raw sequential read of `bytes` of the files (from the start), threads x qd in flight. */
 static mt_status_t
-raw_read(const char *const *paths, int n_files, uint64_t bytes, unsigned threads, unsigned qd,
-         size_t chunk, double *gbps_out)
+raw_read(const char *const *paths, int n_files, int start_file, uint64_t start_off, uint64_t bytes,
+         unsigned threads, unsigned qd, size_t chunk, double *gbps_out)
 {
     uint64_t sizes[MT_IO_MAX_FILES];
     uint64_t total = 0;
@@ -141,15 +141,24 @@ raw_read(const char *const *paths, int n_files, uint64_t bytes, unsigned threads
         sizes[f] = (uint64_t)sb.st_size;
         total += sizes[f];
     }
-    bytes = MT_MIN(bytes, total);
+    /* start where the experts start (the same bytes the stream reads, not embeddings) */
+    {
+        uint64_t start = start_off & ~(uint64_t)(MT_IO_ALIGN - 1);
+
+        for (int f = 0; f < start_file; f++) {
+            start += sizes[f];
+        }
+        bytes = MT_MIN(bytes, total - start);
+        total = start;
+    }
     t0 = mt_clock_now();
     for (unsigned t = 0; t < threads; t++) {
         /* contiguous shares, each a whole number of chunks: sequential within every thread */
         uint64_t share = MT_CEIL_DIV(MT_CEIL_DIV(bytes, threads), chunk) * chunk;
 
         jobs[t] = (struct raw_job){.paths = paths, .n_files = n_files, .sizes = sizes,
-                                   .from = MT_MIN(bytes, t * share),
-                                   .to = MT_MIN(bytes, (t + 1) * share), .qd = qd,
+                                   .from = total + MT_MIN(bytes, t * share),
+                                   .to = total + MT_MIN(bytes, (t + 1) * share), .qd = qd,
                                    .chunk = chunk};
         pthread_create(&tid[t], NULL, raw_thread, &jobs[t]);
     }
@@ -308,6 +317,8 @@ main(int argc, char **argv)
     struct mt_gpu_h2d *h2d = NULL;
     int n_dev = 0;
     uint64_t expert_bytes = 0;
+    int first_file = MT_IO_MAX_FILES;
+    uint64_t first_off = 0;
     int tokens;
     int n_moe = 0;
     struct utsname un;
@@ -360,6 +371,18 @@ main(int argc, char **argv)
             expert_bytes += descs[l * model->cfg.n_routed_experts].part[p].len;
         }
     }
+    /* where the first expert byte lies: the raw read starts there */
+    for (int k = 0; k < model->cfg.num_hidden_layers * model->cfg.n_routed_experts; k++) {
+        for (int p = 0; p < MT_IO_N_PARTS; p++) {
+            const struct mt_io_extent *x = &descs[k].part[p];
+
+            if (x->len > 0 && (x->file < first_file ||
+                               (x->file == first_file && x->off < first_off))) {
+                first_file = x->file;
+                first_off = x->off;
+            }
+        }
+    }
     tokens = (int)MT_MAX(1, bytes / (expert_bytes * TOPK * (uint64_t)n_moe));
     raw_paths = n_store > 0 ? stores : (const char *const *)paths;
     n_raw = n_store > 0 ? n_store : n_files;
@@ -389,7 +412,8 @@ main(int argc, char **argv)
         double raw = 0;
         mt_status_t st;
 
-        if (raw_read(raw_paths, n_raw, (uint64_t)tokens * n_moe * TOPK * expert_bytes, threads,
+        if (raw_read(raw_paths, n_raw, n_store > 0 ? 0 : first_file,
+                     n_store > 0 ? 0 : first_off, (uint64_t)tokens * n_moe * TOPK * expert_bytes, threads,
                      qds[i], chunk, &raw) != MT_OK) {
             return 1;
         }

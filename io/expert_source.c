@@ -39,6 +39,7 @@ struct slot {
     int key; /* layer * n_experts + expert, -1 when free */
     enum slot_state state;
     int refs;               /* acquirers holding (or waiting on) it */
+    bool fresh;             /* loaded by a prefetch and not acquired yet: evicted last */
     mt_status_t err_st;     /* SLOT_FAILED: the status and message to report at acquire */
     char err[384];
 };
@@ -865,17 +866,27 @@ io_thread_main(void *arg)
 
 /* ---- the cache ------------------------------------------------------------------------------ */
 
-/* A slot for key, evicting what the policy picks; -1 when every slot is busy. Lock held. */
+/*
+ * A slot for key, evicting what the policy picks; -1 when every slot is busy. Lock held.
+ * Experts prefetched but not yet acquired are kept: evicting them would throw away a read that
+ * is about to be used. Only an acquire (may_take_fresh) takes one, when nothing else is free.
+ */
 static int
-claim_slot_locked(struct mt_io_source *src, unsigned key)
+claim_slot_locked(struct mt_io_source *src, unsigned key, bool may_take_fresh, bool prefetch)
 {
     int v;
     struct slot *s;
 
-    for (unsigned i = 0; i < src->n_slots; i++) {
-        src->evictable[i] = src->slots[i].refs == 0 && src->slots[i].state != SLOT_LOADING;
+    for (int pass = 0; pass < (may_take_fresh ? 2 : 1); pass++) {
+        for (unsigned i = 0; i < src->n_slots; i++) {
+            src->evictable[i] = src->slots[i].refs == 0 && src->slots[i].state != SLOT_LOADING &&
+                                (pass == 1 || !src->slots[i].fresh);
+        }
+        v = mt_cache_policy_victim(&src->policy, src->slot_key, src->evictable, src->n_slots);
+        if (v >= 0) {
+            break;
+        }
     }
-    v = mt_cache_policy_victim(&src->policy, src->slot_key, src->evictable, src->n_slots);
     if (v < 0) {
         return -1;
     }
@@ -891,6 +902,7 @@ claim_slot_locked(struct mt_io_source *src, unsigned key)
     s->key = (int)key;
     src->slot_key[v] = (int)key;
     s->state = SLOT_LOADING;
+    s->fresh = prefetch;
     src->key_slot[key] = v;
     MT_ASSERT(src->q_len < src->n_slots);
     src->queue[(src->q_head + src->q_len) % src->n_slots] = v;
@@ -959,7 +971,7 @@ hold(struct mt_io_source *src, int layer, int expert, bool count, int *slot_out)
         }
     }
     while (v < 0) {
-        v = claim_slot_locked(src, key);
+        v = claim_slot_locked(src, key, true, false);
         if (v < 0) {
             if (!waited) {
                 t0 = mt_clock_now();
@@ -990,6 +1002,7 @@ hold(struct mt_io_source *src, int layer, int expert, bool count, int *slot_out)
         pthread_mutex_unlock(&src->lock);
         return mt_fail(st, 0, "%s", msg);
     }
+    src->slots[v].fresh = false;
     if (count) {
         mt_cache_policy_touch(&src->policy, key);
     }
@@ -1068,7 +1081,7 @@ mt_io_source_prefetch(struct mt_io_source *src, int layer, const int *experts, i
         if (src->experts[key].n_reads == 0 || src->key_slot[key] >= 0) {
             continue;
         }
-        if (claim_slot_locked(src, key) < 0) {
+        if (claim_slot_locked(src, key, false, true) < 0) {
             src->st.prefetch_dropped++;
         } else {
             src->st.prefetches++;
