@@ -19,13 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void
-provider_free(struct mt_expert_provider *p)
-{
-    p->ops->destroy(p->self);
-    free(p);
-}
-
 /* Does w hold tensor t's bytes (and scale s's), with t's dtype and shape? */
 static bool
 weight_matches(const struct mt_model *m, const struct mt_cpu_weight *w, const struct mt_weight *mw)
@@ -114,7 +107,7 @@ run_dtype(const char *tmp, bool bf16, const char *other_store)
 
         tap_ok(bad == 0 && n > 0, "%s: %d acquires from the shards equal the checkpoint's bytes, dtypes and shapes",
                name, n);
-        provider_free(p);
+        mt_expert_provider_destroy(p);
     }
     if (bdir == NULL) {
         printf("Bail out! MT_BUILDDIR is not set (run under make check)\n");
@@ -128,7 +121,7 @@ run_dtype(const char *tmp, bool bf16, const char *other_store)
         int bad = check_provider(m, p, &n);
 
         tap_ok(bad == 0 && n > 0, "%s: %d acquires from the store (CRCs checked) equal the checkpoint's bytes", name, n);
-        provider_free(p);
+        mt_expert_provider_destroy(p);
     }
     if (other_store != NULL) {
         const char *o[2];
@@ -144,7 +137,7 @@ run_dtype(const char *tmp, bool bf16, const char *other_store)
         tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "another model") != NULL,
                "%s: the FP8 model's store is refused: %s", name, mt_last_error());
         if (st == MT_OK) {
-            provider_free(p);
+            mt_expert_provider_destroy(p);
         }
     }
     mt_model_destroy(m);
