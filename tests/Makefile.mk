@@ -70,3 +70,10 @@ EXTRA_DIST += tests/data tests/reference
 # tests/fuzz: libFuzzer target for the safetensors parser (tests/fuzz/run.sh SECONDS; CI).
 EXTRA_DIST += tests/fuzz/fuzz_safetensors.c tests/fuzz/run.sh tests/fuzz/safetensors.dict \
 	tests/fuzz/corpus tests/fuzz/make_corpus.py
+
+# io/ stands alone: its test links io/ and the base library only, never runtime/.
+check_PROGRAMS += tests/test_expert_source
+tests_test_expert_source_LDADD = tests/libmttap.a io/libmtio.a runtime/base/libmtbase.a \
+	$(URING_LIBS) -lpthread -lm
+check_PROGRAMS += tests/test_provider_stream
+tests_test_provider_stream_LDADD = $(MT_TEST_LIBS)

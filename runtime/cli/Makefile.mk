@@ -8,5 +8,6 @@ moetier_SOURCES = runtime/cli/main.c runtime/cli/cli.h \
 	runtime/cli/cli_run.c \
 	runtime/cli/cli_plan.c \
 	runtime/cli/cli_bench.c \
-	runtime/cli/cli_chat.c
+	runtime/cli/cli_chat.c \
+	runtime/cli/cli_pack.c
 moetier_LDADD = $(MT_LIBS) $(MT_SYSLIBS)

@@ -24,6 +24,7 @@ static const struct subcommand subcommands[] = {
     {"chat", mt_cli_chat, "interactive multi-turn chat (CPU reference engine)"},
     {"bench", mt_cli_bench, "measure the memory tiers (GPU, PCIe, DRAM, CPU, disks)"},
     {"plan", mt_cli_plan, "place experts on GPU, DRAM and NVMe; predict tok/s"},
+    {"pack", mt_cli_pack, "copy routed experts into a striped expert store (optional)"},
     {NULL, NULL, NULL},
 };
 

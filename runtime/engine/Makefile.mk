@@ -6,4 +6,5 @@ runtime_libmtruntime_a_SOURCES += \
 	runtime/engine/kv_cache.c runtime/engine/kv_cache.h \
 	runtime/engine/executor.c runtime/engine/executor.h \
 	runtime/engine/expert_provider.c runtime/engine/expert_provider.h \
+	runtime/engine/provider_stream.c runtime/engine/provider_stream.h \
 	runtime/engine/session.c runtime/engine/session.h

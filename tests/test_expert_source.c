@@ -1,0 +1,638 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_expert_source.c - the expert source, its cache and the expert store, linked with io/ and
+ * runtime/base alone (no model, no runtime library: io/ must stand on its own).
+ *
+ * A fake checkpoint (two files of known random bytes, experts as six parts at odd offsets, some
+ * experts without scales as in BF16) is read back through every I/O mode; then packed into a
+ * two-file store and read back; then broken: short reads and EIO injected, a bit flipped, a store
+ * for another model, a truncated one, an interrupted pack; and the cache is hammered by threads.
+ */
+#include <config.h>
+
+#include "io/cache_policy.h"
+#include "io/crc32c.h"
+#include "io/expert_source.h"
+#include "io/store.h"
+#include "runtime/base/rng.h"
+#include "tests/tap.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define N_FILES 2
+#define N_LAYERS 3 /* layer 0 has no routed experts, as a dense layer */
+#define N_EXPERTS 8
+#define N_KEYS (N_LAYERS * N_EXPERTS)
+
+static const char *dir;
+static char paths[N_FILES][512];
+static const char *path_ptrs[N_FILES];
+static unsigned char *file_data[N_FILES];
+static uint64_t file_size[N_FILES] = {(3u << 20) + 777u, (2u << 20) + 4321u};
+static struct mt_io_expert_desc descs[N_KEYS];
+static uint64_t slot_bytes; /* of a checkpoint source over descs */
+
+static bool
+write_file(const char *path, const void *data, size_t n)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    bool ok = fd >= 0 && write(fd, data, n) == (ssize_t)n;
+
+    if (fd >= 0) {
+        close(fd);
+    }
+    return ok;
+}
+
+/* Two files of random bytes; experts of layers 1..2 as parts at random unaligned offsets. */
+static bool
+make_checkpoint(void)
+{
+    struct mt_rng rng;
+
+    mt_rng_init(&rng, 11);
+    for (int f = 0; f < N_FILES; f++) {
+        snprintf(paths[f], sizeof(paths[f]), "%s/shard-%d.safetensors", dir, f);
+        path_ptrs[f] = paths[f];
+        file_data[f] = malloc(file_size[f]);
+        if (file_data[f] == NULL) {
+            return false;
+        }
+        for (uint64_t i = 0; i < file_size[f]; i++) {
+            file_data[f][i] = (unsigned char)mt_rng_next(&rng);
+        }
+        if (!write_file(paths[f], file_data[f], file_size[f])) {
+            return false;
+        }
+    }
+    for (int l = 1; l < N_LAYERS; l++) {
+        for (int e = 0; e < N_EXPERTS; e++) {
+            struct mt_io_expert_desc *d = &descs[l * N_EXPERTS + e];
+            int file = (l + e) % N_FILES;
+            uint64_t pos = 8 + mt_rng_next(&rng) % 200000;
+            bool bf16 = e % 3 == 2; /* no scales */
+
+            for (int p = 0; p < MT_IO_N_PARTS; p++) {
+                uint64_t len = p % 2 == 1 ? 64 + mt_rng_next(&rng) % 300 : 20000 + mt_rng_next(&rng) % 150000;
+
+                if (p % 2 == 1 && bf16) {
+                    continue;
+                }
+                if (pos + len > file_size[file]) {
+                    pos = mt_rng_next(&rng) % 1000; /* wrap: parts need not be in order */
+                }
+                d->part[p] = (struct mt_io_extent){.file = file, .off = pos, .len = len};
+                pos += len + (mt_rng_next(&rng) % 4 == 0 ? 5000 : 0);
+            }
+        }
+    }
+    /* One expert's last part ends exactly at the end of a file: its aligned range runs past it. */
+    descs[2 * N_EXPERTS + 7].part[MT_IO_PART_DOWN_SCALE] =
+        (struct mt_io_extent){.file = 1, .off = file_size[1] - 300, .len = 300};
+    return true;
+}
+
+/* Does view hold exactly the checkpoint bytes of key? */
+static bool
+view_matches(int key, const struct mt_io_expert_view *v)
+{
+    for (int p = 0; p < MT_IO_N_PARTS; p++) {
+        const struct mt_io_extent *x = &descs[key].part[p];
+
+        if (x->len == 0) {
+            if (v->part[p] != NULL || v->len[p] != 0) {
+                return false;
+            }
+            continue;
+        }
+        if (v->part[p] == NULL || v->len[p] != x->len ||
+            memcmp(v->part[p], file_data[x->file] + x->off, x->len) != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Acquire every expert (in a scrambled order), compare, release. Returns the mismatches. */
+static int
+check_all(struct mt_io_source *src)
+{
+    int bad = 0;
+
+    for (int i = 0; i < (N_LAYERS - 1) * N_EXPERTS; i++) {
+        int key = N_EXPERTS + (i * 5) % ((N_LAYERS - 1) * N_EXPERTS);
+        struct mt_io_expert_view v;
+
+        if (mt_io_source_acquire(src, key / N_EXPERTS, key % N_EXPERTS, &v) != MT_OK) {
+            bad++;
+            continue;
+        }
+        bad += !view_matches(key, &v);
+        mt_io_source_release(src, key / N_EXPERTS, key % N_EXPERTS);
+    }
+    return bad;
+}
+
+static struct mt_io_source_options
+small_opts(enum mt_io_queue_mode mode, unsigned slots)
+{
+    return (struct mt_io_source_options){
+        .io_threads = 2,
+        .queue_depth = 4,
+        .chunk_bytes = 64u << 10, /* several chunks per expert */
+        .cache_bytes = (uint64_t)slots * slot_bytes,
+        .mode = mode,
+    };
+}
+
+static void
+test_modes(void)
+{
+    static const enum mt_io_queue_mode modes[] = {MT_IO_QUEUE_URING_FIXED, MT_IO_QUEUE_URING,
+                                                  MT_IO_QUEUE_PREAD};
+
+    for (size_t m = 0; m < 3; m++) {
+        struct mt_io_source_options o = small_opts(modes[m], 3);
+        struct mt_io_source_stats s;
+        struct mt_io_source *src;
+
+        if (!tap_ok(mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o,
+                                        &src) == MT_OK,
+                    "checkpoint source opens (%s asked)", mt_io_queue_mode_str(modes[m]))) {
+            continue;
+        }
+        tap_ok(check_all(src) == 0, "%s: every expert equals the checkpoint's bytes, through a "
+                                    "3-slot cache", mt_io_queue_mode_str(modes[m]));
+        mt_io_source_stats(src, &s);
+        tap_ok(s.mode == modes[m], "%s: the queue runs in the mode asked (got %s)",
+               mt_io_queue_mode_str(modes[m]), mt_io_queue_mode_str(s.mode));
+        tap_ok(s.peak_used_bytes <= s.budget_bytes && s.n_slots == 3 && s.evictions > 0,
+               "%s: peak %llu bytes within the budget %llu, %llu evictions",
+               mt_io_queue_mode_str(modes[m]), (unsigned long long)s.peak_used_bytes,
+               (unsigned long long)s.budget_bytes, (unsigned long long)s.evictions);
+        mt_io_source_destroy(src);
+    }
+    setenv("MT_IO_MODE", "pread", 1);
+    {
+        struct mt_io_source_options o = small_opts(MT_IO_QUEUE_URING_FIXED, 2);
+        struct mt_io_source_stats s;
+        struct mt_io_source *src;
+
+        if (mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src) ==
+            MT_OK) {
+            mt_io_source_stats(src, &s);
+            tap_ok(s.mode == MT_IO_QUEUE_PREAD && check_all(src) == 0,
+                   "MT_IO_MODE=pread forces the pread fallback, which reads the same bytes");
+            mt_io_source_destroy(src);
+        } else {
+            tap_ok(false, "MT_IO_MODE=pread source opens");
+        }
+    }
+    unsetenv("MT_IO_MODE");
+}
+
+static void
+test_faults(void)
+{
+    struct mt_io_source_options o = small_opts(MT_IO_QUEUE_URING_FIXED, 2);
+    const struct mt_io_extent *x = &descs[1 * N_EXPERTS + 3].part[MT_IO_PART_UP];
+    struct mt_io_expert_view v;
+    struct mt_io_source *src;
+    mt_status_t st;
+
+    o.verify = true; /* second read compared: also proves a completed short read is whole */
+    if (!tap_ok(mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src) ==
+                    MT_OK,
+                "source with --verify opens")) {
+        return;
+    }
+    mt_io_fault_set(MT_IO_FAULT_SHORT, x->file, x->off + 5000, 3);
+    st = mt_io_source_acquire(src, 1, 3, &v);
+    tap_ok(st == MT_OK && mt_io_fault_fired() > 0 && view_matches(1 * N_EXPERTS + 3, &v),
+           "injected short reads (%d) are resubmitted and the expert is complete",
+           mt_io_fault_fired());
+    if (st == MT_OK) {
+        mt_io_source_release(src, 1, 3);
+    }
+    x = &descs[2 * N_EXPERTS + 5].part[MT_IO_PART_DOWN];
+    mt_io_fault_set(MT_IO_FAULT_EIO, x->file, x->off + 100, 1);
+    mt_log_set_quiet(true);
+    st = mt_io_source_acquire(src, 2, 5, &v);
+    mt_log_set_quiet(false);
+    tap_ok(st == MT_ERR_IO && strstr(mt_last_error(), "layer 2 expert 5") != NULL &&
+               strstr(mt_last_error(), paths[x->file]) != NULL &&
+               strstr(mt_last_error(), strerror(EIO)) != NULL,
+           "an injected EIO fails acquire, naming layer, expert, file and reason: %s",
+           mt_last_error());
+    mt_io_fault_set(MT_IO_FAULT_NONE, 0, 0, 0);
+    st = mt_io_source_acquire(src, 2, 5, &v);
+    tap_ok(st == MT_OK && view_matches(2 * N_EXPERTS + 5, &v),
+           "the failed expert was not kept: the next acquire reads it again, correctly");
+    if (st == MT_OK) {
+        mt_io_source_release(src, 2, 5);
+    }
+    tap_ok(check_all(src) == 0, "with --verify every expert reads back equal");
+    mt_log_set_quiet(true);
+    st = mt_io_source_acquire(src, 0, 1, &v);
+    tap_ok(st == MT_ERR_INVAL, "a layer without routed experts is refused: %s", mt_last_error());
+    mt_log_set_quiet(false);
+    mt_io_source_destroy(src);
+}
+
+/* Part lengths of every key, for the store writer. */
+static void
+part_lens(uint64_t *lens)
+{
+    for (int k = 0; k < N_KEYS; k++) {
+        for (int p = 0; p < MT_IO_N_PARTS; p++) {
+            lens[k * MT_IO_N_PARTS + p] = descs[k].part[p].len;
+        }
+    }
+}
+
+static mt_status_t
+pack(const char *const *out, int n, uint64_t hash, int stop_after)
+{
+    uint64_t lens[N_KEYS * MT_IO_N_PARTS];
+    struct mt_io_store_writer *w;
+    mt_status_t st;
+    int put = 0;
+
+    part_lens(lens);
+    st = mt_io_store_writer_create(out, n, hash, N_LAYERS, N_EXPERTS, lens, &w);
+    if (st != MT_OK) {
+        return st;
+    }
+    for (int k = N_EXPERTS; k < N_KEYS && st == MT_OK; k++) {
+        const void *parts[MT_IO_N_PARTS];
+
+        if (put++ == stop_after) {
+            mt_io_store_writer_destroy(w); /* the "crash": abandoned mid-pack */
+            return MT_ERR_INTERNAL;
+        }
+        for (int p = 0; p < MT_IO_N_PARTS; p++) {
+            const struct mt_io_extent *x = &descs[k].part[p];
+
+            parts[p] = x->len > 0 ? file_data[x->file] + x->off : NULL;
+        }
+        st = mt_io_store_writer_put(w, k / N_EXPERTS, k % N_EXPERTS, parts);
+    }
+    if (st != MT_OK) {
+        mt_io_store_writer_destroy(w);
+        return st;
+    }
+    return mt_io_store_writer_finish(w);
+}
+
+static bool
+copy_file(const char *from, const char *to, uint64_t cut)
+{
+    FILE *f = fopen(from, "rb");
+    size_t n;
+    char *buf;
+    bool ok;
+
+    if (f == NULL) {
+        return false;
+    }
+    buf = malloc(8u << 20);
+    n = buf != NULL ? fread(buf, 1, 8u << 20, f) : 0;
+    fclose(f);
+    ok = buf != NULL && n > cut && write_file(to, buf, n - cut);
+    free(buf);
+    return ok;
+}
+
+static mt_status_t
+open_store_quiet(const char *const *p, int n, uint64_t hash, bool verify,
+                 struct mt_io_source **src_out)
+{
+    struct mt_io_source_options o = small_opts(MT_IO_QUEUE_URING_FIXED, 4);
+    mt_status_t st;
+
+    o.cache_bytes = 4 * slot_bytes + (1u << 20); /* store extents pad each part to 4 KiB */
+    o.verify = verify;
+    mt_log_set_quiet(true);
+    st = mt_io_source_create_store(p, n, hash, &o, src_out);
+    mt_log_set_quiet(false);
+    return st;
+}
+
+static void
+test_store(void)
+{
+    const uint64_t hash = 0x1234abcd5678ef00ull;
+    char store[N_FILES][512];
+    char other[N_FILES][512];
+    const char *sp[N_FILES];
+    const char *op[N_FILES];
+    const char *swapped[N_FILES];
+    struct mt_io_source *src;
+    struct mt_io_source_stats s;
+    struct mt_io_store_header h;
+    mt_status_t st;
+    int fd;
+
+    for (int f = 0; f < N_FILES; f++) {
+        snprintf(store[f], sizeof(store[f]), "%s/experts-%d.mts", dir, f);
+        snprintf(other[f], sizeof(other[f]), "%s/broken-%d.mts", dir, f);
+        sp[f] = store[f];
+        op[f] = other[f];
+        swapped[N_FILES - 1 - f] = store[f];
+    }
+    tap_ok(pack(sp, N_FILES, hash, -1) == MT_OK, "a two-file store is packed");
+    if (open_store_quiet(sp, N_FILES, hash, true, &src) == MT_OK) {
+        int bad = 0;
+
+        for (int k = N_EXPERTS; k < N_KEYS; k++) {
+            struct mt_io_expert_view v;
+
+            if (mt_io_source_acquire(src, k / N_EXPERTS, k % N_EXPERTS, &v) != MT_OK) {
+                bad++;
+                continue;
+            }
+            bad += !view_matches(k, &v);
+            /* each part starts on a 4 KiB boundary of its slot: kernels get aligned data */
+            for (int p = 0; p < MT_IO_N_PARTS; p++) {
+                bad += v.part[p] != NULL && (uintptr_t)v.part[p] % 4096 != 0;
+            }
+            mt_io_source_release(src, k / N_EXPERTS, k % N_EXPERTS);
+        }
+        mt_io_source_stats(src, &s);
+        tap_ok(bad == 0, "every expert read from the store (CRCs checked) equals the checkpoint's "
+                         "bytes, each part 4 KiB aligned");
+        tap_ok(s.file_bytes[0] > 0 && s.file_bytes[1] > 0,
+               "both store files were read (%llu and %llu bytes)",
+               (unsigned long long)s.file_bytes[0], (unsigned long long)s.file_bytes[1]);
+        mt_io_source_destroy(src);
+    } else {
+        tap_ok(false, "the store opens: %s", mt_last_error());
+        tap_ok(false, "both store files were read");
+    }
+    st = open_store_quiet(sp, N_FILES, hash + 1, false, &src);
+    tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "another model") != NULL,
+           "a store for another model is refused: %s", mt_last_error());
+    st = open_store_quiet(swapped, N_FILES, hash, false, &src);
+    tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "in the order") != NULL,
+           "store files given in the wrong order are refused: %s", mt_last_error());
+    st = open_store_quiet(sp, 1, hash, false, &src);
+    tap_ok(st == MT_ERR_FORMAT, "one file of a two-file store is refused: %s", mt_last_error());
+
+    /* truncated: the last 4 KiB of file 1 cut off */
+    copy_file(store[0], other[0], 0);
+    copy_file(store[1], other[1], 4096);
+    st = open_store_quiet(op, N_FILES, hash, false, &src);
+    tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "truncated") != NULL,
+           "a truncated store is refused at open: %s", mt_last_error());
+
+    /* interrupted pack: abandoned after 5 experts */
+    unlink(other[0]);
+    unlink(other[1]);
+    mt_log_set_quiet(true);
+    pack(op, N_FILES, hash, 5);
+    mt_log_set_quiet(false);
+    st = open_store_quiet(op, N_FILES, hash, false, &src);
+    tap_ok(st != MT_OK && access(other[0], F_OK) != 0 && strstr(mt_last_error(), "interrupted"),
+           "an interrupted pack leaves no store under the final names: %s", mt_last_error());
+    /* a .partial from a pack killed before its header: not a store */
+    {
+        uint64_t lens[N_KEYS * MT_IO_N_PARTS];
+        struct mt_io_store_writer *w;
+        char partial[2][600];
+        const char *pp[2] = {partial[0], partial[1]};
+
+        part_lens(lens);
+        if (mt_io_store_writer_create(op, N_FILES, hash, N_LAYERS, N_EXPERTS, lens, &w) == MT_OK) {
+            snprintf(partial[0], sizeof(partial[0]), "%s.partial", other[0]);
+            snprintf(partial[1], sizeof(partial[1]), "%s.partial", other[1]);
+            st = open_store_quiet(pp, N_FILES, hash, false, &src);
+            tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "not a moetier expert store"),
+                   "a half-written .partial file does not open as a store: %s", mt_last_error());
+            mt_io_store_writer_destroy(w);
+        } else {
+            tap_ok(false, "writer for the .partial test");
+        }
+    }
+
+    /* a flipped bit inside an extent: caught by its CRC, the other experts still read */
+    copy_file(store[0], other[0], 0);
+    copy_file(store[1], other[1], 0);
+    fd = open(other[1], O_RDWR);
+    if (fd >= 0 && pread(fd, &h, sizeof(h), 0) == (ssize_t)sizeof(h)) {
+        unsigned char b;
+        uint64_t at = h.data_off + 12345; /* the first extent of file 1 */
+
+        if (pread(fd, &b, 1, (off_t)at) == 1) {
+            b ^= 0x10;
+            (void)!pwrite(fd, &b, 1, (off_t)at);
+        }
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    if (open_store_quiet(op, N_FILES, hash, true, &src) == MT_OK) {
+        int corrupt = 0;
+        int good = 0;
+
+        mt_log_set_quiet(true);
+        for (int k = N_EXPERTS; k < N_KEYS; k++) {
+            struct mt_io_expert_view v;
+
+            st = mt_io_source_acquire(src, k / N_EXPERTS, k % N_EXPERTS, &v);
+            if (st == MT_ERR_FORMAT && strstr(mt_last_error(), "CRC32C mismatch") != NULL) {
+                corrupt++;
+            } else if (st == MT_OK) {
+                good += view_matches(k, &v);
+                mt_io_source_release(src, k / N_EXPERTS, k % N_EXPERTS);
+            }
+        }
+        mt_log_set_quiet(false);
+        mt_io_source_stats(src, &s);
+        tap_ok(corrupt == 1 && good == N_KEYS - N_EXPERTS - 1 && s.verify_failures == 1,
+               "a flipped bit is caught by the extent's CRC32C (%d caught, %d good)", corrupt,
+               good);
+        mt_io_source_destroy(src);
+    } else {
+        tap_ok(false, "the bit-flipped store opens (header intact)");
+    }
+    for (int f = 0; f < N_FILES; f++) {
+        unlink(other[f]);
+    }
+}
+
+/* ---- the cache under threads ---------------------------------------------------------------- */
+
+struct hammer {
+    struct mt_io_source *src;
+    unsigned seed;
+    int bad;
+    int acquires;
+};
+
+static void *
+hammer_main(void *arg)
+{
+    struct hammer *h = arg;
+    struct mt_rng rng;
+
+    mt_rng_init(&rng, h->seed);
+    for (int it = 0; it < 150; it++) {
+        int layer = 1 + (int)(mt_rng_next(&rng) % (N_LAYERS - 1));
+        int ex[3];
+        int a = (int)(mt_rng_next(&rng) % N_EXPERTS);
+        struct mt_io_expert_view v;
+
+        for (int i = 0; i < 3; i++) {
+            ex[i] = (int)(mt_rng_next(&rng) % N_EXPERTS);
+        }
+        mt_io_source_prefetch(h->src, layer, ex, 3);
+        if (mt_io_source_acquire(h->src, layer, a, &v) != MT_OK) {
+            h->bad++;
+            continue;
+        }
+        h->acquires++;
+        if (it % 7 == 0) {
+            usleep(200); /* hold it while others evict around it */
+        }
+        h->bad += !view_matches(layer * N_EXPERTS + a, &v);
+        mt_io_source_release(h->src, layer, a);
+    }
+    return NULL;
+}
+
+static void
+test_cache_threads(void)
+{
+    struct mt_io_source_options o = small_opts(MT_IO_QUEUE_URING_FIXED, 6);
+    struct mt_io_source_stats s;
+    struct mt_io_source *src;
+    struct hammer h[4];
+    pthread_t tid[4];
+    int bad = 0;
+    int acquires = 0;
+    mt_status_t st;
+
+    if (!tap_ok(mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src) ==
+                    MT_OK,
+                "6-slot source for the thread test opens")) {
+        return;
+    }
+    tap_ok(mt_io_source_pin(src, 1, 0, true) == MT_OK && mt_io_source_pin(src, 2, 1, true) ==
+               MT_OK,
+           "two experts pinned (the plan's resident set)");
+    for (int i = 0; i < 4; i++) {
+        h[i] = (struct hammer){.src = src, .seed = 100u + (unsigned)i};
+        pthread_create(&tid[i], NULL, hammer_main, &h[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(tid[i], NULL);
+        bad += h[i].bad;
+        acquires += h[i].acquires;
+    }
+    mt_io_source_stats(src, &s);
+    tap_ok(bad == 0 && acquires == 600,
+           "4 threads x 150 random prefetch+acquire+release: every expert held is intact");
+    tap_ok(s.peak_used_bytes <= s.budget_bytes &&
+               (uint64_t)s.n_slots * s.slot_bytes <= s.budget_bytes,
+           "the cache never held more than its budget (peak %llu of %llu bytes, %u slots)",
+           (unsigned long long)s.peak_used_bytes, (unsigned long long)s.budget_bytes, s.n_slots);
+    tap_ok(s.hits + s.late_hits + s.misses == 600 && s.prefetches > 0 && s.evictions > 0,
+           "counters add up: %llu hits, %llu late hits, %llu misses, %llu prefetches, %llu "
+           "evictions",
+           (unsigned long long)s.hits, (unsigned long long)s.late_hits,
+           (unsigned long long)s.misses, (unsigned long long)s.prefetches,
+           (unsigned long long)s.evictions);
+    mt_io_source_stats_reset(src);
+    {
+        struct mt_io_expert_view v;
+
+        st = mt_io_source_acquire(src, 1, 0, &v);
+        mt_io_source_stats(src, &s);
+        tap_ok(st == MT_OK && s.hits == 1 && s.bytes_read == 0,
+               "a pinned expert survived the storm: acquired without a read");
+        if (st == MT_OK) {
+            mt_io_source_release(src, 1, 0);
+        }
+    }
+    mt_io_source_pin(src, 1, 2, true);
+    mt_io_source_pin(src, 1, 3, true);
+    mt_log_set_quiet(true);
+    st = mt_io_source_pin(src, 1, 4, true);
+    mt_log_set_quiet(false);
+    tap_ok(st == MT_ERR_NOMEM, "pinning beyond the budget is refused: %s", mt_last_error());
+    mt_io_source_destroy(src);
+}
+
+static void
+test_policy_and_crc(void)
+{
+    struct mt_cache_policy p;
+    int keys[3] = {0, 1, 2};
+    bool ev[3] = {true, true, true};
+
+    tap_ok(mt_crc32c(0, "123456789", 9) == 0xe3069283u &&
+               mt_crc32c(mt_crc32c(0, "1234", 4), "56789", 5) == 0xe3069283u,
+           "CRC32C of \"123456789\" is e3069283, also in two pieces");
+    if (mt_cache_policy_init(&p, 3, 8.0) != MT_OK) {
+        tap_ok(false, "policy init");
+        return;
+    }
+    for (int i = 0; i < 10; i++) {
+        mt_cache_policy_touch(&p, 0);
+    }
+    mt_cache_policy_touch(&p, 2);
+    mt_cache_policy_touch(&p, 1);
+    tap_ok(mt_cache_policy_victim(&p, keys, ev, 3) == 2,
+           "a recently used but rare expert goes before a frequent one");
+    for (int i = 0; i < 100; i++) {
+        mt_cache_policy_touch(&p, i % 2 == 0 ? 1 : 2);
+    }
+    tap_ok(mt_cache_policy_victim(&p, keys, ev, 3) == 0,
+           "a frequent expert no longer used decays and goes");
+    mt_cache_policy_pin(&p, 0, true);
+    ev[1] = false;
+    tap_ok(mt_cache_policy_victim(&p, keys, ev, 3) == 2, "pinned and busy slots are never chosen");
+    keys[1] = -1;
+    ev[1] = true;
+    tap_ok(mt_cache_policy_victim(&p, keys, ev, 3) == 1, "an empty slot is taken first");
+    mt_cache_policy_fini(&p);
+}
+
+int
+main(void)
+{
+    tap_plan(0);
+    dir = tap_tmpdir();
+    if (dir == NULL || !make_checkpoint()) {
+        printf("Bail out! cannot write the test checkpoint under $TMPDIR\n");
+        return 1;
+    }
+    test_policy_and_crc();
+    {
+        struct mt_io_source_options o = {.cache_bytes = 64u << 20};
+        struct mt_io_source *src;
+
+        if (mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src) !=
+            MT_OK) {
+            printf("Bail out! cannot open the test checkpoint: %s\n", mt_last_error());
+            return 1;
+        }
+        slot_bytes = mt_io_source_slot_bytes(src);
+        mt_io_source_destroy(src);
+    }
+    test_modes();
+    test_faults();
+    test_store();
+    test_cache_threads();
+    for (int f = 0; f < N_FILES; f++) {
+        free(file_data[f]);
+    }
+    tap_rmtree(dir);
+    return tap_done();
+}

@@ -1,0 +1,163 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_provider_stream.c - the streaming expert provider hands out exactly the checkpoint's
+ * bytes: every routed expert of FP8 and BF16 `synth --preset tiny` checkpoints, read from the
+ * shards and from a two-file store written by `moetier pack`, compared with the safetensors
+ * reader's pread of each tensor; dtype and shape of each weight as the model says; a store packed
+ * from another model is refused.
+ */
+#include <config.h>
+
+#include "io/expert_source.h"
+#include "runtime/engine/provider_stream.h"
+#include "runtime/model/model.h"
+#include "runtime/model/safetensors.h"
+#include "runtime/synth/synth.h"
+#include "tests/tap.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Does w hold tensor t's bytes (and scale s's), with t's dtype and shape? */
+static bool
+weight_matches(const struct mt_model *m, const struct mt_cpu_weight *w, const struct mt_weight *mw)
+{
+    bool ok;
+    void *buf = malloc(mw->w->nbytes);
+
+    ok = buf != NULL && mt_st_set_read(m->set, mw->w, buf, mw->w->nbytes) == MT_OK &&
+         w->dtype == mw->w->dtype && w->rows == mw->w->shape[0] && w->cols == mw->w->shape[1] &&
+         memcmp(buf, w->data, mw->w->nbytes) == 0;
+    free(buf);
+    if (mw->scale == NULL) {
+        return ok && w->scale == NULL;
+    }
+    buf = malloc(mw->scale->nbytes);
+    ok = ok && buf != NULL && w->scale != NULL &&
+         mt_st_set_read(m->set, mw->scale, buf, mw->scale->nbytes) == MT_OK &&
+         memcmp(buf, w->scale, mw->scale->nbytes) == 0;
+    free(buf);
+    return ok;
+}
+
+/* Acquire every routed expert (twice over a small cache), compare. Returns mismatches+errors. */
+static int
+check_provider(const struct mt_model *m, struct mt_expert_provider *p, int *n_out)
+{
+    int bad = 0;
+
+    *n_out = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
+            if (!m->layers[l].is_moe) {
+                continue;
+            }
+            for (int e = 0; e < m->cfg.n_routed_experts; e++) {
+                const struct mt_expert_weights *x = &m->layers[l].experts[e];
+                struct mt_expert ex;
+
+                if (p->ops->acquire(p->self, l, e, &ex) != MT_OK) {
+                    bad++;
+                    continue;
+                }
+                bad += !weight_matches(m, &ex.gate, &x->gate) + !weight_matches(m, &ex.up, &x->up) +
+                       !weight_matches(m, &ex.down, &x->down);
+                p->ops->release(p->self, l, e);
+                (*n_out)++;
+            }
+        }
+    }
+    return bad;
+}
+
+static void
+run_dtype(const char *tmp, bool bf16, const char *other_store)
+{
+    const char *name = bf16 ? "bf16" : "fp8";
+    const char *bdir = getenv("MT_BUILDDIR");
+    char dir[600];
+    char st0[600];
+    char st1[600];
+    char cmd[2400];
+    struct mt_synth_options so = {.preset = "tiny", .layers = -1, .dense_layers = -1, .mtp = -1};
+    struct mt_io_source_options io = {.queue_depth = 4, .chunk_bytes = 16384};
+    struct mt_model *m;
+    struct mt_expert_provider *p;
+    const char *stores[2] = {st0, st1};
+    int n = 0;
+    mt_status_t st;
+
+    snprintf(dir, sizeof(dir), "%s/%s", tmp, name);
+    snprintf(st0, sizeof(st0), "%s/%s-0.mts", tmp, name);
+    snprintf(st1, sizeof(st1), "%s/%s-1.mts", tmp, name);
+    so.out_dir = dir;
+    so.bf16 = bf16;
+    if (mt_synth_write(&so, NULL) != MT_OK || mt_model_open(dir, &m) != MT_OK) {
+        printf("Bail out! cannot synthesize and open a tiny %s checkpoint: %s\n", name,
+               mt_last_error());
+        exit(1);
+    }
+    tap_ok(m->fp8 == !bf16, "%s: the tiny checkpoint is %s", name, bf16 ? "BF16" : "FP8");
+    /* a budget of 3 experts: every expert is evicted and read again in the second pass */
+    io.cache_bytes = 3 * 3 * 2 * (uint64_t)m->cfg.hidden_size * m->cfg.moe_intermediate_size;
+    st = mt_expert_provider_stream_create(m, &io, NULL, 0, &p);
+    if (tap_ok(st == MT_OK, "%s: streaming provider over the shards opens", name)) {
+        int bad = check_provider(m, p, &n);
+
+        tap_ok(bad == 0 && n > 0, "%s: %d acquires from the shards equal the checkpoint's bytes, dtypes and shapes",
+               name, n);
+        mt_expert_provider_destroy(p);
+    }
+    if (bdir == NULL) {
+        printf("Bail out! MT_BUILDDIR is not set (run under make check)\n");
+        exit(1);
+    }
+    snprintf(cmd, sizeof(cmd), "'%s/moetier' pack -q -m '%s' -o '%s' -o '%s'", bdir, dir, st0, st1);
+    tap_ok(system(cmd) == 0, "%s: moetier pack writes a two-file store", name);
+    io.verify = true;
+    st = mt_expert_provider_stream_create(m, &io, stores, 2, &p);
+    if (tap_ok(st == MT_OK, "%s: streaming provider over the store opens", name)) {
+        int bad = check_provider(m, p, &n);
+
+        tap_ok(bad == 0 && n > 0, "%s: %d acquires from the store (CRCs checked) equal the checkpoint's bytes", name, n);
+        mt_expert_provider_destroy(p);
+    }
+    if (other_store != NULL) {
+        const char *o[2];
+        char o1[600];
+
+        snprintf(o1, sizeof(o1), "%s", other_store);
+        o[0] = o1;
+        snprintf(cmd, sizeof(cmd), "%.*s1.mts", (int)strlen(other_store) - 5, other_store);
+        o[1] = cmd;
+        mt_log_set_quiet(true);
+        st = mt_expert_provider_stream_create(m, &io, o, 2, &p);
+        mt_log_set_quiet(false);
+        tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "another model") != NULL,
+               "%s: the FP8 model's store is refused: %s", name, mt_last_error());
+        if (st == MT_OK) {
+            mt_expert_provider_destroy(p);
+        }
+    }
+    mt_model_destroy(m);
+}
+
+int
+main(void)
+{
+    const char *tmp;
+    char fp8_store[700];
+
+    tap_plan(0);
+    tmp = tap_tmpdir();
+    if (tmp == NULL) {
+        printf("Bail out! no temporary directory\n");
+        return 1;
+    }
+    run_dtype(tmp, false, NULL);
+    snprintf(fp8_store, sizeof(fp8_store), "%s/fp8-0.mts", tmp);
+    run_dtype(tmp, true, fp8_store);
+    tap_rmtree(tmp);
+    return tap_done();
+}
