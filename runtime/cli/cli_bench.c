@@ -319,6 +319,38 @@ add_stream_rows(struct bench *b, const char *where, const struct mt_cpu_stream_r
             r->threads, r->read_gbps, r->triad_gbps);
 }
 
+/*
+ * The read ceiling: the best read bandwidth any kernel gets (vector loads, several streams per
+ * core, a working set far beyond the LLC), beside the STREAM-like figure above.
+ */
+static mt_status_t
+run_ceiling(struct bench *b)
+{
+    struct mt_cpu_ceiling_result c;
+    uint64_t size = b->o.dram_bytes != 0 ? b->o.dram_bytes : b->o.quick ? (32u << 20) : 0;
+    char shape[72];
+    char sz[32];
+    struct row *row;
+    mt_status_t st;
+
+    fprintf(stderr, "bench: dram: read ceiling, all nodes...\n");
+    st = mt_cpu_read_ceiling(-1, size, MT_MIN(b->reps, 5), &c);
+    if (st != MT_OK) {
+        return st;
+    }
+    fmt_bytes(sz, sizeof(sz), c.bytes);
+    snprintf(shape, sizeof(shape), "%s x%d streams, %d thr, %s%s", c.isa, c.streams, c.threads,
+             sz, c.bound ? "" : " unpinned");
+    row = add_row(b, "dram", "read_ceiling", shape, "dram_read_ceiling");
+    row->median_ms = c.median_s * 1e3;
+    row->p90_ms = c.p90_s * 1e3;
+    row->gbps = c.gbps;
+    b->prof->cpu.read_ceiling_gbps = c.gbps;
+    fprintf(stderr, "bench: dram: read ceiling %.1f GB/s (%s loads, %d streams per thread)\n",
+            c.gbps, c.isa, c.streams);
+    return MT_OK;
+}
+
 static mt_status_t
 run_dram(struct bench *b)
 {
@@ -360,7 +392,7 @@ run_dram(struct bench *b)
     }
     cpu->read_gbps = r.read_gbps;
     cpu->triad_gbps = r.triad_gbps;
-    return MT_OK;
+    return run_ceiling(b);
 }
 
 static mt_status_t
@@ -744,6 +776,9 @@ write_svg(struct bench *b)
     for (int i = 0; i < p->cpu.n_nodes; i++) {
         BAR("dram", p->cpu.nodes[i].read_gbps, "DRAM read, node %d", p->cpu.nodes[i].id);
         BAR("dram", p->cpu.nodes[i].triad_gbps, "DRAM triad, node %d", p->cpu.nodes[i].id);
+    }
+    if (p->cpu.read_ceiling_gbps > 0) {
+        BAR("dram", p->cpu.read_ceiling_gbps, "DRAM read ceiling (vector, all nodes)");
     }
     if (p->cpu.n_nodes > 1) {
         BAR("dram", p->cpu.read_gbps, "DRAM read, all nodes");
