@@ -61,3 +61,5 @@ EXTRA_DIST += tests/data tests/reference
 # tests/fuzz: libFuzzer target for the safetensors parser (tests/fuzz/run.sh SECONDS; CI).
 EXTRA_DIST += tests/fuzz/fuzz_safetensors.c tests/fuzz/run.sh tests/fuzz/safetensors.dict \
 	tests/fuzz/corpus tests/fuzz/make_corpus.py
+check_PROGRAMS += tests/test_cpu_experts
+tests_test_cpu_experts_LDADD = $(MT_TEST_LIBS)
