@@ -45,6 +45,13 @@ KNAME(tile)(const void *w, int64_t ldw, int fp8, const float *srow, const float 
                 VEC lo;
                 VEC hi;
 
+                /* a core alone cannot keep enough lines in flight from 4 row streams: ask for
+                 * them ~2 KiB ahead (one prefetch per 64 bytes of the row) */
+                if (((c * (fp8 ? 1 : 2)) & 63) == 0) {
+                    _mm_prefetch((const char *)w + (r * ldw + c) * (fp8 ? 1 : 2) + 2048,
+                                 _MM_HINT_T0);
+                }
+
                 if (fp8) {
                     CVT_FP8((const uint8_t *)w + r * ldw + c, lo, hi);
                 } else {
