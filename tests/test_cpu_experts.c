@@ -14,6 +14,8 @@
 #include "cpu/convert.h"
 #include "cpu/experts.h"
 #include "runtime/base/rng.h"
+#include "runtime/engine/executor_cpu_team.h"
+#include "runtime/engine/expert_provider.h"
 #include "tests/tap.h"
 
 #include <math.h>
@@ -211,6 +213,86 @@ test_layer(struct mt_cpu_team *team, enum mt_cpu_level level, enum mt_dtype dt, 
     }
 }
 
+/* A provider over in-memory experts, counting acquires minus releases. */
+struct fake_provider {
+    struct expert *e;
+    int held;
+};
+
+static mt_status_t
+fake_acquire(void *self, int layer, int expert, struct mt_expert *out)
+{
+    struct fake_provider *f = self;
+
+    f->held++;
+    *out = (struct mt_expert){f->e[expert].gate, f->e[expert].up, f->e[expert].down};
+    return MT_OK;
+}
+
+static void
+fake_release(void *self, int layer, int expert)
+{
+    ((struct fake_provider *)self)->held--;
+}
+
+static void
+fake_destroy(void *self)
+{
+}
+
+/* The CPU-team executor against the reference executor on the same tasks. */
+static void
+test_executor(struct mt_cpu_team *team)
+{
+    enum { N = 3, HID = 256, INT = 128 };
+    static const struct mt_expert_provider_ops ops = {"fake", NULL, fake_acquire, fake_release,
+                                                      fake_destroy};
+    static const int ms[N] = {2, 1, 5};
+    struct expert e[N];
+    struct fake_provider f = {e, 0};
+    struct mt_expert_provider prov = {&ops, &f};
+    struct mt_expert_task tasks[N];
+    float *want[N];
+    struct mt_executor *team_ex = NULL;
+    struct mt_executor *ref_ex = NULL;
+
+    for (int j = 0; j < N; j++) {
+        expert_make(&e[j], j == 1 ? MT_DTYPE_BF16 : MT_DTYPE_F8_E4M3, HID, INT);
+        tasks[j] = (struct mt_expert_task){7, j, ms[j], randv((size_t)ms[j] * HID),
+                                           malloc((size_t)ms[j] * HID * sizeof(float))};
+        want[j] = malloc((size_t)ms[j] * HID * sizeof(float));
+    }
+    tap_ok(mt_executor_cpu_team_create(&prov, team, &team_ex) == MT_OK &&
+               mt_executor_ref_create(&prov, &ref_ex) == MT_OK,
+           "cpu-team and reference executors created");
+    for (int j = 0; j < N; j++) {
+        struct mt_expert_task t = tasks[j];
+
+        t.y = want[j];
+        ref_ex->ops->submit(ref_ex->self, &t, 1);
+    }
+    tap_ok(ref_ex->ops->wait(ref_ex->self) == MT_OK, "reference executor runs");
+    tap_ok(team_ex->ops->submit(team_ex->self, tasks, N) == MT_OK &&
+               team_ex->ops->wait(team_ex->self) == MT_OK,
+           "cpu-team executor runs (%s)", team_ex->ops->name);
+    for (int j = 0; j < N; j++) {
+        char what[64];
+
+        snprintf(what, sizeof(what), "cpu-team executor vs reference, expert %d (m=%d)", j,
+                 ms[j]);
+        close_enough(what, tasks[j].y, want[j], (size_t)ms[j] * HID);
+    }
+    tap_ok(f.held == 0, "every acquired expert was released (%d held)", f.held);
+    mt_executor_destroy(team_ex);
+    mt_executor_destroy(ref_ex);
+    for (int j = 0; j < N; j++) {
+        expert_free(&e[j]);
+        free((void *)tasks[j].x);
+        free(tasks[j].y);
+        free(want[j]);
+    }
+}
+
 int
 main(void)
 {
@@ -255,6 +337,7 @@ main(void)
         test_layer(team, (enum mt_cpu_level)l, MT_DTYPE_BF16, 0);
     }
     test_layer(team, max, MT_DTYPE_F8_E4M3, 1);
+    test_executor(team);
     mt_cpu_team_destroy(team);
     return tap_done();
 }
