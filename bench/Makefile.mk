@@ -6,3 +6,5 @@ EXTRA_DIST += bench/tokenizer_hf.py
 EXTRA_DIST += bench/plain_stream.c bench/plain_memcpy.cu
 noinst_PROGRAMS += bench/bench_experts
 bench_bench_experts_LDADD = $(MT_LIBS) $(MT_SYSLIBS)
+noinst_PROGRAMS += bench/bench_cpu_experts
+bench_bench_cpu_experts_LDADD = $(MT_LIBS) $(MT_SYSLIBS)

@@ -1,17 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * stream.h - how fast this machine's cores read DRAM and do arithmetic: the CPU tier of
- * `moetier bench`.
+ * stream.h - how fast this machine's cores read DRAM: the memory rows of `moetier bench`.
  *
  * The one idea: a CPU expert kernel is bound by the DRAM bandwidth of the NUMA node its weights
- * live on, read by threads pinned to that node's cores. So we measure exactly that: one OpenMP
- * thread per physical core, each pinned (hwloc) to its core, each working on the slice of the
- * arrays that it touched first (so the kernel places those pages on its node), per node and on
- * all nodes at once. Kernels: a read-only sum (what a GEMV does to its weights) and the STREAM
- * triad a[i] = b[i] + s * c[i], counted as 3 arrays moved (no write-allocate traffic). The
- * compute side is the fp32 FMA rate (AVX-512, else AVX2, else scalar) and the AMX BF16 tile
- * rate where the CPU and kernel allow AMX. ISA flags come from cpuid and XCR0 (the OS must have
- * enabled the register state, not just the CPU have the unit).
+ * live on, read by threads pinned to that node's cores (cpu/team.h), each on the slice of memory
+ * it touched first (so the kernel places those pages on its node). Two measurements:
+ *   - STREAM-like: a read-only sum and the triad a[i] = b[i] + s * c[i] (3 arrays moved, no
+ *     write-allocate traffic), plain C loops: what simple code gets (the old figure, kept);
+ *   - the read ceiling: the best any kernel gets, with the widest vector loads, several
+ *     independent sequential streams per core (1, 2, 4, 8 tried; the best kept) and a working
+ *     set far beyond the last-level cache. Plain loops measure the loop, not the memory: on a
+ *     16-core Sapphire Rapids they read 77 GB/s where vector streams read 142-146. Every CPU
+ *     expert ratio and every plan divides by the ceiling.
+ * This header re-exports the ISA, topology and compute-rate headers that `moetier bench` uses.
  */
 #ifndef MT_CPU_STREAM_H
 #define MT_CPU_STREAM_H
@@ -20,37 +21,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cpu/flops.h"
+#include "cpu/isa.h"
+#include "cpu/topology.h"
 #include "runtime/base/status.h"
-
-#define MT_CPU_MAX_NODES 16
-
-/* Instruction sets usable here: the CPU has them and the OS saves their registers. */
-struct mt_cpu_isa {
-    bool avx2;
-    bool fma;
-    bool avx512f;
-    bool avx512bw;
-    bool avx512_bf16;
-    bool avx512_fp16;
-    bool avx512_vnni;
-    bool amx_tile;
-    bool amx_bf16;
-    bool amx_int8;
-    bool amx_fp16;
-};
-
-/* What hwloc says about the machine. */
-struct mt_cpu_topo {
-    char model[128];                     /* cpuid brand string */
-    int cores;                           /* physical cores */
-    int threads;                         /* processing units */
-    uint64_t mem_bytes;                  /* DRAM the kernel reports (MemTotal) */
-    uint64_t l3_bytes;                   /* largest last-level cache, 0 if unknown */
-    int n_nodes;                         /* NUMA nodes with cores (1 on a non-NUMA machine) */
-    int node_id[MT_CPU_MAX_NODES];       /* OS index */
-    int node_cores[MT_CPU_MAX_NODES];    /* physical cores on the node */
-    uint64_t node_mem[MT_CPU_MAX_NODES]; /* bytes of DRAM on the node */
-};
 
 /* One memory-bandwidth measurement: per kernel, the median and p90 of `reps` timed runs. */
 struct mt_cpu_stream_result {
@@ -65,12 +39,6 @@ struct mt_cpu_stream_result {
     bool bound;        /* threads were pinned and memory placed as asked */
 };
 
-/* Detect the usable instruction sets (cpuid + XCR0). Cannot fail. */
-void mt_cpu_isa_detect(struct mt_cpu_isa *isa_out);
-
-/* The machine's cores, NUMA nodes and memory (hwloc). MT_ERR_UNSUPPORTED if hwloc fails. */
-mt_status_t mt_cpu_topo_query(struct mt_cpu_topo *topo_out);
-
 /*
  * Read and triad bandwidth of node index `node` (0..n_nodes-1, as in mt_cpu_topo), or of all
  * nodes at once when node < 0: one thread per core of those nodes, pinned; arrays of
@@ -82,17 +50,30 @@ mt_status_t mt_cpu_topo_query(struct mt_cpu_topo *topo_out);
 mt_status_t mt_cpu_stream_run(int node, size_t array_bytes, int reps,
                               struct mt_cpu_stream_result *res_out);
 
-/*
- * fp32 FMA rate of all cores (one pinned thread each) in GFLOP/s, 2 flops per lane per FMA,
- * with the widest FMA unit that isa allows. Runs about `seconds`.
- */
-mt_status_t mt_cpu_fma_gflops(double seconds, double *gflops_out);
+/* The read ceiling: the best of its variants. */
+struct mt_cpu_ceiling_result {
+    int threads;
+    size_t bytes;      /* working set, read once per sweep */
+    const char *isa;   /* "avx512", "avx2" or "scalar" loads */
+    int streams;       /* independent streams per thread of the best variant */
+    double median_s;   /* one sweep, best variant */
+    double p90_s;
+    double gbps;       /* bytes / median_s of the best variant */
+    bool bound;
+};
+
+/* The default working set of the ceiling: max(8 GiB, 16x L3), at most 1/4 of DRAM. */
+size_t mt_cpu_ceiling_default_bytes(void);
 
 /*
- * AMX BF16 tile rate of all cores in GFLOP/s (TDPBF16PS on registers, no memory traffic).
- * MT_ERR_UNSUPPORTED when the CPU lacks AMX-BF16 or the kernel refuses the tile state
- * (arch_prctl ARCH_REQ_XCOMP_PERM).
+ * DRAM read ceiling of node index `node` (< 0: all nodes) over `bytes` (0: the default above),
+ * reps >= 3 timed sweeps per variant. MT_ERR_NOMEM; MT_ERR_INVAL (too small for the threads, or
+ * more than half of DRAM).
  */
-mt_status_t mt_cpu_amx_bf16_gflops(double seconds, double *gflops_out);
+mt_status_t mt_cpu_read_ceiling(int node, size_t bytes, int reps,
+                                struct mt_cpu_ceiling_result *res_out);
+
+/* Median and p90 of t[0..n) (sorts t). */
+void mt_cpu_median_p90(double *t, int n, double *median_out, double *p90_out);
 
 #endif /* MT_CPU_STREAM_H */

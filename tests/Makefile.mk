@@ -77,3 +77,5 @@ tests_test_expert_source_LDADD = tests/libmttap.a io/libmtio.a runtime/base/libm
 	$(URING_LIBS) -lpthread -lm
 check_PROGRAMS += tests/test_provider_stream
 tests_test_provider_stream_LDADD = $(MT_TEST_LIBS)
+check_PROGRAMS += tests/test_cpu_experts
+tests_test_cpu_experts_LDADD = $(MT_TEST_LIBS)

@@ -17,6 +17,7 @@
 #include "runtime/cli/cli_common.h"
 #include "runtime/base/clock.h"
 
+#include "cpu/experts_bench.h"
 #include "cpu/stream.h"
 #include "io/uring_reader.h"
 #include "kernels/kernels.h"
@@ -319,6 +320,38 @@ add_stream_rows(struct bench *b, const char *where, const struct mt_cpu_stream_r
             r->threads, r->read_gbps, r->triad_gbps);
 }
 
+/*
+ * The read ceiling: the best read bandwidth any kernel gets (vector loads, several streams per
+ * core, a working set far beyond the LLC), beside the STREAM-like figure above.
+ */
+static mt_status_t
+run_ceiling(struct bench *b)
+{
+    struct mt_cpu_ceiling_result c;
+    uint64_t size = b->o.dram_bytes != 0 ? b->o.dram_bytes : b->o.quick ? (32u << 20) : 0;
+    char shape[72];
+    char sz[32];
+    struct row *row;
+    mt_status_t st;
+
+    fprintf(stderr, "bench: dram: read ceiling, all nodes...\n");
+    st = mt_cpu_read_ceiling(-1, size, MT_MIN(b->reps, 5), &c);
+    if (st != MT_OK) {
+        return st;
+    }
+    fmt_bytes(sz, sizeof(sz), c.bytes);
+    snprintf(shape, sizeof(shape), "%s x%d streams, %d thr, %s%s", c.isa, c.streams, c.threads,
+             sz, c.bound ? "" : " unpinned");
+    row = add_row(b, "dram", "read_ceiling", shape, "dram_read_ceiling");
+    row->median_ms = c.median_s * 1e3;
+    row->p90_ms = c.p90_s * 1e3;
+    row->gbps = c.gbps;
+    b->prof->cpu.read_ceiling_gbps = c.gbps;
+    fprintf(stderr, "bench: dram: read ceiling %.1f GB/s (%s loads, %d streams per thread)\n",
+            c.gbps, c.isa, c.streams);
+    return MT_OK;
+}
+
 static mt_status_t
 run_dram(struct bench *b)
 {
@@ -360,7 +393,67 @@ run_dram(struct bench *b)
     }
     cpu->read_gbps = r.read_gbps;
     cpu->triad_gbps = r.triad_gbps;
-    return MT_OK;
+    return run_ceiling(b);
+}
+
+/*
+ * The CPU expert kernels' efficiency: one token's 8 routed experts at V3.2 shape in FP8, rotating
+ * through a pool well beyond the LLC, as a fraction of the read ceiling (what `moetier plan`
+ * uses instead of its --cpu-eff assumption).
+ */
+static mt_status_t
+run_cpu_experts(struct bench *b)
+{
+    struct mt_cpu_team *team;
+    struct mt_cpu_moe *moe = NULL;
+    struct mt_cpu_expert_pool *pool = NULL;
+    struct mt_cpu_moe_timing t;
+    struct mt_cpu_topo tp;
+    enum mt_cpu_level level;
+    double per = 3.0 * 7168 * 2048;
+    int n;
+    struct row *row;
+    char shape[72];
+    mt_status_t st;
+
+    st = mt_cpu_topo_query(&tp);
+    if (st == MT_OK) {
+        st = mt_cpu_level_select(&level);
+    }
+    if (st != MT_OK) {
+        return st;
+    }
+    /* 4x the LLC at least, 64 experts (2.8 GB) at most, 1/4 of DRAM at most */
+    n = (int)MT_MIN(64.0, (double)tp.mem_bytes / 4 / per);
+    n = MT_MAX(n, MT_MIN(8, (int)(4.0 * (double)tp.l3_bytes / per) + 8));
+    fprintf(stderr, "bench: cpu: FP8 experts (%s kernels), 8 of %d per step...\n",
+            mt_cpu_level_name(level), n);
+    st = mt_cpu_team_create(-1, 0, &team);
+    if (st != MT_OK) {
+        return st;
+    }
+    st = mt_cpu_moe_create(team, level, &moe);
+    if (st == MT_OK) {
+        st = mt_cpu_expert_pool_create(team, MT_DTYPE_F8_E4M3, n, 7168, 2048, &pool);
+    }
+    if (st == MT_OK) {
+        st = mt_cpu_expert_pool_time(pool, moe, 0, 1, 8, 0, 10, &t);
+    }
+    if (st == MT_OK) {
+        snprintf(shape, sizeof(shape), "fp8 %s, 8 x 7168x2048x3, %d thr",
+                 mt_cpu_level_name(level), mt_cpu_team_size(team));
+        row = add_row(b, "cpu", "experts_decode", shape, "");
+        row->median_ms = t.median_s * 1e3;
+        row->p90_ms = t.p90_s * 1e3;
+        row->gbps = t.bytes / t.median_s * 1e-9;
+        b->prof->cpu.expert_eff = MT_MIN(1.0, row->gbps / b->prof->cpu.read_ceiling_gbps);
+        fprintf(stderr, "bench: cpu: experts %.1f GB/s, %.0f%% of the read ceiling\n", row->gbps,
+                100.0 * b->prof->cpu.expert_eff);
+    }
+    mt_cpu_expert_pool_destroy(pool);
+    mt_cpu_moe_destroy(moe);
+    mt_cpu_team_destroy(team);
+    return st;
 }
 
 static mt_status_t
@@ -402,6 +495,9 @@ run_cpu(struct bench *b)
         }
     } else {
         fprintf(stderr, "bench: cpu: no AMX-BF16 on this CPU: skipped\n");
+    }
+    if (!b->o.quick && b->prof->cpu.read_ceiling_gbps > 0) {
+        return run_cpu_experts(b);
     }
     return MT_OK;
 }
@@ -744,6 +840,9 @@ write_svg(struct bench *b)
     for (int i = 0; i < p->cpu.n_nodes; i++) {
         BAR("dram", p->cpu.nodes[i].read_gbps, "DRAM read, node %d", p->cpu.nodes[i].id);
         BAR("dram", p->cpu.nodes[i].triad_gbps, "DRAM triad, node %d", p->cpu.nodes[i].id);
+    }
+    if (p->cpu.read_ceiling_gbps > 0) {
+        BAR("dram", p->cpu.read_ceiling_gbps, "DRAM read ceiling (vector, all nodes)");
     }
     if (p->cpu.n_nodes > 1) {
         BAR("dram", p->cpu.read_gbps, "DRAM read, all nodes");

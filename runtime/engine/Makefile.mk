@@ -5,6 +5,7 @@ runtime_libmtruntime_a_SOURCES += \
 	runtime/engine/weights.c runtime/engine/attention.c runtime/engine/moe.c \
 	runtime/engine/kv_cache.c runtime/engine/kv_cache.h \
 	runtime/engine/executor.c runtime/engine/executor.h \
+	runtime/engine/executor_cpu_team.c runtime/engine/executor_cpu_team.h \
 	runtime/engine/expert_provider.c runtime/engine/expert_provider.h \
 	runtime/engine/provider_stream.c runtime/engine/provider_stream.h \
 	runtime/engine/session.c runtime/engine/session.h

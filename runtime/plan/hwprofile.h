@@ -18,6 +18,7 @@
  *               "h2d_curve": [[bytes, gbps], ...], "d2h_curve": [[bytes, gbps], ...] },
  *     "cpu":  { "model": "...", "cores": N, "threads": N, "numa_nodes": N,
  *               "read_gbps": x, "triad_gbps": x, "fma_gflops": x, "amx_bf16_gflops": x,
+ *               "read_ceiling_gbps": x, "expert_eff": x,   (both optional: 0 when absent)
  *               "isa": ["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", ...],
  *               "nodes": [ { "id": 0, "cores": N, "mem_bytes": N,
  *                            "read_gbps": x, "triad_gbps": x }, ... ] },
@@ -102,6 +103,10 @@ struct mt_hw_cpu {
     int n_nodes;     /* NUMA nodes used below (1 on a non-NUMA machine) */
     struct mt_hw_numa_node nodes[MT_HWPROFILE_MAX_NODES];
     double read_gbps;       /* all nodes at once, each thread on its own node's memory */
+    double read_ceiling_gbps; /* best read any kernel gets: vector loads, several streams per
+                               * core, working set far beyond the LLC; 0 if not measured */
+    double expert_eff;      /* CPU expert kernels (decode, FP8) as a fraction of
+                             * read_ceiling_gbps; 0 if not measured */
     double triad_gbps;      /* likewise for triad */
     double fma_gflops;      /* fp32 FMA rate of all cores (2 flops per FMA lane) */
     double amx_bf16_gflops; /* AMX BF16 tile rate of all cores, 0 if absent */

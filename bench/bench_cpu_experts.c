@@ -1,0 +1,168 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bench_cpu_experts.c - CPU routed experts against this machine's own ceilings, measured in the
+ * same run: the DRAM read ceiling (cpu/stream.h) for decode, the FMA and AMX rates
+ * (cpu/flops.h) for prefill. Real V3.2 expert shape (7168 -> 2048 -> 7168); the weights rotate
+ * through a pool of up to 256 experts (one layer) so nothing is served from the LLC.
+ *
+ *   bench_cpu_experts [--experts N] [--steps N] [--quick]
+ *
+ * Prints markdown tables: (a) decode, 1/2/4/8 tokens x 8 experts, FP8 and BF16: GB/s of expert
+ * weights and the ratio to the read ceiling; (b) prefill, 32/256/2048 tokens per expert, FP8:
+ * TFLOP/s and the ratios to the FMA and AMX rates; (c) decode FP8, 1 token, on 1..all cores.
+ * MOETIER_ISA picks the kernel family.
+ */
+#include <config.h>
+
+#include "cpu/experts_bench.h"
+#include "cpu/stream.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define HIDDEN 7168
+#define INTER 2048
+
+static int
+fail(const char *what)
+{
+    fprintf(stderr, "bench_cpu_experts: %s: %s\n", what, mt_last_error());
+    return 1;
+}
+
+int
+main(int argc, char **argv)
+{
+    int n_experts = 256;
+    int steps = 20;
+    bool quick = false;
+    struct mt_cpu_topo tp;
+    struct mt_cpu_ceiling_result ceil;
+    struct mt_cpu_team *team;
+    struct mt_cpu_moe *moe;
+    struct mt_cpu_expert_pool *pool[2] = {NULL, NULL};
+    enum mt_cpu_level level;
+    double fma = 0.0;
+    double amx = 0.0;
+    char date[32];
+    time_t now = time(NULL);
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--experts") == 0 && i + 1 < argc) {
+            n_experts = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--steps") == 0 && i + 1 < argc) {
+            steps = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--quick") == 0) {
+            quick = true;
+        } else {
+            fprintf(stderr, "usage: bench_cpu_experts [--experts N] [--steps N] [--quick]\n");
+            return 2;
+        }
+    }
+    if (mt_cpu_topo_query(&tp) != MT_OK || mt_cpu_level_select(&level) != MT_OK) {
+        return fail("setup");
+    }
+    {
+        /* FP8 and BF16 pools together in at most 60% of DRAM */
+        double per = 3.0 * HIDDEN * INTER * 3.0; /* fp8 + bf16 bytes per expert */
+        int fit = (int)(0.6 * (double)tp.mem_bytes / per);
+
+        if (quick) {
+            n_experts = MT_MIN(n_experts, 12);
+        }
+        n_experts = MT_MAX(8, MT_MIN(n_experts, fit));
+    }
+    strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+    printf("# bench_cpu_experts | %s | %s, %d cores, %d NUMA node(s), L3 %.0f MiB, %.0f GiB | "
+           "kernels %s | %d experts per pool | %d steps\n\n",
+           date, tp.model, tp.cores, tp.n_nodes, (double)tp.l3_bytes / (1 << 20),
+           (double)tp.mem_bytes / (1u << 30), mt_cpu_level_name(level), n_experts, steps);
+
+    if (mt_cpu_read_ceiling(-1, quick ? (size_t)64 << 20 : 0, 5, &ceil) != MT_OK) {
+        return fail("read ceiling");
+    }
+    if (mt_cpu_fma_gflops(quick ? 0.05 : 0.3, &fma) != MT_OK) {
+        return fail("fma rate");
+    }
+    if (mt_cpu_amx_bf16_gflops(quick ? 0.05 : 0.3, &amx) != MT_OK) {
+        amx = 0.0;
+    }
+    printf("ceilings: DRAM read %.1f GB/s (%s loads, %d streams/thread, %d threads, %.1f GiB%s); "
+           "fp32 FMA %.2f TFLOP/s; AMX BF16 %s%.2f TFLOP/s\n\n",
+           ceil.gbps, ceil.isa, ceil.streams, ceil.threads, (double)ceil.bytes / (1u << 30),
+           ceil.bound ? "" : ", unpinned", fma * 1e-3, amx > 0 ? "" : "(absent) ", amx * 1e-3);
+
+    if (mt_cpu_team_create(-1, 0, &team) != MT_OK || mt_cpu_moe_create(team, level, &moe) != MT_OK) {
+        return fail("team");
+    }
+    for (int d = 0; d < 2; d++) {
+        if (mt_cpu_expert_pool_create(team, d == 0 ? MT_DTYPE_F8_E4M3 : MT_DTYPE_BF16, n_experts,
+                                      HIDDEN, INTER, &pool[d]) != MT_OK) {
+            return fail("expert pool");
+        }
+    }
+    printf("## (a) decode: tokens x 8 routed experts, %d threads\n\n", mt_cpu_team_size(team));
+    printf("| dtype | tokens | experts/step | MB/step | median ms | p90 ms | GB/s | of ceiling |\n");
+    printf("|---|---|---|---|---|---|---|---|\n");
+    for (int d = 0; d < 2; d++) {
+        for (int tok = 1; tok <= 8; tok *= 2) {
+            struct mt_cpu_moe_timing t;
+
+            if (mt_cpu_expert_pool_time(pool[d], moe, 0, tok, 8, 0, steps, &t) != MT_OK) {
+                return fail("decode");
+            }
+            printf("| %s | %d | %.1f | %.0f | %.3f | %.3f | %.1f | %.1f%% |\n",
+                   d == 0 ? "fp8" : "bf16", tok,
+                   t.bytes / mt_cpu_expert_pool_expert_bytes(pool[d]), t.bytes * 1e-6,
+                   t.median_s * 1e3, t.p90_s * 1e3, t.bytes / t.median_s * 1e-9,
+                   100.0 * t.bytes / t.median_s * 1e-9 / ceil.gbps);
+        }
+    }
+    printf("\n## (b) prefill: 8 experts x m tokens each, fp8, %d threads\n\n",
+           mt_cpu_team_size(team));
+    printf("| tokens/expert | median ms | TFLOP/s | of FMA rate | of AMX rate |\n");
+    printf("|---|---|---|---|---|\n");
+    for (int m = 32; m <= 2048; m *= 8) {
+        struct mt_cpu_moe_timing t;
+        int k = quick && m == 2048 ? 1 : 8;
+        int st_n = m >= 2048 ? MT_MAX(1, MT_MIN(steps, 3)) : MT_MIN(steps, 5);
+
+        if (quick && m == 2048) {
+            continue;
+        }
+        if (mt_cpu_expert_pool_time(pool[0], moe, 0, 0, k, m, st_n, &t) != MT_OK) {
+            return fail("prefill");
+        }
+        double tf = t.flops / t.median_s * 1e-12;
+
+        char of_amx[16] = "-";
+
+        if (amx > 0) {
+            snprintf(of_amx, sizeof(of_amx), "%.1f%%", 100.0 * tf / (amx * 1e-3));
+        }
+        printf("| %d | %.1f | %.3f | %.1f%% | %s |\n", m, t.median_s * 1e3, tf,
+               100.0 * tf / (fma * 1e-3), of_amx);
+    }
+    printf("\n## (c) per-core scaling: decode fp8, 1 token x 8 experts\n\n");
+    printf("| threads | GB/s | GB/s per thread | of ceiling |\n|---|---|---|---|\n");
+    for (int n = 1; n <= mt_cpu_team_size(team); n++) {
+        struct mt_cpu_moe_timing t;
+
+        if (mt_cpu_team_size(team) > 16 && n % 4 != 0 && n != 1) {
+            continue;
+        }
+        if (mt_cpu_expert_pool_time(pool[0], moe, n, 1, 8, 0, MT_MIN(steps, 8), &t) != MT_OK) {
+            return fail("scaling");
+        }
+        double g = t.bytes / t.median_s * 1e-9;
+
+        printf("| %d | %.1f | %.2f | %.1f%% |\n", n, g, g / n, 100.0 * g / ceil.gbps);
+    }
+    mt_cpu_expert_pool_destroy(pool[1]);
+    mt_cpu_expert_pool_destroy(pool[0]);
+    mt_cpu_moe_destroy(moe);
+    mt_cpu_team_destroy(team);
+    return 0;
+}

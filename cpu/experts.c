@@ -1,0 +1,370 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * experts.c - the scalar expert kernel, run-time kernel choice, and a MoE layer split across a
+ * thread team in two phases (cpu/experts.h).
+ */
+#include <config.h>
+
+#include "cpu/experts.h"
+
+#include "cpu/experts_impl.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- scalar: the reference of the SIMD kernels ---------------------------------------------- */
+
+/* Each row dequantized as the fp32 reference does (cpu/ref_linear.c), then dotted per token. */
+static void
+scalar_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const float *x, int64_t ldx,
+            int m, float *y, int64_t ldy)
+{
+    int64_t cols = w->cols;
+    float *row = malloc((size_t)cols * sizeof(float));
+
+    MT_ASSERT(row != NULL); /* cols floats: a few tens of KiB */
+    for (int64_t r = r0; r < r1; r++) {
+        mt_cpu_weight_row(w, r, row);
+        for (int t = 0; t < m; t++) {
+            const float *xt = x + t * ldx;
+            float s[4] = {0, 0, 0, 0};
+            int64_t c = 0;
+
+            for (; c + 4 <= cols; c += 4) {
+                for (int u = 0; u < 4; u++) {
+                    s[u] += row[c + u] * xt[c + u];
+                }
+            }
+            for (; c < cols; c++) {
+                s[0] += row[c] * xt[c];
+            }
+            y[t * ldy + (r - r0)] = (s[0] + s[1]) + (s[2] + s[3]);
+        }
+    }
+    free(row);
+}
+
+const struct mt_cpu_kernels mt_cpu_kernels_scalar = {
+    .name = "scalar",
+    .rows_fp8 = scalar_rows,
+    .rows_bf16 = scalar_rows,
+};
+
+static const struct mt_cpu_kernels *
+kernels_of(enum mt_cpu_level level)
+{
+    switch (level) {
+    case MT_CPU_LEVEL_AVX2:
+        return &mt_cpu_kernels_avx2;
+    case MT_CPU_LEVEL_AVX512:
+    case MT_CPU_LEVEL_AMX:
+        return &mt_cpu_kernels_avx512;
+    default:
+        return &mt_cpu_kernels_scalar;
+    }
+}
+
+/* The kernel for w: the ISA's where dtype and shape allow it, the scalar one otherwise. */
+static mt_cpu_rows_fn
+rows_fn(const struct mt_cpu_kernels *k, const struct mt_cpu_weight *w)
+{
+    if (w->cols % 32 == 0 && w->dtype == MT_DTYPE_F8_E4M3) {
+        return k->rows_fp8;
+    }
+    if (w->cols % 32 == 0 && w->dtype == MT_DTYPE_BF16) {
+        return k->rows_bf16;
+    }
+    return scalar_rows;
+}
+
+/*
+ * Rows [r0, r1) of w for m tokens, cut at FP8 128-row scale blocks and in token blocks of 32 (so
+ * a block of x stays in L2 while the rows' weights stream past).
+ */
+static void
+rows_run(mt_cpu_rows_fn fn, const struct mt_cpu_weight *w, int64_t r0, int64_t r1,
+         const float *x, int m, float *y, int64_t ldy)
+{
+    for (int64_t a = r0; a < r1;) {
+        int64_t b = MT_MIN(r1, (a / MT_CPU_FP8_BLOCK + 1) * MT_CPU_FP8_BLOCK);
+
+        for (int t = 0; t < m; t += 32) {
+            fn(w, a, b, x + (int64_t)t * w->cols, w->cols, MT_MIN(32, m - t),
+               y + (int64_t)t * ldy + (a - r0), ldy);
+        }
+        a = b;
+    }
+}
+
+/* ---- a layer on the team -------------------------------------------------------------------- */
+
+#define ROW_GRAIN 4
+#define ROW_COST_FIXED 4 /* a row costs m + 4: its bytes matter even for one token */
+
+struct mt_cpu_moe {
+    struct mt_cpu_team *team; /* borrowed */
+    enum mt_cpu_level level;
+    const struct mt_cpu_kernels *k;
+    struct mt_cpu_expert_job *jobs; /* (n) copied */
+    int n;
+    int cap;
+    int64_t *h_off; /* (n) offset of job j's h in h */
+    float *h;       /* sum m_j x inter */
+    size_t h_cap;
+    float *tmp; /* per thread: 2 x 128 x max m */
+    size_t tmp_cap;
+    int max_m;
+    int64_t hidden;
+    int64_t inter;
+    int threads;
+    bool started;
+};
+
+/* Rows of job j (of `rows` each) before cost position pos; jobs before j cover pre[j]. */
+static int64_t
+row_at(const struct mt_cpu_moe *moe, const int64_t *pre, int j, int64_t rows, int64_t pos)
+{
+    int64_t c = moe->jobs[j].m + ROW_COST_FIXED;
+    int64_t r;
+
+    if (pos <= pre[j]) {
+        return 0;
+    }
+    r = (pos - pre[j] + c * ROW_GRAIN / 2) / (c * ROW_GRAIN) * ROW_GRAIN;
+    return MT_MIN(r, rows);
+}
+
+/* Thread tid's share [pos_lo, pos_hi) of the total cost, visited as (job, row range). */
+static void
+share_visit(struct mt_cpu_moe *moe, int tid, int nt, int64_t rows, int phase)
+{
+    int64_t pre[moe->n + 1];
+
+    pre[0] = 0;
+    for (int j = 0; j < moe->n; j++) {
+        pre[j + 1] = pre[j] + rows * (moe->jobs[j].m + ROW_COST_FIXED);
+    }
+    int64_t lo = pre[moe->n] * tid / nt;
+    int64_t hi = pre[moe->n] * (tid + 1) / nt;
+    float *g = moe->tmp + (size_t)tid * 2 * 128 * (size_t)moe->max_m;
+    float *u = g + 128 * (size_t)moe->max_m;
+
+    for (int j = 0; j < moe->n; j++) {
+        const struct mt_cpu_expert_job *job = &moe->jobs[j];
+        int64_t r0 = row_at(moe, pre, j, rows, lo);
+        int64_t r1 = row_at(moe, pre, j, rows, hi);
+        float *h = moe->h + moe->h_off[j];
+
+        if (r0 >= r1) {
+            continue;
+        }
+        if (phase == 2) {
+            rows_run(rows_fn(moe->k, job->down), job->down, r0, r1, h, job->m, job->y + r0,
+                     moe->hidden);
+            continue;
+        }
+        /* gate and up for the same rows, 128 rows at a time, then h for those rows */
+        for (int64_t a = r0; a < r1;) {
+            int64_t b = MT_MIN(r1, (a / 128 + 1) * 128);
+            int64_t len = b - a;
+
+            rows_run(rows_fn(moe->k, job->gate), job->gate, a, b, job->x, job->m, g, len);
+            rows_run(rows_fn(moe->k, job->up), job->up, a, b, job->x, job->m, u, len);
+            for (int t = 0; t < job->m; t++) {
+                for (int64_t i = 0; i < len; i++) {
+                    h[t * moe->inter + a + i] = mt_cpu_silu(g[t * len + i]) * u[t * len + i];
+                }
+            }
+            a = b;
+        }
+    }
+}
+
+static void
+moe_job_run(void *arg, int tid, int nt)
+{
+    struct mt_cpu_moe *moe = arg;
+
+    share_visit(moe, tid, nt, moe->inter, 1);
+    mt_cpu_team_barrier(moe->team);
+    share_visit(moe, tid, nt, moe->hidden, 2);
+}
+
+mt_status_t
+mt_cpu_moe_create(struct mt_cpu_team *team, enum mt_cpu_level level, struct mt_cpu_moe **moe_out)
+{
+    struct mt_cpu_moe *moe;
+
+    if (level > mt_cpu_level_max()) {
+        return mt_fail(MT_ERR_UNSUPPORTED, 0, "kernel family %s does not run on this CPU",
+                       mt_cpu_level_name(level));
+    }
+    moe = calloc(1, sizeof(*moe));
+    if (moe == NULL) {
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate a MoE layer runner");
+    }
+    moe->team = team;
+    moe->level = level;
+    moe->k = kernels_of(level);
+    *moe_out = moe;
+    return MT_OK;
+}
+
+void
+mt_cpu_moe_destroy(struct mt_cpu_moe *moe)
+{
+    if (moe == NULL) {
+        return;
+    }
+    if (moe->started) {
+        mt_cpu_moe_wait(moe);
+    }
+    free(moe->tmp);
+    free(moe->h);
+    free(moe->h_off);
+    free(moe->jobs);
+    free(moe);
+}
+
+/* Grow *p to at least want elements of size esz. */
+static bool
+grow(void **p, size_t *cap, size_t want, size_t esz)
+{
+    void *q;
+
+    if (want <= *cap) {
+        return true;
+    }
+    q = realloc(*p, want * esz);
+    if (q == NULL) {
+        return false;
+    }
+    *p = q;
+    *cap = want;
+    return true;
+}
+
+static bool
+weight_ok(const struct mt_cpu_weight *w, int64_t rows, int64_t cols)
+{
+    return w != NULL && w->data != NULL && w->rows == rows && w->cols == cols &&
+           (w->dtype != MT_DTYPE_F8_E4M3 || w->scale != NULL);
+}
+
+mt_status_t
+mt_cpu_moe_start(struct mt_cpu_moe *moe, const struct mt_cpu_expert_job *jobs, int n, int threads)
+{
+    size_t cap_jobs = (size_t)moe->cap;
+    size_t h_total = 0;
+    int nt = threads <= 0 || threads > mt_cpu_team_size(moe->team) ? mt_cpu_team_size(moe->team)
+                                                                   : threads;
+
+    MT_ASSERT(!moe->started);
+    if (n <= 0) {
+        moe->n = 0;
+        return MT_OK;
+    }
+    moe->hidden = jobs[0].gate->cols;
+    moe->inter = jobs[0].gate->rows;
+    moe->max_m = 1;
+    for (int j = 0; j < n; j++) {
+        if (jobs[j].m < 1 || jobs[j].x == NULL || jobs[j].y == NULL ||
+            !weight_ok(jobs[j].gate, moe->inter, moe->hidden) ||
+            !weight_ok(jobs[j].up, moe->inter, moe->hidden) ||
+            !weight_ok(jobs[j].down, moe->hidden, moe->inter)) {
+            return mt_fail(MT_ERR_INVAL, 0,
+                           "expert job %d: bad tokens, buffers or weight shapes (expected gate "
+                           "and up [%lld, %lld], down [%lld, %lld])",
+                           j, (long long)moe->inter, (long long)moe->hidden,
+                           (long long)moe->hidden, (long long)moe->inter);
+        }
+        moe->max_m = MT_MAX(moe->max_m, jobs[j].m);
+        h_total += (size_t)jobs[j].m * (size_t)moe->inter;
+    }
+    if (!grow((void **)&moe->jobs, &cap_jobs, (size_t)n, sizeof(*moe->jobs)) ||
+        !grow((void **)&moe->h_off, &(size_t){(size_t)moe->cap}, (size_t)n,
+              sizeof(*moe->h_off))) {
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate %d expert jobs", n);
+    }
+    moe->cap = (int)cap_jobs;
+    if (!grow((void **)&moe->h, &moe->h_cap, h_total, sizeof(float)) ||
+        !grow((void **)&moe->tmp, &moe->tmp_cap,
+              (size_t)mt_cpu_team_size(moe->team) * 2 * 128 * (size_t)moe->max_m,
+              sizeof(float))) {
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the MoE workspace (%zu floats)",
+                       h_total);
+    }
+    h_total = 0;
+    for (int j = 0; j < n; j++) {
+        moe->jobs[j] = jobs[j];
+        moe->h_off[j] = (int64_t)h_total;
+        h_total += (size_t)jobs[j].m * (size_t)moe->inter;
+    }
+    moe->n = n;
+    moe->threads = nt;
+    moe->started = true;
+    mt_cpu_team_start(moe->team, nt, moe_job_run, moe);
+    return MT_OK;
+}
+
+void
+mt_cpu_moe_wait(struct mt_cpu_moe *moe)
+{
+    if (moe->started) {
+        mt_cpu_team_wait(moe->team);
+        moe->started = false;
+    }
+}
+
+mt_status_t
+mt_cpu_moe_run(struct mt_cpu_moe *moe, const struct mt_cpu_expert_job *jobs, int n, int threads)
+{
+    mt_status_t st = mt_cpu_moe_start(moe, jobs, n, threads);
+
+    mt_cpu_moe_wait(moe);
+    return st;
+}
+
+void
+mt_cpu_moe_combine(const struct mt_cpu_expert_job *jobs, int n, const int *const *tok,
+                   const float *const *w, int hidden, float *out)
+{
+    for (int j = 0; j < n; j++) {
+        for (int i = 0; i < jobs[j].m; i++) {
+            float *o = out + (int64_t)tok[j][i] * hidden;
+            const float *y = jobs[j].y + (int64_t)i * hidden;
+
+            for (int c = 0; c < hidden; c++) {
+                o[c] += w[j][i] * y[c];
+            }
+        }
+    }
+}
+
+mt_status_t
+mt_cpu_expert_run(enum mt_cpu_level level, const struct mt_cpu_expert_job *job)
+{
+    const struct mt_cpu_kernels *k = kernels_of(level);
+    int64_t inter = job->gate->rows;
+    int64_t hidden = job->gate->cols;
+    float *g;
+    float *u;
+
+    if (level > mt_cpu_level_max()) {
+        return mt_fail(MT_ERR_UNSUPPORTED, 0, "kernel family %s does not run on this CPU",
+                       mt_cpu_level_name(level));
+    }
+    g = malloc((size_t)job->m * (size_t)inter * 2 * sizeof(float));
+    if (g == NULL) {
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate an expert buffer for %d tokens", job->m);
+    }
+    u = g + (size_t)job->m * (size_t)inter;
+    rows_run(rows_fn(k, job->gate), job->gate, 0, inter, job->x, job->m, g, inter);
+    rows_run(rows_fn(k, job->up), job->up, 0, inter, job->x, job->m, u, inter);
+    for (int64_t i = 0; i < (int64_t)job->m * inter; i++) {
+        g[i] = mt_cpu_silu(g[i]) * u[i];
+    }
+    rows_run(rows_fn(k, job->down), job->down, 0, hidden, g, job->m, job->y, hidden);
+    free(g);
+    return MT_OK;
+}

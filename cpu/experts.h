@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * experts.h - routed experts on the CPU at DRAM speed: SwiGLU experts with FP8 e4m3 (128x128
+ * block scales) or BF16 weights, a whole MoE layer's experts per call, split across a pinned
+ * thread team (cpu/team.h).
+ *
+ * The one idea: decoding is bound by bytes of expert weights read per token, so every weight
+ * byte is read from DRAM once, by one core, and converted to fp32 in registers (never expanded in
+ * memory). A layer is two phases with one team barrier between: (1) the rows of every expert's
+ * gate and up matrices are cut into one contiguous share per thread (by rows x tokens, so each
+ * core streams its own share), and each thread computes gate and up for its rows together and
+ * keeps h = SiLU(gate x) * up x; (2) the rows of every down matrix likewise, y = down h. Threads
+ * the job does not use sleep.
+ *
+ * Kernel families (cpu/isa.h): scalar (plain C, the reference of the others), AVX2 + FMA + F16C,
+ * AVX-512 F + BW; chosen at run time (MOETIER_ISA forces one). "amx" runs the AVX-512 kernels
+ * (no AMX prefill kernel yet). F32 and F16 weights, and shapes whose columns are not a multiple
+ * of 32, take the scalar path.
+ */
+#ifndef MT_CPU_EXPERTS_H
+#define MT_CPU_EXPERTS_H
+
+#include "cpu/isa.h"
+#include "cpu/ref_ops.h"
+#include "cpu/team.h"
+#include "runtime/base/status.h"
+
+/* One expert's work: m tokens routed to it. */
+struct mt_cpu_expert_job {
+    const struct mt_cpu_weight *gate; /* [inter, hidden] */
+    const struct mt_cpu_weight *up;   /* [inter, hidden] */
+    const struct mt_cpu_weight *down; /* [hidden, inter] */
+    int m;                            /* tokens, >= 1 */
+    const float *x;                   // [m, hidden]
+    float *y;                         // [m, hidden], the SwiGLU output before the router weight
+};
+
+struct mt_cpu_moe;
+
+/*
+ * A layer runner over team (borrowed) with kernel family `level` (mt_cpu_level_select gives the
+ * usual one; a level above mt_cpu_level_max() is MT_ERR_UNSUPPORTED). MT_ERR_NOMEM.
+ */
+mt_status_t mt_cpu_moe_create(struct mt_cpu_team *team, enum mt_cpu_level level,
+                              struct mt_cpu_moe **moe_out);
+void mt_cpu_moe_destroy(struct mt_cpu_moe *moe);
+
+/*
+ * Compute jobs[0..n) on the first `threads` threads of the team (<= 0: all) and return at once
+ * (jobs and everything they point to stay valid until mt_cpu_moe_wait). All jobs must share
+ * hidden and inter sizes. MT_ERR_INVAL (shapes, dtypes), MT_ERR_NOMEM; nothing started then.
+ */
+mt_status_t mt_cpu_moe_start(struct mt_cpu_moe *moe, const struct mt_cpu_expert_job *jobs, int n,
+                             int threads);
+void mt_cpu_moe_wait(struct mt_cpu_moe *moe);
+
+/* start + wait. */
+mt_status_t mt_cpu_moe_run(struct mt_cpu_moe *moe, const struct mt_cpu_expert_job *jobs, int n,
+                           int threads);
+
+/*
+ * The weighted sum of a layer: out[tok[j][i], :] += w[j][i] * y_j[i, :] for every job j and its
+ * tokens i, in job order (so the sum is deterministic). tok and w are per job arrays of m_j.
+ */
+void mt_cpu_moe_combine(const struct mt_cpu_expert_job *jobs, int n, const int *const *tok,
+                        const float *const *w, int hidden, float *out);
+
+/* One expert on the calling thread with kernel family `level` (tests, reference runs). */
+mt_status_t mt_cpu_expert_run(enum mt_cpu_level level, const struct mt_cpu_expert_job *job);
+
+#endif /* MT_CPU_EXPERTS_H */

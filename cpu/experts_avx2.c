@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * experts_avx2.c - the expert kernels with AVX2 + FMA + F16C (8 floats per vector), compiled for
+ * those units only here; cpu/experts.c calls them only where cpuid says they run.
+ *
+ * FP8 e4m3 -> fp32 in registers: the byte s.eeee.mmm moved to s.0eeee.mmm0000000 is an fp16
+ * of value / 256 (bias 15 instead of 7), subnormals included, and VCVTPH2PS converts it exactly
+ * (it ignores MXCSR.DAZ); the 256 is folded into the block scale. 0x7f/0xff (NaN) would read as
+ * 480: checkpoints hold none (the loaders check scales, not every byte).
+ */
+#pragma GCC target("avx2,fma,f16c")
+#include <config.h>
+
+#include "cpu/experts_impl.h"
+
+#include <immintrin.h>
+
+#define VEC __m256
+#define VL 8
+#define TT 2
+#define ZERO() _mm256_setzero_ps()
+#define SET1(f) _mm256_set1_ps(f)
+#define LOADX(p) _mm256_loadu_ps(p)
+#define FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define KNAME(n) avx2_##n
+
+static inline float
+avx2_hsum(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+#define HSUM(v) avx2_hsum(v)
+
+#define CVT_FP8(p, lo, hi)                                                                        \
+    do {                                                                                          \
+        __m256i u_ = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(p)));                 \
+        u_ = _mm256_and_si256(_mm256_srai_epi16(_mm256_slli_epi16(u_, 8), 1),                     \
+                              _mm256_set1_epi16((short)0xbfff));                                  \
+        (lo) = _mm256_cvtph_ps(_mm256_castsi256_si128(u_));                                       \
+        (hi) = _mm256_cvtph_ps(_mm256_extracti128_si256(u_, 1));                                  \
+    } while (0)
+
+#define CVT_BF16(p, lo, hi)                                                                       \
+    do {                                                                                          \
+        __m256i v_ = _mm256_loadu_si256((const __m256i *)(p));                                    \
+        (lo) = _mm256_castsi256_ps(                                                               \
+            _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(v_)), 16));            \
+        (hi) = _mm256_castsi256_ps(                                                               \
+            _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(v_, 1)), 16));       \
+    } while (0)
+
+#include "cpu/experts_tile.h"
+
+const struct mt_cpu_kernels mt_cpu_kernels_avx2 = {
+    .name = "avx2",
+    .rows_fp8 = avx2_rows_fp8,
+    .rows_bf16 = avx2_rows_bf16,
+};

@@ -1,0 +1,171 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * topology.c - hwloc queries: the machine summary `moetier bench` prints, and the per-core
+ * cpusets the thread team pins to (cpu/topology.h).
+ */
+#include <config.h>
+
+#include "cpu/topology.h"
+
+#include "cpu/isa.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+mt_status_t
+mt_cpu_topo_load(hwloc_topology_t *topo_out)
+{
+    hwloc_topology_t topo;
+
+    if (hwloc_topology_init(&topo) != 0) {
+        return mt_fail(MT_ERR_UNSUPPORTED, errno, "hwloc cannot initialize a topology");
+    }
+    if (hwloc_topology_load(topo) != 0) {
+        hwloc_topology_destroy(topo);
+        return mt_fail(MT_ERR_UNSUPPORTED, errno, "hwloc cannot load this machine's topology");
+    }
+    *topo_out = topo;
+    return MT_OK;
+}
+
+/* NUMA nodes that have cores, in OS order (memory-only nodes such as CXL are left out). */
+static int
+nodes_with_cores(hwloc_topology_t topo, hwloc_obj_t *nodes, int cap)
+{
+    int n = 0;
+    int total = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_NUMANODE);
+
+    for (int i = 0; i < total && n < cap; i++) {
+        hwloc_obj_t node = hwloc_get_obj_by_type(topo, HWLOC_OBJ_NUMANODE, i);
+
+        if (node->cpuset != NULL && !hwloc_bitmap_iszero(node->cpuset)) {
+            nodes[n++] = node;
+        }
+    }
+    return n;
+}
+
+void
+mt_cpu_core_sets_free(hwloc_cpuset_t *sets, int n)
+{
+    for (int i = 0; sets != NULL && i < n; i++) {
+        hwloc_bitmap_free(sets[i]);
+    }
+    free(sets);
+}
+
+/* Append one single-PU set per core inside `within` to sets[*n...], tagging them with node. */
+static mt_status_t
+add_cores(hwloc_topology_t topo, hwloc_const_cpuset_t within, int node, hwloc_cpuset_t *sets,
+          int *nodes, int *n)
+{
+    hwloc_obj_type_t type = HWLOC_OBJ_CORE;
+    int count = hwloc_get_nbobjs_inside_cpuset_by_type(topo, within, HWLOC_OBJ_CORE);
+
+    if (count <= 0) {
+        type = HWLOC_OBJ_PU;
+        count = hwloc_get_nbobjs_inside_cpuset_by_type(topo, within, HWLOC_OBJ_PU);
+    }
+    for (int i = 0; i < count; i++) {
+        hwloc_obj_t core = hwloc_get_obj_inside_cpuset_by_type(topo, within, type, i);
+        hwloc_cpuset_t set = hwloc_bitmap_dup(core->cpuset);
+
+        if (set == NULL) {
+            return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate a cpuset");
+        }
+        hwloc_bitmap_singlify(set); /* one PU: its hyperthread sibling stays idle */
+        sets[*n] = set;
+        nodes[*n] = node;
+        (*n)++;
+    }
+    return MT_OK;
+}
+
+mt_status_t
+mt_cpu_core_sets(hwloc_topology_t topo, int node, hwloc_cpuset_t **sets_out, int **node_out,
+                 int *n_out)
+{
+    hwloc_obj_t nodes[MT_CPU_MAX_NODES];
+    int n_nodes = nodes_with_cores(topo, nodes, MT_CPU_MAX_NODES);
+    int cap = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_PU);
+    hwloc_cpuset_t *sets;
+    int *node_of;
+    int n = 0;
+    mt_status_t st = MT_OK;
+
+    if (node >= MT_MAX(n_nodes, 1)) {
+        return mt_fail(MT_ERR_INVAL, 0, "NUMA node index %d out of range (this machine has %d)",
+                       node, n_nodes);
+    }
+    sets = calloc((size_t)MT_MAX(cap, 1), sizeof(*sets));
+    node_of = calloc((size_t)MT_MAX(cap, 1), sizeof(*node_of));
+    if (sets == NULL || node_of == NULL) {
+        free(sets);
+        free(node_of);
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate %d cpusets", cap);
+    }
+    if (n_nodes == 0) {
+        st = add_cores(topo, hwloc_topology_get_topology_cpuset(topo), 0, sets, node_of, &n);
+    }
+    for (int i = 0; i < n_nodes && st == MT_OK; i++) {
+        if (node < 0 || node == i) {
+            st = add_cores(topo, nodes[i]->cpuset, i, sets, node_of, &n);
+        }
+    }
+    if (st != MT_OK) {
+        mt_cpu_core_sets_free(sets, n);
+        free(node_of);
+        return st;
+    }
+    *sets_out = sets;
+    *node_out = node_of;
+    *n_out = n;
+    return MT_OK;
+}
+
+mt_status_t
+mt_cpu_topo_query(struct mt_cpu_topo *topo_out)
+{
+    hwloc_topology_t topo;
+    hwloc_obj_t nodes[MT_CPU_MAX_NODES];
+    struct mt_cpu_topo tp;
+    mt_status_t st;
+    int n_caches;
+
+    st = mt_cpu_topo_load(&topo);
+    if (st != MT_OK) {
+        return st;
+    }
+    memset(&tp, 0, sizeof(tp));
+    mt_cpu_brand(tp.model, sizeof(tp.model));
+    tp.cores = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_CORE);
+    tp.threads = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_PU);
+    /* The kernel's MemTotal, not hwloc's sum over nodes: in VMs whose memory is plugged as it
+     * is used, the per-node counts start far below what the machine has. */
+    tp.mem_bytes = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGE_SIZE);
+    n_caches = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_L3CACHE);
+    for (int i = 0; i < n_caches; i++) {
+        hwloc_obj_t l3 = hwloc_get_obj_by_type(topo, HWLOC_OBJ_L3CACHE, i);
+
+        tp.l3_bytes = MT_MAX(tp.l3_bytes, l3->attr->cache.size);
+    }
+    tp.n_nodes = nodes_with_cores(topo, nodes, MT_CPU_MAX_NODES);
+    for (int i = 0; i < tp.n_nodes; i++) {
+        tp.node_id[i] = (int)nodes[i]->os_index;
+        tp.node_cores[i] =
+            hwloc_get_nbobjs_inside_cpuset_by_type(topo, nodes[i]->cpuset, HWLOC_OBJ_CORE);
+        tp.node_mem[i] = nodes[i]->attr->numanode.local_memory;
+    }
+    if (tp.n_nodes == 0) {
+        tp.n_nodes = 1;
+        tp.node_cores[0] = tp.cores;
+    }
+    if (tp.n_nodes == 1) {
+        tp.node_mem[0] = tp.mem_bytes;
+    }
+    hwloc_topology_destroy(topo);
+    *topo_out = tp;
+    return MT_OK;
+}
