@@ -15,6 +15,7 @@
 
 #include "runtime/engine/engine.h"
 #include "runtime/engine/executor.h"
+#include "runtime/engine/executor_cpu_team.h"
 #include "runtime/model/model.h"
 #include "runtime/text/sampler.h"
 #include "runtime/synth/synth.h"
@@ -344,6 +345,27 @@ golden_one(const char *dir, const char *name)
         }
         tap_ok(g_ok && first_bad < 0, "golden %s seq %zu: %d greedy tokens identical to HF "
                "(first difference at %d)", name, si, n_greedy, first_bad);
+        /* the same with the routed experts on the CPU team's SIMD kernels */
+        struct mt_cpu_team *team = NULL;
+        struct mt_executor *tex = NULL;
+        g_ok = mt_cpu_team_create(-1, 0, &team) == MT_OK &&
+               mt_executor_cpu_team_create(mt_engine_provider(ex), team, &tex) == MT_OK;
+        if (g_ok) {
+            mt_engine_set_executor(ex, MT_TIER_DRAM_CPU, tex);
+            g_ok = greedy(ex, prompt, n_prompt, n_greedy, gg);
+            mt_engine_set_executor(ex, MT_TIER_DRAM_CPU, NULL);
+        }
+        first_bad = -1;
+        for (int i = 0; i < n_greedy && g_ok; i++) {
+            if (gg[i] != want_g[i] && first_bad < 0) {
+                first_bad = i;
+            }
+        }
+        tap_ok(g_ok && first_bad < 0, "golden %s seq %zu: %d greedy tokens identical to HF with "
+               "the CPU-team expert kernels (first difference at %d)", name, si, n_greedy,
+               first_bad);
+        mt_executor_destroy(tex);
+        mt_cpu_team_destroy(team);
         /* FP8 indexer mode on the same prompt: selection overlap with exact scoring */
         mt_engine_reset(f8);
         tap_ok(mt_engine_forward(f8, ids, n_ids, true, got) == MT_OK,

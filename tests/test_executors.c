@@ -5,13 +5,16 @@
  * multiples of the 128x128 scale blocks), token counts 1..9 and the real V3.2 expert shape.
  *
  * Executors here: the reference itself over dequantized weights (FP8 and BF16 against their
- * exact fp32 values: the reference's dequantization), and the harness's own self-test (a
- * dropped task and a 5% error must be caught). Backends add their executor to this file.
+ * exact fp32 values: the reference's dequantization), the CPU-team executor (SIMD kernels), and
+ * the harness's own self-test (a dropped task and a 5% error must be caught). Backends add
+ * their executor to this file.
  */
 #include <config.h>
 
 #include "cpu/ref_ops.h"
+#include "cpu/team.h"
 #include "runtime/engine/executor.h"
+#include "runtime/engine/executor_cpu_team.h"
 #include "runtime/engine/expert_provider.h"
 #include "tests/harness.h"
 #include "tests/tap.h"
@@ -176,6 +179,30 @@ out:
     mt_expert_provider_destroy(p);
 }
 
+/* The CPU-team executor (SIMD kernels on a pinned team) against the reference. */
+static void
+test_team(enum mt_dtype dt, int hidden, int inter, const int *ms, int n_ms)
+{
+    struct mt_expert_provider *p = NULL;
+    struct mt_cpu_team *team = NULL;
+    struct mt_executor *ex = NULL;
+    char name[128];
+
+    snprintf(name, sizeof(name), "cpu-team on %s experts %dx%d", mt_dtype_name(dt), hidden,
+             inter);
+    if (tap_ok(mt_harness_provider_create(2, 5, hidden, inter, dt, 13, &p) == MT_OK &&
+                   mt_cpu_team_create(-1, 0, &team) == MT_OK &&
+                   mt_executor_cpu_team_create(p, team, &ex) == MT_OK,
+               "%s: set up", name)) {
+        mt_harness_executor(name, ex, p, 2, 5, hidden, ms, n_ms,
+                            mt_harness_tol_for(MT_DTYPE_F32), 5, false);
+        tap_ok(mt_harness_provider_outstanding(p) == 0, "%s: every acquire was released", name);
+    }
+    mt_executor_destroy(ex);
+    mt_cpu_team_destroy(team);
+    mt_expert_provider_destroy(p);
+}
+
 int
 main(void)
 {
@@ -189,5 +216,7 @@ main(void)
     test_dtype(MT_DTYPE_F32, 2, 5, 136, 40, ms_small, 9);
     /* the real V3.2 expert: 7168 -> 2048 -> 7168, FP8 */
     test_dtype(MT_DTYPE_F8_E4M3, 1, 2, 7168, 2048, ms_real, 2);
+    test_team(MT_DTYPE_F8_E4M3, 256, 128, ms_small, 9);
+    test_team(MT_DTYPE_BF16, 384, 256, ms_small, 9);
     return tap_done();
 }

@@ -65,7 +65,10 @@ chat_usage(FILE *f)
                "      --top-p P            nucleus sampling mass in (0, 1] (default 0.95)\n"
                "      --top-k K            keep the K most likely tokens (default 0 = all)\n"
                "      --seed S             sampling seed (default 0)\n"
-               "      --threads N          OpenMP threads (default: OMP_NUM_THREADS or all)\n"
+               "      --threads N          threads (default: OMP_NUM_THREADS or all cores)\n"
+               "      --experts KIND       who computes routed experts: team (SIMD kernels on\n"
+               "                           pinned threads, default) or ref (fp32 reference)\n"
+               "      --plan FILE          place routed experts as the plan says\n"
                "  -v, --verbose            per-turn prefill and decode tok/s on stderr\n"
                "  -h, --help               this text\n"
                "stdout carries only the replies; the prompt \"> \" and messages go to\n"
@@ -542,6 +545,7 @@ mt_cli_chat(int argc, char **argv)
         fprintf(stderr, "loading %s ...\n", dir);
     }
     rc = 1;
+    ef.report = c.verbose;
     if (mt_cli_engine_init(&c.eng, dir, &ef, false) != MT_OK) {
         goto out;
     }

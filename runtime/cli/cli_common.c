@@ -12,6 +12,9 @@
 #include "runtime/cli/cli_common.h"
 
 #include "runtime/base/clock.h"
+#include "cpu/isa.h"
+#include "cpu/topology.h"
+#include "runtime/engine/executor_cpu_team.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -404,6 +407,13 @@ mt_cli_engine_flags_parse(const struct mt_cli *cli, int opt, char *const *argv,
     case MT_CLI_OPT_PLAN:
         f->plan_path = optarg;
         return 0;
+    case MT_CLI_OPT_EXPERTS:
+        if (strcmp(optarg, "ref") != 0 && strcmp(optarg, "team") != 0) {
+            mt_cli_error(cli, "unknown expert executor '%s' (team or ref)", optarg);
+            return 2;
+        }
+        f->ref_experts = strcmp(optarg, "ref") == 0;
+        return 0;
     default:
         return mt_cli_bad_option(cli, opt, argv);
     }
@@ -429,10 +439,49 @@ engine_plan(struct mt_cli_engine *e, const char *path, struct mt_engine_opts *eo
             count[t < MT_TIER_COUNT ? t : MT_TIER_DRAM_CPU]++;
         }
     }
-    mt_log_info("plan '%s': routed experts %d on the GPU, %d in DRAM, %d streamed from disk "
-                "(all computed by the CPU reference executor)", path, count[MT_TIER_GPU],
-                count[MT_TIER_DRAM_CPU] + count[MT_TIER_DRAM_PCIE], count[MT_TIER_NVME]);
+    mt_log_info("plan '%s': routed experts %d on the GPU, %d in DRAM, %d streamed from disk",
+                path, count[MT_TIER_GPU], count[MT_TIER_DRAM_CPU] + count[MT_TIER_DRAM_PCIE],
+                count[MT_TIER_NVME]);
+    if (count[MT_TIER_GPU] > 0) {
+        mt_log_info("this engine has no GPU executor: the GPU experts stay in DRAM and run on "
+                    "the CPU");
+    }
     eo->expert_tiers = e->plan->tiers;
+    return MT_OK;
+}
+
+/*
+ * Routed experts on a pinned team with the SIMD kernels, for every host tier. The team has
+ * --threads threads (capped at the physical cores), else one per core.
+ */
+static mt_status_t
+engine_team(struct mt_cli_engine *e, int threads, bool report)
+{
+    struct mt_cpu_topo topo;
+    enum mt_cpu_level level;
+    mt_status_t st;
+
+    if ((st = mt_cpu_topo_query(&topo)) != MT_OK || (st = mt_cpu_level_select(&level)) != MT_OK) {
+        return st;
+    }
+    if (threads <= 0 || threads > topo.cores) {
+        threads = topo.cores;
+    }
+    if ((st = mt_cpu_team_create(-1, threads, &e->team)) != MT_OK ||
+        (st = mt_executor_cpu_team_create(mt_engine_provider(e->engine), e->team,
+                                          &e->experts)) != MT_OK) {
+        return st;
+    }
+    mt_engine_set_executor(e->engine, MT_TIER_DRAM_CPU, e->experts);
+    mt_engine_set_executor(e->engine, MT_TIER_DRAM_PCIE, e->experts);
+    mt_engine_set_executor(e->engine, MT_TIER_NVME, e->experts);
+    mt_engine_set_executor(e->engine, MT_TIER_GPU, e->experts);
+    if (report) {
+        mt_log_info("routed experts: %s kernels on %d threads, %s (of %d cores, %d NUMA "
+                    "node%s)", mt_cpu_level_name(level), mt_cpu_team_size(e->team),
+                    mt_cpu_team_bound(e->team) ? "each pinned to a core" : "not pinned",
+                    topo.cores, topo.n_nodes, topo.n_nodes == 1 ? "" : "s");
+    }
     return MT_OK;
 }
 
@@ -494,6 +543,9 @@ mt_cli_engine_init(struct mt_cli_engine *e, const char *dir, const struct mt_cli
         goto fail;
     }
     e->vocab = mt_engine_vocab(e->engine);
+    if (!f->ref_experts && (st = engine_team(e, f->threads, f->report)) != MT_OK) {
+        goto fail;
+    }
     st = mt_session_create(e->engine, &f->sampler, &e->session);
     if (st != MT_OK) {
         goto fail;
@@ -509,6 +561,8 @@ void
 mt_cli_engine_fini(struct mt_cli_engine *e)
 {
     mt_session_destroy(e->session);
+    mt_executor_destroy(e->experts); /* it borrows the engine's provider */
+    mt_cpu_team_destroy(e->team);
     mt_engine_destroy(e->engine);
     mt_plan_destroy(e->plan);
     mt_trace_destroy(e->trace);

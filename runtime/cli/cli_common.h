@@ -135,6 +135,7 @@ enum {
     MT_CLI_OPT_SEED,
     MT_CLI_OPT_THREADS,
     MT_CLI_OPT_PLAN,
+    MT_CLI_OPT_EXPERTS,
 };
 
 /* The shared flags' entries of a struct option table. */
@@ -145,13 +146,16 @@ enum {
         {"top-k", required_argument, NULL, MT_CLI_OPT_TOP_K},                                      \
         {"seed", required_argument, NULL, MT_CLI_OPT_SEED},                                        \
         {"threads", required_argument, NULL, MT_CLI_OPT_THREADS},                                  \
-        {"plan", required_argument, NULL, MT_CLI_OPT_PLAN}
+        {"plan", required_argument, NULL, MT_CLI_OPT_PLAN},                                        \
+        {"experts", required_argument, NULL, MT_CLI_OPT_EXPERTS}
 
 struct mt_cli_engine_flags {
     struct mt_sampler_opts sampler; /* --temperature, --top-p, --top-k, --seed */
     struct mt_engine_opts engine;   /* defaults; run sets indexer and attention itself */
     int threads;                    /* --threads; 0: OMP_NUM_THREADS or all cores */
     const char *plan_path;          /* --plan; NULL: every routed expert in DRAM */
+    bool ref_experts;               /* --experts ref: the fp32 reference executor */
+    bool report;                    /* say on stderr who computes the experts (run; chat -v) */
 };
 
 /* Greedy sampling, the engine's defaults, OpenMP's thread count. */
@@ -171,6 +175,8 @@ struct mt_cli_engine {
     struct mt_trace *trace;     /* owned; NULL unless asked for */
     struct mt_plan *plan;       /* owned; NULL without --plan */
     struct mt_engine *engine;   /* owned */
+    struct mt_cpu_team *team;   /* owned: pinned threads for the routed experts, or NULL */
+    struct mt_executor *experts; /* owned: the CPU-team executor, or NULL (reference) */
     struct mt_session *session; /* owned: sampling, prefix reuse, stop rules */
     int vocab;                  /* the engine's logits per position */
 };
@@ -178,7 +184,9 @@ struct mt_cli_engine {
 /*
  * Open the checkpoint in dir and build its engine and session from f, after applying --threads;
  * with --plan, the plan is checked against the model and its tiers place the routed experts
- * (one line on stderr says where they went). With trace, also create an expert-activation trace
+ * (one line on stderr says where they went). Routed experts run on a pinned CPU team with the
+ * SIMD kernels (one line says which and how many threads), or on the fp32 reference with
+ * --experts ref. With trace, also create an expert-activation trace
  * sized for the model, which the engine records into. On failure the reason has been printed
  * (mt_fail) and nothing is held.
  */

@@ -60,6 +60,8 @@ run_usage(FILE *f)
             "      --indexer MODE       exact (fp32 scores, default) or fp8 (DeepSeek's FP8 path)\n"
             "      --attention MODE     sparse (DSA top-k, default) or dense (all positions)\n"
             "      --threads N          OpenMP threads (default: OMP_NUM_THREADS or all cores)\n"
+            "      --experts KIND       who computes routed experts: team (SIMD kernels on pinned\n"
+            "                           threads, default) or ref (the fp32 reference)\n"
             "      --plan FILE          place routed experts as the plan says (moetier plan -o):\n"
             "                           experts it streams from disk are not kept in memory\n"
             "      --trace FILE         record routed expert ids per layer (JSON trace)\n"
@@ -177,6 +179,7 @@ mt_cli_run(int argc, char **argv)
     int rc;
 
     mt_cli_engine_flags_init(&ef);
+    ef.report = true;
     optind = 1;
     opterr = 0;
     while ((opt = getopt_long(argc, argv, ":m:p:n:h", longopts, NULL)) != -1) {
