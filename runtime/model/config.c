@@ -565,8 +565,7 @@ mt_config_load(const char *path, struct mt_model_config *cfg_out)
     size_t what_len = strlen(path) + sizeof("config ''");
     mt_status_t st;
 
-    /* A config.json is a few KiB; 64 MiB means the path names some other file. */
-    st = mt_file_read_all(path, "config", (size_t)64 << 20, &text, &len);
+    st = mt_file_read_all(path, "config", MT_FILE_MAX_CONFIG, &text, &len);
     if (st != MT_OK) {
         return st;
     }
