@@ -578,6 +578,22 @@ test_limits(void)
     mt_tokenizer_destroy(tok);
     tok = NULL;
 
+    /* An empty vocabulary string (found by fuzz_tokenizer: read past its NUL) is no byte's token. */
+    st = load_text(dir,
+                   "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"\":7,\"h\":0,\"i\":1},\"merges\":[]},"
+                   "\"pre_tokenizer\":" BL ",\"decoder\":{\"type\":\"ByteLevel\"}}",
+                   &tok);
+    if (st == MT_OK) {
+        st = mt_tokenizer_encode(tok, "hi", 2, false, &ids, &n);
+    }
+    tap_ok(st == MT_OK && n == 2 && ids[0] == 0 && ids[1] == 1,
+           "an empty vocabulary string loads and takes no byte (%s)",
+           st == MT_OK ? "ok" : mt_last_error());
+    free(ids);
+    ids = NULL;
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
+
     /* "h" and "i" have one-byte tokens, "z" has none: "zz" is a piece of zero ids. */
     mt_log_set_quiet(true);
     st = load_text(dir,

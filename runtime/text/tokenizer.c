@@ -855,8 +855,8 @@ load_json(struct mt_tokenizer *tok, json_t *root, json_t *cfg)
         }
         /* the one-byte token of a byte is the vocab entry spelled by its byte-level char */
         const unsigned char *p = (const unsigned char *)key;
-        uint32_t cp = utf8_next(&p);
-        if (*p == 0 && cp < 324 && byte_of_cp[cp] >= 0) {
+        uint32_t cp = key[0] != '\0' ? utf8_next(&p) : UINT32_MAX; /* "" is no byte's token */
+        if (cp < 324 && *p == 0 && byte_of_cp[cp] >= 0) {
             tok->byte_id[byte_of_cp[cp]] = id;
         }
     }
