@@ -146,7 +146,7 @@ smap_put(struct smap *m, const void *key, size_t len, uint64_t h, uint32_t val, 
     if ((m->n + 1) * 2 > m->cap && smap_grow(m) != MT_OK) {
         return MT_ERR_NOMEM;
     }
-    if (m->keys_len + len > m->keys_cap) {
+    if (m->keys == NULL || m->keys_len + len > m->keys_cap) { /* even for "": no NULL arena */
         size_t ncap = MT_MAX(m->keys_cap * 2, m->keys_len + len + 4096);
         char *nk = realloc(m->keys, ncap);
         if (nk == NULL) {
