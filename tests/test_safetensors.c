@@ -546,7 +546,8 @@ test_bad_files(void)
     check_bad_file("a hole between tensors", "hole.safetensors", UINT64_MAX,
                    "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
                    "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,12]}}",
-                   12, "data bytes [4, 8) belong to no tensor (a hole between tensors 'a' and 'b')");
+                   12,
+                   "data bytes [4, 8) belong to no tensor (a hole between tensors 'a' and 'b')");
     check_bad_file("a hole before the first tensor", "hole0.safetensors", UINT64_MAX,
                    "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8,
                    "data bytes [0, 4) belong to no tensor (a hole before the first tensor 'a')");

@@ -578,7 +578,7 @@ test_limits(void)
     mt_tokenizer_destroy(tok);
     tok = NULL;
 
-    /* An empty vocabulary string (found by fuzz_tokenizer: read past its NUL) is no byte's token. */
+    /* An empty vocabulary string (fuzz_tokenizer: read past its NUL) is no byte's token. */
     st = load_text(dir,
                    "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"\":7,\"h\":0,\"i\":1},\"merges\":[]},"
                    "\"pre_tokenizer\":" BL ",\"decoder\":{\"type\":\"ByteLevel\"}}",
@@ -635,7 +635,8 @@ test_limits(void)
                    &tok);
     tap_ok(st == MT_ERR_FORMAT && tok == NULL && strstr(mt_last_error(), "tokenizer_config.json") &&
                strstr(mt_last_error(), "duplicate"),
-           "tokenizer_config.json with a key twice: %s", st == MT_OK ? "accepted" : mt_last_error());
+           "tokenizer_config.json with a key twice: %s",
+           st == MT_OK ? "accepted" : mt_last_error());
     mt_tokenizer_destroy(tok);
     tok = NULL;
     unlink(path);

@@ -129,8 +129,9 @@ mt_file_read_all(const char *path, const char *what, size_t max_bytes, char **da
         len += (size_t)r;
     }
     if (len > size) {
-        st = mt_fail(MT_ERR_IO, 0, "%s '%s' grew while it was being read (is something writing it?)",
-                     what, path);
+        st = mt_fail(MT_ERR_IO, 0,
+                     "%s '%s' grew while it was being read (is something writing it?)", what,
+                     path);
         goto out_free;
     }
     close(fd);

@@ -727,8 +727,8 @@ mt_config_validate(const struct mt_model_config *cfg, const char *what)
     }
     if ((cfg->index_head_dim & (cfg->index_head_dim - 1)) != 0) {
         return mt_fail(MT_ERR_FORMAT, 0,
-                       "%s: field 'index_head_dim' is %d, not a power of two (the indexer applies a "
-                       "Hadamard transform of that size; V3.2 uses 128)",
+                       "%s: field 'index_head_dim' is %d, not a power of two (the indexer applies "
+                       "a Hadamard transform of that size; V3.2 uses 128)",
                        what, cfg->index_head_dim);
     }
     if (cfg->attention_bias) {

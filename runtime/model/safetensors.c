@@ -7,8 +7,9 @@
  * passes through (files, sets, and the fuzz target via mt_st_image_parse()): JSON syntax with
  * duplicate keys rejected, known fields only, a known dtype, a shape whose byte count is computed
  * with overflow checks, offsets inside the data section that match that byte count exactly, and
- * tensors that tile the data section exactly (no overlap, no hole, no trailing bytes). After that gate a struct mt_st_tensor can be read with pread without
- * further checks. The first detector names the file (and the tensor) in its mt_fail() message.
+ * tensors that tile the data section exactly (no overlap, no hole, no trailing bytes). After that
+ * gate a struct mt_st_tensor can be read with pread without further checks. The first detector
+ * names the file (and the tensor) in its mt_fail() message.
  *
  * Reading keeps one fd per shard and uses pread in a loop, so any number of threads may read
  * concurrently. Writing streams: tensors are declared first, the header is written when the first

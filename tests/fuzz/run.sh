@@ -48,7 +48,10 @@ targets=
 for t in "$@"; do
     name=$(basename "$t" .c)
     name=${name#fuzz_}
-    [ -f "tests/fuzz/fuzz_$name.c" ] || { echo "run.sh: no target tests/fuzz/fuzz_$name.c" >&2; exit 1; }
+    if [ ! -f "tests/fuzz/fuzz_$name.c" ]; then
+        echo "run.sh: no target tests/fuzz/fuzz_$name.c" >&2
+        exit 1
+    fi
     targets="$targets $name"
 done
 count=$(echo $targets | wc -w)
