@@ -61,15 +61,20 @@ TESTS += tests/test_plan_run.sh
 TESTS += tests/test_install.sh
 EXTRA_DIST += tests/test_install.sh tests/embed/embed.c
 EXTRA_DIST += tests/test_plan_run.sh
+TESTS += tests/test_inputs.sh
+EXTRA_DIST += tests/test_inputs.sh
 EXTRA_DIST += tests/test_plan.sh
 EXTRA_DIST += tests/test_run.sh
 EXTRA_DIST += tests/test_chat_cli.sh
 EXTRA_DIST += tests/test_tokenize_cli.sh
 EXTRA_DIST += tests/test_inspect.sh tests/lib.sh
 EXTRA_DIST += tests/data tests/reference
-# tests/fuzz: libFuzzer target for the safetensors parser (tests/fuzz/run.sh SECONDS; CI).
-EXTRA_DIST += tests/fuzz/fuzz_safetensors.c tests/fuzz/run.sh tests/fuzz/safetensors.dict \
-	tests/fuzz/corpus tests/fuzz/make_corpus.py
+# tests/fuzz: libFuzzer targets, one per parser of untrusted input (tests/fuzz/run.sh; CI).
+EXTRA_DIST += tests/fuzz/run.sh tests/fuzz/corpus tests/fuzz/make_corpus.py \
+	tests/fuzz/safetensors.dict
+EXTRA_DIST += tests/fuzz/fuzz_config.c
+EXTRA_DIST += tests/fuzz/fuzz_safetensors.c
+EXTRA_DIST += tests/fuzz/fuzz_tokenizer.c
 
 # io/ stands alone: its test links io/ and the base library only, never runtime/.
 check_PROGRAMS += tests/test_expert_source

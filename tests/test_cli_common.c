@@ -63,7 +63,7 @@ main(void)
     /* id lists: commas and/or whitespace between ids; each id strictly decimal in int32 */
     int32_t *ids = NULL;
     size_t n = 0;
-    static const char list[] = " 0,5, 17\n-3\t2147483647,,-2147483648,";
+    static const char list[] = " 0,5, 17\n-3\t2147483647 ,\n-2147483648\n";
     tap_ok(mt_cli_parse_ids(&cli, "ids", list, strlen(list), &ids, &n) && n == 6 && ids[0] == 0 &&
                ids[1] == 5 && ids[2] == 17 && ids[3] == -3 && ids[4] == INT32_MAX &&
                ids[5] == INT32_MIN,
@@ -84,5 +84,14 @@ main(void)
                "ids: '%s' refused", bad_ids[k]);
     }
     tap_ok(!mt_cli_parse_ids(&cli, "ids", "1 2\0 3", 6, &ids, &n), "ids: a NUL byte refused");
+    /* an empty item is a typo, not "no id": '1,,2' is refused, naming the item */
+    static const char *const empty_items[] = {"1,,2", "1, ,2", ",1", "1,2,", ","};
+    for (size_t k = 0; k < sizeof(empty_items) / sizeof(empty_items[0]); k++) {
+        ids = NULL;
+        tap_ok(!mt_cli_parse_ids(&cli, "--prompt-ids", empty_items[k], strlen(empty_items[k]),
+                                 &ids, &n) &&
+                   ids == NULL,
+               "ids: '%s' (an empty item) refused", empty_items[k]);
+    }
     return tap_done();
 }

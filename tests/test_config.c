@@ -64,6 +64,8 @@ static const struct {
     {"bad-experts-per-tok.json", "'num_experts_per_tok'"},
     {"bad-rope-odd.json", "'qk_rope_head_dim'"},
     {"bad-index-head-dim.json", "'index_head_dim'"},
+    {"bad-index-head-dim-pow2.json", "'index_head_dim' is 96, not a power of two"},
+    {"bad-shared-experts-zero.json", "'n_shared_experts' is 0"},
     {"bad-q-lora-null.json", "'q_lora_rank'"},
     {"bad-kv-lora-zero.json", "'kv_lora_rank'"},
     {"bad-first-k.json", "'first_k_dense_replace'"},

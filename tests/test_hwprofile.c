@@ -122,7 +122,7 @@ main(void)
     const char *dir = tap_tmpdir();
     mt_status_t st;
 
-    tap_plan(22);
+    tap_plan(23);
     mt_log_set_quiet(true);
 
     fill(&a);
@@ -176,6 +176,9 @@ main(void)
     tap_ok(fails("{\"version\": \"1\"}", MT_ERR_FORMAT, "must be an integer"),
            "a string version is refused");
     tap_ok(fails("{\"version\": 1, ", MT_ERR_FORMAT, "not JSON"), "truncated JSON is refused");
+    tap_ok(fails("{\"version\": 1, \"source\": \"a\", \"source\": \"b\"}", MT_ERR_FORMAT,
+                 "duplicate object key"),
+           "a key given twice is refused, not 'the last one wins'");
     tap_ok(fails("[1, 2]", MT_ERR_FORMAT, "top level must be an object"), "non-object refused");
     tap_ok(fails("{\"version\": 1, \"gpu\": {\"hbm_read_gpbs\": 3}}", MT_ERR_FORMAT,
                  "unknown key 'gpu.hbm_read_gpbs'"),

@@ -197,11 +197,20 @@ test_tiny_inventory(void)
     /* no scales: 3 + (14 + 3) + 3 x (14 + 2 + 24 + 3) + MTP (6 + 14 + 29) */
     tap_ok(st == MT_OK && n == 149 + 49, "tiny BF16 inventory with MTP: %zu tensors (198)", n);
     free(specs);
-    cfg.n_shared_experts = 0;
     cfg.tie_word_embeddings = true;
     st = mt_inventory_build(&cfg, false, false, &specs, &n);
-    tap_ok(st == MT_OK && n == 149 - 9 - 1 && find_spec(specs, n, "lm_head.weight") == NULL,
-           "no shared experts, tied head: %zu tensors (139)", n);
+    tap_ok(st == MT_OK && n == 149 - 1 && find_spec(specs, n, "lm_head.weight") == NULL,
+           "tied head: %zu tensors (148)", n);
+    free(specs);
+    specs = NULL;
+    /* No shared expert: refused by the config check, not later as a missing weight. */
+    cfg.n_shared_experts = 0;
+    mt_log_set_quiet(true);
+    st = mt_inventory_build(&cfg, false, false, &specs, &n);
+    mt_log_set_quiet(false);
+    tap_ok(st == MT_ERR_FORMAT && specs == NULL &&
+               strstr(mt_last_error(), "'n_shared_experts' is 0") != NULL,
+           "no shared experts is refused up front: %s", mt_last_error());
     free(specs);
 }
 

@@ -539,6 +539,26 @@ test_bad_files(void)
                    "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
                    "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
                    12, "'a' (data_offsets [0, 8]) and 'b' (data_offsets [4, 12]) overlap");
+    /* The tensors must tile the data section exactly, as HF's safetensors requires. */
+    check_bad_file("trailing bytes after the last tensor", "trailing.safetensors", UINT64_MAX,
+                   "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 12,
+                   "4 bytes follow the last tensor 'a'");
+    check_bad_file("a hole between tensors", "hole.safetensors", UINT64_MAX,
+                   "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+                   "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,12]}}",
+                   12,
+                   "data bytes [4, 8) belong to no tensor (a hole between tensors 'a' and 'b')");
+    check_bad_file("a hole before the first tensor", "hole0.safetensors", UINT64_MAX,
+                   "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8,
+                   "data bytes [0, 4) belong to no tensor (a hole before the first tensor 'a')");
+    check_bad_file("data but no tensors", "nodata.safetensors", UINT64_MAX, "{}", 8,
+                   "lists no tensor, but 8 data bytes follow it");
+    /* A header length shortened into the padding: 6 spaces become data, every tensor shifts. */
+    check_bad_file("header length shortened into the padding", "shorthdr.safetensors",
+                   strlen("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}"),
+                   "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}      ", 8,
+                   "6 bytes follow the last tensor 'a' (it ends at data offset 8, the data section "
+                   "has 14 bytes): trailing garbage, or a header length that stops short");
     check_bad_file("out-of-range offsets", "range.safetensors", UINT64_MAX,
                    "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}", 8,
                    "tensor 'a': data_offsets [8, 16] run past the end of the data section (8");

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static bool
 ids_equal(const int32_t *a, size_t na, const json_t *want, size_t *first_diff)
@@ -491,7 +492,17 @@ test_small(void)
         const char *what, *json, *needle;
     } bad[] = {
         {"no model", "{\"added_tokens\":[],\"pre_tokenizer\":null}", "no \"model\""},
-        {"not JSON", "{\"model\": [1, 2", "not JSON"},
+        {"not JSON", "{\"model\": [1, 2", "not valid JSON"},
+        {"a key given twice", "{\"model\": {}, \"model\": {}}", "duplicate object key"},
+        {"an id of 2^30 - 1 (would size tables by it)",
+         "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":1073741823},\"merges\":[]},"
+         "\"pre_tokenizer\":" BL ",\"decoder\":{\"type\":\"ByteLevel\"}}",
+         "0..16777215"},
+        {"an added token with an id of 2^24",
+         "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
+         "\"added_tokens\":[{\"id\":16777216,\"content\":\"<x>\"}],"
+         "\"pre_tokenizer\":" BL ",\"decoder\":{\"type\":\"ByteLevel\"}}",
+         "0..16777215"},
         {"a merge of unknown tokens",
          "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1},\"merges\":[\"a b\"]},"
          "\"pre_tokenizer\":" BL ",\"decoder\":{\"type\":\"ByteLevel\"}}",
@@ -533,6 +544,106 @@ test_small(void)
     tap_rmtree(dir);
 }
 
+/*
+ * Limits and lost text: ids are capped, the largest allowed id loads without tables sized by it,
+ * a byte without a one-byte token fails naming the byte (HF drops it silently; we passed NULL to
+ * memcpy for a piece of zero ids), and tokenizer_config.json goes through the same JSON gate.
+ */
+static void
+test_limits(void)
+{
+    const char *dir = tap_tmpdir();
+    struct mt_tokenizer *tok = NULL;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    char path[600];
+    FILE *f;
+    mt_status_t st;
+
+    /* One token with the largest allowed id: loads, n_vocab follows it, the id decodes. */
+    st = load_text(dir,
+                   "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"h\":104,\"i\":105,"
+                   "\"hi\":16777215},\"merges\":[\"h i\"]},\"pre_tokenizer\":" BL
+                   ",\"decoder\":{\"type\":\"ByteLevel\"}}",
+                   &tok);
+    if (st == MT_OK) {
+        st = mt_tokenizer_encode(tok, "hi", 2, false, &ids, &n);
+    }
+    tap_ok(st == MT_OK && n == 1 && ids[0] == 16777215 && mt_tokenizer_n_vocab(tok) == 1 << 24 &&
+               mt_tokenizer_token_bytes(tok, 16777214, &n) == NULL,
+           "an id of 2^24 - 1 loads and encodes \"hi\" (%s)",
+           st == MT_OK ? "ok" : mt_last_error());
+    free(ids);
+    ids = NULL;
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
+
+    /* An empty vocabulary string (fuzz_tokenizer: read past its NUL) is no byte's token. */
+    st = load_text(dir,
+                   "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"\":7,\"h\":0,\"i\":1},\"merges\":[]},"
+                   "\"pre_tokenizer\":" BL ",\"decoder\":{\"type\":\"ByteLevel\"}}",
+                   &tok);
+    if (st == MT_OK) {
+        st = mt_tokenizer_encode(tok, "hi", 2, false, &ids, &n);
+    }
+    tap_ok(st == MT_OK && n == 2 && ids[0] == 0 && ids[1] == 1,
+           "an empty vocabulary string loads and takes no byte (%s)",
+           st == MT_OK ? "ok" : mt_last_error());
+    free(ids);
+    ids = NULL;
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
+
+    /* "h" and "i" have one-byte tokens, "z" has none: "zz" is a piece of zero ids. */
+    mt_log_set_quiet(true);
+    st = load_text(dir,
+                   "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"h\":0,\"i\":1},\"merges\":[]},"
+                   "\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":"
+                   "\"Split\",\"pattern\":{\"String\":\" \"},\"behavior\":\"Removed\","
+                   "\"invert\":false}," BL "]},\"decoder\":{\"type\":\"ByteLevel\"}}",
+                   &tok);
+    tap_ok(st == MT_OK, "a vocabulary without a token for 'z' loads");
+    if (st == MT_OK) {
+        st = mt_tokenizer_encode(tok, "hi zz", 5, false, &ids, &n);
+        tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "byte 0x7a") != NULL,
+               "a piece of bytes without tokens is refused, not dropped: %s",
+               st == MT_OK ? "accepted" : mt_last_error());
+        free(ids);
+        ids = NULL;
+        st = mt_tokenizer_encode(tok, "hiz", 3, false, &ids, &n);
+        tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "byte 0x7a") != NULL,
+               "one such byte inside a piece is refused too: %s",
+               st == MT_OK ? "accepted" : mt_last_error());
+        free(ids);
+        ids = NULL;
+        st = mt_tokenizer_encode(tok, "hi ih", 5, false, &ids, &n);
+        tap_ok(st == MT_OK && n == 4, "text with tokens for every byte still encodes (%zu ids)", n);
+        free(ids);
+        ids = NULL;
+    }
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
+
+    /* tokenizer_config.json: a duplicate key or broken JSON is an error, not "no BOS/EOS". */
+    snprintf(path, sizeof(path), "%s/tokenizer_config.json", dir);
+    f = fopen(path, "w");
+    fputs("{\"bos_token\": \"h\", \"bos_token\": \"i\"}", f);
+    fclose(f);
+    st = load_text(dir,
+                   "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"h\":0,\"i\":1},\"merges\":[]},"
+                   "\"pre_tokenizer\":" BL ",\"decoder\":{\"type\":\"ByteLevel\"}}",
+                   &tok);
+    tap_ok(st == MT_ERR_FORMAT && tok == NULL && strstr(mt_last_error(), "tokenizer_config.json") &&
+               strstr(mt_last_error(), "duplicate"),
+           "tokenizer_config.json with a key twice: %s",
+           st == MT_OK ? "accepted" : mt_last_error());
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
+    unlink(path);
+    mt_log_set_quiet(false);
+    tap_rmtree(dir);
+}
+
 int
 main(void)
 {
@@ -551,5 +662,6 @@ main(void)
         mt_tokenizer_destroy(tok);
     }
     test_small();
+    test_limits();
     return tap_done();
 }

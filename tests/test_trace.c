@@ -174,6 +174,11 @@ main(void)
            "not JSON: %s", mt_last_error());
     write_file(path, "{\"format\": \"moetier-plan\", \"version\": 1}");
     tap_ok(mt_trace_load(path, &u) == MT_ERR_FORMAT, "not a trace: %s", mt_last_error());
+    write_file(path, "{\"format\": \"moetier-trace\", \"version\": 1, \"n_layers\": 5, "
+                     "\"n_experts\": 8, \"n_experts\": 16, \"k\": 2, \"layers\": []}");
+    tap_ok(mt_trace_load(path, &u) == MT_ERR_FORMAT && u == NULL &&
+               strstr(mt_last_error(), "duplicate object key") != NULL,
+           "a key given twice is refused: %s", mt_last_error());
     write_file(path, "{\"format\": \"moetier-trace\", \"version\": 2, \"n_layers\": 5, "
                      "\"n_experts\": 8, \"k\": 2, \"layers\": []}");
     tap_ok(mt_trace_load(path, &u) == MT_ERR_FORMAT && strstr(mt_last_error(), "version") != NULL,

@@ -2,80 +2,139 @@
 /*
  * file_util.c - whole-file reads and JSON file load/save (see file_util.h).
  *
- * The one idea: a regular file's size is known before reading, so the buffer is sized once, with
- * one spare byte beyond the NUL so that the read which finds end-of-file needs no second buffer;
- * pipes (size unknown) grow the buffer by doubling. Either way the whole text is read before
- * parsing, so a read error is reported as one (with the OS reason), not as bad JSON.
+ * The one idea: an input is opened O_NONBLOCK and must be a regular file before anything is read,
+ * so a FIFO, a device (/dev/zero) or a directory fails at once instead of hanging or filling
+ * memory. A regular file's size is then known, so it is checked against the cap and the buffer is
+ * sized once, with one spare byte that shows a file which grew after the fstat. The whole text is
+ * read before parsing, so a read error is reported as one (with the OS reason), not as bad JSON.
  */
 #include <config.h>
 
 #include "runtime/base/file_util.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+/* How a non-regular file is described in "... is <kind>, not a regular file". */
+static const char *
+file_kind_str(mode_t mode)
+{
+    if (S_ISDIR(mode)) {
+        return "a directory";
+    }
+    if (S_ISFIFO(mode)) {
+        return "a FIFO (named pipe)";
+    }
+    if (S_ISSOCK(mode)) {
+        return "a socket";
+    }
+    if (S_ISCHR(mode) || S_ISBLK(mode)) {
+        return "a device";
+    }
+    return "not a plain file";
+}
+
+mt_status_t
+mt_file_open_input(const char *path, const char *what, int *fd_out, uint64_t *size_out)
+{
+    struct stat sb;
+    int flags;
+    int fd;
+    mt_status_t st;
+
+    /* O_NONBLOCK only for the open: on a FIFO without a writer a blocking open never returns. */
+    fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        return mt_fail(MT_ERR_IO, errno, "cannot open %s '%s'", what, path);
+    }
+    if (fstat(fd, &sb) != 0) {
+        st = mt_fail(MT_ERR_IO, errno, "cannot stat %s '%s'", what, path);
+        goto out_close;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        st = mt_fail(MT_ERR_IO, 0,
+                     "%s '%s' is %s, not a regular file (moetier reads inputs from files; save "
+                     "the data to a file and pass that)",
+                     what, path, file_kind_str(sb.st_mode));
+        goto out_close;
+    }
+    flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+        st = mt_fail(MT_ERR_IO, errno, "cannot clear O_NONBLOCK on %s '%s'", what, path);
+        goto out_close;
+    }
+    *fd_out = fd;
+    *size_out = (uint64_t)sb.st_size;
+    return MT_OK;
+
+out_close:
+    close(fd);
+    return st;
+}
 
 mt_status_t
 mt_file_read_all(const char *path, const char *what, size_t max_bytes, char **data_out,
                  size_t *len_out)
 {
-    struct stat sb;
+    uint64_t size;
     char *data;
-    size_t cap = 16384;
     size_t len = 0;
-    size_t n;
+    size_t want;
+    int fd;
     mt_status_t st;
-    FILE *f;
 
-    f = fopen(path, "rb");
-    if (f == NULL) {
-        return mt_fail(MT_ERR_IO, errno, "cannot open %s '%s'", what, path);
+    if (max_bytes == 0) {
+        max_bytes = MT_FILE_MAX_DEFAULT;
     }
-    if (fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode)) {
-        if (max_bytes != 0 && (uint64_t)sb.st_size > max_bytes) {
-            st = mt_fail(MT_ERR_FORMAT, 0, "%s '%s' is %lld bytes, too large (at most %zu)", what,
-                         path, (long long)sb.st_size, max_bytes);
-            goto out_close;
-        }
-        cap = (size_t)sb.st_size + 2; /* the text, the NUL, and room to find end-of-file */
+    st = mt_file_open_input(path, what, &fd, &size);
+    if (st != MT_OK) {
+        return st;
     }
-    data = malloc(cap);
-    if (data == NULL) {
-        st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate %zu bytes for %s '%s'", cap, what, path);
+    if (size > max_bytes) {
+        st = mt_fail(MT_ERR_FORMAT, 0,
+                     "%s '%s' is %" PRIu64 " bytes, too large for a %s (at most %zu; is it the "
+                     "right file?)",
+                     what, path, size, what, max_bytes);
         goto out_close;
     }
-    for (;;) {
-        if (len + 1 == cap) {
-            char *grown = realloc(data, 2 * cap);
+    /* The text, one byte to see a file that grew since the fstat, and the NUL. */
+    want = (size_t)size + 1;
+    data = malloc(want + 1);
+    if (data == NULL) {
+        st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate %zu bytes for %s '%s'", want + 1, what,
+                     path);
+        goto out_close;
+    }
+    while (len < want) {
+        ssize_t r = read(fd, data + len, want - len);
 
-            if (grown == NULL) {
-                st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate %zu bytes for %s '%s'", 2 * cap,
-                             what, path);
-                goto out_free;
+        if (r < 0) {
+            if (errno == EINTR) {
+                continue;
             }
-            data = grown;
-            cap *= 2;
-        }
-        n = fread(data + len, 1, cap - 1 - len, f);
-        if (n == 0) {
-            break;
-        }
-        len += n;
-        if (max_bytes != 0 && len > max_bytes) {
-            st = mt_fail(MT_ERR_FORMAT, 0, "%s '%s' is too large (more than %zu bytes)", what, path,
-                         max_bytes);
+            st = mt_fail(MT_ERR_IO, errno, "cannot read %s '%s'", what, path);
             goto out_free;
         }
+        if (r == 0) {
+            break;
+        }
+        len += (size_t)r;
     }
-    if (ferror(f)) {
-        st = mt_fail(MT_ERR_IO, errno, "cannot read %s '%s'", what, path);
+    if (len > size) {
+        st = mt_fail(MT_ERR_IO, 0,
+                     "%s '%s' grew while it was being read (is something writing it?)", what,
+                     path);
         goto out_free;
     }
-    fclose(f);
+    close(fd);
     data[len] = '\0';
     *data_out = data;
     *len_out = len;
@@ -84,12 +143,27 @@ mt_file_read_all(const char *path, const char *what, size_t max_bytes, char **da
 out_free:
     free(data);
 out_close:
-    fclose(f);
+    close(fd);
     return st;
 }
 
 mt_status_t
-mt_json_load_file(const char *path, const char *what, size_t flags, json_t **root_out)
+mt_json_parse(const char *text, size_t len, const char *what, json_t **root_out)
+{
+    json_error_t jerr;
+    json_t *root;
+
+    root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL) {
+        return mt_fail(MT_ERR_FORMAT, 0, "%s is not valid JSON: %s (line %d, column %d)", what,
+                       jerr.text, jerr.line, jerr.column);
+    }
+    *root_out = root;
+    return MT_OK;
+}
+
+mt_status_t
+mt_json_load_file(const char *path, const char *what, size_t max_bytes, json_t **root_out)
 {
     json_error_t jerr;
     json_t *root;
@@ -97,11 +171,11 @@ mt_json_load_file(const char *path, const char *what, size_t flags, json_t **roo
     size_t len;
     mt_status_t st;
 
-    st = mt_file_read_all(path, what, 0, &text, &len);
+    st = mt_file_read_all(path, what, max_bytes, &text, &len);
     if (st != MT_OK) {
         return st;
     }
-    root = json_loadb(text, len, flags, &jerr);
+    root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     free(text);
     if (root == NULL) {
         return mt_fail(MT_ERR_FORMAT, 0, "%s '%s' is not valid JSON: %s (line %d, column %d)", what,
@@ -119,7 +193,7 @@ mt_json_load_versioned(const char *path, const char *what, const char *format, i
     json_t *v;
     mt_status_t st;
 
-    st = mt_json_load_file(path, what, 0, &root);
+    st = mt_json_load_file(path, what, MT_FILE_MAX_MOETIER, &root);
     if (st != MT_OK) {
         return st;
     }

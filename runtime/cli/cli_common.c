@@ -285,16 +285,31 @@ mt_cli_parse_ids(const struct mt_cli *cli, const char *what, const char *s, size
 {
     int32_t *ids = malloc(sizeof(*ids));
     size_t n = 0, cap = 1, i = 0;
+    bool comma = false; /* a comma was seen since the last id */
 
     if (ids == NULL) {
         mt_cli_error(cli, "out of memory for the ids of %s", what);
         return false;
     }
     while (i < len) {
+        if (s[i] == ',') {
+            /* a comma separates two ids: one with nothing before it leaves an item empty */
+            if (n == 0 || comma) {
+                mt_cli_error(cli, "empty item %zu in %s at offset %zu: '%.*s' (commas must "
+                             "separate ids; '1,,2' or a leading comma is refused)",
+                             n + 1, what, i, (int)MT_MIN(len, 40), s);
+                free(ids);
+                return false;
+            }
+            comma = true;
+            i++;
+            continue;
+        }
         if (is_id_separator(s[i])) {
             i++;
             continue;
         }
+        comma = false;
         size_t start = i, digits;
         int64_t v = 0;
         bool neg = s[i] == '-';
@@ -329,6 +344,12 @@ mt_cli_parse_ids(const struct mt_cli *cli, const char *what, const char *s, size
             cap *= 2;
         }
         ids[n++] = (int32_t)v;
+    }
+    if (comma) {
+        mt_cli_error(cli, "empty item %zu in %s: '%.*s' ends with a comma", n + 1, what,
+                     (int)MT_MIN(len, 40), s);
+        free(ids);
+        return false;
     }
     *ids_out = ids;
     *n_out = n;

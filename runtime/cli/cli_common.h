@@ -110,7 +110,9 @@ bool mt_cli_parse_size(const struct mt_cli *cli, const char *what, const char *e
  * range of int32_t, separated by commas and/or whitespace ("0,5,17", "0 5 17\n", "0, 5"), as
  * `moetier tokenize` prints them and `run --prompt-ids` takes them. Whether an id is in the
  * vocabulary is for the caller to check. *ids_out is malloc'ed (also for no ids: free it). On a
- * bad id or a NUL byte prints "bad token id 'X' in WHAT" and returns false.
+ * bad id or a NUL byte prints "bad token id 'X' in WHAT" and returns false; an empty item (two
+ * commas with only whitespace between, a leading or a trailing comma) prints "empty item N in
+ * WHAT ..." and returns false.
  */
 bool mt_cli_parse_ids(const struct mt_cli *cli, const char *what, const char *s, size_t len,
                       int32_t **ids_out, size_t *n_out);

@@ -565,8 +565,7 @@ mt_config_load(const char *path, struct mt_model_config *cfg_out)
     size_t what_len = strlen(path) + sizeof("config ''");
     mt_status_t st;
 
-    /* A config.json is a few KiB; 64 MiB means the path names some other file. */
-    st = mt_file_read_all(path, "config", (size_t)64 << 20, &text, &len);
+    st = mt_file_read_all(path, "config", MT_FILE_MAX_CONFIG, &text, &len);
     if (st != MT_OK) {
         return st;
     }
@@ -618,7 +617,7 @@ mt_config_validate(const struct mt_model_config *cfg, const char *what)
         {"qk_rope_head_dim", cfg->qk_rope_head_dim, 2, 65536},
         {"v_head_dim", cfg->v_head_dim, 1, 65536},
         {"n_routed_experts", cfg->n_routed_experts, 1, MT_CFG_MAX_EXPERTS},
-        {"n_shared_experts", cfg->n_shared_experts, 0, 64},
+        {"n_shared_experts", cfg->n_shared_experts, 0, 64}, /* 0: the message below */
         {"num_experts_per_tok", cfg->num_experts_per_tok, 1, MT_CFG_MAX_EXPERTS},
         {"n_group", cfg->n_group, 1, MT_CFG_MAX_EXPERTS},
         {"topk_group", cfg->topk_group, 1, MT_CFG_MAX_EXPERTS},
@@ -647,6 +646,12 @@ mt_config_validate(const struct mt_model_config *cfg, const char *what)
             MT_OK) {
             return st;
         }
+    }
+    if (cfg->n_shared_experts == 0) {
+        return mt_fail(MT_ERR_FORMAT, 0,
+                       "%s: field 'n_shared_experts' is 0; every DeepSeek-V3.2 MoE layer adds a "
+                       "shared expert (V3.2 has 1), and moetier's engine needs it",
+                       what);
     }
     if (cfg->num_hidden_layers + cfg->num_nextn_predict_layers > MT_MAX_LAYERS) {
         return mt_fail(MT_ERR_FORMAT, 0,
@@ -719,6 +724,12 @@ mt_config_validate(const struct mt_model_config *cfg, const char *what)
                        "%s: field 'index_head_dim' is %d, smaller than qk_rope_head_dim %d (the "
                        "indexer ropes its first qk_rope_head_dim dims)",
                        what, cfg->index_head_dim, cfg->qk_rope_head_dim);
+    }
+    if ((cfg->index_head_dim & (cfg->index_head_dim - 1)) != 0) {
+        return mt_fail(MT_ERR_FORMAT, 0,
+                       "%s: field 'index_head_dim' is %d, not a power of two (the indexer applies "
+                       "a Hadamard transform of that size; V3.2 uses 128)",
+                       what, cfg->index_head_dim);
     }
     if (cfg->attention_bias) {
         return mt_fail(MT_ERR_FORMAT, 0,

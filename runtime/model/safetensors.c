@@ -6,9 +6,10 @@
  * The one idea: a header is untrusted input. mt_st_header_parse() is the single gate every header
  * passes through (files, sets, and the fuzz target via mt_st_image_parse()): JSON syntax with
  * duplicate keys rejected, known fields only, a known dtype, a shape whose byte count is computed
- * with overflow checks, offsets inside the data section that match that byte count exactly, and no
- * two tensors sharing a byte. After that gate a struct mt_st_tensor can be read with pread without
- * further checks. The first detector names the file (and the tensor) in its mt_fail() message.
+ * with overflow checks, offsets inside the data section that match that byte count exactly, and
+ * tensors that tile the data section exactly (no overlap, no hole, no trailing bytes). After that
+ * gate a struct mt_st_tensor can be read with pread without further checks. The first detector
+ * names the file (and the tensor) in its mt_fail() message.
  *
  * Reading keeps one fd per shard and uses pread in a loop, so any number of threads may read
  * concurrently. Writing streams: tensors are declared first, the header is written when the first
@@ -18,6 +19,8 @@
 #include <config.h>
 
 #include "runtime/model/safetensors.h"
+
+#include "runtime/base/file_util.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -222,15 +225,28 @@ cmp_tensor_ptr_offset(const void *a, const void *b)
     return 0;
 }
 
-/* No two non-empty tensors of one file may share a byte. */
+/*
+ * The tensors of one file, sorted by offset, must cover its data section exactly, as HF's
+ * safetensors requires: each begins where the one before ends (no overlap, no hole), the first at
+ * 0, the last at the end of the file. Trailing bytes are refused too: they are how a header length
+ * shortened into the header's padding shows, and such a file would shift every tensor.
+ */
 static mt_status_t
-check_overlaps(const struct mt_st_tensor *ts, size_t n, uint64_t data_start, const char *what)
+check_layout(const struct mt_st_tensor *ts, size_t n, uint64_t data_start, uint64_t data_size,
+             const char *what)
 {
     const struct mt_st_tensor **order;
     const struct mt_st_tensor *prev = NULL;
+    uint64_t pos = 0; /* end of the covered prefix, relative to the data section */
     mt_status_t st = MT_OK;
 
-    if (n < 2) {
+    if (n == 0) {
+        if (data_size != 0) {
+            return mt_fail(MT_ERR_FORMAT, 0,
+                           "weights '%s': the header lists no tensor, but %" PRIu64
+                           " data bytes follow it (a header length that stops short?)",
+                           what, data_size);
+        }
         return MT_OK;
     }
     order = malloc(n * sizeof(*order));
@@ -244,21 +260,45 @@ check_overlaps(const struct mt_st_tensor *ts, size_t n, uint64_t data_start, con
     qsort(order, n, sizeof(*order), cmp_tensor_ptr_offset);
     for (size_t i = 0; i < n; i++) {
         const struct mt_st_tensor *t = order[i];
+        uint64_t begin = t->offset - data_start;
 
-        if (t->nbytes == 0) {
-            continue;
-        }
-        if (prev != NULL && prev->offset + prev->nbytes > t->offset) {
+        if (begin < pos) {
             st = mt_fail(MT_ERR_FORMAT, 0,
                          "weights '%s': tensors '%s' (data_offsets [%" PRIu64 ", %" PRIu64
                          "]) and '%s' (data_offsets [%" PRIu64 ", %" PRIu64 "]) overlap",
                          what, prev->name, prev->offset - data_start,
-                         prev->offset - data_start + prev->nbytes, t->name, t->offset - data_start,
-                         t->offset - data_start + t->nbytes);
-            break;
+                         prev->offset - data_start + prev->nbytes, t->name, begin,
+                         begin + t->nbytes);
+            goto out_free;
         }
+        if (begin > pos && prev == NULL) {
+            st = mt_fail(MT_ERR_FORMAT, 0,
+                         "weights '%s': data bytes [0, %" PRIu64 ") belong to no tensor (a hole "
+                         "before the first tensor '%s'); the tensors must cover the data section "
+                         "exactly",
+                         what, begin, t->name);
+            goto out_free;
+        }
+        if (begin > pos) {
+            st = mt_fail(MT_ERR_FORMAT, 0,
+                         "weights '%s': data bytes [%" PRIu64 ", %" PRIu64
+                         ") belong to no tensor (a hole between tensors '%s' and '%s'); the "
+                         "tensors must cover the data section exactly",
+                         what, pos, begin, prev->name, t->name);
+            goto out_free;
+        }
+        pos = begin + t->nbytes;
         prev = t;
     }
+    if (pos != data_size) {
+        st = mt_fail(MT_ERR_FORMAT, 0,
+                     "weights '%s': %" PRIu64 " bytes follow the last tensor '%s' (it ends at data "
+                     "offset %" PRIu64 ", the data section has %" PRIu64
+                     " bytes): trailing garbage, or a header length that stops short",
+                     what, data_size - pos, prev->name, pos, data_size);
+    }
+
+out_free:
     free(order);
     return st;
 }
@@ -319,7 +359,7 @@ mt_st_header_parse(const char *json, size_t len, uint64_t data_start, uint64_t d
         t->file = file;
         m++;
     }
-    st = check_overlaps(arr + n0, m - n0, data_start, what);
+    st = check_layout(arr + n0, m - n0, data_start, data_size, what);
     if (st != MT_OK) {
         goto out_free_new;
     }
@@ -492,7 +532,7 @@ set_open_shard(struct mt_st_set *set, int i)
 {
     const char *path = set->paths[i];
     unsigned char lenbuf[8];
-    struct stat sb;
+    uint64_t size;
     uint64_t hlen = 0;
     size_t got;
     char *hdr;
@@ -500,23 +540,13 @@ set_open_shard(struct mt_st_set *set, int i)
     int fd;
     mt_status_t st;
 
-    /* O_NONBLOCK: a FIFO under a shard's name must fail below, not block this open forever. */
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) {
-        return mt_fail(MT_ERR_IO, errno, "cannot open weights '%s'", path);
+    /* Never blocks on a FIFO; anything but a regular file fails here. */
+    st = mt_file_open_input(path, "weights", &fd, &size);
+    if (st != MT_OK) {
+        return st;
     }
     set->fds[i] = fd;
-    if (fstat(fd, &sb) != 0) {
-        return mt_fail(MT_ERR_IO, errno, "cannot stat weights '%s'", path);
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        return mt_fail(MT_ERR_IO, 0, "weights '%s' is %s, not a safetensors file", path,
-                       S_ISDIR(sb.st_mode) ? "a directory" : "a FIFO, socket or device");
-    }
-    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
-        return mt_fail(MT_ERR_IO, errno, "cannot clear O_NONBLOCK on weights '%s'", path);
-    }
-    if ((uint64_t)sb.st_size >= 8) {
+    if (size >= 8) {
         got = pread_full(fd, lenbuf, 8, 0, &err);
         if (got != 8) {
             return mt_fail(MT_ERR_IO, err, "cannot read header length of weights '%s'%s", path,
@@ -524,7 +554,7 @@ set_open_shard(struct mt_st_set *set, int i)
         }
         hlen = load_le64(lenbuf);
     }
-    st = check_header_len(hlen, (uint64_t)sb.st_size, path);
+    st = check_header_len(hlen, size, path);
     if (st != MT_OK) {
         return st;
     }
@@ -540,7 +570,7 @@ set_open_shard(struct mt_st_set *set, int i)
                      hlen);
         goto out_free_hdr;
     }
-    st = mt_st_header_parse(hdr, (size_t)hlen, 8 + hlen, (uint64_t)sb.st_size - 8 - hlen, path, i,
+    st = mt_st_header_parse(hdr, (size_t)hlen, 8 + hlen, size - 8 - hlen, path, i,
                             &set->tensors, &set->n);
 out_free_hdr:
     free(hdr);
@@ -637,7 +667,6 @@ shard_lookup(const char **names, int n, const char *s)
 static mt_status_t
 set_open_index(const char *dir, const char *index_path, struct mt_st_set **set_out)
 {
-    json_error_t jerr;
     json_t *root;
     json_t *wmap;
     const char *key;
@@ -648,13 +677,9 @@ set_open_index(const char *dir, const char *index_path, struct mt_st_set **set_o
     struct mt_st_set *set = NULL;
     mt_status_t st = MT_OK;
 
-    root = json_load_file(index_path, JSON_REJECT_DUPLICATES, &jerr);
-    if (root == NULL) {
-        if (jerr.line < 0) {
-            return mt_fail(MT_ERR_IO, 0, "cannot read index '%s': %s", index_path, jerr.text);
-        }
-        return mt_fail(MT_ERR_FORMAT, 0, "index '%s': not valid JSON: %s (line %d, column %d)",
-                       index_path, jerr.text, jerr.line, jerr.column);
+    st = mt_json_load_file(index_path, "index", MT_FILE_MAX_INDEX, &root);
+    if (st != MT_OK) {
+        return st;
     }
     wmap = json_is_object(root) ? json_object_get(root, "weight_map") : NULL;
     if (!json_is_object(wmap)) {
@@ -889,15 +914,11 @@ mt_st_set_open(const char *dir, struct mt_st_set **set_out)
     if (index_path == NULL) {
         return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate index path");
     }
-    if (stat(index_path, &sb) == 0) {
-        /* Not a FIFO, which would block the read forever, nor a directory. */
-        st = S_ISREG(sb.st_mode)
-                 ? set_open_index(dir, index_path, set_out)
-                 : mt_fail(MT_ERR_IO, 0, "index '%s' is not a regular file", index_path);
-    } else if (errno == ENOENT) {
+    if (stat(index_path, &sb) != 0 && errno == ENOENT) {
         st = set_open_glob(dir, set_out);
     } else {
-        st = mt_fail(MT_ERR_IO, errno, "cannot stat index '%s'", index_path);
+        /* It exists as something: mt_file_open_input refuses a FIFO or a directory. */
+        st = set_open_index(dir, index_path, set_out);
     }
     free(index_path);
     return st;

@@ -592,7 +592,7 @@ mt_hwprofile_parse(const char *text, const char *what, struct mt_hwprofile *p_ou
     json_t *root;
     mt_status_t st;
 
-    root = json_loads(text, 0, &jerr);
+    root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
         return mt_fail(MT_ERR_FORMAT, 0, "hardware profile '%s': not JSON: %s (line %d)", what,
                        jerr.text, jerr.line);
@@ -618,8 +618,7 @@ mt_hwprofile_load(const char *path, struct mt_hwprofile *p_out)
     size_t len;
     mt_status_t st;
 
-    /* A profile is a few KiB; 16 MiB means the path names some other file. */
-    st = mt_file_read_all(path, "hardware profile", (size_t)16 << 20, &text, &len);
+    st = mt_file_read_all(path, "hardware profile", MT_FILE_MAX_PROFILE, &text, &len);
     if (st != MT_OK) {
         return st;
     }

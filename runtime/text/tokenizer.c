@@ -26,6 +26,7 @@
 #include <jansson.h>
 #include <pcre2.h>
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,7 +146,7 @@ smap_put(struct smap *m, const void *key, size_t len, uint64_t h, uint32_t val, 
     if ((m->n + 1) * 2 > m->cap && smap_grow(m) != MT_OK) {
         return MT_ERR_NOMEM;
     }
-    if (m->keys_len + len > m->keys_cap) {
+    if (m->keys == NULL || m->keys_len + len > m->keys_cap) { /* even for "": no NULL arena */
         size_t ncap = MT_MAX(m->keys_cap * 2, m->keys_len + len + 4096);
         char *nk = realloc(m->keys, ncap);
         if (nk == NULL) {
@@ -196,6 +197,18 @@ struct pretok_step {
     bool prefix_space; /* ByteLevel add_prefix_space: prepend ' ' to a piece lacking one */
 };
 
+/*
+ * id -> token, by open addressing on the id. The table is sized by the number of entries in the
+ * file, never by the largest id: a 19 KB file with one id of 2^24 - 1 costs a few KB, not the
+ * gigabytes a dense array indexed by id would.
+ */
+struct tok_slot {
+    int32_t id;   /* -1: empty slot */
+    int32_t len;  /* byte length of the token */
+    uint32_t off; /* offset of its bytes in tok_bytes */
+    bool added;   /* one of the file's added_tokens */
+};
+
 /* Added tokens are matched with a byte trie: first child / next sibling lists. */
 struct trie_node {
     int32_t child, sibling;
@@ -213,12 +226,11 @@ struct trie {
 
 struct mt_tokenizer {
     char *path;
-    int32_t n_vocab;   /* largest id + 1 */
-    uint32_t *tok_off; /* [n_vocab] offset of the token's bytes in tok_bytes */
-    int32_t *tok_len;  /* [n_vocab] byte length; -1 if no token has this id */
+    int32_t n_vocab;          /* largest id + 1 (< MT_TOKENIZER_MAX_ID) */
+    struct tok_slot *by_id;   /* [by_id_cap] id -> bytes, sized by the ids present */
+    size_t by_id_cap;         /* power of two, at least twice the entries */
     char *tok_bytes;
     size_t tok_bytes_len;
-    bool *is_added;       /* [n_vocab] */
     struct smap by_text;  /* token text as in the file (vocab string / added content) -> id */
     struct smap by_bytes; /* vocab token bytes -> id; only built for ignore_merges */
     bool byte_level;      /* the pre_tokenizer has a ByteLevel step */
@@ -388,9 +400,49 @@ trie_add(struct trie *t, const char *text, size_t len, int32_t token)
     return MT_OK;
 }
 
+static size_t
+id_hash(int32_t id)
+{
+    return (size_t)pair_hash((uint64_t)(uint32_t)id + 1);
+}
+
+/* The slot of id, or NULL when no token has it. */
+static const struct tok_slot *
+tok_find(const struct mt_tokenizer *tok, int32_t id)
+{
+    size_t j;
+
+    if (id < 0 || tok->by_id_cap == 0) {
+        return NULL;
+    }
+    for (j = id_hash(id) & (tok->by_id_cap - 1);; j = (j + 1) & (tok->by_id_cap - 1)) {
+        if (tok->by_id[j].id == id) {
+            return &tok->by_id[j];
+        }
+        if (tok->by_id[j].id < 0) {
+            return NULL;
+        }
+    }
+}
+
+/* The slot of id, claimed if new (the table is sized for every entry up front, so never full). */
+static struct tok_slot *
+tok_claim(struct mt_tokenizer *tok, int32_t id)
+{
+    size_t j = id_hash(id) & (tok->by_id_cap - 1);
+
+    while (tok->by_id[j].id >= 0 && tok->by_id[j].id != id) {
+        j = (j + 1) & (tok->by_id_cap - 1);
+    }
+    tok->by_id[j].id = id;
+    return &tok->by_id[j];
+}
+
 static mt_status_t
 set_token(struct mt_tokenizer *tok, int32_t id, const char *bytes, size_t len, size_t *bytes_cap)
 {
+    struct tok_slot *slot;
+
     if (tok->tok_bytes_len + len > *bytes_cap) {
         size_t ncap = MT_MAX(*bytes_cap * 2, tok->tok_bytes_len + len + 65536);
         char *nb = realloc(tok->tok_bytes, ncap);
@@ -400,9 +452,12 @@ set_token(struct mt_tokenizer *tok, int32_t id, const char *bytes, size_t len, s
         tok->tok_bytes = nb;
         *bytes_cap = ncap;
     }
-    memcpy(tok->tok_bytes + tok->tok_bytes_len, bytes, len);
-    tok->tok_off[id] = (uint32_t)tok->tok_bytes_len;
-    tok->tok_len[id] = (int32_t)len;
+    if (len > 0) {
+        memcpy(tok->tok_bytes + tok->tok_bytes_len, bytes, len);
+    }
+    slot = tok_claim(tok, id);
+    slot->off = (uint32_t)tok->tok_bytes_len;
+    slot->len = (int32_t)len;
     tok->tok_bytes_len += len;
     return MT_OK;
 }
@@ -689,7 +744,7 @@ config_token_id(struct mt_tokenizer *tok, json_t *cfg, const char *key)
 }
 
 static mt_status_t
-load_json(struct mt_tokenizer *tok, json_t *root, const char *cfg_path)
+load_json(struct mt_tokenizer *tok, json_t *root, json_t *cfg)
 {
     json_t *model, *vocab, *merges, *added, *v;
     const char *key, *type;
@@ -738,21 +793,24 @@ load_json(struct mt_tokenizer *tok, json_t *root, const char *cfg_path)
     /* ids: largest of the vocabulary and the added tokens */
     json_object_foreach (vocab, key, v) {
         if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-            json_integer_value(v) >= (1 << 30)) {
-            return mt_fail(MT_ERR_FORMAT, 0, "tokenizer '%s': vocab entry \"%s\" has no valid id",
-                           tok->path, key);
+            json_integer_value(v) >= MT_TOKENIZER_MAX_ID) {
+            return mt_fail(MT_ERR_FORMAT, 0,
+                           "tokenizer '%s': vocab entry \"%s\" has no valid id (an integer in "
+                           "0..%d)",
+                           tok->path, key, MT_TOKENIZER_MAX_ID - 1);
         }
         max_id = MT_MAX(max_id, (int32_t)json_integer_value(v));
     }
     json_array_foreach (added, i, v) {
         json_t *id = json_object_get(v, "id");
         if (!json_is_integer(id) || json_integer_value(id) < 0 ||
-            json_integer_value(id) >= (1 << 30) || !json_is_string(json_object_get(v, "content")) ||
+            json_integer_value(id) >= MT_TOKENIZER_MAX_ID ||
+            !json_is_string(json_object_get(v, "content")) ||
             json_string_length(json_object_get(v, "content")) == 0) {
             return mt_fail(MT_ERR_FORMAT, 0,
-                           "tokenizer '%s': added token %zu lacks an id or a "
-                           "content",
-                           tok->path, i);
+                           "tokenizer '%s': added token %zu lacks an id (an integer in 0..%d) or "
+                           "a content",
+                           tok->path, i, MT_TOKENIZER_MAX_ID - 1);
         }
         max_id = MT_MAX(max_id, (int32_t)json_integer_value(id));
     }
@@ -760,14 +818,17 @@ load_json(struct mt_tokenizer *tok, json_t *root, const char *cfg_path)
         return mt_fail(MT_ERR_FORMAT, 0, "tokenizer '%s': empty vocabulary", tok->path);
     }
     tok->n_vocab = max_id + 1;
-    tok->tok_off = calloc((size_t)tok->n_vocab, sizeof(*tok->tok_off));
-    tok->tok_len = malloc((size_t)tok->n_vocab * sizeof(*tok->tok_len));
-    tok->is_added = calloc((size_t)tok->n_vocab, sizeof(*tok->is_added));
-    if (tok->tok_off == NULL || tok->tok_len == NULL || tok->is_added == NULL) {
-        return mt_fail(MT_ERR_NOMEM, 0, "tokenizer: out of memory for %d tokens", tok->n_vocab);
+    tok->by_id_cap = 64;
+    while (tok->by_id_cap < 2 * (json_object_size(vocab) + json_array_size(added))) {
+        tok->by_id_cap *= 2;
     }
-    for (int32_t k = 0; k < tok->n_vocab; k++) {
-        tok->tok_len[k] = -1;
+    tok->by_id = malloc(tok->by_id_cap * sizeof(*tok->by_id));
+    if (tok->by_id == NULL) {
+        return mt_fail(MT_ERR_NOMEM, 0, "tokenizer: out of memory for %zu tokens",
+                       tok->by_id_cap / 2);
+    }
+    for (size_t k = 0; k < tok->by_id_cap; k++) {
+        tok->by_id[k] = (struct tok_slot){.id = -1};
     }
     for (int b = 0; b < 256; b++) {
         tok->byte_id[b] = -1;
@@ -794,8 +855,8 @@ load_json(struct mt_tokenizer *tok, json_t *root, const char *cfg_path)
         }
         /* the one-byte token of a byte is the vocab entry spelled by its byte-level char */
         const unsigned char *p = (const unsigned char *)key;
-        uint32_t cp = utf8_next(&p);
-        if (*p == 0 && cp < 324 && byte_of_cp[cp] >= 0) {
+        uint32_t cp = key[0] != '\0' ? utf8_next(&p) : UINT32_MAX; /* "" is no byte's token */
+        if (cp < 324 && *p == 0 && byte_of_cp[cp] >= 0) {
             tok->byte_id[byte_of_cp[cp]] = id;
         }
     }
@@ -819,12 +880,12 @@ load_json(struct mt_tokenizer *tok, json_t *root, const char *cfg_path)
         }
         buf = nb;
         n = byte_level_decode(byte_of_cp, content, buf);
-        tok->is_added[id] = true;
         if ((st = set_token(tok, id, buf, n, &bytes_cap)) != MT_OK ||
             (st = smap_put(&tok->by_text, content, clen, hash_bytes(content, clen), (uint32_t)id,
                            0)) != MT_OK) {
             goto out;
         }
+        tok_claim(tok, id)->added = true;
         /* HF's default for "normalized" is !special */
         json_t *norm = json_object_get(v, "normalized");
         bool normalized =
@@ -872,14 +933,9 @@ load_json(struct mt_tokenizer *tok, json_t *root, const char *cfg_path)
     }
 
     tok->bos = tok->eos = -1;
-    if (cfg_path != NULL) {
-        json_error_t jerr;
-        json_t *cfg = json_load_file(cfg_path, 0, &jerr);
-        if (cfg != NULL) {
-            tok->bos = config_token_id(tok, cfg, "bos_token");
-            tok->eos = config_token_id(tok, cfg, "eos_token");
-            json_decref(cfg);
-        }
+    if (cfg != NULL) {
+        tok->bos = config_token_id(tok, cfg, "bos_token");
+        tok->eos = config_token_id(tok, cfg, "eos_token");
     }
     st = MT_OK;
 out:
@@ -887,61 +943,98 @@ out:
     return st;
 }
 
-mt_status_t
-mt_tokenizer_load(const char *dir, struct mt_tokenizer **tok_out)
+/* A new tokenizer from parsed tokenizer.json (root) and tokenizer_config.json (cfg, or NULL). */
+static mt_status_t
+tokenizer_build(json_t *root, json_t *cfg, const char *path, struct mt_tokenizer **tok_out)
 {
     struct mt_tokenizer *tok;
-    struct stat sb;
-    json_error_t jerr;
-    json_t *root;
-    char *cfg = NULL;
-    char *text;
-    size_t len;
-    size_t dl = strlen(dir);
     mt_status_t st;
 
     tok = calloc(1, sizeof(*tok));
     if (tok == NULL) {
         return mt_fail(MT_ERR_NOMEM, 0, "tokenizer: out of memory");
     }
-    tok->path = malloc(dl + 32);
-    cfg = malloc(dl + 32);
-    if (tok->path == NULL || cfg == NULL) {
-        st = mt_fail(MT_ERR_NOMEM, 0, "tokenizer: out of memory");
+    tok->path = strdup(path);
+    if (tok->path == NULL) {
+        mt_tokenizer_destroy(tok);
+        return mt_fail(MT_ERR_NOMEM, 0, "tokenizer: out of memory");
+    }
+    if (!json_is_object(root)) {
+        st = mt_fail(MT_ERR_FORMAT, 0, "tokenizer '%s': not a JSON object", path);
         goto out_free;
     }
-    if (stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-        snprintf(tok->path, dl + 32, "%s/tokenizer.json", dir);
-        snprintf(cfg, dl + 32, "%s/tokenizer_config.json", dir);
-    } else {
-        const char *slash = strrchr(dir, '/');
-        snprintf(tok->path, dl + 32, "%s", dir);
-        snprintf(cfg, dl + 32, "%.*stokenizer_config.json", slash ? (int)(slash - dir + 1) : 0,
-                 dir);
-    }
-    st = mt_file_read_all(tok->path, "tokenizer", 0, &text, &len);
+    st = load_json(tok, root, json_is_object(cfg) ? cfg : NULL);
     if (st != MT_OK) {
         goto out_free;
     }
-    root = json_loadb(text, len, 0, &jerr);
-    free(text);
-    if (root == NULL) {
-        st = mt_fail(MT_ERR_FORMAT, 0, "tokenizer '%s': not JSON (line %d: %s)", tok->path,
-                     jerr.line, jerr.text);
-        goto out_free;
-    }
-    st = load_json(tok, root, cfg);
-    json_decref(root);
-    if (st != MT_OK) {
-        goto out_free;
-    }
-    free(cfg);
     *tok_out = tok;
     return MT_OK;
 
 out_free:
-    free(cfg);
     mt_tokenizer_destroy(tok);
+    return st;
+}
+
+mt_status_t
+mt_tokenizer_parse(const char *json, size_t len, const char *what, struct mt_tokenizer **tok_out)
+{
+    json_t *root;
+    mt_status_t st;
+
+    st = mt_json_parse(json, len, what, &root);
+    if (st != MT_OK) {
+        return st;
+    }
+    st = tokenizer_build(root, NULL, what, tok_out);
+    json_decref(root);
+    return st;
+}
+
+mt_status_t
+mt_tokenizer_load(const char *dir, struct mt_tokenizer **tok_out)
+{
+    struct stat sb;
+    json_t *root = NULL;
+    json_t *cfg = NULL;
+    char *cfg_path;
+    char *path;
+    size_t dl = strlen(dir);
+    mt_status_t st;
+
+    path = malloc(dl + 32);
+    cfg_path = malloc(dl + 32);
+    if (path == NULL || cfg_path == NULL) {
+        st = mt_fail(MT_ERR_NOMEM, 0, "tokenizer: out of memory");
+        goto out_free;
+    }
+    if (stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        snprintf(path, dl + 32, "%s/tokenizer.json", dir);
+        snprintf(cfg_path, dl + 32, "%s/tokenizer_config.json", dir);
+    } else {
+        const char *slash = strrchr(dir, '/');
+        snprintf(path, dl + 32, "%s", dir);
+        snprintf(cfg_path, dl + 32, "%.*stokenizer_config.json",
+                 slash ? (int)(slash - dir + 1) : 0, dir);
+    }
+    st = mt_json_load_file(path, "tokenizer", MT_FILE_MAX_TOKENIZER, &root);
+    if (st != MT_OK) {
+        goto out_free;
+    }
+    /* tokenizer_config.json is optional; one that is there must be readable and valid. */
+    if (stat(cfg_path, &sb) == 0 || errno != ENOENT) {
+        st = mt_json_load_file(cfg_path, "tokenizer config", MT_FILE_MAX_TOKENIZER_CONFIG, &cfg);
+        if (st != MT_OK) {
+            goto out_decref;
+        }
+    }
+    st = tokenizer_build(root, cfg, path, tok_out);
+
+out_decref:
+    json_decref(cfg);
+    json_decref(root);
+out_free:
+    free(cfg_path);
+    free(path);
     return st;
 }
 
@@ -958,10 +1051,8 @@ mt_tokenizer_destroy(struct mt_tokenizer *tok)
     pcre2_match_context_free(tok->mctx);
     pcre2_jit_stack_free(tok->jit_stack);
     free(tok->path);
-    free(tok->tok_off);
-    free(tok->tok_len);
+    free(tok->by_id);
     free(tok->tok_bytes);
-    free(tok->is_added);
     smap_free(&tok->by_text);
     smap_free(&tok->by_bytes);
     free(tok->pairs);
@@ -1111,12 +1202,18 @@ bpe(struct mt_tokenizer *tok, const unsigned char *b, size_t n, struct out_ids *
     heap = tok->heap;
     for (size_t i = 0; i < n; i++) {
         int32_t t = tok->byte_id[b[i]];
-        if (t >= 0) { /* a byte without a token is dropped, as HF's BPE does without unk */
-            id[ns] = t;
-            prev[ns] = (int32_t)ns - 1;
-            next[ns] = (int32_t)ns + 1;
-            ns++;
+        if (t < 0) {
+            /* HF's BPE without an unk token drops such a byte silently: we refuse to lose text */
+            return mt_fail(MT_ERR_INVAL, 0,
+                           "tokenizer '%s': byte 0x%02x of the text has no token (the vocabulary "
+                           "lacks its one-byte entry), so the text cannot be encoded without "
+                           "losing it",
+                           tok->path, b[i]);
         }
+        id[ns] = t;
+        prev[ns] = (int32_t)ns - 1;
+        next[ns] = (int32_t)ns + 1;
+        ns++;
     }
     if (ns == 0) {
         return MT_OK;
@@ -1187,6 +1284,9 @@ encode_piece(struct mt_tokenizer *tok, const char *s, size_t n, struct out_ids *
     h = hash_bytes(s, n);
     hit = smap_find(&tok->cache, s, n, h);
     if (hit != NULL) {
+        if (hit->val2 == 0) {
+            return MT_OK;
+        }
         if ((st = out_reserve(o, hit->val2)) != MT_OK) {
             return st;
         }
@@ -1209,6 +1309,9 @@ encode_piece(struct mt_tokenizer *tok, const char *s, size_t n, struct out_ids *
         return st;
     }
     size_t cnt = *o->n - before;
+    if (cnt == 0) {
+        return MT_OK; /* n == 0: nothing to remember (and no array to copy from) */
+    }
     if (tok->cache_ids_len + cnt > CACHE_MAX_IDS) {
         smap_clear(&tok->cache);
         tok->cache_ids_len = 0;
@@ -1520,11 +1623,13 @@ mt_tokenizer_encode(struct mt_tokenizer *tok, const char *text, size_t len, bool
 const char *
 mt_tokenizer_token_bytes(const struct mt_tokenizer *tok, int32_t id, size_t *len_out)
 {
-    if (id < 0 || id >= tok->n_vocab || tok->tok_len[id] < 0) {
+    const struct tok_slot *slot = tok_find(tok, id);
+
+    if (slot == NULL) {
         return NULL;
     }
-    *len_out = (size_t)tok->tok_len[id];
-    return tok->tok_bytes + tok->tok_off[id];
+    *len_out = (size_t)slot->len;
+    return tok->tok_bytes + slot->off;
 }
 
 mt_status_t
@@ -1570,7 +1675,9 @@ mt_tokenizer_token_id(const struct mt_tokenizer *tok, const char *text)
 bool
 mt_tokenizer_is_added(const struct mt_tokenizer *tok, int32_t id)
 {
-    return id >= 0 && id < tok->n_vocab && tok->is_added[id];
+    const struct tok_slot *slot = tok_find(tok, id);
+
+    return slot != NULL && slot->added;
 }
 
 int32_t

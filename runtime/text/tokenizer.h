@@ -35,17 +35,33 @@
 struct mt_tokenizer;
 
 /*
- * Load DIR/tokenizer.json (DIR may also name the file itself). On failure returns MT_ERR_IO or
- * MT_ERR_FORMAT with a message naming the file and the first problem (no model, a bad merge, a
+ * Token ids must be below 2^24 (16.7M; DeepSeek-V3.2 uses 129,280): a larger id in tokenizer.json
+ * is refused at load. Memory follows the number of tokens in the file, not the largest id.
+ */
+#define MT_TOKENIZER_MAX_ID (1 << 24)
+
+/*
+ * Load DIR/tokenizer.json (DIR may also name the file itself) and, when it exists, the
+ * tokenizer_config.json beside it (for BOS/EOS). Both are read by mt_json_load_file (regular files
+ * only, size caps, duplicate keys refused). On failure returns MT_ERR_IO or MT_ERR_FORMAT with a
+ * message naming the file and the first problem (no model, a bad merge, an id out of range, a
  * regex that does not compile, ...); *tok_out is set only on success.
  */
 mt_status_t mt_tokenizer_load(const char *dir, struct mt_tokenizer **tok_out);
+
+/*
+ * The same from tokenizer.json text in memory, without a tokenizer_config.json (BOS/EOS -1); what
+ * names the text in messages. The fuzz target drives this.
+ */
+mt_status_t mt_tokenizer_parse(const char *json, size_t len, const char *what,
+                               struct mt_tokenizer **tok_out);
 void mt_tokenizer_destroy(struct mt_tokenizer *tok);
 
 /*
  * Encode len bytes of text (need not be NUL-terminated, need not be valid UTF-8: bytes that are not
- * UTF-8 are encoded one by one). *ids_out is malloc'ed (free() it); *n_out is its length. With special,
- * added tokens (<｜User｜>, ...) written in the text become their ids.
+ * UTF-8 are encoded one by one). *ids_out is malloc'ed (free() it); *n_out is its length. With
+ * special, added tokens (<｜User｜>, ...) written in the text become their ids. A byte for which
+ * the vocabulary has no one-byte token is MT_ERR_INVAL naming the byte (HF would drop it silently).
  */
 mt_status_t mt_tokenizer_encode(struct mt_tokenizer *tok, const char *text, size_t len,
                                 bool special, int32_t **ids_out, size_t *n_out);

@@ -5,7 +5,11 @@
  * The one idea: the input goes through mt_st_image_parse(), i.e. the same 8-byte length checks and
  * the same mt_st_header_parse() that files on disk go through, and whatever it accepts must satisfy
  * the invariants readers rely on (every tensor inside the image, byte count = elements * dtype
- * size); a violation traps, so libFuzzer reports it as a crash. Build and run: tests/fuzz/run.sh.
+ * size, the tensors tiling the data section exactly); a violation traps, so libFuzzer reports it
+ * as a crash. Build and run: tests/fuzz/run.sh.
+ *
+ * fuzz-sources: runtime/model/safetensors.c runtime/base/file_util.c runtime/base/dtype.c
+ * fuzz-sources: runtime/base/status.c
  */
 #include <config.h>
 
@@ -21,6 +25,8 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct mt_st_tensor *ts = NULL;
+    uint64_t covered = 0;
+    uint64_t hlen = 0;
     size_t n = 0;
 
     mt_log_set_quiet(true);
@@ -37,6 +43,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 t->offset > size || t->nbytes > size - t->offset) {
                 __builtin_trap();
             }
+            covered += t->nbytes;
+        }
+        /* no hole, no overlap, no trailing byte: the data section is exactly the tensors */
+        for (int i = 7; i >= 0; i--) {
+            hlen = hlen << 8 | data[i];
+        }
+        if (covered != size - 8 - hlen) {
+            __builtin_trap();
         }
     } else if (n != 0) {
         __builtin_trap();

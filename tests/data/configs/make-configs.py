@@ -51,6 +51,8 @@ BAD = [
     ("experts-per-tok", setter("num_experts_per_tok", 129)),
     ("rope-odd", setter("qk_rope_head_dim", 63)),
     ("index-head-dim", setter("index_head_dim", 32)),
+    ("index-head-dim-pow2", setter("index_head_dim", 96)),
+    ("shared-experts-zero", setter("n_shared_experts", 0)),
     ("q-lora-null", setter("q_lora_rank", None)),
     ("kv-lora-zero", setter("kv_lora_rank", 0)),
     ("first-k", setter("first_k_dense_replace", 62)),
