@@ -13,6 +13,7 @@ int mt_cli_synth(int argc, char **argv);    /* runtime/cli_synth.c */
 int mt_cli_plan(int argc, char **argv);     /* runtime/cli_plan.c */
 int mt_cli_bench(int argc, char **argv);    /* runtime/cli_bench.c */
 int mt_cli_chat(int argc, char **argv);     /* runtime/cli_chat.c */
+int mt_cli_serve(int argc, char **argv);    /* runtime/cli_serve.c */
 
 
 
