@@ -767,7 +767,8 @@ serve_generate(struct mt_serve *s, struct MHD_Connection *c, struct conn *cn)
     pthread_cond_init(&j->cond, NULL);
 
     pthread_mutex_lock(&s->lock);
-    if (s->stopping || s->n_queued >= s->opts.limits.max_queue) {
+    /* waiting behind the running request (or behind one the worker has not taken yet) */
+    if (s->stopping || s->n_queued + (s->busy ? 1 : 0) > s->opts.limits.max_queue) {
         bool stopping = s->stopping;
         int max_queue = s->opts.limits.max_queue;
         pthread_mutex_unlock(&s->lock);
