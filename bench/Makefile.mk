@@ -4,3 +4,4 @@ noinst_PROGRAMS += bench/bench_tokenizer
 bench_bench_tokenizer_LDADD = $(MT_LIBS) $(MT_SYSLIBS)
 EXTRA_DIST += bench/tokenizer_hf.py
 EXTRA_DIST += bench/plain_stream.c bench/plain_memcpy.cu
+EXTRA_DIST += bench/serve_load.sh

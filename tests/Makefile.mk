@@ -43,6 +43,8 @@ check_PROGRAMS += tests/test_ref_ops
 tests_test_ref_ops_LDADD = tests/libmttap.a cpu/libmtcpu.a runtime/base/libmtbase.a \
 	$(HWLOC_LIBS) $(OPENMP_CFLAGS) -lm
 check_PROGRAMS += tests/test_sampler
+check_PROGRAMS += tests/test_serve_openai
+tests_test_serve_openai_LDADD = $(MT_SERVE_LIBS) $(MT_TEST_LIBS) $(MHD_LIBS)
 tests_test_sampler_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_trace
 tests_test_trace_LDADD = $(MT_TEST_LIBS)
