@@ -268,7 +268,7 @@ mt_cli_serve(int argc, char **argv)
 
 out:
     mt_serve_destroy(serve);
-    mt_tokenizer_free(tok);
+    mt_tokenizer_destroy(tok);
     mt_cli_engine_fini(&e);
     free(name);
     sigaction(SIGPIPE, &old_pipe, NULL);

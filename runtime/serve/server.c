@@ -486,7 +486,7 @@ job_run(struct mt_serve *s, struct job *j)
         job_emit(j, j->content.p + j->content_sent, j->content.n - j->content_sent, false);
         j->content_sent = j->content.n;
     }
-    mt_detok_free(&j->detok);
+    mt_detok_fini(&j->detok);
 
     pthread_mutex_lock(&s->lock);
     bool gone = j->gone;
