@@ -250,6 +250,13 @@ err_is 429 queue_full
 ok $? "a request while one runs and --queue 0: 429 queue_full"
 kill "$long_pid" 2>/dev/null
 wait "$long_pid" 2>/dev/null
+i=0 # (--queue 0: the next request needs the engine free again)
+while [ $i -lt 50 ]; do
+    req GET /health
+    jq -e '.busy == false' "$tmp/body" >/dev/null && break
+    sleep 0.1
+    i=$((i + 1))
+done
 
 # SIGTERM during a request: it finishes, then the server exits 0
 curl -sN --max-time 30 "$url/v1/completions" -H "$json" -d '{"prompt": "a", "max_tokens": 200,

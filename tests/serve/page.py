@@ -36,7 +36,7 @@ driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts
 driver.set_page_load_timeout(20)
 try:
     driver.get(url + "/")
-    wait = WebDriverWait(driver, 20, poll_frequency=0.05)
+    wait = WebDriverWait(driver, 40, poll_frequency=0.05)
     check("page: the chat page loads", driver.title == "moetier", driver.title)
     state = lambda: driver.find_element(By.TAG_NAME, "body").get_attribute("data-state")
 
@@ -49,7 +49,7 @@ try:
     wait.until(lambda d: state() != "streaming" and d.find_elements(By.CSS_SELECTOR, ".assistant"))
     replies = driver.find_elements(By.CSS_SELECTOR, ".assistant .content")
     users = driver.find_elements(By.CSS_SELECTOR, ".user")
-    text = replies[0].text if replies else ""
+    text = replies[0].get_attribute("textContent") if replies else ""
     check("page: a typed message is sent and its streamed reply shown",
           state() == "idle" and len(users) == 1 and users[0].text == "Hello page" and text != "",
           "state %s, reply %r" % (state(), text))
@@ -59,7 +59,8 @@ try:
     driver.find_element(By.ID, "msg").send_keys("A long one")
     driver.find_element(By.ID, "send").click()
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".assistant .content")) == 2 and
-               d.find_elements(By.CSS_SELECTOR, ".assistant .content")[1].text != "")
+               d.find_elements(By.CSS_SELECTOR, ".assistant .content")[1]
+               .get_attribute("textContent") != "")
     streaming = state() == "streaming" and health()["busy"]
     check("page: a long reply streams (the server is busy)", streaming, "state %s" % state())
     driver.find_element(By.ID, "stop").click()
