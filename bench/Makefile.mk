@@ -8,3 +8,4 @@ noinst_PROGRAMS += bench/bench_experts
 bench_bench_experts_LDADD = $(MT_LIBS) $(MT_SYSLIBS)
 noinst_PROGRAMS += bench/bench_cpu_experts
 bench_bench_cpu_experts_LDADD = $(MT_LIBS) $(MT_SYSLIBS)
+EXTRA_DIST += bench/serve_load.sh

@@ -1,8 +1,9 @@
 # tests/: one TAP program per module, run by `make check`.
 LOG_DRIVER = env AM_TAP_AWK='$(AWK)' $(SHELL) $(top_srcdir)/build-aux/tap-driver.sh
 AM_TESTS_ENVIRONMENT = OMP_NUM_THREADS=2 MALLOC_PERTURB_=165 \
+	MT_REQUIRE_SERVE_CLIENTS=$${MT_REQUIRE_SERVE_CLIENTS:-0} \
 	MT_TEST_DATA=$(abs_top_srcdir)/tests/data MT_SRCDIR=$(abs_top_srcdir) \
-	MT_BUILDDIR=$(abs_top_builddir); export OMP_NUM_THREADS MALLOC_PERTURB_ MT_TEST_DATA MT_SRCDIR MT_BUILDDIR;
+	MT_BUILDDIR=$(abs_top_builddir); export OMP_NUM_THREADS MALLOC_PERTURB_ MT_REQUIRE_SERVE_CLIENTS MT_TEST_DATA MT_SRCDIR MT_BUILDDIR;
 
 noinst_LIBRARIES += tests/libmttap.a
 tests_libmttap_a_SOURCES = tests/tap.c tests/tap.h tests/sha256.c
@@ -42,6 +43,8 @@ check_PROGRAMS += tests/test_ref_ops
 tests_test_ref_ops_LDADD = tests/libmttap.a cpu/libmtcpu.a runtime/base/libmtbase.a \
 	$(HWLOC_LIBS) $(OPENMP_CFLAGS) -lm
 check_PROGRAMS += tests/test_sampler
+check_PROGRAMS += tests/test_serve_openai
+tests_test_serve_openai_LDADD = $(MT_SERVE_LIBS) $(MT_TEST_LIBS) $(MHD_LIBS)
 tests_test_sampler_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_trace
 tests_test_trace_LDADD = $(MT_TEST_LIBS)
@@ -53,6 +56,10 @@ TESTS += $(check_PROGRAMS)
 TESTS += tests/test_inspect.sh
 TESTS += tests/test_run.sh
 TESTS += tests/test_chat_cli.sh
+TESTS += tests/test_serve.sh tests/test_serve_clients.sh
+EXTRA_DIST += tests/test_serve.sh tests/test_serve_clients.sh tests/serve/lib_serve.sh \
+	tests/serve/package.json tests/serve/package-lock.json tests/serve/client.mjs \
+	tests/serve/page.py
 TESTS += tests/test_tokenize_cli.sh
 TESTS += tests/test_bench.sh
 EXTRA_DIST += tests/test_bench.sh

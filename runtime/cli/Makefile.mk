@@ -9,5 +9,7 @@ moetier_SOURCES = runtime/cli/main.c runtime/cli/cli.h \
 	runtime/cli/cli_plan.c \
 	runtime/cli/cli_bench.c \
 	runtime/cli/cli_chat.c \
-	runtime/cli/cli_pack.c
-moetier_LDADD = $(MT_LIBS) $(MT_SYSLIBS)
+	runtime/cli/cli_pack.c \
+	runtime/cli/cli_serve.c
+# serve's library and libmicrohttpd: only this binary (and the serve tests) link them
+moetier_LDADD = $(MT_SERVE_LIBS) $(MT_LIBS) $(MT_SYSLIBS) $(MHD_LIBS)

@@ -14,6 +14,7 @@ int mt_cli_plan(int argc, char **argv);     /* runtime/cli_plan.c */
 int mt_cli_bench(int argc, char **argv);    /* runtime/cli_bench.c */
 int mt_cli_chat(int argc, char **argv);     /* runtime/cli_chat.c */
 int mt_cli_pack(int argc, char **argv);     /* runtime/cli/cli_pack.c */
+int mt_cli_serve(int argc, char **argv);    /* runtime/cli/cli_serve.c */
 
 
 

@@ -22,6 +22,7 @@ static const struct subcommand subcommands[] = {
     {"synth", mt_cli_synth, "write a random test checkpoint in the HF layout"},
     {"run", mt_cli_run, "generate from a prompt (CPU reference engine)"},
     {"chat", mt_cli_chat, "interactive multi-turn chat (CPU reference engine)"},
+    {"serve", mt_cli_serve, "OpenAI-compatible HTTP server and chat page on localhost"},
     {"bench", mt_cli_bench, "measure the memory tiers (GPU, PCIe, DRAM, CPU, disks)"},
     {"plan", mt_cli_plan, "place experts on GPU, DRAM and NVMe; predict tok/s"},
     {"pack", mt_cli_pack, "copy routed experts into a striped expert store (optional)"},

@@ -1,0 +1,775 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * openai.c - OpenAI's request and response JSON (openai.h). Each field is checked for its type
+ * and range where it is read, and the first problem becomes the request's one error.
+ */
+#include <config.h>
+
+#include "runtime/serve/openai.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void
+mt_serve_limits_default(struct mt_serve_limits *lim)
+{
+    lim->max_body = 1 << 20;
+    lim->max_messages = 256;
+    lim->max_tokens = 4096;
+    lim->default_max_tokens = 512;
+    lim->max_queue = 64;
+}
+
+void
+mt_serve_error_set(struct mt_serve_error *e, int http, const char *type, const char *code,
+                   const char *param, const char *fmt, ...)
+{
+    va_list ap;
+
+    e->http = http;
+    e->type = type;
+    e->code = code;
+    snprintf(e->param, sizeof(e->param), "%s", param != NULL ? param : "");
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof(e->message), fmt, ap);
+    va_end(ap);
+}
+
+/* json_dumps of obj (stolen), NULL when out of memory. */
+static char *
+dump_(json_t *obj)
+{
+    char *s = NULL;
+
+    if (obj != NULL) {
+        s = json_dumps(obj, JSON_COMPACT);
+        json_decref(obj);
+    }
+    return s;
+}
+
+/* A string value; invalid UTF-8 (never from our own text) becomes null rather than failing. */
+static json_t *
+str_(const char *s, size_t len)
+{
+    json_t *v = json_stringn(s != NULL ? s : "", s != NULL ? len : 0);
+    return v != NULL ? v : json_null();
+}
+
+static json_t *
+error_obj_(const struct mt_serve_error *e)
+{
+    return json_pack("{s:{s:o,s:s,s:o,s:o}}", "error", "message",
+                     str_(e->message, strlen(e->message)), "type", e->type, "param",
+                     e->param[0] != '\0' ? json_string(e->param) : json_null(), "code",
+                     e->code != NULL ? json_string(e->code) : json_null());
+}
+
+char *
+mt_serve_error_json(const struct mt_serve_error *e)
+{
+    return dump_(error_obj_(e));
+}
+
+/* "data: JSON\n\n" for obj (stolen). */
+static char *
+event_(json_t *obj)
+{
+    char *js = dump_(obj);
+    char *ev;
+    size_t n;
+
+    if (js == NULL) {
+        return NULL;
+    }
+    n = strlen(js);
+    ev = malloc(n + 9);
+    if (ev != NULL) {
+        memcpy(ev, "data: ", 6);
+        memcpy(ev + 6, js, n);
+        memcpy(ev + 6 + n, "\n\n", 3);
+    }
+    free(js);
+    return ev;
+}
+
+char *
+mt_serve_error_event(const struct mt_serve_error *e)
+{
+    return event_(error_obj_(e));
+}
+
+/* ---- request parsing ------------------------------------------------------------------------ */
+
+#define BAD(e, param, ...)                                                                         \
+    mt_serve_error_set((e), 400, "invalid_request_error", NULL, (param), __VA_ARGS__)
+
+static const char *
+json_kind_(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+    case JSON_REAL:
+        return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "a boolean";
+    default:
+        return "null";
+    }
+}
+
+/* obj[key] when present and not null, else NULL. */
+static json_t *
+field_(json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+    return json_is_null(v) ? NULL : v;
+}
+
+static bool
+get_bool_(json_t *obj, const char *key, bool *out, struct mt_serve_error *e)
+{
+    json_t *v = field_(obj, key);
+
+    if (v == NULL) {
+        return true;
+    }
+    if (!json_is_boolean(v)) {
+        BAD(e, key, "'%s' must be a boolean, not %s", key, json_kind_(v));
+        return false;
+    }
+    *out = json_is_true(v);
+    return true;
+}
+
+/* A number in [lo, hi]; *present_out tells whether it was given. */
+static bool
+get_real_(json_t *obj, const char *key, double lo, double hi, double *out, bool *present_out,
+          struct mt_serve_error *e)
+{
+    json_t *v = field_(obj, key);
+
+    *present_out = false;
+    if (v == NULL) {
+        return true;
+    }
+    if (!json_is_number(v)) {
+        BAD(e, key, "'%s' must be a number, not %s", key, json_kind_(v));
+        return false;
+    }
+    double x = json_number_value(v);
+    if (!(x >= lo && x <= hi)) {
+        BAD(e, key, "'%s' must be between %g and %g, not %g", key, lo, hi, x);
+        return false;
+    }
+    *out = x;
+    *present_out = true;
+    return true;
+}
+
+static bool
+get_int_(json_t *obj, const char *key, long long lo, long long hi, long long *out,
+         bool *present_out, struct mt_serve_error *e)
+{
+    json_t *v = field_(obj, key);
+
+    *present_out = false;
+    if (v == NULL) {
+        return true;
+    }
+    if (!json_is_integer(v)) {
+        BAD(e, key, "'%s' must be an integer, not %s", key, json_kind_(v));
+        return false;
+    }
+    long long x = json_integer_value(v);
+    if (x < lo || x > hi) {
+        BAD(e, key, "'%s' must be between %lld and %lld, not %lld", key, lo, hi, x);
+        return false;
+    }
+    *out = x;
+    *present_out = true;
+    return true;
+}
+
+/*
+ * A message's content: a string, or an array of {"type": "text", "text": ...} parts, which are
+ * joined and stored back into the message as one string (so that it lives in the tree).
+ */
+static bool
+get_content_(json_t *msg, size_t i, const char **out, struct mt_serve_error *e)
+{
+    json_t *c = field_(msg, "content");
+    char param[64];
+
+    snprintf(param, sizeof(param), "messages[%zu].content", i);
+    *out = NULL;
+    if (c == NULL) {
+        return true;
+    }
+    if (json_is_string(c)) {
+        *out = json_string_value(c);
+        return true;
+    }
+    if (!json_is_array(c)) {
+        BAD(e, param, "'%s' must be a string or an array of text parts, not %s", param,
+            json_kind_(c));
+        return false;
+    }
+    size_t total = 0;
+    size_t k;
+    json_t *part;
+    json_array_foreach(c, k, part) {
+        json_t *type = json_object_get(part, "type");
+        json_t *text = json_object_get(part, "text");
+        if (!json_is_object(part) || !json_is_string(type) ||
+            strcmp(json_string_value(type), "text") != 0 || !json_is_string(text)) {
+            BAD(e, param, "'%s[%zu]' must be a text part {\"type\": \"text\", \"text\": ...}; "
+                "only text content is supported", param, k);
+            return false;
+        }
+        total += json_string_length(text);
+    }
+    char *joined = malloc(total + 1);
+    if (joined == NULL) {
+        mt_serve_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
+        return false;
+    }
+    size_t at = 0;
+    json_array_foreach(c, k, part) {
+        json_t *text = json_object_get(part, "text");
+        memcpy(joined + at, json_string_value(text), json_string_length(text));
+        at += json_string_length(text);
+    }
+    json_t *s = json_stringn_nocheck(joined, at);
+    free(joined);
+    if (s == NULL || json_object_set_new(msg, "content", s) != 0) {
+        mt_serve_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
+        return false;
+    }
+    *out = json_string_value(json_object_get(msg, "content"));
+    return true;
+}
+
+static bool
+parse_messages_(struct mt_serve_request *r, json_t *msgs, const struct mt_serve_limits *lim,
+                struct mt_serve_error *e)
+{
+    size_t n = json_array_size(msgs);
+    size_t n_calls = 0;
+    size_t i;
+    json_t *m;
+
+    if (n == 0) {
+        BAD(e, "messages", "'messages' must hold at least one message");
+        return false;
+    }
+    if (n > lim->max_messages) {
+        BAD(e, "messages", "too many messages: %zu (this server takes at most %zu)", n,
+            lim->max_messages);
+        return false;
+    }
+    json_array_foreach(msgs, i, m) {
+        json_t *tc = field_(m, "tool_calls");
+        if (json_is_array(tc)) {
+            n_calls += json_array_size(tc);
+        }
+    }
+    /* one more message for a system prompt that carries the tools when the request has none */
+    r->msgs = calloc(n + 1, sizeof(*r->msgs));
+    r->calls = calloc(n_calls ? n_calls : 1, sizeof(*r->calls));
+    if (r->msgs == NULL || r->calls == NULL) {
+        mt_serve_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
+        return false;
+    }
+    n_calls = 0;
+    json_array_foreach(msgs, i, m) {
+        struct mt_chat_msg *cm = &r->msgs[r->n_msgs];
+        char param[64];
+        if (!json_is_object(m)) {
+            snprintf(param, sizeof(param), "messages[%zu]", i);
+            BAD(e, param, "'%s' must be an object, not %s", param, json_kind_(m));
+            return false;
+        }
+        snprintf(param, sizeof(param), "messages[%zu].role", i);
+        json_t *role = json_object_get(m, "role");
+        if (!json_is_string(role)) {
+            BAD(e, param, "'%s' must be a string (system, user, assistant or tool)", param);
+            return false;
+        }
+        const char *rs = json_string_value(role);
+        if (strcmp(rs, "system") == 0 || strcmp(rs, "developer") == 0) {
+            cm->role = MT_CHAT_SYSTEM;
+        } else if (strcmp(rs, "user") == 0) {
+            cm->role = MT_CHAT_USER;
+        } else if (strcmp(rs, "assistant") == 0) {
+            cm->role = MT_CHAT_ASSISTANT;
+        } else if (strcmp(rs, "tool") == 0) {
+            cm->role = MT_CHAT_TOOL;
+        } else {
+            BAD(e, param, "unknown role '%.40s' in %s (system, user, assistant or tool)", rs,
+                param);
+            return false;
+        }
+        if (!get_content_(m, i, &cm->content, e)) {
+            return false;
+        }
+        if (cm->content == NULL && cm->role != MT_CHAT_ASSISTANT) {
+            snprintf(param, sizeof(param), "messages[%zu].content", i);
+            BAD(e, param, "'%s' is missing", param);
+            return false;
+        }
+        json_t *rc = field_(m, "reasoning_content");
+        if (rc != NULL && cm->role == MT_CHAT_ASSISTANT) {
+            if (!json_is_string(rc)) {
+                snprintf(param, sizeof(param), "messages[%zu].reasoning_content", i);
+                BAD(e, param, "'%s' must be a string, not %s", param, json_kind_(rc));
+                return false;
+            }
+            cm->reasoning = json_string_value(rc);
+        }
+        json_t *tc = field_(m, "tool_calls");
+        if (tc != NULL && cm->role == MT_CHAT_ASSISTANT) {
+            size_t k;
+            json_t *call;
+            snprintf(param, sizeof(param), "messages[%zu].tool_calls", i);
+            if (!json_is_array(tc)) {
+                BAD(e, param, "'%s' must be an array, not %s", param, json_kind_(tc));
+                return false;
+            }
+            cm->tool_calls = &r->calls[n_calls];
+            json_array_foreach(tc, k, call) {
+                json_t *fn = json_object_get(call, "function");
+                json_t *name = json_object_get(fn, "name");
+                json_t *args = json_object_get(fn, "arguments");
+                if (!json_is_string(name) || !json_is_string(args)) {
+                    BAD(e, param, "'%s[%zu]' must be {\"type\": \"function\", \"function\": "
+                        "{\"name\": STRING, \"arguments\": STRING}}", param, k);
+                    return false;
+                }
+                r->calls[n_calls].name = json_string_value(name);
+                r->calls[n_calls].arguments = json_string_value(args);
+                n_calls++;
+                cm->n_tool_calls++;
+            }
+        }
+        r->n_msgs++;
+    }
+    return true;
+}
+
+/* tools: an array of {"type": "function", "function": {...}}, told to the model in the system
+ * prompt (the first system message, or a new empty one at the start). */
+static bool
+parse_tools_(struct mt_serve_request *r, json_t *tools, struct mt_serve_error *e)
+{
+    size_t k;
+    json_t *t;
+
+    if (!json_is_array(tools)) {
+        BAD(e, "tools", "'tools' must be an array, not %s", json_kind_(tools));
+        return false;
+    }
+    if (json_array_size(tools) == 0) {
+        return true;
+    }
+    json_array_foreach(tools, k, t) {
+        if (!json_is_object(json_object_get(t, "function")) ||
+            !json_is_string(json_object_get(json_object_get(t, "function"), "name"))) {
+            BAD(e, "tools", "'tools[%zu]' must be {\"type\": \"function\", \"function\": "
+                "{\"name\": ..., ...}}", k);
+            return false;
+        }
+    }
+    r->tools = json_dumps(tools, JSON_COMPACT);
+    if (r->tools == NULL) {
+        mt_serve_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
+        return false;
+    }
+    if (r->n_msgs == 0 || r->msgs[0].role != MT_CHAT_SYSTEM) {
+        memmove(r->msgs + 1, r->msgs, r->n_msgs * sizeof(*r->msgs));
+        memset(&r->msgs[0], 0, sizeof(r->msgs[0]));
+        r->msgs[0].role = MT_CHAT_SYSTEM;
+        r->msgs[0].content = "";
+        r->n_msgs++;
+    }
+    r->msgs[0].tools = r->tools;
+    return true;
+}
+
+/* thinking mode: chat_template_kwargs.{thinking,enable_thinking} or thinking.type */
+static bool
+parse_thinking_(struct mt_serve_request *r, json_t *root, struct mt_serve_error *e)
+{
+    json_t *kw = field_(root, "chat_template_kwargs");
+    json_t *th = field_(root, "thinking");
+
+    if (kw != NULL) {
+        if (!json_is_object(kw)) {
+            BAD(e, "chat_template_kwargs", "'chat_template_kwargs' must be an object, not %s",
+                json_kind_(kw));
+            return false;
+        }
+        if (!get_bool_(kw, "thinking", &r->thinking, e) ||
+            !get_bool_(kw, "enable_thinking", &r->thinking, e)) {
+            snprintf(e->param, sizeof(e->param), "chat_template_kwargs");
+            return false;
+        }
+    }
+    if (th != NULL) {
+        json_t *type = json_object_get(th, "type");
+        if (!json_is_object(th) || !json_is_string(type) ||
+            (strcmp(json_string_value(type), "enabled") != 0 &&
+             strcmp(json_string_value(type), "disabled") != 0)) {
+            BAD(e, "thinking", "'thinking' must be {\"type\": \"enabled\"} or "
+                "{\"type\": \"disabled\"}");
+            return false;
+        }
+        r->thinking = strcmp(json_string_value(type), "enabled") == 0;
+    }
+    return true;
+}
+
+static bool
+parse_stop_(struct mt_serve_request *r, json_t *root, struct mt_serve_error *e)
+{
+    json_t *stop = field_(root, "stop");
+    size_t k;
+    json_t *s;
+
+    if (stop == NULL) {
+        return true;
+    }
+    if (json_is_string(stop)) {
+        if (json_string_length(stop) > 0) {
+            r->stop[r->n_stop++] = json_string_value(stop);
+        }
+        return true;
+    }
+    if (!json_is_array(stop) || json_array_size(stop) > MT_SERVE_MAX_STOP) {
+        BAD(e, "stop", "'stop' must be a string or an array of at most %d strings",
+            MT_SERVE_MAX_STOP);
+        return false;
+    }
+    json_array_foreach(stop, k, s) {
+        if (!json_is_string(s)) {
+            BAD(e, "stop", "'stop[%zu]' must be a string, not %s", k, json_kind_(s));
+            return false;
+        }
+        if (json_string_length(s) > 0) {
+            r->stop[r->n_stop++] = json_string_value(s);
+        }
+    }
+    return true;
+}
+
+static bool
+parse_sampling_(struct mt_serve_request *r, json_t *root, const struct mt_serve_limits *lim,
+                struct mt_serve_error *e)
+{
+    double x = 0;
+    long long v = 0;
+    bool have;
+
+    if (!get_real_(root, "temperature", 0, 2, &x, &have, e)) {
+        return false;
+    }
+    if (have) {
+        r->sampler.temperature = (float)x;
+    }
+    if (!get_real_(root, "top_p", 0, 1, &x, &have, e)) {
+        return false;
+    }
+    if (have) {
+        if (x <= 0) {
+            BAD(e, "top_p", "'top_p' must be greater than 0");
+            return false;
+        }
+        r->sampler.top_p = (float)x;
+    }
+    if (!get_int_(root, "top_k", -1, 1 << 30, &v, &have, e)) {
+        return false;
+    }
+    if (have) {
+        r->sampler.top_k = (int)v;
+    }
+    if (!get_int_(root, "seed", INT64_MIN, INT64_MAX, &v, &have, e)) {
+        return false;
+    }
+    if (have) {
+        r->sampler.seed = (uint64_t)v;
+        r->seeded = true;
+    }
+    r->max_tokens = lim->default_max_tokens;
+    const char *mt_key = field_(root, "max_completion_tokens") != NULL ? "max_completion_tokens"
+                                                                     : "max_tokens";
+    if (!get_int_(root, mt_key, 0, INT64_MAX, &v, &have, e)) {
+        return false;
+    }
+    if (have) {
+        if (v > lim->max_tokens) {
+            BAD(e, mt_key, "'%s' is %lld; this server generates at most %ld tokens a request",
+                mt_key, v, lim->max_tokens);
+            return false;
+        }
+        r->max_tokens = (long)v;
+    }
+    if (!get_int_(root, "n", 1, 1, &v, &have, e)) {
+        snprintf(e->message, sizeof(e->message), "'n' must be 1: one choice per request");
+        return false;
+    }
+    json_t *lp = field_(root, "logprobs");
+    if (lp != NULL && !json_is_false(lp)) {
+        BAD(e, "logprobs", "'logprobs' is not supported");
+        return false;
+    }
+    return true;
+}
+
+mt_status_t
+mt_serve_request_parse(enum mt_serve_api api, const char *body, size_t len, const char *model_id,
+                       const struct mt_serve_limits *lim, const struct mt_sampler_opts *defaults,
+                       struct mt_serve_request *req_out, struct mt_serve_error *e)
+{
+    struct mt_serve_request r = {.api = api, .sampler = *defaults};
+    json_error_t jerr;
+    json_t *v;
+
+    r.root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (r.root == NULL) {
+        BAD(e, NULL, "the body is not valid JSON: %s (line %d, column %d)", jerr.text, jerr.line,
+            jerr.column);
+        return MT_ERR_INVAL;
+    }
+    if (!json_is_object(r.root)) {
+        BAD(e, NULL, "the body must be a JSON object, not %s", json_kind_(r.root));
+        goto out_fail;
+    }
+    v = field_(r.root, "model");
+    if (v != NULL && !json_is_string(v)) {
+        BAD(e, "model", "'model' must be a string, not %s", json_kind_(v));
+        goto out_fail;
+    }
+    if (v != NULL && strcmp(json_string_value(v), model_id) != 0) {
+        mt_serve_error_set(e, 404, "invalid_request_error", "model_not_found", "model",
+                           "the model '%.100s' does not exist; this server has '%.100s'",
+                           json_string_value(v), model_id);
+        goto out_fail;
+    }
+    if (api == MT_SERVE_API_CHAT) {
+        v = field_(r.root, "messages");
+        if (!json_is_array(v)) {
+            BAD(e, "messages", v == NULL ? "'messages' is missing"
+                                         : "'messages' must be an array of messages");
+            goto out_fail;
+        }
+        if (!parse_messages_(&r, v, lim, e)) {
+            goto out_fail;
+        }
+        v = field_(r.root, "tools");
+        if (v != NULL && !parse_tools_(&r, v, e)) {
+            goto out_fail;
+        }
+        if (!parse_thinking_(&r, r.root, e)) {
+            goto out_fail;
+        }
+    } else {
+        v = field_(r.root, "prompt");
+        if (json_is_array(v) && json_array_size(v) == 1 &&
+            json_is_string(json_array_get(v, 0))) {
+            v = json_array_get(v, 0);
+        }
+        if (!json_is_string(v)) {
+            BAD(e, "prompt", v == NULL ? "'prompt' is missing"
+                                       : "'prompt' must be a string (or an array of one)");
+            goto out_fail;
+        }
+        r.prompt = json_string_value(v);
+        r.prompt_len = json_string_length(v);
+        json_t *echo = field_(r.root, "echo");
+        if (echo != NULL && !json_is_false(echo)) {
+            BAD(e, "echo", "'echo' is not supported");
+            goto out_fail;
+        }
+    }
+    if (!get_bool_(r.root, "stream", &r.stream, e) ||
+        !get_bool_(r.root, "return_token_ids", &r.return_token_ids, e)) {
+        goto out_fail;
+    }
+    v = field_(r.root, "stream_options");
+    if (v != NULL) {
+        if (!json_is_object(v) || !get_bool_(v, "include_usage", &r.include_usage, e)) {
+            BAD(e, "stream_options", "'stream_options' must be {\"include_usage\": BOOLEAN}");
+            goto out_fail;
+        }
+    }
+    if (!parse_stop_(&r, r.root, e) || !parse_sampling_(&r, r.root, lim, e)) {
+        goto out_fail;
+    }
+    *req_out = r;
+    return MT_OK;
+
+out_fail:
+    mt_serve_request_fini(&r);
+    return e->http >= 500 ? MT_ERR_NOMEM : MT_ERR_INVAL;
+}
+
+void
+mt_serve_request_fini(struct mt_serve_request *req)
+{
+    free(req->msgs);
+    free(req->calls);
+    free(req->tools);
+    json_decref(req->root);
+    memset(req, 0, sizeof(*req));
+}
+
+/* ---- responses ------------------------------------------------------------------------------ */
+
+static json_t *
+ids_(const int32_t *ids, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a != NULL && i < n; i++) {
+        json_array_append_new(a, json_integer(ids[i]));
+    }
+    return a;
+}
+
+static json_t *
+usage_(const struct mt_serve_reply *r)
+{
+    return json_pack("{s:I,s:I,s:I,s:{s:I}}", "prompt_tokens", (json_int_t)r->prompt_tokens,
+                     "completion_tokens", (json_int_t)r->completion_tokens, "total_tokens",
+                     (json_int_t)(r->prompt_tokens + (size_t)r->completion_tokens),
+                     "prompt_tokens_details", "cached_tokens", (json_int_t)r->cached_tokens);
+}
+
+static bool
+is_chat_(const struct mt_serve_request *req)
+{
+    return req->api == MT_SERVE_API_CHAT;
+}
+
+char *
+mt_serve_reply_json(const struct mt_serve_request *req, const struct mt_serve_origin *o,
+                    const struct mt_serve_reply *r)
+{
+    json_t *choice;
+
+    if (is_chat_(req)) {
+        json_t *msg = json_pack("{s:s,s:o}", "role", "assistant", "content",
+                                str_(r->content, r->content_len));
+        if (msg != NULL && r->reasoning != NULL) {
+            json_object_set_new(msg, "reasoning_content", str_(r->reasoning, r->reasoning_len));
+        }
+        choice = json_pack("{s:i,s:o,s:n,s:s}", "index", 0, "message", msg, "logprobs",
+                           "finish_reason", r->finish);
+    } else {
+        choice = json_pack("{s:i,s:o,s:n,s:s}", "index", 0, "text",
+                           str_(r->content, r->content_len), "logprobs", "finish_reason",
+                           r->finish);
+    }
+    if (choice != NULL && req->return_token_ids) {
+        json_object_set_new(choice, "token_ids", ids_(r->ids, r->n_ids));
+    }
+    json_t *obj = json_pack("{s:s,s:s,s:I,s:s,s:[o],s:o}", "id", o->id, "object",
+                            is_chat_(req) ? "chat.completion" : "text_completion", "created",
+                            (json_int_t)o->created, "model", o->model, "choices", choice, "usage",
+                            usage_(r));
+    if (obj != NULL && req->return_token_ids) {
+        json_object_set_new(obj, "prompt_token_ids", ids_(r->prompt_ids, r->n_prompt_ids));
+    }
+    return dump_(obj);
+}
+
+char *
+mt_serve_chunk_event(const struct mt_serve_request *req, const struct mt_serve_origin *o,
+                     const char *text, size_t len, bool reasoning, bool role, const char *finish)
+{
+    json_t *choice;
+
+    if (is_chat_(req)) {
+        json_t *delta = json_object();
+        if (delta != NULL && role) {
+            json_object_set_new(delta, "role", json_string("assistant"));
+        }
+        if (delta != NULL && (len > 0 || (role && finish == NULL))) {
+            json_object_set_new(delta, reasoning ? "reasoning_content" : "content",
+                                str_(text, len));
+        }
+        choice = json_pack("{s:i,s:o,s:n,s:o}", "index", 0, "delta", delta, "logprobs",
+                           "finish_reason", finish != NULL ? json_string(finish) : json_null());
+    } else {
+        choice = json_pack("{s:i,s:o,s:n,s:o}", "index", 0, "text", str_(text, len), "logprobs",
+                           "finish_reason", finish != NULL ? json_string(finish) : json_null());
+    }
+    return event_(json_pack("{s:s,s:s,s:I,s:s,s:[o]}", "id", o->id, "object",
+                            is_chat_(req) ? "chat.completion.chunk" : "text_completion",
+                            "created", (json_int_t)o->created, "model", o->model, "choices",
+                            choice));
+}
+
+char *
+mt_serve_usage_event(const struct mt_serve_request *req, const struct mt_serve_origin *o,
+                     const struct mt_serve_reply *r)
+{
+    json_t *obj = json_pack("{s:s,s:s,s:I,s:s,s:[],s:o}", "id", o->id, "object",
+                            is_chat_(req) ? "chat.completion.chunk" : "text_completion",
+                            "created", (json_int_t)o->created, "model", o->model, "choices",
+                            "usage", usage_(r));
+    if (obj != NULL && req->return_token_ids) {
+        json_object_set_new(obj, "prompt_token_ids", ids_(r->prompt_ids, r->n_prompt_ids));
+        json_object_set_new(obj, "token_ids", ids_(r->ids, r->n_ids));
+    }
+    return event_(obj);
+}
+
+char *
+mt_serve_models_json(const char *model_id, long long created)
+{
+    return dump_(json_pack("{s:s,s:[{s:s,s:s,s:I,s:s}]}", "object", "list", "data", "id",
+                           model_id, "object", "model", "created", (json_int_t)created,
+                           "owned_by", "moetier"));
+}
+
+/* ---- stop strings --------------------------------------------------------------------------- */
+
+size_t
+mt_serve_stop_find(const char *const *stops, int n, const char *text, size_t len,
+                   size_t *safe_out)
+{
+    size_t best = len + 1;
+    size_t safe = len;
+
+    for (int k = 0; k < n; k++) {
+        size_t sl = strlen(stops[k]);
+        for (size_t p = 0; p < len && p < best; p++) {
+            size_t avail = len - p;
+            size_t cmp = avail < sl ? avail : sl;
+            if (memcmp(text + p, stops[k], cmp) != 0) {
+                continue;
+            }
+            if (avail >= sl) {
+                best = p; /* a complete match */
+            } else if (p < safe) {
+                safe = p; /* text[p..] may grow into a match */
+            }
+            break;
+        }
+    }
+    if (best <= len) {
+        safe = best;
+    }
+    *safe_out = safe;
+    return best;
+}

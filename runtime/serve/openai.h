@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * openai.h - OpenAI's API as JSON: request bodies in, response bodies, stream chunks and errors
+ * out. No sockets and no engine here, so all of it is tested as plain functions.
+ *
+ * The one idea: a request is validated completely when it is parsed, before it waits in the
+ * queue, so every bad input gets its own 4xx with a message that names the field, and the worker
+ * only ever sees requests it can run. A parsed request keeps the jansson tree it came from: its
+ * strings (message contents, stop strings, the prompt) point into that tree and live as long as
+ * the request.
+ *
+ * Mapped fields. Chat (/v1/chat/completions): model, messages (roles system, user, assistant,
+ * tool; content as a string or an array of text parts; an assistant's reasoning_content and
+ * tool_calls), tools, thinking mode (chat_template_kwargs.thinking or .enable_thinking, or
+ * thinking.type "enabled" / "disabled", as vLLM, SGLang and DeepSeek's API spell it),
+ * temperature, top_p, top_k, seed, max_tokens (or max_completion_tokens), stop (a string or up
+ * to 4), n (1 only), stream, stream_options.include_usage, and our return_token_ids (the prompt
+ * and reply ids in the response, to compare with `moetier run`). Completions
+ * (/v1/completions): prompt (a string or an array of one string) instead of messages; the prompt
+ * is encoded as `moetier run -p` does (BOS, special tokens recognized). Unknown fields are
+ * ignored, as OpenAI's server does; fields we cannot honour (logprobs, n > 1) are refused.
+ */
+#ifndef MT_SERVE_OPENAI_H
+#define MT_SERVE_OPENAI_H
+
+#include "runtime/base/status.h"
+#include "runtime/text/chat.h"
+#include "runtime/text/sampler.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MT_SERVE_MAX_STOP 4 /* OpenAI's limit on stop strings */
+
+/* What one request may ask for; each bound is refused with a 4xx naming it. */
+struct mt_serve_limits {
+    size_t max_body;         /* bytes of a request body (413 beyond) */
+    size_t max_messages;     /* messages of a chat request */
+    long max_tokens;         /* the largest max_tokens a request may ask for */
+    long default_max_tokens; /* max_tokens when a request gives none */
+    int max_queue;           /* requests waiting behind the running one (429 beyond) */
+};
+
+/* 1 MiB, 256 messages, 4096 tokens (512 by default), 64 waiting. */
+void mt_serve_limits_default(struct mt_serve_limits *lim);
+
+/* An error as OpenAI reports it: {"error": {"message", "type", "param", "code"}}. */
+struct mt_serve_error {
+    int http;         /* 400, 401, 404, 405, 413, 429, 500, 503 */
+    const char *type; /* "invalid_request_error", "authentication_error", "server_error", ... */
+    const char *code; /* NULL, or "model_not_found", "invalid_api_key", ... */
+    char param[64];   /* the offending field, "" when none */
+    char message[512];
+};
+
+/* Fill e; a NULL code or param writes JSON null. */
+void mt_serve_error_set(struct mt_serve_error *e, int http, const char *type, const char *code,
+                        const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+/* The error's JSON body (malloc'ed, NUL-ended), NULL only when out of memory. */
+char *mt_serve_error_json(const struct mt_serve_error *e);
+
+enum mt_serve_api {
+    MT_SERVE_API_CHAT,       /* /v1/chat/completions */
+    MT_SERVE_API_COMPLETION, /* /v1/completions */
+};
+
+struct mt_serve_request {
+    enum mt_serve_api api;
+    json_t *root;                           /* owned: the body; strings below point into it */
+    struct mt_chat_msg *msgs;               /* owned, [n_msgs] (chat) */
+    size_t n_msgs;
+    struct mt_chat_tool_call *calls;        /* owned: every message's tool calls, in one array */
+    char *tools;                            /* owned: the tools array as JSON text, or NULL */
+    const char *prompt;                     /* completion: the prompt text */
+    size_t prompt_len;
+    bool thinking;                          /* chat: V3.2's thinking mode */
+    bool stream;                            /* answer as server-sent events */
+    bool include_usage;                     /* stream: a last chunk with the usage */
+    bool return_token_ids;                  /* prompt_token_ids and token_ids in the answer */
+    long max_tokens;                        /* tokens to generate at most */
+    struct mt_sampler_opts sampler;         /* temperature, top_p, top_k, seed */
+    bool seeded;                            /* seed given (else the server picks one) */
+    const char *stop[MT_SERVE_MAX_STOP];    /* stop strings, none empty */
+    int n_stop;
+};
+
+/*
+ * Parse and validate a request body of len bytes for api. model_id is the one model served: a
+ * request naming another gets 404 model_not_found (an absent model means this one). Sampling
+ * fields the request leaves out come from defaults. On success *req_out owns what it holds
+ * (mt_serve_request_fini). On failure returns MT_ERR_INVAL (or MT_ERR_NOMEM) with *err_out filled
+ * and nothing held; nothing is logged, since a client's mistake is not the server's.
+ */
+mt_status_t mt_serve_request_parse(enum mt_serve_api api, const char *body, size_t len,
+                                   const char *model_id, const struct mt_serve_limits *lim,
+                                   const struct mt_sampler_opts *defaults,
+                                   struct mt_serve_request *req_out, struct mt_serve_error *err_out);
+void mt_serve_request_fini(struct mt_serve_request *req);
+
+/* ---- responses -------------------------------------------------------------------------- */
+
+/* Where a response comes from: the request's id ("chatcmpl-7"), time and model. */
+struct mt_serve_origin {
+    const char *id;
+    long long created; /* Unix seconds */
+    const char *model;
+};
+
+/* A finished reply, for a non-streamed response. */
+struct mt_serve_reply {
+    const char *content; /* the answer (the completion's text), valid UTF-8 */
+    size_t content_len;
+    const char *reasoning; /* thinking mode: the reasoning, else NULL */
+    size_t reasoning_len;
+    const char *finish;   /* "stop" or "length" */
+    size_t prompt_tokens; /* usage */
+    size_t cached_tokens; /* of them, reused from the KV cache */
+    long completion_tokens;
+    const int32_t *prompt_ids; /* return_token_ids: the prompt and reply ids */
+    size_t n_prompt_ids;
+    const int32_t *ids;
+    size_t n_ids;
+};
+
+/* The chat.completion or text_completion object of a reply (malloc'ed JSON text). */
+char *mt_serve_reply_json(const struct mt_serve_request *req, const struct mt_serve_origin *o,
+                          const struct mt_serve_reply *r);
+
+/*
+ * One streamed chunk as a whole server-sent event ("data: {...}\n\n", malloc'ed): text (len
+ * bytes, may be 0) as the answer or, with reasoning, as reasoning_content; role adds the
+ * assistant role (the first chunk of a chat stream); finish (NULL while going on) ends the
+ * choice. Chat chunks are chat.completion.chunk objects, completion chunks text_completion.
+ */
+char *mt_serve_chunk_event(const struct mt_serve_request *req, const struct mt_serve_origin *o,
+                           const char *text, size_t len, bool reasoning, bool role,
+                           const char *finish);
+
+/* The last chunk of a stream with include_usage: no choices, the usage (and token ids). */
+char *mt_serve_usage_event(const struct mt_serve_request *req, const struct mt_serve_origin *o,
+                           const struct mt_serve_reply *r);
+
+/* An error inside a stream, after the 200 has gone out: "data: {"error": ...}\n\n". */
+char *mt_serve_error_event(const struct mt_serve_error *e);
+
+/* GET /v1/models: a list of the one model. */
+char *mt_serve_models_json(const char *model_id, long long created);
+
+/* ---- stop strings ------------------------------------------------------------------------- */
+
+/*
+ * Look for the stop strings stops[0..n) in text[0..len). Returns the offset of the earliest
+ * complete match, or len + 1 when there is none; then *safe_out is how much of text can be sent
+ * now: the text before the earliest place where a stop string might begin and be completed by
+ * text still to come (that tail is held back). With n == 0 everything is safe.
+ */
+size_t mt_serve_stop_find(const char *const *stops, int n, const char *text, size_t len,
+                          size_t *safe_out);
+
+#endif /* MT_SERVE_OPENAI_H */

@@ -1,0 +1,1110 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * server.c - the HTTP side of moetier serve (server.h): routes, the request queue, the worker
+ * that generates, and the hand-over of streamed events to the connections.
+ *
+ * Locking: one mutex (serve->lock) guards the queue, every job's state and output buffer, and
+ * the counters of live jobs; each job has a condition variable its connection waits on, the
+ * worker waits on serve->work. The worker never holds the lock while the engine runs.
+ */
+#include <config.h>
+
+#include "runtime/serve/server.h"
+#include "runtime/serve/metrics.h"
+#include "runtime/serve/openai.h"
+#include "runtime/base/clock.h"
+#include "runtime/base/status.h"
+#include "runtime/engine/engine.h"
+#include "runtime/engine/session.h"
+#include "runtime/text/chat.h"
+#include "runtime/text/tokenizer.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The chat page (runtime/serve/chat_page.html, made into a C array at build time). */
+extern const char mt_serve_chat_page[];
+extern const size_t mt_serve_chat_page_len;
+
+enum job_state {
+    JOB_QUEUED,  /* waiting for the worker */
+    JOB_RUNNING, /* prompt accepted, generating: a stream's 200 may go out */
+    JOB_DONE,    /* finished, failed or refused; err.http != 0 when refused before running */
+};
+
+/* A growing byte buffer. */
+struct bytes {
+    char *p;
+    size_t n;
+    size_t cap;
+};
+
+static bool
+bytes_put(struct bytes *b, const char *s, size_t n)
+{
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->n + n + 1) {
+            cap *= 2;
+        }
+        char *p = realloc(b->p, cap);
+        if (p == NULL) {
+            return false;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = '\0';
+    return true;
+}
+
+/* One request, shared by its connection's thread and the worker (refs: 2 until one lets go). */
+struct job {
+    struct mt_serve *serve;
+    int refs;
+    struct mt_serve_request req; /* owned */
+    char id[40];                 /* "chatcmpl-17": 17 is its place in the queue order */
+    unsigned long long seq;
+    long long created;
+    enum job_state state;
+    bool gone;                   /* the client hung up */
+    int fd;                      /* the connection's socket, to notice a hang-up */
+    pthread_cond_t cond;         /* state changed or output grew */
+    struct mt_serve_error err;   /* refused or failed: the status and message */
+    struct bytes out;            /* stream: events not yet taken by the connection */
+    size_t out_off;              /* ... of which out.p[0..out_off) are taken */
+    char *result;                /* not streamed: the response body (owned) */
+    /* worker-only while generating */
+    struct mt_detok detok;
+    bool in_reasoning;
+    struct bytes content;        /* the answer so far */
+    size_t content_sent;         /* content.p[0..content_sent) has been streamed */
+    struct bytes reasoning;
+    bool stopped_by_string;
+    int32_t *ids;                /* generated ids (return_token_ids) */
+    size_t n_ids;
+    size_t cap_ids;
+    struct job *next;            /* queue link */
+};
+
+struct mt_serve {
+    struct mt_serve_opts opts;
+    char *model_id;              /* owned copy */
+    char *api_key;               /* owned copy or NULL */
+    struct mt_engine *engine;    /* borrowed */
+    struct mt_tokenizer *tok;    /* borrowed */
+    struct mt_session *session;  /* owned; used by the worker only */
+    int32_t stop_ids[1];
+    int n_stop_ids;
+    int32_t think_end;           /* "</think>", or -1 */
+    int32_t bos;
+    struct MHD_Daemon *mhd;      /* owned */
+    int port;
+    bool public_addr;
+    pthread_t worker;
+    bool have_worker;
+    pthread_mutex_t lock;
+    pthread_cond_t work;         /* the queue grew, or stopping */
+    struct job *head;            /* the queue, oldest first */
+    struct job *tail;
+    int n_queued;
+    int n_jobs;                  /* jobs not yet freed */
+    bool busy;                   /* the worker runs a job */
+    bool stopping;
+    bool abort_running;
+    unsigned long long next_seq;
+    long long started;
+    struct mt_serve_metrics metrics;
+};
+
+/* Per connection: the request body as it arrives. */
+struct conn {
+    enum mt_serve_route route;
+    struct bytes body;
+    bool too_big;
+};
+
+/* ---- small helpers ------------------------------------------------------------------------ */
+
+static long long
+unix_now(void)
+{
+    return (long long)time(NULL);
+}
+
+static void
+deadline_in(struct timespec *ts, long ms)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_nsec += (ms % 1000) * 1000000L;
+    ts->tv_sec += ms / 1000 + ts->tv_nsec / 1000000000L;
+    ts->tv_nsec %= 1000000000L;
+}
+
+/* True when the peer of fd has closed or reset the connection. */
+static bool
+peer_gone(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+
+    if (fd < 0) {
+        return false;
+    }
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
+static int
+conn_fd(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    return ci != NULL ? ci->connect_fd : -1;
+}
+
+/* Send body (malloc'ed, taken) with status and content type; counts the request. */
+static enum MHD_Result
+respond(struct mt_serve *s, struct MHD_Connection *c, enum mt_serve_route route, int status,
+        const char *type, char *body)
+{
+    struct MHD_Response *r;
+    enum MHD_Result ret;
+
+    if (body == NULL) {
+        return MHD_NO; /* out of memory: drop the connection */
+    }
+    r = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+    if (r == NULL) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    if (status == 405) {
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW,
+                                route == MT_SERVE_ROUTE_CHAT || route == MT_SERVE_ROUTE_COMPLETIONS
+                                    ? "POST"
+                                    : "GET, HEAD");
+    }
+    if (status == 401) {
+        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    }
+    ret = MHD_queue_response(c, (unsigned)status, r);
+    MHD_destroy_response(r);
+    mt_serve_metrics_count_request(&s->metrics, route, status);
+    return ret;
+}
+
+static enum MHD_Result
+respond_error(struct mt_serve *s, struct MHD_Connection *c, enum mt_serve_route route,
+              const struct mt_serve_error *e)
+{
+    return respond(s, c, route, e->http, "application/json", mt_serve_error_json(e));
+}
+
+/* ---- jobs --------------------------------------------------------------------------------- */
+
+static void
+job_free(struct job *j)
+{
+    mt_serve_request_fini(&j->req);
+    pthread_cond_destroy(&j->cond);
+    free(j->out.p);
+    free(j->result);
+    free(j->content.p);
+    free(j->reasoning.p);
+    free(j->ids);
+    free(j);
+}
+
+/* Drop one reference; called with s->lock held. */
+static void
+job_release_locked(struct job *j)
+{
+    struct mt_serve *s = j->serve;
+
+    if (--j->refs == 0) {
+        job_free(j);
+        s->n_jobs--;
+    }
+}
+
+/* Mark j done (with err when err->http != 0) and wake its connection; s->lock held. */
+static void
+job_finish_locked(struct job *j)
+{
+    j->state = JOB_DONE;
+    pthread_cond_broadcast(&j->cond);
+}
+
+/* Queue an event (malloc'ed text, taken) for a streamed job's connection. */
+static void
+job_send(struct job *j, char *event)
+{
+    struct mt_serve *s = j->serve;
+
+    if (event == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&s->lock);
+    if (!j->gone) {
+        /* compact what the connection has taken, so a long stream does not grow the buffer */
+        if (j->out_off > 0 && j->out_off == j->out.n) {
+            j->out.n = 0;
+            j->out_off = 0;
+        }
+        if (!bytes_put(&j->out, event, strlen(event))) {
+            j->gone = true; /* cannot keep the stream whole: end it */
+        }
+        pthread_cond_broadcast(&j->cond);
+    }
+    pthread_mutex_unlock(&s->lock);
+    free(event);
+}
+
+static struct mt_serve_origin
+job_origin(const struct job *j)
+{
+    struct mt_serve_origin o = {.id = j->id, .created = j->created, .model = j->serve->model_id};
+    return o;
+}
+
+/* Stream text of the answer or the reasoning, when the request streams. */
+static void
+job_emit(struct job *j, const char *text, size_t len, bool reasoning)
+{
+    if (j->req.stream && len > 0) {
+        struct mt_serve_origin o = job_origin(j);
+        job_send(j, mt_serve_chunk_event(&j->req, &o, text, len, reasoning, false, NULL));
+    }
+}
+
+/*
+ * New answer text: add it, look for stop strings, and stream what can no longer be part of one.
+ * Returns false when a stop string ended the answer (cut before it).
+ */
+static bool
+job_add_content(struct job *j, const char *text, size_t len)
+{
+    size_t rest;
+    size_t safe;
+    size_t hit;
+
+    if (!bytes_put(&j->content, text, len)) {
+        return false;
+    }
+    rest = j->content.n - j->content_sent;
+    hit = mt_serve_stop_find(j->req.stop, j->req.n_stop, j->content.p + j->content_sent, rest,
+                             &safe);
+    job_emit(j, j->content.p + j->content_sent, safe, false);
+    j->content_sent += safe;
+    if (hit <= rest) {
+        /* a stop string: the answer ends before it (safe == hit) */
+        j->content.n = j->content_sent;
+        j->content.p[j->content.n] = '\0';
+        j->stopped_by_string = true;
+        return false;
+    }
+    return true;
+}
+
+/* mt_session_token_fn: one generated id of the running job. */
+static bool
+on_token(void *ctx, int32_t id)
+{
+    struct job *j = ctx;
+    struct mt_serve *s = j->serve;
+    const char *text = NULL;
+    size_t len = 0;
+    size_t tl;
+    bool go_on = true;
+
+    if (j->req.return_token_ids) {
+        if (j->n_ids == j->cap_ids) {
+            size_t cap = j->cap_ids ? 2 * j->cap_ids : 64;
+            int32_t *p = realloc(j->ids, cap * sizeof(*p));
+            if (p == NULL) {
+                return false;
+            }
+            j->ids = p;
+            j->cap_ids = cap;
+        }
+        j->ids[j->n_ids++] = id;
+    }
+    if (j->in_reasoning && id == s->think_end) {
+        if (mt_detok_flush(&j->detok, &text, &len) == MT_OK && len > 0) {
+            bytes_put(&j->reasoning, text, len);
+            job_emit(j, text, len, true);
+        }
+        j->in_reasoning = false;
+    } else if (mt_tokenizer_token_bytes(s->tok, id, &tl) != NULL &&
+               mt_detok_push(&j->detok, id, &text, &len) == MT_OK && len > 0) {
+        /* ids that are no token (padding rows of the embedding) add no text */
+        if (j->in_reasoning) {
+            bytes_put(&j->reasoning, text, len);
+            job_emit(j, text, len, true);
+        } else {
+            go_on = job_add_content(j, text, len);
+        }
+    }
+    pthread_mutex_lock(&s->lock);
+    go_on = go_on && !j->gone && !s->abort_running;
+    pthread_mutex_unlock(&s->lock);
+    return go_on;
+}
+
+/* The prompt of a request as ids (malloc'ed). Errors are the client's: 400 with the reason. */
+static bool
+job_encode(struct job *j, int32_t **ids_out, size_t *n_out)
+{
+    struct mt_serve *s = j->serve;
+    mt_status_t st;
+
+    mt_log_set_quiet(true);
+    if (j->req.api == MT_SERVE_API_CHAT) {
+        st = mt_chat_encode(s->tok, j->req.msgs, j->req.n_msgs, j->req.thinking, ids_out, n_out);
+    } else {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        size_t cap = 0;
+        if (s->bos >= 0) {
+            ids = malloc(64 * sizeof(*ids));
+            cap = ids != NULL ? 64 : 0;
+            if (ids != NULL) {
+                ids[n++] = s->bos;
+            }
+        }
+        st = ids == NULL && s->bos >= 0
+                 ? MT_ERR_NOMEM
+                 : mt_tokenizer_encode_append(s->tok, j->req.prompt, j->req.prompt_len, true,
+                                              &ids, &n, &cap);
+        if (st == MT_OK && n == 0) {
+            st = mt_fail(MT_ERR_INVAL, 0, "the prompt is empty and the model has no BOS token");
+        }
+        if (st == MT_OK) {
+            *ids_out = ids;
+            *n_out = n;
+        } else {
+            free(ids);
+        }
+    }
+    mt_log_set_quiet(false);
+    if (st != MT_OK) {
+        mt_serve_error_set(&j->err, st == MT_ERR_NOMEM ? 500 : 400,
+                           st == MT_ERR_NOMEM ? "server_error" : "invalid_request_error", NULL,
+                           j->req.api == MT_SERVE_API_CHAT ? "messages" : "prompt", "%s",
+                           mt_last_error());
+        return false;
+    }
+    int64_t max_pos = mt_engine_max_pos(s->engine);
+    if ((int64_t)*n_out >= max_pos) {
+        mt_serve_error_set(&j->err, 400, "invalid_request_error", "context_length_exceeded",
+                           j->req.api == MT_SERVE_API_CHAT ? "messages" : "prompt",
+                           "the prompt is %zu tokens; this model's context is %lld tokens",
+                           *n_out, (long long)max_pos);
+        free(*ids_out);
+        return false;
+    }
+    return true;
+}
+
+static const char *
+finish_reason(const struct job *j, const struct mt_gen_result *r)
+{
+    if (j->stopped_by_string || r->stop == MT_STOP_EOS || r->stop == MT_STOP_CALLER) {
+        return "stop";
+    }
+    return "length";
+}
+
+/* Run one job on the worker: encode, generate, answer. */
+static void
+job_run(struct mt_serve *s, struct job *j)
+{
+    int32_t *prompt = NULL;
+    size_t n_prompt = 0;
+    struct mt_gen_opts go;
+    struct mt_gen_result res = {0};
+    struct mt_sampler_opts so = j->req.sampler;
+    struct mt_serve_origin o = job_origin(j);
+    mt_status_t st;
+
+    if (!job_encode(j, &prompt, &n_prompt)) {
+        goto out_done;
+    }
+    if (!j->req.seeded) {
+        so.seed = (uint64_t)(mt_clock_now() * 1e9) ^ (j->seq * 0x9e3779b97f4a7c15ull);
+    }
+    mt_log_set_quiet(true);
+    st = mt_session_set_sampler(s->session, &so);
+    mt_log_set_quiet(false);
+    if (st != MT_OK) {
+        mt_serve_error_set(&j->err, 400, "invalid_request_error", NULL, NULL, "%s",
+                           mt_last_error());
+        goto out_free_prompt;
+    }
+    mt_detok_init(&j->detok, s->tok);
+    j->in_reasoning = j->req.api == MT_SERVE_API_CHAT && j->req.thinking && s->think_end >= 0;
+    pthread_mutex_lock(&s->lock);
+    j->state = JOB_RUNNING;
+    pthread_cond_broadcast(&j->cond);
+    pthread_mutex_unlock(&s->lock);
+    if (j->req.stream) {
+        job_send(j, mt_serve_chunk_event(&j->req, &o, "", 0, false,
+                                         j->req.api == MT_SERVE_API_CHAT, NULL));
+    }
+
+    mt_gen_opts_default(&go);
+    go.max_new = j->req.max_tokens;
+    go.stop_ids = s->stop_ids;
+    go.n_stop_ids = s->n_stop_ids;
+    st = mt_session_generate(s->session, prompt, n_prompt, &go, on_token, j, &res);
+
+    /* what the decoder and the stop-string matcher still hold */
+    const char *text;
+    size_t len;
+    if (mt_detok_flush(&j->detok, &text, &len) == MT_OK && len > 0) {
+        if (j->in_reasoning) {
+            bytes_put(&j->reasoning, text, len);
+            job_emit(j, text, len, true);
+        } else if (!j->stopped_by_string) {
+            job_add_content(j, text, len);
+        }
+    }
+    if (!j->stopped_by_string && j->content_sent < j->content.n) {
+        job_emit(j, j->content.p + j->content_sent, j->content.n - j->content_sent, false);
+        j->content_sent = j->content.n;
+    }
+    mt_detok_fini(&j->detok);
+
+    pthread_mutex_lock(&s->lock);
+    bool gone = j->gone;
+    pthread_mutex_unlock(&s->lock);
+    mt_serve_metrics_count_generation(&s->metrics, &res, gone);
+    if (!s->opts.quiet) {
+        mt_log_info("serve: %s %s: %zu prompt tokens (%zu cached), %ld generated, %s%s", j->id,
+                    j->req.api == MT_SERVE_API_CHAT ? "chat" : "completion", res.n_prompt,
+                    res.n_reused, res.n_generated,
+                    st != MT_OK ? "failed" : gone ? "client gone" : finish_reason(j, &res),
+                    j->req.stream ? ", streamed" : "");
+    }
+
+    struct mt_serve_reply reply = {
+        .content = j->content.p != NULL ? j->content.p : "",
+        .content_len = j->content.n,
+        .reasoning = j->req.api == MT_SERVE_API_CHAT && j->req.thinking
+                         ? (j->reasoning.p != NULL ? j->reasoning.p : "")
+                         : NULL,
+        .reasoning_len = j->reasoning.n,
+        .finish = finish_reason(j, &res),
+        .prompt_tokens = n_prompt,
+        .cached_tokens = res.n_reused,
+        .completion_tokens = res.n_generated,
+        .prompt_ids = prompt,
+        .n_prompt_ids = n_prompt,
+        .ids = j->ids,
+        .n_ids = j->n_ids,
+    };
+    if (st != MT_OK) {
+        mt_serve_error_set(&j->err, 500, "server_error", NULL, NULL, "generation failed: %s",
+                           mt_last_error());
+    }
+    if (j->req.stream) {
+        if (st != MT_OK) {
+            job_send(j, mt_serve_error_event(&j->err));
+        } else {
+            job_send(j, mt_serve_chunk_event(&j->req, &o, "", 0, false, false, reply.finish));
+            if (j->req.include_usage) {
+                job_send(j, mt_serve_usage_event(&j->req, &o, &reply));
+            }
+        }
+        job_send(j, strdup("data: [DONE]\n\n"));
+        j->err.http = 0; /* the 200 went out already */
+    } else if (st == MT_OK) {
+        char *body = mt_serve_reply_json(&j->req, &o, &reply);
+        pthread_mutex_lock(&s->lock);
+        j->result = body;
+        pthread_mutex_unlock(&s->lock);
+        if (body == NULL) {
+            mt_serve_error_set(&j->err, 500, "server_error", NULL, NULL, "out of memory");
+        }
+    }
+
+out_free_prompt:
+    free(prompt);
+out_done:
+    pthread_mutex_lock(&s->lock);
+    job_finish_locked(j);
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void *
+worker_main(void *arg)
+{
+    struct mt_serve *s = arg;
+
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        while (s->head == NULL && !s->stopping) {
+            pthread_cond_wait(&s->work, &s->lock);
+        }
+        struct job *j = s->head;
+        if (j == NULL) {
+            break; /* stopping, and nothing waits */
+        }
+        s->head = j->next;
+        if (s->head == NULL) {
+            s->tail = NULL;
+        }
+        s->n_queued--;
+        if (!j->gone) {
+            s->busy = true;
+            pthread_mutex_unlock(&s->lock);
+            job_run(s, j);
+            pthread_mutex_lock(&s->lock);
+            s->busy = false;
+        } else {
+            job_finish_locked(j);
+        }
+        job_release_locked(j);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+/* ---- connections -------------------------------------------------------------------------- */
+
+/*
+ * Wait, on a connection's thread, until j leaves state `from`, or its client hangs up (then j is
+ * marked gone). s->lock held.
+ */
+static void
+job_wait_locked(struct job *j, enum job_state from)
+{
+    struct mt_serve *s = j->serve;
+    struct timespec ts;
+
+    while (j->state == from && !j->gone) {
+        deadline_in(&ts, 100);
+        pthread_cond_timedwait(&j->cond, &s->lock, &ts);
+        if (j->state == from && peer_gone(j->fd)) {
+            j->gone = true;
+        }
+    }
+}
+
+/* The stream's content reader: events as the worker makes them. */
+static ssize_t
+sse_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct job *j = cls;
+    struct mt_serve *s = j->serve;
+    struct timespec ts;
+    ssize_t n;
+
+    (void)pos;
+    pthread_mutex_lock(&s->lock);
+    while (j->out_off == j->out.n && j->state != JOB_DONE && !j->gone) {
+        deadline_in(&ts, 100);
+        pthread_cond_timedwait(&j->cond, &s->lock, &ts);
+        if (j->out_off == j->out.n && j->state != JOB_DONE && peer_gone(j->fd)) {
+            j->gone = true;
+        }
+    }
+    if (j->out_off < j->out.n) {
+        n = (ssize_t)MT_MIN(max, j->out.n - j->out_off);
+        memcpy(buf, j->out.p + j->out_off, (size_t)n);
+        j->out_off += (size_t)n;
+    } else {
+        n = j->gone ? MHD_CONTENT_READER_END_WITH_ERROR : MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return n;
+}
+
+/* The stream is over (sent, or the connection closed): let go of the job. */
+static void
+sse_free(void *cls)
+{
+    struct job *j = cls;
+    struct mt_serve *s = j->serve;
+
+    pthread_mutex_lock(&s->lock);
+    if (j->state != JOB_DONE || j->out_off < j->out.n) {
+        j->gone = true; /* closed before the end: stop generating */
+    }
+    job_release_locked(j);
+    pthread_mutex_unlock(&s->lock);
+}
+
+static bool
+key_ok(const struct mt_serve *s, struct MHD_Connection *c)
+{
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    size_t kl;
+    size_t hl;
+    unsigned char diff = 0;
+
+    if (s->api_key == NULL) {
+        return true;
+    }
+    if (h == NULL || strncmp(h, "Bearer ", 7) != 0) {
+        return false;
+    }
+    h += 7;
+    kl = strlen(s->api_key);
+    hl = strlen(h);
+    /* compare in time independent of where they differ */
+    for (size_t i = 0; i < kl; i++) {
+        diff |= (unsigned char)(s->api_key[i] ^ (i < hl ? h[i] : 0));
+    }
+    return diff == 0 && hl == kl;
+}
+
+static enum MHD_Result
+refuse_key(struct mt_serve *s, struct MHD_Connection *c, enum mt_serve_route route)
+{
+    struct mt_serve_error e;
+    bool given = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                             MHD_HTTP_HEADER_AUTHORIZATION) != NULL;
+
+    mt_serve_error_set(&e, 401, "invalid_request_error", "invalid_api_key", NULL,
+                       given ? "incorrect API key provided"
+                             : "this server needs an API key (Authorization: Bearer KEY)");
+    return respond_error(s, c, route, &e);
+}
+
+static enum MHD_Result
+serve_get(struct mt_serve *s, struct MHD_Connection *c, enum mt_serve_route route)
+{
+    char *text = NULL;
+    struct MHD_Response *r;
+    enum MHD_Result ret;
+
+    switch (route) {
+    case MT_SERVE_ROUTE_PAGE:
+        r = MHD_create_response_from_buffer(mt_serve_chat_page_len, (void *)mt_serve_chat_page,
+                                            MHD_RESPMEM_PERSISTENT);
+        if (r == NULL) {
+            return MHD_NO;
+        }
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/html; charset=utf-8");
+        ret = MHD_queue_response(c, MHD_HTTP_OK, r);
+        MHD_destroy_response(r);
+        mt_serve_metrics_count_request(&s->metrics, route, 200);
+        return ret;
+    case MT_SERVE_ROUTE_HEALTH: {
+        pthread_mutex_lock(&s->lock);
+        json_t *h = json_pack("{s:s,s:s,s:b,s:i,s:i,s:i,s:s,s:I}", "status",
+                              s->stopping ? "stopping" : "ok", "model", s->model_id, "busy",
+                              s->busy, "queued", s->n_queued, "max_queue",
+                              s->opts.limits.max_queue, "concurrency", 1, "scheduling",
+                              "one generation at a time; requests wait in arrival order",
+                              "uptime_s", (json_int_t)(unix_now() - s->started));
+        pthread_mutex_unlock(&s->lock);
+        if (h != NULL) {
+            text = json_dumps(h, JSON_COMPACT);
+            json_decref(h);
+        }
+        return respond(s, c, route, s->stopping ? 503 : 200, "application/json", text);
+    }
+    case MT_SERVE_ROUTE_METRICS: {
+        pthread_mutex_lock(&s->lock);
+        int queued = s->n_queued;
+        bool busy = s->busy;
+        pthread_mutex_unlock(&s->lock);
+        if (mt_serve_metrics_text(&s->metrics, queued, busy, &text) != MT_OK) {
+            return MHD_NO;
+        }
+        return respond(s, c, route, 200, "text/plain; version=0.0.4; charset=utf-8", text);
+    }
+    case MT_SERVE_ROUTE_MODELS:
+        if (!key_ok(s, c)) {
+            return refuse_key(s, c, route);
+        }
+        return respond(s, c, route, 200, "application/json",
+                       mt_serve_models_json(s->model_id, s->started));
+    default:
+        return MHD_NO;
+    }
+}
+
+/* A whole POST body has come: parse, queue, wait, answer. */
+static enum MHD_Result
+serve_generate(struct mt_serve *s, struct MHD_Connection *c, struct conn *cn)
+{
+    enum mt_serve_route route = cn->route;
+    struct mt_serve_error e;
+    struct job *j;
+    enum MHD_Result ret;
+
+    j = calloc(1, sizeof(*j));
+    if (j == NULL) {
+        return MHD_NO;
+    }
+    if (mt_serve_request_parse(route == MT_SERVE_ROUTE_CHAT ? MT_SERVE_API_CHAT
+                                                            : MT_SERVE_API_COMPLETION,
+                               cn->body.p != NULL ? cn->body.p : "", cn->body.n, s->model_id,
+                               &s->opts.limits, &s->opts.sampling, &j->req, &e) != MT_OK) {
+        free(j);
+        return respond_error(s, c, route, &e);
+    }
+    j->serve = s;
+    j->refs = 2;
+    j->fd = conn_fd(c);
+    j->created = unix_now();
+    pthread_cond_init(&j->cond, NULL);
+
+    pthread_mutex_lock(&s->lock);
+    /* waiting behind the running request (or behind one the worker has not taken yet) */
+    if (s->stopping || s->n_queued + (s->busy ? 1 : 0) > s->opts.limits.max_queue) {
+        bool stopping = s->stopping;
+        int max_queue = s->opts.limits.max_queue;
+        pthread_mutex_unlock(&s->lock);
+        if (stopping) {
+            mt_serve_error_set(&e, 503, "server_error", "shutting_down", NULL,
+                               "the server is shutting down");
+        } else {
+            mt_serve_error_set(&e, 429, "rate_limit_error", "queue_full", NULL,
+                               "%d requests are waiting already (the queue's limit); retry "
+                               "later", max_queue);
+        }
+        j->refs = 0;
+        job_free(j);
+        return respond_error(s, c, route, &e);
+    }
+    j->seq = ++s->next_seq;
+    snprintf(j->id, sizeof(j->id), "%s-%llu",
+             route == MT_SERVE_ROUTE_CHAT ? "chatcmpl" : "cmpl", j->seq);
+    if (s->tail != NULL) {
+        s->tail->next = j;
+    } else {
+        s->head = j;
+    }
+    s->tail = j;
+    s->n_queued++;
+    s->n_jobs++;
+    pthread_cond_signal(&s->work);
+
+    job_wait_locked(j, JOB_QUEUED);
+    if (j->state == JOB_RUNNING && j->req.stream && !j->gone) {
+        /* the prompt is accepted: the 200 and the events go out; sse_free lets go of j */
+        pthread_mutex_unlock(&s->lock);
+        struct MHD_Response *r =
+            MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, sse_read, j, sse_free);
+        if (r == NULL) {
+            sse_free(j);
+            return MHD_NO;
+        }
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+        ret = MHD_queue_response(c, MHD_HTTP_OK, r);
+        MHD_destroy_response(r);
+        mt_serve_metrics_count_request(&s->metrics, route, 200);
+        return ret;
+    }
+    job_wait_locked(j, JOB_RUNNING);
+    if (j->gone) {
+        job_release_locked(j);
+        pthread_mutex_unlock(&s->lock);
+        return MHD_NO; /* nobody to answer */
+    }
+    char *body = j->result;
+    j->result = NULL;
+    e = j->err;
+    job_release_locked(j);
+    pthread_mutex_unlock(&s->lock);
+    if (e.http != 0) {
+        free(body);
+        return respond_error(s, c, route, &e);
+    }
+    return respond(s, c, route, 200, "application/json", body);
+}
+
+static enum MHD_Result
+access_handler(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+               const char *version, const char *upload_data, size_t *upload_data_size,
+               void **con_cls)
+{
+    struct mt_serve *s = cls;
+    struct conn *cn = *con_cls;
+    struct mt_serve_error e;
+
+    (void)version;
+    if (cn == NULL) {
+        /* the headers: route, method, key and declared size are checked before any body */
+        cn = calloc(1, sizeof(*cn));
+        if (cn == NULL) {
+            return MHD_NO;
+        }
+        *con_cls = cn;
+        cn->route = mt_serve_route_of(url);
+        bool is_post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
+        bool is_get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 ||
+                      strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+        bool wants_post = cn->route == MT_SERVE_ROUTE_CHAT ||
+                          cn->route == MT_SERVE_ROUTE_COMPLETIONS;
+        if (cn->route == MT_SERVE_ROUTE_OTHER) {
+            mt_serve_error_set(&e, 404, "invalid_request_error", "not_found", NULL,
+                               "no route %.16s %.200s (see GET /health, /v1/models, "
+                               "POST /v1/chat/completions, /v1/completions)", method, url);
+            return respond_error(s, c, cn->route, &e);
+        }
+        if ((wants_post && !is_post) || (!wants_post && !is_get)) {
+            mt_serve_error_set(&e, 405, "invalid_request_error", "method_not_allowed", NULL,
+                               "%.200s takes %s, not %.16s", url, wants_post ? "POST" : "GET",
+                               method);
+            return respond_error(s, c, cn->route, &e);
+        }
+        if (!wants_post) {
+            return serve_get(s, c, cn->route);
+        }
+        if (!key_ok(s, c)) {
+            return refuse_key(s, c, cn->route);
+        }
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl != NULL && strtoull(cl, NULL, 10) > s->opts.limits.max_body) {
+            cn->too_big = true;
+            goto too_big;
+        }
+        return MHD_YES; /* the body comes next */
+    }
+    if (*upload_data_size > 0) {
+        if (!cn->too_big && cn->body.n + *upload_data_size <= s->opts.limits.max_body) {
+            if (!bytes_put(&cn->body, upload_data, *upload_data_size)) {
+                return MHD_NO;
+            }
+        } else {
+            cn->too_big = true; /* the rest is read and dropped; the answer is 413 */
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (!cn->too_big) {
+        return serve_generate(s, c, cn);
+    }
+too_big:
+    mt_serve_error_set(&e, 413, "invalid_request_error", "request_too_large", NULL,
+                       "the request body is larger than this server's limit of %zu bytes",
+                       s->opts.limits.max_body);
+    return respond_error(s, c, cn->route, &e);
+}
+
+static void
+request_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                  enum MHD_RequestTerminationCode toe)
+{
+    struct conn *cn = *con_cls;
+
+    (void)cls;
+    (void)c;
+    (void)toe;
+    if (cn != NULL) {
+        free(cn->body.p);
+        free(cn);
+        *con_cls = NULL;
+    }
+}
+
+/* ---- lifecycle ---------------------------------------------------------------------------- */
+
+void
+mt_serve_opts_default(struct mt_serve_opts *opts)
+{
+    memset(opts, 0, sizeof(*opts));
+    opts->host = "127.0.0.1";
+    opts->port = 8080;
+    opts->model_id = "moetier";
+    mt_serve_limits_default(&opts->limits);
+    mt_sampler_opts_default(&opts->sampling);
+    opts->sampling.temperature = 1.0f;
+    opts->sampling.top_p = 0.95f;
+}
+
+static bool
+addr_is_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        return IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
+    }
+    return false;
+}
+
+mt_status_t
+mt_serve_create(struct mt_engine *engine, struct mt_tokenizer *tok,
+                const struct mt_serve_opts *opts, struct mt_serve **serve_out)
+{
+    struct mt_serve *s;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE};
+    struct addrinfo *ai = NULL;
+    char port[16];
+    mt_status_t st;
+    int ret;
+
+    s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the server");
+    }
+    s->opts = *opts;
+    s->engine = engine;
+    s->tok = tok;
+    s->started = unix_now();
+    s->model_id = strdup(opts->model_id);
+    s->api_key = opts->api_key != NULL && opts->api_key[0] != '\0' ? strdup(opts->api_key) : NULL;
+    if (s->model_id == NULL || (opts->api_key != NULL && opts->api_key[0] != '\0' &&
+                                s->api_key == NULL)) {
+        st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the server");
+        goto out_free;
+    }
+    s->opts.model_id = s->model_id;
+    s->opts.api_key = s->api_key;
+    s->bos = mt_tokenizer_bos(tok);
+    s->think_end = mt_tokenizer_token_id(tok, "</think>");
+    int32_t eos = mt_tokenizer_eos(tok);
+    if (eos >= 0) {
+        s->stop_ids[s->n_stop_ids++] = eos;
+    }
+    mt_serve_metrics_init(&s->metrics);
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->work, NULL);
+
+    st = mt_session_create(engine, &opts->sampling, &s->session);
+    if (st != MT_OK) {
+        goto out_fini;
+    }
+    snprintf(port, sizeof(port), "%d", opts->port);
+    ret = getaddrinfo(opts->host, port, &hints, &ai);
+    if (ret != 0) {
+        st = mt_fail(MT_ERR_INVAL, 0, "cannot resolve host '%s': %s", opts->host,
+                     gai_strerror(ret));
+        goto out_session;
+    }
+    s->public_addr = !addr_is_loopback(ai->ai_addr);
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                     MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    if (ai->ai_family == AF_INET6) {
+        flags |= MHD_USE_IPv6;
+    }
+    s->mhd = MHD_start_daemon(
+        flags, 0, NULL, NULL, access_handler, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        MHD_OPTION_NOTIFY_COMPLETED, request_completed, s, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)(opts->limits.max_queue + 64), MHD_OPTION_CONNECTION_TIMEOUT, 120u,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, 128u, MHD_OPTION_END);
+    int err = errno;
+    freeaddrinfo(ai);
+    if (s->mhd == NULL) {
+        st = mt_fail(MT_ERR_IO, err, "cannot listen on %s port %d", opts->host, opts->port);
+        goto out_session;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = di != NULL ? di->port : opts->port;
+    ret = pthread_create(&s->worker, NULL, worker_main, s);
+    if (ret != 0) {
+        st = mt_fail(MT_ERR_NOMEM, ret, "cannot start the server's worker thread");
+        goto out_stop;
+    }
+    s->have_worker = true;
+    *serve_out = s;
+    return MT_OK;
+
+out_stop:
+    MHD_stop_daemon(s->mhd);
+out_session:
+    mt_session_destroy(s->session);
+out_fini:
+    pthread_cond_destroy(&s->work);
+    pthread_mutex_destroy(&s->lock);
+    mt_serve_metrics_fini(&s->metrics);
+out_free:
+    free(s->api_key);
+    free(s->model_id);
+    free(s);
+    return st;
+}
+
+int
+mt_serve_port(const struct mt_serve *serve)
+{
+    return serve->port;
+}
+
+bool
+mt_serve_is_public(const struct mt_serve *serve)
+{
+    return serve->public_addr;
+}
+
+void
+mt_serve_stop(struct mt_serve *s, bool abort_running)
+{
+    pthread_mutex_lock(&s->lock);
+    bool first = !s->stopping;
+    s->stopping = true;
+    s->abort_running = s->abort_running || abort_running;
+    /* the waiting requests are answered 503 (their connections see err and state done) */
+    while (s->head != NULL) {
+        struct job *j = s->head;
+        s->head = j->next;
+        s->n_queued--;
+        mt_serve_error_set(&j->err, 503, "server_error", "shutting_down", NULL,
+                           "the server is shutting down");
+        job_finish_locked(j);
+        job_release_locked(j);
+    }
+    s->tail = NULL;
+    pthread_cond_broadcast(&s->work);
+    pthread_mutex_unlock(&s->lock);
+    if (first) {
+        MHD_socket fd = MHD_quiesce_daemon(s->mhd);
+        if (fd != MHD_INVALID_SOCKET) {
+            close(fd);
+        }
+    }
+}
+
+bool
+mt_serve_is_idle(struct mt_serve *s)
+{
+    pthread_mutex_lock(&s->lock);
+    bool idle = !s->busy && s->n_jobs == 0 && s->head == NULL;
+    pthread_mutex_unlock(&s->lock);
+    return idle;
+}
+
+void
+mt_serve_destroy(struct mt_serve *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    mt_serve_stop(s, true);
+    if (s->have_worker) {
+        pthread_join(s->worker, NULL);
+    }
+    MHD_stop_daemon(s->mhd);
+    mt_session_destroy(s->session);
+    pthread_cond_destroy(&s->work);
+    pthread_mutex_destroy(&s->lock);
+    mt_serve_metrics_fini(&s->metrics);
+    free(s->api_key);
+    free(s->model_id);
+    free(s);
+}

@@ -1,0 +1,60 @@
+# SPDX-License-Identifier: MIT
+# lib_serve.sh - what the serve tests share, sourced after tests/lib.sh: `need TOOL WHY` (a
+# missing client is a SKIP locally and `Bail out!` under MT_REQUIRE_SERVE_CLIENTS=1, which
+# .ci/run sets after installing them), a tiny synth model, and a server started on a free port of
+# 127.0.0.1 that is stopped when the test exits. Every request goes to 127.0.0.1 only, with
+# curl's --max-time, so a test always ends by itself.
+
+# need COMMAND REASON: skip the whole test (or bail out in CI) when COMMAND is missing.
+need() {
+    if ! command -v "$1" >/dev/null 2>&1; then
+        if [ "${MT_REQUIRE_SERVE_CLIENTS:-0}" = 1 ]; then
+            bail_out "$1 is missing ($2) and MT_REQUIRE_SERVE_CLIENTS=1"
+        fi
+        echo "1..0 # SKIP $1 is missing ($2)"
+        exit 0
+    fi
+}
+
+# skip_or_bail REASON: as need, for a missing client that is not a command.
+skip_or_bail() {
+    if [ "${MT_REQUIRE_SERVE_CLIENTS:-0}" = 1 ]; then
+        bail_out "$1 and MT_REQUIRE_SERVE_CLIENTS=1"
+    fi
+    echo "1..0 # SKIP $1"
+    exit 0
+}
+
+server_pid=
+stop_server() {
+    if [ -n "$server_pid" ]; then
+        kill -TERM "$server_pid" 2>/dev/null
+        wait "$server_pid" 2>/dev/null
+        server_pid=
+    fi
+}
+
+# make_model: a tiny random checkpoint in $tmp/tiny (after make_tmp).
+make_model() {
+    model="$tmp/tiny"
+    "$bin" synth --preset tiny -q -o "$model" >/dev/null 2>"$tmp/synth.err" ||
+        bail_out "moetier synth failed: $(cat "$tmp/synth.err")"
+    trap 'stop_server; rm -rf "$tmp"' EXIT
+}
+
+# start_server LOG [FLAGS...]: serve $model on a free port; sets $server_pid, $port and $url.
+start_server() {
+    log=$1
+    shift
+    "$bin" serve -m "$model" --host 127.0.0.1 --port 0 --threads 1 "$@" 2>"$log" &
+    server_pid=$!
+    port=
+    i=0
+    while [ $i -lt 100 ] && [ -z "$port" ]; do
+        port=$(sed -n 's|^moetier serve: listening on http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$log" 2>/dev/null)
+        [ -n "$port" ] || sleep 0.1
+        i=$((i + 1))
+    done
+    [ -n "$port" ] || bail_out "the server did not start: $(cat "$log")"
+    url="http://127.0.0.1:$port"
+}

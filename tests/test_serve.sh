@@ -1,0 +1,281 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# test_serve.sh - `moetier serve` end to end with curl on a tiny random checkpoint: every
+# endpoint, every refusal (key, JSON, types, model, size, limits, routes, queue), greedy replies
+# equal to `moetier run` token for token, streaming, stop strings, thinking mode, tool messages,
+# KV prefix reuse, a client that hangs up mid-stream, 32 concurrent requests, and SIGTERM during
+# a request. All traffic goes to 127.0.0.1 with bounded --max-time.
+. "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
+. "$MT_SRCDIR/tests/serve/lib_serve.sh"
+need curl "the HTTP client of this test; apt-get install curl"
+need jq "JSON in shell tests; apt-get install jq"
+
+make_tmp serve
+make_model
+key=sekrit
+start_server "$tmp/a.log" --api-key "$key" --max-body 4K --max-messages 4 --max-tokens 3000
+
+# req METHOD PATH [curl args...]: the body in $tmp/body, the status in $code
+req() {
+    m=$1
+    p=$2
+    shift 2
+    code=$(curl -s --max-time 30 -o "$tmp/body" -w '%{http_code}' -X "$m" "$url$p" "$@")
+}
+auth="Authorization: Bearer $key"
+json="Content-Type: application/json"
+chat() { req POST /v1/chat/completions -H "$auth" -H "$json" -d "$1"; }
+# err_is CODE TYPE-OR-CODE: the status and the error object's type or code
+err_is() {
+    [ "$code" = "$1" ] && jq -e --arg w "$2" '.error.message != null and
+        (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
+}
+
+echo "1..37"
+req GET /health
+[ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
+    "$tmp/body" >/dev/null
+ok $? "GET /health: ok, one request at a time, the model's name (no key needed)"
+code=$(curl -s --max-time 10 -o "$tmp/page" -w '%{http_code} %{content_type}' "$url/")
+[ "${code%% *}" = 200 ] && case $code in *text/html*) true ;; *) false ;; esac &&
+    grep -q '<title>moetier</title>' "$tmp/page" && grep -q 'id="stop"' "$tmp/page"
+ok $? "GET / serves the chat page (text/html, with a stop button)"
+req GET /metrics
+[ "$code" = 200 ] && grep -q '^moetier_requests_total{path="/health",code="200"} 1$' "$tmp/body" &&
+    grep -q '^# TYPE moetier_decode_tokens_per_second gauge$' "$tmp/body"
+ok $? "GET /metrics: Prometheus text with request counts and tok/s gauges"
+
+req GET /v1/models
+err_is 401 invalid_api_key
+ok $? "GET /v1/models without a key: 401 invalid_api_key"
+req GET /v1/models -H "Authorization: Bearer wrong"
+err_is 401 invalid_api_key && jq -e '.error.message | test("incorrect")' "$tmp/body" >/dev/null
+ok $? "a wrong key: 401 with its own message"
+req GET /v1/models -H "$auth"
+[ "$code" = 200 ] && jq -e '.object == "list" and .data[0].id == "tiny"' "$tmp/body" >/dev/null
+ok $? "GET /v1/models with the key lists the model"
+req POST /v1/chat/completions -H "$json" -d '{"messages":[{"role":"user","content":"hi"}]}'
+err_is 401 invalid_api_key
+ok $? "POST /v1/chat/completions without a key: 401"
+
+chat '{"messages": [{"role": "user", "content": "hi"}'
+err_is 400 invalid_request_error && jq -e '.error.message | test("not valid JSON")' "$tmp/body" \
+    >/dev/null
+ok $? "malformed JSON: 400 naming the problem"
+chat '{"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}'
+err_is 400 invalid_request_error && jq -e '.error.param == "temperature"' "$tmp/body" >/dev/null
+ok $? "a wrong type (temperature a string): 400 with param temperature"
+chat '{"messages": "hi"}'
+err_is 400 invalid_request_error && jq -e '.error.param == "messages"' "$tmp/body" >/dev/null
+ok $? "messages not an array: 400 with param messages"
+chat '{"messages": [{"role": "wizard", "content": "hi"}]}'
+err_is 400 invalid_request_error
+ok $? "an unknown role: 400"
+chat '{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}'
+err_is 404 model_not_found
+ok $? "an unknown model: 404 model_not_found"
+big=$(head -c 5000 /dev/zero | tr '\0' a)
+chat "{\"messages\": [{\"role\": \"user\", \"content\": \"$big\"}]}"
+err_is 413 request_too_large
+ok $? "a body over --max-body 4K: 413"
+m='{"role": "user", "content": "x"}'
+chat "{\"messages\": [$m, $m, $m, $m, $m]}"
+err_is 400 invalid_request_error && jq -e '.error.message | test("too many messages")' \
+    "$tmp/body" >/dev/null
+ok $? "5 messages over --max-messages 4: 400"
+chat '{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5000}'
+err_is 400 invalid_request_error && jq -e '.error.param == "max_tokens"' "$tmp/body" >/dev/null
+ok $? "max_tokens over --max-tokens: 400"
+req GET /v1/nothing -H "$auth"
+err_is 404 not_found
+ok $? "an unknown route: 404"
+req GET /v1/chat/completions -H "$auth"
+err_is 405 method_not_allowed
+ok $? "GET on a POST route: 405"
+chat '{"messages": [{"role": "tool", "content": "42"}, {"role": "user", "content": "hi"}]}'
+err_is 400 invalid_request_error
+ok $? "a tool result with no tool call before it: 400 from the chat encoder"
+
+# greedy replies equal `moetier run` token for token
+chat '{"messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 12,
+       "temperature": 0, "return_token_ids": true}'
+cp "$tmp/body" "$tmp/chat1"
+pids=$(jq -r '.prompt_token_ids | join(",")' "$tmp/chat1")
+got=$(jq -r '.choices[0].token_ids | join(" ")' "$tmp/chat1")
+want=$("$bin" run -m "$model" --threads 1 --prompt-ids "$pids" -n 12 --print-ids 2>/dev/null)
+[ "$code" = 200 ] && [ -n "$got" ] && [ "$got" = "$want" ]
+ok $? "greedy chat reply = moetier run on its prompt ids ('$got' vs '$want')"
+jq -e '.object == "chat.completion" and .usage.completion_tokens == 12 and
+       .usage.total_tokens == .usage.prompt_tokens + 12 and
+       .choices[0].finish_reason == "length" and (.choices[0].message.content | type) == "string"' \
+    "$tmp/chat1" >/dev/null
+ok $? "the chat reply has OpenAI's shape and usage counts"
+req POST /v1/completions -H "$auth" -H "$json" \
+    -d '{"prompt": "The capital of France", "max_tokens": 10, "temperature": 0,
+         "return_token_ids": true}'
+got=$(jq -r '.choices[0].token_ids | join(" ")' "$tmp/body")
+want=$("$bin" run -m "$model" --threads 1 -p "The capital of France" -n 10 --print-ids 2>/dev/null)
+[ "$code" = 200 ] && jq -e '.object == "text_completion"' "$tmp/body" >/dev/null &&
+    [ -n "$got" ] && [ "$got" = "$want" ]
+ok $? "greedy completion = moetier run -p on the same text ('$got' vs '$want')"
+
+# streaming: the same greedy reply, as events ending in [DONE]
+curl -sN --max-time 30 "$url/v1/chat/completions" -H "$auth" -H "$json" -d '{"messages":
+    [{"role": "user", "content": "Hello there"}], "max_tokens": 12, "temperature": 0,
+    "stream": true, "stream_options": {"include_usage": true}}' >"$tmp/sse"
+sed -n 's/^data: //p' "$tmp/sse" | grep -v '^\[DONE\]$' >"$tmp/events"
+content=$(jq -j '.choices[0].delta.content // ""' "$tmp/events")
+[ "$(tail -n 2 "$tmp/sse" | head -n 1)" = "data: [DONE]" ] &&
+    [ "$content" = "$(jq -j '.choices[0].message.content' "$tmp/chat1")" ] &&
+    head -n 1 "$tmp/events" | jq -e '.choices[0].delta.role == "assistant"' >/dev/null &&
+    tail -n 1 "$tmp/events" | jq -e '.choices == [] and .usage.completion_tokens == 12' >/dev/null
+ok $? "stream: role first, the same text as without streaming, usage, then data: [DONE]"
+
+# the next turn of that conversation reuses its KV cache
+reply=$(jq '.choices[0].message.content' "$tmp/chat1")
+chat "{\"messages\": [{\"role\": \"user\", \"content\": \"Hello there\"},
+       {\"role\": \"assistant\", \"content\": $reply}, {\"role\": \"user\", \"content\": \"more\"}],
+       \"max_tokens\": 4, \"temperature\": 0}"
+cached=$(jq '.usage.prompt_tokens_details.cached_tokens' "$tmp/body")
+[ "$code" = 200 ] && [ "$cached" -ge 8 ]
+ok $? "a request extending the previous conversation reuses the KV prefix ($cached cached)"
+
+# a stop string cuts the answer before it
+stop=$(jq '.choices[0].message.content[3:5]' "$tmp/chat1")
+chat "{\"messages\": [{\"role\": \"user\", \"content\": \"Hello there\"}], \"max_tokens\": 12,
+       \"temperature\": 0, \"stop\": [$stop]}"
+want=$(jq -r --argjson s "$stop" '.choices[0].message.content | split($s)[0]' "$tmp/chat1")
+[ "$code" = 200 ] && [ "$(jq -r '.choices[0].message.content' "$tmp/body")" = "$want" ] &&
+    jq -e '.choices[0].finish_reason == "stop"' "$tmp/body" >/dev/null
+ok $? "stop $stop: the answer ends before it, finish_reason stop"
+
+# thinking mode and tool messages
+chat '{"messages": [{"role": "user", "content": "think"}], "max_tokens": 6, "temperature": 0,
+       "chat_template_kwargs": {"thinking": true}, "return_token_ids": true}'
+[ "$code" = 200 ] &&
+    jq -e '(.choices[0].message.reasoning_content | type) == "string"' "$tmp/body" >/dev/null &&
+    think=$(printf '<think>' | "$bin" tokenize -m "$model" --special) &&
+    [ "$(jq '.prompt_token_ids[-1]' "$tmp/body")" = "$think" ]
+ok $? "thinking mode: the prompt ends in <think>, the reply has reasoning_content"
+chat '{"messages": [{"role": "user", "content": "weather?"}, {"role": "assistant",
+       "content": null, "tool_calls": [{"id": "c1", "type": "function", "function":
+       {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]}, {"role": "tool",
+       "tool_call_id": "c1", "content": "sunny"}], "tools": [{"type": "function", "function":
+       {"name": "get_weather", "parameters": {"type": "object"}}}], "max_tokens": 4}'
+[ "$code" = 200 ]
+ok $? "tools, an assistant tool call and a tool result: 200"
+
+# a client that hangs up mid-stream stops its generation at once
+curl -sN --max-time 1 "$url/v1/chat/completions" -H "$auth" -H "$json" -d '{"messages":
+    [{"role": "user", "content": "go on"}], "max_tokens": 3000, "temperature": 0,
+    "stream": true}' >"$tmp/cut" 2>/dev/null
+i=0
+while [ $i -lt 30 ]; do
+    req GET /health
+    jq -e '.busy == false' "$tmp/body" >/dev/null && break
+    sleep 0.1
+    i=$((i + 1))
+done
+[ -s "$tmp/cut" ] && [ $i -lt 30 ] && grep -q 'client gone' "$tmp/a.log"
+ok $? "a client gone after 1 s of a 3000-token stream frees the engine within 3 s"
+req GET /metrics
+grep -q '^moetier_client_disconnects_total 1$' "$tmp/body"
+ok $? "/metrics counts the disconnect"
+chat '{"messages": [{"role": "user", "content": "still there?"}], "max_tokens": 3}'
+[ "$code" = 200 ]
+ok $? "the next request is answered"
+
+# 32 concurrent requests: all answered, in the order they came, none lost
+cpids=
+i=1
+while [ $i -le 32 ]; do
+    curl -s --max-time 60 -o "$tmp/c$i" -w '%{http_code}' "$url/v1/chat/completions" \
+        -H "$auth" -H "$json" -d "{\"messages\": [{\"role\": \"user\", \"content\": \"n $i\"}],
+        \"max_tokens\": 3}" >"$tmp/code$i" &
+    cpids="$cpids $!"
+    sleep 0.03
+    i=$((i + 1))
+done
+wait_fail=0
+for p in $cpids; do
+    wait "$p" || wait_fail=1
+done
+n200=0
+: >"$tmp/ids"
+i=1
+while [ $i -le 32 ]; do
+    [ "$(cat "$tmp/code$i")" = 200 ] && n200=$((n200 + 1))
+    jq -r '.id' "$tmp/c$i" | sed 's/^chatcmpl-//' >>"$tmp/ids"
+    i=$((i + 1))
+done
+# the ids number the requests in the order they reached the queue; the log shows the order run
+sed -n 's/^mt: serve: chatcmpl-\([0-9]*\) .*/\1/p' "$tmp/a.log" | tail -n 32 >"$tmp/ran"
+sort -n "$tmp/ids" >"$tmp/ids.sorted"
+first=$(head -n 1 "$tmp/ids.sorted")
+[ "$n200" -eq 32 ] && [ "$wait_fail" -eq 0 ] && [ "$(sort -nu "$tmp/ids" | wc -l)" -eq 32 ] &&
+    [ "$(tail -n 1 "$tmp/ids.sorted")" -eq $((first + 31)) ] && cmp -s "$tmp/ran" "$tmp/ids.sorted"
+ok $? "32 concurrent requests: $n200 answered 200, 32 distinct ids, run in arrival order"
+req GET /metrics
+nreq=$(sed -n 's/^moetier_requests_total{path="\/v1\/chat\/completions",code="200"} //p' "$tmp/body")
+[ "$nreq" -ge 38 ]
+ok $? "/metrics counts every answered chat request ($nreq)"
+
+# flags: a port in use, bad values
+"$bin" serve -m "$model" --port "$port" >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 1 ] && grep -q "cannot listen on 127.0.0.1 port $port" "$tmp/err"
+ok $? "a port in use: exit 1 with a message (rc $rc)"
+"$bin" serve -m "$model" --port 70000 >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "bad --port '70000'" "$tmp/err"
+ok $? "--port 70000: exit 2 with a message (rc $rc)"
+"$bin" serve --port 0 >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "need -m DIR" "$tmp/err"
+ok $? "no -m: exit 2 (rc $rc)"
+stop_server
+
+# the queue's limit: with --queue 0 nothing may wait behind the running request
+start_server "$tmp/b.log" --queue 0
+curl -sN --max-time 20 "$url/v1/completions" -H "$json" -d '{"prompt": "a", "max_tokens": 2000,
+    "stream": true}' >"$tmp/long" 2>/dev/null &
+long_pid=$!
+i=0
+while [ $i -lt 50 ] && ! [ -s "$tmp/long" ]; do
+    sleep 0.1
+    i=$((i + 1))
+done
+req POST /v1/completions -H "$json" -d '{"prompt": "b", "max_tokens": 2}'
+err_is 429 queue_full
+ok $? "a request while one runs and --queue 0: 429 queue_full"
+kill "$long_pid" 2>/dev/null
+wait "$long_pid" 2>/dev/null
+i=0 # (--queue 0: the next request needs the engine free again)
+while [ $i -lt 50 ]; do
+    req GET /health
+    jq -e '.busy == false' "$tmp/body" >/dev/null && break
+    sleep 0.1
+    i=$((i + 1))
+done
+
+# SIGTERM during a request: it finishes, then the server exits 0
+curl -sN --max-time 30 "$url/v1/completions" -H "$json" -d '{"prompt": "a", "max_tokens": 200,
+    "temperature": 0, "stream": true}' >"$tmp/term" 2>/dev/null &
+term_pid=$!
+i=0
+while [ $i -lt 50 ] && ! grep -q '"text"' "$tmp/term"; do
+    sleep 0.1
+    i=$((i + 1))
+done
+kill -TERM "$server_pid"
+wait "$server_pid"
+rc=$?
+server_pid=
+wait "$term_pid"
+[ "$rc" -eq 0 ] && grep -q '"finish_reason":"length"' "$tmp/term" &&
+    [ "$(tail -n 2 "$tmp/term" | head -n 1)" = "data: [DONE]" ] && grep -q 'stopped$' "$tmp/b.log"
+ok $? "SIGTERM mid-request: the stream finishes (200 tokens, [DONE]), exit 0 (rc $rc)"
+[ "$(sed -n 's/.*completion: [0-9]* prompt tokens ([0-9]* cached), \([0-9]*\) generated.*/\1/p' \
+    "$tmp/b.log" | tail -n 1)" = 200 ]
+ok $? "... and it generated all its 200 tokens"
+tap_exit

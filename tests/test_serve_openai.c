@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_serve_openai.c - the OpenAI JSON mapping of moetier serve (runtime/serve/openai.h) as
+ * plain functions: requests parsed into messages, sampling and limits; each kind of bad request
+ * refused with its status and field; responses and stream chunks in OpenAI's shape; stop strings
+ * found and partial matches held back.
+ */
+#include <config.h>
+
+#include "runtime/serve/openai.h"
+#include "tests/tap.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+static struct mt_serve_limits lim;
+static struct mt_sampler_opts defaults;
+
+static mt_status_t
+parse(enum mt_serve_api api, const char *body, struct mt_serve_request *r,
+      struct mt_serve_error *e)
+{
+    memset(e, 0, sizeof(*e));
+    return mt_serve_request_parse(api, body, strlen(body), "m", &lim, &defaults, r, e);
+}
+
+/* body must be refused with status http and param (NULL: any). */
+static void
+refused(const char *body, int http, const char *param, const char *what)
+{
+    struct mt_serve_request r;
+    struct mt_serve_error e;
+    mt_status_t st = parse(MT_SERVE_API_CHAT, body, &r, &e);
+
+    tap_ok(st != MT_OK && e.http == http && (param == NULL || strcmp(e.param, param) == 0) &&
+               e.message[0] != '\0',
+           "%s: %d, param '%s' (%s)", what, e.http, e.param, e.message);
+}
+
+int
+main(void)
+{
+    struct mt_serve_request r;
+    struct mt_serve_error e;
+    mt_status_t st;
+
+    tap_plan(0);
+    mt_serve_limits_default(&lim);
+    lim.max_messages = 3;
+    mt_sampler_opts_default(&defaults);
+    defaults.temperature = 1.0f;
+
+    st = parse(MT_SERVE_API_CHAT,
+               "{\"model\": \"m\", \"messages\": [{\"role\": \"system\", \"content\": \"be brief\"},"
+               "{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"a\"},"
+               "{\"type\": \"text\", \"text\": \"b\"}]}], \"temperature\": 0, \"top_p\": 0.5,"
+               "\"seed\": 7, \"max_tokens\": 9, \"stop\": [\"x\", \"\"], \"stream\": true,"
+               "\"chat_template_kwargs\": {\"thinking\": true}, \"unknown\": 1}",
+               &r, &e);
+    tap_ok(st == MT_OK, "a full chat request parses (%s)", e.message);
+    if (st == MT_OK) {
+        tap_ok(r.n_msgs == 2 && r.msgs[0].role == MT_CHAT_SYSTEM &&
+                   strcmp(r.msgs[1].content, "ab") == 0,
+               "messages: roles, and text parts joined");
+        tap_ok(r.sampler.temperature == 0 && r.sampler.top_p == 0.5f && r.seeded &&
+                   r.sampler.seed == 7 && r.max_tokens == 9,
+               "sampling fields and max_tokens");
+        tap_ok(r.n_stop == 1 && strcmp(r.stop[0], "x") == 0 && r.stream && r.thinking,
+               "stop strings (empty ones dropped), stream, thinking");
+        mt_serve_request_fini(&r);
+    }
+    st = parse(MT_SERVE_API_CHAT,
+               "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"tools\": [{\"type\":"
+               " \"function\", \"function\": {\"name\": \"f\"}}], \"thinking\": {\"type\": "
+               "\"disabled\"}}",
+               &r, &e);
+    tap_ok(st == MT_OK && r.n_msgs == 2 && r.msgs[0].role == MT_CHAT_SYSTEM &&
+               r.msgs[0].tools != NULL && !r.thinking &&
+               r.max_tokens == lim.default_max_tokens && r.sampler.temperature == 1.0f,
+           "tools go to a new system message; defaults fill what is left out");
+    if (st == MT_OK) {
+        struct mt_serve_origin o = {"chatcmpl-1", 5, "m"};
+        struct mt_serve_reply rep = {.content = "hi", .content_len = 2, .finish = "stop",
+                                     .prompt_tokens = 4, .cached_tokens = 1,
+                                     .completion_tokens = 2};
+        char *js = mt_serve_reply_json(&r, &o, &rep);
+        json_t *v = js != NULL ? json_loads(js, 0, NULL) : NULL;
+        tap_ok(v != NULL &&
+                   strcmp(json_string_value(json_object_get(v, "object")), "chat.completion") == 0 &&
+                   json_integer_value(json_object_get(json_object_get(v, "usage"),
+                                                      "total_tokens")) == 6,
+               "a reply is a chat.completion with usage (%s)", js ? js : "NULL");
+        json_decref(v);
+        free(js);
+        char *ev = mt_serve_chunk_event(&r, &o, "yo", 2, true, false, NULL);
+        tap_ok(ev != NULL && strncmp(ev, "data: {", 7) == 0 &&
+                   strstr(ev, "\"reasoning_content\":\"yo\"") != NULL &&
+                   strcmp(ev + strlen(ev) - 2, "\n\n") == 0,
+               "a reasoning chunk is one event with reasoning_content");
+        free(ev);
+        mt_serve_request_fini(&r);
+    }
+    st = parse(MT_SERVE_API_COMPLETION, "{\"prompt\": [\"abc\"], \"max_tokens\": 0}", &r, &e);
+    tap_ok(st == MT_OK && r.prompt_len == 3 && r.max_tokens == 0,
+           "a completion prompt may be an array of one string");
+    if (st == MT_OK) {
+        mt_serve_request_fini(&r);
+    }
+
+    refused("{\"messages\": [", 400, "", "malformed JSON");
+    refused("[1]", 400, "", "a body that is not an object");
+    refused("{\"messages\": []}", 400, "messages", "no messages");
+    refused("{\"messages\": [{\"role\": \"user\"}]}", 400, "messages[0].content",
+            "a user message without content");
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": 5}]}", 400, "messages[0].content",
+            "content of the wrong type");
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image_url\"}]}]}", 400,
+            "messages[0].content", "an image part");
+    refused("{\"model\": \"other\", \"messages\": [{\"role\": \"user\", \"content\": \"q\"}]}",
+            404, "model", "another model");
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"temperature\": 3}", 400,
+            "temperature", "temperature out of range");
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"max_tokens\": 1e9}", 400,
+            "max_tokens", "max_tokens not an integer");
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"max_tokens\": 99999}",
+            400, "max_tokens", "max_tokens over the limit");
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"n\": 2}", 400, "n",
+            "n = 2");
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"stop\": [1]}", 400,
+            "stop", "a stop that is not a string");
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"stream\": \"yes\"}", 400,
+            "stream", "stream not a boolean");
+    refused("{\"messages\": [{\"role\": \"u\", \"content\": \"q\"}, {\"role\": \"user\", "
+            "\"content\": \"q\"}, {\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"user\", "
+            "\"content\": \"q\"}]}",
+            400, "messages", "more messages than the limit");
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"messages\": []}", 400,
+            "", "a duplicated key");
+
+    mt_serve_error_set(&e, 401, "invalid_request_error", "invalid_api_key", NULL, "no \"key\"");
+    char *ej = mt_serve_error_json(&e);
+    tap_ok(ej != NULL && strcmp(ej, "{\"error\":{\"message\":\"no \\\"key\\\"\",\"type\":"
+                                    "\"invalid_request_error\",\"param\":null,\"code\":"
+                                    "\"invalid_api_key\"}}") == 0,
+           "an error is OpenAI's error object (%s)", ej ? ej : "NULL");
+    free(ej);
+
+    const char *stops[] = {"END", "xy"};
+    size_t safe;
+    size_t hit = mt_serve_stop_find(stops, 2, "abcEN", 5, &safe);
+    tap_ok(hit == 6 && safe == 3, "a partial stop string is held back (hit %zu, safe %zu)", hit,
+           safe);
+    hit = mt_serve_stop_find(stops, 2, "abENDxy", 7, &safe);
+    tap_ok(hit == 2 && safe == 2, "the earliest complete stop string wins (hit %zu)", hit);
+    hit = mt_serve_stop_find(stops, 0, "abc", 3, &safe);
+    tap_ok(hit == 4 && safe == 3, "no stop strings: all is safe");
+    return tap_done();
+}
