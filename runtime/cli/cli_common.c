@@ -15,6 +15,7 @@
 #include "cpu/isa.h"
 #include "cpu/topology.h"
 #include "runtime/engine/executor_cpu_team.h"
+#include "runtime/engine/provider_stream.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -428,6 +429,18 @@ mt_cli_engine_flags_parse(const struct mt_cli *cli, int opt, char *const *argv,
     case MT_CLI_OPT_PLAN:
         f->plan_path = optarg;
         return 0;
+    case MT_CLI_OPT_STORE:
+        if (f->n_store == (int)(sizeof(f->store) / sizeof(f->store[0]))) {
+            mt_cli_error(cli, "at most %d --store files", f->n_store);
+            return 2;
+        }
+        f->store[f->n_store++] = optarg;
+        return 0;
+    case MT_CLI_OPT_VERIFY:
+        f->verify = true;
+        return 0;
+    case MT_CLI_OPT_CACHE:
+        return mt_cli_parse_size(cli, "--cache", "8G", optarg, &f->cache_bytes) ? 0 : 2;
     case MT_CLI_OPT_EXPERTS:
         if (strcmp(optarg, "ref") != 0 && strcmp(optarg, "team") != 0) {
             mt_cli_error(cli, "unknown expert executor '%s' (team or ref)", optarg);
@@ -442,7 +455,7 @@ mt_cli_engine_flags_parse(const struct mt_cli *cli, int opt, char *const *argv,
 
 /* Load --plan, check it against the model, and say where the routed experts go. */
 static mt_status_t
-engine_plan(struct mt_cli_engine *e, const char *path, struct mt_engine_opts *eo)
+engine_plan(struct mt_cli_engine *e, const char *path, struct mt_engine_opts *eo, int *n_nvme_out)
 {
     struct mt_model_sizes sizes;
     int count[MT_TIER_COUNT] = {0};
@@ -468,7 +481,51 @@ engine_plan(struct mt_cli_engine *e, const char *path, struct mt_engine_opts *eo
                     "the CPU");
     }
     eo->expert_tiers = e->plan->tiers;
+    *n_nvme_out = count[MT_TIER_NVME];
     return MT_OK;
+}
+
+/* The streaming provider for the experts a plan keeps on disk (or all, with --store alone). */
+static mt_status_t
+engine_stream(struct mt_cli_engine *e, const struct mt_cli_engine_flags *f,
+              struct mt_engine_opts *eo)
+{
+    struct mt_io_source_options io = {.cache_bytes = f->cache_bytes, .verify = f->verify};
+    size_t n = (size_t)e->model->cfg.num_hidden_layers * e->model->cfg.n_routed_experts;
+    mt_status_t st;
+
+    st = mt_expert_provider_stream_create(e->model, &io, f->store, f->n_store, &e->stream);
+    if (st != MT_OK) {
+        return st;
+    }
+    if (eo->expert_tiers == NULL) {
+        /* --store without a plan: every routed expert streams */
+        e->all_nvme = malloc(n > 0 ? n : 1);
+        if (e->all_nvme == NULL) {
+            return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the expert tiers");
+        }
+        memset(e->all_nvme, MT_TIER_NVME, n);
+        eo->expert_tiers = e->all_nvme;
+    }
+    eo->nvme_provider = e->stream;
+    return MT_OK;
+}
+
+void
+mt_cli_engine_report_stream(const struct mt_cli_engine *e)
+{
+    struct mt_io_source_stats s;
+
+    if (e->stream == NULL) {
+        return;
+    }
+    mt_io_source_stats(mt_expert_provider_stream_source(e->stream), &s);
+    fprintf(stderr, "mt: streamed experts: %llu read (%.1f MiB at %.2f GB/s), %llu hits, %llu "
+            "still loading, %llu misses; %.3f s waiting for reads; cache %u slots, peak %.1f "
+            "MiB%s\n", (unsigned long long)s.experts_read, (double)s.bytes_read / (1 << 20),
+            s.gbps, (unsigned long long)s.hits, (unsigned long long)s.late_hits,
+            (unsigned long long)s.misses, s.stall_s, s.n_slots,
+            (double)s.peak_used_bytes / (1 << 20), s.verify_failures ? "; VERIFY FAILURES" : "");
 }
 
 /*
@@ -556,7 +613,11 @@ mt_cli_engine_init(struct mt_cli_engine *e, const char *dir, const struct mt_cli
         }
         eo.trace = e->trace;
     }
-    if (f->plan_path != NULL && (st = engine_plan(e, f->plan_path, &eo)) != MT_OK) {
+    int n_nvme = 0;
+    if (f->plan_path != NULL && (st = engine_plan(e, f->plan_path, &eo, &n_nvme)) != MT_OK) {
+        goto fail;
+    }
+    if ((n_nvme > 0 || f->n_store > 0) && (st = engine_stream(e, f, &eo)) != MT_OK) {
         goto fail;
     }
     st = mt_engine_create(e->model, &eo, &e->engine);
@@ -585,6 +646,8 @@ mt_cli_engine_fini(struct mt_cli_engine *e)
     mt_executor_destroy(e->experts); /* it borrows the engine's provider */
     mt_cpu_team_destroy(e->team);
     mt_engine_destroy(e->engine);
+    mt_expert_provider_destroy(e->stream); /* the engine borrowed it */
+    free(e->all_nvme);
     mt_plan_destroy(e->plan);
     mt_trace_destroy(e->trace);
     mt_model_destroy(e->model);

@@ -138,6 +138,9 @@ enum {
     MT_CLI_OPT_THREADS,
     MT_CLI_OPT_PLAN,
     MT_CLI_OPT_EXPERTS,
+    MT_CLI_OPT_STORE,
+    MT_CLI_OPT_VERIFY,
+    MT_CLI_OPT_CACHE,
 };
 
 /* The shared flags' entries of a struct option table. */
@@ -149,7 +152,10 @@ enum {
         {"seed", required_argument, NULL, MT_CLI_OPT_SEED},                                        \
         {"threads", required_argument, NULL, MT_CLI_OPT_THREADS},                                  \
         {"plan", required_argument, NULL, MT_CLI_OPT_PLAN},                                        \
-        {"experts", required_argument, NULL, MT_CLI_OPT_EXPERTS}
+        {"experts", required_argument, NULL, MT_CLI_OPT_EXPERTS},                                  \
+        {"store", required_argument, NULL, MT_CLI_OPT_STORE},                                      \
+        {"verify", no_argument, NULL, MT_CLI_OPT_VERIFY},                                          \
+        {"cache", required_argument, NULL, MT_CLI_OPT_CACHE}
 
 struct mt_cli_engine_flags {
     struct mt_sampler_opts sampler; /* --temperature, --top-p, --top-k, --seed */
@@ -158,6 +164,10 @@ struct mt_cli_engine_flags {
     const char *plan_path;          /* --plan; NULL: every routed expert in DRAM */
     bool ref_experts;               /* --experts ref: the fp32 reference executor */
     bool report;                    /* say on stderr who computes the experts (run; chat -v) */
+    const char *store[16];          /* --store FILE (repeatable): streamed experts from a pack */
+    int n_store;
+    bool verify;                    /* --verify: CRCs (store) or a second read (shards) */
+    uint64_t cache_bytes;           /* --cache: DRAM slots for streamed experts (0: default) */
 };
 
 /* Greedy sampling, the engine's defaults, OpenMP's thread count. */
@@ -176,6 +186,8 @@ struct mt_cli_engine {
     struct mt_model *model;     /* owned */
     struct mt_trace *trace;     /* owned; NULL unless asked for */
     struct mt_plan *plan;       /* owned; NULL without --plan */
+    struct mt_expert_provider *stream; /* owned: streamed experts (plan NVMe tier), or NULL */
+    uint8_t *all_nvme;          /* owned: the tiers of --store without a plan, or NULL */
     struct mt_engine *engine;   /* owned */
     struct mt_cpu_team *team;   /* owned: pinned threads for the routed experts, or NULL */
     struct mt_executor *experts; /* owned: the CPU-team executor, or NULL (reference) */
@@ -201,6 +213,12 @@ mt_status_t mt_cli_engine_init(struct mt_cli_engine *e, const char *dir,
  * returns false otherwise. Nothing is created.
  */
 bool mt_cli_check_output(const struct mt_cli *cli, const char *what, const char *path);
+
+/*
+ * One line on stderr with the streamed experts' counters (reads, GB/s, cache hits, stall time),
+ * when experts were streamed.
+ */
+void mt_cli_engine_report_stream(const struct mt_cli_engine *e);
 
 /* Release what mt_cli_engine_init() built (a zeroed struct is fine). */
 void mt_cli_engine_fini(struct mt_cli_engine *e);

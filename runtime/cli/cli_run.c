@@ -63,7 +63,11 @@ run_usage(FILE *f)
             "      --experts KIND       who computes routed experts: team (SIMD kernels on pinned\n"
             "                           threads, default) or ref (the fp32 reference)\n"
             "      --plan FILE          place routed experts as the plan says (moetier plan -o):\n"
-            "                           experts it streams from disk are not kept in memory\n"
+            "                           experts it puts on NVMe stream through io_uring\n"
+            "      --store FILE         stream experts from a `moetier pack` store (repeat per\n"
+            "                           file; without --plan every routed expert streams)\n"
+            "      --cache SIZE         DRAM slots for streamed experts (default: 4 slots)\n"
+            "      --verify             check every streamed read (store CRCs, or a second read)\n"
             "      --trace FILE         record routed expert ids per layer (JSON trace)\n"
             "  -h, --help               this text\n"
             "Generation stops after N tokens or at the model's EOS token.\n");
@@ -351,6 +355,7 @@ mt_cli_run(int argc, char **argv)
             "(%.2f tok/s)\n", n_prompt, res.prefill_s, mt_cli_tok_per_s(n_prompt, res.prefill_s),
             res.n_decoded, res.decode_s, mt_cli_tok_per_s((double)res.n_decoded, res.decode_s));
     report_memory(&e);
+    mt_cli_engine_report_stream(&e);
     if (dump_path != NULL && dump_logits(dump_path, logits, n_prompt, vocab) != MT_OK) {
         goto out;
     }

@@ -7,5 +7,6 @@ runtime_libmtruntime_a_SOURCES += \
 	runtime/engine/executor.c runtime/engine/executor.h \
 	runtime/engine/executor_cpu_team.c runtime/engine/executor_cpu_team.h \
 	runtime/engine/expert_provider.c runtime/engine/expert_provider.h \
+	runtime/engine/provider_tiered.c \
 	runtime/engine/provider_stream.c runtime/engine/provider_stream.h \
 	runtime/engine/session.c runtime/engine/session.h

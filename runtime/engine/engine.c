@@ -60,6 +60,15 @@ experts_init(struct mt_engine *e, const struct mt_model_config *c)
             return st;
         }
         e->provider = e->own_provider;
+        if (e->opts.nvme_provider != NULL) {
+            st = mt_expert_provider_tiered_create(e->tiers, e->n_layers, c->n_routed_experts,
+                                                  e->own_provider, e->opts.nvme_provider,
+                                                  &e->tiered);
+            if (st != MT_OK) {
+                return st;
+            }
+            e->provider = e->tiered;
+        }
     }
     st = mt_executor_ref_create(e->provider, &e->ref_exec);
     if (st != MT_OK) {
@@ -142,6 +151,7 @@ mt_engine_destroy(struct mt_engine *e)
         return;
     }
     mt_executor_destroy(e->ref_exec);
+    mt_expert_provider_destroy(e->tiered);
     mt_expert_provider_destroy(e->own_provider);
     free(e->tiers);
     mt_kv_cache_fini(&e->kv);

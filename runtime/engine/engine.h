@@ -59,6 +59,12 @@ struct mt_engine_opts {
     const uint8_t *expert_tiers;
     /* Where routed experts come from (borrowed, outlives the engine); NULL: the checkpoint. */
     struct mt_expert_provider *provider;
+    /*
+     * Where experts on MT_TIER_NVME come from when provider is NULL (borrowed, outlives the
+     * engine; e.g. the streaming provider): the others still come from the checkpoint provider.
+     * NULL: the checkpoint provider reads them on every use.
+     */
+    struct mt_expert_provider *nvme_provider;
     /* The host KV cache's latent dtype: F32 (default, the reference) or BF16. */
     enum mt_dtype kv_dtype;
 };

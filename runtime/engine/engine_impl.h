@@ -93,7 +93,8 @@ struct mt_engine {
     /* routed experts */
     uint8_t *tiers;                         /* owned, [n_layers * E] enum mt_tier */
     struct mt_expert_provider *provider;    /* borrowed (opts) or own_provider */
-    struct mt_expert_provider *own_provider; /* owned, may be NULL */
+    struct mt_expert_provider *own_provider; /* owned, may be NULL: the checkpoint provider */
+    struct mt_expert_provider *tiered;      /* owned, may be NULL: own + opts.nvme_provider */
     struct mt_executor *ref_exec;           /* owned: the reference executor */
     struct mt_executor *exec[MT_TIER_COUNT]; /* borrowed, or ref_exec */
     void *work;                   /* owned: the forward pass's work space, grown on demand */

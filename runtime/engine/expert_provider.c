@@ -48,6 +48,12 @@ mt_expert_provider_destroy(struct mt_expert_provider *p)
     }
 }
 
+int
+mt_expert_provider_capacity(const struct mt_expert_provider *p)
+{
+    return p->ops->capacity != NULL ? p->ops->capacity(p->self) : 0;
+}
+
 static void
 slot_free(struct slot *s)
 {

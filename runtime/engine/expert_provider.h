@@ -44,6 +44,12 @@ struct mt_expert_provider_ops {
      */
     mt_status_t (*acquire)(void *self, int layer, int expert, struct mt_expert *out);
     void (*release)(void *self, int layer, int expert);
+    /*
+     * How many experts may be held (acquired, not yet released) at once; 0: no limit. Optional
+     * (NULL: no limit). A caller that acquires a whole layer before releasing any (the CPU-team
+     * executor does) must go in waves of at most this many, or it would wait for itself.
+     */
+    int (*capacity)(void *self);
     void (*destroy)(void *self);
 };
 
@@ -54,6 +60,9 @@ struct mt_expert_provider {
 
 /* Destroy p (NULL-safe); frees the struct too. */
 void mt_expert_provider_destroy(struct mt_expert_provider *p);
+
+/* p's capacity op, 0 (no limit) when it has none. */
+int mt_expert_provider_capacity(const struct mt_expert_provider *p);
 
 /*
  * The checkpoint provider: reads each expert's six tensors (gate, up, down and their FP8 scales)
@@ -69,5 +78,15 @@ mt_status_t mt_expert_provider_checkpoint_create(const struct mt_model *model,
 
 /* Bytes the checkpoint provider holds now (resident experts loaded so far plus those acquired). */
 uint64_t mt_expert_provider_checkpoint_bytes(const struct mt_expert_provider *p);
+
+/*
+ * One provider in front of two (provider_tiered.c): experts whose tiers[layer * n_experts + e]
+ * is MT_TIER_NVME come from nvme, all others from dram. tiers is copied; dram and nvme are
+ * borrowed and must outlive it. MT_ERR_NOMEM.
+ */
+mt_status_t mt_expert_provider_tiered_create(const uint8_t *tiers, int n_layers, int n_experts,
+                                             struct mt_expert_provider *dram,
+                                             struct mt_expert_provider *nvme,
+                                             struct mt_expert_provider **p_out);
 
 #endif /* MT_EXPERT_PROVIDER_H */

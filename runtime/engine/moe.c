@@ -59,7 +59,10 @@ executor_of(const struct mt_engine *e, int l, int x_id)
 /*
  * Submit the groups of layer l: tasks of one executor together, the NVMe experts announced to
  * the provider first so their reads overlap everything else. *used_out lists the executors that
- * got work (each once), *n_used_out how many.
+ * got work (each once), *n_used_out how many. Where the provider can hold only `cap` experts at
+ * once (streaming slots), an executor gets its tasks in waves of cap, each waited for before the
+ * next: an executor that acquires a whole submit before releasing would otherwise wait for
+ * itself. The last wave is waited for by the caller, after the shared expert.
  */
 static mt_status_t
 submit_groups(struct mt_engine *e, int l, struct eng_work *w, struct mt_executor **used,
@@ -69,6 +72,7 @@ submit_groups(struct mt_engine *e, int l, struct eng_work *w, struct mt_executor
     size_t D = (size_t)e->cfg.hidden_size;
     int n_used = 0;
     int n_nvme = 0;
+    int cap = mt_expert_provider_capacity(e->provider);
     mt_status_t st = MT_OK;
 
     /* the streamed experts first, as a prefetch hint (their ids reuse group_fill as scratch) */
@@ -102,13 +106,25 @@ submit_groups(struct mt_engine *e, int l, struct eng_work *w, struct mt_executor
             if (m == 0 || executor_of(e, l, y_id) != ex) {
                 continue;
             }
+            if (cap > 0 && n_tasks == cap) {
+                mt_status_t sw;
+                st = ex->ops->submit(ex->self, w->tasks, n_tasks);
+                sw = ex->ops->wait(ex->self);
+                st = st != MT_OK ? st : sw;
+                n_tasks = 0;
+                if (st != MT_OK) {
+                    break;
+                }
+            }
             w->tasks[n_tasks++] = (struct mt_expert_task){
                 .layer = l, .expert = y_id, .m = m,
                 .x = w->xs + (size_t)start * D, .y = w->ys + (size_t)start * D,
             };
         }
         used[n_used++] = ex;
-        st = ex->ops->submit(ex->self, w->tasks, n_tasks);
+        if (st == MT_OK) {
+            st = ex->ops->submit(ex->self, w->tasks, n_tasks);
+        }
     }
     *n_used_out = n_used;
     return st;

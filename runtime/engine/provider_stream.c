@@ -164,6 +164,17 @@ stream_prefetch(void *self, int layer, const int *experts, int n)
     mt_io_source_prefetch(sp->src, layer, experts, n);
 }
 
+/* Every slot can hold one expert at a time. */
+static int
+stream_capacity(void *self)
+{
+    struct stream_provider *sp = self;
+    struct mt_io_source_stats st;
+
+    mt_io_source_stats(sp->src, &st);
+    return (int)st.n_slots;
+}
+
 static void
 stream_destroy(void *self)
 {
@@ -181,6 +192,7 @@ static const struct mt_expert_provider_ops stream_ops = {
     .prefetch = stream_prefetch,
     .acquire = stream_acquire,
     .release = stream_release,
+    .capacity = stream_capacity,
     .destroy = stream_destroy,
 };
 
