@@ -7,7 +7,7 @@
 # No timing is checked: on a shared CI machine the numbers mean nothing.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 make_tmp bench
-echo "1..15"
+echo "1..18"
 "$bin" bench --only dram,cpu --quick --json "$tmp/p.json" --svg "$tmp/p.svg" \
     >"$tmp/out" 2>"$tmp/err"
 rc=$?
@@ -82,4 +82,17 @@ printf x >"$tmp/one"
 "$bin" bench --only disk --disk "$tmp/one" >/dev/null 2>"$tmp/err"
 [ $? -eq 1 ] && grep -q 'smaller than one' "$tmp/err"
 ok $? "a 1-byte file is refused"
+# Outputs: stdout on a full device exits 1 (issue 9, finding 6); --json and --svg naming one
+# file, or an output naming a --disk input, are refused before anything runs (finding 3).
+"$bin" bench --only dram --quick --dram-size 8M >/dev/full 2>"$tmp/err"
+rc=$?
+[ $rc -eq 1 ] && grep -q "cannot write to stdout" "$tmp/err"
+ok $? "bench >/dev/full exits 1 (got $rc): $(cat "$tmp/err")"
+"$bin" bench --only dram --quick --json "$tmp/same" --svg "$tmp/./same" >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q "both name" "$tmp/err"
+ok $? "--json and --svg naming one file is refused: $(cat "$tmp/err")"
+echo keep >"$tmp/one"
+"$bin" bench --only disk --disk "$tmp/one" --json "$tmp/one" >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && [ "$(cat "$tmp/one")" = keep ]
+ok $? "--json naming the --disk file is refused and the file kept: $(cat "$tmp/err")"
 tap_exit

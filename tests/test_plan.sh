@@ -10,7 +10,7 @@ cfg="$MT_SRCDIR/tests/data/deepseek-v3.2/config.json"
 prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
 make_tmp plan
 
-echo "1..9"
+echo "1..16"
 "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G -o "$tmp/p.json" \
     >"$tmp/out" 2>"$tmp/err"
 ok $? "plan on the RTX 3090 what-if profile exits 0"
@@ -60,4 +60,42 @@ EOF
     >/dev/null 2>"$tmp/err"
 [ $? -eq 1 ] && grep -q "t.json' has 4 layers, the model has 61" "$tmp/err"
 ok $? "a trace of another model: $(cat "$tmp/err")"
+# Outputs never destroy inputs (issue 9, finding 3): -o naming the --hw, --config or --trace file
+# (however spelled) is refused before anything is read or written, and a plan whose write fails
+# leaves the old file whole, with no temporary left beside it.
+cp "$prof" "$tmp/hw.json"
+cp "$cfg" "$tmp/config.json"
+sums_before=$(cat "$tmp/hw.json" "$tmp/config.json" | sha256sum)
+"$bin" plan --config "$cfg" --hw "$tmp/hw.json" --gpu-mem 23G --cpu-mem 480G -o "$tmp/hw.json" \
+    >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q "is the --hw input; refusing to overwrite" "$tmp/err"
+ok $? "-o naming the --hw profile is refused: $(cat "$tmp/err")"
+ln -s config.json "$tmp/link.json"
+"$bin" plan --config "$tmp/config.json" --hw "$prof" --gpu-mem 23G --cpu-mem 480G \
+    -o "$tmp/./link.json" >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q "is the --config input" "$tmp/err"
+ok $? "-o naming the --config file through a link is refused: $(cat "$tmp/err")"
+"$bin" plan -m "$tmp" --config-only --hw "$prof" --gpu-mem 23G --cpu-mem 480G \
+    -o "$tmp/config.json" >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q "is the -m input" "$tmp/err"
+ok $? "-o naming DIR/config.json of -m is refused: $(cat "$tmp/err")"
+[ "$(cat "$tmp/hw.json" "$tmp/config.json" | sha256sum)" = "$sums_before" ]
+ok $? "... and the inputs are unchanged"
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 40G --cpu-mem 480G -o "$tmp/p.json" \
+    >/dev/null 2>&1 &&
+    (ulimit -f 4 && trap '' XFSZ && "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G \
+        --cpu-mem 480G -o "$tmp/p.json") >/dev/null 2>"$tmp/err"
+rc=$?
+cp "$tmp/p.json" "$tmp/p.after" 2>/dev/null
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 40G --cpu-mem 480G -o "$tmp/p.ref" \
+    >/dev/null 2>&1
+[ $rc -eq 1 ] && cmp -s "$tmp/p.after" "$tmp/p.ref" && grep -q "cannot write plan" "$tmp/err" &&
+    [ -z "$(ls -A "$tmp" | grep '^\.p\.json')" ]
+ok $? "a plan write that fails (file size limit) leaves the old plan whole, no temporary (rc $rc)"
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G >/dev/full 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "cannot write to stdout" "$tmp/err"
+ok $? "plan >/dev/full exits 1: $(cat "$tmp/err")"
+"$bin" plan --config "$cfg" --check "$tmp/p.ref" >/dev/full 2>/dev/null
+[ $? -eq 1 ]
+ok $? "plan --check >/dev/full exits 1"
 tap_exit

@@ -24,6 +24,7 @@
 #include "runtime/plan/hwprofile.h"
 #include "runtime/base/status.h"
 #include "runtime/plan/svg.h"
+#include "runtime/base/out_file.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -1071,6 +1072,18 @@ parse_opts(int argc, char **argv, struct bench_opts *o)
     }
     if (optind < argc) {
         return mt_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
+    }
+    /* An output over an input (a disk test file) or over the other output would destroy it. */
+    if (o->svg != NULL && o->json != NULL &&
+        (strcmp(o->svg, o->json) == 0 || mt_path_is_same_file(o->svg, o->json))) {
+        mt_cli_error(&cli, "--json and --svg both name '%s'; one would overwrite the other", o->svg);
+        return 2;
+    }
+    for (int i = 0; i < o->n_disks; i++) {
+        if (mt_cli_output_is_input(&cli, "--json", o->json, "--disk", o->disks[i]) ||
+            mt_cli_output_is_input(&cli, "--svg", o->svg, "--disk", o->disks[i])) {
+            return 2;
+        }
     }
     if (o->quick && !size_given) {
         o->disk_size = 64u << 20;
