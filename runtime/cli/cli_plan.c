@@ -135,8 +135,13 @@ print_plan(const struct mt_plan *p, const struct mt_model_config *cfg, int n_moe
             dram += p->tiers[i] == MT_TIER_DRAM_CPU || p->tiers[i] == MT_TIER_DRAM_PCIE;
             moved += p->prefill_tiers[i] == MT_TIER_DRAM_PCIE;
         }
-        printf("prefill    : %.1f tok/s at batch %d (%.1f ms per batch of %d tokens)\n",
-               p->prefill_tok_s, p->budget.prefill_batch, p->prefill_ms, p->budget.prefill_batch);
+        if (p->prefill_not_modelled[0] != '\0') {
+            printf("prefill    : not modelled: %s\n", p->prefill_not_modelled);
+        } else {
+            printf("prefill    : %.1f tok/s at batch %d (%.1f ms per batch of %d tokens)\n",
+                   p->prefill_tok_s, p->budget.prefill_batch, p->prefill_ms,
+                   p->budget.prefill_batch);
+        }
         printf("             in prefill %d of %d DRAM experts are copied to the GPU, NVMe experts "
                "are computed\n             on the %s; attention FLOPs beyond 2 x params per token "
                "are not modeled\n",

@@ -1234,6 +1234,32 @@ out_free:
     return st;
 }
 
+/*
+ * Prefill is compute-bound: a placement whose compute runs where the profile has no FLOP rate
+ * (a what-if file without cpu fma_gflops, a GPU without bf16_tflops) would be predicted as if
+ * that compute were free. Say why it is not modelled instead (why[0] = '\0' when it is).
+ */
+static void
+prefill_unmodelled(const struct mt_plan_problem *pb, const uint8_t *t, size_t n,
+                   double always_flop_rate, bool gpu_present, char *why, size_t size)
+{
+    bool cpu = !gpu_present;
+    bool gpu = gpu_present;
+
+    for (size_t i = 0; i < n; i++) {
+        bool on_gpu = t[i] == MT_TIER_GPU || t[i] == MT_TIER_DRAM_PCIE ||
+                      (t[i] == MT_TIER_NVME && nvme_on_gpu(pb));
+        gpu = gpu || on_gpu;
+        cpu = cpu || !on_gpu;
+    }
+    why[0] = '\0';
+    if (gpu && (pb->rate[MT_SRC_GPU_FLOP] <= 0 || (gpu_present && always_flop_rate <= 0))) {
+        snprintf(why, size, "the profile has no GPU FLOP rate (gpu bf16_tflops)");
+    } else if (cpu && (pb->rate[MT_SRC_CPU_FLOP] <= 0 || (!gpu_present && always_flop_rate <= 0))) {
+        snprintf(why, size, "the profile has no CPU FLOP rate (cpu fma_gflops or amx_bf16_gflops)");
+    }
+}
+
 mt_status_t
 mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *sizes,
               const struct mt_hwprofile *hw, const struct mt_plan_budget *budget,
@@ -1311,12 +1337,12 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
     plan->disk_gbps = mt_hwprofile_disk_total_gbps(hw);
     if (hw->gpu.present && plan->hbm_gbps <= 0) {
         st = mt_fail(MT_ERR_INVAL, 0, "hardware profile '%s' has a GPU without hbm_read_gbps",
-                     hw->source);
+                     hw->file[0] != '\0' ? hw->file : hw->source);
         goto out_destroy;
     }
     if (!hw->gpu.present && plan->dram_gbps <= 0) {
         st = mt_fail(MT_ERR_INVAL, 0, "hardware profile '%s' has neither a GPU nor cpu read_gbps",
-                     hw->source);
+                     hw->file[0] != '\0' ? hw->file : hw->source);
         goto out_destroy;
     }
 
@@ -1488,6 +1514,12 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
         }
         plan->prefill_ms = (always_s + step_s) * 1e3;
         plan->prefill_tok_s = budget->prefill_batch / (always_s + step_s);
+        prefill_unmodelled(&pb, t, (size_t)n_moe * E, flop_rate, hw->gpu.present,
+                           plan->prefill_not_modelled, sizeof(plan->prefill_not_modelled));
+        if (plan->prefill_not_modelled[0] != '\0') {
+            plan->prefill_ms = 0.0;
+            plan->prefill_tok_s = 0.0;
+        }
     }
     free(t);
     free(prob);
