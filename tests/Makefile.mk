@@ -88,6 +88,8 @@ EXTRA_DIST += tests/fuzz/run.sh tests/fuzz/corpus tests/fuzz/make_corpus.py \
 EXTRA_DIST += tests/fuzz/fuzz_config.c
 EXTRA_DIST += tests/fuzz/fuzz_safetensors.c
 EXTRA_DIST += tests/fuzz/fuzz_tokenizer.c
+EXTRA_DIST += tests/fuzz/fuzz_profile.c tests/fuzz/fuzz_plan.c tests/fuzz/fuzz_trace.c \
+	tests/fuzz/profile.dict tests/fuzz/plan.dict tests/fuzz/trace.dict
 
 # io/ stands alone: its test links io/ and the base library only, never runtime/.
 check_PROGRAMS += tests/test_expert_source
@@ -97,8 +99,3 @@ check_PROGRAMS += tests/test_provider_stream
 tests_test_provider_stream_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_cpu_experts
 tests_test_cpu_experts_LDADD = $(MT_TEST_LIBS)
-# tests/fuzz: libFuzzer target for the safetensors parser (tests/fuzz/run.sh SECONDS; CI).
-EXTRA_DIST += tests/fuzz/fuzz_profile.c tests/fuzz/fuzz_plan.c tests/fuzz/fuzz_trace.c \
-	tests/fuzz/profile.dict tests/fuzz/plan.dict tests/fuzz/trace.dict
-EXTRA_DIST += tests/fuzz/fuzz_safetensors.c tests/fuzz/run.sh tests/fuzz/safetensors.dict \
-	tests/fuzz/corpus tests/fuzz/make_corpus.py
