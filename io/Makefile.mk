@@ -1,5 +1,5 @@
 # io/: io_uring reads (O_DIRECT, registered buffers), the expert source with its pinned staging
-# slots and cache, the optional striped expert store. Links runtime/base only.
+# slots and cache, the optional striped expert store, the disk benchmark. Links runtime/base only.
 noinst_LIBRARIES += io/libmtio.a
 io_libmtio_a_SOURCES = \
 	io/uring_reader.c io/uring_reader.h \
@@ -7,4 +7,5 @@ io_libmtio_a_SOURCES = \
 	io/crc32c.c io/crc32c.h \
 	io/cache_policy.c io/cache_policy.h \
 	io/expert_source.c io/expert_source.h \
-	io/store.c io/store.h
+	io/store.c io/store.h \
+	io/disk_bench.c io/disk_bench.h

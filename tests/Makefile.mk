@@ -31,6 +31,10 @@ tests_test_hwprofile_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_uring_reader
 tests_test_uring_reader_LDADD = tests/libmttap.a io/libmtio.a runtime/base/libmtbase.a \
 	$(URING_LIBS) -lm
+# io/ and the base library alone, nothing else of runtime/ (issue 8: leaves link on their own).
+check_PROGRAMS += tests/test_disk_bench
+tests_test_disk_bench_LDADD = tests/libmttap.a io/libmtio.a runtime/base/libmtbase.a \
+	$(URING_LIBS) -lm
 check_PROGRAMS += tests/test_synth
 tests_test_synth_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_engine
@@ -70,6 +74,8 @@ EXTRA_DIST += tests/test_install.sh tests/embed/embed.c
 EXTRA_DIST += tests/test_plan_run.sh
 TESTS += tests/test_inputs.sh
 EXTRA_DIST += tests/test_inputs.sh
+TESTS += tests/test_synth_cli.sh
+EXTRA_DIST += tests/test_synth_cli.sh
 EXTRA_DIST += tests/test_plan.sh
 EXTRA_DIST += tests/test_run.sh
 EXTRA_DIST += tests/test_chat_cli.sh
@@ -82,6 +88,8 @@ EXTRA_DIST += tests/fuzz/run.sh tests/fuzz/corpus tests/fuzz/make_corpus.py \
 EXTRA_DIST += tests/fuzz/fuzz_config.c
 EXTRA_DIST += tests/fuzz/fuzz_safetensors.c
 EXTRA_DIST += tests/fuzz/fuzz_tokenizer.c
+EXTRA_DIST += tests/fuzz/fuzz_profile.c tests/fuzz/fuzz_plan.c tests/fuzz/fuzz_trace.c \
+	tests/fuzz/profile.dict tests/fuzz/plan.dict tests/fuzz/trace.dict
 
 # io/ stands alone: its test links io/ and the base library only, never runtime/.
 check_PROGRAMS += tests/test_expert_source

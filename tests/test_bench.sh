@@ -7,7 +7,7 @@
 # No timing is checked: on a shared CI machine the numbers mean nothing.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 make_tmp bench
-echo "1..15"
+echo "1..21"
 "$bin" bench --only dram,cpu --quick --json "$tmp/p.json" --svg "$tmp/p.svg" \
     >"$tmp/out" 2>"$tmp/err"
 rc=$?
@@ -82,4 +82,38 @@ printf x >"$tmp/one"
 "$bin" bench --only disk --disk "$tmp/one" >/dev/null 2>"$tmp/err"
 [ $? -eq 1 ] && grep -q 'smaller than one' "$tmp/err"
 ok $? "a 1-byte file is refused"
+# Outputs: stdout on a full device exits 1 (issue 9, finding 6); --json and --svg naming one
+# file, or an output naming a --disk input, are refused before anything runs (finding 3).
+"$bin" bench --only dram --quick --dram-size 8M >/dev/full 2>"$tmp/err"
+rc=$?
+[ $rc -eq 1 ] && grep -q "cannot write to stdout" "$tmp/err"
+ok $? "bench >/dev/full exits 1 (got $rc): $(cat "$tmp/err")"
+"$bin" bench --only dram --quick --json "$tmp/same" --svg "$tmp/./same" >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q "both name" "$tmp/err"
+ok $? "--json and --svg naming one file is refused: $(cat "$tmp/err")"
+echo keep >"$tmp/one"
+"$bin" bench --only disk --disk "$tmp/one" --json "$tmp/one" >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && [ "$(cat "$tmp/one")" = keep ]
+ok $? "--json naming the --disk file is refused and the file kept: $(cat "$tmp/err")"
+# A test file that does not fit, or would eat into the margin kept free, is refused before a
+# byte is written (issue 9, finding 5). (A file size limit keeps a regression from filling the
+# disk: it would then fail with "cannot write", not "does not fit".)
+mkdir -p "$tmp/d"
+total_k=$(df -Pk "$tmp/d" | awk 'NR == 2 { print $2 }')
+avail_k=$(df -Pk "$tmp/d" | awk 'NR == 2 { print $4 }')
+margin_k=$((total_k / 20 < 1048576 ? total_k / 20 : 1048576))
+(ulimit -f 65536 && trap '' XFSZ &&
+    exec "$bin" bench --only disk --disk "$tmp/d" --disk-size "$(((total_k / 4 + 1) * 4))K") \
+    >/dev/null 2>"$tmp/err"
+rc=$?
+[ $rc -eq 1 ] && grep -q "does not fit in '$tmp/d'" "$tmp/err" && [ -z "$(ls -A "$tmp/d")" ]
+ok $? "--disk-size above the file system's size is refused up front (rc $rc): $(cat "$tmp/err")"
+(ulimit -f 65536 && trap '' XFSZ &&
+    exec "$bin" bench --only disk --disk "$tmp/d" \
+        --disk-size "$((((avail_k - margin_k / 2) / 4) * 4))K") >/dev/null 2>"$tmp/err"
+rc=$?
+[ $rc -eq 1 ] && grep -q "GiB kept free" "$tmp/err" && [ -z "$(ls -A "$tmp/d")" ]
+ok $? "--disk-size that fits only by eating the margin is refused (rc $rc): $(cat "$tmp/err")"
+grep -q "try --disk-size [0-9]*M)" "$tmp/err"
+ok $? "... with a --disk-size that would fit as the hint"
 tap_exit

@@ -186,6 +186,11 @@ test_defaults(void)
     tap_ok(st == MT_OK && !cfg.layer_is_moe[0] && cfg.layer_is_moe[1] && !cfg.layer_is_moe[2] &&
                cfg.layer_is_moe[3] && cfg.first_k_dense_replace == 1 && cfg.eos_token_id == 1,
            "mlp_layer_types sets each layer; first_k_dense_replace follows it; eos list");
+    /* issue 9 (14): tools that write every number as a double write 256 as 256.0 */
+    st = parse_str("{\"hidden_size\": 256.0, \"num_hidden_layers\": 4e0}", &cfg);
+    tap_ok(st == MT_OK && cfg.hidden_size == 256 && cfg.num_hidden_layers == 4,
+           "an integral real (256.0, 4e0) is the integer it spells: %s",
+           st == MT_OK ? "ok" : mt_last_error());
 }
 
 static void

@@ -9,7 +9,7 @@
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 dir="$MT_TEST_DATA/deepseek-v3.2"
 
-echo "1..17"
+echo "1..19"
 json=$("$bin" inspect --config-only -m "$dir" --json)
 ok $? "inspect --config-only --json exits 0"
 printf '%s\n' "$json" | grep -q '"routed_expert_bytes": 44050944,'
@@ -69,4 +69,14 @@ mkdir "$shard"
 rc=$?
 [ "$rc" -eq 1 ] && grep -q "'$shard' is a directory" "$tmp/err"
 ok $? "a directory in place of a shard: exit 1 (got $rc): $(cat "$tmp/err")"
+# Output cut short is an error (issue 9, finding 6): stdout on a full device exits 1.
+"$bin" synth -q -o "$tmp/f" --preset tiny --layers 2 >/dev/null 2>&1
+"$bin" inspect -m "$tmp/f" --json >/dev/full 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 1 ] && grep -q "cannot write to stdout" "$tmp/err"
+ok $? "inspect -m --json >/dev/full exits 1 (got $rc): $(cat "$tmp/err")"
+"$bin" inspect --config-only -m "$dir" >/dev/full 2>/dev/null
+rc=$?
+[ "$rc" -eq 1 ]
+ok $? "inspect --config-only >/dev/full exits 1 (got $rc)"
 tap_exit

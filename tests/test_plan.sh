@@ -10,7 +10,7 @@ cfg="$MT_SRCDIR/tests/data/deepseek-v3.2/config.json"
 prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
 make_tmp plan
 
-echo "1..9"
+echo "1..25"
 "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G -o "$tmp/p.json" \
     >"$tmp/out" 2>"$tmp/err"
 ok $? "plan on the RTX 3090 what-if profile exits 0"
@@ -60,4 +60,97 @@ EOF
     >/dev/null 2>"$tmp/err"
 [ $? -eq 1 ] && grep -q "t.json' has 4 layers, the model has 61" "$tmp/err"
 ok $? "a trace of another model: $(cat "$tmp/err")"
+# Outputs never destroy inputs (issue 9, finding 3): -o naming the --hw, --config or --trace file
+# (however spelled) is refused before anything is read or written, and a plan whose write fails
+# leaves the old file whole, with no temporary left beside it.
+cp "$prof" "$tmp/hw.json"
+cp "$cfg" "$tmp/config.json"
+sums_before=$(cat "$tmp/hw.json" "$tmp/config.json" | sha256sum)
+"$bin" plan --config "$cfg" --hw "$tmp/hw.json" --gpu-mem 23G --cpu-mem 480G -o "$tmp/hw.json" \
+    >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q "is the --hw input; refusing to overwrite" "$tmp/err"
+ok $? "-o naming the --hw profile is refused: $(cat "$tmp/err")"
+ln -s config.json "$tmp/link.json"
+"$bin" plan --config "$tmp/config.json" --hw "$prof" --gpu-mem 23G --cpu-mem 480G \
+    -o "$tmp/./link.json" >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q "is the --config input" "$tmp/err"
+ok $? "-o naming the --config file through a link is refused: $(cat "$tmp/err")"
+"$bin" plan -m "$tmp" --config-only --hw "$prof" --gpu-mem 23G --cpu-mem 480G \
+    -o "$tmp/config.json" >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q "is the -m input" "$tmp/err"
+ok $? "-o naming DIR/config.json of -m is refused: $(cat "$tmp/err")"
+[ "$(cat "$tmp/hw.json" "$tmp/config.json" | sha256sum)" = "$sums_before" ]
+ok $? "... and the inputs are unchanged"
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 40G --cpu-mem 480G -o "$tmp/p.json" \
+    >/dev/null 2>&1 &&
+    (ulimit -f 4 && trap '' XFSZ && "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G \
+        --cpu-mem 480G -o "$tmp/p.json") >/dev/null 2>"$tmp/err"
+rc=$?
+cp "$tmp/p.json" "$tmp/p.after" 2>/dev/null
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 40G --cpu-mem 480G -o "$tmp/p.ref" \
+    >/dev/null 2>&1
+[ $rc -eq 1 ] && cmp -s "$tmp/p.after" "$tmp/p.ref" && grep -q "cannot write plan" "$tmp/err" &&
+    [ -z "$(ls -A "$tmp" | grep '^\.p\.json')" ]
+ok $? "a plan write that fails (file size limit) leaves the old plan whole, no temporary (rc $rc)"
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G >/dev/full 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "cannot write to stdout" "$tmp/err"
+ok $? "plan >/dev/full exits 1: $(cat "$tmp/err")"
+"$bin" plan --config "$cfg" --check "$tmp/p.ref" >/dev/full 2>/dev/null
+[ $? -eq 1 ]
+ok $? "plan --check >/dev/full exits 1"
+# Issue 9, finding 13: no CPU FLOP rate and no GPU: prefill is "not modelled", not free.
+cat >"$tmp/noflops.json" <<'EOF'
+{"version": 1, "source": "what-if: CPU without FLOPs", "cpu": {"read_gbps": 200},
+ "disks": [{"path": "/nvme0", "best_gbps": 7}]}
+EOF
+"$bin" plan --config "$cfg" --hw "$tmp/noflops.json" --gpu-mem 24G --cpu-mem 480G \
+    -o "$tmp/nf.json" >"$tmp/out" 2>&1
+[ $? -eq 0 ] && grep -q '^prefill    : not modelled: the profile has no CPU FLOP rate' "$tmp/out"
+ok $? "no CPU FLOP rate, no GPU: the text says prefill is not modelled"
+grep -q '"prefill_tok_s": null' "$tmp/nf.json" && grep -q '"prefill_not_modelled": "the profile' \
+    "$tmp/nf.json" && "$bin" plan --config "$cfg" --check "$tmp/nf.json" >/dev/null 2>&1
+ok $? "... and the plan file has null and the reason, and passes --check"
+
+# Issue 9, finding 14: messages that say what is wrong.
+printf '%s' '{"format": "moetier-trace", "version": 1, "n_layers": 4, "n_experts": 8, "k": 2,
+ "layers": [{"layer": 1, "tokens": 1, "counts": [1, 1, 0, 0]}]}' >"$tmp/dims.json"
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 24G --cpu-mem 480G --trace "$tmp/dims.json" \
+    >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "layer 1 has counts for 4 experts, but the trace says n_experts 8" \
+    "$tmp/err"
+ok $? "a trace whose counts have other dimensions says so: $(cat "$tmp/err")"
+printf '%s' '{"format": "moetier-trace", "version": 1, "n_layers": 4, "n_experts": 4, "k": 2,
+ "layers": [{"layer": 0, "tokens": 1, "counts": [1, 1, 0, 0], "from_layer": 0,
+ "transitions": [0, 1, 1]}]}' >"$tmp/l0.json"
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 24G --cpu-mem 480G --trace "$tmp/l0.json" \
+    >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "layer 0 has 'transitions', but no earlier layer" "$tmp/err" &&
+    ! grep -q -- '-1\]' "$tmp/err"
+ok $? "a layer-0 transition: $(cat "$tmp/err")"
+printf '%s' '{"format": "moetier-trace", "version": 1, "n_layers": 4.0, "n_experts": 4, "k": 2,
+ "layers": [{"layer": 1, "tokens": 1.0, "counts": [1.0, 1, 0, 0]}]}' >"$tmp/real.json"
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 24G --cpu-mem 480G --trace "$tmp/real.json" \
+    >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "has 4 layers, the model has 61" "$tmp/err"
+ok $? "a trace with integral reals (4.0, 1.0) loads: $(cat "$tmp/err")"
+sed 's/"version": 1,/"version": 1.0,/; s/"mem_bytes": \([0-9]*\)/"mem_bytes": \1.0/' "$prof" \
+    >"$tmp/realprof.json"
+"$bin" plan --config "$cfg" --hw "$tmp/realprof.json" --gpu-mem 23G --cpu-mem 480G >/dev/null \
+    2>"$tmp/err"
+ok $? "a profile with integral reals (version 1.0, mem_bytes N.0) loads: $(cat "$tmp/err")"
+printf '%s' '{"version": 1, "source": "what-if: a GPU without numbers", "gpu": {"present": true},
+ "cpu": {"read_gbps": 100}}' >"$tmp/gpu0.json"
+"$bin" plan --config "$cfg" --hw "$tmp/gpu0.json" --gpu-mem 24G --cpu-mem 480G >/dev/null \
+    2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "hardware profile '$tmp/gpu0.json' has a GPU without hbm_read_gbps" \
+    "$tmp/err"
+ok $? "profile errors name the file, not its source text: $(cat "$tmp/err")"
+sed 's/"hidden_size": 7168/"hidden_size": 7169/' "$tmp/p.ref" >"$tmp/edited.json"
+"$bin" plan --config "$cfg" --check "$tmp/edited.json" >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "dims_hash .* does not match its model fields" "$tmp/err"
+ok $? "a plan whose model fields were edited fails its dims_hash: $(cat "$tmp/err")"
+sed 's/"dims_hash": "[0-9a-f]*"/"dims_hash": "zz"/' "$tmp/p.ref" >"$tmp/edited.json"
+"$bin" plan --config "$cfg" --check "$tmp/edited.json" >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "dims_hash' must be 16 lowercase hex digits" "$tmp/err"
+ok $? "a malformed dims_hash is refused: $(cat "$tmp/err")"
 tap_exit

@@ -52,7 +52,11 @@ ok $? "with every expert on NVMe no routed expert is held after the run ($nvme_h
 awk -v d="$dram_peak" -v n="$nvme_peak" -v r="$routed" 'BEGIN { exit !(d - n >= 0.75 * r) }'
 ok $? "peak resident memory: all-NVMe $nvme_peak MiB, all-DRAM $dram_peak MiB, routed experts $routed MiB"
 # a plan made for another model is refused before anything runs
-sed "s/\"hidden_size\": *[0-9]*/\"hidden_size\": 1024/" "$tmp/plan.json" >"$tmp/other.json"
+# (a real plan for a model with another hidden size: an edited plan would fail its dims_hash)
+sed "s/\"hidden_size\": *[0-9]*/\"hidden_size\": 1024/" "$m/config.json" >"$tmp/other-config.json"
+"$bin" plan --config "$tmp/other-config.json" --hw "$prof" --gpu-mem 8G --cpu-mem 16G \
+    --ctx 1024 -o "$tmp/other.json" >/dev/null 2>"$tmp/err" ||
+    bail_out "plan for another model failed: $(cat "$tmp/err")"
 out=$(run --plan "$tmp/other.json")
 [ $? -eq 1 ] && [ -z "$out" ] && grep -q "another model" "$tmp/err"
 ok $? "a plan for another model: exit 1, one message: $(head -1 "$tmp/err")"

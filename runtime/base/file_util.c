@@ -12,6 +12,8 @@
 
 #include "runtime/base/file_util.h"
 
+#include "runtime/base/out_file.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -228,23 +230,17 @@ out_decref:
 mt_status_t
 mt_json_save_file(const json_t *root, const char *path, const char *what, size_t flags)
 {
-    bool failed;
-    int errnum;
-    FILE *f;
+    struct mt_out_file o;
+    mt_status_t st;
 
-    f = fopen(path, "w");
-    if (f == NULL) {
-        return mt_fail(MT_ERR_IO, errno, "cannot create %s '%s'", what, path);
+    if ((st = mt_out_file_open(path, what, &o)) != MT_OK) {
+        return st;
     }
-    errno = 0;
-    failed = json_dumpf(root, f, flags) != 0 || fputc('\n', f) == EOF;
-    errnum = errno;
-    if (fclose(f) != 0 && !failed) {
-        failed = true;
-        errnum = errno;
+    if (json_dumpf(root, o.f, flags) != 0 || fputc('\n', o.f) == EOF) {
+        int err = errno;
+
+        mt_out_file_abort(&o);
+        return mt_fail(MT_ERR_IO, err, "cannot write %s '%s'", what, path);
     }
-    if (failed) {
-        return mt_fail(MT_ERR_IO, errnum, "cannot write %s '%s'", what, path);
-    }
-    return MT_OK;
+    return mt_out_file_commit(&o);
 }

@@ -6,7 +6,7 @@
  * The one idea: measure each tier the way the runtime will use it, in one run, and keep the
  * numbers in one table: GPU HBM read and copy (kernels/bench.cu), pinned PCIe copies per size
  * and both ways at once, DRAM read/triad per NUMA node with pinned threads (cpu/stream.c), the
- * CPU's FMA and AMX rates, and O_DIRECT reads through io_uring (io/uring_reader.c) per disk,
+ * CPU's FMA and AMX rates, and O_DIRECT reads through io_uring (io/disk_bench.c) per disk,
  * queue depth and block size. Each part can run alone (--only); progress goes to stderr, the
  * table (STYLE.md bench format) to stdout. A machine without a GPU skips gpu and pcie with a
  * note. Numbers are medians over repetitions; GB/s is 1e9 bytes per second.
@@ -19,11 +19,13 @@
 
 #include "cpu/experts_bench.h"
 #include "cpu/stream.h"
+#include "io/disk_bench.h"
 #include "io/uring_reader.h"
 #include "kernels/kernels.h"
 #include "runtime/plan/hwprofile.h"
 #include "runtime/base/status.h"
 #include "runtime/plan/svg.h"
+#include "runtime/base/out_file.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -504,237 +506,72 @@ run_cpu(struct bench *b)
 
 /* ---- disks -------------------------------------------------------------------------------- */
 
-/*
- * Create a test file at path, remove its name at once and write `size` bytes of a non-zero
- * pattern, bypassing the page cache where the filesystem allows, so the reads that follow are
- * cold. The file lives on through the returned descriptor *fd_out only: however the process ends
- * (error, Ctrl-C, kill), nothing is left behind. A name that exists already is refused, never
- * removed: it is not ours.
- */
-static mt_status_t
-write_test_file(const char *path, uint64_t size, void *buf, size_t buf_bytes, int *fd_out)
+/* Progress from io/disk_bench: one table row and one stderr line per point. */
+struct disk_ctx {
+    struct bench *b;
+    const char *path;
+    struct mt_hw_disk *disk;
+};
+
+static void
+disk_file_written(void *ctx, uint64_t bytes, double seconds, bool direct)
 {
-    double t0 = mt_clock_now();
-    bool direct = true;
-    uint64_t done = 0;
-    mt_status_t st = MT_OK;
-    int fd;
-
-    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_DIRECT | O_CLOEXEC, 0600);
-    if (fd < 0 && errno == EINVAL) {
-        direct = false;
-        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    }
-    if (fd < 0) {
-        return mt_fail(MT_ERR_IO, errno, "cannot create disk test file '%s'", path);
-    }
-    if (unlink(path) != 0) {
-        mt_log_warn("cannot remove the name of disk test file '%s': %s", path, strerror(errno));
-    }
-    for (size_t i = 0; i < buf_bytes / 8; i++) {
-        ((uint64_t *)buf)[i] = (i + 1) * 0x9e3779b97f4a7c15ull;
-    }
-    while (done < size) {
-        size_t n = (size_t)MT_MIN((uint64_t)buf_bytes, size - done);
-        ssize_t w = pwrite(fd, buf, n, (off_t)done);
-
-        if (w <= 0) {
-            st = mt_fail(MT_ERR_IO, w < 0 ? errno : ENOSPC,
-                         "cannot write disk test file '%s' at %" PRIu64 " (need %" PRIu64
-                         " bytes free; try --disk-size)",
-                         path, done, size);
-            break;
-        }
-        ((uint64_t *)buf)[0]++; /* every block differs */
-        done += (uint64_t)w;
-    }
-    if (st == MT_OK && fsync(fd) != 0) {
-        st = mt_fail(MT_ERR_IO, errno, "cannot sync disk test file '%s'", path);
-    }
-    if (st == MT_OK && !direct) {
-        posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-    }
-    if (st != MT_OK) {
-        close(fd);
-        return st;
-    }
+    (void)ctx;
     fprintf(stderr, "bench: disk: wrote %.2f GiB test file in %.1f s%s\n",
-            (double)size / (1ull << 30), mt_clock_now() - t0, direct ? "" : " (buffered)");
-    *fd_out = fd;
-    return MT_OK;
+            (double)bytes / (1ull << 30), seconds, direct ? "" : " (buffered)");
 }
 
-/* Read `pass` bytes of path in `block` pieces with qd in flight, starting at *cursor (wraps
- * within the file's whole blocks, and advances so the next point reads other bytes). */
-static mt_status_t
-disk_point(const char *path, int qd, uint64_t block, uint64_t pass, char *buf, uint64_t *cursor,
-           double *gbps_out, double *seconds_out, bool *direct_out)
+static void
+disk_point_done(void *ctx, const struct mt_io_disk_point *pt)
 {
-    struct mt_io_uring_reader *r;
-    struct mt_io_done done;
-    uint64_t size;
-    uint64_t n_file_blocks;
-    uint64_t n_blocks;
-    uint64_t next = 0;
-    uint64_t got = 0;
-    double t0;
-    double el;
-    mt_status_t st;
+    struct disk_ctx *d = ctx;
+    struct mt_hw_disk *disk = d->disk;
+    char shape[72];
+    char bs[24];
+    char group[80];
+    struct row *row;
 
-    st = mt_io_uring_reader_create(path, (unsigned)qd, 0, &r);
-    if (st != MT_OK) {
-        return st;
+    fmt_bytes(bs, sizeof(bs), pt->block_bytes);
+    snprintf(shape, sizeof(shape), "%s qd%d %s%s", d->path, pt->qd, bs,
+             pt->direct ? "" : " buffered");
+    snprintf(group, sizeof(group), "disk:%s", d->path);
+    row = add_row(d->b, "disk", "odirect_read", shape, group);
+    row->median_ms = pt->seconds * 1e3; /* one pass: the whole pass's time */
+    row->p90_ms = pt->seconds * 1e3;
+    row->gbps = pt->gbps;
+    fprintf(stderr, "bench: disk: %s qd %d block %s: %.2f GB/s%s\n", d->path, pt->qd, bs,
+            pt->gbps, pt->direct ? "" : " (buffered: the filesystem refused O_DIRECT)");
+    if (disk->n_points < MT_HWPROFILE_MAX_POINTS) {
+        disk->points[disk->n_points++] = (struct mt_hw_disk_point){
+            .qd = pt->qd, .block_bytes = pt->block_bytes, .gbps = pt->gbps};
     }
-    size = mt_io_uring_reader_file_size(r);
-    n_file_blocks = size / block;
-    if (n_file_blocks == 0) {
-        st =
-            mt_fail(MT_ERR_INVAL, 0,
-                    "disk file '%s' (%" PRIu64 " bytes) is smaller than one %" PRIu64 "-byte block",
-                    path, size, block);
-        goto out_reader;
+    if (pt->gbps > disk->best_gbps) {
+        disk->best_gbps = pt->gbps;
+        disk->best_qd = pt->qd;
+        disk->best_block_bytes = pt->block_bytes;
     }
-    n_blocks = MT_MAX((uint64_t)1, MT_MIN(pass, n_file_blocks * block) / block);
-    {
-        /* Registered buffers skip per-read page pinning; not worth failing over. */
-        void *bufs[1] = {buf};
-        size_t lens[1] = {(size_t)qd * block};
-
-        if (mt_io_uring_reader_register_buffers(r, bufs, lens, 1) != MT_OK) {
-            mt_log_warn("'%s': reading without registered buffers", path);
-        }
-    }
-    t0 = mt_clock_now();
-    /* Slot k owns buf[k * block]; a finished slot is refilled with the next block at once. */
-    for (uint64_t slot = 0; slot < (uint64_t)qd && next < n_blocks; slot++, next++) {
-        st = mt_io_uring_reader_submit(
-            r, buf + slot * block, ((*cursor + next) % n_file_blocks) * block, (size_t)block, slot);
-        if (st != MT_OK) {
-            goto out_reader;
-        }
-    }
-    while (mt_io_uring_reader_in_flight(r) > 0) {
-        st = mt_io_uring_reader_wait(r, &done);
-        if (st != MT_OK) {
-            goto out_reader;
-        }
-        got += done.bytes;
-        if (next < n_blocks) {
-            st = mt_io_uring_reader_submit(r, buf + done.tag * block,
-                                           ((*cursor + next) % n_file_blocks) * block,
-                                           (size_t)block, done.tag);
-            if (st != MT_OK) {
-                goto out_reader;
-            }
-            next++;
-        }
-    }
-    el = mt_clock_now() - t0;
-    *cursor = (*cursor + n_blocks) % n_file_blocks;
-    *gbps_out = (double)got / el * 1e-9;
-    *seconds_out = el;
-    *direct_out = mt_io_uring_reader_is_direct(r);
-
-out_reader:
-    mt_io_uring_reader_destroy(r);
-    return st;
-}
-
-static mt_status_t
-run_disk_one(struct bench *b, const char *path_arg, struct mt_hw_disk *disk)
-{
-    uint64_t max_block = 0;
-    int max_qd = 0;
-    char file[4096];
-    int test_fd = -1;
-    char *buf = NULL;
-    uint64_t cursor = 0;
-    struct stat sb;
-    mt_status_t st = MT_OK;
-
-    for (int i = 0; i < b->o.n_blocks; i++) {
-        max_block = MT_MAX(max_block, b->o.blocks[i]);
-    }
-    for (int i = 0; i < b->o.n_qd; i++) {
-        max_qd = MT_MAX(max_qd, b->o.qds[i]);
-    }
-    if (stat(path_arg, &sb) != 0) {
-        return mt_fail(MT_ERR_IO, errno, "cannot use disk path '%s'", path_arg);
-    }
-    if (posix_memalign((void **)&buf, MT_IO_ALIGN, (size_t)max_qd * max_block) != 0) {
-        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate %d x %" PRIu64 " bytes of read buffers",
-                       max_qd, max_block);
-    }
-    if (S_ISDIR(sb.st_mode)) {
-        snprintf(file, sizeof(file), "%s/moetier-bench-%d.tmp", path_arg, (int)getpid());
-        st = write_test_file(file, b->o.disk_size, buf, (size_t)max_qd * max_block, &test_fd);
-        if (st != MT_OK) {
-            goto out_free;
-        }
-        /* The file has no name any more; the readers open it through our descriptor. */
-        snprintf(file, sizeof(file), "/proc/self/fd/%d", test_fd);
-    } else if (S_ISREG(sb.st_mode)) {
-        snprintf(file, sizeof(file), "%s", path_arg);
-    } else {
-        st = mt_fail(MT_ERR_INVAL, 0, "disk path '%s' is neither a file nor a directory", path_arg);
-        goto out_free;
-    }
-    snprintf(disk->path, sizeof(disk->path), "%s", path_arg);
-    for (int bi = 0; bi < b->o.n_blocks; bi++) {
-        for (int qi = 0; qi < b->o.n_qd; qi++) {
-            uint64_t block = b->o.blocks[bi];
-            int qd = b->o.qds[qi];
-            uint64_t pass = b->o.disk_pass ? b->o.disk_pass : (uint64_t)1 << 30;
-            double gbps = 0.0;
-            double secs = 0.0;
-            bool direct = true;
-            char shape[72];
-            char bs[24];
-            char group[80];
-            struct row *row;
-
-            st = disk_point(file, qd, block, pass, buf, &cursor, &gbps, &secs, &direct);
-            if (st != MT_OK) {
-                goto out_free;
-            }
-            fmt_bytes(bs, sizeof(bs), block);
-            snprintf(shape, sizeof(shape), "%s qd%d %s%s", path_arg, qd, bs,
-                     direct ? "" : " buffered");
-            snprintf(group, sizeof(group), "disk:%s", path_arg);
-            row = add_row(b, "disk", "odirect_read", shape, group);
-            row->median_ms = secs * 1e3; /* one pass: the whole pass's time */
-            row->p90_ms = secs * 1e3;
-            row->gbps = gbps;
-            fprintf(stderr, "bench: disk: %s qd %d block %s: %.2f GB/s%s\n", path_arg, qd, bs, gbps,
-                    direct ? "" : " (buffered: the filesystem refused O_DIRECT)");
-            if (disk->n_points < MT_HWPROFILE_MAX_POINTS) {
-                disk->points[disk->n_points++] =
-                    (struct mt_hw_disk_point){.qd = qd, .block_bytes = block, .gbps = gbps};
-            }
-            if (gbps > disk->best_gbps) {
-                disk->best_gbps = gbps;
-                disk->best_qd = qd;
-                disk->best_block_bytes = block;
-            }
-        }
-    }
-
-out_free:
-    if (test_fd >= 0) {
-        close(test_fd);
-    }
-    free(buf);
-    return st;
 }
 
 static mt_status_t
 run_disk(struct bench *b)
 {
+    struct mt_io_disk_bench_opts o = {
+        .file_bytes = b->o.disk_size,
+        .pass_bytes = b->o.disk_pass,
+        .qds = b->o.qds,
+        .n_qd = b->o.n_qd,
+        .blocks = b->o.blocks,
+        .n_blocks = b->o.n_blocks,
+    };
+
     for (int i = 0; i < b->o.n_disks; i++) {
+        struct disk_ctx d = {b, b->o.disks[i], &b->prof->disks[i]};
+        struct mt_io_disk_bench_cb cb = {disk_file_written, disk_point_done, &d};
         mt_status_t st;
 
         fprintf(stderr, "bench: disk: %s...\n", b->o.disks[i]);
-        st = run_disk_one(b, b->o.disks[i], &b->prof->disks[i]);
+        snprintf(d.disk->path, sizeof(d.disk->path), "%s", b->o.disks[i]);
+        st = mt_io_disk_bench_run(b->o.disks[i], &o, &cb);
         if (st != MT_OK) {
             return st;
         }
@@ -1071,6 +908,18 @@ parse_opts(int argc, char **argv, struct bench_opts *o)
     }
     if (optind < argc) {
         return mt_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
+    }
+    /* An output over an input (a disk test file) or over the other output would destroy it. */
+    if (o->svg != NULL && o->json != NULL &&
+        (strcmp(o->svg, o->json) == 0 || mt_path_is_same_file(o->svg, o->json))) {
+        mt_cli_error(&cli, "--json and --svg both name '%s'; one would overwrite the other", o->svg);
+        return 2;
+    }
+    for (int i = 0; i < o->n_disks; i++) {
+        if (mt_cli_output_is_input(&cli, "--json", o->json, "--disk", o->disks[i]) ||
+            mt_cli_output_is_input(&cli, "--svg", o->svg, "--disk", o->disks[i])) {
+            return 2;
+        }
     }
     if (o->quick && !size_given) {
         o->disk_size = 64u << 20;

@@ -16,6 +16,7 @@
 #include "cpu/topology.h"
 #include "runtime/engine/executor_cpu_team.h"
 #include "runtime/engine/provider_stream.h"
+#include "runtime/base/out_file.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -366,6 +367,18 @@ mt_cli_flush_stdout(const struct mt_cli *cli)
                      errno != 0 ? strerror(errno) : "write error");
         return false;
     }
+    return true;
+}
+
+bool
+mt_cli_output_is_input(const struct mt_cli *cli, const char *out_flag, const char *out,
+                       const char *in_flag, const char *in)
+{
+    if (!mt_path_is_same_file(out, in)) {
+        return false;
+    }
+    mt_cli_error(cli, "%s '%s' is the %s input; refusing to overwrite an input (write to another "
+                 "file)", out_flag, out, in_flag);
     return true;
 }
 

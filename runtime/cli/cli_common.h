@@ -123,6 +123,15 @@ bool mt_cli_parse_ids(const struct mt_cli *cli, const char *what, const char *s,
  */
 bool mt_cli_flush_stdout(const struct mt_cli *cli);
 
+/*
+ * Whether the output file `out` (given by flag out_flag) is the input file `in` (flag in_flag):
+ * the same file by device and inode, however spelled. If so, print "<out_flag> '<out>' is the
+ * <in_flag> input; refusing to overwrite an input (write to another file)" and return true.
+ * NULL out or in: false.
+ */
+bool mt_cli_output_is_input(const struct mt_cli *cli, const char *out_flag, const char *out,
+                            const char *in_flag, const char *in);
+
 /* n tokens in s seconds as tok/s; 0 when n is 0. */
 double mt_cli_tok_per_s(double n, double s);
 

@@ -135,8 +135,13 @@ print_plan(const struct mt_plan *p, const struct mt_model_config *cfg, int n_moe
             dram += p->tiers[i] == MT_TIER_DRAM_CPU || p->tiers[i] == MT_TIER_DRAM_PCIE;
             moved += p->prefill_tiers[i] == MT_TIER_DRAM_PCIE;
         }
-        printf("prefill    : %.1f tok/s at batch %d (%.1f ms per batch of %d tokens)\n",
-               p->prefill_tok_s, p->budget.prefill_batch, p->prefill_ms, p->budget.prefill_batch);
+        if (p->prefill_not_modelled[0] != '\0') {
+            printf("prefill    : not modelled: %s\n", p->prefill_not_modelled);
+        } else {
+            printf("prefill    : %.1f tok/s at batch %d (%.1f ms per batch of %d tokens)\n",
+                   p->prefill_tok_s, p->budget.prefill_batch, p->prefill_ms,
+                   p->budget.prefill_batch);
+        }
         printf("             in prefill %d of %d DRAM experts are copied to the GPU, NVMe experts "
                "are computed\n             on the %s; attention FLOPs beyond 2 x params per token "
                "are not modeled\n",
@@ -287,13 +292,24 @@ mt_cli_plan(int argc, char **argv)
     if (check_path == NULL && (hw_path == NULL || !have_gpu || !have_cpu)) {
         return mt_cli_usage_error(&cli, "--hw, --gpu-mem and --cpu-mem are required");
     }
+    if (model_dir != NULL && (size_t)snprintf(cfg_buf, sizeof(cfg_buf), "%s/config.json",
+                                              model_dir) >= sizeof(cfg_buf)) {
+        return mt_cli_usage_error(&cli, "-m '%s' is too long", model_dir);
+    }
+    /* An output over one of the inputs would destroy it: refuse before reading anything. */
+    if (mt_cli_output_is_input(&cli, "-o", out_path, "--hw", hw_path) ||
+        mt_cli_output_is_input(&cli, "-o", out_path, config_path != NULL ? "--config" : "-m",
+                               config_path != NULL ? config_path : cfg_buf) ||
+        mt_cli_output_is_input(&cli, "-o", out_path, "--trace", trace_path) ||
+        mt_cli_output_is_input(&cli, "-o", out_path, "--check", check_path)) {
+        return 2;
+    }
+    if (config_only && config_path == NULL) {
+        config_path = cfg_buf;
+    }
 
     /* The model: config.json alone, or the opened and checked checkpoint. */
     if (config_only) {
-        if (config_path == NULL) {
-            snprintf(cfg_buf, sizeof(cfg_buf), "%s/config.json", model_dir);
-            config_path = cfg_buf;
-        }
         if (mt_config_load(config_path, &cfg) != MT_OK) {
             goto out;
         }

@@ -26,6 +26,7 @@
 #include "runtime/engine/session.h"
 #include "runtime/model/model.h"
 #include "runtime/text/sampler.h"
+#include "runtime/base/out_file.h"
 #include "runtime/base/status.h"
 #include "runtime/text/tokenizer.h"
 #include "runtime/plan/trace.h"
@@ -78,21 +79,22 @@ static const struct mt_cli cli = {"run", run_usage};
 static mt_status_t
 dump_logits(const char *path, const float *logits, int T, int vocab)
 {
-    FILE *f = fopen(path, "wb");
     int32_t hdr[2] = {T, vocab};
-    mt_status_t st = MT_OK;
+    struct mt_out_file o;
+    mt_status_t st;
 
-    if (f == NULL) {
-        return mt_fail(MT_ERR_IO, errno, "cannot create logits file '%s'", path);
+    /* (written beside the destination and renamed: a failure leaves no truncated dump) */
+    if ((st = mt_out_file_open(path, "logits file", &o)) != MT_OK) {
+        return st;
     }
-    if (fwrite("MTLOGIT1", 1, 8, f) != 8 || fwrite(hdr, sizeof(int32_t), 2, f) != 2 ||
-        fwrite(logits, sizeof(float), (size_t)T * vocab, f) != (size_t)T * vocab) {
-        st = mt_fail(MT_ERR_IO, errno, "cannot write logits file '%s'", path);
+    if (fwrite("MTLOGIT1", 1, 8, o.f) != 8 || fwrite(hdr, sizeof(int32_t), 2, o.f) != 2 ||
+        fwrite(logits, sizeof(float), (size_t)T * vocab, o.f) != (size_t)T * vocab) {
+        int err = errno;
+
+        mt_out_file_abort(&o);
+        return mt_fail(MT_ERR_IO, err, "cannot write logits file '%s'", path);
     }
-    if (fclose(f) != 0 && st == MT_OK) {
-        st = mt_fail(MT_ERR_IO, errno, "cannot write logits file '%s'", path);
-    }
-    return st;
+    return mt_out_file_commit(&o);
 }
 
 /* Streams generated ids to stdout: as text through the detokenizer, or as ids. */

@@ -1,11 +1,19 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * main.c - the moetier command: dispatch to a subcommand (runtime/cli_*.c).
+ * main.c - the moetier command: dispatch to a subcommand (runtime/cli/cli_*.c).
+ *
+ * The one idea: a command whose output was cut short has failed, whatever it returned. stdout is
+ * buffered, so a full disk or a closed pipe often shows only when the buffer is flushed at exit;
+ * main therefore flushes and closes stdout itself after every command and turns a failure there
+ * into one message and exit status 1 (commands that stream, run, chat and tokenize, also check
+ * as they go).
  */
 #include <config.h>
 
 #include "runtime/cli/cli.h"
 
+#include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -43,8 +51,36 @@ usage(FILE *f)
     }
 }
 
-int
-main(int argc, char **argv)
+/*
+ * Flush and close stdout; when that or any earlier write to it failed, say so and return 1, else
+ * rc. A command that already failed (rc != 0) has said why, so its status stands unremarked.
+ */
+static int
+close_stdout(const char *cmd, int rc)
+{
+    int err = 0;
+    bool failed;
+
+    errno = 0;
+    failed = fflush(stdout) != 0;
+    err = errno;
+    failed = ferror(stdout) || failed;
+    errno = 0;
+    if (fclose(stdout) != 0) {
+        failed = true;
+        err = err != 0 ? err : errno;
+    }
+    if (failed && rc == 0) {
+        fprintf(stderr, "moetier%s%s: cannot write to stdout: %s (output is incomplete)\n",
+                cmd != NULL ? " " : "", cmd != NULL ? cmd : "",
+                err != 0 ? strerror(err) : "write error");
+        return 1;
+    }
+    return rc;
+}
+
+static int
+run_command(int argc, char **argv)
 {
     if (argc < 2) {
         usage(stderr);
@@ -70,4 +106,17 @@ main(int argc, char **argv)
     }
     fprintf(stderr, "moetier: unknown command '%s' (see moetier --help)\n", argv[1]);
     return 2;
+}
+
+int
+main(int argc, char **argv)
+{
+    const char *cmd = NULL;
+
+    for (size_t i = 0; argc >= 2 && subcommands[i].name != NULL; i++) {
+        if (strcmp(argv[1], subcommands[i].name) == 0) {
+            cmd = subcommands[i].name;
+        }
+    }
+    return close_stdout(cmd, run_command(argc, argv));
 }

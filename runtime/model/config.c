@@ -22,6 +22,7 @@
 #include "runtime/model/config.h"
 
 #include "runtime/base/file_util.h"
+#include "runtime/base/json_num.h"
 
 #include <jansson.h>
 #include <limits.h>
@@ -115,7 +116,9 @@ json_type_str(const json_t *v)
     case JSON_ARRAY: return "an array";
     case JSON_STRING: return "a string";
     case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number with a fraction";
+    case JSON_REAL:
+        return json_real_value(v) == floor(json_real_value(v)) ? "a number too large for an integer"
+                                                               : "a number with a fraction";
     case JSON_TRUE:
     case JSON_FALSE: return "a boolean";
     case JSON_NULL: return "null";
@@ -136,7 +139,7 @@ static mt_status_t
 read_int(json_t *obj, const char *key, const char *what, const char *ctx, int *out, bool *seen)
 {
     json_t *v = field(obj, key);
-    json_int_t x;
+    long long x;
 
     if (seen != NULL) {
         *seen = v != NULL;
@@ -144,11 +147,11 @@ read_int(json_t *obj, const char *key, const char *what, const char *ctx, int *o
     if (v == NULL) {
         return MT_OK;
     }
-    if (!json_is_integer(v)) {
+    /* (256.0 is the integer 256: see runtime/base/json_num.h) */
+    if (!mt_json_is_int(v, &x)) {
         return mt_fail(MT_ERR_FORMAT, 0, "%s: field '%s%s' must be an integer, not %s", what, ctx,
                        key, json_type_str(v));
     }
-    x = json_integer_value(v);
     if (x < INT_MIN || x > INT_MAX) {
         return mt_fail(MT_ERR_FORMAT, 0, "%s: field '%s%s' is %lld, which does not fit in an int",
                        what, ctx, key, (long long)x);

@@ -12,6 +12,7 @@
 #include "runtime/plan/hwprofile.h"
 
 #include "runtime/base/file_util.h"
+#include "runtime/base/json_num.h"
 
 #include <inttypes.h>
 #include <stddef.h>
@@ -326,17 +327,19 @@ fields_from_json(json_t *o, const struct field *table, void *base, const char *w
         }
         switch (f->type) {
         case F_INT:
-        case F_U64:
-            if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-                (f->type == F_INT && json_integer_value(v) > 0x7fffffff)) {
+        case F_U64: {
+            long long x;
+
+            if (!mt_json_is_int(v, &x) || x < 0 || (f->type == F_INT && x > 0x7fffffff)) {
                 goto out_bad;
             }
             if (f->type == F_INT) {
-                *(int *)(b + f->offset) = (int)json_integer_value(v);
+                *(int *)(b + f->offset) = (int)x;
             } else {
-                *(uint64_t *)(b + f->offset) = (uint64_t)json_integer_value(v);
+                *(uint64_t *)(b + f->offset) = (uint64_t)x;
             }
             break;
+        }
         case F_DOUBLE:
             if (!json_is_number(v) || json_number_value(v) < 0.0) {
                 goto out_bad;
@@ -387,14 +390,15 @@ curve_from_json(json_t *a, struct mt_hw_curve_point *pts, int *n_out, const char
     json_array_foreach (a, i, pt) {
         json_t *b = json_array_get(pt, 0);
         json_t *g = json_array_get(pt, 1);
+        long long bytes = 0;
 
-        if (!json_is_array(pt) || json_array_size(pt) != 2 || !json_is_integer(b) ||
-            json_integer_value(b) <= 0 || !json_is_number(g) || json_number_value(g) < 0) {
+        if (!json_is_array(pt) || json_array_size(pt) != 2 || !mt_json_is_int(b, &bytes) ||
+            bytes <= 0 || !json_is_number(g) || json_number_value(g) < 0) {
             return mt_fail(MT_ERR_FORMAT, 0,
                            "hardware profile '%s': 'pcie.%s[%zu]' must be [bytes, gbps]", what, key,
                            i);
         }
-        pts[i].bytes = (uint64_t)json_integer_value(b);
+        pts[i].bytes = (uint64_t)bytes;
         pts[i].gbps = json_number_value(g);
     }
     *n_out = (int)json_array_size(a);
@@ -521,6 +525,7 @@ profile_from_json(json_t *root, const char *what, struct mt_hwprofile *p)
     static const char *const top_extra[] = {"gpu", "pcie", "cpu", "disks", NULL};
     static const char *const pcie_extra[] = {"h2d_curve", "d2h_curve", NULL};
     json_t *version;
+    long long vers = 0;
     json_t *o;
     mt_status_t st;
 
@@ -535,15 +540,15 @@ profile_from_json(json_t *root, const char *what, struct mt_hwprofile *p)
                        "hardware profile '%s': no \"version\" key (expected \"version\": %d)", what,
                        MT_HWPROFILE_VERSION);
     }
-    if (!json_is_integer(version) || json_integer_value(version) != MT_HWPROFILE_VERSION) {
-        if (!json_is_integer(version)) {
+    if (!mt_json_is_int(version, &vers) || vers != MT_HWPROFILE_VERSION) {
+        if (!mt_json_is_int(version, &vers)) {
             return mt_fail(MT_ERR_FORMAT, 0,
                            "hardware profile '%s': \"version\" must be an integer", what);
         }
         return mt_fail(MT_ERR_FORMAT, 0,
                        "hardware profile '%s': version %lld is not supported (this moetier reads "
                        "version %d; run moetier bench --json again)",
-                       what, (long long)json_integer_value(version), MT_HWPROFILE_VERSION);
+                       what, vers, MT_HWPROFILE_VERSION);
     }
     st = fields_from_json(root, top_fields, p, what, "", top_extra);
     if (st != MT_OK) {
@@ -624,5 +629,8 @@ mt_hwprofile_load(const char *path, struct mt_hwprofile *p_out)
     }
     st = mt_hwprofile_parse(text, path, p_out);
     free(text);
+    if (st == MT_OK) {
+        snprintf(p_out->file, sizeof(p_out->file), "%s", path);
+    }
     return st;
 }

@@ -141,6 +141,8 @@ struct mt_hwprofile {
     struct mt_hw_cpu cpu;
     int n_disks;
     struct mt_hw_disk disks[MT_HWPROFILE_MAX_DISKS];
+    char file[512];      /* not in the JSON: the file it was loaded from, "" when made in memory;
+                          * messages about the profile name this (source is free text) */
 };
 
 /* Zero *p and set version = MT_HWPROFILE_VERSION. Cannot fail. */
@@ -153,7 +155,7 @@ void mt_hwprofile_init(struct mt_hwprofile *p);
 mt_status_t mt_hwprofile_save(const struct mt_hwprofile *p, const char *path);
 
 /*
- * Read a profile from path into *p_out (set only on success).
+ * Read a profile from path into *p_out (set only on success; p_out->file is path).
  * MT_ERR_IO: cannot open/read. MT_ERR_FORMAT: not JSON, no "version", another version, an unknown
  * key, a wrong type or a negative number; the message names the file and the key.
  */

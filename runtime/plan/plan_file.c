@@ -12,6 +12,7 @@
 #include "runtime/plan/planner.h"
 
 #include "runtime/base/file_util.h"
+#include "runtime/base/json_num.h"
 
 #include <inttypes.h>
 #include <jansson.h>
@@ -76,6 +77,18 @@ mt_plan_save(const struct mt_plan *p, const char *path)
     if (root == NULL) {
         return mt_fail(MT_ERR_NOMEM, 0, "cannot build plan JSON for '%s'", path);
     }
+    if (p->prefill_not_modelled[0] != '\0') {
+        /* (null, not 0: a reader must not take "not modelled" for "infinitely slow") */
+        json_t *pr = json_object_get(root, "prediction");
+
+        if (json_object_set_new(pr, "prefill_tok_s", json_null()) != 0 ||
+            json_object_set_new(pr, "prefill_ms_per_batch", json_null()) != 0 ||
+            json_object_set_new(pr, "prefill_not_modelled",
+                                json_string(p->prefill_not_modelled)) != 0) {
+            st = mt_fail(MT_ERR_NOMEM, 0, "cannot build plan JSON for '%s'", path);
+            goto out_decref;
+        }
+    }
     for (int l = 0; l < p->n_layers; l++) {
         const uint8_t *t = p->tiers + (size_t)l * E;
         if (t[0] == MT_TIER_NONE) {
@@ -129,11 +142,12 @@ get_int(struct reader *r, json_t *obj, const char *section, const char *key, lon
         long long hi)
 {
     json_t *v = member(r, obj, section, key);
+    long long x = 0;
 
     if (v == NULL) {
         return 0;
     }
-    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
+    if (!mt_json_is_int(v, &x) || x < lo || x > hi) {
         if (r->st == MT_OK) {
             r->st = mt_fail(MT_ERR_FORMAT, 0,
                             "plan '%s': field '%s.%s' must be an integer in [%lld, %lld]", r->path,
@@ -141,7 +155,7 @@ get_int(struct reader *r, json_t *obj, const char *section, const char *key, lon
         }
         return 0;
     }
-    return json_integer_value(v);
+    return x;
 }
 
 static double
@@ -219,6 +233,40 @@ is_dram(int t)
     return t == MT_TIER_DRAM_CPU || t == MT_TIER_DRAM_PCIE;
 }
 
+/*
+ * The model fields and the dims_hash written beside them must agree: a plan whose numbers were
+ * edited by hand (or damaged) would otherwise place experts for a model it does not describe.
+ */
+static mt_status_t
+check_dims_hash(const struct mt_plan *p, const char *path, json_t *m)
+{
+    const char *text = json_string_value(json_object_get(m, "dims_hash"));
+    struct mt_model_config cfg;
+    uint64_t want;
+    size_t n = text != NULL ? strlen(text) : 0;
+
+    if (n != 16 || strspn(text, "0123456789abcdef") != 16) {
+        return mt_fail(MT_ERR_FORMAT, 0,
+                       "plan '%s': field 'model.dims_hash' must be 16 lowercase hex digits", path);
+    }
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.num_hidden_layers = p->n_layers;
+    cfg.n_routed_experts = p->n_experts;
+    cfg.num_experts_per_tok = p->k;
+    cfg.hidden_size = p->hidden_size;
+    cfg.moe_intermediate_size = p->moe_intermediate_size;
+    cfg.first_k_dense_replace = p->first_k_dense_replace;
+    want = mt_plan_dims_hash(&cfg, p->fp8, p->expert_bytes);
+    if (p->dims_hash != want) {
+        return mt_fail(MT_ERR_FORMAT, 0,
+                       "plan '%s': dims_hash %s does not match its model fields (which hash to "
+                       "%016" PRIx64 "): the plan was edited or damaged (make it again with "
+                       "moetier plan)",
+                       path, text, want);
+    }
+    return MT_OK;
+}
+
 mt_status_t
 mt_plan_load(const char *path, struct mt_plan **plan_out)
 {
@@ -293,11 +341,21 @@ mt_plan_load(const char *path, struct mt_plan **plan_out)
     get_str(&r, a, "activation", "source", p->activation, sizeof(p->activation));
     p->trace_tokens = (uint64_t)get_int(&r, a, "activation", "tokens", 0, INT64_MAX);
     p->decode_tok_s = get_num(&r, pr, "prediction", "decode_tok_s");
-    p->prefill_tok_s = get_num(&r, pr, "prediction", "prefill_tok_s");
+    if (json_is_null(json_object_get(pr, "prefill_tok_s"))) {
+        get_str(&r, pr, "prediction", "prefill_not_modelled", p->prefill_not_modelled,
+                sizeof(p->prefill_not_modelled));
+        if (r.st == MT_OK && p->prefill_not_modelled[0] == '\0') {
+            snprintf(p->prefill_not_modelled, sizeof(p->prefill_not_modelled), "?");
+        }
+    } else {
+        p->prefill_tok_s = get_num(&r, pr, "prediction", "prefill_tok_s");
+    }
     p->decode_ms = get_num(&r, pr, "prediction", "decode_ms");
     p->decode_ms_mean_load = get_num(&r, pr, "prediction", "decode_ms_mean_load");
     p->always_on_ms = get_num(&r, pr, "prediction", "always_on_ms");
-    p->prefill_ms = get_num(&r, pr, "prediction", "prefill_ms_per_batch");
+    if (p->prefill_not_modelled[0] == '\0') {
+        p->prefill_ms = get_num(&r, pr, "prediction", "prefill_ms_per_batch");
+    }
     get_str(&r, pr, "prediction", "bottleneck", p->bottleneck, sizeof(p->bottleneck));
     v = member(&r, pr, "prediction", "tiers");
     for (int k = 0; k < MT_TIER_COUNT && r.st == MT_OK; k++) {
@@ -310,6 +368,9 @@ mt_plan_load(const char *path, struct mt_plan **plan_out)
         ts->ms_per_token = get_num(&r, o, name, "ms_per_token");
     }
     if (r.st != MT_OK) {
+        goto out_destroy;
+    }
+    if ((r.st = check_dims_hash(p, path, m)) != MT_OK) {
         goto out_destroy;
     }
     L = p->n_layers;

@@ -202,6 +202,9 @@ struct mt_plan {
     double decode_ms_mean_load; /* the same placement under the expected-load model (a bound) */
     double always_on_ms;        /* per decoded token */
     double prefill_ms;          /* per prefill batch */
+    /* "" when prefill is modelled; else why not (a compute rate the profile lacks), and then
+     * prefill_tok_s and prefill_ms are 0 and the plan file has null for them */
+    char prefill_not_modelled[96];
     char bottleneck[32];        /* a source name, or "gpu-always-on" */
     struct mt_plan_tier_stats tier[MT_TIER_COUNT];
 };

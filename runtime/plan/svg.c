@@ -9,6 +9,8 @@
 
 #include "runtime/plan/svg.h"
 
+#include "runtime/base/out_file.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -89,6 +91,8 @@ mt_svg_bars_write(const char *path, const char *title, const char *subtitle, con
     int h;
     int d_lo;
     int d_hi;
+    struct mt_out_file o;
+    mt_status_t st;
     FILE *f;
 
     if (n_bars <= 0) {
@@ -110,10 +114,10 @@ mt_svg_bars_write(const char *path, const char *title, const char *subtitle, con
         d_hi = d_lo + 1;
     }
     h = TOP + n_bars * ROW_H + BOTTOM;
-    f = fopen(path, "w");
-    if (f == NULL) {
-        return mt_fail(MT_ERR_IO, errno, "cannot write chart '%s'", path);
+    if ((st = mt_out_file_open(path, "chart", &o)) != MT_OK) {
+        return st;
     }
+    f = o.f;
     fprintf(f,
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
             "viewBox=\"0 0 %d %d\" font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\">\n",
@@ -179,8 +183,5 @@ mt_svg_bars_write(const char *path, const char *title, const char *subtitle, con
                 LABEL_W + w + 6, y + BAR_H - 4, buf);
     }
     fprintf(f, "</svg>\n");
-    if (fclose(f) != 0) {
-        return mt_fail(MT_ERR_IO, errno, "cannot write chart '%s'", path);
-    }
-    return MT_OK;
+    return mt_out_file_commit(&o); /* (checks every fprintf above) */
 }

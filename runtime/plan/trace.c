@@ -12,6 +12,7 @@
 #include "runtime/plan/trace.h"
 
 #include "runtime/base/file_util.h"
+#include "runtime/base/json_num.h"
 
 #include <jansson.h>
 #include <stdlib.h>
@@ -381,16 +382,17 @@ static mt_status_t
 get_int(json_t *obj, const char *key, const char *path, long long lo, long long hi, long long *out)
 {
     json_t *v = json_object_get(obj, key);
+    long long x;
 
     if (v == NULL) {
         return mt_fail(MT_ERR_FORMAT, 0, "trace '%s': missing field '%s'", path, key);
     }
-    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
+    if (!mt_json_is_int(v, &x) || x < lo || x > hi) {
         return mt_fail(MT_ERR_FORMAT, 0,
                        "trace '%s': field '%s' must be an integer in [%lld, %lld]", path, key, lo,
                        hi);
     }
-    *out = json_integer_value(v);
+    *out = x;
     return MT_OK;
 }
 
@@ -430,21 +432,34 @@ load_layer(struct mt_trace *t, json_t *lo, const char *path, bool *seen)
     seen[layer] = true;
     t->layer_tokens[layer] = (uint64_t)tokens;
     counts = json_object_get(lo, "counts");
-    if (!json_is_array(counts) || json_array_size(counts) != (size_t)t->n_experts) {
+    if (json_is_array(counts) && json_array_size(counts) != (size_t)t->n_experts) {
+        return mt_fail(MT_ERR_FORMAT, 0,
+                       "trace '%s': layer %lld has counts for %zu experts, but the trace says "
+                       "n_experts %d (a trace of another model, or an edited one)",
+                       path, layer, json_array_size(counts), t->n_experts);
+    }
+    if (!json_is_array(counts)) {
         return mt_fail(MT_ERR_FORMAT, 0,
                        "trace '%s': layer %lld 'counts' must be an array of %d integers", path,
                        layer, t->n_experts);
     }
     for (int e = 0; e < t->n_experts; e++) {
-        json_t *v = json_array_get(counts, (size_t)e);
-        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > tokens) {
+        long long c;
+
+        if (!mt_json_is_int(json_array_get(counts, (size_t)e), &c) || c < 0 || c > tokens) {
             return mt_fail(MT_ERR_FORMAT, 0,
-                           "trace '%s': layer %lld count of expert %d must be in [0, tokens]", path,
-                           layer, e);
+                           "trace '%s': layer %lld count of expert %d must be an integer in [0, "
+                           "%lld] (the layer's tokens)",
+                           path, layer, e, tokens);
         }
-        t->counts[(size_t)layer * (size_t)t->n_experts + (size_t)e] =
-            (uint64_t)json_integer_value(v);
-        sum += (uint64_t)json_integer_value(v);
+        t->counts[(size_t)layer * (size_t)t->n_experts + (size_t)e] = (uint64_t)c;
+        sum += (uint64_t)c;
+    }
+    if (tokens > 0 && sum % (uint64_t)tokens == 0 && sum != (uint64_t)tokens * (uint64_t)t->k) {
+        return mt_fail(MT_ERR_FORMAT, 0,
+                       "trace '%s': layer %lld counts sum to tokens x %llu, but the trace says k %d "
+                       "(a trace of another model, or an edited one)",
+                       path, layer, (unsigned long long)(sum / (uint64_t)tokens), t->k);
     }
     if (sum != (uint64_t)tokens * (uint64_t)t->k) {
         return mt_fail(MT_ERR_FORMAT, 0,
@@ -455,6 +470,11 @@ load_layer(struct mt_trace *t, json_t *lo, const char *path, bool *seen)
     tr = json_object_get(lo, "transitions");
     if (tr == NULL) {
         return MT_OK;
+    }
+    if (layer == 0) {
+        return mt_fail(MT_ERR_FORMAT, 0,
+                       "trace '%s': layer 0 has 'transitions', but no earlier layer to come from",
+                       path);
     }
     st = get_int(lo, "from_layer", path, 0, layer - 1, &from);
     if (st != MT_OK) {
@@ -471,20 +491,20 @@ load_layer(struct mt_trace *t, json_t *lo, const char *path, bool *seen)
         return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate trace transitions of layer %lld", layer);
     }
     for (size_t i = 0; i < json_array_size(tr); i += 3) {
-        json_t *a = json_array_get(tr, i);
-        json_t *b = json_array_get(tr, i + 1);
-        json_t *n = json_array_get(tr, i + 2);
-        if (!json_is_integer(a) || !json_is_integer(b) || !json_is_integer(n) ||
-            json_integer_value(a) < 0 || json_integer_value(a) >= t->n_experts ||
-            json_integer_value(b) < 0 || json_integer_value(b) >= t->n_experts ||
-            json_integer_value(n) <= 0 || json_integer_value(n) > UINT32_MAX) {
+        long long a;
+        long long b;
+        long long n;
+
+        if (!mt_json_is_int(json_array_get(tr, i), &a) ||
+            !mt_json_is_int(json_array_get(tr, i + 1), &b) ||
+            !mt_json_is_int(json_array_get(tr, i + 2), &n) || a < 0 || a >= t->n_experts ||
+            b < 0 || b >= t->n_experts || n <= 0 || n > UINT32_MAX) {
             return mt_fail(MT_ERR_FORMAT, 0,
                            "trace '%s': layer %lld transition triple %zu is not "
                            "(expert, expert, count > 0)",
                            path, layer, i / 3);
         }
-        t->trans[layer][(size_t)json_integer_value(a) * (size_t)t->n_experts +
-                        (size_t)json_integer_value(b)] = (uint32_t)json_integer_value(n);
+        t->trans[layer][(size_t)a * (size_t)t->n_experts + (size_t)b] = (uint32_t)n;
     }
     return MT_OK;
 }

@@ -21,7 +21,8 @@
  * 1 +- 0.05, biases +- 0.02.
  *
  * Files: config.json first, then the tokenizer files, then the shards, and
- * model.safetensors.index.json last; a failure removes what was written.
+ * model.safetensors.index.json last, all into a staging directory that is renamed into place only
+ * when complete (see "files" below); a failure removes what was written and nothing else.
  */
 #include <config.h>
 
@@ -33,6 +34,7 @@
 #include "runtime/model/model.h"
 #include "runtime/model/safetensors.h"
 #include "runtime/synth/synth_paths.h"
+#include "runtime/synth/synth_tokenizer.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -44,6 +46,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
@@ -350,14 +353,18 @@ struct synth_ctx {
     float *scales;                      /* block scales of the last FP8 linear, for its SCALE */
     size_t scales_n;
     size_t scales_cap;
-    /* files written, removed on failure */
+    /* files written into the staging directory (names), removed on failure */
     char *files[SYNTH_MAX_FILES];
     int n_files;
     bool made_dir;
+    int dir_fd;                         /* owned: the locked output directory, or -1 */
+    char stage[4096];                   /* the staging directory, "" when none */
+    struct mt_synth_tokenizer_files tok; /* owned: the tokenizer files to write */
+    uint64_t file_bytes;                /* all files moved into place */
     struct synth_io *io;                /* the I/O thread, while shards are written */
     /* progress */
     uint64_t written;
-    uint64_t old_bytes; /* --force: the earlier checkpoint's files, to be freed */
+    uint64_t old_bytes; /* --force: the earlier checkpoint's shards and index */
     double t_start;
     double t_last;
     bool tty;
@@ -511,6 +518,16 @@ synth_plan_(struct synth_ctx *c)
 
 /* ---- files ----------------------------------------------------------------------------------- */
 
+/*
+ * How synth never loses a file: every input (the preset, the tokenizer files, the free space) is
+ * checked before the output directory is touched; the directory is locked (flock on the directory
+ * itself, so a second synth into it fails at once instead of racing the first); the new files are
+ * written into a staging directory inside it (.synth-XXXXXX, same file system); and only when all
+ * of them are complete are they renamed into place, after which the files of an earlier
+ * checkpoint that the new one does not replace are removed. A failure before that point removes
+ * the staging directory and nothing else.
+ */
+
 static mt_status_t
 synth_path_(char *buf, size_t size, const char *dir, const char *name)
 {
@@ -520,19 +537,19 @@ synth_path_(char *buf, size_t size, const char *dir, const char *name)
     return MT_OK;
 }
 
-/* Remember a file we are about to create, so a failure can remove it. */
+/* Remember a file we are about to create in the staging directory (name without directory). */
 static mt_status_t
-synth_track_(struct synth_ctx *c, const char *path)
+synth_track_(struct synth_ctx *c, const char *name)
 {
     for (int i = 0; i < c->n_files; i++) {
-        if (strcmp(c->files[i], path) == 0) {
+        if (strcmp(c->files[i], name) == 0) {
             return MT_OK;
         }
     }
     if (c->n_files == SYNTH_MAX_FILES) {
         return mt_fail(MT_ERR_INTERNAL, 0, "synth: more than %d output files", SYNTH_MAX_FILES);
     }
-    c->files[c->n_files] = strdup(path);
+    c->files[c->n_files] = strdup(name);
     if (c->files[c->n_files] == NULL) {
         return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate a path");
     }
@@ -540,13 +557,32 @@ synth_track_(struct synth_ctx *c, const char *path)
     return MT_OK;
 }
 
-static void
-synth_remove_written_(struct synth_ctx *c)
+/* The staged path of a new file, tracked for removal on failure. */
+static mt_status_t
+synth_stage_path_(struct synth_ctx *c, const char *name, char *buf, size_t size)
 {
-    for (int i = c->n_files - 1; i >= 0; i--) {
-        unlink(c->files[i]);
+    mt_status_t st = synth_path_(buf, size, c->stage, name);
+
+    return st == MT_OK ? synth_track_(c, name) : st;
+}
+
+/* Undo: the staged files and the staging directory, and the output directory if we made it. */
+static void
+synth_remove_staged_(struct synth_ctx *c)
+{
+    char path[4096];
+
+    if (c->stage[0] != '\0') {
+        for (int i = c->n_files - 1; i >= 0; i--) {
+            if (synth_path_(path, sizeof(path), c->stage, c->files[i]) == MT_OK) {
+                unlink(path);
+            }
+        }
+        rmdir(c->stage);
+        c->stage[0] = '\0';
     }
-    if (c->made_dir) {
+    /* (only while we hold the lock: nobody else can have written into it) */
+    if (c->made_dir && c->dir_fd >= 0) {
         rmdir(c->opt->out_dir);
     }
 }
@@ -560,10 +596,21 @@ synth_is_old_checkpoint_file_(const char *name)
             synth_ends_with_(name, ".safetensors"));
 }
 
+static bool
+synth_is_new_file_(const struct synth_ctx *c, const char *name)
+{
+    for (int i = 0; i < c->n_files; i++) {
+        if (strcmp(c->files[i], name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /*
- * The shards and index of an earlier checkpoint in the output directory: with remove, unlink them
- * (so none can outlive this one); without, add up their sizes in c->old_bytes, the room that
- * removing them will free.
+ * The shards and index of an earlier checkpoint in the output directory: with remove, unlink those
+ * the new checkpoint did not replace (so none can outlive it); without, add up their sizes in
+ * c->old_bytes.
  */
 static mt_status_t
 synth_old_checkpoint_(struct synth_ctx *c, bool remove)
@@ -589,7 +636,7 @@ synth_old_checkpoint_(struct synth_ctx *c, bool remove)
             if (lstat(buf, &sb) == 0 && S_ISREG(sb.st_mode)) {
                 c->old_bytes += (uint64_t)sb.st_size;
             }
-        } else if (unlink(buf) != 0) {
+        } else if (!synth_is_new_file_(c, e->d_name) && unlink(buf) != 0) {
             st = mt_fail(MT_ERR_IO, errno, "cannot remove old checkpoint file '%s'", buf);
         }
     }
@@ -597,56 +644,89 @@ synth_old_checkpoint_(struct synth_ctx *c, bool remove)
     return st;
 }
 
-/*
- * Create the output directory (and missing parents), or check that it is empty (with force, that
- * it exists; synth_old_checkpoint_ then measures and later removes an earlier checkpoint there).
- */
+/* Create the output directory and any missing parents; an existing one is fine. */
 static mt_status_t
-synth_prepare_dir_(struct synth_ctx *c)
+synth_make_dir_(struct synth_ctx *c)
 {
     const char *dir = c->opt->out_dir;
     struct stat sb;
     char buf[4096];
-    DIR *d;
-    struct dirent *e;
-    bool empty = true;
 
-    if (stat(dir, &sb) != 0) {
-        if (errno != ENOENT) {
-            return mt_fail(MT_ERR_IO, errno, "cannot access output directory '%s'", dir);
+    if (stat(dir, &sb) == 0) {
+        if (!S_ISDIR(sb.st_mode)) {
+            return mt_fail(MT_ERR_INVAL, 0, "output '%s' exists and is not a directory", dir);
         }
-        if (strlen(dir) >= sizeof(buf)) {
-            return mt_fail(MT_ERR_INVAL, 0, "output directory '%s' is too long", dir);
-        }
-        strcpy(buf, dir);
-        for (char *p = buf + 1; *p != '\0'; p++) {
-            if (*p == '/') {
-                *p = '\0';
-                if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
-                    return mt_fail(MT_ERR_IO, errno, "cannot create directory '%s'", buf);
-                }
-                *p = '/';
-            }
-        }
-        if (mkdir(dir, 0755) != 0) {
-            return mt_fail(MT_ERR_IO, errno, "cannot create output directory '%s'", dir);
-        }
-        c->made_dir = true;
         return MT_OK;
     }
-    if (!S_ISDIR(sb.st_mode)) {
-        return mt_fail(MT_ERR_INVAL, 0, "output '%s' exists and is not a directory", dir);
+    if (errno != ENOENT) {
+        return mt_fail(MT_ERR_IO, errno, "cannot access output directory '%s'", dir);
+    }
+    if (strlen(dir) >= sizeof(buf)) {
+        return mt_fail(MT_ERR_INVAL, 0, "output directory '%s' is too long", dir);
+    }
+    strcpy(buf, dir);
+    for (char *p = buf + 1; *p != '\0'; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+                return mt_fail(MT_ERR_IO, errno, "cannot create directory '%s'", buf);
+            }
+            *p = '/';
+        }
+    }
+    if (mkdir(dir, 0755) == 0) {
+        c->made_dir = true;
+    } else if (errno != EEXIST) { /* (EEXIST: another process made it meanwhile; the lock decides) */
+        return mt_fail(MT_ERR_IO, errno, "cannot create output directory '%s'", dir);
+    }
+    return MT_OK;
+}
+
+/*
+ * Lock the output directory against a concurrent synth (flock on the directory itself, so no lock
+ * file is left behind), then check that it is empty (with force, measure an earlier checkpoint).
+ */
+static mt_status_t
+synth_lock_dir_(struct synth_ctx *c)
+{
+    const char *dir = c->opt->out_dir;
+    struct stat by_fd;
+    struct stat by_path;
+    struct dirent *e;
+    bool empty = true;
+    int fd;
+    DIR *d;
+
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        return mt_fail(MT_ERR_IO, errno, "cannot open output directory '%s'", dir);
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int err = errno;
+
+        close(fd);
+        if (err == EWOULDBLOCK) {
+            return mt_fail(MT_ERR_IO, 0, "output directory '%s' is in use by another moetier "
+                           "synth (wait for it to finish, or write elsewhere)", dir);
+        }
+        return mt_fail(MT_ERR_IO, err, "cannot lock output directory '%s'", dir);
+    }
+    c->dir_fd = fd;
+    /* The path must still name the directory we locked (another run may have removed it). */
+    if (fstat(fd, &by_fd) != 0 || stat(dir, &by_path) != 0 || by_fd.st_dev != by_path.st_dev ||
+        by_fd.st_ino != by_path.st_ino) {
+        return mt_fail(MT_ERR_IO, 0, "output directory '%s' was removed or replaced while "
+                       "synth was starting (try again)", dir);
     }
     d = opendir(dir);
     if (d == NULL) {
         return mt_fail(MT_ERR_IO, errno, "cannot read output directory '%s'", dir);
     }
     while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) {
-            continue;
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+            empty = false;
+            break;
         }
-        empty = false;
-        break;
     }
     closedir(d);
     if (!empty && !c->opt->force) {
@@ -656,6 +736,7 @@ synth_prepare_dir_(struct synth_ctx *c)
     return empty ? MT_OK : synth_old_checkpoint_(c, false);
 }
 
+/* The new checkpoint is written before the old one is removed: it needs room of its own. */
 static mt_status_t
 synth_check_space_(struct synth_ctx *c)
 {
@@ -663,30 +744,92 @@ synth_check_space_(struct synth_ctx *c)
     uint64_t avail;
     /* Tensors, plus headers (~150 B per tensor), JSON, tokenizer (8 MB) and 64 MB of slack. */
     uint64_t need = c->total_bytes + 150 * (uint64_t)c->n + ((uint64_t)72 << 20);
-    /* An earlier checkpoint that --force replaces is removed before writing: its room is free. */
 
     if (statvfs(c->opt->out_dir, &vfs) != 0) {
         return mt_fail(MT_ERR_IO, errno, "cannot query free space of '%s'", c->opt->out_dir);
     }
-    avail = (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize + c->old_bytes;
+    avail = (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize;
+    if (avail < need && avail + c->old_bytes >= need) {
+        return mt_fail(MT_ERR_IO, 0,
+                       "the checkpoint needs %.2f GB but '%s' has %.2f GB free; the checkpoint "
+                       "there (%.2f GB) is kept until the new one is complete (remove it first, "
+                       "or write elsewhere)",
+                       need / 1e9, c->opt->out_dir, avail / 1e9, c->old_bytes / 1e9);
+    }
     if (avail < need) {
         return mt_fail(MT_ERR_IO, 0,
-                       "the checkpoint needs %.2f GB but '%s' has %.2f GB free%s (try fewer "
+                       "the checkpoint needs %.2f GB but '%s' has %.2f GB free (try fewer "
                        "--layers or another directory)",
-                       need / 1e9, c->opt->out_dir, avail / 1e9,
-                       c->old_bytes > 0 ? " counting the checkpoint it replaces" : "");
+                       need / 1e9, c->opt->out_dir, avail / 1e9);
     }
     return MT_OK;
 }
 
-/* Write n bytes to path (created or truncated), tracking the file. */
 static mt_status_t
-synth_write_file_(struct synth_ctx *c, const char *path, const void *data, size_t n)
+synth_make_stage_(struct synth_ctx *c)
 {
+    mt_status_t st = synth_path_(c->stage, sizeof(c->stage), c->opt->out_dir, ".synth-XXXXXX");
+
+    if (st != MT_OK) {
+        c->stage[0] = '\0';
+        return st;
+    }
+    if (mkdtemp(c->stage) == NULL) {
+        st = mt_fail(MT_ERR_IO, errno, "cannot create a staging directory in '%s'",
+                     c->opt->out_dir);
+        c->stage[0] = '\0';
+    }
+    return st;
+}
+
+/*
+ * Move the staged files into the output directory: everything but the index, then remove the
+ * files of an earlier checkpoint that were not replaced, then the index (which names the shards)
+ * last. Adds up the bytes written in c->file_bytes.
+ */
+static mt_status_t
+synth_commit_(struct synth_ctx *c)
+{
+    static const char index_name[] = "model.safetensors.index.json";
+    char from[4096];
+    char to[4096];
+    struct stat sb;
+    mt_status_t st;
+
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < c->n_files; i++) {
+            if ((strcmp(c->files[i], index_name) == 0) != (pass == 1)) {
+                continue;
+            }
+            if ((st = synth_path_(from, sizeof(from), c->stage, c->files[i])) != MT_OK ||
+                (st = synth_path_(to, sizeof(to), c->opt->out_dir, c->files[i])) != MT_OK) {
+                return st;
+            }
+            if (stat(from, &sb) == 0) {
+                c->file_bytes += (uint64_t)sb.st_size;
+            }
+            if (rename(from, to) != 0) {
+                return mt_fail(MT_ERR_IO, errno, "cannot move '%s' to '%s'", from, to);
+            }
+        }
+        if (pass == 0 && c->opt->force && (st = synth_old_checkpoint_(c, true)) != MT_OK) {
+            return st;
+        }
+    }
+    rmdir(c->stage);
+    c->stage[0] = '\0';
+    return MT_OK;
+}
+
+/* Write n bytes to the staged file `name`. */
+static mt_status_t
+synth_write_file_(struct synth_ctx *c, const char *name, const void *data, size_t n)
+{
+    char path[4096];
     FILE *f;
     mt_status_t st;
 
-    if ((st = synth_track_(c, path)) != MT_OK) {
+    if ((st = synth_stage_path_(c, name, path, sizeof(path))) != MT_OK) {
         return st;
     }
     f = fopen(path, "wb");
@@ -705,457 +848,21 @@ synth_write_file_(struct synth_ctx *c, const char *path, const void *data, size_
 }
 
 static mt_status_t
-synth_write_json_(struct synth_ctx *c, const char *path, json_t *root, size_t flags)
+synth_write_json_(struct synth_ctx *c, const char *name, json_t *root, size_t flags)
 {
     char *text;
     mt_status_t st;
 
     text = json_dumps(root, flags);
     if (text == NULL) {
-        return mt_fail(MT_ERR_NOMEM, 0, "cannot serialise '%s'", path);
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot serialise '%s'", name);
     }
-    st = synth_write_file_(c, path, text, strlen(text));
+    st = synth_write_file_(c, name, text, strlen(text));
     free(text);
     return st;
 }
 
-/* ---- tokenizers ------------------------------------------------------------------------------ */
-
-/*
- * The tiny preset's tokenizer: DeepSeek's structure (the same normalizer, the same three-regex
- * Split pre-tokenizer and ByteLevel, the same special-token spellings, BOS 0, EOS 1, pad 2, then
- * the 256 byte symbols in GPT-2's order), with merges learned here by plain BPE training on the
- * paragraph below, so they are real, consistent merges: every merge joins two existing symbols into
- * the next id, and a merge's result is always earlier than any merge that uses it.
- */
-static const char synth_corpus_[] =
-    "The model reads the prompt, then writes one token at a time. Each token goes through every "
-    "layer: attention looks back at the tokens that came before, and the experts of the layer "
-    "transform what attention found. A router picks the experts for each token; the other experts "
-    "are not read at all, which is why the model can be large and still fast. The weights of the "
-    "experts live where there is room for them: in the memory of the graphics card, in the main "
-    "memory of the machine, or on the drives, from which they are streamed when they are needed. "
-    "The planner decides where each expert should live, and the runtime reports the time it "
-    "measured against the time the planner predicted. When the two do not agree, one of them is "
-    "wrong, and the test tells which one. There is nothing random about the order of these "
-    "steps; only the weights of this test model are random, and they are the same for the same "
-    "seed. The tokenizer turns the text into numbers and the numbers back into text.\n"
-    "int main(int argc, char **argv)\n{\n    for (int i = 0; i < argc; i++) {\n"
-    "        printf(\"%s\\n\", argv[i]);\n    }\n    return 0;\n}\n"
-    "def forward(self, x):\n    return self.norm(x + self.attention(x))\n"
-    "1 2 3 10 20 30 100 200 300 2024 2025 2026 3.14159 0.5 42\n";
-
-#define SYNTH_TOK_MERGES_MAX 480
-
-/* GPT-2's byte-to-symbol map: printable bytes stand for themselves, the rest for U+0100 on. */
-static void
-synth_byte_symbols_(unsigned cp_out[256], int rank_out[256])
-{
-    int rank = 0;
-    int extra = 0;
-
-    for (int b = 0; b < 256; b++) {
-        bool printable = (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) ||
-                         (b >= 0xae && b <= 0xff);
-        if (printable) {
-            cp_out[b] = (unsigned)b;
-            rank_out[b] = rank++;
-        }
-    }
-    for (int b = 0; b < 256; b++) {
-        bool printable = (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) ||
-                         (b >= 0xae && b <= 0xff);
-        if (!printable) {
-            cp_out[b] = 256u + (unsigned)extra++;
-            rank_out[b] = rank++;
-        }
-    }
-}
-
-static size_t
-synth_utf8_(unsigned cp, char *out)
-{
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    out[0] = (char)(0xc0 | (cp >> 6));
-    out[1] = (char)(0x80 | (cp & 0x3f));
-    return 2;
-}
-
-struct synth_word {
-    int *ids;
-    int len;
-    int freq;
-};
-
-struct synth_bpe {
-    char **sym;          /* [n_sym] owned strings (UTF-8 of byte-level symbols) */
-    int n_sym;
-    char **merges;       /* [n_merges] owned "a b" */
-    int n_merges;
-    struct synth_word *words;
-    int n_words;
-};
-
-static void
-synth_bpe_free_(struct synth_bpe *b)
-{
-    for (int i = 0; i < b->n_sym; i++) {
-        free(b->sym[i]);
-    }
-    for (int i = 0; i < b->n_merges; i++) {
-        free(b->merges[i]);
-    }
-    for (int i = 0; i < b->n_words; i++) {
-        free(b->words[i].ids);
-    }
-    free(b->sym);
-    free(b->merges);
-    free(b->words);
-}
-
-/* Pre-tokenize (roughly as DeepSeek's regex: " ?letters", 1-3 digits, " ?punctuation", space). */
-static mt_status_t
-synth_bpe_words_(struct synth_bpe *b, const int byte_id[256])
-{
-    const unsigned char *s = (const unsigned char *)synth_corpus_;
-    size_t n = sizeof(synth_corpus_) - 1;
-    size_t i = 0;
-
-    b->words = calloc(n, sizeof(*b->words));
-    if (b->words == NULL) {
-        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate tokenizer training words");
-    }
-    while (i < n) {
-        size_t start = i;
-        int w;
-
-        if (s[i] == ' ' && i + 1 < n && !isspace(s[i + 1]) && !isdigit(s[i + 1])) {
-            i++;
-        }
-        if (isalpha(s[i])) {
-            while (i < n && isalpha(s[i])) {
-                i++;
-            }
-        } else if (isdigit(s[i])) {
-            for (int k = 0; k < 3 && i < n && isdigit(s[i]); k++) {
-                i++;
-            }
-        } else if (isspace(s[i])) {
-            while (i < n && isspace(s[i])) {
-                i++;
-            }
-        } else {
-            while (i < n && !isspace(s[i]) && !isalnum(s[i])) {
-                i++;
-            }
-        }
-        for (w = 0; w < b->n_words; w++) {
-            bool same = b->words[w].len == (int)(i - start);
-            for (int k = 0; same && k < b->words[w].len; k++) {
-                same = b->words[w].ids[k] == byte_id[s[start + k]];
-            }
-            if (same) {
-                break;
-            }
-        }
-        if (w < b->n_words) {
-            b->words[w].freq++;
-            continue;
-        }
-        b->words[w].ids = malloc((i - start) * sizeof(int));
-        if (b->words[w].ids == NULL) {
-            return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate tokenizer training words");
-        }
-        for (size_t k = start; k < i; k++) {
-            b->words[w].ids[k - start] = byte_id[s[k]];
-        }
-        b->words[w].len = (int)(i - start);
-        b->words[w].freq = 1;
-        b->n_words++;
-    }
-    return MT_OK;
-}
-
-/* Learn merges: repeatedly join the most frequent adjacent pair (ties: smaller strings first). */
-static mt_status_t
-synth_bpe_train_(struct synth_bpe *b, int max_merges)
-{
-    int cap = b->n_sym + max_merges;
-    int *count = NULL;
-
-    b->merges = calloc((size_t)max_merges, sizeof(char *));
-    b->sym = realloc(b->sym, (size_t)cap * sizeof(char *));
-    count = calloc((size_t)cap * (size_t)cap, sizeof(int));
-    if (b->merges == NULL || b->sym == NULL || count == NULL) {
-        free(count);
-        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate tokenizer training tables");
-    }
-    while (b->n_merges < max_merges) {
-        int best_a = -1;
-        int best_b = -1;
-        int best = 1; /* a pair must occur twice */
-        int id = b->n_sym;
-        size_t la;
-        size_t lb;
-
-        memset(count, 0, (size_t)cap * (size_t)cap * sizeof(int));
-        for (int w = 0; w < b->n_words; w++) {
-            for (int k = 0; k + 1 < b->words[w].len; k++) {
-                count[b->words[w].ids[k] * cap + b->words[w].ids[k + 1]] += b->words[w].freq;
-            }
-        }
-        for (int w = 0; w < b->n_words; w++) {
-            for (int k = 0; k + 1 < b->words[w].len; k++) {
-                int x = b->words[w].ids[k];
-                int y = b->words[w].ids[k + 1];
-                int cnt = count[x * cap + y];
-                int cmp;
-
-                if (cnt < best) {
-                    continue;
-                }
-                cmp = best_a < 0 ? -1 : strcmp(b->sym[x], b->sym[best_a]);
-                if (cmp == 0) {
-                    cmp = strcmp(b->sym[y], b->sym[best_b]);
-                }
-                if (cnt > best || cmp < 0) {
-                    best = cnt;
-                    best_a = x;
-                    best_b = y;
-                }
-            }
-        }
-        if (best_a < 0) {
-            break;
-        }
-        la = strlen(b->sym[best_a]);
-        lb = strlen(b->sym[best_b]);
-        b->sym[id] = malloc(la + lb + 1);
-        b->merges[b->n_merges] = malloc(la + lb + 2);
-        if (b->sym[id] == NULL || b->merges[b->n_merges] == NULL) {
-            free(b->sym[id]);
-            free(count);
-            return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate a merge");
-        }
-        memcpy(b->sym[id], b->sym[best_a], la);
-        memcpy(b->sym[id] + la, b->sym[best_b], lb + 1);
-        snprintf(b->merges[b->n_merges], la + lb + 2, "%s %s", b->sym[best_a], b->sym[best_b]);
-        b->n_sym++;
-        b->n_merges++;
-        for (int w = 0; w < b->n_words; w++) {
-            int *ids = b->words[w].ids;
-            int out = 0;
-
-            for (int k = 0; k < b->words[w].len; k++) {
-                if (k + 1 < b->words[w].len && ids[k] == best_a && ids[k + 1] == best_b) {
-                    ids[out++] = id;
-                    k++;
-                } else {
-                    ids[out++] = ids[k];
-                }
-            }
-            b->words[w].len = out;
-        }
-    }
-    free(count);
-    return MT_OK;
-}
-
-static json_t *
-synth_added_token_(int id, const char *content, bool normalized, bool special)
-{
-    return json_pack("{s:i, s:s, s:b, s:b, s:b, s:b, s:b}", "id", id, "content", content,
-                     "single_word", 0, "lstrip", 0, "rstrip", 0, "normalized", normalized,
-                     "special", special);
-}
-
-static json_t *
-synth_split_(const char *regex)
-{
-    return json_pack("{s:s, s:{s:s}, s:s, s:b}", "type", "Split", "pattern", "Regex", regex,
-                     "behavior", "Isolated", "invert", 0);
-}
-
-#define SYNTH_BOS "<\xef\xbd\x9c" "begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"
-#define SYNTH_EOS "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"
-#define SYNTH_PAD "<\xef\xbd\x9c\xe2\x96\x81pad\xe2\x96\x81\xef\xbd\x9c>"
-#define SYNTH_USER "<\xef\xbd\x9cUser\xef\xbd\x9c>"
-#define SYNTH_ASSISTANT "<\xef\xbd\x9c" "Assistant\xef\xbd\x9c>"
-
-/* DeepSeek's three pre-tokenizer regexes, byte for byte. */
-static const char synth_re_digits_[] = "\\p{N}{1,3}";
-static const char synth_re_cjk_[] =
-    "[\xe4\xb8\x80-\xe9\xbe\xa5\xe3\x81\x80-\xe3\x82\x9f\xe3\x82\xa0-\xe3\x83\xbf]+";
-static const char synth_re_words_[] =
-    "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?"
-    "[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+";
-
-static json_t *
-synth_tiny_tokenizer_json_(const struct synth_bpe *b, int *max_id_out)
-{
-    static const char *const specials[3] = {SYNTH_BOS, SYNTH_EOS, SYNTH_PAD};
-    json_t *root = json_object();
-    json_t *added = json_array();
-    json_t *vocab = json_object();
-    json_t *merges = json_array();
-    json_t *pre = json_array();
-    json_t *model;
-    int next = b->n_sym;
-    int rc = 0;
-
-    if (root == NULL || added == NULL || vocab == NULL || merges == NULL || pre == NULL) {
-        goto out_fail;
-    }
-    for (int i = 0; i < 3; i++) {
-        rc |= json_array_append_new(added, synth_added_token_(i, specials[i], false, true));
-    }
-    rc |= json_array_append_new(added, synth_added_token_(next++, SYNTH_USER, true, false));
-    rc |= json_array_append_new(added, synth_added_token_(next++, SYNTH_ASSISTANT, true, false));
-    rc |= json_array_append_new(added, synth_added_token_(next++, "<think>", false, true));
-    rc |= json_array_append_new(added, synth_added_token_(next++, "</think>", false, true));
-    for (int i = 0; i < b->n_sym; i++) {
-        rc |= json_object_set_new(vocab, i < 3 ? specials[i] : b->sym[i], json_integer(i));
-    }
-    for (int i = 0; i < b->n_merges; i++) {
-        rc |= json_array_append_new(merges, json_string(b->merges[i]));
-    }
-    rc |= json_array_append_new(pre, synth_split_(synth_re_digits_));
-    rc |= json_array_append_new(pre, synth_split_(synth_re_cjk_));
-    rc |= json_array_append_new(pre, synth_split_(synth_re_words_));
-    rc |= json_array_append_new(pre, json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel",
-                                               "add_prefix_space", 0, "trim_offsets", 1,
-                                               "use_regex", 0));
-    rc |= json_object_set_new(root, "version", json_string("1.0"));
-    rc |= json_object_set_new(root, "truncation", json_null());
-    rc |= json_object_set_new(root, "padding", json_null());
-    rc |= json_object_set_new(root, "added_tokens", added);
-    added = NULL;
-    rc |= json_object_set_new(root, "normalizer", json_pack("{s:s, s:[]}", "type", "Sequence",
-                                                            "normalizers"));
-    rc |= json_object_set_new(root, "pre_tokenizer", json_pack("{s:s, s:o}", "type", "Sequence",
-                                                               "pretokenizers", pre));
-    pre = NULL;
-    rc |= json_object_set_new(root, "post_processor",
-                              json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel",
-                                        "add_prefix_space", 1, "trim_offsets", 0, "use_regex", 1));
-    rc |= json_object_set_new(root, "decoder",
-                              json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel",
-                                        "add_prefix_space", 1, "trim_offsets", 1, "use_regex", 1));
-    model = json_pack("{s:s, s:n, s:n, s:n, s:n, s:b, s:b, s:o, s:o}", "type", "BPE", "dropout",
-                      "unk_token", "continuing_subword_prefix", "end_of_word_suffix", "fuse_unk", 0,
-                      "byte_fallback", 0, "vocab", vocab, "merges", merges);
-    vocab = NULL;
-    merges = NULL;
-    rc |= json_object_set_new(root, "model", model);
-    if (rc != 0 || model == NULL) {
-        goto out_fail;
-    }
-    *max_id_out = next - 1;
-    return root;
-
-out_fail:
-    json_decref(root);
-    json_decref(added);
-    json_decref(vocab);
-    json_decref(merges);
-    json_decref(pre);
-    return NULL;
-}
-
-static json_t *
-synth_tiny_tokenizer_config_(void)
-{
-    json_t *tok[3];
-    static const char *const names[3] = {SYNTH_BOS, SYNTH_EOS, SYNTH_EOS};
-
-    for (int i = 0; i < 3; i++) {
-        tok[i] = json_pack("{s:s, s:s, s:b, s:b, s:b, s:b}", "__type", "AddedToken", "content",
-                           names[i], "lstrip", 0, "normalized", 1, "rstrip", 0, "single_word", 0);
-    }
-    return json_pack("{s:b, s:b, s:o?, s:b, s:o?, s:b, s:i, s:o?, s:{}, s:n, s:s}",
-                     "add_bos_token", 1, "add_eos_token", 0, "bos_token", tok[0],
-                     "clean_up_tokenization_spaces", 0, "eos_token", tok[1], "legacy", 1,
-                     "model_max_length", 4096, "pad_token", tok[2], "sp_model_kwargs", "unk_token",
-                     "tokenizer_class", "LlamaTokenizerFast");
-}
-
-static mt_status_t
-synth_write_tiny_tokenizer_(struct synth_ctx *c)
-{
-    struct synth_bpe b = {0};
-    unsigned cp[256];
-    int rank[256];
-    int byte_id[256];
-    char path[4096];
-    json_t *root = NULL;
-    int max_id = 0;
-    int max_merges;
-    mt_status_t st;
-
-    synth_byte_symbols_(cp, rank);
-    b.sym = calloc(3 + 256, sizeof(char *));
-    if (b.sym == NULL) {
-        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the tokenizer vocabulary");
-    }
-    b.n_sym = 3;
-    for (int i = 0; i < 3; i++) {
-        b.sym[i] = strdup(i == 0 ? SYNTH_BOS : i == 1 ? SYNTH_EOS : SYNTH_PAD);
-        if (b.sym[i] == NULL) {
-            st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the tokenizer vocabulary");
-            goto out;
-        }
-    }
-    for (int byte = 0; byte < 256; byte++) {
-        char u[3] = {0};
-
-        synth_utf8_(cp[byte], u);
-        byte_id[byte] = 3 + rank[byte];
-        b.sym[byte_id[byte]] = strdup(u);
-        if (b.sym[byte_id[byte]] == NULL) {
-            st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the tokenizer vocabulary");
-            goto out;
-        }
-        b.n_sym++;
-    }
-    /* Merges fill the vocabulary up to vocab_size, less the four added tokens. */
-    max_merges = MT_MIN(SYNTH_TOK_MERGES_MAX, c->cfg.vocab_size - b.n_sym - 4);
-    if (max_merges < 0) {
-        st = mt_fail(MT_ERR_INVAL, 0, "vocab_size %d is too small for a byte-level tokenizer",
-                     c->cfg.vocab_size);
-        goto out;
-    }
-    if ((st = synth_bpe_words_(&b, byte_id)) != MT_OK ||
-        (st = synth_bpe_train_(&b, max_merges)) != MT_OK) {
-        goto out;
-    }
-    root = synth_tiny_tokenizer_json_(&b, &max_id);
-    if (root == NULL) {
-        st = mt_fail(MT_ERR_NOMEM, 0, "cannot build tokenizer.json");
-        goto out;
-    }
-    MT_ASSERT(max_id < c->cfg.vocab_size);
-    if ((st = synth_path_(path, sizeof(path), c->opt->out_dir, "tokenizer.json")) != MT_OK ||
-        (st = synth_write_json_(c, path, root, JSON_INDENT(2))) != MT_OK) {
-        goto out;
-    }
-    json_decref(root);
-    root = synth_tiny_tokenizer_config_();
-    if (root == NULL) {
-        st = mt_fail(MT_ERR_NOMEM, 0, "cannot build tokenizer_config.json");
-        goto out;
-    }
-    if ((st = synth_path_(path, sizeof(path), c->opt->out_dir, "tokenizer_config.json")) != MT_OK) {
-        goto out;
-    }
-    st = synth_write_json_(c, path, root, JSON_INDENT(2));
-out:
-    json_decref(root);
-    synth_bpe_free_(&b);
-    return st;
-}
+/* ---- tokenizer files ------------------------------------------------------------------------- */
 
 static bool
 synth_file_exists_(const char *dir, const char *name)
@@ -1182,71 +889,6 @@ mt_synth_tokenizer_dir(const char *opt_dir)
         return MT_SYNTH_SRC_TOKENIZER_DIR;
     }
     return MT_SYNTH_PKGDATA_TOKENIZER_DIR;
-}
-
-/* Replace the one occurrence of `from` by `to` (shorter) in place; false if not exactly one. */
-static bool
-synth_replace_once_(char *data, size_t *n, const char *from, const char *to)
-{
-    size_t lf = strlen(from);
-    size_t lt = strlen(to);
-    char *p = memmem(data, *n, from, lf);
-
-    if (p == NULL || lt > lf || memmem(p + lf, *n - (size_t)(p + lf - data), from, lf) != NULL) {
-        return false;
-    }
-    memcpy(p, to, lt);
-    memmove(p + lt, p + lf, *n - (size_t)(p + lf - data) + 1);
-    *n -= lf - lt;
-    return true;
-}
-
-/*
- * Copy DeepSeek's tokenizer files. V3.2's tokenizer.json differs from V3's only in naming ids
- * 128798 and 128799 <think> and </think> (tests/data/tokenizer/README.md); when the source still
- * has V3's placeholders there, they are renamed, so the copy is V3.2's.
- */
-static mt_status_t
-synth_copy_tokenizer_(struct synth_ctx *c)
-{
-    static const char *const names[2] = {"tokenizer.json", "tokenizer_config.json"};
-    const char *src = mt_synth_tokenizer_dir(c->opt->tokenizer_dir);
-    char path[4096];
-    char *data = NULL;
-    size_t n = 0;
-    mt_status_t st;
-
-    for (int i = 0; i < 2; i++) {
-        if ((st = synth_path_(path, sizeof(path), src, names[i])) != MT_OK) {
-            return st;
-        }
-        /* (checked first so that the likely mistake, no tokenizer directory, gets its hint) */
-        if (access(path, R_OK) != 0) {
-            return mt_fail(MT_ERR_IO, 0,
-                           "cannot open tokenizer file '%s': %s (set MT_TOKENIZER_DIR to a "
-                           "directory holding DeepSeek's tokenizer.json)",
-                           path, strerror(errno));
-        }
-        if ((st = mt_file_read_all(path, "tokenizer file", 0, &data, &n)) != MT_OK) {
-            return st;
-        }
-        if (i == 0) {
-            /* (a source that is already V3.2's has neither, and is copied as it is) */
-            synth_replace_once_(data, &n, "\"<\xef\xbd\x9cplace\xe2\x96\x81holder\xe2\x96\x81"
-                                "no\xe2\x96\x81" "798\xef\xbd\x9c>\"", "\"<think>\"");
-            synth_replace_once_(data, &n, "\"<\xef\xbd\x9cplace\xe2\x96\x81holder\xe2\x96\x81"
-                                "no\xe2\x96\x81" "799\xef\xbd\x9c>\"", "\"</think>\"");
-        }
-        st = synth_path_(path, sizeof(path), c->opt->out_dir, names[i]);
-        if (st == MT_OK) {
-            st = synth_write_file_(c, path, data, n);
-        }
-        free(data);
-        if (st != MT_OK) {
-            return st;
-        }
-    }
-    return MT_OK;
 }
 
 /* ---- tensor data ----------------------------------------------------------------------------- */
@@ -1536,8 +1178,8 @@ synth_write_shard_(struct synth_ctx *c, int shard, size_t first, size_t end)
     mt_status_t st;
 
     synth_shard_name_(name, sizeof(name), shard, c->n_shards);
-    if ((st = synth_path_(path, sizeof(path), c->opt->out_dir, name)) != MT_OK ||
-        (st = synth_track_(c, path)) != MT_OK || (st = mt_st_writer_create(path, &w)) != MT_OK) {
+    if ((st = synth_stage_path_(c, name, path, sizeof(path))) != MT_OK ||
+        (st = mt_st_writer_create(path, &w)) != MT_OK) {
         return st;
     }
     for (size_t i = first; i < end; i++) {
@@ -1596,7 +1238,6 @@ synth_write_index_(struct synth_ctx *c)
     json_t *root = NULL;
     json_t *map = json_object();
     char name[64];
-    char path[4096];
     int rc = 0;
     mt_status_t st;
 
@@ -1613,10 +1254,8 @@ synth_write_index_(struct synth_ctx *c)
         json_decref(root);
         return mt_fail(MT_ERR_NOMEM, 0, "cannot build the safetensors index");
     }
-    st = synth_path_(path, sizeof(path), c->opt->out_dir, "model.safetensors.index.json");
-    if (st == MT_OK) {
-        st = synth_write_json_(c, path, root, JSON_INDENT(2) | JSON_SORT_KEYS);
-    }
+    st = synth_write_json_(c, "model.safetensors.index.json", root,
+                           JSON_INDENT(2) | JSON_SORT_KEYS);
     json_decref(root);
     return st;
 }
@@ -1627,6 +1266,10 @@ synth_ctx_free_(struct synth_ctx *c)
     for (int i = 0; i < c->n_files; i++) {
         free(c->files[i]);
     }
+    if (c->dir_fd >= 0) {
+        close(c->dir_fd); /* (releases the lock) */
+    }
+    mt_synth_tokenizer_files_fini(&c->tok);
     free(c->specs);
     free(c->plan);
     free(c->strip);
@@ -1635,11 +1278,38 @@ synth_ctx_free_(struct synth_ctx *c)
     free(c->scales);
 }
 
+/* Every input, checked before the output directory is touched: the tokenizer files, in memory. */
+static mt_status_t
+synth_read_inputs_(struct synth_ctx *c)
+{
+    if (strcmp(c->opt->preset, "tiny") == 0) {
+        return mt_synth_tokenizer_train(c->cfg.vocab_size, &c->tok);
+    }
+    return mt_synth_tokenizer_load(mt_synth_tokenizer_dir(c->opt->tokenizer_dir), &c->tok);
+}
+
+/* config.json, the tokenizer files, the shards, the index: all into the staging directory. */
+static mt_status_t
+synth_write_staged_(struct synth_ctx *c)
+{
+    char path[4096];
+    mt_status_t st;
+
+    if ((st = synth_stage_path_(c, "config.json", path, sizeof(path))) != MT_OK ||
+        (st = mt_config_save(&c->cfg, path)) != MT_OK ||
+        (st = synth_write_file_(c, "tokenizer.json", c->tok.json, c->tok.json_len)) != MT_OK ||
+        (st = synth_write_file_(c, "tokenizer_config.json", c->tok.config,
+                                c->tok.config_len)) != MT_OK ||
+        (st = synth_write_shards_(c)) != MT_OK) {
+        return st;
+    }
+    return synth_write_index_(c);
+}
+
 mt_status_t
 mt_synth_write(const struct mt_synth_options *opt, struct mt_synth_result *res_out)
 {
     struct synth_ctx *c;
-    char path[4096];
     mt_status_t st;
 
     if (opt->out_dir == NULL || opt->out_dir[0] == '\0') {
@@ -1650,6 +1320,7 @@ mt_synth_write(const struct mt_synth_options *opt, struct mt_synth_result *res_o
         return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate synth state");
     }
     c->opt = opt;
+    c->dir_fd = -1;
     c->t_start = mt_clock_now();
     c->t_last = c->t_start;
     c->tty = isatty(STDERR_FILENO) != 0;
@@ -1666,36 +1337,21 @@ mt_synth_write(const struct mt_synth_options *opt, struct mt_synth_result *res_o
         st = MT_OK;
         goto out_result;
     }
-    if ((st = synth_prepare_dir_(c)) != MT_OK) {
+    if ((st = synth_read_inputs_(c)) != MT_OK || (st = synth_make_dir_(c)) != MT_OK) {
         goto out_free;
     }
-    if ((st = synth_check_space_(c)) != MT_OK ||
-        (opt->force && (st = synth_old_checkpoint_(c, true)) != MT_OK)) {
-        goto out_remove;
-    }
-    if ((st = synth_path_(path, sizeof(path), opt->out_dir, "config.json")) != MT_OK ||
-        (st = synth_track_(c, path)) != MT_OK || (st = mt_config_save(&c->cfg, path)) != MT_OK) {
-        goto out_remove;
-    }
-    st = strcmp(opt->preset, "tiny") == 0 ? synth_write_tiny_tokenizer_(c)
-                                          : synth_copy_tokenizer_(c);
-    if (st != MT_OK || (st = synth_write_shards_(c)) != MT_OK ||
-        (st = synth_write_index_(c)) != MT_OK) {
+    if ((st = synth_lock_dir_(c)) != MT_OK || (st = synth_check_space_(c)) != MT_OK ||
+        (st = synth_make_stage_(c)) != MT_OK || (st = synth_write_staged_(c)) != MT_OK ||
+        (st = synth_commit_(c)) != MT_OK) {
         goto out_remove;
     }
 out_result:
     if (res_out != NULL) {
-        struct stat sb;
-
         memset(res_out, 0, sizeof(*res_out));
         res_out->n_tensors = c->n;
         res_out->bytes = c->total_bytes;
         res_out->n_shards = c->n_shards;
-        for (int i = 0; i < c->n_files; i++) {
-            if (stat(c->files[i], &sb) == 0) {
-                res_out->file_bytes += (uint64_t)sb.st_size;
-            }
-        }
+        res_out->file_bytes = c->file_bytes;
         res_out->seconds = mt_clock_now() - c->t_start;
     }
     synth_ctx_free_(c);
@@ -1703,7 +1359,7 @@ out_result:
     return st;
 
 out_remove:
-    synth_remove_written_(c);
+    synth_remove_staged_(c);
 out_free:
     synth_ctx_free_(c);
     free(c);

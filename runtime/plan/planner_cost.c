@@ -1,0 +1,321 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * planner_cost.c - the placement planner's cost model (planner.h explains it).
+ *
+ * The one idea: every (expert, tier) pair has a fixed load vector over the sources (GPU memory,
+ * GPU FLOPs, CPU memory, CPU FLOPs, PCIe, disk): the seconds that source spends on that expert
+ * per step, its activation probability times its bytes (or FLOPs) over the source's rate. The
+ * sources work concurrently, so a layer costs the max of the summed vectors of its experts, and a
+ * step the sum over layers. That is the expected-load model the search minimizes; decode really
+ * pays E[max] over the sets of experts tokens pick, which mt_plan_problem_sample estimates by
+ * drawing tokens (the expected load only bounds it from below).
+ */
+#include <config.h>
+
+#include "runtime/plan/planner.h"
+
+#include "runtime/base/rng.h"
+#include "runtime/plan/planner_int.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+bool
+mt_plan_tier_is_dram(int t)
+{
+    return t == MT_TIER_DRAM_CPU || t == MT_TIER_DRAM_PCIE;
+}
+
+/* Storage class of a tier: 0 GPU, 1 DRAM, 2 NVMe. */
+int
+mt_plan_tier_storage(int t)
+{
+    return t == MT_TIER_GPU ? 0 : mt_plan_tier_is_dram(t) ? 1 : 2;
+}
+
+/* Where NVMe experts are computed: on the GPU (via PCIe) in prefill when it can, else the CPU. */
+bool
+mt_plan_nvme_on_gpu(const struct mt_plan_problem *pb)
+{
+    return pb->batch > 1 && pb->rate[MT_SRC_PCIE] > 0 && pb->rate[MT_SRC_GPU_MEM] > 0;
+}
+
+void
+mt_plan_tiers_feasible(const struct mt_plan_problem *pb, bool ok[T_])
+{
+    const double *r = pb->rate;
+
+    ok[MT_TIER_GPU] = r[MT_SRC_GPU_MEM] > 0;
+    ok[MT_TIER_DRAM_CPU] = r[MT_SRC_CPU_MEM] > 0;
+    ok[MT_TIER_DRAM_PCIE] = r[MT_SRC_PCIE] > 0 && r[MT_SRC_GPU_MEM] > 0;
+    ok[MT_TIER_NVME] = r[MT_SRC_DISK] > 0 && (mt_plan_nvme_on_gpu(pb) || r[MT_SRC_CPU_MEM] > 0);
+}
+
+static void
+add_load(double *v, int s, double amount, const double *rate)
+{
+    if (rate[s] > 0) {
+        v[s] += amount / rate[s];
+    }
+}
+
+/* Load vector (seconds per source) of one expert of activation probability p in tier t. */
+void
+mt_plan_expert_load(const struct mt_plan_problem *pb, double p, int t, double v[S_])
+{
+    double u = pb->batch <= 1 ? p : 1.0 - pow(1.0 - MT_MIN(p, 1.0), pb->batch);
+    double mem = u * pb->expert_bytes;
+    double fl = (pb->batch <= 1 ? 1 : pb->batch) * p * pb->expert_flops;
+    const double *r = pb->rate;
+    bool gpu_compute = false;
+
+    for (int s = 0; s < S_; s++) {
+        v[s] = 0.0;
+    }
+    switch (t) {
+    case MT_TIER_GPU:
+        gpu_compute = true;
+        break;
+    case MT_TIER_DRAM_CPU:
+        add_load(v, MT_SRC_CPU_MEM, mem, r);
+        add_load(v, MT_SRC_CPU_FLOP, fl, r);
+        break;
+    case MT_TIER_DRAM_PCIE:
+        add_load(v, MT_SRC_PCIE, mem, r);
+        gpu_compute = true;
+        break;
+    case MT_TIER_NVME:
+        add_load(v, MT_SRC_DISK, mem, r);
+        if (mt_plan_nvme_on_gpu(pb)) {
+            add_load(v, MT_SRC_PCIE, mem, r);
+            gpu_compute = true;
+        } else {
+            add_load(v, MT_SRC_CPU_MEM, mem, r);
+            add_load(v, MT_SRC_CPU_FLOP, fl, r);
+        }
+        break;
+    }
+    if (gpu_compute) {
+        add_load(v, MT_SRC_GPU_MEM, mem, r);
+        add_load(v, MT_SRC_GPU_FLOP, fl, r);
+    }
+}
+
+double
+mt_plan_row_max(const double *row)
+{
+    double m = row[0];
+    for (int s = 1; s < S_; s++) {
+        m = MT_MAX(m, row[s]);
+    }
+    return m;
+}
+
+int
+mt_plan_slots(double capacity, double expert_bytes)
+{
+    double n;
+
+    if (capacity <= 0 || expert_bytes <= 0) {
+        return 0;
+    }
+    n = floor(capacity / expert_bytes + 1e-9);
+    return n > INT32_MAX ? INT32_MAX : (int)n;
+}
+
+mt_status_t
+mt_plan_problem_check(const struct mt_plan_problem *pb)
+{
+    if (pb == NULL || pb->prob == NULL || pb->n_layers <= 0 || pb->n_experts <= 0 ||
+        !(pb->expert_bytes > 0) || pb->batch < 1) {
+        return mt_fail(MT_ERR_INVAL, 0, "planner: empty or malformed problem");
+    }
+    for (size_t i = 0; i < (size_t)pb->n_layers * (size_t)pb->n_experts; i++) {
+        if (!(pb->prob[i] >= 0.0 && pb->prob[i] <= 1.0)) {
+            return mt_fail(MT_ERR_INVAL, 0, "planner: activation probability %g is not in [0, 1]",
+                           pb->prob[i]);
+        }
+    }
+    return MT_OK;
+}
+
+mt_status_t
+mt_plan_problem_evaluate(const struct mt_plan_problem *pb, const uint8_t *tiers,
+                         double *seconds_out, double *src_s, double *limit_s)
+{
+    bool ok[T_];
+    int used_g = 0;
+    int used_d = 0;
+    double total = 0.0;
+    mt_status_t st;
+
+    st = mt_plan_problem_check(pb);
+    if (st != MT_OK) {
+        return st;
+    }
+    mt_plan_tiers_feasible(pb, ok);
+    if (src_s != NULL) {
+        memset(src_s, 0, S_ * sizeof(*src_s));
+    }
+    if (limit_s != NULL) {
+        memset(limit_s, 0, S_ * sizeof(*limit_s));
+    }
+    for (int l = 0; l < pb->n_layers; l++) {
+        double row[S_] = {0};
+        double v[S_];
+        double worst = 0.0;
+        int arg = 0;
+
+        for (int e = 0; e < pb->n_experts; e++) {
+            size_t i = (size_t)l * (size_t)pb->n_experts + (size_t)e;
+            int t = tiers[i];
+            if (t >= T_ || !ok[t]) {
+                return mt_fail(MT_ERR_INVAL, 0,
+                               "planner: expert %d of layer %d has tier %d, impossible here", e, l,
+                               t);
+            }
+            used_g += t == MT_TIER_GPU;
+            used_d += mt_plan_tier_is_dram(t);
+            mt_plan_expert_load(pb, pb->prob[i], t, v);
+            for (int s = 0; s < S_; s++) {
+                row[s] += v[s];
+            }
+        }
+        for (int s = 0; s < S_; s++) {
+            if (row[s] > worst) {
+                worst = row[s];
+                arg = s;
+            }
+            if (src_s != NULL) {
+                src_s[s] += row[s];
+            }
+        }
+        if (limit_s != NULL) {
+            limit_s[arg] += worst;
+        }
+        total += worst;
+    }
+    if (used_g > mt_plan_slots(pb->gpu_capacity, pb->expert_bytes)) {
+        return mt_fail(MT_ERR_INVAL, 0, "planner: %d GPU experts exceed the GPU budget of %d",
+                       used_g, mt_plan_slots(pb->gpu_capacity, pb->expert_bytes));
+    }
+    if (used_d > mt_plan_slots(pb->dram_capacity, pb->expert_bytes)) {
+        return mt_fail(MT_ERR_INVAL, 0, "planner: %d DRAM experts exceed the DRAM budget of %d",
+                       used_d, mt_plan_slots(pb->dram_capacity, pb->expert_bytes));
+    }
+    *seconds_out = total;
+    return MT_OK;
+}
+
+
+/* ---- sampled tokens ------------------------------------------------------------------------- */
+
+static void
+add_row(double *row, const double *v)
+{
+    for (int s = 0; s < S_; s++) {
+        row[s] += v[s];
+    }
+}
+
+mt_status_t
+mt_plan_problem_sample(const struct mt_plan_problem *pb, const uint8_t *tiers, int n_samples,
+                       double *seconds_out)
+{
+    struct mt_plan_problem one;
+    double check;
+    double *use = NULL; /* (L, E, S_) load of one use of each expert */
+    int *perm = NULL;
+    struct mt_rng rs;
+
+    mt_rng_init(&rs, 0x9E3779B97F4A7C15ull);
+    double total = 0.0;
+    int L;
+    int E;
+    mt_status_t st;
+
+    st = mt_plan_problem_evaluate(pb, tiers, &check, NULL, NULL);
+    if (st != MT_OK) {
+        return st;
+    }
+    if (n_samples < 1) {
+        return mt_fail(MT_ERR_INVAL, 0, "planner: %d samples requested", n_samples);
+    }
+    L = pb->n_layers;
+    E = pb->n_experts;
+    one = *pb;
+    one.batch = 1;
+    use = malloc((size_t)L * E * S_ * sizeof(*use));
+    perm = malloc((size_t)E * sizeof(*perm));
+    if (use == NULL || perm == NULL) {
+        st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate planner sampling state");
+        goto out_free;
+    }
+    for (size_t i = 0; i < (size_t)L * E; i++) {
+        mt_plan_expert_load(&one, 1.0, tiers[i], use + i * S_);
+    }
+    for (int l = 0; l < L; l++) {
+        const double *pl = pb->prob + (size_t)l * E;
+        const double *ul = use + (size_t)l * E * S_;
+        double sum = 0.0;
+        bool uniform = true;
+        for (int e = 0; e < E; e++) {
+            sum += pl[e];
+            uniform = uniform && pl[e] == pl[0];
+        }
+        int k = (int)floor(sum + 0.5);
+        bool systematic = k >= 1 && fabs(sum - k) < 1e-6 * MT_MAX(1.0, sum);
+        double layer_total = 0.0;
+        for (int e = 0; e < E; e++) {
+            perm[e] = e;
+        }
+        for (int n = 0; n < n_samples; n++) {
+            double row[S_] = {0};
+            if (systematic && uniform) {
+                /* Equal probabilities: a uniformly random k-subset (partial Fisher-Yates). */
+                for (int i = 0; i < k; i++) {
+                    int j = i + (int)mt_rng_below(&rs, (uint64_t)(E - i));
+                    int tmp = perm[i];
+                    perm[i] = perm[j];
+                    perm[j] = tmp;
+                    add_row(row, ul + (size_t)perm[i] * S_);
+                }
+            } else if (systematic) {
+                /* Madow's systematic sampling over a random order: expert e is picked with
+                 * probability pl[e] exactly, and k experts are picked in all. */
+                for (int e = E - 1; e > 0; e--) {
+                    int j = (int)mt_rng_below(&rs, (uint64_t)(e + 1));
+                    int tmp = perm[e];
+                    perm[e] = perm[j];
+                    perm[j] = tmp;
+                }
+                double next = mt_rng_uniform(&rs);
+                double acc = 0.0;
+                for (int i = 0; i < E; i++) {
+                    acc += pl[perm[i]];
+                    if (acc > next) {
+                        add_row(row, ul + (size_t)perm[i] * S_);
+                        next += 1.0;
+                    }
+                }
+            } else {
+                for (int e = 0; e < E; e++) {
+                    double u = mt_rng_uniform(&rs);
+                    if (u < pl[e]) {
+                        add_row(row, ul + (size_t)e * S_);
+                    }
+                }
+            }
+            layer_total += mt_plan_row_max(row);
+        }
+        total += layer_total / n_samples;
+    }
+    *seconds_out = total;
+out_free:
+    free(perm);
+    free(use);
+    return st;
+}

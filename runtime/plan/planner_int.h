@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * planner_int.h - what the planner's three files share (internal to runtime/plan/).
+ *
+ * planner_cost.c is the cost model: the load vector of an expert in a tier, the time of a
+ * placement (expected load, or sampled tokens). planner_search.c finds a placement that makes that
+ * time small. planner.c builds a plan for a real model and hardware from both. The helpers below
+ * are the cost model's, used by the search too.
+ */
+#ifndef MT_PLANNER_INT_H
+#define MT_PLANNER_INT_H
+
+#include "runtime/plan/planner.h"
+
+#include <stdbool.h>
+
+#define T_ MT_TIER_COUNT
+#define S_ MT_SRC_COUNT
+
+/* Whether tier t stores its expert in DRAM (computed by the CPU, or copied over PCIe). */
+bool mt_plan_tier_is_dram(int t);
+
+/* Storage class of a tier: 0 GPU, 1 DRAM, 2 NVMe. */
+int mt_plan_tier_storage(int t);
+
+/* Whether NVMe experts are computed on the GPU (prefill with PCIe and a GPU), else the CPU. */
+bool mt_plan_nvme_on_gpu(const struct mt_plan_problem *pb);
+
+/* Which tiers the problem's rates allow. */
+void mt_plan_tiers_feasible(const struct mt_plan_problem *pb, bool ok[T_]);
+
+/* Load vector (seconds per source) of one expert of activation probability p in tier t. */
+void mt_plan_expert_load(const struct mt_plan_problem *pb, double p, int t, double v[S_]);
+
+/* The time of a layer: the largest of its per-source seconds. */
+double mt_plan_row_max(const double *row);
+
+/* How many experts of expert_bytes fit in capacity bytes. */
+int mt_plan_slots(double capacity, double expert_bytes);
+
+/* MT_ERR_INVAL "planner: empty or malformed problem" or a probability outside [0, 1]. */
+mt_status_t mt_plan_problem_check(const struct mt_plan_problem *pb);
+
+#endif /* MT_PLANNER_INT_H */

@@ -1,0 +1,111 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# test_synth_cli.sh - `moetier synth` never loses a user's files (issue 9, findings 1 and 2).
+# A --force run whose tokenizer directory is missing, or whose writes fail halfway, leaves the
+# checkpoint it would replace byte for byte; a successful --force run leaves exactly the new
+# checkpoint (no stale shard of the old one, no staging directory). A directory that another
+# process holds locked is refused before anything is written into it, and two synth runs racing
+# into one new directory end with one winner, one clear failure and the winner's checkpoint intact.
+. "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
+make_tmp synth
+
+# sums DIR: the sha256 of every entry (dot files included), sorted by name
+sums() {
+    (cd "$1" && ls -A | LC_ALL=C sort | while read -r f; do
+        if [ -f "$f" ]; then sha256sum "$f"; else echo "not a file: $f"; fi
+    done)
+}
+
+echo "1..12"
+"$bin" synth -q -o "$tmp/x" --preset tiny --layers 2 --seed 1 >/dev/null 2>&1 ||
+    bail_out "synth --preset tiny failed"
+"$bin" synth -q -o "$tmp/ref" --preset tiny --layers 2 --seed 1 >/dev/null 2>&1 ||
+    bail_out "synth --preset tiny failed"
+sums "$tmp/x" >"$tmp/x.sum"
+
+# 1. --force with a missing tokenizer directory: refused before anything is touched.
+err=$("$bin" synth -q -o "$tmp/x" --preset small --force --tokenizer-dir "$tmp/nonexistent" \
+      2>&1 >/dev/null)
+rc=$?
+[ "$rc" -eq 1 ]
+ok $? "synth --force with a missing --tokenizer-dir exits 1 (got $rc)"
+printf '%s\n' "$err" | grep -q "cannot open tokenizer file '$tmp/nonexistent/tokenizer.json'"
+ok $? "... naming the tokenizer file: $err"
+sums "$tmp/x" | cmp -s - "$tmp/x.sum"
+ok $? "... and the old checkpoint is left byte for byte (config, shards, index, tokenizer)"
+
+# A --force run that fails halfway (a 1 MB file size limit stands in for a full disk).
+(ulimit -f 1024 && trap '' XFSZ && "$bin" synth -q -o "$tmp/x" --preset tiny --seed 9 --force) \
+    >/dev/null 2>&1
+rc=$?
+[ "$rc" -ne 0 ] && sums "$tmp/x" | cmp -s - "$tmp/x.sum"
+ok $? "synth --force failing halfway (EFBIG) keeps the old checkpoint intact (rc $rc)"
+
+# A successful --force with another shard count: exactly the new files, nothing of the old.
+"$bin" synth -q -o "$tmp/x" --preset tiny --seed 3 --force >/dev/null 2>&1 &&
+    "$bin" synth -q -o "$tmp/y" --preset tiny --seed 3 >/dev/null 2>&1
+ok $? "synth --force over an existing checkpoint succeeds"
+sums "$tmp/y" >"$tmp/y.sum"
+sums "$tmp/x" | cmp -s - "$tmp/y.sum"
+ok $? "... and leaves exactly the new checkpoint (no old file, no staging directory)"
+
+# 2. A directory another process holds locked.
+mkdir "$tmp/held"
+flock "$tmp/held" sleep 5 &
+holder=$!
+sleep 0.5
+err=$("$bin" synth -q -o "$tmp/held" --preset tiny --layers 2 2>&1 >/dev/null)
+rc=$?
+[ "$rc" -eq 1 ] && printf '%s\n' "$err" | grep -q "is in use by another moetier synth"
+ok $? "synth into a directory another synth holds fails clearly (rc $rc): $err"
+[ -z "$(ls -A "$tmp/held")" ]
+ok $? "... without writing into it"
+kill "$holder" 2>/dev/null
+wait "$holder" 2>/dev/null
+
+# Two runs racing into one new directory, a few times: one winner, one clear failure, and the
+# winner's checkpoint intact.
+sums "$tmp/ref" >"$tmp/ref.sum"
+races_ok=0
+msgs_ok=0
+trials=4
+i=0
+while [ $i -lt $trials ]; do
+    d="$tmp/race$i"
+    "$bin" synth -q -o "$d" --preset tiny --layers 2 --seed 1 >/dev/null 2>"$tmp/a.err" &
+    a=$!
+    "$bin" synth -q -o "$d" --preset tiny --layers 2 --seed 1 >/dev/null 2>"$tmp/b.err" &
+    b=$!
+    wait $a
+    ra=$?
+    wait $b
+    rb=$?
+    if [ $((ra + rb)) -eq 1 ] && sums "$d" | cmp -s - "$tmp/ref.sum"; then
+        races_ok=$((races_ok + 1))
+    else
+        echo "# trial $i: exit codes $ra and $rb"
+    fi
+    if grep -q "in use by another moetier synth\|is not empty" "$tmp/a.err" "$tmp/b.err"; then
+        msgs_ok=$((msgs_ok + 1))
+    fi
+    i=$((i + 1))
+done
+[ $races_ok -eq $trials ]
+ok $? "two racing synth runs: one wins, one fails, the winner's checkpoint intact ($races_ok/$trials)"
+[ $msgs_ok -eq $trials ]
+ok $? "... and the loser says why (in use, or not empty) ($msgs_ok/$trials)"
+
+# 6. stdout write errors: the summary line to a full device is an error, not exit 0.
+if [ -w /dev/full ]; then
+    "$bin" synth -q -o "$tmp/full" --preset tiny --layers 2 >/dev/full 2>"$tmp/full.err"
+    rc=$?
+    [ "$rc" -eq 1 ] && grep -q 'cannot write to stdout' "$tmp/full.err"
+    ok $? "synth >/dev/full exits 1 with a message (rc $rc)"
+    "$bin" synth -n -o "$tmp/full2" --preset tiny >/dev/full 2>/dev/null
+    rc=$?
+    [ "$rc" -eq 1 ]
+    ok $? "synth --dry-run >/dev/full exits 1 (rc $rc)"
+else
+    bail_out "/dev/full is not writable"
+fi
+tap_exit
