@@ -28,6 +28,24 @@ mt_fp8x4_decode(uint32_t v, __half2 *lo, __half2 *hi)
     *hi = *reinterpret_cast<__half2 *>(&h);
 }
 
+/*
+ * e4m3 byte j of v -> fp32 with the value * 2^-120, by integer moves alone: the byte's 7 low bits
+ * land in the fp32 exponent's low 4 bits and the mantissa's top 3 (bias 127 instead of 7, and an
+ * e4m3 subnormal becomes an fp32 subnormal with the same factor). Three integer instructions and
+ * no conversion unit, so it balances mt_fp8x4_decode, whose half -> float conversions run on a
+ * quarter-rate pipe.
+ */
+template <int J>
+static __device__ __forceinline__ float
+mt_fp8_to_f32_scaled(uint32_t v)
+{
+    int32_t t = (int32_t)__byte_perm(v, 0, (J << 12) | 0x0444); /* byte J at bits 24-31 */
+
+    return __uint_as_float((uint32_t)(t >> 4) & 0x87ffffffu);
+}
+
+#define MT_FP8_F32_SCALE 0x1p120f /* what mt_fp8_to_f32_scaled's values are short of */
+
 /* Two e4m3 bytes (b0 in bits 0-7, b1 in bits 8-15) -> half2 (b0, b1) * 2^-8. */
 static __device__ __forceinline__ uint32_t
 mt_fp8x2_to_half2_bits(uint32_t v)

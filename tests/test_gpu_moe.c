@@ -124,8 +124,17 @@ check_moe(int hidden, int inter, int n_exp, int n_tok, int k)
         tap_ok(false, "%s: launch failed: %s", name, mt_last_error());
     } else {
         gt_get(got, a.y, (size_t)n_tok * hidden * sizeof(float));
-        mt_test_allclose(name, got, want, (size_t)n_tok * hidden, 2e-5f * sqrtf((float)inter),
-                         2e-4f);
+        /* the outputs are small sums of large terms (random FP8 spans 2^-9..448), so fp32
+         * rounding in gate/up is amplified through down: judge by the normalized squared error
+         * (ggml's NMSE) instead of per element; a wrong expert, scale or token gives ~1 */
+        double se = 0.0;
+        double sw = 0.0;
+        for (size_t i = 0; i < (size_t)n_tok * hidden; i++) {
+            double d = (double)got[i] - want[i];
+            se += d * d;
+            sw += (double)want[i] * want[i];
+        }
+        tap_ok(sw > 0.0 && se / sw < 1e-6, "%s: NMSE %.3g < 1e-6", name, sw > 0.0 ? se / sw : 1.0);
     }
     for (int e = 0; e < n_exp; e++) {
         for (int m = 0; m < 3; m++) {
