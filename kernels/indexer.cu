@@ -97,6 +97,24 @@ mt_gpu_index_scores(const float *q, const float *w, int n_heads, int dim, const 
                                       rows r and r+1 in different banks */
 #define FP8_BLOCKS_PER_SM 6
 
+#define FP8_LOADS (FP8_TILE * FP8_DIM / 16 / (FP8_WARPS * 32)) /* 16-byte loads a thread */
+
+/* This thread's FP8_LOADS 16-byte pieces of the tile of keys key0.. (zeros past n_keys). */
+static __device__ __forceinline__ void
+load_tile(const uint8_t *__restrict__ k8, int64_t n_keys, int64_t key0, uint4 (&pre)[FP8_LOADS])
+{
+#pragma unroll
+    for (int j = 0; j < FP8_LOADS; j++) {
+        int c = threadIdx.x + j * FP8_WARPS * 32;
+        int r = c / (FP8_DIM / 16);
+        int cc = c % (FP8_DIM / 16);
+        pre[j] = make_uint4(0, 0, 0, 0);
+        if (key0 + r < n_keys) {
+            pre[j] = __ldcs(reinterpret_cast<const uint4 *>(k8 + (key0 + r) * FP8_DIM) + cc);
+        }
+    }
+}
+
 static __device__ __forceinline__ void
 mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
 {
@@ -142,19 +160,23 @@ index_scores_fp8_kernel(const uint8_t *__restrict__ q8, const float *__restrict_
                        (MT_FP8_DECODE_SCALE * MT_FP8_DECODE_SCALE);
         }
     }
+    /* the next tile is loaded into registers while this one is computed from shared memory */
+    uint4 pre[FP8_LOADS];
+    load_tile(k8, n_keys, (int64_t)blockIdx.x * FP8_TILE, pre);
     for (int64_t tb = blockIdx.x; tb < n_tiles; tb += gridDim.x) {
         int64_t key0 = tb * FP8_TILE;
         __syncthreads(); /* the previous tile is consumed */
-        for (int c = threadIdx.x; c < FP8_TILE * (FP8_DIM / 16); c += FP8_WARPS * 32) {
+#pragma unroll
+        for (int j = 0; j < FP8_LOADS; j++) {
+            int c = threadIdx.x + j * FP8_WARPS * 32;
             int r = c / (FP8_DIM / 16);
             int cc = c % (FP8_DIM / 16);
-            uint4 v = make_uint4(0, 0, 0, 0);
-            if (key0 + r < n_keys) {
-                v = __ldcs(reinterpret_cast<const uint4 *>(k8 + (key0 + r) * FP8_DIM) + cc);
-            }
-            *reinterpret_cast<uint4 *>(tile + r * FP8_ROW + cc * 16) = v;
+            *reinterpret_cast<uint4 *>(tile + r * FP8_ROW + cc * 16) = pre[j];
         }
         __syncthreads();
+        if (tb + gridDim.x < n_tiles) {
+            load_tile(k8, n_keys, (tb + gridDim.x) * FP8_TILE, pre);
+        }
         for (int mt = 0; mt < FP8_TILE / 16; mt++) {
             float c[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
             for (int half = 0; half < 2; half++) {
