@@ -262,7 +262,8 @@ mt_gpu_mla_decode(const float *q_lat, const float *q_pe, int n_heads, int kv_ran
     if (kv_rank != MLA_RANK || rope != MLA_ROPE || n_heads < MLA_HEADS ||
         n_heads % MLA_HEADS != 0 || n_idx < 0 ||
         (cache_dtype != MT_DTYPE_BF16 && cache_dtype != MT_DTYPE_F32) || q_lat == NULL ||
-        q_pe == NULL || o_lat == NULL || work == NULL || (n_idx > 0 && (lat == NULL || kpe == NULL)) ||
+        q_pe == NULL || o_lat == NULL || work == NULL ||
+        (n_idx > 0 && (lat == NULL || kpe == NULL)) ||
         ((uintptr_t)lat | (uintptr_t)kpe) % 16 != 0) {
         return mt_fail(MT_ERR_INVAL, 0,
                        "gpu mla decode: %d heads, rank %d + rope %d, %s cache, %d positions "

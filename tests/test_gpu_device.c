@@ -59,7 +59,8 @@ main(void)
     tap_ok(mt_gpu_linear(&w, x, 1, x, NULL) == MT_ERR_INVAL,
            "FP8 linear with 100 columns (not a multiple of 16) is MT_ERR_INVAL");
     w.cols = 128;
-    tap_ok(mt_gpu_linear(&w, x, 9, x, NULL) == MT_ERR_INVAL, "linear with 9 tokens is MT_ERR_INVAL");
+    tap_ok(mt_gpu_linear(&w, x, 9, x, NULL) == MT_ERR_INVAL,
+           "linear with 9 tokens is MT_ERR_INVAL");
     tap_ok(mt_gpu_index_scores_fp8((const uint8_t *)x, x, 32, 128, (const uint8_t *)x, x, 10, x,
                                    NULL) == MT_ERR_INVAL,
            "FP8 index scores with 32 heads is MT_ERR_INVAL");

@@ -118,15 +118,17 @@ check_moe(int hidden, int inter, int n_exp, int n_tok, int k)
         .work = gt_alloc(mt_gpu_moe_work_bytes(n_pairs, inter, hidden)),
     };
     mt_status_t st = mt_gpu_moe_experts(&a, NULL);
-    snprintf(name, sizeof(name), "experts %d x %d, %d tokens x top-%d of %d (%d groups, <= %d a group)",
-             inter, hidden, n_tok, k, n_exp, n_groups, max_group);
+    snprintf(name, sizeof(name),
+             "experts %d x %d, %d tokens x top-%d of %d (%d groups, <= %d a group)", inter, hidden,
+             n_tok, k, n_exp, n_groups, max_group);
     if (st != MT_OK) {
         tap_ok(false, "%s: launch failed: %s", name, mt_last_error());
     } else {
         gt_get(got, a.y, (size_t)n_tok * hidden * sizeof(float));
         /* the outputs are small sums of large terms (random FP8 spans 2^-9..448), so fp32
          * rounding in gate/up is amplified through down: judge by the normalized squared error
-         * (ggml's NMSE) instead of per element; a wrong expert, scale or token gives ~1 */
+         * (ggml's NMSE) instead of per element; a wrong expert, scale or token gives ~1;
+         * the H200 measured 7e-13 */
         double se = 0.0;
         double sw = 0.0;
         for (size_t i = 0; i < (size_t)n_tok * hidden; i++) {
@@ -134,7 +136,8 @@ check_moe(int hidden, int inter, int n_exp, int n_tok, int k)
             se += d * d;
             sw += (double)want[i] * want[i];
         }
-        tap_ok(sw > 0.0 && se / sw < 1e-6, "%s: NMSE %.3g < 1e-6", name, sw > 0.0 ? se / sw : 1.0);
+        tap_ok(sw > 0.0 && se / sw < 1e-9, "%s: NMSE %.3g < 1e-9", name,
+               sw > 0.0 ? se / sw : 1.0);
     }
     for (int e = 0; e < n_exp; e++) {
         for (int m = 0; m < 3; m++) {
