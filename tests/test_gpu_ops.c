@@ -200,10 +200,12 @@ test_router(const struct mt_cpu_router_params *cp, int n_tok, int kind)
             lg[i] = NAN;
         }
     }
+    void *work = gt_malloc(mt_cpu_router_work_bytes(cp));
     for (int t = 0; t < n_tok; t++) {
-        mt_cpu_router(lg + (size_t)t * E, kind == 1 ? NULL : bias, cp, want_ids + (size_t)t * K,
-                      want_w + (size_t)t * K);
+        mt_cpu_router(lg + (size_t)t * E, kind == 1 ? NULL : bias, cp, work,
+                      want_ids + (size_t)t * K, want_w + (size_t)t * K);
     }
+    free(work);
     mt_gpu_arena_reset(gt_arena);
     float *d_lg = gt_put(lg, (size_t)n_tok * E * sizeof(float));
     float *d_b = gt_put(bias, (size_t)E * sizeof(float));
