@@ -10,7 +10,8 @@
  * fp32 (common.cuh); one fp32 FMA per weight and token, and the 128x128 block scale applied once
  * per 16 weights. Measured on the H200 (bench/results/kernels-h200.md): BF16 streams at 94% of
  * HBM read, FP8 at 34-57% for matrices of 16 MB or more (all-half2 decoding: 32-55%), so FP8 is
- * still bound by the work per byte, not by memory; see the results file for what to try next.
+ * still bound by the work per byte, not by memory. A one-token tensor-core version (mma.sync,
+ * x as f16 hi + lo columns) measured slower still (32-53%); see the results file.
  * Tokens share the weights in registers, so 8 tokens cost the bytes of one.
  */
 #ifndef MT_KERNELS_GEMV_CORE_CUH

@@ -78,11 +78,11 @@ main(void)
     check_linear(MT_DTYPE_F8_E4M3, 37, 144, 3);
     check_linear(MT_DTYPE_F8_E4M3, 129, 272, 8);
     check_linear(MT_DTYPE_F8_E4M3, 301, 1040, 5);
-    /* one token with whole 128-column blocks takes the tensor-core path: odd row counts too */
+    /* one token over whole 128-column blocks, odd row counts */
     check_linear(MT_DTYPE_F8_E4M3, 1, 128, 1);
     check_linear(MT_DTYPE_F8_E4M3, 37, 256, 1);
     check_linear(MT_DTYPE_F8_E4M3, 130, 640, 1);
-    check_linear(MT_DTYPE_F8_E4M3, 301, 1152, 2); /* two tokens: the SIMT path */
+    check_linear(MT_DTYPE_F8_E4M3, 301, 1152, 2);
     check_linear(MT_DTYPE_BF16, 1, 8, 1);
     check_linear(MT_DTYPE_BF16, 77, 200, 2);
     check_linear(MT_DTYPE_BF16, 1001, 1032, 7);
