@@ -9,3 +9,9 @@ bench_bench_experts_LDADD = $(MT_LIBS) $(MT_SYSLIBS)
 noinst_PROGRAMS += bench/bench_cpu_experts
 bench_bench_cpu_experts_LDADD = $(MT_LIBS) $(MT_SYSLIBS)
 EXTRA_DIST += bench/serve_load.sh
+if MT_HAVE_CUDA
+noinst_PROGRAMS += bench/bench_kernels
+bench_bench_kernels_LDADD = $(MT_LIBS) $(MT_SYSLIBS)
+else
+EXTRA_DIST += bench/bench_kernels.c
+endif

@@ -1,9 +1,12 @@
 # kernels/: CUDA kernels behind one C header, kernels/kernels.h.
-EXTRA_DIST += kernels/kernels.h kernels/cuda_check.cuh
+EXTRA_DIST += kernels/kernels.h kernels/cuda_check.cuh kernels/ops.h kernels/common.cuh \
+	kernels/gemv_core.cuh
 KERNEL_SOURCES = kernels/device.cu
 KERNEL_SOURCES += kernels/bench.cu
 KERNEL_SOURCES += kernels/host_copy.cu
 EXTRA_DIST += kernels/host_copy.h
+KERNEL_SOURCES += kernels/arena.cu kernels/gemv.cu kernels/elementwise.cu kernels/router.cu \
+	kernels/indexer.cu kernels/topk.cu kernels/mla.cu kernels/moe.cu
 EXTRA_DIST += $(KERNEL_SOURCES)
 if MT_HAVE_CUDA
 noinst_LIBRARIES += kernels/libmtkernels.a

@@ -11,22 +11,37 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Why the last mt_gpu_device_count found no device ("" when it found some). */
+static char no_device_reason[256];
+
+extern "C" const char *
+mt_gpu_device_none_reason(void)
+{
+    return no_device_reason;
+}
+
 extern "C" mt_status_t
 mt_gpu_device_count(int *count_out)
 {
     int n = 0;
     cudaError_t err = cudaGetDeviceCount(&n);
 
-    /* No driver or no device is a normal state on build machines, not an error. */
+    *count_out = 0;
+    no_device_reason[0] = '\0';
+    /* No driver or no device is a normal state on build machines: 0 devices, with the reason
+     * kept for whoever wants to say why. Anything else is a real failure, reported as such. */
     if (err == cudaErrorNoDevice || err == cudaErrorInsufficientDriver) {
         cudaGetLastError();
-        *count_out = 0;
+        snprintf(no_device_reason, sizeof(no_device_reason), "%s", cudaGetErrorString(err));
         return MT_OK;
     }
     if (err != cudaSuccess) {
         cudaGetLastError();
-        *count_out = 0;
-        return MT_OK;
+        snprintf(no_device_reason, sizeof(no_device_reason), "%s", cudaGetErrorString(err));
+        return mt_fail(MT_ERR_CUDA, 0, "cannot count CUDA devices: %s", cudaGetErrorString(err));
+    }
+    if (n == 0) {
+        snprintf(no_device_reason, sizeof(no_device_reason), "the driver reports no device");
     }
     *count_out = n;
     return MT_OK;
@@ -49,6 +64,7 @@ mt_gpu_device_info(int dev, struct mt_gpu_info *info_out)
     info.sm_minor = p.minor;
     info.multiprocessors = p.multiProcessorCount;
     info.total_mem = p.totalGlobalMem;
+    info.l2_bytes = (size_t)p.l2CacheSize;
     st = MT_CUDA(cudaSetDevice(dev));
     if (st != MT_OK) {
         return st;

@@ -26,6 +26,7 @@ struct mt_gpu_info {
     int multiprocessors;
     int driver_version;  /* e.g. 13000 for 13.0 */
     int runtime_version;
+    size_t l2_bytes;     /* L2 cache size */
 };
 
 /* One bandwidth benchmark (kernels/bench.cu): median and p90 of the timed repetitions. */
@@ -45,9 +46,14 @@ enum mt_gpu_copy_dir {
 
 /*
  * Number of usable CUDA devices in *count_out. A machine without a driver or a GPU is not an
- * error: it gives 0 and MT_OK.
+ * error: it gives 0 and MT_OK, and mt_gpu_device_none_reason() says which it was. Any other
+ * failure of the CUDA runtime (a driver/runtime mismatch, devices busy or unavailable, a failed
+ * initialization) gives 0 and MT_ERR_CUDA with CUDA's reason in the message.
  */
 mt_status_t mt_gpu_device_count(int *count_out);
+
+/* Why the last mt_gpu_device_count() found no device ("" when it found some). Static string. */
+const char *mt_gpu_device_none_reason(void);
 
 /* Properties of device dev. MT_ERR_CUDA when the device cannot be queried. */
 mt_status_t mt_gpu_device_info(int dev, struct mt_gpu_info *info_out);
@@ -82,6 +88,12 @@ mt_gpu_device_count(int *count_out)
 {
     *count_out = 0;
     return MT_OK;
+}
+
+static inline const char *
+mt_gpu_device_none_reason(void)
+{
+    return "moetier was built without CUDA";
 }
 
 static inline mt_status_t

@@ -99,3 +99,17 @@ check_PROGRAMS += tests/test_provider_stream
 tests_test_provider_stream_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_cpu_experts
 tests_test_cpu_experts_LDADD = $(MT_TEST_LIBS)
+# GPU kernels against the CPU reference (1..0 # SKIP without a device)
+EXTRA_DIST += tests/gpu_test.h
+check_PROGRAMS += tests/test_gpu_device
+tests_test_gpu_device_LDADD = $(MT_TEST_LIBS)
+check_PROGRAMS += tests/test_gpu_gemv
+tests_test_gpu_gemv_LDADD = $(MT_TEST_LIBS)
+check_PROGRAMS += tests/test_gpu_indexer
+tests_test_gpu_indexer_LDADD = $(MT_TEST_LIBS)
+check_PROGRAMS += tests/test_gpu_mla
+tests_test_gpu_mla_LDADD = $(MT_TEST_LIBS)
+check_PROGRAMS += tests/test_gpu_moe
+tests_test_gpu_moe_LDADD = $(MT_TEST_LIBS)
+check_PROGRAMS += tests/test_gpu_ops
+tests_test_gpu_ops_LDADD = $(MT_TEST_LIBS)

@@ -171,12 +171,13 @@ gpu_present(struct bench *b)
     struct mt_gpu_info info;
     int n = 0;
 
-    mt_gpu_device_count(&n);
+    mt_status_t st = mt_gpu_device_count(&n);
     if (n <= b->o.device) {
 #ifdef MT_HAVE_CUDA
-        snprintf(b->gpu_note, sizeof(b->gpu_note), "no CUDA device %d: gpu and pcie skipped",
-                 b->o.device);
+        snprintf(b->gpu_note, sizeof(b->gpu_note), "no CUDA device %d (%s): gpu and pcie skipped",
+                 b->o.device, st != MT_OK ? mt_last_error() : mt_gpu_device_none_reason());
 #else
+        (void)st;
         snprintf(b->gpu_note, sizeof(b->gpu_note), "built without CUDA: gpu and pcie skipped");
 #endif
         return 0;

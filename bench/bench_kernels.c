@@ -1,0 +1,556 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bench_kernels.c - times the decode kernels of kernels/ops.h against the HBM read bandwidth
+ * measured by the same program in the same run.
+ *
+ * The one idea: a decode kernel is judged by bytes it must move / time, as a fraction of what
+ * the memory can deliver, so each kernel runs over enough copies of its operands (together more
+ * than 4x the L2) that nothing is served from cache: one repetition is one launch per copy, back
+ * to back, between two CUDA events; the time per launch is reported (median and p90 of the
+ * repetitions). Correctness is tests/test_gpu_*.c's job (same entry points); here outputs are
+ * only checked to be finite.
+ *
+ * Usage: bench_kernels [--reps N] [--quick]   (--quick skips the 1.85 GB lm_head)
+ */
+#include <config.h>
+
+#include "kernels/kernels.h"
+#include "kernels/ops.h"
+#include "runtime/base/rng.h"
+
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MAX_COPIES 512
+
+static struct mt_gpu_arena *arena;
+static struct mt_rng rng;
+static size_t l2_bytes;
+static double hbm_gbps;
+static int reps = 30;
+
+static void
+die(const char *what)
+{
+    fprintf(stderr, "bench_kernels: %s: %s\n", what, mt_last_error());
+    exit(1);
+}
+
+static void *
+dalloc(size_t bytes)
+{
+    void *p = NULL;
+
+    if (mt_gpu_arena_alloc(arena, bytes, "benchmark operand", &p) != MT_OK) {
+        die("device memory");
+    }
+    return p;
+}
+
+/* Fill device bytes with a repeated random host pattern (fp8: no NaN bytes; f32: [-1, 1)). */
+enum fill_kind { FILL_FP8, FILL_BF16, FILL_F32, FILL_SCALE };
+
+static void
+dfill(void *d, size_t bytes, enum fill_kind kind)
+{
+    static unsigned char *pat[4];
+    const size_t PAT = 16u << 20;
+
+    if (pat[kind] == NULL) {
+        pat[kind] = malloc(PAT);
+        if (pat[kind] == NULL) {
+            fprintf(stderr, "bench_kernels: out of host memory\n");
+            exit(1);
+        }
+        for (size_t i = 0; i < PAT / 4; i++) {
+            uint32_t r = (uint32_t)mt_rng_next(&rng);
+            float f = (float)(r >> 8) * (2.0f / 16777216.0f) - 1.0f;
+            uint32_t u;
+            switch (kind) {
+            case FILL_FP8:
+                for (int j = 0; j < 4; j++) {
+                    unsigned char b = (unsigned char)(r >> (8 * j));
+                    pat[kind][4 * i + j] = (b & 0x7f) == 0x7f ? b ^ 1 : b;
+                }
+                break;
+            case FILL_BF16:
+                memcpy(&u, &f, 4);
+                ((uint16_t *)pat[kind])[2 * i] = (uint16_t)(u >> 16);
+                ((uint16_t *)pat[kind])[2 * i + 1] = (uint16_t)((u >> 16) ^ 0x8000);
+                break;
+            case FILL_F32:
+                ((float *)pat[kind])[i] = f;
+                break;
+            case FILL_SCALE:
+                ((float *)pat[kind])[i] = (1.5f + 0.5f * f) / 448.0f;
+                break;
+            }
+        }
+    }
+    for (size_t off = 0; off < bytes; off += PAT) {
+        size_t n = bytes - off < PAT ? bytes - off : PAT;
+        if (mt_gpu_copy_to_device((char *)d + off, pat[kind], n) != MT_OK) {
+            die("fill");
+        }
+    }
+}
+
+/* How many copies of `bytes` make more than 4x the L2 (at least 1). */
+static int
+n_copies(size_t bytes)
+{
+    size_t want = 4 * l2_bytes + 1;
+    size_t n = (want + bytes - 1) / bytes;
+
+    return (int)(n < 1 ? 1 : n > MAX_COPIES ? MAX_COPIES : n);
+}
+
+static int
+cmp_f(const void *a, const void *b)
+{
+    float x = *(const float *)a;
+    float y = *(const float *)b;
+
+    return (x > y) - (x < y);
+}
+
+typedef mt_status_t (*launch_fn)(void *ctx, int copy);
+
+/* Median and p90 ms per launch over `reps` repetitions of one launch per copy. */
+static void
+time_kernel(launch_fn fn, void *ctx, int copies, double *med, double *p90)
+{
+    cudaEvent_t e0;
+    cudaEvent_t e1;
+    float ms[256];
+    int n = reps > 256 ? 256 : reps;
+
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    for (int c = 0; c < copies; c++) { /* warm-up, and the first launch of each copy */
+        if (fn(ctx, c) != MT_OK) {
+            die("launch");
+        }
+    }
+    if (mt_gpu_stream_sync(NULL) != MT_OK) {
+        die("warm-up");
+    }
+    for (int r = 0; r < n; r++) {
+        cudaEventRecord(e0, NULL);
+        for (int c = 0; c < copies; c++) {
+            fn(ctx, c);
+        }
+        cudaEventRecord(e1, NULL);
+        cudaEventSynchronize(e1);
+        cudaEventElapsedTime(&ms[r], e0, e1);
+        ms[r] /= (float)copies;
+    }
+    if (mt_gpu_stream_sync(NULL) != MT_OK) {
+        die("timed runs");
+    }
+    qsort(ms, (size_t)n, sizeof(float), cmp_f);
+    *med = n % 2 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]);
+    *p90 = ms[(int)(0.9 * (n - 1) + 0.5)];
+    cudaEventDestroy(e1);
+    cudaEventDestroy(e0);
+}
+
+static void
+report(const char *kernel, const char *shape, double med, double p90, double bytes, double flops,
+       const char *note)
+{
+    double gbps = bytes / (med * 1e-3) * 1e-9;
+
+    printf("%-22s %-26s %9.4f %9.4f %8.1f %6.1f%% %8.2f  %s\n", kernel, shape, med, p90, gbps,
+           100.0 * gbps / hbm_gbps, flops / (med * 1e-3) * 1e-12, note);
+    fflush(stdout);
+}
+
+static bool
+finite_out(const float *d, size_t n)
+{
+    float *h = malloc(n * sizeof(float));
+    bool ok = h != NULL;
+
+    if (ok && mt_gpu_copy_to_host(h, d, n * sizeof(float)) != MT_OK) {
+        die("copy back");
+    }
+    for (size_t i = 0; ok && i < n; i++) {
+        ok = isfinite(h[i]);
+    }
+    free(h);
+    return ok;
+}
+
+/* ---- GEMV ---------------------------------------------------------------------------------- */
+
+struct gemv_ctx {
+    struct mt_gpu_weight w[MAX_COPIES];
+    float *x;
+    float *y;
+    int n_tok;
+};
+
+static mt_status_t
+gemv_run(void *ctx, int c)
+{
+    struct gemv_ctx *g = ctx;
+
+    return mt_gpu_linear(&g->w[c], g->x, g->n_tok, g->y, NULL);
+}
+
+static void
+bench_gemv(enum mt_dtype dt, int64_t rows, int64_t cols, int n_tok)
+{
+    static struct gemv_ctx g;
+    bool fp8 = dt == MT_DTYPE_F8_E4M3;
+    size_t wb = (size_t)rows * cols * (fp8 ? 1 : 2);
+    size_t sb = fp8 ? (size_t)MT_CEIL_DIV(rows, 128) * MT_CEIL_DIV(cols, 128) * 4 : 0;
+    int copies = n_copies(wb + sb);
+    double med;
+    double p90;
+    char shape[64];
+
+    mt_gpu_arena_reset(arena);
+    for (int c = 0; c < copies; c++) {
+        g.w[c] = (struct mt_gpu_weight){dt, dalloc(wb), fp8 ? dalloc(sb) : NULL, rows, cols};
+        dfill((void *)g.w[c].data, wb, fp8 ? FILL_FP8 : FILL_BF16);
+        if (fp8) {
+            dfill((void *)g.w[c].scale, sb, FILL_SCALE);
+        }
+    }
+    g.x = dalloc((size_t)n_tok * cols * 4);
+    g.y = dalloc((size_t)n_tok * rows * 4);
+    g.n_tok = n_tok;
+    dfill(g.x, (size_t)n_tok * cols * 4, FILL_F32);
+    time_kernel(gemv_run, &g, copies, &med, &p90);
+    snprintf(shape, sizeof(shape), "%lldx%lld t%d", (long long)rows, (long long)cols, n_tok);
+    report(fp8 ? "gemv_fp8" : "gemv_bf16", shape, med, p90,
+           (double)wb + sb + 4.0 * n_tok * (cols + rows), 2.0 * rows * cols * n_tok,
+           finite_out(g.y, (size_t)n_tok * rows) ? (wb >= (16u << 20) ? ">=16MB" : "<16MB")
+                                                 : "NON-FINITE OUTPUT");
+}
+
+/* ---- routed experts ------------------------------------------------------------------------ */
+
+struct moe_ctx {
+    struct mt_gpu_moe_args a[MAX_COPIES];
+};
+
+static mt_status_t
+moe_run(void *ctx, int c)
+{
+    struct moe_ctx *m = ctx;
+
+    return mt_gpu_moe_experts(&m->a[c], NULL);
+}
+
+static void
+bench_moe(int n_exp, int n_tok)
+{
+    static struct moe_ctx m;
+    const int H = 7168;
+    const int I = 2048;
+    size_t wb = (size_t)H * I;
+    size_t sb = (size_t)16 * 56 * 4;
+    size_t per = (size_t)n_exp * 3 * (wb + sb);
+    int copies = n_copies(per);
+    int32_t gs[33];
+    int32_t tok[256];
+    float pw[256];
+    double med;
+    double p90;
+    char shape[64];
+
+    mt_gpu_arena_reset(arena);
+    /* every token routes to all n_exp experts (decode: 1 token, 8 experts) */
+    for (int e = 0; e <= n_exp; e++) {
+        gs[e] = e * n_tok;
+    }
+    for (int p = 0; p < n_exp * n_tok; p++) {
+        tok[p] = p % n_tok;
+        pw[p] = 0.125f;
+    }
+    int32_t *d_gs = dalloc(sizeof(gs));
+    int32_t *d_tok = dalloc(sizeof(tok));
+    float *d_pw = dalloc(sizeof(pw));
+    float *x = dalloc((size_t)n_tok * H * 4);
+    float *y = dalloc((size_t)n_tok * H * 4);
+    void *work = dalloc(mt_gpu_moe_work_bytes(n_exp * n_tok, I, H));
+    if (mt_gpu_copy_to_device(d_gs, gs, sizeof(gs)) != MT_OK ||
+        mt_gpu_copy_to_device(d_tok, tok, sizeof(tok)) != MT_OK ||
+        mt_gpu_copy_to_device(d_pw, pw, sizeof(pw)) != MT_OK) {
+        die("copy");
+    }
+    dfill(x, (size_t)n_tok * H * 4, FILL_F32);
+    dfill(y, (size_t)n_tok * H * 4, FILL_F32);
+    for (int c = 0; c < copies; c++) {
+        struct mt_gpu_expert ex[32];
+        for (int e = 0; e < n_exp; e++) {
+            void *w3[3];
+            float *s3[3];
+            for (int k = 0; k < 3; k++) {
+                w3[k] = dalloc(wb);
+                s3[k] = dalloc(sb);
+                dfill(w3[k], wb, FILL_FP8);
+                dfill(s3[k], sb, FILL_SCALE);
+            }
+            ex[e] = (struct mt_gpu_expert){w3[0], w3[1], w3[2], s3[0], s3[1], s3[2]};
+        }
+        struct mt_gpu_expert *d_ex = dalloc((size_t)n_exp * sizeof(ex[0]));
+        if (mt_gpu_copy_to_device(d_ex, ex, (size_t)n_exp * sizeof(ex[0])) != MT_OK) {
+            die("copy");
+        }
+        m.a[c] = (struct mt_gpu_moe_args){H, I, n_exp, n_exp * n_tok, n_tok, n_tok, d_ex, d_gs,
+                                          d_tok, d_pw, x, y, work};
+    }
+    time_kernel(moe_run, &m, copies, &med, &p90);
+    snprintf(shape, sizeof(shape), "%d exp 2048x7168 t%d", n_exp, n_tok);
+    report("moe_experts", shape, med, p90, (double)per, 6.0 * H * I * n_exp * n_tok,
+           finite_out(y, (size_t)n_tok * H) ? "gate+up, down, sum" : "NON-FINITE OUTPUT");
+}
+
+/* ---- indexer and top-k ---------------------------------------------------------------------- */
+
+struct idx_ctx {
+    const uint8_t *q8;
+    const float *w;
+    const void *k[MAX_COPIES];
+    const float *ks[MAX_COPIES];
+    float *out[MAX_COPIES];
+    const float *q;
+    int64_t n;
+    bool fp8;
+};
+
+static mt_status_t
+idx_run(void *ctx, int c)
+{
+    struct idx_ctx *x = ctx;
+
+    if (x->fp8) {
+        return mt_gpu_index_scores_fp8(x->q8, x->w, 64, 128, x->k[c], x->ks[c], x->n, x->out[c],
+                                       NULL);
+    }
+    return mt_gpu_index_scores(x->q, x->w, 64, 128, x->k[c], x->n, 0.0884f, x->out[c], NULL);
+}
+
+struct topk_ctx {
+    float *s[MAX_COPIES];
+    int32_t *idx;
+    int64_t n;
+    int k;
+};
+
+static mt_status_t
+topk_run(void *ctx, int c)
+{
+    struct topk_ctx *t = ctx;
+
+    return mt_gpu_topk(t->s[c], t->n, 1, t->n, NULL, t->k, t->idx, NULL, NULL);
+}
+
+static void
+bench_indexer(int64_t n, bool fp8)
+{
+    static struct idx_ctx x;
+    static struct topk_ctx tk;
+    size_t kb = (size_t)n * (fp8 ? 128 + 4 : 128 * 4);
+    int copies = n_copies(kb);
+    double med;
+    double p90;
+    char shape[64];
+
+    mt_gpu_arena_reset(arena);
+    x.n = n;
+    x.fp8 = fp8;
+    x.q8 = dalloc(64 * 128);
+    x.q = dalloc(64 * 128 * 4);
+    x.w = dalloc(64 * 4);
+    dfill((void *)x.q8, 64 * 128, FILL_FP8);
+    dfill((void *)x.q, 64 * 128 * 4, FILL_F32);
+    dfill((void *)x.w, 64 * 4, FILL_SCALE);
+    for (int c = 0; c < copies; c++) {
+        x.k[c] = dalloc(fp8 ? (size_t)n * 128 : (size_t)n * 512);
+        dfill((void *)x.k[c], fp8 ? (size_t)n * 128 : (size_t)n * 512, fp8 ? FILL_FP8 : FILL_F32);
+        x.ks[c] = dalloc((size_t)n * 4);
+        dfill((void *)x.ks[c], (size_t)n * 4, FILL_SCALE);
+        x.out[c] = dalloc((size_t)n * 4);
+    }
+    time_kernel(idx_run, &x, copies, &med, &p90);
+    snprintf(shape, sizeof(shape), "64x128 vs %lld keys", (long long)n);
+    report(fp8 ? "index_scores_fp8" : "index_scores_exact", shape, med, p90,
+           (double)kb + 4.0 * n, 2.0 * 64 * 128 * n,
+           finite_out(x.out[0], (size_t)n) ? (fp8 ? "target >=70% hbm" : "fp32 CUDA cores")
+                                           : "NON-FINITE OUTPUT");
+    if (!fp8) {
+        return;
+    }
+    /* top-2048 over copies of these (realistic) scores */
+    int tc = n_copies((size_t)n * 4);
+    tk.n = n;
+    tk.k = 2048;
+    tk.idx = dalloc(2048 * 4);
+    for (int c = 0; c < tc; c++) {
+        tk.s[c] = dalloc((size_t)n * 4);
+        if (cudaMemcpy(tk.s[c], x.out[c % copies], (size_t)n * 4, cudaMemcpyDeviceToDevice) !=
+            cudaSuccess) {
+            die("copy scores");
+        }
+    }
+    time_kernel(topk_run, &tk, tc, &med, &p90);
+    snprintf(shape, sizeof(shape), "top-2048 of %lld fp8 scores", (long long)n);
+    report("topk", shape, med, p90, 4.0 * n + 2048 * 4, 0.0,
+           med * 1e3 <= 20.0 ? "target <=20us: met" : "target <=20us: MISSED");
+    /* the same over uniform random scores in [-1, 1) */
+    for (int c = 0; c < tc; c++) {
+        dfill(tk.s[c], (size_t)n * 4, FILL_F32);
+    }
+    time_kernel(topk_run, &tk, tc, &med, &p90);
+    snprintf(shape, sizeof(shape), "top-2048 of %lld uniform", (long long)n);
+    report("topk", shape, med, p90, 4.0 * n + 2048 * 4, 0.0,
+           med * 1e3 <= 20.0 ? "target <=20us: met" : "target <=20us: MISSED");
+}
+
+/* ---- sparse MLA decode ---------------------------------------------------------------------- */
+
+struct mla_ctx {
+    const void *lat[MAX_COPIES];
+    const void *kpe[MAX_COPIES];
+    const float *ql;
+    const float *qp;
+    const int32_t *idx;
+    void *work;
+    float *o;
+    int n_idx;
+    enum mt_dtype dt;
+};
+
+static mt_status_t
+mla_run(void *ctx, int c)
+{
+    struct mla_ctx *m = ctx;
+
+    return mt_gpu_mla_decode(m->ql, m->qp, 128, 512, 64, m->dt, m->lat[c], m->kpe[c], m->idx,
+                             m->n_idx, 0.1352338f, m->work, m->o, NULL);
+}
+
+static void
+bench_mla(enum mt_dtype dt, int n_idx, int n_cache)
+{
+    static struct mla_ctx m;
+    size_t es = dt == MT_DTYPE_BF16 ? 2 : 4;
+    size_t cache = (size_t)n_cache * 576 * es;
+    int copies = n_copies(cache);
+    int32_t *idx = malloc((size_t)n_idx * 4);
+    double med;
+    double p90;
+    char shape[64];
+
+    mt_gpu_arena_reset(arena);
+    m.dt = dt;
+    m.n_idx = n_idx;
+    for (int c = 0; c < copies; c++) {
+        m.lat[c] = dalloc((size_t)n_cache * 512 * es);
+        m.kpe[c] = dalloc((size_t)n_cache * 64 * es);
+        dfill((void *)m.lat[c], (size_t)n_cache * 512 * es, es == 2 ? FILL_BF16 : FILL_F32);
+        dfill((void *)m.kpe[c], (size_t)n_cache * 64 * es, es == 2 ? FILL_BF16 : FILL_F32);
+    }
+    for (int j = 0; j < n_idx; j++) {
+        idx[j] = (int32_t)(((int64_t)j * n_cache) / n_idx + mt_rng_below(&rng, n_cache / n_idx));
+    }
+    m.idx = dalloc((size_t)n_idx * 4);
+    if (mt_gpu_copy_to_device((void *)m.idx, idx, (size_t)n_idx * 4) != MT_OK) {
+        die("copy");
+    }
+    m.ql = dalloc(128 * 512 * 4);
+    m.qp = dalloc(128 * 64 * 4);
+    dfill((void *)m.ql, 128 * 512 * 4, FILL_F32);
+    dfill((void *)m.qp, 128 * 64 * 4, FILL_F32);
+    m.work = dalloc(mt_gpu_mla_work_bytes(128, n_idx));
+    m.o = dalloc(128 * 512 * 4);
+    time_kernel(mla_run, &m, copies, &med, &p90);
+    double bytes = (double)n_idx * 576 * es + 128.0 * 576 * 4 + 128.0 * 512 * 4 + n_idx * 4.0;
+    double flops = 2.0 * 128 * n_idx * (576 + 512);
+    char note[96];
+    snprintf(note, sizeof(note), "byte floor %.4f ms", bytes / (hbm_gbps * 1e9) * 1e3);
+    snprintf(shape, sizeof(shape), "%s 128h x %d of %d", es == 2 ? "bf16" : "fp32", n_idx,
+             n_cache);
+    report("mla_decode", shape, med, p90, bytes,
+           flops, finite_out(m.o, 128 * 512) ? note : "NON-FINITE OUTPUT");
+    free(idx);
+}
+
+int
+main(int argc, char **argv)
+{
+    static const int64_t shapes[][2] = {{1536, 7168},  {24576, 1536}, {576, 7168},
+                                        {32768, 512},  {7168, 16384}, {18432, 7168},
+                                        {7168, 18432}, {2048, 7168},  {7168, 2048}};
+    struct mt_gpu_info info;
+    struct mt_gpu_bench_timing hbm;
+    bool quick = false;
+    int n = 0;
+    char date[64];
+    time_t now = time(NULL);
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) {
+            reps = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--quick") == 0) {
+            quick = true;
+        } else {
+            fprintf(stderr, "usage: bench_kernels [--reps N] [--quick]\n");
+            return 2;
+        }
+    }
+    if (reps < 3) {
+        reps = 3;
+    }
+    mt_rng_init(&rng, 42);
+    if (mt_gpu_device_count(&n) != MT_OK || n == 0) {
+        fprintf(stderr, "bench_kernels: no CUDA device (%s)\n", mt_gpu_device_none_reason());
+        return 77;
+    }
+    if (mt_gpu_device_info(0, &info) != MT_OK || mt_gpu_bench_selftest(0) != MT_OK) {
+        die("device check");
+    }
+    l2_bytes = info.l2_bytes > 0 ? info.l2_bytes : 60u << 20;
+    if (mt_gpu_bench_hbm_read(0, (size_t)4 << 30, 20, &hbm) != MT_OK) {
+        die("hbm read");
+    }
+    hbm_gbps = hbm.gbps;
+    if (mt_gpu_arena_create(0, (size_t)6 << 30, 0, &arena) != MT_OK) {
+        die("arena");
+    }
+    strftime(date, sizeof(date), "%Y-%m-%d %H:%M UTC", gmtime(&now));
+    printf("# bench_kernels %s: %s, sm_%d%d, %d SMs, L2 %zu MiB, driver %d, runtime %d\n", date,
+           info.name, info.sm_major, info.sm_minor, info.multiprocessors, l2_bytes >> 20,
+           info.driver_version, info.runtime_version);
+    printf("# HBM read (same run, 4 GiB, 20 reps): %.1f GB/s median (p90 %.3f ms)\n", hbm.gbps,
+           hbm.p90_ms);
+    printf("# each kernel: %d reps of one launch per copy, copies > 4x L2; times per launch\n",
+           reps);
+    printf("%-22s %-26s %9s %9s %8s %7s %8s  %s\n", "kernel", "shape", "median_ms", "p90_ms",
+           "GB/s", "%hbm", "TFLOP/s", "note");
+    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+        bench_gemv(MT_DTYPE_F8_E4M3, shapes[i][0], shapes[i][1], 1);
+    }
+    bench_gemv(MT_DTYPE_F8_E4M3, 18432, 7168, 4);
+    bench_gemv(MT_DTYPE_F8_E4M3, 18432, 7168, 8);
+    if (!quick) {
+        bench_gemv(MT_DTYPE_BF16, 129280, 7168, 1);
+    }
+    bench_moe(8, 1);
+    bench_moe(8, 4);
+    bench_indexer(131072, true);
+    bench_indexer(131072, false);
+    bench_mla(MT_DTYPE_BF16, 2048, 65536);
+    bench_mla(MT_DTYPE_F32, 2048, 65536);
+    mt_gpu_arena_destroy(arena);
+    return 0;
+}

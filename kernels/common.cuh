@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * common.cuh - device helpers shared by the kernels: e4m3 and bf16 decoding in registers, warp
+ * reductions.
+ *
+ * The one idea of the e4m3 decoder: an e4m3fn byte b (sign, 4 exponent bits with bias 7, 3
+ * mantissa bits) shifted into an fp16 as sign<<15 | (b & 0x7f)<<7 is exactly b * 2^-8 (fp16 has
+ * bias 15 and subnormals below 2^-14 cover e4m3's), so four bytes become two half2 with a few
+ * integer operations on any sm_80+ GPU; the caller multiplies 2^8 back into the block scale.
+ * NaN bytes (0x7f, 0xff) decode to +-480 * 2^-8 instead of NaN.
+ */
+#ifndef MT_KERNELS_COMMON_CUH
+#define MT_KERNELS_COMMON_CUH
+
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#define MT_FP8_DECODE_SCALE 256.0f /* what mt_fp8x4_decode's values are short of */
+
+/* Four e4m3 bytes of v (byte i = element i) -> lo = (e0, e2), hi = (e1, e3) as half2, * 2^-8. */
+static __device__ __forceinline__ void
+mt_fp8x4_decode(uint32_t v, __half2 *lo, __half2 *hi)
+{
+    uint32_t l = ((v << 8) & 0x80008000u) | ((v & 0x007f007fu) << 7);
+    uint32_t h = (v & 0x80008000u) | ((v & 0x7f007f00u) >> 1);
+
+    *lo = *reinterpret_cast<__half2 *>(&l);
+    *hi = *reinterpret_cast<__half2 *>(&h);
+}
+
+/*
+ * e4m3 byte j of v -> fp32 with the value * 2^-120, by integer moves alone: the byte's 7 low bits
+ * land in the fp32 exponent's low 4 bits and the mantissa's top 3 (bias 127 instead of 7, and an
+ * e4m3 subnormal becomes an fp32 subnormal with the same factor). Three integer instructions and
+ * no conversion instruction, to share the decoding between pipes with mt_fp8x4_decode. Products
+ * with tiny activations may fall into fp32 subnormals; their absolute error (2^-150 * 2^120 of the
+ * weight's unit) is far below the sums they join.
+ */
+template <int J>
+static __device__ __forceinline__ float
+mt_fp8_to_f32_scaled(uint32_t v)
+{
+    int32_t t = (int32_t)__byte_perm(v, 0, (J << 12) | 0x0444); /* byte J at bits 24-31 */
+
+    return __uint_as_float((uint32_t)(t >> 4) & 0x87ffffffu);
+}
+
+#define MT_FP8_F32_SCALE 0x1p120f /* what mt_fp8_to_f32_scaled's values are short of */
+
+/* Two e4m3 bytes (b0 in bits 0-7, b1 in bits 8-15) -> half2 (b0, b1) * 2^-8. */
+static __device__ __forceinline__ uint32_t
+mt_fp8x2_to_half2_bits(uint32_t v)
+{
+    uint32_t r = __byte_perm(v, 0, 0x1404); /* b0 -> bits 8-15, b1 -> bits 24-31 */
+
+    return (r & 0x80008000u) | ((r & 0x7f007f00u) >> 1);
+}
+
+/* The two bf16 of word v as floats: low half first. */
+static __device__ __forceinline__ float2
+mt_bf16x2_decode(uint32_t v)
+{
+    return make_float2(__uint_as_float(v << 16), __uint_as_float(v & 0xffff0000u));
+}
+
+static __device__ __forceinline__ float
+mt_warp_sum(float v)
+{
+    for (int o = 16; o > 0; o >>= 1) {
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    }
+    return v;
+}
+
+static __device__ __forceinline__ float
+mt_warp_max(float v)
+{
+    for (int o = 16; o > 0; o >>= 1) {
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    }
+    return v;
+}
+
+#endif /* MT_KERNELS_COMMON_CUH */

@@ -1,0 +1,251 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * elementwise.cu - RMSNorm, the indexer's LayerNorm, both RoPE layouts, SwiGLU, residual add and
+ * embedding rows: the small per-token operations between the GEMVs.
+ *
+ * The one idea: these move kilobytes, so their cost is the launch, not the bandwidth; they are
+ * written for exactness against cpu/ref_norm.c and cpu/ref_rope.c (sums of squares in double,
+ * RoPE angles as fp32 products with cos/sin in double) rather than for speed.
+ */
+#include <config.h>
+
+#include "kernels/ops.h"
+#include "kernels/common.cuh"
+#include "kernels/cuda_check.cuh"
+
+#include <math.h>
+
+#define NORM_THREADS 256
+#define EW_THREADS 256
+
+/* Sum of v over the block (NORM_THREADS threads), in double; every thread gets the total. */
+static __device__ double
+block_sum_d(double v)
+{
+    __shared__ double part[NORM_THREADS / 32];
+    __shared__ double total;
+
+    for (int o = 16; o > 0; o >>= 1) {
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    }
+    if ((threadIdx.x & 31) == 0) {
+        part[threadIdx.x / 32] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double s = 0.0;
+        for (int i = 0; i < NORM_THREADS / 32; i++) {
+            s += part[i];
+        }
+        total = s;
+    }
+    __syncthreads();
+    v = total;
+    __syncthreads(); /* part and total are reused by the next call */
+    return v;
+}
+
+/* One block per token row. */
+static __global__ void
+rmsnorm_kernel(const float *x, const float *__restrict__ w, int n, float eps, float *out)
+{
+    const float *xr = x + (int64_t)blockIdx.x * n;
+    float *o = out + (int64_t)blockIdx.x * n;
+    double ss = 0.0;
+
+    for (int i = threadIdx.x; i < n; i += NORM_THREADS) {
+        ss += (double)xr[i] * xr[i];
+    }
+    ss = block_sum_d(ss);
+    float r = (float)(1.0 / sqrt(ss / n + eps));
+    for (int i = threadIdx.x; i < n; i += NORM_THREADS) {
+        o[i] = xr[i] * r * w[i];
+    }
+}
+
+static __global__ void
+layernorm_kernel(const float *x, const float *__restrict__ w, const float *__restrict__ b, int n,
+                 float eps, float *out)
+{
+    const float *xr = x + (int64_t)blockIdx.x * n;
+    float *o = out + (int64_t)blockIdx.x * n;
+    double s = 0.0;
+    double var = 0.0;
+
+    for (int i = threadIdx.x; i < n; i += NORM_THREADS) {
+        s += xr[i];
+    }
+    double mean = block_sum_d(s) / n;
+    for (int i = threadIdx.x; i < n; i += NORM_THREADS) {
+        double d = xr[i] - mean;
+        var += d * d;
+    }
+    var = block_sum_d(var) / n;
+    float r = (float)(1.0 / sqrt(var + eps));
+    for (int i = threadIdx.x; i < n; i += NORM_THREADS) {
+        o[i] = (float)(xr[i] - mean) * r * w[i] + (b != NULL ? b[i] : 0.0f);
+    }
+}
+
+extern "C" mt_status_t
+mt_gpu_rmsnorm(const float *x, const float *w, int n_tok, int n, float eps, float *out,
+               struct CUstream_st *stream)
+{
+    if (n_tok < 1 || n < 1 || x == NULL || w == NULL || out == NULL) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu rmsnorm: %d rows of %d", n_tok, n);
+    }
+    rmsnorm_kernel<<<n_tok, NORM_THREADS, 0, stream>>>(x, w, n, eps, out);
+    return mt_cuda_launched("rmsnorm", stream);
+}
+
+extern "C" mt_status_t
+mt_gpu_layernorm(const float *x, const float *w, const float *b, int n_tok, int n, float eps,
+                 float *out, struct CUstream_st *stream)
+{
+    if (n_tok < 1 || n < 1 || x == NULL || w == NULL || out == NULL) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu layernorm: %d rows of %d", n_tok, n);
+    }
+    layernorm_kernel<<<n_tok, NORM_THREADS, 0, stream>>>(x, w, b, n, eps, out);
+    return mt_cuda_launched("layernorm", stream);
+}
+
+/* One thread per (token, head, frequency i). */
+template <bool INTERLEAVED>
+static __global__ void
+rope_kernel(float *x, int n_tok, int n_heads, int head_stride, int offset,
+            const float *__restrict__ freqs, int half, int64_t pos0)
+{
+    int64_t i = (int64_t)blockIdx.x * EW_THREADS + threadIdx.x;
+    int64_t n = (int64_t)n_tok * n_heads * half;
+
+    if (i >= n) {
+        return;
+    }
+    int f = (int)(i % half);
+    int64_t th = i / half; /* token * n_heads + head */
+    int64_t t = th / n_heads;
+    float *v = x + th * head_stride + offset;
+    float angle = (float)(pos0 + t) * freqs[f];
+    float c = (float)cos((double)angle);
+    float s = (float)sin((double)angle);
+    int ia = INTERLEAVED ? 2 * f : f;
+    int ib = INTERLEAVED ? 2 * f + 1 : f + half;
+    float a = v[ia];
+    float b = v[ib];
+
+    v[ia] = a * c - b * s;
+    v[ib] = b * c + a * s;
+}
+
+template <bool INTERLEAVED>
+static mt_status_t
+rope_launch(float *x, int n_tok, int n_heads, int head_stride, int offset, const float *freqs,
+            int half, int64_t pos0, cudaStream_t s)
+{
+    int64_t n = (int64_t)n_tok * n_heads * half;
+
+    if (n_tok < 1 || n_heads < 1 || half < 1 || offset < 0 || offset + 2 * half > head_stride ||
+        pos0 < 0 || x == NULL || freqs == NULL) {
+        return mt_fail(MT_ERR_INVAL, 0,
+                       "gpu rope: %d tokens x %d heads, dims %d..%d of %d, position %lld", n_tok,
+                       n_heads, offset, offset + 2 * half, head_stride, (long long)pos0);
+    }
+    rope_kernel<INTERLEAVED><<<(unsigned)MT_CEIL_DIV(n, EW_THREADS), EW_THREADS, 0, s>>>(
+        x, n_tok, n_heads, head_stride, offset, freqs, half, pos0);
+    return mt_cuda_launched(INTERLEAVED ? "rope_interleaved" : "rope_half", s);
+}
+
+extern "C" mt_status_t
+mt_gpu_rope_interleaved(float *x, int n_tok, int n_heads, int head_stride, int offset,
+                        const float *freqs, int half, int64_t pos0, struct CUstream_st *stream)
+{
+    return rope_launch<true>(x, n_tok, n_heads, head_stride, offset, freqs, half, pos0, stream);
+}
+
+extern "C" mt_status_t
+mt_gpu_rope_half(float *x, int n_tok, int n_heads, int head_stride, int offset,
+                 const float *freqs, int half, int64_t pos0, struct CUstream_st *stream)
+{
+    return rope_launch<false>(x, n_tok, n_heads, head_stride, offset, freqs, half, pos0, stream);
+}
+
+static __global__ void
+swiglu_kernel(const float *gate, const float *up, size_t n, float *out)
+{
+    size_t i = (size_t)blockIdx.x * EW_THREADS + threadIdx.x;
+
+    if (i >= n) {
+        return;
+    }
+    float g = gate[i];
+    out[i] = g / (1.0f + expf(-g)) * up[i];
+}
+
+extern "C" mt_status_t
+mt_gpu_swiglu(const float *gate, const float *up, size_t n, float *out, struct CUstream_st *stream)
+{
+    if (n == 0 || gate == NULL || up == NULL || out == NULL) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu swiglu: %zu values", n);
+    }
+    swiglu_kernel<<<(unsigned)MT_CEIL_DIV(n, (size_t)EW_THREADS), EW_THREADS, 0, stream>>>(
+        gate, up, n, out);
+    return mt_cuda_launched("swiglu", stream);
+}
+
+static __global__ void
+add_kernel(float *y, const float *x, size_t n)
+{
+    size_t i = (size_t)blockIdx.x * EW_THREADS + threadIdx.x;
+
+    if (i >= n) {
+        return;
+    }
+    y[i] += x[i];
+}
+
+extern "C" mt_status_t
+mt_gpu_add(float *y, const float *x, size_t n, struct CUstream_st *stream)
+{
+    if (n == 0 || y == NULL || x == NULL) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu add: %zu values", n);
+    }
+    add_kernel<<<(unsigned)MT_CEIL_DIV(n, (size_t)EW_THREADS), EW_THREADS, 0, stream>>>(y, x, n);
+    return mt_cuda_launched("add", stream);
+}
+
+/* One block per token. */
+template <bool BF16>
+static __global__ void
+embed_kernel(const void *table, int64_t vocab, int dim, const int32_t *ids, float *out)
+{
+    int32_t id = ids[blockIdx.x];
+    float *o = out + (int64_t)blockIdx.x * dim;
+
+    for (int i = threadIdx.x; i < dim; i += EW_THREADS) {
+        if (id < 0 || id >= vocab) {
+            o[i] = __int_as_float(0x7fc00000); /* NaN: an id the caller did not check */
+        } else if (BF16) {
+            uint16_t h = ((const uint16_t *)table)[(int64_t)id * dim + i];
+            o[i] = __uint_as_float((uint32_t)h << 16);
+        } else {
+            o[i] = ((const float *)table)[(int64_t)id * dim + i];
+        }
+    }
+}
+
+extern "C" mt_status_t
+mt_gpu_embed(const void *table, enum mt_dtype dtype, int64_t vocab, int dim, const int32_t *ids,
+             int n_tok, float *out, struct CUstream_st *stream)
+{
+    if ((dtype != MT_DTYPE_BF16 && dtype != MT_DTYPE_F32) || vocab < 1 || dim < 1 || n_tok < 1 ||
+        table == NULL || ids == NULL || out == NULL) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu embed: %s table %lld x %d, %d tokens",
+                       mt_dtype_name(dtype), (long long)vocab, dim, n_tok);
+    }
+    if (dtype == MT_DTYPE_BF16) {
+        embed_kernel<true><<<n_tok, EW_THREADS, 0, stream>>>(table, vocab, dim, ids, out);
+    } else {
+        embed_kernel<false><<<n_tok, EW_THREADS, 0, stream>>>(table, vocab, dim, ids, out);
+    }
+    return mt_cuda_launched("embed", stream);
+}

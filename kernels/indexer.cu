@@ -1,0 +1,250 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * indexer.cu - lightning indexer scores of one query against every cached index key: the exact
+ * fp32 mode and DeepSeek's FP8 mode (spec 2.4 step 8).
+ *
+ * The one idea of the FP8 kernel: 64 heads x 128 dims against N keys is a skinny matrix product
+ * (2 GFLOP for 128K keys, 17 MB of keys), so fp32 CUDA cores would need 30 us where the bytes need
+ * 4; it runs on tensor cores with mma.sync m16n8k16 (f16 in, f32 accumulate, sm_80 and newer).
+ * e4m3 -> f16 is exact (common.cuh), each f16 x f16 product is exact in fp32, so the result is
+ * the CPU's up to the order of fp32 additions. Keys are the A operand (16 keys per tile), the
+ * query the B operand (8 heads per tile, kept in registers); the k dimension is permuted the same
+ * way on both sides so that each lane reads whole 16-byte chunks of a key row.
+ */
+#include <config.h>
+
+#include "kernels/ops.h"
+#include "kernels/common.cuh"
+#include "kernels/cuda_check.cuh"
+
+#define EXACT_THREADS 128
+#define EXACT_MAX_HEADS 64
+#define EXACT_MAX_DIM 128
+
+/* One thread per key; the query in shared memory. */
+static __global__ void
+index_scores_exact_kernel(const float *__restrict__ q, const float *__restrict__ w, int n_heads,
+                          int dim, const float *__restrict__ k, int64_t n_keys, float scale,
+                          float *out)
+{
+    __shared__ float qs[EXACT_MAX_HEADS * EXACT_MAX_DIM];
+    __shared__ float ws[EXACT_MAX_HEADS];
+    int64_t s = (int64_t)blockIdx.x * EXACT_THREADS + threadIdx.x;
+    float d[EXACT_MAX_HEADS];
+
+    for (int i = threadIdx.x; i < n_heads * dim; i += EXACT_THREADS) {
+        qs[i] = q[i];
+    }
+    for (int i = threadIdx.x; i < n_heads; i += EXACT_THREADS) {
+        ws[i] = w[i];
+    }
+    __syncthreads();
+    if (s >= n_keys) {
+        return;
+    }
+#pragma unroll
+    for (int h = 0; h < EXACT_MAX_HEADS; h++) {
+        d[h] = 0.0f;
+    }
+    const float4 *kr = reinterpret_cast<const float4 *>(k + s * dim);
+    for (int j = 0; j < dim / 4; j++) {
+        float4 kv = __ldg(kr + j);
+#pragma unroll
+        for (int h = 0; h < EXACT_MAX_HEADS; h++) {
+            if (h < n_heads) {
+                const float *qh = qs + h * dim + 4 * j;
+                d[h] = fmaf(qh[0], kv.x, d[h]);
+                d[h] = fmaf(qh[1], kv.y, d[h]);
+                d[h] = fmaf(qh[2], kv.z, d[h]);
+                d[h] = fmaf(qh[3], kv.w, d[h]);
+            }
+        }
+    }
+    float acc = 0.0f;
+#pragma unroll
+    for (int h = 0; h < EXACT_MAX_HEADS; h++) {
+        if (h < n_heads) {
+            float v = d[h] * scale;
+            acc += ws[h] * (v > 0.0f ? v : 0.0f);
+        }
+    }
+    out[s] = acc;
+}
+
+extern "C" mt_status_t
+mt_gpu_index_scores(const float *q, const float *w, int n_heads, int dim, const float *k,
+                    int64_t n_keys, float scale, float *out, struct CUstream_st *stream)
+{
+    if (n_heads < 1 || n_heads > EXACT_MAX_HEADS || dim < 4 || dim > EXACT_MAX_DIM ||
+        dim % 4 != 0 || n_keys < 1 || q == NULL || w == NULL || k == NULL || out == NULL ||
+        (uintptr_t)k % 16 != 0) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu index scores: %d heads x %d dims, %lld keys",
+                       n_heads, dim, (long long)n_keys);
+    }
+    index_scores_exact_kernel<<<(unsigned)MT_CEIL_DIV(n_keys, (int64_t)EXACT_THREADS),
+                                EXACT_THREADS, 0, stream>>>(q, w, n_heads, dim, k, n_keys, scale,
+                                                            out);
+    return mt_cuda_launched("index_scores", stream);
+}
+
+/* ---- FP8 on tensor cores ------------------------------------------------------------------- */
+
+#define FP8_HEADS 64
+#define FP8_DIM 128
+#define FP8_WARPS 4                /* 16 heads each */
+#define FP8_TILE 64                /* keys per shared-memory tile: 4 m-tiles of 16 */
+#define FP8_ROW 192                /* smem bytes per key row: 128 + 64 keeps 16-byte reads of
+                                      rows r and r+1 in different banks */
+#define FP8_BLOCKS_PER_SM 6
+
+#define FP8_LOADS (FP8_TILE * FP8_DIM / 16 / (FP8_WARPS * 32)) /* 16-byte loads a thread */
+
+/* This thread's FP8_LOADS 16-byte pieces of the tile of keys key0.. (zeros past n_keys). */
+static __device__ __forceinline__ void
+load_tile(const uint8_t *__restrict__ k8, int64_t n_keys, int64_t key0, uint4 (&pre)[FP8_LOADS])
+{
+#pragma unroll
+    for (int j = 0; j < FP8_LOADS; j++) {
+        int c = threadIdx.x + j * FP8_WARPS * 32;
+        int r = c / (FP8_DIM / 16);
+        int cc = c % (FP8_DIM / 16);
+        pre[j] = make_uint4(0, 0, 0, 0);
+        if (key0 + r < n_keys) {
+            pre[j] = __ldcs(reinterpret_cast<const uint4 *>(k8 + (key0 + r) * FP8_DIM) + cc);
+        }
+    }
+}
+
+static __device__ __forceinline__ void
+mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/*
+ * k-step ks = 4 * half + i (8 steps over 128 dims) of lane (group g = lane / 4, t = lane % 4)
+ * covers the physical dims 64 * half + 16 * t + 4 * i + {0..3}: {0,1} are the fragment's logical
+ * k = 2t + {0,1}, {2,3} its k = 8 + 2t + {0,1}. A and B use the same map, so dots are unchanged.
+ */
+static __global__ void __launch_bounds__(FP8_WARPS * 32)
+index_scores_fp8_kernel(const uint8_t *__restrict__ q8, const float *__restrict__ w,
+                        const uint8_t *__restrict__ k8, const float *__restrict__ k_scale,
+                        int64_t n_keys, float *out)
+{
+    __shared__ __align__(16) uint8_t tile[FP8_TILE * FP8_ROW];
+    __shared__ float part[FP8_WARPS][FP8_TILE];
+    int warp = threadIdx.x / 32;
+    int lane = threadIdx.x & 31;
+    int g = lane >> 2;
+    int t = lane & 3;
+    uint32_t qb[2][8][2]; /* [n-tile][k-step][reg] */
+    float wl[2][2];       /* head weights of this lane's two C columns per n-tile, * 2^16 */
+    int64_t n_tiles = (n_keys + FP8_TILE - 1) / FP8_TILE;
+
+    for (int j = 0; j < 2; j++) {
+        int head = warp * 16 + j * 8 + g;
+        const uint4 *qr = reinterpret_cast<const uint4 *>(q8 + head * FP8_DIM);
+        for (int half = 0; half < 2; half++) {
+            uint4 v = __ldg(qr + 4 * half + t);
+            uint32_t words[4] = {v.x, v.y, v.z, v.w};
+            for (int i = 0; i < 4; i++) {
+                qb[j][4 * half + i][0] = mt_fp8x2_to_half2_bits(words[i]);
+                qb[j][4 * half + i][1] = mt_fp8x2_to_half2_bits(words[i] >> 16);
+            }
+        }
+        for (int c = 0; c < 2; c++) {
+            wl[j][c] = w[warp * 16 + j * 8 + 2 * t + c] *
+                       (MT_FP8_DECODE_SCALE * MT_FP8_DECODE_SCALE);
+        }
+    }
+    /* the next tile is loaded into registers while this one is computed from shared memory */
+    uint4 pre[FP8_LOADS];
+    load_tile(k8, n_keys, (int64_t)blockIdx.x * FP8_TILE, pre);
+    for (int64_t tb = blockIdx.x; tb < n_tiles; tb += gridDim.x) {
+        int64_t key0 = tb * FP8_TILE;
+        __syncthreads(); /* the previous tile is consumed */
+#pragma unroll
+        for (int j = 0; j < FP8_LOADS; j++) {
+            int c = threadIdx.x + j * FP8_WARPS * 32;
+            int r = c / (FP8_DIM / 16);
+            int cc = c % (FP8_DIM / 16);
+            *reinterpret_cast<uint4 *>(tile + r * FP8_ROW + cc * 16) = pre[j];
+        }
+        __syncthreads();
+        if (tb + gridDim.x < n_tiles) {
+            load_tile(k8, n_keys, (tb + gridDim.x) * FP8_TILE, pre);
+        }
+        for (int mt = 0; mt < FP8_TILE / 16; mt++) {
+            float c[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+            for (int half = 0; half < 2; half++) {
+                uint4 lo = *reinterpret_cast<const uint4 *>(tile + (mt * 16 + g) * FP8_ROW +
+                                                            64 * half + 16 * t);
+                uint4 hi = *reinterpret_cast<const uint4 *>(tile + (mt * 16 + g + 8) * FP8_ROW +
+                                                            64 * half + 16 * t);
+                uint32_t lw[4] = {lo.x, lo.y, lo.z, lo.w};
+                uint32_t hw[4] = {hi.x, hi.y, hi.z, hi.w};
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    uint32_t a[4];
+                    a[0] = mt_fp8x2_to_half2_bits(lw[i]);
+                    a[1] = mt_fp8x2_to_half2_bits(hw[i]);
+                    a[2] = mt_fp8x2_to_half2_bits(lw[i] >> 16);
+                    a[3] = mt_fp8x2_to_half2_bits(hw[i] >> 16);
+                    mma_16816(c[0], a, qb[0][4 * half + i][0], qb[0][4 * half + i][1]);
+                    mma_16816(c[1], a, qb[1][4 * half + i][0], qb[1][4 * half + i][1]);
+                }
+            }
+            /* c[j][0..1]: key g, heads 2t, 2t+1 of n-tile j; c[j][2..3]: key g + 8 */
+            float s0 = 0.0f;
+            float s1 = 0.0f;
+#pragma unroll
+            for (int j = 0; j < 2; j++) {
+                s0 += fmaxf(c[j][0], 0.0f) * wl[j][0] + fmaxf(c[j][1], 0.0f) * wl[j][1];
+                s1 += fmaxf(c[j][2], 0.0f) * wl[j][0] + fmaxf(c[j][3], 0.0f) * wl[j][1];
+            }
+            s0 += __shfl_xor_sync(0xffffffffu, s0, 1);
+            s0 += __shfl_xor_sync(0xffffffffu, s0, 2);
+            s1 += __shfl_xor_sync(0xffffffffu, s1, 1);
+            s1 += __shfl_xor_sync(0xffffffffu, s1, 2);
+            if (t == 0) {
+                part[warp][mt * 16 + g] = s0;
+                part[warp][mt * 16 + g + 8] = s1;
+            }
+        }
+        __syncthreads();
+        for (int r = threadIdx.x; r < FP8_TILE; r += FP8_WARPS * 32) {
+            int64_t key = key0 + r;
+            if (key < n_keys) {
+                float s = (part[0][r] + part[1][r]) + (part[2][r] + part[3][r]);
+                out[key] = s * k_scale[key];
+            }
+        }
+    }
+}
+
+extern "C" mt_status_t
+mt_gpu_index_scores_fp8(const uint8_t *q8, const float *w, int n_heads, int dim,
+                        const uint8_t *k8, const float *k_scale, int64_t n_keys, float *out,
+                        struct CUstream_st *stream)
+{
+    int dev = 0;
+    int sms = 0;
+
+    if (n_heads != FP8_HEADS || dim != FP8_DIM || n_keys < 1 || q8 == NULL || w == NULL ||
+        k8 == NULL || k_scale == NULL || out == NULL || ((uintptr_t)q8 | (uintptr_t)k8) % 16) {
+        return mt_fail(MT_ERR_INVAL, 0,
+                       "gpu fp8 index scores: %d heads x %d dims, %lld keys (needs 64 x 128, "
+                       "16-byte aligned)",
+                       n_heads, dim, (long long)n_keys);
+    }
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    int64_t tiles = MT_CEIL_DIV(n_keys, (int64_t)FP8_TILE);
+    unsigned blocks = (unsigned)MT_MIN(tiles, (int64_t)MT_MAX(sms, 1) * FP8_BLOCKS_PER_SM);
+    index_scores_fp8_kernel<<<blocks, FP8_WARPS * 32, 0, stream>>>(q8, w, k8, k_scale, n_keys,
+                                                                    out);
+    return mt_cuda_launched("index_scores_fp8", stream);
+}

@@ -1,0 +1,448 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ops.h - the decode-path CUDA kernels of DeepSeek-V3.2, behind C entry points: the device arena,
+ * GEMV over FP8 (128x128 block scales) and BF16 weights, norms, RoPE, SwiGLU, the router,
+ * embedding, the lightning indexer with its exact top-k, sparse MLA in absorbed form, and the
+ * grouped GEMV of GPU-resident routed experts.
+ *
+ * The one idea: every kernel computes what its CPU reference in cpu/ref_ops.h computes, in fp32
+ * with weights dequantized in registers, so tests/test_gpu_*.c compare them element by element.
+ * All pointers named d_* or documented "device" are device memory; every operation is enqueued on
+ * `stream` (NULL: the legacy default stream) and returns before it runs. Entry points validate
+ * shapes and alignment and return MT_ERR_INVAL before launching anything; MT_ERR_CUDA when the
+ * launch fails (with MT_DEBUG_SYNC=1 the stream is synchronized and asynchronous faults are
+ * reported by the kernel's name). Files: arena.cu, gemv.cu, elementwise.cu, router.cu,
+ * indexer.cu, topk.cu, mla.cu, moe.cu.
+ *
+ * Built only when configure found CUDA (MT_HAVE_CUDA); without it every entry point is an inline
+ * stub returning MT_ERR_UNSUPPORTED.
+ */
+#ifndef MT_KERNELS_OPS_H
+#define MT_KERNELS_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "runtime/base/dtype.h"
+#include "runtime/base/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* cudaStream_t is `struct CUstream_st *`; C callers need not include the CUDA headers. */
+struct CUstream_st;
+
+/* ---- device arena (arena.cu) --------------------------------------------------------------- */
+
+struct mt_gpu_arena;
+
+/*
+ * One cudaMalloc of `bytes` on device dev, sub-allocated by mt_gpu_arena_alloc and never grown.
+ * MT_ERR_NOMEM when bytes exceeds `budget` (the --gpu-mem limit; 0 = no limit) or the device
+ * cannot provide it; the message says how much was asked, the budget and what the device has free.
+ */
+mt_status_t mt_gpu_arena_create(int dev, size_t bytes, size_t budget,
+                                struct mt_gpu_arena **arena_out);
+
+/* Free the arena and everything placed in it. NULL is a no-op. */
+void mt_gpu_arena_destroy(struct mt_gpu_arena *arena);
+
+/*
+ * Place `bytes` (rounded up to 256) in the arena; *ptr_out is device memory valid until
+ * mt_gpu_arena_reset or destroy. `what` names the tensor for the error message. MT_ERR_NOMEM when
+ * it does not fit: the message names `what`, the arena's size and use, and the size the arena
+ * would need.
+ */
+mt_status_t mt_gpu_arena_alloc(struct mt_gpu_arena *arena, size_t bytes, const char *what,
+                               void **ptr_out);
+
+/* Forget every allocation (the memory stays reserved). */
+void mt_gpu_arena_reset(struct mt_gpu_arena *arena);
+
+/* Bytes placed so far (with alignment) and the arena's size. */
+size_t mt_gpu_arena_used(const struct mt_gpu_arena *arena);
+size_t mt_gpu_arena_size(const struct mt_gpu_arena *arena);
+
+/* Blocking copies host <-> device, and a stream synchronization, for loaders and tests. */
+mt_status_t mt_gpu_copy_to_device(void *d_dst, const void *src, size_t bytes);
+mt_status_t mt_gpu_copy_to_host(void *dst, const void *d_src, size_t bytes);
+mt_status_t mt_gpu_stream_sync(struct CUstream_st *stream);
+
+/* ---- GEMV (gemv.cu) ------------------------------------------------------------------------ */
+
+/* A device matrix W[rows, cols] as stored in the checkpoint: F8_E4M3 with fp32 block scales
+ * [ceil(rows/128), ceil(cols/128)] (multipliers, DeepSeek's weight_scale_inv), or BF16. */
+struct mt_gpu_weight {
+    enum mt_dtype dtype;
+    const void *data;   /* device, rows * cols elements, 16-byte aligned */
+    const float *scale; /* device, FP8 only */
+    int64_t rows;
+    int64_t cols;
+};
+
+#define MT_GPU_GEMV_MAX_TOK 8
+
+/*
+ * y[t, :] = W x[t, :] for t < n_tok (1..8): x [n_tok, cols], y [n_tok, rows], fp32, device,
+ * 16-byte aligned. Each weight byte is read once for all tokens. cols must be a multiple of 16
+ * (FP8) or 8 (BF16). FP8 bytes 0x7F/0xFF (NaN) are not supported (checkpoints hold none).
+ */
+mt_status_t mt_gpu_linear(const struct mt_gpu_weight *w, const float *x, int n_tok, float *y,
+                          struct CUstream_st *stream);
+
+/* ---- elementwise and norms (elementwise.cu) ------------------------------------------------ */
+
+/* out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w for n_tok rows of n (out may alias x). */
+mt_status_t mt_gpu_rmsnorm(const float *x, const float *w, int n_tok, int n, float eps,
+                           float *out, struct CUstream_st *stream);
+
+/* out[t] = (x[t] - mean) / sqrt(var + eps) * w + b (biased variance; b may be NULL). */
+mt_status_t mt_gpu_layernorm(const float *x, const float *w, const float *b, int n_tok, int n,
+                             float eps, float *out, struct CUstream_st *stream);
+
+/*
+ * RoPE in place on x [n_tok, n_heads, head_stride]: dims [offset, offset + 2*half) of every head
+ * rotated by the angles (pos0 + t) * freqs[i] (fp32 product; cos/sin in double, as the CPU
+ * reference). Interleaved pairs (2i, 2i+1) for MLA, halves (i, i+half) for the indexer.
+ */
+mt_status_t mt_gpu_rope_interleaved(float *x, int n_tok, int n_heads, int head_stride, int offset,
+                                    const float *freqs, int half, int64_t pos0,
+                                    struct CUstream_st *stream);
+mt_status_t mt_gpu_rope_half(float *x, int n_tok, int n_heads, int head_stride, int offset,
+                             const float *freqs, int half, int64_t pos0,
+                             struct CUstream_st *stream);
+
+/* out[i] = SiLU(gate[i]) * up[i] for i < n (out may alias either). */
+mt_status_t mt_gpu_swiglu(const float *gate, const float *up, size_t n, float *out,
+                          struct CUstream_st *stream);
+
+/* y[i] += x[i] for i < n. */
+mt_status_t mt_gpu_add(float *y, const float *x, size_t n, struct CUstream_st *stream);
+
+/* out[t, :] = table[ids[t], :] as fp32; table BF16 or F32 [vocab, dim]; ids (device) checked
+ * against vocab in the kernel (an id out of range gives a row of NaN). */
+mt_status_t mt_gpu_embed(const void *table, enum mt_dtype dtype, int64_t vocab, int dim,
+                         const int32_t *ids, int n_tok, float *out, struct CUstream_st *stream);
+
+/* ---- router (router.cu) -------------------------------------------------------------------- */
+
+struct mt_gpu_router_params {
+    int n_experts;   /* <= 1024 */
+    int n_group;     /* <= 32, divides n_experts */
+    int topk_group;
+    int k;           /* <= 32 */
+    bool norm_topk_prob;
+    float routed_scaling_factor;
+};
+
+/*
+ * The noaux_tc sigmoid router of cpu/ref_moe.c (mt_cpu_router), one token per row: logits
+ * [n_tok, n_experts], bias [n_experts] or NULL; ids_out [n_tok, k], w_out [n_tok, k] in
+ * decreasing order of the biased score, ties to the smaller id, identical selection rules.
+ */
+mt_status_t mt_gpu_router(const float *logits, const float *bias,
+                          const struct mt_gpu_router_params *p, int n_tok, int32_t *ids_out,
+                          float *w_out, struct CUstream_st *stream);
+
+/* ---- lightning indexer (indexer.cu, topk.cu) ---------------------------------------------- */
+
+/*
+ * Exact index scores of one query (mt_cpu_index_scores): out[s] = sum_h w[h] *
+ * ReLU(scale * q[h] . k[s]) for s < n_keys; q [n_heads, dim], w [n_heads], k [n_keys, dim] fp32.
+ * n_heads <= 64, dim <= 128 and a multiple of 4.
+ */
+mt_status_t mt_gpu_index_scores(const float *q, const float *w, int n_heads, int dim,
+                                const float *k, int64_t n_keys, float scale, float *out,
+                                struct CUstream_st *stream);
+
+/*
+ * FP8 index scores (mt_cpu_index_scores_fp8, DeepGEMM's fp8_mqa_logits): out[s] = k_scale[s] *
+ * sum_h ReLU(q8[h] . k8[s]) * w[h]; q8 [64, 128] and k8 [n_keys, 128] e4m3 bytes, w [64] with the
+ * q scales folded in. Tensor cores (mma.sync f16 -> f32, sm_80+): e4m3 -> f16 is exact and so is
+ * each product; only the order of the fp32 sums differs from the CPU. n_heads must be 64 and
+ * dim 128 (the V3.2 indexer); k8 16-byte aligned.
+ */
+mt_status_t mt_gpu_index_scores_fp8(const uint8_t *q8, const float *w, int n_heads, int dim,
+                                    const uint8_t *k8, const float *k_scale, int64_t n_keys,
+                                    float *out, struct CUstream_st *stream);
+
+/*
+ * Exact top-k of each of n_rows rows of scores (row r at scores + r * ld, lens[r] values, or n
+ * for every row when lens is NULL): the SAME set as mt_cpu_topk. The rule: larger score first;
+ * equal scores (with -0.0 == +0.0) go to the smaller index; NaN ranks below every number (NaNs
+ * among themselves by index). Radix select on the 64-bit key (ordered float bits, ~index), so
+ * there are no ties and the set is exact, never a truncated candidate list. idx_out [n_rows, k]:
+ * the chosen indices in no particular order; a row with len <= k returns all its len indices
+ * followed by -1. count_out [n_rows] (may be NULL) gets min(len, k). k <= 4096, n < 2^31.
+ */
+mt_status_t mt_gpu_topk(const float *scores, int64_t ld, int n_rows, int64_t n,
+                        const int32_t *lens, int k, int32_t *idx_out, int32_t *count_out,
+                        struct CUstream_st *stream);
+
+/* ---- sparse MLA decode (mla.cu) ------------------------------------------------------------ */
+
+/*
+ * Absorbed MLA of one query token (mt_cpu_mla_absorbed): for each head h, score_s = scale *
+ * (q_lat[h] . lat[s] + q_pe[h] . kpe[s]) over the positions s = idx[j] (j < n_idx; idx NULL
+ * means the dense causal set 0..n_idx-1), softmax in fp32, o_lat[h] = sum_s p_s lat[s].
+ * q_lat [n_heads, 512], q_pe [n_heads, 64], o_lat [n_heads, 512] fp32; the cache lat [*, 512] and
+ * kpe [*, 64] are BF16 (default) or F32 (exact mode), cache_dtype says which. n_heads a multiple
+ * of 16; kv_rank 512 and rope 64 (V3.2). idx entries < 0 are skipped (padding of a short top-k).
+ * work: device scratch of mt_gpu_mla_work_bytes(n_heads, n_idx) bytes.
+ */
+size_t mt_gpu_mla_work_bytes(int n_heads, int n_idx);
+mt_status_t mt_gpu_mla_decode(const float *q_lat, const float *q_pe, int n_heads, int kv_rank,
+                              int rope, enum mt_dtype cache_dtype, const void *lat,
+                              const void *kpe, const int32_t *idx, int n_idx, float scale,
+                              void *work, float *o_lat, struct CUstream_st *stream);
+
+/* ---- routed experts resident on the GPU (moe.cu) ------------------------------------------- */
+
+/* One expert's FP8 matrices (device): gate, up [inter, hidden], down [hidden, inter] + scales. */
+struct mt_gpu_expert {
+    const void *gate;
+    const void *up;
+    const void *down;
+    const float *gate_scale;
+    const float *up_scale;
+    const float *down_scale;
+};
+
+/*
+ * Grouped SwiGLU experts for a few tokens: y[t] += sum over pairs p of token t of
+ * w[p] * down_e(SiLU(gate_e x[t]) * up_e x[t]), e the expert of p's group. Pairs are grouped by
+ * expert: group g is expert experts[g] (a device array of n_groups structs) with the pairs
+ * group_start[g] .. group_start[g+1]-1 (device), each pair p naming pair_tok[p] and weighing
+ * pair_w[p] (device). Each expert's weights are read once for all its tokens; max_group_tok
+ * (1..8) bounds the pairs of any group. Sums over a token's pairs run in pair order
+ * (deterministic). work: mt_gpu_moe_work_bytes(n_pairs, inter, hidden) bytes of device scratch.
+ */
+struct mt_gpu_moe_args {
+    int hidden;
+    int inter;
+    int n_groups;
+    int n_pairs;
+    int max_group_tok;
+    int n_tok;
+    const struct mt_gpu_expert *experts; /* device [n_groups] */
+    const int32_t *group_start;          /* device [n_groups + 1] */
+    const int32_t *pair_tok;             /* device [n_pairs] */
+    const float *pair_w;                 /* device [n_pairs] */
+    const float *x;                      /* device [n_tok, hidden] */
+    float *y;                            /* device [n_tok, hidden], accumulated into */
+    void *work;
+};
+
+size_t mt_gpu_moe_work_bytes(int n_pairs, int inter, int hidden);
+mt_status_t mt_gpu_moe_experts(const struct mt_gpu_moe_args *a, struct CUstream_st *stream);
+
+#ifndef MT_HAVE_CUDA
+
+static inline mt_status_t
+mt_gpu_ops_unsupported_(void)
+{
+    return mt_fail(MT_ERR_UNSUPPORTED, 0, "moetier was built without CUDA (configure --with-cuda)");
+}
+
+static inline mt_status_t
+mt_gpu_arena_create(int dev, size_t bytes, size_t budget, struct mt_gpu_arena **arena_out)
+{
+    (void)dev, (void)bytes, (void)budget, (void)arena_out;
+    return mt_gpu_ops_unsupported_();
+}
+
+static inline void
+mt_gpu_arena_destroy(struct mt_gpu_arena *arena)
+{
+    (void)arena;
+}
+
+static inline mt_status_t
+mt_gpu_arena_alloc(struct mt_gpu_arena *arena, size_t bytes, const char *what, void **ptr_out)
+{
+    (void)arena, (void)bytes, (void)what, (void)ptr_out;
+    return mt_gpu_ops_unsupported_();
+}
+
+static inline void
+mt_gpu_arena_reset(struct mt_gpu_arena *arena)
+{
+    (void)arena;
+}
+
+static inline size_t
+mt_gpu_arena_used(const struct mt_gpu_arena *arena)
+{
+    (void)arena;
+    return 0;
+}
+
+static inline size_t
+mt_gpu_arena_size(const struct mt_gpu_arena *arena)
+{
+    (void)arena;
+    return 0;
+}
+
+static inline mt_status_t
+mt_gpu_copy_to_device(void *d_dst, const void *src, size_t bytes)
+{
+    (void)d_dst, (void)src, (void)bytes;
+    return mt_gpu_ops_unsupported_();
+}
+
+static inline mt_status_t
+mt_gpu_copy_to_host(void *dst, const void *d_src, size_t bytes)
+{
+    (void)dst, (void)d_src, (void)bytes;
+    return mt_gpu_ops_unsupported_();
+}
+
+static inline mt_status_t
+mt_gpu_stream_sync(struct CUstream_st *stream)
+{
+    (void)stream;
+    return mt_gpu_ops_unsupported_();
+}
+
+static inline mt_status_t
+mt_gpu_linear(const struct mt_gpu_weight *w, const float *x, int n_tok, float *y,
+              struct CUstream_st *stream)
+{
+    (void)w, (void)x, (void)n_tok, (void)y, (void)stream;
+    return mt_gpu_ops_unsupported_();
+}
+
+static inline mt_status_t
+mt_gpu_rmsnorm(const float *x, const float *w, int n_tok, int n, float eps, float *out,
+               struct CUstream_st *stream)
+{
+    (void)x, (void)w, (void)n_tok, (void)n, (void)eps, (void)out, (void)stream;
+    return mt_gpu_ops_unsupported_();
+}
+
+static inline mt_status_t
+mt_gpu_layernorm(const float *x, const float *w, const float *b, int n_tok, int n, float eps,
+                 float *out, struct CUstream_st *stream)
+{
+    (void)x, (void)w, (void)b, (void)n_tok, (void)n, (void)eps, (void)out, (void)stream;
+    return mt_gpu_ops_unsupported_();
+}
+
+static inline mt_status_t
+mt_gpu_rope_interleaved(float *x, int n_tok, int n_heads, int head_stride, int offset,
+                        const float *freqs, int half, int64_t pos0, struct CUstream_st *stream)
+{
+    (void)x, (void)n_tok, (void)n_heads, (void)head_stride, (void)offset, (void)freqs;
+    (void)half, (void)pos0, (void)stream;
+    return mt_gpu_ops_unsupported_();
+}
+
+static inline mt_status_t
+mt_gpu_rope_half(float *x, int n_tok, int n_heads, int head_stride, int offset,
+                 const float *freqs, int half, int64_t pos0, struct CUstream_st *stream)
+{
+    (void)x, (void)n_tok, (void)n_heads, (void)head_stride, (void)offset, (void)freqs;
+    (void)half, (void)pos0, (void)stream;
+    return mt_gpu_ops_unsupported_();
+}
+
+static inline mt_status_t
+mt_gpu_swiglu(const float *gate, const float *up, size_t n, float *out, struct CUstream_st *stream)
+{
+    (void)gate, (void)up, (void)n, (void)out, (void)stream;
+    return mt_gpu_ops_unsupported_();
+}
+
+static inline mt_status_t
+mt_gpu_add(float *y, const float *x, size_t n, struct CUstream_st *stream)
+{
+    (void)y, (void)x, (void)n, (void)stream;
+    return mt_gpu_ops_unsupported_();
+}
+
+static inline mt_status_t
+mt_gpu_embed(const void *table, enum mt_dtype dtype, int64_t vocab, int dim, const int32_t *ids,
+             int n_tok, float *out, struct CUstream_st *stream)
+{
+    (void)table, (void)dtype, (void)vocab, (void)dim, (void)ids, (void)n_tok, (void)out;
+    (void)stream;
+    return mt_gpu_ops_unsupported_();
+}
+
+static inline mt_status_t
+mt_gpu_router(const float *logits, const float *bias, const struct mt_gpu_router_params *p,
+              int n_tok, int32_t *ids_out, float *w_out, struct CUstream_st *stream)
+{
+    (void)logits, (void)bias, (void)p, (void)n_tok, (void)ids_out, (void)w_out, (void)stream;
+    return mt_gpu_ops_unsupported_();
+}
+
+static inline mt_status_t
+mt_gpu_index_scores(const float *q, const float *w, int n_heads, int dim, const float *k,
+                    int64_t n_keys, float scale, float *out, struct CUstream_st *stream)
+{
+    (void)q, (void)w, (void)n_heads, (void)dim, (void)k, (void)n_keys, (void)scale, (void)out;
+    (void)stream;
+    return mt_gpu_ops_unsupported_();
+}
+
+static inline mt_status_t
+mt_gpu_index_scores_fp8(const uint8_t *q8, const float *w, int n_heads, int dim,
+                        const uint8_t *k8, const float *k_scale, int64_t n_keys, float *out,
+                        struct CUstream_st *stream)
+{
+    (void)q8, (void)w, (void)n_heads, (void)dim, (void)k8, (void)k_scale, (void)n_keys;
+    (void)out, (void)stream;
+    return mt_gpu_ops_unsupported_();
+}
+
+static inline mt_status_t
+mt_gpu_topk(const float *scores, int64_t ld, int n_rows, int64_t n, const int32_t *lens, int k,
+            int32_t *idx_out, int32_t *count_out, struct CUstream_st *stream)
+{
+    (void)scores, (void)ld, (void)n_rows, (void)n, (void)lens, (void)k, (void)idx_out;
+    (void)count_out, (void)stream;
+    return mt_gpu_ops_unsupported_();
+}
+
+static inline size_t
+mt_gpu_mla_work_bytes(int n_heads, int n_idx)
+{
+    (void)n_heads, (void)n_idx;
+    return 0;
+}
+
+static inline mt_status_t
+mt_gpu_mla_decode(const float *q_lat, const float *q_pe, int n_heads, int kv_rank, int rope,
+                  enum mt_dtype cache_dtype, const void *lat, const void *kpe, const int32_t *idx,
+                  int n_idx, float scale, void *work, float *o_lat, struct CUstream_st *stream)
+{
+    (void)q_lat, (void)q_pe, (void)n_heads, (void)kv_rank, (void)rope, (void)cache_dtype;
+    (void)lat, (void)kpe, (void)idx, (void)n_idx, (void)scale, (void)work, (void)o_lat;
+    (void)stream;
+    return mt_gpu_ops_unsupported_();
+}
+
+static inline size_t
+mt_gpu_moe_work_bytes(int n_pairs, int inter, int hidden)
+{
+    (void)n_pairs, (void)inter, (void)hidden;
+    return 0;
+}
+
+static inline mt_status_t
+mt_gpu_moe_experts(const struct mt_gpu_moe_args *a, struct CUstream_st *stream)
+{
+    (void)a, (void)stream;
+    return mt_gpu_ops_unsupported_();
+}
+
+#endif /* !MT_HAVE_CUDA */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MT_KERNELS_OPS_H */

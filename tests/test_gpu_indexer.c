@@ -1,0 +1,200 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_gpu_indexer.c - the lightning indexer on the GPU against cpu/ref_indexer.c: exact fp32
+ * scores, FP8 scores (tensor cores), and the exact top-k, which must give the same SET as
+ * mt_cpu_topk: on random scores, on rows full of exact ties (all equal, four distinct values,
+ * +-0 and NaN), on rows shorter than k, and on several rows of different lengths at once.
+ */
+#include <config.h>
+
+#include "cpu/ref_ops.h"
+#include "tests/gpu_test.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+static int
+cmp_i32(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a;
+    int32_t y = *(const int32_t *)b;
+
+    return (x > y) - (x < y);
+}
+
+/* The GPU's top-k of each row equals mt_cpu_topk's as a set (and the count and -1 padding). */
+static void
+check_topk(const char *what, const float *scores, int64_t ld, int n_rows, int64_t n,
+           const int32_t *lens, int k)
+{
+    int32_t *got = gt_malloc((size_t)n_rows * k * sizeof(int32_t));
+    int32_t *cnt = gt_malloc((size_t)n_rows * sizeof(int32_t));
+    int32_t *want = gt_malloc((size_t)k * sizeof(int32_t));
+    int bad_rows = 0;
+    int first_bad = -1;
+
+    mt_gpu_arena_reset(gt_arena);
+    float *d_s = gt_put(scores, (size_t)((n_rows - 1) * ld + n) * sizeof(float));
+    int32_t *d_len = lens != NULL ? gt_put(lens, (size_t)n_rows * sizeof(int32_t)) : NULL;
+    int32_t *d_idx = gt_alloc((size_t)n_rows * k * sizeof(int32_t));
+    int32_t *d_cnt = gt_alloc((size_t)n_rows * sizeof(int32_t));
+    mt_status_t st = mt_gpu_topk(d_s, ld, n_rows, n, d_len, k, d_idx, d_cnt, NULL);
+    if (st != MT_OK) {
+        tap_ok(false, "top-%d %s: launch failed: %s", k, what, mt_last_error());
+        goto out;
+    }
+    gt_get(got, d_idx, (size_t)n_rows * k * sizeof(int32_t));
+    gt_get(cnt, d_cnt, (size_t)n_rows * sizeof(int32_t));
+    for (int r = 0; r < n_rows; r++) {
+        int64_t len = lens != NULL ? lens[r] : n;
+        int m = (int)MT_MIN(len, (int64_t)k);
+        int32_t *g = got + (size_t)r * k;
+        bool ok = cnt[r] == m;
+
+        if (mt_cpu_topk(scores + r * ld, len, m, want) != MT_OK) {
+            gt_bail("cpu top-k");
+        }
+        qsort(g, (size_t)m, sizeof(int32_t), cmp_i32);
+        qsort(want, (size_t)m, sizeof(int32_t), cmp_i32);
+        for (int i = 0; ok && i < m; i++) {
+            ok = g[i] == want[i];
+        }
+        for (int i = m; ok && i < k; i++) {
+            ok = g[i] == -1;
+        }
+        if (!ok) {
+            bad_rows++;
+            first_bad = first_bad < 0 ? r : first_bad;
+        }
+    }
+    tap_ok(bad_rows == 0, "top-%d %s: same set as mt_cpu_topk in every row (%d of %d differ)", k,
+           what, bad_rows, n_rows);
+    if (bad_rows > 0) {
+        tap_diag("first differing row %d", first_bad);
+    }
+out:
+    free(want);
+    free(cnt);
+    free(got);
+}
+
+static void
+test_topk(void)
+{
+    const int64_t N = 131072;
+    float *s = gt_malloc((size_t)N * 4 * sizeof(float));
+    int32_t lens[4] = {3000, 2048, 100, 5000};
+
+    gt_fill(s, N, -1.0f, 1.0f);
+    check_topk("of 131072 uniform scores", s, N, 1, N, NULL, 2048);
+    gt_fill(s, N, 0.0f, 1.0f);
+    check_topk("of 131072 scores in [0,1) (most share a few exponents)", s, N, 1, N, NULL, 2048);
+    for (int64_t i = 0; i < N; i++) {
+        s[i] = 0.5f;
+    }
+    check_topk("of 131072 equal scores (smallest indices win)", s, N, 1, N, NULL, 2048);
+    for (int64_t i = 0; i < N; i++) {
+        s[i] = (float)mt_rng_below(&gt_rng, 4);
+    }
+    check_topk("of 131072 scores in {0,1,2,3}", s, N, 1, N, NULL, 2048);
+    for (int64_t i = 0; i < N; i++) {
+        uint64_t r = mt_rng_below(&gt_rng, 8);
+        s[i] = r == 0 ? NAN : r == 1 ? -0.0f : r == 2 ? 0.0f : r == 3 ? -INFINITY : -1.0f;
+    }
+    check_topk("of 131072 scores of NaN, +-0, -inf and -1 (ties across the sign of zero)", s, N,
+               1, N, NULL, 2048);
+    for (int64_t i = 0; i < 160000; i++) {
+        s[i] = gt_uniform(-100.0f, 100.0f);
+    }
+    check_topk("of 160000 (the longest context)", s, 160000, 1, 160000, NULL, 2048);
+    gt_fill(s, 1000, -1.0f, 1.0f);
+    check_topk("of a row of 1000 (shorter than k: all of it)", s, 1000, 1, 1000, NULL, 2048);
+    check_topk("of a row of exactly k", s, 1000, 1, 1000, NULL, 1000);
+    gt_fill(s, 7777, -1.0f, 1.0f);
+    check_topk("of 7777 (k = 1)", s, 7777, 1, 7777, NULL, 1);
+    check_topk("of 7777 (k = 7)", s, 7777, 1, 7777, NULL, 7);
+    for (int i = 0; i < 4 * 5000; i++) {
+        s[i] = (float)mt_rng_below(&gt_rng, 50) * 0.125f;
+    }
+    check_topk("of 4 rows of lengths 3000, 2048, 100, 5000 with ties", s, 5000, 4, 5000, lens,
+               2048);
+    free(s);
+}
+
+static void
+test_scores(int64_t n_keys)
+{
+    const int H = 64;
+    const int D = 128;
+    float *q = gt_malloc((size_t)H * D * sizeof(float));
+    float *w = gt_malloc((size_t)H * sizeof(float));
+    float *k = gt_malloc((size_t)n_keys * D * sizeof(float));
+    uint8_t *q8 = gt_malloc((size_t)H * D);
+    uint8_t *k8 = gt_malloc((size_t)n_keys * D);
+    float *ks = gt_malloc((size_t)n_keys * sizeof(float));
+    float *want = gt_malloc((size_t)n_keys * sizeof(float));
+    float *got = gt_malloc((size_t)n_keys * sizeof(float));
+    char name[96];
+
+    gt_fill(q, (size_t)H * D, -1.0f, 1.0f);
+    gt_fill(w, H, -0.5f, 1.0f);
+    gt_fill(k, (size_t)n_keys * D, -1.0f, 1.0f);
+    mt_cpu_index_scores(q, w, H, D, k, n_keys, 0.08838835f, want);
+    mt_gpu_arena_reset(gt_arena);
+    float *d_q = gt_put(q, (size_t)H * D * sizeof(float));
+    float *d_w = gt_put(w, (size_t)H * sizeof(float));
+    float *d_k = gt_put(k, (size_t)n_keys * D * sizeof(float));
+    float *d_o = gt_alloc((size_t)n_keys * sizeof(float));
+    tap_ok(mt_gpu_index_scores(d_q, d_w, H, D, d_k, n_keys, 0.08838835f, d_o, NULL) == MT_OK,
+           "exact index scores launch");
+    gt_get(got, d_o, (size_t)n_keys * sizeof(float));
+    snprintf(name, sizeof(name), "exact index scores, 64 heads x 128, %lld keys",
+             (long long)n_keys);
+    mt_test_allclose(name, got, want, (size_t)n_keys, 1e-5f, 1e-5f);
+
+    /* FP8: quantize as the indexer does (act_quant per head / per key, ue8m0 scales) */
+    for (int h = 0; h < H; h++) {
+        float sq = mt_cpu_act_quant(q + (size_t)h * D, D, true, q8 + (size_t)h * D);
+        w[h] *= sq * 0.08838835f;
+    }
+    for (int64_t s = 0; s < n_keys; s++) {
+        ks[s] = mt_cpu_act_quant(k + (size_t)s * D, D, true, k8 + (size_t)s * D);
+    }
+    mt_cpu_index_scores_fp8(q8, w, H, D, k8, ks, n_keys, want);
+    mt_gpu_arena_reset(gt_arena);
+    uint8_t *d_q8 = gt_put(q8, (size_t)H * D);
+    d_w = gt_put(w, (size_t)H * sizeof(float));
+    uint8_t *d_k8 = gt_put(k8, (size_t)n_keys * D);
+    float *d_ks = gt_put(ks, (size_t)n_keys * sizeof(float));
+    d_o = gt_alloc((size_t)n_keys * sizeof(float));
+    tap_ok(mt_gpu_index_scores_fp8(d_q8, d_w, H, D, d_k8, d_ks, n_keys, d_o, NULL) == MT_OK,
+           "fp8 index scores launch");
+    gt_get(got, d_o, (size_t)n_keys * sizeof(float));
+    snprintf(name, sizeof(name), "FP8 index scores (tensor cores), %lld keys", (long long)n_keys);
+    mt_test_allclose(name, got, want, (size_t)n_keys, 1e-5f, 1e-5f);
+    if (n_keys >= 4096) {
+        check_topk("of the FP8 index scores", got, n_keys, 1, n_keys, NULL, 2048);
+    }
+    free(got);
+    free(want);
+    free(ks);
+    free(k8);
+    free(q8);
+    free(k);
+    free(w);
+    free(q);
+}
+
+int
+main(void)
+{
+    if (!gt_init(512, 4)) {
+        return tap_done();
+    }
+    test_scores(1);
+    test_scores(1001);
+    test_scores(131072);
+    test_topk();
+    mt_gpu_arena_destroy(gt_arena);
+    return tap_done();
+}

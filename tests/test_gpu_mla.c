@@ -1,0 +1,128 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_gpu_mla.c - sparse MLA decode (absorbed form) against mt_cpu_mla_absorbed: the DSA case
+ * (2048 selected positions of a longer cache, 128 heads), dense causal rows shorter than
+ * index_topk, a row of one, an empty row, padding (-1) in the selection; BF16 and fp32 caches.
+ */
+#include <config.h>
+
+#include "cpu/ref_ops.h"
+#include "tests/gpu_test.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#define RANK 512
+#define ROPE 64
+#define SCALE 0.1352338f
+
+static float
+bf16_round(float f, uint16_t *out)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint16_t h = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    uint32_t v = (uint32_t)h << 16;
+    *out = h;
+    memcpy(&f, &v, 4);
+    return f;
+}
+
+/* n_sel < 0: dense causal over -n_sel positions (idx NULL); pad: every 7th selected is -1 */
+static void
+check_mla(enum mt_dtype cdt, int n_heads, int n_cache, int n_sel, bool pad)
+{
+    bool dense = n_sel < 0;
+    int n_idx = dense ? -n_sel : n_sel;
+    float *ql = gt_malloc((size_t)n_heads * RANK * sizeof(float));
+    float *qp = gt_malloc((size_t)n_heads * ROPE * sizeof(float));
+    float *lat = gt_malloc((size_t)n_cache * RANK * sizeof(float));
+    float *kpe = gt_malloc((size_t)n_cache * ROPE * sizeof(float));
+    uint16_t *lat16 = gt_malloc((size_t)n_cache * RANK * sizeof(uint16_t));
+    uint16_t *kpe16 = gt_malloc((size_t)n_cache * ROPE * sizeof(uint16_t));
+    int32_t *idx = gt_malloc((size_t)(n_idx + 1) * sizeof(int32_t));
+    int32_t *cpu_idx = gt_malloc((size_t)(n_idx + 1) * sizeof(int32_t));
+    float *want = gt_malloc((size_t)n_heads * RANK * sizeof(float));
+    float *got = gt_malloc((size_t)n_heads * RANK * sizeof(float));
+    int n_cpu = 0;
+    char name[160];
+
+    gt_fill(ql, (size_t)n_heads * RANK, -0.3f, 0.3f);
+    gt_fill(qp, (size_t)n_heads * ROPE, -1.0f, 1.0f);
+    gt_fill(lat, (size_t)n_cache * RANK, -1.0f, 1.0f);
+    gt_fill(kpe, (size_t)n_cache * ROPE, -1.0f, 1.0f);
+    if (cdt == MT_DTYPE_BF16) {
+        /* the reference sees exactly the cached bf16 values */
+        for (size_t i = 0; i < (size_t)n_cache * RANK; i++) {
+            lat[i] = bf16_round(lat[i], &lat16[i]);
+        }
+        for (size_t i = 0; i < (size_t)n_cache * ROPE; i++) {
+            kpe[i] = bf16_round(kpe[i], &kpe16[i]);
+        }
+    }
+    /* a selection: distinct positions of the cache (a random walk), some -1 when padding */
+    for (int j = 0; j < n_idx; j++) {
+        idx[j] = dense ? j : (int32_t)(((int64_t)j * n_cache) / n_idx +
+                                       mt_rng_below(&gt_rng, (uint64_t)MT_MAX(n_cache / n_idx, 1)));
+        if (pad && j % 7 == 3) {
+            idx[j] = -1;
+        }
+        if (idx[j] >= 0) {
+            cpu_idx[n_cpu++] = idx[j];
+        }
+    }
+    if (mt_cpu_mla_absorbed(ql, qp, n_heads, RANK, ROPE, lat, kpe, cpu_idx, n_cpu, SCALE, want) !=
+        MT_OK) {
+        gt_bail("cpu mla");
+    }
+    mt_gpu_arena_reset(gt_arena);
+    bool b16 = cdt == MT_DTYPE_BF16;
+    float *d_ql = gt_put(ql, (size_t)n_heads * RANK * sizeof(float));
+    float *d_qp = gt_put(qp, (size_t)n_heads * ROPE * sizeof(float));
+    void *d_lat = b16 ? gt_put(lat16, (size_t)n_cache * RANK * 2)
+                      : gt_put(lat, (size_t)n_cache * RANK * 4);
+    void *d_kpe = b16 ? gt_put(kpe16, (size_t)n_cache * ROPE * 2)
+                      : gt_put(kpe, (size_t)n_cache * ROPE * 4);
+    int32_t *d_idx = dense ? NULL : gt_put(idx, (size_t)(n_idx + 1) * sizeof(int32_t));
+    void *work = gt_alloc(mt_gpu_mla_work_bytes(n_heads, n_idx));
+    float *d_o = gt_alloc((size_t)n_heads * RANK * sizeof(float));
+    mt_status_t st = mt_gpu_mla_decode(d_ql, d_qp, n_heads, RANK, ROPE, cdt, d_lat, d_kpe, d_idx,
+                                       n_idx, SCALE, work, d_o, NULL);
+    snprintf(name, sizeof(name), "MLA decode, %s cache, %d heads, %s %d of %d positions%s",
+             b16 ? "bf16" : "fp32", n_heads, dense ? "dense" : "sparse", n_idx, n_cache,
+             pad ? " with -1 padding" : "");
+    if (st != MT_OK) {
+        tap_ok(false, "%s: launch failed: %s", name, mt_last_error());
+    } else {
+        gt_get(got, d_o, (size_t)n_heads * RANK * sizeof(float));
+        mt_test_allclose(name, got, want, (size_t)n_heads * RANK, 2e-6f, 1e-4f);
+    }
+    free(got);
+    free(want);
+    free(cpu_idx);
+    free(idx);
+    free(kpe16);
+    free(lat16);
+    free(kpe);
+    free(lat);
+    free(qp);
+    free(ql);
+}
+
+int
+main(void)
+{
+    if (!gt_init(1024, 5)) {
+        return tap_done();
+    }
+    check_mla(MT_DTYPE_BF16, 128, 9000, 2048, false);
+    check_mla(MT_DTYPE_F32, 128, 9000, 2048, false);
+    check_mla(MT_DTYPE_BF16, 128, 3000, 2048, true);
+    check_mla(MT_DTYPE_BF16, 128, 1500, -1500, false); /* dense causal, fewer than index_topk */
+    check_mla(MT_DTYPE_F32, 16, 77, -77, false);
+    check_mla(MT_DTYPE_BF16, 32, 1, -1, false);
+    check_mla(MT_DTYPE_F32, 128, 10, 0, false);        /* no positions: zeros */
+    check_mla(MT_DTYPE_BF16, 64, 100000, 100, false);
+    mt_gpu_arena_destroy(gt_arena);
+    return tap_done();
+}

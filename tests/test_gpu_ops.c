@@ -1,0 +1,261 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_gpu_ops.c - the small per-token kernels against cpu/ref_*.c: RMSNorm, the indexer's
+ * LayerNorm, both RoPE layouts (with the V3.2 YaRN table), SwiGLU, residual add, embedding rows
+ * and the router (identical expert ids, ties and NaN included).
+ */
+#include <config.h>
+
+#include "cpu/ref_ops.h"
+#include "tests/gpu_test.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+static void
+test_norms(int n_tok, int n)
+{
+    float *x = gt_malloc((size_t)n_tok * n * sizeof(float));
+    float *w = gt_malloc((size_t)n * sizeof(float));
+    float *b = gt_malloc((size_t)n * sizeof(float));
+    float *want = gt_malloc((size_t)n_tok * n * sizeof(float));
+    float *got = gt_malloc((size_t)n_tok * n * sizeof(float));
+    char name[96];
+
+    gt_fill(x, (size_t)n_tok * n, -3.0f, 3.0f);
+    gt_fill(w, n, 0.5f, 1.5f);
+    gt_fill(b, n, -0.5f, 0.5f);
+    mt_gpu_arena_reset(gt_arena);
+    float *d_x = gt_put(x, (size_t)n_tok * n * sizeof(float));
+    float *d_w = gt_put(w, (size_t)n * sizeof(float));
+    float *d_b = gt_put(b, (size_t)n * sizeof(float));
+    float *d_o = gt_alloc((size_t)n_tok * n * sizeof(float));
+
+    for (int t = 0; t < n_tok; t++) {
+        mt_cpu_rmsnorm(x + (size_t)t * n, w, n, 1e-6f, want + (size_t)t * n);
+    }
+    tap_ok(mt_gpu_rmsnorm(d_x, d_w, n_tok, n, 1e-6f, d_o, NULL) == MT_OK, "rmsnorm launch");
+    gt_get(got, d_o, (size_t)n_tok * n * sizeof(float));
+    snprintf(name, sizeof(name), "rmsnorm %d x %d", n_tok, n);
+    mt_test_allclose(name, got, want, (size_t)n_tok * n, 1e-6f, 1e-6f);
+
+    for (int t = 0; t < n_tok; t++) {
+        mt_cpu_layernorm(x + (size_t)t * n, w, b, n, 1e-6f, want + (size_t)t * n);
+    }
+    tap_ok(mt_gpu_layernorm(d_x, d_w, d_b, n_tok, n, 1e-6f, d_o, NULL) == MT_OK,
+           "layernorm launch");
+    gt_get(got, d_o, (size_t)n_tok * n * sizeof(float));
+    snprintf(name, sizeof(name), "layernorm %d x %d", n_tok, n);
+    mt_test_allclose(name, got, want, (size_t)n_tok * n, 1e-6f, 1e-6f);
+
+    /* in place (out aliases x), as the engine calls it */
+    for (int t = 0; t < n_tok; t++) {
+        mt_cpu_rmsnorm(x + (size_t)t * n, w, n, 1e-6f, want + (size_t)t * n);
+    }
+    tap_ok(mt_gpu_rmsnorm(d_x, d_w, n_tok, n, 1e-6f, d_x, NULL) == MT_OK, "rmsnorm in place");
+    gt_get(got, d_x, (size_t)n_tok * n * sizeof(float));
+    snprintf(name, sizeof(name), "rmsnorm in place %d x %d", n_tok, n);
+    mt_test_allclose(name, got, want, (size_t)n_tok * n, 1e-6f, 1e-6f);
+    free(got);
+    free(want);
+    free(b);
+    free(w);
+    free(x);
+}
+
+static void
+test_rope(bool interleaved, int n_tok, int n_heads, int stride, int offset, int64_t pos0)
+{
+    struct mt_cpu_rope_params rp = {64, 10000.0, true, 40.0, 4096, 32.0, 1.0};
+    float freqs[32];
+    float c[32];
+    float s[32];
+    size_t n = (size_t)n_tok * n_heads * stride;
+    float *x = gt_malloc(n * sizeof(float));
+    float *want = gt_malloc(n * sizeof(float));
+    float *got = gt_malloc(n * sizeof(float));
+    char name[128];
+
+    mt_cpu_rope_freqs(&rp, freqs);
+    gt_fill(x, n, -2.0f, 2.0f);
+    memcpy(want, x, n * sizeof(float));
+    for (int t = 0; t < n_tok; t++) {
+        mt_cpu_rope_cossin(freqs, 32, pos0 + t, c, s);
+        for (int h = 0; h < n_heads; h++) {
+            float *v = want + ((size_t)t * n_heads + h) * stride + offset;
+            if (interleaved) {
+                mt_cpu_rope_interleaved(v, c, s, 32);
+            } else {
+                mt_cpu_rope_half(v, c, s, 32);
+            }
+        }
+    }
+    mt_gpu_arena_reset(gt_arena);
+    float *d_x = gt_put(x, n * sizeof(float));
+    float *d_f = gt_put(freqs, sizeof(freqs));
+    mt_status_t st = interleaved
+                         ? mt_gpu_rope_interleaved(d_x, n_tok, n_heads, stride, offset, d_f, 32,
+                                                   pos0, NULL)
+                         : mt_gpu_rope_half(d_x, n_tok, n_heads, stride, offset, d_f, 32, pos0,
+                                            NULL);
+    tap_ok(st == MT_OK, "rope launch");
+    gt_get(got, d_x, n * sizeof(float));
+    snprintf(name, sizeof(name), "rope %s, %d tokens x %d heads, dims %d..%d of %d, pos %lld",
+             interleaved ? "interleaved" : "rotate-half", n_tok, n_heads, offset, offset + 64,
+             stride, (long long)pos0);
+    mt_test_allclose(name, got, want, n, 1e-6f, 1e-6f);
+    free(got);
+    free(want);
+    free(x);
+}
+
+static void
+test_elementwise(void)
+{
+    enum { N = 18432 * 2 + 7, VOCAB = 1000, DIM = 7168, NT = 5 };
+    float *g = gt_malloc(N * sizeof(float));
+    float *u = gt_malloc(N * sizeof(float));
+    float *want = gt_malloc((size_t)NT * DIM * sizeof(float) + N * sizeof(float));
+    float *got = gt_malloc((size_t)NT * DIM * sizeof(float) + N * sizeof(float));
+    uint16_t *tb = gt_malloc((size_t)VOCAB * DIM * sizeof(uint16_t));
+    float *tf = gt_malloc((size_t)VOCAB * DIM * sizeof(float));
+    int32_t ids[NT] = {0, 999, 17, 17, 500};
+
+    gt_fill(g, N, -8.0f, 8.0f);
+    gt_fill(u, N, -2.0f, 2.0f);
+    mt_gpu_arena_reset(gt_arena);
+    float *d_g = gt_put(g, N * sizeof(float));
+    float *d_u = gt_put(u, N * sizeof(float));
+    float *d_o = gt_alloc(N * sizeof(float));
+    for (int i = 0; i < N; i++) {
+        want[i] = mt_cpu_silu(g[i]) * u[i];
+    }
+    tap_ok(mt_gpu_swiglu(d_g, d_u, N, d_o, NULL) == MT_OK, "swiglu launch");
+    gt_get(got, d_o, N * sizeof(float));
+    mt_test_allclose("swiglu 36871 values", got, want, N, 1e-6f, 2e-6f);
+    for (int i = 0; i < N; i++) {
+        want[i] = u[i] + g[i];
+    }
+    tap_ok(mt_gpu_add(d_u, d_g, N, NULL) == MT_OK, "add launch");
+    gt_get(got, d_u, N * sizeof(float));
+    mt_test_allclose("residual add 36871 values", got, want, N, 0.0f, 0.0f);
+
+    gt_fill_bf16(tb, (size_t)VOCAB * DIM, -1.0f, 1.0f);
+    gt_fill(tf, (size_t)VOCAB * DIM, -1.0f, 1.0f);
+    int32_t *d_ids = gt_put(ids, sizeof(ids));
+    float *d_e = gt_alloc((size_t)NT * DIM * sizeof(float));
+    void *d_tb = gt_put(tb, (size_t)VOCAB * DIM * sizeof(uint16_t));
+    void *d_tf = gt_put(tf, (size_t)VOCAB * DIM * sizeof(float));
+    for (int t = 0; t < NT; t++) {
+        for (int i = 0; i < DIM; i++) {
+            uint32_t bits = (uint32_t)tb[(size_t)ids[t] * DIM + i] << 16;
+            memcpy(&want[(size_t)t * DIM + i], &bits, 4);
+        }
+    }
+    tap_ok(mt_gpu_embed(d_tb, MT_DTYPE_BF16, VOCAB, DIM, d_ids, NT, d_e, NULL) == MT_OK,
+           "embed bf16 launch");
+    gt_get(got, d_e, (size_t)NT * DIM * sizeof(float));
+    mt_test_allclose("embedding rows (bf16 table)", got, want, (size_t)NT * DIM, 0.0f, 0.0f);
+    for (int t = 0; t < NT; t++) {
+        memcpy(want + (size_t)t * DIM, tf + (size_t)ids[t] * DIM, DIM * sizeof(float));
+    }
+    tap_ok(mt_gpu_embed(d_tf, MT_DTYPE_F32, VOCAB, DIM, d_ids, NT, d_e, NULL) == MT_OK,
+           "embed f32 launch");
+    gt_get(got, d_e, (size_t)NT * DIM * sizeof(float));
+    mt_test_allclose("embedding rows (f32 table)", got, want, (size_t)NT * DIM, 0.0f, 0.0f);
+    free(tf);
+    free(tb);
+    free(got);
+    free(want);
+    free(u);
+    free(g);
+}
+
+/* kind 0: random; 1: every logit equal and no bias (ties everywhere); 2: some NaN logits */
+static void
+test_router(const struct mt_cpu_router_params *cp, int n_tok, int kind)
+{
+    int E = cp->n_experts;
+    int K = cp->k;
+    float *lg = gt_malloc((size_t)n_tok * E * sizeof(float));
+    float *bias = gt_malloc((size_t)E * sizeof(float));
+    int32_t *want_ids = gt_malloc((size_t)n_tok * K * sizeof(int32_t));
+    int32_t *got_ids = gt_malloc((size_t)n_tok * K * sizeof(int32_t));
+    float *want_w = gt_malloc((size_t)n_tok * K * sizeof(float));
+    float *got_w = gt_malloc((size_t)n_tok * K * sizeof(float));
+    struct mt_gpu_router_params gp = {cp->n_experts, cp->n_group, cp->topk_group, cp->k,
+                                      cp->norm_topk_prob, cp->routed_scaling_factor};
+    int id_mismatch = 0;
+    char name[128];
+
+    gt_fill(lg, (size_t)n_tok * E, -4.0f, 4.0f);
+    gt_fill(bias, E, -0.1f, 0.1f);
+    if (kind == 1) {
+        for (size_t i = 0; i < (size_t)n_tok * E; i++) {
+            lg[i] = 0.25f;
+        }
+    }
+    if (kind == 2) {
+        for (size_t i = 0; i < (size_t)n_tok * E; i += 3) {
+            lg[i] = NAN;
+        }
+    }
+    void *work = gt_malloc(mt_cpu_router_work_bytes(cp));
+    for (int t = 0; t < n_tok; t++) {
+        mt_cpu_router(lg + (size_t)t * E, kind == 1 ? NULL : bias, cp, work,
+                      want_ids + (size_t)t * K, want_w + (size_t)t * K);
+    }
+    free(work);
+    mt_gpu_arena_reset(gt_arena);
+    float *d_lg = gt_put(lg, (size_t)n_tok * E * sizeof(float));
+    float *d_b = gt_put(bias, (size_t)E * sizeof(float));
+    int32_t *d_ids = gt_alloc((size_t)n_tok * K * sizeof(int32_t));
+    float *d_w = gt_alloc((size_t)n_tok * K * sizeof(float));
+    tap_ok(mt_gpu_router(d_lg, kind == 1 ? NULL : d_b, &gp, n_tok, d_ids, d_w, NULL) == MT_OK,
+           "router launch");
+    gt_get(got_ids, d_ids, (size_t)n_tok * K * sizeof(int32_t));
+    gt_get(got_w, d_w, (size_t)n_tok * K * sizeof(float));
+    for (int i = 0; i < n_tok * K; i++) {
+        id_mismatch += got_ids[i] != want_ids[i];
+    }
+    snprintf(name, sizeof(name), "router %d experts / %d groups, top-%d, %d tokens, %s", E,
+             cp->n_group, K, n_tok, kind == 0 ? "random" : kind == 1 ? "all tied" : "NaN logits");
+    tap_ok(id_mismatch == 0, "%s: expert ids identical to the CPU (%d differ)", name,
+           id_mismatch);
+    mt_test_allclose(name, got_w, want_w, (size_t)n_tok * K, 1e-6f, 1e-5f);
+    free(got_w);
+    free(want_w);
+    free(got_ids);
+    free(want_ids);
+    free(bias);
+    free(lg);
+}
+
+int
+main(void)
+{
+    struct mt_cpu_router_params v32 = {256, 8, 4, 8, true, 2.5f};
+    struct mt_cpu_router_params small = {64, 4, 2, 6, false, 1.0f};
+    struct mt_cpu_router_params single = {16, 16, 16, 4, true, 1.5f}; /* groups of one */
+
+    if (!gt_init(512, 3)) {
+        return tap_done();
+    }
+    test_norms(1, 7168);
+    test_norms(3, 1536);
+    test_norms(2, 512);
+    test_norms(5, 1001);
+    test_norms(4, 128);
+    test_rope(true, 1, 128, 192, 128, 163839);  /* q_pe of 128 heads at the longest position */
+    test_rope(true, 3, 1, 576, 512, 4095);      /* k_pe after the latent */
+    test_rope(false, 2, 64, 128, 0, 70000);     /* indexer q: first 64 dims */
+    test_rope(false, 1, 1, 128, 0, 7);          /* indexer k */
+    test_elementwise();
+    test_router(&v32, 64, 0);
+    test_router(&v32, 3, 1);
+    test_router(&v32, 8, 2);
+    test_router(&small, 17, 0);
+    test_router(&single, 9, 0);
+    mt_gpu_arena_destroy(gt_arena);
+    return tap_done();
+}
