@@ -15,3 +15,7 @@ bench_bench_kernels_LDADD = $(MT_LIBS) $(MT_SYSLIBS)
 else
 EXTRA_DIST += bench/bench_kernels.c
 endif
+# tests/reference/dump_logits: every logit of the golden sets to one file, to prove a refactoring
+# bit-exact (cmp before.bin after.bin); built here so that it cannot rot.
+noinst_PROGRAMS += tests/reference/dump_logits
+tests_reference_dump_logits_LDADD = $(MT_LIBS) $(MT_SYSLIBS)
