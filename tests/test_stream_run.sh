@@ -1,0 +1,59 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# test_stream_run.sh - routed experts streamed at run time: `moetier pack` writes a two-file store
+# of a `synth --preset small` checkpoint; `run --store` (every expert streamed from it, with and
+# without --verify) and `run --plan` with every expert on NVMe (streamed from the shards) give the
+# tokens of a run from DRAM; a flipped bit in the store fails the run under --verify naming the
+# expert, never yielding tokens; a store of another model and bad pack flags are refused.
+. "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
+make_tmp stream-run
+m="$tmp/small"
+
+echo "1..9"
+"$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
+    bail_out "synth --preset small failed: $(cat "$tmp/err")"
+ids="5,17,900,33,4242,7,12,99,1000,65000,3,8,21,400,77,2,19,4096,123,88,6,31,250,11,9"
+run() { "$bin" run -m "$m" --prompt-ids "$ids" -n 6 --print-ids "$@" 2>"$tmp/err"; }
+
+plain=$(run)
+"$bin" pack -q -m "$m" -o "$tmp/s0" -o "$tmp/s1" 2>"$tmp/perr"
+ok $? "pack into two store files exits 0 $(head -1 "$tmp/perr")"
+got=$(run --store "$tmp/s0" --store "$tmp/s1")
+[ $? -eq 0 ] && [ -n "$plain" ] && [ "$got" = "$plain" ] && grep -q "streamed experts:" "$tmp/err"
+ok $? "run --store: every expert streamed from the store, same tokens ('$got')"
+got=$(run --store "$tmp/s0" --store "$tmp/s1" --verify --cache 1M)
+[ $? -eq 0 ] && [ "$got" = "$plain" ]
+ok $? "... with --verify (CRC of every extent) and a 1 MiB cache"
+"$bin" plan -m "$m" --hw "$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json" --gpu-mem 2G \
+    --cpu-mem 4.1G --gpu-reserve 1.6G --ctx 1024 -o "$tmp/plan.json" >/dev/null 2>&1 ||
+    bail_out "plan failed"
+sed -E "s/\"(tiers|prefill)\": *\"[A-Z]+\"/\"\1\": \"$(printf 'N%.0s' $(seq 64))\"/g" \
+    "$tmp/plan.json" >"$tmp/nvme.json"
+got=$(run --plan "$tmp/nvme.json" --verify)
+[ $? -eq 0 ] && [ "$got" = "$plain" ] && grep -q "192 streamed from disk" "$tmp/err"
+ok $? "run --plan with every expert on NVMe streams them from the shards (--verify): same tokens"
+
+# one flipped bit in the middle of the first store file
+size=$(wc -c <"$tmp/s0")
+cp "$tmp/s0" "$tmp/bad0"
+printf '\377' | dd of="$tmp/bad0" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null
+got=$(run --store "$tmp/bad0" --store "$tmp/s1" --verify)
+rc=$?
+[ $rc -eq 1 ] && [ -z "$got" ] && grep -qi "crc" "$tmp/err" && grep -q "expert" "$tmp/err"
+ok $? "a flipped bit under --verify: exit 1 (rc $rc), no tokens, the expert named: $(grep -i crc "$tmp/err" | head -1)"
+
+"$bin" synth --preset tiny --seed 3 -o "$tmp/tiny" >/dev/null 2>&1 &&
+    "$bin" pack -q -m "$tmp/tiny" -o "$tmp/t0" 2>/dev/null
+got=$(run --store "$tmp/t0")
+[ $? -eq 1 ] && [ -z "$got" ]
+ok $? "a store of another model is refused: $(head -1 "$tmp/err")"
+"$bin" pack -m "$m" 2>"$tmp/err" >/dev/null
+[ $? -eq 2 ]
+ok $? "pack without -o is a usage error (exit 2)"
+"$bin" pack -m "$m" -o "$tmp/no/such/dir/s" 2>"$tmp/err" >/dev/null
+[ $? -eq 1 ] && grep -q "no/such/dir" "$tmp/err"
+ok $? "pack into a missing directory: exit 1 naming it: $(head -1 "$tmp/err")"
+"$bin" pack -m "$m" -o "$tmp/x" --bogus 2>/dev/null >/dev/null
+[ $? -eq 2 ] && [ ! -e "$tmp/x" ]
+ok $? "an unknown flag: exit 2, nothing written"
+tap_exit
