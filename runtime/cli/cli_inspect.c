@@ -12,6 +12,7 @@
 
 #include "runtime/cli/cli.h"
 #include "runtime/cli/cli_common.h"
+#include "runtime/engine/kv_cache.h"
 #include "runtime/model/config.h"
 #include "runtime/model/model.h"
 
@@ -27,7 +28,7 @@ static void
 usage(FILE *f)
 {
     fprintf(
-        f, "usage: moetier inspect -m DIR [--json] [--config-only] [--config FILE]\n"
+        f, "usage: moetier inspect -m DIR [--json] [--config-only] [--config FILE] [--gpu-mem SIZE]\n"
            "\n"
            "Print DeepSeek-V3.2's architecture, parameters and bytes per component, the bytes of\n"
            "one routed expert, the weight bytes read per decoded token and the KV-cache bytes per\n"
@@ -40,6 +41,9 @@ usage(FILE *f)
            "      --config FILE   read this config.json instead of DIR/config.json (implies\n"
            "                      --config-only; -m may then be omitted)\n"
            "      --json          print JSON (stable keys) instead of text\n"
+           "      --gpu-mem SIZE  also print the longest context whose KV cache fits on a GPU\n"
+           "                      of SIZE (e.g. 24G) beside the always-on weights (embedding\n"
+           "                      in host memory, 1.5 GiB workspace), per latent layout\n"
            "  -h, --help          print this help\n");
 }
 
@@ -78,7 +82,38 @@ struct report {
     const struct mt_model *model; /* NULL with --config-only */
     size_t n_shards;
     size_t n_tensors;
+    uint64_t gpu_mem;              /* --gpu-mem, 0 when not asked */
+    uint64_t kv_room;              /* of it, bytes left for the KV cache */
+    int64_t ctx_fits[3];           /* longest context per layout of kv_layouts[] */
 };
+
+/*
+ * The latent layouts whose context length inspect reports, with DeepSeek's FP8 index keys (e4m3 +
+ * a scale) as the fast paths keep them.
+ */
+static const struct {
+    const char *name;
+    struct mt_kv_layout layout;
+} kv_layouts[3] = {
+    {"fp32", {MT_DTYPE_F32, false, true}},
+    {"bf16", {MT_DTYPE_BF16, false, true}},
+    {"fp8", {MT_DTYPE_F8_E4M3, false, true}},
+};
+
+#define GPU_WORKSPACE_BYTES (3ull << 29) /* 1.5 GiB, the planner's default --gpu-reserve */
+
+/* What fits on a GPU of r->gpu_mem: the always-on weights less the embedding, the workspace. */
+static void
+context_fits(struct report *r)
+{
+    uint64_t weights = r->sz.other_bytes - r->sz.bytes[MT_ROLE_EMBED];
+    uint64_t need = weights + GPU_WORKSPACE_BYTES;
+
+    r->kv_room = r->gpu_mem > need ? r->gpu_mem - need : 0;
+    for (int i = 0; i < 3; i++) {
+        r->ctx_fits[i] = mt_kv_max_tokens(r->cfg, &kv_layouts[i].layout, r->kv_room);
+    }
+}
 
 /* The component table: inspect's rows in print order, with the role they sum. */
 static const struct {
@@ -205,6 +240,16 @@ print_text(const struct report *r)
            "128K tokens: %s B (%.2f GiB)\n",
            fmt_u64(a, sizeof(a), r->sz.kv_bytes_per_token), fmt_u64(b, sizeof(b), kv_long),
            gib(kv_long));
+    if (r->gpu_mem > 0) {
+        printf("context, --gpu-mem %.1fG  KV room %.2f GiB = GPU - always-on %.2f GiB (embedding "
+               "in host memory) - workspace 1.5 GiB\n                          ",
+               gib(r->gpu_mem), gib(r->kv_room),
+               gib(r->sz.other_bytes - r->sz.bytes[MT_ROLE_EMBED]));
+        for (int i = 0; i < 3; i++) {
+            printf(" %s latent %s tokens%s", kv_layouts[i].name,
+                   fmt_u64(a, sizeof(a), (uint64_t)r->ctx_fits[i]), i < 2 ? "," : "\n");
+        }
+    }
     if (r->model != NULL) {
         printf("checkpoint                 %zu shard%s, %s tensors; validation passed\n",
                r->n_shards, r->n_shards == 1 ? "" : "s", fmt_u64(a, sizeof(a), r->n_tensors));
@@ -280,6 +325,15 @@ print_json(const struct report *r)
     SET(root, "kv_layout",
         json_string("reference: bf16 latent + bf16 k_pe + fp8 indexer key + "
                     "fp32 scale"));
+    if (r->gpu_mem > 0) {
+        json_t *fit = json_object();
+        SET(fit, "gpu_mem", U64(r->gpu_mem));
+        SET(fit, "kv_room", U64(r->kv_room));
+        for (int i = 0; i < 3; i++) {
+            SET(fit, kv_layouts[i].name, U64((uint64_t)r->ctx_fits[i]));
+        }
+        SET(root, "context_fits", fit);
+    }
     if (r->model != NULL) {
         ckpt = json_object();
         SET(ckpt, "shards", U64(r->n_shards));
@@ -311,8 +365,10 @@ mt_cli_inspect(int argc, char **argv)
     static const struct option opts[] = {
         {"model", required_argument, NULL, 'm'}, {"json", no_argument, NULL, 'j'},
         {"config-only", no_argument, NULL, 'c'}, {"config", required_argument, NULL, 'C'},
-        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
+        {"help", no_argument, NULL, 'h'},        {"gpu-mem", required_argument, NULL, 'g'},
+        {NULL, 0, NULL, 0},
     };
+    uint64_t gpu_mem = 0;
     const char *dir = NULL;
     const char *config_file = NULL;
     bool json = false;
@@ -333,6 +389,11 @@ mt_cli_inspect(int argc, char **argv)
         case 'c': config_only = true; break;
         case 'C': config_file = optarg; break;
         case 'h': usage(stdout); return 0;
+        case 'g':
+            if (!mt_cli_parse_size(&cli, "--gpu-mem", "24G", optarg, &gpu_mem) || gpu_mem == 0) {
+                return gpu_mem == 0 ? mt_cli_usage_error(&cli, "--gpu-mem must be > 0") : 2;
+            }
+            break;
         default: return mt_cli_bad_option(&cli, opt, argv);
         }
     }
@@ -385,6 +446,10 @@ mt_cli_inspect(int argc, char **argv)
     if ((model != NULL ? mt_model_sizes_of(model, &r.sz)
                        : mt_model_sizes_compute(r.cfg, r.fp8, &r.sz)) != MT_OK) {
         goto out;
+    }
+    r.gpu_mem = gpu_mem;
+    if (gpu_mem > 0) {
+        context_fits(&r);
     }
     if (json) {
         rc = print_json(&r);
