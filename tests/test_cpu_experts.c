@@ -245,8 +245,9 @@ static void
 test_executor(struct mt_cpu_team *team)
 {
     enum { N = 3, HID = 256, INT = 128 };
-    static const struct mt_expert_provider_ops ops = {"fake", NULL, fake_acquire, fake_release,
-                                                      fake_destroy};
+    static const struct mt_expert_provider_ops ops = {
+        .name = "fake", .acquire = fake_acquire, .release = fake_release, .destroy = fake_destroy,
+    };
     static const int ms[N] = {2, 1, 5};
     struct expert e[N];
     struct fake_provider f = {e, 0};
