@@ -407,14 +407,46 @@ mt_cli_engine_flags_parse(const struct mt_cli *cli, int opt, char *const *argv,
     switch (opt) {
     case MT_CLI_OPT_DEVICE:
         if (strcmp(optarg, "cpu") == 0) {
+            f->engine.device = MT_DEVICE_CPU;
             return 0;
         }
         if (strcmp(optarg, "gpu") == 0 || strcmp(optarg, "cuda") == 0) {
-            mt_cli_error(cli, "device '%s' is not available yet (use --device cpu)", optarg);
-            return 1;
+            f->engine.device = MT_DEVICE_GPU;
+            return 0;
         }
-        mt_cli_error(cli, "unknown device '%s' (cpu)", optarg);
+        mt_cli_error(cli, "unknown device '%s' (cpu or gpu)", optarg);
         return 2;
+    case MT_CLI_OPT_GPU_MEM:
+        if (!mt_cli_parse_size(cli, "--gpu-mem", "20G", optarg, &f->engine.gpu_mem)) {
+            return 2;
+        }
+        if (f->engine.gpu_mem == 0) {
+            mt_cli_error(cli, "--gpu-mem must be more than 0");
+            return 2;
+        }
+        return 0;
+    case MT_CLI_OPT_DEBUG_SYNC:
+        f->engine.debug_sync = true;
+        return 0;
+    case MT_CLI_OPT_KV_DTYPE:
+        if (strcmp(optarg, "f32") == 0 || strcmp(optarg, "fp32") == 0) {
+            f->engine.kv_dtype = MT_DTYPE_F32;
+        } else if (strcmp(optarg, "bf16") == 0) {
+            f->engine.kv_dtype = MT_DTYPE_BF16;
+        } else {
+            mt_cli_error(cli, "unknown --kv-dtype '%s' (f32 or bf16)", optarg);
+            return 2;
+        }
+        f->kv_dtype_set = true;
+        return 0;
+    case MT_CLI_OPT_CTX: {
+        int ctx;
+        if (!mt_cli_parse_int(cli, "--ctx", optarg, 1, INT_MAX, &ctx)) {
+            return 2;
+        }
+        f->engine.gpu_ctx = ctx;
+        return 0;
+    }
     case MT_CLI_OPT_TEMPERATURE:
         if (!mt_cli_parse_float(cli, "temperature", optarg, &so->temperature)) {
             return 2;
@@ -613,6 +645,14 @@ mt_cli_engine_init(struct mt_cli_engine *e, const char *dir, const struct mt_cli
     if (f->threads > 0) {
         omp_set_num_threads(f->threads);
     }
+    bool gpu = eo.device == MT_DEVICE_GPU;
+    if (gpu && (f->plan_path != NULL || f->n_store > 0)) {
+        return mt_fail(MT_ERR_UNSUPPORTED, 0, "--device gpu keeps every expert on the GPU: "
+                       "--plan and --store are for --device cpu");
+    }
+    if (gpu && !f->kv_dtype_set) {
+        eo.kv_dtype = MT_DTYPE_BF16; /* the GPU's default latent cache */
+    }
     st = mt_model_open(dir, &e->model);
     if (st != MT_OK) {
         goto fail;
@@ -638,7 +678,7 @@ mt_cli_engine_init(struct mt_cli_engine *e, const char *dir, const struct mt_cli
         goto fail;
     }
     e->vocab = mt_engine_vocab(e->engine);
-    if (!f->ref_experts && (st = engine_team(e, f->threads, f->report)) != MT_OK) {
+    if (!gpu && !f->ref_experts && (st = engine_team(e, f->threads, f->report)) != MT_OK) {
         goto fail;
     }
     st = mt_session_create(e->engine, &f->sampler, &e->session);

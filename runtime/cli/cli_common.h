@@ -150,6 +150,10 @@ enum {
     MT_CLI_OPT_STORE,
     MT_CLI_OPT_VERIFY,
     MT_CLI_OPT_CACHE,
+    MT_CLI_OPT_GPU_MEM,
+    MT_CLI_OPT_DEBUG_SYNC,
+    MT_CLI_OPT_KV_DTYPE,
+    MT_CLI_OPT_CTX,
 };
 
 /* The shared flags' entries of a struct option table. */
@@ -164,7 +168,11 @@ enum {
         {"experts", required_argument, NULL, MT_CLI_OPT_EXPERTS},                                  \
         {"store", required_argument, NULL, MT_CLI_OPT_STORE},                                      \
         {"verify", no_argument, NULL, MT_CLI_OPT_VERIFY},                                          \
-        {"cache", required_argument, NULL, MT_CLI_OPT_CACHE}
+        {"cache", required_argument, NULL, MT_CLI_OPT_CACHE},                                      \
+        {"gpu-mem", required_argument, NULL, MT_CLI_OPT_GPU_MEM},                                  \
+        {"debug-sync", no_argument, NULL, MT_CLI_OPT_DEBUG_SYNC},                                  \
+        {"kv-dtype", required_argument, NULL, MT_CLI_OPT_KV_DTYPE},                                \
+        {"ctx", required_argument, NULL, MT_CLI_OPT_CTX}
 
 struct mt_cli_engine_flags {
     struct mt_sampler_opts sampler; /* --temperature, --top-p, --top-k, --seed */
@@ -177,6 +185,7 @@ struct mt_cli_engine_flags {
     int n_store;
     bool verify;                    /* --verify: CRCs (store) or a second read (shards) */
     uint64_t cache_bytes;           /* --cache: DRAM slots for streamed experts (0: default) */
+    bool kv_dtype_set;              /* --kv-dtype given (else f32 on the CPU, bf16 on the GPU) */
 };
 
 /* Greedy sampling, the engine's defaults, OpenMP's thread count. */

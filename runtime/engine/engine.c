@@ -80,6 +80,22 @@ experts_init(struct mt_engine *e, const struct mt_model_config *c)
     return MT_OK;
 }
 
+/* RoPE and softmax constants, as HF computes them */
+static void
+rope_constants(struct mt_engine *e, const struct mt_model_config *c)
+{
+    bool yarn = strcmp(c->rope_type, "yarn") == 0;
+    struct mt_cpu_rope_params rp = {
+        .dim = c->qk_rope_head_dim, .theta = c->rope_theta, .yarn = yarn,
+        .factor = c->rope_factor, .original_max_pos = c->rope_original_max_pos,
+        .beta_fast = c->rope_beta_fast, .beta_slow = c->rope_beta_slow,
+    };
+    mt_cpu_rope_freqs(&rp, e->freqs);
+    /* HF's YaRN factor on cos/sin (1 for DeepSeek's config) and the mscale^2 softmax scale */
+    e->rope_att = (float)mt_config_rope_attn_factor(c);
+    e->softmax_scale = (float)mt_config_softmax_scale(c);
+}
+
 mt_status_t
 mt_engine_create(const struct mt_model *model, const struct mt_engine_opts *opts,
                  struct mt_engine **engine_out)
@@ -106,6 +122,20 @@ mt_engine_create(const struct mt_model *model, const struct mt_engine_opts *opts
                      c->index_head_dim);
         goto out_destroy;
     }
+    if (e->opts.device == MT_DEVICE_GPU) {
+        e->layers = calloc((size_t)e->n_layers, sizeof(*e->layers));
+        e->freqs = malloc((size_t)(c->qk_rope_head_dim / 2 + 1) * sizeof(float));
+        if (e->layers == NULL || e->freqs == NULL) {
+            st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the engine's layers");
+            goto out_destroy;
+        }
+        rope_constants(e, c);
+        if ((st = eng_gpu_create(e)) != MT_OK) {
+            goto out_destroy;
+        }
+        *engine_out = e;
+        return MT_OK;
+    }
     kv = (struct mt_kv_layout){
         .latent = e->opts.kv_dtype,
         .index_exact = e->opts.indexer == MT_INDEXER_EXACT || e->opts.compare_indexer,
@@ -121,18 +151,7 @@ mt_engine_create(const struct mt_model *model, const struct mt_engine_opts *opts
         goto out_destroy;
     }
 
-    /* RoPE and softmax constants, as HF computes them */
-    bool yarn = strcmp(c->rope_type, "yarn") == 0;
-    struct mt_cpu_rope_params rp = {
-        .dim = c->qk_rope_head_dim, .theta = c->rope_theta, .yarn = yarn,
-        .factor = c->rope_factor, .original_max_pos = c->rope_original_max_pos,
-        .beta_fast = c->rope_beta_fast, .beta_slow = c->rope_beta_slow,
-    };
-    mt_cpu_rope_freqs(&rp, e->freqs);
-    /* HF's YaRN factor on cos/sin (1 for DeepSeek's config) and the mscale^2 softmax scale */
-    e->rope_att = (float)mt_config_rope_attn_factor(c);
-    e->softmax_scale = (float)mt_config_softmax_scale(c);
-
+    rope_constants(e, c);
     if ((st = eng_weights_load(e)) != MT_OK || (st = experts_init(e, c)) != MT_OK) {
         goto out_destroy;
     }
@@ -150,6 +169,7 @@ mt_engine_destroy(struct mt_engine *e)
     if (e == NULL) {
         return;
     }
+    eng_gpu_destroy(e->gpu, e->n_layers);
     mt_executor_destroy(e->ref_exec);
     mt_expert_provider_destroy(e->tiered);
     mt_expert_provider_destroy(e->own_provider);
@@ -372,6 +392,9 @@ mt_engine_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_lo
 
     if ((st = check_tokens(e, start, tokens, n)) != MT_OK) {
         return st;
+    }
+    if (e->gpu != NULL) {
+        return eng_gpu_forward(e, tokens, n, all_logits, logits_out);
     }
     end = start + n;
     if ((st = mt_kv_cache_reserve(&e->kv, end)) != MT_OK) {

@@ -41,6 +41,12 @@ enum mt_attn_mode {
     MT_ATTN_DENSE,  /* attend to every position <= t (no indexer); for testing */
 };
 
+/* Where the forward pass runs. */
+enum mt_device {
+    MT_DEVICE_CPU, /* the reference ops (the oracle) */
+    MT_DEVICE_GPU, /* engine_gpu.c: every weight, routed experts included, in one device arena */
+};
+
 struct mt_engine_opts {
     enum mt_indexer_mode indexer;
     enum mt_attn_mode attention;
@@ -65,8 +71,17 @@ struct mt_engine_opts {
      * NULL: the checkpoint provider reads them on every use.
      */
     struct mt_expert_provider *nvme_provider;
-    /* The host KV cache's latent dtype: F32 (default, the reference) or BF16. */
+    /* The KV cache's latent dtype: F32 (default on the CPU, the reference) or BF16. */
     enum mt_dtype kv_dtype;
+    /*
+     * MT_DEVICE_GPU: the whole model on CUDA device 0 (MT_ERR_UNSUPPORTED without one). Not
+     * supported there: compare_indexer, provider/nvme_provider/expert_tiers (every routed expert
+     * is resident on the GPU) and the executors of mt_engine_set_executor (ignored).
+     */
+    enum mt_device device;
+    uint64_t gpu_mem;  /* GPU: the device arena's budget in bytes; 0: free memory minus a margin */
+    int64_t gpu_ctx;   /* GPU: positions the device caches hold; 0: min(max_position, 8192) */
+    bool debug_sync;   /* GPU: synchronize after every kernel (also MT_DEBUG_SYNC=1) */
 };
 
 /* Defaults: exact indexer, sparse attention, no comparison, no trace, all experts in DRAM. */

@@ -99,6 +99,7 @@ struct mt_engine {
     struct mt_executor *exec[MT_TIER_COUNT]; /* borrowed, or ref_exec */
     void *work;                   /* owned: the forward pass's work space, grown on demand */
     size_t work_bytes;
+    struct eng_gpu *gpu;          /* owned: the GPU backend (opts.device GPU), or NULL */
 };
 
 /* weights.c: read every always-on tensor (MT_ERR_* naming the tensor). */
@@ -112,5 +113,15 @@ mt_status_t eng_attention(struct mt_engine *e, int l, const float *x, int n, int
 /* moe.c: the MoE FFN of layer l for x[n, hidden] -> out[n, hidden]. */
 mt_status_t eng_moe(struct mt_engine *e, int l, const float *x, int n, struct eng_work *w,
                     float *out);
+
+/*
+ * engine_gpu.c: the GPU backend. create uploads everything (e->freqs, rope_att and softmax_scale
+ * already set) and sets e->gpu; forward is mt_engine_forward after its checks.
+ */
+struct eng_gpu;
+mt_status_t eng_gpu_create(struct mt_engine *e);
+void eng_gpu_destroy(struct eng_gpu *g, int n_layers);
+mt_status_t eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logits,
+                            float *logits_out);
 
 #endif /* MT_ENGINE_IMPL_H */

@@ -1,0 +1,503 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * engine_ops.cu - the glue kernels of the GPU engine (runtime/engine/engine_gpu.c): the pieces
+ * of a forward pass that ops.h has no kernel for, or has one only at V3.2's exact shapes.
+ *
+ * The one idea: these are correctness-first kernels for ANY model shape (the tiny golden models
+ * have 3 heads, a 32-wide latent, 16 indexer heads), each a direct transcription of the CPU
+ * engine's loop it replaces (attention.c, moe.c, cpu/ref_*.c): fp32 GEMV for F32 weights, the
+ * two absorption products of MLA through kv_b, a one-block-per-head MLA for shapes the fast
+ * kernel of mla.cu does not take, row copies into the caches with the CPU's bf16 rounding,
+ * DeepSeek's Hadamard + act_quant of the FP8 indexer, its scores at any head count and width,
+ * and the gather / weighted scatter of routed experts that are not FP8. The engine uses the
+ * tuned kernels of ops.h wherever their shape rules hold.
+ */
+#include <config.h>
+
+#include "kernels/engine_ops.h"
+#include "kernels/common.cuh"
+#include "kernels/cuda_check.cuh"
+
+#include <cuda_fp8.h>
+#include <math.h>
+
+#define EO_THREADS 256
+
+/* ---- F32 GEMV: one warp per output row ------------------------------------------------------ */
+
+static __global__ void
+linear_f32_kernel(const float *__restrict__ w, int64_t rows, int64_t cols,
+                  const float *__restrict__ x, int n_tok, float *__restrict__ y)
+{
+    int64_t r = (int64_t)blockIdx.x * (EO_THREADS / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x % 32;
+
+    if (r >= rows) {
+        return;
+    }
+    const float *wr = w + r * cols;
+    for (int t = 0; t < n_tok; t++) {
+        const float *xt = x + (int64_t)t * cols;
+        float a = 0.0f;
+        for (int64_t c = lane; c < cols; c += 32) {
+            a += wr[c] * xt[c];
+        }
+        a = mt_warp_sum(a);
+        if (lane == 0) {
+            y[(int64_t)t * rows + r] = a;
+        }
+    }
+}
+
+extern "C" mt_status_t
+mt_gpu_linear_f32(const float *w, int64_t rows, int64_t cols, const float *x, int n_tok, float *y,
+                  struct CUstream_st *stream)
+{
+    if (w == NULL || x == NULL || y == NULL || rows < 1 || cols < 1 || n_tok < 1) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu linear f32: %lld x %lld, %d tokens", (long long)rows,
+                       (long long)cols, n_tok);
+    }
+    unsigned blocks = (unsigned)MT_CEIL_DIV(rows, (int64_t)(EO_THREADS / 32));
+    linear_f32_kernel<<<blocks, EO_THREADS, 0, stream>>>(w, rows, cols, x, n_tok, y);
+    return mt_cuda_launched("linear_f32", stream);
+}
+
+/* ---- MLA absorption through kv_b [H * (nope + vd), kvl] fp32 --------------------------------- */
+
+/* Block h: q_lat[h][c] = sum_d q_nope[h][d] kv_b[h*(nope+vd)+d][c] (d ascending, as attention.c). */
+static __global__ void
+absorb_q_kernel(const float *__restrict__ q, const float *__restrict__ kvb, int nope, int vd,
+                int kvl, int rope, float *__restrict__ q_lat, float *__restrict__ q_pe)
+{
+    int h = blockIdx.x;
+    const float *qh = q + (int64_t)h * (nope + rope);
+
+    for (int c = threadIdx.x; c < kvl; c += EO_THREADS) {
+        float a = 0.0f;
+        for (int d = 0; d < nope; d++) {
+            a += qh[d] * kvb[((int64_t)h * (nope + vd) + d) * kvl + c];
+        }
+        q_lat[(int64_t)h * kvl + c] = a;
+    }
+    for (int i = threadIdx.x; i < rope; i += EO_THREADS) {
+        q_pe[(int64_t)h * rope + i] = qh[nope + i];
+    }
+}
+
+extern "C" mt_status_t
+mt_gpu_mla_absorb_q(const float *q, const float *kvb, int n_heads, int nope, int vd, int kvl,
+                    int rope, float *q_lat, float *q_pe, struct CUstream_st *stream)
+{
+    if (q == NULL || kvb == NULL || q_lat == NULL || q_pe == NULL || n_heads < 1 || nope < 1 ||
+        vd < 1 || kvl < 1 || rope < 0) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu absorb q: %d heads, nope %d, v %d, rank %d",
+                       n_heads, nope, vd, kvl);
+    }
+    absorb_q_kernel<<<n_heads, EO_THREADS, 0, stream>>>(q, kvb, nope, vd, kvl, rope, q_lat, q_pe);
+    return mt_cuda_launched("mla_absorb_q", stream);
+}
+
+/* One warp per (h, j): out[h*vd + j] = kv_b[h*(nope+vd)+nope+j] . o_lat[h]. */
+static __global__ void
+absorb_v_kernel(const float *__restrict__ o_lat, const float *__restrict__ kvb, int n_heads,
+                int nope, int vd, int kvl, float *__restrict__ out)
+{
+    int row = blockIdx.x * (EO_THREADS / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x % 32;
+
+    if (row >= n_heads * vd) {
+        return;
+    }
+    int h = row / vd;
+    int j = row % vd;
+    const float *wr = kvb + ((int64_t)h * (nope + vd) + nope + j) * kvl;
+    const float *o = o_lat + (int64_t)h * kvl;
+    float a = 0.0f;
+    for (int i = lane; i < kvl; i += 32) {
+        a += wr[i] * o[i];
+    }
+    a = mt_warp_sum(a);
+    if (lane == 0) {
+        out[row] = a;
+    }
+}
+
+extern "C" mt_status_t
+mt_gpu_mla_absorb_v(const float *o_lat, const float *kvb, int n_heads, int nope, int vd, int kvl,
+                    float *out, struct CUstream_st *stream)
+{
+    if (o_lat == NULL || kvb == NULL || out == NULL || n_heads < 1 || vd < 1 || kvl < 1) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu absorb v: %d heads, v %d, rank %d", n_heads, vd, kvl);
+    }
+    unsigned blocks = (unsigned)MT_CEIL_DIV(n_heads * vd, EO_THREADS / 32);
+    absorb_v_kernel<<<blocks, EO_THREADS, 0, stream>>>(o_lat, kvb, n_heads, nope, vd, kvl, out);
+    return mt_cuda_launched("mla_absorb_v", stream);
+}
+
+/* ---- MLA decode at any shape: one block per head --------------------------------------------- */
+
+static __device__ __forceinline__ float
+cache_at(const void *p, bool bf16, int64_t i)
+{
+    if (bf16) {
+        return __uint_as_float((uint32_t)((const uint16_t *)p)[i] << 16);
+    }
+    return ((const float *)p)[i];
+}
+
+static __device__ float
+block_reduce(float v, bool is_max, float *red)
+{
+    int lane = threadIdx.x % 32;
+    int warp = threadIdx.x / 32;
+
+    v = is_max ? mt_warp_max(v) : mt_warp_sum(v);
+    __syncthreads();
+    if (lane == 0) {
+        red[warp] = v;
+    }
+    __syncthreads();
+    v = red[0];
+    for (int i = 1; i < EO_THREADS / 32; i++) {
+        v = is_max ? fmaxf(v, red[i]) : v + red[i];
+    }
+    return v;
+}
+
+static __global__ void
+mla_any_kernel(const float *__restrict__ q_lat, const float *__restrict__ q_pe, int kvl, int rope,
+               bool bf16, const void *lat, const float *__restrict__ kpe,
+               const int32_t *__restrict__ idx, int n_idx, float scale, float *__restrict__ work,
+               float *__restrict__ o_lat)
+{
+    __shared__ float red[EO_THREADS / 32];
+    int h = blockIdx.x;
+    const float *ql = q_lat + (int64_t)h * kvl;
+    const float *qp = q_pe + (int64_t)h * rope;
+    float *p = work + (int64_t)h * n_idx;
+    float m = -INFINITY;
+
+    for (int j = threadIdx.x; j < n_idx; j += EO_THREADS) {
+        int64_t s = idx != NULL ? idx[j] : j;
+        float v = -INFINITY;
+        if (s >= 0) {
+            double d = 0.0;
+            for (int i = 0; i < kvl; i++) {
+                d += (double)ql[i] * cache_at(lat, bf16, s * kvl + i);
+            }
+            for (int i = 0; i < rope; i++) {
+                d += (double)qp[i] * kpe[s * rope + i];
+            }
+            v = (float)d * scale;
+        }
+        p[j] = v;
+        m = fmaxf(m, v);
+    }
+    m = block_reduce(m, true, red);
+    float sum = 0.0f;
+    for (int j = threadIdx.x; j < n_idx; j += EO_THREADS) {
+        float e = p[j] == -INFINITY ? 0.0f : expf(p[j] - m);
+        p[j] = e;
+        sum += e;
+    }
+    sum = block_reduce(sum, false, red);
+    __syncthreads();
+    float inv = 1.0f / sum;
+    for (int c = threadIdx.x; c < kvl; c += EO_THREADS) {
+        float a = 0.0f;
+        for (int j = 0; j < n_idx; j++) {
+            int64_t s = idx != NULL ? idx[j] : j;
+            if (s >= 0) {
+                a += p[j] * inv * cache_at(lat, bf16, s * kvl + c);
+            }
+        }
+        o_lat[(int64_t)h * kvl + c] = a;
+    }
+}
+
+extern "C" mt_status_t
+mt_gpu_mla_decode_any(const float *q_lat, const float *q_pe, int n_heads, int kv_rank, int rope,
+                      enum mt_dtype lat_dtype, const void *lat, const float *kpe,
+                      const int32_t *idx, int n_idx, float scale, float *work, float *o_lat,
+                      struct CUstream_st *stream)
+{
+    if ((lat_dtype != MT_DTYPE_F32 && lat_dtype != MT_DTYPE_BF16) || n_heads < 1 ||
+        kv_rank < 1 || rope < 0 || n_idx < 1 || q_lat == NULL || lat == NULL || kpe == NULL ||
+        work == NULL || o_lat == NULL) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu mla any: %d heads, rank %d, rope %d, %d positions",
+                       n_heads, kv_rank, rope, n_idx);
+    }
+    mla_any_kernel<<<n_heads, EO_THREADS, 0, stream>>>(q_lat, q_pe, kv_rank, rope,
+                                                       lat_dtype == MT_DTYPE_BF16, lat, kpe, idx,
+                                                       n_idx, scale, work, o_lat);
+    return mt_cuda_launched("mla_decode_any", stream);
+}
+
+/* ---- row copies, scaling, gather and scatter ------------------------------------------------- */
+
+/* fp32 -> bf16 exactly as cpu/convert.h's mt_f32_to_bf16 (round to nearest even, quiet NaN). */
+static __device__ __forceinline__ uint16_t
+f32_to_bf16(float f)
+{
+    uint32_t u = __float_as_uint(f);
+
+    if ((u & 0x7fffffffu) > 0x7f800000u) {
+        return (uint16_t)((u >> 16) | 0x40);
+    }
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static __global__ void
+rows_convert_kernel(void *dst, bool bf16, int64_t dst_ld, const float *src, int64_t src_ld,
+                    int n_rows, int dim)
+{
+    int64_t i = (int64_t)blockIdx.x * EO_THREADS + threadIdx.x;
+
+    if (i >= (int64_t)n_rows * dim) {
+        return;
+    }
+    int64_t r = i / dim;
+    int64_t c = i % dim;
+    float v = src[r * src_ld + c];
+    if (bf16) {
+        ((uint16_t *)dst)[r * dst_ld + c] = f32_to_bf16(v);
+    } else {
+        ((float *)dst)[r * dst_ld + c] = v;
+    }
+}
+
+extern "C" mt_status_t
+mt_gpu_rows_convert(void *dst, enum mt_dtype dst_dtype, int64_t dst_ld, const float *src,
+                    int64_t src_ld, int n_rows, int dim, struct CUstream_st *stream)
+{
+    if ((dst_dtype != MT_DTYPE_F32 && dst_dtype != MT_DTYPE_BF16) || dst == NULL || src == NULL ||
+        n_rows < 1 || dim < 1) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu rows convert: %d rows of %d", n_rows, dim);
+    }
+    int64_t n = (int64_t)n_rows * dim;
+    rows_convert_kernel<<<(unsigned)MT_CEIL_DIV(n, (int64_t)EO_THREADS), EO_THREADS, 0, stream>>>(
+        dst, dst_dtype == MT_DTYPE_BF16, dst_ld, src, src_ld, n_rows, dim);
+    return mt_cuda_launched("rows_convert", stream);
+}
+
+static __global__ void
+scale_cols_kernel(float *x, int n_rows, int64_t ld, int offset, int len, float s)
+{
+    int64_t i = (int64_t)blockIdx.x * EO_THREADS + threadIdx.x;
+
+    if (i < (int64_t)n_rows * len) {
+        x[(i / len) * ld + offset + i % len] *= s;
+    }
+}
+
+extern "C" mt_status_t
+mt_gpu_scale_cols(float *x, int n_rows, int64_t ld, int offset, int len, float s,
+                  struct CUstream_st *stream)
+{
+    if (x == NULL || n_rows < 1 || len < 1) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu scale cols: %d rows of %d", n_rows, len);
+    }
+    int64_t n = (int64_t)n_rows * len;
+    scale_cols_kernel<<<(unsigned)MT_CEIL_DIV(n, (int64_t)EO_THREADS), EO_THREADS, 0, stream>>>(
+        x, n_rows, ld, offset, len, s);
+    return mt_cuda_launched("scale_cols", stream);
+}
+
+static __global__ void
+gather_rows_kernel(const float *src, const int32_t *rows, int n, int dim, float *dst)
+{
+    int64_t i = (int64_t)blockIdx.x * EO_THREADS + threadIdx.x;
+
+    if (i < (int64_t)n * dim) {
+        dst[i] = src[(int64_t)rows[i / dim] * dim + i % dim];
+    }
+}
+
+extern "C" mt_status_t
+mt_gpu_gather_rows(const float *src, const int32_t *rows, int n, int dim, float *dst,
+                   struct CUstream_st *stream)
+{
+    if (src == NULL || rows == NULL || dst == NULL || n < 1 || dim < 1) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu gather rows: %d rows of %d", n, dim);
+    }
+    int64_t m = (int64_t)n * dim;
+    gather_rows_kernel<<<(unsigned)MT_CEIL_DIV(m, (int64_t)EO_THREADS), EO_THREADS, 0, stream>>>(
+        src, rows, n, dim, dst);
+    return mt_cuda_launched("gather_rows", stream);
+}
+
+/* Thread d walks the pairs in order: y[tok[p]][d] += w[p] * ys[p][d] (moe.c's fixed order). */
+static __global__ void
+scatter_add_kernel(float *y, const float *ys, const int32_t *tok, const float *w, int n_pairs,
+                   int dim)
+{
+    int d = blockIdx.x * EO_THREADS + threadIdx.x;
+
+    if (d >= dim) {
+        return;
+    }
+    for (int p = 0; p < n_pairs; p++) {
+        y[(int64_t)tok[p] * dim + d] += w[p] * ys[(int64_t)p * dim + d];
+    }
+}
+
+extern "C" mt_status_t
+mt_gpu_scatter_add_rows(float *y, const float *ys, const int32_t *tok, const float *w,
+                        int n_pairs, int dim, struct CUstream_st *stream)
+{
+    if (y == NULL || ys == NULL || tok == NULL || w == NULL || n_pairs < 1 || dim < 1) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu scatter add: %d pairs of %d", n_pairs, dim);
+    }
+    scatter_add_kernel<<<(unsigned)MT_CEIL_DIV(dim, EO_THREADS), EO_THREADS, 0, stream>>>(
+        y, ys, tok, w, n_pairs, dim);
+    return mt_cuda_launched("scatter_add_rows", stream);
+}
+
+/* ---- the FP8 indexer: Hadamard + act_quant, scores at any shape ----------------------------- */
+
+/*
+ * One thread per vector, the CPU's exact sequence (mt_cpu_hadamard, mt_cpu_act_quant with
+ * ue8m0): the butterflies in the same order, the same clamp, e4m3 round to nearest even. The
+ * vectors are 64 query heads or one key per token, each at most 128 wide: one thread is enough.
+ */
+static __global__ void
+hadamard_quant_kernel(const float *x, int n_vec, int dim, uint8_t *q8, float *scale_out,
+                      const float *w_in, float w_mul)
+{
+    int v = blockIdx.x * EO_THREADS + threadIdx.x;
+    float h[MT_GPU_HADAMARD_MAX];
+
+    if (v >= n_vec) {
+        return;
+    }
+    for (int i = 0; i < dim; i++) {
+        h[i] = x[(int64_t)v * dim + i];
+    }
+    for (int len = 1; len < dim; len <<= 1) {
+        for (int i = 0; i < dim; i += 2 * len) {
+            for (int j = i; j < i + len; j++) {
+                float a = h[j];
+                float b = h[j + len];
+                h[j] = __fadd_rn(a, b);
+                h[j + len] = __fsub_rn(a, b);
+            }
+        }
+    }
+    float s = (float)(1.0 / sqrt((double)dim));
+    float amax = 0.0f;
+    for (int i = 0; i < dim; i++) {
+        h[i] = __fmul_rn(h[i], s);
+        amax = fmaxf(amax, fabsf(h[i]));
+    }
+    amax = fmaxf(amax, 1e-4f);
+    float qs = amax / 448.0f;
+    uint32_t u = __float_as_uint(qs);
+    int e = (int)((u >> 23) & 0xff) - 127 + ((u & 0x7fffff) != 0);
+    qs = ldexpf(1.0f, e);
+    for (int i = 0; i < dim; i++) {
+        float q = fminf(fmaxf(h[i] / qs, -448.0f), 448.0f);
+        q8[(int64_t)v * dim + i] = (uint8_t)__nv_cvt_float_to_fp8(q, __NV_SATFINITE, __NV_E4M3);
+    }
+    scale_out[v] = w_in != NULL ? w_in[v] * qs * w_mul : qs;
+}
+
+extern "C" mt_status_t
+mt_gpu_hadamard_quant(const float *x, int n_vec, int dim, uint8_t *q8, float *scale_out,
+                      const float *w_in, float w_mul, struct CUstream_st *stream)
+{
+    if (x == NULL || q8 == NULL || scale_out == NULL || n_vec < 1 || dim < 1 ||
+        dim > MT_GPU_HADAMARD_MAX || (dim & (dim - 1)) != 0) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu hadamard quant: %d vectors of %d", n_vec, dim);
+    }
+    hadamard_quant_kernel<<<(unsigned)MT_CEIL_DIV(n_vec, EO_THREADS), EO_THREADS, 0, stream>>>(
+        x, n_vec, dim, q8, scale_out, w_in, w_mul);
+    return mt_cuda_launched("hadamard_quant", stream);
+}
+
+static __device__ __forceinline__ float
+e4m3_to_f32(uint8_t b)
+{
+    __half_raw r = __nv_cvt_fp8_to_halfraw((__nv_fp8_storage_t)b, __NV_E4M3);
+    return __half2float(__half(r));
+}
+
+/* One thread per key: out[s] = k_scale[s] * sum_h ReLU(q8[h] . k8[s]) * w[h]. */
+static __global__ void
+index_fp8_any_kernel(const uint8_t *q8, const float *w, int n_heads, int dim, const uint8_t *k8,
+                     const float *k_scale, int64_t n_keys, float *out)
+{
+    int64_t s = (int64_t)blockIdx.x * EO_THREADS + threadIdx.x;
+
+    if (s >= n_keys) {
+        return;
+    }
+    const uint8_t *ks = k8 + s * dim;
+    float acc = 0.0f;
+    for (int h = 0; h < n_heads; h++) {
+        const uint8_t *qh = q8 + (int64_t)h * dim;
+        float d = 0.0f;
+        for (int j = 0; j < dim; j++) {
+            d += e4m3_to_f32(qh[j]) * e4m3_to_f32(ks[j]);
+        }
+        acc += (d > 0.0f ? d : 0.0f) * w[h];
+    }
+    out[s] = acc * k_scale[s];
+}
+
+extern "C" mt_status_t
+mt_gpu_index_scores_fp8_any(const uint8_t *q8, const float *w, int n_heads, int dim,
+                            const uint8_t *k8, const float *k_scale, int64_t n_keys, float *out,
+                            struct CUstream_st *stream)
+{
+    if (q8 == NULL || w == NULL || k8 == NULL || k_scale == NULL || out == NULL || n_heads < 1 ||
+        dim < 1 || n_keys < 1) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu fp8 index scores: %d heads x %d, %lld keys", n_heads,
+                       dim, (long long)n_keys);
+    }
+    index_fp8_any_kernel<<<(unsigned)MT_CEIL_DIV(n_keys, (int64_t)EO_THREADS), EO_THREADS, 0,
+                           stream>>>(q8, w, n_heads, dim, k8, k_scale, n_keys, out);
+    return mt_cuda_launched("index_scores_fp8_any", stream);
+}
+
+/* ---- async copies for the engine ------------------------------------------------------------ */
+
+extern "C" mt_status_t
+mt_gpu_copy_async(void *dst, const void *src, size_t bytes, int to_device,
+                  struct CUstream_st *stream)
+{
+    return MT_CUDA(cudaMemcpyAsync(dst, src, bytes,
+                                   to_device ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost,
+                                   stream));
+}
+
+extern "C" mt_status_t
+mt_gpu_stream_create(struct CUstream_st **stream_out)
+{
+    cudaStream_t s;
+    mt_status_t st = MT_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+
+    if (st == MT_OK) {
+        *stream_out = s;
+    }
+    return st;
+}
+
+extern "C" void
+mt_gpu_stream_destroy(struct CUstream_st *stream)
+{
+    if (stream != NULL) {
+        cudaStreamDestroy(stream);
+    }
+}
+
+extern "C" mt_status_t
+mt_gpu_mem_free(int dev, size_t *free_out, size_t *total_out)
+{
+    mt_status_t st = MT_CUDA(cudaSetDevice(dev));
+
+    if (st == MT_OK) {
+        st = MT_CUDA(cudaMemGetInfo(free_out, total_out));
+    }
+    return st;
+}

@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * engine_ops.h - the GPU engine's glue kernels (engine_ops.cu): what a forward pass needs beside
+ * ops.h's tuned kernels, at any model shape. Same conventions as ops.h: device pointers, enqueued
+ * on `stream`, MT_ERR_INVAL before any launch for bad arguments, MT_ERR_CUDA for a failed launch.
+ * Only for CUDA builds (no stubs): runtime/engine/engine_gpu.c includes it under MT_HAVE_CUDA.
+ */
+#ifndef MT_KERNELS_ENGINE_OPS_H
+#define MT_KERNELS_ENGINE_OPS_H
+
+#include "kernels/ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* y[t] = W x[t] for an F32 W [rows, cols] (one warp per row; small weights: routers, tests). */
+mt_status_t mt_gpu_linear_f32(const float *w, int64_t rows, int64_t cols, const float *x,
+                              int n_tok, float *y, struct CUstream_st *stream);
+
+/*
+ * Absorbed MLA through kv_b (fp32 [H * (nope + vd), kvl]) for one token: q [H, nope + rope] ->
+ * q_lat [H, kvl] (its nope part through the key half) and q_pe [H, rope] (copied).
+ */
+mt_status_t mt_gpu_mla_absorb_q(const float *q, const float *kvb, int n_heads, int nope, int vd,
+                                int kvl, int rope, float *q_lat, float *q_pe,
+                                struct CUstream_st *stream);
+
+/* out[h * vd + j] = kv_b[h * (nope + vd) + nope + j] . o_lat[h] (the value half). */
+mt_status_t mt_gpu_mla_absorb_v(const float *o_lat, const float *kvb, int n_heads, int nope,
+                                int vd, int kvl, float *out, struct CUstream_st *stream);
+
+/*
+ * mt_cpu_mla_absorbed at any shape: one block per head; lat [*, kv_rank] F32 or BF16, kpe
+ * [*, rope] fp32, idx NULL for the dense set 0..n_idx-1 (entries < 0 skipped); work: device
+ * [n_heads, n_idx] floats.
+ */
+mt_status_t mt_gpu_mla_decode_any(const float *q_lat, const float *q_pe, int n_heads, int kv_rank,
+                                  int rope, enum mt_dtype lat_dtype, const void *lat,
+                                  const float *kpe, const int32_t *idx, int n_idx, float scale,
+                                  float *work, float *o_lat, struct CUstream_st *stream);
+
+/* dst[r * dst_ld + c] = src[r * src_ld + c] as F32 or BF16 (mt_f32_to_bf16's rounding). */
+mt_status_t mt_gpu_rows_convert(void *dst, enum mt_dtype dst_dtype, int64_t dst_ld,
+                                const float *src, int64_t src_ld, int n_rows, int dim,
+                                struct CUstream_st *stream);
+
+/* x[r * ld + offset + i] *= s for r < n_rows, i < len. */
+mt_status_t mt_gpu_scale_cols(float *x, int n_rows, int64_t ld, int offset, int len, float s,
+                              struct CUstream_st *stream);
+
+/* dst[i] = src[rows[i]] for i < n rows of dim floats (rows: device). */
+mt_status_t mt_gpu_gather_rows(const float *src, const int32_t *rows, int n, int dim, float *dst,
+                               struct CUstream_st *stream);
+
+/* y[tok[p]] += w[p] * ys[p] for p = 0, 1, ... in that order (tok, w: device). */
+mt_status_t mt_gpu_scatter_add_rows(float *y, const float *ys, const int32_t *tok, const float *w,
+                                    int n_pairs, int dim, struct CUstream_st *stream);
+
+#define MT_GPU_HADAMARD_MAX 128
+
+/*
+ * DeepSeek's FP8 indexer quantization of n_vec vectors of dim (a power of two <= 128), as
+ * mt_cpu_hadamard + mt_cpu_act_quant(ue8m0): q8 [n_vec, dim] e4m3, scale_out[v] = the scale, or
+ * w_in[v] * scale * w_mul when w_in is given (the query's head weights with the scales folded in).
+ */
+mt_status_t mt_gpu_hadamard_quant(const float *x, int n_vec, int dim, uint8_t *q8,
+                                  float *scale_out, const float *w_in, float w_mul,
+                                  struct CUstream_st *stream);
+
+/* mt_cpu_index_scores_fp8 at any head count and width (one thread per key). */
+mt_status_t mt_gpu_index_scores_fp8_any(const uint8_t *q8, const float *w, int n_heads, int dim,
+                                        const uint8_t *k8, const float *k_scale, int64_t n_keys,
+                                        float *out, struct CUstream_st *stream);
+
+/* cudaMemcpyAsync host -> device (to_device) or device -> host on stream. */
+mt_status_t mt_gpu_copy_async(void *dst, const void *src, size_t bytes, int to_device,
+                              struct CUstream_st *stream);
+mt_status_t mt_gpu_stream_create(struct CUstream_st **stream_out);
+void mt_gpu_stream_destroy(struct CUstream_st *stream);
+
+/* What device dev has free and in all. */
+mt_status_t mt_gpu_mem_free(int dev, size_t *free_out, size_t *total_out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MT_KERNELS_ENGINE_OPS_H */

@@ -1,0 +1,982 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * engine_gpu.c - the engine's GPU backend: the whole forward pass of engine.c, attention.c and
+ * moe.c on the CUDA kernels of kernels/ops.h and kernels/engine_ops.h, with the same contract
+ * (append tokens -> logits, reset, truncate, pos), so sessions, run, chat and serve use it as is.
+ *
+ * The one idea: every weight the forward pass reads (routed experts included) is uploaded once,
+ * in its checkpoint dtype, into one device arena sized before anything is placed: a first pass
+ * over the model only counts bytes (weights, the latent and index-key caches for ctx positions,
+ * the work space), so a model that does not fit fails at once with one message that says how
+ * much it needs. The embedding table stays in host memory (a token copies one row).
+ *
+ * Correctness first: tokens go through the layers in chunks of at most MT_GPU_GEMV_MAX_TOK (8),
+ * the batch of the decode GEMV, so a prefill is a loop of 8-token steps (the cache makes every
+ * split of a sequence compute the same function); inside a chunk the indexer, top-k and sparse
+ * MLA run per token as attention.c does. Each MoE layer copies the router's choices back to the
+ * host, sorts the (token, expert) pairs there exactly as moe.c does, and uploads the groups: one
+ * synchronization per MoE layer. No batched prefill GEMM yet.
+ *
+ * Errors: every operation goes through GPU_DO, which names the operation and the layer in the
+ * one message; with debug_sync (--debug-sync, MT_DEBUG_SYNC=1) the stream is synchronized after
+ * every operation, so an asynchronous fault is blamed on the operation that caused it.
+ */
+#include <config.h>
+
+#include "runtime/engine/engine_impl.h"
+
+#include "runtime/plan/trace.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef MT_HAVE_CUDA
+
+mt_status_t
+eng_gpu_create(struct mt_engine *e)
+{
+    (void)e;
+    return mt_fail(MT_ERR_UNSUPPORTED, 0, "--device gpu: moetier was built without CUDA "
+                   "(configure --with-cuda); use --device cpu");
+}
+
+void
+eng_gpu_destroy(struct eng_gpu *g, int n_layers)
+{
+    (void)g, (void)n_layers;
+}
+
+mt_status_t
+eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logits,
+                float *logits_out)
+{
+    (void)e, (void)tokens, (void)n, (void)all_logits, (void)logits_out;
+    return MT_ERR_UNSUPPORTED;
+}
+
+#else /* MT_HAVE_CUDA */
+
+#include "cpu/convert.h"
+#include "kernels/engine_ops.h"
+#include "kernels/kernels.h"
+
+#include <math.h>
+#include <stdio.h>
+
+#define TOK MT_GPU_GEMV_MAX_TOK
+
+/* A weight on the device: FP8 + scales or BF16 for the GEMV of ops.h, or F32. */
+struct gw {
+    struct mt_gpu_weight w;
+};
+
+struct g_mlp {
+    struct gw gate, up, down;
+};
+
+struct g_layer {
+    float *input_norm, *post_attn_norm, *q_a_norm, *kv_a_norm, *idx_norm_w, *idx_norm_b;
+    struct gw q_a, q_b, kv_a, o, idx_wq_b, idx_wk, idx_wproj;
+    float *kvb;                    // [H * (nope + v), kvl] fp32 (absorption)
+    bool is_moe;
+    struct g_mlp mlp;              // dense layers
+    struct gw router;
+    float *router_bias;            // [E] or NULL
+    struct g_mlp shared;
+    struct g_mlp *experts;         // host array [E] of device weights
+    struct mt_gpu_expert *xtab;    // host [E]: the FP8 grouped GEMV's view of the same
+    /* caches, ctx positions */
+    void *lat;                     // [ctx, kvl] lat dtype
+    void *kpe;                     // [ctx, rope] kpe dtype
+    float *ikey;                   // [ctx, ID] or NULL
+    uint8_t *ikey8;                // [ctx, ID] or NULL
+    float *ikscale;                // [ctx] or NULL
+};
+
+struct eng_gpu {
+    struct mt_gpu_arena *arena;    /* NULL during the counting pass */
+    struct CUstream_st *stream;
+    bool debug_sync;
+    size_t need[3];                /* counting pass: weights, caches, work */
+    int cat;                       /* which of need[] allocations go to */
+    int64_t ctx;                   /* positions the device caches hold */
+    enum mt_dtype lat_dtype, kpe_dtype;
+    bool fast_mla;                 /* V3.2 shapes: mla.cu's kernel */
+    bool grouped_moe;              /* FP8 experts at shapes moe.cu takes */
+    int max_inter;
+    struct g_layer *layers;
+    float *final_norm;
+    struct gw head;
+    struct mt_cpu_weight embed;    /* host */
+    void *embed_raw;               /* owned */
+    float *freqs;                  /* device [rope / 2] */
+    /* device work */
+    float *h, *x, *y, *qa, *q, *kv, *lat_t, *kpe_t, *attn, *qi, *ki, *wts;
+    float *q_lat, *q_pe, *o_lat, *scores, *mla_work, *wq, *logits;
+    float *gs, *us, *xs, *ys, *rlog, *rw, *pair_w;
+    int32_t *idx, *ids, *group_start, *pair_tok;
+    uint8_t *q8;
+    struct mt_gpu_expert *xgroups;
+    void *moe_work;
+    /* host work */
+    float *h_emb, *h_rw, *h_pair_w;
+    int32_t *h_ids, *h_idx, *h_group_start, *h_pair_tok, *h_count;
+    struct mt_gpu_expert *h_xgroups;
+};
+
+/* ---- errors ------------------------------------------------------------------------------ */
+
+/* Replace the kernel's message by one that names the operation and the layer (-1: none). */
+static mt_status_t
+gfail(mt_status_t st, int layer, const char *op)
+{
+    char why[512];
+
+    snprintf(why, sizeof(why), "%s", mt_last_error());
+    mt_log_set_quiet(false);
+    if (layer < 0) {
+        return mt_fail(st, 0, "GPU engine: %s failed: %s%s", op, why,
+                       st == MT_ERR_CUDA ? " (rerun with --debug-sync to find the kernel)" : "");
+    }
+    return mt_fail(st, 0, "GPU engine, layer %d: %s failed: %s%s", layer, op, why,
+                   st == MT_ERR_CUDA ? " (rerun with --debug-sync to find the kernel)" : "");
+}
+
+#define GPU_DO(layer, op, call)                                                                   \
+    do {                                                                                          \
+        mt_status_t st_;                                                                          \
+        mt_log_set_quiet(true);                                                                   \
+        st_ = (call);                                                                             \
+        if (st_ == MT_OK && g->debug_sync) {                                                      \
+            st_ = mt_gpu_stream_sync(g->stream);                                                  \
+        }                                                                                         \
+        mt_log_set_quiet(false);                                                                  \
+        if (st_ != MT_OK) {                                                                       \
+            return gfail(st_, (layer), (op));                                                     \
+        }                                                                                         \
+    } while (0)
+
+/* ---- the arena: a counting pass, then the real one --------------------------------------- */
+
+enum { CAT_WEIGHTS, CAT_CACHE, CAT_WORK };
+
+static mt_status_t
+galloc(struct eng_gpu *g, size_t bytes, const char *what, void **out)
+{
+    if (g->arena == NULL) {
+        g->need[g->cat] += (bytes + 255) & ~(size_t)255;
+        *out = NULL;
+        return MT_OK;
+    }
+    return mt_gpu_arena_alloc(g->arena, bytes > 0 ? bytes : 1, what, out);
+}
+
+/* A tensor's bytes read into a new host buffer. */
+static mt_status_t
+read_host(const struct mt_engine *e, const struct mt_st_tensor *t, void **out)
+{
+    void *p = malloc(t->nbytes > 0 ? t->nbytes : 1);
+    mt_status_t st;
+
+    if (p == NULL) {
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate %llu bytes for tensor '%s'",
+                       (unsigned long long)t->nbytes, t->name);
+    }
+    st = mt_st_set_read(e->model->set, t, p, t->nbytes);
+    if (st != MT_OK) {
+        free(p);
+        return st;
+    }
+    *out = p;
+    return MT_OK;
+}
+
+/* A 1-D (or any) float tensor as an fp32 device array. */
+static mt_status_t
+up_f32(struct mt_engine *e, struct eng_gpu *g, const struct mt_st_tensor *t, float **out)
+{
+    void *raw;
+    float *f;
+    mt_status_t st;
+
+    if (t == NULL) {
+        return mt_fail(MT_ERR_INTERNAL, 0, "GPU engine: a required tensor is missing");
+    }
+    if ((st = galloc(g, (size_t)t->nelem * sizeof(float), t->name, (void **)out)) != MT_OK ||
+        g->arena == NULL) {
+        return st;
+    }
+    if ((st = read_host(e, t, &raw)) != MT_OK) {
+        return st;
+    }
+    f = malloc((size_t)t->nelem * sizeof(float) + 1);
+    if (f == NULL) {
+        free(raw);
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot convert tensor '%s'", t->name);
+    }
+    switch (t->dtype) {
+    case MT_DTYPE_F32:
+        memcpy(f, raw, (size_t)t->nelem * sizeof(float));
+        break;
+    case MT_DTYPE_BF16:
+        mt_bf16_to_f32_n(raw, f, (size_t)t->nelem);
+        break;
+    case MT_DTYPE_F16:
+        mt_f16_to_f32_n(raw, f, (size_t)t->nelem);
+        break;
+    case MT_DTYPE_F8_E4M3:
+        mt_fp8_to_f32_n(raw, f, (size_t)t->nelem);
+        break;
+    default:
+        free(raw);
+        free(f);
+        return mt_fail(MT_ERR_UNSUPPORTED, 0, "tensor '%s': dtype %s is not supported by the GPU "
+                       "engine", t->name, mt_dtype_name(t->dtype));
+    }
+    free(raw);
+    st = mt_gpu_copy_to_device(*out, f, (size_t)t->nelem * sizeof(float));
+    free(f);
+    return st;
+}
+
+/*
+ * A linear weight in its checkpoint dtype when the GEMV of ops.h takes it (FP8 with cols % 16,
+ * BF16 with cols % 8); otherwise (F32, F16, odd widths) dequantized to F32 for linear_f32, or
+ * with dense set, always F32 (kv_b, read per head by the absorption kernels).
+ */
+static mt_status_t
+up_linear(struct mt_engine *e, struct eng_gpu *g, const struct mt_weight *mw, bool dense,
+          struct gw *out)
+{
+    const struct mt_st_tensor *t = mw->w;
+    struct mt_cpu_weight cw = {0};
+    float *scale = NULL;
+    void *raw = NULL;
+    mt_status_t st;
+
+    if (t == NULL || t->ndim != 2) {
+        return mt_fail(MT_ERR_FORMAT, 0, "GPU engine: a linear weight is missing or not 2-D");
+    }
+    memset(out, 0, sizeof(*out));
+    out->w.rows = t->shape[0];
+    out->w.cols = t->shape[1];
+    out->w.dtype = t->dtype;
+    bool keep = !dense && ((t->dtype == MT_DTYPE_F8_E4M3 && out->w.cols % 16 == 0) ||
+                           (t->dtype == MT_DTYPE_BF16 && out->w.cols % 8 == 0));
+    if (t->dtype == MT_DTYPE_F8_E4M3 && mw->scale == NULL) {
+        return mt_fail(MT_ERR_FORMAT, 0, "FP8 tensor '%s' has no weight_scale_inv", t->name);
+    }
+    if (keep) {
+        if ((st = galloc(g, t->nbytes, t->name, (void **)&out->w.data)) != MT_OK) {
+            return st;
+        }
+        if (t->dtype == MT_DTYPE_F8_E4M3 &&
+            (st = up_f32(e, g, mw->scale, (float **)&out->w.scale)) != MT_OK) {
+            return st;
+        }
+        if (g->arena == NULL) {
+            return MT_OK;
+        }
+        if ((st = read_host(e, t, &raw)) != MT_OK) {
+            return st;
+        }
+        st = mt_gpu_copy_to_device((void *)out->w.data, raw, t->nbytes);
+        free(raw);
+        return st;
+    }
+    /* dequantize on the host, F32 on the device */
+    out->w.dtype = MT_DTYPE_F32;
+    size_t bytes = (size_t)(out->w.rows * out->w.cols) * sizeof(float);
+    if ((st = galloc(g, bytes, t->name, (void **)&out->w.data)) != MT_OK || g->arena == NULL) {
+        return st;
+    }
+    if ((st = read_host(e, t, &raw)) != MT_OK) {
+        return st;
+    }
+    if (t->dtype == MT_DTYPE_F8_E4M3) {
+        size_t ns = (size_t)mw->scale->nelem;
+        void *sraw;
+        scale = malloc(ns * sizeof(float) + 1);
+        if (scale == NULL || (st = read_host(e, mw->scale, &sraw)) != MT_OK) {
+            free(raw);
+            free(scale);
+            return scale == NULL ? mt_fail(MT_ERR_NOMEM, 0, "cannot allocate scales") : st;
+        }
+        if (mw->scale->dtype == MT_DTYPE_F32) {
+            memcpy(scale, sraw, ns * sizeof(float));
+        } else {
+            mt_bf16_to_f32_n(sraw, scale, ns);
+        }
+        free(sraw);
+    }
+    cw = (struct mt_cpu_weight){.dtype = t->dtype, .data = raw, .scale = scale,
+                                .rows = out->w.rows, .cols = out->w.cols};
+    float *f = malloc(bytes + 1);
+    if (f == NULL) {
+        free(raw);
+        free(scale);
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot dequantize '%s'", t->name);
+    }
+    for (int64_t r = 0; r < cw.rows; r++) {
+        mt_cpu_weight_row(&cw, r, f + r * cw.cols);
+    }
+    st = mt_gpu_copy_to_device((void *)out->w.data, f, bytes);
+    free(f);
+    free(raw);
+    free(scale);
+    return st;
+}
+
+static mt_status_t
+up_mlp(struct mt_engine *e, struct eng_gpu *g, const struct mt_expert_weights *w, struct g_mlp *o)
+{
+    mt_status_t st;
+
+    if ((st = up_linear(e, g, &w->gate, false, &o->gate)) != MT_OK ||
+        (st = up_linear(e, g, &w->up, false, &o->up)) != MT_OK ||
+        (st = up_linear(e, g, &w->down, false, &o->down)) != MT_OK) {
+        return st;
+    }
+    if (o->gate.w.rows > g->max_inter) {
+        g->max_inter = (int)o->gate.w.rows;
+    }
+    return MT_OK;
+}
+
+#define A(ptr, bytes, what)                                                                       \
+    do {                                                                                          \
+        if ((st = galloc(g, (bytes), (what), (void **)&(ptr))) != MT_OK) {                        \
+            return st;                                                                            \
+        }                                                                                         \
+    } while (0)
+
+/* Everything on the device: one pass counts (g->arena NULL), the next places and uploads. */
+static mt_status_t
+place_all(struct mt_engine *e, struct eng_gpu *g)
+{
+    const struct mt_model_config *c = &e->cfg;
+    const struct mt_model *m = e->model;
+    size_t f = sizeof(float);
+    size_t D = (size_t)c->hidden_size, H = (size_t)c->num_attention_heads;
+    size_t kvl = (size_t)c->kv_lora_rank, rope = (size_t)c->qk_rope_head_dim;
+    size_t qk = (size_t)(c->qk_nope_head_dim + c->qk_rope_head_dim);
+    size_t IH = (size_t)c->index_n_heads, ID = (size_t)c->index_head_dim;
+    size_t E = (size_t)c->n_routed_experts, K = (size_t)c->num_experts_per_tok;
+    size_t ctx = (size_t)g->ctx;
+    bool exact = e->opts.indexer == MT_INDEXER_EXACT;
+    bool sparse = e->opts.attention == MT_ATTN_SPARSE;
+    mt_status_t st;
+
+    g->cat = CAT_WEIGHTS;
+    g->max_inter = 0;
+    g->grouped_moe = true;
+    if ((st = up_linear(e, g, m->head.w != NULL ? &m->head : &m->embed, false, &g->head)) !=
+            MT_OK ||
+        (st = up_f32(e, g, m->final_norm.w, &g->final_norm)) != MT_OK) {
+        return st;
+    }
+    A(g->freqs, (rope / 2 + 1) * f, "rope frequencies");
+    for (int l = 0; l < e->n_layers; l++) {
+        const struct mt_layer_weights *lw = &m->layers[l];
+        struct g_layer *L = &g->layers[l];
+        struct gw kvb;
+        g->cat = CAT_WEIGHTS;
+        L->is_moe = lw->is_moe;
+        if ((st = up_f32(e, g, lw->input_norm.w, &L->input_norm)) != MT_OK ||
+            (st = up_f32(e, g, lw->post_attn_norm.w, &L->post_attn_norm)) != MT_OK ||
+            (st = up_linear(e, g, &lw->q_a, false, &L->q_a)) != MT_OK ||
+            (st = up_f32(e, g, lw->q_a_norm.w, &L->q_a_norm)) != MT_OK ||
+            (st = up_linear(e, g, &lw->q_b, false, &L->q_b)) != MT_OK ||
+            (st = up_linear(e, g, &lw->kv_a, false, &L->kv_a)) != MT_OK ||
+            (st = up_f32(e, g, lw->kv_a_norm.w, &L->kv_a_norm)) != MT_OK ||
+            (st = up_linear(e, g, &lw->kv_b, true, &kvb)) != MT_OK ||
+            (st = up_linear(e, g, &lw->o, false, &L->o)) != MT_OK ||
+            (st = up_linear(e, g, &lw->idx_wq_b, false, &L->idx_wq_b)) != MT_OK ||
+            (st = up_linear(e, g, &lw->idx_wk, false, &L->idx_wk)) != MT_OK ||
+            (st = up_f32(e, g, lw->idx_k_norm.w, &L->idx_norm_w)) != MT_OK ||
+            (st = up_f32(e, g, lw->idx_k_norm_bias.w, &L->idx_norm_b)) != MT_OK ||
+            (st = up_linear(e, g, &lw->idx_weights_proj, false, &L->idx_wproj)) != MT_OK) {
+            return st;
+        }
+        L->kvb = (float *)kvb.w.data;
+        if (!lw->is_moe) {
+            st = up_mlp(e, g, &lw->mlp, &L->mlp);
+        } else {
+            if ((st = up_linear(e, g, &lw->router, false, &L->router)) != MT_OK ||
+                (st = up_mlp(e, g, &lw->shared, &L->shared)) != MT_OK) {
+                return st;
+            }
+            L->router_bias = NULL;
+            if (lw->router_bias.w != NULL) {
+                st = up_f32(e, g, lw->router_bias.w, &L->router_bias);
+            }
+            if (L->experts == NULL) {
+                L->experts = calloc(E, sizeof(*L->experts));
+                L->xtab = calloc(E, sizeof(*L->xtab));
+                if (L->experts == NULL || L->xtab == NULL) {
+                    return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the expert tables");
+                }
+            }
+            for (size_t x = 0; x < E && st == MT_OK; x++) {
+                struct g_mlp *X = &L->experts[x];
+                st = up_mlp(e, g, &lw->experts[x], X);
+                if (X->gate.w.dtype != MT_DTYPE_F8_E4M3 || X->up.w.dtype != MT_DTYPE_F8_E4M3 ||
+                    X->down.w.dtype != MT_DTYPE_F8_E4M3 || X->gate.w.rows % 16 != 0 ||
+                    X->gate.w.cols % 16 != 0) {
+                    g->grouped_moe = false;
+                }
+                L->xtab[x] = (struct mt_gpu_expert){
+                    .gate = X->gate.w.data, .up = X->up.w.data, .down = X->down.w.data,
+                    .gate_scale = X->gate.w.scale, .up_scale = X->up.w.scale,
+                    .down_scale = X->down.w.scale,
+                };
+            }
+        }
+        if (st != MT_OK) {
+            return st;
+        }
+        /* this layer's caches */
+        g->cat = CAT_CACHE;
+        A(L->lat, ctx * kvl * mt_dtype_size(g->lat_dtype), "latent cache");
+        A(L->kpe, ctx * rope * mt_dtype_size(g->kpe_dtype), "rope key cache");
+        L->ikey = NULL;
+        L->ikey8 = NULL;
+        L->ikscale = NULL;
+        if (sparse && exact) {
+            A(L->ikey, ctx * ID * f, "index key cache");
+        }
+        if (sparse && !exact) {
+            A(L->ikey8, ctx * ID, "fp8 index key cache");
+            A(L->ikscale, ctx * f, "index key scales");
+        }
+    }
+    /* work space for TOK tokens */
+    g->cat = CAT_WORK;
+    size_t inter = (size_t)(g->max_inter > 0 ? g->max_inter : 1);
+    A(g->h, TOK * D * f, "work");
+    A(g->x, TOK * D * f, "work");
+    A(g->y, TOK * D * f, "work");
+    A(g->qa, TOK * (size_t)c->q_lora_rank * f, "work");
+    A(g->q, TOK * H * qk * f, "work");
+    A(g->kv, TOK * (kvl + rope) * f, "work");
+    A(g->lat_t, TOK * kvl * f, "work");
+    A(g->kpe_t, TOK * rope * f, "work");
+    A(g->attn, TOK * H * (size_t)c->v_head_dim * f, "work");
+    A(g->qi, TOK * IH * ID * f, "work");
+    A(g->ki, TOK * ID * f, "work");
+    A(g->wts, TOK * IH * f, "work");
+    A(g->q_lat, H * kvl * f, "work");
+    A(g->q_pe, H * rope * f, "work");
+    A(g->o_lat, H * kvl * f, "work");
+    A(g->scores, ctx * f, "index scores");
+    A(g->idx, ctx * sizeof(int32_t), "top-k");
+    size_t mw = H * ctx * f;
+    if (g->fast_mla) {
+        size_t fw = mt_gpu_mla_work_bytes((int)H, (int)ctx);
+        mw = fw > mw ? fw : mw;
+    }
+    A(g->mla_work, mw, "attention work");
+    A(g->q8, IH * ID, "work");
+    A(g->wq, IH * f, "work");
+    A(g->logits, TOK * (size_t)c->vocab_size * f, "logits");
+    A(g->gs, TOK * K * inter * f, "work");
+    A(g->us, TOK * K * inter * f, "work");
+    A(g->xs, TOK * D * f, "work");
+    A(g->ys, TOK * K * D * f, "work");
+    A(g->rlog, TOK * E * f, "work");
+    A(g->rw, TOK * K * f, "work");
+    A(g->ids, TOK * K * sizeof(int32_t), "work");
+    A(g->group_start, (E + 1) * sizeof(int32_t), "work");
+    A(g->pair_tok, TOK * K * sizeof(int32_t), "work");
+    A(g->pair_w, TOK * K * f, "work");
+    A(g->xgroups, E * sizeof(struct mt_gpu_expert), "work");
+    A(g->moe_work, mt_gpu_moe_work_bytes((int)(TOK * K), (int)inter, (int)D) + 1, "work");
+    return MT_OK;
+}
+
+#undef A
+
+static char *
+mib(size_t b, char *buf)
+{
+    snprintf(buf, 32, "%.1f MiB", (double)b / (1 << 20));
+    return buf;
+}
+
+mt_status_t
+eng_gpu_create(struct mt_engine *e)
+{
+    const struct mt_model_config *c = &e->cfg;
+    struct eng_gpu *g;
+    int n_dev = 0;
+    size_t dev_free = 0, dev_total = 0;
+    mt_status_t st;
+
+    if (mt_gpu_device_count(&n_dev) != MT_OK || n_dev == 0) {
+        return mt_fail(MT_ERR_UNSUPPORTED, 0, "--device gpu: no CUDA device (%s); use --device "
+                       "cpu", mt_gpu_device_none_reason());
+    }
+    if (e->opts.compare_indexer) {
+        return mt_fail(MT_ERR_UNSUPPORTED, 0, "--device gpu does not compare indexers yet; "
+                       "run --compare-indexer on --device cpu");
+    }
+    if (e->opts.kv_dtype != MT_DTYPE_F32 && e->opts.kv_dtype != MT_DTYPE_BF16) {
+        return mt_fail(MT_ERR_UNSUPPORTED, 0, "--device gpu keeps the latent cache in f32 or "
+                       "bf16");
+    }
+    if (c->index_head_dim > MT_GPU_HADAMARD_MAX && e->opts.indexer == MT_INDEXER_FP8) {
+        return mt_fail(MT_ERR_UNSUPPORTED, 0, "--device gpu: FP8 indexer with index_head_dim "
+                       "%d > %d", c->index_head_dim, MT_GPU_HADAMARD_MAX);
+    }
+    g = calloc(1, sizeof(*g));
+    if (g == NULL) {
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the GPU engine");
+    }
+    e->gpu = g;
+    g->layers = calloc((size_t)e->n_layers, sizeof(*g->layers));
+    if (g->layers == NULL) {
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the GPU engine's layers");
+    }
+    g->debug_sync = e->opts.debug_sync;
+    if (!g->debug_sync) {
+        const char *ev = getenv("MT_DEBUG_SYNC");
+        g->debug_sync = ev != NULL && strcmp(ev, "0") != 0;
+    }
+    if (g->debug_sync) {
+        setenv("MT_DEBUG_SYNC", "1", 1); /* the kernels' own launch checks sync too */
+    }
+    g->ctx = e->opts.gpu_ctx > 0 ? e->opts.gpu_ctx : MT_MIN(c->max_position_embeddings, 8192);
+    g->ctx = MT_MIN(g->ctx, (int64_t)c->max_position_embeddings);
+    g->lat_dtype = e->opts.kv_dtype;
+    g->fast_mla = c->kv_lora_rank == 512 && c->qk_rope_head_dim == 64 &&
+                  c->num_attention_heads % 16 == 0;
+    g->kpe_dtype = g->fast_mla ? g->lat_dtype : MT_DTYPE_F32;
+
+    /* the counting pass, then one arena of exactly that size under the budget */
+    if ((st = place_all(e, g)) != MT_OK) {
+        return st;
+    }
+    size_t need = g->need[0] + g->need[1] + g->need[2] + ((size_t)1 << 20);
+    size_t budget = e->opts.gpu_mem;
+    if ((st = mt_gpu_mem_free(0, &dev_free, &dev_total)) != MT_OK) {
+        return st;
+    }
+    if (budget == 0) {
+        size_t margin = MT_MAX((size_t)512 << 20, dev_free / 20);
+        budget = dev_free > margin ? dev_free - margin : 0;
+    }
+    if (need > budget || need > dev_free) {
+        char a[32], b[32], d[32], w[32], x[32], y[32];
+        return mt_fail(MT_ERR_NOMEM, 0, "the model needs %s on the GPU (weights %s, KV cache %s "
+                       "for %lld positions, work %s) but %s allows %s (the device has %s free): "
+                       "raise --gpu-mem, free the GPU, shorten the context (--ctx), or run it on "
+                       "--device cpu", mib(need, a), mib(g->need[0], b), mib(g->need[1], d),
+                       (long long)g->ctx, mib(g->need[2], w),
+                       e->opts.gpu_mem ? "--gpu-mem" : "the default budget (free minus a margin)",
+                       mib(budget, x), mib(dev_free, y));
+    }
+    if ((st = mt_gpu_arena_create(0, need, budget, &g->arena)) != MT_OK ||
+        (st = mt_gpu_stream_create(&g->stream)) != MT_OK || (st = place_all(e, g)) != MT_OK) {
+        return st;
+    }
+    if ((st = mt_gpu_copy_to_device(g->freqs, e->freqs,
+                                    (size_t)(c->qk_rope_head_dim / 2) * sizeof(float))) != MT_OK) {
+        return st;
+    }
+    /* the embedding table stays on the host */
+    const struct mt_st_tensor *et = e->model->embed.w;
+    if (et == NULL || et->ndim != 2 || (et->dtype != MT_DTYPE_BF16 && et->dtype != MT_DTYPE_F32 &&
+                                        et->dtype != MT_DTYPE_F16)) {
+        return mt_fail(MT_ERR_UNSUPPORTED, 0, "GPU engine: the embedding must be BF16, F16 or "
+                       "F32");
+    }
+    if ((st = read_host(e, et, &g->embed_raw)) != MT_OK) {
+        return st;
+    }
+    g->embed = (struct mt_cpu_weight){.dtype = et->dtype, .data = g->embed_raw,
+                                      .rows = et->shape[0], .cols = et->shape[1]};
+    size_t K = (size_t)c->num_experts_per_tok, E = (size_t)c->n_routed_experts;
+    g->h_emb = malloc(TOK * (size_t)c->hidden_size * sizeof(float));
+    g->h_rw = malloc(TOK * K * sizeof(float));
+    g->h_pair_w = malloc(TOK * K * sizeof(float));
+    g->h_ids = malloc(TOK * K * sizeof(int32_t));
+    g->h_pair_tok = malloc(TOK * K * sizeof(int32_t));
+    g->h_group_start = malloc((E + 1) * sizeof(int32_t));
+    g->h_count = malloc((E + 1) * sizeof(int32_t));
+    g->h_idx = malloc((size_t)g->ctx * sizeof(int32_t));
+    g->h_xgroups = malloc(E * sizeof(struct mt_gpu_expert) + 1);
+    if (g->h_emb == NULL || g->h_rw == NULL || g->h_pair_w == NULL || g->h_ids == NULL ||
+        g->h_pair_tok == NULL || g->h_group_start == NULL || g->h_count == NULL ||
+        g->h_idx == NULL || g->h_xgroups == NULL) {
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the GPU engine's host buffers");
+    }
+    mt_log_info("GPU engine: %.1f MiB on the device (weights %.1f, KV cache %.1f for %lld "
+                "positions, %s latents), %s MLA, %s experts", (double)need / (1 << 20),
+                (double)g->need[0] / (1 << 20), (double)g->need[1] / (1 << 20),
+                (long long)g->ctx, mt_dtype_name(g->lat_dtype),
+                g->fast_mla ? "V3.2-shape" : "generic", g->grouped_moe ? "grouped FP8" : "per-expert");
+    return MT_OK;
+}
+
+void
+eng_gpu_destroy(struct eng_gpu *g, int n_layers)
+{
+    if (g == NULL) {
+        return;
+    }
+    for (int l = 0; g->layers != NULL && l < n_layers; l++) {
+        free(g->layers[l].experts);
+        free(g->layers[l].xtab);
+    }
+    free(g->layers);
+    mt_gpu_stream_destroy(g->stream);
+    mt_gpu_arena_destroy(g->arena);
+    free(g->embed_raw);
+    free(g->h_emb);
+    free(g->h_rw);
+    free(g->h_pair_w);
+    free(g->h_ids);
+    free(g->h_pair_tok);
+    free(g->h_group_start);
+    free(g->h_count);
+    free(g->h_idx);
+    free(g->h_xgroups);
+    free(g);
+}
+
+/* ---- the forward pass -------------------------------------------------------------------- */
+
+static mt_status_t
+lin(const struct gw *w, const float *x, int n, float *y, struct CUstream_st *s)
+{
+    if (w->w.dtype == MT_DTYPE_F32) {
+        return mt_gpu_linear_f32(w->w.data, w->w.rows, w->w.cols, x, n, y, s);
+    }
+    return mt_gpu_linear(&w->w, x, n, y, s);
+}
+
+static int
+cmp_i32(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a;
+    int32_t y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* RoPE's attention factor on cos and sin (1 for DeepSeek's config) = a scale after rotation. */
+#define ROPE_ATT(l, what, x, rows, ld, off)                                                       \
+    do {                                                                                          \
+        if (e->rope_att != 1.0f) {                                                                \
+            GPU_DO(l, what, mt_gpu_scale_cols((x), (rows), (ld), (off), rope, e->rope_att, s));   \
+        }                                                                                         \
+    } while (0)
+
+/* MLA + DSA of layer l for m tokens at start.. : g->y [m, hidden] (attention.c). */
+static mt_status_t
+gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t start)
+{
+    const struct mt_model_config *c = &e->cfg;
+    struct g_layer *L = &g->layers[l];
+    struct CUstream_st *s = g->stream;
+    int H = c->num_attention_heads, nope = c->qk_nope_head_dim, rope = c->qk_rope_head_dim;
+    int qk = nope + rope, vd = c->v_head_dim, kvl = c->kv_lora_rank, ql = c->q_lora_rank;
+    int IH = c->index_n_heads, ID = c->index_head_dim, half = rope / 2;
+    bool sparse = e->opts.attention == MT_ATTN_SPARSE;
+    bool fp8 = e->opts.indexer == MT_INDEXER_FP8;
+    size_t lsz = mt_dtype_size(g->lat_dtype), ksz = mt_dtype_size(g->kpe_dtype);
+
+    GPU_DO(l, "q_a projection", lin(&L->q_a, g->x, m, g->qa, s));
+    GPU_DO(l, "q_a norm", mt_gpu_rmsnorm(g->qa, L->q_a_norm, m, ql, 1e-6f, g->qa, s));
+    GPU_DO(l, "q_b projection", lin(&L->q_b, g->qa, m, g->q, s));
+    GPU_DO(l, "kv_a projection", lin(&L->kv_a, g->x, m, g->kv, s));
+    if (sparse) {
+        GPU_DO(l, "indexer wq_b", lin(&L->idx_wq_b, g->qa, m, g->qi, s));
+        GPU_DO(l, "indexer wk", lin(&L->idx_wk, g->x, m, g->ki, s));
+        GPU_DO(l, "indexer weights_proj", lin(&L->idx_wproj, g->x, m, g->wts, s));
+    }
+    /* latent: normed into the cache; k_pe: roped into the cache; q's rope part */
+    GPU_DO(l, "latent split", mt_gpu_rows_convert(g->lat_t, MT_DTYPE_F32, kvl, g->kv, kvl + rope,
+                                                  m, kvl, s));
+    GPU_DO(l, "kv_a norm", mt_gpu_rmsnorm(g->lat_t, L->kv_a_norm, m, kvl, 1e-6f, g->lat_t, s));
+    GPU_DO(l, "latent cache write",
+           mt_gpu_rows_convert((char *)L->lat + (size_t)start * kvl * lsz, g->lat_dtype, kvl,
+                               g->lat_t, kvl, m, kvl, s));
+    GPU_DO(l, "k_pe split", mt_gpu_rows_convert(g->kpe_t, MT_DTYPE_F32, rope, g->kv + kvl,
+                                                kvl + rope, m, rope, s));
+    GPU_DO(l, "k_pe rope", mt_gpu_rope_interleaved(g->kpe_t, m, 1, rope, 0, g->freqs, half,
+                                                   start, s));
+    ROPE_ATT(l, "k_pe rope factor", g->kpe_t, m, rope, 0);
+    GPU_DO(l, "k_pe cache write",
+           mt_gpu_rows_convert((char *)L->kpe + (size_t)start * rope * ksz, g->kpe_dtype, rope,
+                               g->kpe_t, rope, m, rope, s));
+    GPU_DO(l, "q rope", mt_gpu_rope_interleaved(g->q, m, H, qk, nope, g->freqs, half, start, s));
+    ROPE_ATT(l, "q rope factor", g->q, m * H, qk, nope);
+    if (sparse) {
+        GPU_DO(l, "indexer k norm", mt_gpu_layernorm(g->ki, L->idx_norm_w, L->idx_norm_b, m, ID,
+                                                     1e-6f, g->ki, s));
+        GPU_DO(l, "indexer k rope", mt_gpu_rope_half(g->ki, m, 1, ID, 0, g->freqs, half, start,
+                                                     s));
+        ROPE_ATT(l, "indexer k rope factor", g->ki, m, ID, 0);
+        GPU_DO(l, "indexer q rope", mt_gpu_rope_half(g->qi, m, IH, ID, 0, g->freqs, half, start,
+                                                     s));
+        ROPE_ATT(l, "indexer q rope factor", g->qi, m * IH, ID, 0);
+        GPU_DO(l, "indexer weights scale",
+               mt_gpu_scale_cols(g->wts, m, IH, 0, IH, (float)(1.0 / sqrt((double)IH)), s));
+        if (L->ikey != NULL) {
+            GPU_DO(l, "index key cache write",
+                   mt_gpu_rows_convert(L->ikey + (size_t)start * ID, MT_DTYPE_F32, ID, g->ki, ID,
+                                       m, ID, s));
+        }
+        if (L->ikey8 != NULL) {
+            GPU_DO(l, "index key fp8 quantization",
+                   mt_gpu_hadamard_quant(g->ki, m, ID, L->ikey8 + (size_t)start * ID,
+                                         L->ikscale + start, NULL, 0.0f, s));
+        }
+    }
+    float iscale = (float)(1.0 / sqrt((double)ID));
+    for (int t = 0; t < m; t++) {
+        int64_t pos = start + t;
+        int64_t n_keys = pos + 1;
+        int64_t k = MT_MIN((int64_t)c->index_topk, n_keys);
+        const int32_t *sel = NULL;
+        int n_idx = (int)n_keys;
+
+        if (sparse && k < n_keys) {
+            const float *qi = g->qi + (size_t)t * IH * ID;
+            const float *wt = g->wts + (size_t)t * IH;
+            if (!fp8) {
+                GPU_DO(l, "index scores", mt_gpu_index_scores(qi, wt, IH, ID, L->ikey, n_keys,
+                                                              iscale, g->scores, s));
+            } else {
+                GPU_DO(l, "index query fp8 quantization",
+                       mt_gpu_hadamard_quant(qi, IH, ID, g->q8, g->wq, wt, iscale, s));
+                if (IH == 64 && ID == 128) {
+                    GPU_DO(l, "fp8 index scores",
+                           mt_gpu_index_scores_fp8(g->q8, g->wq, IH, ID, L->ikey8, L->ikscale,
+                                                   n_keys, g->scores, s));
+                } else {
+                    GPU_DO(l, "fp8 index scores",
+                           mt_gpu_index_scores_fp8_any(g->q8, g->wq, IH, ID, L->ikey8,
+                                                       L->ikscale, n_keys, g->scores, s));
+                }
+            }
+            GPU_DO(l, "indexer top-k", mt_gpu_topk(g->scores, n_keys, 1, n_keys, NULL, (int)k,
+                                                   g->idx, NULL, s));
+            sel = g->idx;
+            n_idx = (int)k;
+        }
+        if (e->hook != NULL) {
+            if (sel != NULL) {
+                GPU_DO(l, "top-k copy", mt_gpu_copy_async(g->h_idx, sel, (size_t)n_idx * 4, 0, s));
+                GPU_DO(l, "top-k copy", mt_gpu_stream_sync(s));
+                qsort(g->h_idx, (size_t)n_idx, sizeof(int32_t), cmp_i32);
+            } else {
+                for (int i = 0; i < n_idx; i++) {
+                    g->h_idx[i] = i;
+                }
+            }
+            e->hook(e->hook_ctx, l, pos, g->h_idx, n_idx);
+        }
+        GPU_DO(l, "query absorption", mt_gpu_mla_absorb_q(g->q + (size_t)t * H * qk, L->kvb, H,
+                                                          nope, vd, kvl, rope, g->q_lat, g->q_pe,
+                                                          s));
+        if (g->fast_mla) {
+            GPU_DO(l, "sparse MLA", mt_gpu_mla_decode(g->q_lat, g->q_pe, H, kvl, rope,
+                                                      g->lat_dtype, L->lat, L->kpe, sel, n_idx,
+                                                      e->softmax_scale, g->mla_work, g->o_lat,
+                                                      s));
+        } else {
+            GPU_DO(l, "sparse MLA", mt_gpu_mla_decode_any(g->q_lat, g->q_pe, H, kvl, rope,
+                                                          g->lat_dtype, L->lat, L->kpe, sel,
+                                                          n_idx, e->softmax_scale, g->mla_work,
+                                                          g->o_lat, s));
+        }
+        GPU_DO(l, "value absorption", mt_gpu_mla_absorb_v(g->o_lat, L->kvb, H, nope, vd, kvl,
+                                                          g->attn + (size_t)t * H * vd, s));
+    }
+    GPU_DO(l, "o_proj", lin(&L->o, g->attn, m, g->y, s));
+    return MT_OK;
+}
+
+/* SwiGLU MLP of x [m, hidden] -> out (g->gs and g->us as scratch). */
+static mt_status_t
+gpu_mlp(struct eng_gpu *g, int l, const struct g_mlp *M, const float *x, int m, float *out)
+{
+    struct CUstream_st *s = g->stream;
+    size_t inter = (size_t)M->gate.w.rows;
+
+    GPU_DO(l, "MLP gate", lin(&M->gate, x, m, g->gs, s));
+    GPU_DO(l, "MLP up", lin(&M->up, x, m, g->us, s));
+    GPU_DO(l, "SwiGLU", mt_gpu_swiglu(g->gs, g->us, (size_t)m * inter, g->gs, s));
+    GPU_DO(l, "MLP down", lin(&M->down, g->gs, m, out, s));
+    return MT_OK;
+}
+
+/* The MoE FFN of layer l (moe.c's order: shared expert, then experts by id, tokens ascending). */
+static mt_status_t
+gpu_moe(struct mt_engine *e, struct eng_gpu *g, int l, int m)
+{
+    const struct mt_model_config *c = &e->cfg;
+    struct g_layer *L = &g->layers[l];
+    struct CUstream_st *s = g->stream;
+    int E = c->n_routed_experts, K = c->num_experts_per_tok, D = c->hidden_size;
+    struct mt_gpu_router_params rp = {
+        .n_experts = E, .n_group = c->n_group, .topk_group = c->topk_group, .k = K,
+        .norm_topk_prob = c->norm_topk_prob,
+        .routed_scaling_factor = (float)c->routed_scaling_factor,
+    };
+    int np = m * K;
+    mt_status_t st;
+
+    GPU_DO(l, "router projection", lin(&L->router, g->x, m, g->rlog, s));
+    GPU_DO(l, "router", mt_gpu_router(g->rlog, L->router_bias, &rp, m, g->ids, g->rw, s));
+    GPU_DO(l, "router copy", mt_gpu_copy_async(g->h_ids, g->ids, (size_t)np * 4, 0, s));
+    GPU_DO(l, "router copy", mt_gpu_copy_async(g->h_rw, g->rw, (size_t)np * 4, 0, s));
+    if ((st = gpu_mlp(g, l, &L->shared, g->x, m, g->y)) != MT_OK) {
+        return st;
+    }
+    GPU_DO(l, "router copy", mt_gpu_stream_sync(s));
+    if (e->opts.trace != NULL &&
+        (st = mt_trace_record_batch(e->opts.trace, l, (const int *)g->h_ids, m, K)) != MT_OK) {
+        return st;
+    }
+    /* counting sort of the pairs by expert, tokens ascending inside a group (moe.c) */
+    memset(g->h_group_start, 0, (size_t)(E + 1) * sizeof(int32_t));
+    for (int i = 0; i < np; i++) {
+        g->h_group_start[g->h_ids[i] + 1]++;
+    }
+    for (int x = 0; x < E; x++) {
+        g->h_group_start[x + 1] += g->h_group_start[x];
+        g->h_count[x] = g->h_group_start[x];
+    }
+    for (int t = 0; t < m; t++) {
+        for (int j = 0; j < K; j++) {
+            int x = g->h_ids[t * K + j];
+            int row = g->h_count[x]++;
+            g->h_pair_tok[row] = t;
+            g->h_pair_w[row] = g->h_rw[t * K + j];
+        }
+    }
+    /* the non-empty groups, compacted */
+    int n_groups = 0;
+    int max_tok = 0;
+    for (int x = 0; x < E; x++) {
+        int a = g->h_group_start[x], b = g->h_group_start[x + 1];
+        if (b > a) {
+            g->h_xgroups[n_groups] = L->xtab[x];
+            g->h_count[n_groups] = x;       /* the expert of group n_groups */
+            g->h_group_start[n_groups] = a; /* safe: n_groups <= x */
+            n_groups++;
+            max_tok = MT_MAX(max_tok, b - a);
+        }
+    }
+    g->h_group_start[n_groups] = np;
+    GPU_DO(l, "expert groups upload",
+           mt_gpu_copy_async(g->group_start, g->h_group_start, (size_t)(n_groups + 1) * 4, 1, s));
+    GPU_DO(l, "expert groups upload",
+           mt_gpu_copy_async(g->pair_tok, g->h_pair_tok, (size_t)np * 4, 1, s));
+    GPU_DO(l, "expert groups upload",
+           mt_gpu_copy_async(g->pair_w, g->h_pair_w, (size_t)np * 4, 1, s));
+    if (g->grouped_moe) {
+        GPU_DO(l, "expert groups upload",
+               mt_gpu_copy_async(g->xgroups, g->h_xgroups,
+                                 (size_t)n_groups * sizeof(struct mt_gpu_expert), 1, s));
+        struct mt_gpu_moe_args a = {
+            .hidden = D, .inter = (int)L->experts[0].gate.w.rows, .n_groups = n_groups,
+            .n_pairs = np, .max_group_tok = max_tok, .n_tok = m, .experts = g->xgroups,
+            .group_start = g->group_start, .pair_tok = g->pair_tok, .pair_w = g->pair_w,
+            .x = g->x, .y = g->y, .work = g->moe_work,
+        };
+        GPU_DO(l, "routed experts (grouped GEMV)", mt_gpu_moe_experts(&a, s));
+    } else {
+        for (int gi = 0; gi < n_groups; gi++) {
+            const struct g_mlp *X = &L->experts[g->h_count[gi]];
+            int a = g->h_group_start[gi], cnt = g->h_group_start[gi + 1] - a;
+            GPU_DO(l, "expert input gather",
+                   mt_gpu_gather_rows(g->x, g->pair_tok + a, cnt, D, g->xs, s));
+            if ((st = gpu_mlp(g, l, X, g->xs, cnt, g->ys + (size_t)a * D)) != MT_OK) {
+                return st;
+            }
+        }
+        GPU_DO(l, "expert weighted sum",
+               mt_gpu_scatter_add_rows(g->y, g->ys, g->pair_tok, g->pair_w, np, D, s));
+    }
+    /* the host arrays are reused by the next layer: wait until the uploads are done */
+    GPU_DO(l, "expert groups upload", mt_gpu_stream_sync(s));
+    return MT_OK;
+}
+
+static mt_status_t
+check_logits(const float *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(v[i])) {
+            return mt_fail(MT_ERR_FORMAT, 0, "GPU engine: a logit is not finite (%g at %zu): a "
+                           "corrupt weight or an overflow; run --device cpu to find the layer",
+                           (double)v[i], i);
+        }
+    }
+    return MT_OK;
+}
+
+mt_status_t
+eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logits,
+                float *logits_out)
+{
+    const struct mt_model_config *c = &e->cfg;
+    struct eng_gpu *g = e->gpu;
+    struct CUstream_st *s = g->stream;
+    int D = c->hidden_size;
+    size_t V = (size_t)c->vocab_size;
+    float eps = (float)c->rms_norm_eps;
+    int64_t start = e->pos;
+    mt_status_t st;
+
+    if (start + n > g->ctx) {
+        return mt_fail(MT_ERR_INVAL, 0, "sequence of %lld tokens is longer than the GPU cache's "
+                       "%lld positions (--ctx)", (long long)(start + n), (long long)g->ctx);
+    }
+    for (int c0 = 0; c0 < n; c0 += TOK) {
+        int m = MT_MIN(TOK, n - c0);
+        int64_t pos = start + c0;
+        for (int t = 0; t < m; t++) {
+            mt_cpu_weight_row(&g->embed, tokens[c0 + t], g->h_emb + (size_t)t * D);
+        }
+        GPU_DO(-1, "embedding upload",
+               mt_gpu_copy_async(g->h, g->h_emb, (size_t)m * D * sizeof(float), 1, s));
+        for (int l = 0; l < e->n_layers; l++) {
+            struct g_layer *L = &g->layers[l];
+            GPU_DO(l, "input norm", mt_gpu_rmsnorm(g->h, L->input_norm, m, D, eps, g->x, s));
+            if ((st = gpu_attention(e, g, l, m, pos)) != MT_OK) {
+                return st;
+            }
+            GPU_DO(l, "attention residual", mt_gpu_add(g->h, g->y, (size_t)m * D, s));
+            GPU_DO(l, "post-attention norm",
+                   mt_gpu_rmsnorm(g->h, L->post_attn_norm, m, D, eps, g->x, s));
+            st = L->is_moe ? gpu_moe(e, g, l, m) : gpu_mlp(g, l, &L->mlp, g->x, m, g->y);
+            if (st != MT_OK) {
+                return st;
+            }
+            GPU_DO(l, "FFN residual", mt_gpu_add(g->h, g->y, (size_t)m * D, s));
+        }
+        bool last = c0 + m == n;
+        if (!all_logits && !last) {
+            continue;
+        }
+        int first = all_logits ? 0 : m - 1;
+        int cnt = m - first;
+        float *dst = logits_out + (all_logits ? (size_t)c0 * V : 0);
+        GPU_DO(-1, "final norm", mt_gpu_rmsnorm(g->h + (size_t)first * D, g->final_norm, cnt, D,
+                                                eps, g->x, s));
+        GPU_DO(-1, "lm_head", lin(&g->head, g->x, cnt, g->logits, s));
+        GPU_DO(-1, "logits copy", mt_gpu_copy_async(dst, g->logits, (size_t)cnt * V * 4, 0, s));
+        GPU_DO(-1, "logits copy", mt_gpu_stream_sync(s));
+        if ((st = check_logits(dst, (size_t)cnt * V)) != MT_OK) {
+            return st;
+        }
+    }
+    e->pos = start + n;
+    return MT_OK;
+}
+
+#endif /* MT_HAVE_CUDA */
