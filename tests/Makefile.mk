@@ -58,7 +58,7 @@ EXTRA_DIST += bench/profiles
 
 TESTS += $(check_PROGRAMS)
 TESTS += tests/test_inspect.sh
-TESTS += tests/test_run.sh
+TESTS += tests/test_run.sh tests/test_gpu_run.sh
 TESTS += tests/test_chat_cli.sh
 TESTS += tests/test_serve.sh tests/test_serve_clients.sh
 EXTRA_DIST += tests/test_serve.sh tests/test_serve_clients.sh tests/serve/lib_serve.sh \
@@ -79,7 +79,7 @@ EXTRA_DIST += tests/test_inputs.sh
 TESTS += tests/test_synth_cli.sh
 EXTRA_DIST += tests/test_synth_cli.sh
 EXTRA_DIST += tests/test_plan.sh
-EXTRA_DIST += tests/test_run.sh
+EXTRA_DIST += tests/test_run.sh tests/test_gpu_run.sh
 EXTRA_DIST += tests/test_chat_cli.sh
 EXTRA_DIST += tests/test_tokenize_cli.sh
 EXTRA_DIST += tests/test_inspect.sh tests/lib.sh
@@ -116,3 +116,6 @@ check_PROGRAMS += tests/test_gpu_moe
 tests_test_gpu_moe_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_gpu_ops
 tests_test_gpu_ops_LDADD = $(MT_TEST_LIBS)
+# the GPU engine against HF's golden sets and the CPU engine
+check_PROGRAMS += tests/test_gpu_engine
+tests_test_gpu_engine_LDADD = $(MT_TEST_LIBS)
