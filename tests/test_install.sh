@@ -18,7 +18,7 @@ root="$tmp/inst$prefix"
 [ -f "$root/include/moetier/moetier.h" ] && [ -f "$root/include/moetier/runtime/engine/session.h" ] &&
     [ -f "$root/lib/libmoetier.a" ] && [ -f "$root/lib/pkgconfig/moetier.pc" ]
 ok $? "moetier.h (with the headers it includes), libmoetier.a and moetier.pc are installed"
-flags=$(PKG_CONFIG_PATH="$root/lib/pkgconfig" pkg-config --define-variable=prefix="$root" \
+flags=$(PKG_CONFIG_PATH="$root/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}" pkg-config --define-variable=prefix="$root" \
         --cflags --libs moetier)
 ${CC:-cc} -std=c11 -o "$tmp/embed" "$MT_SRCDIR/tests/embed/embed.c" $flags 2>"$tmp/cc"
 rc=$?

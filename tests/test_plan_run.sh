@@ -9,7 +9,7 @@ prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
 make_tmp plan-run
 m="$tmp/small"
 
-echo "1..8"
+echo "1..9"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 "$bin" plan -m "$m" --hw "$prof" --gpu-mem 2G --cpu-mem 4.1G --gpu-reserve 1.6G --ctx 1024 \
@@ -30,13 +30,16 @@ held() { sed -n 's/.*routed experts held \([0-9.]*\) MiB of \([0-9.]*\) MiB.*/\1
 plain=$(run)
 ok $? "run without a plan exits 0"
 # memory: with the reference executor an expert is held only while it computes (the CPU team
-# holds a whole layer's experts at once, which would blur a model this small)
-dram=$(run --plan "$tmp/dram.json" --experts ref)
+# holds a whole layer's experts at once, which would blur a model this small); no GPU is made
+# visible, so that the streaming path does not page-lock its slots for one (a CUDA context alone
+# costs more host memory than this model's experts)
+dram=$(CUDA_VISIBLE_DEVICES= run --plan "$tmp/dram.json" --experts ref)
 rc=$?
 dram_peak=$(peak)
-nvme=$(run --plan "$tmp/nvme.json" --experts ref)
+nvme=$(CUDA_VISIBLE_DEVICES= run --plan "$tmp/nvme.json" --experts ref)
 rc2=$?
 nvme_peak=$(peak)
+stream_peak=$(sed -n 's/.*slots, peak \([0-9.]*\) MiB.*/\1/p' "$tmp/err")
 set -- $(held)
 nvme_held=$1
 routed=$2
@@ -49,6 +52,8 @@ team=$(run --plan "$tmp/nvme.json")
 ok $? "... also with the CPU-team executor on streamed experts"
 [ "$nvme_held" = "0.0" ]
 ok $? "with every expert on NVMe no routed expert is held after the run ($nvme_held of $routed MiB)"
+awk -v s="$stream_peak" -v r="$routed" 'BEGIN { exit !(s != "" && s < 0.25 * r) }'
+ok $? "the streamed experts' slots peaked at $stream_peak MiB of $routed MiB of routed experts"
 awk -v d="$dram_peak" -v n="$nvme_peak" -v r="$routed" 'BEGIN { exit !(d - n >= 0.75 * r) }'
 ok $? "peak resident memory: all-NVMe $nvme_peak MiB, all-DRAM $dram_peak MiB, routed experts $routed MiB"
 # a plan made for another model is refused before anything runs
