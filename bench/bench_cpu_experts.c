@@ -9,7 +9,8 @@
  *
  * Prints markdown tables: (a) decode, 1/2/4/8 tokens x 8 experts, FP8 and BF16: GB/s of expert
  * weights and the ratio to the read ceiling; (b) prefill, 32/256/2048 tokens per expert, FP8:
- * TFLOP/s and the ratios to the FMA and AMX rates; (c) decode FP8, 1 token, on 1..all cores.
+ * TFLOP/s and the ratios to the FMA and AMX rates; (c) decode FP8, 1 token, on 1..all cores;
+ * (d) decode FP8, 1 and 8 tokens, at software prefetch distances 0-8 KiB.
  * MOETIER_ISA picks the kernel family.
  */
 #include <config.h>
@@ -160,6 +161,24 @@ main(int argc, char **argv)
 
         printf("| %d | %.1f | %.2f | %.1f%% |\n", n, g, g / n, 100.0 * g / ceil.gbps);
     }
+    printf("\n## (d) decode fp8: software prefetch distance per row stream, %d threads\n\n",
+           mt_cpu_team_size(team));
+    printf("| prefetch bytes | tokens | median ms | GB/s | of ceiling |\n|---|---|---|---|---|\n");
+    for (int pf = 0; pf <= 8192; pf = pf == 0 ? 1024 : pf * 2) {
+        for (int tok = 1; tok <= 8; tok *= 8) {
+            struct mt_cpu_moe_timing t;
+
+            mt_cpu_experts_prefetch = pf;
+            if (mt_cpu_expert_pool_time(pool[0], moe, 0, tok, 8, 0, steps, &t) != MT_OK) {
+                return fail("prefetch");
+            }
+            double g = t.bytes / t.median_s * 1e-9;
+
+            printf("| %d | %d | %.3f | %.1f | %.1f%% |\n", pf, tok, t.median_s * 1e3, g,
+                   100.0 * g / ceil.gbps);
+        }
+    }
+    mt_cpu_experts_prefetch = 2048;
     mt_cpu_expert_pool_destroy(pool[1]);
     mt_cpu_expert_pool_destroy(pool[0]);
     mt_cpu_moe_destroy(moe);
