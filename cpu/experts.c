@@ -14,7 +14,8 @@
 #include <string.h>
 
 _Atomic uint64_t mt_cpu_experts_gen;
-int mt_cpu_experts_prefetch = 2048;
+int mt_cpu_experts_prefetch = 8192;
+int mt_cpu_experts_amx_panel = 64;
 
 /* ---- scalar: the reference of the SIMD kernels ---------------------------------------------- */
 

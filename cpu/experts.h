@@ -32,9 +32,13 @@
 
 /*
  * Software prefetch distance of the decode kernels on each weight row stream, in bytes (0: none;
- * default 2048). A tuning knob for benchmarks; set it while no layer runs.
+ * default 8192, the best of 0-8 KiB on the GPU test machine). A tuning knob for benchmarks; set
+ * it while no layer runs.
  */
 extern int mt_cpu_experts_prefetch;
+
+/* Weight rows the AMX prefill kernel dequantizes at once: 64 or 128 (default 64); likewise. */
+extern int mt_cpu_experts_amx_panel;
 
 /* One expert's work: m tokens routed to it. */
 struct mt_cpu_expert_job {

@@ -7,10 +7,10 @@
  * The one idea: a tile product needs both operands in bf16, so each is converted once and reused
  * many times. X is packed per thread into the tile layout B wants (pairs of k per token, 16
  * tokens per 64-byte row), once per input and layer run (a cache keyed by pointer, shape and
- * mt_cpu_experts_gen, which every layer run bumps). A weight panel of 64 rows is dequantized to
- * bf16 with its block scale folded in (w x s rounded once), then held in L2 while every token
- * block of 32 streams past; tiles 0-3 hold a 32 x 32 block of C, 4-5 two row tiles of W, 6-7 two
- * token tiles of X.
+ * mt_cpu_experts_gen, which every layer run bumps). A weight panel of 64 (or 128) rows is
+ * dequantized to bf16 with its block scale folded in (w x s rounded once), then held in L2 while
+ * every token block of 32 streams past; tiles 0-3 hold a 32 x 32 block of C, 4-5 two row
+ * tiles of W, 6-7 two token tiles of X.
  *
  * Numerics: X and w x s are rounded to bf16 (relative error <= 2^-9 each); products and sums are
  * fp32. tests/test_cpu_experts.c bounds the error at 1e-2 x max |want| (about 3x what 2^-9 on
@@ -29,7 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PANEL 64 /* weight rows dequantized at once (two 32-row passes) */
+#define PANEL_MAX 128 /* weight rows dequantized at once: mt_cpu_experts_amx_panel */
 #define TOKB 32  /* tokens per block of C (two token tiles) */
 
 /* palette 1: 8 tiles of 16 rows x 64 bytes */
@@ -49,7 +49,7 @@ struct amx_ws {
     int64_t key_cols;
     int key_m;
     uint64_t key_gen;
-    uint16_t *a; /* [PANEL][K] bf16 */
+    uint16_t *a; /* [panel][K] bf16 */
     size_t a_cap;
 };
 
@@ -99,14 +99,14 @@ pack_x(const float *x, int64_t ldx, int m, int64_t cols)
     }
 }
 
-/* Rows [p0, p0 + PANEL) of w (rows >= r1 zero) into ws.a as bf16, block scale folded in. */
+/* Rows [p0, p0 + panel) of w (rows >= r1 zero) into ws.a as bf16, block scale folded in. */
 static void
-load_panel(const struct mt_cpu_weight *w, int64_t p0, int64_t r1)
+load_panel(const struct mt_cpu_weight *w, int64_t p0, int64_t r1, int panel)
 {
     int64_t cols = w->cols;
     int64_t nkb = (cols + 127) / 128;
 
-    for (int i = 0; i < PANEL; i++) {
+    for (int i = 0; i < panel; i++) {
         int64_t r = p0 + i;
         uint16_t *dst = ws.a + (size_t)i * (size_t)cols;
 
@@ -183,7 +183,9 @@ amx_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const float *x, 
     struct amx_cfg cfg;
     float c[4][256] __attribute__((aligned(64)));
 
-    MT_ASSERT(ws_grow((void **)&ws.a, &ws.a_cap, (size_t)PANEL * (size_t)cols * 2));
+    int panel = mt_cpu_experts_amx_panel == 128 ? 128 : 64;
+
+    MT_ASSERT(ws_grow((void **)&ws.a, &ws.a_cap, (size_t)PANEL_MAX * (size_t)cols * 2));
     if (ws.key_x != x || ws.key_ldx != ldx || ws.key_m != m || ws.key_cols != cols ||
         ws.key_gen != gen) {
         ws.key_x = NULL;
@@ -202,10 +204,10 @@ amx_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const float *x, 
         cfg.rows[i] = 16;
     }
     _tile_loadconfig(&cfg);
-    for (int64_t p0 = r0; p0 < r1; p0 += PANEL) {
-        load_panel(w, p0, r1);
+    for (int64_t p0 = r0; p0 < r1; p0 += panel) {
+        load_panel(w, p0, r1, panel);
         for (int t0 = 0; t0 < m_pad; t0 += TOKB) {
-            for (int a0 = 0; a0 < PANEL && p0 + a0 < r1; a0 += 32) {
+            for (int a0 = 0; a0 < panel && p0 + a0 < r1; a0 += 32) {
                 int nr = (int)MT_MIN(32, r1 - (p0 + a0));
                 int nt = MT_MIN(TOKB, m - t0);
 

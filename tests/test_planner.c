@@ -412,8 +412,9 @@ test_cpu_eff_sources(const struct mt_model_config *cfg, const struct mt_model_si
             tap_ok(false, "cpu efficiency case %zu: %s", i, mt_last_error());
             continue;
         }
+        double cpu_rate = cases[i].want_gbps * 1e9 * cases[i].want_eff;
         double want = (double)sz->token_bytes_always / 1000e9 +
-                      (double)sz->token_bytes_routed / (cases[i].want_gbps * 1e9 * cases[i].want_eff);
+                      (double)sz->token_bytes_routed / cpu_rate;
         tap_ok(fabs(plan->decode_ms / 1e3 - want) < 1e-6 * want &&
                    plan->budget.cpu_eff == cases[i].want_eff &&
                    strcmp(plan->cpu_eff_source, cases[i].want_source) == 0,
