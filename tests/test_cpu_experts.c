@@ -9,8 +9,9 @@
  * are exact in fp32), so paths differ only in summation order and in where the block scale is
  * applied: max |got - want| <= 1e-4 * max |want| + 1e-6 over each output. The amx family's
  * prefill path (m >= MT_CPU_PREFILL_MIN_M) rounds activations and scaled weights to bf16
- * (relative error <= 2^-9 each, so about 1.6e-3 x the rms of a dot product, 4 rms at the worst
- * of 7168 outputs, twice over for gate/up then down): 1e-2 * max |want| there.
+ * (relative error <= 2^-9 each): 2e-2 * max |want| there. The random FP8 bytes below span every
+ * exponent, so a few products dominate each sum and the rounding is not averaged down: the GPU
+ * test machine measured up to 6.9e-3 * max |want| (fp8 512x160 m=33) in two runs.
  */
 #include <config.h>
 
@@ -29,7 +30,7 @@
 #include <unistd.h>
 
 #define REL_TOL 1e-4f
-#define REL_TOL_BF16 1e-2f
+#define REL_TOL_BF16 2e-2f
 
 static struct mt_rng rng;
 
