@@ -9,7 +9,9 @@
  *
  * Prints markdown tables: (a) decode, 1/2/4/8 tokens x 8 experts, FP8 and BF16: GB/s of expert
  * weights and the ratio to the read ceiling; (b) prefill, 32/256/2048 tokens per expert, FP8:
- * TFLOP/s and the ratios to the FMA and AMX rates; (c) decode FP8, 1 token, on 1..all cores.
+ * TFLOP/s and the ratios to the FMA and AMX rates; (c) decode FP8, 1 token, on 1..all cores;
+ * (d) decode FP8, 1 and 8 tokens, at software prefetch distances 0-32 KiB; (e) AMX prefill at
+ * weight panels of 64 and 128 rows.
  * MOETIER_ISA picks the kernel family.
  */
 #include <config.h>
@@ -160,6 +162,44 @@ main(int argc, char **argv)
 
         printf("| %d | %.1f | %.2f | %.1f%% |\n", n, g, g / n, 100.0 * g / ceil.gbps);
     }
+    printf("\n## (d) decode fp8: software prefetch distance per row stream, %d threads\n\n",
+           mt_cpu_team_size(team));
+    printf("| prefetch bytes | tokens | median ms | GB/s | of ceiling |\n|---|---|---|---|---|\n");
+    int pf_default = mt_cpu_experts_prefetch;
+
+    for (int pf = 0; pf <= 32768; pf = pf == 0 ? 2048 : pf * 2) {
+        for (int tok = 1; tok <= 8; tok *= 8) {
+            struct mt_cpu_moe_timing t;
+
+            mt_cpu_experts_prefetch = pf;
+            if (mt_cpu_expert_pool_time(pool[0], moe, 0, tok, 8, 0, steps, &t) != MT_OK) {
+                return fail("prefetch");
+            }
+            double g = t.bytes / t.median_s * 1e-9;
+
+            printf("| %d | %d | %.3f | %.1f | %.1f%% |\n", pf, tok, t.median_s * 1e3, g,
+                   100.0 * g / ceil.gbps);
+        }
+    }
+    mt_cpu_experts_prefetch = pf_default;
+    printf("\n## (e) prefill fp8, 8 experts: AMX weight panel rows\n\n");
+    printf("| panel rows | tokens/expert | median ms | TFLOP/s | of AMX rate |\n");
+    printf("|---|---|---|---|---|\n");
+    for (int panel = 64; panel <= 128 && level == MT_CPU_LEVEL_AMX; panel *= 2) {
+        for (int m = 256; m <= 2048; m *= 8) {
+            struct mt_cpu_moe_timing t;
+
+            mt_cpu_experts_amx_panel = panel;
+            if (mt_cpu_expert_pool_time(pool[0], moe, 0, 0, 8, m, 3, &t) != MT_OK) {
+                return fail("panel");
+            }
+            double tf = t.flops / t.median_s * 1e-12;
+
+            printf("| %d | %d | %.1f | %.3f | %.1f%% |\n", panel, m, t.median_s * 1e3, tf,
+                   amx > 0 ? 100.0 * tf / (amx * 1e-3) : 0.0);
+        }
+    }
+    mt_cpu_experts_amx_panel = 64;
     mt_cpu_expert_pool_destroy(pool[1]);
     mt_cpu_expert_pool_destroy(pool[0]);
     mt_cpu_moe_destroy(moe);

@@ -9,8 +9,13 @@
 
 #include "cpu/experts_impl.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+
+_Atomic uint64_t mt_cpu_experts_gen;
+int mt_cpu_experts_prefetch = 8192;
+int mt_cpu_experts_amx_panel = 64;
 
 /* ---- scalar: the reference of the SIMD kernels ---------------------------------------------- */
 
@@ -57,37 +62,42 @@ kernels_of(enum mt_cpu_level level)
     case MT_CPU_LEVEL_AVX2:
         return &mt_cpu_kernels_avx2;
     case MT_CPU_LEVEL_AVX512:
-    case MT_CPU_LEVEL_AMX:
         return &mt_cpu_kernels_avx512;
+    case MT_CPU_LEVEL_AMX:
+        return &mt_cpu_kernels_amx;
     default:
         return &mt_cpu_kernels_scalar;
     }
 }
 
-/* The kernel for w: the ISA's where dtype and shape allow it, the scalar one otherwise. */
-static mt_cpu_rows_fn
-rows_fn(const struct mt_cpu_kernels *k, const struct mt_cpu_weight *w)
-{
-    if (w->cols % 32 == 0 && w->dtype == MT_DTYPE_F8_E4M3) {
-        return k->rows_fp8;
-    }
-    if (w->cols % 32 == 0 && w->dtype == MT_DTYPE_BF16) {
-        return k->rows_bf16;
-    }
-    return scalar_rows;
-}
-
 /*
- * Rows [r0, r1) of w for m tokens, cut at FP8 128-row scale blocks and in token blocks of 32 (so
- * a block of x stays in L2 while the rows' weights stream past).
+ * Rows [r0, r1) of w for m tokens with family k: the prefill kernel for many tokens where the
+ * family has one (whole FP8 128-row blocks, all tokens in one call), else the decode tiles (cut
+ * at FP8 128-row scale blocks and in token blocks of 32, so a block of x stays in L2 while the
+ * rows' weights stream past); the scalar kernel where dtype or shape fit no SIMD kernel.
  */
 static void
-rows_run(mt_cpu_rows_fn fn, const struct mt_cpu_weight *w, int64_t r0, int64_t r1,
+rows_run(const struct mt_cpu_kernels *k, const struct mt_cpu_weight *w, int64_t r0, int64_t r1,
          const float *x, int m, float *y, int64_t ldy)
 {
+    bool simd = w->cols % 32 == 0 &&
+                (w->dtype == MT_DTYPE_F8_E4M3 || w->dtype == MT_DTYPE_BF16);
+    bool many = simd && k->rows_many != NULL && m >= MT_CPU_PREFILL_MIN_M;
+    mt_cpu_rows_fn fn = scalar_rows;
+
+    if (simd && !many) {
+        const struct mt_cpu_kernels *d = k->rows_fp8 != NULL ? k : &mt_cpu_kernels_avx512;
+
+        fn = w->dtype == MT_DTYPE_F8_E4M3 ? d->rows_fp8 : d->rows_bf16;
+    }
     for (int64_t a = r0; a < r1;) {
         int64_t b = MT_MIN(r1, (a / MT_CPU_FP8_BLOCK + 1) * MT_CPU_FP8_BLOCK);
 
+        if (many) {
+            k->rows_many(w, a, b, x, w->cols, m, y + (a - r0), ldy);
+            a = b;
+            continue;
+        }
         for (int t = 0; t < m; t += 32) {
             fn(w, a, b, x + (int64_t)t * w->cols, w->cols, MT_MIN(32, m - t),
                y + (int64_t)t * ldy + (a - r0), ldy);
@@ -159,7 +169,7 @@ share_visit(struct mt_cpu_moe *moe, int tid, int nt, int64_t rows, int phase)
             continue;
         }
         if (phase == 2) {
-            rows_run(rows_fn(moe->k, job->down), job->down, r0, r1, h, job->m, job->y + r0,
+            rows_run(moe->k, job->down, r0, r1, h, job->m, job->y + r0,
                      moe->hidden);
             continue;
         }
@@ -168,8 +178,8 @@ share_visit(struct mt_cpu_moe *moe, int tid, int nt, int64_t rows, int phase)
             int64_t b = MT_MIN(r1, (a / 128 + 1) * 128);
             int64_t len = b - a;
 
-            rows_run(rows_fn(moe->k, job->gate), job->gate, a, b, job->x, job->m, g, len);
-            rows_run(rows_fn(moe->k, job->up), job->up, a, b, job->x, job->m, u, len);
+            rows_run(moe->k, job->gate, a, b, job->x, job->m, g, len);
+            rows_run(moe->k, job->up, a, b, job->x, job->m, u, len);
             for (int t = 0; t < job->m; t++) {
                 for (int64_t i = 0; i < len; i++) {
                     h[t * moe->inter + a + i] = mt_cpu_silu(g[t * len + i]) * u[t * len + i];
@@ -303,6 +313,7 @@ mt_cpu_moe_start(struct mt_cpu_moe *moe, const struct mt_cpu_expert_job *jobs, i
     moe->n = n;
     moe->threads = nt;
     moe->started = true;
+    atomic_fetch_add(&mt_cpu_experts_gen, 1);
     mt_cpu_team_start(moe->team, nt, moe_job_run, moe);
     return MT_OK;
 }
@@ -359,12 +370,13 @@ mt_cpu_expert_run(enum mt_cpu_level level, const struct mt_cpu_expert_job *job)
         return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate an expert buffer for %d tokens", job->m);
     }
     u = g + (size_t)job->m * (size_t)inter;
-    rows_run(rows_fn(k, job->gate), job->gate, 0, inter, job->x, job->m, g, inter);
-    rows_run(rows_fn(k, job->up), job->up, 0, inter, job->x, job->m, u, inter);
+    atomic_fetch_add(&mt_cpu_experts_gen, 1);
+    rows_run(k, job->gate, 0, inter, job->x, job->m, g, inter);
+    rows_run(k, job->up, 0, inter, job->x, job->m, u, inter);
     for (int64_t i = 0; i < (int64_t)job->m * inter; i++) {
         g[i] = mt_cpu_silu(g[i]) * u[i];
     }
-    rows_run(rows_fn(k, job->down), job->down, 0, hidden, g, job->m, job->y, hidden);
+    rows_run(k, job->down, 0, hidden, g, job->m, job->y, hidden);
     free(g);
     return MT_OK;
 }

@@ -13,9 +13,11 @@
  * the job does not use sleep.
  *
  * Kernel families (cpu/isa.h): scalar (plain C, the reference of the others), AVX2 + FMA + F16C,
- * AVX-512 F + BW; chosen at run time (MOETIER_ISA forces one). "amx" runs the AVX-512 kernels
- * (no AMX prefill kernel yet). F32 and F16 weights, and shapes whose columns are not a multiple
- * of 32, take the scalar path.
+ * AVX-512 F + BW, and amx: the AVX-512 kernels below MT_CPU_PREFILL_MIN_M tokens per expert,
+ * AMX-BF16 tiles from there (cpu/experts_amx.c: activations and scaled weights rounded to bf16,
+ * so that path is within 2e-2 x max |y| of the others, not 1e-4); chosen at run time
+ * (MOETIER_ISA forces one). F32 and F16 weights, and shapes whose columns are not a multiple of
+ * 32, take the scalar path.
  */
 #ifndef MT_CPU_EXPERTS_H
 #define MT_CPU_EXPERTS_H
@@ -24,6 +26,19 @@
 #include "cpu/ref_ops.h"
 #include "cpu/team.h"
 #include "runtime/base/status.h"
+
+/* Tokens per expert from which the amx family computes it on AMX tiles (prefill). */
+#define MT_CPU_PREFILL_MIN_M 16
+
+/*
+ * Software prefetch distance of the decode kernels on each weight row stream, in bytes (0: none;
+ * default 8192, the best of 0-8 KiB on the GPU test machine). A tuning knob for benchmarks; set
+ * it while no layer runs.
+ */
+extern int mt_cpu_experts_prefetch;
+
+/* Weight rows the AMX prefill kernel dequantizes at once: 64 or 128 (default 64); likewise. */
+extern int mt_cpu_experts_amx_panel;
 
 /* One expert's work: m tokens routed to it. */
 struct mt_cpu_expert_job {

@@ -159,7 +159,8 @@ mt_cpu_expert_pool_time(struct mt_cpu_expert_pool *p, struct mt_cpu_moe *moe, in
     int max_m = per_expert > 0 ? per_expert : tokens;
     struct mt_cpu_expert_job *jobs = calloc((size_t)max_jobs, sizeof(*jobs));
     int *ids = calloc((size_t)max_jobs, sizeof(int));
-    float *x = malloc((size_t)max_m * (size_t)p->hidden * sizeof(float));
+    /* every job its own input, as in a real layer (kernels may cache a converted input) */
+    float *x = malloc((size_t)max_jobs * (size_t)max_m * (size_t)p->hidden * sizeof(float));
     float *y = malloc((size_t)max_jobs * (size_t)max_m * (size_t)p->hidden * sizeof(float));
     double *t = calloc((size_t)steps, sizeof(double));
     mt_status_t st = MT_OK;
@@ -168,7 +169,7 @@ mt_cpu_expert_pool_time(struct mt_cpu_expert_pool *p, struct mt_cpu_moe *moe, in
         st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate a timed layer of %d jobs", max_jobs);
         goto out;
     }
-    for (size_t i = 0; i < (size_t)max_m * (size_t)p->hidden; i++) {
+    for (size_t i = 0; i < (size_t)max_jobs * (size_t)max_m * (size_t)p->hidden; i++) {
         x[i] = (float)mt_rng_uniform(&p->rng) - 0.5f;
     }
     memset(out, 0, sizeof(*out));
@@ -212,7 +213,7 @@ mt_cpu_expert_pool_time(struct mt_cpu_expert_pool *p, struct mt_cpu_moe *moe, in
             jobs[j].gate = &p->w[3 * ids[j]];
             jobs[j].up = &p->w[3 * ids[j] + 1];
             jobs[j].down = &p->w[3 * ids[j] + 2];
-            jobs[j].x = x;
+            jobs[j].x = x + (size_t)j * (size_t)max_m * (size_t)p->hidden;
             jobs[j].y = y + (size_t)j * (size_t)max_m * (size_t)p->hidden;
             macs += 3.0 * p->hidden * (double)p->inter * jobs[j].m;
         }

@@ -17,6 +17,7 @@ static inline __attribute__((always_inline)) void
 KNAME(tile)(const void *w, int64_t ldw, int fp8, const float *srow, const float *x, int64_t ldx,
             int64_t cols, int R, int T, float *y, int64_t ldy)
 {
+    int64_t pf = mt_cpu_experts_prefetch;
     VEC tot[4][4];
 
     for (int r = 0; r < R; r++) {
@@ -46,9 +47,9 @@ KNAME(tile)(const void *w, int64_t ldw, int fp8, const float *srow, const float 
                 VEC hi;
 
                 /* a core alone cannot keep enough lines in flight from 4 row streams: ask for
-                 * them ~2 KiB ahead (one prefetch per 64 bytes of the row) */
-                if (((c * (fp8 ? 1 : 2)) & 63) == 0) {
-                    _mm_prefetch((const char *)w + (r * ldw + c) * (fp8 ? 1 : 2) + 2048,
+                 * them mt_cpu_experts_prefetch bytes ahead (one prefetch per 64 bytes) */
+                if (pf > 0 && ((c * (fp8 ? 1 : 2)) & 63) == 0) {
+                    _mm_prefetch((const char *)w + (r * ldw + c) * (fp8 ? 1 : 2) + pf,
                                  _MM_HINT_T0);
                 }
 

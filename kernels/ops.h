@@ -26,6 +26,13 @@
 #include "runtime/base/dtype.h"
 #include "runtime/base/status.h"
 
+/* Without CUDA every entry point is a static inline stub (below), declared so here too. */
+#ifdef MT_HAVE_CUDA
+#define MT_GPU_FN
+#else
+#define MT_GPU_FN static inline
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -42,11 +49,11 @@ struct mt_gpu_arena;
  * MT_ERR_NOMEM when bytes exceeds `budget` (the --gpu-mem limit; 0 = no limit) or the device
  * cannot provide it; the message says how much was asked, the budget and what the device has free.
  */
-mt_status_t mt_gpu_arena_create(int dev, size_t bytes, size_t budget,
+MT_GPU_FN mt_status_t mt_gpu_arena_create(int dev, size_t bytes, size_t budget,
                                 struct mt_gpu_arena **arena_out);
 
 /* Free the arena and everything placed in it. NULL is a no-op. */
-void mt_gpu_arena_destroy(struct mt_gpu_arena *arena);
+MT_GPU_FN void mt_gpu_arena_destroy(struct mt_gpu_arena *arena);
 
 /*
  * Place `bytes` (rounded up to 256) in the arena; *ptr_out is device memory valid until
@@ -54,20 +61,20 @@ void mt_gpu_arena_destroy(struct mt_gpu_arena *arena);
  * it does not fit: the message names `what`, the arena's size and use, and the size the arena
  * would need.
  */
-mt_status_t mt_gpu_arena_alloc(struct mt_gpu_arena *arena, size_t bytes, const char *what,
+MT_GPU_FN mt_status_t mt_gpu_arena_alloc(struct mt_gpu_arena *arena, size_t bytes, const char *what,
                                void **ptr_out);
 
 /* Forget every allocation (the memory stays reserved). */
-void mt_gpu_arena_reset(struct mt_gpu_arena *arena);
+MT_GPU_FN void mt_gpu_arena_reset(struct mt_gpu_arena *arena);
 
 /* Bytes placed so far (with alignment) and the arena's size. */
-size_t mt_gpu_arena_used(const struct mt_gpu_arena *arena);
-size_t mt_gpu_arena_size(const struct mt_gpu_arena *arena);
+MT_GPU_FN size_t mt_gpu_arena_used(const struct mt_gpu_arena *arena);
+MT_GPU_FN size_t mt_gpu_arena_size(const struct mt_gpu_arena *arena);
 
 /* Blocking copies host <-> device, and a stream synchronization, for loaders and tests. */
-mt_status_t mt_gpu_copy_to_device(void *d_dst, const void *src, size_t bytes);
-mt_status_t mt_gpu_copy_to_host(void *dst, const void *d_src, size_t bytes);
-mt_status_t mt_gpu_stream_sync(struct CUstream_st *stream);
+MT_GPU_FN mt_status_t mt_gpu_copy_to_device(void *d_dst, const void *src, size_t bytes);
+MT_GPU_FN mt_status_t mt_gpu_copy_to_host(void *dst, const void *d_src, size_t bytes);
+MT_GPU_FN mt_status_t mt_gpu_stream_sync(struct CUstream_st *stream);
 
 /* ---- GEMV (gemv.cu) ------------------------------------------------------------------------ */
 
@@ -88,17 +95,17 @@ struct mt_gpu_weight {
  * 16-byte aligned. Each weight byte is read once for all tokens. cols must be a multiple of 16
  * (FP8) or 8 (BF16). FP8 bytes 0x7F/0xFF (NaN) are not supported (checkpoints hold none).
  */
-mt_status_t mt_gpu_linear(const struct mt_gpu_weight *w, const float *x, int n_tok, float *y,
+MT_GPU_FN mt_status_t mt_gpu_linear(const struct mt_gpu_weight *w, const float *x, int n_tok, float *y,
                           struct CUstream_st *stream);
 
 /* ---- elementwise and norms (elementwise.cu) ------------------------------------------------ */
 
 /* out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w for n_tok rows of n (out may alias x). */
-mt_status_t mt_gpu_rmsnorm(const float *x, const float *w, int n_tok, int n, float eps,
+MT_GPU_FN mt_status_t mt_gpu_rmsnorm(const float *x, const float *w, int n_tok, int n, float eps,
                            float *out, struct CUstream_st *stream);
 
 /* out[t] = (x[t] - mean) / sqrt(var + eps) * w + b (biased variance; b may be NULL). */
-mt_status_t mt_gpu_layernorm(const float *x, const float *w, const float *b, int n_tok, int n,
+MT_GPU_FN mt_status_t mt_gpu_layernorm(const float *x, const float *w, const float *b, int n_tok, int n,
                              float eps, float *out, struct CUstream_st *stream);
 
 /*
@@ -106,23 +113,23 @@ mt_status_t mt_gpu_layernorm(const float *x, const float *w, const float *b, int
  * rotated by the angles (pos0 + t) * freqs[i] (fp32 product; cos/sin in double, as the CPU
  * reference). Interleaved pairs (2i, 2i+1) for MLA, halves (i, i+half) for the indexer.
  */
-mt_status_t mt_gpu_rope_interleaved(float *x, int n_tok, int n_heads, int head_stride, int offset,
+MT_GPU_FN mt_status_t mt_gpu_rope_interleaved(float *x, int n_tok, int n_heads, int head_stride, int offset,
                                     const float *freqs, int half, int64_t pos0,
                                     struct CUstream_st *stream);
-mt_status_t mt_gpu_rope_half(float *x, int n_tok, int n_heads, int head_stride, int offset,
+MT_GPU_FN mt_status_t mt_gpu_rope_half(float *x, int n_tok, int n_heads, int head_stride, int offset,
                              const float *freqs, int half, int64_t pos0,
                              struct CUstream_st *stream);
 
 /* out[i] = SiLU(gate[i]) * up[i] for i < n (out may alias either). */
-mt_status_t mt_gpu_swiglu(const float *gate, const float *up, size_t n, float *out,
+MT_GPU_FN mt_status_t mt_gpu_swiglu(const float *gate, const float *up, size_t n, float *out,
                           struct CUstream_st *stream);
 
 /* y[i] += x[i] for i < n. */
-mt_status_t mt_gpu_add(float *y, const float *x, size_t n, struct CUstream_st *stream);
+MT_GPU_FN mt_status_t mt_gpu_add(float *y, const float *x, size_t n, struct CUstream_st *stream);
 
 /* out[t, :] = table[ids[t], :] as fp32; table BF16 or F32 [vocab, dim]; ids (device) checked
  * against vocab in the kernel (an id out of range gives a row of NaN). */
-mt_status_t mt_gpu_embed(const void *table, enum mt_dtype dtype, int64_t vocab, int dim,
+MT_GPU_FN mt_status_t mt_gpu_embed(const void *table, enum mt_dtype dtype, int64_t vocab, int dim,
                          const int32_t *ids, int n_tok, float *out, struct CUstream_st *stream);
 
 /* ---- router (router.cu) -------------------------------------------------------------------- */
@@ -141,7 +148,7 @@ struct mt_gpu_router_params {
  * [n_tok, n_experts], bias [n_experts] or NULL; ids_out [n_tok, k], w_out [n_tok, k] in
  * decreasing order of the biased score, ties to the smaller id, identical selection rules.
  */
-mt_status_t mt_gpu_router(const float *logits, const float *bias,
+MT_GPU_FN mt_status_t mt_gpu_router(const float *logits, const float *bias,
                           const struct mt_gpu_router_params *p, int n_tok, int32_t *ids_out,
                           float *w_out, struct CUstream_st *stream);
 
@@ -152,7 +159,7 @@ mt_status_t mt_gpu_router(const float *logits, const float *bias,
  * ReLU(scale * q[h] . k[s]) for s < n_keys; q [n_heads, dim], w [n_heads], k [n_keys, dim] fp32.
  * n_heads <= 64, dim <= 128 and a multiple of 4.
  */
-mt_status_t mt_gpu_index_scores(const float *q, const float *w, int n_heads, int dim,
+MT_GPU_FN mt_status_t mt_gpu_index_scores(const float *q, const float *w, int n_heads, int dim,
                                 const float *k, int64_t n_keys, float scale, float *out,
                                 struct CUstream_st *stream);
 
@@ -163,7 +170,7 @@ mt_status_t mt_gpu_index_scores(const float *q, const float *w, int n_heads, int
  * each product; only the order of the fp32 sums differs from the CPU. n_heads must be 64 and
  * dim 128 (the V3.2 indexer); k8 16-byte aligned.
  */
-mt_status_t mt_gpu_index_scores_fp8(const uint8_t *q8, const float *w, int n_heads, int dim,
+MT_GPU_FN mt_status_t mt_gpu_index_scores_fp8(const uint8_t *q8, const float *w, int n_heads, int dim,
                                     const uint8_t *k8, const float *k_scale, int64_t n_keys,
                                     float *out, struct CUstream_st *stream);
 
@@ -176,7 +183,7 @@ mt_status_t mt_gpu_index_scores_fp8(const uint8_t *q8, const float *w, int n_hea
  * the chosen indices in no particular order; a row with len <= k returns all its len indices
  * followed by -1. count_out [n_rows] (may be NULL) gets min(len, k). k <= 4096, n < 2^31.
  */
-mt_status_t mt_gpu_topk(const float *scores, int64_t ld, int n_rows, int64_t n,
+MT_GPU_FN mt_status_t mt_gpu_topk(const float *scores, int64_t ld, int n_rows, int64_t n,
                         const int32_t *lens, int k, int32_t *idx_out, int32_t *count_out,
                         struct CUstream_st *stream);
 
@@ -191,8 +198,8 @@ mt_status_t mt_gpu_topk(const float *scores, int64_t ld, int n_rows, int64_t n,
  * of 16; kv_rank 512 and rope 64 (V3.2). idx entries < 0 are skipped (padding of a short top-k).
  * work: device scratch of mt_gpu_mla_work_bytes(n_heads, n_idx) bytes.
  */
-size_t mt_gpu_mla_work_bytes(int n_heads, int n_idx);
-mt_status_t mt_gpu_mla_decode(const float *q_lat, const float *q_pe, int n_heads, int kv_rank,
+MT_GPU_FN size_t mt_gpu_mla_work_bytes(int n_heads, int n_idx);
+MT_GPU_FN mt_status_t mt_gpu_mla_decode(const float *q_lat, const float *q_pe, int n_heads, int kv_rank,
                               int rope, enum mt_dtype cache_dtype, const void *lat,
                               const void *kpe, const int32_t *idx, int n_idx, float scale,
                               void *work, float *o_lat, struct CUstream_st *stream);
@@ -234,8 +241,8 @@ struct mt_gpu_moe_args {
     void *work;
 };
 
-size_t mt_gpu_moe_work_bytes(int n_pairs, int inter, int hidden);
-mt_status_t mt_gpu_moe_experts(const struct mt_gpu_moe_args *a, struct CUstream_st *stream);
+MT_GPU_FN size_t mt_gpu_moe_work_bytes(int n_pairs, int inter, int hidden);
+MT_GPU_FN mt_status_t mt_gpu_moe_experts(const struct mt_gpu_moe_args *a, struct CUstream_st *stream);
 
 #ifndef MT_HAVE_CUDA
 

@@ -10,7 +10,7 @@ cfg="$MT_SRCDIR/tests/data/deepseek-v3.2/config.json"
 prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
 make_tmp plan
 
-echo "1..25"
+echo "1..28"
 "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G -o "$tmp/p.json" \
     >"$tmp/out" 2>"$tmp/err"
 ok $? "plan on the RTX 3090 what-if profile exits 0"
@@ -31,6 +31,24 @@ EOF
     grep -q '^DRAM budget: .* always-on 18.59 + KV 32768 tok 2.39 + experts' "$tmp/out" &&
     grep -q 'always-on (CPU)' "$tmp/out"
 ok $? "without a GPU the always-on weights and KV are budgeted in DRAM"
+
+# A profile that records a measured CPU expert efficiency: the plan uses it and says so;
+# --cpu-eff still overrides it.
+cat >"$tmp/eff.json" <<'EOF'
+{"version": 1, "source": "what-if: measured CPU", "cpu": {"read_gbps": 200, "fma_gflops": 3000,
+ "read_ceiling_gbps": 300, "expert_eff": 0.7}, "disks": [{"path": "/nvme0", "best_gbps": 7}]}
+EOF
+"$bin" plan --config "$cfg" --hw "$tmp/eff.json" --gpu-mem 24G --cpu-mem 480G >"$tmp/out" 2>&1
+[ $? -eq 0 ] && grep -q 'DRAM 300 GB/s (read ceiling) x 0.70' "$tmp/out" &&
+    grep -q '^CPU eff    : 0.700 (measured: profile cpu.expert_eff)' "$tmp/out"
+ok $? "a measured cpu.expert_eff is used: $(grep '^CPU eff' "$tmp/out")"
+"$bin" plan --config "$cfg" --hw "$tmp/eff.json" --gpu-mem 24G --cpu-mem 480G --cpu-eff 0.5 \
+    >"$tmp/out" 2>&1
+[ $? -eq 0 ] && grep -q '^CPU eff    : 0.500 (--cpu-eff)' "$tmp/out"
+ok $? "--cpu-eff overrides the measured value: $(grep '^CPU eff' "$tmp/out")"
+"$bin" plan --config "$cfg" --hw "$tmp/cpu.json" --gpu-mem 24G --cpu-mem 480G >"$tmp/out" 2>&1
+[ $? -eq 0 ] && grep -q '^CPU eff    : 0.600 (assumed)' "$tmp/out"
+ok $? "a profile without one gets the assumption: $(grep '^CPU eff' "$tmp/out")"
 
 # A profile without a source, no GPU and no DRAM rate: the message names the file.
 echo '{"version": 1}' >"$tmp/empty.json"

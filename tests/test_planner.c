@@ -375,6 +375,57 @@ patch_first(const char *path, const char *find, size_t drop, const char *repl)
     }
 }
 
+/*
+ * The CPU expert efficiency: a profile that records a measured cpu.expert_eff (a fraction of its
+ * read ceiling) is planned at read ceiling x that efficiency; --cpu-eff (budget.cpu_eff > 0)
+ * overrides it; a profile without one gets the 0.6 assumption on its read rate. Each plan is
+ * all-DRAM, so its decode time is the formula by hand, and the source is named.
+ */
+static void
+test_cpu_eff_sources(const struct mt_model_config *cfg, const struct mt_model_sizes *sz,
+                     const struct mt_plan_budget *b0)
+{
+    static const struct {
+        double ceiling, eff, flag; /* profile read_ceiling_gbps, expert_eff; budget.cpu_eff */
+        double want_gbps, want_eff;
+        const char *want_source;
+    } cases[] = {
+        {300, 0.7, 0, 300, 0.7, "measured: profile cpu.expert_eff"},
+        {300, 0.8, 0.5, 300, 0.5, "--cpu-eff"},
+        {0, 0, 0, 400, 0.6, "assumed"},
+        {300, 0, 0, 300, 0.6, "assumed"},
+        {0, 0.8, 0, 400, 0.6, "assumed"}, /* an efficiency without its ceiling means nothing */
+    };
+    struct mt_hwprofile hw;
+    struct mt_plan_budget b = *b0;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct mt_plan *plan = NULL;
+        mt_status_t st;
+
+        make_profile(&hw, 1000, 400, 0, 7);
+        hw.cpu.read_ceiling_gbps = cases[i].ceiling;
+        hw.cpu.expert_eff = cases[i].eff;
+        b.cpu_eff = cases[i].flag;
+        st = mt_plan_build(cfg, sz, &hw, &b, NULL, NULL, &plan);
+        if (st != MT_OK) {
+            tap_ok(false, "cpu efficiency case %zu: %s", i, mt_last_error());
+            continue;
+        }
+        double cpu_rate = cases[i].want_gbps * 1e9 * cases[i].want_eff;
+        double want = (double)sz->token_bytes_always / 1000e9 +
+                      (double)sz->token_bytes_routed / cpu_rate;
+        tap_ok(fabs(plan->decode_ms / 1e3 - want) < 1e-6 * want &&
+                   plan->budget.cpu_eff == cases[i].want_eff &&
+                   strcmp(plan->cpu_eff_source, cases[i].want_source) == 0,
+               "ceiling %g, expert_eff %g, --cpu-eff %g: DRAM %g GB/s (%s) x %g (%s), decode "
+               "%.3f ms, by hand %.3f ms",
+               cases[i].ceiling, cases[i].eff, cases[i].flag, plan->dram_gbps, plan->dram_source,
+               plan->budget.cpu_eff, plan->cpu_eff_source, plan->decode_ms, want * 1e3);
+        mt_plan_destroy(plan);
+    }
+}
+
 static void
 test_v32_plans(void)
 {
@@ -414,6 +465,7 @@ test_v32_plans(void)
     }
     mt_plan_destroy(plan);
     plan = NULL;
+    test_cpu_eff_sources(&cfg, &sz, &b);
     /*
      * With PCIe, the expected-load model would send some DRAM experts over PCIe in decode, but a
      * sampled token that hits one waits 1.8 ms for its copy: the plan keeps them on the CPU for

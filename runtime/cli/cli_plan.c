@@ -36,7 +36,7 @@ usage(FILE *f)
         "decode and prefill tok/s, and write the plan (-o).\n"
         "\n"
         "Model: time per token = always-on bytes / HBM bandwidth + per MoE layer the slowest of\n"
-        "the concurrent sources (GPU HBM, CPU DRAM x --cpu-eff, PCIe, disk), each loaded with\n"
+        "the concurrent sources (GPU HBM, CPU DRAM x efficiency, PCIe, disk), each loaded with\n"
         "activation probability x expert bytes. The GPU first holds the always-on weights, the\n"
         "KV cache for --ctx tokens and --gpu-reserve; experts get the rest. DRAM first holds\n"
         "--cpu-reserve (and, when the profile has no GPU, the always-on weights and the KV).\n"
@@ -54,8 +54,9 @@ usage(FILE *f)
         "      --ctx N             context the KV cache must hold (default 32768)\n"
         "      --prefill-batch N   tokens per prefill step for the prefill prediction\n"
         "                          (default 512)\n"
-        "      --cpu-eff X         fraction of the measured DRAM read bandwidth and FLOPs that\n"
-        "                          CPU expert kernels reach (default 0.6)\n"
+        "      --cpu-eff X         fraction of the DRAM read rate and FLOPs that CPU expert\n"
+        "                          kernels reach (default: the profile's measured\n"
+        "                          cpu.expert_eff, else 0.6)\n"
         "      --gpu-reserve SIZE  GPU workspace kept free (default 1.5G)\n"
         "      --cpu-reserve SIZE  DRAM kept free: staging ring, OS (default 4G)\n"
         "  -o, --output FILE       write the plan JSON here\n"
@@ -84,10 +85,11 @@ print_plan(const struct mt_plan *p, const struct mt_model_config *cfg, int n_moe
            p->n_layers, n_moe, p->n_experts, p->k, p->expert_bytes / 1048576.0,
            p->fp8 ? "FP8" : "BF16", gib((double)p->always_on_bytes));
     printf("hardware   : %s\n", p->hw_source);
-    printf("rates      : HBM %.0f GB/s, GPU %.0f TFLOPS, DRAM %.0f GB/s x %.2f, CPU %.0f GFLOPS "
-           "x %.2f, PCIe H2D %.1f GB/s, disk %.1f GB/s\n",
-           p->hbm_gbps, p->gpu_tflops, p->dram_gbps, p->budget.cpu_eff, p->cpu_gflops,
-           p->budget.cpu_eff, p->pcie_gbps, p->disk_gbps);
+    printf("rates      : HBM %.0f GB/s, GPU %.0f TFLOPS, DRAM %.0f GB/s (%s) x %.2f, CPU %.0f "
+           "GFLOPS x %.2f, PCIe H2D %.1f GB/s, disk %.1f GB/s\n",
+           p->hbm_gbps, p->gpu_tflops, p->dram_gbps, p->dram_source, p->budget.cpu_eff,
+           p->cpu_gflops, p->budget.cpu_eff, p->pcie_gbps, p->disk_gbps);
+    printf("CPU eff    : %.3f (%s)\n", p->budget.cpu_eff, p->cpu_eff_source);
     if (have_gpu) {
         printf("GPU budget : %.1f GiB = always-on %.2f + KV %d tok %.2f + workspace %.2f + "
                "experts %.2f GiB\n",

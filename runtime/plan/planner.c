@@ -71,6 +71,38 @@ has_cpu(const struct mt_plan_problem *pb)
     return pb->rate[MT_SRC_CPU_MEM] > 0;
 }
 
+/*
+ * The CPU's DRAM rate and expert efficiency. The efficiency that `moetier bench` measures
+ * (cpu.expert_eff) is the FP8 expert kernels' rate over the read ceiling, so the DRAM rate is
+ * that ceiling wherever the profile has one (the old read row, a STREAM-like loop, measures the
+ * loop more than the memory); --cpu-eff (budget.cpu_eff > 0) overrides the measured value.
+ */
+static void
+plan_cpu_rates(struct mt_plan *plan, const struct mt_hwprofile *hw)
+{
+    plan->dram_gbps = hw->cpu.read_ceiling_gbps;
+    snprintf(plan->dram_source, sizeof(plan->dram_source), "read ceiling");
+    if (plan->dram_gbps <= 0) {
+        plan->dram_gbps = hw->cpu.read_gbps;
+        snprintf(plan->dram_source, sizeof(plan->dram_source), "read");
+    }
+    if (plan->dram_gbps <= 0) {
+        for (int i = 0; i < hw->cpu.n_nodes; i++) {
+            plan->dram_gbps += hw->cpu.nodes[i].read_gbps;
+        }
+    }
+    if (plan->budget.cpu_eff > 0) {
+        snprintf(plan->cpu_eff_source, sizeof(plan->cpu_eff_source), "--cpu-eff");
+    } else if (hw->cpu.expert_eff > 0 && hw->cpu.read_ceiling_gbps > 0) {
+        plan->budget.cpu_eff = MT_MIN(hw->cpu.expert_eff, 1.0);
+        snprintf(plan->cpu_eff_source, sizeof(plan->cpu_eff_source),
+                 "measured: profile cpu.expert_eff");
+    } else {
+        plan->budget.cpu_eff = MT_PLAN_CPU_EFF_ASSUMED;
+        snprintf(plan->cpu_eff_source, sizeof(plan->cpu_eff_source), "assumed");
+    }
+}
+
 void
 mt_plan_budget_default(struct mt_plan_budget *b)
 {
@@ -79,7 +111,7 @@ mt_plan_budget_default(struct mt_plan_budget *b)
     b->cpu_reserve = (uint64_t)4 << 30;
     b->ctx = 32768;
     b->prefill_batch = 512;
-    b->cpu_eff = 0.6;
+    b->cpu_eff = 0; /* from the profile, else MT_PLAN_CPU_EFF_ASSUMED (mt_plan_build) */
 }
 
 void
@@ -240,7 +272,7 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
     mt_status_t st;
 
     if (L <= 0 || L > MT_MAX_LAYERS || E <= 0 || budget->prefill_batch < 1 ||
-        !(budget->cpu_eff > 0 && budget->cpu_eff <= 1) || budget->ctx < 0) {
+        !(budget->cpu_eff >= 0 && budget->cpu_eff <= 1) || budget->ctx < 0) {
         return mt_fail(MT_ERR_INVAL, 0,
                        "planner: bad model dims or budget (prefill batch %d, cpu efficiency %g)",
                        budget->prefill_batch, budget->cpu_eff);
@@ -283,12 +315,7 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
 
     plan->hbm_gbps = hw->gpu.present ? hw->gpu.hbm_read_gbps : 0;
     plan->gpu_tflops = hw->gpu.present ? hw->gpu.bf16_tflops : 0;
-    plan->dram_gbps = hw->cpu.read_gbps;
-    if (plan->dram_gbps <= 0) {
-        for (int i = 0; i < hw->cpu.n_nodes; i++) {
-            plan->dram_gbps += hw->cpu.nodes[i].read_gbps;
-        }
-    }
+    plan_cpu_rates(plan, hw);
     plan->cpu_gflops = hw->cpu.amx_bf16_gflops > 0 ? hw->cpu.amx_bf16_gflops : hw->cpu.fma_gflops;
     plan->pcie_gbps = hw->gpu.present ? hw->pcie.h2d_gbps : 0;
     plan->disk_gbps = mt_hwprofile_disk_total_gbps(hw);
@@ -374,8 +401,8 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
     pb.dram_capacity = (double)plan->dram_expert_bytes;
     pb.rate[MT_SRC_GPU_MEM] = plan->hbm_gbps * 1e9;
     pb.rate[MT_SRC_GPU_FLOP] = plan->gpu_tflops * 1e12;
-    pb.rate[MT_SRC_CPU_MEM] = plan->dram_gbps * 1e9 * budget->cpu_eff;
-    pb.rate[MT_SRC_CPU_FLOP] = plan->cpu_gflops * 1e9 * budget->cpu_eff;
+    pb.rate[MT_SRC_CPU_MEM] = plan->dram_gbps * 1e9 * plan->budget.cpu_eff;
+    pb.rate[MT_SRC_CPU_FLOP] = plan->cpu_gflops * 1e9 * plan->budget.cpu_eff;
     pb.rate[MT_SRC_PCIE] = plan->pcie_gbps * 1e9;
     pb.rate[MT_SRC_DISK] = plan->disk_gbps * 1e9;
     pb.batch = 1;

@@ -157,9 +157,13 @@ struct mt_plan_budget {
     uint64_t cpu_reserve; /* pinned staging ring, OS slack (default 4 GiB) */
     int ctx;              /* context the KV cache must hold (default 32768) */
     int prefill_batch;    /* tokens per prefill step (default 512) */
-    double cpu_eff;       /* fraction of measured DRAM read bandwidth and FLOPs CPU experts
-                             reach (default 0.6) */
+    double cpu_eff;       /* fraction of the DRAM read rate and FLOPs CPU experts reach;
+                             0 (the default): the profile's measured cpu.expert_eff where it
+                             records one, else MT_PLAN_CPU_EFF_ASSUMED */
 };
+
+/* The CPU expert efficiency a plan assumes when neither --cpu-eff nor the profile gives one. */
+#define MT_PLAN_CPU_EFF_ASSUMED 0.6
 
 /* Fill b with the defaults above; gpu_mem and cpu_mem 0 (the caller must set them). */
 void mt_plan_budget_default(struct mt_plan_budget *b);
@@ -190,6 +194,10 @@ struct mt_plan {
     uint64_t dram_expert_bytes; /* DRAM left for experts */
     char hw_source[256];
     double hbm_gbps, gpu_tflops, dram_gbps, cpu_gflops, pcie_gbps, disk_gbps;
+    /* where budget.cpu_eff (the value used) and dram_gbps came from, for the printout:
+     * "--cpu-eff", "measured: profile cpu.expert_eff", "assumed"; "read ceiling", "read" */
+    char cpu_eff_source[48];
+    char dram_source[24];
     char activation[300]; /* "uniform" or "trace: PATH" */
     uint64_t trace_tokens;
     /* placement, (n_layers, n_experts), MT_TIER_NONE on dense layers; owned */

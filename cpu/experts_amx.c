@@ -1,0 +1,234 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * experts_amx.c - prefill (many tokens per expert) on AMX-BF16 tiles: Y[rows, tokens] =
+ * W[rows, K] . X[tokens, K]^T with TDPBF16PS, fp32 accumulation, compiled for AMX only here;
+ * cpu/experts.c calls it only at level amx, where the kernel granted the tile state.
+ *
+ * The one idea: a tile product needs both operands in bf16, so each is converted once and reused
+ * many times. X is packed per thread into the tile layout B wants (pairs of k per token, 16
+ * tokens per 64-byte row), once per input and layer run (a cache keyed by pointer, shape and
+ * mt_cpu_experts_gen, which every layer run bumps). A weight panel of 64 (or 128) rows is
+ * dequantized to bf16 with its block scale folded in (w x s rounded once), then held in L2 while
+ * every token block of 32 streams past; tiles 0-3 hold a 32 x 32 block of C, 4-5 two row
+ * tiles of W, 6-7 two token tiles of X.
+ *
+ * Numerics: X and w x s are rounded to bf16 (relative error <= 2^-9 each); products and sums are
+ * fp32. tests/test_cpu_experts.c bounds the error at 2e-2 x max |want| (measured up to 6.9e-3
+ * on random FP8 bytes).
+ *
+ * Memory: per team thread a packed copy of the largest input it saw (m rounded up to 32, x K x 2
+ * bytes: 29 MB for 2048 tokens at K = 7168) and a 64-row panel; kept for the thread's life.
+ */
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,f16c,fma,amx-tile,amx-bf16")
+#include <config.h>
+
+#include "cpu/experts_impl.h"
+
+#include <immintrin.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PANEL_MAX 128 /* weight rows dequantized at once: mt_cpu_experts_amx_panel */
+#define TOKB 32  /* tokens per block of C (two token tiles) */
+
+/* palette 1: 8 tiles of 16 rows x 64 bytes */
+struct amx_cfg {
+    uint8_t palette_id;
+    uint8_t start_row;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+};
+
+struct amx_ws {
+    uint16_t *xp; /* [m_pad / 16][K / 32][16 pairs][16 tokens][2] bf16 */
+    size_t xp_cap;
+    const float *key_x;
+    int64_t key_ldx;
+    int64_t key_cols;
+    int key_m;
+    uint64_t key_gen;
+    uint16_t *a; /* [panel][K] bf16 */
+    size_t a_cap;
+};
+
+static __thread struct amx_ws ws;
+
+static bool
+ws_grow(void **p, size_t *cap, size_t bytes)
+{
+    void *q;
+
+    if (bytes <= *cap) {
+        return true;
+    }
+    q = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (q == NULL) {
+        return false;
+    }
+    free(*p);
+    *p = q;
+    *cap = bytes;
+    return true;
+}
+
+/* Pack x[m, cols] into ws.xp (tokens m..m_pad zero). */
+static void
+pack_x(const float *x, int64_t ldx, int m, int64_t cols)
+{
+    int64_t nks = cols / 32;
+    int m_pad = (m + TOKB - 1) / TOKB * TOKB;
+    __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4,
+                                                      3, 2, 1, 0),
+                                     _mm512_set1_epi32(16));
+
+    for (int n = 0; n < m_pad; n++) {
+        uint32_t *base = (uint32_t *)ws.xp + (size_t)(n / 16) * (size_t)nks * 256 + (n % 16);
+
+        for (int64_t s = 0; s < nks; s++) {
+            __m512i v = _mm512_setzero_si512();
+
+            if (n < m) {
+                const float *p = x + (int64_t)n * ldx + s * 32;
+
+                v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(p + 16), _mm512_loadu_ps(p));
+            }
+            _mm512_i32scatter_epi32(base + s * 256, idx, v, 4);
+        }
+    }
+}
+
+/* Rows [p0, p0 + panel) of w (rows >= r1 zero) into ws.a as bf16, block scale folded in. */
+static void
+load_panel(const struct mt_cpu_weight *w, int64_t p0, int64_t r1, int panel)
+{
+    int64_t cols = w->cols;
+    int64_t nkb = (cols + 127) / 128;
+
+    for (int i = 0; i < panel; i++) {
+        int64_t r = p0 + i;
+        uint16_t *dst = ws.a + (size_t)i * (size_t)cols;
+
+        if (r >= r1) {
+            memset(dst, 0, (size_t)cols * 2);
+            continue;
+        }
+        if (w->dtype == MT_DTYPE_BF16) {
+            memcpy(dst, (const uint16_t *)w->data + r * cols, (size_t)cols * 2);
+            continue;
+        }
+        const uint8_t *src = (const uint8_t *)w->data + r * cols;
+        const float *srow = w->scale + (r / 128) * nkb;
+
+        for (int64_t c = 0; c < cols; c += 32) {
+            /* e4m3 -> fp16 of value / 256 by bit moves (see experts_avx2.c), then x 256 s */
+            __m512i u = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(src + c)));
+            __m512 s = _mm512_set1_ps(srow[c / 128] * 256.0f);
+
+            u = _mm512_and_si512(_mm512_srai_epi16(_mm512_slli_epi16(u, 8), 1),
+                                 _mm512_set1_epi16((short)0xbfff));
+            __m512 lo = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(u)), s);
+            __m512 hi = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(u, 1)), s);
+
+            _mm512_storeu_si512(dst + c, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+        }
+    }
+}
+
+/* C tiles 0-3 = 32 rows of ws.a at row a0 x tokens [t0, t0 + 32) of ws.xp, over all of K. */
+static void
+block(int64_t cols, int a0, int t0)
+{
+    int64_t nks = cols / 32;
+    const uint16_t *a = ws.a + (size_t)a0 * (size_t)cols;
+    const uint16_t *b0 = ws.xp + (size_t)(t0 / 16) * (size_t)nks * 512;
+    const uint16_t *b1 = b0 + (size_t)nks * 512;
+    size_t lda = (size_t)cols * 2;
+
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int64_t s = 0; s < nks; s++) {
+        _tile_loadd(4, a + s * 32, lda);
+        _tile_loadd(5, a + 16 * cols + s * 32, lda);
+        _tile_loadd(6, b0 + s * 512, 64);
+        _tile_loadd(7, b1 + s * 512, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+}
+
+/* Write C tile (row half i, token half j) to y for rows < nr and tokens < nt of the block. */
+static void
+store(float *c, int i, int j, int64_t row0, int t0, int nr, int nt, float *y, int64_t ldy)
+{
+    for (int n = 0; n < 16 && j * 16 + n < nt; n++) {
+        for (int r = 0; r < 16 && i * 16 + r < nr; r++) {
+            y[(int64_t)(t0 + j * 16 + n) * ldy + row0 + i * 16 + r] = c[r * 16 + n];
+        }
+    }
+}
+
+static void
+amx_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const float *x, int64_t ldx,
+         int m, float *y, int64_t ldy)
+{
+    int64_t cols = w->cols;
+    int m_pad = (m + TOKB - 1) / TOKB * TOKB;
+    uint64_t gen = atomic_load(&mt_cpu_experts_gen);
+    struct amx_cfg cfg;
+    float c[4][256] __attribute__((aligned(64)));
+
+    int panel = mt_cpu_experts_amx_panel == 128 ? 128 : 64;
+
+    MT_ASSERT(ws_grow((void **)&ws.a, &ws.a_cap, (size_t)PANEL_MAX * (size_t)cols * 2));
+    if (ws.key_x != x || ws.key_ldx != ldx || ws.key_m != m || ws.key_cols != cols ||
+        ws.key_gen != gen) {
+        ws.key_x = NULL;
+        MT_ASSERT(ws_grow((void **)&ws.xp, &ws.xp_cap, (size_t)m_pad * (size_t)cols * 2));
+        pack_x(x, ldx, m, cols);
+        ws.key_x = x;
+        ws.key_ldx = ldx;
+        ws.key_m = m;
+        ws.key_cols = cols;
+        ws.key_gen = gen;
+    }
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.palette_id = 1;
+    for (int i = 0; i < 8; i++) {
+        cfg.colsb[i] = 64;
+        cfg.rows[i] = 16;
+    }
+    _tile_loadconfig(&cfg);
+    for (int64_t p0 = r0; p0 < r1; p0 += panel) {
+        load_panel(w, p0, r1, panel);
+        for (int t0 = 0; t0 < m_pad; t0 += TOKB) {
+            for (int a0 = 0; a0 < panel && p0 + a0 < r1; a0 += 32) {
+                int nr = (int)MT_MIN(32, r1 - (p0 + a0));
+                int nt = MT_MIN(TOKB, m - t0);
+
+                block(cols, a0, t0);
+                _tile_stored(0, c[0], 64);
+                _tile_stored(1, c[1], 64);
+                _tile_stored(2, c[2], 64);
+                _tile_stored(3, c[3], 64);
+                store(c[0], 0, 0, p0 + a0 - r0, t0, nr, nt, y, ldy);
+                store(c[1], 0, 1, p0 + a0 - r0, t0, nr, nt, y, ldy);
+                store(c[2], 1, 0, p0 + a0 - r0, t0, nr, nt, y, ldy);
+                store(c[3], 1, 1, p0 + a0 - r0, t0, nr, nt, y, ldy);
+            }
+        }
+    }
+    _tile_release();
+}
+
+const struct mt_cpu_kernels mt_cpu_kernels_amx = {
+    .name = "amx",
+    .rows_fp8 = NULL, /* decode: the AVX-512 kernels (cpu/experts.c) */
+    .rows_bf16 = NULL,
+    .rows_many = amx_rows,
+};
