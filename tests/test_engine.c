@@ -670,6 +670,72 @@ out:
 }
 
 /*
+ * A bf16 KV cache under dense attention: every position is attended, more than index_topk, so
+ * the bf16 rows are converted for all of them (the work space must have room for that many). The
+ * logits stay close to the fp32 cache's, in one prefill and in prefill + decode.
+ */
+static void
+kv_bf16_dense(void)
+{
+    const char *dir = tap_tmpdir();
+    struct mt_synth_options so;
+    struct mt_model *m = NULL;
+    struct mt_engine *f32 = NULL;
+    struct mt_engine *b16 = NULL;
+    struct mt_engine_opts o;
+    enum { T = 40, P = 10 };
+    int32_t ids[T];
+    float *want = NULL;
+    float *got = NULL;
+    int V;
+    int wr = -1;
+
+    memset(&so, 0, sizeof(so));
+    so.out_dir = dir;
+    so.preset = "tiny";
+    so.layers = -1;
+    so.dense_layers = -1;
+    so.mtp = -1;
+    so.seed = 7;
+    so.force = true;
+    mt_engine_opts_default(&o);
+    o.attention = MT_ATTN_DENSE;
+    if (!tap_ok(mt_synth_write(&so, NULL) == MT_OK && mt_model_open(dir, &m) == MT_OK &&
+                    mt_engine_create(m, &o, &f32) == MT_OK &&
+                    (o.kv_dtype = MT_DTYPE_BF16, mt_engine_create(m, &o, &b16) == MT_OK),
+                "bf16 KV, dense attention: engines build on the tiny checkpoint")) {
+        goto out;
+    }
+    V = mt_engine_vocab(f32);
+    for (int i = 0; i < T; i++) {
+        ids[i] = (int32_t)((i * 53 + 5) % V);
+    }
+    want = malloc((size_t)T * V * sizeof(float));
+    got = malloc((size_t)T * V * sizeof(float));
+    bool ok = want != NULL && got != NULL && T > m->cfg.index_topk &&
+              mt_engine_forward(f32, ids, T, true, want) == MT_OK &&
+              mt_engine_forward(b16, ids, T, true, got) == MT_OK;
+    double rel = ok ? worst_row_rel(got, want, T, V, &wr) : INFINITY;
+    tap_ok(ok && rel <= 2e-2, "bf16 KV, dense attention: %d-token prefill (index_topk %d) within "
+           "2e-2 of the fp32 cache (worst %.2e at %d)", T, m->cfg.index_topk, rel, wr);
+    mt_engine_reset(b16);
+    ok = ok && mt_engine_forward(b16, ids, P, true, got) == MT_OK;
+    for (int t = P; t < T && ok; t++) {
+        ok = mt_engine_forward(b16, &ids[t], 1, false, got + (size_t)t * V) == MT_OK;
+    }
+    rel = ok ? worst_row_rel(got, want, T, V, &wr) : INFINITY;
+    tap_ok(ok && rel <= 2e-2, "bf16 KV, dense attention: prefill %d + decode %d within 2e-2 of "
+           "the fp32 cache (worst %.2e at %d)", P, T - P, rel, wr);
+out:
+    free(want);
+    free(got);
+    mt_engine_destroy(f32);
+    mt_engine_destroy(b16);
+    mt_model_destroy(m);
+    tap_rmtree(dir);
+}
+
+/*
  * Overwrite the first float of tensor `name` in dir's checkpoint with v; a name with "%d" stands
  * for every routed expert (so that whichever expert a token picks is corrupt).
  */
@@ -778,6 +844,7 @@ main(void)
 {
     tap_plan(0);
     synthetic();
+    kv_bf16_dense();
     corrupt_weights();
     int n = golden_all();
     if (n < 3) {
