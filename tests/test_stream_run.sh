@@ -43,9 +43,10 @@ rc=$?
 ok $? "a flipped bit under --verify: exit 1 (rc $rc), no tokens, the expert named: $(grep -i crc "$tmp/err" | head -1)"
 
 "$bin" synth --preset tiny --seed 3 -o "$tmp/tiny" >/dev/null 2>&1 &&
-    "$bin" pack -q -m "$tmp/tiny" -o "$tmp/t0" 2>/dev/null
+    "$bin" pack -q -m "$tmp/tiny" -o "$tmp/t0" 2>/dev/null ||
+    bail_out "synth and pack of another model failed"
 got=$(run --store "$tmp/t0")
-[ $? -eq 1 ] && [ -z "$got" ]
+[ $? -eq 1 ] && [ -z "$got" ] && grep -q "another model" "$tmp/err"
 ok $? "a store of another model is refused: $(head -1 "$tmp/err")"
 "$bin" pack -m "$m" 2>"$tmp/err" >/dev/null
 [ $? -eq 2 ]
