@@ -19,6 +19,7 @@
 #include "runtime/model/model.h"
 #include "runtime/text/sampler.h"
 #include "runtime/synth/synth.h"
+#include "runtime/engine/kv_cache.h"
 #include "tests/tap.h"
 
 #include <dirent.h>
@@ -669,6 +670,28 @@ out:
     tap_rmtree(dir);
 }
 
+/* The KV cache doubles as it grows, but never past max_position_embeddings. */
+static void
+kv_growth(void)
+{
+    struct mt_model_config cfg;
+    struct mt_kv_layout lay = {.latent = MT_DTYPE_F32, .index_exact = true};
+    struct mt_kv_cache kv;
+
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.num_hidden_layers = 2;
+    cfg.kv_lora_rank = 16;
+    cfg.qk_rope_head_dim = 8;
+    cfg.index_head_dim = 16;
+    cfg.max_position_embeddings = 100;
+    bool ok = mt_kv_cache_init(&kv, &cfg, &lay) == MT_OK;
+    ok = ok && mt_kv_cache_reserve(&kv, 10) == MT_OK && kv.cap == 64;
+    ok = ok && mt_kv_cache_reserve(&kv, 65) == MT_OK && kv.cap == 100;
+    tap_ok(ok, "KV cache: 64 positions first, then the context's 100 rather than 128 (cap %lld)",
+           (long long)kv.cap);
+    mt_kv_cache_fini(&kv);
+}
+
 /*
  * A bf16 KV cache under dense attention: every position is attended, more than index_topk, so
  * the bf16 rows are converted for all of them (the work space must have room for that many). The
@@ -845,6 +868,7 @@ main(void)
     tap_plan(0);
     synthetic();
     kv_bf16_dense();
+    kv_growth();
     corrupt_weights();
     int n = golden_all();
     if (n < 3) {
