@@ -20,6 +20,7 @@
 #include "runtime/text/sampler.h"
 #include "runtime/synth/synth.h"
 #include "runtime/engine/kv_cache.h"
+#include "runtime/engine/session.h"
 #include "tests/tap.h"
 
 #include <dirent.h>
@@ -670,6 +671,71 @@ out:
     tap_rmtree(dir);
 }
 
+static bool
+stop_after_two(void *ctx, int32_t id)
+{
+    int *n = ctx;
+
+    (void)id;
+    return ++*n < 2;
+}
+
+/*
+ * The session's bookkeeping: a failed prefill reports no decode time; a caller's stop leaves the
+ * last id out of the history (it was not fed), so the history matches the engine's position.
+ */
+static void
+session_books(void)
+{
+    const char *dir = tap_tmpdir();
+    struct mt_synth_options so;
+    struct mt_model *m = NULL;
+    struct mt_engine *e = NULL;
+    struct mt_session *s = NULL;
+    struct mt_sampler_opts sp;
+    struct mt_gen_opts go;
+    struct mt_gen_result r;
+    int32_t prompt[4] = {3, 9, 27, 81};
+    int32_t bad[2] = {3, -1};
+    size_t nh = 0;
+    int calls = 0;
+
+    memset(&so, 0, sizeof(so));
+    so.out_dir = dir;
+    so.preset = "tiny";
+    so.layers = -1;
+    so.dense_layers = -1;
+    so.mtp = -1;
+    so.seed = 9;
+    so.force = true;
+    mt_sampler_opts_default(&sp);
+    mt_gen_opts_default(&go);
+    go.max_new = 5;
+    if (!tap_ok(mt_synth_write(&so, NULL) == MT_OK && mt_model_open(dir, &m) == MT_OK &&
+                    mt_engine_create(m, NULL, &e) == MT_OK &&
+                    mt_session_create(e, &sp, &s) == MT_OK,
+                "session: builds on the tiny checkpoint")) {
+        goto out;
+    }
+    mt_log_set_quiet(true);
+    mt_status_t st = mt_session_generate(s, bad, 2, &go, NULL, NULL, &r);
+    mt_log_set_quiet(false);
+    tap_ok(st == MT_ERR_INVAL && r.decode_s == 0.0 && r.n_generated == 0,
+           "session: a bad prompt fails with no decode time (decode_s %g)", r.decode_s);
+    go.ignore_eos = true;
+    st = mt_session_generate(s, prompt, 4, &go, stop_after_two, &calls, &r);
+    mt_session_history(s, &nh);
+    tap_ok(st == MT_OK && r.stop == MT_STOP_CALLER && r.n_generated == 2 && r.n_decoded == 1 &&
+               nh == 5 && mt_engine_pos(e) == 5,
+           "session: a caller's stop after 2 ids feeds 1; history %zu = engine position %lld",
+           nh, (long long)mt_engine_pos(e));
+out:
+    mt_session_destroy(s);
+    mt_engine_destroy(e);
+    mt_model_destroy(m);
+    tap_rmtree(dir);
+}
+
 /* The KV cache doubles as it grows, but never past max_position_embeddings. */
 static void
 kv_growth(void)
@@ -869,6 +935,7 @@ main(void)
     synthetic();
     kv_bf16_dense();
     kv_growth();
+    session_books();
     corrupt_weights();
     int n = golden_all();
     if (n < 3) {
