@@ -19,6 +19,8 @@
 #include "runtime/model/model.h"
 #include "runtime/text/sampler.h"
 #include "runtime/synth/synth.h"
+#include "runtime/engine/kv_cache.h"
+#include "runtime/engine/session.h"
 #include "tests/tap.h"
 
 #include <dirent.h>
@@ -669,6 +671,159 @@ out:
     tap_rmtree(dir);
 }
 
+static bool
+stop_after_two(void *ctx, int32_t id)
+{
+    int *n = ctx;
+
+    (void)id;
+    return ++*n < 2;
+}
+
+/*
+ * The session's bookkeeping: a failed prefill reports no decode time; a caller's stop leaves the
+ * last id out of the history (it was not fed), so the history matches the engine's position.
+ */
+static void
+session_books(void)
+{
+    const char *dir = tap_tmpdir();
+    struct mt_synth_options so;
+    struct mt_model *m = NULL;
+    struct mt_engine *e = NULL;
+    struct mt_session *s = NULL;
+    struct mt_sampler_opts sp;
+    struct mt_gen_opts go;
+    struct mt_gen_result r;
+    int32_t prompt[4] = {3, 9, 27, 81};
+    int32_t bad[2] = {3, -1};
+    size_t nh = 0;
+    int calls = 0;
+
+    memset(&so, 0, sizeof(so));
+    so.out_dir = dir;
+    so.preset = "tiny";
+    so.layers = -1;
+    so.dense_layers = -1;
+    so.mtp = -1;
+    so.seed = 9;
+    so.force = true;
+    mt_sampler_opts_default(&sp);
+    mt_gen_opts_default(&go);
+    go.max_new = 5;
+    if (!tap_ok(mt_synth_write(&so, NULL) == MT_OK && mt_model_open(dir, &m) == MT_OK &&
+                    mt_engine_create(m, NULL, &e) == MT_OK &&
+                    mt_session_create(e, &sp, &s) == MT_OK,
+                "session: builds on the tiny checkpoint")) {
+        goto out;
+    }
+    mt_log_set_quiet(true);
+    mt_status_t st = mt_session_generate(s, bad, 2, &go, NULL, NULL, &r);
+    mt_log_set_quiet(false);
+    tap_ok(st == MT_ERR_INVAL && r.decode_s == 0.0 && r.n_generated == 0,
+           "session: a bad prompt fails with no decode time (decode_s %g)", r.decode_s);
+    go.ignore_eos = true;
+    st = mt_session_generate(s, prompt, 4, &go, stop_after_two, &calls, &r);
+    mt_session_history(s, &nh);
+    tap_ok(st == MT_OK && r.stop == MT_STOP_CALLER && r.n_generated == 2 && r.n_decoded == 1 &&
+               nh == 5 && mt_engine_pos(e) == 5,
+           "session: a caller's stop after 2 ids feeds 1; history %zu = engine position %lld",
+           nh, (long long)mt_engine_pos(e));
+out:
+    mt_session_destroy(s);
+    mt_engine_destroy(e);
+    mt_model_destroy(m);
+    tap_rmtree(dir);
+}
+
+/* The KV cache doubles as it grows, but never past max_position_embeddings. */
+static void
+kv_growth(void)
+{
+    struct mt_model_config cfg;
+    struct mt_kv_layout lay = {.latent = MT_DTYPE_F32, .index_exact = true};
+    struct mt_kv_cache kv;
+
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.num_hidden_layers = 2;
+    cfg.kv_lora_rank = 16;
+    cfg.qk_rope_head_dim = 8;
+    cfg.index_head_dim = 16;
+    cfg.max_position_embeddings = 100;
+    bool ok = mt_kv_cache_init(&kv, &cfg, &lay) == MT_OK;
+    ok = ok && mt_kv_cache_reserve(&kv, 10) == MT_OK && kv.cap == 64;
+    ok = ok && mt_kv_cache_reserve(&kv, 65) == MT_OK && kv.cap == 100;
+    tap_ok(ok, "KV cache: 64 positions first, then the context's 100 rather than 128 (cap %lld)",
+           (long long)kv.cap);
+    mt_kv_cache_fini(&kv);
+}
+
+/*
+ * A bf16 KV cache under dense attention: every position is attended, more than index_topk, so
+ * the bf16 rows are converted for all of them (the work space must have room for that many). The
+ * logits stay close to the fp32 cache's, in one prefill and in prefill + decode.
+ */
+static void
+kv_bf16_dense(void)
+{
+    const char *dir = tap_tmpdir();
+    struct mt_synth_options so;
+    struct mt_model *m = NULL;
+    struct mt_engine *f32 = NULL;
+    struct mt_engine *b16 = NULL;
+    struct mt_engine_opts o;
+    enum { T = 40, P = 10 };
+    int32_t ids[T];
+    float *want = NULL;
+    float *got = NULL;
+    int V;
+    int wr = -1;
+
+    memset(&so, 0, sizeof(so));
+    so.out_dir = dir;
+    so.preset = "tiny";
+    so.layers = -1;
+    so.dense_layers = -1;
+    so.mtp = -1;
+    so.seed = 7;
+    so.force = true;
+    mt_engine_opts_default(&o);
+    o.attention = MT_ATTN_DENSE;
+    if (!tap_ok(mt_synth_write(&so, NULL) == MT_OK && mt_model_open(dir, &m) == MT_OK &&
+                    mt_engine_create(m, &o, &f32) == MT_OK &&
+                    (o.kv_dtype = MT_DTYPE_BF16, mt_engine_create(m, &o, &b16) == MT_OK),
+                "bf16 KV, dense attention: engines build on the tiny checkpoint")) {
+        goto out;
+    }
+    V = mt_engine_vocab(f32);
+    for (int i = 0; i < T; i++) {
+        ids[i] = (int32_t)((i * 53 + 5) % V);
+    }
+    want = malloc((size_t)T * V * sizeof(float));
+    got = malloc((size_t)T * V * sizeof(float));
+    bool ok = want != NULL && got != NULL && T > m->cfg.index_topk &&
+              mt_engine_forward(f32, ids, T, true, want) == MT_OK &&
+              mt_engine_forward(b16, ids, T, true, got) == MT_OK;
+    double rel = ok ? worst_row_rel(got, want, T, V, &wr) : INFINITY;
+    tap_ok(ok && rel <= 2e-2, "bf16 KV, dense attention: %d-token prefill (index_topk %d) within "
+           "2e-2 of the fp32 cache (worst %.2e at %d)", T, m->cfg.index_topk, rel, wr);
+    mt_engine_reset(b16);
+    ok = ok && mt_engine_forward(b16, ids, P, true, got) == MT_OK;
+    for (int t = P; t < T && ok; t++) {
+        ok = mt_engine_forward(b16, &ids[t], 1, false, got + (size_t)t * V) == MT_OK;
+    }
+    rel = ok ? worst_row_rel(got, want, T, V, &wr) : INFINITY;
+    tap_ok(ok && rel <= 2e-2, "bf16 KV, dense attention: prefill %d + decode %d within 2e-2 of "
+           "the fp32 cache (worst %.2e at %d)", P, T - P, rel, wr);
+out:
+    free(want);
+    free(got);
+    mt_engine_destroy(f32);
+    mt_engine_destroy(b16);
+    mt_model_destroy(m);
+    tap_rmtree(dir);
+}
+
 /*
  * Overwrite the first float of tensor `name` in dir's checkpoint with v; a name with "%d" stands
  * for every routed expert (so that whichever expert a token picks is corrupt).
@@ -778,6 +933,9 @@ main(void)
 {
     tap_plan(0);
     synthetic();
+    kv_bf16_dense();
+    kv_growth();
+    session_books();
     corrupt_weights();
     int n = golden_all();
     if (n < 3) {

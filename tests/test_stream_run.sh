@@ -9,7 +9,7 @@
 make_tmp stream-run
 m="$tmp/small"
 
-echo "1..9"
+echo "1..10"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 ids="5,17,900,33,4242,7,12,99,1000,65000,3,8,21,400,77,2,19,4096,123,88,6,31,250,11,9"
@@ -32,6 +32,9 @@ sed -E "s/\"(tiers|prefill)\": *\"[A-Z]+\"/\"\1\": \"$(printf 'N%.0s' $(seq 64))
 got=$(run --plan "$tmp/nvme.json" --verify)
 [ $? -eq 0 ] && [ "$got" = "$plain" ] && grep -q "192 streamed from disk" "$tmp/err"
 ok $? "run --plan with every expert on NVMe streams them from the shards (--verify): same tokens"
+got=$(run --verify --cache 1M)
+[ $? -eq 0 ] && [ "$got" = "$plain" ] && grep -q "verify applies to streamed experts" "$tmp/err"
+ok $? "--verify without anything streamed says it checks nothing: $(grep verify "$tmp/err")"
 
 # one flipped bit in the middle of the first store file
 size=$(wc -c <"$tmp/s0")
@@ -43,9 +46,10 @@ rc=$?
 ok $? "a flipped bit under --verify: exit 1 (rc $rc), no tokens, the expert named: $(grep -i crc "$tmp/err" | head -1)"
 
 "$bin" synth --preset tiny --seed 3 -o "$tmp/tiny" >/dev/null 2>&1 &&
-    "$bin" pack -q -m "$tmp/tiny" -o "$tmp/t0" 2>/dev/null
+    "$bin" pack -q -m "$tmp/tiny" -o "$tmp/t0" 2>/dev/null ||
+    bail_out "synth and pack of another model failed"
 got=$(run --store "$tmp/t0")
-[ $? -eq 1 ] && [ -z "$got" ]
+[ $? -eq 1 ] && [ -z "$got" ] && grep -q "another model" "$tmp/err"
 ok $? "a store of another model is refused: $(head -1 "$tmp/err")"
 "$bin" pack -m "$m" 2>"$tmp/err" >/dev/null
 [ $? -eq 2 ]

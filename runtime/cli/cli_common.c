@@ -673,6 +673,11 @@ mt_cli_engine_init(struct mt_cli_engine *e, const char *dir, const struct mt_cli
     if ((n_nvme > 0 || f->n_store > 0) && (st = engine_stream(e, f, &eo)) != MT_OK) {
         goto fail;
     }
+    if (e->stream == NULL && (f->verify || f->cache_bytes > 0)) {
+        mt_log_warn("%s applies to streamed experts, and this run streams none (they stream "
+                    "with --store, or with a --plan that puts experts on NVMe)",
+                    f->verify ? "--verify" : "--cache");
+    }
     st = mt_engine_create(e->model, &eo, &e->engine);
     if (st != MT_OK) {
         goto fail;

@@ -317,9 +317,13 @@ carve(char *base, size_t *off, size_t bytes)
     return p;
 }
 
-/* Lay out w in base (or, with base NULL, only compute the size). Returns the bytes needed. */
+/*
+ * Lay out w in base (or, with base NULL, only compute the size). Returns the bytes needed. dense:
+ * attention selects every position (not at most index_topk), so a bf16 cache converts that many.
+ */
 static size_t
-work_layout(const struct mt_model_config *c, size_t n, size_t end, char *base, struct eng_work *w)
+work_layout(const struct mt_model_config *c, size_t n, size_t end, bool dense, char *base,
+            struct eng_work *w)
 {
     size_t D = (size_t)c->hidden_size;
     size_t H = (size_t)c->num_attention_heads;
@@ -349,7 +353,7 @@ work_layout(const struct mt_model_config *c, size_t n, size_t end, char *base, s
     w->scores2 = carve(base, &off, end * f);
     w->idx = carve(base, &off, end * sizeof(int32_t));
     w->idx2 = carve(base, &off, end * sizeof(int32_t));
-    size_t sel = MT_MIN(end, (size_t)c->index_topk);
+    size_t sel = dense ? end : MT_MIN(end, (size_t)c->index_topk);
     w->lat_g = carve(base, &off, sel * kvl * f);
     w->kpe_g = carve(base, &off, sel * rope * f);
     w->iota = carve(base, &off, sel * sizeof(int32_t));
@@ -400,7 +404,8 @@ mt_engine_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_lo
     if ((st = mt_kv_cache_reserve(&e->kv, end)) != MT_OK) {
         return st;
     }
-    need = work_layout(c, (size_t)n, (size_t)end, NULL, &w);
+    bool dense = e->opts.attention == MT_ATTN_DENSE;
+    need = work_layout(c, (size_t)n, (size_t)end, dense, NULL, &w);
     if (need > e->work_bytes) {
         free(e->work);
         e->work_bytes = 0;
@@ -411,7 +416,7 @@ mt_engine_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_lo
         }
         e->work_bytes = need;
     }
-    work_layout(c, (size_t)n, (size_t)end, e->work, &w);
+    work_layout(c, (size_t)n, (size_t)end, dense, e->work, &w);
     h = w.h;
     x = w.x;
     y = w.y;

@@ -50,8 +50,9 @@ struct eng_work {
     float *q_lat, *q_pe, *o_lat;    // [H, kv_lora], [H, rope], [H, kv_lora]
     float *scores, *scores2;        // [end]
     int32_t *idx, *idx2;            // [end]
-    float *lat_g, *kpe_g;           // [min(end, topk), kv_lora], [.., rope]: a bf16 cache's rows
-    int32_t *iota;                  // [min(end, topk)]
+    float *lat_g, *kpe_g;           // [sel, kv_lora], [sel, rope]: a bf16 cache's rows, sel =
+                                    // end (dense) or min(end, topk)
+    int32_t *iota;                  // [sel]
     uint8_t *q8;                    // [IH*ID]
     float *wq;                      // [IH]
     float *had;                     // [ID]: one key or query head for the Hadamard

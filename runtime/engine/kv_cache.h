@@ -57,6 +57,7 @@ struct mt_kv_cache {
     int rope;
     int index_dim;
     int64_t cap;               /* positions each layer has room for */
+    int64_t max_cap;           /* max_position_embeddings: doubling stops there */
     struct mt_kv_layer *layer; /* owned, [n_layers] */
 };
 
@@ -68,7 +69,10 @@ mt_status_t mt_kv_cache_init(struct mt_kv_cache *cache, const struct mt_model_co
                              const struct mt_kv_layout *layout);
 void mt_kv_cache_fini(struct mt_kv_cache *cache);
 
-/* Room for at least `need` positions (grows by doubling, keeping the rows). MT_ERR_NOMEM. */
+/*
+ * Room for at least `need` positions (grows by doubling, keeping the rows, but never past the
+ * model's max_position_embeddings when need is within it). MT_ERR_NOMEM.
+ */
 mt_status_t mt_kv_cache_reserve(struct mt_kv_cache *cache, int64_t need);
 
 /* Store a normalized latent row of position pos (converted to the layout's dtype). */

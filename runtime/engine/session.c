@@ -217,7 +217,8 @@ mt_session_generate(struct mt_session *s, const int32_t *prompt, size_t n_prompt
     st = prefill(s, prompt, n_prompt, opts->prompt_logits_out, &res->n_reused);
     res->prefill_s = mt_clock_now() - t0;
     if (st != MT_OK) {
-        goto out_reset;
+        mt_session_reset(s); /* no decode: decode_s stays 0 */
+        return st;
     }
     t0 = mt_clock_now();
     while (res->n_generated < opts->max_new) {

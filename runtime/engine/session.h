@@ -50,7 +50,8 @@ void mt_gen_opts_default(struct mt_gen_opts *opts);
 
 /*
  * Called with each generated id, after it is sampled and before it is fed back. Return false to
- * stop (reason MT_STOP_CALLER; the id counts as generated and stays in the history).
+ * stop (reason MT_STOP_CALLER; the id counts as generated but is not fed, so it is not in the
+ * history: the next prompt that holds it runs it).
  */
 typedef bool (*mt_session_token_fn)(void *ctx, int32_t id);
 
