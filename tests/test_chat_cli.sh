@@ -78,7 +78,7 @@ ok $? "--think shows the reasoning between <think> and </think> for each turn (r
 awk 'BEGIN { for (i = 0; i < 5000; i++) printf "a "; printf "\nhello there\n" }' |
     "$bin" chat -m "$model" --temperature 0 -n 8 -v >"$tmp/l.out" 2>"$tmp/l.err"
 rc=$?
-[ "$rc" -eq 1 ] && grep -q "the model takes at most" "$tmp/l.err" &&
+[ "$rc" -eq 1 ] && grep -q "positions must also hold the reply" "$tmp/l.err" &&
     grep -q '^mt: turn 1: ' "$tmp/l.err"
 ok $? "a too-long message gives one message, the chat goes on, exit 1 at the end (rc $rc)"
 

@@ -502,6 +502,44 @@ topk_hook(void *ctx, int layer, int64_t pos, const int32_t *idx, int k)
     }
 }
 
+/*
+ * The checkpoint provider with a plan's tiers: experts on NVMe are read when a token needs them
+ * and freed after, experts in DRAM are kept; the logits do not change.
+ */
+static void
+expert_residency(const struct mt_model *m, const int32_t *ids, int n, const float *want)
+{
+    size_t n_tiers = (size_t)m->cfg.num_hidden_layers * (size_t)m->cfg.n_routed_experts;
+    uint8_t *tiers = malloc(n_tiers);
+    struct mt_engine_opts o;
+    struct mt_engine *nv = NULL;
+    struct mt_engine *dr = NULL;
+    int V = m->cfg.vocab_size;
+    float *got = malloc((size_t)n * (size_t)V * sizeof(float));
+    bool ok = tiers != NULL && got != NULL;
+    int wr;
+
+    if (ok) {
+        memset(tiers, MT_TIER_NVME, n_tiers);
+        mt_engine_opts_default(&o);
+        o.expert_tiers = tiers;
+        ok = mt_engine_create(m, &o, &nv) == MT_OK && mt_engine_create(m, NULL, &dr) == MT_OK;
+    }
+    ok = ok && mt_engine_forward(nv, ids, n, true, got) == MT_OK;
+    double rel = ok ? worst_row_rel(got, want, n, V, &wr) : INFINITY;
+    tap_ok(ok && rel == 0.0 && mt_engine_expert_bytes_held(nv) == 0,
+           "tiny: every expert on NVMe (checkpoint provider): same logits, nothing held after the "
+           "forward (%llu bytes)", ok ? (unsigned long long)mt_engine_expert_bytes_held(nv) : 0ull);
+    ok = ok && mt_engine_forward(dr, ids, n, true, got) == MT_OK;
+    tap_ok(ok && mt_engine_expert_bytes_held(dr) > 0,
+           "tiny: experts in DRAM stay loaded after their first use (%llu bytes held)",
+           ok ? (unsigned long long)mt_engine_expert_bytes_held(dr) : 0ull);
+    mt_engine_destroy(nv);
+    mt_engine_destroy(dr);
+    free(got);
+    free(tiers);
+}
+
 static void
 synthetic(void)
 {
@@ -613,6 +651,8 @@ synthetic(void)
              (long long)nsel);
     tap_ok(ok && nsel > 0 && ov >= 0.95, "tiny: FP8 indexer top-k overlap >= 95%% (%.2f%%)",
            100.0 * ov);
+
+    expert_residency(m, ids, T, full);
 
     /* routed experts go through the executor of their tier, one submit per layer */
     struct expert_count ec = {0};

@@ -9,7 +9,7 @@ prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
 make_tmp plan-run
 m="$tmp/small"
 
-echo "1..9"
+echo "1..8"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 "$bin" plan -m "$m" --hw "$prof" --gpu-mem 2G --cpu-mem 4.1G --gpu-reserve 1.6G --ctx 1024 \
@@ -50,10 +50,9 @@ ok $? "all-DRAM and all-NVMe plans give the tokens of no plan ('$nvme')"
 team=$(run --plan "$tmp/nvme.json")
 [ $? -eq 0 ] && [ "$team" = "$plain" ]
 ok $? "... also with the CPU-team executor on streamed experts"
-[ "$nvme_held" = "0.0" ]
-ok $? "with every expert on NVMe no routed expert is held after the run ($nvme_held of $routed MiB)"
-awk -v s="$stream_peak" -v r="$routed" 'BEGIN { exit !(s != "" && s < 0.25 * r) }'
-ok $? "the streamed experts' slots peaked at $stream_peak MiB of $routed MiB of routed experts"
+awk -v s="$stream_peak" -v r="$routed" -v h="$nvme_held" \
+    'BEGIN { exit !(s != "" && s < 0.25 * r && h == 0) }'
+ok $? "all-NVMe: the streamed experts' slots peaked at $stream_peak MiB of $routed MiB, none held in DRAM ($nvme_held MiB)"
 awk -v d="$dram_peak" -v n="$nvme_peak" -v r="$routed" 'BEGIN { exit !(d - n >= 0.75 * r) }'
 ok $? "peak resident memory: all-NVMe $nvme_peak MiB, all-DRAM $dram_peak MiB, routed experts $routed MiB"
 # a plan made for another model is refused before anything runs

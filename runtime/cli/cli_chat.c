@@ -74,6 +74,7 @@ chat_usage(FILE *f)
                "      --experts KIND       who computes routed experts: team (SIMD kernels on\n"
                "                           pinned threads, default) or ref (fp32 reference)\n"
                "      --plan FILE          place routed experts as the plan says\n"
+               "      --store FILE, --cache SIZE, --verify  streamed experts, as for run\n"
                "  -v, --verbose            per-turn prefill and decode tok/s on stderr\n"
                "  -h, --help               this text\n"
                "stdout carries only the replies; the prompt \"> \" and messages go to\n"
@@ -341,13 +342,13 @@ chat_turn(struct chat *c, const char *line)
     if ((int64_t)n_ids >= max_pos) {
         if (c->n_msgs == c->n_fixed + 1) {
             st = mt_fail(MT_ERR_INVAL, 0,
-                         "the message is %zu tokens in the prompt format, the model takes at "
-                         "most %lld; send a shorter one",
+                         "the message is %zu tokens in the prompt format, and the model's %lld "
+                         "positions must also hold the reply; send a shorter one",
                          n_ids, (long long)max_pos);
         } else {
             st = mt_fail(MT_ERR_INVAL, 0,
-                         "the conversation is %zu tokens with this message, the model takes at "
-                         "most %lld; /reset starts a new one",
+                         "the conversation is %zu tokens with this message, and the model's %lld "
+                         "positions must also hold the reply; /reset starts a new one",
                          n_ids, (long long)max_pos);
         }
         goto out_free_ids;
