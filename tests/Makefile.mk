@@ -38,6 +38,7 @@ tests_test_disk_bench_LDADD = tests/libmttap.a io/libmtio.a runtime/base/libmtba
 check_PROGRAMS += tests/test_synth
 tests_test_synth_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_engine
+tests_test_engine_SOURCES = tests/test_engine.c tests/golden.c tests/golden.h
 tests_test_engine_LDADD = $(MT_TEST_LIBS)
 # the cross-backend harness: executors (and ops) against the reference
 check_PROGRAMS += tests/test_executors
@@ -118,4 +119,5 @@ check_PROGRAMS += tests/test_gpu_ops
 tests_test_gpu_ops_LDADD = $(MT_TEST_LIBS)
 # the GPU engine against HF's golden sets and the CPU engine
 check_PROGRAMS += tests/test_gpu_engine
+tests_test_gpu_engine_SOURCES = tests/test_gpu_engine.c tests/golden.c tests/golden.h
 tests_test_gpu_engine_LDADD = $(MT_TEST_LIBS)

@@ -21,6 +21,7 @@
 #include "runtime/synth/synth.h"
 #include "runtime/engine/kv_cache.h"
 #include "runtime/engine/session.h"
+#include "tests/golden.h"
 #include "tests/tap.h"
 
 #include <dirent.h>
@@ -31,45 +32,6 @@
 #include <string.h>
 
 #define REL_TOL 1e-3
-
-/* Worst over rows of max_j |got - want| / max_j |want|. */
-static double
-worst_row_rel(const float *got, const float *want, int rows, int cols, int *row_out)
-{
-    double worst = 0.0;
-
-    *row_out = -1;
-    for (int r = 0; r < rows; r++) {
-        double md = 0.0;
-        double mx = 0.0;
-        for (int j = 0; j < cols; j++) {
-            double d = fabs((double)got[(size_t)r * cols + j] - want[(size_t)r * cols + j]);
-            if (isnan(d)) {
-                d = INFINITY;
-            }
-            md = fmax(md, d);
-            mx = fmax(mx, fabs(want[(size_t)r * cols + j]));
-        }
-        double rel = md / (mx > 0 ? mx : 1.0);
-        if (rel > worst || *row_out < 0) {
-            worst = fmax(worst, rel);
-            *row_out = r;
-        }
-    }
-    return worst;
-}
-
-static int
-argmax(const float *v, int n)
-{
-    int b = 0;
-    for (int i = 1; i < n; i++) {
-        if (v[i] > v[b]) {
-            b = i;
-        }
-    }
-    return b;
-}
 
 static mt_status_t
 make_engine(const struct mt_model *m, enum mt_indexer_mode ix, enum mt_attn_mode at, bool cmp,
@@ -83,119 +45,7 @@ make_engine(const struct mt_model *m, enum mt_indexer_mode ix, enum mt_attn_mode
     return mt_engine_create(m, &o, e_out);
 }
 
-/* Greedy: prefill prompt, then n tokens one at a time. */
-static bool
-greedy(struct mt_engine *e, const int32_t *prompt, int np, int n, int32_t *out)
-{
-    int V = mt_engine_vocab(e);
-    float *lg = malloc((size_t)V * sizeof(float));
-    bool ok = lg != NULL;
-
-    mt_engine_reset(e);
-    ok = ok && mt_engine_forward(e, prompt, np, false, lg) == MT_OK;
-    for (int i = 0; i < n && ok; i++) {
-        out[i] = argmax(lg, V);
-        if (i + 1 < n) {
-            ok = mt_engine_forward(e, &out[i], 1, false, lg) == MT_OK;
-        }
-    }
-    free(lg);
-    return ok;
-}
-
 /* ---- golden sets --------------------------------------------------------------------------- */
-
-static float *
-read_f32(const char *path, size_t n)
-{
-    FILE *f = fopen(path, "rb");
-    float *p = malloc(n * sizeof(float));
-    if (f == NULL || p == NULL || fread(p, sizeof(float), n, f) != n) {
-        free(p);
-        p = NULL;
-    }
-    if (f != NULL) {
-        fclose(f);
-    }
-    return p;
-}
-
-static int32_t *
-json_ids(json_t *a, int *n_out)
-{
-    int n = (int)json_array_size(a);
-    int32_t *ids = malloc((size_t)(n > 0 ? n : 1) * sizeof(int32_t));
-    for (int i = 0; i < n && ids != NULL; i++) {
-        ids[i] = (int32_t)json_integer_value(json_array_get(a, (size_t)i));
-    }
-    *n_out = n;
-    return ids;
-}
-
-/* Every *.safetensors file listed in golden.json's source_files_sha256 hashes as recorded. */
-static bool
-synth_matches_record(const char *dir, json_t *record, char *why, size_t why_len)
-{
-    const char *file;
-    json_t *v;
-    int checked = 0;
-
-    json_object_foreach(record, file, v) {
-        char path[1400];
-        char hex[65];
-        if (strstr(file, ".safetensors") == NULL) {
-            continue; /* config.json formatting may change without changing the model */
-        }
-        snprintf(path, sizeof(path), "%s/%s", dir, file);
-        if (!tap_sha256_file(path, hex) || json_string_value(v) == NULL ||
-            strcmp(hex, json_string_value(v)) != 0) {
-            snprintf(why, why_len, "%s has sha256 %.12s..., the golden was made from %.12s...",
-                     file, hex, json_string_value(v) ? json_string_value(v) : "?");
-            return false;
-        }
-        checked++;
-    }
-    snprintf(why, why_len, "%d shards match", checked);
-    return checked > 0;
-}
-
-/*
- * Run "moetier synth -o DIR --preset P [--dtype fp8|bf16] [--seed N] ..." through the API into a
- * fresh temp dir (only the flags that change the weights are read).
- */
-static mt_status_t
-synth_from_command(const char *cmd, const char **dir_out)
-{
-    struct mt_synth_options so;
-    char buf[512];
-    char *save = NULL;
-    char *prev = NULL;
-    static char preset[32];
-
-    memset(&so, 0, sizeof(so));
-    so.layers = -1;
-    so.dense_layers = -1;
-    so.mtp = -1;
-    so.preset = "tiny";
-    snprintf(buf, sizeof(buf), "%s", cmd);
-    for (char *tok = strtok_r(buf, " ", &save); tok != NULL; tok = strtok_r(NULL, " ", &save)) {
-        if (prev != NULL && strcmp(prev, "--preset") == 0) {
-            snprintf(preset, sizeof(preset), "%s", tok);
-            so.preset = preset;
-        } else if (prev != NULL && strcmp(prev, "--seed") == 0) {
-            so.seed = strtoull(tok, NULL, 10);
-        } else if (prev != NULL && strcmp(prev, "--dtype") == 0) {
-            so.bf16 = strcmp(tok, "bf16") == 0;
-        } else if (prev != NULL && strcmp(prev, "--layers") == 0) {
-            so.layers = atoi(tok);
-        }
-        prev = tok;
-    }
-    so.out_dir = tap_tmpdir();
-    so.force = true;
-    *dir_out = so.out_dir;
-    return mt_synth_write(&so, NULL);
-}
 
 /* Compares each selection of a prefill with HF's (indexer_topk.json: [layer][row] -> sorted s). */
 struct sel_cmp {
@@ -249,13 +99,13 @@ golden_one(const char *dir, const char *name)
         fclose(cf);
     } else {
         const char *cmd = json_string_value(json_object_get(root, "source_command"));
-        if (!tap_ok(cmd != NULL && synth_from_command(cmd, &synth_dir) == MT_OK,
+        if (!tap_ok(cmd != NULL && golden_synth(cmd, &synth_dir) == MT_OK,
                     "golden %s: checkpoint regenerated by '%s'", name, cmd ? cmd : "(none)")) {
             goto out;
         }
         model_dir = synth_dir;
         char why[256];
-        if (!synth_matches_record(synth_dir, json_object_get(root, "source_files_sha256"), why,
+        if (!golden_synth_matches(synth_dir, json_object_get(root, "source_files_sha256"), why,
                                   sizeof(why))) {
             /*
              * synth's generator changed since the golden was made: the set is stale. That fails:
@@ -284,9 +134,9 @@ golden_one(const char *dir, const char *name)
     json_t *seq;
     json_array_foreach(seqs, si, seq) {
         int n_ids, n_prompt, n_greedy;
-        int32_t *ids = json_ids(json_object_get(seq, "ids"), &n_ids);
-        int32_t *prompt = json_ids(json_object_get(seq, "prompt"), &n_prompt);
-        int32_t *want_g = json_ids(json_object_get(seq, "greedy"), &n_greedy);
+        int32_t *ids = golden_json_ids(json_object_get(seq, "ids"), &n_ids);
+        int32_t *prompt = golden_json_ids(json_object_get(seq, "prompt"), &n_prompt);
+        int32_t *want_g = golden_json_ids(json_object_get(seq, "greedy"), &n_greedy);
         int rows = (int)json_integer_value(json_object_get(seq, "rows"));
         int cols = (int)json_integer_value(json_object_get(seq, "cols"));
         const char *lf = json_string_value(json_object_get(seq, "logits_file"));
@@ -295,7 +145,7 @@ golden_one(const char *dir, const char *name)
         int32_t *gg = NULL;
 
         snprintf(path, sizeof(path), "%s/%s", dir, lf != NULL ? lf : "?");
-        want = read_f32(path, (size_t)rows * cols);
+        want = golden_read_f32(path, (size_t)rows * cols);
         /* two halves: the sparse-vs-dense check below fills up to 2 * rows rows */
         got = malloc((size_t)(rows > 0 ? 2 * rows : 1) * (cols > 0 ? cols : 1) * sizeof(float));
         gg = malloc((size_t)(n_greedy > 0 ? n_greedy : 1) * sizeof(int32_t));
@@ -315,7 +165,7 @@ golden_one(const char *dir, const char *name)
                    sc.mismatches == 0,
                "golden %s seq %zu: indexer selections equal HF's in all %d (layer, position) "
                "rows (%d differ)", name, si, sc.rows, sc.mismatches);
-        double rel = ran ? worst_row_rel(got, want, rows, cols, &wr) : INFINITY;
+        double rel = ran ? golden_worst_row_rel(got, want, rows, cols, &wr) : INFINITY;
         tap_ok(ran && rel <= REL_TOL,
                "golden %s seq %zu: logits at all %d positions within %.0e (worst %.2e at %d)",
                name, si, rows, REL_TOL, rel, wr);
@@ -326,7 +176,7 @@ golden_one(const char *dir, const char *name)
         for (int t = n_prompt; t < n_ids && dec; t++) {
             dec = mt_engine_forward(ex, &ids[t], 1, false, got + (size_t)t * cols) == MT_OK;
         }
-        rel = dec ? worst_row_rel(got, want, rows, cols, &wr) : INFINITY;
+        rel = dec ? golden_worst_row_rel(got, want, rows, cols, &wr) : INFINITY;
         tap_ok(dec && rel <= REL_TOL, "golden %s seq %zu: prefill %d + decode %d matches HF "
                "(worst %.2e)", name, si, n_prompt, n_ids - n_prompt, rel);
         /* sparse == dense while positions <= index_topk */
@@ -335,10 +185,10 @@ golden_one(const char *dir, const char *name)
         mt_engine_reset(dn);
         bool sd = mt_engine_forward(ex, ids, tk, true, got) == MT_OK &&
                   mt_engine_forward(dn, ids, tk, true, got + (size_t)tk * cols) == MT_OK;
-        rel = sd ? worst_row_rel(got, got + (size_t)tk * cols, tk, cols, &wr) : INFINITY;
+        rel = sd ? golden_worst_row_rel(got, got + (size_t)tk * cols, tk, cols, &wr) : INFINITY;
         tap_ok(sd && rel == 0.0, "golden %s seq %zu: sparse equals dense on a %d-token prompt "
                "(index_topk)", name, si, tk);
-        bool g_ok = greedy(ex, prompt, n_prompt, n_greedy, gg);
+        bool g_ok = golden_greedy(ex, prompt, n_prompt, n_greedy, gg);
         int first_bad = -1;
         for (int i = 0; i < n_greedy && g_ok; i++) {
             if (gg[i] != want_g[i] && first_bad < 0) {
@@ -354,7 +204,7 @@ golden_one(const char *dir, const char *name)
                mt_executor_cpu_team_create(mt_engine_provider(ex), team, &tex) == MT_OK;
         if (g_ok) {
             mt_engine_set_executor(ex, MT_TIER_DRAM_CPU, tex);
-            g_ok = greedy(ex, prompt, n_prompt, n_greedy, gg);
+            g_ok = golden_greedy(ex, prompt, n_prompt, n_greedy, gg);
             mt_engine_set_executor(ex, MT_TIER_DRAM_CPU, NULL);
         }
         first_bad = -1;
@@ -526,7 +376,7 @@ expert_residency(const struct mt_model *m, const int32_t *ids, int n, const floa
         ok = mt_engine_create(m, &o, &nv) == MT_OK && mt_engine_create(m, NULL, &dr) == MT_OK;
     }
     ok = ok && mt_engine_forward(nv, ids, n, true, got) == MT_OK;
-    double rel = ok ? worst_row_rel(got, want, n, V, &wr) : INFINITY;
+    double rel = ok ? golden_worst_row_rel(got, want, n, V, &wr) : INFINITY;
     tap_ok(ok && rel == 0.0 && mt_engine_expert_bytes_held(nv) == 0,
            "tiny: every expert on NVMe (checkpoint provider): same logits, nothing held after the "
            "forward (%llu bytes)", ok ? (unsigned long long)mt_engine_expert_bytes_held(nv) : 0ull);
@@ -600,7 +450,7 @@ synthetic(void)
     for (int t = 25; t < T && ok; t++) {
         ok = mt_engine_forward(e, &ids[t], 1, false, part + (size_t)t * V) == MT_OK;
     }
-    double rel = ok ? worst_row_rel(part, full, T, V, &wr) : INFINITY;
+    double rel = ok ? golden_worst_row_rel(part, full, T, V, &wr) : INFINITY;
     tap_ok(ok && rel <= REL_TOL, "tiny: prefill 25 + decode 15 equals one prefill (worst %.2e)",
            rel);
 
@@ -612,7 +462,7 @@ synthetic(void)
         ok = mt_engine_forward(e, ids + cuts[c], cuts[c + 1] - cuts[c], true,
                                part + (size_t)cuts[c] * V) == MT_OK;
     }
-    rel = ok ? worst_row_rel(part, full, T, V, &wr) : INFINITY;
+    rel = ok ? golden_worst_row_rel(part, full, T, V, &wr) : INFINITY;
     tap_ok(ok && rel <= REL_TOL, "tiny: chunked prefill (7, 1, 20, 12) equals whole prefill "
            "(worst %.2e)", rel);
 
@@ -627,16 +477,16 @@ synthetic(void)
     mt_engine_truncate(e, 20);
     ok = ok && mt_engine_pos(e) == 20 &&
          mt_engine_forward(e, ids + 20, T - 20, true, part + (size_t)20 * V) == MT_OK;
-    rel = ok ? worst_row_rel(part, full, T, V, &wr) : INFINITY;
+    rel = ok ? golden_worst_row_rel(part, full, T, V, &wr) : INFINITY;
     tap_ok(ok && rel <= REL_TOL, "tiny: truncate to 20 then feeding the rest equals whole "
            "prefill (worst %.2e)", rel);
 
     /* sparse == dense while prompts are no longer than index_topk; differs after */
     ok = mt_engine_forward(dn, ids, T, true, part) == MT_OK;
-    rel = ok ? worst_row_rel(part, full, topk, V, &wr) : INFINITY;
+    rel = ok ? golden_worst_row_rel(part, full, topk, V, &wr) : INFINITY;
     tap_ok(ok && rel == 0.0, "tiny: sparse equals dense on the first %d positions (worst %.2e)",
            topk, rel);
-    double later = ok ? worst_row_rel(part + (size_t)topk * V, full + (size_t)topk * V, T - topk,
+    double later = ok ? golden_worst_row_rel(part + (size_t)topk * V, full + (size_t)topk * V, T - topk,
                                       V, &wr)
                       : 0.0;
     tap_ok(later > 0.0, "tiny: sparse differs from dense once positions pass index_topk "
@@ -667,7 +517,7 @@ synthetic(void)
     ok = ok && mt_engine_forward(e, ids, T, true, part) == MT_OK;
     mt_engine_set_executor(e, MT_TIER_DRAM_CPU, NULL);
     mt_executor_destroy(ec.inner);
-    rel = ok ? worst_row_rel(part, full, T, V, &wr) : INFINITY;
+    rel = ok ? golden_worst_row_rel(part, full, T, V, &wr) : INFINITY;
     tap_ok(ok && rel == 0.0 && ec.tokens == T * n_moe * m->cfg.num_experts_per_tok &&
                ec.submits == n_moe,
            "tiny: every routed expert runs through its tier's executor (%d submits, %d tasks, %d "
@@ -676,7 +526,7 @@ synthetic(void)
 
     /* greedy decode is deterministic */
     int32_t g1[8], g2[8];
-    tap_ok(greedy(e, ids, 10, 8, g1) && greedy(e, ids, 10, 8, g2) && memcmp(g1, g2, sizeof(g1)) ==
+    tap_ok(golden_greedy(e, ids, 10, 8, g1) && golden_greedy(e, ids, 10, 8, g2) && memcmp(g1, g2, sizeof(g1)) ==
            0, "tiny: greedy generation is reproducible");
 
     /* errors through the API */
@@ -844,7 +694,7 @@ kv_bf16_dense(void)
     bool ok = want != NULL && got != NULL && T > m->cfg.index_topk &&
               mt_engine_forward(f32, ids, T, true, want) == MT_OK &&
               mt_engine_forward(b16, ids, T, true, got) == MT_OK;
-    double rel = ok ? worst_row_rel(got, want, T, V, &wr) : INFINITY;
+    double rel = ok ? golden_worst_row_rel(got, want, T, V, &wr) : INFINITY;
     tap_ok(ok && rel <= 2e-2, "bf16 KV, dense attention: %d-token prefill (index_topk %d) within "
            "2e-2 of the fp32 cache (worst %.2e at %d)", T, m->cfg.index_topk, rel, wr);
     mt_engine_reset(b16);
@@ -852,7 +702,7 @@ kv_bf16_dense(void)
     for (int t = P; t < T && ok; t++) {
         ok = mt_engine_forward(b16, &ids[t], 1, false, got + (size_t)t * V) == MT_OK;
     }
-    rel = ok ? worst_row_rel(got, want, T, V, &wr) : INFINITY;
+    rel = ok ? golden_worst_row_rel(got, want, T, V, &wr) : INFINITY;
     tap_ok(ok && rel <= 2e-2, "bf16 KV, dense attention: prefill %d + decode %d within 2e-2 of "
            "the fp32 cache (worst %.2e at %d)", P, T - P, rel, wr);
 out:
