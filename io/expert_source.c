@@ -344,7 +344,8 @@ plan_checkpoint(struct mt_io_source *src, const struct mt_io_expert_desc *descs)
             for (unsigned i = 0; i < m; i++) {
                 const struct src_read *rr = &src->reads[e->first_read + i];
 
-                if (rr->file == x->file && x->off >= rr->off && x->off + x->len <= rr->off + rr->len) {
+                if (rr->file == x->file && x->off >= rr->off &&
+                    x->off + x->len <= rr->off + rr->len) {
                     e->part_off[p] = rr->slot_off + (x->off - rr->off);
                     e->part_len[p] = x->len;
                 }

@@ -64,7 +64,7 @@ struct mt_io_source_options {
     size_t chunk_bytes;      /* largest single read, a 4 KiB multiple (0: 1 MiB) */
     uint64_t cache_bytes;    /* DRAM slot budget; at least one slot (0: 4 slots) */
     enum mt_io_queue_mode mode; /* best mode to try (0: uring+fixed); $MT_IO_MODE overrides */
-    bool verify;             /* store: check each extent's CRC32C; checkpoint: read twice, compare */
+    bool verify; /* store: check each extent's CRC32C; checkpoint: read twice, compare */
     bool buffered;           /* no O_DIRECT (page-cache reads) */
 };
 

@@ -120,7 +120,8 @@ check_header(const char *path, int i, int n_files, uint64_t model_hash,
         h->index_off != HEADER_BYTES ||
         h->index_bytes != (uint64_t)h->n_layers * h->n_experts * sizeof(struct mt_io_store_entry) ||
         h->data_off < h->index_off + h->index_bytes || h->data_off % MT_IO_ALIGN != 0 ||
-        h->n_layers == 0 || h->n_experts == 0 || h->n_layers * (uint64_t)h->n_experts > (1u << 24)) {
+        h->n_layers == 0 || h->n_experts == 0 ||
+        h->n_layers * (uint64_t)h->n_experts > (1u << 24)) {
         st = mt_fail(MT_ERR_FORMAT, 0, "store '%s' has a corrupt header; repack with moetier pack",
                      path);
         goto out_close;
@@ -450,8 +451,9 @@ pwrite_full(int fd, const void *buf, size_t len, uint64_t off, const char *path)
             continue;
         }
         if (n <= 0) {
-            return mt_fail(MT_ERR_IO, n < 0 ? errno : ENOSPC, "cannot write store file '%s' at %llu",
-                           path, (unsigned long long)(off + done));
+            return mt_fail(MT_ERR_IO, n < 0 ? errno : ENOSPC,
+                           "cannot write store file '%s' at %llu", path,
+                           (unsigned long long)(off + done));
         }
         done += (size_t)n;
     }

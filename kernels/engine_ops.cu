@@ -64,7 +64,8 @@ mt_gpu_linear_f32(const float *w, int64_t rows, int64_t cols, const float *x, in
 
 /* ---- MLA absorption through kv_b [H * (nope + vd), kvl] fp32 --------------------------------- */
 
-/* Block h: q_lat[h][c] = sum_d q_nope[h][d] kv_b[h*(nope+vd)+d][c] (d ascending, as attention.c). */
+/* Block h: q_lat[h][c] = sum_d q_nope[h][d] kv_b[h*(nope+vd)+d][c] (d ascending, as attention.c).
+ */
 static __global__ void
 absorb_q_kernel(const float *__restrict__ q, const float *__restrict__ kvb, int nope, int vd,
                 int kvl, int rope, float *__restrict__ q_lat, float *__restrict__ q_pe)

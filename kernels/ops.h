@@ -95,8 +95,8 @@ struct mt_gpu_weight {
  * 16-byte aligned. Each weight byte is read once for all tokens. cols must be a multiple of 16
  * (FP8) or 8 (BF16). FP8 bytes 0x7F/0xFF (NaN) are not supported (checkpoints hold none).
  */
-MT_GPU_FN mt_status_t mt_gpu_linear(const struct mt_gpu_weight *w, const float *x, int n_tok, float *y,
-                          struct CUstream_st *stream);
+MT_GPU_FN mt_status_t mt_gpu_linear(const struct mt_gpu_weight *w, const float *x, int n_tok,
+                                    float *y, struct CUstream_st *stream);
 
 /* ---- elementwise and norms (elementwise.cu) ------------------------------------------------ */
 
@@ -105,20 +105,20 @@ MT_GPU_FN mt_status_t mt_gpu_rmsnorm(const float *x, const float *w, int n_tok, 
                            float *out, struct CUstream_st *stream);
 
 /* out[t] = (x[t] - mean) / sqrt(var + eps) * w + b (biased variance; b may be NULL). */
-MT_GPU_FN mt_status_t mt_gpu_layernorm(const float *x, const float *w, const float *b, int n_tok, int n,
-                             float eps, float *out, struct CUstream_st *stream);
+MT_GPU_FN mt_status_t mt_gpu_layernorm(const float *x, const float *w, const float *b, int n_tok,
+                                       int n, float eps, float *out, struct CUstream_st *stream);
 
 /*
  * RoPE in place on x [n_tok, n_heads, head_stride]: dims [offset, offset + 2*half) of every head
  * rotated by the angles (pos0 + t) * freqs[i] (fp32 product; cos/sin in double, as the CPU
  * reference). Interleaved pairs (2i, 2i+1) for MLA, halves (i, i+half) for the indexer.
  */
-MT_GPU_FN mt_status_t mt_gpu_rope_interleaved(float *x, int n_tok, int n_heads, int head_stride, int offset,
-                                    const float *freqs, int half, int64_t pos0,
-                                    struct CUstream_st *stream);
-MT_GPU_FN mt_status_t mt_gpu_rope_half(float *x, int n_tok, int n_heads, int head_stride, int offset,
-                             const float *freqs, int half, int64_t pos0,
-                             struct CUstream_st *stream);
+MT_GPU_FN mt_status_t mt_gpu_rope_interleaved(float *x, int n_tok, int n_heads, int head_stride,
+                                              int offset, const float *freqs, int half,
+                                              int64_t pos0, struct CUstream_st *stream);
+MT_GPU_FN mt_status_t mt_gpu_rope_half(float *x, int n_tok, int n_heads, int head_stride,
+                                       int offset, const float *freqs, int half, int64_t pos0,
+                                       struct CUstream_st *stream);
 
 /* out[i] = SiLU(gate[i]) * up[i] for i < n (out may alias either). */
 MT_GPU_FN mt_status_t mt_gpu_swiglu(const float *gate, const float *up, size_t n, float *out,
@@ -170,9 +170,10 @@ MT_GPU_FN mt_status_t mt_gpu_index_scores(const float *q, const float *w, int n_
  * each product; only the order of the fp32 sums differs from the CPU. n_heads must be 64 and
  * dim 128 (the V3.2 indexer); k8 16-byte aligned.
  */
-MT_GPU_FN mt_status_t mt_gpu_index_scores_fp8(const uint8_t *q8, const float *w, int n_heads, int dim,
-                                    const uint8_t *k8, const float *k_scale, int64_t n_keys,
-                                    float *out, struct CUstream_st *stream);
+MT_GPU_FN mt_status_t mt_gpu_index_scores_fp8(const uint8_t *q8, const float *w, int n_heads,
+                                              int dim, const uint8_t *k8, const float *k_scale,
+                                              int64_t n_keys, float *out,
+                                              struct CUstream_st *stream);
 
 /*
  * Exact top-k of each of n_rows rows of scores (row r at scores + r * ld, lens[r] values, or n
@@ -199,10 +200,11 @@ MT_GPU_FN mt_status_t mt_gpu_topk(const float *scores, int64_t ld, int n_rows, i
  * work: device scratch of mt_gpu_mla_work_bytes(n_heads, n_idx) bytes.
  */
 MT_GPU_FN size_t mt_gpu_mla_work_bytes(int n_heads, int n_idx);
-MT_GPU_FN mt_status_t mt_gpu_mla_decode(const float *q_lat, const float *q_pe, int n_heads, int kv_rank,
-                              int rope, enum mt_dtype cache_dtype, const void *lat,
-                              const void *kpe, const int32_t *idx, int n_idx, float scale,
-                              void *work, float *o_lat, struct CUstream_st *stream);
+MT_GPU_FN mt_status_t mt_gpu_mla_decode(const float *q_lat, const float *q_pe, int n_heads,
+                                        int kv_rank, int rope, enum mt_dtype cache_dtype,
+                                        const void *lat, const void *kpe, const int32_t *idx,
+                                        int n_idx, float scale, void *work, float *o_lat,
+                                        struct CUstream_st *stream);
 
 /* ---- routed experts resident on the GPU (moe.cu) ------------------------------------------- */
 
@@ -242,7 +244,8 @@ struct mt_gpu_moe_args {
 };
 
 MT_GPU_FN size_t mt_gpu_moe_work_bytes(int n_pairs, int inter, int hidden);
-MT_GPU_FN mt_status_t mt_gpu_moe_experts(const struct mt_gpu_moe_args *a, struct CUstream_st *stream);
+MT_GPU_FN mt_status_t mt_gpu_moe_experts(const struct mt_gpu_moe_args *a,
+                                         struct CUstream_st *stream);
 
 #ifndef MT_HAVE_CUDA
 

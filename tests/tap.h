@@ -30,7 +30,8 @@ bool mt_test_allclose(const char *name, const float *got, const float *want, siz
 /* Path of a file under $MT_TEST_DATA (tests/data); returns a static buffer. */
 const char *tap_data_path(const char *rel);
 
-/* A fresh empty temporary directory (mkdtemp under $TMPDIR or /tmp); static buffer per call slot. */
+/* A fresh empty temporary directory (mkdtemp under $TMPDIR or /tmp); static buffer per call slot.
+ */
 const char *tap_tmpdir(void);
 
 /* Remove a directory tree made by tap_tmpdir (best effort). */

@@ -486,8 +486,8 @@ synthetic(void)
     rel = ok ? golden_worst_row_rel(part, full, topk, V, &wr) : INFINITY;
     tap_ok(ok && rel == 0.0, "tiny: sparse equals dense on the first %d positions (worst %.2e)",
            topk, rel);
-    double later = ok ? golden_worst_row_rel(part + (size_t)topk * V, full + (size_t)topk * V, T - topk,
-                                      V, &wr)
+    double later = ok ? golden_worst_row_rel(part + (size_t)topk * V, full + (size_t)topk * V,
+                                             T - topk, V, &wr)
                       : 0.0;
     tap_ok(later > 0.0, "tiny: sparse differs from dense once positions pass index_topk "
            "(%.2e)", later);
@@ -526,8 +526,9 @@ synthetic(void)
 
     /* greedy decode is deterministic */
     int32_t g1[8], g2[8];
-    tap_ok(golden_greedy(e, ids, 10, 8, g1) && golden_greedy(e, ids, 10, 8, g2) && memcmp(g1, g2, sizeof(g1)) ==
-           0, "tiny: greedy generation is reproducible");
+    tap_ok(golden_greedy(e, ids, 10, 8, g1) && golden_greedy(e, ids, 10, 8, g2) &&
+               memcmp(g1, g2, sizeof(g1)) == 0,
+           "tiny: greedy generation is reproducible");
 
     /* errors through the API */
     mt_log_set_quiet(true);

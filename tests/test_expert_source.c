@@ -79,7 +79,8 @@ make_checkpoint(void)
             bool bf16 = e % 3 == 2; /* no scales */
 
             for (int p = 0; p < MT_IO_N_PARTS; p++) {
-                uint64_t len = p % 2 == 1 ? 64 + mt_rng_next(&rng) % 300 : 20000 + mt_rng_next(&rng) % 150000;
+                uint64_t len =
+                    p % 2 == 1 ? 64 + mt_rng_next(&rng) % 300 : 20000 + mt_rng_next(&rng) % 150000;
 
                 if (p % 2 == 1 && bf16) {
                     continue;

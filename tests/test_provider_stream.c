@@ -105,7 +105,8 @@ run_dtype(const char *tmp, bool bf16, const char *other_store)
     if (tap_ok(st == MT_OK, "%s: streaming provider over the shards opens", name)) {
         int bad = check_provider(m, p, &n);
 
-        tap_ok(bad == 0 && n > 0, "%s: %d acquires from the shards equal the checkpoint's bytes, dtypes and shapes",
+        tap_ok(bad == 0 && n > 0,
+               "%s: %d acquires from the shards equal the checkpoint's bytes, dtypes and shapes",
                name, n);
         mt_expert_provider_destroy(p);
     }
@@ -120,7 +121,9 @@ run_dtype(const char *tmp, bool bf16, const char *other_store)
     if (tap_ok(st == MT_OK, "%s: streaming provider over the store opens", name)) {
         int bad = check_provider(m, p, &n);
 
-        tap_ok(bad == 0 && n > 0, "%s: %d acquires from the store (CRCs checked) equal the checkpoint's bytes", name, n);
+        tap_ok(bad == 0 && n > 0,
+               "%s: %d acquires from the store (CRCs checked) equal the checkpoint's bytes", name,
+               n);
         mt_expert_provider_destroy(p);
     }
     if (other_store != NULL) {

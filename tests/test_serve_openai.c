@@ -51,13 +51,14 @@ main(void)
     mt_sampler_opts_default(&defaults);
     defaults.temperature = 1.0f;
 
-    st = parse(MT_SERVE_API_CHAT,
-               "{\"model\": \"m\", \"messages\": [{\"role\": \"system\", \"content\": \"be brief\"},"
-               "{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"a\"},"
-               "{\"type\": \"text\", \"text\": \"b\"}]}], \"temperature\": 0, \"top_p\": 0.5,"
-               "\"seed\": 7, \"max_tokens\": 9, \"stop\": [\"x\", \"\"], \"stream\": true,"
-               "\"chat_template_kwargs\": {\"thinking\": true}, \"unknown\": 1}",
-               &r, &e);
+    st =
+        parse(MT_SERVE_API_CHAT,
+              "{\"model\": \"m\", \"messages\": [{\"role\": \"system\", \"content\": \"be brief\"},"
+              "{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"a\"},"
+              "{\"type\": \"text\", \"text\": \"b\"}]}], \"temperature\": 0, \"top_p\": 0.5,"
+              "\"seed\": 7, \"max_tokens\": 9, \"stop\": [\"x\", \"\"], \"stream\": true,"
+              "\"chat_template_kwargs\": {\"thinking\": true}, \"unknown\": 1}",
+              &r, &e);
     tap_ok(st == MT_OK, "a full chat request parses (%s)", e.message);
     if (st == MT_OK) {
         tap_ok(r.n_msgs == 2 && r.msgs[0].role == MT_CHAT_SYSTEM &&
@@ -86,11 +87,12 @@ main(void)
                                      .completion_tokens = 2};
         char *js = mt_serve_reply_json(&r, &o, &rep);
         json_t *v = js != NULL ? json_loads(js, 0, NULL) : NULL;
-        tap_ok(v != NULL &&
-                   strcmp(json_string_value(json_object_get(v, "object")), "chat.completion") == 0 &&
-                   json_integer_value(json_object_get(json_object_get(v, "usage"),
-                                                      "total_tokens")) == 6,
-               "a reply is a chat.completion with usage (%s)", js ? js : "NULL");
+        tap_ok(
+            v != NULL &&
+                strcmp(json_string_value(json_object_get(v, "object")), "chat.completion") == 0 &&
+                json_integer_value(json_object_get(json_object_get(v, "usage"), "total_tokens")) ==
+                    6,
+            "a reply is a chat.completion with usage (%s)", js ? js : "NULL");
         json_decref(v);
         free(js);
         char *ev = mt_serve_chunk_event(&r, &o, "yo", 2, true, false, NULL);

@@ -913,7 +913,8 @@ parse_opts(int argc, char **argv, struct bench_opts *o)
     /* An output over an input (a disk test file) or over the other output would destroy it. */
     if (o->svg != NULL && o->json != NULL &&
         (strcmp(o->svg, o->json) == 0 || mt_path_is_same_file(o->svg, o->json))) {
-        mt_cli_error(&cli, "--json and --svg both name '%s'; one would overwrite the other", o->svg);
+        mt_cli_error(&cli, "--json and --svg both name '%s'; one would overwrite the other",
+                     o->svg);
         return 2;
     }
     for (int i = 0; i < o->n_disks; i++) {

@@ -7,8 +7,9 @@
  * longest prefix it shares with that encoding. The generation session (engine/session.h) does
  * that: it feeds only the new suffix when the cache is a prefix of the new prompt (chat mode, when
  * the reply re-tokenizes to the ids that were generated), and otherwise cuts the cache back to
- * the shared prefix before feeding the rest. The second case is normal in thinking mode: the encoding drops earlier turns' reasoning and turns their <think>
- * into </think> (see chat.h). Either way the model sees exactly the canonical prompt.
+ * the shared prefix before feeding the rest. The second case is normal in thinking mode: the
+ * encoding drops earlier turns' reasoning and turns their <think> into </think> (see chat.h).
+ * Either way the model sees exactly the canonical prompt.
  *
  * Input is one line per user message; lines starting with '/' are commands (/help). The prompt
  * "> ", the banner and command feedback go to stderr, and only when stdin is a terminal; stdout
@@ -51,34 +52,35 @@
 static void
 chat_usage(FILE *f)
 {
-    fprintf(f, "usage: moetier chat -m DIR [options]\n\n"
-               "Talk with the model, one line per message (CPU reference engine); the KV\n"
-               "cache is kept across turns. Commands: /help, /reset (forget the\n"
-               "conversation), /quit; Ctrl-D (end of input) leaves, Ctrl-C stops a reply.\n\n"
-               "  -m, --model DIR          checkpoint directory (config.json, safetensors,\n"
-               "                           tokenizer.json)\n"
-               "      --device cpu|gpu     where to run (default cpu); gpu: the whole model on CUDA\n"
+    fprintf(f,
+            "usage: moetier chat -m DIR [options]\n\n"
+            "Talk with the model, one line per message (CPU or GPU engine); the KV\n"
+            "cache is kept across turns. Commands: /help, /reset (forget the\n"
+            "conversation), /quit; Ctrl-D (end of input) leaves, Ctrl-C stops a reply.\n\n"
+            "  -m, --model DIR          checkpoint directory (config.json, safetensors,\n"
+            "                           tokenizer.json)\n"
+            "      --device cpu|gpu     where to run (default cpu); gpu: the whole model on CUDA\n"
             "                           device 0 (weights, experts, caches must fit)\n"
             "      --gpu-mem SIZE       gpu: device memory budget (default: free minus a margin)\n"
             "      --kv-dtype f32|bf16  latent cache dtype (default f32 on cpu, bf16 on gpu)\n"
             "      --ctx N              gpu: positions the device cache holds (default 8192)\n"
             "      --debug-sync         gpu: synchronize after every kernel (MT_DEBUG_SYNC=1)\n"
-               "      --think              thinking mode: the model reasons first (dimmed)\n"
-               "      --system TEXT        system prompt, kept across /reset\n"
-               "  -n N                     most tokens per reply (default 512)\n"
-               "      --temperature T      0 = greedy (default 1, DeepSeek's recommendation)\n"
-               "      --top-p P            nucleus sampling mass in (0, 1] (default 0.95)\n"
-               "      --top-k K            keep the K most likely tokens (default 0 = all)\n"
-               "      --seed S             sampling seed (default 0)\n"
-               "      --threads N          threads (default: OMP_NUM_THREADS or all cores)\n"
-               "      --experts KIND       who computes routed experts: team (SIMD kernels on\n"
-               "                           pinned threads, default) or ref (fp32 reference)\n"
-               "      --plan FILE          place routed experts as the plan says\n"
-               "      --store FILE, --cache SIZE, --verify  streamed experts, as for run\n"
-               "  -v, --verbose            per-turn prefill and decode tok/s on stderr\n"
-               "  -h, --help               this text\n"
-               "stdout carries only the replies; the prompt \"> \" and messages go to\n"
-               "stderr. Exit status: 0, or 1 when a turn failed.\n");
+            "      --think              thinking mode: the model reasons first (dimmed)\n"
+            "      --system TEXT        system prompt, kept across /reset\n"
+            "  -n N                     most tokens per reply (default 512)\n"
+            "      --temperature T      0 = greedy (default 1, DeepSeek's recommendation)\n"
+            "      --top-p P            nucleus sampling mass in (0, 1] (default 0.95)\n"
+            "      --top-k K            keep the K most likely tokens (default 0 = all)\n"
+            "      --seed S             sampling seed (default 0)\n"
+            "      --threads N          threads (default: OMP_NUM_THREADS or all cores)\n"
+            "      --experts KIND       who computes routed experts: team (SIMD kernels on\n"
+            "                           pinned threads, default) or ref (fp32 reference)\n"
+            "      --plan FILE          place routed experts as the plan says\n"
+            "      --store FILE, --cache SIZE, --verify  streamed experts, as for run\n"
+            "  -v, --verbose            per-turn prefill and decode tok/s on stderr\n"
+            "  -h, --help               this text\n"
+            "stdout carries only the replies; the prompt \"> \" and messages go to\n"
+            "stderr. Exit status: 0, or 1 when a turn failed.\n");
 }
 
 static const struct mt_cli cli = {"chat", chat_usage};

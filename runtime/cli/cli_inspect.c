@@ -28,23 +28,24 @@ static void
 usage(FILE *f)
 {
     fprintf(
-        f, "usage: moetier inspect -m DIR [--json] [--config-only] [--config FILE] [--gpu-mem SIZE]\n"
-           "\n"
-           "Print DeepSeek-V3.2's architecture, parameters and bytes per component, the bytes of\n"
-           "one routed expert, the weight bytes read per decoded token and the KV-cache bytes per\n"
-           "token. Without --config-only the checkpoint in DIR is opened and every tensor is\n"
-           "checked (presence, shape, dtype, FP8 scales).\n"
-           "\n"
-           "options:\n"
-           "  -m, --model DIR     checkpoint directory (config.json + safetensors shards)\n"
-           "      --config-only   read DIR/config.json only, open no weights\n"
-           "      --config FILE   read this config.json instead of DIR/config.json (implies\n"
-           "                      --config-only; -m may then be omitted)\n"
-           "      --json          print JSON (stable keys) instead of text\n"
-           "      --gpu-mem SIZE  also print the longest context whose KV cache fits on a GPU\n"
-           "                      of SIZE (e.g. 24G) beside the always-on weights (embedding\n"
-           "                      in host memory, 1.5 GiB workspace), per latent layout\n"
-           "  -h, --help          print this help\n");
+        f,
+        "usage: moetier inspect -m DIR [--json] [--config-only] [--config FILE] [--gpu-mem SIZE]\n"
+        "\n"
+        "Print DeepSeek-V3.2's architecture, parameters and bytes per component, the bytes of\n"
+        "one routed expert, the weight bytes read per decoded token and the KV-cache bytes per\n"
+        "token. Without --config-only the checkpoint in DIR is opened and every tensor is\n"
+        "checked (presence, shape, dtype, FP8 scales).\n"
+        "\n"
+        "options:\n"
+        "  -m, --model DIR     checkpoint directory (config.json + safetensors shards)\n"
+        "      --config-only   read DIR/config.json only, open no weights\n"
+        "      --config FILE   read this config.json instead of DIR/config.json (implies\n"
+        "                      --config-only; -m may then be omitted)\n"
+        "      --json          print JSON (stable keys) instead of text\n"
+        "      --gpu-mem SIZE  also print the longest context whose KV cache fits on a GPU\n"
+        "                      of SIZE (e.g. 24G) beside the always-on weights (embedding\n"
+        "                      in host memory, 1.5 GiB workspace), per latent layout\n"
+        "  -h, --help          print this help\n");
 }
 
 static const struct mt_cli cli = {"inspect", usage};

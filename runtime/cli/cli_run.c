@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * cli_run.c - `moetier run`: generate from a prompt with the CPU reference engine.
+ * cli_run.c - `moetier run`: generate from a prompt on the CPU engine or, with --device gpu, the GPU.
  *
  * The prompt is token ids (--prompt-ids 0,5,17; spaces may separate them too, as `moetier
  * tokenize` prints them) or text (-p, through the model's tokenizer.json, with BOS prepended;
@@ -44,7 +44,7 @@ run_usage(FILE *f)
 {
     fprintf(f,
             "usage: moetier run -m DIR (--prompt-ids ID,ID,... | -p TEXT) [options]\n\n"
-            "Generate tokens from a prompt with the CPU reference engine (fp32).\n\n"
+            "Generate tokens from a prompt on the CPU engine (or the GPU with --device gpu).\n\n"
             "  -m, --model DIR          checkpoint directory (config.json, safetensors)\n"
             "      --device cpu|gpu     where to run (default cpu); gpu: the whole model on CUDA\n"
             "                           device 0 (weights, experts, caches must fit)\n"

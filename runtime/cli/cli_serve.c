@@ -33,7 +33,7 @@ serve_usage(FILE *f)
 {
     fprintf(f,
             "usage: moetier serve -m DIR [options]\n\n"
-            "Serve the model over HTTP with OpenAI's API (CPU reference engine), and a chat page\n"
+            "Serve the model over HTTP with OpenAI's API (CPU or GPU engine), and a chat page\n"
             "at /. One model, one engine: requests wait in a queue and run one at a time.\n\n"
             "  -m, --model DIR          checkpoint directory (config.json, safetensors,\n"
             "                           tokenizer.json)\n"

@@ -54,7 +54,8 @@ indexer_select(struct mt_engine *e, int l, int t, int64_t pos, struct eng_work *
     }
     bool fp8 = e->opts.indexer == MT_INDEXER_FP8;
     if (!fp8 || e->opts.compare_indexer) {
-        mt_cpu_index_scores(qi, wts, IH, ID, KV->ikey, n_keys, iscale, fp8 ? w->scores2 : w->scores);
+        mt_cpu_index_scores(qi, wts, IH, ID, KV->ikey, n_keys, iscale,
+                            fp8 ? w->scores2 : w->scores);
     }
     if (fp8) {
         /* DeepSeek: Hadamard, act_quant per head, weights * q_scale * ID^-0.5, fp8 scores */

@@ -23,7 +23,8 @@
 
 struct mt_model;
 
-/* One routed expert's weights in host memory, in the checkpoint's dtype, as the kernels use them. */
+/* One routed expert's weights in host memory, in the checkpoint's dtype, as the kernels use them.
+ */
 struct mt_expert {
     struct mt_cpu_weight gate; /* [moe_inter, hidden] */
     struct mt_cpu_weight up;   /* [moe_inter, hidden] */

@@ -17,7 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- reading tensors ----------------------------------------------------------------------------- */
+/* ---- reading tensors
+ * ----------------------------------------------------------------------------- */
 
 static mt_status_t
 keep_buf(struct mt_engine *e, void *p)

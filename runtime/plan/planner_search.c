@@ -143,13 +143,15 @@ moves_fit(const struct search *sr, int f1, int t1, int f2, int t2)
 {
     return fits(
         sr, (t1 == MT_TIER_GPU) - (f1 == MT_TIER_GPU) + (t2 == MT_TIER_GPU) - (f2 == MT_TIER_GPU),
-        mt_plan_tier_is_dram(t1) - mt_plan_tier_is_dram(f1) + mt_plan_tier_is_dram(t2) - mt_plan_tier_is_dram(f2));
+        mt_plan_tier_is_dram(t1) - mt_plan_tier_is_dram(f1) + mt_plan_tier_is_dram(t2) -
+            mt_plan_tier_is_dram(f2));
 }
 
 static bool
 allowed(const struct search *sr, bool keep_storage, int from, int to)
 {
-    return to != from && sr->ok[to] && (!keep_storage || mt_plan_tier_storage(from) == mt_plan_tier_storage(to));
+    return to != from && sr->ok[to] &&
+           (!keep_storage || mt_plan_tier_storage(from) == mt_plan_tier_storage(to));
 }
 
 /* Pass 1: single moves. Returns the number applied. */
@@ -249,7 +251,8 @@ pass_swap(struct search *sr, bool keep_storage, double eps)
             for (int e2 = e1 + 1; e2 < sr->E; e2++) {
                 int t1 = tl[e1];
                 int t2 = tl[e2];
-                if (t1 == t2 || (keep_storage && mt_plan_tier_storage(t1) != mt_plan_tier_storage(t2)) ||
+                if (t1 == t2 ||
+                    (keep_storage && mt_plan_tier_storage(t1) != mt_plan_tier_storage(t2)) ||
                     !pair_rep(sr->rank, sr->cls, e1, e2)) {
                     continue;
                 }
@@ -346,7 +349,8 @@ pass_pair(struct search *sr, double eps, struct best_move *bm)
         for (int e = 0; e < sr->E; e++) {
             int from = sr->t[(size_t)l * sr->E + e];
             for (int to = 0; to < T_; to++) {
-                if (!allowed(sr, false, from, to) || mt_plan_tier_storage(from) == mt_plan_tier_storage(to)) {
+                if (!allowed(sr, false, from, to) ||
+                    mt_plan_tier_storage(from) == mt_plan_tier_storage(to)) {
                     continue;
                 }
                 double d = move_delta(sr, l, e, to, -1, 0);
@@ -462,7 +466,8 @@ iterate_kicks(struct search *sr, bool keep_storage, struct best_move *bm, int ki
             size_t start = (size_t)mt_rng_below(&rs, n);
             for (size_t i = 0; i < n; i++) {
                 size_t b = (start + i) % n;
-                if (b != a && mt_plan_tier_storage(sr->t[b]) == mt_plan_tier_storage(to) && sr->ok[from]) {
+                if (b != a && mt_plan_tier_storage(sr->t[b]) == mt_plan_tier_storage(to) &&
+                    sr->ok[from]) {
                     apply_move(sr, (int)(a / sr->E), (int)(a % sr->E), to);
                     apply_move(sr, (int)(b / sr->E), (int)(b % sr->E), from);
                     break;

@@ -456,10 +456,11 @@ load_layer(struct mt_trace *t, json_t *lo, const char *path, bool *seen)
         sum += (uint64_t)c;
     }
     if (tokens > 0 && sum % (uint64_t)tokens == 0 && sum != (uint64_t)tokens * (uint64_t)t->k) {
-        return mt_fail(MT_ERR_FORMAT, 0,
-                       "trace '%s': layer %lld counts sum to tokens x %llu, but the trace says k %d "
-                       "(a trace of another model, or an edited one)",
-                       path, layer, (unsigned long long)(sum / (uint64_t)tokens), t->k);
+        return mt_fail(
+            MT_ERR_FORMAT, 0,
+            "trace '%s': layer %lld counts sum to tokens x %llu, but the trace says k %d "
+            "(a trace of another model, or an edited one)",
+            path, layer, (unsigned long long)(sum / (uint64_t)tokens), t->k);
     }
     if (sum != (uint64_t)tokens * (uint64_t)t->k) {
         return mt_fail(MT_ERR_FORMAT, 0,

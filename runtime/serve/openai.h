@@ -98,7 +98,8 @@ struct mt_serve_request {
 mt_status_t mt_serve_request_parse(enum mt_serve_api api, const char *body, size_t len,
                                    const char *model_id, const struct mt_serve_limits *lim,
                                    const struct mt_sampler_opts *defaults,
-                                   struct mt_serve_request *req_out, struct mt_serve_error *err_out);
+                                   struct mt_serve_request *req_out,
+                                   struct mt_serve_error *err_out);
 void mt_serve_request_fini(struct mt_serve_request *req);
 
 /* ---- responses -------------------------------------------------------------------------- */

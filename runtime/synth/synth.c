@@ -676,7 +676,8 @@ synth_make_dir_(struct synth_ctx *c)
     }
     if (mkdir(dir, 0755) == 0) {
         c->made_dir = true;
-    } else if (errno != EEXIST) { /* (EEXIST: another process made it meanwhile; the lock decides) */
+    } else if (errno !=
+               EEXIST) { /* (EEXIST: another process made it meanwhile; the lock decides) */
         return mt_fail(MT_ERR_IO, errno, "cannot create output directory '%s'", dir);
     }
     return MT_OK;

@@ -68,7 +68,8 @@ mt_status_t mt_chat_encode(struct mt_tokenizer *tok, const struct mt_chat_msg *m
                            bool thinking, int32_t **ids_out, size_t *n_out);
 
 /* The same prompt as the text encoding_dsv32.encode_messages returns (malloc'ed, NUL-ended). */
-mt_status_t mt_chat_render(const struct mt_chat_msg *msgs, size_t n, bool thinking, char **text_out);
+mt_status_t mt_chat_render(const struct mt_chat_msg *msgs, size_t n, bool thinking,
+                           char **text_out);
 
 /*
  * JSON text as Python's json.dumps(value, ensure_ascii=False) writes it (", " and ": "

@@ -1742,7 +1742,8 @@ utf8_seq_len(unsigned char c)
  * may still become valid stays pending; a byte that cannot becomes U+FFFD.
  */
 static mt_status_t
-detok_feed(struct mt_detok *d, const unsigned char *b, size_t n, const char **text_out, size_t *len_out)
+detok_feed(struct mt_detok *d, const unsigned char *b, size_t n, const char **text_out,
+           size_t *len_out)
 {
     unsigned char *all;
     size_t total = d->n_pending + n, i = 0, out = 0;

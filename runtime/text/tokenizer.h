@@ -66,9 +66,11 @@ void mt_tokenizer_destroy(struct mt_tokenizer *tok);
 mt_status_t mt_tokenizer_encode(struct mt_tokenizer *tok, const char *text, size_t len,
                                 bool special, int32_t **ids_out, size_t *n_out);
 
-/* Like mt_tokenizer_encode but appends to a caller's growing array (*ids_out, *n_out, *cap_inout). */
+/* Like mt_tokenizer_encode but appends to a caller's growing array (*ids_out, *n_out, *cap_inout).
+ */
 mt_status_t mt_tokenizer_encode_append(struct mt_tokenizer *tok, const char *text, size_t len,
-                                       bool special, int32_t **ids_out, size_t *n_out, size_t *cap_inout);
+                                       bool special, int32_t **ids_out, size_t *n_out,
+                                       size_t *cap_inout);
 
 /*
  * Decode n ids to bytes: *text_out is malloc'ed and NUL-terminated, *len_out excludes the NUL.
