@@ -176,6 +176,7 @@ mt_io_store_open(const char *const *paths, int n_files, uint64_t model_hash,
 
         st = check_header(paths[i], i, n_files, model_hash, &h, &fd);
         if (st != MT_OK) {
+            mt_io_store_close(s); /* the index read from file 0, if any */
             return st;
         }
         file_bytes[i] = h.file_bytes;

@@ -3,7 +3,9 @@ LOG_DRIVER = env AM_TAP_AWK='$(AWK)' $(SHELL) $(top_srcdir)/build-aux/tap-driver
 AM_TESTS_ENVIRONMENT = OMP_NUM_THREADS=2 MALLOC_PERTURB_=165 \
 	MT_REQUIRE_SERVE_CLIENTS=$${MT_REQUIRE_SERVE_CLIENTS:-0} \
 	MT_TEST_DATA=$(abs_top_srcdir)/tests/data MT_SRCDIR=$(abs_top_srcdir) \
-	MT_BUILDDIR=$(abs_top_builddir); export OMP_NUM_THREADS MALLOC_PERTURB_ MT_REQUIRE_SERVE_CLIENTS MT_TEST_DATA MT_SRCDIR MT_BUILDDIR;
+	MT_BUILDDIR=$(abs_top_builddir) MT_CC='$(CC)' MT_CFLAGS='$(CFLAGS)' MT_LDFLAGS='$(LDFLAGS)'; \
+	export OMP_NUM_THREADS MALLOC_PERTURB_ MT_REQUIRE_SERVE_CLIENTS MT_TEST_DATA MT_SRCDIR \
+	MT_BUILDDIR MT_CC MT_CFLAGS MT_LDFLAGS;
 
 noinst_LIBRARIES += tests/libmttap.a
 tests_libmttap_a_SOURCES = tests/tap.c tests/tap.h tests/sha256.c

@@ -20,7 +20,9 @@ root="$tmp/inst$prefix"
 ok $? "moetier.h (with the headers it includes), libmoetier.a and moetier.pc are installed"
 flags=$(PKG_CONFIG_PATH="$root/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}" pkg-config --define-variable=prefix="$root" \
         --cflags --libs moetier)
-${CC:-cc} -std=c11 -o "$tmp/embed" "$MT_SRCDIR/tests/embed/embed.c" $flags 2>"$tmp/cc"
+# the build's compiler and flags (a sanitizer build's objects need its runtime at link time)
+${MT_CC:-cc} -std=c11 $MT_CFLAGS -o "$tmp/embed" "$MT_SRCDIR/tests/embed/embed.c" $flags \
+    $MT_LDFLAGS 2>"$tmp/cc"
 rc=$?
 [ $rc -eq 0 ] || sed 's/^/# /' "$tmp/cc"
 ok $rc "a program using only the installed header and library builds with pkg-config"
