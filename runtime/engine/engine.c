@@ -49,7 +49,7 @@ experts_init(struct mt_engine *e, const struct mt_model_config *c)
     } else {
         resident = malloc(n > 0 ? n : 1);
         if (resident == NULL) {
-            return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the engine's expert tiers");
+            return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the engine's resident-expert flags");
         }
         for (size_t i = 0; i < n; i++) {
             resident[i] = e->tiers[i] != MT_TIER_NVME;

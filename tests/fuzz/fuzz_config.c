@@ -9,6 +9,7 @@
  * reports it as a crash. Build and run: tests/fuzz/run.sh.
  *
  * fuzz-sources: runtime/model/config.c runtime/base/file_util.c runtime/base/status.c
+ * fuzz-sources: runtime/base/json_num.c runtime/base/out_file.c
  */
 #include <config.h>
 
