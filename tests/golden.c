@@ -156,3 +156,19 @@ golden_synth(const char *cmd, const char **dir_out)
     *dir_out = so.out_dir;
     return mt_synth_write(&so, NULL);
 }
+
+mt_status_t
+golden_synth_tiny(const char *dir, uint64_t seed)
+{
+    struct mt_synth_options so;
+
+    memset(&so, 0, sizeof(so));
+    so.out_dir = dir;
+    so.preset = "tiny";
+    so.layers = -1;
+    so.dense_layers = -1;
+    so.mtp = -1;
+    so.seed = seed;
+    so.force = true;
+    return mt_synth_write(&so, NULL);
+}

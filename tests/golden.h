@@ -37,4 +37,7 @@ bool golden_synth_matches(const char *dir, json_t *record, char *why, size_t why
  */
 mt_status_t golden_synth(const char *cmd, const char **dir_out);
 
+/* `moetier synth --preset tiny --seed SEED -o DIR` (FP8) through the API, into dir. */
+mt_status_t golden_synth_tiny(const char *dir, uint64_t seed);
+
 #endif /* MT_TESTS_GOLDEN_H */

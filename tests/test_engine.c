@@ -394,7 +394,6 @@ static void
 synthetic(void)
 {
     const char *dir = tap_tmpdir();
-    struct mt_synth_options so;
     struct mt_model *m = NULL;
     struct mt_engine *e = NULL;
     struct mt_engine *dn = NULL;
@@ -406,15 +405,7 @@ synthetic(void)
     int V;
     int wr;
 
-    memset(&so, 0, sizeof(so));
-    so.out_dir = dir;
-    so.preset = "tiny";
-    so.layers = -1;
-    so.dense_layers = -1;
-    so.mtp = -1;
-    so.seed = 5;
-    so.force = true;
-    if (!tap_ok(mt_synth_write(&so, NULL) == MT_OK, "synth tiny checkpoint written") ||
+    if (!tap_ok(golden_synth_tiny(dir, 5) == MT_OK, "synth tiny checkpoint written") ||
         !tap_ok(mt_model_open(dir, &m) == MT_OK, "synth tiny checkpoint opens") ||
         !tap_ok(make_engine(m, MT_INDEXER_EXACT, MT_ATTN_SPARSE, false, &e) == MT_OK &&
                     make_engine(m, MT_INDEXER_EXACT, MT_ATTN_DENSE, false, &dn) == MT_OK &&
@@ -579,7 +570,6 @@ static void
 session_books(void)
 {
     const char *dir = tap_tmpdir();
-    struct mt_synth_options so;
     struct mt_model *m = NULL;
     struct mt_engine *e = NULL;
     struct mt_session *s = NULL;
@@ -591,18 +581,10 @@ session_books(void)
     size_t nh = 0;
     int calls = 0;
 
-    memset(&so, 0, sizeof(so));
-    so.out_dir = dir;
-    so.preset = "tiny";
-    so.layers = -1;
-    so.dense_layers = -1;
-    so.mtp = -1;
-    so.seed = 9;
-    so.force = true;
     mt_sampler_opts_default(&sp);
     mt_gen_opts_default(&go);
     go.max_new = 5;
-    if (!tap_ok(mt_synth_write(&so, NULL) == MT_OK && mt_model_open(dir, &m) == MT_OK &&
+    if (!tap_ok(golden_synth_tiny(dir, 9) == MT_OK && mt_model_open(dir, &m) == MT_OK &&
                     mt_engine_create(m, NULL, &e) == MT_OK &&
                     mt_session_create(e, &sp, &s) == MT_OK,
                 "session: builds on the tiny checkpoint")) {
@@ -658,7 +640,6 @@ static void
 kv_bf16_dense(void)
 {
     const char *dir = tap_tmpdir();
-    struct mt_synth_options so;
     struct mt_model *m = NULL;
     struct mt_engine *f32 = NULL;
     struct mt_engine *b16 = NULL;
@@ -670,17 +651,9 @@ kv_bf16_dense(void)
     int V;
     int wr = -1;
 
-    memset(&so, 0, sizeof(so));
-    so.out_dir = dir;
-    so.preset = "tiny";
-    so.layers = -1;
-    so.dense_layers = -1;
-    so.mtp = -1;
-    so.seed = 7;
-    so.force = true;
     mt_engine_opts_default(&o);
     o.attention = MT_ATTN_DENSE;
-    if (!tap_ok(mt_synth_write(&so, NULL) == MT_OK && mt_model_open(dir, &m) == MT_OK &&
+    if (!tap_ok(golden_synth_tiny(dir, 7) == MT_OK && mt_model_open(dir, &m) == MT_OK &&
                     mt_engine_create(m, &o, &f32) == MT_OK &&
                     (o.kv_dtype = MT_DTYPE_BF16, mt_engine_create(m, &o, &b16) == MT_OK),
                 "bf16 KV, dense attention: engines build on the tiny checkpoint")) {
@@ -796,26 +769,18 @@ corrupt_weights(void)
         {"model.layers.0.input_layernorm.weight", NAN, "layer 0: the attention output"},
         {"model.layers.1.post_attention_layernorm.weight", NAN, "layer 1: the MoE output"},
     };
-    struct mt_synth_options so;
     const char *msg;
 
-    memset(&so, 0, sizeof(so));
-    so.preset = "tiny";
-    so.layers = -1;
-    so.dense_layers = -1;
-    so.mtp = -1;
-    so.seed = 5;
-    so.force = true;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        so.out_dir = tap_tmpdir();
-        bool made = mt_synth_write(&so, NULL) == MT_OK &&
-                    poke_f32(so.out_dir, cases[i].tensor, cases[i].value);
-        mt_status_t st = made ? forward_status(so.out_dir, &msg) : MT_ERR_INTERNAL;
+        const char *dir = tap_tmpdir();
+        bool made = golden_synth_tiny(dir, 5) == MT_OK &&
+                    poke_f32(dir, cases[i].tensor, cases[i].value);
+        mt_status_t st = made ? forward_status(dir, &msg) : MT_ERR_INTERNAL;
         tap_ok(made && st == MT_ERR_FORMAT && strstr(msg, cases[i].want) != NULL &&
                    (i != 3 || strstr(msg, "model.layers.1.mlp.experts.") != NULL),
                "%g in '%s' fails the forward pass naming it: '%s'", (double)cases[i].value,
                cases[i].tensor, made ? msg : "(could not corrupt the checkpoint)");
-        tap_rmtree(so.out_dir);
+        tap_rmtree(dir);
     }
 }
 
