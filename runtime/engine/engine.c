@@ -13,6 +13,7 @@
 
 #include "runtime/engine/engine_impl.h"
 
+#include "runtime/base/clock.h"
 #include "runtime/plan/trace.h"
 
 #include <math.h>
@@ -26,6 +27,26 @@ mt_engine_opts_default(struct mt_engine_opts *opts)
     opts->indexer = MT_INDEXER_EXACT;
     opts->attention = MT_ATTN_SPARSE;
     opts->kv_dtype = MT_DTYPE_F32;
+}
+
+/* Bytes of one routed expert's weights and scales (all experts of a model are equal). */
+static uint64_t
+expert_bytes_of(const struct mt_model *m)
+{
+    for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
+        const struct mt_expert_weights *x = m->layers[l].experts;
+        uint64_t b = 0;
+        if (!m->layers[l].is_moe || x == NULL) {
+            continue;
+        }
+        const struct mt_weight *w[3] = {&x->gate, &x->up, &x->down};
+        for (int i = 0; i < 3; i++) {
+            b += w[i]->w != NULL ? w[i]->w->nbytes : 0;
+            b += w[i]->scale != NULL ? w[i]->scale->nbytes : 0;
+        }
+        return b;
+    }
+    return 0;
 }
 
 /* The reference executor for every tier, the checkpoint provider unless opts gave one. */
@@ -117,6 +138,7 @@ mt_engine_create(const struct mt_model *model, const struct mt_engine_opts *opts
         mt_engine_opts_default(&e->opts);
     }
     e->n_layers = c->num_hidden_layers;
+    e->expert_bytes = expert_bytes_of(model);
     if (c->index_head_dim & (c->index_head_dim - 1)) {
         st = mt_fail(MT_ERR_UNSUPPORTED, 0, "index_head_dim %d is not a power of two (Hadamard)",
                      c->index_head_dim);
@@ -379,9 +401,9 @@ work_layout(const struct mt_model_config *c, size_t n, size_t end, bool dense, c
 
 /* ---- the forward pass -------------------------------------------------------------------- */
 
-mt_status_t
-mt_engine_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logits,
-                  float *logits_out)
+static mt_status_t
+engine_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logits,
+               float *logits_out)
 {
     const struct mt_model_config *c = &e->cfg;
     int D = c->hidden_size;
@@ -394,12 +416,6 @@ mt_engine_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_lo
     float *y;
     mt_status_t st;
 
-    if ((st = check_tokens(e, start, tokens, n)) != MT_OK) {
-        return st;
-    }
-    if (e->gpu != NULL) {
-        return eng_gpu_forward(e, tokens, n, all_logits, logits_out);
-    }
     end = start + n;
     if ((st = mt_kv_cache_reserve(&e->kv, end)) != MT_OK) {
         return st;
@@ -469,4 +485,39 @@ mt_engine_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_lo
     }
     e->pos = end;
     return MT_OK;
+}
+
+mt_status_t
+mt_engine_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logits,
+                  float *logits_out)
+{
+    double t0 = mt_clock_now();
+    mt_status_t st;
+
+    if ((st = check_tokens(e, e->pos, tokens, n)) != MT_OK) {
+        return st;
+    }
+    if (e->gpu != NULL) {
+        st = eng_gpu_forward(e, tokens, n, all_logits, logits_out);
+    } else {
+        st = engine_forward(e, tokens, n, all_logits, logits_out);
+    }
+    if (st == MT_OK) {
+        e->stats.forwards++;
+        e->stats.tokens += (uint64_t)n;
+        e->stats.forward_s += mt_clock_now() - t0;
+    }
+    return st;
+}
+
+void
+mt_engine_stats_get(const struct mt_engine *e, struct mt_engine_stats *out)
+{
+    *out = e->stats;
+}
+
+void
+mt_engine_stats_reset(struct mt_engine *e)
+{
+    memset(&e->stats, 0, sizeof(e->stats));
 }

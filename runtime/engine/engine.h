@@ -156,4 +156,28 @@ void mt_engine_set_executor(struct mt_engine *engine, enum mt_tier tier, struct 
 /* Bytes of routed-expert weights the engine's checkpoint provider holds now (0 for another). */
 uint64_t mt_engine_expert_bytes_held(const struct mt_engine *engine);
 
+/*
+ * What the engine's layers did since it was created or since mt_engine_stats_reset: the measured
+ * side of the run report (moetier run prints it beside the plan's prediction). Counted per MoE
+ * layer step; tier indices are enum mt_tier. Wall times are host clock seconds.
+ */
+struct mt_engine_stats {
+    uint64_t forwards;                     /* mt_engine_forward calls */
+    uint64_t tokens;                       /* positions they appended */
+    double forward_s;                      /* wall time inside mt_engine_forward */
+    uint64_t expert_runs[MT_TIER_COUNT];   /* (layer step, expert) computations, by tier */
+    uint64_t expert_pairs[MT_TIER_COUNT];  /* (token, expert) pairs, by tier */
+    uint64_t expert_bytes[MT_TIER_COUNT];  /* weight bytes those computations read */
+    double tier_s[MT_TIER_COUNT];          /* per tier: submit to the end of its wait, summed */
+    double moe_s;                          /* wall time of the MoE layers (router to sum) */
+    double moe_wait_s;                     /* of it, the engine thread blocked on executors */
+    uint64_t prefetch_guessed;             /* layer l+1 experts guessed early (GPU engine) */
+    uint64_t prefetch_hits;                /* of them, really chosen by the router */
+};
+
+/* Copy the counters into *out. */
+void mt_engine_stats_get(const struct mt_engine *engine, struct mt_engine_stats *out);
+/* Zero the counters (e.g. between prefill and decode, to report them apart). */
+void mt_engine_stats_reset(struct mt_engine *engine);
+
 #endif /* MT_ENGINE_H */

@@ -57,78 +57,17 @@ eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logi
 #else /* MT_HAVE_CUDA */
 
 #include "cpu/convert.h"
-#include "kernels/engine_ops.h"
-#include "kernels/kernels.h"
+#include "runtime/engine/engine_gpu_impl.h"
 
 #include <math.h>
 #include <stdio.h>
 
 #define TOK MT_GPU_GEMV_MAX_TOK
 
-/* A weight on the device: FP8 + scales or BF16 for the GEMV of ops.h, or F32. */
-struct gw {
-    struct mt_gpu_weight w;
-};
-
-struct g_mlp {
-    struct gw gate, up, down;
-};
-
-struct g_layer {
-    float *input_norm, *post_attn_norm, *q_a_norm, *kv_a_norm, *idx_norm_w, *idx_norm_b;
-    struct gw q_a, q_b, kv_a, o, idx_wq_b, idx_wk, idx_wproj;
-    float *kvb;                    // [H * (nope + v), kvl] fp32 (absorption)
-    bool is_moe;
-    struct g_mlp mlp;              // dense layers
-    struct gw router;
-    float *router_bias;            // [E] or NULL
-    struct g_mlp shared;
-    struct g_mlp *experts;         // host array [E] of device weights
-    struct mt_gpu_expert *xtab;    // host [E]: the FP8 grouped GEMV's view of the same
-    /* caches, ctx positions */
-    void *lat;                     // [ctx, kvl] lat dtype
-    void *kpe;                     // [ctx, rope] kpe dtype
-    float *ikey;                   // [ctx, ID] or NULL
-    uint8_t *ikey8;                // [ctx, ID] or NULL
-    float *ikscale;                // [ctx] or NULL
-};
-
-struct eng_gpu {
-    struct mt_gpu_arena *arena;    /* NULL during the counting pass */
-    struct CUstream_st *stream;
-    bool debug_sync;
-    size_t need[3];                /* counting pass: weights, caches, work */
-    int cat;                       /* which of need[] allocations go to */
-    int64_t ctx;                   /* positions the device caches hold */
-    enum mt_dtype lat_dtype, kpe_dtype;
-    bool fast_mla;                 /* V3.2 shapes: mla.cu's kernel */
-    bool grouped_moe;              /* FP8 experts at shapes moe.cu takes */
-    int max_inter;
-    struct g_layer *layers;
-    float *final_norm;
-    struct gw head;
-    struct mt_cpu_weight embed;    /* host */
-    void *embed_raw;               /* owned */
-    float *freqs;                  /* device [rope / 2] */
-    /* device work */
-    float *h, *x, *y, *qa, *q, *kv, *lat_t, *kpe_t, *attn, *qi, *ki, *wts;
-    float *q_lat, *q_pe, *o_lat, *scores, *mla_work, *wq, *logits;
-    float *gs, *us, *xs, *ys, *rlog, *rw, *pair_w;
-    int32_t *idx, *ids, *group_start, *pair_tok;
-    uint8_t *q8;
-    struct mt_gpu_expert *xgroups;
-    void *moe_work;
-    /* host work */
-    float *h_emb, *h_rw, *h_pair_w;
-    int32_t *h_ids, *h_idx, *h_group_start, *h_pair_tok, *h_count;
-    struct mt_gpu_expert *h_xgroups;
-};
-
 /* ---- errors ------------------------------------------------------------------------------ */
 
-/* Replace the kernel's message by one that names the operation and the layer (-1: none). */
-static mt_status_t
-gfail(mt_status_t st, int layer, const char *op)
+mt_status_t
+eng_gpu_fail(mt_status_t st, int layer, const char *op)
 {
     char why[512];
 
@@ -142,26 +81,10 @@ gfail(mt_status_t st, int layer, const char *op)
                    st == MT_ERR_CUDA ? " (rerun with --debug-sync to find the kernel)" : "");
 }
 
-#define GPU_DO(layer, op, call)                                                                   \
-    do {                                                                                          \
-        mt_status_t st_;                                                                          \
-        mt_log_set_quiet(true);                                                                   \
-        st_ = (call);                                                                             \
-        if (st_ == MT_OK && g->debug_sync) {                                                      \
-            st_ = mt_gpu_stream_sync(g->stream);                                                  \
-        }                                                                                         \
-        mt_log_set_quiet(false);                                                                  \
-        if (st_ != MT_OK) {                                                                       \
-            return gfail(st_, (layer), (op));                                                     \
-        }                                                                                         \
-    } while (0)
-
 /* ---- the arena: a counting pass, then the real one --------------------------------------- */
 
-enum { CAT_WEIGHTS, CAT_CACHE, CAT_WORK };
-
-static mt_status_t
-galloc(struct eng_gpu *g, size_t bytes, const char *what, void **out)
+mt_status_t
+eng_gpu_alloc(struct eng_gpu *g, size_t bytes, const char *what, void **out)
 {
     if (g->arena == NULL) {
         g->need[g->cat] += (bytes + 255) & ~(size_t)255;
@@ -202,7 +125,7 @@ up_f32(struct mt_engine *e, struct eng_gpu *g, const struct mt_st_tensor *t, flo
     if (t == NULL) {
         return mt_fail(MT_ERR_INTERNAL, 0, "GPU engine: a required tensor is missing");
     }
-    if ((st = galloc(g, (size_t)t->nelem * sizeof(float), t->name, (void **)out)) != MT_OK ||
+    if ((st = eng_gpu_alloc(g, (size_t)t->nelem * sizeof(float), t->name, (void **)out)) != MT_OK ||
         g->arena == NULL) {
         return st;
     }
@@ -267,7 +190,7 @@ up_linear(struct mt_engine *e, struct eng_gpu *g, const struct mt_weight *mw, bo
         return mt_fail(MT_ERR_FORMAT, 0, "FP8 tensor '%s' has no weight_scale_inv", t->name);
     }
     if (keep) {
-        if ((st = galloc(g, t->nbytes, t->name, (void **)&out->w.data)) != MT_OK) {
+        if ((st = eng_gpu_alloc(g, t->nbytes, t->name, (void **)&out->w.data)) != MT_OK) {
             return st;
         }
         if (t->dtype == MT_DTYPE_F8_E4M3 &&
@@ -287,7 +210,7 @@ up_linear(struct mt_engine *e, struct eng_gpu *g, const struct mt_weight *mw, bo
     /* dequantize on the host, F32 on the device */
     out->w.dtype = MT_DTYPE_F32;
     size_t bytes = (size_t)(out->w.rows * out->w.cols) * sizeof(float);
-    if ((st = galloc(g, bytes, t->name, (void **)&out->w.data)) != MT_OK || g->arena == NULL) {
+    if ((st = eng_gpu_alloc(g, bytes, t->name, (void **)&out->w.data)) != MT_OK || g->arena == NULL) {
         return st;
     }
     if ((st = read_host(e, t, &raw)) != MT_OK) {
@@ -327,8 +250,8 @@ up_linear(struct mt_engine *e, struct eng_gpu *g, const struct mt_weight *mw, bo
     return st;
 }
 
-static mt_status_t
-up_mlp(struct mt_engine *e, struct eng_gpu *g, const struct mt_expert_weights *w, struct g_mlp *o)
+mt_status_t
+eng_gpu_up_mlp(struct mt_engine *e, struct eng_gpu *g, const struct mt_expert_weights *w, struct g_mlp *o)
 {
     mt_status_t st;
 
@@ -345,7 +268,7 @@ up_mlp(struct mt_engine *e, struct eng_gpu *g, const struct mt_expert_weights *w
 
 #define A(ptr, bytes, what)                                                                       \
     do {                                                                                          \
-        if ((st = galloc(g, (bytes), (what), (void **)&(ptr))) != MT_OK) {                        \
+        if ((st = eng_gpu_alloc(g, (bytes), (what), (void **)&(ptr))) != MT_OK) {                        \
             return st;                                                                            \
         }                                                                                         \
     } while (0)
@@ -400,36 +323,18 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
         }
         L->kvb = (float *)kvb.w.data;
         if (!lw->is_moe) {
-            st = up_mlp(e, g, &lw->mlp, &L->mlp);
+            st = eng_gpu_up_mlp(e, g, &lw->mlp, &L->mlp);
         } else {
             if ((st = up_linear(e, g, &lw->router, false, &L->router)) != MT_OK ||
-                (st = up_mlp(e, g, &lw->shared, &L->shared)) != MT_OK) {
+                (st = eng_gpu_up_mlp(e, g, &lw->shared, &L->shared)) != MT_OK) {
                 return st;
             }
             L->router_bias = NULL;
             if (lw->router_bias.w != NULL) {
                 st = up_f32(e, g, lw->router_bias.w, &L->router_bias);
             }
-            if (L->experts == NULL) {
-                L->experts = calloc(E, sizeof(*L->experts));
-                L->xtab = calloc(E, sizeof(*L->xtab));
-                if (L->experts == NULL || L->xtab == NULL) {
-                    return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the expert tables");
-                }
-            }
-            for (size_t x = 0; x < E && st == MT_OK; x++) {
-                struct g_mlp *X = &L->experts[x];
-                st = up_mlp(e, g, &lw->experts[x], X);
-                if (X->gate.w.dtype != MT_DTYPE_F8_E4M3 || X->up.w.dtype != MT_DTYPE_F8_E4M3 ||
-                    X->down.w.dtype != MT_DTYPE_F8_E4M3 || X->gate.w.rows % 16 != 0 ||
-                    X->gate.w.cols % 16 != 0) {
-                    g->grouped_moe = false;
-                }
-                L->xtab[x] = (struct mt_gpu_expert){
-                    .gate = X->gate.w.data, .up = X->up.w.data, .down = X->down.w.data,
-                    .gate_scale = X->gate.w.scale, .up_scale = X->up.w.scale,
-                    .down_scale = X->down.w.scale,
-                };
+            if (st == MT_OK) {
+                st = eng_gpu_place_experts(e, g, l);
             }
         }
         if (st != MT_OK) {
@@ -647,8 +552,8 @@ eng_gpu_destroy(struct eng_gpu *g, int n_layers)
 
 /* ---- the forward pass -------------------------------------------------------------------- */
 
-static mt_status_t
-lin(const struct gw *w, const float *x, int n, float *y, struct CUstream_st *s)
+mt_status_t
+eng_gpu_lin(const struct gw *w, const float *x, int n, float *y, struct CUstream_st *s)
 {
     if (w->w.dtype == MT_DTYPE_F32) {
         return mt_gpu_linear_f32(w->w.data, w->w.rows, w->w.cols, x, n, y, s);
@@ -686,14 +591,14 @@ gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t star
     bool fp8 = e->opts.indexer == MT_INDEXER_FP8;
     size_t lsz = mt_dtype_size(g->lat_dtype), ksz = mt_dtype_size(g->kpe_dtype);
 
-    GPU_DO(l, "q_a projection", lin(&L->q_a, g->x, m, g->qa, s));
+    GPU_DO(l, "q_a projection", eng_gpu_lin(&L->q_a, g->x, m, g->qa, s));
     GPU_DO(l, "q_a norm", mt_gpu_rmsnorm(g->qa, L->q_a_norm, m, ql, 1e-6f, g->qa, s));
-    GPU_DO(l, "q_b projection", lin(&L->q_b, g->qa, m, g->q, s));
-    GPU_DO(l, "kv_a projection", lin(&L->kv_a, g->x, m, g->kv, s));
+    GPU_DO(l, "q_b projection", eng_gpu_lin(&L->q_b, g->qa, m, g->q, s));
+    GPU_DO(l, "kv_a projection", eng_gpu_lin(&L->kv_a, g->x, m, g->kv, s));
     if (sparse) {
-        GPU_DO(l, "indexer wq_b", lin(&L->idx_wq_b, g->qa, m, g->qi, s));
-        GPU_DO(l, "indexer wk", lin(&L->idx_wk, g->x, m, g->ki, s));
-        GPU_DO(l, "indexer weights_proj", lin(&L->idx_wproj, g->x, m, g->wts, s));
+        GPU_DO(l, "indexer wq_b", eng_gpu_lin(&L->idx_wq_b, g->qa, m, g->qi, s));
+        GPU_DO(l, "indexer wk", eng_gpu_lin(&L->idx_wk, g->x, m, g->ki, s));
+        GPU_DO(l, "indexer weights_proj", eng_gpu_lin(&L->idx_wproj, g->x, m, g->wts, s));
     }
     /* latent: normed into the cache; k_pe: roped into the cache; q's rope part */
     GPU_DO(l, "latent split", mt_gpu_rows_convert(g->lat_t, MT_DTYPE_F32, kvl, g->kv, kvl + rope,
@@ -795,115 +700,7 @@ gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t star
         GPU_DO(l, "value absorption", mt_gpu_mla_absorb_v(g->o_lat, L->kvb, H, nope, vd, kvl,
                                                           g->attn + (size_t)t * H * vd, s));
     }
-    GPU_DO(l, "o_proj", lin(&L->o, g->attn, m, g->y, s));
-    return MT_OK;
-}
-
-/* SwiGLU MLP of x [m, hidden] -> out (g->gs and g->us as scratch). */
-static mt_status_t
-gpu_mlp(struct eng_gpu *g, int l, const struct g_mlp *M, const float *x, int m, float *out)
-{
-    struct CUstream_st *s = g->stream;
-    size_t inter = (size_t)M->gate.w.rows;
-
-    GPU_DO(l, "MLP gate", lin(&M->gate, x, m, g->gs, s));
-    GPU_DO(l, "MLP up", lin(&M->up, x, m, g->us, s));
-    GPU_DO(l, "SwiGLU", mt_gpu_swiglu(g->gs, g->us, (size_t)m * inter, g->gs, s));
-    GPU_DO(l, "MLP down", lin(&M->down, g->gs, m, out, s));
-    return MT_OK;
-}
-
-/* The MoE FFN of layer l (moe.c's order: shared expert, then experts by id, tokens ascending). */
-static mt_status_t
-gpu_moe(struct mt_engine *e, struct eng_gpu *g, int l, int m)
-{
-    const struct mt_model_config *c = &e->cfg;
-    struct g_layer *L = &g->layers[l];
-    struct CUstream_st *s = g->stream;
-    int E = c->n_routed_experts, K = c->num_experts_per_tok, D = c->hidden_size;
-    struct mt_gpu_router_params rp = {
-        .n_experts = E, .n_group = c->n_group, .topk_group = c->topk_group, .k = K,
-        .norm_topk_prob = c->norm_topk_prob,
-        .routed_scaling_factor = (float)c->routed_scaling_factor,
-    };
-    int np = m * K;
-    mt_status_t st;
-
-    GPU_DO(l, "router projection", lin(&L->router, g->x, m, g->rlog, s));
-    GPU_DO(l, "router", mt_gpu_router(g->rlog, L->router_bias, &rp, m, g->ids, g->rw, s));
-    GPU_DO(l, "router copy", mt_gpu_copy_async(g->h_ids, g->ids, (size_t)np * 4, 0, s));
-    GPU_DO(l, "router copy", mt_gpu_copy_async(g->h_rw, g->rw, (size_t)np * 4, 0, s));
-    if ((st = gpu_mlp(g, l, &L->shared, g->x, m, g->y)) != MT_OK) {
-        return st;
-    }
-    GPU_DO(l, "router copy", mt_gpu_stream_sync(s));
-    if (e->opts.trace != NULL &&
-        (st = mt_trace_record_batch(e->opts.trace, l, (const int *)g->h_ids, m, K)) != MT_OK) {
-        return st;
-    }
-    /* counting sort of the pairs by expert, tokens ascending inside a group (moe.c) */
-    memset(g->h_group_start, 0, (size_t)(E + 1) * sizeof(int32_t));
-    for (int i = 0; i < np; i++) {
-        g->h_group_start[g->h_ids[i] + 1]++;
-    }
-    for (int x = 0; x < E; x++) {
-        g->h_group_start[x + 1] += g->h_group_start[x];
-        g->h_count[x] = g->h_group_start[x];
-    }
-    for (int t = 0; t < m; t++) {
-        for (int j = 0; j < K; j++) {
-            int x = g->h_ids[t * K + j];
-            int row = g->h_count[x]++;
-            g->h_pair_tok[row] = t;
-            g->h_pair_w[row] = g->h_rw[t * K + j];
-        }
-    }
-    /* the non-empty groups, compacted */
-    int n_groups = 0;
-    int max_tok = 0;
-    for (int x = 0; x < E; x++) {
-        int a = g->h_group_start[x], b = g->h_group_start[x + 1];
-        if (b > a) {
-            g->h_xgroups[n_groups] = L->xtab[x];
-            g->h_count[n_groups] = x;       /* the expert of group n_groups */
-            g->h_group_start[n_groups] = a; /* safe: n_groups <= x */
-            n_groups++;
-            max_tok = MT_MAX(max_tok, b - a);
-        }
-    }
-    g->h_group_start[n_groups] = np;
-    GPU_DO(l, "expert groups upload",
-           mt_gpu_copy_async(g->group_start, g->h_group_start, (size_t)(n_groups + 1) * 4, 1, s));
-    GPU_DO(l, "expert groups upload",
-           mt_gpu_copy_async(g->pair_tok, g->h_pair_tok, (size_t)np * 4, 1, s));
-    GPU_DO(l, "expert groups upload",
-           mt_gpu_copy_async(g->pair_w, g->h_pair_w, (size_t)np * 4, 1, s));
-    if (g->grouped_moe) {
-        GPU_DO(l, "expert groups upload",
-               mt_gpu_copy_async(g->xgroups, g->h_xgroups,
-                                 (size_t)n_groups * sizeof(struct mt_gpu_expert), 1, s));
-        struct mt_gpu_moe_args a = {
-            .hidden = D, .inter = (int)L->experts[0].gate.w.rows, .n_groups = n_groups,
-            .n_pairs = np, .max_group_tok = max_tok, .n_tok = m, .experts = g->xgroups,
-            .group_start = g->group_start, .pair_tok = g->pair_tok, .pair_w = g->pair_w,
-            .x = g->x, .y = g->y, .work = g->moe_work,
-        };
-        GPU_DO(l, "routed experts (grouped GEMV)", mt_gpu_moe_experts(&a, s));
-    } else {
-        for (int gi = 0; gi < n_groups; gi++) {
-            const struct g_mlp *X = &L->experts[g->h_count[gi]];
-            int a = g->h_group_start[gi], cnt = g->h_group_start[gi + 1] - a;
-            GPU_DO(l, "expert input gather",
-                   mt_gpu_gather_rows(g->x, g->pair_tok + a, cnt, D, g->xs, s));
-            if ((st = gpu_mlp(g, l, X, g->xs, cnt, g->ys + (size_t)a * D)) != MT_OK) {
-                return st;
-            }
-        }
-        GPU_DO(l, "expert weighted sum",
-               mt_gpu_scatter_add_rows(g->y, g->ys, g->pair_tok, g->pair_w, np, D, s));
-    }
-    /* the host arrays are reused by the next layer: wait until the uploads are done */
-    GPU_DO(l, "expert groups upload", mt_gpu_stream_sync(s));
+    GPU_DO(l, "o_proj", eng_gpu_lin(&L->o, g->attn, m, g->y, s));
     return MT_OK;
 }
 
@@ -954,7 +751,7 @@ eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logi
             GPU_DO(l, "attention residual", mt_gpu_add(g->h, g->y, (size_t)m * D, s));
             GPU_DO(l, "post-attention norm",
                    mt_gpu_rmsnorm(g->h, L->post_attn_norm, m, D, eps, g->x, s));
-            st = L->is_moe ? gpu_moe(e, g, l, m) : gpu_mlp(g, l, &L->mlp, g->x, m, g->y);
+            st = L->is_moe ? eng_gpu_moe(e, g, l, m) : eng_gpu_mlp(g, l, &L->mlp, g->x, m, g->y);
             if (st != MT_OK) {
                 return st;
             }
@@ -969,7 +766,7 @@ eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logi
         float *dst = logits_out + (all_logits ? (size_t)c0 * V : 0);
         GPU_DO(-1, "final norm", mt_gpu_rmsnorm(g->h + (size_t)first * D, g->final_norm, cnt, D,
                                                 eps, g->x, s));
-        GPU_DO(-1, "lm_head", lin(&g->head, g->x, cnt, g->logits, s));
+        GPU_DO(-1, "lm_head", eng_gpu_lin(&g->head, g->x, cnt, g->logits, s));
         GPU_DO(-1, "logits copy", mt_gpu_copy_async(dst, g->logits, (size_t)cnt * V * 4, 0, s));
         GPU_DO(-1, "logits copy", mt_gpu_stream_sync(s));
         if ((st = check_logits(dst, (size_t)cnt * V)) != MT_OK) {

@@ -101,6 +101,8 @@ struct mt_engine {
     void *work;                   /* owned: the forward pass's work space, grown on demand */
     size_t work_bytes;
     struct eng_gpu *gpu;          /* owned: the GPU backend (opts.device GPU), or NULL */
+    struct mt_engine_stats stats; /* mt_engine_stats_get */
+    uint64_t expert_bytes;        /* weight bytes of one routed expert (0: no MoE layer) */
 };
 
 /* weights.c: read every always-on tensor (MT_ERR_* naming the tensor). */

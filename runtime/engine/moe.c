@@ -16,6 +16,7 @@
 
 #include "runtime/engine/engine_impl.h"
 
+#include "runtime/base/clock.h"
 #include "runtime/plan/trace.h"
 
 #include <string.h>
@@ -145,6 +146,8 @@ eng_moe(struct mt_engine *e, int l, const float *x, int n, struct eng_work *w, f
     };
     struct mt_executor *used[MT_TIER_COUNT + 1];
     int n_used = 0;
+    double t0 = mt_clock_now();
+    double t_wait;
     mt_status_t st;
     mt_status_t st_wait;
 
@@ -165,17 +168,35 @@ eng_moe(struct mt_engine *e, int l, const float *x, int n, struct eng_work *w, f
         }
     }
     group_tokens(e, x, n, w);
+    for (int x_id = 0; x_id < E; x_id++) {
+        int rows = w->group_start[x_id + 1] - w->group_start[x_id];
+        uint8_t tier = e->tiers[(size_t)l * E + x_id];
+        if (rows > 0 && tier < MT_TIER_COUNT) {
+            e->stats.expert_runs[tier]++;
+            e->stats.expert_pairs[tier] += (uint64_t)rows;
+            e->stats.expert_bytes[tier] += e->expert_bytes;
+        }
+    }
+    double t_submit = mt_clock_now();
     st = submit_groups(e, l, w, used, &n_used);
     /* the shared expert on this thread while the executors work */
     if (st == MT_OK) {
         st = mt_cpu_swiglu(&L->shared.gate, &L->shared.up, &L->shared.down, x, n, out);
     }
+    t_wait = mt_clock_now();
     for (int i = 0; i < n_used; i++) {
         st_wait = used[i]->ops->wait(used[i]->self);
         if (st == MT_OK) {
             st = st_wait;
         }
+        for (int t = 0; t < MT_TIER_COUNT; t++) {
+            if (e->exec[t] == used[i]) { /* charged to the first tier it serves */
+                e->stats.tier_s[t] += mt_clock_now() - t_submit;
+                break;
+            }
+        }
     }
+    e->stats.moe_wait_s += mt_clock_now() - t_wait;
     if (st != MT_OK) {
         return st;
     }
@@ -190,5 +211,6 @@ eng_moe(struct mt_engine *e, int l, const float *x, int n, struct eng_work *w, f
             }
         }
     }
+    e->stats.moe_s += mt_clock_now() - t0;
     return MT_OK;
 }

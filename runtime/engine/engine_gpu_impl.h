@@ -1,0 +1,117 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * engine_gpu_impl.h - what the GPU backend's files share (CUDA builds only): the device copy of
+ * the model (one arena), the work buffers, the error macro, and the helpers both the dense path
+ * (engine_gpu.c) and the MoE layer (engine_gpu_moe.c) use.
+ */
+#ifndef MT_ENGINE_GPU_IMPL_H
+#define MT_ENGINE_GPU_IMPL_H
+
+#include "runtime/engine/engine_impl.h"
+
+#include "kernels/engine_ops.h"
+#include "kernels/kernels.h"
+
+#define TOK MT_GPU_GEMV_MAX_TOK
+
+/* A weight on the device: FP8 + scales or BF16 for the GEMV of ops.h, or F32. */
+struct gw {
+    struct mt_gpu_weight w;
+};
+
+struct g_mlp {
+    struct gw gate, up, down;
+};
+
+struct g_layer {
+    float *input_norm, *post_attn_norm, *q_a_norm, *kv_a_norm, *idx_norm_w, *idx_norm_b;
+    struct gw q_a, q_b, kv_a, o, idx_wq_b, idx_wk, idx_wproj;
+    float *kvb; // [H * (nope + v), kvl] fp32 (absorption)
+    bool is_moe;
+    struct g_mlp mlp; // dense layers
+    struct gw router;
+    float *router_bias; // [E] or NULL
+    struct g_mlp shared;
+    struct g_mlp *experts;      // host array [E] of device weights
+    struct mt_gpu_expert *xtab; // host [E]: the FP8 grouped GEMV's view of the same
+    /* caches, ctx positions */
+    void *lat;      // [ctx, kvl] lat dtype
+    void *kpe;      // [ctx, rope] kpe dtype
+    float *ikey;    // [ctx, ID] or NULL
+    uint8_t *ikey8; // [ctx, ID] or NULL
+    float *ikscale; // [ctx] or NULL
+};
+
+struct eng_gpu {
+    struct mt_gpu_arena *arena; /* NULL during the counting pass */
+    struct CUstream_st *stream;
+    bool debug_sync;
+    size_t need[3]; /* counting pass: weights, caches, work */
+    int cat;        /* which of need[] allocations go to */
+    int64_t ctx;    /* positions the device caches hold */
+    enum mt_dtype lat_dtype, kpe_dtype;
+    bool fast_mla;    /* V3.2 shapes: mla.cu's kernel */
+    bool grouped_moe; /* FP8 experts at shapes moe.cu takes */
+    int max_inter;
+    struct g_layer *layers;
+    float *final_norm;
+    struct gw head;
+    struct mt_cpu_weight embed; /* host */
+    void *embed_raw;            /* owned */
+    float *freqs;               /* device [rope / 2] */
+    /* device work */
+    float *h, *x, *y, *qa, *q, *kv, *lat_t, *kpe_t, *attn, *qi, *ki, *wts;
+    float *q_lat, *q_pe, *o_lat, *scores, *mla_work, *wq, *logits;
+    float *gs, *us, *xs, *ys, *rlog, *rw, *pair_w;
+    int32_t *idx, *ids, *group_start, *pair_tok;
+    uint8_t *q8;
+    struct mt_gpu_expert *xgroups;
+    void *moe_work;
+    /* host work */
+    float *h_emb, *h_rw, *h_pair_w;
+    int32_t *h_ids, *h_idx, *h_group_start, *h_pair_tok, *h_count;
+    struct mt_gpu_expert *h_xgroups;
+};
+
+/* The arena's categories: where a counting-pass byte is charged. */
+enum { CAT_WEIGHTS, CAT_CACHE, CAT_WORK };
+
+/* Replace the kernel's message by one that names the operation and the layer (-1: none). */
+mt_status_t eng_gpu_fail(mt_status_t st, int layer, const char *op);
+
+/*
+ * Run call; on failure return one message naming op and layer. With debug_sync the stream is
+ * synchronized after every operation, so an asynchronous fault is blamed on the right one.
+ * Needs a local `g` (struct eng_gpu *).
+ */
+#define GPU_DO(layer, op, call)                                                                    \
+    do {                                                                                           \
+        mt_status_t st_;                                                                           \
+        mt_log_set_quiet(true);                                                                    \
+        st_ = (call);                                                                              \
+        if (st_ == MT_OK && g->debug_sync) {                                                       \
+            st_ = mt_gpu_stream_sync(g->stream);                                                   \
+        }                                                                                          \
+        mt_log_set_quiet(false);                                                                   \
+        if (st_ != MT_OK) {                                                                        \
+            return eng_gpu_fail(st_, (layer), (op));                                               \
+        }                                                                                          \
+    } while (0)
+
+/* bytes from the arena (counting pass: g->arena NULL, only counted in g->need[g->cat]). */
+mt_status_t eng_gpu_alloc(struct eng_gpu *g, size_t bytes, const char *what, void **out);
+/* A SwiGLU MLP's three weights uploaded in their checkpoint dtype (or counted). */
+mt_status_t eng_gpu_up_mlp(struct mt_engine *e, struct eng_gpu *g,
+                           const struct mt_expert_weights *w, struct g_mlp *o);
+/* y[n, rows] = x[n, cols] W^T on stream s, any of the device weight dtypes. */
+mt_status_t eng_gpu_lin(const struct gw *w, const float *x, int n, float *y, struct CUstream_st *s);
+/* SwiGLU MLP of x [m, hidden] -> out (g->gs and g->us as scratch). */
+mt_status_t eng_gpu_mlp(struct eng_gpu *g, int l, const struct g_mlp *M, const float *x, int m,
+                        float *out);
+
+/* engine_gpu_moe.c: layer l's routed experts placed (or counted) on the device. */
+mt_status_t eng_gpu_place_experts(struct mt_engine *e, struct eng_gpu *g, int l);
+/* engine_gpu_moe.c: the MoE FFN of layer l on g->x [m, hidden] -> g->y. */
+mt_status_t eng_gpu_moe(struct mt_engine *e, struct eng_gpu *g, int l, int m);
+
+#endif /* MT_ENGINE_GPU_IMPL_H */
