@@ -3,8 +3,8 @@ EXTRA_DIST += kernels/kernels.h kernels/cuda_check.cuh kernels/ops.h kernels/com
 	kernels/gemv_core.cuh
 KERNEL_SOURCES = kernels/device.cu
 KERNEL_SOURCES += kernels/bench.cu
-KERNEL_SOURCES += kernels/host_copy.cu
-EXTRA_DIST += kernels/host_copy.h kernels/engine_ops.h
+KERNEL_SOURCES += kernels/host_copy.cu kernels/events.cu
+EXTRA_DIST += kernels/host_copy.h kernels/engine_ops.h kernels/events.h
 KERNEL_SOURCES += kernels/arena.cu kernels/gemv.cu kernels/elementwise.cu kernels/router.cu \
 	kernels/indexer.cu kernels/topk.cu kernels/mla.cu kernels/moe.cu \
 	kernels/engine_ops.cu

@@ -123,3 +123,6 @@ tests_test_gpu_ops_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_gpu_engine
 tests_test_gpu_engine_SOURCES = tests/test_gpu_engine.c tests/golden.c tests/golden.h
 tests_test_gpu_engine_LDADD = $(MT_TEST_LIBS)
+check_PROGRAMS += tests/test_gpu_hetero
+tests_test_gpu_hetero_SOURCES = tests/test_gpu_hetero.c tests/golden.c tests/golden.h
+tests_test_gpu_hetero_LDADD = $(MT_TEST_LIBS)

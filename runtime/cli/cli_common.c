@@ -521,9 +521,9 @@ engine_plan(struct mt_cli_engine *e, const char *path, struct mt_engine_opts *eo
     mt_log_info("plan '%s': routed experts %d on the GPU, %d in DRAM, %d streamed from disk",
                 path, count[MT_TIER_GPU], count[MT_TIER_DRAM_CPU] + count[MT_TIER_DRAM_PCIE],
                 count[MT_TIER_NVME]);
-    if (count[MT_TIER_GPU] > 0) {
-        mt_log_info("this engine has no GPU executor: the GPU experts stay in DRAM and run on "
-                    "the CPU");
+    if (count[MT_TIER_GPU] > 0 && eo->device != MT_DEVICE_GPU) {
+        mt_log_info("the CPU engine computes the plan's GPU experts from DRAM (--device gpu "
+                    "puts them on the GPU)");
     }
     eo->expert_tiers = e->plan->tiers;
     *n_nvme_out = count[MT_TIER_NVME];
@@ -646,10 +646,6 @@ mt_cli_engine_init(struct mt_cli_engine *e, const char *dir, const struct mt_cli
         omp_set_num_threads(f->threads);
     }
     bool gpu = eo.device == MT_DEVICE_GPU;
-    if (gpu && (f->plan_path != NULL || f->n_store > 0)) {
-        return mt_fail(MT_ERR_UNSUPPORTED, 0, "--device gpu keeps every expert on the GPU: "
-                       "--plan and --store are for --device cpu");
-    }
     if (gpu && !f->kv_dtype_set) {
         eo.kv_dtype = MT_DTYPE_BF16; /* the GPU's default latent cache */
     }
@@ -683,7 +679,20 @@ mt_cli_engine_init(struct mt_cli_engine *e, const char *dir, const struct mt_cli
         goto fail;
     }
     e->vocab = mt_engine_vocab(e->engine);
-    if (!gpu && !f->ref_experts && (st = engine_team(e, f->threads, f->report)) != MT_OK) {
+    if (f->plan_path != NULL) {
+        /* a plan's DRAM experts are read now, so the first tokens cost what later ones do */
+        uint64_t bytes = 0;
+        double t0 = mt_clock_now();
+        if ((st = mt_engine_preload_experts(e->engine, &bytes)) != MT_OK) {
+            goto fail;
+        }
+        mt_log_info("read the plan's DRAM experts: %.2f GB in %.1f s", (double)bytes / 1e9,
+                    mt_clock_now() - t0);
+    }
+    /* the GPU engine needs host executors only for the experts a plan keeps off the GPU */
+    bool host_experts = !gpu || eo.expert_tiers != NULL;
+    if (host_experts && !f->ref_experts &&
+        (st = engine_team(e, f->threads, f->report)) != MT_OK) {
         goto fail;
     }
     st = mt_session_create(e->engine, &f->sampler, &e->session);

@@ -49,7 +49,32 @@ expert_bytes_of(const struct mt_model *m)
     return 0;
 }
 
-/* The reference executor for every tier, the checkpoint provider unless opts gave one. */
+/*
+ * Where each routed expert lives: opts.expert_tiers, else all on the engine's own device (the GPU
+ * engine holds every expert, the CPU engine computes every one from DRAM).
+ */
+static mt_status_t
+tiers_init(struct mt_engine *e, const struct mt_model_config *c)
+{
+    size_t n = (size_t)e->n_layers * (size_t)c->n_routed_experts;
+    uint8_t own = e->opts.device == MT_DEVICE_GPU ? MT_TIER_GPU : MT_TIER_DRAM_CPU;
+
+    e->tiers = malloc(n > 0 ? n : 1);
+    if (e->tiers == NULL) {
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the engine's expert tiers");
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint8_t t = e->opts.expert_tiers != NULL ? e->opts.expert_tiers[i] : own;
+        e->tiers[i] = t < MT_TIER_COUNT ? t : own; /* dense layers: never read */
+    }
+    return MT_OK;
+}
+
+/*
+ * The reference executor for every tier, the checkpoint provider unless opts gave one (it keeps
+ * the experts of the DRAM tiers after their first use; GPU ones it never reads, NVMe ones it
+ * reads per use unless a streaming provider serves them).
+ */
 static mt_status_t
 experts_init(struct mt_engine *e, const struct mt_model_config *c)
 {
@@ -57,14 +82,6 @@ experts_init(struct mt_engine *e, const struct mt_model_config *c)
     bool *resident = NULL;
     mt_status_t st;
 
-    e->tiers = malloc(n > 0 ? n : 1);
-    if (e->tiers == NULL) {
-        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the engine's expert tiers");
-    }
-    for (size_t i = 0; i < n; i++) {
-        uint8_t t = e->opts.expert_tiers != NULL ? e->opts.expert_tiers[i] : MT_TIER_DRAM_CPU;
-        e->tiers[i] = t < MT_TIER_COUNT ? t : MT_TIER_DRAM_CPU; /* dense layers: never read */
-    }
     if (e->opts.provider != NULL) {
         e->provider = e->opts.provider;
     } else {
@@ -73,7 +90,7 @@ experts_init(struct mt_engine *e, const struct mt_model_config *c)
             return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the engine's resident-expert flags");
         }
         for (size_t i = 0; i < n; i++) {
-            resident[i] = e->tiers[i] != MT_TIER_NVME;
+            resident[i] = e->tiers[i] == MT_TIER_DRAM_CPU || e->tiers[i] == MT_TIER_DRAM_PCIE;
         }
         st = mt_expert_provider_checkpoint_create(e->model, resident, &e->own_provider);
         free(resident);
@@ -152,7 +169,9 @@ mt_engine_create(const struct mt_model *model, const struct mt_engine_opts *opts
             goto out_destroy;
         }
         rope_constants(e, c);
-        if ((st = eng_gpu_create(e)) != MT_OK) {
+        /* eng_gpu_create may move GPU experts to DRAM when they do not fit */
+        if ((st = tiers_init(e, c)) != MT_OK || (st = eng_gpu_create(e)) != MT_OK ||
+            (st = experts_init(e, c)) != MT_OK) {
             goto out_destroy;
         }
         *engine_out = e;
@@ -174,7 +193,8 @@ mt_engine_create(const struct mt_model *model, const struct mt_engine_opts *opts
     }
 
     rope_constants(e, c);
-    if ((st = eng_weights_load(e)) != MT_OK || (st = experts_init(e, c)) != MT_OK) {
+    if ((st = eng_weights_load(e)) != MT_OK || (st = tiers_init(e, c)) != MT_OK ||
+        (st = experts_init(e, c)) != MT_OK) {
         goto out_destroy;
     }
     *engine_out = e;
@@ -268,6 +288,50 @@ mt_engine_set_executor(struct mt_engine *e, enum mt_tier tier, struct mt_executo
     if ((unsigned)tier < MT_TIER_COUNT) {
         e->exec[tier] = ex != NULL ? ex : e->ref_exec;
     }
+}
+
+mt_status_t
+mt_engine_preload_experts(struct mt_engine *e, uint64_t *bytes_out)
+{
+    int E = e->cfg.n_routed_experts;
+    int n = e->n_layers * E;
+    mt_status_t first = MT_OK;
+    uint64_t bytes = 0;
+
+    /* several threads: the provider reads different experts at once (outside its lock) */
+#pragma omp parallel for schedule(dynamic, 1) reduction(+ : bytes)
+    for (int i = 0; i < n; i++) {
+        int l = i / E, x = i % E;
+        struct mt_expert w;
+        uint8_t t = e->tiers[i];
+        if (!e->model->layers[l].is_moe || (t != MT_TIER_DRAM_CPU && t != MT_TIER_DRAM_PCIE)) {
+            continue;
+        }
+        mt_status_t st = e->provider->ops->acquire(e->provider->self, l, x, &w);
+        if (st != MT_OK) {
+#pragma omp critical
+            first = first != MT_OK ? first : st;
+            continue;
+        }
+        e->provider->ops->release(e->provider->self, l, x);
+        bytes += e->expert_bytes;
+    }
+    if (bytes_out != NULL) {
+        *bytes_out = bytes;
+    }
+    return first;
+}
+
+const uint8_t *
+mt_engine_tiers(const struct mt_engine *e)
+{
+    return e->tiers;
+}
+
+uint64_t
+mt_engine_device_bytes(const struct mt_engine *e)
+{
+    return e->gpu != NULL ? eng_gpu_device_bytes(e->gpu) : 0;
 }
 
 uint64_t

@@ -58,9 +58,10 @@ struct mt_engine_opts {
     struct mt_trace *trace; /* borrowed, may be NULL: record routed expert ids per MoE layer */
     /*
      * Where each routed expert lives: [num_hidden_layers * n_routed_experts] enum mt_tier values
-     * (a plan's tiers; entries of dense layers are ignored), read during create. NULL: all in
-     * DRAM. The checkpoint provider keeps GPU and DRAM experts in memory after their first use
-     * and reads NVMe experts from the shards on every use.
+     * (a plan's tiers; entries of dense layers are ignored), read during create. NULL: all on the
+     * engine's device (DRAM for the CPU engine, the GPU for the GPU engine). The checkpoint
+     * provider keeps DRAM experts in memory after their first use and reads NVMe experts from
+     * the shards on every use. The CPU engine computes GPU-tier experts on the host too.
      */
     const uint8_t *expert_tiers;
     /* Where routed experts come from (borrowed, outlives the engine); NULL: the checkpoint. */
@@ -74,14 +75,21 @@ struct mt_engine_opts {
     /* The KV cache's latent dtype: F32 (default on the CPU, the reference) or BF16. */
     enum mt_dtype kv_dtype;
     /*
-     * MT_DEVICE_GPU: the whole model on CUDA device 0 (MT_ERR_UNSUPPORTED without one). Not
-     * supported there: compare_indexer, provider/nvme_provider/expert_tiers (every routed expert
-     * is resident on the GPU) and the executors of mt_engine_set_executor (ignored).
+     * MT_DEVICE_GPU: CUDA device 0 (MT_ERR_UNSUPPORTED without one) runs attention, the indexer
+     * and every always-on weight, and the routed experts of tier MT_TIER_GPU; the other tiers'
+     * experts run on their executors (mt_engine_set_executor) on the host, concurrently. GPU
+     * experts that do not fit gpu_mem move to DRAM with a warning. Not supported: compare_indexer.
      */
     enum mt_device device;
     uint64_t gpu_mem;  /* GPU: the device arena's budget in bytes; 0: free memory minus a margin */
     int64_t gpu_ctx;   /* GPU: positions the device caches hold; 0: min(max_position, 8192) */
     bool debug_sync;   /* GPU: synchronize after every kernel (also MT_DEBUG_SYNC=1) */
+    /*
+     * GPU: do not guess layer l+1's experts from layer l's hidden state (its router applied
+     * early) to start their NVMe reads sooner. The guess is on by default where a layer has
+     * experts on NVMe; mt_engine_stats counts its hits.
+     */
+    bool no_prefetch;
 };
 
 /* Defaults: exact indexer, sparse attention, no comparison, no trace, all experts in DRAM. */
@@ -152,6 +160,23 @@ struct mt_expert_provider *mt_engine_provider(struct mt_engine *engine);
  * restores the reference executor. Several tiers may share one executor.
  */
 void mt_engine_set_executor(struct mt_engine *engine, enum mt_tier tier, struct mt_executor *ex);
+
+/*
+ * Read every routed expert the engine keeps in DRAM (tiers DRAM_CPU and DRAM_PCIE) now, on
+ * several threads, instead of at its first use: a run's first tokens then cost what the later
+ * ones do. *bytes_out (may be NULL): bytes read. Errors of the provider (MT_ERR_IO naming the
+ * tensor, MT_ERR_NOMEM); what was read stays.
+ */
+mt_status_t mt_engine_preload_experts(struct mt_engine *engine, uint64_t *bytes_out);
+
+/* Bytes of the GPU engine's device arena (weights, caches, work); 0 on the CPU engine. */
+uint64_t mt_engine_device_bytes(const struct mt_engine *engine);
+
+/*
+ * Where the engine placed each routed expert: [num_hidden_layers * n_routed_experts] enum mt_tier
+ * (opts.expert_tiers, after the GPU engine moved what did not fit to DRAM). Borrowed.
+ */
+const uint8_t *mt_engine_tiers(const struct mt_engine *engine);
 
 /* Bytes of routed-expert weights the engine's checkpoint provider holds now (0 for another). */
 uint64_t mt_engine_expert_bytes_held(const struct mt_engine *engine);

@@ -46,6 +46,13 @@ eng_gpu_destroy(struct eng_gpu *g, int n_layers)
     (void)g, (void)n_layers;
 }
 
+uint64_t
+eng_gpu_device_bytes(const struct eng_gpu *g)
+{
+    (void)g;
+    return 0;
+}
+
 mt_status_t
 eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logits,
                 float *logits_out)
@@ -396,6 +403,10 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
     A(g->pair_w, TOK * K * f, "work");
     A(g->xgroups, E * sizeof(struct mt_gpu_expert), "work");
     A(g->moe_work, mt_gpu_moe_work_bytes((int)(TOK * K), (int)inter, (int)D) + 1, "work");
+    A(g->d_host_sum, TOK * D * f, "work");
+    A(g->glog, TOK * E * f, "work");
+    A(g->gids, TOK * K * sizeof(int32_t), "work");
+    A(g->grw, TOK * K * f, "work");
     return MT_OK;
 }
 
@@ -470,6 +481,16 @@ eng_gpu_create(struct mt_engine *e)
         size_t margin = MT_MAX((size_t)512 << 20, dev_free / 20);
         budget = dev_free > margin ? dev_free - margin : 0;
     }
+    size_t cap = MT_MIN(budget, dev_free);
+    int moved = 0;
+    if (need > cap && eng_gpu_fit_experts(e, g, need - cap, &moved) == MT_OK) {
+        /* count again with the experts that stay */
+        memset(g->need, 0, sizeof(g->need));
+        if ((st = place_all(e, g)) != MT_OK) {
+            return st;
+        }
+        need = g->need[0] + g->need[1] + g->need[2] + ((size_t)1 << 20);
+    }
     if (need > budget || need > dev_free) {
         char a[32], b[32], d[32], w[32], x[32], y[32];
         return mt_fail(MT_ERR_NOMEM, 0, "the model needs %s on the GPU (weights %s, KV cache %s "
@@ -482,6 +503,9 @@ eng_gpu_create(struct mt_engine *e)
     }
     if ((st = mt_gpu_arena_create(0, need, budget, &g->arena)) != MT_OK ||
         (st = mt_gpu_stream_create(&g->stream)) != MT_OK || (st = place_all(e, g)) != MT_OK) {
+        return st;
+    }
+    if ((st = eng_gpu_moe_init(e, g)) != MT_OK) {
         return st;
     }
     if ((st = mt_gpu_copy_to_device(g->freqs, e->freqs,
@@ -524,6 +548,12 @@ eng_gpu_create(struct mt_engine *e)
     return MT_OK;
 }
 
+uint64_t
+eng_gpu_device_bytes(const struct eng_gpu *g)
+{
+    return g->need[0] + g->need[1] + g->need[2];
+}
+
 void
 eng_gpu_destroy(struct eng_gpu *g, int n_layers)
 {
@@ -534,6 +564,7 @@ eng_gpu_destroy(struct eng_gpu *g, int n_layers)
         free(g->layers[l].experts);
         free(g->layers[l].xtab);
     }
+    eng_gpu_moe_fini(g);
     free(g->layers);
     mt_gpu_stream_destroy(g->stream);
     mt_gpu_arena_destroy(g->arena);

@@ -10,6 +10,7 @@
 #include "runtime/engine/engine_impl.h"
 
 #include "kernels/engine_ops.h"
+#include "kernels/events.h"
 #include "kernels/kernels.h"
 
 #define TOK MT_GPU_GEMV_MAX_TOK
@@ -40,6 +41,9 @@ struct g_layer {
     float *ikey;    // [ctx, ID] or NULL
     uint8_t *ikey8; // [ctx, ID] or NULL
     float *ikscale; // [ctx] or NULL
+    /* where this layer's routed experts live (e->tiers) */
+    int n_gpu, n_host, n_nvme; // experts on the device, on host executors, of them on NVMe
+    int next_moe;              // the next MoE layer, -1 for the last
 };
 
 struct eng_gpu {
@@ -71,6 +75,18 @@ struct eng_gpu {
     float *h_emb, *h_rw, *h_pair_w;
     int32_t *h_ids, *h_idx, *h_group_start, *h_pair_tok, *h_count;
     struct mt_gpu_expert *h_xgroups;
+    /* host experts (engine_gpu_moe.c): moe.c's grouping and executors on pinned copies */
+    struct eng_work hw;            /* MoE fields only: ids, moe_wts, xs, ys, groups, tasks */
+    float *h_x, *h_out;            /* pinned [TOK, hidden]: the layer's input, host experts' sum */
+    float *d_host_sum;             /* device [TOK, hidden]: h_out uploaded */
+    /* layer l+1's experts guessed from layer l's input (prefetch) */
+    float *glog;                   /* device [TOK, E] */
+    int32_t *gids, *h_gids;        /* device and pinned [TOK, K] */
+    float *grw;                    /* device [TOK, K] (unused weights of the guess) */
+    uint8_t *guessed;              /* host [E]: 1 for the experts guessed for guess_layer */
+    int guess_layer;               /* -1: none pending */
+    struct CUevent_st *ev_ids;     /* the router's ids (and the input) are on the host */
+    struct CUevent_st *ev_x0, *ev_x1; /* around the device's routed experts, for stats */
 };
 
 /* The arena's categories: where a counting-pass byte is charged. */
@@ -109,8 +125,20 @@ mt_status_t eng_gpu_lin(const struct gw *w, const float *x, int n, float *y, str
 mt_status_t eng_gpu_mlp(struct eng_gpu *g, int l, const struct g_mlp *M, const float *x, int m,
                         float *out);
 
-/* engine_gpu_moe.c: layer l's routed experts placed (or counted) on the device. */
+/*
+ * engine_gpu_moe.c: layer l's GPU-tier routed experts placed (or counted) on the device; the
+ * layer's counts of where its experts live set.
+ */
 mt_status_t eng_gpu_place_experts(struct mt_engine *e, struct eng_gpu *g, int l);
+/*
+ * engine_gpu_moe.c: after the counting pass, move GPU experts to DRAM (last layers first, highest
+ * ids first) until need - budget bytes are freed; *moved_out how many. Warns what was cut.
+ */
+mt_status_t eng_gpu_fit_experts(struct mt_engine *e, struct eng_gpu *g, size_t over,
+                                int *moved_out);
+/* engine_gpu_moe.c: the MoE layer's host buffers and events (after the arena pass). */
+mt_status_t eng_gpu_moe_init(struct mt_engine *e, struct eng_gpu *g);
+void eng_gpu_moe_fini(struct eng_gpu *g);
 /* engine_gpu_moe.c: the MoE FFN of layer l on g->x [m, hidden] -> g->y. */
 mt_status_t eng_gpu_moe(struct mt_engine *e, struct eng_gpu *g, int l, int m);
 

@@ -1,9 +1,29 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * engine_gpu_moe.c - the GPU backend's MoE layer: the router on the device, the (token, expert)
- * pairs grouped on the host exactly as moe.c groups them, and the routed experts run by the
- * grouped FP8 GEMV of kernels/moe.cu (or per expert where the shapes do not fit it), with the
- * shared expert on the same stream.
+ * engine_gpu_moe.c - the GPU backend's MoE layer, for any placement of the routed experts: the
+ * device computes the experts a plan puts on the GPU, host executors (a CPU team; the streaming
+ * provider behind it for NVMe experts) compute the others, at the same time.
+ *
+ * One layer, in stream order and on the host:
+ *
+ *   device: router -> ids, weights --copy--> host (pinned)   [event ev_ids]
+ *           (the layer's input x --copy--> host, when it has host experts)
+ *           (layer l+1's router on this x: a guess of its experts, when l+1 streams any)
+ *           shared expert -> y
+ *   host:   wait for ev_ids only (the shared expert keeps running); group the pairs by expert
+ *           exactly as moe.c does; submit the host experts to their executors; announce the
+ *           guessed experts of layer l+1 to the provider (their disk reads start now, behind this
+ *           layer's); upload the device experts' groups and launch them (after the shared expert)
+ *   both:   the GPU computes its experts while the CPU team computes its own
+ *   host:   wait for the executors; sum their outputs in moe.c's fixed order into a pinned
+ *           buffer; upload it and add it to y; wait for the stream (the host arrays are reused
+ *           by the next layer).
+ *
+ * The guess: layer l+1's router applied to layer l's input x. The residual stream changes little
+ * from one layer to the next, so the guess is usually right for most of the 8 experts; wrong
+ * guesses only cost disk bandwidth (mt_engine_stats counts guesses and hits). DRAM and GPU
+ * experts need no prefetch. The sum order differs from the CPU engine's (device experts are
+ * summed on the device, host experts on the host, then added), within the GPU path's tolerance.
  */
 #include <config.h>
 
@@ -11,10 +31,17 @@
 
 #include "runtime/engine/engine_gpu_impl.h"
 
+#include "runtime/base/clock.h"
 #include "runtime/plan/trace.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+static uint8_t
+tier_of(const struct mt_engine *e, int l, int x)
+{
+    return e->tiers[(size_t)l * e->cfg.n_routed_experts + x];
+}
 
 mt_status_t
 eng_gpu_place_experts(struct mt_engine *e, struct eng_gpu *g, int l)
@@ -31,8 +58,18 @@ eng_gpu_place_experts(struct mt_engine *e, struct eng_gpu *g, int l)
             return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the expert tables");
         }
     }
+    L->n_gpu = L->n_host = L->n_nvme = 0;
     for (size_t x = 0; x < E && st == MT_OK; x++) {
         struct g_mlp *X = &L->experts[x];
+        uint8_t tier = tier_of(e, l, (int)x);
+        if (tier != MT_TIER_GPU) {
+            memset(X, 0, sizeof(*X));
+            memset(&L->xtab[x], 0, sizeof(L->xtab[x]));
+            L->n_host++;
+            L->n_nvme += tier == MT_TIER_NVME;
+            continue;
+        }
+        L->n_gpu++;
         st = eng_gpu_up_mlp(e, g, &lw->experts[x], X);
         if (X->gate.w.dtype != MT_DTYPE_F8_E4M3 || X->up.w.dtype != MT_DTYPE_F8_E4M3 ||
             X->down.w.dtype != MT_DTYPE_F8_E4M3 || X->gate.w.rows % 16 != 0 ||
@@ -51,6 +88,109 @@ eng_gpu_place_experts(struct mt_engine *e, struct eng_gpu *g, int l)
     return st;
 }
 
+mt_status_t
+eng_gpu_fit_experts(struct mt_engine *e, struct eng_gpu *g, size_t over, int *moved_out)
+{
+    const struct mt_model_config *c = &e->cfg;
+    int E = c->n_routed_experts;
+    size_t per = e->expert_bytes + 4096; /* + the arena's rounding of six tensors */
+    size_t freed = 0;
+    int moved = 0;
+
+    (void)g;
+    for (int l = e->n_layers - 1; l >= 0 && freed < over; l--) {
+        if (!e->model->layers[l].is_moe) {
+            continue;
+        }
+        for (int x = E - 1; x >= 0 && freed < over; x--) {
+            if (tier_of(e, l, x) == MT_TIER_GPU) {
+                e->tiers[(size_t)l * E + x] = MT_TIER_DRAM_CPU;
+                freed += per;
+                moved++;
+            }
+        }
+    }
+    *moved_out = moved;
+    if (freed < over) {
+        return MT_ERR_NOMEM; /* the caller says what does not fit */
+    }
+    mt_log_warn("GPU engine: %d routed experts (%.1f GiB) do not fit the GPU budget and run from "
+                "DRAM on the CPU instead (the plan is for a larger --gpu-mem; replan with this "
+                "one to place them well)",
+                moved, (double)freed / (1 << 30));
+    return MT_OK;
+}
+
+mt_status_t
+eng_gpu_moe_init(struct mt_engine *e, struct eng_gpu *g)
+{
+    const struct mt_model_config *c = &e->cfg;
+    size_t E = (size_t)c->n_routed_experts, K = (size_t)c->num_experts_per_tok;
+    size_t D = (size_t)c->hidden_size, np = TOK * K;
+    struct eng_work *w = &g->hw;
+    mt_status_t st;
+
+    g->guess_layer = -1;
+    for (int l = e->n_layers - 1, next = -1; l >= 0; l--) {
+        g->layers[l].next_moe = next;
+        if (g->layers[l].is_moe) {
+            next = l;
+        }
+    }
+    w->row_tok = malloc(np * sizeof(int));
+    w->row_w = malloc(np * sizeof(float));
+    w->group_start = malloc((E + 1) * sizeof(int));
+    w->group_fill = malloc((E + 1) * sizeof(int));
+    w->tasks = malloc(E * sizeof(*w->tasks));
+    w->xs = malloc(np * D * sizeof(float));
+    w->ys = malloc(np * D * sizeof(float));
+    g->guessed = calloc(E, 1);
+    if (w->row_tok == NULL || w->row_w == NULL || w->group_start == NULL || w->group_fill == NULL ||
+        w->tasks == NULL || w->xs == NULL || w->ys == NULL || g->guessed == NULL) {
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the GPU engine's MoE host buffers");
+    }
+    /* pinned: the copies from the device return at once, the shared expert is queued meanwhile */
+    if ((st = mt_gpu_pinned_alloc(np * sizeof(int32_t), "the router's choices",
+                                  (void **)&w->ids)) != MT_OK ||
+        (st = mt_gpu_pinned_alloc(np * sizeof(float), "the router's weights",
+                                  (void **)&w->moe_wts)) != MT_OK ||
+        (st = mt_gpu_pinned_alloc(TOK * D * sizeof(float), "the MoE layer's input",
+                                  (void **)&g->h_x)) != MT_OK ||
+        (st = mt_gpu_pinned_alloc(TOK * D * sizeof(float), "the host experts' sum",
+                                  (void **)&g->h_out)) != MT_OK ||
+        (st = mt_gpu_pinned_alloc(np * sizeof(int32_t), "the guessed experts",
+                                  (void **)&g->h_gids)) != MT_OK ||
+        (st = mt_gpu_event_create(&g->ev_ids)) != MT_OK ||
+        (st = mt_gpu_event_create(&g->ev_x0)) != MT_OK ||
+        (st = mt_gpu_event_create(&g->ev_x1)) != MT_OK) {
+        return st;
+    }
+    return MT_OK;
+}
+
+void
+eng_gpu_moe_fini(struct eng_gpu *g)
+{
+    struct eng_work *w = &g->hw;
+
+    mt_gpu_pinned_free(w->ids);
+    mt_gpu_pinned_free(w->moe_wts);
+    free(w->row_tok);
+    free(w->row_w);
+    free(w->group_start);
+    free(w->group_fill);
+    free(w->tasks);
+    free(w->xs);
+    free(w->ys);
+    free(g->guessed);
+    mt_gpu_pinned_free(g->h_x);
+    mt_gpu_pinned_free(g->h_out);
+    mt_gpu_pinned_free(g->h_gids);
+    mt_gpu_event_destroy(g->ev_ids);
+    mt_gpu_event_destroy(g->ev_x0);
+    mt_gpu_event_destroy(g->ev_x1);
+}
+
 /* SwiGLU MLP of x [m, hidden] -> out (g->gs and g->us as scratch). */
 mt_status_t
 eng_gpu_mlp(struct eng_gpu *g, int l, const struct g_mlp *M, const float *x, int m, float *out)
@@ -65,81 +205,115 @@ eng_gpu_mlp(struct eng_gpu *g, int l, const struct g_mlp *M, const float *x, int
     return MT_OK;
 }
 
-/* The MoE FFN of layer l (moe.c's order: shared expert, then experts by id, tokens ascending). */
-mt_status_t
-eng_gpu_moe(struct mt_engine *e, struct eng_gpu *g, int l, int m)
+/* Layer nl's router on x [m, hidden]: its experts guessed, copied to g->h_gids. */
+static mt_status_t
+guess_next(struct mt_engine *e, struct eng_gpu *g, int l, int nl, int m,
+           const struct mt_gpu_router_params *rp)
+{
+    struct g_layer *N = &g->layers[nl];
+    struct CUstream_st *s = g->stream;
+    size_t np = (size_t)m * (size_t)e->cfg.num_experts_per_tok;
+
+    GPU_DO(l, "next layer's router (prefetch guess)", eng_gpu_lin(&N->router, g->x, m, g->glog, s));
+    GPU_DO(l, "next layer's router (prefetch guess)",
+           mt_gpu_router(g->glog, N->router_bias, rp, m, g->gids, g->grw, s));
+    GPU_DO(l, "prefetch guess copy", mt_gpu_copy_async(g->h_gids, g->gids, np * 4, 0, s));
+    return MT_OK;
+}
+
+/* The guessed experts of layer nl that stream from disk: counted, announced to the provider. */
+static void
+prefetch_guess(struct mt_engine *e, struct eng_gpu *g, int nl, int m)
+{
+    int E = e->cfg.n_routed_experts, K = e->cfg.num_experts_per_tok;
+    int *list = g->hw.group_fill; /* scratch: free between submit and the next layer */
+    int n = 0;
+
+    memset(g->guessed, 0, (size_t)E);
+    for (int i = 0; i < m * K; i++) {
+        int x = g->h_gids[i];
+        if (x >= 0 && x < E && !g->guessed[x]) {
+            g->guessed[x] = 1;
+            if (tier_of(e, nl, x) == MT_TIER_NVME) {
+                list[n++] = x;
+            }
+        }
+    }
+    g->guess_layer = nl;
+    if (n > 0 && e->provider->ops->prefetch != NULL) {
+        e->provider->ops->prefetch(e->provider->self, nl, list, n);
+    }
+}
+
+/* Hits of the guess made for layer l: its streamed experts the router really chose. */
+static void
+count_guess(struct mt_engine *e, struct eng_gpu *g, int l)
+{
+    const struct eng_work *w = &g->hw;
+    int E = e->cfg.n_routed_experts;
+
+    if (g->guess_layer != l) {
+        return;
+    }
+    for (int x = 0; x < E; x++) {
+        if (tier_of(e, l, x) != MT_TIER_NVME) {
+            continue;
+        }
+        bool used = w->group_start[x + 1] > w->group_start[x];
+        e->stats.prefetch_guessed += g->guessed[x];
+        e->stats.prefetch_hits += g->guessed[x] && used;
+    }
+    g->guess_layer = -1;
+}
+
+/*
+ * The device's groups of layer l (GPU-tier experts with tokens), compacted into the h_* arrays
+ * and uploaded; then the grouped GEMV (decode batches) or one MLP per expert (longer batches).
+ */
+static mt_status_t
+device_experts(struct mt_engine *e, struct eng_gpu *g, int l, int m)
 {
     const struct mt_model_config *c = &e->cfg;
+    const struct eng_work *w = &g->hw;
     struct g_layer *L = &g->layers[l];
     struct CUstream_st *s = g->stream;
-    int E = c->n_routed_experts, K = c->num_experts_per_tok, D = c->hidden_size;
-    struct mt_gpu_router_params rp = {
-        .n_experts = E,
-        .n_group = c->n_group,
-        .topk_group = c->topk_group,
-        .k = K,
-        .norm_topk_prob = c->norm_topk_prob,
-        .routed_scaling_factor = (float)c->routed_scaling_factor,
-    };
-    int np = m * K;
+    int E = c->n_routed_experts, D = c->hidden_size;
+    int n_groups = 0, np = 0, max_tok = 0;
     mt_status_t st;
 
-    GPU_DO(l, "router projection", eng_gpu_lin(&L->router, g->x, m, g->rlog, s));
-    GPU_DO(l, "router", mt_gpu_router(g->rlog, L->router_bias, &rp, m, g->ids, g->rw, s));
-    GPU_DO(l, "router copy", mt_gpu_copy_async(g->h_ids, g->ids, (size_t)np * 4, 0, s));
-    GPU_DO(l, "router copy", mt_gpu_copy_async(g->h_rw, g->rw, (size_t)np * 4, 0, s));
-    if ((st = eng_gpu_mlp(g, l, &L->shared, g->x, m, g->y)) != MT_OK) {
-        return st;
-    }
-    GPU_DO(l, "router copy", mt_gpu_stream_sync(s));
-    if (e->opts.trace != NULL &&
-        (st = mt_trace_record_batch(e->opts.trace, l, (const int *)g->h_ids, m, K)) != MT_OK) {
-        return st;
-    }
-    /* counting sort of the pairs by expert, tokens ascending inside a group (moe.c) */
-    memset(g->h_group_start, 0, (size_t)(E + 1) * sizeof(int32_t));
-    for (int i = 0; i < np; i++) {
-        g->h_group_start[g->h_ids[i] + 1]++;
-    }
     for (int x = 0; x < E; x++) {
-        g->h_group_start[x + 1] += g->h_group_start[x];
-        g->h_count[x] = g->h_group_start[x];
-    }
-    for (int t = 0; t < m; t++) {
-        for (int j = 0; j < K; j++) {
-            int x = g->h_ids[t * K + j];
-            int row = g->h_count[x]++;
-            g->h_pair_tok[row] = t;
-            g->h_pair_w[row] = g->h_rw[t * K + j];
+        int a = w->group_start[x], b = w->group_start[x + 1];
+        if (b == a || tier_of(e, l, x) != MT_TIER_GPU) {
+            continue;
         }
-    }
-    /* the non-empty groups, compacted */
-    int n_groups = 0;
-    int max_tok = 0;
-    for (int x = 0; x < E; x++) {
-        int a = g->h_group_start[x], b = g->h_group_start[x + 1];
-        if (b > a) {
-            g->h_xgroups[n_groups] = L->xtab[x];
-            g->h_count[n_groups] = x;       /* the expert of group n_groups */
-            g->h_group_start[n_groups] = a; /* safe: n_groups <= x */
-            n_groups++;
-            max_tok = MT_MAX(max_tok, b - a);
+        g->h_xgroups[n_groups] = L->xtab[x];
+        g->h_count[n_groups] = x; /* the expert of group n_groups */
+        g->h_group_start[n_groups] = np;
+        for (int r = a; r < b; r++, np++) {
+            g->h_pair_tok[np] = w->row_tok[r];
+            g->h_pair_w[np] = w->row_w[r];
         }
+        max_tok = MT_MAX(max_tok, b - a);
+        n_groups++;
     }
     g->h_group_start[n_groups] = np;
+    if (n_groups == 0) {
+        return MT_OK;
+    }
+    GPU_DO(l, "routed experts (device)", mt_gpu_event_record(g->ev_x0, s));
     GPU_DO(l, "expert groups upload",
            mt_gpu_copy_async(g->group_start, g->h_group_start, (size_t)(n_groups + 1) * 4, 1, s));
     GPU_DO(l, "expert groups upload",
            mt_gpu_copy_async(g->pair_tok, g->h_pair_tok, (size_t)np * 4, 1, s));
     GPU_DO(l, "expert groups upload",
            mt_gpu_copy_async(g->pair_w, g->h_pair_w, (size_t)np * 4, 1, s));
-    if (g->grouped_moe) {
+    if (g->grouped_moe && m <= TOK) {
         GPU_DO(l, "expert groups upload",
                mt_gpu_copy_async(g->xgroups, g->h_xgroups,
                                  (size_t)n_groups * sizeof(struct mt_gpu_expert), 1, s));
         struct mt_gpu_moe_args a = {
             .hidden = D,
-            .inter = (int)L->experts[0].gate.w.rows,
+            .inter = c->moe_intermediate_size,
             .n_groups = n_groups,
             .n_pairs = np,
             .max_group_tok = max_tok,
@@ -166,8 +340,93 @@ eng_gpu_moe(struct mt_engine *e, struct eng_gpu *g, int l, int m)
         GPU_DO(l, "expert weighted sum",
                mt_gpu_scatter_add_rows(g->y, g->ys, g->pair_tok, g->pair_w, np, D, s));
     }
+    GPU_DO(l, "routed experts (device)", mt_gpu_event_record(g->ev_x1, s));
+    return MT_OK;
+}
+
+/* The MoE FFN of layer l on g->x [m, hidden] -> g->y (the file comment). */
+mt_status_t
+eng_gpu_moe(struct mt_engine *e, struct eng_gpu *g, int l, int m)
+{
+    const struct mt_model_config *c = &e->cfg;
+    struct g_layer *L = &g->layers[l];
+    struct eng_work *w = &g->hw;
+    struct CUstream_st *s = g->stream;
+    int K = c->num_experts_per_tok, D = c->hidden_size;
+    struct mt_gpu_router_params rp = {
+        .n_experts = c->n_routed_experts,
+        .n_group = c->n_group,
+        .topk_group = c->topk_group,
+        .k = K,
+        .norm_topk_prob = c->norm_topk_prob,
+        .routed_scaling_factor = (float)c->routed_scaling_factor,
+    };
+    size_t np = (size_t)m * (size_t)K;
+    int nl = L->next_moe;
+    bool host = L->n_host > 0;
+    bool guess = !e->opts.no_prefetch && nl >= 0 && g->layers[nl].n_nvme > 0;
+    struct mt_executor *used[MT_TIER_COUNT + 1];
+    int n_used = 0;
+    double t0 = mt_clock_now();
+    mt_status_t st, st_wait;
+
+    GPU_DO(l, "router projection", eng_gpu_lin(&L->router, g->x, m, g->rlog, s));
+    GPU_DO(l, "router", mt_gpu_router(g->rlog, L->router_bias, &rp, m, g->ids, g->rw, s));
+    GPU_DO(l, "router copy", mt_gpu_copy_async(w->ids, g->ids, np * 4, 0, s));
+    GPU_DO(l, "router copy", mt_gpu_copy_async(w->moe_wts, g->rw, np * 4, 0, s));
+    if (host) {
+        GPU_DO(l, "MoE input copy",
+               mt_gpu_copy_async(g->h_x, g->x, (size_t)m * D * sizeof(float), 0, s));
+    }
+    if (guess && (st = guess_next(e, g, l, nl, m, &rp)) != MT_OK) {
+        return st;
+    }
+    GPU_DO(l, "router copy", mt_gpu_event_record(g->ev_ids, s));
+    if ((st = eng_gpu_mlp(g, l, &L->shared, g->x, m, g->y)) != MT_OK) {
+        return st;
+    }
+    GPU_DO(l, "router copy", mt_gpu_event_sync(g->ev_ids));
+    if (e->opts.trace != NULL &&
+        (st = mt_trace_record_batch(e->opts.trace, l, (const int *)w->ids, m, K)) != MT_OK) {
+        return st;
+    }
+    eng_moe_group(e, l, g->h_x, m, w);
+    eng_moe_count(e, l, w);
+    count_guess(e, g, l);
+    double t_submit = mt_clock_now();
+    st = host ? eng_moe_submit(e, l, w, used, &n_used) : MT_OK;
+    if (guess) {
+        prefetch_guess(e, g, nl, m);
+    }
+    if (st == MT_OK) {
+        st = device_experts(e, g, l, m);
+    }
+    st_wait = eng_moe_wait(e, used, n_used, t_submit);
+    st = st != MT_OK ? st : st_wait;
+    if (st != MT_OK) {
+        mt_gpu_stream_sync(s); /* nothing may still read the host arrays */
+        return st;
+    }
+    if (n_used > 0) {
+        memset(g->h_out, 0, (size_t)m * D * sizeof(float));
+        eng_moe_sum(e, l, w, g->h_out);
+        GPU_DO(l, "host experts' sum upload",
+               mt_gpu_copy_async(g->d_host_sum, g->h_out, (size_t)m * D * sizeof(float), 1, s));
+        GPU_DO(l, "host experts' sum", mt_gpu_add(g->y, g->d_host_sum, (size_t)m * D, s));
+    }
     /* the host arrays are reused by the next layer: wait until the uploads are done */
-    GPU_DO(l, "expert groups upload", mt_gpu_stream_sync(s));
+    GPU_DO(l, "MoE layer", mt_gpu_stream_sync(s));
+    if (L->n_gpu > 0) {
+        float ms = 0.0f;
+        bool ran = false;
+        for (int x = 0; x < c->n_routed_experts && !ran; x++) {
+            ran = tier_of(e, l, x) == MT_TIER_GPU && w->group_start[x + 1] > w->group_start[x];
+        }
+        if (ran && mt_gpu_event_ms(g->ev_x0, g->ev_x1, &ms) == MT_OK) {
+            e->stats.tier_s[MT_TIER_GPU] += ms * 1e-3;
+        }
+    }
+    e->stats.moe_s += mt_clock_now() - t0;
     return MT_OK;
 }
 

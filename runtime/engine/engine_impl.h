@@ -118,12 +118,31 @@ mt_status_t eng_moe(struct mt_engine *e, int l, const float *x, int n, struct en
                     float *out);
 
 /*
+ * moe.c's steps, shared with the GPU backend's MoE layer (engine_gpu_moe.c). On the GPU engine
+ * (e->gpu set) they leave out the experts of tier MT_TIER_GPU: the device computes those.
+ *   group:  w->ids / w->moe_wts of n tokens -> groups per expert (rows of x copied into w->xs)
+ *   count:  the groups into e->stats
+ *   submit: every group to its tier's executor (NVMe ones announced to the provider first);
+ *           used[] (MT_TIER_COUNT + 1 entries) gets the executors that got work
+ *   wait:   for those executors (times into e->stats); the first failure
+ *   sum:    out[t] += router weight x output, experts by id, tokens ascending
+ */
+void eng_moe_group(const struct mt_engine *e, int l, const float *x, int n, struct eng_work *w);
+void eng_moe_count(struct mt_engine *e, int l, const struct eng_work *w);
+mt_status_t eng_moe_submit(struct mt_engine *e, int l, struct eng_work *w,
+                           struct mt_executor **used, int *n_used_out);
+mt_status_t eng_moe_wait(struct mt_engine *e, struct mt_executor **used, int n_used,
+                         double t_submit);
+void eng_moe_sum(const struct mt_engine *e, int l, const struct eng_work *w, float *out);
+
+/*
  * engine_gpu.c: the GPU backend. create uploads everything (e->freqs, rope_att and softmax_scale
  * already set) and sets e->gpu; forward is mt_engine_forward after its checks.
  */
 struct eng_gpu;
 mt_status_t eng_gpu_create(struct mt_engine *e);
 void eng_gpu_destroy(struct eng_gpu *g, int n_layers);
+uint64_t eng_gpu_device_bytes(const struct eng_gpu *g);
 mt_status_t eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logits,
                             float *logits_out);
 

@@ -21,9 +21,12 @@
 
 #include <string.h>
 
-/* Group the n*K (token, expert) pairs by expert into w->xs (see the file comment). */
-static void
-group_tokens(const struct mt_engine *e, const float *x, int n, struct eng_work *w)
+/*
+ * Group the n*K (token, expert) pairs by expert into w->xs (see the file comment). On the GPU
+ * engine the rows of GPU-resident experts are not copied: the device has them.
+ */
+void
+eng_moe_group(const struct mt_engine *e, int l, const float *x, int n, struct eng_work *w)
 {
     int E = e->cfg.n_routed_experts;
     int K = e->cfg.num_experts_per_tok;
@@ -43,9 +46,18 @@ group_tokens(const struct mt_engine *e, const float *x, int n, struct eng_work *
             int row = w->group_fill[x_id]++;
             w->row_tok[row] = t;
             w->row_w[row] = w->moe_wts[(size_t)t * K + j];
-            memcpy(w->xs + (size_t)row * D, x + (size_t)t * D, D * sizeof(float));
+            if (e->gpu == NULL || e->tiers[(size_t)l * E + x_id] != MT_TIER_GPU) {
+                memcpy(w->xs + (size_t)row * D, x + (size_t)t * D, D * sizeof(float));
+            }
         }
     }
+}
+
+/* On the GPU engine, the device computes its own experts: they are never submitted here. */
+static bool
+on_device(const struct mt_engine *e, int l, int x_id)
+{
+    return e->gpu != NULL && e->tiers[(size_t)l * e->cfg.n_routed_experts + x_id] == MT_TIER_GPU;
 }
 
 /* The executor that runs expert x_id of layer l. */
@@ -65,9 +77,9 @@ executor_of(const struct mt_engine *e, int l, int x_id)
  * next: an executor that acquires a whole submit before releasing would otherwise wait for
  * itself. The last wave is waited for by the caller, after the shared expert.
  */
-static mt_status_t
-submit_groups(struct mt_engine *e, int l, struct eng_work *w, struct mt_executor **used,
-              int *n_used_out)
+mt_status_t
+eng_moe_submit(struct mt_engine *e, int l, struct eng_work *w, struct mt_executor **used,
+               int *n_used_out)
 {
     int E = e->cfg.n_routed_experts;
     size_t D = (size_t)e->cfg.hidden_size;
@@ -92,7 +104,7 @@ submit_groups(struct mt_engine *e, int l, struct eng_work *w, struct mt_executor
         bool seen = false;
         int n_tasks = 0;
 
-        if (w->group_start[x_id + 1] == w->group_start[x_id]) {
+        if (w->group_start[x_id + 1] == w->group_start[x_id] || on_device(e, l, x_id)) {
             continue;
         }
         for (int i = 0; i < n_used; i++) {
@@ -104,7 +116,7 @@ submit_groups(struct mt_engine *e, int l, struct eng_work *w, struct mt_executor
         for (int y_id = x_id; y_id < E; y_id++) {
             int start = w->group_start[y_id];
             int m = w->group_start[y_id + 1] - start;
-            if (m == 0 || executor_of(e, l, y_id) != ex) {
+            if (m == 0 || executor_of(e, l, y_id) != ex || on_device(e, l, y_id)) {
                 continue;
             }
             if (cap > 0 && n_tasks == cap) {
@@ -131,6 +143,68 @@ submit_groups(struct mt_engine *e, int l, struct eng_work *w, struct mt_executor
     return st;
 }
 
+void
+eng_moe_count(struct mt_engine *e, int l, const struct eng_work *w)
+{
+    int E = e->cfg.n_routed_experts;
+
+    for (int x_id = 0; x_id < E; x_id++) {
+        int rows = w->group_start[x_id + 1] - w->group_start[x_id];
+        uint8_t tier = e->tiers[(size_t)l * E + x_id];
+        if (rows > 0 && tier < MT_TIER_COUNT) {
+            e->stats.expert_runs[tier]++;
+            e->stats.expert_pairs[tier] += (uint64_t)rows;
+            e->stats.expert_bytes[tier] += e->expert_bytes;
+        }
+    }
+}
+
+mt_status_t
+eng_moe_wait(struct mt_engine *e, struct mt_executor **used, int n_used, double t_submit)
+{
+    double t_wait = mt_clock_now();
+    mt_status_t st = MT_OK;
+
+    for (int i = 0; i < n_used; i++) {
+        mt_status_t st_wait = used[i]->ops->wait(used[i]->self);
+        if (st == MT_OK) {
+            st = st_wait;
+        }
+        /* charged to the first host tier it serves (DRAM, PCIe, NVMe, then GPU) */
+        static const enum mt_tier order[] = {MT_TIER_DRAM_CPU, MT_TIER_DRAM_PCIE, MT_TIER_NVME,
+                                             MT_TIER_GPU};
+        for (int k = 0; k < MT_TIER_COUNT; k++) {
+            if (e->exec[order[k]] == used[i]) {
+                e->stats.tier_s[order[k]] += mt_clock_now() - t_submit;
+                break;
+            }
+        }
+    }
+    e->stats.moe_wait_s += mt_clock_now() - t_wait;
+    return st;
+}
+
+void
+eng_moe_sum(const struct mt_engine *e, int l, const struct eng_work *w, float *out)
+{
+    int E = e->cfg.n_routed_experts;
+    size_t D = (size_t)e->cfg.hidden_size;
+
+    for (int x_id = 0; x_id < E; x_id++) {
+        if (on_device(e, l, x_id)) {
+            continue;
+        }
+        for (int row = w->group_start[x_id]; row < w->group_start[x_id + 1]; row++) {
+            float *o = out + (size_t)w->row_tok[row] * D;
+            const float *yv = w->ys + (size_t)row * D;
+            float rw = w->row_w[row];
+            for (size_t d = 0; d < D; d++) {
+                o[d] += rw * yv[d];
+            }
+        }
+    }
+}
+
 mt_status_t
 eng_moe(struct mt_engine *e, int l, const float *x, int n, struct eng_work *w, float *out)
 {
@@ -138,7 +212,6 @@ eng_moe(struct mt_engine *e, int l, const float *x, int n, struct eng_work *w, f
     struct eng_layer *L = &e->layers[l];
     int E = c->n_routed_experts;
     int K = c->num_experts_per_tok;
-    size_t D = (size_t)c->hidden_size;
     struct mt_cpu_router_params rp = {
         .n_experts = E, .n_group = c->n_group, .topk_group = c->topk_group, .k = K,
         .norm_topk_prob = c->norm_topk_prob,
@@ -147,7 +220,6 @@ eng_moe(struct mt_engine *e, int l, const float *x, int n, struct eng_work *w, f
     struct mt_executor *used[MT_TIER_COUNT + 1];
     int n_used = 0;
     double t0 = mt_clock_now();
-    double t_wait;
     mt_status_t st;
     mt_status_t st_wait;
 
@@ -167,50 +239,23 @@ eng_moe(struct mt_engine *e, int l, const float *x, int n, struct eng_work *w, f
             return st;
         }
     }
-    group_tokens(e, x, n, w);
-    for (int x_id = 0; x_id < E; x_id++) {
-        int rows = w->group_start[x_id + 1] - w->group_start[x_id];
-        uint8_t tier = e->tiers[(size_t)l * E + x_id];
-        if (rows > 0 && tier < MT_TIER_COUNT) {
-            e->stats.expert_runs[tier]++;
-            e->stats.expert_pairs[tier] += (uint64_t)rows;
-            e->stats.expert_bytes[tier] += e->expert_bytes;
-        }
-    }
+    eng_moe_group(e, l, x, n, w);
+    eng_moe_count(e, l, w);
     double t_submit = mt_clock_now();
-    st = submit_groups(e, l, w, used, &n_used);
+    st = eng_moe_submit(e, l, w, used, &n_used);
     /* the shared expert on this thread while the executors work */
     if (st == MT_OK) {
         st = mt_cpu_swiglu(&L->shared.gate, &L->shared.up, &L->shared.down, x, n, out);
     }
-    t_wait = mt_clock_now();
-    for (int i = 0; i < n_used; i++) {
-        st_wait = used[i]->ops->wait(used[i]->self);
-        if (st == MT_OK) {
-            st = st_wait;
-        }
-        for (int t = 0; t < MT_TIER_COUNT; t++) {
-            if (e->exec[t] == used[i]) { /* charged to the first tier it serves */
-                e->stats.tier_s[t] += mt_clock_now() - t_submit;
-                break;
-            }
-        }
+    st_wait = eng_moe_wait(e, used, n_used, t_submit);
+    if (st == MT_OK) {
+        st = st_wait;
     }
-    e->stats.moe_wait_s += mt_clock_now() - t_wait;
     if (st != MT_OK) {
         return st;
     }
     /* the weighted sum, in the fixed order of the file comment */
-    for (int x_id = 0; x_id < E; x_id++) {
-        for (int row = w->group_start[x_id]; row < w->group_start[x_id + 1]; row++) {
-            float *o = out + (size_t)w->row_tok[row] * D;
-            const float *yv = w->ys + (size_t)row * D;
-            float rw = w->row_w[row];
-            for (size_t d = 0; d < D; d++) {
-                o[d] += rw * yv[d];
-            }
-        }
-    }
+    eng_moe_sum(e, l, w, out);
     e->stats.moe_s += mt_clock_now() - t0;
     return MT_OK;
 }

@@ -1,0 +1,313 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_gpu_hetero.c - the GPU engine running a placement plan: routed experts on the GPU, in DRAM
+ * on the CPU (reference executor or the pinned team), streamed from disk through the streaming
+ * provider, and a mix of the three; prefetch on and off; caches cold and warm; GPU experts that do
+ * not fit --gpu-mem moved to DRAM.
+ *
+ * Oracle: HF transformers' golden logits and greedy tokens (tests/data/golden, the fp32 latent
+ * cache, the exact indexer: the configuration test_gpu_engine holds to 1e-3). Every plan must give
+ * the golden greedy tokens twice in a row (the second run finds the stream cache warm) and
+ * prefill logits within REL_HF of HF's. The engine's counters must agree with the plan: no expert
+ * runs on a tier the plan does not use, and every (token, expert) pair is counted exactly once.
+ * Without a CUDA device: 1..0 # SKIP.
+ */
+#include <config.h>
+
+#include "cpu/team.h"
+#include "kernels/kernels.h"
+#include "runtime/engine/engine.h"
+#include "runtime/engine/executor.h"
+#include "runtime/engine/executor_cpu_team.h"
+#include "runtime/engine/expert_provider.h"
+#include "runtime/engine/provider_stream.h"
+#include "runtime/model/model.h"
+#include "runtime/plan/planner.h"
+#include "tests/golden.h"
+#include "tests/tap.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define REL_HF 1e-3
+
+enum plan_kind { ALL_GPU, ALL_DRAM_REF, ALL_DRAM_TEAM, ALL_NVME, MIX, MIX_NO_PREFETCH, SQUEEZED };
+static const char *plan_name[] = {"all GPU",
+                                  "all DRAM (reference executor)",
+                                  "all DRAM (CPU team)",
+                                  "all NVMe (streamed, CPU team)",
+                                  "mix G/C/N",
+                                  "mix G/C/N, no prefetch",
+                                  "all GPU, half the expert budget"};
+
+struct golden_seq {
+    int32_t *ids, *prompt, *greedy;
+    int n_ids, n_prompt, n_greedy, cols;
+    float *logits;
+};
+
+/* One plan's engine with everything it borrows. */
+struct rig {
+    struct mt_engine *e;
+    struct mt_expert_provider *stream;
+    struct mt_cpu_team *team;
+    struct mt_executor *team_ex;
+    uint8_t *tiers;
+};
+
+static void
+rig_free(struct rig *r)
+{
+    mt_executor_destroy(r->team_ex);
+    mt_cpu_team_destroy(r->team);
+    mt_engine_destroy(r->e);
+    mt_expert_provider_destroy(r->stream);
+    free(r->tiers);
+    memset(r, 0, sizeof(*r));
+}
+
+static mt_status_t
+rig_build(const struct mt_model *m, enum plan_kind k, uint64_t gpu_mem, struct rig *r)
+{
+    const struct mt_model_config *c = &m->cfg;
+    size_t n = (size_t)c->num_hidden_layers * (size_t)c->n_routed_experts;
+    struct mt_engine_opts o;
+    mt_status_t st;
+
+    memset(r, 0, sizeof(*r));
+    mt_engine_opts_default(&o);
+    o.device = MT_DEVICE_GPU;
+    o.kv_dtype = MT_DTYPE_F32;
+    o.indexer = MT_INDEXER_EXACT;
+    o.gpu_ctx = 1024;
+    o.gpu_mem = gpu_mem;
+    o.no_prefetch = k == MIX_NO_PREFETCH;
+    if (k != ALL_GPU && k != SQUEEZED) {
+        r->tiers = malloc(n);
+        if (r->tiers == NULL) {
+            return MT_ERR_NOMEM;
+        }
+        for (size_t i = 0; i < n; i++) {
+            int x = (int)(i % (size_t)c->n_routed_experts);
+            static const uint8_t mix[3] = {MT_TIER_GPU, MT_TIER_DRAM_CPU, MT_TIER_NVME};
+            r->tiers[i] = k == ALL_NVME                        ? MT_TIER_NVME
+                          : (k == MIX || k == MIX_NO_PREFETCH) ? mix[x % 3]
+                                                               : MT_TIER_DRAM_CPU;
+        }
+        o.expert_tiers = r->tiers;
+    }
+    if (k == ALL_NVME || k == MIX || k == MIX_NO_PREFETCH) {
+        if ((st = mt_expert_provider_stream_create(m, NULL, NULL, 0, &r->stream)) != MT_OK) {
+            return st;
+        }
+        o.nvme_provider = r->stream;
+    }
+    if ((st = mt_engine_create(m, &o, &r->e)) != MT_OK) {
+        return st;
+    }
+    if (k != ALL_GPU && k != ALL_DRAM_REF) {
+        if ((st = mt_cpu_team_create(-1, 2, &r->team)) != MT_OK ||
+            (st = mt_executor_cpu_team_create(mt_engine_provider(r->e), r->team, &r->team_ex)) !=
+                MT_OK) {
+            return st;
+        }
+        for (int t = MT_TIER_DRAM_CPU; t < MT_TIER_COUNT; t++) {
+            mt_engine_set_executor(r->e, (enum mt_tier)t, r->team_ex);
+        }
+    }
+    return MT_OK;
+}
+
+/* The tiers a plan may use (bit per enum mt_tier). */
+static unsigned
+allowed_tiers(enum plan_kind k)
+{
+    switch (k) {
+    case ALL_GPU:
+        return 1u << MT_TIER_GPU;
+    case ALL_DRAM_REF:
+    case ALL_DRAM_TEAM:
+        return 1u << MT_TIER_DRAM_CPU;
+    case ALL_NVME:
+        return 1u << MT_TIER_NVME;
+    case SQUEEZED:
+        return 1u << MT_TIER_GPU | 1u << MT_TIER_DRAM_CPU;
+    default:
+        return 1u << MT_TIER_GPU | 1u << MT_TIER_DRAM_CPU | 1u << MT_TIER_NVME;
+    }
+}
+
+static void
+check_plan(const struct mt_model *m, const char *set, enum plan_kind k, uint64_t gpu_mem,
+           const struct golden_seq *q)
+{
+    const struct mt_model_config *c = &m->cfg;
+    const char *pn = plan_name[k];
+    struct rig r;
+    int n_moe = 0;
+
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        n_moe += m->layers[l].is_moe;
+    }
+    mt_log_set_quiet(k == SQUEEZED); /* its warning is expected */
+    mt_status_t st = rig_build(m, k, gpu_mem, &r);
+    mt_log_set_quiet(false);
+    if (!tap_ok(st == MT_OK, "%s, %s: engine builds (%s)", set, pn,
+                st == MT_OK ? "ok" : mt_last_error())) {
+        rig_free(&r);
+        return;
+    }
+    float *got = malloc((size_t)q->n_ids * (size_t)q->cols * sizeof(float));
+    int32_t *g1 = malloc((size_t)q->n_greedy * sizeof(int32_t));
+    int32_t *g2 = malloc((size_t)q->n_greedy * sizeof(int32_t));
+    bool ok = got != NULL && g1 != NULL && g2 != NULL;
+    ok = ok && mt_engine_forward(r.e, q->ids, q->n_ids, true, got) == MT_OK;
+    double rel = ok ? golden_worst_row_rel(got, q->logits, q->n_ids, q->cols, NULL) : INFINITY;
+    tap_ok(ok && rel <= REL_HF, "%s, %s: prefill logits within %.0e of HF (worst row %.2e)", set,
+           pn, REL_HF, rel);
+    struct mt_engine_stats s;
+    mt_engine_stats_get(r.e, &s);
+    uint64_t pairs = 0;
+    unsigned seen = 0;
+    for (int t = 0; t < MT_TIER_COUNT; t++) {
+        pairs += s.expert_pairs[t];
+        seen |= s.expert_runs[t] > 0 ? 1u << t : 0;
+    }
+    tap_ok(pairs == (uint64_t)q->n_ids * (uint64_t)c->num_experts_per_tok * (uint64_t)n_moe &&
+               (seen & ~allowed_tiers(k)) == 0,
+           "%s, %s: counters: %llu (token, expert) pairs (gpu %llu, dram %llu, nvme %llu), none "
+           "on a tier the plan does not use",
+           set, pn, (unsigned long long)pairs, (unsigned long long)s.expert_pairs[MT_TIER_GPU],
+           (unsigned long long)s.expert_pairs[MT_TIER_DRAM_CPU],
+           (unsigned long long)s.expert_pairs[MT_TIER_NVME]);
+    if (k == SQUEEZED) {
+        tap_ok(s.expert_runs[MT_TIER_DRAM_CPU] > 0 && mt_engine_device_bytes(r.e) <= gpu_mem,
+               "%s, %s: experts that did not fit run from DRAM (%llu runs) and the device holds "
+               "%llu <= %llu bytes",
+               set, pn, (unsigned long long)s.expert_runs[MT_TIER_DRAM_CPU],
+               (unsigned long long)mt_engine_device_bytes(r.e), (unsigned long long)gpu_mem);
+    }
+    mt_engine_stats_reset(r.e);
+    ok = ok && golden_greedy(r.e, q->prompt, q->n_prompt, q->n_greedy, g1) &&
+         golden_greedy(r.e, q->prompt, q->n_prompt, q->n_greedy, g2);
+    int bad = -1;
+    for (int i = 0; ok && i < q->n_greedy && bad < 0; i++) {
+        bad = g1[i] != q->greedy[i] || g2[i] != q->greedy[i] ? i : -1;
+    }
+    tap_ok(ok && bad < 0,
+           "%s, %s: %d greedy tokens identical to HF's, cold and warm (first "
+           "difference at %d)",
+           set, pn, q->n_greedy, bad);
+    mt_engine_stats_get(r.e, &s);
+    if (k == MIX && n_moe >= 2) {
+        tap_diag("%s, %s: prefetch guessed %llu streamed experts, %llu used (%.0f%%)", set, pn,
+                 (unsigned long long)s.prefetch_guessed, (unsigned long long)s.prefetch_hits,
+                 s.prefetch_guessed ? 100.0 * (double)s.prefetch_hits / (double)s.prefetch_guessed
+                                    : 0.0);
+        tap_ok(s.prefetch_guessed > 0 && s.prefetch_hits <= s.prefetch_guessed,
+               "%s, %s: layer l+1's streamed experts are guessed ahead (%llu guesses, %llu hits)",
+               set, pn, (unsigned long long)s.prefetch_guessed,
+               (unsigned long long)s.prefetch_hits);
+    }
+    if (k == MIX_NO_PREFETCH) {
+        tap_ok(s.prefetch_guessed == 0, "%s, %s: no guesses", set, pn);
+    }
+    free(got);
+    free(g1);
+    free(g2);
+    rig_free(&r);
+}
+
+static void
+golden_set(const char *dir, const char *name)
+{
+    char path[2200];
+    json_error_t jerr;
+    const char *model_dir = dir;
+    const char *synth_dir = NULL;
+    struct mt_model *m = NULL;
+    struct golden_seq q = {0};
+    json_t *root =
+        json_load_file((snprintf(path, sizeof(path), "%s/golden.json", dir), path), 0, &jerr);
+
+    if (!tap_ok(root != NULL, "%s: golden.json parses", name)) {
+        return;
+    }
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    FILE *cf = fopen(path, "r");
+    if (cf != NULL) {
+        fclose(cf);
+    } else {
+        const char *cmd = json_string_value(json_object_get(root, "source_command"));
+        if (!tap_ok(cmd != NULL && golden_synth(cmd, &synth_dir) == MT_OK,
+                    "%s: checkpoint regenerated by '%s'", name, cmd ? cmd : "(none)")) {
+            goto out;
+        }
+        model_dir = synth_dir;
+    }
+    if (!tap_ok(mt_model_open(model_dir, &m) == MT_OK, "%s: checkpoint opens", name)) {
+        goto out;
+    }
+    json_t *seq = json_array_get(json_object_get(root, "sequences"), 0);
+    q.ids = golden_json_ids(json_object_get(seq, "ids"), &q.n_ids);
+    q.prompt = golden_json_ids(json_object_get(seq, "prompt"), &q.n_prompt);
+    q.greedy = golden_json_ids(json_object_get(seq, "greedy"), &q.n_greedy);
+    q.cols = (int)json_integer_value(json_object_get(seq, "cols"));
+    const char *lf = json_string_value(json_object_get(seq, "logits_file"));
+    snprintf(path, sizeof(path), "%s/%s", dir, lf != NULL ? lf : "?");
+    q.logits = golden_read_f32(path, (size_t)q.n_ids * (size_t)q.cols);
+    if (!tap_ok(q.ids && q.prompt && q.greedy && q.logits && q.cols == m->cfg.vocab_size,
+                "%s: golden sequence readable", name)) {
+        goto out;
+    }
+    /* the budget that holds everything but half the experts */
+    struct rig all, none;
+    uint64_t half = 0;
+    if (rig_build(m, ALL_GPU, 0, &all) == MT_OK && rig_build(m, ALL_DRAM_REF, 0, &none) == MT_OK) {
+        uint64_t a = mt_engine_device_bytes(all.e), b = mt_engine_device_bytes(none.e);
+        half = b + (a - b) / 2 + (1u << 20); /* + the arena's slack */
+        tap_diag("%s: device bytes with every expert %llu, with none %llu", name,
+                 (unsigned long long)a, (unsigned long long)b);
+    }
+    rig_free(&all);
+    rig_free(&none);
+    for (int k = ALL_GPU; k <= SQUEEZED; k++) {
+        if (k == SQUEEZED && half == 0) {
+            continue;
+        }
+        check_plan(m, name, (enum plan_kind)k, k == SQUEEZED ? half : 0, &q);
+    }
+out:
+    free(q.ids);
+    free(q.prompt);
+    free(q.greedy);
+    free(q.logits);
+    mt_model_destroy(m);
+    json_decref(root);
+    if (synth_dir != NULL) {
+        tap_rmtree(synth_dir);
+    }
+}
+
+int
+main(void)
+{
+    int n_dev = 0;
+    const char *base = tap_data_path("golden");
+    const char *sets[] = {"synth-fp8", "v32-tiny-a", "v32-tiny-b"};
+
+    if (mt_gpu_device_count(&n_dev) != MT_OK || n_dev == 0) {
+        tap_skip_all("no CUDA device");
+        return 0;
+    }
+    tap_plan(0);
+    for (size_t i = 0; i < sizeof(sets) / sizeof(sets[0]); i++) {
+        char dir[1400];
+        snprintf(dir, sizeof(dir), "%s/%s", base, sets[i]);
+        golden_set(dir, sets[i]);
+    }
+    return tap_done();
+}
