@@ -578,7 +578,7 @@ mt_cli_engine_report_stream(const struct mt_cli_engine *e)
  * --threads threads (capped at the physical cores), else one per core.
  */
 static mt_status_t
-engine_team(struct mt_cli_engine *e, int threads, bool report)
+engine_team(struct mt_cli_engine *e, int threads, bool gpu, bool report)
 {
     struct mt_cpu_topo topo;
     enum mt_cpu_level level;
@@ -588,7 +588,9 @@ engine_team(struct mt_cli_engine *e, int threads, bool report)
         return st;
     }
     if (threads <= 0 || threads > topo.cores) {
-        threads = topo.cores;
+        /* beside the GPU engine one core stays free for the thread that drives the GPU: a team
+         * thread pinned there would slow the whole team (its rows finish last) */
+        threads = gpu && topo.cores > 1 ? topo.cores - 1 : topo.cores;
     }
     if ((st = mt_cpu_team_create(-1, threads, &e->team)) != MT_OK ||
         (st = mt_executor_cpu_team_create(mt_engine_provider(e->engine), e->team,
@@ -692,7 +694,7 @@ mt_cli_engine_init(struct mt_cli_engine *e, const char *dir, const struct mt_cli
     /* the GPU engine needs host executors only for the experts a plan keeps off the GPU */
     bool host_experts = !gpu || eo.expert_tiers != NULL;
     if (host_experts && !f->ref_experts &&
-        (st = engine_team(e, f->threads, f->report)) != MT_OK) {
+        (st = engine_team(e, f->threads, gpu, f->report)) != MT_OK) {
         goto fail;
     }
     st = mt_session_create(e->engine, &f->sampler, &e->session);

@@ -201,7 +201,7 @@ struct mt_engine_stats {
 };
 
 /* Copy the counters into *out. */
-void mt_engine_stats_get(const struct mt_engine *engine, struct mt_engine_stats *out);
+void mt_engine_stats_get(struct mt_engine *engine, struct mt_engine_stats *out);
 /* Zero the counters (e.g. between prefill and decode, to report them apart). */
 void mt_engine_stats_reset(struct mt_engine *engine);
 

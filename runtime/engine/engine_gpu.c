@@ -481,15 +481,22 @@ eng_gpu_create(struct mt_engine *e)
         size_t margin = MT_MAX((size_t)512 << 20, dev_free / 20);
         budget = dev_free > margin ? dev_free - margin : 0;
     }
-    size_t cap = MT_MIN(budget, dev_free);
-    int moved = 0;
-    if (need > cap && eng_gpu_fit_experts(e, g, need - cap, &moved) == MT_OK) {
-        /* count again with the experts that stay */
+    /* GPU experts that do not fit move to DRAM, counted again until the rest fits */
+    size_t cap = MT_MIN(budget, dev_free), need0 = need;
+    int moved = 0, m1 = 0;
+    while (need > cap && eng_gpu_fit_experts(e, g, need - cap, &m1) == MT_OK && m1 > 0) {
+        moved += m1;
         memset(g->need, 0, sizeof(g->need));
         if ((st = place_all(e, g)) != MT_OK) {
             return st;
         }
         need = g->need[0] + g->need[1] + g->need[2] + ((size_t)1 << 20);
+    }
+    if (moved > 0 && need <= cap) {
+        mt_log_warn("GPU engine: %d routed experts (%.2f GiB) do not fit the GPU budget and run "
+                    "from DRAM on the CPU instead (the plan was made for more GPU memory; "
+                    "replan with this --gpu-mem to place them well)", moved,
+                    (double)(need0 - need) / (1 << 30));
     }
     if (need > budget || need > dev_free) {
         char a[32], b[32], d[32], w[32], x[32], y[32];

@@ -87,6 +87,7 @@ struct eng_gpu {
     int guess_layer;               /* -1: none pending */
     struct CUevent_st *ev_ids;     /* the router's ids (and the input) are on the host */
     struct CUevent_st *ev_x0, *ev_x1; /* around the device's routed experts, for stats */
+    bool x_timing;                 /* ev_x0..ev_x1 recorded, not yet added to the stats */
 };
 
 /* The arena's categories: where a counting-pass byte is charged. */
@@ -131,8 +132,9 @@ mt_status_t eng_gpu_mlp(struct eng_gpu *g, int l, const struct g_mlp *M, const f
  */
 mt_status_t eng_gpu_place_experts(struct mt_engine *e, struct eng_gpu *g, int l);
 /*
- * engine_gpu_moe.c: after the counting pass, move GPU experts to DRAM (last layers first, highest
- * ids first) until need - budget bytes are freed; *moved_out how many. Warns what was cut.
+ * engine_gpu_moe.c: move GPU-tier experts to DRAM (last layers first, highest ids first) until
+ * their checkpoint bytes reach `over`; *moved_out how many (MT_ERR_NOMEM when none was left).
+ * The caller counts the arena again and calls again while it does not fit.
  */
 mt_status_t eng_gpu_fit_experts(struct mt_engine *e, struct eng_gpu *g, size_t over,
                                 int *moved_out);

@@ -143,6 +143,8 @@ struct eng_gpu;
 mt_status_t eng_gpu_create(struct mt_engine *e);
 void eng_gpu_destroy(struct eng_gpu *g, int n_layers);
 uint64_t eng_gpu_device_bytes(const struct eng_gpu *g);
+/* engine_gpu_moe.c: the device's pending expert timing into e->stats. */
+void eng_gpu_stats_flush(struct mt_engine *e, struct eng_gpu *g);
 mt_status_t eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logits,
                             float *logits_out);
 
