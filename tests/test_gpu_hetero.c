@@ -2,8 +2,9 @@
 /*
  * test_gpu_hetero.c - the GPU engine running a placement plan: routed experts on the GPU, in DRAM
  * on the CPU (reference executor or the pinned team), streamed from disk through the streaming
- * provider, and a mix of the three; prefetch on and off; caches cold and warm; GPU experts that do
- * not fit --gpu-mem moved to DRAM.
+ * provider, DRAM experts copied to GPU slots (tier DRAM_PCIE, and any with enough tokens), and
+ * mixes; prefetch on and off; caches cold and warm; GPU experts that do not fit --gpu-mem moved
+ * to DRAM.
  *
  * Oracle: HF transformers' golden logits and greedy tokens (tests/data/golden, the fp32 latent
  * cache, the exact indexer: the configuration test_gpu_engine holds to 1e-3). Every plan must give
@@ -34,14 +35,28 @@
 
 #define REL_HF 1e-3
 
-enum plan_kind { ALL_GPU, ALL_DRAM_REF, ALL_DRAM_TEAM, ALL_NVME, MIX, MIX_NO_PREFETCH, SQUEEZED };
-static const char *plan_name[] = {"all GPU",
-                                  "all DRAM (reference executor)",
-                                  "all DRAM (CPU team)",
-                                  "all NVMe (streamed, CPU team)",
-                                  "mix G/C/N",
-                                  "mix G/C/N, no prefetch",
-                                  "all GPU, half the expert budget"};
+enum plan_kind {
+    ALL_GPU,
+    ALL_DRAM_REF,
+    ALL_DRAM_TEAM,
+    ALL_NVME,
+    MIX,
+    MIX_NO_PREFETCH,
+    MIX_PCIE,
+    DRAM_SLOTS,
+    SQUEEZED
+};
+static const char *plan_name[] = {
+    "all GPU",
+    "all DRAM (reference executor)",
+    "all DRAM (CPU team)",
+    "all NVMe (streamed, CPU team)",
+    "mix G/C/N",
+    "mix G/C/N, no prefetch",
+    "mix G/C/P/N (P: copied to GPU slots)",
+    "all DRAM, every expert through GPU slots",
+    "all GPU, half the expert budget",
+};
 
 struct golden_seq {
     int32_t *ids, *prompt, *greedy;
@@ -85,6 +100,7 @@ rig_build(const struct mt_model *m, enum plan_kind k, uint64_t gpu_mem, struct r
     o.gpu_ctx = 1024;
     o.gpu_mem = gpu_mem;
     o.no_prefetch = k == MIX_NO_PREFETCH;
+    o.gpu_slot_min_tokens = k == DRAM_SLOTS ? 1 : 0;
     if (k != ALL_GPU && k != SQUEEZED) {
         r->tiers = malloc(n);
         if (r->tiers == NULL) {
@@ -99,13 +115,14 @@ rig_build(const struct mt_model *m, enum plan_kind k, uint64_t gpu_mem, struct r
         }
         o.expert_tiers = r->tiers;
     }
-    if (k == ALL_NVME || k == MIX || k == MIX_NO_PREFETCH) {
+    if (k == ALL_NVME || k == MIX || k == MIX_NO_PREFETCH || k == MIX_PCIE) {
         if ((st = mt_expert_provider_stream_create(m, NULL, NULL, 0, &r->stream)) != MT_OK) {
             return st;
         }
         o.nvme_provider = r->stream;
     }
-    if ((st = mt_engine_create(m, &o, &r->e)) != MT_OK) {
+    if ((st = mt_engine_create(m, &o, &r->e)) != MT_OK ||
+        (k == MIX_PCIE && (st = mt_engine_preload_experts(r->e, NULL)) != MT_OK)) {
         return st;
     }
     if (k != ALL_GPU && k != ALL_DRAM_REF) {
@@ -130,11 +147,15 @@ allowed_tiers(enum plan_kind k)
         return 1u << MT_TIER_GPU;
     case ALL_DRAM_REF:
     case ALL_DRAM_TEAM:
+    case DRAM_SLOTS:
         return 1u << MT_TIER_DRAM_CPU;
     case ALL_NVME:
         return 1u << MT_TIER_NVME;
     case SQUEEZED:
         return 1u << MT_TIER_GPU | 1u << MT_TIER_DRAM_CPU;
+    case MIX_PCIE:
+        return 1u << MT_TIER_GPU | 1u << MT_TIER_DRAM_CPU | 1u << MT_TIER_NVME |
+               1u << MT_TIER_DRAM_PCIE;
     default:
         return 1u << MT_TIER_GPU | 1u << MT_TIER_DRAM_CPU | 1u << MT_TIER_NVME;
     }
@@ -183,6 +204,10 @@ check_plan(const struct mt_model *m, const char *set, enum plan_kind k, uint64_t
            set, pn, (unsigned long long)pairs, (unsigned long long)s.expert_pairs[MT_TIER_GPU],
            (unsigned long long)s.expert_pairs[MT_TIER_DRAM_CPU],
            (unsigned long long)s.expert_pairs[MT_TIER_NVME]);
+    if (k == MIX_PCIE || k == DRAM_SLOTS) {
+        tap_ok(s.slot_copies > 0, "%s, %s: experts were copied to GPU slots (%llu)", set, pn,
+               (unsigned long long)s.slot_copies);
+    }
     if (k == SQUEEZED) {
         tap_ok(s.expert_runs[MT_TIER_DRAM_CPU] > 0 && mt_engine_device_bytes(r.e) <= gpu_mem,
                "%s, %s: experts that did not fit run from DRAM (%llu runs) and the device holds "

@@ -333,6 +333,9 @@ mt_engine_preload_experts(struct mt_engine *e, uint64_t *bytes_out)
     if (bytes_out != NULL) {
         *bytes_out = bytes;
     }
+    if (first == MT_OK && e->gpu != NULL) {
+        first = eng_gpu_pin_experts(e, e->gpu);
+    }
     return first;
 }
 
@@ -511,6 +514,7 @@ engine_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logit
         e->work_bytes = need;
     }
     work_layout(c, (size_t)n, (size_t)end, dense, e->work, &w);
+    w.on_gpu = NULL;
     h = w.h;
     x = w.x;
     y = w.y;

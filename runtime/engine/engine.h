@@ -90,6 +90,12 @@ struct mt_engine_opts {
      * experts on NVMe; mt_engine_stats counts its hits.
      */
     bool no_prefetch;
+    /*
+     * GPU: a DRAM expert (tier DRAM_CPU) with at least this many tokens in one step is copied
+     * to a GPU slot and computed there instead of on the CPU (long prefills); experts of tier
+     * DRAM_PCIE always are. 0: $MT_GPU_SLOT_MIN_TOKENS, else 64.
+     */
+    int gpu_slot_min_tokens;
 };
 
 /* Defaults: exact indexer, sparse attention, no comparison, no trace, all experts in DRAM. */
@@ -198,6 +204,7 @@ struct mt_engine_stats {
     double moe_wait_s;                     /* of it, the engine thread blocked on executors */
     uint64_t prefetch_guessed;             /* layer l+1 experts guessed early (GPU engine) */
     uint64_t prefetch_hits;                /* of them, really chosen by the router */
+    uint64_t slot_copies;                  /* DRAM experts copied to a GPU slot (GPU engine) */
 };
 
 /* Copy the counters into *out. */

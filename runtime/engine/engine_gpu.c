@@ -403,10 +403,9 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
     A(g->pair_w, TOK * K * f, "work");
     A(g->xgroups, E * sizeof(struct mt_gpu_expert), "work");
     A(g->moe_work, mt_gpu_moe_work_bytes((int)(TOK * K), (int)inter, (int)D) + 1, "work");
-    A(g->d_host_sum, TOK * D * f, "work");
-    A(g->glog, TOK * E * f, "work");
-    A(g->gids, TOK * K * sizeof(int32_t), "work");
-    A(g->grw, TOK * K * f, "work");
+    if ((st = eng_gpu_moe_alloc(e, g)) != MT_OK) {
+        return st;
+    }
     return MT_OK;
 }
 

@@ -88,6 +88,18 @@ struct eng_gpu {
     struct CUevent_st *ev_ids;     /* the router's ids (and the input) are on the host */
     struct CUevent_st *ev_x0, *ev_x1; /* around the device's routed experts, for stats */
     bool x_timing;                 /* ev_x0..ev_x1 recorded, not yet added to the stats */
+    /* GPU slots: DRAM experts copied over PCIe and computed on the device (tier DRAM_PCIE
+       always; DRAM_CPU ones with at least slot_min_tok tokens in a step) */
+    bool slot_ok;                  /* the experts' dtype and shape suit the device GEMV */
+    void *slot[2];                 /* device, slot_bytes each; NULL: no slots */
+    size_t slot_bytes;
+    size_t slot_off[6];            /* gate, up, down data, then their scales, in a slot */
+    int slot_min_tok;
+    uint8_t *on_gpu;               /* host [E]: this layer's experts the device computes */
+    int32_t *n_rows;               /* host [E]: this layer's tokens per expert */
+    int *slot_x;                   /* host [E]: this step's slot experts, in order */
+    void **pinned;                 /* host buffers registered for DMA (tier DRAM_PCIE) */
+    int n_pinned;
 };
 
 /* The arena's categories: where a counting-pass byte is charged. */
@@ -138,6 +150,8 @@ mt_status_t eng_gpu_place_experts(struct mt_engine *e, struct eng_gpu *g, int l)
  */
 mt_status_t eng_gpu_fit_experts(struct mt_engine *e, struct eng_gpu *g, size_t over,
                                 int *moved_out);
+/* engine_gpu_moe.c: the MoE layer's device work buffers (in place_all, both passes). */
+mt_status_t eng_gpu_moe_alloc(struct mt_engine *e, struct eng_gpu *g);
 /* engine_gpu_moe.c: the MoE layer's host buffers and events (after the arena pass). */
 mt_status_t eng_gpu_moe_init(struct mt_engine *e, struct eng_gpu *g);
 void eng_gpu_moe_fini(struct eng_gpu *g);

@@ -31,6 +31,7 @@
 
 #include "runtime/engine/engine_gpu_impl.h"
 
+#include "kernels/host_copy.h"
 #include "runtime/base/clock.h"
 #include "runtime/plan/trace.h"
 
@@ -112,6 +113,73 @@ eng_gpu_fit_experts(struct mt_engine *e, struct eng_gpu *g, size_t over, int *mo
     return moved > 0 ? MT_OK : MT_ERR_NOMEM;
 }
 
+/*
+ * The layout of one GPU slot: the first MoE layer's expert 0 stands for all (every routed expert
+ * of a model has the same shapes and dtypes). slot_ok when the device GEMV takes them as they are
+ * (FP8 with 16-column rows and fp32 block scales, or BF16 with 8-column rows).
+ */
+static void
+slot_layout(const struct mt_engine *e, struct eng_gpu *g)
+{
+    const struct mt_expert_weights *x = NULL;
+    size_t off = 0;
+
+    g->slot_ok = false;
+    g->slot_bytes = 0;
+    for (int l = 0; l < e->n_layers && x == NULL; l++) {
+        x = e->model->layers[l].is_moe ? e->model->layers[l].experts : NULL;
+    }
+    if (x == NULL) {
+        return;
+    }
+    const struct mt_weight *w[3] = {&x->gate, &x->up, &x->down};
+    bool ok = true;
+    for (int k = 0; k < 3; k++) {
+        const struct mt_st_tensor *t = w[k]->w;
+        bool fp8 = t->dtype == MT_DTYPE_F8_E4M3 && t->shape[1] % 16 == 0 && w[k]->scale != NULL;
+        bool bf16 = t->dtype == MT_DTYPE_BF16 && t->shape[1] % 8 == 0;
+        ok = ok && t->ndim == 2 && (fp8 || bf16);
+        g->slot_off[k] = off;
+        off += (t->nbytes + 255) & ~(size_t)255;
+    }
+    for (int k = 0; k < 3; k++) {
+        const struct mt_st_tensor *sc = w[k]->scale;
+        g->slot_off[3 + k] = off;
+        off += sc != NULL ? ((size_t)sc->nelem * sizeof(float) + 255) & ~(size_t)255 : 0;
+    }
+    g->slot_ok = ok;
+    g->slot_bytes = off;
+}
+
+mt_status_t
+eng_gpu_moe_alloc(struct mt_engine *e, struct eng_gpu *g)
+{
+    const struct mt_model_config *c = &e->cfg;
+    size_t f = sizeof(float), D = (size_t)c->hidden_size;
+    size_t E = (size_t)c->n_routed_experts, K = (size_t)c->num_experts_per_tok;
+    bool host = false;
+    mt_status_t st;
+
+    for (size_t i = 0; i < (size_t)e->n_layers * E && !host; i++) {
+        host = e->model->layers[i / E].is_moe && e->tiers[i] != MT_TIER_GPU;
+    }
+    if ((st = eng_gpu_alloc(g, TOK * D * f, "work", (void **)&g->d_host_sum)) != MT_OK ||
+        (st = eng_gpu_alloc(g, TOK * E * f, "work", (void **)&g->glog)) != MT_OK ||
+        (st = eng_gpu_alloc(g, TOK * K * sizeof(int32_t), "work", (void **)&g->gids)) != MT_OK ||
+        (st = eng_gpu_alloc(g, TOK * K * f, "work", (void **)&g->grw)) != MT_OK) {
+        return st;
+    }
+    /* two slots (one fills while the other computes) where some expert lives off the GPU */
+    slot_layout(e, g);
+    g->slot[0] = g->slot[1] = NULL;
+    for (int k = 0; k < 2 && host && g->slot_ok; k++) {
+        if ((st = eng_gpu_alloc(g, g->slot_bytes, "expert slots", &g->slot[k])) != MT_OK) {
+            return st;
+        }
+    }
+    return MT_OK;
+}
+
 mt_status_t
 eng_gpu_moe_init(struct mt_engine *e, struct eng_gpu *g)
 {
@@ -136,8 +204,17 @@ eng_gpu_moe_init(struct mt_engine *e, struct eng_gpu *g)
     w->xs = malloc(np * D * sizeof(float));
     w->ys = malloc(np * D * sizeof(float));
     g->guessed = calloc(E, 1);
+    g->on_gpu = calloc(E, 1);
+    g->n_rows = calloc(E, sizeof(int32_t));
+    g->slot_x = calloc(E, sizeof(int));
+    w->on_gpu = g->on_gpu;
+    const char *mt = getenv("MT_GPU_SLOT_MIN_TOKENS");
+    g->slot_min_tok = e->opts.gpu_slot_min_tokens > 0 ? e->opts.gpu_slot_min_tokens
+                      : mt != NULL && atoi(mt) > 0    ? atoi(mt)
+                                                      : 64;
     if (w->row_tok == NULL || w->row_w == NULL || w->group_start == NULL || w->group_fill == NULL ||
-        w->tasks == NULL || w->xs == NULL || w->ys == NULL || g->guessed == NULL) {
+        w->tasks == NULL || w->xs == NULL || w->ys == NULL || g->guessed == NULL ||
+        g->on_gpu == NULL || g->n_rows == NULL || g->slot_x == NULL) {
         return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the GPU engine's MoE host buffers");
     }
     /* pinned: the copies from the device return at once, the shared expert is queued meanwhile */
@@ -174,6 +251,13 @@ eng_gpu_moe_fini(struct eng_gpu *g)
     free(w->xs);
     free(w->ys);
     free(g->guessed);
+    free(g->on_gpu);
+    free(g->n_rows);
+    free(g->slot_x);
+    for (int i = 0; i < g->n_pinned; i++) {
+        mt_gpu_host_unregister(g->pinned[i]);
+    }
+    free(g->pinned);
     mt_gpu_pinned_free(g->h_x);
     mt_gpu_pinned_free(g->h_out);
     mt_gpu_pinned_free(g->h_gids);
@@ -257,35 +341,76 @@ count_guess(struct mt_engine *e, struct eng_gpu *g, int l)
     g->guess_layer = -1;
 }
 
+/* Copy expert x of layer l (acquired: *w) into GPU slot k; *M its device view. */
+static mt_status_t
+slot_fill(struct mt_engine *e, struct eng_gpu *g, int l, int k, const struct mt_expert *w,
+          struct g_mlp *M)
+{
+    const struct mt_cpu_weight *cw[3] = {&w->gate, &w->up, &w->down};
+    struct gw *dw[3] = {&M->gate, &M->up, &M->down};
+    struct CUstream_st *s = g->stream;
+    char *base = g->slot[k];
+
+    for (int i = 0; i < 3; i++) {
+        const struct mt_cpu_weight *c = cw[i];
+        size_t bytes = (size_t)(c->rows * c->cols) * mt_dtype_size(c->dtype);
+        dw[i]->w = (struct mt_gpu_weight){
+            .dtype = c->dtype, .data = base + g->slot_off[i], .rows = c->rows, .cols = c->cols};
+        GPU_DO(l, "expert copy to a GPU slot",
+               mt_gpu_copy_async(base + g->slot_off[i], c->data, bytes, 1, s));
+        if (c->dtype == MT_DTYPE_F8_E4M3) {
+            size_t nb = (size_t)((c->rows + MT_CPU_FP8_BLOCK - 1) / MT_CPU_FP8_BLOCK *
+                                 ((c->cols + MT_CPU_FP8_BLOCK - 1) / MT_CPU_FP8_BLOCK));
+            dw[i]->w.scale = (const float *)(base + g->slot_off[3 + i]);
+            GPU_DO(
+                l, "expert copy to a GPU slot",
+                mt_gpu_copy_async(base + g->slot_off[3 + i], c->scale, nb * sizeof(float), 1, s));
+        }
+    }
+    (void)e;
+    return MT_OK;
+}
+
 /*
- * The device's groups of layer l (GPU-tier experts with tokens), compacted into the h_* arrays
- * and uploaded; then the grouped GEMV (decode batches) or one MLP per expert (longer batches).
+ * The device's experts of layer l: its GPU-tier groups and this step's slot experts, their
+ * (token, weight) pairs compacted into the h_* arrays and uploaded; GPU-tier groups by the grouped
+ * GEMV (decode batches) or one MLP per expert, slot experts one MLP each after their copy. Slot
+ * experts stay acquired until the stream is synchronized (*held_out of them, in g->slot_x).
  */
 static mt_status_t
-device_experts(struct mt_engine *e, struct eng_gpu *g, int l, int m)
+device_experts(struct mt_engine *e, struct eng_gpu *g, int l, int m, int *held_out)
 {
     const struct mt_model_config *c = &e->cfg;
     const struct eng_work *w = &g->hw;
     struct g_layer *L = &g->layers[l];
     struct CUstream_st *s = g->stream;
     int E = c->n_routed_experts, D = c->hidden_size;
-    int n_groups = 0, np = 0, max_tok = 0;
+    int n_groups = 0, n_dev = 0, np = 0, np_dev = 0, max_tok = 0;
     mt_status_t st;
 
-    for (int x = 0; x < E; x++) {
-        int a = w->group_start[x], b = w->group_start[x + 1];
-        if (b == a || tier_of(e, l, x) != MT_TIER_GPU) {
-            continue;
+    *held_out = 0;
+    /* GPU-tier groups first (the grouped kernel takes them), then the slot experts */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int x = 0; x < E; x++) {
+            int a = w->group_start[x], b = w->group_start[x + 1];
+            bool resident = tier_of(e, l, x) == MT_TIER_GPU;
+            if (b == a || !g->on_gpu[x] || resident != (pass == 0)) {
+                continue;
+            }
+            g->h_xgroups[n_groups] = L->xtab[x];
+            g->h_count[n_groups] = x; /* the expert of group n_groups */
+            g->h_group_start[n_groups] = np;
+            for (int r = a; r < b; r++, np++) {
+                g->h_pair_tok[np] = w->row_tok[r];
+                g->h_pair_w[np] = w->row_w[r];
+            }
+            max_tok = pass == 0 ? MT_MAX(max_tok, b - a) : max_tok;
+            n_groups++;
         }
-        g->h_xgroups[n_groups] = L->xtab[x];
-        g->h_count[n_groups] = x; /* the expert of group n_groups */
-        g->h_group_start[n_groups] = np;
-        for (int r = a; r < b; r++, np++) {
-            g->h_pair_tok[np] = w->row_tok[r];
-            g->h_pair_w[np] = w->row_w[r];
+        if (pass == 0) {
+            n_dev = n_groups;
+            np_dev = np;
         }
-        max_tok = MT_MAX(max_tok, b - a);
-        n_groups++;
     }
     g->h_group_start[n_groups] = np;
     if (n_groups == 0) {
@@ -298,15 +423,16 @@ device_experts(struct mt_engine *e, struct eng_gpu *g, int l, int m)
            mt_gpu_copy_async(g->pair_tok, g->h_pair_tok, (size_t)np * 4, 1, s));
     GPU_DO(l, "expert groups upload",
            mt_gpu_copy_async(g->pair_w, g->h_pair_w, (size_t)np * 4, 1, s));
-    if (g->grouped_moe && m <= TOK) {
+    int first_loop = 0; /* the first group the per-expert loop computes */
+    if (n_dev > 0 && g->grouped_moe && m <= TOK) {
         GPU_DO(l, "expert groups upload",
                mt_gpu_copy_async(g->xgroups, g->h_xgroups,
-                                 (size_t)n_groups * sizeof(struct mt_gpu_expert), 1, s));
+                                 (size_t)n_dev * sizeof(struct mt_gpu_expert), 1, s));
         struct mt_gpu_moe_args a = {
             .hidden = D,
             .inter = c->moe_intermediate_size,
-            .n_groups = n_groups,
-            .n_pairs = np,
+            .n_groups = n_dev,
+            .n_pairs = np_dev,
             .max_group_tok = max_tok,
             .n_tok = m,
             .experts = g->xgroups,
@@ -318,21 +444,83 @@ device_experts(struct mt_engine *e, struct eng_gpu *g, int l, int m)
             .work = g->moe_work,
         };
         GPU_DO(l, "routed experts (grouped GEMV)", mt_gpu_moe_experts(&a, s));
-    } else {
-        for (int gi = 0; gi < n_groups; gi++) {
-            const struct g_mlp *X = &L->experts[g->h_count[gi]];
-            int a = g->h_group_start[gi], cnt = g->h_group_start[gi + 1] - a;
-            GPU_DO(l, "expert input gather",
-                   mt_gpu_gather_rows(g->x, g->pair_tok + a, cnt, D, g->xs, s));
-            if ((st = eng_gpu_mlp(g, l, X, g->xs, cnt, g->ys + (size_t)a * D)) != MT_OK) {
+        first_loop = n_dev;
+    }
+    for (int gi = first_loop; gi < n_groups; gi++) {
+        int x = g->h_count[gi];
+        int a = g->h_group_start[gi], cnt = g->h_group_start[gi + 1] - a;
+        const struct g_mlp *X = &L->experts[x];
+        struct g_mlp S;
+        if (gi >= n_dev) {
+            struct mt_expert hw;
+            int k = *held_out % 2;
+            if ((st = e->provider->ops->acquire(e->provider->self, l, x, &hw)) != MT_OK) {
                 return st;
             }
+            g->slot_x[(*held_out)++] = x;
+            if ((st = slot_fill(e, g, l, k, &hw, &S)) != MT_OK) {
+                return st;
+            }
+            X = &S;
+            e->stats.slot_copies++;
         }
+        GPU_DO(l, "expert input gather",
+               mt_gpu_gather_rows(g->x, g->pair_tok + a, cnt, D, g->xs, s));
+        if ((st = eng_gpu_mlp(g, l, X, g->xs, cnt, g->ys + (size_t)a * D)) != MT_OK) {
+            return st;
+        }
+    }
+    int a0 = g->h_group_start[first_loop];
+    if (np > a0) {
         GPU_DO(l, "expert weighted sum",
-               mt_gpu_scatter_add_rows(g->y, g->ys, g->pair_tok, g->pair_w, np, D, s));
+               mt_gpu_scatter_add_rows(g->y, g->ys + (size_t)a0 * D, g->pair_tok + a0,
+                                       g->pair_w + a0, np - a0, D, s));
     }
     GPU_DO(l, "routed experts (device)", mt_gpu_event_record(g->ev_x1, s));
     g->x_timing = true;
+    return MT_OK;
+}
+
+mt_status_t
+eng_gpu_pin_experts(struct mt_engine *e, struct eng_gpu *g)
+{
+    int E = e->cfg.n_routed_experts;
+    int n = 0;
+
+    if (g->slot[0] == NULL) {
+        return MT_OK;
+    }
+    for (int i = 0; i < e->n_layers * E; i++) {
+        n += e->model->layers[i / E].is_moe && e->tiers[i] == MT_TIER_DRAM_PCIE;
+    }
+    if (n == 0 || (g->pinned = calloc((size_t)n * 6, sizeof(void *))) == NULL) {
+        return n == 0 ? MT_OK : mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the pinned list");
+    }
+    /* the provider keeps these (resident) experts: their buffers stay where they are */
+    for (int i = 0; i < e->n_layers * E; i++) {
+        struct mt_expert w;
+        int l = i / E, x = i % E;
+        if (!e->model->layers[l].is_moe || e->tiers[i] != MT_TIER_DRAM_PCIE ||
+            e->provider->ops->acquire(e->provider->self, l, x, &w) != MT_OK) {
+            continue;
+        }
+        const struct mt_cpu_weight *cw[3] = {&w.gate, &w.up, &w.down};
+        for (int k = 0; k < 3; k++) {
+            void *p[2] = {(void *)cw[k]->data, (void *)cw[k]->scale};
+            size_t b[2] = {(size_t)(cw[k]->rows * cw[k]->cols) * mt_dtype_size(cw[k]->dtype), 0};
+            if (cw[k]->scale != NULL) {
+                b[1] = (size_t)((cw[k]->rows + 127) / 128 * ((cw[k]->cols + 127) / 128)) * 4;
+            }
+            for (int j = 0; j < 2; j++) {
+                mt_log_set_quiet(true);
+                if (p[j] != NULL && mt_gpu_host_register(p[j], b[j]) == MT_OK) {
+                    g->pinned[g->n_pinned++] = p[j];
+                }
+                mt_log_set_quiet(false);
+            }
+        }
+        e->provider->ops->release(e->provider->self, l, x);
+    }
     return MT_OK;
 }
 
@@ -346,6 +534,31 @@ eng_gpu_stats_flush(struct mt_engine *e, struct eng_gpu *g)
         e->stats.tier_s[MT_TIER_GPU] += ms * 1e-3;
     }
     g->x_timing = false;
+}
+
+/*
+ * Which of layer l's experts the device computes this step (g->on_gpu): its GPU-tier ones, and
+ * where there are slots, DRAM experts of tier DRAM_PCIE and those of tier DRAM_CPU with at least
+ * slot_min_tok tokens (a long prefill: their FLOPs would take the CPU longer than the copy).
+ * NVMe experts stay on the host executors: their reads hold provider slots the executors share.
+ */
+static void
+mark_device(const struct mt_engine *e, struct eng_gpu *g, int l, int m)
+{
+    const struct eng_work *w = &g->hw;
+    int E = e->cfg.n_routed_experts, K = e->cfg.num_experts_per_tok;
+
+    memset(g->n_rows, 0, (size_t)E * sizeof(int32_t));
+    for (int i = 0; i < m * K; i++) {
+        g->n_rows[w->ids[i]]++;
+    }
+    for (int x = 0; x < E; x++) {
+        uint8_t t = tier_of(e, l, x);
+        bool slot =
+            g->slot[0] != NULL &&
+            (t == MT_TIER_DRAM_PCIE || (t == MT_TIER_DRAM_CPU && g->n_rows[x] >= g->slot_min_tok));
+        g->on_gpu[x] = t == MT_TIER_GPU || slot;
+    }
 }
 
 /* The MoE FFN of layer l on g->x [m, hidden] -> g->y (the file comment). */
@@ -395,6 +608,7 @@ eng_gpu_moe(struct mt_engine *e, struct eng_gpu *g, int l, int m)
         (st = mt_trace_record_batch(e->opts.trace, l, (const int *)w->ids, m, K)) != MT_OK) {
         return st;
     }
+    mark_device(e, g, l, m);
     eng_moe_group(e, l, g->h_x, m, w);
     eng_moe_count(e, l, w);
     count_guess(e, g, l);
@@ -403,13 +617,23 @@ eng_gpu_moe(struct mt_engine *e, struct eng_gpu *g, int l, int m)
     if (guess) {
         prefetch_guess(e, g, nl, m);
     }
+    int held = 0;
     if (st == MT_OK) {
-        st = device_experts(e, g, l, m);
+        st = device_experts(e, g, l, m, &held);
     }
     st_wait = eng_moe_wait(e, used, n_used, t_submit);
     st = st != MT_OK ? st : st_wait;
+    if (held > 0 || st != MT_OK) {
+        /* the slot copies read the experts' host memory: done before they are released */
+        mt_status_t ss = mt_gpu_stream_sync(s);
+        for (int i = 0; i < held; i++) {
+            e->provider->ops->release(e->provider->self, l, g->slot_x[i]);
+        }
+        if (st == MT_OK && ss != MT_OK) {
+            return eng_gpu_fail(ss, l, "expert copies to GPU slots");
+        }
+    }
     if (st != MT_OK) {
-        mt_gpu_stream_sync(s); /* nothing may still read the host arrays */
         return st;
     }
     if (n_used > 0) {
@@ -431,6 +655,56 @@ eng_gpu_moe(struct mt_engine *e, struct eng_gpu *g, int l, int m)
 #else /* !MT_HAVE_CUDA */
 
 #include "runtime/engine/engine_impl.h"
+
+mt_status_t
+eng_gpu_pin_experts(struct mt_engine *e, struct eng_gpu *g)
+{
+    (void)e, (void)g;
+    return MT_OK;
+}
+
+mt_status_t
+eng_gpu_pin_experts(struct mt_engine *e, struct eng_gpu *g)
+{
+    int E = e->cfg.n_routed_experts;
+    int n = 0;
+
+    if (g->slot[0] == NULL) {
+        return MT_OK;
+    }
+    for (int i = 0; i < e->n_layers * E; i++) {
+        n += e->model->layers[i / E].is_moe && e->tiers[i] == MT_TIER_DRAM_PCIE;
+    }
+    if (n == 0 || (g->pinned = calloc((size_t)n * 6, sizeof(void *))) == NULL) {
+        return n == 0 ? MT_OK : mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the pinned list");
+    }
+    /* the provider keeps these (resident) experts: their buffers stay where they are */
+    for (int i = 0; i < e->n_layers * E; i++) {
+        struct mt_expert w;
+        int l = i / E, x = i % E;
+        if (!e->model->layers[l].is_moe || e->tiers[i] != MT_TIER_DRAM_PCIE ||
+            e->provider->ops->acquire(e->provider->self, l, x, &w) != MT_OK) {
+            continue;
+        }
+        const struct mt_cpu_weight *cw[3] = {&w.gate, &w.up, &w.down};
+        for (int k = 0; k < 3; k++) {
+            void *p[2] = {(void *)cw[k]->data, (void *)cw[k]->scale};
+            size_t b[2] = {(size_t)(cw[k]->rows * cw[k]->cols) * mt_dtype_size(cw[k]->dtype), 0};
+            if (cw[k]->scale != NULL) {
+                b[1] = (size_t)((cw[k]->rows + 127) / 128 * ((cw[k]->cols + 127) / 128)) * 4;
+            }
+            for (int j = 0; j < 2; j++) {
+                mt_log_set_quiet(true);
+                if (p[j] != NULL && mt_gpu_host_register(p[j], b[j]) == MT_OK) {
+                    g->pinned[g->n_pinned++] = p[j];
+                }
+                mt_log_set_quiet(false);
+            }
+        }
+        e->provider->ops->release(e->provider->self, l, x);
+    }
+    return MT_OK;
+}
 
 void
 eng_gpu_stats_flush(struct mt_engine *e, struct eng_gpu *g)

@@ -68,6 +68,7 @@ struct eng_work {
     int *group_start;               // [E + 1] expert e's rows are group_start[e] .. [e+1]
     int *group_fill;                // [E]
     struct mt_expert_task *tasks;   // [E] one per expert that has rows
+    const uint8_t *on_gpu;          // [E] or NULL: GPU engine, experts the device computes
 };
 
 struct mt_engine {
@@ -118,8 +119,8 @@ mt_status_t eng_moe(struct mt_engine *e, int l, const float *x, int n, struct en
                     float *out);
 
 /*
- * moe.c's steps, shared with the GPU backend's MoE layer (engine_gpu_moe.c). On the GPU engine
- * (e->gpu set) they leave out the experts of tier MT_TIER_GPU: the device computes those.
+ * moe.c's steps, shared with the GPU backend's MoE layer (engine_gpu_moe.c). They leave out the
+ * experts w->on_gpu marks (the GPU engine's device computes those; NULL on the CPU engine).
  *   group:  w->ids / w->moe_wts of n tokens -> groups per expert (rows of x copied into w->xs)
  *   count:  the groups into e->stats
  *   submit: every group to its tier's executor (NVMe ones announced to the provider first);
@@ -143,6 +144,12 @@ struct eng_gpu;
 mt_status_t eng_gpu_create(struct mt_engine *e);
 void eng_gpu_destroy(struct eng_gpu *g, int n_layers);
 uint64_t eng_gpu_device_bytes(const struct eng_gpu *g);
+/*
+ * engine_gpu_moe.c: register the host memory of the (preloaded) DRAM_PCIE experts for DMA, so
+ * their copies to GPU slots run at PCIe speed beside the CPU's work. Best effort (what cannot be
+ * registered is copied through the driver's staging buffer).
+ */
+mt_status_t eng_gpu_pin_experts(struct mt_engine *e, struct eng_gpu *g);
 /* engine_gpu_moe.c: the device's pending expert timing into e->stats. */
 void eng_gpu_stats_flush(struct mt_engine *e, struct eng_gpu *g);
 mt_status_t eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logits,

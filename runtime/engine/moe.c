@@ -21,9 +21,16 @@
 
 #include <string.h>
 
+/* On the GPU engine, the device computes the experts w->on_gpu marks: never submitted here. */
+static bool
+on_device(const struct eng_work *w, int x_id)
+{
+    return w->on_gpu != NULL && w->on_gpu[x_id];
+}
+
 /*
  * Group the n*K (token, expert) pairs by expert into w->xs (see the file comment). On the GPU
- * engine the rows of GPU-resident experts are not copied: the device has them.
+ * engine the rows of the experts the device computes (w->on_gpu) are not copied: it has them.
  */
 void
 eng_moe_group(const struct mt_engine *e, int l, const float *x, int n, struct eng_work *w)
@@ -46,18 +53,11 @@ eng_moe_group(const struct mt_engine *e, int l, const float *x, int n, struct en
             int row = w->group_fill[x_id]++;
             w->row_tok[row] = t;
             w->row_w[row] = w->moe_wts[(size_t)t * K + j];
-            if (e->gpu == NULL || e->tiers[(size_t)l * E + x_id] != MT_TIER_GPU) {
+            if (!on_device(w, x_id)) {
                 memcpy(w->xs + (size_t)row * D, x + (size_t)t * D, D * sizeof(float));
             }
         }
     }
-}
-
-/* On the GPU engine, the device computes its own experts: they are never submitted here. */
-static bool
-on_device(const struct mt_engine *e, int l, int x_id)
-{
-    return e->gpu != NULL && e->tiers[(size_t)l * e->cfg.n_routed_experts + x_id] == MT_TIER_GPU;
 }
 
 /* The executor that runs expert x_id of layer l. */
@@ -104,7 +104,7 @@ eng_moe_submit(struct mt_engine *e, int l, struct eng_work *w, struct mt_executo
         bool seen = false;
         int n_tasks = 0;
 
-        if (w->group_start[x_id + 1] == w->group_start[x_id] || on_device(e, l, x_id)) {
+        if (w->group_start[x_id + 1] == w->group_start[x_id] || on_device(w, x_id)) {
             continue;
         }
         for (int i = 0; i < n_used; i++) {
@@ -116,7 +116,7 @@ eng_moe_submit(struct mt_engine *e, int l, struct eng_work *w, struct mt_executo
         for (int y_id = x_id; y_id < E; y_id++) {
             int start = w->group_start[y_id];
             int m = w->group_start[y_id + 1] - start;
-            if (m == 0 || executor_of(e, l, y_id) != ex || on_device(e, l, y_id)) {
+            if (m == 0 || executor_of(e, l, y_id) != ex || on_device(w, y_id)) {
                 continue;
             }
             if (cap > 0 && n_tasks == cap) {
@@ -191,7 +191,7 @@ eng_moe_sum(const struct mt_engine *e, int l, const struct eng_work *w, float *o
     size_t D = (size_t)e->cfg.hidden_size;
 
     for (int x_id = 0; x_id < E; x_id++) {
-        if (on_device(e, l, x_id)) {
+        if (on_device(w, x_id)) {
             continue;
         }
         for (int row = w->group_start[x_id]; row < w->group_start[x_id + 1]; row++) {
