@@ -133,7 +133,8 @@ struct mt_io_source {
     double busy_t0;
     atomic_uint file_in_flight[MT_IO_MAX_FILES];
     atomic_uint file_peak[MT_IO_MAX_FILES];
-    int fault_key;          /* MT_IO_FAULT: the key whose reads fail, -1 for none */
+    atomic_int fault_key;   /* MT_IO_FAULT: the key whose reads fail; -1 none, -2 not bound yet */
+    int fault_layer;        /* ... the layer of "L:*" */
     atomic_int fault_left;  /* reads still to fail; < 0: all of them */
 };
 
@@ -166,7 +167,10 @@ fill_options(struct mt_io_source_options *o, const struct mt_io_source_options *
     }
 }
 
-/* MT_IO_FAULT="L:E[:N]" (expert_source.h): a test's way to make one expert's reads fail. */
+/*
+ * MT_IO_FAULT="L:E[:N]" or "L:*[:N]" (expert_source.h): a test's way to make one expert's reads
+ * fail. With "*" the fault binds to the first expert of layer L that is read, whichever it is.
+ */
 static void
 fault_parse(struct mt_io_source *src, int n_layers, int n_experts)
 {
@@ -175,21 +179,27 @@ fault_parse(struct mt_io_source *src, int n_layers, int n_experts)
     int e = -1;
     int count = -1;
     int got;
+    char star = 0;
 
-    src->fault_key = -1;
+    atomic_store(&src->fault_key, -1);
     if (env == NULL || env[0] == '\0') {
         return;
     }
     got = sscanf(env, "%d:%d:%d", &l, &e, &count);
+    if (got < 2 && sscanf(env, "%d:%c", &l, &star) == 2 && star == '*') {
+        e = 0;
+        got = sscanf(env, "%d:*:%d", &l, &count) == 2 ? 3 : 2;
+    }
     if (got < 2 || l < 0 || l >= n_layers || e < 0 || e >= n_experts || (got == 3 && count < 0)) {
-        mt_log_warn("ignoring MT_IO_FAULT '%s' (expected LAYER:EXPERT or LAYER:EXPERT:COUNT "
+        mt_log_warn("ignoring MT_IO_FAULT '%s' (expected LAYER:EXPERT[:COUNT] or LAYER:*[:COUNT] "
                     "within %d layers x %d experts)", env, n_layers, n_experts);
         return;
     }
-    src->fault_key = l * n_experts + e;
+    src->fault_layer = l;
+    atomic_store(&src->fault_key, star == '*' ? -2 : l * n_experts + e);
     atomic_store(&src->fault_left, got == 3 ? count : -1);
-    mt_log_warn("MT_IO_FAULT: %s reads of layer %d expert %d will fail", got == 3 ? env : "all",
-                l, e);
+    mt_log_warn("MT_IO_FAULT '%s': reads of layer %d expert %s will fail", env, l,
+                star == '*' ? "(the first one read)" : "as given");
 }
 
 static mt_status_t
@@ -797,10 +807,18 @@ fault_hit(struct mt_io_source *src, struct job *jb)
 {
     int left;
 
-    if (src->fault_key != jb->key || jb->fault_checked) {
+    int unbound = -2;
+
+    if (jb->fault_checked) {
         return false;
     }
     jb->fault_checked = true;
+    if (jb->key / src->n_experts == src->fault_layer) {
+        atomic_compare_exchange_strong(&src->fault_key, &unbound, jb->key); /* "L:*" binds */
+    }
+    if (atomic_load(&src->fault_key) != jb->key) {
+        return false;
+    }
     left = atomic_load(&src->fault_left);
     while (left != 0) {
         if (left < 0 || atomic_compare_exchange_weak(&src->fault_left, &left, left - 1)) {
@@ -827,8 +845,7 @@ complete_chunk(struct io_thread *th, const struct mt_io_queue_done *d)
                  "layer %d expert %d: read of '%s' at offset %llu (%llu bytes) failed: %s "
                  "(injected by MT_IO_FAULT)",
                  jb->key / src->n_experts, jb->key % src->n_experts, src->paths[d->file],
-                 (unsigned long long)d->off, (unsigned long long)(c->off + c->len - d->off),
-                 strerror(EIO));
+                 (unsigned long long)c->off, (unsigned long long)c->len, strerror(EIO));
     } else if (jb->err == 0 && d->err != 0) {
         jb->err = d->err;
         snprintf(jb->msg, sizeof(jb->msg),

@@ -19,7 +19,8 @@
  * page the drive remapped) costs a read, a lasting one fails the acquire with the last message.
  *
  * Fault injection for tests: MT_IO_FAULT="L:E" makes every read of layer L expert E fail with
- * EIO, and "L:E:N" only its first N reads (read at create; the message says it was injected).
+ * EIO, and "L:E:N" only its first N reads; "L:*" and "L:*:N" pick the first expert of layer L
+ * that is read (read at create; the message says it was injected).
  *
  * Thread-safety: every function may be called from any thread at once, except create/destroy.
  */

@@ -169,8 +169,8 @@ struct phase_num {
     double tok_s;
     double cpu_busy, gpu_busy; /* gpu_busy < 0: no GPU */
     struct tier_num tier[MT_TIER_COUNT];
-    double prefetch_hit;       /* < 0: no guesses */
-    double cache_hit;          /* streamed experts found ready or loading; < 0: none */
+    double prefetch_hit; /* < 0: no guesses */
+    double cache_hit;    /* streamed experts found ready or loading; < 0: none */
     uint64_t acquires;
 };
 
@@ -197,8 +197,8 @@ phase_numbers(const struct mt_cli_report *r, const struct mt_cli_report_phase *p
         tn->bytes_per_token = (double)tn->bytes * per;
         tn->ms_per_token = sec[t] * 1e3 * per;
     }
-    n->prefetch_hit = s->prefetch_guessed > 0 ? ratio((double)s->prefetch_hits,
-                                                      (double)s->prefetch_guessed) : -1;
+    n->prefetch_hit =
+        s->prefetch_guessed > 0 ? ratio((double)s->prefetch_hits, (double)s->prefetch_guessed) : -1;
     n->cache_hit = -1;
     if (ph->have_io) {
         n->acquires = ph->io.hits + ph->io.late_hits + ph->io.misses;
@@ -294,8 +294,10 @@ mt_cli_report_print(const struct mt_cli_report *r, FILE *f)
         } else {
             fprintf(f, "-");
         }
-        fprintf(f, " of %llu acquires, NVMe read %.2f GB/s (%.1f MB), stall %.3f s, retries "
-                "%llu\n", (unsigned long long)m->acquires, io->gbps, (double)io->bytes_read / 1e6,
+        fprintf(f,
+                " of %llu acquires, NVMe read %.2f GB/s (%.1f MB), stall %.3f s, retries "
+                "%llu\n",
+                (unsigned long long)m->acquires, io->gbps, (double)io->bytes_read / 1e6,
                 io->stall_s, (unsigned long long)io->retries);
     }
 }
@@ -424,8 +426,9 @@ predicted_json(const struct mt_plan *p)
     bool ok;
 
     ok = set(o, "decode_tok_s", json_real(p->decode_tok_s));
-    ok = set(o, "prefill_tok_s", p->prefill_not_modelled[0] == '\0' ? json_real(p->prefill_tok_s)
-                                                                     : json_null()) && ok;
+    ok = set(o, "prefill_tok_s",
+             p->prefill_not_modelled[0] == '\0' ? json_real(p->prefill_tok_s) : json_null()) &&
+         ok;
     ok = set(o, "prefill_batch", json_integer(p->budget.prefill_batch)) && ok;
     ok = set(o, "bottleneck", json_string(p->bottleneck)) && ok;
     ok = set(o, "hardware", hw) && ok;
@@ -445,7 +448,8 @@ predicted_json(const struct mt_plan *p)
         ok = set(tiers, mt_tier_name((enum mt_tier)t), to);
         ok = set(to, "experts", json_integer(ps->experts)) && ok;
         ok = set(to, "experts_per_token",
-                 json_real(ratio(ps->bytes_per_token, (double)p->expert_bytes))) && ok;
+                 json_real(ratio(ps->bytes_per_token, (double)p->expert_bytes))) &&
+             ok;
         ok = set(to, "bytes_per_token", json_real(ps->bytes_per_token)) && ok;
         ok = set(to, "ms_per_token", json_real(ps->ms_per_token)) && ok;
     }
@@ -467,12 +471,15 @@ ratio_json(const struct mt_cli_report *r, const struct mt_plan *p)
 
     phase_numbers(r, &r->prefill, &pre);
     phase_numbers(r, main_phase(r), &m);
-    ok = set(o, "decode_tok_s", r->decode.tokens > 0 && p->decode_tok_s > 0
-                                    ? json_real(ratio(m.tok_s, p->decode_tok_s))
-                                    : json_null());
-    ok = set(o, "prefill_tok_s", p->prefill_tok_s > 0 && r->prefill.tokens > 0
-                                     ? json_real(ratio(pre.tok_s, p->prefill_tok_s))
-                                     : json_null()) && ok;
+    ok =
+        set(o, "decode_tok_s",
+            r->decode.tokens > 0 && p->decode_tok_s > 0 ? json_real(ratio(m.tok_s, p->decode_tok_s))
+                                                        : json_null());
+    ok = set(o, "prefill_tok_s",
+             p->prefill_tok_s > 0 && r->prefill.tokens > 0
+                 ? json_real(ratio(pre.tok_s, p->prefill_tok_s))
+                 : json_null()) &&
+         ok;
     ok = set(o, "tiers", tiers) && ok;
     for (int t = 0; ok && t < MT_TIER_COUNT; t++) {
         double pm = p->tier[t].ms_per_token;
@@ -513,8 +520,7 @@ report_json(const struct mt_cli_report *r)
     ok = set(o, "expert_bytes", json_integer((json_int_t)sz.routed_expert_bytes)) && ok;
     ok = set(o, "moe_layers", json_integer(n_moe)) && ok;
     ok = set(o, "k", json_integer(cfg->num_experts_per_tok)) && ok;
-    ok = set(o, "always_on_bytes_per_token", json_integer((json_int_t)sz.token_bytes_always)) &&
-         ok;
+    ok = set(o, "always_on_bytes_per_token", json_integer((json_int_t)sz.token_bytes_always)) && ok;
     ok = set(o, "prefill", phase_json(r, &r->prefill)) && ok;
     ok = set(o, "decode", phase_json(r, &r->decode)) && ok;
     ok = set(o, "predicted", p != NULL ? predicted_json(p) : json_null()) && ok;

@@ -60,18 +60,18 @@
 
 /* What one phase did. */
 struct mt_cli_report_phase {
-    long tokens;      /* prompt tokens run (prefill) or tokens decoded */
-    double seconds;   /* the session's wall time of the phase */
+    long tokens;    /* prompt tokens run (prefill) or tokens decoded */
+    double seconds; /* the session's wall time of the phase */
     struct mt_engine_stats eng;
-    bool have_io;     /* experts were streamed: io holds their counters */
+    bool have_io; /* experts were streamed: io holds their counters */
     struct mt_io_source_stats io;
 };
 
 struct mt_cli_report {
-    struct mt_cli_engine *e;      /* borrowed */
-    const char *plan_path;        /* borrowed, NULL without a plan */
-    bool gpu;                     /* the GPU engine (--device gpu) */
-    bool split;                   /* prefill_done was called */
+    struct mt_cli_engine *e; /* borrowed */
+    const char *plan_path;   /* borrowed, NULL without a plan */
+    bool gpu;                /* the GPU engine (--device gpu) */
+    bool split;              /* prefill_done was called */
     struct mt_cli_report_phase prefill;
     struct mt_cli_report_phase decode;
     struct mt_io_source_stats io_base; /* the stream's counters where the phase began */
