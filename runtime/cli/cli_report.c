@@ -113,32 +113,36 @@ ratio(double a, double b)
 }
 
 /*
- * Seconds of each tier's experts: an executor's time sits on the first tier it serves; a tier
- * with work but no time shares the executor of the nearest earlier tier with time, and a shared
+ * Seconds of each tier's experts. The engine charges an executor's time to the first tier it
+ * serves in the order DRAM-CPU, DRAM-PCIe, NVMe, GPU (engine/moe.c), so in that order a tier with
+ * work but no time shares the executor of the nearest earlier tier with time, and a shared
  * executor's time is split over its tiers by the bytes each read (see cli_report.h).
  */
 static void
 tier_seconds(const struct mt_engine_stats *s, double out[MT_TIER_COUNT])
 {
-    int t = 0;
+    static const enum mt_tier order[MT_TIER_COUNT] = {MT_TIER_DRAM_CPU, MT_TIER_DRAM_PCIE,
+                                                      MT_TIER_NVME, MT_TIER_GPU};
+    int i = 0;
 
     memset(out, 0, MT_TIER_COUNT * sizeof(out[0]));
-    while (t < MT_TIER_COUNT) {
-        int end = t + 1;
-        double bytes = (double)s->expert_bytes[t];
+    while (i < MT_TIER_COUNT) {
+        int end = i + 1;
+        double secs = s->tier_s[order[i]];
+        double bytes = (double)s->expert_bytes[order[i]];
 
-        while (end < MT_TIER_COUNT && s->tier_s[end] <= 0) {
-            bytes += (double)s->expert_bytes[end];
+        while (end < MT_TIER_COUNT && s->tier_s[order[end]] <= 0) {
+            bytes += (double)s->expert_bytes[order[end]];
             end++;
         }
-        for (int k = t; k < end; k++) {
+        for (int k = i; k < end; k++) {
             if (bytes > 0) {
-                out[k] = s->tier_s[t] * (double)s->expert_bytes[k] / bytes;
-            } else if (k == t) {
-                out[k] = s->tier_s[t];
+                out[order[k]] = secs * (double)s->expert_bytes[order[k]] / bytes;
+            } else if (k == i) {
+                out[order[k]] = secs;
             }
         }
-        t = end;
+        i = end;
     }
 }
 

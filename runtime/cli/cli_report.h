@@ -13,11 +13,12 @@
  * read rate. With a plan, its prediction (struct mt_plan) stands beside the measured decode
  * numbers with measured / predicted ratios: `moetier plan --learn` reads the JSON form back.
  *
- * Per-tier time: the engine charges an executor's time to the first tier it serves, and one
- * executor often serves several tiers (the CPU engine computes all four on one CPU team). The
- * report splits such an executor's time over the tiers it served in proportion to their bytes:
- * a tier with experts but no time of its own is taken to share the executor of the nearest tier
- * before it that has time.
+ * Per-tier time: the engine charges an executor's time to the first tier it serves (in the order
+ * DRAM-CPU, DRAM-PCIe, NVMe, GPU), and one executor often serves several tiers (the CPU engine
+ * computes all four on one CPU team). The report splits such an executor's time over the tiers
+ * it served in proportion to their bytes: a tier with experts but no time of its own is taken to
+ * share the executor of the nearest tier before it, in that order, that has time. The GPU
+ * engine's GPU tier has its own time (device events).
  *
  * JSON ("format": "moetier-report", "version": 1), written whole or not at all (out_file):
  *   { "format": "moetier-report", "version": 1, "model": DIR, "device": "cpu"|"gpu",
