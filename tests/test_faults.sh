@@ -39,7 +39,8 @@ ok $? "a lasting read error: exit 1 (rc $rc), no token printed ('$got')"
 ok $? "... read again twice, each retry logged once"
 final=$(grep -v 'warning' "$tmp/err" | grep 'read 3 times')
 [ "$(printf '%s\n' "$final" | grep -c .)" -eq 1 ] &&
-    printf '%s\n' "$final" | grep -q "layer 1 expert [0-9]*: read of '.*small/model-[0-9]*-of-[0-9]*\.safetensors' at offset [0-9]* ([1-9][0-9]* bytes) failed"
+    printf '%s\n' "$final" | grep -q "layer 1 expert [0-9]*: read of '.*small/model-[0-9]*-of-\
+[0-9]*\.safetensors' at offset [0-9]* ([1-9][0-9]* bytes) failed"
 ok $? "... then one message naming layer, expert and file: $final"
 
 # a fault that clears on the first retry: the same tokens, one retry in the report
@@ -79,9 +80,12 @@ post() {
         -H "Content-Type: application/json" -d "$body" "$url/v1/chat/completions")
 }
 post
-[ "$code" = 500 ] && jq -e '.error.message | test("layer 1 expert [0-9]+: read of .*read 3 times")' \
-    "$tmp/body" >/dev/null
-ok $? "serve: the request that hit the fault gets 500 with the message: $(jq -c .error.message "$tmp/body" 2>/dev/null)"
+[ "$code" = 500 ] &&
+    jq -e '.error.message | test("layer 1 expert [0-9]+: read of .*read 3 times")' "$tmp/body" \
+        >/dev/null
+rc=$?
+msg=$(jq -c .error.message "$tmp/body" 2>/dev/null)
+ok $rc "serve: the request that hit the fault gets 500 with the message: $msg"
 post
 [ "$code" = 200 ] && jq -e '.choices[0].message.content != null' "$tmp/body" >/dev/null
 ok $? "serve: the next request is answered (HTTP $code)"

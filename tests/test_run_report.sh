@@ -103,8 +103,9 @@ plan --hw "$tmp/learn.json" --cpu-mem "$mem" -o "$tmp/learned.json" >"$tmp/l.out
     grep -q 'CPU eff    : 0.300 (learned: 1 run report)' "$tmp/l.out" &&
     jq -e --slurpfile a "$tmp/eff3.json" --slurpfile b "$tmp/mix.json" '
         .budgets.cpu_eff == $a[0].budgets.cpu_eff and
-        .prediction.tiers["dram-cpu"].ms_per_token == $a[0].prediction.tiers["dram-cpu"].ms_per_token and
-        .prediction.tiers["dram-cpu"].ms_per_token > $b[0].prediction.tiers["dram-cpu"].ms_per_token and
+        .prediction.tiers["dram-cpu"].ms_per_token as $t |
+        $t == $a[0].prediction.tiers["dram-cpu"].ms_per_token and
+        $t > $b[0].prediction.tiers["dram-cpu"].ms_per_token and
         .prediction.decode_tok_s < $b[0].prediction.decode_tok_s' "$tmp/learned.json" >/dev/null
 ok $? "the next plan uses it: CPU eff 0.3 (learned), slower CPU experts and decode than at 0.6"
 plan --hw "$tmp/learn.json" --cpu-mem "$mem" --cpu-eff 0.5 >"$tmp/l.out" 2>&1 &&
