@@ -42,6 +42,7 @@ struct slot {
     bool fresh;             /* loaded by a prefetch and not acquired yet: evicted last */
     mt_status_t err_st;     /* SLOT_FAILED: the status and message to report at acquire */
     char err[384];
+    int tries;              /* reads of this key started again after a failure */
 };
 
 struct src_read {
@@ -70,6 +71,7 @@ struct job {
     bool all_issued;
     int err;           /* first failure (errno), 0 if none */
     char msg[384];
+    bool fault_checked; /* MT_IO_FAULT looked at for this read */
 };
 
 struct chunk {
@@ -131,6 +133,9 @@ struct mt_io_source {
     double busy_t0;
     atomic_uint file_in_flight[MT_IO_MAX_FILES];
     atomic_uint file_peak[MT_IO_MAX_FILES];
+    atomic_int fault_key;   /* MT_IO_FAULT: the key whose reads fail; -1 none, -2 not bound yet */
+    int fault_layer;        /* ... the layer of "L:*" */
+    atomic_int fault_left;  /* reads still to fail; < 0: all of them */
 };
 
 /* ---- construction --------------------------------------------------------------------------- */
@@ -162,6 +167,41 @@ fill_options(struct mt_io_source_options *o, const struct mt_io_source_options *
     }
 }
 
+/*
+ * MT_IO_FAULT="L:E[:N]" or "L:*[:N]" (expert_source.h): a test's way to make one expert's reads
+ * fail. With "*" the fault binds to the first expert of layer L that is read, whichever it is.
+ */
+static void
+fault_parse(struct mt_io_source *src, int n_layers, int n_experts)
+{
+    const char *env = getenv("MT_IO_FAULT");
+    int l = -1;
+    int e = -1;
+    int count = -1;
+    int got;
+    char star = 0;
+
+    atomic_store(&src->fault_key, -1);
+    if (env == NULL || env[0] == '\0') {
+        return;
+    }
+    got = sscanf(env, "%d:%d:%d", &l, &e, &count);
+    if (got < 2 && sscanf(env, "%d:%c", &l, &star) == 2 && star == '*') {
+        e = 0;
+        got = sscanf(env, "%d:*:%d", &l, &count) == 2 ? 3 : 2;
+    }
+    if (got < 2 || l < 0 || l >= n_layers || e < 0 || e >= n_experts || (got == 3 && count < 0)) {
+        mt_log_warn("ignoring MT_IO_FAULT '%s' (expected LAYER:EXPERT[:COUNT] or LAYER:*[:COUNT] "
+                    "within %d layers x %d experts)", env, n_layers, n_experts);
+        return;
+    }
+    src->fault_layer = l;
+    atomic_store(&src->fault_key, star == '*' ? -2 : l * n_experts + e);
+    atomic_store(&src->fault_left, got == 3 ? count : -1);
+    mt_log_warn("MT_IO_FAULT '%s': reads of layer %d expert %s will fail", env, l,
+                star == '*' ? "(the first one read)" : "as given");
+}
+
 static mt_status_t
 source_alloc(const char *const *paths, int n_files, int n_layers, int n_experts,
              const struct mt_io_source_options *opt, struct mt_io_source **src_out)
@@ -181,6 +221,7 @@ source_alloc(const char *const *paths, int n_files, int n_layers, int n_experts,
         return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the expert source");
     }
     fill_options(&src->opt, opt);
+    fault_parse(src, n_layers, n_experts);
     src->n_files = n_files;
     src->n_layers = n_layers;
     src->n_experts = n_experts;
@@ -760,6 +801,33 @@ finish_job(struct io_thread *th, int j)
     jb->active = false;
 }
 
+/* Whether MT_IO_FAULT fails this read of an expert (asked once per read, at its first chunk). */
+static bool
+fault_hit(struct mt_io_source *src, struct job *jb)
+{
+    int left;
+
+    int unbound = -2;
+
+    if (jb->fault_checked) {
+        return false;
+    }
+    jb->fault_checked = true;
+    if (jb->key / src->n_experts == src->fault_layer) {
+        atomic_compare_exchange_strong(&src->fault_key, &unbound, jb->key); /* "L:*" binds */
+    }
+    if (atomic_load(&src->fault_key) != jb->key) {
+        return false;
+    }
+    left = atomic_load(&src->fault_left);
+    while (left != 0) {
+        if (left < 0 || atomic_compare_exchange_weak(&src->fault_left, &left, left - 1)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* One completion: account it to its job, finish the job when it was the last. */
 static void
 complete_chunk(struct io_thread *th, const struct mt_io_queue_done *d)
@@ -771,7 +839,14 @@ complete_chunk(struct io_thread *th, const struct mt_io_queue_done *d)
     int j = c->job;
 
     atomic_fetch_sub(&src->file_in_flight[d->file], 1);
-    if (jb->err == 0 && d->err != 0) {
+    if (jb->err == 0 && fault_hit(src, jb)) {
+        jb->err = EIO;
+        snprintf(jb->msg, sizeof(jb->msg),
+                 "layer %d expert %d: read of '%s' at offset %llu (%llu bytes) failed: %s "
+                 "(injected by MT_IO_FAULT)",
+                 jb->key / src->n_experts, jb->key % src->n_experts, src->paths[d->file],
+                 (unsigned long long)c->off, (unsigned long long)c->len, strerror(EIO));
+    } else if (jb->err == 0 && d->err != 0) {
         jb->err = d->err;
         snprintf(jb->msg, sizeof(jb->msg),
                  "layer %d expert %d: read of '%s' at offset %llu (%llu bytes) failed: %s",
@@ -867,6 +942,17 @@ io_thread_main(void *arg)
 
 /* ---- the cache ------------------------------------------------------------------------------ */
 
+/* Put slot v (its key set) on the I/O threads' FIFO. Lock held. */
+static void
+queue_load_locked(struct mt_io_source *src, int v)
+{
+    src->slots[v].state = SLOT_LOADING;
+    MT_ASSERT(src->q_len < src->n_slots);
+    src->queue[(src->q_head + src->q_len) % src->n_slots] = v;
+    src->q_len++;
+    pthread_cond_signal(&src->cv_work);
+}
+
 /*
  * A slot for key, evicting what the policy picks; -1 when every slot is busy. Lock held.
  * Experts prefetched but not yet acquired are kept: evicting them would throw away a read that
@@ -902,13 +988,10 @@ claim_slot_locked(struct mt_io_source *src, unsigned key, bool may_take_fresh, b
     }
     s->key = (int)key;
     src->slot_key[v] = (int)key;
-    s->state = SLOT_LOADING;
     s->fresh = prefetch;
+    s->tries = 0;
     src->key_slot[key] = v;
-    MT_ASSERT(src->q_len < src->n_slots);
-    src->queue[(src->q_head + src->q_len) % src->n_slots] = v;
-    src->q_len++;
-    pthread_cond_signal(&src->cv_work);
+    queue_load_locked(src, v);
     return v;
 }
 
@@ -983,12 +1066,25 @@ hold(struct mt_io_source *src, int layer, int expert, bool count, int *slot_out)
         }
     }
     src->slots[v].refs++;
-    while (src->slots[v].state == SLOT_LOADING) {
-        if (!waited) {
-            t0 = mt_clock_now();
-            waited = true;
+    for (;;) {
+        struct slot *s = &src->slots[v];
+
+        while (s->state == SLOT_LOADING) {
+            if (!waited) {
+                t0 = mt_clock_now();
+                waited = true;
+            }
+            pthread_cond_wait(&src->cv_ready, &src->lock);
         }
-        pthread_cond_wait(&src->cv_ready, &src->lock);
+        if (s->state != SLOT_FAILED || s->tries >= MT_IO_READ_RETRIES) {
+            break;
+        }
+        /* whoever sees the failure first starts the read again; the others wait on it */
+        s->tries++;
+        src->st.retries++;
+        mt_log_warn("%s; reading it again (retry %d of %d)", s->err, s->tries,
+                    MT_IO_READ_RETRIES);
+        queue_load_locked(src, v);
     }
     if (waited) {
         src->st.stall_s += mt_clock_now() - t0;
@@ -1001,7 +1097,7 @@ hold(struct mt_io_source *src, int layer, int expert, bool count, int *slot_out)
         }
         pthread_cond_broadcast(&src->cv_ready);
         pthread_mutex_unlock(&src->lock);
-        return mt_fail(st, 0, "%s", msg);
+        return mt_fail(st, 0, "%s (read %d times)", msg, MT_IO_READ_RETRIES + 1);
     }
     src->slots[v].fresh = false;
     if (count) {

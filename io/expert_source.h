@@ -13,7 +13,14 @@
  *
  * This module knows nothing of models: the caller (runtime/engine/provider_stream.c) describes
  * each expert as plain extents. Reading errors name the layer, the expert, the file and the OS
- * reason, and a failed read is never handed on as data.
+ * reason, and a failed read is never handed on as data. A read that fails (an OS error, a file
+ * that ends inside the expert, a CRC or second-read mismatch under verify) is read again, up to
+ * MT_IO_READ_RETRIES times, each retry logged as a warning: a transient fault (a flaky cable, a
+ * page the drive remapped) costs a read, a lasting one fails the acquire with the last message.
+ *
+ * Fault injection for tests: MT_IO_FAULT="L:E" makes every read of layer L expert E fail with
+ * EIO, and "L:E:N" only its first N reads; "L:*" and "L:*:N" pick the first expert of layer L
+ * that is read (read at create; the message says it was injected).
  *
  * Thread-safety: every function may be called from any thread at once, except create/destroy.
  */
@@ -38,6 +45,7 @@ enum mt_io_part {
     MT_IO_N_PARTS = 6,
 };
 
+#define MT_IO_READ_RETRIES 2 /* a failed expert read is tried this many more times */
 #define MT_IO_MAX_FILES 256 /* files of a checkpoint or a store (V3.2 has 163 shards) */
 
 /* A byte range of a file; len 0 means absent (BF16 checkpoints have no scales). */
@@ -77,8 +85,9 @@ struct mt_io_source_stats {
     uint64_t evictions;
     uint64_t experts_read;
     uint64_t bytes_read;       /* bytes that came from the files (aligned ranges) */
-    uint64_t read_errors;      /* experts whose read failed */
-    uint64_t verify_failures;  /* CRC or second-read mismatches */
+    uint64_t read_errors;      /* expert reads that failed (each retry counts) */
+    uint64_t verify_failures;  /* CRC or second-read mismatches (each retry counts) */
+    uint64_t retries;          /* failed reads started again (at most MT_IO_READ_RETRIES each) */
     double stall_s;            /* time acquire and wait spent waiting for reads */
     double io_busy_s;          /* wall time with at least one expert being read */
     double gbps;               /* bytes_read / io_busy_s, 1e9 bytes per second */
@@ -129,9 +138,10 @@ void mt_io_source_prefetch(struct mt_io_source *src, int layer, const int *exper
 /*
  * Wait until (layer, expert) is in a slot, reading it first when it is not, and fill *view_out.
  * The slot is held (never evicted) until mt_io_source_release. Blocks while every slot is held
- * by others. Counts one activation for the eviction policy. MT_ERR_IO (read failed: layer,
- * expert, file, offset, strerror), MT_ERR_FORMAT (CRC or second-read mismatch under verify),
- * MT_ERR_INVAL (no such expert). On error nothing is held.
+ * by others. Counts one activation for the eviction policy. A failed read is retried (see
+ * above); then MT_ERR_IO (read failed: layer, expert, file, offset, strerror), MT_ERR_FORMAT
+ * (CRC or second-read mismatch under verify), MT_ERR_INVAL (no such expert). On error nothing
+ * is held, and the next acquire of that expert reads it afresh.
  */
 mt_status_t mt_io_source_acquire(struct mt_io_source *src, int layer, int expert,
                                  struct mt_io_expert_view *view_out);

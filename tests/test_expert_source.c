@@ -221,15 +221,36 @@ test_faults(void)
     if (st == MT_OK) {
         mt_io_source_release(src, 1, 3);
     }
+    {
+        /* one EIO: the read is started again and the expert arrives whole */
+        struct mt_io_source_stats s0;
+        struct mt_io_source_stats s1;
+
+        mt_io_source_stats(src, &s0);
+        x = &descs[2 * N_EXPERTS + 4].part[MT_IO_PART_DOWN];
+        mt_io_fault_set(MT_IO_FAULT_EIO, x->file, x->off + 100, 1);
+        st = mt_io_source_acquire(src, 2, 4, &v);
+        mt_io_source_stats(src, &s1);
+        tap_ok(st == MT_OK && mt_io_fault_fired() == 1 && view_matches(2 * N_EXPERTS + 4, &v) &&
+                   s1.retries - s0.retries == 1 && s1.read_errors - s0.read_errors == 1,
+               "one injected EIO: the expert is read again (one retry) and arrives whole");
+        if (st == MT_OK) {
+            mt_io_source_release(src, 2, 4);
+        }
+    }
+    /* an EIO on every read: after MT_IO_READ_RETRIES more reads, acquire fails */
     x = &descs[2 * N_EXPERTS + 5].part[MT_IO_PART_DOWN];
-    mt_io_fault_set(MT_IO_FAULT_EIO, x->file, x->off + 100, 1);
+    mt_io_fault_set(MT_IO_FAULT_EIO, x->file, x->off + 100, 1 + MT_IO_READ_RETRIES);
     mt_log_set_quiet(true);
     st = mt_io_source_acquire(src, 2, 5, &v);
     mt_log_set_quiet(false);
-    tap_ok(st == MT_ERR_IO && strstr(mt_last_error(), "layer 2 expert 5") != NULL &&
+    tap_ok(st == MT_ERR_IO && mt_io_fault_fired() == 1 + MT_IO_READ_RETRIES &&
+               strstr(mt_last_error(), "layer 2 expert 5") != NULL &&
                strstr(mt_last_error(), paths[x->file]) != NULL &&
-               strstr(mt_last_error(), strerror(EIO)) != NULL,
-           "an injected EIO fails acquire, naming layer, expert, file and reason: %s",
+               strstr(mt_last_error(), strerror(EIO)) != NULL &&
+               strstr(mt_last_error(), "read 3 times") != NULL,
+           "a lasting EIO fails acquire after the retries, naming layer, expert, file and "
+           "reason: %s",
            mt_last_error());
     mt_io_fault_set(MT_IO_FAULT_NONE, 0, 0, 0);
     st = mt_io_source_acquire(src, 2, 5, &v);
@@ -455,9 +476,10 @@ test_store(void)
         }
         mt_log_set_quiet(false);
         mt_io_source_stats(src, &s);
-        tap_ok(corrupt == 1 && good == N_KEYS - N_EXPERTS - 1 && s.verify_failures == 1,
-               "a flipped bit is caught by the extent's CRC32C (%d caught, %d good)", corrupt,
-               good);
+        tap_ok(corrupt == 1 && good == N_KEYS - N_EXPERTS - 1 &&
+                   s.verify_failures == 1 + MT_IO_READ_RETRIES && s.retries == MT_IO_READ_RETRIES,
+               "a flipped bit is caught by the extent's CRC32C, read %d times (%d caught, %d "
+               "good)", (int)s.verify_failures, corrupt, good);
         mt_io_source_destroy(src);
     } else {
         tap_ok(false, "the bit-flipped store opens (header intact)");

@@ -122,7 +122,7 @@ main(void)
     const char *dir = tap_tmpdir();
     mt_status_t st;
 
-    tap_plan(23);
+    tap_plan(26);
     mt_log_set_quiet(true);
 
     fill(&a);
@@ -198,6 +198,34 @@ main(void)
     tap_ok(fails("{\"version\": 1, \"cpu\": {\"numa_nodes\": 2, \"nodes\": [{\"id\": 0}]}}",
                  MT_ERR_FORMAT, "'cpu.numa_nodes' is 2 but 'cpu.nodes' lists 1"),
            "an inconsistent node count is refused");
+
+    /* the "learned" section (moetier plan --learn): absent until something was learned */
+    {
+        FILE *f = fopen(path, "r");
+        char text[16384] = "";
+        size_t n = f != NULL ? fread(text, 1, sizeof(text) - 1, f) : 0;
+
+        if (f != NULL) {
+            fclose(f);
+        }
+        text[n] = '\0';
+        tap_ok(n > 0 && strstr(text, "learned") == NULL,
+               "a profile that never learned is written without a \"learned\" section");
+    }
+    a.learned = (struct mt_hw_learned){
+        .reports = 2, .cpu_expert_eff = 0.3125, .disk_eff = 0.75, .from = "runs/r.json"};
+    st = mt_hwprofile_save(&a, path);
+    if (st == MT_OK) {
+        memset(&b, 0, sizeof(b));
+        st = mt_hwprofile_load(path, &b);
+    }
+    tap_ok(st == MT_OK && b.learned.reports == 2 && b.learned.cpu_expert_eff == 0.3125 &&
+               b.learned.disk_eff == 0.75 && b.learned.gpu_eff == 0 &&
+               strcmp(b.learned.from, "runs/r.json") == 0 && same(&a, &b),
+           "the learned efficiencies round-trip");
+    tap_ok(fails("{\"version\": 1, \"learned\": {\"cpu_expert_eff\": 1.5}}", MT_ERR_FORMAT,
+                 "'learned.cpu_expert_eff' is 1.5, above 1"),
+           "a learned efficiency above 1 is refused");
 
     a.version = 7;
     st = mt_hwprofile_save(&a, path);

@@ -5,7 +5,7 @@ moetier_SOURCES = runtime/cli/main.c runtime/cli/cli.h \
 	runtime/cli/cli_synth.c \
 	runtime/cli/cli_tokenize.c \
 	runtime/cli/cli_inspect.c \
-	runtime/cli/cli_run.c \
+	runtime/cli/cli_run.c runtime/cli/cli_report.c runtime/cli/cli_report.h \
 	runtime/cli/cli_plan.c \
 	runtime/cli/cli_bench.c \
 	runtime/cli/cli_chat.c \

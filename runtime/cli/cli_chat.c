@@ -20,13 +20,24 @@
  * reasoning of earlier turns, as the format says. Ids the tokenizer does not know (padding rows
  * of the embedding) print as "<id>" and are left out of the history.
  *
- * Exit status: 0 at end of input (Ctrl-D, /quit), 1 when the model cannot be loaded or any turn
- * failed (too long a conversation, an engine error) or stdin could not be read, 2 usage error.
+ * Ctrl-C (SIGINT) during a reply stops it after the token being computed: the reply so far is
+ * printed, ended by a newline, and kept in the conversation as the assistant's message (as a
+ * reply cut by -n is), so the next turn's prompt holds it and the session reuses its cache. At
+ * the prompt, Ctrl-C drops the line being typed; a second Ctrl-C in a row (or Ctrl-D) leaves.
+ * When stdin is not a terminal, Ctrl-C while waiting for input leaves at once. For tests,
+ * MT_CHAT_SIGINT_AFTER=N sends the process a SIGINT after the N-th token of the first reply,
+ * and MT_CHAT_COLD=1 runs every turn's whole prompt (no cache reuse), the reference that a run
+ * with reuse must match token for token.
+ *
+ * Exit status: 0 at end of input (Ctrl-D, /quit, Ctrl-C at the prompt), 1 when the model cannot
+ * be loaded or any turn failed (too long a conversation, an engine error) or stdin could not be
+ * read, 2 usage error.
  */
 #include <config.h>
 
 #include "runtime/cli/cli.h"
 #include "runtime/cli/cli_common.h"
+#include "runtime/cli/cli_report.h"
 #include "runtime/engine/session.h"
 
 #include "runtime/text/chat.h"
@@ -97,6 +108,7 @@ chat_help(void)
 }
 
 static volatile sig_atomic_t interrupted;
+static long sigint_after = -1; /* MT_CHAT_SIGINT_AFTER: raise SIGINT after this many tokens */
 
 static void
 on_sigint(int sig)
@@ -143,6 +155,8 @@ struct chat {
     bool tty_out; /* stdout is a terminal: drop control characters from the model's text */
     bool color;   /* ... and NO_COLOR is not set: dim the reasoning */
     bool verbose; /* per-turn speeds on stderr */
+    bool gpu;     /* --device gpu (the report's busy fractions) */
+    bool cold;    /* MT_CHAT_COLD: no cache reuse across turns (tests) */
     long max_new;
     int32_t eos;       /* config.json's eos_token_id */
     int32_t eos_tok;   /* the tokenizer's, usually the same; -1 if none */
@@ -289,6 +303,7 @@ struct reply {
     size_t answer_at;       /* gen.v[answer_at..) is the answer (after </think>) */
     bool in_reasoning;
     mt_status_t st;         /* a failure inside the callback */
+    struct mt_cli_report *report; /* --verbose: told where prefill ends; NULL otherwise */
 };
 
 /* Stream one generated id; false stops the reply (Ctrl-C, or no memory to keep it). */
@@ -298,6 +313,9 @@ reply_token(void *ctx, int32_t next)
     struct reply *r = ctx;
     struct chat *c = r->c;
 
+    if (r->gen.n == 0 && r->report != NULL) {
+        mt_cli_report_prefill_done(r->report);
+    }
     if (r->in_reasoning && next == c->think_end) {
         r->in_reasoning = false;
         r->n_reasoning = r->gen.n;
@@ -309,6 +327,10 @@ reply_token(void *ctx, int32_t next)
     }
     fflush(stdout);
     r->st = idvec_push(&r->gen, &next, 1);
+    if (sigint_after >= 0 && (long)r->gen.n == sigint_after) {
+        sigint_after = -1; /* the test hook: a real signal, through the real handler */
+        raise(SIGINT);
+    }
     return r->st == MT_OK && !interrupted;
 }
 
@@ -322,7 +344,8 @@ chat_turn(struct chat *c, const char *line)
 {
     int32_t *ids = NULL;
     size_t n_ids = 0;
-    struct reply r = {.c = c, .in_reasoning = c->thinking};
+    struct mt_cli_report report;
+    struct reply r = {.c = c, .in_reasoning = c->thinking, .report = c->verbose ? &report : NULL};
     int32_t stop_ids[2] = {c->eos, c->eos_tok};
     struct mt_gen_opts go;
     struct mt_gen_result res;
@@ -364,6 +387,12 @@ chat_turn(struct chat *c, const char *line)
     go.max_new = c->max_new;
     go.stop_ids = stop_ids;
     go.n_stop_ids = c->eos_tok >= 0 ? 2 : 1;
+    if (c->verbose) {
+        mt_cli_report_begin(&report, &c->eng, NULL, c->gpu);
+    }
+    if (c->cold) {
+        mt_session_reset(c->eng.session);
+    }
     st = mt_session_generate(c->eng.session, ids, n_ids, &go, reply_token, &r, &res);
     if (st == MT_OK) {
         st = r.st;
@@ -414,6 +443,8 @@ chat_turn(struct chat *c, const char *line)
                 c->turn, n_ids, res.n_reused, fed, res.prefill_s,
                 mt_cli_tok_per_s((double)fed, res.prefill_s), res.n_decoded, res.decode_s,
                 mt_cli_tok_per_s((double)res.n_decoded, res.decode_s));
+        mt_cli_report_end(&report, &res);
+        mt_cli_report_print_line(&report, stderr);
     }
     free(reasoning);
     free(answer);
@@ -438,6 +469,8 @@ out_drop_user:
 static bool
 read_line(bool interactive, char **buf, size_t *cap)
 {
+    bool cancelled = false; /* a Ctrl-C at this prompt already */
+
     for (;;) {
         if (interactive) {
             fputs("> ", stderr);
@@ -445,12 +478,16 @@ read_line(bool interactive, char **buf, size_t *cap)
         errno = 0;
         ssize_t len = getline(buf, cap, stdin);
         if (len < 0) {
-            if (errno == EINTR && interactive) {
-                /* Ctrl-C at the prompt drops the line, as a shell does */
+            if (errno == EINTR && interactive && !cancelled) {
+                /* Ctrl-C at the prompt drops the line, as a shell does; a second one leaves */
                 clearerr(stdin);
                 interrupted = 0;
-                fputs("\n", stderr);
+                cancelled = true;
+                fputs("\n(Ctrl-C again or Ctrl-D to leave)\n", stderr);
                 continue;
+            }
+            if (errno == EINTR) {
+                clearerr(stdin); /* leaving on Ctrl-C is not a read error */
             }
             return false;
         }
@@ -554,6 +591,7 @@ mt_cli_chat(int argc, char **argv)
     }
     rc = 1;
     ef.report = c.verbose;
+    c.gpu = ef.engine.device == MT_DEVICE_GPU;
     if (mt_cli_engine_init(&c.eng, dir, &ef, false) != MT_OK) {
         goto out;
     }
@@ -576,13 +614,20 @@ mt_cli_chat(int argc, char **argv)
         }
         c.n_fixed = 1;
     }
-    if (interactive) {
+    {
         /* no SA_RESTART: Ctrl-C interrupts the read at the prompt */
         struct sigaction sa;
+        const char *hook = getenv("MT_CHAT_SIGINT_AFTER");
         memset(&sa, 0, sizeof(sa));
         sa.sa_handler = on_sigint;
         sigemptyset(&sa.sa_mask);
         have_old_sa = sigaction(SIGINT, &sa, &old_sa) == 0;
+        if (hook != NULL && hook[0] != '\0') {
+            sigint_after = strtol(hook, NULL, 10);
+        }
+        c.cold = getenv("MT_CHAT_COLD") != NULL && strcmp(getenv("MT_CHAT_COLD"), "1") == 0;
+    }
+    if (interactive) {
         fprintf(stderr,
                 "moetier chat: %s mode, up to %ld tokens a reply, context %lld tokens. "
                 "/help for commands, Ctrl-D to leave.\n",

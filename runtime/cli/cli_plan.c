@@ -18,7 +18,10 @@
 #include "runtime/plan/planner.h"
 #include "runtime/plan/trace.h"
 
+#include "runtime/base/file_util.h"
+
 #include <getopt.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +64,12 @@ usage(FILE *f)
         "      --cpu-reserve SIZE  DRAM kept free: staging ring, OS (default 4G)\n"
         "  -o, --output FILE       write the plan JSON here\n"
         "      --check PLAN        only load PLAN and check it against the model\n"
+        "      --learn REPORT      learn from a run report (moetier run --plan P --json\n"
+        "                          REPORT; repeatable, averaged): the measured CPU expert,\n"
+        "                          disk and GPU efficiencies are written into the --hw\n"
+        "                          profile's \"learned\" section and replace the planner's\n"
+        "                          assumptions; without --gpu-mem/--cpu-mem only the\n"
+        "                          profile is updated\n"
         "  -h, --help              print this help\n");
 }
 
@@ -90,6 +99,10 @@ print_plan(const struct mt_plan *p, const struct mt_model_config *cfg, int n_moe
            p->hbm_gbps, p->gpu_tflops, p->dram_gbps, p->dram_source, p->budget.cpu_eff,
            p->cpu_gflops, p->budget.cpu_eff, p->pcie_gbps, p->disk_gbps);
     printf("CPU eff    : %.3f (%s)\n", p->budget.cpu_eff, p->cpu_eff_source);
+    if ((p->gpu_eff > 0 && p->gpu_eff != 1) || (p->disk_eff > 0 && p->disk_eff != 1)) {
+        printf("learned    : HBM x %.3f, disk x %.3f (the profile's learned section)\n",
+               p->gpu_eff > 0 ? p->gpu_eff : 1, p->disk_eff > 0 ? p->disk_eff : 1);
+    }
     if (have_gpu) {
         printf("GPU budget : %.1f GiB = always-on %.2f + KV %d tok %.2f + workspace %.2f + "
                "experts %.2f GiB\n",
@@ -152,6 +165,132 @@ print_plan(const struct mt_plan *p, const struct mt_model_config *cfg, int n_moe
     (void)cfg;
 }
 
+/* ---- --learn: efficiencies from run reports ------------------------------------------------ */
+
+#define MAX_LEARN 16
+
+/* Sums of the efficiencies the reports measured, per source. */
+struct learned_sum {
+    double cpu, disk, gpu;
+    int n_cpu, n_disk, n_gpu;
+};
+
+/* report[a][b][c] as a number, 0 when absent or not a number. */
+static double
+num_at(json_t *o, const char *a, const char *b, const char *c)
+{
+    json_t *v = json_object_get(o, a);
+
+    if (b != NULL) {
+        v = json_object_get(v, b);
+    }
+    if (c != NULL) {
+        v = json_object_get(v, c);
+    }
+    return json_is_number(v) ? json_number_value(v) : 0.0;
+}
+
+/* An efficiency as the planner takes it: capped at 1 (a small model's experts fit in a cache). */
+static double
+eff_of(double measured_gbps, double rate_gbps, const char *what, const char *path)
+{
+    double eff = measured_gbps / rate_gbps;
+
+    printf("learned    : %s %.3f GB/s of %.3f GB/s = %.3f%s (%s)\n", what, measured_gbps,
+           rate_gbps, eff, eff > 1 ? ", capped at 1" : "", path);
+    return eff > 1 ? 1.0 : eff;
+}
+
+/*
+ * Add what one report measured: the CPU's expert reads (the dram-cpu tier's bytes over its time,
+ * decode when the run decoded) over the plan's DRAM rate; the streamed bytes over the time reads
+ * were in flight, over the plan's disk rate; and on the GPU engine, the weight bytes a decode
+ * step reads (routed experts on the GPU and the always-on weights) over the forward time, over
+ * the plan's HBM rate. A report of a run without a plan has no rates to compare with.
+ */
+static mt_status_t
+learn_report(const char *path, struct learned_sum *sum)
+{
+    json_t *root;
+    json_t *ph;
+    const char *dev;
+    double rate;
+    double bytes;
+    double secs;
+    mt_status_t st;
+
+    st = mt_json_load_versioned(path, "run report", "moetier-report", 1, &root);
+    if (st != MT_OK) {
+        return st;
+    }
+    if (!json_is_object(json_object_get(root, "predicted"))) {
+        json_decref(root);
+        return mt_fail(MT_ERR_INVAL, 0, "run report '%s' is of a run without --plan: it has no "
+                       "predicted rates to learn against (run with --plan FILE --json REPORT)",
+                       path);
+    }
+    ph = json_object_get(root, num_at(root, "decode", "tokens", NULL) > 0 ? "decode" : "prefill");
+    rate = num_at(root, "predicted", "hardware", "dram_gbps");
+    bytes = num_at(json_object_get(ph, "tiers"), "dram-cpu", "bytes", NULL);
+    secs = num_at(json_object_get(ph, "tiers"), "dram-cpu", "seconds", NULL);
+    if (rate > 0 && bytes > 0 && secs > 0) {
+        sum->cpu += eff_of(bytes / secs / 1e9, rate, "CPU expert reads", path);
+        sum->n_cpu++;
+    }
+    rate = num_at(root, "predicted", "hardware", "disk_gbps");
+    bytes = num_at(root, "prefill", "stream", "bytes_read") +
+            num_at(root, "decode", "stream", "bytes_read");
+    secs = num_at(root, "prefill", "stream", "read_s") + num_at(root, "decode", "stream", "read_s");
+    if (rate > 0 && bytes > 0 && secs > 0) {
+        sum->disk += eff_of(bytes / secs / 1e9, rate, "NVMe reads", path);
+        sum->n_disk++;
+    }
+    rate = num_at(root, "predicted", "hardware", "hbm_gbps");
+    ph = json_object_get(root, "decode");
+    bytes = num_at(json_object_get(ph, "tiers"), "gpu", "bytes", NULL) +
+            num_at(root, "always_on_bytes_per_token", NULL, NULL) *
+                num_at(ph, "forwards", NULL, NULL);
+    secs = num_at(ph, "forward_s", NULL, NULL);
+    dev = json_string_value(json_object_get(root, "device"));
+    if (dev != NULL && strcmp(dev, "gpu") == 0 && rate > 0 && bytes > 0 && secs > 0) {
+        sum->gpu += eff_of(bytes / secs / 1e9, rate, "GPU weight reads", path);
+        sum->n_gpu++;
+    }
+    json_decref(root);
+    return MT_OK;
+}
+
+/* Learn from every report, write the averages into the profile hw (and its file hw_path). */
+static mt_status_t
+learn(const char *const *reports, int n, struct mt_hwprofile *hw, const char *hw_path)
+{
+    struct learned_sum sum = {0};
+    struct mt_hw_learned *l = &hw->learned;
+    mt_status_t st;
+
+    for (int i = 0; i < n; i++) {
+        if ((st = learn_report(reports[i], &sum)) != MT_OK) {
+            return st;
+        }
+    }
+    if (sum.n_cpu + sum.n_disk + sum.n_gpu == 0) {
+        return mt_fail(MT_ERR_INVAL, 0, "the run report%s measured no tier the planner models "
+                       "(no CPU experts, no streamed reads, no GPU decode)", n > 1 ? "s" : "");
+    }
+    /* the newest measurements replace what was learned before, source by source */
+    l->reports = n;
+    l->cpu_expert_eff = sum.n_cpu > 0 ? sum.cpu / sum.n_cpu : l->cpu_expert_eff;
+    l->disk_eff = sum.n_disk > 0 ? sum.disk / sum.n_disk : l->disk_eff;
+    l->gpu_eff = sum.n_gpu > 0 ? sum.gpu / sum.n_gpu : l->gpu_eff;
+    snprintf(l->from, sizeof(l->from), "%.*s", (int)sizeof(l->from) - 1, reports[n - 1]);
+    if ((st = mt_hwprofile_save(hw, hw_path)) != MT_OK) {
+        return st;
+    }
+    printf("learned    : written to %s (cpu_expert_eff %.3f, disk_eff %.3f, gpu_eff %.3f; 0: "
+           "not measured)\n", hw_path, l->cpu_expert_eff, l->disk_eff, l->gpu_eff);
+    return MT_OK;
+}
+
 int
 mt_cli_plan(int argc, char **argv)
 {
@@ -167,7 +306,8 @@ mt_cli_plan(int argc, char **argv)
         OPT_CPU_EFF,
         OPT_GPU_RES,
         OPT_CPU_RES,
-        OPT_CHECK
+        OPT_CHECK,
+        OPT_LEARN
     };
     static const struct option opts[] = {
         {"model", required_argument, NULL, 'm'},
@@ -184,6 +324,7 @@ mt_cli_plan(int argc, char **argv)
         {"cpu-reserve", required_argument, NULL, OPT_CPU_RES},
         {"output", required_argument, NULL, 'o'},
         {"check", required_argument, NULL, OPT_CHECK},
+        {"learn", required_argument, NULL, OPT_LEARN},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -193,6 +334,8 @@ mt_cli_plan(int argc, char **argv)
     const char *trace_path = NULL;
     const char *out_path = NULL;
     const char *check_path = NULL;
+    const char *learn_paths[MAX_LEARN];
+    int n_learn = 0;
     bool config_only = false;
     bool have_gpu = false;
     bool have_cpu = false;
@@ -234,6 +377,13 @@ mt_cli_plan(int argc, char **argv)
             break;
         case OPT_CHECK:
             check_path = optarg;
+            break;
+        case OPT_LEARN:
+            if (n_learn == MAX_LEARN) {
+                mt_cli_error(&cli, "at most %d --learn reports", MAX_LEARN);
+                return 2;
+            }
+            learn_paths[n_learn++] = optarg;
             break;
         case OPT_GPU_MEM:
             if (!mt_cli_parse_size(&cli, "--gpu-mem", "24G", optarg, &budget.gpu_mem)) {
@@ -291,8 +441,16 @@ mt_cli_plan(int argc, char **argv)
     if (model_dir == NULL && config_path == NULL) {
         return mt_cli_usage_error(&cli, "-m DIR (or --config FILE) is required");
     }
-    if (check_path == NULL && (hw_path == NULL || !have_gpu || !have_cpu)) {
+    if (n_learn > 0 && hw_path == NULL) {
+        return mt_cli_usage_error(&cli, "--learn needs --hw PROFILE (the profile it updates)");
+    }
+    if (check_path == NULL && n_learn == 0 && (hw_path == NULL || !have_gpu || !have_cpu)) {
         return mt_cli_usage_error(&cli, "--hw, --gpu-mem and --cpu-mem are required");
+    }
+    for (int i = 0; i < n_learn; i++) {
+        if (mt_cli_output_is_input(&cli, "--hw", hw_path, "--learn", learn_paths[i])) {
+            return 2;
+        }
     }
     if (model_dir != NULL && (size_t)snprintf(cfg_buf, sizeof(cfg_buf), "%s/config.json",
                                               model_dir) >= sizeof(cfg_buf)) {
@@ -346,6 +504,13 @@ mt_cli_plan(int argc, char **argv)
         goto out;
     }
     if (mt_hwprofile_load(hw_path, hw) != MT_OK) {
+        goto out;
+    }
+    if (n_learn > 0 && learn(learn_paths, n_learn, hw, hw_path) != MT_OK) {
+        goto out;
+    }
+    if (n_learn > 0 && (!have_gpu || !have_cpu)) {
+        rc = 0; /* only the profile was asked for */
         goto out;
     }
     if (hw->source[0] == '\0') {

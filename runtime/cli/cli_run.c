@@ -7,7 +7,10 @@
  * special tokens written in the text, such as <｜User｜>, become their ids, so a chat prompt can
  * be written out by hand). Generated tokens stream to stdout as they come: as text when the model
  * directory has a tokenizer, else as ids; --print-ids prints only the generated ids, on one line,
- * separated by spaces. Prefill and decode speeds go to stderr at the end.
+ * separated by spaces. Prefill and decode speeds go to stderr at the end, then the run report
+ * (cli_report.h: per tier experts, bytes and time per token, hit rates, busy fractions, beside
+ * the plan's prediction); --json FILE also writes the report as JSON ("-": to stdout, after the
+ * generated text).
  *
  * --dump-logits FILE writes the logits of every prompt position (little-endian):
  *     bytes 0..7    magic "MTLOGIT1"
@@ -21,6 +24,7 @@
 
 #include "runtime/cli/cli.h"
 #include "runtime/cli/cli_common.h"
+#include "runtime/cli/cli_report.h"
 
 #include "runtime/engine/engine.h"
 #include "runtime/engine/session.h"
@@ -75,6 +79,8 @@ run_usage(FILE *f)
             "      --cache SIZE         DRAM slots for streamed experts (default: 4 slots)\n"
             "      --verify             check every streamed read (store CRCs, or a second read)\n"
             "      --trace FILE         record routed expert ids per layer (JSON trace)\n"
+            "      --json FILE          write the run report as JSON (- for stdout, after the\n"
+            "                           text); moetier plan --learn reads it\n"
             "  -h, --help               this text\n"
             "Generation stops after N tokens or at the model's EOS token.\n");
 }
@@ -107,6 +113,7 @@ struct run_printer {
     const struct mt_tokenizer *tok;
     struct mt_detok *detok; /* NULL: print ids */
     long n;                 /* ids printed so far */
+    struct mt_cli_report *report; /* told where prefill ends (the first token) */
 };
 
 static bool
@@ -114,6 +121,9 @@ print_token(void *ctx, int32_t id)
 {
     struct run_printer *pr = ctx;
 
+    if (pr->n == 0) {
+        mt_cli_report_prefill_done(pr->report);
+    }
     pr->n++;
     if (pr->detok != NULL) {
         const char *text;
@@ -160,6 +170,7 @@ enum {
     OPT_INDEXER,
     OPT_ATTENTION,
     OPT_TRACE,
+    OPT_JSON,
 };
 
 int
@@ -174,6 +185,7 @@ mt_cli_run(int argc, char **argv)
         {"indexer", required_argument, NULL, OPT_INDEXER},
         {"attention", required_argument, NULL, OPT_ATTENTION},
         {"trace", required_argument, NULL, OPT_TRACE},
+        {"json", required_argument, NULL, OPT_JSON},
         MT_CLI_ENGINE_LONGOPTS,
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -183,6 +195,7 @@ mt_cli_run(int argc, char **argv)
     const char *prompt_text = NULL;
     const char *dump_path = NULL;
     const char *trace_path = NULL;
+    const char *json_path = NULL;
     long n_gen = 32;
     bool print_ids = false;
     struct mt_cli_engine_flags ef;
@@ -241,6 +254,9 @@ mt_cli_run(int argc, char **argv)
         case OPT_TRACE:
             trace_path = optarg;
             break;
+        case OPT_JSON:
+            json_path = optarg;
+            break;
         default:
             /* the shared flags (--temperature, --threads, ...) or a bad option */
             if ((rc = mt_cli_engine_flags_parse(&cli, opt, argv, &ef)) != 0) {
@@ -275,7 +291,9 @@ mt_cli_run(int argc, char **argv)
     rc = 1;
     /* outputs are checked before the generation, not found unwritable after it */
     if ((dump_path != NULL && !mt_cli_check_output(&cli, "--dump-logits", dump_path)) ||
-        (trace_path != NULL && !mt_cli_check_output(&cli, "--trace", trace_path))) {
+        (trace_path != NULL && !mt_cli_check_output(&cli, "--trace", trace_path)) ||
+        (json_path != NULL && strcmp(json_path, "-") != 0 &&
+         !mt_cli_check_output(&cli, "--json", json_path))) {
         goto out;
     }
     if (mt_cli_engine_init(&e, dir, &ef, trace_path != NULL) != MT_OK) {
@@ -330,12 +348,14 @@ mt_cli_run(int argc, char **argv)
         mt_detok_init(&detok, tok);
         have_detok = true;
     }
-    struct run_printer pr = {tok, have_detok ? &detok : NULL, 0};
+    struct mt_cli_report report;
+    struct run_printer pr = {tok, have_detok ? &detok : NULL, 0, &report};
     struct mt_gen_opts go;
     struct mt_gen_result res;
     mt_gen_opts_default(&go);
     go.max_new = n_gen;
     go.prompt_logits_out = logits;
+    mt_cli_report_begin(&report, &e, ef.plan_path, ef.engine.device == MT_DEVICE_GPU);
     if (mt_session_generate(e.session, prompt, (size_t)n_prompt, &go, print_token, &pr, &res) !=
         MT_OK) {
         goto out;
@@ -363,6 +383,11 @@ mt_cli_run(int argc, char **argv)
             res.n_decoded, res.decode_s, mt_cli_tok_per_s((double)res.n_decoded, res.decode_s));
     report_memory(&e);
     mt_cli_engine_report_stream(&e);
+    mt_cli_report_end(&report, &res);
+    mt_cli_report_print(&report, stderr);
+    if (json_path != NULL && mt_cli_report_save_json(&report, json_path) != MT_OK) {
+        goto out;
+    }
     if (dump_path != NULL && dump_logits(dump_path, logits, n_prompt, vocab) != MT_OK) {
         goto out;
     }

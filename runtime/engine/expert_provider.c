@@ -16,6 +16,7 @@
 #include "runtime/model/model.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -133,6 +134,33 @@ slot_read(const struct mt_model *m, int layer, int expert, struct slot *s)
     return MT_OK;
 }
 
+/*
+ * slot_read, with a read error (MT_ERR_IO: a flaky drive, an NFS hiccup) tried again up to
+ * MT_EXPERT_READ_RETRIES times, each retry a warning; a bad file (MT_ERR_FORMAT) fails at once.
+ * The final error names the layer and expert beside the reader's message (which names the file).
+ */
+#define MT_EXPERT_READ_RETRIES 2
+
+static mt_status_t
+slot_read_retry(const struct mt_model *m, int layer, int expert, struct slot *s)
+{
+    mt_status_t st = slot_read(m, layer, expert, s);
+
+    for (int i = 1; st == MT_ERR_IO && i <= MT_EXPERT_READ_RETRIES; i++) {
+        mt_log_warn("layer %d expert %d: reading it again (retry %d of %d)", layer, expert, i,
+                    MT_EXPERT_READ_RETRIES);
+        st = slot_read(m, layer, expert, s);
+    }
+    if (st == MT_ERR_IO) {
+        char msg[512];
+
+        snprintf(msg, sizeof(msg), "%s", mt_last_error());
+        return mt_fail(st, 0, "layer %d expert %d: %s (read %d times)", layer, expert, msg,
+                       MT_EXPERT_READ_RETRIES + 1);
+    }
+    return st;
+}
+
 static mt_status_t
 ckpt_acquire(void *self, int layer, int expert, struct mt_expert *out)
 {
@@ -152,7 +180,7 @@ ckpt_acquire(void *self, int layer, int expert, struct mt_expert *out)
     if (!s->loaded) {
         s->loading = true;
         pthread_mutex_unlock(&p->lock);
-        st = slot_read(p->model, layer, expert, s);
+        st = slot_read_retry(p->model, layer, expert, s);
         pthread_mutex_lock(&p->lock);
         s->loading = false;
         pthread_cond_broadcast(&p->loaded);

@@ -111,6 +111,16 @@ static const struct field point_fields[] = {
     {NULL, F_INT, 0, 0},
 };
 
+/* "learned": written only when reports > 0 (learned_to_json / learned_from_json). */
+static const struct field learned_fields[] = {
+    FLD(struct mt_hw_learned, "reports", F_INT, reports),
+    FLD(struct mt_hw_learned, "cpu_expert_eff", F_DOUBLE, cpu_expert_eff),
+    FLD(struct mt_hw_learned, "disk_eff", F_DOUBLE, disk_eff),
+    FLD(struct mt_hw_learned, "gpu_eff", F_DOUBLE, gpu_eff),
+    FLD(struct mt_hw_learned, "from", F_STR, from),
+    {NULL, F_INT, 0, 0},
+};
+
 static const char *const isa_names[] = {
     "avx2",        "fma",      "avx512f",  "avx512bw", "avx512_bf16", "avx512_fp16",
     "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8", "amx_fp16",
@@ -225,6 +235,17 @@ append(json_t *a, json_t *v)
     return json_array_append_new(a, v) == 0;
 }
 
+/* The "learned" section, only when something was learned: a profile that never learned is
+ * written exactly as before. */
+static bool
+learned_to_json(json_t *root, const struct mt_hw_learned *l)
+{
+    if (l->reports <= 0) {
+        return true;
+    }
+    return put(root, "learned", fields_to_json(json_object(), learned_fields, l));
+}
+
 /* The whole profile as one JSON tree; every child is attached as soon as it is made, so the
  * root is the only thing to release on failure. */
 static json_t *
@@ -267,6 +288,7 @@ profile_to_json(const struct mt_hwprofile *p)
             ok = append(pts, fields_to_json(json_object(), point_fields, &d->points[k]));
         }
     }
+    ok = ok && learned_to_json(root, &p->learned);
     if (!ok) {
         json_decref(root);
         return NULL;
@@ -519,10 +541,35 @@ disks_from_json(json_t *a, struct mt_hwprofile *p, const char *what)
     return MT_OK;
 }
 
+/* The optional "learned" section (o NULL: absent). Efficiencies above 1 are refused: a rate
+ * cannot beat the one it was measured against by more than noise, and the planner caps them. */
+static mt_status_t
+learned_from_json(json_t *o, struct mt_hw_learned *l, const char *what)
+{
+    mt_status_t st;
+    const double *eff[] = {&l->cpu_expert_eff, &l->disk_eff, &l->gpu_eff};
+    static const char *const names[] = {"cpu_expert_eff", "disk_eff", "gpu_eff"};
+
+    if (o == NULL) {
+        return MT_OK;
+    }
+    if ((st = fields_from_json(o, learned_fields, l, what, "learned", NULL)) != MT_OK) {
+        return st;
+    }
+    for (int i = 0; i < 3; i++) {
+        if (*eff[i] > 1.0) {
+            return mt_fail(MT_ERR_FORMAT, 0, "hardware profile '%s': 'learned.%s' is %g, above 1 "
+                           "(an efficiency is a fraction of a measured rate)", what, names[i],
+                           *eff[i]);
+        }
+    }
+    return MT_OK;
+}
+
 static mt_status_t
 profile_from_json(json_t *root, const char *what, struct mt_hwprofile *p)
 {
-    static const char *const top_extra[] = {"gpu", "pcie", "cpu", "disks", NULL};
+    static const char *const top_extra[] = {"gpu", "pcie", "cpu", "disks", "learned", NULL};
     static const char *const pcie_extra[] = {"h2d_curve", "d2h_curve", NULL};
     json_t *version;
     long long vers = 0;
@@ -584,6 +631,9 @@ profile_from_json(json_t *root, const char *what, struct mt_hwprofile *p)
     }
     if ((o = json_object_get(root, "cpu")) != NULL &&
         (st = cpu_from_json(o, &p->cpu, what)) != MT_OK) {
+        return st;
+    }
+    if ((st = learned_from_json(json_object_get(root, "learned"), &p->learned, what)) != MT_OK) {
         return st;
     }
     return disks_from_json(json_object_get(root, "disks"), p, what);

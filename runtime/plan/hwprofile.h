@@ -23,7 +23,9 @@
  *               "nodes": [ { "id": 0, "cores": N, "mem_bytes": N,
  *                            "read_gbps": x, "triad_gbps": x }, ... ] },
  *     "disks": [ { "path": "/nvme0", "best_gbps": x, "best_qd": N, "best_block_bytes": N,
- *                  "points": [ { "qd": 1, "block_bytes": 1048576, "gbps": x }, ... ] }, ... ] }
+ *                  "points": [ { "qd": 1, "block_bytes": 1048576, "gbps": x }, ... ] }, ... ],
+ *     "learned": { "reports": N, "cpu_expert_eff": x, "disk_eff": x, "gpu_eff": x,
+ *                  "from": "report.json" } }             (optional: see struct mt_hw_learned)
  * Loading rejects a missing or different "version", unknown keys (typos in what-if files), wrong
  * types and negative numbers, with one message naming the file and the key. A "gpu" object
  * without "present" is present when any of its other fields is non-zero (or the name non-empty).
@@ -130,6 +132,20 @@ struct mt_hw_disk {
     struct mt_hw_disk_point points[MT_HWPROFILE_MAX_POINTS];
 };
 
+/*
+ * What real runs measured (moetier plan --learn REPORT.json, from moetier run --json): each an
+ * efficiency over one of the rates above as the plan used them, replacing the planner's
+ * assumption for that source. 0: not learned. Absent from a profile that never learned
+ * (older profiles load unchanged, and a profile without it is written without it).
+ */
+struct mt_hw_learned {
+    int reports;           /* run reports the numbers below average; 0: the section is absent */
+    double cpu_expert_eff; /* CPU expert weight reads over the DRAM rate (like cpu.expert_eff) */
+    double disk_eff;       /* streamed expert reads over the disks' best_gbps sum */
+    double gpu_eff;        /* GPU weight reads (experts and always-on) over hbm_read_gbps */
+    char from[256];        /* the last report learned from */
+};
+
 struct mt_hwprofile {
     int version;         /* MT_HWPROFILE_VERSION */
     char source[256];    /* "moetier bench 0.1.0" or "what-if: RTX 4090 + 2x Xeon 8480" */
@@ -141,6 +157,7 @@ struct mt_hwprofile {
     struct mt_hw_cpu cpu;
     int n_disks;
     struct mt_hw_disk disks[MT_HWPROFILE_MAX_DISKS];
+    struct mt_hw_learned learned;
     char file[512];      /* not in the JSON: the file it was loaded from, "" when made in memory;
                           * messages about the profile name this (source is free text) */
 };

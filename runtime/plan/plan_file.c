@@ -77,6 +77,17 @@ mt_plan_save(const struct mt_plan *p, const char *path)
     if (root == NULL) {
         return mt_fail(MT_ERR_NOMEM, 0, "cannot build plan JSON for '%s'", path);
     }
+    {
+        /* learned efficiencies (optional on load: a plan without them assumed 1) */
+        json_t *hw = json_object_get(root, "hardware");
+
+        if (json_object_set_new(hw, "gpu_eff", json_real(p->gpu_eff > 0 ? p->gpu_eff : 1)) != 0 ||
+            json_object_set_new(hw, "disk_eff", json_real(p->disk_eff > 0 ? p->disk_eff : 1)) !=
+                0) {
+            st = mt_fail(MT_ERR_NOMEM, 0, "cannot build plan JSON for '%s'", path);
+            goto out_decref;
+        }
+    }
     if (p->prefill_not_modelled[0] != '\0') {
         /* (null, not 0: a reader must not take "not modelled" for "infinitely slow") */
         json_t *pr = json_object_get(root, "prediction");
@@ -338,6 +349,9 @@ mt_plan_load(const char *path, struct mt_plan **plan_out)
     p->cpu_gflops = get_num(&r, h, "hardware", "cpu_gflops");
     p->pcie_gbps = get_num(&r, h, "hardware", "pcie_gbps");
     p->disk_gbps = get_num(&r, h, "hardware", "disk_gbps");
+    p->gpu_eff = json_object_get(h, "gpu_eff") != NULL ? get_num(&r, h, "hardware", "gpu_eff") : 1;
+    p->disk_eff =
+        json_object_get(h, "disk_eff") != NULL ? get_num(&r, h, "hardware", "disk_eff") : 1;
     get_str(&r, a, "activation", "source", p->activation, sizeof(p->activation));
     p->trace_tokens = (uint64_t)get_int(&r, a, "activation", "tokens", 0, INT64_MAX);
     p->decode_tok_s = get_num(&r, pr, "prediction", "decode_tok_s");

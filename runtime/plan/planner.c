@@ -319,6 +319,7 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
     plan->cpu_gflops = hw->cpu.amx_bf16_gflops > 0 ? hw->cpu.amx_bf16_gflops : hw->cpu.fma_gflops;
     plan->pcie_gbps = hw->gpu.present ? hw->pcie.h2d_gbps : 0;
     plan->disk_gbps = mt_hwprofile_disk_total_gbps(hw);
+    mt_plan_apply_learned(plan, hw);
     if (hw->gpu.present && plan->hbm_gbps <= 0) {
         st = mt_fail(MT_ERR_INVAL, 0, "hardware profile '%s' has a GPU without hbm_read_gbps",
                      hw->file[0] != '\0' ? hw->file : hw->source);
@@ -399,12 +400,12 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
     pb.expert_flops = 2.0 * (double)sizes->params[MT_ROLE_ROUTED_EXPERT] / ((double)n_moe * E);
     pb.gpu_capacity = (double)plan->gpu_expert_bytes;
     pb.dram_capacity = (double)plan->dram_expert_bytes;
-    pb.rate[MT_SRC_GPU_MEM] = plan->hbm_gbps * 1e9;
+    pb.rate[MT_SRC_GPU_MEM] = plan->hbm_gbps * 1e9 * plan->gpu_eff;
     pb.rate[MT_SRC_GPU_FLOP] = plan->gpu_tflops * 1e12;
     pb.rate[MT_SRC_CPU_MEM] = plan->dram_gbps * 1e9 * plan->budget.cpu_eff;
     pb.rate[MT_SRC_CPU_FLOP] = plan->cpu_gflops * 1e9 * plan->budget.cpu_eff;
     pb.rate[MT_SRC_PCIE] = plan->pcie_gbps * 1e9;
-    pb.rate[MT_SRC_DISK] = plan->disk_gbps * 1e9;
+    pb.rate[MT_SRC_DISK] = plan->disk_gbps * 1e9 * plan->disk_eff;
     pb.batch = 1;
 
     /* Decode. */

@@ -37,7 +37,8 @@
  *                  "always_on_bytes": N, "kv_bytes": N,
  *                  "gpu_expert_bytes": N, "dram_expert_bytes": N },   // what was left for experts
  *     "hardware": { "source": "...", "hbm_gbps": x, "gpu_tflops": x, "dram_gbps": x,
- *                   "cpu_gflops": x, "pcie_gbps": x, "disk_gbps": x },  // rates used (before eff)
+ *                   "cpu_gflops": x, "pcie_gbps": x, "disk_gbps": x,   // rates used (before eff)
+ *                   "gpu_eff": x, "disk_eff": x },  // learned efficiencies (optional: 1)
  *     "activation": { "source": "uniform" | "trace: PATH", "tokens": N },
  *     "layers": [ { "layer": 3, "tiers": "GGCCP...N", "prefill": "GGPPP...N" }, ... ],
  *                                     // MoE layers only; one code per expert (table above):
@@ -198,6 +199,13 @@ struct mt_plan {
      * "--cpu-eff", "measured: profile cpu.expert_eff", "assumed"; "read ceiling", "read" */
     char cpu_eff_source[48];
     char dram_source[24];
+    /*
+     * Efficiencies learned from run reports (the profile's "learned" section, moetier plan
+     * --learn), applied to hbm_gbps and disk_gbps in the cost model; 1 when none was learned
+     * (a plan file without them loads as 1).
+     */
+    double gpu_eff;  /* GPU expert and always-on weight reads over hbm_gbps */
+    double disk_eff; /* streamed expert reads over disk_gbps */
     char activation[300]; /* "uniform" or "trace: PATH" */
     uint64_t trace_tokens;
     /* placement, (n_layers, n_experts), MT_TIER_NONE on dense layers; owned */

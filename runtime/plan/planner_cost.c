@@ -29,6 +29,37 @@ mt_plan_tier_is_dram(int t)
     return t == MT_TIER_DRAM_CPU || t == MT_TIER_DRAM_PCIE;
 }
 
+/*
+ * What real runs taught the profile (hwprofile.h, struct mt_hw_learned) replaces the planner's
+ * assumptions: a learned CPU efficiency beats the bench's kernel measurement and the 0.6 guess
+ * (but not --cpu-eff, which the user chose), and the learned disk and GPU efficiencies scale
+ * those rates, which the cost model otherwise takes at face value (efficiency 1). The plan keeps
+ * the raw rates and the efficiencies apart, so a report of a run of this plan measures against
+ * the same raw rates and learning again does not compound.
+ */
+void
+mt_plan_apply_learned(struct mt_plan *plan, const struct mt_hwprofile *hw)
+{
+    const struct mt_hw_learned *l = &hw->learned;
+
+    plan->gpu_eff = 1.0;
+    plan->disk_eff = 1.0;
+    if (l->reports <= 0) {
+        return;
+    }
+    if (l->cpu_expert_eff > 0 && strcmp(plan->cpu_eff_source, "--cpu-eff") != 0) {
+        plan->budget.cpu_eff = MT_MIN(MT_MAX(l->cpu_expert_eff, 0.01), 1.0);
+        snprintf(plan->cpu_eff_source, sizeof(plan->cpu_eff_source), "learned: %d run report%s",
+                 l->reports, l->reports == 1 ? "" : "s");
+    }
+    if (l->disk_eff > 0) {
+        plan->disk_eff = MT_MIN(MT_MAX(l->disk_eff, 0.01), 1.0);
+    }
+    if (l->gpu_eff > 0) {
+        plan->gpu_eff = MT_MIN(MT_MAX(l->gpu_eff, 0.01), 1.0);
+    }
+}
+
 /* Storage class of a tier: 0 GPU, 1 DRAM, 2 NVMe. */
 int
 mt_plan_tier_storage(int t)

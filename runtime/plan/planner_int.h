@@ -38,6 +38,9 @@ double mt_plan_row_max(const double *row);
 /* How many experts of expert_bytes fit in capacity bytes. */
 int mt_plan_slots(double capacity, double expert_bytes);
 
+/* Take the profile's learned efficiencies (if any) into plan: cpu_eff, gpu_eff, disk_eff. */
+void mt_plan_apply_learned(struct mt_plan *plan, const struct mt_hwprofile *hw);
+
 /* MT_ERR_INVAL "planner: empty or malformed problem" or a probability outside [0, 1]. */
 mt_status_t mt_plan_problem_check(const struct mt_plan_problem *pb);
 

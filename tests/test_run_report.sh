@@ -1,0 +1,117 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# test_run_report.sh - the run report (runtime/cli/cli_report.h) and learning from it: a plan for
+# a CPU-only machine that keeps half of a `synth --preset small` model's experts in DRAM and
+# streams the rest; `run --plan --json` writes a report whose fields are all there and agree
+# (per phase the (token, expert) pairs of all tiers are k x MoE layers x tokens, bytes are runs x
+# expert bytes), whose predicted numbers are the plan file's, with measured / predicted ratios;
+# `--json -` puts it on stdout after the tokens. `plan --learn` writes what a report measured into
+# the profile's "learned" section, and the next plan predicts with it: a measured CPU efficiency
+# of 0.3 gives the plan of --cpu-eff 0.3, a slower one than the assumed 0.6.
+. "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
+. "$MT_SRCDIR/tests/serve/lib_serve.sh" # need
+need jq "JSON in shell tests; apt-get install jq"
+make_tmp run-report
+m="$tmp/small"
+
+echo "1..14"
+"$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
+    bail_out "synth --preset small failed: $(cat "$tmp/err")"
+cat >"$tmp/cpu.json" <<'JSON'
+{"version": 1, "source": "what-if: CPU only", "dram_bytes": 17179869184,
+ "cpu": {"cores": 2, "read_gbps": 20, "fma_gflops": 200},
+ "disks": [{"path": "/tmp", "best_gbps": 2}]}
+JSON
+plan() { "$bin" plan -m "$m" --gpu-mem 1G --cpu-reserve 3.9G --ctx 1024 "$@"; }
+plan --hw "$tmp/cpu.json" --cpu-mem 8G -o "$tmp/all.json" >/dev/null 2>"$tmp/err" ||
+    bail_out "plan failed: $(cat "$tmp/err")"
+# DRAM for half of the 192 experts: 96 in DRAM, 96 on NVMe
+mem=$(jq '.budgets.always_on_bytes + .budgets.kv_bytes + .budgets.cpu_reserve_bytes +
+    96 * .model.expert_bytes' "$tmp/all.json")
+plan --hw "$tmp/cpu.json" --cpu-mem "$mem" -o "$tmp/mix.json" >"$tmp/plan.out" 2>"$tmp/err" ||
+    bail_out "plan failed: $(cat "$tmp/err")"
+jq -e '.prediction.tiers["dram-cpu"].experts == 96 and .prediction.tiers.nvme.experts == 96' \
+    "$tmp/mix.json" >/dev/null || bail_out "the plan is not half DRAM, half NVMe: $(cat "$tmp/plan.out")"
+
+ids="5,17,900,33,4242,7,12,99,1000,65000,3,8,21,400,77,2,19,4096,123,88,6,31,250,11,9"
+run() { "$bin" run -m "$m" --prompt-ids "$ids" -n 6 --print-ids "$@" 2>"$tmp/err"; }
+got=$(run --plan "$tmp/mix.json" --json "$tmp/r.json")
+[ $? -eq 0 ] && [ -n "$got" ] &&
+    jq -e '.format == "moetier-report" and .version == 1 and .device == "cpu"' "$tmp/r.json" >/dev/null
+ok $? "run --plan --json writes a moetier-report ('$got')"
+jq -e '[.prefill, .decode][] | (.tokens, .seconds, .tok_s, .forward_s, .moe_s, .moe_wait_s,
+        .cpu_busy, .prefetch.guessed, .stream.hits, .stream.hit_rate, .stream.read_gbps,
+        .stream.retries) | numbers' "$tmp/r.json" >/dev/null &&
+    jq -e '[.prefill, .decode][] | .tiers | (.gpu, ."dram-cpu", ."dram-pcie", .nvme) |
+        (.runs, .pairs, .bytes, .seconds, .experts_per_token, .bytes_per_token, .ms_per_token) |
+        numbers' "$tmp/r.json" >/dev/null &&
+    jq -e '.prefill.tokens == 25 and .decode.tokens == 5 and .decode.gpu_busy == null' \
+        "$tmp/r.json" >/dev/null
+ok $? "every field is there: tok/s, busy, per tier runs/pairs/bytes/time, stream hits and GB/s"
+jq -e '. as $r | [.prefill, .decode] | all(
+        ([.tiers[].pairs] | add) == $r.k * $r.moe_layers * .engine_tokens)' "$tmp/r.json" >/dev/null
+ok $? "per phase the pairs of all tiers are k x MoE layers x tokens"
+jq -e '. as $r | [[.prefill, .decode][] | .tiers[] | .bytes == .runs * $r.expert_bytes] | all' \
+    "$tmp/r.json" >/dev/null
+ok $? "per tier bytes = runs x expert bytes"
+jq -e '.decode.tiers["dram-cpu"].runs > 0 and .decode.tiers.nvme.runs > 0 and
+       .decode.tiers.gpu.runs == 0 and .decode.tiers["dram-pcie"].runs == 0 and
+       .decode.tiers["dram-cpu"].seconds > 0 and .decode.tiers.nvme.seconds > 0' \
+    "$tmp/r.json" >/dev/null
+ok $? "decode ran experts from DRAM and from NVMe, and only there"
+jq -e --slurpfile p "$tmp/mix.json" '
+    def near(a; b): (a - b | fabs) <= 1e-6 * ([a, b, 1e-12] | map(fabs) | max);
+    $p[0].prediction as $q | .predicted as $m |
+    near($m.decode_tok_s; $q.decode_tok_s) and near($m.prefill_tok_s; $q.prefill_tok_s) and
+    $m.bottleneck == $q.bottleneck and
+    ([$q.tiers | to_entries[] | .key as $k | .value as $t | $m.tiers[$k] as $u |
+      $u.experts == $t.experts and near($u.bytes_per_token; $t.bytes_per_token) and
+      near($u.ms_per_token; $t.ms_per_token)] | all) and
+    near($m.hardware.dram_gbps; $p[0].hardware.dram_gbps) and
+    near($m.hardware.cpu_eff; $p[0].budgets.cpu_eff)' "$tmp/r.json" >/dev/null
+ok $? "the predicted numbers are the plan file's"
+jq -e 'def near(a; b): (a - b | fabs) <= 1e-6 * ([a, b] | map(fabs) | max);
+    near(.ratio.decode_tok_s; .decode.tok_s / .predicted.decode_tok_s) and
+    near(.ratio.tiers.nvme.ms_per_token;
+         .decode.tiers.nvme.ms_per_token / .predicted.tiers.nvme.ms_per_token) and
+    .ratio.tiers.gpu.ms_per_token == null' "$tmp/r.json" >/dev/null
+ok $? "ratios are measured over predicted"
+grep -q '^mt: report: prefill 25 tokens, .* tok/s (plan .*, ratio .*); decode 5 tokens' "$tmp/err" &&
+    grep -q '^mt: report: decode .* plan: experts/tok' "$tmp/err" &&
+    grep -q '^mt: report: nvme  *[0-9.]*  *[0-9.]*  *[0-9.]*  *12.00 ' "$tmp/err" &&
+    grep -q '^mt: report: streamed experts: cache hits' "$tmp/err"
+ok $? "the text report is on stderr: $(grep 'report: prefill' "$tmp/err")"
+out=$(run --plan "$tmp/mix.json" --json -)
+[ $? -eq 0 ] && [ "$(printf '%s\n' "$out" | head -1)" = "$got" ] &&
+    printf '%s\n' "$out" | tail -n +2 | jq -e '.format == "moetier-report"' >/dev/null
+ok $? "--json - writes the report to stdout after the tokens"
+run --json "$tmp/np.json" >/dev/null &&
+    jq -e '.predicted == null and .ratio == null and .plan == null and
+           .decode.tiers["dram-cpu"].runs > 0' "$tmp/np.json" >/dev/null
+ok $? "without a plan: measured numbers only"
+
+# learning: a report that measured the CPU's experts at 0.3 of the DRAM rate
+cp "$tmp/cpu.json" "$tmp/learn.json"
+jq '.decode.tiers["dram-cpu"].bytes = 6e9 | .decode.tiers["dram-cpu"].seconds = 1' \
+    "$tmp/r.json" >"$tmp/r3.json"
+"$bin" plan -m "$m" --hw "$tmp/learn.json" --learn "$tmp/r3.json" >"$tmp/learn.out" 2>&1 &&
+    jq -e '.learned.reports == 1 and (.learned.cpu_expert_eff - 0.3 | fabs) < 1e-6 and
+           .learned.disk_eff > 0 and .learned.gpu_eff == 0' "$tmp/learn.json" >/dev/null
+ok $? "plan --learn writes the measured efficiencies into the profile: $(grep 'CPU expert' "$tmp/learn.out")"
+plan --hw "$tmp/learn.json" --cpu-mem "$mem" -o "$tmp/learned.json" >"$tmp/l.out" 2>&1 &&
+    plan --hw "$tmp/cpu.json" --cpu-mem "$mem" --cpu-eff 0.3 -o "$tmp/eff3.json" >/dev/null 2>&1 &&
+    grep -q 'CPU eff    : 0.300 (learned: 1 run report)' "$tmp/l.out" &&
+    jq -e --slurpfile a "$tmp/eff3.json" --slurpfile b "$tmp/mix.json" '
+        .budgets.cpu_eff == $a[0].budgets.cpu_eff and
+        .prediction.tiers["dram-cpu"].ms_per_token as $t |
+        $t == $a[0].prediction.tiers["dram-cpu"].ms_per_token and
+        $t > $b[0].prediction.tiers["dram-cpu"].ms_per_token and
+        .prediction.decode_tok_s < $b[0].prediction.decode_tok_s' "$tmp/learned.json" >/dev/null
+ok $? "the next plan uses it: CPU eff 0.3 (learned), slower CPU experts and decode than at 0.6"
+plan --hw "$tmp/learn.json" --cpu-mem "$mem" --cpu-eff 0.5 >"$tmp/l.out" 2>&1 &&
+    grep -q 'CPU eff    : 0.500 (--cpu-eff)' "$tmp/l.out"
+ok $? "--cpu-eff still wins over what was learned"
+"$bin" plan -m "$m" --hw "$tmp/learn.json" --learn "$tmp/np.json" >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "without --plan" "$tmp/err"
+ok $? "a report of a run without a plan cannot teach: $(head -1 "$tmp/err")"
+tap_exit
