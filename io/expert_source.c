@@ -769,7 +769,9 @@ finish_job(struct io_thread *th, int j)
     struct slot *s = &src->slots[jb->slot];
     uint64_t bytes = 0;
 
-    if (jb->err == 0 && src->opt.verify) {
+    /* a store's CRC is always checked (crc32c runs far faster than any drive reads); the
+       second read that checks a checkpoint is opt-in (--verify): it halves the read rate */
+    if (jb->err == 0 && (src->opt.verify || src->is_store)) {
         verify_job(th, jb);
     }
     pthread_mutex_lock(&src->lock);

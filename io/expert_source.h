@@ -72,7 +72,7 @@ struct mt_io_source_options {
     size_t chunk_bytes;      /* largest single read, a 4 KiB multiple (0: 1 MiB) */
     uint64_t cache_bytes;    /* DRAM slot budget; at least one slot (0: 4 slots) */
     enum mt_io_queue_mode mode; /* best mode to try (0: uring+fixed); $MT_IO_MODE overrides */
-    bool verify; /* store: check each extent's CRC32C; checkpoint: read twice, compare */
+    bool verify; /* checkpoint: read twice, compare (a store's CRC32C is always checked) */
     bool buffered;           /* no O_DIRECT (page-cache reads) */
 };
 
@@ -120,7 +120,7 @@ mt_status_t mt_io_source_create(const char *const *paths, int n_files, int n_lay
  * A source over an expert store (io/store.h) made by `moetier pack` for the model whose hash is
  * model_hash: every file's header, index and size are checked first (MT_ERR_FORMAT naming the
  * file and the reason: another model, truncated, interrupted pack, files missing or mixed).
- * With opt->verify every extent's CRC32C is checked on every read.
+ * Every extent's CRC32C is checked on every read.
  */
 mt_status_t mt_io_source_create_store(const char *const *paths, int n_files, uint64_t model_hash,
                                       const struct mt_io_source_options *opt,

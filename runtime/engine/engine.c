@@ -212,19 +212,6 @@ mt_engine_destroy(struct mt_engine *e)
     if (e == NULL) {
         return;
     }
-    if (getenv("MT_ENGINE_STATS") != NULL) { /* TEMPORARY: until the run report lands */
-        struct mt_engine_stats st;
-        mt_engine_stats_get(e, &st);
-        fprintf(stderr, "stats: forwards %llu tokens %llu forward_s %.4f moe_s %.4f wait_s %.4f "
-                "guess %llu hits %llu\n", (unsigned long long)st.forwards,
-                (unsigned long long)st.tokens, st.forward_s, st.moe_s, st.moe_wait_s,
-                (unsigned long long)st.prefetch_guessed, (unsigned long long)st.prefetch_hits);
-        for (int t = 0; t < MT_TIER_COUNT; t++) {
-            fprintf(stderr, "stats: tier %d runs %llu pairs %llu bytes %llu s %.4f\n", t,
-                    (unsigned long long)st.expert_runs[t], (unsigned long long)st.expert_pairs[t],
-                    (unsigned long long)st.expert_bytes[t], st.tier_s[t]);
-        }
-    }
     eng_gpu_destroy(e->gpu, e->n_layers);
     mt_executor_destroy(e->ref_exec);
     mt_expert_provider_destroy(e->tiered);
