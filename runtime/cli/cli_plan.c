@@ -205,8 +205,8 @@ eff_of(double measured_gbps, double rate_gbps, const char *what, const char *pat
  * Add what one report measured: the CPU's expert reads (the dram-cpu tier's bytes over its time,
  * decode when the run decoded) over the plan's DRAM rate; the streamed bytes over the time reads
  * were in flight, over the plan's disk rate; and on the GPU engine, the weight bytes a decode
- * step reads (routed experts on the GPU and the always-on weights) over the forward time, over
- * the plan's HBM rate. A report of a run without a plan has no rates to compare with.
+ * step reads (routed experts on the GPU and the always-on weights) over the forward time less the
+ * waits for host experts, over the plan's HBM rate. A report of a run without a plan has no rates to compare with.
  */
 static mt_status_t
 learn_report(const char *path, struct learned_sum *sum)
@@ -250,7 +250,9 @@ learn_report(const char *path, struct learned_sum *sum)
     bytes = num_at(json_object_get(ph, "tiers"), "gpu", "bytes", NULL) +
             num_at(root, "always_on_bytes_per_token", NULL, NULL) *
                 num_at(ph, "forwards", NULL, NULL);
-    secs = num_at(ph, "forward_s", NULL, NULL);
+    /* the GPU's own time: the forward pass less the host's waits for CPU and disk experts
+       (the GPU's experts run meanwhile, so this leans high, never low, on mixed plans) */
+    secs = num_at(ph, "forward_s", NULL, NULL) - num_at(ph, "moe_wait_s", NULL, NULL);
     dev = json_string_value(json_object_get(root, "device"));
     if (dev != NULL && strcmp(dev, "gpu") == 0 && rate > 0 && bytes > 0 && secs > 0) {
         sum->gpu += eff_of(bytes / secs / 1e9, rate, "GPU weight reads", path);
