@@ -67,9 +67,9 @@ gemv_fp8_launch(const struct mt_gpu_weight *w, const float *x, int n_tok, float 
     long long rows_per_block = (long long)(FP8G_WARPS / ks) * 16 * FP8G_TILES;
     unsigned blocks = (unsigned)MT_CEIL_DIV(w->rows, rows_per_block);
 
-    /* every launch: the attribute belongs to the current device's context */
-    cudaFuncSetAttribute(gemv_fp8_kernel<S>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                         (int)FP8G_SMEM(S));
+    static unsigned long long prepared;
+
+    fp8g_prepare(gemv_fp8_kernel<S>, FP8G_SMEM(S), &prepared);
     gemv_fp8_kernel<S><<<blocks, FP8G_THREADS, FP8G_SMEM(S), s>>>(
         (const uint8_t *)w->data, w->scale, w->rows, w->cols, x, n_tok, y, ks);
     return mt_cuda_launched("gemv_fp8", s);

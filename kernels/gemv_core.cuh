@@ -299,6 +299,31 @@ fp8g_split(long long units)
     return ks;
 }
 
+/*
+ * Let kernel f (a template instance taking FP8G_SMEM(S) bytes) run on the current device: the
+ * dynamic shared memory limit and the largest carveout (two blocks a SM need 221 KB on the
+ * H200). Once per device and kernel (`done` is the kernel's own mask of devices): setting it
+ * before every launch made every small GEMV take 13-16 us whatever its size on the H200
+ * (01:43 run, bench/results/kernels-h200.md), the mark of launches bound by host time.
+ */
+template <typename F>
+static inline void
+fp8g_prepare(F *f, size_t smem, unsigned long long *done)
+{
+    int dev = 0;
+
+    cudaGetDevice(&dev);
+    if (dev < 64 && (*done >> dev & 1ULL)) {
+        return;
+    }
+    cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    cudaFuncSetAttribute(f, cudaFuncAttributePreferredSharedMemoryCarveout,
+                         cudaSharedmemCarveoutMaxShared);
+    if (dev < 64) {
+        *done |= 1ULL << dev; /* a race only repeats the idempotent calls */
+    }
+}
+
 /* Pipeline depth for this device: 3 stages (110.6 KB a block, two blocks per H100/H200 SM) where
  * a block may have that much shared memory, else 2 (73.7 KB: sm_86/sm_89 cards have 99 KB). */
 static inline int

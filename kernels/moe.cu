@@ -138,11 +138,10 @@ moe_launch(const struct mt_gpu_moe_args *a, cudaStream_t s)
     dim3 g3((unsigned)MT_CEIL_DIV(a->hidden, MOE_SUM_THREADS), a->n_tok);
     mt_status_t st;
 
-    /* every launch: the attribute belongs to the current device's context */
-    cudaFuncSetAttribute(moe_gate_up_kernel<S>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                         (int)FP8G_SMEM(S));
-    cudaFuncSetAttribute(moe_down_kernel<S>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                         (int)FP8G_SMEM(S));
+    static unsigned long long prepared[2];
+
+    fp8g_prepare(moe_gate_up_kernel<S>, FP8G_SMEM(S), &prepared[0]);
+    fp8g_prepare(moe_down_kernel<S>, FP8G_SMEM(S), &prepared[1]);
     moe_gate_up_kernel<S><<<g1, FP8G_THREADS, FP8G_SMEM(S), s>>>(
         a->experts, a->group_start, a->pair_tok, a->x, a->hidden, a->inter, h, ks1);
     st = mt_cuda_launched("moe_gate_up", s);
