@@ -329,12 +329,20 @@ fp8g_prepare(F *f, size_t smem, unsigned long long *done)
 static inline int
 fp8g_stages(void)
 {
+    static int known[64]; /* per device: 0 unknown, else the depth (a race only repeats it) */
     int dev = 0;
     int optin = 0;
 
     cudaGetDevice(&dev);
+    if (dev < 64 && known[dev] != 0) {
+        return known[dev];
+    }
     cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-    return (size_t)optin >= FP8G_SMEM(3) ? 3 : 2;
+    int s = (size_t)optin >= FP8G_SMEM(3) ? 3 : 2;
+    if (dev < 64) {
+        known[dev] = s;
+    }
+    return s;
 }
 
 #endif /* MT_KERNELS_GEMV_CORE_CUH */
