@@ -7,8 +7,10 @@
  * Why tensor cores for a memory-bound product: 8 tokens need 8 multiply-adds per weight byte,
  * 36 T/s at the H200's 4.5 TB/s, more than its fp32 CUDA cores do (33 T/s) before any decoding.
  * One mma.sync m16n8k16 multiplies 16 weight rows by 8 tokens over 16 columns, so the work per
- * weight byte is the same for 1 and for 8 tokens (the old CUDA-core loop took 3.4x and 6.7x the
- * time of one token for 4 and 8; bench/results/kernels-h200.md).
+ * weight byte is the same for 1 and for 8 tokens (the CUDA-core loop takes 3.4x and 6.7x the
+ * time of one token for 4 and 8; bench/results/kernels-h200.md). Measured: 8 tokens 2.8x faster
+ * than that loop, but one token slower (47% of HBM read against 55-57%), so gemv.cu keeps the
+ * CUDA-core loop for one dense token; the experts use this core for every count.
  *
  * The layout tricks, each of which removes a shuffle, a transpose or a barrier:
  * - Column permutation. A dot product does not care which columns meet in which mma slot as long

@@ -106,6 +106,7 @@ main(void)
     check_linear(MT_DTYPE_F8_E4M3, 300, 1552, 8);
     check_linear(MT_DTYPE_F8_E4M3, 77, 48, 6);
     /* activations across 24 binades */
+    check_linear_x(MT_DTYPE_F8_E4M3, 301, 7168, 1, 12.0f);
     check_linear_x(MT_DTYPE_F8_E4M3, 301, 7168, 3, 12.0f);
     check_linear_x(MT_DTYPE_F8_E4M3, 2048, 2048, 8, 12.0f);
     check_linear(MT_DTYPE_BF16, 1, 8, 1);
