@@ -540,13 +540,17 @@ main(int argc, char **argv)
     for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
         bench_gemv(MT_DTYPE_F8_E4M3, shapes[i][0], shapes[i][1], 1);
     }
+    bench_gemv(MT_DTYPE_F8_E4M3, 18432, 7168, 2);
     bench_gemv(MT_DTYPE_F8_E4M3, 18432, 7168, 4);
     bench_gemv(MT_DTYPE_F8_E4M3, 18432, 7168, 8);
+    bench_gemv(MT_DTYPE_F8_E4M3, 7168, 18432, 8);
+    bench_gemv(MT_DTYPE_F8_E4M3, 32768, 512, 8);
     if (!quick) {
         bench_gemv(MT_DTYPE_BF16, 129280, 7168, 1);
     }
     bench_moe(8, 1);
     bench_moe(8, 4);
+    bench_moe(8, 8);
     bench_indexer(131072, true);
     bench_indexer(131072, false);
     bench_mla(MT_DTYPE_BF16, 2048, 65536);

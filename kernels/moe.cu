@@ -4,10 +4,11 @@
  * SwiGLU product, then down, then the routing-weighted sum per token.
  *
  * The one idea: pairs (token, expert) arrive grouped by expert, so each expert's weights are read
- * once for all the tokens routed to it, with the same inner loop as every other GEMV
- * (gemv_core.cuh); the gate and up rows of one intermediate unit are the two rows a thread group
- * owns, so SiLU(g) * u is formed in registers and only h [pairs, inter] touches memory. The final
- * sum runs over a token's pairs in pair order, so results do not depend on scheduling.
+ * once for all the tokens routed to it (up to 8: the mma's n), with the FP8 core of every other
+ * GEMV (gemv_core.cuh). In gate/up a warp's two 16-row tiles are the same 16 rows of gate and of
+ * up, so each thread holds g and u of the same (row, token) and forms SiLU(g) * u in registers;
+ * only h [pairs, inter] touches memory. The final sum runs over a token's pairs in pair order, so
+ * results do not depend on scheduling.
  */
 #include <config.h>
 
@@ -19,93 +20,80 @@
 
 #define MOE_SUM_THREADS 256
 
-/* h[p, r] = SiLU(gate_e[r] . x[tok p]) * (up_e[r] . x[tok p]) for the pairs of group blockIdx.y. */
-template <int NT>
-static __global__ void
+/* h[p, r] = SiLU(gate_e[r] . x[tok p]) * (up_e[r] . x[tok p]) for the pairs of group blockIdx.y;
+ * a row group is 16 rows (one tile of gate, one of up). */
+template <int S>
+static __global__ void __launch_bounds__(FP8G_THREADS, 2)
 moe_gate_up_kernel(const struct mt_gpu_expert *experts, const int32_t *group_start,
-                   const int32_t *pair_tok, const float *x, int hidden, int inter, float *h, int T)
+                   const int32_t *pair_tok, const float *x, int hidden, int inter, float *h,
+                   int ks)
 {
+    extern __shared__ uint4 ring[];
     const struct mt_gpu_expert *e = experts + blockIdx.y;
     int p0 = group_start[blockIdx.y];
-    int np = min(group_start[blockIdx.y + 1] - p0, NT);
-    int lane = threadIdx.x % T;
-    int64_t r = (int64_t)blockIdx.x * (GEMV_THREADS / T) + threadIdx.x / T;
-    int64_t n_cb = (hidden + 127) / 128;
-    bool valid = r < inter;
-    const uint4 *wrow[2] = {
-        valid ? reinterpret_cast<const uint4 *>((const uint8_t *)e->gate + r * hidden) : NULL,
-        valid ? reinterpret_cast<const uint4 *>((const uint8_t *)e->up + r * hidden) : NULL};
-    const float *srow[2] = {e->gate_scale + (r / 128) * n_cb, e->up_scale + (r / 128) * n_cb};
-    const float4 *xr[NT];
-    float acc[2][NT];
+    int np = min(group_start[blockIdx.y + 1] - p0, FP8G_TOK);
+    int w = threadIdx.x / 32;
+    int lane = threadIdx.x & 31;
+    int g = lane >> 2;
+    int c = lane & 3;
+    int64_t r0 = ((int64_t)blockIdx.x * (FP8G_WARPS / ks) + w / ks) * 16;
+    struct fp8g_tile t[FP8G_TILES] = {
+        fp8g_tile_at((const uint8_t *)e->gate, e->gate_scale, inter, hidden, r0),
+        fp8g_tile_at((const uint8_t *)e->up, e->up_scale, inter, hidden, r0)};
+    float acc[FP8G_TILES][4];
 
-#pragma unroll
-    for (int j = 0; j < NT; j++) {
-        int tok = j < np ? pair_tok[p0 + j] : pair_tok[p0];
-        xr[j] = reinterpret_cast<const float4 *>(x + (int64_t)tok * hidden);
-        acc[0][j] = 0.0f;
-        acc[1][j] = 0.0f;
-    }
-    gemv_group_dot<true, NT, 2>(wrow, srow, hidden / 16, xr, np, lane, T, acc);
-    gemv_group_reduce<NT, 2>(acc, lane, T);
-    if (lane != 0 || !valid) {
+    const float *xrow = g < np ? x + (int64_t)pair_tok[p0 + g] * hidden : NULL;
+    fp8g_warp<S>(ring, t, hidden, hidden / 16, xrow, w % ks, ks, acc);
+    if (!fp8g_block_reduce(ring, ks, acc)) {
         return;
     }
 #pragma unroll
-    for (int j = 0; j < NT; j++) {
-        if (j < np) {
-            float g = acc[0][j];
-            h[(int64_t)(p0 + j) * inter + r] = g / (1.0f + expf(-g)) * acc[1][j];
+    for (int k = 0; k < 4; k++) {
+        int64_t r = r0 + g + 8 * (k >> 1);
+        int j = 2 * c + (k & 1);
+        if (r < inter && j < np) {
+            float gv = acc[0][k] * MT_FP8_DECODE_SCALE;
+            float uv = acc[1][k] * MT_FP8_DECODE_SCALE;
+            h[(int64_t)(p0 + j) * inter + r] = gv / (1.0f + expf(-gv)) * uv;
         }
     }
 }
 
-/* yp[p, :] = down_e h[p, :] for the pairs of group blockIdx.y. */
-template <int NT>
-static __global__ void
+/* yp[p, :] = down_e h[p, :] for the pairs of group blockIdx.y; a row group is 32 rows. */
+template <int S>
+static __global__ void __launch_bounds__(FP8G_THREADS, 2)
 moe_down_kernel(const struct mt_gpu_expert *experts, const int32_t *group_start, const float *h,
-                int hidden, int inter, float *yp, int T)
+                int hidden, int inter, float *yp, int ks)
 {
-    const int R = GEMV_ROWS;
+    extern __shared__ uint4 ring[];
     const struct mt_gpu_expert *e = experts + blockIdx.y;
     int p0 = group_start[blockIdx.y];
-    int np = min(group_start[blockIdx.y + 1] - p0, NT);
-    int lane = threadIdx.x % T;
-    int64_t r0 = ((int64_t)blockIdx.x * (GEMV_THREADS / T) + threadIdx.x / T) * R;
-    int64_t n_cb = (inter + 127) / 128;
-    const uint4 *wrow[R];
-    const float *srow[R];
-    const float4 *xr[NT];
-    float acc[R][NT];
+    int np = min(group_start[blockIdx.y + 1] - p0, FP8G_TOK);
+    int w = threadIdx.x / 32;
+    int lane = threadIdx.x & 31;
+    int g = lane >> 2;
+    int c = lane & 3;
+    int64_t r0 = ((int64_t)blockIdx.x * (FP8G_WARPS / ks) + w / ks) * (16 * FP8G_TILES);
+    struct fp8g_tile t[FP8G_TILES];
+    float acc[FP8G_TILES][4];
 
 #pragma unroll
-    for (int i = 0; i < R; i++) {
-        int64_t r = r0 + i;
-        wrow[i] = r < hidden ? reinterpret_cast<const uint4 *>((const uint8_t *)e->down + r * inter)
-                             : NULL;
-        srow[i] = e->down_scale + (r / 128) * n_cb;
-#pragma unroll
-        for (int j = 0; j < NT; j++) {
-            acc[i][j] = 0.0f;
-        }
+    for (int i = 0; i < FP8G_TILES; i++) {
+        t[i] = fp8g_tile_at((const uint8_t *)e->down, e->down_scale, hidden, inter, r0 + 16 * i);
     }
-#pragma unroll
-    for (int j = 0; j < NT; j++) {
-        xr[j] = reinterpret_cast<const float4 *>(h + (int64_t)(p0 + (j < np ? j : 0)) * inter);
-    }
-    gemv_group_dot<true, NT, R>(wrow, srow, inter / 16, xr, np, lane, T, acc);
-    gemv_group_reduce<NT, R>(acc, lane, T);
-    if (lane != 0) {
+    const float *xrow = g < np ? h + (int64_t)(p0 + g) * inter : NULL;
+    fp8g_warp<S>(ring, t, inter, inter / 16, xrow, w % ks, ks, acc);
+    if (!fp8g_block_reduce(ring, ks, acc)) {
         return;
     }
 #pragma unroll
-    for (int i = 0; i < R; i++) {
-        if (r0 + i < hidden) {
+    for (int i = 0; i < FP8G_TILES; i++) {
 #pragma unroll
-            for (int j = 0; j < NT; j++) {
-                if (j < np) {
-                    yp[(int64_t)(p0 + j) * hidden + r0 + i] = acc[i][j];
-                }
+        for (int k = 0; k < 4; k++) {
+            int64_t r = r0 + 16 * i + g + 8 * (k >> 1);
+            int j = 2 * c + (k & 1);
+            if (r < hidden && j < np) {
+                yp[(int64_t)(p0 + j) * hidden + r] = acc[i][k] * MT_FP8_DECODE_SCALE;
             }
         }
     }
@@ -137,41 +125,31 @@ mt_gpu_moe_work_bytes(int n_pairs, int inter, int hidden)
     return (size_t)n_pairs * ((size_t)inter + hidden) * sizeof(float) + 256;
 }
 
-static int
-sm_count(void)
-{
-    int dev = 0;
-    int n = 0;
-
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
-    return n > 0 ? n : 1;
-}
-
-template <int NT>
+template <int S>
 static mt_status_t
 moe_launch(const struct mt_gpu_moe_args *a, cudaStream_t s)
 {
     float *h = (float *)a->work;
     float *yp = h + (size_t)a->n_pairs * a->inter;
-    int sms = sm_count();
-    /* gate/up: one intermediate row per thread group; down: GEMV_ROWS rows per group */
-    int T1 = gemv_group_threads(a->hidden / 16, (long long)a->inter * a->n_groups * GEMV_ROWS,
-                                sms);
-    int T2 = gemv_group_threads(a->inter / 16, (long long)a->hidden * a->n_groups, sms);
-    dim3 g1((unsigned)MT_CEIL_DIV(a->inter, GEMV_THREADS / T1), a->n_groups);
-    dim3 g2((unsigned)MT_CEIL_DIV(a->hidden, (GEMV_THREADS / T2) * GEMV_ROWS), a->n_groups);
+    int ks1 = fp8g_split(a->hidden / 16);
+    int ks2 = fp8g_split(a->inter / 16);
+    dim3 g1((unsigned)MT_CEIL_DIV(a->inter, (FP8G_WARPS / ks1) * 16), a->n_groups);
+    dim3 g2((unsigned)MT_CEIL_DIV(a->hidden, (FP8G_WARPS / ks2) * 16 * FP8G_TILES), a->n_groups);
     dim3 g3((unsigned)MT_CEIL_DIV(a->hidden, MOE_SUM_THREADS), a->n_tok);
     mt_status_t st;
 
-    moe_gate_up_kernel<NT><<<g1, GEMV_THREADS, 0, s>>>(a->experts, a->group_start, a->pair_tok,
-                                                         a->x, a->hidden, a->inter, h, T1);
+    static unsigned long long prepared[2];
+
+    fp8g_prepare(moe_gate_up_kernel<S>, FP8G_SMEM(S), &prepared[0]);
+    fp8g_prepare(moe_down_kernel<S>, FP8G_SMEM(S), &prepared[1]);
+    moe_gate_up_kernel<S><<<g1, FP8G_THREADS, FP8G_SMEM(S), s>>>(
+        a->experts, a->group_start, a->pair_tok, a->x, a->hidden, a->inter, h, ks1);
     st = mt_cuda_launched("moe_gate_up", s);
     if (st != MT_OK) {
         return st;
     }
-    moe_down_kernel<NT><<<g2, GEMV_THREADS, 0, s>>>(a->experts, a->group_start, h, a->hidden,
-                                                      a->inter, yp, T2);
+    moe_down_kernel<S><<<g2, FP8G_THREADS, FP8G_SMEM(S), s>>>(a->experts, a->group_start, h,
+                                                              a->hidden, a->inter, yp, ks2);
     st = mt_cuda_launched("moe_down", s);
     if (st != MT_OK) {
         return st;
@@ -194,11 +172,5 @@ mt_gpu_moe_experts(const struct mt_gpu_moe_args *a, struct CUstream_st *stream)
                        "%d tokens a group",
                        a->hidden, a->inter, a->n_groups, a->n_pairs, a->n_tok, a->max_group_tok);
     }
-    switch (a->max_group_tok) {
-    case 1: return moe_launch<1>(a, stream);
-    case 2: return moe_launch<2>(a, stream);
-    case 3: return moe_launch<3>(a, stream);
-    case 4: return moe_launch<4>(a, stream);
-    default: return moe_launch<8>(a, stream);
-    }
+    return fp8g_stages() == 3 ? moe_launch<3>(a, stream) : moe_launch<2>(a, stream);
 }

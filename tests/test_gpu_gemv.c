@@ -12,8 +12,10 @@
 #include <math.h>
 #include <stdlib.h>
 
+/* x_span > 0: activations of magnitude 2^-x_span .. 2^x_span with random signs instead of
+ * uniform in [-1, 1] (the f16 hi + lo split of x must keep small and large values alike). */
 static void
-check_linear(enum mt_dtype dt, int64_t rows, int64_t cols, int n_tok)
+check_linear_x(enum mt_dtype dt, int64_t rows, int64_t cols, int n_tok, float x_span)
 {
     bool fp8 = dt == MT_DTYPE_F8_E4M3;
     size_t n_w = (size_t)rows * cols;
@@ -35,6 +37,9 @@ check_linear(enum mt_dtype dt, int64_t rows, int64_t cols, int n_tok)
         gt_fill_bf16(w, n_w, -1.0f, 1.0f);
     }
     gt_fill(x, (size_t)n_tok * cols, -1.0f, 1.0f);
+    for (size_t i = 0; x_span > 0.0f && i < (size_t)n_tok * cols; i++) {
+        x[i] = (x[i] < 0.0f ? -1.0f : 1.0f) * exp2f(gt_uniform(-x_span, x_span));
+    }
     struct mt_cpu_weight cw = {dt, w, s, rows, cols};
     if (mt_cpu_linear(&cw, x, n_tok, want) != MT_OK) {
         gt_bail("cpu linear");
@@ -45,20 +50,31 @@ check_linear(enum mt_dtype dt, int64_t rows, int64_t cols, int n_tok)
     float *d_x = gt_put(x, (size_t)n_tok * cols * sizeof(float));
     float *d_y = gt_alloc((size_t)n_tok * rows * sizeof(float));
     mt_status_t st = mt_gpu_linear(&gw, d_x, n_tok, d_y, NULL);
-    snprintf(name, sizeof(name), "%s linear %lld x %lld, %d token%s", fp8 ? "FP8" : "BF16",
-             (long long)rows, (long long)cols, n_tok, n_tok > 1 ? "s" : "");
+    snprintf(name, sizeof(name), "%s linear %lld x %lld, %d token%s%s", fp8 ? "FP8" : "BF16",
+             (long long)rows, (long long)cols, n_tok, n_tok > 1 ? "s" : "",
+             x_span > 0.0f ? ", x of magnitude 2^-12..2^12" : "");
     if (st != MT_OK) {
         tap_ok(false, "%s: launch failed: %s", name, mt_last_error());
     } else {
         gt_get(got, d_y, (size_t)n_tok * rows * sizeof(float));
         /* sums of `cols` products of magnitude <= 1: fp32 order differences grow with sqrt(cols) */
-        mt_test_allclose(name, got, want, (size_t)n_tok * rows, 2e-5f * sqrtf((float)cols), 1e-4f);
+        /* x_span: terms up to 2^x_span, a root mean square near 2^(x_span - 3): the absolute
+         * tolerance scales with that (dropping x's f16 lo half misses it by about 8x) */
+        mt_test_allclose(name, got, want, (size_t)n_tok * rows,
+                         2e-5f * sqrtf((float)cols) * (x_span > 0.0f ? exp2f(x_span - 3) : 1.0f),
+                         1e-4f);
     }
     free(got);
     free(want);
     free(x);
     free(s);
     free(w);
+}
+
+static void
+check_linear(enum mt_dtype dt, int64_t rows, int64_t cols, int n_tok)
+{
+    check_linear_x(dt, rows, cols, n_tok, 0.0f);
 }
 
 int
@@ -83,6 +99,16 @@ main(void)
     check_linear(MT_DTYPE_F8_E4M3, 37, 256, 1);
     check_linear(MT_DTYPE_F8_E4M3, 130, 640, 1);
     check_linear(MT_DTYPE_F8_E4M3, 301, 1152, 2);
+    /* 8 tokens (the mma's n) and odd counts at odd sizes: a column step cut short (1040 and 1552
+     * columns are 65 and 97 16-column units), one unit only, rows past the last 16-row tile */
+    check_linear(MT_DTYPE_F8_E4M3, 1, 16, 8);
+    check_linear(MT_DTYPE_F8_E4M3, 45, 1040, 7);
+    check_linear(MT_DTYPE_F8_E4M3, 300, 1552, 8);
+    check_linear(MT_DTYPE_F8_E4M3, 77, 48, 6);
+    /* activations across 24 binades */
+    check_linear_x(MT_DTYPE_F8_E4M3, 301, 7168, 1, 12.0f);
+    check_linear_x(MT_DTYPE_F8_E4M3, 301, 7168, 3, 12.0f);
+    check_linear_x(MT_DTYPE_F8_E4M3, 2048, 2048, 8, 12.0f);
     check_linear(MT_DTYPE_BF16, 1, 8, 1);
     check_linear(MT_DTYPE_BF16, 77, 200, 2);
     check_linear(MT_DTYPE_BF16, 1001, 1032, 7);
@@ -94,6 +120,9 @@ main(void)
         check_linear(MT_DTYPE_F8_E4M3, 2048, 7168, t);
     }
     check_linear(MT_DTYPE_F8_E4M3, 7168, 2048, 8);
+    check_linear(MT_DTYPE_F8_E4M3, 18432, 7168, 8);
+    check_linear(MT_DTYPE_F8_E4M3, 7168, 18432, 5);
+    check_linear(MT_DTYPE_F8_E4M3, 24576, 1536, 8);
     check_linear(MT_DTYPE_F8_E4M3, 32768, 512, 4);
     check_linear(MT_DTYPE_BF16, 4096, 7168, 1);
     check_linear(MT_DTYPE_BF16, 4096, 7168, 8);

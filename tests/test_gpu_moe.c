@@ -162,6 +162,8 @@ main(void)
     check_moe(7168, 2048, 12, 4, 8); /* MTP-sized batch: experts shared */
     check_moe(7168, 2048, 3, 8, 2);  /* 8 tokens on 3 experts: groups of up to 8 */
     check_moe(272, 144, 5, 3, 2);    /* odd sizes, partial scale blocks */
+    check_moe(272, 144, 2, 8, 2);    /* every token on both experts: groups of exactly 8 */
+    check_moe(1040, 400, 4, 7, 3);   /* rows past the last 16-row tile in gate/up and down */
     mt_gpu_arena_destroy(gt_arena);
     return tap_done();
 }
