@@ -16,6 +16,23 @@
 _Atomic uint64_t mt_cpu_experts_gen;
 int mt_cpu_experts_prefetch = 8192;
 int mt_cpu_experts_amx_panel = 64;
+int mt_cpu_experts_dot = 3;
+
+bool
+mt_cpu_experts_dot_usable(void)
+{
+    static int usable = -1; /* cpuid once: it traps to the hypervisor in a VM */
+    int u = __atomic_load_n(&usable, __ATOMIC_RELAXED);
+
+    if (u < 0) {
+        struct mt_cpu_isa isa;
+
+        mt_cpu_isa_detect(&isa);
+        u = isa.avx512f && isa.avx512bw && isa.avx512_bf16 && __builtin_cpu_supports("avx512vbmi");
+        __atomic_store_n(&usable, u, __ATOMIC_RELAXED);
+    }
+    return u != 0;
+}
 
 /* ---- scalar: the reference of the SIMD kernels ---------------------------------------------- */
 
@@ -70,29 +87,53 @@ kernels_of(enum mt_cpu_level level)
     }
 }
 
+static bool
+rows_simd(const struct mt_cpu_weight *w)
+{
+    return w->cols % 32 == 0 && (w->dtype == MT_DTYPE_F8_E4M3 || w->dtype == MT_DTYPE_BF16);
+}
+
+/* True where rows_run takes family k's prefill kernel for m tokens of w. */
+static bool
+rows_many(const struct mt_cpu_kernels *k, const struct mt_cpu_weight *w, int m)
+{
+    return rows_simd(w) && k->rows_many != NULL && m >= MT_CPU_PREFILL_MIN_M;
+}
+
 /*
  * Rows [r0, r1) of w for m tokens with family k: the prefill kernel for many tokens where the
  * family has one (whole FP8 128-row blocks, all tokens in one call), else the decode tiles (cut
  * at FP8 128-row scale blocks and in token blocks of 32, so a block of x stays in L2 while the
  * rows' weights stream past); the scalar kernel where dtype or shape fit no SIMD kernel.
+ * xp: x packed by k->pack for the prefill kernel, or NULL (the kernel packs its own copy).
  */
 static void
 rows_run(const struct mt_cpu_kernels *k, const struct mt_cpu_weight *w, int64_t r0, int64_t r1,
-         const float *x, int m, float *y, int64_t ldy)
+         const float *x, const void *xp, int m, float *y, int64_t ldy)
 {
-    bool simd = w->cols % 32 == 0 &&
-                (w->dtype == MT_DTYPE_F8_E4M3 || w->dtype == MT_DTYPE_BF16);
-    bool many = simd && k->rows_many != NULL && m >= MT_CPU_PREFILL_MIN_M;
+    bool simd = rows_simd(w);
+    bool many = rows_many(k, w, m);
     mt_cpu_rows_fn fn = scalar_rows;
 
     if (simd && !many) {
         const struct mt_cpu_kernels *d = k->rows_fp8 != NULL ? k : &mt_cpu_kernels_avx512;
+
+        /* the AVX-512 families decode on bf16 dot products where the CPU has them */
+        if ((k == &mt_cpu_kernels_avx512 || k == &mt_cpu_kernels_amx) && w->cols % 64 == 0 &&
+            mt_cpu_experts_dot != 0 && mt_cpu_experts_dot_usable()) {
+            d = &mt_cpu_kernels_dot;
+        }
 
         fn = w->dtype == MT_DTYPE_F8_E4M3 ? d->rows_fp8 : d->rows_bf16;
     }
     for (int64_t a = r0; a < r1;) {
         int64_t b = MT_MIN(r1, (a / MT_CPU_FP8_BLOCK + 1) * MT_CPU_FP8_BLOCK);
 
+        if (many && xp != NULL) {
+            k->rows_packed(w, a, b, xp, m, y + (a - r0), ldy);
+            a = b;
+            continue;
+        }
         if (many) {
             k->rows_many(w, a, b, x, w->cols, m, y + (a - r0), ldy);
             a = b;
@@ -123,6 +164,11 @@ struct mt_cpu_moe {
     size_t h_cap;
     float *tmp; /* per thread: 2 x 128 x max m */
     size_t tmp_cap;
+    uint8_t *xp; /* prefill jobs' inputs packed by k->pack: x, then h (phase 2) */
+    size_t xp_cap;
+    int64_t *xp_off; /* (n) job j's packed input in xp; -1: not packed */
+    size_t xp_off_cap;
+    bool packs; /* some job's input is packed this run */
     int max_m;
     int64_t hidden;
     int64_t inter;
@@ -168,9 +214,10 @@ share_visit(struct mt_cpu_moe *moe, int tid, int nt, int64_t rows, int phase)
         if (r0 >= r1) {
             continue;
         }
+        const void *xp = moe->xp_off[j] >= 0 ? moe->xp + moe->xp_off[j] : NULL;
+
         if (phase == 2) {
-            rows_run(moe->k, job->down, r0, r1, h, job->m, job->y + r0,
-                     moe->hidden);
+            rows_run(moe->k, job->down, r0, r1, h, xp, job->m, job->y + r0, moe->hidden);
             continue;
         }
         /* gate and up for the same rows, 128 rows at a time, then h for those rows */
@@ -178,8 +225,8 @@ share_visit(struct mt_cpu_moe *moe, int tid, int nt, int64_t rows, int phase)
             int64_t b = MT_MIN(r1, (a / 128 + 1) * 128);
             int64_t len = b - a;
 
-            rows_run(moe->k, job->gate, a, b, job->x, job->m, g, len);
-            rows_run(moe->k, job->up, a, b, job->x, job->m, u, len);
+            rows_run(moe->k, job->gate, a, b, job->x, xp, job->m, g, len);
+            rows_run(moe->k, job->up, a, b, job->x, xp, job->m, u, len);
             for (int t = 0; t < job->m; t++) {
                 for (int64_t i = 0; i < len; i++) {
                     h[t * moe->inter + a + i] = mt_cpu_silu(g[t * len + i]) * u[t * len + i];
@@ -190,13 +237,53 @@ share_visit(struct mt_cpu_moe *moe, int tid, int nt, int64_t rows, int phase)
     }
 }
 
+/*
+ * Thread tid's share of packing the prefill jobs' inputs (x for phase 1, h for phase 2): the
+ * token blocks of all those jobs cut evenly, so a 2048-token input is packed once by the team,
+ * not once per thread that computes rows of its expert.
+ */
+static void
+pack_share(struct mt_cpu_moe *moe, int tid, int nt, int phase)
+{
+    int64_t total = 0;
+    int64_t at = 0;
+
+    for (int j = 0; j < moe->n; j++) {
+        total += moe->xp_off[j] >= 0 ? MT_CPU_PACK_BLOCKS(moe->jobs[j].m) : 0;
+    }
+    int64_t lo = total * tid / nt;
+    int64_t hi = total * (tid + 1) / nt;
+
+    for (int j = 0; j < moe->n && at < hi; j++) {
+        const struct mt_cpu_expert_job *job = &moe->jobs[j];
+        int64_t nb = moe->xp_off[j] >= 0 ? MT_CPU_PACK_BLOCKS(job->m) : 0;
+        int64_t b0 = MT_MAX(lo, at) - at;
+        int64_t b1 = MT_MIN(hi, at + nb) - at;
+        int64_t cols = phase == 1 ? moe->hidden : moe->inter;
+        const float *x = phase == 1 ? job->x : moe->h + moe->h_off[j];
+
+        if (b0 < b1) {
+            moe->k->pack(x, cols, job->m, cols, (int)b0, (int)b1, moe->xp + moe->xp_off[j]);
+        }
+        at += nb;
+    }
+}
+
 static void
 moe_job_run(void *arg, int tid, int nt)
 {
     struct mt_cpu_moe *moe = arg;
 
+    if (moe->packs) {
+        pack_share(moe, tid, nt, 1);
+        mt_cpu_team_barrier(moe->team);
+    }
     share_visit(moe, tid, nt, moe->inter, 1);
     mt_cpu_team_barrier(moe->team);
+    if (moe->packs) {
+        pack_share(moe, tid, nt, 2); /* h of every job is complete after the barrier */
+        mt_cpu_team_barrier(moe->team);
+    }
     share_visit(moe, tid, nt, moe->hidden, 2);
 }
 
@@ -229,6 +316,8 @@ mt_cpu_moe_destroy(struct mt_cpu_moe *moe)
     if (moe->started) {
         mt_cpu_moe_wait(moe);
     }
+    free(moe->xp_off);
+    free(moe->xp);
     free(moe->tmp);
     free(moe->h);
     free(moe->h_off);
@@ -285,24 +374,52 @@ mt_cpu_moe_start(struct mt_cpu_moe *moe, const struct mt_cpu_expert_job *jobs, i
             return mt_fail(MT_ERR_INVAL, 0,
                            "expert job %d: bad tokens, buffers or weight shapes (expected gate "
                            "and up [%lld, %lld], down [%lld, %lld])",
-                           j, (long long)moe->inter, (long long)moe->hidden,
-                           (long long)moe->hidden, (long long)moe->inter);
+                           j, (long long)moe->inter, (long long)moe->hidden, (long long)moe->hidden,
+                           (long long)moe->inter);
         }
         moe->max_m = MT_MAX(moe->max_m, jobs[j].m);
         h_total += (size_t)jobs[j].m * (size_t)moe->inter;
     }
     if (!grow((void **)&moe->jobs, &cap_jobs, (size_t)n, sizeof(*moe->jobs)) ||
-        !grow((void **)&moe->h_off, &(size_t){(size_t)moe->cap}, (size_t)n,
-              sizeof(*moe->h_off))) {
+        !grow((void **)&moe->h_off, &(size_t){(size_t)moe->cap}, (size_t)n, sizeof(*moe->h_off))) {
         return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate %d expert jobs", n);
     }
     moe->cap = (int)cap_jobs;
     if (!grow((void **)&moe->h, &moe->h_cap, h_total, sizeof(float)) ||
         !grow((void **)&moe->tmp, &moe->tmp_cap,
-              (size_t)mt_cpu_team_size(moe->team) * 2 * 128 * (size_t)moe->max_m,
-              sizeof(float))) {
-        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the MoE workspace (%zu floats)",
-                       h_total);
+              (size_t)mt_cpu_team_size(moe->team) * 2 * 128 * (size_t)moe->max_m, sizeof(float))) {
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the MoE workspace (%zu floats)", h_total);
+    }
+    /* prefill jobs whose gate, up and down all take the packed kernel share one packed input */
+    size_t xp_total = 0;
+
+    if (!grow((void **)&moe->xp_off, &moe->xp_off_cap, (size_t)n, sizeof(*moe->xp_off))) {
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate %d expert jobs", n);
+    }
+    moe->packs = false;
+    for (int j = 0; j < n; j++) {
+        moe->xp_off[j] = -1;
+        if (moe->k->rows_packed != NULL && rows_many(moe->k, jobs[j].gate, jobs[j].m) &&
+            rows_many(moe->k, jobs[j].up, jobs[j].m) &&
+            rows_many(moe->k, jobs[j].down, jobs[j].m)) {
+            size_t b = MT_MAX(moe->k->pack_bytes(jobs[j].m, moe->hidden),
+                              moe->k->pack_bytes(jobs[j].m, moe->inter));
+
+            moe->xp_off[j] = (int64_t)xp_total;
+            xp_total += (b + 63) / 64 * 64;
+            moe->packs = true;
+        }
+    }
+    if (xp_total > moe->xp_cap) {
+        void *q = aligned_alloc(64, xp_total);
+
+        if (q == NULL) {
+            return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate %zu bytes of packed prefill inputs",
+                           xp_total);
+        }
+        free(moe->xp);
+        moe->xp = q;
+        moe->xp_cap = xp_total;
     }
     h_total = 0;
     for (int j = 0; j < n; j++) {
@@ -371,12 +488,12 @@ mt_cpu_expert_run(enum mt_cpu_level level, const struct mt_cpu_expert_job *job)
     }
     u = g + (size_t)job->m * (size_t)inter;
     atomic_fetch_add(&mt_cpu_experts_gen, 1);
-    rows_run(k, job->gate, 0, inter, job->x, job->m, g, inter);
-    rows_run(k, job->up, 0, inter, job->x, job->m, u, inter);
+    rows_run(k, job->gate, 0, inter, job->x, NULL, job->m, g, inter);
+    rows_run(k, job->up, 0, inter, job->x, NULL, job->m, u, inter);
     for (int64_t i = 0; i < (int64_t)job->m * inter; i++) {
         g[i] = mt_cpu_silu(g[i]) * u[i];
     }
-    rows_run(k, job->down, 0, hidden, g, job->m, job->y, hidden);
+    rows_run(k, job->down, 0, hidden, g, NULL, job->m, job->y, hidden);
     free(g);
     return MT_OK;
 }

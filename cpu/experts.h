@@ -13,7 +13,8 @@
  * the job does not use sleep.
  *
  * Kernel families (cpu/isa.h): scalar (plain C, the reference of the others), AVX2 + FMA + F16C,
- * AVX-512 F + BW, and amx: the AVX-512 kernels below MT_CPU_PREFILL_MIN_M tokens per expert,
+ * AVX-512 F + BW (decoding on bf16 dot products where the CPU has AVX512-BF16 and VBMI:
+ * cpu/experts_dot.c), and amx: the AVX-512 kernels below MT_CPU_PREFILL_MIN_M tokens per expert,
  * AMX-BF16 tiles from there (cpu/experts_amx.c: activations and scaled weights rounded to bf16,
  * so that path is within 2e-2 x max |y| of the others, not 1e-4); chosen at run time
  * (MOETIER_ISA forces one). F32 and F16 weights, and shapes whose columns are not a multiple of
@@ -36,6 +37,17 @@
  * it while no layer runs.
  */
 extern int mt_cpu_experts_prefetch;
+
+/*
+ * Decode kernels of the avx512 and amx families where the CPU has AVX512-BF16 and AVX512-VBMI
+ * (cpu/experts_dot.c): 3 (default) bf16 dot products with each activation carried as 3 bf16
+ * terms (all 24 bits of fp32), 2 the same with 2 terms (16 bits), 0 the FMA tiles of
+ * cpu/experts_tile.h. Likewise a knob; ignored where the CPU lacks those units.
+ */
+extern int mt_cpu_experts_dot;
+
+/* True where this CPU runs the bf16 dot decode kernels (AVX512-BF16 and AVX512-VBMI). */
+bool mt_cpu_experts_dot_usable(void);
 
 /* Weight rows the AMX prefill kernel dequantizes at once: 64 or 128 (default 64); likewise. */
 extern int mt_cpu_experts_amx_panel;

@@ -5,19 +5,21 @@
  * cpu/experts.c calls it only at level amx, where the kernel granted the tile state.
  *
  * The one idea: a tile product needs both operands in bf16, so each is converted once and reused
- * many times. X is packed per thread into the tile layout B wants (pairs of k per token, 16
- * tokens per 64-byte row), once per input and layer run (a cache keyed by pointer, shape and
- * mt_cpu_experts_gen, which every layer run bumps). A weight panel of 64 (or 128) rows is
- * dequantized to bf16 with its block scale folded in (w x s rounded once), then held in L2 while
- * every token block of 32 streams past; tiles 0-3 hold a 32 x 32 block of C, 4-5 two row
- * tiles of W, 6-7 two token tiles of X.
+ * many times. X is packed into the tile layout B wants (pairs of k per token, 16 tokens per
+ * 64-byte row) once per input: by the whole team before a layer's phase (cpu/experts.c), so
+ * all threads on one expert share one copy that stays in the L3, or, for a lone expert run,
+ * per thread (a cache keyed by pointer, shape and mt_cpu_experts_gen, which every run bumps). A
+ * weight panel of 64 (or 128) rows is dequantized to bf16 with its block scale folded in (w x s
+ * rounded once), then held in L2 while every token block of 32 streams past; tiles 0-3 hold a 32 x
+ * 32 block of C, 4-5 two row tiles of W, 6-7 two token tiles of X.
  *
  * Numerics: X and w x s are rounded to bf16 (relative error <= 2^-9 each); products and sums are
  * fp32. tests/test_cpu_experts.c bounds the error at 2e-2 x max |want| (measured up to 6.9e-3
  * on random FP8 bytes).
  *
- * Memory: per team thread a packed copy of the largest input it saw (m rounded up to 32, x K x 2
- * bytes: 29 MB for 2048 tokens at K = 7168) and a 64-row panel; kept for the thread's life.
+ * Memory: per team thread a 64- or 128-row panel, and where it ran lone experts a packed copy of
+ * the largest input it saw (m rounded up to 32, x K x 2 bytes: 29 MB for 2048 tokens at
+ * K = 7168); kept for the thread's life.
  */
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,f16c,fma,amx-tile,amx-bf16")
 #include <config.h>
@@ -30,7 +32,7 @@
 #include <string.h>
 
 #define PANEL_MAX 128 /* weight rows dequantized at once: mt_cpu_experts_amx_panel */
-#define TOKB 32  /* tokens per block of C (two token tiles) */
+#define TOKB 32       /* tokens per block of C (two token tiles) */
 
 /* palette 1: 8 tiles of 16 rows x 64 bytes */
 struct amx_cfg {
@@ -73,18 +75,17 @@ ws_grow(void **p, size_t *cap, size_t bytes)
     return true;
 }
 
-/* Pack x[m, cols] into ws.xp (tokens m..m_pad zero). */
+/* Pack tokens [n0, n1) of x[m, cols] into xp (tokens from m on zero); n0, n1 multiples of 16. */
 static void
-pack_x(const float *x, int64_t ldx, int m, int64_t cols)
+pack_x(const float *x, int64_t ldx, int m, int64_t cols, int n0, int n1, uint16_t *xp)
 {
     int64_t nks = cols / 32;
-    int m_pad = (m + TOKB - 1) / TOKB * TOKB;
-    __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4,
-                                                      3, 2, 1, 0),
-                                     _mm512_set1_epi32(16));
+    __m512i idx =
+        _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                           _mm512_set1_epi32(16));
 
-    for (int n = 0; n < m_pad; n++) {
-        uint32_t *base = (uint32_t *)ws.xp + (size_t)(n / 16) * (size_t)nks * 256 + (n % 16);
+    for (int n = n0; n < n1; n++) {
+        uint32_t *base = (uint32_t *)xp + (size_t)(n / 16) * (size_t)nks * 256 + (n % 16);
 
         for (int64_t s = 0; s < nks; s++) {
             __m512i v = _mm512_setzero_si512();
@@ -136,13 +137,13 @@ load_panel(const struct mt_cpu_weight *w, int64_t p0, int64_t r1, int panel)
     }
 }
 
-/* C tiles 0-3 = 32 rows of ws.a at row a0 x tokens [t0, t0 + 32) of ws.xp, over all of K. */
+/* C tiles 0-3 = 32 rows of ws.a at row a0 x tokens [t0, t0 + 32) of xp, over all of K. */
 static void
-block(int64_t cols, int a0, int t0)
+block(const uint16_t *xp, int64_t cols, int a0, int t0)
 {
     int64_t nks = cols / 32;
     const uint16_t *a = ws.a + (size_t)a0 * (size_t)cols;
-    const uint16_t *b0 = ws.xp + (size_t)(t0 / 16) * (size_t)nks * 512;
+    const uint16_t *b0 = xp + (size_t)(t0 / 16) * (size_t)nks * 512;
     const uint16_t *b1 = b0 + (size_t)nks * 512;
     size_t lda = (size_t)cols * 2;
 
@@ -173,30 +174,32 @@ store(float *c, int i, int j, int64_t row0, int t0, int nr, int nt, float *y, in
     }
 }
 
-static void
-amx_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const float *x, int64_t ldx,
-         int m, float *y, int64_t ldy)
+/* Bytes of m tokens of cols packed (m rounded up to TOKB). */
+static size_t
+amx_pack_bytes(int m, int64_t cols)
 {
+    return (size_t)((m + TOKB - 1) / TOKB * TOKB) * (size_t)cols * 2;
+}
+
+/* Token blocks [b0, b1) (of MT_CPU_PACK_TOKENS) of x[m, cols] into xp of amx_pack_bytes. */
+static void
+amx_pack(const float *x, int64_t ldx, int m, int64_t cols, int b0, int b1, void *xp)
+{
+    pack_x(x, ldx, m, cols, b0 * MT_CPU_PACK_TOKENS, b1 * MT_CPU_PACK_TOKENS, xp);
+}
+
+static void
+amx_rows_packed(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const void *xpv, int m,
+                float *y, int64_t ldy)
+{
+    const uint16_t *xp = xpv;
     int64_t cols = w->cols;
     int m_pad = (m + TOKB - 1) / TOKB * TOKB;
-    uint64_t gen = atomic_load(&mt_cpu_experts_gen);
     struct amx_cfg cfg;
     float c[4][256] __attribute__((aligned(64)));
-
     int panel = mt_cpu_experts_amx_panel == 128 ? 128 : 64;
 
     MT_ASSERT(ws_grow((void **)&ws.a, &ws.a_cap, (size_t)PANEL_MAX * (size_t)cols * 2));
-    if (ws.key_x != x || ws.key_ldx != ldx || ws.key_m != m || ws.key_cols != cols ||
-        ws.key_gen != gen) {
-        ws.key_x = NULL;
-        MT_ASSERT(ws_grow((void **)&ws.xp, &ws.xp_cap, (size_t)m_pad * (size_t)cols * 2));
-        pack_x(x, ldx, m, cols);
-        ws.key_x = x;
-        ws.key_ldx = ldx;
-        ws.key_m = m;
-        ws.key_cols = cols;
-        ws.key_gen = gen;
-    }
     memset(&cfg, 0, sizeof(cfg));
     cfg.palette_id = 1;
     for (int i = 0; i < 8; i++) {
@@ -211,7 +214,7 @@ amx_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const float *x, 
                 int nr = (int)MT_MIN(32, r1 - (p0 + a0));
                 int nt = MT_MIN(TOKB, m - t0);
 
-                block(cols, a0, t0);
+                block(xp, cols, a0, t0);
                 _tile_stored(0, c[0], 64);
                 _tile_stored(1, c[1], 64);
                 _tile_stored(2, c[2], 64);
@@ -226,9 +229,34 @@ amx_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const float *x, 
     _tile_release();
 }
 
+/* The same, x packed by this thread (kept while x, its shape and the layer run stay). */
+static void
+amx_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const float *x, int64_t ldx, int m,
+         float *y, int64_t ldy)
+{
+    int64_t cols = w->cols;
+    uint64_t gen = atomic_load(&mt_cpu_experts_gen);
+
+    if (ws.key_x != x || ws.key_ldx != ldx || ws.key_m != m || ws.key_cols != cols ||
+        ws.key_gen != gen) {
+        ws.key_x = NULL;
+        MT_ASSERT(ws_grow((void **)&ws.xp, &ws.xp_cap, amx_pack_bytes(m, cols)));
+        pack_x(x, ldx, m, cols, 0, MT_CPU_PACK_BLOCKS(m) * MT_CPU_PACK_TOKENS, ws.xp);
+        ws.key_x = x;
+        ws.key_ldx = ldx;
+        ws.key_m = m;
+        ws.key_cols = cols;
+        ws.key_gen = gen;
+    }
+    amx_rows_packed(w, r0, r1, ws.xp, m, y, ldy);
+}
+
 const struct mt_cpu_kernels mt_cpu_kernels_amx = {
     .name = "amx",
     .rows_fp8 = NULL, /* decode: the AVX-512 kernels (cpu/experts.c) */
     .rows_bf16 = NULL,
     .rows_many = amx_rows,
+    .pack_bytes = amx_pack_bytes,
+    .pack = amx_pack,
+    .rows_packed = amx_rows_packed,
 };

@@ -20,12 +20,24 @@ typedef void (*mt_cpu_rows_fn)(const struct mt_cpu_weight *w, int64_t r0, int64_
 
 struct mt_cpu_kernels {
     const char *name;
-    mt_cpu_rows_fn rows_fp8;  /* decode tiles (NULL: the AVX-512 ones) */
+    mt_cpu_rows_fn rows_fp8; /* decode tiles (NULL: the AVX-512 ones) */
     mt_cpu_rows_fn rows_bf16;
     /* prefill, FP8 and BF16, m >= MT_CPU_PREFILL_MIN_M tokens in one call (no 32-token blocks);
      * NULL where the family has none */
     mt_cpu_rows_fn rows_many;
+    /* prefill on an input packed once for all threads (NULL where rows_many is): pack_bytes of
+     * m tokens, pack of token blocks [b0, b1) (MT_CPU_PACK_TOKENS each; any thread, any order),
+     * then rows_packed as rows_many on the packed input */
+    size_t (*pack_bytes)(int m, int64_t cols);
+    void (*pack)(const float *x, int64_t ldx, int m, int64_t cols, int b0, int b1, void *xp);
+    void (*rows_packed)(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const void *xp,
+                        int m, float *y, int64_t ldy);
 };
+
+/* Tokens per block of a packed input (the AMX tile's 16 token columns), and the blocks of m
+ * tokens (in pairs: the kernel's C blocks are 32 tokens wide). */
+#define MT_CPU_PACK_TOKENS 16
+#define MT_CPU_PACK_BLOCKS(m) (((m) + 31) / 32 * 2)
 
 /*
  * Bumped at every layer run and expert run: kernels that cache a converted copy of their input
@@ -37,5 +49,6 @@ extern const struct mt_cpu_kernels mt_cpu_kernels_scalar;
 extern const struct mt_cpu_kernels mt_cpu_kernels_avx2;
 extern const struct mt_cpu_kernels mt_cpu_kernels_avx512;
 extern const struct mt_cpu_kernels mt_cpu_kernels_amx;
+extern const struct mt_cpu_kernels mt_cpu_kernels_dot; /* AVX512-BF16 + VBMI decode */
 
 #endif /* MT_CPU_EXPERTS_IMPL_H */

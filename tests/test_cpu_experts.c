@@ -12,6 +12,10 @@
  * (relative error <= 2^-9 each): 2e-2 * max |want| there. The random FP8 bytes below span every
  * exponent, so a few products dominate each sum and the rounding is not averaged down: the GPU
  * test machine measured up to 6.9e-3 * max |want| (fp8 512x160 m=33) in two runs.
+ *
+ * Where the CPU has AVX512-BF16 and VBMI, the avx512 and amx families decode on bf16 dot
+ * products (cpu/experts_dot.c) with x in 3 bf16 terms (exact) or 2 (each product within 2^-16):
+ * both, and the FMA tiles they replace, are checked at 1e-4 (mt_cpu_experts_dot = 3, 2, 0).
  */
 #include <config.h>
 
@@ -130,8 +134,8 @@ close_enough_tol(const char *what, const float *got, const float *want, size_t n
         }
     }
     return tap_ok(emax <= tol * amax + 1e-6f && amax > 0.0f,
-                  "%s: max error %.3g at %zu (got %.6g want %.6g), max |want| %.3g", what, emax,
-                  at, got[at], want[at], amax);
+                  "%s: max error %.3g at %zu (got %.6g want %.6g), max |want| %.3g", what, emax, at,
+                  got[at], want[at], amax);
 }
 
 static bool
@@ -145,6 +149,21 @@ static float
 tol_of(enum mt_cpu_level level, int m)
 {
     return level == MT_CPU_LEVEL_AMX && m >= MT_CPU_PREFILL_MIN_M ? REL_TOL_BF16 : REL_TOL;
+}
+
+/* The decode kernel choices of level l: the bf16 dot ones (3, 2 terms) where usable, the FMA
+ * tiles (0); one choice (the default) below AVX-512. */
+static int
+dots_of(enum mt_cpu_level l, int *dots)
+{
+    if (l >= MT_CPU_LEVEL_AVX512 && mt_cpu_experts_dot_usable()) {
+        dots[0] = 3;
+        dots[1] = 2;
+        dots[2] = 0;
+        return 3;
+    }
+    dots[0] = 3;
+    return 1;
 }
 
 /* One expert: every level against scalar and against mt_cpu_swiglu. */
@@ -168,16 +187,24 @@ test_expert(enum mt_dtype dt, int64_t hidden, int64_t inter, int m, enum mt_cpu_
              (long long)inter, m);
     close_enough(what, sc, ref, (size_t)m * hidden);
     for (int l = MT_CPU_LEVEL_AVX2; l <= (int)max; l++) {
-        job.y = got;
-        memset(got, 0xff, (size_t)m * hidden * sizeof(float)); /* NaN until written */
-        tap_ok(mt_cpu_expert_run((enum mt_cpu_level)l, &job) == MT_OK, "%s runs",
-               mt_cpu_level_name((enum mt_cpu_level)l));
-        snprintf(what, sizeof(what), "%s %lldx%lld m=%d %s vs scalar", dn, (long long)hidden,
-                 (long long)inter, m, mt_cpu_level_name((enum mt_cpu_level)l));
-        close_enough_tol(what, got, sc, (size_t)m * hidden, tol_of((enum mt_cpu_level)l, m));
-        snprintf(what, sizeof(what), "%s %lldx%lld m=%d %s vs reference", dn, (long long)hidden,
-                 (long long)inter, m, mt_cpu_level_name((enum mt_cpu_level)l));
-        close_enough_tol(what, got, ref, (size_t)m * hidden, tol_of((enum mt_cpu_level)l, m));
+        int dots[3];
+        int nd = dots_of((enum mt_cpu_level)l, dots);
+
+        for (int d = 0; d < nd; d++) {
+            const char *ln = mt_cpu_level_name((enum mt_cpu_level)l);
+
+            mt_cpu_experts_dot = dots[d];
+            job.y = got;
+            memset(got, 0xff, (size_t)m * hidden * sizeof(float)); /* NaN until written */
+            tap_ok(mt_cpu_expert_run((enum mt_cpu_level)l, &job) == MT_OK, "%s runs", ln);
+            snprintf(what, sizeof(what), "%s %lldx%lld m=%d %s dot=%d vs scalar", dn,
+                     (long long)hidden, (long long)inter, m, ln, dots[d]);
+            close_enough_tol(what, got, sc, (size_t)m * hidden, tol_of((enum mt_cpu_level)l, m));
+            snprintf(what, sizeof(what), "%s %lldx%lld m=%d %s dot=%d vs reference", dn,
+                     (long long)hidden, (long long)inter, m, ln, dots[d]);
+            close_enough_tol(what, got, ref, (size_t)m * hidden, tol_of((enum mt_cpu_level)l, m));
+        }
+        mt_cpu_experts_dot = 3;
     }
     expert_free(&e);
     free(got);
@@ -200,7 +227,10 @@ test_layer(struct mt_cpu_team *team, enum mt_cpu_level level, enum mt_dtype dt, 
 
     for (int j = 0; j < N; j++) {
         expert_make(&e[j], dt, HID, INT);
-        jobs[j] = (struct mt_cpu_expert_job){&e[j].gate, &e[j].up, &e[j].down, ms[j],
+        jobs[j] = (struct mt_cpu_expert_job){&e[j].gate,
+                                             &e[j].up,
+                                             &e[j].down,
+                                             ms[j],
                                              randv((size_t)ms[j] * HID),
                                              malloc((size_t)ms[j] * HID * sizeof(float))};
         want[j] = malloc((size_t)ms[j] * HID * sizeof(float));
@@ -225,16 +255,15 @@ test_layer(struct mt_cpu_team *team, enum mt_cpu_level level, enum mt_dtype dt, 
             }
             tap_ok(ok, "scalar reruns on new inputs in the same buffers");
         }
-        tap_ok(mt_cpu_moe_run(moe, jobs, N, threads) == MT_OK, "layer runs (%d threads)",
-               threads);
+        tap_ok(mt_cpu_moe_run(moe, jobs, N, threads) == MT_OK, "layer runs (%d threads)", threads);
         for (int j = 0; j < N; j++) {
             char what[96];
 
-            snprintf(what, sizeof(what), "layer %s %s expert %d (m=%d) on %d threads, run %d",
-                     dt == MT_DTYPE_F8_E4M3 ? "fp8" : "bf16", mt_cpu_level_name(level), j, ms[j],
-                     threads, rep);
-            close_enough_tol(what, jobs[j].y, want[j], (size_t)ms[j] * HID,
-                             tol_of(level, ms[j]));
+            snprintf(what, sizeof(what),
+                     "layer %s %s dot=%d expert %d (m=%d) on %d threads, run %d",
+                     dt == MT_DTYPE_F8_E4M3 ? "fp8" : "bf16", mt_cpu_level_name(level),
+                     mt_cpu_experts_dot, j, ms[j], threads, rep);
+            close_enough_tol(what, jobs[j].y, want[j], (size_t)ms[j] * HID, tol_of(level, ms[j]));
         }
     }
     mt_cpu_moe_destroy(moe);
@@ -279,7 +308,10 @@ test_executor(struct mt_cpu_team *team)
 {
     enum { N = 3, HID = 256, INT = 128 };
     static const struct mt_expert_provider_ops ops = {
-        .name = "fake", .acquire = fake_acquire, .release = fake_release, .destroy = fake_destroy,
+        .name = "fake",
+        .acquire = fake_acquire,
+        .release = fake_release,
+        .destroy = fake_destroy,
     };
     static const int ms[N] = {2, 1, 5};
     struct expert e[N];
@@ -312,8 +344,7 @@ test_executor(struct mt_cpu_team *team)
     for (int j = 0; j < N; j++) {
         char what[64];
 
-        snprintf(what, sizeof(what), "cpu-team executor vs reference, expert %d (m=%d)", j,
-                 ms[j]);
+        snprintf(what, sizeof(what), "cpu-team executor vs reference, expert %d (m=%d)", j, ms[j]);
         close_enough(what, tasks[j].y, want[j], (size_t)ms[j] * HID);
     }
     tap_ok(f.held == 0, "every acquired expert was released (%d held)", f.held);
@@ -336,8 +367,9 @@ main(void)
     uint64_t seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
 
     mt_rng_init(&rng, seed);
-    tap_diag("seed %llu; kernel families up to %s", (unsigned long long)seed,
-             mt_cpu_level_name(max));
+    tap_diag("seed %llu; kernel families up to %s; bf16 dot decode kernels %s",
+             (unsigned long long)seed, mt_cpu_level_name(max),
+             mt_cpu_experts_dot_usable() ? "usable (checked with 3 and 2 terms)" : "absent");
 
     /* MOETIER_ISA */
     setenv("MOETIER_ISA", "scalar", 1);
@@ -355,8 +387,8 @@ main(void)
 
         test_expert(dt, 256, 128, 1, max);
         test_expert(dt, 384, 256, 5, max);
-        test_expert(dt, 512, 160, 33, max); /* inter not a multiple of 128; 2 token blocks */
-        test_expert(dt, 200, 72, 3, max);   /* columns not a multiple of 32: scalar fallback */
+        test_expert(dt, 512, 160, 33, max);  /* inter not a multiple of 128; 2 token blocks */
+        test_expert(dt, 200, 72, 3, max);    /* columns not a multiple of 32: scalar fallback */
         test_expert(dt, 7168, 2048, 1, max); /* the real V3.2 expert */
         test_expert(dt, 7168, 2048, 3, max);
         test_expert(dt, 7168, 2048, 37, max); /* prefill: AMX tiles where the CPU has them */
@@ -369,8 +401,15 @@ main(void)
     tap_diag("team of %d threads, %s", mt_cpu_team_size(team),
              mt_cpu_team_bound(team) ? "pinned" : "unpinned");
     for (int l = 0; l <= (int)max; l++) {
-        test_layer(team, (enum mt_cpu_level)l, MT_DTYPE_F8_E4M3, 0);
-        test_layer(team, (enum mt_cpu_level)l, MT_DTYPE_BF16, 0);
+        int dots[3];
+        int nd = dots_of((enum mt_cpu_level)l, dots);
+
+        for (int d = 0; d < nd; d++) {
+            mt_cpu_experts_dot = dots[d];
+            test_layer(team, (enum mt_cpu_level)l, MT_DTYPE_F8_E4M3, 0);
+            test_layer(team, (enum mt_cpu_level)l, MT_DTYPE_BF16, 0);
+        }
+        mt_cpu_experts_dot = 3;
     }
     test_layer(team, max, MT_DTYPE_F8_E4M3, 1);
     test_executor(team);
