@@ -17,6 +17,7 @@ _Atomic uint64_t mt_cpu_experts_gen;
 int mt_cpu_experts_prefetch = 8192;
 int mt_cpu_experts_amx_panel = 64;
 int mt_cpu_experts_dot = 3;
+int mt_cpu_experts_dynamic = 1;
 
 bool
 mt_cpu_experts_dot_usable(void)
@@ -150,6 +151,7 @@ rows_run(const struct mt_cpu_kernels *k, const struct mt_cpu_weight *w, int64_t 
 /* ---- a layer on the team -------------------------------------------------------------------- */
 
 #define ROW_GRAIN 4
+#define UNIT_ROWS 32     /* decode rows per unit of dynamic scheduling: 229-458 KB of FP8 */
 #define ROW_COST_FIXED 4 /* a row costs m + 4: its bytes matter even for one token */
 
 struct mt_cpu_moe {
@@ -168,7 +170,11 @@ struct mt_cpu_moe {
     size_t xp_cap;
     int64_t *xp_off; /* (n) job j's packed input in xp; -1: not packed */
     size_t xp_off_cap;
-    bool packs; /* some job's input is packed this run */
+    bool packs;        /* some job's input is packed this run */
+    int64_t *unit_pre; /* [2][n + 1] units of jobs before j, phase 1 then 2 */
+    size_t unit_pre_cap;
+    _Atomic int64_t next_unit[2]; /* next unit to hand out, per phase */
+    bool dynamic;                 /* mt_cpu_experts_dynamic when the run started */
     int max_m;
     int64_t hidden;
     int64_t inter;
@@ -190,6 +196,43 @@ row_at(const struct mt_cpu_moe *moe, const int64_t *pre, int j, int64_t rows, in
     return MT_MIN(r, rows);
 }
 
+/* Rows of one unit of dynamic scheduling for job j (a divisor of 128). */
+static int64_t
+unit_rows(const struct mt_cpu_moe *moe, int j)
+{
+    return moe->xp_off[j] >= 0 || moe->jobs[j].m >= MT_CPU_PREFILL_MIN_M ? 128 : UNIT_ROWS;
+}
+
+/* Rows [r0, r1) of job j in phase 1 (gate, up, h) or 2 (down) on thread tid. */
+static void
+job_rows(struct mt_cpu_moe *moe, int tid, int j, int64_t r0, int64_t r1, int phase)
+{
+    const struct mt_cpu_expert_job *job = &moe->jobs[j];
+    const void *xp = moe->xp_off[j] >= 0 ? moe->xp + moe->xp_off[j] : NULL;
+    float *h = moe->h + moe->h_off[j];
+    float *g = moe->tmp + (size_t)tid * 2 * 128 * (size_t)moe->max_m;
+    float *u = g + 128 * (size_t)moe->max_m;
+
+    if (phase == 2) {
+        rows_run(moe->k, job->down, r0, r1, h, xp, job->m, job->y + r0, moe->hidden);
+        return;
+    }
+    /* gate and up for the same rows, 128 rows at a time, then h for those rows */
+    for (int64_t a = r0; a < r1;) {
+        int64_t b = MT_MIN(r1, (a / 128 + 1) * 128);
+        int64_t len = b - a;
+
+        rows_run(moe->k, job->gate, a, b, job->x, xp, job->m, g, len);
+        rows_run(moe->k, job->up, a, b, job->x, xp, job->m, u, len);
+        for (int t = 0; t < job->m; t++) {
+            for (int64_t i = 0; i < len; i++) {
+                h[t * moe->inter + a + i] = mt_cpu_silu(g[t * len + i]) * u[t * len + i];
+            }
+        }
+        a = b;
+    }
+}
+
 /* Thread tid's share [pos_lo, pos_hi) of the total cost, visited as (job, row range). */
 static void
 share_visit(struct mt_cpu_moe *moe, int tid, int nt, int64_t rows, int phase)
@@ -202,38 +245,43 @@ share_visit(struct mt_cpu_moe *moe, int tid, int nt, int64_t rows, int phase)
     }
     int64_t lo = pre[moe->n] * tid / nt;
     int64_t hi = pre[moe->n] * (tid + 1) / nt;
-    float *g = moe->tmp + (size_t)tid * 2 * 128 * (size_t)moe->max_m;
-    float *u = g + 128 * (size_t)moe->max_m;
 
     for (int j = 0; j < moe->n; j++) {
-        const struct mt_cpu_expert_job *job = &moe->jobs[j];
         int64_t r0 = row_at(moe, pre, j, rows, lo);
         int64_t r1 = row_at(moe, pre, j, rows, hi);
-        float *h = moe->h + moe->h_off[j];
 
-        if (r0 >= r1) {
-            continue;
+        if (r0 < r1) {
+            job_rows(moe, tid, j, r0, r1, phase);
         }
-        const void *xp = moe->xp_off[j] >= 0 ? moe->xp + moe->xp_off[j] : NULL;
+    }
+}
 
-        if (phase == 2) {
-            rows_run(moe->k, job->down, r0, r1, h, xp, job->m, job->y + r0, moe->hidden);
-            continue;
-        }
-        /* gate and up for the same rows, 128 rows at a time, then h for those rows */
-        for (int64_t a = r0; a < r1;) {
-            int64_t b = MT_MIN(r1, (a / 128 + 1) * 128);
-            int64_t len = b - a;
+/*
+ * The same work handed out in units (job, UNIT_ROWS rows; 128 for prefill jobs, whose kernel
+ * works on 64-row panels) from one counter per phase, in job and row order: a thread that
+ * finishes early takes the next unit instead of waiting at the barrier for a slow one (a core
+ * of a shared machine, or one whose memory answers later). Adjacent units are adjacent rows, so
+ * each unit is still one sequential stretch of weights.
+ */
+static void
+unit_visit(struct mt_cpu_moe *moe, int tid, int64_t rows, int phase)
+{
+    const int64_t *pre = moe->unit_pre + (size_t)(phase - 1) * (size_t)(moe->n + 1);
+    int j = 0;
 
-            rows_run(moe->k, job->gate, a, b, job->x, xp, job->m, g, len);
-            rows_run(moe->k, job->up, a, b, job->x, xp, job->m, u, len);
-            for (int t = 0; t < job->m; t++) {
-                for (int64_t i = 0; i < len; i++) {
-                    h[t * moe->inter + a + i] = mt_cpu_silu(g[t * len + i]) * u[t * len + i];
-                }
-            }
-            a = b;
+    for (;;) {
+        int64_t u = atomic_fetch_add_explicit(&moe->next_unit[phase - 1], 1, memory_order_relaxed);
+
+        if (u >= pre[moe->n]) {
+            break;
         }
+        while (u >= pre[j + 1]) { /* units come in increasing order to each thread */
+            j++;
+        }
+        int64_t ur = unit_rows(moe, j);
+        int64_t r0 = (u - pre[j]) * ur;
+
+        job_rows(moe, tid, j, r0, MT_MIN(rows, r0 + ur), phase);
     }
 }
 
@@ -278,13 +326,21 @@ moe_job_run(void *arg, int tid, int nt)
         pack_share(moe, tid, nt, 1);
         mt_cpu_team_barrier(moe->team);
     }
-    share_visit(moe, tid, nt, moe->inter, 1);
+    if (moe->dynamic) {
+        unit_visit(moe, tid, moe->inter, 1);
+    } else {
+        share_visit(moe, tid, nt, moe->inter, 1);
+    }
     mt_cpu_team_barrier(moe->team);
     if (moe->packs) {
         pack_share(moe, tid, nt, 2); /* h of every job is complete after the barrier */
         mt_cpu_team_barrier(moe->team);
     }
-    share_visit(moe, tid, nt, moe->hidden, 2);
+    if (moe->dynamic) {
+        unit_visit(moe, tid, moe->hidden, 2);
+    } else {
+        share_visit(moe, tid, nt, moe->hidden, 2);
+    }
 }
 
 mt_status_t
@@ -316,6 +372,7 @@ mt_cpu_moe_destroy(struct mt_cpu_moe *moe)
     if (moe->started) {
         mt_cpu_moe_wait(moe);
     }
+    free(moe->unit_pre);
     free(moe->xp_off);
     free(moe->xp);
     free(moe->tmp);
@@ -421,12 +478,28 @@ mt_cpu_moe_start(struct mt_cpu_moe *moe, const struct mt_cpu_expert_job *jobs, i
         moe->xp = q;
         moe->xp_cap = xp_total;
     }
+    if (!grow((void **)&moe->unit_pre, &moe->unit_pre_cap, 2 * (size_t)(n + 1),
+              sizeof(*moe->unit_pre))) {
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate %d expert jobs", n);
+    }
     h_total = 0;
     for (int j = 0; j < n; j++) {
         moe->jobs[j] = jobs[j];
         moe->h_off[j] = (int64_t)h_total;
         h_total += (size_t)jobs[j].m * (size_t)moe->inter;
     }
+    moe->n = n;
+    for (int p = 0; p < 2; p++) {
+        int64_t *pre = moe->unit_pre + (size_t)p * (size_t)(n + 1);
+        int64_t rows = p == 0 ? moe->inter : moe->hidden;
+
+        pre[0] = 0;
+        for (int j = 0; j < n; j++) {
+            pre[j + 1] = pre[j] + MT_CEIL_DIV(rows, unit_rows(moe, j));
+        }
+        atomic_store_explicit(&moe->next_unit[p], 0, memory_order_relaxed);
+    }
+    moe->dynamic = mt_cpu_experts_dynamic != 0;
     moe->n = n;
     moe->threads = nt;
     moe->started = true;

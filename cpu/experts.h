@@ -7,9 +7,10 @@
  * The one idea: decoding is bound by bytes of expert weights read per token, so every weight
  * byte is read from DRAM once, by one core, and converted to fp32 in registers (never expanded in
  * memory). A layer is two phases with one team barrier between: (1) the rows of every expert's
- * gate and up matrices are cut into one contiguous share per thread (by rows x tokens, so each
- * core streams its own share), and each thread computes gate and up for its rows together and
- * keeps h = SiLU(gate x) * up x; (2) the rows of every down matrix likewise, y = down h. Threads
+ * gate and up matrices are handed out in units of 32 rows (128 for prefill) as threads get free
+ * (or cut into one fixed share per thread: mt_cpu_experts_dynamic), and a thread computes gate
+ * and up for its rows together and keeps h = SiLU(gate x) * up x; (2) the rows of every down
+ * matrix likewise, y = down h. Prefill inputs are first packed once by the whole team. Threads
  * the job does not use sleep.
  *
  * Kernel families (cpu/isa.h): scalar (plain C, the reference of the others), AVX2 + FMA + F16C,
@@ -45,6 +46,13 @@ extern int mt_cpu_experts_prefetch;
  * cpu/experts_tile.h. Likewise a knob; ignored where the CPU lacks those units.
  */
 extern int mt_cpu_experts_dot;
+
+/*
+ * How a layer's rows are shared by the team: 1 (default) units of 32 rows (128 for prefill)
+ * taken from one counter per phase as threads get free, 0 one fixed share per thread (by rows x
+ * tokens). Likewise a knob.
+ */
+extern int mt_cpu_experts_dynamic;
 
 /* True where this CPU runs the bf16 dot decode kernels (AVX512-BF16 and AVX512-VBMI). */
 bool mt_cpu_experts_dot_usable(void);

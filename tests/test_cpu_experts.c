@@ -412,6 +412,10 @@ main(void)
         mt_cpu_experts_dot = 3;
     }
     test_layer(team, max, MT_DTYPE_F8_E4M3, 1);
+    mt_cpu_experts_dynamic = 0; /* the fixed shares per thread (the default hands out units) */
+    test_layer(team, max, MT_DTYPE_F8_E4M3, 0);
+    test_layer(team, max, MT_DTYPE_BF16, 3);
+    mt_cpu_experts_dynamic = 1;
     test_executor(team);
     mt_cpu_team_destroy(team);
     return tap_done();
