@@ -99,8 +99,8 @@ mt_cpu_expert_pool_create(struct mt_cpu_team *team, enum mt_dtype dtype, int n, 
 
             w->dtype = dtype;
             w->data = p->data + (3 * (size_t)e + (size_t)m) * per * p->esz;
-            w->scale = dtype == MT_DTYPE_F8_E4M3 ? p->scale + (3 * (size_t)e + (size_t)m) * ns
-                                                 : NULL;
+            w->scale =
+                dtype == MT_DTYPE_F8_E4M3 ? p->scale + (3 * (size_t)e + (size_t)m) * ns : NULL;
             w->rows = m < 2 ? inter : hidden;
             w->cols = m < 2 ? hidden : inter;
         }
@@ -152,8 +152,7 @@ next_expert(struct mt_cpu_expert_pool *p)
 
 mt_status_t
 mt_cpu_expert_pool_time(struct mt_cpu_expert_pool *p, struct mt_cpu_moe *moe, int threads,
-                        int tokens, int k, int per_expert, int steps,
-                        struct mt_cpu_moe_timing *out)
+                        int tokens, int k, int per_expert, int steps, struct mt_cpu_moe_timing *out)
 {
     int max_jobs = per_expert > 0 ? k : tokens * k;
     int max_m = per_expert > 0 ? per_expert : tokens;
@@ -235,5 +234,78 @@ out:
     free(x);
     free(ids);
     free(jobs);
+    return st;
+}
+
+struct read_job {
+    const uint8_t *const *base; /* (k) each expert's gate, up and down, contiguous */
+    int k;
+    size_t per; /* bytes of one expert's three matrices */
+    int streams;
+    int prefetch;
+    uint64_t sink[256]; /* per thread, so the loads are not dropped */
+};
+
+static void
+read_run(void *arg, int tid, int nt)
+{
+    struct read_job *r = arg;
+    size_t grain = 128 * (size_t)r->streams;
+    size_t total = r->per * (size_t)r->k;
+    size_t lo = total * (size_t)tid / (size_t)nt / grain * grain;
+    size_t hi = tid == nt - 1 ? total : total * (size_t)(tid + 1) / (size_t)nt / grain * grain;
+    uint64_t acc = 0;
+
+    /* [lo, hi) of the experts laid end to end, one piece per expert it crosses */
+    for (size_t at = lo; at < hi;) {
+        size_t e = at / r->per;
+        size_t off = at % r->per;
+        size_t len = MT_MIN(hi - at, r->per - off) / grain * grain;
+
+        if (len == 0) {
+            break; /* the tail of an expert shorter than a grain: a few bytes, left out */
+        }
+        acc |= mt_cpu_read_or(r->base[e] + off, len, r->streams, r->prefetch);
+        at += len;
+    }
+    r->sink[tid % 256] = acc;
+}
+
+mt_status_t
+mt_cpu_expert_pool_read(struct mt_cpu_expert_pool *p, int threads, int k, int streams, int prefetch,
+                        int steps, struct mt_cpu_moe_timing *out)
+{
+    const uint8_t **base = calloc((size_t)k, sizeof(*base));
+    double *t = calloc((size_t)steps, sizeof(double));
+    struct read_job r;
+    mt_status_t st = MT_OK;
+
+    if (base == NULL || t == NULL || steps < 1) {
+        st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate a timed read of %d experts", k);
+        goto out;
+    }
+    memset(&r, 0, sizeof(r));
+    r.base = base;
+    r.k = k;
+    r.per = 3 * (size_t)p->hidden * (size_t)p->inter * p->esz;
+    r.streams = streams;
+    r.prefetch = prefetch;
+    memset(out, 0, sizeof(*out));
+    for (int s = -1; s < steps; s++) {
+        for (int j = 0; j < k; j++) {
+            base[j] = p->w[3 * next_expert(p)].data; /* gate; up and down follow it */
+        }
+        double t0 = mt_clock_now();
+
+        mt_cpu_team_run(p->team, threads, read_run, &r);
+        if (s >= 0) {
+            t[s] = mt_clock_now() - t0;
+        }
+    }
+    out->bytes = (double)r.per * k;
+    mt_cpu_median_p90(t, steps, &out->median_s, &out->p90_s);
+out:
+    free(t);
+    free(base);
     return st;
 }

@@ -44,4 +44,15 @@ mt_status_t mt_cpu_expert_pool_time(struct mt_cpu_expert_pool *pool, struct mt_c
                                     int threads, int tokens, int k, int per_expert, int steps,
                                     struct mt_cpu_moe_timing *out);
 
+/*
+ * The read ceiling of a decode step itself: `steps` timed steps (after one warm-up) in which the
+ * first `threads` threads of the pool's team (<= 0: all) read the weights of k experts of the
+ * rotation with pure vector loads (mt_cpu_read_or, `streams` per thread, software prefetch
+ * `prefetch` bytes ahead), each thread a contiguous share of them, timed from start to wait as
+ * mt_cpu_expert_pool_time times a layer. out->flops is 0. MT_ERR_NOMEM.
+ */
+mt_status_t mt_cpu_expert_pool_read(struct mt_cpu_expert_pool *pool, int threads, int k,
+                                    int streams, int prefetch, int steps,
+                                    struct mt_cpu_moe_timing *out);
+
 #endif /* MT_CPU_EXPERTS_BENCH_H */

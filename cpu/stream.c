@@ -85,8 +85,8 @@ struct stream_job {
     double *c;
     size_t n;
     int reps;
-    double *t_read;  /* (reps) */
-    double *t_triad; /* (reps) */
+    double *t_read;                     /* (reps) */
+    double *t_triad;                    /* (reps) */
     double sink[MT_CPU_MAX_NODES * 64]; /* per thread, padded; summed after */
 };
 
@@ -182,8 +182,7 @@ mt_cpu_stream_run(int node, size_t array_bytes, int reps, struct mt_cpu_stream_r
     j->c = aligned_alloc(4096, MT_CEIL_DIV(j->n * sizeof(double), 4096) * 4096);
     j->t_read = calloc((size_t)reps, sizeof(double));
     j->t_triad = calloc((size_t)reps, sizeof(double));
-    if (j->a == NULL || j->b == NULL || j->c == NULL || j->t_read == NULL ||
-        j->t_triad == NULL) {
+    if (j->a == NULL || j->b == NULL || j->c == NULL || j->t_read == NULL || j->t_triad == NULL) {
         st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate 3 stream arrays of %zu bytes", array_bytes);
         goto out_free;
     }
@@ -226,24 +225,28 @@ out_team:
  * independent sequential streams keep more hardware prefetchers and line-fill buffers busy than
  * one. OR (latency 1) so no dependency chain limits the loads. len is a multiple of 128 * S.
  */
-#define CEIL_READ(NAME, TARGET, VEC, LOAD, OR, ZERO, FOLD)                                        \
-    TARGET static uint64_t NAME(const uint8_t *p, size_t len, int S)                              \
-    {                                                                                             \
-        size_t per = len / (size_t)S;                                                             \
-        VEC acc0 = ZERO;                                                                          \
-        VEC acc1 = ZERO;                                                                          \
-        for (size_t off = 0; off < per; off += 128) {                                             \
-            for (int s = 0; s < S; s++) {                                                         \
-                const uint8_t *q = p + (size_t)s * per + off;                                     \
-                acc0 = OR(acc0, LOAD(q));                                                         \
-                acc1 = OR(acc1, LOAD(q + 64));                                                    \
-                if (sizeof(VEC) == 32) {                                                          \
-                    acc0 = OR(acc0, LOAD(q + 32));                                                \
-                    acc1 = OR(acc1, LOAD(q + 96));                                                \
-                }                                                                                 \
-            }                                                                                     \
-        }                                                                                         \
-        return FOLD(OR(acc0, acc1));                                                              \
+#define CEIL_READ(NAME, TARGET, VEC, LOAD, OR, ZERO, FOLD)                                         \
+    TARGET static uint64_t NAME(const uint8_t *p, size_t len, int S, int pf)                       \
+    {                                                                                              \
+        size_t per = len / (size_t)S;                                                              \
+        VEC acc0 = ZERO;                                                                           \
+        VEC acc1 = ZERO;                                                                           \
+        for (size_t off = 0; off < per; off += 128) {                                              \
+            for (int s = 0; s < S; s++) {                                                          \
+                const uint8_t *q = p + (size_t)s * per + off;                                      \
+                if (pf > 0) {                                                                      \
+                    _mm_prefetch((const char *)q + pf, _MM_HINT_T0);                               \
+                    _mm_prefetch((const char *)q + pf + 64, _MM_HINT_T0);                          \
+                }                                                                                  \
+                acc0 = OR(acc0, LOAD(q));                                                          \
+                acc1 = OR(acc1, LOAD(q + 64));                                                     \
+                if (sizeof(VEC) == 32) {                                                           \
+                    acc0 = OR(acc0, LOAD(q + 32));                                                 \
+                    acc1 = OR(acc1, LOAD(q + 96));                                                 \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        return FOLD(OR(acc0, acc1));                                                               \
     }
 
 #define LOAD512(q) _mm512_load_si512((const void *)(q))
@@ -273,8 +276,49 @@ foldg(mt_v8u v)
 }
 CEIL_READ(ceil_read_generic, , mt_v8u, LOADG, ORG, ((mt_v8u){0}), foldg)
 
-#define CEIL_VARIANTS 4
-static const int ceil_streams[CEIL_VARIANTS] = {1, 2, 4, 8};
+/*
+ * The variants, best kept: 1-8 streams per thread on the hardware prefetchers alone, and 2-8
+ * with software prefetch 2 KiB ahead on each stream (which the expert kernels also use: on the
+ * GPU test machine one variant alone read 102-153 GB/s in different runs, so the ceiling takes
+ * the best of several ways to read).
+ */
+#define CEIL_VARIANTS 7
+static const int ceil_streams[CEIL_VARIANTS] = {1, 2, 4, 8, 2, 4, 8};
+static const int ceil_prefetch[CEIL_VARIANTS] = {0, 0, 0, 0, 2048, 2048, 2048};
+
+typedef uint64_t (*ceil_read_fn)(const uint8_t *, size_t, int, int);
+
+static ceil_read_fn
+ceil_read_best(const char **isa_out)
+{
+    struct mt_cpu_isa isa;
+
+    mt_cpu_isa_detect(&isa);
+    if (isa.avx512f) {
+        *isa_out = "avx512";
+        return ceil_read_avx512;
+    }
+    if (isa.avx2) {
+        *isa_out = "avx2";
+        return ceil_read_avx2;
+    }
+    *isa_out = "scalar";
+    return ceil_read_generic;
+}
+
+uint64_t
+mt_cpu_read_or(const void *p, size_t len, int streams, int prefetch)
+{
+    static ceil_read_fn fn; /* cpuid once: it may trap to the hypervisor */
+    const char *isa;
+    ceil_read_fn f = __atomic_load_n(&fn, __ATOMIC_RELAXED);
+
+    if (f == NULL) {
+        f = ceil_read_best(&isa);
+        __atomic_store_n(&fn, f, __ATOMIC_RELAXED);
+    }
+    return f(p, len, streams, prefetch);
+}
 
 struct ceil_job {
     struct mt_cpu_team *team;
@@ -282,7 +326,7 @@ struct ceil_job {
     size_t bytes;
     size_t chunk; /* bytes per thread, a multiple of 128 * 8 */
     int reps;
-    uint64_t (*read)(const uint8_t *, size_t, int);
+    ceil_read_fn read;
     double *t; /* [CEIL_VARIANTS][reps] */
     int bad;   /* a thread read something else than the pattern */
 };
@@ -303,7 +347,7 @@ ceil_job_run(void *arg, int tid, int n)
             if (tid == 0) {
                 t0 = mt_clock_now();
             }
-            got = j->read(p, j->chunk, ceil_streams[v]);
+            got = j->read(p, j->chunk, ceil_streams[v], ceil_prefetch[v]);
             mt_cpu_team_barrier(j->team);
             if (tid == 0 && r >= 0) {
                 j->t[v * j->reps + r] = mt_clock_now() - t0;
@@ -338,7 +382,6 @@ mt_cpu_read_ceiling(int node, size_t bytes, int reps, struct mt_cpu_ceiling_resu
     struct mt_cpu_ceiling_result res;
     struct mt_cpu_team *team;
     struct mt_cpu_topo tp;
-    struct mt_cpu_isa isa;
     struct ceil_job j;
     size_t alloc;
     mt_status_t st;
@@ -368,8 +411,10 @@ mt_cpu_read_ceiling(int node, size_t bytes, int reps, struct mt_cpu_ceiling_resu
     j.reps = reps;
     j.chunk = bytes / (size_t)mt_cpu_team_size(team) / 1024 * 1024;
     if (j.chunk < 64 * 1024) {
-        st = mt_fail(MT_ERR_INVAL, 0, "a read-ceiling working set of %zu bytes is too small for "
-                     "%d threads", bytes, mt_cpu_team_size(team));
+        st = mt_fail(MT_ERR_INVAL, 0,
+                     "a read-ceiling working set of %zu bytes is too small for "
+                     "%d threads",
+                     bytes, mt_cpu_team_size(team));
         goto out_team;
     }
     j.bytes = j.chunk * (size_t)mt_cpu_team_size(team);
@@ -381,18 +426,8 @@ mt_cpu_read_ceiling(int node, size_t bytes, int reps, struct mt_cpu_ceiling_resu
         goto out_free;
     }
     (void)madvise(j.buf, alloc, MADV_HUGEPAGE); /* fewer TLB misses; a hint only */
-    mt_cpu_isa_detect(&isa);
     memset(&res, 0, sizeof(res));
-    if (isa.avx512f) {
-        j.read = ceil_read_avx512;
-        res.isa = "avx512";
-    } else if (isa.avx2) {
-        j.read = ceil_read_avx2;
-        res.isa = "avx2";
-    } else {
-        j.read = ceil_read_generic;
-        res.isa = "scalar";
-    }
+    j.read = ceil_read_best(&res.isa);
     mt_cpu_team_run(team, 0, ceil_job_run, &j);
     if (j.bad) {
         st = mt_fail(MT_ERR_INTERNAL, 0, "read-ceiling check failed: a thread read a wrong value");
@@ -410,6 +445,7 @@ mt_cpu_read_ceiling(int node, size_t bytes, int reps, struct mt_cpu_ceiling_resu
             res.median_s = med;
             res.p90_s = p90;
             res.streams = ceil_streams[v];
+            res.prefetch = ceil_prefetch[v];
         }
     }
     res.gbps = (double)res.bytes / res.median_s * 1e-9;

@@ -9,9 +9,10 @@
  *     write-allocate traffic), plain C loops: what simple code gets (the old figure, kept);
  *   - the read ceiling: the best any kernel gets, with the widest vector loads, several
  *     independent sequential streams per core (1, 2, 4, 8 tried; the best kept) and a working
- *     set far beyond the last-level cache. Plain loops measure the loop, not the memory: on a
- *     16-core Sapphire Rapids they read 77 GB/s where vector streams read 142-146. Every CPU
- *     expert ratio and every plan divides by the ceiling.
+ *     set far beyond the last-level cache, with and without software prefetch. Plain loops
+ *     measure the loop, not the memory: on a 16-core Sapphire Rapids they read 77 GB/s where
+ *     vector streams read 142-146. Every CPU expert ratio and every plan divides by the
+ *     ceiling.
  * This header re-exports the ISA, topology and compute-rate headers that `moetier bench` uses.
  */
 #ifndef MT_CPU_STREAM_H
@@ -53,12 +54,13 @@ mt_status_t mt_cpu_stream_run(int node, size_t array_bytes, int reps,
 /* The read ceiling: the best of its variants. */
 struct mt_cpu_ceiling_result {
     int threads;
-    size_t bytes;      /* working set, read once per sweep */
-    const char *isa;   /* "avx512", "avx2" or "scalar" loads */
-    int streams;       /* independent streams per thread of the best variant */
-    double median_s;   /* one sweep, best variant */
+    size_t bytes;    /* working set, read once per sweep */
+    const char *isa; /* "avx512", "avx2" or "scalar" loads */
+    int streams;     /* independent streams per thread of the best variant */
+    int prefetch;    /* its software prefetch distance in bytes (0: none) */
+    double median_s; /* one sweep, best variant */
     double p90_s;
-    double gbps;       /* bytes / median_s of the best variant */
+    double gbps; /* bytes / median_s of the best variant */
     bool bound;
 };
 
@@ -72,6 +74,14 @@ size_t mt_cpu_ceiling_default_bytes(void);
  */
 mt_status_t mt_cpu_read_ceiling(int node, size_t bytes, int reps,
                                 struct mt_cpu_ceiling_result *res_out);
+
+/*
+ * OR of every 64-bit word of [p, p + len) read as the ceiling reads (widest loads, `streams`
+ * equal sub-slices side by side, software prefetch `prefetch` bytes ahead when > 0): a pure read
+ * of given memory, e.g. the expert bytes of a decode step. p 64-byte aligned, len a multiple of
+ * 128 x streams.
+ */
+uint64_t mt_cpu_read_or(const void *p, size_t len, int streams, int prefetch);
 
 /* Median and p90 of t[0..n) (sorts t). */
 void mt_cpu_median_p90(double *t, int n, double *median_out, double *p90_out);
