@@ -5,7 +5,7 @@
  * (cpu/flops.h) for prefill. Real V3.2 expert shape (7168 -> 2048 -> 7168); the weights rotate
  * through a pool of up to 256 experts (one layer) so nothing is served from the LLC.
  *
- *   bench_cpu_experts [--experts N] [--steps N] [--quick]
+ *   bench_cpu_experts [--experts N] [--steps N] [--quick] [--dot 3|2|0]
  *
  * The ceiling every decode ratio divides by is the best of several ways to read, all measured
  * in this run: mt_cpu_read_ceiling (1-8 streams per thread, with and without software
@@ -106,11 +106,16 @@ main(int argc, char **argv)
             steps = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--quick") == 0) {
             quick = true;
+        } else if (strcmp(argv[i], "--dot") == 0 && i + 1 < argc) {
+            mt_cpu_experts_dot = atoi(argv[++i]); /* the default decode kernel of (a)-(e) */
         } else {
-            fprintf(stderr, "usage: bench_cpu_experts [--experts N] [--steps N] [--quick]\n");
+            fprintf(stderr, "usage: bench_cpu_experts [--experts N] [--steps N] [--quick] "
+                            "[--dot 3|2|0]\n");
             return 2;
         }
     }
+    int dot_default = mt_cpu_experts_dot;
+
     if (mt_cpu_topo_query(&tp) != MT_OK || mt_cpu_level_select(&level) != MT_OK) {
         return fail("setup");
     }
@@ -129,8 +134,9 @@ main(int argc, char **argv)
            "kernels %s (decode: %s) | %d experts per pool | %d steps\n\n",
            date, tp.model, tp.cores, tp.n_nodes, (double)tp.l3_bytes / (1 << 20),
            (double)tp.mem_bytes / (1u << 30), mt_cpu_level_name(level),
-           level >= MT_CPU_LEVEL_AVX512 && mt_cpu_experts_dot_usable() ? "bf16 dot, 3 terms"
-                                                                       : "fma tiles",
+           level >= MT_CPU_LEVEL_AVX512 && mt_cpu_experts_dot_usable() && mt_cpu_experts_dot != 0
+               ? (mt_cpu_experts_dot == 2 ? "bf16 dot, 2 terms" : "bf16 dot, 3 terms")
+               : "fma tiles",
            n_experts, steps);
 
     if (mt_cpu_read_ceiling(-1, quick ? (size_t)64 << 20 : 0, 5, &ceil) != MT_OK) {
@@ -300,7 +306,7 @@ main(int argc, char **argv)
             }
         }
     }
-    mt_cpu_experts_dot = 3;
+    mt_cpu_experts_dot = dot_default;
     mt_cpu_experts_dynamic = 1;
 
     printf("\n## (g) team round trip with no work (start, one barrier, wait)\n\n");
