@@ -234,29 +234,38 @@ main(int argc, char **argv)
 
         printf("| %d | %.1f | %.2f | %.1f%% |\n", n, g, g / n, 100.0 * g / ceil.gbps);
     }
-    printf("\n## (d) decode fp8: software prefetch distance per row stream, %d threads\n\n",
+    printf("\n## (d) decode fp8: software prefetch (FMA tiles), %d threads\n\n",
            mt_cpu_team_size(team));
-    printf("| prefetch bytes | tokens | median ms | GB/s | of ceiling |\n|---|---|---|---|---|\n");
+    printf("| prefetch | tokens | median ms | GB/s | of ceiling |\n|---|---|---|---|---|\n");
     int pf_default = mt_cpu_experts_prefetch;
+    int mode_default = mt_cpu_experts_prefetch_mode;
+    /* (mode, distance): per row stream 0-16 KiB ahead, or the next tile into L1 / L2 */
+    static const int pfs[7][2] = {{0, 0},     {0, 1024}, {0, 4096}, {0, 8192},
+                                  {0, 16384}, {1, 0},    {2, 0}};
 
-    for (int pf = 0; pf <= 16384; pf = pf == 0 ? 1024 : pf * 2) {
-        if (pf == 2048) {
-            continue;
-        }
+    for (int i = 0; i < 7; i++) {
         for (int tok = 1; tok <= 8; tok *= 8) {
             struct mt_cpu_moe_timing t;
 
-            mt_cpu_experts_prefetch = pf;
+            mt_cpu_experts_prefetch_mode = pfs[i][0];
+            mt_cpu_experts_prefetch = pfs[i][1];
             if (mt_cpu_expert_pool_time(pool[0], moe, 0, tok, 8, 0, steps, &t) != MT_OK) {
                 return fail("prefetch");
             }
             double g = t.bytes / t.median_s * 1e-9;
+            char what[48];
 
-            printf("| %d | %d | %.3f | %.1f | %.1f%% |\n", pf, tok, t.median_s * 1e3, g,
+            if (pfs[i][0] == 0) {
+                snprintf(what, sizeof(what), "rows, %d bytes ahead", pfs[i][1]);
+            } else {
+                snprintf(what, sizeof(what), "next tile into %s", pfs[i][0] == 1 ? "L1" : "L2");
+            }
+            printf("| %s | %d | %.3f | %.1f | %.1f%% |\n", what, tok, t.median_s * 1e3, g,
                    100.0 * g / ceil.gbps);
         }
     }
     mt_cpu_experts_prefetch = pf_default;
+    mt_cpu_experts_prefetch_mode = mode_default;
     printf("\n## (e) prefill fp8, 8 experts: AMX weight panel rows\n\n");
     printf("| panel rows | tokens/expert | median ms | TFLOP/s | of AMX rate |\n");
     printf("|---|---|---|---|---|\n");
@@ -279,30 +288,33 @@ main(int argc, char **argv)
     printf("\n## (f) decode kernels and row sharing, %d threads\n\n", mt_cpu_team_size(team));
     printf("| kernel | sharing | dtype | tokens | median ms | GB/s | of ceiling |\n");
     printf("|---|---|---|---|---|---|---|\n");
-    for (int dot = 3; dot >= 0; dot--) {
-        for (int dyn = 1; dyn >= 0; dyn--) {
-            if (dot == 1 || (dyn == 0 && dot != 3) || (dot != 0 && !mt_cpu_experts_dot_usable()) ||
-                level < MT_CPU_LEVEL_AVX512) {
-                continue;
-            }
-            for (int d = 0; d < 2; d++) {
-                for (int tok = 1; tok <= 8; tok *= 8) {
-                    struct mt_cpu_moe_timing t;
+    /* (dot, dynamic): the FMA tiles with units and with fixed shares, the bf16 dot kernels */
+    static const int kcfg[4][2] = {{0, 1}, {0, 0}, {3, 1}, {2, 1}};
 
-                    mt_cpu_experts_dot = dot;
-                    mt_cpu_experts_dynamic = dyn;
-                    if (mt_cpu_expert_pool_time(pool[d], moe, 0, tok, 8, 0, steps, &t) != MT_OK) {
-                        return fail("kernels");
-                    }
-                    double g = t.bytes / t.median_s * 1e-9;
+    for (int i = 0; i < 4; i++) {
+        int dot = kcfg[i][0];
+        int dyn = kcfg[i][1];
 
-                    printf("| %s | %s | %s | %d | %.3f | %.1f | %.1f%% |\n",
-                           dot == 0   ? "fma tiles"
-                           : dot == 2 ? "bf16 dot, 2 terms"
-                                      : "bf16 dot, 3 terms",
-                           dyn ? "units" : "fixed shares", d == 0 ? "fp8" : "bf16", tok,
-                           t.median_s * 1e3, g, 100.0 * g / ceil.gbps);
+        if (dot != 0 && (!mt_cpu_experts_dot_usable() || level < MT_CPU_LEVEL_AVX512)) {
+            continue;
+        }
+        for (int d = 0; d < 2; d++) {
+            for (int tok = 1; tok <= 8; tok *= 8) {
+                struct mt_cpu_moe_timing t;
+
+                mt_cpu_experts_dot = dot;
+                mt_cpu_experts_dynamic = dyn;
+                if (mt_cpu_expert_pool_time(pool[d], moe, 0, tok, 8, 0, steps, &t) != MT_OK) {
+                    return fail("kernels");
                 }
+                double g = t.bytes / t.median_s * 1e-9;
+
+                printf("| %s | %s | %s | %d | %.3f | %.1f | %.1f%% |\n",
+                       dot == 0   ? "fma tiles"
+                       : dot == 2 ? "bf16 dot, 2 terms"
+                                  : "bf16 dot, 3 terms",
+                       dyn ? "units" : "fixed shares", d == 0 ? "fp8" : "bf16", tok,
+                       t.median_s * 1e3, g, 100.0 * g / ceil.gbps);
             }
         }
     }

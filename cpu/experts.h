@@ -14,12 +14,12 @@
  * the job does not use sleep.
  *
  * Kernel families (cpu/isa.h): scalar (plain C, the reference of the others), AVX2 + FMA + F16C,
- * AVX-512 F + BW (decoding on bf16 dot products where the CPU has AVX512-BF16 and VBMI:
- * cpu/experts_dot.c), and amx: the AVX-512 kernels below MT_CPU_PREFILL_MIN_M tokens per expert,
- * AMX-BF16 tiles from there (cpu/experts_amx.c: activations and scaled weights rounded to bf16,
- * so that path is within 2e-2 x max |y| of the others, not 1e-4); chosen at run time
- * (MOETIER_ISA forces one). F32 and F16 weights, and shapes whose columns are not a multiple of
- * 32, take the scalar path.
+ * AVX-512 F + BW (or decoding on bf16 dot products where the CPU has AVX512-BF16 and VBMI,
+ * cpu/experts_dot.c: mt_cpu_experts_dot), and amx: the AVX-512 kernels below MT_CPU_PREFILL_MIN_M
+ * tokens per expert, AMX-BF16 tiles from there (cpu/experts_amx.c: activations and scaled weights
+ * rounded to bf16, so that path is within 2e-2 x max |y| of the others, not 1e-4); chosen at run
+ * time (MOETIER_ISA forces one). F32 and F16 weights, and shapes whose columns are not a multiple
+ * of 32, take the scalar path.
  */
 #ifndef MT_CPU_EXPERTS_H
 #define MT_CPU_EXPERTS_H
@@ -40,10 +40,19 @@
 extern int mt_cpu_experts_prefetch;
 
 /*
- * Decode kernels of the avx512 and amx families where the CPU has AVX512-BF16 and AVX512-VBMI
- * (cpu/experts_dot.c): 3 (default) bf16 dot products with each activation carried as 3 bf16
- * terms (all 24 bits of fp32), 2 the same with 2 terms (16 bits), 0 the FMA tiles of
- * cpu/experts_tile.h. Likewise a knob; ignored where the CPU lacks those units.
+ * How the FMA decode tiles prefetch: 0 (default) each row stream mt_cpu_experts_prefetch bytes
+ * ahead; 1 the next tile's rows, spread evenly over the current tile (one sequential stream,
+ * one tile ahead) into L1, 2 the same into L2. Likewise a knob.
+ */
+extern int mt_cpu_experts_prefetch_mode;
+
+/*
+ * Decode kernels of the avx512 and amx families: 0 (default) the FMA tiles of
+ * cpu/experts_tile.h; where the CPU has AVX512-BF16 and AVX512-VBMI, 3 bf16 dot products with
+ * each activation carried as 3 bf16 terms (all 24 bits of fp32) or 2 with 2 terms (16 bits)
+ * (cpu/experts_dot.c). On the GPU test machine (Sapphire Rapids) the dot kernels were slower:
+ * FP8, 1 token x 8 experts, 60 and 70 GB/s against 84 for the FMA tiles in the same run
+ * (bench/results/cpu-experts.md). Likewise a knob; ignored where the CPU lacks those units.
  */
 extern int mt_cpu_experts_dot;
 

@@ -3,7 +3,13 @@
  * experts_dot.c - the decode expert kernels on AVX512-BF16 dot products (VDPBF16PS), with FP8
  * e4m3 weights widened to bf16 by a 128-entry table (AVX512-VBMI VPERMI2B), compiled for those
  * units only here; cpu/experts.c calls them at the avx512 and amx levels where cpuid reports
- * both (mt_cpu_experts_dot picks them or the FMA tiles of experts_tile.h).
+ * both and mt_cpu_experts_dot asks for them (the default is the FMA tiles of experts_tile.h).
+ *
+ * Measured: on the GPU test machine (Sapphire Rapids) these kernels were SLOWER than the FMA
+ * tiles (FP8, 1 token x 8 experts: 60 GB/s with 3 terms, 70 with 2, 84 for the FMA tiles in
+ * the same run; one core alone 3.7 GB/s against 5-6): the dot products cost more there than
+ * the uop count below suggests. They stay as a tested alternative for CPUs with faster
+ * VDPBF16PS, chosen only by measurement (bench/bench_cpu_experts (f)).
  *
  * The one idea: decoding 1-2 tokens is bound by how many weight lines a core keeps in flight,
  * and every uop spent per weight byte shrinks the window the core looks ahead in. The FMA tiles

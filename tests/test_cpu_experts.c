@@ -13,9 +13,9 @@
  * exponent, so a few products dominate each sum and the rounding is not averaged down: the GPU
  * test machine measured up to 6.9e-3 * max |want| (fp8 512x160 m=33) in two runs.
  *
- * Where the CPU has AVX512-BF16 and VBMI, the avx512 and amx families decode on bf16 dot
+ * Where the CPU has AVX512-BF16 and VBMI, the avx512 and amx families can decode on bf16 dot
  * products (cpu/experts_dot.c) with x in 3 bf16 terms (exact) or 2 (each product within 2^-16):
- * both, and the FMA tiles they replace, are checked at 1e-4 (mt_cpu_experts_dot = 3, 2, 0).
+ * both, and the default FMA tiles, are checked at 1e-4 (mt_cpu_experts_dot = 3, 2, 0).
  */
 #include <config.h>
 
@@ -162,7 +162,7 @@ dots_of(enum mt_cpu_level l, int *dots)
         dots[2] = 0;
         return 3;
     }
-    dots[0] = 3;
+    dots[0] = 0;
     return 1;
 }
 
@@ -204,7 +204,7 @@ test_expert(enum mt_dtype dt, int64_t hidden, int64_t inter, int m, enum mt_cpu_
                      (long long)hidden, (long long)inter, m, ln, dots[d]);
             close_enough_tol(what, got, ref, (size_t)m * hidden, tol_of((enum mt_cpu_level)l, m));
         }
-        mt_cpu_experts_dot = 3;
+        mt_cpu_experts_dot = 0;
     }
     expert_free(&e);
     free(got);
@@ -409,7 +409,7 @@ main(void)
             test_layer(team, (enum mt_cpu_level)l, MT_DTYPE_F8_E4M3, 0);
             test_layer(team, (enum mt_cpu_level)l, MT_DTYPE_BF16, 0);
         }
-        mt_cpu_experts_dot = 3;
+        mt_cpu_experts_dot = 0;
     }
     test_layer(team, max, MT_DTYPE_F8_E4M3, 1);
     mt_cpu_experts_dynamic = 0; /* the fixed shares per thread (the default hands out units) */
