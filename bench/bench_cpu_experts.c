@@ -16,11 +16,11 @@
  * Prints markdown tables: (a) decode, 1/2/4/8 tokens x 8 experts, FP8 and BF16: GB/s of expert
  * weights and the ratio to the ceiling; (b) prefill, 32/256/2048 tokens per expert, FP8:
  * TFLOP/s and the ratios to the FMA and AMX rates; (c) decode FP8, 1 token, on 1..all cores;
- * (d) decode FP8, 1 and 8 tokens, at software prefetch distances 0-16 KiB; (e) AMX prefill at
- * weight panels of 64 and 128 rows; (f) decode kernels (bf16 dot products with 3 or 2 terms,
- * FMA tiles) and row sharing (units or fixed shares); (g) the team's round trip (start, one
- * barrier, wait) with no work.
- * MOETIER_ISA picks the kernel family.
+ * (d) decode FP8, 1 and 8 tokens, at software prefetch distances 0-16 KiB per row stream or
+ * the next tile; (e) AMX prefill, the blocked kernel at K chunks of 256-1024 and the panel one; (f)
+ * decode kernels (bf16 dot products with 3 or 2 terms, FMA tiles) and row sharing (units or fixed
+ * shares); (g) the team's round trip (start, one barrier, wait) with no work. MOETIER_ISA picks the
+ * kernel family.
  */
 #include <config.h>
 
@@ -266,23 +266,35 @@ main(int argc, char **argv)
     }
     mt_cpu_experts_prefetch = pf_default;
     mt_cpu_experts_prefetch_mode = mode_default;
-    printf("\n## (e) prefill fp8, 8 experts: AMX weight panel rows\n\n");
-    printf("| panel rows | tokens/expert | median ms | TFLOP/s | of AMX rate |\n");
+    printf("\n## (e) prefill fp8, 8 experts: AMX kernels\n\n");
+    printf("| kernel | tokens/expert | median ms | TFLOP/s | of AMX rate |\n");
     printf("|---|---|---|---|---|\n");
-    for (int panel = 64; panel <= 128 && level == MT_CPU_LEVEL_AMX; panel *= 2) {
+    /* (K chunk, panel rows): the blocked kernel at 3 chunk sizes, the panel kernel at 2 panels */
+    static const int acfg[5][2] = {{256, 64}, {512, 64}, {1024, 64}, {0, 64}, {0, 128}};
+    int kc_default = mt_cpu_experts_amx_kc;
+
+    for (int i = 0; i < 5 && level == MT_CPU_LEVEL_AMX; i++) {
         for (int m = 256; m <= 2048; m *= 8) {
             struct mt_cpu_moe_timing t;
+            char what[48];
 
-            mt_cpu_experts_amx_panel = panel;
+            mt_cpu_experts_amx_kc = acfg[i][0];
+            mt_cpu_experts_amx_panel = acfg[i][1];
             if (mt_cpu_expert_pool_time(pool[0], moe, 0, 0, 8, m, 3, &t) != MT_OK) {
-                return fail("panel");
+                return fail("amx kernels");
             }
             double tf = t.flops / t.median_s * 1e-12;
 
-            printf("| %d | %d | %.1f | %.3f | %.1f%% |\n", panel, m, t.median_s * 1e3, tf,
+            if (acfg[i][0] > 0) {
+                snprintf(what, sizeof(what), "blocked, K chunk %d", acfg[i][0]);
+            } else {
+                snprintf(what, sizeof(what), "panels of %d rows", acfg[i][1]);
+            }
+            printf("| %s | %d | %.1f | %.3f | %.1f%% |\n", what, m, t.median_s * 1e3, tf,
                    amx > 0 ? 100.0 * tf / (amx * 1e-3) : 0.0);
         }
     }
+    mt_cpu_experts_amx_kc = kc_default;
     mt_cpu_experts_amx_panel = 64;
 
     printf("\n## (f) decode kernels and row sharing, %d threads\n\n", mt_cpu_team_size(team));

@@ -17,6 +17,7 @@ _Atomic uint64_t mt_cpu_experts_gen;
 int mt_cpu_experts_prefetch = 8192;
 int mt_cpu_experts_prefetch_mode = 0;
 int mt_cpu_experts_amx_panel = 64;
+int mt_cpu_experts_amx_kc = 512;
 int mt_cpu_experts_dot = 0;
 int mt_cpu_experts_dynamic = 1;
 

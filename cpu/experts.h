@@ -66,7 +66,13 @@ extern int mt_cpu_experts_dynamic;
 /* True where this CPU runs the bf16 dot decode kernels (AVX512-BF16 and AVX512-VBMI). */
 bool mt_cpu_experts_dot_usable(void);
 
-/* Weight rows the AMX prefill kernel dequantizes at once: 64 or 128 (default 64); likewise. */
+/*
+ * AMX prefill: K chunk (columns, a multiple of 32; default 512) of the blocked kernel, whose C
+ * blocks are kept in a buffer across chunks (cpu/experts_amx.c); 0: the panel kernel, each C
+ * block over all of K at once, on weight panels of mt_cpu_experts_amx_panel rows (64 or 128,
+ * default 64). Knobs for benchmarks; set them while no layer runs.
+ */
+extern int mt_cpu_experts_amx_kc;
 extern int mt_cpu_experts_amx_panel;
 
 /* One expert's work: m tokens routed to it. */

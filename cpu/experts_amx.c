@@ -51,8 +51,10 @@ struct amx_ws {
     int64_t key_cols;
     int key_m;
     uint64_t key_gen;
-    uint16_t *a; /* [panel][K] bf16 */
+    uint16_t *a; /* [panel][K] bf16, or [K / kc][rows][kc] */
     size_t a_cap;
+    float *c; /* [rows / 32][SUPER / 32][4 tiles][16][16] fp32: C of a super block */
+    size_t c_cap;
 };
 
 static __thread struct amx_ws ws;
@@ -188,25 +190,16 @@ amx_pack(const float *x, int64_t ldx, int m, int64_t cols, int b0, int b1, void 
     pack_x(x, ldx, m, cols, b0 * MT_CPU_PACK_TOKENS, b1 * MT_CPU_PACK_TOKENS, xp);
 }
 
+/* mt_cpu_experts_amx_kc = 0: panels of 64 or 128 rows, each C block over all of K at once. */
 static void
-amx_rows_packed(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const void *xpv, int m,
-                float *y, int64_t ldy)
+rows_panels(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const uint16_t *xp, int m,
+            float *y, int64_t ldy)
 {
-    const uint16_t *xp = xpv;
     int64_t cols = w->cols;
     int m_pad = (m + TOKB - 1) / TOKB * TOKB;
-    struct amx_cfg cfg;
     float c[4][256] __attribute__((aligned(64)));
     int panel = mt_cpu_experts_amx_panel == 128 ? 128 : 64;
 
-    MT_ASSERT(ws_grow((void **)&ws.a, &ws.a_cap, (size_t)PANEL_MAX * (size_t)cols * 2));
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.palette_id = 1;
-    for (int i = 0; i < 8; i++) {
-        cfg.colsb[i] = 64;
-        cfg.rows[i] = 16;
-    }
-    _tile_loadconfig(&cfg);
     for (int64_t p0 = r0; p0 < r1; p0 += panel) {
         load_panel(w, p0, r1, panel);
         for (int t0 = 0; t0 < m_pad; t0 += TOKB) {
@@ -225,6 +218,156 @@ amx_rows_packed(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const voi
                 store(c[3], 1, 1, p0 + a0 - r0, t0, nr, nt, y, ldy);
             }
         }
+    }
+}
+
+/*
+ * Rows [p0, p0 + rows_pad) of w (rows >= r1 zero) into ws.a as bf16 with the block scale folded
+ * in, cut in K chunks of kc columns stored one after the other ([chunk][row][kc]), so that the
+ * rows of one chunk are one compact stretch that a tile load walks with stride kc.
+ */
+static void
+load_chunked(const struct mt_cpu_weight *w, int64_t p0, int64_t r1, int rows_pad, int64_t kc)
+{
+    int64_t cols = w->cols;
+
+    for (int64_t k0 = 0; k0 < cols; k0 += kc) {
+        int64_t kn = MT_MIN(kc, cols - k0);
+
+        for (int i = 0; i < rows_pad; i++) {
+            uint16_t *dst = ws.a + (size_t)k0 * (size_t)rows_pad + (size_t)i * (size_t)kn;
+            int64_t r = p0 + i;
+
+            if (r >= r1) {
+                memset(dst, 0, (size_t)kn * 2);
+            } else if (w->dtype == MT_DTYPE_BF16) {
+                memcpy(dst, (const uint16_t *)w->data + r * cols + k0, (size_t)kn * 2);
+            } else {
+                const uint8_t *src = (const uint8_t *)w->data + r * cols;
+                const float *srow = w->scale + (r / 128) * ((cols + 127) / 128);
+
+                for (int64_t c = k0; c < k0 + kn; c += 32) {
+                    __m512i u =
+                        _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(src + c)));
+                    __m512 sc = _mm512_set1_ps(srow[c / 128] * 256.0f);
+
+                    u = _mm512_and_si512(_mm512_srai_epi16(_mm512_slli_epi16(u, 8), 1),
+                                         _mm512_set1_epi16((short)0xbfff));
+                    __m512 lo = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(u)), sc);
+                    __m512 hi = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(u, 1)), sc);
+
+                    _mm512_storeu_si512(dst + (c - k0), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+                }
+            }
+        }
+    }
+}
+
+#define SUPER 256 /* tokens per super block: its C and its B chunks stay in L2 */
+
+/*
+ * mt_cpu_experts_amx_kc = kc > 0: the rows of the call (<= 128) dequantized once; then per super
+ * block of 256 tokens and per K chunk of kc columns, every 32 x 32 block of C is loaded from a
+ * buffer (256 tokens x 128 rows fp32 = 128 KB), advanced by the chunk's kc / 32 steps and
+ * stored back. A tile product needs one tile load (1 KB): where the 2 x 2 register block runs
+ * over all of K at once, its A and B tiles come from the whole panel and token block (beyond
+ * L1, B from L3); here a chunk's A (128 rows x kc) and B (32 tokens x kc) tiles are reused
+ * from L2 and L1, and each B byte is read from L3 once per call, not once per 64-row panel.
+ */
+static void
+rows_blocked(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const uint16_t *xp, int m,
+             float *y, int64_t ldy, int64_t kc)
+{
+    int64_t cols = w->cols;
+    int64_t nks = cols / 32;
+    int rows_pad = (int)((r1 - r0 + 31) / 32 * 32);
+    int m_pad = (m + TOKB - 1) / TOKB * TOKB;
+
+    MT_ASSERT(rows_pad <= PANEL_MAX);
+    MT_ASSERT(ws_grow((void **)&ws.c, &ws.c_cap, (size_t)PANEL_MAX * SUPER * sizeof(float)));
+    load_chunked(w, r0, r1, rows_pad, kc);
+    for (int ts = 0; ts < m_pad; ts += SUPER) {
+        int te = MT_MIN(m_pad, ts + SUPER);
+
+        for (int64_t k0 = 0; k0 < cols; k0 += kc) {
+            int64_t kn = MT_MIN(kc, cols - k0);
+            const uint16_t *a = ws.a + (size_t)k0 * (size_t)rows_pad;
+
+            for (int t0 = ts; t0 < te; t0 += TOKB) {
+                const uint16_t *b0 =
+                    xp + ((size_t)(t0 / 16) * (size_t)nks + (size_t)(k0 / 32)) * 512;
+                const uint16_t *b1 = b0 + (size_t)nks * 512;
+
+                for (int a0 = 0; a0 < rows_pad; a0 += 32) {
+                    float *cb =
+                        ws.c +
+                        ((size_t)(a0 / 32) * (SUPER / TOKB) + (size_t)(t0 - ts) / TOKB) * 4 * 256;
+                    const uint16_t *a4 = a + (size_t)a0 * (size_t)kn;
+                    const uint16_t *a5 = a4 + 16 * (size_t)kn;
+
+                    if (k0 == 0) {
+                        _tile_zero(0);
+                        _tile_zero(1);
+                        _tile_zero(2);
+                        _tile_zero(3);
+                    } else {
+                        _tile_loadd(0, cb, 64);
+                        _tile_loadd(1, cb + 256, 64);
+                        _tile_loadd(2, cb + 512, 64);
+                        _tile_loadd(3, cb + 768, 64);
+                    }
+                    for (int64_t s = 0; s < kn / 32; s++) {
+                        _tile_loadd(4, a4 + s * 32, kn * 2);
+                        _tile_loadd(5, a5 + s * 32, kn * 2);
+                        _tile_loadd(6, b0 + s * 512, 64);
+                        _tile_loadd(7, b1 + s * 512, 64);
+                        _tile_dpbf16ps(0, 4, 6);
+                        _tile_dpbf16ps(1, 4, 7);
+                        _tile_dpbf16ps(2, 5, 6);
+                        _tile_dpbf16ps(3, 5, 7);
+                    }
+                    _tile_stored(0, cb, 64);
+                    _tile_stored(1, cb + 256, 64);
+                    _tile_stored(2, cb + 512, 64);
+                    _tile_stored(3, cb + 768, 64);
+                }
+            }
+        }
+        for (int t0 = ts; t0 < te; t0 += TOKB) {
+            for (int a0 = 0; a0 < rows_pad; a0 += 32) {
+                float *cb = ws.c + ((size_t)(a0 / 32) * (SUPER / TOKB) + (size_t)(t0 - ts) / TOKB) *
+                                       4 * 256;
+                int nr = (int)MT_MIN(32, (r1 - r0) - a0);
+                int nt = MT_MIN(TOKB, m - t0);
+
+                store(cb, 0, 0, a0, t0, nr, nt, y, ldy);
+                store(cb + 256, 0, 1, a0, t0, nr, nt, y, ldy);
+                store(cb + 512, 1, 0, a0, t0, nr, nt, y, ldy);
+                store(cb + 768, 1, 1, a0, t0, nr, nt, y, ldy);
+            }
+        }
+    }
+}
+
+static void
+amx_rows_packed(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const void *xpv, int m,
+                float *y, int64_t ldy)
+{
+    int64_t kc = mt_cpu_experts_amx_kc > 0 ? (mt_cpu_experts_amx_kc + 31) / 32 * 32 : 0;
+    struct amx_cfg cfg;
+
+    MT_ASSERT(ws_grow((void **)&ws.a, &ws.a_cap, (size_t)PANEL_MAX * (size_t)w->cols * 2));
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.palette_id = 1;
+    for (int i = 0; i < 8; i++) {
+        cfg.colsb[i] = 64;
+        cfg.rows[i] = 16;
+    }
+    _tile_loadconfig(&cfg);
+    if (kc > 0 && r1 - r0 <= PANEL_MAX) {
+        rows_blocked(w, r0, r1, xpv, m, y, ldy, kc);
+    } else {
+        rows_panels(w, r0, r1, xpv, m, y, ldy);
     }
     _tile_release();
 }

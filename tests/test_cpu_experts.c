@@ -15,7 +15,8 @@
  *
  * Where the CPU has AVX512-BF16 and VBMI, the avx512 and amx families can decode on bf16 dot
  * products (cpu/experts_dot.c) with x in 3 bf16 terms (exact) or 2 (each product within 2^-16):
- * both, and the default FMA tiles, are checked at 1e-4 (mt_cpu_experts_dot = 3, 2, 0).
+ * both, and the default FMA tiles, are checked at 1e-4 (mt_cpu_experts_dot = 3, 2, 0). The AMX
+ * prefill runs its blocked kernel (K chunks, C kept across them) and its panel kernel.
  */
 #include <config.h>
 
@@ -393,6 +394,16 @@ main(void)
         test_expert(dt, 7168, 2048, 3, max);
         test_expert(dt, 7168, 2048, 37, max); /* prefill: AMX tiles where the CPU has them */
         test_expert(dt, 256, 200, 16, max);   /* the smallest prefill, rows not a multiple of 32 */
+        /* prefill over 2 super blocks of 256 tokens (300 = 256 + 44), a K chunk of 288 after
+         * one of 512 (hidden 800), rows 128 + 32 */
+        test_expert(dt, 800, 160, 300, max);
+    }
+    if (max >= MT_CPU_LEVEL_AMX) {
+        /* the AMX panel kernel (the blocked one is the default) */
+        mt_cpu_experts_amx_kc = 0;
+        test_expert(MT_DTYPE_F8_E4M3, 7168, 2048, 37, max);
+        test_expert(MT_DTYPE_BF16, 800, 160, 300, max);
+        mt_cpu_experts_amx_kc = 512;
     }
     if (mt_cpu_team_create(-1, 0, &team) != MT_OK) {
         tap_ok(false, "thread team created");
@@ -412,6 +423,9 @@ main(void)
         mt_cpu_experts_dot = 0;
     }
     test_layer(team, max, MT_DTYPE_F8_E4M3, 1);
+    mt_cpu_experts_amx_kc = 0;
+    test_layer(team, max, MT_DTYPE_F8_E4M3, 0);
+    mt_cpu_experts_amx_kc = 512;
     mt_cpu_experts_dynamic = 0; /* the fixed shares per thread (the default hands out units) */
     test_layer(team, max, MT_DTYPE_F8_E4M3, 0);
     test_layer(team, max, MT_DTYPE_BF16, 3);
