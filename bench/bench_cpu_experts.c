@@ -5,7 +5,7 @@
  * (cpu/flops.h) for prefill. Real V3.2 expert shape (7168 -> 2048 -> 7168); the weights rotate
  * through a pool of up to 256 experts (one layer) so nothing is served from the LLC.
  *
- *   bench_cpu_experts [--experts N] [--steps N] [--quick] [--dot 3|2|0]
+ *   bench_cpu_experts [--experts N] [--steps N] [--quick] [--decode 0|1|2|3]
  *
  * The ceiling every decode ratio divides by is the best of several ways to read, all measured
  * in this run: mt_cpu_read_ceiling (1-8 streams per thread, with and without software
@@ -18,7 +18,8 @@
  * TFLOP/s and the ratios to the FMA and AMX rates; (c) decode FP8, 1 token, on 1..all cores;
  * (d) decode FP8, 1 and 8 tokens, at software prefetch distances 0-16 KiB per row stream or
  * the next tile; (e) AMX prefill, the blocked kernel at K chunks of 256-1024 and the panel one; (f)
- * decode kernels (bf16 dot products with 3 or 2 terms, FMA tiles) and row sharing (units or fixed
+ * decode kernels (FMA tiles with FP8 widened by bit moves or tables, bf16 dot products with 3 or 2
+ * terms: mt_cpu_experts_decode, --decode picks the one of (a)-(e)) and row sharing (units or fixed
  * shares); (g) the team's round trip (start, one barrier, wait) with no work. MOETIER_ISA picks the
  * kernel family.
  */
@@ -74,6 +75,15 @@ step_read_best(struct mt_cpu_expert_pool *const *pool, int steps)
     return best;
 }
 
+static const char *
+decode_name(int kind)
+{
+    static const char *const names[] = {"fma tiles", "fma tiles, table widening",
+                                        "bf16 dot, 2 terms", "bf16 dot, 3 terms"};
+
+    return names[kind >= 0 && kind <= 3 ? kind : 0];
+}
+
 static void
 empty_job(void *arg, int tid, int nt)
 {
@@ -106,15 +116,15 @@ main(int argc, char **argv)
             steps = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--quick") == 0) {
             quick = true;
-        } else if (strcmp(argv[i], "--dot") == 0 && i + 1 < argc) {
-            mt_cpu_experts_dot = atoi(argv[++i]); /* the default decode kernel of (a)-(e) */
+        } else if (strcmp(argv[i], "--decode") == 0 && i + 1 < argc) {
+            mt_cpu_experts_decode = atoi(argv[++i]); /* the default decode kernel of (a)-(e) */
         } else {
             fprintf(stderr, "usage: bench_cpu_experts [--experts N] [--steps N] [--quick] "
-                            "[--dot 3|2|0]\n");
+                            "[--decode 0|1|2|3]\n");
             return 2;
         }
     }
-    int dot_default = mt_cpu_experts_dot;
+    int dot_default = mt_cpu_experts_decode;
 
     if (mt_cpu_topo_query(&tp) != MT_OK || mt_cpu_level_select(&level) != MT_OK) {
         return fail("setup");
@@ -134,9 +144,9 @@ main(int argc, char **argv)
            "kernels %s (decode: %s) | %d experts per pool | %d steps\n\n",
            date, tp.model, tp.cores, tp.n_nodes, (double)tp.l3_bytes / (1 << 20),
            (double)tp.mem_bytes / (1u << 30), mt_cpu_level_name(level),
-           level >= MT_CPU_LEVEL_AVX512 && mt_cpu_experts_dot_usable() && mt_cpu_experts_dot != 0
-               ? (mt_cpu_experts_dot == 2 ? "bf16 dot, 2 terms" : "bf16 dot, 3 terms")
-               : "fma tiles",
+           level >= MT_CPU_LEVEL_AVX512 && mt_cpu_experts_decode_usable(mt_cpu_experts_decode)
+               ? decode_name(mt_cpu_experts_decode)
+               : decode_name(0),
            n_experts, steps);
 
     if (mt_cpu_read_ceiling(-1, quick ? (size_t)64 << 20 : 0, 5, &ceil) != MT_OK) {
@@ -301,36 +311,33 @@ main(int argc, char **argv)
     printf("| kernel | sharing | dtype | tokens | median ms | GB/s | of ceiling |\n");
     printf("|---|---|---|---|---|---|---|\n");
     /* (dot, dynamic): the FMA tiles with units and with fixed shares, the bf16 dot kernels */
-    static const int kcfg[4][2] = {{0, 1}, {0, 0}, {3, 1}, {2, 1}};
+    static const int kcfg[5][2] = {{0, 1}, {0, 0}, {1, 1}, {3, 1}, {2, 1}};
 
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         int dot = kcfg[i][0];
         int dyn = kcfg[i][1];
 
-        if (dot != 0 && (!mt_cpu_experts_dot_usable() || level < MT_CPU_LEVEL_AVX512)) {
+        if (dot != 0 && (!mt_cpu_experts_decode_usable(dot) || level < MT_CPU_LEVEL_AVX512)) {
             continue;
         }
         for (int d = 0; d < 2; d++) {
             for (int tok = 1; tok <= 8; tok *= 8) {
                 struct mt_cpu_moe_timing t;
 
-                mt_cpu_experts_dot = dot;
+                mt_cpu_experts_decode = dot;
                 mt_cpu_experts_dynamic = dyn;
                 if (mt_cpu_expert_pool_time(pool[d], moe, 0, tok, 8, 0, steps, &t) != MT_OK) {
                     return fail("kernels");
                 }
                 double g = t.bytes / t.median_s * 1e-9;
 
-                printf("| %s | %s | %s | %d | %.3f | %.1f | %.1f%% |\n",
-                       dot == 0   ? "fma tiles"
-                       : dot == 2 ? "bf16 dot, 2 terms"
-                                  : "bf16 dot, 3 terms",
+                printf("| %s | %s | %s | %d | %.3f | %.1f | %.1f%% |\n", decode_name(dot),
                        dyn ? "units" : "fixed shares", d == 0 ? "fp8" : "bf16", tok,
                        t.median_s * 1e3, g, 100.0 * g / ceil.gbps);
             }
         }
     }
-    mt_cpu_experts_dot = dot_default;
+    mt_cpu_experts_decode = dot_default;
     mt_cpu_experts_dynamic = 1;
 
     printf("\n## (g) team round trip with no work (start, one barrier, wait)\n\n");

@@ -17,24 +17,27 @@ _Atomic uint64_t mt_cpu_experts_gen;
 int mt_cpu_experts_prefetch = 8192;
 int mt_cpu_experts_prefetch_mode = 0;
 int mt_cpu_experts_amx_panel = 64;
-int mt_cpu_experts_amx_kc = 512;
-int mt_cpu_experts_dot = 0;
+int mt_cpu_experts_amx_kc = 256;
+int mt_cpu_experts_decode = 0;
 int mt_cpu_experts_dynamic = 1;
 
 bool
-mt_cpu_experts_dot_usable(void)
+mt_cpu_experts_decode_usable(int kind)
 {
-    static int usable = -1; /* cpuid once: it traps to the hypervisor in a VM */
+    static int usable = -1; /* bit 0: VBMI, bit 1: BF16 too; cpuid once (a VM traps it) */
     int u = __atomic_load_n(&usable, __ATOMIC_RELAXED);
 
     if (u < 0) {
         struct mt_cpu_isa isa;
 
         mt_cpu_isa_detect(&isa);
-        u = isa.avx512f && isa.avx512bw && isa.avx512_bf16 && __builtin_cpu_supports("avx512vbmi");
+        u = 0;
+        if (isa.avx512f && isa.avx512bw && __builtin_cpu_supports("avx512vbmi")) {
+            u = 1 | (isa.avx512_bf16 ? 2 : 0);
+        }
         __atomic_store_n(&usable, u, __ATOMIC_RELAXED);
     }
-    return u != 0;
+    return kind == 0 || (kind == 1 && (u & 1) != 0) || ((kind == 2 || kind == 3) && (u & 2) != 0);
 }
 
 /* ---- scalar: the reference of the SIMD kernels ---------------------------------------------- */
@@ -121,10 +124,14 @@ rows_run(const struct mt_cpu_kernels *k, const struct mt_cpu_weight *w, int64_t 
     if (simd && !many) {
         const struct mt_cpu_kernels *d = k->rows_fp8 != NULL ? k : &mt_cpu_kernels_avx512;
 
-        /* the AVX-512 families decode on bf16 dot products where the CPU has them */
-        if ((k == &mt_cpu_kernels_avx512 || k == &mt_cpu_kernels_amx) && w->cols % 64 == 0 &&
-            mt_cpu_experts_dot != 0 && mt_cpu_experts_dot_usable()) {
-            d = &mt_cpu_kernels_dot;
+        /* the AVX-512 families' other decode kernels, where asked for and the CPU has them */
+        if ((k == &mt_cpu_kernels_avx512 || k == &mt_cpu_kernels_amx) &&
+            mt_cpu_experts_decode_usable(mt_cpu_experts_decode)) {
+            if (mt_cpu_experts_decode == 1) {
+                d = &mt_cpu_kernels_lut;
+            } else if (mt_cpu_experts_decode >= 2 && w->cols % 64 == 0) {
+                d = &mt_cpu_kernels_dot;
+            }
         }
 
         fn = w->dtype == MT_DTYPE_F8_E4M3 ? d->rows_fp8 : d->rows_bf16;

@@ -14,12 +14,12 @@
  * the job does not use sleep.
  *
  * Kernel families (cpu/isa.h): scalar (plain C, the reference of the others), AVX2 + FMA + F16C,
- * AVX-512 F + BW (or decoding on bf16 dot products where the CPU has AVX512-BF16 and VBMI,
- * cpu/experts_dot.c: mt_cpu_experts_dot), and amx: the AVX-512 kernels below MT_CPU_PREFILL_MIN_M
- * tokens per expert, AMX-BF16 tiles from there (cpu/experts_amx.c: activations and scaled weights
- * rounded to bf16, so that path is within 2e-2 x max |y| of the others, not 1e-4); chosen at run
- * time (MOETIER_ISA forces one). F32 and F16 weights, and shapes whose columns are not a multiple
- * of 32, take the scalar path.
+ * AVX-512 F + BW (other decode kernels where the CPU has VBMI or BF16 too:
+ * mt_cpu_experts_decode), and amx: the AVX-512 kernels below MT_CPU_PREFILL_MIN_M tokens per
+ * expert, AMX-BF16 tiles from there (cpu/experts_amx.c: activations and scaled weights rounded to
+ * bf16, so that path is within 2e-2 x max |y| of the others, not 1e-4); chosen at run time
+ * (MOETIER_ISA forces one). F32 and F16 weights, and shapes whose columns are not a multiple of 32,
+ * take the scalar path.
  */
 #ifndef MT_CPU_EXPERTS_H
 #define MT_CPU_EXPERTS_H
@@ -48,13 +48,15 @@ extern int mt_cpu_experts_prefetch_mode;
 
 /*
  * Decode kernels of the avx512 and amx families: 0 (default) the FMA tiles of
- * cpu/experts_tile.h; where the CPU has AVX512-BF16 and AVX512-VBMI, 3 bf16 dot products with
- * each activation carried as 3 bf16 terms (all 24 bits of fp32) or 2 with 2 terms (16 bits)
- * (cpu/experts_dot.c). On the GPU test machine (Sapphire Rapids) the dot kernels were slower:
- * FP8, 1 token x 8 experts, 60 and 70 GB/s against 84 for the FMA tiles in the same run
- * (bench/results/cpu-experts.md). Likewise a knob; ignored where the CPU lacks those units.
+ * cpu/experts_tile.h, FP8 widened by bit moves and VCVTPH2PS; 1 the same tiles, FP8 widened by
+ * table lookups (AVX512-VBMI, cpu/experts_lut.c); 3 and 2 bf16 dot products (AVX512-BF16 and
+ * VBMI, cpu/experts_dot.c) with each activation carried as 3 bf16 terms (all 24 bits of fp32)
+ * or 2 (16 bits). On the GPU test machine (Sapphire Rapids) the dot kernels were slower: FP8,
+ * 1 token x 8 experts, 62 and 82 GB/s against 90 for the FMA tiles in the same run
+ * (bench/results/cpu-experts.md). All exact to 1e-4. Likewise a knob; a kernel the CPU lacks
+ * units for is not used (the FMA tiles run).
  */
-extern int mt_cpu_experts_dot;
+extern int mt_cpu_experts_decode;
 
 /*
  * How a layer's rows are shared by the team: 1 (default) units of 32 rows (128 for prefill)
@@ -63,11 +65,11 @@ extern int mt_cpu_experts_dot;
  */
 extern int mt_cpu_experts_dynamic;
 
-/* True where this CPU runs the bf16 dot decode kernels (AVX512-BF16 and AVX512-VBMI). */
-bool mt_cpu_experts_dot_usable(void);
+/* True where this CPU runs decode kernel `kind` of mt_cpu_experts_decode (0: always). */
+bool mt_cpu_experts_decode_usable(int kind);
 
 /*
- * AMX prefill: K chunk (columns, a multiple of 32; default 512) of the blocked kernel, whose C
+ * AMX prefill: K chunk (columns, a multiple of 32; default 256) of the blocked kernel, whose C
  * blocks are kept in a buffer across chunks (cpu/experts_amx.c); 0: the panel kernel, each C
  * block over all of K at once, on weight panels of mt_cpu_experts_amx_panel rows (64 or 128,
  * default 64). Knobs for benchmarks; set them while no layer runs.

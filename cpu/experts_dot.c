@@ -3,12 +3,13 @@
  * experts_dot.c - the decode expert kernels on AVX512-BF16 dot products (VDPBF16PS), with FP8
  * e4m3 weights widened to bf16 by a 128-entry table (AVX512-VBMI VPERMI2B), compiled for those
  * units only here; cpu/experts.c calls them at the avx512 and amx levels where cpuid reports
- * both and mt_cpu_experts_dot asks for them (the default is the FMA tiles of experts_tile.h).
+ * both and mt_cpu_experts_decode (3 or 2) asks for them (the default is the FMA tiles of
+ * experts_tile.h).
  *
  * Measured: on the GPU test machine (Sapphire Rapids) these kernels were SLOWER than the FMA
- * tiles (FP8, 1 token x 8 experts: 60 GB/s with 3 terms, 70 with 2, 84 for the FMA tiles in
- * the same run; one core alone 3.7 GB/s against 5-6): the dot products cost more there than
- * the uop count below suggests. They stay as a tested alternative for CPUs with faster
+ * tiles (FP8, 1 token x 8 experts: 60-62 GB/s with 3 terms, 70-82 with 2, 84-90 for the FMA
+ * tiles in the same runs; one core alone 3.7 GB/s against 5-9): the dot products cost more
+ * there than the uop count below suggests. They stay as a tested alternative for CPUs with faster
  * VDPBF16PS, chosen only by measurement (bench/bench_cpu_experts (f)).
  *
  * The one idea: decoding 1-2 tokens is bound by how many weight lines a core keeps in flight,
@@ -295,7 +296,7 @@ static void
 dot_rows_fp8(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const float *x, int64_t ldx,
              int m, float *y, int64_t ldy)
 {
-    if (mt_cpu_experts_dot == 2) {
+    if (mt_cpu_experts_decode == 2) {
         dot_rows(w, 1, 2, r0, r1, x, ldx, m, y, ldy);
     } else {
         dot_rows(w, 1, 3, r0, r1, x, ldx, m, y, ldy);
@@ -306,7 +307,7 @@ static void
 dot_rows_bf16(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const float *x, int64_t ldx,
               int m, float *y, int64_t ldy)
 {
-    if (mt_cpu_experts_dot == 2) {
+    if (mt_cpu_experts_decode == 2) {
         dot_rows(w, 0, 2, r0, r1, x, ldx, m, y, ldy);
     } else {
         dot_rows(w, 0, 3, r0, r1, x, ldx, m, y, ldy);

@@ -50,5 +50,6 @@ extern const struct mt_cpu_kernels mt_cpu_kernels_avx2;
 extern const struct mt_cpu_kernels mt_cpu_kernels_avx512;
 extern const struct mt_cpu_kernels mt_cpu_kernels_amx;
 extern const struct mt_cpu_kernels mt_cpu_kernels_dot; /* AVX512-BF16 + VBMI decode */
+extern const struct mt_cpu_kernels mt_cpu_kernels_lut; /* AVX512-VBMI table FP8 widening */
 
 #endif /* MT_CPU_EXPERTS_IMPL_H */

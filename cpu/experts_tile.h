@@ -4,13 +4,18 @@
  * each ISA's file (experts_avx2.c, experts_avx512.c) after it defines the vector macros:
  *   VEC, ZERO(), SET1(f), LOADX(p) (VL floats), FMA(a, b, c) = a * b + c, HSUM(v) -> float,
  *   CVT_FP8(p, lo, hi): 2*VL e4m3 bytes at p -> two VEC holding value / 256,
- *   CVT_BF16(p, lo, hi): 2*VL bf16 at p -> two VEC, and KNAME(name) for the symbol names.
+ *   CVT_BF16(p, lo, hi): 2*VL bf16 at p -> two VEC, and KNAME(name) for the symbol names;
+ *   optionally MT_TILE_LOCALS, declarations the conversions need in each tile (tables).
  *
  * The one idea: weights are converted to fp32 in registers and never written anywhere; one
  * 128-column FP8 block is accumulated unscaled, then added to the row total times its block scale
  * (all R rows of a tile lie in one 128-row block, so they share it). A tile is R rows x T tokens:
  * each converted weight vector feeds T FMAs, each token vector R.
  */
+
+#ifndef MT_TILE_LOCALS
+#define MT_TILE_LOCALS
+#endif
 
 /*
  * y[t * ldy + i] = W[i, :] . x[t, :] for i < R, t < T; w points at row 0 of the tile. next: the
@@ -22,6 +27,7 @@ static inline __attribute__((always_inline)) void
 KNAME(tile)(const void *w, int64_t ldw, int fp8, const float *srow, const float *x, int64_t ldx,
             int64_t cols, int R, int T, float *y, int64_t ldy, const void *next)
 {
+    MT_TILE_LOCALS
     int mode = mt_cpu_experts_prefetch_mode;
     int64_t pf = mode == 0 ? mt_cpu_experts_prefetch : 0;
     int64_t step_bytes = (int64_t)R * 2 * VL * (fp8 ? 1 : 2); /* of the tile per column step */

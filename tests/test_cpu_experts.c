@@ -13,9 +13,10 @@
  * exponent, so a few products dominate each sum and the rounding is not averaged down: the GPU
  * test machine measured up to 6.9e-3 * max |want| (fp8 512x160 m=33) in two runs.
  *
- * Where the CPU has AVX512-BF16 and VBMI, the avx512 and amx families can decode on bf16 dot
- * products (cpu/experts_dot.c) with x in 3 bf16 terms (exact) or 2 (each product within 2^-16):
- * both, and the default FMA tiles, are checked at 1e-4 (mt_cpu_experts_dot = 3, 2, 0). The AMX
+ * Where the CPU has AVX512-VBMI (and BF16), the avx512 and amx families can decode with FP8
+ * widened by table lookups (cpu/experts_lut.c) or on bf16 dot products (cpu/experts_dot.c) with
+ * x in 3 bf16 terms (exact) or 2 (each product within 2^-16): all, and the default FMA tiles,
+ * are checked at 1e-4 (mt_cpu_experts_decode = 3, 2, 1, 0). The AMX
  * prefill runs its blocked kernel (K chunks, C kept across them) and its panel kernel.
  */
 #include <config.h>
@@ -152,19 +153,20 @@ tol_of(enum mt_cpu_level level, int m)
     return level == MT_CPU_LEVEL_AMX && m >= MT_CPU_PREFILL_MIN_M ? REL_TOL_BF16 : REL_TOL;
 }
 
-/* The decode kernel choices of level l: the bf16 dot ones (3, 2 terms) where usable, the FMA
- * tiles (0); one choice (the default) below AVX-512. */
+/* The decode kernel choices of level l (mt_cpu_experts_decode): the bf16 dot ones (3, 2 terms)
+ * and the table-widening FMA tiles (1) where usable, the FMA tiles (0); below AVX-512 only 0. */
 static int
 dots_of(enum mt_cpu_level l, int *dots)
 {
-    if (l >= MT_CPU_LEVEL_AVX512 && mt_cpu_experts_dot_usable()) {
-        dots[0] = 3;
-        dots[1] = 2;
-        dots[2] = 0;
-        return 3;
+    int n = 0;
+
+    for (int kind = 3; kind >= 1 && l >= MT_CPU_LEVEL_AVX512; kind--) {
+        if (mt_cpu_experts_decode_usable(kind)) {
+            dots[n++] = kind;
+        }
     }
-    dots[0] = 0;
-    return 1;
+    dots[n++] = 0;
+    return n;
 }
 
 /* One expert: every level against scalar and against mt_cpu_swiglu. */
@@ -188,13 +190,13 @@ test_expert(enum mt_dtype dt, int64_t hidden, int64_t inter, int m, enum mt_cpu_
              (long long)inter, m);
     close_enough(what, sc, ref, (size_t)m * hidden);
     for (int l = MT_CPU_LEVEL_AVX2; l <= (int)max; l++) {
-        int dots[3];
+        int dots[4];
         int nd = dots_of((enum mt_cpu_level)l, dots);
 
         for (int d = 0; d < nd; d++) {
             const char *ln = mt_cpu_level_name((enum mt_cpu_level)l);
 
-            mt_cpu_experts_dot = dots[d];
+            mt_cpu_experts_decode = dots[d];
             job.y = got;
             memset(got, 0xff, (size_t)m * hidden * sizeof(float)); /* NaN until written */
             tap_ok(mt_cpu_expert_run((enum mt_cpu_level)l, &job) == MT_OK, "%s runs", ln);
@@ -205,7 +207,7 @@ test_expert(enum mt_dtype dt, int64_t hidden, int64_t inter, int m, enum mt_cpu_
                      (long long)hidden, (long long)inter, m, ln, dots[d]);
             close_enough_tol(what, got, ref, (size_t)m * hidden, tol_of((enum mt_cpu_level)l, m));
         }
-        mt_cpu_experts_dot = 0;
+        mt_cpu_experts_decode = 0;
     }
     expert_free(&e);
     free(got);
@@ -263,7 +265,7 @@ test_layer(struct mt_cpu_team *team, enum mt_cpu_level level, enum mt_dtype dt, 
             snprintf(what, sizeof(what),
                      "layer %s %s dot=%d expert %d (m=%d) on %d threads, run %d",
                      dt == MT_DTYPE_F8_E4M3 ? "fp8" : "bf16", mt_cpu_level_name(level),
-                     mt_cpu_experts_dot, j, ms[j], threads, rep);
+                     mt_cpu_experts_decode, j, ms[j], threads, rep);
             close_enough_tol(what, jobs[j].y, want[j], (size_t)ms[j] * HID, tol_of(level, ms[j]));
         }
     }
@@ -368,9 +370,10 @@ main(void)
     uint64_t seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
 
     mt_rng_init(&rng, seed);
-    tap_diag("seed %llu; kernel families up to %s; bf16 dot decode kernels %s",
+    tap_diag("seed %llu; kernel families up to %s; decode kernels: table widening %s, bf16 dot %s",
              (unsigned long long)seed, mt_cpu_level_name(max),
-             mt_cpu_experts_dot_usable() ? "usable (checked with 3 and 2 terms)" : "absent");
+             mt_cpu_experts_decode_usable(1) ? "usable" : "absent",
+             mt_cpu_experts_decode_usable(3) ? "usable (3 and 2 terms)" : "absent");
 
     /* MOETIER_ISA */
     setenv("MOETIER_ISA", "scalar", 1);
@@ -400,10 +403,14 @@ main(void)
     }
     if (max >= MT_CPU_LEVEL_AMX) {
         /* the AMX panel kernel (the blocked one is the default) */
+        int kc = mt_cpu_experts_amx_kc;
+
         mt_cpu_experts_amx_kc = 0;
         test_expert(MT_DTYPE_F8_E4M3, 7168, 2048, 37, max);
         test_expert(MT_DTYPE_BF16, 800, 160, 300, max);
-        mt_cpu_experts_amx_kc = 512;
+        mt_cpu_experts_amx_kc = 1024; /* a chunk larger than every K here but 7168 */
+        test_expert(MT_DTYPE_F8_E4M3, 800, 160, 300, max);
+        mt_cpu_experts_amx_kc = kc;
     }
     if (mt_cpu_team_create(-1, 0, &team) != MT_OK) {
         tap_ok(false, "thread team created");
@@ -412,20 +419,22 @@ main(void)
     tap_diag("team of %d threads, %s", mt_cpu_team_size(team),
              mt_cpu_team_bound(team) ? "pinned" : "unpinned");
     for (int l = 0; l <= (int)max; l++) {
-        int dots[3];
+        int dots[4];
         int nd = dots_of((enum mt_cpu_level)l, dots);
 
         for (int d = 0; d < nd; d++) {
-            mt_cpu_experts_dot = dots[d];
+            mt_cpu_experts_decode = dots[d];
             test_layer(team, (enum mt_cpu_level)l, MT_DTYPE_F8_E4M3, 0);
             test_layer(team, (enum mt_cpu_level)l, MT_DTYPE_BF16, 0);
         }
-        mt_cpu_experts_dot = 0;
+        mt_cpu_experts_decode = 0;
     }
     test_layer(team, max, MT_DTYPE_F8_E4M3, 1);
+    int kc = mt_cpu_experts_amx_kc;
+
     mt_cpu_experts_amx_kc = 0;
     test_layer(team, max, MT_DTYPE_F8_E4M3, 0);
-    mt_cpu_experts_amx_kc = 512;
+    mt_cpu_experts_amx_kc = kc;
     mt_cpu_experts_dynamic = 0; /* the fixed shares per thread (the default hands out units) */
     test_layer(team, max, MT_DTYPE_F8_E4M3, 0);
     test_layer(team, max, MT_DTYPE_BF16, 3);
