@@ -17,7 +17,7 @@
  * weights and the ratio to the ceiling; (b) prefill, 32/256/2048 tokens per expert, FP8:
  * TFLOP/s and the ratios to the FMA and AMX rates; (c) decode FP8, 1 token, on 1..all cores;
  * (d) decode FP8, 1 and 8 tokens, at software prefetch distances 0-16 KiB per row stream or
- * the next tile; (e) AMX prefill, the blocked kernel at K chunks of 256-1024 and the panel one; (f)
+ * the next tile; (e) AMX prefill, the blocked kernel at K chunks of 128-512 and the panel one; (f)
  * decode kernels (FMA tiles with FP8 widened by bit moves or tables, bf16 dot products with 3 or 2
  * terms: mt_cpu_experts_decode, --decode picks the one of (a)-(e)) and row sharing (units or fixed
  * shares); (g) the team's round trip (start, one barrier, wait) with no work. MOETIER_ISA picks the
@@ -280,7 +280,7 @@ main(int argc, char **argv)
     printf("| kernel | tokens/expert | median ms | TFLOP/s | of AMX rate |\n");
     printf("|---|---|---|---|---|\n");
     /* (K chunk, panel rows): the blocked kernel at 3 chunk sizes, the panel kernel at 2 panels */
-    static const int acfg[5][2] = {{256, 64}, {512, 64}, {1024, 64}, {0, 64}, {0, 128}};
+    static const int acfg[5][2] = {{128, 64}, {256, 64}, {512, 64}, {0, 64}, {0, 128}};
     int kc_default = mt_cpu_experts_amx_kc;
 
     for (int i = 0; i < 5 && level == MT_CPU_LEVEL_AMX; i++) {
