@@ -51,8 +51,8 @@ extern int mt_cpu_experts_prefetch_mode;
  * cpu/experts_tile.h, FP8 widened by bit moves and VCVTPH2PS; 1 the same tiles, FP8 widened by
  * table lookups (AVX512-VBMI, cpu/experts_lut.c); 3 and 2 bf16 dot products (AVX512-BF16 and
  * VBMI, cpu/experts_dot.c) with each activation carried as 3 bf16 terms (all 24 bits of fp32)
- * or 2 (16 bits). On the GPU test machine (Sapphire Rapids) the dot kernels were slower: FP8,
- * 1 token x 8 experts, 62 and 82 GB/s against 90 for the FMA tiles in the same run
+ * or 2 (16 bits). On the GPU test machine (Sapphire Rapids) 1-3 were all slower: FP8, 1 token
+ * x 8 experts, 77 GB/s (1), 60-66 (3) and 70-87 (2) against 84-101 for 0 in the same runs
  * (bench/results/cpu-experts.md). All exact to 1e-4. Likewise a knob; a kernel the CPU lacks
  * units for is not used (the FMA tiles run).
  */
