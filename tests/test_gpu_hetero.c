@@ -108,9 +108,11 @@ rig_build(const struct mt_model *m, enum plan_kind k, uint64_t gpu_mem, struct r
         }
         for (size_t i = 0; i < n; i++) {
             int x = (int)(i % (size_t)c->n_routed_experts);
-            static const uint8_t mix[3] = {MT_TIER_GPU, MT_TIER_DRAM_CPU, MT_TIER_NVME};
+            static const uint8_t mix[4] = {MT_TIER_GPU, MT_TIER_DRAM_CPU, MT_TIER_NVME,
+                                           MT_TIER_DRAM_PCIE};
             r->tiers[i] = k == ALL_NVME                        ? MT_TIER_NVME
                           : (k == MIX || k == MIX_NO_PREFETCH) ? mix[x % 3]
+                          : k == MIX_PCIE                      ? mix[x % 4]
                                                                : MT_TIER_DRAM_CPU;
         }
         o.expert_tiers = r->tiers;

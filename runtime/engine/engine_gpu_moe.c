@@ -612,14 +612,17 @@ eng_gpu_moe(struct mt_engine *e, struct eng_gpu *g, int l, int m)
     eng_moe_group(e, l, g->h_x, m, w);
     eng_moe_count(e, l, w);
     count_guess(e, g, l);
+    /* the device's experts first: they run while the host waits on the disk and the CPU */
+    int held = 0;
     double t_submit = mt_clock_now();
-    st = host ? eng_moe_submit(e, l, w, used, &n_used) : MT_OK;
+    st = device_experts(e, g, l, m, &held);
+    /* the disk's queue: this layer's streamed experts, then the guess for the next layer */
+    eng_moe_prefetch(e, l, w);
     if (guess) {
         prefetch_guess(e, g, nl, m);
     }
-    int held = 0;
-    if (st == MT_OK) {
-        st = device_experts(e, g, l, m, &held);
+    if (st == MT_OK && host) {
+        st = eng_moe_submit(e, l, w, used, &n_used);
     }
     st_wait = eng_moe_wait(e, used, n_used, t_submit);
     st = st != MT_OK ? st : st_wait;

@@ -123,13 +123,16 @@ mt_status_t eng_moe(struct mt_engine *e, int l, const float *x, int n, struct en
  * experts w->on_gpu marks (the GPU engine's device computes those; NULL on the CPU engine).
  *   group:  w->ids / w->moe_wts of n tokens -> groups per expert (rows of x copied into w->xs)
  *   count:  the groups into e->stats
- *   submit: every group to its tier's executor (NVMe ones announced to the provider first);
- *           used[] (MT_TIER_COUNT + 1 entries) gets the executors that got work
+ *   prefetch: the streamed experts with tokens announced to the provider (submit does it too)
+ *   submit: every group to its tier's executor (NVMe ones announced to the provider first, and
+ *           submitted after an executor's other experts, as a wave of their own); used[]
+ *           (MT_TIER_COUNT + 1 entries) gets the executors that got work
  *   wait:   for those executors (times into e->stats); the first failure
  *   sum:    out[t] += router weight x output, experts by id, tokens ascending
  */
 void eng_moe_group(const struct mt_engine *e, int l, const float *x, int n, struct eng_work *w);
 void eng_moe_count(struct mt_engine *e, int l, const struct eng_work *w);
+void eng_moe_prefetch(struct mt_engine *e, int l, struct eng_work *w);
 mt_status_t eng_moe_submit(struct mt_engine *e, int l, struct eng_work *w,
                            struct mt_executor **used, int *n_used_out);
 mt_status_t eng_moe_wait(struct mt_engine *e, struct mt_executor **used, int n_used,

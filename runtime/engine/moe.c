@@ -77,18 +77,13 @@ executor_of(const struct mt_engine *e, int l, int x_id)
  * next: an executor that acquires a whole submit before releasing would otherwise wait for
  * itself. The last wave is waited for by the caller, after the shared expert.
  */
-mt_status_t
-eng_moe_submit(struct mt_engine *e, int l, struct eng_work *w, struct mt_executor **used,
-               int *n_used_out)
+void
+eng_moe_prefetch(struct mt_engine *e, int l, struct eng_work *w)
 {
     int E = e->cfg.n_routed_experts;
-    size_t D = (size_t)e->cfg.hidden_size;
-    int n_used = 0;
     int n_nvme = 0;
-    int cap = mt_expert_provider_capacity(e->provider);
-    mt_status_t st = MT_OK;
 
-    /* the streamed experts first, as a prefetch hint (their ids reuse group_fill as scratch) */
+    /* their ids reuse group_fill as scratch */
     for (int x_id = 0; x_id < E; x_id++) {
         if (w->group_start[x_id + 1] > w->group_start[x_id] &&
             e->tiers[(size_t)l * E + x_id] == MT_TIER_NVME) {
@@ -98,6 +93,20 @@ eng_moe_submit(struct mt_engine *e, int l, struct eng_work *w, struct mt_executo
     if (n_nvme > 0 && e->provider->ops->prefetch != NULL) {
         e->provider->ops->prefetch(e->provider->self, l, w->group_fill, n_nvme);
     }
+}
+
+mt_status_t
+eng_moe_submit(struct mt_engine *e, int l, struct eng_work *w, struct mt_executor **used,
+               int *n_used_out)
+{
+    int E = e->cfg.n_routed_experts;
+    size_t D = (size_t)e->cfg.hidden_size;
+    int n_used = 0;
+    int cap = mt_expert_provider_capacity(e->provider);
+    mt_status_t st = MT_OK;
+
+    /* the streamed experts first (a prefetch of what is on its way already costs nothing) */
+    eng_moe_prefetch(e, l, w);
     /* one submit per executor, with all of its tasks of this layer */
     for (int x_id = 0; x_id < E && st == MT_OK; x_id++) {
         struct mt_executor *ex = executor_of(e, l, x_id);
@@ -113,26 +122,38 @@ eng_moe_submit(struct mt_engine *e, int l, struct eng_work *w, struct mt_executo
         if (seen) {
             continue;
         }
-        for (int y_id = x_id; y_id < E; y_id++) {
-            int start = w->group_start[y_id];
-            int m = w->group_start[y_id + 1] - start;
-            if (m == 0 || executor_of(e, l, y_id) != ex || on_device(w, y_id)) {
-                continue;
-            }
-            if (cap > 0 && n_tasks == cap) {
-                mt_status_t sw;
-                st = ex->ops->submit(ex->self, w->tasks, n_tasks);
-                sw = ex->ops->wait(ex->self);
-                st = st != MT_OK ? st : sw;
-                n_tasks = 0;
-                if (st != MT_OK) {
-                    break;
+        /*
+         * Its experts in memory first, then the streamed ones as a wave of their own: the CPU
+         * computes the first while the disk reads the second (prefetched above); in one submit
+         * every acquire would wait for the reads before any computing began.
+         */
+        for (int pass = 0; pass < 2 && st == MT_OK; pass++) {
+            for (int y_id = x_id; y_id < E; y_id++) {
+                int start = w->group_start[y_id];
+                int m = w->group_start[y_id + 1] - start;
+                bool nvme = e->tiers[(size_t)l * E + y_id] == MT_TIER_NVME;
+                if (m == 0 || executor_of(e, l, y_id) != ex || on_device(w, y_id) ||
+                    nvme != (pass == 1)) {
+                    continue;
                 }
+                bool first_nvme = nvme && (pass == 1) && n_tasks > 0 &&
+                                  e->tiers[(size_t)l * E + w->tasks[n_tasks - 1].expert] !=
+                                      MT_TIER_NVME;
+                if ((cap > 0 && n_tasks == cap) || first_nvme) {
+                    mt_status_t sw;
+                    st = ex->ops->submit(ex->self, w->tasks, n_tasks);
+                    sw = ex->ops->wait(ex->self);
+                    st = st != MT_OK ? st : sw;
+                    n_tasks = 0;
+                    if (st != MT_OK) {
+                        break;
+                    }
+                }
+                w->tasks[n_tasks++] = (struct mt_expert_task){
+                    .layer = l, .expert = y_id, .m = m,
+                    .x = w->xs + (size_t)start * D, .y = w->ys + (size_t)start * D,
+                };
             }
-            w->tasks[n_tasks++] = (struct mt_expert_task){
-                .layer = l, .expert = y_id, .m = m,
-                .x = w->xs + (size_t)start * D, .y = w->ys + (size_t)start * D,
-            };
         }
         used[n_used++] = ex;
         if (st == MT_OK) {
