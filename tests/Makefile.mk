@@ -20,7 +20,8 @@ check_PROGRAMS += tests/test_model
 tests_test_model_LDADD = $(MT_TEST_LIBS)
 tests_test_chat_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_cli_common
-tests_test_cli_common_SOURCES = tests/test_cli_common.c runtime/cli/cli_common.c
+tests_test_cli_common_SOURCES = tests/test_cli_common.c runtime/cli/cli_common.c \
+	runtime/cli/cli_autoplan.c runtime/cli/cli_progress.c runtime/cli/cli_bench.c
 tests_test_cli_common_LDADD = $(MT_TEST_LIBS)
 
 check_PROGRAMS += tests/test_status
@@ -72,6 +73,8 @@ TESTS += tests/test_bench.sh
 EXTRA_DIST += tests/test_bench.sh
 TESTS += tests/test_plan.sh
 TESTS += tests/test_plan_run.sh
+TESTS += tests/test_autoplan.sh
+EXTRA_DIST += tests/test_autoplan.sh
 TESTS += tests/test_stream_run.sh
 EXTRA_DIST += tests/test_stream_run.sh
 TESTS += tests/test_run_report.sh tests/test_faults.sh tests/test_chat_sigint.sh

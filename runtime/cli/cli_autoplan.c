@@ -27,6 +27,24 @@ gib(double v)
     return v / 1073741824.0;
 }
 
+/* A size for messages: GiB from 1 GiB up, else MiB (small test models need the precision). */
+struct size_str {
+    char s[32];
+};
+
+static struct size_str
+sz_str(uint64_t bytes)
+{
+    struct size_str r;
+
+    if (bytes >= (1ull << 30)) {
+        snprintf(r.s, sizeof(r.s), "%.2f GiB", gib((double)bytes));
+    } else {
+        snprintf(r.s, sizeof(r.s), "%.1f MiB", (double)bytes / 1048576.0);
+    }
+    return r;
+}
+
 /* ---- the device --------------------------------------------------------------------------- */
 
 enum mt_device
@@ -222,26 +240,26 @@ check_fits(const char *what, const struct need *n, const struct mt_cli_engine_fl
     uint64_t gpu_free = gpu ? gpu_free_budget() : 0;
 
     if (f->cpu_mem > 0 && n->dram > f->cpu_mem) {
-        return mt_fail(MT_ERR_INVAL, 0, "%s needs %.2f GiB of DRAM for its experts%s, more than "
-                       "--cpu-mem %.2f GiB (make a plan for this budget, or raise --cpu-mem)",
-                       what, gib((double)n->dram), gpu ? "" : " and always-on weights",
-                       gib((double)f->cpu_mem));
+        return mt_fail(MT_ERR_INVAL, 0, "%s needs %s of DRAM for its experts%s, more than "
+                       "--cpu-mem %s (make a plan for this budget, or raise --cpu-mem)", what,
+                       sz_str(n->dram).s, gpu ? "" : " and always-on weights",
+                       sz_str(f->cpu_mem).s);
     }
     if (avail > 0 && n->dram > avail) {
-        return mt_fail(MT_ERR_INVAL, 0, "%s needs %.2f GiB of DRAM, but only %.2f GiB are "
-                       "available now (MemAvailable): it no longer fits this machine (plan "
-                       "again, or give a smaller --cpu-mem to plan with)", what,
-                       gib((double)n->dram), gib((double)avail));
+        return mt_fail(MT_ERR_INVAL, 0, "%s needs %s of DRAM, but only %s are available now "
+                       "(MemAvailable): it no longer fits this machine (plan again, or give a "
+                       "smaller --cpu-mem to plan with)", what, sz_str(n->dram).s,
+                       sz_str(avail).s);
     }
     if (gpu && f->engine.gpu_mem > 0 && n->gpu > f->engine.gpu_mem) {
-        return mt_fail(MT_ERR_INVAL, 0, "%s needs %.2f GiB on the GPU, more than --gpu-mem %.2f "
-                       "GiB (make a plan for this budget, or raise --gpu-mem)", what,
-                       gib((double)n->gpu), gib((double)f->engine.gpu_mem));
+        return mt_fail(MT_ERR_INVAL, 0, "%s needs %s on the GPU, more than --gpu-mem %s (make "
+                       "a plan for this budget, or raise --gpu-mem)", what, sz_str(n->gpu).s,
+                       sz_str(f->engine.gpu_mem).s);
     }
     if (gpu && gpu_free > 0 && n->gpu > gpu_free) {
-        return mt_fail(MT_ERR_INVAL, 0, "%s needs %.2f GiB on the GPU, but %.2f GiB are free "
-                       "there now (less a margin): it no longer fits this machine (plan again)",
-                       what, gib((double)n->gpu), gib((double)gpu_free));
+        return mt_fail(MT_ERR_INVAL, 0, "%s needs %s on the GPU, but %s are free there now "
+                       "(less a margin): it no longer fits this machine (plan again)", what,
+                       sz_str(n->gpu).s, sz_str(gpu_free).s);
     }
     return MT_OK;
 }
@@ -422,12 +440,12 @@ auto_plan(struct mt_cli_engine *e, const struct mt_cli_engine_flags *f, bool gpu
     mt_status_t st;
 
     if (!gpu && b->cpu_mem < b->cpu_reserve + sz->other_bytes + kv) {
-        return mt_fail(MT_ERR_INVAL, 0, "--cpu-mem %.2f GiB is too small for '%s': the CPU "
-                       "engine needs --cpu-reserve %.2f + always-on weights %.2f + KV for %d "
-                       "tokens %.2f = %.2f GiB before any expert (raise --cpu-mem, or lower "
-                       "--cpu-reserve or --ctx)", gib((double)b->cpu_mem), e->model->dir,
-                       gib((double)b->cpu_reserve), gib((double)sz->other_bytes), b->ctx,
-                       gib((double)kv), gib((double)(b->cpu_reserve + sz->other_bytes + kv)));
+        return mt_fail(MT_ERR_INVAL, 0, "--cpu-mem %s is too small for '%s': the CPU engine "
+                       "needs --cpu-reserve %s + always-on weights %s + KV for %d tokens %s = %s "
+                       "before any expert (raise --cpu-mem, or lower --cpu-reserve or --ctx)",
+                       sz_str(b->cpu_mem).s, e->model->dir, sz_str(b->cpu_reserve).s,
+                       sz_str(sz->other_bytes).s, b->ctx, sz_str(kv).s,
+                       sz_str(b->cpu_reserve + sz->other_bytes + kv).s);
     }
     hw = malloc(sizeof(*hw));
     if (hw == NULL) {
@@ -537,9 +555,9 @@ mt_cli_placement(struct mt_cli_engine *e, const struct mt_cli_engine_flags *f,
         snprintf(why, sizeof(why), "(%s)", f->no_plan ? "--no-plan" : "--store");
     } else if (all_fit(&sz, &b, gpu, kv)) {
         /* no choice to make: the engine's own device holds everything (tiers NULL) */
-        snprintf(why, sizeof(why), "(all fit in the %s budget, %.2f GiB: nothing to plan)",
+        snprintf(why, sizeof(why), "(all fit in the %s budget, %s: nothing to plan)",
                  gpu ? "GPU" : "DRAM",
-                 gib((double)(gpu ? b.gpu_mem - b.gpu_reserve : b.cpu_mem - b.cpu_reserve)));
+                 sz_str(gpu ? b.gpu_mem - b.gpu_reserve : b.cpu_mem - b.cpu_reserve).s);
     } else if ((st = auto_plan(e, f, gpu, &sz, &b, kv)) != MT_OK) {
         return st;
     }
