@@ -590,21 +590,23 @@ mt_cli_placement_load_bytes(const struct mt_cli_engine *e, const struct mt_engin
 {
     const struct mt_model_config *cfg = &e->model->cfg;
     struct mt_model_sizes sz;
-    uint64_t n_gpu = 0;
+    uint64_t n_read = 0;
 
     if (mt_model_sizes_of(e->model, &sz) != MT_OK) {
         return 0;
     }
-    if (eo->device != MT_DEVICE_GPU) {
-        return sz.other_bytes; /* the CPU engine reads experts on first use */
-    }
+    bool gpu = eo->device == MT_DEVICE_GPU;
     if (eo->expert_tiers == NULL) {
-        return sz.other_bytes + sz.routed_bytes;
+        /* no plan: the GPU engine reads every expert now, the CPU engine each on first use */
+        return sz.other_bytes + (gpu ? sz.routed_bytes : 0);
     }
     for (int l = 0; l < cfg->num_hidden_layers; l++) {
         for (int x = 0; x < cfg->n_routed_experts && cfg->layer_is_moe[l]; x++) {
-            n_gpu += eo->expert_tiers[(size_t)l * cfg->n_routed_experts + x] == MT_TIER_GPU;
+            uint8_t t = eo->expert_tiers[(size_t)l * cfg->n_routed_experts + x];
+            /* GPU experts on the GPU engine; a plan's DRAM experts are preloaded */
+            n_read += (t == MT_TIER_GPU && gpu) ||
+                      (e->plan != NULL && (t == MT_TIER_DRAM_CPU || t == MT_TIER_DRAM_PCIE));
         }
     }
-    return sz.other_bytes + n_gpu * sz.routed_expert_bytes;
+    return sz.other_bytes + n_read * sz.routed_expert_bytes;
 }

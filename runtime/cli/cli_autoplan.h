@@ -72,8 +72,9 @@ mt_status_t mt_cli_placement(struct mt_cli_engine *e, const struct mt_cli_engine
                              enum mt_device device, struct mt_engine_opts *eo);
 
 /*
- * The bytes the engine reads when it is created, for the progress bar: the always-on weights,
- * plus, on the GPU engine, the routed experts placed on the GPU (all of them without tiers).
+ * The bytes read at start-up, for the progress bar: the always-on weights, on the GPU engine
+ * the routed experts placed on the GPU (all of them without tiers), and a plan's DRAM experts
+ * (preloaded). The CPU engine without a plan reads its experts on first use: not counted.
  */
 uint64_t mt_cli_placement_load_bytes(const struct mt_cli_engine *e,
                                      const struct mt_engine_opts *eo);

@@ -693,23 +693,25 @@ mt_cli_engine_init(struct mt_cli_engine *e, const char *dir, const struct mt_cli
                     "with --store, or with a plan that puts experts on NVMe)",
                     f->verify ? "--verify" : "--cache");
     }
-    mt_cli_progress_start(&progress, e->model, mt_cli_placement_load_bytes(e, &eo));
+    /* the bar covers the engine's own reads and a plan's DRAM experts read right after */
+    mt_cli_progress_start(&progress, e->model, mt_cli_placement_load_bytes(e, &eo),
+                          f->report);
     st = mt_engine_create(e->model, &eo, &e->engine);
+    if (st == MT_OK && e->plan != NULL) {
+        /* a plan's DRAM experts are read now, so the first tokens cost what later ones do */
+        uint64_t bytes = 0;
+        double t0 = mt_clock_now();
+        st = mt_engine_preload_experts(e->engine, &bytes);
+        if (st == MT_OK && f->report) {
+            mt_log_info("read the plan's DRAM experts: %.2f GB in %.1f s", (double)bytes / 1e9,
+                        mt_clock_now() - t0);
+        }
+    }
     mt_cli_progress_finish(&progress, st == MT_OK);
     if (st != MT_OK) {
         goto fail;
     }
     e->vocab = mt_engine_vocab(e->engine);
-    if (e->plan != NULL) {
-        /* a plan's DRAM experts are read now, so the first tokens cost what later ones do */
-        uint64_t bytes = 0;
-        double t0 = mt_clock_now();
-        if ((st = mt_engine_preload_experts(e->engine, &bytes)) != MT_OK) {
-            goto fail;
-        }
-        mt_log_info("read the plan's DRAM experts: %.2f GB in %.1f s", (double)bytes / 1e9,
-                    mt_clock_now() - t0);
-    }
     /* the team computes the host tiers' experts; beside the GPU only where some are there (a
      * plan's, or those the GPU engine moved to DRAM because they did not fit --gpu-mem) */
     if (!f->ref_experts && (!gpu || has_host_experts(&e->model->cfg, mt_engine_tiers(e->engine))) &&

@@ -57,7 +57,8 @@ on_read(void *ctx, uint64_t nbytes)
 }
 
 void
-mt_cli_progress_start(struct mt_cli_progress *p, struct mt_model *model, uint64_t total)
+mt_cli_progress_start(struct mt_cli_progress *p, struct mt_model *model, uint64_t total,
+                      bool say)
 {
     memset(p, 0, sizeof(*p));
     p->model = model;
@@ -66,7 +67,8 @@ mt_cli_progress_start(struct mt_cli_progress *p, struct mt_model *model, uint64_
     atomic_init(&p->next_draw, 0.0);
     atomic_flag_clear(&p->drawing);
     p->start = mt_clock_now();
-    p->tty = isatty(STDERR_FILENO) == 1;
+    p->say = say;
+    p->tty = say && isatty(STDERR_FILENO) == 1;
     mt_st_set_set_progress(model->set, on_read, p);
 }
 
@@ -85,7 +87,7 @@ mt_cli_progress_finish(struct mt_cli_progress *p, bool ok)
     if (p->tty) {
         fprintf(stderr, "\r\033[K");
     }
-    if (ok) {
+    if (ok && p->say) {
         mt_log_info("loaded %.2f GB of weights in %.1f s (%.2f GB/s)", (double)done / 1e9, dt,
                     dt > 0 ? (double)done / 1e9 / dt : 0.0);
     }
