@@ -1,10 +1,10 @@
 # tests/: one TAP program per module, run by `make check`.
 LOG_DRIVER = env AM_TAP_AWK='$(AWK)' $(SHELL) $(top_srcdir)/build-aux/tap-driver.sh
-AM_TESTS_ENVIRONMENT = OMP_NUM_THREADS=2 MALLOC_PERTURB_=165 \
+AM_TESTS_ENVIRONMENT = OMP_NUM_THREADS=2 MALLOC_PERTURB_=165 MOETIER_DEVICE=cpu \
 	MT_REQUIRE_SERVE_CLIENTS=$${MT_REQUIRE_SERVE_CLIENTS:-0} \
 	MT_TEST_DATA=$(abs_top_srcdir)/tests/data MT_SRCDIR=$(abs_top_srcdir) \
 	MT_BUILDDIR=$(abs_top_builddir) MT_CC='$(CC)' MT_CFLAGS='$(CFLAGS)' MT_LDFLAGS='$(LDFLAGS)'; \
-	export OMP_NUM_THREADS MALLOC_PERTURB_ MT_REQUIRE_SERVE_CLIENTS MT_TEST_DATA MT_SRCDIR \
+	export OMP_NUM_THREADS MALLOC_PERTURB_ MOETIER_DEVICE MT_REQUIRE_SERVE_CLIENTS MT_TEST_DATA MT_SRCDIR \
 	MT_BUILDDIR MT_CC MT_CFLAGS MT_LDFLAGS;
 
 noinst_LIBRARIES += tests/libmttap.a
@@ -20,7 +20,8 @@ check_PROGRAMS += tests/test_model
 tests_test_model_LDADD = $(MT_TEST_LIBS)
 tests_test_chat_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_cli_common
-tests_test_cli_common_SOURCES = tests/test_cli_common.c runtime/cli/cli_common.c
+tests_test_cli_common_SOURCES = tests/test_cli_common.c runtime/cli/cli_common.c \
+	runtime/cli/cli_autoplan.c runtime/cli/cli_progress.c runtime/cli/cli_bench.c
 tests_test_cli_common_LDADD = $(MT_TEST_LIBS)
 
 check_PROGRAMS += tests/test_status
@@ -72,6 +73,8 @@ TESTS += tests/test_bench.sh
 EXTRA_DIST += tests/test_bench.sh
 TESTS += tests/test_plan.sh
 TESTS += tests/test_plan_run.sh
+TESTS += tests/test_autoplan.sh
+EXTRA_DIST += tests/test_autoplan.sh
 TESTS += tests/test_stream_run.sh
 EXTRA_DIST += tests/test_stream_run.sh
 TESTS += tests/test_run_report.sh tests/test_faults.sh tests/test_chat_sigint.sh

@@ -43,8 +43,8 @@ stream_peak=$(sed -n 's/.*slots, peak \([0-9.]*\) MiB.*/\1/p' "$tmp/err")
 set -- $(held)
 nvme_held=$1
 routed=$2
-grep -q "0 on the GPU, 0 in DRAM, 192 streamed from disk" "$tmp/err"
-ok $? "the plan's placement is reported: $(grep 'plan ' "$tmp/err")"
+grep -q "0 on GPU, 0 in DRAM (CPU), 192 on NVMe" "$tmp/err"
+ok $? "the plan's placement is reported: $(grep experts: "$tmp/err")"
 [ $rc -eq 0 ] && [ $rc2 -eq 0 ] && [ -n "$plain" ] && [ "$dram" = "$plain" ] && [ "$nvme" = "$plain" ]
 ok $? "all-DRAM and all-NVMe plans give the tokens of no plan ('$nvme')"
 team=$(run --plan "$tmp/nvme.json")

@@ -30,7 +30,7 @@ ok $? "... with --verify (CRC of every extent) and a 1 MiB cache"
 sed -E "s/\"(tiers|prefill)\": *\"[A-Z]+\"/\"\1\": \"$(printf 'N%.0s' $(seq 64))\"/g" \
     "$tmp/plan.json" >"$tmp/nvme.json"
 got=$(run --plan "$tmp/nvme.json" --verify)
-[ $? -eq 0 ] && [ "$got" = "$plain" ] && grep -q "192 streamed from disk" "$tmp/err"
+[ $? -eq 0 ] && [ "$got" = "$plain" ] && grep -q "192 on NVMe" "$tmp/err"
 ok $? "run --plan with every expert on NVMe streams them from the shards (--verify): same tokens"
 got=$(run --verify --cache 1M)
 [ $? -eq 0 ] && [ "$got" = "$plain" ] && grep -q "verify applies to streamed experts" "$tmp/err"

@@ -2,6 +2,8 @@
 bin_PROGRAMS += moetier
 moetier_SOURCES = runtime/cli/main.c runtime/cli/cli.h \
 	runtime/cli/cli_common.c runtime/cli/cli_common.h \
+	runtime/cli/cli_autoplan.c runtime/cli/cli_autoplan.h \
+	runtime/cli/cli_progress.c runtime/cli/cli_progress.h \
 	runtime/cli/cli_synth.c \
 	runtime/cli/cli_tokenize.c \
 	runtime/cli/cli_inspect.c \

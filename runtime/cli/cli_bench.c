@@ -15,6 +15,7 @@
 
 #include "runtime/cli/cli.h"
 #include "runtime/cli/cli_common.h"
+#include "runtime/cli/cli_autoplan.h"
 #include "runtime/base/clock.h"
 
 #include "cpu/experts_bench.h"
@@ -942,29 +943,15 @@ parse_opts(int argc, char **argv, struct bench_opts *o)
     return -1;
 }
 
-int
-mt_cli_bench(int argc, char **argv)
+/* The profile's identity, capacities and ISA flags: cheap, so always in the profile. */
+static void
+profile_begin(struct bench *b)
 {
-    struct bench *b;
     struct mt_cpu_topo tp;
     struct mt_cpu_isa isa;
     struct tm tm;
     time_t now = time(NULL);
-    bool have_gpu = false;
-    mt_status_t st = MT_OK;
-    int rc;
 
-    b = calloc(1, sizeof(*b));
-    if (b == NULL || (b->prof = calloc(1, sizeof(*b->prof))) == NULL) {
-        mt_cli_error(&cli, "out of memory");
-        free(b);
-        return 1;
-    }
-    rc = parse_opts(argc, argv, &b->o);
-    if (rc >= 0) {
-        goto out_free;
-    }
-    rc = 1;
     b->reps = b->o.quick ? 3 : 20;
     mt_hwprofile_init(b->prof);
     snprintf(b->prof->source, sizeof(b->prof->source), "moetier bench %s%s", PACKAGE_VERSION,
@@ -972,8 +959,6 @@ mt_cli_bench(int argc, char **argv)
     gethostname(b->prof->host, sizeof(b->prof->host) - 1);
     gmtime_r(&now, &tm);
     strftime(b->prof->date, sizeof(b->prof->date), "%Y-%m-%dT%H:%M:%SZ", &tm);
-
-    /* Capacities and ISA flags are cheap: always in the profile. */
     if (mt_cpu_topo_query(&tp) == MT_OK) {
         snprintf(b->prof->cpu.model, sizeof(b->prof->cpu.model), "%s", tp.model);
         b->prof->cpu.cores = tp.cores;
@@ -995,6 +980,14 @@ mt_cli_bench(int argc, char **argv)
         (isa.avx512_vnni ? MT_HW_ISA_AVX512_VNNI : 0) | (isa.amx_tile ? MT_HW_ISA_AMX_TILE : 0) |
         (isa.amx_bf16 ? MT_HW_ISA_AMX_BF16 : 0) | (isa.amx_int8 ? MT_HW_ISA_AMX_INT8 : 0) |
         (isa.amx_fp16 ? MT_HW_ISA_AMX_FP16 : 0);
+}
+
+/* Every part b->o asks for, in order; the first failure stops them (its message is logged). */
+static mt_status_t
+run_parts(struct bench *b)
+{
+    bool have_gpu = false;
+    mt_status_t st = MT_OK;
 
     if (b->o.parts & (PART_GPU | PART_PCIE)) {
         have_gpu = gpu_present(b);
@@ -1020,6 +1013,60 @@ mt_cli_bench(int argc, char **argv)
         }
         st = run_disk(b);
     }
+    return st;
+}
+
+mt_status_t
+mt_cli_bench_quick_profile(const char *disk, struct mt_hwprofile *out)
+{
+    struct bench *b;
+    mt_status_t st;
+
+    b = calloc(1, sizeof(*b));
+    if (b == NULL || (b->prof = calloc(1, sizeof(*b->prof))) == NULL) {
+        free(b);
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the quick benchmark");
+    }
+    /* what `moetier bench --quick --disk DISK` runs (parse_opts' defaults with --quick) */
+    b->o.parts = PART_ALL;
+    b->o.quick = true;
+    b->o.disk_size = 64u << 20;
+    b->o.disk_pass = 64u << 20;
+    b->o.qds[0] = 16, b->o.n_qd = 1;
+    b->o.blocks[0] = 1u << 20, b->o.n_blocks = 1;
+    if (disk != NULL) {
+        b->o.disks[b->o.n_disks++] = disk;
+    }
+    profile_begin(b);
+    st = run_parts(b);
+    if (st == MT_OK) {
+        *out = *b->prof;
+    }
+    free(b->prof);
+    free(b);
+    return st;
+}
+
+int
+mt_cli_bench(int argc, char **argv)
+{
+    struct bench *b;
+    mt_status_t st = MT_OK;
+    int rc;
+
+    b = calloc(1, sizeof(*b));
+    if (b == NULL || (b->prof = calloc(1, sizeof(*b->prof))) == NULL) {
+        mt_cli_error(&cli, "out of memory");
+        free(b);
+        return 1;
+    }
+    rc = parse_opts(argc, argv, &b->o);
+    if (rc >= 0) {
+        goto out_free;
+    }
+    rc = 1;
+    profile_begin(b);
+    st = run_parts(b);
     if (st != MT_OK) {
         mt_cli_error(&cli, "stopped: %s", mt_last_error());
         goto out_free;

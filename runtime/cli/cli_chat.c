@@ -70,9 +70,6 @@ chat_usage(FILE *f)
             "conversation), /quit; Ctrl-D (end of input) leaves, Ctrl-C stops a reply.\n\n"
             "  -m, --model DIR          checkpoint directory (config.json, safetensors,\n"
             "                           tokenizer.json)\n"
-            "      --device cpu|gpu     where to run (default cpu); gpu: the whole model on CUDA\n"
-            "                           device 0 (weights, experts, caches must fit)\n"
-            "      --gpu-mem SIZE       gpu: device memory budget (default: free minus a margin)\n"
             "      --kv-dtype f32|bf16  latent cache dtype (default f32 on cpu, bf16 on gpu)\n"
             "      --ctx N              gpu: positions the device cache holds (default 8192)\n"
             "      --debug-sync         gpu: synchronize after every kernel (MT_DEBUG_SYNC=1)\n"
@@ -86,10 +83,11 @@ chat_usage(FILE *f)
             "      --threads N          threads (default: OMP_NUM_THREADS or all cores)\n"
             "      --experts KIND       who computes routed experts: team (SIMD kernels on\n"
             "                           pinned threads, default) or ref (fp32 reference)\n"
-            "      --plan FILE          place routed experts as the plan says\n"
-            "      --store FILE, --cache SIZE, --verify  streamed experts, as for run\n"
-            "  -v, --verbose            per-turn prefill and decode tok/s on stderr\n"
-            "  -h, --help               this text\n"
+            "  -v, --verbose            per-turn prefill and decode tok/s on stderr; the\n"
+            "                           device, the plan in one screen at start\n"
+            "  -h, --help               this text\n");
+    mt_cli_placement_usage(f);
+    fprintf(f,
             "stdout carries only the replies; the prompt \"> \" and messages go to\n"
             "stderr. Exit status: 0, or 1 when a turn failed.\n");
 }
@@ -590,11 +588,12 @@ mt_cli_chat(int argc, char **argv)
         fprintf(stderr, "loading %s ...\n", dir);
     }
     rc = 1;
-    ef.report = c.verbose;
-    c.gpu = ef.engine.device == MT_DEVICE_GPU;
+    ef.report = c.verbose || interactive;
+    ef.verbose = c.verbose;
     if (mt_cli_engine_init(&c.eng, dir, &ef, false) != MT_OK) {
         goto out;
     }
+    c.gpu = c.eng.device == MT_DEVICE_GPU; /* --device auto decides in the init */
     if (mt_tokenizer_load(dir, &c.tok) != MT_OK) {
         mt_cli_error(&cli, "the model directory needs its tokenizer.json");
         goto out;

@@ -12,6 +12,8 @@
 #include "runtime/cli/cli_common.h"
 
 #include "runtime/base/clock.h"
+#include "runtime/cli/cli_autoplan.h"
+#include "runtime/cli/cli_progress.h"
 #include "cpu/isa.h"
 #include "cpu/topology.h"
 #include "runtime/engine/executor_cpu_team.h"
@@ -391,11 +393,48 @@ mt_cli_tok_per_s(double n, double s)
 /* ---- run and chat ------------------------------------------------------------------------- */
 
 void
+mt_cli_placement_usage(FILE *f)
+{
+    fprintf(f,
+            "      --device auto|cpu|gpu  where to run (default auto: the GPU engine when a\n"
+            "                           CUDA device is present, else the CPU; $MOETIER_DEVICE\n"
+            "                           sets the default); one line says which\n"
+            "      --gpu-mem SIZE       GPU memory to use (default: free minus max(512M, 5%%))\n"
+            "      --cpu-mem SIZE       DRAM to use (default: MemAvailable)\n"
+            "      --cpu-reserve SIZE   DRAM a plan keeps free for staging, OS (default 4G)\n"
+            "      --plan FILE          place routed experts as the plan says (moetier plan -o),\n"
+            "                           after checking it against the model, the budgets and\n"
+            "                           the free memory; experts on NVMe stream via io_uring\n"
+            "      --hw PROFILE         the hardware profile to plan with (default: this host's\n"
+            "                           cached one, else a quick bench of a few seconds, cached\n"
+            "                           in $MOETIER_CACHE_DIR, $XDG_CACHE_HOME/moetier or\n"
+            "                           ~/.cache/moetier)\n"
+            "      --no-plan            every routed expert in DRAM, no planning\n"
+            "      --store FILE         stream experts from a `moetier pack` store (repeat per\n"
+            "                           file; without --plan every routed expert streams)\n"
+            "      --cache SIZE         DRAM for streamed experts (default: what the plan leaves\n"
+            "                           of --cpu-mem, at least 2 x k experts; 4 slots without)\n"
+            "      --verify             read every streamed expert twice from the shards and\n"
+            "                           compare (a store's CRCs are always checked)\n"
+            "  Without --plan, the experts stay where they all fit (DRAM on the CPU, the GPU on\n"
+            "  the GPU) when they do; otherwise moetier plans GPU, DRAM and NVMe from a profile\n"
+            "  of this machine. One line says where they went; -v prints the whole plan.\n");
+}
+
+void
 mt_cli_engine_flags_init(struct mt_cli_engine_flags *f)
 {
+    const char *dev = getenv("MOETIER_DEVICE");
+
     memset(f, 0, sizeof(*f));
     mt_sampler_opts_default(&f->sampler);
     mt_engine_opts_default(&f->engine);
+    /* $MOETIER_DEVICE sets the default (the test suite runs on the CPU unless a test asks) */
+    if (dev != NULL && strcmp(dev, "cpu") == 0) {
+        f->device = MT_CLI_DEVICE_CPU;
+    } else if (dev != NULL && strcmp(dev, "gpu") == 0) {
+        f->device = MT_CLI_DEVICE_GPU;
+    }
 }
 
 int
@@ -406,16 +445,37 @@ mt_cli_engine_flags_parse(const struct mt_cli *cli, int opt, char *const *argv,
 
     switch (opt) {
     case MT_CLI_OPT_DEVICE:
+        if (strcmp(optarg, "auto") == 0) {
+            f->device = MT_CLI_DEVICE_AUTO;
+            return 0;
+        }
         if (strcmp(optarg, "cpu") == 0) {
-            f->engine.device = MT_DEVICE_CPU;
+            f->device = MT_CLI_DEVICE_CPU;
             return 0;
         }
         if (strcmp(optarg, "gpu") == 0 || strcmp(optarg, "cuda") == 0) {
-            f->engine.device = MT_DEVICE_GPU;
+            f->device = MT_CLI_DEVICE_GPU;
             return 0;
         }
-        mt_cli_error(cli, "unknown device '%s' (cpu or gpu)", optarg);
+        mt_cli_error(cli, "unknown device '%s' (auto, cpu or gpu)", optarg);
         return 2;
+    case MT_CLI_OPT_HW:
+        f->hw_path = optarg;
+        return 0;
+    case MT_CLI_OPT_NO_PLAN:
+        f->no_plan = true;
+        return 0;
+    case MT_CLI_OPT_CPU_MEM:
+        if (!mt_cli_parse_size(cli, "--cpu-mem", "64G", optarg, &f->cpu_mem)) {
+            return 2;
+        }
+        if (f->cpu_mem == 0) {
+            mt_cli_error(cli, "--cpu-mem must be more than 0");
+            return 2;
+        }
+        return 0;
+    case MT_CLI_OPT_CPU_RESERVE:
+        return mt_cli_parse_size(cli, "--cpu-reserve", "4G", optarg, &f->cpu_reserve) ? 0 : 2;
     case MT_CLI_OPT_GPU_MEM:
         if (!mt_cli_parse_size(cli, "--gpu-mem", "20G", optarg, &f->engine.gpu_mem)) {
             return 2;
@@ -498,64 +558,6 @@ mt_cli_engine_flags_parse(const struct mt_cli *cli, int opt, char *const *argv,
     }
 }
 
-/* Load --plan, check it against the model, and say where the routed experts go. */
-static mt_status_t
-engine_plan(struct mt_cli_engine *e, const char *path, struct mt_engine_opts *eo, int *n_nvme_out)
-{
-    struct mt_model_sizes sizes;
-    int count[MT_TIER_COUNT] = {0};
-    const struct mt_model_config *cfg = &e->model->cfg;
-    mt_status_t st;
-
-    if ((st = mt_model_sizes_of(e->model, &sizes)) != MT_OK ||
-        (st = mt_plan_load(path, &e->plan)) != MT_OK ||
-        (st = mt_plan_check_model(e->plan, path, cfg, sizes.routed_expert_bytes)) != MT_OK) {
-        return st;
-    }
-    for (int l = 0; l < cfg->num_hidden_layers; l++) {
-        for (int x = 0; x < cfg->n_routed_experts && cfg->layer_is_moe[l]; x++) {
-            uint8_t t = e->plan->tiers[(size_t)l * cfg->n_routed_experts + x];
-            count[t < MT_TIER_COUNT ? t : MT_TIER_DRAM_CPU]++;
-        }
-    }
-    mt_log_info("plan '%s': routed experts %d on the GPU, %d in DRAM, %d streamed from disk",
-                path, count[MT_TIER_GPU], count[MT_TIER_DRAM_CPU] + count[MT_TIER_DRAM_PCIE],
-                count[MT_TIER_NVME]);
-    if (count[MT_TIER_GPU] > 0 && eo->device != MT_DEVICE_GPU) {
-        mt_log_info("the CPU engine computes the plan's GPU experts from DRAM (--device gpu "
-                    "puts them on the GPU)");
-    }
-    eo->expert_tiers = e->plan->tiers;
-    *n_nvme_out = count[MT_TIER_NVME];
-    return MT_OK;
-}
-
-/* The streaming provider for the experts a plan keeps on disk (or all, with --store alone). */
-static mt_status_t
-engine_stream(struct mt_cli_engine *e, const struct mt_cli_engine_flags *f,
-              struct mt_engine_opts *eo)
-{
-    struct mt_io_source_options io = {.cache_bytes = f->cache_bytes, .verify = f->verify};
-    size_t n = (size_t)e->model->cfg.num_hidden_layers * e->model->cfg.n_routed_experts;
-    mt_status_t st;
-
-    st = mt_expert_provider_stream_create(e->model, &io, f->store, f->n_store, &e->stream);
-    if (st != MT_OK) {
-        return st;
-    }
-    if (eo->expert_tiers == NULL) {
-        /* --store without a plan: every routed expert streams */
-        e->all_nvme = malloc(n > 0 ? n : 1);
-        if (e->all_nvme == NULL) {
-            return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the expert tiers");
-        }
-        memset(e->all_nvme, MT_TIER_NVME, n);
-        eo->expert_tiers = e->all_nvme;
-    }
-    eo->nvme_provider = e->stream;
-    return MT_OK;
-}
-
 void
 mt_cli_engine_report_stream(const struct mt_cli_engine *e)
 {
@@ -636,17 +638,35 @@ mt_cli_check_output(const struct mt_cli *cli, const char *what, const char *path
     return true;
 }
 
+/* Whether any routed expert is placed on a host tier (DRAM or NVMe): the CPU team computes it. */
+static bool
+has_host_experts(const struct mt_model_config *cfg, const uint8_t *tiers)
+{
+    for (int l = 0; l < cfg->num_hidden_layers; l++) {
+        for (int x = 0; x < cfg->n_routed_experts && cfg->layer_is_moe[l]; x++) {
+            uint8_t t = tiers[(size_t)l * cfg->n_routed_experts + x];
+            if (t == MT_TIER_DRAM_CPU || t == MT_TIER_NVME) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
 mt_status_t
 mt_cli_engine_init(struct mt_cli_engine *e, const char *dir, const struct mt_cli_engine_flags *f,
                    bool trace)
 {
     struct mt_engine_opts eo = f->engine;
+    struct mt_cli_progress progress = {0};
     mt_status_t st;
 
     memset(e, 0, sizeof(*e));
     if (f->threads > 0) {
         omp_set_num_threads(f->threads);
     }
+    eo.device = mt_cli_device_pick(f->device, f->report);
+    e->device = eo.device;
     bool gpu = eo.device == MT_DEVICE_GPU;
     if (gpu && !f->kv_dtype_set) {
         eo.kv_dtype = MT_DTYPE_BF16; /* the GPU's default latent cache */
@@ -664,36 +684,37 @@ mt_cli_engine_init(struct mt_cli_engine *e, const char *dir, const struct mt_cli
         }
         eo.trace = e->trace;
     }
-    int n_nvme = 0;
-    if (f->plan_path != NULL && (st = engine_plan(e, f->plan_path, &eo, &n_nvme)) != MT_OK) {
-        goto fail;
-    }
-    if ((n_nvme > 0 || f->n_store > 0) && (st = engine_stream(e, f, &eo)) != MT_OK) {
+    /* --plan, --no-plan or the automatic placement; experts on NVMe get the stream provider */
+    if ((st = mt_cli_placement(e, f, eo.device, &eo)) != MT_OK) {
         goto fail;
     }
     if (e->stream == NULL && (f->verify || f->cache_bytes > 0)) {
         mt_log_warn("%s applies to streamed experts, and this run streams none (they stream "
-                    "with --store, or with a --plan that puts experts on NVMe)",
+                    "with --store, or with a plan that puts experts on NVMe)",
                     f->verify ? "--verify" : "--cache");
     }
+    /* the bar covers the engine's own reads and a plan's DRAM experts read right after */
+    mt_cli_progress_start(&progress, e->model, mt_cli_placement_load_bytes(e, &eo),
+                          f->report);
     st = mt_engine_create(e->model, &eo, &e->engine);
+    if (st == MT_OK && e->plan != NULL) {
+        /* a plan's DRAM experts are read now, so the first tokens cost what later ones do */
+        uint64_t bytes = 0;
+        double t0 = mt_clock_now();
+        st = mt_engine_preload_experts(e->engine, &bytes);
+        if (st == MT_OK && f->report) {
+            mt_log_info("read the plan's DRAM experts: %.2f GB in %.1f s", (double)bytes / 1e9,
+                        mt_clock_now() - t0);
+        }
+    }
+    mt_cli_progress_finish(&progress, st == MT_OK);
     if (st != MT_OK) {
         goto fail;
     }
     e->vocab = mt_engine_vocab(e->engine);
-    if (f->plan_path != NULL) {
-        /* a plan's DRAM experts are read now, so the first tokens cost what later ones do */
-        uint64_t bytes = 0;
-        double t0 = mt_clock_now();
-        if ((st = mt_engine_preload_experts(e->engine, &bytes)) != MT_OK) {
-            goto fail;
-        }
-        mt_log_info("read the plan's DRAM experts: %.2f GB in %.1f s", (double)bytes / 1e9,
-                    mt_clock_now() - t0);
-    }
-    /* the GPU engine needs host executors only for the experts a plan keeps off the GPU */
-    bool host_experts = !gpu || eo.expert_tiers != NULL;
-    if (host_experts && !f->ref_experts &&
+    /* the team computes the host tiers' experts; beside the GPU only where some are there (a
+     * plan's, or those the GPU engine moved to DRAM because they did not fit --gpu-mem) */
+    if (!f->ref_experts && (!gpu || has_host_experts(&e->model->cfg, mt_engine_tiers(e->engine))) &&
         (st = engine_team(e, f->threads, gpu, f->report)) != MT_OK) {
         goto fail;
     }
@@ -716,7 +737,7 @@ mt_cli_engine_fini(struct mt_cli_engine *e)
     mt_cpu_team_destroy(e->team);
     mt_engine_destroy(e->engine);
     mt_expert_provider_destroy(e->stream); /* the engine borrowed it */
-    free(e->all_nvme);
+    free(e->uniform_tiers);
     mt_plan_destroy(e->plan);
     mt_trace_destroy(e->trace);
     mt_model_destroy(e->model);

@@ -154,6 +154,10 @@ enum {
     MT_CLI_OPT_DEBUG_SYNC,
     MT_CLI_OPT_KV_DTYPE,
     MT_CLI_OPT_CTX,
+    MT_CLI_OPT_HW,
+    MT_CLI_OPT_CPU_MEM,
+    MT_CLI_OPT_CPU_RESERVE,
+    MT_CLI_OPT_NO_PLAN,
 };
 
 /* The shared flags' entries of a struct option table. */
@@ -172,21 +176,49 @@ enum {
         {"gpu-mem", required_argument, NULL, MT_CLI_OPT_GPU_MEM},                                  \
         {"debug-sync", no_argument, NULL, MT_CLI_OPT_DEBUG_SYNC},                                  \
         {"kv-dtype", required_argument, NULL, MT_CLI_OPT_KV_DTYPE},                                \
-        {"ctx", required_argument, NULL, MT_CLI_OPT_CTX}
+        {"ctx", required_argument, NULL, MT_CLI_OPT_CTX},                                          \
+        {"hw", required_argument, NULL, MT_CLI_OPT_HW},                                            \
+        {"cpu-mem", required_argument, NULL, MT_CLI_OPT_CPU_MEM},                                  \
+        {"cpu-reserve", required_argument, NULL, MT_CLI_OPT_CPU_RESERVE},                          \
+        {"no-plan", no_argument, NULL, MT_CLI_OPT_NO_PLAN}
+
+/*
+ * --device: auto (the default, or $MOETIER_DEVICE when set) takes the GPU engine when a CUDA
+ * device is present, else the CPU engine.
+ */
+enum mt_cli_device {
+    MT_CLI_DEVICE_AUTO = 0,
+    MT_CLI_DEVICE_CPU,
+    MT_CLI_DEVICE_GPU,
+};
 
 struct mt_cli_engine_flags {
     struct mt_sampler_opts sampler; /* --temperature, --top-p, --top-k, --seed */
     struct mt_engine_opts engine;   /* defaults; run sets indexer and attention itself */
     int threads;                    /* --threads; 0: OMP_NUM_THREADS or all cores */
-    const char *plan_path;          /* --plan; NULL: every routed expert in DRAM */
+    enum mt_cli_device device;      /* --device (engine.device is set from it at init) */
+    const char *plan_path;          /* --plan; NULL: the automatic placement (cli_autoplan.h) */
+    bool no_plan;                   /* --no-plan: every routed expert in DRAM, no planning */
+    const char *hw_path;            /* --hw: the profile to plan with; NULL: cached or measured */
+    uint64_t cpu_mem;               /* --cpu-mem: DRAM budget; 0: MemAvailable */
+    uint64_t cpu_reserve;           /* --cpu-reserve: DRAM the plan keeps free (default 4 GiB) */
+    bool verbose;                   /* -v: the plan in one screen at start */
     bool ref_experts;               /* --experts ref: the fp32 reference executor */
-    bool report;                    /* say on stderr who computes the experts (run; chat -v) */
+    bool report;                    /* say on stderr the device, where the experts went and
+                                       who computes them (run, serve; chat -v) */
     const char *store[16];          /* --store FILE (repeatable): streamed experts from a pack */
     int n_store;
     bool verify;                    /* --verify: CRCs (store) or a second read (shards) */
     uint64_t cache_bytes;           /* --cache: DRAM slots for streamed experts (0: default) */
     bool kv_dtype_set;              /* --kv-dtype given (else f32 on the CPU, bf16 on the GPU) */
 };
+
+/*
+ * The --help lines of the placement flags run, chat and serve share (--device, --gpu-mem,
+ * --cpu-mem, --cpu-reserve, --plan, --hw, --no-plan, --store, --cache, --verify), in the
+ * column layout of their usage texts.
+ */
+void mt_cli_placement_usage(FILE *f);
 
 /* Greedy sampling, the engine's defaults, OpenMP's thread count. */
 void mt_cli_engine_flags_init(struct mt_cli_engine_flags *f);
@@ -201,11 +233,12 @@ int mt_cli_engine_flags_parse(const struct mt_cli *cli, int opt, char *const *ar
 
 /* A model, its engine and a generation session over it. */
 struct mt_cli_engine {
+    enum mt_device device;      /* the engine's device (--device auto resolved) */
     struct mt_model *model;     /* owned */
     struct mt_trace *trace;     /* owned; NULL unless asked for */
-    struct mt_plan *plan;       /* owned; NULL without --plan */
+    struct mt_plan *plan;       /* owned; NULL when no plan was needed or wanted */
     struct mt_expert_provider *stream; /* owned: streamed experts (plan NVMe tier), or NULL */
-    uint8_t *all_nvme;          /* owned: the tiers of --store without a plan, or NULL */
+    uint8_t *uniform_tiers;     /* owned: all NVMe (--store without a plan), or NULL */
     struct mt_engine *engine;   /* owned */
     struct mt_cpu_team *team;   /* owned: pinned threads for the routed experts, or NULL */
     struct mt_executor *experts; /* owned: the CPU-team executor, or NULL (reference) */

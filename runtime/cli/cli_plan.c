@@ -7,11 +7,19 @@
  * or a what-if file), the memory budgets, and optionally an activation trace. It prints per tier
  * the experts, GB, bytes and time per token, the bottleneck and the predicted decode and prefill
  * speed, and writes the plan file a heterogeneous runtime loads (format in runtime/planner.h).
+ *
+ * With no -m (or -m deepseek-v3.2 where no such directory exists) it plans the full
+ * DeepSeek-V3.2 from the config built into the binary (mt_config_default_v32, which
+ * tests/test_config checks against the published config.json), so a fresh build can answer "how
+ * fast would V3.2 run here?" with no download. Without --hw it uses the profile cached for this
+ * host, or measures one (cli_autoplan.h); without --gpu-mem/--cpu-mem the budgets are what the
+ * profiled machine has free.
  */
 #include <config.h>
 
 #include "runtime/cli/cli.h"
 #include "runtime/cli/cli_common.h"
+#include "runtime/cli/cli_autoplan.h"
 #include "runtime/model/config.h"
 #include "runtime/plan/hwprofile.h"
 #include "runtime/model/model.h"
@@ -25,13 +33,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void
 usage(FILE *f)
 {
     fprintf(
         f,
-        "usage: moetier plan -m DIR --hw PROFILE --gpu-mem SIZE --cpu-mem SIZE [options]\n"
+        "usage: moetier plan [-m DIR] [--hw PROFILE] [--gpu-mem SIZE] [--cpu-mem SIZE] [options]\n"
+        "\n"
+        "With no -m: the full DeepSeek-V3.2 (its config is built in; no download).\n"
         "\n"
         "Place every routed expert on the GPU, in DRAM (computed by the CPU, or copied over\n"
         "PCIe to the GPU) or on NVMe so that the predicted time per token is smallest, print\n"
@@ -46,12 +57,19 @@ usage(FILE *f)
         "\n"
         "options:\n"
         "  -m, --model DIR         checkpoint directory (opened and checked unless\n"
-        "                          --config-only)\n"
+        "                          --config-only); default, or 'deepseek-v3.2': the\n"
+        "                          built-in DeepSeek-V3.2 config\n"
         "      --config-only       read DIR/config.json only (the full model without weights)\n"
         "      --config FILE       use this config.json (implies --config-only)\n"
-        "      --hw PROFILE        hardware profile JSON (moetier bench --json, or what-if)\n"
-        "      --gpu-mem SIZE      GPU memory to use, e.g. 24G (K, M, G, T: powers of 1024)\n"
-        "      --cpu-mem SIZE      DRAM to use, e.g. 128G\n"
+        "      --hw PROFILE        hardware profile JSON (moetier bench --json, or what-if);\n"
+        "                          default: this host's cached profile, else a quick bench\n"
+        "                          (cached in $MOETIER_CACHE_DIR, $XDG_CACHE_HOME/moetier or\n"
+        "                          ~/.cache/moetier)\n"
+        "      --gpu-mem SIZE      GPU memory to use, e.g. 24G (K, M, G, T: powers of 1024);\n"
+        "                          default: the profile's GPU (free memory on this host)\n"
+        "                          minus max(512M, 5%%)\n"
+        "      --cpu-mem SIZE      DRAM to use, e.g. 128G; default: MemAvailable on this\n"
+        "                          host, else 90%% of the profile's DRAM\n"
         "      --trace FILE        expert activation trace (moetier run --trace); default:\n"
         "                          uniform, each expert k/E\n"
         "      --ctx N             context the KV cache must hold (default 32768)\n"
@@ -75,95 +93,7 @@ usage(FILE *f)
 
 static const struct mt_cli cli = {"plan", usage};
 
-static double
-gib(double v)
-{
-    return v / 1073741824.0;
-}
 
-static void
-print_plan(const struct mt_plan *p, const struct mt_model_config *cfg, int n_moe)
-{
-    static const char *what[MT_TIER_COUNT] = {"GPU-resident (HBM)", "DRAM, CPU computes",
-                                              "DRAM -> GPU over PCIe", "NVMe (streamed)"};
-    double pk = (double)p->k / p->n_experts;
-    bool have_gpu = p->hbm_gbps > 0; /* the planner refuses a GPU without an HBM rate */
-
-    printf("model      : %d layers (%d MoE x %d experts, k %d), expert %.2f MiB (%s), "
-           "always-on %.2f GiB\n",
-           p->n_layers, n_moe, p->n_experts, p->k, p->expert_bytes / 1048576.0,
-           p->fp8 ? "FP8" : "BF16", gib((double)p->always_on_bytes));
-    printf("hardware   : %s\n", p->hw_source);
-    printf("rates      : HBM %.0f GB/s, GPU %.0f TFLOPS, DRAM %.0f GB/s (%s) x %.2f, CPU %.0f "
-           "GFLOPS x %.2f, PCIe H2D %.1f GB/s, disk %.1f GB/s\n",
-           p->hbm_gbps, p->gpu_tflops, p->dram_gbps, p->dram_source, p->budget.cpu_eff,
-           p->cpu_gflops, p->budget.cpu_eff, p->pcie_gbps, p->disk_gbps);
-    printf("CPU eff    : %.3f (%s)\n", p->budget.cpu_eff, p->cpu_eff_source);
-    if ((p->gpu_eff > 0 && p->gpu_eff != 1) || (p->disk_eff > 0 && p->disk_eff != 1)) {
-        printf("learned    : HBM x %.3f, disk x %.3f (the profile's learned section)\n",
-               p->gpu_eff > 0 ? p->gpu_eff : 1, p->disk_eff > 0 ? p->disk_eff : 1);
-    }
-    if (have_gpu) {
-        printf("GPU budget : %.1f GiB = always-on %.2f + KV %d tok %.2f + workspace %.2f + "
-               "experts %.2f GiB\n",
-               gib((double)p->budget.gpu_mem), gib((double)p->always_on_bytes), p->budget.ctx,
-               gib((double)p->kv_bytes), gib((double)p->budget.gpu_reserve),
-               gib((double)p->gpu_expert_bytes));
-        printf("DRAM budget: %.1f GiB = reserve %.2f + experts %.2f GiB\n",
-               gib((double)p->budget.cpu_mem), gib((double)p->budget.cpu_reserve),
-               gib((double)p->dram_expert_bytes));
-    } else {
-        printf("GPU budget : none, the profile has no GPU (--gpu-mem is ignored)\n");
-        printf("DRAM budget: %.1f GiB = reserve %.2f + always-on %.2f + KV %d tok %.2f + experts "
-               "%.2f GiB\n",
-               gib((double)p->budget.cpu_mem), gib((double)p->budget.cpu_reserve),
-               gib((double)p->always_on_bytes), p->budget.ctx, gib((double)p->kv_bytes),
-               gib((double)p->dram_expert_bytes));
-    }
-    if (p->trace_tokens > 0) {
-        printf("activation : %s (%llu tokens)\n", p->activation,
-               (unsigned long long)p->trace_tokens);
-    } else {
-        printf("activation : uniform, p = k/E = %.4f per expert per token\n", pk);
-    }
-    printf("\n%-22s %8s %9s %12s %12s\n", "tier (decode)", "experts", "GiB", "GB/token",
-           "ms/token*");
-    for (int k = 0; k < MT_TIER_COUNT; k++) {
-        const struct mt_plan_tier_stats *ts = &p->tier[k];
-        printf("%-22s %8d %9.2f %12.3f %12.2f\n", what[k], ts->experts, gib(ts->bytes),
-               ts->bytes_per_token / 1e9, ts->ms_per_token);
-    }
-    printf("%-22s %8s %9.2f %12s %12.2f\n", have_gpu ? "always-on (GPU)" : "always-on (CPU)", "-",
-           gib((double)p->always_on_bytes), "", p->always_on_ms);
-    printf("  * each tier's bytes at its own rate; tiers of one layer overlap, so a layer costs\n"
-           "    the slowest of them\n\n");
-    printf("bottleneck : %s\n", p->bottleneck);
-    printf("decode     : %.2f tok/s (%.1f ms/token, of which always-on %.1f ms; averaged over "
-           "sampled\n             expert choices; the expected-load bound is %.1f ms = %.2f "
-           "tok/s)\n",
-           p->decode_tok_s, p->decode_ms, p->always_on_ms, p->decode_ms_mean_load,
-           1e3 / p->decode_ms_mean_load);
-    {
-        int moved = 0;
-        int dram = 0;
-        for (size_t i = 0; i < (size_t)p->n_layers * p->n_experts; i++) {
-            dram += p->tiers[i] == MT_TIER_DRAM_CPU || p->tiers[i] == MT_TIER_DRAM_PCIE;
-            moved += p->prefill_tiers[i] == MT_TIER_DRAM_PCIE;
-        }
-        if (p->prefill_not_modelled[0] != '\0') {
-            printf("prefill    : not modelled: %s\n", p->prefill_not_modelled);
-        } else {
-            printf("prefill    : %.1f tok/s at batch %d (%.1f ms per batch of %d tokens)\n",
-                   p->prefill_tok_s, p->budget.prefill_batch, p->prefill_ms,
-                   p->budget.prefill_batch);
-        }
-        printf("             in prefill %d of %d DRAM experts are copied to the GPU, NVMe experts "
-               "are computed\n             on the %s; attention FLOPs beyond 2 x params per token "
-               "are not modeled\n",
-               moved, dram, have_gpu && p->pcie_gbps > 0 ? "GPU" : "CPU");
-    }
-    (void)cfg;
-}
 
 /* ---- --learn: efficiencies from run reports ------------------------------------------------ */
 
@@ -440,14 +370,16 @@ mt_cli_plan(int argc, char **argv)
     if (optind < argc) {
         return mt_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
     }
-    if (model_dir == NULL && config_path == NULL) {
-        return mt_cli_usage_error(&cli, "-m DIR (or --config FILE) is required");
-    }
     if (n_learn > 0 && hw_path == NULL) {
         return mt_cli_usage_error(&cli, "--learn needs --hw PROFILE (the profile it updates)");
     }
-    if (check_path == NULL && n_learn == 0 && (hw_path == NULL || !have_gpu || !have_cpu)) {
-        return mt_cli_usage_error(&cli, "--hw, --gpu-mem and --cpu-mem are required");
+    /* no model named, or the built-in one's name: DeepSeek-V3.2 from the binary */
+    bool builtin = config_path == NULL &&
+                   (model_dir == NULL || (strcmp(model_dir, "deepseek-v3.2") == 0 &&
+                                          access(model_dir, F_OK) != 0));
+    if (builtin) {
+        model_dir = NULL;
+        config_only = false;
     }
     for (int i = 0; i < n_learn; i++) {
         if (mt_cli_output_is_input(&cli, "--hw", hw_path, "--learn", learn_paths[i])) {
@@ -461,7 +393,8 @@ mt_cli_plan(int argc, char **argv)
     /* An output over one of the inputs would destroy it: refuse before reading anything. */
     if (mt_cli_output_is_input(&cli, "-o", out_path, "--hw", hw_path) ||
         mt_cli_output_is_input(&cli, "-o", out_path, config_path != NULL ? "--config" : "-m",
-                               config_path != NULL ? config_path : cfg_buf) ||
+                               config_path != NULL ? config_path
+                                                   : model_dir != NULL ? cfg_buf : NULL) ||
         mt_cli_output_is_input(&cli, "-o", out_path, "--trace", trace_path) ||
         mt_cli_output_is_input(&cli, "-o", out_path, "--check", check_path)) {
         return 2;
@@ -470,8 +403,11 @@ mt_cli_plan(int argc, char **argv)
         config_path = cfg_buf;
     }
 
-    /* The model: config.json alone, or the opened and checked checkpoint. */
-    if (config_only) {
+    /* The model: built in, config.json alone, or the opened and checked checkpoint. */
+    if (builtin) {
+        mt_config_default_v32(&cfg);
+        fprintf(stderr, "moetier plan: no -m given: the full DeepSeek-V3.2 (built-in config)\n");
+    } else if (config_only) {
         if (mt_config_load(config_path, &cfg) != MT_OK) {
             goto out;
         }
@@ -505,7 +441,8 @@ mt_cli_plan(int argc, char **argv)
         mt_cli_error(&cli, "out of memory");
         goto out;
     }
-    if (mt_hwprofile_load(hw_path, hw) != MT_OK) {
+    /* a quick bench measures disk reads where the profile cache lives (the disk it is on) */
+    if (mt_cli_profile_get(hw_path, NULL, hw) != MT_OK) {
         goto out;
     }
     if (n_learn > 0 && learn(learn_paths, n_learn, hw, hw_path) != MT_OK) {
@@ -517,15 +454,17 @@ mt_cli_plan(int argc, char **argv)
     }
     if (hw->source[0] == '\0') {
         /* What the plan and the planner's messages call the profile. */
-        snprintf(hw->source, sizeof(hw->source), "%s", hw_path);
+        snprintf(hw->source, sizeof(hw->source), "%.255s", hw->file);
     }
+    mt_cli_default_budgets(hw, have_gpu, have_cpu, &budget);
     if (trace_path != NULL && mt_trace_load(trace_path, &trace) != MT_OK) {
         goto out;
     }
     if (mt_plan_build(&cfg, &sizes, hw, &budget, trace, trace_path, &plan) != MT_OK) {
         goto out;
     }
-    print_plan(plan, &cfg, n_moe);
+    (void)n_moe;
+    mt_cli_plan_print(stdout, plan);
     if (out_path != NULL) {
         if (mt_plan_save(plan, out_path) != MT_OK) {
             goto out;

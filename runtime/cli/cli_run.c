@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * cli_run.c - `moetier run`: generate from a prompt on the CPU engine or, with --device gpu, the GPU.
+ * cli_run.c - `moetier run`: generate from a prompt on the GPU engine (when a CUDA device is
+ * present) or the CPU engine, the routed experts placed as cli_autoplan.h decides.
  *
  * The prompt is token ids (--prompt-ids 0,5,17; spaces may separate them too, as `moetier
  * tokenize` prints them) or text (-p, through the model's tokenizer.json, with BOS prepended;
@@ -48,11 +49,9 @@ run_usage(FILE *f)
 {
     fprintf(f,
             "usage: moetier run -m DIR (--prompt-ids ID,ID,... | -p TEXT) [options]\n\n"
-            "Generate tokens from a prompt on the CPU engine (or the GPU with --device gpu).\n\n"
+            "Generate tokens from a prompt on the GPU engine (CUDA device 0) or the CPU\n"
+            "engine, the routed experts on the GPU, in DRAM or on NVMe.\n\n"
             "  -m, --model DIR          checkpoint directory (config.json, safetensors)\n"
-            "      --device cpu|gpu     where to run (default cpu); gpu: the whole model on CUDA\n"
-            "                           device 0 (weights, experts, caches must fit)\n"
-            "      --gpu-mem SIZE       gpu: device memory budget (default: free minus a margin)\n"
             "      --kv-dtype f32|bf16  latent cache dtype (default f32 on cpu, bf16 on gpu)\n"
             "      --ctx N              gpu: positions the device cache holds (default 8192)\n"
             "      --debug-sync         gpu: synchronize after every kernel (MT_DEBUG_SYNC=1)\n"
@@ -72,18 +71,13 @@ run_usage(FILE *f)
             "      --threads N          OpenMP threads (default: OMP_NUM_THREADS or all cores)\n"
             "      --experts KIND       who computes routed experts: team (SIMD kernels on pinned\n"
             "                           threads, default) or ref (the fp32 reference)\n"
-            "      --plan FILE          place routed experts as the plan says (moetier plan -o):\n"
-            "                           experts it puts on NVMe stream through io_uring\n"
-            "      --store FILE         stream experts from a `moetier pack` store (repeat per\n"
-            "                           file; without --plan every routed expert streams)\n"
-            "      --cache SIZE         DRAM slots for streamed experts (default: 4 slots)\n"
-            "      --verify             read every streamed expert twice from the shards and\n"
-            "                           compare (a store's CRCs are always checked)\n"
             "      --trace FILE         record routed expert ids per layer (JSON trace)\n"
             "      --json FILE          write the run report as JSON (- for stdout, after the\n"
             "                           text); moetier plan --learn reads it\n"
-            "  -h, --help               this text\n"
-            "Generation stops after N tokens or at the model's EOS token.\n");
+            "  -v, --verbose            print the plan in one screen at start\n"
+            "  -h, --help               this text\n");
+    mt_cli_placement_usage(f);
+    fprintf(f, "Generation stops after N tokens or at the model's EOS token.\n");
 }
 
 static const struct mt_cli cli = {"run", run_usage};
@@ -187,6 +181,7 @@ mt_cli_run(int argc, char **argv)
         {"attention", required_argument, NULL, OPT_ATTENTION},
         {"trace", required_argument, NULL, OPT_TRACE},
         {"json", required_argument, NULL, OPT_JSON},
+        {"verbose", no_argument, NULL, 'v'},
         MT_CLI_ENGINE_LONGOPTS,
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -207,7 +202,7 @@ mt_cli_run(int argc, char **argv)
     ef.report = true;
     optind = 1;
     opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":m:p:n:h", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, ":m:p:n:vh", longopts, NULL)) != -1) {
         switch (opt) {
         case 'm':
             dir = optarg;
@@ -219,6 +214,9 @@ mt_cli_run(int argc, char **argv)
             if (!mt_cli_parse_long(&cli, "token count -n", optarg, 0, INT_MAX, &n_gen)) {
                 return 2;
             }
+            break;
+        case 'v':
+            ef.verbose = true;
             break;
         case 'h':
             run_usage(stdout);
@@ -356,7 +354,9 @@ mt_cli_run(int argc, char **argv)
     mt_gen_opts_default(&go);
     go.max_new = n_gen;
     go.prompt_logits_out = logits;
-    mt_cli_report_begin(&report, &e, ef.plan_path, ef.engine.device == MT_DEVICE_GPU);
+    /* an automatic plan is compared with its prediction too */
+    mt_cli_report_begin(&report, &e, ef.plan_path != NULL ? ef.plan_path : "(automatic)",
+                        e.device == MT_DEVICE_GPU);
     if (mt_session_generate(e.session, prompt, (size_t)n_prompt, &go, print_token, &pr, &res) !=
         MT_OK) {
         goto out;

@@ -50,15 +50,15 @@ serve_usage(FILE *f)
             "      --top-p P            for requests that give none (default 0.95)\n"
             "      --top-k K            for requests that give none (default 0 = all)\n"
             "      --seed S             accepted for symmetry; requests bring their own seed\n"
-            "      --device cpu|gpu     where to run (default cpu); gpu: the whole model on CUDA\n"
-            "                           device 0 (weights, experts, caches must fit)\n"
-            "      --gpu-mem SIZE       gpu: device memory budget (default: free minus a margin)\n"
             "      --kv-dtype f32|bf16  latent cache dtype (default f32 on cpu, bf16 on gpu)\n"
             "      --ctx N              gpu: positions the device cache holds (default 8192)\n"
             "      --debug-sync         gpu: synchronize after every kernel (MT_DEBUG_SYNC=1)\n"
             "      --threads N          OpenMP threads (default: OMP_NUM_THREADS or all)\n"
-            "  -q, --quiet              no log line per request\n"
-            "  -h, --help               this text\n"
+            "  -q, --quiet              no log line per request (nor where the experts went)\n"
+            "  -v, --verbose            print the plan in one screen at start\n"
+            "  -h, --help               this text\n");
+    mt_cli_placement_usage(f);
+    fprintf(f,
             "Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models,\n"
             "GET /health, GET /metrics (Prometheus), GET / (chat page). Ctrl-C or SIGTERM\n"
             "finishes the running request and exits; a second one stops it.\n");
@@ -110,6 +110,7 @@ mt_cli_serve(int argc, char **argv)
         {"queue", required_argument, NULL, OPT_QUEUE},
         MT_CLI_ENGINE_LONGOPTS,
         {"quiet", no_argument, NULL, 'q'},
+        {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -127,13 +128,16 @@ mt_cli_serve(int argc, char **argv)
     ef.sampler = so.sampling; /* temperature 1, top_p 0.95 unless told */
     optind = 1;
     opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":m:qh", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, ":m:qvh", longopts, NULL)) != -1) {
         switch (opt) {
         case 'm':
             dir = optarg;
             break;
         case 'q':
             so.quiet = true;
+            break;
+        case 'v':
+            ef.verbose = true;
             break;
         case 'h':
             serve_usage(stdout);
@@ -233,6 +237,7 @@ mt_cli_serve(int argc, char **argv)
         goto out;
     }
     so.model_id = name;
+    ef.report = !so.quiet;
     if (mt_cli_engine_init(&e, dir, &ef, false) != MT_OK) {
         goto out;
     }

@@ -451,6 +451,8 @@ struct mt_st_set {
     int *fds;                     /* owned, [nfiles], -1 when not open */
     struct mt_st_tensor *tensors; /* owned, [n], sorted by name */
     size_t n;
+    mt_st_progress_fn progress;   /* NULL, or called after every tensor read */
+    void *progress_ctx;
 };
 
 /*
@@ -1021,7 +1023,17 @@ mt_st_set_read(const struct mt_st_set *set, const struct mt_st_tensor *t, void *
                        " bytes; file truncated since it was opened?)",
                        t->name, set->paths[t->file], got, t->nbytes);
     }
+    if (set->progress != NULL) {
+        set->progress(set->progress_ctx, t->nbytes);
+    }
     return MT_OK;
+}
+
+void
+mt_st_set_set_progress(struct mt_st_set *set, mt_st_progress_fn fn, void *ctx)
+{
+    set->progress = fn;
+    set->progress_ctx = ctx;
 }
 
 /* ---- writing --------------------------------------------------------------------------------- */

@@ -79,6 +79,18 @@ mt_status_t mt_st_set_read(const struct mt_st_set *set, const struct mt_st_tenso
                            size_t dst_size);
 
 /*
+ * A read-progress hook: fn(ctx, nbytes) after every successful mt_st_set_read of a tensor of
+ * nbytes bytes, so a tool can draw a progress bar while an engine loads its weights without the
+ * engine knowing (every engine reads tensors through mt_st_set_read). The hook may run on several
+ * threads at once (reads are thread-safe), so fn must be too, and cheap: it runs inside the read.
+ * Reads that do not go through the set (the streamed experts of io/) are not counted. NULL fn
+ * removes the hook. Set it before reads start and remove it after they end: the pointer itself is
+ * not synchronized.
+ */
+typedef void (*mt_st_progress_fn)(void *ctx, uint64_t nbytes);
+void mt_st_set_set_progress(struct mt_st_set *set, mt_st_progress_fn fn, void *ctx);
+
+/*
  * Parse and validate one header (the JSON text, len bytes, not NUL-terminated) for a file whose
  * data section has data_size bytes and starts at data_start. `what` names the file in messages.
  * Appends the tensors to *tensors and *n (realloc'd; caller frees names and array with

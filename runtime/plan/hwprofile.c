@@ -14,11 +14,14 @@
 #include "runtime/base/file_util.h"
 #include "runtime/base/json_num.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -683,4 +686,106 @@ mt_hwprofile_load(const char *path, struct mt_hwprofile *p_out)
         snprintf(p_out->file, sizeof(p_out->file), "%s", path);
     }
     return st;
+}
+
+/* ---- the profile cache ---------------------------------------------------------------------- */
+
+/* An environment variable's value, NULL when unset or empty. */
+static const char *
+env_nonempty(const char *name)
+{
+    const char *v = getenv(name);
+
+    return v != NULL && v[0] != '\0' ? v : NULL;
+}
+
+mt_status_t
+mt_hwprofile_cache_dir(char *buf, size_t size)
+{
+    const char *v;
+    int n;
+
+    if ((v = env_nonempty("MOETIER_CACHE_DIR")) != NULL) {
+        n = snprintf(buf, size, "%s", v);
+    } else if ((v = env_nonempty("XDG_CACHE_HOME")) != NULL) {
+        n = snprintf(buf, size, "%s/moetier", v);
+    } else if ((v = env_nonempty("HOME")) != NULL) {
+        n = snprintf(buf, size, "%s/.cache/moetier", v);
+    } else {
+        return mt_fail(MT_ERR_INVAL, 0, "no cache directory for the hardware profile: HOME, "
+                       "XDG_CACHE_HOME and MOETIER_CACHE_DIR are unset (set MOETIER_CACHE_DIR, or "
+                       "give a profile with --hw)");
+    }
+    if (n < 0 || (size_t)n >= size) {
+        return mt_fail(MT_ERR_INVAL, 0, "the cache directory '%s...' is too long (set "
+                       "MOETIER_CACHE_DIR to a shorter path)", v);
+    }
+    return MT_OK;
+}
+
+mt_status_t
+mt_hwprofile_cache_path(char *buf, size_t size)
+{
+    char host[256] = "";
+    mt_status_t st;
+    size_t len;
+
+    if ((st = mt_hwprofile_cache_dir(buf, size)) != MT_OK) {
+        return st;
+    }
+    /* one profile per machine: a shared home directory may serve several */
+    if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0' || strchr(host, '/')) {
+        snprintf(host, sizeof(host), "localhost");
+    }
+    len = strlen(buf);
+    if ((size_t)snprintf(buf + len, size - len, "/profile-%s.json", host) >= size - len) {
+        return mt_fail(MT_ERR_INVAL, 0, "the cached profile's path in '%s' is too long (set "
+                       "MOETIER_CACHE_DIR to a shorter path)", buf);
+    }
+    return MT_OK;
+}
+
+/* mkdir -p of every directory in path (the last component too when whole). */
+static mt_status_t
+mkdir_parents(const char *path, bool whole)
+{
+    char dir[4096];
+    size_t len = strlen(path);
+
+    if (len >= sizeof(dir)) {
+        return mt_fail(MT_ERR_INVAL, 0, "path '%.64s...' is too long", path);
+    }
+    memcpy(dir, path, len + 1);
+    for (char *s = dir + 1; *s != '\0' || whole; s++) {
+        bool end = *s == '\0';
+        if (*s != '/' && !end) {
+            continue;
+        }
+        *s = '\0';
+        if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+            return mt_fail(MT_ERR_IO, errno, "cannot create the profile cache directory '%s'",
+                           dir);
+        }
+        if (end) {
+            break;
+        }
+        *s = '/';
+    }
+    return MT_OK;
+}
+
+mt_status_t
+mt_hwprofile_cache_dir_make(char *buf, size_t size)
+{
+    mt_status_t st = mt_hwprofile_cache_dir(buf, size);
+
+    return st != MT_OK ? st : mkdir_parents(buf, true);
+}
+
+mt_status_t
+mt_hwprofile_cache_save(const struct mt_hwprofile *p, const char *path)
+{
+    mt_status_t st = mkdir_parents(path, false);
+
+    return st != MT_OK ? st : mt_hwprofile_save(p, path);
 }

@@ -34,6 +34,7 @@
 #define MT_HWPROFILE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "runtime/base/status.h"
@@ -180,6 +181,32 @@ mt_status_t mt_hwprofile_load(const char *path, struct mt_hwprofile *p_out);
 
 /* Same, from JSON text (NUL-terminated); `what` names the text in messages. */
 mt_status_t mt_hwprofile_parse(const char *text, const char *what, struct mt_hwprofile *p_out);
+
+/* ---- the profile cache: one measured profile per host, reused by run/chat/serve/plan ------- */
+
+/*
+ * The directory moetier caches measured profiles in: $MOETIER_CACHE_DIR, else
+ * $XDG_CACHE_HOME/moetier, else $HOME/.cache/moetier (empty variables count as unset). Written
+ * into buf (size bytes). MT_ERR_INVAL when none of the three is set or the path does not fit,
+ * with a hint to set MOETIER_CACHE_DIR. Creates nothing.
+ */
+mt_status_t mt_hwprofile_cache_dir(char *buf, size_t size);
+
+/* mt_hwprofile_cache_dir, then create it (mode 0755, as mkdir -p). MT_ERR_IO naming it. */
+mt_status_t mt_hwprofile_cache_dir_make(char *buf, size_t size);
+
+/*
+ * The cached profile of this host: <cache dir>/profile-<hostname>.json (a hostname with a '/'
+ * or none at all becomes "localhost"). Errors as mt_hwprofile_cache_dir.
+ */
+mt_status_t mt_hwprofile_cache_path(char *buf, size_t size);
+
+/*
+ * Save p at path (as mt_hwprofile_save: written whole or not at all), first creating the
+ * directories on the way to it (mode 0755, as mkdir -p). MT_ERR_IO naming the directory that
+ * cannot be created, or the file.
+ */
+mt_status_t mt_hwprofile_cache_save(const struct mt_hwprofile *p, const char *path);
 
 /* Sum of best_gbps over all disks: what striping experts over every drive could give. */
 double mt_hwprofile_disk_total_gbps(const struct mt_hwprofile *p);

@@ -1,0 +1,115 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# test_autoplan.sh - a new user's `moetier run -m DIR` (cli_autoplan.h): --device auto picks the
+# CPU where no GPU is visible; everything fitting the DRAM budget means no plan and no profile;
+# a --cpu-mem too small for all experts plans from a --hw what-if profile (or the one cached in
+# MOETIER_CACHE_DIR or XDG_CACHE_HOME), streams some experts from disk and gives the greedy
+# tokens of all-DRAM; bad profiles, plans that no longer fit and too small budgets are refused
+# with the reason; `moetier plan` with no -m plans the built-in DeepSeek-V3.2. No test here may
+# run the quick bench: each checks that nothing was measured.
+. "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
+prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
+make_tmp autoplan
+m="$tmp/small"
+host=$(uname -n)
+# every run below: the device left to auto with no GPU visible, and a cache that must stay empty
+unset MOETIER_DEVICE
+export CUDA_VISIBLE_DEVICES=
+export MOETIER_CACHE_DIR="$tmp/nocache"
+ids="5,17,900,33,4242,7,12,99,1000,65000,3,8"
+
+echo "1..17"
+"$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
+    bail_out "synth --preset small failed: $(cat "$tmp/err")"
+
+run() { # run FLAGS... : ids on stdout, stderr in $tmp/err
+    "$bin" run -m "$m" --prompt-ids "$ids" -n 6 --print-ids "$@" 2>"$tmp/err"
+}
+measured() { grep -q "measuring" "$tmp/err" || [ -e "$MOETIER_CACHE_DIR" ]; }
+
+plain=$(run --no-plan)
+[ $? -eq 0 ] && [ -n "$plain" ]
+ok $? "run --no-plan: the old behaviour ('$plain')"
+
+auto=$(run)
+rc=$?
+[ $rc -eq 0 ] && [ "$auto" = "$plain" ] && grep -q "^mt: device: CPU (auto" "$tmp/err"
+ok $? "--device auto without a visible GPU takes the CPU: $(grep 'device:' "$tmp/err")"
+grep -q "0 on GPU, 192 in DRAM (CPU), 0 on NVMe (all fit in the DRAM budget" "$tmp/err" &&
+    ! measured
+ok $? "everything fits the DRAM budget: no plan, no profile: $(grep 'experts:' "$tmp/err")"
+grep -q "^mt: loaded 0\.[0-9]* GB of weights in" "$tmp/err"
+ok $? "the weights' loading ends with one summary line: $(grep 'loaded' "$tmp/err")"
+
+# 300 MiB holds the always-on weights (0.26 GiB), the KV of 8192 tokens and part of the experts
+small="--cpu-mem 300M --cpu-reserve 4M"
+got=$(run $small --hw "$prof" -v)
+rc=$?
+nvme=$(sed -n 's/.*in DRAM (CPU), \([0-9]*\) on NVMe; predicted [0-9.]* tok\/s.*/\1/p' "$tmp/err")
+[ $rc -eq 0 ] && [ -n "$nvme" ] && [ "$nvme" -gt 0 ] && [ "$nvme" -lt 192 ] && ! measured
+ok $? "a small --cpu-mem plans from --hw: $(grep 'experts:' "$tmp/err")"
+[ "$got" = "$plain" ] && grep -q "^mt: streamed experts: [1-9]" "$tmp/err"
+ok $? "... streams experts from disk and gives the all-DRAM tokens ('$got')"
+grep -q "^bottleneck :" "$tmp/err" && grep -q "^why  *: DRAM holds" "$tmp/err" &&
+    grep -q "did not fit the DRAM budget" "$tmp/err"
+ok $? "-v prints the plan and why: $(grep -A1 '^why' "$tmp/err" | tr '\n' ' ')"
+
+# the cache: MOETIER_CACHE_DIR first, then XDG_CACHE_HOME/moetier
+mkdir -p "$tmp/cache" "$tmp/xdg/moetier"
+cp "$prof" "$tmp/cache/profile-$host.json"
+cp "$prof" "$tmp/xdg/moetier/profile-$host.json"
+got=$(MOETIER_CACHE_DIR="$tmp/cache" run $small)
+[ $? -eq 0 ] && [ "$got" = "$plain" ] && ! grep -q measuring "$tmp/err" &&
+    grep -q "hardware profile: $tmp/cache/profile-$host.json (cached" "$tmp/err"
+ok $? "MOETIER_CACHE_DIR's profile is used: $(grep 'hardware profile' "$tmp/err")"
+got=$(env -u MOETIER_CACHE_DIR XDG_CACHE_HOME="$tmp/xdg" "$bin" run -m "$m" --prompt-ids "$ids" \
+    -n 6 --print-ids $small 2>"$tmp/err")
+[ $? -eq 0 ] && [ "$got" = "$plain" ] &&
+    grep -q "hardware profile: $tmp/xdg/moetier/profile-$host.json (cached" "$tmp/err"
+ok $? "... else XDG_CACHE_HOME/moetier's: $(grep 'hardware profile' "$tmp/err")"
+
+# refusals, each with its reason and nothing run
+printf '{"version": 1, "gpu": {"hbm_gbps": 900}}\n' >"$tmp/bad-hw.json"
+out=$(run $small --hw "$tmp/bad-hw.json")
+[ $? -eq 1 ] && [ -z "$out" ] && grep -q "bad-hw.json.*hbm_gbps" "$tmp/err"
+ok $? "a bad --hw file: exit 1 naming file and key: $(tail -1 "$tmp/err")"
+out=$(run --hw "$tmp/missing.json")
+[ $? -eq 1 ] && grep -q "missing.json" "$tmp/err"
+ok $? "a missing --hw file, even with nothing to plan: $(tail -1 "$tmp/err")"
+out=$(run --cpu-mem 100M)
+[ $? -eq 1 ] && grep -q -- "--cpu-mem 100.0 MiB is too small for .*always-on weights" "$tmp/err" &&
+    ! measured
+ok $? "a too small --cpu-mem: $(tail -1 "$tmp/err")"
+"$bin" plan -m "$m" --hw "$prof" --gpu-mem 2G --cpu-mem 4.1G --gpu-reserve 1.6G --ctx 1024 \
+    -o "$tmp/plan.json" >/dev/null 2>"$tmp/err" || bail_out "plan failed: $(cat "$tmp/err")"
+c64=CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC
+sed -E "s/\"(tiers|prefill)\": *\"[A-Z]+\"/\"\\1\": \"$c64\"/g" "$tmp/plan.json" >"$tmp/dram.json"
+out=$(run --plan "$tmp/dram.json" --cpu-mem 280M)
+[ $? -eq 1 ] && [ -z "$out" ] && grep -q \
+    "dram.json needs [0-9.]* MiB of DRAM .* more than --cpu-mem 280.0 MiB" "$tmp/err"
+ok $? "a plan that does not fit --cpu-mem is refused: $(tail -1 "$tmp/err")"
+out=$(run --plan "$tmp/dram.json")
+[ $? -eq 0 ] && [ "$out" = "$plain" ]
+ok $? "... and runs where it fits ('$out')"
+
+# moetier plan with no -m: the built-in DeepSeek-V3.2, from --hw or the cached profile
+"$bin" plan --hw "$prof" --gpu-mem 24G --cpu-mem 500G >"$tmp/out" 2>"$tmp/err"
+[ $? -eq 0 ] && grep -q "built-in config" "$tmp/err" &&
+    grep -q "^model      : 61 layers (58 MoE x 256 experts, k 8)" "$tmp/out" &&
+    grep -q "^decode     : [0-9.]* tok/s" "$tmp/out"
+ok $? "moetier plan with no -m plans the built-in V3.2: $(grep '^decode' "$tmp/out")"
+MOETIER_CACHE_DIR="$tmp/cache" "$bin" plan -m deepseek-v3.2 >"$tmp/out" 2>"$tmp/err"
+[ $? -eq 0 ] && grep -q "^decode     : [0-9.]* tok/s" "$tmp/out" &&
+    ! grep -q measuring "$tmp/err" && grep -q "^hardware   : what-if: RTX 3090" "$tmp/out"
+ok $? "... -m deepseek-v3.2, the cached profile, default budgets: $(grep '^decode' "$tmp/out")"
+
+# every --help names the new flags
+for c in run chat serve; do
+    "$bin" $c --help >"$tmp/help.$c" || echo "help $c failed"
+done
+grep -q -- "--device auto|cpu|gpu" "$tmp/help.run" &&
+    grep -q -- "--cpu-mem SIZE" "$tmp/help.chat" &&
+    grep -q -- "--no-plan" "$tmp/help.serve" && grep -q -- "--hw PROFILE" "$tmp/help.run" &&
+    "$bin" plan --help | grep -q "built-in DeepSeek-V3.2"
+ok $? "run, chat, serve and plan --help describe the placement flags"
+tap_exit
