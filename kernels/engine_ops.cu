@@ -22,6 +22,7 @@
 #include <math.h>
 
 #define EO_THREADS 256
+#define ABS_THREADS 128 /* absorb_q: one thread per latent column, a block per 128 */
 
 /* ---- F32 GEMV: one warp per output row ------------------------------------------------------ */
 
@@ -62,76 +63,132 @@ mt_gpu_linear_f32(const float *w, int64_t rows, int64_t cols, const float *x, in
     return mt_cuda_launched("linear_f32", stream);
 }
 
-/* ---- MLA absorption through kv_b [H * (nope + vd), kvl] fp32 --------------------------------- */
+/* ---- MLA absorption through kv_b [H * (nope + vd), kvl], any checkpoint dtype ----------------- */
 
-/* Block h: q_lat[h][c] = sum_d q_nope[h][d] kv_b[h*(nope+vd)+d][c] (d ascending, as attention.c).
+/* kv_b[r][c] as fp32: fp8 * its 128x128 block scale (the CPU's mt_cpu_weight_row), bf16, f32. */
+static __device__ __forceinline__ float
+kvb_at(const struct mt_gpu_weight w, int64_t r, int64_t c)
+{
+    if (w.dtype == MT_DTYPE_F8_E4M3) {
+        uint8_t b = ((const uint8_t *)w.data)[r * w.cols + c];
+        __half_raw h = __nv_cvt_fp8_to_halfraw((__nv_fp8_storage_t)b, __NV_E4M3);
+        return __half2float(__half(h)) * w.scale[(r / 128) * ((w.cols + 127) / 128) + c / 128];
+    }
+    if (w.dtype == MT_DTYPE_BF16) {
+        return __uint_as_float((uint32_t)((const uint16_t *)w.data)[r * w.cols + c] << 16);
+    }
+    return ((const float *)w.data)[r * w.cols + c];
+}
+
+/*
+ * Block (h, c-block), thread c: q_lat[t][h][c] = sum_d q_nope[t][h][d] kv_b[h*(nope+vd)+d][c]
+ * for every token t (d ascending, as attention.c): each weight is read once for all n tokens.
  */
 static __global__ void
-absorb_q_kernel(const float *__restrict__ q, const float *__restrict__ kvb, int nope, int vd,
-                int kvl, int rope, float *__restrict__ q_lat, float *__restrict__ q_pe)
+absorb_q_kernel(const float *__restrict__ q, const struct mt_gpu_weight kvb, int n, int H,
+                int nope, int vd, int rope, float *__restrict__ q_lat, float *__restrict__ q_pe)
 {
     int h = blockIdx.x;
-    const float *qh = q + (int64_t)h * (nope + rope);
+    int c = blockIdx.y * ABS_THREADS + threadIdx.x;
+    int kvl = (int)kvb.cols, qk = nope + rope;
+    float acc[MT_GPU_GEMV_MAX_TOK];
 
-    for (int c = threadIdx.x; c < kvl; c += EO_THREADS) {
-        float a = 0.0f;
-        for (int d = 0; d < nope; d++) {
-            a += qh[d] * kvb[((int64_t)h * (nope + vd) + d) * kvl + c];
+    if (c < kvl) {
+        for (int t = 0; t < MT_GPU_GEMV_MAX_TOK; t++) {
+            acc[t] = 0.0f;
         }
-        q_lat[(int64_t)h * kvl + c] = a;
+        for (int d = 0; d < nope; d++) {
+            float w = kvb_at(kvb, (int64_t)h * (nope + vd) + d, c);
+#pragma unroll
+            for (int t = 0; t < MT_GPU_GEMV_MAX_TOK; t++) {
+                if (t < n) {
+                    acc[t] += q[((int64_t)t * H + h) * qk + d] * w;
+                }
+            }
+        }
+        for (int t = 0; t < n; t++) {
+            q_lat[((int64_t)t * H + h) * kvl + c] = acc[t];
+        }
     }
-    for (int i = threadIdx.x; i < rope; i += EO_THREADS) {
-        q_pe[(int64_t)h * rope + i] = qh[nope + i];
+    if (blockIdx.y == 0) {
+        for (int i = threadIdx.x; i < n * rope; i += ABS_THREADS) {
+            int t = i / rope;
+            q_pe[((int64_t)t * H + h) * rope + i % rope] = q[((int64_t)t * H + h) * qk + nope +
+                                                             i % rope];
+        }
     }
 }
 
 extern "C" mt_status_t
-mt_gpu_mla_absorb_q(const float *q, const float *kvb, int n_heads, int nope, int vd, int kvl,
-                    int rope, float *q_lat, float *q_pe, struct CUstream_st *stream)
+mt_gpu_mla_absorb_q(const float *q, const struct mt_gpu_weight *kvb, int n_tok, int n_heads,
+                    int nope, int vd, int rope, float *q_lat, float *q_pe,
+                    struct CUstream_st *stream)
 {
-    if (q == NULL || kvb == NULL || q_lat == NULL || q_pe == NULL || n_heads < 1 || nope < 1 ||
-        vd < 1 || kvl < 1 || rope < 0) {
-        return mt_fail(MT_ERR_INVAL, 0, "gpu absorb q: %d heads, nope %d, v %d, rank %d",
-                       n_heads, nope, vd, kvl);
+    if (q == NULL || kvb == NULL || kvb->data == NULL || q_lat == NULL || q_pe == NULL ||
+        n_tok < 1 || n_tok > MT_GPU_GEMV_MAX_TOK || n_heads < 1 || nope < 1 || vd < 1 ||
+        kvb->cols < 1 || rope < 0 || kvb->rows != (int64_t)n_heads * (nope + vd) ||
+        (kvb->dtype == MT_DTYPE_F8_E4M3 && kvb->scale == NULL)) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu absorb q: %d tokens, %d heads, nope %d, v %d, kv_b "
+                       "%lld x %lld", n_tok, n_heads, nope, vd,
+                       kvb != NULL ? (long long)kvb->rows : 0LL,
+                       kvb != NULL ? (long long)kvb->cols : 0LL);
     }
-    absorb_q_kernel<<<n_heads, EO_THREADS, 0, stream>>>(q, kvb, nope, vd, kvl, rope, q_lat, q_pe);
+    dim3 grid((unsigned)n_heads, (unsigned)MT_CEIL_DIV(kvb->cols, (int64_t)ABS_THREADS));
+    absorb_q_kernel<<<grid, ABS_THREADS, 0, stream>>>(q, *kvb, n_tok, n_heads, nope, vd, rope,
+                                                      q_lat, q_pe);
     return mt_cuda_launched("mla_absorb_q", stream);
 }
 
-/* One warp per (h, j): out[h*vd + j] = kv_b[h*(nope+vd)+nope+j] . o_lat[h]. */
+/* One warp per (h, j): out[t][h*vd + j] = kv_b[h*(nope+vd)+nope+j] . o_lat[t][h], all t. */
 static __global__ void
-absorb_v_kernel(const float *__restrict__ o_lat, const float *__restrict__ kvb, int n_heads,
-                int nope, int vd, int kvl, float *__restrict__ out)
+absorb_v_kernel(const float *__restrict__ o_lat, const struct mt_gpu_weight kvb, int n, int H,
+                int nope, int vd, float *__restrict__ out)
 {
     int row = blockIdx.x * (EO_THREADS / 32) + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
+    int kvl = (int)kvb.cols;
+    float acc[MT_GPU_GEMV_MAX_TOK];
 
-    if (row >= n_heads * vd) {
+    if (row >= H * vd) {
         return;
     }
     int h = row / vd;
     int j = row % vd;
-    const float *wr = kvb + ((int64_t)h * (nope + vd) + nope + j) * kvl;
-    const float *o = o_lat + (int64_t)h * kvl;
-    float a = 0.0f;
-    for (int i = lane; i < kvl; i += 32) {
-        a += wr[i] * o[i];
+    int64_t wr = (int64_t)h * (nope + vd) + nope + j;
+    for (int t = 0; t < MT_GPU_GEMV_MAX_TOK; t++) {
+        acc[t] = 0.0f;
     }
-    a = mt_warp_sum(a);
-    if (lane == 0) {
-        out[row] = a;
+    for (int i = lane; i < kvl; i += 32) {
+        float w = kvb_at(kvb, wr, i);
+#pragma unroll
+        for (int t = 0; t < MT_GPU_GEMV_MAX_TOK; t++) {
+            if (t < n) {
+                acc[t] += w * o_lat[((int64_t)t * H + h) * kvl + i];
+            }
+        }
+    }
+    for (int t = 0; t < n; t++) {
+        float a = mt_warp_sum(acc[t]);
+        if (lane == 0) {
+            out[(int64_t)t * H * vd + row] = a;
+        }
     }
 }
 
 extern "C" mt_status_t
-mt_gpu_mla_absorb_v(const float *o_lat, const float *kvb, int n_heads, int nope, int vd, int kvl,
-                    float *out, struct CUstream_st *stream)
+mt_gpu_mla_absorb_v(const float *o_lat, const struct mt_gpu_weight *kvb, int n_tok, int n_heads,
+                    int nope, int vd, float *out, struct CUstream_st *stream)
 {
-    if (o_lat == NULL || kvb == NULL || out == NULL || n_heads < 1 || vd < 1 || kvl < 1) {
-        return mt_fail(MT_ERR_INVAL, 0, "gpu absorb v: %d heads, v %d, rank %d", n_heads, vd, kvl);
+    if (o_lat == NULL || kvb == NULL || kvb->data == NULL || out == NULL || n_tok < 1 ||
+        n_tok > MT_GPU_GEMV_MAX_TOK || n_heads < 1 || vd < 1 || kvb->cols < 1 ||
+        kvb->rows != (int64_t)n_heads * (nope + vd) ||
+        (kvb->dtype == MT_DTYPE_F8_E4M3 && kvb->scale == NULL)) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu absorb v: %d tokens, %d heads, v %d", n_tok, n_heads,
+                       vd);
     }
     unsigned blocks = (unsigned)MT_CEIL_DIV(n_heads * vd, EO_THREADS / 32);
-    absorb_v_kernel<<<blocks, EO_THREADS, 0, stream>>>(o_lat, kvb, n_heads, nope, vd, kvl, out);
+    absorb_v_kernel<<<blocks, EO_THREADS, 0, stream>>>(o_lat, *kvb, n_tok, n_heads, nope, vd,
+                                                       out);
     return mt_cuda_launched("mla_absorb_v", stream);
 }
 

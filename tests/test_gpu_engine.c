@@ -13,11 +13,23 @@
  * prefill of the first half plus one-token decode steps equal to the one prefill; the FP8
  * indexer mode's greedy tokens equal to the CPU engine's in that mode. Then a --gpu-mem far too
  * small fails at create with a message saying what the model needs.
+ *
+ * The sequences (40-60 tokens) go through the prefill GEMM path (one chunk longer than the GEMV's
+ * 8 tokens). Its arithmetic follows the cache: fp32 with the fp32 cache (the checks above hold
+ * as they did for the GEMV path), BF16 tensor cores with the bf16 cache. So the bf16-cache checks
+ * above run with MT_GPU_GEMM=f32 (they test the bf16 cache against the CPU's), and the default
+ * BF16 GEMM gets its own: logits within REL_BF16 of the fp32 GEMM's (bf16 activations and
+ * weights: about 2^-8 per product), greedy tokens as the CPU engine's with a bf16 cache.
+ * On models with room for 300 positions (synth-fp8): a 300-token prompt in chunks of 146 (two
+ * GEMM chunks and an 8-token GEMV remainder) against the same prompt one token at a time (the
+ * GEMV path), all 300 rows of logits: within REL_CHUNK_F32 in the fp32 mode, REL_BF16 in the
+ * default, and 8 greedy tokens after it identical.
  * Without a CUDA device: 1..0 # SKIP.
  */
 #include <config.h>
 
 #include "kernels/kernels.h"
+#include "runtime/base/rng.h"
 #include "runtime/engine/engine.h"
 #include "runtime/model/model.h"
 #include "runtime/synth/synth.h"
@@ -34,6 +46,8 @@
 #define REL_F32 1e-3   /* the acceptance bound with the fp32 cache */
 #define REL_CPU 1e-3   /* GPU against the CPU engine with the same cache dtype */
 #define REL_SPLIT 1e-4 /* prefill + decode against one prefill, same kernels */
+#define REL_CHUNK_F32 1e-4 /* fp32 GEMM chunks against the fp32 GEMV one token at a time */
+#define REL_BF16 3e-2 /* the BF16 GEMM against fp32 arithmetic (bf16 activations and weights) */
 
 static mt_status_t
 make_engine(const struct mt_model *m, enum mt_device dev, enum mt_dtype kv,
@@ -47,6 +61,55 @@ make_engine(const struct mt_model *m, enum mt_device dev, enum mt_dtype kv,
     o.indexer = ix;
     o.gpu_ctx = 1024;
     return mt_engine_create(m, &o, out);
+}
+
+#define CHUNK_PROMPT 300
+
+/* A 300-token prompt in 146-token chunks against the same prompt one token at a time. */
+static void
+chunk_test(const struct mt_model *m, const char *name, enum mt_dtype kv)
+{
+    const char *kn = mt_dtype_name(kv);
+    int V = 0, n = CHUNK_PROMPT, n_gen = 8;
+    struct mt_engine *ch = NULL, *one = NULL;
+    int32_t ids[CHUNK_PROMPT], g1[8], g2[8];
+    struct mt_rng rng;
+
+    setenv("MT_GPU_CHUNK", "146", 1);
+    bool built = make_engine(m, MT_DEVICE_GPU, kv, MT_INDEXER_EXACT, &ch) == MT_OK;
+    unsetenv("MT_GPU_CHUNK");
+    built = built && make_engine(m, MT_DEVICE_GPU, kv, MT_INDEXER_EXACT, &one) == MT_OK;
+    if (!tap_ok(built, "golden %s %s cache: engines for the chunked prefill build", name, kn)) {
+        goto out;
+    }
+    V = mt_engine_vocab(ch);
+    mt_rng_init(&rng, 300);
+    for (int i = 0; i < n; i++) {
+        ids[i] = (int32_t)(mt_rng_next(&rng) % (uint64_t)V);
+    }
+    float *a = malloc((size_t)n * V * sizeof(float));
+    float *b = malloc((size_t)n * V * sizeof(float));
+    bool ok = a != NULL && b != NULL && mt_engine_forward(ch, ids, n, true, a) == MT_OK;
+    for (int t = 0; ok && t < n; t++) {
+        ok = mt_engine_forward(one, &ids[t], 1, true, b + (size_t)t * V) == MT_OK;
+    }
+    double rel = ok ? golden_worst_row_rel(a, b, n, V, NULL) : INFINITY;
+    double bound = kv == MT_DTYPE_F32 ? REL_CHUNK_F32 : REL_BF16;
+    tap_ok(ok && rel <= bound, "golden %s %s cache: %d tokens in chunks of 146 (%s GEMM) equal "
+           "them one at a time (GEMV) at all rows within %.0e (worst %.2e)", name, kn, n,
+           kv == MT_DTYPE_F32 ? "fp32" : "BF16", bound, rel);
+    ok = ok && golden_greedy(ch, ids, n, n_gen, g1) && golden_greedy(one, ids, n, n_gen, g2);
+    int bad = -1;
+    for (int i = 0; ok && i < n_gen && bad < 0; i++) {
+        bad = g1[i] != g2[i] ? i : -1;
+    }
+    tap_ok(ok && bad < 0, "golden %s %s cache: %d greedy tokens after the chunked prompt equal "
+           "the token-by-token ones (first difference at %d)", name, kn, n_gen, bad);
+    free(a);
+    free(b);
+out:
+    mt_engine_destroy(ch);
+    mt_engine_destroy(one);
 }
 
 static void
@@ -93,10 +156,17 @@ golden_one(const char *dir, const char *name)
         }
         struct mt_engine *g = NULL;
         struct mt_engine *g8 = NULL;
-        if (!tap_ok(make_engine(m, MT_DEVICE_GPU, kvs[kv], MT_INDEXER_EXACT, &g) == MT_OK &&
-                        make_engine(m, MT_DEVICE_GPU, kvs[kv], MT_INDEXER_FP8, &g8) == MT_OK,
-                    "golden %s %s cache: GPU engines build", name, kn)) {
+        struct mt_engine *gb = NULL; /* bf16 cache, default BF16 GEMM */
+        setenv("MT_GPU_GEMM", "f32", 1);
+        bool built = make_engine(m, MT_DEVICE_GPU, kvs[kv], MT_INDEXER_EXACT, &g) == MT_OK &&
+                     make_engine(m, MT_DEVICE_GPU, kvs[kv], MT_INDEXER_FP8, &g8) == MT_OK;
+        unsetenv("MT_GPU_GEMM");
+        built = built && (kvs[kv] == MT_DTYPE_F32 ||
+                          make_engine(m, MT_DEVICE_GPU, kvs[kv], MT_INDEXER_EXACT, &gb) == MT_OK);
+        if (!tap_ok(built, "golden %s %s cache: GPU engines build", name, kn)) {
             mt_engine_destroy(g);
+            mt_engine_destroy(g8);
+            mt_engine_destroy(gb);
             continue;
         }
         size_t si;
@@ -168,6 +238,24 @@ golden_one(const char *dir, const char *name)
             }
             tap_ok(ok && bad < 0, "golden %s seq %zu %s cache: FP8-indexer greedy tokens equal "
                    "the CPU engine's (first difference at %d)", name, si, kn, bad);
+            if (gb != NULL) {
+                /* the default BF16 GEMM: got holds the fp32 GEMM's logits of the same cache */
+                mt_engine_reset(gb);
+                ok = mt_engine_forward(gb, ids, n_ids, true, got2) == MT_OK;
+                double rb = ok ? golden_worst_row_rel(got2, got, rows, cols, NULL) : INFINITY;
+                tap_ok(ok && rb <= REL_BF16, "golden %s seq %zu %s cache, BF16 GEMM: logits "
+                       "within %.0e of the fp32 GEMM's (worst %.2e; vs HF %.2e)", name, si, kn,
+                       REL_BF16, rb, golden_worst_row_rel(got2, want, rows, cols, NULL));
+                ok = golden_greedy(gb, prompt, n_prompt, n_greedy, gg) &&
+                     golden_greedy(cpu, prompt, n_prompt, n_greedy, g8c);
+                bad = -1;
+                for (int i = 0; ok && i < n_greedy && bad < 0; i++) {
+                    bad = gg[i] != g8c[i] ? i : -1;
+                }
+                tap_ok(ok && bad < 0, "golden %s seq %zu %s cache, BF16 GEMM: %d greedy tokens "
+                       "identical to the CPU engine's (first difference at %d)", name, si, kn,
+                       n_greedy, bad);
+            }
         next:
             free(ids);
             free(prompt);
@@ -181,6 +269,10 @@ golden_one(const char *dir, const char *name)
         }
         mt_engine_destroy(g);
         mt_engine_destroy(g8);
+        mt_engine_destroy(gb);
+        if (m->cfg.max_position_embeddings >= CHUNK_PROMPT) {
+            chunk_test(m, name, kvs[kv]);
+        }
     }
     /* a budget far too small: one clear message at create */
     struct mt_engine_opts o;
