@@ -76,6 +76,15 @@ eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logi
 
 #define TOK MT_GPU_GEMV_MAX_TOK
 
+/*
+ * Up to this many tokens an FP8 weight goes through the GEMV in passes of TOK tokens instead of
+ * the GEMM: a pass reads each weight byte once, the GEMM's dequantization reads it once and
+ * writes and re-reads two bytes, so a few passes cost less (a chunk's routed experts see ~16
+ * tokens each). 0 (the default until measured otherwise) keeps every n > TOK on the GEMM;
+ * MT_GPU_GEMV_LOOP=n sets it for measurements. One value for the process.
+ */
+static int gemv_loop_max;
+
 /* ---- errors ------------------------------------------------------------------------------ */
 
 mt_status_t
@@ -494,6 +503,8 @@ eng_gpu_create(struct mt_engine *e)
     g->chunk = ev != NULL ? atoi(ev) : 512;
     g->chunk = (int)MT_MIN((int64_t)MT_MAX(g->chunk, TOK), g->ctx);
     g->chunk = MT_MAX(g->chunk, 1);
+    ev = getenv("MT_GPU_GEMV_LOOP");
+    gemv_loop_max = ev != NULL ? atoi(ev) : 0;
     enum mt_dtype gemm_dt = g->lat_dtype == MT_DTYPE_F32 ? MT_DTYPE_F32 : MT_DTYPE_BF16;
     ev = getenv("MT_GPU_GEMM");
     if (ev != NULL && (strcmp(ev, "bf16") == 0 || strcmp(ev, "f32") == 0)) {
@@ -628,9 +639,20 @@ eng_gpu_destroy(struct eng_gpu *g, int n_layers)
 
 /* ---- the forward pass -------------------------------------------------------------------- */
 
+
 mt_status_t
 eng_gpu_lin(const struct gw *w, const float *x, int n, float *y, struct CUstream_st *s)
 {
+    if (n > TOK && n <= gemv_loop_max && w->w.dtype == MT_DTYPE_F8_E4M3) {
+        for (int t = 0; t < n; t += TOK) {
+            mt_status_t st = mt_gpu_linear(&w->w, x + (size_t)t * w->w.cols, MT_MIN(TOK, n - t),
+                                           y + (size_t)t * w->w.rows, s);
+            if (st != MT_OK) {
+                return st;
+            }
+        }
+        return MT_OK;
+    }
     if (n > TOK) {
         return mt_gpu_gemm_linear(w->gemm, &w->w, x, n, y, s);
     }
