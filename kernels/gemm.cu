@@ -151,6 +151,27 @@ e4m3(uint8_t b)
     return __half2float(__half(r));
 }
 
+/* Eight values stored as one 16-byte (bf16) or two 16-byte (fp32) writes. */
+static __device__ __forceinline__ void
+store8(__nv_bfloat16 *p, const float *v)
+{
+    uint4 o;
+    uint32_t *u = (uint32_t *)&o;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        __nv_bfloat162 b = __floats2bfloat162_rn(v[2 * k], v[2 * k + 1]);
+        u[k] = *(uint32_t *)&b;
+    }
+    *(uint4 *)p = o;
+}
+
+static __device__ __forceinline__ void
+store8(float *p, const float *v)
+{
+    *(float4 *)p = make_float4(v[0], v[1], v[2], v[3]);
+    *(float4 *)(p + 4) = make_float4(v[4], v[5], v[6], v[7]);
+}
+
 /* Eight consecutive weights per thread (cols % 8 == 0: they share one 128-wide scale block). */
 template <typename T>
 static __global__ void
@@ -187,10 +208,7 @@ dequant8_kernel(const uint8_t *__restrict__ w, const float *__restrict__ scale, 
             v[k] = f[k];
         }
     }
-#pragma unroll
-    for (int k = 0; k < 8; k++) {
-        store<T>(dst + i + k, v[k]);
-    }
+    store8(dst + i, v);
 }
 
 /* Any width: one weight per thread. */

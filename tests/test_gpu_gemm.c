@@ -238,6 +238,42 @@ time_gemm(struct mt_gpu_gemm *gm, const struct mt_gpu_weight *w, const float *x,
     return best;
 }
 
+/* The decode absorption kernels at V3.2's shape, one token, FP8 and F32 kv_b (diagnostic). */
+static void
+absorb_times(void)
+{
+    int H = 128, nope = 128, vd = 128, kvl = 512, rope = 64;
+    int64_t rows = (int64_t)H * (nope + vd);
+    void *w = gt_alloc((size_t)(rows * kvl) * 4);
+    float *sc = gt_alloc((size_t)(MT_CEIL_DIV(rows, 128) * MT_CEIL_DIV(kvl, 128)) * 4);
+    float *q = gt_alloc((size_t)H * (nope + rope) * 4), *ql = gt_alloc((size_t)H * kvl * 4);
+    float *qp = gt_alloc((size_t)H * rope * 4), *out = gt_alloc((size_t)H * vd * 4);
+    enum mt_dtype dts[3] = {MT_DTYPE_F8_E4M3, MT_DTYPE_BF16, MT_DTYPE_F32};
+
+    for (int i = 0; i < 3; i++) {
+        struct mt_gpu_weight kvb = {.dtype = dts[i], .data = w, .scale = sc, .rows = rows,
+                                    .cols = kvl};
+        double tq = INFINITY, tv = INFINITY;
+        for (int r = 0; r < 5; r++) {
+            double t0 = mt_clock_now();
+            mt_status_t st = mt_gpu_mla_absorb_q(q, &kvb, 1, H, nope, vd, rope, ql, qp, NULL);
+            st = st == MT_OK ? mt_gpu_stream_sync(NULL) : st;
+            double t1 = mt_clock_now();
+            st = st == MT_OK ? mt_gpu_mla_absorb_v(ql, &kvb, 1, H, nope, vd, out, NULL) : st;
+            st = st == MT_OK ? mt_gpu_stream_sync(NULL) : st;
+            if (st != MT_OK) {
+                return;
+            }
+            tq = r > 0 && t1 - t0 < tq ? t1 - t0 : tq;
+            tv = r > 0 && mt_clock_now() - t1 < tv ? mt_clock_now() - t1 : tv;
+        }
+        double half = (double)(rows / 2 * kvl) * mt_dtype_size(dts[i]);
+        tap_diag("decode absorption, V3.2 shape, 1 token, %s kv_b: q %.1f us (%.0f GB/s), v %.1f "
+                 "us (%.0f GB/s), launch + sync included", mt_dtype_name(dts[i]), tq * 1e6,
+                 half / tq * 1e-9, tv * 1e6, half / tv * 1e-9);
+    }
+}
+
 static void
 peaks(struct mt_gpu_gemm *bf, struct mt_gpu_gemm *f32)
 {
@@ -313,6 +349,7 @@ main(void)
     tap_ok(mt_gpu_gemm_linear(bf, &none, NULL, 9, NULL, NULL) == MT_ERR_INVAL,
            "a GEMM without data is refused: %s", mt_last_error());
     peaks(bf, f32);
+    absorb_times();
     mt_gpu_gemm_destroy(bf);
     mt_gpu_gemm_destroy(f32);
     return tap_done();

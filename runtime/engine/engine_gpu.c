@@ -13,14 +13,15 @@
  * Tokens go through the layers in chunks of g->chunk (512 by default; the cache makes every
  * split of a sequence compute the same function). A decode step (up to MT_GPU_GEMV_MAX_TOK
  * tokens) multiplies with the bandwidth-bound GEMV of ops.h; a longer chunk with the GEMM of
- * gemm.h (cuBLAS, BF16 tensor cores, or fp32 in the accuracy mode an fp32 latent cache selects),
+ * gemm.h (cuBLAS: fp32 on dequantized slabs by default, BF16 tensor cores as an option),
  * and MLA's absorption through kv_b as batched GEMMs. Inside a chunk the indexer, top-k and
  * sparse MLA still run per token as attention.c does. Each MoE layer copies the router's choices
  * back to the host, sorts the (token, expert) pairs there exactly as moe.c does, and uploads the
  * groups: one synchronization per MoE layer; a chunk's experts run one GEMM per expert.
  *
  * Environment (for measurements and tests): MT_GPU_CHUNK=n sets the chunk (8 = the GEMV path
- * alone), MT_GPU_GEMM=bf16|f32 the GEMM's arithmetic.
+ * alone), MT_GPU_GEMM=bf16|f32 the GEMM's arithmetic (fp32 by default), MT_GPU_GEMV_LOOP=n
+ * the chunk size up to which FP8 weights take GEMV passes instead of the GEMM.
  *
  * Errors: every operation goes through GPU_DO, which names the operation and the layer in the
  * one message; with debug_sync (--debug-sync, MT_DEBUG_SYNC=1) the stream is synchronized after
@@ -438,6 +439,63 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
 
 #undef A
 
+/*
+ * cuBLAS loads a GEMM's kernels and picks them at its first call for a shape: about 0.2 s in all
+ * on the first prefill. Pay it at start-up instead: every projection of the first layer of each
+ * kind, one routed expert and both absorptions, at a full chunk and at 16 and 32 tokens (a
+ * chunk's experts see a few dozen tokens each), on scratch buffers (the results are dropped).
+ */
+static mt_status_t
+gemm_warmup(struct mt_engine *e, struct eng_gpu *g)
+{
+    const struct mt_model_config *c = &e->cfg;
+    size_t cap = (size_t)g->chunk * (size_t)c->num_attention_heads * (size_t)c->kv_lora_rank;
+    int ns[3] = {g->chunk, MT_MIN(16, g->chunk), MT_MIN(32, g->chunk)};
+    bool seen_dense = false, seen_moe = false;
+
+    for (int l = 0; l < e->n_layers; l++) {
+        struct g_layer *L = &g->layers[l];
+        if ((L->is_moe && seen_moe) || (!L->is_moe && seen_dense)) {
+            continue;
+        }
+        seen_moe = seen_moe || L->is_moe;
+        seen_dense = seen_dense || !L->is_moe;
+        const struct gw *ws[16] = {&L->q_a, &L->q_b, &L->kv_a, &L->o, &L->idx_wq_b, &L->idx_wk,
+                                   &L->idx_wproj};
+        int nw = 7;
+        const struct g_mlp *mlps[2] = {&L->mlp, NULL};
+        if (L->is_moe) {
+            ws[nw++] = &L->router;
+            mlps[0] = &L->shared;
+            mlps[1] = &L->experts[0];
+        }
+        for (int i = 0; i < 2 && mlps[i] != NULL; i++) {
+            ws[nw++] = &mlps[i]->gate;
+            ws[nw++] = &mlps[i]->up;
+            ws[nw++] = &mlps[i]->down;
+        }
+        for (int i = 0; i < nw; i++) {
+            for (int k = 0; k < 3; k++) {
+                if (ns[k] > TOK && ws[i]->w.data != NULL &&
+                    (size_t)ns[k] * (size_t)MT_MAX(ws[i]->w.rows, ws[i]->w.cols) <= cap) {
+                    GPU_DO(l, "GEMM warm-up", eng_gpu_lin(ws[i], g->o_lat, ns[k], g->q_lat,
+                                                          g->stream));
+                }
+            }
+        }
+        GPU_DO(l, "GEMM warm-up",
+               mt_gpu_gemm_absorb_q(g->gemm, &L->kvb.w, g->q, g->chunk, c->num_attention_heads,
+                                    c->qk_nope_head_dim, c->v_head_dim, c->qk_rope_head_dim,
+                                    g->q_lat, g->q_pe, g->stream));
+        GPU_DO(l, "GEMM warm-up",
+               mt_gpu_gemm_absorb_v(g->gemm, &L->kvb.w, g->o_lat, g->chunk,
+                                    c->num_attention_heads, c->qk_nope_head_dim, c->v_head_dim,
+                                    g->attn, g->stream));
+    }
+    GPU_DO(-1, "GEMM warm-up", mt_gpu_stream_sync(g->stream));
+    return MT_OK;
+}
+
 static char *
 mib(size_t b, char *buf)
 {
@@ -496,8 +554,11 @@ eng_gpu_create(struct mt_engine *e)
     /*
      * The chunk: 512 tokens keep the GEMM's FLOPs above the cost of dequantizing each FP8 weight
      * once per chunk (gemm.cu); the work space grows with it (about 0.8 MB a token at V3.2's
-     * shapes). The GEMM computes in BF16, or in fp32 when the latent cache is fp32 (the mode
-     * that matches the reference to 1e-3).
+     * shapes). The GEMM computes in fp32 by default: measured on the H200 (bench/results/
+     * gpu-engine-h200.md), a prefill chunk's time goes to the per-token attention loop, not the
+     * projections, so BF16 tensor cores gain little there, while bf16 activations move the tiny
+     * test models' logits by up to 0.85 relative and change their greedy tokens. MT_GPU_GEMM=bf16
+     * selects the BF16 GEMM (for when attention is batched too).
      */
     const char *ev = getenv("MT_GPU_CHUNK");
     g->chunk = ev != NULL ? atoi(ev) : 512;
@@ -505,7 +566,7 @@ eng_gpu_create(struct mt_engine *e)
     g->chunk = MT_MAX(g->chunk, 1);
     ev = getenv("MT_GPU_GEMV_LOOP");
     gemv_loop_max = ev != NULL ? atoi(ev) : 0;
-    enum mt_dtype gemm_dt = g->lat_dtype == MT_DTYPE_F32 ? MT_DTYPE_F32 : MT_DTYPE_BF16;
+    enum mt_dtype gemm_dt = MT_DTYPE_F32;
     ev = getenv("MT_GPU_GEMM");
     if (ev != NULL && (strcmp(ev, "bf16") == 0 || strcmp(ev, "f32") == 0)) {
         gemm_dt = ev[0] == 'b' ? MT_DTYPE_BF16 : MT_DTYPE_F32;
@@ -558,6 +619,9 @@ eng_gpu_create(struct mt_engine *e)
         return st;
     }
     if ((st = eng_gpu_moe_init(e, g)) != MT_OK) {
+        return st;
+    }
+    if (g->gemm != NULL && (st = gemm_warmup(e, g)) != MT_OK) {
         return st;
     }
     if ((st = mt_gpu_copy_to_device(g->freqs, e->freqs,
