@@ -64,6 +64,7 @@ struct eng_gpu {
     int max_inter;
     int64_t max_cols; /* the widest linear weight: the GEMM's bf16 activations */
     int chunk;        /* tokens per forward chunk: > MT_GPU_GEMV_MAX_TOK takes the GEMM path */
+    int step;         /* tokens a forward takes at once: chunk, or 8 with experts off the GPU */
     struct mt_gpu_gemm *gemm;
     struct g_layer *layers;
     float *final_norm;
