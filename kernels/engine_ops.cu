@@ -63,7 +63,7 @@ mt_gpu_linear_f32(const float *w, int64_t rows, int64_t cols, const float *x, in
     return mt_cuda_launched("linear_f32", stream);
 }
 
-/* ---- MLA absorption through kv_b [H * (nope + vd), kvl], any checkpoint dtype ----------------- */
+/* ---- MLA absorption through kv_b [H * (nope + vd), kvl], any checkpoint dtype -------------- */
 
 /* kv_b[r][c] as fp32: fp8 * its 128x128 block scale (the CPU's mt_cpu_weight_row), bf16, f32. */
 static __device__ __forceinline__ float

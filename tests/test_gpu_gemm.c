@@ -229,7 +229,8 @@ time_gemm(struct mt_gpu_gemm *gm, const struct mt_gpu_weight *w, const float *x,
 
     for (int i = 0; i < 4; i++) {
         double t0 = mt_clock_now();
-        if (mt_gpu_gemm_linear(gm, w, x, n, y, NULL) != MT_OK || mt_gpu_stream_sync(NULL) != MT_OK) {
+        if (mt_gpu_gemm_linear(gm, w, x, n, y, NULL) != MT_OK ||
+            mt_gpu_stream_sync(NULL) != MT_OK) {
             return NAN;
         }
         double dt = mt_clock_now() - t0;
