@@ -22,6 +22,7 @@
 #include <math.h>
 
 #define EO_THREADS 256
+#define ABS_THREADS 256 /* absorb_q: 8 warps split the nope rows of a 128-column tile */
 
 /* ---- F32 GEMV: one warp per output row ------------------------------------------------------ */
 
@@ -62,76 +63,207 @@ mt_gpu_linear_f32(const float *w, int64_t rows, int64_t cols, const float *x, in
     return mt_cuda_launched("linear_f32", stream);
 }
 
-/* ---- MLA absorption through kv_b [H * (nope + vd), kvl] fp32 --------------------------------- */
+/* ---- MLA absorption through kv_b [H * (nope + vd), kvl], any checkpoint dtype -------------- */
 
-/* Block h: q_lat[h][c] = sum_d q_nope[h][d] kv_b[h*(nope+vd)+d][c] (d ascending, as attention.c).
- */
-static __global__ void
-absorb_q_kernel(const float *__restrict__ q, const float *__restrict__ kvb, int nope, int vd,
-                int kvl, int rope, float *__restrict__ q_lat, float *__restrict__ q_pe)
+/* kv_b[r][c] as fp32: fp8 * its 128x128 block scale (the CPU's mt_cpu_weight_row), bf16, f32. */
+static __device__ __forceinline__ float
+kvb_at(const struct mt_gpu_weight w, int64_t r, int64_t c)
 {
-    int h = blockIdx.x;
-    const float *qh = q + (int64_t)h * (nope + rope);
-
-    for (int c = threadIdx.x; c < kvl; c += EO_THREADS) {
-        float a = 0.0f;
-        for (int d = 0; d < nope; d++) {
-            a += qh[d] * kvb[((int64_t)h * (nope + vd) + d) * kvl + c];
-        }
-        q_lat[(int64_t)h * kvl + c] = a;
+    if (w.dtype == MT_DTYPE_F8_E4M3) {
+        uint8_t b = ((const uint8_t *)w.data)[r * w.cols + c];
+        __half_raw h = __nv_cvt_fp8_to_halfraw((__nv_fp8_storage_t)b, __NV_E4M3);
+        return __half2float(__half(h)) * w.scale[(r / 128) * ((w.cols + 127) / 128) + c / 128];
     }
-    for (int i = threadIdx.x; i < rope; i += EO_THREADS) {
-        q_pe[(int64_t)h * rope + i] = qh[nope + i];
+    if (w.dtype == MT_DTYPE_BF16) {
+        return __uint_as_float((uint32_t)((const uint16_t *)w.data)[r * w.cols + c] << 16);
+    }
+    return ((const float *)w.data)[r * w.cols + c];
+}
+
+/*
+ * kv_b[r][c .. c+3] as fp32 into v (zeros past the end). vec: cols % 4 == 0 and c % 4 == 0, so
+ * the four are one aligned 4-, 8- or 16-byte load and share one FP8 scale block.
+ */
+static __device__ __forceinline__ void
+kvb_at4(const struct mt_gpu_weight w, int64_t r, int64_t c, bool vec, float v[4])
+{
+    if (!vec) {
+        for (int k = 0; k < 4; k++) {
+            v[k] = c + k < w.cols ? kvb_at(w, r, c + k) : 0.0f;
+        }
+        return;
+    }
+    int64_t i = r * w.cols + c;
+    if (w.dtype == MT_DTYPE_F8_E4M3) {
+        uint32_t b = *(const uint32_t *)((const uint8_t *)w.data + i);
+        float s = w.scale[(r / 128) * ((w.cols + 127) / 128) + c / 128];
+        for (int k = 0; k < 4; k++) {
+            __half_raw h = __nv_cvt_fp8_to_halfraw((__nv_fp8_storage_t)(b >> (8 * k)), __NV_E4M3);
+            v[k] = __half2float(__half(h)) * s;
+        }
+    } else if (w.dtype == MT_DTYPE_BF16) {
+        uint2 b = *(const uint2 *)((const uint16_t *)w.data + i);
+        float2 lo = mt_bf16x2_decode(b.x), hi = mt_bf16x2_decode(b.y);
+        v[0] = lo.x, v[1] = lo.y, v[2] = hi.x, v[3] = hi.y;
+    } else {
+        float4 f = *(const float4 *)((const float *)w.data + i);
+        v[0] = f.x, v[1] = f.y, v[2] = f.z, v[3] = f.w;
+    }
+}
+
+/*
+ * Block (h, 128-column tile), 8 warps: warp w sums its share of the nope rows d for 4 columns a
+ * lane (one 4-byte FP8 load), for every token at once; the 8 partial sums meet in shared memory.
+ * Each weight is read once for all n tokens, with 16 independent loads in flight a thread (a
+ * thread-per-column loop over d was latency-bound: 60 us for 8 MB on an H200).
+ */
+#define ABS_WARPS (ABS_THREADS / 32)
+#define ABS_TILE 128
+
+static __global__ void
+absorb_q_kernel(const float *__restrict__ q, const struct mt_gpu_weight kvb, int n, int H,
+                int nope, int vd, int rope, bool vec, float *__restrict__ q_lat,
+                float *__restrict__ q_pe)
+{
+    __shared__ float part[ABS_WARPS][MT_GPU_GEMV_MAX_TOK][ABS_TILE];
+    int h = blockIdx.x;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int kvl = (int)kvb.cols, qk = nope + rope;
+    int c0 = blockIdx.y * ABS_TILE + lane * 4;
+    int per = (nope + ABS_WARPS - 1) / ABS_WARPS;
+    int d0 = warp * per, d1 = min(nope, d0 + per);
+    float acc[MT_GPU_GEMV_MAX_TOK][4];
+
+#pragma unroll
+    for (int t = 0; t < MT_GPU_GEMV_MAX_TOK; t++) {
+        for (int k = 0; k < 4; k++) {
+            acc[t][k] = 0.0f;
+        }
+    }
+    if (c0 < kvl) {
+#pragma unroll 4
+        for (int d = d0; d < d1; d++) {
+            float w[4];
+            kvb_at4(kvb, (int64_t)h * (nope + vd) + d, c0, vec, w);
+#pragma unroll
+            for (int t = 0; t < MT_GPU_GEMV_MAX_TOK; t++) {
+                if (t < n) {
+                    float x = q[((int64_t)t * H + h) * qk + d];
+                    for (int k = 0; k < 4; k++) {
+                        acc[t][k] += x * w[k];
+                    }
+                }
+            }
+        }
+    }
+    for (int t = 0; t < n; t++) {
+        for (int k = 0; k < 4; k++) {
+            part[warp][t][lane * 4 + k] = acc[t][k];
+        }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < n * ABS_TILE; i += ABS_THREADS) {
+        int t = i / ABS_TILE, cc = i % ABS_TILE, c = blockIdx.y * ABS_TILE + cc;
+        if (c < kvl) {
+            float a = 0.0f;
+            for (int w = 0; w < ABS_WARPS; w++) {
+                a += part[w][t][cc];
+            }
+            q_lat[((int64_t)t * H + h) * kvl + c] = a;
+        }
+    }
+    if (blockIdx.y == 0) {
+        for (int i = threadIdx.x; i < n * rope; i += ABS_THREADS) {
+            int t = i / rope;
+            q_pe[((int64_t)t * H + h) * rope + i % rope] = q[((int64_t)t * H + h) * qk + nope +
+                                                             i % rope];
+        }
     }
 }
 
 extern "C" mt_status_t
-mt_gpu_mla_absorb_q(const float *q, const float *kvb, int n_heads, int nope, int vd, int kvl,
-                    int rope, float *q_lat, float *q_pe, struct CUstream_st *stream)
+mt_gpu_mla_absorb_q(const float *q, const struct mt_gpu_weight *kvb, int n_tok, int n_heads,
+                    int nope, int vd, int rope, float *q_lat, float *q_pe,
+                    struct CUstream_st *stream)
 {
-    if (q == NULL || kvb == NULL || q_lat == NULL || q_pe == NULL || n_heads < 1 || nope < 1 ||
-        vd < 1 || kvl < 1 || rope < 0) {
-        return mt_fail(MT_ERR_INVAL, 0, "gpu absorb q: %d heads, nope %d, v %d, rank %d",
-                       n_heads, nope, vd, kvl);
+    if (q == NULL || kvb == NULL || kvb->data == NULL || q_lat == NULL || q_pe == NULL ||
+        n_tok < 1 || n_tok > MT_GPU_GEMV_MAX_TOK || n_heads < 1 || nope < 1 || vd < 1 ||
+        kvb->cols < 1 || rope < 0 || kvb->rows != (int64_t)n_heads * (nope + vd) ||
+        (kvb->dtype == MT_DTYPE_F8_E4M3 && kvb->scale == NULL)) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu absorb q: %d tokens, %d heads, nope %d, v %d, kv_b "
+                       "%lld x %lld", n_tok, n_heads, nope, vd,
+                       kvb != NULL ? (long long)kvb->rows : 0LL,
+                       kvb != NULL ? (long long)kvb->cols : 0LL);
     }
-    absorb_q_kernel<<<n_heads, EO_THREADS, 0, stream>>>(q, kvb, nope, vd, kvl, rope, q_lat, q_pe);
+    dim3 grid((unsigned)n_heads, (unsigned)MT_CEIL_DIV(kvb->cols, (int64_t)ABS_TILE));
+    absorb_q_kernel<<<grid, ABS_THREADS, 0, stream>>>(q, *kvb, n_tok, n_heads, nope, vd, rope,
+                                                      kvb->cols % 4 == 0, q_lat, q_pe);
     return mt_cuda_launched("mla_absorb_q", stream);
 }
 
-/* One warp per (h, j): out[h*vd + j] = kv_b[h*(nope+vd)+nope+j] . o_lat[h]. */
+/*
+ * One warp per (h, j): out[t][h*vd + j] = kv_b[h*(nope+vd)+nope+j] . o_lat[t][h], all t; a lane
+ * takes 4 columns at a time (one 4-byte FP8 load, one float4 of each token's o_lat).
+ */
 static __global__ void
-absorb_v_kernel(const float *__restrict__ o_lat, const float *__restrict__ kvb, int n_heads,
-                int nope, int vd, int kvl, float *__restrict__ out)
+absorb_v_kernel(const float *__restrict__ o_lat, const struct mt_gpu_weight kvb, int n, int H,
+                int nope, int vd, bool vec, float *__restrict__ out)
 {
     int row = blockIdx.x * (EO_THREADS / 32) + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
+    int kvl = (int)kvb.cols;
+    float acc[MT_GPU_GEMV_MAX_TOK];
 
-    if (row >= n_heads * vd) {
+    if (row >= H * vd) {
         return;
     }
     int h = row / vd;
     int j = row % vd;
-    const float *wr = kvb + ((int64_t)h * (nope + vd) + nope + j) * kvl;
-    const float *o = o_lat + (int64_t)h * kvl;
-    float a = 0.0f;
-    for (int i = lane; i < kvl; i += 32) {
-        a += wr[i] * o[i];
+    int64_t wr = (int64_t)h * (nope + vd) + nope + j;
+    for (int t = 0; t < MT_GPU_GEMV_MAX_TOK; t++) {
+        acc[t] = 0.0f;
     }
-    a = mt_warp_sum(a);
-    if (lane == 0) {
-        out[row] = a;
+#pragma unroll 4
+    for (int c = lane * 4; c < kvl; c += 128) {
+        float w[4];
+        kvb_at4(kvb, wr, c, vec, w);
+#pragma unroll
+        for (int t = 0; t < MT_GPU_GEMV_MAX_TOK; t++) {
+            if (t < n) {
+                const float *o = o_lat + ((int64_t)t * H + h) * kvl + c;
+                if (vec) {
+                    float4 x = *(const float4 *)o;
+                    acc[t] += w[0] * x.x + w[1] * x.y + w[2] * x.z + w[3] * x.w;
+                } else {
+                    for (int k = 0; k < 4 && c + k < kvl; k++) {
+                        acc[t] += w[k] * o[k];
+                    }
+                }
+            }
+        }
+    }
+    for (int t = 0; t < n; t++) {
+        float a = mt_warp_sum(acc[t]);
+        if (lane == 0) {
+            out[(int64_t)t * H * vd + row] = a;
+        }
     }
 }
 
 extern "C" mt_status_t
-mt_gpu_mla_absorb_v(const float *o_lat, const float *kvb, int n_heads, int nope, int vd, int kvl,
-                    float *out, struct CUstream_st *stream)
+mt_gpu_mla_absorb_v(const float *o_lat, const struct mt_gpu_weight *kvb, int n_tok, int n_heads,
+                    int nope, int vd, float *out, struct CUstream_st *stream)
 {
-    if (o_lat == NULL || kvb == NULL || out == NULL || n_heads < 1 || vd < 1 || kvl < 1) {
-        return mt_fail(MT_ERR_INVAL, 0, "gpu absorb v: %d heads, v %d, rank %d", n_heads, vd, kvl);
+    if (o_lat == NULL || kvb == NULL || kvb->data == NULL || out == NULL || n_tok < 1 ||
+        n_tok > MT_GPU_GEMV_MAX_TOK || n_heads < 1 || vd < 1 || kvb->cols < 1 ||
+        kvb->rows != (int64_t)n_heads * (nope + vd) ||
+        (kvb->dtype == MT_DTYPE_F8_E4M3 && kvb->scale == NULL)) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu absorb v: %d tokens, %d heads, v %d", n_tok, n_heads,
+                       vd);
     }
     unsigned blocks = (unsigned)MT_CEIL_DIV(n_heads * vd, EO_THREADS / 32);
-    absorb_v_kernel<<<blocks, EO_THREADS, 0, stream>>>(o_lat, kvb, n_heads, nope, vd, kvl, out);
+    absorb_v_kernel<<<blocks, EO_THREADS, 0, stream>>>(o_lat, *kvb, n_tok, n_heads, nope, vd,
+                                                       kvb->cols % 4 == 0, out);
     return mt_cuda_launched("mla_absorb_v", stream);
 }
 

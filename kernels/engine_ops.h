@@ -19,16 +19,19 @@ mt_status_t mt_gpu_linear_f32(const float *w, int64_t rows, int64_t cols, const 
                               int n_tok, float *y, struct CUstream_st *stream);
 
 /*
- * Absorbed MLA through kv_b (fp32 [H * (nope + vd), kvl]) for one token: q [H, nope + rope] ->
- * q_lat [H, kvl] (its nope part through the key half) and q_pe [H, rope] (copied).
+ * Absorbed MLA through kv_b ([H * (nope + vd), kvl] in its checkpoint dtype: FP8 with block
+ * scales, BF16, or F32) for n_tok (1..8) tokens, each weight read once for all of them:
+ * q [n, H, nope + rope] -> q_lat [n, H, kvl] (the nope part through the key half) and
+ * q_pe [n, H, rope] (copied). Larger batches: mt_gpu_gemm_absorb_q (gemm.h).
  */
-mt_status_t mt_gpu_mla_absorb_q(const float *q, const float *kvb, int n_heads, int nope, int vd,
-                                int kvl, int rope, float *q_lat, float *q_pe,
-                                struct CUstream_st *stream);
+mt_status_t mt_gpu_mla_absorb_q(const float *q, const struct mt_gpu_weight *kvb, int n_tok,
+                                int n_heads, int nope, int vd, int rope, float *q_lat,
+                                float *q_pe, struct CUstream_st *stream);
 
-/* out[h * vd + j] = kv_b[h * (nope + vd) + nope + j] . o_lat[h] (the value half). */
-mt_status_t mt_gpu_mla_absorb_v(const float *o_lat, const float *kvb, int n_heads, int nope,
-                                int vd, int kvl, float *out, struct CUstream_st *stream);
+/* out[t][h * vd + j] = kv_b[h * (nope + vd) + nope + j] . o_lat[t][h] (the value half). */
+mt_status_t mt_gpu_mla_absorb_v(const float *o_lat, const struct mt_gpu_weight *kvb, int n_tok,
+                                int n_heads, int nope, int vd, float *out,
+                                struct CUstream_st *stream);
 
 /*
  * mt_cpu_mla_absorbed at any shape: one block per head; lat [*, kv_rank] F32 or BF16, kpe

@@ -10,12 +10,18 @@
  * the work space), so a model that does not fit fails at once with one message that says how
  * much it needs. The embedding table stays in host memory (a token copies one row).
  *
- * Correctness first: tokens go through the layers in chunks of at most MT_GPU_GEMV_MAX_TOK (8),
- * the batch of the decode GEMV, so a prefill is a loop of 8-token steps (the cache makes every
- * split of a sequence compute the same function); inside a chunk the indexer, top-k and sparse
- * MLA run per token as attention.c does. Each MoE layer copies the router's choices back to the
- * host, sorts the (token, expert) pairs there exactly as moe.c does, and uploads the groups: one
- * synchronization per MoE layer. No batched prefill GEMM yet.
+ * Tokens go through the layers in chunks of g->chunk (512 by default; the cache makes every
+ * split of a sequence compute the same function). A decode step (up to MT_GPU_GEMV_MAX_TOK
+ * tokens) multiplies with the bandwidth-bound GEMV of ops.h; a longer chunk with the GEMM of
+ * gemm.h (cuBLAS: fp32 on dequantized slabs by default, BF16 tensor cores as an option),
+ * and MLA's absorption through kv_b as batched GEMMs. Inside a chunk the indexer, top-k and
+ * sparse MLA still run per token as attention.c does. Each MoE layer copies the router's choices
+ * back to the host, sorts the (token, expert) pairs there exactly as moe.c does, and uploads the
+ * groups: one synchronization per MoE layer; a chunk's experts run one GEMM per expert.
+ *
+ * Environment (for measurements and tests): MT_GPU_CHUNK=n sets the chunk (8 = the GEMV path
+ * alone), MT_GPU_GEMM=bf16|f32 the GEMM's arithmetic (fp32 by default), MT_GPU_GEMV_LOOP=n
+ * the chunk size up to which FP8 weights take GEMV passes instead of the GEMM.
  *
  * Errors: every operation goes through GPU_DO, which names the operation and the layer in the
  * one message; with debug_sync (--debug-sync, MT_DEBUG_SYNC=1) the stream is synchronized after
@@ -70,6 +76,15 @@ eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logi
 #include <stdio.h>
 
 #define TOK MT_GPU_GEMV_MAX_TOK
+
+/*
+ * Up to this many tokens an FP8 weight goes through the GEMV in passes of TOK tokens instead of
+ * the GEMM: a pass reads each weight byte once, the GEMM's dequantization reads it once and
+ * writes and re-reads two bytes, so a few passes cost less (a chunk's routed experts see ~16
+ * tokens each). 0 (the default until measured otherwise) keeps every n > TOK on the GEMM;
+ * MT_GPU_GEMV_LOOP=n sets it for measurements. One value for the process.
+ */
+static int gemv_loop_max;
 
 /* ---- errors ------------------------------------------------------------------------------ */
 
@@ -171,11 +186,11 @@ up_f32(struct mt_engine *e, struct eng_gpu *g, const struct mt_st_tensor *t, flo
 
 /*
  * A linear weight in its checkpoint dtype when the GEMV of ops.h takes it (FP8 with cols % 16,
- * BF16 with cols % 8); otherwise (F32, F16, odd widths) dequantized to F32 for linear_f32, or
- * with dense set, always F32 (kv_b, read per head by the absorption kernels).
+ * BF16 with cols % 8), or with any_width at any width (kv_b, read by the absorption kernels,
+ * which take FP8 and BF16 at any shape); otherwise (F32, F16, odd widths) dequantized to F32.
  */
 static mt_status_t
-up_linear(struct mt_engine *e, struct eng_gpu *g, const struct mt_weight *mw, bool dense,
+up_linear(struct mt_engine *e, struct eng_gpu *g, const struct mt_weight *mw, bool any_width,
           struct gw *out)
 {
     const struct mt_st_tensor *t = mw->w;
@@ -191,8 +206,10 @@ up_linear(struct mt_engine *e, struct eng_gpu *g, const struct mt_weight *mw, bo
     out->w.rows = t->shape[0];
     out->w.cols = t->shape[1];
     out->w.dtype = t->dtype;
-    bool keep = !dense && ((t->dtype == MT_DTYPE_F8_E4M3 && out->w.cols % 16 == 0) ||
-                           (t->dtype == MT_DTYPE_BF16 && out->w.cols % 8 == 0));
+    out->gemm = g->gemm;
+    g->max_cols = MT_MAX(g->max_cols, out->w.cols);
+    bool keep = (t->dtype == MT_DTYPE_F8_E4M3 && (any_width || out->w.cols % 16 == 0)) ||
+                (t->dtype == MT_DTYPE_BF16 && (any_width || out->w.cols % 8 == 0));
     if (t->dtype == MT_DTYPE_F8_E4M3 && mw->scale == NULL) {
         return mt_fail(MT_ERR_FORMAT, 0, "FP8 tensor '%s' has no weight_scale_inv", t->name);
     }
@@ -299,6 +316,7 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
 
     g->cat = CAT_WEIGHTS;
     g->max_inter = 0;
+    g->max_cols = 0;
     g->grouped_moe = true;
     if ((st = up_linear(e, g, m->head.w != NULL ? &m->head : &m->embed, false, &g->head)) !=
             MT_OK ||
@@ -309,7 +327,6 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
     for (int l = 0; l < e->n_layers; l++) {
         const struct mt_layer_weights *lw = &m->layers[l];
         struct g_layer *L = &g->layers[l];
-        struct gw kvb;
         g->cat = CAT_WEIGHTS;
         L->is_moe = lw->is_moe;
         if ((st = up_f32(e, g, lw->input_norm.w, &L->input_norm)) != MT_OK ||
@@ -319,7 +336,7 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
             (st = up_linear(e, g, &lw->q_b, false, &L->q_b)) != MT_OK ||
             (st = up_linear(e, g, &lw->kv_a, false, &L->kv_a)) != MT_OK ||
             (st = up_f32(e, g, lw->kv_a_norm.w, &L->kv_a_norm)) != MT_OK ||
-            (st = up_linear(e, g, &lw->kv_b, true, &kvb)) != MT_OK ||
+            (st = up_linear(e, g, &lw->kv_b, true, &L->kvb)) != MT_OK ||
             (st = up_linear(e, g, &lw->o, false, &L->o)) != MT_OK ||
             (st = up_linear(e, g, &lw->idx_wq_b, false, &L->idx_wq_b)) != MT_OK ||
             (st = up_linear(e, g, &lw->idx_wk, false, &L->idx_wk)) != MT_OK ||
@@ -328,7 +345,6 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
             (st = up_linear(e, g, &lw->idx_weights_proj, false, &L->idx_wproj)) != MT_OK) {
             return st;
         }
-        L->kvb = (float *)kvb.w.data;
         if (!lw->is_moe) {
             st = eng_gpu_up_mlp(e, g, &lw->mlp, &L->mlp);
         } else {
@@ -362,24 +378,25 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
             A(L->ikscale, ctx * f, "index key scales");
         }
     }
-    /* work space for TOK tokens */
+    /* work space for a chunk of T tokens (the grouped expert GEMV: TOK tokens' pairs) */
     g->cat = CAT_WORK;
     size_t inter = (size_t)(g->max_inter > 0 ? g->max_inter : 1);
-    A(g->h, TOK * D * f, "work");
-    A(g->x, TOK * D * f, "work");
-    A(g->y, TOK * D * f, "work");
-    A(g->qa, TOK * (size_t)c->q_lora_rank * f, "work");
-    A(g->q, TOK * H * qk * f, "work");
-    A(g->kv, TOK * (kvl + rope) * f, "work");
-    A(g->lat_t, TOK * kvl * f, "work");
-    A(g->kpe_t, TOK * rope * f, "work");
-    A(g->attn, TOK * H * (size_t)c->v_head_dim * f, "work");
-    A(g->qi, TOK * IH * ID * f, "work");
-    A(g->ki, TOK * ID * f, "work");
-    A(g->wts, TOK * IH * f, "work");
-    A(g->q_lat, H * kvl * f, "work");
-    A(g->q_pe, H * rope * f, "work");
-    A(g->o_lat, H * kvl * f, "work");
+    size_t T = (size_t)g->chunk, TK = MT_MAX(T, TOK * K);
+    A(g->h, T * D * f, "work");
+    A(g->x, T * D * f, "work");
+    A(g->y, T * D * f, "work");
+    A(g->qa, T * (size_t)c->q_lora_rank * f, "work");
+    A(g->q, T * H * qk * f, "work");
+    A(g->kv, T * (kvl + rope) * f, "work");
+    A(g->lat_t, T * kvl * f, "work");
+    A(g->kpe_t, T * rope * f, "work");
+    A(g->attn, T * H * (size_t)c->v_head_dim * f, "work");
+    A(g->qi, T * IH * ID * f, "work");
+    A(g->ki, T * ID * f, "work");
+    A(g->wts, T * IH * f, "work");
+    A(g->q_lat, T * H * kvl * f, "work");
+    A(g->q_pe, T * H * rope * f, "work");
+    A(g->o_lat, T * H * kvl * f, "work");
     A(g->scores, ctx * f, "index scores");
     A(g->idx, ctx * sizeof(int32_t), "top-k");
     size_t mw = H * ctx * f;
@@ -391,25 +408,93 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
     A(g->q8, IH * ID, "work");
     A(g->wq, IH * f, "work");
     A(g->logits, TOK * (size_t)c->vocab_size * f, "logits");
-    A(g->gs, TOK * K * inter * f, "work");
-    A(g->us, TOK * K * inter * f, "work");
-    A(g->xs, TOK * D * f, "work");
-    A(g->ys, TOK * K * D * f, "work");
-    A(g->rlog, TOK * E * f, "work");
-    A(g->rw, TOK * K * f, "work");
-    A(g->ids, TOK * K * sizeof(int32_t), "work");
+    A(g->gs, TK * inter * f, "work");
+    A(g->us, TK * inter * f, "work");
+    A(g->xs, T * D * f, "work");
+    A(g->ys, T * K * D * f, "work");
+    A(g->rlog, T * E * f, "work");
+    A(g->rw, T * K * f, "work");
+    A(g->ids, T * K * sizeof(int32_t), "work");
     A(g->group_start, (E + 1) * sizeof(int32_t), "work");
-    A(g->pair_tok, TOK * K * sizeof(int32_t), "work");
-    A(g->pair_w, TOK * K * f, "work");
+    A(g->pair_tok, T * K * sizeof(int32_t), "work");
+    A(g->pair_w, T * K * f, "work");
     A(g->xgroups, E * sizeof(struct mt_gpu_expert), "work");
     A(g->moe_work, mt_gpu_moe_work_bytes((int)(TOK * K), (int)inter, (int)D) + 1, "work");
     if ((st = eng_gpu_moe_alloc(e, g)) != MT_OK) {
         return st;
     }
+    if (g->chunk > TOK) {
+        /* the GEMM's work area: bf16 activations, a weight slab that holds kv_b in fp32 */
+        int64_t kvb_elems = (int64_t)(H * (size_t)(c->qk_nope_head_dim + c->v_head_dim) * kvl);
+        size_t gb = mt_gpu_gemm_work_bytes(g->chunk, g->max_cols, kvb_elems);
+        void *gw = NULL;
+        A(gw, gb, "GEMM work");
+        if (g->gemm != NULL && (st = mt_gpu_gemm_set_work(g->gemm, gw, gb, g->chunk,
+                                                          g->max_cols)) != MT_OK) {
+            return st;
+        }
+    }
     return MT_OK;
 }
 
 #undef A
+
+/*
+ * cuBLAS loads a GEMM's kernels and picks them at its first call for a shape: about 0.2 s in all
+ * on the first prefill. Pay it at start-up instead: every projection of the first layer of each
+ * kind, one routed expert and both absorptions, at a full chunk and at 16 and 32 tokens (a
+ * chunk's experts see a few dozen tokens each), on scratch buffers (the results are dropped).
+ */
+static mt_status_t
+gemm_warmup(struct mt_engine *e, struct eng_gpu *g)
+{
+    const struct mt_model_config *c = &e->cfg;
+    size_t cap = (size_t)g->chunk * (size_t)c->num_attention_heads * (size_t)c->kv_lora_rank;
+    int ns[3] = {g->chunk, MT_MIN(16, g->chunk), MT_MIN(32, g->chunk)};
+    bool seen_dense = false, seen_moe = false;
+
+    for (int l = 0; l < e->n_layers; l++) {
+        struct g_layer *L = &g->layers[l];
+        if ((L->is_moe && seen_moe) || (!L->is_moe && seen_dense)) {
+            continue;
+        }
+        seen_moe = seen_moe || L->is_moe;
+        seen_dense = seen_dense || !L->is_moe;
+        const struct gw *ws[16] = {&L->q_a, &L->q_b, &L->kv_a, &L->o, &L->idx_wq_b, &L->idx_wk,
+                                   &L->idx_wproj};
+        int nw = 7;
+        const struct g_mlp *mlps[2] = {&L->mlp, NULL};
+        if (L->is_moe) {
+            ws[nw++] = &L->router;
+            mlps[0] = &L->shared;
+            mlps[1] = &L->experts[0];
+        }
+        for (int i = 0; i < 2 && mlps[i] != NULL; i++) {
+            ws[nw++] = &mlps[i]->gate;
+            ws[nw++] = &mlps[i]->up;
+            ws[nw++] = &mlps[i]->down;
+        }
+        for (int i = 0; i < nw; i++) {
+            for (int k = 0; k < 3; k++) {
+                if (ns[k] > TOK && ws[i]->w.data != NULL &&
+                    (size_t)ns[k] * (size_t)MT_MAX(ws[i]->w.rows, ws[i]->w.cols) <= cap) {
+                    GPU_DO(l, "GEMM warm-up", eng_gpu_lin(ws[i], g->o_lat, ns[k], g->q_lat,
+                                                          g->stream));
+                }
+            }
+        }
+        GPU_DO(l, "GEMM warm-up",
+               mt_gpu_gemm_absorb_q(g->gemm, &L->kvb.w, g->q, g->chunk, c->num_attention_heads,
+                                    c->qk_nope_head_dim, c->v_head_dim, c->qk_rope_head_dim,
+                                    g->q_lat, g->q_pe, g->stream));
+        GPU_DO(l, "GEMM warm-up",
+               mt_gpu_gemm_absorb_v(g->gemm, &L->kvb.w, g->o_lat, g->chunk,
+                                    c->num_attention_heads, c->qk_nope_head_dim, c->v_head_dim,
+                                    g->attn, g->stream));
+    }
+    GPU_DO(-1, "GEMM warm-up", mt_gpu_stream_sync(g->stream));
+    return MT_OK;
+}
 
 static char *
 mib(size_t b, char *buf)
@@ -466,6 +551,27 @@ eng_gpu_create(struct mt_engine *e)
     g->fast_mla = c->kv_lora_rank == 512 && c->qk_rope_head_dim == 64 &&
                   c->num_attention_heads % 16 == 0;
     g->kpe_dtype = g->fast_mla ? g->lat_dtype : MT_DTYPE_F32;
+    /*
+     * The chunk: 512 tokens keep the GEMM's FLOPs above the cost of dequantizing each FP8 weight
+     * once per chunk (gemm.cu); the work space grows with it (about 0.8 MB a token at V3.2's
+     * shapes). The GEMM computes in fp32 by default: measured on the H200 (bench/results/
+     * gpu-engine-h200.md), a prefill chunk's time goes to the per-token attention loop, not the
+     * projections, so BF16 tensor cores gain little there, while bf16 activations move the tiny
+     * test models' logits by up to 0.85 relative and change their greedy tokens. MT_GPU_GEMM=bf16
+     * selects the BF16 GEMM (for when attention is batched too).
+     */
+    const char *chunk_env = getenv("MT_GPU_CHUNK");
+    const char *ev;
+    g->chunk = chunk_env != NULL ? atoi(chunk_env) : 512;
+    g->chunk = (int)MT_MIN((int64_t)MT_MAX(g->chunk, TOK), g->ctx);
+    g->chunk = MT_MAX(g->chunk, 1);
+    ev = getenv("MT_GPU_GEMV_LOOP");
+    gemv_loop_max = ev != NULL ? atoi(ev) : 0;
+    enum mt_dtype gemm_dt = MT_DTYPE_F32;
+    ev = getenv("MT_GPU_GEMM");
+    if (ev != NULL && (strcmp(ev, "bf16") == 0 || strcmp(ev, "f32") == 0)) {
+        gemm_dt = ev[0] == 'b' ? MT_DTYPE_BF16 : MT_DTYPE_F32;
+    }
 
     /* the counting pass, then one arena of exactly that size under the budget */
     if ((st = place_all(e, g)) != MT_OK) {
@@ -491,6 +597,20 @@ eng_gpu_create(struct mt_engine *e)
         }
         need = g->need[0] + g->need[1] + g->need[2] + ((size_t)1 << 20);
     }
+    /*
+     * With routed experts off the GPU (CPU team, streamed, slots) a forward goes in steps of the
+     * GEMV's 8 tokens unless MT_GPU_CHUNK says otherwise (the memory stays sized for the chunk,
+     * so a placement never changes what fits): measured on the H200, chunks of 512 there moved
+     * the prefill logits of test_gpu_hetero's plans up to 0.27 from HF's (the CPU team's kernels
+     * for larger groups) and no expert went through the GPU slots; not investigated yet.
+     */
+    bool off_gpu = false;
+    size_t ne = (size_t)e->n_layers * (size_t)c->n_routed_experts;
+    for (size_t i = 0; e->tiers != NULL && i < ne && !off_gpu; i++) {
+        off_gpu = e->model->layers[i / (size_t)c->n_routed_experts].is_moe &&
+                  e->tiers[i] != MT_TIER_GPU;
+    }
+    g->step = off_gpu && chunk_env == NULL ? MT_MIN(TOK, g->chunk) : g->chunk;
     if (moved > 0 && need <= cap) {
         mt_log_warn("GPU engine: %d routed experts (%.2f GiB) do not fit the GPU budget and run "
                     "from DRAM on the CPU instead (the plan was made for more GPU memory; "
@@ -508,10 +628,15 @@ eng_gpu_create(struct mt_engine *e)
                        mib(budget, x), mib(dev_free, y));
     }
     if ((st = mt_gpu_arena_create(0, need, budget, &g->arena)) != MT_OK ||
-        (st = mt_gpu_stream_create(&g->stream)) != MT_OK || (st = place_all(e, g)) != MT_OK) {
+        (st = mt_gpu_stream_create(&g->stream)) != MT_OK ||
+        (g->chunk > TOK && (st = mt_gpu_gemm_create(gemm_dt, &g->gemm)) != MT_OK) ||
+        (st = place_all(e, g)) != MT_OK) {
         return st;
     }
     if ((st = eng_gpu_moe_init(e, g)) != MT_OK) {
+        return st;
+    }
+    if (g->gemm != NULL && (st = gemm_warmup(e, g)) != MT_OK) {
         return st;
     }
     if ((st = mt_gpu_copy_to_device(g->freqs, e->freqs,
@@ -531,11 +656,12 @@ eng_gpu_create(struct mt_engine *e)
     g->embed = (struct mt_cpu_weight){.dtype = et->dtype, .data = g->embed_raw,
                                       .rows = et->shape[0], .cols = et->shape[1]};
     size_t K = (size_t)c->num_experts_per_tok, E = (size_t)c->n_routed_experts;
-    g->h_emb = malloc(TOK * (size_t)c->hidden_size * sizeof(float));
-    g->h_rw = malloc(TOK * K * sizeof(float));
-    g->h_pair_w = malloc(TOK * K * sizeof(float));
-    g->h_ids = malloc(TOK * K * sizeof(int32_t));
-    g->h_pair_tok = malloc(TOK * K * sizeof(int32_t));
+    size_t T = (size_t)g->chunk;
+    g->h_emb = malloc(T * (size_t)c->hidden_size * sizeof(float));
+    g->h_rw = malloc(T * K * sizeof(float));
+    g->h_pair_w = malloc(T * K * sizeof(float));
+    g->h_ids = malloc(T * K * sizeof(int32_t));
+    g->h_pair_tok = malloc(T * K * sizeof(int32_t));
     g->h_group_start = malloc((E + 1) * sizeof(int32_t));
     g->h_count = malloc((E + 1) * sizeof(int32_t));
     g->h_idx = malloc((size_t)g->ctx * sizeof(int32_t));
@@ -546,11 +672,13 @@ eng_gpu_create(struct mt_engine *e)
         return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the GPU engine's host buffers");
     }
     mt_log_info("GPU engine: %.1f MiB on the device (weights %.1f, KV cache %.1f for %lld "
-                "positions, %s latents), %s MLA, %s experts",
+                "positions, %s latents), %s MLA, %s experts, %d-token chunks%s%s",
                 (double)need / (1 << 20), (double)g->need[0] / (1 << 20),
                 (double)g->need[1] / (1 << 20), (long long)g->ctx, mt_dtype_name(g->lat_dtype),
                 g->fast_mla ? "V3.2-shape" : "generic",
-                g->grouped_moe ? "grouped FP8" : "per-expert");
+                g->grouped_moe ? "grouped FP8" : "per-expert", g->step,
+                g->gemm != NULL ? ", GEMM in " : "",
+                g->gemm != NULL ? mt_dtype_name(mt_gpu_gemm_compute(g->gemm)) : "");
     return MT_OK;
 }
 
@@ -572,6 +700,7 @@ eng_gpu_destroy(struct eng_gpu *g, int n_layers)
     }
     eng_gpu_moe_fini(g);
     free(g->layers);
+    mt_gpu_gemm_destroy(g->gemm);
     mt_gpu_stream_destroy(g->stream);
     mt_gpu_arena_destroy(g->arena);
     free(g->embed_raw);
@@ -589,9 +718,23 @@ eng_gpu_destroy(struct eng_gpu *g, int n_layers)
 
 /* ---- the forward pass -------------------------------------------------------------------- */
 
+
 mt_status_t
 eng_gpu_lin(const struct gw *w, const float *x, int n, float *y, struct CUstream_st *s)
 {
+    if (n > TOK && n <= gemv_loop_max && w->w.dtype == MT_DTYPE_F8_E4M3) {
+        for (int t = 0; t < n; t += TOK) {
+            mt_status_t st = mt_gpu_linear(&w->w, x + (size_t)t * w->w.cols, MT_MIN(TOK, n - t),
+                                           y + (size_t)t * w->w.rows, s);
+            if (st != MT_OK) {
+                return st;
+            }
+        }
+        return MT_OK;
+    }
+    if (n > TOK) {
+        return mt_gpu_gemm_linear(w->gemm, &w->w, x, n, y, s);
+    }
     if (w->w.dtype == MT_DTYPE_F32) {
         return mt_gpu_linear_f32(w->w.data, w->w.rows, w->w.cols, x, n, y, s);
     }
@@ -676,6 +819,14 @@ gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t star
                                          L->ikscale + start, NULL, 0.0f, s));
         }
     }
+    /* the queries absorbed through kv_b's key half, all m tokens at once */
+    if (m > TOK) {
+        GPU_DO(l, "query absorption", mt_gpu_gemm_absorb_q(g->gemm, &L->kvb.w, g->q, m, H, nope,
+                                                           vd, rope, g->q_lat, g->q_pe, s));
+    } else {
+        GPU_DO(l, "query absorption", mt_gpu_mla_absorb_q(g->q, &L->kvb.w, m, H, nope, vd, rope,
+                                                          g->q_lat, g->q_pe, s));
+    }
     float iscale = (float)(1.0 / sqrt((double)ID));
     for (int t = 0; t < m; t++) {
         int64_t pos = start + t;
@@ -720,22 +871,27 @@ gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t star
             }
             e->hook(e->hook_ctx, l, pos, g->h_idx, n_idx);
         }
-        GPU_DO(l, "query absorption", mt_gpu_mla_absorb_q(g->q + (size_t)t * H * qk, L->kvb, H,
-                                                          nope, vd, kvl, rope, g->q_lat, g->q_pe,
-                                                          s));
+        const float *q_lat = g->q_lat + (size_t)t * H * kvl;
+        const float *q_pe = g->q_pe + (size_t)t * H * rope;
+        float *o_lat = g->o_lat + (size_t)t * H * kvl;
         if (g->fast_mla) {
-            GPU_DO(l, "sparse MLA", mt_gpu_mla_decode(g->q_lat, g->q_pe, H, kvl, rope,
-                                                      g->lat_dtype, L->lat, L->kpe, sel, n_idx,
-                                                      e->softmax_scale, g->mla_work, g->o_lat,
-                                                      s));
+            GPU_DO(l, "sparse MLA", mt_gpu_mla_decode(q_lat, q_pe, H, kvl, rope, g->lat_dtype,
+                                                      L->lat, L->kpe, sel, n_idx,
+                                                      e->softmax_scale, g->mla_work, o_lat, s));
         } else {
-            GPU_DO(l, "sparse MLA", mt_gpu_mla_decode_any(g->q_lat, g->q_pe, H, kvl, rope,
+            GPU_DO(l, "sparse MLA", mt_gpu_mla_decode_any(q_lat, q_pe, H, kvl, rope,
                                                           g->lat_dtype, L->lat, L->kpe, sel,
                                                           n_idx, e->softmax_scale, g->mla_work,
-                                                          g->o_lat, s));
+                                                          o_lat, s));
         }
-        GPU_DO(l, "value absorption", mt_gpu_mla_absorb_v(g->o_lat, L->kvb, H, nope, vd, kvl,
-                                                          g->attn + (size_t)t * H * vd, s));
+    }
+    /* the outputs through kv_b's value half, all m tokens at once */
+    if (m > TOK) {
+        GPU_DO(l, "value absorption", mt_gpu_gemm_absorb_v(g->gemm, &L->kvb.w, g->o_lat, m, H,
+                                                           nope, vd, g->attn, s));
+    } else {
+        GPU_DO(l, "value absorption", mt_gpu_mla_absorb_v(g->o_lat, &L->kvb.w, m, H, nope, vd,
+                                                          g->attn, s));
     }
     GPU_DO(l, "o_proj", eng_gpu_lin(&L->o, g->attn, m, g->y, s));
     return MT_OK;
@@ -771,8 +927,8 @@ eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logi
         return mt_fail(MT_ERR_INVAL, 0, "sequence of %lld tokens is longer than the GPU cache's "
                        "%lld positions (--ctx)", (long long)(start + n), (long long)g->ctx);
     }
-    for (int c0 = 0; c0 < n; c0 += TOK) {
-        int m = MT_MIN(TOK, n - c0);
+    for (int c0 = 0; c0 < n; c0 += g->step) {
+        int m = MT_MIN(g->step, n - c0);
         int64_t pos = start + c0;
         for (int t = 0; t < m; t++) {
             mt_cpu_weight_row(&g->embed, tokens[c0 + t], g->h_emb + (size_t)t * D);
@@ -798,16 +954,19 @@ eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logi
         if (!all_logits && !last) {
             continue;
         }
-        int first = all_logits ? 0 : m - 1;
-        int cnt = m - first;
-        float *dst = logits_out + (all_logits ? (size_t)c0 * V : 0);
-        GPU_DO(-1, "final norm", mt_gpu_rmsnorm(g->h + (size_t)first * D, g->final_norm, cnt, D,
-                                                eps, g->x, s));
-        GPU_DO(-1, "lm_head", eng_gpu_lin(&g->head, g->x, cnt, g->logits, s));
-        GPU_DO(-1, "logits copy", mt_gpu_copy_async(dst, g->logits, (size_t)cnt * V * 4, 0, s));
-        GPU_DO(-1, "logits copy", mt_gpu_stream_sync(s));
-        if ((st = check_logits(dst, (size_t)cnt * V)) != MT_OK) {
-            return st;
+        /* the logits buffer holds TOK rows: all_logits (tests) goes TOK rows at a time */
+        for (int first = all_logits ? 0 : m - 1; first < m; first += TOK) {
+            int cnt = MT_MIN(TOK, m - first);
+            float *dst = logits_out + (all_logits ? (size_t)(c0 + first) * V : 0);
+            GPU_DO(-1, "final norm", mt_gpu_rmsnorm(g->h + (size_t)first * D, g->final_norm, cnt,
+                                                    D, eps, g->x, s));
+            GPU_DO(-1, "lm_head", eng_gpu_lin(&g->head, g->x, cnt, g->logits, s));
+            GPU_DO(-1, "logits copy",
+                   mt_gpu_copy_async(dst, g->logits, (size_t)cnt * V * 4, 0, s));
+            GPU_DO(-1, "logits copy", mt_gpu_stream_sync(s));
+            if ((st = check_logits(dst, (size_t)cnt * V)) != MT_OK) {
+                return st;
+            }
         }
     }
     e->pos = start + n;

@@ -11,13 +11,18 @@
 
 #include "kernels/engine_ops.h"
 #include "kernels/events.h"
+#include "kernels/gemm.h"
 #include "kernels/kernels.h"
 
 #define TOK MT_GPU_GEMV_MAX_TOK
 
-/* A weight on the device: FP8 + scales or BF16 for the GEMV of ops.h, or F32. */
+/*
+ * A weight on the device: FP8 + scales or BF16 for the GEMV of ops.h, or F32; and the GEMM
+ * context that multiplies it by more tokens than the GEMV takes (NULL in the counting pass).
+ */
 struct gw {
     struct mt_gpu_weight w;
+    struct mt_gpu_gemm *gemm;
 };
 
 struct g_mlp {
@@ -27,7 +32,7 @@ struct g_mlp {
 struct g_layer {
     float *input_norm, *post_attn_norm, *q_a_norm, *kv_a_norm, *idx_norm_w, *idx_norm_b;
     struct gw q_a, q_b, kv_a, o, idx_wq_b, idx_wk, idx_wproj;
-    float *kvb; // [H * (nope + v), kvl] fp32 (absorption)
+    struct gw kvb; // [H * (nope + v), kvl] in its checkpoint dtype (absorption)
     bool is_moe;
     struct g_mlp mlp; // dense layers
     struct gw router;
@@ -57,6 +62,10 @@ struct eng_gpu {
     bool fast_mla;    /* V3.2 shapes: mla.cu's kernel */
     bool grouped_moe; /* FP8 experts at shapes moe.cu takes */
     int max_inter;
+    int64_t max_cols; /* the widest linear weight: the GEMM's bf16 activations */
+    int chunk;        /* tokens per forward chunk: > MT_GPU_GEMV_MAX_TOK takes the GEMM path */
+    int step;         /* tokens a forward takes at once: chunk, or 8 with experts off the GPU */
+    struct mt_gpu_gemm *gemm;
     struct g_layer *layers;
     float *final_norm;
     struct gw head;
@@ -132,7 +141,10 @@ mt_status_t eng_gpu_alloc(struct eng_gpu *g, size_t bytes, const char *what, voi
 /* A SwiGLU MLP's three weights uploaded in their checkpoint dtype (or counted). */
 mt_status_t eng_gpu_up_mlp(struct mt_engine *e, struct eng_gpu *g,
                            const struct mt_expert_weights *w, struct g_mlp *o);
-/* y[n, rows] = x[n, cols] W^T on stream s, any of the device weight dtypes. */
+/*
+ * y[n, rows] = x[n, cols] W^T on stream s, any of the device weight dtypes: the GEMV of ops.h
+ * up to MT_GPU_GEMV_MAX_TOK tokens, the GEMM of gemm.h above (n <= g->chunk).
+ */
 mt_status_t eng_gpu_lin(const struct gw *w, const float *x, int n, float *y, struct CUstream_st *s);
 /* SwiGLU MLP of x [m, hidden] -> out (g->gs and g->us as scratch). */
 mt_status_t eng_gpu_mlp(struct eng_gpu *g, int l, const struct g_mlp *M, const float *x, int m,

@@ -157,16 +157,17 @@ eng_gpu_moe_alloc(struct mt_engine *e, struct eng_gpu *g)
     const struct mt_model_config *c = &e->cfg;
     size_t f = sizeof(float), D = (size_t)c->hidden_size;
     size_t E = (size_t)c->n_routed_experts, K = (size_t)c->num_experts_per_tok;
+    size_t T = (size_t)g->chunk; /* tokens per forward chunk */
     bool host = false;
     mt_status_t st;
 
     for (size_t i = 0; i < (size_t)e->n_layers * E && !host; i++) {
         host = e->model->layers[i / E].is_moe && e->tiers[i] != MT_TIER_GPU;
     }
-    if ((st = eng_gpu_alloc(g, TOK * D * f, "work", (void **)&g->d_host_sum)) != MT_OK ||
-        (st = eng_gpu_alloc(g, TOK * E * f, "work", (void **)&g->glog)) != MT_OK ||
-        (st = eng_gpu_alloc(g, TOK * K * sizeof(int32_t), "work", (void **)&g->gids)) != MT_OK ||
-        (st = eng_gpu_alloc(g, TOK * K * f, "work", (void **)&g->grw)) != MT_OK) {
+    if ((st = eng_gpu_alloc(g, T * D * f, "work", (void **)&g->d_host_sum)) != MT_OK ||
+        (st = eng_gpu_alloc(g, T * E * f, "work", (void **)&g->glog)) != MT_OK ||
+        (st = eng_gpu_alloc(g, T * K * sizeof(int32_t), "work", (void **)&g->gids)) != MT_OK ||
+        (st = eng_gpu_alloc(g, T * K * f, "work", (void **)&g->grw)) != MT_OK) {
         return st;
     }
     /* two slots (one fills while the other computes) where some expert lives off the GPU */
@@ -185,7 +186,8 @@ eng_gpu_moe_init(struct mt_engine *e, struct eng_gpu *g)
 {
     const struct mt_model_config *c = &e->cfg;
     size_t E = (size_t)c->n_routed_experts, K = (size_t)c->num_experts_per_tok;
-    size_t D = (size_t)c->hidden_size, np = TOK * K;
+    size_t T = (size_t)g->chunk; /* tokens per forward chunk */
+    size_t D = (size_t)c->hidden_size, np = T * K;
     struct eng_work *w = &g->hw;
     mt_status_t st;
 
@@ -222,9 +224,9 @@ eng_gpu_moe_init(struct mt_engine *e, struct eng_gpu *g)
                                   (void **)&w->ids)) != MT_OK ||
         (st = mt_gpu_pinned_alloc(np * sizeof(float), "the router's weights",
                                   (void **)&w->moe_wts)) != MT_OK ||
-        (st = mt_gpu_pinned_alloc(TOK * D * sizeof(float), "the MoE layer's input",
+        (st = mt_gpu_pinned_alloc(T * D * sizeof(float), "the MoE layer's input",
                                   (void **)&g->h_x)) != MT_OK ||
-        (st = mt_gpu_pinned_alloc(TOK * D * sizeof(float), "the host experts' sum",
+        (st = mt_gpu_pinned_alloc(T * D * sizeof(float), "the host experts' sum",
                                   (void **)&g->h_out)) != MT_OK ||
         (st = mt_gpu_pinned_alloc(np * sizeof(int32_t), "the guessed experts",
                                   (void **)&g->h_gids)) != MT_OK ||
@@ -356,6 +358,7 @@ slot_fill(struct mt_engine *e, struct eng_gpu *g, int l, int k, const struct mt_
         size_t bytes = (size_t)(c->rows * c->cols) * mt_dtype_size(c->dtype);
         dw[i]->w = (struct mt_gpu_weight){
             .dtype = c->dtype, .data = base + g->slot_off[i], .rows = c->rows, .cols = c->cols};
+        dw[i]->gemm = g->gemm; /* more than MT_GPU_GEMV_MAX_TOK rows: the GEMM's context */
         GPU_DO(l, "expert copy to a GPU slot",
                mt_gpu_copy_async(base + g->slot_off[i], c->data, bytes, 1, s));
         if (c->dtype == MT_DTYPE_F8_E4M3) {

@@ -1,0 +1,457 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * gemm.cu - the prefill GEMM: many tokens times one weight on cuBLAS's tensor-core GEMM.
+ *
+ * The one idea: a decode step reads each weight byte once for a few tokens (the GEMV of gemv.cu
+ * is bandwidth-bound); a prefill chunk of hundreds of tokens does hundreds of FLOPs per weight
+ * byte, which only tensor cores keep up with. cuBLAS's BF16 GEMM runs on every GPU from sm_80
+ * up, so an FP8 weight is dequantized (fp8 * its 128x128 block scale, rounded to bf16) into a
+ * slab of the work area and multiplied there, a slab of rows at a time so the slab stays small
+ * (64 MiB) whatever the weight. The dequantization reads 1 byte and writes 2 per weight, the
+ * GEMM reads the 2 back: at 512 tokens that costs about as much as the GEMM's FLOPs on an H200,
+ * which is why the engine's chunks are that long.
+ *
+ * Why not cuBLASLt's FP8 GEMM with DeepSeek's block scales (CUDA 12.9+ on sm_90 and newer): it
+ * wants the activations in FP8 with 1x128 scales too (another quantization error, and a Hopper-
+ * only path beside this portable one); the portable path comes first, that one is left for later.
+ *
+ * The F32 mode (the engine's accuracy mode, with an fp32 latent cache) dequantizes to fp32 and
+ * multiplies on CUDA cores: the same products as the CPU reference up to summation order.
+ *
+ * MLA's absorption through kv_b for a chunk is two batched GEMMs over the heads (one per head:
+ * [n, nope] x [nope, kvl] and [n, kvl] x [kvl, vd]), always in fp32 on kv_b dequantized once
+ * into the slab: the absorbed query sets which positions attention weighs, so it keeps the
+ * precision the decode kernels have.
+ */
+#include <config.h>
+
+#include "kernels/gemm.h"
+#include "kernels/cuda_check.cuh"
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp8.h>
+#include <stdlib.h>
+
+#define GEMM_THREADS 256
+#define CUBLAS_WS ((size_t)32 << 20) /* cuBLAS's workspace: what its docs ask for on Hopper */
+#define SLAB_MIN ((size_t)64 << 20)
+#define ALIGN 256
+
+struct mt_gpu_gemm {
+    cublasHandle_t handle;
+    enum mt_dtype compute;
+    char *ws; /* cuBLAS workspace, CUBLAS_WS bytes */
+    __nv_bfloat16 *xb;
+    size_t xb_elems;
+    void *slab;
+    size_t slab_bytes;
+};
+
+static mt_status_t
+cublas_status(cublasStatus_t s, const char *what)
+{
+    if (s == CUBLAS_STATUS_SUCCESS) {
+        return MT_OK;
+    }
+    return mt_fail(MT_ERR_CUDA, 0, "cuBLAS %s failed: %s (%d)", what, cublasGetStatusString(s),
+                   (int)s);
+}
+
+extern "C" mt_status_t
+mt_gpu_gemm_create(enum mt_dtype compute, struct mt_gpu_gemm **out)
+{
+    struct mt_gpu_gemm *g;
+    mt_status_t st;
+
+    if (compute != MT_DTYPE_BF16 && compute != MT_DTYPE_F32) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu gemm: compute dtype %s (want bf16 or f32)",
+                       mt_dtype_name(compute));
+    }
+    g = (struct mt_gpu_gemm *)calloc(1, sizeof(*g));
+    if (g == NULL) {
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the GEMM context");
+    }
+    g->compute = compute;
+    if ((st = cublas_status(cublasCreate(&g->handle), "handle creation")) != MT_OK) {
+        free(g);
+        return st;
+    }
+    *out = g;
+    return MT_OK;
+}
+
+extern "C" void
+mt_gpu_gemm_destroy(struct mt_gpu_gemm *g)
+{
+    if (g != NULL) {
+        cublasDestroy(g->handle);
+        free(g);
+    }
+}
+
+extern "C" enum mt_dtype
+mt_gpu_gemm_compute(const struct mt_gpu_gemm *g)
+{
+    return g->compute;
+}
+
+static size_t
+up(size_t b)
+{
+    return (b + ALIGN - 1) & ~(size_t)(ALIGN - 1);
+}
+
+extern "C" size_t
+mt_gpu_gemm_work_bytes(int max_tok, int64_t max_cols, int64_t kvb_elems)
+{
+    size_t slab = (size_t)kvb_elems * sizeof(float);
+
+    slab = slab > SLAB_MIN ? slab : SLAB_MIN;
+    return CUBLAS_WS + up((size_t)max_tok * (size_t)max_cols * 2) + up(slab);
+}
+
+extern "C" mt_status_t
+mt_gpu_gemm_set_work(struct mt_gpu_gemm *g, void *work, size_t bytes, int max_tok,
+                     int64_t max_cols)
+{
+    size_t xb = up((size_t)max_tok * (size_t)max_cols * 2);
+
+    if (g == NULL || work == NULL || max_tok < 1 || max_cols < 1 ||
+        bytes < CUBLAS_WS + xb + SLAB_MIN) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu gemm: a work area of %zu bytes for %d tokens of %lld "
+                       "(want mt_gpu_gemm_work_bytes)", bytes, max_tok, (long long)max_cols);
+    }
+    g->ws = (char *)work;
+    g->xb = (__nv_bfloat16 *)(g->ws + CUBLAS_WS);
+    g->xb_elems = (size_t)max_tok * (size_t)max_cols;
+    g->slab = (char *)g->xb + xb;
+    g->slab_bytes = bytes - CUBLAS_WS - xb;
+    return cublas_status(cublasSetWorkspace(g->handle, g->ws, CUBLAS_WS), "workspace");
+}
+
+/* ---- dequantization ------------------------------------------------------------------------- */
+
+template <typename T> static __device__ __forceinline__ void store(T *p, float v);
+template <> __device__ __forceinline__ void
+store<float>(float *p, float v)
+{
+    *p = v;
+}
+template <> __device__ __forceinline__ void
+store<__nv_bfloat16>(__nv_bfloat16 *p, float v)
+{
+    *p = __float2bfloat16_rn(v);
+}
+
+static __device__ __forceinline__ float
+e4m3(uint8_t b)
+{
+    __half_raw r = __nv_cvt_fp8_to_halfraw((__nv_fp8_storage_t)b, __NV_E4M3);
+    return __half2float(__half(r));
+}
+
+/* Eight values stored as one 16-byte (bf16) or two 16-byte (fp32) writes. */
+static __device__ __forceinline__ void
+store8(__nv_bfloat16 *p, const float *v)
+{
+    uint4 o;
+    uint32_t *u = (uint32_t *)&o;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        __nv_bfloat162 b = __floats2bfloat162_rn(v[2 * k], v[2 * k + 1]);
+        u[k] = *(uint32_t *)&b;
+    }
+    *(uint4 *)p = o;
+}
+
+static __device__ __forceinline__ void
+store8(float *p, const float *v)
+{
+    *(float4 *)p = make_float4(v[0], v[1], v[2], v[3]);
+    *(float4 *)(p + 4) = make_float4(v[4], v[5], v[6], v[7]);
+}
+
+/* Eight consecutive weights per thread (cols % 8 == 0: they share one 128-wide scale block). */
+template <typename T>
+static __global__ void
+dequant8_kernel(const uint8_t *__restrict__ w, const float *__restrict__ scale, int src_dtype,
+                int64_t r0, int64_t n_rows, int64_t cols, T *__restrict__ dst)
+{
+    int64_t i = ((int64_t)blockIdx.x * GEMM_THREADS + threadIdx.x) * 8;
+
+    if (i >= n_rows * cols) {
+        return;
+    }
+    int64_t r = r0 + i / cols;
+    int64_t c = i % cols;
+    float v[8];
+    if (src_dtype == MT_DTYPE_F8_E4M3) {
+        uint2 raw = *(const uint2 *)(w + r * cols + c);
+        float s = scale[(r / 128) * ((cols + 127) / 128) + c / 128];
+        const uint8_t *b = (const uint8_t *)&raw;
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            v[k] = e4m3(b[k]) * s;
+        }
+    } else if (src_dtype == MT_DTYPE_BF16) {
+        uint4 raw = *(const uint4 *)(w + (r * cols + c) * 2);
+        const uint16_t *h = (const uint16_t *)&raw;
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            v[k] = __uint_as_float((uint32_t)h[k] << 16);
+        }
+    } else {
+        const float *f = (const float *)w + r * cols + c;
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            v[k] = f[k];
+        }
+    }
+    store8(dst + i, v);
+}
+
+/* Any width: one weight per thread. */
+template <typename T>
+static __global__ void
+dequant1_kernel(const uint8_t *__restrict__ w, const float *__restrict__ scale, int src_dtype,
+                int64_t r0, int64_t n_rows, int64_t cols, T *__restrict__ dst)
+{
+    int64_t i = (int64_t)blockIdx.x * GEMM_THREADS + threadIdx.x;
+
+    if (i >= n_rows * cols) {
+        return;
+    }
+    int64_t r = r0 + i / cols;
+    int64_t c = i % cols;
+    float v;
+    if (src_dtype == MT_DTYPE_F8_E4M3) {
+        v = e4m3(w[r * cols + c]) * scale[(r / 128) * ((cols + 127) / 128) + c / 128];
+    } else if (src_dtype == MT_DTYPE_BF16) {
+        v = __uint_as_float((uint32_t)((const uint16_t *)w)[r * cols + c] << 16);
+    } else {
+        v = ((const float *)w)[r * cols + c];
+    }
+    store<T>(dst + i, v);
+}
+
+extern "C" mt_status_t
+mt_gpu_dequant_rows(const struct mt_gpu_weight *w, int64_t r0, int64_t n_rows,
+                    enum mt_dtype dst_dtype, void *dst, struct CUstream_st *stream)
+{
+    if (w == NULL || w->data == NULL || dst == NULL || r0 < 0 || n_rows < 1 ||
+        r0 + n_rows > w->rows || w->cols < 1 ||
+        (w->dtype != MT_DTYPE_F8_E4M3 && w->dtype != MT_DTYPE_BF16 &&
+         w->dtype != MT_DTYPE_F32) ||
+        (w->dtype == MT_DTYPE_F8_E4M3 && w->scale == NULL) ||
+        (dst_dtype != MT_DTYPE_BF16 && dst_dtype != MT_DTYPE_F32)) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu dequant: rows %lld+%lld of a %s %lld x %lld weight "
+                       "to %s", (long long)r0, (long long)n_rows,
+                       w != NULL ? mt_dtype_name(w->dtype) : "(null)",
+                       w != NULL ? (long long)w->rows : 0LL, w != NULL ? (long long)w->cols : 0LL,
+                       mt_dtype_name(dst_dtype));
+    }
+    const uint8_t *src = (const uint8_t *)w->data;
+    int64_t n = n_rows * w->cols;
+    bool vec = w->cols % 8 == 0;
+    unsigned blocks = (unsigned)MT_CEIL_DIV(vec ? n / 8 : n, (int64_t)GEMM_THREADS);
+    if (dst_dtype == MT_DTYPE_BF16 && vec) {
+        dequant8_kernel<__nv_bfloat16><<<blocks, GEMM_THREADS, 0, stream>>>(
+            src, w->scale, (int)w->dtype, r0, n_rows, w->cols, (__nv_bfloat16 *)dst);
+    } else if (dst_dtype == MT_DTYPE_BF16) {
+        dequant1_kernel<__nv_bfloat16><<<blocks, GEMM_THREADS, 0, stream>>>(
+            src, w->scale, (int)w->dtype, r0, n_rows, w->cols, (__nv_bfloat16 *)dst);
+    } else if (vec) {
+        dequant8_kernel<float><<<blocks, GEMM_THREADS, 0, stream>>>(
+            src, w->scale, (int)w->dtype, r0, n_rows, w->cols, (float *)dst);
+    } else {
+        dequant1_kernel<float><<<blocks, GEMM_THREADS, 0, stream>>>(
+            src, w->scale, (int)w->dtype, r0, n_rows, w->cols, (float *)dst);
+    }
+    return mt_cuda_launched("dequant_rows", stream);
+}
+
+static __global__ void
+to_bf16_kernel(const float *__restrict__ x, int64_t n, __nv_bfloat16 *__restrict__ out)
+{
+    int64_t i = (int64_t)blockIdx.x * GEMM_THREADS + threadIdx.x;
+
+    if (i < n) {
+        out[i] = __float2bfloat16_rn(x[i]);
+    }
+}
+
+/* ---- the products --------------------------------------------------------------------------- */
+
+extern "C" mt_status_t
+mt_gpu_gemm_linear(struct mt_gpu_gemm *g, const struct mt_gpu_weight *w, const float *x, int n,
+                   float *y, struct CUstream_st *stream)
+{
+    if (g == NULL || g->slab == NULL || w == NULL || w->data == NULL || x == NULL || y == NULL ||
+        n < 1 || w->rows < 1 || w->cols < 1 || w->rows > INT32_MAX || w->cols > INT32_MAX) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu gemm: %d tokens x %lld x %lld%s", n,
+                       w != NULL ? (long long)w->rows : 0LL, w != NULL ? (long long)w->cols : 0LL,
+                       g != NULL && g->slab == NULL ? " (no work area set)" : "");
+    }
+    /* an F32 weight has no bf16 copy: it is multiplied in fp32 in either mode */
+    enum mt_dtype cmp = w->dtype == MT_DTYPE_F32 ? MT_DTYPE_F32 : g->compute;
+    cudaDataType_t ct = cmp == MT_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    size_t esz = cmp == MT_DTYPE_BF16 ? 2 : 4;
+    int64_t rows = w->rows, cols = w->cols;
+    const void *b = x;
+    mt_status_t st;
+
+    if (cmp == MT_DTYPE_BF16) {
+        int64_t ne = (int64_t)n * cols;
+        if ((size_t)ne > g->xb_elems) {
+            return mt_fail(MT_ERR_INVAL, 0, "gpu gemm: %d tokens x %lld inputs exceed the work "
+                           "area's %zu", n, (long long)cols, g->xb_elems);
+        }
+        to_bf16_kernel<<<(unsigned)MT_CEIL_DIV(ne, (int64_t)GEMM_THREADS), GEMM_THREADS, 0,
+                         stream>>>(x, ne, g->xb);
+        if ((st = mt_cuda_launched("gemm x to bf16", stream)) != MT_OK) {
+            return st;
+        }
+        b = g->xb;
+    }
+    bool direct = w->dtype == cmp;
+    /* slab rows: a multiple of 128 (whole scale blocks), all of them when the weight is direct */
+    int64_t slab = direct ? rows : (int64_t)(g->slab_bytes / ((size_t)cols * esz)) / 128 * 128;
+    if (slab < 1) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu gemm: a %lld-wide weight does not fit 128 rows in "
+                       "the %zu-byte slab", (long long)cols, g->slab_bytes);
+    }
+    if ((st = cublas_status(cublasSetStream(g->handle, stream), "set stream")) != MT_OK) {
+        return st;
+    }
+    const float one = 1.0f, zero = 0.0f;
+    for (int64_t r0 = 0; r0 < rows; r0 += slab) {
+        int64_t nr = rows - r0 < slab ? rows - r0 : slab;
+        const void *a;
+        if (direct) {
+            a = (const char *)w->data + (size_t)r0 * cols * esz;
+        } else {
+            if ((st = mt_gpu_dequant_rows(w, r0, nr, cmp, g->slab, stream)) != MT_OK) {
+                return st;
+            }
+            a = g->slab;
+        }
+        /*
+         * Row-major y [n, rows] is column-major y' [rows, n]; W [rows, cols] row-major is
+         * column-major [cols, rows]: y' = W'^T x', so op(A) = T with lda = cols.
+         */
+        st = cublas_status(cublasGemmEx(g->handle, CUBLAS_OP_T, CUBLAS_OP_N, (int)nr, n, (int)cols,
+                                        &one, a, ct, (int)cols, b, ct, (int)cols, &zero, y + r0,
+                                        CUDA_R_32F, (int)rows, CUBLAS_COMPUTE_32F,
+                                        CUBLAS_GEMM_DEFAULT),
+                           "GEMM");
+        if (st != MT_OK) {
+            return st;
+        }
+    }
+    return MT_OK;
+}
+
+/* kv_b in fp32 in the slab (or where it lies when it is F32 already). */
+static mt_status_t
+kvb_f32(struct mt_gpu_gemm *g, const struct mt_gpu_weight *kvb, struct CUstream_st *stream,
+        const float **out)
+{
+    mt_status_t st;
+
+    if (kvb->dtype == MT_DTYPE_F32) {
+        *out = (const float *)kvb->data;
+        return MT_OK;
+    }
+    if ((size_t)(kvb->rows * kvb->cols) * sizeof(float) > g->slab_bytes) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu absorb: kv_b (%lld x %lld) does not fit the %zu-byte "
+                       "slab (size the work area with its element count)", (long long)kvb->rows,
+                       (long long)kvb->cols, g->slab_bytes);
+    }
+    if ((st = mt_gpu_dequant_rows(kvb, 0, kvb->rows, MT_DTYPE_F32, g->slab, stream)) != MT_OK) {
+        return st;
+    }
+    *out = (const float *)g->slab;
+    return MT_OK;
+}
+
+static __global__ void
+copy_pe_kernel(const float *__restrict__ q, int64_t rows, int qk, int nope, int rope,
+               float *__restrict__ q_pe)
+{
+    int64_t i = (int64_t)blockIdx.x * GEMM_THREADS + threadIdx.x;
+
+    if (i < rows * rope) {
+        q_pe[i] = q[(i / rope) * qk + nope + i % rope];
+    }
+}
+
+extern "C" mt_status_t
+mt_gpu_gemm_absorb_q(struct mt_gpu_gemm *g, const struct mt_gpu_weight *kvb, const float *q,
+                     int n, int n_heads, int nope, int vd, int rope, float *q_lat, float *q_pe,
+                     struct CUstream_st *stream)
+{
+    int H = n_heads, kvl = kvb != NULL ? (int)kvb->cols : 0, qk = nope + rope;
+    const float *wk;
+    mt_status_t st;
+
+    if (g == NULL || g->slab == NULL || kvb == NULL || q == NULL || q_lat == NULL ||
+        q_pe == NULL || n < 1 || H < 1 || nope < 1 || vd < 1 || rope < 0 ||
+        kvb->rows != (int64_t)H * (nope + vd)) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu absorb q: %d tokens, %d heads, nope %d, v %d", n, H,
+                       nope, vd);
+    }
+    if ((st = kvb_f32(g, kvb, stream, &wk)) != MT_OK ||
+        (st = cublas_status(cublasSetStream(g->handle, stream), "set stream")) != MT_OK) {
+        return st;
+    }
+    /*
+     * Head h: q_lat[t, h, :] = q[t, h, :nope] K_h with K_h = kv_b rows h*(nope+vd) .. +nope,
+     * [nope, kvl] row-major = [kvl, nope] column-major; q_lat' [kvl, n] (ld H*kvl) = K_h' q_h'.
+     */
+    const float one = 1.0f, zero = 0.0f;
+    st = cublas_status(cublasGemmStridedBatchedEx(
+                           g->handle, CUBLAS_OP_N, CUBLAS_OP_N, kvl, n, nope, &one, wk, CUDA_R_32F,
+                           kvl, (long long)(nope + vd) * kvl, q, CUDA_R_32F, H * qk, qk, &zero,
+                           q_lat, CUDA_R_32F, H * kvl, kvl, H, CUBLAS_COMPUTE_32F,
+                           CUBLAS_GEMM_DEFAULT),
+                       "absorb q batched GEMM");
+    if (st != MT_OK || rope == 0) {
+        return st;
+    }
+    int64_t ne = (int64_t)n * H * rope;
+    copy_pe_kernel<<<(unsigned)MT_CEIL_DIV(ne, (int64_t)GEMM_THREADS), GEMM_THREADS, 0,
+                     stream>>>(q, (int64_t)n * H, qk, nope, rope, q_pe);
+    return mt_cuda_launched("absorb q_pe copy", stream);
+}
+
+extern "C" mt_status_t
+mt_gpu_gemm_absorb_v(struct mt_gpu_gemm *g, const struct mt_gpu_weight *kvb, const float *o_lat,
+                     int n, int n_heads, int nope, int vd, float *out, struct CUstream_st *stream)
+{
+    int H = n_heads, kvl = kvb != NULL ? (int)kvb->cols : 0;
+    const float *wk;
+    mt_status_t st;
+
+    if (g == NULL || g->slab == NULL || kvb == NULL || o_lat == NULL || out == NULL || n < 1 ||
+        H < 1 || nope < 1 || vd < 1 || kvb->rows != (int64_t)H * (nope + vd)) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu absorb v: %d tokens, %d heads, nope %d, v %d", n, H,
+                       nope, vd);
+    }
+    if ((st = kvb_f32(g, kvb, stream, &wk)) != MT_OK ||
+        (st = cublas_status(cublasSetStream(g->handle, stream), "set stream")) != MT_OK) {
+        return st;
+    }
+    /*
+     * Head h: out[t, h, :] = V_h o_lat[t, h, :] with V_h = kv_b rows h*(nope+vd)+nope .. +vd,
+     * [vd, kvl] row-major = [kvl, vd] column-major; out' [vd, n] (ld H*vd) = V_h'^T o_h'.
+     */
+    const float one = 1.0f, zero = 0.0f;
+    return cublas_status(cublasGemmStridedBatchedEx(
+                             g->handle, CUBLAS_OP_T, CUBLAS_OP_N, vd, n, kvl, &one,
+                             wk + (size_t)nope * kvl, CUDA_R_32F, kvl,
+                             (long long)(nope + vd) * kvl, o_lat, CUDA_R_32F, H * kvl, kvl, &zero,
+                             out, CUDA_R_32F, H * vd, vd, H, CUBLAS_COMPUTE_32F,
+                             CUBLAS_GEMM_DEFAULT),
+                         "absorb v batched GEMM");
+}

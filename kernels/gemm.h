@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * gemm.h - the prefill GEMM of the GPU engine (gemm.cu): y[n, rows] = x[n, cols] W^T for n
+ * tokens at once, W in its checkpoint dtype (FP8 e4m3 with 128x128 block scales, BF16, or F32),
+ * x and y fp32 on the device; and MLA's two absorption products through kv_b for n tokens.
+ *
+ * A context holds the cuBLAS handle and a work area the caller gives it (from the engine's
+ * arena, so all device memory stays under --gpu-mem): cuBLAS's workspace, the activations in
+ * BF16, and a slab for dequantized weight rows. Same conventions as ops.h: device pointers,
+ * enqueued on `stream`, MT_ERR_INVAL before any launch for bad arguments, MT_ERR_CUDA for a
+ * failed launch or cuBLAS call. Only for CUDA builds.
+ */
+#ifndef MT_KERNELS_GEMM_H
+#define MT_KERNELS_GEMM_H
+
+#include "kernels/ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct mt_gpu_gemm;
+
+/*
+ * What the products are computed in: MT_DTYPE_BF16 (x rounded to bf16, weights dequantized to
+ * bf16, tensor cores, fp32 accumulation) or MT_DTYPE_F32 (fp32 FMA on the exact dequantized
+ * weights: the accuracy mode, about 15x slower).
+ */
+mt_status_t mt_gpu_gemm_create(enum mt_dtype compute, struct mt_gpu_gemm **out);
+void mt_gpu_gemm_destroy(struct mt_gpu_gemm *g);
+enum mt_dtype mt_gpu_gemm_compute(const struct mt_gpu_gemm *g);
+
+/*
+ * Bytes of work area for up to max_tok tokens of up to max_cols inputs, and kv_b's absorption
+ * of n_heads heads (kvb_elems = kv_b's rows * cols; 0 if none): cuBLAS's workspace, x in bf16,
+ * and a weight slab that holds kv_b in fp32 and at least 64 MiB.
+ */
+size_t mt_gpu_gemm_work_bytes(int max_tok, int64_t max_cols, int64_t kvb_elems);
+/* Hand the context its work area (device, `bytes` from mt_gpu_gemm_work_bytes). */
+mt_status_t mt_gpu_gemm_set_work(struct mt_gpu_gemm *g, void *work, size_t bytes, int max_tok,
+                                 int64_t max_cols);
+
+/*
+ * y[n, rows] = x[n, cols] W^T, n >= 1 (any; the engine uses it above MT_GPU_GEMV_MAX_TOK).
+ * An FP8 (or, in the F32 mode, BF16) W is dequantized slab by slab into the work area and
+ * multiplied there; a BF16 W in the BF16 mode and an F32 W are multiplied where they lie.
+ */
+mt_status_t mt_gpu_gemm_linear(struct mt_gpu_gemm *g, const struct mt_gpu_weight *w,
+                               const float *x, int n, float *y, struct CUstream_st *stream);
+
+/*
+ * MLA's absorption for n tokens, in fp32 (kv_b dequantized once into the slab), kv_b
+ * [H * (nope + vd), kvl] in any dtype of mt_gpu_weight or F32:
+ *   absorb_q: q [n, H, nope + rope] -> q_lat [n, H, kvl] (the nope part through the key half)
+ *             and q_pe [n, H, rope] (copied);
+ *   absorb_v: o_lat [n, H, kvl] -> out [n, H, vd] (through the value half).
+ */
+mt_status_t mt_gpu_gemm_absorb_q(struct mt_gpu_gemm *g, const struct mt_gpu_weight *kvb,
+                                 const float *q, int n, int n_heads, int nope, int vd, int rope,
+                                 float *q_lat, float *q_pe, struct CUstream_st *stream);
+mt_status_t mt_gpu_gemm_absorb_v(struct mt_gpu_gemm *g, const struct mt_gpu_weight *kvb,
+                                 const float *o_lat, int n, int n_heads, int nope, int vd,
+                                 float *out, struct CUstream_st *stream);
+
+/*
+ * W (FP8 with block scales, BF16 or F32) rows r0 .. r0 + n_rows - 1 dequantized into dst
+ * [n_rows, cols] as BF16 or F32 (the fp32 value fp8 * scale, then rounded to nearest even).
+ */
+mt_status_t mt_gpu_dequant_rows(const struct mt_gpu_weight *w, int64_t r0, int64_t n_rows,
+                                enum mt_dtype dst_dtype, void *dst, struct CUstream_st *stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MT_KERNELS_GEMM_H */

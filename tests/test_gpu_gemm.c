@@ -1,0 +1,357 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_gpu_gemm.c - the prefill GEMM (kernels/gemm.cu) against the CPU reference.
+ *
+ * y = x W^T for FP8 (128x128 block scales), BF16 and F32 weights at odd sizes (rows not a
+ * multiple of 128, widths that are and are not multiples of 8), 9 to 130 tokens, in both
+ * arithmetic modes; a weight taller than the dequantization slab (several slabs); MLA's
+ * absorption through kv_b by the batched GEMMs and by the n-token kernels of engine_ops.cu.
+ * Bounds, per output, against sum_k |w_k x_k| (the scale of the rounding any order of summation
+ * makes): fp32 mode 1e-5; BF16 mode 8e-3 (x and w each rounded to bf16: 2^-8 relative per
+ * product at worst, plus fp32 accumulation). A transposed, shifted or mis-scaled product misses
+ * these by orders of magnitude. Then, as diagnostics only (tests never assert timings), the
+ * BF16 tensor-core peak on a 4096 x 8192 x 8192 GEMM, the fp32 mode's, and an FP8 weight of
+ * V3.2's dense down projection (7168 x 18432) at 512 tokens including its dequantization.
+ * Without a CUDA device: 1..0 # SKIP.
+ */
+#include <config.h>
+
+#include "cpu/ref_ops.h"
+#include "kernels/engine_ops.h"
+#include "kernels/gemm.h"
+#include "runtime/base/clock.h"
+#include "tests/gpu_test.h"
+
+#include <math.h>
+
+#define TOL_F32 1e-5
+#define TOL_BF16 8e-3
+
+/* A random weight in dtype dt, on the host (cw) and the device (gw). */
+struct tw {
+    struct mt_cpu_weight cw;
+    struct mt_gpu_weight gw;
+    void *data;
+    float *scale;
+};
+
+static void
+tw_make(struct tw *t, enum mt_dtype dt, int64_t rows, int64_t cols)
+{
+    size_t n = (size_t)(rows * cols);
+    size_t ns = (size_t)(MT_CEIL_DIV(rows, 128) * MT_CEIL_DIV(cols, 128));
+
+    memset(t, 0, sizeof(*t));
+    t->data = gt_malloc(n * mt_dtype_size(dt));
+    if (dt == MT_DTYPE_F8_E4M3) {
+        gt_fill_fp8(t->data, n);
+        t->scale = gt_malloc(ns * sizeof(float));
+        gt_fill(t->scale, ns, 1e-3f, 4e-3f);
+    } else if (dt == MT_DTYPE_BF16) {
+        gt_fill_bf16(t->data, n, -1.0f, 1.0f);
+    } else {
+        gt_fill(t->data, n, -1.0f, 1.0f);
+    }
+    t->cw = (struct mt_cpu_weight){.dtype = dt, .data = t->data, .scale = t->scale, .rows = rows,
+                                   .cols = cols};
+    t->gw = (struct mt_gpu_weight){.dtype = dt, .data = gt_put(t->data, n * mt_dtype_size(dt)),
+                                   .scale = t->scale ? gt_put(t->scale, ns * sizeof(float)) : NULL,
+                                   .rows = rows, .cols = cols};
+}
+
+static void
+tw_free(struct tw *t)
+{
+    free(t->data);
+    free(t->scale);
+}
+
+/* Worst |got - ref| / sum|w x| over the checked rows (every `step`-th, and the last). */
+static double
+check_rows(const struct mt_cpu_weight *w, const float *x, int n, const float *y, int64_t step)
+{
+    float *row = gt_malloc((size_t)w->cols * sizeof(float));
+    double worst = 0.0;
+
+    for (int64_t r = 0; r < w->rows; r = (r + step < w->rows || r == w->rows - 1) ? r + step
+                                                                                  : w->rows - 1) {
+        mt_cpu_weight_row(w, r, row);
+        for (int t = 0; t < n; t++) {
+            double ref = 0.0, mag = 0.0;
+            for (int64_t c = 0; c < w->cols; c++) {
+                ref += (double)row[c] * x[(size_t)t * w->cols + c];
+                mag += fabs((double)row[c] * x[(size_t)t * w->cols + c]);
+            }
+            double d = fabs(y[(size_t)t * w->rows + r] - ref) / (mag > 0 ? mag : 1.0);
+            worst = d > worst ? d : worst;
+        }
+        if (r == w->rows - 1) {
+            break;
+        }
+    }
+    free(row);
+    return worst;
+}
+
+static void
+linear_case(struct mt_gpu_gemm *gm, enum mt_dtype dt, int64_t rows, int64_t cols, int n,
+            int64_t step)
+{
+    enum mt_dtype cmp = mt_gpu_gemm_compute(gm);
+    struct tw w;
+    float *x = gt_malloc((size_t)n * cols * sizeof(float));
+    float *y = gt_malloc((size_t)n * rows * sizeof(float));
+
+    tw_make(&w, dt, rows, cols);
+    gt_fill(x, (size_t)n * cols, -1.0f, 1.0f);
+    float *dx = gt_put(x, (size_t)n * cols * sizeof(float));
+    float *dy = gt_alloc((size_t)n * rows * sizeof(float));
+    mt_status_t st = mt_gpu_gemm_linear(gm, &w.gw, dx, n, dy, NULL);
+    if (st == MT_OK) {
+        gt_get(y, dy, (size_t)n * rows * sizeof(float));
+    }
+    double worst = st == MT_OK ? check_rows(&w.cw, x, n, y, step) : INFINITY;
+    /* an F32 weight is multiplied in fp32 in either mode */
+    double tol = cmp == MT_DTYPE_F32 || dt == MT_DTYPE_F32 ? TOL_F32 : TOL_BF16;
+    tap_ok(st == MT_OK && worst <= tol, "%s GEMM, %s weight %lld x %lld, %d tokens: worst %.2e "
+           "of sum|wx| (bound %.0e)%s%s", mt_dtype_name(cmp), mt_dtype_name(dt), (long long)rows,
+           (long long)cols, n, worst, tol, st == MT_OK ? "" : ": ", st == MT_OK ? "" :
+           mt_last_error());
+    tw_free(&w);
+    free(x);
+    free(y);
+}
+
+/* The CPU's absorption (attention.c's loops) in double. */
+static void
+absorb_ref(const struct mt_cpu_weight *kvb, const float *q, const float *o_lat, int n, int H,
+           int nope, int vd, int rope, double *q_lat, double *out)
+{
+    int kvl = (int)kvb->cols, qk = nope + rope;
+    float *row = gt_malloc((size_t)kvl * sizeof(float));
+
+    memset(q_lat, 0, (size_t)n * H * kvl * sizeof(double));
+    memset(out, 0, (size_t)n * H * vd * sizeof(double));
+    for (int h = 0; h < H; h++) {
+        for (int d = 0; d < nope + vd; d++) {
+            mt_cpu_weight_row(kvb, (int64_t)h * (nope + vd) + d, row);
+            for (int t = 0; t < n; t++) {
+                for (int c = 0; c < kvl; c++) {
+                    if (d < nope) {
+                        q_lat[((size_t)t * H + h) * kvl + c] +=
+                            (double)q[((size_t)t * H + h) * qk + d] * row[c];
+                    } else {
+                        out[((size_t)t * H + h) * vd + d - nope] +=
+                            (double)row[c] * o_lat[((size_t)t * H + h) * kvl + c];
+                    }
+                }
+            }
+        }
+    }
+    free(row);
+}
+
+static double
+worst_rel(const float *got, const double *want, size_t n)
+{
+    double w = 0.0, mx = 0.0;
+
+    for (size_t i = 0; i < n; i++) {
+        mx = fmax(mx, fabs(want[i]));
+    }
+    for (size_t i = 0; i < n; i++) {
+        w = fmax(w, fabs(got[i] - want[i]) / (mx > 0 ? mx : 1.0));
+    }
+    return w;
+}
+
+static void
+absorb_case(struct mt_gpu_gemm *gm, enum mt_dtype dt, int n, bool kernel)
+{
+    int H = 3, nope = 16, vd = 12, rope = 8, kvl = 40, qk = nope + rope;
+    struct tw w;
+    size_t nq = (size_t)n * H * qk, nl = (size_t)n * H * kvl, nv = (size_t)n * H * vd;
+    float *q = gt_malloc(nq * 4), *ol = gt_malloc(nl * 4);
+    float *ql = gt_malloc(nl * 4), *qpe = gt_malloc((size_t)n * H * rope * 4);
+    float *out = gt_malloc(nv * 4);
+    double *rql = gt_malloc(nl * sizeof(double)), *rout = gt_malloc(nv * sizeof(double));
+
+    tw_make(&w, dt, (int64_t)H * (nope + vd), kvl);
+    gt_fill(q, nq, -1.0f, 1.0f);
+    gt_fill(ol, nl, -1.0f, 1.0f);
+    float *dq = gt_put(q, nq * 4), *dol = gt_put(ol, nl * 4);
+    float *dql = gt_alloc(nl * 4), *dqpe = gt_alloc((size_t)n * H * rope * 4);
+    float *dout = gt_alloc(nv * 4);
+    mt_status_t st;
+    if (kernel) {
+        st = mt_gpu_mla_absorb_q(dq, &w.gw, n, H, nope, vd, rope, dql, dqpe, NULL);
+        st = st == MT_OK ? mt_gpu_mla_absorb_v(dol, &w.gw, n, H, nope, vd, dout, NULL) : st;
+    } else {
+        st = mt_gpu_gemm_absorb_q(gm, &w.gw, dq, n, H, nope, vd, rope, dql, dqpe, NULL);
+        st = st == MT_OK ? mt_gpu_gemm_absorb_v(gm, &w.gw, dol, n, H, nope, vd, dout, NULL) : st;
+    }
+    if (st == MT_OK) {
+        gt_get(ql, dql, nl * 4);
+        gt_get(qpe, dqpe, (size_t)n * H * rope * 4);
+        gt_get(out, dout, nv * 4);
+    }
+    absorb_ref(&w.cw, q, ol, n, H, nope, vd, rope, rql, rout);
+    bool pe = true;
+    for (int t = 0; t < n; t++) {
+        for (int h = 0; h < H; h++) {
+            for (int i = 0; i < rope; i++) {
+                pe = pe && qpe[((size_t)t * H + h) * rope + i] ==
+                               q[((size_t)t * H + h) * qk + nope + i];
+            }
+        }
+    }
+    double a = st == MT_OK ? worst_rel(ql, rql, nl) : INFINITY;
+    double b = st == MT_OK ? worst_rel(out, rout, nv) : INFINITY;
+    tap_ok(st == MT_OK && a <= 1e-5 && b <= 1e-5 && pe, "absorption by the %s, %s kv_b, %d "
+           "tokens: q_lat worst %.2e, out worst %.2e (bound 1e-5 of max), q_pe copied: %s",
+           kernel ? "n-token kernels" : "batched GEMMs", mt_dtype_name(dt), n, a, b,
+           pe ? "yes" : "no");
+    tw_free(&w);
+    free(q);
+    free(ol);
+    free(ql);
+    free(qpe);
+    free(out);
+    free(rql);
+    free(rout);
+}
+
+/* Seconds per call of y = x W^T (best of 3 after a warm-up), as a diagnostic. */
+static double
+time_gemm(struct mt_gpu_gemm *gm, const struct mt_gpu_weight *w, const float *x, int n, float *y)
+{
+    double best = INFINITY;
+
+    for (int i = 0; i < 4; i++) {
+        double t0 = mt_clock_now();
+        if (mt_gpu_gemm_linear(gm, w, x, n, y, NULL) != MT_OK ||
+            mt_gpu_stream_sync(NULL) != MT_OK) {
+            return NAN;
+        }
+        double dt = mt_clock_now() - t0;
+        best = i > 0 && dt < best ? dt : best;
+    }
+    return best;
+}
+
+/* The decode absorption kernels at V3.2's shape, one token, FP8 and F32 kv_b (diagnostic). */
+static void
+absorb_times(void)
+{
+    int H = 128, nope = 128, vd = 128, kvl = 512, rope = 64;
+    int64_t rows = (int64_t)H * (nope + vd);
+    void *w = gt_alloc((size_t)(rows * kvl) * 4);
+    float *sc = gt_alloc((size_t)(MT_CEIL_DIV(rows, 128) * MT_CEIL_DIV(kvl, 128)) * 4);
+    float *q = gt_alloc((size_t)H * (nope + rope) * 4), *ql = gt_alloc((size_t)H * kvl * 4);
+    float *qp = gt_alloc((size_t)H * rope * 4), *out = gt_alloc((size_t)H * vd * 4);
+    enum mt_dtype dts[3] = {MT_DTYPE_F8_E4M3, MT_DTYPE_BF16, MT_DTYPE_F32};
+
+    for (int i = 0; i < 3; i++) {
+        struct mt_gpu_weight kvb = {.dtype = dts[i], .data = w, .scale = sc, .rows = rows,
+                                    .cols = kvl};
+        double tq = INFINITY, tv = INFINITY;
+        for (int r = 0; r < 5; r++) {
+            double t0 = mt_clock_now();
+            mt_status_t st = mt_gpu_mla_absorb_q(q, &kvb, 1, H, nope, vd, rope, ql, qp, NULL);
+            st = st == MT_OK ? mt_gpu_stream_sync(NULL) : st;
+            double t1 = mt_clock_now();
+            st = st == MT_OK ? mt_gpu_mla_absorb_v(ql, &kvb, 1, H, nope, vd, out, NULL) : st;
+            st = st == MT_OK ? mt_gpu_stream_sync(NULL) : st;
+            if (st != MT_OK) {
+                return;
+            }
+            tq = r > 0 && t1 - t0 < tq ? t1 - t0 : tq;
+            tv = r > 0 && mt_clock_now() - t1 < tv ? mt_clock_now() - t1 : tv;
+        }
+        double half = (double)(rows / 2 * kvl) * mt_dtype_size(dts[i]);
+        tap_diag("decode absorption, V3.2 shape, 1 token, %s kv_b: q %.1f us (%.0f GB/s), v %.1f "
+                 "us (%.0f GB/s), launch + sync included", mt_dtype_name(dts[i]), tq * 1e6,
+                 half / tq * 1e-9, tv * 1e6, half / tv * 1e-9);
+    }
+}
+
+static void
+peaks(struct mt_gpu_gemm *bf, struct mt_gpu_gemm *f32)
+{
+    int n = 4096;
+    int64_t R = 8192, C = 8192;
+    void *w = gt_alloc((size_t)(R * C) * 2); /* also holds 7168 x 18432 fp8 bytes */
+    float *x = gt_alloc((size_t)n * C * 4), *y = gt_alloc((size_t)n * R * 4);
+    void *dq = gt_alloc((size_t)4096 * 18432 * 2);
+    struct mt_gpu_weight gw = {.dtype = MT_DTYPE_BF16, .data = w, .rows = R, .cols = C};
+
+    /* contents do not matter for the time: zeros */
+    double flop = 2.0 * n * (double)R * C;
+    double tb = time_gemm(bf, &gw, x, n, y);
+    tap_diag("peak: BF16 GEMM %d x %lld x %lld (bf16 weight, x converted from fp32 in the call): "
+             "%.3f ms = %.1f TFLOP/s", n, (long long)R, (long long)C, tb * 1e3, flop / tb * 1e-12);
+    double tf = time_gemm(f32, &gw, x, n, y);
+    tap_diag("peak: fp32-mode GEMM, same shape (dequantized to fp32 slab by slab): %.3f ms = %.1f "
+             "TFLOP/s", tf * 1e3, flop / tf * 1e-12);
+    /* V3.2's dense down projection, FP8, 512 tokens: dequantization included */
+    struct mt_gpu_weight g8 = {.dtype = MT_DTYPE_F8_E4M3, .data = w, .rows = 7168, .cols = 18432,
+                               .scale = gt_alloc(56 * 144 * 4)};
+    double t8 = time_gemm(bf, &g8, x, 512, y);
+    tap_diag("FP8 7168 x 18432 at 512 tokens, BF16 mode (dequantize + GEMM): %.3f ms = %.1f "
+             "TFLOP/s", t8 * 1e3, 2.0 * 512 * 7168 * 18432 / t8 * 1e-12);
+    double t0 = mt_clock_now();
+    mt_status_t st = MT_OK;
+    for (int i = 0; i < 4 && st == MT_OK; i++) {
+        st = mt_gpu_dequant_rows(&g8, 0, 4096, MT_DTYPE_BF16, dq, NULL);
+    }
+    st = st == MT_OK ? mt_gpu_stream_sync(NULL) : st;
+    double td = st == MT_OK ? (mt_clock_now() - t0) / 4 : NAN;
+    tap_diag("FP8 -> BF16 dequantization, 4096 x 18432: %.3f ms = %.0f GB/s (1 byte read, 2 "
+             "written)", td * 1e3, 3.0 * 4096 * 18432 / td * 1e-9);
+}
+
+int
+main(void)
+{
+    struct mt_gpu_gemm *bf = NULL, *f32 = NULL;
+
+    if (!gt_init(2400, 20261130)) {
+        return 0;
+    }
+    tap_plan(0);
+    int max_tok = 4096;
+    int64_t max_cols = 18432;
+    size_t wb = mt_gpu_gemm_work_bytes(max_tok, max_cols, 0);
+    if (!tap_ok(mt_gpu_gemm_create(MT_DTYPE_BF16, &bf) == MT_OK &&
+                    mt_gpu_gemm_create(MT_DTYPE_F32, &f32) == MT_OK &&
+                    mt_gpu_gemm_set_work(bf, gt_alloc(wb), wb, max_tok, max_cols) == MT_OK &&
+                    mt_gpu_gemm_set_work(f32, gt_alloc(wb), wb, max_tok, max_cols) == MT_OK,
+                "GEMM contexts with their work areas: %s", mt_last_error())) {
+        return tap_done();
+    }
+    tap_ok(mt_gpu_gemm_create(MT_DTYPE_F8_E4M3, &(struct mt_gpu_gemm *){NULL}) == MT_ERR_INVAL,
+           "an FP8 arithmetic mode is refused: %s", mt_last_error());
+    struct mt_gpu_gemm *modes[2] = {f32, bf};
+    for (int m = 0; m < 2; m++) {
+        linear_case(modes[m], MT_DTYPE_F8_E4M3, 300, 272, 9, 1);
+        linear_case(modes[m], MT_DTYPE_F8_E4M3, 129, 200, 33, 1);
+        linear_case(modes[m], MT_DTYPE_BF16, 77, 136, 130, 1);
+        linear_case(modes[m], MT_DTYPE_F32, 45, 37, 17, 1);
+        /* taller than the slab: 64 MiB holds 8192 bf16 or 4096 fp32 rows of 4096 */
+        linear_case(modes[m], MT_DTYPE_F8_E4M3, 9000, 4096, 11, 127);
+    }
+    for (int m = 0; m < 2; m++) {
+        absorb_case(f32, m == 0 ? MT_DTYPE_F8_E4M3 : MT_DTYPE_BF16, 11, false);
+        absorb_case(f32, m == 0 ? MT_DTYPE_F8_E4M3 : MT_DTYPE_BF16, 5, true);
+    }
+    absorb_case(f32, MT_DTYPE_F32, 8, true);
+    /* bad arguments: refused before any launch */
+    struct mt_gpu_weight none = {.dtype = MT_DTYPE_BF16, .rows = 4, .cols = 8};
+    tap_ok(mt_gpu_gemm_linear(bf, &none, NULL, 9, NULL, NULL) == MT_ERR_INVAL,
+           "a GEMM without data is refused: %s", mt_last_error());
+    peaks(bf, f32);
+    absorb_times();
+    mt_gpu_gemm_destroy(bf);
+    mt_gpu_gemm_destroy(f32);
+    return tap_done();
+}
