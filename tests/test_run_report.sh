@@ -90,17 +90,21 @@ run --json "$tmp/np.json" >/dev/null &&
            .decode.tiers["dram-cpu"].runs > 0' "$tmp/np.json" >/dev/null
 ok $? "without a plan: measured numbers only"
 
-# learning: a report that measured the CPU's experts at 0.3 of the DRAM rate
+# learning: a report that measured the CPU's experts at 0.3 of the DRAM rate in a run that
+# streamed nothing, and the mixed run's report (its CPU time includes waits for the disk: it
+# teaches the disk's efficiency only)
 cp "$tmp/cpu.json" "$tmp/learn.json"
-jq '.decode.tiers["dram-cpu"].bytes = 6e9 | .decode.tiers["dram-cpu"].seconds = 1' \
+jq '.decode.tiers["dram-cpu"].bytes = 6e9 | .decode.tiers["dram-cpu"].seconds = 1 |
+    .prefill.stream.bytes_read = 0 | .decode.stream.bytes_read = 0' \
     "$tmp/r.json" >"$tmp/r3.json"
-"$bin" plan -m "$m" --hw "$tmp/learn.json" --learn "$tmp/r3.json" >"$tmp/learn.out" 2>&1 &&
-    jq -e '.learned.reports == 1 and (.learned.cpu_expert_eff - 0.3 | fabs) < 1e-6 and
+"$bin" plan -m "$m" --hw "$tmp/learn.json" --learn "$tmp/r3.json" --learn "$tmp/r.json" \
+    >"$tmp/learn.out" 2>&1 &&
+    jq -e '.learned.reports == 2 and (.learned.cpu_expert_eff - 0.3 | fabs) < 1e-6 and
            .learned.disk_eff > 0 and .learned.gpu_eff == 0' "$tmp/learn.json" >/dev/null
 ok $? "plan --learn writes the measured efficiencies into the profile: $(grep 'CPU expert' "$tmp/learn.out")"
 plan --hw "$tmp/learn.json" --cpu-mem "$mem" -o "$tmp/learned.json" >"$tmp/l.out" 2>&1 &&
     plan --hw "$tmp/cpu.json" --cpu-mem "$mem" --cpu-eff 0.3 -o "$tmp/eff3.json" >/dev/null 2>&1 &&
-    grep -q 'CPU eff    : 0.300 (learned: 1 run report)' "$tmp/l.out" &&
+    grep -q 'CPU eff    : 0.300 (learned: 2 run reports)' "$tmp/l.out" &&
     jq -e --slurpfile a "$tmp/eff3.json" --slurpfile b "$tmp/mix.json" '
         .budgets.cpu_eff == $a[0].budgets.cpu_eff and
         .prediction.tiers["dram-cpu"].ms_per_token as $t |

@@ -332,12 +332,19 @@ static mt_status_t
 run_ceiling(struct bench *b)
 {
     struct mt_cpu_ceiling_result c;
-    uint64_t size = b->o.dram_bytes != 0 ? b->o.dram_bytes : b->o.quick ? (32u << 20) : 0;
+    uint64_t size = b->o.dram_bytes;
     char shape[72];
     char sz[32];
     struct row *row;
     mt_status_t st;
 
+    if (size == 0 && b->o.quick) {
+        /* even a quick look must miss the last-level cache (300 MiB on some servers), or it
+           measures the cache: plans made from a quick profile would trust it */
+        struct mt_cpu_topo tp;
+        uint64_t l3 = mt_cpu_topo_query(&tp) == MT_OK ? tp.l3_bytes : 0;
+        size = MT_MAX((uint64_t)256 << 20, 4 * l3);
+    }
     fprintf(stderr, "bench: dram: read ceiling, all nodes...\n");
     st = mt_cpu_read_ceiling(-1, size, MT_MIN(b->reps, 5), &c);
     if (st != MT_OK) {

@@ -99,10 +99,15 @@ static const struct mt_cli cli = {"plan", usage};
 
 #define MAX_LEARN 16
 
-/* Sums of the efficiencies the reports measured, per source. */
+/*
+ * What the reports measured, per source: bytes, seconds and the rate they are compared with
+ * (summed, so a long run counts more than a short one; the rate is the profile's, the same in
+ * every report of one profile).
+ */
 struct learned_sum {
-    double cpu, disk, gpu;
-    int n_cpu, n_disk, n_gpu;
+    double cpu_b, cpu_s, cpu_rate;
+    double disk_b, disk_s, disk_rate;
+    double gpu_b, gpu_s, gpu_rate;
 };
 
 /* report[a][b][c] as a number, 0 when absent or not a number. */
@@ -133,8 +138,8 @@ eff_of(double measured_gbps, double rate_gbps, const char *what, const char *pat
 
 /*
  * Add what one report measured: the CPU's expert reads (the dram-cpu tier's bytes over its time,
- * decode when the run decoded) over the plan's DRAM rate; the streamed bytes over the time reads
- * were in flight, over the plan's disk rate; and on the GPU engine, the weight bytes a decode
+ * decode when the run decoded, in runs that streamed nothing) over the plan's DRAM rate; the
+ * streamed bytes over the time reads were in flight, over the plan's disk rate; and on the GPU engine, the weight bytes a decode
  * step reads (routed experts on the GPU and the always-on weights) over the forward time less the
  * waits for host experts, over the plan's HBM rate. A report of a run without a plan has no rates to compare with.
  */
@@ -160,33 +165,37 @@ learn_report(const char *path, struct learned_sum *sum)
                        path);
     }
     ph = json_object_get(root, num_at(root, "decode", "tokens", NULL) > 0 ? "decode" : "prefill");
+    double streamed = num_at(root, "prefill", "stream", "bytes_read") +
+                      num_at(root, "decode", "stream", "bytes_read");
+    /* the CPU's time where it also waited for the disk says nothing about its kernels */
     rate = num_at(root, "predicted", "hardware", "dram_gbps");
     bytes = num_at(json_object_get(ph, "tiers"), "dram-cpu", "bytes", NULL);
     secs = num_at(json_object_get(ph, "tiers"), "dram-cpu", "seconds", NULL);
-    if (rate > 0 && bytes > 0 && secs > 0) {
-        sum->cpu += eff_of(bytes / secs / 1e9, rate, "CPU expert reads", path);
-        sum->n_cpu++;
+    if (rate > 0 && bytes > 0 && secs > 0 && streamed == 0) {
+        eff_of(bytes / secs / 1e9, rate, "CPU expert reads", path);
+        sum->cpu_b += bytes, sum->cpu_s += secs, sum->cpu_rate = rate;
     }
     rate = num_at(root, "predicted", "hardware", "disk_gbps");
-    bytes = num_at(root, "prefill", "stream", "bytes_read") +
-            num_at(root, "decode", "stream", "bytes_read");
     secs = num_at(root, "prefill", "stream", "read_s") + num_at(root, "decode", "stream", "read_s");
-    if (rate > 0 && bytes > 0 && secs > 0) {
-        sum->disk += eff_of(bytes / secs / 1e9, rate, "NVMe reads", path);
-        sum->n_disk++;
+    if (rate > 0 && streamed > 0 && secs > 0) {
+        eff_of(streamed / secs / 1e9, rate, "NVMe reads", path);
+        sum->disk_b += streamed, sum->disk_s += secs, sum->disk_rate = rate;
     }
     rate = num_at(root, "predicted", "hardware", "hbm_gbps");
     ph = json_object_get(root, "decode");
     bytes = num_at(json_object_get(ph, "tiers"), "gpu", "bytes", NULL) +
             num_at(root, "always_on_bytes_per_token", NULL, NULL) *
                 num_at(ph, "forwards", NULL, NULL);
-    /* the GPU's own time: the forward pass less the host's waits for CPU and disk experts
-       (the GPU's experts run meanwhile, so this leans high, never low, on mixed plans) */
-    secs = num_at(ph, "forward_s", NULL, NULL) - num_at(ph, "moe_wait_s", NULL, NULL);
+    /* the GPU's own time: the forward pass less the host's waits for CPU and disk experts; only
+       where those waits are small (a run the GPU limited), or what is left is mostly launches
+       and synchronisation that the host experts caused */
+    double fwd = num_at(ph, "forward_s", NULL, NULL);
+    secs = fwd - num_at(ph, "moe_wait_s", NULL, NULL);
     dev = json_string_value(json_object_get(root, "device"));
-    if (dev != NULL && strcmp(dev, "gpu") == 0 && rate > 0 && bytes > 0 && secs > 0) {
-        sum->gpu += eff_of(bytes / secs / 1e9, rate, "GPU weight reads", path);
-        sum->n_gpu++;
+    if (dev != NULL && strcmp(dev, "gpu") == 0 && rate > 0 && bytes > 0 && secs > 0 &&
+        secs >= 0.75 * fwd && streamed == 0) {
+        eff_of(bytes / secs / 1e9, rate, "GPU weight reads", path);
+        sum->gpu_b += bytes, sum->gpu_s += secs, sum->gpu_rate = rate;
     }
     json_decref(root);
     return MT_OK;
@@ -205,15 +214,23 @@ learn(const char *const *reports, int n, struct mt_hwprofile *hw, const char *hw
             return st;
         }
     }
-    if (sum.n_cpu + sum.n_disk + sum.n_gpu == 0) {
+    if (sum.cpu_s + sum.disk_s + sum.gpu_s == 0) {
         return mt_fail(MT_ERR_INVAL, 0, "the run report%s measured no tier the planner models "
-                       "(no CPU experts, no streamed reads, no GPU decode)", n > 1 ? "s" : "");
+                       "(CPU experts without streaming, streamed reads, or a GPU-limited decode)",
+                       n > 1 ? "s" : "");
     }
-    /* the newest measurements replace what was learned before, source by source */
+    /* the newest measurements replace what was learned before, source by source; several
+       reports count by their bytes and seconds together */
     l->reports = n;
-    l->cpu_expert_eff = sum.n_cpu > 0 ? sum.cpu / sum.n_cpu : l->cpu_expert_eff;
-    l->disk_eff = sum.n_disk > 0 ? sum.disk / sum.n_disk : l->disk_eff;
-    l->gpu_eff = sum.n_gpu > 0 ? sum.gpu / sum.n_gpu : l->gpu_eff;
+    if (sum.cpu_s > 0) {
+        l->cpu_expert_eff = eff_of(sum.cpu_b / sum.cpu_s / 1e9, sum.cpu_rate, "CPU, all", "sum");
+    }
+    if (sum.disk_s > 0) {
+        l->disk_eff = eff_of(sum.disk_b / sum.disk_s / 1e9, sum.disk_rate, "NVMe, all", "sum");
+    }
+    if (sum.gpu_s > 0) {
+        l->gpu_eff = eff_of(sum.gpu_b / sum.gpu_s / 1e9, sum.gpu_rate, "GPU, all", "sum");
+    }
     snprintf(l->from, sizeof(l->from), "%.*s", (int)sizeof(l->from) - 1, reports[n - 1]);
     if ((st = mt_hwprofile_save(hw, hw_path)) != MT_OK) {
         return st;
