@@ -11,13 +11,16 @@
  *           (layer l+1's router on this x: a guess of its experts, when l+1 streams any)
  *           shared expert -> y
  *   host:   wait for ev_ids only (the shared expert keeps running); group the pairs by expert
- *           exactly as moe.c does; submit the host experts to their executors; announce the
- *           guessed experts of layer l+1 to the provider (their disk reads start now, behind this
- *           layer's); upload the device experts' groups and launch them (after the shared expert)
+ *           exactly as moe.c does; launch the device's experts: GPU-tier ones by the grouped
+ *           GEMV, and DRAM experts copied into one of two GPU slots (tier DRAM_PCIE always,
+ *           DRAM_CPU ones with >= slot_min_tok tokens); then submit the other host experts to
+ *           their executors (streamed ones as a wave after the DRAM ones: the CPU computes
+ *           while the disk reads); then announce the guessed experts of layer l+1 (their reads
+ *           start behind this layer's, which submit has waited for)
  *   both:   the GPU computes its experts while the CPU team computes its own
  *   host:   wait for the executors; sum their outputs in moe.c's fixed order into a pinned
- *           buffer; upload it and add it to y; wait for the stream (the host arrays are reused
- *           by the next layer).
+ *           buffer; upload it and add it to y. No stream sync at the end (only when slot
+ *           experts must be released): the next layer's ev_ids orders the reused buffers.
  *
  * The guess: layer l+1's router applied to layer l's input x. The residual stream changes little
  * from one layer to the next, so the guess is usually right for most of the 8 experts; wrong
@@ -619,13 +622,16 @@ eng_gpu_moe(struct mt_engine *e, struct eng_gpu *g, int l, int m)
     int held = 0;
     double t_submit = mt_clock_now();
     st = device_experts(e, g, l, m, &held);
-    /* the disk's queue: this layer's streamed experts, then the guess for the next layer */
-    eng_moe_prefetch(e, l, w);
-    if (guess) {
-        prefetch_guess(e, g, nl, m);
-    }
     if (st == MT_OK && host) {
         st = eng_moe_submit(e, l, w, used, &n_used);
+    }
+    /*
+     * The guess for the next layer only now, when this layer's streamed experts have arrived
+     * (submit acquired them): a speculative read that shares the disk with a needed one delays
+     * it (measured: bench/results/hetero-h200.md, run 2).
+     */
+    if (guess) {
+        prefetch_guess(e, g, nl, m);
     }
     st_wait = eng_moe_wait(e, used, n_used, t_submit);
     st = st != MT_OK ? st : st_wait;
