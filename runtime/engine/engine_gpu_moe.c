@@ -675,49 +675,6 @@ eng_gpu_pin_experts(struct mt_engine *e, struct eng_gpu *g)
     return MT_OK;
 }
 
-mt_status_t
-eng_gpu_pin_experts(struct mt_engine *e, struct eng_gpu *g)
-{
-    int E = e->cfg.n_routed_experts;
-    int n = 0;
-
-    if (g->slot[0] == NULL) {
-        return MT_OK;
-    }
-    for (int i = 0; i < e->n_layers * E; i++) {
-        n += e->model->layers[i / E].is_moe && e->tiers[i] == MT_TIER_DRAM_PCIE;
-    }
-    if (n == 0 || (g->pinned = calloc((size_t)n * 6, sizeof(void *))) == NULL) {
-        return n == 0 ? MT_OK : mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the pinned list");
-    }
-    /* the provider keeps these (resident) experts: their buffers stay where they are */
-    for (int i = 0; i < e->n_layers * E; i++) {
-        struct mt_expert w;
-        int l = i / E, x = i % E;
-        if (!e->model->layers[l].is_moe || e->tiers[i] != MT_TIER_DRAM_PCIE ||
-            e->provider->ops->acquire(e->provider->self, l, x, &w) != MT_OK) {
-            continue;
-        }
-        const struct mt_cpu_weight *cw[3] = {&w.gate, &w.up, &w.down};
-        for (int k = 0; k < 3; k++) {
-            void *p[2] = {(void *)cw[k]->data, (void *)cw[k]->scale};
-            size_t b[2] = {(size_t)(cw[k]->rows * cw[k]->cols) * mt_dtype_size(cw[k]->dtype), 0};
-            if (cw[k]->scale != NULL) {
-                b[1] = (size_t)((cw[k]->rows + 127) / 128 * ((cw[k]->cols + 127) / 128)) * 4;
-            }
-            for (int j = 0; j < 2; j++) {
-                mt_log_set_quiet(true);
-                if (p[j] != NULL && mt_gpu_host_register(p[j], b[j]) == MT_OK) {
-                    g->pinned[g->n_pinned++] = p[j];
-                }
-                mt_log_set_quiet(false);
-            }
-        }
-        e->provider->ops->release(e->provider->self, l, x);
-    }
-    return MT_OK;
-}
-
 void
 eng_gpu_stats_flush(struct mt_engine *e, struct eng_gpu *g)
 {
