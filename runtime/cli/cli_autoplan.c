@@ -104,7 +104,7 @@ mt_cli_mem_available(void)
 static uint64_t
 gpu_free_budget(void)
 {
-    struct mt_gpu_info info;
+    struct mt_gpu_info info = {0};
     uint64_t margin;
 
     if (mt_gpu_device_info(0, &info) != MT_OK) {
