@@ -384,6 +384,20 @@ expert_residency(const struct mt_model *m, const int32_t *ids, int n, const floa
     tap_ok(ok && mt_engine_expert_bytes_held(dr) > 0,
            "tiny: experts in DRAM stay loaded after their first use (%llu bytes held)",
            ok ? (unsigned long long)mt_engine_expert_bytes_held(dr) : 0ull);
+    /* a plan's GPU tier on the CPU engine: computed from DRAM, so kept like DRAM experts */
+    struct mt_engine *gp = NULL;
+    uint64_t held_dr = ok ? mt_engine_expert_bytes_held(dr) : 0;
+    if (ok) {
+        memset(tiers, MT_TIER_GPU, n_tiers);
+        ok = mt_engine_create(m, &o, &gp) == MT_OK &&
+             mt_engine_forward(gp, ids, n, true, got) == MT_OK;
+    }
+    rel = ok ? golden_worst_row_rel(got, want, n, V, &wr) : INFINITY;
+    tap_ok(ok && rel == 0.0 && mt_engine_expert_bytes_held(gp) == held_dr,
+           "tiny: GPU-tier experts on the CPU engine stay loaded like DRAM ones (%llu bytes held, "
+           "%llu in DRAM)", ok ? (unsigned long long)mt_engine_expert_bytes_held(gp) : 0ull,
+           (unsigned long long)held_dr);
+    mt_engine_destroy(gp);
     mt_engine_destroy(nv);
     mt_engine_destroy(dr);
     free(got);

@@ -73,8 +73,9 @@ tiers_init(struct mt_engine *e, const struct mt_model_config *c)
 
 /*
  * The reference executor for every tier, the checkpoint provider unless opts gave one (it keeps
- * the experts of the DRAM tiers after their first use; GPU ones it never reads, NVMe ones it
- * reads per use unless a streaming provider serves them).
+ * every expert but the NVMe ones after its first use: the CPU engine computes GPU-tier experts
+ * from DRAM too, and the GPU engine never asks for them; NVMe ones it reads per use unless a
+ * streaming provider serves them).
  */
 static mt_status_t
 experts_init(struct mt_engine *e, const struct mt_model_config *c)
@@ -91,7 +92,7 @@ experts_init(struct mt_engine *e, const struct mt_model_config *c)
             return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the engine's resident-expert flags");
         }
         for (size_t i = 0; i < n; i++) {
-            resident[i] = e->tiers[i] == MT_TIER_DRAM_CPU || e->tiers[i] == MT_TIER_DRAM_PCIE;
+            resident[i] = e->tiers[i] != MT_TIER_NVME;
         }
         st = mt_expert_provider_checkpoint_create(e->model, resident, &e->own_provider);
         free(resident);
