@@ -16,6 +16,7 @@
 #include "runtime/engine/engine.h"
 #include "runtime/engine/executor.h"
 #include "runtime/engine/executor_cpu_team.h"
+#include "runtime/engine/expert_provider.h"
 #include "runtime/model/model.h"
 #include "runtime/text/sampler.h"
 #include "runtime/synth/synth.h"
@@ -27,6 +28,10 @@
 #include <dirent.h>
 #include <jansson.h>
 #include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -353,6 +358,115 @@ topk_hook(void *ctx, int layer, int64_t pos, const int32_t *idx, int k)
 }
 
 /*
+ * A provider whose acquire fails on every thread but the one that made it, and there waits
+ * (up to 10 s) until another thread has failed: mt_engine_preload_experts then meets its first
+ * failure on a worker thread for sure (with OMP_NUM_THREADS >= 2, as make check sets).
+ */
+struct off_main {
+    pthread_t main;
+    pthread_mutex_t lock;
+    pthread_cond_t failed_cv;
+    bool failed;
+};
+
+static mt_status_t
+off_main_acquire(void *self, int layer, int expert, struct mt_expert *out)
+{
+    struct off_main *p = self;
+
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&p->lock);
+    if (!pthread_equal(pthread_self(), p->main)) {
+        p->failed = true;
+        pthread_cond_broadcast(&p->failed_cv);
+        pthread_mutex_unlock(&p->lock);
+        return mt_fail(MT_ERR_IO, 0, "layer %d expert %d: injected on a worker", layer, expert);
+    }
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    while (!p->failed && pthread_cond_timedwait(&p->failed_cv, &p->lock, &until) == 0) {
+    }
+    pthread_mutex_unlock(&p->lock);
+    return MT_OK;
+}
+
+static void
+off_main_release(void *self, int layer, int expert)
+{
+    (void)self, (void)layer, (void)expert;
+}
+
+static void
+off_main_destroy(void *self)
+{
+    (void)self;
+}
+
+static const struct mt_expert_provider_ops off_main_ops = {
+    .name = "fails-off-main",
+    .acquire = off_main_acquire,
+    .release = off_main_release,
+    .destroy = off_main_destroy,
+};
+
+/*
+ * mt_engine_preload_experts (OpenMP threads): every DRAM expert read and kept, none of the NVMe
+ * ones; a failure on a worker thread reaches the caller's mt_last_error().
+ */
+static void
+preload(const struct mt_model *m, uint8_t *tiers)
+{
+    size_t n_tiers = (size_t)m->cfg.num_hidden_layers * (size_t)m->cfg.n_routed_experts;
+    struct mt_engine_opts o;
+    struct mt_engine *e = NULL;
+    uint64_t bytes = 0;
+    int n_dram = 0;
+
+    for (size_t i = 0; i < n_tiers; i++) {
+        tiers[i] = i % 2 == 0 ? MT_TIER_DRAM_CPU : MT_TIER_NVME;
+        n_dram += m->layers[i / (size_t)m->cfg.n_routed_experts].is_moe && i % 2 == 0;
+    }
+    mt_engine_opts_default(&o);
+    o.expert_tiers = tiers;
+    bool ok = mt_engine_create(m, &o, &e) == MT_OK &&
+              mt_engine_preload_experts(e, &bytes) == MT_OK;
+    tap_ok(ok && n_dram > 0 && bytes % (uint64_t)n_dram == 0 &&
+               mt_engine_expert_bytes_held(e) == bytes,
+           "tiny: preload reads the %d DRAM experts of a half-NVMe plan and keeps them (%llu "
+           "bytes read, %llu held)", n_dram, (unsigned long long)bytes,
+           ok ? (unsigned long long)mt_engine_expert_bytes_held(e) : 0ull);
+    mt_engine_destroy(e);
+
+#ifdef _OPENMP
+    int threads = omp_get_max_threads();
+#else
+    int threads = 1;
+#endif
+    if (threads < 2) {
+        tap_ok(true, "tiny: a preload failure on a worker thread # SKIP one OpenMP thread");
+        return;
+    }
+    struct off_main om = {.main = pthread_self()};
+    struct mt_expert_provider prov = {&off_main_ops, &om};
+    pthread_mutex_init(&om.lock, NULL);
+    pthread_cond_init(&om.failed_cv, NULL);
+    o.provider = &prov;
+    e = NULL;
+    ok = mt_engine_create(m, &o, &e) == MT_OK;
+    mt_log_set_quiet(true);
+    mt_fail(MT_ERR_INTERNAL, 0, "sentinel");
+    mt_status_t st = ok ? mt_engine_preload_experts(e, NULL) : MT_OK;
+    mt_log_set_quiet(false);
+    tap_ok(st == MT_ERR_IO && strstr(mt_last_error(), "injected on a worker") != NULL,
+           "tiny: a preload read that fails on a worker thread fails the call with its message "
+           "on the caller's thread ('%s')", mt_last_error());
+    mt_engine_destroy(e);
+    pthread_cond_destroy(&om.failed_cv);
+    pthread_mutex_destroy(&om.lock);
+}
+
+/*
  * The checkpoint provider with a plan's tiers: experts on NVMe are read when a token needs them
  * and freed after, experts in DRAM are kept; the logits do not change.
  */
@@ -400,6 +514,9 @@ expert_residency(const struct mt_model *m, const int32_t *ids, int n, const floa
     mt_engine_destroy(gp);
     mt_engine_destroy(nv);
     mt_engine_destroy(dr);
+    if (tiers != NULL) {
+        preload(m, tiers);
+    }
     free(got);
     free(tiers);
 }

@@ -299,6 +299,7 @@ mt_engine_preload_experts(struct mt_engine *e, uint64_t *bytes_out)
     int n = e->n_layers * E;
     mt_status_t first = MT_OK;
     uint64_t bytes = 0;
+    char msg[1024] = "";
 
     /* several threads: the provider reads different experts at once (outside its lock) */
 #pragma omp parallel for schedule(dynamic, 1) reduction(+ : bytes)
@@ -312,7 +313,10 @@ mt_engine_preload_experts(struct mt_engine *e, uint64_t *bytes_out)
         mt_status_t st = e->provider->ops->acquire(e->provider->self, l, x, &w);
         if (st != MT_OK) {
 #pragma omp critical
-            first = first != MT_OK ? first : st;
+            if (first == MT_OK) {
+                first = st;
+                snprintf(msg, sizeof(msg), "%s", mt_last_error()); /* this thread's message */
+            }
             continue;
         }
         e->provider->ops->release(e->provider->self, l, x);
@@ -321,10 +325,14 @@ mt_engine_preload_experts(struct mt_engine *e, uint64_t *bytes_out)
     if (bytes_out != NULL) {
         *bytes_out = bytes;
     }
-    if (first == MT_OK && e->gpu != NULL) {
-        first = eng_gpu_pin_experts(e, e->gpu);
+    if (first != MT_OK) {
+        /* the caller's mt_last_error() is per thread: hand it the message (already logged) */
+        mt_log_set_quiet(true);
+        mt_fail(first, 0, "%s", msg);
+        mt_log_set_quiet(false);
+        return first;
     }
-    return first;
+    return e->gpu != NULL ? eng_gpu_pin_experts(e, e->gpu) : MT_OK;
 }
 
 const uint8_t *
