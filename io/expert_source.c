@@ -1048,7 +1048,8 @@ hold(struct mt_io_source *src, int layer, int expert, bool count, int *slot_out)
     pthread_mutex_lock(&src->lock);
     v = src->key_slot[key];
     if (count) {
-        if (v < 0) {
+        /* a slot whose read failed (a prefetch's) is no hit: read again below, a miss */
+        if (v < 0 || src->slots[v].state == SLOT_FAILED) {
             src->st.misses++;
         } else if (src->slots[v].state == SLOT_LOADING) {
             src->st.late_hits++;

@@ -79,7 +79,7 @@ struct mt_io_source_options {
 struct mt_io_source_stats {
     uint64_t hits;             /* acquires that found the expert ready */
     uint64_t late_hits;        /* acquires that found it still loading (a prefetch in flight) */
-    uint64_t misses;           /* acquires that had to start the read */
+    uint64_t misses;           /* acquires that had to start the read (or a failed one again) */
     uint64_t prefetches;       /* reads started by prefetch */
     uint64_t prefetch_dropped; /* prefetch hints dropped: every slot in use */
     uint64_t evictions;

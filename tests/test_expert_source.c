@@ -259,6 +259,35 @@ test_faults(void)
     if (st == MT_OK) {
         mt_io_source_release(src, 2, 5);
     }
+    {
+        /* a prefetch whose read failed: the acquire reads the expert again, a miss, not a hit */
+        struct mt_io_source_stats s0;
+        struct mt_io_source_stats s1;
+        int one = 6;
+
+        mt_io_source_stats(src, &s0);
+        x = &descs[1 * N_EXPERTS + 6].part[MT_IO_PART_GATE];
+        mt_io_fault_set(MT_IO_FAULT_EIO, x->file, x->off + 100, 1);
+        mt_io_source_prefetch(src, 1, &one, 1);
+        s1 = s0;
+        for (int i = 0; i < 2000 && s1.read_errors == s0.read_errors; i++) {
+            usleep(5000); /* until the prefetch's read has failed (no time is asserted) */
+            mt_io_source_stats(src, &s1);
+        }
+        st = mt_io_source_acquire(src, 1, 6, &v);
+        mt_io_source_stats(src, &s1);
+        tap_ok(st == MT_OK && view_matches(1 * N_EXPERTS + 6, &v) &&
+                   s1.prefetches - s0.prefetches == 1 && s1.retries - s0.retries == 1 &&
+                   s1.misses - s0.misses == 1 && s1.hits == s0.hits,
+               "an acquire that finds its prefetch failed reads it again and counts a miss "
+               "(%llu hits, %llu misses, %llu retries more)",
+               (unsigned long long)(s1.hits - s0.hits), (unsigned long long)(s1.misses - s0.misses),
+               (unsigned long long)(s1.retries - s0.retries));
+        if (st == MT_OK) {
+            mt_io_source_release(src, 1, 6);
+        }
+        mt_io_fault_set(MT_IO_FAULT_NONE, 0, 0, 0);
+    }
     tap_ok(check_all(src) == 0, "with --verify every expert reads back equal");
     mt_log_set_quiet(true);
     st = mt_io_source_acquire(src, 0, 1, &v);
