@@ -509,7 +509,6 @@ mt_cpu_moe_start(struct mt_cpu_moe *moe, const struct mt_cpu_expert_job *jobs, i
         atomic_store_explicit(&moe->next_unit[p], 0, memory_order_relaxed);
     }
     moe->dynamic = mt_cpu_experts_dynamic != 0;
-    moe->n = n;
     moe->threads = nt;
     moe->started = true;
     atomic_fetch_add(&mt_cpu_experts_gen, 1);

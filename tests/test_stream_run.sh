@@ -43,7 +43,8 @@ printf '\377' | dd of="$tmp/bad0" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/nu
 got=$(run --store "$tmp/bad0" --store "$tmp/s1")
 rc=$?
 [ $rc -eq 1 ] && [ -z "$got" ] && grep -qi "crc" "$tmp/err" && grep -q "expert" "$tmp/err"
-ok $? "a flipped bit (store CRCs are always checked): exit 1 (rc $rc), no tokens, the expert named: $(grep -i crc "$tmp/err" | head -1)"
+ok $? "a flipped bit (store CRCs are always checked): exit 1 (rc $rc), no tokens, the expert" \
+    "named: $(grep -i crc "$tmp/err" | head -1)"
 
 "$bin" synth --preset tiny --seed 3 -o "$tmp/tiny" >/dev/null 2>&1 &&
     "$bin" pack -q -m "$tmp/tiny" -o "$tmp/t0" 2>/dev/null ||

@@ -69,14 +69,7 @@ executor_of(const struct mt_engine *e, int l, int x_id)
     return e->exec[tier < MT_TIER_COUNT ? tier : MT_TIER_DRAM_CPU];
 }
 
-/*
- * Submit the groups of layer l: tasks of one executor together, the NVMe experts announced to
- * the provider first so their reads overlap everything else. *used_out lists the executors that
- * got work (each once), *n_used_out how many. Where the provider can hold only `cap` experts at
- * once (streaming slots), an executor gets its tasks in waves of cap, each waited for before the
- * next: an executor that acquires a whole submit before releasing would otherwise wait for
- * itself. The last wave is waited for by the caller, after the shared expert.
- */
+/* Layer l's NVMe experts that have tokens announced to the provider, so their reads start. */
 void
 eng_moe_prefetch(struct mt_engine *e, int l, struct eng_work *w)
 {
@@ -95,6 +88,14 @@ eng_moe_prefetch(struct mt_engine *e, int l, struct eng_work *w)
     }
 }
 
+/*
+ * Submit the groups of layer l: tasks of one executor together, the NVMe experts announced to
+ * the provider first so their reads overlap everything else. used[] lists the executors that
+ * got work (each once), *n_used_out how many. Where the provider can hold only `cap` experts at
+ * once (streaming slots), an executor gets its tasks in waves of cap, each waited for before the
+ * next: an executor that acquires a whole submit before releasing would otherwise wait for
+ * itself. The last wave is waited for by the caller, after the shared expert.
+ */
 mt_status_t
 eng_moe_submit(struct mt_engine *e, int l, struct eng_work *w, struct mt_executor **used,
                int *n_used_out)
