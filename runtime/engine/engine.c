@@ -600,5 +600,8 @@ mt_engine_stats_get(struct mt_engine *e, struct mt_engine_stats *out)
 void
 mt_engine_stats_reset(struct mt_engine *e)
 {
+    if (e->gpu != NULL) {
+        eng_gpu_stats_flush(e, e->gpu); /* the last layer's device timing belongs to this phase */
+    }
     memset(&e->stats, 0, sizeof(e->stats));
 }
