@@ -14,7 +14,7 @@ need jq "JSON in shell tests; apt-get install jq"
 make_tmp run-report
 m="$tmp/small"
 
-echo "1..14"
+echo "1..15"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 cat >"$tmp/cpu.json" <<'JSON'
@@ -112,6 +112,13 @@ plan --hw "$tmp/learn.json" --cpu-mem "$mem" -o "$tmp/learned.json" >"$tmp/l.out
         $t > $b[0].prediction.tiers["dram-cpu"].ms_per_token and
         .prediction.decode_tok_s < $b[0].prediction.decode_tok_s' "$tmp/learned.json" >/dev/null
 ok $? "the next plan uses it: CPU eff 0.3 (learned), slower CPU experts and decode than at 0.6"
+# a CPU-only profile needs no --gpu-mem: --cpu-mem (or -o) asks for the plan after learning
+cp "$tmp/cpu.json" "$tmp/learn2.json"
+"$bin" plan -m "$m" --hw "$tmp/learn2.json" --learn "$tmp/r3.json" --cpu-mem "$mem" \
+    --cpu-reserve 3.9G --ctx 1024 -o "$tmp/learned2.json" >"$tmp/l2.out" 2>&1 &&
+    jq -e '.learned.cpu_expert_eff == 0.3' "$tmp/learn2.json" >/dev/null &&
+    jq -e '.budgets.cpu_eff == 0.3' "$tmp/learned2.json" >/dev/null
+ok $? "--learn with --cpu-mem and -o alone learns, then writes the plan: $(tail -1 "$tmp/l2.out")"
 plan --hw "$tmp/learn.json" --cpu-mem "$mem" --cpu-eff 0.5 >"$tmp/l.out" 2>&1 &&
     grep -q 'CPU eff    : 0.500 (--cpu-eff)' "$tmp/l.out"
 ok $? "--cpu-eff still wins over what was learned"
