@@ -5,8 +5,9 @@
 # a --cpu-mem too small for all experts plans from a --hw what-if profile (or the one cached in
 # MOETIER_CACHE_DIR or XDG_CACHE_HOME), streams some experts from disk and gives the greedy
 # tokens of all-DRAM; bad profiles, plans that no longer fit and too small budgets are refused
-# with the reason; `moetier plan` with no -m plans the built-in DeepSeek-V3.2. No test here may
-# run the quick bench: each checks that nothing was measured.
+# with the reason; `moetier plan` with no -m plans the built-in DeepSeek-V3.2. Only the two tests
+# of a cache that cannot be used run the quick bench (a second or two); the others check that
+# nothing was measured.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
 make_tmp autoplan
@@ -18,7 +19,7 @@ export CUDA_VISIBLE_DEVICES=
 export MOETIER_CACHE_DIR="$tmp/nocache"
 ids="5,17,900,33,4242,7,12,99,1000,65000,3,8"
 
-echo "1..17"
+echo "1..19"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 
@@ -67,6 +68,18 @@ got=$(env -u MOETIER_CACHE_DIR XDG_CACHE_HOME="$tmp/xdg" "$bin" run -m "$m" --pr
 [ $? -eq 0 ] && [ "$got" = "$plain" ] &&
     grep -q "hardware profile: $tmp/xdg/moetier/profile-$host.json (cached" "$tmp/err"
 ok $? "... else XDG_CACHE_HOME/moetier's: $(grep 'hardware profile' "$tmp/err")"
+
+# no cache to keep a profile in: the quick bench runs, the run goes on, one warning says why
+touch "$tmp/afile"
+got=$(MOETIER_CACHE_DIR="$tmp/afile/moetier" run $small)
+[ $? -eq 0 ] && [ "$got" = "$plain" ] && [ "$(grep -c 'cannot create' "$tmp/err")" -eq 1 ] &&
+    grep -q "^mt: warning: the profile is not cached: cannot create .*afile/moetier" "$tmp/err"
+ok $? "an unwritable cache: measured, one warning: $(grep 'cannot create' "$tmp/err")"
+got=$(env -u MOETIER_CACHE_DIR -u XDG_CACHE_HOME -u HOME "$bin" run -m "$m" --prompt-ids "$ids" \
+    -n 6 --print-ids $small 2>"$tmp/err")
+[ $? -eq 0 ] && [ "$got" = "$plain" ] &&
+    grep -q "^mt: warning: no cache directory .* the profile measured now is not cached" "$tmp/err"
+ok $? "no HOME: measured, not cached: $(grep 'warning' "$tmp/err")"
 
 # refusals, each with its reason and nothing run
 printf '{"version": 1, "gpu": {"hbm_gbps": 900}}\n' >"$tmp/bad-hw.json"

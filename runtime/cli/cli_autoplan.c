@@ -119,15 +119,23 @@ mt_cli_profile_get(const char *hw_path, const char *disk, struct mt_hwprofile *o
 {
     char path[4096];
     char dir[4096];
+    bool cache;
     mt_status_t st;
 
     if (hw_path != NULL) {
         return mt_hwprofile_load(hw_path, out);
     }
-    if ((st = mt_hwprofile_cache_path(path, sizeof(path))) != MT_OK) {
-        return st;
-    }
-    if (access(path, F_OK) == 0) {
+    /*
+     * The cache only saves the bench next time: no cache directory (HOME unset), or one that
+     * cannot be written, costs a warning, not the run. mt_fail stays quiet for those calls so
+     * that the one warning is all the user sees.
+     */
+    mt_log_set_quiet(true);
+    cache = mt_hwprofile_cache_path(path, sizeof(path)) == MT_OK;
+    mt_log_set_quiet(false);
+    if (!cache) {
+        mt_log_warn("%s; the profile measured now is not cached", mt_last_error());
+    } else if (access(path, F_OK) == 0) {
         st = mt_hwprofile_load(path, out);
         if (st != MT_OK) {
             mt_log_warn("the cached profile '%s' cannot be used; delete it to measure again, or "
@@ -137,16 +145,26 @@ mt_cli_profile_get(const char *hw_path, const char *disk, struct mt_hwprofile *o
         }
         return st;
     }
-    fprintf(stderr, "mt: no hardware profile of this machine yet: measuring one (a few seconds, "
-            "cached in '%s')\n", path);
+    if (cache) {
+        fprintf(stderr, "mt: no hardware profile of this machine yet: measuring one (a few "
+                "seconds, cached in '%s')\n", path);
+    } else {
+        fprintf(stderr, "mt: no hardware profile of this machine: measuring one (a few "
+                "seconds)\n");
+    }
     /* no disk named: the one the cache is on (the bench writes its test file there) */
-    if (disk == NULL && mt_hwprofile_cache_dir_make(dir, sizeof(dir)) == MT_OK) {
+    mt_log_set_quiet(true);
+    if (disk == NULL && cache && mt_hwprofile_cache_dir_make(dir, sizeof(dir)) == MT_OK) {
         disk = dir;
     }
-    if ((st = mt_cli_bench_quick_profile(disk, out)) != MT_OK) {
+    mt_log_set_quiet(false);
+    if ((st = mt_cli_bench_quick_profile(disk, out)) != MT_OK || !cache) {
         return st;
     }
-    if (mt_hwprofile_cache_save(out, path) != MT_OK) {
+    mt_log_set_quiet(true);
+    st = mt_hwprofile_cache_save(out, path);
+    mt_log_set_quiet(false);
+    if (st != MT_OK) {
         /* a read-only home should not stop the run: it only costs the bench again next time */
         mt_log_warn("the profile is not cached: %s", mt_last_error());
     } else {

@@ -42,7 +42,8 @@ enum mt_device mt_cli_device_pick(enum mt_cli_device want, bool say);
  * A hardware profile of this machine: hw_path when given (what-if or measured); else the one
  * cached for this host (mt_hwprofile_cache_path); else a quick bench (disk: a file or directory
  * to measure reads on, NULL for the cache directory; progress on stderr), saved to the cache
- * for next time.
+ * for next time. No cache directory, or one that cannot be written, is one warning: the
+ * profile is measured and used all the same.
  * MT_ERR_FORMAT/MT_ERR_IO naming a bad --hw file or cached profile (with the hint to delete a
  * broken cache), or the bench's failure.
  */
