@@ -19,7 +19,7 @@ export CUDA_VISIBLE_DEVICES=
 export MOETIER_CACHE_DIR="$tmp/nocache"
 ids="5,17,900,33,4242,7,12,99,1000,65000,3,8"
 
-echo "1..19"
+echo "1..20"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 
@@ -111,6 +111,16 @@ ok $? "... and runs where it fits ('$out')"
     grep -q "^model      : 61 layers (58 MoE x 256 experts, k 8)" "$tmp/out" &&
     grep -q "^decode     : [0-9.]* tok/s" "$tmp/out"
 ok $? "moetier plan with no -m plans the built-in V3.2: $(grep '^decode' "$tmp/out")"
+cat >"$tmp/cpu-only.json" <<'JSON'
+{"version": 1, "source": "what-if: 16 GiB, no GPU", "dram_bytes": 17179869184,
+ "cpu": {"cores": 2, "read_gbps": 20, "fma_gflops": 200},
+ "disks": [{"path": "/tmp", "best_gbps": 2}]}
+JSON
+"$bin" plan --hw "$tmp/cpu-only.json" --cpu-mem 16G >"$tmp/out" 2>"$tmp/err"
+[ $? -eq 0 ] && grep -q "^DRAM budget: 16.0 GiB = .* experts 0.00 GiB" "$tmp/out" &&
+    grep -q "short by [0-9.]* GiB: the reserve, the always-on weights and the KV" "$tmp/out"
+ok $? "a CPU-only plan whose DRAM cannot hold the always-on weights says so: \
+$(grep -A1 '^DRAM budget' "$tmp/out" | tail -1)"
 MOETIER_CACHE_DIR="$tmp/cache" "$bin" plan -m deepseek-v3.2 >"$tmp/out" 2>"$tmp/err"
 [ $? -eq 0 ] && grep -q "^decode     : [0-9.]* tok/s" "$tmp/out" &&
     ! grep -q measuring "$tmp/err" && grep -q "^hardware   : what-if: RTX 3090" "$tmp/out"

@@ -375,6 +375,13 @@ mt_cli_plan_print(FILE *out, const struct mt_plan *p)
                 gib((double)p->budget.cpu_mem), gib((double)p->budget.cpu_reserve),
                 gib((double)p->always_on_bytes), p->budget.ctx, gib((double)p->kv_bytes),
                 gib((double)p->dram_expert_bytes));
+        uint64_t first = p->budget.cpu_reserve + p->always_on_bytes + p->kv_bytes;
+        if (first > p->budget.cpu_mem) {
+            /* the planner leaves the experts 0 then, and the sum above no longer adds up */
+            fprintf(out, "             short by %.2f GiB: the reserve, the always-on weights and "
+                    "the KV do not\n             fit the DRAM budget, so this machine cannot run "
+                    "the model as planned\n", gib((double)(first - p->budget.cpu_mem)));
+        }
     }
     if (p->trace_tokens > 0) {
         fprintf(out, "activation : %s (%llu tokens)\n", p->activation,
