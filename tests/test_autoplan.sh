@@ -19,7 +19,7 @@ export CUDA_VISIBLE_DEVICES=
 export MOETIER_CACHE_DIR="$tmp/nocache"
 ids="5,17,900,33,4242,7,12,99,1000,65000,3,8"
 
-echo "1..20"
+echo "1..21"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 
@@ -31,6 +31,10 @@ measured() { grep -q "measuring" "$tmp/err" || [ -e "$MOETIER_CACHE_DIR" ]; }
 plain=$(run --no-plan)
 [ $? -eq 0 ] && [ -n "$plain" ]
 ok $? "run --no-plan: the old behaviour ('$plain')"
+got=$(run --no-plan --hw "$prof" --cpu-reserve 1G)
+[ $? -eq 0 ] && [ "$got" = "$plain" ] &&
+    grep -q "warning: --hw and --cpu-reserve are not used with --no-plan" "$tmp/err"
+ok $? "--hw and --cpu-reserve beside --no-plan are said to do nothing: $(grep warn "$tmp/err")"
 
 auto=$(run)
 rc=$?
@@ -132,7 +136,8 @@ for c in run chat serve; do
 done
 grep -q -- "--device auto|cpu|gpu" "$tmp/help.run" &&
     grep -q -- "--cpu-mem SIZE" "$tmp/help.chat" &&
-    grep -q -- "--no-plan" "$tmp/help.serve" && grep -q -- "--hw PROFILE" "$tmp/help.run" &&
+    grep -q -- "--no-plan  *no planning: every routed expert on the engine's own" \
+        "$tmp/help.serve" && grep -q -- "--hw PROFILE" "$tmp/help.run" &&
     "$bin" plan --help | grep -q "built-in DeepSeek-V3.2"
 ok $? "run, chat, serve and plan --help describe the placement flags"
 tap_exit

@@ -569,6 +569,17 @@ mt_cli_placement(struct mt_cli_engine *e, const struct mt_cli_engine_flags *f,
         }
     }
 
+    const char *fixed = f->plan_path != NULL ? "--plan"
+                        : f->no_plan         ? "--no-plan"
+                        : f->n_store > 0     ? "--store"
+                                             : NULL;
+    if (fixed != NULL && (f->hw_path != NULL || f->cpu_reserve > 0)) {
+        /* a plan file holds the rates and budgets it was made with; the others plan nothing */
+        bool both = f->hw_path != NULL && f->cpu_reserve > 0;
+        mt_log_warn("%s %s not used with %s: only the automatic placement plans with %s",
+                    both ? "--hw and --cpu-reserve" : f->hw_path != NULL ? "--hw" : "--cpu-reserve",
+                    both ? "are" : "is", fixed, both ? "them" : "it");
+    }
     if (f->plan_path != NULL) {
         if ((st = mt_plan_load(f->plan_path, &e->plan)) != MT_OK ||
             (st = mt_plan_check_model(e->plan, f->plan_path, cfg, sz.routed_expert_bytes)) !=
