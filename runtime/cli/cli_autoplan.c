@@ -210,14 +210,13 @@ struct need {
 
 static void
 placement_need(const struct mt_model_config *cfg, const struct mt_model_sizes *sz,
-               const uint8_t *tiers, bool gpu, uint64_t kv, struct need *n)
+               const uint8_t *tiers, uint8_t own, bool gpu, uint64_t kv, struct need *n)
 {
     memset(n, 0, sizeof(*n));
     for (int l = 0; l < cfg->num_hidden_layers; l++) {
         for (int x = 0; x < cfg->n_routed_experts && cfg->layer_is_moe[l]; x++) {
-            uint8_t t = tiers != NULL ? tiers[(size_t)l * cfg->n_routed_experts + x]
-                        : gpu         ? MT_TIER_GPU
-                                      : MT_TIER_DRAM_CPU;
+            /* own: where the experts go without tiers */
+            uint8_t t = tiers != NULL ? tiers[(size_t)l * cfg->n_routed_experts + x] : own;
             n->count[t < MT_TIER_COUNT ? t : MT_TIER_DRAM_CPU]++;
         }
     }
@@ -600,7 +599,9 @@ mt_cli_placement(struct mt_cli_engine *e, const struct mt_cli_engine_flags *f,
     if (e->plan != NULL) {
         eo->expert_tiers = e->plan->tiers;
     }
-    placement_need(cfg, &sz, eo->expert_tiers, gpu, kv, &n);
+    /* without tiers: --store streams them all (attach_stream), else the engine's device */
+    uint8_t own = f->n_store > 0 ? MT_TIER_NVME : gpu ? MT_TIER_GPU : MT_TIER_DRAM_CPU;
+    placement_need(cfg, &sz, eo->expert_tiers, own, gpu, kv, &n);
     if (e->plan != NULL &&
         (st = check_fits(f->plan_path != NULL ? f->plan_path : "the plan", &n, f, gpu)) != MT_OK) {
         return st;
