@@ -430,11 +430,17 @@ mt_cli_engine_flags_init(struct mt_cli_engine_flags *f)
     memset(f, 0, sizeof(*f));
     mt_sampler_opts_default(&f->sampler);
     mt_engine_opts_default(&f->engine);
-    /* $MOETIER_DEVICE sets the default (the test suite runs on the CPU unless a test asks) */
-    if (dev != NULL && strcmp(dev, "cpu") == 0) {
+    /* $MOETIER_DEVICE sets the default (the test suite runs on the CPU unless a test asks); it
+       takes what --device takes, and a typo is said, not silently taken for auto */
+    if (dev == NULL || dev[0] == '\0' || strcmp(dev, "auto") == 0) {
+        return;
+    }
+    if (strcmp(dev, "cpu") == 0) {
         f->device = MT_CLI_DEVICE_CPU;
-    } else if (dev != NULL && strcmp(dev, "gpu") == 0) {
+    } else if (strcmp(dev, "gpu") == 0 || strcmp(dev, "cuda") == 0) {
         f->device = MT_CLI_DEVICE_GPU;
+    } else {
+        mt_log_warn("MOETIER_DEVICE='%s' is not auto, cpu or gpu: ignored (auto)", dev);
     }
 }
 
