@@ -31,13 +31,15 @@ mem=$(jq '.budgets.always_on_bytes + .budgets.kv_bytes + .budgets.cpu_reserve_by
 plan --hw "$tmp/cpu.json" --cpu-mem "$mem" -o "$tmp/mix.json" >"$tmp/plan.out" 2>"$tmp/err" ||
     bail_out "plan failed: $(cat "$tmp/err")"
 jq -e '.prediction.tiers["dram-cpu"].experts == 96 and .prediction.tiers.nvme.experts == 96' \
-    "$tmp/mix.json" >/dev/null || bail_out "the plan is not half DRAM, half NVMe: $(cat "$tmp/plan.out")"
+    "$tmp/mix.json" >/dev/null ||
+    bail_out "the plan is not half DRAM, half NVMe: $(cat "$tmp/plan.out")"
 
 ids="5,17,900,33,4242,7,12,99,1000,65000,3,8,21,400,77,2,19,4096,123,88,6,31,250,11,9"
 run() { "$bin" run -m "$m" --prompt-ids "$ids" -n 6 --print-ids "$@" 2>"$tmp/err"; }
 got=$(run --plan "$tmp/mix.json" --json "$tmp/r.json")
 [ $? -eq 0 ] && [ -n "$got" ] &&
-    jq -e '.format == "moetier-report" and .version == 1 and .device == "cpu"' "$tmp/r.json" >/dev/null
+    jq -e '.format == "moetier-report" and .version == 1 and .device == "cpu"' "$tmp/r.json" \
+        >/dev/null
 ok $? "run --plan --json writes a moetier-report ('$got')"
 jq -e '[.prefill, .decode][] | (.tokens, .seconds, .tok_s, .forward_s, .moe_s, .moe_wait_s,
         .cpu_busy, .prefetch.guessed, .stream.hits, .stream.hit_rate, .stream.read_gbps,
@@ -76,7 +78,8 @@ jq -e 'def near(a; b): (a - b | fabs) <= 1e-6 * ([a, b] | map(fabs) | max);
          .decode.tiers.nvme.ms_per_token / .predicted.tiers.nvme.ms_per_token) and
     .ratio.tiers.gpu.ms_per_token == null' "$tmp/r.json" >/dev/null
 ok $? "ratios are measured over predicted"
-grep -q '^mt: report: prefill 25 tokens, .* tok/s (plan .*, ratio .*); decode 5 tokens' "$tmp/err" &&
+grep -q '^mt: report: prefill 25 tokens, .* tok/s (plan .*, ratio .*); decode 5 tokens' \
+    "$tmp/err" &&
     grep -q '^mt: report: decode .* plan: experts/tok' "$tmp/err" &&
     grep -q '^mt: report: nvme  *[0-9.]*  *[0-9.]*  *[0-9.]*  *12.00 ' "$tmp/err" &&
     grep -q '^mt: report: streamed experts: cache hits' "$tmp/err"
@@ -101,7 +104,8 @@ jq '.decode.tiers["dram-cpu"].bytes = 6e9 | .decode.tiers["dram-cpu"].seconds = 
     >"$tmp/learn.out" 2>&1 &&
     jq -e '.learned.reports == 2 and (.learned.cpu_expert_eff - 0.3 | fabs) < 1e-6 and
            .learned.disk_eff > 0 and .learned.gpu_eff == 0' "$tmp/learn.json" >/dev/null
-ok $? "plan --learn writes the measured efficiencies into the profile: $(grep 'CPU expert' "$tmp/learn.out")"
+ok $? "plan --learn writes the measured efficiencies into the profile: \
+$(grep 'CPU expert' "$tmp/learn.out")"
 plan --hw "$tmp/learn.json" --cpu-mem "$mem" -o "$tmp/learned.json" >"$tmp/l.out" 2>&1 &&
     plan --hw "$tmp/cpu.json" --cpu-mem "$mem" --cpu-eff 0.3 -o "$tmp/eff3.json" >/dev/null 2>&1 &&
     grep -q 'CPU eff    : 0.300 (learned: 2 run reports)' "$tmp/l.out" &&

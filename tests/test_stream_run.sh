@@ -19,7 +19,8 @@ plain=$(run)
 "$bin" pack -q -m "$m" -o "$tmp/s0" -o "$tmp/s1" 2>"$tmp/perr"
 ok $? "pack into two store files exits 0 $(head -1 "$tmp/perr")"
 got=$(run --store "$tmp/s0" --store "$tmp/s1")
-[ $? -eq 0 ] && [ -n "$plain" ] && [ "$got" = "$plain" ] && grep -q "streamed experts:" "$tmp/err" &&
+[ $? -eq 0 ] && [ -n "$plain" ] && [ "$got" = "$plain" ] &&
+    grep -q "streamed experts:" "$tmp/err" &&
     grep -q "experts: 0 on GPU, 0 in DRAM (CPU), 192 on NVMe (--store)" "$tmp/err"
 ok $? "run --store: every expert streamed from the store, same tokens ('$got'), and said so"
 got=$(run --store "$tmp/s0" --store "$tmp/s1" --verify --cache 1M)

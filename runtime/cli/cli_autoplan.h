@@ -68,8 +68,8 @@ void mt_cli_default_budgets(const struct mt_hwprofile *hw, bool gpu_set, bool cp
  * --no-plan/--store, or the automatic placement (see the file comment). Prints one line (the
  * experts per tier and the predicted tok/s) when f->report, and the whole plan with the reason
  * for each tier when f->verbose; a warning when --hw or --cpu-reserve, which only shape the
- * automatic plan, come with --plan, --no-plan or --store. On failure the reason has been printed (mt_fail); what was
- * made is in e, for mt_cli_engine_fini.
+ * automatic plan, come with --plan, --no-plan or --store. On failure the reason has been
+ * printed (mt_fail); what was made is in e, for mt_cli_engine_fini.
  */
 mt_status_t mt_cli_placement(struct mt_cli_engine *e, const struct mt_cli_engine_flags *f,
                              enum mt_device device, struct mt_engine_opts *eo);
