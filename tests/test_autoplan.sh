@@ -5,8 +5,9 @@
 # a --cpu-mem too small for all experts plans from a --hw what-if profile (or the one cached in
 # MOETIER_CACHE_DIR or XDG_CACHE_HOME), streams some experts from disk and gives the greedy
 # tokens of all-DRAM; bad profiles, plans that no longer fit and too small budgets are refused
-# with the reason; `moetier plan` with no -m plans the built-in DeepSeek-V3.2. No test here may
-# run the quick bench: each checks that nothing was measured.
+# with the reason; `moetier plan` with no -m plans the built-in DeepSeek-V3.2. Only the two tests
+# of a cache that cannot be used run the quick bench (a second or two); the others check that
+# nothing was measured.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
 make_tmp autoplan
@@ -18,7 +19,7 @@ export CUDA_VISIBLE_DEVICES=
 export MOETIER_CACHE_DIR="$tmp/nocache"
 ids="5,17,900,33,4242,7,12,99,1000,65000,3,8"
 
-echo "1..17"
+echo "1..21"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 
@@ -30,6 +31,10 @@ measured() { grep -q "measuring" "$tmp/err" || [ -e "$MOETIER_CACHE_DIR" ]; }
 plain=$(run --no-plan)
 [ $? -eq 0 ] && [ -n "$plain" ]
 ok $? "run --no-plan: the old behaviour ('$plain')"
+got=$(run --no-plan --hw "$prof" --cpu-reserve 1G)
+[ $? -eq 0 ] && [ "$got" = "$plain" ] &&
+    grep -q "warning: --hw and --cpu-reserve are not used with --no-plan" "$tmp/err"
+ok $? "--hw and --cpu-reserve beside --no-plan are said to do nothing: $(grep warn "$tmp/err")"
 
 auto=$(run)
 rc=$?
@@ -68,6 +73,18 @@ got=$(env -u MOETIER_CACHE_DIR XDG_CACHE_HOME="$tmp/xdg" "$bin" run -m "$m" --pr
     grep -q "hardware profile: $tmp/xdg/moetier/profile-$host.json (cached" "$tmp/err"
 ok $? "... else XDG_CACHE_HOME/moetier's: $(grep 'hardware profile' "$tmp/err")"
 
+# no cache to keep a profile in: the quick bench runs, the run goes on, one warning says why
+touch "$tmp/afile"
+got=$(MOETIER_CACHE_DIR="$tmp/afile/moetier" run $small)
+[ $? -eq 0 ] && [ "$got" = "$plain" ] && [ "$(grep -c 'cannot create' "$tmp/err")" -eq 1 ] &&
+    grep -q "^mt: warning: the profile is not cached: cannot create .*afile/moetier" "$tmp/err"
+ok $? "an unwritable cache: measured, one warning: $(grep 'cannot create' "$tmp/err")"
+got=$(env -u MOETIER_CACHE_DIR -u XDG_CACHE_HOME -u HOME "$bin" run -m "$m" --prompt-ids "$ids" \
+    -n 6 --print-ids $small 2>"$tmp/err")
+[ $? -eq 0 ] && [ "$got" = "$plain" ] &&
+    grep -q "^mt: warning: no cache directory .* the profile measured now is not cached" "$tmp/err"
+ok $? "no HOME: measured, not cached: $(grep 'warning' "$tmp/err")"
+
 # refusals, each with its reason and nothing run
 printf '{"version": 1, "gpu": {"hbm_gbps": 900}}\n' >"$tmp/bad-hw.json"
 out=$(run $small --hw "$tmp/bad-hw.json")
@@ -98,6 +115,16 @@ ok $? "... and runs where it fits ('$out')"
     grep -q "^model      : 61 layers (58 MoE x 256 experts, k 8)" "$tmp/out" &&
     grep -q "^decode     : [0-9.]* tok/s" "$tmp/out"
 ok $? "moetier plan with no -m plans the built-in V3.2: $(grep '^decode' "$tmp/out")"
+cat >"$tmp/cpu-only.json" <<'JSON'
+{"version": 1, "source": "what-if: 16 GiB, no GPU", "dram_bytes": 17179869184,
+ "cpu": {"cores": 2, "read_gbps": 20, "fma_gflops": 200},
+ "disks": [{"path": "/tmp", "best_gbps": 2}]}
+JSON
+"$bin" plan --hw "$tmp/cpu-only.json" --cpu-mem 16G >"$tmp/out" 2>"$tmp/err"
+[ $? -eq 0 ] && grep -q "^DRAM budget: 16.0 GiB = .* experts 0.00 GiB" "$tmp/out" &&
+    grep -q "short by [0-9.]* GiB: the reserve, the always-on weights and the KV" "$tmp/out"
+ok $? "a CPU-only plan whose DRAM cannot hold the always-on weights says so: \
+$(grep -A1 '^DRAM budget' "$tmp/out" | tail -1)"
 MOETIER_CACHE_DIR="$tmp/cache" "$bin" plan -m deepseek-v3.2 >"$tmp/out" 2>"$tmp/err"
 [ $? -eq 0 ] && grep -q "^decode     : [0-9.]* tok/s" "$tmp/out" &&
     ! grep -q measuring "$tmp/err" && grep -q "^hardware   : what-if: RTX 3090" "$tmp/out"
@@ -109,7 +136,8 @@ for c in run chat serve; do
 done
 grep -q -- "--device auto|cpu|gpu" "$tmp/help.run" &&
     grep -q -- "--cpu-mem SIZE" "$tmp/help.chat" &&
-    grep -q -- "--no-plan" "$tmp/help.serve" && grep -q -- "--hw PROFILE" "$tmp/help.run" &&
+    grep -q -- "--no-plan  *no planning: every routed expert on the engine's own" \
+        "$tmp/help.serve" && grep -q -- "--hw PROFILE" "$tmp/help.run" &&
     "$bin" plan --help | grep -q "built-in DeepSeek-V3.2"
 ok $? "run, chat, serve and plan --help describe the placement flags"
 tap_exit

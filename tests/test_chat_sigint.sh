@@ -31,7 +31,8 @@ MT_CHAT_COLD=1 MT_CHAT_SIGINT_AFTER=3 chat >"$tmp/c.out" 2>"$tmp/c.err"
 [ $? -eq 0 ] && cmp -s "$tmp/a.out" "$tmp/c.out" &&
     grep -q '^mt: turn 2: [0-9]* prompt tokens, 0 reused' "$tmp/c.err"
 ok $? "the replies equal those of a run without cache reuse (partial reply kept in both)"
-[ "$(grep -c '^mt: decode [0-9.]* tok/s; ms/token gpu [0-9.]* dram-cpu [0-9.]*' "$tmp/a.err")" -eq 3 ]
+line='^mt: decode [0-9.]* tok/s; ms/token gpu [0-9.]* dram-cpu [0-9.]*'
+[ "$(grep -c "$line" "$tmp/a.err")" -eq 3 ]
 ok $? "chat -v: one report line per turn: $(grep -m1 '^mt: decode' "$tmp/a.err")"
 chat >"$tmp/b.out" 2>"$tmp/b.err"
 [ $? -eq 0 ] && ! grep -q stopped "$tmp/b.err" && ! cmp -s "$tmp/a.out" "$tmp/b.out"

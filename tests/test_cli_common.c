@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* test_cli_common.c - the strict flag-value parsers every moetier subcommand uses. */
+/*
+ * test_cli_common.c - the strict flag-value parsers every moetier subcommand uses, and the
+ * default device from $MOETIER_DEVICE.
+ */
 #include <config.h>
 
 #include "runtime/cli/cli_common.h"
@@ -93,5 +96,22 @@ main(void)
                    ids == NULL,
                "ids: '%s' (an empty item) refused", empty_items[k]);
     }
+
+    /* $MOETIER_DEVICE takes what --device takes; anything else leaves auto */
+    static const struct {
+        const char *v;
+        enum mt_cli_device want;
+    } devs[] = {{"cpu", MT_CLI_DEVICE_CPU},   {"gpu", MT_CLI_DEVICE_GPU},
+                {"cuda", MT_CLI_DEVICE_GPU},  {"auto", MT_CLI_DEVICE_AUTO},
+                {"gpux", MT_CLI_DEVICE_AUTO}, {"", MT_CLI_DEVICE_AUTO}};
+    for (size_t k = 0; k < sizeof(devs) / sizeof(devs[0]); k++) {
+        struct mt_cli_engine_flags f;
+
+        setenv("MOETIER_DEVICE", devs[k].v, 1);
+        mt_cli_engine_flags_init(&f);
+        tap_ok(f.device == devs[k].want, "MOETIER_DEVICE='%s' gives device %d", devs[k].v,
+               (int)f.device);
+    }
+    unsetenv("MOETIER_DEVICE");
     return tap_done();
 }

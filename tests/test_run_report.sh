@@ -14,7 +14,7 @@ need jq "JSON in shell tests; apt-get install jq"
 make_tmp run-report
 m="$tmp/small"
 
-echo "1..14"
+echo "1..15"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 cat >"$tmp/cpu.json" <<'JSON'
@@ -31,13 +31,15 @@ mem=$(jq '.budgets.always_on_bytes + .budgets.kv_bytes + .budgets.cpu_reserve_by
 plan --hw "$tmp/cpu.json" --cpu-mem "$mem" -o "$tmp/mix.json" >"$tmp/plan.out" 2>"$tmp/err" ||
     bail_out "plan failed: $(cat "$tmp/err")"
 jq -e '.prediction.tiers["dram-cpu"].experts == 96 and .prediction.tiers.nvme.experts == 96' \
-    "$tmp/mix.json" >/dev/null || bail_out "the plan is not half DRAM, half NVMe: $(cat "$tmp/plan.out")"
+    "$tmp/mix.json" >/dev/null ||
+    bail_out "the plan is not half DRAM, half NVMe: $(cat "$tmp/plan.out")"
 
 ids="5,17,900,33,4242,7,12,99,1000,65000,3,8,21,400,77,2,19,4096,123,88,6,31,250,11,9"
 run() { "$bin" run -m "$m" --prompt-ids "$ids" -n 6 --print-ids "$@" 2>"$tmp/err"; }
 got=$(run --plan "$tmp/mix.json" --json "$tmp/r.json")
 [ $? -eq 0 ] && [ -n "$got" ] &&
-    jq -e '.format == "moetier-report" and .version == 1 and .device == "cpu"' "$tmp/r.json" >/dev/null
+    jq -e '.format == "moetier-report" and .version == 1 and .device == "cpu"' "$tmp/r.json" \
+        >/dev/null
 ok $? "run --plan --json writes a moetier-report ('$got')"
 jq -e '[.prefill, .decode][] | (.tokens, .seconds, .tok_s, .forward_s, .moe_s, .moe_wait_s,
         .cpu_busy, .prefetch.guessed, .stream.hits, .stream.hit_rate, .stream.read_gbps,
@@ -76,7 +78,8 @@ jq -e 'def near(a; b): (a - b | fabs) <= 1e-6 * ([a, b] | map(fabs) | max);
          .decode.tiers.nvme.ms_per_token / .predicted.tiers.nvme.ms_per_token) and
     .ratio.tiers.gpu.ms_per_token == null' "$tmp/r.json" >/dev/null
 ok $? "ratios are measured over predicted"
-grep -q '^mt: report: prefill 25 tokens, .* tok/s (plan .*, ratio .*); decode 5 tokens' "$tmp/err" &&
+grep -q '^mt: report: prefill 25 tokens, .* tok/s (plan .*, ratio .*); decode 5 tokens' \
+    "$tmp/err" &&
     grep -q '^mt: report: decode .* plan: experts/tok' "$tmp/err" &&
     grep -q '^mt: report: nvme  *[0-9.]*  *[0-9.]*  *[0-9.]*  *12.00 ' "$tmp/err" &&
     grep -q '^mt: report: streamed experts: cache hits' "$tmp/err"
@@ -101,7 +104,8 @@ jq '.decode.tiers["dram-cpu"].bytes = 6e9 | .decode.tiers["dram-cpu"].seconds = 
     >"$tmp/learn.out" 2>&1 &&
     jq -e '.learned.reports == 2 and (.learned.cpu_expert_eff - 0.3 | fabs) < 1e-6 and
            .learned.disk_eff > 0 and .learned.gpu_eff == 0' "$tmp/learn.json" >/dev/null
-ok $? "plan --learn writes the measured efficiencies into the profile: $(grep 'CPU expert' "$tmp/learn.out")"
+ok $? "plan --learn writes the measured efficiencies into the profile: \
+$(grep 'CPU expert' "$tmp/learn.out")"
 plan --hw "$tmp/learn.json" --cpu-mem "$mem" -o "$tmp/learned.json" >"$tmp/l.out" 2>&1 &&
     plan --hw "$tmp/cpu.json" --cpu-mem "$mem" --cpu-eff 0.3 -o "$tmp/eff3.json" >/dev/null 2>&1 &&
     grep -q 'CPU eff    : 0.300 (learned: 2 run reports)' "$tmp/l.out" &&
@@ -112,6 +116,13 @@ plan --hw "$tmp/learn.json" --cpu-mem "$mem" -o "$tmp/learned.json" >"$tmp/l.out
         $t > $b[0].prediction.tiers["dram-cpu"].ms_per_token and
         .prediction.decode_tok_s < $b[0].prediction.decode_tok_s' "$tmp/learned.json" >/dev/null
 ok $? "the next plan uses it: CPU eff 0.3 (learned), slower CPU experts and decode than at 0.6"
+# a CPU-only profile needs no --gpu-mem: --cpu-mem (or -o) asks for the plan after learning
+cp "$tmp/cpu.json" "$tmp/learn2.json"
+"$bin" plan -m "$m" --hw "$tmp/learn2.json" --learn "$tmp/r3.json" --cpu-mem "$mem" \
+    --cpu-reserve 3.9G --ctx 1024 -o "$tmp/learned2.json" >"$tmp/l2.out" 2>&1 &&
+    jq -e '.learned.cpu_expert_eff == 0.3' "$tmp/learn2.json" >/dev/null &&
+    jq -e '.budgets.cpu_eff == 0.3' "$tmp/learned2.json" >/dev/null
+ok $? "--learn with --cpu-mem and -o alone learns, then writes the plan: $(tail -1 "$tmp/l2.out")"
 plan --hw "$tmp/learn.json" --cpu-mem "$mem" --cpu-eff 0.5 >"$tmp/l.out" 2>&1 &&
     grep -q 'CPU eff    : 0.500 (--cpu-eff)' "$tmp/l.out"
 ok $? "--cpu-eff still wins over what was learned"

@@ -19,8 +19,10 @@ plain=$(run)
 "$bin" pack -q -m "$m" -o "$tmp/s0" -o "$tmp/s1" 2>"$tmp/perr"
 ok $? "pack into two store files exits 0 $(head -1 "$tmp/perr")"
 got=$(run --store "$tmp/s0" --store "$tmp/s1")
-[ $? -eq 0 ] && [ -n "$plain" ] && [ "$got" = "$plain" ] && grep -q "streamed experts:" "$tmp/err"
-ok $? "run --store: every expert streamed from the store, same tokens ('$got')"
+[ $? -eq 0 ] && [ -n "$plain" ] && [ "$got" = "$plain" ] &&
+    grep -q "streamed experts:" "$tmp/err" &&
+    grep -q "experts: 0 on GPU, 0 in DRAM (CPU), 192 on NVMe (--store)" "$tmp/err"
+ok $? "run --store: every expert streamed from the store, same tokens ('$got'), and said so"
 got=$(run --store "$tmp/s0" --store "$tmp/s1" --verify --cache 1M)
 [ $? -eq 0 ] && [ "$got" = "$plain" ]
 ok $? "... with --verify (CRC of every extent) and a 1 MiB cache"
@@ -43,8 +45,8 @@ printf '\377' | dd of="$tmp/bad0" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/nu
 got=$(run --store "$tmp/bad0" --store "$tmp/s1")
 rc=$?
 [ $rc -eq 1 ] && [ -z "$got" ] && grep -qi "crc" "$tmp/err" && grep -q "expert" "$tmp/err"
-ok $? "a flipped bit (store CRCs are always checked): exit 1 (rc $rc), no tokens, the expert" \
-    "named: $(grep -i crc "$tmp/err" | head -1)"
+ok $? "a flipped bit (store CRCs are always checked): exit 1 (rc $rc), no tokens, the expert \
+named: $(grep -i crc "$tmp/err" | head -1)"
 
 "$bin" synth --preset tiny --seed 3 -o "$tmp/tiny" >/dev/null 2>&1 &&
     "$bin" pack -q -m "$tmp/tiny" -o "$tmp/t0" 2>/dev/null ||

@@ -119,15 +119,23 @@ mt_cli_profile_get(const char *hw_path, const char *disk, struct mt_hwprofile *o
 {
     char path[4096];
     char dir[4096];
+    bool cache;
     mt_status_t st;
 
     if (hw_path != NULL) {
         return mt_hwprofile_load(hw_path, out);
     }
-    if ((st = mt_hwprofile_cache_path(path, sizeof(path))) != MT_OK) {
-        return st;
-    }
-    if (access(path, F_OK) == 0) {
+    /*
+     * The cache only saves the bench next time: no cache directory (HOME unset), or one that
+     * cannot be written, costs a warning, not the run. mt_fail stays quiet for those calls so
+     * that the one warning is all the user sees.
+     */
+    mt_log_set_quiet(true);
+    cache = mt_hwprofile_cache_path(path, sizeof(path)) == MT_OK;
+    mt_log_set_quiet(false);
+    if (!cache) {
+        mt_log_warn("%s; the profile measured now is not cached", mt_last_error());
+    } else if (access(path, F_OK) == 0) {
         st = mt_hwprofile_load(path, out);
         if (st != MT_OK) {
             mt_log_warn("the cached profile '%s' cannot be used; delete it to measure again, or "
@@ -137,16 +145,26 @@ mt_cli_profile_get(const char *hw_path, const char *disk, struct mt_hwprofile *o
         }
         return st;
     }
-    fprintf(stderr, "mt: no hardware profile of this machine yet: measuring one (a few seconds, "
-            "cached in '%s')\n", path);
+    if (cache) {
+        fprintf(stderr, "mt: no hardware profile of this machine yet: measuring one (a few "
+                "seconds, cached in '%s')\n", path);
+    } else {
+        fprintf(stderr, "mt: no hardware profile of this machine: measuring one (a few "
+                "seconds)\n");
+    }
     /* no disk named: the one the cache is on (the bench writes its test file there) */
-    if (disk == NULL && mt_hwprofile_cache_dir_make(dir, sizeof(dir)) == MT_OK) {
+    mt_log_set_quiet(true);
+    if (disk == NULL && cache && mt_hwprofile_cache_dir_make(dir, sizeof(dir)) == MT_OK) {
         disk = dir;
     }
-    if ((st = mt_cli_bench_quick_profile(disk, out)) != MT_OK) {
+    mt_log_set_quiet(false);
+    if ((st = mt_cli_bench_quick_profile(disk, out)) != MT_OK || !cache) {
         return st;
     }
-    if (mt_hwprofile_cache_save(out, path) != MT_OK) {
+    mt_log_set_quiet(true);
+    st = mt_hwprofile_cache_save(out, path);
+    mt_log_set_quiet(false);
+    if (st != MT_OK) {
         /* a read-only home should not stop the run: it only costs the bench again next time */
         mt_log_warn("the profile is not cached: %s", mt_last_error());
     } else {
@@ -192,14 +210,13 @@ struct need {
 
 static void
 placement_need(const struct mt_model_config *cfg, const struct mt_model_sizes *sz,
-               const uint8_t *tiers, bool gpu, uint64_t kv, struct need *n)
+               const uint8_t *tiers, uint8_t own, bool gpu, uint64_t kv, struct need *n)
 {
     memset(n, 0, sizeof(*n));
     for (int l = 0; l < cfg->num_hidden_layers; l++) {
         for (int x = 0; x < cfg->n_routed_experts && cfg->layer_is_moe[l]; x++) {
-            uint8_t t = tiers != NULL ? tiers[(size_t)l * cfg->n_routed_experts + x]
-                        : gpu         ? MT_TIER_GPU
-                                      : MT_TIER_DRAM_CPU;
+            /* own: where the experts go without tiers */
+            uint8_t t = tiers != NULL ? tiers[(size_t)l * cfg->n_routed_experts + x] : own;
             n->count[t < MT_TIER_COUNT ? t : MT_TIER_DRAM_CPU]++;
         }
     }
@@ -357,6 +374,13 @@ mt_cli_plan_print(FILE *out, const struct mt_plan *p)
                 gib((double)p->budget.cpu_mem), gib((double)p->budget.cpu_reserve),
                 gib((double)p->always_on_bytes), p->budget.ctx, gib((double)p->kv_bytes),
                 gib((double)p->dram_expert_bytes));
+        uint64_t first = p->budget.cpu_reserve + p->always_on_bytes + p->kv_bytes;
+        if (first > p->budget.cpu_mem) {
+            /* the planner leaves the experts 0 then, and the sum above no longer adds up */
+            fprintf(out, "             short by %.2f GiB: the reserve, the always-on weights and "
+                    "the KV do not\n             fit the DRAM budget, so this machine cannot run "
+                    "the model as planned\n", gib((double)(first - p->budget.cpu_mem)));
+        }
     }
     if (p->trace_tokens > 0) {
         fprintf(out, "activation : %s (%llu tokens)\n", p->activation,
@@ -544,6 +568,17 @@ mt_cli_placement(struct mt_cli_engine *e, const struct mt_cli_engine_flags *f,
         }
     }
 
+    const char *fixed = f->plan_path != NULL ? "--plan"
+                        : f->no_plan         ? "--no-plan"
+                        : f->n_store > 0     ? "--store"
+                                             : NULL;
+    if (fixed != NULL && (f->hw_path != NULL || f->cpu_reserve > 0)) {
+        /* a plan file holds the rates and budgets it was made with; the others plan nothing */
+        bool both = f->hw_path != NULL && f->cpu_reserve > 0;
+        mt_log_warn("%s %s not used with %s: only the automatic placement plans with %s",
+                    both ? "--hw and --cpu-reserve" : f->hw_path != NULL ? "--hw" : "--cpu-reserve",
+                    both ? "are" : "is", fixed, both ? "them" : "it");
+    }
     if (f->plan_path != NULL) {
         if ((st = mt_plan_load(f->plan_path, &e->plan)) != MT_OK ||
             (st = mt_plan_check_model(e->plan, f->plan_path, cfg, sz.routed_expert_bytes)) !=
@@ -564,7 +599,9 @@ mt_cli_placement(struct mt_cli_engine *e, const struct mt_cli_engine_flags *f,
     if (e->plan != NULL) {
         eo->expert_tiers = e->plan->tiers;
     }
-    placement_need(cfg, &sz, eo->expert_tiers, gpu, kv, &n);
+    /* without tiers: --store streams them all (attach_stream), else the engine's device */
+    uint8_t own = f->n_store > 0 ? MT_TIER_NVME : gpu ? MT_TIER_GPU : MT_TIER_DRAM_CPU;
+    placement_need(cfg, &sz, eo->expert_tiers, own, gpu, kv, &n);
     if (e->plan != NULL &&
         (st = check_fits(f->plan_path != NULL ? f->plan_path : "the plan", &n, f, gpu)) != MT_OK) {
         return st;

@@ -12,7 +12,8 @@
  * benchmark by accident.
  *
  *     --plan FILE    load it, check it against the model, the budgets and the free memory
- *     --no-plan      the old behaviour: every expert in DRAM (or, with --store, streamed)
+ *     --no-plan      the old behaviour: every expert on the engine's own device (DRAM on the
+ *                    CPU engine, GPU memory on the GPU engine), or with --store, streamed
  *     (neither)      the automatic placement above
  *
  * Budgets: --gpu-mem (default: the device's free memory minus max(512 MiB, 5%), the GPU
@@ -42,7 +43,8 @@ enum mt_device mt_cli_device_pick(enum mt_cli_device want, bool say);
  * A hardware profile of this machine: hw_path when given (what-if or measured); else the one
  * cached for this host (mt_hwprofile_cache_path); else a quick bench (disk: a file or directory
  * to measure reads on, NULL for the cache directory; progress on stderr), saved to the cache
- * for next time.
+ * for next time. No cache directory, or one that cannot be written, is one warning: the
+ * profile is measured and used all the same.
  * MT_ERR_FORMAT/MT_ERR_IO naming a bad --hw file or cached profile (with the hint to delete a
  * broken cache), or the bench's failure.
  */
@@ -65,8 +67,9 @@ void mt_cli_default_budgets(const struct mt_hwprofile *hw, bool gpu_set, bool cp
  * eo->expert_tiers (and, for the experts on NVMe, the stream provider) accordingly: --plan,
  * --no-plan/--store, or the automatic placement (see the file comment). Prints one line (the
  * experts per tier and the predicted tok/s) when f->report, and the whole plan with the reason
- * for each tier when f->verbose. On failure the reason has been printed (mt_fail); what was
- * made is in e, for mt_cli_engine_fini.
+ * for each tier when f->verbose; a warning when --hw or --cpu-reserve, which only shape the
+ * automatic plan, come with --plan, --no-plan or --store. On failure the reason has been
+ * printed (mt_fail); what was made is in e, for mt_cli_engine_fini.
  */
 mt_status_t mt_cli_placement(struct mt_cli_engine *e, const struct mt_cli_engine_flags *f,
                              enum mt_device device, struct mt_engine_opts *eo);

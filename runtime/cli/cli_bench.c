@@ -1034,7 +1034,9 @@ mt_cli_bench_quick_profile(const char *disk, struct mt_hwprofile *out)
         free(b);
         return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the quick benchmark");
     }
-    /* what `moetier bench --quick --disk DISK` runs (parse_opts' defaults with --quick) */
+    /* `moetier bench --quick --disk DISK`, but the disk measured at one point (qd 16, 1 MiB
+       blocks) instead of its grid of 4 queue depths x 2 block sizes: the planner takes only
+       the best rate */
     b->o.parts = PART_ALL;
     b->o.quick = true;
     b->o.disk_size = 64u << 20;

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * cli_chat.c - `moetier chat`: an interactive, multi-turn conversation with the CPU engine.
+ * cli_chat.c - `moetier chat`: an interactive, multi-turn conversation with the model (the CPU or
+ * the GPU engine, as --device decides).
  *
  * The one idea: the conversation is kept as messages (text), and every turn re-encodes the whole
  * of it with mt_chat_encode(), the model's own prompt format; the KV cache is then reused for the

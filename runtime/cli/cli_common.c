@@ -409,7 +409,8 @@ mt_cli_placement_usage(FILE *f)
             "                           cached one, else a quick bench of a few seconds, cached\n"
             "                           in $MOETIER_CACHE_DIR, $XDG_CACHE_HOME/moetier or\n"
             "                           ~/.cache/moetier)\n"
-            "      --no-plan            every routed expert in DRAM, no planning\n"
+            "      --no-plan            no planning: every routed expert on the engine's own\n"
+            "                           device (DRAM on the CPU, GPU memory on the GPU)\n"
             "      --store FILE         stream experts from a `moetier pack` store (repeat per\n"
             "                           file; without --plan every routed expert streams)\n"
             "      --cache SIZE         DRAM for streamed experts (default: what the plan leaves\n"
@@ -429,11 +430,17 @@ mt_cli_engine_flags_init(struct mt_cli_engine_flags *f)
     memset(f, 0, sizeof(*f));
     mt_sampler_opts_default(&f->sampler);
     mt_engine_opts_default(&f->engine);
-    /* $MOETIER_DEVICE sets the default (the test suite runs on the CPU unless a test asks) */
-    if (dev != NULL && strcmp(dev, "cpu") == 0) {
+    /* $MOETIER_DEVICE sets the default (the test suite runs on the CPU unless a test asks); it
+       takes what --device takes, and a typo is said, not silently taken for auto */
+    if (dev == NULL || dev[0] == '\0' || strcmp(dev, "auto") == 0) {
+        return;
+    }
+    if (strcmp(dev, "cpu") == 0) {
         f->device = MT_CLI_DEVICE_CPU;
-    } else if (dev != NULL && strcmp(dev, "gpu") == 0) {
+    } else if (strcmp(dev, "gpu") == 0 || strcmp(dev, "cuda") == 0) {
         f->device = MT_CLI_DEVICE_GPU;
+    } else {
+        mt_log_warn("MOETIER_DEVICE='%s' is not auto, cpu or gpu: ignored (auto)", dev);
     }
 }
 

@@ -86,14 +86,12 @@ usage(FILE *f)
         "                          REPORT; repeatable, averaged): the measured CPU expert,\n"
         "                          disk and GPU efficiencies are written into the --hw\n"
         "                          profile's \"learned\" section and replace the planner's\n"
-        "                          assumptions; without --gpu-mem/--cpu-mem only the\n"
-        "                          profile is updated\n"
+        "                          assumptions; then plans with them when -o, --gpu-mem\n"
+        "                          or --cpu-mem asks for a plan (else only the profile)\n"
         "  -h, --help              print this help\n");
 }
 
 static const struct mt_cli cli = {"plan", usage};
-
-
 
 /* ---- --learn: efficiencies from run reports ------------------------------------------------ */
 
@@ -139,9 +137,10 @@ eff_of(double measured_gbps, double rate_gbps, const char *what, const char *pat
 /*
  * Add what one report measured: the CPU's expert reads (the dram-cpu tier's bytes over its time,
  * decode when the run decoded, in runs that streamed nothing) over the plan's DRAM rate; the
- * streamed bytes over the time reads were in flight, over the plan's disk rate; and on the GPU engine, the weight bytes a decode
- * step reads (routed experts on the GPU and the always-on weights) over the forward time less the
- * waits for host experts, over the plan's HBM rate. A report of a run without a plan has no rates to compare with.
+ * streamed bytes over the time reads were in flight, over the plan's disk rate; and on the GPU
+ * engine, the weight bytes a decode step reads (routed experts on the GPU and the always-on
+ * weights) over the forward time less the waits for host experts, over the plan's HBM rate. A
+ * report of a run without a plan has no rates to compare with.
  */
 static mt_status_t
 learn_report(const char *path, struct learned_sum *sum)
@@ -296,7 +295,6 @@ mt_cli_plan(int argc, char **argv)
     struct mt_model *model = NULL;
     struct mt_plan *plan = NULL;
     char cfg_buf[4096];
-    int n_moe = 0;
     int c;
     int rc = 1;
 
@@ -438,9 +436,6 @@ mt_cli_plan(int argc, char **argv)
     if (mt_model_sizes_compute(&cfg, cfg.fp8, &sizes) != MT_OK) {
         goto out;
     }
-    for (int l = 0; l < cfg.num_hidden_layers; l++) {
-        n_moe += mt_config_layer_is_moe(&cfg, l);
-    }
 
     if (check_path != NULL) {
         if (mt_plan_load(check_path, &plan) != MT_OK ||
@@ -465,8 +460,8 @@ mt_cli_plan(int argc, char **argv)
     if (n_learn > 0 && learn(learn_paths, n_learn, hw, hw_path) != MT_OK) {
         goto out;
     }
-    if (n_learn > 0 && (!have_gpu || !have_cpu)) {
-        rc = 0; /* only the profile was asked for */
+    if (n_learn > 0 && !have_gpu && !have_cpu && out_path == NULL) {
+        rc = 0; /* only the profile was asked for: no budget, no -o */
         goto out;
     }
     if (hw->source[0] == '\0') {
@@ -480,7 +475,6 @@ mt_cli_plan(int argc, char **argv)
     if (mt_plan_build(&cfg, &sizes, hw, &budget, trace, trace_path, &plan) != MT_OK) {
         goto out;
     }
-    (void)n_moe;
     mt_cli_plan_print(stdout, plan);
     if (out_path != NULL) {
         if (mt_plan_save(plan, out_path) != MT_OK) {

@@ -33,7 +33,8 @@
  *                                      "bytes_per_token": x, "ms_per_token": x}, ... } },
  *     "ratio": null | { "decode_tok_s": x|null, "prefill_tok_s": x|null,
  *                       "tiers": { "gpu": {"ms_per_token": x|null}, ... } } }
- *   PHASE = { "tokens": n, "seconds": x, "tok_s": x, "forwards": n, "forward_s": x,
+ *   PHASE = { "tokens": n, "seconds": x, "tok_s": x, "forwards": n, "engine_tokens": n,
+ *             "forward_s": x,
  *             "moe_s": x, "moe_wait_s": x, "cpu_busy": x, "gpu_busy": x|null,
  *             "tiers": { "gpu": {"runs": n, "pairs": n, "bytes": N, "seconds": x,
  *                                "experts_per_token": x, "bytes_per_token": x,
@@ -45,7 +46,8 @@
  *                                "read_gbps": x, "stall_s": x, "read_errors": n,
  *                                "verify_failures": n, "retries": n } }
  * "runs" are (layer step, expert) computations, "pairs" (token, expert) pairs: the pairs of all
- * tiers sum to k x MoE layers x tokens, and bytes = runs x expert_bytes.
+ * tiers sum to k x MoE layers x engine_tokens (the tokens the engine ran in the phase), and
+ * bytes = runs x expert_bytes.
  */
 #ifndef MT_CLI_REPORT_H
 #define MT_CLI_REPORT_H
