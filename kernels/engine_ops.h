@@ -76,6 +76,23 @@ mt_status_t mt_gpu_index_scores_fp8_any(const uint8_t *q8, const float *w, int n
                                         const uint8_t *k8, const float *k_scale, int64_t n_keys,
                                         float *out, struct CUstream_st *stream);
 
+/*
+ * h[t] += y[t], then out[t] = RMSNorm(h[t]) * w for n_tok rows of n (out != h): a residual add
+ * and the norm after it in one launch, bit for bit mt_gpu_add then mt_gpu_rmsnorm.
+ */
+mt_status_t mt_gpu_add_rmsnorm(float *h, const float *y, const float *w, int n_tok, int n,
+                               float eps, float *out, struct CUstream_st *stream);
+/*
+ * The router's pairs grouped by expert on the device (moe_group.cu), for mt_gpu_moe_experts:
+ * ids, w [n_tok * k] (mt_gpu_router's output), table [n_experts] the layer's experts (device).
+ * Writes n_tok * k group slots: experts[g], group_start[g] (n_tok * k + 1 entries), pairs in
+ * pair_tok / pair_w; groups by increasing expert id, pairs in (token, slot) order (moe.c's
+ * order), the slots after the last group empty. At most 1024 pairs.
+ */
+mt_status_t mt_gpu_moe_group(const int32_t *ids, const float *w, int n_tok, int k,
+                             const struct mt_gpu_expert *table, int n_experts,
+                             struct mt_gpu_expert *experts, int32_t *group_start,
+                             int32_t *pair_tok, float *pair_w, struct CUstream_st *stream);
 /* cudaMemcpyAsync host -> device (to_device) or device -> host on stream. */
 mt_status_t mt_gpu_copy_async(void *dst, const void *src, size_t bytes, int to_device,
                               struct CUstream_st *stream);

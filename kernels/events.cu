@@ -31,6 +31,12 @@ mt_gpu_event_record(struct CUevent_st *ev, struct CUstream_st *stream)
 }
 
 extern "C" mt_status_t
+mt_gpu_event_mark(struct CUevent_st *ev, struct CUstream_st *stream)
+{
+    return MT_CUDA(cudaEventRecordWithFlags(ev, stream, cudaEventRecordExternal));
+}
+
+extern "C" mt_status_t
 mt_gpu_event_sync(struct CUevent_st *ev)
 {
     return MT_CUDA(cudaEventSynchronize(ev));

@@ -25,6 +25,11 @@ mt_status_t mt_gpu_event_create(struct CUevent_st **ev_out);
 void mt_gpu_event_destroy(struct CUevent_st *ev);
 /* Mark the point in stream's order where ev completes. */
 mt_status_t mt_gpu_event_record(struct CUevent_st *ev, struct CUstream_st *stream);
+/*
+ * mt_gpu_event_record that, on a stream being recorded into a CUDA graph (graph.h), becomes a
+ * node of the graph recording the event each time the graph runs (for timing inside graphs).
+ */
+mt_status_t mt_gpu_event_mark(struct CUevent_st *ev, struct CUstream_st *stream);
 /* Block until ev has completed. */
 mt_status_t mt_gpu_event_sync(struct CUevent_st *ev);
 /* Milliseconds between two completed events. */

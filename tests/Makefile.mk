@@ -128,6 +128,8 @@ check_PROGRAMS += tests/test_gpu_ops
 tests_test_gpu_ops_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_gpu_gemm
 tests_test_gpu_gemm_LDADD = $(MT_TEST_LIBS)
+check_PROGRAMS += tests/test_gpu_step
+tests_test_gpu_step_LDADD = $(MT_TEST_LIBS)
 # the GPU engine against HF's golden sets and the CPU engine
 check_PROGRAMS += tests/test_gpu_engine
 tests_test_gpu_engine_SOURCES = tests/test_gpu_engine.c tests/golden.c tests/golden.h

@@ -15,13 +15,27 @@
  * tokens) multiplies with the bandwidth-bound GEMV of ops.h; a longer chunk with the GEMM of
  * gemm.h (cuBLAS: fp32 on dequantized slabs by default, BF16 tensor cores as an option),
  * and MLA's absorption through kv_b as batched GEMMs. Inside a chunk the indexer, top-k and
- * sparse MLA still run per token as attention.c does. Each MoE layer copies the router's choices
- * back to the host, sorts the (token, expert) pairs there exactly as moe.c does, and uploads the
- * groups: one synchronization per MoE layer; a chunk's experts run one GEMM per expert.
+ * sparse MLA still run per token as attention.c does. A MoE layer with experts off the GPU, or a
+ * chunk longer than a decode batch, copies the router's choices back to the host and groups the
+ * (token, expert) pairs there exactly as moe.c does (engine_gpu_moe.c); a chunk's experts run one
+ * GEMM per expert. A decode batch through layers whose experts all live on the GPU groups them
+ * on the device instead, so such a step waits for nothing until its logits.
+ *
+ * Decode steps as CUDA graphs: a step of the all-GPU model is ~100 small launches, and launched
+ * one by one the GPU waits between them for the host (measured on the H200: ~0.5 ms of a 1.95 ms
+ * step). So the step is recorded (kernels/graph.h) and replayed by one launch. Its positions and
+ * lengths are launch arguments, so every step is recorded again, but the recording of step t+1
+ * is made while step t runs (the host would only wait for the logits otherwise) and updates an
+ * instantiated graph in place; two slots alternate, one running, one being recorded. Only the
+ * embeddings (a pinned buffer the graph reads) and the logits copy (to the caller's buffer) stay
+ * outside. Not with --debug-sync (every kernel synchronized) or a top-k hook (it reads the
+ * selection on the host).
  *
  * Environment (for measurements and tests): MT_GPU_CHUNK=n sets the chunk (8 = the GEMV path
  * alone), MT_GPU_GEMM=bf16|f32 the GEMM's arithmetic (fp32 by default), MT_GPU_GEMV_LOOP=n
- * the chunk size up to which FP8 weights take GEMV passes instead of the GEMM.
+ * the chunk size up to which FP8 weights take GEMV passes instead of the GEMM; MT_GPU_GRAPH=0
+ * (no graphs), MT_GPU_FUSE=0 (residual adds and norms as separate kernels), MT_GPU_DEVICE_MOE=0
+ * (routing always through the host) give the decode step as it was, for before/after runs.
  *
  * Errors: every operation goes through GPU_DO, which names the operation and the layer in the
  * one message; with debug_sync (--debug-sync, MT_DEBUG_SYNC=1) the stream is synchronized after
@@ -415,10 +429,11 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
     A(g->rlog, T * E * f, "work");
     A(g->rw, T * K * f, "work");
     A(g->ids, T * K * sizeof(int32_t), "work");
-    A(g->group_start, (E + 1) * sizeof(int32_t), "work");
+    size_t GX = MT_MAX(E, (size_t)TOK * K); /* device grouping: one slot per decode pair */
+    A(g->group_start, (GX + 1) * sizeof(int32_t), "work");
     A(g->pair_tok, T * K * sizeof(int32_t), "work");
     A(g->pair_w, T * K * f, "work");
-    A(g->xgroups, E * sizeof(struct mt_gpu_expert), "work");
+    A(g->xgroups, GX * sizeof(struct mt_gpu_expert), "work");
     A(g->moe_work, mt_gpu_moe_work_bytes((int)(TOK * K), (int)inter, (int)D) + 1, "work");
     if ((st = eng_gpu_moe_alloc(e, g)) != MT_OK) {
         return st;
@@ -636,6 +651,14 @@ eng_gpu_create(struct mt_engine *e)
     if ((st = eng_gpu_moe_init(e, g)) != MT_OK) {
         return st;
     }
+    ev = getenv("MT_GPU_GRAPH");
+    g->graph_on = ev == NULL || strcmp(ev, "0") != 0;
+    ev = getenv("MT_GPU_FUSE");
+    g->fuse = ev == NULL || strcmp(ev, "0") != 0;
+    if ((st = mt_gpu_pinned_alloc((size_t)TOK * (size_t)c->hidden_size * sizeof(float),
+                                  "a decode step's embeddings", (void **)&g->h_emb1)) != MT_OK) {
+        return st;
+    }
     if (g->gemm != NULL && (st = gemm_warmup(e, g)) != MT_OK) {
         return st;
     }
@@ -672,11 +695,14 @@ eng_gpu_create(struct mt_engine *e)
         return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the GPU engine's host buffers");
     }
     mt_log_info("GPU engine: %.1f MiB on the device (weights %.1f, KV cache %.1f for %lld "
-                "positions, %s latents), %s MLA, %s experts, %d-token chunks%s%s",
+                "positions, %s latents), %s MLA, %s experts%s, %d-token chunks%s%s",
                 (double)need / (1 << 20), (double)g->need[0] / (1 << 20),
                 (double)g->need[1] / (1 << 20), (long long)g->ctx, mt_dtype_name(g->lat_dtype),
                 g->fast_mla ? "V3.2-shape" : "generic",
-                g->grouped_moe ? "grouped FP8" : "per-expert", g->step,
+                g->grouped_moe ? "grouped FP8" : "per-expert",
+                g->all_dev_moe && g->graph_on && !g->debug_sync ? " (decode steps as CUDA graphs)"
+                                                                : "",
+                g->step,
                 g->gemm != NULL ? ", GEMM in " : "",
                 g->gemm != NULL ? mt_dtype_name(mt_gpu_gemm_compute(g->gemm)) : "");
     return MT_OK;
@@ -698,7 +724,15 @@ eng_gpu_destroy(struct eng_gpu *g, int n_layers)
         free(g->layers[l].experts);
         free(g->layers[l].xtab);
     }
+    if (g->n_graph_steps > 0) {
+        mt_log_info("GPU engine: %llu decode steps ran as CUDA graphs (%llu graphs built, the "
+                    "other recordings updated one in place)",
+                    (unsigned long long)g->n_graph_steps, (unsigned long long)g->n_graph_builds);
+    }
     eng_gpu_moe_fini(g);
+    mt_gpu_graph_destroy(g->gexec[0]);
+    mt_gpu_graph_destroy(g->gexec[1]);
+    mt_gpu_pinned_free(g->h_emb1);
     free(g->layers);
     mt_gpu_gemm_destroy(g->gemm);
     mt_gpu_stream_destroy(g->stream);
@@ -897,6 +931,129 @@ gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t star
     return MT_OK;
 }
 
+/*
+ * The layers on g->h [m, hidden] for m tokens at pos (launches only: nothing waits unless a
+ * layer's experts live on the host). With g->fuse each residual add runs in one kernel with the
+ * norm after it (the next layer's input norm, the post-attention norm).
+ */
+static mt_status_t
+layers_launch(struct mt_engine *e, struct eng_gpu *g, int m, int64_t pos)
+{
+    const struct mt_model_config *c = &e->cfg;
+    struct CUstream_st *s = g->stream;
+    int D = c->hidden_size;
+    float eps = (float)c->rms_norm_eps;
+    mt_status_t st;
+
+    for (int l = 0; l < e->n_layers; l++) {
+        struct g_layer *L = &g->layers[l];
+        if (l == 0 || !g->fuse) {
+            GPU_DO(l, "input norm", mt_gpu_rmsnorm(g->h, L->input_norm, m, D, eps, g->x, s));
+        }
+        if ((st = gpu_attention(e, g, l, m, pos)) != MT_OK) {
+            return st;
+        }
+        if (g->fuse) {
+            GPU_DO(l, "attention residual + post-attention norm",
+                   mt_gpu_add_rmsnorm(g->h, g->y, L->post_attn_norm, m, D, eps, g->x, s));
+        } else {
+            GPU_DO(l, "attention residual", mt_gpu_add(g->h, g->y, (size_t)m * D, s));
+            GPU_DO(l, "post-attention norm",
+                   mt_gpu_rmsnorm(g->h, L->post_attn_norm, m, D, eps, g->x, s));
+        }
+        st = L->is_moe ? eng_gpu_moe(e, g, l, m) : eng_gpu_mlp(g, l, &L->mlp, g->x, m, g->y);
+        if (st != MT_OK) {
+            return st;
+        }
+        if (g->fuse && l + 1 < e->n_layers) {
+            GPU_DO(l, "FFN residual + the next layer's input norm",
+                   mt_gpu_add_rmsnorm(g->h, g->y, g->layers[l + 1].input_norm, m, D, eps, g->x,
+                                      s));
+        } else {
+            GPU_DO(l, "FFN residual", mt_gpu_add(g->h, g->y, (size_t)m * D, s));
+        }
+    }
+    return MT_OK;
+}
+
+/* ---- decode steps as CUDA graphs --------------------------------------------------------- */
+
+/*
+ * A forward of n tokens is one recorded step when nothing in it needs the host: n fits one GEMV
+ * batch and one chunk, every MoE layer routes on the device, no hook reads the top-k, and
+ * --debug-sync (which synchronizes after every kernel) is off.
+ */
+static bool
+graph_ok(const struct mt_engine *e, const struct eng_gpu *g, int n)
+{
+    return g->graph_on && g->all_dev_moe && !g->debug_sync && e->hook == NULL && n >= 1 &&
+           n <= TOK && n <= g->step;
+}
+
+/* The slot holding the recorded step (pos, m, first), or -1. */
+static int
+graph_find(const struct eng_gpu *g, int64_t pos, int m, int first)
+{
+    for (int k = 0; k < 2; k++) {
+        if (g->gm[k] == m && g->gpos[k] == pos && g->gfirst[k] == first) {
+            return k;
+        }
+    }
+    return -1;
+}
+
+/*
+ * Record into slot k the step of m tokens at pos whose logits rows first..m-1 are wanted: the
+ * embeddings' upload from h_emb1, the layers, the final norm and lm_head into g->logits (the
+ * copy to the caller's buffer stays outside: its address changes). The caller fills h_emb1
+ * before it launches the slot. A recording that fails turns graphs off for the process (one
+ * warning); the step then runs as plain launches.
+ */
+static mt_status_t
+graph_record(struct mt_engine *e, struct eng_gpu *g, int k, int m, int64_t pos, int first)
+{
+    const struct mt_model_config *c = &e->cfg;
+    struct CUstream_st *s = g->stream;
+    int D = c->hidden_size;
+    float eps = (float)c->rms_norm_eps;
+    bool rebuilt = false;
+    mt_status_t st, st_end;
+
+    g->gm[k] = 0;
+    if ((st = mt_gpu_graph_begin(s)) != MT_OK) {
+        goto off;
+    }
+    g->capturing = true;
+    st = mt_gpu_copy_async(g->h, g->h_emb1, (size_t)m * D * sizeof(float), 1, s);
+    if (st == MT_OK) {
+        st = layers_launch(e, g, m, pos);
+    }
+    if (st == MT_OK) {
+        st = mt_gpu_rmsnorm(g->h + (size_t)first * D, g->final_norm, m - first, D, eps, g->x, s);
+    }
+    if (st == MT_OK) {
+        st = eng_gpu_lin(&g->head, g->x, m - first, g->logits, s);
+    }
+    g->capturing = false;
+    st_end = mt_gpu_graph_end(s, st == MT_OK, &g->gexec[k], &rebuilt);
+    st = st != MT_OK ? st : st_end;
+    if (st != MT_OK) {
+        goto off;
+    }
+    g->n_graph_builds += rebuilt;
+    g->gm[k] = m;
+    g->gpos[k] = pos;
+    g->gfirst[k] = first;
+    return MT_OK;
+off:
+    g->capturing = false;
+    g->graph_on = false;
+    g->gm[0] = g->gm[1] = 0;
+    mt_log_warn("GPU engine: decode steps cannot be recorded as CUDA graphs (%s); they run as "
+                "separate launches from now on", mt_last_error());
+    return st;
+}
+
 static mt_status_t
 check_logits(const float *v, size_t n)
 {
@@ -907,6 +1064,56 @@ check_logits(const float *v, size_t n)
                            (double)v[i], i);
         }
     }
+    return MT_OK;
+}
+
+/*
+ * A forward of n tokens (graph_ok) as one recorded step: found among the two slots (recorded
+ * while the previous step ran) or recorded now, launched, and while it runs the next one-token
+ * step is recorded into the other slot. MT_ERR_UNSUPPORTED (no message) when the step could not
+ * be recorded: the caller runs it as plain launches.
+ */
+static mt_status_t
+forward_graph(struct mt_engine *e, const int32_t *tokens, int n, bool all_logits,
+              float *logits_out)
+{
+    const struct mt_model_config *c = &e->cfg;
+    struct eng_gpu *g = e->gpu;
+    struct CUstream_st *s = g->stream;
+    size_t D = (size_t)c->hidden_size, V = (size_t)c->vocab_size;
+    int64_t pos = e->pos;
+    int first = all_logits ? 0 : n - 1;
+    int k = graph_find(g, pos, n, first);
+    mt_status_t st;
+
+    if (k < 0) {
+        k = g->glast ^ 1;
+        if (graph_record(e, g, k, n, pos, first) != MT_OK) {
+            return MT_ERR_UNSUPPORTED;
+        }
+    }
+    for (int t = 0; t < n; t++) {
+        mt_cpu_weight_row(&g->embed, tokens[t], g->h_emb1 + (size_t)t * D);
+    }
+    GPU_DO(-1, "decode step (CUDA graph)", mt_gpu_graph_launch(g->gexec[k], s));
+    for (int l = 0; l < e->n_layers; l++) {
+        g->ids_m[l] = g->layers[l].is_moe ? n : 0;
+    }
+    g->glast = k;
+    g->n_graph_steps++;
+    /* the next token's step, recorded while this one runs (the host is idle until the logits) */
+    if (pos + n < g->ctx && graph_find(g, pos + n, 1, 0) < 0) {
+        (void)graph_record(e, g, k ^ 1, 1, pos + n, 0);
+    }
+    GPU_DO(-1, "decode step (CUDA graph)",
+           mt_gpu_copy_async(logits_out, g->logits, (size_t)(n - first) * V * 4, 0, s));
+    GPU_DO(-1, "decode step (CUDA graph)", mt_gpu_stream_sync(s));
+    if ((st = eng_gpu_moe_flush(e, g)) != MT_OK || (st = check_logits(logits_out,
+                                                                      (size_t)(n - first) * V)) !=
+                                                       MT_OK) {
+        return st;
+    }
+    e->pos = pos + n;
     return MT_OK;
 }
 
@@ -927,6 +1134,12 @@ eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logi
         return mt_fail(MT_ERR_INVAL, 0, "sequence of %lld tokens is longer than the GPU cache's "
                        "%lld positions (--ctx)", (long long)(start + n), (long long)g->ctx);
     }
+    if (graph_ok(e, g, n)) {
+        st = forward_graph(e, tokens, n, all_logits, logits_out);
+        if (st != MT_ERR_UNSUPPORTED) {
+            return st;
+        }
+    }
     for (int c0 = 0; c0 < n; c0 += g->step) {
         int m = MT_MIN(g->step, n - c0);
         int64_t pos = start + c0;
@@ -935,23 +1148,22 @@ eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logi
         }
         GPU_DO(-1, "embedding upload",
                mt_gpu_copy_async(g->h, g->h_emb, (size_t)m * D * sizeof(float), 1, s));
-        for (int l = 0; l < e->n_layers; l++) {
-            struct g_layer *L = &g->layers[l];
-            GPU_DO(l, "input norm", mt_gpu_rmsnorm(g->h, L->input_norm, m, D, eps, g->x, s));
-            if ((st = gpu_attention(e, g, l, m, pos)) != MT_OK) {
-                return st;
-            }
-            GPU_DO(l, "attention residual", mt_gpu_add(g->h, g->y, (size_t)m * D, s));
-            GPU_DO(l, "post-attention norm",
-                   mt_gpu_rmsnorm(g->h, L->post_attn_norm, m, D, eps, g->x, s));
-            st = L->is_moe ? eng_gpu_moe(e, g, l, m) : eng_gpu_mlp(g, l, &L->mlp, g->x, m, g->y);
-            if (st != MT_OK) {
-                return st;
-            }
-            GPU_DO(l, "FFN residual", mt_gpu_add(g->h, g->y, (size_t)m * D, s));
+        if ((st = layers_launch(e, g, m, pos)) != MT_OK) {
+            return st;
         }
         bool last = c0 + m == n;
         if (!all_logits && !last) {
+            /* device-routed layers' choices wait in h_ids_all: read before the next chunk's */
+            bool pending = false;
+            for (int l = 0; l < e->n_layers && !pending; l++) {
+                pending = g->ids_m[l] > 0;
+            }
+            if (pending) {
+                GPU_DO(-1, "MoE statistics", mt_gpu_stream_sync(s));
+                if ((st = eng_gpu_moe_flush(e, g)) != MT_OK) {
+                    return st;
+                }
+            }
             continue;
         }
         /* the logits buffer holds TOK rows: all_logits (tests) goes TOK rows at a time */
@@ -961,9 +1173,17 @@ eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logi
             GPU_DO(-1, "final norm", mt_gpu_rmsnorm(g->h + (size_t)first * D, g->final_norm, cnt,
                                                     D, eps, g->x, s));
             GPU_DO(-1, "lm_head", eng_gpu_lin(&g->head, g->x, cnt, g->logits, s));
+            /* after a prompt, the first decode step is recorded while the prompt's end runs */
+            if (last && first + cnt == m && graph_ok(e, g, 1) && start + n < g->ctx &&
+                graph_find(g, start + n, 1, 0) < 0) {
+                (void)graph_record(e, g, g->glast ^ 1, 1, start + n, 0);
+            }
             GPU_DO(-1, "logits copy",
                    mt_gpu_copy_async(dst, g->logits, (size_t)cnt * V * 4, 0, s));
             GPU_DO(-1, "logits copy", mt_gpu_stream_sync(s));
+            if ((st = eng_gpu_moe_flush(e, g)) != MT_OK) {
+                return st;
+            }
             if ((st = check_logits(dst, (size_t)cnt * V)) != MT_OK) {
                 return st;
             }

@@ -12,6 +12,7 @@
 #include "kernels/engine_ops.h"
 #include "kernels/events.h"
 #include "kernels/gemm.h"
+#include "kernels/graph.h"
 #include "kernels/kernels.h"
 
 #define TOK MT_GPU_GEMV_MAX_TOK
@@ -49,6 +50,10 @@ struct g_layer {
     /* where this layer's routed experts live (e->tiers) */
     int n_gpu, n_host, n_nvme; // experts on the device, on host executors, of them on NVMe
     int next_moe;              // the next MoE layer, -1 for the last
+    /* decode batches route on the device (engine_gpu_moe.c): every routed expert on the GPU,
+       grouped FP8, no guess for the next layer to make on the host */
+    bool dev_moe;
+    struct mt_gpu_expert *xtab_dev; // device [E]: xtab uploaded (dev_moe layers)
 };
 
 struct eng_gpu {
@@ -109,6 +114,24 @@ struct eng_gpu {
     int *slot_x;                   /* host [E]: this step's slot experts, in order */
     void **pinned;                 /* host buffers registered for DMA (tier DRAM_PCIE) */
     int n_pinned;
+    /* device routing (dev_moe layers): the router's choices reach the host only for the
+       statistics and the trace, read after the step's final sync (eng_gpu_moe_flush) */
+    bool all_dev_moe;              /* every MoE layer is dev_moe (and the layers use it) */
+    int32_t *h_ids_all;            /* pinned [n_layers, TOK, K] */
+    int *ids_m;                    /* host [n_layers]: tokens whose choices wait there, 0: none */
+    struct CUevent_st **ev_dev;    /* host [2 n_ev_layers]: around each dev_moe layer's experts */
+    int n_ev_layers;
+    /* CUDA graphs of decode steps (engine_gpu.c): two recorded steps, one running while the
+       next is recorded; a slot's key is (position, tokens, first logits row) */
+    bool graph_on;                 /* MT_GPU_GRAPH=0 turns graphs off */
+    bool capturing;                /* recording: no host-side effects */
+    bool fuse;                     /* residual add + RMSNorm in one kernel (MT_GPU_FUSE=0: off) */
+    struct CUgraphExec_st *gexec[2];
+    int64_t gpos[2];
+    int gm[2], gfirst[2];          /* gm 0: the slot holds no valid step */
+    int glast;                     /* the slot launched last */
+    float *h_emb1;                 /* pinned [TOK, hidden]: a graph step's embeddings */
+    uint64_t n_graph_steps, n_graph_builds;
 };
 
 /* The arena's categories: where a counting-pass byte is charged. */
@@ -167,6 +190,11 @@ mt_status_t eng_gpu_moe_alloc(struct mt_engine *e, struct eng_gpu *g);
 /* engine_gpu_moe.c: the MoE layer's host buffers and events (after the arena pass). */
 mt_status_t eng_gpu_moe_init(struct mt_engine *e, struct eng_gpu *g);
 void eng_gpu_moe_fini(struct eng_gpu *g);
+/*
+ * engine_gpu_moe.c: the routing statistics (and trace records) of the dev_moe layers whose
+ * choices wait in h_ids_all; call after the stream has reached them (a sync).
+ */
+mt_status_t eng_gpu_moe_flush(struct mt_engine *e, struct eng_gpu *g);
 /* engine_gpu_moe.c: the MoE FFN of layer l on g->x [m, hidden] -> g->y. */
 mt_status_t eng_gpu_moe(struct mt_engine *e, struct eng_gpu *g, int l, int m);
 

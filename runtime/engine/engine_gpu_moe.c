@@ -27,6 +27,13 @@
  * guesses only cost disk bandwidth (mt_engine_stats counts guesses and hits). DRAM and GPU
  * experts need no prefetch. The sum order differs from the CPU engine's (device experts are
  * summed on the device, host experts on the host, then added), within the GPU path's tolerance.
+ *
+ * A layer whose routed experts all live on the GPU (dev_moe: the all-GPU plan) does not wait for
+ * the host on a decode batch (<= MT_GPU_GEMV_MAX_TOK tokens): the router's pairs are grouped on
+ * the device (kernels/moe_group.cu, in moe.c's order) and the grouped GEMV reads them there, so a
+ * decode step has no sync before its logits and can be replayed as a CUDA graph (engine_gpu.c).
+ * The choices still reach the host, by an asynchronous copy read after the step's sync, for the
+ * statistics and the trace. MT_GPU_DEVICE_MOE=0 routes through the host as before (measurements).
  */
 #include <config.h>
 
@@ -167,6 +174,14 @@ eng_gpu_moe_alloc(struct mt_engine *e, struct eng_gpu *g)
     for (size_t i = 0; i < (size_t)e->n_layers * E && !host; i++) {
         host = e->model->layers[i / E].is_moe && e->tiers[i] != MT_TIER_GPU;
     }
+    for (int l = 0; l < e->n_layers; l++) {
+        struct g_layer *L = &g->layers[l];
+        L->xtab_dev = NULL;
+        if (L->is_moe && (st = eng_gpu_alloc(g, E * sizeof(struct mt_gpu_expert), "expert table",
+                                             (void **)&L->xtab_dev)) != MT_OK) {
+            return st;
+        }
+    }
     if ((st = eng_gpu_alloc(g, T * D * f, "work", (void **)&g->d_host_sum)) != MT_OK ||
         (st = eng_gpu_alloc(g, T * E * f, "work", (void **)&g->glog)) != MT_OK ||
         (st = eng_gpu_alloc(g, T * K * sizeof(int32_t), "work", (void **)&g->gids)) != MT_OK ||
@@ -179,6 +194,56 @@ eng_gpu_moe_alloc(struct mt_engine *e, struct eng_gpu *g)
     g->slot[0] = g->slot[1] = NULL;
     for (int k = 0; k < 2 && host && g->slot_ok; k++) {
         if ((st = eng_gpu_alloc(g, g->slot_bytes, "expert slots", &g->slot[k])) != MT_OK) {
+            return st;
+        }
+    }
+    return MT_OK;
+}
+
+/*
+ * Which layers route on the device (dev_moe, the file comment), their expert tables uploaded, and
+ * the host side of their choices: a pinned copy per layer, an event pair per layer for the GPU
+ * tier's time.
+ */
+static mt_status_t
+dev_moe_init(struct mt_engine *e, struct eng_gpu *g)
+{
+    size_t E = (size_t)e->cfg.n_routed_experts, K = (size_t)e->cfg.num_experts_per_tok;
+    const char *ev = getenv("MT_GPU_DEVICE_MOE");
+    bool on = (ev == NULL || strcmp(ev, "0") != 0) && g->grouped_moe && TOK * K <= 1024;
+    mt_status_t st;
+
+    g->all_dev_moe = true;
+    g->ids_m = calloc((size_t)e->n_layers, sizeof(int));
+    g->ev_dev = calloc(2 * (size_t)e->n_layers, sizeof(*g->ev_dev));
+    if (g->ids_m == NULL || g->ev_dev == NULL) {
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the GPU engine's MoE host buffers");
+    }
+    g->n_ev_layers = e->n_layers;
+    if ((st = mt_gpu_pinned_alloc((size_t)e->n_layers * TOK * K * sizeof(int32_t),
+                                  "the router's choices", (void **)&g->h_ids_all)) != MT_OK) {
+        return st;
+    }
+    for (int l = 0; l < e->n_layers; l++) {
+        struct g_layer *L = &g->layers[l];
+        int nl = L->next_moe;
+        bool guess = !e->opts.no_prefetch && nl >= 0 && g->layers[nl].n_nvme > 0;
+        L->dev_moe = on && L->is_moe && L->n_host == 0 && !guess;
+        g->all_dev_moe = g->all_dev_moe && (L->dev_moe || !L->is_moe);
+    }
+    /* a trace takes each token's layers in order: with host-routed layers between, the device
+       ones (recorded after the step) would come out of order, so all route on the host */
+    for (int l = 0; l < e->n_layers && e->opts.trace != NULL && !g->all_dev_moe; l++) {
+        g->layers[l].dev_moe = false;
+    }
+    for (int l = 0; l < e->n_layers; l++) {
+        struct g_layer *L = &g->layers[l];
+        if (!L->dev_moe) {
+            continue;
+        }
+        if ((st = mt_gpu_copy_to_device(L->xtab_dev, L->xtab, E * sizeof(*L->xtab))) != MT_OK ||
+            (st = mt_gpu_event_create(&g->ev_dev[2 * l])) != MT_OK ||
+            (st = mt_gpu_event_create(&g->ev_dev[2 * l + 1])) != MT_OK) {
             return st;
         }
     }
@@ -239,7 +304,7 @@ eng_gpu_moe_init(struct mt_engine *e, struct eng_gpu *g)
         (st = mt_gpu_event_create(&g->ev_x1)) != MT_OK) {
         return st;
     }
-    return MT_OK;
+    return dev_moe_init(e, g);
 }
 
 void
@@ -270,6 +335,12 @@ eng_gpu_moe_fini(struct eng_gpu *g)
     mt_gpu_event_destroy(g->ev_ids);
     mt_gpu_event_destroy(g->ev_x0);
     mt_gpu_event_destroy(g->ev_x1);
+    mt_gpu_pinned_free(g->h_ids_all);
+    for (int i = 0; g->ev_dev != NULL && i < 2 * g->n_ev_layers; i++) {
+        mt_gpu_event_destroy(g->ev_dev[i]);
+    }
+    free(g->ev_dev);
+    free(g->ids_m);
 }
 
 /* SwiGLU MLP of x [m, hidden] -> out (g->gs and g->us as scratch). */
@@ -568,6 +639,89 @@ mark_device(const struct mt_engine *e, struct eng_gpu *g, int l, int m)
     }
 }
 
+/*
+ * Layer l's MoE on a decode batch (m <= TOK) without the host: router, grouping on the device,
+ * shared expert, grouped GEMV (the file comment). The choices are copied to h_ids_all for
+ * eng_gpu_moe_flush; ids_m[l] is set by the caller of a recorded step when it launches it.
+ */
+static mt_status_t
+moe_on_device(struct mt_engine *e, struct eng_gpu *g, int l, int m,
+              const struct mt_gpu_router_params *rp)
+{
+    const struct mt_model_config *c = &e->cfg;
+    struct g_layer *L = &g->layers[l];
+    struct CUstream_st *s = g->stream;
+    int K = c->num_experts_per_tok, np = m * K;
+    struct mt_gpu_moe_args a = {
+        .hidden = c->hidden_size,
+        .inter = c->moe_intermediate_size,
+        .n_groups = np, /* an upper bound: the slots after the last expert's are empty */
+        .n_pairs = np,
+        .max_group_tok = m,
+        .n_tok = m,
+        .experts = g->xgroups,
+        .group_start = g->group_start,
+        .pair_tok = g->pair_tok,
+        .pair_w = g->pair_w,
+        .x = g->x,
+        .y = g->y,
+        .work = g->moe_work,
+    };
+
+    GPU_DO(l, "router projection", eng_gpu_lin(&L->router, g->x, m, g->rlog, s));
+    GPU_DO(l, "router", mt_gpu_router(g->rlog, L->router_bias, rp, m, g->ids, g->rw, s));
+    GPU_DO(l, "router copy", mt_gpu_copy_async(g->h_ids_all + (size_t)l * TOK * K, g->ids,
+                                               (size_t)np * sizeof(int32_t), 0, s));
+    GPU_DO(l, "expert grouping (device)",
+           mt_gpu_moe_group(g->ids, g->rw, m, K, L->xtab_dev, c->n_routed_experts, g->xgroups,
+                            g->group_start, g->pair_tok, g->pair_w, s));
+    mt_status_t st = eng_gpu_mlp(g, l, &L->shared, g->x, m, g->y);
+    if (st != MT_OK) {
+        return st;
+    }
+    GPU_DO(l, "routed experts (device)", mt_gpu_event_mark(g->ev_dev[2 * l], s));
+    GPU_DO(l, "routed experts (grouped GEMV)", mt_gpu_moe_experts(&a, s));
+    GPU_DO(l, "routed experts (device)", mt_gpu_event_mark(g->ev_dev[2 * l + 1], s));
+    if (!g->capturing) {
+        g->ids_m[l] = m;
+    }
+    return MT_OK;
+}
+
+mt_status_t
+eng_gpu_moe_flush(struct mt_engine *e, struct eng_gpu *g)
+{
+    struct eng_work *w = &g->hw;
+    int E = e->cfg.n_routed_experts, K = e->cfg.num_experts_per_tok;
+    mt_status_t st = MT_OK;
+
+    for (int l = 0; l < e->n_layers; l++) {
+        int m = g->ids_m[l];
+        const int32_t *ids = g->h_ids_all + (size_t)l * TOK * K;
+        float ms = 0.0f;
+        if (m == 0) {
+            continue;
+        }
+        g->ids_m[l] = 0;
+        if (mt_gpu_event_ms(g->ev_dev[2 * l], g->ev_dev[2 * l + 1], &ms) == MT_OK) {
+            e->stats.tier_s[MT_TIER_GPU] += ms * 1e-3;
+        }
+        /* eng_moe_count reads the groups' sizes: group_start from the counts */
+        memset(w->group_start, 0, (size_t)(E + 1) * sizeof(int));
+        for (int i = 0; i < m * K; i++) {
+            w->group_start[ids[i] + 1]++;
+        }
+        for (int x = 0; x < E; x++) {
+            w->group_start[x + 1] += w->group_start[x];
+        }
+        eng_moe_count(e, l, w);
+        if (st == MT_OK && e->opts.trace != NULL) {
+            st = mt_trace_record_batch(e->opts.trace, l, (const int *)ids, m, K);
+        }
+    }
+    return st;
+}
+
 /* The MoE FFN of layer l on g->x [m, hidden] -> g->y (the file comment). */
 mt_status_t
 eng_gpu_moe(struct mt_engine *e, struct eng_gpu *g, int l, int m)
@@ -594,6 +748,11 @@ eng_gpu_moe(struct mt_engine *e, struct eng_gpu *g, int l, int m)
     double t0 = mt_clock_now();
     mt_status_t st, st_wait;
 
+    if (L->dev_moe && m <= TOK) {
+        st = moe_on_device(e, g, l, m, &rp);
+        e->stats.moe_s += g->capturing ? 0.0 : mt_clock_now() - t0;
+        return st;
+    }
     GPU_DO(l, "router projection", eng_gpu_lin(&L->router, g->x, m, g->rlog, s));
     GPU_DO(l, "router", mt_gpu_router(g->rlog, L->router_bias, &rp, m, g->ids, g->rw, s));
     GPU_DO(l, "router copy", mt_gpu_copy_async(w->ids, g->ids, np * 4, 0, s));

@@ -1,0 +1,106 @@
+#!/bin/bash
+# gpu_decode_h200.sh - one decode step of a v32-shape model against its bytes-moved floor (issue
+# 10; bench/results/gpu-engine-h200.md): build, the GPU engine's tests, a 2-layer v32-shape model
+# (1 dense + 1 MoE layer, 15.8 GB, everything on the GPU), the HBM read ceiling measured in the
+# same run, then 63 decoded tokens after a 64-token prompt under each configuration of the decode
+# step, each as decode tok/s (the CLI's wall time) and as the engine's forward time of the decode
+# phase (the run report), both divided by the floor (HBM read / bytes read per decoded token).
+#
+# Configurations (environment switches of runtime/engine/engine_gpu*.c):
+#   before    MT_GPU_DEVICE_MOE=0 MT_GPU_GRAPH=0 MT_GPU_FUSE=0: routing through the host, one
+#             launch per kernel, no fused norms (main's behaviour but the faster RMSNorm kernel)
+#   devmoe    MT_GPU_GRAPH=0 MT_GPU_FUSE=0: the MoE layer routes on the device, no graph
+#   nograph   MT_GPU_GRAPH=0: device routing and fused residual + norm, no graph
+#   nofuse    MT_GPU_FUSE=0: device routing and CUDA graphs, unfused norms
+#   graph     defaults: all of them
+# Greedy tokens of every configuration are compared with `before` (same model, same prompt), and a
+# 2,100-token prompt (the indexer selecting top-k inside recorded steps) is decoded with and
+# without graphs.
+#
+# Run from the tree root on the GPU machine with $OUT set: bash bench/gpu_decode_h200.sh
+# (SKIP_BUILD=1: the tree is built already). Everything lands in $OUT/results.tgz.
+T0=$(date +%s)
+R=$OUT/r
+mkdir -p "$R"
+t() { echo "[t+$(($(date +%s) - T0))s] $*"; tar -C "$OUT" -czf "$OUT/results.tgz" r 2>/dev/null; }
+date -u > "$R/date.txt"
+if [ -z "$SKIP_BUILD" ]; then
+    t build
+    . .gpu/deps/deps.sh > /dev/null 2>&1
+    D=/opt/moetier-deps/usr
+    (./autogen.sh && ./configure -q --with-cuda-arch=sm_90 MHD_CFLAGS="-I$D/include" \
+        MHD_LIBS="-L$D/lib/x86_64-linux-gnu -lmicrohttpd" && make -j16) > "$R/build.log" 2>&1 ||
+        { tail -40 "$R/build.log"; t failed; exit 1; }
+fi
+M=./moetier
+t "synth (background) and tests"
+(timeout 120 $M synth --preset v32-shape --layers 2 --dense-layers 1 -o /tmp/v32 -q \
+    > "$R/synth.txt" 2>&1; echo "synth rc $?" >> "$R/synth.txt") &
+SYNTH=$!
+TL="tests/test_gpu_step tests/test_gpu_ops tests/test_gpu_moe tests/test_gpu_engine"
+TL="$TL tests/test_gpu_hetero tests/test_gpu_run.sh"
+timeout 100 make -j16 check TESTS="$TL" > "$R/check.log" 2>&1
+grep -E '^# (TOTAL|PASS|SKIP|FAIL|ERROR)|^FAIL|^ERROR' "$R/check.log"
+for f in $TL; do cp "$f.log" "$R/" 2>/dev/null; done
+wait $SYNTH
+cat "$R/synth.txt"
+t "ceiling and bytes"
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem --format=csv \
+    > "$R/gpu.txt" 2>&1
+$M inspect -m /tmp/v32 > "$R/inspect.txt" 2>&1
+timeout 30 $M bench --only gpu --quick > "$R/bench.txt" 2>&1
+HBM=$(sed -n 's/.*HBM read \([0-9.]*\) GB\/s.*/\1/p' "$R/bench.txt" | head -1)
+BYTES=$(sed -n 's/^read per decoded token *\([0-9,]*\) B.*/\1/p' "$R/inspect.txt" | tr -d ,)
+echo "HBM read $HBM GB/s; bytes per decoded token $BYTES" | tee "$R/ceiling.txt"
+P64=$(seq 1 64 | paste -sd,)
+RUN="$M run -m /tmp/v32 --device gpu --gpu-mem 24G"
+run() { # name, env..., then the prompt / length arguments after --
+    local name=$1
+    shift
+    local envs=()
+    while [ "$1" != -- ]; do envs+=("$1"); shift; done
+    shift
+    env "${envs[@]}" timeout 40 $RUN "$@" --print-ids > "$R/$name.txt" 2>&1
+    echo "rc $?" >> "$R/$name.txt"
+}
+ratio() { # name: decode tok/s and the decode phase's forward time against the floor
+    local f=$R/$1.txt
+    awk -v hbm="$HBM" -v bytes="$BYTES" -v name="$1" '
+        /decode [0-9]+ tokens in/ { for (i = 1; i <= NF; i++) if ($i == "decode") { n = $(i+1); s = $(i+4) } }
+        /MoE wait .* s forward/ { for (i = 1; i <= NF; i++) if ($i == "forward") fw = $(i-2) }
+        END {
+            floor = hbm * 1e9 / bytes
+            wall = s > 0 ? n / s : 0; fwd = fw > 0 ? n / fw : 0
+            printf "%-9s decode %d tokens: %.1f tok/s (wall, ratio %.3f), forward %.4f s = %.1f tok/s (ratio %.3f, %.3f ms/token); floor %.1f tok/s\n",
+                name, n, wall, wall / floor, fw, fwd, fwd / floor, fw > 0 ? 1e3 * fw / n : 0, floor
+        }' "$f" | tee -a "$R/ratios.txt"
+}
+t decode
+run before MT_GPU_DEVICE_MOE=0 MT_GPU_GRAPH=0 MT_GPU_FUSE=0 -- --prompt-ids "$P64" -n 64
+run devmoe MT_GPU_GRAPH=0 MT_GPU_FUSE=0 -- --prompt-ids "$P64" -n 64
+run nograph MT_GPU_GRAPH=0 -- --prompt-ids "$P64" -n 64
+run nofuse MT_GPU_FUSE=0 -- --prompt-ids "$P64" -n 64
+run graph MT_X=1 -- --prompt-ids "$P64" -n 64
+run graph2 MT_X=1 -- --prompt-ids "$P64" -n 64
+run before2 MT_GPU_DEVICE_MOE=0 MT_GPU_GRAPH=0 MT_GPU_FUSE=0 -- --prompt-ids "$P64" -n 64
+for c in before devmoe nograph nofuse graph graph2 before2; do ratio $c; done
+ids() { grep -E '^[0-9]+( [0-9]+)+$' "$R/$1.txt" | tail -1; }
+for c in devmoe nograph nofuse graph; do
+    if [ -n "$(ids $c)" ] && [ "$(ids $c)" = "$(ids before)" ]; then
+        echo "greedy tokens $c = before" | tee -a "$R/ratios.txt"
+    else
+        echo "greedy tokens $c DIFFER from before" | tee -a "$R/ratios.txt"
+    fi
+done
+t "long prompt"
+P2K=$(seq 1 2100 | paste -sd,)
+run long-graph MT_X=1 -- --prompt-ids "$P2K" -n 16
+run long-nograph MT_GPU_GRAPH=0 MT_GPU_DEVICE_MOE=0 -- --prompt-ids "$P2K" -n 16
+if [ -n "$(ids long-graph)" ] && [ "$(ids long-graph)" = "$(ids long-nograph)" ]; then
+    echo "greedy tokens after 2,100 tokens: graph = no graph" | tee -a "$R/ratios.txt"
+else
+    echo "greedy tokens after 2,100 tokens: graph DIFFERS" | tee -a "$R/ratios.txt"
+fi
+ratio long-graph
+ratio long-nograph
+t done
