@@ -15,6 +15,7 @@
 #ifdef MT_HAVE_CUDA /* engine_ops.h and graph.h exist only in CUDA builds */
 
 #include "kernels/engine_ops.h"
+#include "kernels/events.h"
 #include "kernels/graph.h"
 
 #include <math.h>
@@ -223,6 +224,19 @@ test_graph(struct CUstream_st *s)
     }
     tap_ok(ok && right, "a dropped recording leaves the graph as it was (%s)",
            ok ? "ok" : mt_last_error());
+    /* timing events inside a graph (the engine's GPU tier time of a recorded step) */
+    struct CUevent_st *e0 = NULL, *e1 = NULL;
+    float ms = -1.0f;
+    ok = mt_gpu_event_create(&e0) == MT_OK && mt_gpu_event_create(&e1) == MT_OK &&
+         mt_gpu_graph_begin(s) == MT_OK && mt_gpu_event_mark(e0, s) == MT_OK &&
+         mt_gpu_scale_cols(d, 1, N, 0, N, 1.0f, s) == MT_OK && mt_gpu_event_mark(e1, s) == MT_OK &&
+         mt_gpu_graph_end(s, true, &exec, &rebuilt) == MT_OK && mt_gpu_graph_launch(exec, s) ==
+                                                                   MT_OK &&
+         mt_gpu_stream_sync(s) == MT_OK && mt_gpu_event_ms(e0, e1, &ms) == MT_OK;
+    tap_ok(ok && ms >= 0.0f && ms < 1000.0f, "event nodes in a graph time it: %.4f ms (%s)", ms,
+           ok ? "ok" : mt_last_error());
+    mt_gpu_event_destroy(e0);
+    mt_gpu_event_destroy(e1);
     mt_gpu_graph_destroy(exec);
     free(x), free(got);
 }

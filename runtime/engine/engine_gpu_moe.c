@@ -679,9 +679,12 @@ moe_on_device(struct mt_engine *e, struct eng_gpu *g, int l, int m,
     if (st != MT_OK) {
         return st;
     }
-    GPU_DO(l, "routed experts (device)", mt_gpu_event_mark(g->ev_dev[2 * l], s));
+    /* the GPU tier's time: in a recorded step, event nodes that record each time it runs */
+    mt_status_t (*mark)(struct CUevent_st *, struct CUstream_st *) =
+        g->capturing ? mt_gpu_event_mark : mt_gpu_event_record;
+    GPU_DO(l, "routed experts (device)", mark(g->ev_dev[2 * l], s));
     GPU_DO(l, "routed experts (grouped GEMV)", mt_gpu_moe_experts(&a, s));
-    GPU_DO(l, "routed experts (device)", mt_gpu_event_mark(g->ev_dev[2 * l + 1], s));
+    GPU_DO(l, "routed experts (device)", mark(g->ev_dev[2 * l + 1], s));
     if (!g->capturing) {
         g->ids_m[l] = m;
     }
