@@ -15,7 +15,7 @@
 #   graph     defaults: all of them
 # Greedy tokens of every configuration are compared with `before` (same model, same prompt), and a
 # 2,100-token prompt (the indexer selecting top-k inside recorded steps) is decoded with and
-# without graphs.
+# without graphs. The runs go most important first, each leaving $OUT/results.tgz updated.
 #
 # Run from the tree root on the GPU machine with $OUT set: bash bench/gpu_decode_h200.sh
 # (SKIP_BUILD=1: the tree is built already). Everything lands in $OUT/results.tgz.
@@ -72,35 +72,35 @@ ratio() { # name: decode tok/s and the decode phase's forward time against the f
             floor = hbm * 1e9 / bytes
             wall = s > 0 ? n / s : 0; fwd = fw > 0 ? n / fw : 0
             printf "%-9s decode %d tokens: %.1f tok/s (wall, ratio %.3f), forward %.4f s = %.1f tok/s (ratio %.3f, %.3f ms/token); floor %.1f tok/s\n",
-                name, n, wall, wall / floor, fw, fwd, fwd / floor, fw > 0 ? 1e3 * fw / n : 0, floor
+                name, n, wall, wall / floor, fw, fwd, fwd / floor, (fw > 0 ? 1e3 * fw / n : 0), floor
         }' "$f" | tee -a "$R/ratios.txt"
 }
-t decode
-run before MT_GPU_DEVICE_MOE=0 MT_GPU_GRAPH=0 MT_GPU_FUSE=0 -- --prompt-ids "$P64" -n 64
-run devmoe MT_GPU_GRAPH=0 MT_GPU_FUSE=0 -- --prompt-ids "$P64" -n 64
-run nograph MT_GPU_GRAPH=0 -- --prompt-ids "$P64" -n 64
-run nofuse MT_GPU_FUSE=0 -- --prompt-ids "$P64" -n 64
-run graph MT_X=1 -- --prompt-ids "$P64" -n 64
-run graph2 MT_X=1 -- --prompt-ids "$P64" -n 64
-run before2 MT_GPU_DEVICE_MOE=0 MT_GPU_GRAPH=0 MT_GPU_FUSE=0 -- --prompt-ids "$P64" -n 64
-for c in before devmoe nograph nofuse graph graph2 before2; do ratio $c; done
 ids() { grep -E '^[0-9]+( [0-9]+)+$' "$R/$1.txt" | tail -1; }
-for c in devmoe nograph nofuse graph; do
-    if [ -n "$(ids $c)" ] && [ "$(ids $c)" = "$(ids before)" ]; then
-        echo "greedy tokens $c = before" | tee -a "$R/ratios.txt"
+same() { # name, reference: greedy tokens equal?
+    if [ -n "$(ids "$1")" ] && [ "$(ids "$1")" = "$(ids "$2")" ]; then
+        echo "greedy tokens $1 = $2" | tee -a "$R/ratios.txt"
     else
-        echo "greedy tokens $c DIFFER from before" | tee -a "$R/ratios.txt"
+        echo "greedy tokens $1 DIFFER from $2" | tee -a "$R/ratios.txt"
     fi
-done
-t "long prompt"
+}
+# most important first: the machine's time may run out (each stage leaves results.tgz behind)
 P2K=$(seq 1 2100 | paste -sd,)
-run long-graph MT_X=1 -- --prompt-ids "$P2K" -n 16
-run long-nograph MT_GPU_GRAPH=0 MT_GPU_DEVICE_MOE=0 -- --prompt-ids "$P2K" -n 16
-if [ -n "$(ids long-graph)" ] && [ "$(ids long-graph)" = "$(ids long-nograph)" ]; then
-    echo "greedy tokens after 2,100 tokens: graph = no graph" | tee -a "$R/ratios.txt"
-else
-    echo "greedy tokens after 2,100 tokens: graph DIFFERS" | tee -a "$R/ratios.txt"
-fi
-ratio long-graph
-ratio long-nograph
+for c in before graph nograph nofuse long-graph long-nograph devmoe graph2 before2; do
+    case $c in
+        before | before2) run $c MT_GPU_DEVICE_MOE=0 MT_GPU_GRAPH=0 MT_GPU_FUSE=0 -- --prompt-ids "$P64" -n 64 ;;
+        devmoe) run $c MT_GPU_GRAPH=0 MT_GPU_FUSE=0 -- --prompt-ids "$P64" -n 64 ;;
+        nograph) run $c MT_GPU_GRAPH=0 -- --prompt-ids "$P64" -n 64 ;;
+        nofuse) run $c MT_GPU_FUSE=0 -- --prompt-ids "$P64" -n 64 ;;
+        graph | graph2) run $c MT_X=1 -- --prompt-ids "$P64" -n 64 ;;
+        long-graph) run $c MT_X=1 -- --prompt-ids "$P2K" -n 16 ;;
+        long-nograph) run $c MT_GPU_GRAPH=0 MT_GPU_DEVICE_MOE=0 -- --prompt-ids "$P2K" -n 16 ;;
+    esac
+    ratio $c
+    case $c in
+        long-nograph) same long-graph long-nograph ;;
+        long-graph | before) ;;
+        *) same $c before ;;
+    esac
+    t "$c"
+done
 t done
