@@ -18,7 +18,8 @@
 # without graphs. The runs go most important first, each leaving $OUT/results.tgz updated.
 #
 # Run from the tree root on the GPU machine with $OUT set: bash bench/gpu_decode_h200.sh
-# (SKIP_BUILD=1: the tree is built already). Everything lands in $OUT/results.tgz.
+# (SKIP_BUILD=1: the tree is built already; RUNS="before graph": only those configurations).
+# Everything lands in $OUT/results.tgz.
 T0=$(date +%s)
 R=$OUT/r
 mkdir -p "$R"
@@ -34,8 +35,11 @@ if [ -z "$SKIP_BUILD" ]; then
 fi
 M=./moetier
 t "synth (background) and tests"
-(timeout 120 $M synth --preset v32-shape --layers 2 --dense-layers 1 -o /tmp/v32 -q \
-    > "$R/synth.txt" 2>&1; echo "synth rc $?" >> "$R/synth.txt") &
+# a directory of its own: a warm machine keeps /tmp, and other benchmarks write models there
+V=/tmp/v32-decode-step
+rm -rf "$V"
+(s=$(date +%s); timeout 120 $M synth --preset v32-shape --layers 2 --dense-layers 1 -o "$V" -q \
+    > "$R/synth.txt" 2>&1; echo "synth rc $? in $(($(date +%s) - s)) s" >> "$R/synth.txt") &
 SYNTH=$!
 TL="tests/test_gpu_step tests/test_gpu_ops tests/test_gpu_moe tests/test_gpu_engine"
 TL="$TL tests/test_gpu_hetero tests/test_gpu_run.sh"
@@ -47,13 +51,13 @@ cat "$R/synth.txt"
 t "ceiling and bytes"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem --format=csv \
     > "$R/gpu.txt" 2>&1
-$M inspect -m /tmp/v32 > "$R/inspect.txt" 2>&1
+$M inspect -m "$V" > "$R/inspect.txt" 2>&1
 timeout 30 $M bench --only gpu --quick > "$R/bench.txt" 2>&1
 HBM=$(sed -n 's/.*HBM read \([0-9.]*\) GB\/s.*/\1/p' "$R/bench.txt" | head -1)
 BYTES=$(sed -n 's/^read per decoded token *\([0-9,]*\) B.*/\1/p' "$R/inspect.txt" | tr -d ,)
 echo "HBM read $HBM GB/s; bytes per decoded token $BYTES" | tee "$R/ceiling.txt"
 P64=$(seq 1 64 | paste -sd,)
-RUN="$M run -m /tmp/v32 --device gpu --gpu-mem 24G"
+RUN="$M run -m $V --device gpu --gpu-mem 24G"
 run() { # name, env..., then the prompt / length arguments after --
     local name=$1
     shift
@@ -66,13 +70,17 @@ run() { # name, env..., then the prompt / length arguments after --
 ratio() { # name: decode tok/s and the decode phase's forward time against the floor
     local f=$R/$1.txt
     awk -v hbm="$HBM" -v bytes="$BYTES" -v name="$1" '
-        /decode [0-9]+ tokens in/ { for (i = 1; i <= NF; i++) if ($i == "decode") { n = $(i+1); s = $(i+4) } }
-        /MoE wait .* s forward/ { for (i = 1; i <= NF; i++) if ($i == "forward") fw = $(i-2) }
+        /decode [0-9]+ tokens in/ {
+            for (i = 1; i <= NF; i++) if ($i == "decode") { n = $(i+1); s = $(i+4) }
+        }
+        /MoE wait .* s forward/ { for (i = 1; i <= NF; i++) if ($i ~ /^forward;?$/) fw = $(i-2) }
         END {
             floor = hbm * 1e9 / bytes
             wall = s > 0 ? n / s : 0; fwd = fw > 0 ? n / fw : 0
-            printf "%-9s decode %d tokens: %.1f tok/s (wall, ratio %.3f), forward %.4f s = %.1f tok/s (ratio %.3f, %.3f ms/token); floor %.1f tok/s\n",
-                name, n, wall, wall / floor, fw, fwd, fwd / floor, (fw > 0 ? 1e3 * fw / n : 0), floor
+            printf "%-12s decode %d tokens: %.1f tok/s (wall, ratio %.3f), forward %.4f s = ", name,
+                n, wall, wall / floor, fw
+            printf "%.1f tok/s (ratio %.3f, %.3f ms/token); floor %.1f tok/s\n", fwd, fwd / floor,
+                (fw > 0 ? 1e3 * fw / n : 0), floor
         }' "$f" | tee -a "$R/ratios.txt"
 }
 ids() { grep -E '^[0-9]+( [0-9]+)+$' "$R/$1.txt" | tail -1; }
@@ -85,9 +93,11 @@ same() { # name, reference: greedy tokens equal?
 }
 # most important first: the machine's time may run out (each stage leaves results.tgz behind)
 P2K=$(seq 1 2100 | paste -sd,)
-for c in before graph nograph nofuse long-graph long-nograph devmoe graph2 before2; do
+OFF="MT_GPU_DEVICE_MOE=0 MT_GPU_GRAPH=0 MT_GPU_FUSE=0"
+RUNS=${RUNS:-before graph nograph nofuse long-graph long-nograph devmoe graph2 before2}
+for c in $RUNS; do
     case $c in
-        before | before2) run $c MT_GPU_DEVICE_MOE=0 MT_GPU_GRAPH=0 MT_GPU_FUSE=0 -- --prompt-ids "$P64" -n 64 ;;
+        before | before2) run $c $OFF -- --prompt-ids "$P64" -n 64 ;;
         devmoe) run $c MT_GPU_GRAPH=0 MT_GPU_FUSE=0 -- --prompt-ids "$P64" -n 64 ;;
         nograph) run $c MT_GPU_GRAPH=0 -- --prompt-ids "$P64" -n 64 ;;
         nofuse) run $c MT_GPU_FUSE=0 -- --prompt-ids "$P64" -n 64 ;;

@@ -78,16 +78,17 @@ moe_group_kernel(const int32_t *ids, const float *w, int n_pairs, int k,
 extern "C" mt_status_t
 mt_gpu_moe_group(const int32_t *ids, const float *w, int n_tok, int k,
                  const struct mt_gpu_expert *table, int n_experts, struct mt_gpu_expert *experts,
-                 int32_t *group_start, int32_t *pair_tok, float *pair_w,
-                 struct CUstream_st *stream)
+                 int32_t *group_start, int32_t *pair_tok, float *pair_w, struct CUstream_st *stream)
 {
     int n = n_tok * k;
 
     if (n_tok < 1 || k < 1 || n > MOE_GROUP_MAX || n_experts < 1 || ids == NULL || w == NULL ||
         table == NULL || experts == NULL || group_start == NULL || pair_tok == NULL ||
         pair_w == NULL) {
-        return mt_fail(MT_ERR_INVAL, 0, "gpu expert grouping: %d tokens x top-%d (at most %d "
-                       "pairs), %d experts", n_tok, k, MOE_GROUP_MAX, n_experts);
+        return mt_fail(MT_ERR_INVAL, 0,
+                       "gpu expert grouping: %d tokens x top-%d (at most %d "
+                       "pairs), %d experts",
+                       n_tok, k, MOE_GROUP_MAX, n_experts);
     }
     unsigned threads = (unsigned)((n + 31) / 32 * 32);
     moe_group_kernel<<<1, threads, 0, stream>>>(ids, w, n, k, table, n_experts, experts,

@@ -48,7 +48,8 @@ test_add_rmsnorm(struct CUstream_st *s)
         gt_get(o2, do2, sz * 4);
         tap_ok(ok && memcmp(h1, h2, sz * 4) == 0 && memcmp(o1, o2, sz * 4) == 0,
                "add + rmsnorm in one kernel, %d rows of %d: residual and norm bit for bit the "
-               "two kernels' (%s)", n_tok, n, ok ? "ran" : mt_last_error());
+               "two kernels' (%s)",
+               n_tok, n, ok ? "ran" : mt_last_error());
         /* the norm itself against a host computation (double sums, as cpu/ref_norm.c) */
         double worst = 0.0;
         for (int t = 0; t < n_tok; t++) {
@@ -72,8 +73,10 @@ static struct mt_gpu_expert
 fake_expert(int x)
 {
     uintptr_t b = (uintptr_t)(x + 1) << 8;
-    return (struct mt_gpu_expert){.gate = (const void *)b, .up = (const void *)(b + 1),
-                                  .down = (const void *)(b + 2), .gate_scale = (const float *)(b + 3),
+    return (struct mt_gpu_expert){.gate = (const void *)b,
+                                  .up = (const void *)(b + 1),
+                                  .down = (const void *)(b + 2),
+                                  .gate_scale = (const float *)(b + 3),
                                   .up_scale = (const float *)(b + 4),
                                   .down_scale = (const float *)(b + 5)};
 }
@@ -155,8 +158,10 @@ test_moe_group(struct CUstream_st *s)
                        memcmp(&got_x[g], &table[b / 256 - 1], sizeof(want)) == 0;
             }
         }
-        tap_ok(same, "device grouping of %d tokens x top-%d: %d groups in moe.c's order, %d empty "
-               "slots (%s)", n_tok, K, n_groups, np - n_groups, ok ? "ran" : mt_last_error());
+        tap_ok(same,
+               "device grouping of %d tokens x top-%d: %d groups in moe.c's order, %d empty "
+               "slots (%s)",
+               n_tok, K, n_groups, np - n_groups, ok ? "ran" : mt_last_error());
     }
 }
 
@@ -189,8 +194,8 @@ test_graph(struct CUstream_st *s)
     tap_ok(ok && right, "two launches of the graph ran it twice");
     /* the same shape with other arguments: updated in place */
     struct CUgraphExec_st *before = exec;
-    ok = mt_gpu_graph_begin(s) == MT_OK && mt_gpu_scale_cols(d, 1, N, N / 2, N / 2, 3.0f, s) ==
-                                               MT_OK &&
+    ok = mt_gpu_graph_begin(s) == MT_OK &&
+         mt_gpu_scale_cols(d, 1, N, N / 2, N / 2, 3.0f, s) == MT_OK &&
          mt_gpu_graph_end(s, true, &exec, &rebuilt) == MT_OK && !rebuilt && exec == before &&
          mt_gpu_graph_launch(exec, s) == MT_OK && mt_gpu_stream_sync(s) == MT_OK;
     gt_get(got, d, N * 4);
@@ -230,9 +235,9 @@ test_graph(struct CUstream_st *s)
     ok = mt_gpu_event_create(&e0) == MT_OK && mt_gpu_event_create(&e1) == MT_OK &&
          mt_gpu_graph_begin(s) == MT_OK && mt_gpu_event_mark(e0, s) == MT_OK &&
          mt_gpu_scale_cols(d, 1, N, 0, N, 1.0f, s) == MT_OK && mt_gpu_event_mark(e1, s) == MT_OK &&
-         mt_gpu_graph_end(s, true, &exec, &rebuilt) == MT_OK && mt_gpu_graph_launch(exec, s) ==
-                                                                   MT_OK &&
-         mt_gpu_stream_sync(s) == MT_OK && mt_gpu_event_ms(e0, e1, &ms) == MT_OK;
+         mt_gpu_graph_end(s, true, &exec, &rebuilt) == MT_OK &&
+         mt_gpu_graph_launch(exec, s) == MT_OK && mt_gpu_stream_sync(s) == MT_OK &&
+         mt_gpu_event_ms(e0, e1, &ms) == MT_OK;
     tap_ok(ok && ms >= 0.0f && ms < 1000.0f, "event nodes in a graph time it: %.4f ms (%s)", ms,
            ok ? "ok" : mt_last_error());
     mt_gpu_event_destroy(e0);

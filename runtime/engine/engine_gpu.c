@@ -26,9 +26,9 @@
  * step). So the step is recorded (kernels/graph.h) and replayed by one launch. Its positions and
  * lengths are launch arguments, so every step is recorded again, but the recording of step t+1
  * is made while step t runs (the host would only wait for the logits otherwise) and updates an
- * instantiated graph in place; two slots alternate, one running, one being recorded. Only the
- * embeddings (a pinned buffer the graph reads) and the logits copy (to the caller's buffer) stay
- * outside. Not with --debug-sync (every kernel synchronized) or a top-k hook (it reads the
+ * instantiated graph in place; two slots alternate, one running, one being recorded. The graph
+ * reads the embeddings from a pinned buffer and writes the logits to another; the host copies
+ * them to the caller's buffer (whose address changes) and checks them in one pass. Not with --debug-sync (every kernel synchronized) or a top-k hook (it reads the
  * selection on the host).
  *
  * Environment (for measurements and tests): MT_GPU_CHUNK=n sets the chunk (8 = the GEMV path
@@ -656,7 +656,9 @@ eng_gpu_create(struct mt_engine *e)
     ev = getenv("MT_GPU_FUSE");
     g->fuse = ev == NULL || strcmp(ev, "0") != 0;
     if ((st = mt_gpu_pinned_alloc((size_t)TOK * (size_t)c->hidden_size * sizeof(float),
-                                  "a decode step's embeddings", (void **)&g->h_emb1)) != MT_OK) {
+                                  "a decode step's embeddings", (void **)&g->h_emb1)) != MT_OK ||
+        (st = mt_gpu_pinned_alloc((size_t)TOK * (size_t)c->vocab_size * sizeof(float),
+                                  "a decode step's logits", (void **)&g->h_logits)) != MT_OK) {
         return st;
     }
     if (g->gemm != NULL && (st = gemm_warmup(e, g)) != MT_OK) {
@@ -733,6 +735,7 @@ eng_gpu_destroy(struct eng_gpu *g, int n_layers)
     mt_gpu_graph_destroy(g->gexec[0]);
     mt_gpu_graph_destroy(g->gexec[1]);
     mt_gpu_pinned_free(g->h_emb1);
+    mt_gpu_pinned_free(g->h_logits);
     free(g->layers);
     mt_gpu_gemm_destroy(g->gemm);
     mt_gpu_stream_destroy(g->stream);
@@ -1034,6 +1037,10 @@ graph_record(struct mt_engine *e, struct eng_gpu *g, int k, int m, int64_t pos, 
     if (st == MT_OK) {
         st = eng_gpu_lin(&g->head, g->x, m - first, g->logits, s);
     }
+    if (st == MT_OK) { /* to pinned memory at the GPU's pace, not through the driver's staging */
+        st = mt_gpu_copy_async(g->h_logits, g->logits,
+                               (size_t)(m - first) * (size_t)c->vocab_size * sizeof(float), 0, s);
+    }
     g->capturing = false;
     st_end = mt_gpu_graph_end(s, st == MT_OK, &g->gexec[k], &rebuilt);
     st = st != MT_OK ? st : st_end;
@@ -1105,12 +1112,19 @@ forward_graph(struct mt_engine *e, const int32_t *tokens, int n, bool all_logits
     if (pos + n < g->ctx && graph_find(g, pos + n, 1, 0) < 0) {
         (void)graph_record(e, g, k ^ 1, 1, pos + n, 0);
     }
-    GPU_DO(-1, "decode step (CUDA graph)",
-           mt_gpu_copy_async(logits_out, g->logits, (size_t)(n - first) * V * 4, 0, s));
     GPU_DO(-1, "decode step (CUDA graph)", mt_gpu_stream_sync(s));
-    if ((st = eng_gpu_moe_flush(e, g)) != MT_OK || (st = check_logits(logits_out,
-                                                                      (size_t)(n - first) * V)) !=
-                                                       MT_OK) {
+    if ((st = eng_gpu_moe_flush(e, g)) != MT_OK) {
+        return st;
+    }
+    /* copied and checked in one pass over the pinned logits */
+    size_t nl = (size_t)(n - first) * V;
+    bool bad = false;
+    for (size_t i = 0; i < nl; i++) {
+        float v = g->h_logits[i];
+        logits_out[i] = v;
+        bad |= !isfinite(v);
+    }
+    if (bad && (st = check_logits(logits_out, nl)) != MT_OK) {
         return st;
     }
     e->pos = pos + n;

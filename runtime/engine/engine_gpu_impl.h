@@ -131,6 +131,7 @@ struct eng_gpu {
     int gm[2], gfirst[2];          /* gm 0: the slot holds no valid step */
     int glast;                     /* the slot launched last */
     float *h_emb1;                 /* pinned [TOK, hidden]: a graph step's embeddings */
+    float *h_logits;               /* pinned [TOK, vocab]: a graph step's logits */
     uint64_t n_graph_steps, n_graph_builds;
 };
 
