@@ -18,8 +18,8 @@
 # without graphs. The runs go most important first, each leaving $OUT/results.tgz updated.
 #
 # Run from the tree root on the GPU machine with $OUT set: bash bench/gpu_decode_h200.sh
-# (SKIP_BUILD=1: the tree is built already; SKIP_TESTS=1: no tests; RUNS="before graph": only
-# those configurations).
+# (SKIP_BUILD=1: the tree is built already; BUILD_TARGETS=moetier: only those; SKIP_TESTS=1: no
+# tests; RUNS="before graph": only those configurations).
 # Everything lands in $OUT/results.tgz.
 T0=$(date +%s)
 R=$OUT/r
@@ -31,7 +31,8 @@ if [ -z "$SKIP_BUILD" ]; then
     . .gpu/deps/deps.sh > /dev/null 2>&1
     D=/opt/moetier-deps/usr
     (./autogen.sh && ./configure -q --with-cuda-arch=sm_90 MHD_CFLAGS="-I$D/include" \
-        MHD_LIBS="-L$D/lib/x86_64-linux-gnu -lmicrohttpd" && make -j16) > "$R/build.log" 2>&1 ||
+        MHD_LIBS="-L$D/lib/x86_64-linux-gnu -lmicrohttpd" && make -j16 ${BUILD_TARGETS:-}) \
+        > "$R/build.log" 2>&1 ||
         { tail -40 "$R/build.log"; t failed; exit 1; }
 fi
 M=./moetier
@@ -60,7 +61,7 @@ HBM=$(sed -n 's/.*HBM read \([0-9.]*\) GB\/s.*/\1/p' "$R/bench.txt" | head -1)
 BYTES=$(sed -n 's/^read per decoded token *\([0-9,]*\) B.*/\1/p' "$R/inspect.txt" | tr -d ,)
 echo "HBM read $HBM GB/s; bytes per decoded token $BYTES" | tee "$R/ceiling.txt"
 P64=$(seq 1 64 | paste -sd,)
-RUN="$M run -m $V --device gpu --gpu-mem 24G"
+RUN="$M run -m $V --device gpu --gpu-mem 24G --no-plan" # everything fits: nothing to plan
 run() { # name, env..., then the prompt / length arguments after --
     local name=$1
     shift
