@@ -26,6 +26,12 @@ R=$OUT/r
 mkdir -p "$R"
 t() { echo "[t+$(($(date +%s) - T0))s] $*"; tar -C "$OUT" -czf "$OUT/results.tgz" r 2>/dev/null; }
 date -u > "$R/date.txt"
+df -h /tmp > "$R/df.txt" 2>&1
+if [ "$(df -k --output=avail /tmp | tail -1)" -lt 17000000 ]; then # the model: 15.8 GB
+    cat "$R/df.txt"
+    t "not enough room in /tmp for the model"
+    exit 1
+fi
 if [ -z "$SKIP_BUILD" ]; then
     t build
     . .gpu/deps/deps.sh > /dev/null 2>&1
