@@ -80,13 +80,13 @@ run() { # name, env..., then the prompt / length arguments after --
 ratio() { # name: decode tok/s and the decode phase's forward time against the floor
     local f=$R/$1.txt
     awk -v hbm="$HBM" -v bytes="$BYTES" -v name="$1" '
-        /decode [0-9]+ tokens in/ {
-            for (i = 1; i <= NF; i++) if ($i == "decode") { n = $(i+1); s = $(i+4) }
+        /decode [0-9]+ tokens in/ { # the CLI: "decode N tokens in S s (R tok/s)"
+            for (i = 1; i <= NF; i++) if ($i == "decode") { n = $(i+1); wall = substr($(i+6), 2) }
         }
         /MoE wait .* s forward/ { for (i = 1; i <= NF; i++) if ($i ~ /^forward;?$/) fw = $(i-2) }
         END {
             floor = hbm * 1e9 / bytes
-            wall = s > 0 ? n / s : 0; fwd = fw > 0 ? n / fw : 0
+            fwd = fw > 0 ? n / fw : 0 # the report prints milliseconds: +-0.5 ms of the phase
             printf "%-12s decode %d tokens: %.1f tok/s (wall, ratio %.3f), forward %.4f s = ", name,
                 n, wall, wall / floor, fw
             printf "%.1f tok/s (ratio %.3f, %.3f ms/token); floor %.1f tok/s\n", fwd, fwd / floor,
@@ -116,11 +116,13 @@ for c in $RUNS; do
         long-nograph) run $c MT_GPU_GRAPH=0 MT_GPU_DEVICE_MOE=0 -- --prompt-ids "$P2K" -n 16 ;;
     esac
     ratio $c
+    t "$c"
+done
+for c in $RUNS; do # greedy tokens against the run before the changes
     case $c in
         long-nograph) same long-graph long-nograph ;;
         long-graph | before) ;;
         *) same $c before ;;
     esac
-    t "$c"
 done
 t done
