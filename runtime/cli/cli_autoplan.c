@@ -471,6 +471,15 @@ auto_plan(struct mt_cli_engine *e, const struct mt_cli_engine_flags *f, bool gpu
                        sz_str(sz->other_bytes).s, b->ctx, sz_str(kv).s,
                        sz_str(b->cpu_reserve + sz->other_bytes + kv).s);
     }
+    if (gpu && b->gpu_mem < b->gpu_reserve + sz->other_bytes + kv) {
+        /* no plan can help, so say so before measuring the machine for one */
+        return mt_fail(MT_ERR_INVAL, 0, "'%s' needs %s on the GPU before any expert (workspace "
+                       "%s + always-on weights %s + KV for %d tokens %s), more than --gpu-mem %s "
+                       "(raise --gpu-mem, lower --ctx, or run with --device cpu)",
+                       e->model->dir, sz_str(b->gpu_reserve + sz->other_bytes + kv).s,
+                       sz_str(b->gpu_reserve).s, sz_str(sz->other_bytes).s, b->ctx,
+                       sz_str(kv).s, sz_str(b->gpu_mem).s);
+    }
     hw = malloc(sizeof(*hw));
     if (hw == NULL) {
         return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate a hardware profile");
