@@ -471,8 +471,11 @@ auto_plan(struct mt_cli_engine *e, const struct mt_cli_engine_flags *f, bool gpu
                        sz_str(sz->other_bytes).s, b->ctx, sz_str(kv).s,
                        sz_str(b->cpu_reserve + sz->other_bytes + kv).s);
     }
-    if (gpu && b->gpu_mem < b->gpu_reserve + sz->other_bytes + kv) {
-        /* no plan can help, so say so before measuring the machine for one */
+    if (gpu && f->engine.gpu_mem > 0 && b->gpu_mem < b->gpu_reserve + sz->other_bytes + kv) {
+        /*
+         * no plan can help, so say so before measuring the machine for one (only for a --gpu-mem
+         * given: without a device the budget is 0 and the engine says why there is none)
+         */
         return mt_fail(MT_ERR_INVAL, 0, "'%s' needs %s on the GPU before any expert (workspace "
                        "%s + always-on weights %s + KV for %d tokens %s), more than --gpu-mem %s "
                        "(raise --gpu-mem, lower --ctx, or run with --device cpu)",
