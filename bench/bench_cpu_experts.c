@@ -5,7 +5,7 @@
  * (cpu/flops.h) for prefill. Real V3.2 expert shape (7168 -> 2048 -> 7168); the weights rotate
  * through a pool of up to 256 experts (one layer) so nothing is served from the LLC.
  *
- *   bench_cpu_experts [--experts N] [--steps N] [--quick] [--decode 0|1|2|3]
+ *   bench_cpu_experts [--experts N] [--steps N] [--quick] [--decode 0|1|2|3] [--only LETTERS]
  *
  * The ceiling every decode ratio divides by is the best of several ways to read, all measured
  * in this run: mt_cpu_read_ceiling (1-8 streams per thread, with and without software
@@ -20,8 +20,11 @@
  * the next tile; (e) AMX prefill, the blocked kernel at K chunks of 128-512 and the panel one; (f)
  * decode kernels (FMA tiles with FP8 widened by bit moves or tables, bf16 dot products with 3 or 2
  * terms: mt_cpu_experts_decode, --decode picks the one of (a)-(e)) and row sharing (units or fixed
- * shares); (g) the team's round trip (start, one barrier, wait) with no work. MOETIER_ISA picks the
- * kernel family.
+ * shares); (g) the team's round trip (start, one barrier, wait) with no work; (h) decode FP8, 1
+ * token x 8 experts, interleaved with the step read (read, kernel, read, kernel, ... read), each
+ * kernel rate against the mean of the two reads beside it, since both move from minute to minute
+ * on a shared host. --only runs the named sections (e.g. "beh"; the ceilings always).
+ * MOETIER_ISA picks the kernel family.
  */
 #include <config.h>
 
@@ -84,6 +87,67 @@ decode_name(int kind)
     return names[kind >= 0 && kind <= 3 ? kind : 0];
 }
 
+/* The best fp8 step read of pool (3 stream/prefetch settings), printed nowhere. */
+static double
+step_read_fp8(struct mt_cpu_expert_pool *pool, int steps)
+{
+    static const int cfg[3][2] = {{2, 0}, {4, 2048}, {8, 0}};
+    double best = 0.0;
+
+    for (int c = 0; c < 3; c++) {
+        best = MT_MAX(best, step_read(pool, cfg[c][0], cfg[c][1], steps));
+    }
+    return best;
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a;
+    double y = *(const double *)b;
+
+    return (x > y) - (x < y);
+}
+
+/*
+ * (h): rounds of (step read, decode kernel) and a last read; each kernel rate against the mean
+ * of the reads before and after it. Prints the rounds and the spread of the ratios.
+ */
+static int
+interleaved(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe, int rounds, int steps)
+{
+    double rd[rounds + 1];
+    double kr[rounds];
+    double ratio[rounds];
+    int met = 0;
+
+    printf("\n## (h) decode fp8, 1 token x 8 experts, interleaved with the step read\n\n");
+    printf("| round | read before | kernel GB/s | read after | of their mean |\n");
+    printf("|---|---|---|---|---|\n");
+    rd[0] = step_read_fp8(pool, steps);
+    for (int i = 0; i < rounds; i++) {
+        struct mt_cpu_moe_timing t;
+
+        if (mt_cpu_expert_pool_time(pool, moe, 0, 1, 8, 0, steps, &t) != MT_OK) {
+            return 1;
+        }
+        kr[i] = t.bytes / t.median_s * 1e-9;
+        rd[i + 1] = step_read_fp8(pool, steps);
+        ratio[i] = kr[i] / (0.5 * (rd[i] + rd[i + 1]));
+        met += ratio[i] >= 0.85;
+        printf("| %d | %.1f | %.1f | %.1f | %.1f%% |\n", i + 1, rd[i], kr[i], rd[i + 1],
+               100.0 * ratio[i]);
+    }
+    qsort(ratio, (size_t)rounds, sizeof(double), cmp_double);
+    qsort(rd, (size_t)rounds + 1, sizeof(double), cmp_double);
+    qsort(kr, (size_t)rounds, sizeof(double), cmp_double);
+    printf("\n**interleaved**: ratio median %.1f%% (min %.1f%%, max %.1f%%), %d of %d rounds >= "
+           "85%%; kernel %.1f-%.1f GB/s (median %.1f), read %.1f-%.1f GB/s (median %.1f)\n",
+           100.0 * ratio[rounds / 2], 100.0 * ratio[0], 100.0 * ratio[rounds - 1], met, rounds,
+           kr[0], kr[rounds - 1], kr[rounds / 2], rd[0], rd[rounds], rd[rounds / 2]);
+    return 0;
+}
+
 static void
 empty_job(void *arg, int tid, int nt)
 {
@@ -98,6 +162,7 @@ main(int argc, char **argv)
     int n_experts = 256;
     int steps = 20;
     bool quick = false;
+    const char *only = "abcdefgh";
     struct mt_cpu_topo tp;
     struct mt_cpu_ceiling_result ceil;
     struct mt_cpu_team *team;
@@ -116,11 +181,13 @@ main(int argc, char **argv)
             steps = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--quick") == 0) {
             quick = true;
+        } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+            only = argv[++i];
         } else if (strcmp(argv[i], "--decode") == 0 && i + 1 < argc) {
             mt_cpu_experts_decode = atoi(argv[++i]); /* the default decode kernel of (a)-(e) */
         } else {
             fprintf(stderr, "usage: bench_cpu_experts [--experts N] [--steps N] [--quick] "
-                            "[--decode 0|1|2|3]\n");
+                            "[--decode 0|1|2|3] [--only LETTERS]\n");
             return 2;
         }
     }
@@ -184,11 +251,17 @@ main(int argc, char **argv)
         "step reads %.1f)\n\n",
         best, ceil.gbps, step_ceil);
     ceil.gbps = best;
-    printf("## (a) decode: tokens x 8 routed experts, %d threads\n\n", mt_cpu_team_size(team));
-    printf(
-        "| dtype | tokens | experts/step | MB/step | median ms | p90 ms | GB/s | of ceiling |\n");
-    printf("|---|---|---|---|---|---|---|---|\n");
-    for (int d = 0; d < 2; d++) {
+    if (strchr(only, 'h') != NULL && interleaved(pool[0], moe, 9, steps) != 0) {
+        return fail("interleaved decode");
+    }
+    if (strchr(only, 'a') != NULL) {
+        printf("\n## (a) decode: tokens x 8 routed experts, %d threads\n\n",
+               mt_cpu_team_size(team));
+        printf("| dtype | tokens | experts/step | MB/step | median ms | p90 ms | GB/s | of "
+               "ceiling |\n");
+        printf("|---|---|---|---|---|---|---|---|\n");
+    }
+    for (int d = 0; d < 2 && strchr(only, 'a') != NULL; d++) {
         for (int tok = 1; tok <= 8; tok *= 2) {
             struct mt_cpu_moe_timing t;
 
@@ -204,11 +277,13 @@ main(int argc, char **argv)
                    100.0 * t.bytes / t.median_s * 1e-9 / ceil.gbps);
         }
     }
-    printf("\n## (b) prefill: 8 experts x m tokens each, fp8, %d threads\n\n",
-           mt_cpu_team_size(team));
-    printf("| tokens/expert | median ms | TFLOP/s | of FMA rate | of AMX rate |\n");
-    printf("|---|---|---|---|---|\n");
-    for (int m = 32; m <= 2048; m *= 8) {
+    if (strchr(only, 'b') != NULL) {
+        printf("\n## (b) prefill: 8 experts x m tokens each, fp8, %d threads\n\n",
+               mt_cpu_team_size(team));
+        printf("| tokens/expert | median ms | TFLOP/s | of FMA rate | of AMX rate |\n");
+        printf("|---|---|---|---|---|\n");
+    }
+    for (int m = 32; m <= 2048 && strchr(only, 'b') != NULL; m *= 8) {
         struct mt_cpu_moe_timing t;
         int k = quick && m == 2048 ? 1 : 8;
         int st_n = m >= 2048 ? MT_MAX(1, MT_MIN(steps, 3)) : MT_MIN(steps, 5);
@@ -229,9 +304,11 @@ main(int argc, char **argv)
         printf("| %d | %.1f | %.3f | %.1f%% | %s |\n", m, t.median_s * 1e3, tf,
                100.0 * tf / (fma * 1e-3), of_amx);
     }
-    printf("\n## (c) per-core scaling: decode fp8, 1 token x 8 experts\n\n");
-    printf("| threads | GB/s | GB/s per thread | of ceiling |\n|---|---|---|---|\n");
-    for (int n = 1; n <= mt_cpu_team_size(team); n++) {
+    if (strchr(only, 'c') != NULL) {
+        printf("\n## (c) per-core scaling: decode fp8, 1 token x 8 experts\n\n");
+        printf("| threads | GB/s | GB/s per thread | of ceiling |\n|---|---|---|---|\n");
+    }
+    for (int n = 1; n <= mt_cpu_team_size(team) && strchr(only, 'c') != NULL; n++) {
         struct mt_cpu_moe_timing t;
 
         if (mt_cpu_team_size(team) > 16 && n % 4 != 0 && n != 1) {
@@ -244,16 +321,18 @@ main(int argc, char **argv)
 
         printf("| %d | %.1f | %.2f | %.1f%% |\n", n, g, g / n, 100.0 * g / ceil.gbps);
     }
-    printf("\n## (d) decode fp8: software prefetch (FMA tiles), %d threads\n\n",
-           mt_cpu_team_size(team));
-    printf("| prefetch | tokens | median ms | GB/s | of ceiling |\n|---|---|---|---|---|\n");
+    if (strchr(only, 'd') != NULL) {
+        printf("\n## (d) decode fp8: software prefetch (FMA tiles), %d threads\n\n",
+               mt_cpu_team_size(team));
+        printf("| prefetch | tokens | median ms | GB/s | of ceiling |\n|---|---|---|---|---|\n");
+    }
     int pf_default = mt_cpu_experts_prefetch;
     int mode_default = mt_cpu_experts_prefetch_mode;
     /* (mode, distance): per row stream 0-16 KiB ahead, or the next tile into L1 / L2 */
     static const int pfs[7][2] = {{0, 0},     {0, 1024}, {0, 4096}, {0, 8192},
                                   {0, 16384}, {1, 0},    {2, 0}};
 
-    for (int i = 0; i < 7; i++) {
+    for (int i = 0; i < 7 && strchr(only, 'd') != NULL; i++) {
         for (int tok = 1; tok <= 8; tok *= 8) {
             struct mt_cpu_moe_timing t;
 
@@ -276,44 +355,64 @@ main(int argc, char **argv)
     }
     mt_cpu_experts_prefetch = pf_default;
     mt_cpu_experts_prefetch_mode = mode_default;
-    printf("\n## (e) prefill fp8, 8 experts: AMX kernels\n\n");
-    printf("| kernel | tokens/expert | median ms | TFLOP/s | of AMX rate |\n");
-    printf("|---|---|---|---|---|\n");
-    /* (K chunk, panel rows): the blocked kernel at 3 chunk sizes, the panel kernel at 2 panels */
-    static const int acfg[5][2] = {{128, 64}, {256, 64}, {512, 64}, {0, 64}, {0, 128}};
+    if (strchr(only, 'e') != NULL && level == MT_CPU_LEVEL_AMX) {
+        printf("\n## (e) prefill fp8, 8 experts: AMX kernels\n\n");
+        printf("| kernel | tokens/expert | median ms | TFLOP/s | of AMX rate |\n");
+        printf("|---|---|---|---|---|\n");
+    }
+    /* (tiles, K chunk, prefetch, panel): the tiles kernel at chunks 128-1024 and all of K and
+     * prefetch 0-8 KiB; the blocked kernel (rows as A) at chunk 256, the panel kernel */
+    static const int acfg[11][4] = {{1, 256, 4096, 64},  {1, 256, 0, 64},    {1, 256, 2048, 64},
+                                    {1, 256, 8192, 64},  {1, 128, 4096, 64}, {1, 512, 4096, 64},
+                                    {1, 1024, 4096, 64}, {1, 0, 4096, 64},   {0, 256, 0, 64},
+                                    {0, 512, 0, 64},     {0, 0, 0, 64}};
     int kc_default = mt_cpu_experts_amx_kc;
+    int tiles_default = mt_cpu_experts_amx_tiles;
+    int pf_amx_default = mt_cpu_experts_amx_pf;
 
-    for (int i = 0; i < 5 && level == MT_CPU_LEVEL_AMX; i++) {
+    for (int i = 0; i < 11 && level == MT_CPU_LEVEL_AMX && strchr(only, 'e') != NULL; i++) {
         for (int m = 256; m <= 2048; m *= 8) {
             struct mt_cpu_moe_timing t;
-            char what[48];
+            char what[64];
 
-            mt_cpu_experts_amx_kc = acfg[i][0];
-            mt_cpu_experts_amx_panel = acfg[i][1];
+            if (m == 256 && i != 0 && i != 8) {
+                continue;
+            }
+            mt_cpu_experts_amx_tiles = acfg[i][0];
+            mt_cpu_experts_amx_kc = acfg[i][1];
+            mt_cpu_experts_amx_pf = acfg[i][2];
+            mt_cpu_experts_amx_panel = acfg[i][3];
             if (mt_cpu_expert_pool_time(pool[0], moe, 0, 0, 8, m, 3, &t) != MT_OK) {
                 return fail("amx kernels");
             }
             double tf = t.flops / t.median_s * 1e-12;
 
-            if (acfg[i][0] > 0) {
-                snprintf(what, sizeof(what), "blocked, K chunk %d", acfg[i][0]);
+            if (acfg[i][0] != 0) {
+                snprintf(what, sizeof(what), "tiles, K chunk %d, prefetch %d", acfg[i][1],
+                         acfg[i][2]);
+            } else if (acfg[i][1] > 0) {
+                snprintf(what, sizeof(what), "rows as A, blocked, K chunk %d", acfg[i][1]);
             } else {
-                snprintf(what, sizeof(what), "panels of %d rows", acfg[i][1]);
+                snprintf(what, sizeof(what), "rows as A, panels of %d rows", acfg[i][3]);
             }
             printf("| %s | %d | %.1f | %.3f | %.1f%% |\n", what, m, t.median_s * 1e3, tf,
                    amx > 0 ? 100.0 * tf / (amx * 1e-3) : 0.0);
         }
     }
+    mt_cpu_experts_amx_tiles = tiles_default;
+    mt_cpu_experts_amx_pf = pf_amx_default;
     mt_cpu_experts_amx_kc = kc_default;
     mt_cpu_experts_amx_panel = 64;
 
-    printf("\n## (f) decode kernels and row sharing, %d threads\n\n", mt_cpu_team_size(team));
-    printf("| kernel | sharing | dtype | tokens | median ms | GB/s | of ceiling |\n");
-    printf("|---|---|---|---|---|---|---|\n");
+    if (strchr(only, 'f') != NULL) {
+        printf("\n## (f) decode kernels and row sharing, %d threads\n\n", mt_cpu_team_size(team));
+        printf("| kernel | sharing | dtype | tokens | median ms | GB/s | of ceiling |\n");
+        printf("|---|---|---|---|---|---|---|\n");
+    }
     /* (dot, dynamic): the FMA tiles with units and with fixed shares, the bf16 dot kernels */
     static const int kcfg[5][2] = {{0, 1}, {0, 0}, {1, 1}, {3, 1}, {2, 1}};
 
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 5 && strchr(only, 'f') != NULL; i++) {
         int dot = kcfg[i][0];
         int dyn = kcfg[i][1];
 
@@ -340,8 +439,8 @@ main(int argc, char **argv)
     mt_cpu_experts_decode = dot_default;
     mt_cpu_experts_dynamic = 1;
 
-    printf("\n## (g) team round trip with no work (start, one barrier, wait)\n\n");
-    {
+    if (strchr(only, 'g') != NULL) {
+        printf("\n## (g) team round trip with no work (start, one barrier, wait)\n\n");
         enum { REPS = 200 };
         double tt[REPS];
 
@@ -372,10 +471,17 @@ main(int argc, char **argv)
                c2.gbps, c2.isa, c2.streams, c2.prefetch);
         double s2 = step_read_best(pool, steps);
         double best2 = MT_MAX(best, MT_MAX(c2.gbps, s2));
+        double amx2 = 0.0;
 
-        printf("\n\n**summary**: fp8 decode, 1 token x 8 experts: %.1f GB/s = %.1f%% of the "
-               "ceiling used above (%.1f), %.1f%% of the best read of the whole run (%.1f)\n",
-               fp8_1, 100.0 * fp8_1 / best, best, 100.0 * fp8_1 / best2, best2);
+        if (amx > 0 && mt_cpu_amx_bf16_gflops(0.3, &amx2) == MT_OK) {
+            printf("\nAMX BF16 again: %.2f TFLOP/s (%.2f at the start)", amx2 * 1e-3, amx * 1e-3);
+        }
+        if (fp8_1 <= 0.0) {
+            printf("\n");
+        } else
+            printf("\n\n**summary**: fp8 decode, 1 token x 8 experts: %.1f GB/s = %.1f%% of the "
+                   "ceiling used above (%.1f), %.1f%% of the best read of the whole run (%.1f)\n",
+                   fp8_1, 100.0 * fp8_1 / best, best, 100.0 * fp8_1 / best2, best2);
     }
     mt_cpu_expert_pool_destroy(pool[1]);
     mt_cpu_expert_pool_destroy(pool[0]);

@@ -18,6 +18,8 @@ int mt_cpu_experts_prefetch = 8192;
 int mt_cpu_experts_prefetch_mode = 0;
 int mt_cpu_experts_amx_panel = 64;
 int mt_cpu_experts_amx_kc = 256;
+int mt_cpu_experts_amx_tiles = 1;
+int mt_cpu_experts_amx_pf = 4096;
 int mt_cpu_experts_decode = 0;
 int mt_cpu_experts_dynamic = 1;
 
@@ -157,6 +159,19 @@ rows_run(const struct mt_cpu_kernels *k, const struct mt_cpu_weight *w, int64_t 
     }
 }
 
+/* h = SiLU(g) x u over n floats with family k's vector loop where it has one (h may be g). */
+static void
+swiglu(const struct mt_cpu_kernels *k, const float *g, const float *u, float *h, int64_t n)
+{
+    if (k->swiglu != NULL) {
+        k->swiglu(g, u, h, n);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        h[i] = mt_cpu_silu(g[i]) * u[i];
+    }
+}
+
 /* ---- a layer on the team -------------------------------------------------------------------- */
 
 #define ROW_GRAIN 4
@@ -234,9 +249,7 @@ job_rows(struct mt_cpu_moe *moe, int tid, int j, int64_t r0, int64_t r1, int pha
         rows_run(moe->k, job->gate, a, b, job->x, xp, job->m, g, len);
         rows_run(moe->k, job->up, a, b, job->x, xp, job->m, u, len);
         for (int t = 0; t < job->m; t++) {
-            for (int64_t i = 0; i < len; i++) {
-                h[t * moe->inter + a + i] = mt_cpu_silu(g[t * len + i]) * u[t * len + i];
-            }
+            swiglu(moe->k, g + t * len, u + t * len, h + t * moe->inter + a, len);
         }
         a = b;
     }
@@ -571,9 +584,7 @@ mt_cpu_expert_run(enum mt_cpu_level level, const struct mt_cpu_expert_job *job)
     atomic_fetch_add(&mt_cpu_experts_gen, 1);
     rows_run(k, job->gate, 0, inter, job->x, NULL, job->m, g, inter);
     rows_run(k, job->up, 0, inter, job->x, NULL, job->m, u, inter);
-    for (int64_t i = 0; i < (int64_t)job->m * inter; i++) {
-        g[i] = mt_cpu_silu(g[i]) * u[i];
-    }
+    swiglu(k, g, u, g, (int64_t)job->m * inter);
     rows_run(k, job->down, 0, hidden, g, NULL, job->m, job->y, hidden);
     free(g);
     return MT_OK;

@@ -77,6 +77,16 @@ bool mt_cpu_experts_decode_usable(int kind);
 extern int mt_cpu_experts_amx_kc;
 extern int mt_cpu_experts_amx_panel;
 
+/*
+ * AMX prefill orientation: 1 (default) tokens as the A operand, both operands packed in tile
+ * order, C stored straight into y (cpu/experts_amx_tiles.c; K chunks of mt_cpu_experts_amx_kc,
+ * all of K where it is 0); 0 rows as the A operand (the blocked and panel kernels of
+ * cpu/experts_amx.c). mt_cpu_experts_amx_pf: software prefetch of the tiles kernel, bytes ahead
+ * on its weight tile stream (0: none). Knobs for benchmarks; set them while no layer runs.
+ */
+extern int mt_cpu_experts_amx_tiles;
+extern int mt_cpu_experts_amx_pf;
+
 /* One expert's work: m tokens routed to it. */
 struct mt_cpu_expert_job {
     const struct mt_cpu_weight *gate; /* [inter, hidden] */
