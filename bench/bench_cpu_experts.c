@@ -17,7 +17,8 @@
  * weights and the ratio to the ceiling; (b) prefill, 32/256/2048 tokens per expert, FP8:
  * TFLOP/s and the ratios to the FMA and AMX rates; (c) decode FP8, 1 token, on 1..all cores;
  * (d) decode FP8, 1 and 8 tokens, at software prefetch distances 0-16 KiB per row stream or
- * the next tile; (e) AMX prefill, the blocked kernel at K chunks of 128-512 and the panel one; (f)
+ * the next tile; (e) AMX prefill: the tiles kernel (K chunks, prefetch, loop order), the blocked
+ * kernel (rows as A) and the panel one; (f)
  * decode kernels (FMA tiles with FP8 widened by bit moves or tables, bf16 dot products with 3 or 2
  * terms: mt_cpu_experts_decode, --decode picks the one of (a)-(e)) and row sharing (units or fixed
  * shares); (g) the team's round trip (start, one barrier, wait) with no work; (h) decode FP8, 1
@@ -360,36 +361,40 @@ main(int argc, char **argv)
         printf("| kernel | tokens/expert | median ms | TFLOP/s | of AMX rate |\n");
         printf("|---|---|---|---|---|\n");
     }
-    /* (tiles, K chunk, prefetch, panel): the tiles kernel at chunks 128-1024 and all of K and
-     * prefetch 0-8 KiB; the blocked kernel (rows as A) at chunk 256, the panel kernel */
-    static const int acfg[11][4] = {{1, 256, 4096, 64},  {1, 256, 0, 64},    {1, 256, 2048, 64},
-                                    {1, 256, 8192, 64},  {1, 128, 4096, 64}, {1, 512, 4096, 64},
-                                    {1, 1024, 4096, 64}, {1, 0, 4096, 64},   {0, 256, 0, 64},
-                                    {0, 512, 0, 64},     {0, 0, 0, 64}};
+    /* (tiles, K chunk, prefetch, panel, order): the tiles kernel at chunks 128-1024 and all of K,
+     * prefetch 0-8 KiB, both loop orders; the blocked kernel (rows as A) at chunks 256 and 512,
+     * the panel kernel */
+    enum { NA = 13 };
+    static const int acfg[NA][5] = {
+        {1, 256, 4096, 64, 0}, {1, 256, 0, 64, 0},    {1, 256, 2048, 64, 0},  {1, 256, 8192, 64, 0},
+        {1, 128, 4096, 64, 0}, {1, 512, 4096, 64, 0}, {1, 1024, 4096, 64, 0}, {1, 0, 4096, 64, 0},
+        {1, 256, 4096, 64, 1}, {1, 512, 4096, 64, 1}, {0, 256, 0, 64, 0},     {0, 512, 0, 64, 0},
+        {0, 0, 0, 64, 0}};
     int kc_default = mt_cpu_experts_amx_kc;
     int tiles_default = mt_cpu_experts_amx_tiles;
     int pf_amx_default = mt_cpu_experts_amx_pf;
 
-    for (int i = 0; i < 11 && level == MT_CPU_LEVEL_AMX && strchr(only, 'e') != NULL; i++) {
+    for (int i = 0; i < NA && level == MT_CPU_LEVEL_AMX && strchr(only, 'e') != NULL; i++) {
         for (int m = 256; m <= 2048; m *= 8) {
             struct mt_cpu_moe_timing t;
             char what[64];
 
-            if (m == 256 && i != 0 && i != 8) {
+            if (m == 256 && i != 0 && i != NA - 3) {
                 continue;
             }
             mt_cpu_experts_amx_tiles = acfg[i][0];
             mt_cpu_experts_amx_kc = acfg[i][1];
             mt_cpu_experts_amx_pf = acfg[i][2];
             mt_cpu_experts_amx_panel = acfg[i][3];
+            mt_cpu_experts_amx_order = acfg[i][4];
             if (mt_cpu_expert_pool_time(pool[0], moe, 0, 0, 8, m, 3, &t) != MT_OK) {
                 return fail("amx kernels");
             }
             double tf = t.flops / t.median_s * 1e-12;
 
             if (acfg[i][0] != 0) {
-                snprintf(what, sizeof(what), "tiles, K chunk %d, prefetch %d", acfg[i][1],
-                         acfg[i][2]);
+                snprintf(what, sizeof(what), "tiles, K chunk %d, prefetch %d%s", acfg[i][1],
+                         acfg[i][2], acfg[i][4] ? ", rows outer" : "");
             } else if (acfg[i][1] > 0) {
                 snprintf(what, sizeof(what), "rows as A, blocked, K chunk %d", acfg[i][1]);
             } else {
@@ -401,6 +406,7 @@ main(int argc, char **argv)
     }
     mt_cpu_experts_amx_tiles = tiles_default;
     mt_cpu_experts_amx_pf = pf_amx_default;
+    mt_cpu_experts_amx_order = 0;
     mt_cpu_experts_amx_kc = kc_default;
     mt_cpu_experts_amx_panel = 64;
 
@@ -464,8 +470,8 @@ main(int argc, char **argv)
         double amx2 = 0.0;
 
         if (amx > 0 && mt_cpu_amx_bf16_gflops(0.3, &amx2) == MT_OK) {
-            printf("\nAMX BF16 again, at the end: %.2f TFLOP/s (%.2f at the start)\n",
-                   amx2 * 1e-3, amx * 1e-3);
+            printf("\nAMX BF16 again, at the end: %.2f TFLOP/s (%.2f at the start)\n", amx2 * 1e-3,
+                   amx * 1e-3);
         }
     } else {
         struct mt_cpu_ceiling_result c2;
@@ -485,8 +491,8 @@ main(int argc, char **argv)
             printf("\nAMX BF16 again: %.2f TFLOP/s (%.2f at the start)", amx2 * 1e-3, amx * 1e-3);
         }
         printf("\n\n**summary**: fp8 decode, 1 token x 8 experts: %.1f GB/s = %.1f%% of the "
-                   "ceiling used above (%.1f), %.1f%% of the best read of the whole run (%.1f)\n",
-                   fp8_1, 100.0 * fp8_1 / best, best, 100.0 * fp8_1 / best2, best2);
+               "ceiling used above (%.1f), %.1f%% of the best read of the whole run (%.1f)\n",
+               fp8_1, 100.0 * fp8_1 / best, best, 100.0 * fp8_1 / best2, best2);
     }
     mt_cpu_expert_pool_destroy(pool[1]);
     mt_cpu_expert_pool_destroy(pool[0]);

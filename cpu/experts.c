@@ -20,6 +20,7 @@ int mt_cpu_experts_amx_panel = 64;
 int mt_cpu_experts_amx_kc = 256;
 int mt_cpu_experts_amx_tiles = 1;
 int mt_cpu_experts_amx_pf = 4096;
+int mt_cpu_experts_amx_order = 0;
 int mt_cpu_experts_decode = 0;
 int mt_cpu_experts_dynamic = 1;
 

@@ -82,10 +82,13 @@ extern int mt_cpu_experts_amx_panel;
  * order, C stored straight into y (cpu/experts_amx_tiles.c; K chunks of mt_cpu_experts_amx_kc,
  * all of K where it is 0); 0 rows as the A operand (the blocked and panel kernels of
  * cpu/experts_amx.c). mt_cpu_experts_amx_pf: software prefetch of the tiles kernel, bytes ahead
- * on its weight tile stream (0: none). Knobs for benchmarks; set them while no layer runs.
+ * on its weight tile stream (0: none); mt_cpu_experts_amx_order: its loop order, 0 (default)
+ * tokens outer and row blocks inner in each K chunk, 1 the other way round. Knobs for
+ * benchmarks; set them while no layer runs.
  */
 extern int mt_cpu_experts_amx_tiles;
 extern int mt_cpu_experts_amx_pf;
+extern int mt_cpu_experts_amx_order;
 
 /* One expert's work: m tokens routed to it. */
 struct mt_cpu_expert_job {

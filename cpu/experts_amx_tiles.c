@@ -206,9 +206,67 @@ store_block(float *cb, int t0, int a0, int m, int nrows, float *y, int64_t ldy)
 }
 
 /*
+ * One 2 x 2 block of C over ns steps of a K chunk: A tiles at x0 and x1 (step s at s x TILE),
+ * B tiles at wb (step s at 2 s x TILE); C from zero (first) or cb, to cb or (last) into y.
+ * Prefetched per step where not NULL: 2 KiB of pw (the streamed weight tiles, pw advancing 2 KiB
+ * a step), and the A tiles of the next block at px0, px1 (s x TILE).
+ */
+static inline __attribute__((always_inline)) void
+block(const uint16_t *x0, const uint16_t *x1, const uint16_t *wb, int64_t ns, float *cb, bool first,
+      bool last, const char *pw, const uint16_t *px0, const uint16_t *px1, int t0, int a0, int m,
+      int nrows, float *y, int64_t ldy)
+{
+    if (first) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    } else {
+        _tile_loadd(0, cb, 64);
+        _tile_loadd(1, cb + 256, 64);
+        _tile_loadd(2, cb + 512, 64);
+        _tile_loadd(3, cb + 768, 64);
+    }
+    for (int64_t s = 0; s < ns; s++) {
+        const uint16_t *ws = wb + s * 2 * TILE;
+
+        if (pw != NULL) {
+            prefetch_kib(pw + s * 2048);
+            prefetch_kib(pw + s * 2048 + 1024);
+        }
+        if (px0 != NULL) {
+            prefetch_kib(px0 + s * TILE);
+            prefetch_kib(px1 + s * TILE);
+        }
+        _tile_loadd(4, x0 + s * TILE, 64);
+        _tile_loadd(5, x1 + s * TILE, 64);
+        _tile_loadd(6, ws, 64);
+        _tile_loadd(7, ws + TILE, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    if (last) {
+        store_block(cb, t0, a0, m, nrows, y, ldy);
+    } else {
+        _tile_stored(0, cb, 64);
+        _tile_stored(1, cb + 256, 64);
+        _tile_stored(2, cb + 512, 64);
+        _tile_stored(3, cb + 768, 64);
+    }
+}
+
+/*
  * Rows [r0, r1) (<= 128) of w for m tokens of xp (mt_cpu_amx_tiles_pack's layout) into
  * y[t * ldy + (r - r0)], K chunks of kc columns (a multiple of 32). The tile configuration (8
  * tiles of 16 x 64 bytes) is loaded by the caller.
+ *
+ * mt_cpu_experts_amx_order 0 (default): per chunk, 32 tokens outer, row blocks inner (the A
+ * tiles of 32 tokens x the chunk stay in L1 while the chunk's weight tiles stream past from L2,
+ * prefetched pf bytes ahead; the next tokens' A tiles are prefetched during the last row block,
+ * as their first use comes from L3); 1: row blocks outer, tokens inner (the B tiles of 32 rows
+ * stay in L1, the A tiles stream and the next tokens' ones are prefetched).
  */
 void
 mt_cpu_amx_tiles_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const uint16_t *xp,
@@ -220,6 +278,7 @@ mt_cpu_amx_tiles_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, con
     int rows_pad = (nrows + 31) / 32 * 32;
     int m_pad = (m + 31) / 32 * 32;
     int64_t pf = mt_cpu_experts_amx_pf;
+    bool rows_outer = mt_cpu_experts_amx_order != 0;
     size_t wbytes = (size_t)rows_pad * (size_t)cols * 2;
 
     MT_ASSERT(nrows <= ROWS_MAX);
@@ -241,62 +300,36 @@ mt_cpu_amx_tiles_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, con
             int64_t ns = MT_MIN(kc, cols - k0) / 32;
             bool last = k0 + ns * 32 >= cols;
             const uint16_t *wc = tws.w + (size_t)k0 * (size_t)rows_pad;
+            int nt = (te - ts) / 32;
+            int nb = rows_pad / 32;
 
-            for (int t0 = ts; t0 < te; t0 += 32) {
+            for (int i = 0; i < nt * nb; i++) {
+                int ti = rows_outer ? i % nt : i / nb;
+                int bi = rows_outer ? i / nt : i % nb;
+                int t0 = ts + 32 * ti;
+                int a0 = 32 * bi;
                 const uint16_t *x0 =
                     xp + ((size_t)(t0 / 16) * (size_t)nks + (size_t)(k0 / 32)) * TILE;
                 const uint16_t *x1 = x0 + (size_t)nks * TILE;
-                const uint16_t *xn = x1 + (size_t)nks * TILE; /* next 32 tokens */
-                bool xnext = pf > 0 && t0 + 32 < te;
+                const uint16_t *wb = wc + (size_t)bi * (size_t)ns * 2 * TILE;
+                float *cb = tws.c + ((size_t)bi * (SUPER / 32) + (size_t)ti) * 1024;
+                const char *pw = NULL;
+                const uint16_t *px0 = NULL;
 
-                for (int a0 = 0; a0 < rows_pad; a0 += 32) {
-                    float *cb =
-                        tws.c + ((size_t)(a0 / 32) * (SUPER / 32) + (size_t)(t0 - ts) / 32) * 1024;
-                    const uint16_t *wb = wc + (size_t)(a0 / 32) * (size_t)ns * 2 * TILE;
-                    bool lastb = a0 + 32 >= rows_pad;
-
-                    if (k0 == 0) {
-                        _tile_zero(0);
-                        _tile_zero(1);
-                        _tile_zero(2);
-                        _tile_zero(3);
-                    } else {
-                        _tile_loadd(0, cb, 64);
-                        _tile_loadd(1, cb + 256, 64);
-                        _tile_loadd(2, cb + 512, 64);
-                        _tile_loadd(3, cb + 768, 64);
+                if (pf > 0 && !rows_outer) {
+                    pw = (const char *)wb + pf; /* the weight stream runs on across blocks */
+                    if (bi == nb - 1 && ti + 1 < nt) {
+                        px0 = x1 + (size_t)nks * TILE;
                     }
-                    for (int64_t s = 0; s < ns; s++) {
-                        const uint16_t *ws = wb + s * 2 * TILE;
-
-                        if (pf > 0) {
-                            /* the weight stream pf bytes ahead; the next tokens' tiles while
-                             * the last row block runs (their first use comes from L3) */
-                            prefetch_kib((const char *)ws + pf);
-                            prefetch_kib((const char *)ws + pf + 1024);
-                            if (xnext && lastb) {
-                                prefetch_kib(xn + s * TILE);
-                                prefetch_kib(xn + (size_t)nks * TILE + s * TILE);
-                            }
-                        }
-                        _tile_loadd(4, x0 + s * TILE, 64);
-                        _tile_loadd(5, x1 + s * TILE, 64);
-                        _tile_loadd(6, ws, 64);
-                        _tile_loadd(7, ws + TILE, 64);
-                        _tile_dpbf16ps(0, 4, 6);
-                        _tile_dpbf16ps(1, 4, 7);
-                        _tile_dpbf16ps(2, 5, 6);
-                        _tile_dpbf16ps(3, 5, 7);
-                    }
-                    if (last) {
-                        store_block(cb, t0, a0, m, nrows, y, ldy);
-                    } else {
-                        _tile_stored(0, cb, 64);
-                        _tile_stored(1, cb + 256, 64);
-                        _tile_stored(2, cb + 512, 64);
-                        _tile_stored(3, cb + 768, 64);
+                } else if (pf > 0) {
+                    if (ti + 1 < nt) {
+                        px0 = x1 + (size_t)nks * TILE;
+                    } else if (bi + 1 < nb) {
+                        pw = (const char *)(wb + (size_t)ns * 2 * TILE);
                     }
                 }
+                block(x0, x1, wb, ns, cb, k0 == 0, last, pw, px0,
+                      px0 != NULL ? px0 + (size_t)nks * TILE : NULL, t0, a0, m, nrows, y, ldy);
             }
         }
     }

@@ -18,8 +18,8 @@
  * x in 3 bf16 terms (exact) or 2 (each product within 2^-16): all, and the default FMA tiles,
  * are checked at 1e-4 (mt_cpu_experts_decode = 3, 2, 1, 0). The AMX prefill runs its tiles
  * kernel (tokens as A, the default; K chunks of 256, 1024 and all of K, with and without
- * prefetch), its blocked kernel (rows as A, K chunks, C kept across them) and its panel kernel.
- * The vector SwiGLU of each family is checked against mt_cpu_silu at 1e-5.
+ * prefetch, both loop orders), its blocked kernel (rows as A, K chunks, C kept across them) and its
+ * panel kernel. The vector SwiGLU of each family is checked against mt_cpu_silu at 1e-5.
  */
 #include <config.h>
 
@@ -472,6 +472,11 @@ main(void)
         mt_cpu_experts_amx_pf = 0;
         test_expert(MT_DTYPE_F8_E4M3, 800, 160, 300, max);
         mt_cpu_experts_amx_pf = pf;
+        mt_cpu_experts_amx_kc = kc;
+        mt_cpu_experts_amx_order = 1; /* row blocks outer */
+        test_expert(MT_DTYPE_F8_E4M3, 7168, 2048, 37, max);
+        test_expert(MT_DTYPE_BF16, 800, 160, 300, max);
+        mt_cpu_experts_amx_order = 0;
         mt_cpu_experts_amx_tiles = 0; /* rows as A: the blocked kernel, then the panel one */
         mt_cpu_experts_amx_kc = kc;
         test_expert(MT_DTYPE_F8_E4M3, 7168, 2048, 37, max);
