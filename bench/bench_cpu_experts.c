@@ -17,14 +17,15 @@
  * weights and the ratio to the ceiling; (b) prefill, 32/256/2048 tokens per expert, FP8:
  * TFLOP/s and the ratios to the FMA and AMX rates; (c) decode FP8, 1 token, on 1..all cores;
  * (d) decode FP8, 1 and 8 tokens, at software prefetch distances 0-16 KiB per row stream or
- * the next tile; (e) AMX prefill: the tiles kernel (K chunks, prefetch, loop order), the blocked
- * kernel (rows as A) and the panel one; (f)
+ * the next tile; (e) AMX prefill, 8 experts x 2048 tokens, in rounds: the tiles kernel (K
+ * chunks, prefetch, loop order), the blocked kernel (rows as A) and the panel one; (f)
  * decode kernels (FMA tiles with FP8 widened by bit moves or tables, bf16 dot products with 3 or 2
  * terms: mt_cpu_experts_decode, --decode picks the one of (a)-(e)) and row sharing (units or fixed
  * shares); (g) the team's round trip (start, one barrier, wait) with no work; (h) decode FP8, 1
  * token x 8 experts, interleaved with the step read (read, kernel, read, kernel, ... read), each
  * kernel rate against the mean of the two reads beside it, since both move from minute to minute
- * on a shared host. --only runs the named sections (e.g. "beh"; the ceilings always).
+ * on a shared host; (i) AMX prefill of one expert on 1, 2, 4, 8, all threads against the AMX rate
+ * of as many threads. --only runs the named sections (e.g. "behi"; the ceilings always).
  * MOETIER_ISA picks the kernel family.
  */
 #include <config.h>
@@ -149,6 +150,129 @@ interleaved(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe, int rounds,
     return 0;
 }
 
+/* The AMX prefill settings (e) compares: tiles, K chunk, prefetch, loop order, panel rows. */
+enum { NA = 7 };
+static const int acfg[NA][6] = {{1, 256, 0, 0, 64, 128}, {1, 256, 4096, 0, 64, 128},
+                                {1, 512, 0, 0, 64, 128}, {1, 512, 4096, 1, 64, 128},
+                                {1, 256, 0, 0, 64, 64},  {0, 256, 0, 0, 64, 128},
+                                {0, 0, 0, 0, 64, 128}};
+
+static void
+amx_set(int i)
+{
+    mt_cpu_experts_amx_tiles = acfg[i][0];
+    mt_cpu_experts_amx_kc = acfg[i][1];
+    mt_cpu_experts_amx_pf = acfg[i][2];
+    mt_cpu_experts_amx_order = acfg[i][3];
+    mt_cpu_experts_amx_panel = acfg[i][4];
+    mt_cpu_experts_prefill_unit = acfg[i][5];
+}
+
+static void
+amx_name(int i, char *what, size_t n)
+{
+    if (acfg[i][0] != 0) {
+        snprintf(what, n, "tiles, K chunk %d, prefetch %d%s%s", acfg[i][1], acfg[i][2],
+                 acfg[i][3] ? ", rows outer" : "", acfg[i][5] == 64 ? ", units of 64 rows" : "");
+    } else if (acfg[i][1] > 0) {
+        snprintf(what, n, "rows as A, blocked, K chunk %d", acfg[i][1]);
+    } else {
+        snprintf(what, n, "rows as A, panels of %d rows", acfg[i][4]);
+    }
+}
+
+/*
+ * (e): rounds of (the AMX rate, then one timed 8 x 2048-token layer of each setting, in an
+ * order rotated every round); each layer against the AMX rate of its round, and per setting the
+ * median, min and max over the rounds: the host's own speed moves by 10-20% from minute to
+ * minute, more than the settings differ, so one timing each says little.
+ */
+static int
+amx_rounds(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe, int rounds)
+{
+    double r[NA][rounds];
+    double tf[NA][rounds];
+    double rate[rounds];
+    int tiles = mt_cpu_experts_amx_tiles;
+    int kc = mt_cpu_experts_amx_kc;
+    int pf = mt_cpu_experts_amx_pf;
+    int order = mt_cpu_experts_amx_order;
+    int panel = mt_cpu_experts_amx_panel;
+
+    printf("\n## (e) prefill fp8, 8 experts x 2048 tokens: AMX settings, %d rounds\n\n", rounds);
+    for (int k = 0; k < rounds; k++) {
+        if (mt_cpu_amx_bf16_gflops(0.2, &rate[k]) != MT_OK) {
+            return 1;
+        }
+        for (int j = 0; j < NA; j++) {
+            int i = (j + k) % NA;
+            struct mt_cpu_moe_timing t;
+
+            amx_set(i);
+            if (mt_cpu_expert_pool_time(pool, moe, 0, 0, 8, 2048, 1, &t) != MT_OK) {
+                return 1;
+            }
+            tf[i][k] = t.flops / t.median_s * 1e-12;
+            r[i][k] = tf[i][k] / (rate[k] * 1e-3);
+        }
+    }
+    mt_cpu_experts_amx_tiles = tiles;
+    mt_cpu_experts_amx_kc = kc;
+    mt_cpu_experts_amx_pf = pf;
+    mt_cpu_experts_amx_order = order;
+    mt_cpu_experts_amx_panel = panel;
+    mt_cpu_experts_prefill_unit = 128;
+    printf("AMX BF16 rate per round (TFLOP/s):");
+    for (int k = 0; k < rounds; k++) {
+        printf(" %.2f", rate[k] * 1e-3);
+    }
+    printf("\n\n| setting | TFLOP/s per round | of the round's AMX rate: median | min | max |\n");
+    printf("|---|---|---|---|---|\n");
+    for (int i = 0; i < NA; i++) {
+        char what[96];
+        char list[128] = "";
+
+        amx_name(i, what, sizeof(what));
+        for (int k = 0; k < rounds; k++) {
+            size_t at = strlen(list);
+
+            snprintf(list + at, sizeof(list) - at, "%s%.2f", k ? " " : "", tf[i][k]);
+        }
+        qsort(r[i], (size_t)rounds, sizeof(double), cmp_double);
+        printf("| %s | %s | **%.1f%%** | %.1f%% | %.1f%% |\n", what, list, 100.0 * r[i][rounds / 2],
+               100.0 * r[i][0], 100.0 * r[i][rounds - 1]);
+    }
+    return 0;
+}
+
+/*
+ * (i): one expert x 2048 tokens (default settings) on 1, 2, 4, 8, all threads, each against the
+ * AMX rate of as many threads measured just before: a kernel that holds its share of the rate
+ * on one core but not on all is limited by what the cores share, not by its loop.
+ */
+static int
+amx_scaling(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe, int nt)
+{
+    printf("\n## (i) prefill fp8, 1 expert x 2048 tokens, per thread count (default settings)\n\n");
+    printf("| threads | TFLOP/s | AMX rate of as many threads | of it |\n|---|---|---|---|\n");
+    for (int n = 1; n <= nt; n = n < nt && n * 2 > nt ? nt : n * 2) {
+        struct mt_cpu_moe_timing t;
+        double rate;
+
+        if (mt_cpu_amx_bf16_gflops_n(n, 0.2, &rate) != MT_OK ||
+            mt_cpu_expert_pool_time(pool, moe, n, 0, 1, 2048, 1, &t) != MT_OK) {
+            return 1;
+        }
+        double tf = t.flops / t.median_s * 1e-12;
+
+        printf("| %d | %.3f | %.3f | %.1f%% |\n", n, tf, rate * 1e-3, 100.0 * tf / (rate * 1e-3));
+        if (n == nt) {
+            break;
+        }
+    }
+    return 0;
+}
+
 static void
 empty_job(void *arg, int tid, int nt)
 {
@@ -163,7 +287,7 @@ main(int argc, char **argv)
     int n_experts = 256;
     int steps = 20;
     bool quick = false;
-    const char *only = "abcdefgh";
+    const char *only = "abcdefghi";
     struct mt_cpu_topo tp;
     struct mt_cpu_ceiling_result ceil;
     struct mt_cpu_team *team;
@@ -356,59 +480,14 @@ main(int argc, char **argv)
     }
     mt_cpu_experts_prefetch = pf_default;
     mt_cpu_experts_prefetch_mode = mode_default;
-    if (strchr(only, 'e') != NULL && level == MT_CPU_LEVEL_AMX) {
-        printf("\n## (e) prefill fp8, 8 experts: AMX kernels\n\n");
-        printf("| kernel | tokens/expert | median ms | TFLOP/s | of AMX rate |\n");
-        printf("|---|---|---|---|---|\n");
+    if (strchr(only, 'e') != NULL && level == MT_CPU_LEVEL_AMX && amx > 0 &&
+        amx_rounds(pool[0], moe, 5) != 0) {
+        return fail("amx kernels");
     }
-    /* (tiles, K chunk, prefetch, panel, order): the tiles kernel at chunks 128-1024 and all of K,
-     * prefetch 0-8 KiB, both loop orders; the blocked kernel (rows as A) at chunks 256 and 512,
-     * the panel kernel */
-    enum { NA = 13 };
-    static const int acfg[NA][5] = {
-        {1, 256, 4096, 64, 0}, {1, 256, 0, 64, 0},    {1, 256, 2048, 64, 0},  {1, 256, 8192, 64, 0},
-        {1, 128, 4096, 64, 0}, {1, 512, 4096, 64, 0}, {1, 1024, 4096, 64, 0}, {1, 0, 4096, 64, 0},
-        {1, 256, 4096, 64, 1}, {1, 512, 4096, 64, 1}, {0, 256, 0, 64, 0},     {0, 512, 0, 64, 0},
-        {0, 0, 0, 64, 0}};
-    int kc_default = mt_cpu_experts_amx_kc;
-    int tiles_default = mt_cpu_experts_amx_tiles;
-    int pf_amx_default = mt_cpu_experts_amx_pf;
-
-    for (int i = 0; i < NA && level == MT_CPU_LEVEL_AMX && strchr(only, 'e') != NULL; i++) {
-        for (int m = 256; m <= 2048; m *= 8) {
-            struct mt_cpu_moe_timing t;
-            char what[64];
-
-            if (m == 256 && i != 0 && i != NA - 3) {
-                continue;
-            }
-            mt_cpu_experts_amx_tiles = acfg[i][0];
-            mt_cpu_experts_amx_kc = acfg[i][1];
-            mt_cpu_experts_amx_pf = acfg[i][2];
-            mt_cpu_experts_amx_panel = acfg[i][3];
-            mt_cpu_experts_amx_order = acfg[i][4];
-            if (mt_cpu_expert_pool_time(pool[0], moe, 0, 0, 8, m, 3, &t) != MT_OK) {
-                return fail("amx kernels");
-            }
-            double tf = t.flops / t.median_s * 1e-12;
-
-            if (acfg[i][0] != 0) {
-                snprintf(what, sizeof(what), "tiles, K chunk %d, prefetch %d%s", acfg[i][1],
-                         acfg[i][2], acfg[i][4] ? ", rows outer" : "");
-            } else if (acfg[i][1] > 0) {
-                snprintf(what, sizeof(what), "rows as A, blocked, K chunk %d", acfg[i][1]);
-            } else {
-                snprintf(what, sizeof(what), "rows as A, panels of %d rows", acfg[i][3]);
-            }
-            printf("| %s | %d | %.1f | %.3f | %.1f%% |\n", what, m, t.median_s * 1e3, tf,
-                   amx > 0 ? 100.0 * tf / (amx * 1e-3) : 0.0);
-        }
+    if (strchr(only, 'i') != NULL && level == MT_CPU_LEVEL_AMX && amx > 0 &&
+        amx_scaling(pool[0], moe, mt_cpu_team_size(team)) != 0) {
+        return fail("amx scaling");
     }
-    mt_cpu_experts_amx_tiles = tiles_default;
-    mt_cpu_experts_amx_pf = pf_amx_default;
-    mt_cpu_experts_amx_order = 0;
-    mt_cpu_experts_amx_kc = kc_default;
-    mt_cpu_experts_amx_panel = 64;
 
     if (strchr(only, 'f') != NULL) {
         printf("\n## (f) decode kernels and row sharing, %d threads\n\n", mt_cpu_team_size(team));

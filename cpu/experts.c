@@ -21,6 +21,7 @@ int mt_cpu_experts_amx_kc = 256;
 int mt_cpu_experts_amx_tiles = 1;
 int mt_cpu_experts_amx_pf = 4096;
 int mt_cpu_experts_amx_order = 0;
+int mt_cpu_experts_prefill_unit = 128;
 int mt_cpu_experts_decode = 0;
 int mt_cpu_experts_dynamic = 1;
 
@@ -200,6 +201,7 @@ struct mt_cpu_moe {
     size_t unit_pre_cap;
     _Atomic int64_t next_unit[2]; /* next unit to hand out, per phase */
     bool dynamic;                 /* mt_cpu_experts_dynamic when the run started */
+    int prefill_unit;             /* mt_cpu_experts_prefill_unit when the run started */
     int max_m;
     int64_t hidden;
     int64_t inter;
@@ -225,7 +227,8 @@ row_at(const struct mt_cpu_moe *moe, const int64_t *pre, int j, int64_t rows, in
 static int64_t
 unit_rows(const struct mt_cpu_moe *moe, int j)
 {
-    return moe->xp_off[j] >= 0 || moe->jobs[j].m >= MT_CPU_PREFILL_MIN_M ? 128 : UNIT_ROWS;
+    return moe->xp_off[j] >= 0 || moe->jobs[j].m >= MT_CPU_PREFILL_MIN_M ? moe->prefill_unit
+                                                                         : UNIT_ROWS;
 }
 
 /* Rows [r0, r1) of job j in phase 1 (gate, up, h) or 2 (down) on thread tid. */
@@ -512,6 +515,9 @@ mt_cpu_moe_start(struct mt_cpu_moe *moe, const struct mt_cpu_expert_job *jobs, i
         h_total += (size_t)jobs[j].m * (size_t)moe->inter;
     }
     moe->n = n;
+    moe->prefill_unit = mt_cpu_experts_prefill_unit == 32 || mt_cpu_experts_prefill_unit == 64
+                            ? mt_cpu_experts_prefill_unit
+                            : 128;
     for (int p = 0; p < 2; p++) {
         int64_t *pre = moe->unit_pre + (size_t)p * (size_t)(n + 1);
         int64_t rows = p == 0 ? moe->inter : moe->hidden;

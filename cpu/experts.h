@@ -65,6 +65,13 @@ extern int mt_cpu_experts_decode;
  */
 extern int mt_cpu_experts_dynamic;
 
+/*
+ * Rows per unit of prefill jobs (m >= MT_CPU_PREFILL_MIN_M) in that scheduling: 128 (default),
+ * 64 or 32 (smaller units even out the end of a phase, at the price of more passes over each
+ * input). Likewise a knob.
+ */
+extern int mt_cpu_experts_prefill_unit;
+
 /* True where this CPU runs decode kernel `kind` of mt_cpu_experts_decode (0: always). */
 bool mt_cpu_experts_decode_usable(int kind);
 

@@ -517,6 +517,9 @@ main(void)
     mt_cpu_experts_amx_kc = kc;
     test_layer(team, max, MT_DTYPE_F8_E4M3, 0);
     mt_cpu_experts_amx_tiles = 1;
+    mt_cpu_experts_prefill_unit = 32; /* prefill units of 32 rows (the default is 128) */
+    test_layer(team, max, MT_DTYPE_F8_E4M3, 0);
+    mt_cpu_experts_prefill_unit = 128;
     mt_cpu_experts_dynamic = 0; /* the fixed shares per thread (the default hands out units) */
     test_layer(team, max, MT_DTYPE_F8_E4M3, 0);
     test_layer(team, max, MT_DTYPE_BF16, 3);
