@@ -4,6 +4,13 @@
  * W[rows, K] . X[tokens, K]^T with TDPBF16PS, fp32 accumulation, compiled for AMX only here;
  * cpu/experts.c calls it only at level amx, where the kernel granted the tile state.
  *
+ * By default (mt_cpu_experts_amx_tiles = 1) the rows go to the tiles kernel of
+ * cpu/experts_amx_tiles.c (tokens as the A operand, C stored straight into y), which measured
+ * 6.1-6.3 TFLOP/s against 4.9-5.0 for the kernels below on the GPU test machine, same rounds
+ * (bench/results/cpu-experts.md); this file keeps the tile configuration, the per-thread packed
+ * input of lone expert runs, and the kernels with rows as the A operand (knob 0), described
+ * next.
+ *
  * The one idea: a tile product needs both operands in bf16, so each is converted once and reused
  * many times. X is packed into the tile layout B wants (pairs of k per token, 16 tokens per
  * 64-byte row) once per input: by the whole team before a layer's phase (cpu/experts.c), so

@@ -15,8 +15,14 @@
  *    transposes them as a 16 x 16 matrix of 32-bit pairs in registers.
  * Every tile of both operands is one contiguous KiB (16 rows of 64 bytes), laid out in the order
  * the kernel reads them, so each tile load reads whole consecutive lines and the weight tiles of
- * a K chunk are one sequential stream that software prefetch runs ahead of
- * (mt_cpu_experts_amx_pf bytes).
+ * a K chunk are one sequential stream that software prefetch can run ahead of
+ * (mt_cpu_experts_amx_pf bytes; off by default: 4 KiB ahead measured the same, 6.3 against 6.1
+ * TFLOP/s, within the host's noise).
+ *
+ * Measured on the GPU test machine (8 experts x 2048 tokens, FP8, 16 threads): 6.1-6.3 TFLOP/s,
+ * 38-40% of the AMX rate of the same rounds, against 4.9-5.0 (29-31%) for the rows-as-A kernels
+ * of experts_amx.c; on 2 and 4 threads the same 38-39%, so the bound is each core's loop (one
+ * 1 KiB tile load per TDPBF16PS, half of them from L2), not what the cores share.
  *
  * Loop order (as experts_amx.c's blocked kernel): per super block of 256 tokens and K chunk of
  * mt_cpu_experts_amx_kc columns, per 32 tokens (two A tiles, kept in L1 across the row blocks),
@@ -24,6 +30,9 @@
  * from and stored to a compact buffer between chunks, stored into y after the last one.
  *
  * Numerics: as experts_amx.c (X and w x s rounded to bf16 once, fp32 products and sums).
+ *
+ * Memory: per team thread the weight tiles of one call (128 rows x K x 2 bytes: 1.8 MB at
+ * K = 7168) and a 128 KB C buffer, kept for the thread's life.
  */
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,f16c,fma,amx-tile,amx-bf16")
 #include <config.h>
