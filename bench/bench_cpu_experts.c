@@ -5,7 +5,7 @@
  * (cpu/flops.h) for prefill. Real V3.2 expert shape (7168 -> 2048 -> 7168); the weights rotate
  * through a pool of up to 256 experts (one layer) so nothing is served from the LLC.
  *
- *   bench_cpu_experts [--experts N] [--steps N] [--quick] [--decode 0|1|2|3]
+ *   bench_cpu_experts [--experts N] [--steps N] [--quick] [--decode 0|1|2|3] [--only LETTERS]
  *
  * The ceiling every decode ratio divides by is the best of several ways to read, all measured
  * in this run: mt_cpu_read_ceiling (1-8 streams per thread, with and without software
@@ -17,11 +17,16 @@
  * weights and the ratio to the ceiling; (b) prefill, 32/256/2048 tokens per expert, FP8:
  * TFLOP/s and the ratios to the FMA and AMX rates; (c) decode FP8, 1 token, on 1..all cores;
  * (d) decode FP8, 1 and 8 tokens, at software prefetch distances 0-16 KiB per row stream or
- * the next tile; (e) AMX prefill, the blocked kernel at K chunks of 128-512 and the panel one; (f)
+ * the next tile; (e) AMX prefill, 8 experts x 2048 tokens, in rounds: the tiles kernel (K
+ * chunks, prefetch, loop order), the blocked kernel (rows as A) and the panel one; (f)
  * decode kernels (FMA tiles with FP8 widened by bit moves or tables, bf16 dot products with 3 or 2
  * terms: mt_cpu_experts_decode, --decode picks the one of (a)-(e)) and row sharing (units or fixed
- * shares); (g) the team's round trip (start, one barrier, wait) with no work. MOETIER_ISA picks the
- * kernel family.
+ * shares); (g) the team's round trip (start, one barrier, wait) with no work; (h) decode FP8, 1
+ * token x 8 experts, interleaved with the step read (read, kernel, read, kernel, ... read), each
+ * kernel rate against the mean of the two reads beside it, since both move from minute to minute
+ * on a shared host; (i) AMX prefill of one expert on 1, 2, 4, 8, all threads against the AMX rate
+ * of as many threads. --only runs the named sections (e.g. "behi"; the ceilings always).
+ * MOETIER_ISA picks the kernel family.
  */
 #include <config.h>
 
@@ -84,6 +89,190 @@ decode_name(int kind)
     return names[kind >= 0 && kind <= 3 ? kind : 0];
 }
 
+/* The best fp8 step read of pool (3 stream/prefetch settings), printed nowhere. */
+static double
+step_read_fp8(struct mt_cpu_expert_pool *pool, int steps)
+{
+    static const int cfg[3][2] = {{2, 0}, {4, 2048}, {8, 0}};
+    double best = 0.0;
+
+    for (int c = 0; c < 3; c++) {
+        best = MT_MAX(best, step_read(pool, cfg[c][0], cfg[c][1], steps));
+    }
+    return best;
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a;
+    double y = *(const double *)b;
+
+    return (x > y) - (x < y);
+}
+
+/*
+ * (h): rounds of (step read, decode kernel) and a last read; each kernel rate against the mean
+ * of the reads before and after it. Prints the rounds and the spread of the ratios.
+ */
+static int
+interleaved(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe, int rounds, int steps)
+{
+    double rd[rounds + 1];
+    double kr[rounds];
+    double ratio[rounds];
+    int met = 0;
+
+    printf("\n## (h) decode fp8, 1 token x 8 experts, interleaved with the step read\n\n");
+    printf("| round | read before | kernel GB/s | read after | of their mean |\n");
+    printf("|---|---|---|---|---|\n");
+    rd[0] = step_read_fp8(pool, steps);
+    for (int i = 0; i < rounds; i++) {
+        struct mt_cpu_moe_timing t;
+
+        if (mt_cpu_expert_pool_time(pool, moe, 0, 1, 8, 0, steps, &t) != MT_OK) {
+            return 1;
+        }
+        kr[i] = t.bytes / t.median_s * 1e-9;
+        rd[i + 1] = step_read_fp8(pool, steps);
+        ratio[i] = kr[i] / (0.5 * (rd[i] + rd[i + 1]));
+        met += ratio[i] >= 0.85;
+        printf("| %d | %.1f | %.1f | %.1f | %.1f%% |\n", i + 1, rd[i], kr[i], rd[i + 1],
+               100.0 * ratio[i]);
+    }
+    qsort(ratio, (size_t)rounds, sizeof(double), cmp_double);
+    qsort(rd, (size_t)rounds + 1, sizeof(double), cmp_double);
+    qsort(kr, (size_t)rounds, sizeof(double), cmp_double);
+    printf("\n**interleaved**: ratio median %.1f%% (min %.1f%%, max %.1f%%), %d of %d rounds >= "
+           "85%%; kernel %.1f-%.1f GB/s (median %.1f), read %.1f-%.1f GB/s (median %.1f)\n",
+           100.0 * ratio[rounds / 2], 100.0 * ratio[0], 100.0 * ratio[rounds - 1], met, rounds,
+           kr[0], kr[rounds - 1], kr[rounds / 2], rd[0], rd[rounds], rd[rounds / 2]);
+    return 0;
+}
+
+/* The AMX prefill settings (e) compares: tiles, K chunk, prefetch, loop order, panel rows. */
+enum { NA = 7 };
+static const int acfg[NA][6] = {{1, 256, 0, 0, 64, 128}, {1, 256, 4096, 0, 64, 128},
+                                {1, 512, 0, 0, 64, 128}, {1, 512, 4096, 1, 64, 128},
+                                {1, 256, 0, 0, 64, 64},  {0, 256, 0, 0, 64, 128},
+                                {0, 0, 0, 0, 64, 128}};
+
+static void
+amx_set(int i)
+{
+    mt_cpu_experts_amx_tiles = acfg[i][0];
+    mt_cpu_experts_amx_kc = acfg[i][1];
+    mt_cpu_experts_amx_pf = acfg[i][2];
+    mt_cpu_experts_amx_order = acfg[i][3];
+    mt_cpu_experts_amx_panel = acfg[i][4];
+    mt_cpu_experts_prefill_unit = acfg[i][5];
+}
+
+static void
+amx_name(int i, char *what, size_t n)
+{
+    if (acfg[i][0] != 0) {
+        snprintf(what, n, "tiles, K chunk %d, prefetch %d%s%s", acfg[i][1], acfg[i][2],
+                 acfg[i][3] ? ", rows outer" : "", acfg[i][5] == 64 ? ", units of 64 rows" : "");
+    } else if (acfg[i][1] > 0) {
+        snprintf(what, n, "rows as A, blocked, K chunk %d", acfg[i][1]);
+    } else {
+        snprintf(what, n, "rows as A, panels of %d rows", acfg[i][4]);
+    }
+}
+
+/*
+ * (e): rounds of (the AMX rate, then one timed 8 x 2048-token layer of each setting, in an
+ * order rotated every round); each layer against the AMX rate of its round, and per setting the
+ * median, min and max over the rounds: the host's own speed moves by 10-20% from minute to
+ * minute, more than the settings differ, so one timing each says little.
+ */
+static int
+amx_rounds(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe, int rounds)
+{
+    double r[NA][rounds];
+    double tf[NA][rounds];
+    double rate[rounds];
+    int tiles = mt_cpu_experts_amx_tiles;
+    int kc = mt_cpu_experts_amx_kc;
+    int pf = mt_cpu_experts_amx_pf;
+    int order = mt_cpu_experts_amx_order;
+    int panel = mt_cpu_experts_amx_panel;
+
+    printf("\n## (e) prefill fp8, 8 experts x 2048 tokens: AMX settings, %d rounds\n\n", rounds);
+    for (int k = 0; k < rounds; k++) {
+        if (mt_cpu_amx_bf16_gflops(0.2, &rate[k]) != MT_OK) {
+            return 1;
+        }
+        for (int j = 0; j < NA; j++) {
+            int i = (j + k) % NA;
+            struct mt_cpu_moe_timing t;
+
+            amx_set(i);
+            if (mt_cpu_expert_pool_time(pool, moe, 0, 0, 8, 2048, 1, &t) != MT_OK) {
+                return 1;
+            }
+            tf[i][k] = t.flops / t.median_s * 1e-12;
+            r[i][k] = tf[i][k] / (rate[k] * 1e-3);
+        }
+    }
+    mt_cpu_experts_amx_tiles = tiles;
+    mt_cpu_experts_amx_kc = kc;
+    mt_cpu_experts_amx_pf = pf;
+    mt_cpu_experts_amx_order = order;
+    mt_cpu_experts_amx_panel = panel;
+    mt_cpu_experts_prefill_unit = 128;
+    printf("AMX BF16 rate per round (TFLOP/s):");
+    for (int k = 0; k < rounds; k++) {
+        printf(" %.2f", rate[k] * 1e-3);
+    }
+    printf("\n\n| setting | TFLOP/s per round | of the round's AMX rate: median | min | max |\n");
+    printf("|---|---|---|---|---|\n");
+    for (int i = 0; i < NA; i++) {
+        char what[96];
+        char list[128] = "";
+
+        amx_name(i, what, sizeof(what));
+        for (int k = 0; k < rounds; k++) {
+            size_t at = strlen(list);
+
+            snprintf(list + at, sizeof(list) - at, "%s%.2f", k ? " " : "", tf[i][k]);
+        }
+        qsort(r[i], (size_t)rounds, sizeof(double), cmp_double);
+        printf("| %s | %s | **%.1f%%** | %.1f%% | %.1f%% |\n", what, list, 100.0 * r[i][rounds / 2],
+               100.0 * r[i][0], 100.0 * r[i][rounds - 1]);
+    }
+    return 0;
+}
+
+/*
+ * (i): one expert x 2048 tokens (default settings) on 1, 2, 4, 8, all threads, each against the
+ * AMX rate of as many threads measured just before: a kernel that holds its share of the rate
+ * on one core but not on all is limited by what the cores share, not by its loop.
+ */
+static int
+amx_scaling(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe, int nt)
+{
+    printf("\n## (i) prefill fp8, 1 expert x 2048 tokens, per thread count (default settings)\n\n");
+    printf("| threads | TFLOP/s | AMX rate of as many threads | of it |\n|---|---|---|---|\n");
+    for (int n = 1; n <= nt; n = n < nt && n * 2 > nt ? nt : n * 2) {
+        struct mt_cpu_moe_timing t;
+        double rate;
+
+        if (mt_cpu_amx_bf16_gflops_n(n, 0.2, &rate) != MT_OK ||
+            mt_cpu_expert_pool_time(pool, moe, n, 0, 1, 2048, 1, &t) != MT_OK) {
+            return 1;
+        }
+        double tf = t.flops / t.median_s * 1e-12;
+
+        printf("| %d | %.3f | %.3f | %.1f%% |\n", n, tf, rate * 1e-3, 100.0 * tf / (rate * 1e-3));
+        if (n == nt) {
+            break;
+        }
+    }
+    return 0;
+}
+
 static void
 empty_job(void *arg, int tid, int nt)
 {
@@ -98,6 +287,7 @@ main(int argc, char **argv)
     int n_experts = 256;
     int steps = 20;
     bool quick = false;
+    const char *only = "abcdefghi";
     struct mt_cpu_topo tp;
     struct mt_cpu_ceiling_result ceil;
     struct mt_cpu_team *team;
@@ -116,11 +306,13 @@ main(int argc, char **argv)
             steps = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--quick") == 0) {
             quick = true;
+        } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+            only = argv[++i];
         } else if (strcmp(argv[i], "--decode") == 0 && i + 1 < argc) {
             mt_cpu_experts_decode = atoi(argv[++i]); /* the default decode kernel of (a)-(e) */
         } else {
             fprintf(stderr, "usage: bench_cpu_experts [--experts N] [--steps N] [--quick] "
-                            "[--decode 0|1|2|3]\n");
+                            "[--decode 0|1|2|3] [--only LETTERS]\n");
             return 2;
         }
     }
@@ -184,11 +376,17 @@ main(int argc, char **argv)
         "step reads %.1f)\n\n",
         best, ceil.gbps, step_ceil);
     ceil.gbps = best;
-    printf("## (a) decode: tokens x 8 routed experts, %d threads\n\n", mt_cpu_team_size(team));
-    printf(
-        "| dtype | tokens | experts/step | MB/step | median ms | p90 ms | GB/s | of ceiling |\n");
-    printf("|---|---|---|---|---|---|---|---|\n");
-    for (int d = 0; d < 2; d++) {
+    if (strchr(only, 'h') != NULL && interleaved(pool[0], moe, 9, steps) != 0) {
+        return fail("interleaved decode");
+    }
+    if (strchr(only, 'a') != NULL) {
+        printf("\n## (a) decode: tokens x 8 routed experts, %d threads\n\n",
+               mt_cpu_team_size(team));
+        printf("| dtype | tokens | experts/step | MB/step | median ms | p90 ms | GB/s | of "
+               "ceiling |\n");
+        printf("|---|---|---|---|---|---|---|---|\n");
+    }
+    for (int d = 0; d < 2 && strchr(only, 'a') != NULL; d++) {
         for (int tok = 1; tok <= 8; tok *= 2) {
             struct mt_cpu_moe_timing t;
 
@@ -204,11 +402,13 @@ main(int argc, char **argv)
                    100.0 * t.bytes / t.median_s * 1e-9 / ceil.gbps);
         }
     }
-    printf("\n## (b) prefill: 8 experts x m tokens each, fp8, %d threads\n\n",
-           mt_cpu_team_size(team));
-    printf("| tokens/expert | median ms | TFLOP/s | of FMA rate | of AMX rate |\n");
-    printf("|---|---|---|---|---|\n");
-    for (int m = 32; m <= 2048; m *= 8) {
+    if (strchr(only, 'b') != NULL) {
+        printf("\n## (b) prefill: 8 experts x m tokens each, fp8, %d threads\n\n",
+               mt_cpu_team_size(team));
+        printf("| tokens/expert | median ms | TFLOP/s | of FMA rate | of AMX rate |\n");
+        printf("|---|---|---|---|---|\n");
+    }
+    for (int m = 32; m <= 2048 && strchr(only, 'b') != NULL; m *= 8) {
         struct mt_cpu_moe_timing t;
         int k = quick && m == 2048 ? 1 : 8;
         int st_n = m >= 2048 ? MT_MAX(1, MT_MIN(steps, 3)) : MT_MIN(steps, 5);
@@ -229,9 +429,11 @@ main(int argc, char **argv)
         printf("| %d | %.1f | %.3f | %.1f%% | %s |\n", m, t.median_s * 1e3, tf,
                100.0 * tf / (fma * 1e-3), of_amx);
     }
-    printf("\n## (c) per-core scaling: decode fp8, 1 token x 8 experts\n\n");
-    printf("| threads | GB/s | GB/s per thread | of ceiling |\n|---|---|---|---|\n");
-    for (int n = 1; n <= mt_cpu_team_size(team); n++) {
+    if (strchr(only, 'c') != NULL) {
+        printf("\n## (c) per-core scaling: decode fp8, 1 token x 8 experts\n\n");
+        printf("| threads | GB/s | GB/s per thread | of ceiling |\n|---|---|---|---|\n");
+    }
+    for (int n = 1; n <= mt_cpu_team_size(team) && strchr(only, 'c') != NULL; n++) {
         struct mt_cpu_moe_timing t;
 
         if (mt_cpu_team_size(team) > 16 && n % 4 != 0 && n != 1) {
@@ -244,16 +446,18 @@ main(int argc, char **argv)
 
         printf("| %d | %.1f | %.2f | %.1f%% |\n", n, g, g / n, 100.0 * g / ceil.gbps);
     }
-    printf("\n## (d) decode fp8: software prefetch (FMA tiles), %d threads\n\n",
-           mt_cpu_team_size(team));
-    printf("| prefetch | tokens | median ms | GB/s | of ceiling |\n|---|---|---|---|---|\n");
+    if (strchr(only, 'd') != NULL) {
+        printf("\n## (d) decode fp8: software prefetch (FMA tiles), %d threads\n\n",
+               mt_cpu_team_size(team));
+        printf("| prefetch | tokens | median ms | GB/s | of ceiling |\n|---|---|---|---|---|\n");
+    }
     int pf_default = mt_cpu_experts_prefetch;
     int mode_default = mt_cpu_experts_prefetch_mode;
     /* (mode, distance): per row stream 0-16 KiB ahead, or the next tile into L1 / L2 */
     static const int pfs[7][2] = {{0, 0},     {0, 1024}, {0, 4096}, {0, 8192},
                                   {0, 16384}, {1, 0},    {2, 0}};
 
-    for (int i = 0; i < 7; i++) {
+    for (int i = 0; i < 7 && strchr(only, 'd') != NULL; i++) {
         for (int tok = 1; tok <= 8; tok *= 8) {
             struct mt_cpu_moe_timing t;
 
@@ -276,44 +480,24 @@ main(int argc, char **argv)
     }
     mt_cpu_experts_prefetch = pf_default;
     mt_cpu_experts_prefetch_mode = mode_default;
-    printf("\n## (e) prefill fp8, 8 experts: AMX kernels\n\n");
-    printf("| kernel | tokens/expert | median ms | TFLOP/s | of AMX rate |\n");
-    printf("|---|---|---|---|---|\n");
-    /* (K chunk, panel rows): the blocked kernel at 3 chunk sizes, the panel kernel at 2 panels */
-    static const int acfg[5][2] = {{128, 64}, {256, 64}, {512, 64}, {0, 64}, {0, 128}};
-    int kc_default = mt_cpu_experts_amx_kc;
-
-    for (int i = 0; i < 5 && level == MT_CPU_LEVEL_AMX; i++) {
-        for (int m = 256; m <= 2048; m *= 8) {
-            struct mt_cpu_moe_timing t;
-            char what[48];
-
-            mt_cpu_experts_amx_kc = acfg[i][0];
-            mt_cpu_experts_amx_panel = acfg[i][1];
-            if (mt_cpu_expert_pool_time(pool[0], moe, 0, 0, 8, m, 3, &t) != MT_OK) {
-                return fail("amx kernels");
-            }
-            double tf = t.flops / t.median_s * 1e-12;
-
-            if (acfg[i][0] > 0) {
-                snprintf(what, sizeof(what), "blocked, K chunk %d", acfg[i][0]);
-            } else {
-                snprintf(what, sizeof(what), "panels of %d rows", acfg[i][1]);
-            }
-            printf("| %s | %d | %.1f | %.3f | %.1f%% |\n", what, m, t.median_s * 1e3, tf,
-                   amx > 0 ? 100.0 * tf / (amx * 1e-3) : 0.0);
-        }
+    if (strchr(only, 'e') != NULL && level == MT_CPU_LEVEL_AMX && amx > 0 &&
+        amx_rounds(pool[0], moe, 5) != 0) {
+        return fail("amx kernels");
     }
-    mt_cpu_experts_amx_kc = kc_default;
-    mt_cpu_experts_amx_panel = 64;
+    if (strchr(only, 'i') != NULL && level == MT_CPU_LEVEL_AMX && amx > 0 &&
+        amx_scaling(pool[0], moe, mt_cpu_team_size(team)) != 0) {
+        return fail("amx scaling");
+    }
 
-    printf("\n## (f) decode kernels and row sharing, %d threads\n\n", mt_cpu_team_size(team));
-    printf("| kernel | sharing | dtype | tokens | median ms | GB/s | of ceiling |\n");
-    printf("|---|---|---|---|---|---|---|\n");
+    if (strchr(only, 'f') != NULL) {
+        printf("\n## (f) decode kernels and row sharing, %d threads\n\n", mt_cpu_team_size(team));
+        printf("| kernel | sharing | dtype | tokens | median ms | GB/s | of ceiling |\n");
+        printf("|---|---|---|---|---|---|---|\n");
+    }
     /* (dot, dynamic): the FMA tiles with units and with fixed shares, the bf16 dot kernels */
     static const int kcfg[5][2] = {{0, 1}, {0, 0}, {1, 1}, {3, 1}, {2, 1}};
 
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 5 && strchr(only, 'f') != NULL; i++) {
         int dot = kcfg[i][0];
         int dyn = kcfg[i][1];
 
@@ -340,8 +524,8 @@ main(int argc, char **argv)
     mt_cpu_experts_decode = dot_default;
     mt_cpu_experts_dynamic = 1;
 
-    printf("\n## (g) team round trip with no work (start, one barrier, wait)\n\n");
-    {
+    if (strchr(only, 'g') != NULL) {
+        printf("\n## (g) team round trip with no work (start, one barrier, wait)\n\n");
         enum { REPS = 200 };
         double tt[REPS];
 
@@ -361,9 +545,17 @@ main(int argc, char **argv)
                p90 * 1e6);
     }
 
-    printf("\n## ceilings again, at the end\n\n");
-    {
+    if (strchr(only, 'a') == NULL) {
+        double amx2 = 0.0;
+
+        if (amx > 0 && mt_cpu_amx_bf16_gflops(0.3, &amx2) == MT_OK) {
+            printf("\nAMX BF16 again, at the end: %.2f TFLOP/s (%.2f at the start)\n", amx2 * 1e-3,
+                   amx * 1e-3);
+        }
+    } else {
         struct mt_cpu_ceiling_result c2;
+
+        printf("\n## ceilings again, at the end\n\n");
 
         if (mt_cpu_read_ceiling(-1, quick ? (size_t)64 << 20 : 0, 5, &c2) != MT_OK) {
             return fail("read ceiling");
@@ -372,7 +564,11 @@ main(int argc, char **argv)
                c2.gbps, c2.isa, c2.streams, c2.prefetch);
         double s2 = step_read_best(pool, steps);
         double best2 = MT_MAX(best, MT_MAX(c2.gbps, s2));
+        double amx2 = 0.0;
 
+        if (amx > 0 && mt_cpu_amx_bf16_gflops(0.3, &amx2) == MT_OK) {
+            printf("\nAMX BF16 again: %.2f TFLOP/s (%.2f at the start)", amx2 * 1e-3, amx * 1e-3);
+        }
         printf("\n\n**summary**: fp8 decode, 1 token x 8 experts: %.1f GB/s = %.1f%% of the "
                "ceiling used above (%.1f), %.1f%% of the best read of the whole run (%.1f)\n",
                fp8_1, 100.0 * fp8_1 / best, best, 100.0 * fp8_1 / best2, best2);

@@ -18,6 +18,10 @@ int mt_cpu_experts_prefetch = 8192;
 int mt_cpu_experts_prefetch_mode = 0;
 int mt_cpu_experts_amx_panel = 64;
 int mt_cpu_experts_amx_kc = 256;
+int mt_cpu_experts_amx_tiles = 1;
+int mt_cpu_experts_amx_pf = 0;
+int mt_cpu_experts_amx_order = 0;
+int mt_cpu_experts_prefill_unit = 128;
 int mt_cpu_experts_decode = 0;
 int mt_cpu_experts_dynamic = 1;
 
@@ -157,6 +161,19 @@ rows_run(const struct mt_cpu_kernels *k, const struct mt_cpu_weight *w, int64_t 
     }
 }
 
+/* h = SiLU(g) x u over n floats with family k's vector loop where it has one (h may be g). */
+static void
+swiglu(const struct mt_cpu_kernels *k, const float *g, const float *u, float *h, int64_t n)
+{
+    if (k->swiglu != NULL) {
+        k->swiglu(g, u, h, n);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        h[i] = mt_cpu_silu(g[i]) * u[i];
+    }
+}
+
 /* ---- a layer on the team -------------------------------------------------------------------- */
 
 #define ROW_GRAIN 4
@@ -184,6 +201,7 @@ struct mt_cpu_moe {
     size_t unit_pre_cap;
     _Atomic int64_t next_unit[2]; /* next unit to hand out, per phase */
     bool dynamic;                 /* mt_cpu_experts_dynamic when the run started */
+    int prefill_unit;             /* mt_cpu_experts_prefill_unit when the run started */
     int max_m;
     int64_t hidden;
     int64_t inter;
@@ -209,7 +227,8 @@ row_at(const struct mt_cpu_moe *moe, const int64_t *pre, int j, int64_t rows, in
 static int64_t
 unit_rows(const struct mt_cpu_moe *moe, int j)
 {
-    return moe->xp_off[j] >= 0 || moe->jobs[j].m >= MT_CPU_PREFILL_MIN_M ? 128 : UNIT_ROWS;
+    return moe->xp_off[j] >= 0 || moe->jobs[j].m >= MT_CPU_PREFILL_MIN_M ? moe->prefill_unit
+                                                                         : UNIT_ROWS;
 }
 
 /* Rows [r0, r1) of job j in phase 1 (gate, up, h) or 2 (down) on thread tid. */
@@ -234,9 +253,7 @@ job_rows(struct mt_cpu_moe *moe, int tid, int j, int64_t r0, int64_t r1, int pha
         rows_run(moe->k, job->gate, a, b, job->x, xp, job->m, g, len);
         rows_run(moe->k, job->up, a, b, job->x, xp, job->m, u, len);
         for (int t = 0; t < job->m; t++) {
-            for (int64_t i = 0; i < len; i++) {
-                h[t * moe->inter + a + i] = mt_cpu_silu(g[t * len + i]) * u[t * len + i];
-            }
+            swiglu(moe->k, g + t * len, u + t * len, h + t * moe->inter + a, len);
         }
         a = b;
     }
@@ -498,6 +515,9 @@ mt_cpu_moe_start(struct mt_cpu_moe *moe, const struct mt_cpu_expert_job *jobs, i
         h_total += (size_t)jobs[j].m * (size_t)moe->inter;
     }
     moe->n = n;
+    moe->prefill_unit = mt_cpu_experts_prefill_unit == 32 || mt_cpu_experts_prefill_unit == 64
+                            ? mt_cpu_experts_prefill_unit
+                            : 128;
     for (int p = 0; p < 2; p++) {
         int64_t *pre = moe->unit_pre + (size_t)p * (size_t)(n + 1);
         int64_t rows = p == 0 ? moe->inter : moe->hidden;
@@ -571,9 +591,7 @@ mt_cpu_expert_run(enum mt_cpu_level level, const struct mt_cpu_expert_job *job)
     atomic_fetch_add(&mt_cpu_experts_gen, 1);
     rows_run(k, job->gate, 0, inter, job->x, NULL, job->m, g, inter);
     rows_run(k, job->up, 0, inter, job->x, NULL, job->m, u, inter);
-    for (int64_t i = 0; i < (int64_t)job->m * inter; i++) {
-        g[i] = mt_cpu_silu(g[i]) * u[i];
-    }
+    swiglu(k, g, u, g, (int64_t)job->m * inter);
     rows_run(k, job->down, 0, hidden, g, NULL, job->m, job->y, hidden);
     free(g);
     return MT_OK;

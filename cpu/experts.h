@@ -16,10 +16,11 @@
  * Kernel families (cpu/isa.h): scalar (plain C, the reference of the others), AVX2 + FMA + F16C,
  * AVX-512 F + BW (other decode kernels where the CPU has VBMI or BF16 too:
  * mt_cpu_experts_decode), and amx: the AVX-512 kernels below MT_CPU_PREFILL_MIN_M tokens per
- * expert, AMX-BF16 tiles from there (cpu/experts_amx.c: activations and scaled weights rounded to
- * bf16, so that path is within 2e-2 x max |y| of the others, not 1e-4); chosen at run time
- * (MOETIER_ISA forces one). F32 and F16 weights, and shapes whose columns are not a multiple of 32,
- * take the scalar path.
+ * expert, AMX-BF16 tiles from there (cpu/experts_amx_tiles.c, cpu/experts_amx.c: activations
+ * and scaled weights rounded to bf16, so that path is within 2e-2 x max |y| of the others, not
+ * 1e-4), with the vector SwiGLU of the avx2 and avx512 families between the phases; chosen at
+ * run time (MOETIER_ISA forces one). F32 and F16 weights, and shapes whose columns are not a
+ * multiple of 32, take the scalar path.
  */
 #ifndef MT_CPU_EXPERTS_H
 #define MT_CPU_EXPERTS_H
@@ -65,17 +66,38 @@ extern int mt_cpu_experts_decode;
  */
 extern int mt_cpu_experts_dynamic;
 
+/*
+ * Rows per unit of prefill jobs (m >= MT_CPU_PREFILL_MIN_M) in that scheduling: 128 (default),
+ * 64 or 32 (smaller units even out the end of a phase, at the price of more passes over each
+ * input). Likewise a knob.
+ */
+extern int mt_cpu_experts_prefill_unit;
+
 /* True where this CPU runs decode kernel `kind` of mt_cpu_experts_decode (0: always). */
 bool mt_cpu_experts_decode_usable(int kind);
 
 /*
- * AMX prefill: K chunk (columns, a multiple of 32; default 256) of the blocked kernel, whose C
- * blocks are kept in a buffer across chunks (cpu/experts_amx.c); 0: the panel kernel, each C
- * block over all of K at once, on weight panels of mt_cpu_experts_amx_panel rows (64 or 128,
- * default 64). Knobs for benchmarks; set them while no layer runs.
+ * AMX prefill: K chunk (columns, a multiple of 32; default 256) of the tiles kernel and of the
+ * blocked kernel, whose C blocks are kept in a buffer across chunks (cpu/experts_amx_tiles.c,
+ * cpu/experts_amx.c); 0: all of K at once (for rows as A: the panel kernel, on weight panels of
+ * mt_cpu_experts_amx_panel rows, 64 or 128, default 64). Knobs for benchmarks; set them while
+ * no layer runs.
  */
 extern int mt_cpu_experts_amx_kc;
 extern int mt_cpu_experts_amx_panel;
+
+/*
+ * AMX prefill orientation: 1 (default) tokens as the A operand, both operands packed in tile
+ * order, C stored straight into y (cpu/experts_amx_tiles.c; K chunks of mt_cpu_experts_amx_kc,
+ * all of K where it is 0); 0 rows as the A operand (the blocked and panel kernels of
+ * cpu/experts_amx.c). mt_cpu_experts_amx_pf: software prefetch of the tiles kernel, bytes ahead
+ * on its weight tile stream (0: none); mt_cpu_experts_amx_order: its loop order, 0 (default)
+ * tokens outer and row blocks inner in each K chunk, 1 the other way round. Knobs for
+ * benchmarks; set them while no layer runs.
+ */
+extern int mt_cpu_experts_amx_tiles;
+extern int mt_cpu_experts_amx_pf;
+extern int mt_cpu_experts_amx_order;
 
 /* One expert's work: m tokens routed to it. */
 struct mt_cpu_expert_job {

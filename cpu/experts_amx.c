@@ -4,6 +4,13 @@
  * W[rows, K] . X[tokens, K]^T with TDPBF16PS, fp32 accumulation, compiled for AMX only here;
  * cpu/experts.c calls it only at level amx, where the kernel granted the tile state.
  *
+ * By default (mt_cpu_experts_amx_tiles = 1) the rows go to the tiles kernel of
+ * cpu/experts_amx_tiles.c (tokens as the A operand, C stored straight into y), which measured
+ * 6.1-6.3 TFLOP/s against 4.9-5.0 for the kernels below on the GPU test machine, same rounds
+ * (bench/results/cpu-experts.md); this file keeps the tile configuration, the per-thread packed
+ * input of lone expert runs, and the kernels with rows as the A operand (knob 0), described
+ * next.
+ *
  * The one idea: a tile product needs both operands in bf16, so each is converted once and reused
  * many times. X is packed into the tile layout B wants (pairs of k per token, 16 tokens per
  * 64-byte row) once per input: by the whole team before a layer's phase (cpu/experts.c), so
@@ -51,7 +58,8 @@ struct amx_ws {
     int64_t key_cols;
     int key_m;
     uint64_t key_gen;
-    uint16_t *a; /* [panel][K] bf16, or [K / kc][rows][kc] */
+    int key_tiles; /* mt_cpu_experts_amx_tiles of the packed layout */
+    uint16_t *a;   /* [panel][K] bf16, or [K / kc][rows][kc] */
     size_t a_cap;
     float *c; /* [rows / 32][SUPER / 32][4 tiles][16][16] fp32: C of a super block */
     size_t c_cap;
@@ -187,7 +195,12 @@ amx_pack_bytes(int m, int64_t cols)
 static void
 amx_pack(const float *x, int64_t ldx, int m, int64_t cols, int b0, int b1, void *xp)
 {
-    pack_x(x, ldx, m, cols, b0 * MT_CPU_PACK_TOKENS, b1 * MT_CPU_PACK_TOKENS, xp);
+    if (mt_cpu_experts_amx_tiles != 0) {
+        mt_cpu_amx_tiles_pack(x, ldx, m, cols, b0 * MT_CPU_PACK_TOKENS, b1 * MT_CPU_PACK_TOKENS,
+                              xp);
+    } else {
+        pack_x(x, ldx, m, cols, b0 * MT_CPU_PACK_TOKENS, b1 * MT_CPU_PACK_TOKENS, xp);
+    }
 }
 
 /* mt_cpu_experts_amx_kc = 0: panels of 64 or 128 rows, each C block over all of K at once. */
@@ -364,7 +377,9 @@ amx_rows_packed(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const voi
         cfg.rows[i] = 16;
     }
     _tile_loadconfig(&cfg);
-    if (kc > 0 && r1 - r0 <= PANEL_MAX) {
+    if (mt_cpu_experts_amx_tiles != 0) {
+        mt_cpu_amx_tiles_rows(w, r0, r1, xpv, m, y, ldy, kc > 0 ? kc : w->cols);
+    } else if (kc > 0 && r1 - r0 <= PANEL_MAX) {
         rows_blocked(w, r0, r1, xpv, m, y, ldy, kc);
     } else {
         rows_panels(w, r0, r1, xpv, m, y, ldy);
@@ -381,10 +396,11 @@ amx_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const float *x, 
     uint64_t gen = atomic_load(&mt_cpu_experts_gen);
 
     if (ws.key_x != x || ws.key_ldx != ldx || ws.key_m != m || ws.key_cols != cols ||
-        ws.key_gen != gen) {
+        ws.key_gen != gen || ws.key_tiles != mt_cpu_experts_amx_tiles) {
         ws.key_x = NULL;
         MT_ASSERT(ws_grow((void **)&ws.xp, &ws.xp_cap, amx_pack_bytes(m, cols)));
-        pack_x(x, ldx, m, cols, 0, MT_CPU_PACK_BLOCKS(m) * MT_CPU_PACK_TOKENS, ws.xp);
+        amx_pack(x, ldx, m, cols, 0, MT_CPU_PACK_BLOCKS(m), ws.xp);
+        ws.key_tiles = mt_cpu_experts_amx_tiles;
         ws.key_x = x;
         ws.key_ldx = ldx;
         ws.key_m = m;
@@ -402,4 +418,5 @@ const struct mt_cpu_kernels mt_cpu_kernels_amx = {
     .pack_bytes = amx_pack_bytes,
     .pack = amx_pack,
     .rows_packed = amx_rows_packed,
+    .swiglu = mt_cpu_swiglu_avx512,
 };

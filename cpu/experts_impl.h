@@ -32,12 +32,28 @@ struct mt_cpu_kernels {
     void (*pack)(const float *x, int64_t ldx, int m, int64_t cols, int b0, int b1, void *xp);
     void (*rows_packed)(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const void *xp,
                         int m, float *y, int64_t ldy);
+    /* h[i] = SiLU(g[i]) x u[i] for i < n (NULL: the scalar loop of mt_cpu_silu) */
+    void (*swiglu)(const float *g, const float *u, float *h, int64_t n);
 };
+
+/* The AVX-512 swiglu (experts_avx512.c), also the amx family's. */
+void mt_cpu_swiglu_avx512(const float *g, const float *u, float *h, int64_t n);
 
 /* Tokens per block of a packed input (the AMX tile's 16 token columns), and the blocks of m
  * tokens (in pairs: the kernel's C blocks are 32 tokens wide). */
 #define MT_CPU_PACK_TOKENS 16
 #define MT_CPU_PACK_BLOCKS(m) (((m) + 31) / 32 * 2)
+
+/*
+ * The AMX kernel of cpu/experts_amx_tiles.c (mt_cpu_experts_amx_tiles): pack tokens [n0, n1)
+ * (multiples of 16, n1 <= m rounded up to 32) of x[m, cols] into xp (64-byte aligned, the bytes
+ * of the other AMX layout); rows [r0, r1) (<= 128) of w on that input, K chunks of kc, the tile
+ * configuration loaded by the caller.
+ */
+void mt_cpu_amx_tiles_pack(const float *x, int64_t ldx, int m, int64_t cols, int n0, int n1,
+                           uint16_t *xp);
+void mt_cpu_amx_tiles_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1,
+                           const uint16_t *xp, int m, float *y, int64_t ldy, int64_t kc);
 
 /*
  * Bumped at every layer run and expert run: kernels that cache a converted copy of their input

@@ -16,13 +16,16 @@
  * Where the CPU has AVX512-VBMI (and BF16), the avx512 and amx families can decode with FP8
  * widened by table lookups (cpu/experts_lut.c) or on bf16 dot products (cpu/experts_dot.c) with
  * x in 3 bf16 terms (exact) or 2 (each product within 2^-16): all, and the default FMA tiles,
- * are checked at 1e-4 (mt_cpu_experts_decode = 3, 2, 1, 0). The AMX
- * prefill runs its blocked kernel (K chunks, C kept across them) and its panel kernel.
+ * are checked at 1e-4 (mt_cpu_experts_decode = 3, 2, 1, 0). The AMX prefill runs its tiles
+ * kernel (tokens as A, the default; K chunks of 256, 1024 and all of K, with and without
+ * prefetch, both loop orders), its blocked kernel (rows as A, K chunks, C kept across them) and its
+ * panel kernel. The vector SwiGLU of each family is checked against mt_cpu_silu at 1e-5.
  */
 #include <config.h>
 
 #include "cpu/convert.h"
 #include "cpu/experts.h"
+#include "cpu/experts_impl.h"
 #include "runtime/base/rng.h"
 #include "runtime/engine/executor_cpu_team.h"
 #include "runtime/engine/expert_provider.h"
@@ -216,6 +219,61 @@ test_expert(enum mt_dtype dt, int64_t hidden, int64_t inter, int m, enum mt_cpu_
     free(x);
 }
 
+/*
+ * The vector SwiGLU of each family that has one (h = SiLU(g) x u between the gate/up and down
+ * phases) against mt_cpu_silu over the whole range: random g in [-120, 120], where e^-g
+ * overflows and underflows, and edge values; a tail shorter than a vector; h in place of g.
+ */
+static void
+test_swiglu(enum mt_cpu_level max)
+{
+    static const struct mt_cpu_kernels *const fams[3] = {
+        &mt_cpu_kernels_avx2, &mt_cpu_kernels_avx512, &mt_cpu_kernels_amx};
+    static const float edge[] = {0.0f,  -0.0f,  1e-30f,  -1e-30f,  88.0f, 88.8f, -88.0f, -88.8f,
+                                 87.0f, -87.0f, 1000.0f, -1000.0f, 0.5f,  -0.5f, 20.0f,  -20.0f};
+    enum { N = 1003 };
+    float g[N];
+    float u[N];
+    float h[N];
+
+    for (int f = 0; f < 3; f++) {
+        const struct mt_cpu_kernels *k = fams[f];
+        int bad = -1;
+
+        if ((int)max < (int)MT_CPU_LEVEL_AVX2 + f || k->swiglu == NULL) {
+            continue;
+        }
+        for (int i = 0; i < N; i++) {
+            g[i] = i < (int)(sizeof(edge) / sizeof(edge[0])) ? edge[i] : uniform(-120.0f, 120.0f);
+            u[i] = uniform(-2.0f, 2.0f);
+        }
+        k->swiglu(g, u, h, N);
+        for (int i = 0; i < N && bad < 0; i++) {
+            float want = mt_cpu_silu(g[i]) * u[i];
+
+            if (!(fabsf(h[i] - want) <= 1e-5f * fabsf(want) + 1e-30f)) {
+                bad = i;
+            }
+        }
+        if (bad >= 0) {
+            tap_diag("g %g u %g: got %g want %g", g[bad], u[bad], h[bad],
+                     mt_cpu_silu(g[bad]) * u[bad]);
+        }
+        tap_ok(bad < 0, "%s swiglu vs mt_cpu_silu over [-120, 120] and edge values", k->name);
+        memcpy(h, g, sizeof(g));
+        k->swiglu(h, u, h, N);
+        bad = -1;
+        for (int i = 0; i < N && bad < 0; i++) {
+            float want = mt_cpu_silu(g[i]) * u[i];
+
+            if (!(fabsf(h[i] - want) <= 1e-5f * fabsf(want) + 1e-30f)) {
+                bad = i;
+            }
+        }
+        tap_ok(bad < 0, "%s swiglu in place (h = g)", k->name);
+    }
+}
+
 /* A layer of experts with different token counts on the team, against the scalar path. */
 static void
 test_layer(struct mt_cpu_team *team, enum mt_cpu_level level, enum mt_dtype dt, int threads)
@@ -401,16 +459,36 @@ main(void)
          * one of 512 (hidden 800), rows 128 + 32 */
         test_expert(dt, 800, 160, 300, max);
     }
+    test_swiglu(max);
     if (max >= MT_CPU_LEVEL_AMX) {
-        /* the AMX panel kernel (the blocked one is the default) */
+        /* the other AMX kernels and settings (the default: the tiles kernel, K chunk 256) */
         int kc = mt_cpu_experts_amx_kc;
+        int pf = mt_cpu_experts_amx_pf;
 
-        mt_cpu_experts_amx_kc = 0;
+        mt_cpu_experts_amx_kc = 0; /* the tiles kernel over all of K at once */
         test_expert(MT_DTYPE_F8_E4M3, 7168, 2048, 37, max);
         test_expert(MT_DTYPE_BF16, 800, 160, 300, max);
         mt_cpu_experts_amx_kc = 1024; /* a chunk larger than every K here but 7168 */
+        mt_cpu_experts_amx_pf = 0;
+        test_expert(MT_DTYPE_F8_E4M3, 800, 160, 300, max);
+        mt_cpu_experts_amx_pf = pf;
+        mt_cpu_experts_amx_kc = kc;
+        mt_cpu_experts_amx_order = 1; /* row blocks outer */
+        test_expert(MT_DTYPE_F8_E4M3, 7168, 2048, 37, max);
+        test_expert(MT_DTYPE_BF16, 800, 160, 300, max);
+        mt_cpu_experts_amx_order = 0;
+        mt_cpu_experts_amx_tiles = 0; /* rows as A: the blocked kernel, then the panel one */
+        mt_cpu_experts_amx_kc = kc;
+        test_expert(MT_DTYPE_F8_E4M3, 7168, 2048, 37, max);
+        test_expert(MT_DTYPE_F8_E4M3, 256, 200, 16, max);
+        test_expert(MT_DTYPE_BF16, 800, 160, 300, max);
+        mt_cpu_experts_amx_kc = 0;
+        test_expert(MT_DTYPE_F8_E4M3, 7168, 2048, 37, max);
+        test_expert(MT_DTYPE_BF16, 800, 160, 300, max);
+        mt_cpu_experts_amx_kc = 1024;
         test_expert(MT_DTYPE_F8_E4M3, 800, 160, 300, max);
         mt_cpu_experts_amx_kc = kc;
+        mt_cpu_experts_amx_tiles = 1;
     }
     if (mt_cpu_team_create(-1, 0, &team) != MT_OK) {
         tap_ok(false, "thread team created");
@@ -434,7 +512,14 @@ main(void)
 
     mt_cpu_experts_amx_kc = 0;
     test_layer(team, max, MT_DTYPE_F8_E4M3, 0);
+    mt_cpu_experts_amx_tiles = 0;
+    test_layer(team, max, MT_DTYPE_F8_E4M3, 0);
     mt_cpu_experts_amx_kc = kc;
+    test_layer(team, max, MT_DTYPE_F8_E4M3, 0);
+    mt_cpu_experts_amx_tiles = 1;
+    mt_cpu_experts_prefill_unit = 32; /* prefill units of 32 rows (the default is 128) */
+    test_layer(team, max, MT_DTYPE_F8_E4M3, 0);
+    mt_cpu_experts_prefill_unit = 128;
     mt_cpu_experts_dynamic = 0; /* the fixed shares per thread (the default hands out units) */
     test_layer(team, max, MT_DTYPE_F8_E4M3, 0);
     test_layer(team, max, MT_DTYPE_BF16, 3);
