@@ -3,94 +3,401 @@
  * gemv.cu - y = W x for 1 to 8 tokens, W in FP8 e4m3 with 128x128 fp32 block scales or in BF16.
  *
  * The one idea: decode reads every weight once per token batch, so the kernel is a streaming
- * read at HBM bandwidth with the arithmetic hidden under it. FP8 runs on tensor cores through
- * gemv_core.cuh (shared with moe.cu), whose cost per weight byte does not grow with the tokens,
- * for 2 to 8 tokens. One FP8 token and BF16 (the lm_head) use a CUDA-core loop: a block of 256
- * threads is split into groups of T threads, each group owns 2 adjacent rows (x is reused from
- * registers), T chosen per shape so that every SM has work. BF16 streams at 93-94% of HBM read
- * that way; for one FP8 token it measured 55-57% on the large matrices against 47-48% for the
- * tensor-core core (bench/results/kernels-h200.md), so one token stays on it until the core
- * beats it.
+ * read at HBM bandwidth with the arithmetic hidden under it. FP8 runs on tensor cores (mma.sync,
+ * any sm_80+), whose cost per weight byte is small and does not grow with the tokens, in one
+ * wave of warps with equal shares (below). BF16 (the lm_head) uses a CUDA-core loop: a block of
+ * 256 threads is split into groups of T threads, each group owns 2 adjacent rows (x is reused
+ * from registers), T chosen per shape so that every SM has work; it streams at 93-94% of HBM
+ * read (bench/results/kernels-h200.md). moe.cu keeps its own FP8 core (gemv_core.cuh).
  */
 #include <config.h>
 
 #include "kernels/ops.h"
 #include "kernels/cuda_check.cuh"
-#include "kernels/gemv_core.cuh"
+#include "kernels/common.cuh"
 
-/* ---- FP8 ------------------------------------------------------------------------------------ */
+#include <algorithm>
+#include <stdlib.h>
 
-/* Block: FP8G_WARPS / ks row groups of 32 rows, ks warps each splitting the columns. */
-template <int S>
-static __global__ void __launch_bounds__(FP8G_THREADS, 2)
-gemv_fp8_kernel(const uint8_t *__restrict__ W, const float *__restrict__ Sc, int64_t rows,
-                int64_t cols, const float *__restrict__ x, int nt, float *__restrict__ y, int ks)
+/* ---- FP8: tensor cores, every SM the same share ---------------------------------------------- */
+
+/*
+ * Work. The grid is one wave (blocks a SM from the occupancy calculator, times the SMs) and
+ * block b takes rows [b rows / blocks, (b + 1) rows / blocks): equal shares to within a row, at
+ * any row (a block's 16-row tiles need not start on a multiple of 16; every row has its own
+ * scale row). Inside a block the (tile, step) pairs, a step being 128 columns of one scale
+ * block, are numbered tile by tile and the MV_WARPS warps take equal contiguous ranges of them
+ * (within one step of each other). A tile that a warp covers whole goes straight to y; the
+ * pieces of a tile shared by consecutive warps meet in shared memory after one barrier and are
+ * added in warp order, so results do not depend on scheduling. Why so strict: at HBM speed a
+ * warp is latency-bound, so the warp or SM with one share too many sets the time
+ * (bench/results/kernels-h200.md: whole-row blocks in 2.2 waves lost a quarter of the time).
+ *
+ * A step per thread (g = lane / 4, c = lane % 4): rows g and g + 8 of its tile, columns
+ * 16c .. 16c + 15 and 64 + 16c .. 64 + 16c + 15: four 16-byte loads, 128 contiguous bytes of a
+ * row across the four threads of a quad. Word j of a 16-byte load feeds one mma m16n8k16 (bytes
+ * 0 and 2 in A's k slots 2c, 2c + 1, bytes 1 and 3 in 2c + 8, 2c + 9: the two half2 of
+ * mt_fp8x4_decode), so a step is 8 mmas and the thread's x values line up with its own weights.
+ * P steps are loaded ahead into registers (P x 64 bytes a thread, 2P KB a warp, across tile
+ * ends): no shared memory and no barrier in the loop.
+ *
+ * B holds x split into f16 hi and lo (x - hi): column n = 2t + h of the mma is token t's hi (h 0)
+ * or lo (h 1) half, so one mma serves 4 tokens, exact to about 22 bits of x (a single f16 misses
+ * the tests' tolerance); 5..8 tokens take a second mma (NB = 2). Thread (g, c) supplies column g
+ * of B and receives columns 2c (hi) and 2c + 1 (lo) of D: token c (+ 4 for the second mma).
+ */
+
+#define MV_WARPS 16 /* warps a block */
+
+static __device__ __forceinline__ uint32_t
+mv_h2bits(__half2 h)
 {
-    extern __shared__ uint4 ring[];
-    int w = threadIdx.x / 32;
-    int lane = threadIdx.x & 31;
-    int g = lane >> 2;
-    int c = lane & 3;
-    int64_t r0 = ((int64_t)blockIdx.x * (FP8G_WARPS / ks) + w / ks) * (16 * FP8G_TILES);
-    struct fp8g_tile t[FP8G_TILES];
-    float acc[FP8G_TILES][4];
+    return *reinterpret_cast<uint32_t *>(&h);
+}
+
+/* (a, b) as f16x2: hi halves where lom is 0, lo halves (value - f16(value)) where lom is 1. */
+static __device__ __forceinline__ uint32_t
+mv_split(float a, float b, float lom)
+{
+    __half2 h = __floats2half2_rn(a, b);
+    float2 f = __half22float2(h);
+
+    return mv_h2bits(__floats2half2_rn(fmaf(-lom, f.x, a), fmaf(-lom, f.y, b)));
+}
+
+/* d += A B on tensor cores: A 16x16 f16 (row), B 16x8 f16 (col), D 16x8 fp32. */
+static __device__ __forceinline__ void
+mv_mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+       uint32_t b1)
+{
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/* One thread's two rows (g and g + 8) of a tile: where the loads of the next steps come from. */
+struct mv_rows {
+    const uint8_t *a; /* row g at column 16c (W itself when the row does not exist) */
+    const uint8_t *b; /* row g + 8 */
+    const float *sa;  /* the scale row of row g's 128-row block */
+    const float *sb;
+    bool va;
+    bool vb;
+};
+
+static __device__ __forceinline__ struct mv_rows
+mv_rows_at(const uint8_t *W, const float *Sc, int64_t cols, int nkb, int64_t row, int64_t end,
+           int c)
+{
+    struct mv_rows r;
+
+    r.va = row < end;
+    r.vb = row + 8 < end;
+    r.a = W + (r.va ? row * cols : 0) + 16 * c;
+    r.b = W + (r.vb ? (row + 8) * cols : 0) + 16 * c;
+    r.sa = Sc + (r.va ? (row >> 7) * nkb : 0);
+    r.sb = Sc + (r.vb ? ((row + 8) >> 7) * nkb : 0);
+    return r;
+}
+
+/* One loaded step: four 16-byte pieces (row g low and high half, row g + 8 low and high half)
+ * and the two rows' scales. */
+struct mv_stage {
+    uint4 v[4];
+    float sa;
+    float sb;
+};
+
+/* Load step k (columns 128k ..) of this thread's rows. */
+static __device__ __forceinline__ void
+mv_fetch(const struct mv_rows &r, int64_t cols, int c, int k, struct mv_stage &st)
+{
+    int64_t col = (int64_t)k * 128 + 16 * c;
+    bool c0 = col < cols;
+    bool c1 = col + 64 < cols;
+    const uint4 *pa = reinterpret_cast<const uint4 *>(r.a + (int64_t)k * 128);
+    const uint4 *pb = reinterpret_cast<const uint4 *>(r.b + (int64_t)k * 128);
+    const uint4 z = make_uint4(0, 0, 0, 0);
+
+    st.v[0] = r.va && c0 ? __ldcs(pa) : z;
+    st.v[1] = r.va && c1 ? __ldcs(pa + 4) : z;
+    st.v[2] = r.vb && c0 ? __ldcs(pb) : z;
+    st.v[3] = r.vb && c1 ? __ldcs(pb + 4) : z;
+    st.sa = __ldg(r.sa + k);
+    st.sb = __ldg(r.sb + k);
+}
+
+/* acc[b][i] += scale * (row g + 8i, step k) . x of token c + 4b, in units of 2^-8. */
+template <int NB>
+static __device__ __forceinline__ void
+mv_consume(const struct mv_stage &st, int64_t cols, int c, int k, const float *const (&xr)[NB],
+           float lom, float (&acc)[NB][2])
+{
+    int64_t col = (int64_t)k * 128 + 16 * c;
+    bool cv[2] = {col < cols, col + 64 < cols};
+    float4 xv[NB][2][4];
+    float d[NB][4];
 
 #pragma unroll
-    for (int i = 0; i < FP8G_TILES; i++) {
-        t[i] = fp8g_tile_at(W, Sc, rows, cols, r0 + 16 * i);
-    }
-    const float *xrow = g < nt ? x + (int64_t)g * cols : NULL;
-    fp8g_warp<S>(ring, t, cols, (int)(cols / 16), xrow, w % ks, ks, acc);
-    if (!fp8g_block_reduce(ring, ks, acc)) {
-        return;
-    }
+    for (int b = 0; b < NB; b++) {
 #pragma unroll
-    for (int i = 0; i < FP8G_TILES; i++) {
+        for (int h = 0; h < 2; h++) {
+            const float4 *p = reinterpret_cast<const float4 *>(xr[b] + col + 64 * h);
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                xv[b][h][j] = cv[h] ? __ldg(p + j) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            }
+        }
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-            int64_t row = r0 + 16 * i + g + 8 * (e >> 1);
-            int tok = 2 * c + (e & 1);
-            if (row < rows && tok < nt) {
-                y[(int64_t)tok * rows + row] = acc[i][e] * MT_FP8_DECODE_SCALE;
+            d[b][e] = 0.0f;
+        }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const uint32_t *wa = reinterpret_cast<const uint32_t *>(&st.v[h]);
+        const uint32_t *wb = reinterpret_cast<const uint32_t *>(&st.v[2 + h]);
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            __half2 la, ha, lb, hb;
+            mt_fp8x4_decode(wa[j], &la, &ha);
+            mt_fp8x4_decode(wb[j], &lb, &hb);
+#pragma unroll
+            for (int b = 0; b < NB; b++) {
+                float4 q = xv[b][h][j];
+                mv_mma(d[b], mv_h2bits(la), mv_h2bits(lb), mv_h2bits(ha), mv_h2bits(hb),
+                       mv_split(q.x, q.z, lom), mv_split(q.y, q.w, lom));
+            }
+        }
+    }
+#pragma unroll
+    for (int b = 0; b < NB; b++) {
+        acc[b][0] = fmaf(d[b][0] + d[b][1], st.sa, acc[b][0]);
+        acc[b][1] = fmaf(d[b][2] + d[b][3], st.sb, acc[b][1]);
+    }
+}
+
+/* y of this thread's rows (g, g + 8 of the tile at `row`) and tokens (c, c + 4). */
+template <int NB>
+static __device__ __forceinline__ void
+mv_store(float *y, int64_t rows, int64_t row, int64_t end, int nt, int c,
+         const float (&acc)[NB][2])
+{
+#pragma unroll
+    for (int b = 0; b < NB; b++) {
+        int t = c + 4 * b;
+        if (t < nt) {
+            if (row < end) {
+                y[(int64_t)t * rows + row] = acc[b][0] * MT_FP8_DECODE_SCALE;
+            }
+            if (row + 8 < end) {
+                y[(int64_t)t * rows + row + 8] = acc[b][1] * MT_FP8_DECODE_SCALE;
             }
         }
     }
 }
 
-template <int S>
+/* NB: mmas a step (tokens 1..4 or 5..8); P: steps loaded ahead. */
+template <int NB, int P>
+static __global__ void __launch_bounds__(MV_WARPS * 32, 1)
+gemv_fp8_kernel(const uint8_t *__restrict__ W, const float *__restrict__ Sc, int64_t rows,
+                int64_t cols, const float *__restrict__ x, int nt, float *__restrict__ y)
+{
+    __shared__ float red[MV_WARPS][2][2 * NB][32]; /* a warp's first and last tile, if shared */
+    int w = threadIdx.x >> 5;
+    int lane = threadIdx.x & 31;
+    int g = lane >> 2;
+    int c = lane & 3;
+    int64_t rb0 = (int64_t)blockIdx.x * rows / gridDim.x;
+    int64_t rb1 = (int64_t)(blockIdx.x + 1) * rows / gridDim.x;
+    int nkb = (int)((cols + 127) / 128);
+    int64_t units = (rb1 - rb0 + 15) / 16 * nkb;
+    int64_t a = w * units / MV_WARPS; /* this warp's (tile, step) numbers: a .. e - 1 */
+    int64_t e = (w + 1) * units / MV_WARPS;
+    int n = (int)(e - a);
+    int t0 = (int)(a / nkb); /* first tile */
+
+    const float *xr[NB];
+#pragma unroll
+    for (int b = 0; b < NB; b++) {
+        int t = min((g >> 1) + 4 * b, nt - 1); /* columns of absent tokens: any finite x */
+        xr[b] = x + (int64_t)t * cols + 16 * c;
+    }
+    float lom = (g & 1) ? 1.0f : 0.0f;
+    float acc[NB][2];
+#pragma unroll
+    for (int b = 0; b < NB; b++) {
+        acc[b][0] = 0.0f;
+        acc[b][1] = 0.0f;
+    }
+
+    /* fetch cursor (ft, fk) runs P steps ahead of the consume cursor (ct, ck) */
+    int ft = t0;
+    int fk = (int)(a - (int64_t)t0 * nkb);
+    int ct = ft;
+    int ck = fk;
+    struct mv_rows fr = mv_rows_at(W, Sc, cols, nkb, rb0 + 16 * ft + g, rb1, c);
+    struct mv_stage st[P];
+
+#pragma unroll
+    for (int i = 0; i < P; i++) {
+        if (i < n) {
+            mv_fetch(fr, cols, c, fk, st[i]);
+            if (++fk == nkb) {
+                fk = 0;
+                ft++;
+                fr = mv_rows_at(W, Sc, cols, nkb, rb0 + 16 * ft + g, rb1, c);
+            }
+        }
+    }
+    for (int i0 = 0; i0 < n; i0 += P) {
+#pragma unroll
+        for (int i = 0; i < P; i++) {
+            if (i0 + i < n) {
+                mv_consume<NB>(st[i], cols, c, ck, xr, lom, acc);
+                if (i0 + i + P < n) {
+                    mv_fetch(fr, cols, c, fk, st[i]);
+                    if (++fk == nkb) {
+                        fk = 0;
+                        ft++;
+                        fr = mv_rows_at(W, Sc, cols, nkb, rb0 + 16 * ft + g, rb1, c);
+                    }
+                }
+                if (++ck == nkb || i0 + i + 1 == n) { /* a tile ends, or this warp's range */
+                    int64_t u0 = (int64_t)ct * nkb;
+                    if (u0 >= a && u0 + nkb <= e) {
+                        mv_store<NB>(y, rows, rb0 + 16 * ct + g, rb1, nt, c, acc);
+                    } else {
+                        int slot = ct == t0 ? 0 : 1;
+#pragma unroll
+                        for (int b = 0; b < NB; b++) {
+                            red[w][slot][2 * b][lane] = acc[b][0];
+                            red[w][slot][2 * b + 1][lane] = acc[b][1];
+                        }
+                    }
+#pragma unroll
+                    for (int b = 0; b < NB; b++) {
+                        acc[b][0] = 0.0f;
+                        acc[b][1] = 0.0f;
+                    }
+                    ck = 0;
+                    ct++;
+                }
+            }
+        }
+    }
+    __syncthreads();
+    if (n == 0) {
+        return;
+    }
+    /* the warp holding the first piece of a shared tile adds the pieces in warp order */
+    int tl = (int)((e - 1) / nkb);
+    int64_t u0 = (int64_t)tl * nkb;
+    if (u0 < a || u0 + nkb <= e) {
+        return; /* not this warp's tile to finish: whole (stored) or begun by an earlier warp */
+    }
+    int slot = tl == t0 ? 0 : 1;
+#pragma unroll
+    for (int b = 0; b < NB; b++) {
+        acc[b][0] = red[w][slot][2 * b][lane];
+        acc[b][1] = red[w][slot][2 * b + 1][lane];
+    }
+    for (int w2 = w + 1; w2 < MV_WARPS; w2++) {
+        int64_t a2 = w2 * units / MV_WARPS;
+        if (a2 >= u0 + nkb) {
+            break;
+        }
+        if ((w2 + 1) * units / MV_WARPS == a2) {
+            continue; /* an empty range */
+        }
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            acc[b][0] += red[w2][0][2 * b][lane];
+            acc[b][1] += red[w2][0][2 * b + 1][lane];
+        }
+    }
+    mv_store<NB>(y, rows, rb0 + 16 * tl + g, rb1, nt, c, acc);
+}
+
+static int
+sm_count(void)
+{
+    int dev = 0;
+    int n = 0;
+
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
+    return n > 0 ? n : 1;
+}
+
+/* Blocks: one wave (blocks a SM, once per device, times the SMs), but at least 8 rows each. */
+template <int NB, int P>
 static mt_status_t
 gemv_fp8_launch(const struct mt_gpu_weight *w, const float *x, int n_tok, float *y,
                 cudaStream_t s)
 {
-    int ks = fp8g_split(w->cols / 16);
-    long long rows_per_block = (long long)(FP8G_WARPS / ks) * 16 * FP8G_TILES;
-    unsigned blocks = (unsigned)MT_CEIL_DIV(w->rows, rows_per_block);
+    static int occ[64]; /* blocks a SM per device; 0 unknown (a race only repeats the query) */
+    int dev = 0;
 
-    static unsigned long long prepared;
-
-    fp8g_prepare(gemv_fp8_kernel<S>, FP8G_SMEM(S), &prepared);
-    gemv_fp8_kernel<S><<<blocks, FP8G_THREADS, FP8G_SMEM(S), s>>>(
-        (const uint8_t *)w->data, w->scale, w->rows, w->cols, x, n_tok, y, ks);
+    cudaGetDevice(&dev);
+    int bps = dev < 64 ? occ[dev] : 0;
+    if (bps == 0) {
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, gemv_fp8_kernel<NB, P>,
+                                                      MV_WARPS * 32, 0);
+        bps = bps > 0 ? bps : 1;
+        if (dev < 64) {
+            occ[dev] = bps;
+        }
+    }
+    long long blocks = (long long)bps * sm_count();
+    blocks = std::min(blocks, MT_CEIL_DIV(w->rows, 8LL));
+    gemv_fp8_kernel<NB, P><<<(unsigned)blocks, MV_WARPS * 32, 0, s>>>(
+        (const uint8_t *)w->data, w->scale, w->rows, w->cols, x, n_tok, y);
     return mt_cuda_launched("gemv_fp8", s);
 }
 
-/* ---- CUDA cores: BF16, and FP8 for one token ------------------------------------------------ */
+/* Steps loaded ahead; MT_GEMV_STAGES (2..4) overrides it for measurements. */
+static int
+gemv_fp8_stages(void)
+{
+    static int stages;
+
+    if (stages == 0) {
+        const char *e = getenv("MT_GEMV_STAGES");
+        int v = e != NULL ? atoi(e) : 0;
+        stages = v >= 2 && v <= 4 ? v : 3;
+    }
+    return stages;
+}
+
+template <int NB>
+static mt_status_t
+gemv_fp8_stage_dispatch(const struct mt_gpu_weight *w, const float *x, int n_tok, float *y,
+                        cudaStream_t s)
+{
+    switch (gemv_fp8_stages()) {
+    case 2: return gemv_fp8_launch<NB, 2>(w, x, n_tok, y, s);
+    case 4: return gemv_fp8_launch<NB, 4>(w, x, n_tok, y, s);
+    default: return gemv_fp8_launch<NB, 3>(w, x, n_tok, y, s);
+    }
+}
+
+/* ---- BF16 on CUDA cores --------------------------------------------------------------------- */
 
 #define GEMV_THREADS 256
 #define GEMV_ROWS 2   /* R: rows per thread group (x is reused across them) */
-/* 16-byte loads per row in flight per thread (4 for FP8 measured 48-50% of HBM read on the H200
- * against 55% with 2: more registers, fewer resident warps) */
-#define GEMV_UNROLL 2
+#define GEMV_UNROLL 2 /* 16-byte loads per row in flight per thread */
 
 /*
- * Accumulate acc[i][t] += W[row i, :] . x[t, :] over this thread's units (16 weights for FP8, 8 for
- * BF16) lane, lane + T, ... of `units`. wrow[i] NULL means row i does not exist. srow[i]: the
- * FP8 scale row of row i's block row (unused for BF16). x[t] rows are 16-byte aligned fp32.
+ * Accumulate acc[i][t] += W[row i, :] . x[t, :] over this thread's units (8 weights) lane,
+ * lane + T, ... of `units`. wrow[i] NULL means row i does not exist. x[t] rows are 16-byte
+ * aligned fp32.
  */
-template <bool FP8, int NT, int R>
+template <int NT, int R>
 static __device__ __forceinline__ void
-gemv_group_dot(const uint4 *const (&wrow)[R], const float *const (&srow)[R], int units,
-               const float4 *const (&x)[NT], int nt, int lane, int T, float (&acc)[R][NT])
+gemv_group_dot(const uint4 *const (&wrow)[R], int units, const float4 *const (&x)[NT], int lane,
+               int T, float (&acc)[R][NT])
 {
     for (int u0 = lane; u0 < units; u0 += T * GEMV_UNROLL) {
         uint4 w[GEMV_UNROLL][R];
@@ -110,86 +417,27 @@ gemv_group_dot(const uint4 *const (&wrow)[R], const float *const (&srow)[R], int
             if (u >= units) {
                 break;
             }
-            if (FP8) {
-                /* words 0-1 through half2 (conversion pipe), words 2-3 through integer moves
-                 * (mt_fp8_to_f32_scaled): the two decoders share the work between pipes */
-                float wh[R][8];
-                float wi[R][8];
-                float sc[R];
+            float wf[R][8];
+#pragma unroll
+            for (int i = 0; i < R; i++) {
+                const uint32_t *v = reinterpret_cast<const uint32_t *>(&w[k][i]);
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    float2 f = mt_bf16x2_decode(v[j]);
+                    wf[i][2 * j] = f.x;
+                    wf[i][2 * j + 1] = f.y;
+                }
+            }
+#pragma unroll
+            for (int t = 0; t < NT; t++) {
+                float4 q0 = __ldg(x[t] + 2 * u);
+                float4 q1 = __ldg(x[t] + 2 * u + 1);
+                float xf[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
 #pragma unroll
                 for (int i = 0; i < R; i++) {
-                    const uint32_t *v = reinterpret_cast<const uint32_t *>(&w[k][i]);
-                    sc[i] = wrow[i] != NULL ? __ldg(srow[i] + (u >> 3)) : 0.0f;
 #pragma unroll
-                    for (int j = 0; j < 2; j++) {
-                        __half2 lo;
-                        __half2 hi;
-                        mt_fp8x4_decode(v[j], &lo, &hi);
-                        float2 a = __half22float2(lo);
-                        float2 b = __half22float2(hi);
-                        wh[i][4 * j + 0] = a.x;
-                        wh[i][4 * j + 1] = b.x;
-                        wh[i][4 * j + 2] = a.y;
-                        wh[i][4 * j + 3] = b.y;
-                        wi[i][4 * j + 0] = mt_fp8_to_f32_scaled<0>(v[2 + j]);
-                        wi[i][4 * j + 1] = mt_fp8_to_f32_scaled<1>(v[2 + j]);
-                        wi[i][4 * j + 2] = mt_fp8_to_f32_scaled<2>(v[2 + j]);
-                        wi[i][4 * j + 3] = mt_fp8_to_f32_scaled<3>(v[2 + j]);
-                    }
-                }
-#pragma unroll
-                for (int t = 0; t < NT; t++) {
-                    if (t >= nt) {
-                        break;
-                    }
-                    float xf[16];
-#pragma unroll
-                    for (int j = 0; j < 4; j++) {
-                        float4 q = __ldg(x[t] + 4 * u + j);
-                        xf[4 * j + 0] = q.x;
-                        xf[4 * j + 1] = q.y;
-                        xf[4 * j + 2] = q.z;
-                        xf[4 * j + 3] = q.w;
-                    }
-#pragma unroll
-                    for (int i = 0; i < R; i++) {
-                        float ph = 0.0f;
-                        float pi = 0.0f;
-#pragma unroll
-                        for (int j = 0; j < 8; j++) {
-                            ph = fmaf(wh[i][j], xf[j], ph);
-                            pi = fmaf(wi[i][j], xf[8 + j], pi);
-                        }
-                        float p = fmaf(ph, MT_FP8_DECODE_SCALE, pi * MT_FP8_F32_SCALE);
-                        acc[i][t] = fmaf(p, sc[i], acc[i][t]);
-                    }
-                }
-            } else {
-                float wf[R][8];
-#pragma unroll
-                for (int i = 0; i < R; i++) {
-                    const uint32_t *v = reinterpret_cast<const uint32_t *>(&w[k][i]);
-#pragma unroll
-                    for (int j = 0; j < 4; j++) {
-                        float2 f = mt_bf16x2_decode(v[j]);
-                        wf[i][2 * j] = f.x;
-                        wf[i][2 * j + 1] = f.y;
-                    }
-                }
-#pragma unroll
-                for (int t = 0; t < NT; t++) {
-                    if (t >= nt) {
-                        break;
-                    }
-                    float4 q0 = __ldg(x[t] + 2 * u);
-                    float4 q1 = __ldg(x[t] + 2 * u + 1);
-                    float xf[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
-#pragma unroll
-                    for (int i = 0; i < R; i++) {
-#pragma unroll
-                        for (int j = 0; j < 8; j++) {
-                            acc[i][t] = fmaf(wf[i][j], xf[j], acc[i][t]);
-                        }
+                    for (int j = 0; j < 8; j++) {
+                        acc[i][t] = fmaf(wf[i][j], xf[j], acc[i][t]);
                     }
                 }
             }
@@ -261,29 +509,24 @@ gemv_group_threads(long long units, long long rows_total, int n_sm)
     return T;
 }
 
-
-template <bool FP8, int NT>
+template <int NT>
 static __global__ void
-gemv_kernel(const uint8_t *__restrict__ W, const float *__restrict__ S, int64_t rows, int64_t cols,
-            const float *__restrict__ x, float *__restrict__ y, int T)
+gemv_bf16_kernel(const uint8_t *__restrict__ W, int64_t rows, int64_t cols,
+                 const float *__restrict__ x, float *__restrict__ y, int T)
 {
     const int R = GEMV_ROWS;
     int groups = GEMV_THREADS / T;
     int lane = threadIdx.x % T;
     int64_t r0 = ((int64_t)blockIdx.x * groups + threadIdx.x / T) * R;
-    int64_t row_bytes = cols * (FP8 ? 1 : 2);
-    int64_t n_cb = (cols + 127) / 128;
-    int units = (int)(cols / (FP8 ? 16 : 8));
+    int units = (int)(cols / 8);
     const uint4 *wrow[R];
-    const float *srow[R];
     const float4 *xr[NT];
     float acc[R][NT];
 
 #pragma unroll
     for (int i = 0; i < R; i++) {
         int64_t r = r0 + i;
-        wrow[i] = r < rows ? reinterpret_cast<const uint4 *>(W + r * row_bytes) : NULL;
-        srow[i] = FP8 ? S + (r / 128) * n_cb : NULL;
+        wrow[i] = r < rows ? reinterpret_cast<const uint4 *>(W + r * cols * 2) : NULL;
 #pragma unroll
         for (int t = 0; t < NT; t++) {
             acc[i][t] = 0.0f;
@@ -293,7 +536,7 @@ gemv_kernel(const uint8_t *__restrict__ W, const float *__restrict__ S, int64_t 
     for (int t = 0; t < NT; t++) {
         xr[t] = reinterpret_cast<const float4 *>(x + t * cols);
     }
-    gemv_group_dot<FP8, NT, R>(wrow, srow, units, xr, NT, lane, T, acc);
+    gemv_group_dot<NT, R>(wrow, units, xr, lane, T, acc);
     gemv_group_reduce<NT, R>(acc, lane, T);
     if (lane != 0) {
         return;
@@ -309,44 +552,33 @@ gemv_kernel(const uint8_t *__restrict__ W, const float *__restrict__ S, int64_t 
     }
 }
 
-static int
-sm_count(void)
-{
-    int dev = 0;
-    int n = 0;
-
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
-    return n > 0 ? n : 1;
-}
-
-template <bool FP8, int NT>
+template <int NT>
 static mt_status_t
-gemv_launch(const struct mt_gpu_weight *w, const float *x, float *y, cudaStream_t s)
+gemv_bf16_launch(const struct mt_gpu_weight *w, const float *x, float *y, cudaStream_t s)
 {
-    long long units = w->cols / (FP8 ? 16 : 8);
+    long long units = w->cols / 8;
     int T = gemv_group_threads(units, w->rows, sm_count());
     long long rows_per_block = (long long)(GEMV_THREADS / T) * GEMV_ROWS;
     unsigned blocks = (unsigned)MT_CEIL_DIV(w->rows, rows_per_block);
 
-    gemv_kernel<FP8, NT><<<blocks, GEMV_THREADS, 0, s>>>(
-        (const uint8_t *)w->data, w->scale, w->rows, w->cols, x, y, T);
-    return mt_cuda_launched(FP8 ? "gemv_fp8" : "gemv_bf16", s);
+    gemv_bf16_kernel<NT><<<blocks, GEMV_THREADS, 0, s>>>((const uint8_t *)w->data, w->rows,
+                                                          w->cols, x, y, T);
+    return mt_cuda_launched("gemv_bf16", s);
 }
 
-template <bool FP8>
 static mt_status_t
-gemv_dispatch(const struct mt_gpu_weight *w, const float *x, int n_tok, float *y, cudaStream_t s)
+gemv_bf16_dispatch(const struct mt_gpu_weight *w, const float *x, int n_tok, float *y,
+                   cudaStream_t s)
 {
     switch (n_tok) {
-    case 1: return gemv_launch<FP8, 1>(w, x, y, s);
-    case 2: return gemv_launch<FP8, 2>(w, x, y, s);
-    case 3: return gemv_launch<FP8, 3>(w, x, y, s);
-    case 4: return gemv_launch<FP8, 4>(w, x, y, s);
-    case 5: return gemv_launch<FP8, 5>(w, x, y, s);
-    case 6: return gemv_launch<FP8, 6>(w, x, y, s);
-    case 7: return gemv_launch<FP8, 7>(w, x, y, s);
-    default: return gemv_launch<FP8, 8>(w, x, y, s);
+    case 1: return gemv_bf16_launch<1>(w, x, y, s);
+    case 2: return gemv_bf16_launch<2>(w, x, y, s);
+    case 3: return gemv_bf16_launch<3>(w, x, y, s);
+    case 4: return gemv_bf16_launch<4>(w, x, y, s);
+    case 5: return gemv_bf16_launch<5>(w, x, y, s);
+    case 6: return gemv_bf16_launch<6>(w, x, y, s);
+    case 7: return gemv_bf16_launch<7>(w, x, y, s);
+    default: return gemv_bf16_launch<8>(w, x, y, s);
     }
 }
 
@@ -371,11 +603,8 @@ mt_gpu_linear(const struct mt_gpu_weight *w, const float *x, int n_tok, float *y
         return mt_fail(MT_ERR_INVAL, 0, "gpu linear: NULL or not 16-byte aligned operand");
     }
     if (!fp8) {
-        return gemv_dispatch<false>(w, x, n_tok, y, stream);
+        return gemv_bf16_dispatch(w, x, n_tok, y, stream);
     }
-    if (n_tok == 1) {
-        return gemv_launch<true, 1>(w, x, y, stream);
-    }
-    return fp8g_stages() == 3 ? gemv_fp8_launch<3>(w, x, n_tok, y, stream)
-                              : gemv_fp8_launch<2>(w, x, n_tok, y, stream);
+    return n_tok <= 4 ? gemv_fp8_stage_dispatch<1>(w, x, n_tok, y, stream)
+                      : gemv_fp8_stage_dispatch<2>(w, x, n_tok, y, stream);
 }

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test_gpu_gemv.c - mt_gpu_linear (FP8 with 128x128 block scales, BF16; 1 to 8 tokens) against
- * mt_cpu_linear, at odd sizes and at every V3.2 shape the decode path uses.
+ * mt_cpu_linear, at odd sizes and at every V3.2 shape the decode path uses, and the same call
+ * twice giving the same bits (the FP8 kernel splits rows over several warps and adds their sums).
  * MT_TEST_LONG=1 adds the BF16 lm_head (129280 x 7168, 1.85 GB).
  */
 #include <config.h>
@@ -11,6 +12,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* x_span > 0: activations of magnitude 2^-x_span .. 2^x_span with random signs instead of
  * uniform in [-1, 1] (the f16 hi + lo split of x must keep small and large values alike). */
@@ -77,6 +79,46 @@ check_linear(enum mt_dtype dt, int64_t rows, int64_t cols, int n_tok)
     check_linear_x(dt, rows, cols, n_tok, 0.0f);
 }
 
+/* The same FP8 call twice (fresh random operands) must give identical bits: the warps that
+ * share a row add their sums in a fixed order. */
+static void
+check_repeat(int64_t rows, int64_t cols, int n_tok)
+{
+    size_t n_w = (size_t)rows * cols;
+    size_t n_s = (size_t)MT_CEIL_DIV(rows, 128) * MT_CEIL_DIV(cols, 128);
+    size_t n_y = (size_t)n_tok * rows;
+    uint8_t *w = gt_malloc(n_w);
+    float *s = gt_malloc(n_s * sizeof(float));
+    float *x = gt_malloc((size_t)n_tok * cols * sizeof(float));
+    float *y0 = gt_malloc(n_y * sizeof(float));
+    float *y1 = gt_malloc(n_y * sizeof(float));
+
+    gt_fill_fp8(w, n_w);
+    gt_fill(s, n_s, 0.001f, 0.003f);
+    gt_fill(x, (size_t)n_tok * cols, -1.0f, 1.0f);
+    mt_gpu_arena_reset(gt_arena);
+    struct mt_gpu_weight gw = {MT_DTYPE_F8_E4M3, gt_put(w, n_w), gt_put(s, n_s * sizeof(float)),
+                               rows, cols};
+    float *d_x = gt_put(x, (size_t)n_tok * cols * sizeof(float));
+    float *d_y = gt_alloc(n_y * sizeof(float));
+    bool ok = mt_gpu_linear(&gw, d_x, n_tok, d_y, NULL) == MT_OK;
+    if (ok) {
+        gt_get(y0, d_y, n_y * sizeof(float));
+        ok = mt_gpu_linear(&gw, d_x, n_tok, d_y, NULL) == MT_OK;
+    }
+    if (ok) {
+        gt_get(y1, d_y, n_y * sizeof(float));
+        ok = memcmp(y0, y1, n_y * sizeof(float)) == 0;
+    }
+    tap_ok(ok, "FP8 linear %lld x %lld, %d token%s: two runs give the same bits", (long long)rows,
+           (long long)cols, n_tok, n_tok > 1 ? "s" : "");
+    free(y1);
+    free(y0);
+    free(x);
+    free(s);
+    free(w);
+}
+
 int
 main(void)
 {
@@ -124,6 +166,9 @@ main(void)
     check_linear(MT_DTYPE_F8_E4M3, 7168, 18432, 5);
     check_linear(MT_DTYPE_F8_E4M3, 24576, 1536, 8);
     check_linear(MT_DTYPE_F8_E4M3, 32768, 512, 4);
+    check_repeat(576, 7168, 1);
+    check_repeat(7168, 18432, 1);
+    check_repeat(7168, 2048, 6);
     check_linear(MT_DTYPE_BF16, 4096, 7168, 1);
     check_linear(MT_DTYPE_BF16, 4096, 7168, 8);
     if (long_env != NULL && strcmp(long_env, "0") != 0) {
