@@ -48,6 +48,9 @@
  */
 
 #define MV_WARPS 16 /* warps a block */
+/* shared memory of the staged x: 2 parities x nkb steps x 16 chunks a token, plus padding */
+#define MV_XS_BYTES(nt, cols) ((size_t)(nt) * 2 * (((cols) + 127) / 128 * 16 + 2) * 16)
+#define MV_XS_MAX (96 << 10) /* staged only below this (sm_86/89 blocks get 99 KB) */
 
 static __device__ __forceinline__ uint32_t
 mv_h2bits(__half2 h)
@@ -178,6 +181,75 @@ mv_consume(const struct mv_stage &st, int64_t cols, int c, int k, const float *c
     }
 }
 
+/*
+ * x staged in shared memory (XS): the B fragments of every step, made once per block instead of
+ * once per warp and step (8 loads and 96 conversions a thread and step). Chunk (token t, parity
+ * p, step k, thread column c, q) holds the four words (b0, b1 of word j = 2(q & 1), then of
+ * j + 1) of half h = q >> 1: the hi halves for p = 0, lo for p = 1. A thread reads its four
+ * chunks of a step as four 16-byte loads; q is swizzled by c and parity 1 starts 2 chunks later,
+ * so the 8 chunks that one load of a warp touches for one token fall in 8 different bank groups.
+ */
+static __device__ __forceinline__ int64_t
+mv_xs_base(int t, int p, int nkb)
+{
+    return ((int64_t)(2 * t + p) * nkb * 16) + 2 * (2 * t + p);
+}
+
+static __device__ __forceinline__ void
+mv_xs_fill(uint4 *xs, const float *x, int64_t cols, int nkb, int nt)
+{
+    int64_t total = (int64_t)nt * 2 * nkb * 16;
+
+    for (int64_t i = threadIdx.x; i < total; i += blockDim.x) {
+        int q = (int)(i & 3);
+        int c = (int)((i >> 2) & 3);
+        int64_t k = (i >> 4) % nkb;
+        int tp = (int)((i >> 4) / nkb);
+        float lom = (tp & 1) ? 1.0f : 0.0f;
+        const float *xr = x + (int64_t)(tp >> 1) * cols;
+        uint32_t b[4];
+#pragma unroll
+        for (int jj = 0; jj < 2; jj++) {
+            int64_t col = k * 128 + 64 * (q >> 1) + 16 * c + 4 * (2 * (q & 1) + jj);
+            float4 v = col < cols ? __ldg(reinterpret_cast<const float4 *>(xr + col))
+                                  : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            b[2 * jj] = mv_split(v.x, v.z, lom);
+            b[2 * jj + 1] = mv_split(v.y, v.w, lom);
+        }
+        xs[mv_xs_base(tp >> 1, tp & 1, nkb) + (k * 4 + c) * 4 + (q ^ (c >> 1))] =
+            make_uint4(b[0], b[1], b[2], b[3]);
+    }
+}
+
+/* mv_consume with x from the staged fragments: xsb = this thread's token and parity base. */
+static __device__ __forceinline__ void
+mv_consume_xs(const struct mv_stage &st, const uint4 *xsb, int c, int k, float (&acc)[1][2])
+{
+    float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    uint4 bq[4];
+
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+        bq[q] = xsb[(int64_t)k * 16 + c * 4 + (q ^ (c >> 1))];
+    }
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const uint32_t *wa = reinterpret_cast<const uint32_t *>(&st.v[h]);
+        const uint32_t *wb = reinterpret_cast<const uint32_t *>(&st.v[2 + h]);
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            __half2 la, ha, lb, hb;
+            mt_fp8x4_decode(wa[j], &la, &ha);
+            mt_fp8x4_decode(wb[j], &lb, &hb);
+            const uint32_t *b = reinterpret_cast<const uint32_t *>(&bq[2 * h + (j >> 1)]);
+            mv_mma(d, mv_h2bits(la), mv_h2bits(lb), mv_h2bits(ha), mv_h2bits(hb),
+                   b[2 * (j & 1)], b[2 * (j & 1) + 1]);
+        }
+    }
+    acc[0][0] = fmaf(d[0] + d[1], st.sa, acc[0][0]);
+    acc[0][1] = fmaf(d[2] + d[3], st.sb, acc[0][1]);
+}
+
 /* y of this thread's rows (g, g + 8 of the tile at `row`) and tokens (c, c + 4). */
 template <int NB>
 static __device__ __forceinline__ void
@@ -198,8 +270,9 @@ mv_store(float *y, int64_t rows, int64_t row, int64_t end, int nt, int c,
     }
 }
 
-/* NB: mmas a step (tokens 1..4 or 5..8); P: steps loaded ahead. */
-template <int NB, int P>
+/* NB: mmas a step (tokens 1..4 or 5..8); P: steps loaded ahead; XS: x staged in shared memory
+ * (NB 1 only; dynamic shared memory of MV_XS_BYTES(nt, cols)). */
+template <int NB, int P, bool XS>
 static __global__ void __launch_bounds__(MV_WARPS * 32, 1)
 gemv_fp8_kernel(const uint8_t *__restrict__ W, const float *__restrict__ Sc, int64_t rows,
                 int64_t cols, const float *__restrict__ x, int nt, float *__restrict__ y)
@@ -251,11 +324,22 @@ gemv_fp8_kernel(const uint8_t *__restrict__ W, const float *__restrict__ Sc, int
             }
         }
     }
+    extern __shared__ uint4 xs[];
+    const uint4 *xsb = xs;
+    if (XS) { /* the first steps' loads are in flight meanwhile */
+        mv_xs_fill(xs, x, cols, nkb, nt);
+        __syncthreads();
+        xsb = xs + mv_xs_base(min(g >> 1, nt - 1), g & 1, nkb);
+    }
     for (int i0 = 0; i0 < n; i0 += P) {
 #pragma unroll
         for (int i = 0; i < P; i++) {
             if (i0 + i < n) {
-                mv_consume<NB>(st[i], cols, c, ck, xr, lom, acc);
+                if (XS) {
+                    mv_consume_xs(st[i], xsb, c, ck, reinterpret_cast<float (&)[1][2]>(acc));
+                } else {
+                    mv_consume<NB>(st[i], cols, c, ck, xr, lom, acc);
+                }
                 if (i0 + i + P < n) {
                     mv_fetch(fr, cols, c, fk, st[i]);
                     if (++fk == nkb) {
@@ -332,19 +416,24 @@ sm_count(void)
 }
 
 /* Blocks: one wave (blocks a SM, once per device, times the SMs), but at least 8 rows each. */
-template <int NB, int P>
+template <int NB, int P, bool XS>
 static mt_status_t
 gemv_fp8_launch(const struct mt_gpu_weight *w, const float *x, int n_tok, float *y,
                 cudaStream_t s)
 {
     static int occ[64]; /* blocks a SM per device; 0 unknown (a race only repeats the query) */
+    size_t smem = XS ? MV_XS_BYTES(n_tok, w->cols) : 0;
     int dev = 0;
 
     cudaGetDevice(&dev);
     int bps = dev < 64 ? occ[dev] : 0;
     if (bps == 0) {
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, gemv_fp8_kernel<NB, P>,
-                                                      MV_WARPS * 32, 0);
+        if (XS) {
+            cudaFuncSetAttribute(gemv_fp8_kernel<NB, P, XS>,
+                                 cudaFuncAttributeMaxDynamicSharedMemorySize, MV_XS_MAX);
+        }
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, gemv_fp8_kernel<NB, P, XS>,
+                                                      MV_WARPS * 32, XS ? MV_XS_MAX : 0);
         bps = bps > 0 ? bps : 1;
         if (dev < 64) {
             occ[dev] = bps;
@@ -352,34 +441,36 @@ gemv_fp8_launch(const struct mt_gpu_weight *w, const float *x, int n_tok, float 
     }
     long long blocks = (long long)bps * sm_count();
     blocks = std::min(blocks, MT_CEIL_DIV(w->rows, 8LL));
-    gemv_fp8_kernel<NB, P><<<(unsigned)blocks, MV_WARPS * 32, 0, s>>>(
+    gemv_fp8_kernel<NB, P, XS><<<(unsigned)blocks, MV_WARPS * 32, smem, s>>>(
         (const uint8_t *)w->data, w->scale, w->rows, w->cols, x, n_tok, y);
     return mt_cuda_launched("gemv_fp8", s);
 }
 
-/* Steps loaded ahead; MT_GEMV_STAGES (2..4) overrides it for measurements. */
+/* Steps loaded ahead (MT_GEMV_STAGES, 2..4) and x staging (MT_GEMV_XS, 0 or 1): knobs for
+ * measurements. */
 static int
-gemv_fp8_stages(void)
+gemv_env(const char *name, int lo, int hi, int dflt)
 {
-    static int stages;
+    const char *e = getenv(name);
+    int v = e != NULL ? atoi(e) : dflt;
 
-    if (stages == 0) {
-        const char *e = getenv("MT_GEMV_STAGES");
-        int v = e != NULL ? atoi(e) : 0;
-        stages = v >= 2 && v <= 4 ? v : 3;
-    }
-    return stages;
+    return v >= lo && v <= hi ? v : dflt;
 }
 
-template <int NB>
+template <int NB, bool XS>
 static mt_status_t
 gemv_fp8_stage_dispatch(const struct mt_gpu_weight *w, const float *x, int n_tok, float *y,
                         cudaStream_t s)
 {
-    switch (gemv_fp8_stages()) {
-    case 2: return gemv_fp8_launch<NB, 2>(w, x, n_tok, y, s);
-    case 4: return gemv_fp8_launch<NB, 4>(w, x, n_tok, y, s);
-    default: return gemv_fp8_launch<NB, 3>(w, x, n_tok, y, s);
+    static int stages;
+
+    if (stages == 0) {
+        stages = gemv_env("MT_GEMV_STAGES", 2, 4, 3);
+    }
+    switch (stages) {
+    case 2: return gemv_fp8_launch<NB, 2, XS>(w, x, n_tok, y, s);
+    case 4: return gemv_fp8_launch<NB, 4, XS>(w, x, n_tok, y, s);
+    default: return gemv_fp8_launch<NB, 3, XS>(w, x, n_tok, y, s);
     }
 }
 
@@ -605,6 +696,15 @@ mt_gpu_linear(const struct mt_gpu_weight *w, const float *x, int n_tok, float *y
     if (!fp8) {
         return gemv_bf16_dispatch(w, x, n_tok, y, stream);
     }
-    return n_tok <= 4 ? gemv_fp8_stage_dispatch<1>(w, x, n_tok, y, stream)
-                      : gemv_fp8_stage_dispatch<2>(w, x, n_tok, y, stream);
+    static int xs = -1;
+    if (xs < 0) {
+        xs = gemv_env("MT_GEMV_XS", 0, 1, 0);
+    }
+    if (n_tok > 4) {
+        return gemv_fp8_stage_dispatch<2, false>(w, x, n_tok, y, stream);
+    }
+    if (xs && MV_XS_BYTES(n_tok, w->cols) <= MV_XS_MAX) {
+        return gemv_fp8_stage_dispatch<1, true>(w, x, n_tok, y, stream);
+    }
+    return gemv_fp8_stage_dispatch<1, false>(w, x, n_tok, y, stream);
 }
