@@ -51,6 +51,8 @@
 /* shared memory of the staged x: 2 parities x nkb steps x 16 chunks a token, plus padding */
 #define MV_XS_BYTES(nt, cols) ((size_t)(nt) * 2 * (((cols) + 127) / 128 * 16 + 2) * 16)
 #define MV_XS_MAX (96 << 10) /* staged only below this (sm_86/89 blocks get 99 KB) */
+#define MV_P 2  /* steps loaded ahead */
+#define MV_SW 1 /* 128-column blocks a step (2 spills registers) */
 
 static __device__ __forceinline__ uint32_t
 mv_h2bits(__half2 h)
@@ -104,90 +106,102 @@ mv_rows_at(const uint8_t *W, const float *Sc, int64_t cols, int nkb, int64_t row
     return r;
 }
 
-/* One loaded step: four 16-byte pieces (row g low and high half, row g + 8 low and high half)
- * and the two rows' scales. */
+/* One loaded step: SW 128-column blocks, each four 16-byte pieces (row g low and high half, row
+ * g + 8 low and high half) and the two rows' scales. */
+template <int SW>
 struct mv_stage {
-    uint4 v[4];
-    float sa;
-    float sb;
+    uint4 v[SW][4];
+    float sa[SW];
+    float sb[SW];
 };
 
-/* Load step k (columns 128k ..) of this thread's rows. */
+/* Load step k (columns 128 SW k ..) of this thread's rows. */
+template <int SW>
 static __device__ __forceinline__ void
-mv_fetch(const struct mv_rows &r, int64_t cols, int c, int k, struct mv_stage &st)
+mv_fetch(const struct mv_rows &r, int64_t cols, int nkb, int c, int k, struct mv_stage<SW> &st)
 {
-    int64_t col = (int64_t)k * 128 + 16 * c;
-    bool c0 = col < cols;
-    bool c1 = col + 64 < cols;
-    const uint4 *pa = reinterpret_cast<const uint4 *>(r.a + (int64_t)k * 128);
-    const uint4 *pb = reinterpret_cast<const uint4 *>(r.b + (int64_t)k * 128);
     const uint4 z = make_uint4(0, 0, 0, 0);
 
-    st.v[0] = r.va && c0 ? __ldcs(pa) : z;
-    st.v[1] = r.va && c1 ? __ldcs(pa + 4) : z;
-    st.v[2] = r.vb && c0 ? __ldcs(pb) : z;
-    st.v[3] = r.vb && c1 ? __ldcs(pb + 4) : z;
-    st.sa = __ldg(r.sa + k);
-    st.sb = __ldg(r.sb + k);
+#pragma unroll
+    for (int s = 0; s < SW; s++) {
+        int kb = k * SW + s;
+        int64_t col = (int64_t)kb * 128 + 16 * c;
+        bool c0 = col < cols;
+        bool c1 = col + 64 < cols;
+        const uint4 *pa = reinterpret_cast<const uint4 *>(r.a + (int64_t)kb * 128);
+        const uint4 *pb = reinterpret_cast<const uint4 *>(r.b + (int64_t)kb * 128);
+
+        st.v[s][0] = r.va && c0 ? __ldcs(pa) : z;
+        st.v[s][1] = r.va && c1 ? __ldcs(pa + 4) : z;
+        st.v[s][2] = r.vb && c0 ? __ldcs(pb) : z;
+        st.v[s][3] = r.vb && c1 ? __ldcs(pb + 4) : z;
+        int ks = min(kb, nkb - 1); /* a block past the end has zero weights; any scale */
+        st.sa[s] = __ldg(r.sa + ks);
+        st.sb[s] = __ldg(r.sb + ks);
+    }
 }
 
-/* acc[b][i] += scale * (row g + 8i, step k) . x of token c + 4b, in units of 2^-8. */
-template <int NB>
+/* d += this thread's A of block s of the stage times B (bq: word pairs (b0, b1) of j = 0..3 for
+ * half h in bq[2h + j / 2], word 2 (j % 2)). */
+template <int SW>
 static __device__ __forceinline__ void
-mv_consume(const struct mv_stage &st, int64_t cols, int c, int k, const float *const (&xr)[NB],
-           float lom, float (&acc)[NB][2])
+mv_block_mma(const struct mv_stage<SW> &st, int s, const uint32_t (&bw)[2][4][2], float (&d)[4])
 {
-    int64_t col = (int64_t)k * 128 + 16 * c;
-    bool cv[2] = {col < cols, col + 64 < cols};
-    float4 xv[NB][2][4];
-    float d[NB][4];
-
-#pragma unroll
-    for (int b = 0; b < NB; b++) {
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            const float4 *p = reinterpret_cast<const float4 *>(xr[b] + col + 64 * h);
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                xv[b][h][j] = cv[h] ? __ldg(p + j) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            }
-        }
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            d[b][e] = 0.0f;
-        }
-    }
 #pragma unroll
     for (int h = 0; h < 2; h++) {
-        const uint32_t *wa = reinterpret_cast<const uint32_t *>(&st.v[h]);
-        const uint32_t *wb = reinterpret_cast<const uint32_t *>(&st.v[2 + h]);
+        const uint32_t *wa = reinterpret_cast<const uint32_t *>(&st.v[s][h]);
+        const uint32_t *wb = reinterpret_cast<const uint32_t *>(&st.v[s][2 + h]);
 #pragma unroll
         for (int j = 0; j < 4; j++) {
             __half2 la, ha, lb, hb;
             mt_fp8x4_decode(wa[j], &la, &ha);
             mt_fp8x4_decode(wb[j], &lb, &hb);
-#pragma unroll
-            for (int b = 0; b < NB; b++) {
-                float4 q = xv[b][h][j];
-                mv_mma(d[b], mv_h2bits(la), mv_h2bits(lb), mv_h2bits(ha), mv_h2bits(hb),
-                       mv_split(q.x, q.z, lom), mv_split(q.y, q.w, lom));
-            }
+            mv_mma(d, mv_h2bits(la), mv_h2bits(lb), mv_h2bits(ha), mv_h2bits(hb), bw[h][j][0],
+                   bw[h][j][1]);
         }
     }
+}
+
+/* acc[b][i] += scale * (row g + 8i, step k) . x of token c + 4b, in units of 2^-8; x from
+ * global memory (xr: this thread's token rows at column 16c), split into hi / lo here. */
+template <int NB, int SW>
+static __device__ __forceinline__ void
+mv_consume(const struct mv_stage<SW> &st, int64_t cols, int c, int k,
+           const float *const (&xr)[NB], float lom, float (&acc)[NB][2])
+{
 #pragma unroll
-    for (int b = 0; b < NB; b++) {
-        acc[b][0] = fmaf(d[b][0] + d[b][1], st.sa, acc[b][0]);
-        acc[b][1] = fmaf(d[b][2] + d[b][3], st.sb, acc[b][1]);
+    for (int s = 0; s < SW; s++) {
+        int64_t kc = (int64_t)(k * SW + s) * 128;
+        bool cv[2] = {kc + 16 * c < cols, kc + 16 * c + 64 < cols};
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            uint32_t bw[2][4][2];
+            float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const float4 *p = reinterpret_cast<const float4 *>(xr[b] + kc + 64 * h);
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    float4 q = cv[h] ? __ldg(p + j) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                    bw[h][j][0] = mv_split(q.x, q.z, lom);
+                    bw[h][j][1] = mv_split(q.y, q.w, lom);
+                }
+            }
+            mv_block_mma<SW>(st, s, bw, d);
+            acc[b][0] = fmaf(d[0] + d[1], st.sa[s], acc[b][0]);
+            acc[b][1] = fmaf(d[2] + d[3], st.sb[s], acc[b][1]);
+        }
     }
 }
 
 /*
- * x staged in shared memory (XS): the B fragments of every step, made once per block instead of
- * once per warp and step (8 loads and 96 conversions a thread and step). Chunk (token t, parity
- * p, step k, thread column c, q) holds the four words (b0, b1 of word j = 2(q & 1), then of
- * j + 1) of half h = q >> 1: the hi halves for p = 0, lo for p = 1. A thread reads its four
- * chunks of a step as four 16-byte loads; q is swizzled by c and parity 1 starts 2 chunks later,
- * so the 8 chunks that one load of a warp touches for one token fall in 8 different bank groups.
+ * x staged in shared memory (XS): the B fragments of every 128-column block, made once per block
+ * instead of once per warp and step (8 loads and 96 conversions a thread and block). Chunk
+ * (token t, parity p, block k, thread column c, q) holds the four words (b0, b1 of word
+ * j = 2(q & 1), then of j + 1) of half h = q >> 1: the hi halves for p = 0, lo for p = 1. A
+ * thread reads its four chunks of a block as four 16-byte loads; q is swizzled by c and parity 1
+ * starts 2 chunks later, so the 8 chunks that one load of a warp touches for one token fall in 8
+ * different bank groups.
  */
 static __device__ __forceinline__ int64_t
 mv_xs_base(int t, int p, int nkb)
@@ -195,59 +209,76 @@ mv_xs_base(int t, int p, int nkb)
     return ((int64_t)(2 * t + p) * nkb * 16) + 2 * (2 * t + p);
 }
 
+#define MV_FILL_UNROLL 4 /* chunk pairs a thread converts at once: their loads overlap */
+
 static __device__ __forceinline__ void
 mv_xs_fill(uint4 *xs, const float *x, int64_t cols, int nkb, int nt)
 {
-    int64_t total = (int64_t)nt * 2 * nkb * 16;
+    int total = nt * nkb * 16; /* chunk positions; each gives the hi and the lo chunk */
 
-    for (int64_t i = threadIdx.x; i < total; i += blockDim.x) {
-        int q = (int)(i & 3);
-        int c = (int)((i >> 2) & 3);
-        int64_t k = (i >> 4) % nkb;
-        int tp = (int)((i >> 4) / nkb);
-        float lom = (tp & 1) ? 1.0f : 0.0f;
-        const float *xr = x + (int64_t)(tp >> 1) * cols;
-        uint32_t b[4];
+    for (int i0 = threadIdx.x; i0 < total; i0 += MV_FILL_UNROLL * blockDim.x) {
+        float4 v[MV_FILL_UNROLL][2];
 #pragma unroll
-        for (int jj = 0; jj < 2; jj++) {
-            int64_t col = k * 128 + 64 * (q >> 1) + 16 * c + 4 * (2 * (q & 1) + jj);
-            float4 v = col < cols ? __ldg(reinterpret_cast<const float4 *>(xr + col))
-                                  : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            b[2 * jj] = mv_split(v.x, v.z, lom);
-            b[2 * jj + 1] = mv_split(v.y, v.w, lom);
+        for (int u = 0; u < MV_FILL_UNROLL; u++) {
+            int i = i0 + u * blockDim.x;
+            int q = i & 3;
+            int c = (i >> 2) & 3;
+            int k = (i >> 4) % nkb;
+            int t = (i >> 4) / nkb;
+#pragma unroll
+            for (int jj = 0; jj < 2; jj++) {
+                int64_t col = (int64_t)k * 128 + 64 * (q >> 1) + 16 * c + 4 * (2 * (q & 1) + jj);
+                v[u][jj] = i < total && col < cols
+                               ? __ldg(reinterpret_cast<const float4 *>(x + t * cols + col))
+                               : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            }
         }
-        xs[mv_xs_base(tp >> 1, tp & 1, nkb) + (k * 4 + c) * 4 + (q ^ (c >> 1))] =
-            make_uint4(b[0], b[1], b[2], b[3]);
+#pragma unroll
+        for (int u = 0; u < MV_FILL_UNROLL; u++) {
+            int i = i0 + u * blockDim.x;
+            if (i >= total) {
+                break;
+            }
+            int q = i & 3;
+            int c = (i >> 2) & 3;
+            int k = (i >> 4) % nkb;
+            int t = (i >> 4) / nkb;
+#pragma unroll
+            for (int p = 0; p < 2; p++) {
+                float lom = (float)p;
+                uint4 b = make_uint4(mv_split(v[u][0].x, v[u][0].z, lom),
+                                     mv_split(v[u][0].y, v[u][0].w, lom),
+                                     mv_split(v[u][1].x, v[u][1].z, lom),
+                                     mv_split(v[u][1].y, v[u][1].w, lom));
+                xs[mv_xs_base(t, p, nkb) + (k * 4 + c) * 4 + (q ^ (c >> 1))] = b;
+            }
+        }
     }
 }
 
 /* mv_consume with x from the staged fragments: xsb = this thread's token and parity base. */
+template <int SW>
 static __device__ __forceinline__ void
-mv_consume_xs(const struct mv_stage &st, const uint4 *xsb, int c, int k, float (&acc)[1][2])
+mv_consume_xs(const struct mv_stage<SW> &st, const uint4 *xsb, int nkb, int c, int k,
+              float (&acc)[2])
 {
-    float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    uint4 bq[4];
-
 #pragma unroll
-    for (int q = 0; q < 4; q++) {
-        bq[q] = xsb[(int64_t)k * 16 + c * 4 + (q ^ (c >> 1))];
-    }
+    for (int s = 0; s < SW; s++) {
+        int kb = min(k * SW + s, nkb - 1); /* past the end: zero weights, any x */
+        uint32_t bw[2][4][2];
+        float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
-    for (int h = 0; h < 2; h++) {
-        const uint32_t *wa = reinterpret_cast<const uint32_t *>(&st.v[h]);
-        const uint32_t *wb = reinterpret_cast<const uint32_t *>(&st.v[2 + h]);
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            __half2 la, ha, lb, hb;
-            mt_fp8x4_decode(wa[j], &la, &ha);
-            mt_fp8x4_decode(wb[j], &lb, &hb);
-            const uint32_t *b = reinterpret_cast<const uint32_t *>(&bq[2 * h + (j >> 1)]);
-            mv_mma(d, mv_h2bits(la), mv_h2bits(lb), mv_h2bits(ha), mv_h2bits(hb),
-                   b[2 * (j & 1)], b[2 * (j & 1) + 1]);
+        for (int q = 0; q < 4; q++) {
+            uint4 b = xsb[(int64_t)kb * 16 + c * 4 + (q ^ (c >> 1))];
+            bw[q >> 1][2 * (q & 1)][0] = b.x;
+            bw[q >> 1][2 * (q & 1)][1] = b.y;
+            bw[q >> 1][2 * (q & 1) + 1][0] = b.z;
+            bw[q >> 1][2 * (q & 1) + 1][1] = b.w;
         }
+        mv_block_mma<SW>(st, s, bw, d);
+        acc[0] = fmaf(d[0] + d[1], st.sa[s], acc[0]);
+        acc[1] = fmaf(d[2] + d[3], st.sb[s], acc[1]);
     }
-    acc[0][0] = fmaf(d[0] + d[1], st.sa, acc[0][0]);
-    acc[0][1] = fmaf(d[2] + d[3], st.sb, acc[0][1]);
 }
 
 /* y of this thread's rows (g, g + 8 of the tile at `row`) and tokens (c, c + 4). */
@@ -270,14 +301,15 @@ mv_store(float *y, int64_t rows, int64_t row, int64_t end, int nt, int c,
     }
 }
 
-/* NB: mmas a step (tokens 1..4 or 5..8); P: steps loaded ahead; XS: x staged in shared memory
- * (NB 1 only; dynamic shared memory of MV_XS_BYTES(nt, cols)). */
-template <int NB, int P, bool XS>
+/* NB: mmas a block (tokens 1..4 or 5..8); P: steps loaded ahead; XS: x staged in shared memory
+ * (NB 1 only; dynamic shared memory of MV_XS_BYTES(nt, cols)); SW: 128-column blocks a step. */
+template <int NB, int P, bool XS, int SW>
 static __global__ void __launch_bounds__(MV_WARPS * 32, 1)
 gemv_fp8_kernel(const uint8_t *__restrict__ W, const float *__restrict__ Sc, int64_t rows,
                 int64_t cols, const float *__restrict__ x, int nt, float *__restrict__ y)
 {
     __shared__ float red[MV_WARPS][2][2 * NB][32]; /* a warp's first and last tile, if shared */
+    extern __shared__ uint4 xs[];
     int w = threadIdx.x >> 5;
     int lane = threadIdx.x & 31;
     int g = lane >> 2;
@@ -285,11 +317,12 @@ gemv_fp8_kernel(const uint8_t *__restrict__ W, const float *__restrict__ Sc, int
     int64_t rb0 = (int64_t)blockIdx.x * rows / gridDim.x;
     int64_t rb1 = (int64_t)(blockIdx.x + 1) * rows / gridDim.x;
     int nkb = (int)((cols + 127) / 128);
-    int64_t units = (rb1 - rb0 + 15) / 16 * nkb;
+    int nst = (nkb + SW - 1) / SW; /* steps a tile */
+    int64_t units = (rb1 - rb0 + 15) / 16 * nst;
     int64_t a = w * units / MV_WARPS; /* this warp's (tile, step) numbers: a .. e - 1 */
     int64_t e = (w + 1) * units / MV_WARPS;
     int n = (int)(e - a);
-    int t0 = (int)(a / nkb); /* first tile */
+    int t0 = (int)(a / nst); /* first tile */
 
     const float *xr[NB];
 #pragma unroll
@@ -307,24 +340,23 @@ gemv_fp8_kernel(const uint8_t *__restrict__ W, const float *__restrict__ Sc, int
 
     /* fetch cursor (ft, fk) runs P steps ahead of the consume cursor (ct, ck) */
     int ft = t0;
-    int fk = (int)(a - (int64_t)t0 * nkb);
+    int fk = (int)(a - (int64_t)t0 * nst);
     int ct = ft;
     int ck = fk;
     struct mv_rows fr = mv_rows_at(W, Sc, cols, nkb, rb0 + 16 * ft + g, rb1, c);
-    struct mv_stage st[P];
+    struct mv_stage<SW> st[P];
 
 #pragma unroll
     for (int i = 0; i < P; i++) {
         if (i < n) {
-            mv_fetch(fr, cols, c, fk, st[i]);
-            if (++fk == nkb) {
+            mv_fetch<SW>(fr, cols, nkb, c, fk, st[i]);
+            if (++fk == nst) {
                 fk = 0;
                 ft++;
                 fr = mv_rows_at(W, Sc, cols, nkb, rb0 + 16 * ft + g, rb1, c);
             }
         }
     }
-    extern __shared__ uint4 xs[];
     const uint4 *xsb = xs;
     if (XS) { /* the first steps' loads are in flight meanwhile */
         mv_xs_fill(xs, x, cols, nkb, nt);
@@ -336,21 +368,21 @@ gemv_fp8_kernel(const uint8_t *__restrict__ W, const float *__restrict__ Sc, int
         for (int i = 0; i < P; i++) {
             if (i0 + i < n) {
                 if (XS) {
-                    mv_consume_xs(st[i], xsb, c, ck, reinterpret_cast<float (&)[1][2]>(acc));
+                    mv_consume_xs<SW>(st[i], xsb, nkb, c, ck, acc[0]);
                 } else {
-                    mv_consume<NB>(st[i], cols, c, ck, xr, lom, acc);
+                    mv_consume<NB, SW>(st[i], cols, c, ck, xr, lom, acc);
                 }
                 if (i0 + i + P < n) {
-                    mv_fetch(fr, cols, c, fk, st[i]);
-                    if (++fk == nkb) {
+                    mv_fetch<SW>(fr, cols, nkb, c, fk, st[i]);
+                    if (++fk == nst) {
                         fk = 0;
                         ft++;
                         fr = mv_rows_at(W, Sc, cols, nkb, rb0 + 16 * ft + g, rb1, c);
                     }
                 }
-                if (++ck == nkb || i0 + i + 1 == n) { /* a tile ends, or this warp's range */
-                    int64_t u0 = (int64_t)ct * nkb;
-                    if (u0 >= a && u0 + nkb <= e) {
+                if (++ck == nst || i0 + i + 1 == n) { /* a tile ends, or this warp's range */
+                    int64_t u0 = (int64_t)ct * nst;
+                    if (u0 >= a && u0 + nst <= e) {
                         mv_store<NB>(y, rows, rb0 + 16 * ct + g, rb1, nt, c, acc);
                     } else {
                         int slot = ct == t0 ? 0 : 1;
@@ -376,9 +408,9 @@ gemv_fp8_kernel(const uint8_t *__restrict__ W, const float *__restrict__ Sc, int
         return;
     }
     /* the warp holding the first piece of a shared tile adds the pieces in warp order */
-    int tl = (int)((e - 1) / nkb);
-    int64_t u0 = (int64_t)tl * nkb;
-    if (u0 < a || u0 + nkb <= e) {
+    int tl = (int)((e - 1) / nst);
+    int64_t u0 = (int64_t)tl * nst;
+    if (u0 < a || u0 + nst <= e) {
         return; /* not this warp's tile to finish: whole (stored) or begun by an earlier warp */
     }
     int slot = tl == t0 ? 0 : 1;
@@ -389,7 +421,7 @@ gemv_fp8_kernel(const uint8_t *__restrict__ W, const float *__restrict__ Sc, int
     }
     for (int w2 = w + 1; w2 < MV_WARPS; w2++) {
         int64_t a2 = w2 * units / MV_WARPS;
-        if (a2 >= u0 + nkb) {
+        if (a2 >= u0 + nst) {
             break;
         }
         if ((w2 + 1) * units / MV_WARPS == a2) {
@@ -407,16 +439,24 @@ gemv_fp8_kernel(const uint8_t *__restrict__ W, const float *__restrict__ Sc, int
 static int
 sm_count(void)
 {
+    static int known[64]; /* per device; 0 unknown (a race only repeats the query) */
     int dev = 0;
     int n = 0;
 
     cudaGetDevice(&dev);
+    if (dev < 64 && known[dev] > 0) {
+        return known[dev];
+    }
     cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
-    return n > 0 ? n : 1;
+    n = n > 0 ? n : 1;
+    if (dev < 64) {
+        known[dev] = n;
+    }
+    return n;
 }
 
 /* Blocks: one wave (blocks a SM, once per device, times the SMs), but at least 8 rows each. */
-template <int NB, int P, bool XS>
+template <int NB, int P, bool XS, int SW>
 static mt_status_t
 gemv_fp8_launch(const struct mt_gpu_weight *w, const float *x, int n_tok, float *y,
                 cudaStream_t s)
@@ -429,10 +469,10 @@ gemv_fp8_launch(const struct mt_gpu_weight *w, const float *x, int n_tok, float 
     int bps = dev < 64 ? occ[dev] : 0;
     if (bps == 0) {
         if (XS) {
-            cudaFuncSetAttribute(gemv_fp8_kernel<NB, P, XS>,
+            cudaFuncSetAttribute(gemv_fp8_kernel<NB, P, XS, SW>,
                                  cudaFuncAttributeMaxDynamicSharedMemorySize, MV_XS_MAX);
         }
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, gemv_fp8_kernel<NB, P, XS>,
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, gemv_fp8_kernel<NB, P, XS, SW>,
                                                       MV_WARPS * 32, XS ? MV_XS_MAX : 0);
         bps = bps > 0 ? bps : 1;
         if (dev < 64) {
@@ -441,13 +481,13 @@ gemv_fp8_launch(const struct mt_gpu_weight *w, const float *x, int n_tok, float 
     }
     long long blocks = (long long)bps * sm_count();
     blocks = std::min(blocks, MT_CEIL_DIV(w->rows, 8LL));
-    gemv_fp8_kernel<NB, P, XS><<<(unsigned)blocks, MV_WARPS * 32, smem, s>>>(
+    gemv_fp8_kernel<NB, P, XS, SW><<<(unsigned)blocks, MV_WARPS * 32, smem, s>>>(
         (const uint8_t *)w->data, w->scale, w->rows, w->cols, x, n_tok, y);
     return mt_cuda_launched("gemv_fp8", s);
 }
 
-/* Steps loaded ahead (MT_GEMV_STAGES, 2..4) and x staging (MT_GEMV_XS, 0 or 1): knobs for
- * measurements. */
+/* Knobs for measurements, read once: MT_GEMV_STAGES (P, 2 or 3), MT_GEMV_XS (0: x split in
+ * registers by every warp), MT_GEMV_SW (128-column blocks a step, 1 or 2). */
 static int
 gemv_env(const char *name, int lo, int hi, int dflt)
 {
@@ -457,21 +497,36 @@ gemv_env(const char *name, int lo, int hi, int dflt)
     return v >= lo && v <= hi ? v : dflt;
 }
 
+struct mv_knobs {
+    int p;
+    int xs;
+    int sw;
+};
+
+static struct mv_knobs
+gemv_knobs(void)
+{
+    static struct mv_knobs k; /* p 0: not read yet (a race only reads them twice) */
+
+    if (k.p == 0) {
+        struct mv_knobs v = {gemv_env("MT_GEMV_STAGES", 2, 3, MV_P), gemv_env("MT_GEMV_XS", 0, 1, 1),
+                             gemv_env("MT_GEMV_SW", 1, 2, MV_SW)};
+        k = v;
+    }
+    return k;
+}
+
 template <int NB, bool XS>
 static mt_status_t
-gemv_fp8_stage_dispatch(const struct mt_gpu_weight *w, const float *x, int n_tok, float *y,
-                        cudaStream_t s)
+gemv_fp8_dispatch(const struct mt_gpu_weight *w, const float *x, int n_tok, float *y,
+                  cudaStream_t s, struct mv_knobs k)
 {
-    static int stages;
-
-    if (stages == 0) {
-        stages = gemv_env("MT_GEMV_STAGES", 2, 4, 3);
+    if (k.p == 2) {
+        return k.sw == 2 ? gemv_fp8_launch<NB, 2, XS, 2>(w, x, n_tok, y, s)
+                         : gemv_fp8_launch<NB, 2, XS, 1>(w, x, n_tok, y, s);
     }
-    switch (stages) {
-    case 2: return gemv_fp8_launch<NB, 2, XS>(w, x, n_tok, y, s);
-    case 4: return gemv_fp8_launch<NB, 4, XS>(w, x, n_tok, y, s);
-    default: return gemv_fp8_launch<NB, 3, XS>(w, x, n_tok, y, s);
-    }
+    return k.sw == 2 ? gemv_fp8_launch<NB, 3, XS, 2>(w, x, n_tok, y, s)
+                     : gemv_fp8_launch<NB, 3, XS, 1>(w, x, n_tok, y, s);
 }
 
 /* ---- BF16 on CUDA cores --------------------------------------------------------------------- */
@@ -696,15 +751,12 @@ mt_gpu_linear(const struct mt_gpu_weight *w, const float *x, int n_tok, float *y
     if (!fp8) {
         return gemv_bf16_dispatch(w, x, n_tok, y, stream);
     }
-    static int xs = -1;
-    if (xs < 0) {
-        xs = gemv_env("MT_GEMV_XS", 0, 1, 0);
-    }
+    struct mv_knobs k = gemv_knobs();
     if (n_tok > 4) {
-        return gemv_fp8_stage_dispatch<2, false>(w, x, n_tok, y, stream);
+        return gemv_fp8_dispatch<2, false>(w, x, n_tok, y, stream, k);
     }
-    if (xs && MV_XS_BYTES(n_tok, w->cols) <= MV_XS_MAX) {
-        return gemv_fp8_stage_dispatch<1, true>(w, x, n_tok, y, stream);
+    if (k.xs && MV_XS_BYTES(n_tok, w->cols) <= MV_XS_MAX) {
+        return gemv_fp8_dispatch<1, true>(w, x, n_tok, y, stream, k);
     }
-    return gemv_fp8_stage_dispatch<1, false>(w, x, n_tok, y, stream);
+    return gemv_fp8_dispatch<1, false>(w, x, n_tok, y, stream, k);
 }
