@@ -5,10 +5,12 @@
  * The one idea: decode reads every weight once per token batch, so the kernel is a streaming
  * read at HBM bandwidth with the arithmetic hidden under it. FP8 runs on tensor cores (mma.sync,
  * any sm_80+), whose cost per weight byte is small and does not grow with the tokens, in one
- * wave of warps with equal shares (below). BF16 (the lm_head) uses a CUDA-core loop: a block of
- * 256 threads is split into groups of T threads, each group owns 2 adjacent rows (x is reused
- * from registers), T chosen per shape so that every SM has work; it streams at 93-94% of HBM
- * read (bench/results/kernels-h200.md). moe.cu keeps its own FP8 core (gemv_core.cuh).
+ * wave of warps with equal shares (below); measured on the H200 it reaches 58-65% of HBM read
+ * on the large matrices, not yet the 85% of issue 10 (bench/results/kernels-h200.md says what
+ * was tried). BF16 (the lm_head), and one FP8 token of a matrix below 16 MB, use a CUDA-core
+ * loop: a block of 256 threads is split into groups of T threads, each group owns 2 adjacent
+ * rows (x is reused from registers), T chosen per shape so that every SM has work; BF16 streams
+ * at 93-94% of HBM read that way. moe.cu keeps its own FP8 core (gemv_core.cuh).
  */
 #include <config.h>
 
@@ -29,17 +31,20 @@
  * block, are numbered tile by tile and the MV_WARPS warps take equal contiguous ranges of them
  * (within one step of each other). A tile that a warp covers whole goes straight to y; the
  * pieces of a tile shared by consecutive warps meet in shared memory after one barrier and are
- * added in warp order, so results do not depend on scheduling. Why so strict: at HBM speed a
- * warp is latency-bound, so the warp or SM with one share too many sets the time
- * (bench/results/kernels-h200.md: whole-row blocks in 2.2 waves lost a quarter of the time).
+ * added in warp order, so results do not depend on scheduling. Why so strict: a warp's rate is
+ * bounded by its bytes in flight, so the warp or SM with one share too many sets the time, and
+ * a launch in 2.2 waves of whole-row blocks (the previous core) idles most SMs in the last one.
+ * What is not balanced yet: a block's last tile may hold fewer than 16 rows (54 rows = 3.4
+ * tiles for the 7168-row matrices), and its steps cost as much issue time as full ones.
  *
  * A step per thread (g = lane / 4, c = lane % 4): rows g and g + 8 of its tile, columns
  * 16c .. 16c + 15 and 64 + 16c .. 64 + 16c + 15: four 16-byte loads, 128 contiguous bytes of a
  * row across the four threads of a quad. Word j of a 16-byte load feeds one mma m16n8k16 (bytes
  * 0 and 2 in A's k slots 2c, 2c + 1, bytes 1 and 3 in 2c + 8, 2c + 9: the two half2 of
  * mt_fp8x4_decode), so a step is 8 mmas and the thread's x values line up with its own weights.
- * P steps are loaded ahead into registers (P x 64 bytes a thread, 2P KB a warp, across tile
- * ends): no shared memory and no barrier in the loop.
+ * The next steps are loaded ahead, across tile ends, without a barrier in the loop: into P
+ * register stages (P x 64 bytes a thread), or where shared memory allows into a cp.async ring
+ * of A stages (below).
  *
  * B holds x split into f16 hi and lo (x - hi): column n = 2t + h of the mma is token t's hi (h 0)
  * or lo (h 1) half, so one mma serves 4 tokens, exact to about 22 bits of x (a single f16 misses
@@ -51,8 +56,10 @@
 /* shared memory of the staged x: 2 parities x nkb steps x 16 chunks a token, plus padding */
 #define MV_XS_BYTES(nt, cols) ((size_t)(nt) * 2 * (((cols) + 127) / 128 * 16 + 2) * 16)
 #define MV_XS_MAX (96 << 10) /* staged only below this (sm_86/89 blocks get 99 KB) */
-#define MV_P 2  /* steps loaded ahead */
-#define MV_SW 1 /* 128-column blocks a step (2 spills registers) */
+/* Register stages: 2 steps of 1 scale block ahead (measured 2026-11-30 on the H200: 3 steps, or
+ * steps of 2 blocks, spill registers and ran 0-10% slower) */
+#define MV_P 2
+#define MV_SW 1
 #define MV_ASYNC 1 /* the cp.async ring where it fits */
 
 static __device__ __forceinline__ uint32_t
@@ -624,9 +631,8 @@ gemv_fp8_launch(const struct mt_gpu_weight *w, const float *x, int n_tok, float 
     return mt_cuda_launched("gemv_fp8", s);
 }
 
-/* Knobs for measurements, read once: MT_GEMV_STAGES (P, 2 or 3), MT_GEMV_XS (0: x split in
- * registers by every warp), MT_GEMV_SW (128-column blocks a step, 1 or 2), MT_GEMV_ASYNC (1:
- * the cp.async ring where shared memory allows). */
+/* Knobs for measurements, read once: MT_GEMV_XS=0 (x split in registers by every warp instead of
+ * staged), MT_GEMV_ASYNC=0 (register stages instead of the cp.async ring). */
 static int
 gemv_env(const char *name, int lo, int hi, int dflt)
 {
@@ -637,37 +643,22 @@ gemv_env(const char *name, int lo, int hi, int dflt)
 }
 
 struct mv_knobs {
-    int p;
+    int read;
     int xs;
-    int sw;
     int async;
 };
 
 static struct mv_knobs
 gemv_knobs(void)
 {
-    static struct mv_knobs k; /* p 0: not read yet (a race only reads them twice) */
+    static struct mv_knobs k; /* read 0: not yet (a race only reads them twice) */
 
-    if (k.p == 0) {
-        struct mv_knobs v = {gemv_env("MT_GEMV_STAGES", 2, 3, MV_P),
-                             gemv_env("MT_GEMV_XS", 0, 1, 1), gemv_env("MT_GEMV_SW", 1, 2, MV_SW),
+    if (k.read == 0) {
+        struct mv_knobs v = {1, gemv_env("MT_GEMV_XS", 0, 1, 1),
                              gemv_env("MT_GEMV_ASYNC", 0, 1, MV_ASYNC)};
         k = v;
     }
     return k;
-}
-
-template <int NB, bool XS>
-static mt_status_t
-gemv_fp8_dispatch(const struct mt_gpu_weight *w, const float *x, int n_tok, float *y,
-                  cudaStream_t s, struct mv_knobs k)
-{
-    if (k.p == 2) {
-        return k.sw == 2 ? gemv_fp8_launch<NB, 2, XS, 2, 0>(w, x, n_tok, y, s)
-                         : gemv_fp8_launch<NB, 2, XS, 1, 0>(w, x, n_tok, y, s);
-    }
-    return k.sw == 2 ? gemv_fp8_launch<NB, 3, XS, 2, 0>(w, x, n_tok, y, s)
-                     : gemv_fp8_launch<NB, 3, XS, 1, 0>(w, x, n_tok, y, s);
 }
 
 /* ---- CUDA cores: BF16, and FP8 for one token below 16 MB ----------------------------------- */
@@ -968,18 +959,18 @@ mt_gpu_linear(const struct mt_gpu_weight *w, const float *x, int n_tok, float *y
     }
     struct mv_knobs k = gemv_knobs();
     if (n_tok > 4) {
-        return gemv_fp8_dispatch<2, false>(w, x, n_tok, y, stream, k);
+        return gemv_fp8_launch<2, MV_P, false, MV_SW, 0>(w, x, n_tok, y, stream);
     }
     size_t xs = MV_XS_BYTES(n_tok, w->cols);
     size_t room = (size_t)smem_optin() - sizeof(float) * MV_WARPS * 2 * 2 * 32;
     if (k.xs && k.async && xs + MV_RING_BYTES(4) <= room) {
-        return gemv_fp8_launch<1, 2, true, 1, 4>(w, x, n_tok, y, stream);
+        return gemv_fp8_launch<1, MV_P, true, 1, 4>(w, x, n_tok, y, stream);
     }
     if (k.xs && k.async && xs + MV_RING_BYTES(3) <= room) {
-        return gemv_fp8_launch<1, 2, true, 1, 3>(w, x, n_tok, y, stream);
+        return gemv_fp8_launch<1, MV_P, true, 1, 3>(w, x, n_tok, y, stream);
     }
     if (k.xs && xs <= MV_XS_MAX) {
-        return gemv_fp8_dispatch<1, true>(w, x, n_tok, y, stream, k);
+        return gemv_fp8_launch<1, MV_P, true, MV_SW, 0>(w, x, n_tok, y, stream);
     }
-    return gemv_fp8_dispatch<1, false>(w, x, n_tok, y, stream, k);
+    return gemv_fp8_launch<1, MV_P, false, MV_SW, 0>(w, x, n_tok, y, stream);
 }
