@@ -969,7 +969,7 @@ mt_gpu_linear(const struct mt_gpu_weight *w, const float *x, int n_tok, float *y
     if (k.xs && k.async && xs + MV_RING_BYTES(3) <= room) {
         return gemv_fp8_launch<1, MV_P, true, 1, 3>(w, x, n_tok, y, stream);
     }
-    if (k.xs && xs <= MV_XS_MAX) {
+    if (k.xs && xs <= std::min((size_t)MV_XS_MAX, room)) {
         return gemv_fp8_launch<1, MV_P, true, MV_SW, 0>(w, x, n_tok, y, stream);
     }
     return gemv_fp8_launch<1, MV_P, false, MV_SW, 0>(w, x, n_tok, y, stream);
