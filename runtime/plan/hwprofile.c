@@ -120,6 +120,7 @@ static const struct field learned_fields[] = {
     FLD(struct mt_hw_learned, "cpu_expert_eff", F_DOUBLE, cpu_expert_eff),
     FLD(struct mt_hw_learned, "disk_eff", F_DOUBLE, disk_eff),
     FLD(struct mt_hw_learned, "gpu_eff", F_DOUBLE, gpu_eff),
+    FLD(struct mt_hw_learned, "host_layer_ms", F_DOUBLE, host_layer_ms),
     FLD(struct mt_hw_learned, "from", F_STR, from),
     {NULL, F_INT, 0, 0},
 };
