@@ -15,7 +15,9 @@
 #   round 3: round 2's plans (the mixed one with the disk of that minute) on another prompt:
 #            routing the trace has not seen.
 # The mixed plans read the disk measured just before them (plan --disk-from): the drive reads
-# 1.3-2.2 GB/s from minute to minute.
+# 1.3-2.2 GB/s from minute to minute. ROUND1=DIR reuses an earlier call's round 1 and learning
+# (DIR/prof-learned.json, DIR/trace-dram-1.json) and runs rounds 2 and 3 only: one call of the
+# device budget does not hold the synth (1 min) and all nine runs.
 PB=${PB:-8}
 N=${N:-32}
 T0=$(date +%s)
@@ -34,6 +36,10 @@ t bench
 ./moetier bench --quick --disk /tmp --json $R/prof.json > $R/bench.txt 2>&1
 grep -E 'hbm_read|read_ceiling|h2d_pinned +16|odirect_read.*qd16' $R/bench.txt
 cp $R/prof.json $R/prof-learned.json
+rounds="1 2 3"
+if [ -n "$ROUND1" ]; then
+  cp $ROUND1/prof-learned.json $ROUND1/trace-dram-1.json $R/ && rounds="2 3"
+fi
 P=$(seq -s, 11 74)
 P3=$(seq -s, 301 7 749)
 TR=$R/trace-dram-1.json
@@ -41,7 +47,7 @@ disk() { # the disk now: 1 GiB read at the quick profile's point
   ./moetier bench --only disk --disk /tmp --disk-size 1G --disk-pass 1G --disk-qd 16 \
     --disk-block 4M --json $R/disk-$1.json > $R/disk-$1.txt 2>&1
   grep -oE '[0-9.]+ GB/s' $R/disk-$1.txt | tail -1; }
-for round in 1 2 3; do
+for round in $rounds; do
   prof=$R/prof.json; tr=; [ $round != 1 ] && prof=$R/prof-learned.json && tr="--trace $TR"
   cfgs=("mix 24G 24G 24G" "dram 7G 100G 24G" "gpu 70G 8G 70G")
   for cfg in "${cfgs[@]}"; do

@@ -743,7 +743,7 @@ test_host_wait(void)
         return;
     }
     tap_ok(spread->host_layer_ms == 0 && gathered->host_layer_ms == 0.7 &&
-               gathered->tier[MT_TIER_GPU].experts == spread->tier[MT_TIER_GPU].experts &&
+               gathered->tier[MT_TIER_GPU].experts >= spread->tier[MT_TIER_GPU].experts &&
                2 * host_layers(gathered) < host_layers(spread) &&
                gathered->host_layers_per_token < spread->host_layers_per_token,
            "a learned wait of 0.7 ms gathers %d off-GPU experts from %d layers into %d (%.2f "
@@ -751,6 +751,19 @@ test_host_wait(void)
            58 * 256 - gathered->tier[MT_TIER_GPU].experts, host_layers(spread),
            host_layers(gathered), gathered->host_layers_per_token,
            spread->host_layers_per_token);
+
+    /* room on the GPU for every expert: with the wait, none stays on the CPU to help it */
+    {
+        struct mt_plan *room = NULL;
+        struct mt_plan_budget b2 = b;
+        b2.gpu_mem += 400 * sz.routed_expert_bytes;
+        st = mt_plan_build(&cfg, &sz, &hw, &b2, NULL, NULL, &room);
+        tap_ok(st == MT_OK && room->tier[MT_TIER_GPU].experts == 58 * 256 &&
+                   host_layers(room) == 0 && room->host_layers_per_token == 0,
+               "with GPU room for all experts and a learned wait, all are on the GPU (%d)",
+               st == MT_OK ? room->tier[MT_TIER_GPU].experts : -1);
+        mt_plan_destroy(room);
+    }
 
     /* predicting a plan again at its own rates gives its own prediction, and the wait adds */
     struct mt_plan_rates r = {.cpu_eff = gathered->budget.cpu_eff,

@@ -128,8 +128,10 @@ ok $? "--learn with --cpu-mem and -o alone learns, then writes the plan: $(tail 
 cp "$tmp/cpu.json" "$tmp/learn3.json"
 jq '.decode.tiers["dram-cpu"].bytes = 30e9' "$tmp/r3.json" >"$tmp/r4.json"
 "$bin" plan -m "$m" --hw "$tmp/learn3.json" --learn "$tmp/r4.json" >"$tmp/l3.out" 2>&1 &&
-    jq -e '(.learned.cpu_expert_eff - 1.5 | fabs) < 1e-6' "$tmp/learn3.json" >/dev/null
-ok $? "a CPU efficiency of 1.5 over the profile's ceiling is learned as 1.5"
+    jq -e '(.learned.cpu_expert_eff - 1.5 | fabs) < 1e-6' "$tmp/learn3.json" >/dev/null &&
+    plan --hw "$tmp/learn3.json" --cpu-mem "$mem" -o "$tmp/learned3.json" >/dev/null 2>&1 &&
+    jq -e '.budgets.cpu_eff == 1.5' "$tmp/learned3.json" >/dev/null
+ok $? "a CPU efficiency of 1.5 over the profile's ceiling is learned as 1.5 and planned with"
 # the host wait: a GPU run of a plan with half the experts in DRAM, its decode 2 ms per waiting
 # layer slower than the plan predicted at the rates it measured -> host_layer_ms 2, and the next
 # plan predicts with it

@@ -139,6 +139,10 @@ struct mt_hw_disk {
  * assumption for that source. 0: not learned. Absent from a profile that never learned
  * (older profiles load unchanged, and a profile without it is written without it).
  */
+/* The largest learned efficiency a profile holds: a ratio to the ceiling the same profile
+ * measured, which the real kernels may beat (a quick read sweep is not the machine's best). */
+#define MT_HW_LEARNED_EFF_MAX 2.0
+
 struct mt_hw_learned {
     int reports;           /* run reports the numbers below average; 0: the section is absent */
     double cpu_expert_eff; /* CPU expert weight reads over the DRAM rate (like cpu.expert_eff) */

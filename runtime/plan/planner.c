@@ -228,9 +228,11 @@ out_free:
  * (pb->host_layer_s), so a handful of off-GPU experts spread over many layers cost a wait in
  * each, where the same experts gathered in one layer cost one. The local search cannot see that
  * (no single move changes whether a layer has host experts), so this pass tries it: the layer
- * least likely to wait gives its off-GPU experts to the other waiting layers, in exchange for
- * their least used GPU experts (storage per tier unchanged: one GPU expert for one of the same
- * tier), and the result is kept while the sampled decode time (paired: the same tokens) drops.
+ * least likely to wait moves its off-GPU experts to the GPU, into free GPU room first (the
+ * expected-load model likes a few experts on the CPU beside the GPU, but not at a wait each),
+ * else in exchange for the least used GPU experts of the other waiting layers (storage per tier
+ * unchanged: one GPU expert for one of the same tier); the result is kept while the sampled
+ * decode time (paired: the same tokens) drops.
  */
 static mt_status_t
 gather_host_layers(const struct mt_plan_problem *pb, uint8_t *t, double *sampled_s)
@@ -256,7 +258,11 @@ gather_host_layers(const struct mt_plan_problem *pb, uint8_t *t, double *sampled
                 }
             }
         }
-        if (waiting < 2) {
+        int free_g = mt_plan_slots(pb->gpu_capacity, pb->expert_bytes);
+        for (size_t i = 0; i < n; i++) {
+            free_g -= t[i] == MT_TIER_GPU;
+        }
+        if (waiting == 0 || (waiting < 2 && free_g <= 0)) {
             break;
         }
         memcpy(alt, t, n);
@@ -264,6 +270,11 @@ gather_host_layers(const struct mt_plan_problem *pb, uint8_t *t, double *sampled
         for (int x = 0; x < E && done; x++) {
             uint8_t tx = alt[(size_t)c * E + x];
             if (tx == MT_TIER_GPU) {
+                continue;
+            }
+            if (free_g > 0) { /* room on the GPU: no exchange needed */
+                alt[(size_t)c * E + x] = MT_TIER_GPU;
+                free_g--;
                 continue;
             }
             /* the least used GPU expert of another layer that waits anyway */

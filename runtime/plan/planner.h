@@ -177,11 +177,8 @@ struct mt_plan_budget {
 /* The CPU expert efficiency a plan assumes when neither --cpu-eff nor the profile gives one. */
 #define MT_PLAN_CPU_EFF_ASSUMED 0.6
 
-/*
- * The largest learned efficiency a plan takes: a ratio to the ceiling the same profile measured,
- * which the real kernels may beat (a quick read sweep is not the best read of the machine).
- */
-#define MT_PLAN_LEARNED_EFF_MAX 2.0
+/* The largest learned efficiency a plan takes (hwprofile.h). */
+#define MT_PLAN_LEARNED_EFF_MAX MT_HW_LEARNED_EFF_MAX
 
 /* Fill b with the defaults above; gpu_mem and cpu_mem 0 (the caller must set them). */
 void mt_plan_budget_default(struct mt_plan_budget *b);
