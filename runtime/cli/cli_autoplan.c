@@ -427,7 +427,7 @@ mt_cli_plan_print(FILE *out, const struct mt_plan *p)
     fprintf(out, "             in prefill %d of %d DRAM experts are copied to the GPU, NVMe "
             "experts are computed\n             on the %s; attention FLOPs beyond 2 x params per "
             "token are not modeled\n",
-            moved, dram, have_gpu && p->pcie_gbps > 0 ? "GPU" : "CPU");
+            moved, dram, have_gpu && p->pcie_gbps > 0 && p->dram_gbps <= 0 ? "GPU" : "CPU");
     print_why(out, p);
 }
 

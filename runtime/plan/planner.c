@@ -6,7 +6,8 @@
  * The one idea: the optimizer (planner_search.c) works on expected loads (planner_cost.c), but
  * decode really pays E[max] over sampled expert sets. mt_plan_build therefore scores the decode
  * placement by sampling tokens and uses that score to decide how many DRAM experts to copy over
- * PCIe in decode; prefill keeps decode's storage and re-optimizes only the compute choice.
+ * PCIe in decode; prefill keeps decode's storage and computes each expert where the GPU engine
+ * would (engine_prefill_tiers).
  */
 #include <config.h>
 
@@ -64,6 +65,9 @@ mt_plan_source_name(enum mt_plan_source src)
 /* ---- plans for a real model ------------------------------------------------------------------ */
 
 #define MT_PLAN_SAMPLES 500 /* sampled decode tokens per prediction (58 layers each) */
+/* the GPU engine's default gpu_slot_min_tokens (engine.h): a DRAM_CPU expert with this many
+   tokens in a step is copied to a GPU slot and computed there */
+#define MT_PLAN_SLOT_MIN_TOKENS 64
 
 static bool
 has_cpu(const struct mt_plan_problem *pb)
@@ -311,6 +315,27 @@ gather_host_layers(const struct mt_plan_problem *pb, uint8_t *t, double *sampled
 }
 
 /*
+ * The compute choice of a prefill step as the GPU engine makes it (engine_gpu_moe.c,
+ * mark_device): DRAM_PCIE experts are always copied to a GPU slot, and a DRAM_CPU expert only
+ * when the step gives it at least MT_PLAN_SLOT_MIN_TOKENS tokens (here: when it expects that
+ * many, batch x p); NVMe experts stay on the CPU (mt_plan_nvme_on_gpu). An optimizer's choice
+ * that the engine does not follow predicted what did not run: at batch 8 the H200 run computed
+ * on the CPU what the plan had copied to the GPU, and prefill took twice the prediction.
+ */
+static void
+engine_prefill_tiers(const struct mt_plan_problem *pb, uint8_t *t)
+{
+    bool slots = pb->rate[MT_SRC_PCIE] > 0 && pb->rate[MT_SRC_GPU_MEM] > 0;
+
+    for (size_t i = 0; i < (size_t)pb->n_layers * pb->n_experts; i++) {
+        if (t[i] == MT_TIER_DRAM_CPU && slots &&
+            pb->batch * pb->prob[i] >= MT_PLAN_SLOT_MIN_TOKENS) {
+            t[i] = MT_TIER_DRAM_PCIE;
+        }
+    }
+}
+
+/*
  * Prefill is compute-bound: a placement whose compute runs where the profile has no FLOP rate
  * (a what-if file without cpu fma_gflops, a GPU without bf16_tflops) would be predicted as if
  * that compute were free. Say why it is not modelled instead (why[0] = '\0' when it is).
@@ -495,6 +520,7 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
     pb.rate[MT_SRC_DISK] = plan->disk_gbps * 1e9 * plan->disk_eff;
     pb.batch = 1;
     pb.host_layer_s = hw->gpu.present ? plan->host_layer_ms * 1e-3 : 0.0;
+    pb.nvme_on_cpu = true;
 
     /* Decode. */
     st = mt_plan_problem_optimize(&pb, false, t, &step_s);
@@ -564,10 +590,11 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
         }
     }
 
-    /* Prefill: same storage, compute choices re-optimized for a batch. */
+    /* Prefill: same storage, computed where the GPU engine computes it at this batch. */
     pb.batch = budget->prefill_batch;
     if (pb.batch > 1) {
-        st = mt_plan_problem_optimize(&pb, true, t, &step_s);
+        engine_prefill_tiers(&pb, t);
+        st = mt_plan_problem_evaluate(&pb, t, &step_s, NULL, NULL);
         if (st != MT_OK) {
             goto out_destroy;
         }
@@ -667,6 +694,7 @@ replan_problem(const struct mt_plan *plan, const struct mt_trace *trace,
     pb->rate[MT_SRC_DISK] = plan->disk_gbps * 1e9 * r->disk_eff;
     pb->batch = 1;
     pb->host_layer_s = plan->hbm_gbps > 0 ? r->host_layer_ms * 1e-3 : 0.0;
+    pb->nvme_on_cpu = true;
     *prob_out = prob;
     *t_out = t;
     return MT_OK;

@@ -18,8 +18,8 @@
  *   'G' MT_TIER_GPU        stored in GPU memory, computed on the GPU (HBM read)
  *   'C' MT_TIER_DRAM_CPU   stored in DRAM, computed by the CPU threads (DRAM read)
  *   'P' MT_TIER_DRAM_PCIE  stored in DRAM, copied over PCIe to a GPU slot and computed there
- *   'N' MT_TIER_NVME       streamed from NVMe into pinned DRAM; decode: computed by the CPU,
- *                          prefill (batch > 1): copied over PCIe and computed on the GPU
+ *   'N' MT_TIER_NVME       streamed from NVMe into pinned DRAM, computed by the CPU (prefill
+ *                          on a profile without a CPU rate: copied over PCIe to the GPU)
  *   '-' MT_TIER_NONE       not a routed expert slot (dense layers)
  *
  * Sources (concurrent within a layer): GPU memory reads, GPU FLOPs, CPU DRAM reads, CPU FLOPs,
@@ -120,6 +120,12 @@ struct mt_plan_problem {
      * into fewer layers where that pays under it.
      */
     double host_layer_s;
+    /*
+     * Streamed experts are computed by the CPU in prefill too, when there is one: the GPU engine
+     * leaves them to its host executors, whose reads hold the provider's slots
+     * (engine_gpu_moe.c, mark_device). false: prefill may copy them over PCIe to the GPU.
+     */
+    bool nvme_on_cpu;
 };
 
 /*

@@ -76,11 +76,15 @@ mt_plan_tier_storage(int t)
     return t == MT_TIER_GPU ? 0 : mt_plan_tier_is_dram(t) ? 1 : 2;
 }
 
-/* Where NVMe experts are computed: on the GPU (via PCIe) in prefill when it can, else the CPU. */
+/*
+ * Where NVMe experts are computed: on the GPU (via PCIe) in prefill when it can, else the CPU;
+ * with nvme_on_cpu (the GPU engine) always by the CPU when there is one.
+ */
 bool
 mt_plan_nvme_on_gpu(const struct mt_plan_problem *pb)
 {
-    return pb->batch > 1 && pb->rate[MT_SRC_PCIE] > 0 && pb->rate[MT_SRC_GPU_MEM] > 0;
+    return pb->batch > 1 && pb->rate[MT_SRC_PCIE] > 0 && pb->rate[MT_SRC_GPU_MEM] > 0 &&
+           !(pb->nvme_on_cpu && pb->rate[MT_SRC_CPU_MEM] > 0);
 }
 
 void
