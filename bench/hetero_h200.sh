@@ -55,15 +55,19 @@ for round in $rounds; do
     n=$1-$round; ids=$P; [ $round = 3 ] && ids=$P3
     dk=; [ $1 = mix ] && { echo "disk before $n: $(disk $n)"; dk="--disk-from $R/disk-$n.json"; }
     rec=; [ $round = 1 ] && rec="--trace $R/trace-$n.json"
-    ./moetier plan -m /tmp/v32 --hw $prof $tr $dk --gpu-mem $2 --cpu-mem $3 --prefill-batch $PB -o $R/plan-$n.json > $R/plan-$n.txt 2>&1
+    ./moetier plan -m /tmp/v32 --hw $prof $tr $dk --gpu-mem $2 --cpu-mem $3 \
+      --prefill-batch $PB -o $R/plan-$n.json > $R/plan-$n.txt 2>&1
     grep -E '^(decode|prefill|host wait)' $R/plan-$n.txt
     t "run $n"
-    timeout 60 ./moetier run -m /tmp/v32 --device gpu --gpu-mem $4 --plan $R/plan-$n.json --prompt-ids $ids -n $N $rec --json $R/report-$n.json > $R/run-$n.txt 2>&1
+    timeout 60 ./moetier run -m /tmp/v32 --device gpu --gpu-mem $4 --plan $R/plan-$n.json \
+      --prompt-ids $ids -n $N $rec --json $R/report-$n.json > $R/run-$n.txt 2>&1
     echo "rc $?"; grep -E 'report: (prefill|decode|gpu|dram|nvme|busy|stream)' $R/run-$n.txt
   done
   if [ $round = 1 ]; then
     t learn
-    ./moetier plan -m /tmp/v32 --hw $R/prof-learned.json --trace $TR --learn $R/report-mix-1.json --learn $R/report-dram-1.json --learn $R/report-gpu-1.json > $R/learn.txt 2>&1; grep learned $R/learn.txt
+    ./moetier plan -m /tmp/v32 --hw $R/prof-learned.json --trace $TR \
+      --learn $R/report-mix-1.json --learn $R/report-dram-1.json --learn $R/report-gpu-1.json \
+      > $R/learn.txt 2>&1; grep learned $R/learn.txt
   fi
 done
 t done
