@@ -15,7 +15,7 @@ need jq "JSON in shell tests; apt-get install jq"
 make_tmp run-report
 m="$tmp/small"
 
-echo "1..17"
+echo "1..18"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 cat >"$tmp/cpu.json" <<'JSON'
@@ -163,6 +163,14 @@ cp "$tmp/gpu.json" "$tmp/learng.json"
         .prediction.decode_tok_s < $a[0].prediction.decode_tok_s' "$tmp/g2.json" >/dev/null
 ok $? "plan --learn learns the host wait per layer, the next plan charges it: \
 $(grep 'host wait, all' "$tmp/lg.out")"
+jq '.plan = "'"$tmp"'/moved.json"' "$tmp/rg.json" >"$tmp/rg2.json"
+cp "$tmp/gpu.json" "$tmp/learng2.json"
+"$bin" plan -m "$m" --hw "$tmp/learng2.json" --learn "$tmp/rg2.json" >/dev/null 2>"$tmp/err" &&
+    grep -q "host wait is not learned from it" "$tmp/err" &&
+    jq -e '.learned.host_layer_ms == 0 and .learned.cpu_expert_eff > 0' "$tmp/learng2.json" \
+        >/dev/null
+ok $? "a report whose plan file is gone still teaches the efficiencies, not the wait: \
+$(head -c 90 "$tmp/err")"
 plan --hw "$tmp/learn.json" --cpu-mem "$mem" --cpu-eff 0.5 >"$tmp/l.out" 2>&1 &&
     grep -q 'CPU eff    : 0.500 (--cpu-eff)' "$tmp/l.out"
 ok $? "--cpu-eff still wins over what was learned"

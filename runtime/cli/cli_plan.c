@@ -242,10 +242,12 @@ learn_host_wait(const char *path, const struct mt_hw_learned *l, const struct mt
         json_decref(root);
         return MT_OK;
     }
-    if ((st = mt_plan_load(plan_path, &plan)) != MT_OK) {
+    if (mt_plan_load(plan_path, &plan) != MT_OK) {
+        /* the efficiencies are learned without it: only the host wait needs the plan */
+        mt_log_warn("run report '%s': its plan '%s' cannot be read, so the host wait is not "
+                    "learned from it (keep the plan file where the run read it)", path, plan_path);
         json_decref(root);
-        return mt_fail(st, 0, "run report '%s': its plan '%s' is needed to learn the host wait "
-                       "(keep the plan file where the run read it)", path, plan_path);
+        return MT_OK;
     }
     struct mt_plan_rates r = {
         .cpu_eff = l->cpu_expert_eff > 0 ? l->cpu_expert_eff : plan->budget.cpu_eff,
