@@ -122,7 +122,7 @@ main(void)
     const char *dir = tap_tmpdir();
     mt_status_t st;
 
-    tap_plan(26);
+    tap_plan(27);
     mt_log_set_quiet(true);
 
     fill(&a);
@@ -223,9 +223,15 @@ main(void)
                b.learned.disk_eff == 0.75 && b.learned.gpu_eff == 0 &&
                strcmp(b.learned.from, "runs/r.json") == 0 && same(&a, &b),
            "the learned efficiencies round-trip");
-    tap_ok(fails("{\"version\": 1, \"learned\": {\"cpu_expert_eff\": 1.5}}", MT_ERR_FORMAT,
-                 "'learned.cpu_expert_eff' is 1.5, above 1"),
-           "a learned efficiency above 1 is refused");
+    tap_ok(fails("{\"version\": 1, \"learned\": {\"cpu_expert_eff\": 2.5}}", MT_ERR_FORMAT,
+                 "'learned.cpu_expert_eff' is 2.5, above 2"),
+           "a learned efficiency above 2 is refused");
+    st = mt_hwprofile_parse("{\"version\": 1, \"learned\": {\"reports\": 1, "
+                            "\"cpu_expert_eff\": 1.17, \"host_layer_ms\": 0.6}}",
+                            "text", &b);
+    tap_ok(st == MT_OK && b.learned.cpu_expert_eff == 1.17 && b.learned.host_layer_ms == 0.6,
+           "a learned efficiency of 1.17 (the kernels beat the quick ceiling) and a host wait "
+           "load");
 
     a.version = 7;
     st = mt_hwprofile_save(&a, path);

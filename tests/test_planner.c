@@ -469,22 +469,29 @@ test_v32_plans(void)
     /*
      * With PCIe, the expected-load model would send some DRAM experts over PCIe in decode, but a
      * sampled token that hits one waits 1.8 ms for its copy: the plan keeps them on the CPU for
-     * decode, and copies DRAM experts to the GPU only in prefill.
+     * decode. Prefill computes them where the GPU engine would: on the CPU below 64 tokens per
+     * expert and step (512 tokens give each 16), in a GPU slot from 64 on (4096 give 128).
      */
     make_profile(&hw, 1000, 400, 25, 7);
-    st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
-    {
+    for (int k = 1; k >= 0; k--) { /* 4096, then 512: that plan is used below */
+        struct mt_plan_budget bb = b;
         int prefill_p = 0;
+        bb.prefill_batch = k == 0 ? 512 : 4096;
+        st = mt_plan_build(&cfg, &sz, &hw, &bb, NULL, NULL, &plan);
         for (int i = 0; st == MT_OK && i < 61 * 256; i++) {
             prefill_p += plan->prefill_tiers[i] == MT_TIER_DRAM_PCIE;
         }
-        tap_ok(
-            st == MT_OK && plan->tier[MT_TIER_DRAM_PCIE].experts == 0 && prefill_p > 0 &&
-                plan->decode_ms >= plan->decode_ms_mean_load * 0.999,
-            "DRAM + PCIe: decode computes DRAM experts on the CPU, prefill copies %d to the GPU; "
-            "sampled %.2f ms >= expected-load bound %.2f ms",
-            prefill_p, st == MT_OK ? plan->decode_ms : 0,
-            st == MT_OK ? plan->decode_ms_mean_load : 0);
+        tap_ok(st == MT_OK && plan->tier[MT_TIER_DRAM_PCIE].experts == 0 &&
+                   prefill_p == (k == 0 ? 0 : plan->tier[MT_TIER_DRAM_CPU].experts) &&
+                   plan->decode_ms >= plan->decode_ms_mean_load * 0.999,
+               "DRAM + PCIe: decode computes DRAM experts on the CPU; prefill at %d tokens "
+               "copies %d to the GPU; sampled %.2f ms >= expected-load bound %.2f ms",
+               bb.prefill_batch, prefill_p, st == MT_OK ? plan->decode_ms : 0,
+               st == MT_OK ? plan->decode_ms_mean_load : 0);
+        if (k == 1) {
+            mt_plan_destroy(plan);
+            plan = NULL;
+        }
     }
 
     /* Round trip and model checks. */
@@ -654,6 +661,143 @@ test_v32_plans(void)
     }
 }
 
+/* Layers of a V3.2 plan with at least one routed expert off the GPU. */
+static int
+host_layers(const struct mt_plan *plan)
+{
+    int n = 0;
+
+    for (int l = 0; l < plan->n_layers; l++) {
+        bool host = false;
+        for (int e = 0; e < plan->n_experts; e++) {
+            uint8_t t = plan->tiers[(size_t)l * plan->n_experts + e];
+            host = host || (t != MT_TIER_GPU && t != MT_TIER_NONE);
+        }
+        n += host;
+    }
+    return n;
+}
+
+/*
+ * The GPU engine's host wait per MoE layer (host_layer_s): the expected-load model charges it with
+ * the probability that a step uses an off-GPU expert of the layer, the sampled model whenever a
+ * sampled token does; a learned wait makes mt_plan_build gather a few off-GPU experts into fewer
+ * layers; and mt_plan_repredict_decode gives back a plan's own prediction at its own rates.
+ */
+static void
+test_host_wait(void)
+{
+    double prob[8] = {0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5};
+    uint8_t t[8] = {MT_TIER_GPU, MT_TIER_GPU, MT_TIER_GPU, MT_TIER_DRAM_CPU,
+                    MT_TIER_GPU, MT_TIER_GPU, MT_TIER_GPU, MT_TIER_GPU};
+    uint8_t all_gpu[8];
+    struct mt_plan_problem pb;
+    double s0, s1, m0, m1, g0, g1;
+    mt_status_t st;
+
+    memset(all_gpu, MT_TIER_GPU, sizeof(all_gpu));
+    memset(&pb, 0, sizeof(pb));
+    pb.n_layers = 2;
+    pb.n_experts = 4;
+    pb.prob = prob;
+    pb.expert_bytes = 44e6;
+    pb.expert_flops = 88e6;
+    pb.gpu_capacity = 8 * 44e6;
+    pb.dram_capacity = 8 * 44e6;
+    pb.rate[MT_SRC_GPU_MEM] = 1000e9;
+    pb.rate[MT_SRC_CPU_MEM] = 100e9;
+    pb.batch = 1;
+    st = mt_plan_problem_evaluate(&pb, t, &s0, NULL, NULL);
+    st = st == MT_OK ? mt_plan_problem_sample(&pb, t, 2000, &m0) : st;
+    st = st == MT_OK ? mt_plan_problem_sample(&pb, all_gpu, 2000, &g0) : st;
+    pb.host_layer_s = 1e-3;
+    st = st == MT_OK ? mt_plan_problem_evaluate(&pb, t, &s1, NULL, NULL) : st;
+    st = st == MT_OK ? mt_plan_problem_sample(&pb, t, 2000, &m1) : st;
+    st = st == MT_OK ? mt_plan_problem_sample(&pb, all_gpu, 2000, &g1) : st;
+    tap_ok(st == MT_OK && fabs((s1 - s0) - 0.5e-3) < 1e-12,
+           "expected load: one off-GPU expert used with p 0.5 adds 0.5 x the wait (%.6f ms)",
+           (s1 - s0) * 1e3);
+    tap_ok(st == MT_OK && fabs((m1 - m0) / 1e-3 - 0.5) < 0.05 && g1 == g0,
+           "sampled: the wait in the tokens that use it (%.3f of them), none when all is on the "
+           "GPU", (m1 - m0) / 1e-3);
+
+    struct mt_model_config cfg;
+    struct mt_model_sizes sz;
+    struct mt_hwprofile hw;
+    struct mt_plan_budget b;
+    struct mt_plan *spread = NULL;
+    struct mt_plan *gathered = NULL;
+
+    mt_config_default_v32(&cfg);
+    if (mt_model_sizes_compute(&cfg, cfg.fp8, &sz) != MT_OK) {
+        tap_ok(false, "V3.2 sizes: %s", mt_last_error());
+        return;
+    }
+    /* all but 100 experts on the GPU; the rest in DRAM, computed by the CPU */
+    make_profile(&hw, 3000, 100, 0, 0);
+    hw.gpu.mem_bytes = (uint64_t)1 << 40;
+    mt_plan_budget_default(&b);
+    b.gpu_mem = sz.other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token + b.gpu_reserve +
+                (58 * 256 - 100) * sz.routed_expert_bytes;
+    b.cpu_mem = (uint64_t)64 << 30;
+    st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &spread);
+    hw.learned.reports = 1;
+    hw.learned.host_layer_ms = 0.7;
+    st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &gathered) : st;
+    if (st != MT_OK) {
+        tap_ok(false, "plans with 100 experts off the GPU: %s", mt_last_error());
+        mt_plan_destroy(spread);
+        return;
+    }
+    tap_ok(spread->host_layer_ms == 0 && gathered->host_layer_ms == 0.7 &&
+               gathered->tier[MT_TIER_GPU].experts >= spread->tier[MT_TIER_GPU].experts &&
+               2 * host_layers(gathered) < host_layers(spread) &&
+               gathered->host_layers_per_token < spread->host_layers_per_token,
+           "a learned wait of 0.7 ms gathers %d off-GPU experts from %d layers into %d (%.2f "
+           "waiting layers per token, from %.2f)",
+           58 * 256 - gathered->tier[MT_TIER_GPU].experts, host_layers(spread),
+           host_layers(gathered), gathered->host_layers_per_token,
+           spread->host_layers_per_token);
+
+    /* room on the GPU for every expert: with the wait, none stays on the CPU to help it */
+    {
+        struct mt_plan *room = NULL;
+        struct mt_plan_budget b2 = b;
+        b2.gpu_mem += 400 * sz.routed_expert_bytes;
+        st = mt_plan_build(&cfg, &sz, &hw, &b2, NULL, NULL, &room);
+        tap_ok(st == MT_OK && room->tier[MT_TIER_GPU].experts == 58 * 256 &&
+                   host_layers(room) == 0 && room->host_layers_per_token == 0,
+               "with GPU room for all experts and a learned wait, all are on the GPU (%d)",
+               st == MT_OK ? room->tier[MT_TIER_GPU].experts : -1);
+        mt_plan_destroy(room);
+    }
+
+    /* predicting a plan again at its own rates gives its own prediction, and the wait adds */
+    struct mt_plan_rates r = {.cpu_eff = gathered->budget.cpu_eff,
+                              .gpu_eff = gathered->gpu_eff,
+                              .disk_eff = gathered->disk_eff,
+                              .host_layer_ms = 0.7};
+    double d1 = 0, h1 = 0, d0 = 0, h0 = 0;
+    st = mt_plan_repredict_decode(gathered, NULL, &r, &d1, &h1);
+    r.host_layer_ms = 0;
+    st = st == MT_OK ? mt_plan_repredict_decode(gathered, NULL, &r, &d0, &h0) : st;
+    tap_ok(st == MT_OK && fabs(d1 * 1e3 - gathered->decode_ms) < 1e-9 * gathered->decode_ms &&
+               fabs(h1 - gathered->host_layers_per_token) < 1e-12 && h0 == h1 && d0 < d1,
+           "repredicted at its own rates: %.6f ms = the plan's %.6f ms; %.6f without the wait",
+           d1 * 1e3, gathered->decode_ms, d0 * 1e3);
+    /* the spread plan under the same wait is slower than the gathered one */
+    r.host_layer_ms = 0.7;
+    st = mt_plan_repredict_decode(spread, NULL, &r, &d0, &h0);
+    tap_ok(st == MT_OK && gathered->decode_ms < d0 * 1e3,
+           "with the wait, the spread placement predicts %.3f ms, the gathered one %.3f ms",
+           d0 * 1e3, gathered->decode_ms);
+    r.cpu_eff = 0;
+    tap_ok(mt_plan_repredict_decode(gathered, NULL, &r, &d0, &h0) == MT_ERR_INVAL,
+           "a zero efficiency is refused: %s", mt_last_error());
+    mt_plan_destroy(gathered);
+    mt_plan_destroy(spread);
+}
+
 static void
 test_shipped_profiles(void)
 {
@@ -703,5 +847,6 @@ main(void)
     test_sampling();
     test_v32_plans();
     test_shipped_profiles();
+    test_host_wait();
     return tap_done();
 }

@@ -7,14 +7,15 @@
 # expert bytes), whose predicted numbers are the plan file's, with measured / predicted ratios;
 # `--json -` puts it on stdout after the tokens. `plan --learn` writes what a report measured into
 # the profile's "learned" section, and the next plan predicts with it: a measured CPU efficiency
-# of 0.3 gives the plan of --cpu-eff 0.3, a slower one than the assumed 0.6.
+# of 0.3 gives the plan of --cpu-eff 0.3, a slower one than the assumed 0.6; one of 1.5 is kept;
+# a GPU run slower than its plan at the learned rates teaches the host wait per layer.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 . "$MT_SRCDIR/tests/serve/lib_serve.sh" # need
 need jq "JSON in shell tests; apt-get install jq"
 make_tmp run-report
 m="$tmp/small"
 
-echo "1..15"
+echo "1..18"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 cat >"$tmp/cpu.json" <<'JSON'
@@ -123,6 +124,53 @@ cp "$tmp/cpu.json" "$tmp/learn2.json"
     jq -e '.learned.cpu_expert_eff == 0.3' "$tmp/learn2.json" >/dev/null &&
     jq -e '.budgets.cpu_eff == 0.3' "$tmp/learned2.json" >/dev/null
 ok $? "--learn with --cpu-mem and -o alone learns, then writes the plan: $(tail -1 "$tmp/l2.out")"
+# an efficiency above 1 (the kernels beat the profile's quick ceiling) is kept, not capped at 1
+cp "$tmp/cpu.json" "$tmp/learn3.json"
+jq '.decode.tiers["dram-cpu"].bytes = 30e9' "$tmp/r3.json" >"$tmp/r4.json"
+"$bin" plan -m "$m" --hw "$tmp/learn3.json" --learn "$tmp/r4.json" >"$tmp/l3.out" 2>&1 &&
+    jq -e '(.learned.cpu_expert_eff - 1.5 | fabs) < 1e-6' "$tmp/learn3.json" >/dev/null &&
+    plan --hw "$tmp/learn3.json" --cpu-mem "$mem" -o "$tmp/learned3.json" >/dev/null 2>&1 &&
+    jq -e '.budgets.cpu_eff == 1.5' "$tmp/learned3.json" >/dev/null
+ok $? "a CPU efficiency of 1.5 over the profile's ceiling is learned as 1.5 and planned with"
+# the host wait: a GPU run of a plan with half the experts in DRAM, its decode 2 ms per waiting
+# layer slower than the plan predicted at the rates it measured -> host_layer_ms 2, and the next
+# plan predicts with it
+cat >"$tmp/gpu.json" <<'JSON'
+{"version": 1, "source": "what-if: GPU", "dram_bytes": 17179869184,
+ "gpu": {"mem_bytes": 8589934592, "hbm_read_gbps": 1000, "bf16_tflops": 100},
+ "cpu": {"cores": 2, "read_gbps": 20, "fma_gflops": 200},
+ "disks": [{"path": "/tmp", "best_gbps": 2}]}
+JSON
+gmem=$(jq '.budgets.always_on_bytes + .budgets.kv_bytes + 96 * .model.expert_bytes' \
+    "$tmp/all.json")
+gplan() { "$bin" plan -m "$m" --hw "$1" --gpu-mem "$gmem" --gpu-reserve 0 --cpu-mem 8G \
+    --cpu-reserve 3.9G --ctx 1024 -o "$2"; }
+gplan "$tmp/gpu.json" "$tmp/g.json" >/dev/null 2>"$tmp/err" ||
+    bail_out "GPU plan failed: $(cat "$tmp/err")"
+tok=$(jq '1 / (.prediction.decode_ms / 1e3 + 2e-3 * .prediction.host_layers_per_token)' \
+    "$tmp/g.json")
+jq --arg p "$tmp/g.json" --argjson tok "$tok" '.device = "gpu" | .plan = $p |
+    .decode.tok_s = $tok | .decode.forward_s = 0 | .decode.tiers["dram-cpu"].bytes = 12e9 |
+    .decode.tiers["dram-cpu"].seconds = 1 | .prefill.stream.bytes_read = 0 |
+    .decode.stream.bytes_read = 0' "$tmp/r.json" >"$tmp/rg.json"
+cp "$tmp/gpu.json" "$tmp/learng.json"
+"$bin" plan -m "$m" --hw "$tmp/learng.json" --learn "$tmp/rg.json" >"$tmp/lg.out" 2>&1 &&
+    jq -e '(.learned.host_layer_ms - 2 | fabs) < 1e-3' "$tmp/learng.json" >/dev/null &&
+    jq -e '.prediction.host_layers_per_token > 0.5' "$tmp/g.json" >/dev/null &&
+    gplan "$tmp/learng.json" "$tmp/g2.json" >"$tmp/g2.out" 2>&1 &&
+    grep -q 'host wait  : 2.000 ms' "$tmp/g2.out" &&
+    jq -e --slurpfile a "$tmp/g.json" '((.hardware.host_layer_ms - 2 | fabs) < 1e-3) and
+        .prediction.decode_tok_s < $a[0].prediction.decode_tok_s' "$tmp/g2.json" >/dev/null
+ok $? "plan --learn learns the host wait per layer, the next plan charges it: \
+$(grep 'host wait, all' "$tmp/lg.out")"
+jq '.plan = "'"$tmp"'/moved.json"' "$tmp/rg.json" >"$tmp/rg2.json"
+cp "$tmp/gpu.json" "$tmp/learng2.json"
+"$bin" plan -m "$m" --hw "$tmp/learng2.json" --learn "$tmp/rg2.json" >/dev/null 2>"$tmp/err" &&
+    grep -q "host wait is not learned from it" "$tmp/err" &&
+    jq -e '.learned.host_layer_ms == 0 and .learned.cpu_expert_eff > 0' "$tmp/learng2.json" \
+        >/dev/null
+ok $? "a report whose plan file is gone still teaches the efficiencies, not the wait: \
+$(head -c 90 "$tmp/err")"
 plan --hw "$tmp/learn.json" --cpu-mem "$mem" --cpu-eff 0.5 >"$tmp/l.out" 2>&1 &&
     grep -q 'CPU eff    : 0.500 (--cpu-eff)' "$tmp/l.out"
 ok $? "--cpu-eff still wins over what was learned"

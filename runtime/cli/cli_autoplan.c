@@ -358,6 +358,11 @@ mt_cli_plan_print(FILE *out, const struct mt_plan *p)
         fprintf(out, "learned    : HBM x %.3f, disk x %.3f (the profile's learned section)\n",
                 p->gpu_eff > 0 ? p->gpu_eff : 1, p->disk_eff > 0 ? p->disk_eff : 1);
     }
+    if (p->host_layer_ms > 0) {
+        fprintf(out, "host wait  : %.3f ms per MoE layer that uses an expert off the GPU "
+                "(learned); %.2f such layers per token\n",
+                p->host_layer_ms, p->host_layers_per_token);
+    }
     if (have_gpu) {
         fprintf(out, "GPU budget : %.1f GiB = always-on %.2f + KV %d tok %.2f + workspace %.2f + "
                 "experts %.2f GiB\n",
@@ -422,7 +427,7 @@ mt_cli_plan_print(FILE *out, const struct mt_plan *p)
     fprintf(out, "             in prefill %d of %d DRAM experts are copied to the GPU, NVMe "
             "experts are computed\n             on the %s; attention FLOPs beyond 2 x params per "
             "token are not modeled\n",
-            moved, dram, have_gpu && p->pcie_gbps > 0 ? "GPU" : "CPU");
+            moved, dram, have_gpu && p->pcie_gbps > 0 && p->dram_gbps <= 0 ? "GPU" : "CPU");
     print_why(out, p);
 }
 

@@ -87,7 +87,12 @@ usage(FILE *f)
         "                          disk and GPU efficiencies are written into the --hw\n"
         "                          profile's \"learned\" section and replace the planner's\n"
         "                          assumptions; then plans with them when -o, --gpu-mem\n"
-        "                          or --cpu-mem asks for a plan (else only the profile)\n"
+        "                          or --cpu-mem asks for a plan (else only the profile);\n"
+        "                          with --trace, the plans of those runs are predicted\n"
+        "                          again with it to learn the GPU engine's host wait\n"
+        "      --disk-from PROFILE the disks of this profile replace --hw's (e.g. moetier\n"
+        "                          bench --only disk just before the run: a drive reads\n"
+        "                          differently from minute to minute)\n"
         "  -h, --help              print this help\n");
 }
 
@@ -123,15 +128,21 @@ num_at(json_t *o, const char *a, const char *b, const char *c)
     return json_is_number(v) ? json_number_value(v) : 0.0;
 }
 
-/* An efficiency as the planner takes it: capped at 1 (a small model's experts fit in a cache). */
+/*
+ * An efficiency as the planner takes it: the measured rate over the rate the plan used, i.e. the
+ * ceiling the same profile measured. It may exceed 1 (the machine's real kernels beat a quick
+ * ceiling; capping at 1 made the CPU look slower than it was, hetero-h200.md run 2), up to
+ * MT_PLAN_LEARNED_EFF_MAX (a tiny model's experts that fit in a cache say nothing about DRAM).
+ */
 static double
 eff_of(double measured_gbps, double rate_gbps, const char *what, const char *path)
 {
     double eff = measured_gbps / rate_gbps;
+    bool cap = eff > MT_PLAN_LEARNED_EFF_MAX;
 
     printf("learned    : %s %.3f GB/s of %.3f GB/s = %.3f%s (%s)\n", what, measured_gbps,
-           rate_gbps, eff, eff > 1 ? ", capped at 1" : "", path);
-    return eff > 1 ? 1.0 : eff;
+           rate_gbps, eff, cap ? ", capped" : "", path);
+    return cap ? MT_PLAN_LEARNED_EFF_MAX : eff;
 }
 
 /*
@@ -200,9 +211,68 @@ learn_report(const char *path, struct learned_sum *sum)
     return MT_OK;
 }
 
+/*
+ * The GPU engine's wait per MoE layer that uses a host expert (hwprofile.h, host_layer_ms): in
+ * a report of a GPU run of a plan, the decode time per token measured less the same plan
+ * predicted again at the efficiencies just learned (l) and no wait, over the layers per token
+ * that waited (mt_plan_repredict_decode, with the --trace given, else the plan's uniform
+ * activation). Runs that streamed are left out: there the disk's own variation would be taken
+ * for the wait. Adds to *res_s and *layers (per token, one report counting once).
+ */
+static mt_status_t
+learn_host_wait(const char *path, const struct mt_hw_learned *l, const struct mt_trace *trace,
+                double *res_s, double *layers)
+{
+    json_t *root;
+    struct mt_plan *plan = NULL;
+    const char *dev;
+    const char *plan_path;
+    mt_status_t st;
+
+    if ((st = mt_json_load_versioned(path, "run report", "moetier-report", 1, &root)) != MT_OK) {
+        return st;
+    }
+    dev = json_string_value(json_object_get(root, "device"));
+    plan_path = json_string_value(json_object_get(root, "plan"));
+    double tok_s = num_at(root, "decode", "tok_s", NULL);
+    double streamed = num_at(root, "prefill", "stream", "bytes_read") +
+                      num_at(root, "decode", "stream", "bytes_read");
+    if (dev == NULL || strcmp(dev, "gpu") != 0 || plan_path == NULL || tok_s <= 0 ||
+        streamed > 0) {
+        json_decref(root);
+        return MT_OK;
+    }
+    if (mt_plan_load(plan_path, &plan) != MT_OK) {
+        /* the efficiencies are learned without it: only the host wait needs the plan */
+        mt_log_warn("run report '%s': its plan '%s' cannot be read, so the host wait is not "
+                    "learned from it (keep the plan file where the run read it)", path, plan_path);
+        json_decref(root);
+        return MT_OK;
+    }
+    struct mt_plan_rates r = {
+        .cpu_eff = l->cpu_expert_eff > 0 ? l->cpu_expert_eff : plan->budget.cpu_eff,
+        .gpu_eff = l->gpu_eff > 0 ? l->gpu_eff : plan->gpu_eff,
+        .disk_eff = l->disk_eff > 0 ? l->disk_eff : plan->disk_eff,
+        .host_layer_ms = 0.0,
+    };
+    double model_s = 0.0, hl = 0.0;
+    st = mt_plan_repredict_decode(plan, trace, &r, &model_s, &hl);
+    if (st == MT_OK && hl >= 0.05) {
+        printf("learned    : host wait: decode %.3f ms/token measured, %.3f predicted at the "
+               "learned rates, %.2f layers/token wait (%s)\n",
+               1e3 / tok_s, model_s * 1e3, hl, path);
+        *res_s += 1.0 / tok_s - model_s;
+        *layers += hl;
+    }
+    mt_plan_destroy(plan);
+    json_decref(root);
+    return st;
+}
+
 /* Learn from every report, write the averages into the profile hw (and its file hw_path). */
 static mt_status_t
-learn(const char *const *reports, int n, struct mt_hwprofile *hw, const char *hw_path)
+learn(const char *const *reports, int n, const struct mt_trace *trace, struct mt_hwprofile *hw,
+      const char *hw_path)
 {
     struct learned_sum sum = {0};
     struct mt_hw_learned *l = &hw->learned;
@@ -230,12 +300,24 @@ learn(const char *const *reports, int n, struct mt_hwprofile *hw, const char *hw
     if (sum.gpu_s > 0) {
         l->gpu_eff = eff_of(sum.gpu_b / sum.gpu_s / 1e9, sum.gpu_rate, "GPU, all", "sum");
     }
+    /* then, at those rates, what the plans do not explain: the host wait per layer */
+    double res_s = 0.0, layers = 0.0;
+    for (int i = 0; i < n; i++) {
+        if ((st = learn_host_wait(reports[i], l, trace, &res_s, &layers)) != MT_OK) {
+            return st;
+        }
+    }
+    if (layers > 0) {
+        l->host_layer_ms = MT_MAX(res_s / layers * 1e3, 0.0);
+        printf("learned    : host wait, all: %.3f ms per layer that waits\n", l->host_layer_ms);
+    }
     snprintf(l->from, sizeof(l->from), "%.*s", (int)sizeof(l->from) - 1, reports[n - 1]);
     if ((st = mt_hwprofile_save(hw, hw_path)) != MT_OK) {
         return st;
     }
-    printf("learned    : written to %s (cpu_expert_eff %.3f, disk_eff %.3f, gpu_eff %.3f; 0: "
-           "not measured)\n", hw_path, l->cpu_expert_eff, l->disk_eff, l->gpu_eff);
+    printf("learned    : written to %s (cpu_expert_eff %.3f, disk_eff %.3f, gpu_eff %.3f, "
+           "host_layer_ms %.3f; 0: not measured)\n", hw_path, l->cpu_expert_eff, l->disk_eff,
+           l->gpu_eff, l->host_layer_ms);
     return MT_OK;
 }
 
@@ -255,7 +337,8 @@ mt_cli_plan(int argc, char **argv)
         OPT_GPU_RES,
         OPT_CPU_RES,
         OPT_CHECK,
-        OPT_LEARN
+        OPT_LEARN,
+        OPT_DISK_FROM
     };
     static const struct option opts[] = {
         {"model", required_argument, NULL, 'm'},
@@ -273,6 +356,7 @@ mt_cli_plan(int argc, char **argv)
         {"output", required_argument, NULL, 'o'},
         {"check", required_argument, NULL, OPT_CHECK},
         {"learn", required_argument, NULL, OPT_LEARN},
+        {"disk-from", required_argument, NULL, OPT_DISK_FROM},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -280,6 +364,7 @@ mt_cli_plan(int argc, char **argv)
     const char *config_path = NULL;
     const char *hw_path = NULL;
     const char *trace_path = NULL;
+    const char *disk_path = NULL;
     const char *out_path = NULL;
     const char *check_path = NULL;
     const char *learn_paths[MAX_LEARN];
@@ -324,6 +409,9 @@ mt_cli_plan(int argc, char **argv)
             break;
         case OPT_CHECK:
             check_path = optarg;
+            break;
+        case OPT_DISK_FROM:
+            disk_path = optarg;
             break;
         case OPT_LEARN:
             if (n_learn == MAX_LEARN) {
@@ -457,7 +545,27 @@ mt_cli_plan(int argc, char **argv)
     if (mt_cli_profile_get(hw_path, NULL, hw) != MT_OK) {
         goto out;
     }
-    if (n_learn > 0 && learn(learn_paths, n_learn, hw, hw_path) != MT_OK) {
+    if (disk_path != NULL) {
+        /* the disk measured just before the run: it reads differently from minute to minute */
+        struct mt_hwprofile *d = calloc(1, sizeof(*d));
+        if (d == NULL || mt_hwprofile_load(disk_path, d) != MT_OK) {
+            free(d);
+            goto out;
+        }
+        if (d->n_disks == 0) {
+            mt_cli_error(&cli, "--disk-from '%s' has no disk (moetier bench --only disk --disk "
+                         "PATH --json FILE measures one)", disk_path);
+            free(d);
+            goto out;
+        }
+        hw->n_disks = d->n_disks;
+        memcpy(hw->disks, d->disks, sizeof(hw->disks));
+        free(d);
+    }
+    if (trace_path != NULL && mt_trace_load(trace_path, &trace) != MT_OK) {
+        goto out;
+    }
+    if (n_learn > 0 && learn(learn_paths, n_learn, trace, hw, hw_path) != MT_OK) {
         goto out;
     }
     if (n_learn > 0 && !have_gpu && !have_cpu && out_path == NULL) {
@@ -469,9 +577,6 @@ mt_cli_plan(int argc, char **argv)
         snprintf(hw->source, sizeof(hw->source), "%.255s", hw->file);
     }
     mt_cli_default_budgets(hw, have_gpu, have_cpu, &budget);
-    if (trace_path != NULL && mt_trace_load(trace_path, &trace) != MT_OK) {
-        goto out;
-    }
     if (mt_plan_build(&cfg, &sizes, hw, &budget, trace, trace_path, &plan) != MT_OK) {
         goto out;
     }

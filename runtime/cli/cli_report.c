@@ -444,6 +444,8 @@ predicted_json(const struct mt_plan *p)
     ok = set(hw, "disk_gbps", json_real(p->disk_gbps)) && ok;
     ok = set(hw, "gpu_eff", json_real(p->gpu_eff > 0 ? p->gpu_eff : 1.0)) && ok;
     ok = set(hw, "disk_eff", json_real(p->disk_eff > 0 ? p->disk_eff : 1.0)) && ok;
+    ok = set(hw, "host_layer_ms", json_real(p->host_layer_ms)) && ok;
+    ok = set(o, "host_layers_per_token", json_real(p->host_layers_per_token)) && ok;
     ok = set(o, "tiers", tiers) && ok;
     for (int t = 0; ok && t < MT_TIER_COUNT; t++) {
         const struct mt_plan_tier_stats *ps = &p->tier[t];

@@ -25,7 +25,7 @@
  *     "disks": [ { "path": "/nvme0", "best_gbps": x, "best_qd": N, "best_block_bytes": N,
  *                  "points": [ { "qd": 1, "block_bytes": 1048576, "gbps": x }, ... ] }, ... ],
  *     "learned": { "reports": N, "cpu_expert_eff": x, "disk_eff": x, "gpu_eff": x,
- *                  "from": "report.json" } }             (optional: see struct mt_hw_learned)
+ *                  "host_layer_ms": x, "from": "report.json" } }  (optional: struct mt_hw_learned)
  * Loading rejects a missing or different "version", unknown keys (typos in what-if files), wrong
  * types and negative numbers, with one message naming the file and the key. A "gpu" object
  * without "present" is present when any of its other fields is non-zero (or the name non-empty).
@@ -139,11 +139,18 @@ struct mt_hw_disk {
  * assumption for that source. 0: not learned. Absent from a profile that never learned
  * (older profiles load unchanged, and a profile without it is written without it).
  */
+/* The largest learned efficiency a profile holds: a ratio to the ceiling the same profile
+ * measured, which the real kernels may beat (a quick read sweep is not the machine's best). */
+#define MT_HW_LEARNED_EFF_MAX 2.0
+
 struct mt_hw_learned {
     int reports;           /* run reports the numbers below average; 0: the section is absent */
     double cpu_expert_eff; /* CPU expert weight reads over the DRAM rate (like cpu.expert_eff) */
     double disk_eff;       /* streamed expert reads over the disks' best_gbps sum */
     double gpu_eff;        /* GPU weight reads (experts and always-on) over hbm_read_gbps */
+    double host_layer_ms;  /* the GPU engine's extra time per MoE layer that waits on the host
+                            * (mt_plan_problem.host_layer_s): decode time measured less the
+                            * plan's own prediction at the learned rates, per such layer */
     char from[256];        /* the last report learned from */
 };
 

@@ -78,12 +78,18 @@ mt_plan_save(const struct mt_plan *p, const char *path)
         return mt_fail(MT_ERR_NOMEM, 0, "cannot build plan JSON for '%s'", path);
     }
     {
-        /* learned efficiencies (optional on load: a plan without them assumed 1) */
+        /* learned efficiencies (optional on load: a plan without them assumed 1) and the host
+           wait per layer (optional: 0) */
         json_t *hw = json_object_get(root, "hardware");
+
+        json_t *pr = json_object_get(root, "prediction");
 
         if (json_object_set_new(hw, "gpu_eff", json_real(p->gpu_eff > 0 ? p->gpu_eff : 1)) != 0 ||
             json_object_set_new(hw, "disk_eff", json_real(p->disk_eff > 0 ? p->disk_eff : 1)) !=
-                0) {
+                0 ||
+            json_object_set_new(hw, "host_layer_ms", json_real(p->host_layer_ms)) != 0 ||
+            json_object_set_new(pr, "host_layers_per_token",
+                                json_real(p->host_layers_per_token)) != 0) {
             st = mt_fail(MT_ERR_NOMEM, 0, "cannot build plan JSON for '%s'", path);
             goto out_decref;
         }
@@ -352,6 +358,12 @@ mt_plan_load(const char *path, struct mt_plan **plan_out)
     p->gpu_eff = json_object_get(h, "gpu_eff") != NULL ? get_num(&r, h, "hardware", "gpu_eff") : 1;
     p->disk_eff =
         json_object_get(h, "disk_eff") != NULL ? get_num(&r, h, "hardware", "disk_eff") : 1;
+    p->host_layer_ms = json_object_get(h, "host_layer_ms") != NULL
+                           ? get_num(&r, h, "hardware", "host_layer_ms")
+                           : 0;
+    p->host_layers_per_token = json_object_get(pr, "host_layers_per_token") != NULL
+                                   ? get_num(&r, pr, "prediction", "host_layers_per_token")
+                                   : 0;
     get_str(&r, a, "activation", "source", p->activation, sizeof(p->activation));
     p->trace_tokens = (uint64_t)get_int(&r, a, "activation", "tokens", 0, INT64_MAX);
     p->decode_tok_s = get_num(&r, pr, "prediction", "decode_tok_s");

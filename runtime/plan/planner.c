@@ -6,7 +6,8 @@
  * The one idea: the optimizer (planner_search.c) works on expected loads (planner_cost.c), but
  * decode really pays E[max] over sampled expert sets. mt_plan_build therefore scores the decode
  * placement by sampling tokens and uses that score to decide how many DRAM experts to copy over
- * PCIe in decode; prefill keeps decode's storage and re-optimizes only the compute choice.
+ * PCIe in decode; prefill keeps decode's storage and computes each expert where the GPU engine
+ * would (engine_prefill_tiers).
  */
 #include <config.h>
 
@@ -64,6 +65,9 @@ mt_plan_source_name(enum mt_plan_source src)
 /* ---- plans for a real model ------------------------------------------------------------------ */
 
 #define MT_PLAN_SAMPLES 500 /* sampled decode tokens per prediction (58 layers each) */
+/* the GPU engine's default gpu_slot_min_tokens (engine.h): a DRAM_CPU expert with this many
+   tokens in a step is copied to a GPU slot and computed there */
+#define MT_PLAN_SLOT_MIN_TOKENS 64
 
 static bool
 has_cpu(const struct mt_plan_problem *pb)
@@ -221,6 +225,114 @@ out_free:
     free(best);
     free(alt);
     return st;
+}
+
+/*
+ * The GPU engine waits on the host in every MoE layer a token routes to an expert off the GPU
+ * (pb->host_layer_s), so a handful of off-GPU experts spread over many layers cost a wait in
+ * each, where the same experts gathered in one layer cost one. The local search cannot see that
+ * (no single move changes whether a layer has host experts), so this pass tries it: the layer
+ * least likely to wait moves its off-GPU experts to the GPU, into free GPU room first (the
+ * expected-load model likes a few experts on the CPU beside the GPU, but not at a wait each),
+ * else in exchange for the least used GPU experts of the other waiting layers (storage per tier
+ * unchanged: one GPU expert for one of the same tier); the result is kept while the sampled
+ * decode time (paired: the same tokens) drops.
+ */
+static mt_status_t
+gather_host_layers(const struct mt_plan_problem *pb, uint8_t *t, double *sampled_s)
+{
+    int L = pb->n_layers, E = pb->n_experts;
+    size_t n = (size_t)L * E;
+    uint8_t *alt = malloc(n);
+    mt_status_t st = MT_OK;
+
+    if (alt == NULL) {
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate plan variants");
+    }
+    for (int round = 0; round < L && st == MT_OK; round++) {
+        int c = -1, waiting = 0;
+        double hc = 2.0;
+        for (int l = 0; l < L; l++) {
+            double h = mt_plan_layer_host_prob(pb, l, t + (size_t)l * E);
+            if (h > 0) {
+                waiting++;
+                if (h < hc) {
+                    hc = h;
+                    c = l;
+                }
+            }
+        }
+        int free_g = mt_plan_slots(pb->gpu_capacity, pb->expert_bytes);
+        for (size_t i = 0; i < n; i++) {
+            free_g -= t[i] == MT_TIER_GPU;
+        }
+        if (waiting == 0 || (waiting < 2 && free_g <= 0)) {
+            break;
+        }
+        memcpy(alt, t, n);
+        bool done = true;
+        for (int x = 0; x < E && done; x++) {
+            uint8_t tx = alt[(size_t)c * E + x];
+            if (tx == MT_TIER_GPU) {
+                continue;
+            }
+            if (free_g > 0) { /* room on the GPU: no exchange needed */
+                alt[(size_t)c * E + x] = MT_TIER_GPU;
+                free_g--;
+                continue;
+            }
+            /* the least used GPU expert of another layer that waits anyway */
+            size_t best = n;
+            for (int l = 0; l < L; l++) {
+                const uint8_t *tl = alt + (size_t)l * E;
+                if (l == c || mt_plan_layer_host_prob(pb, l, t + (size_t)l * E) <= 0) {
+                    continue;
+                }
+                for (int y = 0; y < E; y++) {
+                    size_t i = (size_t)l * E + y;
+                    if (tl[y] == MT_TIER_GPU && (best == n || pb->prob[i] < pb->prob[best])) {
+                        best = i;
+                    }
+                }
+            }
+            if (best == n) {
+                done = false;
+                break;
+            }
+            alt[best] = tx;
+            alt[(size_t)c * E + x] = MT_TIER_GPU;
+        }
+        double s_alt;
+        if (!done || (st = mt_plan_problem_sample(pb, alt, MT_PLAN_SAMPLES, &s_alt)) != MT_OK ||
+            s_alt >= *sampled_s) {
+            break;
+        }
+        memcpy(t, alt, n);
+        *sampled_s = s_alt;
+    }
+    free(alt);
+    return st;
+}
+
+/*
+ * The compute choice of a prefill step as the GPU engine makes it (engine_gpu_moe.c,
+ * mark_device): DRAM_PCIE experts are always copied to a GPU slot, and a DRAM_CPU expert only
+ * when the step gives it at least MT_PLAN_SLOT_MIN_TOKENS tokens (here: when it expects that
+ * many, batch x p); NVMe experts stay on the CPU (mt_plan_nvme_on_gpu). An optimizer's choice
+ * that the engine does not follow predicted what did not run: at batch 8 the H200 run computed
+ * on the CPU what the plan had copied to the GPU, and prefill took twice the prediction.
+ */
+static void
+engine_prefill_tiers(const struct mt_plan_problem *pb, uint8_t *t)
+{
+    bool slots = pb->rate[MT_SRC_PCIE] > 0 && pb->rate[MT_SRC_GPU_MEM] > 0;
+
+    for (size_t i = 0; i < (size_t)pb->n_layers * pb->n_experts; i++) {
+        if (t[i] == MT_TIER_DRAM_CPU && slots &&
+            pb->batch * pb->prob[i] >= MT_PLAN_SLOT_MIN_TOKENS) {
+            t[i] = MT_TIER_DRAM_PCIE;
+        }
+    }
 }
 
 /*
@@ -407,6 +519,8 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
     pb.rate[MT_SRC_PCIE] = plan->pcie_gbps * 1e9;
     pb.rate[MT_SRC_DISK] = plan->disk_gbps * 1e9 * plan->disk_eff;
     pb.batch = 1;
+    pb.host_layer_s = hw->gpu.present ? plan->host_layer_ms * 1e-3 : 0.0;
+    pb.nvme_on_cpu = true;
 
     /* Decode. */
     st = mt_plan_problem_optimize(&pb, false, t, &step_s);
@@ -429,6 +543,9 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
         if (st != MT_OK) {
             goto out_destroy;
         }
+    }
+    if (pb.host_layer_s > 0 && (st = gather_host_layers(&pb, t, &sampled_s)) != MT_OK) {
+        goto out_destroy;
     }
     st = mt_plan_problem_evaluate(&pb, t, &step_s, src_s, limit_s);
     if (st != MT_OK) {
@@ -458,6 +575,9 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
                          mt_plan_source_name((enum mt_plan_source)s));
             }
         }
+        for (int i = 0; i < n_moe; i++) {
+            plan->host_layers_per_token += mt_plan_layer_host_prob(&pb, i, t + (size_t)i * E);
+        }
         for (int i = 0; i < n_moe * E; i++) {
             struct mt_plan_tier_stats *ts = &plan->tier[t[i]];
             ts->experts++;
@@ -470,10 +590,11 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
         }
     }
 
-    /* Prefill: same storage, compute choices re-optimized for a batch. */
+    /* Prefill: same storage, computed where the GPU engine computes it at this batch. */
     pb.batch = budget->prefill_batch;
     if (pb.batch > 1) {
-        st = mt_plan_problem_optimize(&pb, true, t, &step_s);
+        engine_prefill_tiers(&pb, t);
+        st = mt_plan_problem_evaluate(&pb, t, &step_s, NULL, NULL);
         if (st != MT_OK) {
             goto out_destroy;
         }
@@ -515,5 +636,104 @@ out_destroy:
     free(t);
     free(prob);
     mt_plan_destroy(plan);
+    return st;
+}
+
+/*
+ * The problem of plan's decode placement at the given efficiencies (its own raw rates), the
+ * activation from trace (NULL: uniform k / E); *prob_out (MoE layers x experts) and *t_out are
+ * allocated here.
+ */
+static mt_status_t
+replan_problem(const struct mt_plan *plan, const struct mt_trace *trace,
+               const struct mt_plan_rates *r, struct mt_plan_problem *pb, double **prob_out,
+               uint8_t **t_out)
+{
+    int L = plan->n_layers, E = plan->n_experts, n_moe = 0;
+    double *prob = malloc((size_t)L * E * sizeof(*prob));
+    uint8_t *t = malloc((size_t)L * E);
+    mt_status_t st;
+
+    if (prob == NULL || t == NULL) {
+        free(prob);
+        free(t);
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate a plan's problem");
+    }
+    if (trace != NULL &&
+        (st = mt_trace_check_dims(trace, "trace", L, E, plan->k)) != MT_OK) {
+        free(prob);
+        free(t);
+        return st;
+    }
+    for (int l = 0; l < L; l++) {
+        const uint8_t *tl = plan->tiers + (size_t)l * E;
+        if (tl[0] == MT_TIER_NONE) {
+            continue;
+        }
+        for (int e = 0; e < E; e++) {
+            double p = trace != NULL ? mt_trace_probability(trace, l, e) : (double)plan->k / E;
+            prob[(size_t)n_moe * E + e] = MT_MIN(p, 1.0);
+        }
+        memcpy(t + (size_t)n_moe * E, tl, (size_t)E);
+        n_moe++;
+    }
+    memset(pb, 0, sizeof(*pb));
+    pb->n_layers = n_moe;
+    pb->n_experts = E;
+    pb->prob = prob;
+    pb->expert_bytes = (double)plan->expert_bytes;
+    /* gate, up and down: 3 x hidden x intermediate weights, 2 FLOPs each */
+    pb->expert_flops = 6.0 * plan->hidden_size * (double)plan->moe_intermediate_size;
+    pb->gpu_capacity = (double)plan->gpu_expert_bytes;
+    pb->dram_capacity = (double)plan->dram_expert_bytes;
+    pb->rate[MT_SRC_GPU_MEM] = plan->hbm_gbps * 1e9 * r->gpu_eff;
+    pb->rate[MT_SRC_GPU_FLOP] = plan->gpu_tflops * 1e12;
+    pb->rate[MT_SRC_CPU_MEM] = plan->dram_gbps * 1e9 * r->cpu_eff;
+    pb->rate[MT_SRC_CPU_FLOP] = plan->cpu_gflops * 1e9 * r->cpu_eff;
+    pb->rate[MT_SRC_PCIE] = plan->pcie_gbps * 1e9;
+    pb->rate[MT_SRC_DISK] = plan->disk_gbps * 1e9 * r->disk_eff;
+    pb->batch = 1;
+    pb->host_layer_s = plan->hbm_gbps > 0 ? r->host_layer_ms * 1e-3 : 0.0;
+    pb->nvme_on_cpu = true;
+    *prob_out = prob;
+    *t_out = t;
+    return MT_OK;
+}
+
+mt_status_t
+mt_plan_repredict_decode(const struct mt_plan *plan, const struct mt_trace *trace,
+                         const struct mt_plan_rates *r, double *decode_s, double *host_layers)
+{
+    struct mt_plan_problem pb;
+    double *prob = NULL;
+    uint8_t *t = NULL;
+    double moe_s = 0.0;
+    double old_eff = plan->hbm_gbps > 0 ? plan->gpu_eff : plan->budget.cpu_eff;
+    double new_eff = plan->hbm_gbps > 0 ? r->gpu_eff : r->cpu_eff;
+    mt_status_t st;
+
+    if (!(r->cpu_eff > 0 && r->gpu_eff > 0 && r->disk_eff > 0 && r->host_layer_ms >= 0)) {
+        return mt_fail(MT_ERR_INVAL, 0, "planner: efficiencies must be positive to predict");
+    }
+    if ((st = replan_problem(plan, trace, r, &pb, &prob, &t)) != MT_OK) {
+        return st;
+    }
+    st = mt_plan_problem_sample(&pb, t, MT_PLAN_SAMPLES, &moe_s);
+    if (st == MT_OK) {
+        double s_mean;
+        /* as mt_plan_build: the expected load bounds the sampled time from below */
+        st = mt_plan_problem_evaluate(&pb, t, &s_mean, NULL, NULL);
+        moe_s = MT_MAX(moe_s, s_mean);
+    }
+    if (st == MT_OK) {
+        /* the always-on weights are read at the GPU's (or a CPU-only plan's CPU's) rate */
+        *decode_s = plan->always_on_ms * 1e-3 * (old_eff > 0 ? old_eff : 1.0) / new_eff + moe_s;
+        *host_layers = 0.0;
+        for (int l = 0; l < pb.n_layers; l++) {
+            *host_layers += mt_plan_layer_host_prob(&pb, l, t + (size_t)l * pb.n_experts);
+        }
+    }
+    free(t);
+    free(prob);
     return st;
 }

@@ -18,8 +18,8 @@
  *   'G' MT_TIER_GPU        stored in GPU memory, computed on the GPU (HBM read)
  *   'C' MT_TIER_DRAM_CPU   stored in DRAM, computed by the CPU threads (DRAM read)
  *   'P' MT_TIER_DRAM_PCIE  stored in DRAM, copied over PCIe to a GPU slot and computed there
- *   'N' MT_TIER_NVME       streamed from NVMe into pinned DRAM; decode: computed by the CPU,
- *                          prefill (batch > 1): copied over PCIe and computed on the GPU
+ *   'N' MT_TIER_NVME       streamed from NVMe into pinned DRAM, computed by the CPU (prefill
+ *                          on a profile without a CPU rate: copied over PCIe to the GPU)
  *   '-' MT_TIER_NONE       not a routed expert slot (dense layers)
  *
  * Sources (concurrent within a layer): GPU memory reads, GPU FLOPs, CPU DRAM reads, CPU FLOPs,
@@ -38,7 +38,8 @@
  *                  "gpu_expert_bytes": N, "dram_expert_bytes": N },   // what was left for experts
  *     "hardware": { "source": "...", "hbm_gbps": x, "gpu_tflops": x, "dram_gbps": x,
  *                   "cpu_gflops": x, "pcie_gbps": x, "disk_gbps": x,   // rates used (before eff)
- *                   "gpu_eff": x, "disk_eff": x },  // learned efficiencies (optional: 1)
+ *                   "gpu_eff": x, "disk_eff": x,    // learned efficiencies (optional: 1)
+ *                   "host_layer_ms": x },           // learned host wait (optional: 0)
  *     "activation": { "source": "uniform" | "trace: PATH", "tokens": N },
  *     "layers": [ { "layer": 3, "tiers": "GGCCP...N", "prefill": "GGPPP...N" }, ... ],
  *                                     // MoE layers only; one code per expert (table above):
@@ -47,6 +48,7 @@
  *     "prediction": { "decode_tok_s": x, "prefill_tok_s": x, "decode_ms": x,
  *                     "decode_ms_mean_load": x, "always_on_ms": x,
  *                     "prefill_ms_per_batch": x, "bottleneck": "cpu-dram",
+ *                     "host_layers_per_token": x,   // (optional: 0)
  *                     "tiers": { "gpu": {"experts": n, "bytes": N, "bytes_per_token": x,
  *                                        "ms_per_token": x}, "dram-cpu": {...},
  *                                "dram-pcie": {...}, "nvme": {...} } }
@@ -109,6 +111,21 @@ struct mt_plan_problem {
                                   PCIe or disk rate <= 0 makes the tiers that need it
                                   impossible; a FLOP rate <= 0 means "not modeled" (free) */
     int batch;                 /* tokens per step: 1 decode, > 1 prefill */
+    /*
+     * Seconds a step pays, on top of its sources' max, in each MoE layer that computes one of
+     * its chosen experts off the GPU: the GPU engine then waits on the host (its executors, its
+     * slot copies) and starts the rest of the layer again from an empty stream. Charged with
+     * the probability that the step uses such an expert. 0: not modelled (no GPU, or nothing
+     * learned). The local search does not see it; mt_plan_build gathers the off-GPU experts
+     * into fewer layers where that pays under it.
+     */
+    double host_layer_s;
+    /*
+     * Streamed experts are computed by the CPU in prefill too, when there is one: the GPU engine
+     * leaves them to its host executors, whose reads hold the provider's slots
+     * (engine_gpu_moe.c, mark_device). false: prefill may copy them over PCIe to the GPU.
+     */
+    bool nvme_on_cpu;
 };
 
 /*
@@ -166,6 +183,9 @@ struct mt_plan_budget {
 /* The CPU expert efficiency a plan assumes when neither --cpu-eff nor the profile gives one. */
 #define MT_PLAN_CPU_EFF_ASSUMED 0.6
 
+/* The largest learned efficiency a plan takes (hwprofile.h). */
+#define MT_PLAN_LEARNED_EFF_MAX MT_HW_LEARNED_EFF_MAX
+
 /* Fill b with the defaults above; gpu_mem and cpu_mem 0 (the caller must set them). */
 void mt_plan_budget_default(struct mt_plan_budget *b);
 
@@ -206,6 +226,9 @@ struct mt_plan {
      */
     double gpu_eff;  /* GPU expert and always-on weight reads over hbm_gbps */
     double disk_eff; /* streamed expert reads over disk_gbps */
+    /* the learned per-layer host wait of the GPU engine (mt_plan_problem.host_layer_s), ms; 0
+     * when none was learned or the plan has no GPU */
+    double host_layer_ms;
     char activation[300]; /* "uniform" or "trace: PATH" */
     uint64_t trace_tokens;
     /* placement, (n_layers, n_experts), MT_TIER_NONE on dense layers; owned */
@@ -217,6 +240,7 @@ struct mt_plan {
     double decode_ms;           /* per token, always-on included, sampled E[max] per layer */
     double decode_ms_mean_load; /* the same placement under the expected-load model (a bound) */
     double always_on_ms;        /* per decoded token */
+    double host_layers_per_token; /* expected MoE layers a decoded token waits on the host in */
     double prefill_ms;          /* per prefill batch */
     /* "" when prefill is modelled; else why not (a compute rate the profile lacks), and then
      * prefill_tok_s and prefill_ms are 0 and the plan file has null for them */
@@ -241,6 +265,25 @@ void mt_plan_destroy(struct mt_plan *plan);
 
 /* The dims hash a plan for cfg would carry (fp8 and expert_bytes as in mt_model_sizes). */
 uint64_t mt_plan_dims_hash(const struct mt_model_config *cfg, bool fp8, uint64_t expert_bytes);
+
+/* The efficiencies and host wait a prediction uses, over a plan's own raw rates. */
+struct mt_plan_rates {
+    double cpu_eff;       /* over dram_gbps and cpu_gflops */
+    double gpu_eff;       /* over hbm_gbps */
+    double disk_eff;      /* over disk_gbps */
+    double host_layer_ms; /* mt_plan_problem.host_layer_s, ms (ignored for a plan without GPU) */
+};
+
+/*
+ * Predict plan's decode again (always-on included, sampled as mt_plan_build does) at the rates r
+ * and the activation of trace (NULL: uniform k / E): what `moetier plan --learn` compares a run
+ * with once it has learned the efficiencies. *host_layers: the expected MoE layers per token that
+ * use an expert off the GPU. MT_ERR_INVAL for a non-positive efficiency or a trace of other dims;
+ * MT_ERR_NOMEM.
+ */
+mt_status_t mt_plan_repredict_decode(const struct mt_plan *plan, const struct mt_trace *trace,
+                                     const struct mt_plan_rates *r, double *decode_s,
+                                     double *host_layers);
 
 /* ---- plan files (plan_file.c) -------------------------------------------------------------- */
 

@@ -33,7 +33,12 @@ mt_plan_tier_is_dram(int t)
  * What real runs taught the profile (hwprofile.h, struct mt_hw_learned) replaces the planner's
  * assumptions: a learned CPU efficiency beats the bench's kernel measurement and the 0.6 guess
  * (but not --cpu-eff, which the user chose), and the learned disk and GPU efficiencies scale
- * those rates, which the cost model otherwise takes at face value (efficiency 1). The plan keeps
+ * those rates, which the cost model otherwise takes at face value (efficiency 1). A learned
+ * efficiency may exceed 1 (up to MT_PLAN_LEARNED_EFF_MAX): it is a ratio to the ceiling the
+ * same profile measured, and a quick ceiling is often beaten by the real kernels (the CPU's
+ * expert reads beat a 1.2 GB read sweep by 19% on the H200 box); capping it at 1 made the
+ * planner believe the CPU slower than it was. The learned host wait per layer applies only
+ * where there is a GPU (it is the GPU engine's). The plan keeps
  * the raw rates and the efficiencies apart, so a report of a run of this plan measures against
  * the same raw rates and learning again does not compound.
  */
@@ -44,19 +49,23 @@ mt_plan_apply_learned(struct mt_plan *plan, const struct mt_hwprofile *hw)
 
     plan->gpu_eff = 1.0;
     plan->disk_eff = 1.0;
+    plan->host_layer_ms = 0.0;
     if (l->reports <= 0) {
         return;
     }
     if (l->cpu_expert_eff > 0 && strcmp(plan->cpu_eff_source, "--cpu-eff") != 0) {
-        plan->budget.cpu_eff = MT_MIN(MT_MAX(l->cpu_expert_eff, 0.01), 1.0);
+        plan->budget.cpu_eff = MT_MIN(MT_MAX(l->cpu_expert_eff, 0.01), MT_PLAN_LEARNED_EFF_MAX);
         snprintf(plan->cpu_eff_source, sizeof(plan->cpu_eff_source), "learned: %d run report%s",
                  l->reports, l->reports == 1 ? "" : "s");
     }
     if (l->disk_eff > 0) {
-        plan->disk_eff = MT_MIN(MT_MAX(l->disk_eff, 0.01), 1.0);
+        plan->disk_eff = MT_MIN(MT_MAX(l->disk_eff, 0.01), MT_PLAN_LEARNED_EFF_MAX);
     }
     if (l->gpu_eff > 0) {
-        plan->gpu_eff = MT_MIN(MT_MAX(l->gpu_eff, 0.01), 1.0);
+        plan->gpu_eff = MT_MIN(MT_MAX(l->gpu_eff, 0.01), MT_PLAN_LEARNED_EFF_MAX);
+    }
+    if (l->host_layer_ms > 0 && hw->gpu.present) {
+        plan->host_layer_ms = l->host_layer_ms;
     }
 }
 
@@ -67,11 +76,15 @@ mt_plan_tier_storage(int t)
     return t == MT_TIER_GPU ? 0 : mt_plan_tier_is_dram(t) ? 1 : 2;
 }
 
-/* Where NVMe experts are computed: on the GPU (via PCIe) in prefill when it can, else the CPU. */
+/*
+ * Where NVMe experts are computed: on the GPU (via PCIe) in prefill when it can, else the CPU;
+ * with nvme_on_cpu (the GPU engine) always by the CPU when there is one.
+ */
 bool
 mt_plan_nvme_on_gpu(const struct mt_plan_problem *pb)
 {
-    return pb->batch > 1 && pb->rate[MT_SRC_PCIE] > 0 && pb->rate[MT_SRC_GPU_MEM] > 0;
+    return pb->batch > 1 && pb->rate[MT_SRC_PCIE] > 0 && pb->rate[MT_SRC_GPU_MEM] > 0 &&
+           !(pb->nvme_on_cpu && pb->rate[MT_SRC_CPU_MEM] > 0);
 }
 
 void
@@ -173,6 +186,25 @@ mt_plan_problem_check(const struct mt_plan_problem *pb)
     return MT_OK;
 }
 
+/*
+ * The probability that a step uses at least one expert of layer l (tiers tl) off the GPU: one
+ * minus the product over those experts of the chance it is not used (independent draws: exact
+ * enough for the few experts a plan leaves off a GPU layer, and for full layers it is ~1).
+ */
+double
+mt_plan_layer_host_prob(const struct mt_plan_problem *pb, int l, const uint8_t *tl)
+{
+    double none = 1.0;
+
+    for (int e = 0; e < pb->n_experts; e++) {
+        double p = MT_MIN(pb->prob[(size_t)l * pb->n_experts + e], 1.0);
+        if (tl[e] != MT_TIER_GPU) {
+            none *= pb->batch <= 1 ? 1.0 - p : pow(1.0 - p, pb->batch);
+        }
+    }
+    return 1.0 - none;
+}
+
 mt_status_t
 mt_plan_problem_evaluate(const struct mt_plan_problem *pb, const uint8_t *tiers,
                          double *seconds_out, double *src_s, double *limit_s)
@@ -223,6 +255,10 @@ mt_plan_problem_evaluate(const struct mt_plan_problem *pb, const uint8_t *tiers,
             if (src_s != NULL) {
                 src_s[s] += row[s];
             }
+        }
+        if (pb->host_layer_s > 0) {
+            worst += pb->host_layer_s *
+                     mt_plan_layer_host_prob(pb, l, tiers + (size_t)l * pb->n_experts);
         }
         if (limit_s != NULL) {
             limit_s[arg] += worst;
@@ -303,8 +339,10 @@ mt_plan_problem_sample(const struct mt_plan_problem *pb, const uint8_t *tiers, i
         for (int e = 0; e < E; e++) {
             perm[e] = e;
         }
+        const uint8_t *tl = tiers + (size_t)l * E;
         for (int n = 0; n < n_samples; n++) {
             double row[S_] = {0};
+            bool host = false;
             if (systematic && uniform) {
                 /* Equal probabilities: a uniformly random k-subset (partial Fisher-Yates). */
                 for (int i = 0; i < k; i++) {
@@ -313,6 +351,7 @@ mt_plan_problem_sample(const struct mt_plan_problem *pb, const uint8_t *tiers, i
                     perm[i] = perm[j];
                     perm[j] = tmp;
                     add_row(row, ul + (size_t)perm[i] * S_);
+                    host = host || tl[perm[i]] != MT_TIER_GPU;
                 }
             } else if (systematic) {
                 /* Madow's systematic sampling over a random order: expert e is picked with
@@ -329,6 +368,7 @@ mt_plan_problem_sample(const struct mt_plan_problem *pb, const uint8_t *tiers, i
                     acc += pl[perm[i]];
                     if (acc > next) {
                         add_row(row, ul + (size_t)perm[i] * S_);
+                        host = host || tl[perm[i]] != MT_TIER_GPU;
                         next += 1.0;
                     }
                 }
@@ -337,10 +377,11 @@ mt_plan_problem_sample(const struct mt_plan_problem *pb, const uint8_t *tiers, i
                     double u = mt_rng_uniform(&rs);
                     if (u < pl[e]) {
                         add_row(row, ul + (size_t)e * S_);
+                        host = host || tl[e] != MT_TIER_GPU;
                     }
                 }
             }
-            layer_total += mt_plan_row_max(row);
+            layer_total += mt_plan_row_max(row) + (host ? pb->host_layer_s : 0.0);
         }
         total += layer_total / n_samples;
     }

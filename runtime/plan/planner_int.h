@@ -35,10 +35,14 @@ void mt_plan_expert_load(const struct mt_plan_problem *pb, double p, int t, doub
 /* The time of a layer: the largest of its per-source seconds. */
 double mt_plan_row_max(const double *row);
 
+/* P(a step uses one of layer l's experts that tl puts off the GPU), at the problem's batch. */
+double mt_plan_layer_host_prob(const struct mt_plan_problem *pb, int l, const uint8_t *tl);
+
 /* How many experts of expert_bytes fit in capacity bytes. */
 int mt_plan_slots(double capacity, double expert_bytes);
 
-/* Take the profile's learned efficiencies (if any) into plan: cpu_eff, gpu_eff, disk_eff. */
+/* Take the profile's learned efficiencies (if any) into plan: cpu_eff, gpu_eff, disk_eff,
+ * host_layer_ms. */
 void mt_plan_apply_learned(struct mt_plan *plan, const struct mt_hwprofile *hw);
 
 /* MT_ERR_INVAL "planner: empty or malformed problem" or a probability outside [0, 1]. */
