@@ -620,8 +620,14 @@ test_v32_plans(void)
         int ids[8] = {0, 1, 2, 3, 4, 5, 6, 7};
         int hot_gpu = 0;
         int all_gpu = 0;
+        struct mt_trace *few = NULL;
+        struct mt_plan *from_few = NULL;
         st = mt_trace_create(61, 256, 8, &tr);
-        for (int tok = 0; tok < 4 && st == MT_OK; tok++) {
+        st = st == MT_OK ? mt_trace_create(61, 256, 8, &few) : st;
+        for (int l = 3; l < 61 && st == MT_OK; l++) {
+            st = mt_trace_record(few, l, ids, 8); /* one token */
+        }
+        for (int tok = 0; tok < 1024 && st == MT_OK; tok++) {
             for (int l = 3; l < 61 && st == MT_OK; l++) {
                 st = mt_trace_record(tr, l, ids, 8);
             }
@@ -646,6 +652,16 @@ test_v32_plans(void)
                "with a skewed trace the GPU holds only hot experts (%d of %d) and decode beats "
                "uniform (%.2f vs %.2f tok/s)",
                hot_gpu, all_gpu, plan ? plan->decode_tok_s : 0, uni ? uni->decode_tok_s : 0);
+        /* one token says little: its plan stays near the uniform one (the trace prior) */
+        st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, few, "one token", &from_few) : st;
+        tap_ok(st == MT_OK && from_few->decode_tok_s < 1.5 * uni->decode_tok_s &&
+                   from_few->decode_tok_s < plan->decode_tok_s,
+               "a one-token trace is weighed against the uniform prior (%.2f tok/s; uniform %.2f, "
+               "1024 tokens %.2f)",
+               from_few ? from_few->decode_tok_s : 0, uni ? uni->decode_tok_s : 0,
+               plan ? plan->decode_tok_s : 0);
+        mt_plan_destroy(from_few);
+        mt_trace_destroy(few);
         mt_plan_destroy(uni);
         mt_plan_destroy(plan);
         plan = NULL;
