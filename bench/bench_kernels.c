@@ -10,7 +10,8 @@
  * repetitions). Correctness is tests/test_gpu_*.c's job (same entry points); here outputs are
  * only checked to be finite.
  *
- * Usage: bench_kernels [--reps N] [--quick]   (--quick skips the 1.85 GB lm_head)
+ * Usage: bench_kernels [--reps N] [--quick] [--dsa]   (--quick skips the 1.85 GB lm_head; --dsa
+ * runs only the indexer, top-k and MLA rows)
  */
 #include <config.h>
 
@@ -342,6 +343,7 @@ idx_run(void *ctx, int c)
 struct topk_ctx {
     float *s[MAX_COPIES];
     int32_t *idx;
+    void *work;
     int64_t n;
     int k;
 };
@@ -351,7 +353,7 @@ topk_run(void *ctx, int c)
 {
     struct topk_ctx *t = ctx;
 
-    return mt_gpu_topk(t->s[c], t->n, 1, t->n, NULL, t->k, t->idx, NULL, NULL);
+    return mt_gpu_topk(t->s[c], t->n, 1, t->n, NULL, t->k, t->idx, NULL, t->work, NULL);
 }
 
 static void
@@ -395,6 +397,7 @@ bench_indexer(int64_t n, bool fp8)
     tk.n = n;
     tk.k = 2048;
     tk.idx = dalloc(2048 * 4);
+    tk.work = dalloc(mt_gpu_topk_scratch_bytes());
     for (int c = 0; c < tc; c++) {
         tk.s[c] = dalloc((size_t)n * 4);
         if (cudaMemcpy(tk.s[c], x.out[c % copies], (size_t)n * 4, cudaMemcpyDeviceToDevice) !=
@@ -494,6 +497,7 @@ main(int argc, char **argv)
     struct mt_gpu_info info;
     struct mt_gpu_bench_timing hbm;
     bool quick = false;
+    bool dsa_only = false;
     int n = 0;
     char date[64];
     time_t now = time(NULL);
@@ -503,8 +507,10 @@ main(int argc, char **argv)
             reps = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--quick") == 0) {
             quick = true;
+        } else if (strcmp(argv[i], "--dsa") == 0) {
+            dsa_only = true;
         } else {
-            fprintf(stderr, "usage: bench_kernels [--reps N] [--quick]\n");
+            fprintf(stderr, "usage: bench_kernels [--reps N] [--quick] [--dsa]\n");
             return 2;
         }
     }
@@ -537,8 +543,11 @@ main(int argc, char **argv)
            reps);
     printf("%-22s %-26s %9s %9s %8s %7s %8s  %s\n", "kernel", "shape", "median_ms", "p90_ms",
            "GB/s", "%hbm", "TFLOP/s", "note");
-    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+    for (size_t i = 0; !dsa_only && i < sizeof(shapes) / sizeof(shapes[0]); i++) {
         bench_gemv(MT_DTYPE_F8_E4M3, shapes[i][0], shapes[i][1], 1);
+    }
+    if (dsa_only) {
+        goto dsa;
     }
     bench_gemv(MT_DTYPE_F8_E4M3, 18432, 7168, 2);
     bench_gemv(MT_DTYPE_F8_E4M3, 18432, 7168, 4);
@@ -551,6 +560,7 @@ main(int argc, char **argv)
     bench_moe(8, 1);
     bench_moe(8, 4);
     bench_moe(8, 8);
+dsa:
     bench_indexer(131072, true);
     bench_indexer(131072, false);
     bench_mla(MT_DTYPE_BF16, 2048, 65536);

@@ -183,10 +183,16 @@ MT_GPU_FN mt_status_t mt_gpu_index_scores_fp8(const uint8_t *q8, const float *w,
  * there are no ties and the set is exact, never a truncated candidate list. idx_out [n_rows, k]:
  * the chosen indices in no particular order; a row with len <= k returns all its len indices
  * followed by -1. count_out [n_rows] (may be NULL) gets min(len, k). k <= 4096, n < 2^31.
+ *
+ * scratch: NULL, or device memory of mt_gpu_topk_scratch_bytes() bytes that this call may use
+ * (no initial contents needed; calls on one stream may share it). With it, one row (n_rows 1, lens
+ * NULL, n > k) is selected by a cooperative grid over many SMs (the decode row); without it, or
+ * for several rows, one block a row.
  */
+MT_GPU_FN size_t mt_gpu_topk_scratch_bytes(void);
 MT_GPU_FN mt_status_t mt_gpu_topk(const float *scores, int64_t ld, int n_rows, int64_t n,
-                        const int32_t *lens, int k, int32_t *idx_out, int32_t *count_out,
-                        struct CUstream_st *stream);
+                                  const int32_t *lens, int k, int32_t *idx_out,
+                                  int32_t *count_out, void *scratch, struct CUstream_st *stream);
 
 /* ---- sparse MLA decode (mla.cu) ------------------------------------------------------------ */
 
@@ -408,12 +414,18 @@ mt_gpu_index_scores_fp8(const uint8_t *q8, const float *w, int n_heads, int dim,
     return mt_gpu_ops_unsupported_();
 }
 
+static inline size_t
+mt_gpu_topk_scratch_bytes(void)
+{
+    return 0;
+}
+
 static inline mt_status_t
 mt_gpu_topk(const float *scores, int64_t ld, int n_rows, int64_t n, const int32_t *lens, int k,
-            int32_t *idx_out, int32_t *count_out, struct CUstream_st *stream)
+            int32_t *idx_out, int32_t *count_out, void *scratch, struct CUstream_st *stream)
 {
     (void)scores, (void)ld, (void)n_rows, (void)n, (void)lens, (void)k, (void)idx_out;
-    (void)count_out, (void)stream;
+    (void)count_out, (void)scratch, (void)stream;
     return mt_gpu_ops_unsupported_();
 }
 

@@ -12,17 +12,19 @@
  * index digits (over shared memory once the tied set fits), never a wrong or truncated set.
  * NaN sorts below -inf and -0.0 equals +0.0, as in the CPU's comparison.
  *
- * Cost (H200): 96 us for 2048 of 131072 FP8 index scores, 139 us for uniform ones, against a
- * 20 us target. One block does every pass, and its passes appear bound by the instructions per
- * element on that one SM rather than by bytes (16 loads in flight per thread instead of 1 took
- * 144 us to 96 us); first digits relative to the row's key range (a min/max pass first)
- * measured 117 us and 128 us. Meeting the target needs the first passes spread over many SMs
- * (per-block histograms merged in global memory), the known next step.
+ * That kernel (one block a row) serves several rows at once (prefill) and rows given by lens. One
+ * decode row with a scratch buffer instead goes to the grid kernel below, which spreads the same
+ * radix select over many SMs: one block took 96-139 us for 2048 of 131072 on the H200, bound by
+ * the instructions per element on its one SM, against a 20 us target.
  */
 #include <config.h>
 
 #include "kernels/ops.h"
 #include "kernels/cuda_check.cuh"
+
+#include <cooperative_groups.h>
+
+namespace cg = cooperative_groups;
 
 #define TOPK_THREADS 1024
 #define TOPK_BINS 2048   /* 11-bit digits: levels at bits 53, 42, 31, 20, 9 and the last 9 */
@@ -311,21 +313,349 @@ topk_kernel(const float *__restrict__ scores, int64_t ld, int64_t n, const int32
     }
 }
 
+
+/* ---- one row over the whole GPU ------------------------------------------------------------ */
+
+/*
+ * The decode case (one row of up to 160K scores) is too short for one SM to finish in 20 us, so
+ * here a cooperative grid shares the row: block b owns the contiguous slice [b * per, (b+1) *
+ * per) and keeps its keys in registers. A key is now just the 32 ordered float bits (the index
+ * tie-break is handled at the end), refined in three digits of 11, 11 and 10 bits: every block
+ * histograms the digit of its keys that match the decided prefix in shared memory, adds the
+ * non-empty bins to a global histogram, and after a grid barrier every block reads the same
+ * global histogram and so decides the same bin. The work per pass is a few keys per thread, so
+ * the cost is the barriers, not the bytes. Keys above the final prefix take slots from a global
+ * counter; keys equal to a fully decided threshold are ranked by index across blocks (a prefix
+ * over the blocks' counts), so the smallest indices win exactly as in mt_cpu_topk.
+ */
+#define GT_THREADS 512
+#define GT_EPT 8                        /* keys a thread holds in registers */
+#define GT_TILE (GT_THREADS * GT_EPT)   /* keys a block holds; more are re-read each pass */
+#define GT_BINS 2048
+#define GT_MAX_BLOCKS 1024
+
+struct topk_scratch {
+    unsigned hist[3][GT_BINS];
+    unsigned eq[GT_MAX_BLOCKS];
+    unsigned n_out;
+};
+
+static __device__ __forceinline__ uint32_t
+ordered_bits(float v)
+{
+    return (uint32_t)(topk_key(v, 0) >> 32);
+}
+
+/* level l: 11 bits at 21, 11 at 10, 10 at 0 */
+static __device__ __forceinline__ int
+gt_shift(int l)
+{
+    return l == 0 ? 21 : l == 1 ? 10 : 0;
+}
+
+static __device__ __forceinline__ int
+gt_bins(int l)
+{
+    return l < 2 ? 2048 : 1024;
+}
+
+/* Shared histogram add with one atomic per distinct digit of the warp's valid lanes. */
+static __device__ __forceinline__ void
+hist_add_match(unsigned *h, bool valid, unsigned d)
+{
+    unsigned active = __ballot_sync(0xffffffffu, valid);
+
+    if (valid) {
+        unsigned peers = __match_any_sync(active, d);
+        if ((int)(threadIdx.x & 31) == __ffs(peers) - 1) {
+            atomicAdd(&h[d], (unsigned)__popc(peers));
+        }
+    }
+}
+
+/* Exclusive prefix sum over the block (in thread order); *total gets the sum. */
+static __device__ unsigned
+block_excl_scan(unsigned v, unsigned *warp_tot, unsigned *total)
+{
+    int lane = threadIdx.x & 31;
+    int warp = threadIdx.x / 32;
+    unsigned incl = v;
+
+    for (int o = 1; o < 32; o <<= 1) {
+        unsigned u = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) {
+            incl += u;
+        }
+    }
+    __syncthreads(); /* warp_tot's previous use is over */
+    if (lane == 31) {
+        warp_tot[warp] = incl;
+    }
+    __syncthreads();
+    unsigned before = 0;
+    unsigned all = 0;
+    for (int w = 0; w < GT_THREADS / 32; w++) {
+        unsigned x = warp_tot[w];
+        before += w < warp ? x : 0;
+        all += x;
+    }
+    *total = all;
+    return before + incl - v;
+}
+
+/* This thread's keys of sub-tile s: registers for s == 0, else re-read (from L2). */
+static __device__ __forceinline__ void
+gt_keys(const float *__restrict__ row, int64_t lo, int64_t hi, int s, const uint32_t (&kc)[GT_EPT],
+        uint32_t (&kk)[GT_EPT])
+{
+#pragma unroll
+    for (int j = 0; j < GT_EPT; j++) {
+        if (s == 0) {
+            kk[j] = kc[j];
+        } else {
+            int64_t i = lo + (int64_t)s * GT_TILE + j * GT_THREADS + threadIdx.x;
+            kk[j] = i < hi ? ordered_bits(row[i]) : 0;
+        }
+    }
+}
+
+static __global__ void __launch_bounds__(GT_THREADS)
+topk_grid_kernel(const float *__restrict__ row, int64_t n, int k, int64_t per,
+                 int32_t *__restrict__ out, int32_t *count_out, struct topk_scratch *ws)
+{
+    cg::grid_group grid = cg::this_grid();
+    __shared__ unsigned hist[GT_BINS];
+    __shared__ unsigned warp_tot[GT_THREADS / 32];
+    __shared__ unsigned s_bin, s_above, s_cnt, s_base;
+    int t = threadIdx.x;
+    int64_t lo = (int64_t)blockIdx.x * per;
+    int64_t hi = MT_MIN(lo + per, n);
+    int n_sub = (int)(per / GT_TILE);
+    uint32_t kc[GT_EPT];
+    uint32_t kk[GT_EPT];
+
+    /* the scratch is cleared here (the barrier before its first use orders it) */
+    for (int i = blockIdx.x * GT_THREADS + t; i < (int)(sizeof(*ws) / 4);
+         i += gridDim.x * GT_THREADS) {
+        reinterpret_cast<unsigned *>(ws)[i] = 0;
+    }
+#pragma unroll
+    for (int j = 0; j < GT_EPT; j++) {
+        int64_t i = lo + j * GT_THREADS + t;
+        kc[j] = i < hi ? ordered_bits(row[i]) : 0;
+    }
+
+    unsigned need = (unsigned)k;
+    uint32_t pfx = 0;
+    uint32_t pmask = 0;
+    bool exact = false; /* the bin holds exactly the keys still needed */
+    for (int l = 0; l < 3; l++) {
+        int nb = gt_bins(l);
+        int sh = gt_shift(l);
+        for (int i = t; i < nb; i += GT_THREADS) {
+            hist[i] = 0;
+        }
+        __syncthreads();
+        for (int s = 0; s < n_sub; s++) {
+            gt_keys(row, lo, hi, s, kc, kk);
+#pragma unroll
+            for (int j = 0; j < GT_EPT; j++) {
+                int64_t i = lo + (int64_t)s * GT_TILE + j * GT_THREADS + t;
+                bool valid = i < hi && (kk[j] & pmask) == pfx;
+                hist_add_match(hist, valid, (kk[j] >> sh) & (unsigned)(nb - 1));
+            }
+        }
+        __syncthreads();
+        if (l == 0) {
+            grid.sync(); /* the scratch is clear everywhere */
+        }
+        for (int i = t; i < nb; i += GT_THREADS) {
+            if (hist[i] != 0) {
+                atomicAdd(&ws->hist[l][i], hist[i]);
+            }
+        }
+        grid.sync();
+        /* every block finds the same bin: thread t sums bins from the top in groups of nb/512 */
+        int per_t = nb / GT_THREADS;
+        int top = nb - 1 - t * per_t;
+        unsigned local = 0;
+        for (int b = 0; b < per_t; b++) {
+            local += __ldcg(&ws->hist[l][top - b]);
+        }
+        unsigned total;
+        unsigned excl = block_excl_scan(local, warp_tot, &total);
+        if (excl < need && need <= excl + local) {
+            unsigned acc = excl;
+            for (int b = 0; b < per_t; b++) {
+                unsigned c = __ldcg(&ws->hist[l][top - b]);
+                if (acc + c >= need) {
+                    s_bin = (unsigned)(top - b);
+                    s_above = acc;
+                    s_cnt = c;
+                    break;
+                }
+                acc += c;
+            }
+        }
+        __syncthreads();
+        need -= s_above;
+        pfx |= s_bin << sh;
+        pmask |= (unsigned)(nb - 1) << sh;
+        exact = s_cnt == need;
+        if (exact) {
+            break;
+        }
+    }
+
+    /* keys with a larger prefix (and the whole bin when exact) take slots from a counter */
+    for (int s = 0; s < n_sub; s++) {
+        gt_keys(row, lo, hi, s, kc, kk);
+        unsigned c = 0;
+#pragma unroll
+        for (int j = 0; j < GT_EPT; j++) {
+            int64_t i = lo + (int64_t)s * GT_TILE + j * GT_THREADS + t;
+            uint32_t p = kk[j] & pmask;
+            c += (i < hi && (p > pfx || (exact && p == pfx))) ? 1u : 0u;
+        }
+        unsigned total;
+        unsigned pos = block_excl_scan(c, warp_tot, &total);
+        if (t == 0 && total > 0) {
+            s_base = atomicAdd(&ws->n_out, total);
+        }
+        __syncthreads();
+        pos += s_base;
+#pragma unroll
+        for (int j = 0; j < GT_EPT; j++) {
+            int64_t i = lo + (int64_t)s * GT_TILE + j * GT_THREADS + t;
+            uint32_t p = kk[j] & pmask;
+            if (i < hi && (p > pfx || (exact && p == pfx))) {
+                out[pos++] = (int32_t)i;
+            }
+        }
+        __syncthreads(); /* s_base is read by all before the next sub-tile sets it */
+    }
+    if (!exact) {
+        /* ties at the full 32-bit threshold: the `need` smallest indices among them, ranked by
+         * the counts of the blocks before this one (blocks own increasing index ranges) */
+        unsigned mine = 0;
+        for (int s = 0; s < n_sub; s++) {
+            gt_keys(row, lo, hi, s, kc, kk);
+#pragma unroll
+            for (int j = 0; j < GT_EPT; j++) {
+                int64_t i = lo + (int64_t)s * GT_TILE + j * GT_THREADS + t;
+                mine += (i < hi && kk[j] == pfx) ? 1u : 0u;
+            }
+        }
+        unsigned total;
+        block_excl_scan(mine, warp_tot, &total);
+        if (t == 0) {
+            ws->eq[blockIdx.x] = total;
+        }
+        grid.sync();
+        unsigned before = 0;
+        for (unsigned b = (unsigned)t; b < blockIdx.x; b += GT_THREADS) {
+            before += __ldcg(&ws->eq[b]);
+        }
+        unsigned rank;
+        block_excl_scan(before, warp_tot, &rank);
+        /* rank: ties in the blocks before this one; walk this block's in index order */
+        for (int s = 0; s < n_sub && rank < need; s++) {
+            gt_keys(row, lo, hi, s, kc, kk);
+#pragma unroll
+            for (int j = 0; j < GT_EPT; j++) {
+                int64_t i = lo + (int64_t)s * GT_TILE + j * GT_THREADS + t;
+                bool tie = i < hi && kk[j] == pfx;
+                unsigned cnt;
+                unsigned r = rank + block_excl_scan(tie ? 1u : 0u, warp_tot, &cnt);
+                if (tie && r < need) {
+                    out[(unsigned)k - need + r] = (int32_t)i;
+                }
+                rank += cnt;
+            }
+        }
+    }
+    if (count_out != NULL && blockIdx.x == 0 && t == 0) {
+        count_out[0] = k;
+    }
+}
+
+/* How many blocks of the grid kernel fit on the device at once (cached per device). */
+static mt_status_t
+grid_capacity(int *out)
+{
+    static int cap[64];
+    int dev = 0;
+
+    *out = 0;
+    mt_status_t st = MT_CUDA(cudaGetDevice(&dev));
+    if (st != MT_OK) {
+        return st;
+    }
+    if (dev < 0 || dev >= 64) {
+        return MT_OK;
+    }
+    if (cap[dev] == 0) {
+        int coop = 0;
+        int sms = 0;
+        int per_sm = 0;
+        if ((st = MT_CUDA(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev))) !=
+                MT_OK ||
+            (st = MT_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev))) !=
+                MT_OK ||
+            (st = MT_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                 &per_sm, topk_grid_kernel, GT_THREADS, 0))) != MT_OK) {
+            return st;
+        }
+        cap[dev] = coop ? MT_MIN(sms * per_sm, GT_MAX_BLOCKS) : -1;
+    }
+    *out = cap[dev];
+    return MT_OK;
+}
+
+extern "C" size_t
+mt_gpu_topk_scratch_bytes(void)
+{
+    return sizeof(struct topk_scratch);
+}
+
 extern "C" mt_status_t
 mt_gpu_topk(const float *scores, int64_t ld, int n_rows, int64_t n, const int32_t *lens, int k,
-            int32_t *idx_out, int32_t *count_out, struct CUstream_st *stream)
+            int32_t *idx_out, int32_t *count_out, void *scratch, struct CUstream_st *stream)
 {
     static bool attr_set = false;
     size_t smem = sizeof(struct topk_shared);
+    mt_status_t st;
 
     if (n_rows < 1 || n < 0 || n >= INT32_MAX || k < 1 || k > TOPK_MAX_K ||
         (n_rows > 1 && ld < n) || scores == NULL || idx_out == NULL) {
         return mt_fail(MT_ERR_INVAL, 0, "gpu top-k: top-%d of %d rows of %lld (stride %lld)", k,
                        n_rows, (long long)n, (long long)ld);
     }
+    if (scratch != NULL && n_rows == 1 && lens == NULL && n > k) {
+        int cap = 0;
+        if ((st = grid_capacity(&cap)) != MT_OK) {
+            return st;
+        }
+        if (cap > 0) {
+            /* as few blocks as hold the row in registers; more keys a block past capacity */
+            int64_t blocks = MT_MIN(MT_CEIL_DIV(n, (int64_t)GT_TILE), (int64_t)cap);
+            int64_t per = MT_CEIL_DIV(MT_CEIL_DIV(n, blocks), (int64_t)GT_TILE) * GT_TILE;
+            blocks = MT_CEIL_DIV(n, per);
+            struct topk_scratch *ws = (struct topk_scratch *)scratch;
+            void *args[] = {(void *)&scores, (void *)&n,       (void *)&k,  (void *)&per,
+                            (void *)&idx_out, (void *)&count_out, (void *)&ws};
+            st = MT_CUDA(cudaLaunchCooperativeKernel((const void *)topk_grid_kernel,
+                                                     (unsigned)blocks, GT_THREADS, args, 0,
+                                                     stream));
+            if (st != MT_OK) {
+                return st;
+            }
+            return mt_cuda_launched("topk (grid)", stream);
+        }
+    }
     if (!attr_set) {
-        mt_status_t st = MT_CUDA(cudaFuncSetAttribute(
-            topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        st = MT_CUDA(cudaFuncSetAttribute(topk_kernel,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         if (st != MT_OK) {
             return st;
         }

@@ -64,7 +64,7 @@ main(void)
     tap_ok(mt_gpu_index_scores_fp8((const uint8_t *)x, x, 32, 128, (const uint8_t *)x, x, 10, x,
                                    NULL) == MT_ERR_INVAL,
            "FP8 index scores with 32 heads is MT_ERR_INVAL");
-    tap_ok(mt_gpu_topk(x, 100, 1, 100, NULL, 5000, (int32_t *)x, NULL, NULL) == MT_ERR_INVAL,
+    tap_ok(mt_gpu_topk(x, 100, 1, 100, NULL, 5000, (int32_t *)x, NULL, NULL, NULL) == MT_ERR_INVAL,
            "top-5000 (over the 4096 limit) is MT_ERR_INVAL");
     tap_ok(mt_gpu_mla_decode(x, x, 20, 512, 64, MT_DTYPE_BF16, x, x, NULL, 1, 1.0f, x, x, NULL) ==
                MT_ERR_INVAL,

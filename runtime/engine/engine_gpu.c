@@ -413,6 +413,7 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
     A(g->o_lat, T * H * kvl * f, "work");
     A(g->scores, ctx * f, "index scores");
     A(g->idx, ctx * sizeof(int32_t), "top-k");
+    A(g->topk_work, mt_gpu_topk_scratch_bytes(), "top-k");
     size_t mw = H * ctx * f;
     if (g->fast_mla) {
         size_t fw = mt_gpu_mla_work_bytes((int)H, (int)ctx);
@@ -892,7 +893,7 @@ gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t star
                 }
             }
             GPU_DO(l, "indexer top-k", mt_gpu_topk(g->scores, n_keys, 1, n_keys, NULL, (int)k,
-                                                   g->idx, NULL, s));
+                                                   g->idx, NULL, g->topk_work, s));
             sel = g->idx;
             n_idx = (int)k;
         }

@@ -82,6 +82,7 @@ struct eng_gpu {
     float *q_lat, *q_pe, *o_lat, *scores, *mla_work, *wq, *logits;
     float *gs, *us, *xs, *ys, *rlog, *rw, *pair_w;
     int32_t *idx, *ids, *group_start, *pair_tok;
+    void *topk_work; /* mt_gpu_topk's scratch (the decode row over many SMs) */
     uint8_t *q8;
     struct mt_gpu_expert *xgroups;
     void *moe_work;
