@@ -10,8 +10,8 @@
  * repetitions). Correctness is tests/test_gpu_*.c's job (same entry points); here outputs are
  * only checked to be finite.
  *
- * Usage: bench_kernels [--reps N] [--quick] [--dsa]   (--quick skips the 1.85 GB lm_head; --dsa
- * runs only the indexer, top-k and MLA rows)
+ * Usage: bench_kernels [--reps N] [--quick] [--dsa | --topk]   (--quick skips the 1.85 GB
+ * lm_head; --dsa runs only the indexer, top-k and MLA rows, --topk only the FP8 indexer and top-k)
  */
 #include <config.h>
 
@@ -498,6 +498,7 @@ main(int argc, char **argv)
     struct mt_gpu_bench_timing hbm;
     bool quick = false;
     bool dsa_only = false;
+    bool topk_only = false;
     int n = 0;
     char date[64];
     time_t now = time(NULL);
@@ -509,8 +510,10 @@ main(int argc, char **argv)
             quick = true;
         } else if (strcmp(argv[i], "--dsa") == 0) {
             dsa_only = true;
+        } else if (strcmp(argv[i], "--topk") == 0) {
+            dsa_only = topk_only = true;
         } else {
-            fprintf(stderr, "usage: bench_kernels [--reps N] [--quick] [--dsa]\n");
+            fprintf(stderr, "usage: bench_kernels [--reps N] [--quick] [--dsa | --topk]\n");
             return 2;
         }
     }
@@ -562,6 +565,10 @@ main(int argc, char **argv)
     bench_moe(8, 8);
 dsa:
     bench_indexer(131072, true);
+    if (topk_only) {
+        mt_gpu_arena_destroy(arena);
+        return 0;
+    }
     bench_indexer(131072, false);
     bench_mla(MT_DTYPE_BF16, 2048, 65536);
     bench_mla(MT_DTYPE_F32, 2048, 65536);
