@@ -227,36 +227,37 @@ index_scores_fp8_kernel(const uint8_t *__restrict__ q8, const float *__restrict_
     }
 }
 
-/* ---- FP8 on FP8 tensor cores (sm_89 and newer) -------------------------------------------- */
+/* ---- FP8 scores with hardware e4m3 conversion (sm_89 and newer) ---------------------------- */
 
 /*
- * mma.sync m16n8k32 e4m3 x e4m3 -> f32 reads the cache bytes as they are: no decode at all, so
- * the instructions per key drop to copies, 32 mmas per 16 keys and the ReLU-weighted head sum.
- * Each warp (a block of its own) owns whole 16-key tiles against all 64 heads: the query (64 x
- * 128 bytes) lives in 64 registers a lane, the head sum ends in registers with two shuffles, and
- * the tiles stream through a private 4-stage cp.async ring (3 tiles, 6 KB, in flight a warp): each
- * lane copies exactly the 16-byte pieces it later reads, so there is no barrier at all. Prefetching
- * into registers instead measured 13.9 us (28% of HBM read): rotating register buffers waits on
- * each load at the copy, which left one tile in flight. The k dimension is permuted the same way
- * on both sides: k-step ks of lane (g, t) takes the physical bytes 64 (ks / 2) + 16 t + 8 (ks % 2)
- * + {0..7} (logical k 4t + {0..3} and 16 + 4t + {0..3}), so each lane copies whole 16-byte
- * pieces and a warp's copy instruction covers 64 contiguous bytes of each of 8 keys.
+ * The same f16 mma as above, organised so that each key byte is converted once: each warp (a
+ * block of its own) owns whole 16-key tiles against all 64 heads, the query is converted to f16
+ * once into 128 registers a lane, the key tile goes through cvt.rn.f16x2.e4m3x2 (one instruction
+ * for two values, exact) straight into the A fragments, and the ReLU-weighted head sum ends in
+ * registers with two shuffles. The tiles stream through a private 4-stage cp.async ring (3 tiles,
+ * 6 KB, in flight a warp): each lane copies exactly the 16-byte pieces it later reads, so there
+ * is no barrier at all. The k map is the f16 kernel's (k-step 4 half + i of lane t: bytes 64 half
+ * + 16 t + 4 i + {0..3}).
+ *
+ * Measured on the H200 (bench/results/kernels-h200.md): mma.sync m16n8k32 e4m3 (FP8 operands
+ * straight from the cache) took 13.9-15.6 us, not faster than this layout could be: Hopper runs
+ * FP8 only in its warpgroup (wgmma) path, so ptxas expands the FP8 mma.sync into conversions and
+ * f16 mmas, and converted the query again for every tile.
  */
 #define F8M_STAGES 4
 
-static __device__ __forceinline__ void
-mma_f8_16832(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-             uint32_t b1)
+static __device__ __forceinline__ uint32_t
+f8m_cvt(uint32_t two_bytes)
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
-    /* not volatile: the compiler may interleave the 8 independent accumulators */
-    asm("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 "
-        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+    uint32_t r;
+    uint16_t v = (uint16_t)two_bytes;
+    asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(r) : "h"(v));
+    return r;
 #else
-    (void)c, (void)a0, (void)a1, (void)a2, (void)a3, (void)b0, (void)b1;
+    (void)two_bytes;
     __trap(); /* never launched: the host checks the PTX version first */
+    return 0;
 #endif
 }
 
@@ -320,16 +321,21 @@ index_scores_f8mma_kernel(const uint8_t *__restrict__ q8, const float *__restric
     int t = lane & 3;
     int64_t n_warps = gridDim.x;
     int64_t n_tiles = (n_keys + 15) / 16;
-    uint32_t qb[8][8]; /* [n-tile j: heads 8j..8j+7, this lane's head 8j + g][word: ks, half] */
+    uint32_t qh[8][8][2]; /* [n-tile j: this lane's head 8j + g][k-step][b0, b1] as f16x2 */
 
 #pragma unroll
     for (int j = 0; j < 8; j++) {
         const uint4 *qr = reinterpret_cast<const uint4 *>(q8 + (8 * j + g) * FP8_DIM) + t;
-        uint4 lo = __ldg(qr);
-        uint4 hi = __ldg(qr + 4);
-        /* word 2 ks + half: ks 0, 1 from the piece at 16t, ks 2, 3 from the one at 64 + 16t */
-        qb[j][0] = lo.x, qb[j][1] = lo.y, qb[j][2] = lo.z, qb[j][3] = lo.w;
-        qb[j][4] = hi.x, qb[j][5] = hi.y, qb[j][6] = hi.z, qb[j][7] = hi.w;
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+            uint4 v = __ldg(qr + 4 * half);
+            uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                qh[j][4 * half + i][0] = f8m_cvt(words[i]);
+                qh[j][4 * half + i][1] = f8m_cvt(words[i] >> 16);
+            }
+        }
     }
     for (int st = 0; st < F8M_STAGES - 1; st++) {
         f8m_issue(ring, st, k8, k_scale, n_keys, blockIdx.x + st * n_warps, n_tiles);
@@ -339,25 +345,34 @@ index_scores_f8mma_kernel(const uint8_t *__restrict__ q8, const float *__restric
         f8m_issue(ring, (stage + F8M_STAGES - 1) % F8M_STAGES, k8, k_scale, n_keys,
                   tile + (F8M_STAGES - 1) * n_warps, n_tiles);
         asm volatile("cp.async.wait_group %0;\n" ::"n"(F8M_STAGES - 1) : "memory");
-        uint4 p0 = ring.piece[stage][0][lane];
-        uint4 p1 = ring.piece[stage][1][lane];
-        uint4 p2 = ring.piece[stage][2][lane];
-        uint4 p3 = ring.piece[stage][3][lane];
+        /* pieces: key g at 16t (half 0) and 64 + 16t (half 1), then key g + 8 */
+        uint4 p[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            p[i] = ring.piece[stage][i][lane];
+        }
         float sc0 = ring.scale[stage][g];
         float sc1 = ring.scale[stage][g + 8];
-        uint32_t lw[8] = {p0.x, p0.y, p0.z, p0.w, p1.x, p1.y, p1.z, p1.w};
-        uint32_t hw[8] = {p2.x, p2.y, p2.z, p2.w, p3.x, p3.y, p3.z, p3.w};
         float c[8][4];
 #pragma unroll
         for (int j = 0; j < 8; j++) {
             c[j][0] = c[j][1] = c[j][2] = c[j][3] = 0.0f;
         }
 #pragma unroll
-        for (int ks = 0; ks < 4; ks++) {
+        for (int half = 0; half < 2; half++) {
+            uint32_t lw[4] = {p[half].x, p[half].y, p[half].z, p[half].w};
+            uint32_t hw[4] = {p[2 + half].x, p[2 + half].y, p[2 + half].z, p[2 + half].w};
 #pragma unroll
-            for (int j = 0; j < 8; j++) {
-                mma_f8_16832(c[j], lw[2 * ks], hw[2 * ks], lw[2 * ks + 1], hw[2 * ks + 1],
-                             qb[j][2 * ks], qb[j][2 * ks + 1]);
+            for (int i = 0; i < 4; i++) {
+                uint32_t a[4];
+                a[0] = f8m_cvt(lw[i]);
+                a[1] = f8m_cvt(hw[i]);
+                a[2] = f8m_cvt(lw[i] >> 16);
+                a[3] = f8m_cvt(hw[i] >> 16);
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    mma_16816(c[j], a, qh[j][4 * half + i][0], qh[j][4 * half + i][1]);
+                }
             }
         }
         /* c[j][0..1]: key g, heads 8j + 2t, + 1; c[j][2..3]: key g + 8 (weights L1-cached) */
