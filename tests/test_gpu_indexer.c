@@ -3,12 +3,18 @@
  * test_gpu_indexer.c - the lightning indexer on the GPU against cpu/ref_indexer.c: exact fp32
  * scores, FP8 scores (tensor cores), and the exact top-k, which must give the same SET as
  * mt_cpu_topk: on random scores, on rows full of exact ties (all equal, four distinct values,
- * +-0 and NaN), on rows shorter than k, and on several rows of different lengths at once.
+ * +-0 and NaN), on rows shorter than k, and on several rows of different lengths at once; both
+ * its paths (one block a row, the grid over many SMs), the latter also inside a CUDA graph.
  */
 #include <config.h>
 
 #include "cpu/ref_ops.h"
 #include "tests/gpu_test.h"
+
+#ifdef MT_HAVE_CUDA
+#include "kernels/engine_ops.h"
+#include "kernels/graph.h"
+#endif
 
 #include <math.h>
 #include <stdlib.h>
@@ -178,6 +184,63 @@ fp8_mma(void)
            info.sm_major * 10 + info.sm_minor >= 89;
 }
 
+#ifdef MT_HAVE_CUDA /* graph.h and engine_ops.h exist only in CUDA builds */
+/*
+ * The engine records decode steps as CUDA graphs, so the grid top-k (a cooperative launch) must
+ * record and replay too: a recording of 131072, then one of 100000 (updated or rebuilt), each
+ * replayed and compared with mt_cpu_topk.
+ */
+static void
+test_topk_graph(void)
+{
+    const int64_t N = 131072;
+    const int K = 2048;
+    int64_t sizes[2] = {N, 100000};
+    float *sc = gt_malloc((size_t)N * sizeof(float));
+    int32_t *got = gt_malloc((size_t)K * sizeof(int32_t));
+    int32_t *want = gt_malloc((size_t)K * sizeof(int32_t));
+    struct CUstream_st *s = NULL;
+    struct CUgraphExec_st *exec = NULL;
+
+    if (mt_gpu_stream_create(&s) != MT_OK) {
+        gt_bail("stream");
+    }
+    gt_fill(sc, (size_t)N, -1.0f, 1.0f);
+    mt_gpu_arena_reset(gt_arena);
+    float *d_s = gt_put(sc, (size_t)N * sizeof(float));
+    int32_t *d_idx = gt_alloc((size_t)K * sizeof(int32_t));
+    void *d_work = gt_alloc(mt_gpu_topk_scratch_bytes());
+    for (int r = 0; r < 2; r++) {
+        int64_t n = sizes[r];
+        bool rebuilt = false;
+        bool ok = mt_gpu_graph_begin(s) == MT_OK;
+        mt_status_t st = ok ? mt_gpu_topk(d_s, n, 1, n, NULL, K, d_idx, NULL, d_work, s) : MT_OK;
+        ok = ok && mt_gpu_graph_end(s, st == MT_OK, &exec, &rebuilt) == MT_OK && st == MT_OK &&
+             exec != NULL && mt_gpu_graph_launch(exec, s) == MT_OK &&
+             mt_gpu_stream_sync(s) == MT_OK;
+        if (!ok) {
+            tap_ok(false, "top-%d of %lld recorded in a CUDA graph: %s", K, (long long)n,
+                   mt_last_error());
+            continue;
+        }
+        gt_get(got, d_idx, (size_t)K * sizeof(int32_t));
+        if (mt_cpu_topk(sc, n, K, want) != MT_OK) {
+            gt_bail("cpu top-k");
+        }
+        qsort(got, (size_t)K, sizeof(int32_t), cmp_i32);
+        qsort(want, (size_t)K, sizeof(int32_t), cmp_i32);
+        tap_ok(memcmp(got, want, (size_t)K * sizeof(int32_t)) == 0,
+               "top-%d of %lld recorded in a CUDA graph and replayed: the same set as mt_cpu_topk "
+               "(%s)", K, (long long)n, r == 0 ? "new graph" : rebuilt ? "rebuilt" : "updated");
+    }
+    mt_gpu_graph_destroy(exec);
+    mt_gpu_stream_destroy(s);
+    free(want);
+    free(got);
+    free(sc);
+}
+#endif
+
 static void
 test_scores(int64_t n_keys)
 {
@@ -260,6 +323,9 @@ main(void)
     test_scores(1001);
     test_scores(131072);
     test_topk();
+#ifdef MT_HAVE_CUDA
+    test_topk_graph();
+#endif
     mt_gpu_arena_destroy(gt_arena);
     return tap_done();
 }
