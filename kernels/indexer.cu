@@ -234,17 +234,19 @@ index_scores_fp8_kernel(const uint8_t *__restrict__ q8, const float *__restrict_
  * block of its own) owns whole 16-key tiles against all 64 heads, the query is converted to f16
  * once into 128 registers a lane, the key tile goes through cvt.rn.f16x2.e4m3x2 (one instruction
  * for two values, exact) straight into the A fragments, and the ReLU-weighted head sum ends in
- * registers with two shuffles. The tiles stream through a private 6-stage cp.async ring (5 tiles,
- * 10 KB, in flight a warp; 206 registers leave 8 warps an SM, so the ring is what keeps HBM
- * busy): each lane copies exactly the 16-byte pieces it later reads, so there is no barrier. The k map is the f16 kernel's (k-step 4 half + i of lane t: bytes 64 half
+ * registers with two shuffles. The tiles stream through a private 4-stage cp.async ring (3 tiles,
+ * 6 KB, in flight a warp): each lane copies exactly the 16-byte pieces it later reads, so there
+ * is no barrier at all. The k map is the f16 kernel's (k-step 4 half + i of lane t: bytes 64 half
  * + 16 t + 4 i + {0..3}).
  *
- * Measured on the H200 (bench/results/kernels-h200.md): mma.sync m16n8k32 e4m3 (FP8 operands
- * straight from the cache) took 13.9-15.6 us, not faster than this layout could be: Hopper runs
- * FP8 only in its warpgroup (wgmma) path, so ptxas expands the FP8 mma.sync into conversions and
- * f16 mmas, and converted the query again for every tile.
+ * Measured on the H200 (bench/results/kernels-h200.md): 10.9 us for 131072 keys, 36% of HBM read
+ * (the f16 kernel above: 20.5 us). mma.sync m16n8k32 e4m3 (FP8 operands straight from the cache)
+ * took 13.9-15.6 us: Hopper runs FP8 only in its warpgroup (wgmma) path, so ptxas expands the FP8
+ * mma.sync into conversions and f16 mmas, and converted the query again for every tile. 6 stages
+ * with the first tiles issued before the query conversion took 12.6 us. What limits it now (ncu:
+ * 8 warps an SM by 206 registers, issue slots 32% busy, DRAM 27%) is latency per warp, not bytes.
  */
-#define F8M_STAGES 6
+#define F8M_STAGES 4
 
 static __device__ __forceinline__ uint32_t
 f8m_cvt(uint32_t two_bytes)
@@ -323,10 +325,6 @@ index_scores_f8mma_kernel(const uint8_t *__restrict__ q8, const float *__restric
     int64_t n_tiles = (n_keys + 15) / 16;
     uint32_t qh[8][8][2]; /* [n-tile j: this lane's head 8j + g][k-step][b0, b1] as f16x2 */
 
-    /* the first tiles are on their way while the query is converted */
-    for (int st = 0; st < F8M_STAGES - 1; st++) {
-        f8m_issue(ring, st, k8, k_scale, n_keys, blockIdx.x + st * n_warps, n_tiles);
-    }
 #pragma unroll
     for (int j = 0; j < 8; j++) {
         const uint4 *qr = reinterpret_cast<const uint4 *>(q8 + (8 * j + g) * FP8_DIM) + t;
@@ -341,10 +339,12 @@ index_scores_f8mma_kernel(const uint8_t *__restrict__ q8, const float *__restric
             }
         }
     }
+    for (int st = 0; st < F8M_STAGES - 1; st++) {
+        f8m_issue(ring, st, k8, k_scale, n_keys, blockIdx.x + st * n_warps, n_tiles);
+    }
     int stage = 0;
     for (int64_t tile = blockIdx.x; tile < n_tiles; tile += n_warps) {
-        /* the stage read one tile ago is free again: fill it F8M_STAGES - 1 tiles ahead */
-        f8m_issue(ring, stage == 0 ? F8M_STAGES - 1 : stage - 1, k8, k_scale, n_keys,
+        f8m_issue(ring, (stage + F8M_STAGES - 1) % F8M_STAGES, k8, k_scale, n_keys,
                   tile + (F8M_STAGES - 1) * n_warps, n_tiles);
         asm volatile("cp.async.wait_group %0;\n" ::"n"(F8M_STAGES - 1) : "memory");
         /* pieces: key g at 16t (half 0) and 64 + 16t (half 1), then key g + 8 */
@@ -398,7 +398,7 @@ index_scores_f8mma_kernel(const uint8_t *__restrict__ q8, const float *__restric
         if (t == 0 && key + 8 < n_keys) {
             out[key + 8] = s1 * sc1;
         }
-        stage = stage == F8M_STAGES - 1 ? 0 : stage + 1;
+        stage = (stage + 1) % F8M_STAGES;
     }
     asm volatile("cp.async.wait_group 0;\n" ::: "memory");
 }
