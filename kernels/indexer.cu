@@ -241,10 +241,11 @@ index_scores_fp8_kernel(const uint8_t *__restrict__ q8, const float *__restrict_
  *
  * Measured on the H200 (bench/results/kernels-h200.md): 10.9 us for 131072 keys, 36% of HBM read
  * (the f16 kernel above: 20.5 us). mma.sync m16n8k32 e4m3 (FP8 operands straight from the cache)
- * took 13.9-15.6 us: Hopper runs FP8 only in its warpgroup (wgmma) path, so ptxas expands the FP8
- * mma.sync into conversions and f16 mmas, and converted the query again for every tile. 6 stages
- * with the first tiles issued before the query conversion took 12.6 us. What limits it now (ncu:
- * 8 warps an SM by 206 registers, issue slots 32% busy, DRAM 27%) is latency per warp, not bytes.
+ * took 13.9-15.6 us; by ncu's instruction counts (SASS not inspected) ptxas expands FP8 mma.sync
+ * on Hopper, whose FP8 tensor cores are only in the wgmma path, into conversions and f16 mmas, and
+ * so converted the query again for every tile. 6 stages with the first tiles issued before the
+ * query conversion took 12.6 us. What limits it now (ncu: 8 warps an SM by 206 registers, issue
+ * slots 32% busy, DRAM 27%) is latency per warp, not bytes or tensor throughput.
  */
 #define F8M_STAGES 4
 

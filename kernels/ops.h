@@ -166,9 +166,10 @@ MT_GPU_FN mt_status_t mt_gpu_index_scores(const float *q, const float *w, int n_
 /*
  * FP8 index scores (mt_cpu_index_scores_fp8, DeepGEMM's fp8_mqa_logits): out[s] = k_scale[s] *
  * sum_h ReLU(q8[h] . k8[s]) * w[h]; q8 [64, 128] and k8 [n_keys, 128] e4m3 bytes, w [64] with the
- * q scales folded in. Tensor cores (mma.sync f16 -> f32, sm_80+): e4m3 -> f16 is exact and so is
- * each product; only the order of the fp32 sums differs from the CPU. n_heads must be 64 and
- * dim 128 (the V3.2 indexer); k8 16-byte aligned.
+ * q scales folded in. Tensor cores (mma.sync f16 -> f32, sm_80+; on sm_89+ a kernel that converts
+ * each byte once in hardware): e4m3 -> f16 is exact and so is each product; only the order of the
+ * fp32 sums differs from the CPU. n_heads must be 64 and dim 128 (the V3.2 indexer); k8 16-byte
+ * aligned.
  */
 MT_GPU_FN mt_status_t mt_gpu_index_scores_fp8(const uint8_t *q8, const float *w, int n_heads,
                                               int dim, const uint8_t *k8, const float *k_scale,
