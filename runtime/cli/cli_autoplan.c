@@ -27,7 +27,8 @@ gib(double v)
     return v / 1073741824.0;
 }
 
-/* A size for messages: GiB from 1 GiB up, else MiB (small test models need the precision). */
+/* A size for messages: GiB from 1 GiB up, MiB from 1 MiB, else KiB (small test models and
+ * budgets need the precision). */
 struct size_str {
     char s[32];
 };
@@ -39,8 +40,10 @@ sz_str(uint64_t bytes)
 
     if (bytes >= (1ull << 30)) {
         snprintf(r.s, sizeof(r.s), "%.2f GiB", gib((double)bytes));
-    } else {
+    } else if (bytes >= (1ull << 20)) {
         snprintf(r.s, sizeof(r.s), "%.1f MiB", (double)bytes / 1048576.0);
+    } else {
+        snprintf(r.s, sizeof(r.s), "%.1f KiB", (double)bytes / 1024.0);
     }
     return r;
 }
