@@ -16,6 +16,7 @@
 
 #include "kernels/ops.h"
 #include "kernels/cuda_check.cuh"
+#include "kernels/async_copy.cuh"
 #include "kernels/common.cuh"
 
 #include <algorithm>
@@ -321,37 +322,6 @@ mv_store(float *y, int64_t rows, int64_t row, int64_t end, int nt, int c,
 #define MV_T (MV_WARPS * 32)
 #define MV_RING_BYTES(A) ((size_t)(A) * MV_T * (4 * 16 + 2 * 4))
 
-static __device__ __forceinline__ void
-mv_cp16(uint4 *dst, const void *src, bool valid)
-{
-    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src),
-                 "r"(valid ? 16 : 0)
-                 : "memory");
-}
-
-static __device__ __forceinline__ void
-mv_cp4(float *dst, const float *src)
-{
-    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(d), "l"(src) : "memory");
-}
-
-static __device__ __forceinline__ void
-mv_commit(void)
-{
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-
-template <int N>
-static __device__ __forceinline__ void
-mv_wait(void)
-{
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
 /* Copy step k of this thread's rows into ring stage `stage` (zero-filled past the ends). */
 static __device__ __forceinline__ void
 mv_fetch_async(uint4 *ring, float *rs, int stage, const struct mv_rows &r, int64_t cols, int nkb,
@@ -366,12 +336,12 @@ mv_fetch_async(uint4 *ring, float *rs, int stage, const struct mv_rows &r, int64
     float *sd = rs + (size_t)stage * 2 * MV_T + threadIdx.x;
     int ks = min(k, nkb - 1);
 
-    mv_cp16(dst, r.va && c0 ? pa : r.a, r.va && c0);
-    mv_cp16(dst + MV_T, r.va && c1 ? pa + 64 : r.a, r.va && c1);
-    mv_cp16(dst + 2 * MV_T, r.vb && c0 ? pb : r.b, r.vb && c0);
-    mv_cp16(dst + 3 * MV_T, r.vb && c1 ? pb + 64 : r.b, r.vb && c1);
-    mv_cp4(sd, r.sa + ks);
-    mv_cp4(sd + MV_T, r.sb + ks);
+    mt_cp_async16(dst, r.va && c0 ? pa : r.a, r.va && c0);
+    mt_cp_async16(dst + MV_T, r.va && c1 ? pa + 64 : r.a, r.va && c1);
+    mt_cp_async16(dst + 2 * MV_T, r.vb && c0 ? pb : r.b, r.vb && c0);
+    mt_cp_async16(dst + 3 * MV_T, r.vb && c1 ? pb + 64 : r.b, r.vb && c1);
+    mt_cp_async4(sd, r.sa + ks, true);
+    mt_cp_async4(sd + MV_T, r.sb + ks, true);
 }
 
 static __device__ __forceinline__ void
@@ -472,7 +442,7 @@ gemv_fp8_kernel(const uint8_t *__restrict__ W, const float *__restrict__ Sc, int
                 mv_fetch_async(ring, rs, i, fr, cols, nkb, c, fk);
                 advance();
             }
-            mv_commit();
+            mt_cp_async_commit();
         }
         mv_xs_fill(xs, x, cols, nkb, nt); /* the first steps' copies are in flight meanwhile */
         __syncthreads();
@@ -483,15 +453,15 @@ gemv_fp8_kernel(const uint8_t *__restrict__ W, const float *__restrict__ Sc, int
                 mv_fetch_async(ring, rs, (sc + A - 1) % A, fr, cols, nkb, c, fk);
                 advance();
             }
-            mv_commit();
-            mv_wait<A - 1>(); /* step i's group is complete; A - 1 newer may be in flight */
+            mt_cp_async_commit();
+            mt_cp_async_wait<A - 1>(); /* step i's group is complete; A - 1 newer may be in flight */
             struct mv_stage<1> st;
             mv_ring_read(ring, rs, sc, st);
             mv_consume_xs<1>(st, xsb, nkb, c, ck, acc[0]);
             step_done(i + 1 == n);
             sc = sc + 1 == A ? 0 : sc + 1;
         }
-        mv_wait<0>();
+        mt_cp_async_wait<0>();
     } else {
         struct mv_stage<SW> st[P];
 

@@ -38,6 +38,7 @@
 #ifndef MT_KERNELS_GEMV_CORE_CUH
 #define MT_KERNELS_GEMV_CORE_CUH
 
+#include "kernels/async_copy.cuh"
 #include "kernels/common.cuh"
 
 #define FP8G_THREADS 256
@@ -71,39 +72,6 @@ fp8g_tile_at(const uint8_t *W, const float *S, int64_t rows, int64_t cols, int64
 /* Bytes of dynamic shared memory for S stages. */
 #define FP8G_SMEM(S) ((size_t)(S) * FP8G_SLOTS * FP8G_THREADS * 16)
 
-static __device__ __forceinline__ void
-fp8g_cp16(uint4 *dst, const void *src, bool valid)
-{
-    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src),
-                 "r"(valid ? 16 : 0)
-                 : "memory");
-}
-
-static __device__ __forceinline__ void
-fp8g_cp4(float *dst, const float *src, bool valid)
-{
-    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src),
-                 "r"(valid ? 4 : 0)
-                 : "memory");
-}
-
-static __device__ __forceinline__ void
-fp8g_commit(void)
-{
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-
-template <int N>
-static __device__ __forceinline__ void
-fp8g_wait(void)
-{
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
 /* Copy step `step` (columns 64 step ..) of this thread's rows, x and scales into stage `stage`;
  * `live` false copies nothing (a step past this warp's last). */
 static __device__ __forceinline__ void
@@ -125,20 +93,20 @@ fp8g_issue(uint4 *ring, int stage, const struct fp8g_tile (&t)[FP8G_TILES], int6
         for (int h = 0; h < 2; h++) {
             bool v = uin && g + 8 * h < t[i].rows;
             const uint8_t *src = v ? t[i].w + (int64_t)(g + 8 * h) * ld + 16 * (int64_t)u : t[i].w;
-            fp8g_cp16(slot + (2 * i + h) * FP8G_THREADS, src, v);
+            mt_cp_async16(slot + (2 * i + h) * FP8G_THREADS, src, v);
         }
     }
     bool xv = uin && xrow != NULL;
     const float *xs = xv ? xrow + 16 * (int64_t)u : t[0].scale;
 #pragma unroll
     for (int q = 0; q < 4; q++) {
-        fp8g_cp16(slot + (2 * FP8G_TILES + q) * FP8G_THREADS, xv ? xs + 4 * q : xs, xv);
+        mt_cp_async16(slot + (2 * FP8G_TILES + q) * FP8G_THREADS, xv ? xs + 4 * q : xs, xv);
     }
     float *sd = reinterpret_cast<float *>(slot + (2 * FP8G_TILES + 4) * FP8G_THREADS);
 #pragma unroll
     for (int i = 0; i < FP8G_TILES; i++) {
         bool v = t[i].rows > 0;
-        fp8g_cp4(sd + i, v ? t[i].scale + step / 2 : t[i].scale, v);
+        mt_cp_async4(sd + i, v ? t[i].scale + step / 2 : t[i].scale, v);
     }
 }
 
@@ -233,17 +201,17 @@ fp8g_warp(uint4 *ring, const struct fp8g_tile (&t)[FP8G_TILES], int64_t ld, int 
     for (int s = 0; s < S - 1; s++) {
         int st = ks0 + s * ksn;
         fp8g_issue(ring, s, t, ld, units, xrow, st, st < nks);
-        fp8g_commit();
+        mt_cp_async_commit();
     }
     int i = 0;
     for (int step = ks0; step < nks; step += ksn, i++) {
         int next = step + (S - 1) * ksn;
         fp8g_issue(ring, (i + S - 1) % S, t, ld, units, xrow, next, next < nks);
-        fp8g_commit();
-        fp8g_wait<S - 1>(); /* this step's group is complete; S - 1 newer may be in flight */
+        mt_cp_async_commit();
+        mt_cp_async_wait<S - 1>(); /* this step's group is complete; S - 1 newer may be in flight */
         fp8g_consume(ring, i % S, acc);
     }
-    fp8g_wait<0>();
+    mt_cp_async_wait<0>();
 }
 
 /*

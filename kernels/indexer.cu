@@ -14,6 +14,7 @@
 #include <config.h>
 
 #include "kernels/ops.h"
+#include "kernels/async_copy.cuh"
 #include "kernels/common.cuh"
 #include "kernels/cuda_check.cuh"
 
@@ -264,27 +265,6 @@ f8m_cvt(uint32_t two_bytes)
 #endif
 }
 
-/* cp.async of `bytes` (4 or 16) from global to shared; invalid copies write zeros. */
-static __device__ __forceinline__ void
-f8m_cp16(void *dst, const void *src, bool valid)
-{
-    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src),
-                 "r"(valid ? 16 : 0)
-                 : "memory");
-}
-
-static __device__ __forceinline__ void
-f8m_cp4(void *dst, const void *src, bool valid)
-{
-    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src),
-                 "r"(valid ? 4 : 0)
-                 : "memory");
-}
-
 struct f8m_ring {
     uint4 piece[F8M_STAGES][4][32]; /* [stage][key g: 0, 1; key g + 8: 2, 3][lane] */
     float scale[F8M_STAGES][16];
@@ -304,13 +284,13 @@ f8m_issue(struct f8m_ring &ring, int stage, const uint8_t *__restrict__ k8,
         int64_t key = tile * 16 + g + 8 * r;
         bool ok = tile < n_tiles && key < n_keys;
         const uint8_t *src = ok ? k8 + key * FP8_DIM + 16 * t : k8;
-        f8m_cp16(&ring.piece[stage][2 * r][lane], src, ok);
-        f8m_cp16(&ring.piece[stage][2 * r + 1][lane], src + (ok ? 64 : 0), ok);
+        mt_cp_async16(&ring.piece[stage][2 * r][lane], src, ok);
+        mt_cp_async16(&ring.piece[stage][2 * r + 1][lane], src + (ok ? 64 : 0), ok);
         if (t == 0) {
-            f8m_cp4(&ring.scale[stage][g + 8 * r], ok ? k_scale + key : k_scale, ok);
+            mt_cp_async4(&ring.scale[stage][g + 8 * r], ok ? k_scale + key : k_scale, ok);
         }
     }
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
+    mt_cp_async_commit();
 }
 
 static __global__ void __launch_bounds__(32)
@@ -347,7 +327,7 @@ index_scores_f8mma_kernel(const uint8_t *__restrict__ q8, const float *__restric
     for (int64_t tile = blockIdx.x; tile < n_tiles; tile += n_warps) {
         f8m_issue(ring, (stage + F8M_STAGES - 1) % F8M_STAGES, k8, k_scale, n_keys,
                   tile + (F8M_STAGES - 1) * n_warps, n_tiles);
-        asm volatile("cp.async.wait_group %0;\n" ::"n"(F8M_STAGES - 1) : "memory");
+        mt_cp_async_wait<F8M_STAGES - 1>();
         /* pieces: key g at 16t (half 0) and 64 + 16t (half 1), then key g + 8 */
         uint4 p[4];
 #pragma unroll
@@ -401,7 +381,7 @@ index_scores_f8mma_kernel(const uint8_t *__restrict__ q8, const float *__restric
         }
         stage = (stage + 1) % F8M_STAGES;
     }
-    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+    mt_cp_async_wait<0>();
 }
 
 /*
