@@ -95,7 +95,9 @@ ratio() { # name: decode tok/s and the decode phase's forward time against the f
 }
 ids() { grep -E '^[0-9]+( [0-9]+)+$' "$R/$1.txt" | tail -1; }
 same() { # name, reference: greedy tokens equal?
-    if [ -n "$(ids "$1")" ] && [ "$(ids "$1")" = "$(ids "$2")" ]; then
+    if [ ! -f "$R/$2.txt" ] || [ ! -f "$R/$1.txt" ]; then
+        echo "greedy tokens $1 not compared: no $2 run" | tee -a "$R/ratios.txt"
+    elif [ -n "$(ids "$1")" ] && [ "$(ids "$1")" = "$(ids "$2")" ]; then
         echo "greedy tokens $1 = $2" | tee -a "$R/ratios.txt"
     else
         echo "greedy tokens $1 DIFFER from $2" | tee -a "$R/ratios.txt"
