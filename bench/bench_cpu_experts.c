@@ -198,6 +198,7 @@ amx_rounds(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe, int rounds)
     int pf = mt_cpu_experts_amx_pf;
     int order = mt_cpu_experts_amx_order;
     int panel = mt_cpu_experts_amx_panel;
+    int unit = mt_cpu_experts_prefill_unit;
 
     printf("\n## (e) prefill fp8, 8 experts x 2048 tokens: AMX settings, %d rounds\n\n", rounds);
     for (int k = 0; k < rounds; k++) {
@@ -221,7 +222,7 @@ amx_rounds(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe, int rounds)
     mt_cpu_experts_amx_pf = pf;
     mt_cpu_experts_amx_order = order;
     mt_cpu_experts_amx_panel = panel;
-    mt_cpu_experts_prefill_unit = 128;
+    mt_cpu_experts_prefill_unit = unit;
     printf("AMX BF16 rate per round (TFLOP/s):");
     for (int k = 0; k < rounds; k++) {
         printf(" %.2f", rate[k] * 1e-3);

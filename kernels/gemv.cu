@@ -583,12 +583,18 @@ gemv_fp8_launch(const struct mt_gpu_weight *w, const float *x, int n_tok, float 
     if (bps == 0) {
         /* the static reduction buffer counts against the same limit */
         int dyn = smem_optin() - (int)sizeof(float) * MV_WARPS * 2 * 2 * NB * 32;
+        mt_status_t st = MT_OK;
         if (XS) {
-            cudaFuncSetAttribute(gemv_fp8_kernel<NB, P, XS, SW, A>,
-                                 cudaFuncAttributeMaxDynamicSharedMemorySize, dyn);
+            st = MT_CUDA(cudaFuncSetAttribute(gemv_fp8_kernel<NB, P, XS, SW, A>,
+                                              cudaFuncAttributeMaxDynamicSharedMemorySize, dyn));
         }
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, gemv_fp8_kernel<NB, P, XS, SW, A>,
-                                                      MV_WARPS * 32, XS ? dyn : 0);
+        if (st == MT_OK) {
+            st = MT_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                &bps, gemv_fp8_kernel<NB, P, XS, SW, A>, MV_WARPS * 32, XS ? dyn : 0));
+        }
+        if (st != MT_OK) {
+            return st; /* named by MT_CUDA: the call, CUDA's reason */
+        }
         bps = bps > 0 ? bps : 1;
         if (dev < 64) {
             occ[dev] = bps;

@@ -16,7 +16,13 @@
 extern "C" mt_status_t
 mt_gpu_graph_begin(struct CUstream_st *stream)
 {
-    return MT_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed));
+    mt_status_t st = MT_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed));
+
+    if (st != MT_OK) {
+        /* the caller goes on with plain launches: the next launch check must not see this */
+        (void)cudaGetLastError();
+    }
+    return st;
 }
 
 extern "C" mt_status_t
@@ -46,6 +52,7 @@ mt_gpu_graph_end(struct CUstream_st *stream, bool keep, struct CUgraphExec_st **
     if (ex == NULL) {
         st = MT_CUDA(cudaGraphInstantiate(&ex, graph, 0));
         if (st != MT_OK) {
+            (void)cudaGetLastError(); /* as above: the message is recorded, plain launches go on */
             ex = NULL;
         }
         *rebuilt_out = true;

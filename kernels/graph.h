@@ -29,7 +29,8 @@ mt_status_t mt_gpu_graph_begin(struct CUstream_st *stream);
  * Stop recording on stream. With keep, *exec (NULL: none yet) becomes the recorded work: updated
  * in place where the work has the same shape, instantiated anew otherwise (*rebuilt_out true).
  * Without keep (the caller's recording failed half-way) the recording is dropped and *exec kept.
- * On an error *exec is destroyed and set to NULL.
+ * If instantiating fails, *exec is destroyed and set to NULL; if ending the recording fails, *exec
+ * is kept. No failure here leaves an error behind for the next launch's check.
  */
 mt_status_t mt_gpu_graph_end(struct CUstream_st *stream, bool keep, struct CUgraphExec_st **exec,
                              bool *rebuilt_out);

@@ -469,12 +469,12 @@ main(void)
         test_expert(MT_DTYPE_F8_E4M3, 7168, 2048, 37, max);
         test_expert(MT_DTYPE_BF16, 800, 160, 300, max);
         mt_cpu_experts_amx_kc = 1024; /* a chunk larger than every K here but 7168 */
-        mt_cpu_experts_amx_pf = 0;
+        mt_cpu_experts_amx_pf = 4096;  /* with software prefetch (the default has none) */
         test_expert(MT_DTYPE_F8_E4M3, 800, 160, 300, max);
-        mt_cpu_experts_amx_pf = pf;
         mt_cpu_experts_amx_kc = kc;
-        mt_cpu_experts_amx_order = 1; /* row blocks outer */
+        mt_cpu_experts_amx_order = 1; /* row blocks outer, with its own prefetch */
         test_expert(MT_DTYPE_F8_E4M3, 7168, 2048, 37, max);
+        mt_cpu_experts_amx_pf = pf;
         test_expert(MT_DTYPE_BF16, 800, 160, 300, max);
         mt_cpu_experts_amx_order = 0;
         mt_cpu_experts_amx_tiles = 0; /* rows as A: the blocked kernel, then the panel one */

@@ -98,6 +98,16 @@ median_row_rel(const float *got, const float *want, int rows, int cols)
 }
 
 /* A 300-token prompt in 146-token chunks against the same prompt one token at a time. */
+/* Decode steps run as CUDA graphs unless MT_GPU_GRAPH=0 or MT_DEBUG_SYNC turns them off. */
+static bool
+graphs_expected(void)
+{
+    const char *g = getenv("MT_GPU_GRAPH");
+    const char *d = getenv("MT_DEBUG_SYNC");
+
+    return (g == NULL || strcmp(g, "0") != 0) && (d == NULL || strcmp(d, "0") == 0);
+}
+
 static void
 chunk_test(const struct mt_model *m, const char *name, enum mt_dtype kv)
 {
@@ -249,10 +259,20 @@ golden_one(const char *dir, const char *name)
                    "the CPU engine's with the same cache (worst %.2e)", name, si, kn, REL_CPU, rc);
             /* first half as one prefill, the rest one token at a time */
             int half = n_ids / 2 > 0 ? n_ids / 2 : 1;
+            struct mt_engine_stats st0, st1;
             mt_engine_reset(g);
             ok = mt_engine_forward(g, ids, half, true, got2) == MT_OK;
+            mt_engine_stats_get(g, &st0);
             for (int t = half; t < n_ids && ok; t++) {
                 ok = mt_engine_forward(g, &ids[t], 1, true, got2 + (size_t)t * cols) == MT_OK;
+            }
+            mt_engine_stats_get(g, &st1);
+            if (graphs_expected() && n_ids - half > 1) {
+                /* the first step is recorded and replayed, later ones replay the next slot */
+                tap_ok(ok && st1.graph_steps - st0.graph_steps == (uint64_t)(n_ids - half),
+                       "golden %s seq %zu %s cache: all %d decode steps ran as CUDA graphs (%llu)",
+                       name, si, kn, n_ids - half,
+                       (unsigned long long)(st1.graph_steps - st0.graph_steps));
             }
             double rs = ok ? golden_worst_row_rel(got2, got, rows, cols, NULL) : INFINITY;
             double rsb = kvs[kv] == MT_DTYPE_F32 ? REL_SPLIT : REL_SPLIT_BF16;

@@ -15,7 +15,7 @@ need jq "JSON in shell tests; apt-get install jq"
 make_tmp run-report
 m="$tmp/small"
 
-echo "1..18"
+echo "1..19"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 cat >"$tmp/cpu.json" <<'JSON'
@@ -177,4 +177,16 @@ ok $? "--cpu-eff still wins over what was learned"
 "$bin" plan -m "$m" --hw "$tmp/learn.json" --learn "$tmp/np.json" >/dev/null 2>"$tmp/err"
 [ $? -eq 1 ] && grep -q "without --plan" "$tmp/err"
 ok $? "a report of a run without a plan cannot teach: $(head -1 "$tmp/err")"
+# --disk-from: the disk of the minute plans this plan only; --learn saves the profile without it
+cat >"$tmp/disk.json" <<'JSON'
+{"version": 1, "source": "bench --only disk", "disks": [{"path": "/tmp", "best_gbps": 0.5}]}
+JSON
+cp "$tmp/cpu.json" "$tmp/learnd.json"
+"$bin" plan -m "$m" --hw "$tmp/learnd.json" --learn "$tmp/r3.json" --disk-from "$tmp/disk.json" \
+    --cpu-mem "$mem" --cpu-reserve 3.9G --ctx 1024 -o "$tmp/d.json" >"$tmp/d.out" 2>&1 &&
+    jq -e '.disks[0].best_gbps == 2 and .learned.reports == 1' "$tmp/learnd.json" >/dev/null &&
+    jq -e --slurpfile a "$tmp/learned2.json" '.prediction.decode_tok_s <
+        $a[0].prediction.decode_tok_s' "$tmp/d.json" >/dev/null
+ok $? "--disk-from plans with that disk (slower) and --learn does not save it into --hw: \
+$(jq -c '.disks' "$tmp/learnd.json")"
 tap_exit

@@ -545,10 +545,23 @@ mt_cli_plan(int argc, char **argv)
     if (mt_cli_profile_get(hw_path, NULL, hw) != MT_OK) {
         goto out;
     }
+    if (trace_path != NULL && mt_trace_load(trace_path, &trace) != MT_OK) {
+        goto out;
+    }
+    if (n_learn > 0 && learn(learn_paths, n_learn, trace, hw, hw_path) != MT_OK) {
+        goto out;
+    }
     if (disk_path != NULL) {
-        /* the disk measured just before the run: it reads differently from minute to minute */
+        /*
+         * the disk measured just before the run (it reads differently from minute to
+         * minute): for this plan only, after --learn saved the profile without it
+         */
         struct mt_hwprofile *d = calloc(1, sizeof(*d));
-        if (d == NULL || mt_hwprofile_load(disk_path, d) != MT_OK) {
+        if (d == NULL) {
+            mt_cli_error(&cli, "out of memory");
+            goto out;
+        }
+        if (mt_hwprofile_load(disk_path, d) != MT_OK) {
             free(d);
             goto out;
         }
@@ -561,12 +574,6 @@ mt_cli_plan(int argc, char **argv)
         hw->n_disks = d->n_disks;
         memcpy(hw->disks, d->disks, sizeof(hw->disks));
         free(d);
-    }
-    if (trace_path != NULL && mt_trace_load(trace_path, &trace) != MT_OK) {
-        goto out;
-    }
-    if (n_learn > 0 && learn(learn_paths, n_learn, trace, hw, hw_path) != MT_OK) {
-        goto out;
     }
     if (n_learn > 0 && !have_gpu && !have_cpu && out_path == NULL) {
         rc = 0; /* only the profile was asked for: no budget, no -o */

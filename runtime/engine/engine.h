@@ -200,11 +200,12 @@ struct mt_engine_stats {
     uint64_t expert_pairs[MT_TIER_COUNT];  /* (token, expert) pairs, by tier */
     uint64_t expert_bytes[MT_TIER_COUNT];  /* weight bytes those computations read */
     double tier_s[MT_TIER_COUNT];          /* per tier: submit to the end of its wait, summed */
-    double moe_s;                          /* wall time of the MoE layers (router to sum) */
+    double moe_s; /* host wall time of the MoE layers (router to sum); 0 in recorded decode steps */
     double moe_wait_s;                     /* of it, the engine thread blocked on executors */
     uint64_t prefetch_guessed;             /* layer l+1 experts guessed early (GPU engine) */
     uint64_t prefetch_hits;                /* of them, really chosen by the router */
     uint64_t slot_copies;                  /* DRAM experts copied to a GPU slot (GPU engine) */
+    uint64_t graph_steps;                  /* forwards replayed as a CUDA graph (GPU engine) */
 };
 
 /* Copy the counters into *out. */

@@ -28,8 +28,8 @@
  * is made while step t runs (the host would only wait for the logits otherwise) and updates an
  * instantiated graph in place; two slots alternate, one running, one being recorded. The graph
  * reads the embeddings from a pinned buffer and writes the logits to another; the host copies
- * them to the caller's buffer (whose address changes) and checks them in one pass. Not with --debug-sync (every kernel synchronized) or a top-k hook (it reads the
- * selection on the host).
+ * them to the caller's buffer (whose address changes) and checks them in one pass. Not with
+ * --debug-sync (every kernel synchronized) or a top-k hook (it reads the selection on the host).
  *
  * Environment (for measurements and tests): MT_GPU_CHUNK=n sets the chunk (8 = the GEMV path
  * alone), MT_GPU_GEMM=bf16|f32 the GEMM's arithmetic (fp32 by default), MT_GPU_GEMV_LOOP=n
@@ -1010,7 +1010,7 @@ graph_find(const struct eng_gpu *g, int64_t pos, int m, int first)
  * Record into slot k the step of m tokens at pos whose logits rows first..m-1 are wanted: the
  * embeddings' upload from h_emb1, the layers, the final norm and lm_head into g->logits (the
  * copy to the caller's buffer stays outside: its address changes). The caller fills h_emb1
- * before it launches the slot. A recording that fails turns graphs off for the process (one
+ * before it launches the slot. A recording that fails turns graphs off for this engine (one
  * warning); the step then runs as plain launches.
  */
 static mt_status_t
@@ -1109,6 +1109,7 @@ forward_graph(struct mt_engine *e, const int32_t *tokens, int n, bool all_logits
     }
     g->glast = k;
     g->n_graph_steps++;
+    e->stats.graph_steps++;
     /* the next token's step, recorded while this one runs (the host is idle until the logits) */
     if (pos + n < g->ctx && graph_find(g, pos + n, 1, 0) < 0) {
         (void)graph_record(e, g, k ^ 1, 1, pos + n, 0);

@@ -712,7 +712,9 @@ eng_gpu_moe_flush(struct mt_engine *e, struct eng_gpu *g)
         /* eng_moe_count reads the groups' sizes: group_start from the counts */
         memset(w->group_start, 0, (size_t)(E + 1) * sizeof(int));
         for (int i = 0; i < m * K; i++) {
-            w->group_start[ids[i] + 1]++;
+            if ((unsigned)ids[i] < (unsigned)E) { /* device-written: never index blindly */
+                w->group_start[ids[i] + 1]++;
+            }
         }
         for (int x = 0; x < E; x++) {
             w->group_start[x + 1] += w->group_start[x];
