@@ -66,7 +66,8 @@ mt_plan_source_name(enum mt_plan_source src)
 
 #define MT_PLAN_SAMPLES 500 /* sampled decode tokens per prediction (58 layers each) */
 /* the GPU engine's default gpu_slot_min_tokens (engine.h): a DRAM_CPU expert with this many
-   tokens in a step is copied to a GPU slot and computed there */
+   tokens in a step is copied to a GPU slot and computed there (a run that changes it with
+   MT_GPU_SLOT_MIN_TOKENS is predicted at this default) */
 #define MT_PLAN_SLOT_MIN_TOKENS 64
 
 static bool
