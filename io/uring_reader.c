@@ -2,14 +2,16 @@
 /*
  * uring_reader.c - io_uring O_DIRECT reads of one file (io/uring_reader.h).
  *
- * Each submitted read owns one slot of a fixed table (queue_depth slots); the slot index is the
- * SQE's user_data, so a completion finds its read without a search. A slot stays busy across
- * resubmissions of a short read and is freed only when the read is complete or failed: that is
- * what makes "done" mean "every byte asked for is in the buffer".
+ * The slot table, SQEs and the meaning of a result are io/read_slots.c's, shared with the
+ * multi-file io_queue; this file adds the one-file policy: opening with O_DIRECT or not, failing
+ * (not falling back) when io_uring is missing, turning O_DIRECT off when a filesystem refuses it
+ * at read time, and messages that name the file.
  */
 #include <config.h>
 
 #include "io/uring_reader.h"
+
+#include "io/read_slots.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -20,29 +22,12 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include <liburing.h>
-
-struct read_slot {
-    bool busy;
-    void *buf;    /* borrowed from the caller until completion */
-    uint64_t off; /* file offset of buf[0] */
-    size_t len;   /* bytes asked for */
-    size_t done;  /* bytes already in buf */
-    uint64_t tag;
-    int fixed; /* index of the registered buffer holding buf, or -1 */
-};
-
 struct mt_io_uring_reader {
-    char *path;              /* owned, for messages */
-    int fd;                  /* owned */
-    bool direct;             /* O_DIRECT in effect */
-    uint64_t size;           /* file size at open */
-    struct io_uring ring;    /* owned */
-    unsigned depth;          /* slots */
-    unsigned in_flight;      /* busy slots */
-    struct read_slot *slots; // (depth), owned
-    struct iovec *fixed;     /* registered buffer ranges, owned copy (n_fixed) */
-    unsigned n_fixed;
+    char *path;             /* owned, for messages */
+    int fd;                 /* owned */
+    bool direct;            /* O_DIRECT in effect */
+    uint64_t size;          /* file size at open */
+    struct mt_io_slots tab; /* the reads in flight over {fd} (file 0) */
 };
 
 void
@@ -72,14 +57,12 @@ mt_io_uring_reader_create(const char *path, unsigned queue_depth, unsigned flags
     if (r == NULL) {
         return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate reader for '%s'", path);
     }
+    r->fd = -1;
     r->path = strdup(path);
-    r->slots = calloc(queue_depth, sizeof(*r->slots));
-    if (r->path == NULL || r->slots == NULL) {
+    if (!mt_io_slots_init(&r->tab, queue_depth, &r->fd, 1, r->path) || r->path == NULL) {
         st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate reader for '%s'", path);
         goto out_free_reader;
     }
-    r->depth = queue_depth;
-    r->fd = -1;
     if (!(flags & MT_IO_READER_BUFFERED)) {
         if (flags & MT_IO_READER_TEST_REFUSE_DIRECT) {
             errno = EINVAL;
@@ -107,7 +90,7 @@ mt_io_uring_reader_create(const char *path, unsigned queue_depth, unsigned flags
         goto out_close_fd;
     }
     r->size = (uint64_t)sb.st_size;
-    ret = io_uring_queue_init(queue_depth, &r->ring, 0);
+    ret = mt_io_slots_ring(&r->tab);
     if (ret < 0) {
         st = mt_fail(MT_ERR_IO, -ret, "io_uring setup for '%s' failed%s", path,
                      ret == -ENOMEM ? " (raise RLIMIT_MEMLOCK, e.g. ulimit -l unlimited)" : "");
@@ -119,38 +102,10 @@ mt_io_uring_reader_create(const char *path, unsigned queue_depth, unsigned flags
 out_close_fd:
     close(r->fd);
 out_free_reader:
-    free(r->slots);
+    mt_io_slots_fini(&r->tab);
     free(r->path);
     free(r);
     return st;
-}
-
-/* Queue the not-yet-read remainder of slot i and submit it. */
-static mt_status_t
-queue_slot(struct mt_io_uring_reader *r, unsigned i)
-{
-    struct read_slot *s = &r->slots[i];
-    struct io_uring_sqe *sqe;
-    char *dst = (char *)s->buf + s->done;
-    unsigned nbytes = (unsigned)(s->len - s->done);
-    int ret;
-
-    sqe = io_uring_get_sqe(&r->ring);
-    if (sqe == NULL) {
-        /* The ring has depth entries and at most depth reads are queued: cannot happen. */
-        return mt_fail(MT_ERR_INTERNAL, 0, "io_uring submission queue of '%s' is full", r->path);
-    }
-    if (s->fixed >= 0) {
-        io_uring_prep_read_fixed(sqe, r->fd, dst, nbytes, s->off + s->done, s->fixed);
-    } else {
-        io_uring_prep_read(sqe, r->fd, dst, nbytes, s->off + s->done);
-    }
-    io_uring_sqe_set_data64(sqe, i);
-    ret = io_uring_submit(&r->ring);
-    if (ret < 0) {
-        return mt_fail(MT_ERR_IO, -ret, "io_uring submit for '%s' failed", r->path);
-    }
-    return MT_OK;
 }
 
 mt_status_t
@@ -160,7 +115,7 @@ mt_io_uring_reader_register_buffers(struct mt_io_uring_reader *r, void *const *b
     struct iovec *iov;
     int ret;
 
-    MT_ASSERT(r->in_flight == 0);
+    MT_ASSERT(r->tab.in_flight == 0);
     iov = calloc(n, sizeof(*iov));
     if (iov == NULL) {
         return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate %u buffer records", n);
@@ -170,38 +125,13 @@ mt_io_uring_reader_register_buffers(struct mt_io_uring_reader *r, void *const *b
         iov[i].iov_base = bufs[i];
         iov[i].iov_len = lens[i];
     }
-    if (r->n_fixed > 0) {
-        io_uring_unregister_buffers(&r->ring);
-        free(r->fixed);
-        r->fixed = NULL;
-        r->n_fixed = 0;
-    }
-    ret = io_uring_register_buffers(&r->ring, iov, n);
+    ret = mt_io_slots_register_buffers(&r->tab, iov, n);
     if (ret < 0) {
-        free(iov);
         return mt_fail(MT_ERR_IO, -ret, "cannot register %u buffers with io_uring for '%s'%s", n,
                        r->path,
                        ret == -ENOMEM ? " (raise RLIMIT_MEMLOCK, e.g. ulimit -l unlimited)" : "");
     }
-    r->fixed = iov;
-    r->n_fixed = n;
     return MT_OK;
-}
-
-/* Index of the registered buffer that holds [buf, buf+len), or -1. */
-static int
-find_fixed(const struct mt_io_uring_reader *r, const void *buf, size_t len)
-{
-    uintptr_t p = (uintptr_t)buf;
-
-    for (unsigned i = 0; i < r->n_fixed; i++) {
-        uintptr_t b = (uintptr_t)r->fixed[i].iov_base;
-
-        if (p >= b && p + len <= b + r->fixed[i].iov_len) {
-            return (int)i;
-        }
-    }
-    return -1;
 }
 
 mt_status_t
@@ -211,114 +141,74 @@ mt_io_uring_reader_submit(struct mt_io_uring_reader *r, void *buf, uint64_t off,
     unsigned i;
     mt_status_t st;
 
-    /* The O_DIRECT contract, checked here so a bad caller fails at its own call site. */
-    MT_ASSERT(off % MT_IO_ALIGN == 0);
-    MT_ASSERT(len % MT_IO_ALIGN == 0 && len > 0 && len <= (1u << 30));
-    MT_ASSERT((uintptr_t)buf % MT_IO_ALIGN == 0);
-    if (r->in_flight == r->depth) {
+    if (r->tab.in_flight == r->tab.depth) {
         return mt_fail(MT_ERR_INVAL, 0, "'%s': %u reads already in flight (the queue depth)",
-                       r->path, r->depth);
+                       r->path, r->tab.depth);
     }
-    for (i = 0; i < r->depth && r->slots[i].busy; i++) {
-    }
-    MT_ASSERT(i < r->depth);
-    r->slots[i] = (struct read_slot){
-        .busy = true,
-        .buf = buf,
-        .off = off,
-        .len = len,
-        .done = 0,
-        .tag = tag,
-        .fixed = find_fixed(r, buf, len),
-    };
-    st = queue_slot(r, i);
+    i = mt_io_slots_take(&r->tab, 0, buf, off, len, tag);
+    st = mt_io_slots_queue(&r->tab, i);
     if (st != MT_OK) {
-        r->slots[i].busy = false;
-        return st;
+        mt_io_slots_finish(&r->tab, i);
     }
-    r->in_flight++;
-    return MT_OK;
+    return st;
 }
 
-/* Slot i is finished (complete, at end of file, or failed): free it and describe it. */
-static void
-finish_slot(struct mt_io_uring_reader *r, unsigned i, struct mt_io_done *done_out)
+/*
+ * A read failed with EINVAL although O_DIRECT was accepted at open (some FUSE and network
+ * filesystems refuse it only at read time): turn O_DIRECT off for the rest of the file's life.
+ */
+static mt_status_t
+drop_direct(struct mt_io_uring_reader *r)
 {
-    done_out->tag = r->slots[i].tag;
-    done_out->bytes = r->slots[i].done;
-    r->slots[i].busy = false;
-    r->in_flight--;
+    int fl = fcntl(r->fd, F_GETFL);
+
+    if (fl < 0 || fcntl(r->fd, F_SETFL, fl & ~O_DIRECT) != 0) {
+        return mt_fail(MT_ERR_IO, errno, "'%s': cannot turn O_DIRECT off", r->path);
+    }
+    r->direct = false;
+    mt_log_warn("'%s': the filesystem refuses O_DIRECT reads; reading through the page cache",
+                r->path);
+    return MT_OK;
 }
 
 mt_status_t
 mt_io_uring_reader_wait(struct mt_io_uring_reader *r, struct mt_io_done *done_out)
 {
-    if (r->in_flight == 0) {
+    if (r->tab.in_flight == 0) {
         return mt_fail(MT_ERR_INVAL, 0, "'%s': wait with no read in flight", r->path);
     }
     for (;;) {
-        struct io_uring_cqe *cqe;
-        struct read_slot *s;
+        struct mt_io_slot *s;
+        enum mt_io_step step;
         unsigned i;
         int res;
-        int ret;
         mt_status_t st;
 
-        ret = io_uring_wait_cqe(&r->ring, &cqe);
-        if (ret == -EINTR || ret == -EAGAIN) {
-            continue;
+        st = mt_io_slots_next(&r->tab, &i, &res);
+        if (st != MT_OK) {
+            return st;
         }
-        if (ret < 0) {
-            return mt_fail(MT_ERR_IO, -ret, "io_uring wait for '%s' failed", r->path);
-        }
-        i = (unsigned)io_uring_cqe_get_data64(cqe);
-        res = cqe->res;
-        io_uring_cqe_seen(&r->ring, cqe);
-        MT_ASSERT(i < r->depth && r->slots[i].busy);
-        s = &r->slots[i];
-
+        s = &r->tab.slots[i];
         if (res == -EINVAL && r->direct) {
-            /* Accepted at open, refused at read (some FUSE and network filesystems). */
-            int fl = fcntl(r->fd, F_GETFL);
-
-            if (fl < 0 || fcntl(r->fd, F_SETFL, fl & ~O_DIRECT) != 0) {
-                st = mt_fail(MT_ERR_IO, errno, "'%s': cannot turn O_DIRECT off", r->path);
-                finish_slot(r, i, done_out);
-                return st;
-            }
-            r->direct = false;
-            mt_log_warn("'%s': the filesystem refuses O_DIRECT reads; reading through the page "
-                        "cache",
-                        r->path);
-            res = -EAGAIN;
+            st = drop_direct(r);
+            res = -EAGAIN; /* the same read again, buffered */
         }
-        if (res == -EAGAIN || res == -EINTR) {
-            st = queue_slot(r, i);
-            if (st != MT_OK) {
-                finish_slot(r, i, done_out);
-                return st;
-            }
-            continue;
-        }
-        if (res < 0) {
+        step = st == MT_OK ? mt_io_slots_apply(&r->tab, i, res, r->direct) : MT_IO_STEP_FAILED;
+        if (step == MT_IO_STEP_FAILED && st == MT_OK) {
             st = mt_fail(MT_ERR_IO, -res, "read of '%s' at offset %llu (%zu bytes) failed", r->path,
                          (unsigned long long)(s->off + s->done), s->len - s->done);
-            finish_slot(r, i, done_out);
-            return st;
         }
-        s->done += (size_t)res;
-        /* O_DIRECT stops short of a 4 KiB multiple only at end of file, and the rest would be a
-         * misaligned O_DIRECT read (EINVAL on some filesystems): that is end of file too. */
-        if (res == 0 || s->done == s->len || (r->direct && s->done % MT_IO_ALIGN != 0)) {
-            finish_slot(r, i, done_out); /* complete, or end of file */
-            return MT_OK;
+        if (step == MT_IO_STEP_AGAIN) {
+            st = mt_io_slots_queue(&r->tab, i);
+            if (st == MT_OK) {
+                continue;
+            }
         }
-        /* Short read: the rest is still to come (liburing examples/io_uring-cp.c). */
-        st = queue_slot(r, i);
-        if (st != MT_OK) {
-            finish_slot(r, i, done_out);
-            return st;
-        }
+        /* Finished: complete, at end of file, or failed (done_out->tag still says which). */
+        done_out->tag = s->tag;
+        done_out->bytes = s->done;
+        mt_io_slots_finish(&r->tab, i);
+        return st;
     }
 }
 
@@ -329,7 +219,7 @@ mt_io_uring_reader_read(struct mt_io_uring_reader *r, void *buf, uint64_t off, s
     struct mt_io_done done;
     mt_status_t st;
 
-    MT_ASSERT(r->in_flight == 0);
+    MT_ASSERT(r->tab.in_flight == 0);
     st = mt_io_uring_reader_submit(r, buf, off, len, 0);
     if (st == MT_OK) {
         st = mt_io_uring_reader_wait(r, &done);
@@ -373,25 +263,8 @@ mt_io_uring_reader_destroy(struct mt_io_uring_reader *r)
     if (r == NULL) {
         return;
     }
-    /* The kernel may still write into caller buffers: let every read finish first. */
-    while (r->in_flight > 0) {
-        struct io_uring_cqe *cqe;
-        unsigned i;
-
-        if (io_uring_wait_cqe(&r->ring, &cqe) < 0) {
-            break;
-        }
-        i = (unsigned)io_uring_cqe_get_data64(cqe);
-        io_uring_cqe_seen(&r->ring, cqe);
-        if (i < r->depth && r->slots[i].busy) {
-            r->slots[i].busy = false;
-            r->in_flight--;
-        }
-    }
-    io_uring_queue_exit(&r->ring);
+    mt_io_slots_fini(&r->tab); /* waits for the reads in flight: they write into caller memory */
     close(r->fd);
-    free(r->fixed);
-    free(r->slots);
     free(r->path);
     free(r);
 }
@@ -411,5 +284,5 @@ mt_io_uring_reader_file_size(const struct mt_io_uring_reader *r)
 unsigned
 mt_io_uring_reader_in_flight(const struct mt_io_uring_reader *r)
 {
-    return r->in_flight;
+    return r->tab.in_flight;
 }
