@@ -34,6 +34,9 @@ tests_test_hwprofile_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_uring_reader
 tests_test_uring_reader_LDADD = tests/libmttap.a io/libmtio.a runtime/base/libmtbase.a \
 	$(URING_LIBS) -lm
+check_PROGRAMS += tests/test_read_slots
+tests_test_read_slots_LDADD = tests/libmttap.a io/libmtio.a runtime/base/libmtbase.a \
+	$(URING_LIBS) -lm
 # io/ and the base library alone, nothing else of runtime/ (issue 8: leaves link on their own).
 check_PROGRAMS += tests/test_disk_bench
 tests_test_disk_bench_LDADD = tests/libmttap.a io/libmtio.a runtime/base/libmtbase.a \
