@@ -273,6 +273,8 @@ mt_io_queue_wait(struct mt_io_queue *q, struct mt_io_queue_done *done_out)
         }
         s = &q->tab.slots[i];
         res = fault_apply(s->file, s->off + s->done, s->len - s->done, res);
+        /* An off-grid stop ends the read even on an fd the expert source had to open buffered
+         * (its O_DIRECT fallback): the queue does not know which fds are O_DIRECT. */
         step = mt_io_slots_apply(&q->tab, i, res, true);
         if (step == MT_IO_STEP_AGAIN) {
             if (q->mode == MT_IO_QUEUE_PREAD || mt_io_slots_queue(&q->tab, i) == MT_OK) {
