@@ -529,43 +529,47 @@ gemv_fp8_kernel(const uint8_t *__restrict__ W, const float *__restrict__ Sc, int
     mv_store<NB>(y, rows, rb0 + 16 * tl + g, rb1, nt, c, acc);
 }
 
+/* A device attribute of the current device, queried once per device (fallback if the query
+ * fails or gives 0); a race between threads only repeats the query. */
 static int
-sm_count(void)
+device_attr_cached(int (&known)[64], cudaDeviceAttr attr, int fallback)
 {
-    static int known[64]; /* per device; 0 unknown (a race only repeats the query) */
     int dev = 0;
     int n = 0;
 
-    cudaGetDevice(&dev);
+    if (cudaGetDevice(&dev) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return fallback;
+    }
     if (dev < 64 && known[dev] > 0) {
         return known[dev];
     }
-    cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
-    n = n > 0 ? n : 1;
+    if (cudaDeviceGetAttribute(&n, attr, dev) != cudaSuccess) {
+        (void)cudaGetLastError(); /* the launch after it reports a real device problem */
+        n = 0;
+    }
+    n = n > 0 ? n : fallback;
     if (dev < 64) {
         known[dev] = n;
     }
     return n;
 }
 
-/* Largest dynamic shared memory a block of this device may have (cached). */
+static int
+sm_count(void)
+{
+    static int known[64];
+
+    return device_attr_cached(known, cudaDevAttrMultiProcessorCount, 1);
+}
+
+/* Largest dynamic shared memory a block of this device may have. */
 static int
 smem_optin(void)
 {
-    static int known[64]; /* per device; 0 unknown (a race only repeats the query) */
-    int dev = 0;
-    int n = 0;
+    static int known[64];
 
-    cudaGetDevice(&dev);
-    if (dev < 64 && known[dev] > 0) {
-        return known[dev];
-    }
-    cudaDeviceGetAttribute(&n, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-    n = n > 0 ? n : 48 << 10;
-    if (dev < 64) {
-        known[dev] = n;
-    }
-    return n;
+    return device_attr_cached(known, cudaDevAttrMaxSharedMemoryPerBlockOptin, 48 << 10);
 }
 
 /* Blocks: one wave (blocks a SM, once per device, times the SMs), but at least 8 rows each. */
