@@ -17,15 +17,17 @@
  * weights and the ratio to the ceiling; (b) prefill, 32/256/2048 tokens per expert, FP8:
  * TFLOP/s and the ratios to the FMA and AMX rates; (c) decode FP8, 1 token, on 1..all cores;
  * (d) decode FP8, 1 and 8 tokens, at software prefetch distances 0-16 KiB per row stream or
- * the next tile; (e) AMX prefill, 8 experts x 2048 tokens, in rounds: the tiles kernel (K
- * chunks, prefetch, loop order), the blocked kernel (rows as A) and the panel one; (f)
+ * the next tile; (e) AMX prefill, 8 experts x 2048 tokens, in rounds: settings of the tiles
+ * kernel (K chunk, prefetch, units, token super block, conversion prefetch); (f)
  * decode kernels (FMA tiles with FP8 widened by bit moves or tables, bf16 dot products with 3 or 2
  * terms: mt_cpu_experts_decode, --decode picks the one of (a)-(e)) and row sharing (units or fixed
  * shares); (g) the team's round trip (start, one barrier, wait) with no work; (h) decode FP8, 1
- * token x 8 experts, interleaved with the step read (read, kernel, read, kernel, ... read), each
- * kernel rate against the mean of the two reads beside it, since both move from minute to minute
- * on a shared host; (i) AMX prefill of one expert on 1, 2, 4, 8, all threads against the AMX rate
- * of as many threads. --only runs the named sections (e.g. "behi"; the ceilings always).
+ * token x 8 experts, interleaved with the step read (read, kernels, read, kernels, ... read),
+ * with overlapping phases and with the phase barrier, each kernel rate against the mean of the
+ * two reads beside it, since both move from minute to minute on a shared host; (i) AMX prefill
+ * of one expert on 1, 2, 4, 8, all threads against the AMX rate of as many threads; (j) the AMX
+ * 2 x 2 block with its tile loads from L1 or L2 against the rate without loads. --only runs the
+ * named sections (e.g. "behij"; the ceilings always).
  * MOETIER_ISA picks the kernel family.
  */
 #include <config.h>
@@ -112,73 +114,130 @@ cmp_double(const void *a, const void *b)
 }
 
 /*
- * (h): rounds of (step read, decode kernel) and a last read; each kernel rate against the mean
- * of the reads before and after it. Prints the rounds and the spread of the ratios.
+ * (h): rounds of (step read, then each decode setting, overlapping phases on and off) and a
+ * last read; each kernel rate against the mean of the reads before and after its round. Prints
+ * the rounds and the spread of the ratios per setting.
  */
+enum { NH = 2 };
+
 static int
 interleaved(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe, int rounds, int steps)
 {
+    static const char *const hname[NH] = {"overlapping phases (default)", "phase barrier"};
     double rd[rounds + 1];
-    double kr[rounds];
-    double ratio[rounds];
-    int met = 0;
+    double kr[NH][rounds];
+    double ratio[NH][rounds];
+    int overlap = mt_cpu_experts_overlap;
 
     printf("\n## (h) decode fp8, 1 token x 8 experts, interleaved with the step read\n\n");
-    printf("| round | read before | kernel GB/s | read after | of their mean |\n");
-    printf("|---|---|---|---|---|\n");
+    printf("| round | read before | overlap GB/s | barrier GB/s | read after | overlap of their "
+           "mean | barrier | overlap: layer ms, wake us, tail us | barrier: same |\n");
+    printf("|---|---|---|---|---|---|---|---|---|\n");
     rd[0] = step_read_fp8(pool, steps);
     for (int i = 0; i < rounds; i++) {
-        struct mt_cpu_moe_timing t;
+        struct mt_cpu_moe_spread sp[NH];
 
-        if (mt_cpu_expert_pool_time(pool, moe, 0, 1, 8, 0, steps, &t) != MT_OK) {
-            return 1;
+        for (int v = 0; v < NH; v++) {
+            int h = (v + i) % NH; /* alternate which goes first */
+            struct mt_cpu_moe_timing t;
+
+            mt_cpu_experts_overlap = h == 0;
+            mt_cpu_moe_spread(moe, &sp[h]); /* reset the counts */
+            if (mt_cpu_expert_pool_time(pool, moe, 0, 1, 8, 0, steps, &t) != MT_OK) {
+                mt_cpu_experts_overlap = overlap;
+                return 1;
+            }
+            mt_cpu_moe_spread(moe, &sp[h]); /* the timed steps and the warm-up one */
+            kr[h][i] = t.bytes / t.median_s * 1e-9;
         }
-        kr[i] = t.bytes / t.median_s * 1e-9;
         rd[i + 1] = step_read_fp8(pool, steps);
-        ratio[i] = kr[i] / (0.5 * (rd[i] + rd[i + 1]));
-        met += ratio[i] >= 0.85;
-        printf("| %d | %.1f | %.1f | %.1f | %.1f%% |\n", i + 1, rd[i], kr[i], rd[i + 1],
-               100.0 * ratio[i]);
+        for (int h = 0; h < NH; h++) {
+            ratio[h][i] = kr[h][i] / (0.5 * (rd[i] + rd[i + 1]));
+        }
+        printf("| %d | %.1f | %.1f | %.1f | %.1f | %.1f%% | %.1f%% | %.2f, %.0f, %.0f | %.2f, "
+               "%.0f, %.0f |\n",
+               i + 1, rd[i], kr[0][i], kr[1][i], rd[i + 1], 100.0 * ratio[0][i],
+               100.0 * ratio[1][i], sp[0].total_s * 1e3, sp[0].start_lag_s * 1e6,
+               sp[0].idle_end_s * 1e6, sp[1].total_s * 1e3, sp[1].start_lag_s * 1e6,
+               sp[1].idle_end_s * 1e6);
     }
-    qsort(ratio, (size_t)rounds, sizeof(double), cmp_double);
+    mt_cpu_experts_overlap = overlap;
     qsort(rd, (size_t)rounds + 1, sizeof(double), cmp_double);
-    qsort(kr, (size_t)rounds, sizeof(double), cmp_double);
-    printf("\n**interleaved**: ratio median %.1f%% (min %.1f%%, max %.1f%%), %d of %d rounds >= "
-           "85%%; kernel %.1f-%.1f GB/s (median %.1f), read %.1f-%.1f GB/s (median %.1f)\n",
-           100.0 * ratio[rounds / 2], 100.0 * ratio[0], 100.0 * ratio[rounds - 1], met, rounds,
-           kr[0], kr[rounds - 1], kr[rounds / 2], rd[0], rd[rounds], rd[rounds / 2]);
+    printf("\nreads %.1f-%.1f GB/s (median %.1f)\n\n", rd[0], rd[rounds], rd[rounds / 2]);
+    for (int h = 0; h < NH; h++) {
+        int met = 0;
+
+        for (int i = 0; i < rounds; i++) {
+            met += ratio[h][i] >= 0.85;
+        }
+        qsort(ratio[h], (size_t)rounds, sizeof(double), cmp_double);
+        qsort(kr[h], (size_t)rounds, sizeof(double), cmp_double);
+        printf("**interleaved, %s**: ratio median %.1f%% (min %.1f%%, max %.1f%%), %d of %d "
+               "rounds >= 85%%; kernel %.1f-%.1f GB/s (median %.1f)\n",
+               hname[h], 100.0 * ratio[h][rounds / 2], 100.0 * ratio[h][0],
+               100.0 * ratio[h][rounds - 1], met, rounds, kr[h][0], kr[h][rounds - 1],
+               kr[h][rounds / 2]);
+    }
     return 0;
 }
 
-/* The AMX prefill settings (e) compares: tiles, K chunk, prefetch, loop order, panel rows. */
-enum { NA = 7 };
-static const int acfg[NA][6] = {{1, 256, 0, 0, 64, 128}, {1, 256, 4096, 0, 64, 128},
-                                {1, 512, 0, 0, 64, 128}, {1, 512, 4096, 1, 64, 128},
-                                {1, 256, 0, 0, 64, 64},  {0, 256, 0, 0, 64, 128},
-                                {0, 0, 0, 0, 64, 128}};
+/*
+ * (j): the 2 x 2 block of TDPBF16PS with its 4 tile loads per 4 products, operands from L1
+ * (16 KiB regions) or with the B tiles from L2 (1 MiB), all threads, against the rate without
+ * loads measured just before: the ceiling of a prefill kernel's inner loop, apart from its
+ * conversion, packing and C traffic.
+ */
+static int
+amx_loop_ceilings(void)
+{
+    static const size_t reg[4][2] = {
+        {16 << 10, 16 << 10}, {16 << 10, 64 << 10}, {16 << 10, 1 << 20}, {1 << 20, 1 << 20}};
+    double none;
+
+    printf("\n## (j) AMX 2 x 2 block with its tile loads, all threads\n\n");
+    printf("| A region | B region | TFLOP/s | of the rate without loads |\n|---|---|---|---|\n");
+    if (mt_cpu_amx_bf16_gflops(0.2, &none) != MT_OK) {
+        return 1;
+    }
+    for (int i = 0; i < 4; i++) {
+        double g;
+
+        if (mt_cpu_amx_bf16_loads_gflops_n(0, reg[i][0], reg[i][1], 0.2, &g) != MT_OK) {
+            return 1;
+        }
+        printf("| %zu KiB | %zu KiB | %.2f | %.1f%% |\n", reg[i][0] >> 10, reg[i][1] >> 10,
+               g * 1e-3, 100.0 * g / none);
+    }
+    printf("(no loads: %.2f TFLOP/s)\n", none * 1e-3);
+    return 0;
+}
+
+/*
+ * The AMX prefill settings (e) compares, all the tiles kernel: K chunk, prefetch of the weight
+ * tile stream, prefill unit rows, token super block, prefetch in the weight conversion.
+ */
+enum { NA = 8 };
+static const int acfg[NA][5] = {
+    {256, 0, 128, 256, 0}, {256, 4096, 128, 256, 0}, {256, 0, 128, 32, 0},  {256, 0, 64, 32, 0},
+    {512, 0, 64, 32, 0},   {256, 0, 64, 64, 0},      {256, 0, 128, 256, 1}, {256, 0, 64, 32, 1}};
 
 static void
 amx_set(int i)
 {
-    mt_cpu_experts_amx_tiles = acfg[i][0];
-    mt_cpu_experts_amx_kc = acfg[i][1];
-    mt_cpu_experts_amx_pf = acfg[i][2];
-    mt_cpu_experts_amx_order = acfg[i][3];
-    mt_cpu_experts_amx_panel = acfg[i][4];
-    mt_cpu_experts_prefill_unit = acfg[i][5];
+    mt_cpu_experts_amx_tiles = 1;
+    mt_cpu_experts_amx_order = 0;
+    mt_cpu_experts_amx_kc = acfg[i][0];
+    mt_cpu_experts_amx_pf = acfg[i][1];
+    mt_cpu_experts_prefill_unit = acfg[i][2];
+    mt_cpu_experts_amx_super = acfg[i][3];
+    mt_cpu_experts_amx_cvt_pf = acfg[i][4];
 }
 
 static void
 amx_name(int i, char *what, size_t n)
 {
-    if (acfg[i][0] != 0) {
-        snprintf(what, n, "tiles, K chunk %d, prefetch %d%s%s", acfg[i][1], acfg[i][2],
-                 acfg[i][3] ? ", rows outer" : "", acfg[i][5] == 64 ? ", units of 64 rows" : "");
-    } else if (acfg[i][1] > 0) {
-        snprintf(what, n, "rows as A, blocked, K chunk %d", acfg[i][1]);
-    } else {
-        snprintf(what, n, "rows as A, panels of %d rows", acfg[i][4]);
-    }
+    snprintf(what, n, "tiles, K chunk %d, prefetch %d, units %d, super %d%s", acfg[i][0],
+             acfg[i][1], acfg[i][2], acfg[i][3], acfg[i][4] ? ", conversion prefetch" : "");
 }
 
 /*
@@ -197,8 +256,9 @@ amx_rounds(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe, int rounds)
     int kc = mt_cpu_experts_amx_kc;
     int pf = mt_cpu_experts_amx_pf;
     int order = mt_cpu_experts_amx_order;
-    int panel = mt_cpu_experts_amx_panel;
     int unit = mt_cpu_experts_prefill_unit;
+    int super = mt_cpu_experts_amx_super;
+    int cvt_pf = mt_cpu_experts_amx_cvt_pf;
 
     printf("\n## (e) prefill fp8, 8 experts x 2048 tokens: AMX settings, %d rounds\n\n", rounds);
     for (int k = 0; k < rounds; k++) {
@@ -221,8 +281,9 @@ amx_rounds(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe, int rounds)
     mt_cpu_experts_amx_kc = kc;
     mt_cpu_experts_amx_pf = pf;
     mt_cpu_experts_amx_order = order;
-    mt_cpu_experts_amx_panel = panel;
     mt_cpu_experts_prefill_unit = unit;
+    mt_cpu_experts_amx_super = super;
+    mt_cpu_experts_amx_cvt_pf = cvt_pf;
     printf("AMX BF16 rate per round (TFLOP/s):");
     for (int k = 0; k < rounds; k++) {
         printf(" %.2f", rate[k] * 1e-3);
@@ -230,7 +291,7 @@ amx_rounds(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe, int rounds)
     printf("\n\n| setting | TFLOP/s per round | of the round's AMX rate: median | min | max |\n");
     printf("|---|---|---|---|---|\n");
     for (int i = 0; i < NA; i++) {
-        char what[96];
+        char what[112];
         char list[128] = "";
 
         amx_name(i, what, sizeof(what));
@@ -288,7 +349,7 @@ main(int argc, char **argv)
     int n_experts = 256;
     int steps = 20;
     bool quick = false;
-    const char *only = "abcdefghi";
+    const char *only = "abcdefghij";
     struct mt_cpu_topo tp;
     struct mt_cpu_ceiling_result ceil;
     struct mt_cpu_team *team;
@@ -484,6 +545,10 @@ main(int argc, char **argv)
     if (strchr(only, 'e') != NULL && level == MT_CPU_LEVEL_AMX && amx > 0 &&
         amx_rounds(pool[0], moe, 5) != 0) {
         return fail("amx kernels");
+    }
+    if (strchr(only, 'j') != NULL && level == MT_CPU_LEVEL_AMX && amx > 0 &&
+        amx_loop_ceilings() != 0) {
+        return fail("amx loop ceilings");
     }
     if (strchr(only, 'i') != NULL && level == MT_CPU_LEVEL_AMX && amx > 0 &&
         amx_scaling(pool[0], moe, mt_cpu_team_size(team)) != 0) {

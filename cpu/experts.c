@@ -8,7 +8,9 @@
 #include "cpu/experts.h"
 
 #include "cpu/experts_impl.h"
+#include "runtime/base/clock.h"
 
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,9 +23,12 @@ int mt_cpu_experts_amx_kc = 256;
 int mt_cpu_experts_amx_tiles = 1;
 int mt_cpu_experts_amx_pf = 0;
 int mt_cpu_experts_amx_order = 0;
+int mt_cpu_experts_amx_super = 256;
+int mt_cpu_experts_amx_cvt_pf = 0;
 int mt_cpu_experts_prefill_unit = 128;
 int mt_cpu_experts_decode = 0;
 int mt_cpu_experts_dynamic = 1;
+int mt_cpu_experts_overlap = 1;
 
 bool
 mt_cpu_experts_decode_usable(int kind)
@@ -200,8 +205,14 @@ struct mt_cpu_moe {
     int64_t *unit_pre; /* [2][n + 1] units of jobs before j, phase 1 then 2 */
     size_t unit_pre_cap;
     _Atomic int64_t next_unit[2]; /* next unit to hand out, per phase */
-    bool dynamic;                 /* mt_cpu_experts_dynamic when the run started */
-    int prefill_unit;             /* mt_cpu_experts_prefill_unit when the run started */
+    _Atomic int64_t *done1;       /* (n) phase-1 units of job j finished (overlap) */
+    size_t done1_cap;
+    bool dynamic;     /* mt_cpu_experts_dynamic when the run started */
+    bool overlap;     /* phases overlap per job (mt_cpu_experts_overlap) */
+    int prefill_unit; /* mt_cpu_experts_prefill_unit when the run started */
+    double t_start;   /* mt_clock_now() at the start call */
+    double *t_thread; /* [2 x team size]: each thread's first and last moment of work */
+    struct mt_cpu_moe_spread spread; /* sums since the last mt_cpu_moe_spread */
     int max_m;
     int64_t hidden;
     int64_t inter;
@@ -283,6 +294,24 @@ share_visit(struct mt_cpu_moe *moe, int tid, int nt, int64_t rows, int phase)
 }
 
 /*
+ * Phase 2 of job j reads all of job j's h: with overlapping phases, wait until every phase-1
+ * unit of job j is done. All phase-1 units were handed out before any thread got here, and their
+ * threads wait on nothing, so this ends; units go out in job order, so it rarely waits at all
+ * (only for the last experts, where the barrier would have waited too). The acquire pairs with
+ * the release after each unit: that unit's h rows are visible once its count is.
+ */
+static void
+wait_phase1(struct mt_cpu_moe *moe, int j)
+{
+    const int64_t *pre = moe->unit_pre;
+    int64_t want = pre[j + 1] - pre[j];
+
+    while (atomic_load_explicit(&moe->done1[j], memory_order_acquire) < want) {
+        sched_yield(); /* a wait of at most one unit (~0.1 ms): leave the core to others */
+    }
+}
+
+/*
  * The same work handed out in units (job, UNIT_ROWS rows; 128 for prefill jobs, whose kernel
  * works on 64-row panels) from one counter per phase, in job and row order: a thread that
  * finishes early takes the next unit instead of waiting at the barrier for a slow one (a core
@@ -294,6 +323,7 @@ unit_visit(struct mt_cpu_moe *moe, int tid, int64_t rows, int phase)
 {
     const int64_t *pre = moe->unit_pre + (size_t)(phase - 1) * (size_t)(moe->n + 1);
     int j = 0;
+    int ready = -1; /* jobs <= ready have their phase 1 complete (phase 2, overlap) */
 
     for (;;) {
         int64_t u = atomic_fetch_add_explicit(&moe->next_unit[phase - 1], 1, memory_order_relaxed);
@@ -307,7 +337,14 @@ unit_visit(struct mt_cpu_moe *moe, int tid, int64_t rows, int phase)
         int64_t ur = unit_rows(moe, j);
         int64_t r0 = (u - pre[j]) * ur;
 
+        if (phase == 2 && moe->overlap && j > ready) {
+            wait_phase1(moe, j);
+            ready = j;
+        }
         job_rows(moe, tid, j, r0, MT_MIN(rows, r0 + ur), phase);
+        if (phase == 1 && moe->overlap) {
+            atomic_fetch_add_explicit(&moe->done1[j], 1, memory_order_release);
+        }
     }
 }
 
@@ -348,6 +385,7 @@ moe_job_run(void *arg, int tid, int nt)
 {
     struct mt_cpu_moe *moe = arg;
 
+    moe->t_thread[2 * tid] = mt_clock_now();
     if (moe->packs) {
         pack_share(moe, tid, nt, 1);
         mt_cpu_team_barrier(moe->team);
@@ -357,7 +395,9 @@ moe_job_run(void *arg, int tid, int nt)
     } else {
         share_visit(moe, tid, nt, moe->inter, 1);
     }
-    mt_cpu_team_barrier(moe->team);
+    if (!moe->overlap) {
+        mt_cpu_team_barrier(moe->team);
+    }
     if (moe->packs) {
         pack_share(moe, tid, nt, 2); /* h of every job is complete after the barrier */
         mt_cpu_team_barrier(moe->team);
@@ -367,6 +407,7 @@ moe_job_run(void *arg, int tid, int nt)
     } else {
         share_visit(moe, tid, nt, moe->hidden, 2);
     }
+    moe->t_thread[2 * tid + 1] = mt_clock_now();
 }
 
 mt_status_t
@@ -385,6 +426,11 @@ mt_cpu_moe_create(struct mt_cpu_team *team, enum mt_cpu_level level, struct mt_c
     moe->team = team;
     moe->level = level;
     moe->k = kernels_of(level);
+    moe->t_thread = calloc(2 * (size_t)mt_cpu_team_size(team), sizeof(double));
+    if (moe->t_thread == NULL) {
+        free(moe);
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate a MoE layer runner");
+    }
     *moe_out = moe;
     return MT_OK;
 }
@@ -399,6 +445,8 @@ mt_cpu_moe_destroy(struct mt_cpu_moe *moe)
         mt_cpu_moe_wait(moe);
     }
     free(moe->unit_pre);
+    free(moe->done1);
+    free(moe->t_thread);
     free(moe->xp_off);
     free(moe->xp);
     free(moe->tmp);
@@ -529,9 +577,20 @@ mt_cpu_moe_start(struct mt_cpu_moe *moe, const struct mt_cpu_expert_job *jobs, i
         atomic_store_explicit(&moe->next_unit[p], 0, memory_order_relaxed);
     }
     moe->dynamic = mt_cpu_experts_dynamic != 0;
+    /* the packed path packs h of all jobs between the phases: it keeps the barrier */
+    moe->overlap = moe->dynamic && !moe->packs && mt_cpu_experts_overlap != 0;
+    if (moe->overlap) {
+        if (!grow((void **)&moe->done1, &moe->done1_cap, (size_t)n, sizeof(*moe->done1))) {
+            return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate %d expert jobs", n);
+        }
+        for (int j = 0; j < n; j++) {
+            atomic_init(&moe->done1[j], 0);
+        }
+    }
     moe->threads = nt;
     moe->started = true;
     atomic_fetch_add(&mt_cpu_experts_gen, 1);
+    moe->t_start = mt_clock_now();
     mt_cpu_team_start(moe->team, nt, moe_job_run, moe);
     return MT_OK;
 }
@@ -540,9 +599,41 @@ void
 mt_cpu_moe_wait(struct mt_cpu_moe *moe)
 {
     if (moe->started) {
+        double end = moe->t_start;
+        double lag = 0.0;
+        double idle = 0.0;
+
         mt_cpu_team_wait(moe->team);
         moe->started = false;
+        if (moe->n == 0) {
+            return;
+        }
+        for (int t = 0; t < moe->threads; t++) {
+            end = MT_MAX(end, moe->t_thread[2 * t + 1]);
+        }
+        for (int t = 0; t < moe->threads; t++) {
+            lag += moe->t_thread[2 * t] - moe->t_start;
+            idle += end - moe->t_thread[2 * t + 1];
+        }
+        moe->spread.runs++;
+        moe->spread.total_s += end - moe->t_start;
+        moe->spread.start_lag_s += lag / moe->threads;
+        moe->spread.idle_end_s += idle / moe->threads;
     }
+}
+
+void
+mt_cpu_moe_spread(struct mt_cpu_moe *moe, struct mt_cpu_moe_spread *out)
+{
+    int n = moe->spread.runs;
+
+    *out = moe->spread;
+    if (n > 0) {
+        out->total_s /= n;
+        out->start_lag_s /= n;
+        out->idle_end_s /= n;
+    }
+    memset(&moe->spread, 0, sizeof(moe->spread));
 }
 
 mt_status_t

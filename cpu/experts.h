@@ -67,6 +67,14 @@ extern int mt_cpu_experts_decode;
 extern int mt_cpu_experts_dynamic;
 
 /*
+ * With units (mt_cpu_experts_dynamic) and no packed prefill input: 1 (default) a thread done
+ * with phase 1 (gate, up) starts phase 2 (down) of the experts whose phase 1 is complete
+ * instead of waiting at a barrier for the last unit of all experts; 0 the barrier. Likewise a
+ * knob.
+ */
+extern int mt_cpu_experts_overlap;
+
+/*
  * Rows per unit of prefill jobs (m >= MT_CPU_PREFILL_MIN_M) in that scheduling: 128 (default),
  * 64 or 32 (smaller units even out the end of a phase, at the price of more passes over each
  * input). Likewise a knob.
@@ -98,6 +106,15 @@ extern int mt_cpu_experts_amx_panel;
 extern int mt_cpu_experts_amx_tiles;
 extern int mt_cpu_experts_amx_pf;
 extern int mt_cpu_experts_amx_order;
+
+/*
+ * The tiles kernel's super block of tokens (32, 64, 128 or 256: how many tokens' C blocks wait
+ * between K chunks, see cpu/experts_amx_tiles.c) and whether its weight conversion prefetches
+ * each row's next K chunk into L2 (mt_cpu_experts_amx_cvt_pf, 0 or 1). Knobs for benchmarks;
+ * set them while no layer runs.
+ */
+extern int mt_cpu_experts_amx_super;
+extern int mt_cpu_experts_amx_cvt_pf;
 
 /* One expert's work: m tokens routed to it. */
 struct mt_cpu_expert_job {
@@ -131,6 +148,21 @@ void mt_cpu_moe_wait(struct mt_cpu_moe *moe);
 /* start + wait. */
 mt_status_t mt_cpu_moe_run(struct mt_cpu_moe *moe, const struct mt_cpu_expert_job *jobs, int n,
                            int threads);
+
+/*
+ * Where the runs' time went besides the kernels, for benchmarks: per run, from the start call
+ * to the last thread's end (total_s); the mean over the run's threads of the wait from the start
+ * call to the thread's first instruction of work (start_lag_s: waking the team) and of the idle
+ * from the thread's end to the last thread's (idle_end_s: the tail). Means over the runs since
+ * the last call, which starts a new count (runs == 0: none finished).
+ */
+struct mt_cpu_moe_spread {
+    int runs;
+    double total_s;
+    double start_lag_s;
+    double idle_end_s;
+};
+void mt_cpu_moe_spread(struct mt_cpu_moe *moe, struct mt_cpu_moe_spread *out);
 
 /*
  * The weighted sum of a layer: out[tok[j][i], :] += w[j][i] * y_j[i, :] for every job j and its

@@ -43,14 +43,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ROWS_MAX 128 /* rows per call: one FP8 scale block */
-#define SUPER 256    /* tokens per super block: its C buffer is 128 KB */
-#define TILE 512     /* bf16 elements of one tile (16 x 64 bytes) */
+#define ROWS_MAX 128  /* rows per call: one FP8 scale block */
+#define SUPER_MAX 256 /* tokens per super block at most: its C buffer is 128 KB */
+#define TILE 512      /* bf16 elements of one tile (16 x 64 bytes) */
 
 struct tiles_ws {
     uint16_t *w; /* weight tiles of the call: [chunk][row block of 32][step][2 tiles] */
     size_t w_cap;
-    float *c; /* [ROWS_MAX / 32][SUPER / 32][4 tiles][16 tokens][16 rows] fp32 */
+    float *c; /* [ROWS_MAX / 32][super / 32][4 tiles][16 tokens][16 rows] fp32 */
 };
 
 static __thread struct tiles_ws tws;
@@ -81,18 +81,30 @@ mt_cpu_amx_tiles_pack(const float *x, int64_t ldx, int m, int64_t cols, int n0, 
     }
 }
 
-/* 32 k from column c of row r of w as 32 bf16 (block scale folded in for FP8), or zero. */
+/*
+ * 32 k from column c of row r of w as 32 bf16 (block scale folded in for FP8), or zero. pf > 0:
+ * also prefetch (into L2) the line pf columns further on the same row, once per 64 bytes.
+ */
 static inline __m512i
-row_bf16(const struct mt_cpu_weight *w, int64_t r, int64_t r1, int64_t c)
+row_bf16(const struct mt_cpu_weight *w, int64_t r, int64_t r1, int64_t c, int64_t pf)
 {
     if (r >= r1) {
         return _mm512_setzero_si512();
     }
     if (w->dtype == MT_DTYPE_BF16) {
-        return _mm512_loadu_si512((const uint16_t *)w->data + r * w->cols + c);
+        const uint16_t *src = (const uint16_t *)w->data + r * w->cols + c;
+
+        if (pf > 0 && c + pf < w->cols) {
+            _mm_prefetch((const char *)(src + pf), _MM_HINT_T1);
+        }
+        return _mm512_loadu_si512(src);
     }
     /* e4m3 -> fp16 of value / 256 by bit moves (see experts_avx2.c), then x 256 s */
     const uint8_t *src = (const uint8_t *)w->data + r * w->cols + c;
+
+    if (pf > 0 && (c & 63) == 0 && c + pf < w->cols) {
+        _mm_prefetch((const char *)src + pf, _MM_HINT_T1);
+    }
     float s = w->scale[(r / 128) * ((w->cols + 127) / 128) + c / 128] * 256.0f;
     __m512i u = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)src));
     __m512 sv = _mm512_set1_ps(s);
@@ -147,11 +159,17 @@ transpose16(__m512i r[16])
  * (kn) columns, per row block b of 32, per step s of the chunk, the tiles of rows 32 b .. + 15
  * and 32 b + 16 .. + 31: tile row p = the bf16 pairs (k 2p, 2p + 1) of its 16 rows, which is the
  * 32-bit column p of the rows' converted 64 bytes.
+ *
+ * The chunk order reads the call's rows as up to 128 interleaved streams of kc columns each,
+ * more than the hardware prefetchers follow, so every line would be a demand miss to DRAM with
+ * few in flight; with mt_cpu_experts_amx_cvt_pf each row's next chunk is prefetched into L2
+ * while this one converts (a whole chunk of lookahead: 128 rows x kc bytes of FP8).
  */
 static void
 load_tiles(const struct mt_cpu_weight *w, int64_t p0, int64_t r1, int rows_pad, int64_t kc)
 {
     int64_t cols = w->cols;
+    int64_t pf = mt_cpu_experts_amx_cvt_pf != 0 ? kc : 0;
     __m512i r[16];
 
     for (int64_t k0 = 0; k0 < cols; k0 += kc) {
@@ -164,7 +182,7 @@ load_tiles(const struct mt_cpu_weight *w, int64_t p0, int64_t r1, int rows_pad, 
 
                 for (int h = 0; h < 2; h++) {
                     for (int i = 0; i < 16; i++) {
-                        r[i] = row_bf16(w, p0 + 32 * b + 16 * h + i, r1, k0 + 32 * s);
+                        r[i] = row_bf16(w, p0 + 32 * b + 16 * h + i, r1, k0 + 32 * s, pf);
                     }
                     transpose16(r);
                     for (int p = 0; p < 16; p++) {
@@ -276,6 +294,13 @@ block(const uint16_t *x0, const uint16_t *x1, const uint16_t *wb, int64_t ns, fl
  * prefetched pf bytes ahead; the next tokens' A tiles are prefetched during the last row block,
  * as their first use comes from L3); 1: row blocks outer, tokens inner (the B tiles of 32 rows
  * stay in L1, the A tiles stream and the next tokens' ones are prefetched).
+ *
+ * Super blocks of mt_cpu_experts_amx_super tokens (32, 64, 128; else 256): the C blocks of a
+ * super block wait between K chunks in tws.c, 4 KiB per 32 x 32 block. At 256 tokens they are
+ * 128 KiB and come from L2 (4 tile loads and 4 stores per 32 products at a chunk of 256); at 32
+ * they are 16 KiB and stay in L1 beside the 16 KiB of A tiles of the chunk, and all K chunks of
+ * a 32-token block run back to back, so only the weight tiles (1.8 MB for 128 rows, the size of
+ * L2) stream from L2.
  */
 void
 mt_cpu_amx_tiles_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const uint16_t *xp,
@@ -288,9 +313,13 @@ mt_cpu_amx_tiles_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, con
     int m_pad = (m + 31) / 32 * 32;
     int64_t pf = mt_cpu_experts_amx_pf;
     bool rows_outer = mt_cpu_experts_amx_order != 0;
+    int super = mt_cpu_experts_amx_super;
     size_t wbytes = (size_t)rows_pad * (size_t)cols * 2;
 
     MT_ASSERT(nrows <= ROWS_MAX);
+    if (super != 32 && super != 64 && super != 128) {
+        super = SUPER_MAX;
+    }
     if (wbytes > tws.w_cap) {
         free(tws.w);
         tws.w = aligned_alloc(64, (wbytes + 63) / 64 * 64);
@@ -298,12 +327,12 @@ mt_cpu_amx_tiles_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, con
         tws.w_cap = wbytes;
     }
     if (tws.c == NULL) {
-        tws.c = aligned_alloc(64, (size_t)ROWS_MAX * SUPER * sizeof(float));
+        tws.c = aligned_alloc(64, (size_t)ROWS_MAX * SUPER_MAX * sizeof(float));
         MT_ASSERT(tws.c != NULL);
     }
     load_tiles(w, r0, r1, rows_pad, kc);
-    for (int ts = 0; ts < m_pad; ts += SUPER) {
-        int te = MT_MIN(m_pad, ts + SUPER);
+    for (int ts = 0; ts < m_pad; ts += super) {
+        int te = MT_MIN(m_pad, ts + super);
 
         for (int64_t k0 = 0; k0 < cols; k0 += kc) {
             int64_t ns = MT_MIN(kc, cols - k0) / 32;
@@ -321,7 +350,7 @@ mt_cpu_amx_tiles_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, con
                     xp + ((size_t)(t0 / 16) * (size_t)nks + (size_t)(k0 / 32)) * TILE;
                 const uint16_t *x1 = x0 + (size_t)nks * TILE;
                 const uint16_t *wb = wc + (size_t)bi * (size_t)ns * 2 * TILE;
-                float *cb = tws.c + ((size_t)bi * (SUPER / 32) + (size_t)ti) * 1024;
+                float *cb = tws.c + ((size_t)bi * (size_t)(super / 32) + (size_t)ti) * 1024;
                 const char *pw = NULL;
                 const uint16_t *px0 = NULL;
 

@@ -107,7 +107,6 @@ static float (*fma_pick(double *flops_per_iter_out))(long)
     return fma_loop_scalar;
 }
 
-
 struct rate_job {
     struct mt_cpu_team *team;
     float (*loop)(long);
@@ -267,4 +266,85 @@ mt_status_t
 mt_cpu_amx_bf16_gflops(double seconds, double *gflops_out)
 {
     return mt_cpu_amx_bf16_gflops_n(0, seconds, gflops_out);
+}
+
+/*
+ * The loop above with the tile loads a prefill kernel needs: per 4 TDPBF16PS, 2 A tiles from a
+ * region of amx_a_bytes and 2 B tiles from one of amx_b_bytes, each walked 2 KiB a step and
+ * wrapped (one buffer shared by all threads, read only: every core caches its own copy). The
+ * region sizes pick where the loads come from (16 KiB: L1; 1 MiB: L2), so the rate tells what
+ * the 2 x 2 block costs by itself, apart from any kernel's other work. Set before the run (the
+ * loop's signature has room for no more).
+ */
+static const uint16_t *amx_buf;
+static size_t amx_a_bytes;
+static size_t amx_b_bytes;
+
+__attribute__((target("amx-tile,amx-bf16"))) static float
+amx_loop_loads(long iters)
+{
+    struct amx_tilecfg cfg;
+    float out[256] __attribute__((aligned(64)));
+    const char *a = (const char *)amx_buf;
+    const char *b = a + amx_a_bytes;
+    size_t ao = 0;
+    size_t bo = 0;
+
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.palette_id = 1;
+    for (int i = 0; i < 8; i++) {
+        cfg.colsb[i] = 64;
+        cfg.rows[i] = 16;
+    }
+    _tile_loadconfig(&cfg);
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (long it = 0; it < iters; it++) {
+        _tile_loadd(4, a + ao, 64);
+        _tile_loadd(5, a + ao + 1024, 64);
+        _tile_loadd(6, b + bo, 64);
+        _tile_loadd(7, b + bo + 1024, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+        ao = ao + 2048 >= amx_a_bytes ? 0 : ao + 2048;
+        bo = bo + 2048 >= amx_b_bytes ? 0 : bo + 2048;
+    }
+    _tile_stored(0, out, 64);
+    _tile_release();
+    return out[0];
+}
+
+mt_status_t
+mt_cpu_amx_bf16_loads_gflops_n(int threads, size_t a_bytes, size_t b_bytes, double seconds,
+                               double *gflops_out)
+{
+    struct mt_cpu_isa isa;
+    mt_status_t st;
+    uint16_t *buf;
+
+    mt_cpu_isa_detect(&isa);
+    if (!isa.amx_tile || !isa.amx_bf16) {
+        return mt_fail(MT_ERR_UNSUPPORTED, 0, "this CPU (or its OS) has no AMX-BF16");
+    }
+    if (!mt_cpu_amx_enable()) {
+        return mt_fail(MT_ERR_UNSUPPORTED, errno, "the kernel refuses the AMX tile state");
+    }
+    a_bytes = MT_MAX(a_bytes / 2048, 1) * 2048;
+    b_bytes = MT_MAX(b_bytes / 2048, 1) * 2048;
+    buf = aligned_alloc(64, a_bytes + b_bytes);
+    if (buf == NULL) {
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate %zu bytes of tiles", a_bytes + b_bytes);
+    }
+    memset(buf, 0, a_bytes + b_bytes); /* bf16 zeros; the tile unit's speed ignores values */
+    amx_buf = buf;
+    amx_a_bytes = a_bytes;
+    amx_b_bytes = b_bytes;
+    st = rate_all_cores(threads, amx_loop_loads, 4.0 * 16 * 16 * 32 * 2, seconds, gflops_out);
+    amx_buf = NULL;
+    free(buf);
+    return st;
 }

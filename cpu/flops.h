@@ -9,6 +9,8 @@
 
 #include "runtime/base/status.h"
 
+#include <stddef.h>
+
 /*
  * fp32 FMA rate of `threads` cores (<= 0: all), one pinned thread each, in GFLOP/s, 2 flops
  * per lane per FMA, with the widest FMA unit this CPU has. Runs about `seconds`.
@@ -23,5 +25,13 @@ mt_status_t mt_cpu_fma_gflops(double seconds, double *gflops_out);
  */
 mt_status_t mt_cpu_amx_bf16_gflops_n(int threads, double seconds, double *gflops_out);
 mt_status_t mt_cpu_amx_bf16_gflops(double seconds, double *gflops_out);
+
+/*
+ * The same 2 x 2 block of TDPBF16PS with its 4 tile loads per 4 products: the A tiles walk a
+ * region of a_bytes, the B tiles one of b_bytes (16 KiB stays in L1, 1 MiB in L2): the rate a
+ * prefill kernel's inner loop can reach with its operands there. Same units and errors.
+ */
+mt_status_t mt_cpu_amx_bf16_loads_gflops_n(int threads, size_t a_bytes, size_t b_bytes,
+                                           double seconds, double *gflops_out);
 
 #endif /* MT_CPU_FLOPS_H */

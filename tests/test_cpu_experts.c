@@ -469,7 +469,7 @@ main(void)
         test_expert(MT_DTYPE_F8_E4M3, 7168, 2048, 37, max);
         test_expert(MT_DTYPE_BF16, 800, 160, 300, max);
         mt_cpu_experts_amx_kc = 1024; /* a chunk larger than every K here but 7168 */
-        mt_cpu_experts_amx_pf = 4096;  /* with software prefetch (the default has none) */
+        mt_cpu_experts_amx_pf = 4096; /* with software prefetch (the default has none) */
         test_expert(MT_DTYPE_F8_E4M3, 800, 160, 300, max);
         mt_cpu_experts_amx_kc = kc;
         mt_cpu_experts_amx_order = 1; /* row blocks outer, with its own prefetch */
@@ -489,6 +489,20 @@ main(void)
         test_expert(MT_DTYPE_F8_E4M3, 800, 160, 300, max);
         mt_cpu_experts_amx_kc = kc;
         mt_cpu_experts_amx_tiles = 1;
+        /* token super blocks of 32, 64 and 128 (C in L1 across the K chunks), 300 tokens: a
+         * partial last block; the conversion's prefetch (FP8 and BF16, chunks past K's end) */
+        for (int sb = 32; sb <= 128; sb *= 2) {
+            mt_cpu_experts_amx_super = sb;
+            mt_cpu_experts_amx_cvt_pf = sb == 64;
+            test_expert(MT_DTYPE_F8_E4M3, 7168, 2048, 37, max);
+            test_expert(MT_DTYPE_F8_E4M3, 800, 160, 300, max);
+            test_expert(MT_DTYPE_BF16, 800, 160, 300, max);
+        }
+        mt_cpu_experts_amx_super = 256;
+        mt_cpu_experts_amx_cvt_pf = 1;
+        test_expert(MT_DTYPE_F8_E4M3, 7168, 2048, 37, max);
+        test_expert(MT_DTYPE_BF16, 800, 160, 300, max);
+        mt_cpu_experts_amx_cvt_pf = 0;
     }
     if (mt_cpu_team_create(-1, 0, &team) != MT_OK) {
         tap_ok(false, "thread team created");
@@ -520,6 +534,10 @@ main(void)
     mt_cpu_experts_prefill_unit = 32; /* prefill units of 32 rows (the default is 128) */
     test_layer(team, max, MT_DTYPE_F8_E4M3, 0);
     mt_cpu_experts_prefill_unit = 128;
+    mt_cpu_experts_overlap = 0; /* the barrier between the phases (the default overlaps) */
+    test_layer(team, max, MT_DTYPE_F8_E4M3, 0);
+    test_layer(team, max, MT_DTYPE_BF16, 3);
+    mt_cpu_experts_overlap = 1;
     mt_cpu_experts_dynamic = 0; /* the fixed shares per thread (the default hands out units) */
     test_layer(team, max, MT_DTYPE_F8_E4M3, 0);
     test_layer(team, max, MT_DTYPE_BF16, 3);
