@@ -358,6 +358,16 @@ mt_cpu_amx_tiles_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, con
                     pw = (const char *)wb + pf; /* the weight stream runs on across blocks */
                     if (bi == nb - 1 && ti + 1 < nt) {
                         px0 = x1 + (size_t)nks * TILE;
+                    } else if (bi == nb - 1 && !last) {
+                        /* the super block's first A tiles of the next chunk (with super
+                         * blocks of 32 tokens: this block's own) */
+                        px0 =
+                            xp + ((size_t)(ts / 16) * (size_t)nks + (size_t)(k0 / 32 + ns)) * TILE;
+                    } else if (bi == nb - 1 && !last) {
+                        /* the super block's first A tiles of the next chunk (with super
+                         * blocks of 32 tokens: this block's own) */
+                        px0 =
+                            xp + ((size_t)(ts / 16) * (size_t)nks + (size_t)(k0 / 32 + ns)) * TILE;
                     }
                 } else if (pf > 0) {
                     if (ti + 1 < nt) {

@@ -494,11 +494,13 @@ main(void)
         for (int sb = 32; sb <= 128; sb *= 2) {
             mt_cpu_experts_amx_super = sb;
             mt_cpu_experts_amx_cvt_pf = sb == 64;
+            mt_cpu_experts_amx_pf = sb == 32 ? 4096 : 0; /* next chunk's A tiles prefetched */
             test_expert(MT_DTYPE_F8_E4M3, 7168, 2048, 37, max);
             test_expert(MT_DTYPE_F8_E4M3, 800, 160, 300, max);
             test_expert(MT_DTYPE_BF16, 800, 160, 300, max);
         }
         mt_cpu_experts_amx_super = 256;
+        mt_cpu_experts_amx_pf = pf;
         mt_cpu_experts_amx_cvt_pf = 1;
         test_expert(MT_DTYPE_F8_E4M3, 7168, 2048, 37, max);
         test_expert(MT_DTYPE_BF16, 800, 160, 300, max);
