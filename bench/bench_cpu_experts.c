@@ -216,10 +216,12 @@ amx_loop_ceilings(void)
  * The AMX prefill settings (e) compares, all the tiles kernel: K chunk, prefetch of the weight
  * tile stream, prefill unit rows, token super block, prefetch in the weight conversion.
  */
-enum { NA = 8 };
-static const int acfg[NA][5] = {
-    {256, 0, 128, 256, 0},   {256, 4096, 128, 256, 0}, {256, 0, 128, 32, 0},  {256, 0, 64, 32, 0},
-    {256, 4096, 128, 32, 0}, {256, 4096, 64, 32, 1},   {256, 0, 128, 256, 1}, {512, 0, 64, 32, 0}};
+enum { NA = 5 };
+static const int acfg[NA][6] = {{256, 0, 128, 256, 1, 0},
+                                {256, 0, 128, 256, 0, 0},
+                                {256, 0, 128, 256, 1, 1},
+                                {512, 0, 128, 256, 1, 0},
+                                {512, 0, 128, 256, 1, 1}};
 
 static void
 amx_set(int i)
@@ -231,13 +233,15 @@ amx_set(int i)
     mt_cpu_experts_prefill_unit = acfg[i][2];
     mt_cpu_experts_amx_super = acfg[i][3];
     mt_cpu_experts_amx_cvt_pf = acfg[i][4];
+    mt_cpu_experts_amx_cadd = acfg[i][5];
 }
 
 static void
 amx_name(int i, char *what, size_t n)
 {
-    snprintf(what, n, "tiles, K chunk %d, prefetch %d, units %d, super %d%s", acfg[i][0],
-             acfg[i][1], acfg[i][2], acfg[i][3], acfg[i][4] ? ", conversion prefetch" : "");
+    snprintf(what, n, "tiles, K chunk %d, prefetch %d, units %d, super %d%s%s", acfg[i][0],
+             acfg[i][1], acfg[i][2], acfg[i][3], acfg[i][4] ? ", conversion prefetch" : "",
+             acfg[i][5] ? ", C by vector adds" : "");
 }
 
 /*
@@ -259,6 +263,8 @@ amx_rounds(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe, int rounds)
     int unit = mt_cpu_experts_prefill_unit;
     int super = mt_cpu_experts_amx_super;
     int cvt_pf = mt_cpu_experts_amx_cvt_pf;
+    int cadd = mt_cpu_experts_amx_cadd;
+    double tail[NA][rounds];
 
     printf("\n## (e) prefill fp8, 8 experts x 2048 tokens: AMX settings, %d rounds\n\n", rounds);
     for (int k = 0; k < rounds; k++) {
@@ -269,10 +275,15 @@ amx_rounds(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe, int rounds)
             int i = (j + k) % NA;
             struct mt_cpu_moe_timing t;
 
+            struct mt_cpu_moe_spread sp;
+
             amx_set(i);
+            mt_cpu_moe_spread(moe, &sp); /* reset the counts */
             if (mt_cpu_expert_pool_time(pool, moe, 0, 0, 8, 2048, 1, &t) != MT_OK) {
                 return 1;
             }
+            mt_cpu_moe_spread(moe, &sp); /* the warm-up layer and the timed one */
+            tail[i][k] = sp.total_s > 0 ? sp.idle_end_s / sp.total_s : 0.0;
             tf[i][k] = t.flops / t.median_s * 1e-12;
             r[i][k] = tf[i][k] / (rate[k] * 1e-3);
         }
@@ -284,12 +295,14 @@ amx_rounds(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe, int rounds)
     mt_cpu_experts_prefill_unit = unit;
     mt_cpu_experts_amx_super = super;
     mt_cpu_experts_amx_cvt_pf = cvt_pf;
+    mt_cpu_experts_amx_cadd = cadd;
     printf("AMX BF16 rate per round (TFLOP/s):");
     for (int k = 0; k < rounds; k++) {
         printf(" %.2f", rate[k] * 1e-3);
     }
-    printf("\n\n| setting | TFLOP/s per round | of the round's AMX rate: median | min | max |\n");
-    printf("|---|---|---|---|---|\n");
+    printf("\n\n| setting | TFLOP/s per round | of the round's AMX rate: median | min | max | "
+           "tail: mean idle of a thread at the end, of the layer, median |\n");
+    printf("|---|---|---|---|---|---|\n");
     for (int i = 0; i < NA; i++) {
         char what[112];
         char list[128] = "";
@@ -301,8 +314,10 @@ amx_rounds(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe, int rounds)
             snprintf(list + at, sizeof(list) - at, "%s%.2f", k ? " " : "", tf[i][k]);
         }
         qsort(r[i], (size_t)rounds, sizeof(double), cmp_double);
-        printf("| %s | %s | **%.1f%%** | %.1f%% | %.1f%% |\n", what, list, 100.0 * r[i][rounds / 2],
-               100.0 * r[i][0], 100.0 * r[i][rounds - 1]);
+        qsort(tail[i], (size_t)rounds, sizeof(double), cmp_double);
+        printf("| %s | %s | **%.1f%%** | %.1f%% | %.1f%% | %.1f%% |\n", what, list,
+               100.0 * r[i][rounds / 2], 100.0 * r[i][0], 100.0 * r[i][rounds - 1],
+               100.0 * tail[i][rounds / 2]);
     }
     return 0;
 }
@@ -438,7 +453,7 @@ main(int argc, char **argv)
         "step reads %.1f)\n\n",
         best, ceil.gbps, step_ceil);
     ceil.gbps = best;
-    if (strchr(only, 'h') != NULL && interleaved(pool[0], moe, 9, steps) != 0) {
+    if (strchr(only, 'h') != NULL && interleaved(pool[0], moe, 7, steps) != 0) {
         return fail("interleaved decode");
     }
     if (strchr(only, 'a') != NULL) {
@@ -543,7 +558,7 @@ main(int argc, char **argv)
     mt_cpu_experts_prefetch = pf_default;
     mt_cpu_experts_prefetch_mode = mode_default;
     if (strchr(only, 'e') != NULL && level == MT_CPU_LEVEL_AMX && amx > 0 &&
-        amx_rounds(pool[0], moe, 5) != 0) {
+        amx_rounds(pool[0], moe, 4) != 0) {
         return fail("amx kernels");
     }
     if (strchr(only, 'j') != NULL && level == MT_CPU_LEVEL_AMX && amx > 0 &&

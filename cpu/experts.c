@@ -24,7 +24,8 @@ int mt_cpu_experts_amx_tiles = 1;
 int mt_cpu_experts_amx_pf = 0;
 int mt_cpu_experts_amx_order = 0;
 int mt_cpu_experts_amx_super = 256;
-int mt_cpu_experts_amx_cvt_pf = 0;
+int mt_cpu_experts_amx_cvt_pf = 1;
+int mt_cpu_experts_amx_cadd = 0;
 int mt_cpu_experts_prefill_unit = 128;
 int mt_cpu_experts_decode = 0;
 int mt_cpu_experts_dynamic = 1;
@@ -181,6 +182,7 @@ swiglu(const struct mt_cpu_kernels *k, const float *g, const float *u, float *h,
 
 /* ---- a layer on the team -------------------------------------------------------------------- */
 
+#define SPREAD_RUNS 64 /* runs mt_cpu_moe_spread keeps (the last ones) */
 #define ROW_GRAIN 4
 #define UNIT_ROWS 32     /* decode rows per unit of dynamic scheduling: 229-458 KB of FP8 */
 #define ROW_COST_FIXED 4 /* a row costs m + 4: its bytes matter even for one token */
@@ -212,7 +214,8 @@ struct mt_cpu_moe {
     int prefill_unit; /* mt_cpu_experts_prefill_unit when the run started */
     double t_start;   /* mt_clock_now() at the start call */
     double *t_thread; /* [2 x team size]: each thread's first and last moment of work */
-    struct mt_cpu_moe_spread spread; /* sums since the last mt_cpu_moe_spread */
+    double spread[3][SPREAD_RUNS]; /* total, lag, idle of the runs since mt_cpu_moe_spread */
+    int spread_n;
     int max_m;
     int64_t hidden;
     int64_t inter;
@@ -615,25 +618,38 @@ mt_cpu_moe_wait(struct mt_cpu_moe *moe)
             lag += moe->t_thread[2 * t] - moe->t_start;
             idle += end - moe->t_thread[2 * t + 1];
         }
-        moe->spread.runs++;
-        moe->spread.total_s += end - moe->t_start;
-        moe->spread.start_lag_s += lag / moe->threads;
-        moe->spread.idle_end_s += idle / moe->threads;
+        int at = moe->spread_n++ % SPREAD_RUNS;
+
+        moe->spread[0][at] = end - moe->t_start;
+        moe->spread[1][at] = lag / moe->threads;
+        moe->spread[2][at] = idle / moe->threads;
     }
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a;
+    double y = *(const double *)b;
+
+    return (x > y) - (x < y);
 }
 
 void
 mt_cpu_moe_spread(struct mt_cpu_moe *moe, struct mt_cpu_moe_spread *out)
 {
-    int n = moe->spread.runs;
+    int n = MT_MIN(moe->spread_n, SPREAD_RUNS);
+    double med[3] = {0.0, 0.0, 0.0};
 
-    *out = moe->spread;
-    if (n > 0) {
-        out->total_s /= n;
-        out->start_lag_s /= n;
-        out->idle_end_s /= n;
+    for (int i = 0; i < 3 && n > 0; i++) {
+        qsort(moe->spread[i], (size_t)n, sizeof(double), cmp_double);
+        med[i] = moe->spread[i][n / 2];
     }
-    memset(&moe->spread, 0, sizeof(moe->spread));
+    out->runs = moe->spread_n;
+    out->total_s = med[0];
+    out->start_lag_s = med[1];
+    out->idle_end_s = med[2];
+    moe->spread_n = 0;
 }
 
 mt_status_t

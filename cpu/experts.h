@@ -109,12 +109,20 @@ extern int mt_cpu_experts_amx_order;
 
 /*
  * The tiles kernel's super block of tokens (32, 64, 128 or 256: how many tokens' C blocks wait
- * between K chunks, see cpu/experts_amx_tiles.c) and whether its weight conversion prefetches
- * each row's next K chunk into L2 (mt_cpu_experts_amx_cvt_pf, 0 or 1). Knobs for benchmarks;
- * set them while no layer runs.
+ * between K chunks, see cpu/experts_amx_tiles.c; default 256) and whether its weight
+ * conversion prefetches each row's next K chunk into L2 (mt_cpu_experts_amx_cvt_pf, 0 or 1;
+ * default 1: 5.6-5.8 TFLOP/s against 4.7-5.7 without, in the same rounds on the GPU test
+ * machine). Knobs for benchmarks; set them while no layer runs.
  */
 extern int mt_cpu_experts_amx_super;
 extern int mt_cpu_experts_amx_cvt_pf;
+
+/*
+ * 1: the tiles kernel starts every K chunk's C block from zero tiles and adds it to the sum with
+ * vector adds (4 tile stores per block and chunk instead of 4 loads and 4 stores); 0: C tiles
+ * loaded and stored between chunks. Likewise a knob.
+ */
+extern int mt_cpu_experts_amx_cadd;
 
 /* One expert's work: m tokens routed to it. */
 struct mt_cpu_expert_job {
@@ -153,8 +161,8 @@ mt_status_t mt_cpu_moe_run(struct mt_cpu_moe *moe, const struct mt_cpu_expert_jo
  * Where the runs' time went besides the kernels, for benchmarks: per run, from the start call
  * to the last thread's end (total_s); the mean over the run's threads of the wait from the start
  * call to the thread's first instruction of work (start_lag_s: waking the team) and of the idle
- * from the thread's end to the last thread's (idle_end_s: the tail). Means over the runs since
- * the last call, which starts a new count (runs == 0: none finished).
+ * from the thread's end to the last thread's (idle_end_s: the tail). Medians over the runs since
+ * the last call (the last 64 of them), which starts a new count (runs == 0: none finished).
  */
 struct mt_cpu_moe_spread {
     int runs;

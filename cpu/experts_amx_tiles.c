@@ -51,6 +51,7 @@ struct tiles_ws {
     uint16_t *w; /* weight tiles of the call: [chunk][row block of 32][step][2 tiles] */
     size_t w_cap;
     float *c; /* [ROWS_MAX / 32][super / 32][4 tiles][16 tokens][16 rows] fp32 */
+    float part[1024] __attribute__((aligned(64))); /* one chunk's C block (cadd) */
 };
 
 static __thread struct tiles_ws tws;
@@ -233,17 +234,51 @@ store_block(float *cb, int t0, int a0, int m, int nrows, float *y, int64_t ldy)
 }
 
 /*
+ * The C block's sum so far (cb) plus this chunk's part (the 4 tiles stored at part, same
+ * layout): back into cb, or (last) into y, by AVX-512 adds, which run beside the tile unit
+ * instead of in its queue.
+ */
+static void
+add_block(float *cb, const float *part, bool last, int t0, int a0, int m, int nrows, float *y,
+          int64_t ldy)
+{
+    for (int q = 0; q < 4; q++) {
+        int tq = t0 + (q >> 1) * 16;
+        int rq = a0 + (q & 1) * 16;
+        int nr = MT_MIN(16, nrows - rq);
+
+        for (int n = 0; n < 16; n++) {
+            float *c = cb + q * 256 + n * 16;
+            __m512 v = _mm512_add_ps(_mm512_load_ps(c), _mm512_load_ps(part + q * 256 + n * 16));
+
+            if (!last) {
+                _mm512_store_ps(c, v);
+            } else if (nr > 0 && tq + n < m) {
+                _mm512_mask_storeu_ps(y + (int64_t)(tq + n) * ldy + rq, (__mmask16)((1u << nr) - 1),
+                                      v);
+            }
+        }
+    }
+}
+
+/*
  * One 2 x 2 block of C over ns steps of a K chunk: A tiles at x0 and x1 (step s at s x TILE),
  * B tiles at wb (step s at 2 s x TILE); C from zero (first) or cb, to cb or (last) into y.
  * Prefetched per step where not NULL: 2 KiB of pw (the streamed weight tiles, pw advancing 2 KiB
  * a step), and the A tiles of the next block at px0, px1 (s x TILE).
+ *
+ * part != NULL (mt_cpu_experts_amx_cadd): every chunk starts from zero tiles and its part is
+ * added to cb with vector adds (add_block): 4 tile stores per block and chunk instead of 4
+ * loads and 4 stores. Tile loads cost about what a TDPBF16PS costs here ((j) in
+ * bench/results/cpu-experts.md: the 2 x 2 block with its loads from L1 runs at half the rate
+ * without them), so C's tile traffic is a share of the loop's time, not only of L2's.
  */
 static inline __attribute__((always_inline)) void
 block(const uint16_t *x0, const uint16_t *x1, const uint16_t *wb, int64_t ns, float *cb, bool first,
       bool last, const char *pw, const uint16_t *px0, const uint16_t *px1, int t0, int a0, int m,
-      int nrows, float *y, int64_t ldy)
+      int nrows, float *y, int64_t ldy, float *part)
 {
-    if (first) {
+    if (first || part != NULL) {
         _tile_zero(0);
         _tile_zero(1);
         _tile_zero(2);
@@ -274,7 +309,13 @@ block(const uint16_t *x0, const uint16_t *x1, const uint16_t *wb, int64_t ns, fl
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
     }
-    if (last) {
+    if (part != NULL && !first) {
+        _tile_stored(0, part, 64);
+        _tile_stored(1, part + 256, 64);
+        _tile_stored(2, part + 512, 64);
+        _tile_stored(3, part + 768, 64);
+        add_block(cb, part, last, t0, a0, m, nrows, y, ldy);
+    } else if (last) {
         store_block(cb, t0, a0, m, nrows, y, ldy);
     } else {
         _tile_stored(0, cb, 64);
@@ -314,6 +355,7 @@ mt_cpu_amx_tiles_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, con
     int64_t pf = mt_cpu_experts_amx_pf;
     bool rows_outer = mt_cpu_experts_amx_order != 0;
     int super = mt_cpu_experts_amx_super;
+    float *part = mt_cpu_experts_amx_cadd != 0 ? tws.part : NULL;
     size_t wbytes = (size_t)rows_pad * (size_t)cols * 2;
 
     MT_ASSERT(nrows <= ROWS_MAX);
@@ -377,7 +419,8 @@ mt_cpu_amx_tiles_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, con
                     }
                 }
                 block(x0, x1, wb, ns, cb, k0 == 0, last, pw, px0,
-                      px0 != NULL ? px0 + (size_t)nks * TILE : NULL, t0, a0, m, nrows, y, ldy);
+                      px0 != NULL ? px0 + (size_t)nks * TILE : NULL, t0, a0, m, nrows, y, ldy,
+                      part);
             }
         }
     }

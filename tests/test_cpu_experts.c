@@ -501,10 +501,24 @@ main(void)
         }
         mt_cpu_experts_amx_super = 256;
         mt_cpu_experts_amx_pf = pf;
-        mt_cpu_experts_amx_cvt_pf = 1;
+        mt_cpu_experts_amx_cvt_pf = 0; /* the conversion without its prefetch (default: with) */
         test_expert(MT_DTYPE_F8_E4M3, 7168, 2048, 37, max);
         test_expert(MT_DTYPE_BF16, 800, 160, 300, max);
-        mt_cpu_experts_amx_cvt_pf = 0;
+        mt_cpu_experts_amx_cvt_pf = 1;
+        /* chunks summed by vector adds: 28 chunks of 256 at K 7168; 3 and a partial one at K
+         * 800, into partial C blocks of y (300 tokens, 160 rows); K 160 in one chunk (no add);
+         * all of K in one chunk; super blocks of 32 */
+        mt_cpu_experts_amx_cadd = 1;
+        test_expert(MT_DTYPE_F8_E4M3, 7168, 2048, 37, max);
+        test_expert(MT_DTYPE_F8_E4M3, 800, 160, 300, max);
+        test_expert(MT_DTYPE_BF16, 800, 160, 300, max);
+        mt_cpu_experts_amx_kc = 0;
+        test_expert(MT_DTYPE_F8_E4M3, 800, 160, 300, max);
+        mt_cpu_experts_amx_kc = kc;
+        mt_cpu_experts_amx_super = 32;
+        test_expert(MT_DTYPE_F8_E4M3, 800, 160, 300, max);
+        mt_cpu_experts_amx_super = 256;
+        mt_cpu_experts_amx_cadd = 0;
     }
     if (mt_cpu_team_create(-1, 0, &team) != MT_OK) {
         tap_ok(false, "thread team created");
