@@ -6,6 +6,7 @@
  * through a pool of up to 256 experts (one layer) so nothing is served from the LLC.
  *
  *   bench_cpu_experts [--experts N] [--steps N] [--quick] [--decode 0|1|2|3] [--only LETTERS]
+ *                     [--rounds N] [--amx DIGITS]   ((e): rounds, and which settings: "035")
  *
  * The ceiling every decode ratio divides by is the best of several ways to read, all measured
  * in this run: mt_cpu_read_ceiling (1-8 streams per thread, with and without software
@@ -113,6 +114,13 @@ cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* The median of n sorted values (the mean of the middle two for even n). */
+static double
+mid(const double *v, int n)
+{
+    return n % 2 != 0 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
 /*
  * (h): rounds of (step read, then each decode setting, overlapping phases on and off) and a
  * last read; each kernel rate against the mean of the reads before and after its round. Prints
@@ -163,7 +171,7 @@ interleaved(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe, int rounds,
     }
     mt_cpu_experts_overlap = overlap;
     qsort(rd, (size_t)rounds + 1, sizeof(double), cmp_double);
-    printf("\nreads %.1f-%.1f GB/s (median %.1f)\n\n", rd[0], rd[rounds], rd[rounds / 2]);
+    printf("\nreads %.1f-%.1f GB/s (median %.1f)\n\n", rd[0], rd[rounds], mid(rd, rounds + 1));
     for (int h = 0; h < NH; h++) {
         int met = 0;
 
@@ -174,9 +182,9 @@ interleaved(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe, int rounds,
         qsort(kr[h], (size_t)rounds, sizeof(double), cmp_double);
         printf("**interleaved, %s**: ratio median %.1f%% (min %.1f%%, max %.1f%%), %d of %d "
                "rounds >= 85%%; kernel %.1f-%.1f GB/s (median %.1f)\n",
-               hname[h], 100.0 * ratio[h][rounds / 2], 100.0 * ratio[h][0],
+               hname[h], 100.0 * mid(ratio[h], rounds), 100.0 * ratio[h][0],
                100.0 * ratio[h][rounds - 1], met, rounds, kr[h][0], kr[h][rounds - 1],
-               kr[h][rounds / 2]);
+               mid(kr[h], rounds));
     }
     return 0;
 }
@@ -216,12 +224,11 @@ amx_loop_ceilings(void)
  * The AMX prefill settings (e) compares, all the tiles kernel: K chunk, prefetch of the weight
  * tile stream, prefill unit rows, token super block, prefetch in the weight conversion.
  */
-enum { NA = 5 };
-static const int acfg[NA][6] = {{256, 0, 128, 256, 1, 0},
-                                {256, 0, 128, 256, 0, 0},
-                                {256, 0, 128, 256, 1, 1},
-                                {512, 0, 128, 256, 1, 0},
-                                {512, 0, 128, 256, 1, 1}};
+enum { NA = 6 };
+static const int acfg[NA][6] = {{256, 0, 128, 256, 1, 0}, {256, 0, 128, 256, 0, 0},
+                                {256, 0, 128, 256, 1, 1}, {512, 0, 128, 256, 1, 0},
+                                {512, 0, 128, 256, 1, 1}, {512, 4096, 128, 256, 1, 0}};
+static bool amx_pick[NA] = {true, true, true, true, true, true}; /* --amx picks some */
 
 static void
 amx_set(int i)
@@ -273,6 +280,10 @@ amx_rounds(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe, int rounds)
         }
         for (int j = 0; j < NA; j++) {
             int i = (j + k) % NA;
+
+            if (!amx_pick[i]) {
+                continue;
+            }
             struct mt_cpu_moe_timing t;
 
             struct mt_cpu_moe_spread sp;
@@ -304,6 +315,9 @@ amx_rounds(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe, int rounds)
            "tail: mean idle of a thread at the end, of the layer, median |\n");
     printf("|---|---|---|---|---|---|\n");
     for (int i = 0; i < NA; i++) {
+        if (!amx_pick[i]) {
+            continue;
+        }
         char what[112];
         char list[128] = "";
 
@@ -316,8 +330,8 @@ amx_rounds(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe, int rounds)
         qsort(r[i], (size_t)rounds, sizeof(double), cmp_double);
         qsort(tail[i], (size_t)rounds, sizeof(double), cmp_double);
         printf("| %s | %s | **%.1f%%** | %.1f%% | %.1f%% | %.1f%% |\n", what, list,
-               100.0 * r[i][rounds / 2], 100.0 * r[i][0], 100.0 * r[i][rounds - 1],
-               100.0 * tail[i][rounds / 2]);
+               100.0 * mid(r[i], rounds), 100.0 * r[i][0], 100.0 * r[i][rounds - 1],
+               100.0 * mid(tail[i], rounds));
     }
     return 0;
 }
@@ -364,6 +378,7 @@ main(int argc, char **argv)
     int n_experts = 256;
     int steps = 20;
     bool quick = false;
+    int amx_n_rounds = 4;
     const char *only = "abcdefghij";
     struct mt_cpu_topo tp;
     struct mt_cpu_ceiling_result ceil;
@@ -385,11 +400,20 @@ main(int argc, char **argv)
             quick = true;
         } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
             only = argv[++i];
+        } else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc) {
+            amx_n_rounds = MT_MAX(1, atoi(argv[++i]));
+        } else if (strcmp(argv[i], "--amx") == 0 && i + 1 < argc) {
+            /* the settings of (e) to run, as digits: "035" */
+            const char *pick = argv[++i];
+
+            for (int a = 0; a < NA; a++) {
+                amx_pick[a] = strchr(pick, '0' + a) != NULL;
+            }
         } else if (strcmp(argv[i], "--decode") == 0 && i + 1 < argc) {
             mt_cpu_experts_decode = atoi(argv[++i]); /* the default decode kernel of (a)-(e) */
         } else {
             fprintf(stderr, "usage: bench_cpu_experts [--experts N] [--steps N] [--quick] "
-                            "[--decode 0|1|2|3] [--only LETTERS]\n");
+                            "[--decode 0|1|2|3] [--only LETTERS] [--rounds N] [--amx DIGITS]\n");
             return 2;
         }
     }
@@ -558,7 +582,7 @@ main(int argc, char **argv)
     mt_cpu_experts_prefetch = pf_default;
     mt_cpu_experts_prefetch_mode = mode_default;
     if (strchr(only, 'e') != NULL && level == MT_CPU_LEVEL_AMX && amx > 0 &&
-        amx_rounds(pool[0], moe, 4) != 0) {
+        amx_rounds(pool[0], moe, amx_n_rounds) != 0) {
         return fail("amx kernels");
     }
     if (strchr(only, 'j') != NULL && level == MT_CPU_LEVEL_AMX && amx > 0 &&
