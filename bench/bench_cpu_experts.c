@@ -26,8 +26,9 @@
  * token x 8 experts, interleaved with the step read (read, kernels, read, kernels, ... read),
  * with overlapping phases and with the phase barrier, each kernel rate against the mean of the
  * two reads beside it, since both move from minute to minute on a shared host; (i) AMX prefill
- * of one expert on 1, 2, 4, 8, all threads against the AMX rate of as many threads; (j) the AMX
- * 2 x 2 block with its tile loads from L1 or L2 against the rate without loads. --only runs the
+ * of one expert on 1, 2, 4, 8, all threads against the AMX rate of as many threads; (j) AMX
+ * blocks (2 x 2; 1 x 2, single and double-buffered) with their tile loads from L1 or L2
+ * against the rate without loads. --only runs the
  * named sections (e.g. "behij"; the ceilings always).
  * MOETIER_ISA picks the kernel family.
  */
@@ -193,28 +194,34 @@ interleaved(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe, int rounds,
  * (j): the 2 x 2 block of TDPBF16PS with its 4 tile loads per 4 products, operands from L1
  * (16 KiB regions) or with the B tiles from L2 (1 MiB), all threads, against the rate without
  * loads measured just before: the ceiling of a prefill kernel's inner loop, apart from its
- * conversion, packing and C traffic.
+ * conversion, packing and C traffic; and a 1 x 2 block reloading the same tile registers or
+ * double-buffered (do loads overlap products when they write other registers?).
  */
 static int
 amx_loop_ceilings(void)
 {
-    static const size_t reg[4][2] = {
-        {16 << 10, 16 << 10}, {16 << 10, 64 << 10}, {16 << 10, 1 << 20}, {1 << 20, 1 << 20}};
+    /* shape, A region, B region */
+    static const size_t reg[6][3] = {{0, 16 << 10, 16 << 10}, {0, 16 << 10, 64 << 10},
+                                     {0, 16 << 10, 1 << 20},  {0, 1 << 20, 1 << 20},
+                                     {1, 16 << 10, 16 << 10}, {2, 16 << 10, 16 << 10}};
+    static const char *const shape[3] = {"2 x 2", "1 x 2", "1 x 2, double-buffered"};
     double none;
 
-    printf("\n## (j) AMX 2 x 2 block with its tile loads, all threads\n\n");
-    printf("| A region | B region | TFLOP/s | of the rate without loads |\n|---|---|---|---|\n");
+    printf("\n## (j) AMX blocks with their tile loads, all threads\n\n");
+    printf("| block | A region | B region | TFLOP/s | of the rate without loads |\n"
+           "|---|---|---|---|---|\n");
     if (mt_cpu_amx_bf16_gflops(0.2, &none) != MT_OK) {
         return 1;
     }
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 6; i++) {
         double g;
 
-        if (mt_cpu_amx_bf16_loads_gflops_n(0, reg[i][0], reg[i][1], 0.2, &g) != MT_OK) {
+        if (mt_cpu_amx_bf16_loads_gflops_n(0, (int)reg[i][0], reg[i][1], reg[i][2], 0.2, &g) !=
+            MT_OK) {
             return 1;
         }
-        printf("| %zu KiB | %zu KiB | %.2f | %.1f%% |\n", reg[i][0] >> 10, reg[i][1] >> 10,
-               g * 1e-3, 100.0 * g / none);
+        printf("| %s | %zu KiB | %zu KiB | %.2f | %.1f%% |\n", shape[reg[i][0]], reg[i][1] >> 10,
+               reg[i][2] >> 10, g * 1e-3, 100.0 * g / none);
     }
     printf("(no loads: %.2f TFLOP/s)\n", none * 1e-3);
     return 0;

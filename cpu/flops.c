@@ -269,16 +269,21 @@ mt_cpu_amx_bf16_gflops(double seconds, double *gflops_out)
 }
 
 /*
- * The loop above with the tile loads a prefill kernel needs: per 4 TDPBF16PS, 2 A tiles from a
- * region of amx_a_bytes and 2 B tiles from one of amx_b_bytes, each walked 2 KiB a step and
- * wrapped (one buffer shared by all threads, read only: every core caches its own copy). The
- * region sizes pick where the loads come from (16 KiB: L1; 1 MiB: L2), so the rate tells what
- * the 2 x 2 block costs by itself, apart from any kernel's other work. Set before the run (the
- * loop's signature has room for no more).
+ * The loop above with the tile loads a prefill kernel needs: per 4 TDPBF16PS, in amx_shape 0
+ * (the 2 x 2 block) 2 A tiles from a region of amx_a_bytes and 2 B tiles from one of
+ * amx_b_bytes, each walked 2 KiB a step and wrapped (one buffer shared by all threads, read
+ * only: every core caches its own copy). The region sizes pick where the loads come from (16
+ * KiB: L1; 1 MiB: L2), so the rate tells what the block costs by itself, apart from any
+ * kernel's other work. Shapes 1 and 2: a 1 x 2 block (3 loads per 2 products) reloading the
+ * same 3 tile registers every step, or alternating between two sets of them, so the next
+ * step's loads have registers no product still reads: if 2 beats 1, loads wait only on the
+ * registers (no renaming) and double buffering hides them. Set before the run (the loop's
+ * signature has room for no more).
  */
 static const uint16_t *amx_buf;
 static size_t amx_a_bytes;
 static size_t amx_b_bytes;
+static int amx_shape;
 
 __attribute__((target("amx-tile,amx-bf16"))) static float
 amx_loop_loads(long iters)
@@ -301,15 +306,44 @@ amx_loop_loads(long iters)
     _tile_zero(1);
     _tile_zero(2);
     _tile_zero(3);
+    if (amx_shape == 2) { /* the first X set of the double-buffered 1 x 2 block */
+        _tile_loadd(4, a, 64);
+        _tile_loadd(6, b, 64);
+        _tile_loadd(7, b + 1024, 64);
+    }
     for (long it = 0; it < iters; it++) {
-        _tile_loadd(4, a + ao, 64);
-        _tile_loadd(5, a + ao + 1024, 64);
-        _tile_loadd(6, b + bo, 64);
-        _tile_loadd(7, b + bo + 1024, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
+        if (amx_shape == 0) { /* 2 x 2: C 0-3, A 4-5, B 6-7 */
+            _tile_loadd(4, a + ao, 64);
+            _tile_loadd(5, a + ao + 1024, 64);
+            _tile_loadd(6, b + bo, 64);
+            _tile_loadd(7, b + bo + 1024, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        } else if (amx_shape == 1) { /* 1 x 2, two steps: C 0-1, A 4, B 6-7 reloaded */
+            _tile_loadd(4, a + ao, 64);
+            _tile_loadd(6, b + bo, 64);
+            _tile_loadd(7, b + bo + 1024, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_loadd(4, a + ao + 1024, 64);
+            _tile_loadd(6, b + bo + 512, 64);
+            _tile_loadd(7, b + bo + 1536, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+        } else { /* 1 x 2 double-buffered: the Y set (A 5, B 2-3) loads while X computes */
+            _tile_loadd(5, a + ao + 1024, 64);
+            _tile_loadd(2, b + bo + 512, 64);
+            _tile_loadd(3, b + bo + 1536, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_loadd(4, a + ao, 64);
+            _tile_loadd(6, b + bo, 64);
+            _tile_loadd(7, b + bo + 1024, 64);
+            _tile_dpbf16ps(0, 5, 2);
+            _tile_dpbf16ps(1, 5, 3);
+        }
         ao = ao + 2048 >= amx_a_bytes ? 0 : ao + 2048;
         bo = bo + 2048 >= amx_b_bytes ? 0 : bo + 2048;
     }
@@ -319,8 +353,8 @@ amx_loop_loads(long iters)
 }
 
 mt_status_t
-mt_cpu_amx_bf16_loads_gflops_n(int threads, size_t a_bytes, size_t b_bytes, double seconds,
-                               double *gflops_out)
+mt_cpu_amx_bf16_loads_gflops_n(int threads, int shape, size_t a_bytes, size_t b_bytes,
+                               double seconds, double *gflops_out)
 {
     struct mt_cpu_isa isa;
     mt_status_t st;
@@ -343,6 +377,7 @@ mt_cpu_amx_bf16_loads_gflops_n(int threads, size_t a_bytes, size_t b_bytes, doub
     amx_buf = buf;
     amx_a_bytes = a_bytes;
     amx_b_bytes = b_bytes;
+    amx_shape = shape;
     st = rate_all_cores(threads, amx_loop_loads, 4.0 * 16 * 16 * 32 * 2, seconds, gflops_out);
     amx_buf = NULL;
     free(buf);
