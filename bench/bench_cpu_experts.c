@@ -408,7 +408,9 @@ main(int argc, char **argv)
         } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
             only = argv[++i];
         } else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc) {
-            amx_n_rounds = MT_MAX(1, atoi(argv[++i]));
+            int r = atoi(argv[++i]); /* not inside MT_MAX: it evaluates its arguments twice */
+
+            amx_n_rounds = MT_MAX(1, r);
         } else if (strcmp(argv[i], "--amx") == 0 && i + 1 < argc) {
             /* the settings of (e) to run, as digits: "035" */
             const char *pick = argv[++i];
