@@ -519,6 +519,13 @@ main(void)
         test_expert(MT_DTYPE_F8_E4M3, 800, 160, 300, max);
         mt_cpu_experts_amx_super = 256;
         mt_cpu_experts_amx_cadd = 0;
+        /* K chunk 512 with the conversion prefetch (a candidate default): 14 chunks at K 7168;
+         * 512 + 288 at K 800 */
+        mt_cpu_experts_amx_kc = 512;
+        test_expert(MT_DTYPE_F8_E4M3, 7168, 2048, 37, max);
+        test_expert(MT_DTYPE_F8_E4M3, 800, 160, 300, max);
+        test_expert(MT_DTYPE_BF16, 7168, 2048, 37, max);
+        mt_cpu_experts_amx_kc = kc;
     }
     if (mt_cpu_team_create(-1, 0, &team) != MT_OK) {
         tap_ok(false, "thread team created");
