@@ -120,7 +120,8 @@ extern int mt_cpu_experts_amx_cvt_pf;
 /*
  * 1: the tiles kernel starts every K chunk's C block from zero tiles and adds it to the sum with
  * vector adds (4 tile stores per block and chunk instead of 4 loads and 4 stores); 0: C tiles
- * loaded and stored between chunks. Likewise a knob.
+ * loaded and stored between chunks (default: not faster on the GPU test machine). Likewise a
+ * knob.
  */
 extern int mt_cpu_experts_amx_cadd;
 
