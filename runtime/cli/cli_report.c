@@ -113,25 +113,22 @@ ratio(double a, double b)
 }
 
 /*
- * Seconds of each tier's experts. The engine charges an executor's time to the first tier it
- * serves in the order DRAM-CPU, DRAM-PCIe, NVMe, GPU (engine/moe.c), so in that order a tier with
- * work but no time shares the executor of the nearest earlier tier with time, and a shared
- * executor's time is split over its tiers by the bytes each read (see cli_report.h).
+ * Seconds of the tiers in order[0..n): an executor's time is charged to the first tier of the
+ * chain it serves (engine/moe.c), so a tier with work but no time shares the nearest earlier
+ * tier's time, split by the bytes each read (cli_report.h).
  */
 static void
-tier_seconds(const struct mt_engine_stats *s, double out[MT_TIER_COUNT])
+split_chain(const struct mt_engine_stats *s, const enum mt_tier *order, int n,
+            double out[MT_TIER_COUNT])
 {
-    static const enum mt_tier order[MT_TIER_COUNT] = {MT_TIER_DRAM_CPU, MT_TIER_DRAM_PCIE,
-                                                      MT_TIER_NVME, MT_TIER_GPU};
     int i = 0;
 
-    memset(out, 0, MT_TIER_COUNT * sizeof(out[0]));
-    while (i < MT_TIER_COUNT) {
+    while (i < n) {
         int end = i + 1;
         double secs = s->tier_s[order[i]];
         double bytes = (double)s->expert_bytes[order[i]];
 
-        while (end < MT_TIER_COUNT && s->tier_s[order[end]] <= 0) {
+        while (end < n && s->tier_s[order[end]] <= 0) {
             bytes += (double)s->expert_bytes[order[end]];
             end++;
         }
@@ -144,6 +141,36 @@ tier_seconds(const struct mt_engine_stats *s, double out[MT_TIER_COUNT])
         }
         i = end;
     }
+}
+
+/*
+ * Seconds of each tier's experts. The CPU engine charges an executor's time to the first tier
+ * it serves in the order DRAM-CPU, DRAM-PCIe, NVMe, GPU, and one CPU team often serves all four.
+ * The GPU engine computes DRAM-PCIe experts on the device, after their copy into a GPU slot:
+ * their time is inside the GPU tier's device events (which span the slot copies), never the CPU
+ * team's. Chaining them to DRAM-CPU, as the CPU engine's order does, gave the CPU's time to the
+ * slot experts by their bytes: on the H200 a DRAM plan's CPU experts "read" 118.9 GB/s where the
+ * team really read 65, `plan --learn` took that for the CPU's speed, and the next plan predicted
+ * twice the CPU it had (hetero-h200.md, session 4). So on the GPU engine the host chain is
+ * DRAM-CPU, NVMe and the device chain GPU, DRAM-PCIe (split by bytes: the slot copies, at PCIe
+ * rate, dominate that interval whenever there are slot experts).
+ */
+static void
+tier_seconds(const struct mt_cli_report *r, const struct mt_engine_stats *s,
+             double out[MT_TIER_COUNT])
+{
+    static const enum mt_tier cpu_order[MT_TIER_COUNT] = {MT_TIER_DRAM_CPU, MT_TIER_DRAM_PCIE,
+                                                          MT_TIER_NVME, MT_TIER_GPU};
+    static const enum mt_tier host[2] = {MT_TIER_DRAM_CPU, MT_TIER_NVME};
+    static const enum mt_tier device[2] = {MT_TIER_GPU, MT_TIER_DRAM_PCIE};
+
+    memset(out, 0, MT_TIER_COUNT * sizeof(out[0]));
+    if (!r->gpu) {
+        split_chain(s, cpu_order, MT_TIER_COUNT, out);
+        return;
+    }
+    split_chain(s, host, 2, out);
+    split_chain(s, device, 2, out);
 }
 
 /* Fraction of the forward time the CPU experts / the GPU worked (gpu < 0: no GPU). */
@@ -189,7 +216,7 @@ phase_numbers(const struct mt_cli_report *r, const struct mt_cli_report_phase *p
     memset(n, 0, sizeof(*n));
     n->tok_s = mt_cli_tok_per_s((double)ph->tokens, ph->seconds);
     busy(r, s, &n->cpu_busy, &n->gpu_busy);
-    tier_seconds(s, sec);
+    tier_seconds(r, s, sec);
     for (int t = 0; t < MT_TIER_COUNT; t++) {
         struct tier_num *tn = &n->tier[t];
 

@@ -18,7 +18,8 @@
  * computes all four on one CPU team). The report splits such an executor's time over the tiers
  * it served in proportion to their bytes: a tier with experts but no time of its own is taken to
  * share the executor of the nearest tier before it, in that order, that has time. The GPU
- * engine's GPU tier has its own time (device events).
+ * engine's GPU tier has its own time (device events), and its DRAM-PCIe experts share that time:
+ * the device computes them in GPU slots (cli_report.c, tier_seconds).
  *
  * JSON ("format": "moetier-report", "version": 1), written whole or not at all (out_file):
  *   { "format": "moetier-report", "version": 1, "model": DIR, "device": "cpu"|"gpu",
