@@ -15,7 +15,7 @@ need jq "JSON in shell tests; apt-get install jq"
 make_tmp run-report
 m="$tmp/small"
 
-echo "1..19"
+echo "1..21"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 cat >"$tmp/cpu.json" <<'JSON'
@@ -89,7 +89,7 @@ out=$(run --plan "$tmp/mix.json" --json -)
 [ $? -eq 0 ] && [ "$(printf '%s\n' "$out" | head -1)" = "$got" ] &&
     printf '%s\n' "$out" | tail -n +2 | jq -e '.format == "moetier-report"' >/dev/null
 ok $? "--json - writes the report to stdout after the tokens"
-run --json "$tmp/np.json" >/dev/null &&
+run --json "$tmp/np.json" --trace "$tmp/t.json" >/dev/null &&
     jq -e '.predicted == null and .ratio == null and .plan == null and
            .decode.tiers["dram-cpu"].runs > 0' "$tmp/np.json" >/dev/null
 ok $? "without a plan: measured numbers only"
@@ -189,4 +189,28 @@ cp "$tmp/cpu.json" "$tmp/learnd.json"
         $a[0].prediction.decode_tok_s' "$tmp/d.json" >/dev/null
 ok $? "--disk-from plans with that disk (slower) and --learn does not save it into --hw: \
 $(jq -c '.disks' "$tmp/learnd.json")"
+# --dram-from: the DRAM ceiling of the minute plans this plan only (half the rate: the CPU
+# experts take twice as long); --learn saves the profile without it
+cat >"$tmp/dram.json" <<'JSON'
+{"version": 1, "source": "bench --only dram", "cpu": {"cores": 2, "read_gbps": 10,
+ "read_ceiling_gbps": 10}}
+JSON
+cp "$tmp/cpu.json" "$tmp/learnm.json"
+"$bin" plan -m "$m" --hw "$tmp/learnm.json" --learn "$tmp/r3.json" --dram-from "$tmp/dram.json" \
+    --cpu-mem "$mem" --cpu-reserve 3.9G --ctx 1024 -o "$tmp/m.json" >"$tmp/m.out" 2>&1 &&
+    jq -e '.cpu.read_gbps == 20 and .learned.reports == 1' "$tmp/learnm.json" >/dev/null &&
+    jq -e --slurpfile a "$tmp/learned2.json" '.hardware.dram_gbps == 10 and
+        (.prediction.tiers["dram-cpu"].ms_per_token -
+         2 * $a[0].prediction.tiers["dram-cpu"].ms_per_token | fabs) < 1e-6 *
+         .prediction.tiers["dram-cpu"].ms_per_token' "$tmp/m.json" >/dev/null
+ok $? "--dram-from plans with that DRAM ceiling (CPU experts twice as slow at half of it), \
+--learn does not save it: $(grep '^rates' "$tmp/m.out" | cut -c1-80)"
+# --trace twice: a plan for the routing of both runs; -o over either trace is refused
+plan --hw "$tmp/cpu.json" --cpu-mem "$mem" --trace "$tmp/t.json" --trace "$tmp/t.json" \
+    -o "$tmp/t2.json" >"$tmp/t2.out" 2>&1 &&
+    jq -e '.activation.source | test("t.json and 1 more")' "$tmp/t2.json" >/dev/null &&
+    ! plan --hw "$tmp/cpu.json" --cpu-mem "$mem" --trace "$tmp/t2.json" --trace "$tmp/t.json" \
+        -o "$tmp/t.json" >/dev/null 2>&1 && jq -e '.format == "moetier-trace"' "$tmp/t.json" \
+        >/dev/null
+ok $? "--trace given twice plans for both runs' routing: $(grep -i '^activation' "$tmp/t2.out")"
 tap_exit

@@ -212,6 +212,31 @@ main(void)
            "a layer listed twice (the first time with 0 tokens) is refused: %s", mt_last_error());
     tap_ok(u == NULL, "failed loads leave the output untouched");
 
+    /* merge: two runs' traces sum to the trace of one run that recorded both in turn */
+    {
+        struct mt_trace *m = small_trace();
+        struct mt_trace *twice = small_trace();
+        struct mt_trace *other = NULL;
+        const int a1[2] = {0, 1}, b1[2] = {2, 3}, c1[2] = {1, 2}, a2[2] = {0, 5}, b2[2] = {2, 7};
+        if (m != NULL && twice != NULL) {
+            mt_trace_record(twice, 1, a1, 2);
+            mt_trace_record(twice, 2, b1, 2);
+            mt_trace_record(twice, 3, c1, 2);
+            mt_trace_record(twice, 1, a2, 2);
+            mt_trace_record(twice, 2, b2, 2);
+        }
+        tap_ok(m != NULL && twice != NULL && mt_trace_merge(m, t, "t") == MT_OK &&
+                   traces_equal(m, twice) && mt_trace_count(m, 1, 0) == 4 &&
+                   mt_trace_transition(m, 2, 0, 2) == 4,
+               "merge adds counts, tokens and transitions: as if one run recorded both");
+        tap_ok(mt_trace_create(5, 4, 2, &other) == MT_OK &&
+                   mt_trace_merge(m, other, "b.json") == MT_ERR_FORMAT &&
+                   strstr(mt_last_error(), "b.json") != NULL,
+               "merge refuses a trace of other dims, naming it: %s", mt_last_error());
+        mt_trace_destroy(other);
+        mt_trace_destroy(twice);
+        mt_trace_destroy(m);
+    }
     mt_trace_destroy(t);
     mt_trace_destroy(NULL);
     tap_rmtree(dir);

@@ -71,7 +71,8 @@ usage(FILE *f)
         "      --cpu-mem SIZE      DRAM to use, e.g. 128G; default: MemAvailable on this\n"
         "                          host, else 90%% of the profile's DRAM\n"
         "      --trace FILE        expert activation trace (moetier run --trace); default:\n"
-        "                          uniform, each expert k/E\n"
+        "                          uniform, each expert k/E; repeat it to plan for the\n"
+        "                          routing of several runs together (a workload)\n"
         "      --ctx N             context the KV cache must hold (default 32768)\n"
         "      --prefill-batch N   tokens per prefill step for the prefill prediction\n"
         "                          (default 512)\n"
@@ -93,6 +94,9 @@ usage(FILE *f)
         "      --disk-from PROFILE the disks of this profile replace --hw's (e.g. moetier\n"
         "                          bench --only disk just before the run: a drive reads\n"
         "                          differently from minute to minute)\n"
+        "      --dram-from PROFILE the DRAM read rates of this profile replace --hw's (e.g.\n"
+        "                          moetier bench --quick --only dram just before the run:\n"
+        "                          learned CPU efficiencies are ratios to that ceiling)\n"
         "  -h, --help              print this help\n");
 }
 
@@ -101,6 +105,7 @@ static const struct mt_cli cli = {"plan", usage};
 /* ---- --learn: efficiencies from run reports ------------------------------------------------ */
 
 #define MAX_LEARN 16
+#define MAX_TRACE 16
 
 /*
  * What the reports measured, per source: bytes, seconds and the rate they are compared with
@@ -321,6 +326,47 @@ learn(const char *const *reports, int n, const struct mt_trace *trace, struct mt
     return MT_OK;
 }
 
+/*
+ * --disk-from, --dram-from: the disk, or the DRAM read rates, measured just before the run
+ * replace the profile's, for this plan only (after --learn saved the profile without them). A
+ * drive reads 1.1-2.2 GB/s from minute to minute on the H200 box, its DRAM ceiling 100-117 GB/s
+ * from call to call, and the CPU experts follow the ceiling (0.62-0.64 of it in two calls,
+ * hetero-h200.md session 4): a learned efficiency times the ceiling of the minute predicts the
+ * CPU of the minute.
+ */
+static mt_status_t
+minute_from(const char *path, bool dram, struct mt_hwprofile *hw)
+{
+    struct mt_hwprofile *d = calloc(1, sizeof(*d));
+    mt_status_t st;
+
+    if (d == NULL) {
+        return mt_fail(MT_ERR_NOMEM, 0, "out of memory");
+    }
+    if ((st = mt_hwprofile_load(path, d)) != MT_OK) {
+        free(d);
+        return st;
+    }
+    if (!dram && d->n_disks == 0) {
+        st = mt_fail(MT_ERR_INVAL, 0, "--disk-from '%s' has no disk (moetier bench --only disk "
+                     "--disk PATH --json FILE measures one)", path);
+    } else if (dram && !(d->cpu.read_ceiling_gbps > 0 || d->cpu.read_gbps > 0)) {
+        st = mt_fail(MT_ERR_INVAL, 0, "--dram-from '%s' has no DRAM read rate (moetier bench "
+                     "--quick --only dram --json FILE measures one)", path);
+    } else if (!dram) {
+        hw->n_disks = d->n_disks;
+        memcpy(hw->disks, d->disks, sizeof(hw->disks));
+    } else {
+        hw->cpu.read_gbps = d->cpu.read_gbps;
+        hw->cpu.read_ceiling_gbps = d->cpu.read_ceiling_gbps;
+        hw->cpu.triad_gbps = d->cpu.triad_gbps;
+        hw->cpu.n_nodes = d->cpu.n_nodes;
+        memcpy(hw->cpu.nodes, d->cpu.nodes, sizeof(hw->cpu.nodes));
+    }
+    free(d);
+    return st;
+}
+
 int
 mt_cli_plan(int argc, char **argv)
 {
@@ -338,7 +384,8 @@ mt_cli_plan(int argc, char **argv)
         OPT_CPU_RES,
         OPT_CHECK,
         OPT_LEARN,
-        OPT_DISK_FROM
+        OPT_DISK_FROM,
+        OPT_DRAM_FROM
     };
     static const struct option opts[] = {
         {"model", required_argument, NULL, 'm'},
@@ -357,17 +404,21 @@ mt_cli_plan(int argc, char **argv)
         {"check", required_argument, NULL, OPT_CHECK},
         {"learn", required_argument, NULL, OPT_LEARN},
         {"disk-from", required_argument, NULL, OPT_DISK_FROM},
+        {"dram-from", required_argument, NULL, OPT_DRAM_FROM},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *model_dir = NULL;
     const char *config_path = NULL;
     const char *hw_path = NULL;
-    const char *trace_path = NULL;
+    char trace_name[512] = "";
     const char *disk_path = NULL;
+    const char *dram_path = NULL;
     const char *out_path = NULL;
     const char *check_path = NULL;
     const char *learn_paths[MAX_LEARN];
+    const char *trace_paths[MAX_TRACE];
+    int n_trace = 0;
     int n_learn = 0;
     bool config_only = false;
     bool have_gpu = false;
@@ -402,7 +453,11 @@ mt_cli_plan(int argc, char **argv)
             hw_path = optarg;
             break;
         case OPT_TRACE:
-            trace_path = optarg;
+            if (n_trace == MAX_TRACE) {
+                mt_cli_error(&cli, "at most %d --trace files", MAX_TRACE);
+                return 2;
+            }
+            trace_paths[n_trace++] = optarg;
             break;
         case 'o':
             out_path = optarg;
@@ -412,6 +467,9 @@ mt_cli_plan(int argc, char **argv)
             break;
         case OPT_DISK_FROM:
             disk_path = optarg;
+            break;
+        case OPT_DRAM_FROM:
+            dram_path = optarg;
             break;
         case OPT_LEARN:
             if (n_learn == MAX_LEARN) {
@@ -498,9 +556,13 @@ mt_cli_plan(int argc, char **argv)
         mt_cli_output_is_input(&cli, "-o", out_path, config_path != NULL ? "--config" : "-m",
                                config_path != NULL ? config_path
                                                    : model_dir != NULL ? cfg_buf : NULL) ||
-        mt_cli_output_is_input(&cli, "-o", out_path, "--trace", trace_path) ||
         mt_cli_output_is_input(&cli, "-o", out_path, "--check", check_path)) {
         return 2;
+    }
+    for (int i = 0; i < n_trace; i++) {
+        if (mt_cli_output_is_input(&cli, "-o", out_path, "--trace", trace_paths[i])) {
+            return 2;
+        }
     }
     if (config_only && config_path == NULL) {
         config_path = cfg_buf;
@@ -545,35 +607,24 @@ mt_cli_plan(int argc, char **argv)
     if (mt_cli_profile_get(hw_path, NULL, hw) != MT_OK) {
         goto out;
     }
-    if (trace_path != NULL && mt_trace_load(trace_path, &trace) != MT_OK) {
-        goto out;
+    /* several traces: their sum, the routing of all those runs */
+    for (int i = 0; i < n_trace; i++) {
+        struct mt_trace *one = NULL;
+        mt_status_t ts = mt_trace_load(trace_paths[i], i == 0 ? &trace : &one);
+        if (ts == MT_OK && one != NULL) {
+            ts = mt_trace_merge(trace, one, trace_paths[i]);
+        }
+        mt_trace_destroy(one);
+        if (ts != MT_OK) {
+            goto out;
+        }
     }
     if (n_learn > 0 && learn(learn_paths, n_learn, trace, hw, hw_path) != MT_OK) {
         goto out;
     }
-    if (disk_path != NULL) {
-        /*
-         * the disk measured just before the run (it reads differently from minute to
-         * minute): for this plan only, after --learn saved the profile without it
-         */
-        struct mt_hwprofile *d = calloc(1, sizeof(*d));
-        if (d == NULL) {
-            mt_cli_error(&cli, "out of memory");
-            goto out;
-        }
-        if (mt_hwprofile_load(disk_path, d) != MT_OK) {
-            free(d);
-            goto out;
-        }
-        if (d->n_disks == 0) {
-            mt_cli_error(&cli, "--disk-from '%s' has no disk (moetier bench --only disk --disk "
-                         "PATH --json FILE measures one)", disk_path);
-            free(d);
-            goto out;
-        }
-        hw->n_disks = d->n_disks;
-        memcpy(hw->disks, d->disks, sizeof(hw->disks));
-        free(d);
+    if ((disk_path != NULL && minute_from(disk_path, false, hw) != MT_OK) ||
+        (dram_path != NULL && minute_from(dram_path, true, hw) != MT_OK)) {
+        goto out;
     }
     if (n_learn > 0 && !have_gpu && !have_cpu && out_path == NULL) {
         rc = 0; /* only the profile was asked for: no budget, no -o */
@@ -584,7 +635,14 @@ mt_cli_plan(int argc, char **argv)
         snprintf(hw->source, sizeof(hw->source), "%.255s", hw->file);
     }
     mt_cli_default_budgets(hw, have_gpu, have_cpu, &budget);
-    if (mt_plan_build(&cfg, &sizes, hw, &budget, trace, trace_path, &plan) != MT_OK) {
+    if (n_trace > 0) {
+        snprintf(trace_name, sizeof(trace_name), "%.400s", trace_paths[0]);
+        if (n_trace > 1) {
+            snprintf(trace_name + strlen(trace_name), 64, " and %d more", n_trace - 1);
+        }
+    }
+    if (mt_plan_build(&cfg, &sizes, hw, &budget, trace, n_trace > 0 ? trace_name : NULL,
+                      &plan) != MT_OK) {
         goto out;
     }
     mt_cli_plan_print(stdout, plan);

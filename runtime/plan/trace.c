@@ -271,6 +271,42 @@ mt_trace_probability(const struct mt_trace *t, int layer, int expert)
     return (double)mt_trace_count(t, layer, expert) / (double)n;
 }
 
+/*
+ * Add src's counts and transitions to dst (same dims). A plan for a workload needs the routing of
+ * several prompts, and each `run --trace` records one; the sum is the trace of all of them, as if
+ * one run had recorded them in turn. A layer whose transitions come from another previous layer
+ * in src than in dst keeps dst's (both are the same model: it does not happen in practice).
+ */
+mt_status_t
+mt_trace_merge(struct mt_trace *dst, const struct mt_trace *src, const char *what)
+{
+    mt_status_t st = mt_trace_check_dims(src, what, dst->n_layers, dst->n_experts, dst->k);
+    size_t E = (size_t)dst->n_experts;
+
+    if (st != MT_OK) {
+        return st;
+    }
+    for (int l = 0; l < dst->n_layers; l++) {
+        for (size_t e = 0; e < E; e++) {
+            dst->counts[(size_t)l * E + e] += src->counts[(size_t)l * E + e];
+        }
+        dst->layer_tokens[l] += src->layer_tokens[l];
+        if (src->trans[l] == NULL ||
+            (dst->from_layer[l] >= 0 && dst->from_layer[l] != src->from_layer[l])) {
+            continue;
+        }
+        if (dst->trans[l] == NULL && (dst->trans[l] = calloc(E * E, sizeof(uint32_t))) == NULL) {
+            return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate trace transitions of layer %d", l);
+        }
+        dst->from_layer[l] = src->from_layer[l];
+        for (size_t i = 0; i < E * E; i++) {
+            uint64_t n = (uint64_t)dst->trans[l][i] + src->trans[l][i];
+            dst->trans[l][i] = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+        }
+    }
+    return MT_OK;
+}
+
 mt_status_t
 mt_trace_check_dims(const struct mt_trace *t, const char *what, int n_layers, int n_experts, int k)
 {

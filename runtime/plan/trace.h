@@ -98,6 +98,11 @@ mt_status_t mt_trace_load(const char *path, struct mt_trace **trace_out);
 mt_status_t mt_trace_check_dims(const struct mt_trace *trace, const char *what, int n_layers,
                                 int n_experts, int k);
 
+/*
+ * Add src's counts and transitions to dst: the trace of both runs together (`plan --trace A
+ * --trace B`). MT_ERR_FORMAT (naming `what`, src's name) when the dims differ; MT_ERR_NOMEM.
+ */
+mt_status_t mt_trace_merge(struct mt_trace *dst, const struct mt_trace *src, const char *what);
 /* ---- queries ------------------------------------------------------------------------------ */
 
 int mt_trace_n_layers(const struct mt_trace *trace);
