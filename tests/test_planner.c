@@ -695,6 +695,40 @@ host_layers(const struct mt_plan *plan)
 }
 
 /*
+ * A DRAM -> PCIe expert's copy reads the DRAM bus the CPU experts read (dram_copy_rate): its
+ * bytes load the CPU's memory source at the raw DRAM rate, so a layer with CPU and copied
+ * experts costs their sum there, not the max of two independent sources.
+ */
+static void
+test_dram_copy_bus(void)
+{
+    double prob[2] = {1.0, 1.0};
+    uint8_t t[2] = {MT_TIER_DRAM_CPU, MT_TIER_DRAM_PCIE};
+    struct mt_plan_problem pb;
+    double s0 = 0, s1 = 0;
+    mt_status_t st;
+
+    memset(&pb, 0, sizeof(pb));
+    pb.n_layers = 1;
+    pb.n_experts = 2;
+    pb.prob = prob;
+    pb.expert_bytes = 40e6;
+    pb.dram_capacity = 2 * 40e6;
+    pb.rate[MT_SRC_GPU_MEM] = 1000e9;
+    pb.rate[MT_SRC_CPU_MEM] = 60e9; /* 0.6 of a 100 GB/s ceiling */
+    pb.rate[MT_SRC_PCIE] = 50e9;
+    pb.batch = 1;
+    st = mt_plan_problem_evaluate(&pb, t, &s0, NULL, NULL);
+    pb.dram_copy_rate = 100e9;
+    st = st == MT_OK ? mt_plan_problem_evaluate(&pb, t, &s1, NULL, NULL) : st;
+    tap_ok(st == MT_OK && fabs(s0 - 40e6 / 50e9) < 1e-12 &&
+               fabs(s1 - (40e6 / 60e9 + 40e6 / 100e9)) < 1e-12,
+           "a copied expert loads the DRAM bus too: layer %.3f ms (CPU %.3f + copy at the DRAM "
+           "ceiling %.3f), %.3f ms as independent sources",
+           s1 * 1e3, 40e6 / 60e9 * 1e3, 40e6 / 100e9 * 1e3, s0 * 1e3);
+}
+
+/*
  * The GPU engine's host wait per MoE layer (host_layer_s): the expected-load model charges it with
  * the probability that a step uses an off-GPU expert of the layer, the sampled model whenever a
  * sampled token does; a learned wait makes mt_plan_build gather a few off-GPU experts into fewer
@@ -864,5 +898,6 @@ main(void)
     test_v32_plans();
     test_shipped_profiles();
     test_host_wait();
+    test_dram_copy_bus();
     return tap_done();
 }

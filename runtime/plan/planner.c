@@ -547,6 +547,7 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
     pb.batch = 1;
     pb.host_layer_s = hw->gpu.present ? plan->host_layer_ms * 1e-3 : 0.0;
     pb.nvme_on_cpu = true;
+    pb.dram_copy_rate = plan->dram_gbps * 1e9;
 
     /* Decode. */
     st = mt_plan_problem_optimize(&pb, false, t, &step_s);
@@ -721,6 +722,7 @@ replan_problem(const struct mt_plan *plan, const struct mt_trace *trace,
     pb->batch = 1;
     pb->host_layer_s = plan->hbm_gbps > 0 ? r->host_layer_ms * 1e-3 : 0.0;
     pb->nvme_on_cpu = true;
+    pb->dram_copy_rate = plan->dram_gbps * 1e9;
     *prob_out = prob;
     *t_out = t;
     return MT_OK;

@@ -126,6 +126,16 @@ struct mt_plan_problem {
      * (engine_gpu_moe.c, mark_device). false: prefill may copy them over PCIe to the GPU.
      */
     bool nvme_on_cpu;
+    /*
+     * Bytes/s of the DRAM bus for copies out of host memory (the raw read ceiling, no CPU
+     * efficiency): a DRAM -> PCIe expert's copy reads DRAM while the CPU experts read it, so its
+     * bytes also load MT_SRC_CPU_MEM, by mem / this rate. On the H200 box a DRAM plan's decode
+     * took the CPU experts' time plus the slot copies' bytes at the DRAM ceiling, to within 2%,
+     * in two calls with 14.5 and 5.7 copied experts per token (hetero-h200.md, session 4); as
+     * independent sources the planner predicted max(CPU, PCIe) and missed by 20-30%. 0: not
+     * modelled.
+     */
+    double dram_copy_rate;
 };
 
 /*

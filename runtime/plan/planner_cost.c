@@ -129,6 +129,9 @@ mt_plan_expert_load(const struct mt_plan_problem *pb, double p, int t, double v[
         break;
     case MT_TIER_DRAM_PCIE:
         add_load(v, MT_SRC_PCIE, mem, r);
+        if (pb->dram_copy_rate > 0) {
+            v[MT_SRC_CPU_MEM] += mem / pb->dram_copy_rate; /* the copy reads the DRAM bus too */
+        }
         gpu_compute = true;
         break;
     case MT_TIER_NVME:
