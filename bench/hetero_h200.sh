@@ -15,8 +15,13 @@
 #            --trace B: a workload, not one prompt), judged on prompt C, which neither trace saw.
 #   round 3 (REPEAT=1): round 2 again, planned again with that minute's ceilings (the spread).
 # Before every plan, the DRAM read ceiling of that minute (plan --dram-from: the learned CPU
-# efficiency is a ratio to it) and for the mixed plan the disk (plan --disk-from): the drive reads
-# 1.1-2.2 GB/s from minute to minute. PLANS="dram gpu": only those plans.
+# efficiency is a ratio to it) and for the mixed plan the disk, recorded; DISK_FROM=1 also plans
+# with it (plan --disk-from). Off by default: in session 4 the 1 GiB read before a run said 1.02
+# and 1.24 GB/s where the runs read 1.48 and 1.36, so a learned ratio to it carried that noise
+# twice; the disk efficiency learned in the same call over the profile's disk predicts better.
+# PLANS="dram gpu": only those plans. BASE=DIR: start from an earlier call's learned profile and
+# traces (DIR/prof-learned.json, trace-dram-1.json, trace-B.json; no bench, no prompt B run):
+# round 1's runs then teach only what they measure (a mixed run: the disk).
 PB=${PB:-8}
 PLANS=${PLANS:-mix dram gpu}
 N=${N:-32}
@@ -36,10 +41,17 @@ fi
 cat /sys/kernel/mm/transparent_hugepage/enabled /sys/kernel/mm/transparent_hugepage/defrag \
   > $R/thp.txt 2>&1
 t synth
-./moetier synth --preset v32-shape -o /tmp/v32 -q 2>&1 | tail -1
-t bench
-./moetier bench --quick --disk /tmp --json $R/prof.json > $R/bench.txt 2>&1
-grep -E 'hbm_read|read_ceiling|h2d_pinned +16|odirect_read.*qd16' $R/bench.txt
+# a model of the same preset and seed left by an earlier call on a machine still warm is the same
+[ -f /tmp/v32/model-00012-of-000012.safetensors ] && [ -f /tmp/v32/config.json ] &&
+  echo "synth: /tmp/v32 is there" ||
+  ./moetier synth --preset v32-shape -o /tmp/v32 -q 2>&1 | tail -1
+if [ -n "$BASE" ]; then
+  cp $BASE/prof-learned.json $R/prof.json; cp $BASE/trace-dram-1.json $BASE/trace-B.json $R/
+else
+  t bench
+  ./moetier bench --quick --disk /tmp --json $R/prof.json > $R/bench.txt 2>&1
+  grep -E 'hbm_read|read_ceiling|h2d_pinned +16|odirect_read.*qd16' $R/bench.txt
+fi
 cp $R/prof.json $R/prof-learned.json
 PA=$(seq -s, 11 74)
 PBI=$(seq -s, 501 5 816)
@@ -50,7 +62,7 @@ minute() { # $1: a name. The DRAM ceiling now (and the disk for a mixed plan): p
   case $1 in mix*)
     ./moetier bench --only disk --disk /tmp --disk-size 1G --disk-pass 1G --disk-qd 16 \
       --disk-block 4M --json $R/disk-$1.json > $R/disk-$1.txt 2>&1
-    f="$f --disk-from $R/disk-$1.json" ;;
+    [ -n "$DISK_FROM" ] && f="$f --disk-from $R/disk-$1.json" ;;
   esac
   echo "$f"; }
 # one NAME PROFILE IDS PLAN-FLAGS [RUN-FLAGS]: plan with the minute's ceilings, then run
@@ -71,11 +83,13 @@ one() {
 }
 for p in $PLANS; do one $p-1 $R/prof.json $PA "" "--trace $R/trace-$p-1.json"; done
 TR=$R/trace-dram-1.json; [ -f $TR ] || TR=$(ls $R/trace-*-1.json | head -1)
-t "prompt B"
-timeout 90 ./moetier run -m /tmp/v32 --device gpu --gpu-mem 70G --plan $R/plan-gpu-1.json \
-  --prompt-ids $PBI -n $N --trace $R/trace-B.json > $R/run-B.txt 2>&1 ||
-  timeout 90 ./moetier run -m /tmp/v32 --device gpu --prompt-ids $PBI -n $N \
-    --trace $R/trace-B.json > $R/run-B.txt 2>&1
+if [ -z "$BASE" ]; then
+  t "prompt B"
+  timeout 90 ./moetier run -m /tmp/v32 --device gpu --gpu-mem 70G --plan $R/plan-gpu-1.json \
+    --prompt-ids $PBI -n $N --trace $R/trace-B.json > $R/run-B.txt 2>&1 ||
+    timeout 90 ./moetier run -m /tmp/v32 --device gpu --prompt-ids $PBI -n $N \
+      --trace $R/trace-B.json > $R/run-B.txt 2>&1
+fi
 t learn
 L=; for f in $R/report-*-1.json; do [ -f "$f" ] && L="$L --learn $f"; done
 ./moetier plan -m /tmp/v32 --hw $R/prof-learned.json --trace $TR $L > $R/learn.txt 2>&1

@@ -100,6 +100,7 @@ struct eng_gpu {
     float *grw;                    /* device [TOK, K] (unused weights of the guess) */
     uint8_t *guessed;              /* host [E]: 1 for the experts guessed for guess_layer */
     int guess_layer;               /* -1: none pending */
+    uint32_t guess_n, guess_hit;   /* recent guessed streamed experts, of them used (decayed) */
     struct CUevent_st *ev_ids;     /* the router's ids (and the input) are on the host */
     struct CUevent_st *ev_x0, *ev_x1; /* around the device's routed experts, for stats */
     bool x_timing;                 /* ev_x0..ev_x1 recorded, not yet added to the stats */
