@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 struct slot {
     struct mt_expert w;
@@ -65,6 +66,30 @@ slot_free(struct slot *s)
     s->loaded = false;
 }
 
+/*
+ * A buffer for an expert's weight matrix: 2 MiB aligned and advised to use transparent huge
+ * pages when it spans at least one (free() releases it like malloc's). The CPU experts stream
+ * these matrices; on 4 KiB pages every 4 KiB costs a TLB miss, and in a VM a miss walks two page
+ * tables. The GPU test machine's THP is "madvise" (only advised memory gets huge pages): the DRAM
+ * ceiling bench, which advises its arrays, read 75-140 GB/s while the experts in plain malloc
+ * memory read 39-45 (hetero-h200.md, session 4). The advice is a hint: refused, pages stay small.
+ */
+static void *
+weight_alloc(size_t bytes)
+{
+    const size_t huge = (size_t)2 << 20;
+    void *p;
+
+    if (bytes < huge) {
+        return malloc(bytes > 0 ? bytes : 1);
+    }
+    size_t n = (bytes + huge - 1) / huge * huge;
+    if ((p = aligned_alloc(huge, n)) != NULL) {
+        (void)madvise(p, n, MADV_HUGEPAGE);
+    }
+    return p;
+}
+
 /* Read one weight (and its FP8 scales) of an expert into buffers owned by the slot. */
 static mt_status_t
 read_weight(const struct mt_model *m, const struct mt_weight *mw, struct slot *s, int k,
@@ -82,7 +107,7 @@ read_weight(const struct mt_model *m, const struct mt_weight *mw, struct slot *s
         return mt_fail(MT_ERR_UNSUPPORTED, 0, "tensor '%s': dtype %s is not supported for "
                        "experts", t->name, mt_dtype_name(t->dtype));
     }
-    s->bufs[2 * k] = malloc(t->nbytes > 0 ? t->nbytes : 1);
+    s->bufs[2 * k] = weight_alloc(t->nbytes);
     if (s->bufs[2 * k] == NULL) {
         return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate %llu bytes for tensor '%s'",
                        (unsigned long long)t->nbytes, t->name);
