@@ -25,9 +25,9 @@
  * The guess: layer l+1's router applied to layer l's input x. The residual stream changes little
  * from one layer to the next, so the guess is usually right for most of the 8 experts; wrong
  * guesses cost disk bandwidth, so they are read only while most recent ones were right
- * (guess_pays; mt_engine_stats counts guesses and hits). DRAM and GPU
- * experts need no prefetch. The sum order differs from the CPU engine's (device experts are
- * summed on the device, host experts on the host, then added), within the GPU path's tolerance.
+ * (guess_pays; mt_engine_stats counts guesses and hits). DRAM and GPU experts need no prefetch.
+ * The sum order differs from the CPU engine's (device experts are summed on the device, host
+ * experts on the host, then added), within the GPU path's tolerance.
  *
  * A layer whose routed experts all live on the GPU (dev_moe: the all-GPU plan) does not wait for
  * the host on a decode batch (<= MT_GPU_GEMV_MAX_TOK tokens): the router's pairs are grouped on
