@@ -333,12 +333,24 @@ topk_kernel(const float *__restrict__ scores, int64_t ld, int64_t n, const int32
 #define GT_EPT 8                        /* keys a thread holds in registers */
 #define GT_TILE (GT_THREADS * GT_EPT)   /* keys a block holds; more are re-read each pass */
 #define GT_BINS 2048
-#define GT_MAX_BLOCKS 1024
+#define GT_MAX_BLOCKS 256 /* 1M keys in registers; longer rows re-read slices */
 
-struct topk_scratch {
-    unsigned hist[3][GT_BINS];
+#define GT_GROUP 32                     /* level-0 bins a group total covers */
+#define GT_GROUPS (GT_BINS / GT_GROUP)
+
+/* What each call clears at its start (used only after the first barrier). */
+struct topk_clear {
+    unsigned hist[2][GT_BINS]; /* levels 1 and 2, summed with atomics */
     unsigned eq[GT_MAX_BLOCKS];
     unsigned n_out;
+};
+
+struct topk_scratch {
+    struct topk_clear c;
+    /* level 0 needs no clearing: each block writes its own counts, and group totals so that
+     * finding the bin reads 64 + 32 values a block instead of 2048 */
+    unsigned grp[GT_MAX_BLOCKS][GT_GROUPS];
+    unsigned part[GT_MAX_BLOCKS][GT_BINS];
 };
 
 static __device__ __forceinline__ uint32_t
@@ -420,7 +432,111 @@ gt_keys(const float *__restrict__ row, int64_t lo, int64_t hi, int s, const uint
     }
 }
 
-static __global__ void __launch_bounds__(GT_THREADS)
+/*
+ * Level 0: this block's counts (hist, shared) and group totals go to its own rows of the scratch;
+ * after the barrier every block sums the group totals, finds the group where the count from the
+ * top reaches need, then sums that group's 32 bins. Sets *bin, *above (keys in higher bins), *cnt.
+ */
+static __device__ void
+level0_find(struct topk_scratch *ws, const unsigned *hist, unsigned *gsum, unsigned *bsum,
+            unsigned *warp_tot, unsigned need, unsigned *bin, unsigned *above, unsigned *cnt,
+            cg::grid_group &grid)
+{
+    int t = threadIdx.x;
+    int nblk = (int)gridDim.x;
+
+    for (int i = t; i < GT_BINS; i += GT_THREADS) {
+        ws->part[blockIdx.x][i] = hist[i];
+    }
+    if (t < GT_GROUPS) {
+        unsigned sum = 0;
+        for (int b = 0; b < GT_GROUP; b++) {
+            sum += hist[t * GT_GROUP + ((b + t) & (GT_GROUP - 1))]; /* lanes on distinct banks */
+        }
+        ws->grp[blockIdx.x][t] = sum;
+    }
+    grid.sync();
+    unsigned v = 0;
+#pragma unroll 4 /* the loads in flight together, not one L2 round trip each */
+    for (int b = t / GT_GROUPS; b < nblk; b += GT_THREADS / GT_GROUPS) {
+        v += __ldcg(&ws->grp[b][t % GT_GROUPS]);
+    }
+    if (v != 0) {
+        atomicAdd(&gsum[t % GT_GROUPS], v);
+    }
+    __syncthreads();
+    unsigned local = t < GT_GROUPS ? gsum[GT_GROUPS - 1 - t] : 0; /* thread 0: the top group */
+    unsigned total;
+    unsigned excl = block_excl_scan(local, warp_tot, &total);
+    if (t < GT_GROUPS && excl < need && need <= excl + local) {
+        *bin = (unsigned)(GT_GROUPS - 1 - t); /* the group, for now */
+        *above = excl;
+    }
+    __syncthreads();
+    unsigned grp = *bin;
+    unsigned above_grp = *above;
+    v = 0;
+#pragma unroll 4
+    for (int b = t / GT_GROUP; b < nblk; b += GT_THREADS / GT_GROUP) {
+        v += __ldcg(&ws->part[b][grp * GT_GROUP + t % GT_GROUP]);
+    }
+    if (v != 0) {
+        atomicAdd(&bsum[t % GT_GROUP], v);
+    }
+    __syncthreads();
+    local = t < GT_GROUP ? bsum[GT_GROUP - 1 - t] : 0;
+    excl = above_grp + block_excl_scan(local, warp_tot, &total);
+    if (t < GT_GROUP && excl < need && need <= excl + local) {
+        *bin = grp * GT_GROUP + (GT_GROUP - 1 - t);
+        *above = excl;
+        *cnt = local;
+    }
+    __syncthreads();
+}
+
+/* Levels 1 and 2: this block's counts added to the global histogram h, the barrier, the bin. */
+static __device__ void
+level_find(unsigned *h, int nb, const unsigned *hist, unsigned *warp_tot, unsigned need,
+           unsigned *bin, unsigned *above, unsigned *cnt, cg::grid_group &grid)
+{
+    int t = threadIdx.x;
+
+    for (int i = t; i < nb; i += GT_THREADS) {
+        if (hist[i] != 0) {
+            atomicAdd(&h[i], hist[i]);
+        }
+    }
+    grid.sync();
+    /* every block finds the same bin: thread t sums bins from the top in groups of nb/512 */
+    int per_t = nb / GT_THREADS; /* 4 or 2 */
+    int top = nb - 1 - t * per_t;
+    unsigned hv[4];
+    unsigned local = 0;
+#pragma unroll
+    for (int b = 0; b < 4; b++) {
+        hv[b] = b < per_t ? __ldcg(&h[top - b]) : 0;
+        local += hv[b];
+    }
+    unsigned total;
+    unsigned excl = block_excl_scan(local, warp_tot, &total);
+    if (excl < need && need <= excl + local) {
+        unsigned acc = excl;
+#pragma unroll
+        for (int b = 0; b < 4; b++) {
+            unsigned c = hv[b];
+            if (b < per_t && acc + c >= need) {
+                *bin = (unsigned)(top - b);
+                *above = acc;
+                *cnt = c;
+                break;
+            }
+            acc += c;
+        }
+    }
+    __syncthreads();
+}
+
+static __global__ void __launch_bounds__(GT_THREADS, 2)
 topk_grid_kernel(const float *__restrict__ row, int64_t n, int k, int64_t per,
                  int32_t *__restrict__ out, int32_t *count_out, struct topk_scratch *ws, int stop)
 {
@@ -435,10 +551,18 @@ topk_grid_kernel(const float *__restrict__ row, int64_t n, int k, int64_t per,
     uint32_t kc[GT_EPT];
     uint32_t kk[GT_EPT];
 
-    /* the scratch is cleared here (the barrier before its first use orders it) */
-    for (int i = blockIdx.x * GT_THREADS + t; i < (int)(sizeof(*ws) / 4);
+    __shared__ unsigned gsum[GT_GROUPS], bsum[GT_GROUP];
+
+    /* the counters are cleared here (the barrier before their first use orders it) */
+    for (int i = blockIdx.x * GT_THREADS + t; i < (int)(sizeof(ws->c) / 4);
          i += gridDim.x * GT_THREADS) {
-        reinterpret_cast<unsigned *>(ws)[i] = 0;
+        reinterpret_cast<unsigned *>(&ws->c)[i] = 0;
+    }
+    if (t < GT_GROUPS) {
+        gsum[t] = 0;
+    }
+    if (t < GT_GROUP) {
+        bsum[t] = 0;
     }
 #pragma unroll
     for (int j = 0; j < GT_EPT; j++) {
@@ -479,42 +603,13 @@ topk_grid_kernel(const float *__restrict__ row, int64_t n, int k, int64_t per,
         }
         __syncthreads();
         if (l == 0) {
-            grid.sync(); /* the scratch is clear everywhere */
+            level0_find(ws, hist, gsum, bsum, warp_tot, need, &s_bin, &s_above, &s_cnt, grid);
             if (stop == 1) {
                 return;
             }
-        }
-        for (int i = t; i < nb; i += GT_THREADS) {
-            if (hist[i] != 0) {
-                atomicAdd(&ws->hist[l][i], hist[i]);
-            }
-        }
-        grid.sync();
-        /* every block finds the same bin: thread t sums bins from the top in groups of nb/512 */
-        int per_t = nb / GT_THREADS; /* 4 or 2 */
-        int top = nb - 1 - t * per_t;
-        unsigned hv[4];
-        unsigned local = 0;
-#pragma unroll
-        for (int b = 0; b < 4; b++) {
-            hv[b] = b < per_t ? __ldcg(&ws->hist[l][top - b]) : 0;
-            local += hv[b];
-        }
-        unsigned total;
-        unsigned excl = block_excl_scan(local, warp_tot, &total);
-        if (excl < need && need <= excl + local) {
-            unsigned acc = excl;
-#pragma unroll
-            for (int b = 0; b < 4; b++) {
-                unsigned c = hv[b];
-                if (b < per_t && acc + c >= need) {
-                    s_bin = (unsigned)(top - b);
-                    s_above = acc;
-                    s_cnt = c;
-                    break;
-                }
-                acc += c;
-            }
+        } else {
+            level_find(ws->c.hist[l - 1], nb, hist, warp_tot, need, &s_bin, &s_above, &s_cnt,
+                       grid);
         }
         __syncthreads();
         need -= s_above;
@@ -542,7 +637,7 @@ topk_grid_kernel(const float *__restrict__ row, int64_t n, int k, int64_t per,
         unsigned total;
         unsigned pos = block_excl_scan(c, warp_tot, &total);
         if (t == 0 && total > 0) {
-            s_base = atomicAdd(&ws->n_out, total);
+            s_base = atomicAdd(&ws->c.n_out, total);
         }
         __syncthreads();
         pos += s_base;
@@ -571,12 +666,12 @@ topk_grid_kernel(const float *__restrict__ row, int64_t n, int k, int64_t per,
         unsigned total;
         block_excl_scan(mine, warp_tot, &total);
         if (t == 0) {
-            ws->eq[blockIdx.x] = total;
+            ws->c.eq[blockIdx.x] = total;
         }
         grid.sync();
         unsigned before = 0;
         for (unsigned b = (unsigned)t; b < blockIdx.x; b += GT_THREADS) {
-            before += __ldcg(&ws->eq[b]);
+            before += __ldcg(&ws->c.eq[b]);
         }
         unsigned rank;
         block_excl_scan(before, warp_tot, &rank);
@@ -665,7 +760,7 @@ mt_gpu_topk(const float *scores, int64_t ld, int n_rows, int64_t n, const int32_
             blocks = MT_CEIL_DIV(n, per);
             struct topk_scratch *ws = (struct topk_scratch *)scratch;
             /* MT_TOPK_STOP=s (measurement only: the result is incomplete) ends the kernel
-             * after stage s: 0 the loads, 1 the first barrier, 2..4 levels 0..2 */
+             * after stage s: 0 the loads, 1 or 2 level 0, 3 level 1, 4 level 2 */
             static int stop = -1;
             if (stop < 0) {
                 const char *e = getenv("MT_TOPK_STOP");
