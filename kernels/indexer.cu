@@ -19,6 +19,7 @@
 #include "kernels/cuda_check.cuh"
 
 #include <stdlib.h>
+#include <string.h>
 
 #define EXACT_THREADS 128
 #define EXACT_MAX_HEADS 64
@@ -384,6 +385,245 @@ index_scores_f8mma_kernel(const uint8_t *__restrict__ q8, const float *__restric
     mt_cp_async_wait<0>();
 }
 
+/* ---- Hopper: warpgroup MMA (sm_90a only, beside the portable kernels) ----------------------- */
+
+/*
+ * The FP8 kernel above issues 64 mma.sync a warp for every 16 keys (8 head tiles x 8 k-steps), and
+ * on Hopper mma.sync runs at a fraction of the tensor cores' rate; the query, held as B fragments,
+ * takes 128 registers a lane, so only 8 warps fit an SM. Here a warpgroup (4 warps, one block)
+ * computes 64 keys x 64 heads with wgmma: the keys are the A operand in registers (each warp's 16
+ * keys arrive through its private cp.async ring exactly as above: the wgmma A fragment of a warp's
+ * 16 rows is the mma.sync m16n8k16 one), the query is the B operand in shared memory, converted
+ * and laid out once a block, so it costs no registers. A whole 64 x 64 x 128 product is 8
+ * instructions a warp (f16, k16) or 4 (e4m3, k32) instead of 64 mma.sync.
+ *
+ * Two element types: f16 (each key byte converted once, exact products, fp32 sums: the result is
+ * the CPU's up to the order of the sums, like the kernels above) and e4m3 straight from the cache
+ * (no conversion at all). Hopper's FP8 wgmma keeps only part of the fp32 mantissa while it sums
+ * (DeepSeek-V3's report: ~14 bits), so the e4m3 variant is not exact and runs only on request
+ * (MT_INDEXER_WG=fp8); MT_INDEXER_WG=0 keeps the mma.sync kernel.
+ *
+ * The B layout is the canonical K-major one with the 128-byte swizzle: rows (heads) of 128 bytes
+ * in 1 KB atoms of 8 rows, 16-byte chunk c of row r stored at chunk c ^ (r % 8); f16 rows are 256
+ * bytes, so they are split into two such 8 KB halves (dims 0-63, 64-127). The logical k order of
+ * B is the permuted one of the A fragments (wg_dim below), so the dot products are unchanged.
+ */
+#define WG_THREADS 128
+#define WG_KEYS 64 /* keys a block tile: 16 a warp */
+
+struct wg_smem {
+    uint8_t q[16384]; /* 1 KB aligned: the B operand (f16: 2 x 8 KB; e4m3: the first 8 KB) */
+    struct f8m_ring ring[4];
+};
+
+/*
+ * The physical dim (byte of a key row) behind logical k of k-step s, as the A fragments of a lane
+ * take them from its 16-byte pieces (t = lane % 4: bytes 16t and 64 + 16t of its two keys).
+ * f16, k16 steps s = 4 half + i: fragment k 2t + {0,1} is byte 64 half + 16t + 4i + {0,1}, k 8 + 2t
+ * + {0,1} is byte ... + {2,3} (the kernels above). e4m3, k32 steps s = 2 half + j: k 4t + {0..3}
+ * is word 2j of the piece at 64 half + 16t, k 16 + 4t + {0..3} its word 2j + 1.
+ */
+template <bool FP8>
+static __device__ __forceinline__ int
+wg_dim(int s, int k)
+{
+    if (FP8) {
+        int hi = k >= 16;
+        int kk = k - 16 * hi;
+        return 64 * (s >> 1) + 16 * (kk >> 2) + 4 * (2 * (s & 1) + hi) + (kk & 3);
+    }
+    int hi = k >= 8;
+    int kk = k - 8 * hi;
+    return 64 * (s >> 2) + 16 * (kk >> 1) + 4 * (s & 3) + 2 * hi + (kk & 1);
+}
+
+/* The shared-memory matrix descriptor of a K-major, 128-byte-swizzled operand at `addr`. */
+static __device__ __forceinline__ uint64_t
+wg_desc(uint32_t addr)
+{
+    return (uint64_t)((addr & 0x3ffff) >> 4) | ((uint64_t)1 << 16) /* leading offset: unused */
+           | ((uint64_t)(1024 >> 4) << 32)                         /* 8-row atoms 1 KB apart */
+           | ((uint64_t)1 << 62);                                  /* 128-byte swizzle */
+}
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define WG_D32                                                                                     \
+    "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,"  \
+    "%25,%26,%27,%28,%29,%30,%31}"
+#define WG_D32_ARGS(d)                                                                             \
+    "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),            \
+        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),    \
+        "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),              \
+        "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]),              \
+        "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+#endif
+
+/* d (+)= A (this warp's 16 rows, registers) x B (descriptor): 64 x 64, k16 f16 or k32 e4m3. */
+template <bool FP8>
+static __device__ __forceinline__ void
+wg_mma(float (&d)[32], const uint32_t (&a)[4], uint64_t desc, int accumulate)
+{
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    if (FP8) {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 " WG_D32
+                     ", {%32,%33,%34,%35}, %36, p, 1, 1;\n}\n"
+                     : WG_D32_ARGS(d)
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(accumulate));
+    } else {
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " WG_D32
+                     ", {%32,%33,%34,%35}, %36, p, 1, 1, 0;\n}\n"
+                     : WG_D32_ARGS(d)
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(accumulate));
+    }
+#else
+    (void)d, (void)a, (void)desc, (void)accumulate;
+    __trap(); /* never launched: the host takes this kernel only from sm_90a builds on sm_90 */
+#endif
+}
+
+static __device__ __forceinline__ void
+wg_fence(void)
+{
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+
+static __device__ __forceinline__ void
+wg_commit_wait(void)
+{
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+#endif
+}
+
+template <bool FP8>
+static __global__ void __launch_bounds__(WG_THREADS)
+index_scores_wgmma_kernel(const uint8_t *__restrict__ q8, const float *__restrict__ w,
+                          const uint8_t *__restrict__ k8, const float *__restrict__ k_scale,
+                          int64_t n_keys, float *__restrict__ out)
+{
+    extern __shared__ uint8_t wg_raw[];
+    /* the swizzle works on address bits 4-9: the operand must start on a 1 KB boundary */
+    uint32_t raw = (uint32_t)__cvta_generic_to_shared(wg_raw);
+    struct wg_smem &sm = *reinterpret_cast<struct wg_smem *>(wg_raw + ((1024 - (raw & 1023)) & 1023));
+    int warp = threadIdx.x / 32;
+    int lane = threadIdx.x & 31;
+    int g = lane >> 2;
+    int t = lane & 3;
+    struct f8m_ring &ring = sm.ring[warp];
+    int64_t n_tiles = (n_keys + 15) / 16;             /* 16-key tiles (one a warp) */
+    int64_t n_blk = (n_keys + WG_KEYS - 1) / WG_KEYS; /* 64-key tiles (one a block) */
+    int64_t step = gridDim.x;
+
+    /* the first keys are on their way while the query is laid out */
+    for (int st = 0; st < F8M_STAGES - 1; st++) {
+        f8m_issue(ring, st, k8, k_scale, n_keys, 4 * (blockIdx.x + st * step) + warp, n_tiles);
+    }
+    for (int i = threadIdx.x; i < FP8_HEADS * FP8_DIM / 2; i += WG_THREADS) {
+        int n = i / (FP8_DIM / 2); /* head */
+        int k = 2 * (i % (FP8_DIM / 2));
+        int s = FP8 ? k / 32 : k / 16;
+        int k0 = wg_dim<FP8>(s, k % (FP8 ? 32 : 16));
+        int k1 = wg_dim<FP8>(s, k % (FP8 ? 32 : 16) + 1);
+        uint32_t two = q8[n * FP8_DIM + k0] | ((uint32_t)q8[n * FP8_DIM + k1] << 8);
+        int off;
+        if (FP8) {
+            off = (n >> 3) * 1024 + (n & 7) * 128 + ((((k >> 4) ^ (n & 7)) << 4) | (k & 15));
+            *reinterpret_cast<uint16_t *>(sm.q + off) = (uint16_t)two;
+        } else {
+            int kk = k & 63; /* within its 8 KB half; 8 f16 a 16-byte chunk */
+            off = (k >> 6) * 8192 + (n >> 3) * 1024 + (n & 7) * 128 +
+                  ((((kk >> 3) ^ (n & 7)) << 4) | (2 * (kk & 7)));
+            *reinterpret_cast<uint32_t *>(sm.q + off) = f8m_cvt(two);
+        }
+    }
+    /* generic-proxy stores, read by the tensor cores' async proxy */
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+    __syncthreads();
+    uint32_t qaddr = (uint32_t)__cvta_generic_to_shared(sm.q);
+    float wl[8][2];
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        wl[j][0] = __ldg(w + 8 * j + 2 * t);
+        wl[j][1] = __ldg(w + 8 * j + 2 * t + 1);
+    }
+    float d[32];
+#pragma unroll
+    for (int i = 0; i < 32; i++) {
+        d[i] = 0.0f;
+    }
+    int stage = 0;
+    for (int64_t tb = blockIdx.x; tb < n_blk; tb += step) {
+        f8m_issue(ring, (stage + F8M_STAGES - 1) % F8M_STAGES, k8, k_scale, n_keys,
+                  4 * (tb + (F8M_STAGES - 1) * step) + warp, n_tiles);
+        mt_cp_async_wait<F8M_STAGES - 1>();
+        __syncwarp(); /* the scales were copied by lanes t == 0 */
+        uint4 p[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            p[i] = ring.piece[stage][i][lane];
+        }
+        float sc0 = ring.scale[stage][g];
+        float sc1 = ring.scale[stage][g + 8];
+        uint32_t a[8][4];
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+            uint32_t lw[4] = {p[half].x, p[half].y, p[half].z, p[half].w};
+            uint32_t hw[4] = {p[2 + half].x, p[2 + half].y, p[2 + half].z, p[2 + half].w};
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                if (FP8) {
+                    if (i < 2) {
+                        a[2 * half + i][0] = lw[2 * i];
+                        a[2 * half + i][1] = hw[2 * i];
+                        a[2 * half + i][2] = lw[2 * i + 1];
+                        a[2 * half + i][3] = hw[2 * i + 1];
+                    }
+                } else {
+                    a[4 * half + i][0] = f8m_cvt(lw[i]);
+                    a[4 * half + i][1] = f8m_cvt(hw[i]);
+                    a[4 * half + i][2] = f8m_cvt(lw[i] >> 16);
+                    a[4 * half + i][3] = f8m_cvt(hw[i] >> 16);
+                }
+            }
+        }
+        wg_fence();
+#pragma unroll
+        for (int s = 0; s < (FP8 ? 4 : 8); s++) {
+            uint32_t off = FP8 ? 32 * s : (s >> 2) * 8192 + 32 * (s & 3);
+            wg_mma<FP8>(d, a[s], wg_desc(qaddr + off), s > 0);
+        }
+        wg_commit_wait();
+        /* d[4j + 0..1]: key g of this warp's 16, heads 8j + 2t, + 1; d[4j + 2..3]: key g + 8 */
+        float s0 = 0.0f;
+        float s1 = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            s0 += fmaxf(d[4 * j], 0.0f) * wl[j][0] + fmaxf(d[4 * j + 1], 0.0f) * wl[j][1];
+            s1 += fmaxf(d[4 * j + 2], 0.0f) * wl[j][0] + fmaxf(d[4 * j + 3], 0.0f) * wl[j][1];
+        }
+        s0 += __shfl_xor_sync(0xffffffffu, s0, 1);
+        s0 += __shfl_xor_sync(0xffffffffu, s0, 2);
+        s1 += __shfl_xor_sync(0xffffffffu, s1, 1);
+        s1 += __shfl_xor_sync(0xffffffffu, s1, 2);
+        int64_t key = (4 * tb + warp) * 16 + g;
+        if (t == 0 && key < n_keys) {
+            out[key] = s0 * sc0;
+        }
+        if (t == 0 && key + 8 < n_keys) {
+            out[key + 8] = s1 * sc1;
+        }
+        stage = (stage + 1) % F8M_STAGES;
+    }
+    mt_cp_async_wait<0>();
+}
+
 /*
  * The FP8-MMA grid size, or -1 where that kernel cannot run: a device older than sm_89, or a
  * build whose code for it is sm_80 PTX (JIT-compiled, so without the FP8 instruction).
@@ -432,6 +672,68 @@ f8mma_blocks(int *blocks)
     return MT_OK;
 }
 
+#define WG_SMEM ((int)sizeof(struct wg_smem) + 1024) /* + the 1 KB alignment */
+
+/*
+ * The wgmma grid size (0 where that kernel cannot run: not built for sm_90a, a device other than
+ * sm_90, MT_INDEXER_F16 or MT_INDEXER_WG=0 set) and whether it is the e4m3 variant
+ * (MT_INDEXER_WG=fp8).
+ */
+static mt_status_t
+wgmma_blocks(int *blocks, bool *fp8)
+{
+    static int cached[64];
+    static bool cached_fp8[64];
+    int dev = 0;
+    mt_status_t st;
+
+    *blocks = 0;
+    *fp8 = false;
+    if ((st = MT_CUDA(cudaGetDevice(&dev))) != MT_OK) {
+        return st;
+    }
+    if (dev < 0 || dev >= 64) {
+        return MT_OK;
+    }
+    if (cached[dev] == 0) {
+        const char *env = getenv("MT_INDEXER_WG");
+        bool want = getenv("MT_INDEXER_F16") == NULL && (env == NULL || strcmp(env, "0") != 0);
+        bool use_fp8 = env != NULL && strcmp(env, "fp8") == 0;
+        int major = 0;
+        int minor = 0;
+        int sms = 0;
+        int per_sm = 0;
+        cached[dev] = -1;
+#ifdef MT_CUDA_SM90A
+        if ((st = MT_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor,
+                                                 dev))) != MT_OK ||
+            (st = MT_CUDA(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor,
+                                                 dev))) != MT_OK ||
+            (st = MT_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev))) !=
+                MT_OK) {
+            return st;
+        }
+        if (want && major == 9 && minor == 0) {
+            const void *fn = use_fp8 ? (const void *)index_scores_wgmma_kernel<true>
+                                     : (const void *)index_scores_wgmma_kernel<false>;
+            if ((st = MT_CUDA(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                   WG_SMEM))) != MT_OK ||
+                (st = MT_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                     &per_sm, fn, WG_THREADS, WG_SMEM))) != MT_OK) {
+                return st;
+            }
+            cached[dev] = per_sm > 0 ? sms * per_sm : -1;
+            cached_fp8[dev] = use_fp8;
+        }
+#else
+        (void)want, (void)use_fp8, (void)major, (void)minor, (void)sms, (void)per_sm;
+#endif
+    }
+    *blocks = MT_MAX(cached[dev], 0);
+    *fp8 = cached_fp8[dev];
+    return MT_OK;
+}
+
 extern "C" mt_status_t
 mt_gpu_index_scores_fp8(const uint8_t *q8, const float *w, int n_heads, int dim,
                         const uint8_t *k8, const float *k_scale, int64_t n_keys, float *out,
@@ -447,9 +749,27 @@ mt_gpu_index_scores_fp8(const uint8_t *q8, const float *w, int n_heads, int dim,
                        "16-byte aligned)",
                        n_heads, dim, (long long)n_keys);
     }
-    int f8_blocks = 0;
-    mt_status_t st = f8mma_blocks(&f8_blocks);
+    int wg = 0;
+    bool wg_fp8 = false;
+    mt_status_t st = wgmma_blocks(&wg, &wg_fp8);
     if (st != MT_OK) {
+        return st;
+    }
+    if (wg > 0) {
+        int64_t tiles = MT_CEIL_DIV(n_keys, (int64_t)WG_KEYS);
+        int64_t per_block = MT_CEIL_DIV(tiles, (int64_t)wg);
+        unsigned nb = (unsigned)MT_CEIL_DIV(tiles, per_block);
+        if (wg_fp8) {
+            index_scores_wgmma_kernel<true><<<nb, WG_THREADS, WG_SMEM, stream>>>(
+                q8, w, k8, k_scale, n_keys, out);
+        } else {
+            index_scores_wgmma_kernel<false><<<nb, WG_THREADS, WG_SMEM, stream>>>(
+                q8, w, k8, k_scale, n_keys, out);
+        }
+        return mt_cuda_launched("index_scores_fp8 (wgmma)", stream);
+    }
+    int f8_blocks = 0;
+    if ((st = f8mma_blocks(&f8_blocks)) != MT_OK) {
         return st;
     }
     if (f8_blocks > 0) {
