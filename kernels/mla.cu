@@ -13,10 +13,13 @@
 #include <config.h>
 
 #include "kernels/ops.h"
+#include "kernels/async_copy.cuh"
 #include "kernels/common.cuh"
 #include "kernels/cuda_check.cuh"
 
+#include <cuda_bf16.h>
 #include <math.h>
+#include <stdlib.h>
 
 #define MLA_THREADS 256
 #define MLA_HEADS 16       /* heads per block */
@@ -214,6 +217,255 @@ mla_combine_kernel(const float *o_part, const float *ml_part, int n_splits, int 
     o_lat[(int64_t)h * MLA_RANK + c] = den > 0.0f ? num / den : 0.0f;
 }
 
+/* ---- BF16 cache on tensor cores ------------------------------------------------------------ */
+
+/*
+ * The kernel above does 0.57 GFLOP on CUDA cores with a shared-memory load for every two FMAs
+ * (62 us for 128 heads x 2048 positions, ~100x the byte floor). Here both products run as
+ * mma.sync m16n8k16 (bf16 in, fp32 accumulate, sm_80+): a block of 4 warps takes 16 heads (the
+ * M of the MMA) and a split of 128 positions in two chunks of 64, staged with cp.async into
+ * shared memory once for the 16 heads (both chunks in flight at once).
+ *   scores: S[16 heads x 64 positions] = Q . K^T over 576 dims; warp w takes positions 16w..+15.
+ *   softmax: online, as above (warp w: heads 4w..4w+3), P written back as bf16.
+ *   values: O[16 x 512] += P . V; warp w owns the columns 128w..+127 (64 accumulators a lane).
+ * Exactness: the cache values are bf16 already, so only the fp32 operands need care. q and P are
+ * each split into two bf16 (hi = bf16(x), lo = bf16(x - hi): x - hi - lo is below 2^-17 |x|) and
+ * both halves go through the MMA, so the products are those of fp32 inputs to ~2^-17 and the sums
+ * are fp32; the test's bound (1e-4 relative, as for the kernel above) holds with a wide margin.
+ * Splits are merged by mla_combine_kernel as before.
+ */
+#define TC_WARPS 4
+#define TC_CHUNK 64                    /* positions a chunk: 16 a warp in the scores */
+#define TC_SPLIT (2 * TC_CHUNK)        /* positions a block; both chunks are staged at once */
+#define TC_ROWB (MLA_DIM * 2 + 16)     /* bytes a staged row: 73 16-byte units (odd: ldmatrix
+                                          rows fall in distinct banks) */
+#define TC_PROWB ((TC_CHUNK + 8) * 2)  /* bytes a row of P (bf16): 9 16-byte units */
+
+struct tc_smem {
+    uint8_t kv[2][TC_CHUNK * TC_ROWB]; /* [lat 512 | k_pe 64] bf16 rows */
+    uint8_t q[2][MLA_HEADS * TC_ROWB]; /* hi, lo */
+    uint8_t p[2][MLA_HEADS * TC_PROWB]; /* hi, lo */
+    float s[MLA_HEADS][TC_CHUNK + 4];
+    float m[MLA_HEADS];
+    float l[MLA_HEADS];
+    float alpha[MLA_HEADS];
+};
+
+static __device__ __forceinline__ void
+tc_ldsm4(uint32_t (&r)[4], const void *p)
+{
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+static __device__ __forceinline__ void
+tc_ldsm4_t(uint32_t (&r)[4], const void *p)
+{
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+static __device__ __forceinline__ void
+tc_mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* x as bf16 hi + lo (round to nearest even both times). */
+static __device__ __forceinline__ void
+tc_split(float x, __nv_bfloat16 *hi, __nv_bfloat16 *lo)
+{
+    *hi = __float2bfloat16_rn(x);
+    *lo = __float2bfloat16_rn(x - __bfloat162float(*hi));
+}
+
+/* Stage chunk `c` of this block's positions into buffer `buf` (zeros where there is no row). */
+static __device__ __forceinline__ void
+tc_stage(struct tc_smem &sm, int buf, const uint16_t *__restrict__ lat,
+         const uint16_t *__restrict__ kpe, const int32_t *idx, int base, int p_end)
+{
+    const int PIECES = MLA_DIM * 2 / 16; /* 72: 64 of the latent, 8 of k_pe */
+    for (int i = threadIdx.x; i < TC_CHUNK * PIECES; i += TC_WARPS * 32) {
+        int s = i / PIECES;
+        int pc = i % PIECES;
+        int j = base + s;
+        int pos = j < p_end ? (idx != NULL ? idx[j] : j) : -1;
+        const uint16_t *src = pc < 64 ? lat + (int64_t)MT_MAX(pos, 0) * MLA_RANK + 8 * pc
+                                      : kpe + (int64_t)MT_MAX(pos, 0) * MLA_ROPE + 8 * (pc - 64);
+        mt_cp_async16(sm.kv[buf] + s * TC_ROWB + 16 * pc, src, pos >= 0);
+    }
+    mt_cp_async_commit();
+}
+
+static __global__ void __launch_bounds__(TC_WARPS * 32)
+mla_tc_kernel(const float *__restrict__ q_lat, const float *__restrict__ q_pe,
+              const uint16_t *__restrict__ lat, const uint16_t *__restrict__ kpe,
+              const int32_t *idx, int n_idx, float scale, int n_heads, float *o_part,
+              float *ml_part)
+{
+    extern __shared__ __align__(16) unsigned char tc_raw[];
+    struct tc_smem &sm = *reinterpret_cast<struct tc_smem *>(tc_raw);
+    int warp = threadIdx.x / 32;
+    int lane = threadIdx.x & 31;
+    int g = lane >> 2;
+    int t = lane & 3;
+    int h0 = blockIdx.x * MLA_HEADS;
+    int split = blockIdx.y;
+    int p_begin = split * TC_SPLIT;
+    int p_end = min(p_begin + TC_SPLIT, n_idx);
+    int n_chunks = MT_MAX((p_end - p_begin + TC_CHUNK - 1) / TC_CHUNK, 0);
+
+    for (int c = 0; c < 2; c++) {
+        if (c < n_chunks) {
+            tc_stage(sm, c, lat, kpe, idx, p_begin + c * TC_CHUNK, p_end);
+        } else {
+            mt_cp_async_commit(); /* an empty group keeps the wait counts below right */
+        }
+    }
+    for (int i = threadIdx.x; i < MLA_HEADS * MLA_DIM; i += TC_WARPS * 32) {
+        int h = i / MLA_DIM;
+        int c = i % MLA_DIM;
+        float x = c < MLA_RANK ? q_lat[(int64_t)(h0 + h) * MLA_RANK + c]
+                               : q_pe[(int64_t)(h0 + h) * MLA_ROPE + c - MLA_RANK];
+        __nv_bfloat16 hi;
+        __nv_bfloat16 lo;
+        tc_split(x, &hi, &lo);
+        reinterpret_cast<__nv_bfloat16 *>(sm.q[0] + h * TC_ROWB)[c] = hi;
+        reinterpret_cast<__nv_bfloat16 *>(sm.q[1] + h * TC_ROWB)[c] = lo;
+    }
+    if (threadIdx.x < MLA_HEADS) {
+        sm.m[threadIdx.x] = -INFINITY;
+        sm.l[threadIdx.x] = 0.0f;
+    }
+    float o[16][4]; /* n-tile j: columns 128 warp + 8j + 2t, + 1 of heads g (0, 1), g + 8 (2, 3) */
+#pragma unroll
+    for (int j = 0; j < 16; j++) {
+        o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+    }
+    /* ldmatrix row addresses of this lane: A (16 rows x 16 k): rows lane % 16, k + 8 (lane / 16);
+     * B from [n][k] rows (scores): n (lane / 16) * 8 + lane % 8, k + 8 ((lane / 8) % 2);
+     * B from [k][n] rows (values, transposed): k ((lane / 8) % 2) * 8 + lane % 8, n + 8 (lane / 16) */
+    int a_row = lane & 15;
+    int a_k = 8 * (lane >> 4);
+    int bs_n = 8 * (lane >> 4) + (lane & 7);
+    int bs_k = 8 * ((lane >> 3) & 1);
+    int bv_k = 8 * ((lane >> 3) & 1) + (lane & 7);
+    int bv_n = 8 * (lane >> 4);
+
+    for (int c = 0; c < n_chunks; c++) {
+        int buf = c & 1;
+        int base = p_begin + c * TC_CHUNK;
+        if (c == 0) {
+            mt_cp_async_wait<1>();
+        } else {
+            mt_cp_async_wait<0>();
+        }
+        __syncthreads(); /* the chunk, q and the softmax state are visible */
+        const uint8_t *kv = sm.kv[buf];
+        /* scores of positions 16 warp + 8 jn + g' against the 16 heads */
+        float sc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+#pragma unroll 4
+        for (int ks = 0; ks < MLA_DIM / 16; ks++) {
+            uint32_t ah[4];
+            uint32_t al[4];
+            uint32_t b[4];
+            tc_ldsm4(ah, sm.q[0] + a_row * TC_ROWB + (16 * ks + a_k) * 2);
+            tc_ldsm4(al, sm.q[1] + a_row * TC_ROWB + (16 * ks + a_k) * 2);
+            tc_ldsm4(b, kv + (16 * warp + bs_n) * TC_ROWB + (16 * ks + bs_k) * 2);
+            tc_mma(sc[0], ah, b[0], b[1]);
+            tc_mma(sc[0], al, b[0], b[1]);
+            tc_mma(sc[1], ah, b[2], b[3]);
+            tc_mma(sc[1], al, b[2], b[3]);
+        }
+#pragma unroll
+        for (int jn = 0; jn < 2; jn++) {
+#pragma unroll
+            for (int r = 0; r < 4; r++) {
+                int h = g + 8 * (r >> 1);
+                int s = 16 * warp + 8 * jn + 2 * t + (r & 1);
+                int j = base + s;
+                bool valid = j < p_end && (idx == NULL || idx[j] >= 0);
+                sm.s[h][s] = valid ? sc[jn][r] * scale : -INFINITY;
+            }
+        }
+        __syncthreads();
+        /* online softmax: warp w owns heads 4w..4w+3, a lane positions lane and lane + 32 */
+#pragma unroll
+        for (int hh = 0; hh < 4; hh++) {
+            int h = 4 * warp + hh;
+            float v0 = sm.s[h][lane];
+            float v1 = sm.s[h][lane + 32];
+            float cmax = mt_warp_max(fmaxf(v0, v1));
+            float m_old = sm.m[h];
+            float m_new = fmaxf(m_old, cmax);
+            float p0 = m_new == -INFINITY ? 0.0f : expf(v0 - m_new);
+            float p1 = m_new == -INFINITY ? 0.0f : expf(v1 - m_new);
+            float sum = mt_warp_sum(p0 + p1);
+            __nv_bfloat16 hi;
+            __nv_bfloat16 lo;
+            tc_split(p0, &hi, &lo);
+            reinterpret_cast<__nv_bfloat16 *>(sm.p[0] + h * TC_PROWB)[lane] = hi;
+            reinterpret_cast<__nv_bfloat16 *>(sm.p[1] + h * TC_PROWB)[lane] = lo;
+            tc_split(p1, &hi, &lo);
+            reinterpret_cast<__nv_bfloat16 *>(sm.p[0] + h * TC_PROWB)[lane + 32] = hi;
+            reinterpret_cast<__nv_bfloat16 *>(sm.p[1] + h * TC_PROWB)[lane + 32] = lo;
+            if (lane == 0) {
+                float alpha = m_old == -INFINITY ? 0.0f : expf(m_old - m_new);
+                sm.alpha[h] = alpha;
+                sm.l[h] = sm.l[h] * alpha + sum;
+                sm.m[h] = m_new;
+            }
+        }
+        __syncthreads();
+        float al0 = sm.alpha[g];
+        float al1 = sm.alpha[g + 8];
+#pragma unroll
+        for (int j = 0; j < 16; j++) {
+            o[j][0] *= al0;
+            o[j][1] *= al0;
+            o[j][2] *= al1;
+            o[j][3] *= al1;
+        }
+#pragma unroll
+        for (int ks = 0; ks < TC_CHUNK / 16; ks++) {
+            uint32_t ph[4];
+            uint32_t pl[4];
+            tc_ldsm4(ph, sm.p[0] + a_row * TC_PROWB + (16 * ks + a_k) * 2);
+            tc_ldsm4(pl, sm.p[1] + a_row * TC_PROWB + (16 * ks + a_k) * 2);
+#pragma unroll
+            for (int jj = 0; jj < 8; jj++) {
+                uint32_t b[4];
+                tc_ldsm4_t(b, kv + (16 * ks + bv_k) * TC_ROWB + (128 * warp + 16 * jj + bv_n) * 2);
+                tc_mma(o[2 * jj], ph, b[0], b[1]);
+                tc_mma(o[2 * jj], pl, b[0], b[1]);
+                tc_mma(o[2 * jj + 1], ph, b[2], b[3]);
+                tc_mma(o[2 * jj + 1], pl, b[2], b[3]);
+            }
+        }
+    }
+    mt_cp_async_wait<0>();
+#pragma unroll
+    for (int j = 0; j < 16; j++) {
+        int col = 128 * warp + 8 * j + 2 * t;
+        float *d0 = o_part + ((int64_t)split * n_heads + h0 + g) * MLA_RANK + col;
+        float *d1 = o_part + ((int64_t)split * n_heads + h0 + g + 8) * MLA_RANK + col;
+        *reinterpret_cast<float2 *>(d0) = make_float2(o[j][0], o[j][1]);
+        *reinterpret_cast<float2 *>(d1) = make_float2(o[j][2], o[j][3]);
+    }
+    __syncthreads();
+    if (threadIdx.x < MLA_HEADS) {
+        ml_part[((int64_t)split * n_heads + h0 + threadIdx.x) * 2] = sm.m[threadIdx.x];
+        ml_part[((int64_t)split * n_heads + h0 + threadIdx.x) * 2 + 1] = sm.l[threadIdx.x];
+    }
+}
+
 extern "C" size_t
 mt_gpu_mla_work_bytes(int n_heads, int n_idx)
 {
@@ -254,6 +506,38 @@ mla_launch(const float *q_lat, const float *q_pe, int n_heads, const void *lat, 
     return mt_cuda_launched("mla_combine", s);
 }
 
+/* The tensor-core kernel for a BF16 cache (MT_MLA_CUDA_CORES=1 keeps the one above, to compare). */
+static mt_status_t
+mla_tc_launch(const float *q_lat, const float *q_pe, int n_heads, const uint16_t *lat,
+              const uint16_t *kpe, const int32_t *idx, int n_idx, float scale, void *work,
+              float *o_lat, cudaStream_t s)
+{
+    static bool attr_set = false;
+    int smem = (int)sizeof(struct tc_smem);
+    int splits = MT_MAX(MT_CEIL_DIV(n_idx, TC_SPLIT), 1); /* <= the work's MLA_SPLIT count */
+    float *o_part = (float *)work;
+    float *ml_part = o_part + (size_t)splits * n_heads * MLA_RANK;
+    mt_status_t st;
+
+    if (!attr_set) {
+        st = MT_CUDA(cudaFuncSetAttribute(mla_tc_kernel,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+        if (st != MT_OK) {
+            return st;
+        }
+        attr_set = true;
+    }
+    dim3 grid(n_heads / MLA_HEADS, splits);
+    mla_tc_kernel<<<grid, TC_WARPS * 32, smem, s>>>(q_lat, q_pe, lat, kpe, idx, n_idx, scale,
+                                                    n_heads, o_part, ml_part);
+    st = mt_cuda_launched("mla_tc", s);
+    if (st != MT_OK) {
+        return st;
+    }
+    mla_combine_kernel<<<n_heads, MLA_RANK, 0, s>>>(o_part, ml_part, splits, n_heads, o_lat);
+    return mt_cuda_launched("mla_combine", s);
+}
+
 extern "C" mt_status_t
 mt_gpu_mla_decode(const float *q_lat, const float *q_pe, int n_heads, int kv_rank, int rope,
                   enum mt_dtype cache_dtype, const void *lat, const void *kpe, const int32_t *idx,
@@ -269,6 +553,10 @@ mt_gpu_mla_decode(const float *q_lat, const float *q_pe, int n_heads, int kv_ran
                        "gpu mla decode: %d heads, rank %d + rope %d, %s cache, %d positions "
                        "(needs 512 + 64, heads a multiple of 16, aligned cache)",
                        n_heads, kv_rank, rope, mt_dtype_name(cache_dtype), n_idx);
+    }
+    if (cache_dtype == MT_DTYPE_BF16 && getenv("MT_MLA_CUDA_CORES") == NULL) {
+        return mla_tc_launch(q_lat, q_pe, n_heads, (const uint16_t *)lat, (const uint16_t *)kpe,
+                             idx, n_idx, scale, work, o_lat, stream);
     }
     if (cache_dtype == MT_DTYPE_BF16) {
         return mla_launch<uint16_t>(q_lat, q_pe, n_heads, lat, kpe, idx, n_idx, scale, work,
