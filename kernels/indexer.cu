@@ -600,6 +600,11 @@ index_scores_wgmma_kernel(const uint8_t *__restrict__ q8, const float *__restric
             wg_mma<FP8>(d, a[s], wg_desc(qaddr + off), s > 0);
         }
         wg_commit_wait();
+        /* d is written by the tensor cores until the wait: this keeps its reads below it */
+#pragma unroll
+        for (int i = 0; i < 32; i++) {
+            asm volatile("" : "+f"(d[i])::"memory");
+        }
         /* d[4j + 0..1]: key g of this warp's 16, heads 8j + 2t, + 1; d[4j + 2..3]: key g + 8 */
         float s0 = 0.0f;
         float s1 = 0.0f;
