@@ -241,6 +241,8 @@ mla_combine_kernel(const float *o_part, const float *ml_part, int n_splits, int 
                                           rows fall in distinct banks) */
 #define TC_PROWB ((TC_CHUNK + 8) * 2)  /* bytes a row of P (bf16): 9 16-byte units */
 
+static_assert(TC_WARPS * 32 == TC_SPLIT, "mla_tc_kernel reads one position a thread");
+
 struct tc_smem {
     uint8_t kv[2][TC_CHUNK * TC_ROWB]; /* [lat 512 | k_pe 64] bf16 rows */
     uint8_t q[2][MLA_HEADS * TC_ROWB]; /* hi, lo */
@@ -249,6 +251,7 @@ struct tc_smem {
     float m[MLA_HEADS];
     float l[MLA_HEADS];
     float alpha[MLA_HEADS];
+    int pos[2][TC_CHUNK]; /* the cache row of each staged position, -1: none */
 };
 
 static __device__ __forceinline__ void
@@ -286,17 +289,20 @@ tc_split(float x, __nv_bfloat16 *hi, __nv_bfloat16 *lo)
     *lo = __float2bfloat16_rn(x - __bfloat162float(*hi));
 }
 
-/* Stage chunk `c` of this block's positions into buffer `buf` (zeros where there is no row). */
+/*
+ * Stage chunk `buf` of this block's positions (rows from sm.pos[buf], zeros where it is -1). The
+ * positions are read once into shared memory first: a copy loop that read idx itself waited for
+ * L2 on every iteration (the copies are volatile asm, so nothing was hoisted).
+ */
 static __device__ __forceinline__ void
 tc_stage(struct tc_smem &sm, int buf, const uint16_t *__restrict__ lat,
-         const uint16_t *__restrict__ kpe, const int32_t *idx, int base, int p_end)
+         const uint16_t *__restrict__ kpe)
 {
     const int PIECES = MLA_DIM * 2 / 16; /* 72: 64 of the latent, 8 of k_pe */
     for (int i = threadIdx.x; i < TC_CHUNK * PIECES; i += TC_WARPS * 32) {
         int s = i / PIECES;
         int pc = i % PIECES;
-        int j = base + s;
-        int pos = j < p_end ? (idx != NULL ? idx[j] : j) : -1;
+        int pos = sm.pos[buf][s];
         const uint16_t *src = pc < 64 ? lat + (int64_t)MT_MAX(pos, 0) * MLA_RANK + 8 * pc
                                       : kpe + (int64_t)MT_MAX(pos, 0) * MLA_ROPE + 8 * (pc - 64);
         mt_cp_async16(sm.kv[buf] + s * TC_ROWB + 16 * pc, src, pos >= 0);
@@ -322,23 +328,46 @@ mla_tc_kernel(const float *__restrict__ q_lat, const float *__restrict__ q_pe,
     int p_end = min(p_begin + TC_SPLIT, n_idx);
     int n_chunks = MT_MAX((p_end - p_begin + TC_CHUNK - 1) / TC_CHUNK, 0);
 
+    {
+        int c = threadIdx.x / TC_CHUNK;
+        int j = p_begin + threadIdx.x; /* TC_WARPS * 32 == TC_SPLIT: one position a thread */
+        sm.pos[c][threadIdx.x % TC_CHUNK] = j < p_end ? (idx != NULL ? idx[j] : j) : -1;
+    }
+    __syncthreads();
     for (int c = 0; c < 2; c++) {
         if (c < n_chunks) {
-            tc_stage(sm, c, lat, kpe, idx, p_begin + c * TC_CHUNK, p_end);
+            tc_stage(sm, c, lat, kpe);
         } else {
             mt_cp_async_commit(); /* an empty group keeps the wait counts below right */
         }
     }
-    for (int i = threadIdx.x; i < MLA_HEADS * MLA_DIM; i += TC_WARPS * 32) {
-        int h = i / MLA_DIM;
-        int c = i % MLA_DIM;
-        float x = c < MLA_RANK ? q_lat[(int64_t)(h0 + h) * MLA_RANK + c]
-                               : q_pe[(int64_t)(h0 + h) * MLA_ROPE + c - MLA_RANK];
-        __nv_bfloat16 hi;
-        __nv_bfloat16 lo;
-        tc_split(x, &hi, &lo);
-        reinterpret_cast<__nv_bfloat16 *>(sm.q[0] + h * TC_ROWB)[c] = hi;
-        reinterpret_cast<__nv_bfloat16 *>(sm.q[1] + h * TC_ROWB)[c] = lo;
+    /* q: 18 float4 loads a thread, all in flight before the first is used */
+    const int Q4 = MLA_HEADS * MLA_DIM / 4 / (TC_WARPS * 32);
+    float4 qv[Q4];
+#pragma unroll
+    for (int it = 0; it < Q4; it++) {
+        int i4 = threadIdx.x + it * TC_WARPS * 32;
+        int h = i4 / (MLA_DIM / 4);
+        int c = 4 * (i4 % (MLA_DIM / 4));
+        qv[it] = c < MLA_RANK
+                     ? __ldg(reinterpret_cast<const float4 *>(q_lat + (int64_t)(h0 + h) * MLA_RANK + c))
+                     : __ldg(reinterpret_cast<const float4 *>(q_pe + (int64_t)(h0 + h) * MLA_ROPE +
+                                                              c - MLA_RANK));
+    }
+#pragma unroll
+    for (int it = 0; it < Q4; it++) {
+        int i4 = threadIdx.x + it * TC_WARPS * 32;
+        int h = i4 / (MLA_DIM / 4);
+        int c = 4 * (i4 % (MLA_DIM / 4));
+        float x[4] = {qv[it].x, qv[it].y, qv[it].z, qv[it].w};
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            __nv_bfloat16 hi;
+            __nv_bfloat16 lo;
+            tc_split(x[e], &hi, &lo);
+            reinterpret_cast<__nv_bfloat16 *>(sm.q[0] + h * TC_ROWB)[c + e] = hi;
+            reinterpret_cast<__nv_bfloat16 *>(sm.q[1] + h * TC_ROWB)[c + e] = lo;
+        }
     }
     if (threadIdx.x < MLA_HEADS) {
         sm.m[threadIdx.x] = -INFINITY;
@@ -360,8 +389,7 @@ mla_tc_kernel(const float *__restrict__ q_lat, const float *__restrict__ q_pe,
     int bv_n = 8 * (lane >> 4);
 
     for (int c = 0; c < n_chunks; c++) {
-        int buf = c & 1;
-        int base = p_begin + c * TC_CHUNK;
+        int buf = c;
         if (c == 0) {
             mt_cp_async_wait<1>();
         } else {
@@ -370,19 +398,30 @@ mla_tc_kernel(const float *__restrict__ q_lat, const float *__restrict__ q_pe,
         __syncthreads(); /* the chunk, q and the softmax state are visible */
         const uint8_t *kv = sm.kv[buf];
         /* scores of positions 16 warp + 8 jn + g' against the 16 heads */
-        float sc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+        /* [n-tile][hi, lo][k-step parity]: 8 independent chains of 18 MMAs, not 2 of 72 */
+        float acc[2][2][2][4] = {};
 #pragma unroll 4
         for (int ks = 0; ks < MLA_DIM / 16; ks++) {
             uint32_t ah[4];
             uint32_t al[4];
             uint32_t b[4];
+            int par = ks & 1;
             tc_ldsm4(ah, sm.q[0] + a_row * TC_ROWB + (16 * ks + a_k) * 2);
             tc_ldsm4(al, sm.q[1] + a_row * TC_ROWB + (16 * ks + a_k) * 2);
             tc_ldsm4(b, kv + (16 * warp + bs_n) * TC_ROWB + (16 * ks + bs_k) * 2);
-            tc_mma(sc[0], ah, b[0], b[1]);
-            tc_mma(sc[0], al, b[0], b[1]);
-            tc_mma(sc[1], ah, b[2], b[3]);
-            tc_mma(sc[1], al, b[2], b[3]);
+            tc_mma(acc[0][0][par], ah, b[0], b[1]);
+            tc_mma(acc[0][1][par], al, b[0], b[1]);
+            tc_mma(acc[1][0][par], ah, b[2], b[3]);
+            tc_mma(acc[1][1][par], al, b[2], b[3]);
+        }
+        float sc[2][4];
+#pragma unroll
+        for (int jn = 0; jn < 2; jn++) {
+#pragma unroll
+            for (int r = 0; r < 4; r++) {
+                sc[jn][r] = (acc[jn][0][0][r] + acc[jn][0][1][r]) +
+                            (acc[jn][1][0][r] + acc[jn][1][1][r]);
+            }
         }
 #pragma unroll
         for (int jn = 0; jn < 2; jn++) {
@@ -390,9 +429,7 @@ mla_tc_kernel(const float *__restrict__ q_lat, const float *__restrict__ q_pe,
             for (int r = 0; r < 4; r++) {
                 int h = g + 8 * (r >> 1);
                 int s = 16 * warp + 8 * jn + 2 * t + (r & 1);
-                int j = base + s;
-                bool valid = j < p_end && (idx == NULL || idx[j] >= 0);
-                sm.s[h][s] = valid ? sc[jn][r] * scale : -INFINITY;
+                sm.s[h][s] = sm.pos[buf][s] >= 0 ? sc[jn][r] * scale : -INFINITY;
             }
         }
         __syncthreads();
