@@ -10,8 +10,9 @@
  * repetitions). Correctness is tests/test_gpu_*.c's job (same entry points); here outputs are
  * only checked to be finite.
  *
- * Usage: bench_kernels [--reps N] [--quick] [--dsa | --topk]   (--quick skips the 1.85 GB
- * lm_head; --dsa runs only the indexer, top-k and MLA rows, --topk only the FP8 indexer and top-k)
+ * Usage: bench_kernels [--reps N] [--quick] [--dsa | --topk | --idx-sweep]   (--quick skips the
+ * 1.85 GB lm_head; --dsa runs only the indexer, top-k and MLA rows, --topk only the FP8 indexer
+ * and top-k, --idx-sweep the FP8 indexer at 32K..512K keys)
  */
 #include <config.h>
 
@@ -357,7 +358,7 @@ topk_run(void *ctx, int c)
 }
 
 static void
-bench_indexer(int64_t n, bool fp8)
+bench_indexer(int64_t n, bool fp8, bool with_topk)
 {
     static struct idx_ctx x;
     static struct topk_ctx tk;
@@ -389,7 +390,7 @@ bench_indexer(int64_t n, bool fp8)
            (double)kb + 4.0 * n, 2.0 * 64 * 128 * n,
            finite_out(x.out[0], (size_t)n) ? (fp8 ? "target >=70% hbm" : "fp32 CUDA cores")
                                            : "NON-FINITE OUTPUT");
-    if (!fp8) {
+    if (!fp8 || !with_topk) {
         return;
     }
     /* top-2048 over copies of these (realistic) scores */
@@ -499,6 +500,7 @@ main(int argc, char **argv)
     bool quick = false;
     bool dsa_only = false;
     bool topk_only = false;
+    bool idx_sweep = false;
     int n = 0;
     char date[64];
     time_t now = time(NULL);
@@ -512,8 +514,11 @@ main(int argc, char **argv)
             dsa_only = true;
         } else if (strcmp(argv[i], "--topk") == 0) {
             dsa_only = topk_only = true;
+        } else if (strcmp(argv[i], "--idx-sweep") == 0) {
+            dsa_only = idx_sweep = true;
         } else {
-            fprintf(stderr, "usage: bench_kernels [--reps N] [--quick] [--dsa | --topk]\n");
+            fprintf(stderr, "usage: bench_kernels [--reps N] [--quick] "
+                            "[--dsa | --topk | --idx-sweep]\n");
             return 2;
         }
     }
@@ -564,12 +569,22 @@ main(int argc, char **argv)
     bench_moe(8, 4);
     bench_moe(8, 8);
 dsa:
-    bench_indexer(131072, true);
+    if (idx_sweep) {
+        /* time = fixed + bytes / rate: the slope is the kernel's streaming rate, the intercept
+         * what a launch costs whatever its size (fit printed for the write-up) */
+        static const int64_t sweep[] = {32768, 65536, 131072, 262144, 524288};
+        for (size_t i = 0; i < sizeof(sweep) / sizeof(sweep[0]); i++) {
+            bench_indexer(sweep[i], true, false);
+        }
+        mt_gpu_arena_destroy(arena);
+        return 0;
+    }
+    bench_indexer(131072, true, true);
     if (topk_only) {
         mt_gpu_arena_destroy(arena);
         return 0;
     }
-    bench_indexer(131072, false);
+    bench_indexer(131072, false, false);
     bench_mla(MT_DTYPE_BF16, 2048, 65536);
     bench_mla(MT_DTYPE_F32, 2048, 65536);
     mt_gpu_arena_destroy(arena);

@@ -400,8 +400,9 @@ index_scores_f8mma_kernel(const uint8_t *__restrict__ q8, const float *__restric
  * Two element types: f16 (each key byte converted once, exact products, fp32 sums: the result is
  * the CPU's up to the order of the sums, like the kernels above) and e4m3 straight from the cache
  * (no conversion at all). Hopper's FP8 wgmma keeps only part of the fp32 mantissa while it sums
- * (DeepSeek-V3's report: ~14 bits), so the e4m3 variant is not exact and runs only on request
- * (MT_INDEXER_WG=fp8); MT_INDEXER_WG=0 keeps the mma.sync kernel.
+ * (DeepSeek-V3's report: ~14 bits), so the e4m3 variant is not exact (the test's 1e-5 fails).
+ * Both run only on request (MT_INDEXER_WG=f16 or fp8): on the H200 they were no faster than the
+ * mma.sync kernel (bench/results/kernels-h200.md, session 4), which stays the default.
  *
  * The B layout is the canonical K-major one with the 128-byte swizzle: rows (heads) of 128 bytes
  * in 1 KB atoms of 8 rows, 16-byte chunk c of row r stored at chunk c ^ (r % 8); f16 rows are 256
@@ -509,7 +510,8 @@ index_scores_wgmma_kernel(const uint8_t *__restrict__ q8, const float *__restric
     extern __shared__ uint8_t wg_raw[];
     /* the swizzle works on address bits 4-9: the operand must start on a 1 KB boundary */
     uint32_t raw = (uint32_t)__cvta_generic_to_shared(wg_raw);
-    struct wg_smem &sm = *reinterpret_cast<struct wg_smem *>(wg_raw + ((1024 - (raw & 1023)) & 1023));
+    struct wg_smem &sm =
+        *reinterpret_cast<struct wg_smem *>(wg_raw + ((1024 - (raw & 1023)) & 1023));
     int warp = threadIdx.x / 32;
     int lane = threadIdx.x & 31;
     int g = lane >> 2;
@@ -701,9 +703,9 @@ f8mma_blocks(int *blocks)
 #define WG_SMEM ((int)sizeof(struct wg_smem) + 1024) /* + the 1 KB alignment */
 
 /*
- * The wgmma grid size (0 where that kernel cannot run: not built for sm_90a, a device other than
- * sm_90, MT_INDEXER_F16 or MT_INDEXER_WG=0 set) and whether it is the e4m3 variant
- * (MT_INDEXER_WG=fp8).
+ * The wgmma grid size (0 where that kernel is not taken: MT_INDEXER_WG is not f16 or fp8, the
+ * build has no sm_90a code, the device is not sm_90, or MT_INDEXER_F16 is set) and whether it is
+ * the e4m3 variant (MT_INDEXER_WG=fp8).
  */
 static mt_status_t
 wgmma_blocks(int *blocks, bool *fp8)
@@ -723,7 +725,9 @@ wgmma_blocks(int *blocks, bool *fp8)
     }
     if (cached[dev] == 0) {
         const char *env = getenv("MT_INDEXER_WG");
-        bool want = getenv("MT_INDEXER_F16") == NULL && (env == NULL || strcmp(env, "0") != 0);
+        /* on request only: measured slower than the mma.sync kernel (bench/results) */
+        bool want = getenv("MT_INDEXER_F16") == NULL && env != NULL &&
+                    (strcmp(env, "f16") == 0 || strcmp(env, "fp8") == 0);
         bool use_fp8 = env != NULL && strcmp(env, "fp8") == 0;
         int major = 0;
         int minor = 0;

@@ -222,37 +222,39 @@ mla_combine_kernel(const float *o_part, const float *ml_part, int n_splits, int 
 /*
  * The kernel above does 0.57 GFLOP on CUDA cores with a shared-memory load for every two FMAs
  * (62 us for 128 heads x 2048 positions, ~100x the byte floor). Here both products run as
- * mma.sync m16n8k16 (bf16 in, fp32 accumulate, sm_80+): a block of 4 warps takes 16 heads (the
- * M of the MMA) and a split of 128 positions in two chunks of 64, staged with cp.async into
- * shared memory once for the 16 heads (both chunks in flight at once).
+ * mma.sync m16n8k16 (bf16 in, fp32 accumulate, sm_80+): a block takes 16 heads (the M of the
+ * MMA) and a split of 128 positions in two chunks of 64, staged with cp.async into shared memory
+ * once for the 16 heads. Two groups of 4 warps take one chunk each, at the same time:
  *   scores: S[16 heads x 64 positions] = Q . K^T over 576 dims; warp w takes positions 16w..+15.
- *   softmax: online, as above (warp w: heads 4w..4w+3), P written back as bf16.
- *   values: O[16 x 512] += P . V; warp w owns the columns 128w..+127 (64 accumulators a lane).
+ *   softmax: as above (warp w: heads 4w..4w+3), P written back as bf16.
+ *   values: O[16 x 512] = P . V; warp w owns the columns 128w..+127 (64 accumulators a lane).
+ * then the second group's (m, l, O) is merged into the first's through shared memory, and the
+ * splits by mla_combine_kernel as before.
  * Exactness: the cache values are bf16 already, so only the fp32 operands need care. q and P are
  * each split into two bf16 (hi = bf16(x), lo = bf16(x - hi): x - hi - lo is below 2^-17 |x|) and
  * both halves go through the MMA, so the products are those of fp32 inputs to ~2^-17 and the sums
  * are fp32; the test's bound (1e-4 relative, as for the kernel above) holds with a wide margin.
- * Splits are merged by mla_combine_kernel as before.
  */
-#define TC_WARPS 4
+#define TC_GROUP 4                     /* warps a chunk */
+#define TC_THREADS (2 * TC_GROUP * 32) /* two chunks at once */
 #define TC_CHUNK 64                    /* positions a chunk: 16 a warp in the scores */
-#define TC_SPLIT (2 * TC_CHUNK)        /* positions a block; both chunks are staged at once */
+#define TC_SPLIT (2 * TC_CHUNK)        /* positions a block */
 #define TC_ROWB (MLA_DIM * 2 + 16)     /* bytes a staged row: 73 16-byte units (odd: ldmatrix
                                           rows fall in distinct banks) */
 #define TC_PROWB ((TC_CHUNK + 8) * 2)  /* bytes a row of P (bf16): 9 16-byte units */
 
-static_assert(TC_WARPS * 32 == TC_SPLIT, "mla_tc_kernel reads one position a thread");
-
 struct tc_smem {
-    uint8_t kv[2][TC_CHUNK * TC_ROWB]; /* [lat 512 | k_pe 64] bf16 rows */
+    uint8_t kv[2][TC_CHUNK * TC_ROWB]; /* [lat 512 | k_pe 64] bf16 rows, a chunk a group */
     uint8_t q[2][MLA_HEADS * TC_ROWB]; /* hi, lo */
-    uint8_t p[2][MLA_HEADS * TC_PROWB]; /* hi, lo */
-    float s[MLA_HEADS][TC_CHUNK + 4];
-    float m[MLA_HEADS];
-    float l[MLA_HEADS];
-    float alpha[MLA_HEADS];
+    uint8_t p[2][2][MLA_HEADS * TC_PROWB]; /* [group][hi, lo] */
+    float s[2][MLA_HEADS][TC_CHUNK + 4];
+    float m[2][MLA_HEADS];
+    float l[2][MLA_HEADS];
     int pos[2][TC_CHUNK]; /* the cache row of each staged position, -1: none */
 };
+
+/* The second group's O, handed to the first in the space of its consumed chunk. */
+static_assert(MLA_HEADS * MLA_RANK * sizeof(float) <= TC_CHUNK * TC_ROWB, "merge buffer");
 
 static __device__ __forceinline__ void
 tc_ldsm4(uint32_t (&r)[4], const void *p)
@@ -290,27 +292,28 @@ tc_split(float x, __nv_bfloat16 *hi, __nv_bfloat16 *lo)
 }
 
 /*
- * Stage chunk `buf` of this block's positions (rows from sm.pos[buf], zeros where it is -1). The
- * positions are read once into shared memory first: a copy loop that read idx itself waited for
- * L2 on every iteration (the copies are volatile asm, so nothing was hoisted).
+ * Stage this group's chunk (rows from sm.pos[grp], zeros where it is -1); gt is the thread's
+ * index in its group. The positions are read once into shared memory first: a copy loop that
+ * read idx itself waited for L2 on every iteration (the copies are volatile asm, nothing was
+ * hoisted).
  */
 static __device__ __forceinline__ void
-tc_stage(struct tc_smem &sm, int buf, const uint16_t *__restrict__ lat,
+tc_stage(struct tc_smem &sm, int grp, int gt, const uint16_t *__restrict__ lat,
          const uint16_t *__restrict__ kpe)
 {
     const int PIECES = MLA_DIM * 2 / 16; /* 72: 64 of the latent, 8 of k_pe */
-    for (int i = threadIdx.x; i < TC_CHUNK * PIECES; i += TC_WARPS * 32) {
+    for (int i = gt; i < TC_CHUNK * PIECES; i += TC_GROUP * 32) {
         int s = i / PIECES;
         int pc = i % PIECES;
-        int pos = sm.pos[buf][s];
+        int pos = sm.pos[grp][s];
         const uint16_t *src = pc < 64 ? lat + (int64_t)MT_MAX(pos, 0) * MLA_RANK + 8 * pc
                                       : kpe + (int64_t)MT_MAX(pos, 0) * MLA_ROPE + 8 * (pc - 64);
-        mt_cp_async16(sm.kv[buf] + s * TC_ROWB + 16 * pc, src, pos >= 0);
+        mt_cp_async16(sm.kv[grp] + s * TC_ROWB + 16 * pc, src, pos >= 0);
     }
     mt_cp_async_commit();
 }
 
-static __global__ void __launch_bounds__(TC_WARPS * 32)
+static __global__ void __launch_bounds__(TC_THREADS)
 mla_tc_kernel(const float *__restrict__ q_lat, const float *__restrict__ q_pe,
               const uint16_t *__restrict__ lat, const uint16_t *__restrict__ kpe,
               const int32_t *idx, int n_idx, float scale, int n_heads, float *o_part,
@@ -318,7 +321,9 @@ mla_tc_kernel(const float *__restrict__ q_lat, const float *__restrict__ q_pe,
 {
     extern __shared__ __align__(16) unsigned char tc_raw[];
     struct tc_smem &sm = *reinterpret_cast<struct tc_smem *>(tc_raw);
-    int warp = threadIdx.x / 32;
+    int grp = threadIdx.x / (TC_GROUP * 32);
+    int gt = threadIdx.x % (TC_GROUP * 32);
+    int warp = gt / 32; /* within the group */
     int lane = threadIdx.x & 31;
     int g = lane >> 2;
     int t = lane & 3;
@@ -326,37 +331,34 @@ mla_tc_kernel(const float *__restrict__ q_lat, const float *__restrict__ q_pe,
     int split = blockIdx.y;
     int p_begin = split * TC_SPLIT;
     int p_end = min(p_begin + TC_SPLIT, n_idx);
-    int n_chunks = MT_MAX((p_end - p_begin + TC_CHUNK - 1) / TC_CHUNK, 0);
 
-    {
-        int c = threadIdx.x / TC_CHUNK;
-        int j = p_begin + threadIdx.x; /* TC_WARPS * 32 == TC_SPLIT: one position a thread */
-        sm.pos[c][threadIdx.x % TC_CHUNK] = j < p_end ? (idx != NULL ? idx[j] : j) : -1;
+    if (threadIdx.x < TC_SPLIT) {
+        int j = p_begin + threadIdx.x;
+        sm.pos[threadIdx.x / TC_CHUNK][threadIdx.x % TC_CHUNK] =
+            j < p_end ? (idx != NULL ? idx[j] : j) : -1;
+    }
+    if (threadIdx.x < 2 * MLA_HEADS) {
+        sm.m[threadIdx.x / MLA_HEADS][threadIdx.x % MLA_HEADS] = -INFINITY;
+        sm.l[threadIdx.x / MLA_HEADS][threadIdx.x % MLA_HEADS] = 0.0f;
     }
     __syncthreads();
-    for (int c = 0; c < 2; c++) {
-        if (c < n_chunks) {
-            tc_stage(sm, c, lat, kpe);
-        } else {
-            mt_cp_async_commit(); /* an empty group keeps the wait counts below right */
-        }
-    }
-    /* q: 18 float4 loads a thread, all in flight before the first is used */
-    const int Q4 = MLA_HEADS * MLA_DIM / 4 / (TC_WARPS * 32);
+    tc_stage(sm, grp, gt, lat, kpe);
+    /* q: 9 float4 loads a thread, all in flight before the first is used */
+    const int Q4 = MLA_HEADS * MLA_DIM / 4 / TC_THREADS;
     float4 qv[Q4];
 #pragma unroll
     for (int it = 0; it < Q4; it++) {
-        int i4 = threadIdx.x + it * TC_WARPS * 32;
+        int i4 = threadIdx.x + it * TC_THREADS;
         int h = i4 / (MLA_DIM / 4);
         int c = 4 * (i4 % (MLA_DIM / 4));
-        qv[it] = c < MLA_RANK
-                     ? __ldg(reinterpret_cast<const float4 *>(q_lat + (int64_t)(h0 + h) * MLA_RANK + c))
-                     : __ldg(reinterpret_cast<const float4 *>(q_pe + (int64_t)(h0 + h) * MLA_ROPE +
-                                                              c - MLA_RANK));
+        qv[it] = c < MLA_RANK ? __ldg(reinterpret_cast<const float4 *>(
+                                    q_lat + (int64_t)(h0 + h) * MLA_RANK + c))
+                              : __ldg(reinterpret_cast<const float4 *>(
+                                    q_pe + (int64_t)(h0 + h) * MLA_ROPE + c - MLA_RANK));
     }
 #pragma unroll
     for (int it = 0; it < Q4; it++) {
-        int i4 = threadIdx.x + it * TC_WARPS * 32;
+        int i4 = threadIdx.x + it * TC_THREADS;
         int h = i4 / (MLA_DIM / 4);
         int c = 4 * (i4 % (MLA_DIM / 4));
         float x[4] = {qv[it].x, qv[it].y, qv[it].z, qv[it].w};
@@ -369,137 +371,133 @@ mla_tc_kernel(const float *__restrict__ q_lat, const float *__restrict__ q_pe,
             reinterpret_cast<__nv_bfloat16 *>(sm.q[1] + h * TC_ROWB)[c + e] = lo;
         }
     }
-    if (threadIdx.x < MLA_HEADS) {
-        sm.m[threadIdx.x] = -INFINITY;
-        sm.l[threadIdx.x] = 0.0f;
-    }
-    float o[16][4]; /* n-tile j: columns 128 warp + 8j + 2t, + 1 of heads g (0, 1), g + 8 (2, 3) */
-#pragma unroll
-    for (int j = 0; j < 16; j++) {
-        o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
-    }
     /* ldmatrix row addresses of this lane: A (16 rows x 16 k): rows lane % 16, k + 8 (lane / 16);
      * B from [n][k] rows (scores): n (lane / 16) * 8 + lane % 8, k + 8 ((lane / 8) % 2);
-     * B from [k][n] rows (values, transposed): k ((lane / 8) % 2) * 8 + lane % 8, n + 8 (lane / 16) */
+     * B from [k][n] rows (values, transposed): k ((lane / 8) % 2) * 8 + lane % 8,
+     * n + 8 (lane / 16) */
     int a_row = lane & 15;
     int a_k = 8 * (lane >> 4);
     int bs_n = 8 * (lane >> 4) + (lane & 7);
     int bs_k = 8 * ((lane >> 3) & 1);
     int bv_k = 8 * ((lane >> 3) & 1) + (lane & 7);
     int bv_n = 8 * (lane >> 4);
+    const uint8_t *kv = sm.kv[grp];
 
-    for (int c = 0; c < n_chunks; c++) {
-        int buf = c;
-        if (c == 0) {
-            mt_cp_async_wait<1>();
-        } else {
-            mt_cp_async_wait<0>();
-        }
-        __syncthreads(); /* the chunk, q and the softmax state are visible */
-        const uint8_t *kv = sm.kv[buf];
-        /* scores of positions 16 warp + 8 jn + g' against the 16 heads */
-        /* [n-tile][hi, lo][k-step parity]: 8 independent chains of 18 MMAs, not 2 of 72 */
-        float acc[2][2][2][4] = {};
-#pragma unroll 4
-        for (int ks = 0; ks < MLA_DIM / 16; ks++) {
-            uint32_t ah[4];
-            uint32_t al[4];
-            uint32_t b[4];
-            int par = ks & 1;
-            tc_ldsm4(ah, sm.q[0] + a_row * TC_ROWB + (16 * ks + a_k) * 2);
-            tc_ldsm4(al, sm.q[1] + a_row * TC_ROWB + (16 * ks + a_k) * 2);
-            tc_ldsm4(b, kv + (16 * warp + bs_n) * TC_ROWB + (16 * ks + bs_k) * 2);
-            tc_mma(acc[0][0][par], ah, b[0], b[1]);
-            tc_mma(acc[0][1][par], al, b[0], b[1]);
-            tc_mma(acc[1][0][par], ah, b[2], b[3]);
-            tc_mma(acc[1][1][par], al, b[2], b[3]);
-        }
-        float sc[2][4];
-#pragma unroll
-        for (int jn = 0; jn < 2; jn++) {
-#pragma unroll
-            for (int r = 0; r < 4; r++) {
-                sc[jn][r] = (acc[jn][0][0][r] + acc[jn][0][1][r]) +
-                            (acc[jn][1][0][r] + acc[jn][1][1][r]);
-            }
-        }
-#pragma unroll
-        for (int jn = 0; jn < 2; jn++) {
-#pragma unroll
-            for (int r = 0; r < 4; r++) {
-                int h = g + 8 * (r >> 1);
-                int s = 16 * warp + 8 * jn + 2 * t + (r & 1);
-                sm.s[h][s] = sm.pos[buf][s] >= 0 ? sc[jn][r] * scale : -INFINITY;
-            }
-        }
-        __syncthreads();
-        /* online softmax: warp w owns heads 4w..4w+3, a lane positions lane and lane + 32 */
-#pragma unroll
-        for (int hh = 0; hh < 4; hh++) {
-            int h = 4 * warp + hh;
-            float v0 = sm.s[h][lane];
-            float v1 = sm.s[h][lane + 32];
-            float cmax = mt_warp_max(fmaxf(v0, v1));
-            float m_old = sm.m[h];
-            float m_new = fmaxf(m_old, cmax);
-            float p0 = m_new == -INFINITY ? 0.0f : expf(v0 - m_new);
-            float p1 = m_new == -INFINITY ? 0.0f : expf(v1 - m_new);
-            float sum = mt_warp_sum(p0 + p1);
-            __nv_bfloat16 hi;
-            __nv_bfloat16 lo;
-            tc_split(p0, &hi, &lo);
-            reinterpret_cast<__nv_bfloat16 *>(sm.p[0] + h * TC_PROWB)[lane] = hi;
-            reinterpret_cast<__nv_bfloat16 *>(sm.p[1] + h * TC_PROWB)[lane] = lo;
-            tc_split(p1, &hi, &lo);
-            reinterpret_cast<__nv_bfloat16 *>(sm.p[0] + h * TC_PROWB)[lane + 32] = hi;
-            reinterpret_cast<__nv_bfloat16 *>(sm.p[1] + h * TC_PROWB)[lane + 32] = lo;
-            if (lane == 0) {
-                float alpha = m_old == -INFINITY ? 0.0f : expf(m_old - m_new);
-                sm.alpha[h] = alpha;
-                sm.l[h] = sm.l[h] * alpha + sum;
-                sm.m[h] = m_new;
-            }
-        }
-        __syncthreads();
-        float al0 = sm.alpha[g];
-        float al1 = sm.alpha[g + 8];
-#pragma unroll
-        for (int j = 0; j < 16; j++) {
-            o[j][0] *= al0;
-            o[j][1] *= al0;
-            o[j][2] *= al1;
-            o[j][3] *= al1;
-        }
-#pragma unroll
-        for (int ks = 0; ks < TC_CHUNK / 16; ks++) {
-            uint32_t ph[4];
-            uint32_t pl[4];
-            tc_ldsm4(ph, sm.p[0] + a_row * TC_PROWB + (16 * ks + a_k) * 2);
-            tc_ldsm4(pl, sm.p[1] + a_row * TC_PROWB + (16 * ks + a_k) * 2);
-#pragma unroll
-            for (int jj = 0; jj < 8; jj++) {
-                uint32_t b[4];
-                tc_ldsm4_t(b, kv + (16 * ks + bv_k) * TC_ROWB + (128 * warp + 16 * jj + bv_n) * 2);
-                tc_mma(o[2 * jj], ph, b[0], b[1]);
-                tc_mma(o[2 * jj], pl, b[0], b[1]);
-                tc_mma(o[2 * jj + 1], ph, b[2], b[3]);
-                tc_mma(o[2 * jj + 1], pl, b[2], b[3]);
-            }
-        }
-    }
     mt_cp_async_wait<0>();
+    __syncthreads(); /* both chunks and q are visible */
+
+    /* scores of positions 16 warp + 8 jn + ... against the 16 heads: [n-tile][hi, lo][k-step
+     * parity], 8 independent chains of 18 MMAs */
+    float acc[2][2][2][4] = {};
+#pragma unroll 4
+    for (int ks = 0; ks < MLA_DIM / 16; ks++) {
+        uint32_t ah[4];
+        uint32_t al[4];
+        uint32_t b[4];
+        int par = ks & 1;
+        tc_ldsm4(ah, sm.q[0] + a_row * TC_ROWB + (16 * ks + a_k) * 2);
+        tc_ldsm4(al, sm.q[1] + a_row * TC_ROWB + (16 * ks + a_k) * 2);
+        tc_ldsm4(b, kv + (16 * warp + bs_n) * TC_ROWB + (16 * ks + bs_k) * 2);
+        tc_mma(acc[0][0][par], ah, b[0], b[1]);
+        tc_mma(acc[0][1][par], al, b[0], b[1]);
+        tc_mma(acc[1][0][par], ah, b[2], b[3]);
+        tc_mma(acc[1][1][par], al, b[2], b[3]);
+    }
 #pragma unroll
-    for (int j = 0; j < 16; j++) {
-        int col = 128 * warp + 8 * j + 2 * t;
-        float *d0 = o_part + ((int64_t)split * n_heads + h0 + g) * MLA_RANK + col;
-        float *d1 = o_part + ((int64_t)split * n_heads + h0 + g + 8) * MLA_RANK + col;
-        *reinterpret_cast<float2 *>(d0) = make_float2(o[j][0], o[j][1]);
-        *reinterpret_cast<float2 *>(d1) = make_float2(o[j][2], o[j][3]);
+    for (int jn = 0; jn < 2; jn++) {
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+            float v = (acc[jn][0][0][r] + acc[jn][0][1][r]) + (acc[jn][1][0][r] + acc[jn][1][1][r]);
+            int h = g + 8 * (r >> 1);
+            int s = 16 * warp + 8 * jn + 2 * t + (r & 1);
+            sm.s[grp][h][s] = sm.pos[grp][s] >= 0 ? v * scale : -INFINITY;
+        }
     }
     __syncthreads();
+    /* softmax of the chunk: warp w owns heads 4w..4w+3, a lane positions lane and lane + 32 */
+#pragma unroll
+    for (int hh = 0; hh < 4; hh++) {
+        int h = 4 * warp + hh;
+        float v0 = sm.s[grp][h][lane];
+        float v1 = sm.s[grp][h][lane + 32];
+        float mx = mt_warp_max(fmaxf(v0, v1));
+        float p0 = mx == -INFINITY ? 0.0f : expf(v0 - mx);
+        float p1 = mx == -INFINITY ? 0.0f : expf(v1 - mx);
+        float sum = mt_warp_sum(p0 + p1);
+        __nv_bfloat16 hi;
+        __nv_bfloat16 lo;
+        tc_split(p0, &hi, &lo);
+        reinterpret_cast<__nv_bfloat16 *>(sm.p[grp][0] + h * TC_PROWB)[lane] = hi;
+        reinterpret_cast<__nv_bfloat16 *>(sm.p[grp][1] + h * TC_PROWB)[lane] = lo;
+        tc_split(p1, &hi, &lo);
+        reinterpret_cast<__nv_bfloat16 *>(sm.p[grp][0] + h * TC_PROWB)[lane + 32] = hi;
+        reinterpret_cast<__nv_bfloat16 *>(sm.p[grp][1] + h * TC_PROWB)[lane + 32] = lo;
+        if (lane == 0) {
+            sm.m[grp][h] = mx;
+            sm.l[grp][h] = sum;
+        }
+    }
+    __syncthreads();
+    float o[16][4] = {}; /* n-tile j: columns 128 warp + 8j + 2t, + 1; heads g (0, 1), g + 8 */
+#pragma unroll
+    for (int ks = 0; ks < TC_CHUNK / 16; ks++) {
+        uint32_t ph[4];
+        uint32_t pl[4];
+        tc_ldsm4(ph, sm.p[grp][0] + a_row * TC_PROWB + (16 * ks + a_k) * 2);
+        tc_ldsm4(pl, sm.p[grp][1] + a_row * TC_PROWB + (16 * ks + a_k) * 2);
+#pragma unroll
+        for (int jj = 0; jj < 8; jj++) {
+            uint32_t b[4];
+            tc_ldsm4_t(b, kv + (16 * ks + bv_k) * TC_ROWB + (128 * warp + 16 * jj + bv_n) * 2);
+            tc_mma(o[2 * jj], ph, b[0], b[1]);
+            tc_mma(o[2 * jj], pl, b[0], b[1]);
+            tc_mma(o[2 * jj + 1], ph, b[2], b[3]);
+            tc_mma(o[2 * jj + 1], pl, b[2], b[3]);
+        }
+    }
+    /* merge: each group's O scaled to the common max, the second's through shared memory */
+    float m0a = sm.m[0][g];
+    float m0b = sm.m[0][g + 8];
+    float m1a = sm.m[1][g];
+    float m1b = sm.m[1][g + 8];
+    float ma = fmaxf(m0a, m1a);
+    float mb = fmaxf(m0b, m1b);
+    float ea = sm.m[grp][g] == -INFINITY ? 0.0f : expf(sm.m[grp][g] - ma);
+    float eb = sm.m[grp][g + 8] == -INFINITY ? 0.0f : expf(sm.m[grp][g + 8] - mb);
+    __syncthreads(); /* every warp is done with both chunks */
+    float *o1 = reinterpret_cast<float *>(sm.kv[1]); /* [16][512] */
+    if (grp == 1) {
+#pragma unroll
+        for (int j = 0; j < 16; j++) {
+            int col = 128 * warp + 8 * j + 2 * t;
+            *reinterpret_cast<float2 *>(o1 + g * MLA_RANK + col) =
+                make_float2(o[j][0] * ea, o[j][1] * ea);
+            *reinterpret_cast<float2 *>(o1 + (g + 8) * MLA_RANK + col) =
+                make_float2(o[j][2] * eb, o[j][3] * eb);
+        }
+    }
+    __syncthreads();
+    if (grp == 0) {
+#pragma unroll
+        for (int j = 0; j < 16; j++) {
+            int col = 128 * warp + 8 * j + 2 * t;
+            float2 u = *reinterpret_cast<const float2 *>(o1 + g * MLA_RANK + col);
+            float2 v = *reinterpret_cast<const float2 *>(o1 + (g + 8) * MLA_RANK + col);
+            float *d0 = o_part + ((int64_t)split * n_heads + h0 + g) * MLA_RANK + col;
+            float *d1 = o_part + ((int64_t)split * n_heads + h0 + g + 8) * MLA_RANK + col;
+            *reinterpret_cast<float2 *>(d0) = make_float2(o[j][0] * ea + u.x, o[j][1] * ea + u.y);
+            *reinterpret_cast<float2 *>(d1) = make_float2(o[j][2] * eb + v.x, o[j][3] * eb + v.y);
+        }
+    }
     if (threadIdx.x < MLA_HEADS) {
-        ml_part[((int64_t)split * n_heads + h0 + threadIdx.x) * 2] = sm.m[threadIdx.x];
-        ml_part[((int64_t)split * n_heads + h0 + threadIdx.x) * 2 + 1] = sm.l[threadIdx.x];
+        int h = threadIdx.x;
+        float m = fmaxf(sm.m[0][h], sm.m[1][h]);
+        float l = 0.0f;
+        for (int c = 0; c < 2; c++) {
+            l += sm.m[c][h] == -INFINITY ? 0.0f : sm.l[c][h] * expf(sm.m[c][h] - m);
+        }
+        ml_part[((int64_t)split * n_heads + h0 + h) * 2] = m;
+        ml_part[((int64_t)split * n_heads + h0 + h) * 2 + 1] = l;
     }
 }
 
@@ -565,7 +563,7 @@ mla_tc_launch(const float *q_lat, const float *q_pe, int n_heads, const uint16_t
         attr_set = true;
     }
     dim3 grid(n_heads / MLA_HEADS, splits);
-    mla_tc_kernel<<<grid, TC_WARPS * 32, smem, s>>>(q_lat, q_pe, lat, kpe, idx, n_idx, scale,
+    mla_tc_kernel<<<grid, TC_THREADS, smem, s>>>(q_lat, q_pe, lat, kpe, idx, n_idx, scale,
                                                     n_heads, o_part, ml_part);
     st = mt_cuda_launched("mla_tc", s);
     if (st != MT_OK) {
