@@ -6,9 +6,10 @@
  * The one idea: every head reads the same keys and values, so a block takes 16 heads and a split
  * of the positions, stages each chunk of cache rows once in shared memory for all 16 heads, and
  * keeps an online softmax (running max and sum); a second kernel merges the splits
- * (flash-decoding). The cache is BF16 (default) or fp32 (exact mode); all arithmetic is fp32 on
- * CUDA cores, which runs on any sm_80+ GPU; a tensor-core version is the known next step
- * (bench/results/kernels-h200.md gives the gap to the byte floor).
+ * (flash-decoding). The cache is BF16 (default) or fp32 (exact mode). The fp32 cache runs on CUDA
+ * cores (mla_split_kernel); the BF16 cache on tensor cores (mla_tc_kernel, mma.sync, sm_80+), with
+ * q and the probabilities split into two bf16 each so that it keeps the fp32 kernel's accuracy.
+ * bench/results/kernels-h200.md gives both against the byte floor.
  */
 #include <config.h>
 
