@@ -729,12 +729,12 @@ wgmma_blocks(int *blocks, bool *fp8)
         bool want = getenv("MT_INDEXER_F16") == NULL && env != NULL &&
                     (strcmp(env, "f16") == 0 || strcmp(env, "fp8") == 0);
         bool use_fp8 = env != NULL && strcmp(env, "fp8") == 0;
+        cached[dev] = -1;
+#ifdef MT_CUDA_SM90A
         int major = 0;
         int minor = 0;
         int sms = 0;
         int per_sm = 0;
-        cached[dev] = -1;
-#ifdef MT_CUDA_SM90A
         if ((st = MT_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor,
                                                  dev))) != MT_OK ||
             (st = MT_CUDA(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor,
@@ -756,7 +756,7 @@ wgmma_blocks(int *blocks, bool *fp8)
             cached_fp8[dev] = use_fp8;
         }
 #else
-        (void)want, (void)use_fp8, (void)major, (void)minor, (void)sms, (void)per_sm;
+        (void)want, (void)use_fp8; /* no sm_90a code in this build */
 #endif
     }
     *blocks = MT_MAX(cached[dev], 0);
