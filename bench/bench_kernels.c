@@ -10,11 +10,19 @@
  * repetitions). Correctness is tests/test_gpu_*.c's job (same entry points); here outputs are
  * only checked to be finite.
  *
- * Usage: bench_kernels [--reps N] [--quick] [--dsa | --topk]   (--quick skips the 1.85 GB
- * lm_head; --dsa runs only the indexer, top-k and MLA rows, --topk only the FP8 indexer and top-k)
+ * GEMVs and experts are timed twice on a stream of their own: "isolated", plain launches (each
+ * starts after the previous one has finished: the kernel's fixed cost is paid on every launch),
+ * and "+pdl", launched with programmatic dependent launch where the device has it (kernels/
+ * pdl.cuh: each launch waits inside for the one before, the way the decode step runs them, so
+ * its weight loads start while the previous one finishes).
+ *
+ * Usage: bench_kernels [--reps N] [--quick] [--dsa | --topk | --gemv]   (--quick skips the
+ * 1.85 GB lm_head; --dsa runs only the indexer, top-k and MLA rows, --topk only the FP8 indexer
+ * and top-k, --gemv only the GEMV and expert rows)
  */
 #include <config.h>
 
+#include "kernels/engine_ops.h"
 #include "kernels/kernels.h"
 #include "kernels/ops.h"
 #include "runtime/base/rng.h"
@@ -33,6 +41,8 @@ static struct mt_rng rng;
 static size_t l2_bytes;
 static double hbm_gbps;
 static int reps = 30;
+static struct CUstream_st *stream; /* where time_kernel launches: NULL, or the GEMV stream */
+static struct CUstream_st *gemv_stream;
 
 static void
 die(const char *what)
@@ -137,20 +147,20 @@ time_kernel(launch_fn fn, void *ctx, int copies, double *med, double *p90)
             die("launch");
         }
     }
-    if (mt_gpu_stream_sync(NULL) != MT_OK) {
+    if (mt_gpu_stream_sync(stream) != MT_OK) {
         die("warm-up");
     }
     for (int r = 0; r < n; r++) {
-        cudaEventRecord(e0, NULL);
+        cudaEventRecord(e0, stream);
         for (int c = 0; c < copies; c++) {
             fn(ctx, c);
         }
-        cudaEventRecord(e1, NULL);
+        cudaEventRecord(e1, stream);
         cudaEventSynchronize(e1);
         cudaEventElapsedTime(&ms[r], e0, e1);
         ms[r] /= (float)copies;
     }
-    if (mt_gpu_stream_sync(NULL) != MT_OK) {
+    if (mt_gpu_stream_sync(stream) != MT_OK) {
         die("timed runs");
     }
     qsort(ms, (size_t)n, sizeof(float), cmp_f);
@@ -187,6 +197,21 @@ finite_out(const float *d, size_t n)
     return ok;
 }
 
+/* time_kernel isolated (plain launches) and with PDL (a dependent chain), on the GEMV stream;
+ * pdl_ok false where the device runs plain launches either way. */
+static void
+time_both(launch_fn fn, void *ctx, int copies, double (*med)[2], double (*p90)[2], bool *pdl_ok)
+{
+    stream = gemv_stream;
+    for (int p = 0; p < 2; p++) {
+        mt_gpu_pdl_set(p == 1);
+        *pdl_ok = mt_gpu_pdl_active();
+        time_kernel(fn, ctx, copies, &(*med)[p], &(*p90)[p]);
+    }
+    mt_gpu_pdl_set(true);
+    stream = NULL;
+}
+
 /* ---- GEMV ---------------------------------------------------------------------------------- */
 
 struct gemv_ctx {
@@ -201,7 +226,7 @@ gemv_run(void *ctx, int c)
 {
     struct gemv_ctx *g = ctx;
 
-    return mt_gpu_linear(&g->w[c], g->x, g->n_tok, g->y, NULL);
+    return mt_gpu_linear(&g->w[c], g->x, g->n_tok, g->y, stream);
 }
 
 static void
@@ -212,8 +237,9 @@ bench_gemv(enum mt_dtype dt, int64_t rows, int64_t cols, int n_tok)
     size_t wb = (size_t)rows * cols * (fp8 ? 1 : 2);
     size_t sb = fp8 ? (size_t)MT_CEIL_DIV(rows, 128) * MT_CEIL_DIV(cols, 128) * 4 : 0;
     int copies = n_copies(wb + sb);
-    double med;
-    double p90;
+    double med[2];
+    double p90[2];
+    bool pdl = false;
     char shape[64];
 
     mt_gpu_arena_reset(arena);
@@ -228,12 +254,20 @@ bench_gemv(enum mt_dtype dt, int64_t rows, int64_t cols, int n_tok)
     g.y = dalloc((size_t)n_tok * rows * 4);
     g.n_tok = n_tok;
     dfill(g.x, (size_t)n_tok * cols * 4, FILL_F32);
-    time_kernel(gemv_run, &g, copies, &med, &p90);
+    time_both(gemv_run, &g, copies, &med, &p90, &pdl);
     snprintf(shape, sizeof(shape), "%lldx%lld t%d", (long long)rows, (long long)cols, n_tok);
-    report(fp8 ? "gemv_fp8" : "gemv_bf16", shape, med, p90,
-           (double)wb + sb + 4.0 * n_tok * (cols + rows), 2.0 * rows * cols * n_tok,
-           finite_out(g.y, (size_t)n_tok * rows) ? (wb >= (16u << 20) ? ">=16MB" : "<16MB")
-                                                 : "NON-FINITE OUTPUT");
+    bool fin = finite_out(g.y, (size_t)n_tok * rows);
+    for (int p = 0; p < 2; p++) {
+        char note[64];
+        snprintf(note, sizeof(note), "%s %s",
+                 fin ? (wb >= (16u << 20) ? ">=16MB" : "<16MB") : "NON-FINITE OUTPUT",
+                 p == 0 ? "isolated"
+                 : pdl  ? "chain, PDL"
+                        : "chain, no PDL on this device");
+        report(p == 0 ? (fp8 ? "gemv_fp8" : "gemv_bf16") : (fp8 ? "gemv_fp8+pdl" : "gemv_bf16+pdl"),
+               shape, med[p], p90[p], (double)wb + sb + 4.0 * n_tok * (cols + rows),
+               2.0 * rows * cols * n_tok, note);
+    }
 }
 
 /* ---- routed experts ------------------------------------------------------------------------ */
@@ -247,7 +281,7 @@ moe_run(void *ctx, int c)
 {
     struct moe_ctx *m = ctx;
 
-    return mt_gpu_moe_experts(&m->a[c], NULL);
+    return mt_gpu_moe_experts(&m->a[c], stream);
 }
 
 static void
@@ -263,8 +297,9 @@ bench_moe(int n_exp, int n_tok)
     int32_t gs[33];
     int32_t tok[256];
     float pw[256];
-    double med;
-    double p90;
+    double med[2];
+    double p90[2];
+    bool pdl = false;
     char shape[64];
 
     mt_gpu_arena_reset(arena);
@@ -309,10 +344,18 @@ bench_moe(int n_exp, int n_tok)
         m.a[c] = (struct mt_gpu_moe_args){H, I, n_exp, n_exp * n_tok, n_tok, n_tok, d_ex, d_gs,
                                           d_tok, d_pw, x, y, work};
     }
-    time_kernel(moe_run, &m, copies, &med, &p90);
+    time_both(moe_run, &m, copies, &med, &p90, &pdl);
     snprintf(shape, sizeof(shape), "%d exp 2048x7168 t%d", n_exp, n_tok);
-    report("moe_experts", shape, med, p90, (double)per, 6.0 * H * I * n_exp * n_tok,
-           finite_out(y, (size_t)n_tok * H) ? "gate+up, down, sum" : "NON-FINITE OUTPUT");
+    bool fin = finite_out(y, (size_t)n_tok * H);
+    for (int p = 0; p < 2; p++) {
+        char note[64];
+        snprintf(note, sizeof(note), "%s, %s", fin ? "gate+up, down, sum" : "NON-FINITE OUTPUT",
+                 p == 0 ? "isolated"
+                 : pdl  ? "chain, PDL"
+                        : "chain, no PDL on this device");
+        report(p == 0 ? "moe_experts" : "moe_experts+pdl", shape, med[p], p90[p], (double)per,
+               6.0 * H * I * n_exp * n_tok, note);
+    }
 }
 
 /* ---- indexer and top-k ---------------------------------------------------------------------- */
@@ -499,6 +542,7 @@ main(int argc, char **argv)
     bool quick = false;
     bool dsa_only = false;
     bool topk_only = false;
+    bool gemv_only = false;
     int n = 0;
     char date[64];
     time_t now = time(NULL);
@@ -512,8 +556,11 @@ main(int argc, char **argv)
             dsa_only = true;
         } else if (strcmp(argv[i], "--topk") == 0) {
             dsa_only = topk_only = true;
+        } else if (strcmp(argv[i], "--gemv") == 0) {
+            gemv_only = true;
         } else {
-            fprintf(stderr, "usage: bench_kernels [--reps N] [--quick] [--dsa | --topk]\n");
+            fprintf(stderr,
+                    "usage: bench_kernels [--reps N] [--quick] [--dsa | --topk | --gemv]\n");
             return 2;
         }
     }
@@ -533,8 +580,9 @@ main(int argc, char **argv)
         die("hbm read");
     }
     hbm_gbps = hbm.gbps;
-    if (mt_gpu_arena_create(0, (size_t)6 << 30, 0, &arena) != MT_OK) {
-        die("arena");
+    if (mt_gpu_arena_create(0, (size_t)6 << 30, 0, &arena) != MT_OK ||
+        mt_gpu_stream_create(&gemv_stream) != MT_OK) {
+        die("arena and stream");
     }
     strftime(date, sizeof(date), "%Y-%m-%d %H:%M UTC", gmtime(&now));
     printf("# bench_kernels %s: %s, sm_%d%d, %d SMs, L2 %zu MiB, driver %d, runtime %d\n", date,
@@ -563,6 +611,11 @@ main(int argc, char **argv)
     bench_moe(8, 1);
     bench_moe(8, 4);
     bench_moe(8, 8);
+    if (gemv_only) {
+        mt_gpu_stream_destroy(gemv_stream);
+        mt_gpu_arena_destroy(arena);
+        return 0;
+    }
 dsa:
     bench_indexer(131072, true);
     if (topk_only) {

@@ -13,6 +13,8 @@
 #   nograph   MT_GPU_GRAPH=0: device routing and fused residual + norm, no graph
 #   nofuse    MT_GPU_FUSE=0: device routing and CUDA graphs, unfused norms
 #   graph     defaults: all of them
+#   nopdl     MT_GPU_PDL=0: the defaults with plain launches instead of programmatic dependent
+#             launch (kernels/pdl.cuh; sm_90+ only, so the same as graph elsewhere)
 # Greedy tokens of every configuration are compared with `before` (same model, same prompt), and a
 # 2,100-token prompt (the indexer selecting top-k inside recorded steps) is decoded with and
 # without graphs. The runs go most important first, each leaving $OUT/results.tgz updated.
@@ -114,6 +116,7 @@ for c in $RUNS; do
         nograph) run $c MT_GPU_GRAPH=0 -- --prompt-ids "$P64" -n 64 ;;
         nofuse) run $c MT_GPU_FUSE=0 -- --prompt-ids "$P64" -n 64 ;;
         graph | graph2) run $c MT_X=1 -- --prompt-ids "$P64" -n 64 ;;
+        nopdl | nopdl2) run $c MT_GPU_PDL=0 -- --prompt-ids "$P64" -n 64 ;;
         long-graph) run $c MT_X=1 -- --prompt-ids "$P2K" -n 16 ;;
         long-nograph) run $c MT_GPU_GRAPH=0 MT_GPU_DEVICE_MOE=0 -- --prompt-ids "$P2K" -n 16 ;;
     esac

@@ -18,6 +18,7 @@
 #include "kernels/cuda_check.cuh"
 #include "kernels/async_copy.cuh"
 #include "kernels/common.cuh"
+#include "kernels/pdl.cuh"
 
 #include <algorithm>
 #include <stdlib.h>
@@ -62,6 +63,8 @@
 #define MV_P 2
 #define MV_SW 1
 #define MV_ASYNC 1 /* the cp.async ring where it fits */
+/* Steps a warp asks L2 for in its prologue, before mt_pdl_wait (2 KB a warp and step) */
+#define MV_L2AHEAD 8
 
 static __device__ __forceinline__ uint32_t
 mv_h2bits(__half2 h)
@@ -365,7 +368,8 @@ mv_ring_read(const uint4 *ring, const float *rs, int stage, struct mv_stage<1> &
 template <int NB, int P, bool XS, int SW, int A>
 static __global__ void __launch_bounds__(MV_WARPS * 32, 1)
 gemv_fp8_kernel(const uint8_t *__restrict__ W, const float *__restrict__ Sc, int64_t rows,
-                int64_t cols, const float *__restrict__ x, int nt, float *__restrict__ y)
+                int64_t cols, const float *__restrict__ x, int nt, float *__restrict__ y,
+                int l2ahead)
 {
     __shared__ float red[MV_WARPS][2][2 * NB][32]; /* a warp's first and last tile, if shared */
     extern __shared__ uint4 xs[];
@@ -411,6 +415,29 @@ gemv_fp8_kernel(const uint8_t *__restrict__ W, const float *__restrict__ Sc, int
         }
     };
     /* after each step: a tile ends, or this warp's range does: store it or leave the piece */
+    /* L2 prefetch of the `ahead` steps after the fetch cursor (the lines of rows g and g + 8,
+     * one thread of a quad each): weights no kernel writes, so they may be requested before
+     * mt_pdl_wait, while the previous kernel finishes (a hint; the loads come later) */
+    auto prefetch_ahead = [&](int done, int ahead) {
+        int pt = ft;
+        int pk = fk;
+        struct mv_rows pr = fr;
+        for (int i = done; i < min(n, done + ahead); i++) {
+            if (c == 0) {
+                if (pr.va) {
+                    mt_prefetch_l2(pr.a + (int64_t)pk * 128);
+                }
+                if (pr.vb) {
+                    mt_prefetch_l2(pr.b + (int64_t)pk * 128);
+                }
+            }
+            if (++pk == nst) {
+                pk = 0;
+                pt++;
+                pr = mv_rows_at(W, Sc, cols, nkb, rb0 + 16 * pt + g, rb1, c);
+            }
+        }
+    };
     auto step_done = [&](bool last) {
         if (++ck == nst || last) {
             int64_t u0 = (int64_t)ct * nst;
@@ -444,6 +471,8 @@ gemv_fp8_kernel(const uint8_t *__restrict__ W, const float *__restrict__ Sc, int
             }
             mt_cp_async_commit();
         }
+        prefetch_ahead(A - 1, l2ahead);
+        mt_pdl_enter(); /* x is the previous kernel's output: read it after the wait */
         mv_xs_fill(xs, x, cols, nkb, nt); /* the first steps' copies are in flight meanwhile */
         __syncthreads();
         const uint4 *xsb = xs + mv_xs_base(min(g >> 1, nt - 1), g & 1, nkb);
@@ -472,6 +501,8 @@ gemv_fp8_kernel(const uint8_t *__restrict__ W, const float *__restrict__ Sc, int
                 advance();
             }
         }
+        prefetch_ahead(P, l2ahead);
+        mt_pdl_enter(); /* x is the previous kernel's output: read it after the wait */
         const uint4 *xsb = xs;
         if (XS) { /* the first steps' loads are in flight meanwhile */
             mv_xs_fill(xs, x, cols, nkb, nt);
@@ -527,6 +558,39 @@ gemv_fp8_kernel(const uint8_t *__restrict__ W, const float *__restrict__ Sc, int
         }
     }
     mv_store<NB>(y, rows, rb0 + 16 * tl + g, rb1, nt, c, acc);
+}
+
+/* Knobs for measurements, read once: MT_GEMV_XS=0 (x split in registers by every warp instead of
+ * staged), MT_GEMV_ASYNC=0 (register stages instead of the cp.async ring), MT_GEMV_L2AHEAD=n
+ * (steps a warp asks L2 for before its wait, beyond those it loads; 0 none). */
+static int
+gemv_env(const char *name, int lo, int hi, int dflt)
+{
+    const char *e = getenv(name);
+    int v = e != NULL ? atoi(e) : dflt;
+
+    return v >= lo && v <= hi ? v : dflt;
+}
+
+struct mv_knobs {
+    int read;
+    int xs;
+    int async;
+    int l2ahead;
+};
+
+static struct mv_knobs
+gemv_knobs(void)
+{
+    static struct mv_knobs k; /* read 0: not yet (a race only reads them twice) */
+
+    if (k.read == 0) {
+        struct mv_knobs v = {1, gemv_env("MT_GEMV_XS", 0, 1, 1),
+                             gemv_env("MT_GEMV_ASYNC", 0, 1, MV_ASYNC),
+                             gemv_env("MT_GEMV_L2AHEAD", 0, 64, MV_L2AHEAD)};
+        k = v;
+    }
+    return k;
 }
 
 /* A device attribute of the current device, queried once per device (fallback if the query
@@ -606,39 +670,10 @@ gemv_fp8_launch(const struct mt_gpu_weight *w, const float *x, int n_tok, float 
     }
     long long blocks = (long long)bps * sm_count();
     blocks = std::min(blocks, MT_CEIL_DIV(w->rows, 8LL));
-    gemv_fp8_kernel<NB, P, XS, SW, A><<<(unsigned)blocks, MV_WARPS * 32, smem, s>>>(
-        (const uint8_t *)w->data, w->scale, w->rows, w->cols, x, n_tok, y);
+    mt_pdl_launch(gemv_fp8_kernel<NB, P, XS, SW, A>, dim3((unsigned)blocks), dim3(MV_WARPS * 32),
+                  smem, s, (const uint8_t *)w->data, w->scale, w->rows, w->cols, x, n_tok, y,
+                  gemv_knobs().l2ahead);
     return mt_cuda_launched("gemv_fp8", s);
-}
-
-/* Knobs for measurements, read once: MT_GEMV_XS=0 (x split in registers by every warp instead of
- * staged), MT_GEMV_ASYNC=0 (register stages instead of the cp.async ring). */
-static int
-gemv_env(const char *name, int lo, int hi, int dflt)
-{
-    const char *e = getenv(name);
-    int v = e != NULL ? atoi(e) : dflt;
-
-    return v >= lo && v <= hi ? v : dflt;
-}
-
-struct mv_knobs {
-    int read;
-    int xs;
-    int async;
-};
-
-static struct mv_knobs
-gemv_knobs(void)
-{
-    static struct mv_knobs k; /* read 0: not yet (a race only reads them twice) */
-
-    if (k.read == 0) {
-        struct mv_knobs v = {1, gemv_env("MT_GEMV_XS", 0, 1, 1),
-                             gemv_env("MT_GEMV_ASYNC", 0, 1, MV_ASYNC)};
-        k = v;
-    }
-    return k;
 }
 
 /* ---- CUDA cores: BF16, and FP8 for one token below 16 MB ----------------------------------- */
@@ -865,6 +900,18 @@ gemv_kernel(const uint8_t *__restrict__ W, const float *__restrict__ S, int64_t 
     for (int t = 0; t < NT; t++) {
         xr[t] = reinterpret_cast<const float4 *>(x + t * cols);
     }
+    /* this thread's first weight loads, asked of L2 before the wait (pdl.cuh) */
+#pragma unroll
+    for (int i = 0; i < R; i++) {
+#pragma unroll
+        for (int k = 0; k < GEMV_UNROLL; k++) {
+            int u = lane + k * T;
+            if (wrow[i] != NULL && u < units) {
+                mt_prefetch_l2(wrow[i] + u);
+            }
+        }
+    }
+    mt_pdl_enter();
     gemv_group_dot<FP8, NT, R>(wrow, srow, units, xr, NT, lane, T, acc);
     gemv_group_reduce<NT, R>(acc, lane, T);
     if (lane != 0) {
@@ -890,8 +937,8 @@ gemv_launch(const struct mt_gpu_weight *w, const float *x, float *y, cudaStream_
     long long rows_per_block = (long long)(GEMV_THREADS / T) * GEMV_ROWS;
     unsigned blocks = (unsigned)MT_CEIL_DIV(w->rows, rows_per_block);
 
-    gemv_kernel<FP8, NT><<<blocks, GEMV_THREADS, 0, s>>>(
-        (const uint8_t *)w->data, w->scale, w->rows, w->cols, x, y, T);
+    mt_pdl_launch(gemv_kernel<FP8, NT>, dim3(blocks), dim3(GEMV_THREADS), 0, s,
+                  (const uint8_t *)w->data, w->scale, w->rows, w->cols, x, y, T);
     return mt_cuda_launched(FP8 ? "gemv_fp8" : "gemv_bf16", s);
 }
 

@@ -14,6 +14,7 @@
 
 #include "kernels/ops.h"
 #include "kernels/cuda_check.cuh"
+#include "kernels/pdl.cuh" /* every kernel here: mt_pdl_enter() first */
 #include "kernels/gemv_core.cuh"
 
 #include <math.h>
@@ -28,6 +29,7 @@ moe_gate_up_kernel(const struct mt_gpu_expert *experts, const int32_t *group_sta
                    const int32_t *pair_tok, const float *x, int hidden, int inter, float *h,
                    int ks)
 {
+    mt_pdl_enter();
     extern __shared__ uint4 ring[];
     const struct mt_gpu_expert *e = experts + blockIdx.y;
     int p0 = group_start[blockIdx.y];
@@ -65,6 +67,7 @@ static __global__ void __launch_bounds__(FP8G_THREADS, 2)
 moe_down_kernel(const struct mt_gpu_expert *experts, const int32_t *group_start, const float *h,
                 int hidden, int inter, float *yp, int ks)
 {
+    mt_pdl_enter();
     extern __shared__ uint4 ring[];
     const struct mt_gpu_expert *e = experts + blockIdx.y;
     int p0 = group_start[blockIdx.y];
@@ -104,6 +107,7 @@ static __global__ void
 moe_sum_kernel(const float *yp, const int32_t *pair_tok, const float *pair_w, int n_pairs,
                int hidden, float *y)
 {
+    mt_pdl_enter();
     int c = blockIdx.x * MOE_SUM_THREADS + threadIdx.x;
     int t = blockIdx.y;
 
@@ -142,20 +146,20 @@ moe_launch(const struct mt_gpu_moe_args *a, cudaStream_t s)
 
     fp8g_prepare(moe_gate_up_kernel<S>, FP8G_SMEM(S), &prepared[0]);
     fp8g_prepare(moe_down_kernel<S>, FP8G_SMEM(S), &prepared[1]);
-    moe_gate_up_kernel<S><<<g1, FP8G_THREADS, FP8G_SMEM(S), s>>>(
-        a->experts, a->group_start, a->pair_tok, a->x, a->hidden, a->inter, h, ks1);
+    mt_pdl_launch(moe_gate_up_kernel<S>, dim3(g1), dim3(FP8G_THREADS), FP8G_SMEM(S), s, a->experts,
+                  a->group_start, a->pair_tok, a->x, a->hidden, a->inter, h, ks1);
     st = mt_cuda_launched("moe_gate_up", s);
     if (st != MT_OK) {
         return st;
     }
-    moe_down_kernel<S><<<g2, FP8G_THREADS, FP8G_SMEM(S), s>>>(a->experts, a->group_start, h,
-                                                              a->hidden, a->inter, yp, ks2);
+    mt_pdl_launch(moe_down_kernel<S>, dim3(g2), dim3(FP8G_THREADS), FP8G_SMEM(S), s, a->experts,
+                  a->group_start, h, a->hidden, a->inter, yp, ks2);
     st = mt_cuda_launched("moe_down", s);
     if (st != MT_OK) {
         return st;
     }
-    moe_sum_kernel<<<g3, MOE_SUM_THREADS, 0, s>>>(yp, a->pair_tok, a->pair_w, a->n_pairs,
-                                                   a->hidden, a->y);
+    mt_pdl_launch(moe_sum_kernel, dim3(g3), dim3(MOE_SUM_THREADS), 0, s, yp, a->pair_tok, a->pair_w,
+                  a->n_pairs, a->hidden, a->y);
     return mt_cuda_launched("moe_sum", s);
 }
 
