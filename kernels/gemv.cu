@@ -63,8 +63,9 @@
 #define MV_P 2
 #define MV_SW 1
 #define MV_ASYNC 1 /* the cp.async ring where it fits */
-/* Steps a warp asks L2 for in its prologue, before mt_pdl_wait (2 KB a warp and step) */
-#define MV_L2AHEAD 8
+/* Steps a warp asks L2 for in its prologue, before mt_pdl_wait (2 KB a warp and step). None:
+ * 8 made every shape 0.5-2.5 us slower, isolated or chained (H200, 2026-11-30 06:01) */
+#define MV_L2AHEAD 0
 
 static __device__ __forceinline__ uint32_t
 mv_h2bits(__half2 h)
@@ -872,7 +873,7 @@ gemv_group_threads(long long units, long long rows_total, int n_sm)
 template <bool FP8, int NT>
 static __global__ void
 gemv_kernel(const uint8_t *__restrict__ W, const float *__restrict__ S, int64_t rows, int64_t cols,
-            const float *__restrict__ x, float *__restrict__ y, int T)
+            const float *__restrict__ x, float *__restrict__ y, int T, bool l2)
 {
     const int R = GEMV_ROWS;
     int groups = GEMV_THREADS / T;
@@ -900,9 +901,9 @@ gemv_kernel(const uint8_t *__restrict__ W, const float *__restrict__ S, int64_t 
     for (int t = 0; t < NT; t++) {
         xr[t] = reinterpret_cast<const float4 *>(x + t * cols);
     }
-    /* this thread's first weight loads, asked of L2 before the wait (pdl.cuh) */
+    /* this thread's first weight loads, asked of L2 before the wait (pdl.cuh; MT_GEMV_L2AHEAD) */
 #pragma unroll
-    for (int i = 0; i < R; i++) {
+    for (int i = 0; l2 && i < R; i++) {
 #pragma unroll
         for (int k = 0; k < GEMV_UNROLL; k++) {
             int u = lane + k * T;
@@ -938,7 +939,8 @@ gemv_launch(const struct mt_gpu_weight *w, const float *x, float *y, cudaStream_
     unsigned blocks = (unsigned)MT_CEIL_DIV(w->rows, rows_per_block);
 
     mt_pdl_launch(gemv_kernel<FP8, NT>, dim3(blocks), dim3(GEMV_THREADS), 0, s,
-                  (const uint8_t *)w->data, w->scale, w->rows, w->cols, x, y, T);
+                  (const uint8_t *)w->data, w->scale, w->rows, w->cols, x, y, T,
+                  gemv_knobs().l2ahead > 0);
     return mt_cuda_launched(FP8 ? "gemv_fp8" : "gemv_bf16", s);
 }
 
