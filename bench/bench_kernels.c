@@ -10,11 +10,12 @@
  * repetitions). Correctness is tests/test_gpu_*.c's job (same entry points); here outputs are
  * only checked to be finite.
  *
- * GEMVs and experts are timed twice on a stream of their own: "isolated", plain launches (each
- * starts after the previous one has finished: the kernel's fixed cost is paid on every launch),
- * and "+pdl", launched with programmatic dependent launch where the device has it (kernels/
- * pdl.cuh: each launch waits inside for the one before, the way the decode step runs them, so
- * its weight loads start while the previous one finishes).
+ * GEMVs and experts are timed four ways on a stream of their own: "isolated", plain launches
+ * (each starts after the previous one has finished: the kernel's fixed cost is paid on every
+ * launch); "+pdl", launched with programmatic dependent launch where the device has it (kernels/
+ * pdl.cuh: each launch waits inside for the one before, so its weight loads start while the
+ * previous one finishes); "+graph" and "+graph+pdl", the same launches recorded once as a CUDA
+ * graph and replayed, the way the engine runs a decode step.
  *
  * Usage: bench_kernels [--reps N] [--quick] [--dsa | --topk | --gemv]   (--quick skips the
  * 1.85 GB lm_head; --dsa runs only the indexer, top-k and MLA rows, --topk only the FP8 indexer
@@ -23,6 +24,7 @@
 #include <config.h>
 
 #include "kernels/engine_ops.h"
+#include "kernels/graph.h"
 #include "kernels/kernels.h"
 #include "kernels/ops.h"
 #include "runtime/base/rng.h"
@@ -43,6 +45,7 @@ static double hbm_gbps;
 static int reps = 30;
 static struct CUstream_st *stream; /* where time_kernel launches: NULL, or the GEMV stream */
 static struct CUstream_st *gemv_stream;
+static bool as_graph; /* time_kernel: the copies' launches recorded once as a CUDA graph */
 
 static void
 die(const char *what)
@@ -150,9 +153,24 @@ time_kernel(launch_fn fn, void *ctx, int copies, double *med, double *p90)
     if (mt_gpu_stream_sync(stream) != MT_OK) {
         die("warm-up");
     }
+    struct CUgraphExec_st *exec = NULL;
+    bool rebuilt = false;
+    if (as_graph) { /* the way the engine runs a decode step */
+        bool ok = mt_gpu_graph_begin(stream) == MT_OK;
+        for (int c = 0; ok && c < copies; c++) {
+            ok = fn(ctx, c) == MT_OK;
+        }
+        if (mt_gpu_graph_end(stream, ok, &exec, &rebuilt) != MT_OK || !ok ||
+            mt_gpu_graph_launch(exec, stream) != MT_OK || mt_gpu_stream_sync(stream) != MT_OK) {
+            die("graph");
+        }
+    }
     for (int r = 0; r < n; r++) {
         cudaEventRecord(e0, stream);
-        for (int c = 0; c < copies; c++) {
+        if (as_graph) {
+            mt_gpu_graph_launch(exec, stream);
+        }
+        for (int c = 0; !as_graph && c < copies; c++) {
             fn(ctx, c);
         }
         cudaEventRecord(e1, stream);
@@ -163,6 +181,7 @@ time_kernel(launch_fn fn, void *ctx, int copies, double *med, double *p90)
     if (mt_gpu_stream_sync(stream) != MT_OK) {
         die("timed runs");
     }
+    mt_gpu_graph_destroy(exec);
     qsort(ms, (size_t)n, sizeof(float), cmp_f);
     *med = n % 2 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]);
     *p90 = ms[(int)(0.9 * (n - 1) + 0.5)];
@@ -197,19 +216,40 @@ finite_out(const float *d, size_t n)
     return ok;
 }
 
-/* time_kernel isolated (plain launches) and with PDL (a dependent chain), on the GEMV stream;
- * pdl_ok false where the device runs plain launches either way. */
+/* time_kernel four ways on the GEMV stream: plain launches, with PDL, recorded as a graph
+ * without and with PDL (MODE_*); pdl_ok false where the device runs plain launches either way. */
+enum { MODE_ISOLATED, MODE_PDL, MODE_GRAPH, MODE_GRAPH_PDL, MODES };
+static const char *const mode_suffix[MODES] = {"", "+pdl", "+graph", "+graph+pdl"};
+static const char *const mode_note[MODES] = {"isolated", "chain, PDL", "graph", "graph, PDL"};
+
 static void
-time_both(launch_fn fn, void *ctx, int copies, double (*med)[2], double (*p90)[2], bool *pdl_ok)
+time_modes(launch_fn fn, void *ctx, int copies, double (*med)[MODES], double (*p90)[MODES],
+           bool *pdl_ok)
 {
     stream = gemv_stream;
-    for (int p = 0; p < 2; p++) {
-        mt_gpu_pdl_set(p == 1);
-        *pdl_ok = mt_gpu_pdl_active();
+    for (int p = 0; p < MODES; p++) {
+        mt_gpu_pdl_set(p == MODE_PDL || p == MODE_GRAPH_PDL);
+        as_graph = p >= MODE_GRAPH;
+        *pdl_ok = *pdl_ok || mt_gpu_pdl_active();
         time_kernel(fn, ctx, copies, &(*med)[p], &(*p90)[p]);
     }
     mt_gpu_pdl_set(true);
+    as_graph = false;
     stream = NULL;
+}
+
+static void
+report_modes(const char *kernel, const char *shape, const double (*med)[MODES],
+             const double (*p90)[MODES], bool pdl, double bytes, double flops, const char *note)
+{
+    for (int p = 0; p < MODES; p++) {
+        char name[64];
+        char full[96];
+        snprintf(name, sizeof(name), "%s%s", kernel, mode_suffix[p]);
+        snprintf(full, sizeof(full), "%s, %s%s", note, mode_note[p],
+                 !pdl && (p == MODE_PDL || p == MODE_GRAPH_PDL) ? " (no PDL on this device)" : "");
+        report(name, shape, (*med)[p], (*p90)[p], bytes, flops, full);
+    }
 }
 
 /* ---- GEMV ---------------------------------------------------------------------------------- */
@@ -237,8 +277,8 @@ bench_gemv(enum mt_dtype dt, int64_t rows, int64_t cols, int n_tok)
     size_t wb = (size_t)rows * cols * (fp8 ? 1 : 2);
     size_t sb = fp8 ? (size_t)MT_CEIL_DIV(rows, 128) * MT_CEIL_DIV(cols, 128) * 4 : 0;
     int copies = n_copies(wb + sb);
-    double med[2];
-    double p90[2];
+    double med[MODES];
+    double p90[MODES];
     bool pdl = false;
     char shape[64];
 
@@ -254,20 +294,12 @@ bench_gemv(enum mt_dtype dt, int64_t rows, int64_t cols, int n_tok)
     g.y = dalloc((size_t)n_tok * rows * 4);
     g.n_tok = n_tok;
     dfill(g.x, (size_t)n_tok * cols * 4, FILL_F32);
-    time_both(gemv_run, &g, copies, &med, &p90, &pdl);
+    time_modes(gemv_run, &g, copies, &med, &p90, &pdl);
     snprintf(shape, sizeof(shape), "%lldx%lld t%d", (long long)rows, (long long)cols, n_tok);
-    bool fin = finite_out(g.y, (size_t)n_tok * rows);
-    for (int p = 0; p < 2; p++) {
-        char note[64];
-        snprintf(note, sizeof(note), "%s %s",
-                 fin ? (wb >= (16u << 20) ? ">=16MB" : "<16MB") : "NON-FINITE OUTPUT",
-                 p == 0 ? "isolated"
-                 : pdl  ? "chain, PDL"
-                        : "chain, no PDL on this device");
-        report(p == 0 ? (fp8 ? "gemv_fp8" : "gemv_bf16") : (fp8 ? "gemv_fp8+pdl" : "gemv_bf16+pdl"),
-               shape, med[p], p90[p], (double)wb + sb + 4.0 * n_tok * (cols + rows),
-               2.0 * rows * cols * n_tok, note);
-    }
+    report_modes(fp8 ? "gemv_fp8" : "gemv_bf16", shape, &med, &p90, pdl,
+                 (double)wb + sb + 4.0 * n_tok * (cols + rows), 2.0 * rows * cols * n_tok,
+                 finite_out(g.y, (size_t)n_tok * rows) ? (wb >= (16u << 20) ? ">=16MB" : "<16MB")
+                                                       : "NON-FINITE OUTPUT");
 }
 
 /* ---- routed experts ------------------------------------------------------------------------ */
@@ -297,8 +329,8 @@ bench_moe(int n_exp, int n_tok)
     int32_t gs[33];
     int32_t tok[256];
     float pw[256];
-    double med[2];
-    double p90[2];
+    double med[MODES];
+    double p90[MODES];
     bool pdl = false;
     char shape[64];
 
@@ -344,18 +376,10 @@ bench_moe(int n_exp, int n_tok)
         m.a[c] = (struct mt_gpu_moe_args){H, I, n_exp, n_exp * n_tok, n_tok, n_tok, d_ex, d_gs,
                                           d_tok, d_pw, x, y, work};
     }
-    time_both(moe_run, &m, copies, &med, &p90, &pdl);
+    time_modes(moe_run, &m, copies, &med, &p90, &pdl);
     snprintf(shape, sizeof(shape), "%d exp 2048x7168 t%d", n_exp, n_tok);
-    bool fin = finite_out(y, (size_t)n_tok * H);
-    for (int p = 0; p < 2; p++) {
-        char note[64];
-        snprintf(note, sizeof(note), "%s, %s", fin ? "gate+up, down, sum" : "NON-FINITE OUTPUT",
-                 p == 0 ? "isolated"
-                 : pdl  ? "chain, PDL"
-                        : "chain, no PDL on this device");
-        report(p == 0 ? "moe_experts" : "moe_experts+pdl", shape, med[p], p90[p], (double)per,
-               6.0 * H * I * n_exp * n_tok, note);
-    }
+    report_modes("moe", shape, &med, &p90, pdl, (double)per, 6.0 * H * I * n_exp * n_tok,
+                 finite_out(y, (size_t)n_tok * H) ? "gate+up, down, sum" : "NON-FINITE OUTPUT");
 }
 
 /* ---- indexer and top-k ---------------------------------------------------------------------- */
