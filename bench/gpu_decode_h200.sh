@@ -15,6 +15,8 @@
 #   graph     defaults: all of them
 #   nopdl     MT_GPU_PDL=0: the defaults with plain launches instead of programmatic dependent
 #             launch (kernels/pdl.cuh; sm_90+ only, so the same as graph elsewhere)
+#   nowave    MT_MOE_WAVE=0: the defaults with one token's routed experts on the older expert
+#             core (gemv_core.cuh) instead of the one-wave kernel (gemv_wave.cuh)
 # Greedy tokens of every configuration are compared with `before` (same model, same prompt), and a
 # 2,100-token prompt (the indexer selecting top-k inside recorded steps) is decoded with and
 # without graphs. The runs go most important first, each leaving $OUT/results.tgz updated.
@@ -117,6 +119,7 @@ for c in $RUNS; do
         nofuse) run $c MT_GPU_FUSE=0 -- --prompt-ids "$P64" -n 64 ;;
         graph | graph2) run $c MT_X=1 -- --prompt-ids "$P64" -n 64 ;;
         nopdl | nopdl2) run $c MT_GPU_PDL=0 -- --prompt-ids "$P64" -n 64 ;;
+        nowave | nowave2) run $c MT_MOE_WAVE=0 -- --prompt-ids "$P64" -n 64 ;;
         long-graph) run $c MT_X=1 -- --prompt-ids "$P2K" -n 16 ;;
         long-nograph) run $c MT_GPU_GRAPH=0 MT_GPU_DEVICE_MOE=0 -- --prompt-ids "$P2K" -n 16 ;;
     esac

@@ -4,11 +4,12 @@
  * SwiGLU product, then down, then the routing-weighted sum per token.
  *
  * The one idea: pairs (token, expert) arrive grouped by expert, so each expert's weights are read
- * once for all the tokens routed to it (up to 8: the mma's n), with the FP8 core of every other
- * GEMV (gemv_core.cuh). In gate/up a warp's two 16-row tiles are the same 16 rows of gate and of
- * up, so each thread holds g and u of the same (row, token) and forms SiLU(g) * u in registers;
- * only h [pairs, inter] touches memory. The final sum runs over a token's pairs in pair order, so
- * results do not depend on scheduling.
+ * once for all the tokens routed to it (up to 8: the mma's n), with the FP8 core gemv_core.cuh;
+ * one token (plain decode) runs on gemv.cu's one-wave kernel instead (gemv_wave.cuh, below). In
+ * gate/up a warp's two 16-row tiles are the same 16 rows of gate and of up, so each thread holds g
+ * and u of the same (row, token) and forms SiLU(g) * u in registers; only h [pairs, inter] touches
+ * memory. The final sum runs over a token's pairs in pair order, so results do not depend on
+ * scheduling.
  */
 #include <config.h>
 
@@ -16,8 +17,11 @@
 #include "kernels/cuda_check.cuh"
 #include "kernels/pdl.cuh" /* every kernel here: mt_pdl_enter() first */
 #include "kernels/gemv_core.cuh"
+#include "kernels/gemv_wave.cuh"
 
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #define MOE_SUM_THREADS 256
 
@@ -123,6 +127,265 @@ moe_sum_kernel(const float *yp, const int32_t *pair_tok, const float *pair_w, in
     y[(int64_t)t * hidden + c] += s;
 }
 
+/*
+ * One token (plain decode): every group is one pair, all of token 0, so the experts' matrices
+ * are one long list of rows against one x, and gemv.cu's one-wave kernel (gemv_wave.cuh) runs
+ * them in equal shares of whole tiles, instead of the core above's grid of 16- and 32-row
+ * blocks per expert (2-7 waves, each block ramping up on its own). Two policies:
+ *
+ * gate/up: tile T (16 rows) = rows r .. r + 7 of gate (the thread's row g) and of up (its row
+ * g + 8) of expert T / (inter / 8), r = 8 (T % (inter / 8)), so one thread ends with g and u of
+ * the same row and writes h = SiLU(g) u; x staged once a block.
+ * down: tile T = rows 16 (T % (hidden / 16)) .. + 15 of down of expert T / (hidden / 16); a block
+ * spans MOE_WAVE_XE experts at most (the host checks), whose h rows are staged together.
+ *
+ * The experts' addresses come from the grouping kernel before them, so nothing is loaded before
+ * mt_pdl_wait (kWeightsFirst false).
+ */
+#define MOE_WAVE_XE 4 /* experts whose h a block of the down pass stages */
+#define MOE_WAVE_A 4  /* cp.async stages */
+
+/* This block's whole tiles, as rows of the policies' virtual matrix. */
+static __device__ __forceinline__ void
+moe_wave_share(int64_t tiles, int64_t &rb0, int64_t &rb1)
+{
+    rb0 = 16 * ((int64_t)blockIdx.x * tiles / gridDim.x);
+    rb1 = 16 * ((int64_t)(blockIdx.x + 1) * tiles / gridDim.x);
+}
+
+struct moe_wave_gate_up {
+    static constexpr bool kWeightsFirst = false;
+    const struct mt_gpu_expert *experts;
+    const int32_t *group_start;
+    const float *x; /* [1, hidden] */
+    float *h;       /* [n_pairs, inter] */
+    int64_t cols;   /* hidden */
+    int nt;         /* 1 */
+    int oct;        /* inter / 8: tiles an expert */
+    int64_t tiles;
+
+    __device__ void share(int64_t &rb0, int64_t &rb1) const
+    {
+        moe_wave_share(tiles, rb0, rb1);
+    }
+    __device__ struct mv_rows rows_at(int64_t row, int64_t end, int c, int nkb) const
+    {
+        int64_t t = row >> 4;
+        int e = (int)(t / oct);
+        int64_t r = 8 * (t % oct) + (row & 7);
+        const struct mt_gpu_expert *ex = experts + e;
+        struct mv_rows m;
+
+        m.va = row < end;
+        m.vb = m.va;
+        m.a = (const uint8_t *)ex->gate + r * cols + 16 * c;
+        m.b = (const uint8_t *)ex->up + r * cols + 16 * c;
+        m.sa = ex->gate_scale + (r >> 7) * nkb;
+        m.sb = ex->up_scale + (r >> 7) * nkb;
+        return m;
+    }
+    __device__ void stage(uint4 *xs, int nkb) const
+    {
+        mv_xs_fill(xs, x, cols, nkb, 1);
+    }
+    __device__ int staged(void) const
+    {
+        return 1;
+    }
+    __device__ const uint4 *xs_base(const uint4 *xs, int64_t row, int g, int nkb) const
+    {
+        return xs + mv_xs_base(0, g & 1, nkb);
+    }
+    __device__ const float *x_row(int t) const
+    {
+        return x;
+    }
+    template <int NB>
+    __device__ void store(int64_t row, int64_t end, int c, const float (&acc)[NB][2]) const
+    {
+        if (c != 0 || row >= end) {
+            return; /* every column of B is token 0: thread c == 0 has it */
+        }
+        int64_t t = row >> 4;
+        int e = (int)(t / oct);
+        int64_t r = 8 * (t % oct) + (row & 7);
+        float gv = acc[0][0] * MT_FP8_DECODE_SCALE;
+        float uv = acc[0][1] * MT_FP8_DECODE_SCALE;
+
+        h[(int64_t)group_start[e] * (8 * oct) + r] = gv / (1.0f + expf(-gv)) * uv;
+    }
+};
+
+struct moe_wave_down {
+    static constexpr bool kWeightsFirst = false;
+    const struct mt_gpu_expert *experts;
+    const int32_t *group_start;
+    const float *h; /* [n_pairs, inter] */
+    float *yp;      /* [n_pairs, hidden] */
+    int64_t cols;   /* inter */
+    int nt;         /* 1 */
+    int per;        /* hidden / 16: tiles an expert */
+    int64_t tiles;
+    int xe; /* experts a block spans at most: rows of staged h */
+
+    __device__ void share(int64_t &rb0, int64_t &rb1) const
+    {
+        moe_wave_share(tiles, rb0, rb1);
+    }
+    __device__ int first_expert(void) const
+    {
+        int64_t rb0;
+        int64_t rb1;
+        share(rb0, rb1);
+        return (int)((rb0 >> 4) / per);
+    }
+    __device__ struct mv_rows rows_at(int64_t row, int64_t end, int c, int nkb) const
+    {
+        int64_t t = row >> 4;
+        int e = (int)(t / per);
+        int64_t r = 16 * (t % per) + (row & 15);
+        const struct mt_gpu_expert *ex = experts + e;
+        struct mv_rows m;
+
+        m.va = row < end;
+        m.vb = row + 8 < end;
+        m.a = (const uint8_t *)ex->down + r * cols + 16 * c;
+        m.b = m.a + 8 * cols;
+        m.sa = ex->down_scale + (r >> 7) * nkb;
+        m.sb = ex->down_scale + ((r + 8) >> 7) * nkb;
+        return m;
+    }
+    __device__ void stage(uint4 *xs, int nkb) const
+    {
+        int64_t rb0;
+        int64_t rb1;
+        share(rb0, rb1);
+        int e0 = (int)((rb0 >> 4) / per);
+        int e1 = rb1 > rb0 ? (int)(((rb1 - 1) >> 4) / per) : e0;
+        /* one pair a group: the groups' h rows are consecutive */
+        mv_xs_fill(xs, h + (int64_t)group_start[e0] * cols, cols, nkb, e1 - e0 + 1);
+    }
+    __device__ int staged(void) const
+    {
+        return xe;
+    }
+    __device__ const uint4 *xs_base(const uint4 *xs, int64_t row, int g, int nkb) const
+    {
+        int e = (int)((row >> 4) / per);
+        return xs + mv_xs_base(e - first_expert(), g & 1, nkb);
+    }
+    __device__ const float *x_row(int t) const
+    {
+        return h;
+    }
+    template <int NB>
+    __device__ void store(int64_t row, int64_t end, int c, const float (&acc)[NB][2]) const
+    {
+        if (c != 0) {
+            return;
+        }
+        int64_t t = row >> 4;
+        int e = (int)(t / per);
+        int64_t r = 16 * (t % per) + (row & 15);
+        float *o = yp + (int64_t)group_start[e] * (16 * per) + r;
+
+        if (row < end) {
+            o[0] = acc[0][0] * MT_FP8_DECODE_SCALE;
+        }
+        if (row + 8 < end) {
+            o[8] = acc[0][1] * MT_FP8_DECODE_SCALE;
+        }
+    }
+};
+
+template <class M>
+static __global__ void __launch_bounds__(MV_T, 1)
+moe_wave_kernel(const M m)
+{
+    extern __shared__ uint4 xs[];
+
+    mv_wave<1, MV_P, true, 1, MOE_WAVE_A>(m, xs, 0);
+}
+
+/* Dynamic shared memory of at least `bytes` for kernel f on this device (raised, never lowered;
+ * a race only repeats the call). */
+template <typename F>
+static mt_status_t
+moe_wave_smem(F *f, size_t bytes, int (&set)[64])
+{
+    int dev = 0;
+
+    cudaGetDevice(&dev);
+    if (dev < 64 && set[dev] >= (int)bytes) {
+        return MT_OK;
+    }
+    mt_status_t st =
+        MT_CUDA(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    if (st == MT_OK && dev < 64) {
+        set[dev] = (int)bytes;
+    }
+    return st;
+}
+
+/* The one-token path, or MT_ERR_UNSUPPORTED (nothing launched) where it does not apply: several
+ * tokens, MT_MOE_WAVE=0, shapes off the tile grid or too little shared memory. */
+static mt_status_t
+moe_wave_launch(const struct mt_gpu_moe_args *a, cudaStream_t s)
+{
+    static int wave = -1;
+    static int set_gu[64];
+    static int set_dn[64];
+    int dev = 0;
+    int n_sm = 0;
+    int optin = 0;
+
+    if (wave < 0) {
+        const char *e = getenv("MT_MOE_WAVE");
+        wave = e != NULL && strcmp(e, "0") == 0 ? 0 : 1;
+    }
+    if (!wave || a->n_tok != 1 || a->n_pairs != a->n_groups || a->inter % 16 != 0 ||
+        a->hidden % 16 != 0 || cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) !=
+            cudaSuccess) {
+        (void)cudaGetLastError();
+        return MT_ERR_UNSUPPORTED;
+    }
+    float *h = (float *)a->work;
+    float *yp = h + (size_t)a->n_pairs * a->inter;
+    int64_t t1 = (int64_t)a->n_groups * (a->inter / 8);
+    int64_t t2 = (int64_t)a->n_groups * (a->hidden / 16);
+    /* one block a SM (the ring and the staged x take most of its shared memory) */
+    int64_t b1 = t1 < n_sm ? t1 : n_sm;
+    int64_t b2 = t2 < n_sm ? t2 : n_sm;
+    int xe = (int)((MT_CEIL_DIV(t2, b2) + a->hidden / 16 - 1) / (a->hidden / 16)) + 1;
+    xe = xe < a->n_groups ? xe : a->n_groups;
+    size_t room = (size_t)optin - sizeof(float) * MV_WARPS * 2 * 2 * 32;
+    size_t s1 = MV_XS_BYTES(1, a->hidden) + MV_RING_BYTES(MOE_WAVE_A);
+    size_t s2 = MV_XS_BYTES(xe, a->inter) + MV_RING_BYTES(MOE_WAVE_A);
+    if (xe > MOE_WAVE_XE || s1 > room || s2 > room) {
+        return MT_ERR_UNSUPPORTED;
+    }
+    mt_status_t st = moe_wave_smem(moe_wave_kernel<moe_wave_gate_up>, s1, set_gu);
+    if (st == MT_OK) {
+        st = moe_wave_smem(moe_wave_kernel<moe_wave_down>, s2, set_dn);
+    }
+    if (st != MT_OK) {
+        return st;
+    }
+    struct moe_wave_gate_up gu = {a->experts, a->group_start, a->x, h, a->hidden,
+                                  1,          a->inter / 8,   t1};
+    struct moe_wave_down dn = {a->experts, a->group_start, h,  yp, a->inter,
+                               1,          a->hidden / 16, t2, xe};
+    mt_pdl_launch(moe_wave_kernel<moe_wave_gate_up>, dim3((unsigned)b1), dim3(MV_T), s1, s, gu);
+    st = mt_cuda_launched("moe_gate_up", s);
+    if (st != MT_OK) {
+        return st;
+    }
+    mt_pdl_launch(moe_wave_kernel<moe_wave_down>, dim3((unsigned)b2), dim3(MV_T), s2, s, dn);
+    return mt_cuda_launched("moe_down", s);
+}
+
 extern "C" size_t
 mt_gpu_moe_work_bytes(int n_pairs, int inter, int hidden)
 {
@@ -144,6 +407,15 @@ moe_launch(const struct mt_gpu_moe_args *a, cudaStream_t s)
 
     static unsigned long long prepared[2];
 
+    st = moe_wave_launch(a, s);
+    if (st != MT_ERR_UNSUPPORTED) {
+        if (st != MT_OK) {
+            return st;
+        }
+        mt_pdl_launch(moe_sum_kernel, dim3(g3), dim3(MOE_SUM_THREADS), 0, s, yp, a->pair_tok,
+                      a->pair_w, a->n_pairs, a->hidden, a->y);
+        return mt_cuda_launched("moe_sum", s);
+    }
     fp8g_prepare(moe_gate_up_kernel<S>, FP8G_SMEM(S), &prepared[0]);
     fp8g_prepare(moe_down_kernel<S>, FP8G_SMEM(S), &prepared[1]);
     mt_pdl_launch(moe_gate_up_kernel<S>, dim3(g1), dim3(FP8G_THREADS), FP8G_SMEM(S), s, a->experts,

@@ -139,6 +139,22 @@ check_moe(int hidden, int inter, int n_exp, int n_tok, int k)
         tap_ok(sw > 0.0 && se / sw < 1e-9, "%s: NMSE %.3g < 1e-9", name,
                sw > 0.0 ? se / sw : 1.0);
     }
+    /* the same launch with programmatic dependent launch off and on (kernels/pdl.cuh): the
+     * kernels wait for their inputs either way, so the bits are the same */
+    size_t yb = (size_t)n_tok * hidden * sizeof(float);
+    float *got2 = gt_malloc(yb);
+    bool same = st == MT_OK;
+    for (int p = 0; same && p < 2; p++) {
+        mt_gpu_pdl_set(p == 1);
+        same = mt_gpu_copy_to_device(a.y, y0, yb) == MT_OK && mt_gpu_moe_experts(&a, NULL) == MT_OK;
+        if (same) {
+            gt_get(p == 0 ? got : got2, a.y, yb);
+        }
+    }
+    mt_gpu_pdl_set(true);
+    tap_ok(same && memcmp(got, got2, yb) == 0, "%s: the same bits with and without PDL%s", name,
+           mt_gpu_pdl_active() ? "" : " (no PDL on this device)");
+    free(got2);
     for (int e = 0; e < n_exp; e++) {
         for (int m = 0; m < 3; m++) {
             free(sc[e][m]);
@@ -164,6 +180,11 @@ main(void)
     check_moe(272, 144, 5, 3, 2);    /* odd sizes, partial scale blocks */
     check_moe(272, 144, 2, 8, 2);    /* every token on both experts: groups of exactly 8 */
     check_moe(1040, 400, 4, 7, 3);   /* rows past the last 16-row tile in gate/up and down */
+    /* one token (the one-wave kernels of moe.cu): odd sizes, partial scale blocks, few tiles */
+    check_moe(272, 144, 5, 1, 2);
+    check_moe(1040, 400, 4, 1, 3);
+    check_moe(2048, 512, 6, 1, 6);
+    check_moe(16, 16, 3, 1, 3); /* one tile an expert: a block spans several experts */
     mt_gpu_arena_destroy(gt_arena);
     return tap_done();
 }
