@@ -22,7 +22,7 @@
 # without graphs. The runs go most important first, each leaving $OUT/results.tgz updated.
 #
 # Run from the tree root on the GPU machine with $OUT set: bash bench/gpu_decode_h200.sh
-# (SKIP_BUILD=1: the tree is built already; BUILD_TARGETS=moetier: only those; SKIP_TESTS=1: no
+# (MODEL_DIR=/dev/shm: the model there instead of /tmp; SKIP_BUILD=1: the tree is built already; BUILD_TARGETS=moetier: only those; SKIP_TESTS=1: no
 # tests; RUNS="before graph": only those configurations).
 # Everything lands in $OUT/results.tgz.
 T0=$(date +%s)
@@ -30,10 +30,12 @@ R=$OUT/r
 mkdir -p "$R"
 t() { echo "[t+$(($(date +%s) - T0))s] $*"; tar -C "$OUT" -czf "$OUT/results.tgz" r 2>/dev/null; }
 date -u > "$R/date.txt"
-df -h /tmp > "$R/df.txt" 2>&1
-if [ "$(df -k --output=avail /tmp | tail -1)" -lt 17000000 ]; then # the model: 15.8 GB
+# MODEL_DIR: where the model goes (a warm machine may have /tmp full of other runs' models)
+MD=${MODEL_DIR:-/tmp}
+df -h "$MD" > "$R/df.txt" 2>&1
+if [ "$(df -k --output=avail "$MD" | tail -1)" -lt 17000000 ]; then # the model: 15.8 GB
     cat "$R/df.txt"
-    t "not enough room in /tmp for the model"
+    t "not enough room in $MD for the model"
     exit 1
 fi
 if [ -z "$SKIP_BUILD" ]; then
@@ -48,7 +50,7 @@ fi
 M=./moetier
 t "synth (background) and tests"
 # a directory of its own: a warm machine keeps /tmp, and other benchmarks write models there
-V=/tmp/v32-decode-step
+V=$MD/v32-decode-step
 rm -rf "$V"
 (s=$(date +%s); timeout 120 $M synth --preset v32-shape --layers 2 --dense-layers 1 -o "$V" -q \
     > "$R/synth.txt" 2>&1; echo "synth rc $? in $(($(date +%s) - s)) s" >> "$R/synth.txt") &
