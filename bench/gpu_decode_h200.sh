@@ -22,7 +22,8 @@
 # without graphs. The runs go most important first, each leaving $OUT/results.tgz updated.
 #
 # Run from the tree root on the GPU machine with $OUT set: bash bench/gpu_decode_h200.sh
-# (MODEL_DIR=/dev/shm: the model there instead of /tmp; SKIP_BUILD=1: the tree is built already; BUILD_TARGETS=moetier: only those; SKIP_TESTS=1: no
+# (MODEL_DIR=/dev/shm: the model there instead of /tmp; SKIP_BUILD=1: the tree is built
+# already; BUILD_TARGETS=moetier: only those; SKIP_TESTS=1: no
 # tests; RUNS="before graph": only those configurations).
 # Everything lands in $OUT/results.tgz.
 T0=$(date +%s)
