@@ -15,7 +15,7 @@
 #define MAX_E 16
 
 static void
-check_moe(int hidden, int inter, int n_exp, int n_tok, int k)
+check_moe_pad(int hidden, int inter, int n_exp, int n_tok, int k, bool pad)
 {
     size_t wsz = (size_t)inter * hidden;
     size_t ssz = (size_t)MT_CEIL_DIV(inter, 128) * MT_CEIL_DIV(hidden, 128);
@@ -101,6 +101,12 @@ check_moe(int hidden, int inter, int n_exp, int n_tok, int k)
         max_group = MT_MAX(max_group, in_group);
     }
     group_start[n_groups] = n_pairs;
+    /* pad: empty groups after the last up to one a pair, as the device grouping leaves them
+     * (with a valid expert) */
+    while (pad && n_groups < n_pairs) {
+        group_exp[n_groups] = host_exp[0];
+        group_start[++n_groups] = n_pairs;
+    }
 
     struct mt_gpu_moe_args a = {
         .hidden = hidden,
@@ -119,8 +125,8 @@ check_moe(int hidden, int inter, int n_exp, int n_tok, int k)
     };
     mt_status_t st = mt_gpu_moe_experts(&a, NULL);
     snprintf(name, sizeof(name),
-             "experts %d x %d, %d tokens x top-%d of %d (%d groups, <= %d a group)", inter, hidden,
-             n_tok, k, n_exp, n_groups, max_group);
+             "experts %d x %d, %d tokens x top-%d of %d (%d groups%s, <= %d a group)", inter,
+             hidden, n_tok, k, n_exp, n_groups, pad ? " with empty ones" : "", max_group);
     if (st != MT_OK) {
         tap_ok(false, "%s: launch failed: %s", name, mt_last_error());
     } else {
@@ -168,6 +174,12 @@ check_moe(int hidden, int inter, int n_exp, int n_tok, int k)
     free(x);
 }
 
+static void
+check_moe(int hidden, int inter, int n_exp, int n_tok, int k)
+{
+    check_moe_pad(hidden, inter, n_exp, n_tok, k, false);
+}
+
 int
 main(void)
 {
@@ -185,6 +197,9 @@ main(void)
     check_moe(1040, 400, 4, 1, 3);
     check_moe(2048, 512, 6, 1, 6);
     check_moe(16, 16, 3, 1, 3); /* one tile an expert: a block spans several experts */
+    check_moe_pad(2048, 512, 10, 3, 4, true); /* empty groups at the end load nothing */
+    check_moe_pad(272, 144, 6, 4, 3, true);
+    check_moe_pad(7168, 2048, 16, 2, 8, true); /* decode of 2 tokens as the engine groups it */
     mt_gpu_arena_destroy(gt_arena);
     return tap_done();
 }
