@@ -10,7 +10,9 @@
  * was tried). BF16 (the lm_head), and one FP8 token of a matrix below 16 MB, use a CUDA-core
  * loop: a block of 256 threads is split into groups of T threads, each group owns 2 adjacent
  * rows (x is reused from registers), T chosen per shape so that every SM has work; BF16 streams
- * at 93-94% of HBM read that way. moe.cu keeps its own FP8 core (gemv_core.cuh).
+ * at 93-94% of HBM read that way. The tensor-core kernel lives in gemv_wave.cuh, shared with
+ * moe.cu's routed experts; every kernel here launches with programmatic dependent launch where
+ * the device has it (pdl.cuh).
  */
 #include <config.h>
 
