@@ -10,12 +10,22 @@
  * repetitions). Correctness is tests/test_gpu_*.c's job (same entry points); here outputs are
  * only checked to be finite.
  *
- * Usage: bench_kernels [--reps N] [--quick] [--dsa | --topk | --idx-sweep]   (--quick skips the
- * 1.85 GB lm_head; --dsa runs only the indexer, top-k and MLA rows, --topk only the FP8 indexer
- * and top-k, --idx-sweep the FP8 indexer at 32K..512K keys)
+ * GEMVs and experts are timed four ways on a stream of their own: "isolated", plain launches
+ * (each starts after the previous one has finished: the kernel's fixed cost is paid on every
+ * launch); "+pdl", launched with programmatic dependent launch where the device has it (kernels/
+ * pdl.cuh: each launch waits inside for the one before, so its weight loads start while the
+ * previous one finishes); "+graph" and "+graph+pdl", the same launches recorded once as a CUDA
+ * graph and replayed, the way the engine runs a decode step.
+ *
+ * Usage: bench_kernels [--reps N] [--quick] [--dsa | --topk | --idx-sweep | --gemv]   (--quick
+ * skips the 1.85 GB lm_head; --dsa runs only the indexer, top-k and MLA rows, --topk only the FP8
+ * indexer and top-k, --idx-sweep the FP8 indexer at 32K..512K keys, --gemv only the GEMV and
+ * expert rows)
  */
 #include <config.h>
 
+#include "kernels/engine_ops.h"
+#include "kernels/graph.h"
 #include "kernels/kernels.h"
 #include "kernels/ops.h"
 #include "runtime/base/rng.h"
@@ -34,6 +44,9 @@ static struct mt_rng rng;
 static size_t l2_bytes;
 static double hbm_gbps;
 static int reps = 30;
+static struct CUstream_st *stream; /* where time_kernel launches: NULL, or the GEMV stream */
+static struct CUstream_st *gemv_stream;
+static bool as_graph; /* time_kernel: the copies' launches recorded once as a CUDA graph */
 
 static void
 die(const char *what)
@@ -138,22 +151,38 @@ time_kernel(launch_fn fn, void *ctx, int copies, double *med, double *p90)
             die("launch");
         }
     }
-    if (mt_gpu_stream_sync(NULL) != MT_OK) {
+    if (mt_gpu_stream_sync(stream) != MT_OK) {
         die("warm-up");
     }
+    struct CUgraphExec_st *exec = NULL;
+    bool rebuilt = false;
+    if (as_graph) { /* the way the engine runs a decode step */
+        bool ok = mt_gpu_graph_begin(stream) == MT_OK;
+        for (int c = 0; ok && c < copies; c++) {
+            ok = fn(ctx, c) == MT_OK;
+        }
+        if (mt_gpu_graph_end(stream, ok, &exec, &rebuilt) != MT_OK || !ok ||
+            mt_gpu_graph_launch(exec, stream) != MT_OK || mt_gpu_stream_sync(stream) != MT_OK) {
+            die("graph");
+        }
+    }
     for (int r = 0; r < n; r++) {
-        cudaEventRecord(e0, NULL);
-        for (int c = 0; c < copies; c++) {
+        cudaEventRecord(e0, stream);
+        if (as_graph) {
+            mt_gpu_graph_launch(exec, stream);
+        }
+        for (int c = 0; !as_graph && c < copies; c++) {
             fn(ctx, c);
         }
-        cudaEventRecord(e1, NULL);
+        cudaEventRecord(e1, stream);
         cudaEventSynchronize(e1);
         cudaEventElapsedTime(&ms[r], e0, e1);
         ms[r] /= (float)copies;
     }
-    if (mt_gpu_stream_sync(NULL) != MT_OK) {
+    if (mt_gpu_stream_sync(stream) != MT_OK) {
         die("timed runs");
     }
+    mt_gpu_graph_destroy(exec);
     qsort(ms, (size_t)n, sizeof(float), cmp_f);
     *med = n % 2 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]);
     *p90 = ms[(int)(0.9 * (n - 1) + 0.5)];
@@ -188,6 +217,42 @@ finite_out(const float *d, size_t n)
     return ok;
 }
 
+/* time_kernel four ways on the GEMV stream: plain launches, with PDL, recorded as a graph
+ * without and with PDL (MODE_*); pdl_ok false where the device runs plain launches either way. */
+enum { MODE_ISOLATED, MODE_PDL, MODE_GRAPH, MODE_GRAPH_PDL, MODES };
+static const char *const mode_suffix[MODES] = {"", "+pdl", "+graph", "+graph+pdl"};
+static const char *const mode_note[MODES] = {"isolated", "chain, PDL", "graph", "graph, PDL"};
+
+static void
+time_modes(launch_fn fn, void *ctx, int copies, double (*med)[MODES], double (*p90)[MODES],
+           bool *pdl_ok)
+{
+    stream = gemv_stream;
+    for (int p = 0; p < MODES; p++) {
+        mt_gpu_pdl_set(p == MODE_PDL || p == MODE_GRAPH_PDL);
+        as_graph = p >= MODE_GRAPH;
+        *pdl_ok = *pdl_ok || mt_gpu_pdl_active();
+        time_kernel(fn, ctx, copies, &(*med)[p], &(*p90)[p]);
+    }
+    mt_gpu_pdl_set(true);
+    as_graph = false;
+    stream = NULL;
+}
+
+static void
+report_modes(const char *kernel, const char *shape, const double (*med)[MODES],
+             const double (*p90)[MODES], bool pdl, double bytes, double flops, const char *note)
+{
+    for (int p = 0; p < MODES; p++) {
+        char name[64];
+        char full[96];
+        snprintf(name, sizeof(name), "%s%s", kernel, mode_suffix[p]);
+        snprintf(full, sizeof(full), "%s, %s%s", note, mode_note[p],
+                 !pdl && (p == MODE_PDL || p == MODE_GRAPH_PDL) ? " (no PDL on this device)" : "");
+        report(name, shape, (*med)[p], (*p90)[p], bytes, flops, full);
+    }
+}
+
 /* ---- GEMV ---------------------------------------------------------------------------------- */
 
 struct gemv_ctx {
@@ -202,7 +267,7 @@ gemv_run(void *ctx, int c)
 {
     struct gemv_ctx *g = ctx;
 
-    return mt_gpu_linear(&g->w[c], g->x, g->n_tok, g->y, NULL);
+    return mt_gpu_linear(&g->w[c], g->x, g->n_tok, g->y, stream);
 }
 
 static void
@@ -213,8 +278,9 @@ bench_gemv(enum mt_dtype dt, int64_t rows, int64_t cols, int n_tok)
     size_t wb = (size_t)rows * cols * (fp8 ? 1 : 2);
     size_t sb = fp8 ? (size_t)MT_CEIL_DIV(rows, 128) * MT_CEIL_DIV(cols, 128) * 4 : 0;
     int copies = n_copies(wb + sb);
-    double med;
-    double p90;
+    double med[MODES];
+    double p90[MODES];
+    bool pdl = false;
     char shape[64];
 
     mt_gpu_arena_reset(arena);
@@ -229,12 +295,12 @@ bench_gemv(enum mt_dtype dt, int64_t rows, int64_t cols, int n_tok)
     g.y = dalloc((size_t)n_tok * rows * 4);
     g.n_tok = n_tok;
     dfill(g.x, (size_t)n_tok * cols * 4, FILL_F32);
-    time_kernel(gemv_run, &g, copies, &med, &p90);
+    time_modes(gemv_run, &g, copies, &med, &p90, &pdl);
     snprintf(shape, sizeof(shape), "%lldx%lld t%d", (long long)rows, (long long)cols, n_tok);
-    report(fp8 ? "gemv_fp8" : "gemv_bf16", shape, med, p90,
-           (double)wb + sb + 4.0 * n_tok * (cols + rows), 2.0 * rows * cols * n_tok,
-           finite_out(g.y, (size_t)n_tok * rows) ? (wb >= (16u << 20) ? ">=16MB" : "<16MB")
-                                                 : "NON-FINITE OUTPUT");
+    report_modes(fp8 ? "gemv_fp8" : "gemv_bf16", shape, &med, &p90, pdl,
+                 (double)wb + sb + 4.0 * n_tok * (cols + rows), 2.0 * rows * cols * n_tok,
+                 finite_out(g.y, (size_t)n_tok * rows) ? (wb >= (16u << 20) ? ">=16MB" : "<16MB")
+                                                       : "NON-FINITE OUTPUT");
 }
 
 /* ---- routed experts ------------------------------------------------------------------------ */
@@ -248,7 +314,7 @@ moe_run(void *ctx, int c)
 {
     struct moe_ctx *m = ctx;
 
-    return mt_gpu_moe_experts(&m->a[c], NULL);
+    return mt_gpu_moe_experts(&m->a[c], stream);
 }
 
 static void
@@ -264,8 +330,9 @@ bench_moe(int n_exp, int n_tok)
     int32_t gs[33];
     int32_t tok[256];
     float pw[256];
-    double med;
-    double p90;
+    double med[MODES];
+    double p90[MODES];
+    bool pdl = false;
     char shape[64];
 
     mt_gpu_arena_reset(arena);
@@ -310,10 +377,10 @@ bench_moe(int n_exp, int n_tok)
         m.a[c] = (struct mt_gpu_moe_args){H, I, n_exp, n_exp * n_tok, n_tok, n_tok, d_ex, d_gs,
                                           d_tok, d_pw, x, y, work};
     }
-    time_kernel(moe_run, &m, copies, &med, &p90);
+    time_modes(moe_run, &m, copies, &med, &p90, &pdl);
     snprintf(shape, sizeof(shape), "%d exp 2048x7168 t%d", n_exp, n_tok);
-    report("moe_experts", shape, med, p90, (double)per, 6.0 * H * I * n_exp * n_tok,
-           finite_out(y, (size_t)n_tok * H) ? "gate+up, down, sum" : "NON-FINITE OUTPUT");
+    report_modes("moe", shape, &med, &p90, pdl, (double)per, 6.0 * H * I * n_exp * n_tok,
+                 finite_out(y, (size_t)n_tok * H) ? "gate+up, down, sum" : "NON-FINITE OUTPUT");
 }
 
 /* ---- indexer and top-k ---------------------------------------------------------------------- */
@@ -501,6 +568,7 @@ main(int argc, char **argv)
     bool dsa_only = false;
     bool topk_only = false;
     bool idx_sweep = false;
+    bool gemv_only = false;
     int n = 0;
     char date[64];
     time_t now = time(NULL);
@@ -516,9 +584,11 @@ main(int argc, char **argv)
             dsa_only = topk_only = true;
         } else if (strcmp(argv[i], "--idx-sweep") == 0) {
             dsa_only = idx_sweep = true;
+        } else if (strcmp(argv[i], "--gemv") == 0) {
+            gemv_only = true;
         } else {
             fprintf(stderr, "usage: bench_kernels [--reps N] [--quick] "
-                            "[--dsa | --topk | --idx-sweep]\n");
+                            "[--dsa | --topk | --idx-sweep | --gemv]\n");
             return 2;
         }
     }
@@ -538,8 +608,9 @@ main(int argc, char **argv)
         die("hbm read");
     }
     hbm_gbps = hbm.gbps;
-    if (mt_gpu_arena_create(0, (size_t)6 << 30, 0, &arena) != MT_OK) {
-        die("arena");
+    if (mt_gpu_arena_create(0, (size_t)6 << 30, 0, &arena) != MT_OK ||
+        mt_gpu_stream_create(&gemv_stream) != MT_OK) {
+        die("arena and stream");
     }
     strftime(date, sizeof(date), "%Y-%m-%d %H:%M UTC", gmtime(&now));
     printf("# bench_kernels %s: %s, sm_%d%d, %d SMs, L2 %zu MiB, driver %d, runtime %d\n", date,
@@ -568,6 +639,11 @@ main(int argc, char **argv)
     bench_moe(8, 1);
     bench_moe(8, 4);
     bench_moe(8, 8);
+    if (gemv_only) {
+        mt_gpu_stream_destroy(gemv_stream);
+        mt_gpu_arena_destroy(arena);
+        return 0;
+    }
 dsa:
     if (idx_sweep) {
         /* time = fixed + bytes / rate: the slope is the kernel's streaming rate, the intercept

@@ -13,12 +13,17 @@
 #   nograph   MT_GPU_GRAPH=0: device routing and fused residual + norm, no graph
 #   nofuse    MT_GPU_FUSE=0: device routing and CUDA graphs, unfused norms
 #   graph     defaults: all of them
+#   nopdl     MT_GPU_PDL=0: the defaults with plain launches instead of programmatic dependent
+#             launch (kernels/pdl.cuh; sm_90+ only, so the same as graph elsewhere)
+#   nowave    MT_MOE_WAVE=0: the defaults with one token's routed experts on the older expert
+#             core (gemv_core.cuh) instead of the one-wave kernel (gemv_wave.cuh)
 # Greedy tokens of every configuration are compared with `before` (same model, same prompt), and a
 # 2,100-token prompt (the indexer selecting top-k inside recorded steps) is decoded with and
 # without graphs. The runs go most important first, each leaving $OUT/results.tgz updated.
 #
 # Run from the tree root on the GPU machine with $OUT set: bash bench/gpu_decode_h200.sh
-# (SKIP_BUILD=1: the tree is built already; BUILD_TARGETS=moetier: only those; SKIP_TESTS=1: no
+# (MODEL_DIR=/dev/shm: the model there instead of /tmp; SKIP_BUILD=1: the tree is built
+# already; BUILD_TARGETS=moetier: only those; SKIP_TESTS=1: no
 # tests; RUNS="before graph": only those configurations).
 # Everything lands in $OUT/results.tgz.
 T0=$(date +%s)
@@ -26,10 +31,12 @@ R=$OUT/r
 mkdir -p "$R"
 t() { echo "[t+$(($(date +%s) - T0))s] $*"; tar -C "$OUT" -czf "$OUT/results.tgz" r 2>/dev/null; }
 date -u > "$R/date.txt"
-df -h /tmp > "$R/df.txt" 2>&1
-if [ "$(df -k --output=avail /tmp | tail -1)" -lt 17000000 ]; then # the model: 15.8 GB
+# MODEL_DIR: where the model goes (a warm machine may have /tmp full of other runs' models)
+MD=${MODEL_DIR:-/tmp}
+df -h "$MD" > "$R/df.txt" 2>&1
+if [ "$(df -k --output=avail "$MD" | tail -1)" -lt 17000000 ]; then # the model: 15.8 GB
     cat "$R/df.txt"
-    t "not enough room in /tmp for the model"
+    t "not enough room in $MD for the model"
     exit 1
 fi
 if [ -z "$SKIP_BUILD" ]; then
@@ -44,7 +51,7 @@ fi
 M=./moetier
 t "synth (background) and tests"
 # a directory of its own: a warm machine keeps /tmp, and other benchmarks write models there
-V=/tmp/v32-decode-step
+V=$MD/v32-decode-step
 rm -rf "$V"
 (s=$(date +%s); timeout 120 $M synth --preset v32-shape --layers 2 --dense-layers 1 -o "$V" -q \
     > "$R/synth.txt" 2>&1; echo "synth rc $? in $(($(date +%s) - s)) s" >> "$R/synth.txt") &
@@ -114,6 +121,8 @@ for c in $RUNS; do
         nograph) run $c MT_GPU_GRAPH=0 -- --prompt-ids "$P64" -n 64 ;;
         nofuse) run $c MT_GPU_FUSE=0 -- --prompt-ids "$P64" -n 64 ;;
         graph | graph2) run $c MT_X=1 -- --prompt-ids "$P64" -n 64 ;;
+        nopdl | nopdl2) run $c MT_GPU_PDL=0 -- --prompt-ids "$P64" -n 64 ;;
+        nowave | nowave2) run $c MT_MOE_WAVE=0 -- --prompt-ids "$P64" -n 64 ;;
         long-graph) run $c MT_X=1 -- --prompt-ids "$P2K" -n 16 ;;
         long-nograph) run $c MT_GPU_GRAPH=0 MT_GPU_DEVICE_MOE=0 -- --prompt-ids "$P2K" -n 16 ;;
     esac

@@ -1,11 +1,12 @@
 # kernels/: CUDA kernels behind one C header, kernels/kernels.h.
 EXTRA_DIST += kernels/kernels.h kernels/cuda_check.cuh kernels/ops.h kernels/common.cuh \
-	kernels/gemv_core.cuh kernels/async_copy.cuh
+	kernels/gemv_core.cuh kernels/gemv_wave.cuh kernels/async_copy.cuh kernels/pdl.cuh
 KERNEL_SOURCES = kernels/device.cu
 KERNEL_SOURCES += kernels/bench.cu
 KERNEL_SOURCES += kernels/host_copy.cu kernels/events.cu
 EXTRA_DIST += kernels/host_copy.h kernels/engine_ops.h kernels/events.h kernels/gemm.h \
 	kernels/graph.h
+KERNEL_SOURCES += kernels/pdl.cu
 KERNEL_SOURCES += kernels/arena.cu kernels/gemv.cu kernels/elementwise.cu kernels/router.cu \
 	kernels/indexer.cu kernels/topk.cu kernels/mla.cu kernels/moe.cu \
 	kernels/engine_ops.cu kernels/gemm.cu kernels/moe_group.cu kernels/graph.cu

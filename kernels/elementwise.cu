@@ -14,6 +14,7 @@
 #include "kernels/engine_ops.h"
 #include "kernels/common.cuh"
 #include "kernels/cuda_check.cuh"
+#include "kernels/pdl.cuh" /* every kernel here: mt_pdl_enter() first */
 
 #include <math.h>
 
@@ -59,6 +60,7 @@ block_sum_d(double v)
 static __global__ void __launch_bounds__(NORM_THREADS)
 rmsnorm_kernel(const float *x, const float *__restrict__ w, int n, float eps, float *out)
 {
+    mt_pdl_enter();
     const float *xr = x + (int64_t)blockIdx.x * n;
     float *o = out + (int64_t)blockIdx.x * n;
     bool regs = n <= NORM_THREADS * NORM_VALS;
@@ -106,6 +108,7 @@ static __global__ void __launch_bounds__(NORM_THREADS)
 add_rmsnorm_kernel(float *h, const float *y, const float *__restrict__ w, int n, float eps,
                    float *out)
 {
+    mt_pdl_enter();
     float *hr = h + (int64_t)blockIdx.x * n;
     const float *yr = y + (int64_t)blockIdx.x * n;
     float *o = out + (int64_t)blockIdx.x * n;
@@ -155,6 +158,7 @@ static __global__ void
 layernorm_kernel(const float *x, const float *__restrict__ w, const float *__restrict__ b, int n,
                  float eps, float *out)
 {
+    mt_pdl_enter();
     const float *xr = x + (int64_t)blockIdx.x * n;
     float *o = out + (int64_t)blockIdx.x * n;
     double s = 0.0;
@@ -182,7 +186,7 @@ mt_gpu_rmsnorm(const float *x, const float *w, int n_tok, int n, float eps, floa
     if (n_tok < 1 || n < 1 || x == NULL || w == NULL || out == NULL) {
         return mt_fail(MT_ERR_INVAL, 0, "gpu rmsnorm: %d rows of %d", n_tok, n);
     }
-    rmsnorm_kernel<<<n_tok, NORM_THREADS, 0, stream>>>(x, w, n, eps, out);
+    mt_pdl_launch(rmsnorm_kernel, dim3(n_tok), dim3(NORM_THREADS), 0, stream, x, w, n, eps, out);
     return mt_cuda_launched("rmsnorm", stream);
 }
 
@@ -193,7 +197,8 @@ mt_gpu_add_rmsnorm(float *h, const float *y, const float *w, int n_tok, int n, f
     if (n_tok < 1 || n < 1 || h == NULL || y == NULL || w == NULL || out == NULL || out == h) {
         return mt_fail(MT_ERR_INVAL, 0, "gpu add + rmsnorm: %d rows of %d", n_tok, n);
     }
-    add_rmsnorm_kernel<<<n_tok, NORM_THREADS, 0, stream>>>(h, y, w, n, eps, out);
+    mt_pdl_launch(add_rmsnorm_kernel, dim3(n_tok), dim3(NORM_THREADS), 0, stream, h, y, w, n, eps,
+                  out);
     return mt_cuda_launched("add_rmsnorm", stream);
 }
 
@@ -204,7 +209,8 @@ mt_gpu_layernorm(const float *x, const float *w, const float *b, int n_tok, int 
     if (n_tok < 1 || n < 1 || x == NULL || w == NULL || out == NULL) {
         return mt_fail(MT_ERR_INVAL, 0, "gpu layernorm: %d rows of %d", n_tok, n);
     }
-    layernorm_kernel<<<n_tok, NORM_THREADS, 0, stream>>>(x, w, b, n, eps, out);
+    mt_pdl_launch(layernorm_kernel, dim3(n_tok), dim3(NORM_THREADS), 0, stream, x, w, b, n, eps,
+                  out);
     return mt_cuda_launched("layernorm", stream);
 }
 
@@ -214,6 +220,7 @@ static __global__ void
 rope_kernel(float *x, int n_tok, int n_heads, int head_stride, int offset,
             const float *__restrict__ freqs, int half, int64_t pos0)
 {
+    mt_pdl_enter();
     int64_t i = (int64_t)blockIdx.x * EW_THREADS + threadIdx.x;
     int64_t n = (int64_t)n_tok * n_heads * half;
 
@@ -249,8 +256,9 @@ rope_launch(float *x, int n_tok, int n_heads, int head_stride, int offset, const
                        "gpu rope: %d tokens x %d heads, dims %d..%d of %d, position %lld", n_tok,
                        n_heads, offset, offset + 2 * half, head_stride, (long long)pos0);
     }
-    rope_kernel<INTERLEAVED><<<(unsigned)MT_CEIL_DIV(n, EW_THREADS), EW_THREADS, 0, s>>>(
-        x, n_tok, n_heads, head_stride, offset, freqs, half, pos0);
+    mt_pdl_launch(rope_kernel<INTERLEAVED>, dim3((unsigned)MT_CEIL_DIV(n, EW_THREADS)),
+                  dim3(EW_THREADS), 0, s, x, n_tok, n_heads, head_stride, offset, freqs, half,
+                  pos0);
     return mt_cuda_launched(INTERLEAVED ? "rope_interleaved" : "rope_half", s);
 }
 
@@ -271,6 +279,7 @@ mt_gpu_rope_half(float *x, int n_tok, int n_heads, int head_stride, int offset,
 static __global__ void
 swiglu_kernel(const float *gate, const float *up, size_t n, float *out)
 {
+    mt_pdl_enter();
     size_t i = (size_t)blockIdx.x * EW_THREADS + threadIdx.x;
 
     if (i >= n) {
@@ -286,14 +295,15 @@ mt_gpu_swiglu(const float *gate, const float *up, size_t n, float *out, struct C
     if (n == 0 || gate == NULL || up == NULL || out == NULL) {
         return mt_fail(MT_ERR_INVAL, 0, "gpu swiglu: %zu values", n);
     }
-    swiglu_kernel<<<(unsigned)MT_CEIL_DIV(n, (size_t)EW_THREADS), EW_THREADS, 0, stream>>>(
-        gate, up, n, out);
+    mt_pdl_launch(swiglu_kernel, dim3((unsigned)MT_CEIL_DIV(n, (size_t)EW_THREADS)),
+                  dim3(EW_THREADS), 0, stream, gate, up, n, out);
     return mt_cuda_launched("swiglu", stream);
 }
 
 static __global__ void
 add_kernel(float *y, const float *x, size_t n)
 {
+    mt_pdl_enter();
     size_t i = (size_t)blockIdx.x * EW_THREADS + threadIdx.x;
 
     if (i >= n) {
@@ -308,7 +318,8 @@ mt_gpu_add(float *y, const float *x, size_t n, struct CUstream_st *stream)
     if (n == 0 || y == NULL || x == NULL) {
         return mt_fail(MT_ERR_INVAL, 0, "gpu add: %zu values", n);
     }
-    add_kernel<<<(unsigned)MT_CEIL_DIV(n, (size_t)EW_THREADS), EW_THREADS, 0, stream>>>(y, x, n);
+    mt_pdl_launch(add_kernel, dim3((unsigned)MT_CEIL_DIV(n, (size_t)EW_THREADS)), dim3(EW_THREADS),
+                  0, stream, y, x, n);
     return mt_cuda_launched("add", stream);
 }
 
@@ -317,6 +328,7 @@ template <bool BF16>
 static __global__ void
 embed_kernel(const void *table, int64_t vocab, int dim, const int32_t *ids, float *out)
 {
+    mt_pdl_enter();
     int32_t id = ids[blockIdx.x];
     float *o = out + (int64_t)blockIdx.x * dim;
 
@@ -342,9 +354,11 @@ mt_gpu_embed(const void *table, enum mt_dtype dtype, int64_t vocab, int dim, con
                        mt_dtype_name(dtype), (long long)vocab, dim, n_tok);
     }
     if (dtype == MT_DTYPE_BF16) {
-        embed_kernel<true><<<n_tok, EW_THREADS, 0, stream>>>(table, vocab, dim, ids, out);
+        mt_pdl_launch(embed_kernel<true>, dim3(n_tok), dim3(EW_THREADS), 0, stream, table, vocab,
+                      dim, ids, out);
     } else {
-        embed_kernel<false><<<n_tok, EW_THREADS, 0, stream>>>(table, vocab, dim, ids, out);
+        mt_pdl_launch(embed_kernel<false>, dim3(n_tok), dim3(EW_THREADS), 0, stream, table, vocab,
+                      dim, ids, out);
     }
     return mt_cuda_launched("embed", stream);
 }

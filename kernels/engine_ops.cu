@@ -17,6 +17,7 @@
 #include "kernels/engine_ops.h"
 #include "kernels/common.cuh"
 #include "kernels/cuda_check.cuh"
+#include "kernels/pdl.cuh" /* every kernel here: mt_pdl_enter() first */
 
 #include <cuda_fp8.h>
 #include <math.h>
@@ -30,6 +31,7 @@ static __global__ void
 linear_f32_kernel(const float *__restrict__ w, int64_t rows, int64_t cols,
                   const float *__restrict__ x, int n_tok, float *__restrict__ y)
 {
+    mt_pdl_enter();
     int64_t r = (int64_t)blockIdx.x * (EO_THREADS / 32) + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
 
@@ -59,7 +61,8 @@ mt_gpu_linear_f32(const float *w, int64_t rows, int64_t cols, const float *x, in
                        (long long)cols, n_tok);
     }
     unsigned blocks = (unsigned)MT_CEIL_DIV(rows, (int64_t)(EO_THREADS / 32));
-    linear_f32_kernel<<<blocks, EO_THREADS, 0, stream>>>(w, rows, cols, x, n_tok, y);
+    mt_pdl_launch(linear_f32_kernel, dim3(blocks), dim3(EO_THREADS), 0, stream, w, rows, cols, x,
+                  n_tok, y);
     return mt_cuda_launched("linear_f32", stream);
 }
 
@@ -125,6 +128,7 @@ absorb_q_kernel(const float *__restrict__ q, const struct mt_gpu_weight kvb, int
                 int nope, int vd, int rope, bool vec, float *__restrict__ q_lat,
                 float *__restrict__ q_pe)
 {
+    mt_pdl_enter();
     __shared__ float part[ABS_WARPS][MT_GPU_GEMV_MAX_TOK][ABS_TILE];
     int h = blockIdx.x;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -196,8 +200,8 @@ mt_gpu_mla_absorb_q(const float *q, const struct mt_gpu_weight *kvb, int n_tok, 
                        kvb != NULL ? (long long)kvb->cols : 0LL);
     }
     dim3 grid((unsigned)n_heads, (unsigned)MT_CEIL_DIV(kvb->cols, (int64_t)ABS_TILE));
-    absorb_q_kernel<<<grid, ABS_THREADS, 0, stream>>>(q, *kvb, n_tok, n_heads, nope, vd, rope,
-                                                      kvb->cols % 4 == 0, q_lat, q_pe);
+    mt_pdl_launch(absorb_q_kernel, dim3(grid), dim3(ABS_THREADS), 0, stream, q, *kvb, n_tok,
+                  n_heads, nope, vd, rope, kvb->cols % 4 == 0, q_lat, q_pe);
     return mt_cuda_launched("mla_absorb_q", stream);
 }
 
@@ -209,6 +213,7 @@ static __global__ void
 absorb_v_kernel(const float *__restrict__ o_lat, const struct mt_gpu_weight kvb, int n, int H,
                 int nope, int vd, bool vec, float *__restrict__ out)
 {
+    mt_pdl_enter();
     int row = blockIdx.x * (EO_THREADS / 32) + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
     int kvl = (int)kvb.cols;
@@ -262,8 +267,8 @@ mt_gpu_mla_absorb_v(const float *o_lat, const struct mt_gpu_weight *kvb, int n_t
                        vd);
     }
     unsigned blocks = (unsigned)MT_CEIL_DIV(n_heads * vd, EO_THREADS / 32);
-    absorb_v_kernel<<<blocks, EO_THREADS, 0, stream>>>(o_lat, *kvb, n_tok, n_heads, nope, vd,
-                                                       kvb->cols % 4 == 0, out);
+    mt_pdl_launch(absorb_v_kernel, dim3(blocks), dim3(EO_THREADS), 0, stream, o_lat, *kvb, n_tok,
+                  n_heads, nope, vd, kvb->cols % 4 == 0, out);
     return mt_cuda_launched("mla_absorb_v", stream);
 }
 
@@ -303,6 +308,7 @@ mla_any_kernel(const float *__restrict__ q_lat, const float *__restrict__ q_pe, 
                const int32_t *__restrict__ idx, int n_idx, float scale, float *__restrict__ work,
                float *__restrict__ o_lat)
 {
+    mt_pdl_enter();
     __shared__ float red[EO_THREADS / 32];
     int h = blockIdx.x;
     const float *ql = q_lat + (int64_t)h * kvl;
@@ -360,9 +366,8 @@ mt_gpu_mla_decode_any(const float *q_lat, const float *q_pe, int n_heads, int kv
         return mt_fail(MT_ERR_INVAL, 0, "gpu mla any: %d heads, rank %d, rope %d, %d positions",
                        n_heads, kv_rank, rope, n_idx);
     }
-    mla_any_kernel<<<n_heads, EO_THREADS, 0, stream>>>(q_lat, q_pe, kv_rank, rope,
-                                                       lat_dtype == MT_DTYPE_BF16, lat, kpe, idx,
-                                                       n_idx, scale, work, o_lat);
+    mt_pdl_launch(mla_any_kernel, dim3(n_heads), dim3(EO_THREADS), 0, stream, q_lat, q_pe, kv_rank,
+                  rope, lat_dtype == MT_DTYPE_BF16, lat, kpe, idx, n_idx, scale, work, o_lat);
     return mt_cuda_launched("mla_decode_any", stream);
 }
 
@@ -385,6 +390,7 @@ static __global__ void
 rows_convert_kernel(void *dst, bool bf16, int64_t dst_ld, const float *src, int64_t src_ld,
                     int n_rows, int dim)
 {
+    mt_pdl_enter();
     int64_t i = (int64_t)blockIdx.x * EO_THREADS + threadIdx.x;
 
     if (i >= (int64_t)n_rows * dim) {
@@ -409,14 +415,16 @@ mt_gpu_rows_convert(void *dst, enum mt_dtype dst_dtype, int64_t dst_ld, const fl
         return mt_fail(MT_ERR_INVAL, 0, "gpu rows convert: %d rows of %d", n_rows, dim);
     }
     int64_t n = (int64_t)n_rows * dim;
-    rows_convert_kernel<<<(unsigned)MT_CEIL_DIV(n, (int64_t)EO_THREADS), EO_THREADS, 0, stream>>>(
-        dst, dst_dtype == MT_DTYPE_BF16, dst_ld, src, src_ld, n_rows, dim);
+    mt_pdl_launch(rows_convert_kernel, dim3((unsigned)MT_CEIL_DIV(n, (int64_t)EO_THREADS)),
+                  dim3(EO_THREADS), 0, stream, dst, dst_dtype == MT_DTYPE_BF16, dst_ld, src, src_ld,
+                  n_rows, dim);
     return mt_cuda_launched("rows_convert", stream);
 }
 
 static __global__ void
 scale_cols_kernel(float *x, int n_rows, int64_t ld, int offset, int len, float s)
 {
+    mt_pdl_enter();
     int64_t i = (int64_t)blockIdx.x * EO_THREADS + threadIdx.x;
 
     if (i < (int64_t)n_rows * len) {
@@ -432,14 +440,15 @@ mt_gpu_scale_cols(float *x, int n_rows, int64_t ld, int offset, int len, float s
         return mt_fail(MT_ERR_INVAL, 0, "gpu scale cols: %d rows of %d", n_rows, len);
     }
     int64_t n = (int64_t)n_rows * len;
-    scale_cols_kernel<<<(unsigned)MT_CEIL_DIV(n, (int64_t)EO_THREADS), EO_THREADS, 0, stream>>>(
-        x, n_rows, ld, offset, len, s);
+    mt_pdl_launch(scale_cols_kernel, dim3((unsigned)MT_CEIL_DIV(n, (int64_t)EO_THREADS)),
+                  dim3(EO_THREADS), 0, stream, x, n_rows, ld, offset, len, s);
     return mt_cuda_launched("scale_cols", stream);
 }
 
 static __global__ void
 gather_rows_kernel(const float *src, const int32_t *rows, int n, int dim, float *dst)
 {
+    mt_pdl_enter();
     int64_t i = (int64_t)blockIdx.x * EO_THREADS + threadIdx.x;
 
     if (i < (int64_t)n * dim) {
@@ -455,8 +464,8 @@ mt_gpu_gather_rows(const float *src, const int32_t *rows, int n, int dim, float 
         return mt_fail(MT_ERR_INVAL, 0, "gpu gather rows: %d rows of %d", n, dim);
     }
     int64_t m = (int64_t)n * dim;
-    gather_rows_kernel<<<(unsigned)MT_CEIL_DIV(m, (int64_t)EO_THREADS), EO_THREADS, 0, stream>>>(
-        src, rows, n, dim, dst);
+    mt_pdl_launch(gather_rows_kernel, dim3((unsigned)MT_CEIL_DIV(m, (int64_t)EO_THREADS)),
+                  dim3(EO_THREADS), 0, stream, src, rows, n, dim, dst);
     return mt_cuda_launched("gather_rows", stream);
 }
 
@@ -465,6 +474,7 @@ static __global__ void
 scatter_add_kernel(float *y, const float *ys, const int32_t *tok, const float *w, int n_pairs,
                    int dim)
 {
+    mt_pdl_enter();
     int d = blockIdx.x * EO_THREADS + threadIdx.x;
 
     if (d >= dim) {
@@ -482,8 +492,8 @@ mt_gpu_scatter_add_rows(float *y, const float *ys, const int32_t *tok, const flo
     if (y == NULL || ys == NULL || tok == NULL || w == NULL || n_pairs < 1 || dim < 1) {
         return mt_fail(MT_ERR_INVAL, 0, "gpu scatter add: %d pairs of %d", n_pairs, dim);
     }
-    scatter_add_kernel<<<(unsigned)MT_CEIL_DIV(dim, EO_THREADS), EO_THREADS, 0, stream>>>(
-        y, ys, tok, w, n_pairs, dim);
+    mt_pdl_launch(scatter_add_kernel, dim3((unsigned)MT_CEIL_DIV(dim, EO_THREADS)),
+                  dim3(EO_THREADS), 0, stream, y, ys, tok, w, n_pairs, dim);
     return mt_cuda_launched("scatter_add_rows", stream);
 }
 
@@ -498,6 +508,7 @@ static __global__ void
 hadamard_quant_kernel(const float *x, int n_vec, int dim, uint8_t *q8, float *scale_out,
                       const float *w_in, float w_mul)
 {
+    mt_pdl_enter();
     int v = blockIdx.x * EO_THREADS + threadIdx.x;
     float h[MT_GPU_HADAMARD_MAX];
 
@@ -543,8 +554,8 @@ mt_gpu_hadamard_quant(const float *x, int n_vec, int dim, uint8_t *q8, float *sc
         dim > MT_GPU_HADAMARD_MAX || (dim & (dim - 1)) != 0) {
         return mt_fail(MT_ERR_INVAL, 0, "gpu hadamard quant: %d vectors of %d", n_vec, dim);
     }
-    hadamard_quant_kernel<<<(unsigned)MT_CEIL_DIV(n_vec, EO_THREADS), EO_THREADS, 0, stream>>>(
-        x, n_vec, dim, q8, scale_out, w_in, w_mul);
+    mt_pdl_launch(hadamard_quant_kernel, dim3((unsigned)MT_CEIL_DIV(n_vec, EO_THREADS)),
+                  dim3(EO_THREADS), 0, stream, x, n_vec, dim, q8, scale_out, w_in, w_mul);
     return mt_cuda_launched("hadamard_quant", stream);
 }
 
@@ -560,6 +571,7 @@ static __global__ void
 index_fp8_any_kernel(const uint8_t *q8, const float *w, int n_heads, int dim, const uint8_t *k8,
                      const float *k_scale, int64_t n_keys, float *out)
 {
+    mt_pdl_enter();
     int64_t s = (int64_t)blockIdx.x * EO_THREADS + threadIdx.x;
 
     if (s >= n_keys) {
@@ -588,8 +600,8 @@ mt_gpu_index_scores_fp8_any(const uint8_t *q8, const float *w, int n_heads, int 
         return mt_fail(MT_ERR_INVAL, 0, "gpu fp8 index scores: %d heads x %d, %lld keys", n_heads,
                        dim, (long long)n_keys);
     }
-    index_fp8_any_kernel<<<(unsigned)MT_CEIL_DIV(n_keys, (int64_t)EO_THREADS), EO_THREADS, 0,
-                           stream>>>(q8, w, n_heads, dim, k8, k_scale, n_keys, out);
+    mt_pdl_launch(index_fp8_any_kernel, dim3((unsigned)MT_CEIL_DIV(n_keys, (int64_t)EO_THREADS)),
+                  dim3(EO_THREADS), 0, stream, q8, w, n_heads, dim, k8, k_scale, n_keys, out);
     return mt_cuda_launched("index_scores_fp8_any", stream);
 }
 

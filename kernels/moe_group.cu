@@ -18,6 +18,7 @@
 
 #include "kernels/engine_ops.h"
 #include "kernels/cuda_check.cuh"
+#include "kernels/pdl.cuh" /* every kernel here: mt_pdl_enter() first */
 
 #define MOE_GROUP_MAX 1024 /* pairs one block sorts */
 
@@ -26,6 +27,7 @@ moe_group_kernel(const int32_t *ids, const float *w, int n_pairs, int k,
                  const struct mt_gpu_expert *table, int n_experts, struct mt_gpu_expert *experts,
                  int32_t *group_start, int32_t *pair_tok, float *pair_w)
 {
+    mt_pdl_enter();
     __shared__ int32_t sid[MOE_GROUP_MAX];
     __shared__ unsigned char first[MOE_GROUP_MAX]; /* pair i is its expert's first pair */
     int i = threadIdx.x;
@@ -91,7 +93,7 @@ mt_gpu_moe_group(const int32_t *ids, const float *w, int n_tok, int k,
                        n_tok, k, MOE_GROUP_MAX, n_experts);
     }
     unsigned threads = (unsigned)((n + 31) / 32 * 32);
-    moe_group_kernel<<<1, threads, 0, stream>>>(ids, w, n, k, table, n_experts, experts,
-                                                group_start, pair_tok, pair_w);
+    mt_pdl_launch(moe_group_kernel, dim3(1), dim3(threads), 0, stream, ids, w, n, k, table,
+                  n_experts, experts, group_start, pair_tok, pair_w);
     return mt_cuda_launched("moe_group", stream);
 }

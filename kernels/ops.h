@@ -257,6 +257,19 @@ MT_GPU_FN size_t mt_gpu_moe_work_bytes(int n_pairs, int inter, int hidden);
 MT_GPU_FN mt_status_t mt_gpu_moe_experts(const struct mt_gpu_moe_args *a,
                                          struct CUstream_st *stream);
 
+/* ---- programmatic dependent launch (pdl.cu, kernels/pdl.cuh) ------------------------------- */
+
+/*
+ * Whether GEMVs, experts, norms and the other kernels of gemv.cu, moe.cu, elementwise.cu,
+ * router.cu, moe_group.cu and engine_ops.cu launch on the current device with programmatic
+ * stream serialization (their weight loads start while the previous kernel finishes): a
+ * cc >= 9.0 device running code built for sm_90+, and not switched off by MT_GPU_PDL=0 in the
+ * environment or by mt_gpu_pdl_set(false). Results are the same bits either way.
+ */
+MT_GPU_FN bool mt_gpu_pdl_active(void);
+/* Switch programmatic launches on (the default) or off for launches made after the call. */
+MT_GPU_FN void mt_gpu_pdl_set(bool on);
+
 #ifndef MT_HAVE_CUDA
 
 static inline mt_status_t
@@ -463,6 +476,18 @@ mt_gpu_moe_experts(const struct mt_gpu_moe_args *a, struct CUstream_st *stream)
 {
     (void)a, (void)stream;
     return mt_gpu_ops_unsupported_();
+}
+
+static inline bool
+mt_gpu_pdl_active(void)
+{
+    return false;
+}
+
+static inline void
+mt_gpu_pdl_set(bool on)
+{
+    (void)on;
 }
 
 #endif /* !MT_HAVE_CUDA */

@@ -11,6 +11,7 @@
 
 #include "kernels/ops.h"
 #include "kernels/cuda_check.cuh"
+#include "kernels/pdl.cuh" /* every kernel here: mt_pdl_enter() first */
 
 #include <math.h>
 
@@ -48,6 +49,7 @@ router_kernel(const float *__restrict__ logits, const float *__restrict__ bias, 
               int G, int topk_group, int k, bool norm, float scale, int32_t *ids_out,
               float *w_out)
 {
+    mt_pdl_enter();
     __shared__ float s_all[ROUTER_WARPS][ROUTER_MAX_EXPERTS];
     __shared__ float b_all[ROUTER_WARPS][ROUTER_MAX_EXPERTS];
     __shared__ bool taken_all[ROUTER_WARPS][ROUTER_MAX_EXPERTS];
@@ -150,8 +152,8 @@ mt_gpu_router(const float *logits, const float *bias, const struct mt_gpu_router
         return mt_fail(MT_ERR_INVAL, 0, "gpu router: %d experts in %d groups, top-%d, %d tokens",
                        p->n_experts, G, p->k, n_tok);
     }
-    router_kernel<<<(unsigned)MT_CEIL_DIV(n_tok, ROUTER_WARPS), ROUTER_WARPS * 32, 0, stream>>>(
-        logits, bias, n_tok, p->n_experts, G, p->topk_group, p->k, p->norm_topk_prob,
-        p->routed_scaling_factor, ids_out, w_out);
+    mt_pdl_launch(router_kernel, dim3((unsigned)MT_CEIL_DIV(n_tok, ROUTER_WARPS)),
+                  dim3(ROUTER_WARPS * 32), 0, stream, logits, bias, n_tok, p->n_experts, G,
+                  p->topk_group, p->k, p->norm_topk_prob, p->routed_scaling_factor, ids_out, w_out);
     return mt_cuda_launched("router", stream);
 }

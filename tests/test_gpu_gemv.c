@@ -3,11 +3,16 @@
  * test_gpu_gemv.c - mt_gpu_linear (FP8 with 128x128 block scales, BF16; 1 to 8 tokens) against
  * mt_cpu_linear, at odd sizes and at every V3.2 shape the decode path uses, and the same call
  * twice giving the same bits (the FP8 kernel splits rows over several warps and adds their sums).
- * MT_TEST_LONG=1 adds the BF16 lm_head (129280 x 7168, 1.85 GB).
+ * MT_TEST_LONG=1 adds the BF16 lm_head (129280 x 7168, 1.85 GB). Then a chain of dependent
+ * kernels (norm, GEMVs on both FP8 kernels, add) run with programmatic dependent launch, plain
+ * and as a recorded, updated and replayed CUDA graph, against the same chain synchronized after
+ * every kernel: equal bits, or a kernel read an input before its predecessor had written it.
  */
 #include <config.h>
 
 #include "cpu/ref_ops.h"
+#include "kernels/engine_ops.h"
+#include "kernels/graph.h"
 #include "tests/gpu_test.h"
 
 #include <math.h>
@@ -119,6 +124,170 @@ check_repeat(int64_t rows, int64_t cols, int n_tok)
     free(w);
 }
 
+/* ---- programmatic dependent launch: a chain of kernels, each reading its predecessor ---- */
+
+#define CH_H 7168     /* the model's width */
+#define CH_BIG 8192   /* rows of the >= 16 MB pair (tensor-core kernel at any token count) */
+#define CH_SMALL 2048 /* rows of the < 16 MB pair (CUDA-core loop at one token) */
+#define CH_ITERS 4
+
+struct chain {
+    struct mt_gpu_weight w[4]; /* big up, big down, small up, small down */
+    float *norm_w;
+    float *a; /* [t, H] the residual: input, and the chain's result */
+    float *n; /* [t, H] its norm */
+    float *b; /* [t, BIG] */
+    float *c; /* [t, SMALL] */
+    float *e; /* [t, H] */
+    int t;
+};
+
+static struct mt_gpu_weight
+chain_weight(int64_t rows, int64_t cols)
+{
+    size_t n_w = (size_t)rows * cols;
+    size_t n_s = (size_t)MT_CEIL_DIV(rows, 128) * MT_CEIL_DIV(cols, 128);
+    uint8_t *w = gt_malloc(n_w);
+    float *s = gt_malloc(n_s * sizeof(float));
+
+    gt_fill_fp8(w, n_w);
+    gt_fill(s, n_s, 0.5f / 448.0f, 1.5f / 448.0f);
+    struct mt_gpu_weight gw = {MT_DTYPE_F8_E4M3, gt_put(w, n_w), gt_put(s, n_s * sizeof(float)),
+                               rows, cols};
+    free(s);
+    free(w);
+    return gw;
+}
+
+/* Every buffer NaN but a = x0: a kernel that reads before its input is written sees NaN or the
+ * previous iteration's values, never the right ones. */
+static void
+chain_reset(struct chain *ch, const float *x0)
+{
+    size_t big = (size_t)ch->t * CH_BIG;
+    float *nan = gt_malloc(big * sizeof(float));
+
+    for (size_t i = 0; i < big; i++) {
+        nan[i] = NAN;
+    }
+    if (mt_gpu_copy_to_device(ch->a, x0, (size_t)ch->t * CH_H * sizeof(float)) != MT_OK ||
+        mt_gpu_copy_to_device(ch->n, nan, (size_t)ch->t * CH_H * sizeof(float)) != MT_OK ||
+        mt_gpu_copy_to_device(ch->b, nan, big * sizeof(float)) != MT_OK ||
+        mt_gpu_copy_to_device(ch->c, nan, (size_t)ch->t * CH_SMALL * sizeof(float)) != MT_OK ||
+        mt_gpu_copy_to_device(ch->e, nan, (size_t)ch->t * CH_H * sizeof(float)) != MT_OK) {
+        gt_bail("chain reset");
+    }
+    free(nan);
+}
+
+/* CH_ITERS x (a -> norm n -> b = big_up n -> a = big_down b (a is read two kernels earlier) ->
+ * c = small_up n -> e = small_down c -> a += e); sync: wait for each kernel before the next. */
+static bool
+chain_run(struct chain *ch, struct CUstream_st *s, bool sync)
+{
+    bool ok = true;
+
+    for (int it = 0; ok && it < CH_ITERS; it++) {
+        ok = mt_gpu_rmsnorm(ch->a, ch->norm_w, ch->t, CH_H, 1e-6f, ch->n, s) == MT_OK &&
+             (!sync || mt_gpu_stream_sync(s) == MT_OK);
+        for (int k = 0; ok && k < 4; k++) {
+            const float *in[4] = {ch->n, ch->b, ch->n, ch->c};
+            float *out[4] = {ch->b, ch->a, ch->c, ch->e};
+            ok = mt_gpu_linear(&ch->w[k], in[k], ch->t, out[k], s) == MT_OK &&
+                 (!sync || mt_gpu_stream_sync(s) == MT_OK);
+        }
+        ok = ok && mt_gpu_add(ch->a, ch->e, (size_t)ch->t * CH_H, s) == MT_OK;
+    }
+    return ok;
+}
+
+static bool
+chain_same(const char *what, struct chain *ch, const float *want, float *got)
+{
+    size_t n = (size_t)ch->t * CH_H;
+    bool finite = true;
+
+    gt_get(got, ch->a, n * sizeof(float));
+    for (size_t i = 0; i < n; i++) {
+        finite = finite && isfinite(want[i]);
+    }
+    bool ok = finite && memcmp(got, want, n * sizeof(float)) == 0;
+    tap_ok(ok, "chain of %d kernels, %d token%s, %s: the bits of the synchronized chain",
+           6 * CH_ITERS, ch->t, ch->t > 1 ? "s" : "", what);
+    return ok;
+}
+
+static void
+check_pdl_chain(int n_tok)
+{
+    struct chain ch;
+    struct CUstream_st *s = NULL;
+    size_t n = (size_t)n_tok * CH_H;
+    float *x0 = gt_malloc(n * sizeof(float));
+    float *want = gt_malloc(n * sizeof(float));
+    float *got = gt_malloc(n * sizeof(float));
+    float *nw = gt_malloc(CH_H * sizeof(float));
+    struct CUgraphExec_st *exec = NULL;
+    bool rebuilt = false;
+
+    mt_gpu_arena_reset(gt_arena);
+    ch.t = n_tok;
+    ch.w[0] = chain_weight(CH_BIG, CH_H);
+    ch.w[1] = chain_weight(CH_H, CH_BIG);
+    ch.w[2] = chain_weight(CH_SMALL, CH_H);
+    ch.w[3] = chain_weight(CH_H, CH_SMALL);
+    gt_fill(nw, CH_H, 0.5f, 1.5f);
+    gt_fill(x0, n, -1.0f, 1.0f);
+    ch.norm_w = gt_put(nw, CH_H * sizeof(float));
+    ch.a = gt_alloc(n * sizeof(float));
+    ch.n = gt_alloc(n * sizeof(float));
+    ch.b = gt_alloc((size_t)n_tok * CH_BIG * sizeof(float));
+    ch.c = gt_alloc((size_t)n_tok * CH_SMALL * sizeof(float));
+    ch.e = gt_alloc(n * sizeof(float));
+    if (mt_gpu_stream_create(&s) != MT_OK) {
+        gt_bail("stream");
+    }
+    /* the reference: plain launches, each kernel finished before the next starts */
+    mt_gpu_pdl_set(false);
+    chain_reset(&ch, x0);
+    if (!chain_run(&ch, s, true) || mt_gpu_stream_sync(s) != MT_OK) {
+        gt_bail("synchronized chain");
+    }
+    gt_get(want, ch.a, n * sizeof(float));
+    mt_gpu_pdl_set(true);
+    chain_reset(&ch, x0);
+    bool ok = chain_run(&ch, s, false) && mt_gpu_stream_sync(s) == MT_OK;
+    if (!ok) {
+        tap_ok(false, "chain with PDL: %s", mt_last_error());
+    } else {
+        chain_same(mt_gpu_pdl_active() ? "PDL launches" : "plain launches (no PDL here)", &ch, want,
+                   got);
+    }
+    /* recorded (PDL edges in the graph), replayed, then recorded again and updated in place */
+    for (int r = 0; r < 2; r++) {
+        chain_reset(&ch, x0);
+        ok = mt_gpu_graph_begin(s) == MT_OK;
+        bool ran = ok && chain_run(&ch, s, false); /* no synchronization while recording */
+        ok = mt_gpu_graph_end(s, ran, &exec, &rebuilt) == MT_OK && ran && exec != NULL &&
+             mt_gpu_graph_launch(exec, s) == MT_OK && mt_gpu_stream_sync(s) == MT_OK;
+        if (!ok) {
+            tap_ok(false, "chain recorded as a graph (%d): %s", r, mt_last_error());
+            continue;
+        }
+        chain_same(r == 0 ? "graph replay" : "graph updated and replayed", &ch, want, got);
+        if (r == 1) {
+            tap_ok(!rebuilt, "chain, %d token%s: a second recording updates the graph in place",
+                   n_tok, n_tok > 1 ? "s" : "");
+        }
+    }
+    mt_gpu_graph_destroy(exec);
+    mt_gpu_stream_destroy(s);
+    free(nw);
+    free(got);
+    free(want);
+    free(x0);
+}
+
 int
 main(void)
 {
@@ -176,6 +345,9 @@ main(void)
     } else {
         tap_diag("MT_TEST_LONG unset: BF16 129280 x 7168 (lm_head) not checked");
     }
+    check_pdl_chain(1);
+    check_pdl_chain(3);
+    check_pdl_chain(8);
     mt_gpu_arena_destroy(gt_arena);
     return tap_done();
 }

@@ -15,7 +15,7 @@
 #define MAX_E 16
 
 static void
-check_moe(int hidden, int inter, int n_exp, int n_tok, int k)
+check_moe_pad(int hidden, int inter, int n_exp, int n_tok, int k, bool pad)
 {
     size_t wsz = (size_t)inter * hidden;
     size_t ssz = (size_t)MT_CEIL_DIV(inter, 128) * MT_CEIL_DIV(hidden, 128);
@@ -101,6 +101,12 @@ check_moe(int hidden, int inter, int n_exp, int n_tok, int k)
         max_group = MT_MAX(max_group, in_group);
     }
     group_start[n_groups] = n_pairs;
+    /* pad: empty groups after the last up to one a pair, as the device grouping leaves them
+     * (with a valid expert) */
+    while (pad && n_groups < n_pairs) {
+        group_exp[n_groups] = host_exp[0];
+        group_start[++n_groups] = n_pairs;
+    }
 
     struct mt_gpu_moe_args a = {
         .hidden = hidden,
@@ -119,8 +125,8 @@ check_moe(int hidden, int inter, int n_exp, int n_tok, int k)
     };
     mt_status_t st = mt_gpu_moe_experts(&a, NULL);
     snprintf(name, sizeof(name),
-             "experts %d x %d, %d tokens x top-%d of %d (%d groups, <= %d a group)", inter, hidden,
-             n_tok, k, n_exp, n_groups, max_group);
+             "experts %d x %d, %d tokens x top-%d of %d (%d groups%s, <= %d a group)", inter,
+             hidden, n_tok, k, n_exp, n_groups, pad ? " with empty ones" : "", max_group);
     if (st != MT_OK) {
         tap_ok(false, "%s: launch failed: %s", name, mt_last_error());
     } else {
@@ -139,6 +145,22 @@ check_moe(int hidden, int inter, int n_exp, int n_tok, int k)
         tap_ok(sw > 0.0 && se / sw < 1e-9, "%s: NMSE %.3g < 1e-9", name,
                sw > 0.0 ? se / sw : 1.0);
     }
+    /* the same launch with programmatic dependent launch off and on (kernels/pdl.cuh): the
+     * kernels wait for their inputs either way, so the bits are the same */
+    size_t yb = (size_t)n_tok * hidden * sizeof(float);
+    float *got2 = gt_malloc(yb);
+    bool same = st == MT_OK;
+    for (int p = 0; same && p < 2; p++) {
+        mt_gpu_pdl_set(p == 1);
+        same = mt_gpu_copy_to_device(a.y, y0, yb) == MT_OK && mt_gpu_moe_experts(&a, NULL) == MT_OK;
+        if (same) {
+            gt_get(p == 0 ? got : got2, a.y, yb);
+        }
+    }
+    mt_gpu_pdl_set(true);
+    tap_ok(same && memcmp(got, got2, yb) == 0, "%s: the same bits with and without PDL%s", name,
+           mt_gpu_pdl_active() ? "" : " (no PDL on this device)");
+    free(got2);
     for (int e = 0; e < n_exp; e++) {
         for (int m = 0; m < 3; m++) {
             free(sc[e][m]);
@@ -150,6 +172,12 @@ check_moe(int hidden, int inter, int n_exp, int n_tok, int k)
     free(want);
     free(y0);
     free(x);
+}
+
+static void
+check_moe(int hidden, int inter, int n_exp, int n_tok, int k)
+{
+    check_moe_pad(hidden, inter, n_exp, n_tok, k, false);
 }
 
 int
@@ -164,6 +192,14 @@ main(void)
     check_moe(272, 144, 5, 3, 2);    /* odd sizes, partial scale blocks */
     check_moe(272, 144, 2, 8, 2);    /* every token on both experts: groups of exactly 8 */
     check_moe(1040, 400, 4, 7, 3);   /* rows past the last 16-row tile in gate/up and down */
+    /* one token (the one-wave kernels of moe.cu): odd sizes, partial scale blocks, few tiles */
+    check_moe(272, 144, 5, 1, 2);
+    check_moe(1040, 400, 4, 1, 3);
+    check_moe(2048, 512, 6, 1, 6);
+    check_moe(16, 16, 3, 1, 3); /* one tile an expert: a block spans several experts */
+    check_moe_pad(2048, 512, 10, 3, 4, true); /* empty groups at the end load nothing */
+    check_moe_pad(272, 144, 6, 4, 3, true);
+    check_moe_pad(7168, 2048, 16, 2, 8, true); /* decode of 2 tokens as the engine groups it */
     mt_gpu_arena_destroy(gt_arena);
     return tap_done();
 }

@@ -1,0 +1,621 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * gemv_wave.cuh - the FP8 decode GEMV core on tensor cores in one wave of equal shares, for
+ * gemv.cu's dense matrices and moe.cu's routed experts (a policy says where a block's rows and
+ * x come from and where the results go; the loop is the same).
+ */
+#ifndef MT_KERNELS_GEMV_WAVE_CUH
+#define MT_KERNELS_GEMV_WAVE_CUH
+
+#include "kernels/async_copy.cuh"
+#include "kernels/common.cuh"
+#include "kernels/pdl.cuh"
+
+#include <stdint.h>
+
+/* ---- FP8: tensor cores, every SM the same share ---------------------------------------------- */
+
+/*
+ * Work. The grid is one wave (blocks a SM from the occupancy calculator, times the SMs) and
+ * block b takes rows [b rows / blocks, (b + 1) rows / blocks): equal shares to within a row, at
+ * any row (a block's 16-row tiles need not start on a multiple of 16; every row has its own
+ * scale row). Inside a block the (tile, step) pairs, a step being 128 columns of one scale
+ * block, are numbered tile by tile and the MV_WARPS warps take equal contiguous ranges of them
+ * (within one step of each other). A tile that a warp covers whole goes straight to y; the
+ * pieces of a tile shared by consecutive warps meet in shared memory after one barrier and are
+ * added in warp order, so results do not depend on scheduling. Why so strict: a warp's rate is
+ * bounded by its bytes in flight, so the warp or SM with one share too many sets the time, and
+ * a launch in 2.2 waves of whole-row blocks (the previous core) idles most SMs in the last one.
+ * What is not balanced yet: a block's last tile may hold fewer than 16 rows (54 rows = 3.4
+ * tiles for the 7168-row matrices), and its steps cost as much issue time as full ones; the
+ * block's time follows its (tile, step) count, ceil(rows / 16) x steps, so the fix is to share
+ * those units over all warps of the grid (27 instead of 32 a warp at 7168 x 16384), which needs
+ * a fixed-order reduction of tiles split between blocks (not built).
+ *
+ * A step per thread (g = lane / 4, c = lane % 4): rows g and g + 8 of its tile, columns
+ * 16c .. 16c + 15 and 64 + 16c .. 64 + 16c + 15: four 16-byte loads, 128 contiguous bytes of a
+ * row across the four threads of a quad. Word j of a 16-byte load feeds one mma m16n8k16 (bytes
+ * 0 and 2 in A's k slots 2c, 2c + 1, bytes 1 and 3 in 2c + 8, 2c + 9: the two half2 of
+ * mt_fp8x4_decode), so a step is 8 mmas and the thread's x values line up with its own weights.
+ * The next steps are loaded ahead, across tile ends, without a barrier in the loop: into P
+ * register stages (P x 64 bytes a thread), or where shared memory allows into a cp.async ring
+ * of A stages (below).
+ *
+ * B holds x split into f16 hi and lo (x - hi): column n = 2t + h of the mma is token t's hi (h 0)
+ * or lo (h 1) half, so one mma serves 4 tokens, exact to about 22 bits of x (a single f16 misses
+ * the tests' tolerance); 5..8 tokens take a second mma (NB = 2). Thread (g, c) supplies column g
+ * of B and receives columns 2c (hi) and 2c + 1 (lo) of D: token c (+ 4 for the second mma).
+ */
+
+#define MV_WARPS 16 /* warps a block */
+/* shared memory of the staged x: 2 parities x nkb steps x 16 chunks a token, plus padding */
+#define MV_XS_BYTES(nt, cols) ((size_t)(nt) * 2 * (((cols) + 127) / 128 * 16 + 2) * 16)
+#define MV_XS_MAX (96 << 10) /* staged only below this (sm_86/89 blocks get 99 KB) */
+/* Register stages: 2 steps of 1 scale block ahead (measured 2026-11-30 on the H200: 3 steps, or
+ * steps of 2 blocks, spill registers and ran 0-10% slower) */
+#define MV_P 2
+#define MV_SW 1
+#define MV_ASYNC 1 /* the cp.async ring where it fits */
+/* Steps a warp asks L2 for in its prologue, before mt_pdl_wait (2 KB a warp and step). None:
+ * 8 made every shape 0.5-2.5 us slower, isolated or chained (H200, 2026-11-30 06:01) */
+#define MV_L2AHEAD 0
+
+static __device__ __forceinline__ uint32_t
+mv_h2bits(__half2 h)
+{
+    return *reinterpret_cast<uint32_t *>(&h);
+}
+
+/* (a, b) as f16x2: hi halves where lom is 0, lo halves (value - f16(value)) where lom is 1. */
+static __device__ __forceinline__ uint32_t
+mv_split(float a, float b, float lom)
+{
+    __half2 h = __floats2half2_rn(a, b);
+    float2 f = __half22float2(h);
+
+    return mv_h2bits(__floats2half2_rn(fmaf(-lom, f.x, a), fmaf(-lom, f.y, b)));
+}
+
+/* d += A B on tensor cores: A 16x16 f16 (row), B 16x8 f16 (col), D 16x8 fp32. */
+static __device__ __forceinline__ void
+mv_mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+       uint32_t b1)
+{
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/* One thread's two rows (g and g + 8) of a tile: where the loads of the next steps come from. */
+struct mv_rows {
+    const uint8_t *a; /* row g at column 16c (W itself when the row does not exist) */
+    const uint8_t *b; /* row g + 8 */
+    const float *sa;  /* the scale row of row g's 128-row block */
+    const float *sb;
+    bool va;
+    bool vb;
+};
+
+static __device__ __forceinline__ struct mv_rows
+mv_rows_at(const uint8_t *W, const float *Sc, int64_t cols, int nkb, int64_t row, int64_t end,
+           int c)
+{
+    struct mv_rows r;
+
+    r.va = row < end;
+    r.vb = row + 8 < end;
+    r.a = W + (r.va ? row * cols : 0) + 16 * c;
+    r.b = W + (r.vb ? (row + 8) * cols : 0) + 16 * c;
+    r.sa = Sc + (r.va ? (row >> 7) * nkb : 0);
+    r.sb = Sc + (r.vb ? ((row + 8) >> 7) * nkb : 0);
+    return r;
+}
+
+/* One loaded step: SW 128-column blocks, each four 16-byte pieces (row g low and high half, row
+ * g + 8 low and high half) and the two rows' scales. */
+template <int SW>
+struct mv_stage {
+    uint4 v[SW][4];
+    float sa[SW];
+    float sb[SW];
+};
+
+/* Load step k (columns 128 SW k ..) of this thread's rows. */
+template <int SW>
+static __device__ __forceinline__ void
+mv_fetch(const struct mv_rows &r, int64_t cols, int nkb, int c, int k, struct mv_stage<SW> &st)
+{
+    const uint4 z = make_uint4(0, 0, 0, 0);
+
+#pragma unroll
+    for (int s = 0; s < SW; s++) {
+        int kb = k * SW + s;
+        int64_t col = (int64_t)kb * 128 + 16 * c;
+        bool c0 = col < cols;
+        bool c1 = col + 64 < cols;
+        const uint4 *pa = reinterpret_cast<const uint4 *>(r.a + (int64_t)kb * 128);
+        const uint4 *pb = reinterpret_cast<const uint4 *>(r.b + (int64_t)kb * 128);
+
+        st.v[s][0] = r.va && c0 ? __ldcs(pa) : z;
+        st.v[s][1] = r.va && c1 ? __ldcs(pa + 4) : z;
+        st.v[s][2] = r.vb && c0 ? __ldcs(pb) : z;
+        st.v[s][3] = r.vb && c1 ? __ldcs(pb + 4) : z;
+        int ks = min(kb, nkb - 1); /* a block past the end has zero weights; any scale */
+        st.sa[s] = __ldg(r.sa + ks);
+        st.sb[s] = __ldg(r.sb + ks);
+    }
+}
+
+/* d += this thread's A of block s of the stage times B (bq: word pairs (b0, b1) of j = 0..3 for
+ * half h in bq[2h + j / 2], word 2 (j % 2)). */
+template <int SW>
+static __device__ __forceinline__ void
+mv_block_mma(const struct mv_stage<SW> &st, int s, const uint32_t (&bw)[2][4][2], float (&d)[4])
+{
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const uint32_t *wa = reinterpret_cast<const uint32_t *>(&st.v[s][h]);
+        const uint32_t *wb = reinterpret_cast<const uint32_t *>(&st.v[s][2 + h]);
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            __half2 la, ha, lb, hb;
+            mt_fp8x4_decode(wa[j], &la, &ha);
+            mt_fp8x4_decode(wb[j], &lb, &hb);
+            mv_mma(d, mv_h2bits(la), mv_h2bits(lb), mv_h2bits(ha), mv_h2bits(hb), bw[h][j][0],
+                   bw[h][j][1]);
+        }
+    }
+}
+
+/* acc[b][i] += scale * (row g + 8i, step k) . x of token c + 4b, in units of 2^-8; x from
+ * global memory (xr: this thread's token rows at column 16c), split into hi / lo here. */
+template <int NB, int SW>
+static __device__ __forceinline__ void
+mv_consume(const struct mv_stage<SW> &st, int64_t cols, int c, int k,
+           const float *const (&xr)[NB], float lom, float (&acc)[NB][2])
+{
+#pragma unroll
+    for (int s = 0; s < SW; s++) {
+        int64_t kc = (int64_t)(k * SW + s) * 128;
+        bool cv[2] = {kc + 16 * c < cols, kc + 16 * c + 64 < cols};
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            uint32_t bw[2][4][2];
+            float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const float4 *p = reinterpret_cast<const float4 *>(xr[b] + kc + 64 * h);
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    float4 q = cv[h] ? __ldg(p + j) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                    bw[h][j][0] = mv_split(q.x, q.z, lom);
+                    bw[h][j][1] = mv_split(q.y, q.w, lom);
+                }
+            }
+            mv_block_mma<SW>(st, s, bw, d);
+            acc[b][0] = fmaf(d[0] + d[1], st.sa[s], acc[b][0]);
+            acc[b][1] = fmaf(d[2] + d[3], st.sb[s], acc[b][1]);
+        }
+    }
+}
+
+/*
+ * x staged in shared memory (XS): the B fragments of every 128-column block, made once per block
+ * instead of once per warp and step (8 loads and 96 conversions a thread and block). Chunk
+ * (token t, parity p, block k, thread column c, q) holds the four words (b0, b1 of word
+ * j = 2(q & 1), then of j + 1) of half h = q >> 1: the hi halves for p = 0, lo for p = 1. A
+ * thread reads its four chunks of a block as four 16-byte loads; q is swizzled by c and parity 1
+ * starts 2 chunks later, so the 8 chunks that one load of a warp touches for one token fall in 8
+ * different bank groups.
+ */
+static __device__ __forceinline__ int64_t
+mv_xs_base(int t, int p, int nkb)
+{
+    return ((int64_t)(2 * t + p) * nkb * 16) + 2 * (2 * t + p);
+}
+
+#define MV_FILL_UNROLL 4 /* chunk pairs a thread converts at once: their loads overlap */
+
+static __device__ __forceinline__ void
+mv_xs_fill(uint4 *xs, const float *x, int64_t cols, int nkb, int nt)
+{
+    int total = nt * nkb * 16; /* chunk positions; each gives the hi and the lo chunk */
+
+    for (int i0 = threadIdx.x; i0 < total; i0 += MV_FILL_UNROLL * blockDim.x) {
+        float4 v[MV_FILL_UNROLL][2];
+#pragma unroll
+        for (int u = 0; u < MV_FILL_UNROLL; u++) {
+            int i = i0 + u * blockDim.x;
+            int q = i & 3;
+            int c = (i >> 2) & 3;
+            int k = (i >> 4) % nkb;
+            int t = (i >> 4) / nkb;
+#pragma unroll
+            for (int jj = 0; jj < 2; jj++) {
+                int64_t col = (int64_t)k * 128 + 64 * (q >> 1) + 16 * c + 4 * (2 * (q & 1) + jj);
+                v[u][jj] = i < total && col < cols
+                               ? __ldg(reinterpret_cast<const float4 *>(x + t * cols + col))
+                               : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < MV_FILL_UNROLL; u++) {
+            int i = i0 + u * blockDim.x;
+            if (i >= total) {
+                break;
+            }
+            int q = i & 3;
+            int c = (i >> 2) & 3;
+            int k = (i >> 4) % nkb;
+            int t = (i >> 4) / nkb;
+#pragma unroll
+            for (int p = 0; p < 2; p++) {
+                float lom = (float)p;
+                uint4 b = make_uint4(mv_split(v[u][0].x, v[u][0].z, lom),
+                                     mv_split(v[u][0].y, v[u][0].w, lom),
+                                     mv_split(v[u][1].x, v[u][1].z, lom),
+                                     mv_split(v[u][1].y, v[u][1].w, lom));
+                xs[mv_xs_base(t, p, nkb) + (k * 4 + c) * 4 + (q ^ (c >> 1))] = b;
+            }
+        }
+    }
+}
+
+/* mv_consume with x from the staged fragments: xsb = this thread's token and parity base. */
+template <int SW>
+static __device__ __forceinline__ void
+mv_consume_xs(const struct mv_stage<SW> &st, const uint4 *xsb, int nkb, int c, int k,
+              float (&acc)[2])
+{
+#pragma unroll
+    for (int s = 0; s < SW; s++) {
+        int kb = min(k * SW + s, nkb - 1); /* past the end: zero weights, any x */
+        uint32_t bw[2][4][2];
+        float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            uint4 b = xsb[(int64_t)kb * 16 + c * 4 + (q ^ (c >> 1))];
+            bw[q >> 1][2 * (q & 1)][0] = b.x;
+            bw[q >> 1][2 * (q & 1)][1] = b.y;
+            bw[q >> 1][2 * (q & 1) + 1][0] = b.z;
+            bw[q >> 1][2 * (q & 1) + 1][1] = b.w;
+        }
+        mv_block_mma<SW>(st, s, bw, d);
+        acc[0] = fmaf(d[0] + d[1], st.sa[s], acc[0]);
+        acc[1] = fmaf(d[2] + d[3], st.sb[s], acc[1]);
+    }
+}
+
+/* y of this thread's rows (g, g + 8 of the tile at `row`) and tokens (c, c + 4). */
+template <int NB>
+static __device__ __forceinline__ void
+mv_store(float *y, int64_t rows, int64_t row, int64_t end, int nt, int c,
+         const float (&acc)[NB][2])
+{
+#pragma unroll
+    for (int b = 0; b < NB; b++) {
+        int t = c + 4 * b;
+        if (t < nt) {
+            if (row < end) {
+                y[(int64_t)t * rows + row] = acc[b][0] * MT_FP8_DECODE_SCALE;
+            }
+            if (row + 8 < end) {
+                y[(int64_t)t * rows + row + 8] = acc[b][1] * MT_FP8_DECODE_SCALE;
+            }
+        }
+    }
+}
+
+/*
+ * Asynchronous copies (A > 0): instead of P steps in registers, each thread copies its own 64
+ * bytes and two scales of a step with cp.async (sm_80+) into its private slots of an A-stage
+ * ring in shared memory, A - 1 steps ahead, and waits for its own copies only: more bytes in
+ * flight than registers allow (ncu, 2026-11-30: with 2 register stages the warps spent half
+ * their time waiting for loads), still without a barrier in the loop. Slot (stage, piece,
+ * thread) is 16 bytes at ((stage * 4 + piece) * MV_WARPS * 32 + thread): a warp's loads of a
+ * piece are 512 contiguous bytes.
+ */
+#define MV_T (MV_WARPS * 32)
+#define MV_RING_BYTES(A) ((size_t)(A) * MV_T * (4 * 16 + 2 * 4))
+
+/* Copy step k of this thread's rows into ring stage `stage` (zero-filled past the ends). */
+static __device__ __forceinline__ void
+mv_fetch_async(uint4 *ring, float *rs, int stage, const struct mv_rows &r, int64_t cols, int nkb,
+               int c, int k)
+{
+    int64_t col = (int64_t)k * 128 + 16 * c;
+    bool c0 = col < cols;
+    bool c1 = col + 64 < cols;
+    const uint8_t *pa = r.a + (int64_t)k * 128;
+    const uint8_t *pb = r.b + (int64_t)k * 128;
+    uint4 *dst = ring + (size_t)stage * 4 * MV_T + threadIdx.x;
+    float *sd = rs + (size_t)stage * 2 * MV_T + threadIdx.x;
+    int ks = min(k, nkb - 1);
+
+    mt_cp_async16(dst, r.va && c0 ? pa : r.a, r.va && c0);
+    mt_cp_async16(dst + MV_T, r.va && c1 ? pa + 64 : r.a, r.va && c1);
+    mt_cp_async16(dst + 2 * MV_T, r.vb && c0 ? pb : r.b, r.vb && c0);
+    mt_cp_async16(dst + 3 * MV_T, r.vb && c1 ? pb + 64 : r.b, r.vb && c1);
+    mt_cp_async4(sd, r.sa + ks, true);
+    mt_cp_async4(sd + MV_T, r.sb + ks, true);
+}
+
+static __device__ __forceinline__ void
+mv_ring_read(const uint4 *ring, const float *rs, int stage, struct mv_stage<1> &st)
+{
+    const uint4 *src = ring + (size_t)stage * 4 * MV_T + threadIdx.x;
+    const float *sd = rs + (size_t)stage * 2 * MV_T + threadIdx.x;
+
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+        st.v[0][q] = src[q * MV_T];
+    }
+    st.sa[0] = sd[0];
+    st.sb[0] = sd[MV_T];
+}
+
+/*
+ * The body of a one-wave kernel over the rows that policy m describes (mv_dense below; moe.cu
+ * has the experts' policies). NB: mmas a block (tokens 1..4 or 5..8); P: steps loaded ahead;
+ * XS: x staged in shared memory (NB 1 only; dynamic shared memory of MV_XS_BYTES(nt, cols));
+ * SW: 128-column blocks a step; A: stages of the cp.async ring instead of P register stages (0:
+ * none; needs XS, SW 1, NB 1; MV_RING_BYTES(A) more dynamic shared memory after the staged x).
+ * The caller's kernel is __launch_bounds__(MV_T, 1) and passes its dynamic shared memory.
+ *
+ * A policy M has: cols, nt (the matrix's columns and the tokens), kWeightsFirst (its weight
+ * addresses are known before mt_pdl_wait: the loads of the first steps are issued before it),
+ * share(rb0, rb1) (this block's rows, whole tiles where the policy's tiles must not straddle
+ * two matrices), rows_at(row, end, c, nkb) (the mv_rows of a thread's rows row, row + 8),
+ * stage(xs, nkb) (x staged for this block, staged() rows of x at most), xs_base(xs, row, g,
+ * nkb) (thread g's staged x for the tile at row), x_row(t) (token t's x in global memory, for
+ * XS false) and store<NB>(row, end, c, acc) (a finished tile's results).
+ */
+template <int NB, int P, bool XS, int SW, int A, class M>
+static __device__ __forceinline__ void
+mv_wave(const M &m, uint4 *xs, int l2ahead)
+{
+    __shared__ float red[MV_WARPS][2][2 * NB][32]; /* a warp's first and last tile, if shared */
+    const int64_t cols = m.cols;
+    const int nt = m.nt;
+    if (!M::kWeightsFirst) {
+        mt_pdl_enter(); /* even the weights' addresses come from an earlier kernel */
+    }
+    int w = threadIdx.x >> 5;
+    int lane = threadIdx.x & 31;
+    int g = lane >> 2;
+    int c = lane & 3;
+    int64_t rb0;
+    int64_t rb1;
+    m.share(rb0, rb1);
+    int nkb = (int)((cols + 127) / 128);
+    int nst = (nkb + SW - 1) / SW; /* steps a tile */
+    int64_t units = (rb1 - rb0 + 15) / 16 * nst;
+    int64_t a = w * units / MV_WARPS; /* this warp's (tile, step) numbers: a .. e - 1 */
+    int64_t e = (w + 1) * units / MV_WARPS;
+    int n = (int)(e - a);
+    int t0 = (int)(a / nst); /* first tile */
+
+    const float *xr[NB];
+#pragma unroll
+    for (int b = 0; b < NB; b++) {
+        int t = min((g >> 1) + 4 * b, nt - 1); /* columns of absent tokens: any finite x */
+        xr[b] = m.x_row(t) + 16 * c;
+    }
+    float lom = (g & 1) ? 1.0f : 0.0f;
+    float acc[NB][2];
+#pragma unroll
+    for (int b = 0; b < NB; b++) {
+        acc[b][0] = 0.0f;
+        acc[b][1] = 0.0f;
+    }
+
+    /* fetch cursor (ft, fk) runs ahead of the consume cursor (ct, ck) */
+    int ft = t0;
+    int fk = (int)(a - (int64_t)t0 * nst);
+    int ct = ft;
+    int ck = fk;
+    struct mv_rows fr = m.rows_at(rb0 + 16 * ft + g, rb1, c, nkb);
+    auto advance = [&]() {
+        if (++fk == nst) {
+            fk = 0;
+            ft++;
+            fr = m.rows_at(rb0 + 16 * ft + g, rb1, c, nkb);
+        }
+    };
+    /* after each step: a tile ends, or this warp's range does: store it or leave the piece */
+    /* L2 prefetch of the `ahead` steps after the fetch cursor (the lines of rows g and g + 8,
+     * one thread of a quad each): weights no kernel writes, so they may be requested before
+     * mt_pdl_wait, while the previous kernel finishes (a hint; the loads come later) */
+    auto prefetch_ahead = [&](int done, int ahead) {
+        int pt = ft;
+        int pk = fk;
+        struct mv_rows pr = fr;
+        for (int i = done; i < min(n, done + ahead); i++) {
+            if (c == 0) {
+                if (pr.va) {
+                    mt_prefetch_l2(pr.a + (int64_t)pk * 128);
+                }
+                if (pr.vb) {
+                    mt_prefetch_l2(pr.b + (int64_t)pk * 128);
+                }
+            }
+            if (++pk == nst) {
+                pk = 0;
+                pt++;
+                pr = m.rows_at(rb0 + 16 * pt + g, rb1, c, nkb);
+            }
+        }
+    };
+    auto step_done = [&](bool last) {
+        if (++ck == nst || last) {
+            int64_t u0 = (int64_t)ct * nst;
+            if (u0 >= a && u0 + nst <= e) {
+                m.template store<NB>(rb0 + 16 * ct + g, rb1, c, acc);
+            } else {
+                int slot = ct == t0 ? 0 : 1;
+#pragma unroll
+                for (int b = 0; b < NB; b++) {
+                    red[w][slot][2 * b][lane] = acc[b][0];
+                    red[w][slot][2 * b + 1][lane] = acc[b][1];
+                }
+            }
+#pragma unroll
+            for (int b = 0; b < NB; b++) {
+                acc[b][0] = 0.0f;
+                acc[b][1] = 0.0f;
+            }
+            ck = 0;
+            ct++;
+        }
+    };
+    if constexpr (A > 0) {
+        uint4 *ring = xs + (XS ? (int64_t)m.staged() * 2 * (nkb * 16 + 2) : 0);
+        float *rs = reinterpret_cast<float *>(ring + (size_t)A * 4 * MV_T);
+#pragma unroll
+        for (int i = 0; i < A - 1; i++) {
+            if (i < n) {
+                mv_fetch_async(ring, rs, i, fr, cols, nkb, c, fk);
+                advance();
+            }
+            mt_cp_async_commit();
+        }
+        prefetch_ahead(A - 1, l2ahead);
+        if (M::kWeightsFirst) {
+            mt_pdl_enter(); /* x is the previous kernel's output: read it after the wait */
+        }
+        m.stage(xs, nkb); /* the first steps' copies are in flight meanwhile */
+        __syncthreads();
+        int64_t xt = rb0 + 16 * ct; /* the tile xsb belongs to */
+        const uint4 *xsb = m.xs_base(xs, xt, g, nkb);
+        int sc = 0; /* stage of step i */
+        for (int i = 0; i < n; i++) {
+            if (i + A - 1 < n) {
+                mv_fetch_async(ring, rs, (sc + A - 1) % A, fr, cols, nkb, c, fk);
+                advance();
+            }
+            mt_cp_async_commit();
+            mt_cp_async_wait<A - 1>(); /* step i's group is complete; A - 1 newer may be in flight */
+            struct mv_stage<1> st;
+            mv_ring_read(ring, rs, sc, st);
+            if (rb0 + 16 * ct != xt) {
+                xt = rb0 + 16 * ct;
+                xsb = m.xs_base(xs, xt, g, nkb);
+            }
+            mv_consume_xs<1>(st, xsb, nkb, c, ck, acc[0]);
+            step_done(i + 1 == n);
+            sc = sc + 1 == A ? 0 : sc + 1;
+        }
+        mt_cp_async_wait<0>();
+    } else {
+        struct mv_stage<SW> st[P];
+
+#pragma unroll
+        for (int i = 0; i < P; i++) {
+            if (i < n) {
+                mv_fetch<SW>(fr, cols, nkb, c, fk, st[i]);
+                advance();
+            }
+        }
+        prefetch_ahead(P, l2ahead);
+        if (M::kWeightsFirst) {
+            mt_pdl_enter(); /* x is the previous kernel's output: read it after the wait */
+        }
+        const uint4 *xsb = xs;
+        int64_t xt = rb0 + 16 * ct; /* the tile xsb belongs to */
+        if (XS) { /* the first steps' loads are in flight meanwhile */
+            m.stage(xs, nkb);
+            __syncthreads();
+            xsb = m.xs_base(xs, xt, g, nkb);
+        }
+        for (int i0 = 0; i0 < n; i0 += P) {
+#pragma unroll
+            for (int i = 0; i < P; i++) {
+                if (i0 + i < n) {
+                    if (XS) {
+                        if (rb0 + 16 * ct != xt) {
+                            xt = rb0 + 16 * ct;
+                            xsb = m.xs_base(xs, xt, g, nkb);
+                        }
+                        mv_consume_xs<SW>(st[i], xsb, nkb, c, ck, acc[0]);
+                    } else {
+                        mv_consume<NB, SW>(st[i], cols, c, ck, xr, lom, acc);
+                    }
+                    if (i0 + i + P < n) {
+                        mv_fetch<SW>(fr, cols, nkb, c, fk, st[i]);
+                        advance();
+                    }
+                    step_done(i0 + i + 1 == n);
+                }
+            }
+        }
+    }
+    __syncthreads();
+    if (n == 0) {
+        return;
+    }
+    /* the warp holding the first piece of a shared tile adds the pieces in warp order */
+    int tl = (int)((e - 1) / nst);
+    int64_t u0 = (int64_t)tl * nst;
+    if (u0 < a || u0 + nst <= e) {
+        return; /* not this warp's tile to finish: whole (stored) or begun by an earlier warp */
+    }
+    int slot = tl == t0 ? 0 : 1;
+#pragma unroll
+    for (int b = 0; b < NB; b++) {
+        acc[b][0] = red[w][slot][2 * b][lane];
+        acc[b][1] = red[w][slot][2 * b + 1][lane];
+    }
+    for (int w2 = w + 1; w2 < MV_WARPS; w2++) {
+        int64_t a2 = w2 * units / MV_WARPS;
+        if (a2 >= u0 + nst) {
+            break;
+        }
+        if ((w2 + 1) * units / MV_WARPS == a2) {
+            continue; /* an empty range */
+        }
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            acc[b][0] += red[w2][0][2 * b][lane];
+            acc[b][1] += red[w2][0][2 * b + 1][lane];
+        }
+    }
+    m.template store<NB>(rb0 + 16 * tl + g, rb1, c, acc);
+}
+
+/* The dense policy of mv_wave: W [rows, cols] with its block scales, x [nt, cols], y [nt, rows];
+ * equal shares to within a row, at any row. */
+struct mv_dense {
+    static constexpr bool kWeightsFirst = true;
+    const uint8_t *W;
+    const float *Sc;
+    int64_t rows;
+    int64_t cols;
+    const float *x;
+    int nt;
+    float *y;
+
+    __device__ void share(int64_t &rb0, int64_t &rb1) const
+    {
+        rb0 = (int64_t)blockIdx.x * rows / gridDim.x;
+        rb1 = (int64_t)(blockIdx.x + 1) * rows / gridDim.x;
+    }
+    __device__ struct mv_rows rows_at(int64_t row, int64_t end, int c, int nkb) const
+    {
+        return mv_rows_at(W, Sc, cols, nkb, row, end, c);
+    }
+    __device__ void stage(uint4 *xs, int nkb) const { mv_xs_fill(xs, x, cols, nkb, nt); }
+    __device__ int staged(void) const { return nt; }
+    __device__ const uint4 *xs_base(const uint4 *xs, int64_t row, int g, int nkb) const
+    {
+        return xs + mv_xs_base(min(g >> 1, nt - 1), g & 1, nkb);
+    }
+    __device__ const float *x_row(int t) const { return x + (int64_t)t * cols; }
+    template <int NB>
+    __device__ void store(int64_t row, int64_t end, int c, const float (&acc)[NB][2]) const
+    {
+        mv_store<NB>(y, rows, row, end, nt, c, acc);
+    }
+};
+
+#endif /* MT_KERNELS_GEMV_WAVE_CUH */
