@@ -8,7 +8,9 @@
  * keeps an online softmax (running max and sum); a second kernel merges the splits
  * (flash-decoding). The cache is BF16 (default) or fp32 (exact mode). The fp32 cache runs on CUDA
  * cores (mla_split_kernel); the BF16 cache on tensor cores (mla_tc_kernel, mma.sync, sm_80+), with
- * q and the probabilities split into two bf16 each so that it keeps the fp32 kernel's accuracy.
+ * q and the probabilities split into two bf16 each so that it keeps the fp32 kernel's accuracy,
+ * where a block may have its ~201 KB of shared memory (sm_90, sm_100; not sm_80/86/89/120, which
+ * run the BF16 cache on the CUDA-core kernel: tc_usable).
  * bench/results/kernels-h200.md gives both against the byte floor.
  */
 #include <config.h>
@@ -550,25 +552,40 @@ mt_gpu_mla_work_bytes(int n_heads, int n_idx)
     return splits * (size_t)n_heads * (MLA_RANK + 2) * sizeof(float);
 }
 
+/*
+ * Raise kernel f's dynamic shared memory limit to `bytes` once per device (set[dev]; a race only
+ * repeats the call).
+ */
+static mt_status_t
+smem_attr_once(const void *f, int bytes, bool (&set)[64])
+{
+    int dev = 0;
+    mt_status_t st = MT_CUDA(cudaGetDevice(&dev));
+
+    if (st != MT_OK || (dev >= 0 && dev < 64 && set[dev])) {
+        return st;
+    }
+    st = MT_CUDA(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+    if (st == MT_OK && dev >= 0 && dev < 64) {
+        set[dev] = true;
+    }
+    return st;
+}
+
 template <typename T>
 static mt_status_t
 mla_launch(const float *q_lat, const float *q_pe, int n_heads, const void *lat, const void *kpe,
            const int32_t *idx, int n_idx, float scale, void *work, float *o_lat, cudaStream_t s)
 {
-    static bool attr_set = false;
+    static bool attr_set[64];
     size_t smem = mla_smem_bytes<T>();
     int splits = MT_MAX(MT_CEIL_DIV(n_idx, MLA_SPLIT), 1);
     float *o_part = (float *)work;
     float *ml_part = o_part + (size_t)splits * n_heads * MLA_RANK;
     mt_status_t st;
 
-    if (!attr_set) {
-        st = MT_CUDA(cudaFuncSetAttribute(mla_split_kernel<T>,
-                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        if (st != MT_OK) {
-            return st;
-        }
-        attr_set = true;
+    if ((st = smem_attr_once((const void *)mla_split_kernel<T>, (int)smem, attr_set)) != MT_OK) {
+        return st;
     }
     dim3 grid(n_heads / MLA_HEADS, splits);
     mla_split_kernel<T><<<grid, MLA_THREADS, smem, s>>>(q_lat, q_pe, (const T *)lat,
@@ -582,26 +599,53 @@ mla_launch(const float *q_lat, const float *q_pe, int n_heads, const void *lat, 
     return mt_cuda_launched("mla_combine", s);
 }
 
-/* The tensor-core kernel for a BF16 cache (MT_MLA_CUDA_CORES=1 keeps the one above, to compare). */
+/*
+ * Whether the tensor-core kernel may run here: its block needs sizeof(struct tc_smem) (~201 KB)
+ * of shared memory, which sm_90/sm_100 give (227 KB) and sm_80 (163 KB), sm_86/89/120 (99 KB)
+ * do not; its q loads are 16 bytes wide; MT_MLA_CUDA_CORES=1 keeps the CUDA-core kernel (to
+ * compare). Where it may not, the CUDA-core kernel computes the same attention.
+ */
+static mt_status_t
+tc_usable(const float *q_lat, const float *q_pe, bool *usable)
+{
+    static int known[64]; /* 1 fits, -1 does not, 0 not asked yet (a race only repeats it) */
+    int dev = 0;
+    int optin = 0;
+    mt_status_t st;
+
+    *usable = false;
+    if (getenv("MT_MLA_CUDA_CORES") != NULL || ((uintptr_t)q_lat | (uintptr_t)q_pe) % 16 != 0) {
+        return MT_OK;
+    }
+    if ((st = MT_CUDA(cudaGetDevice(&dev))) != MT_OK || dev < 0 || dev >= 64) {
+        return st;
+    }
+    if (known[dev] == 0) {
+        st = MT_CUDA(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+        if (st != MT_OK) {
+            return st;
+        }
+        known[dev] = optin >= (int)sizeof(struct tc_smem) ? 1 : -1;
+    }
+    *usable = known[dev] > 0;
+    return MT_OK;
+}
+
+/* The tensor-core kernel for a BF16 cache (where tc_usable). */
 static mt_status_t
 mla_tc_launch(const float *q_lat, const float *q_pe, int n_heads, const uint16_t *lat,
               const uint16_t *kpe, const int32_t *idx, int n_idx, float scale, void *work,
               float *o_lat, cudaStream_t s)
 {
-    static bool attr_set = false;
+    static bool attr_set[64];
     int smem = (int)sizeof(struct tc_smem);
     int splits = MT_MAX(MT_CEIL_DIV(n_idx, TC_SPLIT), 1); /* <= the work's MLA_SPLIT count */
     float *o_part = (float *)work;
     float *ml_part = o_part + (size_t)splits * n_heads * MLA_RANK;
     mt_status_t st;
 
-    if (!attr_set) {
-        st = MT_CUDA(cudaFuncSetAttribute(mla_tc_kernel,
-                                          cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-        if (st != MT_OK) {
-            return st;
-        }
-        attr_set = true;
+    if ((st = smem_attr_once((const void *)mla_tc_kernel, smem, attr_set)) != MT_OK) {
+        return st;
     }
     dim3 grid(n_heads / MLA_HEADS, splits);
     mla_tc_kernel<<<grid, TC_THREADS, smem, s>>>(q_lat, q_pe, lat, kpe, idx, n_idx, scale,
@@ -630,7 +674,12 @@ mt_gpu_mla_decode(const float *q_lat, const float *q_pe, int n_heads, int kv_ran
                        "(needs 512 + 64, heads a multiple of 16, aligned cache)",
                        n_heads, kv_rank, rope, mt_dtype_name(cache_dtype), n_idx);
     }
-    if (cache_dtype == MT_DTYPE_BF16 && getenv("MT_MLA_CUDA_CORES") == NULL) {
+    bool tc = false;
+    mt_status_t st = cache_dtype == MT_DTYPE_BF16 ? tc_usable(q_lat, q_pe, &tc) : MT_OK;
+    if (st != MT_OK) {
+        return st;
+    }
+    if (tc) {
         return mla_tc_launch(q_lat, q_pe, n_heads, (const uint16_t *)lat, (const uint16_t *)kpe,
                              idx, n_idx, scale, work, o_lat, stream);
     }

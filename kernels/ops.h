@@ -167,10 +167,9 @@ MT_GPU_FN mt_status_t mt_gpu_index_scores(const float *q, const float *w, int n_
  * FP8 index scores (mt_cpu_index_scores_fp8, DeepGEMM's fp8_mqa_logits): out[s] = k_scale[s] *
  * sum_h ReLU(q8[h] . k8[s]) * w[h]; q8 [64, 128] and k8 [n_keys, 128] e4m3 bytes, w [64] with the
  * q scales folded in. Tensor cores (mma.sync f16 -> f32, sm_80+; on sm_89+ a kernel that converts
- * each byte once in hardware; on sm_90 from an sm_90a build, warpgroup MMA): e4m3 -> f16 is exact
- * and so is each product; only the order of the fp32 sums differs from the CPU. n_heads must be
- * 64 and dim 128 (the V3.2 indexer); k8 16-byte
- * aligned.
+ * each byte once in hardware): e4m3 -> f16 is exact and so is each product; only the order of
+ * the fp32 sums differs from the CPU. n_heads must be 64 and dim 128 (the V3.2 indexer); q8 and
+ * k8 16-byte aligned.
  */
 MT_GPU_FN mt_status_t mt_gpu_index_scores_fp8(const uint8_t *q8, const float *w, int n_heads,
                                               int dim, const uint8_t *k8, const float *k_scale,
@@ -206,8 +205,9 @@ MT_GPU_FN mt_status_t mt_gpu_topk(const float *scores, int64_t ld, int n_rows, i
  * kpe [*, 64] are BF16 (default) or F32 (exact mode), cache_dtype says which. n_heads a multiple
  * of 16; kv_rank 512 and rope 64 (V3.2). idx entries < 0 are skipped (padding of a short top-k).
  * work: device scratch of mt_gpu_mla_work_bytes(n_heads, n_idx) bytes. A BF16 cache runs on
- * tensor cores (mma.sync bf16, sm_80+; q and the probabilities split into two bf16 each so that
- * the result stays within the fp32 kernel's bounds), an F32 cache on CUDA cores.
+ * tensor cores (mma.sync bf16, where a block may have ~201 KB of shared memory: sm_90 and
+ * sm_100; q and the probabilities split into two bf16 each so that the result stays within the
+ * fp32 kernel's bounds), elsewhere, and an F32 cache, on CUDA cores.
  */
 MT_GPU_FN size_t mt_gpu_mla_work_bytes(int n_heads, int n_idx);
 MT_GPU_FN mt_status_t mt_gpu_mla_decode(const float *q_lat, const float *q_pe, int n_heads,

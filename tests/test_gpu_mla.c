@@ -2,7 +2,9 @@
 /*
  * test_gpu_mla.c - sparse MLA decode (absorbed form) against mt_cpu_mla_absorbed: the DSA case
  * (2048 selected positions of a longer cache, 128 heads), dense causal rows shorter than
- * index_topk, a row of one, an empty row, padding (-1) in the selection; BF16 and fp32 caches.
+ * index_topk, a row of one, an empty row, padding (-1) in the selection; BF16 and fp32 caches;
+ * the BF16 cache on both its kernels (tensor cores where the device has the shared memory, and the
+ * CUDA-core one that other GPUs run, forced by MT_MLA_CUDA_CORES=1).
  */
 #include <config.h>
 
@@ -88,9 +90,10 @@ check_mla(enum mt_dtype cdt, int n_heads, int n_cache, int n_sel, bool pad)
     float *d_o = gt_alloc((size_t)n_heads * RANK * sizeof(float));
     mt_status_t st = mt_gpu_mla_decode(d_ql, d_qp, n_heads, RANK, ROPE, cdt, d_lat, d_kpe, d_idx,
                                        n_idx, SCALE, work, d_o, NULL);
-    snprintf(name, sizeof(name), "MLA decode, %s cache, %d heads, %s %d of %d positions%s",
+    snprintf(name, sizeof(name), "MLA decode, %s cache, %d heads, %s %d of %d positions%s%s",
              b16 ? "bf16" : "fp32", n_heads, dense ? "dense" : "sparse", n_idx, n_cache,
-             pad ? " with -1 padding" : "");
+             pad ? " with -1 padding" : "",
+             b16 && getenv("MT_MLA_CUDA_CORES") != NULL ? " (CUDA-core kernel)" : "");
     if (st != MT_OK) {
         tap_ok(false, "%s: launch failed: %s", name, mt_last_error());
     } else {
@@ -123,6 +126,13 @@ main(void)
     check_mla(MT_DTYPE_BF16, 32, 1, -1, false);
     check_mla(MT_DTYPE_F32, 128, 10, 0, false);        /* no positions: zeros */
     check_mla(MT_DTYPE_BF16, 64, 100000, 100, false);
+    /* the BF16 cache's CUDA-core kernel: what GPUs without the tensor-core kernel's shared
+       memory run (sm_80/86/89/120), forced here */
+    setenv("MT_MLA_CUDA_CORES", "1", 1);
+    check_mla(MT_DTYPE_BF16, 128, 9000, 2048, false);
+    check_mla(MT_DTYPE_BF16, 128, 3000, 2048, true);
+    check_mla(MT_DTYPE_BF16, 32, 1, -1, false);
+    unsetenv("MT_MLA_CUDA_CORES");
     mt_gpu_arena_destroy(gt_arena);
     return tap_done();
 }
