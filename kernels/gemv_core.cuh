@@ -9,9 +9,10 @@
  * One mma.sync m16n8k16 multiplies 16 weight rows by 8 tokens over 16 columns, so the work per
  * weight byte is the same for 1 and for 8 tokens (the CUDA-core loop takes 3.4x and 6.7x the
  * time of one token for 4 and 8; bench/results/kernels-h200.md). Only moe.cu uses this core now,
- * for 2..8 tokens: gemv.cu has its own tensor-core kernel since 2026-11-30 session 3 (one wave,
- * equal shares, register or cp.async stages; 1.4-3x faster than this core at 2..8 tokens), which
- * moe.cu also uses for one token since session 4 (gemv_wave.cuh).
+ * for 5..8 tokens and where the one-wave kernel does not fit: gemv.cu has its own tensor-core
+ * kernel since 2026-11-30 session 3 (one wave, equal shares, register or cp.async stages; 1.4-3x
+ * faster than this core at 2..8 tokens), which moe.cu also uses for 1..4 tokens since session 4
+ * (gemv_wave.cuh).
  *
  * The layout tricks, each of which removes a shuffle, a transpose or a barrier:
  * - Column permutation. A dot product does not care which columns meet in which mma slot as long

@@ -5,7 +5,8 @@
  *
  * The one idea: pairs (token, expert) arrive grouped by expert, so each expert's weights are read
  * once for all the tokens routed to it (up to 8: the mma's n), with the FP8 core gemv_core.cuh;
- * one token (plain decode) runs on gemv.cu's one-wave kernel instead (gemv_wave.cuh, below). In
+ * up to 4 tokens with at most 4 pairs a group (plain decode, short MTP batches) run on gemv.cu's
+ * one-wave kernel instead (gemv_wave.cuh, below; the core stays the fallback). In
  * gate/up a warp's two 16-row tiles are the same 16 rows of gate and of up, so each thread holds g
  * and u of the same (row, token) and forms SiLU(g) * u in registers; only h [pairs, inter] touches
  * memory. The final sum runs over a token's pairs in pair order, so results do not depend on
@@ -177,7 +178,8 @@ struct moe_wave_gate_up {
     __device__ struct mv_rows rows_at(int64_t row, int64_t end, int c, int nkb) const
     {
         int64_t t = row >> 4;
-        int e = (int)(t / oct);
+        /* past the end (the fetch cursor's last advance): any group, never read */
+        int e = row < end ? (int)(t / oct) : 0;
         int64_t r = 8 * (t % oct) + (row & 7);
         const struct mt_gpu_expert *ex = experts + e;
         struct mv_rows m;
@@ -253,7 +255,7 @@ struct moe_wave_down {
     __device__ struct mv_rows rows_at(int64_t row, int64_t end, int c, int nkb) const
     {
         int64_t t = row >> 4;
-        int e = (int)(t / per);
+        int e = row < end ? (int)(t / per) : 0; /* past the end: any group, never read */
         int64_t r = 16 * (t % per) + (row & 15);
         const struct mt_gpu_expert *ex = experts + e;
         bool any = group_start[e + 1] > group_start[e];
@@ -352,7 +354,6 @@ moe_wave_smem(F *f, size_t bytes, int (&set)[64])
 static mt_status_t
 moe_wave_launch(const struct mt_gpu_moe_args *a, cudaStream_t s)
 {
-    static int wave = -1;
     static int set_gu[64];
     static int set_gu_reg[64];
     static int set_dn[64];
@@ -360,10 +361,9 @@ moe_wave_launch(const struct mt_gpu_moe_args *a, cudaStream_t s)
     int n_sm = 0;
     int optin = 0;
 
-    if (wave < 0) {
-        const char *e = getenv("MT_MOE_WAVE");
-        wave = e != NULL && strcmp(e, "0") == 0 ? 0 : 1;
-    }
+    const char *env = getenv("MT_MOE_WAVE"); /* read every call, so a test can take both paths */
+    bool wave = env == NULL || strcmp(env, "0") != 0;
+
     if (!wave || a->n_tok > MOE_WAVE_TOK || a->max_group_tok > MOE_WAVE_TOK || a->inter % 16 != 0 ||
         a->hidden % 16 != 0 || cudaGetDevice(&dev) != cudaSuccess ||
         cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||

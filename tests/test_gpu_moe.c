@@ -36,7 +36,7 @@ check_moe_pad(int hidden, int inter, int n_exp, int n_tok, int k, bool pad)
     int n_groups = 0;
     int n_pairs = 0;
     int max_group = 0;
-    char name[128];
+    char name[240];
 
     mt_gpu_arena_reset(gt_arena);
     for (int e = 0; e < n_exp; e++) {
@@ -125,8 +125,9 @@ check_moe_pad(int hidden, int inter, int n_exp, int n_tok, int k, bool pad)
     };
     mt_status_t st = mt_gpu_moe_experts(&a, NULL);
     snprintf(name, sizeof(name),
-             "experts %d x %d, %d tokens x top-%d of %d (%d groups%s, <= %d a group)", inter,
-             hidden, n_tok, k, n_exp, n_groups, pad ? " with empty ones" : "", max_group);
+             "experts %d x %d, %d tokens x top-%d of %d (%d groups%s, <= %d a group)%s", inter,
+             hidden, n_tok, k, n_exp, n_groups, pad ? " with empty ones" : "", max_group,
+             getenv("MT_MOE_WAVE") != NULL ? " on the older core (MT_MOE_WAVE=0)" : "");
     if (st != MT_OK) {
         tap_ok(false, "%s: launch failed: %s", name, mt_last_error());
     } else {
@@ -200,6 +201,14 @@ main(void)
     check_moe_pad(2048, 512, 10, 3, 4, true); /* empty groups at the end load nothing */
     check_moe_pad(272, 144, 6, 4, 3, true);
     check_moe_pad(7168, 2048, 16, 2, 8, true); /* decode of 2 tokens as the engine groups it */
+    /* 1..4 tokens on the older core: the fallback where the one-wave kernel does not fit (too
+       little shared memory, shapes off its tile grid) */
+    setenv("MT_MOE_WAVE", "0", 1);
+    check_moe(7168, 2048, 8, 1, 8);
+    check_moe(1040, 400, 4, 1, 3);
+    check_moe_pad(7168, 2048, 16, 2, 8, true);
+    check_moe(272, 144, 5, 3, 2);
+    unsetenv("MT_MOE_WAVE");
     mt_gpu_arena_destroy(gt_arena);
     return tap_done();
 }
