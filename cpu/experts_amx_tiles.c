@@ -406,11 +406,6 @@ mt_cpu_amx_tiles_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, con
                          * blocks of 32 tokens: this block's own) */
                         px0 =
                             xp + ((size_t)(ts / 16) * (size_t)nks + (size_t)(k0 / 32 + ns)) * TILE;
-                    } else if (bi == nb - 1 && !last) {
-                        /* the super block's first A tiles of the next chunk (with super
-                         * blocks of 32 tokens: this block's own) */
-                        px0 =
-                            xp + ((size_t)(ts / 16) * (size_t)nks + (size_t)(k0 / 32 + ns)) * TILE;
                     }
                 } else if (pf > 0) {
                     if (ti + 1 < nt) {

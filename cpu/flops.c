@@ -369,11 +369,13 @@ mt_cpu_amx_bf16_loads_gflops_n(int threads, int shape, size_t a_bytes, size_t b_
     }
     a_bytes = MT_MAX(a_bytes / 2048, 1) * 2048;
     b_bytes = MT_MAX(b_bytes / 2048, 1) * 2048;
-    buf = aligned_alloc(64, a_bytes + b_bytes);
+    /* + 1 KiB: the 1 x 2 shapes read B tiles at bo + 1536, up to 512 bytes past b_bytes */
+    size_t total = a_bytes + b_bytes + 1024;
+    buf = aligned_alloc(64, total);
     if (buf == NULL) {
-        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate %zu bytes of tiles", a_bytes + b_bytes);
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate %zu bytes of tiles", total);
     }
-    memset(buf, 0, a_bytes + b_bytes); /* bf16 zeros; the tile unit's speed ignores values */
+    memset(buf, 0, total); /* bf16 zeros; the tile unit's speed ignores values */
     amx_buf = buf;
     amx_a_bytes = a_bytes;
     amx_b_bytes = b_bytes;

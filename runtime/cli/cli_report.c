@@ -163,10 +163,19 @@ tier_seconds(const struct mt_cli_report *r, const struct mt_engine_stats *s,
                                                           MT_TIER_NVME, MT_TIER_GPU};
     static const enum mt_tier host[2] = {MT_TIER_DRAM_CPU, MT_TIER_NVME};
     static const enum mt_tier device[2] = {MT_TIER_GPU, MT_TIER_DRAM_PCIE};
+    /* an engine without slots (experts whose dtype or shape the device GEMV refuses) computes
+       its DRAM-PCIe experts on the CPU team: they share the host chain then */
+    static const enum mt_tier host_all[3] = {MT_TIER_DRAM_CPU, MT_TIER_DRAM_PCIE, MT_TIER_NVME};
+    static const enum mt_tier gpu_only[1] = {MT_TIER_GPU};
 
     memset(out, 0, MT_TIER_COUNT * sizeof(out[0]));
     if (!r->gpu) {
         split_chain(s, cpu_order, MT_TIER_COUNT, out);
+        return;
+    }
+    if (s->slot_copies == 0) {
+        split_chain(s, host_all, 3, out);
+        split_chain(s, gpu_only, 1, out);
         return;
     }
     split_chain(s, host, 2, out);
