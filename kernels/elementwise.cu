@@ -57,6 +57,27 @@ block_sum_d(double v)
  */
 #define NORM_VALS 8
 
+/* A norm's output row: o = x * r * w, x held in v (regs: NORM_VALS a thread) or read from xr
+ * (o may be xr: each thread reads its own elements before writing them). */
+static __device__ __forceinline__ void
+norm_store(const float (&v)[NORM_VALS], bool regs, const float *xr, float r,
+           const float *__restrict__ w, int n, float *o)
+{
+    if (regs) {
+#pragma unroll
+        for (int k = 0; k < NORM_VALS; k++) {
+            int i = threadIdx.x + k * NORM_THREADS;
+            if (i < n) {
+                o[i] = v[k] * r * w[i];
+            }
+        }
+    } else {
+        for (int i = threadIdx.x; i < n; i += NORM_THREADS) {
+            o[i] = xr[i] * r * w[i];
+        }
+    }
+}
+
 static __global__ void __launch_bounds__(NORM_THREADS)
 rmsnorm_kernel(const float *x, const float *__restrict__ w, int n, float eps, float *out)
 {
@@ -84,19 +105,7 @@ rmsnorm_kernel(const float *x, const float *__restrict__ w, int n, float eps, fl
     }
     ss = block_sum_d(ss); /* (in place: every read above is done before any write below) */
     float r = (float)(1.0 / sqrt(ss / n + eps));
-    if (regs) {
-#pragma unroll
-        for (int k = 0; k < NORM_VALS; k++) {
-            int i = threadIdx.x + k * NORM_THREADS;
-            if (i < n) {
-                o[i] = v[k] * r * w[i];
-            }
-        }
-    } else {
-        for (int i = threadIdx.x; i < n; i += NORM_THREADS) {
-            o[i] = xr[i] * r * w[i];
-        }
-    }
+    norm_store(v, regs, xr, r, w, n, o);
 }
 
 /*
@@ -139,19 +148,7 @@ add_rmsnorm_kernel(float *h, const float *y, const float *__restrict__ w, int n,
     }
     ss = block_sum_d(ss);
     float r = (float)(1.0 / sqrt(ss / n + eps));
-    if (regs) {
-#pragma unroll
-        for (int k = 0; k < NORM_VALS; k++) {
-            int i = threadIdx.x + k * NORM_THREADS;
-            if (i < n) {
-                o[i] = v[k] * r * w[i];
-            }
-        }
-    } else {
-        for (int i = threadIdx.x; i < n; i += NORM_THREADS) {
-            o[i] = hr[i] * r * w[i];
-        }
-    }
+    norm_store(v, regs, hr, r, w, n, o);
 }
 
 static __global__ void
