@@ -31,7 +31,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..37"
+echo "1..39"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -119,6 +119,17 @@ want=$("$bin" run -m "$model" --threads 1 -p "The capital of France" -n 10 --pri
     [ -n "$got" ] && [ "$got" = "$want" ]
 ok $? "greedy completion = moetier run -p on the same text ('$got' vs '$want')"
 
+# ignore_eos: the long requests below must not end early on the random model's end-of-text
+# (greedy from "a" reaches it after about 200 tokens here; sampled replies anywhere)
+req POST /v1/completions -H "$auth" -H "$json" \
+    -d '{"prompt": "a", "max_tokens": 400, "temperature": 0, "ignore_eos": true}'
+[ "$code" = 200 ] && jq -e '.usage.completion_tokens == 400 and
+    .choices[0].finish_reason == "length"' "$tmp/body" >/dev/null
+ok $? "ignore_eos: true generates all 400 tokens (finish_reason length)"
+req POST /v1/completions -H "$auth" -H "$json" -d '{"prompt": "a", "ignore_eos": 1}'
+err_is 400 invalid_request_error && jq -e '.error.param == "ignore_eos"' "$tmp/body" >/dev/null
+ok $? "ignore_eos not a boolean: 400 with param ignore_eos"
+
 # streaming: the same greedy reply, as events ending in [DONE]
 curl -sN --max-time 30 "$url/v1/chat/completions" -H "$auth" -H "$json" -d '{"messages":
     [{"role": "user", "content": "Hello there"}], "max_tokens": 12, "temperature": 0,
@@ -168,7 +179,7 @@ ok $? "tools, an assistant tool call and a tool result: 200"
 # a client that hangs up mid-stream stops its generation at once
 curl -sN --max-time 1 "$url/v1/chat/completions" -H "$auth" -H "$json" -d '{"messages":
     [{"role": "user", "content": "go on"}], "max_tokens": 3000, "temperature": 0,
-    "stream": true}' >"$tmp/cut" 2>/dev/null
+    "ignore_eos": true, "stream": true}' >"$tmp/cut" 2>/dev/null
 i=0
 while [ $i -lt 30 ]; do
     req GET /health
@@ -238,7 +249,7 @@ stop_server
 # the queue's limit: with --queue 0 nothing may wait behind the running request
 start_server "$tmp/b.log" --queue 0
 curl -sN --max-time 20 "$url/v1/completions" -H "$json" -d '{"prompt": "a", "max_tokens": 2000,
-    "stream": true}' >"$tmp/long" 2>/dev/null &
+    "ignore_eos": true, "stream": true}' >"$tmp/long" 2>/dev/null &
 long_pid=$!
 i=0
 while [ $i -lt 50 ] && ! [ -s "$tmp/long" ]; do
@@ -260,7 +271,7 @@ done
 
 # SIGTERM during a request: it finishes, then the server exits 0
 curl -sN --max-time 30 "$url/v1/completions" -H "$json" -d '{"prompt": "a", "max_tokens": 200,
-    "temperature": 0, "stream": true}' >"$tmp/term" 2>/dev/null &
+    "temperature": 0, "ignore_eos": true, "stream": true}' >"$tmp/term" 2>/dev/null &
 term_pid=$!
 i=0
 while [ $i -lt 50 ] && ! grep -q '"text"' "$tmp/term"; do

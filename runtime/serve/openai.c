@@ -602,7 +602,8 @@ mt_serve_request_parse(enum mt_serve_api api, const char *body, size_t len, cons
         }
     }
     if (!get_bool_(r.root, "stream", &r.stream, e) ||
-        !get_bool_(r.root, "return_token_ids", &r.return_token_ids, e)) {
+        !get_bool_(r.root, "return_token_ids", &r.return_token_ids, e) ||
+        !get_bool_(r.root, "ignore_eos", &r.ignore_eos, e)) {
         goto out_fail;
     }
     v = field_(r.root, "stream_options");

@@ -81,6 +81,7 @@ struct mt_serve_request {
     bool stream;                            /* answer as server-sent events */
     bool include_usage;                     /* stream: a last chunk with the usage */
     bool return_token_ids;                  /* prompt_token_ids and token_ids in the answer */
+    bool ignore_eos;                        /* generate past end-of-text (as vLLM's ignore_eos) */
     long max_tokens;                        /* tokens to generate at most */
     struct mt_sampler_opts sampler;         /* temperature, top_p, top_k, seed */
     bool seeded;                            /* seed given (else the server picks one) */

@@ -468,7 +468,8 @@ job_run(struct mt_serve *s, struct job *j)
     mt_gen_opts_default(&go);
     go.max_new = j->req.max_tokens;
     go.stop_ids = s->stop_ids;
-    go.n_stop_ids = s->n_stop_ids;
+    go.n_stop_ids = j->req.ignore_eos ? 0 : s->n_stop_ids;
+    go.ignore_eos = j->req.ignore_eos;
     st = mt_session_generate(s->session, prompt, n_prompt, &go, on_token, j, &res);
 
     /* what the decoder and the stop-string matcher still hold */
