@@ -80,6 +80,7 @@ struct chunk {
     uint32_t read_i;
     uint64_t off; /* file offset */
     uint64_t len;
+    bool einval_again; /* read again once after EINVAL (O_DIRECT refused at read time) */
 };
 
 struct io_thread {
@@ -830,6 +831,46 @@ fault_hit(struct mt_io_source *src, struct job *jb)
     return false;
 }
 
+/*
+ * Some FUSE and network filesystems accept O_DIRECT at open and refuse it only when reading
+ * (EINVAL). Turn it off for the file (the flag lives in the open file, so every I/O thread's
+ * reads of it change) and read the rest of chunk c again through the page cache, once: an EINVAL
+ * that comes back buffered is a real error. Returns whether the read was queued again.
+ */
+static bool
+read_again_buffered(struct io_thread *th, struct chunk *c, const struct src_read *r,
+                    const struct job *jb, const struct mt_io_queue_done *d)
+{
+    static atomic_bool warned;
+    struct mt_io_source *src = th->src;
+    int fd = src->fds[d->file];
+    int fl = fcntl(fd, F_GETFL);
+
+    if (c->einval_again || fl < 0) {
+        return false;
+    }
+    if ((fl & O_DIRECT) != 0) {
+        if (fcntl(fd, F_SETFL, fl & ~O_DIRECT) != 0) {
+            return false;
+        }
+        if (!atomic_exchange(&warned, true)) {
+            mt_log_warn("'%s': the filesystem refuses O_DIRECT reads; reading through the page "
+                        "cache", src->paths[d->file]);
+        }
+    }
+    c->einval_again = true;
+    c->len = c->off + c->len - d->off; /* what is left of the chunk */
+    c->off = d->off;
+    if (mt_io_queue_submit(th->q, d->file,
+                           src->staging + (size_t)jb->slot * src->slot_bytes + r->slot_off +
+                               (d->off - r->off),
+                           c->off, (size_t)c->len, d->tag) != MT_OK) {
+        return false;
+    }
+    atomic_fetch_add(&src->file_in_flight[d->file], 1);
+    return true;
+}
+
 /* One completion: account it to its job, finish the job when it was the last. */
 static void
 complete_chunk(struct io_thread *th, const struct mt_io_queue_done *d)
@@ -841,6 +882,9 @@ complete_chunk(struct io_thread *th, const struct mt_io_queue_done *d)
     int j = c->job;
 
     atomic_fetch_sub(&src->file_in_flight[d->file], 1);
+    if (jb->err == 0 && d->err == EINVAL && read_again_buffered(th, c, r, jb, d)) {
+        return;
+    }
     if (jb->err == 0 && fault_hit(src, jb)) {
         jb->err = EIO;
         snprintf(jb->msg, sizeof(jb->msg),

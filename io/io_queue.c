@@ -89,6 +89,8 @@ fault_apply(int file, uint64_t off, size_t len, int res)
     if (fault_left > 0 && file == fault_file && fault_off >= off && fault_off < off + len) {
         if (fault_kind == MT_IO_FAULT_EIO) {
             res = -EIO;
+        } else if (fault_kind == MT_IO_FAULT_EINVAL) {
+            res = -EINVAL;
         } else if (res > (int)MT_IO_ALIGN) {
             /* Half of it, on the 4 KiB grid: a short O_DIRECT read that is not end of file. */
             res = (int)(((size_t)res / 2) & ~(size_t)(MT_IO_ALIGN - 1));

@@ -90,6 +90,7 @@ enum mt_io_fault_kind {
     MT_IO_FAULT_NONE = 0,
     MT_IO_FAULT_SHORT = 1, /* the completion returns only part (a 4 KiB multiple) of the bytes */
     MT_IO_FAULT_EIO = 2,   /* the completion returns -EIO */
+    MT_IO_FAULT_EINVAL = 3, /* -EINVAL: a filesystem that refuses O_DIRECT only at read time */
 };
 
 /*

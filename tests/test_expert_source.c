@@ -238,6 +238,43 @@ test_faults(void)
             mt_io_source_release(src, 2, 4);
         }
     }
+    {
+        /* EINVAL, as from a filesystem that refuses O_DIRECT only at read time: the chunk is
+           read again through the page cache, no retry of the expert, no error; a second EINVAL
+           (now buffered) is a real error, which the expert's retry then covers */
+        struct mt_io_source_stats s0;
+        struct mt_io_source_stats s1;
+
+        mt_io_source_stats(src, &s0);
+        x = &descs[1 * N_EXPERTS + 2].part[MT_IO_PART_GATE];
+        mt_io_fault_set(MT_IO_FAULT_EINVAL, x->file, x->off + 100, 1);
+        st = mt_io_source_acquire(src, 1, 2, &v);
+        mt_io_source_stats(src, &s1);
+        tap_ok(st == MT_OK && mt_io_fault_fired() == 1 && view_matches(1 * N_EXPERTS + 2, &v) &&
+                   s1.retries == s0.retries && s1.read_errors == s0.read_errors,
+               "one EINVAL (O_DIRECT refused at read): the chunk is read again buffered, the "
+               "expert arrives whole without a retry");
+        if (st == MT_OK) {
+            mt_io_source_release(src, 1, 2);
+        }
+        mt_io_source_stats(src, &s0);
+        x = &descs[2 * N_EXPERTS + 2].part[MT_IO_PART_UP];
+        mt_io_fault_set(MT_IO_FAULT_EINVAL, x->file, x->off + 100, 2);
+        mt_log_set_quiet(true);
+        st = mt_io_source_acquire(src, 2, 2, &v);
+        mt_log_set_quiet(false);
+        mt_io_source_stats(src, &s1);
+        tap_ok(st == MT_OK && mt_io_fault_fired() == 2 && view_matches(2 * N_EXPERTS + 2, &v) &&
+                   s1.retries - s0.retries == 1 && s1.read_errors - s0.read_errors == 1,
+               "an EINVAL again after the buffered read again is an error, not a loop (%llu "
+               "errors, %llu retries)",
+               (unsigned long long)(s1.read_errors - s0.read_errors),
+               (unsigned long long)(s1.retries - s0.retries));
+        if (st == MT_OK) {
+            mt_io_source_release(src, 2, 2);
+        }
+        mt_io_fault_set(MT_IO_FAULT_NONE, 0, 0, 0);
+    }
     /* an EIO on every read: after MT_IO_READ_RETRIES more reads, acquire fails */
     x = &descs[2 * N_EXPERTS + 5].part[MT_IO_PART_DOWN];
     mt_io_fault_set(MT_IO_FAULT_EIO, x->file, x->off + 100, 1 + MT_IO_READ_RETRIES);
