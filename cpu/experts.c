@@ -16,6 +16,7 @@
 #include <string.h>
 
 _Atomic uint64_t mt_cpu_experts_gen;
+_Atomic int mt_cpu_experts_ws_fault;
 int mt_cpu_experts_prefetch = 8192;
 int mt_cpu_experts_prefetch_mode = 0;
 int mt_cpu_experts_amx_panel = 64;
@@ -30,6 +31,46 @@ int mt_cpu_experts_prefill_unit = 128;
 int mt_cpu_experts_decode = 0;
 int mt_cpu_experts_dynamic = 1;
 int mt_cpu_experts_overlap = 1;
+
+/* Workspaces that could not be allocated, and the size of the last one (mt_cpu_ws_alloc). */
+static _Atomic uint64_t ws_failures;
+static _Atomic size_t ws_failed_bytes;
+
+void *
+mt_cpu_ws_alloc(size_t bytes)
+{
+    int fault = atomic_load(&mt_cpu_experts_ws_fault);
+    void *p = NULL;
+
+    while (fault > 0 &&
+           !atomic_compare_exchange_weak(&mt_cpu_experts_ws_fault, &fault, fault - 1)) {
+    }
+    if (fault <= 0) {
+        p = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    }
+    if (p == NULL) {
+        atomic_store(&ws_failed_bytes, bytes);
+        atomic_fetch_add(&ws_failures, 1);
+    }
+    return p;
+}
+
+/*
+ * MT_ERR_NOMEM when a kernel went without its workspace since the count was `since`. The count is
+ * process-wide: a layer that runs beside a failing one fails too, which is what memory that
+ * short calls for anyway.
+ */
+static mt_status_t
+ws_check(uint64_t since, const char *what)
+{
+    if (atomic_load(&ws_failures) == since) {
+        return MT_OK;
+    }
+    return mt_fail(MT_ERR_NOMEM, 0,
+                   "%s: a CPU expert kernel cannot allocate its workspace (%zu bytes); free "
+                   "memory, or give the experts less with --cpu-mem",
+                   what, atomic_load(&ws_failed_bytes));
+}
 
 bool
 mt_cpu_experts_decode_usable(int kind)
@@ -58,9 +99,11 @@ scalar_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const float *
             int m, float *y, int64_t ldy)
 {
     int64_t cols = w->cols;
-    float *row = malloc((size_t)cols * sizeof(float));
+    float *row = mt_cpu_ws_alloc((size_t)cols * sizeof(float));
 
-    MT_ASSERT(row != NULL); /* cols floats: a few tens of KiB */
+    if (row == NULL) {
+        return;
+    }
     for (int64_t r = r0; r < r1; r++) {
         mt_cpu_weight_row(w, r, row);
         for (int t = 0; t < m; t++) {
@@ -213,6 +256,7 @@ struct mt_cpu_moe {
     bool overlap;     /* phases overlap per job (mt_cpu_experts_overlap) */
     int prefill_unit; /* mt_cpu_experts_prefill_unit when the run started */
     double t_start;   /* mt_clock_now() at the start call */
+    uint64_t ws_failures0; /* ws_failures at the start call */
     double *t_thread; /* [2 x team size]: each thread's first and last moment of work */
     double spread[3][SPREAD_RUNS]; /* total, lag, idle of the runs since mt_cpu_moe_spread */
     int spread_n;
@@ -592,15 +636,18 @@ mt_cpu_moe_start(struct mt_cpu_moe *moe, const struct mt_cpu_expert_job *jobs, i
     }
     moe->threads = nt;
     moe->started = true;
+    moe->ws_failures0 = atomic_load(&ws_failures);
     atomic_fetch_add(&mt_cpu_experts_gen, 1);
     moe->t_start = mt_clock_now();
     mt_cpu_team_start(moe->team, nt, moe_job_run, moe);
     return MT_OK;
 }
 
-void
+mt_status_t
 mt_cpu_moe_wait(struct mt_cpu_moe *moe)
 {
+    mt_status_t st = MT_OK;
+
     if (moe->started) {
         double end = moe->t_start;
         double lag = 0.0;
@@ -609,8 +656,9 @@ mt_cpu_moe_wait(struct mt_cpu_moe *moe)
         mt_cpu_team_wait(moe->team);
         moe->started = false;
         if (moe->n == 0) {
-            return;
+            return MT_OK;
         }
+        st = ws_check(moe->ws_failures0, "a MoE layer on the CPU");
         for (int t = 0; t < moe->threads; t++) {
             end = MT_MAX(end, moe->t_thread[2 * t + 1]);
         }
@@ -624,6 +672,7 @@ mt_cpu_moe_wait(struct mt_cpu_moe *moe)
         moe->spread[1][at] = lag / moe->threads;
         moe->spread[2][at] = idle / moe->threads;
     }
+    return st;
 }
 
 static int
@@ -656,9 +705,9 @@ mt_status_t
 mt_cpu_moe_run(struct mt_cpu_moe *moe, const struct mt_cpu_expert_job *jobs, int n, int threads)
 {
     mt_status_t st = mt_cpu_moe_start(moe, jobs, n, threads);
+    mt_status_t st_wait = mt_cpu_moe_wait(moe);
 
-    mt_cpu_moe_wait(moe);
-    return st;
+    return st != MT_OK ? st : st_wait;
 }
 
 void
@@ -695,11 +744,12 @@ mt_cpu_expert_run(enum mt_cpu_level level, const struct mt_cpu_expert_job *job)
         return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate an expert buffer for %d tokens", job->m);
     }
     u = g + (size_t)job->m * (size_t)inter;
+    uint64_t failures0 = atomic_load(&ws_failures);
     atomic_fetch_add(&mt_cpu_experts_gen, 1);
     rows_run(k, job->gate, 0, inter, job->x, NULL, job->m, g, inter);
     rows_run(k, job->up, 0, inter, job->x, NULL, job->m, u, inter);
     swiglu(k, g, u, g, (int64_t)job->m * inter);
     rows_run(k, job->down, 0, hidden, g, NULL, job->m, job->y, hidden);
     free(g);
-    return MT_OK;
+    return ws_check(failures0, "an expert on the CPU");
 }

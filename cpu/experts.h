@@ -125,6 +125,9 @@ extern int mt_cpu_experts_amx_cvt_pf;
  */
 extern int mt_cpu_experts_amx_cadd;
 
+/* Tests: the next that many kernel workspace allocations fail (as when memory is short). */
+extern _Atomic int mt_cpu_experts_ws_fault;
+
 /* One expert's work: m tokens routed to it. */
 struct mt_cpu_expert_job {
     const struct mt_cpu_weight *gate; /* [inter, hidden] */
@@ -152,7 +155,8 @@ void mt_cpu_moe_destroy(struct mt_cpu_moe *moe);
  */
 mt_status_t mt_cpu_moe_start(struct mt_cpu_moe *moe, const struct mt_cpu_expert_job *jobs, int n,
                              int threads);
-void mt_cpu_moe_wait(struct mt_cpu_moe *moe);
+/* MT_ERR_NOMEM when a kernel could not allocate its workspace (the outputs are then not valid). */
+mt_status_t mt_cpu_moe_wait(struct mt_cpu_moe *moe);
 
 /* start + wait. */
 mt_status_t mt_cpu_moe_run(struct mt_cpu_moe *moe, const struct mt_cpu_expert_job *jobs, int n,

@@ -75,7 +75,7 @@ ws_grow(void **p, size_t *cap, size_t bytes)
     if (bytes <= *cap) {
         return true;
     }
-    q = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    q = mt_cpu_ws_alloc(bytes);
     if (q == NULL) {
         return false;
     }
@@ -297,7 +297,9 @@ rows_blocked(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const uint16
     int m_pad = (m + TOKB - 1) / TOKB * TOKB;
 
     MT_ASSERT(rows_pad <= PANEL_MAX);
-    MT_ASSERT(ws_grow((void **)&ws.c, &ws.c_cap, (size_t)PANEL_MAX * SUPER * sizeof(float)));
+    if (!ws_grow((void **)&ws.c, &ws.c_cap, (size_t)PANEL_MAX * SUPER * sizeof(float))) {
+        return;
+    }
     load_chunked(w, r0, r1, rows_pad, kc);
     for (int ts = 0; ts < m_pad; ts += SUPER) {
         int te = MT_MIN(m_pad, ts + SUPER);
@@ -369,7 +371,9 @@ amx_rows_packed(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const voi
     int64_t kc = mt_cpu_experts_amx_kc > 0 ? (mt_cpu_experts_amx_kc + 31) / 32 * 32 : 0;
     struct amx_cfg cfg;
 
-    MT_ASSERT(ws_grow((void **)&ws.a, &ws.a_cap, (size_t)PANEL_MAX * (size_t)w->cols * 2));
+    if (!ws_grow((void **)&ws.a, &ws.a_cap, (size_t)PANEL_MAX * (size_t)w->cols * 2)) {
+        return;
+    }
     memset(&cfg, 0, sizeof(cfg));
     cfg.palette_id = 1;
     for (int i = 0; i < 8; i++) {
@@ -398,7 +402,9 @@ amx_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const float *x, 
     if (ws.key_x != x || ws.key_ldx != ldx || ws.key_m != m || ws.key_cols != cols ||
         ws.key_gen != gen || ws.key_tiles != mt_cpu_experts_amx_tiles) {
         ws.key_x = NULL;
-        MT_ASSERT(ws_grow((void **)&ws.xp, &ws.xp_cap, amx_pack_bytes(m, cols)));
+        if (!ws_grow((void **)&ws.xp, &ws.xp_cap, amx_pack_bytes(m, cols))) {
+            return;
+        }
         amx_pack(x, ldx, m, cols, 0, MT_CPU_PACK_BLOCKS(m), ws.xp);
         ws.key_tiles = mt_cpu_experts_amx_tiles;
         ws.key_x = x;

@@ -365,13 +365,18 @@ mt_cpu_amx_tiles_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, con
     }
     if (wbytes > tws.w_cap) {
         free(tws.w);
-        tws.w = aligned_alloc(64, (wbytes + 63) / 64 * 64);
-        MT_ASSERT(tws.w != NULL);
+        tws.w_cap = 0;
+        tws.w = mt_cpu_ws_alloc(wbytes);
+        if (tws.w == NULL) {
+            return;
+        }
         tws.w_cap = wbytes;
     }
     if (tws.c == NULL) {
-        tws.c = aligned_alloc(64, (size_t)ROWS_MAX * SUPER_MAX * sizeof(float));
-        MT_ASSERT(tws.c != NULL);
+        tws.c = mt_cpu_ws_alloc((size_t)ROWS_MAX * SUPER_MAX * sizeof(float));
+        if (tws.c == NULL) {
+            return;
+        }
     }
     load_tiles(w, r0, r1, rows_pad, kc);
     for (int ts = 0; ts < m_pad; ts += super) {

@@ -124,8 +124,11 @@ pack_x(const float *x, int64_t ldx, int m, int64_t cols, int fp8, int terms)
     }
 }
 
-/* ws.xp holds x packed for these weights (packed now unless this thread just did). */
-static void
+/*
+ * ws.xp holds x packed for these weights (packed now unless this thread just did); false when
+ * its workspace cannot be allocated.
+ */
+static bool
 pack_cached(const float *x, int64_t ldx, int m, int64_t cols, int fp8, int terms)
 {
     uint64_t gen = atomic_load(&mt_cpu_experts_gen);
@@ -133,13 +136,15 @@ pack_cached(const float *x, int64_t ldx, int m, int64_t cols, int fp8, int terms
 
     if (ws.key_x == x && ws.key_ldx == ldx && ws.key_m == m && ws.key_cols == cols &&
         ws.key_fp8 == fp8 && ws.key_terms == terms && ws.key_gen == gen) {
-        return;
+        return true;
     }
     ws.key_x = NULL;
     if (bytes > ws.cap) {
-        void *q = aligned_alloc(64, (bytes + 63) / 64 * 64);
+        void *q = mt_cpu_ws_alloc(bytes); /* m <= 32 tokens of one row: at most a few MiB */
 
-        MT_ASSERT(q != NULL); /* m <= 32 tokens of one row: at most a few MiB */
+        if (q == NULL) {
+            return false;
+        }
         free(ws.xp);
         ws.xp = q;
         ws.cap = bytes;
@@ -152,6 +157,7 @@ pack_cached(const float *x, int64_t ldx, int m, int64_t cols, int fp8, int terms
     ws.key_fp8 = fp8;
     ws.key_terms = terms;
     ws.key_gen = gen;
+    return true;
 }
 
 /* ---- the register tile ---------------------------------------------------------------------- */
@@ -265,7 +271,9 @@ dot_rows(const struct mt_cpu_weight *w, int fp8, int terms, int64_t r0, int64_t 
     th1 = _mm512_load_si512(lut_hi + 64);
     tl0 = _mm512_load_si512(lut_lo);
     tl1 = _mm512_load_si512(lut_lo + 64);
-    pack_cached(x, ldx, m, cols, fp8, terms);
+    if (!pack_cached(x, ldx, m, cols, fp8, terms)) {
+        return;
+    }
     for (; r < r1; r += 4) {
         const void *wr = (const uint8_t *)w->data + (size_t)r * (size_t)cols * esz;
         int t = 0;

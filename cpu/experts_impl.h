@@ -56,6 +56,14 @@ void mt_cpu_amx_tiles_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1
                            const uint16_t *xp, int m, float *y, int64_t ldy, int64_t kc);
 
 /*
+ * A kernel's per-thread workspace: bytes (rounded up to 64) aligned to 64, or NULL when memory is
+ * short. A NULL is counted, the kernel returns without computing, and the layer fails with
+ * MT_ERR_NOMEM (mt_cpu_moe_wait, mt_cpu_expert_run): an abort in a worker thread would end the
+ * whole process, a server's too. Free with free().
+ */
+void *mt_cpu_ws_alloc(size_t bytes);
+
+/*
  * Bumped at every layer run and expert run: kernels that cache a converted copy of their input
  * per thread (experts_amx.c) key it by this, since a caller may reuse an input buffer.
  */

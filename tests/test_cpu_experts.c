@@ -336,6 +336,74 @@ test_layer(struct mt_cpu_team *team, enum mt_cpu_level level, enum mt_dtype dt, 
     }
 }
 
+/*
+ * A kernel workspace that cannot be allocated fails the layer with MT_ERR_NOMEM (not an abort in
+ * a worker thread), and the next run is whole again. Families whose kernels allocate nothing
+ * (AVX2, AVX-512 decode), or that grew their workspace earlier, leave the fault unused: those runs
+ * must succeed. The scalar kernel allocates on every call.
+ */
+static void
+test_ws_fault(struct mt_cpu_team *team, enum mt_cpu_level level)
+{
+    enum { N = 2, HID = 256, INT = 128 };
+    static const int ms[N] = {3, 40};
+    struct expert e[N];
+    struct mt_cpu_expert_job jobs[N];
+    float *want[N];
+    struct mt_cpu_moe *moe;
+    mt_status_t st;
+    bool used;
+
+    for (int j = 0; j < N; j++) {
+        expert_make(&e[j], MT_DTYPE_F8_E4M3, HID, INT);
+        jobs[j] = (struct mt_cpu_expert_job){&e[j].gate, &e[j].up, &e[j].down, ms[j],
+                                             randv((size_t)ms[j] * HID),
+                                             malloc((size_t)ms[j] * HID * sizeof(float))};
+        want[j] = malloc((size_t)ms[j] * HID * sizeof(float));
+        struct mt_cpu_expert_job s = jobs[j];
+
+        s.y = want[j];
+        MT_ASSERT(mt_cpu_expert_run(MT_CPU_LEVEL_SCALAR, &s) == MT_OK);
+    }
+    MT_ASSERT(mt_cpu_moe_create(team, level, &moe) == MT_OK);
+    mt_cpu_experts_ws_fault = 1;
+    mt_log_set_quiet(true);
+    st = mt_cpu_moe_run(moe, jobs, N, 0);
+    mt_log_set_quiet(false);
+    used = mt_cpu_experts_ws_fault == 0;
+    mt_cpu_experts_ws_fault = 0;
+    tap_ok(used ? st == MT_ERR_NOMEM && strstr(mt_last_error(), "workspace") != NULL
+                : st == MT_OK && level != MT_CPU_LEVEL_SCALAR,
+           "%s: a workspace that cannot be allocated %s", mt_cpu_level_name(level),
+           used ? "fails the layer with MT_ERR_NOMEM" : "(none allocated: the layer runs)");
+    tap_ok(mt_cpu_moe_run(moe, jobs, N, 0) == MT_OK, "%s: the next layer run succeeds",
+           mt_cpu_level_name(level));
+    for (int j = 0; j < N; j++) {
+        char what[64];
+
+        snprintf(what, sizeof(what), "%s: after the fault, expert %d (m=%d)",
+                 mt_cpu_level_name(level), j, ms[j]);
+        close_enough_tol(what, jobs[j].y, want[j], (size_t)ms[j] * HID, tol_of(level, ms[j]));
+    }
+    if (level == MT_CPU_LEVEL_SCALAR) {
+        struct mt_cpu_expert_job s = jobs[0];
+
+        mt_cpu_experts_ws_fault = 1;
+        mt_log_set_quiet(true);
+        st = mt_cpu_expert_run(MT_CPU_LEVEL_SCALAR, &s);
+        mt_log_set_quiet(false);
+        mt_cpu_experts_ws_fault = 0;
+        tap_ok(st == MT_ERR_NOMEM, "scalar: one expert run without its workspace: MT_ERR_NOMEM");
+    }
+    mt_cpu_moe_destroy(moe);
+    for (int j = 0; j < N; j++) {
+        expert_free(&e[j]);
+        free((void *)jobs[j].x);
+        free(jobs[j].y);
+        free(want[j]);
+    }
+}
+
 /* A provider over in-memory experts, counting acquires minus releases. */
 struct fake_provider {
     struct expert *e;
@@ -565,6 +633,9 @@ main(void)
     test_layer(team, max, MT_DTYPE_F8_E4M3, 0);
     test_layer(team, max, MT_DTYPE_BF16, 3);
     mt_cpu_experts_dynamic = 1;
+    for (int l = 0; l <= (int)max; l++) {
+        test_ws_fault(team, (enum mt_cpu_level)l);
+    }
     test_executor(team);
     mt_cpu_team_destroy(team);
     return tap_done();

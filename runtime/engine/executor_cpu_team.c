@@ -25,7 +25,11 @@ struct exec_team {
 static void
 release_all(struct exec_team *e)
 {
-    mt_cpu_moe_wait(e->moe);
+    mt_status_t st = mt_cpu_moe_wait(e->moe);
+
+    if (st != MT_OK && e->failed == MT_OK) {
+        e->failed = st;
+    }
     for (int i = 0; i < e->n; i++) {
         e->provider->ops->release(e->provider->self, e->tasks[i].layer, e->tasks[i].expert);
     }
