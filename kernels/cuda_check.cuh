@@ -28,4 +28,25 @@ mt_cuda_status(cudaError_t err, const char *expr, const char *file, int line)
 
 mt_status_t mt_cuda_launched(const char *kernel, cudaStream_t stream);
 
+/*
+ * Raise kernel f's dynamic shared memory limit to `bytes` on the current device, once per device
+ * (set[dev], one array per kernel: the attribute is a device's, so a second GPU needs its own
+ * call; a race only repeats the call).
+ */
+static inline mt_status_t
+mt_smem_optin_once(const void *f, int bytes, bool (&set)[64])
+{
+    int dev = 0;
+    mt_status_t st = MT_CUDA(cudaGetDevice(&dev));
+
+    if (st != MT_OK || (dev >= 0 && dev < 64 && set[dev])) {
+        return st;
+    }
+    st = MT_CUDA(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+    if (st == MT_OK && dev >= 0 && dev < 64) {
+        set[dev] = true;
+    }
+    return st;
+}
+
 #endif /* MT_KERNELS_CUDA_CHECK_CUH */

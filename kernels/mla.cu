@@ -23,6 +23,7 @@
 #include <cuda_bf16.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define MLA_THREADS 256
 #define MLA_HEADS 16       /* heads per block */
@@ -552,26 +553,6 @@ mt_gpu_mla_work_bytes(int n_heads, int n_idx)
     return splits * (size_t)n_heads * (MLA_RANK + 2) * sizeof(float);
 }
 
-/*
- * Raise kernel f's dynamic shared memory limit to `bytes` once per device (set[dev]; a race only
- * repeats the call).
- */
-static mt_status_t
-smem_attr_once(const void *f, int bytes, bool (&set)[64])
-{
-    int dev = 0;
-    mt_status_t st = MT_CUDA(cudaGetDevice(&dev));
-
-    if (st != MT_OK || (dev >= 0 && dev < 64 && set[dev])) {
-        return st;
-    }
-    st = MT_CUDA(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-    if (st == MT_OK && dev >= 0 && dev < 64) {
-        set[dev] = true;
-    }
-    return st;
-}
-
 template <typename T>
 static mt_status_t
 mla_launch(const float *q_lat, const float *q_pe, int n_heads, const void *lat, const void *kpe,
@@ -584,7 +565,8 @@ mla_launch(const float *q_lat, const float *q_pe, int n_heads, const void *lat, 
     float *ml_part = o_part + (size_t)splits * n_heads * MLA_RANK;
     mt_status_t st;
 
-    if ((st = smem_attr_once((const void *)mla_split_kernel<T>, (int)smem, attr_set)) != MT_OK) {
+    st = mt_smem_optin_once((const void *)mla_split_kernel<T>, (int)smem, attr_set);
+    if (st != MT_OK) {
         return st;
     }
     dim3 grid(n_heads / MLA_HEADS, splits);
@@ -613,8 +595,10 @@ tc_usable(const float *q_lat, const float *q_pe, bool *usable)
     int optin = 0;
     mt_status_t st;
 
+    const char *env = getenv("MT_MLA_CUDA_CORES");
+
     *usable = false;
-    if (getenv("MT_MLA_CUDA_CORES") != NULL || ((uintptr_t)q_lat | (uintptr_t)q_pe) % 16 != 0) {
+    if ((env != NULL && strcmp(env, "0") != 0) || ((uintptr_t)q_lat | (uintptr_t)q_pe) % 16 != 0) {
         return MT_OK;
     }
     if ((st = MT_CUDA(cudaGetDevice(&dev))) != MT_OK || dev < 0 || dev >= 64) {
@@ -644,7 +628,7 @@ mla_tc_launch(const float *q_lat, const float *q_pe, int n_heads, const uint16_t
     float *ml_part = o_part + (size_t)splits * n_heads * MLA_RANK;
     mt_status_t st;
 
-    if ((st = smem_attr_once((const void *)mla_tc_kernel, smem, attr_set)) != MT_OK) {
+    if ((st = mt_smem_optin_once((const void *)mla_tc_kernel, smem, attr_set)) != MT_OK) {
         return st;
     }
     dim3 grid(n_heads / MLA_HEADS, splits);
@@ -656,6 +640,14 @@ mla_tc_launch(const float *q_lat, const float *q_pe, int n_heads, const uint16_t
     }
     mla_combine_kernel<<<n_heads, MLA_RANK, 0, s>>>(o_part, ml_part, splits, n_heads, o_lat);
     return mt_cuda_launched("mla_combine", s);
+}
+
+extern "C" mt_status_t
+mt_gpu_mla_tensor_cores(bool *out)
+{
+    static const float aligned[4] __attribute__((aligned(16))) = {0};
+
+    return tc_usable(aligned, aligned, out);
 }
 
 extern "C" mt_status_t
@@ -679,7 +671,7 @@ mt_gpu_mla_decode(const float *q_lat, const float *q_pe, int n_heads, int kv_ran
     if (st != MT_OK) {
         return st;
     }
-    if (tc) {
+    if (tc && n_idx > 0) { /* no positions: the CUDA-core kernel, which never reads the cache */
         return mla_tc_launch(q_lat, q_pe, n_heads, (const uint16_t *)lat, (const uint16_t *)kpe,
                              idx, n_idx, scale, work, o_lat, stream);
     }

@@ -215,6 +215,12 @@ MT_GPU_FN mt_status_t mt_gpu_mla_decode(const float *q_lat, const float *q_pe, i
                                         const void *lat, const void *kpe, const int32_t *idx,
                                         int n_idx, float scale, void *work, float *o_lat,
                                         struct CUstream_st *stream);
+/*
+ * Whether mt_gpu_mla_decode runs a BF16 cache (16-byte aligned q, at least one position) on the
+ * tensor-core kernel on the current device; MT_MLA_CUDA_CORES=1 makes it false. For tests and
+ * reports.
+ */
+MT_GPU_FN mt_status_t mt_gpu_mla_tensor_cores(bool *out);
 
 /* ---- routed experts resident on the GPU (moe.cu) ------------------------------------------- */
 
@@ -461,6 +467,13 @@ mt_gpu_mla_decode(const float *q_lat, const float *q_pe, int n_heads, int kv_ran
     (void)q_lat, (void)q_pe, (void)n_heads, (void)kv_rank, (void)rope, (void)cache_dtype;
     (void)lat, (void)kpe, (void)idx, (void)n_idx, (void)scale, (void)work, (void)o_lat;
     (void)stream;
+    return mt_gpu_ops_unsupported_();
+}
+
+static inline mt_status_t
+mt_gpu_mla_tensor_cores(bool *out)
+{
+    *out = false;
     return mt_gpu_ops_unsupported_();
 }
 

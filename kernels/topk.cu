@@ -739,7 +739,7 @@ extern "C" mt_status_t
 mt_gpu_topk(const float *scores, int64_t ld, int n_rows, int64_t n, const int32_t *lens, int k,
             int32_t *idx_out, int32_t *count_out, void *scratch, struct CUstream_st *stream)
 {
-    static bool attr_set = false;
+    static bool attr_set[64];
     size_t smem = sizeof(struct topk_shared);
     mt_status_t st;
 
@@ -778,13 +778,8 @@ mt_gpu_topk(const float *scores, int64_t ld, int n_rows, int64_t n, const int32_
             return mt_cuda_launched("topk (grid)", stream);
         }
     }
-    if (!attr_set) {
-        st = MT_CUDA(cudaFuncSetAttribute(topk_kernel,
-                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        if (st != MT_OK) {
-            return st;
-        }
-        attr_set = true;
+    if ((st = mt_smem_optin_once((const void *)topk_kernel, (int)smem, attr_set)) != MT_OK) {
+        return st;
     }
     topk_kernel<<<n_rows, TOPK_THREADS, smem, stream>>>(scores, ld, n, lens, k, idx_out,
                                                          count_out);

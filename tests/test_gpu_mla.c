@@ -30,6 +30,15 @@ bf16_round(float f, uint16_t *out)
     return f;
 }
 
+/* Whether a BF16 cache runs on the tensor-core kernel now (mt_gpu_mla_tensor_cores). */
+static bool
+tensor_cores(void)
+{
+    bool tc = false;
+
+    return mt_gpu_mla_tensor_cores(&tc) == MT_OK && tc;
+}
+
 /* n_sel < 0: dense causal over -n_sel positions (idx NULL); pad: every 7th selected is -1 */
 static void
 check_mla(enum mt_dtype cdt, int n_heads, int n_cache, int n_sel, bool pad)
@@ -93,7 +102,8 @@ check_mla(enum mt_dtype cdt, int n_heads, int n_cache, int n_sel, bool pad)
     snprintf(name, sizeof(name), "MLA decode, %s cache, %d heads, %s %d of %d positions%s%s",
              b16 ? "bf16" : "fp32", n_heads, dense ? "dense" : "sparse", n_idx, n_cache,
              pad ? " with -1 padding" : "",
-             b16 && getenv("MT_MLA_CUDA_CORES") != NULL ? " (CUDA-core kernel)" : "");
+             b16 ? tensor_cores() && n_idx != 0 ? " (tensor-core kernel)" : " (CUDA-core kernel)"
+                 : "");
     if (st != MT_OK) {
         tap_ok(false, "%s: launch failed: %s", name, mt_last_error());
     } else {
@@ -112,12 +122,34 @@ check_mla(enum mt_dtype cdt, int n_heads, int n_cache, int n_sel, bool pad)
     free(ql);
 }
 
+/*
+ * The kernel a BF16 cache gets: tensor cores where a block may have the ~201 KB the kernel needs
+ * (sm_90, sm_100), the CUDA-core kernel on sm_80/86/89/120 and under MT_MLA_CUDA_CORES=1, so
+ * that the checks below test the kernel they name.
+ */
+static void
+check_kernel_choice(bool forced_off)
+{
+    struct mt_gpu_info info;
+    bool want;
+
+    if (mt_gpu_device_info(0, &info) != MT_OK) {
+        tap_ok(false, "device info: %s", mt_last_error());
+        return;
+    }
+    want = !forced_off && (info.sm_major == 9 || info.sm_major == 10);
+    tap_ok(tensor_cores() == want, "sm_%d%d%s: a BF16 cache runs on the %s kernel", info.sm_major,
+           info.sm_minor, forced_off ? " with MT_MLA_CUDA_CORES=1" : "",
+           want ? "tensor-core" : "CUDA-core");
+}
+
 int
 main(void)
 {
     if (!gt_init(1024, 5)) {
         return tap_done();
     }
+    check_kernel_choice(false);
     check_mla(MT_DTYPE_BF16, 128, 9000, 2048, false);
     check_mla(MT_DTYPE_F32, 128, 9000, 2048, false);
     check_mla(MT_DTYPE_BF16, 128, 3000, 2048, true);
@@ -129,10 +161,33 @@ main(void)
     /* the BF16 cache's CUDA-core kernel: what GPUs without the tensor-core kernel's shared
        memory run (sm_80/86/89/120), forced here */
     setenv("MT_MLA_CUDA_CORES", "1", 1);
+    check_kernel_choice(true);
     check_mla(MT_DTYPE_BF16, 128, 9000, 2048, false);
     check_mla(MT_DTYPE_BF16, 128, 3000, 2048, true);
     check_mla(MT_DTYPE_BF16, 32, 1, -1, false);
     unsetenv("MT_MLA_CUDA_CORES");
+    /* no positions with a BF16 cache and no cache at all: nothing to read (the tensor-core
+       kernel would stage from NULL; the CUDA-core kernel takes it) */
+    {
+        float *o = memset(gt_malloc(128 * 512 * sizeof(float)), 0, 128 * 512 * sizeof(float));
+        float *d_ql = gt_put(o, 128 * 512 * sizeof(float));
+        float *d_qp = gt_put(o, 128 * 64 * sizeof(float));
+        float *d_o = gt_alloc(128 * 512 * sizeof(float));
+        void *work = gt_alloc(mt_gpu_mla_work_bytes(128, 0));
+        bool zeros = true;
+
+        mt_status_t st = mt_gpu_mla_decode(d_ql, d_qp, 128, 512, 64, MT_DTYPE_BF16, NULL, NULL,
+                                           NULL, 0, 0.1f, work, d_o, NULL);
+        if (st == MT_OK) {
+            gt_get(o, d_o, 128 * 512 * sizeof(float));
+            for (int i = 0; i < 128 * 512; i++) {
+                zeros = zeros && o[i] == 0.0f;
+            }
+        }
+        tap_ok(st == MT_OK && zeros, "BF16 cache, no positions, no cache: zeros (%s)",
+               st == MT_OK ? "ran" : mt_last_error());
+        free(o);
+    }
     mt_gpu_arena_destroy(gt_arena);
     return tap_done();
 }

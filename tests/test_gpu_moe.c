@@ -201,6 +201,10 @@ main(void)
     check_moe_pad(2048, 512, 10, 3, 4, true); /* empty groups at the end load nothing */
     check_moe_pad(272, 144, 6, 4, 3, true);
     check_moe_pad(7168, 2048, 16, 2, 8, true); /* decode of 2 tokens as the engine groups it */
+    /* 3 and 4 tokens at V3.2's width: x no longer fits beside the gate/up kernel's ring (not on
+       the H200 either), so they run its register-stage instance, which no case above reaches */
+    check_moe(7168, 2048, 8, 3, 8);
+    check_moe_pad(7168, 2048, 16, 4, 8, true);
     /* 1..4 tokens on the older core: the fallback where the one-wave kernel does not fit (too
        little shared memory, shapes off its tile grid) */
     setenv("MT_MOE_WAVE", "0", 1);
