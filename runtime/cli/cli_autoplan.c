@@ -50,26 +50,38 @@ sz_str(uint64_t bytes)
 
 /* ---- the device --------------------------------------------------------------------------- */
 
-enum mt_device
-mt_cli_device_pick(enum mt_cli_device want, bool say)
+mt_status_t
+mt_cli_device_pick(enum mt_cli_device want, bool say, enum mt_device *device_out)
 {
     struct mt_gpu_info info;
     mt_status_t st;
     int n = 0;
 
-    if (want != MT_CLI_DEVICE_AUTO) {
+    *device_out = MT_DEVICE_CPU;
+    if (want == MT_CLI_DEVICE_CPU) {
         if (say) {
-            mt_log_info("device: %s (--device)", want == MT_CLI_DEVICE_GPU ? "GPU" : "CPU");
+            mt_log_info("device: CPU (--device)");
         }
-        return want == MT_CLI_DEVICE_GPU ? MT_DEVICE_GPU : MT_DEVICE_CPU;
+        return MT_OK;
     }
     st = mt_gpu_device_count(&n);
+    if (want == MT_CLI_DEVICE_GPU && (st != MT_OK || n == 0)) {
+        return mt_fail(MT_ERR_UNSUPPORTED, 0, "--device gpu: no CUDA device (%s); use --device "
+                       "cpu", st != MT_OK ? mt_last_error() : mt_gpu_device_none_reason());
+    }
+    if (want == MT_CLI_DEVICE_GPU) {
+        if (say) {
+            mt_log_info("device: GPU (--device)");
+        }
+        *device_out = MT_DEVICE_GPU;
+        return MT_OK;
+    }
     if (st != MT_OK || n == 0) {
         if (say) {
             mt_log_info("device: CPU (auto: %s)", st != MT_OK ? mt_last_error()
                                                                : mt_gpu_device_none_reason());
         }
-        return MT_DEVICE_CPU;
+        return MT_OK;
     }
     if (say) {
         if (mt_gpu_device_info(0, &info) == MT_OK) {
@@ -79,7 +91,8 @@ mt_cli_device_pick(enum mt_cli_device want, bool say)
             mt_log_info("device: GPU 0 (auto; --device cpu for the CPU)");
         }
     }
-    return MT_DEVICE_GPU;
+    *device_out = MT_DEVICE_GPU;
+    return MT_OK;
 }
 
 /* ---- memory and the profile --------------------------------------------------------------- */

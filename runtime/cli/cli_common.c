@@ -672,7 +672,9 @@ mt_cli_engine_init(struct mt_cli_engine *e, const char *dir, const struct mt_cli
     if (f->threads > 0) {
         omp_set_num_threads(f->threads);
     }
-    eo.device = mt_cli_device_pick(f->device, f->report);
+    if ((st = mt_cli_device_pick(f->device, f->report, &eo.device)) != MT_OK) {
+        return st;
+    }
     e->device = eo.device;
     bool gpu = eo.device == MT_DEVICE_GPU;
     if (gpu && !f->kv_dtype_set) {

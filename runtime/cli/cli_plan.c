@@ -538,6 +538,7 @@ mt_cli_plan(int argc, char **argv)
     bool builtin = config_path == NULL &&
                    (model_dir == NULL || (strcmp(model_dir, "deepseek-v3.2") == 0 &&
                                           access(model_dir, F_OK) != 0));
+    bool named = builtin && model_dir != NULL;
     if (builtin) {
         model_dir = NULL;
         config_only = false;
@@ -571,7 +572,8 @@ mt_cli_plan(int argc, char **argv)
     /* The model: built in, config.json alone, or the opened and checked checkpoint. */
     if (builtin) {
         mt_config_default_v32(&cfg);
-        fprintf(stderr, "moetier plan: no -m given: the full DeepSeek-V3.2 (built-in config)\n");
+        fprintf(stderr, "moetier plan: %s: the full DeepSeek-V3.2 (built-in config)\n",
+                named ? "-m deepseek-v3.2" : "no -m given");
     } else if (config_only) {
         if (mt_config_load(config_path, &cfg) != MT_OK) {
             goto out;
