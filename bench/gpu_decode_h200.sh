@@ -15,6 +15,9 @@
 #   graph     defaults: all of them
 #   nopdl     MT_GPU_PDL=0: the defaults with plain launches instead of programmatic dependent
 #             launch (kernels/pdl.cuh; sm_90+ only, so the same as graph elsewhere)
+#   kernels   MT_GPU_GRAPH=0 MT_GPU_PDL=0 MT_GPU_KERNEL_TIMES=1: plain launches, the decode phase's
+#             GPU time per kernel name at the end of kernels.txt (kernels/launch_times.h; its
+#             total against graph's forward time says what launches and gaps cost)
 #   nowave    MT_MOE_WAVE=0: the defaults with one token's routed experts on the older expert
 #             core (gemv_core.cuh) instead of the one-wave kernel (gemv_wave.cuh)
 # Greedy tokens of every configuration are compared with `before` (same model, same prompt), and a
@@ -123,6 +126,7 @@ for c in $RUNS; do
         graph | graph2) run $c MT_X=1 -- --prompt-ids "$P64" -n 64 ;;
         nopdl | nopdl2) run $c MT_GPU_PDL=0 -- --prompt-ids "$P64" -n 64 ;;
         nowave | nowave2) run $c MT_MOE_WAVE=0 -- --prompt-ids "$P64" -n 64 ;;
+        kernels) run $c MT_GPU_GRAPH=0 MT_GPU_PDL=0 MT_GPU_KERNEL_TIMES=1 -- --prompt-ids "$P64" -n 64 ;;
         long-graph) run $c MT_X=1 -- --prompt-ids "$P2K" -n 16 ;;
         long-nograph) run $c MT_GPU_GRAPH=0 MT_GPU_DEVICE_MOE=0 -- --prompt-ids "$P2K" -n 16 ;;
     esac

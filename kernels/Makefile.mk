@@ -3,9 +3,9 @@ EXTRA_DIST += kernels/kernels.h kernels/cuda_check.cuh kernels/ops.h kernels/com
 	kernels/gemv_core.cuh kernels/gemv_wave.cuh kernels/async_copy.cuh kernels/pdl.cuh
 KERNEL_SOURCES = kernels/device.cu
 KERNEL_SOURCES += kernels/bench.cu
-KERNEL_SOURCES += kernels/host_copy.cu kernels/events.cu
+KERNEL_SOURCES += kernels/host_copy.cu kernels/events.cu kernels/launch_times.cu
 EXTRA_DIST += kernels/host_copy.h kernels/engine_ops.h kernels/events.h kernels/gemm.h \
-	kernels/graph.h
+	kernels/graph.h kernels/launch_times.h
 KERNEL_SOURCES += kernels/pdl.cu
 KERNEL_SOURCES += kernels/arena.cu kernels/gemv.cu kernels/elementwise.cu kernels/router.cu \
 	kernels/indexer.cu kernels/topk.cu kernels/mla.cu kernels/moe.cu \

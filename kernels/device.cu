@@ -6,6 +6,7 @@
 
 #include "kernels/kernels.h"
 #include "kernels/cuda_check.cuh"
+#include "kernels/launch_times.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,5 +104,6 @@ mt_cuda_launched(const char *kernel, cudaStream_t stream)
             return mt_fail(MT_ERR_CUDA, 0, "kernel %s failed: %s", kernel, cudaGetErrorString(err));
         }
     }
+    mt_gpu_launch_times_record(kernel, stream); /* MT_GPU_KERNEL_TIMES=1 only */
     return MT_OK;
 }

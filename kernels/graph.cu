@@ -12,6 +12,7 @@
 
 #include "kernels/graph.h"
 #include "kernels/cuda_check.cuh"
+#include "kernels/launch_times.h"
 
 extern "C" mt_status_t
 mt_gpu_graph_begin(struct CUstream_st *stream)
@@ -65,7 +66,12 @@ mt_gpu_graph_end(struct CUstream_st *stream, bool keep, struct CUgraphExec_st **
 extern "C" mt_status_t
 mt_gpu_graph_launch(struct CUgraphExec_st *exec, struct CUstream_st *stream)
 {
-    return MT_CUDA(cudaGraphLaunch(exec, stream));
+    mt_status_t st = MT_CUDA(cudaGraphLaunch(exec, stream));
+
+    if (st == MT_OK) {
+        mt_gpu_launch_times_record("cuda graph (a recorded step)", stream);
+    }
+    return st;
 }
 
 extern "C" void

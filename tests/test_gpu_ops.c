@@ -2,12 +2,16 @@
 /*
  * test_gpu_ops.c - the small per-token kernels against cpu/ref_*.c: RMSNorm, the indexer's
  * LayerNorm, both RoPE layouts (with the V3.2 YaRN table), SwiGLU, residual add, embedding rows
- * and the router (identical expert ids, ties and NaN included).
+ * and the router (identical expert ids, ties and NaN included); the per-kernel launch times
+ * (MT_GPU_KERNEL_TIMES) on a run of them.
  */
 #include <config.h>
 
 #include "cpu/ref_ops.h"
 #include "tests/gpu_test.h"
+#ifdef MT_HAVE_CUDA /* launch_times.h has no stubs in builds without CUDA */
+#include "kernels/launch_times.h"
+#endif
 
 #include <math.h>
 #include <stdlib.h>
@@ -231,6 +235,66 @@ test_router(const struct mt_cpu_router_params *cp, int n_tok, int kind)
     free(lg);
 }
 
+#ifdef MT_HAVE_CUDA
+/*
+ * Kernel times: 10 RMSNorms then 5 adds on one stream, flushed after the sixth norm (the anchor
+ * times the seventh): every launch counted, every one but the stream's first timed, each name's
+ * time positive; after a reset nothing is left, and while off nothing is recorded.
+ */
+static void
+test_launch_times(void)
+{
+    enum { N = 7168 };
+    float *x = gt_malloc(N * sizeof(float));
+    struct mt_gpu_launch_time t[8];
+    const struct mt_gpu_launch_time *norm = NULL;
+    const struct mt_gpu_launch_time *add = NULL;
+    bool ok = true;
+    int n;
+
+    gt_fill(x, N, -1.0f, 1.0f);
+    mt_gpu_arena_reset(gt_arena);
+    float *d_x = gt_put(x, N * sizeof(float));
+    float *d_w = gt_put(x, N * sizeof(float));
+    float *d_o = gt_alloc(N * sizeof(float));
+
+    mt_gpu_launch_times_reset();
+    mt_gpu_launch_times_enable(true);
+    for (int i = 0; i < 10; i++) {
+        ok = ok && mt_gpu_rmsnorm(d_x, d_w, 1, N, 1e-6f, d_o, NULL) == MT_OK;
+        if (i == 5) {
+            ok = ok && mt_gpu_launch_times_flush() == MT_OK;
+        }
+    }
+    for (int i = 0; i < 5; i++) {
+        ok = ok && mt_gpu_add(d_o, d_x, N, NULL) == MT_OK;
+    }
+    ok = ok && mt_gpu_launch_times_flush() == MT_OK;
+    n = mt_gpu_launch_times_get(t, 8);
+    for (int i = 0; i < n && i < 8; i++) {
+        if (strcmp(t[i].name, "rmsnorm") == 0) {
+            norm = &t[i];
+        } else if (strcmp(t[i].name, "add") == 0) {
+            add = &t[i];
+        }
+    }
+    tap_ok(ok && n == 2 && norm != NULL && add != NULL && norm->launches == 10 &&
+               norm->timed == 9 && add->launches == 5 && add->timed == 5 && norm->ms > 0 &&
+               add->ms > 0,
+           "kernel times: %d names; rmsnorm %ld launches, %ld timed, %.4f ms; add %ld, %ld, "
+           "%.4f ms",
+           n, norm != NULL ? norm->launches : -1, norm != NULL ? norm->timed : -1,
+           norm != NULL ? norm->ms : 0.0, add != NULL ? add->launches : -1,
+           add != NULL ? add->timed : -1, add != NULL ? add->ms : 0.0);
+    mt_gpu_launch_times_reset();
+    mt_gpu_launch_times_enable(false);
+    ok = mt_gpu_rmsnorm(d_x, d_w, 1, N, 1e-6f, d_o, NULL) == MT_OK &&
+         mt_gpu_launch_times_flush() == MT_OK;
+    tap_ok(ok && mt_gpu_launch_times_get(t, 8) == 0, "kernel times off: nothing recorded");
+    free(x);
+}
+#endif
+
 int
 main(void)
 {
@@ -256,6 +320,9 @@ main(void)
     test_router(&v32, 8, 2);
     test_router(&small, 17, 0);
     test_router(&single, 9, 0);
+#ifdef MT_HAVE_CUDA
+    test_launch_times();
+#endif
     mt_gpu_arena_destroy(gt_arena);
     return tap_done();
 }

@@ -11,6 +11,9 @@
 #include "runtime/engine/provider_stream.h"
 #include "runtime/model/model.h"
 #include "runtime/plan/planner.h"
+#ifdef MT_HAVE_CUDA
+#include "kernels/launch_times.h"
+#endif
 
 #include <errno.h>
 #include <string.h>
@@ -92,6 +95,14 @@ mt_cli_report_prefill_done(struct mt_cli_report *r)
     }
     snapshot(r, &r->prefill);
     r->split = true;
+#ifdef MT_HAVE_CUDA
+    if (mt_gpu_launch_times_on()) { /* the kernel table covers the decode phase only */
+        if (mt_gpu_launch_times_flush() != MT_OK) {
+            mt_log_warn("kernel times: %s", mt_last_error());
+        }
+        mt_gpu_launch_times_reset();
+    }
+#endif
 }
 
 void
@@ -340,6 +351,12 @@ mt_cli_report_print(const struct mt_cli_report *r, FILE *f)
                 (unsigned long long)m->acquires, io->gbps, (double)io->bytes_read / 1e6,
                 io->stall_s, (unsigned long long)io->retries);
     }
+#ifdef MT_HAVE_CUDA
+    if (mt_gpu_launch_times_on()) {
+        fprintf(f, "mt: report: GPU time by kernel, %s phase:\n", r->split ? "decode" : "whole");
+        mt_gpu_launch_times_print(f);
+    }
+#endif
 }
 
 void
