@@ -605,8 +605,10 @@ mt_cli_plan(int argc, char **argv)
         mt_cli_error(&cli, "out of memory");
         goto out;
     }
-    /* a quick bench measures disk reads where the profile cache lives (the disk it is on) */
-    if (mt_cli_profile_get(hw_path, NULL, hw) != MT_OK) {
+    /* a quick bench measures disk reads on the checkpoint's disk (as run does), else where the
+       profile cache lives */
+    if (mt_cli_profile_get(hw_path, model != NULL ? mt_st_set_file_path(model->set, 0) : NULL,
+                           hw) != MT_OK) {
         goto out;
     }
     /* several traces: their sum, the routing of all those runs */
