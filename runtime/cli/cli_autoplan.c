@@ -66,8 +66,12 @@ mt_cli_device_pick(enum mt_cli_device want, bool say, enum mt_device *device_out
     }
     st = mt_gpu_device_count(&n);
     if (want == MT_CLI_DEVICE_GPU && (st != MT_OK || n == 0)) {
+        char why[256]; /* a copy: mt_fail writes the buffer mt_last_error() returns */
+
+        snprintf(why, sizeof(why), "%s",
+                 st != MT_OK ? mt_last_error() : mt_gpu_device_none_reason());
         return mt_fail(MT_ERR_UNSUPPORTED, 0, "--device gpu: no CUDA device (%s); use --device "
-                       "cpu", st != MT_OK ? mt_last_error() : mt_gpu_device_none_reason());
+                       "cpu", why);
     }
     if (want == MT_CLI_DEVICE_GPU) {
         if (say) {
