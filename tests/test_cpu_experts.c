@@ -274,6 +274,44 @@ test_swiglu(enum mt_cpu_level max)
     }
 }
 
+/*
+ * n experts of dtype dt (hidden x inter), job j with ms[j] random tokens and an output buffer,
+ * want[j] its scalar result. Returns whether every scalar run succeeded.
+ */
+static bool
+layer_make(int n, const int *ms, enum mt_dtype dt, int64_t hidden, int64_t inter,
+           struct expert *e, struct mt_cpu_expert_job *jobs, float **want)
+{
+    bool ok = true;
+
+    for (int j = 0; j < n; j++) {
+        expert_make(&e[j], dt, hidden, inter);
+        jobs[j] = (struct mt_cpu_expert_job){&e[j].gate,
+                                             &e[j].up,
+                                             &e[j].down,
+                                             ms[j],
+                                             randv((size_t)ms[j] * hidden),
+                                             malloc((size_t)ms[j] * hidden * sizeof(float))};
+        want[j] = malloc((size_t)ms[j] * hidden * sizeof(float));
+        struct mt_cpu_expert_job s = jobs[j];
+
+        s.y = want[j];
+        ok = ok && mt_cpu_expert_run(MT_CPU_LEVEL_SCALAR, &s) == MT_OK;
+    }
+    return ok;
+}
+
+static void
+layer_free(int n, struct expert *e, struct mt_cpu_expert_job *jobs, float **want)
+{
+    for (int j = 0; j < n; j++) {
+        expert_free(&e[j]);
+        free((void *)jobs[j].x);
+        free(jobs[j].y);
+        free(want[j]);
+    }
+}
+
 /* A layer of experts with different token counts on the team, against the scalar path. */
 static void
 test_layer(struct mt_cpu_team *team, enum mt_cpu_level level, enum mt_dtype dt, int threads)
@@ -284,22 +322,8 @@ test_layer(struct mt_cpu_team *team, enum mt_cpu_level level, enum mt_dtype dt, 
     struct mt_cpu_expert_job jobs[N];
     float *want[N];
     struct mt_cpu_moe *moe;
-    bool ok = true;
+    bool ok = layer_make(N, ms, dt, HID, INT, e, jobs, want);
 
-    for (int j = 0; j < N; j++) {
-        expert_make(&e[j], dt, HID, INT);
-        jobs[j] = (struct mt_cpu_expert_job){&e[j].gate,
-                                             &e[j].up,
-                                             &e[j].down,
-                                             ms[j],
-                                             randv((size_t)ms[j] * HID),
-                                             malloc((size_t)ms[j] * HID * sizeof(float))};
-        want[j] = malloc((size_t)ms[j] * HID * sizeof(float));
-        struct mt_cpu_expert_job s = jobs[j];
-
-        s.y = want[j];
-        ok = ok && mt_cpu_expert_run(MT_CPU_LEVEL_SCALAR, &s) == MT_OK;
-    }
     tap_ok(ok && mt_cpu_moe_create(team, level, &moe) == MT_OK, "layer runner created");
     for (int rep = 0; rep < 2; rep++) { /* twice: the runner's workspace is reused */
         if (rep == 1) {
@@ -328,12 +352,7 @@ test_layer(struct mt_cpu_team *team, enum mt_cpu_level level, enum mt_dtype dt, 
         }
     }
     mt_cpu_moe_destroy(moe);
-    for (int j = 0; j < N; j++) {
-        expert_free(&e[j]);
-        free((void *)jobs[j].x);
-        free(jobs[j].y);
-        free(want[j]);
-    }
+    layer_free(N, e, jobs, want);
 }
 
 /*
@@ -354,18 +373,12 @@ test_ws_fault(struct mt_cpu_team *team, enum mt_cpu_level level)
     mt_status_t st;
     bool used;
 
-    for (int j = 0; j < N; j++) {
-        expert_make(&e[j], MT_DTYPE_F8_E4M3, HID, INT);
-        jobs[j] = (struct mt_cpu_expert_job){&e[j].gate, &e[j].up, &e[j].down, ms[j],
-                                             randv((size_t)ms[j] * HID),
-                                             malloc((size_t)ms[j] * HID * sizeof(float))};
-        want[j] = malloc((size_t)ms[j] * HID * sizeof(float));
-        struct mt_cpu_expert_job s = jobs[j];
-
-        s.y = want[j];
-        MT_ASSERT(mt_cpu_expert_run(MT_CPU_LEVEL_SCALAR, &s) == MT_OK);
+    if (!tap_ok(layer_make(N, ms, MT_DTYPE_F8_E4M3, HID, INT, e, jobs, want) &&
+                    mt_cpu_moe_create(team, level, &moe) == MT_OK,
+                "%s: layer and runner made", mt_cpu_level_name(level))) {
+        layer_free(N, e, jobs, want);
+        return;
     }
-    MT_ASSERT(mt_cpu_moe_create(team, level, &moe) == MT_OK);
     mt_cpu_experts_ws_fault = 1;
     mt_log_set_quiet(true);
     st = mt_cpu_moe_run(moe, jobs, N, 0);
@@ -396,12 +409,7 @@ test_ws_fault(struct mt_cpu_team *team, enum mt_cpu_level level)
         tap_ok(st == MT_ERR_NOMEM, "scalar: one expert run without its workspace: MT_ERR_NOMEM");
     }
     mt_cpu_moe_destroy(moe);
-    for (int j = 0; j < N; j++) {
-        expert_free(&e[j]);
-        free((void *)jobs[j].x);
-        free(jobs[j].y);
-        free(want[j]);
-    }
+    layer_free(N, e, jobs, want);
 }
 
 /* A provider over in-memory experts, counting acquires minus releases. */
