@@ -122,7 +122,7 @@ main(void)
     const char *dir = tap_tmpdir();
     mt_status_t st;
 
-    tap_plan(27);
+    tap_plan(28);
     mt_log_set_quiet(true);
 
     fill(&a);
@@ -198,6 +198,10 @@ main(void)
     tap_ok(fails("{\"version\": 1, \"cpu\": {\"numa_nodes\": 2, \"nodes\": [{\"id\": 0}]}}",
                  MT_ERR_FORMAT, "'cpu.numa_nodes' is 2 but 'cpu.nodes' lists 1"),
            "an inconsistent node count is refused");
+    tap_ok(fails("{\"version\": 1, \"cpu\": {\"numa_nodes\": 200}}", MT_ERR_FORMAT,
+                 "'cpu.numa_nodes' is 200; a profile holds at most 16"),
+           "more NUMA nodes than a profile holds is refused (found by fuzz_profile: the planner "
+           "read past cpu.nodes)");
 
     /* the "learned" section (moetier plan --learn): absent until something was learned */
     {

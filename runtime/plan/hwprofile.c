@@ -447,6 +447,12 @@ cpu_from_json(json_t *o, struct mt_hw_cpu *cpu, const char *what)
         return st;
     }
     declared = cpu->n_nodes;
+    if (declared > MT_HWPROFILE_MAX_NODES) { /* n_nodes counts entries of nodes[] */
+        return mt_fail(MT_ERR_FORMAT, 0,
+                       "hardware profile '%s': 'cpu.numa_nodes' is %d; a profile holds at most %d "
+                       "NUMA nodes",
+                       what, declared, MT_HWPROFILE_MAX_NODES);
+    }
     isa = json_object_get(o, "isa");
     if (isa != NULL && !json_is_array(isa)) {
         return mt_fail(MT_ERR_FORMAT, 0, "hardware profile '%s': 'cpu.isa' must be an array", what);
