@@ -31,6 +31,7 @@
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,f16c,fma,amx-tile,amx-bf16")
 #include <config.h>
 
+#include "cpu/amx_config.h"
 #include "cpu/experts_impl.h"
 
 #include <immintrin.h>
@@ -40,15 +41,6 @@
 
 #define PANEL_MAX 128 /* weight rows dequantized at once: mt_cpu_experts_amx_panel */
 #define TOKB 32       /* tokens per block of C (two token tiles) */
-
-/* palette 1: 8 tiles of 16 rows x 64 bytes */
-struct amx_cfg {
-    uint8_t palette_id;
-    uint8_t start_row;
-    uint8_t reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-};
 
 struct amx_ws {
     uint16_t *xp; /* [m_pad / 16][K / 32][16 pairs][16 tokens][2] bf16 */
@@ -369,18 +361,11 @@ amx_rows_packed(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const voi
                 float *y, int64_t ldy)
 {
     int64_t kc = mt_cpu_experts_amx_kc > 0 ? (mt_cpu_experts_amx_kc + 31) / 32 * 32 : 0;
-    struct amx_cfg cfg;
 
     if (!ws_grow((void **)&ws.a, &ws.a_cap, (size_t)PANEL_MAX * (size_t)w->cols * 2)) {
         return;
     }
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.palette_id = 1;
-    for (int i = 0; i < 8; i++) {
-        cfg.colsb[i] = 64;
-        cfg.rows[i] = 16;
-    }
-    _tile_loadconfig(&cfg);
+    mt_amx_load_tiles_16x64();
     if (mt_cpu_experts_amx_tiles != 0) {
         mt_cpu_amx_tiles_rows(w, r0, r1, xpv, m, y, ldy, kc > 0 ? kc : w->cols);
     } else if (kc > 0 && r1 - r0 <= PANEL_MAX) {

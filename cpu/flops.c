@@ -6,6 +6,8 @@
 
 #include "cpu/flops.h"
 
+#include "cpu/amx_config.h"
+
 #include "cpu/isa.h"
 #include "cpu/team.h"
 #include "runtime/base/clock.h"
@@ -205,29 +207,14 @@ mt_cpu_fma_gflops(double seconds, double *gflops_out)
 }
 
 /* The AMX palette-1 configuration: 8 tiles of 16 rows x 64 bytes. */
-struct amx_tilecfg {
-    uint8_t palette_id;
-    uint8_t start_row;
-    uint8_t reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-};
-
 /* C tiles 0-3 (16x16 fp32) += A tiles 4-5 (16x32 bf16) * B tiles 6-7: 4 x 16384 flops/iter. */
 __attribute__((target("amx-tile,amx-bf16"))) static float
 amx_loop(long iters)
 {
     static const uint16_t zeros[512] __attribute__((aligned(64)));
-    struct amx_tilecfg cfg;
     float out[256] __attribute__((aligned(64)));
 
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.palette_id = 1;
-    for (int i = 0; i < 8; i++) {
-        cfg.colsb[i] = 64;
-        cfg.rows[i] = 16;
-    }
-    _tile_loadconfig(&cfg);
+    mt_amx_load_tiles_16x64();
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(2);
@@ -288,20 +275,13 @@ static int amx_shape;
 __attribute__((target("amx-tile,amx-bf16"))) static float
 amx_loop_loads(long iters)
 {
-    struct amx_tilecfg cfg;
     float out[256] __attribute__((aligned(64)));
     const char *a = (const char *)amx_buf;
     const char *b = a + amx_a_bytes;
     size_t ao = 0;
     size_t bo = 0;
 
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.palette_id = 1;
-    for (int i = 0; i < 8; i++) {
-        cfg.colsb[i] = 64;
-        cfg.rows[i] = 16;
-    }
-    _tile_loadconfig(&cfg);
+    mt_amx_load_tiles_16x64();
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(2);
