@@ -18,9 +18,9 @@
  * graph and replayed, the way the engine runs a decode step.
  *
  * Usage: bench_kernels [--reps N] [--quick] [--dsa | --topk | --idx-sweep | --gemv]   (--quick
- * skips the 1.85 GB lm_head; --dsa runs only the indexer, top-k and MLA rows, --topk only the FP8
- * indexer and top-k, --idx-sweep the FP8 indexer at 32K..512K keys, --gemv only the GEMV and
- * expert rows)
+ * skips the 1.85 GB lm_head; --dsa runs only the indexer, top-k, MLA and kv_b absorption rows,
+ * --topk only the FP8 indexer and top-k, --idx-sweep the FP8 indexer at 32K..512K keys, --gemv
+ * only the GEMV and expert rows)
  */
 #include <config.h>
 
@@ -556,6 +556,72 @@ bench_mla(enum mt_dtype dt, int n_idx, int n_cache)
     free(idx);
 }
 
+/* ---- MLA absorption through kv_b (decode, one token) ---------------------------------------- */
+
+struct absorb_ctx {
+    struct mt_gpu_weight kvb[MAX_COPIES];
+    float *q;
+    float *q_lat;
+    float *q_pe;
+    float *o_lat;
+    float *out;
+    bool value; /* the value half (absorb_v) instead of the key half (absorb_q) */
+};
+
+static mt_status_t
+absorb_run(void *ctx, int c)
+{
+    struct absorb_ctx *a = ctx;
+
+    return a->value ? mt_gpu_mla_absorb_v(a->o_lat, &a->kvb[c], 1, 128, 128, 128, a->out, stream)
+                    : mt_gpu_mla_absorb_q(a->q, &a->kvb[c], 1, 128, 128, 128, 64, a->q_lat,
+                                          a->q_pe, stream);
+}
+
+/* V3.2's kv_b (32768 x 512 FP8): each half is read once a token; both kernels of each half,
+ * engine_ops.cu's streaming ones (fast) and its any-shape ones. */
+static void
+bench_absorb(void)
+{
+    static struct absorb_ctx a;
+    size_t wb = (size_t)32768 * 512;
+    size_t sb = (size_t)256 * 4 * 4;
+    int copies = n_copies(wb / 2);
+    double med[MODES];
+    double p90[MODES];
+    bool pdl = false;
+
+    mt_gpu_arena_reset(arena);
+    for (int c = 0; c < copies; c++) {
+        a.kvb[c] = (struct mt_gpu_weight){MT_DTYPE_F8_E4M3, dalloc(wb), dalloc(sb), 32768, 512};
+        dfill((void *)a.kvb[c].data, wb, FILL_FP8);
+        dfill((void *)a.kvb[c].scale, sb, FILL_SCALE);
+    }
+    a.q = dalloc(128 * 192 * 4);
+    a.q_lat = dalloc(128 * 512 * 4);
+    a.q_pe = dalloc(128 * 64 * 4);
+    a.o_lat = dalloc(128 * 512 * 4);
+    a.out = dalloc(128 * 128 * 4);
+    dfill(a.q, 128 * 192 * 4, FILL_F32);
+    dfill(a.o_lat, 128 * 512 * 4, FILL_F32);
+    for (int fast = 1; fast >= 0; fast--) {
+        mt_gpu_absorb_fast_set(fast == 1);
+        for (int v = 0; v < 2; v++) {
+            a.value = v == 1;
+            time_modes(absorb_run, &a, copies, &med, &p90, &pdl);
+            bool ok = v ? finite_out(a.out, 128 * 128) : finite_out(a.q_lat, 128 * 512);
+            char note[64];
+            snprintf(note, sizeof(note), "%s", !ok ? "NON-FINITE OUTPUT"
+                                               : fast ? "streaming (FP8, kvl % 128 == 0)"
+                                                      : "any-shape kernel");
+            report_modes(v ? "mla_absorb_v" : "mla_absorb_q", "128h x 128 of kv_b 512", &med,
+                         &p90, pdl, wb / 2 + sb / 2 + 4.0 * 128 * (v ? 512 + 128 : 192 + 512),
+                         2.0 * 128 * 128 * 512, note);
+        }
+    }
+    mt_gpu_absorb_fast_set(true);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -663,6 +729,7 @@ dsa:
     bench_indexer(131072, false, false);
     bench_mla(MT_DTYPE_BF16, 2048, 65536);
     bench_mla(MT_DTYPE_F32, 2048, 65536);
+    bench_absorb();
     mt_gpu_arena_destroy(arena);
     return 0;
 }

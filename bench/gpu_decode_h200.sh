@@ -20,6 +20,8 @@
 #             total against graph's forward time says what launches and gaps cost)
 #   nowave    MT_MOE_WAVE=0: the defaults with one token's routed experts on the older expert
 #             core (gemv_core.cuh) instead of the one-wave kernel (gemv_wave.cuh)
+#   absorb0   MT_GPU_ABSORB=0: the defaults with MLA's kv_b absorptions on engine_ops.cu's
+#             any-shape kernels instead of its streaming FP8 ones
 # Greedy tokens of every configuration are compared with `before` (same model, same prompt), and a
 # 2,100-token prompt (the indexer selecting top-k inside recorded steps) is decoded with and
 # without graphs. The runs go most important first, each leaving $OUT/results.tgz updated.
@@ -126,6 +128,7 @@ for c in $RUNS; do
         graph | graph2) run $c MT_X=1 -- --prompt-ids "$P64" -n 64 ;;
         nopdl | nopdl2) run $c MT_GPU_PDL=0 -- --prompt-ids "$P64" -n 64 ;;
         nowave | nowave2) run $c MT_MOE_WAVE=0 -- --prompt-ids "$P64" -n 64 ;;
+        absorb0) run $c MT_GPU_ABSORB=0 -- --prompt-ids "$P64" -n 64 ;;
         kernels) run $c MT_GPU_GRAPH=0 MT_GPU_PDL=0 MT_GPU_KERNEL_TIMES=1 -- --prompt-ids "$P64" -n 64 ;;
         long-graph) run $c MT_X=1 -- --prompt-ids "$P2K" -n 16 ;;
         long-nograph) run $c MT_GPU_GRAPH=0 MT_GPU_DEVICE_MOE=0 -- --prompt-ids "$P2K" -n 16 ;;

@@ -21,6 +21,8 @@
 
 #include <cuda_fp8.h>
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #define EO_THREADS 256
 #define ABS_THREADS 256 /* absorb_q: 8 warps split the nope rows of a 128-column tile */
@@ -115,6 +117,234 @@ kvb_at4(const struct mt_gpu_weight w, int64_t r, int64_t c, bool vec, float v[4]
 }
 
 /*
+ * FP8 kv_b in whole 128-column scale blocks (V3.2's): the two products as streaming reads. The
+ * any-shape kernels below are latency-bound (4-byte loads, 16 a thread): inside a decode step on
+ * the H200 they took 25-30 us for each 8 MB half of V3.2's kv_b (2026-11-30, session 6), which
+ * takes ~2 us to read. With kvl % 128 == 0 a row is whole 16-byte chunks, each inside one scale
+ * block, so every thread loads 8 rows x 16 bytes at once, before the PDL wait (weights depend on
+ * no kernel): one wave of blocks has all of kv_b in flight. NT: tokens a block computes (1, 2 or
+ * 4); more tokens take more blocks along z, which read the same weights again, from L2.
+ */
+#define ABF_THREADS 128 /* 4 warps */
+#define ABF_ROWS 8      /* rows a thread has in flight */
+#define ABF_MAX_NOPE 512
+
+static __device__ __forceinline__ void
+abf_decode16(uint4 w, float s, float (&f)[16])
+{
+    const uint32_t *v = reinterpret_cast<const uint32_t *>(&w);
+
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        __half2 lo;
+        __half2 hi;
+        mt_fp8x4_decode(v[j], &lo, &hi);
+        float2 a = __half22float2(lo);
+        float2 b = __half22float2(hi);
+        f[4 * j + 0] = a.x * s;
+        f[4 * j + 1] = b.x * s;
+        f[4 * j + 2] = a.y * s;
+        f[4 * j + 3] = b.y * s;
+    }
+}
+
+/*
+ * Block (h, 128-column tile, token chunk): lane l of warp w takes the 16 columns (l % 8) of the
+ * tile and the nope rows d = 4 w + l / 8 + 16 i; its partial sums over its rows meet across lanes
+ * (xor 8, 16) and warps (shared memory) in a fixed order.
+ */
+template <int NT>
+static __global__ void __launch_bounds__(ABF_THREADS)
+absorb_q_fp8_kernel(const float *__restrict__ q, const struct mt_gpu_weight kvb, int n, int H,
+                    int nope, int vd, int rope, float *__restrict__ q_lat,
+                    float *__restrict__ q_pe)
+{
+    __shared__ float qs[NT][ABF_MAX_NOPE];
+    __shared__ float red[ABF_THREADS / 32][NT][128];
+    int h = blockIdx.x, tile = blockIdx.y, t0 = blockIdx.z * NT;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int kvl = (int)kvb.cols, cb = kvl / 128, qk = nope + rope, nt = min(NT, n - t0);
+    int col = tile * 128 + (lane % 8) * 16, slot = warp * 4 + lane / 8;
+    const uint8_t *wb = (const uint8_t *)kvb.data;
+    int64_t r0 = (int64_t)h * (nope + vd);
+    float acc[NT][16];
+
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+#pragma unroll
+        for (int k = 0; k < 16; k++) {
+            acc[t][k] = 0.0f;
+        }
+    }
+    for (int d0 = 0; d0 < nope; d0 += 16 * ABF_ROWS) {
+        uint4 w[ABF_ROWS];
+        float s[ABF_ROWS];
+#pragma unroll
+        for (int i = 0; i < ABF_ROWS; i++) {
+            int d = d0 + slot + 16 * i;
+            int64_t r = r0 + d;
+            w[i] = d < nope ? __ldcs((const uint4 *)(wb + r * kvl + col)) : make_uint4(0, 0, 0, 0);
+            s[i] = d < nope ? __ldg(kvb.scale + (r / 128) * cb + tile) * MT_FP8_DECODE_SCALE
+                            : 0.0f;
+        }
+        if (d0 == 0) { /* the weights are on their way: now the query, from the kernel before */
+            mt_pdl_enter();
+            for (int i = threadIdx.x; i < nt * nope; i += ABF_THREADS) {
+                int t = i / nope;
+                qs[t][i % nope] = q[((int64_t)(t0 + t) * H + h) * qk + i % nope];
+            }
+            __syncthreads();
+        }
+#pragma unroll
+        for (int i = 0; i < ABF_ROWS; i++) {
+            int d = d0 + slot + 16 * i;
+            float f[16];
+            abf_decode16(w[i], s[i], f);
+#pragma unroll
+            for (int t = 0; t < NT; t++) {
+                float x = t < nt && d < nope ? qs[t][d] : 0.0f;
+#pragma unroll
+                for (int k = 0; k < 16; k++) {
+                    acc[t][k] = fmaf(x, f[k], acc[t][k]);
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+#pragma unroll
+        for (int k = 0; k < 16; k++) {
+            float v = acc[t][k];
+            v += __shfl_xor_sync(0xffffffffu, v, 8);
+            v += __shfl_xor_sync(0xffffffffu, v, 16);
+            if (lane < 8) {
+                red[warp][t][lane * 16 + k] = v;
+            }
+        }
+    }
+    __syncthreads();
+    for (int t = 0; t < nt; t++) {
+        float a = 0.0f;
+#pragma unroll
+        for (int w = 0; w < ABF_THREADS / 32; w++) {
+            a += red[w][t][threadIdx.x];
+        }
+        q_lat[((int64_t)(t0 + t) * H + h) * kvl + tile * 128 + threadIdx.x] = a;
+    }
+    if (tile == 0) {
+        for (int i = threadIdx.x; i < nt * rope; i += ABF_THREADS) {
+            int t = i / rope;
+            q_pe[((int64_t)(t0 + t) * H + h) * rope + i % rope] =
+                q[((int64_t)(t0 + t) * H + h) * qk + nope + i % rope];
+        }
+    }
+}
+
+/*
+ * Block (h, 32 value rows, token chunk): warp w takes rows j = 32 y + 8 w + i (i < 8), lane l the
+ * 16-byte chunks l, l + 32, ... of each; a row's sum is the warp's sum.
+ */
+template <int NT>
+static __global__ void __launch_bounds__(ABF_THREADS)
+absorb_v_fp8_kernel(const float *__restrict__ o_lat, const struct mt_gpu_weight kvb, int n,
+                    int H, int nope, int vd, float *__restrict__ out)
+{
+    int h = blockIdx.x, t0 = blockIdx.z * NT;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int kvl = (int)kvb.cols, cb = kvl / 128, chunks = kvl / 16, nt = min(NT, n - t0);
+    int j0 = blockIdx.y * 32 + warp * ABF_ROWS;
+    const uint8_t *wb = (const uint8_t *)kvb.data;
+    int64_t r0 = (int64_t)h * (nope + vd) + nope;
+    float acc[NT][ABF_ROWS];
+    uint4 w[ABF_ROWS];
+    float s[ABF_ROWS];
+
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+#pragma unroll
+        for (int i = 0; i < ABF_ROWS; i++) {
+            acc[t][i] = 0.0f;
+        }
+    }
+    for (int c = lane; c - lane < chunks; c += 32) { /* every lane the same trips */
+#pragma unroll
+        for (int i = 0; i < ABF_ROWS; i++) {
+            bool ok = c < chunks && j0 + i < vd;
+            int64_t r = r0 + j0 + i;
+            w[i] = ok ? __ldcs((const uint4 *)(wb + r * kvl + c * 16)) : make_uint4(0, 0, 0, 0);
+            s[i] = ok ? __ldg(kvb.scale + (r / 128) * cb + c / 8) * MT_FP8_DECODE_SCALE : 0.0f;
+        }
+        if (c == lane) {
+            mt_pdl_enter(); /* o_lat comes from the kernel before */
+        }
+        if (c >= chunks) {
+            continue;
+        }
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            if (t >= nt) {
+                break;
+            }
+            const float4 *o = (const float4 *)(o_lat + ((int64_t)(t0 + t) * H + h) * kvl + c * 16);
+            float x[16];
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                float4 v = __ldg(o + k);
+                x[4 * k] = v.x, x[4 * k + 1] = v.y, x[4 * k + 2] = v.z, x[4 * k + 3] = v.w;
+            }
+#pragma unroll
+            for (int i = 0; i < ABF_ROWS; i++) {
+                float f[16];
+                abf_decode16(w[i], s[i], f);
+                float a = 0.0f;
+#pragma unroll
+                for (int k = 0; k < 16; k++) {
+                    a = fmaf(f[k], x[k], a);
+                }
+                acc[t][i] += a;
+            }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+#pragma unroll
+        for (int i = 0; i < ABF_ROWS; i++) {
+            float a = mt_warp_sum(acc[t][i]);
+            if (lane == i && t < nt && j0 + i < vd) {
+                out[(int64_t)(t0 + t) * H * vd + (int64_t)h * vd + j0 + i] = a;
+            }
+        }
+    }
+}
+
+/* MT_GPU_ABSORB=0: the any-shape kernels for FP8 too (for measurements); read once. */
+static int absorb_fast = -1;
+
+extern "C" void
+mt_gpu_absorb_fast_set(bool on)
+{
+    absorb_fast = on ? 1 : 0;
+}
+
+static bool
+absorb_fast_fits(const struct mt_gpu_weight *kvb, int nope)
+{
+    if (absorb_fast < 0) {
+        const char *e = getenv("MT_GPU_ABSORB");
+        absorb_fast = e != NULL && strcmp(e, "0") == 0 ? 0 : 1;
+    }
+    return absorb_fast == 1 && kvb->dtype == MT_DTYPE_F8_E4M3 && kvb->cols % 128 == 0 &&
+           nope <= ABF_MAX_NOPE;
+}
+
+/* The token chunk of the FP8 kernels: 1, 2 or 4 tokens a block. */
+static int
+absorb_chunk(int n_tok)
+{
+    return n_tok == 1 ? 1 : n_tok == 2 ? 2 : 4;
+}
+
+/*
  * Block (h, 128-column tile), 8 warps: warp w sums its share of the nope rows d for 4 columns a
  * lane (one 4-byte FP8 load), for every token at once; the 8 partial sums meet in shared memory.
  * Each weight is read once for all n tokens, with 16 independent loads in flight a thread (a
@@ -199,6 +429,21 @@ mt_gpu_mla_absorb_q(const float *q, const struct mt_gpu_weight *kvb, int n_tok, 
                        kvb != NULL ? (long long)kvb->rows : 0LL,
                        kvb != NULL ? (long long)kvb->cols : 0LL);
     }
+    if (absorb_fast_fits(kvb, nope)) {
+        int nt = absorb_chunk(n_tok);
+        dim3 g((unsigned)n_heads, (unsigned)(kvb->cols / 128), (unsigned)MT_CEIL_DIV(n_tok, nt));
+        if (nt == 1) {
+            mt_pdl_launch(absorb_q_fp8_kernel<1>, g, dim3(ABF_THREADS), 0, stream, q, *kvb, n_tok,
+                          n_heads, nope, vd, rope, q_lat, q_pe);
+        } else if (nt == 2) {
+            mt_pdl_launch(absorb_q_fp8_kernel<2>, g, dim3(ABF_THREADS), 0, stream, q, *kvb, n_tok,
+                          n_heads, nope, vd, rope, q_lat, q_pe);
+        } else {
+            mt_pdl_launch(absorb_q_fp8_kernel<4>, g, dim3(ABF_THREADS), 0, stream, q, *kvb, n_tok,
+                          n_heads, nope, vd, rope, q_lat, q_pe);
+        }
+        return mt_cuda_launched("mla_absorb_q", stream);
+    }
     dim3 grid((unsigned)n_heads, (unsigned)MT_CEIL_DIV(kvb->cols, (int64_t)ABS_TILE));
     mt_pdl_launch(absorb_q_kernel, dim3(grid), dim3(ABS_THREADS), 0, stream, q, *kvb, n_tok,
                   n_heads, nope, vd, rope, kvb->cols % 4 == 0, q_lat, q_pe);
@@ -265,6 +510,21 @@ mt_gpu_mla_absorb_v(const float *o_lat, const struct mt_gpu_weight *kvb, int n_t
         (kvb->dtype == MT_DTYPE_F8_E4M3 && kvb->scale == NULL)) {
         return mt_fail(MT_ERR_INVAL, 0, "gpu absorb v: %d tokens, %d heads, v %d", n_tok, n_heads,
                        vd);
+    }
+    if (absorb_fast_fits(kvb, nope)) {
+        int nt = absorb_chunk(n_tok);
+        dim3 g((unsigned)n_heads, (unsigned)MT_CEIL_DIV(vd, 32), (unsigned)MT_CEIL_DIV(n_tok, nt));
+        if (nt == 1) {
+            mt_pdl_launch(absorb_v_fp8_kernel<1>, g, dim3(ABF_THREADS), 0, stream, o_lat, *kvb,
+                          n_tok, n_heads, nope, vd, out);
+        } else if (nt == 2) {
+            mt_pdl_launch(absorb_v_fp8_kernel<2>, g, dim3(ABF_THREADS), 0, stream, o_lat, *kvb,
+                          n_tok, n_heads, nope, vd, out);
+        } else {
+            mt_pdl_launch(absorb_v_fp8_kernel<4>, g, dim3(ABF_THREADS), 0, stream, o_lat, *kvb,
+                          n_tok, n_heads, nope, vd, out);
+        }
+        return mt_cuda_launched("mla_absorb_v", stream);
     }
     unsigned blocks = (unsigned)MT_CEIL_DIV(n_heads * vd, EO_THREADS / 32);
     mt_pdl_launch(absorb_v_kernel, dim3(blocks), dim3(EO_THREADS), 0, stream, o_lat, *kvb, n_tok,

@@ -167,10 +167,16 @@ worst_rel(const float *got, const double *want, size_t n)
     return w;
 }
 
+/* One absorption case: heads H, nope / value / rope widths, latent width kvl. */
+struct absorb_shape {
+    int H, nope, vd, rope, kvl;
+};
+
 static void
-absorb_case(struct mt_gpu_gemm *gm, enum mt_dtype dt, int n, bool kernel)
+absorb_case_at(struct mt_gpu_gemm *gm, enum mt_dtype dt, int n, bool kernel,
+               struct absorb_shape sh, const char *what)
 {
-    int H = 3, nope = 16, vd = 12, rope = 8, kvl = 40, qk = nope + rope;
+    int H = sh.H, nope = sh.nope, vd = sh.vd, rope = sh.rope, kvl = sh.kvl, qk = nope + rope;
     struct tw w;
     size_t nq = (size_t)n * H * qk, nl = (size_t)n * H * kvl, nv = (size_t)n * H * vd;
     float *q = gt_malloc(nq * 4), *ol = gt_malloc(nl * 4);
@@ -210,9 +216,9 @@ absorb_case(struct mt_gpu_gemm *gm, enum mt_dtype dt, int n, bool kernel)
     double a = st == MT_OK ? worst_rel(ql, rql, nl) : INFINITY;
     double b = st == MT_OK ? worst_rel(out, rout, nv) : INFINITY;
     tap_ok(st == MT_OK && a <= 1e-5 && b <= 1e-5 && pe, "absorption by the %s, %s kv_b, %d "
-           "tokens: q_lat worst %.2e, out worst %.2e (bound 1e-5 of max), q_pe copied: %s",
-           kernel ? "n-token kernels" : "batched GEMMs", mt_dtype_name(dt), n, a, b,
-           pe ? "yes" : "no");
+           "tokens, %d heads x (%d + %d) x %d%s: q_lat worst %.2e, out worst %.2e (bound 1e-5 "
+           "of max), q_pe copied: %s", kernel ? "n-token kernels" : "batched GEMMs",
+           mt_dtype_name(dt), n, H, nope, vd, kvl, what, a, b, pe ? "yes" : "no");
     tw_free(&w);
     free(q);
     free(ol);
@@ -221,6 +227,38 @@ absorb_case(struct mt_gpu_gemm *gm, enum mt_dtype dt, int n, bool kernel)
     free(out);
     free(rql);
     free(rout);
+}
+
+static void
+absorb_case(struct mt_gpu_gemm *gm, enum mt_dtype dt, int n, bool kernel)
+{
+    absorb_case_at(gm, dt, n, kernel, (struct absorb_shape){3, 16, 12, 8, 40}, "");
+}
+
+/*
+ * FP8 kv_b in whole 128-column blocks takes engine_ops.cu's streaming kernels: V3.2's shape at
+ * every token chunk (1, 2, 3 of a 4-token chunk, 5 = 4 + 1 along z, 8), value rows not a
+ * multiple of a block's 32 and heads whose rows cross 128-row scale blocks, nope rows over two
+ * of a thread's 128-row rounds; then V3.2's shape once more on the any-shape kernels.
+ */
+static void
+absorb_fast_cases(struct mt_gpu_gemm *gm)
+{
+    struct absorb_shape v32 = {128, 128, 128, 64, 512};
+    int toks[] = {1, 2, 3, 5, 8};
+
+    for (size_t i = 0; i < sizeof(toks) / sizeof(toks[0]); i++) {
+        absorb_case_at(gm, MT_DTYPE_F8_E4M3, toks[i], true, v32, " (V3.2)");
+    }
+    absorb_case_at(gm, MT_DTYPE_F8_E4M3, 1, true, (struct absorb_shape){5, 48, 40, 8, 256},
+                   " (rows across scale blocks)");
+    absorb_case_at(gm, MT_DTYPE_F8_E4M3, 3, true, (struct absorb_shape){5, 48, 40, 8, 256},
+                   " (rows across scale blocks)");
+    absorb_case_at(gm, MT_DTYPE_F8_E4M3, 2, true, (struct absorb_shape){2, 200, 24, 4, 128},
+                   " (nope over 128 rows)");
+    mt_gpu_absorb_fast_set(false);
+    absorb_case_at(gm, MT_DTYPE_F8_E4M3, 1, true, v32, " (V3.2, any-shape kernels)");
+    mt_gpu_absorb_fast_set(true);
 }
 
 /* Seconds per call of y = x W^T (best of 3 after a warm-up), as a diagnostic. */
@@ -347,6 +385,7 @@ main(void)
         absorb_case(f32, m == 0 ? MT_DTYPE_F8_E4M3 : MT_DTYPE_BF16, 5, true);
     }
     absorb_case(f32, MT_DTYPE_F32, 8, true);
+    absorb_fast_cases(f32);
     /* bad arguments: refused before any launch */
     struct mt_gpu_weight none = {.dtype = MT_DTYPE_BF16, .rows = 4, .cols = 8};
     tap_ok(mt_gpu_gemm_linear(bf, &none, NULL, 9, NULL, NULL) == MT_ERR_INVAL,

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 
 #define MAX_E 16
+#define MAX_PAIRS 64 /* up to 8 tokens x top-8; padding makes up to one group a pair */
 
 static void
 check_moe_pad(int hidden, int inter, int n_exp, int n_tok, int k, bool pad)
@@ -29,10 +30,10 @@ check_moe_pad(int hidden, int inter, int n_exp, int n_tok, int k, bool pad)
     float *tmp = gt_malloc((size_t)hidden * sizeof(float));
     int32_t ids[8][8];
     float rw[8][8];
-    int32_t group_start[MAX_E + 1];
-    int32_t pair_tok[64];
-    float pair_w[64];
-    struct mt_gpu_expert group_exp[MAX_E];
+    int32_t group_start[MAX_PAIRS + 1];
+    int32_t pair_tok[MAX_PAIRS];
+    float pair_w[MAX_PAIRS];
+    struct mt_gpu_expert group_exp[MAX_PAIRS];
     int n_groups = 0;
     int n_pairs = 0;
     int max_group = 0;

@@ -15,7 +15,7 @@ need jq "JSON in shell tests; apt-get install jq"
 make_tmp run-report
 m="$tmp/small"
 
-echo "1..21"
+echo "1..22"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 cat >"$tmp/cpu.json" <<'JSON'
@@ -163,6 +163,21 @@ cp "$tmp/gpu.json" "$tmp/learng.json"
         .prediction.decode_tok_s < $a[0].prediction.decode_tok_s' "$tmp/g2.json" >/dev/null
 ok $? "plan --learn learns the host wait per layer, the next plan charges it: \
 $(grep 'host wait, all' "$tmp/lg.out")"
+# the GPU efficiency: its weight bytes over the forward less the host's waits, from a run the GPU
+# limited (450 GB in 0.9 s of a 1000 GB/s HBM: 0.5); never from one whose CPU experts were busy
+# for most of the forward (their waits partly hide behind the device launches)
+jq '.decode.forward_s = 1 | .decode.moe_wait_s = 0.1 | .decode.cpu_busy = 0.1 |
+    .decode.tiers.gpu.bytes = 450e9 | .always_on_bytes_per_token = 0 |
+    .predicted.hardware.hbm_gbps = 1000' "$tmp/rg.json" >"$tmp/rgg.json"
+jq '.decode.cpu_busy = 0.8' "$tmp/rgg.json" >"$tmp/rgc.json"
+cp "$tmp/gpu.json" "$tmp/learngg.json"
+cp "$tmp/gpu.json" "$tmp/learngc.json"
+"$bin" plan -m "$m" --hw "$tmp/learngg.json" --learn "$tmp/rgg.json" >"$tmp/lgg.out" 2>&1 &&
+    jq -e '(.learned.gpu_eff - 0.5 | fabs) < 1e-6' "$tmp/learngg.json" >/dev/null &&
+    "$bin" plan -m "$m" --hw "$tmp/learngc.json" --learn "$tmp/rgc.json" >/dev/null 2>&1 &&
+    jq -e '.learned.gpu_eff == 0' "$tmp/learngc.json" >/dev/null
+ok $? "the GPU efficiency is learned from a GPU-limited run only: \
+$(grep 'GPU weight' "$tmp/lgg.out")"
 jq '.plan = "'"$tmp"'/moved.json"' "$tmp/rg.json" >"$tmp/rg2.json"
 cp "$tmp/gpu.json" "$tmp/learng2.json"
 "$bin" plan -m "$m" --hw "$tmp/learng2.json" --learn "$tmp/rg2.json" >/dev/null 2>"$tmp/err" &&

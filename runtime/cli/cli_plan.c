@@ -203,12 +203,15 @@ learn_report(const char *path, struct learned_sum *sum)
                 num_at(ph, "forwards", NULL, NULL);
     /* the GPU's own time: the forward pass less the host's waits for CPU and disk experts; only
        where those waits are small (a run the GPU limited), or what is left is mostly launches
-       and synchronisation that the host experts caused */
+       and synchronisation that the host experts caused; and only where the CPU experts were
+       busy for little of the forward: the engine starts them before it launches the device's
+       experts, so the host's launches hide part of a CPU-bound run's waits (a dram plan's run
+       taught 0.049 of HBM that way, 2026-11-30, bench/results/hetero-h200.md) */
     double fwd = num_at(ph, "forward_s", NULL, NULL);
     secs = fwd - num_at(ph, "moe_wait_s", NULL, NULL);
     dev = json_string_value(json_object_get(root, "device"));
     if (dev != NULL && strcmp(dev, "gpu") == 0 && rate > 0 && bytes > 0 && secs > 0 &&
-        secs >= 0.75 * fwd && streamed == 0) {
+        secs >= 0.75 * fwd && num_at(ph, "cpu_busy", NULL, NULL) <= 0.25 && streamed == 0) {
         eff_of(bytes / secs / 1e9, rate, "GPU weight reads", path);
         sum->gpu_b += bytes, sum->gpu_s += secs, sum->gpu_rate = rate;
     }

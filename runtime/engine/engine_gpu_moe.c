@@ -477,6 +477,21 @@ slot_fill(struct mt_engine *e, struct eng_gpu *g, int l, int k, const struct mt_
     return MT_OK;
 }
 
+/* Does this step of layer l compute an expert in a GPU slot (a DRAM expert copied over PCIe)? */
+static bool
+slot_experts(const struct mt_engine *e, const struct eng_gpu *g, int l)
+{
+    const struct eng_work *w = &g->hw;
+
+    for (int x = 0; x < e->cfg.n_routed_experts; x++) {
+        if (w->group_start[x + 1] > w->group_start[x] && g->on_gpu[x] &&
+            tier_of(e, l, x) != MT_TIER_GPU) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /*
  * The device's experts of layer l: its GPU-tier groups and this step's slot experts, their
  * (token, weight) pairs compacted into the h_* arrays and uploaded; GPU-tier groups by the grouped
@@ -811,11 +826,21 @@ eng_gpu_moe(struct mt_engine *e, struct eng_gpu *g, int l, int m)
     eng_moe_group(e, l, g->h_x, m, w);
     eng_moe_count(e, l, w);
     count_guess(e, g, l);
-    /* the device's experts first: they run while the host waits on the disk and the CPU */
+    /*
+     * Which side starts first. The device's experts, where the host experts' submit may wait:
+     * on the disk (it acquires the streamed experts) or beside device_experts' own acquires of
+     * slot experts; they then run while the host waits. Else the CPU team's work, since
+     * device_experts keeps the host busy launching: in prefill one gather and MLP per expert,
+     * ~5 ms a layer of a 65-token batch on the H200, which delayed the CPU experts' start by
+     * as much and made an all-GPU plan's prefill 0.67-0.71 of its prediction (2026-11-30,
+     * bench/results/hetero-h200.md).
+     */
+    bool host_first = host && L->n_nvme == 0 && !slot_experts(e, g, l);
     int held = 0;
     double t_submit = mt_clock_now();
-    st = device_experts(e, g, l, m, &held);
-    if (st == MT_OK && host) {
+    st = host_first ? eng_moe_submit(e, l, w, used, &n_used) : MT_OK;
+    st = st == MT_OK ? device_experts(e, g, l, m, &held) : st;
+    if (st == MT_OK && host && !host_first) {
         st = eng_moe_submit(e, l, w, used, &n_used);
     }
     /*
