@@ -15,7 +15,7 @@ need jq "JSON in shell tests; apt-get install jq"
 make_tmp run-report
 m="$tmp/small"
 
-echo "1..22"
+echo "1..23"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 cat >"$tmp/cpu.json" <<'JSON'
@@ -150,7 +150,8 @@ gplan "$tmp/gpu.json" "$tmp/g.json" >/dev/null 2>"$tmp/err" ||
 tok=$(jq '1 / (.prediction.decode_ms / 1e3 + 2e-3 * .prediction.host_layers_per_token)' \
     "$tmp/g.json")
 jq --arg p "$tmp/g.json" --argjson tok "$tok" '.device = "gpu" | .plan = $p |
-    .decode.tok_s = $tok | .decode.forward_s = 0 | .decode.tiers["dram-cpu"].bytes = 12e9 |
+    .decode.tok_s = $tok | .decode.forward_s = 0 | .decode.cpu_busy = 0.1 |
+    .decode.tiers["dram-cpu"].bytes = 12e9 |
     .decode.tiers["dram-cpu"].seconds = 1 | .prefill.stream.bytes_read = 0 |
     .decode.stream.bytes_read = 0' "$tmp/r.json" >"$tmp/rg.json"
 cp "$tmp/gpu.json" "$tmp/learng.json"
@@ -163,6 +164,14 @@ cp "$tmp/gpu.json" "$tmp/learng.json"
         .prediction.decode_tok_s < $a[0].prediction.decode_tok_s' "$tmp/g2.json" >/dev/null
 ok $? "plan --learn learns the host wait per layer, the next plan charges it: \
 $(grep 'host wait, all' "$tmp/lg.out")"
+# the same run with its CPU experts busy for most of the forward teaches no wait: there the
+# residual is the CPU's own rate
+jq '.decode.cpu_busy = 0.8' "$tmp/rg.json" >"$tmp/rgb.json"
+cp "$tmp/gpu.json" "$tmp/learngb.json"
+"$bin" plan -m "$m" --hw "$tmp/learngb.json" --learn "$tmp/rgb.json" >/dev/null 2>&1 &&
+    jq -e '.learned.host_layer_ms == 0 and .learned.cpu_expert_eff > 0' "$tmp/learngb.json" \
+        >/dev/null
+ok $? "a run whose CPU experts were busy most of the forward teaches no host wait"
 # the GPU efficiency: its weight bytes over the forward less the host's waits, from a run the GPU
 # limited (450 GB in 0.9 s of a 1000 GB/s HBM: 0.5); never from one whose CPU experts were busy
 # for most of the forward (their waits partly hide behind the device launches)

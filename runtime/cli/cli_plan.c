@@ -225,7 +225,11 @@ learn_report(const char *path, struct learned_sum *sum)
  * predicted again at the efficiencies just learned (l) and no wait, over the layers per token
  * that waited (mt_plan_repredict_decode, with the --trace given, else the plan's uniform
  * activation). Runs that streamed are left out: there the disk's own variation would be taken
- * for the wait. Adds to *res_s and *layers (per token, one report counting once).
+ * for the wait; so are runs whose CPU experts were busy for more than a quarter of the forward:
+ * there the residual is mostly the CPU's own rate against its learned average (a dram plan's run
+ * measured 5 ms a token under its re-prediction and cancelled a GPU-limited run's 0.56 ms a
+ * waiting layer, 2026-11-30, bench/results/hetero-h200.md). Adds to *res_s and *layers (per
+ * token, one report counting once).
  */
 static mt_status_t
 learn_host_wait(const char *path, const struct mt_hw_learned *l, const struct mt_trace *trace,
@@ -246,7 +250,7 @@ learn_host_wait(const char *path, const struct mt_hw_learned *l, const struct mt
     double streamed = num_at(root, "prefill", "stream", "bytes_read") +
                       num_at(root, "decode", "stream", "bytes_read");
     if (dev == NULL || strcmp(dev, "gpu") != 0 || plan_path == NULL || tok_s <= 0 ||
-        streamed > 0) {
+        streamed > 0 || num_at(root, "decode", "cpu_busy", NULL) > 0.25) {
         json_decref(root);
         return MT_OK;
     }
