@@ -15,7 +15,7 @@ need jq "JSON in shell tests; apt-get install jq"
 make_tmp run-report
 m="$tmp/small"
 
-echo "1..23"
+echo "1..24"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 cat >"$tmp/cpu.json" <<'JSON'
@@ -187,6 +187,13 @@ cp "$tmp/gpu.json" "$tmp/learngc.json"
     jq -e '.learned.gpu_eff == 0' "$tmp/learngc.json" >/dev/null
 ok $? "the GPU efficiency is learned from a GPU-limited run only: \
 $(grep 'GPU weight' "$tmp/lgg.out")"
+# nor from one whose DRAM experts were copied into GPU slots: its time is the PCIe's (neither the
+# GPU efficiency nor the host wait)
+jq '.decode.tiers["dram-pcie"].bytes = 30e9' "$tmp/rgg.json" >"$tmp/rgp.json"
+cp "$tmp/gpu.json" "$tmp/learngp.json"
+"$bin" plan -m "$m" --hw "$tmp/learngp.json" --learn "$tmp/rgp.json" >/dev/null 2>&1 &&
+    jq -e '.learned.gpu_eff == 0 and .learned.host_layer_ms == 0' "$tmp/learngp.json" >/dev/null
+ok $? "a run with slot copies over PCIe teaches neither the GPU efficiency nor the host wait"
 jq '.plan = "'"$tmp"'/moved.json"' "$tmp/rg.json" >"$tmp/rg2.json"
 cp "$tmp/gpu.json" "$tmp/learng2.json"
 "$bin" plan -m "$m" --hw "$tmp/learng2.json" --learn "$tmp/rg2.json" >/dev/null 2>"$tmp/err" &&

@@ -151,6 +151,20 @@ eff_of(double measured_gbps, double rate_gbps, const char *what, const char *pat
 }
 
 /*
+ * Did the GPU's own weight reads set this phase's time? Not where DRAM experts were copied over
+ * PCIe into GPU slots (the stream then waits for the copies, which the host does not count as a
+ * wait: a dram plan's run taught 0.043 of HBM that way, 2026-11-30), nor where the CPU experts
+ * were busy for more than a quarter of the forward (the engine starts them before the device's
+ * launches, which hide part of their wait; and the host wait's residual there is the CPU's rate).
+ */
+static bool
+gpu_limited(json_t *ph)
+{
+    return num_at(json_object_get(ph, "tiers"), "dram-pcie", "bytes", NULL) == 0 &&
+           num_at(ph, "cpu_busy", NULL, NULL) <= 0.25;
+}
+
+/*
  * Add what one report measured: the CPU's expert reads (the dram-cpu tier's bytes over its time,
  * decode when the run decoded, in runs that streamed nothing) over the plan's DRAM rate; the
  * streamed bytes over the time reads were in flight, over the plan's disk rate; and on the GPU
@@ -203,15 +217,13 @@ learn_report(const char *path, struct learned_sum *sum)
                 num_at(ph, "forwards", NULL, NULL);
     /* the GPU's own time: the forward pass less the host's waits for CPU and disk experts; only
        where those waits are small (a run the GPU limited), or what is left is mostly launches
-       and synchronisation that the host experts caused; and only where the CPU experts were
-       busy for little of the forward: the engine starts them before it launches the device's
-       experts, so the host's launches hide part of a CPU-bound run's waits (a dram plan's run
-       taught 0.049 of HBM that way, 2026-11-30, bench/results/hetero-h200.md) */
+       and synchronisation that the host experts caused; and only in a run the GPU's reads
+       limited (gpu_limited) */
     double fwd = num_at(ph, "forward_s", NULL, NULL);
     secs = fwd - num_at(ph, "moe_wait_s", NULL, NULL);
     dev = json_string_value(json_object_get(root, "device"));
     if (dev != NULL && strcmp(dev, "gpu") == 0 && rate > 0 && bytes > 0 && secs > 0 &&
-        secs >= 0.75 * fwd && num_at(ph, "cpu_busy", NULL, NULL) <= 0.25 && streamed == 0) {
+        secs >= 0.75 * fwd && gpu_limited(ph) && streamed == 0) {
         eff_of(bytes / secs / 1e9, rate, "GPU weight reads", path);
         sum->gpu_b += bytes, sum->gpu_s += secs, sum->gpu_rate = rate;
     }
@@ -225,11 +237,11 @@ learn_report(const char *path, struct learned_sum *sum)
  * predicted again at the efficiencies just learned (l) and no wait, over the layers per token
  * that waited (mt_plan_repredict_decode, with the --trace given, else the plan's uniform
  * activation). Runs that streamed are left out: there the disk's own variation would be taken
- * for the wait; so are runs whose CPU experts were busy for more than a quarter of the forward:
- * there the residual is mostly the CPU's own rate against its learned average (a dram plan's run
- * measured 5 ms a token under its re-prediction and cancelled a GPU-limited run's 0.56 ms a
- * waiting layer, 2026-11-30, bench/results/hetero-h200.md). Adds to *res_s and *layers (per
- * token, one report counting once).
+ * for the wait; so are runs the GPU's reads did not limit (gpu_limited): there the residual is
+ * the CPU's or the PCIe's rate against its model (a dram plan's run measured 5 ms a token under
+ * its re-prediction and cancelled a GPU-limited run's 0.56 ms a waiting layer, 2026-11-30,
+ * bench/results/hetero-h200.md). Adds to *res_s and *layers (per token, one report counting
+ * once).
  */
 static mt_status_t
 learn_host_wait(const char *path, const struct mt_hw_learned *l, const struct mt_trace *trace,
@@ -250,7 +262,7 @@ learn_host_wait(const char *path, const struct mt_hw_learned *l, const struct mt
     double streamed = num_at(root, "prefill", "stream", "bytes_read") +
                       num_at(root, "decode", "stream", "bytes_read");
     if (dev == NULL || strcmp(dev, "gpu") != 0 || plan_path == NULL || tok_s <= 0 ||
-        streamed > 0 || num_at(root, "decode", "cpu_busy", NULL) > 0.25) {
+        streamed > 0 || !gpu_limited(json_object_get(root, "decode"))) {
         json_decref(root);
         return MT_OK;
     }
