@@ -604,6 +604,7 @@ bench_absorb(void)
     a.out = dalloc(128 * 128 * 4);
     dfill(a.q, 128 * 192 * 4, FILL_F32);
     dfill(a.o_lat, 128 * 512 * 4, FILL_F32);
+    bool was = mt_gpu_absorb_fast();
     for (int fast = 1; fast >= 0; fast--) {
         mt_gpu_absorb_fast_set(fast == 1);
         for (int v = 0; v < 2; v++) {
@@ -619,7 +620,7 @@ bench_absorb(void)
                          2.0 * 128 * 128 * 512, note);
         }
     }
-    mt_gpu_absorb_fast_set(true);
+    mt_gpu_absorb_fast_set(was);
 }
 
 int

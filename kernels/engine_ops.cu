@@ -10,14 +10,17 @@
  * kernel of mla.cu does not take, row copies into the caches with the CPU's bf16 rounding,
  * DeepSeek's Hadamard + act_quant of the FP8 indexer, its scores at any head count and width,
  * and the gather / weighted scatter of routed experts that are not FP8. The engine uses the
- * tuned kernels of ops.h wherever their shape rules hold.
+ * tuned kernels of ops.h wherever their shape rules hold. One exception to "any shape": the
+ * absorption through an FP8 kv_b in whole 128-column blocks (V3.2's) has streaming kernels of its
+ * own, because it runs twice a layer in every decode step.
  */
 #include <config.h>
 
 #include "kernels/engine_ops.h"
 #include "kernels/common.cuh"
 #include "kernels/cuda_check.cuh"
-#include "kernels/pdl.cuh" /* every kernel here: mt_pdl_enter() first */
+#include "kernels/pdl.cuh" /* every kernel: mt_pdl_enter() first (the FP8 absorptions load
+                              * weights before it, nothing an earlier kernel writes) */
 
 #include <cuda_fp8.h>
 #include <math.h>
@@ -123,7 +126,9 @@ kvb_at4(const struct mt_gpu_weight w, int64_t r, int64_t c, bool vec, float v[4]
  * takes ~2 us to read. With kvl % 128 == 0 a row is whole 16-byte chunks, each inside one scale
  * block, so every thread loads 8 rows x 16 bytes at once, before the PDL wait (weights depend on
  * no kernel): one wave of blocks has all of kv_b in flight. NT: tokens a block computes (1, 2 or
- * 4); more tokens take more blocks along z, which read the same weights again, from L2.
+ * 4); more tokens take more blocks along z, which read the same weights again (streaming loads
+ * mark them evict-first, so they may come from HBM again: batches of 5-8 tokens are rare in
+ * decode).
  */
 #define ABF_THREADS 128 /* 4 warps */
 #define ABF_ROWS 8      /* rows a thread has in flight */
@@ -317,7 +322,8 @@ absorb_v_fp8_kernel(const float *__restrict__ o_lat, const struct mt_gpu_weight 
     }
 }
 
-/* MT_GPU_ABSORB=0: the any-shape kernels for FP8 too (for measurements); read once. */
+/* MT_GPU_ABSORB=0: the any-shape kernels for FP8 too (for measurements); read once. A plain
+ * static: set by tests and benchmarks from one thread, a race only reads the environment twice. */
 static int absorb_fast = -1;
 
 extern "C" void
@@ -326,14 +332,20 @@ mt_gpu_absorb_fast_set(bool on)
     absorb_fast = on ? 1 : 0;
 }
 
-static bool
-absorb_fast_fits(const struct mt_gpu_weight *kvb, int nope)
+extern "C" bool
+mt_gpu_absorb_fast(void)
 {
     if (absorb_fast < 0) {
         const char *e = getenv("MT_GPU_ABSORB");
         absorb_fast = e != NULL && strcmp(e, "0") == 0 ? 0 : 1;
     }
-    return absorb_fast == 1 && kvb->dtype == MT_DTYPE_F8_E4M3 && kvb->cols % 128 == 0 &&
+    return absorb_fast == 1;
+}
+
+static bool
+absorb_fast_fits(const struct mt_gpu_weight *kvb, int nope)
+{
+    return mt_gpu_absorb_fast() && kvb->dtype == MT_DTYPE_F8_E4M3 && kvb->cols % 128 == 0 &&
            nope <= ABF_MAX_NOPE;
 }
 

@@ -33,8 +33,10 @@ mt_status_t mt_gpu_mla_absorb_v(const float *o_lat, const struct mt_gpu_weight *
                                 int n_heads, int nope, int vd, float *out,
                                 struct CUstream_st *stream);
 
-/* FP8 kv_b with kvl % 128 == 0 (V3.2) takes streaming kernels for both products unless this is
- * off (default on; MT_GPU_ABSORB=0 in the environment turns it off): for tests and benchmarks. */
+/* FP8 kv_b with kvl % 128 == 0 and nope <= 512 (V3.2) takes streaming kernels for both products
+ * unless this is off (default on; MT_GPU_ABSORB=0 in the environment turns it off): for tests and
+ * benchmarks. mt_gpu_absorb_fast() says which is in force. */
+bool mt_gpu_absorb_fast(void);
 void mt_gpu_absorb_fast_set(bool on);
 
 /*

@@ -39,6 +39,9 @@ check_moe_pad(int hidden, int inter, int n_exp, int n_tok, int k, bool pad)
     int max_group = 0;
     char name[240];
 
+    if (n_tok > 8 || k > 8 || n_exp > MAX_E) {
+        gt_bail("check_moe: at most 8 tokens, top-8, 16 experts");
+    }
     mt_gpu_arena_reset(gt_arena);
     for (int e = 0; e < n_exp; e++) {
         for (int m = 0; m < 3; m++) {

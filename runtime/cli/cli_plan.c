@@ -156,6 +156,8 @@ eff_of(double measured_gbps, double rate_gbps, const char *what, const char *pat
  * wait: a dram plan's run taught 0.043 of HBM that way, 2026-11-30), nor where the CPU experts
  * were busy for more than a quarter of the forward (the engine starts them before the device's
  * launches, which hide part of their wait; and the host wait's residual there is the CPU's rate).
+ * Not seen here: DRAM_CPU experts copied into slots in decode, which the report counts as
+ * dram-cpu (only with MT_GPU_SLOT_MIN_TOKENS <= the decode batch; the default is 64 tokens).
  */
 static bool
 gpu_limited(json_t *ph)

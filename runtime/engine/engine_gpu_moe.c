@@ -16,7 +16,9 @@
  *           DRAM_CPU ones with >= slot_min_tok tokens); then submit the other host experts to
  *           their executors (streamed ones as a wave after the DRAM ones: the CPU computes
  *           while the disk reads); then announce the guessed experts of layer l+1 (their reads
- *           start behind this layer's, which submit has waited for)
+ *           start behind this layer's, which submit has waited for). Where the submit cannot
+ *           wait (nothing streamed, no slots: eng_gpu_moe's host_first) the host experts are
+ *           submitted first, so the CPU team works while the host launches the device experts
  *   both:   the GPU computes its experts while the CPU team computes its own
  *   host:   wait for the executors; sum their outputs in moe.c's fixed order into a pinned
  *           buffer; upload it and add it to y. No stream sync at the end (only when slot
@@ -828,14 +830,16 @@ eng_gpu_moe(struct mt_engine *e, struct eng_gpu *g, int l, int m)
     count_guess(e, g, l);
     /*
      * Which side starts first. The device's experts, where the host experts' submit may wait:
-     * on the disk (it acquires the streamed experts) or beside device_experts' own acquires of
-     * slot experts; they then run while the host waits. Else the CPU team's work, since
+     * on the disk (it acquires the streamed experts), for its own earlier waves (a provider
+     * with streaming slots takes the tasks in waves of its capacity, each waited for), or
+     * beside device_experts' own acquires of slot experts; they then run while the host waits. Else the CPU team's work, since
      * device_experts keeps the host busy launching: in prefill one gather and MLP per expert,
      * ~5 ms a layer of a 65-token batch on the H200, which delayed the CPU experts' start by
      * as much and made an all-GPU plan's prefill 0.67-0.71 of its prediction (2026-11-30,
      * bench/results/hetero-h200.md).
      */
-    bool host_first = host && L->n_nvme == 0 && !slot_experts(e, g, l);
+    bool host_first = host && L->n_nvme == 0 && mt_expert_provider_capacity(e->provider) == 0 &&
+                      !slot_experts(e, g, l);
     int held = 0;
     double t_submit = mt_clock_now();
     st = host_first ? eng_moe_submit(e, l, w, used, &n_used) : MT_OK;
