@@ -28,6 +28,22 @@ mt_fp8x4_decode(uint32_t v, __half2 *lo, __half2 *hi)
     *hi = *reinterpret_cast<__half2 *>(&h);
 }
 
+/* Four e4m3 bytes of v as fp32 in element order (f[i] = element i * 2^-8, mt_fp8x4_decode). */
+static __device__ __forceinline__ void
+mt_fp8x4_to_f32(uint32_t v, float *f)
+{
+    __half2 lo;
+    __half2 hi;
+
+    mt_fp8x4_decode(v, &lo, &hi);
+    float2 a = __half22float2(lo);
+    float2 b = __half22float2(hi);
+    f[0] = a.x;
+    f[1] = b.x;
+    f[2] = a.y;
+    f[3] = b.y;
+}
+
 /*
  * e4m3 byte j of v -> fp32 with the value * 2^-120, by integer moves alone: the byte's 7 low bits
  * land in the fp32 exponent's low 4 bits and the mantissa's top 3 (bias 127 instead of 7, and an

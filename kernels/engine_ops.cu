@@ -141,15 +141,11 @@ abf_decode16(uint4 w, float s, float (&f)[16])
 
 #pragma unroll
     for (int j = 0; j < 4; j++) {
-        __half2 lo;
-        __half2 hi;
-        mt_fp8x4_decode(v[j], &lo, &hi);
-        float2 a = __half22float2(lo);
-        float2 b = __half22float2(hi);
-        f[4 * j + 0] = a.x * s;
-        f[4 * j + 1] = b.x * s;
-        f[4 * j + 2] = a.y * s;
-        f[4 * j + 3] = b.y * s;
+        mt_fp8x4_to_f32(v[j], &f[4 * j]);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            f[4 * j + k] *= s;
+        }
     }
 }
 

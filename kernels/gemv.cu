@@ -205,15 +205,7 @@ gemv_group_dot(const uint4 *const (&wrow)[R], const float *const (&srow)[R], int
                     sc[i] = wrow[i] != NULL ? __ldg(srow[i] + (u >> 3)) : 0.0f;
 #pragma unroll
                     for (int j = 0; j < 2; j++) {
-                        __half2 lo;
-                        __half2 hi;
-                        mt_fp8x4_decode(v[j], &lo, &hi);
-                        float2 a = __half22float2(lo);
-                        float2 b = __half22float2(hi);
-                        wh[i][4 * j + 0] = a.x;
-                        wh[i][4 * j + 1] = b.x;
-                        wh[i][4 * j + 2] = a.y;
-                        wh[i][4 * j + 3] = b.y;
+                        mt_fp8x4_to_f32(v[j], &wh[i][4 * j]);
                         wi[i][4 * j + 0] = mt_fp8_to_f32_scaled<0>(v[2 + j]);
                         wi[i][4 * j + 1] = mt_fp8_to_f32_scaled<1>(v[2 + j]);
                         wi[i][4 * j + 2] = mt_fp8_to_f32_scaled<2>(v[2 + j]);
