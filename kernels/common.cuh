@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * common.cuh - device helpers shared by the kernels: e4m3 and bf16 decoding in registers, warp
- * reductions.
+ * common.cuh - device helpers shared by the kernels: e4m3 and bf16 decoding in registers, the
+ * caches' bf16 rounding, warp reductions.
  *
  * The one idea of the e4m3 decoder: an e4m3fn byte b (sign, 4 exponent bits with bias 7, 3
  * mantissa bits) shifted into an fp16 as sign<<15 | (b & 0x7f)<<7 is exactly b * 2^-8 (fp16 has
@@ -70,6 +70,20 @@ mt_fp8x2_to_half2_bits(uint32_t v)
     uint32_t r = __byte_perm(v, 0, 0x1404); /* b0 -> bits 8-15, b1 -> bits 24-31 */
 
     return (r & 0x80008000u) | ((r & 0x7f007f00u) >> 1);
+}
+
+/* fp32 -> bf16 bits exactly as cpu/convert.h's mt_f32_to_bf16 (round to nearest even, quiet
+ * NaN): what the caches store. */
+static __device__ __forceinline__ uint16_t
+mt_f32_to_bf16_bits(float f)
+{
+    uint32_t u = __float_as_uint(f);
+
+    if ((u & 0x7fffffffu) > 0x7f800000u) {
+        return (uint16_t)((u >> 16) | 0x40);
+    }
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
 }
 
 /* The two bf16 of word v as floats: low half first. */

@@ -78,12 +78,10 @@ norm_store(const float (&v)[NORM_VALS], bool regs, const float *xr, float r,
     }
 }
 
-static __global__ void __launch_bounds__(NORM_THREADS)
-rmsnorm_kernel(const float *x, const float *__restrict__ w, int n, float eps, float *out)
+/* o = RMSNorm(xr) * w over one row of n, by the whole block (o may be xr). */
+static __device__ __forceinline__ void
+rmsnorm_row(const float *xr, const float *__restrict__ w, int n, float eps, float *o)
 {
-    mt_pdl_enter();
-    const float *xr = x + (int64_t)blockIdx.x * n;
-    float *o = out + (int64_t)blockIdx.x * n;
     bool regs = n <= NORM_THREADS * NORM_VALS;
     float v[NORM_VALS];
     double ss = 0.0;
@@ -106,6 +104,13 @@ rmsnorm_kernel(const float *x, const float *__restrict__ w, int n, float eps, fl
     ss = block_sum_d(ss); /* (in place: every read above is done before any write below) */
     float r = (float)(1.0 / sqrt(ss / n + eps));
     norm_store(v, regs, xr, r, w, n, o);
+}
+
+static __global__ void __launch_bounds__(NORM_THREADS)
+rmsnorm_kernel(const float *x, const float *__restrict__ w, int n, float eps, float *out)
+{
+    mt_pdl_enter();
+    rmsnorm_row(x + (int64_t)blockIdx.x * n, w, n, eps, out + (int64_t)blockIdx.x * n);
 }
 
 /*
@@ -211,6 +216,18 @@ mt_gpu_layernorm(const float *x, const float *w, const float *b, int n_tok, int 
     return mt_cuda_launched("layernorm", stream);
 }
 
+/* The pair (a, b) rotated by position pos at frequency freq, into *oa, *ob. */
+static __device__ __forceinline__ void
+rope_pair(float a, float b, int64_t pos, float freq, float *oa, float *ob)
+{
+    float angle = (float)pos * freq;
+    float c = (float)cos((double)angle);
+    float s = (float)sin((double)angle);
+
+    *oa = a * c - b * s;
+    *ob = b * c + a * s;
+}
+
 /* One thread per (token, head, frequency i). */
 template <bool INTERLEAVED>
 static __global__ void
@@ -228,16 +245,10 @@ rope_kernel(float *x, int n_tok, int n_heads, int head_stride, int offset,
     int64_t th = i / half; /* token * n_heads + head */
     int64_t t = th / n_heads;
     float *v = x + th * head_stride + offset;
-    float angle = (float)(pos0 + t) * freqs[f];
-    float c = (float)cos((double)angle);
-    float s = (float)sin((double)angle);
     int ia = INTERLEAVED ? 2 * f : f;
     int ib = INTERLEAVED ? 2 * f + 1 : f + half;
-    float a = v[ia];
-    float b = v[ib];
 
-    v[ia] = a * c - b * s;
-    v[ib] = b * c + a * s;
+    rope_pair(v[ia], v[ib], pos0 + t, freqs[f], &v[ia], &v[ib]);
 }
 
 template <bool INTERLEAVED>
@@ -358,4 +369,73 @@ mt_gpu_embed(const void *table, enum mt_dtype dtype, int64_t vocab, int dim, con
                       dim, ids, out);
     }
     return mt_cuda_launched("embed", stream);
+}
+
+/*
+ * MLA's kv_a output into its caches, one block per token (the file comment of engine_gpu.c's
+ * gpu_attention): the latent part RMS-normed (rmsnorm_row, the same sums as mt_gpu_rmsnorm) into
+ * lat_t and the latent cache, the k_pe part rotated (interleaved pairs, the same arithmetic as
+ * mt_gpu_rope_interleaved, then times rope_att as mt_gpu_scale_cols does) into kpe_t and the
+ * k_pe cache. One launch instead of six or seven (split, norm, cache write, split, rope, factor,
+ * cache write) in every layer of every decode step.
+ */
+static __global__ void __launch_bounds__(NORM_THREADS)
+mla_kv_epilogue_kernel(const float *kv, const float *__restrict__ w, int kvl, int rope, float eps,
+                       const float *__restrict__ freqs, int64_t pos0, float rope_att,
+                       float *lat_t, void *lat_cache, bool lat_bf16, float *kpe_t,
+                       void *kpe_cache, bool kpe_bf16)
+{
+    mt_pdl_enter();
+    int64_t t = blockIdx.x;
+    const float *row = kv + t * (kvl + rope);
+    float *lat = lat_t + t * kvl;
+
+    rmsnorm_row(row, w, kvl, eps, lat);
+    /* each thread stores the elements it normed (norm_store's ownership): no barrier */
+    for (int i = threadIdx.x; i < kvl; i += NORM_THREADS) {
+        if (lat_bf16) {
+            ((uint16_t *)lat_cache)[t * kvl + i] = mt_f32_to_bf16_bits(lat[i]);
+        } else {
+            ((float *)lat_cache)[t * kvl + i] = lat[i];
+        }
+    }
+    for (int f = threadIdx.x; f < rope / 2; f += NORM_THREADS) {
+        float a;
+        float b;
+        rope_pair(row[kvl + 2 * f], row[kvl + 2 * f + 1], pos0 + t, freqs[f], &a, &b);
+        if (rope_att != 1.0f) {
+            a *= rope_att;
+            b *= rope_att;
+        }
+        kpe_t[t * rope + 2 * f] = a;
+        kpe_t[t * rope + 2 * f + 1] = b;
+        if (kpe_bf16) {
+            ((uint16_t *)kpe_cache)[t * rope + 2 * f] = mt_f32_to_bf16_bits(a);
+            ((uint16_t *)kpe_cache)[t * rope + 2 * f + 1] = mt_f32_to_bf16_bits(b);
+        } else {
+            ((float *)kpe_cache)[t * rope + 2 * f] = a;
+            ((float *)kpe_cache)[t * rope + 2 * f + 1] = b;
+        }
+    }
+}
+
+extern "C" mt_status_t
+mt_gpu_mla_kv_epilogue(const float *kv, const float *norm_w, int n_tok, int kvl, int rope,
+                       float eps, const float *freqs, int64_t pos0, float rope_att, float *lat_t,
+                       void *lat_cache, enum mt_dtype lat_dtype, float *kpe_t, void *kpe_cache,
+                       enum mt_dtype kpe_dtype, struct CUstream_st *stream)
+{
+    bool dt_ok = (lat_dtype == MT_DTYPE_F32 || lat_dtype == MT_DTYPE_BF16) &&
+                 (kpe_dtype == MT_DTYPE_F32 || kpe_dtype == MT_DTYPE_BF16);
+
+    if (kv == NULL || norm_w == NULL || freqs == NULL || lat_t == NULL || lat_cache == NULL ||
+        kpe_t == NULL || kpe_cache == NULL || n_tok < 1 || kvl < 1 || rope < 2 || rope % 2 != 0 ||
+        pos0 < 0 || !dt_ok) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu kv epilogue: %d tokens, latent %d, rope %d, position "
+                       "%lld", n_tok, kvl, rope, (long long)pos0);
+    }
+    mt_pdl_launch(mla_kv_epilogue_kernel, dim3((unsigned)n_tok), dim3(NORM_THREADS), 0, stream, kv,
+                  norm_w, kvl, rope, eps, freqs, pos0, rope_att, lat_t, lat_cache,
+                  lat_dtype == MT_DTYPE_BF16, kpe_t, kpe_cache, kpe_dtype == MT_DTYPE_BF16);
+    return mt_cuda_launched("mla_kv_epilogue", stream);
 }

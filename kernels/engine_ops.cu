@@ -641,19 +641,6 @@ mt_gpu_mla_decode_any(const float *q_lat, const float *q_pe, int n_heads, int kv
 
 /* ---- row copies, scaling, gather and scatter ------------------------------------------------- */
 
-/* fp32 -> bf16 exactly as cpu/convert.h's mt_f32_to_bf16 (round to nearest even, quiet NaN). */
-static __device__ __forceinline__ uint16_t
-f32_to_bf16(float f)
-{
-    uint32_t u = __float_as_uint(f);
-
-    if ((u & 0x7fffffffu) > 0x7f800000u) {
-        return (uint16_t)((u >> 16) | 0x40);
-    }
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
 static __global__ void
 rows_convert_kernel(void *dst, bool bf16, int64_t dst_ld, const float *src, int64_t src_ld,
                     int n_rows, int dim)
@@ -668,7 +655,7 @@ rows_convert_kernel(void *dst, bool bf16, int64_t dst_ld, const float *src, int6
     int64_t c = i % dim;
     float v = src[r * src_ld + c];
     if (bf16) {
-        ((uint16_t *)dst)[r * dst_ld + c] = f32_to_bf16(v);
+        ((uint16_t *)dst)[r * dst_ld + c] = mt_f32_to_bf16_bits(v);
     } else {
         ((float *)dst)[r * dst_ld + c] = v;
     }

@@ -49,6 +49,20 @@ mt_status_t mt_gpu_mla_decode_any(const float *q_lat, const float *q_pe, int n_h
                                   const float *kpe, const int32_t *idx, int n_idx, float scale,
                                   float *work, float *o_lat, struct CUstream_st *stream);
 
+/*
+ * kv [n_tok, kvl + rope] (kv_a's output) -> lat_t [n_tok, kvl] = RMSNorm(latent part) * norm_w and
+ * the same rows into lat_cache (F32 or BF16, from its first row on: the caller passes the row of
+ * position pos0); kpe_t [n_tok, rope] = the rope part rotated at positions pos0.. (interleaved
+ * pairs, freqs [rope / 2]) times rope_att, and into kpe_cache. Exactly mt_gpu_rows_convert +
+ * mt_gpu_rmsnorm + mt_gpu_rows_convert and mt_gpu_rows_convert + mt_gpu_rope_interleaved +
+ * mt_gpu_scale_cols + mt_gpu_rows_convert, in one launch (elementwise.cu).
+ */
+mt_status_t mt_gpu_mla_kv_epilogue(const float *kv, const float *norm_w, int n_tok, int kvl,
+                                   int rope, float eps, const float *freqs, int64_t pos0,
+                                   float rope_att, float *lat_t, void *lat_cache,
+                                   enum mt_dtype lat_dtype, float *kpe_t, void *kpe_cache,
+                                   enum mt_dtype kpe_dtype, struct CUstream_st *stream);
+
 /* dst[r * dst_ld + c] = src[r * src_ld + c] as F32 or BF16 (mt_f32_to_bf16's rounding). */
 mt_status_t mt_gpu_rows_convert(void *dst, enum mt_dtype dst_dtype, int64_t dst_ld,
                                 const float *src, int64_t src_ld, int n_rows, int dim,

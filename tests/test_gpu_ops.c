@@ -2,14 +2,16 @@
 /*
  * test_gpu_ops.c - the small per-token kernels against cpu/ref_*.c: RMSNorm, the indexer's
  * LayerNorm, both RoPE layouts (with the V3.2 YaRN table), SwiGLU, residual add, embedding rows
- * and the router (identical expert ids, ties and NaN included); the per-kernel launch times
- * (MT_GPU_KERNEL_TIMES) on a run of them.
+ * and the router (identical expert ids, ties and NaN included); MLA's kv epilogue (one kernel)
+ * bit for bit against the six it replaces; the per-kernel launch times (MT_GPU_KERNEL_TIMES) on a
+ * run of them.
  */
 #include <config.h>
 
 #include "cpu/ref_ops.h"
 #include "tests/gpu_test.h"
-#ifdef MT_HAVE_CUDA /* launch_times.h has no stubs in builds without CUDA */
+#ifdef MT_HAVE_CUDA /* launch_times.h and engine_ops.h have no stubs in builds without CUDA */
+#include "kernels/engine_ops.h"
 #include "kernels/launch_times.h"
 #endif
 
@@ -295,6 +297,97 @@ test_launch_times(void)
 }
 #endif
 
+#ifdef MT_HAVE_CUDA
+/*
+ * mt_gpu_mla_kv_epilogue against the engine's unfused sequence (split, norm, cache write; split,
+ * rope, factor, cache write): the same bits in lat_t, kpe_t and both caches, and the cache rows
+ * around pos0 .. pos0 + n_tok - 1 untouched.
+ */
+static void
+test_kv_epilogue(int n, int kvl, int rope, enum mt_dtype lat_dt, enum mt_dtype kpe_dt,
+                 float rope_att, int64_t pos0)
+{
+    int half = rope / 2;
+    int64_t rows = pos0 + n + 1;
+    size_t lsz = mt_dtype_size(lat_dt), ksz = mt_dtype_size(kpe_dt);
+    size_t kvb = (size_t)n * (kvl + rope) * 4, lcb = (size_t)rows * kvl * lsz;
+    size_t kcb = (size_t)rows * rope * ksz;
+    float *kv = gt_malloc(kvb), *w = gt_malloc((size_t)kvl * 4), *fr = gt_malloc((size_t)half * 4);
+    unsigned char *pat = gt_malloc(lcb > kcb ? lcb : kcb);
+    float *dkv, *dw, *dfr, *lat[2], *kpe[2];
+    void *lc[2], *kc[2];
+    mt_status_t st;
+
+    gt_fill(kv, kvb / 4, -2.0f, 2.0f);
+    gt_fill(w, (size_t)kvl, 0.5f, 1.5f);
+    for (int f = 0; f < half; f++) {
+        fr[f] = (float)pow(10000.0, -2.0 * f / rope);
+    }
+    for (size_t i = 0; i < (lcb > kcb ? lcb : kcb); i++) {
+        pat[i] = (unsigned char)(i * 37 + 11);
+    }
+    dkv = gt_put(kv, kvb);
+    dw = gt_put(w, (size_t)kvl * 4);
+    dfr = gt_put(fr, (size_t)half * 4);
+    for (int v = 0; v < 2; v++) {
+        lat[v] = gt_alloc((size_t)n * kvl * 4);
+        kpe[v] = gt_alloc((size_t)n * rope * 4);
+        lc[v] = gt_put(pat, lcb);
+        kc[v] = gt_put(pat, kcb);
+    }
+    char *l0 = (char *)lc[0] + (size_t)pos0 * kvl * lsz, *k0 = (char *)kc[0] + pos0 * rope * ksz;
+    /* the engine's unfused sequence (engine_gpu.c, MT_GPU_FUSE=0), then the fused kernel, in
+       this order (each call only when all before it were launched) */
+    st = mt_gpu_rows_convert(lat[0], MT_DTYPE_F32, kvl, dkv, kvl + rope, n, kvl, NULL);
+    if (st == MT_OK) {
+        st = mt_gpu_rmsnorm(lat[0], dw, n, kvl, 1e-6f, lat[0], NULL);
+    }
+    if (st == MT_OK) {
+        st = mt_gpu_rows_convert(l0, lat_dt, kvl, lat[0], kvl, n, kvl, NULL);
+    }
+    if (st == MT_OK) {
+        st = mt_gpu_rows_convert(kpe[0], MT_DTYPE_F32, rope, dkv + kvl, kvl + rope, n, rope, NULL);
+    }
+    if (st == MT_OK) {
+        st = mt_gpu_rope_interleaved(kpe[0], n, 1, rope, 0, dfr, half, pos0, NULL);
+    }
+    if (st == MT_OK && rope_att != 1.0f) {
+        st = mt_gpu_scale_cols(kpe[0], n, rope, 0, rope, rope_att, NULL);
+    }
+    if (st == MT_OK) {
+        st = mt_gpu_rows_convert(k0, kpe_dt, rope, kpe[0], rope, n, rope, NULL);
+    }
+    if (st == MT_OK) {
+        st = mt_gpu_mla_kv_epilogue(dkv, dw, n, kvl, rope, 1e-6f, dfr, pos0, rope_att, lat[1],
+                                    (char *)lc[1] + (size_t)pos0 * kvl * lsz, lat_dt, kpe[1],
+                                    (char *)kc[1] + pos0 * rope * ksz, kpe_dt, NULL);
+    }
+    bool same = st == MT_OK;
+    size_t sizes[4] = {(size_t)n * kvl * 4, (size_t)n * rope * 4, lcb, kcb};
+    void *dev[4][2] = {{lat[0], lat[1]}, {kpe[0], kpe[1]}, {lc[0], lc[1]}, {kc[0], kc[1]}};
+    for (int b = 0; same && b < 4; b++) {
+        unsigned char *x = gt_malloc(sizes[b]), *y = gt_malloc(sizes[b]);
+        gt_get(x, dev[b][0], sizes[b]);
+        gt_get(y, dev[b][1], sizes[b]);
+        same = memcmp(x, y, sizes[b]) == 0;
+        if (same && b == 2) { /* the row after the written ones kept its bytes */
+            size_t off = (size_t)(pos0 + n) * kvl * lsz;
+            same = memcmp(y + off, pat + off, (size_t)kvl * lsz) == 0;
+        }
+        free(x);
+        free(y);
+    }
+    tap_ok(same, "kv epilogue, %d tokens, latent %d (%s cache), rope %d (%s cache), factor %g, "
+           "position %lld: the same bits as the six kernels%s%s", n, kvl, mt_dtype_name(lat_dt),
+           rope, mt_dtype_name(kpe_dt), (double)rope_att, (long long)pos0,
+           st == MT_OK ? "" : ": ", st == MT_OK ? "" : mt_last_error());
+    free(kv);
+    free(w);
+    free(fr);
+    free(pat);
+}
+#endif
+
 int
 main(void)
 {
@@ -321,6 +414,13 @@ main(void)
     test_router(&small, 17, 0);
     test_router(&single, 9, 0);
 #ifdef MT_HAVE_CUDA
+    test_kv_epilogue(1, 512, 64, MT_DTYPE_BF16, MT_DTYPE_BF16, 1.0f, 4095); /* V3.2 decode */
+    test_kv_epilogue(3, 512, 64, MT_DTYPE_F32, MT_DTYPE_F32, 1.3f, 0);
+    test_kv_epilogue(2, 40, 8, MT_DTYPE_BF16, MT_DTYPE_F32, 1.0f, 17);     /* the tiny models */
+    test_kv_epilogue(1, 9000, 64, MT_DTYPE_F32, MT_DTYPE_BF16, 1.0f, 5);   /* past the registers */
+    tap_ok(mt_gpu_mla_kv_epilogue(NULL, NULL, 1, 512, 63, 1e-6f, NULL, 0, 1.0f, NULL, NULL,
+                                  MT_DTYPE_F32, NULL, NULL, MT_DTYPE_F32, NULL) == MT_ERR_INVAL,
+           "kv epilogue: an odd rope width and missing buffers are refused: %s", mt_last_error());
     test_launch_times();
 #endif
     mt_gpu_arena_destroy(gt_arena);

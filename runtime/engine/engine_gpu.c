@@ -818,21 +818,32 @@ gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t star
         GPU_DO(l, "indexer wk", eng_gpu_lin(&L->idx_wk, g->x, m, g->ki, s));
         GPU_DO(l, "indexer weights_proj", eng_gpu_lin(&L->idx_wproj, g->x, m, g->wts, s));
     }
-    /* latent: normed into the cache; k_pe: roped into the cache; q's rope part */
-    GPU_DO(l, "latent split", mt_gpu_rows_convert(g->lat_t, MT_DTYPE_F32, kvl, g->kv, kvl + rope,
-                                                  m, kvl, s));
-    GPU_DO(l, "kv_a norm", mt_gpu_rmsnorm(g->lat_t, L->kv_a_norm, m, kvl, 1e-6f, g->lat_t, s));
-    GPU_DO(l, "latent cache write",
-           mt_gpu_rows_convert((char *)L->lat + (size_t)start * kvl * lsz, g->lat_dtype, kvl,
-                               g->lat_t, kvl, m, kvl, s));
-    GPU_DO(l, "k_pe split", mt_gpu_rows_convert(g->kpe_t, MT_DTYPE_F32, rope, g->kv + kvl,
-                                                kvl + rope, m, rope, s));
-    GPU_DO(l, "k_pe rope", mt_gpu_rope_interleaved(g->kpe_t, m, 1, rope, 0, g->freqs, half,
-                                                   start, s));
-    ROPE_ATT(l, "k_pe rope factor", g->kpe_t, m, rope, 0);
-    GPU_DO(l, "k_pe cache write",
-           mt_gpu_rows_convert((char *)L->kpe + (size_t)start * rope * ksz, g->kpe_dtype, rope,
-                               g->kpe_t, rope, m, rope, s));
+    /* latent: normed into the cache; k_pe: roped into the cache (one kernel with g->fuse, the
+       same numbers); q's rope part */
+    if (g->fuse) {
+        GPU_DO(l, "latent and k_pe into the caches",
+               mt_gpu_mla_kv_epilogue(g->kv, L->kv_a_norm, m, kvl, rope, 1e-6f, g->freqs, start,
+                                      e->rope_att, g->lat_t,
+                                      (char *)L->lat + (size_t)start * kvl * lsz, g->lat_dtype,
+                                      g->kpe_t, (char *)L->kpe + (size_t)start * rope * ksz,
+                                      g->kpe_dtype, s));
+    } else {
+        GPU_DO(l, "latent split", mt_gpu_rows_convert(g->lat_t, MT_DTYPE_F32, kvl, g->kv,
+                                                      kvl + rope, m, kvl, s));
+        GPU_DO(l, "kv_a norm",
+               mt_gpu_rmsnorm(g->lat_t, L->kv_a_norm, m, kvl, 1e-6f, g->lat_t, s));
+        GPU_DO(l, "latent cache write",
+               mt_gpu_rows_convert((char *)L->lat + (size_t)start * kvl * lsz, g->lat_dtype, kvl,
+                                   g->lat_t, kvl, m, kvl, s));
+        GPU_DO(l, "k_pe split", mt_gpu_rows_convert(g->kpe_t, MT_DTYPE_F32, rope, g->kv + kvl,
+                                                    kvl + rope, m, rope, s));
+        GPU_DO(l, "k_pe rope", mt_gpu_rope_interleaved(g->kpe_t, m, 1, rope, 0, g->freqs, half,
+                                                       start, s));
+        ROPE_ATT(l, "k_pe rope factor", g->kpe_t, m, rope, 0);
+        GPU_DO(l, "k_pe cache write",
+               mt_gpu_rows_convert((char *)L->kpe + (size_t)start * rope * ksz, g->kpe_dtype,
+                                   rope, g->kpe_t, rope, m, rope, s));
+    }
     GPU_DO(l, "q rope", mt_gpu_rope_interleaved(g->q, m, H, qk, nope, g->freqs, half, start, s));
     ROPE_ATT(l, "q rope factor", g->q, m * H, qk, nope);
     if (sparse) {
