@@ -150,21 +150,14 @@ read_host(const struct mt_engine *e, const struct mt_st_tensor *t, void **out)
     return MT_OK;
 }
 
-/* A 1-D (or any) float tensor as an fp32 device array. */
+/* A float tensor of any dtype the checkpoints use, as a new fp32 host array. */
 static mt_status_t
-up_f32(struct mt_engine *e, struct eng_gpu *g, const struct mt_st_tensor *t, float **out)
+host_f32(struct mt_engine *e, const struct mt_st_tensor *t, float **out)
 {
     void *raw;
     float *f;
     mt_status_t st;
 
-    if (t == NULL) {
-        return mt_fail(MT_ERR_INTERNAL, 0, "GPU engine: a required tensor is missing");
-    }
-    if ((st = eng_gpu_alloc(g, (size_t)t->nelem * sizeof(float), t->name, (void **)out)) != MT_OK ||
-        g->arena == NULL) {
-        return st;
-    }
     if ((st = read_host(e, t, &raw)) != MT_OK) {
         return st;
     }
@@ -193,6 +186,27 @@ up_f32(struct mt_engine *e, struct eng_gpu *g, const struct mt_st_tensor *t, flo
                        "engine", t->name, mt_dtype_name(t->dtype));
     }
     free(raw);
+    *out = f;
+    return MT_OK;
+}
+
+/* A 1-D (or any) float tensor as an fp32 device array. */
+static mt_status_t
+up_f32(struct mt_engine *e, struct eng_gpu *g, const struct mt_st_tensor *t, float **out)
+{
+    float *f;
+    mt_status_t st;
+
+    if (t == NULL) {
+        return mt_fail(MT_ERR_INTERNAL, 0, "GPU engine: a required tensor is missing");
+    }
+    if ((st = eng_gpu_alloc(g, (size_t)t->nelem * sizeof(float), t->name, (void **)out)) != MT_OK ||
+        g->arena == NULL) {
+        return st;
+    }
+    if ((st = host_f32(e, t, &f)) != MT_OK) {
+        return st;
+    }
     st = mt_gpu_copy_to_device(*out, f, (size_t)t->nelem * sizeof(float));
     free(f);
     return st;
@@ -288,16 +302,115 @@ up_linear(struct mt_engine *e, struct eng_gpu *g, const struct mt_weight *mw, bo
     return st;
 }
 
+/*
+ * Linear weights that multiply the same input, stacked row-wise in one allocation (*stack), each
+ * part a view of its rows (*outs[i], as up_linear would have made it; no byte is stored twice):
+ * one GEMV then computes them all in a decode step, part i's outputs at off[i]. FP8 parts of one
+ * width only: each part's rows start on a 128-row scale block, so its scale rows follow the ones
+ * before it unchanged (V3.2's q_a, wk and gate are whole blocks; a part of other height but the
+ * last gets zero rows up to its block's end, which the GEMV turns into zero outputs nobody reads). Parts that do
+ * not stack are uploaded one by one and stack->w.data stays NULL.
+ */
+static mt_status_t
+up_stack(struct mt_engine *e, struct eng_gpu *g, int n, const struct mt_weight *const *parts,
+         struct gw *const *outs, struct gw *stack, int64_t *off)
+{
+    const int64_t B = MT_CPU_FP8_BLOCK;
+    int64_t rows = 0, cols = parts[0]->w != NULL && parts[0]->w->ndim == 2 ? parts[0]->w->shape[1]
+                                                                           : 0;
+    bool stacks = cols > 0 && cols % 16 == 0;
+    mt_status_t st;
+
+    memset(stack, 0, sizeof(*stack));
+    for (int i = 0; i < n && stacks; i++) {
+        const struct mt_st_tensor *t = parts[i]->w, *sc = parts[i]->scale;
+        stacks = t != NULL && t->ndim == 2 && t->dtype == MT_DTYPE_F8_E4M3 && sc != NULL &&
+                 t->shape[1] == cols &&
+                 (int64_t)sc->nelem == MT_CEIL_DIV(t->shape[0], B) * MT_CEIL_DIV(cols, B);
+        off[i] = rows;
+        rows += !stacks ? 0 : i + 1 < n ? MT_CEIL_DIV(t->shape[0], B) * B : t->shape[0];
+    }
+    if (!stacks) {
+        for (int i = 0; i < n; i++) {
+            if ((st = up_linear(e, g, parts[i], false, outs[i])) != MT_OK) {
+                return st;
+            }
+        }
+        return MT_OK;
+    }
+    int64_t scols = MT_CEIL_DIV(cols, B);
+    uint8_t *data;
+    float *scale;
+    if ((st = eng_gpu_alloc(g, (size_t)(rows * cols), parts[0]->w->name, (void **)&data)) !=
+            MT_OK ||
+        (st = eng_gpu_alloc(g, (size_t)(MT_CEIL_DIV(rows, B) * scols) * sizeof(float), parts[0]->scale->name,
+                            (void **)&scale)) != MT_OK) {
+        return st;
+    }
+    stack->w = (struct mt_gpu_weight){.dtype = MT_DTYPE_F8_E4M3, .data = data, .scale = scale,
+                                      .rows = rows, .cols = cols};
+    stack->gemm = g->gemm;
+    g->max_cols = MT_MAX(g->max_cols, cols);
+    g->max_stack = MT_MAX(g->max_stack, rows);
+    for (int i = 0; i < n; i++) {
+        const struct mt_st_tensor *t = parts[i]->w;
+        int64_t r = t->shape[0], pad = i + 1 < n ? MT_CEIL_DIV(r, B) * B - r : 0;
+        outs[i]->w = (struct mt_gpu_weight){.dtype = MT_DTYPE_F8_E4M3,
+                                            .data = g->arena != NULL ? data + off[i] * cols : NULL,
+                                            .scale = g->arena != NULL ? scale + off[i] / B * scols
+                                                                      : NULL,
+                                            .rows = r, .cols = cols};
+        outs[i]->gemm = g->gemm;
+        if (g->arena == NULL) {
+            continue;
+        }
+        void *raw;
+        float *f;
+        if ((st = read_host(e, t, &raw)) != MT_OK) {
+            return st;
+        }
+        st = mt_gpu_copy_to_device(data + off[i] * cols, raw, t->nbytes);
+        free(raw);
+        if (st == MT_OK && pad > 0) {
+            void *zero = calloc((size_t)(pad * cols), 1);
+            st = zero != NULL ? mt_gpu_copy_to_device(data + (off[i] + r) * cols, zero,
+                                                      (size_t)(pad * cols))
+                              : mt_fail(MT_ERR_NOMEM, 0, "cannot allocate padding rows");
+            free(zero);
+        }
+        if (st != MT_OK || (st = host_f32(e, parts[i]->scale, &f)) != MT_OK) {
+            return st;
+        }
+        st = mt_gpu_copy_to_device(scale + off[i] / B * scols, f,
+                                   (size_t)parts[i]->scale->nelem * sizeof(float));
+        free(f);
+        if (st != MT_OK) {
+            return st;
+        }
+    }
+    return MT_OK;
+}
+
 mt_status_t
-eng_gpu_up_mlp(struct mt_engine *e, struct eng_gpu *g, const struct mt_expert_weights *w, struct g_mlp *o)
+eng_gpu_up_mlp(struct mt_engine *e, struct eng_gpu *g, const struct mt_expert_weights *w,
+               bool stack, struct g_mlp *o)
 {
     mt_status_t st;
 
-    if ((st = up_linear(e, g, &w->gate, false, &o->gate)) != MT_OK ||
-        (st = up_linear(e, g, &w->up, false, &o->up)) != MT_OK ||
+    const struct mt_weight *gu[2] = {&w->gate, &w->up};
+    struct gw *gu_out[2] = {&o->gate, &o->up};
+    int64_t off[2];
+
+    if ((st = stack ? up_stack(e, g, 2, gu, gu_out, &o->gate_up, off)
+                    : up_linear(e, g, &w->gate, false, &o->gate)) != MT_OK ||
+        (!stack && (st = up_linear(e, g, &w->up, false, &o->up)) != MT_OK) ||
         (st = up_linear(e, g, &w->down, false, &o->down)) != MT_OK) {
         return st;
     }
+    if (!stack) {
+        memset(&o->gate_up, 0, sizeof(o->gate_up));
+    }
+    o->up_off = stack ? off[1] : 0;
     if (o->gate.w.rows > g->max_inter) {
         g->max_inter = (int)o->gate.w.rows;
     }
@@ -331,6 +444,7 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
     g->cat = CAT_WEIGHTS;
     g->max_inter = 0;
     g->max_cols = 0;
+    g->max_stack = 0;
     g->grouped_moe = true;
     if ((st = up_linear(e, g, m->head.w != NULL ? &m->head : &m->embed, false, &g->head)) !=
             MT_OK ||
@@ -341,29 +455,31 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
     for (int l = 0; l < e->n_layers; l++) {
         const struct mt_layer_weights *lw = &m->layers[l];
         struct g_layer *L = &g->layers[l];
+        /* q_a, the indexer's wk and kv_a read the same x: stacked in that order, the scale
+           blocks of each start on a block (q_a's 1,536 and wk's 128 rows are whole blocks) */
+        const struct mt_weight *xparts[3] = {&lw->q_a, &lw->idx_wk, &lw->kv_a};
+        struct gw *xouts[3] = {&L->q_a, &L->idx_wk, &L->kv_a};
         g->cat = CAT_WEIGHTS;
         L->is_moe = lw->is_moe;
         if ((st = up_f32(e, g, lw->input_norm.w, &L->input_norm)) != MT_OK ||
             (st = up_f32(e, g, lw->post_attn_norm.w, &L->post_attn_norm)) != MT_OK ||
-            (st = up_linear(e, g, &lw->q_a, false, &L->q_a)) != MT_OK ||
+            (st = up_stack(e, g, 3, xparts, xouts, &L->xproj, L->xproj_off)) != MT_OK ||
             (st = up_f32(e, g, lw->q_a_norm.w, &L->q_a_norm)) != MT_OK ||
             (st = up_linear(e, g, &lw->q_b, false, &L->q_b)) != MT_OK ||
-            (st = up_linear(e, g, &lw->kv_a, false, &L->kv_a)) != MT_OK ||
             (st = up_f32(e, g, lw->kv_a_norm.w, &L->kv_a_norm)) != MT_OK ||
             (st = up_linear(e, g, &lw->kv_b, true, &L->kvb)) != MT_OK ||
             (st = up_linear(e, g, &lw->o, false, &L->o)) != MT_OK ||
             (st = up_linear(e, g, &lw->idx_wq_b, false, &L->idx_wq_b)) != MT_OK ||
-            (st = up_linear(e, g, &lw->idx_wk, false, &L->idx_wk)) != MT_OK ||
             (st = up_f32(e, g, lw->idx_k_norm.w, &L->idx_norm_w)) != MT_OK ||
             (st = up_f32(e, g, lw->idx_k_norm_bias.w, &L->idx_norm_b)) != MT_OK ||
             (st = up_linear(e, g, &lw->idx_weights_proj, false, &L->idx_wproj)) != MT_OK) {
             return st;
         }
         if (!lw->is_moe) {
-            st = eng_gpu_up_mlp(e, g, &lw->mlp, &L->mlp);
+            st = eng_gpu_up_mlp(e, g, &lw->mlp, true, &L->mlp);
         } else {
             if ((st = up_linear(e, g, &lw->router, false, &L->router)) != MT_OK ||
-                (st = eng_gpu_up_mlp(e, g, &lw->shared, &L->shared)) != MT_OK) {
+                (st = eng_gpu_up_mlp(e, g, &lw->shared, true, &L->shared)) != MT_OK) {
                 return st;
             }
             L->router_bias = NULL;
@@ -423,6 +539,7 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
     A(g->q8, IH * ID, "work");
     A(g->wq, IH * f, "work");
     A(g->logits, TOK * (size_t)c->vocab_size * f, "logits");
+    A(g->stk, (size_t)MT_MAX(g->max_stack, 1) * f, "work");
     A(g->gs, TK * inter * f, "work");
     A(g->us, TK * inter * f, "work");
     A(g->xs, T * D * f, "work");
@@ -809,33 +926,46 @@ gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t star
     bool fp8 = e->opts.indexer == MT_INDEXER_FP8;
     size_t lsz = mt_dtype_size(g->lat_dtype), ksz = mt_dtype_size(g->kpe_dtype);
 
-    GPU_DO(l, "q_a projection", eng_gpu_lin(&L->q_a, g->x, m, g->qa, s));
-    GPU_DO(l, "q_a norm", mt_gpu_rmsnorm(g->qa, L->q_a_norm, m, ql, 1e-6f, g->qa, s));
-    GPU_DO(l, "q_b projection", eng_gpu_lin(&L->q_b, g->qa, m, g->q, s));
-    GPU_DO(l, "kv_a projection", eng_gpu_lin(&L->kv_a, g->x, m, g->kv, s));
+    float *qa = g->qa, *ki = g->ki, *kv = g->kv;
+
+    if (g->fuse && m == 1 && L->xproj.w.data != NULL) {
+        /* one token: q_a, wk and kv_a in one GEMV of the stacked weight (wk's output is made
+           also where the indexer does not run: 1 MB of 16) */
+        GPU_DO(l, "q_a, wk and kv_a projections", eng_gpu_lin(&L->xproj, g->x, 1, g->stk, s));
+        qa = g->stk + L->xproj_off[0];
+        ki = g->stk + L->xproj_off[1];
+        kv = g->stk + L->xproj_off[2];
+    } else {
+        GPU_DO(l, "q_a projection", eng_gpu_lin(&L->q_a, g->x, m, qa, s));
+        GPU_DO(l, "kv_a projection", eng_gpu_lin(&L->kv_a, g->x, m, kv, s));
+        if (sparse) {
+            GPU_DO(l, "indexer wk", eng_gpu_lin(&L->idx_wk, g->x, m, ki, s));
+        }
+    }
+    GPU_DO(l, "q_a norm", mt_gpu_rmsnorm(qa, L->q_a_norm, m, ql, 1e-6f, qa, s));
+    GPU_DO(l, "q_b projection", eng_gpu_lin(&L->q_b, qa, m, g->q, s));
     if (sparse) {
-        GPU_DO(l, "indexer wq_b", eng_gpu_lin(&L->idx_wq_b, g->qa, m, g->qi, s));
-        GPU_DO(l, "indexer wk", eng_gpu_lin(&L->idx_wk, g->x, m, g->ki, s));
+        GPU_DO(l, "indexer wq_b", eng_gpu_lin(&L->idx_wq_b, qa, m, g->qi, s));
         GPU_DO(l, "indexer weights_proj", eng_gpu_lin(&L->idx_wproj, g->x, m, g->wts, s));
     }
     /* latent: normed into the cache; k_pe: roped into the cache (one kernel with g->fuse, the
        same numbers); q's rope part */
     if (g->fuse) {
         GPU_DO(l, "latent and k_pe into the caches",
-               mt_gpu_mla_kv_epilogue(g->kv, L->kv_a_norm, m, kvl, rope, 1e-6f, g->freqs, start,
+               mt_gpu_mla_kv_epilogue(kv, L->kv_a_norm, m, kvl, rope, 1e-6f, g->freqs, start,
                                       e->rope_att, g->lat_t,
                                       (char *)L->lat + (size_t)start * kvl * lsz, g->lat_dtype,
                                       g->kpe_t, (char *)L->kpe + (size_t)start * rope * ksz,
                                       g->kpe_dtype, s));
     } else {
-        GPU_DO(l, "latent split", mt_gpu_rows_convert(g->lat_t, MT_DTYPE_F32, kvl, g->kv,
+        GPU_DO(l, "latent split", mt_gpu_rows_convert(g->lat_t, MT_DTYPE_F32, kvl, kv,
                                                       kvl + rope, m, kvl, s));
         GPU_DO(l, "kv_a norm",
                mt_gpu_rmsnorm(g->lat_t, L->kv_a_norm, m, kvl, 1e-6f, g->lat_t, s));
         GPU_DO(l, "latent cache write",
                mt_gpu_rows_convert((char *)L->lat + (size_t)start * kvl * lsz, g->lat_dtype, kvl,
                                    g->lat_t, kvl, m, kvl, s));
-        GPU_DO(l, "k_pe split", mt_gpu_rows_convert(g->kpe_t, MT_DTYPE_F32, rope, g->kv + kvl,
+        GPU_DO(l, "k_pe split", mt_gpu_rows_convert(g->kpe_t, MT_DTYPE_F32, rope, kv + kvl,
                                                     kvl + rope, m, rope, s));
         GPU_DO(l, "k_pe rope", mt_gpu_rope_interleaved(g->kpe_t, m, 1, rope, 0, g->freqs, half,
                                                        start, s));
@@ -847,11 +977,11 @@ gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t star
     GPU_DO(l, "q rope", mt_gpu_rope_interleaved(g->q, m, H, qk, nope, g->freqs, half, start, s));
     ROPE_ATT(l, "q rope factor", g->q, m * H, qk, nope);
     if (sparse) {
-        GPU_DO(l, "indexer k norm", mt_gpu_layernorm(g->ki, L->idx_norm_w, L->idx_norm_b, m, ID,
-                                                     1e-6f, g->ki, s));
-        GPU_DO(l, "indexer k rope", mt_gpu_rope_half(g->ki, m, 1, ID, 0, g->freqs, half, start,
+        GPU_DO(l, "indexer k norm", mt_gpu_layernorm(ki, L->idx_norm_w, L->idx_norm_b, m, ID,
+                                                     1e-6f, ki, s));
+        GPU_DO(l, "indexer k rope", mt_gpu_rope_half(ki, m, 1, ID, 0, g->freqs, half, start,
                                                      s));
-        ROPE_ATT(l, "indexer k rope factor", g->ki, m, ID, 0);
+        ROPE_ATT(l, "indexer k rope factor", ki, m, ID, 0);
         GPU_DO(l, "indexer q rope", mt_gpu_rope_half(g->qi, m, IH, ID, 0, g->freqs, half, start,
                                                      s));
         ROPE_ATT(l, "indexer q rope factor", g->qi, m * IH, ID, 0);
@@ -859,12 +989,12 @@ gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t star
                mt_gpu_scale_cols(g->wts, m, IH, 0, IH, (float)(1.0 / sqrt((double)IH)), s));
         if (L->ikey != NULL) {
             GPU_DO(l, "index key cache write",
-                   mt_gpu_rows_convert(L->ikey + (size_t)start * ID, MT_DTYPE_F32, ID, g->ki, ID,
+                   mt_gpu_rows_convert(L->ikey + (size_t)start * ID, MT_DTYPE_F32, ID, ki, ID,
                                        m, ID, s));
         }
         if (L->ikey8 != NULL) {
             GPU_DO(l, "index key fp8 quantization",
-                   mt_gpu_hadamard_quant(g->ki, m, ID, L->ikey8 + (size_t)start * ID,
+                   mt_gpu_hadamard_quant(ki, m, ID, L->ikey8 + (size_t)start * ID,
                                          L->ikscale + start, NULL, 0.0f, s));
         }
     }

@@ -28,11 +28,15 @@ struct gw {
 
 struct g_mlp {
     struct gw gate, up, down;
+    struct gw gate_up; // gate and up stacked (both views of it), data NULL where they do not
+    int64_t up_off;    // up's first output in gate_up's
 };
 
 struct g_layer {
     float *input_norm, *post_attn_norm, *q_a_norm, *kv_a_norm, *idx_norm_w, *idx_norm_b;
     struct gw q_a, q_b, kv_a, o, idx_wq_b, idx_wk, idx_wproj;
+    struct gw xproj;      // q_a, idx_wk, kv_a stacked (views of it), data NULL where they do not
+    int64_t xproj_off[3]; // their first outputs in xproj's
     struct gw kvb; // [H * (nope + v), kvl] in its checkpoint dtype (absorption)
     bool is_moe;
     struct g_mlp mlp; // dense layers
@@ -67,6 +71,7 @@ struct eng_gpu {
     bool fast_mla;    /* V3.2 shapes: mla.cu's kernel */
     bool grouped_moe; /* FP8 experts at shapes moe.cu takes */
     int max_inter;
+    int64_t max_stack; /* rows of the tallest stacked weight (up_stack): g->stk's floats */
     int64_t max_cols; /* the widest linear weight: the GEMM's bf16 activations */
     int chunk;        /* tokens per forward chunk: > MT_GPU_GEMV_MAX_TOK takes the GEMM path */
     int step;         /* tokens a forward takes at once: chunk, or 8 with experts off the GPU */
@@ -79,6 +84,7 @@ struct eng_gpu {
     float *freqs;               /* device [rope / 2] */
     /* device work */
     float *h, *x, *y, *qa, *q, *kv, *lat_t, *kpe_t, *attn, *qi, *ki, *wts;
+    float *stk; /* one token's outputs of a stacked weight */
     float *q_lat, *q_pe, *o_lat, *scores, *mla_work, *wq, *logits;
     float *gs, *us, *xs, *ys, *rlog, *rw, *pair_w;
     int32_t *idx, *ids, *group_start, *pair_tok;
@@ -164,9 +170,10 @@ mt_status_t eng_gpu_fail(mt_status_t st, int layer, const char *op);
 
 /* bytes from the arena (counting pass: g->arena NULL, only counted in g->need[g->cat]). */
 mt_status_t eng_gpu_alloc(struct eng_gpu *g, size_t bytes, const char *what, void **out);
-/* A SwiGLU MLP's three weights uploaded in their checkpoint dtype (or counted). */
+/* A SwiGLU MLP's three weights uploaded in their checkpoint dtype (or counted); with stack gate
+   and up as views of one stacked weight where they stack (one GEMV for a decode token). */
 mt_status_t eng_gpu_up_mlp(struct mt_engine *e, struct eng_gpu *g,
-                           const struct mt_expert_weights *w, struct g_mlp *o);
+                           const struct mt_expert_weights *w, bool stack, struct g_mlp *o);
 /*
  * y[n, rows] = x[n, cols] W^T on stream s, any of the device weight dtypes: the GEMV of ops.h
  * up to MT_GPU_GEMV_MAX_TOK tokens, the GEMM of gemm.h above (n <= g->chunk).

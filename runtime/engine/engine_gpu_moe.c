@@ -84,7 +84,7 @@ eng_gpu_place_experts(struct mt_engine *e, struct eng_gpu *g, int l)
             continue;
         }
         L->n_gpu++;
-        st = eng_gpu_up_mlp(e, g, &lw->experts[x], X);
+        st = eng_gpu_up_mlp(e, g, &lw->experts[x], false, X);
         if (X->gate.w.dtype != MT_DTYPE_F8_E4M3 || X->up.w.dtype != MT_DTYPE_F8_E4M3 ||
             X->down.w.dtype != MT_DTYPE_F8_E4M3 || X->gate.w.rows % 16 != 0 ||
             X->gate.w.cols % 16 != 0) {
@@ -353,9 +353,15 @@ eng_gpu_mlp(struct eng_gpu *g, int l, const struct g_mlp *M, const float *x, int
     struct CUstream_st *s = g->stream;
     size_t inter = (size_t)M->gate.w.rows;
 
-    GPU_DO(l, "MLP gate", eng_gpu_lin(&M->gate, x, m, g->gs, s));
-    GPU_DO(l, "MLP up", eng_gpu_lin(&M->up, x, m, g->us, s));
-    GPU_DO(l, "SwiGLU", mt_gpu_swiglu(g->gs, g->us, (size_t)m * inter, g->gs, s));
+    if (g->fuse && m == 1 && M->gate_up.w.data != NULL) {
+        /* one token: gate and up in one GEMV of their stacked weight */
+        GPU_DO(l, "MLP gate and up", eng_gpu_lin(&M->gate_up, x, 1, g->stk, s));
+        GPU_DO(l, "SwiGLU", mt_gpu_swiglu(g->stk, g->stk + M->up_off, inter, g->gs, s));
+    } else {
+        GPU_DO(l, "MLP gate", eng_gpu_lin(&M->gate, x, m, g->gs, s));
+        GPU_DO(l, "MLP up", eng_gpu_lin(&M->up, x, m, g->us, s));
+        GPU_DO(l, "SwiGLU", mt_gpu_swiglu(g->gs, g->us, (size_t)m * inter, g->gs, s));
+    }
     GPU_DO(l, "MLP down", eng_gpu_lin(&M->down, g->gs, m, out, s));
     return MT_OK;
 }
@@ -458,6 +464,7 @@ slot_fill(struct mt_engine *e, struct eng_gpu *g, int l, int k, const struct mt_
     struct CUstream_st *s = g->stream;
     char *base = g->slot[k];
 
+    memset(M, 0, sizeof(*M)); /* gate and up not stacked (gate_up.w.data NULL) */
     for (int i = 0; i < 3; i++) {
         const struct mt_cpu_weight *c = cw[i];
         size_t bytes = (size_t)(c->rows * c->cols) * mt_dtype_size(c->dtype);
