@@ -100,7 +100,7 @@ ratio() { # name: decode tok/s and the decode phase's forward time against the f
         /MoE wait .* s forward/ { for (i = 1; i <= NF; i++) if ($i ~ /^forward;?$/) fw = $(i-2) }
         END {
             floor = hbm * 1e9 / bytes
-            fwd = fw > 0 ? n / fw : 0 # the report prints milliseconds: +-0.5 ms of the phase
+            fwd = fw > 0 ? n / fw : 0 # the report prints 0.1 ms: +-0.05 ms of the phase
             printf "%-12s decode %d tokens: %.1f tok/s (wall, ratio %.3f), forward %.4f s = ", name,
                 n, wall, wall / floor, fw
             printf "%.1f tok/s (ratio %.3f, %.3f ms/token); floor %.1f tok/s\n", fwd, fwd / floor,

@@ -328,7 +328,7 @@ mt_cli_report_print(const struct mt_cli_report *r, FILE *f)
     } else {
         fprintf(f, "-");
     }
-    fprintf(f, "; MoE wait %.3f s of %.3f s forward", mph->eng.moe_wait_s, mph->eng.forward_s);
+    fprintf(f, "; MoE wait %.4f s of %.4f s forward", mph->eng.moe_wait_s, mph->eng.forward_s);
     if (m->prefetch_hit >= 0) {
         fprintf(f, "; prefetch guesses %.2f right", m->prefetch_hit);
     }
