@@ -308,8 +308,8 @@ up_linear(struct mt_engine *e, struct eng_gpu *g, const struct mt_weight *mw, bo
  * one GEMV then computes them all in a decode step, part i's outputs at off[i]. FP8 parts of one
  * width only: each part's rows start on a 128-row scale block, so its scale rows follow the ones
  * before it unchanged (V3.2's q_a, wk and gate are whole blocks; a part of other height but the
- * last gets zero rows up to its block's end, which the GEMV turns into zero outputs nobody reads). Parts that do
- * not stack are uploaded one by one and stack->w.data stays NULL.
+ * last gets zero rows up to its block's end, which the GEMV turns into zero outputs nobody
+ * reads). Parts that do not stack are uploaded one by one and stack->w.data stays NULL.
  */
 static mt_status_t
 up_stack(struct mt_engine *e, struct eng_gpu *g, int n, const struct mt_weight *const *parts,
@@ -341,10 +341,10 @@ up_stack(struct mt_engine *e, struct eng_gpu *g, int n, const struct mt_weight *
     int64_t scols = MT_CEIL_DIV(cols, B);
     uint8_t *data;
     float *scale;
+    size_t sbytes = (size_t)(MT_CEIL_DIV(rows, B) * scols) * sizeof(float);
     if ((st = eng_gpu_alloc(g, (size_t)(rows * cols), parts[0]->w->name, (void **)&data)) !=
             MT_OK ||
-        (st = eng_gpu_alloc(g, (size_t)(MT_CEIL_DIV(rows, B) * scols) * sizeof(float), parts[0]->scale->name,
-                            (void **)&scale)) != MT_OK) {
+        (st = eng_gpu_alloc(g, sbytes, parts[0]->scale->name, (void **)&scale)) != MT_OK) {
         return st;
     }
     stack->w = (struct mt_gpu_weight){.dtype = MT_DTYPE_F8_E4M3, .data = data, .scale = scale,
