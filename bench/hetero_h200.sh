@@ -13,12 +13,15 @@
 #            round 1 plan predicted again at the learned rates with prompt A's routing).
 #   round 2: the learned profile and the routing of prompts A and B together (plan --trace A
 #            --trace B: a workload, not one prompt), judged on prompt C, which neither trace saw.
-#   round 3 (REPEAT=1): round 2 again, planned again with that minute's ceilings (the spread).
-# Before every plan, the DRAM read ceiling of that minute (plan --dram-from: the learned CPU
-# efficiency is a ratio to it) and for the mixed plan the disk, recorded; DISK_FROM=1 also plans
-# with it (plan --disk-from). Off by default: in session 4 the 1 GiB read before a run said 1.02
-# and 1.24 GB/s where the runs read 1.48 and 1.36, so a learned ratio to it carried that noise
-# twice; the disk efficiency learned in the same call over the profile's disk predicts better.
+#   round 3 (REPEAT=1): round 2 again, planned and run again (the spread).
+# Before every plan, the DRAM read ceiling of that minute and for the mixed plan the disk,
+# recorded; DRAM_FROM=1 also plans with that ceiling (plan --dram-from), DISK_FROM=1 with that
+# disk (plan --disk-from). Both off by default: in session 7 the quick DRAM sweep read 85-151 GB/s
+# within minutes while the CPU experts read 62-72, so a learned ratio to the minute's ceiling
+# predicted the dram plan's run at 0.70 of its prediction (round 3) and 1.15 (round 2); in
+# session 4 the 1 GiB read before a run said 1.02 and 1.24 GB/s where the runs read 1.48 and
+# 1.36. A learned ratio to such a reading carries its noise twice; an efficiency learned in the
+# same call over the profile's own ceilings predicts better.
 # PLANS="dram gpu": only those plans. BASE=DIR: start from an earlier call's learned profile and
 # traces (DIR/prof-learned.json, trace-dram-1.json, trace-B.json; no bench, no prompt B run):
 # round 1's runs then teach only what they measure (a mixed run: the disk).
@@ -58,7 +61,8 @@ PBI=$(seq -s, 501 5 816)
 PC=$(seq -s, 301 7 749)
 minute() { # $1: a name. The DRAM ceiling now (and the disk for a mixed plan): plan flags
   ./moetier bench --quick --only dram --json $R/dram-$1.json > $R/dram-$1.txt 2>&1
-  local f="--dram-from $R/dram-$1.json"
+  local f=""
+  [ -n "$DRAM_FROM" ] && f="--dram-from $R/dram-$1.json"
   case $1 in mix*)
     ./moetier bench --only disk --disk /tmp --disk-size 1G --disk-pass 1G --disk-qd 16 \
       --disk-block 4M --json $R/disk-$1.json > $R/disk-$1.txt 2>&1

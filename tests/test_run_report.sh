@@ -15,7 +15,7 @@ need jq "JSON in shell tests; apt-get install jq"
 make_tmp run-report
 m="$tmp/small"
 
-echo "1..24"
+echo "1..25"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 cat >"$tmp/cpu.json" <<'JSON'
@@ -132,6 +132,17 @@ jq '.decode.tiers["dram-cpu"].bytes = 30e9' "$tmp/r3.json" >"$tmp/r4.json"
     plan --hw "$tmp/learn3.json" --cpu-mem "$mem" -o "$tmp/learned3.json" >/dev/null 2>&1 &&
     jq -e '.budgets.cpu_eff == 1.5' "$tmp/learned3.json" >/dev/null
 ok $? "a CPU efficiency of 1.5 over the profile's ceiling is learned as 1.5 and planned with"
+# reports of plans made at different DRAM rates (--dram-from: the minute's ceiling): the
+# efficiency is their bytes over what their plans' rates read in the same time, 0.3 of one rate
+# and 0.1 of twice that: 10 GB over 1 s x r + 1 s x 2r = 1/6 (not a ratio to one report's rate)
+cp "$tmp/cpu.json" "$tmp/learn5.json"
+jq '.predicted.hardware.dram_gbps as $r | .predicted.hardware.dram_gbps = 2 * $r |
+    .decode.tiers["dram-cpu"].bytes = 4e9 * $r / 20' "$tmp/r3.json" >"$tmp/r5.json"
+"$bin" plan -m "$m" --hw "$tmp/learn5.json" --learn "$tmp/r3.json" --learn "$tmp/r5.json" \
+    >"$tmp/l5.out" 2>&1 &&
+    jq -e '(.learned.cpu_expert_eff - 1 / 6 | fabs) < 1e-6' "$tmp/learn5.json" >/dev/null
+ok $? "reports of plans at different DRAM rates: one efficiency over both rates: \
+$(grep 'CPU, all' "$tmp/l5.out")"
 # the host wait: a GPU run of a plan with half the experts in DRAM, its decode 2 ms per waiting
 # layer slower than the plan predicted at the rates it measured -> host_layer_ms 2, and the next
 # plan predicts with it

@@ -108,14 +108,17 @@ static const struct mt_cli cli = {"plan", usage};
 #define MAX_TRACE 16
 
 /*
- * What the reports measured, per source: bytes, seconds and the rate they are compared with
- * (summed, so a long run counts more than a short one; the rate is the profile's, the same in
- * every report of one profile).
+ * What the reports measured, per source: bytes, seconds, and seconds x the rate each report's
+ * plan used (summed, so a long run counts more than a short one). The plans' rates differ where
+ * they were made with --dram-from or --disk-from (the ceiling of that minute), so the efficiency
+ * is the bytes over what the plans' rates would have read in the same time, not a ratio to the
+ * last report's rate (2026-11-30: a dram run's CPU experts at 67.2 GB/s of a 133.6 GB/s minute
+ * and a gpu run's few at 62.0 of 84.9 gave 0.791 of 84.9 that way, where the two say 0.505).
  */
 struct learned_sum {
-    double cpu_b, cpu_s, cpu_rate;
-    double disk_b, disk_s, disk_rate;
-    double gpu_b, gpu_s, gpu_rate;
+    double cpu_b, cpu_s, cpu_ref;
+    double disk_b, disk_s, disk_ref;
+    double gpu_b, gpu_s, gpu_ref;
 };
 
 /* report[a][b][c] as a number, 0 when absent or not a number. */
@@ -204,13 +207,13 @@ learn_report(const char *path, struct learned_sum *sum)
     secs = num_at(json_object_get(ph, "tiers"), "dram-cpu", "seconds", NULL);
     if (rate > 0 && bytes > 0 && secs > 0 && streamed == 0) {
         eff_of(bytes / secs / 1e9, rate, "CPU expert reads", path);
-        sum->cpu_b += bytes, sum->cpu_s += secs, sum->cpu_rate = rate;
+        sum->cpu_b += bytes, sum->cpu_s += secs, sum->cpu_ref += secs * rate;
     }
     rate = num_at(root, "predicted", "hardware", "disk_gbps");
     secs = num_at(root, "prefill", "stream", "read_s") + num_at(root, "decode", "stream", "read_s");
     if (rate > 0 && streamed > 0 && secs > 0) {
         eff_of(streamed / secs / 1e9, rate, "NVMe reads", path);
-        sum->disk_b += streamed, sum->disk_s += secs, sum->disk_rate = rate;
+        sum->disk_b += streamed, sum->disk_s += secs, sum->disk_ref += secs * rate;
     }
     rate = num_at(root, "predicted", "hardware", "hbm_gbps");
     ph = json_object_get(root, "decode");
@@ -227,7 +230,7 @@ learn_report(const char *path, struct learned_sum *sum)
     if (dev != NULL && strcmp(dev, "gpu") == 0 && rate > 0 && bytes > 0 && secs > 0 &&
         secs >= 0.75 * fwd && gpu_limited(ph) && streamed == 0) {
         eff_of(bytes / secs / 1e9, rate, "GPU weight reads", path);
-        sum->gpu_b += bytes, sum->gpu_s += secs, sum->gpu_rate = rate;
+        sum->gpu_b += bytes, sum->gpu_s += secs, sum->gpu_ref += secs * rate;
     }
     json_decref(root);
     return MT_OK;
@@ -318,13 +321,16 @@ learn(const char *const *reports, int n, const struct mt_trace *trace, struct mt
        reports count by their bytes and seconds together */
     l->reports = n;
     if (sum.cpu_s > 0) {
-        l->cpu_expert_eff = eff_of(sum.cpu_b / sum.cpu_s / 1e9, sum.cpu_rate, "CPU, all", "sum");
+        l->cpu_expert_eff = eff_of(sum.cpu_b / sum.cpu_s / 1e9, sum.cpu_ref / sum.cpu_s, "CPU, all",
+                                   "sum");
     }
     if (sum.disk_s > 0) {
-        l->disk_eff = eff_of(sum.disk_b / sum.disk_s / 1e9, sum.disk_rate, "NVMe, all", "sum");
+        l->disk_eff = eff_of(sum.disk_b / sum.disk_s / 1e9, sum.disk_ref / sum.disk_s, "NVMe, all",
+                             "sum");
     }
     if (sum.gpu_s > 0) {
-        l->gpu_eff = eff_of(sum.gpu_b / sum.gpu_s / 1e9, sum.gpu_rate, "GPU, all", "sum");
+        l->gpu_eff = eff_of(sum.gpu_b / sum.gpu_s / 1e9, sum.gpu_ref / sum.gpu_s, "GPU, all",
+                            "sum");
     }
     /* then, at those rates, what the plans do not explain: the host wait per layer */
     double res_s = 0.0, layers = 0.0;
@@ -351,9 +357,11 @@ learn(const char *const *reports, int n, const struct mt_trace *trace, struct mt
  * --disk-from, --dram-from: the disk, or the DRAM read rates, measured just before the run
  * replace the profile's, for this plan only (after --learn saved the profile without them). A
  * drive reads 1.1-2.2 GB/s from minute to minute on the H200 box, its DRAM ceiling 100-117 GB/s
- * from call to call, and the CPU experts follow the ceiling (0.62-0.64 of it in two calls,
- * hetero-h200.md session 4): a learned efficiency times the ceiling of the minute predicts the
- * CPU of the minute.
+ * from call to call, and in session 3 the CPU experts followed the ceiling (0.62-0.64 of it in
+ * two calls). Later calls did not bear that out: quick ceilings of 85-151 GB/s within minutes
+ * while the experts read 62-72 (hetero-h200.md, session 7), so a learned efficiency times the
+ * minute's ceiling carried the sweep's noise into the prediction; bench/hetero_h200.sh plans
+ * without it unless DRAM_FROM=1.
  */
 static mt_status_t
 minute_from(const char *path, bool dram, struct mt_hwprofile *hw)
