@@ -46,9 +46,10 @@ if [ "$(df -k --output=avail "$MD" | tail -1)" -lt 17000000 ]; then # the model:
     t "not enough room in $MD for the model"
     exit 1
 fi
+# the carried Debian packages (liburing's library path): the runs need them too, built here or not
+[ -f .gpu/deps/deps.sh ] && . .gpu/deps/deps.sh > /dev/null 2>&1
 if [ -z "$SKIP_BUILD" ]; then
     t build
-    . .gpu/deps/deps.sh > /dev/null 2>&1
     D=/opt/moetier-deps/usr
     (./autogen.sh && ./configure -q --with-cuda-arch=sm_90 MHD_CFLAGS="-I$D/include" \
         MHD_LIBS="-L$D/lib/x86_64-linux-gnu -lmicrohttpd" && make -j16 ${BUILD_TARGETS:-}) \
