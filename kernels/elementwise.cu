@@ -156,13 +156,11 @@ add_rmsnorm_kernel(float *h, const float *y, const float *__restrict__ w, int n,
     norm_store(v, regs, hr, r, w, n, o);
 }
 
-static __global__ void
-layernorm_kernel(const float *x, const float *__restrict__ w, const float *__restrict__ b, int n,
-                 float eps, float *out)
+/* o = LayerNorm(xr) * w + b over one row of n, by the whole block (o may be xr). */
+static __device__ __forceinline__ void
+layernorm_row(const float *xr, const float *__restrict__ w, const float *__restrict__ b, int n,
+              float eps, float *o)
 {
-    mt_pdl_enter();
-    const float *xr = x + (int64_t)blockIdx.x * n;
-    float *o = out + (int64_t)blockIdx.x * n;
     double s = 0.0;
     double var = 0.0;
 
@@ -179,6 +177,14 @@ layernorm_kernel(const float *x, const float *__restrict__ w, const float *__res
     for (int i = threadIdx.x; i < n; i += NORM_THREADS) {
         o[i] = (float)(xr[i] - mean) * r * w[i] + (b != NULL ? b[i] : 0.0f);
     }
+}
+
+static __global__ void
+layernorm_kernel(const float *x, const float *__restrict__ w, const float *__restrict__ b, int n,
+                 float eps, float *out)
+{
+    mt_pdl_enter();
+    layernorm_row(x + (int64_t)blockIdx.x * n, w, b, n, eps, out + (int64_t)blockIdx.x * n);
 }
 
 extern "C" mt_status_t
@@ -438,4 +444,78 @@ mt_gpu_mla_kv_epilogue(const float *kv, const float *norm_w, int n_tok, int kvl,
                   norm_w, kvl, rope, eps, freqs, pos0, rope_att, lat_t, lat_cache,
                   lat_dtype == MT_DTYPE_BF16, kpe_t, kpe_cache, kpe_dtype == MT_DTYPE_BF16);
     return mt_cuda_launched("mla_kv_epilogue", stream);
+}
+
+/* Rotate head h's pairs (ia(f), ib(f)) of v for f < half at pos, times rope_att after it (what
+ * mt_gpu_scale_cols does after rope_kernel), by the block's threads i = h * half + f. */
+template <bool INTERLEAVED>
+static __device__ __forceinline__ void
+rope_heads(float *v, int n_heads, int stride, int half, const float *__restrict__ freqs,
+           int64_t pos, float rope_att)
+{
+    for (int i = threadIdx.x; i < n_heads * half; i += NORM_THREADS) {
+        float *h = v + (int64_t)(i / half) * stride;
+        int f = i % half;
+        int ia = INTERLEAVED ? 2 * f : f;
+        int ib = INTERLEAVED ? 2 * f + 1 : f + half;
+        rope_pair(h[ia], h[ib], pos, freqs[f], &h[ia], &h[ib]);
+        if (rope_att != 1.0f) {
+            h[ia] *= rope_att;
+            h[ib] *= rope_att;
+        }
+    }
+}
+
+/*
+ * mt_gpu_attn_prologue (engine_ops.h), blocks (token, part): part 1 (the only one without an
+ * indexer) rotates q's rope dims, part 0 does the indexer's key (norm, rotation, cache copy), its
+ * queries and its head weights. Part 0's
+ * LayerNorm is layernorm_row on NORM_THREADS threads, as layernorm_kernel: the same sums.
+ */
+static __global__ void __launch_bounds__(NORM_THREADS)
+attn_prologue_kernel(const struct mt_gpu_attn_prologue a)
+{
+    mt_pdl_enter();
+    int64_t t = blockIdx.x;
+    int64_t pos = a.pos0 + t;
+
+    if (blockIdx.y == 1 || a.ki == NULL) {
+        rope_heads<true>(a.q + t * a.n_heads * a.qk + a.nope, a.n_heads, a.qk, a.half, a.freqs,
+                         pos, a.rope_att);
+        return;
+    }
+    float *k = a.ki + t * a.id;
+    layernorm_row(k, a.k_w, a.k_b, a.id, a.eps, k);
+    __syncthreads(); /* the rotation pairs elements other threads normed */
+    rope_heads<false>(k, 1, a.id, a.half, a.freqs, pos, a.rope_att);
+    rope_heads<false>(a.qi + t * a.ih * a.id, a.ih, a.id, a.half, a.freqs, pos, a.rope_att);
+    for (int i = threadIdx.x; i < a.ih; i += NORM_THREADS) {
+        a.wts[t * a.ih + i] *= a.wts_scale;
+    }
+    if (a.key_cache != NULL) {
+        __syncthreads(); /* the key's rotated pairs, written by other threads */
+        for (int i = threadIdx.x; i < a.id; i += NORM_THREADS) {
+            a.key_cache[t * a.id + i] = k[i];
+        }
+    }
+}
+
+extern "C" mt_status_t
+mt_gpu_attn_prologue(const struct mt_gpu_attn_prologue *a, struct CUstream_st *stream)
+{
+    bool idx = a != NULL && a->ki != NULL;
+
+    if (a == NULL || a->n_tok < 1 || a->pos0 < 0 || a->freqs == NULL || a->half < 1 ||
+        a->q == NULL || a->n_heads < 1 || a->nope < 0 || a->nope + 2 * a->half > a->qk ||
+        (idx && (a->k_w == NULL || a->qi == NULL || a->wts == NULL || a->ih < 1 ||
+                 2 * a->half > a->id))) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu attention prologue: %d tokens, q %d heads of %d "
+                       "(rope from %d, %d pairs), index dims %d", a != NULL ? a->n_tok : 0,
+                       a != NULL ? a->n_heads : 0, a != NULL ? a->qk : 0,
+                       a != NULL ? a->nope : 0, a != NULL ? a->half : 0,
+                       a != NULL ? a->id : 0);
+    }
+    mt_pdl_launch(attn_prologue_kernel, dim3((unsigned)a->n_tok, idx ? 2 : 1),
+                  dim3(NORM_THREADS), 0, stream, *a);
+    return mt_cuda_launched("attn_prologue", stream);
 }

@@ -63,6 +63,39 @@ mt_status_t mt_gpu_mla_kv_epilogue(const float *kv, const float *norm_w, int n_t
                                    enum mt_dtype lat_dtype, float *kpe_t, void *kpe_cache,
                                    enum mt_dtype kpe_dtype, struct CUstream_st *stream);
 
+/*
+ * What the attention does to q, the index key, the index queries and the head weights between
+ * their projections and their use, for n_tok tokens at positions pos0.. (freqs [half]):
+ *   q [n_tok, n_heads, qk]: dims nope .. nope + 2 half rotated (interleaved pairs), times rope_att;
+ *   ki [n_tok, id] (NULL: no indexer, the rest is ignored): LayerNorm(k_w, k_b, eps) in place,
+ *   then its first 2 half dims rotated (rotate-half pairs) times rope_att, then copied into
+ *   key_cache [n_tok, id] fp32 from its first row on (the exact indexer's; NULL: none);
+ *   qi [n_tok, ih, id]: each head's first 2 half dims rotated likewise; wts [n_tok, ih] *= wts_scale.
+ * Exactly mt_gpu_rope_interleaved (+ mt_gpu_scale_cols), mt_gpu_layernorm + mt_gpu_rope_half (+
+ * factor) + mt_gpu_rows_convert, mt_gpu_rope_half (+ factor) and mt_gpu_scale_cols: the same bits,
+ * in one launch instead of six to nine (elementwise.cu).
+ */
+struct mt_gpu_attn_prologue {
+    int n_tok;
+    int64_t pos0;
+    const float *freqs;
+    int half;
+    float rope_att;
+    float *q;
+    int n_heads, qk, nope;
+    float *ki;
+    const float *k_w, *k_b; /* k_b may be NULL */
+    int id;
+    float eps;
+    float *key_cache;
+    float *qi;
+    int ih;
+    float *wts;
+    float wts_scale;
+};
+mt_status_t mt_gpu_attn_prologue(const struct mt_gpu_attn_prologue *a,
+                                 struct CUstream_st *stream);
+
 /* dst[r * dst_ld + c] = src[r * src_ld + c] as F32 or BF16 (mt_f32_to_bf16's rounding). */
 mt_status_t mt_gpu_rows_convert(void *dst, enum mt_dtype dst_dtype, int64_t dst_ld,
                                 const float *src, int64_t src_ld, int n_rows, int dim,

@@ -386,6 +386,105 @@ test_kv_epilogue(int n, int kvl, int rope, enum mt_dtype lat_dt, enum mt_dtype k
     free(fr);
     free(pat);
 }
+
+/*
+ * mt_gpu_attn_prologue against the engine's unfused sequence (q rope + factor; the index key's
+ * LayerNorm, rope, factor, cache copy; the index queries' rope + factor; the head weights'
+ * scale): the same bits in q, ki, the key cache, qi and wts. indexer false: q only.
+ */
+static void
+test_attn_prologue(int n, int H, int qk, int nope, int half, int id, int ih, float rope_att,
+                   int64_t pos0, bool indexer)
+{
+    size_t qb = (size_t)n * H * qk * 4, kb = (size_t)n * id * 4, qib = (size_t)n * ih * id * 4;
+    size_t wb = (size_t)n * ih * 4;
+    float *q = gt_malloc(qb), *k = gt_malloc(kb), *qi = gt_malloc(qib), *wt = gt_malloc(wb);
+    float *lw = gt_malloc((size_t)id * 4), *lb = gt_malloc((size_t)id * 4);
+    float *fr = gt_malloc((size_t)half * 4);
+    float *dq[2], *dk[2], *dqi[2], *dwt[2], *dc[2];
+    float ws = 0.125f;
+    mt_status_t st = MT_OK;
+
+    gt_fill(q, qb / 4, -2.0f, 2.0f);
+    gt_fill(k, kb / 4, -3.0f, 3.0f);
+    gt_fill(qi, qib / 4, -2.0f, 2.0f);
+    gt_fill(wt, wb / 4, -1.0f, 1.0f);
+    gt_fill(lw, (size_t)id, 0.5f, 1.5f);
+    gt_fill(lb, (size_t)id, -0.2f, 0.2f);
+    for (int f = 0; f < half; f++) {
+        fr[f] = (float)pow(10000.0, -1.0 * f / half);
+    }
+    float *dlw = gt_put(lw, (size_t)id * 4), *dlb = gt_put(lb, (size_t)id * 4);
+    float *dfr = gt_put(fr, (size_t)half * 4);
+    for (int v = 0; v < 2; v++) {
+        dq[v] = gt_put(q, qb);
+        dk[v] = gt_put(k, kb);
+        dqi[v] = gt_put(qi, qib);
+        dwt[v] = gt_put(wt, wb);
+        dc[v] = gt_put(k, kb); /* the cache's rows, overwritten */
+    }
+    /* the engine's unfused sequence (engine_gpu.c, MT_GPU_FUSE=0) */
+    st = mt_gpu_rope_interleaved(dq[0], n, H, qk, nope, dfr, half, pos0, NULL);
+    if (st == MT_OK && rope_att != 1.0f) {
+        st = mt_gpu_scale_cols(dq[0], n * H, qk, nope, 2 * half, rope_att, NULL);
+    }
+    if (st == MT_OK && indexer) {
+        st = mt_gpu_layernorm(dk[0], dlw, dlb, n, id, 1e-6f, dk[0], NULL);
+        if (st == MT_OK) {
+            st = mt_gpu_rope_half(dk[0], n, 1, id, 0, dfr, half, pos0, NULL);
+        }
+        if (st == MT_OK && rope_att != 1.0f) {
+            st = mt_gpu_scale_cols(dk[0], n, id, 0, 2 * half, rope_att, NULL);
+        }
+        if (st == MT_OK) {
+            st = mt_gpu_rope_half(dqi[0], n, ih, id, 0, dfr, half, pos0, NULL);
+        }
+        if (st == MT_OK && rope_att != 1.0f) {
+            st = mt_gpu_scale_cols(dqi[0], n * ih, id, 0, 2 * half, rope_att, NULL);
+        }
+        if (st == MT_OK) {
+            st = mt_gpu_scale_cols(dwt[0], n, ih, 0, ih, ws, NULL);
+        }
+        if (st == MT_OK) {
+            st = mt_gpu_rows_convert(dc[0], MT_DTYPE_F32, id, dk[0], id, n, id, NULL);
+        }
+    }
+    if (st == MT_OK) {
+        struct mt_gpu_attn_prologue a = {
+            .n_tok = n, .pos0 = pos0, .freqs = dfr, .half = half, .rope_att = rope_att,
+            .q = dq[1], .n_heads = H, .qk = qk, .nope = nope, .ki = indexer ? dk[1] : NULL,
+            .k_w = dlw, .k_b = dlb, .id = id, .eps = 1e-6f, .key_cache = dc[1], .qi = dqi[1],
+            .ih = ih, .wts = dwt[1], .wts_scale = ws};
+        st = mt_gpu_attn_prologue(&a, NULL);
+    }
+    bool same = st == MT_OK;
+    size_t sizes[5] = {qb, kb, kb, qib, wb};
+    float *dev[5][2] = {{dq[0], dq[1]}, {dk[0], dk[1]}, {dc[0], dc[1]}, {dqi[0], dqi[1]},
+                        {dwt[0], dwt[1]}};
+    for (int b = 0; same && b < 5; b++) {
+        unsigned char *x = gt_malloc(sizes[b]), *y = gt_malloc(sizes[b]);
+        gt_get(x, dev[b][0], sizes[b]);
+        gt_get(y, dev[b][1], sizes[b]);
+        same = memcmp(x, y, sizes[b]) == 0;
+        if (same && b >= 1 && !indexer) { /* nothing of the indexer's was touched */
+            const float *orig = b == 3 ? qi : b == 4 ? wt : k;
+            same = memcmp(y, orig, sizes[b]) == 0;
+        }
+        free(x);
+        free(y);
+    }
+    tap_ok(same, "attention prologue, %d tokens, q %d heads of %d (rope from %d), %s, factor %g, "
+           "position %lld: the same bits as the unfused kernels%s%s", n, H, qk, nope,
+           indexer ? "indexer" : "no indexer", (double)rope_att, (long long)pos0,
+           st == MT_OK ? "" : ": ", st == MT_OK ? "" : mt_last_error());
+    free(q);
+    free(k);
+    free(qi);
+    free(wt);
+    free(lw);
+    free(lb);
+    free(fr);
+}
 #endif
 
 int
@@ -421,6 +520,17 @@ main(void)
     tap_ok(mt_gpu_mla_kv_epilogue(NULL, NULL, 1, 512, 63, 1e-6f, NULL, 0, 1.0f, NULL, NULL,
                                   MT_DTYPE_F32, NULL, NULL, MT_DTYPE_F32, NULL) == MT_ERR_INVAL,
            "kv epilogue: an odd rope width and missing buffers are refused: %s", mt_last_error());
+    test_attn_prologue(1, 128, 192, 128, 32, 128, 64, 1.0f, 4095, true); /* V3.2 decode */
+    test_attn_prologue(3, 128, 192, 128, 32, 128, 64, 1.3f, 0, true);
+    test_attn_prologue(2, 4, 24, 16, 4, 32, 4, 1.0f, 17, true);          /* the tiny models */
+    test_attn_prologue(1, 128, 192, 128, 32, 128, 64, 1.0f, 9, false);   /* dense attention */
+    {
+        struct mt_gpu_attn_prologue bad = {.n_tok = 1, .half = 32, .n_heads = 128, .qk = 192,
+                                           .nope = 160};
+        tap_ok(mt_gpu_attn_prologue(&bad, NULL) == MT_ERR_INVAL,
+               "attention prologue: rope past the head and missing buffers are refused: %s",
+               mt_last_error());
+    }
     test_launch_times();
 #endif
     mt_gpu_arena_destroy(gt_arena);

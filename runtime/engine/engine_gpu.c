@@ -974,9 +974,28 @@ gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t star
                mt_gpu_rows_convert((char *)L->kpe + (size_t)start * rope * ksz, g->kpe_dtype,
                                    rope, g->kpe_t, rope, m, rope, s));
     }
-    GPU_DO(l, "q rope", mt_gpu_rope_interleaved(g->q, m, H, qk, nope, g->freqs, half, start, s));
-    ROPE_ATT(l, "q rope factor", g->q, m * H, qk, nope);
-    if (sparse) {
+    if (g->fuse) {
+        /* q's rotation, and the indexer's key (norm, rotation, exact cache), queries and head
+           weights, in one launch (the same bits as the kernels below) */
+        struct mt_gpu_attn_prologue ap = {
+            .n_tok = m, .pos0 = start, .freqs = g->freqs, .half = half, .rope_att = e->rope_att,
+            .q = g->q, .n_heads = H, .qk = qk, .nope = nope,
+            .ki = sparse ? ki : NULL, .k_w = L->idx_norm_w, .k_b = L->idx_norm_b, .id = ID,
+            .eps = 1e-6f, .key_cache = L->ikey != NULL ? L->ikey + (size_t)start * ID : NULL,
+            .qi = g->qi, .ih = IH, .wts = g->wts, .wts_scale = (float)(1.0 / sqrt((double)IH))};
+        GPU_DO(l, "q rope and the indexer's key, queries and weights",
+               mt_gpu_attn_prologue(&ap, s));
+        if (sparse && L->ikey8 != NULL) {
+            GPU_DO(l, "index key fp8 quantization",
+                   mt_gpu_hadamard_quant(ki, m, ID, L->ikey8 + (size_t)start * ID,
+                                         L->ikscale + start, NULL, 0.0f, s));
+        }
+    } else {
+        GPU_DO(l, "q rope",
+               mt_gpu_rope_interleaved(g->q, m, H, qk, nope, g->freqs, half, start, s));
+        ROPE_ATT(l, "q rope factor", g->q, m * H, qk, nope);
+    }
+    if (sparse && !g->fuse) {
         GPU_DO(l, "indexer k norm", mt_gpu_layernorm(ki, L->idx_norm_w, L->idx_norm_b, m, ID,
                                                      1e-6f, ki, s));
         GPU_DO(l, "indexer k rope", mt_gpu_rope_half(ki, m, 1, ID, 0, g->freqs, half, start,
