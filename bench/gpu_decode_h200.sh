@@ -23,7 +23,7 @@
 #   absorb0   MT_GPU_ABSORB=0: the defaults with MLA's kv_b absorptions on engine_ops.cu's
 #             any-shape kernels instead of its streaming FP8 ones
 #   base      the defaults on another build's moetier (BASE_BIN=path; e.g. main's, for a
-#             branch's before/after in the same minute)
+#             branch's before/after in the same minute); basenograph: its nograph
 # Greedy tokens of every configuration are compared with `before` (same model, same prompt), and a
 # 2,100-token prompt (the indexer selecting top-k inside recorded steps) is decoded with and
 # without graphs. The runs go most important first, each leaving $OUT/results.tgz updated.
@@ -126,11 +126,14 @@ for c in $RUNS; do
     case $c in
         before | before2) run $c $OFF -- --prompt-ids "$P64" -n 64 ;;
         devmoe) run $c MT_GPU_GRAPH=0 MT_GPU_FUSE=0 -- --prompt-ids "$P64" -n 64 ;;
-        nograph) run $c MT_GPU_GRAPH=0 -- --prompt-ids "$P64" -n 64 ;;
+        nograph | nograph2) run $c MT_GPU_GRAPH=0 -- --prompt-ids "$P64" -n 64 ;;
         nofuse) run $c MT_GPU_FUSE=0 -- --prompt-ids "$P64" -n 64 ;;
         graph | graph2) run $c MT_X=1 -- --prompt-ids "$P64" -n 64 ;;
-        base | base2) RUN0=$RUN; RUN="${BASE_BIN:?set BASE_BIN to another build of moetier} run -m $V --device gpu --gpu-mem 24G --no-plan"
-            run $c MT_X=1 -- --prompt-ids "$P64" -n 64; RUN=$RUN0 ;;
+        base | base2 | basenograph | basenograph2)
+            RUN0=$RUN; RUN="${BASE_BIN:?set BASE_BIN to another build of moetier} run -m $V --device gpu --gpu-mem 24G --no-plan"
+            case $c in base*nograph*) run $c MT_GPU_GRAPH=0 -- --prompt-ids "$P64" -n 64 ;;
+                *) run $c MT_X=1 -- --prompt-ids "$P64" -n 64 ;; esac
+            RUN=$RUN0 ;;
         nopdl | nopdl2) run $c MT_GPU_PDL=0 -- --prompt-ids "$P64" -n 64 ;;
         nowave | nowave2) run $c MT_MOE_WAVE=0 -- --prompt-ids "$P64" -n 64 ;;
         absorb0) run $c MT_GPU_ABSORB=0 -- --prompt-ids "$P64" -n 64 ;;
