@@ -130,7 +130,8 @@ for c in $RUNS; do
         nofuse) run $c MT_GPU_FUSE=0 -- --prompt-ids "$P64" -n 64 ;;
         graph | graph2) run $c MT_X=1 -- --prompt-ids "$P64" -n 64 ;;
         base | base2 | basenograph | basenograph2)
-            RUN0=$RUN; RUN="${BASE_BIN:?set BASE_BIN to another build of moetier} run -m $V --device gpu --gpu-mem 24G --no-plan"
+            RUN0=$RUN
+            RUN="${BASE_BIN:?set BASE_BIN to another build of moetier} ${RUN#"$M" }"
             case $c in base*nograph*) run $c MT_GPU_GRAPH=0 -- --prompt-ids "$P64" -n 64 ;;
                 *) run $c MT_X=1 -- --prompt-ids "$P64" -n 64 ;; esac
             RUN=$RUN0 ;;
