@@ -34,8 +34,9 @@
  * Environment (for measurements and tests): MT_GPU_CHUNK=n sets the chunk (8 = the GEMV path
  * alone), MT_GPU_GEMM=bf16|f32 the GEMM's arithmetic (fp32 by default), MT_GPU_GEMV_LOOP=n
  * the chunk size up to which FP8 weights take GEMV passes instead of the GEMM; MT_GPU_GRAPH=0
- * (no graphs), MT_GPU_FUSE=0 (residual adds and norms as separate kernels), MT_GPU_DEVICE_MOE=0
- * (routing always through the host) give the decode step as it was, for before/after runs.
+ * (no graphs), MT_GPU_FUSE=0 (residual adds and norms, the kv epilogue's and the attention
+ * prologue's steps as separate kernels, no stacked GEMVs), MT_GPU_DEVICE_MOE=0 (routing always
+ * through the host) give the decode step as it was, for before/after runs.
  *
  * Errors: every operation goes through GPU_DO, which names the operation and the layer in the
  * one message; with debug_sync (--debug-sync, MT_DEBUG_SYNC=1) the stream is synchronized after
