@@ -17,10 +17,12 @@
  * previous one finishes); "+graph" and "+graph+pdl", the same launches recorded once as a CUDA
  * graph and replayed, the way the engine runs a decode step.
  *
- * Usage: bench_kernels [--reps N] [--quick] [--dsa | --topk | --idx-sweep | --gemv]   (--quick
- * skips the 1.85 GB lm_head; --dsa runs only the indexer, top-k, MLA and kv_b absorption rows,
- * --topk only the FP8 indexer and top-k, --idx-sweep the FP8 indexer at 32K..512K keys, --gemv
- * only the GEMV and expert rows)
+ * Usage: bench_kernels [--reps N] [--quick] [--dsa | --topk | --idx-sweep | --gemv | --read |
+ * --shape RxC]   (--quick skips the 1.85 GB lm_head; --dsa runs only the indexer, top-k, MLA and
+ * kv_b absorption rows, --topk only the FP8 indexer and top-k, --idx-sweep the FP8 indexer at
+ * 32K..512K keys, --gemv only the GEMV and expert rows, --read only the read kernel at the FP8
+ * matrices' sizes of 16 MB and more, --shape only the one-token FP8 GEMV of that shape: for a
+ * profiler)
  */
 #include <config.h>
 
@@ -301,6 +303,52 @@ bench_gemv(enum mt_dtype dt, int64_t rows, int64_t cols, int n_tok)
                  (double)wb + sb + 4.0 * n_tok * (cols + rows), 2.0 * rows * cols * n_tok,
                  finite_out(g.y, (size_t)n_tok * rows) ? (wb >= (16u << 20) ? ">=16MB" : "<16MB")
                                                        : "NON-FINITE OUTPUT");
+}
+
+/* ---- the read kernel at the matrices' sizes --------------------------------------------------- */
+
+/* What streaming alone costs at a GEMV's size: the HBM read kernel (hbm_read's, the ceiling of
+ * every ratio) timed exactly as a GEMV is, one launch per copy of `bytes`, isolated and in a
+ * graph, with 4 blocks an SM (the ceiling's occupancy) and with 1 (a GEMV's one wave). Where
+ * this falls short of the 4 GiB ceiling, no kernel of that size can reach it in this harness. */
+struct read_ctx {
+    const void *p[MAX_COPIES];
+    size_t bytes;
+    int per_sm;
+    unsigned long long *sum;
+};
+
+static mt_status_t
+read_run(void *ctx, int c)
+{
+    struct read_ctx *r = ctx;
+
+    return mt_gpu_read_launch(r->p[c], r->bytes, r->per_sm, r->sum, stream);
+}
+
+static void
+bench_read(size_t bytes, int per_sm)
+{
+    static struct read_ctx r;
+    int copies = n_copies(bytes);
+    double med[MODES];
+    double p90[MODES];
+    bool pdl = false;
+    char shape[64];
+
+    mt_gpu_arena_reset(arena);
+    for (int c = 0; c < copies; c++) {
+        void *d = dalloc(bytes);
+        dfill(d, bytes, FILL_F32);
+        r.p[c] = d;
+    }
+    r.sum = dalloc(sizeof(*r.sum));
+    r.bytes = bytes;
+    r.per_sm = per_sm;
+    time_modes(read_run, &r, copies, &med, &p90, &pdl);
+    snprintf(shape, sizeof(shape), "%.1f MB, %d block%s/SM", bytes * 1e-6, per_sm,
+             per_sm > 1 ? "s" : "");
+    report_modes("read", shape, &med, &p90, false, (double)bytes, 0.0, "no PDL in this kernel");
 }
 
 /* ---- routed experts ------------------------------------------------------------------------ */
@@ -636,6 +684,9 @@ main(int argc, char **argv)
     bool topk_only = false;
     bool idx_sweep = false;
     bool gemv_only = false;
+    bool read_only = false;
+    long long shape_r = 0;
+    long long shape_c = 0;
     int n = 0;
     char date[64];
     time_t now = time(NULL);
@@ -653,9 +704,15 @@ main(int argc, char **argv)
             dsa_only = idx_sweep = true;
         } else if (strcmp(argv[i], "--gemv") == 0) {
             gemv_only = true;
+        } else if (strcmp(argv[i], "--read") == 0) {
+            read_only = true;
+        } else if (strcmp(argv[i], "--shape") == 0 && i + 1 < argc &&
+                   sscanf(argv[i + 1], "%lldx%lld", &shape_r, &shape_c) == 2 && shape_r > 0 &&
+                   shape_c > 0) {
+            i++;
         } else {
             fprintf(stderr, "usage: bench_kernels [--reps N] [--quick] "
-                            "[--dsa | --topk | --idx-sweep | --gemv]\n");
+                            "[--dsa | --topk | --idx-sweep | --gemv | --read | --shape RxC]\n");
             return 2;
         }
     }
@@ -689,6 +746,20 @@ main(int argc, char **argv)
            reps);
     printf("%-22s %-26s %9s %9s %8s %7s %8s  %s\n", "kernel", "shape", "median_ms", "p90_ms",
            "GB/s", "%hbm", "TFLOP/s", "note");
+    if (shape_r > 0 || read_only) {
+        if (shape_r > 0) {
+            bench_gemv(MT_DTYPE_F8_E4M3, shape_r, shape_c, 1);
+        }
+        for (size_t i = 0; read_only && i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+            size_t bytes = (size_t)shapes[i][0] * shapes[i][1];
+            for (int per_sm = 4; bytes >= (16u << 20) && per_sm >= 1; per_sm -= 3) {
+                bench_read(bytes, per_sm);
+            }
+        }
+        mt_gpu_stream_destroy(gemv_stream);
+        mt_gpu_arena_destroy(arena);
+        return 0;
+    }
     for (size_t i = 0; !dsa_only && i < sizeof(shapes) / sizeof(shapes[0]); i++) {
         bench_gemv(MT_DTYPE_F8_E4M3, shapes[i][0], shapes[i][1], 1);
     }

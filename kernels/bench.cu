@@ -123,6 +123,20 @@ hbm_read(const void *p, size_t n_bytes, unsigned long long *d_sum, int blocks, c
     return mt_cuda_launched("hbm_read", s);
 }
 
+extern "C" mt_status_t
+mt_gpu_read_launch(const void *p, size_t bytes, int blocks_per_sm, unsigned long long *sum,
+                   struct CUstream_st *s)
+{
+    int dev = 0;
+
+    if (bytes % 16 != 0 || blocks_per_sm < 1) {
+        return mt_fail(MT_ERR_INVAL, 0, "read launch: %zu bytes, %d blocks an SM", bytes,
+                       blocks_per_sm);
+    }
+    cudaGetDevice(&dev);
+    return hbm_read(p, bytes, sum, read_blocks(dev) / READ_BLOCKS_PER_SM * blocks_per_sm, s);
+}
+
 /* Median and p90 of the times (ms), and GB/s for `bytes` moved per repetition. */
 static void
 summarize(std::vector<float> &ms, double bytes, struct mt_gpu_bench_timing *out)

@@ -81,6 +81,14 @@ mt_status_t mt_gpu_bench_pcie_bidir(int dev, size_t bytes, int reps,
                                     struct mt_gpu_bench_timing *out);
 mt_status_t mt_gpu_bench_bf16_gemm(int dev, int n, int reps, struct mt_gpu_bench_timing *out);
 
+struct CUstream_st;
+
+/* One launch of hbm_read's kernel over `bytes` (a multiple of 16) of device memory p on stream s,
+ * with blocks_per_sm blocks of 512 threads an SM, adding the words into *sum: for bench_kernels,
+ * which times it the way it times a GEMV (over copies, in a graph). */
+mt_status_t mt_gpu_read_launch(const void *p, size_t bytes, int blocks_per_sm,
+                               unsigned long long *sum, struct CUstream_st *s);
+
 #else /* !MT_HAVE_CUDA */
 
 static inline mt_status_t
