@@ -66,6 +66,40 @@ mv_h2bits(__half2 h)
     return *reinterpret_cast<uint32_t *>(&h);
 }
 
+/*
+ * Weights to A fragments. From sm_89 the hardware converts two e4m3 bytes to an f16x2 in one
+ * instruction (exactly: every e4m3 value is an f16), so a 4-byte word is two conversions: lo =
+ * (byte 0, byte 1), hi = (byte 2, byte 3), at their true values. Below sm_89, mt_fp8x4_decode's
+ * integer moves (7 instructions a word, 45% of the loop's instructions on the H200 by Nsight
+ * Compute): lo = (byte 0, byte 2), hi = (byte 1, byte 3), scaled by 2^-8. x's B words pair the
+ * same elements (mv_bword0, mv_bword1), and results are multiplied by MV_DECODE_SCALE.
+ * MT_GEMV_BIT_DECODE=1 at build time keeps the integer moves everywhere (for measurements).
+ */
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890 && !MT_GEMV_BIT_DECODE
+#define MV_HW_CVT 1
+#define MV_DECODE_SCALE 1.0f
+#else
+#define MV_HW_CVT 0
+#define MV_DECODE_SCALE MT_FP8_DECODE_SCALE
+#endif
+
+static __device__ __forceinline__ void
+mv_decode(uint32_t w, uint32_t &lo, uint32_t &hi)
+{
+#if MV_HW_CVT
+    asm("{\n\t.reg .b16 l, h;\n\tmov.b32 {l, h}, %2;\n\t"
+        "cvt.rn.f16x2.e4m3x2 %0, l;\n\tcvt.rn.f16x2.e4m3x2 %1, h;\n\t}"
+        : "=r"(lo), "=r"(hi)
+        : "r"(w));
+#else
+    __half2 l;
+    __half2 h;
+    mt_fp8x4_decode(w, &l, &h);
+    lo = mv_h2bits(l);
+    hi = mv_h2bits(h);
+#endif
+}
+
 /* (a, b) as f16x2: hi halves where lom is 0, lo halves (value - f16(value)) where lom is 1. */
 static __device__ __forceinline__ uint32_t
 mv_split(float a, float b, float lom)
@@ -74,6 +108,20 @@ mv_split(float a, float b, float lom)
     float2 f = __half22float2(h);
 
     return mv_h2bits(__floats2half2_rn(fmaf(-lom, f.x, a), fmaf(-lom, f.y, b)));
+}
+
+/* The B words (b0 for A's lo half, b1 for hi) of four consecutive x values, paired as
+ * mv_decode pairs the weight bytes. */
+static __device__ __forceinline__ uint32_t
+mv_bword0(float4 q, float lom)
+{
+    return MV_HW_CVT ? mv_split(q.x, q.y, lom) : mv_split(q.x, q.z, lom);
+}
+
+static __device__ __forceinline__ uint32_t
+mv_bword1(float4 q, float lom)
+{
+    return MV_HW_CVT ? mv_split(q.z, q.w, lom) : mv_split(q.y, q.w, lom);
 }
 
 /* d += A B on tensor cores: A 16x16 f16 (row), B 16x8 f16 (col), D 16x8 fp32. */
@@ -159,11 +207,18 @@ mv_block_mma(const struct mv_stage<SW> &st, int s, const uint32_t (&bw)[2][4][2]
         const uint32_t *wb = reinterpret_cast<const uint32_t *>(&st.v[s][2 + h]);
 #pragma unroll
         for (int j = 0; j < 4; j++) {
+#if MV_HW_CVT
+            uint32_t la, ha, lb, hb;
+            mv_decode(wa[j], la, ha);
+            mv_decode(wb[j], lb, hb);
+            mv_mma(d, la, lb, ha, hb, bw[h][j][0], bw[h][j][1]);
+#else
             __half2 la, ha, lb, hb;
             mt_fp8x4_decode(wa[j], &la, &ha);
             mt_fp8x4_decode(wb[j], &lb, &hb);
             mv_mma(d, mv_h2bits(la), mv_h2bits(lb), mv_h2bits(ha), mv_h2bits(hb), bw[h][j][0],
                    bw[h][j][1]);
+#endif
         }
     }
 }
@@ -189,8 +244,13 @@ mv_consume(const struct mv_stage<SW> &st, int64_t cols, int c, int k,
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
                     float4 q = cv[h] ? __ldg(p + j) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#if MV_HW_CVT
+                    bw[h][j][0] = mv_split(q.x, q.y, lom);
+                    bw[h][j][1] = mv_split(q.z, q.w, lom);
+#else
                     bw[h][j][0] = mv_split(q.x, q.z, lom);
                     bw[h][j][1] = mv_split(q.y, q.w, lom);
+#endif
                 }
             }
             mv_block_mma<SW>(st, s, bw, d);
@@ -252,10 +312,8 @@ mv_xs_fill(uint4 *xs, const float *x, int64_t cols, int nkb, int nt)
 #pragma unroll
             for (int p = 0; p < 2; p++) {
                 float lom = (float)p;
-                uint4 b = make_uint4(mv_split(v[u][0].x, v[u][0].z, lom),
-                                     mv_split(v[u][0].y, v[u][0].w, lom),
-                                     mv_split(v[u][1].x, v[u][1].z, lom),
-                                     mv_split(v[u][1].y, v[u][1].w, lom));
+                uint4 b = make_uint4(mv_bword0(v[u][0], lom), mv_bword1(v[u][0], lom),
+                                     mv_bword0(v[u][1], lom), mv_bword1(v[u][1], lom));
                 xs[mv_xs_base(t, p, nkb) + (k * 4 + c) * 4 + (q ^ (c >> 1))] = b;
             }
         }
@@ -298,10 +356,10 @@ mv_store(float *y, int64_t rows, int64_t row, int64_t end, int nt, int c,
         int t = c + 4 * b;
         if (t < nt) {
             if (row < end) {
-                y[(int64_t)t * rows + row] = acc[b][0] * MT_FP8_DECODE_SCALE;
+                y[(int64_t)t * rows + row] = acc[b][0] * MV_DECODE_SCALE;
             }
             if (row + 8 < end) {
-                y[(int64_t)t * rows + row + 8] = acc[b][1] * MT_FP8_DECODE_SCALE;
+                y[(int64_t)t * rows + row + 8] = acc[b][1] * MV_DECODE_SCALE;
             }
         }
     }
@@ -309,50 +367,42 @@ mv_store(float *y, int64_t rows, int64_t row, int64_t end, int nt, int c,
 
 /*
  * Asynchronous copies (A > 0): instead of P steps in registers, each thread copies its own 64
- * bytes and two scales of a step with cp.async (sm_80+) into its private slots of an A-stage
- * ring in shared memory, A - 1 steps ahead, and waits for its own copies only: more bytes in
- * flight than registers allow (ncu, 2026-11-30: with 2 register stages the warps spent half
- * their time waiting for loads), still without a barrier in the loop. Slot (stage, piece,
- * thread) is 16 bytes at ((stage * 4 + piece) * MV_WARPS * 32 + thread): a warp's loads of a
- * piece are 512 contiguous bytes.
+ * bytes of a step with cp.async (sm_80+) into its private slots of an A-stage ring in shared
+ * memory, A - 1 steps ahead, and waits for its own copies only: more bytes in flight than
+ * registers allow (ncu, 2026-11-30: with 2 register stages the warps spent half their time
+ * waiting for loads), still without a barrier in the loop. Slot (stage, piece, thread) is 16
+ * bytes at ((stage * 4 + piece) * MV_WARPS * 32 + thread): a warp's loads of a piece are 512
+ * contiguous bytes. The two block scales of a step are plain loads when it is consumed (L1 hits:
+ * a 128-row block's scale row serves 8 tiles); copying them through the ring too cost two more
+ * copies, two shared loads and their addresses a step.
  */
 #define MV_T (MV_WARPS * 32)
-#define MV_RING_BYTES(A) ((size_t)(A) * MV_T * (4 * 16 + 2 * 4))
+#define MV_RING_BYTES(A) ((size_t)(A) * MV_T * 4 * 16)
 
-/* Copy step k of this thread's rows into ring stage `stage` (zero-filled past the ends). */
+/* Copy step k of this thread's rows into the ring stage whose first slot is dst. Both rows there
+ * and every column (whole: cols % 128 == 0, every V3.2 matrix) is four plain copies; otherwise
+ * the pieces past the ends are zero-filled. */
 static __device__ __forceinline__ void
-mv_fetch_async(uint4 *ring, float *rs, int stage, const struct mv_rows &r, int64_t cols, int nkb,
-               int c, int k)
+mv_fetch_async(uint4 *dst, const struct mv_rows &r, int64_t cols, bool whole, int c, int k)
 {
+    const uint8_t *pa = r.a + (int64_t)k * 128;
+    const uint8_t *pb = r.b + (int64_t)k * 128;
+
+    if (whole && r.va && r.vb) {
+        mt_cp_async16(dst, pa, true);
+        mt_cp_async16(dst + MV_T, pa + 64, true);
+        mt_cp_async16(dst + 2 * MV_T, pb, true);
+        mt_cp_async16(dst + 3 * MV_T, pb + 64, true);
+        return;
+    }
     int64_t col = (int64_t)k * 128 + 16 * c;
     bool c0 = col < cols;
     bool c1 = col + 64 < cols;
-    const uint8_t *pa = r.a + (int64_t)k * 128;
-    const uint8_t *pb = r.b + (int64_t)k * 128;
-    uint4 *dst = ring + (size_t)stage * 4 * MV_T + threadIdx.x;
-    float *sd = rs + (size_t)stage * 2 * MV_T + threadIdx.x;
-    int ks = min(k, nkb - 1);
 
     mt_cp_async16(dst, r.va && c0 ? pa : r.a, r.va && c0);
     mt_cp_async16(dst + MV_T, r.va && c1 ? pa + 64 : r.a, r.va && c1);
     mt_cp_async16(dst + 2 * MV_T, r.vb && c0 ? pb : r.b, r.vb && c0);
     mt_cp_async16(dst + 3 * MV_T, r.vb && c1 ? pb + 64 : r.b, r.vb && c1);
-    mt_cp_async4(sd, r.sa + ks, true);
-    mt_cp_async4(sd + MV_T, r.sb + ks, true);
-}
-
-static __device__ __forceinline__ void
-mv_ring_read(const uint4 *ring, const float *rs, int stage, struct mv_stage<1> &st)
-{
-    const uint4 *src = ring + (size_t)stage * 4 * MV_T + threadIdx.x;
-    const float *sd = rs + (size_t)stage * 2 * MV_T + threadIdx.x;
-
-#pragma unroll
-    for (int q = 0; q < 4; q++) {
-        st.v[0][q] = src[q * MV_T];
-    }
-    st.sa[0] = sd[0];
-    st.sb[0] = sd[MV_T];
 }
 
 /*
@@ -471,11 +521,14 @@ mv_wave(const M &m, uint4 *xs, int l2ahead)
     };
     if constexpr (A > 0) {
         uint4 *ring = xs + (XS ? (int64_t)m.staged() * 2 * (nkb * 16 + 2) : 0);
-        float *rs = reinterpret_cast<float *>(ring + (size_t)A * 4 * MV_T);
+        uint4 *slot = ring + threadIdx.x;
+        const bool whole = cols % 128 == 0;
+        const float *csa = fr.sa; /* the consumed tile's scale rows */
+        const float *csb = fr.sb;
 #pragma unroll
         for (int i = 0; i < A - 1; i++) {
             if (i < n) {
-                mv_fetch_async(ring, rs, i, fr, cols, nkb, c, fk);
+                mv_fetch_async(slot + i * 4 * MV_T, fr, cols, whole, c, fk);
                 advance();
             }
             mt_cp_async_commit();
@@ -488,19 +541,30 @@ mv_wave(const M &m, uint4 *xs, int l2ahead)
         __syncthreads();
         int64_t xt = rb0 + 16 * ct; /* the tile xsb belongs to */
         const uint4 *xsb = m.xs_base(xs, xt, g, nkb);
-        int sc = 0; /* stage of step i */
+        int sc = 0;     /* stage of step i */
+        int fs = A - 1; /* stage of step i + A - 1 */
         for (int i = 0; i < n; i++) {
             if (i + A - 1 < n) {
-                mv_fetch_async(ring, rs, (sc + A - 1) % A, fr, cols, nkb, c, fk);
+                mv_fetch_async(slot + fs * 4 * MV_T, fr, cols, whole, c, fk);
                 advance();
             }
+            fs = fs + 1 == A ? 0 : fs + 1;
             mt_cp_async_commit();
-            mt_cp_async_wait<A - 1>(); /* step i's group is complete; A - 1 newer may be in flight */
-            struct mv_stage<1> st;
-            mv_ring_read(ring, rs, sc, st);
             if (rb0 + 16 * ct != xt) {
                 xt = rb0 + 16 * ct;
                 xsb = m.xs_base(xs, xt, g, nkb);
+                struct mv_rows cr = m.rows_at(xt + g, rb1, c, nkb);
+                csa = cr.sa;
+                csb = cr.sb;
+            }
+            struct mv_stage<1> st;
+            st.sa[0] = __ldg(csa + ck);
+            st.sb[0] = __ldg(csb + ck);
+            mt_cp_async_wait<A - 1>(); /* step i's group is complete; A - 1 newer may be in flight */
+            const uint4 *src = slot + sc * 4 * MV_T;
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                st.v[0][q] = src[q * MV_T];
             }
             mv_consume_xs<1>(st, xsb, nkb, c, ck, acc[0]);
             step_done(i + 1 == n);

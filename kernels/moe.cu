@@ -217,8 +217,8 @@ struct moe_wave_gate_up {
         int64_t t = row >> 4;
         int e = (int)(t / oct);
         int64_t r = 8 * (t % oct) + (row & 7);
-        float gv = acc[0][0] * MT_FP8_DECODE_SCALE;
-        float uv = acc[0][1] * MT_FP8_DECODE_SCALE;
+        float gv = acc[0][0] * MV_DECODE_SCALE;
+        float uv = acc[0][1] * MV_DECODE_SCALE;
 
         for (int p = group_start[e]; p < group_start[e + 1]; p++) {
             if (pair_tok[p] == c) {
@@ -310,10 +310,10 @@ struct moe_wave_down {
         int64_t r = 16 * (t % per) + (row & 15);
         float *o = yp + (int64_t)p * (16 * per) + r;
         if (row < end) {
-            o[0] = acc[0][0] * MT_FP8_DECODE_SCALE;
+            o[0] = acc[0][0] * MV_DECODE_SCALE;
         }
         if (row + 8 < end) {
-            o[8] = acc[0][1] * MT_FP8_DECODE_SCALE;
+            o[8] = acc[0][1] * MV_DECODE_SCALE;
         }
     }
 };
