@@ -38,8 +38,7 @@ gemv_fp8_kernel(const struct mv_dense m, int l2ahead)
 
 /* Knobs for measurements, read once: MT_GEMV_XS=0 (x split in registers by every warp instead of
  * staged), MT_GEMV_ASYNC=0 (register stages instead of the cp.async ring), MT_GEMV_L2AHEAD=n
- * (steps a warp asks L2 for before its wait, beyond those it loads; 0 none), MT_GEMV_STAGES=n
- * (the ring's stages at most, 3..MV_A_MAX). */
+ * (steps a warp asks L2 for before its wait, beyond those it loads; 0 none). */
 static int
 gemv_env(const char *name, int lo, int hi, int dflt)
 {
@@ -54,7 +53,6 @@ struct mv_knobs {
     int xs;
     int async;
     int l2ahead;
-    int stages;
 };
 
 static struct mv_knobs
@@ -65,8 +63,7 @@ gemv_knobs(void)
     if (k.read == 0) {
         struct mv_knobs v = {1, gemv_env("MT_GEMV_XS", 0, 1, 1),
                              gemv_env("MT_GEMV_ASYNC", 0, 1, MV_ASYNC),
-                             gemv_env("MT_GEMV_L2AHEAD", 0, 64, MV_L2AHEAD),
-                             gemv_env("MT_GEMV_STAGES", 3, MV_A_MAX, MV_A_MAX)};
+                             gemv_env("MT_GEMV_L2AHEAD", 0, 64, MV_L2AHEAD)};
         k = v;
     }
     return k;
@@ -462,18 +459,11 @@ mt_gpu_linear(const struct mt_gpu_weight *w, const float *x, int n_tok, float *y
     }
     size_t xs = MV_XS_BYTES(n_tok, w->cols);
     size_t room = (size_t)smem_optin() - sizeof(float) * MV_WARPS * 2 * 2 * 32;
-    /* the deepest ring that fits beside the staged x (MT_GEMV_STAGES caps it) */
-    int a = MV_A_MAX;
-    while (a >= 3 && (a > k.stages || xs + MV_RING_BYTES(a) > room)) {
-        a--;
+    if (k.xs && k.async && xs + MV_RING_BYTES(4) <= room) {
+        return gemv_fp8_launch<1, MV_P, true, 1, 4>(w, x, n_tok, y, stream);
     }
-    if (k.xs && k.async && a >= 3) {
-        switch (a) {
-        case 6: return gemv_fp8_launch<1, MV_P, true, 1, 6>(w, x, n_tok, y, stream);
-        case 5: return gemv_fp8_launch<1, MV_P, true, 1, 5>(w, x, n_tok, y, stream);
-        case 4: return gemv_fp8_launch<1, MV_P, true, 1, 4>(w, x, n_tok, y, stream);
-        default: return gemv_fp8_launch<1, MV_P, true, 1, 3>(w, x, n_tok, y, stream);
-        }
+    if (k.xs && k.async && xs + MV_RING_BYTES(3) <= room) {
+        return gemv_fp8_launch<1, MV_P, true, 1, 3>(w, x, n_tok, y, stream);
     }
     if (k.xs && xs <= std::min((size_t)MV_XS_MAX, room)) {
         return gemv_fp8_launch<1, MV_P, true, MV_SW, 0>(w, x, n_tok, y, stream);

@@ -378,7 +378,6 @@ mv_store(float *y, int64_t rows, int64_t row, int64_t end, int nt, int c,
  */
 #define MV_T (MV_WARPS * 32)
 #define MV_RING_BYTES(A) ((size_t)(A) * MV_T * 4 * 16)
-#define MV_A_MAX 6 /* stages of the dense GEMV's ring at most (32 KB each) */
 
 /* Copy step k of this thread's rows into the ring stage whose first slot is dst. Both rows there
  * and every column (whole: cols % 128 == 0, every V3.2 matrix) is four plain copies; otherwise

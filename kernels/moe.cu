@@ -149,8 +149,7 @@ moe_sum_kernel(const float *yp, const int32_t *pair_tok, const float *pair_w, in
  */
 #define MOE_WAVE_TOK 4 /* tokens, and pairs a group: one mma's n */
 #define MOE_WAVE_XE 4  /* groups whose h rows a block of the down pass stages */
-#define MOE_WAVE_A 4      /* cp.async stages */
-#define MOE_WAVE_A_DEEP 6 /* where both passes have the shared memory for them */
+#define MOE_WAVE_A 4   /* cp.async stages */
 
 /* This block's whole tiles, as rows of the policies' virtual matrix. */
 static __device__ __forceinline__ void
@@ -349,49 +348,15 @@ moe_wave_smem(F *f, size_t bytes, int (&set)[64])
     return st;
 }
 
-/* The two passes with a ring of A stages (x1, x2: their staged inputs' bytes). */
-template <int A>
-static mt_status_t
-moe_wave_go(const struct moe_wave_gate_up &gu, const struct moe_wave_down &dn, int64_t b1,
-            int64_t b2, size_t x1, size_t x2, size_t room, cudaStream_t s)
-{
-    static int set_gu[64];
-    static int set_gu_reg[64];
-    static int set_dn[64];
-    size_t s1 = x1 + MV_RING_BYTES(A);
-    size_t s2 = x2 + MV_RING_BYTES(A);
-    /* gate/up: x staged with the ring where it fits (one token at 7168), else register stages
-     * with x read by every warp (4 tokens at 7168, as gemv.cu does) */
-    bool ring1 = s1 <= room;
-    mt_status_t st = ring1 ? moe_wave_smem(moe_wave_kernel<moe_wave_gate_up, A>, s1, set_gu)
-                           : moe_wave_smem(moe_wave_kernel<moe_wave_gate_up, 0>, 0, set_gu_reg);
-    if (st == MT_OK) {
-        st = moe_wave_smem(moe_wave_kernel<moe_wave_down, A>, s2, set_dn);
-    }
-    if (st != MT_OK) {
-        return st;
-    }
-    if (ring1) {
-        mt_pdl_launch(moe_wave_kernel<moe_wave_gate_up, A>, dim3((unsigned)b1), dim3(MV_T), s1, s,
-                      gu);
-    } else {
-        mt_pdl_launch(moe_wave_kernel<moe_wave_gate_up, 0>, dim3((unsigned)b1), dim3(MV_T), 0, s,
-                      gu);
-    }
-    st = mt_cuda_launched("moe_gate_up", s);
-    if (st != MT_OK) {
-        return st;
-    }
-    mt_pdl_launch(moe_wave_kernel<moe_wave_down, A>, dim3((unsigned)b2), dim3(MV_T), s2, s, dn);
-    return mt_cuda_launched("moe_down", s);
-}
-
 /* The one-wave path, or MT_ERR_UNSUPPORTED (nothing launched) where it does not apply: more
  * than 4 tokens or 4 pairs a group, MT_MOE_WAVE=0, shapes off the tile grid or too little
  * shared memory. */
 static mt_status_t
 moe_wave_launch(const struct mt_gpu_moe_args *a, cudaStream_t s)
 {
+    static int set_gu[64];
+    static int set_gu_reg[64];
+    static int set_dn[64];
     int dev = 0;
     int n_sm = 0;
     int optin = 0;
@@ -419,16 +384,23 @@ moe_wave_launch(const struct mt_gpu_moe_args *a, cudaStream_t s)
     int rows = xe * a->max_group_tok;
     rows = rows < a->n_pairs ? rows : a->n_pairs;
     size_t room = (size_t)optin - sizeof(float) * MV_WARPS * 2 * 2 * 32;
-    size_t x1 = MV_XS_BYTES(a->n_tok, a->hidden);
-    size_t x2 = MV_XS_BYTES(rows, a->inter);
-    if (xe > MOE_WAVE_XE || x2 + MV_RING_BYTES(MOE_WAVE_A) > room) {
+    size_t s1 = MV_XS_BYTES(a->n_tok, a->hidden) + MV_RING_BYTES(MOE_WAVE_A);
+    size_t s2 = MV_XS_BYTES(rows, a->inter) + MV_RING_BYTES(MOE_WAVE_A);
+    if (xe > MOE_WAVE_XE || s2 > room) {
         return MT_ERR_UNSUPPORTED;
     }
-    /* the deeper ring where both passes have room for it (MT_MOE_STAGES=4 keeps 4 stages) */
-    const char *se = getenv("MT_MOE_STAGES");
-    bool deep = (se == NULL || atoi(se) >= MOE_WAVE_A_DEEP) &&
-                x1 + MV_RING_BYTES(MOE_WAVE_A_DEEP) <= room &&
-                x2 + MV_RING_BYTES(MOE_WAVE_A_DEEP) <= room;
+    /* gate/up: x staged with the ring where it fits (one token at 7168), else register stages
+     * with x read by every warp (4 tokens at 7168, as gemv.cu does) */
+    bool ring1 = s1 <= room;
+    mt_status_t st = ring1
+                         ? moe_wave_smem(moe_wave_kernel<moe_wave_gate_up, MOE_WAVE_A>, s1, set_gu)
+                         : moe_wave_smem(moe_wave_kernel<moe_wave_gate_up, 0>, 0, set_gu_reg);
+    if (st == MT_OK) {
+        st = moe_wave_smem(moe_wave_kernel<moe_wave_down, MOE_WAVE_A>, s2, set_dn);
+    }
+    if (st != MT_OK) {
+        return st;
+    }
     struct moe_wave_gate_up gu;
     gu.experts = a->experts;
     gu.group_start = a->group_start;
@@ -449,8 +421,20 @@ moe_wave_launch(const struct mt_gpu_moe_args *a, cudaStream_t s)
     dn.per = a->hidden / 16;
     dn.tiles = t2;
     dn.rows_max = rows;
-    return deep ? moe_wave_go<MOE_WAVE_A_DEEP>(gu, dn, b1, b2, x1, x2, room, s)
-                : moe_wave_go<MOE_WAVE_A>(gu, dn, b1, b2, x1, x2, room, s);
+    if (ring1) {
+        mt_pdl_launch(moe_wave_kernel<moe_wave_gate_up, MOE_WAVE_A>, dim3((unsigned)b1), dim3(MV_T),
+                      s1, s, gu);
+    } else {
+        mt_pdl_launch(moe_wave_kernel<moe_wave_gate_up, 0>, dim3((unsigned)b1), dim3(MV_T), 0, s,
+                      gu);
+    }
+    st = mt_cuda_launched("moe_gate_up", s);
+    if (st != MT_OK) {
+        return st;
+    }
+    mt_pdl_launch(moe_wave_kernel<moe_wave_down, MOE_WAVE_A>, dim3((unsigned)b2), dim3(MV_T), s2, s,
+                  dn);
+    return mt_cuda_launched("moe_down", s);
 }
 
 extern "C" size_t
