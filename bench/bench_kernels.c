@@ -674,9 +674,11 @@ bench_absorb(void)
 int
 main(int argc, char **argv)
 {
-    static const int64_t shapes[][2] = {{1536, 7168},  {24576, 1536}, {576, 7168},
-                                        {32768, 512},  {7168, 16384}, {18432, 7168},
-                                        {7168, 18432}, {2048, 7168},  {7168, 2048}};
+    /* V3.2's matrices, then the engine's stacks of them for a decode token (q_a + indexer wk +
+     * kv_a: 1536 + 128 + 576 rows; the indexer's wq_b) */
+    static const int64_t shapes[][2] = {
+        {1536, 7168},  {24576, 1536}, {576, 7168}, {32768, 512}, {7168, 16384}, {18432, 7168},
+        {7168, 18432}, {2048, 7168},  {7168, 2048}, {2240, 7168}, {8192, 1536}};
     struct mt_gpu_info info;
     struct mt_gpu_bench_timing hbm;
     bool quick = false;

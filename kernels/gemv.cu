@@ -36,9 +36,15 @@ gemv_fp8_kernel(const struct mv_dense m, int l2ahead)
     mv_wave<NB, P, XS, SW, A>(m, xs, l2ahead);
 }
 
+/* One token of a small FP8 matrix stays on this loop: the tensor-core kernel above needs 9-12 us
+ * for 4-14 MB matrices against 5.7-9.6 us here (2026-11-30 session 3: its warps cover only 2-4
+ * steps, each waiting a full memory latency). */
+#define GEMV_FP8_SMALL_MB 16
+
 /* Knobs for measurements, read once: MT_GEMV_XS=0 (x split in registers by every warp instead of
  * staged), MT_GEMV_ASYNC=0 (register stages instead of the cp.async ring), MT_GEMV_L2AHEAD=n
- * (steps a warp asks L2 for before its wait, beyond those it loads; 0 none). */
+ * (steps a warp asks L2 for before its wait, beyond those it loads; 0 none), MT_GEMV_SMALL_MB=n
+ * (one token of an FP8 matrix below n MiB takes the CUDA-core loop). */
 static int
 gemv_env(const char *name, int lo, int hi, int dflt)
 {
@@ -53,6 +59,7 @@ struct mv_knobs {
     int xs;
     int async;
     int l2ahead;
+    int small_mb;
 };
 
 static struct mv_knobs
@@ -63,7 +70,8 @@ gemv_knobs(void)
     if (k.read == 0) {
         struct mv_knobs v = {1, gemv_env("MT_GEMV_XS", 0, 1, 1),
                              gemv_env("MT_GEMV_ASYNC", 0, 1, MV_ASYNC),
-                             gemv_env("MT_GEMV_L2AHEAD", 0, 64, MV_L2AHEAD)};
+                             gemv_env("MT_GEMV_L2AHEAD", 0, 64, MV_L2AHEAD),
+                             gemv_env("MT_GEMV_SMALL_MB", 0, 1024, GEMV_FP8_SMALL_MB)};
         k = v;
     }
     return k;
@@ -154,10 +162,6 @@ gemv_fp8_launch(const struct mt_gpu_weight *w, const float *x, int n_tok, float 
 
 /* ---- CUDA cores: BF16, and FP8 for one token below 16 MB ----------------------------------- */
 
-/* One token of a small FP8 matrix stays on this loop: the tensor-core kernel above needs 9-12 us
- * for 4-14 MB matrices against 5.7-9.6 us here (2026-11-30 session 3: its warps cover only 2-4
- * steps, each waiting a full memory latency). */
-#define GEMV_FP8_SMALL_BYTES (16LL << 20)
 
 #define GEMV_THREADS 256
 #define GEMV_ROWS 2   /* R: rows per thread group (x is reused across them) */
@@ -450,10 +454,10 @@ mt_gpu_linear(const struct mt_gpu_weight *w, const float *x, int n_tok, float *y
     if (!fp8) {
         return gemv_dispatch<false>(w, x, n_tok, y, stream);
     }
-    if (n_tok == 1 && w->rows * w->cols < GEMV_FP8_SMALL_BYTES) {
+    struct mv_knobs k = gemv_knobs();
+    if (n_tok == 1 && w->rows * w->cols < ((int64_t)k.small_mb << 20)) {
         return gemv_launch<true, 1>(w, x, y, stream);
     }
-    struct mv_knobs k = gemv_knobs();
     if (n_tok > 4) {
         return gemv_fp8_launch<2, MV_P, false, MV_SW, 0>(w, x, n_tok, y, stream);
     }

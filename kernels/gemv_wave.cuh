@@ -34,9 +34,9 @@
  *
  * A step per thread (g = lane / 4, c = lane % 4): rows g and g + 8 of its tile, columns
  * 16c .. 16c + 15 and 64 + 16c .. 64 + 16c + 15: four 16-byte loads, 128 contiguous bytes of a
- * row across the four threads of a quad. Word j of a 16-byte load feeds one mma m16n8k16 (bytes
- * 0 and 2 in A's k slots 2c, 2c + 1, bytes 1 and 3 in 2c + 8, 2c + 9: the two half2 of
- * mt_fp8x4_decode), so a step is 8 mmas and the thread's x values line up with its own weights.
+ * row across the four threads of a quad. Word j of a 16-byte load feeds one mma m16n8k16 (its
+ * two f16x2 halves from mv_decode in A's k slots 2c, 2c + 1 and 2c + 8, 2c + 9), so a step is 8
+ * mmas and the thread's x values (paired the same way) line up with its own weights.
  * The next steps are loaded ahead, across tile ends, without a barrier in the loop: into P
  * register stages (P x 64 bytes a thread), or where shared memory allows into a cp.async ring
  * of A stages (below).
