@@ -36,10 +36,11 @@ gemv_fp8_kernel(const struct mv_dense m, int l2ahead)
     mv_wave<NB, P, XS, SW, A>(m, xs, l2ahead);
 }
 
-/* One token of a small FP8 matrix stays on this loop: the tensor-core kernel above needs 9-12 us
- * for 4-14 MB matrices against 5.7-9.6 us here (2026-11-30 session 3: its warps cover only 2-4
- * steps, each waiting a full memory latency). */
-#define GEMV_FP8_SMALL_MB 16
+/* One token of an FP8 matrix below 14 MiB stays on the CUDA-core loop below. Measured on the
+ * H200 (2026-11-30 session 8, graph + PDL, us): 1536x7168 7.2 here against 7.9 on tensor cores,
+ * 2048x7168 7.5 / 8.4, 576x7168 4.5 / 6.4, 8192x1536 6.5 / 6.6; from 14 MiB the lean tensor-core
+ * loop wins: 7168x2048 8.7 / 7.0, 2240x7168 (the engine's q_a + wk + kv_a) 10.5 / 8.6. */
+#define GEMV_FP8_SMALL_MB 14
 
 /* Knobs for measurements, read once: MT_GEMV_XS=0 (x split in registers by every warp instead of
  * staged), MT_GEMV_ASYNC=0 (register stages instead of the cp.async ring), MT_GEMV_L2AHEAD=n
