@@ -59,9 +59,6 @@
 /* Steps a warp asks L2 for in its prologue, before mt_pdl_wait (2 KB a warp and step). None:
  * 8 made every shape 0.5-2.5 us slower, isolated or chained (H200, 2026-11-30 06:01) */
 #define MV_L2AHEAD 0
-#ifndef MV_CHAINS
-#define MV_CHAINS 1 /* 2: the ring path's 8 mmas a step as two independent chains of 4 */
-#endif
 
 static __device__ __forceinline__ uint32_t
 mv_h2bits(__half2 h)
@@ -198,39 +195,32 @@ mv_fetch(const struct mv_rows &r, int64_t cols, int nkb, int c, int k, struct mv
     }
 }
 
-/* d += this thread's A of half h (64 columns) of block s of the stage times B. */
-template <int SW>
-static __device__ __forceinline__ void
-mv_half_mma(const struct mv_stage<SW> &st, int s, int h, const uint32_t (&bw)[2][4][2],
-            float (&d)[4])
-{
-    const uint32_t *wa = reinterpret_cast<const uint32_t *>(&st.v[s][h]);
-    const uint32_t *wb = reinterpret_cast<const uint32_t *>(&st.v[s][2 + h]);
-#pragma unroll
-    for (int j = 0; j < 4; j++) {
-#if MV_HW_CVT
-        uint32_t la, ha, lb, hb;
-        mv_decode(wa[j], la, ha);
-        mv_decode(wb[j], lb, hb);
-        mv_mma(d, la, lb, ha, hb, bw[h][j][0], bw[h][j][1]);
-#else
-        __half2 la, ha, lb, hb;
-        mt_fp8x4_decode(wa[j], &la, &ha);
-        mt_fp8x4_decode(wb[j], &lb, &hb);
-        mv_mma(d, mv_h2bits(la), mv_h2bits(lb), mv_h2bits(ha), mv_h2bits(hb), bw[h][j][0],
-               bw[h][j][1]);
-#endif
-    }
-}
-
-/* d += this thread's A of block s of the stage times B (bw: word pairs (b0, b1) of j = 0..3 for
- * half h in bw[h][j]). */
+/* d += this thread's A of block s of the stage times B (bq: word pairs (b0, b1) of j = 0..3 for
+ * half h in bq[2h + j / 2], word 2 (j % 2)). */
 template <int SW>
 static __device__ __forceinline__ void
 mv_block_mma(const struct mv_stage<SW> &st, int s, const uint32_t (&bw)[2][4][2], float (&d)[4])
 {
-    mv_half_mma<SW>(st, s, 0, bw, d);
-    mv_half_mma<SW>(st, s, 1, bw, d);
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const uint32_t *wa = reinterpret_cast<const uint32_t *>(&st.v[s][h]);
+        const uint32_t *wb = reinterpret_cast<const uint32_t *>(&st.v[s][2 + h]);
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+#if MV_HW_CVT
+            uint32_t la, ha, lb, hb;
+            mv_decode(wa[j], la, ha);
+            mv_decode(wb[j], lb, hb);
+            mv_mma(d, la, lb, ha, hb, bw[h][j][0], bw[h][j][1]);
+#else
+            __half2 la, ha, lb, hb;
+            mt_fp8x4_decode(wa[j], &la, &ha);
+            mt_fp8x4_decode(wb[j], &lb, &hb);
+            mv_mma(d, mv_h2bits(la), mv_h2bits(lb), mv_h2bits(ha), mv_h2bits(hb), bw[h][j][0],
+                   bw[h][j][1]);
+#endif
+        }
+    }
 }
 
 /* acc[b][i] += scale * (row g + 8i, step k) . x of token c + 4b, in units of 2^-8; x from
@@ -349,17 +339,9 @@ mv_consume_xs(const struct mv_stage<SW> &st, const uint4 *xsb, int nkb, int c, i
             bw[q >> 1][2 * (q & 1) + 1][0] = b.z;
             bw[q >> 1][2 * (q & 1) + 1][1] = b.w;
         }
-#if MV_CHAINS == 2
-        float e[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        mv_half_mma<SW>(st, s, 0, bw, d);
-        mv_half_mma<SW>(st, s, 1, bw, e);
-        acc[0] = fmaf((d[0] + e[0]) + (d[1] + e[1]), st.sa[s], acc[0]);
-        acc[1] = fmaf((d[2] + e[2]) + (d[3] + e[3]), st.sb[s], acc[1]);
-#else
         mv_block_mma<SW>(st, s, bw, d);
         acc[0] = fmaf(d[0] + d[1], st.sa[s], acc[0]);
         acc[1] = fmaf(d[2] + d[3], st.sb[s], acc[1]);
-#endif
     }
 }
 
