@@ -72,8 +72,11 @@ mv_h2bits(__half2 h)
  * (byte 0, byte 1), hi = (byte 2, byte 3), at their true values. Below sm_89, mt_fp8x4_decode's
  * integer moves (7 instructions a word, 45% of the loop's instructions on the H200 by Nsight
  * Compute): lo = (byte 0, byte 2), hi = (byte 1, byte 3), scaled by 2^-8. x's B words pair the
- * same elements (mv_bword0, mv_bword1), and results are multiplied by MV_DECODE_SCALE.
- * MT_GEMV_BIT_DECODE=1 at build time keeps the integer moves everywhere (for measurements).
+ * same elements (mv_bword0, mv_bword1), and results are multiplied by MV_DECODE_SCALE. The
+ * conversion serves the paths with x staged in shared memory (one to four tokens); the 5-8 token
+ * path (mv_consume) keeps the integer moves. MT_GEMV_BIT_DECODE=1 at build time keeps them
+ * everywhere (for measurements). Measured on the H200 with the lean fetch below (2026-11-30
+ * session 8): 0.5-1.5 us less a GEMV of 117-132 MB than the integer moves.
  */
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890 && !MT_GEMV_BIT_DECODE
 #define MV_HW_CVT 1
@@ -195,9 +198,10 @@ mv_fetch(const struct mv_rows &r, int64_t cols, int nkb, int c, int k, struct mv
     }
 }
 
-/* d += this thread's A of block s of the stage times B (bq: word pairs (b0, b1) of j = 0..3 for
- * half h in bq[2h + j / 2], word 2 (j % 2)). */
-template <int SW>
+/* d += this thread's A of block s of the stage times B (bw: word pairs (b0, b1) of j = 0..3 for
+ * half h in bw[h][j]). HW: the weights through mv_decode (MV_HW_CVT's pairing and scale), else
+ * through the integer moves on every device (mv_consume's x is paired for those). */
+template <int SW, bool HW>
 static __device__ __forceinline__ void
 mv_block_mma(const struct mv_stage<SW> &st, int s, const uint32_t (&bw)[2][4][2], float (&d)[4])
 {
@@ -207,24 +211,26 @@ mv_block_mma(const struct mv_stage<SW> &st, int s, const uint32_t (&bw)[2][4][2]
         const uint32_t *wb = reinterpret_cast<const uint32_t *>(&st.v[s][2 + h]);
 #pragma unroll
         for (int j = 0; j < 4; j++) {
-#if MV_HW_CVT
-            uint32_t la, ha, lb, hb;
-            mv_decode(wa[j], la, ha);
-            mv_decode(wb[j], lb, hb);
-            mv_mma(d, la, lb, ha, hb, bw[h][j][0], bw[h][j][1]);
-#else
-            __half2 la, ha, lb, hb;
-            mt_fp8x4_decode(wa[j], &la, &ha);
-            mt_fp8x4_decode(wb[j], &lb, &hb);
-            mv_mma(d, mv_h2bits(la), mv_h2bits(lb), mv_h2bits(ha), mv_h2bits(hb), bw[h][j][0],
-                   bw[h][j][1]);
-#endif
+            if (HW) {
+                uint32_t la, ha, lb, hb;
+                mv_decode(wa[j], la, ha);
+                mv_decode(wb[j], lb, hb);
+                mv_mma(d, la, lb, ha, hb, bw[h][j][0], bw[h][j][1]);
+            } else {
+                __half2 la, ha, lb, hb;
+                mt_fp8x4_decode(wa[j], &la, &ha);
+                mt_fp8x4_decode(wb[j], &lb, &hb);
+                mv_mma(d, mv_h2bits(la), mv_h2bits(lb), mv_h2bits(ha), mv_h2bits(hb), bw[h][j][0],
+                       bw[h][j][1]);
+            }
         }
     }
 }
 
-/* acc[b][i] += scale * (row g + 8i, step k) . x of token c + 4b, in units of 2^-8; x from
- * global memory (xr: this thread's token rows at column 16c), split into hi / lo here. */
+/* acc[b][i] += scale * (row g + 8i, step k) . x of token c + 4b, in units of 1 / MV_DECODE_SCALE;
+ * x from global memory (xr: this thread's token rows at column 16c), split into hi / lo here.
+ * The weights take the integer moves on every device here: with the hardware conversion this
+ * register-heavy path (5-8 tokens) spilled on sm_120; the scale makes up the difference. */
 template <int NB, int SW>
 static __device__ __forceinline__ void
 mv_consume(const struct mv_stage<SW> &st, int64_t cols, int c, int k,
@@ -244,18 +250,14 @@ mv_consume(const struct mv_stage<SW> &st, int64_t cols, int c, int k,
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
                     float4 q = cv[h] ? __ldg(p + j) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-#if MV_HW_CVT
-                    bw[h][j][0] = mv_split(q.x, q.y, lom);
-                    bw[h][j][1] = mv_split(q.z, q.w, lom);
-#else
                     bw[h][j][0] = mv_split(q.x, q.z, lom);
                     bw[h][j][1] = mv_split(q.y, q.w, lom);
-#endif
                 }
             }
-            mv_block_mma<SW>(st, s, bw, d);
-            acc[b][0] = fmaf(d[0] + d[1], st.sa[s], acc[b][0]);
-            acc[b][1] = fmaf(d[2] + d[3], st.sb[s], acc[b][1]);
+            const float f = MT_FP8_DECODE_SCALE / MV_DECODE_SCALE; /* 1 or 256, exact */
+            mv_block_mma<SW, false>(st, s, bw, d);
+            acc[b][0] = fmaf(d[0] + d[1], st.sa[s] * f, acc[b][0]);
+            acc[b][1] = fmaf(d[2] + d[3], st.sb[s] * f, acc[b][1]);
         }
     }
 }
@@ -339,7 +341,7 @@ mv_consume_xs(const struct mv_stage<SW> &st, const uint4 *xsb, int nkb, int c, i
             bw[q >> 1][2 * (q & 1) + 1][0] = b.z;
             bw[q >> 1][2 * (q & 1) + 1][1] = b.w;
         }
-        mv_block_mma<SW>(st, s, bw, d);
+        mv_block_mma<SW, MV_HW_CVT>(st, s, bw, d);
         acc[0] = fmaf(d[0] + d[1], st.sa[s], acc[0]);
         acc[1] = fmaf(d[2] + d[3], st.sb[s], acc[1]);
     }
