@@ -305,7 +305,7 @@ bench_gemv(enum mt_dtype dt, int64_t rows, int64_t cols, int n_tok)
                                                        : "NON-FINITE OUTPUT");
 }
 
-/* ---- the read kernel at the matrices' sizes --------------------------------------------------- */
+/* ---- the read kernel at the matrices' sizes ------------------------------------------------ */
 
 /* What streaming alone costs at a GEMV's size: the HBM read kernel (hbm_read's, the ceiling of
  * every ratio) timed exactly as a GEMV is, one launch per copy of `bytes`, isolated and in a

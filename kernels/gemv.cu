@@ -5,14 +5,15 @@
  * The one idea: decode reads every weight once per token batch, so the kernel is a streaming
  * read at HBM bandwidth with the arithmetic hidden under it. FP8 runs on tensor cores (mma.sync,
  * any sm_80+), whose cost per weight byte is small and does not grow with the tokens, in one
- * wave of warps with equal shares (below); measured on the H200 it reaches 58-65% of HBM read
- * on the large matrices, not yet the 85% of issue 10 (bench/results/kernels-h200.md says what
- * was tried). BF16 (the lm_head), and one FP8 token of a matrix below 16 MB, use a CUDA-core
- * loop: a block of 256 threads is split into groups of T threads, each group owns 2 adjacent
- * rows (x is reused from registers), T chosen per shape so that every SM has work; BF16 streams
- * at 93-94% of HBM read that way. The tensor-core kernel lives in gemv_wave.cuh, shared with
- * moe.cu's routed experts; every kernel here launches with programmatic dependent launch where
- * the device has it (pdl.cuh).
+ * wave of warps with equal shares (below); measured on the H200 it reaches 56-75% of the 4 GiB
+ * HBM read on the >= 16 MB matrices, 0.84-0.99 of what a pure read of the same size gets in the
+ * same harness (bench/results/kernels-h200.md, session 8: such a read itself reaches only 55% at
+ * 16.8 MB and 85% from ~117 MB). BF16 (the lm_head), and one FP8 token of a matrix below 14
+ * MiB, use a CUDA-core loop: a block of 256 threads is split into groups of T threads, each
+ * group owns 2 adjacent rows (x is reused from registers), T chosen per shape so that every SM
+ * has work; BF16 streams at 93-94% of HBM read that way. The tensor-core kernel lives in
+ * gemv_wave.cuh, shared with moe.cu's routed experts; every kernel here launches with
+ * programmatic dependent launch where the device has it (pdl.cuh).
  */
 #include <config.h>
 

@@ -562,7 +562,7 @@ mv_wave(const M &m, uint4 *xs, int l2ahead)
             struct mv_stage<1> st;
             st.sa[0] = __ldg(csa + ck);
             st.sb[0] = __ldg(csb + ck);
-            mt_cp_async_wait<A - 1>(); /* step i's group is complete; A - 1 newer may be in flight */
+            mt_cp_async_wait<A - 1>(); /* step i's group is complete, A - 1 newer in flight */
             const uint4 *src = slot + sc * 4 * MV_T;
 #pragma unroll
             for (int q = 0; q < 4; q++) {
