@@ -10,7 +10,8 @@
  * cores (mla_split_kernel); the BF16 cache on tensor cores (mla_tc_kernel, mma.sync, sm_80+), with
  * q and the probabilities split into two bf16 each so that it keeps the fp32 kernel's accuracy,
  * where a block may have its ~201 KB of shared memory (sm_90, sm_100; not sm_80/86/89/120, which
- * run the BF16 cache on the CUDA-core kernel: tc_usable).
+ * run the BF16 cache on the CUDA-core kernel: tc_usable). Every kernel here launches with
+ * programmatic dependent launch (pdl.cuh), as the kernels around it in a decode step do.
  * bench/results/kernels-h200.md gives both against the byte floor.
  */
 #include <config.h>
@@ -19,6 +20,7 @@
 #include "kernels/async_copy.cuh"
 #include "kernels/common.cuh"
 #include "kernels/cuda_check.cuh"
+#include "kernels/pdl.cuh" /* the kernels here: mt_pdl_enter() first */
 
 #include <cuda_bf16.h>
 #include <math.h>
@@ -71,6 +73,7 @@ mla_split_kernel(const float *__restrict__ q_lat, const float *__restrict__ q_pe
                  const T *__restrict__ lat, const T *__restrict__ kpe, const int32_t *idx,
                  int n_idx, float scale, int n_heads, float *o_part, float *ml_part)
 {
+    mt_pdl_enter();
     const int CH = mla_cfg<T>::chunk;
     const int ROW = mla_cfg<T>::row;
     extern __shared__ __align__(16) unsigned char smem[];
@@ -224,6 +227,7 @@ static __global__ void __launch_bounds__(MLA_RANK)
 mla_combine_kernel(const float *o_part, const float *ml_part, int n_splits, int n_heads,
                    float *o_lat)
 {
+    mt_pdl_enter();
     __shared__ float wgt[MLA_RANK];
     __shared__ float red[MLA_RANK / 32];
     int h = blockIdx.x;
@@ -363,6 +367,7 @@ mla_tc_kernel(const float *__restrict__ q_lat, const float *__restrict__ q_pe,
               const int32_t *idx, int n_idx, float scale, int n_heads, float *o_part,
               float *ml_part)
 {
+    mt_pdl_enter();
     extern __shared__ __align__(16) unsigned char tc_raw[];
     struct tc_smem &sm = *reinterpret_cast<struct tc_smem *>(tc_raw);
     int grp = threadIdx.x / (TC_GROUP * 32);
@@ -570,14 +575,14 @@ mla_launch(const float *q_lat, const float *q_pe, int n_heads, const void *lat, 
         return st;
     }
     dim3 grid(n_heads / MLA_HEADS, splits);
-    mla_split_kernel<T><<<grid, MLA_THREADS, smem, s>>>(q_lat, q_pe, (const T *)lat,
-                                                         (const T *)kpe, idx, n_idx, scale,
-                                                         n_heads, o_part, ml_part);
+    mt_pdl_launch(mla_split_kernel<T>, grid, dim3(MLA_THREADS), smem, s, q_lat, q_pe,
+                  (const T *)lat, (const T *)kpe, idx, n_idx, scale, n_heads, o_part, ml_part);
     st = mt_cuda_launched("mla_split", s);
     if (st != MT_OK) {
         return st;
     }
-    mla_combine_kernel<<<n_heads, MLA_RANK, 0, s>>>(o_part, ml_part, splits, n_heads, o_lat);
+    mt_pdl_launch(mla_combine_kernel, dim3(n_heads), dim3(MLA_RANK), 0, s, (const float *)o_part,
+                  (const float *)ml_part, splits, n_heads, o_lat);
     return mt_cuda_launched("mla_combine", s);
 }
 
@@ -632,13 +637,14 @@ mla_tc_launch(const float *q_lat, const float *q_pe, int n_heads, const uint16_t
         return st;
     }
     dim3 grid(n_heads / MLA_HEADS, splits);
-    mla_tc_kernel<<<grid, TC_THREADS, smem, s>>>(q_lat, q_pe, lat, kpe, idx, n_idx, scale,
-                                                    n_heads, o_part, ml_part);
+    mt_pdl_launch(mla_tc_kernel, grid, dim3(TC_THREADS), (size_t)smem, s, q_lat, q_pe, lat, kpe,
+                  idx, n_idx, scale, n_heads, o_part, ml_part);
     st = mt_cuda_launched("mla_tc", s);
     if (st != MT_OK) {
         return st;
     }
-    mla_combine_kernel<<<n_heads, MLA_RANK, 0, s>>>(o_part, ml_part, splits, n_heads, o_lat);
+    mt_pdl_launch(mla_combine_kernel, dim3(n_heads), dim3(MLA_RANK), 0, s, (const float *)o_part,
+                  (const float *)ml_part, splits, n_heads, o_lat);
     return mt_cuda_launched("mla_combine", s);
 }
 
