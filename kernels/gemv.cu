@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <stdlib.h>
+#include <string.h>
 
 /* ---- FP8: tensor cores, every SM the same share (gemv_wave.cuh) ------------------------------ */
 
@@ -126,7 +127,7 @@ smem_optin(void)
 template <int NB, int P, bool XS, int SW, int A>
 static mt_status_t
 gemv_fp8_launch(const struct mt_gpu_weight *w, const float *x, int n_tok, float *y,
-                cudaStream_t s)
+                cudaStream_t s, const float *up = nullptr)
 {
     static int occ[64]; /* blocks a SM per device; 0 unknown (a race only repeats the query) */
     size_t smem = (XS ? MV_XS_BYTES(n_tok, w->cols) : 0) + MV_RING_BYTES(A);
@@ -156,7 +157,7 @@ gemv_fp8_launch(const struct mt_gpu_weight *w, const float *x, int n_tok, float 
     }
     long long blocks = (long long)bps * sm_count();
     blocks = std::min(blocks, MT_CEIL_DIV(w->rows, 8LL));
-    struct mv_dense m = {(const uint8_t *)w->data, w->scale, w->rows, w->cols, x, n_tok, y};
+    struct mv_dense m = {(const uint8_t *)w->data, w->scale, w->rows, w->cols, x, n_tok, y, up};
     mt_pdl_launch(gemv_fp8_kernel<NB, P, XS, SW, A>, dim3((unsigned)blocks), dim3(MV_T), smem, s, m,
                   gemv_knobs().l2ahead);
     return mt_cuda_launched("gemv_fp8", s);
@@ -433,6 +434,41 @@ gemv_dispatch(const struct mt_gpu_weight *w, const float *x, int n_tok, float *y
     }
 }
 
+/* The ring kernel for 1-4 tokens of an FP8 matrix (x staged, up as in mv_dense), or
+ * MT_ERR_UNSUPPORTED with nothing launched where the knobs or the shared memory rule it out. */
+static mt_status_t
+gemv_fp8_ring(const struct mt_gpu_weight *w, const float *x, const float *up, int n_tok, float *y,
+              cudaStream_t s)
+{
+    struct mv_knobs k = gemv_knobs();
+    size_t xs = MV_XS_BYTES(n_tok, w->cols);
+    size_t room = (size_t)smem_optin() - sizeof(float) * MV_WARPS * 2 * 2 * 32;
+
+    if (k.xs && k.async && xs + MV_RING_BYTES(4) <= room) {
+        return gemv_fp8_launch<1, MV_P, true, 1, 4>(w, x, n_tok, y, s, up);
+    }
+    if (k.xs && k.async && xs + MV_RING_BYTES(3) <= room) {
+        return gemv_fp8_launch<1, MV_P, true, 1, 3>(w, x, n_tok, y, s, up);
+    }
+    return MT_ERR_UNSUPPORTED;
+}
+
+extern "C" mt_status_t
+mt_gpu_linear_swiglu(const struct mt_gpu_weight *w, const float *gate, const float *up, float *y,
+                     struct CUstream_st *stream)
+{
+    const char *env = getenv("MT_GEMV_SWIGLU"); /* read every call: a test takes both paths */
+
+    if ((env != NULL && strcmp(env, "0") == 0) || w->dtype != MT_DTYPE_F8_E4M3 ||
+        w->rows < 1 || w->cols < 1 || w->cols % 16 != 0 || w->data == NULL ||
+        w->scale == NULL || gate == NULL || up == NULL || y == NULL ||
+        ((uintptr_t)w->data | (uintptr_t)gate | (uintptr_t)up) % 16 != 0 ||
+        w->rows * w->cols < ((int64_t)gemv_knobs().small_mb << 20)) {
+        return MT_ERR_UNSUPPORTED;
+    }
+    return gemv_fp8_ring(w, gate, up, 1, y, stream);
+}
+
 extern "C" mt_status_t
 mt_gpu_linear(const struct mt_gpu_weight *w, const float *x, int n_tok, float *y,
               struct CUstream_st *stream)
@@ -463,14 +499,12 @@ mt_gpu_linear(const struct mt_gpu_weight *w, const float *x, int n_tok, float *y
     if (n_tok > 4) {
         return gemv_fp8_launch<2, MV_P, false, MV_SW, 0>(w, x, n_tok, y, stream);
     }
+    mt_status_t st = gemv_fp8_ring(w, x, nullptr, n_tok, y, stream);
+    if (st != MT_ERR_UNSUPPORTED) {
+        return st;
+    }
     size_t xs = MV_XS_BYTES(n_tok, w->cols);
     size_t room = (size_t)smem_optin() - sizeof(float) * MV_WARPS * 2 * 2 * 32;
-    if (k.xs && k.async && xs + MV_RING_BYTES(4) <= room) {
-        return gemv_fp8_launch<1, MV_P, true, 1, 4>(w, x, n_tok, y, stream);
-    }
-    if (k.xs && k.async && xs + MV_RING_BYTES(3) <= room) {
-        return gemv_fp8_launch<1, MV_P, true, 1, 3>(w, x, n_tok, y, stream);
-    }
     if (k.xs && xs <= std::min((size_t)MV_XS_MAX, room)) {
         return gemv_fp8_launch<1, MV_P, true, MV_SW, 0>(w, x, n_tok, y, stream);
     }

@@ -279,8 +279,25 @@ mv_xs_base(int t, int p, int nkb)
 
 #define MV_FILL_UNROLL 4 /* chunk pairs a thread converts at once: their loads overlap */
 
+/* Four x values at x + off, or with up != NULL the SwiGLU of gate x and up (the expression of
+ * elementwise.cu's swiglu_kernel, so the same bits). */
+static __device__ __forceinline__ float4
+mv_x4(const float *x, const float *up, int64_t off)
+{
+    float4 v = __ldg(reinterpret_cast<const float4 *>(x + off));
+
+    if (up != nullptr) {
+        float4 u = __ldg(reinterpret_cast<const float4 *>(up + off));
+        v.x = v.x / (1.0f + expf(-v.x)) * u.x;
+        v.y = v.y / (1.0f + expf(-v.y)) * u.y;
+        v.z = v.z / (1.0f + expf(-v.z)) * u.z;
+        v.w = v.w / (1.0f + expf(-v.w)) * u.w;
+    }
+    return v;
+}
+
 static __device__ __forceinline__ void
-mv_xs_fill(uint4 *xs, const float *x, int64_t cols, int nkb, int nt)
+mv_xs_fill(uint4 *xs, const float *x, int64_t cols, int nkb, int nt, const float *up = nullptr)
 {
     int total = nt * nkb * 16; /* chunk positions; each gives the hi and the lo chunk */
 
@@ -296,9 +313,8 @@ mv_xs_fill(uint4 *xs, const float *x, int64_t cols, int nkb, int nt)
 #pragma unroll
             for (int jj = 0; jj < 2; jj++) {
                 int64_t col = (int64_t)k * 128 + 64 * (q >> 1) + 16 * c + 4 * (2 * (q & 1) + jj);
-                v[u][jj] = i < total && col < cols
-                               ? __ldg(reinterpret_cast<const float4 *>(x + t * cols + col))
-                               : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                v[u][jj] = i < total && col < cols ? mv_x4(x, up, t * cols + col)
+                                                    : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             }
         }
 #pragma unroll
@@ -660,6 +676,7 @@ struct mv_dense {
     const float *x;
     int nt;
     float *y;
+    const float *up; /* NULL, or x is SwiGLU's gate and this its up: W times silu(x) * up (XS) */
 
     __device__ void share(int64_t &rb0, int64_t &rb1) const
     {
@@ -670,7 +687,7 @@ struct mv_dense {
     {
         return mv_rows_at(W, Sc, cols, nkb, row, end, c);
     }
-    __device__ void stage(uint4 *xs, int nkb) const { mv_xs_fill(xs, x, cols, nkb, nt); }
+    __device__ void stage(uint4 *xs, int nkb) const { mv_xs_fill(xs, x, cols, nkb, nt, up); }
     __device__ int staged(void) const { return nt; }
     __device__ const uint4 *xs_base(const uint4 *xs, int64_t row, int g, int nkb) const
     {

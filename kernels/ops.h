@@ -98,6 +98,17 @@ struct mt_gpu_weight {
 MT_GPU_FN mt_status_t mt_gpu_linear(const struct mt_gpu_weight *w, const float *x, int n_tok,
                                     float *y, struct CUstream_st *stream);
 
+/*
+ * y = W (SiLU(gate) * up) for one token, SwiGLU computed while the GEMV stages its input (the
+ * same values as mt_gpu_swiglu, one launch fewer): gate and up [cols], 16-byte aligned.
+ * MT_ERR_UNSUPPORTED, with nothing launched and no error recorded, where that kernel does not
+ * apply (not FP8, a matrix small enough for the CUDA-core loop, too little shared memory,
+ * MT_GEMV_SWIGLU=0): the caller then runs mt_gpu_swiglu and mt_gpu_linear.
+ */
+MT_GPU_FN mt_status_t mt_gpu_linear_swiglu(const struct mt_gpu_weight *w, const float *gate,
+                                           const float *up, float *y,
+                                           struct CUstream_st *stream);
+
 /* ---- elementwise and norms (elementwise.cu) ------------------------------------------------ */
 
 /* out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w for n_tok rows of n (out may alias x). */
@@ -350,6 +361,14 @@ mt_gpu_linear(const struct mt_gpu_weight *w, const float *x, int n_tok, float *y
               struct CUstream_st *stream)
 {
     (void)w, (void)x, (void)n_tok, (void)y, (void)stream;
+    return mt_gpu_ops_unsupported_();
+}
+
+static inline mt_status_t
+mt_gpu_linear_swiglu(const struct mt_gpu_weight *w, const float *gate, const float *up, float *y,
+                     struct CUstream_st *stream)
+{
+    (void)w, (void)gate, (void)up, (void)y, (void)stream;
     return mt_gpu_ops_unsupported_();
 }
 

@@ -354,8 +354,13 @@ eng_gpu_mlp(struct eng_gpu *g, int l, const struct g_mlp *M, const float *x, int
     size_t inter = (size_t)M->gate.w.rows;
 
     if (g->fuse && m == 1 && M->gate_up.w.data != NULL) {
-        /* one token: gate and up in one GEMV of their stacked weight */
+        /* one token: gate and up in one GEMV of their stacked weight, SwiGLU inside down's */
         GPU_DO(l, "MLP gate and up", eng_gpu_lin(&M->gate_up, x, 1, g->stk, s));
+        mt_status_t st = mt_gpu_linear_swiglu(&M->down.w, g->stk, g->stk + M->up_off, out, s);
+        if (st != MT_ERR_UNSUPPORTED) {
+            GPU_DO(l, "MLP down (SwiGLU fused)", st);
+            return MT_OK;
+        }
         GPU_DO(l, "SwiGLU", mt_gpu_swiglu(g->stk, g->stk + M->up_off, inter, g->gs, s));
     } else {
         GPU_DO(l, "MLP gate", eng_gpu_lin(&M->gate, x, m, g->gs, s));
