@@ -163,8 +163,7 @@ gemv_fp8_launch(const struct mt_gpu_weight *w, const float *x, int n_tok, float 
     return mt_cuda_launched("gemv_fp8", s);
 }
 
-/* ---- CUDA cores: BF16, and FP8 for one token below 16 MB ----------------------------------- */
-
+/* ---- CUDA cores: BF16, and FP8 for one token below GEMV_FP8_SMALL_MB ----------------------- */
 
 #define GEMV_THREADS 256
 #define GEMV_ROWS 2   /* R: rows per thread group (x is reused across them) */
