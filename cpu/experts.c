@@ -8,6 +8,7 @@
 #include "cpu/experts.h"
 
 #include "cpu/experts_impl.h"
+#include "cpu/stream.h"
 #include "runtime/base/clock.h"
 
 #include <sched.h>
@@ -675,15 +676,6 @@ mt_cpu_moe_wait(struct mt_cpu_moe *moe)
     return st;
 }
 
-static int
-cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a;
-    double y = *(const double *)b;
-
-    return (x > y) - (x < y);
-}
-
 void
 mt_cpu_moe_spread(struct mt_cpu_moe *moe, struct mt_cpu_moe_spread *out)
 {
@@ -691,8 +683,8 @@ mt_cpu_moe_spread(struct mt_cpu_moe *moe, struct mt_cpu_moe_spread *out)
     double med[3] = {0.0, 0.0, 0.0};
 
     for (int i = 0; i < 3 && n > 0; i++) {
-        qsort(moe->spread[i], (size_t)n, sizeof(double), cmp_double);
-        med[i] = moe->spread[i][n / 2];
+        double p90;
+        mt_cpu_median_p90(moe->spread[i], n, &med[i], &p90);
     }
     out->runs = moe->spread_n;
     out->total_s = med[0];
