@@ -201,10 +201,14 @@ static int
 amx_loop_ceilings(void)
 {
     /* shape, A region, B region */
-    static const size_t reg[6][3] = {{0, 16 << 10, 16 << 10}, {0, 16 << 10, 64 << 10},
-                                     {0, 16 << 10, 1 << 20},  {0, 1 << 20, 1 << 20},
-                                     {1, 16 << 10, 16 << 10}, {2, 16 << 10, 16 << 10}};
-    static const char *const shape[3] = {"2 x 2", "1 x 2", "1 x 2, double-buffered"};
+    static const size_t reg[][3] = {{0, 16 << 10, 16 << 10}, {0, 16 << 10, 64 << 10},
+                                    {0, 16 << 10, 1 << 20},  {0, 1 << 20, 1 << 20},
+                                    {1, 16 << 10, 16 << 10}, {2, 16 << 10, 16 << 10},
+                                    {3, 16 << 10, 16 << 10}, {4, 16 << 10, 16 << 10},
+                                    {4, 16 << 10, 64 << 10}, {1, 16 << 10, 64 << 10},
+                                    {2, 16 << 10, 64 << 10}, {3, 16 << 10, 64 << 10}};
+    static const char *const shape[5] = {"2 x 2", "1 x 2", "1 x 2, double-buffered",
+                                         "2 x 2, loads interleaved", "2 x 2's loads alone"};
     double none;
 
     printf("\n## (j) AMX blocks with their tile loads, all threads\n\n");
@@ -213,7 +217,7 @@ amx_loop_ceilings(void)
     if (mt_cpu_amx_bf16_gflops(0.2, &none) != MT_OK) {
         return 1;
     }
-    for (int i = 0; i < 6; i++) {
+    for (size_t i = 0; i < sizeof(reg) / sizeof(reg[0]); i++) {
         double g;
 
         if (mt_cpu_amx_bf16_loads_gflops_n(0, (int)reg[i][0], reg[i][1], reg[i][2], 0.2, &g) !=

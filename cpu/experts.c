@@ -21,7 +21,7 @@ _Atomic int mt_cpu_experts_ws_fault;
 int mt_cpu_experts_prefetch = 8192;
 int mt_cpu_experts_prefetch_mode = 0;
 int mt_cpu_experts_amx_panel = 64;
-int mt_cpu_experts_amx_kc = 256;
+int mt_cpu_experts_amx_kc = 512;
 int mt_cpu_experts_amx_tiles = 1;
 int mt_cpu_experts_amx_pf = 0;
 int mt_cpu_experts_amx_order = 0;

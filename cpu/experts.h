@@ -85,9 +85,11 @@ extern int mt_cpu_experts_prefill_unit;
 bool mt_cpu_experts_decode_usable(int kind);
 
 /*
- * AMX prefill: K chunk (columns, a multiple of 32; default 256) of the tiles kernel and of the
+ * AMX prefill: K chunk (columns, a multiple of 32; default 512) of the tiles kernel and of the
  * blocked kernel, whose C blocks are kept in a buffer across chunks (cpu/experts_amx_tiles.c,
- * cpu/experts_amx.c); 0: all of K at once (for rows as A: the panel kernel, on weight panels of
+ * cpu/experts_amx.c; 512 halves the C loads and stores a product against 256: ahead in 9 of 13
+ * rounds on the GPU test machine's Xeon, +1-4% in the means, bench/results/cpu-experts.md);
+ * 0: all of K at once (for rows as A: the panel kernel, on weight panels of
  * mt_cpu_experts_amx_panel rows, 64 or 128, default 64). Knobs for benchmarks; set them while
  * no layer runs.
  */

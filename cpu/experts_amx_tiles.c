@@ -25,7 +25,8 @@
  * 1 KiB tile load per TDPBF16PS, half of them from L2), not what the cores share.
  *
  * Loop order (as experts_amx.c's blocked kernel): per super block of 256 tokens and K chunk of
- * mt_cpu_experts_amx_kc columns, per 32 tokens (two A tiles, kept in L1 across the row blocks),
+ * mt_cpu_experts_amx_kc columns (512: 32 KiB of A tiles), per 32 tokens (two A tiles, kept in
+ * L1 across the row blocks),
  * per 32 rows (two B tiles, streamed from L2): a 2 x 2 block of C tiles over the chunk, loaded
  * from and stored to a compact buffer between chunks, stored into y after the last one.
  *

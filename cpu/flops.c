@@ -264,8 +264,11 @@ mt_cpu_amx_bf16_gflops(double seconds, double *gflops_out)
  * kernel's other work. Shapes 1 and 2: a 1 x 2 block (3 loads per 2 products) reloading the
  * same 3 tile registers every step, or alternating between two sets of them, so the next
  * step's loads have registers no product still reads: if 2 beats 1, loads wait only on the
- * registers (no renaming) and double buffering hides them. Set before the run (the loop's
- * signature has room for no more).
+ * registers (no renaming) and double buffering hides them. Shape 3: the 2 x 2 block with each
+ * load just before its first product (products start after 2 loads, not 4); shape 4: its 4
+ * loads alone (the rate then counts the products they would feed): if 4 is about as fast as the
+ * no-load rate and 0 half of it, loads and products take turns rather than overlap. Set before
+ * the run (the loop's signature has room for no more).
  */
 static const uint16_t *amx_buf;
 static size_t amx_a_bytes;
@@ -312,6 +315,20 @@ amx_loop_loads(long iters)
             _tile_loadd(7, b + bo + 1536, 64);
             _tile_dpbf16ps(0, 4, 6);
             _tile_dpbf16ps(1, 4, 7);
+        } else if (amx_shape == 3) { /* 2 x 2, each load just before its first product */
+            _tile_loadd(4, a + ao, 64);
+            _tile_loadd(6, b + bo, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_loadd(7, b + bo + 1024, 64);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_loadd(5, a + ao + 1024, 64);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        } else if (amx_shape == 4) { /* the 2 x 2 block's 4 loads alone, no products */
+            _tile_loadd(4, a + ao, 64);
+            _tile_loadd(5, a + ao + 1024, 64);
+            _tile_loadd(6, b + bo, 64);
+            _tile_loadd(7, b + bo + 1024, 64);
         } else { /* 1 x 2 double-buffered: the Y set (A 5, B 2-3) loads while X computes */
             _tile_loadd(5, a + ao + 1024, 64);
             _tile_loadd(2, b + bo + 512, 64);

@@ -29,7 +29,8 @@ mt_status_t mt_cpu_amx_bf16_gflops(double seconds, double *gflops_out);
 /*
  * TDPBF16PS with the tile loads a prefill kernel needs: shape 0 the 2 x 2 block (4 loads per 4
  * products), 1 a 1 x 2 block (3 loads per 2), 2 the 1 x 2 block double-buffered (its next
- * loads into other tile registers than the products read); the A tiles walk a region of
+ * loads into other tile registers than the products read), 3 the 2 x 2 block with each load
+ * just before its first product, 4 the 2 x 2 block's loads alone; the A tiles walk a region of
  * a_bytes, the B tiles one of b_bytes (16 KiB stays in L1, 1 MiB in L2): the rate a prefill
  * kernel's inner loop can reach with its operands there. Same units and errors.
  */

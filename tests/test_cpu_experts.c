@@ -537,7 +537,7 @@ main(void)
     }
     test_swiglu(max);
     if (max >= MT_CPU_LEVEL_AMX) {
-        /* the other AMX kernels and settings (the default: the tiles kernel, K chunk 256) */
+        /* the other AMX kernels and settings (the default: the tiles kernel, K chunk 512) */
         int kc = mt_cpu_experts_amx_kc;
         int pf = mt_cpu_experts_amx_pf;
 
@@ -581,7 +581,7 @@ main(void)
         test_expert(MT_DTYPE_F8_E4M3, 7168, 2048, 37, max);
         test_expert(MT_DTYPE_BF16, 800, 160, 300, max);
         mt_cpu_experts_amx_cvt_pf = 1;
-        /* chunks summed by vector adds: 28 chunks of 256 at K 7168; 3 and a partial one at K
+        /* chunks summed by vector adds: 14 chunks of 512 at K 7168; one and a partial one at K
          * 800, into partial C blocks of y (300 tokens, 160 rows); K 160 in one chunk (no add);
          * all of K in one chunk; super blocks of 32 */
         mt_cpu_experts_amx_cadd = 1;
@@ -595,9 +595,9 @@ main(void)
         test_expert(MT_DTYPE_F8_E4M3, 800, 160, 300, max);
         mt_cpu_experts_amx_super = 256;
         mt_cpu_experts_amx_cadd = 0;
-        /* K chunk 512 with the conversion prefetch (a candidate default): 14 chunks at K 7168;
-         * 512 + 288 at K 800 */
-        mt_cpu_experts_amx_kc = 512;
+        /* K chunk 256 with the conversion prefetch (the default before 512): 28 chunks at K
+         * 7168; 3 x 256 + 32 at K 800 */
+        mt_cpu_experts_amx_kc = 256;
         test_expert(MT_DTYPE_F8_E4M3, 7168, 2048, 37, max);
         test_expert(MT_DTYPE_F8_E4M3, 800, 160, 300, max);
         test_expert(MT_DTYPE_BF16, 7168, 2048, 37, max);
