@@ -469,7 +469,7 @@ rope_heads(float *v, int n_heads, int stride, int half, const float *__restrict_
 /*
  * mt_gpu_attn_prologue (engine_ops.h), blocks (token, part): part 1 (the only one without an
  * indexer) rotates q's rope dims, part 0 does the indexer's key (norm, rotation, cache copy), its
- * queries and its head weights. Part 0's
+ * queries and its head weights (where they were computed). Part 0's
  * LayerNorm is layernorm_row on NORM_THREADS threads, as layernorm_kernel: the same sums.
  */
 static __global__ void __launch_bounds__(NORM_THREADS)
@@ -488,9 +488,11 @@ attn_prologue_kernel(const struct mt_gpu_attn_prologue a)
     layernorm_row(k, a.k_w, a.k_b, a.id, a.eps, k);
     __syncthreads(); /* the rotation pairs elements other threads normed */
     rope_heads<false>(k, 1, a.id, a.half, a.freqs, pos, a.rope_att);
-    rope_heads<false>(a.qi + t * a.ih * a.id, a.ih, a.id, a.half, a.freqs, pos, a.rope_att);
-    for (int i = threadIdx.x; i < a.ih; i += NORM_THREADS) {
-        a.wts[t * a.ih + i] *= a.wts_scale;
+    if (a.qi != NULL) {
+        rope_heads<false>(a.qi + t * a.ih * a.id, a.ih, a.id, a.half, a.freqs, pos, a.rope_att);
+        for (int i = threadIdx.x; i < a.ih; i += NORM_THREADS) {
+            a.wts[t * a.ih + i] *= a.wts_scale;
+        }
     }
     if (a.key_cache != NULL) {
         __syncthreads(); /* the key's rotated pairs, written by other threads */
@@ -507,8 +509,8 @@ mt_gpu_attn_prologue(const struct mt_gpu_attn_prologue *a, struct CUstream_st *s
 
     if (a == NULL || a->n_tok < 1 || a->pos0 < 0 || a->freqs == NULL || a->half < 1 ||
         a->q == NULL || a->n_heads < 1 || a->nope < 0 || a->nope + 2 * a->half > a->qk ||
-        (idx && (a->k_w == NULL || a->qi == NULL || a->wts == NULL || a->ih < 1 ||
-                 2 * a->half > a->id))) {
+        (idx && (a->k_w == NULL || (a->qi == NULL) != (a->wts == NULL) ||
+                 (a->qi != NULL && a->ih < 1) || 2 * a->half > a->id))) {
         return mt_fail(MT_ERR_INVAL, 0, "gpu attention prologue: %d tokens, q %d heads of %d "
                        "(rope from %d, %d pairs), index dims %d", a != NULL ? a->n_tok : 0,
                        a != NULL ? a->n_heads : 0, a != NULL ? a->qk : 0,

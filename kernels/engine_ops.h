@@ -71,7 +71,8 @@ mt_status_t mt_gpu_mla_kv_epilogue(const float *kv, const float *norm_w, int n_t
  *   then its first 2 half dims rotated (rotate-half pairs) times rope_att, then copied into
  *   key_cache [n_tok, id] fp32 from its first row on (the exact indexer's; NULL: none);
  *   qi [n_tok, ih, id]: each head's first 2 half dims rotated likewise;
- *   wts [n_tok, ih] *= wts_scale.
+ *   wts [n_tok, ih] *= wts_scale
+ *   (qi and wts both NULL: the indexer's key only, where no token scores keys).
  * Exactly mt_gpu_rope_interleaved (+ mt_gpu_scale_cols), mt_gpu_layernorm + mt_gpu_rope_half (+
  * factor) + mt_gpu_rows_convert, mt_gpu_rope_half (+ factor) and mt_gpu_scale_cols: the same bits,
  * in one launch instead of six to nine (elementwise.cu).

@@ -26,11 +26,13 @@
  * added in warp order, so results do not depend on scheduling. Why so strict: a warp's rate is
  * bounded by its bytes in flight, so the warp or SM with one share too many sets the time, and
  * a launch in 2.2 waves of whole-row blocks (the previous core) idles most SMs in the last one.
- * What is not balanced yet: a block's last tile may hold fewer than 16 rows (54 rows = 3.4
- * tiles for the 7168-row matrices), and its steps cost as much issue time as full ones; the
- * block's time follows its (tile, step) count, ceil(rows / 16) x steps, so the fix is to share
- * those units over all warps of the grid (27 instead of 32 a warp at 7168 x 16384), which needs
- * a fixed-order reduction of tiles split between blocks (not built).
+ * A block's last tile may hold fewer than 16 rows (54 rows = 3.4 tiles for the 7168-row
+ * matrices), so its warps run more (tile, step) units than a share of the whole grid's would
+ * (32 against 27.2 a warp at 7168 x 16384); but its bytes are the same as every other block's,
+ * and bytes a SM set the time: sharing units over the grid, with the tiles at block boundaries
+ * finished by whichever of the two blocks got there second (a piece in global memory, a fence
+ * and an atomic count), was built and measured 1-2 us slower at every shape (H200, 2026-11-30
+ * session 9: 7168x16384 36.7 against 34.7 us, 32768x512 8.2 / 6.8; bench/results/kernels-h200.md).
  *
  * A step per thread (g = lane / 4, c = lane % 4): rows g and g + 8 of its tile, columns
  * 16c .. 16c + 15 and 64 + 16c .. 64 + 16c + 15: four 16-byte loads, 128 contiguous bytes of a

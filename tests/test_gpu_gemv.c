@@ -395,6 +395,11 @@ main(void)
     check_linear(MT_DTYPE_F8_E4M3, 32768, 512, 4);
     check_repeat(576, 7168, 1);
     check_repeat(7168, 18432, 1);
+    /* the engine's stacked q_a + wk + kv_a (17 rows a block on 132 SMs: a 1-row tile each);
+     * odd widths and heights on the register paths */
+    check_linear(MT_DTYPE_F8_E4M3, 2240, 7168, 1);
+    check_linear(MT_DTYPE_F8_E4M3, 7201, 2064, 3);
+    check_linear(MT_DTYPE_F8_E4M3, 4099, 640, 7);
     /* SwiGLU inside the down projection: V3.2's dense and shared-expert down, an odd width;
      * a matrix for the CUDA-core loop is not fused */
     check_swiglu(7168, 18432, true);

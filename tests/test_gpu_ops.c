@@ -412,11 +412,13 @@ test_kv_epilogue(int n, int kvl, int rope, enum mt_dtype lat_dt, enum mt_dtype k
 /*
  * mt_gpu_attn_prologue against the engine's unfused sequence (q rope + factor; the index key's
  * LayerNorm, rope, factor, cache copy; the index queries' rope + factor; the head weights'
- * scale): the same bits in q, ki, the key cache, qi and wts. indexer false: q only.
+ * scale): the same bits in q, ki, the key cache, qi and wts. indexer false: q only; queries
+ * false: the indexer's key only (qi and wts NULL, as the engine passes them where no token scores
+ * keys), qi and wts left as they were.
  */
 static void
 test_attn_prologue(int n, int H, int qk, int nope, int half, int id, int ih, float rope_att,
-                   int64_t pos0, bool indexer)
+                   int64_t pos0, bool indexer, bool queries)
 {
     size_t qb = (size_t)n * H * qk * 4, kb = (size_t)n * id * 4, qib = (size_t)n * ih * id * 4;
     size_t wb = (size_t)n * ih * 4;
@@ -458,13 +460,13 @@ test_attn_prologue(int n, int H, int qk, int nope, int half, int id, int ih, flo
         if (st == MT_OK && rope_att != 1.0f) {
             st = mt_gpu_scale_cols(dk[0], n, id, 0, 2 * half, rope_att, NULL);
         }
-        if (st == MT_OK) {
+        if (st == MT_OK && queries) {
             st = mt_gpu_rope_half(dqi[0], n, ih, id, 0, dfr, half, pos0, NULL);
         }
-        if (st == MT_OK && rope_att != 1.0f) {
+        if (st == MT_OK && queries && rope_att != 1.0f) {
             st = mt_gpu_scale_cols(dqi[0], n * ih, id, 0, 2 * half, rope_att, NULL);
         }
-        if (st == MT_OK) {
+        if (st == MT_OK && queries) {
             st = mt_gpu_scale_cols(dwt[0], n, ih, 0, ih, ws, NULL);
         }
         if (st == MT_OK) {
@@ -475,8 +477,9 @@ test_attn_prologue(int n, int H, int qk, int nope, int half, int id, int ih, flo
         struct mt_gpu_attn_prologue a = {
             .n_tok = n, .pos0 = pos0, .freqs = dfr, .half = half, .rope_att = rope_att,
             .q = dq[1], .n_heads = H, .qk = qk, .nope = nope, .ki = indexer ? dk[1] : NULL,
-            .k_w = dlw, .k_b = dlb, .id = id, .eps = 1e-6f, .key_cache = dc[1], .qi = dqi[1],
-            .ih = ih, .wts = dwt[1], .wts_scale = ws};
+            .k_w = dlw, .k_b = dlb, .id = id, .eps = 1e-6f, .key_cache = dc[1],
+            .qi = queries ? dqi[1] : NULL, .ih = ih, .wts = queries ? dwt[1] : NULL,
+            .wts_scale = ws};
         st = mt_gpu_attn_prologue(&a, NULL);
     }
     bool same = st == MT_OK;
@@ -488,7 +491,7 @@ test_attn_prologue(int n, int H, int qk, int nope, int half, int id, int ih, flo
         gt_get(x, dev[b][0], sizes[b]);
         gt_get(y, dev[b][1], sizes[b]);
         same = memcmp(x, y, sizes[b]) == 0;
-        if (same && b >= 1 && !indexer) { /* nothing of the indexer's was touched */
+        if (same && ((b >= 1 && !indexer) || (b >= 3 && !queries))) { /* left alone */
             const float *orig = b == 3 ? qi : b == 4 ? wt : k;
             same = memcmp(y, orig, sizes[b]) == 0;
         }
@@ -497,7 +500,8 @@ test_attn_prologue(int n, int H, int qk, int nope, int half, int id, int ih, flo
     }
     tap_ok(same, "attention prologue, %d tokens, q %d heads of %d (rope from %d), %s, factor %g, "
            "position %lld: the same bits as the unfused kernels%s%s", n, H, qk, nope,
-           indexer ? "indexer" : "no indexer", (double)rope_att, (long long)pos0,
+           !indexer ? "no indexer" : queries ? "indexer" : "indexer key only", (double)rope_att,
+           (long long)pos0,
            st == MT_OK ? "" : ": ", st == MT_OK ? "" : mt_last_error());
     free(q);
     free(k);
@@ -544,10 +548,12 @@ main(void)
     tap_ok(mt_gpu_mla_kv_epilogue(NULL, NULL, 1, 512, 63, 1e-6f, NULL, 0, 1.0f, NULL, NULL,
                                   MT_DTYPE_F32, NULL, NULL, MT_DTYPE_F32, NULL) == MT_ERR_INVAL,
            "kv epilogue: an odd rope width and missing buffers are refused: %s", mt_last_error());
-    test_attn_prologue(1, 128, 192, 128, 32, 128, 64, 1.0f, 4095, true); /* V3.2 decode */
-    test_attn_prologue(3, 128, 192, 128, 32, 128, 64, 1.3f, 0, true);
-    test_attn_prologue(2, 4, 24, 16, 4, 32, 4, 1.0f, 17, true);          /* the tiny models */
-    test_attn_prologue(1, 128, 192, 128, 32, 128, 64, 1.0f, 9, false);   /* dense attention */
+    test_attn_prologue(1, 128, 192, 128, 32, 128, 64, 1.0f, 4095, true, true); /* V3.2 decode */
+    test_attn_prologue(3, 128, 192, 128, 32, 128, 64, 1.3f, 0, true, true);
+    test_attn_prologue(2, 4, 24, 16, 4, 32, 4, 1.0f, 17, true, true);          /* tiny models */
+    test_attn_prologue(1, 128, 192, 128, 32, 128, 64, 1.0f, 9, false, false);  /* dense */
+    test_attn_prologue(1, 128, 192, 128, 32, 128, 64, 1.0f, 99, true, false);  /* <= top-k keys */
+    test_attn_prologue(3, 4, 24, 16, 4, 32, 4, 1.3f, 2, true, false);
     {
         struct mt_gpu_attn_prologue bad = {.n_tok = 1, .half = 32, .n_heads = 128, .qk = 192,
                                            .nope = 160};
