@@ -21,8 +21,8 @@
  * --shape RxC]   (--quick skips the 1.85 GB lm_head; --dsa runs only the indexer, top-k, MLA and
  * kv_b absorption rows, --topk only the FP8 indexer and top-k, --idx-sweep the FP8 indexer at
  * 32K..512K keys, --gemv only the GEMV and expert rows, --read only the read kernel at the FP8
- * matrices' sizes of 16 MB and more, --shape only the one-token FP8 GEMV of that shape: for a
- * profiler)
+ * matrices' sizes of 16 MB and more, then in a GEMV's order of bytes, --shape only the one-token
+ * FP8 GEMV of that shape: for a profiler)
  */
 #include <config.h>
 
@@ -349,6 +349,52 @@ bench_read(size_t bytes, int per_sm)
     snprintf(shape, sizeof(shape), "%.1f MB, %d block%s/SM", bytes * 1e-6, per_sm,
              per_sm > 1 ? "s" : "");
     report_modes("read", shape, &med, &p90, false, (double)bytes, 0.0, "no PDL in this kernel");
+}
+
+/* The read in a GEMV's order of bytes (mt_gpu_read_rows_launch), rb rows of a 2 KB unit: does
+ * touching 16 DRAM rows a step (the GEMV's 128 bytes of 16 rows) cost against 4 or 1? */
+struct read_rows_ctx {
+    const void *p[MAX_COPIES];
+    int64_t rows;
+    int64_t row_bytes;
+    int rb;
+    unsigned long long *sum;
+};
+
+static mt_status_t
+read_rows_run(void *ctx, int c)
+{
+    struct read_rows_ctx *r = ctx;
+
+    return mt_gpu_read_rows_launch(r->p[c], r->rows, r->row_bytes, r->rb, r->sum, stream);
+}
+
+static void
+bench_read_rows(int64_t rows, int64_t row_bytes, int rb)
+{
+    static struct read_rows_ctx r;
+    size_t bytes = (size_t)rows * (size_t)row_bytes;
+    int copies = n_copies(bytes);
+    double med[MODES];
+    double p90[MODES];
+    bool pdl = false;
+    char shape[64];
+
+    mt_gpu_arena_reset(arena);
+    for (int c = 0; c < copies; c++) {
+        void *d = dalloc(bytes);
+        dfill(d, bytes, FILL_F32);
+        r.p[c] = d;
+    }
+    r.sum = dalloc(sizeof(*r.sum));
+    r.rows = rows;
+    r.row_bytes = row_bytes;
+    r.rb = rb;
+    time_modes(read_rows_run, &r, copies, &med, &p90, &pdl);
+    snprintf(shape, sizeof(shape), "%lldx%lld, %d row%s a 2 KB unit", (long long)rows,
+             (long long)row_bytes, rb, rb > 1 ? "s" : "");
+    report_modes("read_rows", shape, &med, &p90, false, (double)bytes, 0.0,
+                 "no PDL in this kernel");
 }
 
 /* ---- routed experts ------------------------------------------------------------------------ */
@@ -756,6 +802,13 @@ main(int argc, char **argv)
             size_t bytes = (size_t)shapes[i][0] * shapes[i][1];
             for (int per_sm = 4; bytes >= (16u << 20) && per_sm >= 1; per_sm -= 3) {
                 bench_read(bytes, per_sm);
+            }
+        }
+        /* the GEMV's order of bytes at the large shapes: 16, 4 and 1 rows a 2 KB unit */
+        static const int64_t order_shapes[][2] = {{7168, 16384}, {16384, 8192}, {24576, 2048}};
+        for (size_t i = 0; read_only && i < sizeof(order_shapes) / sizeof(order_shapes[0]); i++) {
+            for (int rb = 16; rb >= 1; rb /= 4) {
+                bench_read_rows(order_shapes[i][0], order_shapes[i][1], rb);
             }
         }
         mt_gpu_stream_destroy(gemv_stream);

@@ -128,8 +128,8 @@ for c in $RUNS; do
         devmoe) run $c MT_GPU_GRAPH=0 MT_GPU_FUSE=0 -- --prompt-ids "$P64" -n 64 ;;
         nograph | nograph2) run $c MT_GPU_GRAPH=0 -- --prompt-ids "$P64" -n 64 ;;
         nofuse) run $c MT_GPU_FUSE=0 -- --prompt-ids "$P64" -n 64 ;;
-        graph | graph2 | graph3) run $c MT_X=1 -- --prompt-ids "$P64" -n 64 ;;
-        base | base2 | basenograph | basenograph2)
+        graph | graph2 | graph3 | graph4) run $c MT_X=1 -- --prompt-ids "$P64" -n 64 ;;
+        base | base2 | base3 | basenograph | basenograph2)
             RUN0=$RUN
             RUN="${BASE_BIN:?set BASE_BIN to another build of moetier} ${RUN#"$M" }"
             case $c in base*nograph*) run $c MT_GPU_GRAPH=0 -- --prompt-ids "$P64" -n 64 ;;

@@ -137,6 +137,87 @@ mt_gpu_read_launch(const void *p, size_t bytes, int blocks_per_sm, unsigned long
     return hbm_read(p, bytes, sum, read_blocks(dev) / READ_BLOCKS_PER_SM * blocks_per_sm, s);
 }
 
+/*
+ * The read kernel with a GEMV's order of bytes (kernels/gemv_wave.cuh): one block of 512 threads
+ * a SM takes rows [b rows / blocks, (b + 1) rows / blocks) of a row-major matrix; a unit is 2 KB
+ * of rb rows x 2048 / rb bytes (rb 16: the GEMV's step, 128 bytes of 16 rows; 4: 512 bytes of 4
+ * rows; 1: 2 KB of one row), numbered row group by row group, and each warp takes an equal
+ * contiguous range of the block's units, 4 units (256 bytes a thread) in flight. Same bytes,
+ * same shares as the GEMV: what differs between the rb values is only how many DRAM rows a
+ * 2 KB step touches.
+ */
+template <int RB>
+static __global__ void __launch_bounds__(512, 1)
+read_rows_kernel(const uint8_t *__restrict__ p, int64_t rows, int64_t row_bytes,
+                 unsigned long long *out)
+{
+    constexpr int W = 2048 / RB;  /* bytes of a row in a unit */
+    constexpr int TPR = 32 / RB;  /* threads a row, 64 bytes each */
+    int64_t rb0 = (int64_t)blockIdx.x * rows / gridDim.x;
+    int64_t rb1 = (int64_t)(blockIdx.x + 1) * rows / gridDim.x;
+    int64_t nst = row_bytes / W;
+    int64_t units = (rb1 - rb0 + RB - 1) / RB * nst;
+    int w = threadIdx.x >> 5;
+    int lane = threadIdx.x & 31;
+    int64_t a = w * units / 16;
+    int64_t e = (w + 1) * units / 16;
+    unsigned long long acc = 0;
+
+    for (int64_t u0 = a; u0 < e; u0 += 4) {
+        uint4 v[4][4];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            int64_t u = u0 + j;
+            int64_t row = rb0 + u / nst * RB + lane / TPR;
+            const uint4 *q = reinterpret_cast<const uint4 *>(p + row * row_bytes +
+                                                             (u % nst) * W + (lane % TPR) * 64);
+            bool ok = u < e && row < rb1;
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                v[j][k] = ok ? __ldcs(q + k) : make_uint4(0, 0, 0, 0);
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                acc += (unsigned long long)v[j][k].x + v[j][k].y + v[j][k].z + v[j][k].w;
+            }
+        }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        acc += __shfl_down_sync(0xffffffffu, acc, o);
+    }
+    if (lane == 0) {
+        atomicAdd(out, acc);
+    }
+}
+
+extern "C" mt_status_t
+mt_gpu_read_rows_launch(const void *p, int64_t rows, int64_t row_bytes, int rb,
+                        unsigned long long *sum, struct CUstream_st *s)
+{
+    int dev = 0;
+
+    if ((rb != 16 && rb != 4 && rb != 1) || rows < 1 || row_bytes % 2048 != 0 ||
+        (uintptr_t)p % 16 != 0) {
+        return mt_fail(MT_ERR_INVAL, 0, "read rows launch: %lld rows of %lld bytes, %d rows a "
+                       "unit (16, 4 or 1; rows of whole 2 KiB)", (long long)rows,
+                       (long long)row_bytes, rb);
+    }
+    cudaGetDevice(&dev);
+    unsigned blocks = (unsigned)(read_blocks(dev) / READ_BLOCKS_PER_SM);
+    const uint8_t *b = (const uint8_t *)p;
+    if (rb == 16) {
+        read_rows_kernel<16><<<blocks, 512, 0, s>>>(b, rows, row_bytes, sum);
+    } else if (rb == 4) {
+        read_rows_kernel<4><<<blocks, 512, 0, s>>>(b, rows, row_bytes, sum);
+    } else {
+        read_rows_kernel<1><<<blocks, 512, 0, s>>>(b, rows, row_bytes, sum);
+    }
+    return mt_cuda_launched("read_rows", s);
+}
+
 /* Median and p90 of the times (ms), and GB/s for `bytes` moved per repetition. */
 static void
 summarize(std::vector<float> &ms, double bytes, struct mt_gpu_bench_timing *out)

@@ -383,16 +383,23 @@ mt_gpu_embed(const void *table, enum mt_dtype dtype, int64_t vocab, int dim, con
  * lat_t and the latent cache, the k_pe part rotated (interleaved pairs, the same arithmetic as
  * mt_gpu_rope_interleaved, then times rope_att as mt_gpu_scale_cols does) into kpe_t and the
  * k_pe cache. One launch instead of six or seven (split, norm, cache write, split, rope, factor,
- * cache write) in every layer of every decode step.
+ * cache write) in every layer of every decode step. Blocks (token, 1), where q_a is given: q_a's
+ * RMSNorm in place (rmsnorm_kernel's row), which needs the same projection's output and nothing
+ * else, so the query's norm costs no launch of its own.
  */
 static __global__ void __launch_bounds__(NORM_THREADS)
 mla_kv_epilogue_kernel(const float *kv, const float *__restrict__ w, int kvl, int rope, float eps,
                        const float *__restrict__ freqs, int64_t pos0, float rope_att,
                        float *lat_t, void *lat_cache, bool lat_bf16, float *kpe_t,
-                       void *kpe_cache, bool kpe_bf16)
+                       void *kpe_cache, bool kpe_bf16, float *q_a,
+                       const float *__restrict__ q_a_w, int q_rank)
 {
     mt_pdl_enter();
     int64_t t = blockIdx.x;
+    if (blockIdx.y == 1) {
+        rmsnorm_row(q_a + t * q_rank, q_a_w, q_rank, eps, q_a + t * q_rank);
+        return;
+    }
     const float *row = kv + t * (kvl + rope);
     float *lat = lat_t + t * kvl;
 
@@ -429,20 +436,23 @@ extern "C" mt_status_t
 mt_gpu_mla_kv_epilogue(const float *kv, const float *norm_w, int n_tok, int kvl, int rope,
                        float eps, const float *freqs, int64_t pos0, float rope_att, float *lat_t,
                        void *lat_cache, enum mt_dtype lat_dtype, float *kpe_t, void *kpe_cache,
-                       enum mt_dtype kpe_dtype, struct CUstream_st *stream)
+                       enum mt_dtype kpe_dtype, float *q_a, const float *q_a_norm_w, int q_rank,
+                       struct CUstream_st *stream)
 {
     bool dt_ok = (lat_dtype == MT_DTYPE_F32 || lat_dtype == MT_DTYPE_BF16) &&
                  (kpe_dtype == MT_DTYPE_F32 || kpe_dtype == MT_DTYPE_BF16);
 
     if (kv == NULL || norm_w == NULL || freqs == NULL || lat_t == NULL || lat_cache == NULL ||
         kpe_t == NULL || kpe_cache == NULL || n_tok < 1 || kvl < 1 || rope < 2 || rope % 2 != 0 ||
-        pos0 < 0 || !dt_ok) {
+        pos0 < 0 || !dt_ok || (q_a != NULL && (q_a_norm_w == NULL || q_rank < 1))) {
         return mt_fail(MT_ERR_INVAL, 0, "gpu kv epilogue: %d tokens, latent %d, rope %d, position "
-                       "%lld", n_tok, kvl, rope, (long long)pos0);
+                       "%lld, q_a %d wide", n_tok, kvl, rope, (long long)pos0,
+                       q_a != NULL ? q_rank : 0);
     }
-    mt_pdl_launch(mla_kv_epilogue_kernel, dim3((unsigned)n_tok), dim3(NORM_THREADS), 0, stream, kv,
-                  norm_w, kvl, rope, eps, freqs, pos0, rope_att, lat_t, lat_cache,
-                  lat_dtype == MT_DTYPE_BF16, kpe_t, kpe_cache, kpe_dtype == MT_DTYPE_BF16);
+    mt_pdl_launch(mla_kv_epilogue_kernel, dim3((unsigned)n_tok, q_a != NULL ? 2 : 1),
+                  dim3(NORM_THREADS), 0, stream, kv, norm_w, kvl, rope, eps, freqs, pos0, rope_att,
+                  lat_t, lat_cache, lat_dtype == MT_DTYPE_BF16, kpe_t, kpe_cache,
+                  kpe_dtype == MT_DTYPE_BF16, q_a, q_a_norm_w, q_rank);
     return mt_cuda_launched("mla_kv_epilogue", stream);
 }
 

@@ -55,13 +55,16 @@ mt_status_t mt_gpu_mla_decode_any(const float *q_lat, const float *q_pe, int n_h
  * position pos0); kpe_t [n_tok, rope] = the rope part rotated at positions pos0.. (interleaved
  * pairs, freqs [rope / 2]) times rope_att, and into kpe_cache. Exactly mt_gpu_rows_convert +
  * mt_gpu_rmsnorm + mt_gpu_rows_convert and mt_gpu_rows_convert + mt_gpu_rope_interleaved +
- * mt_gpu_scale_cols + mt_gpu_rows_convert, in one launch (elementwise.cu).
+ * mt_gpu_scale_cols + mt_gpu_rows_convert, in one launch (elementwise.cu). q_a [n_tok, q_rank]
+ * (NULL: none), the query's down projection, is RMS-normed in place by the same launch (eps,
+ * q_a_norm_w): exactly mt_gpu_rmsnorm.
  */
 mt_status_t mt_gpu_mla_kv_epilogue(const float *kv, const float *norm_w, int n_tok, int kvl,
                                    int rope, float eps, const float *freqs, int64_t pos0,
                                    float rope_att, float *lat_t, void *lat_cache,
                                    enum mt_dtype lat_dtype, float *kpe_t, void *kpe_cache,
-                                   enum mt_dtype kpe_dtype, struct CUstream_st *stream);
+                                   enum mt_dtype kpe_dtype, float *q_a, const float *q_a_norm_w,
+                                   int q_rank, struct CUstream_st *stream);
 
 /*
  * What the attention does to q, the index key, the index queries and the head weights between

@@ -10,6 +10,7 @@
 #define MT_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "runtime/base/status.h"
 
@@ -88,6 +89,11 @@ struct CUstream_st;
  * which times it the way it times a GEMV (over copies, in a graph). */
 mt_status_t mt_gpu_read_launch(const void *p, size_t bytes, int blocks_per_sm,
                                unsigned long long *sum, struct CUstream_st *s);
+/* The same reads in a GEMV's order (one block a SM, each warp a range of 2 KB units of rb rows
+ * of a [rows, row_bytes] matrix; rb 16 is the GEMV's step, 4 and 1 touch fewer DRAM rows a
+ * unit); row_bytes a multiple of 2048. */
+mt_status_t mt_gpu_read_rows_launch(const void *p, int64_t rows, int64_t row_bytes, int rb,
+                                    unsigned long long *sum, struct CUstream_st *s);
 
 #else /* !MT_HAVE_CUDA */
 

@@ -323,11 +323,12 @@ test_launch_times(void)
 /*
  * mt_gpu_mla_kv_epilogue against the engine's unfused sequence (split, norm, cache write; split,
  * rope, factor, cache write): the same bits in lat_t, kpe_t and both caches, and the cache rows
- * around pos0 .. pos0 + n_tok - 1 untouched.
+ * around pos0 .. pos0 + n_tok - 1 untouched. q_rank > 0: q_a [n, q_rank] normed by the same
+ * launch, the same bits as mt_gpu_rmsnorm.
  */
 static void
 test_kv_epilogue(int n, int kvl, int rope, enum mt_dtype lat_dt, enum mt_dtype kpe_dt,
-                 float rope_att, int64_t pos0)
+                 float rope_att, int64_t pos0, int q_rank)
 {
     int half = rope / 2;
     int64_t rows = pos0 + n + 1;
@@ -338,8 +339,15 @@ test_kv_epilogue(int n, int kvl, int rope, enum mt_dtype lat_dt, enum mt_dtype k
     unsigned char *pat = gt_malloc(lcb > kcb ? lcb : kcb);
     float *dkv, *dw, *dfr, *lat[2], *kpe[2];
     void *lc[2], *kc[2];
+    size_t qb = (size_t)n * (q_rank > 0 ? q_rank : 1) * 4;
+    float *q = gt_malloc(qb), *qw = gt_malloc(qb), *qa[2], *dqw;
     mt_status_t st;
 
+    gt_fill(q, qb / 4, -3.0f, 3.0f);
+    gt_fill(qw, qb / 4, 0.5f, 1.5f);
+    dqw = gt_put(qw, qb);
+    qa[0] = gt_put(q, qb);
+    qa[1] = gt_put(q, qb);
     gt_fill(kv, kvb / 4, -2.0f, 2.0f);
     gt_fill(w, (size_t)kvl, 0.5f, 1.5f);
     for (int f = 0; f < half; f++) {
@@ -379,15 +387,20 @@ test_kv_epilogue(int n, int kvl, int rope, enum mt_dtype lat_dt, enum mt_dtype k
     if (st == MT_OK) {
         st = mt_gpu_rows_convert(k0, kpe_dt, rope, kpe[0], rope, n, rope, NULL);
     }
+    if (st == MT_OK && q_rank > 0) {
+        st = mt_gpu_rmsnorm(qa[0], dqw, n, q_rank, 1e-6f, qa[0], NULL);
+    }
     if (st == MT_OK) {
         st = mt_gpu_mla_kv_epilogue(dkv, dw, n, kvl, rope, 1e-6f, dfr, pos0, rope_att, lat[1],
                                     (char *)lc[1] + (size_t)pos0 * kvl * lsz, lat_dt, kpe[1],
-                                    (char *)kc[1] + pos0 * rope * ksz, kpe_dt, NULL);
+                                    (char *)kc[1] + pos0 * rope * ksz, kpe_dt,
+                                    q_rank > 0 ? qa[1] : NULL, dqw, q_rank, NULL);
     }
     bool same = st == MT_OK;
-    size_t sizes[4] = {(size_t)n * kvl * 4, (size_t)n * rope * 4, lcb, kcb};
-    void *dev[4][2] = {{lat[0], lat[1]}, {kpe[0], kpe[1]}, {lc[0], lc[1]}, {kc[0], kc[1]}};
-    for (int b = 0; same && b < 4; b++) {
+    size_t sizes[5] = {(size_t)n * kvl * 4, (size_t)n * rope * 4, lcb, kcb, qb};
+    void *dev[5][2] = {{lat[0], lat[1]}, {kpe[0], kpe[1]}, {lc[0], lc[1]}, {kc[0], kc[1]},
+                       {qa[0], qa[1]}};
+    for (int b = 0; same && b < 5; b++) {
         unsigned char *x = gt_malloc(sizes[b]), *y = gt_malloc(sizes[b]);
         gt_get(x, dev[b][0], sizes[b]);
         gt_get(y, dev[b][1], sizes[b]);
@@ -396,13 +409,18 @@ test_kv_epilogue(int n, int kvl, int rope, enum mt_dtype lat_dt, enum mt_dtype k
             size_t off = (size_t)(pos0 + n) * kvl * lsz;
             same = memcmp(y + off, pat + off, (size_t)kvl * lsz) == 0;
         }
+        if (same && b == 4 && q_rank == 0) { /* no q_a: left alone */
+            same = memcmp(y, q, sizes[b]) == 0;
+        }
         free(x);
         free(y);
     }
     tap_ok(same, "kv epilogue, %d tokens, latent %d (%s cache), rope %d (%s cache), factor %g, "
-           "position %lld: the same bits as the six kernels%s%s", n, kvl, mt_dtype_name(lat_dt),
-           rope, mt_dtype_name(kpe_dt), (double)rope_att, (long long)pos0,
-           st == MT_OK ? "" : ": ", st == MT_OK ? "" : mt_last_error());
+           "position %lld, q_a norm %d wide: the same bits as the separate kernels%s%s", n, kvl,
+           mt_dtype_name(lat_dt), rope, mt_dtype_name(kpe_dt), (double)rope_att,
+           (long long)pos0, q_rank, st == MT_OK ? "" : ": ", st == MT_OK ? "" : mt_last_error());
+    free(q);
+    free(qw);
     free(kv);
     free(w);
     free(fr);
@@ -541,12 +559,14 @@ main(void)
     test_router(&small, 17, 0);
     test_router(&single, 9, 0);
 #ifdef MT_HAVE_CUDA
-    test_kv_epilogue(1, 512, 64, MT_DTYPE_BF16, MT_DTYPE_BF16, 1.0f, 4095); /* V3.2 decode */
-    test_kv_epilogue(3, 512, 64, MT_DTYPE_F32, MT_DTYPE_F32, 1.3f, 0);
-    test_kv_epilogue(2, 40, 8, MT_DTYPE_BF16, MT_DTYPE_F32, 1.0f, 17);     /* the tiny models */
-    test_kv_epilogue(1, 9000, 64, MT_DTYPE_F32, MT_DTYPE_BF16, 1.0f, 5);   /* past the registers */
+    test_kv_epilogue(1, 512, 64, MT_DTYPE_BF16, MT_DTYPE_BF16, 1.0f, 4095, 1536); /* V3.2 */
+    test_kv_epilogue(3, 512, 64, MT_DTYPE_F32, MT_DTYPE_F32, 1.3f, 0, 1536);
+    test_kv_epilogue(2, 40, 8, MT_DTYPE_BF16, MT_DTYPE_F32, 1.0f, 17, 48);     /* tiny models */
+    test_kv_epilogue(1, 9000, 64, MT_DTYPE_F32, MT_DTYPE_BF16, 1.0f, 5, 9001); /* past registers */
+    test_kv_epilogue(2, 512, 64, MT_DTYPE_BF16, MT_DTYPE_BF16, 1.0f, 70, 0);   /* no q_a */
     tap_ok(mt_gpu_mla_kv_epilogue(NULL, NULL, 1, 512, 63, 1e-6f, NULL, 0, 1.0f, NULL, NULL,
-                                  MT_DTYPE_F32, NULL, NULL, MT_DTYPE_F32, NULL) == MT_ERR_INVAL,
+                                  MT_DTYPE_F32, NULL, NULL, MT_DTYPE_F32, NULL, NULL, 0,
+                                  NULL) == MT_ERR_INVAL,
            "kv epilogue: an odd rope width and missing buffers are refused: %s", mt_last_error());
     test_attn_prologue(1, 128, 192, 128, 32, 128, 64, 1.0f, 4095, true, true); /* V3.2 decode */
     test_attn_prologue(3, 128, 192, 128, 32, 128, 64, 1.3f, 0, true, true);

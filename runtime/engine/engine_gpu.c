@@ -943,7 +943,19 @@ gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t star
             GPU_DO(l, "indexer wk", eng_gpu_lin(&L->idx_wk, g->x, m, ki, s));
         }
     }
-    GPU_DO(l, "q_a norm", mt_gpu_rmsnorm(qa, L->q_a_norm, m, ql, 1e-6f, qa, s));
+    if (g->fuse) {
+        /* latent: normed into the cache; k_pe: roped into the cache; and q_a's norm, all three
+           from the projections just made, in one launch (the same numbers as the kernels of the
+           unfused path below) */
+        GPU_DO(l, "q_a norm, latent and k_pe into the caches",
+               mt_gpu_mla_kv_epilogue(kv, L->kv_a_norm, m, kvl, rope, 1e-6f, g->freqs, start,
+                                      e->rope_att, g->lat_t,
+                                      (char *)L->lat + (size_t)start * kvl * lsz, g->lat_dtype,
+                                      g->kpe_t, (char *)L->kpe + (size_t)start * rope * ksz,
+                                      g->kpe_dtype, qa, L->q_a_norm, ql, s));
+    } else {
+        GPU_DO(l, "q_a norm", mt_gpu_rmsnorm(qa, L->q_a_norm, m, ql, 1e-6f, qa, s));
+    }
     GPU_DO(l, "q_b projection", eng_gpu_lin(&L->q_b, qa, m, g->q, s));
     /* the indexer's queries and head weights only where a token has more keys than it keeps
        (top-k of n_keys <= index_topk is every key): up to 2,048 positions they are not read,
@@ -953,16 +965,8 @@ gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t star
         GPU_DO(l, "indexer wq_b", eng_gpu_lin(&L->idx_wq_b, qa, m, g->qi, s));
         GPU_DO(l, "indexer weights_proj", eng_gpu_lin(&L->idx_wproj, g->x, m, g->wts, s));
     }
-    /* latent: normed into the cache; k_pe: roped into the cache (one kernel with g->fuse, the
-       same numbers); q's rope part */
-    if (g->fuse) {
-        GPU_DO(l, "latent and k_pe into the caches",
-               mt_gpu_mla_kv_epilogue(kv, L->kv_a_norm, m, kvl, rope, 1e-6f, g->freqs, start,
-                                      e->rope_att, g->lat_t,
-                                      (char *)L->lat + (size_t)start * kvl * lsz, g->lat_dtype,
-                                      g->kpe_t, (char *)L->kpe + (size_t)start * rope * ksz,
-                                      g->kpe_dtype, s));
-    } else {
+    /* unfused: the latent normed into the cache, k_pe roped into the cache, step by step */
+    if (!g->fuse) {
         GPU_DO(l, "latent split", mt_gpu_rows_convert(g->lat_t, MT_DTYPE_F32, kvl, kv,
                                                       kvl + rope, m, kvl, s));
         GPU_DO(l, "kv_a norm",
