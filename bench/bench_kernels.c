@@ -854,6 +854,7 @@ dsa:
         return 0;
     }
     bench_indexer(131072, false, false);
+    bench_indexer(2100, false, false); /* the exact mode just past index_topk */
     bench_mla(MT_DTYPE_BF16, 2048, 65536);
     bench_mla(MT_DTYPE_F32, 2048, 65536);
     bench_absorb();

@@ -23,7 +23,8 @@
 #   absorb0   MT_GPU_ABSORB=0: the defaults with MLA's kv_b absorptions on engine_ops.cu's
 #             any-shape kernels instead of its streaming FP8 ones
 #   base      the defaults on another build's moetier (BASE_BIN=path; e.g. main's, for a
-#             branch's before/after in the same minute); basenograph: its nograph
+#             branch's before/after in the same minute); basenograph: its nograph; long-base:
+#             its long-graph
 # Greedy tokens of every configuration are compared with `before` (same model, same prompt), and a
 # 2,100-token prompt (the indexer selecting top-k inside recorded steps) is decoded with and
 # without graphs. The runs go most important first, each leaving $OUT/results.tgz updated.
@@ -139,7 +140,12 @@ for c in $RUNS; do
         nowave | nowave2) run $c MT_MOE_WAVE=0 -- --prompt-ids "$P64" -n 64 ;;
         absorb0) run $c MT_GPU_ABSORB=0 -- --prompt-ids "$P64" -n 64 ;;
         kernels) run $c MT_GPU_GRAPH=0 MT_GPU_PDL=0 MT_GPU_KERNEL_TIMES=1 -- --prompt-ids "$P64" -n 64 ;;
-        long-graph) run $c MT_X=1 -- --prompt-ids "$P2K" -n 16 ;;
+        long-graph | long-graph2) run $c MT_X=1 -- --prompt-ids "$P2K" -n 16 ;;
+        long-base | long-base2)
+            RUN0=$RUN
+            RUN="${BASE_BIN:?set BASE_BIN to another build of moetier} ${RUN#"$M" }"
+            run $c MT_X=1 -- --prompt-ids "$P2K" -n 16
+            RUN=$RUN0 ;;
         long-nograph) run $c MT_GPU_GRAPH=0 MT_GPU_DEVICE_MOE=0 -- --prompt-ids "$P2K" -n 16 ;;
     esac
     ratio $c
@@ -147,7 +153,7 @@ for c in $RUNS; do
 done
 for c in $RUNS; do # greedy tokens against the run before the changes
     case $c in
-        long-nograph) same long-graph long-nograph ;;
+        long-nograph | long-graph2 | long-base | long-base2) same $c long-graph ;;
         long-graph | before) ;;
         *) same $c before ;;
     esac

@@ -17,6 +17,7 @@
 #include "kernels/async_copy.cuh"
 #include "kernels/common.cuh"
 #include "kernels/cuda_check.cuh"
+#include "kernels/pdl.cuh"
 
 #include <stdlib.h>
 #include <string.h>
@@ -24,55 +25,87 @@
 #define EXACT_THREADS 128
 #define EXACT_MAX_HEADS 64
 #define EXACT_MAX_DIM 128
+#define EXACT_KEYS 32  /* keys a block */
+#define EXACT_CHUNK 32 /* dims staged at a time */
 
-/* One thread per key; the query in shared memory. */
-static __global__ void
+/*
+ * Exact scores on CUDA cores, register-tiled: a block of 128 threads takes 32 keys against all
+ * heads (padded to 64 with zero heads, the dims to a multiple of 32 with zeros), thread t the 4
+ * keys 4 (t % 8).. and the 4 heads 4 (t / 8).. : 16 dot products in registers, each one fmaf
+ * chain over the dims in order. q and k pass through shared memory 32 dims at a time, dim-major,
+ * so a step is two 16-byte shared loads for 16 FMAs. Each key's terms w[h] ReLU(scale d) then
+ * meet in shared memory and one thread adds them in head order, as mt_cpu_index_scores does.
+ * The kernel it replaced gave each key one thread and all 64 x 128 products: 113 us a layer for
+ * 2,100 keys on the H200 (17 blocks busy), the decode step's largest kernel past 2,048 positions.
+ */
+static __global__ void __launch_bounds__(EXACT_THREADS)
 index_scores_exact_kernel(const float *__restrict__ q, const float *__restrict__ w, int n_heads,
                           int dim, const float *__restrict__ k, int64_t n_keys, float scale,
                           float *out)
 {
-    __shared__ float qs[EXACT_MAX_HEADS * EXACT_MAX_DIM];
-    __shared__ float ws[EXACT_MAX_HEADS];
-    int64_t s = (int64_t)blockIdx.x * EXACT_THREADS + threadIdx.x;
-    float d[EXACT_MAX_HEADS];
+    /* rows padded by 4 floats: 16-byte aligned, the staging stores 4-way at worst */
+    __shared__ __align__(16) float qs[EXACT_CHUNK][EXACT_MAX_HEADS + 4];
+    __shared__ __align__(16) float ks[EXACT_CHUNK][EXACT_KEYS + 4];
+    __shared__ float term[EXACT_MAX_HEADS][EXACT_KEYS + 1];
+    int t = threadIdx.x;
+    int kg = t % 8;
+    int hg = t / 8;
+    int64_t key0 = (int64_t)blockIdx.x * EXACT_KEYS;
+    float d[4][4];
 
-    for (int i = threadIdx.x; i < n_heads * dim; i += EXACT_THREADS) {
-        qs[i] = q[i];
-    }
-    for (int i = threadIdx.x; i < n_heads; i += EXACT_THREADS) {
-        ws[i] = w[i];
-    }
-    __syncthreads();
-    if (s >= n_keys) {
-        return;
-    }
+    mt_pdl_enter();
 #pragma unroll
-    for (int h = 0; h < EXACT_MAX_HEADS; h++) {
-        d[h] = 0.0f;
-    }
-    const float4 *kr = reinterpret_cast<const float4 *>(k + s * dim);
-    for (int j = 0; j < dim / 4; j++) {
-        float4 kv = __ldg(kr + j);
+    for (int a = 0; a < 4; a++) {
 #pragma unroll
-        for (int h = 0; h < EXACT_MAX_HEADS; h++) {
-            if (h < n_heads) {
-                const float *qh = qs + h * dim + 4 * j;
-                d[h] = fmaf(qh[0], kv.x, d[h]);
-                d[h] = fmaf(qh[1], kv.y, d[h]);
-                d[h] = fmaf(qh[2], kv.z, d[h]);
-                d[h] = fmaf(qh[3], kv.w, d[h]);
+        for (int b = 0; b < 4; b++) {
+            d[a][b] = 0.0f;
+        }
+    }
+    for (int c0 = 0; c0 < dim; c0 += EXACT_CHUNK) {
+        __syncthreads(); /* the previous chunk is read */
+        for (int i = t; i < EXACT_MAX_HEADS * EXACT_CHUNK; i += EXACT_THREADS) {
+            int h = i / EXACT_CHUNK;
+            int j = i % EXACT_CHUNK;
+            qs[j][h] = h < n_heads && c0 + j < dim ? q[(int64_t)h * dim + c0 + j] : 0.0f;
+        }
+        for (int i = t; i < EXACT_KEYS * EXACT_CHUNK; i += EXACT_THREADS) {
+            int r = i / EXACT_CHUNK;
+            int j = i % EXACT_CHUNK;
+            ks[j][r] = key0 + r < n_keys && c0 + j < dim ? k[(key0 + r) * dim + c0 + j] : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll 8
+        for (int j = 0; j < EXACT_CHUNK; j++) {
+            float4 qv = *reinterpret_cast<const float4 *>(&qs[j][4 * hg]);
+            float4 kv = *reinterpret_cast<const float4 *>(&ks[j][4 * kg]);
+            float qa[4] = {qv.x, qv.y, qv.z, qv.w};
+            float ka[4] = {kv.x, kv.y, kv.z, kv.w};
+#pragma unroll
+            for (int a = 0; a < 4; a++) {
+#pragma unroll
+                for (int b = 0; b < 4; b++) {
+                    d[a][b] = fmaf(qa[b], ka[a], d[a][b]);
+                }
             }
         }
     }
-    float acc = 0.0f;
 #pragma unroll
-    for (int h = 0; h < EXACT_MAX_HEADS; h++) {
-        if (h < n_heads) {
-            float v = d[h] * scale;
-            acc += ws[h] * (v > 0.0f ? v : 0.0f);
+    for (int a = 0; a < 4; a++) {
+#pragma unroll
+        for (int b = 0; b < 4; b++) {
+            int h = 4 * hg + b;
+            float v = d[a][b] * scale;
+            term[h][4 * kg + a] = h < n_heads ? w[h] * (v > 0.0f ? v : 0.0f) : 0.0f;
         }
     }
-    out[s] = acc;
+    __syncthreads();
+    if (t < EXACT_KEYS && key0 + t < n_keys) {
+        float acc = 0.0f;
+        for (int h = 0; h < n_heads; h++) {
+            acc += term[h][t];
+        }
+        out[key0 + t] = acc;
+    }
 }
 
 extern "C" mt_status_t
@@ -85,9 +118,9 @@ mt_gpu_index_scores(const float *q, const float *w, int n_heads, int dim, const 
         return mt_fail(MT_ERR_INVAL, 0, "gpu index scores: %d heads x %d dims, %lld keys",
                        n_heads, dim, (long long)n_keys);
     }
-    index_scores_exact_kernel<<<(unsigned)MT_CEIL_DIV(n_keys, (int64_t)EXACT_THREADS),
-                                EXACT_THREADS, 0, stream>>>(q, w, n_heads, dim, k, n_keys, scale,
-                                                            out);
+    unsigned blocks = (unsigned)MT_CEIL_DIV(n_keys, (int64_t)EXACT_KEYS);
+    mt_pdl_launch(index_scores_exact_kernel, dim3(blocks), dim3(EXACT_THREADS), 0, stream, q, w,
+                  n_heads, dim, k, n_keys, scale, out);
     return mt_cuda_launched("index_scores", stream);
 }
 

@@ -241,6 +241,42 @@ test_topk_graph(void)
 }
 #endif
 
+/* The exact scores at other head counts and widths (the tiny models' 4 x 32; dims that are not
+ * a multiple of the kernel's 32-dim chunks; fewer heads than its 64) against the CPU. */
+static void
+test_scores_exact(int H, int D, int64_t n_keys)
+{
+    float *q = gt_malloc((size_t)H * D * sizeof(float));
+    float *w = gt_malloc((size_t)H * sizeof(float));
+    float *k = gt_malloc((size_t)n_keys * D * sizeof(float));
+    float *want = gt_malloc((size_t)n_keys * sizeof(float));
+    float *got = gt_malloc((size_t)n_keys * sizeof(float));
+    char name[96];
+
+    gt_fill(q, (size_t)H * D, -1.0f, 1.0f);
+    gt_fill(w, H, -0.5f, 1.0f);
+    gt_fill(k, (size_t)n_keys * D, -1.0f, 1.0f);
+    mt_cpu_index_scores(q, w, H, D, k, n_keys, 0.125f, want);
+    mt_gpu_arena_reset(gt_arena);
+    float *d_q = gt_put(q, (size_t)H * D * sizeof(float));
+    float *d_w = gt_put(w, (size_t)H * sizeof(float));
+    float *d_k = gt_put(k, (size_t)n_keys * D * sizeof(float));
+    float *d_o = gt_alloc((size_t)n_keys * sizeof(float));
+    snprintf(name, sizeof(name), "exact index scores, %d heads x %d, %lld keys", H, D,
+             (long long)n_keys);
+    if (mt_gpu_index_scores(d_q, d_w, H, D, d_k, n_keys, 0.125f, d_o, NULL) != MT_OK) {
+        tap_ok(false, "%s: launch: %s", name, mt_last_error());
+    } else {
+        gt_get(got, d_o, (size_t)n_keys * sizeof(float));
+        mt_test_allclose(name, got, want, (size_t)n_keys, 1e-5f, 1e-5f);
+    }
+    free(got);
+    free(want);
+    free(k);
+    free(w);
+    free(q);
+}
+
 static void
 test_scores(int64_t n_keys)
 {
@@ -322,6 +358,10 @@ main(void)
     test_scores(1);
     test_scores(1001);
     test_scores(131072);
+    test_scores_exact(64, 128, 2100); /* just past V3.2's index_topk */
+    test_scores_exact(4, 32, 70);     /* the tiny models */
+    test_scores_exact(37, 100, 33);   /* odd heads, a partial dim chunk, a partial key tile */
+    test_scores_exact(1, 4, 5);
     test_topk();
 #ifdef MT_HAVE_CUDA
     test_topk_graph();
