@@ -855,6 +855,9 @@ dsa:
     }
     bench_indexer(131072, false, false);
     bench_indexer(2100, false, false); /* the exact mode just past index_topk */
+    bench_indexer(8192, false, false);
+    bench_indexer(2100, true, true); /* top-2048 of rows just past index_topk */
+    bench_indexer(8192, true, true);
     bench_mla(MT_DTYPE_BF16, 2048, 65536);
     bench_mla(MT_DTYPE_F32, 2048, 65536);
     bench_absorb();

@@ -25,37 +25,40 @@
 #define EXACT_THREADS 128
 #define EXACT_MAX_HEADS 64
 #define EXACT_MAX_DIM 128
-#define EXACT_KEYS 32  /* keys a block */
 #define EXACT_CHUNK 32 /* dims staged at a time */
 
 /*
- * Exact scores on CUDA cores, register-tiled: a block of 128 threads takes 32 keys against all
- * heads (padded to 64 with zero heads, the dims to a multiple of 32 with zeros), thread t the 4
- * keys 4 (t % 8).. and the 4 heads 4 (t / 8).. : 16 dot products in registers, each one fmaf
- * chain over the dims in order. q and k pass through shared memory 32 dims at a time, dim-major,
- * so a step is two 16-byte shared loads for 16 FMAs. Each key's terms w[h] ReLU(scale d) then
- * meet in shared memory and one thread adds them in head order, as mt_cpu_index_scores does.
- * The kernel it replaced gave each key one thread and all 64 x 128 products: 113 us a layer for
- * 2,100 keys on the H200 (17 blocks busy), the decode step's largest kernel past 2,048 positions.
+ * Exact scores on CUDA cores, register-tiled: a block of 128 threads takes KEYS (32 or 16) keys
+ * against all heads (padded to 64 with zero heads, the dims to a multiple of 32 with zeros),
+ * thread t the KEYS / 8 keys from (t % 8) KEYS / 8 and the 4 heads from 4 (t / 8): 16 or 8 dot
+ * products in registers, each one fmaf chain over the dims in order. q and k pass through shared
+ * memory 32 dims at a time, dim-major, so a step is two shared loads for 16 (8) FMAs. Each key's
+ * terms w[h] ReLU(scale d) then meet in shared memory and one thread adds them in head order, as
+ * mt_cpu_index_scores does. 16 keys a block where 32 would leave SMs idle (short rows, just past
+ * index_topk): half the chain a thread. The kernel this replaced gave each key one thread and all
+ * 64 x 128 products: 113 us a layer for 2,100 keys on the H200 (17 blocks busy), the decode
+ * step's largest kernel past 2,048 positions.
  */
+template <int KEYS>
 static __global__ void __launch_bounds__(EXACT_THREADS)
 index_scores_exact_kernel(const float *__restrict__ q, const float *__restrict__ w, int n_heads,
                           int dim, const float *__restrict__ k, int64_t n_keys, float scale,
                           float *out)
 {
+    constexpr int KPT = KEYS / 8; /* keys a thread */
     /* rows padded by 4 floats: 16-byte aligned, the staging stores 4-way at worst */
     __shared__ __align__(16) float qs[EXACT_CHUNK][EXACT_MAX_HEADS + 4];
-    __shared__ __align__(16) float ks[EXACT_CHUNK][EXACT_KEYS + 4];
-    __shared__ float term[EXACT_MAX_HEADS][EXACT_KEYS + 1];
+    __shared__ __align__(16) float ks[EXACT_CHUNK][KEYS + 4];
+    __shared__ float term[EXACT_MAX_HEADS][KEYS + 1];
     int t = threadIdx.x;
     int kg = t % 8;
     int hg = t / 8;
-    int64_t key0 = (int64_t)blockIdx.x * EXACT_KEYS;
-    float d[4][4];
+    int64_t key0 = (int64_t)blockIdx.x * KEYS;
+    float d[KPT][4];
 
     mt_pdl_enter();
 #pragma unroll
-    for (int a = 0; a < 4; a++) {
+    for (int a = 0; a < KPT; a++) {
 #pragma unroll
         for (int b = 0; b < 4; b++) {
             d[a][b] = 0.0f;
@@ -68,7 +71,7 @@ index_scores_exact_kernel(const float *__restrict__ q, const float *__restrict__
             int j = i % EXACT_CHUNK;
             qs[j][h] = h < n_heads && c0 + j < dim ? q[(int64_t)h * dim + c0 + j] : 0.0f;
         }
-        for (int i = t; i < EXACT_KEYS * EXACT_CHUNK; i += EXACT_THREADS) {
+        for (int i = t; i < KEYS * EXACT_CHUNK; i += EXACT_THREADS) {
             int r = i / EXACT_CHUNK;
             int j = i % EXACT_CHUNK;
             ks[j][r] = key0 + r < n_keys && c0 + j < dim ? k[(key0 + r) * dim + c0 + j] : 0.0f;
@@ -77,11 +80,17 @@ index_scores_exact_kernel(const float *__restrict__ q, const float *__restrict__
 #pragma unroll 8
         for (int j = 0; j < EXACT_CHUNK; j++) {
             float4 qv = *reinterpret_cast<const float4 *>(&qs[j][4 * hg]);
-            float4 kv = *reinterpret_cast<const float4 *>(&ks[j][4 * kg]);
             float qa[4] = {qv.x, qv.y, qv.z, qv.w};
-            float ka[4] = {kv.x, kv.y, kv.z, kv.w};
+            float ka[KPT];
+            if constexpr (KPT == 4) {
+                float4 kv = *reinterpret_cast<const float4 *>(&ks[j][4 * kg]);
+                ka[0] = kv.x, ka[1] = kv.y, ka[2] = kv.z, ka[3] = kv.w;
+            } else {
+                float2 kv = *reinterpret_cast<const float2 *>(&ks[j][2 * kg]);
+                ka[0] = kv.x, ka[1] = kv.y;
+            }
 #pragma unroll
-            for (int a = 0; a < 4; a++) {
+            for (int a = 0; a < KPT; a++) {
 #pragma unroll
                 for (int b = 0; b < 4; b++) {
                     d[a][b] = fmaf(qa[b], ka[a], d[a][b]);
@@ -90,16 +99,16 @@ index_scores_exact_kernel(const float *__restrict__ q, const float *__restrict__
         }
     }
 #pragma unroll
-    for (int a = 0; a < 4; a++) {
+    for (int a = 0; a < KPT; a++) {
 #pragma unroll
         for (int b = 0; b < 4; b++) {
             int h = 4 * hg + b;
             float v = d[a][b] * scale;
-            term[h][4 * kg + a] = h < n_heads ? w[h] * (v > 0.0f ? v : 0.0f) : 0.0f;
+            term[h][KPT * kg + a] = h < n_heads ? w[h] * (v > 0.0f ? v : 0.0f) : 0.0f;
         }
     }
     __syncthreads();
-    if (t < EXACT_KEYS && key0 + t < n_keys) {
+    if (t < KEYS && key0 + t < n_keys) {
         float acc = 0.0f;
         for (int h = 0; h < n_heads; h++) {
             acc += term[h][t];
@@ -108,19 +117,33 @@ index_scores_exact_kernel(const float *__restrict__ q, const float *__restrict__
     }
 }
 
+/* Rows up to this many keys take 16-key blocks (MT_IDX_EXACT_KEYS=16 or 32 forces one size). */
+#define EXACT_SMALL_ROW 8192
+
 extern "C" mt_status_t
 mt_gpu_index_scores(const float *q, const float *w, int n_heads, int dim, const float *k,
                     int64_t n_keys, float scale, float *out, struct CUstream_st *stream)
 {
+    static int force = -1; /* read once; a race only reads it twice */
+
     if (n_heads < 1 || n_heads > EXACT_MAX_HEADS || dim < 4 || dim > EXACT_MAX_DIM ||
         dim % 4 != 0 || n_keys < 1 || q == NULL || w == NULL || k == NULL || out == NULL ||
         (uintptr_t)k % 16 != 0) {
         return mt_fail(MT_ERR_INVAL, 0, "gpu index scores: %d heads x %d dims, %lld keys",
                        n_heads, dim, (long long)n_keys);
     }
-    unsigned blocks = (unsigned)MT_CEIL_DIV(n_keys, (int64_t)EXACT_KEYS);
-    mt_pdl_launch(index_scores_exact_kernel, dim3(blocks), dim3(EXACT_THREADS), 0, stream, q, w,
-                  n_heads, dim, k, n_keys, scale, out);
+    if (force < 0) {
+        const char *e = getenv("MT_IDX_EXACT_KEYS");
+        force = e != NULL && (atoi(e) == 16 || atoi(e) == 32) ? atoi(e) : 0;
+    }
+    bool small = force != 0 ? force == 16 : n_keys <= EXACT_SMALL_ROW;
+    if (small) {
+        mt_pdl_launch(index_scores_exact_kernel<16>, dim3((unsigned)MT_CEIL_DIV(n_keys, 16LL)),
+                      dim3(EXACT_THREADS), 0, stream, q, w, n_heads, dim, k, n_keys, scale, out);
+    } else {
+        mt_pdl_launch(index_scores_exact_kernel<32>, dim3((unsigned)MT_CEIL_DIV(n_keys, 32LL)),
+                      dim3(EXACT_THREADS), 0, stream, q, w, n_heads, dim, k, n_keys, scale, out);
+    }
     return mt_cuda_launched("index_scores", stream);
 }
 
