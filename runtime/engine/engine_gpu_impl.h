@@ -133,8 +133,8 @@ struct eng_gpu {
        next is recorded; a slot's key is (position, tokens, first logits row) */
     bool graph_on;                 /* MT_GPU_GRAPH=0 turns graphs off */
     bool capturing;                /* recording: no host-side effects */
-    bool fuse; /* fused kernels: residual add + RMSNorm, the kv epilogue, the attention prologue,
-                  stacked GEMVs for one token (MT_GPU_FUSE=0: off) */
+    bool fuse; /* fused kernels: residual add + RMSNorm, the kv epilogue (with q_a's norm), the
+                  attention prologue, stacked GEMVs for one token (MT_GPU_FUSE=0: off) */
     struct CUgraphExec_st *gexec[2];
     int64_t gpos[2];
     int gm[2], gfirst[2];          /* gm 0: the slot holds no valid step */
