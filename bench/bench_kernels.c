@@ -315,6 +315,8 @@ struct read_ctx {
     const void *p[MAX_COPIES];
     size_t bytes;
     int per_sm;
+    int64_t rows; /* > 0: in a GEMV's order, rb rows of a 2 KB unit (mt_gpu_read_rows_launch) */
+    int rb;
     unsigned long long *sum;
 };
 
@@ -323,11 +325,18 @@ read_run(void *ctx, int c)
 {
     struct read_ctx *r = ctx;
 
+    if (r->rows > 0) {
+        return mt_gpu_read_rows_launch(r->p[c], r->rows, (int64_t)r->bytes / r->rows, r->rb,
+                                       r->sum, stream);
+    }
     return mt_gpu_read_launch(r->p[c], r->bytes, r->per_sm, r->sum, stream);
 }
 
+/* rows 0: the plain read with per_sm blocks an SM; rows > 0: the read in a GEMV's order of
+ * bytes over a [rows, bytes / rows] matrix, rb rows of a 2 KB unit (does touching 16 DRAM rows a
+ * step, the GEMV's 128 bytes of 16 rows, cost against 4 or 1?) */
 static void
-bench_read(size_t bytes, int per_sm)
+bench_read(size_t bytes, int per_sm, int64_t rows, int rb)
 {
     static struct read_ctx r;
     int copies = n_copies(bytes);
@@ -345,55 +354,17 @@ bench_read(size_t bytes, int per_sm)
     r.sum = dalloc(sizeof(*r.sum));
     r.bytes = bytes;
     r.per_sm = per_sm;
-    time_modes(read_run, &r, copies, &med, &p90, &pdl);
-    snprintf(shape, sizeof(shape), "%.1f MB, %d block%s/SM", bytes * 1e-6, per_sm,
-             per_sm > 1 ? "s" : "");
-    report_modes("read", shape, &med, &p90, false, (double)bytes, 0.0, "no PDL in this kernel");
-}
-
-/* The read in a GEMV's order of bytes (mt_gpu_read_rows_launch), rb rows of a 2 KB unit: does
- * touching 16 DRAM rows a step (the GEMV's 128 bytes of 16 rows) cost against 4 or 1? */
-struct read_rows_ctx {
-    const void *p[MAX_COPIES];
-    int64_t rows;
-    int64_t row_bytes;
-    int rb;
-    unsigned long long *sum;
-};
-
-static mt_status_t
-read_rows_run(void *ctx, int c)
-{
-    struct read_rows_ctx *r = ctx;
-
-    return mt_gpu_read_rows_launch(r->p[c], r->rows, r->row_bytes, r->rb, r->sum, stream);
-}
-
-static void
-bench_read_rows(int64_t rows, int64_t row_bytes, int rb)
-{
-    static struct read_rows_ctx r;
-    size_t bytes = (size_t)rows * (size_t)row_bytes;
-    int copies = n_copies(bytes);
-    double med[MODES];
-    double p90[MODES];
-    bool pdl = false;
-    char shape[64];
-
-    mt_gpu_arena_reset(arena);
-    for (int c = 0; c < copies; c++) {
-        void *d = dalloc(bytes);
-        dfill(d, bytes, FILL_F32);
-        r.p[c] = d;
-    }
-    r.sum = dalloc(sizeof(*r.sum));
     r.rows = rows;
-    r.row_bytes = row_bytes;
     r.rb = rb;
-    time_modes(read_rows_run, &r, copies, &med, &p90, &pdl);
-    snprintf(shape, sizeof(shape), "%lldx%lld, %d row%s a 2 KB unit", (long long)rows,
-             (long long)row_bytes, rb, rb > 1 ? "s" : "");
-    report_modes("read_rows", shape, &med, &p90, false, (double)bytes, 0.0,
+    time_modes(read_run, &r, copies, &med, &p90, &pdl);
+    if (rows > 0) {
+        snprintf(shape, sizeof(shape), "%lldx%lld, %d row%s a 2 KB unit", (long long)rows,
+                 (long long)(bytes / (size_t)rows), rb, rb > 1 ? "s" : "");
+    } else {
+        snprintf(shape, sizeof(shape), "%.1f MB, %d block%s/SM", bytes * 1e-6, per_sm,
+                 per_sm > 1 ? "s" : "");
+    }
+    report_modes(rows > 0 ? "read_rows" : "read", shape, &med, &p90, false, (double)bytes, 0.0,
                  "no PDL in this kernel");
 }
 
@@ -801,14 +772,15 @@ main(int argc, char **argv)
         for (size_t i = 0; read_only && i < sizeof(shapes) / sizeof(shapes[0]); i++) {
             size_t bytes = (size_t)shapes[i][0] * shapes[i][1];
             for (int per_sm = 4; bytes >= (16u << 20) && per_sm >= 1; per_sm -= 3) {
-                bench_read(bytes, per_sm);
+                bench_read(bytes, per_sm, 0, 0);
             }
         }
         /* the GEMV's order of bytes at the large shapes: 16, 4 and 1 rows a 2 KB unit */
         static const int64_t order_shapes[][2] = {{7168, 16384}, {16384, 8192}, {24576, 2048}};
         for (size_t i = 0; read_only && i < sizeof(order_shapes) / sizeof(order_shapes[0]); i++) {
             for (int rb = 16; rb >= 1; rb /= 4) {
-                bench_read_rows(order_shapes[i][0], order_shapes[i][1], rb);
+                bench_read((size_t)(order_shapes[i][0] * order_shapes[i][1]), 1,
+                           order_shapes[i][0], rb);
             }
         }
         mt_gpu_stream_destroy(gemv_stream);

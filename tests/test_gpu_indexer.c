@@ -292,21 +292,10 @@ test_scores(int64_t n_keys)
     float *got = gt_malloc((size_t)n_keys * sizeof(float));
     char name[96];
 
+    test_scores_exact(H, D, n_keys);
     gt_fill(q, (size_t)H * D, -1.0f, 1.0f);
     gt_fill(w, H, -0.5f, 1.0f);
     gt_fill(k, (size_t)n_keys * D, -1.0f, 1.0f);
-    mt_cpu_index_scores(q, w, H, D, k, n_keys, 0.08838835f, want);
-    mt_gpu_arena_reset(gt_arena);
-    float *d_q = gt_put(q, (size_t)H * D * sizeof(float));
-    float *d_w = gt_put(w, (size_t)H * sizeof(float));
-    float *d_k = gt_put(k, (size_t)n_keys * D * sizeof(float));
-    float *d_o = gt_alloc((size_t)n_keys * sizeof(float));
-    tap_ok(mt_gpu_index_scores(d_q, d_w, H, D, d_k, n_keys, 0.08838835f, d_o, NULL) == MT_OK,
-           "exact index scores launch");
-    gt_get(got, d_o, (size_t)n_keys * sizeof(float));
-    snprintf(name, sizeof(name), "exact index scores, 64 heads x 128, %lld keys",
-             (long long)n_keys);
-    mt_test_allclose(name, got, want, (size_t)n_keys, 1e-5f, 1e-5f);
 
     /* FP8: quantize as the indexer does (act_quant per head / per key, ue8m0 scales) */
     for (int h = 0; h < H; h++) {
@@ -319,10 +308,10 @@ test_scores(int64_t n_keys)
     mt_cpu_index_scores_fp8(q8, w, H, D, k8, ks, n_keys, want);
     mt_gpu_arena_reset(gt_arena);
     uint8_t *d_q8 = gt_put(q8, (size_t)H * D);
-    d_w = gt_put(w, (size_t)H * sizeof(float));
+    float *d_w = gt_put(w, (size_t)H * sizeof(float));
     uint8_t *d_k8 = gt_put(k8, (size_t)n_keys * D);
     float *d_ks = gt_put(ks, (size_t)n_keys * sizeof(float));
-    d_o = gt_alloc((size_t)n_keys * sizeof(float));
+    float *d_o = gt_alloc((size_t)n_keys * sizeof(float));
     tap_ok(mt_gpu_index_scores_fp8(d_q8, d_w, H, D, d_k8, d_ks, n_keys, d_o, NULL) == MT_OK,
            "fp8 index scores launch");
     gt_get(got, d_o, (size_t)n_keys * sizeof(float));
