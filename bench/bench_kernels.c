@@ -489,6 +489,9 @@ topk_run(void *ctx, int c)
     return mt_gpu_topk(t->s[c], t->n, 1, t->n, NULL, t->k, t->idx, NULL, t->work, NULL);
 }
 
+/* The exact scores on CUDA cores (mt_gpu_index_exact_tc_set(false)) rather than tensor cores. */
+static bool idx_cuda_cores;
+
 static void
 bench_indexer(int64_t n, bool fp8, bool with_topk)
 {
@@ -520,8 +523,10 @@ bench_indexer(int64_t n, bool fp8, bool with_topk)
     snprintf(shape, sizeof(shape), "64x128 vs %lld keys", (long long)n);
     report(fp8 ? "index_scores_fp8" : "index_scores_exact", shape, med, p90,
            (double)kb + 4.0 * n, 2.0 * 64 * 128 * n,
-           finite_out(x.out[0], (size_t)n) ? (fp8 ? "target >=70% hbm" : "fp32 CUDA cores")
-                                           : "NON-FINITE OUTPUT");
+           !finite_out(x.out[0], (size_t)n) ? "NON-FINITE OUTPUT"
+           : fp8                            ? "target >=70% hbm"
+           : idx_cuda_cores                 ? "fp32 CUDA cores"
+                                            : "tensor cores, f16 x 3");
     if (!fp8 || !with_topk) {
         return;
     }
@@ -828,6 +833,12 @@ dsa:
     bench_indexer(131072, false, false);
     bench_indexer(2100, false, false); /* the exact mode just past index_topk */
     bench_indexer(8192, false, false);
+    idx_cuda_cores = true; /* the CUDA-core kernel at the same shapes */
+    mt_gpu_index_exact_tc_set(false);
+    bench_indexer(131072, false, false);
+    bench_indexer(2100, false, false);
+    mt_gpu_index_exact_tc_set(true);
+    idx_cuda_cores = false;
     bench_indexer(2100, true, true); /* top-2048 of rows just past index_topk */
     bench_indexer(8192, true, true);
     bench_mla(MT_DTYPE_BF16, 2048, 65536);

@@ -22,6 +22,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* D += A B on tensor cores: A 16 x 16 f16 (row), B 16 x 8 f16 (col), D 16 x 8 fp32 (sm_80+). */
+static __device__ __forceinline__ void
+mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
 #define EXACT_THREADS 128
 #define EXACT_MAX_HEADS 64
 #define EXACT_MAX_DIM 128
@@ -117,6 +127,249 @@ index_scores_exact_kernel(const float *__restrict__ q, const float *__restrict__
     }
 }
 
+/* ---- exact scores on tensor cores (64 heads x 128 dims) ------------------------------------ */
+
+/*
+ * The one idea: fp32 products to fp32 accuracy on f16 tensor cores. Each fp32 operand x, scaled
+ * by a power of two s so that its row's largest |x| lies in [2^14, 2^15), is split into hi =
+ * f16(x s) and lo = f16(x s - hi), 22 bits of mantissa between them; q.k is then qhi.khi +
+ * qhi.klo + qlo.khi (the lo.lo term is ~2^-22 of the product), three mma.sync m16n8k16 with fp32
+ * accumulation, the scales undone afterwards (exact: powers of two). Against fp64 on the test's
+ * random inputs the error is ~2% of test_gpu_indexer's 1e-5 tolerance, as close as the fp32
+ * chain of the CUDA-core kernel; a plain bf16 x 3 split (8 + 8 bits) reached the tolerance
+ * itself. Scaling each key and each head keeps every value in f16's normal range, whatever the
+ * inputs' magnitudes (f16 alone would overflow past 65504).
+ *
+ * 131,072 keys x 64 heads x 128 dims are 2.1 GFLOP (6.4 on the tensor cores) over 67 MB of fp32
+ * keys: the bytes, not the products, should set the time, which the CUDA-core kernel above
+ * (fp32 FMAs, 112 us) is far from. Layout: each warp owns 16-key tiles (the A operand, keys g
+ * and g + 8 of lane (g, t)), loaded straight into registers, the next tile's loads issued
+ * before this one's products; the query's fragments (the B operand, 8 heads an n-tile, hi and lo
+ * as one 16-byte word a lane) are built once per block into shared memory and read from there
+ * per k-step, so the 128 registers they would take stay free for the loads in flight. The k
+ * dimension is permuted the same way on both sides (k-step ks, lane t: dims 16 ks + 4 t + 0..3)
+ * so that each lane loads whole 16-byte pieces of its keys.
+ */
+#define XTC_WARPS 8
+#define XTC_BLOCKS_PER_SM 2 /* 16 warps an SM, <= 128 registers a thread */
+#define XTC_HEADS 64
+#define XTC_DIM 128
+
+/* The power of two that brings a row whose largest |x| is m into [2^14, 2^15) (1 for m = 0
+ * or tiny m: exponents clamped so that both it and its inverse are normal floats), and the
+ * inverse. */
+static __device__ __forceinline__ void
+xtc_scale(float m, float *s, float *u)
+{
+    int e = (int)((__float_as_uint(m) >> 23) & 0xffu);
+
+    e = min(max(e, 15), 254);
+    *s = __uint_as_float((uint32_t)(268 - e) << 23); /* 2^(141 - e) */
+    *u = __uint_as_float((uint32_t)(e - 14) << 23);  /* 2^(e - 141) */
+}
+
+/* hi, lo halves of (x0, x1) (already scaled), packed as f16x2 words. */
+static __device__ __forceinline__ void
+xtc_split(float x0, float x1, uint32_t *hi, uint32_t *lo)
+{
+    __half2 h = __floats2half2_rn(x0, x1);
+    float2 b = __half22float2(h);
+    __half2 l = __floats2half2_rn(x0 - b.x, x1 - b.y);
+
+    *hi = *reinterpret_cast<uint32_t *>(&h);
+    *lo = *reinterpret_cast<uint32_t *>(&l);
+}
+
+/* Lane (g, t)'s pieces of tile `tile`: key g (v[0..7]) and key g + 8 (v[8..15]), dims 16 ks + 4 t
+ * for ks = 0..7; zeros past n_keys. */
+static __device__ __forceinline__ void
+xtc_load(const float *__restrict__ k, int64_t n_keys, int64_t tile, float4 (&v)[16])
+{
+    int lane = threadIdx.x & 31;
+    int64_t key = tile * 16 + (lane >> 2);
+
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        bool ok = key + 8 * r < n_keys;
+        const float4 *src = reinterpret_cast<const float4 *>(k + (key + 8 * r) * XTC_DIM) + (lane & 3);
+#pragma unroll
+        for (int ks = 0; ks < 8; ks++) {
+            v[8 * r + ks] = ok ? __ldcs(src + 4 * ks) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+    }
+}
+
+/* The scores of tile `tile` from its pieces v: out[key] = sum_h w[h] ReLU(scale q_h . k). */
+static __device__ __forceinline__ void
+xtc_tile(const float4 (&v)[16], const uint4 (*qf)[8][32], const float *hs, const float *hw,
+         int64_t n_keys, int64_t tile, float *__restrict__ out)
+{
+    int lane = threadIdx.x & 31;
+    int t = lane & 3;
+    float m0 = 0.0f;
+    float m1 = 0.0f;
+
+#pragma unroll
+    for (int ks = 0; ks < 8; ks++) {
+        m0 = fmaxf(m0, fmaxf(fmaxf(fabsf(v[ks].x), fabsf(v[ks].y)),
+                             fmaxf(fabsf(v[ks].z), fabsf(v[ks].w))));
+        m1 = fmaxf(m1, fmaxf(fmaxf(fabsf(v[8 + ks].x), fabsf(v[8 + ks].y)),
+                             fmaxf(fabsf(v[8 + ks].z), fabsf(v[8 + ks].w))));
+    }
+    m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, 1));
+    m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, 2));
+    m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, 1));
+    m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, 2));
+    float s0, u0, s1, u1;
+    xtc_scale(m0, &s0, &u0);
+    xtc_scale(m1, &s1, &u1);
+
+    float c[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        c[j][0] = c[j][1] = c[j][2] = c[j][3] = 0.0f;
+    }
+#pragma unroll
+    for (int ks = 0; ks < 8; ks++) {
+        /* A: a0 key g dims +0,1; a1 key g + 8 dims +0,1; a2, a3 the same at dims +2,3 */
+        uint32_t hi[4], lo[4];
+        xtc_split(v[ks].x * s0, v[ks].y * s0, &hi[0], &lo[0]);
+        xtc_split(v[8 + ks].x * s1, v[8 + ks].y * s1, &hi[1], &lo[1]);
+        xtc_split(v[ks].z * s0, v[ks].w * s0, &hi[2], &lo[2]);
+        xtc_split(v[8 + ks].z * s1, v[8 + ks].w * s1, &hi[3], &lo[3]);
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            uint4 b = qf[ks][j][lane]; /* qhi b0, b1; qlo b0, b1 */
+            mma_16816(c[j], lo, b.x, b.y);
+            mma_16816(c[j], hi, b.z, b.w);
+            mma_16816(c[j], hi, b.x, b.y);
+        }
+    }
+    /* c[j][0..1]: key g, heads 8j + 2t, + 1; c[j][2..3]: key g + 8. hs: scale / (the head's
+     * power of two); the key's power of two is positive, so it leaves the ReLU */
+    float r0 = 0.0f;
+    float r1 = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        float2 sc = *reinterpret_cast<const float2 *>(hs + 8 * j + 2 * t);
+        float2 wt = *reinterpret_cast<const float2 *>(hw + 8 * j + 2 * t);
+        r0 += wt.x * fmaxf(c[j][0] * sc.x, 0.0f) + wt.y * fmaxf(c[j][1] * sc.y, 0.0f);
+        r1 += wt.x * fmaxf(c[j][2] * sc.x, 0.0f) + wt.y * fmaxf(c[j][3] * sc.y, 0.0f);
+    }
+    r0 += __shfl_xor_sync(0xffffffffu, r0, 1);
+    r0 += __shfl_xor_sync(0xffffffffu, r0, 2);
+    r1 += __shfl_xor_sync(0xffffffffu, r1, 1);
+    r1 += __shfl_xor_sync(0xffffffffu, r1, 2);
+    int64_t key = tile * 16 + (lane >> 2);
+    if (t == 0 && key < n_keys) {
+        out[key] = r0 * u0;
+    }
+    if (t == 1 && key + 8 < n_keys) {
+        out[key + 8] = r1 * u1;
+    }
+}
+
+static __global__ void __launch_bounds__(XTC_WARPS * 32, XTC_BLOCKS_PER_SM)
+index_scores_exact_tc_kernel(const float *__restrict__ q, const float *__restrict__ w,
+                             const float *__restrict__ k, int64_t n_keys, float scale,
+                             float *__restrict__ out)
+{
+    __shared__ uint4 qf[8][8][32]; /* [k-step][n-tile][lane]: qhi b0, b1, qlo b0, b1 (32 KB) */
+    __shared__ __align__(8) float hs[XTC_HEADS];
+    __shared__ __align__(8) float hw[XTC_HEADS];
+    __shared__ float hsc[XTC_HEADS]; /* the head's power of two */
+    int tid = threadIdx.x;
+    int64_t n_tiles = (n_keys + 15) / 16;
+    int64_t stride = (int64_t)gridDim.x * XTC_WARPS;
+    int64_t tile = (int64_t)blockIdx.x * XTC_WARPS + tid / 32;
+
+    mt_pdl_enter();
+    /* each head's largest |q| (4 threads a head, 32 dims each), its scales */
+    {
+        int h = tid / 4;
+        const float4 *qr = reinterpret_cast<const float4 *>(q + h * XTC_DIM) + 8 * (tid % 4);
+        float m = 0.0f;
+        for (int i = 0; i < 8; i++) {
+            float4 x = qr[i];
+            m = fmaxf(m, fmaxf(fmaxf(fabsf(x.x), fabsf(x.y)), fmaxf(fabsf(x.z), fabsf(x.w))));
+        }
+        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+        if (tid % 4 == 0) {
+            float s, u;
+            xtc_scale(m, &s, &u);
+            hsc[h] = s;
+            hs[h] = u * scale;
+            hw[h] = w[h];
+        }
+    }
+    __syncthreads();
+    /* the fragments: entry (ks, j, lane (g, t)) = head 8j + g at dims 16 ks + 4 t + 0..3 */
+    for (int i = tid; i < 8 * 8 * 32; i += XTC_WARPS * 32) {
+        int ks = i / 256;
+        int j = (i / 32) % 8;
+        int l = i % 32;
+        int h = 8 * j + l / 4;
+        float4 x = *(reinterpret_cast<const float4 *>(q + h * XTC_DIM + 16 * ks) + l % 4);
+        float s = hsc[h];
+        uint4 e;
+        xtc_split(x.x * s, x.y * s, &e.x, &e.z);
+        xtc_split(x.z * s, x.w * s, &e.y, &e.w);
+        qf[ks][j][l] = e;
+    }
+    __syncthreads();
+    for (; tile < n_tiles; tile += stride) {
+        float4 v[16];
+        xtc_load(k, n_keys, tile, v);
+        xtc_tile(v, qf, hs, hw, n_keys, tile, out);
+    }
+}
+
+/* -1: not yet read from MT_IDX_EXACT_TC (default on); mt_gpu_index_exact_tc_set overrides. */
+static int exact_tc = -1;
+
+extern "C" void
+mt_gpu_index_exact_tc_set(bool on)
+{
+    exact_tc = on ? 1 : 0;
+}
+
+/* The tensor-core kernel's grid for n_keys: as many blocks as fit on the device (cached per
+ * device), trimmed so that each warp gets the same number of tiles. */
+static mt_status_t
+xtc_grid(int64_t n_keys, unsigned *blocks)
+{
+    static int cached[64];
+    int dev = 0;
+    int fit = 0;
+    mt_status_t st;
+
+    if ((st = MT_CUDA(cudaGetDevice(&dev))) != MT_OK) {
+        return st;
+    }
+    if (dev >= 0 && dev < 64) {
+        fit = cached[dev];
+    }
+    if (fit == 0) {
+        int sms = 0;
+        int per_sm = 0;
+        if ((st = MT_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev))) !=
+                MT_OK ||
+            (st = MT_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                 &per_sm, index_scores_exact_tc_kernel, XTC_WARPS * 32, 0))) != MT_OK) {
+            return st;
+        }
+        fit = MT_MAX(1, sms * per_sm);
+        if (dev >= 0 && dev < 64) {
+            cached[dev] = fit;
+        }
+    }
+    int64_t tiles = MT_CEIL_DIV(n_keys, (int64_t)16);
+    int64_t per_warp = MT_CEIL_DIV(tiles, (int64_t)fit * XTC_WARPS);
+    *blocks = (unsigned)MT_CEIL_DIV(tiles, per_warp * XTC_WARPS);
+    return MT_OK;
+}
+
 /* Rows up to this many keys take 16-key blocks (MT_IDX_EXACT_KEYS=16 or 32 forces one size). */
 #define EXACT_SMALL_ROW 8192
 
@@ -135,6 +388,20 @@ mt_gpu_index_scores(const float *q, const float *w, int n_heads, int dim, const 
     if (force < 0) {
         const char *e = getenv("MT_IDX_EXACT_KEYS");
         force = e != NULL && (atoi(e) == 16 || atoi(e) == 32) ? atoi(e) : 0;
+    }
+    if (exact_tc < 0) {
+        const char *e = getenv("MT_IDX_EXACT_TC");
+        exact_tc = e == NULL || atoi(e) != 0;
+    }
+    if (n_heads == XTC_HEADS && dim == XTC_DIM && exact_tc == 1 && (uintptr_t)q % 16 == 0) {
+        unsigned blocks = 0;
+        mt_status_t st = xtc_grid(n_keys, &blocks);
+        if (st != MT_OK) {
+            return st;
+        }
+        mt_pdl_launch(index_scores_exact_tc_kernel, dim3(blocks), dim3(XTC_WARPS * 32), 0, stream,
+                      q, w, k, n_keys, scale, out);
+        return mt_cuda_launched("index_scores (tensor cores)", stream);
     }
     bool small = force != 0 ? force == 16 : n_keys <= EXACT_SMALL_ROW;
     if (small) {
@@ -173,15 +440,6 @@ load_tile(const uint8_t *__restrict__ k8, int64_t n_keys, int64_t key0, uint4 (&
             pre[j] = __ldcs(reinterpret_cast<const uint4 *>(k8 + (key0 + r) * FP8_DIM) + cc);
         }
     }
-}
-
-static __device__ __forceinline__ void
-mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
-{
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 /*

@@ -168,11 +168,16 @@ MT_GPU_FN mt_status_t mt_gpu_router(const float *logits, const float *bias,
 /*
  * Exact index scores of one query (mt_cpu_index_scores): out[s] = sum_h w[h] *
  * ReLU(scale * q[h] . k[s]) for s < n_keys; q [n_heads, dim], w [n_heads], k [n_keys, dim] fp32.
- * n_heads <= 64, dim <= 128 and a multiple of 4.
+ * n_heads <= 64, dim <= 128 and a multiple of 4. At V3.2's 64 x 128 on tensor cores, each fp32
+ * operand split into two f16 halves (fp32-accurate products; indexer.cu), unless switched off by
+ * mt_gpu_index_exact_tc_set(false) or MT_IDX_EXACT_TC=0 in the environment; other shapes on
+ * CUDA cores (fp32 FMAs in the CPU's order).
  */
 MT_GPU_FN mt_status_t mt_gpu_index_scores(const float *q, const float *w, int n_heads, int dim,
                                 const float *k, int64_t n_keys, float scale, float *out,
                                 struct CUstream_st *stream);
+/* The tensor-core path of mt_gpu_index_scores on (the default) or off, for later launches. */
+MT_GPU_FN void mt_gpu_index_exact_tc_set(bool on);
 
 /*
  * FP8 index scores (mt_cpu_index_scores_fp8, DeepGEMM's fp8_mqa_logits): out[s] = k_scale[s] *
@@ -444,6 +449,12 @@ mt_gpu_index_scores(const float *q, const float *w, int n_heads, int dim, const 
     (void)q, (void)w, (void)n_heads, (void)dim, (void)k, (void)n_keys, (void)scale, (void)out;
     (void)stream;
     return mt_gpu_ops_unsupported_();
+}
+
+static inline void
+mt_gpu_index_exact_tc_set(bool on)
+{
+    (void)on;
 }
 
 static inline mt_status_t

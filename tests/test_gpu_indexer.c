@@ -243,38 +243,62 @@ test_topk_graph(void)
 
 /* The exact scores at other head counts and widths (the tiny models' 4 x 32; dims that are not
  * a multiple of the kernel's 32-dim chunks; fewer heads than its 64) against the CPU. */
+/*
+ * Exact scores against the CPU, q in [-qmag, qmag] and k in [-kmag, kmag] (the tensor-core kernel
+ * scales every row into f16's range: 1e5 would overflow f16, 1e-6 be subnormal in it), the
+ * tolerance scaled with them. Keys n / 2 and n - 1 repeat key 0: equal keys must score the same
+ * bits wherever they lie (the top-k breaks ties by position only between equal scores).
+ */
 static void
-test_scores_exact(int H, int D, int64_t n_keys)
+test_scores_exact_mag(int H, int D, int64_t n_keys, float qmag, float kmag, const char *kernel)
 {
     float *q = gt_malloc((size_t)H * D * sizeof(float));
     float *w = gt_malloc((size_t)H * sizeof(float));
     float *k = gt_malloc((size_t)n_keys * D * sizeof(float));
     float *want = gt_malloc((size_t)n_keys * sizeof(float));
     float *got = gt_malloc((size_t)n_keys * sizeof(float));
-    char name[96];
+    char name[128];
 
-    gt_fill(q, (size_t)H * D, -1.0f, 1.0f);
+    gt_fill(q, (size_t)H * D, -qmag, qmag);
     gt_fill(w, H, -0.5f, 1.0f);
-    gt_fill(k, (size_t)n_keys * D, -1.0f, 1.0f);
+    gt_fill(k, (size_t)n_keys * D, -kmag, kmag);
+    if (n_keys >= 3) {
+        memcpy(k + (size_t)(n_keys / 2) * D, k, (size_t)D * sizeof(float));
+        memcpy(k + (size_t)(n_keys - 1) * D, k, (size_t)D * sizeof(float));
+    }
     mt_cpu_index_scores(q, w, H, D, k, n_keys, 0.125f, want);
     mt_gpu_arena_reset(gt_arena);
     float *d_q = gt_put(q, (size_t)H * D * sizeof(float));
     float *d_w = gt_put(w, (size_t)H * sizeof(float));
     float *d_k = gt_put(k, (size_t)n_keys * D * sizeof(float));
     float *d_o = gt_alloc((size_t)n_keys * sizeof(float));
-    snprintf(name, sizeof(name), "exact index scores, %d heads x %d, %lld keys", H, D,
-             (long long)n_keys);
+    snprintf(name, sizeof(name), "exact index scores (%s), %d heads x %d, %lld keys, |q| <= %g, "
+             "|k| <= %g", kernel, H, D, (long long)n_keys, qmag, kmag);
     if (mt_gpu_index_scores(d_q, d_w, H, D, d_k, n_keys, 0.125f, d_o, NULL) != MT_OK) {
         tap_ok(false, "%s: launch: %s", name, mt_last_error());
     } else {
         gt_get(got, d_o, (size_t)n_keys * sizeof(float));
-        mt_test_allclose(name, got, want, (size_t)n_keys, 1e-5f, 1e-5f);
+        mt_test_allclose(name, got, want, (size_t)n_keys, 1e-5f, 1e-5f * qmag * kmag);
+        if (n_keys >= 3) {
+            tap_ok(memcmp(&got[0], &got[n_keys / 2], 4) == 0 &&
+                       memcmp(&got[0], &got[n_keys - 1], 4) == 0,
+                   "%s: equal keys, equal scores (%.9g %.9g %.9g)", name, got[0],
+                   got[n_keys / 2], got[n_keys - 1]);
+        }
     }
     free(got);
     free(want);
     free(k);
     free(w);
     free(q);
+}
+
+/* Which kernel mt_gpu_index_scores runs for these shapes (with the default settings). */
+static void
+test_scores_exact(int H, int D, int64_t n_keys)
+{
+    test_scores_exact_mag(H, D, n_keys, 1.0f, 1.0f,
+                          H == 64 && D == 128 ? "tensor cores" : "CUDA cores");
 }
 
 static void
@@ -351,6 +375,14 @@ main(void)
     test_scores_exact(4, 32, 70);     /* the tiny models */
     test_scores_exact(37, 100, 33);   /* odd heads, a partial dim chunk, a partial key tile */
     test_scores_exact(1, 4, 5);
+    /* the tensor-core kernel's row scaling: past f16's range, and deep in its subnormals */
+    test_scores_exact_mag(64, 128, 4099, 1e4f, 1e5f, "tensor cores");
+    test_scores_exact_mag(64, 128, 1000, 1e-6f, 1e-3f, "tensor cores");
+    /* the CUDA-core kernel at V3.2's shape (16- and 32-key blocks) */
+    mt_gpu_index_exact_tc_set(false);
+    test_scores_exact_mag(64, 128, 2100, 1.0f, 1.0f, "CUDA cores");
+    test_scores_exact_mag(64, 128, 9001, 1.0f, 1.0f, "CUDA cores");
+    mt_gpu_index_exact_tc_set(true);
     test_topk();
 #ifdef MT_HAVE_CUDA
     test_topk_graph();
