@@ -151,7 +151,6 @@ index_scores_exact_kernel(const float *__restrict__ q, const float *__restrict__
  * so that each lane loads whole 16-byte pieces of its keys.
  */
 #define XTC_WARPS 8
-#define XTC_BLOCKS_PER_SM 2 /* 16 warps an SM, <= 128 registers a thread */
 #define XTC_HEADS 64
 #define XTC_DIM 128
 
@@ -199,13 +198,18 @@ xtc_load(const float *__restrict__ k, int64_t n_keys, int64_t tile, float4 (&v)[
     }
 }
 
-/* The scores of tile `tile` from its pieces v: out[key] = sum_h w[h] ReLU(scale q_h . k). */
+/* A tile's keys as A fragments: hi and lo halves per k-step, and each key's inverse scale. */
+struct xtc_frag {
+    uint32_t hi[8][4];
+    uint32_t lo[8][4];
+    float u0, u1; /* keys g and g + 8 */
+};
+
+/* Scale each key of v into [2^14, 2^15) and split it (a0 key g dims +0,1; a1 key g + 8 dims
+ * +0,1; a2, a3 the same at dims +2,3). */
 static __device__ __forceinline__ void
-xtc_tile(const float4 (&v)[16], const uint4 (*qf)[8][32], const float *hs, const float *hw,
-         int64_t n_keys, int64_t tile, float *__restrict__ out)
+xtc_split_tile(const float4 (&v)[16], struct xtc_frag &f)
 {
-    int lane = threadIdx.x & 31;
-    int t = lane & 3;
     float m0 = 0.0f;
     float m1 = 0.0f;
 
@@ -220,29 +224,39 @@ xtc_tile(const float4 (&v)[16], const uint4 (*qf)[8][32], const float *hs, const
     m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, 2));
     m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, 1));
     m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, 2));
-    float s0, u0, s1, u1;
-    xtc_scale(m0, &s0, &u0);
-    xtc_scale(m1, &s1, &u1);
+    float s0, s1;
+    xtc_scale(m0, &s0, &f.u0);
+    xtc_scale(m1, &s1, &f.u1);
+#pragma unroll
+    for (int ks = 0; ks < 8; ks++) {
+        xtc_split(v[ks].x * s0, v[ks].y * s0, &f.hi[ks][0], &f.lo[ks][0]);
+        xtc_split(v[8 + ks].x * s1, v[8 + ks].y * s1, &f.hi[ks][1], &f.lo[ks][1]);
+        xtc_split(v[ks].z * s0, v[ks].w * s0, &f.hi[ks][2], &f.lo[ks][2]);
+        xtc_split(v[8 + ks].z * s1, v[8 + ks].w * s1, &f.hi[ks][3], &f.lo[ks][3]);
+    }
+}
 
+/* The scores of tile `tile` from its fragments: out[key] = sum_h w[h] ReLU(scale q_h . k). */
+static __device__ __forceinline__ void
+xtc_scores(const struct xtc_frag &f, const uint4 (*qf)[8][32], const float *hs, const float *hw,
+           int64_t n_keys, int64_t tile, float *__restrict__ out)
+{
+    int lane = threadIdx.x & 31;
+    int t = lane & 3;
     float c[8][4];
+
 #pragma unroll
     for (int j = 0; j < 8; j++) {
         c[j][0] = c[j][1] = c[j][2] = c[j][3] = 0.0f;
     }
 #pragma unroll
     for (int ks = 0; ks < 8; ks++) {
-        /* A: a0 key g dims +0,1; a1 key g + 8 dims +0,1; a2, a3 the same at dims +2,3 */
-        uint32_t hi[4], lo[4];
-        xtc_split(v[ks].x * s0, v[ks].y * s0, &hi[0], &lo[0]);
-        xtc_split(v[8 + ks].x * s1, v[8 + ks].y * s1, &hi[1], &lo[1]);
-        xtc_split(v[ks].z * s0, v[ks].w * s0, &hi[2], &lo[2]);
-        xtc_split(v[8 + ks].z * s1, v[8 + ks].w * s1, &hi[3], &lo[3]);
 #pragma unroll
         for (int j = 0; j < 8; j++) {
             uint4 b = qf[ks][j][lane]; /* qhi b0, b1; qlo b0, b1 */
-            mma_16816(c[j], lo, b.x, b.y);
-            mma_16816(c[j], hi, b.z, b.w);
-            mma_16816(c[j], hi, b.x, b.y);
+            mma_16816(c[j], f.lo[ks], b.x, b.y);
+            mma_16816(c[j], f.hi[ks], b.z, b.w);
+            mma_16816(c[j], f.hi[ks], b.x, b.y);
         }
     }
     /* c[j][0..1]: key g, heads 8j + 2t, + 1; c[j][2..3]: key g + 8. hs: scale / (the head's
@@ -262,14 +276,20 @@ xtc_tile(const float4 (&v)[16], const uint4 (*qf)[8][32], const float *hs, const
     r1 += __shfl_xor_sync(0xffffffffu, r1, 2);
     int64_t key = tile * 16 + (lane >> 2);
     if (t == 0 && key < n_keys) {
-        out[key] = r0 * u0;
+        out[key] = r0 * f.u0;
     }
     if (t == 1 && key + 8 < n_keys) {
-        out[key + 8] = r1 * u1;
+        out[key + 8] = r1 * f.u1;
     }
 }
 
-static __global__ void __launch_bounds__(XTC_WARPS * 32, XTC_BLOCKS_PER_SM)
+/*
+ * PIPE: once a tile is split, the loads of the warp's next tile go out before its products (one
+ * block of 8 warps an SM, 255 registers); without, 2 blocks an SM (128 registers) and each warp
+ * loads, then computes.
+ */
+template <bool PIPE>
+static __global__ void __launch_bounds__(XTC_WARPS * 32, PIPE ? 1 : 2)
 index_scores_exact_tc_kernel(const float *__restrict__ q, const float *__restrict__ w,
                              const float *__restrict__ k, int64_t n_keys, float scale,
                              float *__restrict__ out)
@@ -277,51 +297,59 @@ index_scores_exact_tc_kernel(const float *__restrict__ q, const float *__restric
     __shared__ uint4 qf[8][8][32]; /* [k-step][n-tile][lane]: qhi b0, b1, qlo b0, b1 (32 KB) */
     __shared__ __align__(8) float hs[XTC_HEADS];
     __shared__ __align__(8) float hw[XTC_HEADS];
-    __shared__ float hsc[XTC_HEADS]; /* the head's power of two */
     int tid = threadIdx.x;
     int64_t n_tiles = (n_keys + 15) / 16;
     int64_t stride = (int64_t)gridDim.x * XTC_WARPS;
     int64_t tile = (int64_t)blockIdx.x * XTC_WARPS + tid / 32;
 
     mt_pdl_enter();
-    /* each head's largest |q| (4 threads a head, 32 dims each), its scales */
+    /* the query's fragments: thread tid reads head h = tid / 4 at dims 32 a .. 32 a + 31 (a =
+     * tid % 4), the k-steps 2a and 2a + 1 of that head, all 4 lanes t of each: 8 entries
+     * (ks, j, lane) = (2a + i / 4, h / 8, 4 (h % 8) + i % 4); the head's scale from its 4
+     * threads' largest |q| */
     {
         int h = tid / 4;
-        const float4 *qr = reinterpret_cast<const float4 *>(q + h * XTC_DIM) + 8 * (tid % 4);
+        int a = tid % 4;
+        const float4 *qr = reinterpret_cast<const float4 *>(q + h * XTC_DIM) + 8 * a;
+        float4 x[8];
         float m = 0.0f;
+#pragma unroll
         for (int i = 0; i < 8; i++) {
-            float4 x = qr[i];
-            m = fmaxf(m, fmaxf(fmaxf(fabsf(x.x), fabsf(x.y)), fmaxf(fabsf(x.z), fabsf(x.w))));
+            x[i] = qr[i];
+            m = fmaxf(m, fmaxf(fmaxf(fabsf(x[i].x), fabsf(x[i].y)),
+                               fmaxf(fabsf(x[i].z), fabsf(x[i].w))));
         }
         m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
         m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
-        if (tid % 4 == 0) {
-            float s, u;
-            xtc_scale(m, &s, &u);
-            hsc[h] = s;
+        float s, u;
+        xtc_scale(m, &s, &u);
+        if (a == 0) {
             hs[h] = u * scale;
             hw[h] = w[h];
         }
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            uint4 e;
+            xtc_split(x[i].x * s, x[i].y * s, &e.x, &e.z);
+            xtc_split(x[i].z * s, x[i].w * s, &e.y, &e.w);
+            qf[2 * a + i / 4][h / 8][4 * (h % 8) + i % 4] = e;
+        }
     }
     __syncthreads();
-    /* the fragments: entry (ks, j, lane (g, t)) = head 8j + g at dims 16 ks + 4 t + 0..3 */
-    for (int i = tid; i < 8 * 8 * 32; i += XTC_WARPS * 32) {
-        int ks = i / 256;
-        int j = (i / 32) % 8;
-        int l = i % 32;
-        int h = 8 * j + l / 4;
-        float4 x = *(reinterpret_cast<const float4 *>(q + h * XTC_DIM + 16 * ks) + l % 4);
-        float s = hsc[h];
-        uint4 e;
-        xtc_split(x.x * s, x.y * s, &e.x, &e.z);
-        xtc_split(x.z * s, x.w * s, &e.y, &e.w);
-        qf[ks][j][l] = e;
-    }
-    __syncthreads();
-    for (; tile < n_tiles; tile += stride) {
-        float4 v[16];
+    float4 v[16];
+    struct xtc_frag f;
+    if (PIPE && tile < n_tiles) {
         xtc_load(k, n_keys, tile, v);
-        xtc_tile(v, qf, hs, hw, n_keys, tile, out);
+    }
+    for (; tile < n_tiles; tile += stride) {
+        if (!PIPE) {
+            xtc_load(k, n_keys, tile, v);
+        }
+        xtc_split_tile(v, f);
+        if (PIPE && tile + stride < n_tiles) {
+            xtc_load(k, n_keys, tile + stride, v);
+        }
+        xtc_scores(f, qf, hs, hw, n_keys, tile, out);
     }
 }
 
@@ -335,7 +363,8 @@ mt_gpu_index_exact_tc_set(bool on)
 }
 
 /* The tensor-core kernel's grid for n_keys: as many blocks as fit on the device (cached per
- * device), trimmed so that each warp gets the same number of tiles. */
+ * device and variant), trimmed so that each warp gets the same number of tiles. */
+template <bool PIPE>
 static mt_status_t
 xtc_grid(int64_t n_keys, unsigned *blocks)
 {
@@ -356,7 +385,7 @@ xtc_grid(int64_t n_keys, unsigned *blocks)
         if ((st = MT_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev))) !=
                 MT_OK ||
             (st = MT_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                 &per_sm, index_scores_exact_tc_kernel, XTC_WARPS * 32, 0))) != MT_OK) {
+                 &per_sm, index_scores_exact_tc_kernel<PIPE>, XTC_WARPS * 32, 0))) != MT_OK) {
             return st;
         }
         fit = MT_MAX(1, sms * per_sm);
@@ -368,6 +397,22 @@ xtc_grid(int64_t n_keys, unsigned *blocks)
     int64_t per_warp = MT_CEIL_DIV(tiles, (int64_t)fit * XTC_WARPS);
     *blocks = (unsigned)MT_CEIL_DIV(tiles, per_warp * XTC_WARPS);
     return MT_OK;
+}
+
+template <bool PIPE>
+static mt_status_t
+xtc_launch(const float *q, const float *w, const float *k, int64_t n_keys, float scale,
+           float *out, cudaStream_t stream)
+{
+    unsigned blocks = 0;
+    mt_status_t st = xtc_grid<PIPE>(n_keys, &blocks);
+
+    if (st != MT_OK) {
+        return st;
+    }
+    mt_pdl_launch(index_scores_exact_tc_kernel<PIPE>, dim3(blocks), dim3(XTC_WARPS * 32), 0,
+                  stream, q, w, k, n_keys, scale, out);
+    return mt_cuda_launched("index_scores (tensor cores)", stream);
 }
 
 /* Rows up to this many keys take 16-key blocks (MT_IDX_EXACT_KEYS=16 or 32 forces one size). */
@@ -394,14 +439,13 @@ mt_gpu_index_scores(const float *q, const float *w, int n_heads, int dim, const 
         exact_tc = e == NULL || atoi(e) != 0;
     }
     if (n_heads == XTC_HEADS && dim == XTC_DIM && exact_tc == 1 && (uintptr_t)q % 16 == 0) {
-        unsigned blocks = 0;
-        mt_status_t st = xtc_grid(n_keys, &blocks);
-        if (st != MT_OK) {
-            return st;
+        static int pipe = -1; /* MT_IDX_XTC_PIPE=0|1: the kernel's variant, for measurement */
+        if (pipe < 0) {
+            const char *e = getenv("MT_IDX_XTC_PIPE");
+            pipe = e == NULL || atoi(e) != 0;
         }
-        mt_pdl_launch(index_scores_exact_tc_kernel, dim3(blocks), dim3(XTC_WARPS * 32), 0, stream,
-                      q, w, k, n_keys, scale, out);
-        return mt_cuda_launched("index_scores (tensor cores)", stream);
+        return pipe ? xtc_launch<true>(q, w, k, n_keys, scale, out, stream)
+                    : xtc_launch<false>(q, w, k, n_keys, scale, out, stream);
     }
     bool small = force != 0 ? force == 16 : n_keys <= EXACT_SMALL_ROW;
     if (small) {
