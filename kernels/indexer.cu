@@ -137,11 +137,12 @@ index_scores_exact_kernel(const float *__restrict__ q, const float *__restrict__
  * by a power of two s so that its row's largest |x| lies in [2^14, 2^15), is split into hi =
  * f16(x s) and lo = f16(x s - hi), 22 bits of mantissa between them; q.k is then qhi.khi +
  * qhi.klo + qlo.khi (the lo.lo term is ~2^-22 of the product), three mma.sync m16n8k16 with fp32
- * accumulation, the scales undone afterwards (exact: powers of two). Against fp64 on the test's
- * random inputs the error is ~2% of test_gpu_indexer's 1e-5 tolerance, as close as the fp32
- * chain of the CUDA-core kernel; a plain bf16 x 3 split (8 + 8 bits) reached the tolerance
- * itself. Scaling each key and each head keeps every value in f16's normal range, whatever the
- * inputs' magnitudes (f16 alone would overflow past 65504).
+ * accumulation, the scales undone afterwards (exact: powers of two). Modelled in C against fp64
+ * on test_gpu_indexer's random inputs (131,072 keys), the split's error reaches 1.4% of that
+ * test's 1e-5 tolerance at worst, less than fp32 accumulation's own 5.2%; a bf16 x 3 split (8 + 8
+ * bits) reached 100% of it. Scaling each key and each head keeps every value in f16's normal
+ * range, whatever the inputs' magnitudes (f16 alone would overflow past 65504), and makes a
+ * key's score independent of its neighbours (equal keys, equal bits: the top-k's ties).
  *
  * 131,072 keys x 64 heads x 128 dims are 2.1 GFLOP (6.4 on the tensor cores) over 67 MB of fp32
  * keys: the bytes, not the products, should set the time, which the CUDA-core kernel above
@@ -193,7 +194,8 @@ xtc_load(const float *__restrict__ k, int64_t n_keys, int64_t tile, float4 (&v)[
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         bool ok = key + 8 * r < n_keys;
-        const float4 *src = reinterpret_cast<const float4 *>(k + (key + 8 * r) * XTC_DIM) + (lane & 3);
+        const float4 *src =
+            reinterpret_cast<const float4 *>(k + (key + 8 * r) * XTC_DIM) + (lane & 3);
 #pragma unroll
         for (int ks = 0; ks < 8; ks++) {
             v[8 * r + ks] = ok ? __ldcs(src + 4 * ks) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
@@ -287,12 +289,12 @@ xtc_scores(const struct xtc_frag &f, const uint4 (*qf)[8][32], const float *hs, 
 }
 
 /*
- * PIPE: once a tile is split, the loads of the warp's next tile go out before its products (one
- * block of 8 warps an SM, 255 registers); without, 2 blocks an SM (128 registers) and each warp
- * loads, then computes.
+ * Once a tile is split, the loads of the warp's next tile go out before its products: one block
+ * of 8 warps an SM (220 registers). Measured against 2 blocks an SM at 128 registers, each warp
+ * loading then computing: the same within 1 us at 131,072 keys, 3-5 us slower once the first
+ * tile's loads moved ahead of the query's fragments (spills).
  */
-template <bool PIPE>
-static __global__ void __launch_bounds__(XTC_WARPS * 32, PIPE ? 1 : 2)
+static __global__ void __launch_bounds__(XTC_WARPS * 32, 1)
 index_scores_exact_tc_kernel(const float *__restrict__ q, const float *__restrict__ w,
                              const float *__restrict__ k, int64_t n_keys, float scale,
                              float *__restrict__ out)
@@ -344,12 +346,9 @@ index_scores_exact_tc_kernel(const float *__restrict__ q, const float *__restric
         }
     }
     __syncthreads();
-    for (bool first = true; tile < n_tiles; tile += stride, first = false) {
-        if (!PIPE && !first) {
-            xtc_load(k, n_keys, tile, v);
-        }
+    for (; tile < n_tiles; tile += stride) {
         xtc_split_tile(v, f);
-        if (PIPE && tile + stride < n_tiles) {
+        if (tile + stride < n_tiles) {
             xtc_load(k, n_keys, tile + stride, v);
         }
         xtc_scores(f, qf, hs, hw, n_keys, tile, out);
@@ -366,8 +365,7 @@ mt_gpu_index_exact_tc_set(bool on)
 }
 
 /* The tensor-core kernel's grid for n_keys: as many blocks as fit on the device (cached per
- * device and variant), trimmed so that each warp gets the same number of tiles. */
-template <bool PIPE>
+ * device), trimmed so that each warp gets the same number of tiles. */
 static mt_status_t
 xtc_grid(int64_t n_keys, unsigned *blocks)
 {
@@ -388,7 +386,7 @@ xtc_grid(int64_t n_keys, unsigned *blocks)
         if ((st = MT_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev))) !=
                 MT_OK ||
             (st = MT_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                 &per_sm, index_scores_exact_tc_kernel<PIPE>, XTC_WARPS * 32, 0))) != MT_OK) {
+                 &per_sm, index_scores_exact_tc_kernel, XTC_WARPS * 32, 0))) != MT_OK) {
             return st;
         }
         fit = MT_MAX(1, sms * per_sm);
@@ -400,22 +398,6 @@ xtc_grid(int64_t n_keys, unsigned *blocks)
     int64_t per_warp = MT_CEIL_DIV(tiles, (int64_t)fit * XTC_WARPS);
     *blocks = (unsigned)MT_CEIL_DIV(tiles, per_warp * XTC_WARPS);
     return MT_OK;
-}
-
-template <bool PIPE>
-static mt_status_t
-xtc_launch(const float *q, const float *w, const float *k, int64_t n_keys, float scale,
-           float *out, cudaStream_t stream)
-{
-    unsigned blocks = 0;
-    mt_status_t st = xtc_grid<PIPE>(n_keys, &blocks);
-
-    if (st != MT_OK) {
-        return st;
-    }
-    mt_pdl_launch(index_scores_exact_tc_kernel<PIPE>, dim3(blocks), dim3(XTC_WARPS * 32), 0,
-                  stream, q, w, k, n_keys, scale, out);
-    return mt_cuda_launched("index_scores (tensor cores)", stream);
 }
 
 /* Rows up to this many keys take 16-key blocks (MT_IDX_EXACT_KEYS=16 or 32 forces one size). */
@@ -442,13 +424,14 @@ mt_gpu_index_scores(const float *q, const float *w, int n_heads, int dim, const 
         exact_tc = e == NULL || atoi(e) != 0;
     }
     if (n_heads == XTC_HEADS && dim == XTC_DIM && exact_tc == 1 && (uintptr_t)q % 16 == 0) {
-        static int pipe = -1; /* MT_IDX_XTC_PIPE=0|1: the kernel's variant, for measurement */
-        if (pipe < 0) {
-            const char *e = getenv("MT_IDX_XTC_PIPE");
-            pipe = e == NULL || atoi(e) != 0;
+        unsigned blocks = 0;
+        mt_status_t st = xtc_grid(n_keys, &blocks);
+        if (st != MT_OK) {
+            return st;
         }
-        return pipe ? xtc_launch<true>(q, w, k, n_keys, scale, out, stream)
-                    : xtc_launch<false>(q, w, k, n_keys, scale, out, stream);
+        mt_pdl_launch(index_scores_exact_tc_kernel, dim3(blocks), dim3(XTC_WARPS * 32), 0,
+                      stream, q, w, k, n_keys, scale, out);
+        return mt_cuda_launched("index_scores (tensor cores)", stream);
     }
     bool small = force != 0 ? force == 16 : n_keys <= EXACT_SMALL_ROW;
     if (small) {
