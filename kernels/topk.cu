@@ -15,12 +15,15 @@
  * That kernel (one block a row) serves several rows at once (prefill) and rows given by lens. One
  * decode row with a scratch buffer instead goes to the grid kernel below, which spreads the same
  * radix select over many SMs: one block took 96-139 us for 2048 of 131072 on the H200, bound by
- * the instructions per element on its one SM, against a 20 us target.
+ * the instructions per element on its one SM, against a 20 us target. Such a row of at most
+ * 12,288 keys goes to a third kernel (topk_short_kernel, last section), held in one block's
+ * registers.
  */
 #include <config.h>
 
 #include "kernels/ops.h"
 #include "kernels/cuda_check.cuh"
+#include "kernels/pdl.cuh"
 
 #include <cooperative_groups.h>
 #include <stdlib.h>
@@ -729,6 +732,132 @@ grid_capacity(int *out)
     return MT_OK;
 }
 
+/* ---- one short row: radix select in registers -------------------------------------------- */
+
+/*
+ * The one idea: a decode row just past index_topk (2,049 to 12,288 keys: contexts up to 12K)
+ * fits in one block's registers, 12 keys a thread, so the radix select needs no second read of
+ * the row, no shared-memory candidate buffers and no grid: per 8-bit digit from the top, a
+ * 256-bin histogram of the keys that share the digits decided so far (warp-aggregated atomics:
+ * keys of similar scores share their leading digits), one warp finds the bin where the count
+ * from the top reaches k, and the select ends as soon as that bin holds exactly the keys still
+ * needed (two or three digits for distinct scores; the index's digits settle exact ties). The
+ * set is then every key whose decided digits are >= the prefix, written in thread order. The
+ * grid kernel spends 11.3-12.1 us on top-2048 of 2,100 (its cooperative launch and grid-wide
+ * synchronisations for a row that fills few blocks) and the one-block kernel 13.5 us (2,048-bin
+ * histograms, built for rows of 160K); a bitonic sort of the row in shared memory took 39 us
+ * (bench/results/kernels-h200.md, session 10).
+ */
+#define SHORT_THREADS 1024
+#define SHORT_EPT 12                          /* keys a thread (64 registers, no spills) */
+#define SHORT_MAX (SHORT_THREADS * SHORT_EPT) /* 12,288 */
+
+static __global__ void __launch_bounds__(SHORT_THREADS)
+topk_short_kernel(const float *__restrict__ scores, int n, int k, int32_t *__restrict__ idx_out,
+                  int32_t *__restrict__ count_out)
+{
+    __shared__ unsigned hist[256];
+    __shared__ unsigned warp_tot[SHORT_THREADS / 32];
+    __shared__ unsigned sel_bin;
+    __shared__ unsigned sel_above;
+    int tid = threadIdx.x;
+    int lane = tid & 31;
+    int warp = tid / 32;
+    unsigned long long key[SHORT_EPT]; /* 0: no key (every real key's low word ~i is >= 2^31) */
+
+    mt_pdl_enter();
+#pragma unroll
+    for (int j = 0; j < SHORT_EPT; j++) {
+        int i = tid + j * SHORT_THREADS;
+        key[j] = i < n ? topk_key(scores[i], (uint32_t)i) : 0ull;
+    }
+    unsigned long long prefix = 0;
+    unsigned long long mask = 0;
+    unsigned need = (unsigned)k; /* keys still to take from the bins not yet decided */
+    for (int shift = 56; shift >= 0; shift -= 8) {
+        if (tid < 256) {
+            hist[tid] = 0;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int j = 0; j < SHORT_EPT; j++) {
+            bool in = key[j] != 0 && (key[j] & mask) == prefix;
+            unsigned d = (unsigned)(key[j] >> shift) & 0xffu;
+            unsigned act = __ballot_sync(0xffffffffu, in);
+            if (in) {
+                unsigned peers = __match_any_sync(act, d);
+                if (lane == __ffs(peers) - 1) {
+                    atomicAdd(&hist[d], (unsigned)__popc(peers));
+                }
+            }
+        }
+        __syncthreads();
+        if (warp == 0) {
+            /* lane l: bins 255 - 8l down to 248 - 8l; counts from the top bin down */
+            unsigned c[8];
+            unsigned sum = 0;
+#pragma unroll
+            for (int q = 0; q < 8; q++) {
+                c[q] = hist[255 - 8 * lane - q];
+                sum += c[q];
+            }
+            unsigned incl = sum;
+            for (int o = 1; o < 32; o <<= 1) {
+                unsigned u = __shfl_up_sync(0xffffffffu, incl, o);
+                incl += lane >= o ? u : 0;
+            }
+            unsigned acc = incl - sum;
+            if (acc < need && need <= incl) {
+                for (int q = 0; q < 8; q++) {
+                    if (acc + c[q] >= need) {
+                        sel_bin = 255 - 8 * lane - q;
+                        sel_above = acc;
+                        break;
+                    }
+                    acc += c[q];
+                }
+            }
+        }
+        __syncthreads();
+        unsigned b = sel_bin;
+        need -= sel_above;
+        prefix |= (unsigned long long)b << shift;
+        mask |= 0xffull << shift;
+        if (hist[b] == need) {
+            break; /* the whole bin is taken: the set is decided (the same for every thread) */
+        }
+        __syncthreads(); /* hist[b] read by all before the next digit clears it */
+    }
+    /* the set: every key whose decided digits are >= the prefix; offsets by a block scan */
+    unsigned mine = 0;
+#pragma unroll
+    for (int j = 0; j < SHORT_EPT; j++) {
+        mine += key[j] != 0 && (key[j] & mask) >= prefix;
+    }
+    unsigned incl = mine;
+    for (int o = 1; o < 32; o <<= 1) {
+        unsigned u = __shfl_up_sync(0xffffffffu, incl, o);
+        incl += lane >= o ? u : 0;
+    }
+    if (lane == 31) {
+        warp_tot[warp] = incl;
+    }
+    __syncthreads();
+    unsigned off = incl - mine;
+    for (int w = 0; w < warp; w++) {
+        off += warp_tot[w];
+    }
+#pragma unroll
+    for (int j = 0; j < SHORT_EPT; j++) {
+        if (key[j] != 0 && (key[j] & mask) >= prefix) {
+            idx_out[off++] = (int32_t)~(uint32_t)key[j];
+        }
+    }
+    if (tid == 0 && count_out != NULL) {
+        count_out[0] = k;
+    }
+}
+
 extern "C" size_t
 mt_gpu_topk_scratch_bytes(void)
 {
@@ -747,6 +876,16 @@ mt_gpu_topk(const float *scores, int64_t ld, int n_rows, int64_t n, const int32_
         (n_rows > 1 && ld < n) || scores == NULL || idx_out == NULL) {
         return mt_fail(MT_ERR_INVAL, 0, "gpu top-k: top-%d of %d rows of %lld (stride %lld)", k,
                        n_rows, (long long)n, (long long)ld);
+    }
+    static int short_on = -1; /* MT_TOPK_SHORT=0: short rows to the grid kernel (to measure) */
+    if (short_on < 0) {
+        const char *e = getenv("MT_TOPK_SHORT");
+        short_on = e == NULL || atoi(e) != 0;
+    }
+    if (scratch != NULL && n_rows == 1 && lens == NULL && n > k && n <= SHORT_MAX && short_on) {
+        mt_pdl_launch(topk_short_kernel, dim3(1), dim3(SHORT_THREADS), 0, stream, scores, (int)n,
+                      k, idx_out, count_out);
+        return mt_cuda_launched("topk (short row)", stream);
     }
     if (scratch != NULL && n_rows == 1 && lens == NULL && n > k) {
         int cap = 0;

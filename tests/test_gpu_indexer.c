@@ -61,7 +61,7 @@ check_topk_path(const char *what, const float *scores, int64_t ld, int n_rows, i
     }
     mt_status_t st = mt_gpu_topk(d_s, ld, n_rows, n, d_len, k, d_idx, d_cnt, d_work, NULL);
     if (st != MT_OK) {
-        tap_ok(false, "top-%d %s%s: launch failed: %s", k, what, grid ? " (grid)" : "",
+        tap_ok(false, "top-%d %s%s: launch failed: %s", k, what, grid ? " (scratch)" : "",
                mt_last_error());
         goto out;
     }
@@ -90,7 +90,7 @@ check_topk_path(const char *what, const float *scores, int64_t ld, int n_rows, i
         }
     }
     tap_ok(bad_rows == 0, "top-%d %s%s: same set as mt_cpu_topk in every row (%d of %d differ)",
-           k, what, grid ? " (grid)" : "", bad_rows, n_rows);
+           k, what, grid ? " (scratch)" : "", bad_rows, n_rows);
     if (bad_rows > 0) {
         tap_diag("first differing row %d", first_bad);
     }
@@ -100,7 +100,8 @@ out:
     free(got);
 }
 
-/* Both paths: one block a row, and (one row) the grid kernel with its scratch. */
+/* Both paths: one block a row, and (one row) with scratch: the grid kernel, or the short-row
+ * kernel where n <= 12288. */
 static void
 check_topk(const char *what, const float *scores, int64_t ld, int n_rows, int64_t n,
            const int32_t *lens, int k)
@@ -149,6 +150,25 @@ test_topk(void)
     }
     check_topk("of 4 rows of lengths 3000, 2048, 100, 5000 with ties", s, 5000, 4, 5000, lens,
                2048);
+    /* one row of at most 12288 with scratch: held in one block's registers (ties, NaN and +-0,
+     * k = n - 1, k = 1, scores of one sign and exponent); 12289: the grid kernel again */
+    for (int i = 0; i < 12289; i++) {
+        s[i] = (float)mt_rng_below(&gt_rng, 4);
+    }
+    check_topk("of 2100 in {0,1,2,3}", s, 2100, 1, 2100, NULL, 2048);
+    check_topk("of 12288 in {0,1,2,3}", s, 12288, 1, 12288, NULL, 2048);
+    check_topk("of 12289 in {0,1,2,3}", s, 12289, 1, 12289, NULL, 2048);
+    for (int i = 0; i < 8192; i++) {
+        uint64_t r = mt_rng_below(&gt_rng, 8);
+        s[i] = r == 0 ? NAN : r == 1 ? -0.0f : r == 2 ? 0.0f : r == 3 ? -INFINITY : -1.0f;
+    }
+    check_topk("of 5000 of NaN, +-0, -inf and -1", s, 5000, 1, 5000, NULL, 4096);
+    check_topk("of 8192 of NaN, +-0, -inf and -1 (k = 7)", s, 8192, 1, 8192, NULL, 7);
+    gt_fill(s, 12288, -1.0f, 1.0f);
+    check_topk("of 3000 (k = n - 1)", s, 3000, 1, 3000, NULL, 2999);
+    check_topk("of 6000 (k = 1)", s, 6000, 1, 6000, NULL, 1);
+    gt_fill(s, 12288, 1.0f, 1.0009765625f); /* one sign and exponent: the first digits tie */
+    check_topk("of 9000 in [1, 1 + 2^-10)", s, 9000, 1, 9000, NULL, 2048);
     /* odd lengths around the grid kernel's 4096-key blocks, k just below n */
     gt_fill(s, 20000, -1.0f, 1.0f);
     check_topk("of 2049", s, 2049, 1, 2049, NULL, 2048);
@@ -195,7 +215,7 @@ test_topk_graph(void)
 {
     const int64_t N = 131072;
     const int K = 2048;
-    int64_t sizes[2] = {N, 100000};
+    int64_t sizes[4] = {N, 100000, 5000, 6000}; /* the grid kernel, then the short-row one */
     float *sc = gt_malloc((size_t)N * sizeof(float));
     int32_t *got = gt_malloc((size_t)K * sizeof(int32_t));
     int32_t *want = gt_malloc((size_t)K * sizeof(int32_t));
@@ -210,7 +230,7 @@ test_topk_graph(void)
     float *d_s = gt_put(sc, (size_t)N * sizeof(float));
     int32_t *d_idx = gt_alloc((size_t)K * sizeof(int32_t));
     void *d_work = gt_alloc(mt_gpu_topk_scratch_bytes());
-    for (int r = 0; r < 2; r++) {
+    for (int r = 0; r < 4; r++) {
         int64_t n = sizes[r];
         bool rebuilt = false;
         bool ok = mt_gpu_graph_begin(s) == MT_OK;
