@@ -784,6 +784,9 @@ topk_short_kernel(const float *__restrict__ scores, int n, int k, int32_t *__res
             bool in = key[j] != 0 && (key[j] & mask) == prefix;
             unsigned d = (unsigned)(key[j] >> shift) & 0xffu;
             unsigned act = __ballot_sync(0xffffffffu, in);
+            if (act == 0) {
+                continue; /* past the row's end, or no candidate left here: most after digit 1 */
+            }
             if (in) {
                 unsigned peers = __match_any_sync(act, d);
                 if (lane == __ffs(peers) - 1) {
