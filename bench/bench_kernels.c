@@ -842,7 +842,7 @@ dsa:
     bench_indexer(2100, true, true); /* top-2048 of rows just past index_topk */
     bench_indexer(4096, true, true);
     bench_indexer(8192, true, true);
-    bench_indexer(12288, true, true); /* the longest row topk_short_kernel takes */
+    bench_indexer(6144, true, true); /* the longest row topk_short_kernel takes */
     bench_mla(MT_DTYPE_BF16, 2048, 65536);
     bench_mla(MT_DTYPE_F32, 2048, 65536);
     bench_absorb();

@@ -204,7 +204,7 @@ MT_GPU_FN mt_status_t mt_gpu_index_scores_fp8(const uint8_t *q8, const float *w,
  * scratch: NULL, or device memory of mt_gpu_topk_scratch_bytes() bytes that this call may use
  * (no initial contents needed; calls on one stream may share it). With it, one row (n_rows 1, lens
  * NULL, n > k) is selected by a cooperative grid over many SMs (the decode row), or where n <=
- * 12,288 by one block holding the row in registers; without it, or for several rows, one block
+ * 6,144 by one block holding the row in registers; without it, or for several rows, one block
  * a row.
  */
 MT_GPU_FN size_t mt_gpu_topk_scratch_bytes(void);

@@ -16,7 +16,7 @@
  * decode row with a scratch buffer instead goes to the grid kernel below, which spreads the same
  * radix select over many SMs: one block took 96-139 us for 2048 of 131072 on the H200, bound by
  * the instructions per element on its one SM, against a 20 us target. Such a row of at most
- * 12,288 keys goes to a third kernel (topk_short_kernel, last section), held in one block's
+ * 6,144 keys goes to a third kernel (topk_short_kernel, last section), held in one block's
  * registers.
  */
 #include <config.h>
@@ -735,8 +735,8 @@ grid_capacity(int *out)
 /* ---- one short row: radix select in registers -------------------------------------------- */
 
 /*
- * The one idea: a decode row just past index_topk (2,049 to 12,288 keys: contexts up to 12K)
- * fits in one block's registers, 12 keys a thread, so the radix select needs no second read of
+ * The one idea: a decode row just past index_topk (2,049 to 6,144 keys: contexts up to 6K)
+ * fits in one block's registers, 6 keys a thread, so the radix select needs no second read of
  * the row, no shared-memory candidate buffers and no grid: per 8-bit digit from the top, a
  * 256-bin histogram of the keys that share the digits decided so far (warp-aggregated atomics:
  * keys of similar scores share their leading digits), one warp finds the bin where the count
@@ -749,8 +749,8 @@ grid_capacity(int *out)
  * (bench/results/kernels-h200.md, session 10).
  */
 #define SHORT_THREADS 1024
-#define SHORT_EPT 12                          /* keys a thread (64 registers, no spills) */
-#define SHORT_MAX (SHORT_THREADS * SHORT_EPT) /* 12,288 */
+#define SHORT_EPT 6                           /* keys a thread */
+#define SHORT_MAX (SHORT_THREADS * SHORT_EPT) /* 6,144 */
 
 static __global__ void __launch_bounds__(SHORT_THREADS)
 topk_short_kernel(const float *__restrict__ scores, int n, int k, int32_t *__restrict__ idx_out,

@@ -101,7 +101,7 @@ out:
 }
 
 /* Both paths: one block a row, and (one row) with scratch: the grid kernel, or the short-row
- * kernel where n <= 12288. */
+ * kernel where n <= 6144. */
 static void
 check_topk(const char *what, const float *scores, int64_t ld, int n_rows, int64_t n,
            const int32_t *lens, int k)
@@ -150,25 +150,25 @@ test_topk(void)
     }
     check_topk("of 4 rows of lengths 3000, 2048, 100, 5000 with ties", s, 5000, 4, 5000, lens,
                2048);
-    /* one row of at most 12288 with scratch: held in one block's registers (ties, NaN and +-0,
-     * k = n - 1, k = 1, scores of one sign and exponent); 12289: the grid kernel again */
-    for (int i = 0; i < 12289; i++) {
+    /* one row of at most 6144 with scratch: held in one block's registers (ties, NaN and +-0,
+     * k = n - 1, k = 1, scores of one sign and exponent); 6145: the grid kernel again */
+    for (int i = 0; i < 6145; i++) {
         s[i] = (float)mt_rng_below(&gt_rng, 4);
     }
     check_topk("of 2100 in {0,1,2,3}", s, 2100, 1, 2100, NULL, 2048);
-    check_topk("of 12288 in {0,1,2,3}", s, 12288, 1, 12288, NULL, 2048);
-    check_topk("of 12289 in {0,1,2,3}", s, 12289, 1, 12289, NULL, 2048);
+    check_topk("of 6144 in {0,1,2,3}", s, 6144, 1, 6144, NULL, 2048);
+    check_topk("of 6145 in {0,1,2,3}", s, 6145, 1, 6145, NULL, 2048);
     for (int i = 0; i < 8192; i++) {
         uint64_t r = mt_rng_below(&gt_rng, 8);
         s[i] = r == 0 ? NAN : r == 1 ? -0.0f : r == 2 ? 0.0f : r == 3 ? -INFINITY : -1.0f;
     }
     check_topk("of 5000 of NaN, +-0, -inf and -1", s, 5000, 1, 5000, NULL, 4096);
-    check_topk("of 8192 of NaN, +-0, -inf and -1 (k = 7)", s, 8192, 1, 8192, NULL, 7);
+    check_topk("of 6000 of NaN, +-0, -inf and -1 (k = 7)", s, 6000, 1, 6000, NULL, 7);
     gt_fill(s, 12288, -1.0f, 1.0f);
     check_topk("of 3000 (k = n - 1)", s, 3000, 1, 3000, NULL, 2999);
     check_topk("of 6000 (k = 1)", s, 6000, 1, 6000, NULL, 1);
     gt_fill(s, 12288, 1.0f, 1.0009765625f); /* one sign and exponent: the first digits tie */
-    check_topk("of 9000 in [1, 1 + 2^-10)", s, 9000, 1, 9000, NULL, 2048);
+    check_topk("of 6100 in [1, 1 + 2^-10)", s, 6100, 1, 6100, NULL, 2048);
     /* odd lengths around the grid kernel's 4096-key blocks, k just below n */
     gt_fill(s, 20000, -1.0f, 1.0f);
     check_topk("of 2049", s, 2049, 1, 2049, NULL, 2048);
