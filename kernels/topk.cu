@@ -742,11 +742,13 @@ grid_capacity(int *out)
  * keys of similar scores share their leading digits), one warp finds the bin where the count
  * from the top reaches k, and the select ends as soon as that bin holds exactly the keys still
  * needed (two or three digits for distinct scores; the index's digits settle exact ties). The
- * set is then every key whose decided digits are >= the prefix, written in thread order. The
- * grid kernel spends 11.3-12.1 us on top-2048 of 2,100 (its cooperative launch and grid-wide
- * synchronisations for a row that fills few blocks) and the one-block kernel 13.5 us (2,048-bin
- * histograms, built for rows of 160K); a bitonic sort of the row in shared memory took 39 us
- * (bench/results/kernels-h200.md, session 10).
+ * set is then every key whose decided digits are >= the prefix, written in thread order.
+ * Measured on the H200 (bench/results/kernels-h200.md, session 10), top-2048: of 2,100 6.3 us
+ * against 11.5-12.2 for the grid kernel (its cooperative launch and grid-wide synchronisations
+ * for a row that fills few blocks; the one-block kernel: 13.5 us), of 4,096 5.4-8.2 against
+ * 13.7, of 6,144 7.5-10.1 against 13.4-13.8. Longer rows stay on the grid kernel: with 12 keys
+ * a thread this one took 12.7-14.1 us at 8,192 and 15.5-17.6 at 12,288, where the grid kernel
+ * takes 12.4-13.7. A bitonic sort of the row in shared memory took 39 us at 2,100.
  */
 #define SHORT_THREADS 1024
 #define SHORT_EPT 6                           /* keys a thread */
