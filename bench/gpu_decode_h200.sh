@@ -20,6 +20,8 @@
 #             total against graph's forward time says what launches and gaps cost)
 #   nowave    MT_MOE_WAVE=0: the defaults with one token's routed experts on the older expert
 #             core (gemv_core.cuh) instead of the one-wave kernel (gemv_wave.cuh)
+#   gemv16    MT_GEMV_TWO_BLOCKS=0: the defaults with every FP8 GEMV of 1-4 tokens in one 16-warp
+#             block an SM instead of two 8-warp blocks where they fit (kernels/gemv.cu)
 #   absorb0   MT_GPU_ABSORB=0: the defaults with MLA's kv_b absorptions on engine_ops.cu's
 #             any-shape kernels instead of its streaming FP8 ones
 #   base      the defaults on another build's moetier (BASE_BIN=path; e.g. main's, for a
@@ -139,6 +141,8 @@ for c in $RUNS; do
         nopdl | nopdl2) run $c MT_GPU_PDL=0 -- --prompt-ids "$P64" -n 64 ;;
         nowave | nowave2) run $c MT_MOE_WAVE=0 -- --prompt-ids "$P64" -n 64 ;;
         absorb0) run $c MT_GPU_ABSORB=0 -- --prompt-ids "$P64" -n 64 ;;
+        gemv16 | gemv16b) run $c MT_GEMV_TWO_BLOCKS=0 -- --prompt-ids "$P64" -n 64 ;;
+        long-gemv16) run $c MT_GEMV_TWO_BLOCKS=0 -- --prompt-ids "$P2K" -n 16 ;;
         kernels) run $c MT_GPU_GRAPH=0 MT_GPU_PDL=0 MT_GPU_KERNEL_TIMES=1 -- --prompt-ids "$P64" -n 64 ;;
         long-graph | long-graph2) run $c MT_X=1 -- --prompt-ids "$P2K" -n 16 ;;
         long-base | long-base2)
@@ -153,7 +157,7 @@ for c in $RUNS; do
 done
 for c in $RUNS; do # greedy tokens against the run before the changes
     case $c in
-        long-nograph | long-graph2 | long-base | long-base2) same $c long-graph ;;
+        long-nograph | long-graph2 | long-base | long-base2 | long-gemv16) same $c long-graph ;;
         long-graph | before) ;;
         *) same $c before ;;
     esac

@@ -29,13 +29,27 @@
 
 /* ---- FP8: tensor cores, every SM the same share (gemv_wave.cuh) ------------------------------ */
 
-template <int NB, int P, bool XS, int SW, int A>
-static __global__ void __launch_bounds__(MV_T, 1)
+/*
+ * Two blocks an SM. Per-block timestamps of a chain of launches on the H200 (2026-11-30 session
+ * 11, bench/results/kernels-h200.md) show where a GEMV loses against the HBM read: the 132
+ * blocks of an 18432x7168 launch end over 6-7 us although their bytes are equal, and the next
+ * launch's blocks pass their wait ~1 us after the last one ends and finish staging x 1-3 us
+ * later. The same 16 warps an SM as two blocks of 8 (each with its own barriers, x staging and
+ * half the rows) is a little faster in bench_kernels (graph + PDL, two rounds each): 18432x7168
+ * 39.5-39.6 against 40.2-40.3 us, 24576x1536 11.9-12.0 / 12.2, 32768x512 6.3 / 6.6-6.7 (the
+ * decode step did not move measurably). It needs two blocks' shared memory on one SM (a ring of
+ * 4 stages is 64 KB a block, so x staged for one token up to ~11,000 columns on an H100/H200);
+ * wider matrices, and GPUs with less shared memory an SM (sm_86/89/120), keep one 16-warp block.
+ */
+#define MV_PAIR_WARPS 8
+
+template <int NB, int P, bool XS, int SW, int A, int W>
+static __global__ void __launch_bounds__(W * 32, W == MV_WARPS ? 1 : 2)
 gemv_fp8_kernel(const struct mv_dense m, int l2ahead)
 {
     extern __shared__ uint4 xs[];
 
-    mv_wave<NB, P, XS, SW, A>(m, xs, l2ahead);
+    mv_wave<NB, P, XS, SW, A, mv_dense, W>(m, xs, l2ahead);
 }
 
 /* One token of an FP8 matrix below 14 MiB stays on the CUDA-core loop below. Measured on the
@@ -114,6 +128,44 @@ sm_count(void)
     return device_attr_cached(known, cudaDevAttrMultiProcessorCount, 1);
 }
 
+/* Bytes of the static reduction buffer of mv_wave (W warps, NB mmas). */
+#define MV_RED_BYTES(W, NB) (sizeof(float) * (W) * 2 * 2 * (NB) * 32)
+
+/* Dynamic shared memory each of two MV_PAIR_WARPS blocks may have on one SM of this device. */
+static size_t
+pair_room(void)
+{
+    static int per_sm_known[64];
+    static int reserved_known[64];
+    int per_sm = device_attr_cached(per_sm_known, cudaDevAttrMaxSharedMemoryPerMultiprocessor,
+                                    48 << 10);
+    /* 1 KB a block on sm_80..sm_120; the fallback keeps a failed query on the safe side */
+    int reserved = device_attr_cached(reserved_known, cudaDevAttrReservedSharedMemoryPerBlock,
+                                      1 << 10);
+    long long room = per_sm / 2 - reserved - (long long)MV_RED_BYTES(MV_PAIR_WARPS, 1);
+
+    return room > 0 ? (size_t)room : 0;
+}
+
+/* -1: not yet read from MT_GEMV_TWO_BLOCKS (default on); mt_gpu_gemv_two_blocks_set overrides. */
+static int two_blocks = -1;
+
+extern "C" void
+mt_gpu_gemv_two_blocks_set(bool on)
+{
+    two_blocks = on ? 1 : 0;
+}
+
+static bool
+two_blocks_on(void)
+{
+    if (two_blocks < 0) {
+        const char *e = getenv("MT_GEMV_TWO_BLOCKS");
+        two_blocks = e == NULL || atoi(e) != 0;
+    }
+    return two_blocks == 1;
+}
+
 /* Largest dynamic shared memory a block of this device may have. */
 static int
 smem_optin(void)
@@ -123,29 +175,30 @@ smem_optin(void)
     return device_attr_cached(known, cudaDevAttrMaxSharedMemoryPerBlockOptin, 48 << 10);
 }
 
-/* Blocks: one wave (blocks a SM, once per device, times the SMs), but at least 8 rows each. */
-template <int NB, int P, bool XS, int SW, int A>
+/* Blocks: one wave (blocks a SM, once per device, times the SMs), but at least 8 rows each.
+ * W = MV_PAIR_WARPS: the kernel may take pair_room() bytes, so that two blocks share an SM. */
+template <int NB, int P, bool XS, int SW, int A, int W = MV_WARPS>
 static mt_status_t
 gemv_fp8_launch(const struct mt_gpu_weight *w, const float *x, int n_tok, float *y,
                 cudaStream_t s, const float *up = nullptr)
 {
     static int occ[64]; /* blocks a SM per device; 0 unknown (a race only repeats the query) */
-    size_t smem = (XS ? MV_XS_BYTES(n_tok, w->cols) : 0) + MV_RING_BYTES(A);
+    size_t smem = (XS ? MV_XS_BYTES(n_tok, w->cols) : 0) + MV_RING_BYTES_W(A, W);
     int dev = 0;
 
     cudaGetDevice(&dev);
     int bps = dev < 64 ? occ[dev] : 0;
     if (bps == 0) {
         /* the static reduction buffer counts against the same limit */
-        int dyn = smem_optin() - (int)sizeof(float) * MV_WARPS * 2 * 2 * NB * 32;
+        int dyn = W == MV_WARPS ? smem_optin() - (int)MV_RED_BYTES(W, NB) : (int)pair_room();
         mt_status_t st = MT_OK;
         if (XS) {
-            st = MT_CUDA(cudaFuncSetAttribute(gemv_fp8_kernel<NB, P, XS, SW, A>,
+            st = MT_CUDA(cudaFuncSetAttribute(gemv_fp8_kernel<NB, P, XS, SW, A, W>,
                                               cudaFuncAttributeMaxDynamicSharedMemorySize, dyn));
         }
         if (st == MT_OK) {
             st = MT_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                &bps, gemv_fp8_kernel<NB, P, XS, SW, A>, MV_WARPS * 32, XS ? dyn : 0));
+                &bps, gemv_fp8_kernel<NB, P, XS, SW, A, W>, W * 32, XS ? dyn : 0));
         }
         if (st != MT_OK) {
             return st; /* named by MT_CUDA: the call, CUDA's reason */
@@ -158,8 +211,8 @@ gemv_fp8_launch(const struct mt_gpu_weight *w, const float *x, int n_tok, float 
     long long blocks = (long long)bps * sm_count();
     blocks = std::min(blocks, MT_CEIL_DIV(w->rows, 8LL));
     struct mv_dense m = {(const uint8_t *)w->data, w->scale, w->rows, w->cols, x, n_tok, y, up};
-    mt_pdl_launch(gemv_fp8_kernel<NB, P, XS, SW, A>, dim3((unsigned)blocks), dim3(MV_T), smem, s, m,
-                  gemv_knobs().l2ahead);
+    mt_pdl_launch(gemv_fp8_kernel<NB, P, XS, SW, A, W>, dim3((unsigned)blocks), dim3(W * 32), smem,
+                  s, m, gemv_knobs().l2ahead);
     return mt_cuda_launched("gemv_fp8", s);
 }
 
@@ -441,8 +494,11 @@ gemv_fp8_ring(const struct mt_gpu_weight *w, const float *x, const float *up, in
 {
     struct mv_knobs k = gemv_knobs();
     size_t xs = MV_XS_BYTES(n_tok, w->cols);
-    size_t room = (size_t)smem_optin() - sizeof(float) * MV_WARPS * 2 * 2 * 32;
+    size_t room = (size_t)smem_optin() - MV_RED_BYTES(MV_WARPS, 1);
 
+    if (k.xs && k.async && two_blocks_on() && xs + MV_RING_BYTES_W(4, MV_PAIR_WARPS) <= pair_room()) {
+        return gemv_fp8_launch<1, MV_P, true, 1, 4, MV_PAIR_WARPS>(w, x, n_tok, y, s, up);
+    }
     if (k.xs && k.async && xs + MV_RING_BYTES(4) <= room) {
         return gemv_fp8_launch<1, MV_P, true, 1, 4>(w, x, n_tok, y, s, up);
     }
@@ -503,7 +559,7 @@ mt_gpu_linear(const struct mt_gpu_weight *w, const float *x, int n_tok, float *y
         return st;
     }
     size_t xs = MV_XS_BYTES(n_tok, w->cols);
-    size_t room = (size_t)smem_optin() - sizeof(float) * MV_WARPS * 2 * 2 * 32;
+    size_t room = (size_t)smem_optin() - MV_RED_BYTES(MV_WARPS, 1);
     if (k.xs && xs <= std::min((size_t)MV_XS_MAX, room)) {
         return gemv_fp8_launch<1, MV_P, true, MV_SW, 0>(w, x, n_tok, y, stream);
     }

@@ -397,22 +397,25 @@ mv_store(float *y, int64_t rows, int64_t row, int64_t end, int nt, int c,
  * copies, two shared loads and their addresses a step.
  */
 #define MV_T (MV_WARPS * 32)
-#define MV_RING_BYTES(A) ((size_t)(A) * MV_T * 4 * 16)
+#define MV_RING_BYTES_W(A, W) ((size_t)(A) * (W) * 32 * 4 * 16) /* W warps a block */
+#define MV_RING_BYTES(A) MV_RING_BYTES_W(A, MV_WARPS)
 
 /* Copy step k of this thread's rows into the ring stage whose first slot is dst. Both rows there
  * and every column (whole: cols % 128 == 0, every V3.2 matrix) is four plain copies; otherwise
- * the pieces past the ends are zero-filled. */
+ * the pieces past the ends are zero-filled. W: warps a block (the ring's piece stride). */
+template <int W>
 static __device__ __forceinline__ void
 mv_fetch_async(uint4 *dst, const struct mv_rows &r, int64_t cols, bool whole, int c, int k)
 {
+    constexpr int T = W * 32; /* threads a block: the stride of a piece */
     const uint8_t *pa = r.a + (int64_t)k * 128;
     const uint8_t *pb = r.b + (int64_t)k * 128;
 
     if (whole && r.va && r.vb) {
         mt_cp_async16(dst, pa, true);
-        mt_cp_async16(dst + MV_T, pa + 64, true);
-        mt_cp_async16(dst + 2 * MV_T, pb, true);
-        mt_cp_async16(dst + 3 * MV_T, pb + 64, true);
+        mt_cp_async16(dst + T, pa + 64, true);
+        mt_cp_async16(dst + 2 * T, pb, true);
+        mt_cp_async16(dst + 3 * T, pb + 64, true);
         return;
     }
     int64_t col = (int64_t)k * 128 + 16 * c;
@@ -420,9 +423,9 @@ mv_fetch_async(uint4 *dst, const struct mv_rows &r, int64_t cols, bool whole, in
     bool c1 = col + 64 < cols;
 
     mt_cp_async16(dst, r.va && c0 ? pa : r.a, r.va && c0);
-    mt_cp_async16(dst + MV_T, r.va && c1 ? pa + 64 : r.a, r.va && c1);
-    mt_cp_async16(dst + 2 * MV_T, r.vb && c0 ? pb : r.b, r.vb && c0);
-    mt_cp_async16(dst + 3 * MV_T, r.vb && c1 ? pb + 64 : r.b, r.vb && c1);
+    mt_cp_async16(dst + T, r.va && c1 ? pa + 64 : r.a, r.va && c1);
+    mt_cp_async16(dst + 2 * T, r.vb && c0 ? pb : r.b, r.vb && c0);
+    mt_cp_async16(dst + 3 * T, r.vb && c1 ? pb + 64 : r.b, r.vb && c1);
 }
 
 /*
@@ -431,7 +434,8 @@ mv_fetch_async(uint4 *dst, const struct mv_rows &r, int64_t cols, bool whole, in
  * XS: x staged in shared memory (NB 1 only; dynamic shared memory of MV_XS_BYTES(nt, cols));
  * SW: 128-column blocks a step; A: stages of the cp.async ring instead of P register stages (0:
  * none; needs XS, SW 1, NB 1; MV_RING_BYTES(A) more dynamic shared memory after the staged x).
- * The caller's kernel is __launch_bounds__(MV_T, 1) and passes its dynamic shared memory.
+ * W: warps a block (MV_WARPS, or 8 where gemv.cu fits two blocks an SM). The caller's kernel is
+ * __launch_bounds__(W * 32, ..) and passes its dynamic shared memory.
  *
  * A policy M has: cols, nt (the matrix's columns and the tokens), kWeightsFirst (its weight
  * addresses are known before mt_pdl_wait: the loads of the first steps are issued before it),
@@ -441,11 +445,12 @@ mv_fetch_async(uint4 *dst, const struct mv_rows &r, int64_t cols, bool whole, in
  * nkb) (thread g's staged x for the tile at row), x_row(t) (token t's x in global memory, for
  * XS false) and store<NB>(row, end, c, acc) (a finished tile's results).
  */
-template <int NB, int P, bool XS, int SW, int A, class M>
+template <int NB, int P, bool XS, int SW, int A, class M, int W = MV_WARPS>
 static __device__ __forceinline__ void
 mv_wave(const M &m, uint4 *xs, int l2ahead)
 {
-    __shared__ float red[MV_WARPS][2][2 * NB][32]; /* a warp's first and last tile, if shared */
+    constexpr int T = W * 32; /* threads a block */
+    __shared__ float red[W][2][2 * NB][32]; /* a warp's first and last tile, if shared */
     const int64_t cols = m.cols;
     const int nt = m.nt;
     if (!M::kWeightsFirst) {
@@ -461,8 +466,8 @@ mv_wave(const M &m, uint4 *xs, int l2ahead)
     int nkb = (int)((cols + 127) / 128);
     int nst = (nkb + SW - 1) / SW; /* steps a tile */
     int64_t units = (rb1 - rb0 + 15) / 16 * nst;
-    int64_t a = w * units / MV_WARPS; /* this warp's (tile, step) numbers: a .. e - 1 */
-    int64_t e = (w + 1) * units / MV_WARPS;
+    int64_t a = w * units / W; /* this warp's (tile, step) numbers: a .. e - 1 */
+    int64_t e = (w + 1) * units / W;
     int n = (int)(e - a);
     int t0 = (int)(a / nst); /* first tile */
 
@@ -548,7 +553,7 @@ mv_wave(const M &m, uint4 *xs, int l2ahead)
 #pragma unroll
         for (int i = 0; i < A - 1; i++) {
             if (i < n) {
-                mv_fetch_async(slot + i * 4 * MV_T, fr, cols, whole, c, fk);
+                mv_fetch_async<W>(slot + i * 4 * T, fr, cols, whole, c, fk);
                 advance();
             }
             mt_cp_async_commit();
@@ -565,7 +570,7 @@ mv_wave(const M &m, uint4 *xs, int l2ahead)
         int fs = A - 1; /* stage of step i + A - 1 */
         for (int i = 0; i < n; i++) {
             if (i + A - 1 < n) {
-                mv_fetch_async(slot + fs * 4 * MV_T, fr, cols, whole, c, fk);
+                mv_fetch_async<W>(slot + fs * 4 * T, fr, cols, whole, c, fk);
                 advance();
             }
             fs = fs + 1 == A ? 0 : fs + 1;
@@ -581,10 +586,10 @@ mv_wave(const M &m, uint4 *xs, int l2ahead)
             st.sa[0] = __ldg(csa + ck);
             st.sb[0] = __ldg(csb + ck);
             mt_cp_async_wait<A - 1>(); /* step i's group is complete, A - 1 newer in flight */
-            const uint4 *src = slot + sc * 4 * MV_T;
+            const uint4 *src = slot + sc * 4 * T;
 #pragma unroll
             for (int q = 0; q < 4; q++) {
-                st.v[0][q] = src[q * MV_T];
+                st.v[0][q] = src[q * T];
             }
             mv_consume_xs<1>(st, xsb, nkb, c, ck, acc[0]);
             step_done(i + 1 == n);
@@ -650,12 +655,12 @@ mv_wave(const M &m, uint4 *xs, int l2ahead)
         acc[b][0] = red[w][slot][2 * b][lane];
         acc[b][1] = red[w][slot][2 * b + 1][lane];
     }
-    for (int w2 = w + 1; w2 < MV_WARPS; w2++) {
-        int64_t a2 = w2 * units / MV_WARPS;
+    for (int w2 = w + 1; w2 < W; w2++) {
+        int64_t a2 = w2 * units / W;
         if (a2 >= u0 + nst) {
             break;
         }
-        if ((w2 + 1) * units / MV_WARPS == a2) {
+        if ((w2 + 1) * units / W == a2) {
             continue; /* an empty range */
         }
 #pragma unroll

@@ -109,6 +109,11 @@ MT_GPU_FN mt_status_t mt_gpu_linear_swiglu(const struct mt_gpu_weight *w, const 
                                            const float *up, float *y,
                                            struct CUstream_st *stream);
 
+/* FP8 GEMVs of 1-4 tokens in two 8-warp blocks an SM where their shared memory fits (the
+ * default; gemv.cu says why), or always in one 16-warp block (off, or MT_GEMV_TWO_BLOCKS=0 in
+ * the environment), for later launches. Results are the same either way to rounding. */
+MT_GPU_FN void mt_gpu_gemv_two_blocks_set(bool on);
+
 /* ---- elementwise and norms (elementwise.cu) ------------------------------------------------ */
 
 /* out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w for n_tok rows of n (out may alias x). */
@@ -376,6 +381,12 @@ mt_gpu_linear_swiglu(const struct mt_gpu_weight *w, const float *gate, const flo
 {
     (void)w, (void)gate, (void)up, (void)y, (void)stream;
     return mt_gpu_ops_unsupported_();
+}
+
+static inline void
+mt_gpu_gemv_two_blocks_set(bool on)
+{
+    (void)on;
 }
 
 static inline mt_status_t

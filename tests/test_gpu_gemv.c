@@ -21,6 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Appended to the names of the checks below: which FP8 kernel shape they ran on. */
+static const char *gemv_variant = "";
+
 /* x_span > 0: activations of magnitude 2^-x_span .. 2^x_span with random signs instead of
  * uniform in [-1, 1] (the f16 hi + lo split of x must keep small and large values alike). */
 static void
@@ -59,9 +62,9 @@ check_linear_x(enum mt_dtype dt, int64_t rows, int64_t cols, int n_tok, float x_
     float *d_x = gt_put(x, (size_t)n_tok * cols * sizeof(float));
     float *d_y = gt_alloc((size_t)n_tok * rows * sizeof(float));
     mt_status_t st = mt_gpu_linear(&gw, d_x, n_tok, d_y, NULL);
-    snprintf(name, sizeof(name), "%s linear %lld x %lld, %d token%s%s", fp8 ? "FP8" : "BF16",
+    snprintf(name, sizeof(name), "%s linear %lld x %lld, %d token%s%s%s", fp8 ? "FP8" : "BF16",
              (long long)rows, (long long)cols, n_tok, n_tok > 1 ? "s" : "",
-             x_span > 0.0f ? ", x of magnitude 2^-12..2^12" : "");
+             x_span > 0.0f ? ", x of magnitude 2^-12..2^12" : "", gemv_variant);
     if (st != MT_OK) {
         tap_ok(false, "%s: launch failed: %s", name, mt_last_error());
     } else {
@@ -117,8 +120,8 @@ check_repeat(int64_t rows, int64_t cols, int n_tok)
         gt_get(y1, d_y, n_y * sizeof(float));
         ok = memcmp(y0, y1, n_y * sizeof(float)) == 0;
     }
-    tap_ok(ok, "FP8 linear %lld x %lld, %d token%s: two runs give the same bits", (long long)rows,
-           (long long)cols, n_tok, n_tok > 1 ? "s" : "");
+    tap_ok(ok, "FP8 linear %lld x %lld, %d token%s: two runs give the same bits%s",
+           (long long)rows, (long long)cols, n_tok, n_tok > 1 ? "s" : "", gemv_variant);
     free(y1);
     free(y0);
     free(x);
@@ -393,8 +396,26 @@ main(void)
     check_linear(MT_DTYPE_F8_E4M3, 7168, 18432, 5);
     check_linear(MT_DTYPE_F8_E4M3, 24576, 1536, 8);
     check_linear(MT_DTYPE_F8_E4M3, 32768, 512, 4);
+    check_linear(MT_DTYPE_F8_E4M3, 32768, 512, 3);
+    check_linear(MT_DTYPE_F8_E4M3, 24576, 1536, 2);
     check_repeat(576, 7168, 1);
     check_repeat(7168, 18432, 1);
+    check_repeat(18432, 7168, 1);
+    check_repeat(32768, 512, 3);
+    /* the same on one 16-warp block an SM where the default takes two 8-warp blocks (gemv.cu;
+     * on GPUs without the shared memory for two, both runs take the 16-warp kernel) */
+    mt_gpu_gemv_two_blocks_set(false);
+    gemv_variant = ", one 16-warp block an SM";
+    for (size_t i = 0; i < sizeof(fp8_shapes) / sizeof(fp8_shapes[0]); i++) {
+        check_linear(MT_DTYPE_F8_E4M3, fp8_shapes[i][0], fp8_shapes[i][1], 1);
+    }
+    check_linear(MT_DTYPE_F8_E4M3, 37, 144, 3);
+    check_linear(MT_DTYPE_F8_E4M3, 301, 1152, 2);
+    check_linear(MT_DTYPE_F8_E4M3, 32768, 512, 4);
+    check_linear(MT_DTYPE_F8_E4M3, 24576, 1536, 2);
+    check_repeat(18432, 7168, 1);
+    mt_gpu_gemv_two_blocks_set(true);
+    gemv_variant = "";
     /* the engine's stacked q_a + wk + kv_a (17 rows a block on 132 SMs: a 1-row tile each);
      * odd widths and heights on the register paths */
     check_linear(MT_DTYPE_F8_E4M3, 2240, 7168, 1);
