@@ -141,7 +141,7 @@ for c in $RUNS; do
         nopdl | nopdl2) run $c MT_GPU_PDL=0 -- --prompt-ids "$P64" -n 64 ;;
         nowave | nowave2) run $c MT_MOE_WAVE=0 -- --prompt-ids "$P64" -n 64 ;;
         absorb0) run $c MT_GPU_ABSORB=0 -- --prompt-ids "$P64" -n 64 ;;
-        gemv16 | gemv16b) run $c MT_GEMV_TWO_BLOCKS=0 -- --prompt-ids "$P64" -n 64 ;;
+        gemv16 | gemv16b | gemv16c) run $c MT_GEMV_TWO_BLOCKS=0 -- --prompt-ids "$P64" -n 64 ;;
         long-gemv16) run $c MT_GEMV_TWO_BLOCKS=0 -- --prompt-ids "$P2K" -n 16 ;;
         kernels) run $c MT_GPU_GRAPH=0 MT_GPU_PDL=0 MT_GPU_KERNEL_TIMES=1 -- --prompt-ids "$P64" -n 64 ;;
         long-graph | long-graph2) run $c MT_X=1 -- --prompt-ids "$P2K" -n 16 ;;

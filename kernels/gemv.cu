@@ -41,8 +41,6 @@
  * 4 stages is 64 KB a block, so x staged for one token up to ~11,000 columns on an H100/H200);
  * wider matrices, and GPUs with less shared memory an SM (sm_86/89/120), keep one 16-warp block.
  */
-#define MV_PAIR_WARPS 8
-
 template <int NB, int P, bool XS, int SW, int A, int W>
 static __global__ void __launch_bounds__(W * 32, W == MV_WARPS ? 1 : 2)
 gemv_fp8_kernel(const struct mv_dense m, int l2ahead)
@@ -128,12 +126,9 @@ sm_count(void)
     return device_attr_cached(known, cudaDevAttrMultiProcessorCount, 1);
 }
 
-/* Bytes of the static reduction buffer of mv_wave (W warps, NB mmas). */
-#define MV_RED_BYTES(W, NB) (sizeof(float) * (W) * 2 * 2 * (NB) * 32)
-
 /* Dynamic shared memory each of two MV_PAIR_WARPS blocks may have on one SM of this device. */
-static size_t
-pair_room(void)
+size_t
+mv_pair_room(void)
 {
     static int per_sm_known[64];
     static int reserved_known[64];
@@ -156,8 +151,8 @@ mt_gpu_gemv_two_blocks_set(bool on)
     two_blocks = on ? 1 : 0;
 }
 
-static bool
-two_blocks_on(void)
+bool
+mv_two_blocks_on(void)
 {
     if (two_blocks < 0) {
         const char *e = getenv("MT_GEMV_TWO_BLOCKS");
@@ -176,7 +171,7 @@ smem_optin(void)
 }
 
 /* Blocks: one wave (blocks a SM, once per device, times the SMs), but at least 8 rows each.
- * W = MV_PAIR_WARPS: the kernel may take pair_room() bytes, so that two blocks share an SM. */
+ * W = MV_PAIR_WARPS: the kernel may take mv_pair_room() bytes, so that two blocks share an SM. */
 template <int NB, int P, bool XS, int SW, int A, int W = MV_WARPS>
 static mt_status_t
 gemv_fp8_launch(const struct mt_gpu_weight *w, const float *x, int n_tok, float *y,
@@ -190,7 +185,7 @@ gemv_fp8_launch(const struct mt_gpu_weight *w, const float *x, int n_tok, float 
     int bps = dev < 64 ? occ[dev] : 0;
     if (bps == 0) {
         /* the static reduction buffer counts against the same limit */
-        int dyn = W == MV_WARPS ? smem_optin() - (int)MV_RED_BYTES(W, NB) : (int)pair_room();
+        int dyn = W == MV_WARPS ? smem_optin() - (int)MV_RED_BYTES(W, NB) : (int)mv_pair_room();
         mt_status_t st = MT_OK;
         if (XS) {
             st = MT_CUDA(cudaFuncSetAttribute(gemv_fp8_kernel<NB, P, XS, SW, A, W>,
@@ -496,7 +491,8 @@ gemv_fp8_ring(const struct mt_gpu_weight *w, const float *x, const float *up, in
     size_t xs = MV_XS_BYTES(n_tok, w->cols);
     size_t room = (size_t)smem_optin() - MV_RED_BYTES(MV_WARPS, 1);
 
-    if (k.xs && k.async && two_blocks_on() && xs + MV_RING_BYTES_W(4, MV_PAIR_WARPS) <= pair_room()) {
+    if (k.xs && k.async && mv_two_blocks_on() &&
+        xs + MV_RING_BYTES_W(4, MV_PAIR_WARPS) <= mv_pair_room()) {
         return gemv_fp8_launch<1, MV_P, true, 1, 4, MV_PAIR_WARPS>(w, x, n_tok, y, s, up);
     }
     if (k.xs && k.async && xs + MV_RING_BYTES(4) <= room) {

@@ -399,6 +399,16 @@ mv_store(float *y, int64_t rows, int64_t row, int64_t end, int nt, int c,
 #define MV_T (MV_WARPS * 32)
 #define MV_RING_BYTES_W(A, W) ((size_t)(A) * (W) * 32 * 4 * 16) /* W warps a block */
 #define MV_RING_BYTES(A) MV_RING_BYTES_W(A, MV_WARPS)
+/* Bytes of mv_wave's static reduction buffer (W warps, NB mmas). */
+#define MV_RED_BYTES(W, NB) (sizeof(float) * (W) * 2 * 2 * (NB) * 32)
+
+/* Two blocks of MV_PAIR_WARPS an SM instead of one of MV_WARPS where both blocks' shared memory
+ * fits (gemv.cu says why and what it measured): whether that is on (MT_GEMV_TWO_BLOCKS,
+ * mt_gpu_gemv_two_blocks_set), and the dynamic shared memory each of the two may have on the
+ * current device. Both in gemv.cu. */
+#define MV_PAIR_WARPS 8
+bool mv_two_blocks_on(void);
+size_t mv_pair_room(void);
 
 /* Copy step k of this thread's rows into the ring stage whose first slot is dst. Both rows there
  * and every column (whole: cols % 128 == 0, every V3.2 matrix) is four plain copies; otherwise

@@ -318,14 +318,15 @@ struct moe_wave_down {
     }
 };
 
-/* A: cp.async stages with x staged (0: x from global memory, register stages) */
-template <class M, int A>
-static __global__ void __launch_bounds__(MV_T, 1)
+/* A: cp.async stages with x staged (0: x from global memory, register stages); W: warps a block
+ * (MV_PAIR_WARPS: two blocks an SM, gemv_wave.cuh) */
+template <class M, int A, int W = MV_WARPS>
+static __global__ void __launch_bounds__(W * 32, W == MV_WARPS ? 1 : 2)
 moe_wave_kernel(const M m)
 {
     extern __shared__ uint4 xs[];
 
-    mv_wave<1, MV_P, A != 0, 1, A>(m, xs, 0);
+    mv_wave<1, MV_P, A != 0, 1, A, M, W>(m, xs, 0);
 }
 
 /* Dynamic shared memory of at least `bytes` for kernel f on this device (raised, never lowered;
@@ -355,6 +356,7 @@ static mt_status_t
 moe_wave_launch(const struct mt_gpu_moe_args *a, cudaStream_t s)
 {
     static int set_gu[64];
+    static int set_gu_pair[64];
     static int set_gu_reg[64];
     static int set_dn[64];
     int dev = 0;
@@ -383,18 +385,23 @@ moe_wave_launch(const struct mt_gpu_moe_args *a, cudaStream_t s)
     xe = xe < a->n_groups ? xe : a->n_groups;
     int rows = xe * a->max_group_tok;
     rows = rows < a->n_pairs ? rows : a->n_pairs;
-    size_t room = (size_t)optin - sizeof(float) * MV_WARPS * 2 * 2 * 32;
+    size_t room = (size_t)optin - MV_RED_BYTES(MV_WARPS, 1);
     size_t s1 = MV_XS_BYTES(a->n_tok, a->hidden) + MV_RING_BYTES(MOE_WAVE_A);
     size_t s2 = MV_XS_BYTES(rows, a->inter) + MV_RING_BYTES(MOE_WAVE_A);
     if (xe > MOE_WAVE_XE || s2 > room) {
         return MT_ERR_UNSUPPORTED;
     }
-    /* gate/up: x staged with the ring where it fits (one token at 7168), else register stages
-     * with x read by every warp (4 tokens at 7168, as gemv.cu does) */
+    /* gate/up: x staged with the ring where it fits (one token at 7168), as two 8-warp blocks an
+     * SM where two fit (as gemv.cu does), else register stages with x read by every warp (4
+     * tokens at 7168, as gemv.cu does) */
+    size_t s1p = MV_XS_BYTES(a->n_tok, a->hidden) + MV_RING_BYTES_W(MOE_WAVE_A, MV_PAIR_WARPS);
+    bool pair1 = mv_two_blocks_on() && s1p <= mv_pair_room();
     bool ring1 = s1 <= room;
-    mt_status_t st = ring1
-                         ? moe_wave_smem(moe_wave_kernel<moe_wave_gate_up, MOE_WAVE_A>, s1, set_gu)
-                         : moe_wave_smem(moe_wave_kernel<moe_wave_gate_up, 0>, 0, set_gu_reg);
+    mt_status_t st =
+        pair1 ? moe_wave_smem(moe_wave_kernel<moe_wave_gate_up, MOE_WAVE_A, MV_PAIR_WARPS>,
+                              mv_pair_room(), set_gu_pair)
+        : ring1 ? moe_wave_smem(moe_wave_kernel<moe_wave_gate_up, MOE_WAVE_A>, s1, set_gu)
+                : moe_wave_smem(moe_wave_kernel<moe_wave_gate_up, 0>, 0, set_gu_reg);
     if (st == MT_OK) {
         st = moe_wave_smem(moe_wave_kernel<moe_wave_down, MOE_WAVE_A>, s2, set_dn);
     }
@@ -421,7 +428,11 @@ moe_wave_launch(const struct mt_gpu_moe_args *a, cudaStream_t s)
     dn.per = a->hidden / 16;
     dn.tiles = t2;
     dn.rows_max = rows;
-    if (ring1) {
+    if (pair1) {
+        int64_t bp = t1 < 2 * n_sm ? t1 : 2 * n_sm;
+        mt_pdl_launch(moe_wave_kernel<moe_wave_gate_up, MOE_WAVE_A, MV_PAIR_WARPS>,
+                      dim3((unsigned)bp), dim3(MV_PAIR_WARPS * 32), s1p, s, gu);
+    } else if (ring1) {
         mt_pdl_launch(moe_wave_kernel<moe_wave_gate_up, MOE_WAVE_A>, dim3((unsigned)b1), dim3(MV_T),
                       s1, s, gu);
     } else {

@@ -15,6 +15,9 @@
 #define MAX_E 16
 #define MAX_PAIRS 64 /* up to 8 tokens x top-8; padding makes up to one group a pair */
 
+/* Appended to the checks' names: the gate/up kernel's shape where it is not the default. */
+static const char *moe_variant = "";
+
 static void
 check_moe_pad(int hidden, int inter, int n_exp, int n_tok, int k, bool pad)
 {
@@ -129,9 +132,10 @@ check_moe_pad(int hidden, int inter, int n_exp, int n_tok, int k, bool pad)
     };
     mt_status_t st = mt_gpu_moe_experts(&a, NULL);
     snprintf(name, sizeof(name),
-             "experts %d x %d, %d tokens x top-%d of %d (%d groups%s, <= %d a group)%s", inter,
+             "experts %d x %d, %d tokens x top-%d of %d (%d groups%s, <= %d a group)%s%s", inter,
              hidden, n_tok, k, n_exp, n_groups, pad ? " with empty ones" : "", max_group,
-             getenv("MT_MOE_WAVE") != NULL ? " on the older core (MT_MOE_WAVE=0)" : "");
+             getenv("MT_MOE_WAVE") != NULL ? " on the older core (MT_MOE_WAVE=0)" : "",
+             moe_variant);
     if (st != MT_OK) {
         tap_ok(false, "%s: launch failed: %s", name, mt_last_error());
     } else {
@@ -217,6 +221,16 @@ main(void)
     check_moe_pad(7168, 2048, 16, 2, 8, true);
     check_moe(272, 144, 5, 3, 2);
     unsetenv("MT_MOE_WAVE");
+    /* one token's gate/up in one 16-warp block an SM where the default takes two 8-warp blocks
+       (kernels/gemv.cu; without the shared memory for two, both runs take the 16-warp kernel) */
+    mt_gpu_gemv_two_blocks_set(false);
+    moe_variant = ", one 16-warp block an SM";
+    check_moe(7168, 2048, 8, 1, 8);
+    check_moe(1040, 400, 4, 1, 3);
+    check_moe(16, 16, 3, 1, 3);
+    check_moe_pad(7168, 2048, 16, 2, 8, true);
+    mt_gpu_gemv_two_blocks_set(true);
+    moe_variant = "";
     mt_gpu_arena_destroy(gt_arena);
     return tap_done();
 }
