@@ -22,6 +22,8 @@
 #             core (gemv_core.cuh) instead of the one-wave kernel (gemv_wave.cuh)
 #   gemv16    MT_GEMV_TWO_BLOCKS=0: the defaults with every FP8 GEMV of 1-4 tokens in one 16-warp
 #             block an SM instead of two 8-warp blocks where they fit (kernels/gemv.cu)
+#   long-mlasmall  MT_MLA_TC_SMALL=1 on the 2,100-token prompt: sparse MLA on the small
+#             tensor-core kernel of sm_80/86/89/120 (kernels/mla.cu) instead of the large one
 #   absorb0   MT_GPU_ABSORB=0: the defaults with MLA's kv_b absorptions on engine_ops.cu's
 #             any-shape kernels instead of its streaming FP8 ones
 #   base      the defaults on another build's moetier (BASE_BIN=path; e.g. main's, for a
@@ -143,6 +145,7 @@ for c in $RUNS; do
         absorb0) run $c MT_GPU_ABSORB=0 -- --prompt-ids "$P64" -n 64 ;;
         gemv16 | gemv16b | gemv16c) run $c MT_GEMV_TWO_BLOCKS=0 -- --prompt-ids "$P64" -n 64 ;;
         long-gemv16) run $c MT_GEMV_TWO_BLOCKS=0 -- --prompt-ids "$P2K" -n 16 ;;
+        long-mlasmall | long-mlasmall2) run $c MT_MLA_TC_SMALL=1 -- --prompt-ids "$P2K" -n 16 ;;
         kernels) run $c MT_GPU_GRAPH=0 MT_GPU_PDL=0 MT_GPU_KERNEL_TIMES=1 -- --prompt-ids "$P64" -n 64 ;;
         long-graph | long-graph2) run $c MT_X=1 -- --prompt-ids "$P2K" -n 16 ;;
         long-base | long-base2)
@@ -157,7 +160,7 @@ for c in $RUNS; do
 done
 for c in $RUNS; do # greedy tokens against the run before the changes
     case $c in
-        long-nograph | long-graph2 | long-base | long-base2 | long-gemv16) same $c long-graph ;;
+        long-nograph | long-graph2 | long-base | long-base2 | long-gemv16 | long-mlasmall*) same $c long-graph ;;
         long-graph | before) ;;
         *) same $c before ;;
     esac

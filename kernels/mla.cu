@@ -7,10 +7,10 @@
  * of the positions, stages each chunk of cache rows once in shared memory for all 16 heads, and
  * keeps an online softmax (running max and sum); a second kernel merges the splits
  * (flash-decoding). The cache is BF16 (default) or fp32 (exact mode). The fp32 cache runs on CUDA
- * cores (mla_split_kernel); the BF16 cache on tensor cores (mla_tc_kernel, mma.sync, sm_80+), with
- * q and the probabilities split into two bf16 each so that it keeps the fp32 kernel's accuracy,
- * where a block may have its ~201 KB of shared memory (sm_90, sm_100; not sm_80/86/89/120, which
- * run the BF16 cache on the CUDA-core kernel: tc_usable). Every kernel here launches with
+ * cores (mla_split_kernel); the BF16 cache on tensor cores (mma.sync, sm_80+), with q and the
+ * probabilities split into two bf16 each so that it keeps the fp32 kernel's accuracy: in
+ * mla_tc_kernel where a block may have its ~201 KB of shared memory (sm_90, sm_100), else in
+ * mla_tc_small_kernel (~86 KB: sm_80, sm_86/89/120; mla_choose). Every kernel here launches with
  * programmatic dependent launch (pdl.cuh), as the kernels around it in a decode step do.
  * bench/results/kernels-h200.md gives both against the byte floor.
  */
@@ -221,8 +221,12 @@ mla_block_reduce(float v, bool is_max, float *red)
  * o). The split statistics are read by all threads at once (a thread a split) and the weights
  * e^(m - M) go through shared memory, so the loop over o_part has no load waiting on another: a
  * version that walked the splits one dependent load at a time took 10 us of the 22 us of the
- * tensor-core MLA (ncu, session 4).
+ * tensor-core MLA (ncu, session 4). Up to 32 splits (2,048 positions at 64 a split: every
+ * sparse row), one warp reads the statistics and reduces them with shuffles while every thread
+ * has its o_part values already in flight, so the whole merge waits for memory about once.
  */
+#define MLA_COMBINE_FAST 32
+
 static __global__ void __launch_bounds__(MLA_RANK)
 mla_combine_kernel(const float *o_part, const float *ml_part, int n_splits, int n_heads,
                    float *o_lat)
@@ -232,6 +236,37 @@ mla_combine_kernel(const float *o_part, const float *ml_part, int n_splits, int 
     __shared__ float red[MLA_RANK / 32];
     int h = blockIdx.x;
     int c = threadIdx.x;
+
+    if (n_splits <= MLA_COMBINE_FAST) {
+        float ov[MLA_COMBINE_FAST];
+#pragma unroll
+        for (int s = 0; s < MLA_COMBINE_FAST; s++) {
+            ov[s] = s < n_splits ? o_part[((int64_t)s * n_heads + h) * MLA_RANK + c] : 0.0f;
+        }
+        if (c < 32) {
+            bool in = c < n_splits;
+            float m = in ? ml_part[((int64_t)c * n_heads + h) * 2] : -INFINITY;
+            float l = in ? ml_part[((int64_t)c * n_heads + h) * 2 + 1] : 0.0f;
+            float M = mt_warp_max(m);
+            float e = m == -INFINITY ? 0.0f : expf(m - M);
+            float den = mt_warp_sum(e * l);
+            wgt[c] = e;
+            if (c == 0) {
+                red[0] = M == -INFINITY ? 0.0f : den; /* no position at all: zeros, as the CPU */
+            }
+        }
+        __syncthreads();
+        float den = red[0];
+        float num = 0.0f;
+#pragma unroll
+        for (int s = 0; s < MLA_COMBINE_FAST; s++) {
+            if (s < n_splits) {
+                num += wgt[s] * ov[s];
+            }
+        }
+        o_lat[(int64_t)h * MLA_RANK + c] = den > 0.0f ? num / den : 0.0f;
+        return;
+    }
     float mx = -INFINITY;
 
     for (int s = c; s < n_splits; s += MLA_RANK) {
@@ -550,6 +585,220 @@ mla_tc_kernel(const float *__restrict__ q_lat, const float *__restrict__ q_pe,
     }
 }
 
+/* ---- BF16 cache on tensor cores in less shared memory ------------------------------------- */
+
+/*
+ * The kernel above needs ~201 KB of shared memory a block, which only sm_90 and sm_100 give:
+ * sm_80 (163 KB) and the RTX cards, sm_86/89/120 (99 KB), ran a BF16 cache on the CUDA-core
+ * kernel, 3x slower on the H200. This one keeps the same products and exactness (q and P split
+ * into bf16 hi + lo, fp32 sums) in ~86 KB:
+ *   - one group of 4 warps walks its split's positions in chunks of 32 (double-buffered with
+ *     cp.async: the next chunk is staged while this one is used) with an online softmax: the
+ *     running max m and sum l per head, O rescaled by exp(m_old - m_new) before each chunk's
+ *     values are added (flash-decoding within the block, mla_combine_kernel across blocks);
+ *   - q is not staged: warp w holds the A fragments (hi and lo) of its own 9 of the scores' 36
+ *     k-steps in registers for the whole kernel, computes partial scores of all 32 positions over
+ *     them, and the 4 partials meet in shared memory, added in warp order before the softmax;
+ *   - values as above: warp w owns O's columns 128w..+127 for the 16 heads.
+ * Positions a block: 64, 128 or 256 (2, 4 or 8 chunks), the fewest that keep the grid to one
+ * wave, so that short rows still fill the GPU and long ones do not multiply the splits to merge.
+ */
+#define TS_WARPS 4
+#define TS_THREADS (TS_WARPS * 32)
+#define TS_CHUNK 32                         /* positions a chunk */
+#define TS_MAX_CHUNKS 8                     /* chunks a block at most */
+#define TS_KSTEPS (MLA_DIM / 16 / TS_WARPS) /* 9: the scores' k-steps a warp */
+#define TS_PROWB ((TS_CHUNK + 8) * 2)       /* bytes a row of P: 5 16-byte units (odd) */
+#define TS_SROW (TS_CHUNK + 4)              /* floats a row of partial scores */
+
+struct ts_smem {
+    uint8_t kv[2][TS_CHUNK * TC_ROWB];     /* [lat 512 | k_pe 64] bf16 rows, two chunks */
+    float s[TS_WARPS][MLA_HEADS][TS_SROW]; /* each warp's partial scores of the chunk */
+    uint8_t p[2][MLA_HEADS * TS_PROWB];    /* P of the chunk: hi, lo */
+    float m[MLA_HEADS];                    /* running max */
+    float l[MLA_HEADS];                    /* running sum */
+    float alpha[MLA_HEADS];                /* this chunk's rescale of O */
+    int pos[TS_MAX_CHUNKS * TS_CHUNK];     /* the cache row of each position, -1: none */
+};
+
+/* Stage chunk c of the block's positions into buffer b (zeros where the position is -1). */
+static __device__ __forceinline__ void
+ts_stage(struct ts_smem &sm, int b, int c, const uint16_t *__restrict__ lat,
+         const uint16_t *__restrict__ kpe)
+{
+    const int PIECES = MLA_DIM * 2 / 16; /* 72: 64 of the latent, 8 of k_pe */
+    for (int i = threadIdx.x; i < TS_CHUNK * PIECES; i += TS_THREADS) {
+        int s = i / PIECES;
+        int pc = i % PIECES;
+        int pos = sm.pos[c * TS_CHUNK + s];
+        const uint16_t *src = pc < 64 ? lat + (int64_t)MT_MAX(pos, 0) * MLA_RANK + 8 * pc
+                                      : kpe + (int64_t)MT_MAX(pos, 0) * MLA_ROPE + 8 * (pc - 64);
+        mt_cp_async16(sm.kv[b] + s * TC_ROWB + 16 * pc, src, pos >= 0);
+    }
+    mt_cp_async_commit();
+}
+
+/* (x, y) as a bf16x2 hi and the bf16x2 of what hi misses (lo), x in the low half. */
+static __device__ __forceinline__ void
+ts_split2(float x, float y, uint32_t &hi, uint32_t &lo)
+{
+    __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
+    __nv_bfloat162 l = __floats2bfloat162_rn(x - __low2float(h), y - __high2float(h));
+
+    hi = *reinterpret_cast<uint32_t *>(&h);
+    lo = *reinterpret_cast<uint32_t *>(&l);
+}
+
+static __global__ void __launch_bounds__(TS_THREADS)
+mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q_pe,
+                    const uint16_t *__restrict__ lat, const uint16_t *__restrict__ kpe,
+                    const int32_t *idx, int n_idx, float scale, int n_heads, int chunks,
+                    float *o_part, float *ml_part)
+{
+    mt_pdl_enter();
+    extern __shared__ __align__(16) unsigned char ts_raw[];
+    struct ts_smem &sm = *reinterpret_cast<struct ts_smem *>(ts_raw);
+    int warp = threadIdx.x >> 5;
+    int lane = threadIdx.x & 31;
+    int g = lane >> 2;
+    int t = lane & 3;
+    int h0 = blockIdx.x * MLA_HEADS;
+    int split = blockIdx.y;
+    int p_begin = split * chunks * TS_CHUNK;
+    int p_end = min(p_begin + chunks * TS_CHUNK, n_idx);
+    int n_ch = (p_end - p_begin + TS_CHUNK - 1) / TS_CHUNK;
+
+    for (int i = threadIdx.x; i < n_ch * TS_CHUNK; i += TS_THREADS) {
+        int j = p_begin + i;
+        sm.pos[i] = j < p_end ? (idx != NULL ? idx[j] : j) : -1;
+    }
+    if (threadIdx.x < MLA_HEADS) {
+        sm.m[threadIdx.x] = -INFINITY;
+        sm.l[threadIdx.x] = 0.0f;
+    }
+    __syncthreads();
+    ts_stage(sm, 0, 0, lat, kpe);
+
+    /* A fragments of this warp's k-steps: a0 (head g, k 2t, 2t + 1), a1 (head g + 8), a2 and
+     * a3 the same at k + 8; read while the first chunk is in flight */
+    uint32_t qh[TS_KSTEPS][4];
+    uint32_t ql[TS_KSTEPS][4];
+#pragma unroll
+    for (int i = 0; i < TS_KSTEPS; i++) {
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+            int h = h0 + g + 8 * (r & 1);
+            int col = 16 * (TS_KSTEPS * warp + i) + 2 * t + 8 * (r >> 1);
+            const float *src = col < MLA_RANK ? q_lat + (int64_t)h * MLA_RANK + col
+                                              : q_pe + (int64_t)h * MLA_ROPE + col - MLA_RANK;
+            float2 v = __ldg(reinterpret_cast<const float2 *>(src));
+            ts_split2(v.x, v.y, qh[i][r], ql[i][r]);
+        }
+    }
+    /* ldmatrix row addresses, as in mla_tc_kernel */
+    int a_row = lane & 15;
+    int a_k = 8 * (lane >> 4);
+    int bs_n = 8 * (lane >> 4) + (lane & 7);
+    int bs_k = 8 * ((lane >> 3) & 1);
+    int bv_k = 8 * ((lane >> 3) & 1) + (lane & 7);
+    int bv_n = 8 * (lane >> 4);
+    float o[16][4] = {}; /* n-tile j: columns 128 warp + 8j + 2t, + 1; heads g (0, 1), g + 8 */
+
+    for (int c = 0; c < n_ch; c++) {
+        const uint8_t *kv = sm.kv[c & 1];
+        mt_cp_async_wait<0>();
+        __syncthreads(); /* chunk c is visible; every warp is done with chunk c - 1 */
+        if (c + 1 < n_ch) {
+            ts_stage(sm, (c + 1) & 1, c + 1, lat, kpe);
+        }
+        /* partial scores: 32 positions (n-tiles of 8) x 16 heads over this warp's k-steps;
+         * hi and lo in separate accumulators (independent chains) */
+        float acc[4][2][4] = {};
+#pragma unroll
+        for (int i = 0; i < TS_KSTEPS; i++) {
+            int ks = TS_KSTEPS * warp + i;
+#pragma unroll
+            for (int half = 0; half < 2; half++) {
+                uint32_t b[4];
+                tc_ldsm4(b, kv + (16 * half + bs_n) * TC_ROWB + (16 * ks + bs_k) * 2);
+                tc_mma(acc[2 * half][0], qh[i], b[0], b[1]);
+                tc_mma(acc[2 * half][1], ql[i], b[0], b[1]);
+                tc_mma(acc[2 * half + 1][0], qh[i], b[2], b[3]);
+                tc_mma(acc[2 * half + 1][1], ql[i], b[2], b[3]);
+            }
+        }
+#pragma unroll
+        for (int nt = 0; nt < 4; nt++) {
+#pragma unroll
+            for (int r = 0; r < 4; r++) {
+                sm.s[warp][g + 8 * (r >> 1)][8 * nt + 2 * t + (r & 1)] =
+                    acc[nt][0][r] + acc[nt][1][r];
+            }
+        }
+        __syncthreads();
+        /* online softmax: warp w owns heads 4w..4w+3, a lane one position */
+#pragma unroll
+        for (int hh = 0; hh < 4; hh++) {
+            int h = 4 * warp + hh;
+            float v = (sm.s[0][h][lane] + sm.s[1][h][lane]) + (sm.s[2][h][lane] + sm.s[3][h][lane]);
+            v = sm.pos[c * TS_CHUNK + lane] >= 0 ? v * scale : -INFINITY;
+            float m_old = sm.m[h];
+            float mx = fmaxf(m_old, mt_warp_max(v));
+            float pv = mx == -INFINITY ? 0.0f : expf(v - mx);
+            float sum = mt_warp_sum(pv);
+            __nv_bfloat16 hi;
+            __nv_bfloat16 lo;
+            tc_split(pv, &hi, &lo);
+            reinterpret_cast<__nv_bfloat16 *>(sm.p[0] + h * TS_PROWB)[lane] = hi;
+            reinterpret_cast<__nv_bfloat16 *>(sm.p[1] + h * TS_PROWB)[lane] = lo;
+            if (lane == 0) {
+                float a = m_old == -INFINITY ? 0.0f : expf(m_old - mx);
+                sm.alpha[h] = a;
+                sm.l[h] = sm.l[h] * a + sum;
+                sm.m[h] = mx;
+            }
+        }
+        __syncthreads();
+        float ag = sm.alpha[g];
+        float ag8 = sm.alpha[g + 8];
+#pragma unroll
+        for (int j = 0; j < 16; j++) {
+            o[j][0] *= ag;
+            o[j][1] *= ag;
+            o[j][2] *= ag8;
+            o[j][3] *= ag8;
+        }
+#pragma unroll
+        for (int ks = 0; ks < TS_CHUNK / 16; ks++) {
+            uint32_t ph[4];
+            uint32_t pl[4];
+            tc_ldsm4(ph, sm.p[0] + a_row * TS_PROWB + (16 * ks + a_k) * 2);
+            tc_ldsm4(pl, sm.p[1] + a_row * TS_PROWB + (16 * ks + a_k) * 2);
+#pragma unroll
+            for (int jj = 0; jj < 8; jj++) {
+                uint32_t b[4];
+                tc_ldsm4_t(b, kv + (16 * ks + bv_k) * TC_ROWB + (128 * warp + 16 * jj + bv_n) * 2);
+                tc_mma(o[2 * jj], ph, b[0], b[1]);
+                tc_mma(o[2 * jj], pl, b[0], b[1]);
+                tc_mma(o[2 * jj + 1], ph, b[2], b[3]);
+                tc_mma(o[2 * jj + 1], pl, b[2], b[3]);
+            }
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < 16; j++) {
+        int col = 128 * warp + 8 * j + 2 * t;
+        float *d0 = o_part + ((int64_t)split * n_heads + h0 + g) * MLA_RANK + col;
+        float *d1 = o_part + ((int64_t)split * n_heads + h0 + g + 8) * MLA_RANK + col;
+        *reinterpret_cast<float2 *>(d0) = make_float2(o[j][0], o[j][1]);
+        *reinterpret_cast<float2 *>(d1) = make_float2(o[j][2], o[j][3]);
+    }
+    if (threadIdx.x < MLA_HEADS) { /* m and l of the last chunk: visible since its barrier */
+        ml_part[((int64_t)split * n_heads + h0 + threadIdx.x) * 2] = sm.m[threadIdx.x];
+        ml_part[((int64_t)split * n_heads + h0 + threadIdx.x) * 2 + 1] = sm.l[threadIdx.x];
+    }
+}
+
 extern "C" size_t
 mt_gpu_mla_work_bytes(int n_heads, int n_idx)
 {
@@ -586,23 +835,27 @@ mla_launch(const float *q_lat, const float *q_pe, int n_heads, const void *lat, 
     return mt_cuda_launched("mla_combine", s);
 }
 
+/* The kernels a BF16 cache may run on. */
+enum mla_kernel { MLA_CUDA_CORES, MLA_TC_SMALL, MLA_TC };
+
 /*
- * Whether the tensor-core kernel may run here: its block needs sizeof(struct tc_smem) (~201 KB)
- * of shared memory, which sm_90/sm_100 give (227 KB) and sm_80 (163 KB), sm_86/89/120 (99 KB)
- * do not; its q loads are 16 bytes wide; MT_MLA_CUDA_CORES=1 keeps the CUDA-core kernel (to
- * compare). Where it may not, the CUDA-core kernel computes the same attention.
+ * Which kernel a BF16 cache runs on here: mla_tc_kernel where a block may have its ~201 KB of
+ * shared memory (sm_90, sm_100), else mla_tc_small_kernel (~86 KB: sm_80, sm_86/89/120), else
+ * (a GPU with less) the CUDA-core kernel; the tensor-core kernels also need 16-byte aligned q.
+ * MT_MLA_CUDA_CORES=1 keeps the CUDA-core kernel and MT_MLA_TC_SMALL=1 the small tensor-core
+ * one where the large one would fit (to compare them; read every call, so a test can switch).
  */
 static mt_status_t
-tc_usable(const float *q_lat, const float *q_pe, bool *usable)
+mla_choose(const float *q_lat, const float *q_pe, enum mla_kernel *out)
 {
-    static int known[64]; /* 1 fits, -1 does not, 0 not asked yet (a race only repeats it) */
+    static int known[64]; /* dynamic shared memory a block may have; 0 not asked yet */
     int dev = 0;
-    int optin = 0;
     mt_status_t st;
 
     const char *env = getenv("MT_MLA_CUDA_CORES");
+    const char *small = getenv("MT_MLA_TC_SMALL");
 
-    *usable = false;
+    *out = MLA_CUDA_CORES;
     if ((env != NULL && strcmp(env, "0") != 0) || ((uintptr_t)q_lat | (uintptr_t)q_pe) % 16 != 0) {
         return MT_OK;
     }
@@ -610,17 +863,23 @@ tc_usable(const float *q_lat, const float *q_pe, bool *usable)
         return st;
     }
     if (known[dev] == 0) {
+        int optin = 0;
         st = MT_CUDA(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
         if (st != MT_OK) {
             return st;
         }
-        known[dev] = optin >= (int)sizeof(struct tc_smem) ? 1 : -1;
+        known[dev] = optin > 0 ? optin : -1;
     }
-    *usable = known[dev] > 0;
+    bool small_forced = small != NULL && strcmp(small, "0") != 0;
+    if (known[dev] >= (int)sizeof(struct tc_smem) && !small_forced) {
+        *out = MLA_TC;
+    } else if (known[dev] >= (int)sizeof(struct ts_smem)) {
+        *out = MLA_TC_SMALL;
+    }
     return MT_OK;
 }
 
-/* The tensor-core kernel for a BF16 cache (where tc_usable). */
+/* The tensor-core kernel for a BF16 cache (mla_choose: MLA_TC). */
 static mt_status_t
 mla_tc_launch(const float *q_lat, const float *q_pe, int n_heads, const uint16_t *lat,
               const uint16_t *kpe, const int32_t *idx, int n_idx, float scale, void *work,
@@ -648,12 +907,67 @@ mla_tc_launch(const float *q_lat, const float *q_pe, int n_heads, const uint16_t
     return mt_cuda_launched("mla_combine", s);
 }
 
+/* The small tensor-core kernel (mla_choose: MLA_TC_SMALL): 2, 4 or 8 chunks a block, the fewest
+ * whose grid fits in one wave of the blocks this device holds at once. */
+static mt_status_t
+mla_tc_small_launch(const float *q_lat, const float *q_pe, int n_heads, const uint16_t *lat,
+                    const uint16_t *kpe, const int32_t *idx, int n_idx, float scale, void *work,
+                    float *o_lat, cudaStream_t s)
+{
+    static bool attr_set[64];
+    static int resident[64]; /* blocks the device holds at once; 0 not asked yet */
+    int smem = (int)sizeof(struct ts_smem);
+    int dev = 0;
+    mt_status_t st;
+
+    if ((st = mt_smem_optin_once((const void *)mla_tc_small_kernel, smem, attr_set)) != MT_OK ||
+        (st = MT_CUDA(cudaGetDevice(&dev))) != MT_OK) {
+        return st;
+    }
+    if (dev < 0 || dev >= 64 || resident[dev] == 0) {
+        int per_sm = 0;
+        int n_sm = 0;
+        if ((st = MT_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                 &per_sm, mla_tc_small_kernel, TS_THREADS, smem))) != MT_OK ||
+            (st = MT_CUDA(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev))) !=
+                MT_OK) {
+            return st;
+        }
+        if (dev >= 0 && dev < 64) {
+            resident[dev] = MT_MAX(per_sm * n_sm, 1);
+        }
+    }
+    long long wave = dev >= 0 && dev < 64 ? resident[dev] : 1;
+    int groups = n_heads / MLA_HEADS;
+    int chunks = 2; /* a split of at least MLA_SPLIT positions: the work's size allows no more */
+    while (chunks < TS_MAX_CHUNKS &&
+           (long long)groups * MT_CEIL_DIV(n_idx, chunks * TS_CHUNK) > wave) {
+        chunks *= 2;
+    }
+    int splits = MT_MAX(MT_CEIL_DIV(n_idx, chunks * TS_CHUNK), 1);
+    float *o_part = (float *)work;
+    float *ml_part = o_part + (size_t)splits * n_heads * MLA_RANK;
+
+    mt_pdl_launch(mla_tc_small_kernel, dim3(groups, splits), dim3(TS_THREADS), (size_t)smem, s,
+                  q_lat, q_pe, lat, kpe, idx, n_idx, scale, n_heads, chunks, o_part, ml_part);
+    st = mt_cuda_launched("mla_tc_small", s);
+    if (st != MT_OK) {
+        return st;
+    }
+    mt_pdl_launch(mla_combine_kernel, dim3(n_heads), dim3(MLA_RANK), 0, s, (const float *)o_part,
+                  (const float *)ml_part, splits, n_heads, o_lat);
+    return mt_cuda_launched("mla_combine", s);
+}
+
 extern "C" mt_status_t
 mt_gpu_mla_tensor_cores(bool *out)
 {
     static const float aligned[4] __attribute__((aligned(16))) = {0};
+    enum mla_kernel k = MLA_CUDA_CORES;
+    mt_status_t st = mla_choose(aligned, aligned, &k);
 
-    return tc_usable(aligned, aligned, out);
+    *out = k != MLA_CUDA_CORES;
+    return st;
 }
 
 extern "C" mt_status_t
@@ -672,14 +986,19 @@ mt_gpu_mla_decode(const float *q_lat, const float *q_pe, int n_heads, int kv_ran
                        "(needs 512 + 64, heads a multiple of 16, aligned cache)",
                        n_heads, kv_rank, rope, mt_dtype_name(cache_dtype), n_idx);
     }
-    bool tc = false;
-    mt_status_t st = cache_dtype == MT_DTYPE_BF16 ? tc_usable(q_lat, q_pe, &tc) : MT_OK;
+    enum mla_kernel k = MLA_CUDA_CORES;
+    mt_status_t st = cache_dtype == MT_DTYPE_BF16 ? mla_choose(q_lat, q_pe, &k) : MT_OK;
     if (st != MT_OK) {
         return st;
     }
-    if (tc && n_idx > 0) { /* no positions: the CUDA-core kernel, which never reads the cache */
+    /* no positions: the CUDA-core kernel, which never reads the cache */
+    if (k == MLA_TC && n_idx > 0) {
         return mla_tc_launch(q_lat, q_pe, n_heads, (const uint16_t *)lat, (const uint16_t *)kpe,
                              idx, n_idx, scale, work, o_lat, stream);
+    }
+    if (k == MLA_TC_SMALL && n_idx > 0) {
+        return mla_tc_small_launch(q_lat, q_pe, n_heads, (const uint16_t *)lat,
+                                   (const uint16_t *)kpe, idx, n_idx, scale, work, o_lat, stream);
     }
     if (cache_dtype == MT_DTYPE_BF16) {
         return mla_launch<uint16_t>(q_lat, q_pe, n_heads, lat, kpe, idx, n_idx, scale, work,

@@ -227,9 +227,8 @@ MT_GPU_FN mt_status_t mt_gpu_topk(const float *scores, int64_t ld, int n_rows, i
  * kpe [*, 64] are BF16 (default) or F32 (exact mode), cache_dtype says which. n_heads a multiple
  * of 16; kv_rank 512 and rope 64 (V3.2). idx entries < 0 are skipped (padding of a short top-k).
  * work: device scratch of mt_gpu_mla_work_bytes(n_heads, n_idx) bytes. A BF16 cache runs on
- * tensor cores (mma.sync bf16, where a block may have ~201 KB of shared memory: sm_90 and
- * sm_100; q and the probabilities split into two bf16 each so that the result stays within the
- * fp32 kernel's bounds), elsewhere, and an F32 cache, on CUDA cores.
+ * tensor cores (mma.sync bf16, any sm_80+ GPU; q and the probabilities split into two bf16 each
+ * so that the result stays within the fp32 kernel's bounds), an F32 cache on CUDA cores.
  */
 MT_GPU_FN size_t mt_gpu_mla_work_bytes(int n_heads, int n_idx);
 MT_GPU_FN mt_status_t mt_gpu_mla_decode(const float *q_lat, const float *q_pe, int n_heads,
@@ -238,7 +237,7 @@ MT_GPU_FN mt_status_t mt_gpu_mla_decode(const float *q_lat, const float *q_pe, i
                                         int n_idx, float scale, void *work, float *o_lat,
                                         struct CUstream_st *stream);
 /*
- * Whether mt_gpu_mla_decode runs a BF16 cache (16-byte aligned q, at least one position) on the
+ * Whether mt_gpu_mla_decode runs a BF16 cache (16-byte aligned q, at least one position) on a
  * tensor-core kernel on the current device; MT_MLA_CUDA_CORES=1 makes it false. For tests and
  * reports.
  */

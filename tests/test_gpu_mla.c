@@ -4,7 +4,8 @@
  * (2048 selected positions of a longer cache, 128 heads), dense causal rows shorter than
  * index_topk, a row of one, an empty row, padding (-1) in the selection; BF16 and fp32 caches;
  * the BF16 cache on both its kernels (tensor cores where the device has the shared memory, and the
- * CUDA-core one that other GPUs run, forced by MT_MLA_CUDA_CORES=1).
+ * small tensor-core kernel of GPUs with less shared memory a block, forced by MT_MLA_TC_SMALL=1
+ * where the large one fits, and the CUDA-core one, forced by MT_MLA_CUDA_CORES=1).
  */
 #include <config.h>
 
@@ -102,8 +103,10 @@ check_mla(enum mt_dtype cdt, int n_heads, int n_cache, int n_sel, bool pad)
     snprintf(name, sizeof(name), "MLA decode, %s cache, %d heads, %s %d of %d positions%s%s",
              b16 ? "bf16" : "fp32", n_heads, dense ? "dense" : "sparse", n_idx, n_cache,
              pad ? " with -1 padding" : "",
-             b16 ? tensor_cores() && n_idx != 0 ? " (tensor-core kernel)" : " (CUDA-core kernel)"
-                 : "");
+             !b16                          ? ""
+             : !tensor_cores() || n_idx == 0 ? " (CUDA-core kernel)"
+             : getenv("MT_MLA_TC_SMALL") != NULL ? " (small tensor-core kernel)"
+                                                 : " (tensor-core kernel)");
     if (st != MT_OK) {
         tap_ok(false, "%s: launch failed: %s", name, mt_last_error());
     } else {
@@ -123,9 +126,9 @@ check_mla(enum mt_dtype cdt, int n_heads, int n_cache, int n_sel, bool pad)
 }
 
 /*
- * The kernel a BF16 cache gets: tensor cores where a block may have the ~201 KB the kernel needs
- * (sm_90, sm_100), the CUDA-core kernel on sm_80/86/89/120 and under MT_MLA_CUDA_CORES=1, so
- * that the checks below test the kernel they name.
+ * The kernel a BF16 cache gets: tensor cores on every sm_80+ GPU (the large kernel where a block
+ * may have its ~201 KB, sm_90 and sm_100; the small one, ~86 KB, on sm_80/86/89/120), the
+ * CUDA-core kernel under MT_MLA_CUDA_CORES=1, so that the checks below test the kernel they name.
  */
 static void
 check_kernel_choice(bool forced_off)
@@ -137,7 +140,7 @@ check_kernel_choice(bool forced_off)
         tap_ok(false, "device info: %s", mt_last_error());
         return;
     }
-    want = !forced_off && (info.sm_major == 9 || info.sm_major == 10);
+    want = !forced_off && info.sm_major >= 8;
     tap_ok(tensor_cores() == want, "sm_%d%d%s: a BF16 cache runs on the %s kernel", info.sm_major,
            info.sm_minor, forced_off ? " with MT_MLA_CUDA_CORES=1" : "",
            want ? "tensor-core" : "CUDA-core");
@@ -158,8 +161,25 @@ main(void)
     check_mla(MT_DTYPE_BF16, 32, 1, -1, false);
     check_mla(MT_DTYPE_F32, 128, 10, 0, false);        /* no positions: zeros */
     check_mla(MT_DTYPE_BF16, 64, 100000, 100, false);
-    /* the BF16 cache's CUDA-core kernel: what GPUs without the tensor-core kernel's shared
-       memory run (sm_80/86/89/120), forced here */
+    /* more splits than the merge's one-warp path takes (64 of 128 positions on the large
+       kernel; the small one below makes 32 of 256) */
+    check_mla(MT_DTYPE_BF16, 128, 100000, 8191, false);
+    check_mla(MT_DTYPE_F32, 128, 100000, 4000, false);
+    /* the small tensor-core kernel (what sm_80/86/89/120 run), forced where the large one fits:
+       one split of one chunk, splits of 2 and 8 chunks, a last chunk cut short, padding, a
+       row of one, many heads with few positions */
+    setenv("MT_MLA_TC_SMALL", "1", 1);
+    check_kernel_choice(false);
+    check_mla(MT_DTYPE_BF16, 128, 9000, 2048, false);
+    check_mla(MT_DTYPE_BF16, 128, 3000, 2048, true);
+    check_mla(MT_DTYPE_BF16, 128, 1500, -1500, false);
+    check_mla(MT_DTYPE_BF16, 128, 100000, 8191, false);
+    check_mla(MT_DTYPE_BF16, 16, 77, -77, false);
+    check_mla(MT_DTYPE_BF16, 32, 1, -1, false);
+    check_mla(MT_DTYPE_BF16, 64, 100000, 100, true);
+    unsetenv("MT_MLA_TC_SMALL");
+    /* the BF16 cache's CUDA-core kernel: what a GPU with less shared memory still would run,
+       forced here */
     setenv("MT_MLA_CUDA_CORES", "1", 1);
     check_kernel_choice(true);
     check_mla(MT_DTYPE_BF16, 128, 9000, 2048, false);
