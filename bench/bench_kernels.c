@@ -847,13 +847,24 @@ dsa:
     bench_indexer(4096, true, true);
     bench_indexer(8192, true, true);
     bench_indexer(6144, true, true); /* the longest row topk_short_kernel takes */
-    bench_mla(MT_DTYPE_BF16, 2048, 65536, "mla_decode");
-    bench_mla(MT_DTYPE_BF16, 512, 65536, "mla_decode");
+    /* index_topk positions (every sparse row), then dense rows of shorter contexts; the default
+     * kernel choice, then each tensor-core kernel forced */
+    static const int mla_rows[] = {2048, 1536, 1024, 512, 128};
+    for (size_t i = 0; i < sizeof(mla_rows) / sizeof(mla_rows[0]); i++) {
+        bench_mla(MT_DTYPE_BF16, mla_rows[i], 65536, "mla_decode");
+    }
     /* the BF16 cache on the kernels of GPUs with less shared memory a block (sm_80/86/89/120):
      * the small tensor-core kernel, then CUDA cores (environment switches of mla.cu) */
     setenv("MT_MLA_TC_SMALL", "1", 1);
-    bench_mla(MT_DTYPE_BF16, 2048, 65536, "mla_small");
-    bench_mla(MT_DTYPE_BF16, 512, 65536, "mla_small");
+    for (size_t i = 0; i < sizeof(mla_rows) / sizeof(mla_rows[0]); i++) {
+        bench_mla(MT_DTYPE_BF16, mla_rows[i], 65536, "mla_small");
+    }
+    /* and the large one wherever it fits (sm_90, sm_100), also at the rows that default to the
+     * small one */
+    setenv("MT_MLA_TC_SMALL", "0", 1);
+    for (size_t i = 0; i < sizeof(mla_rows) / sizeof(mla_rows[0]); i++) {
+        bench_mla(MT_DTYPE_BF16, mla_rows[i], 65536, "mla_large");
+    }
     unsetenv("MT_MLA_TC_SMALL");
     setenv("MT_MLA_CUDA_CORES", "1", 1);
     bench_mla(MT_DTYPE_BF16, 2048, 65536, "mla_cudacore");

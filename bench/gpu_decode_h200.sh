@@ -24,6 +24,8 @@
 #             block an SM instead of two 8-warp blocks where they fit (kernels/gemv.cu)
 #   long-mlasmall  MT_MLA_TC_SMALL=1 on the 2,100-token prompt: sparse MLA on the small
 #             tensor-core kernel of sm_80/86/89/120 (kernels/mla.cu) instead of the large one
+#   mlalarge  MT_MLA_TC_SMALL=0: the defaults with the short rows' MLA on the large tensor-core
+#             kernel (sm_90/sm_100) instead of the small one
 #   absorb0   MT_GPU_ABSORB=0: the defaults with MLA's kv_b absorptions on engine_ops.cu's
 #             any-shape kernels instead of its streaming FP8 ones
 #   base      the defaults on another build's moetier (BASE_BIN=path; e.g. main's, for a
@@ -146,6 +148,8 @@ for c in $RUNS; do
         gemv16 | gemv16b | gemv16c) run $c MT_GEMV_TWO_BLOCKS=0 -- --prompt-ids "$P64" -n 64 ;;
         long-gemv16) run $c MT_GEMV_TWO_BLOCKS=0 -- --prompt-ids "$P2K" -n 16 ;;
         long-mlasmall | long-mlasmall2) run $c MT_MLA_TC_SMALL=1 -- --prompt-ids "$P2K" -n 16 ;;
+        mlalarge | mlalarge2 | mlalarge3 | mlalarge4) run $c MT_MLA_TC_SMALL=0 -- --prompt-ids "$P64" -n 64 ;;
+        kernels-mlalarge) run $c MT_MLA_TC_SMALL=0 MT_GPU_GRAPH=0 MT_GPU_PDL=0 MT_GPU_KERNEL_TIMES=1 -- --prompt-ids "$P64" -n 64 ;;
         kernels) run $c MT_GPU_GRAPH=0 MT_GPU_PDL=0 MT_GPU_KERNEL_TIMES=1 -- --prompt-ids "$P64" -n 64 ;;
         long-graph | long-graph2) run $c MT_X=1 -- --prompt-ids "$P2K" -n 16 ;;
         long-base | long-base2)

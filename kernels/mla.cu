@@ -9,10 +9,10 @@
  * (flash-decoding). The cache is BF16 (default) or fp32 (exact mode). The fp32 cache runs on CUDA
  * cores (mla_split_kernel); the BF16 cache on tensor cores (mma.sync, sm_80+), with q and the
  * probabilities split into two bf16 each so that it keeps the fp32 kernel's accuracy: in
- * mla_tc_kernel where a block may have its ~201 KB of shared memory (sm_90, sm_100), else in
- * mla_tc_small_kernel (~86 KB: sm_80, sm_86/89/120; mla_choose). Every kernel here launches with
- * programmatic dependent launch (pdl.cuh), as the kernels around it in a decode step do.
- * bench/results/kernels-h200.md gives both against the byte floor.
+ * mla_tc_kernel for rows of more than 1,024 positions where a block may have its ~201 KB of
+ * shared memory (sm_90, sm_100), else in mla_tc_small_kernel (~86 KB, any sm_80+; mla_choose).
+ * Every kernel here launches with programmatic dependent launch (pdl.cuh), as the kernels
+ * around it in a decode step do. bench/results/kernels-h200.md gives them against the floors.
  */
 #include <config.h>
 
@@ -839,14 +839,23 @@ mla_launch(const float *q_lat, const float *q_pe, int n_heads, const void *lat, 
 enum mla_kernel { MLA_CUDA_CORES, MLA_TC_SMALL, MLA_TC };
 
 /*
- * Which kernel a BF16 cache runs on here: mla_tc_kernel where a block may have its ~201 KB of
- * shared memory (sm_90, sm_100), else mla_tc_small_kernel (~86 KB: sm_80, sm_86/89/120), else
- * (a GPU with less) the CUDA-core kernel; the tensor-core kernels also need 16-byte aligned q.
- * MT_MLA_CUDA_CORES=1 keeps the CUDA-core kernel and MT_MLA_TC_SMALL=1 the small tensor-core
- * one where the large one would fit (to compare them; read every call, so a test can switch).
+ * Rows of at most this many positions take the small tensor-core kernel even where the large one
+ * fits: measured on the H200 (2026-11-30 session 11, graph + PDL, us, large / small): 128
+ * positions 13.6 / 12.0, 512 13.8 / 12.4, 1,024 14.2 / 13.3, 1,536 15.0 / 16.8, 2,048 15.6 /
+ * 17.9 (bench/results/kernels-h200.md).
+ */
+#define MLA_SMALL_MAX_POS 1024
+
+/*
+ * Which kernel a BF16 cache of n_idx positions runs on here: mla_tc_kernel where a block may have
+ * its ~201 KB of shared memory (sm_90, sm_100) and the row is longer than MLA_SMALL_MAX_POS, else
+ * mla_tc_small_kernel (~86 KB: any sm_80+ GPU), else (a GPU with less) the CUDA-core kernel; the
+ * tensor-core kernels also need 16-byte aligned q. MT_MLA_CUDA_CORES=1 keeps the CUDA-core
+ * kernel; MT_MLA_TC_SMALL=1 the small tensor-core kernel and MT_MLA_TC_SMALL=0 the large one
+ * wherever it fits (to compare them; read every call, so a test can switch).
  */
 static mt_status_t
-mla_choose(const float *q_lat, const float *q_pe, enum mla_kernel *out)
+mla_choose(const float *q_lat, const float *q_pe, int n_idx, enum mla_kernel *out)
 {
     static int known[64]; /* dynamic shared memory a block may have; 0 not asked yet */
     int dev = 0;
@@ -870,8 +879,8 @@ mla_choose(const float *q_lat, const float *q_pe, enum mla_kernel *out)
         }
         known[dev] = optin > 0 ? optin : -1;
     }
-    bool small_forced = small != NULL && strcmp(small, "0") != 0;
-    if (known[dev] >= (int)sizeof(struct tc_smem) && !small_forced) {
+    bool small_wanted = small != NULL ? strcmp(small, "0") != 0 : n_idx <= MLA_SMALL_MAX_POS;
+    if (known[dev] >= (int)sizeof(struct tc_smem) && !small_wanted) {
         *out = MLA_TC;
     } else if (known[dev] >= (int)sizeof(struct ts_smem)) {
         *out = MLA_TC_SMALL;
@@ -964,7 +973,7 @@ mt_gpu_mla_tensor_cores(bool *out)
 {
     static const float aligned[4] __attribute__((aligned(16))) = {0};
     enum mla_kernel k = MLA_CUDA_CORES;
-    mt_status_t st = mla_choose(aligned, aligned, &k);
+    mt_status_t st = mla_choose(aligned, aligned, 1, &k);
 
     *out = k != MLA_CUDA_CORES;
     return st;
@@ -987,7 +996,7 @@ mt_gpu_mla_decode(const float *q_lat, const float *q_pe, int n_heads, int kv_ran
                        n_heads, kv_rank, rope, mt_dtype_name(cache_dtype), n_idx);
     }
     enum mla_kernel k = MLA_CUDA_CORES;
-    mt_status_t st = cache_dtype == MT_DTYPE_BF16 ? mla_choose(q_lat, q_pe, &k) : MT_OK;
+    mt_status_t st = cache_dtype == MT_DTYPE_BF16 ? mla_choose(q_lat, q_pe, n_idx, &k) : MT_OK;
     if (st != MT_OK) {
         return st;
     }

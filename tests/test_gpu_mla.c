@@ -4,8 +4,9 @@
  * (2048 selected positions of a longer cache, 128 heads), dense causal rows shorter than
  * index_topk, a row of one, an empty row, padding (-1) in the selection; BF16 and fp32 caches;
  * the BF16 cache on both its kernels (tensor cores where the device has the shared memory, and the
- * small tensor-core kernel of GPUs with less shared memory a block, forced by MT_MLA_TC_SMALL=1
- * where the large one fits, and the CUDA-core one, forced by MT_MLA_CUDA_CORES=1).
+ * small tensor-core kernel of GPUs with less shared memory a block and of rows of up to 1,024
+ * positions, forced by MT_MLA_TC_SMALL=1 where the large one fits, the large one forced at short
+ * rows by MT_MLA_TC_SMALL=0, and the CUDA-core one, forced by MT_MLA_CUDA_CORES=1).
  */
 #include <config.h>
 
@@ -105,8 +106,9 @@ check_mla(enum mt_dtype cdt, int n_heads, int n_cache, int n_sel, bool pad)
              pad ? " with -1 padding" : "",
              !b16                          ? ""
              : !tensor_cores() || n_idx == 0 ? " (CUDA-core kernel)"
-             : getenv("MT_MLA_TC_SMALL") != NULL ? " (small tensor-core kernel)"
-                                                 : " (tensor-core kernel)");
+             : getenv("MT_MLA_TC_SMALL") == NULL ? " (tensor-core kernel)"
+             : strcmp(getenv("MT_MLA_TC_SMALL"), "0") != 0 ? " (small tensor-core kernel)"
+                                                           : " (large tensor-core kernel)");
     if (st != MT_OK) {
         tap_ok(false, "%s: launch failed: %s", name, mt_last_error());
     } else {
@@ -126,9 +128,10 @@ check_mla(enum mt_dtype cdt, int n_heads, int n_cache, int n_sel, bool pad)
 }
 
 /*
- * The kernel a BF16 cache gets: tensor cores on every sm_80+ GPU (the large kernel where a block
- * may have its ~201 KB, sm_90 and sm_100; the small one, ~86 KB, on sm_80/86/89/120), the
- * CUDA-core kernel under MT_MLA_CUDA_CORES=1, so that the checks below test the kernel they name.
+ * The kernel a BF16 cache gets: tensor cores on every sm_80+ GPU (the large kernel for rows of
+ * more than 1,024 positions where a block may have its ~201 KB, sm_90 and sm_100; the small one,
+ * ~86 KB, otherwise), the CUDA-core kernel under MT_MLA_CUDA_CORES=1, so that the checks below
+ * test the kernel they name.
  */
 static void
 check_kernel_choice(bool forced_off)
@@ -177,6 +180,13 @@ main(void)
     check_mla(MT_DTYPE_BF16, 16, 77, -77, false);
     check_mla(MT_DTYPE_BF16, 32, 1, -1, false);
     check_mla(MT_DTYPE_BF16, 64, 100000, 100, true);
+    /* the large one at rows that default to the small one (sm_90/sm_100; elsewhere the small
+       kernel again) */
+    setenv("MT_MLA_TC_SMALL", "0", 1);
+    check_mla(MT_DTYPE_BF16, 128, 3000, 1000, true);
+    check_mla(MT_DTYPE_BF16, 16, 77, -77, false);
+    check_mla(MT_DTYPE_BF16, 32, 1, -1, false);
+    check_mla(MT_DTYPE_BF16, 64, 100000, 100, false);
     unsetenv("MT_MLA_TC_SMALL");
     /* the BF16 cache's CUDA-core kernel: what a GPU with less shared memory still would run,
        forced here */
