@@ -375,6 +375,41 @@ tc_split(float x, __nv_bfloat16 *hi, __nv_bfloat16 *lo)
 }
 
 /*
+ * O += P V for this warp's 128 columns of O (n-tile j: columns 128 warp + 8j + 2t, + 1; heads g
+ * in o[j][0..1], g + 8 in o[j][2..3]): P [16 heads x 16 KS positions] as bf16 hi and lo rows of
+ * prowb bytes, V the chunk's latent rows in kv (rows of TC_ROWB bytes), read transposed.
+ */
+template <int KS>
+static __device__ __forceinline__ void
+tc_pv(float (&o)[16][4], const uint8_t *p_hi, const uint8_t *p_lo, int prowb, const uint8_t *kv,
+      int warp, int lane)
+{
+    /* ldmatrix row addresses: A (16 rows x 16 k): rows lane % 16, k + 8 (lane / 16); B from [k][n]
+     * rows, transposed: k ((lane / 8) % 2) * 8 + lane % 8, n + 8 (lane / 16) */
+    int a_row = lane & 15;
+    int a_k = 8 * (lane >> 4);
+    int bv_k = 8 * ((lane >> 3) & 1) + (lane & 7);
+    int bv_n = 8 * (lane >> 4);
+
+#pragma unroll
+    for (int ks = 0; ks < KS; ks++) {
+        uint32_t ph[4];
+        uint32_t pl[4];
+        tc_ldsm4(ph, p_hi + a_row * prowb + (16 * ks + a_k) * 2);
+        tc_ldsm4(pl, p_lo + a_row * prowb + (16 * ks + a_k) * 2);
+#pragma unroll
+        for (int jj = 0; jj < 8; jj++) {
+            uint32_t b[4];
+            tc_ldsm4_t(b, kv + (16 * ks + bv_k) * TC_ROWB + (128 * warp + 16 * jj + bv_n) * 2);
+            tc_mma(o[2 * jj], ph, b[0], b[1]);
+            tc_mma(o[2 * jj], pl, b[0], b[1]);
+            tc_mma(o[2 * jj + 1], ph, b[2], b[3]);
+            tc_mma(o[2 * jj + 1], pl, b[2], b[3]);
+        }
+    }
+}
+
+/*
  * Stage this group's chunk (rows from sm.pos[grp], zeros where it is -1); gt is the thread's
  * index in its group. The positions are read once into shared memory first: a copy loop that
  * read idx itself waited for L2 on every iteration (the copies are volatile asm, nothing was
@@ -456,15 +491,12 @@ mla_tc_kernel(const float *__restrict__ q_lat, const float *__restrict__ q_pe,
         }
     }
     /* ldmatrix row addresses of this lane: A (16 rows x 16 k): rows lane % 16, k + 8 (lane / 16);
-     * B from [n][k] rows (scores): n (lane / 16) * 8 + lane % 8, k + 8 ((lane / 8) % 2);
-     * B from [k][n] rows (values, transposed): k ((lane / 8) % 2) * 8 + lane % 8,
-     * n + 8 (lane / 16) */
+     * B from [n][k] rows (scores): n (lane / 16) * 8 + lane % 8, k + 8 ((lane / 8) % 2); the
+     * values' in tc_pv */
     int a_row = lane & 15;
     int a_k = 8 * (lane >> 4);
     int bs_n = 8 * (lane >> 4) + (lane & 7);
     int bs_k = 8 * ((lane >> 3) & 1);
-    int bv_k = 8 * ((lane >> 3) & 1) + (lane & 7);
-    int bv_n = 8 * (lane >> 4);
     const uint8_t *kv = sm.kv[grp];
 
     mt_cp_async_wait<0>();
@@ -523,22 +555,7 @@ mla_tc_kernel(const float *__restrict__ q_lat, const float *__restrict__ q_pe,
     }
     __syncthreads();
     float o[16][4] = {}; /* n-tile j: columns 128 warp + 8j + 2t, + 1; heads g (0, 1), g + 8 */
-#pragma unroll
-    for (int ks = 0; ks < TC_CHUNK / 16; ks++) {
-        uint32_t ph[4];
-        uint32_t pl[4];
-        tc_ldsm4(ph, sm.p[grp][0] + a_row * TC_PROWB + (16 * ks + a_k) * 2);
-        tc_ldsm4(pl, sm.p[grp][1] + a_row * TC_PROWB + (16 * ks + a_k) * 2);
-#pragma unroll
-        for (int jj = 0; jj < 8; jj++) {
-            uint32_t b[4];
-            tc_ldsm4_t(b, kv + (16 * ks + bv_k) * TC_ROWB + (128 * warp + 16 * jj + bv_n) * 2);
-            tc_mma(o[2 * jj], ph, b[0], b[1]);
-            tc_mma(o[2 * jj], pl, b[0], b[1]);
-            tc_mma(o[2 * jj + 1], ph, b[2], b[3]);
-            tc_mma(o[2 * jj + 1], pl, b[2], b[3]);
-        }
-    }
+    tc_pv<TC_CHUNK / 16>(o, sm.p[grp][0], sm.p[grp][1], TC_PROWB, kv, warp, lane);
     /* merge: each group's O scaled to the common max, the second's through shared memory */
     float m0a = sm.m[0][g];
     float m0b = sm.m[0][g + 8];
@@ -695,13 +712,9 @@ mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q
             ts_split2(v.x, v.y, qh[i][r], ql[i][r]);
         }
     }
-    /* ldmatrix row addresses, as in mla_tc_kernel */
-    int a_row = lane & 15;
-    int a_k = 8 * (lane >> 4);
+    /* ldmatrix row addresses of the scores' B, as in mla_tc_kernel */
     int bs_n = 8 * (lane >> 4) + (lane & 7);
     int bs_k = 8 * ((lane >> 3) & 1);
-    int bv_k = 8 * ((lane >> 3) & 1) + (lane & 7);
-    int bv_n = 8 * (lane >> 4);
     float o[16][4] = {}; /* n-tile j: columns 128 warp + 8j + 2t, + 1; heads g (0, 1), g + 8 */
 
     for (int c = 0; c < n_ch; c++) {
@@ -768,22 +781,7 @@ mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q
             o[j][2] *= ag8;
             o[j][3] *= ag8;
         }
-#pragma unroll
-        for (int ks = 0; ks < TS_CHUNK / 16; ks++) {
-            uint32_t ph[4];
-            uint32_t pl[4];
-            tc_ldsm4(ph, sm.p[0] + a_row * TS_PROWB + (16 * ks + a_k) * 2);
-            tc_ldsm4(pl, sm.p[1] + a_row * TS_PROWB + (16 * ks + a_k) * 2);
-#pragma unroll
-            for (int jj = 0; jj < 8; jj++) {
-                uint32_t b[4];
-                tc_ldsm4_t(b, kv + (16 * ks + bv_k) * TC_ROWB + (128 * warp + 16 * jj + bv_n) * 2);
-                tc_mma(o[2 * jj], ph, b[0], b[1]);
-                tc_mma(o[2 * jj], pl, b[0], b[1]);
-                tc_mma(o[2 * jj + 1], ph, b[2], b[3]);
-                tc_mma(o[2 * jj + 1], pl, b[2], b[3]);
-            }
-        }
+        tc_pv<TS_CHUNK / 16>(o, sm.p[0], sm.p[1], TS_PROWB, kv, warp, lane);
     }
 #pragma unroll
     for (int j = 0; j < 16; j++) {
