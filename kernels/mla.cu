@@ -805,6 +805,16 @@ mt_gpu_mla_work_bytes(int n_heads, int n_idx)
     return splits * (size_t)n_heads * (MLA_RANK + 2) * sizeof(float);
 }
 
+/* The second launch of every MLA kernel: merge its splits' (m, l, o) into o_lat. */
+static mt_status_t
+mla_merge(const float *o_part, const float *ml_part, int splits, int n_heads, float *o_lat,
+          cudaStream_t s)
+{
+    mt_pdl_launch(mla_combine_kernel, dim3(n_heads), dim3(MLA_RANK), 0, s, o_part, ml_part, splits,
+                  n_heads, o_lat);
+    return mt_cuda_launched("mla_combine", s);
+}
+
 template <typename T>
 static mt_status_t
 mla_launch(const float *q_lat, const float *q_pe, int n_heads, const void *lat, const void *kpe,
@@ -828,9 +838,7 @@ mla_launch(const float *q_lat, const float *q_pe, int n_heads, const void *lat, 
     if (st != MT_OK) {
         return st;
     }
-    mt_pdl_launch(mla_combine_kernel, dim3(n_heads), dim3(MLA_RANK), 0, s, (const float *)o_part,
-                  (const float *)ml_part, splits, n_heads, o_lat);
-    return mt_cuda_launched("mla_combine", s);
+    return mla_merge(o_part, ml_part, splits, n_heads, o_lat, s);
 }
 
 /* The kernels a BF16 cache may run on. */
@@ -909,9 +917,7 @@ mla_tc_launch(const float *q_lat, const float *q_pe, int n_heads, const uint16_t
     if (st != MT_OK) {
         return st;
     }
-    mt_pdl_launch(mla_combine_kernel, dim3(n_heads), dim3(MLA_RANK), 0, s, (const float *)o_part,
-                  (const float *)ml_part, splits, n_heads, o_lat);
-    return mt_cuda_launched("mla_combine", s);
+    return mla_merge(o_part, ml_part, splits, n_heads, o_lat, s);
 }
 
 /* The small tensor-core kernel (mla_choose: MLA_TC_SMALL): 2, 4 or 8 chunks a block, the fewest
@@ -961,9 +967,7 @@ mla_tc_small_launch(const float *q_lat, const float *q_pe, int n_heads, const ui
     if (st != MT_OK) {
         return st;
     }
-    mt_pdl_launch(mla_combine_kernel, dim3(n_heads), dim3(MLA_RANK), 0, s, (const float *)o_part,
-                  (const float *)ml_part, splits, n_heads, o_lat);
-    return mt_cuda_launched("mla_combine", s);
+    return mla_merge(o_part, ml_part, splits, n_heads, o_lat, s);
 }
 
 extern "C" mt_status_t
