@@ -11,6 +11,7 @@
 #include "cpu/stream.h"
 #include "runtime/base/clock.h"
 
+#include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -37,11 +38,40 @@ int mt_cpu_experts_overlap = 1;
 static _Atomic uint64_t ws_failures;
 static _Atomic size_t ws_failed_bytes;
 
+/*
+ * The workspaces live in thread-local variables (one per kernel file), so they must be freed by
+ * the thread that holds them, when it exits: a key whose destructor frees them, set (to any
+ * non-NULL value) by a thread's first allocation.
+ */
+static pthread_key_t ws_key;
+static pthread_once_t ws_key_once = PTHREAD_ONCE_INIT;
+static bool ws_key_made;
+
+static void
+ws_thread_exit(void *unused)
+{
+    (void)unused;
+    mt_cpu_dot_ws_free();
+    mt_cpu_amx_ws_free();
+    mt_cpu_amx_tiles_ws_free();
+}
+
+static void
+ws_key_make(void)
+{
+    ws_key_made = pthread_key_create(&ws_key, ws_thread_exit) == 0;
+}
+
 void *
 mt_cpu_ws_alloc(size_t bytes)
 {
     int fault = atomic_load(&mt_cpu_experts_ws_fault);
     void *p = NULL;
+
+    pthread_once(&ws_key_once, ws_key_make);
+    if (ws_key_made && pthread_getspecific(ws_key) == NULL) {
+        (void)pthread_setspecific(ws_key, &ws_key); /* failure only leaks, as before */
+    }
 
     while (fault > 0 &&
            !atomic_compare_exchange_weak(&mt_cpu_experts_ws_fault, &fault, fault - 1)) {

@@ -59,6 +59,15 @@ struct amx_ws {
 
 static __thread struct amx_ws ws;
 
+void
+mt_cpu_amx_ws_free(void)
+{
+    free(ws.xp);
+    free(ws.a);
+    free(ws.c);
+    memset(&ws, 0, sizeof(ws));
+}
+
 static bool
 ws_grow(void **p, size_t *cap, size_t bytes)
 {

@@ -57,6 +57,16 @@ struct tiles_ws {
 
 static __thread struct tiles_ws tws;
 
+void
+mt_cpu_amx_tiles_ws_free(void)
+{
+    free(tws.w);
+    free(tws.c);
+    tws.w = NULL;
+    tws.c = NULL;
+    tws.w_cap = 0;
+}
+
 /*
  * Tokens [n0, n1) of x[m, cols] (tokens from m on zero) into xp as A tiles: tile (token tile i,
  * step s) at (i x cols / 32 + s) x TILE, its row n = token 16 i + n, k 32 s .. 32 s + 31.

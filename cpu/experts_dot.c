@@ -77,6 +77,13 @@ struct dot_ws {
 
 static __thread struct dot_ws ws;
 
+void
+mt_cpu_dot_ws_free(void)
+{
+    free(ws.xp);
+    memset(&ws, 0, sizeof(ws));
+}
+
 /* Store lo (16 floats) and hi (16 floats) as `terms` bf16 vectors of 32, terms apart by 32. */
 static inline void
 split_store(__m512 lo, __m512 hi, uint16_t *dst, int terms)

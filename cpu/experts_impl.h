@@ -64,6 +64,15 @@ void mt_cpu_amx_tiles_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1
 void *mt_cpu_ws_alloc(size_t bytes);
 
 /*
+ * Free the calling thread's workspaces of experts_dot.c, experts_amx.c and experts_amx_tiles.c.
+ * mt_cpu_ws_alloc has them run when a thread that allocated exits (a team's workers end with the
+ * team: what they held would be lost).
+ */
+void mt_cpu_dot_ws_free(void);
+void mt_cpu_amx_ws_free(void);
+void mt_cpu_amx_tiles_ws_free(void);
+
+/*
  * Bumped at every layer run and expert run: kernels that cache a converted copy of their input
  * per thread (experts_amx.c) key it by this, since a caller may reuse an input buffer.
  */
