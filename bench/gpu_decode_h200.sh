@@ -26,6 +26,9 @@
 #             tensor-core kernel of sm_80/86/89/120 (kernels/mla.cu) instead of the large one
 #   mlalarge  MT_MLA_TC_SMALL=0: the defaults with the short rows' MLA on the large tensor-core
 #             kernel (sm_90/sm_100) instead of the small one
+#   copy      MT_GPU_LOGITS_DIRECT=0: the defaults with lm_head writing a graph step's logits to
+#             device memory and a copy to pinned host memory after it (instead of lm_head storing
+#             them there itself)
 #   absorb0   MT_GPU_ABSORB=0: the defaults with MLA's kv_b absorptions on engine_ops.cu's
 #             any-shape kernels instead of its streaming FP8 ones
 #   base      the defaults on another build's moetier (BASE_BIN=path; e.g. main's, for a
@@ -106,13 +109,16 @@ ratio() { # name: decode tok/s and the decode phase's forward time against the f
             for (i = 1; i <= NF; i++) if ($i == "decode") { n = $(i+1); wall = substr($(i+6), 2) }
         }
         /MoE wait .* s forward/ { for (i = 1; i <= NF; i++) if ($i ~ /^forward;?$/) fw = $(i-2) }
+        /forwards as CUDA graphs, GPU/ { for (i = 1; i <= NF; i++) if ($i == "GPU") gms = $(i+1) }
         END {
             floor = hbm * 1e9 / bytes
             fwd = fw > 0 ? n / fw : 0 # the report prints 0.1 ms: +-0.05 ms of the phase
             printf "%-12s decode %d tokens: %.1f tok/s (wall, ratio %.3f), forward %.4f s = ", name,
                 n, wall, wall / floor, fw
-            printf "%.1f tok/s (ratio %.3f, %.3f ms/token); floor %.1f tok/s\n", fwd, fwd / floor,
+            printf "%.1f tok/s (ratio %.3f, %.3f ms/token); floor %.1f tok/s", fwd, fwd / floor,
                 (fw > 0 ? 1e3 * fw / n : 0), floor
+            if (gms > 0) printf "; graph GPU %.3f ms a step (ratio %.3f)", gms, 1e3 / gms / floor
+            printf "\n"
         }' "$f" | tee -a "$R/ratios.txt"
 }
 ids() { grep -E '^[0-9]+( [0-9]+)+$' "$R/$1.txt" | tail -1; }
@@ -145,6 +151,7 @@ for c in $RUNS; do
         nopdl | nopdl2) run $c MT_GPU_PDL=0 -- --prompt-ids "$P64" -n 64 ;;
         nowave | nowave2) run $c MT_MOE_WAVE=0 -- --prompt-ids "$P64" -n 64 ;;
         absorb0) run $c MT_GPU_ABSORB=0 -- --prompt-ids "$P64" -n 64 ;;
+        copy | copy2 | copy3) run $c MT_GPU_LOGITS_DIRECT=0 -- --prompt-ids "$P64" -n 64 ;;
         gemv16 | gemv16b | gemv16c) run $c MT_GEMV_TWO_BLOCKS=0 -- --prompt-ids "$P64" -n 64 ;;
         long-gemv16) run $c MT_GEMV_TWO_BLOCKS=0 -- --prompt-ids "$P2K" -n 16 ;;
         long-mlasmall | long-mlasmall2) run $c MT_MLA_TC_SMALL=1 -- --prompt-ids "$P2K" -n 16 ;;

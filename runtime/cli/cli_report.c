@@ -336,6 +336,19 @@ mt_cli_report_print(const struct mt_cli_report *r, FILE *f)
         fprintf(f, "; plan bottleneck %s", p->bottleneck);
     }
     fprintf(f, "\n");
+    if (mph->eng.graph_steps > 0) {
+        /* the rest of a recorded step's forward time is the host's: the launch, the embeddings
+         * in and the logits out */
+        double n = (double)mph->eng.graph_steps;
+
+        fprintf(f, "mt: report: %llu of %llu forwards as CUDA graphs, GPU %.3f ms a step (events)",
+                (unsigned long long)mph->eng.graph_steps, (unsigned long long)mph->eng.forwards,
+                1e3 * mph->eng.graph_gpu_s / n);
+        if (mph->eng.graph_steps == mph->eng.forwards) {
+            fprintf(f, ", forward %.3f ms a step", 1e3 * mph->eng.forward_s / n);
+        }
+        fprintf(f, "\n");
+    }
     if (mph->have_io) {
         const struct mt_io_source_stats *io = &mph->io;
 
@@ -427,6 +440,8 @@ phase_json(const struct mt_cli_report *r, const struct mt_cli_report_phase *ph)
     ok = set(o, "forward_s", json_real(ph->eng.forward_s)) && ok;
     ok = set(o, "moe_s", json_real(ph->eng.moe_s)) && ok;
     ok = set(o, "moe_wait_s", json_real(ph->eng.moe_wait_s)) && ok;
+    ok = set(o, "graph_steps", json_integer((json_int_t)ph->eng.graph_steps)) && ok;
+    ok = set(o, "graph_gpu_s", json_real(ph->eng.graph_gpu_s)) && ok;
     ok = set(o, "cpu_busy", json_real(n.cpu_busy)) && ok;
     ok = set(o, "gpu_busy", real_or_null(n.gpu_busy)) && ok;
     ok = set(o, "tiers", tiers) && ok;

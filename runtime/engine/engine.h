@@ -206,6 +206,8 @@ struct mt_engine_stats {
     uint64_t prefetch_hits;                /* of them, really chosen by the router */
     uint64_t slot_copies;                  /* DRAM experts copied to a GPU slot (GPU engine) */
     uint64_t graph_steps;                  /* forwards replayed as a CUDA graph (GPU engine) */
+    double graph_gpu_s; /* of their forward time, the GPU's (events around each launch): the rest
+                           is the host's (embeddings in, logits out, launch) */
 };
 
 /* Copy the counters into *out. */

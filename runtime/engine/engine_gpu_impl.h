@@ -141,6 +141,10 @@ struct eng_gpu {
     int glast;                     /* the slot launched last */
     float *h_emb1;                 /* pinned [TOK, hidden]: a graph step's embeddings */
     float *h_logits;               /* pinned [TOK, vocab]: a graph step's logits */
+    struct CUevent_st *ev_g0, *ev_g1; /* around each graph launch: the step's GPU time */
+    bool logits_direct; /* lm_head writes a graph step's logits into h_logits itself (pinned
+                           memory the GPU reaches over the bus), so no copy follows it;
+                           MT_GPU_LOGITS_DIRECT=0: lm_head into g->logits, then a copy */
     uint64_t n_graph_steps, n_graph_builds;
 };
 
