@@ -29,6 +29,8 @@
 #   copy      MT_GPU_LOGITS_DIRECT=0: the defaults with lm_head writing a graph step's logits to
 #             device memory and a copy to pinned host memory after it (instead of lm_head storing
 #             them there itself)
+#   onechunk0 MT_MLA_TS_ONE_CHUNK=0: the defaults with short rows' sparse MLA on two chunks of
+#             positions a block at least, instead of one (kernels/mla.cu)
 #   absorb0   MT_GPU_ABSORB=0: the defaults with MLA's kv_b absorptions on engine_ops.cu's
 #             any-shape kernels instead of its streaming FP8 ones
 #   base      the defaults on another build's moetier (BASE_BIN=path; e.g. main's, for a
@@ -152,6 +154,7 @@ for c in $RUNS; do
         nowave | nowave2) run $c MT_MOE_WAVE=0 -- --prompt-ids "$P64" -n 64 ;;
         absorb0) run $c MT_GPU_ABSORB=0 -- --prompt-ids "$P64" -n 64 ;;
         copy | copy2 | copy3) run $c MT_GPU_LOGITS_DIRECT=0 -- --prompt-ids "$P64" -n 64 ;;
+        onechunk0 | onechunk02) run $c MT_MLA_TS_ONE_CHUNK=0 -- --prompt-ids "$P64" -n 64 ;;
         gemv16 | gemv16b | gemv16c) run $c MT_GEMV_TWO_BLOCKS=0 -- --prompt-ids "$P64" -n 64 ;;
         long-gemv16) run $c MT_GEMV_TWO_BLOCKS=0 -- --prompt-ids "$P2K" -n 16 ;;
         long-mlasmall | long-mlasmall2) run $c MT_MLA_TC_SMALL=1 -- --prompt-ids "$P2K" -n 16 ;;

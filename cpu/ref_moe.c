@@ -79,6 +79,9 @@ mt_cpu_router(const float *logits, const float *bias, const struct mt_cpu_router
     }
     for (int j = 0; j < p->topk_group && j < G; j++) {
         int g = argmax_free(gs, taken, G);
+        if (g < 0) {
+            break; /* the other groups' scores are NaN (a corrupt bias): none of them is kept */
+        }
         taken[g] = true;
         keep[g] = true;
     }

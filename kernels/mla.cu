@@ -797,10 +797,16 @@ mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q
     }
 }
 
+/* Splits of one chunk (TS_CHUNK positions) that the small tensor-core kernel may use on rows of
+ * up to this many chunks (mla_tc_small_launch); longer rows take splits of MLA_SPLIT or more. */
+#define TS_ONE_CHUNK_MAX 16 /* H200: 128 and 512 positions 9.2 / 10.4 us against 12.0 / 12.5 with
+                               two chunks a block; 1,024 positions 14.6 against 13.4 */
+
 extern "C" size_t
 mt_gpu_mla_work_bytes(int n_heads, int n_idx)
 {
     size_t splits = (size_t)MT_MAX(MT_CEIL_DIV(n_idx, MLA_SPLIT), 1);
+    splits = MT_MAX(splits, (size_t)MT_MIN(MT_CEIL_DIV(n_idx, TS_CHUNK), TS_ONE_CHUNK_MAX));
 
     return splits * (size_t)n_heads * (MLA_RANK + 2) * sizeof(float);
 }
@@ -920,8 +926,13 @@ mla_tc_launch(const float *q_lat, const float *q_pe, int n_heads, const uint16_t
     return mla_merge(o_part, ml_part, splits, n_heads, o_lat, s);
 }
 
-/* The small tensor-core kernel (mla_choose: MLA_TC_SMALL): 2, 4 or 8 chunks a block, the fewest
- * whose grid fits in one wave of the blocks this device holds at once. */
+/*
+ * The small tensor-core kernel (mla_choose: MLA_TC_SMALL): 1, 2, 4 or 8 chunks a block, the
+ * fewest whose grid fits in one wave of the blocks this device holds at once (one chunk only on
+ * rows of up to TS_ONE_CHUNK_MAX chunks, which the work space holds). A block's chunks run one
+ * after another, so on a short row fewer chunks a block are a shorter chain of latencies.
+ * MT_MLA_TS_ONE_CHUNK=0: two chunks a block at least (as before, for measurements).
+ */
 static mt_status_t
 mla_tc_small_launch(const float *q_lat, const float *q_pe, int n_heads, const uint16_t *lat,
                     const uint16_t *kpe, const int32_t *idx, int n_idx, float scale, void *work,
@@ -952,7 +963,13 @@ mla_tc_small_launch(const float *q_lat, const float *q_pe, int n_heads, const ui
     }
     long long wave = dev >= 0 && dev < 64 ? resident[dev] : 1;
     int groups = n_heads / MLA_HEADS;
-    int chunks = 2; /* a split of at least MLA_SPLIT positions: the work's size allows no more */
+    static int one_chunk = -1;
+    if (one_chunk < 0) {
+        const char *ev = getenv("MT_MLA_TS_ONE_CHUNK");
+        one_chunk = ev == NULL || strcmp(ev, "0") != 0;
+    }
+    /* the work holds ceil(n_idx / MLA_SPLIT) splits, and one a chunk up to TS_ONE_CHUNK_MAX */
+    int chunks = one_chunk && MT_CEIL_DIV(n_idx, TS_CHUNK) <= TS_ONE_CHUNK_MAX ? 1 : 2;
     while (chunks < TS_MAX_CHUNKS &&
            (long long)groups * MT_CEIL_DIV(n_idx, chunks * TS_CHUNK) > wave) {
         chunks *= 2;

@@ -141,134 +141,113 @@ router_kernel(const float *__restrict__ logits, const float *__restrict__ bias, 
 }
 
 /*
- * The same router for groups of 32 experts (V3.2: 256 in 8) and k <= 16, with every score in
- * registers: lane l holds expert 32 i + l of each group i, so a group's top-2 is a butterfly over
- * the warp, the group choice is a few compares every lane makes alike, and each of the k picks is
- * one pass over the lane's G values and a butterfly, where router_kernel loops over shared memory
- * (one lane 32 steps a group; 16 us a token on the H200 by Nsight Compute, as long as a 30 MB
- * GEMV). Same choices, ties and NaN as the CPU: a pick is the largest (b, then smaller e) among
- * the kept groups' free non-NaN scores; with none left, the first free expert of a kept group.
+ * The same router for groups of 32 experts (V3.2: 256 in 8), k <= 16 and at least k experts in
+ * the kept groups, as one block a token with a thread an expert (warp i = group i). Instead of k
+ * picks one after another, every candidate finds its own place: a pick's order is larger biased
+ * score, then smaller expert, so a kept non-NaN expert's place is the number of kept non-NaN
+ * experts before it in that order, and the kept NaN experts follow in expert order (the CPU's
+ * "first free expert of a kept group" once the scores run out). Places below k are the picks.
+ * Why: picking k times in one warp (router_kernel's shared-memory loops, then a version with the
+ * scores in registers and a butterfly a pick) is a chain of ~3,500 dependent instructions: 16-18
+ * us a token on the H200 (Nsight Compute, 1.98 GHz), on the critical path of every MoE layer.
+ * Same choices, ties and NaN as the CPU (test_gpu_ops).
  */
-#define ROUTER_FAST_G 8
-#define ROUTER_FAST_K 16
+#define ROUTER_RANK_G 8
+#define ROUTER_RANK_K 16
 
-/* (value, index, score) a is better than b: larger value, then smaller index; NaN never. */
-static __device__ __forceinline__ bool
-pick_better(float av, int ai, float bv, int bi)
-{
-    return ai >= 0 && (bi < 0 || av > bv || (av == bv && ai < bi));
-}
-
-static __global__ void
-router_fast_kernel(const float *__restrict__ logits, const float *__restrict__ bias, int n_tok,
-                   int G, int topk_group, int k, bool norm, float scale, int32_t *ids_out,
+static __global__ void __launch_bounds__(32 * ROUTER_RANK_G)
+router_rank_kernel(const float *__restrict__ logits, const float *__restrict__ bias, int G,
+                   int topk_group, int k, bool norm, float scale, int32_t *ids_out,
                    float *w_out)
 {
+    __shared__ float b_sh[32 * ROUTER_RANK_G];   /* biased scores, NaN where not a candidate */
+    __shared__ float s_sh[32 * ROUTER_RANK_G];   /* sigmoid scores */
+    __shared__ float gs_sh[ROUTER_RANK_G];       /* group scores */
+    __shared__ float w_sh[ROUTER_RANK_K];        /* the picks' sigmoid scores, in pick order */
+    __shared__ int kept_sh[ROUTER_RANK_G];       /* the kept groups, in group order */
+    __shared__ int n_kept_sh;
     mt_pdl_enter();
-    int lane = threadIdx.x & 31;
-    int tok = blockIdx.x * ROUTER_WARPS + (int)(threadIdx.x / 32);
-    float s[ROUTER_FAST_G];
-    float b[ROUTER_FAST_G];
-    float gs[ROUTER_FAST_G];
-    bool keep[ROUTER_FAST_G];
-    unsigned chosen = 0; /* bit i: this lane's expert of group i is taken */
+    int e = threadIdx.x;
+    int grp = e / 32;
+    int E = 32 * G;
+    int tok = blockIdx.x;
+    float sg = 1.0f / (1.0f + expf(-logits[(int64_t)tok * E + e]));
+    float b = sg + (bias != NULL ? bias[e] : 0.0f);
 
-    if (tok >= n_tok) {
-        return;
+    /* the group's two largest non-NaN scores (duplicates count), as the CPU's loop */
+    float m1 = isnan(b) ? -INFINITY : b;
+    float m2 = -INFINITY;
+    for (int o = 16; o > 0; o >>= 1) {
+        float o1 = __shfl_xor_sync(0xffffffffu, m1, o);
+        float o2 = __shfl_xor_sync(0xffffffffu, m2, o);
+        m2 = fmaxf(fminf(m1, o1), fmaxf(m2, o2));
+        m1 = fmaxf(m1, o1);
     }
-    const float *lg = logits + (int64_t)tok * G * 32;
-#pragma unroll
-    for (int i = 0; i < ROUTER_FAST_G; i++) {
-        s[i] = 0.0f;
-        b[i] = 0.0f;
-        gs[i] = 0.0f;
-        if (i < G) {
-            int e = 32 * i + lane;
-            s[i] = 1.0f / (1.0f + expf(-lg[e]));
-            b[i] = s[i] + (bias != NULL ? bias[e] : 0.0f);
-            /* the group's two largest non-NaN scores (duplicates count), as the CPU's loop */
-            float m1 = isnan(b[i]) ? -INFINITY : b[i];
-            float m2 = -INFINITY;
-            for (int o = 16; o > 0; o >>= 1) {
-                float o1 = __shfl_xor_sync(0xffffffffu, m1, o);
-                float o2 = __shfl_xor_sync(0xffffffffu, m2, o);
-                m2 = fmaxf(fminf(m1, o1), fmaxf(m2, o2));
-                m1 = fmaxf(m1, o1);
-            }
-            gs[i] = m1 + m2;
-        }
+    if ((e & 31) == 0) {
+        gs_sh[grp] = m1 + m2;
     }
-    /* group i is kept when fewer than topk_group non-NaN groups beat it (value, then index) */
-#pragma unroll
-    for (int i = 0; i < ROUTER_FAST_G; i++) {
-        int rank = 0;
-#pragma unroll
-        for (int j = 0; j < ROUTER_FAST_G; j++) {
-            rank += j < G && i < G && !isnan(gs[j]) && (gs[j] > gs[i] || (gs[j] == gs[i] && j < i));
-        }
-        keep[i] = i < G && !isnan(gs[i]) && rank < topk_group;
-    }
-    double dsum = 0.0; /* lane 0's sum of the chosen sigmoid scores, in double as the CPU */
-    float wk[ROUTER_FAST_K];
-#pragma unroll
-    for (int j = 0; j < ROUTER_FAST_K; j++) {
-        if (j >= k) {
-            break;
-        }
-        float bv = 0.0f;
-        int be = -1;
-        float bs = 0.0f;
-        int fe = -1; /* the first free expert of a kept group, for when no score is left */
-#pragma unroll
-        for (int i = 0; i < ROUTER_FAST_G; i++) {
-            int e = 32 * i + lane;
-            bool free = i < G && keep[i] && !(chosen >> i & 1u);
-            if (free && !isnan(b[i]) && pick_better(b[i], e, bv, be)) {
-                bv = b[i];
-                be = e;
-                bs = s[i];
+    __syncthreads();
+    /* group g (lane g of warp 0) is kept when fewer than topk_group non-NaN groups beat it
+     * (value, then index); the kept ones listed in group order */
+    if (e < 32) {
+        bool kg = false;
+        if (e < G) {
+            float v = gs_sh[e];
+            int rank = 0;
+            for (int h = 0; h < G; h++) {
+                rank += !isnan(gs_sh[h]) && (gs_sh[h] > v || (gs_sh[h] == v && h < e));
             }
-            if (free && fe < 0) {
-                fe = e;
-            }
+            kg = !isnan(v) && rank < topk_group;
         }
-        for (int o = 16; o > 0; o >>= 1) {
-            float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-            int oe = __shfl_xor_sync(0xffffffffu, be, o);
-            float os = __shfl_xor_sync(0xffffffffu, bs, o);
-            int of = __shfl_xor_sync(0xffffffffu, fe, o);
-            if (pick_better(ov, oe, bv, be)) {
-                bv = ov;
-                be = oe;
-                bs = os;
-            }
-            fe = fe < 0 || (of >= 0 && of < fe) ? of : fe;
+        unsigned kb = __ballot_sync(0xffffffffu, kg);
+        if (kg) {
+            kept_sh[__popc(kb & ((1u << e) - 1u))] = e;
         }
-        int e = be;
-        if (e < 0) {
-            e = fe >= 0 ? fe : j % (32 * G);
-#pragma unroll
-            for (int i = 0; i < ROUTER_FAST_G; i++) { /* its sigmoid score, from its lane */
-                float si = __shfl_sync(0xffffffffu, s[i], e & 31);
-                bs = i == e / 32 ? si : bs;
-            }
-        }
-        if ((e & 31) == lane && e / 32 < G) {
-            chosen |= 1u << (e / 32);
-        }
-        wk[j] = bs;
-        if (lane == 0) {
-            ids_out[(int64_t)tok * k + j] = e;
-            dsum += bs;
+        if (e == 0) {
+            n_kept_sh = __popc(kb);
         }
     }
-    if (lane == 0) {
-#pragma unroll
-        for (int j = 0; j < ROUTER_FAST_K; j++) {
-            if (j >= k) {
-                break;
-            }
-            float w = wk[j];
+    __syncthreads();
+    int n_kept = n_kept_sh;
+    bool kept = false;
+    for (int i = 0; i < n_kept; i++) {
+        kept |= kept_sh[i] == grp;
+    }
+    bool valid = kept && !isnan(b);
+    b_sh[e] = valid ? b : NAN;
+    s_sh[e] = sg;
+    int n_valid = __syncthreads_count(valid);
+    /* this expert's place among the picks: before it, the valid experts that beat it (or, for a
+     * kept NaN expert, every valid one and the kept NaN experts of smaller index) */
+    int place = valid ? 0 : n_valid;
+    for (int i = 0; i < n_kept; i++) {
+        const float *bg = b_sh + 32 * kept_sh[i];
+        int e0 = 32 * kept_sh[i];
+#pragma unroll 8
+        for (int j = 0; j < 32; j++) {
+            float v = bg[j];
+            place += valid ? (v > b || (v == b && e0 + j < e)) : (isnan(v) && e0 + j < e);
+        }
+    }
+    if (kept && place < k) {
+        ids_out[(int64_t)tok * k + place] = e;
+        w_sh[place] = sg;
+    }
+    __syncthreads();
+    if (e == 0) {
+        /* NaN group scores can keep fewer groups than topk_group, and their experts may run out
+         * before k: then the CPU takes expert j % E for pick j */
+        for (int j = 32 * n_kept; j < k; j++) {
+            ids_out[(int64_t)tok * k + j] = j % E;
+            w_sh[j] = s_sh[j % E];
+        }
+        /* the sum of the picks' scores, in pick order and in double, as the CPU */
+        double dsum = 0.0;
+        for (int j = 0; j < k; j++) {
+            dsum += w_sh[j];
+        }
+        for (int j = 0; j < k; j++) {
+            float w = w_sh[j];
             if (norm) {
                 w = (float)(w / (dsum + 1e-20));
             }
@@ -289,13 +268,16 @@ mt_gpu_router(const float *logits, const float *bias, const struct mt_gpu_router
         return mt_fail(MT_ERR_INVAL, 0, "gpu router: %d experts in %d groups, top-%d, %d tokens",
                        p->n_experts, G, p->k, n_tok);
     }
-    dim3 grid((unsigned)MT_CEIL_DIV(n_tok, ROUTER_WARPS));
-    if (p->n_experts == 32 * G && G <= ROUTER_FAST_G && p->k <= ROUTER_FAST_K) {
-        mt_pdl_launch(router_fast_kernel, grid, dim3(ROUTER_WARPS * 32), 0, stream, logits, bias,
-                      n_tok, G, p->topk_group, p->k, p->norm_topk_prob, p->routed_scaling_factor,
+    /* the rank kernel needs k picks inside the kept groups (32 each): else the CPU's last resort
+     * (any expert, j % E) may come into play, which only the warp kernel follows */
+    if (p->n_experts == 32 * G && G <= ROUTER_RANK_G && p->k <= ROUTER_RANK_K &&
+        32 * MT_MIN(p->topk_group, G) >= p->k) {
+        mt_pdl_launch(router_rank_kernel, dim3((unsigned)n_tok), dim3(32 * G), 0, stream, logits,
+                      bias, G, p->topk_group, p->k, p->norm_topk_prob, p->routed_scaling_factor,
                       ids_out, w_out);
         return mt_cuda_launched("router", stream);
     }
+    dim3 grid((unsigned)MT_CEIL_DIV(n_tok, ROUTER_WARPS));
     mt_pdl_launch(router_kernel, grid, dim3(ROUTER_WARPS * 32), 0, stream, logits, bias, n_tok,
                   p->n_experts, G, p->topk_group, p->k, p->norm_topk_prob,
                   p->routed_scaling_factor, ids_out, w_out);

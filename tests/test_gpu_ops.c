@@ -177,7 +177,11 @@ test_elementwise(void)
     free(g);
 }
 
-/* kind 0: random; 1: every logit equal and no bias (ties everywhere); 2: some NaN logits */
+/*
+ * kind 0: random; 1: every logit equal and no bias (ties everywhere); 2: some NaN logits; 3: one
+ * score a group left; 4: every group's score NaN (an infinite bias beside NaN logits), so no
+ * group is kept and the picks are the CPU's last resort
+ */
 static void
 test_router(const struct mt_cpu_router_params *cp, int n_tok, int kind)
 {
@@ -206,9 +210,19 @@ test_router(const struct mt_cpu_router_params *cp, int n_tok, int kind)
             lg[i] = NAN;
         }
     }
-    if (kind == 3) { /* one score a group of 32 left: the kept groups run out before k picks */
+    if (kind >= 3) { /* one score a group of 32 left: the kept groups run out before k picks */
         for (size_t i = 0; i < (size_t)n_tok * E; i++) {
             lg[i] = i % 32 == 5 ? lg[i] : NAN;
+        }
+    }
+    if (kind == 4) { /* +inf + -inf = NaN group scores */
+        for (int t = 0; t < n_tok; t++) {
+            for (int e = 0; e < E; e++) {
+                lg[(size_t)t * E + e] = e % 32 == 0 ? lg[(size_t)t * E + e] : NAN;
+            }
+        }
+        for (int e = 0; e < E; e += 32) {
+            bias[e] = INFINITY;
         }
     }
     void *work = gt_malloc(mt_cpu_router_work_bytes(cp));
@@ -234,10 +248,11 @@ test_router(const struct mt_cpu_router_params *cp, int n_tok, int kind)
              kind == 0   ? "random"
              : kind == 1 ? "all tied"
              : kind == 2 ? "NaN logits"
-                         : "mostly NaN (fewer scores than k)");
+             : kind == 3 ? "mostly NaN (fewer scores than k)"
+                         : "NaN group scores (no group kept)");
     tap_ok(id_mismatch == 0, "%s: expert ids identical to the CPU (%d differ)", name,
            id_mismatch);
-    if (kind == 3) {
+    if (kind >= 3) {
         /* the picks past the scores are NaN experts: their (and, normalized, every) weight is
          * NaN on the CPU too; the same NaN places and the same finite values */
         int w_mismatch = 0;
@@ -538,6 +553,8 @@ main(void)
     struct mt_cpu_router_params v32_raw = {256, 8, 4, 8, false, 2.5f}; /* weights not normalized */
     struct mt_cpu_router_params small = {64, 4, 2, 6, false, 1.0f};
     struct mt_cpu_router_params single = {16, 16, 16, 4, true, 1.5f}; /* groups of one */
+    struct mt_cpu_router_params half = {128, 4, 2, 6, true, 1.0f};
+    struct mt_cpu_router_params wide_k = {256, 8, 1, 16, true, 2.5f};
 
     if (!gt_init(512, 3)) {
         return tap_done();
@@ -556,6 +573,12 @@ main(void)
     test_router(&v32, 3, 1);
     test_router(&v32, 8, 2);
     test_router(&v32_raw, 5, 3);
+    test_router(&v32, 4, 4);
+    test_router(&v32_raw, 2, 4);
+    test_router(&half, 7, 0);  /* 4 groups of 32: the rank kernel with fewer threads */
+    test_router(&half, 6, 2);
+    test_router(&wide_k, 3, 0); /* k = 16 from one kept group */
+    test_router(&wide_k, 5, 1);
     test_router(&small, 17, 0);
     test_router(&single, 9, 0);
 #ifdef MT_HAVE_CUDA
