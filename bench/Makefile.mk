@@ -8,6 +8,8 @@ noinst_PROGRAMS += bench/bench_experts
 bench_bench_experts_LDADD = $(MT_LIBS) $(MT_SYSLIBS)
 noinst_PROGRAMS += bench/bench_cpu_experts
 bench_bench_cpu_experts_LDADD = $(MT_LIBS) $(MT_SYSLIBS)
+noinst_PROGRAMS += bench/bench_sampler
+bench_bench_sampler_LDADD = $(MT_LIBS) $(MT_SYSLIBS)
 EXTRA_DIST += bench/serve_load.sh
 if MT_HAVE_CUDA
 noinst_PROGRAMS += bench/bench_kernels

@@ -1,14 +1,286 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test_sampler.c - greedy, temperature, top-k, top-p and seeding of runtime/sampler.
+ *
+ * The sampler sorts only the head of the candidates and argmax runs lane-wise; both are checked
+ * against the plain code they replaced (a scalar loop, a full sort), copied here as references,
+ * on random logits with NaN, +-inf, signed zeros and ties.
  */
 #include <config.h>
 
 #include "runtime/text/sampler.h"
+#include "runtime/base/rng.h"
 #include "tests/tap.h"
 
 #include <math.h>
 #include <stdlib.h>
+
+/* ---- references: the sampler before the partial sort ------------------------------------ */
+
+static int32_t
+ref_argmax(const float *logits, int vocab)
+{
+    int32_t best = -1;
+
+    for (int i = 0; i < vocab; i++) {
+        if (isnan(logits[i])) {
+            continue;
+        }
+        if (best < 0 || logits[i] > logits[best]) {
+            best = i;
+        }
+    }
+    return best;
+}
+
+struct ref_cand {
+    float logit;
+    int32_t id;
+};
+
+static int
+ref_cand_cmp(const void *pa, const void *pb)
+{
+    const struct ref_cand *a = pa;
+    const struct ref_cand *b = pb;
+
+    if (a->logit != b->logit) {
+        return a->logit > b->logit ? -1 : 1;
+    }
+    return (a->id > b->id) - (a->id < b->id);
+}
+
+/* The old mt_sampler_sample: every candidate sorted; c and p hold vocab entries; -1: none. */
+static int32_t
+ref_sample(const struct mt_sampler_opts *o, struct mt_rng *rng, const float *logits, int vocab,
+           struct ref_cand *c, double *p)
+{
+    int n = 0;
+
+    if (o->temperature <= 0.0f) {
+        return ref_argmax(logits, vocab);
+    }
+    for (int i = 0; i < vocab; i++) {
+        if (!isnan(logits[i]) && logits[i] != -INFINITY) {
+            c[n].logit = logits[i];
+            c[n].id = i;
+            n++;
+        }
+    }
+    if (n == 0) {
+        return -1;
+    }
+    qsort(c, (size_t)n, sizeof(*c), ref_cand_cmp);
+    if (o->top_k > 0 && o->top_k < n) {
+        n = o->top_k;
+    }
+    double sum = 0.0;
+    if (c[0].logit == INFINITY) {
+        while (c[n - 1].logit != INFINITY) {
+            n--;
+        }
+        for (int i = 0; i < n; i++) {
+            p[i] = 1.0;
+        }
+        sum = n;
+    } else {
+        double m = c[0].logit;
+        for (int i = 0; i < n; i++) {
+            p[i] = exp(((double)c[i].logit - m) / o->temperature);
+            sum += p[i];
+        }
+    }
+    if (o->top_p < 1.0f) {
+        double acc = 0.0;
+        int keep = n;
+        for (int i = 0; i < n; i++) {
+            acc += p[i] / sum;
+            if (acc >= o->top_p) {
+                keep = i + 1;
+                break;
+            }
+        }
+        n = keep;
+        sum = 0.0;
+        for (int i = 0; i < n; i++) {
+            sum += p[i];
+        }
+    }
+    double u = mt_rng_uniform(rng) * sum;
+    double acc = 0.0;
+    for (int i = 0; i < n; i++) {
+        acc += p[i];
+        if (u < acc) {
+            return c[i].id;
+        }
+    }
+    return c[n - 1].id;
+}
+
+/* ---- random logits ------------------------------------------------------------------------ */
+
+enum shape {
+    SHAPE_PEAKED,   /* ~300 tokens carry most of the mass: top-p 0.95 may need more than 256 */
+    SHAPE_WIDE,     /* spread: the nucleus is a sixth of the vocabulary, found in rounds */
+    SHAPE_FLAT,     /* near-flat: the nucleus is most of the vocabulary */
+    SHAPE_TIED,     /* a few distinct values, signed zeros among them: ties everywhere */
+    SHAPE_SPECIAL,  /* peaked, with NaN, -inf and sometimes a few +inf */
+    SHAPE_MANY_INF, /* a fifth of the logits +inf: more than the first head holds */
+    SHAPE_COUNT
+};
+
+static const char *const shape_name[SHAPE_COUNT] = {"peaked", "wide",    "near-flat",
+                                                    "tied",   "NaN/inf", "many +inf"};
+
+static float
+rnd(struct mt_rng *g)
+{
+    return (float)mt_rng_uniform(g);
+}
+
+static void
+fill_logits(struct mt_rng *g, float *x, int n, enum shape shape)
+{
+    double boost = n > 300 ? 300.0 / n : 0.3;
+    bool with_inf = mt_rng_below(g, 4) == 0;
+
+    for (int i = 0; i < n; i++) {
+        float peaked = 2.0f * (rnd(g) + rnd(g) + rnd(g) - 1.5f);
+        if (mt_rng_uniform(g) < boost) {
+            peaked += 10.0f + 4.0f * rnd(g);
+        }
+        switch (shape) {
+        case SHAPE_PEAKED:
+            x[i] = peaked;
+            break;
+        case SHAPE_WIDE:
+            x[i] = 6.0f * (rnd(g) + rnd(g) + rnd(g) - 1.5f); /* sd 3 */
+            break;
+        case SHAPE_FLAT:
+            x[i] = 0.01f * rnd(g);
+            break;
+        case SHAPE_TIED:
+            x[i] = 0.5f * (float)mt_rng_below(g, 6) - 1.0f;
+            if (x[i] == 0.0f && mt_rng_below(g, 2) == 0) {
+                x[i] = -0.0f;
+            }
+            break;
+        case SHAPE_SPECIAL: {
+            uint64_t r = mt_rng_below(g, 100);
+            x[i] = r < 3 ? NAN : r < 6 ? -INFINITY : peaked;
+            if (with_inf && mt_rng_below(g, (uint64_t)n) < 3) {
+                x[i] = INFINITY;
+            }
+            break;
+        }
+        case SHAPE_MANY_INF:
+            x[i] = mt_rng_below(g, 5) == 0 ? INFINITY : mt_rng_below(g, 20) == 0 ? NAN : peaked;
+            break;
+        default:
+            x[i] = 0.0f;
+        }
+    }
+}
+
+/*
+ * Random vectors for argmax: repeated values (few levels) or spread ones, all below zero or not,
+ * with a random subset of NaN, +inf, -inf, -0.0 and +0.0 at a random density, so that the
+ * maximum is often a zero of either sign, or a value whose lane also holds NaN; a few are all NaN.
+ */
+static void
+fill_argmax(struct mt_rng *g, float *x, int n)
+{
+    static const float special[] = {NAN, INFINITY, -INFINITY, -0.0f, 0.0f};
+    uint64_t pick = mt_rng_below(g, 32);    /* bit s: special[s] may appear */
+    uint64_t density = mt_rng_below(g, 65); /* in 64ths */
+    uint64_t levels = 1 + mt_rng_below(g, 4096);
+    bool negative = mt_rng_below(g, 2) == 0;
+
+    for (int i = 0; i < n; i++) {
+        uint64_t k = mt_rng_below(g, 5);
+        double v = 0.25 * (double)mt_rng_below(g, levels);
+        if (mt_rng_below(g, 64) < density && (pick >> k & 1) != 0) {
+            x[i] = special[k];
+        } else {
+            x[i] = negative ? (float)(-0.25 - v) : (float)(v - 0.125 * (double)levels);
+        }
+    }
+    if (mt_rng_below(g, 16) == 0) {
+        for (int i = 0; i < n; i++) {
+            x[i] = NAN;
+        }
+    }
+}
+
+/* argmax equals the scalar loop on `count` random vectors of length up to max_n. */
+static void
+check_argmax(struct mt_rng *g, float *x, int max_n, int fixed_n, int count, const char *what)
+{
+    int bad = 0;
+
+    for (int t = 0; t < count; t++) {
+        int n = fixed_n > 0 ? fixed_n : (int)mt_rng_below(g, (uint64_t)max_n + 1);
+        fill_argmax(g, x, n);
+        int32_t got = mt_sampler_argmax(x, n);
+        int32_t want = ref_argmax(x, n);
+        if (got != want && bad++ == 0) {
+            tap_diag("vector %d of length %d: argmax %d, reference %d", t, n, got, want);
+        }
+    }
+    tap_ok(bad == 0, "argmax matches the scalar loop on %d random %s vectors (%d differ)", count,
+           what, bad);
+}
+
+/*
+ * `count` samplers with random options, each drawing `draws` tokens from fresh random logits of
+ * `shape`, against the full-sort reference with the same seed: the same token every time.
+ */
+static void
+check_sample(struct mt_rng *g, float *x, struct ref_cand *c, double *p, int vocab, int count,
+             int draws, enum shape shape)
+{
+    static const int top_ks[] = {0, 0, 0, 1, 40, 256, 257, 300, 1000};
+    static const float top_ps[] = {1.0f, 0.95f, 0.95f, 0.5f, 0.999f, 1e-6f};
+    static const float temps[] = {1.0f, 1.0f, 0.6f, 1.7f, 0.0f};
+    int bad = 0;
+    int compared = 0;
+
+    for (int t = 0; t < count; t++) {
+        int v = vocab > 0 ? vocab : 1 + (int)mt_rng_below(g, 4000);
+        struct mt_sampler_opts o;
+        mt_sampler_opts_default(&o);
+        o.seed = mt_rng_next(g);
+        o.top_k = top_ks[mt_rng_below(g, sizeof(top_ks) / sizeof(top_ks[0]))];
+        o.top_p = top_ps[mt_rng_below(g, sizeof(top_ps) / sizeof(top_ps[0]))];
+        o.temperature = temps[mt_rng_below(g, sizeof(temps) / sizeof(temps[0]))];
+        if (mt_rng_below(g, 8) == 0) {
+            o.top_k = v - 1 + (int)mt_rng_below(g, 3); /* around the vocabulary's size */
+        }
+        struct mt_sampler *s = NULL;
+        struct mt_rng ref_rng;
+        if (mt_sampler_create(&o, v, &s) != MT_OK) {
+            bad++;
+            tap_diag("cannot create a sampler of vocabulary %d", v);
+            continue;
+        }
+        mt_rng_init(&ref_rng, o.seed);
+        for (int d = 0; d < draws; d++) {
+            fill_logits(g, x, v, shape);
+            int32_t want = ref_sample(&o, &ref_rng, x, v, c, p);
+            int32_t got = -1;
+            mt_status_t st = mt_sampler_sample(s, x, &got);
+            bool same = want < 0 ? st == MT_ERR_INVAL : st == MT_OK && got == want;
+            compared++;
+            if (!same && bad++ == 0) {
+                tap_diag("vocabulary %d, T %g, top-k %d, top-p %g, draw %d: token %d, reference %d",
+                         v, (double)o.temperature, o.top_k, (double)o.top_p, d, got, want);
+            }
+        }
+        mt_sampler_destroy(s);
+    }
+    tap_ok(bad == 0, "%s logits, vocabulary %s: %d draws equal the full sort's (%d differ)",
+           shape_name[shape], vocab > 0 ? "129280" : "1..4000", compared, bad);
+}
 
 int
 main(void)
@@ -167,5 +439,39 @@ main(void)
     o.top_p = 1.5f;
     tap_ok(mt_sampler_create(&o, 50, &s) == MT_ERR_INVAL, "top-p > 1 is rejected");
     mt_log_set_quiet(false);
+
+    /* the fast paths against the references */
+    enum { BIG = 129280 };
+    float *x = malloc(BIG * sizeof(*x));
+    struct ref_cand *rc = malloc(BIG * sizeof(*rc));
+    double *rp = malloc(BIG * sizeof(*rp));
+    if (x == NULL || rc == NULL || rp == NULL) {
+        tap_bail_out("cannot allocate the random logits");
+    }
+    struct mt_rng g;
+    mt_rng_init(&g, 2026);
+
+    float zeros[4] = {-0.0f, 0.0f, 0.0f, -0.0f};
+    tap_ok(mt_sampler_argmax(zeros, 4) == 0 && mt_sampler_argmax(zeros + 1, 3) == 0,
+           "argmax: -0.0 and +0.0 tie, the first wins");
+    float ends[3] = {NAN, -INFINITY, NAN};
+    float all_nan[17] = {NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN,
+                         NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN};
+    tap_ok(mt_sampler_argmax(ends, 3) == 1 && mt_sampler_argmax(all_nan, 17) == -1 &&
+               mt_sampler_argmax(all_nan, 0) == -1,
+           "argmax: -inf beats NaN; all NaN (or nothing) is -1");
+    check_argmax(&g, x, 100, 0, 20000, "short");
+    check_argmax(&g, x, 5000, 0, 2000, "medium");
+    check_argmax(&g, x, BIG, BIG, 40, "129280-long");
+
+    for (int shape = 0; shape < SHAPE_COUNT; shape++) {
+        check_sample(&g, x, rc, rp, 0, 300, 3, (enum shape)shape);
+    }
+    for (int shape = 0; shape < SHAPE_COUNT; shape++) {
+        check_sample(&g, x, rc, rp, BIG, 8, 3, (enum shape)shape);
+    }
+    free(x);
+    free(rc);
+    free(rp);
     return tap_done();
 }
