@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * router.cu - the noaux_tc sigmoid router (spec 2.7) on the GPU, one warp per token.
+ * router.cu - the noaux_tc sigmoid router (spec 2.7) on the GPU: one block a token for groups of
+ * 32 experts (V3.2's shape), one warp a token for any other shape.
  *
  * The one idea: the correction bias decides WHICH experts run, never HOW MUCH (cpu/ref_moe.c);
  * and the selection must be the CPU's exactly, ties included, so every argmax here is the CPU's

@@ -30,8 +30,9 @@
  * reads the embeddings from a pinned buffer, and lm_head stores the logits straight into another
  * (a copy after lm_head cost the H200 step 17-20 us of its 0.93 ms); the host copies them to the
  * caller's buffer (whose address changes) and checks them. Not with --debug-sync (every kernel
- * synchronized) or a top-k hook (it reads the selection on the host). On the H200 the host's part
- * of a step (launch, logits out: ~0.1 ms of 517 KB read from DRAM by one core) is ~12% of it.
+ * synchronized) or a top-k hook (it reads the selection on the host). On the GPU test machine the
+ * host's part of a v32-shape step is ~10% of its forward time: the launch ~20 us, the copy and
+ * check of V3.2's 517 KB of logits 82-92 us (bench/results/gpu-engine-h200.md, session 12).
  *
  * Environment (for measurements and tests): MT_GPU_CHUNK=n sets the chunk (8 = the GEMV path
  * alone), MT_GPU_GEMM=bf16|f32 the GEMM's arithmetic (fp32 by default), MT_GPU_GEMV_LOOP=n
