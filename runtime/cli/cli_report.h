@@ -36,7 +36,8 @@
  *                       "tiers": { "gpu": {"ms_per_token": x|null}, ... } } }
  *   PHASE = { "tokens": n, "seconds": x, "tok_s": x, "forwards": n, "engine_tokens": n,
  *             "forward_s": x,
- *             "moe_s": x, "moe_wait_s": x, "cpu_busy": x, "gpu_busy": x|null,
+ *             "moe_s": x, "moe_wait_s": x, "graph_steps": n, "graph_gpu_s": x,
+ *             "cpu_busy": x, "gpu_busy": x|null,
  *             "tiers": { "gpu": {"runs": n, "pairs": n, "bytes": N, "seconds": x,
  *                                "experts_per_token": x, "bytes_per_token": x,
  *                                "ms_per_token": x}, "dram-cpu": ..., "dram-pcie": ...,
@@ -46,6 +47,7 @@
  *                                "prefetches": n, "bytes_read": N, "read_s": x,
  *                                "read_gbps": x, "stall_s": x, "read_errors": n,
  *                                "verify_failures": n, "retries": n } }
+ * "graph_steps" are forwards replayed as CUDA graphs (GPU engine), "graph_gpu_s" their GPU time.
  * "runs" are (layer step, expert) computations, "pairs" (token, expert) pairs: the pairs of all
  * tiers sum to k x MoE layers x engine_tokens (the tokens the engine ran in the phase), and
  * bytes = runs x expert_bytes.
