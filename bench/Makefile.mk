@@ -9,6 +9,7 @@ bench_bench_experts_LDADD = $(MT_LIBS) $(MT_SYSLIBS)
 noinst_PROGRAMS += bench/bench_cpu_experts
 bench_bench_cpu_experts_LDADD = $(MT_LIBS) $(MT_SYSLIBS)
 noinst_PROGRAMS += bench/bench_sampler
+bench_bench_sampler_SOURCES = bench/bench_sampler.c tests/sampler_ref.h
 bench_bench_sampler_LDADD = $(MT_LIBS) $(MT_SYSLIBS)
 EXTRA_DIST += bench/serve_load.sh
 if MT_HAVE_CUDA

@@ -56,6 +56,7 @@ tests_test_ref_ops_LDADD = tests/libmttap.a cpu/libmtcpu.a runtime/base/libmtbas
 check_PROGRAMS += tests/test_sampler
 check_PROGRAMS += tests/test_serve_openai
 tests_test_serve_openai_LDADD = $(MT_SERVE_LIBS) $(MT_TEST_LIBS) $(MHD_LIBS)
+tests_test_sampler_SOURCES = tests/test_sampler.c tests/sampler_ref.h
 tests_test_sampler_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_trace
 tests_test_trace_LDADD = $(MT_TEST_LIBS)

@@ -10,112 +10,11 @@
 
 #include "runtime/text/sampler.h"
 #include "runtime/base/rng.h"
+#include "tests/sampler_ref.h"
 #include "tests/tap.h"
 
 #include <math.h>
 #include <stdlib.h>
-
-/* ---- references: the sampler before the partial sort ------------------------------------ */
-
-static int32_t
-ref_argmax(const float *logits, int vocab)
-{
-    int32_t best = -1;
-
-    for (int i = 0; i < vocab; i++) {
-        if (isnan(logits[i])) {
-            continue;
-        }
-        if (best < 0 || logits[i] > logits[best]) {
-            best = i;
-        }
-    }
-    return best;
-}
-
-struct ref_cand {
-    float logit;
-    int32_t id;
-};
-
-static int
-ref_cand_cmp(const void *pa, const void *pb)
-{
-    const struct ref_cand *a = pa;
-    const struct ref_cand *b = pb;
-
-    if (a->logit != b->logit) {
-        return a->logit > b->logit ? -1 : 1;
-    }
-    return (a->id > b->id) - (a->id < b->id);
-}
-
-/* The old mt_sampler_sample: every candidate sorted; c and p hold vocab entries; -1: none. */
-static int32_t
-ref_sample(const struct mt_sampler_opts *o, struct mt_rng *rng, const float *logits, int vocab,
-           struct ref_cand *c, double *p)
-{
-    int n = 0;
-
-    if (o->temperature <= 0.0f) {
-        return ref_argmax(logits, vocab);
-    }
-    for (int i = 0; i < vocab; i++) {
-        if (!isnan(logits[i]) && logits[i] != -INFINITY) {
-            c[n].logit = logits[i];
-            c[n].id = i;
-            n++;
-        }
-    }
-    if (n == 0) {
-        return -1;
-    }
-    qsort(c, (size_t)n, sizeof(*c), ref_cand_cmp);
-    if (o->top_k > 0 && o->top_k < n) {
-        n = o->top_k;
-    }
-    double sum = 0.0;
-    if (c[0].logit == INFINITY) {
-        while (c[n - 1].logit != INFINITY) {
-            n--;
-        }
-        for (int i = 0; i < n; i++) {
-            p[i] = 1.0;
-        }
-        sum = n;
-    } else {
-        double m = c[0].logit;
-        for (int i = 0; i < n; i++) {
-            p[i] = exp(((double)c[i].logit - m) / o->temperature);
-            sum += p[i];
-        }
-    }
-    if (o->top_p < 1.0f) {
-        double acc = 0.0;
-        int keep = n;
-        for (int i = 0; i < n; i++) {
-            acc += p[i] / sum;
-            if (acc >= o->top_p) {
-                keep = i + 1;
-                break;
-            }
-        }
-        n = keep;
-        sum = 0.0;
-        for (int i = 0; i < n; i++) {
-            sum += p[i];
-        }
-    }
-    double u = mt_rng_uniform(rng) * sum;
-    double acc = 0.0;
-    for (int i = 0; i < n; i++) {
-        acc += p[i];
-        if (u < acc) {
-            return c[i].id;
-        }
-    }
-    return c[n - 1].id;
-}
 
 /* ---- random logits ------------------------------------------------------------------------ */
 
@@ -266,7 +165,8 @@ check_sample(struct mt_rng *g, float *x, struct ref_cand *c, double *p, int voca
         mt_rng_init(&ref_rng, o.seed);
         for (int d = 0; d < draws; d++) {
             fill_logits(g, x, v, shape);
-            int32_t want = ref_sample(&o, &ref_rng, x, v, c, p);
+            int kept;
+            int32_t want = ref_sample(&o, &ref_rng, x, v, c, p, &kept);
             int32_t got = -1;
             mt_status_t st = mt_sampler_sample(s, x, &got);
             bool same = want < 0 ? st == MT_ERR_INVAL : st == MT_OK && got == want;
