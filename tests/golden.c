@@ -8,6 +8,7 @@
 
 #include "tests/golden.h"
 
+#include "runtime/model/safetensors.h"
 #include "runtime/synth/synth.h"
 #include "runtime/text/sampler.h"
 #include "tests/tap.h"
@@ -16,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 double
 golden_worst_row_rel(const float *got, const float *want, int rows, int cols, int *row_out)
@@ -208,4 +211,43 @@ golden_synth_tiny(const char *dir, uint64_t seed)
     so.seed = seed;
     so.force = true;
     return mt_synth_write(&so, NULL);
+}
+
+bool
+golden_poison_row(const char *dir, const char *tensor, int64_t row)
+{
+    struct mt_st_set *set = NULL;
+    bool ok = false;
+
+    if (mt_st_set_open(dir, &set) != MT_OK) {
+        return false;
+    }
+    const struct mt_st_tensor *t = mt_st_set_find(set, tensor);
+    if (t != NULL && (t->ndim == 1 || t->ndim == 2) && row >= 0 &&
+        row < (t->ndim == 2 ? t->shape[0] : 1) &&
+        (t->dtype == MT_DTYPE_BF16 || t->dtype == MT_DTYPE_F32)) {
+        size_t es = mt_dtype_size(t->dtype);
+        size_t n = (size_t)t->shape[t->ndim - 1];
+        uint8_t *bytes = malloc(n * es);
+        int fd = open(mt_st_set_file_path(set, t->file), O_WRONLY);
+        if (bytes != NULL && fd >= 0) {
+            for (size_t i = 0; i < n; i++) { /* +inf: exponent all ones, mantissa zero */
+                if (t->dtype == MT_DTYPE_BF16) {
+                    uint16_t b = 0x7f80;
+                    memcpy(bytes + 2 * i, &b, 2);
+                } else {
+                    uint32_t b = 0x7f800000u;
+                    memcpy(bytes + 4 * i, &b, 4);
+                }
+            }
+            off_t at = (off_t)(t->offset + (uint64_t)row * n * es);
+            ok = pwrite(fd, bytes, n * es, at) == (ssize_t)(n * es);
+        }
+        if (fd >= 0) {
+            close(fd);
+        }
+        free(bytes);
+    }
+    mt_st_set_destroy(set);
+    return ok;
 }

@@ -51,4 +51,11 @@ bool golden_open(const char *dir, const char *name, json_t **root_out, const cha
 /* `moetier synth --preset tiny --seed SEED -o DIR` (FP8) through the API, into dir. */
 mt_status_t golden_synth_tiny(const char *dir, uint64_t seed);
 
+/*
+ * Overwrite row `row` of a BF16 or F32 tensor in checkpoint DIR's shard with +inf (a 1-D tensor
+ * is one row): a corrupt weight, e.g. the embedding row that only a step fed that token meets.
+ * False when the tensor or its file cannot be written.
+ */
+bool golden_poison_row(const char *dir, const char *tensor, int64_t row);
+
 #endif /* MT_TESTS_GOLDEN_H */

@@ -886,6 +886,46 @@ corrupt_weights(void)
     }
 }
 
+/*
+ * A corrupt weight that only a decode step meets (token 5's embedding row +inf): the prompt runs,
+ * the step fed that token fails with MT_ERR_FORMAT naming the table and the token
+ * (test_gpu_engine has the GPU engine's twin).
+ */
+static void
+poisoned_step(void)
+{
+    const char *dir = tap_tmpdir();
+    struct mt_model *m = NULL;
+    struct mt_engine *e = NULL;
+    int32_t prompt[4] = {1, 2, 3, 4};
+    int32_t bad = 5;
+    float *lg = NULL;
+    mt_status_t st0 = MT_ERR_INTERNAL;
+    mt_status_t st1 = MT_ERR_INTERNAL;
+    const char *msg = "(not run)";
+    bool made = golden_synth_tiny(dir, 5) == MT_OK &&
+                golden_poison_row(dir, "model.embed_tokens.weight", bad);
+
+    if (made && mt_model_open(dir, &m) == MT_OK &&
+        make_engine(m, MT_INDEXER_EXACT, MT_ATTN_SPARSE, false, &e) == MT_OK &&
+        (lg = malloc((size_t)mt_engine_vocab(e) * sizeof(float))) != NULL) {
+        mt_log_set_quiet(true);
+        st0 = mt_engine_forward(e, prompt, 4, false, lg);
+        st1 = mt_engine_forward(e, &bad, 1, false, lg);
+        mt_log_set_quiet(false);
+        msg = mt_last_error();
+    }
+    tap_ok(made, "checkpoint with token %d's embedding row +inf written", bad);
+    tap_ok(st0 == MT_OK, "a prompt without that token runs");
+    tap_ok(st1 == MT_ERR_FORMAT && strstr(msg, "model.embed_tokens.weight") != NULL &&
+               strstr(msg, "token 5") != NULL,
+           "the step fed that token fails with MT_ERR_FORMAT naming both: '%s'", msg);
+    free(lg);
+    mt_engine_destroy(e);
+    mt_model_destroy(m);
+    tap_rmtree(dir);
+}
+
 int
 main(void)
 {
@@ -895,6 +935,7 @@ main(void)
     kv_growth();
     session_books();
     corrupt_weights();
+    poisoned_step();
     int n = golden_all();
     if (n < 3) {
         char why[1200];

@@ -347,6 +347,66 @@ out:
     }
 }
 
+/*
+ * Corrupt weights on the GPU engine, its steps recorded as CUDA graphs and launched kernel by
+ * kernel: token 5's embedding row +inf (only a step fed that token meets it: the prompt runs,
+ * that step fails with MT_ERR_FORMAT naming the table and the token), and the final norm +inf
+ * (a one-token forward's logits are not finite: MT_ERR_FORMAT from the logits' check).
+ */
+static void
+poisoned(void)
+{
+    for (int graph = 1; graph >= 0; graph--) {
+        const char *mode = graph ? "graph" : "no graph";
+        for (int norm = 0; norm < 2; norm++) {
+            const char *dir = tap_tmpdir();
+            struct mt_model *m = NULL;
+            struct mt_engine *e = NULL;
+            int32_t prompt[4] = {1, 2, 3, 4};
+            int32_t bad = 5;
+            float *lg = NULL;
+            mt_status_t st0 = MT_OK;
+            mt_status_t st1 = MT_ERR_INTERNAL;
+            const char *msg = "(not run)";
+            bool made = golden_synth_tiny(dir, 5) == MT_OK &&
+                        golden_poison_row(dir, norm ? "model.norm.weight"
+                                                    : "model.embed_tokens.weight",
+                                          norm ? 0 : bad);
+
+            setenv("MT_GPU_GRAPH", graph ? "1" : "0", 1); /* read when the engine is created */
+            if (made && mt_model_open(dir, &m) == MT_OK &&
+                make_engine(m, MT_DEVICE_GPU, MT_DTYPE_BF16, MT_INDEXER_EXACT, &e) == MT_OK &&
+                (lg = malloc((size_t)mt_engine_vocab(e) * sizeof(float))) != NULL) {
+                mt_log_set_quiet(true);
+                if (!norm) {
+                    st0 = mt_engine_forward(e, prompt, 4, false, lg);
+                }
+                st1 = mt_engine_forward(e, &bad, 1, false, lg);
+                mt_log_set_quiet(false);
+                msg = mt_last_error();
+            }
+            unsetenv("MT_GPU_GRAPH");
+            tap_ok(made, "%s: checkpoint with %s +inf written", mode,
+                   norm ? "the final norm" : "token 5's embedding row");
+            if (!norm) {
+                tap_ok(st0 == MT_OK, "%s: a prompt without token 5 runs", mode);
+                tap_ok(st1 == MT_ERR_FORMAT && strstr(msg, "model.embed_tokens.weight") != NULL &&
+                           strstr(msg, "token 5") != NULL,
+                       "%s: the step fed token 5 fails naming the table and the token: '%s'",
+                       mode, msg);
+            } else {
+                tap_ok(st1 == MT_ERR_FORMAT && strstr(msg, "not finite") != NULL,
+                       "%s: a one-token forward with the final norm +inf fails: '%s'", mode,
+                       msg);
+            }
+            free(lg);
+            mt_engine_destroy(e);
+            mt_model_destroy(m);
+            tap_rmtree(dir);
+        }
+    }
+}
+
 int
 main(void)
 {
@@ -364,5 +424,6 @@ main(void)
         snprintf(dir, sizeof(dir), "%s/%s", base, sets[i]);
         golden_one(dir, sets[i]);
     }
+    poisoned();
     return tap_done();
 }

@@ -33,7 +33,7 @@
  * synchronized) or a top-k hook (it reads the selection on the host). On the GPU test machine the
  * host's part of a v32-shape step was ~10% of its forward time: the launch ~20 us, the copy and
  * check of V3.2's 517 KB of logits 82-92 us (bench/results/gpu-engine-h200.md, session 12; that
- * loop was scalar: copy_any_not_finite).
+ * loop was scalar: eng_any_not_finite).
  *
  * Environment (for measurements and tests): MT_GPU_CHUNK=n sets the chunk (8 = the GEMV path
  * alone), MT_GPU_GEMM=bf16|f32 the GEMM's arithmetic (fp32 by default), MT_GPU_GEMV_LOOP=n
@@ -1247,43 +1247,6 @@ off:
     return st;
 }
 
-/* Blocks of the logits' copy-and-check: a fixed trip count the compiler vectorises. */
-#define FINITE_LANES 64
-
-/* Copy one float and say whether it is an infinity or a NaN (every exponent bit set). */
-static inline uint32_t
-copy_not_finite(float *dst, const float *src)
-{
-    uint32_t b;
-
-    memcpy(&b, src, sizeof(b));
-    memcpy(dst, &b, sizeof(b));
-    return (b & 0x7f800000u) == 0x7f800000u;
-}
-
-/*
- * Copy n floats and say whether any is an infinity or a NaN, in one branch-free pass. In blocks
- * of FINITE_LANES: with -std=c11 -O2, gcc 12 leaves the same loop over a variable count scalar
- * (70-140 us for V3.2's 129,280 logits on this project's 2-core VM, 82-92 us measured in the
- * GPU test machine's step) and vectorises the blocks (18-37 us here).
- */
-static bool
-copy_any_not_finite(float *restrict dst, const float *restrict src, size_t n)
-{
-    uint32_t bad = 0;
-    size_t i = 0;
-
-    for (; i + FINITE_LANES <= n; i += FINITE_LANES) {
-        for (int j = 0; j < FINITE_LANES; j++) {
-            bad |= copy_not_finite(dst + i + j, src + i + j);
-        }
-    }
-    for (; i < n; i++) {
-        bad |= copy_not_finite(dst + i, src + i);
-    }
-    return bad != 0;
-}
-
 static mt_status_t
 check_logits(const float *v, size_t n)
 {
@@ -1310,7 +1273,7 @@ forward_graph(struct mt_engine *e, const int32_t *tokens, int n, bool all_logits
     const struct mt_model_config *c = &e->cfg;
     struct eng_gpu *g = e->gpu;
     struct CUstream_st *s = g->stream;
-    size_t D = (size_t)c->hidden_size, V = (size_t)c->vocab_size;
+    size_t V = (size_t)c->vocab_size;
     int64_t pos = e->pos;
     int first = all_logits ? 0 : n - 1;
     int k = graph_find(g, pos, n, first);
@@ -1322,8 +1285,8 @@ forward_graph(struct mt_engine *e, const int32_t *tokens, int n, bool all_logits
             return MT_ERR_UNSUPPORTED;
         }
     }
-    for (int t = 0; t < n; t++) {
-        mt_cpu_weight_row(&g->embed, tokens[t], g->h_emb1 + (size_t)t * D);
+    if ((st = eng_embed(&g->embed, tokens, n, g->h_emb1)) != MT_OK) {
+        return st;
     }
     GPU_DO(-1, "decode step (CUDA graph)", mt_gpu_event_record(g->ev_g0, s));
     GPU_DO(-1, "decode step (CUDA graph)", mt_gpu_graph_launch(g->gexec[k], s));
@@ -1347,8 +1310,8 @@ forward_graph(struct mt_engine *e, const int32_t *tokens, int n, bool all_logits
         e->stats.graph_gpu_s += ms * 1e-3;
     }
     size_t nl = (size_t)(n - first) * V;
-    if (copy_any_not_finite(logits_out, g->h_logits, nl) &&
-        (st = check_logits(logits_out, nl)) != MT_OK) {
+    memcpy(logits_out, g->h_logits, nl * sizeof(float));
+    if (eng_any_not_finite(logits_out, nl) && (st = check_logits(logits_out, nl)) != MT_OK) {
         return st;
     }
     e->pos = pos + n;
@@ -1381,8 +1344,8 @@ eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logi
     for (int c0 = 0; c0 < n; c0 += g->step) {
         int m = MT_MIN(g->step, n - c0);
         int64_t pos = start + c0;
-        for (int t = 0; t < m; t++) {
-            mt_cpu_weight_row(&g->embed, tokens[c0 + t], g->h_emb + (size_t)t * D);
+        if ((st = eng_embed(&g->embed, tokens + c0, m, g->h_emb)) != MT_OK) {
+            return st;
         }
         GPU_DO(-1, "embedding upload",
                mt_gpu_copy_async(g->h, g->h_emb, (size_t)m * D * sizeof(float), 1, s));
@@ -1422,7 +1385,8 @@ eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logi
             if ((st = eng_gpu_moe_flush(e, g)) != MT_OK) {
                 return st;
             }
-            if ((st = check_logits(dst, (size_t)cnt * V)) != MT_OK) {
+            if (eng_any_not_finite(dst, (size_t)cnt * V) &&
+                (st = check_logits(dst, (size_t)cnt * V)) != MT_OK) {
                 return st;
             }
         }

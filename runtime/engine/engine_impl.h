@@ -106,6 +106,13 @@ struct mt_engine {
     uint64_t expert_bytes;        /* weight bytes of one routed expert (0: no MoE layer) */
 };
 
+/* engine.c: whether any of v[0..n) is an infinity or a NaN (vectorised). */
+bool eng_any_not_finite(const float *v, size_t n);
+/* engine.c: the embedding rows of tokens[0..n) into out[n][hidden]; MT_ERR_FORMAT naming the
+ * token when a row is not finite (a corrupt table, caught before it reaches any layer). */
+mt_status_t eng_embed(const struct mt_cpu_weight *embed, const int32_t *tokens, int n,
+                      float *out);
+
 /* weights.c: read every always-on tensor (MT_ERR_* naming the tensor). */
 mt_status_t eng_weights_load(struct mt_engine *e);
 void eng_weights_free(struct mt_engine *e);
