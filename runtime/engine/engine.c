@@ -435,6 +435,9 @@ eng_embed(const struct mt_cpu_weight *embed, const int32_t *tokens, int n, float
 static mt_status_t
 check_finite(const float *v, size_t n, int layer, const char *what)
 {
+    if (!eng_any_not_finite(v, n)) {
+        return MT_OK; /* the usual case, in one vectorised pass; the loop below finds the place */
+    }
     for (size_t i = 0; i < n; i++) {
         if (!isfinite(v[i])) {
             if (layer < 0) {
