@@ -151,6 +151,27 @@ mt_status_t mt_gpu_moe_group(const int32_t *ids, const float *w, int n_tok, int 
                              const struct mt_gpu_expert *table, int n_experts,
                              struct mt_gpu_expert *experts, int32_t *group_start,
                              int32_t *pair_tok, float *pair_w, struct CUstream_st *stream);
+
+/*
+ * Greedy sampling (argmax.cu): out->id = the id of x[0..n)'s largest finite value, the smallest
+ * id among equal ones (mt_sampler_argmax's rule, so the same id as the host's greedy sampler);
+ * out->bad = the first id whose value is not finite (-1: none) with that value. x device memory;
+ * out device or pinned host memory (the GPU engine has it written straight into a pinned
+ * buffer). work: mt_gpu_argmax_work_bytes() of device memory, 16-byte aligned, zeroed once by
+ * mt_gpu_argmax_work_init before its first use (each launch leaves it so); one launch at a
+ * time may use it.
+ */
+struct mt_gpu_argmax_out {
+    int32_t id;
+    int32_t bad;
+    float value;     /* x[id] */
+    float bad_value; /* x[bad] */
+};
+size_t mt_gpu_argmax_work_bytes(void);
+mt_status_t mt_gpu_argmax_work_init(void *work, struct CUstream_st *stream);
+mt_status_t mt_gpu_argmax(const float *x, int n, void *work, struct mt_gpu_argmax_out *out,
+                          struct CUstream_st *stream);
+
 /* cudaMemcpyAsync host -> device (to_device) or device -> host on stream. */
 mt_status_t mt_gpu_copy_async(void *dst, const void *src, size_t bytes, int to_device,
                               struct CUstream_st *stream);

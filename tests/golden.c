@@ -68,6 +68,25 @@ golden_greedy(struct mt_engine *e, const int32_t *prompt, int np, int n, int32_t
     return ok;
 }
 
+bool
+golden_greedy_engine(struct mt_engine *e, const int32_t *prompt, int np, int n, int32_t *out)
+{
+    int V = mt_engine_vocab(e);
+    float *lg = malloc((size_t)V * sizeof(float));
+    bool ok = lg != NULL && n > 0;
+
+    mt_engine_reset(e);
+    ok = ok && mt_engine_forward(e, prompt, np, false, lg) == MT_OK;
+    if (ok) {
+        out[0] = mt_sampler_argmax(lg, V);
+    }
+    for (int i = 1; i < n && ok; i++) {
+        ok = mt_engine_forward_greedy(e, &out[i - 1], 1, &out[i]) == MT_OK;
+    }
+    free(lg);
+    return ok;
+}
+
 float *
 golden_read_f32(const char *path, size_t n)
 {

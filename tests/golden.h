@@ -21,6 +21,9 @@ double golden_worst_row_rel(const float *got, const float *want, int rows, int c
 
 /* Greedy: reset, prefill prompt[0..np), then n tokens one at a time into out[n]. */
 bool golden_greedy(struct mt_engine *e, const int32_t *prompt, int np, int n, int32_t *out);
+/* The same through mt_engine_forward_greedy after the prompt (the engine picks each id). */
+bool golden_greedy_engine(struct mt_engine *e, const int32_t *prompt, int np, int n,
+                          int32_t *out);
 
 /* n little-endian floats from path (malloc'ed), NULL when the file is short or missing. */
 float *golden_read_f32(const char *path, size_t n);

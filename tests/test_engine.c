@@ -173,6 +173,17 @@ golden_one(const char *dir, const char *name)
         }
         tap_ok(g_ok && first_bad < 0, "golden %s seq %zu: %d greedy tokens identical to HF "
                "(first difference at %d)", name, si, n_greedy, first_bad);
+        /* the engine's own pick (mt_engine_forward_greedy), as a greedy session decodes */
+        g_ok = golden_greedy_engine(ex, prompt, n_prompt, n_greedy, gg);
+        first_bad = -1;
+        for (int i = 0; i < n_greedy && g_ok; i++) {
+            if (gg[i] != want_g[i] && first_bad < 0) {
+                first_bad = i;
+            }
+        }
+        tap_ok(g_ok && first_bad < 0, "golden %s seq %zu: %d greedy tokens of "
+               "mt_engine_forward_greedy identical to HF (first difference at %d)", name, si,
+               n_greedy, first_bad);
         /* the same with the routed experts on the CPU team's SIMD kernels */
         struct mt_cpu_team *team = NULL;
         struct mt_executor *tex = NULL;

@@ -279,6 +279,22 @@ golden_one(const char *dir, const char *name)
             tap_ok(ok && bad < 0, "golden %s seq %zu %s cache: %d greedy tokens identical to %s "
                    "(first difference at %d)", name, si, kn, n_greedy,
                    f32 ? "HF's" : "the CPU engine's with a bf16 cache", bad);
+            /* the same steps with the id picked on the device (graphs where the logits'
+               steps were graphs) */
+            mt_engine_stats_get(g, &st0);
+            ok = golden_greedy_engine(g, prompt, n_prompt, n_greedy, g8g);
+            mt_engine_stats_get(g, &st1);
+            bad = -1;
+            for (int i = 0; ok && i < n_greedy && bad < 0; i++) {
+                bad = g8g[i] != gg[i] ? i : -1;
+            }
+            uint64_t gsteps = graphs_expected() && m->fp8 && n_greedy > 1 ? n_greedy - 1 : 0;
+            tap_ok(ok && bad < 0 && st1.graph_steps - st0.graph_steps == gsteps,
+                   "golden %s seq %zu %s cache: %d greedy tokens picked on the device equal the "
+                   "host's argmax of the logits (first difference at %d; %llu of %llu steps as "
+                   "graphs)", name, si, kn, n_greedy, bad,
+                   (unsigned long long)(st1.graph_steps - st0.graph_steps),
+                   (unsigned long long)gsteps);
             /* FP8 indexer: the CPU engine in the same mode is the reference */
             ok = golden_greedy(cpu8, prompt, n_prompt, n_greedy, g8c) &&
                  golden_greedy(g8, prompt, n_prompt, n_greedy, g8g);
@@ -367,7 +383,9 @@ poisoned(void)
             float *lg = NULL;
             mt_status_t st0 = MT_OK;
             mt_status_t st1 = MT_ERR_INTERNAL;
-            const char *msg = "(not run)";
+            mt_status_t st2 = MT_ERR_INTERNAL;
+            char msg[512] = "(not run)";
+            char msg2[512] = "(not run)"; /* mt_last_error's buffer is reused: copies */
             bool made = golden_synth_tiny(dir, 5) == MT_OK &&
                         golden_poison_row(dir, norm ? "model.norm.weight"
                                                     : "model.embed_tokens.weight",
@@ -382,8 +400,14 @@ poisoned(void)
                     st0 = mt_engine_forward(e, prompt, 4, false, lg);
                 }
                 st1 = mt_engine_forward(e, &bad, 1, false, lg);
+                snprintf(msg, sizeof(msg), "%s", mt_last_error());
+                if (norm) { /* the same step asked for its argmax only */
+                    int32_t next = -7;
+                    mt_engine_reset(e);
+                    st2 = mt_engine_forward_greedy(e, &bad, 1, &next);
+                    snprintf(msg2, sizeof(msg2), "%s", mt_last_error());
+                }
                 mt_log_set_quiet(false);
-                msg = mt_last_error();
             }
             unsetenv("MT_GPU_GRAPH");
             tap_ok(made, "%s: checkpoint with %s +inf written", mode,
@@ -398,6 +422,9 @@ poisoned(void)
                 tap_ok(st1 == MT_ERR_FORMAT && strstr(msg, "not finite") != NULL,
                        "%s: a one-token forward with the final norm +inf fails: '%s'", mode,
                        msg);
+                tap_ok(st2 == MT_ERR_FORMAT && strstr(msg2, "not finite") != NULL,
+                       "%s: so does its greedy forward (the argmax on the device): '%s'", mode,
+                       msg2);
             }
             free(lg);
             mt_engine_destroy(e);

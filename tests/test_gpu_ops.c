@@ -3,12 +3,13 @@
  * test_gpu_ops.c - the small per-token kernels against cpu/ref_*.c: RMSNorm, the indexer's
  * LayerNorm, both RoPE layouts (with the V3.2 YaRN table), SwiGLU, residual add, embedding rows
  * and the router (identical expert ids, ties and NaN included); MLA's kv epilogue (one kernel)
- * bit for bit against the six it replaces; the per-kernel launch times (MT_GPU_KERNEL_TIMES) on a
- * run of them.
+ * bit for bit against the six it replaces; greedy sampling's argmax against the host sampler's
+ * (ties, non-finite logits); the per-kernel launch times (MT_GPU_KERNEL_TIMES) on a run of them.
  */
 #include <config.h>
 
 #include "cpu/ref_ops.h"
+#include "runtime/text/sampler.h"
 #include "tests/gpu_test.h"
 #ifdef MT_HAVE_CUDA /* launch_times.h and engine_ops.h have no stubs in builds without CUDA */
 #include "kernels/engine_ops.h"
@@ -546,6 +547,60 @@ test_attn_prologue(int n, int H, int qk, int nope, int half, int id, int ih, flo
 }
 #endif
 
+#ifdef MT_HAVE_CUDA
+/*
+ * mt_gpu_argmax on n values against mt_sampler_argmax. kind 0: uniform values; 1: ten levels, so
+ * the maximum repeats at many ids (the smallest must win); 2: kind 1 with non-finite values
+ * (NaN, +inf, -inf) from a random id on: the first one is reported; 3: all equal. Two launches
+ * on the same work space (each leaves its counter for the next).
+ */
+static void
+test_argmax(int n, int kind)
+{
+    float *x = gt_malloc((size_t)n * sizeof(float));
+    struct mt_gpu_argmax_out got;
+
+    mt_gpu_arena_reset(gt_arena);
+    void *work = gt_alloc(mt_gpu_argmax_work_bytes());
+    struct mt_gpu_argmax_out *d_out = gt_alloc(sizeof(got));
+    float *d_x = gt_alloc((size_t)n * sizeof(float));
+    tap_ok(mt_gpu_argmax_work_init(work, NULL) == MT_OK, "argmax work init");
+    for (int rep = 0; rep < 2; rep++) {
+        gt_fill(x, (size_t)n, -20.0f, 20.0f);
+        for (int i = 0; i < n && kind >= 1; i++) {
+            x[i] = kind == 3 ? 1.5f : floorf(x[i] / 4.0f);
+        }
+        int bad = -1;
+        if (kind == 2) {
+            static const float odd[3] = {NAN, INFINITY, -INFINITY};
+            bad = (int)(gt_uniform(0.0f, 1.0f) * (float)n) % n;
+            for (int j = 0; j < 4 && bad + 37 * j < n; j++) {
+                x[bad + 37 * j] = odd[(rep + j) % 3];
+            }
+        }
+        if (mt_gpu_copy_to_device(d_x, x, (size_t)n * sizeof(float)) != MT_OK) {
+            gt_bail("copy to device");
+        }
+        tap_ok(mt_gpu_argmax(d_x, n, work, d_out, NULL) == MT_OK, "argmax launch");
+        gt_get(&got, d_out, sizeof(got));
+        int want = mt_sampler_argmax(x, n);
+        if (kind == 2) {
+            tap_ok(got.bad == bad && (isnan(x[bad]) ? isnan(got.bad_value)
+                                                    : got.bad_value == x[bad]),
+                   "argmax of %d values (kind %d, rep %d): first non-finite at %d (%g): got %d "
+                   "(%g)", n, kind, rep, bad, (double)x[bad], got.bad, (double)got.bad_value);
+            continue;
+        }
+        tap_ok(got.bad == -1 && got.id == want && got.value == x[want],
+               "argmax of %d values (kind %d, rep %d): %d (%g), got %d (%g), bad %d", n, kind,
+               rep, want, (double)x[want], got.id, (double)got.value, got.bad);
+    }
+    tap_ok(mt_gpu_argmax(d_x, 0, work, d_out, NULL) == MT_ERR_INVAL,
+           "argmax of no values is refused: %s", mt_last_error());
+    free(x);
+}
+#endif
+
 int
 main(void)
 {
@@ -604,6 +659,13 @@ main(void)
                "attention prologue: rope past the head and missing buffers are refused: %s",
                mt_last_error());
     }
+    test_argmax(129280, 0); /* V3.2's vocabulary */
+    test_argmax(129280, 1);
+    test_argmax(129280, 2);
+    test_argmax(1000, 3);
+    test_argmax(1, 0);
+    test_argmax(7, 1);
+    test_argmax(4099, 2);
     test_launch_times();
 #endif
     mt_gpu_arena_destroy(gt_arena);

@@ -15,6 +15,7 @@
 
 #include "runtime/base/clock.h"
 #include "runtime/plan/trace.h"
+#include "runtime/text/sampler.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -223,6 +224,7 @@ mt_engine_destroy(struct mt_engine *e)
     free(e->layers);
     free(e->freqs);
     free(e->work);
+    free(e->greedy_logits);
     free(e);
 }
 
@@ -614,9 +616,10 @@ engine_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logit
     return MT_OK;
 }
 
-mt_status_t
-mt_engine_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logits,
-                  float *logits_out)
+/* mt_engine_forward (logits_out) or mt_engine_forward_greedy (next_out, logits_out NULL). */
+static mt_status_t
+forward_timed(struct mt_engine *e, const int32_t *tokens, int n, bool all_logits,
+              float *logits_out, int32_t *next_out)
 {
     double t0 = mt_clock_now();
     mt_status_t st;
@@ -624,8 +627,20 @@ mt_engine_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_lo
     if ((st = check_tokens(e, e->pos, tokens, n)) != MT_OK) {
         return st;
     }
-    if (e->gpu != NULL) {
-        st = eng_gpu_forward(e, tokens, n, all_logits, logits_out);
+    bool host_pick = next_out != NULL && (e->gpu == NULL || !eng_gpu_device_argmax(e->gpu));
+    if (host_pick) { /* the logits, then the sampler's argmax */
+        float *lg = e->greedy_logits;
+        if (lg == NULL && (lg = e->greedy_logits =
+                               malloc((size_t)e->cfg.vocab_size * sizeof(float))) == NULL) {
+            return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the engine's logits");
+        }
+        st = e->gpu != NULL ? eng_gpu_forward(e, tokens, n, false, lg, NULL)
+                            : engine_forward(e, tokens, n, false, lg);
+        if (st == MT_OK && (*next_out = mt_sampler_argmax(lg, e->cfg.vocab_size)) < 0) {
+            st = mt_fail(MT_ERR_FORMAT, 0, "every logit is NaN"); /* the checks let none by */
+        }
+    } else if (e->gpu != NULL) {
+        st = eng_gpu_forward(e, tokens, n, all_logits, logits_out, next_out);
     } else {
         st = engine_forward(e, tokens, n, all_logits, logits_out);
     }
@@ -635,6 +650,19 @@ mt_engine_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_lo
         e->stats.forward_s += mt_clock_now() - t0;
     }
     return st;
+}
+
+mt_status_t
+mt_engine_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logits,
+                  float *logits_out)
+{
+    return forward_timed(e, tokens, n, all_logits, logits_out, NULL);
+}
+
+mt_status_t
+mt_engine_forward_greedy(struct mt_engine *e, const int32_t *tokens, int n, int32_t *next_out)
+{
+    return forward_timed(e, tokens, n, false, NULL, next_out);
 }
 
 void

@@ -33,12 +33,16 @@
  * synchronized) or a top-k hook (it reads the selection on the host). On the GPU test machine the
  * host's part of a v32-shape step was ~10% of its forward time: the launch ~20 us, the copy and
  * check of V3.2's 517 KB of logits 82-92 us while the check was a loop gcc left scalar (now
- * eng_any_not_finite's vectorised blocks; bench/results/gpu-engine-h200.md, session 12).
+ * eng_any_not_finite's vectorised blocks; bench/results/gpu-engine-h200.md, session 12). A
+ * greedy step (mt_engine_forward_greedy, what a greedy session decodes with) needs no logits on
+ * the host: lm_head writes device memory and the argmax kernel (kernels/argmax.cu) writes the id
+ * and a not-finite flag into a pinned slot of 16 bytes.
  *
  * Environment (for measurements and tests): MT_GPU_CHUNK=n sets the chunk (8 = the GEMV path
  * alone), MT_GPU_GEMM=bf16|f32 the GEMM's arithmetic (fp32 by default), MT_GPU_GEMV_LOOP=n
  * the chunk size up to which FP8 weights take GEMV passes instead of the GEMM; MT_GPU_GRAPH=0
  * (no graphs), MT_GPU_LOGITS_DIRECT=0 (a graph step's lm_head into device memory, then a copy),
+ * MT_GPU_ARGMAX=0 (greedy steps take the logits to the host and pick the id there),
  * MT_GPU_FUSE=0 (residual adds and norms, the kv epilogue's and the attention
  * prologue's steps as separate kernels, no stacked GEMVs), MT_GPU_DEVICE_MOE=0 (routing always
  * through the host) give the decode step as it was, for before/after runs.
@@ -79,11 +83,18 @@ eng_gpu_device_bytes(const struct eng_gpu *g)
     return 0;
 }
 
+bool
+eng_gpu_device_argmax(const struct eng_gpu *g)
+{
+    (void)g;
+    return false;
+}
+
 mt_status_t
 eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logits,
-                float *logits_out)
+                float *logits_out, int32_t *next_out)
 {
-    (void)e, (void)tokens, (void)n, (void)all_logits, (void)logits_out;
+    (void)e, (void)tokens, (void)n, (void)all_logits, (void)logits_out, (void)next_out;
     return MT_ERR_UNSUPPORTED;
 }
 
@@ -545,6 +556,7 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
     A(g->q8, IH * ID, "work");
     A(g->wq, IH * f, "work");
     A(g->logits, TOK * (size_t)c->vocab_size * f, "logits");
+    A(g->argmax_work, mt_gpu_argmax_work_bytes(), "work");
     A(g->stk, (size_t)MT_MAX(g->max_stack, 1) * f, "work");
     A(g->gs, TK * inter * f, "work");
     A(g->us, TK * inter * f, "work");
@@ -779,12 +791,17 @@ eng_gpu_create(struct mt_engine *e)
     g->graph_on = ev == NULL || strcmp(ev, "0") != 0;
     ev = getenv("MT_GPU_LOGITS_DIRECT");
     g->logits_direct = ev == NULL || strcmp(ev, "0") != 0;
+    ev = getenv("MT_GPU_ARGMAX");
+    g->argmax_on = ev == NULL || strcmp(ev, "0") != 0;
     ev = getenv("MT_GPU_FUSE");
     g->fuse = ev == NULL || strcmp(ev, "0") != 0;
     if ((st = mt_gpu_pinned_alloc((size_t)TOK * (size_t)c->hidden_size * sizeof(float),
                                   "a decode step's embeddings", (void **)&g->h_emb1)) != MT_OK ||
         (st = mt_gpu_pinned_alloc((size_t)TOK * (size_t)c->vocab_size * sizeof(float),
                                   "a decode step's logits", (void **)&g->h_logits)) != MT_OK ||
+        (st = mt_gpu_pinned_alloc(sizeof(*g->h_argmax), "a decode step's argmax",
+                                  (void **)&g->h_argmax)) != MT_OK ||
+        (st = mt_gpu_argmax_work_init(g->argmax_work, g->stream)) != MT_OK ||
         (st = mt_gpu_event_create(&g->ev_g0)) != MT_OK ||
         (st = mt_gpu_event_create(&g->ev_g1)) != MT_OK) {
         return st;
@@ -838,6 +855,12 @@ eng_gpu_create(struct mt_engine *e)
     return MT_OK;
 }
 
+bool
+eng_gpu_device_argmax(const struct eng_gpu *g)
+{
+    return g->argmax_on;
+}
+
 uint64_t
 eng_gpu_device_bytes(const struct eng_gpu *g)
 {
@@ -864,6 +887,7 @@ eng_gpu_destroy(struct eng_gpu *g, int n_layers)
     mt_gpu_graph_destroy(g->gexec[1]);
     mt_gpu_pinned_free(g->h_emb1);
     mt_gpu_pinned_free(g->h_logits);
+    mt_gpu_pinned_free(g->h_argmax);
     mt_gpu_event_destroy(g->ev_g0);
     mt_gpu_event_destroy(g->ev_g1);
     free(g->layers);
@@ -1177,12 +1201,13 @@ graph_ok(const struct mt_engine *e, const struct eng_gpu *g, int n)
            n <= TOK && n <= g->step;
 }
 
-/* The slot holding the recorded step (pos, m, first), or -1. */
+/* The slot holding the recorded step (pos, m, first, greedy), or -1. */
 static int
-graph_find(const struct eng_gpu *g, int64_t pos, int m, int first)
+graph_find(const struct eng_gpu *g, int64_t pos, int m, int first, bool greedy)
 {
     for (int k = 0; k < 2; k++) {
-        if (g->gm[k] == m && g->gpos[k] == pos && g->gfirst[k] == first) {
+        if (g->gm[k] == m && g->gpos[k] == pos && g->gfirst[k] == first &&
+            g->ggreedy[k] == greedy) {
             return k;
         }
     }
@@ -1191,13 +1216,15 @@ graph_find(const struct eng_gpu *g, int64_t pos, int m, int first)
 
 /*
  * Record into slot k the step of m tokens at pos whose logits rows first..m-1 are wanted: the
- * embeddings' upload from h_emb1, the layers, the final norm and lm_head into g->logits (the
- * copy to the caller's buffer stays outside: its address changes). The caller fills h_emb1
- * before it launches the slot. A recording that fails turns graphs off for this engine (one
- * warning); the step then runs as plain launches.
+ * embeddings' upload from h_emb1, the layers, the final norm and lm_head into h_logits (the
+ * copy to the caller's buffer stays outside: its address changes), or with greedy (first m - 1)
+ * lm_head into g->logits and the argmax into h_argmax. The caller fills h_emb1 before it
+ * launches the slot. A recording that fails turns graphs off for this engine (one warning); the
+ * step then runs as plain launches.
  */
 static mt_status_t
-graph_record(struct mt_engine *e, struct eng_gpu *g, int k, int m, int64_t pos, int first)
+graph_record(struct mt_engine *e, struct eng_gpu *g, int k, int m, int64_t pos, int first,
+             bool greedy)
 {
     const struct mt_model_config *c = &e->cfg;
     struct CUstream_st *s = g->stream;
@@ -1218,11 +1245,14 @@ graph_record(struct mt_engine *e, struct eng_gpu *g, int k, int m, int64_t pos, 
     if (st == MT_OK) {
         st = mt_gpu_rmsnorm(g->h + (size_t)first * D, g->final_norm, m - first, D, eps, g->x, s);
     }
+    bool direct = g->logits_direct && !greedy;
     if (st == MT_OK) {
-        st = eng_gpu_lin(&g->head, g->x, m - first, g->logits_direct ? g->h_logits : g->logits,
-                         s);
+        st = eng_gpu_lin(&g->head, g->x, m - first, direct ? g->h_logits : g->logits, s);
     }
-    if (st == MT_OK && !g->logits_direct) { /* to pinned memory at the GPU's pace, not through
+    if (st == MT_OK && greedy) {
+        st = mt_gpu_argmax(g->logits, c->vocab_size, g->argmax_work, g->h_argmax, s);
+    }
+    if (st == MT_OK && !direct && !greedy) { /* to pinned memory at the GPU's pace, not through
                                              * the driver's staging */
         st = mt_gpu_copy_async(g->h_logits, g->logits,
                                (size_t)(m - first) * (size_t)c->vocab_size * sizeof(float), 0, s);
@@ -1237,6 +1267,7 @@ graph_record(struct mt_engine *e, struct eng_gpu *g, int k, int m, int64_t pos, 
     g->gm[k] = m;
     g->gpos[k] = pos;
     g->gfirst[k] = first;
+    g->ggreedy[k] = greedy;
     return MT_OK;
 off:
     g->capturing = false;
@@ -1248,27 +1279,45 @@ off:
 }
 
 static mt_status_t
+logit_not_finite(double v, size_t i)
+{
+    return mt_fail(MT_ERR_FORMAT, 0, "GPU engine: a logit is not finite (%g at %zu): a corrupt "
+                   "weight or an overflow; run --device cpu to find the layer", v, i);
+}
+
+static mt_status_t
 check_logits(const float *v, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         if (!isfinite(v[i])) {
-            return mt_fail(MT_ERR_FORMAT, 0, "GPU engine: a logit is not finite (%g at %zu): a "
-                           "corrupt weight or an overflow; run --device cpu to find the layer",
-                           (double)v[i], i);
+            return logit_not_finite((double)v[i], i);
         }
     }
+    return MT_OK;
+}
+
+/* The argmax kernel's answer (the stream has passed it) into *next_out. */
+static mt_status_t
+greedy_result(const struct eng_gpu *g, int32_t *next_out)
+{
+    const struct mt_gpu_argmax_out *r = g->h_argmax;
+
+    if (r->bad >= 0) {
+        return logit_not_finite((double)r->bad_value, (size_t)r->bad);
+    }
+    *next_out = r->id;
     return MT_OK;
 }
 
 /*
  * A forward of n tokens (graph_ok) as one recorded step: found among the two slots (recorded
  * while the previous step ran) or recorded now, launched, and while it runs the next one-token
- * step is recorded into the other slot. MT_ERR_UNSUPPORTED (no message) when the step could not
- * be recorded: the caller runs it as plain launches.
+ * step (greedy if this one is) is recorded into the other slot. MT_ERR_UNSUPPORTED (no message)
+ * when the step could not be recorded: the caller runs it as plain launches.
  */
 static mt_status_t
 forward_graph(struct mt_engine *e, const int32_t *tokens, int n, bool all_logits,
-              float *logits_out)
+              float *logits_out, int32_t *next_out)
 {
     const struct mt_model_config *c = &e->cfg;
     struct eng_gpu *g = e->gpu;
@@ -1276,12 +1325,13 @@ forward_graph(struct mt_engine *e, const int32_t *tokens, int n, bool all_logits
     size_t V = (size_t)c->vocab_size;
     int64_t pos = e->pos;
     int first = all_logits ? 0 : n - 1;
-    int k = graph_find(g, pos, n, first);
+    bool greedy = next_out != NULL;
+    int k = graph_find(g, pos, n, first, greedy);
     mt_status_t st;
 
     if (k < 0) {
         k = g->glast ^ 1;
-        if (graph_record(e, g, k, n, pos, first) != MT_OK) {
+        if (graph_record(e, g, k, n, pos, first, greedy) != MT_OK) {
             return MT_ERR_UNSUPPORTED;
         }
     }
@@ -1298,8 +1348,8 @@ forward_graph(struct mt_engine *e, const int32_t *tokens, int n, bool all_logits
     g->n_graph_steps++;
     e->stats.graph_steps++;
     /* the next token's step, recorded while this one runs (the host is idle until the logits) */
-    if (pos + n < g->ctx && graph_find(g, pos + n, 1, 0) < 0) {
-        (void)graph_record(e, g, k ^ 1, 1, pos + n, 0);
+    if (pos + n < g->ctx && graph_find(g, pos + n, 1, 0, greedy) < 0) {
+        (void)graph_record(e, g, k ^ 1, 1, pos + n, 0, greedy);
     }
     GPU_DO(-1, "decode step (CUDA graph)", mt_gpu_stream_sync(s));
     if ((st = eng_gpu_moe_flush(e, g)) != MT_OK) {
@@ -1308,6 +1358,13 @@ forward_graph(struct mt_engine *e, const int32_t *tokens, int n, bool all_logits
     float ms = 0.0f;
     if (mt_gpu_event_ms(g->ev_g0, g->ev_g1, &ms) == MT_OK) {
         e->stats.graph_gpu_s += ms * 1e-3;
+    }
+    if (greedy) {
+        if ((st = greedy_result(g, next_out)) != MT_OK) {
+            return st;
+        }
+        e->pos = pos + n;
+        return MT_OK;
     }
     size_t nl = (size_t)(n - first) * V;
     memcpy(logits_out, g->h_logits, nl * sizeof(float));
@@ -1320,7 +1377,7 @@ forward_graph(struct mt_engine *e, const int32_t *tokens, int n, bool all_logits
 
 mt_status_t
 eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logits,
-                float *logits_out)
+                float *logits_out, int32_t *next_out)
 {
     const struct mt_model_config *c = &e->cfg;
     struct eng_gpu *g = e->gpu;
@@ -1336,7 +1393,7 @@ eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logi
                        "%lld positions (--ctx)", (long long)(start + n), (long long)g->ctx);
     }
     if (graph_ok(e, g, n)) {
-        st = forward_graph(e, tokens, n, all_logits, logits_out);
+        st = forward_graph(e, tokens, n, all_logits, logits_out, next_out);
         if (st != MT_ERR_UNSUPPORTED) {
             return st;
         }
@@ -1370,15 +1427,28 @@ eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logi
         /* the logits buffer holds TOK rows: all_logits (tests) goes TOK rows at a time */
         for (int first = all_logits ? 0 : m - 1; first < m; first += TOK) {
             int cnt = MT_MIN(TOK, m - first);
-            float *dst = logits_out + (all_logits ? (size_t)(c0 + first) * V : 0);
+            bool greedy = next_out != NULL;
             GPU_DO(-1, "final norm", mt_gpu_rmsnorm(g->h + (size_t)first * D, g->final_norm, cnt,
                                                     D, eps, g->x, s));
             GPU_DO(-1, "lm_head", eng_gpu_lin(&g->head, g->x, cnt, g->logits, s));
+            if (greedy) {
+                GPU_DO(-1, "argmax", mt_gpu_argmax(g->logits, (int)V, g->argmax_work,
+                                                   g->h_argmax, s));
+            }
             /* after a prompt, the first decode step is recorded while the prompt's end runs */
             if (last && first + cnt == m && graph_ok(e, g, 1) && start + n < g->ctx &&
-                graph_find(g, start + n, 1, 0) < 0) {
-                (void)graph_record(e, g, g->glast ^ 1, 1, start + n, 0);
+                graph_find(g, start + n, 1, 0, greedy) < 0) {
+                (void)graph_record(e, g, g->glast ^ 1, 1, start + n, 0, greedy);
             }
+            if (greedy) {
+                GPU_DO(-1, "argmax", mt_gpu_stream_sync(s));
+                if ((st = eng_gpu_moe_flush(e, g)) != MT_OK ||
+                    (st = greedy_result(g, next_out)) != MT_OK) {
+                    return st;
+                }
+                continue;
+            }
+            float *dst = logits_out + (all_logits ? (size_t)(c0 + first) * V : 0);
             GPU_DO(-1, "logits copy",
                    mt_gpu_copy_async(dst, g->logits, (size_t)cnt * V * 4, 0, s));
             GPU_DO(-1, "logits copy", mt_gpu_stream_sync(s));

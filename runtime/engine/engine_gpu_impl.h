@@ -86,6 +86,9 @@ struct eng_gpu {
     float *h, *x, *y, *qa, *q, *kv, *lat_t, *kpe_t, *attn, *qi, *ki, *wts;
     float *stk; /* one token's outputs of a stacked weight */
     float *q_lat, *q_pe, *o_lat, *scores, *mla_work, *wq, *logits;
+    void *argmax_work;             /* device: greedy decoding's argmax (mt_gpu_argmax) */
+    struct mt_gpu_argmax_out *h_argmax; /* pinned: its answer, written by the kernel */
+    bool argmax_on;                /* greedy steps use it (MT_GPU_ARGMAX=0: off) */
     float *gs, *us, *xs, *ys, *rlog, *rw, *pair_w;
     int32_t *idx, *ids, *group_start, *pair_tok;
     void *topk_work; /* mt_gpu_topk's scratch (the decode row over many SMs) */
@@ -130,7 +133,8 @@ struct eng_gpu {
     struct CUevent_st **ev_dev;    /* host [2 n_ev_layers]: around each dev_moe layer's experts */
     int n_ev_layers;
     /* CUDA graphs of decode steps (engine_gpu.c): two recorded steps, one running while the
-       next is recorded; a slot's key is (position, tokens, first logits row) */
+       next is recorded; a slot's key is (position, tokens, first logits row, greedy: the
+       step ends in the argmax instead of the logits in h_logits) */
     bool graph_on;                 /* MT_GPU_GRAPH=0 turns graphs off */
     bool capturing;                /* recording: no host-side effects */
     bool fuse; /* fused kernels: residual add + RMSNorm, the kv epilogue (with q_a's norm), the
@@ -138,6 +142,7 @@ struct eng_gpu {
     struct CUgraphExec_st *gexec[2];
     int64_t gpos[2];
     int gm[2], gfirst[2];          /* gm 0: the slot holds no valid step */
+    bool ggreedy[2];
     int glast;                     /* the slot launched last */
     float *h_emb1;                 /* pinned [TOK, hidden]: a graph step's embeddings */
     float *h_logits;               /* pinned [TOK, vocab]: a graph step's logits */

@@ -100,6 +100,7 @@ struct mt_engine {
     struct mt_executor *ref_exec;           /* owned: the reference executor */
     struct mt_executor *exec[MT_TIER_COUNT]; /* borrowed, or ref_exec */
     void *work;                   /* owned: the forward pass's work space, grown on demand */
+    float *greedy_logits;         /* owned, [vocab]: mt_engine_forward_greedy's (CPU engine) */
     size_t work_bytes;
     struct eng_gpu *gpu;          /* owned: the GPU backend (opts.device GPU), or NULL */
     struct mt_engine_stats stats; /* mt_engine_stats_get */
@@ -148,7 +149,8 @@ void eng_moe_sum(const struct mt_engine *e, int l, const struct eng_work *w, flo
 
 /*
  * engine_gpu.c: the GPU backend. create uploads everything (e->freqs, rope_att and softmax_scale
- * already set) and sets e->gpu; forward is mt_engine_forward after its checks.
+ * already set) and sets e->gpu; forward is mt_engine_forward after its checks, or with next_out
+ * (logits_out NULL, all_logits false) mt_engine_forward_greedy's.
  */
 struct eng_gpu;
 mt_status_t eng_gpu_create(struct mt_engine *e);
@@ -163,6 +165,9 @@ mt_status_t eng_gpu_pin_experts(struct mt_engine *e, struct eng_gpu *g);
 /* engine_gpu_moe.c: the device's pending expert timing into e->stats. */
 void eng_gpu_stats_flush(struct mt_engine *e, struct eng_gpu *g);
 mt_status_t eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logits,
-                            float *logits_out);
+                            float *logits_out, int32_t *next_out);
+/* Whether greedy steps pick their id on the device (default; MT_GPU_ARGMAX=0: from the logits on
+ * the host, for before/after measurements). */
+bool eng_gpu_device_argmax(const struct eng_gpu *g);
 
 #endif /* MT_ENGINE_IMPL_H */

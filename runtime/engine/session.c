@@ -221,9 +221,15 @@ mt_session_generate(struct mt_session *s, const int32_t *prompt, size_t n_prompt
         return st;
     }
     t0 = mt_clock_now();
+    /*
+     * A greedy sampler takes the argmax: after the prompt each step asks the engine for that id
+     * instead of the logits (the GPU engine finds it on the device), the same id either way.
+     */
+    bool greedy = mt_sampler_is_greedy(s->sampler);
+    bool have_next = false; /* next holds the engine's greedy pick */
+    int32_t next = 0;
     while (res->n_generated < opts->max_new) {
-        int32_t next;
-        if ((st = mt_sampler_sample(s->sampler, s->logits, &next)) != MT_OK) {
+        if (!have_next && (st = mt_sampler_sample(s->sampler, s->logits, &next)) != MT_OK) {
             goto out_reset;
         }
         if (is_stop(s, opts, next)) {
@@ -245,10 +251,13 @@ mt_session_generate(struct mt_session *s, const int32_t *prompt, size_t n_prompt
         if (!go_on || res->n_generated == opts->max_new || res->stop == MT_STOP_CONTEXT) {
             break;
         }
-        if ((st = mt_engine_forward(s->engine, &next, 1, false, s->logits)) != MT_OK ||
-            (st = hist_push(s, &next, 1)) != MT_OK) {
+        int32_t fed = next;
+        st = greedy ? mt_engine_forward_greedy(s->engine, &fed, 1, &next)
+                    : mt_engine_forward(s->engine, &fed, 1, false, s->logits);
+        if (st != MT_OK || (st = hist_push(s, &fed, 1)) != MT_OK) {
             goto out_reset;
         }
+        have_next = greedy;
         res->n_decoded++;
     }
     res->decode_s = mt_clock_now() - t0;

@@ -47,6 +47,12 @@ mt_sampler_opts_default(struct mt_sampler_opts *opts)
     opts->seed = 0;
 }
 
+bool
+mt_sampler_is_greedy(const struct mt_sampler *r)
+{
+    return r->opts.temperature <= 0.0f;
+}
+
 double
 mt_sampler_uniform(struct mt_sampler *r)
 {

@@ -11,6 +11,7 @@
 #ifndef MT_SAMPLER_H
 #define MT_SAMPLER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "runtime/base/status.h"
@@ -37,6 +38,10 @@ void mt_sampler_destroy(struct mt_sampler *sampler);
  * all the probability. MT_ERR_INVAL when every logit is NaN (or, sampling, NaN or -inf).
  */
 mt_status_t mt_sampler_sample(struct mt_sampler *sampler, const float *logits, int32_t *token_out);
+
+/* Whether sample() is the argmax alone (temperature 0): the same id as mt_sampler_argmax, with no
+ * draw from the generator (mt_engine_forward_greedy may then pick it where the logits are). */
+bool mt_sampler_is_greedy(const struct mt_sampler *sampler);
 
 /* Index of the largest logit (smallest index on ties, NaN ignored); -1 when all are NaN. */
 int32_t mt_sampler_argmax(const float *logits, int vocab);
