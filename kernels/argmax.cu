@@ -6,9 +6,10 @@
  * The one idea: the host's greedy sampler (runtime/text/sampler.c, mt_sampler_argmax) takes the
  * largest value and, among equal ones, the smallest id; comparisons of floats are exact, so the
  * same rule evaluated in any order gives the same id, bit for bit the host's. The row (129,280
- * logits for V3.2, 517 KB, still in L2 after lm_head wrote it) is read by ARGMAX_BLOCKS blocks,
- * each reducing a contiguous slice to (value, id); the last block to finish (a counter, reset
- * by that block for the next launch) reduces the blocks' results and writes the answer. A logit
+ * logits for V3.2, 517 KB, still in L2 after lm_head wrote it) is read by ARGMAX_BLOCKS blocks
+ * in 16-byte loads, one or two a thread, each block reducing its values to (value, id); the
+ * last block to finish (a counter, reset by that block for the next launch) reduces the blocks'
+ * results and writes the answer. A logit
  * that is not finite is never a candidate: the smallest such id and its value are reported
  * instead, for the engine's "a logit is not finite" error (the host's check of the logits).
  */
@@ -21,7 +22,7 @@
 #include <limits.h>
 #include <math.h>
 
-#define ARGMAX_BLOCKS 64 /* slices: ~2,000 logits each at V3.2's vocabulary */
+#define ARGMAX_BLOCKS 128 /* ~one a SM: a float4 per thread at V3.2's vocabulary */
 #define ARGMAX_THREADS 256
 
 /* One block's result: the best finite (value, id), and the first id that is not finite. */
@@ -86,21 +87,38 @@ argmax_kernel(const float *x, int n, struct argmax_part *parts, unsigned *done,
 {
     mt_pdl_enter();
     __shared__ bool last;
-    int b0 = (int)((int64_t)blockIdx.x * n / gridDim.x);
-    int b1 = (int)((int64_t)(blockIdx.x + 1) * n / gridDim.x);
     struct argmax_part p = {-INFINITY, INT_MAX, INT_MAX, 0.0f};
-
-    for (int i = b0 + threadIdx.x; i < b1; i += ARGMAX_THREADS) { /* ids rise: > keeps the first */
-        float v = x[i];
+    auto take = [&](float v, int i) {
         if (!isfinite(v)) {
-            if (p.bad == INT_MAX) {
+            if (i < p.bad) {
                 p.bad = i;
                 p.bad_v = v;
             }
-        } else if (p.id == INT_MAX || v > p.v) {
+        } else if (argmax_better(v, i, p.v, p.id)) {
             p.v = v;
             p.id = i;
         }
+    };
+    /* four values a load where x is 16-byte aligned; a thread's ids rise, blocks interleave */
+    int head = (int)(((16 - (uintptr_t)x % 16) % 16) / 4); /* scalar values before alignment */
+    head = head < n ? head : n;
+    int stride = gridDim.x * ARGMAX_THREADS;
+    int t = blockIdx.x * ARGMAX_THREADS + threadIdx.x;
+    const float4 *x4 = reinterpret_cast<const float4 *>(x + head);
+    int n4 = (n - head) / 4;
+    if (t < head) {
+        take(x[t], t);
+    }
+    for (int j = t; j < n4; j += stride) {
+        float4 v = __ldcg(x4 + j);
+        int i = head + 4 * j;
+        take(v.x, i);
+        take(v.y, i + 1);
+        take(v.z, i + 2);
+        take(v.w, i + 3);
+    }
+    for (int i = head + 4 * n4 + t; i < n; i += stride) {
+        take(x[i], i);
     }
     p = argmax_block_reduce(p);
     if (threadIdx.x == 0) {
@@ -145,6 +163,9 @@ mt_gpu_argmax(const float *x, int n, void *work, struct mt_gpu_argmax_out *out,
     struct argmax_part *parts = (struct argmax_part *)work;
     unsigned *done = (unsigned *)((char *)work + ARGMAX_BLOCKS * sizeof(struct argmax_part));
     int blocks = MT_MIN(ARGMAX_BLOCKS, MT_CEIL_DIV(n, 4 * ARGMAX_THREADS));
+    if ((uintptr_t)x % 4 != 0) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu argmax: values not 4-byte aligned");
+    }
 
     mt_pdl_launch(argmax_kernel, dim3(blocks), dim3(ARGMAX_THREADS), 0, stream, x, n, parts, done,
                   out);

@@ -551,11 +551,12 @@ test_attn_prologue(int n, int H, int qk, int nope, int half, int id, int ih, flo
 /*
  * mt_gpu_argmax on n values against mt_sampler_argmax. kind 0: uniform values; 1: ten levels, so
  * the maximum repeats at many ids (the smallest must win); 2: kind 1 with non-finite values
- * (NaN, +inf, -inf) from a random id on: the first one is reported; 3: all equal. Two launches
- * on the same work space (each leaves its counter for the next).
+ * (NaN, +inf, -inf) from a random id on: the first one is reported; 3: all equal. The row
+ * starts off floats past a 256-byte boundary (the kernel loads 16 bytes where it may). Two
+ * launches on the same work space (each leaves its counter for the next).
  */
 static void
-test_argmax(int n, int kind)
+test_argmax(int n, int kind, int off)
 {
     float *x = gt_malloc((size_t)n * sizeof(float));
     struct mt_gpu_argmax_out got;
@@ -563,7 +564,7 @@ test_argmax(int n, int kind)
     mt_gpu_arena_reset(gt_arena);
     void *work = gt_alloc(mt_gpu_argmax_work_bytes());
     struct mt_gpu_argmax_out *d_out = gt_alloc(sizeof(got));
-    float *d_x = gt_alloc((size_t)n * sizeof(float));
+    float *d_x = (float *)gt_alloc((size_t)(n + 3) * sizeof(float)) + off;
     tap_ok(mt_gpu_argmax_work_init(work, NULL) == MT_OK, "argmax work init");
     for (int rep = 0; rep < 2; rep++) {
         gt_fill(x, (size_t)n, -20.0f, 20.0f);
@@ -587,13 +588,14 @@ test_argmax(int n, int kind)
         if (kind == 2) {
             tap_ok(got.bad == bad && (isnan(x[bad]) ? isnan(got.bad_value)
                                                     : got.bad_value == x[bad]),
-                   "argmax of %d values (kind %d, rep %d): first non-finite at %d (%g): got %d "
-                   "(%g)", n, kind, rep, bad, (double)x[bad], got.bad, (double)got.bad_value);
+                   "argmax of %d values at +%d (kind %d, rep %d): first non-finite at %d (%g): got "
+                   "%d (%g)", n, off, kind, rep, bad, (double)x[bad], got.bad,
+                   (double)got.bad_value);
             continue;
         }
         tap_ok(got.bad == -1 && got.id == want && got.value == x[want],
-               "argmax of %d values (kind %d, rep %d): %d (%g), got %d (%g), bad %d", n, kind,
-               rep, want, (double)x[want], got.id, (double)got.value, got.bad);
+               "argmax of %d values at +%d (kind %d, rep %d): %d (%g), got %d (%g), bad %d", n,
+               off, kind, rep, want, (double)x[want], got.id, (double)got.value, got.bad);
     }
     tap_ok(mt_gpu_argmax(d_x, 0, work, d_out, NULL) == MT_ERR_INVAL,
            "argmax of no values is refused: %s", mt_last_error());
@@ -659,13 +661,15 @@ main(void)
                "attention prologue: rope past the head and missing buffers are refused: %s",
                mt_last_error());
     }
-    test_argmax(129280, 0); /* V3.2's vocabulary */
-    test_argmax(129280, 1);
-    test_argmax(129280, 2);
-    test_argmax(1000, 3);
-    test_argmax(1, 0);
-    test_argmax(7, 1);
-    test_argmax(4099, 2);
+    test_argmax(129280, 0, 0); /* V3.2's vocabulary */
+    test_argmax(129280, 1, 0);
+    test_argmax(129280, 2, 0);
+    test_argmax(129280, 1, 3); /* three values before the first 16-byte boundary */
+    test_argmax(1000, 3, 1);
+    test_argmax(1, 0, 2);
+    test_argmax(7, 1, 1);
+    test_argmax(4099, 2, 3);
+    test_argmax(2, 2, 3);
     test_launch_times();
 #endif
     mt_gpu_arena_destroy(gt_arena);
