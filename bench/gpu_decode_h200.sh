@@ -29,6 +29,8 @@
 #   copy      MT_GPU_LOGITS_DIRECT=0: the defaults with lm_head writing a graph step's logits to
 #             device memory and a copy to pinned host memory after it (instead of lm_head storing
 #             them there itself)
+#   long-fp8  the 2,100-token prompt with the FP8 indexer (--indexer fp8; long-fp8nograph: and
+#             no graphs, the tokens compared with long-fp8's)
 #   hostpick  MT_GPU_ARGMAX=0: the defaults with a greedy step's logits copied to the host and
 #             its id picked there, instead of by the argmax kernel on the device
 #   onechunk0 MT_MLA_TS_ONE_CHUNK=0: the defaults with short rows' sparse MLA on two chunks of
@@ -174,6 +176,8 @@ for c in $RUNS; do
             run $c MT_X=1 -- --prompt-ids "$P2K" -n 16
             RUN=$RUN0 ;;
         long-nograph) run $c MT_GPU_GRAPH=0 MT_GPU_DEVICE_MOE=0 -- --prompt-ids "$P2K" -n 16 ;;
+        long-fp8 | long-fp8b) run $c MT_X=1 -- --prompt-ids "$P2K" -n 16 --indexer fp8 ;;
+        long-fp8nograph) run $c MT_GPU_GRAPH=0 -- --prompt-ids "$P2K" -n 16 --indexer fp8 ;;
     esac
     ratio $c
     t "$c"
@@ -181,7 +185,8 @@ done
 for c in $RUNS; do # greedy tokens against the run before the changes
     case $c in
         long-nograph | long-graph2 | long-base | long-base2 | long-gemv16 | long-mlasmall*) same $c long-graph ;;
-        long-graph | before) ;;
+        long-fp8b | long-fp8nograph) same $c long-fp8 ;;
+        long-graph | long-fp8 | before) ;;
         *) same $c before ;;
     esac
 done

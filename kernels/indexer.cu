@@ -592,6 +592,10 @@ index_scores_fp8_kernel(const uint8_t *__restrict__ q8, const float *__restrict_
  * so converted the query again for every tile. 6 stages with the first tiles issued before the
  * query conversion took 12.6 us. What limits it now (ncu: 8 warps an SM by 206 registers, issue
  * slots 32% busy, DRAM 27%) is latency per warp, not bytes or tensor throughput.
+ *
+ * Launched with programmatic dependent launch (pdl.cuh): a warp issues the copies of its first
+ * tiles whose keys the caller says were ready (n_ready: the cache of earlier steps) before it
+ * waits for the previous kernel, whose output (this step's query, the newest keys) it reads after.
  */
 #define F8M_STAGES 4
 
@@ -641,7 +645,7 @@ f8m_issue(struct f8m_ring &ring, int stage, const uint8_t *__restrict__ k8,
 static __global__ void __launch_bounds__(32)
 index_scores_f8mma_kernel(const uint8_t *__restrict__ q8, const float *__restrict__ w,
                           const uint8_t *__restrict__ k8, const float *__restrict__ k_scale,
-                          int64_t n_keys, float *__restrict__ out)
+                          int64_t n_keys, int64_t n_ready, float *__restrict__ out)
 {
     __shared__ struct f8m_ring ring;
     int lane = threadIdx.x & 31;
@@ -650,6 +654,20 @@ index_scores_f8mma_kernel(const uint8_t *__restrict__ q8, const float *__restric
     int64_t n_warps = gridDim.x;
     int64_t n_tiles = (n_keys + 15) / 16;
     uint32_t qh[8][8][2]; /* [n-tile j: this lane's head 8j + g][k-step][b0, b1] as f16x2 */
+
+    /* the first tiles' copies, those of keys that were ready before the previous kernel, go out
+     * before the wait for it (tiles rise with the stage, so the rest is a suffix); the query and
+     * the head weights are that kernel's output */
+    int early = 0;
+    while (early < F8M_STAGES - 1 && (blockIdx.x + early * n_warps + 1) * 16 <= n_ready) {
+        f8m_issue(ring, early, k8, k_scale, n_keys, blockIdx.x + early * n_warps, n_tiles);
+        early++;
+    }
+    mt_pdl_wait();
+    for (int st = early; st < F8M_STAGES - 1; st++) {
+        f8m_issue(ring, st, k8, k_scale, n_keys, blockIdx.x + st * n_warps, n_tiles);
+    }
+    mt_pdl_trigger();
 
 #pragma unroll
     for (int j = 0; j < 8; j++) {
@@ -664,9 +682,6 @@ index_scores_f8mma_kernel(const uint8_t *__restrict__ q8, const float *__restric
                 qh[j][4 * half + i][1] = f8m_cvt(words[i] >> 16);
             }
         }
-    }
-    for (int st = 0; st < F8M_STAGES - 1; st++) {
-        f8m_issue(ring, st, k8, k_scale, n_keys, blockIdx.x + st * n_warps, n_tiles);
     }
     int stage = 0;
     for (int64_t tile = blockIdx.x; tile < n_tiles; tile += n_warps) {
@@ -779,18 +794,19 @@ f8mma_blocks(int *blocks)
 
 extern "C" mt_status_t
 mt_gpu_index_scores_fp8(const uint8_t *q8, const float *w, int n_heads, int dim,
-                        const uint8_t *k8, const float *k_scale, int64_t n_keys, float *out,
-                        struct CUstream_st *stream)
+                        const uint8_t *k8, const float *k_scale, int64_t n_keys, int64_t n_ready,
+                        float *out, struct CUstream_st *stream)
 {
     int dev = 0;
     int sms = 0;
 
     if (n_heads != FP8_HEADS || dim != FP8_DIM || n_keys < 1 || q8 == NULL || w == NULL ||
-        k8 == NULL || k_scale == NULL || out == NULL || ((uintptr_t)q8 | (uintptr_t)k8) % 16) {
+        k8 == NULL || k_scale == NULL || out == NULL || ((uintptr_t)q8 | (uintptr_t)k8) % 16 ||
+        n_ready < 0 || n_ready > n_keys) {
         return mt_fail(MT_ERR_INVAL, 0,
-                       "gpu fp8 index scores: %d heads x %d dims, %lld keys (needs 64 x 128, "
-                       "16-byte aligned)",
-                       n_heads, dim, (long long)n_keys);
+                       "gpu fp8 index scores: %d heads x %d dims, %lld keys, %lld ready (needs "
+                       "64 x 128, 16-byte aligned, 0 <= ready <= keys)",
+                       n_heads, dim, (long long)n_keys, (long long)n_ready);
     }
     mt_status_t st;
     int f8_blocks = 0;
@@ -803,7 +819,8 @@ mt_gpu_index_scores_fp8(const uint8_t *q8, const float *w, int n_heads, int dim,
         int64_t tiles = MT_CEIL_DIV(n_keys, (int64_t)16);
         int64_t per_warp = MT_CEIL_DIV(tiles, (int64_t)f8_blocks);
         unsigned nb = (unsigned)MT_CEIL_DIV(tiles, per_warp);
-        index_scores_f8mma_kernel<<<nb, 32, 0, stream>>>(q8, w, k8, k_scale, n_keys, out);
+        mt_pdl_launch(index_scores_f8mma_kernel, dim3(nb), dim3(32), 0, stream, q8, w, k8,
+                      k_scale, n_keys, n_ready, out);
         return mt_cuda_launched("index_scores_fp8 (fp8 mma)", stream);
     }
     cudaGetDevice(&dev);

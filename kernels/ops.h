@@ -190,11 +190,14 @@ MT_GPU_FN void mt_gpu_index_exact_tc_set(bool on);
  * q scales folded in. Tensor cores (mma.sync f16 -> f32, sm_80+; on sm_89+ a kernel that converts
  * each byte once in hardware): e4m3 -> f16 is exact and so is each product; only the order of
  * the fp32 sums differs from the CPU. n_heads must be 64 and dim 128 (the V3.2 indexer); q8 and
- * k8 16-byte aligned.
+ * k8 16-byte aligned. n_ready (0..n_keys): the keys [0, n_ready) and their scales were in memory
+ * before the stream's previous kernel ran (the cache of earlier steps), so the sm_89+ kernel,
+ * launched with programmatic dependent launch (pdl.cuh), starts reading them while that kernel
+ * finishes; 0 reads every key after it.
  */
 MT_GPU_FN mt_status_t mt_gpu_index_scores_fp8(const uint8_t *q8, const float *w, int n_heads,
                                               int dim, const uint8_t *k8, const float *k_scale,
-                                              int64_t n_keys, float *out,
+                                              int64_t n_keys, int64_t n_ready, float *out,
                                               struct CUstream_st *stream);
 
 /*
@@ -470,11 +473,11 @@ mt_gpu_index_exact_tc_set(bool on)
 
 static inline mt_status_t
 mt_gpu_index_scores_fp8(const uint8_t *q8, const float *w, int n_heads, int dim,
-                        const uint8_t *k8, const float *k_scale, int64_t n_keys, float *out,
-                        struct CUstream_st *stream)
+                        const uint8_t *k8, const float *k_scale, int64_t n_keys, int64_t n_ready,
+                        float *out, struct CUstream_st *stream)
 {
     (void)q8, (void)w, (void)n_heads, (void)dim, (void)k8, (void)k_scale, (void)n_keys;
-    (void)out, (void)stream;
+    (void)n_ready, (void)out, (void)stream;
     return mt_gpu_ops_unsupported_();
 }
 

@@ -61,7 +61,7 @@ main(void)
     w.cols = 128;
     tap_ok(mt_gpu_linear(&w, x, 9, x, NULL) == MT_ERR_INVAL,
            "linear with 9 tokens is MT_ERR_INVAL");
-    tap_ok(mt_gpu_index_scores_fp8((const uint8_t *)x, x, 32, 128, (const uint8_t *)x, x, 10, x,
+    tap_ok(mt_gpu_index_scores_fp8((const uint8_t *)x, x, 32, 128, (const uint8_t *)x, x, 10, 0, x,
                                    NULL) == MT_ERR_INVAL,
            "FP8 index scores with 32 heads is MT_ERR_INVAL");
     tap_ok(mt_gpu_topk(x, 100, 1, 100, NULL, 5000, (int32_t *)x, NULL, NULL, NULL) == MT_ERR_INVAL,

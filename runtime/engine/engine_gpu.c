@@ -1092,7 +1092,7 @@ gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t star
                 if (IH == 64 && ID == 128) {
                     GPU_DO(l, "fp8 index scores",
                            mt_gpu_index_scores_fp8(g->q8, g->wq, IH, ID, L->ikey8, L->ikscale,
-                                                   n_keys, g->scores, s));
+                                                   n_keys, start, g->scores, s));
                 } else {
                     GPU_DO(l, "fp8 index scores",
                            mt_gpu_index_scores_fp8_any(g->q8, g->wq, IH, ID, L->ikey8,
