@@ -593,9 +593,11 @@ index_scores_fp8_kernel(const uint8_t *__restrict__ q8, const float *__restrict_
  * query conversion took 12.6 us. What limits it now (ncu: 8 warps an SM by 206 registers, issue
  * slots 32% busy, DRAM 27%) is latency per warp, not bytes or tensor throughput.
  *
- * Launched with programmatic dependent launch (pdl.cuh): a warp issues the copies of its first
- * tiles whose keys the caller says were ready (n_ready: the cache of earlier steps) before it
- * waits for the previous kernel, whose output (this step's query, the newest keys) it reads after.
+ * Launched with programmatic dependent launch (pdl.cuh): a warp asks L2 for the lines of its
+ * first tiles whose keys the caller says were ready (n_ready: the cache of earlier steps) before
+ * it waits for the previous kernel, whose output (this step's query, the newest keys) it reads
+ * after. (Issuing the ring's first copies themselves before the wait gave wrong scores on the
+ * H200 at 131,072 keys, reason not found; a prefetch is only a hint.)
  */
 #define F8M_STAGES 4
 
@@ -655,16 +657,18 @@ index_scores_f8mma_kernel(const uint8_t *__restrict__ q8, const float *__restric
     int64_t n_tiles = (n_keys + 15) / 16;
     uint32_t qh[8][8][2]; /* [n-tile j: this lane's head 8j + g][k-step][b0, b1] as f16x2 */
 
-    /* the first tiles' copies, those of keys that were ready before the previous kernel, go out
-     * before the wait for it (tiles rise with the stage, so the rest is a suffix); the query and
-     * the head weights are that kernel's output */
-    int early = 0;
-    while (early < F8M_STAGES - 1 && (blockIdx.x + early * n_warps + 1) * 16 <= n_ready) {
-        f8m_issue(ring, early, k8, k_scale, n_keys, blockIdx.x + early * n_warps, n_tiles);
-        early++;
+    /* the first tiles' key rows (a 128-byte line each) that were ready before the previous
+     * kernel are asked of L2 before the wait for it; the query, the head weights and the newest
+     * keys are that kernel's output, read after */
+    for (int st = 0; st < F8M_STAGES - 1; st++) {
+        int64_t key = (blockIdx.x + st * n_warps) * 16 + (lane & 15);
+        if (key < n_ready) {
+            mt_prefetch_l2(lane < 16 ? (const void *)(k8 + key * FP8_DIM)
+                                     : (const void *)(k_scale + key));
+        }
     }
     mt_pdl_wait();
-    for (int st = early; st < F8M_STAGES - 1; st++) {
+    for (int st = 0; st < F8M_STAGES - 1; st++) {
         f8m_issue(ring, st, k8, k_scale, n_keys, blockIdx.x + st * n_warps, n_tiles);
     }
     mt_pdl_trigger();
