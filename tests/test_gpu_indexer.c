@@ -381,7 +381,7 @@ test_scores(int64_t n_keys)
         tap_diag("%s: max |got - want| / max(|want|, 1e-3) = %.3g", name, max_rel);
         /* both kernels: e4m3 -> f16 and each product are exact, only the fp32 order differs */
         mt_test_allclose(name, got, want, (size_t)n_keys, 1e-5f, 1e-5f);
-        if (n_keys >= 4096 && r == 0) {
+        if (n_keys >= 4096 && r == 2) { /* last: its buffers take the arena's place */
             check_topk("of the FP8 index scores", got, n_keys, 1, n_keys, NULL, 2048);
         }
     }

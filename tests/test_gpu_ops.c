@@ -3,8 +3,8 @@
  * test_gpu_ops.c - the small per-token kernels against cpu/ref_*.c: RMSNorm, the indexer's
  * LayerNorm, both RoPE layouts (with the V3.2 YaRN table), SwiGLU, residual add, embedding rows
  * and the router (identical expert ids, ties and NaN included); MLA's kv epilogue (one kernel)
- * bit for bit against the six it replaces; greedy sampling's argmax against the host sampler's
- * (ties, non-finite logits); the per-kernel launch times (MT_GPU_KERNEL_TIMES) on a run of them.
+ * bit for bit against the six it replaces; the FP8 indexer's Hadamard + quantization bit for bit;
+ * greedy sampling's argmax against the host sampler's (ties, non-finite logits); the per-kernel launch times (MT_GPU_KERNEL_TIMES) on a run of them.
  */
 #include <config.h>
 
@@ -18,6 +18,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 static void
 test_norms(int n_tok, int n)
@@ -603,6 +604,63 @@ test_argmax(int n, int kind, int off)
 }
 #endif
 
+#ifdef MT_HAVE_CUDA
+/*
+ * The FP8 indexer's Hadamard + act_quant (mt_gpu_hadamard_quant) against mt_cpu_hadamard and
+ * mt_cpu_act_quant (ue8m0): every e4m3 byte and every scale equal, with the head weights folded
+ * in (w_in) as the engine does for the query.
+ */
+static void
+test_hadamard_quant(int n_vec, int dim, bool with_w)
+{
+    float *x = gt_malloc((size_t)n_vec * dim * sizeof(float));
+    float *h = gt_malloc((size_t)dim * sizeof(float));
+    float *w = gt_malloc((size_t)n_vec * sizeof(float));
+    uint8_t *want = gt_malloc((size_t)n_vec * dim);
+    uint8_t *got = gt_malloc((size_t)n_vec * dim);
+    float *ws = gt_malloc((size_t)n_vec * sizeof(float));
+    float *gs = gt_malloc((size_t)n_vec * sizeof(float));
+    float wm = 0.0883883f;
+    int bad_q = 0;
+    int bad_s = 0;
+
+    gt_fill(x, (size_t)n_vec * dim, -3.0f, 3.0f);
+    gt_fill(w, (size_t)n_vec, -1.0f, 1.0f);
+    for (int v = 0; v < n_vec; v++) {
+        memcpy(h, x + (size_t)v * dim, (size_t)dim * sizeof(float));
+        mt_cpu_hadamard(h, dim);
+        float qs = mt_cpu_act_quant(h, dim, true, want + (size_t)v * dim);
+        ws[v] = with_w ? w[v] * qs * wm : qs;
+    }
+    mt_gpu_arena_reset(gt_arena);
+    float *d_x = gt_put(x, (size_t)n_vec * dim * sizeof(float));
+    float *d_w = gt_put(w, (size_t)n_vec * sizeof(float));
+    uint8_t *d_q = gt_alloc((size_t)n_vec * dim);
+    float *d_s = gt_alloc((size_t)n_vec * sizeof(float));
+    tap_ok(mt_gpu_hadamard_quant(d_x, n_vec, dim, d_q, d_s, with_w ? d_w : NULL, wm, NULL) ==
+               MT_OK,
+           "hadamard quant launch");
+    gt_get(got, d_q, (size_t)n_vec * dim);
+    gt_get(gs, d_s, (size_t)n_vec * sizeof(float));
+    for (int i = 0; i < n_vec * dim; i++) {
+        bad_q += got[i] != want[i];
+    }
+    for (int v = 0; v < n_vec; v++) {
+        bad_s += gs[v] != ws[v];
+    }
+    tap_ok(bad_q == 0 && bad_s == 0, "hadamard quant %d x %d%s: every e4m3 byte and scale the "
+           "CPU's (%d bytes, %d scales differ)", n_vec, dim, with_w ? ", head weights" : "",
+           bad_q, bad_s);
+    free(gs);
+    free(ws);
+    free(got);
+    free(want);
+    free(w);
+    free(h);
+    free(x);
+}
+#endif
+
 int
 main(void)
 {
@@ -661,6 +719,13 @@ main(void)
                "attention prologue: rope past the head and missing buffers are refused: %s",
                mt_last_error());
     }
+    test_hadamard_quant(64, 128, true); /* V3.2's indexer query */
+    test_hadamard_quant(1, 128, false); /* one key */
+    test_hadamard_quant(5, 128, false);
+    test_hadamard_quant(9, 64, true);   /* tiny models */
+    test_hadamard_quant(3, 16, false);
+    test_hadamard_quant(2, 2, false);
+    test_hadamard_quant(1, 1, true);
     test_argmax(129280, 0, 0); /* V3.2's vocabulary */
     test_argmax(129280, 1, 0);
     test_argmax(129280, 2, 0);
