@@ -31,6 +31,9 @@
 #             them there itself)
 #   long-fp8  the 2,100-token prompt with the FP8 indexer (--indexer fp8; long-fp8nograph: and
 #             no graphs, the tokens compared with long-fp8's)
+#   noahead   MT_GPU_AHEAD=0: the defaults with each greedy step launched by its own call, after
+#             the host has the previous id (not behind the previous step, fed on the device);
+#             long-noahead: the same on the 2,100-token prompt
 #   hostpick  MT_GPU_ARGMAX=0: the defaults with a greedy step's logits copied to the host and
 #             its id picked there, instead of by the argmax kernel on the device
 #   onechunk0 MT_MLA_TS_ONE_CHUNK=0: the defaults with short rows' sparse MLA on two chunks of
@@ -162,6 +165,8 @@ for c in $RUNS; do
         absorb0) run $c MT_GPU_ABSORB=0 -- --prompt-ids "$P64" -n 64 ;;
         copy | copy2 | copy3) run $c MT_GPU_LOGITS_DIRECT=0 -- --prompt-ids "$P64" -n 64 ;;
         hostpick | hostpick2) run $c MT_GPU_ARGMAX=0 -- --prompt-ids "$P64" -n 64 ;;
+        noahead | noahead2) run $c MT_GPU_AHEAD=0 -- --prompt-ids "$P64" -n 64 ;;
+        long-noahead) run $c MT_GPU_AHEAD=0 -- --prompt-ids "$P2K" -n 16 ;;
         onechunk0 | onechunk02) run $c MT_MLA_TS_ONE_CHUNK=0 -- --prompt-ids "$P64" -n 64 ;;
         gemv16 | gemv16b | gemv16c) run $c MT_GEMV_TWO_BLOCKS=0 -- --prompt-ids "$P64" -n 64 ;;
         long-gemv16) run $c MT_GEMV_TWO_BLOCKS=0 -- --prompt-ids "$P2K" -n 16 ;;
@@ -186,6 +191,7 @@ for c in $RUNS; do # greedy tokens against the run before the changes
     case $c in
         long-nograph | long-graph2 | long-base | long-base2 | long-gemv16 | long-mlasmall*) same $c long-graph ;;
         long-fp8b | long-fp8nograph) same $c long-fp8 ;;
+        long-noahead) same $c long-graph ;;
         long-graph | long-fp8 | before) ;;
         *) same $c before ;;
     esac

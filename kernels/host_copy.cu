@@ -28,6 +28,17 @@ mt_gpu_host_register(void *base, size_t bytes)
     return MT_CUDA(cudaHostRegister(base, bytes, cudaHostRegisterDefault));
 }
 
+mt_status_t
+mt_gpu_host_register_mapped(void *base, size_t bytes, void **dev_out)
+{
+    mt_status_t st = MT_CUDA(cudaHostRegister(base, bytes, cudaHostRegisterMapped));
+
+    if (st == MT_OK && (st = MT_CUDA(cudaHostGetDevicePointer(dev_out, base, 0))) != MT_OK) {
+        cudaHostUnregister(base);
+    }
+    return st;
+}
+
 void
 mt_gpu_host_unregister(void *base)
 {

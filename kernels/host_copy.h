@@ -27,7 +27,9 @@ struct mt_gpu_h2d;
 
 /* cudaHostRegister(base, bytes) on the current device. MT_ERR_CUDA with CUDA's reason. */
 mt_status_t mt_gpu_host_register(void *base, size_t bytes);
-/* Undo mt_gpu_host_register (warns on failure, never fails). */
+/* The same, mapped: kernels read it over the bus at *dev_out (zero-copy). */
+mt_status_t mt_gpu_host_register_mapped(void *base, size_t bytes, void **dev_out);
+/* Undo mt_gpu_host_register or _mapped (warns on failure, never fails). */
 void mt_gpu_host_unregister(void *base);
 
 /*

@@ -36,6 +36,7 @@
 #include "runtime/engine/engine.h"
 #include "runtime/model/model.h"
 #include "runtime/synth/synth.h"
+#include "runtime/text/sampler.h"
 #include "tests/golden.h"
 #include "tests/tap.h"
 
@@ -159,6 +160,78 @@ chunk_test(const struct mt_model *m, const char *name, enum mt_dtype kv)
 out:
     mt_engine_destroy(ch);
     mt_engine_destroy(one);
+}
+
+/*
+ * Greedy steps launched ahead (engine_gpu.c, forward_graph) and every way a caller leaves that
+ * path: a forward with another token at the ahead step's position, a truncation, statistics in
+ * between. The engine with steps ahead (default) and one without (MT_GPU_AHEAD=0) follow the
+ * same script; their logits and ids must be equal bit for bit (the same kernels, the same
+ * cache contents), and so must their counts of graph steps.
+ */
+static void
+ahead_detours(const struct mt_model *m, const char *name)
+{
+    struct mt_engine *e[2] = {NULL, NULL};
+    int V = 0;
+    float *lg[2] = {NULL, NULL};
+    int32_t ids[2][16];
+    uint64_t steps[2] = {0, 0};
+    bool ok = true;
+
+    for (int i = 0; i < 2; i++) {
+        if (i == 1) {
+            setenv("MT_GPU_AHEAD", "0", 1); /* read when the engine is created */
+        }
+        ok = ok && make_engine(m, MT_DEVICE_GPU, MT_DTYPE_BF16, MT_INDEXER_EXACT, &e[i]) == MT_OK;
+        unsetenv("MT_GPU_AHEAD");
+        V = ok ? mt_engine_vocab(e[i]) : 0;
+        lg[i] = ok ? malloc((size_t)V * sizeof(float)) : NULL;
+        ok = ok && lg[i] != NULL;
+    }
+    for (int i = 0; ok && i < 2; i++) {
+        int32_t prompt[12];
+        struct mt_engine_stats st;
+        int n = 0;
+        for (int j = 0; j < 12; j++) {
+            prompt[j] = (int32_t)((7 * j + 3) % V);
+        }
+        ok = mt_engine_forward(e[i], prompt, 12, false, lg[i]) == MT_OK;
+        ids[i][n++] = mt_sampler_argmax(lg[i], V);
+        for (int j = 0; ok && j < 4; j++, n++) { /* ahead: each call finds its step launched */
+            ok = mt_engine_forward_greedy(e[i], &ids[i][n - 1], 1, &ids[i][n]) == MT_OK;
+        }
+        mt_engine_stats_get(e[i], &st); /* between steps: must not disturb the one ahead */
+        ok = ok && mt_engine_forward_greedy(e[i], &ids[i][n - 1], 1, &ids[i][n]) == MT_OK;
+        n++;
+        /* another token than the one the engine picked: the step ahead is dropped */
+        int32_t other = (ids[i][n - 1] + 1) % V;
+        ok = ok && mt_engine_forward(e[i], &other, 1, false, lg[i]) == MT_OK;
+        ids[i][n++] = mt_sampler_argmax(lg[i], V);
+        for (int j = 0; ok && j < 3; j++, n++) {
+            ok = mt_engine_forward_greedy(e[i], &ids[i][n - 1], 1, &ids[i][n]) == MT_OK;
+        }
+        /* back two positions and on from there, fed another token */
+        mt_engine_truncate(e[i], mt_engine_pos(e[i]) - 2);
+        ok = ok && mt_engine_forward_greedy(e[i], &other, 1, &ids[i][n]) == MT_OK;
+        n++;
+        for (int j = 0; ok && j < 3; j++, n++) {
+            ok = mt_engine_forward_greedy(e[i], &ids[i][n - 1], 1, &ids[i][n]) == MT_OK;
+        }
+        mt_engine_stats_get(e[i], &st);
+        steps[i] = st.graph_steps;
+        ok = ok && n == 14;
+    }
+    bool same = ok && memcmp(ids[0], ids[1], 14 * sizeof(int32_t)) == 0 &&
+                memcmp(lg[0], lg[1], (size_t)V * sizeof(float)) == 0;
+    tap_ok(same && steps[0] == steps[1] && steps[0] > 0, "golden %s: greedy steps run ahead, "
+           "left by another token, statistics and a truncation: ids and logits equal to the "
+           "engine without steps ahead (graph steps %llu and %llu)", name,
+           (unsigned long long)steps[0], (unsigned long long)steps[1]);
+    for (int i = 0; i < 2; i++) {
+        free(lg[i]);
+        mt_engine_destroy(e[i]);
+    }
 }
 
 static void
@@ -339,6 +412,9 @@ golden_one(const char *dir, const char *name)
         if (m->cfg.max_position_embeddings >= CHUNK_PROMPT) {
             chunk_test(m, name, kvs[kv]);
         }
+    }
+    if (m->fp8) { /* the routed experts on the device: decode steps as graphs */
+        ahead_detours(m, name);
     }
     /* a budget far too small: one clear message at create */
     struct mt_engine_opts o;

@@ -231,12 +231,14 @@ mt_engine_destroy(struct mt_engine *e)
 void
 mt_engine_reset(struct mt_engine *e)
 {
+    (void)eng_gpu_settle(e->gpu); /* a step run ahead (greedy decoding) is dropped */
     e->pos = 0;
 }
 
 void
 mt_engine_truncate(struct mt_engine *e, int64_t pos)
 {
+    (void)eng_gpu_settle(e->gpu);
     if (pos >= 0 && pos < e->pos) {
         e->pos = pos;
     }

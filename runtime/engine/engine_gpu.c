@@ -91,6 +91,13 @@ eng_gpu_device_argmax(const struct eng_gpu *g)
 }
 
 mt_status_t
+eng_gpu_settle(struct eng_gpu *g)
+{
+    (void)g;
+    return MT_OK;
+}
+
+mt_status_t
 eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logits,
                 float *logits_out, int32_t *next_out)
 {
@@ -101,6 +108,7 @@ eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logi
 #else /* MT_HAVE_CUDA */
 
 #include "cpu/convert.h"
+#include "kernels/host_copy.h"
 #include "runtime/engine/engine_gpu_impl.h"
 
 #include <math.h>
@@ -793,17 +801,21 @@ eng_gpu_create(struct mt_engine *e)
     g->logits_direct = ev == NULL || strcmp(ev, "0") != 0;
     ev = getenv("MT_GPU_ARGMAX");
     g->argmax_on = ev == NULL || strcmp(ev, "0") != 0;
+    ev = getenv("MT_GPU_AHEAD");
+    g->ahead_on = ev == NULL || strcmp(ev, "0") != 0;
     ev = getenv("MT_GPU_FUSE");
     g->fuse = ev == NULL || strcmp(ev, "0") != 0;
     if ((st = mt_gpu_pinned_alloc((size_t)TOK * (size_t)c->hidden_size * sizeof(float),
                                   "a decode step's embeddings", (void **)&g->h_emb1)) != MT_OK ||
         (st = mt_gpu_pinned_alloc((size_t)TOK * (size_t)c->vocab_size * sizeof(float),
                                   "a decode step's logits", (void **)&g->h_logits)) != MT_OK ||
-        (st = mt_gpu_pinned_alloc(sizeof(*g->h_argmax), "a decode step's argmax",
+        (st = mt_gpu_pinned_alloc(2 * sizeof(*g->h_argmax), "a decode step's argmax",
                                   (void **)&g->h_argmax)) != MT_OK ||
         (st = mt_gpu_argmax_work_init(g->argmax_work, g->stream)) != MT_OK ||
-        (st = mt_gpu_event_create(&g->ev_g0)) != MT_OK ||
-        (st = mt_gpu_event_create(&g->ev_g1)) != MT_OK) {
+        (st = mt_gpu_event_create(&g->ev_g0[0])) != MT_OK ||
+        (st = mt_gpu_event_create(&g->ev_g1[0])) != MT_OK ||
+        (st = mt_gpu_event_create(&g->ev_g0[1])) != MT_OK ||
+        (st = mt_gpu_event_create(&g->ev_g1[1])) != MT_OK) {
         return st;
     }
     if (g->gemm != NULL && (st = gemm_warmup(e, g)) != MT_OK) {
@@ -873,6 +885,7 @@ eng_gpu_destroy(struct eng_gpu *g, int n_layers)
     if (g == NULL) {
         return;
     }
+    (void)eng_gpu_settle(g);
     for (int l = 0; g->layers != NULL && l < n_layers; l++) {
         free(g->layers[l].experts);
         free(g->layers[l].xtab);
@@ -888,8 +901,13 @@ eng_gpu_destroy(struct eng_gpu *g, int n_layers)
     mt_gpu_pinned_free(g->h_emb1);
     mt_gpu_pinned_free(g->h_logits);
     mt_gpu_pinned_free(g->h_argmax);
-    mt_gpu_event_destroy(g->ev_g0);
-    mt_gpu_event_destroy(g->ev_g1);
+    for (int k = 0; k < 2; k++) {
+        mt_gpu_event_destroy(g->ev_g0[k]);
+        mt_gpu_event_destroy(g->ev_g1[k]);
+    }
+    if (g->embed_dev != NULL) {
+        mt_gpu_host_unregister(g->embed_raw);
+    }
     free(g->layers);
     mt_gpu_gemm_destroy(g->gemm);
     mt_gpu_stream_destroy(g->stream);
@@ -1201,13 +1219,13 @@ graph_ok(const struct mt_engine *e, const struct eng_gpu *g, int n)
            n <= TOK && n <= g->step;
 }
 
-/* The slot holding the recorded step (pos, m, first, greedy), or -1. */
+/* The slot holding the recorded step (pos, m, first, greedy, fed), or -1. */
 static int
-graph_find(const struct eng_gpu *g, int64_t pos, int m, int first, bool greedy)
+graph_find(const struct eng_gpu *g, int64_t pos, int m, int first, bool greedy, bool fed)
 {
     for (int k = 0; k < 2; k++) {
         if (g->gm[k] == m && g->gpos[k] == pos && g->gfirst[k] == first &&
-            g->ggreedy[k] == greedy) {
+            g->ggreedy[k] == greedy && g->gfed[k] == fed) {
             return k;
         }
     }
@@ -1218,13 +1236,15 @@ graph_find(const struct eng_gpu *g, int64_t pos, int m, int first, bool greedy)
  * Record into slot k the step of m tokens at pos whose logits rows first..m-1 are wanted: the
  * embeddings' upload from h_emb1, the layers, the final norm and lm_head into h_logits (the
  * copy to the caller's buffer stays outside: its address changes), or with greedy (first m - 1)
- * lm_head into g->logits and the argmax into h_argmax. The caller fills h_emb1 before it
- * launches the slot. A recording that fails turns graphs off for this engine (one warning); the
- * step then runs as plain launches.
+ * lm_head into g->logits and the argmax into h_argmax[k]. fed (greedy, one token): the
+ * embedding is read on the device, at the id in h_argmax[k ^ 1] (the step before, in the other
+ * slot), from the mapped table, instead of from h_emb1. The caller fills h_emb1 before it
+ * launches a slot that is not fed. A recording that fails turns graphs off for this engine (one
+ * warning); the step then runs as plain launches.
  */
 static mt_status_t
 graph_record(struct mt_engine *e, struct eng_gpu *g, int k, int m, int64_t pos, int first,
-             bool greedy)
+             bool greedy, bool fed)
 {
     const struct mt_model_config *c = &e->cfg;
     struct CUstream_st *s = g->stream;
@@ -1238,7 +1258,13 @@ graph_record(struct mt_engine *e, struct eng_gpu *g, int k, int m, int64_t pos, 
         goto off;
     }
     g->capturing = true;
-    st = mt_gpu_copy_async(g->h, g->h_emb1, (size_t)m * D * sizeof(float), 1, s);
+    g->bs = k;
+    if (fed) {
+        st = mt_gpu_embed(g->embed_dev, g->embed.dtype, g->embed.rows, D, &g->h_argmax[k ^ 1].id,
+                          1, g->h, s);
+    } else {
+        st = mt_gpu_copy_async(g->h, g->h_emb1, (size_t)m * D * sizeof(float), 1, s);
+    }
     if (st == MT_OK) {
         st = layers_launch(e, g, m, pos);
     }
@@ -1250,7 +1276,7 @@ graph_record(struct mt_engine *e, struct eng_gpu *g, int k, int m, int64_t pos, 
         st = eng_gpu_lin(&g->head, g->x, m - first, direct ? g->h_logits : g->logits, s);
     }
     if (st == MT_OK && greedy) {
-        st = mt_gpu_argmax(g->logits, c->vocab_size, g->argmax_work, g->h_argmax, s);
+        st = mt_gpu_argmax(g->logits, c->vocab_size, g->argmax_work, &g->h_argmax[k], s);
     }
     if (st == MT_OK && !direct && !greedy) { /* to pinned memory at the GPU's pace, not through
                                              * the driver's staging */
@@ -1258,6 +1284,7 @@ graph_record(struct mt_engine *e, struct eng_gpu *g, int k, int m, int64_t pos, 
                                (size_t)(m - first) * (size_t)c->vocab_size * sizeof(float), 0, s);
     }
     g->capturing = false;
+    g->bs = 0;
     st_end = mt_gpu_graph_end(s, st == MT_OK, &g->gexec[k], &rebuilt);
     st = st != MT_OK ? st : st_end;
     if (st != MT_OK) {
@@ -1268,9 +1295,11 @@ graph_record(struct mt_engine *e, struct eng_gpu *g, int k, int m, int64_t pos, 
     g->gpos[k] = pos;
     g->gfirst[k] = first;
     g->ggreedy[k] = greedy;
+    g->gfed[k] = fed;
     return MT_OK;
 off:
     g->capturing = false;
+    g->bs = 0;
     g->graph_on = false;
     g->gm[0] = g->gm[1] = 0;
     mt_log_warn("GPU engine: decode steps cannot be recorded as CUDA graphs (%s); they run as "
@@ -1296,11 +1325,11 @@ check_logits(const float *v, size_t n)
     return MT_OK;
 }
 
-/* The argmax kernel's answer (the stream has passed it) into *next_out. */
+/* The argmax kernel's answer in buffer set `set` (the stream has passed it) into *next_out. */
 static mt_status_t
-greedy_result(const struct eng_gpu *g, int32_t *next_out)
+greedy_result(const struct eng_gpu *g, int set, int32_t *next_out)
 {
-    const struct mt_gpu_argmax_out *r = g->h_argmax;
+    const struct mt_gpu_argmax_out *r = &g->h_argmax[set];
 
     if (r->bad >= 0) {
         return logit_not_finite((double)r->bad_value, (size_t)r->bad);
@@ -1310,10 +1339,75 @@ greedy_result(const struct eng_gpu *g, int32_t *next_out)
 }
 
 /*
+ * Whether a greedy step may launch the next one behind it, fed on the device: graphs, the
+ * argmax on the device, room in the cache, and the embedding table mapped for the device (done
+ * at the first chance: pinning V3.2's 1.85 GB table takes a moment, and only greedy decoding
+ * needs it; where it fails, steps stay one at a time, with one note).
+ */
+static bool
+ahead_ok(struct mt_engine *e, struct eng_gpu *g, int64_t next_pos)
+{
+    if (!g->ahead_on || !g->argmax_on || !graph_ok(e, g, 1) || next_pos >= g->ctx) {
+        return false;
+    }
+    if (!g->ahead_tried) {
+        const struct mt_cpu_weight *t = &g->embed;
+        size_t bytes = (size_t)t->rows * (size_t)t->cols * mt_dtype_size(t->dtype);
+        g->ahead_tried = true;
+        mt_log_set_quiet(true);
+        mt_status_t st = t->dtype == MT_DTYPE_F16
+                             ? MT_ERR_UNSUPPORTED
+                             : mt_gpu_host_register_mapped(g->embed_raw, bytes, &g->embed_dev);
+        mt_log_set_quiet(false);
+        if (st != MT_OK) {
+            g->embed_dev = NULL;
+            g->ahead_on = false;
+            mt_log_info("GPU engine: greedy steps run one at a time (the embedding table could "
+                        "not be mapped for the GPU: %s)",
+                        t->dtype == MT_DTYPE_F16 ? "F16" : mt_last_error());
+        }
+    }
+    return g->embed_dev != NULL;
+}
+
+/* Launch slot k's recorded step of n tokens, between its buffer set's events. */
+static mt_status_t
+launch_slot(struct mt_engine *e, struct eng_gpu *g, int k, int n)
+{
+    struct CUstream_st *s = g->stream;
+
+    GPU_DO(-1, "decode step (CUDA graph)", mt_gpu_event_record(g->ev_g0[k], s));
+    GPU_DO(-1, "decode step (CUDA graph)", mt_gpu_graph_launch(g->gexec[k], s));
+    GPU_DO(-1, "decode step (CUDA graph)", mt_gpu_event_record(g->ev_g1[k], s));
+    for (int l = 0; l < e->n_layers; l++) {
+        g->ids_m[k * e->n_layers + l] = g->layers[l].is_moe ? n : 0;
+    }
+    g->glast = k;
+    return MT_OK;
+}
+
+mt_status_t
+eng_gpu_settle(struct eng_gpu *g)
+{
+    if (g == NULL || !g->ahead) {
+        return MT_OK;
+    }
+    g->ahead = false; /* its cache entries lie past the position: the next step there rewrites */
+    memset(g->ids_m + (size_t)g->ahead_slot * (size_t)g->n_ev_layers, 0,
+           (size_t)g->n_ev_layers * sizeof(int));
+    mt_status_t st = mt_gpu_stream_sync(g->stream);
+    return st == MT_OK ? MT_OK : eng_gpu_fail(st, -1, "decode step ahead (CUDA graph)");
+}
+
+/*
  * A forward of n tokens (graph_ok) as one recorded step: found among the two slots (recorded
- * while the previous step ran) or recorded now, launched, and while it runs the next one-token
- * step (greedy if this one is) is recorded into the other slot. MT_ERR_UNSUPPORTED (no message)
- * when the step could not be recorded: the caller runs it as plain launches.
+ * while the previous step ran) or recorded now, then launched. While it runs the next one-token
+ * step is prepared in the other slot: a greedy step whose next one can be fed on the device
+ * (ahead_ok) records that one and launches it behind itself, so the GPU goes from step to step
+ * without waiting for the host, and the next call (fed the id this one returns, at the next
+ * position) finds it launched and only waits; otherwise the next step is recorded for the next
+ * call to launch. MT_ERR_UNSUPPORTED (no message) when the step could not be recorded: the
+ * caller runs it as plain launches.
  */
 static mt_status_t
 forward_graph(struct mt_engine *e, const int32_t *tokens, int n, bool all_logits,
@@ -1321,48 +1415,65 @@ forward_graph(struct mt_engine *e, const int32_t *tokens, int n, bool all_logits
 {
     const struct mt_model_config *c = &e->cfg;
     struct eng_gpu *g = e->gpu;
-    struct CUstream_st *s = g->stream;
     size_t V = (size_t)c->vocab_size;
     int64_t pos = e->pos;
     int first = all_logits ? 0 : n - 1;
     bool greedy = next_out != NULL;
-    int k = graph_find(g, pos, n, first, greedy);
+    bool fed = g->ahead; /* eng_gpu_forward settled any step ahead that is not this one */
+    int k = fed ? g->ahead_slot : graph_find(g, pos, n, first, greedy, false);
     mt_status_t st;
 
-    if (k < 0) {
-        k = g->glast ^ 1;
-        if (graph_record(e, g, k, n, pos, first, greedy) != MT_OK) {
-            return MT_ERR_UNSUPPORTED;
+    g->ahead = false;
+    if (!fed) {
+        if (k < 0) {
+            k = g->glast ^ 1;
+            if (graph_record(e, g, k, n, pos, first, greedy, false) != MT_OK) {
+                return MT_ERR_UNSUPPORTED;
+            }
+        }
+        if ((st = eng_embed(&g->embed, tokens, n, g->h_emb1)) != MT_OK ||
+            (st = launch_slot(e, g, k, n)) != MT_OK) {
+            return st;
         }
     }
-    if ((st = eng_embed(&g->embed, tokens, n, g->h_emb1)) != MT_OK) {
-        return st;
+    /* the next token's step in the other slot, while this one runs */
+    int64_t next = pos + n;
+    if (greedy && ahead_ok(e, g, next)) {
+        /* (a recording that fails turns graphs off: this step still ends below) */
+        if (graph_find(g, next, 1, 0, true, true) == (k ^ 1) ||
+            graph_record(e, g, k ^ 1, 1, next, 0, true, true) == MT_OK) {
+            if ((st = launch_slot(e, g, k ^ 1, 1)) != MT_OK) {
+                return st;
+            }
+            g->ahead = true;
+            g->ahead_pos = next;
+            g->ahead_slot = k ^ 1;
+        }
+    } else if (next < g->ctx && graph_find(g, next, 1, 0, greedy, false) < 0) {
+        (void)graph_record(e, g, k ^ 1, 1, next, 0, greedy, false);
     }
-    GPU_DO(-1, "decode step (CUDA graph)", mt_gpu_event_record(g->ev_g0, s));
-    GPU_DO(-1, "decode step (CUDA graph)", mt_gpu_graph_launch(g->gexec[k], s));
-    GPU_DO(-1, "decode step (CUDA graph)", mt_gpu_event_record(g->ev_g1, s));
-    for (int l = 0; l < e->n_layers; l++) {
-        g->ids_m[l] = g->layers[l].is_moe ? n : 0;
-    }
-    g->glast = k;
+    GPU_DO(-1, "decode step (CUDA graph)", mt_gpu_event_sync(g->ev_g1[k]));
     g->n_graph_steps++;
     e->stats.graph_steps++;
-    /* the next token's step, recorded while this one runs (the host is idle until the logits) */
-    if (pos + n < g->ctx && graph_find(g, pos + n, 1, 0, greedy) < 0) {
-        (void)graph_record(e, g, k ^ 1, 1, pos + n, 0, greedy);
-    }
-    GPU_DO(-1, "decode step (CUDA graph)", mt_gpu_stream_sync(s));
-    if ((st = eng_gpu_moe_flush(e, g)) != MT_OK) {
+    if ((st = eng_gpu_moe_flush(e, g, k)) != MT_OK) {
+        (void)eng_gpu_settle(g);
         return st;
     }
     float ms = 0.0f;
-    if (mt_gpu_event_ms(g->ev_g0, g->ev_g1, &ms) == MT_OK) {
+    if (mt_gpu_event_ms(g->ev_g0[k], g->ev_g1[k], &ms) == MT_OK) {
         e->stats.graph_gpu_s += ms * 1e-3;
     }
     if (greedy) {
-        if ((st = greedy_result(g, next_out)) != MT_OK) {
+        if ((st = greedy_result(g, k, next_out)) != MT_OK) {
+            (void)eng_gpu_settle(g);
+            /* a fed step's token came from the device: a corrupt embedding row shows up as
+               non-finite logits; name the row, as a step embedded on the host does */
+            if (fed && eng_embed(&g->embed, tokens, 1, g->h_emb1) != MT_OK) {
+                st = MT_ERR_FORMAT;
+            }
             return st;
         }
+        g->ahead_tok = *next_out;
         e->pos = pos + n;
         return MT_OK;
     }
@@ -1392,6 +1503,12 @@ eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logi
         return mt_fail(MT_ERR_INVAL, 0, "sequence of %lld tokens is longer than the GPU cache's "
                        "%lld positions (--ctx)", (long long)(start + n), (long long)g->ctx);
     }
+    /* a step launched ahead is this call's only if it is the greedy step it was fed for */
+    if (g->ahead && !(next_out != NULL && n == 1 && start == g->ahead_pos &&
+                      tokens[0] == g->ahead_tok && graph_ok(e, g, 1)) &&
+        (st = eng_gpu_settle(g)) != MT_OK) {
+        return st;
+    }
     if (graph_ok(e, g, n)) {
         st = forward_graph(e, tokens, n, all_logits, logits_out, next_out);
         if (st != MT_ERR_UNSUPPORTED) {
@@ -1418,7 +1535,7 @@ eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logi
             }
             if (pending) {
                 GPU_DO(-1, "MoE statistics", mt_gpu_stream_sync(s));
-                if ((st = eng_gpu_moe_flush(e, g)) != MT_OK) {
+                if ((st = eng_gpu_moe_flush(e, g, 0)) != MT_OK) {
                     return st;
                 }
             }
@@ -1433,17 +1550,17 @@ eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logi
             GPU_DO(-1, "lm_head", eng_gpu_lin(&g->head, g->x, cnt, g->logits, s));
             if (greedy) {
                 GPU_DO(-1, "argmax", mt_gpu_argmax(g->logits, (int)V, g->argmax_work,
-                                                   g->h_argmax, s));
+                                                   &g->h_argmax[0], s));
             }
             /* after a prompt, the first decode step is recorded while the prompt's end runs */
             if (last && first + cnt == m && graph_ok(e, g, 1) && start + n < g->ctx &&
-                graph_find(g, start + n, 1, 0, greedy) < 0) {
-                (void)graph_record(e, g, g->glast ^ 1, 1, start + n, 0, greedy);
+                graph_find(g, start + n, 1, 0, greedy, false) < 0) {
+                (void)graph_record(e, g, g->glast ^ 1, 1, start + n, 0, greedy, false);
             }
             if (greedy) {
                 GPU_DO(-1, "argmax", mt_gpu_stream_sync(s));
-                if ((st = eng_gpu_moe_flush(e, g)) != MT_OK ||
-                    (st = greedy_result(g, next_out)) != MT_OK) {
+                if ((st = eng_gpu_moe_flush(e, g, 0)) != MT_OK ||
+                    (st = greedy_result(g, 0, next_out)) != MT_OK) {
                     return st;
                 }
                 continue;
@@ -1452,7 +1569,7 @@ eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logi
             GPU_DO(-1, "logits copy",
                    mt_gpu_copy_async(dst, g->logits, (size_t)cnt * V * 4, 0, s));
             GPU_DO(-1, "logits copy", mt_gpu_stream_sync(s));
-            if ((st = eng_gpu_moe_flush(e, g)) != MT_OK) {
+            if ((st = eng_gpu_moe_flush(e, g, 0)) != MT_OK) {
                 return st;
             }
             if (eng_any_not_finite(dst, (size_t)cnt * V) &&

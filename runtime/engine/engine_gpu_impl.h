@@ -87,7 +87,7 @@ struct eng_gpu {
     float *stk; /* one token's outputs of a stacked weight */
     float *q_lat, *q_pe, *o_lat, *scores, *mla_work, *wq, *logits;
     void *argmax_work;             /* device: greedy decoding's argmax (mt_gpu_argmax) */
-    struct mt_gpu_argmax_out *h_argmax; /* pinned: its answer, written by the kernel */
+    struct mt_gpu_argmax_out *h_argmax; /* pinned [2 sets]: its answer, written by the kernel */
     bool argmax_on;                /* greedy steps use it (MT_GPU_ARGMAX=0: off) */
     float *gs, *us, *xs, *ys, *rlog, *rw, *pair_w;
     int32_t *idx, *ids, *group_start, *pair_tok;
@@ -128,13 +128,16 @@ struct eng_gpu {
     /* device routing (dev_moe layers): the router's choices reach the host only for the
        statistics and the trace, read after the step's final sync (eng_gpu_moe_flush) */
     bool all_dev_moe;              /* every MoE layer is dev_moe (and the layers use it) */
-    int32_t *h_ids_all;            /* pinned [n_layers, TOK, K] */
-    int *ids_m;                    /* host [n_layers]: tokens whose choices wait there, 0: none */
-    struct CUevent_st **ev_dev;    /* host [2 n_ev_layers]: around each dev_moe layer's experts */
+    int32_t *h_ids_all;            /* pinned [2 sets][n_layers, TOK, K] */
+    int *ids_m;                    /* host [2 sets][n_layers]: tokens whose choices wait there */
+    struct CUevent_st **ev_dev;    /* host [2 sets][n_layers][2]: around each layer's experts */
     int n_ev_layers;
     /* CUDA graphs of decode steps (engine_gpu.c): two recorded steps, one running while the
        next is recorded; a slot's key is (position, tokens, first logits row, greedy: the
-       step ends in the argmax instead of the logits in h_logits) */
+       step ends in the argmax instead of the logits in h_logits, fed: its token is the other
+       slot's argmax, embedded on the device). Slot k's step writes buffer set k of the
+       per-step host buffers (h_argmax, h_ids_all, ids_m, ev_dev, ev_g0/ev_g1), as the two
+       slots' steps may be in flight together; plain launches use set 0. */
     bool graph_on;                 /* MT_GPU_GRAPH=0 turns graphs off */
     bool capturing;                /* recording: no host-side effects */
     bool fuse; /* fused kernels: residual add + RMSNorm, the kv epilogue (with q_a's norm), the
@@ -142,11 +145,22 @@ struct eng_gpu {
     struct CUgraphExec_st *gexec[2];
     int64_t gpos[2];
     int gm[2], gfirst[2];          /* gm 0: the slot holds no valid step */
-    bool ggreedy[2];
+    bool ggreedy[2], gfed[2];
     int glast;                     /* the slot launched last */
+    int bs;                        /* the buffer set of the step being recorded or launched */
+    /* greedy steps one ahead: while step t runs, step t + 1 (fed the id step t picks) is
+       launched behind it; the next call finds it running (engine_gpu.c, forward_graph) */
+    bool ahead_on;                 /* MT_GPU_AHEAD=0: off; off too where the table cannot be
+                                      mapped for the device or is F16 */
+    bool ahead_tried;              /* the table's mapping was attempted */
+    void *embed_dev;               /* embed_raw as the device reads it (registered), or NULL */
+    bool ahead;                    /* a fed step is in flight that no call has taken yet */
+    int64_t ahead_pos;             /* its position, slot and the id it was fed (returned by */
+    int ahead_slot;                /* the call that launched it) */
+    int32_t ahead_tok;
     float *h_emb1;                 /* pinned [TOK, hidden]: a graph step's embeddings */
     float *h_logits;               /* pinned [TOK, vocab]: a graph step's logits */
-    struct CUevent_st *ev_g0, *ev_g1; /* around each graph launch: the step's GPU time */
+    struct CUevent_st *ev_g0[2], *ev_g1[2]; /* around each graph launch: its GPU time, its end */
     bool logits_direct; /* lm_head writes a graph step's logits into h_logits itself (pinned
                            memory the GPU reaches over the bus), so no copy follows it;
                            MT_GPU_LOGITS_DIRECT=0: lm_head into g->logits, then a copy */
@@ -212,9 +226,9 @@ mt_status_t eng_gpu_moe_init(struct mt_engine *e, struct eng_gpu *g);
 void eng_gpu_moe_fini(struct eng_gpu *g);
 /*
  * engine_gpu_moe.c: the routing statistics (and trace records) of the dev_moe layers whose
- * choices wait in h_ids_all; call after the stream has reached them (a sync).
+ * choices wait in buffer set `set` of h_ids_all; call after the stream has reached them.
  */
-mt_status_t eng_gpu_moe_flush(struct mt_engine *e, struct eng_gpu *g);
+mt_status_t eng_gpu_moe_flush(struct mt_engine *e, struct eng_gpu *g, int set);
 /* engine_gpu_moe.c: the MoE FFN of layer l on g->x [m, hidden] -> g->y. */
 mt_status_t eng_gpu_moe(struct mt_engine *e, struct eng_gpu *g, int l, int m);
 

@@ -217,13 +217,14 @@ dev_moe_init(struct mt_engine *e, struct eng_gpu *g)
     mt_status_t st;
 
     g->all_dev_moe = true;
-    g->ids_m = calloc((size_t)e->n_layers, sizeof(int));
-    g->ev_dev = calloc(2 * (size_t)e->n_layers, sizeof(*g->ev_dev));
+    /* two sets: the graph slots' steps may be in flight together (engine_gpu_impl.h, bs) */
+    g->ids_m = calloc(2 * (size_t)e->n_layers, sizeof(int));
+    g->ev_dev = calloc(4 * (size_t)e->n_layers, sizeof(*g->ev_dev));
     if (g->ids_m == NULL || g->ev_dev == NULL) {
         return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the GPU engine's MoE host buffers");
     }
     g->n_ev_layers = e->n_layers;
-    if ((st = mt_gpu_pinned_alloc((size_t)e->n_layers * TOK * K * sizeof(int32_t),
+    if ((st = mt_gpu_pinned_alloc(2 * (size_t)e->n_layers * TOK * K * sizeof(int32_t),
                                   "the router's choices", (void **)&g->h_ids_all)) != MT_OK) {
         return st;
     }
@@ -244,10 +245,15 @@ dev_moe_init(struct mt_engine *e, struct eng_gpu *g)
         if (!L->dev_moe) {
             continue;
         }
-        if ((st = mt_gpu_copy_to_device(L->xtab_dev, L->xtab, E * sizeof(*L->xtab))) != MT_OK ||
-            (st = mt_gpu_event_create(&g->ev_dev[2 * l])) != MT_OK ||
-            (st = mt_gpu_event_create(&g->ev_dev[2 * l + 1])) != MT_OK) {
+        if ((st = mt_gpu_copy_to_device(L->xtab_dev, L->xtab, E * sizeof(*L->xtab))) != MT_OK) {
             return st;
+        }
+        for (int set = 0; set < 2; set++) {
+            struct CUevent_st **ev = &g->ev_dev[2 * (set * e->n_layers + l)];
+            if ((st = mt_gpu_event_create(&ev[0])) != MT_OK ||
+                (st = mt_gpu_event_create(&ev[1])) != MT_OK) {
+                return st;
+            }
         }
     }
     return MT_OK;
@@ -339,7 +345,7 @@ eng_gpu_moe_fini(struct eng_gpu *g)
     mt_gpu_event_destroy(g->ev_x0);
     mt_gpu_event_destroy(g->ev_x1);
     mt_gpu_pinned_free(g->h_ids_all);
-    for (int i = 0; g->ev_dev != NULL && i < 2 * g->n_ev_layers; i++) {
+    for (int i = 0; g->ev_dev != NULL && i < 4 * g->n_ev_layers; i++) {
         mt_gpu_event_destroy(g->ev_dev[i]);
     }
     free(g->ev_dev);
@@ -698,8 +704,9 @@ mark_device(const struct mt_engine *e, struct eng_gpu *g, int l, int m)
 
 /*
  * Layer l's MoE on a decode batch (m <= TOK) without the host: router, grouping on the device,
- * shared expert, grouped GEMV (the file comment). The choices are copied to h_ids_all for
- * eng_gpu_moe_flush; ids_m[l] is set by the caller of a recorded step when it launches it.
+ * shared expert, grouped GEMV (the file comment). The choices are copied to buffer set g->bs of
+ * h_ids_all for eng_gpu_moe_flush; ids_m is set by the caller of a recorded step when it
+ * launches it.
  */
 static mt_status_t
 moe_on_device(struct mt_engine *e, struct eng_gpu *g, int l, int m,
@@ -727,7 +734,8 @@ moe_on_device(struct mt_engine *e, struct eng_gpu *g, int l, int m,
 
     GPU_DO(l, "router projection", eng_gpu_lin(&L->router, g->x, m, g->rlog, s));
     GPU_DO(l, "router", mt_gpu_router(g->rlog, L->router_bias, rp, m, g->ids, g->rw, s));
-    GPU_DO(l, "router copy", mt_gpu_copy_async(g->h_ids_all + (size_t)l * TOK * K, g->ids,
+    size_t sl = (size_t)g->bs * (size_t)e->n_layers + (size_t)l; /* this set's layer l */
+    GPU_DO(l, "router copy", mt_gpu_copy_async(g->h_ids_all + sl * TOK * K, g->ids,
                                                (size_t)np * sizeof(int32_t), 0, s));
     GPU_DO(l, "expert grouping (device)",
            mt_gpu_moe_group(g->ids, g->rw, m, K, L->xtab_dev, c->n_routed_experts, g->xgroups,
@@ -739,31 +747,32 @@ moe_on_device(struct mt_engine *e, struct eng_gpu *g, int l, int m,
     /* the GPU tier's time: in a recorded step, event nodes that record each time it runs */
     mt_status_t (*mark)(struct CUevent_st *, struct CUstream_st *) =
         g->capturing ? mt_gpu_event_mark : mt_gpu_event_record;
-    GPU_DO(l, "routed experts (device)", mark(g->ev_dev[2 * l], s));
+    GPU_DO(l, "routed experts (device)", mark(g->ev_dev[2 * sl], s));
     GPU_DO(l, "routed experts (grouped GEMV)", mt_gpu_moe_experts(&a, s));
-    GPU_DO(l, "routed experts (device)", mark(g->ev_dev[2 * l + 1], s));
+    GPU_DO(l, "routed experts (device)", mark(g->ev_dev[2 * sl + 1], s));
     if (!g->capturing) {
-        g->ids_m[l] = m;
+        g->ids_m[sl] = m;
     }
     return MT_OK;
 }
 
 mt_status_t
-eng_gpu_moe_flush(struct mt_engine *e, struct eng_gpu *g)
+eng_gpu_moe_flush(struct mt_engine *e, struct eng_gpu *g, int set)
 {
     struct eng_work *w = &g->hw;
     int E = e->cfg.n_routed_experts, K = e->cfg.num_experts_per_tok;
     mt_status_t st = MT_OK;
 
     for (int l = 0; l < e->n_layers; l++) {
-        int m = g->ids_m[l];
-        const int32_t *ids = g->h_ids_all + (size_t)l * TOK * K;
+        size_t sl = (size_t)set * (size_t)e->n_layers + (size_t)l;
+        int m = g->ids_m[sl];
+        const int32_t *ids = g->h_ids_all + sl * TOK * K;
         float ms = 0.0f;
         if (m == 0) {
             continue;
         }
-        g->ids_m[l] = 0;
-        if (mt_gpu_event_ms(g->ev_dev[2 * l], g->ev_dev[2 * l + 1], &ms) == MT_OK) {
+        g->ids_m[sl] = 0;
+        if (mt_gpu_event_ms(g->ev_dev[2 * sl], g->ev_dev[2 * sl + 1], &ms) == MT_OK) {
             e->stats.tier_s[MT_TIER_GPU] += ms * 1e-3;
         }
         /* eng_moe_count reads the groups' sizes: group_start from the counts */

@@ -169,5 +169,8 @@ mt_status_t eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, b
 /* Whether greedy steps pick their id on the device (default; MT_GPU_ARGMAX=0: from the logits on
  * the host, for before/after measurements). */
 bool eng_gpu_device_argmax(const struct eng_gpu *g);
+/* Wait for a greedy step launched ahead that no call has taken (forward_graph), and drop it:
+ * before anything else uses the engine (truncate, reset, statistics, another forward). */
+mt_status_t eng_gpu_settle(struct eng_gpu *g);
 
 #endif /* MT_ENGINE_IMPL_H */
