@@ -337,7 +337,14 @@ mt_gpu_add(float *y, const float *x, size_t n, struct CUstream_st *stream)
     return mt_cuda_launched("add", stream);
 }
 
-/* One block per token. */
+#define EMBED_LOADS 4 /* 16-byte loads a thread issues before it uses any */
+
+/*
+ * One block per token. Rows of whole 16-byte pieces are read EMBED_LOADS pieces a thread at a
+ * time, all requested before any is used: the table may be host memory the GPU reads over the
+ * bus (the GPU engine's greedy steps, engine_gpu.c), where each round trip costs ~1-2 us, so a
+ * V3.2 row (14 KB of BF16) is one round of loads instead of 28 in a row.
+ */
 template <bool BF16>
 static __global__ void
 embed_kernel(const void *table, int64_t vocab, int dim, const int32_t *ids, float *out)
@@ -345,7 +352,40 @@ embed_kernel(const void *table, int64_t vocab, int dim, const int32_t *ids, floa
     mt_pdl_enter();
     int32_t id = ids[blockIdx.x];
     float *o = out + (int64_t)blockIdx.x * dim;
+    constexpr int PER = BF16 ? 8 : 4; /* values a piece */
+    size_t row_bytes = (size_t)dim * (BF16 ? 2 : 4);
+    const char *row = (const char *)table + (int64_t)id * (int64_t)row_bytes;
 
+    if (id >= 0 && id < vocab && dim % PER == 0 && (uintptr_t)row % 16 == 0) {
+        const uint4 *src = reinterpret_cast<const uint4 *>(row);
+        int n16 = dim / PER;
+        for (int c0 = threadIdx.x; c0 < n16; c0 += EW_THREADS * EMBED_LOADS) {
+            uint4 v[EMBED_LOADS];
+#pragma unroll
+            for (int u = 0; u < EMBED_LOADS; u++) {
+                int c = c0 + u * EW_THREADS;
+                v[u] = c < n16 ? src[c] : make_uint4(0, 0, 0, 0);
+            }
+#pragma unroll
+            for (int u = 0; u < EMBED_LOADS; u++) {
+                int c = c0 + u * EW_THREADS;
+                if (c >= n16) {
+                    break;
+                }
+                const uint32_t w[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    if (BF16) {
+                        o[c * 8 + 2 * j] = __uint_as_float(w[j] << 16);
+                        o[c * 8 + 2 * j + 1] = __uint_as_float(w[j] & 0xffff0000u);
+                    } else {
+                        o[c * 4 + j] = __uint_as_float(w[j]);
+                    }
+                }
+            }
+        }
+        return;
+    }
     for (int i = threadIdx.x; i < dim; i += EW_THREADS) {
         if (id < 0 || id >= vocab) {
             o[i] = __int_as_float(0x7fc00000); /* NaN: an id the caller did not check */

@@ -171,6 +171,21 @@ test_elementwise(void)
            "embed f32 launch");
     gt_get(got, d_e, (size_t)NT * DIM * sizeof(float));
     mt_test_allclose("embedding rows (f32 table)", got, want, (size_t)NT * DIM, 0.0f, 0.0f);
+    /* rows that are not whole 16-byte pieces: the value-by-value loop */
+    for (int dim = 7; dim <= 12; dim += 5) {
+        char name[64];
+        for (int t = 0; t < NT; t++) {
+            for (int i = 0; i < dim; i++) {
+                uint32_t bits = (uint32_t)tb[(size_t)ids[t] * dim + i] << 16;
+                memcpy(&want[(size_t)t * dim + i], &bits, 4);
+            }
+        }
+        tap_ok(mt_gpu_embed(d_tb, MT_DTYPE_BF16, VOCAB, dim, d_ids, NT, d_e, NULL) == MT_OK,
+               "embed bf16 launch, rows of %d", dim);
+        gt_get(got, d_e, (size_t)NT * dim * sizeof(float));
+        snprintf(name, sizeof(name), "embedding rows of %d (bf16 table)", dim);
+        mt_test_allclose(name, got, want, (size_t)NT * dim, 0.0f, 0.0f);
+    }
     free(tf);
     free(tb);
     free(got);

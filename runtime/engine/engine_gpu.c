@@ -655,6 +655,35 @@ gemm_warmup(struct mt_engine *e, struct eng_gpu *g)
     return MT_OK;
 }
 
+/*
+ * The embedding table mapped for the device (registered host memory; V3.2's 1.85 GB are pinned
+ * in ~0.2 s on the GPU test machine), so that a greedy step ahead reads its token's row itself.
+ * Where that fails (or the table is F16, which the device embedding does not read), greedy
+ * steps stay one at a time, with one note.
+ */
+static void
+map_embed(struct eng_gpu *g)
+{
+    const struct mt_cpu_weight *t = &g->embed;
+    size_t bytes = (size_t)t->rows * (size_t)t->cols * mt_dtype_size(t->dtype);
+    mt_status_t st = MT_ERR_UNSUPPORTED;
+
+    if (!g->ahead_on || !g->argmax_on) {
+        return;
+    }
+    mt_log_set_quiet(true);
+    if (t->dtype != MT_DTYPE_F16) {
+        st = mt_gpu_host_register_mapped(g->embed_raw, bytes, &g->embed_dev);
+    }
+    mt_log_set_quiet(false);
+    if (st != MT_OK) {
+        g->embed_dev = NULL;
+        mt_log_info("GPU engine: greedy steps run one at a time (the embedding table could not "
+                    "be mapped for the GPU: %s)",
+                    t->dtype == MT_DTYPE_F16 ? "F16" : mt_last_error());
+    }
+}
+
 static char *
 mib(size_t b, char *buf)
 {
@@ -837,6 +866,9 @@ eng_gpu_create(struct mt_engine *e)
     }
     g->embed = (struct mt_cpu_weight){.dtype = et->dtype, .data = g->embed_raw,
                                       .rows = et->shape[0], .cols = et->shape[1]};
+    if (g->graph_on && g->all_dev_moe && !g->debug_sync) {
+        map_embed(g); /* for greedy steps ahead: pinned here, not in the first decode step */
+    }
     size_t K = (size_t)c->num_experts_per_tok, E = (size_t)c->n_routed_experts;
     size_t T = (size_t)g->chunk;
     g->h_emb = malloc(T * (size_t)c->hidden_size * sizeof(float));
@@ -1338,36 +1370,12 @@ greedy_result(const struct eng_gpu *g, int set, int32_t *next_out)
     return MT_OK;
 }
 
-/*
- * Whether a greedy step may launch the next one behind it, fed on the device: graphs, the
- * argmax on the device, room in the cache, and the embedding table mapped for the device (done
- * at the first chance: pinning V3.2's 1.85 GB table takes a moment, and only greedy decoding
- * needs it; where it fails, steps stay one at a time, with one note).
- */
+/* Whether a greedy step may launch the next one behind it, fed on the device. */
 static bool
 ahead_ok(struct mt_engine *e, struct eng_gpu *g, int64_t next_pos)
 {
-    if (!g->ahead_on || !g->argmax_on || !graph_ok(e, g, 1) || next_pos >= g->ctx) {
-        return false;
-    }
-    if (!g->ahead_tried) {
-        const struct mt_cpu_weight *t = &g->embed;
-        size_t bytes = (size_t)t->rows * (size_t)t->cols * mt_dtype_size(t->dtype);
-        g->ahead_tried = true;
-        mt_log_set_quiet(true);
-        mt_status_t st = t->dtype == MT_DTYPE_F16
-                             ? MT_ERR_UNSUPPORTED
-                             : mt_gpu_host_register_mapped(g->embed_raw, bytes, &g->embed_dev);
-        mt_log_set_quiet(false);
-        if (st != MT_OK) {
-            g->embed_dev = NULL;
-            g->ahead_on = false;
-            mt_log_info("GPU engine: greedy steps run one at a time (the embedding table could "
-                        "not be mapped for the GPU: %s)",
-                        t->dtype == MT_DTYPE_F16 ? "F16" : mt_last_error());
-        }
-    }
-    return g->embed_dev != NULL;
+    return g->embed_dev != NULL && g->ahead_on && g->argmax_on && graph_ok(e, g, 1) &&
+           next_pos < g->ctx;
 }
 
 /* Launch slot k's recorded step of n tokens, between its buffer set's events. */

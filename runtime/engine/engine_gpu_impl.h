@@ -150,10 +150,9 @@ struct eng_gpu {
     int bs;                        /* the buffer set of the step being recorded or launched */
     /* greedy steps one ahead: while step t runs, step t + 1 (fed the id step t picks) is
        launched behind it; the next call finds it running (engine_gpu.c, forward_graph) */
-    bool ahead_on;                 /* MT_GPU_AHEAD=0: off; off too where the table cannot be
-                                      mapped for the device or is F16 */
-    bool ahead_tried;              /* the table's mapping was attempted */
-    void *embed_dev;               /* embed_raw as the device reads it (registered), or NULL */
+    bool ahead_on;                 /* MT_GPU_AHEAD=0: off */
+    void *embed_dev;               /* embed_raw as the device reads it (registered, mapped at
+                                      create where graphs run), or NULL: no steps ahead */
     bool ahead;                    /* a fed step is in flight that no call has taken yet */
     int64_t ahead_pos;             /* its position, slot and the id it was fed (returned by */
     int ahead_slot;                /* the call that launched it) */
