@@ -38,11 +38,22 @@
  * the host: lm_head writes device memory and the argmax kernel (kernels/argmax.cu) writes the id
  * and a not-finite flag into a pinned slot of 16 bytes.
  *
+ * Greedy steps ahead: even so the GPU idled between steps while the host learned the id and
+ * launched the next step (20-40 us a step). So a greedy step launches the next one behind
+ * itself, fed on the device: its graph embeds the id the previous step's argmax wrote, reading
+ * the row from the embedding table mapped for the device (host memory, registered at create).
+ * The next call, asked for exactly that step (the returned id at the next position), only waits
+ * for it; any other use of the engine first waits for it and drops it (eng_gpu_settle): its
+ * cache entries lie at a position the next real step rewrites before anything reads them.
+ * Measured on the H200 (v32-shape, 2 layers): forward 0.898-0.905 ms a token against 0.937-
+ * 0.943 without, the GPU's step 0.900 ms either way (bench/results/gpu-engine-h200.md).
+ *
  * Environment (for measurements and tests): MT_GPU_CHUNK=n sets the chunk (8 = the GEMV path
  * alone), MT_GPU_GEMM=bf16|f32 the GEMM's arithmetic (fp32 by default), MT_GPU_GEMV_LOOP=n
  * the chunk size up to which FP8 weights take GEMV passes instead of the GEMM; MT_GPU_GRAPH=0
  * (no graphs), MT_GPU_LOGITS_DIRECT=0 (a graph step's lm_head into device memory, then a copy),
  * MT_GPU_ARGMAX=0 (greedy steps take the logits to the host and pick the id there),
+ * MT_GPU_AHEAD=0 (each greedy step launched by its own call),
  * MT_GPU_FUSE=0 (residual adds and norms, the kv epilogue's and the attention
  * prologue's steps as separate kernels, no stacked GEMVs), MT_GPU_DEVICE_MOE=0 (routing always
  * through the host) give the decode step as it was, for before/after runs.
