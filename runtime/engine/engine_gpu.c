@@ -1381,12 +1381,12 @@ greedy_result(const struct eng_gpu *g, int set, int32_t *next_out)
     return MT_OK;
 }
 
-/* Whether a greedy step may launch the next one behind it, fed on the device. */
+/* Whether a greedy step may launch the next one behind it, fed on the device (map_embed
+ * mapped the table only where steps ahead are on). */
 static bool
 ahead_ok(struct mt_engine *e, struct eng_gpu *g, int64_t next_pos)
 {
-    return g->embed_dev != NULL && g->ahead_on && g->argmax_on && graph_ok(e, g, 1) &&
-           next_pos < g->ctx;
+    return g->embed_dev != NULL && graph_ok(e, g, 1) && next_pos < g->ctx;
 }
 
 /* Launch slot k's recorded step of n tokens, between its buffer set's events. */
