@@ -34,6 +34,23 @@ mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+/*
+ * A batch of queries (mt_gpu_index_scores_rows): block row blockIdx.y takes query y, whose keys
+ * are the first n_keys0 + y, and writes its scores in row y of out (ld floats a row); the rest
+ * of the row gets -inf, so that a top-k over whole rows of ld never picks past a query's keys.
+ * Called first by every block (it waits for the previous kernel: programmatic dependent launch)
+ * with the block's row.
+ */
+static __device__ __forceinline__ void
+rows_prologue(float *row, int64_t n_keys, int64_t ld)
+{
+    mt_pdl_enter();
+    for (int64_t i = n_keys + (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < ld;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        row[i] = -INFINITY;
+    }
+}
+
 #define EXACT_THREADS 128
 #define EXACT_MAX_HEADS 64
 #define EXACT_MAX_DIM 128
@@ -55,10 +72,16 @@ mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
 template <int KEYS>
 static __global__ void __launch_bounds__(EXACT_THREADS)
 index_scores_exact_kernel(const float *__restrict__ q, const float *__restrict__ w, int n_heads,
-                          int dim, const float *__restrict__ k, int64_t n_keys, float scale,
-                          float *out)
+                          int dim, const float *__restrict__ k, int64_t n_keys0, float scale,
+                          float *out, int64_t ld)
 {
     constexpr int KPT = KEYS / 8; /* keys a thread */
+    /* query blockIdx.y of a batch (rows_prologue) */
+    int64_t n_keys = n_keys0 + blockIdx.y;
+    q += (int64_t)blockIdx.y * n_heads * dim;
+    w += (int64_t)blockIdx.y * n_heads;
+    out += (int64_t)blockIdx.y * ld;
+    rows_prologue(out, n_keys, ld);
     /* rows padded by 4 floats: 16-byte aligned, the staging stores 4-way at worst */
     __shared__ __align__(16) float qs[EXACT_CHUNK][EXACT_MAX_HEADS + 4];
     __shared__ __align__(16) float ks[EXACT_CHUNK][KEYS + 4];
@@ -69,7 +92,9 @@ index_scores_exact_kernel(const float *__restrict__ q, const float *__restrict__
     int64_t key0 = (int64_t)blockIdx.x * KEYS;
     float d[KPT][4];
 
-    mt_pdl_enter();
+    if (key0 >= n_keys) {
+        return; /* a shorter row of the batch */
+    }
 #pragma unroll
     for (int a = 0; a < KPT; a++) {
 #pragma unroll
@@ -296,18 +321,25 @@ xtc_scores(const struct xtc_frag &f, const uint4 (*qf)[8][32], const float *hs, 
  */
 static __global__ void __launch_bounds__(XTC_WARPS * 32, 1)
 index_scores_exact_tc_kernel(const float *__restrict__ q, const float *__restrict__ w,
-                             const float *__restrict__ k, int64_t n_keys, float scale,
-                             float *__restrict__ out)
+                             const float *__restrict__ k, int64_t n_keys0, float scale,
+                             float *__restrict__ out, int64_t ld)
 {
     __shared__ uint4 qf[8][8][32]; /* [k-step][n-tile][lane]: qhi b0, b1, qlo b0, b1 (32 KB) */
     __shared__ __align__(8) float hs[XTC_HEADS];
     __shared__ __align__(8) float hw[XTC_HEADS];
     int tid = threadIdx.x;
+    int64_t n_keys = n_keys0 + blockIdx.y; /* query blockIdx.y of a batch (rows_prologue) */
+    q += (int64_t)blockIdx.y * XTC_HEADS * XTC_DIM;
+    w += (int64_t)blockIdx.y * XTC_HEADS;
+    out += (int64_t)blockIdx.y * ld;
+    rows_prologue(out, n_keys, ld);
     int64_t n_tiles = (n_keys + 15) / 16;
     int64_t stride = (int64_t)gridDim.x * XTC_WARPS;
     int64_t tile = (int64_t)blockIdx.x * XTC_WARPS + tid / 32;
 
-    mt_pdl_enter();
+    if ((int64_t)blockIdx.x * XTC_WARPS >= n_tiles) {
+        return; /* a shorter row of the batch: no tile for any warp of this block */
+    }
     float4 v[16];
     struct xtc_frag f;
     if (tile < n_tiles) {
@@ -407,13 +439,24 @@ extern "C" mt_status_t
 mt_gpu_index_scores(const float *q, const float *w, int n_heads, int dim, const float *k,
                     int64_t n_keys, float scale, float *out, struct CUstream_st *stream)
 {
+    return mt_gpu_index_scores_rows(q, w, n_heads, dim, k, n_keys, 1, scale, out, n_keys,
+                                    stream);
+}
+
+extern "C" mt_status_t
+mt_gpu_index_scores_rows(const float *q, const float *w, int n_heads, int dim, const float *k,
+                         int64_t n_keys0, int n_q, float scale, float *out, int64_t ld,
+                         struct CUstream_st *stream)
+{
     static int force = -1; /* read once; a race only reads it twice */
+    int64_t n_keys = n_keys0 + n_q - 1; /* the longest row: the grid's width */
 
     if (n_heads < 1 || n_heads > EXACT_MAX_HEADS || dim < 4 || dim > EXACT_MAX_DIM ||
-        dim % 4 != 0 || n_keys < 1 || q == NULL || w == NULL || k == NULL || out == NULL ||
-        (uintptr_t)k % 16 != 0) {
-        return mt_fail(MT_ERR_INVAL, 0, "gpu index scores: %d heads x %d dims, %lld keys",
-                       n_heads, dim, (long long)n_keys);
+        dim % 4 != 0 || n_keys0 < 1 || n_q < 1 || n_q > 65535 || ld < n_keys || q == NULL ||
+        w == NULL || k == NULL || out == NULL || (uintptr_t)k % 16 != 0) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu index scores: %d heads x %d dims, %d queries of "
+                       "%lld.. keys in rows of %lld", n_heads, dim, n_q, (long long)n_keys0,
+                       (long long)ld);
     }
     if (force < 0) {
         const char *e = getenv("MT_IDX_EXACT_KEYS");
@@ -429,17 +472,21 @@ mt_gpu_index_scores(const float *q, const float *w, int n_heads, int dim, const 
         if (st != MT_OK) {
             return st;
         }
-        mt_pdl_launch(index_scores_exact_tc_kernel, dim3(blocks), dim3(XTC_WARPS * 32), 0,
-                      stream, q, w, k, n_keys, scale, out);
+        mt_pdl_launch(index_scores_exact_tc_kernel, dim3(blocks, (unsigned)n_q),
+                      dim3(XTC_WARPS * 32), 0, stream, q, w, k, n_keys0, scale, out, ld);
         return mt_cuda_launched("index_scores (tensor cores)", stream);
     }
     bool small = force != 0 ? force == 16 : n_keys <= EXACT_SMALL_ROW;
     if (small) {
-        mt_pdl_launch(index_scores_exact_kernel<16>, dim3((unsigned)MT_CEIL_DIV(n_keys, 16LL)),
-                      dim3(EXACT_THREADS), 0, stream, q, w, n_heads, dim, k, n_keys, scale, out);
+        mt_pdl_launch(index_scores_exact_kernel<16>,
+                      dim3((unsigned)MT_CEIL_DIV(n_keys, 16LL), (unsigned)n_q),
+                      dim3(EXACT_THREADS), 0, stream, q, w, n_heads, dim, k, n_keys0, scale, out,
+                      ld);
     } else {
-        mt_pdl_launch(index_scores_exact_kernel<32>, dim3((unsigned)MT_CEIL_DIV(n_keys, 32LL)),
-                      dim3(EXACT_THREADS), 0, stream, q, w, n_heads, dim, k, n_keys, scale, out);
+        mt_pdl_launch(index_scores_exact_kernel<32>,
+                      dim3((unsigned)MT_CEIL_DIV(n_keys, 32LL), (unsigned)n_q),
+                      dim3(EXACT_THREADS), 0, stream, q, w, n_heads, dim, k, n_keys0, scale, out,
+                      ld);
     }
     return mt_cuda_launched("index_scores", stream);
 }

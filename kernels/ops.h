@@ -181,6 +181,18 @@ MT_GPU_FN mt_status_t mt_gpu_router(const float *logits, const float *bias,
 MT_GPU_FN mt_status_t mt_gpu_index_scores(const float *q, const float *w, int n_heads, int dim,
                                 const float *k, int64_t n_keys, float scale, float *out,
                                 struct CUstream_st *stream);
+
+/*
+ * The same for a batch of n_q queries, as a prompt's tokens need them: query y (q + y n_heads
+ * dim, w + y n_heads) scores the first n_keys0 + y keys into row y of out (ld >= n_keys0 + n_q - 1
+ * floats a row); the rest of each row is set to -inf, so mt_gpu_topk over whole rows of ld takes
+ * the same set as over each query's own keys when every query has at least k of them.
+ * n_q <= 65535.
+ */
+MT_GPU_FN mt_status_t mt_gpu_index_scores_rows(const float *q, const float *w, int n_heads, int dim,
+                                               const float *k, int64_t n_keys0, int n_q,
+                                               float scale, float *out, int64_t ld,
+                                               struct CUstream_st *stream);
 /* The tensor-core path of mt_gpu_index_scores on (the default) or off, for later launches. */
 MT_GPU_FN void mt_gpu_index_exact_tc_set(bool on);
 
@@ -453,6 +465,16 @@ mt_gpu_router(const float *logits, const float *bias, const struct mt_gpu_router
               int n_tok, int32_t *ids_out, float *w_out, struct CUstream_st *stream)
 {
     (void)logits, (void)bias, (void)p, (void)n_tok, (void)ids_out, (void)w_out, (void)stream;
+    return mt_gpu_ops_unsupported_();
+}
+
+static inline mt_status_t
+mt_gpu_index_scores_rows(const float *q, const float *w, int n_heads, int dim, const float *k,
+                         int64_t n_keys0, int n_q, float scale, float *out, int64_t ld,
+                         struct CUstream_st *stream)
+{
+    (void)q, (void)w, (void)n_heads, (void)dim, (void)k, (void)n_keys0, (void)n_q, (void)scale;
+    (void)out, (void)ld, (void)stream;
     return mt_gpu_ops_unsupported_();
 }
 

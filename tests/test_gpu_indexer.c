@@ -313,6 +313,77 @@ test_scores_exact_mag(int H, int D, int64_t n_keys, float qmag, float kmag, cons
     free(q);
 }
 
+/*
+ * A prompt's queries in one launch (mt_gpu_index_scores_rows): query y scores the first
+ * n0 + y keys into row y of ld floats, the rest of the row -inf; each row against the CPU's
+ * scores of that query alone, and the top-k of every row (mt_gpu_topk over whole rows) the same
+ * set as the CPU's over the query's own keys.
+ */
+static void
+test_scores_rows(int H, int D, int64_t n0, int n_q, int k_top)
+{
+    int64_t n_keys = n0 + n_q - 1;
+    int64_t ld = n_keys + 5;
+    float *q = gt_malloc((size_t)n_q * H * D * sizeof(float));
+    float *w = gt_malloc((size_t)n_q * H * sizeof(float));
+    float *k = gt_malloc((size_t)n_keys * D * sizeof(float));
+    float *want = gt_malloc((size_t)n_keys * sizeof(float));
+    float *got = gt_malloc((size_t)n_q * ld * sizeof(float));
+    int32_t *idx = gt_malloc((size_t)n_q * k_top * sizeof(int32_t));
+    int32_t *widx = gt_malloc((size_t)k_top * sizeof(int32_t));
+    int bad_rows = 0, bad_tail = 0, bad_sets = 0;
+    double worst = 0.0;
+
+    gt_fill(q, (size_t)n_q * H * D, -1.0f, 1.0f);
+    gt_fill(w, (size_t)n_q * H, -0.5f, 1.0f);
+    gt_fill(k, (size_t)n_keys * D, -1.0f, 1.0f);
+    mt_gpu_arena_reset(gt_arena);
+    float *d_q = gt_put(q, (size_t)n_q * H * D * sizeof(float));
+    float *d_w = gt_put(w, (size_t)n_q * H * sizeof(float));
+    float *d_k = gt_put(k, (size_t)n_keys * D * sizeof(float));
+    float *d_o = gt_alloc((size_t)n_q * ld * sizeof(float));
+    int32_t *d_i = gt_alloc((size_t)n_q * k_top * sizeof(int32_t));
+    bool ok = mt_gpu_index_scores_rows(d_q, d_w, H, D, d_k, n0, n_q, 0.125f, d_o, ld, NULL) ==
+                  MT_OK &&
+              mt_gpu_topk(d_o, ld, n_q, ld, NULL, k_top, d_i, NULL, NULL, NULL) == MT_OK;
+    if (ok) {
+        gt_get(got, d_o, (size_t)n_q * ld * sizeof(float));
+        gt_get(idx, d_i, (size_t)n_q * k_top * sizeof(int32_t));
+    }
+    for (int y = 0; ok && y < n_q; y++) {
+        int64_t n = n0 + y;
+        const float *row = got + (size_t)y * ld;
+        mt_cpu_index_scores(q + (size_t)y * H * D, w + (size_t)y * H, H, D, k, n, 0.125f, want);
+        for (int64_t i = 0; i < n; i++) {
+            double d = fabs((double)row[i] - want[i]);
+            worst = d > worst ? d : worst;
+            bad_rows += d > 1e-5 + 1e-5 * fabs(want[i]);
+        }
+        for (int64_t i = n; i < ld; i++) {
+            bad_tail += row[i] != -INFINITY;
+        }
+        /* the set over the query's own keys (CPU, on the GPU's scores: the same rule) */
+        int32_t *gi = idx + (size_t)y * k_top;
+        mt_cpu_topk(row, n, k_top, widx);
+        qsort(widx, (size_t)k_top, sizeof(int32_t), cmp_i32);
+        qsort(gi, (size_t)k_top, sizeof(int32_t), cmp_i32);
+        bad_sets += memcmp(widx, gi, (size_t)k_top * sizeof(int32_t)) != 0;
+    }
+    tap_ok(ok && bad_rows == 0 && bad_tail == 0 && bad_sets == 0,
+           "exact index scores of %d queries in one launch (%d heads x %d, %lld.. keys, rows of "
+           "%lld): every row the CPU's (worst %.2g; %d values off), the tails -inf (%d not), "
+           "top-%d of whole rows the query's own set (%d rows differ)%s%s", n_q, H, D,
+           (long long)n0, (long long)ld, worst, bad_rows, bad_tail, k_top, bad_sets,
+           ok ? "" : ": ", ok ? "" : mt_last_error());
+    free(widx);
+    free(idx);
+    free(got);
+    free(want);
+    free(k);
+    free(w);
+    free(q);
+}
+
 /* Which kernel mt_gpu_index_scores runs for these shapes (with the default settings). */
 static void
 test_scores_exact(int H, int D, int64_t n_keys)
@@ -401,6 +472,9 @@ main(void)
     if (!gt_init(512, 4)) {
         return tap_done();
     }
+    test_scores_rows(64, 128, 2049, 37, 2048); /* a prompt chunk just past index_topk */
+    test_scores_rows(64, 128, 300, 200, 64);
+    test_scores_rows(8, 32, 20, 45, 8); /* tiny models: CUDA cores */
     test_scores(1);
     test_scores(1001);
     test_scores(131072);

@@ -563,8 +563,12 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
     A(g->q_lat, T * H * kvl * f, "work");
     A(g->q_pe, T * H * rope * f, "work");
     A(g->o_lat, T * H * kvl * f, "work");
-    A(g->scores, ctx * f, "index scores");
-    A(g->idx, ctx * sizeof(int32_t), "top-k");
+    /* a prompt chunk's exact index scores and top-k in batches of score_rows queries (at most
+       ~32 MB of scores: the whole chunk at the default context) */
+    g->score_rows = (int)MT_MIN((size_t)g->chunk, MT_MAX((size_t)1, ((size_t)32 << 20) / (ctx * f)));
+    size_t topk = (size_t)MT_MAX(c->index_topk, 1);
+    A(g->scores, (size_t)g->score_rows * ctx * f, "index scores");
+    A(g->idx, MT_MAX(ctx, (size_t)g->score_rows * topk) * sizeof(int32_t), "top-k");
     A(g->topk_work, mt_gpu_topk_scratch_bytes(), "top-k");
     size_t mw = H * ctx * f;
     if (g->fast_mla) {
@@ -843,6 +847,8 @@ eng_gpu_create(struct mt_engine *e)
     g->argmax_on = ev == NULL || strcmp(ev, "0") != 0;
     ev = getenv("MT_GPU_AHEAD");
     g->ahead_on = ev == NULL || strcmp(ev, "0") != 0;
+    ev = getenv("MT_GPU_BATCH_INDEX");
+    g->batch_index = ev == NULL || strcmp(ev, "0") != 0;
     ev = getenv("MT_GPU_FUSE");
     g->fuse = ev == NULL || strcmp(ev, "0") != 0;
     if ((st = mt_gpu_pinned_alloc((size_t)TOK * (size_t)c->hidden_size * sizeof(float),
@@ -1134,6 +1140,16 @@ gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t star
                                                           g->q_lat, g->q_pe, s));
     }
     float iscale = (float)(1.0 / sqrt((double)ID));
+    /*
+     * A prompt chunk (exact indexer): the queries whose keys outnumber index_topk (from t0 on)
+     * are scored and selected score_rows at a time, one launch each for the scores and the top-k
+     * (rows of ld = start + m, the tail of each -inf), instead of two launches a token.
+     */
+    int64_t topk = c->index_topk;
+    int t0 = (int)MT_MAX(0, MT_MIN((int64_t)m, topk - start)); /* first token with a real top-k */
+    bool batched = sparse && !fp8 && m > TOK && g->batch_index && t0 < m;
+    int64_t ld = start + m;
+    int b0 = t0, b1 = t0; /* the batch whose selections g->idx holds: tokens b0..b1-1 */
     for (int t = 0; t < m; t++) {
         int64_t pos = start + t;
         int64_t n_keys = pos + 1;
@@ -1141,7 +1157,21 @@ gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t star
         const int32_t *sel = NULL;
         int n_idx = (int)n_keys;
 
-        if (sparse && k < n_keys) {
+        if (batched && t >= t0) {
+            if (t >= b1) {
+                b0 = t;
+                b1 = MT_MIN(m, t + g->score_rows);
+                GPU_DO(l, "index scores (prompt rows)",
+                       mt_gpu_index_scores_rows(g->qi + (size_t)b0 * IH * ID,
+                                                g->wts + (size_t)b0 * IH, IH, ID, L->ikey,
+                                                n_keys, b1 - b0, iscale, g->scores, ld, s));
+                GPU_DO(l, "indexer top-k (prompt rows)",
+                       mt_gpu_topk(g->scores, ld, b1 - b0, ld, NULL, (int)topk, g->idx, NULL,
+                                   NULL, s));
+            }
+            sel = g->idx + (size_t)(t - b0) * (size_t)topk;
+            n_idx = (int)topk;
+        } else if (sparse && k < n_keys) {
             const float *qi = g->qi + (size_t)t * IH * ID;
             const float *wt = g->wts + (size_t)t * IH;
             if (!fp8) {

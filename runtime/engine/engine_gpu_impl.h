@@ -86,6 +86,9 @@ struct eng_gpu {
     float *h, *x, *y, *qa, *q, *kv, *lat_t, *kpe_t, *attn, *qi, *ki, *wts;
     float *stk; /* one token's outputs of a stacked weight */
     float *q_lat, *q_pe, *o_lat, *scores, *mla_work, *wq, *logits;
+    int score_rows;                /* queries a batch of a prompt's index scores (scores, idx) */
+    bool batch_index;              /* a prompt's index scores and top-k batched (MT_GPU_BATCH_INDEX=0:
+                                      one query at a time, as decode does) */
     void *argmax_work;             /* device: greedy decoding's argmax (mt_gpu_argmax) */
     struct mt_gpu_argmax_out *h_argmax; /* pinned [2 sets]: its answer, written by the kernel */
     bool argmax_on;                /* greedy steps use it (MT_GPU_ARGMAX=0: off) */
