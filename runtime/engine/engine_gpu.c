@@ -53,7 +53,8 @@
  * the chunk size up to which FP8 weights take GEMV passes instead of the GEMM; MT_GPU_GRAPH=0
  * (no graphs), MT_GPU_LOGITS_DIRECT=0 (a graph step's lm_head into device memory, then a copy),
  * MT_GPU_ARGMAX=0 (greedy steps take the logits to the host and pick the id there),
- * MT_GPU_AHEAD=0 (each greedy step launched by its own call),
+ * MT_GPU_AHEAD=0 (each greedy step launched by its own call), MT_GPU_BATCH_INDEX=0 (a prompt
+ * chunk's index scores and top-k one query at a time),
  * MT_GPU_FUSE=0 (residual adds and norms, the kv epilogue's and the attention
  * prologue's steps as separate kernels, no stacked GEMVs), MT_GPU_DEVICE_MOE=0 (routing always
  * through the host) give the decode step as it was, for before/after runs.
