@@ -18,6 +18,14 @@
  * The F32 mode (the engine's accuracy mode, with an fp32 latent cache) dequantizes to fp32 and
  * multiplies on CUDA cores: the same products as the CPU reference up to summation order.
  *
+ * The BF16X3 mode (the engine's default) keeps nearly that precision on tensor cores: x and the
+ * dequantized W are each split into bf16 hi = bf16(v) and lo = bf16(v - hi) (together 16
+ * significant bits), and y = x_hi W_hi + x_lo W_hi + x_hi W_lo (the lo.lo term is below 2^-16
+ * of a product) in two GEMMs over the work area's layouts: x as [x_hi | x_lo | x_hi] a token,
+ * a slab row as [W_hi | W_lo]; the first multiplies x_hi by W_hi, the second [x_lo | x_hi] by
+ * [W_hi | W_lo] (a K of 2 cols) into the same y. A BF16 W is exact in bf16: x_hi W + x_lo W
+ * where it lies.
+ *
  * MLA's absorption through kv_b for a chunk is two batched GEMMs over the heads (one per head:
  * [n, nope] x [nope, kvl] and [n, kvl] x [kvl, vd]), always in fp32 on kv_b dequantized once
  * into the slab: the absorbed query sets which positions attention weighs, so it keeps the
@@ -40,13 +48,34 @@
 
 struct mt_gpu_gemm {
     cublasHandle_t handle;
-    enum mt_dtype compute;
+    enum mt_gpu_gemm_math math;
     char *ws; /* cuBLAS workspace, CUBLAS_WS bytes */
-    __nv_bfloat16 *xb;
+    __nv_bfloat16 *xb; /* x in bf16: [tokens][cols] or (BF16X3) [tokens][x_hi | x_lo | x_hi] */
     size_t xb_elems;
     void *slab;
     size_t slab_bytes;
 };
+
+/* bf16 planes of x a token holds in the work area */
+static int
+x_planes(enum mt_gpu_gemm_math m)
+{
+    return m == MT_GPU_GEMM_BF16X3 ? 3 : 1;
+}
+
+extern "C" const char *
+mt_gpu_gemm_math_name(enum mt_gpu_gemm_math m)
+{
+    switch (m) {
+    case MT_GPU_GEMM_F32:
+        return "fp32";
+    case MT_GPU_GEMM_BF16:
+        return "bf16";
+    case MT_GPU_GEMM_BF16X3:
+        return "bf16x3";
+    }
+    return "?";
+}
 
 static mt_status_t
 cublas_status(cublasStatus_t s, const char *what)
@@ -59,20 +88,20 @@ cublas_status(cublasStatus_t s, const char *what)
 }
 
 extern "C" mt_status_t
-mt_gpu_gemm_create(enum mt_dtype compute, struct mt_gpu_gemm **out)
+mt_gpu_gemm_create(enum mt_gpu_gemm_math math, struct mt_gpu_gemm **out)
 {
     struct mt_gpu_gemm *g;
     mt_status_t st;
 
-    if (compute != MT_DTYPE_BF16 && compute != MT_DTYPE_F32) {
-        return mt_fail(MT_ERR_INVAL, 0, "gpu gemm: compute dtype %s (want bf16 or f32)",
-                       mt_dtype_name(compute));
+    if (math != MT_GPU_GEMM_F32 && math != MT_GPU_GEMM_BF16 && math != MT_GPU_GEMM_BF16X3) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu gemm: arithmetic %d (want fp32, bf16 or bf16x3)",
+                       (int)math);
     }
     g = (struct mt_gpu_gemm *)calloc(1, sizeof(*g));
     if (g == NULL) {
         return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the GEMM context");
     }
-    g->compute = compute;
+    g->math = math;
     if ((st = cublas_status(cublasCreate(&g->handle), "handle creation")) != MT_OK) {
         free(g);
         return st;
@@ -90,10 +119,10 @@ mt_gpu_gemm_destroy(struct mt_gpu_gemm *g)
     }
 }
 
-extern "C" enum mt_dtype
-mt_gpu_gemm_compute(const struct mt_gpu_gemm *g)
+extern "C" enum mt_gpu_gemm_math
+mt_gpu_gemm_math(const struct mt_gpu_gemm *g)
 {
-    return g->compute;
+    return g->math;
 }
 
 static size_t
@@ -103,19 +132,21 @@ up(size_t b)
 }
 
 extern "C" size_t
-mt_gpu_gemm_work_bytes(int max_tok, int64_t max_cols, int64_t kvb_elems)
+mt_gpu_gemm_work_bytes(enum mt_gpu_gemm_math math, int max_tok, int64_t max_cols,
+                       int64_t kvb_elems)
 {
     size_t slab = (size_t)kvb_elems * sizeof(float);
 
     slab = slab > SLAB_MIN ? slab : SLAB_MIN;
-    return CUBLAS_WS + up((size_t)max_tok * (size_t)max_cols * 2) + up(slab);
+    return CUBLAS_WS + up((size_t)max_tok * (size_t)max_cols * 2 * (size_t)x_planes(math)) +
+           up(slab);
 }
 
 extern "C" mt_status_t
 mt_gpu_gemm_set_work(struct mt_gpu_gemm *g, void *work, size_t bytes, int max_tok,
                      int64_t max_cols)
 {
-    size_t xb = up((size_t)max_tok * (size_t)max_cols * 2);
+    size_t xb = g != NULL ? up((size_t)max_tok * (size_t)max_cols * 2 * x_planes(g->math)) : 0;
 
     if (g == NULL || work == NULL || max_tok < 1 || max_cols < 1 ||
         bytes < CUBLAS_WS + xb + SLAB_MIN) {
@@ -172,20 +203,11 @@ store8(float *p, const float *v)
     *(float4 *)(p + 4) = make_float4(v[4], v[5], v[6], v[7]);
 }
 
-/* Eight consecutive weights per thread (cols % 8 == 0: they share one 128-wide scale block). */
-template <typename T>
-static __global__ void
-dequant8_kernel(const uint8_t *__restrict__ w, const float *__restrict__ scale, int src_dtype,
-                int64_t r0, int64_t n_rows, int64_t cols, T *__restrict__ dst)
+/* Weights (r, c .. c + 7) of w at their fp32 values (cols % 8 == 0: one 128-wide scale block). */
+static __device__ __forceinline__ void
+load8(const uint8_t *__restrict__ w, const float *__restrict__ scale, int src_dtype, int64_t r,
+      int64_t c, int64_t cols, float *v)
 {
-    int64_t i = ((int64_t)blockIdx.x * GEMM_THREADS + threadIdx.x) * 8;
-
-    if (i >= n_rows * cols) {
-        return;
-    }
-    int64_t r = r0 + i / cols;
-    int64_t c = i % cols;
-    float v[8];
     if (src_dtype == MT_DTYPE_F8_E4M3) {
         uint2 raw = *(const uint2 *)(w + r * cols + c);
         float s = scale[(r / 128) * ((cols + 127) / 128) + c / 128];
@@ -208,7 +230,45 @@ dequant8_kernel(const uint8_t *__restrict__ w, const float *__restrict__ scale, 
             v[k] = f[k];
         }
     }
+}
+
+/* Eight consecutive weights per thread (cols % 8 == 0). */
+template <typename T>
+static __global__ void
+dequant8_kernel(const uint8_t *__restrict__ w, const float *__restrict__ scale, int src_dtype,
+                int64_t r0, int64_t n_rows, int64_t cols, T *__restrict__ dst)
+{
+    int64_t i = ((int64_t)blockIdx.x * GEMM_THREADS + threadIdx.x) * 8;
+
+    if (i >= n_rows * cols) {
+        return;
+    }
+    float v[8];
+    load8(w, scale, src_dtype, r0 + i / cols, i % cols, cols, v);
     store8(dst + i, v);
+}
+
+/* The BF16X3 slab: row r - r0 as [hi | lo] of its 2 cols bf16 (cols % 8 == 0). */
+static __global__ void
+dequant8_split_kernel(const uint8_t *__restrict__ w, const float *__restrict__ scale,
+                      int src_dtype, int64_t r0, int64_t n_rows, int64_t cols,
+                      __nv_bfloat16 *__restrict__ dst)
+{
+    int64_t i = ((int64_t)blockIdx.x * GEMM_THREADS + threadIdx.x) * 8;
+
+    if (i >= n_rows * cols) {
+        return;
+    }
+    int64_t r = i / cols, c = i % cols;
+    float v[8], lo[8];
+    load8(w, scale, src_dtype, r0 + r, c, cols, v);
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        float hi = __bfloat162float(__float2bfloat16_rn(v[k]));
+        lo[k] = v[k] - hi; /* exact in fp32 */
+    }
+    store8(dst + r * 2 * cols + c, v); /* rounds v to hi */
+    store8(dst + r * 2 * cols + cols + c, lo);
 }
 
 /* Any width: one weight per thread. */
@@ -281,42 +341,104 @@ to_bf16_kernel(const float *__restrict__ x, int64_t n, __nv_bfloat16 *__restrict
     }
 }
 
+/* x [n, cols] as [x_hi | x_lo | x_hi] a token (the BF16X3 mode's B operand). */
+static __global__ void
+to_bf16x3_kernel(const float *__restrict__ x, int64_t n, int64_t cols,
+                 __nv_bfloat16 *__restrict__ out)
+{
+    int64_t i = (int64_t)blockIdx.x * GEMM_THREADS + threadIdx.x;
+
+    if (i < n * cols) {
+        int64_t t = i / cols, c = i % cols;
+        __nv_bfloat16 hi = __float2bfloat16_rn(x[i]);
+        __nv_bfloat16 *o = out + t * 3 * cols + c;
+        o[0] = hi;
+        o[cols] = __float2bfloat16_rn(x[i] - __bfloat162float(hi));
+        o[2 * cols] = hi;
+    }
+}
+
 /* ---- the products --------------------------------------------------------------------------- */
+
+/* Rows r0 .. r0 + n_rows - 1 of w into the BF16X3 slab (rows of [hi | lo], cols % 8 == 0). */
+static mt_status_t
+dequant_split(const struct mt_gpu_weight *w, int64_t r0, int64_t n_rows, __nv_bfloat16 *dst,
+              cudaStream_t stream)
+{
+    unsigned blocks = (unsigned)MT_CEIL_DIV(n_rows * w->cols / 8, (int64_t)GEMM_THREADS);
+
+    dequant8_split_kernel<<<blocks, GEMM_THREADS, 0, stream>>>(
+        (const uint8_t *)w->data, w->scale, (int)w->dtype, r0, n_rows, w->cols, dst);
+    return mt_cuda_launched("dequant_rows (bf16x3)", stream);
+}
+
+/*
+ * y'[nr, n] (ld ldy) = A'^T B' + beta y' on cuBLAS: A row-major [nr, k] (ld lda), B [n, k] (ld
+ * ldb), both of type ct, fp32 out and sums. Row-major y [n, rows] is column-major y' [rows, n];
+ * A [nr, k] row-major is column-major [k, nr], so op(A) = T.
+ */
+static mt_status_t
+gemm_call(struct mt_gpu_gemm *g, cudaDataType_t ct, int nr, int n, int k, const void *a, int lda,
+          const void *b, int ldb, float beta, float *y, int ldy, cudaStream_t stream)
+{
+    const float one = 1.0f;
+    mt_status_t st = cublas_status(cublasGemmEx(g->handle, CUBLAS_OP_T, CUBLAS_OP_N, nr, n, k,
+                                                &one, a, ct, lda, b, ct, ldb, &beta, y,
+                                                CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F,
+                                                CUBLAS_GEMM_DEFAULT),
+                                   "GEMM");
+
+    /* named for --debug-sync and the kernel-time table like our own launches */
+    return st == MT_OK ? mt_cuda_launched("cublas gemm", stream) : st;
+}
 
 extern "C" mt_status_t
 mt_gpu_gemm_linear(struct mt_gpu_gemm *g, const struct mt_gpu_weight *w, const float *x, int n,
                    float *y, struct CUstream_st *stream)
 {
     if (g == NULL || g->slab == NULL || w == NULL || w->data == NULL || x == NULL || y == NULL ||
-        n < 1 || w->rows < 1 || w->cols < 1 || w->rows > INT32_MAX || w->cols > INT32_MAX) {
+        n < 1 || w->rows < 1 || w->cols < 1 || w->rows > INT32_MAX || w->cols > INT32_MAX / 3) {
         return mt_fail(MT_ERR_INVAL, 0, "gpu gemm: %d tokens x %lld x %lld%s", n,
                        w != NULL ? (long long)w->rows : 0LL, w != NULL ? (long long)w->cols : 0LL,
                        g != NULL && g->slab == NULL ? " (no work area set)" : "");
     }
-    /* an F32 weight has no bf16 copy: it is multiplied in fp32 in either mode */
-    enum mt_dtype cmp = w->dtype == MT_DTYPE_F32 ? MT_DTYPE_F32 : g->compute;
-    cudaDataType_t ct = cmp == MT_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_32F;
-    size_t esz = cmp == MT_DTYPE_BF16 ? 2 : 4;
     int64_t rows = w->rows, cols = w->cols;
+    /* an F32 weight has no bf16 copy: it is multiplied in fp32 in every mode; so is a width
+       the split layouts would misalign */
+    enum mt_gpu_gemm_math m = g->math;
+    if (w->dtype == MT_DTYPE_F32 || (m == MT_GPU_GEMM_BF16X3 && cols % 8 != 0)) {
+        m = MT_GPU_GEMM_F32;
+    }
+    cudaDataType_t ct = m == MT_GPU_GEMM_F32 ? CUDA_R_32F : CUDA_R_16BF;
+    size_t esz = m == MT_GPU_GEMM_F32 ? 4 : 2;
+    bool split = m == MT_GPU_GEMM_BF16X3;
     const void *b = x;
+    int ldb = (int)cols;
     mt_status_t st;
 
-    if (cmp == MT_DTYPE_BF16) {
+    if (m != MT_GPU_GEMM_F32) {
         int64_t ne = (int64_t)n * cols;
         if ((size_t)ne > g->xb_elems) {
             return mt_fail(MT_ERR_INVAL, 0, "gpu gemm: %d tokens x %lld inputs exceed the work "
                            "area's %zu", n, (long long)cols, g->xb_elems);
         }
-        to_bf16_kernel<<<(unsigned)MT_CEIL_DIV(ne, (int64_t)GEMM_THREADS), GEMM_THREADS, 0,
-                         stream>>>(x, ne, g->xb);
+        unsigned blocks = (unsigned)MT_CEIL_DIV(ne, (int64_t)GEMM_THREADS);
+        if (split) {
+            to_bf16x3_kernel<<<blocks, GEMM_THREADS, 0, stream>>>(x, n, cols, g->xb);
+            ldb = 3 * (int)cols;
+        } else {
+            to_bf16_kernel<<<blocks, GEMM_THREADS, 0, stream>>>(x, ne, g->xb);
+        }
         if ((st = mt_cuda_launched("gemm x to bf16", stream)) != MT_OK) {
             return st;
         }
         b = g->xb;
     }
-    bool direct = w->dtype == cmp;
+    /* multiplied where it lies: an F32 W in fp32, a BF16 W on tensor cores (exact in bf16) */
+    bool direct = w->dtype == (m == MT_GPU_GEMM_F32 ? MT_DTYPE_F32 : MT_DTYPE_BF16);
+    size_t row_bytes = (size_t)cols * esz * (split ? 2 : 1);
     /* slab rows: a multiple of 128 (whole scale blocks), all of them when the weight is direct */
-    int64_t slab = direct ? rows : (int64_t)(g->slab_bytes / ((size_t)cols * esz)) / 128 * 128;
+    int64_t slab = direct ? rows : (int64_t)(g->slab_bytes / row_bytes) / 128 * 128;
     if (slab < 1) {
         return mt_fail(MT_ERR_INVAL, 0, "gpu gemm: a %lld-wide weight does not fit 128 rows in "
                        "the %zu-byte slab", (long long)cols, g->slab_bytes);
@@ -324,27 +446,32 @@ mt_gpu_gemm_linear(struct mt_gpu_gemm *g, const struct mt_gpu_weight *w, const f
     if ((st = cublas_status(cublasSetStream(g->handle, stream), "set stream")) != MT_OK) {
         return st;
     }
-    const float one = 1.0f, zero = 0.0f;
     for (int64_t r0 = 0; r0 < rows; r0 += slab) {
-        int64_t nr = rows - r0 < slab ? rows - r0 : slab;
-        const void *a;
-        if (direct) {
-            a = (const char *)w->data + (size_t)r0 * cols * esz;
-        } else {
-            if ((st = mt_gpu_dequant_rows(w, r0, nr, cmp, g->slab, stream)) != MT_OK) {
-                return st;
-            }
+        int nr = (int)(rows - r0 < slab ? rows - r0 : slab);
+        const void *a = (const char *)w->data + (size_t)r0 * cols * esz;
+        int lda = (int)cols;
+        st = MT_OK;
+        if (!direct && split) {
+            st = dequant_split(w, r0, nr, (__nv_bfloat16 *)g->slab, stream);
+            a = g->slab;
+            lda = 2 * (int)cols;
+        } else if (!direct) {
+            st = mt_gpu_dequant_rows(w, r0, nr, m == MT_GPU_GEMM_F32 ? MT_DTYPE_F32 : MT_DTYPE_BF16,
+                                     g->slab, stream);
             a = g->slab;
         }
-        /*
-         * Row-major y [n, rows] is column-major y' [rows, n]; W [rows, cols] row-major is
-         * column-major [cols, rows]: y' = W'^T x', so op(A) = T with lda = cols.
-         */
-        st = cublas_status(cublasGemmEx(g->handle, CUBLAS_OP_T, CUBLAS_OP_N, (int)nr, n, (int)cols,
-                                        &one, a, ct, (int)cols, b, ct, (int)cols, &zero, y + r0,
-                                        CUDA_R_32F, (int)rows, CUBLAS_COMPUTE_32F,
-                                        CUBLAS_GEMM_DEFAULT),
-                           "GEMM");
+        if (st != MT_OK) {
+            return st;
+        }
+        /* x_hi W_hi (or the one product of the other modes) */
+        st = gemm_call(g, ct, nr, n, (int)cols, a, lda, b, ldb, 0.0f, y + r0, (int)rows,
+                       stream);
+        if (st == MT_OK && split) {
+            /* + [x_lo | x_hi] [W_hi | W_lo], or x_lo W for a W exact in bf16 */
+            st = gemm_call(g, ct, nr, n, direct ? (int)cols : 2 * (int)cols, a, lda,
+                           (const __nv_bfloat16 *)b + cols, ldb, 1.0f, y + r0, (int)rows,
+                           stream);
+        }
         if (st != MT_OK) {
             return st;
         }
@@ -416,6 +543,7 @@ mt_gpu_gemm_absorb_q(struct mt_gpu_gemm *g, const struct mt_gpu_weight *kvb, con
                            q_lat, CUDA_R_32F, H * kvl, kvl, H, CUBLAS_COMPUTE_32F,
                            CUBLAS_GEMM_DEFAULT),
                        "absorb q batched GEMM");
+    st = st == MT_OK ? mt_cuda_launched("cublas absorb q", stream) : st;
     if (st != MT_OK || rope == 0) {
         return st;
     }
@@ -447,11 +575,11 @@ mt_gpu_gemm_absorb_v(struct mt_gpu_gemm *g, const struct mt_gpu_weight *kvb, con
      * [vd, kvl] row-major = [kvl, vd] column-major; out' [vd, n] (ld H*vd) = V_h'^T o_h'.
      */
     const float one = 1.0f, zero = 0.0f;
-    return cublas_status(cublasGemmStridedBatchedEx(
-                             g->handle, CUBLAS_OP_T, CUBLAS_OP_N, vd, n, kvl, &one,
-                             wk + (size_t)nope * kvl, CUDA_R_32F, kvl,
-                             (long long)(nope + vd) * kvl, o_lat, CUDA_R_32F, H * kvl, kvl, &zero,
-                             out, CUDA_R_32F, H * vd, vd, H, CUBLAS_COMPUTE_32F,
-                             CUBLAS_GEMM_DEFAULT),
-                         "absorb v batched GEMM");
+    st = cublas_status(cublasGemmStridedBatchedEx(
+                           g->handle, CUBLAS_OP_T, CUBLAS_OP_N, vd, n, kvl, &one,
+                           wk + (size_t)nope * kvl, CUDA_R_32F, kvl, (long long)(nope + vd) * kvl,
+                           o_lat, CUDA_R_32F, H * kvl, kvl, &zero, out, CUDA_R_32F, H * vd, vd, H,
+                           CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                       "absorb v batched GEMM");
+    return st == MT_OK ? mt_cuda_launched("cublas absorb v", stream) : st;
 }

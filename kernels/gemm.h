@@ -22,20 +22,32 @@ extern "C" {
 struct mt_gpu_gemm;
 
 /*
- * What the products are computed in: MT_DTYPE_BF16 (x rounded to bf16, weights dequantized to
- * bf16, tensor cores, fp32 accumulation) or MT_DTYPE_F32 (fp32 FMA on the exact dequantized
- * weights: the accuracy mode, about 15x slower).
+ * What the products are computed in:
+ *   MT_GPU_GEMM_F32    fp32 FMA on CUDA cores on the exact dequantized weights (the accuracy
+ *                      mode: the CPU reference's products up to summation order; slowest);
+ *   MT_GPU_GEMM_BF16   x and W rounded to bf16, tensor cores, fp32 sums (fastest; 2^-8 relative
+ *                      a product, enough to flip a routing or top-k choice of the test models);
+ *   MT_GPU_GEMM_BF16X3 x and W each split into bf16 hi + lo (x - hi), hi.hi + lo.hi + hi.lo on
+ *                      tensor cores with fp32 sums: three BF16 products' time for about 2^-16
+ *                      relative a product (a bf16 W is exact, so its lo is never formed).
+ * Widths that are not a multiple of 8 run the F32 arithmetic in the BF16X3 mode.
  */
-mt_status_t mt_gpu_gemm_create(enum mt_dtype compute, struct mt_gpu_gemm **out);
+enum mt_gpu_gemm_math { MT_GPU_GEMM_F32, MT_GPU_GEMM_BF16, MT_GPU_GEMM_BF16X3 };
+
+const char *mt_gpu_gemm_math_name(enum mt_gpu_gemm_math m);
+
+mt_status_t mt_gpu_gemm_create(enum mt_gpu_gemm_math math, struct mt_gpu_gemm **out);
 void mt_gpu_gemm_destroy(struct mt_gpu_gemm *g);
-enum mt_dtype mt_gpu_gemm_compute(const struct mt_gpu_gemm *g);
+enum mt_gpu_gemm_math mt_gpu_gemm_math(const struct mt_gpu_gemm *g);
 
 /*
- * Bytes of work area for up to max_tok tokens of up to max_cols inputs, and kv_b's absorption
- * of n_heads heads (kvb_elems = kv_b's rows * cols; 0 if none): cuBLAS's workspace, x in bf16,
- * and a weight slab that holds kv_b in fp32 and at least 64 MiB.
+ * Bytes of work area for up to max_tok tokens of up to max_cols inputs in arithmetic `math`,
+ * and kv_b's absorption of n_heads heads (kvb_elems = kv_b's rows * cols; 0 if none): cuBLAS's
+ * workspace, x in bf16 (three planes in the BF16X3 mode), and a weight slab that holds kv_b in
+ * fp32 and at least 64 MiB.
  */
-size_t mt_gpu_gemm_work_bytes(int max_tok, int64_t max_cols, int64_t kvb_elems);
+size_t mt_gpu_gemm_work_bytes(enum mt_gpu_gemm_math math, int max_tok, int64_t max_cols,
+                              int64_t kvb_elems);
 /* Hand the context its work area (device, `bytes` from mt_gpu_gemm_work_bytes). */
 mt_status_t mt_gpu_gemm_set_work(struct mt_gpu_gemm *g, void *work, size_t bytes, int max_tok,
                                  int64_t max_cols);
@@ -43,7 +55,8 @@ mt_status_t mt_gpu_gemm_set_work(struct mt_gpu_gemm *g, void *work, size_t bytes
 /*
  * y[n, rows] = x[n, cols] W^T, n >= 1 (any; the engine uses it above MT_GPU_GEMV_MAX_TOK).
  * An FP8 (or, in the F32 mode, BF16) W is dequantized slab by slab into the work area and
- * multiplied there; a BF16 W in the BF16 mode and an F32 W are multiplied where they lie.
+ * multiplied there; a BF16 W in the BF16 and BF16X3 modes and an F32 W are multiplied where they
+ * lie.
  */
 mt_status_t mt_gpu_gemm_linear(struct mt_gpu_gemm *g, const struct mt_gpu_weight *w,
                                const float *x, int n, float *y, struct CUstream_st *stream);

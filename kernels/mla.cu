@@ -638,16 +638,16 @@ struct ts_smem {
     int pos[TS_MAX_CHUNKS * TS_CHUNK];     /* the cache row of each position, -1: none */
 };
 
-/* Stage chunk c of the block's positions into buffer b (zeros where the position is -1). */
+/* Stage the chunk whose positions are at sm.pos + pb into buffer b (zeros where one is -1). */
 static __device__ __forceinline__ void
-ts_stage(struct ts_smem &sm, int b, int c, const uint16_t *__restrict__ lat,
+ts_stage(struct ts_smem &sm, int b, int pb, const uint16_t *__restrict__ lat,
          const uint16_t *__restrict__ kpe)
 {
     const int PIECES = MLA_DIM * 2 / 16; /* 72: 64 of the latent, 8 of k_pe */
     for (int i = threadIdx.x; i < TS_CHUNK * PIECES; i += TS_THREADS) {
         int s = i / PIECES;
         int pc = i % PIECES;
-        int pos = sm.pos[c * TS_CHUNK + s];
+        int pos = sm.pos[pb + s];
         const uint16_t *src = pc < 64 ? lat + (int64_t)MT_MAX(pos, 0) * MLA_RANK + 8 * pc
                                       : kpe + (int64_t)MT_MAX(pos, 0) * MLA_ROPE + 8 * (pc - 64);
         mt_cp_async16(sm.kv[b] + s * TC_ROWB + 16 * pc, src, pos >= 0);
@@ -666,11 +666,19 @@ ts_split2(float x, float y, uint32_t &hi, uint32_t &lo)
     lo = *reinterpret_cast<uint32_t *>(&l);
 }
 
+/*
+ * PROMPT: a prompt's rows (mt_gpu_mla_prompt), one a blockIdx.z, each block walking all of its
+ * row's positions (any number of chunks) and writing o_lat itself (o / l: what the merge makes of
+ * a single split); the positions are then kept two chunks at a time (slot c % 2 of sm.pos), the
+ * one after next loaded into a register a chunk ahead so that no warp waits for it. ld_idx and
+ * n_first as mt_gpu_mla_prompt's; o_part is o_lat there and ml_part unused.
+ */
+template <bool PROMPT>
 static __global__ void __launch_bounds__(TS_THREADS)
 mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q_pe,
                     const uint16_t *__restrict__ lat, const uint16_t *__restrict__ kpe,
                     const int32_t *idx, int n_idx, float scale, int n_heads, int chunks,
-                    float *o_part, float *ml_part)
+                    float *o_part, float *ml_part, int64_t ld_idx, int n_first)
 {
     mt_pdl_enter();
     extern __shared__ __align__(16) unsigned char ts_raw[];
@@ -683,18 +691,41 @@ mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q
     int split = blockIdx.y;
     int p_begin = split * chunks * TS_CHUNK;
     int p_end = min(p_begin + chunks * TS_CHUNK, n_idx);
-    int n_ch = (p_end - p_begin + TS_CHUNK - 1) / TS_CHUNK;
 
-    for (int i = threadIdx.x; i < n_ch * TS_CHUNK; i += TS_THREADS) {
-        int j = p_begin + i;
-        sm.pos[i] = j < p_end ? (idx != NULL ? idx[j] : j) : -1;
+    if constexpr (PROMPT) {
+        int64_t r = blockIdx.z;
+        q_lat += r * n_heads * MLA_RANK;
+        q_pe += r * n_heads * MLA_ROPE;
+        o_part += r * n_heads * MLA_RANK;
+        if (idx != NULL) {
+            idx += r * ld_idx;
+        } else {
+            n_idx = n_first + (int)r;
+        }
+        p_begin = 0;
+        p_end = n_idx;
+    }
+    int n_ch = (p_end - p_begin + TS_CHUNK - 1) / TS_CHUNK;
+    /* position j of the block's (j < p_end - p_begin), -1 past the end */
+    auto pos_of = [&](int j) { return j < p_end - p_begin ? (idx != NULL ? idx[p_begin + j]
+                                                                         : p_begin + j)
+                                                          : -1; };
+    /* where chunk c's positions are in sm.pos */
+    auto slot = [](int c) { return PROMPT ? (c & 1) * TS_CHUNK : c * TS_CHUNK; };
+    int ahead = -1; /* PROMPT, threads < TS_CHUNK: a position of chunk 2, then of the next */
+
+    for (int i = threadIdx.x; i < (PROMPT ? min(n_ch, 2) : n_ch) * TS_CHUNK; i += TS_THREADS) {
+        sm.pos[i] = pos_of(i);
+    }
+    if (PROMPT && threadIdx.x < TS_CHUNK) {
+        ahead = pos_of(2 * TS_CHUNK + threadIdx.x);
     }
     if (threadIdx.x < MLA_HEADS) {
         sm.m[threadIdx.x] = -INFINITY;
         sm.l[threadIdx.x] = 0.0f;
     }
     __syncthreads();
-    ts_stage(sm, 0, 0, lat, kpe);
+    ts_stage(sm, 0, slot(0), lat, kpe);
 
     /* A fragments of this warp's k-steps: a0 (head g, k 2t, 2t + 1), a1 (head g + 8), a2 and
      * a3 the same at k + 8; read while the first chunk is in flight */
@@ -722,7 +753,7 @@ mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q
         mt_cp_async_wait<0>();
         __syncthreads(); /* chunk c is visible; every warp is done with chunk c - 1 */
         if (c + 1 < n_ch) {
-            ts_stage(sm, (c + 1) & 1, c + 1, lat, kpe);
+            ts_stage(sm, (c + 1) & 1, slot(c + 1), lat, kpe);
         }
         /* partial scores: 32 positions (n-tiles of 8) x 16 heads over this warp's k-steps;
          * hi and lo in separate accumulators (independent chains) */
@@ -754,7 +785,7 @@ mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q
         for (int hh = 0; hh < 4; hh++) {
             int h = 4 * warp + hh;
             float v = (sm.s[0][h][lane] + sm.s[1][h][lane]) + (sm.s[2][h][lane] + sm.s[3][h][lane]);
-            v = sm.pos[c * TS_CHUNK + lane] >= 0 ? v * scale : -INFINITY;
+            v = sm.pos[slot(c) + lane] >= 0 ? v * scale : -INFINITY;
             float m_old = sm.m[h];
             float mx = fmaxf(m_old, mt_warp_max(v));
             float pv = mx == -INFINITY ? 0.0f : expf(v - mx);
@@ -772,6 +803,11 @@ mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q
             }
         }
         __syncthreads();
+        if (PROMPT && threadIdx.x < TS_CHUNK && c + 2 < n_ch) {
+            /* chunk c's slot is free now: chunk c + 2's positions, staged after the next barrier */
+            sm.pos[slot(c) + threadIdx.x] = ahead;
+            ahead = pos_of((c + 3) * TS_CHUNK + threadIdx.x);
+        }
         float ag = sm.alpha[g];
         float ag8 = sm.alpha[g + 8];
 #pragma unroll
@@ -783,17 +819,32 @@ mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q
         }
         tc_pv<TS_CHUNK / 16>(o, sm.p[0], sm.p[1], TS_PROWB, kv, warp, lane);
     }
+    if constexpr (PROMPT) { /* o / l, as the merge divides a single split's (l: last barrier) */
+        float la = sm.l[g];
+        float lb = sm.l[g + 8];
 #pragma unroll
-    for (int j = 0; j < 16; j++) {
-        int col = 128 * warp + 8 * j + 2 * t;
-        float *d0 = o_part + ((int64_t)split * n_heads + h0 + g) * MLA_RANK + col;
-        float *d1 = o_part + ((int64_t)split * n_heads + h0 + g + 8) * MLA_RANK + col;
-        *reinterpret_cast<float2 *>(d0) = make_float2(o[j][0], o[j][1]);
-        *reinterpret_cast<float2 *>(d1) = make_float2(o[j][2], o[j][3]);
-    }
-    if (threadIdx.x < MLA_HEADS) { /* m and l of the last chunk: visible since its barrier */
-        ml_part[((int64_t)split * n_heads + h0 + threadIdx.x) * 2] = sm.m[threadIdx.x];
-        ml_part[((int64_t)split * n_heads + h0 + threadIdx.x) * 2 + 1] = sm.l[threadIdx.x];
+        for (int j = 0; j < 16; j++) {
+            int col = 128 * warp + 8 * j + 2 * t;
+            float *d0 = o_part + (int64_t)(h0 + g) * MLA_RANK + col;
+            float *d1 = o_part + (int64_t)(h0 + g + 8) * MLA_RANK + col;
+            *reinterpret_cast<float2 *>(d0) = la > 0.0f ? make_float2(o[j][0] / la, o[j][1] / la)
+                                                        : make_float2(0.0f, 0.0f);
+            *reinterpret_cast<float2 *>(d1) = lb > 0.0f ? make_float2(o[j][2] / lb, o[j][3] / lb)
+                                                        : make_float2(0.0f, 0.0f);
+        }
+    } else {
+#pragma unroll
+        for (int j = 0; j < 16; j++) {
+            int col = 128 * warp + 8 * j + 2 * t;
+            float *d0 = o_part + ((int64_t)split * n_heads + h0 + g) * MLA_RANK + col;
+            float *d1 = o_part + ((int64_t)split * n_heads + h0 + g + 8) * MLA_RANK + col;
+            *reinterpret_cast<float2 *>(d0) = make_float2(o[j][0], o[j][1]);
+            *reinterpret_cast<float2 *>(d1) = make_float2(o[j][2], o[j][3]);
+        }
+        if (threadIdx.x < MLA_HEADS) { /* m and l of the last chunk: visible since its barrier */
+            ml_part[((int64_t)split * n_heads + h0 + threadIdx.x) * 2] = sm.m[threadIdx.x];
+            ml_part[((int64_t)split * n_heads + h0 + threadIdx.x) * 2 + 1] = sm.l[threadIdx.x];
+        }
     }
 }
 
@@ -944,7 +995,8 @@ mla_tc_small_launch(const float *q_lat, const float *q_pe, int n_heads, const ui
     int dev = 0;
     mt_status_t st;
 
-    if ((st = mt_smem_optin_once((const void *)mla_tc_small_kernel, smem, attr_set)) != MT_OK ||
+    if ((st = mt_smem_optin_once((const void *)mla_tc_small_kernel<false>, smem, attr_set)) !=
+            MT_OK ||
         (st = MT_CUDA(cudaGetDevice(&dev))) != MT_OK) {
         return st;
     }
@@ -952,7 +1004,7 @@ mla_tc_small_launch(const float *q_lat, const float *q_pe, int n_heads, const ui
         int per_sm = 0;
         int n_sm = 0;
         if ((st = MT_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                 &per_sm, mla_tc_small_kernel, TS_THREADS, smem))) != MT_OK ||
+                 &per_sm, mla_tc_small_kernel<false>, TS_THREADS, smem))) != MT_OK ||
             (st = MT_CUDA(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev))) !=
                 MT_OK) {
             return st;
@@ -978,8 +1030,9 @@ mla_tc_small_launch(const float *q_lat, const float *q_pe, int n_heads, const ui
     float *o_part = (float *)work;
     float *ml_part = o_part + (size_t)splits * n_heads * MLA_RANK;
 
-    mt_pdl_launch(mla_tc_small_kernel, dim3(groups, splits), dim3(TS_THREADS), (size_t)smem, s,
-                  q_lat, q_pe, lat, kpe, idx, n_idx, scale, n_heads, chunks, o_part, ml_part);
+    mt_pdl_launch(mla_tc_small_kernel<false>, dim3(groups, splits), dim3(TS_THREADS),
+                  (size_t)smem, s, q_lat, q_pe, lat, kpe, idx, n_idx, scale, n_heads, chunks,
+                  o_part, ml_part, (int64_t)0, 0);
     st = mt_cuda_launched("mla_tc_small", s);
     if (st != MT_OK) {
         return st;
@@ -1034,4 +1087,49 @@ mt_gpu_mla_decode(const float *q_lat, const float *q_pe, int n_heads, int kv_ran
     }
     return mla_launch<float>(q_lat, q_pe, n_heads, lat, kpe, idx, n_idx, scale, work, o_lat,
                              stream);
+}
+
+extern "C" mt_status_t
+mt_gpu_mla_prompt(const float *q_lat, const float *q_pe, int n_heads, int kv_rank, int rope,
+                  enum mt_dtype cache_dtype, const void *lat, const void *kpe, const int32_t *idx,
+                  int64_t ld_idx, int n_idx, int n_first, int n_rows, float scale, float *o_lat,
+                  struct CUstream_st *stream)
+{
+    static bool attr_set[64];
+    int smem = (int)sizeof(struct ts_smem);
+    bool tc = false;
+    mt_status_t st;
+
+    if (kv_rank != MLA_RANK || rope != MLA_ROPE || n_heads < MLA_HEADS ||
+        n_heads % MLA_HEADS != 0 || n_rows < 0 || n_rows > 65535 ||
+        cache_dtype != MT_DTYPE_BF16 || q_lat == NULL || q_pe == NULL || o_lat == NULL ||
+        lat == NULL || kpe == NULL || (idx != NULL && (n_idx < 1 || ld_idx < n_idx)) ||
+        (idx == NULL && n_first < 1) || ((uintptr_t)q_lat | (uintptr_t)q_pe) % 16 != 0 ||
+        ((uintptr_t)lat | (uintptr_t)kpe) % 16 != 0) {
+        return mt_fail(MT_ERR_INVAL, 0,
+                       "gpu mla prompt: %d rows, %d heads, rank %d + rope %d, %s cache, %s %d "
+                       "positions (needs 512 + 64, heads a multiple of 16, a BF16 aligned cache, "
+                       "aligned q)",
+                       n_rows, n_heads, kv_rank, rope, mt_dtype_name(cache_dtype),
+                       idx != NULL ? "selections of" : "dense rows from", idx ? n_idx : n_first);
+    }
+    if ((st = mt_gpu_mla_tensor_cores(&tc)) != MT_OK) {
+        return st;
+    }
+    if (!tc) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu mla prompt: no tensor-core MLA kernel on this device "
+                       "(mt_gpu_mla_tensor_cores)");
+    }
+    if (n_rows == 0) {
+        return MT_OK;
+    }
+    if ((st = mt_smem_optin_once((const void *)mla_tc_small_kernel<true>, smem, attr_set)) !=
+        MT_OK) {
+        return st;
+    }
+    mt_pdl_launch(mla_tc_small_kernel<true>, dim3(n_heads / MLA_HEADS, 1, n_rows),
+                  dim3(TS_THREADS), (size_t)smem, stream, q_lat, q_pe, (const uint16_t *)lat,
+                  (const uint16_t *)kpe, idx, n_idx, scale, n_heads, 0, o_lat, (float *)NULL,
+                  ld_idx, n_first);
+    return mt_cuda_launched("mla_prompt", stream);
 }

@@ -254,9 +254,24 @@ MT_GPU_FN mt_status_t mt_gpu_mla_decode(const float *q_lat, const float *q_pe, i
 /*
  * Whether mt_gpu_mla_decode runs a BF16 cache (16-byte aligned q, at least one position) on a
  * tensor-core kernel on the current device; MT_MLA_CUDA_CORES=1 makes it false. For tests and
- * reports.
+ * reports. Where it is true, mt_gpu_mla_prompt runs too.
  */
 MT_GPU_FN mt_status_t mt_gpu_mla_tensor_cores(bool *out);
+
+/*
+ * mt_gpu_mla_decode for n_rows query tokens of a prompt in one launch, BF16 cache only: row r
+ * takes q_lat + r n_heads 512, q_pe + r n_heads 64 and writes o_lat + r n_heads 512. Its
+ * positions: with idx, idx[r * ld_idx + j] for j < n_idx (entries < 0 skipped); without, the
+ * dense causal set 0 .. n_first + r - 1. One block a row and 16 heads walks all of the row's
+ * positions (no splits to merge: many rows fill the GPU), so the work space is none and each row
+ * gets what mt_gpu_mla_decode gets with a single split. Needs mt_gpu_mla_tensor_cores and
+ * 16-byte aligned q; MT_ERR_INVAL otherwise.
+ */
+MT_GPU_FN mt_status_t mt_gpu_mla_prompt(const float *q_lat, const float *q_pe, int n_heads,
+                                        int kv_rank, int rope, enum mt_dtype cache_dtype,
+                                        const void *lat, const void *kpe, const int32_t *idx,
+                                        int64_t ld_idx, int n_idx, int n_first, int n_rows,
+                                        float scale, float *o_lat, struct CUstream_st *stream);
 
 /* ---- routed experts resident on the GPU (moe.cu) ------------------------------------------- */
 
@@ -540,6 +555,18 @@ static inline mt_status_t
 mt_gpu_mla_tensor_cores(bool *out)
 {
     *out = false;
+    return mt_gpu_ops_unsupported_();
+}
+
+static inline mt_status_t
+mt_gpu_mla_prompt(const float *q_lat, const float *q_pe, int n_heads, int kv_rank, int rope,
+                  enum mt_dtype cache_dtype, const void *lat, const void *kpe, const int32_t *idx,
+                  int64_t ld_idx, int n_idx, int n_first, int n_rows, float scale, float *o_lat,
+                  struct CUstream_st *stream)
+{
+    (void)q_lat, (void)q_pe, (void)n_heads, (void)kv_rank, (void)rope, (void)cache_dtype;
+    (void)lat, (void)kpe, (void)idx, (void)ld_idx, (void)n_idx, (void)n_first, (void)n_rows;
+    (void)scale, (void)o_lat, (void)stream;
     return mt_gpu_ops_unsupported_();
 }
 

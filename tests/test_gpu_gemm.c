@@ -3,15 +3,18 @@
  * test_gpu_gemm.c - the prefill GEMM (kernels/gemm.cu) against the CPU reference.
  *
  * y = x W^T for FP8 (128x128 block scales), BF16 and F32 weights at odd sizes (rows not a
- * multiple of 128, widths that are and are not multiples of 8), 9 to 130 tokens, in both
+ * multiple of 128, widths that are and are not multiples of 8), 9 to 130 tokens, in the three
  * arithmetic modes; a weight taller than the dequantization slab (several slabs); MLA's
  * absorption through kv_b by the batched GEMMs and by the n-token kernels of engine_ops.cu.
  * Bounds, per output, against sum_k |w_k x_k| (the scale of the rounding any order of summation
- * makes): fp32 mode 1e-5; BF16 mode 8e-3 (x and w each rounded to bf16: 2^-8 relative per
- * product at worst, plus fp32 accumulation). A transposed, shifted or mis-scaled product misses
- * these by orders of magnitude. Then, as diagnostics only (tests never assert timings), the
- * BF16 tensor-core peak on a 4096 x 8192 x 8192 GEMM, the fp32 mode's, and an FP8 weight of
- * V3.2's dense down projection (7168 x 18432) at 512 tokens including its dequantization.
+ * makes): fp32 mode 1e-5; BF16X3 mode 1e-4 (x and w each hi + lo: ~2^-16 relative a product);
+ * BF16 mode 8e-3 (x and w each rounded to bf16: 2^-8 relative per product at worst, plus fp32
+ * accumulation); the BF16X3 bound is also checked to be missed by the BF16 mode on the same
+ * inputs, so a BF16X3 that lost its lo terms fails. A transposed, shifted or mis-scaled product
+ * misses these by orders of magnitude. Then, as diagnostics only (tests never assert timings), the
+ * BF16 tensor-core peak on a 4096 x 8192 x 8192 GEMM, the fp32 and BF16X3 modes', and an FP8
+ * weight of V3.2's dense down projection (7168 x 18432) at 512 tokens including its
+ * dequantization in the BF16 and BF16X3 modes.
  * Without a CUDA device: 1..0 # SKIP.
  */
 #include <config.h>
@@ -27,6 +30,7 @@
 #ifdef MT_HAVE_CUDA /* the GEMM and engine_ops entry points exist only in CUDA builds */
 
 #define TOL_F32 1e-5
+#define TOL_X3 1e-4
 #define TOL_BF16 8e-3
 
 /* A random weight in dtype dt, on the host (cw) and the device (gw). */
@@ -95,11 +99,11 @@ check_rows(const struct mt_cpu_weight *w, const float *x, int n, const float *y,
     return worst;
 }
 
-static void
-linear_case(struct mt_gpu_gemm *gm, enum mt_dtype dt, int64_t rows, int64_t cols, int n,
-            int64_t step)
+/* y = x W^T of a fresh random W and x; returns the worst error of sum|wx| (INFINITY on failure). */
+static double
+linear_worst(struct mt_gpu_gemm *gm, enum mt_dtype dt, int64_t rows, int64_t cols, int n,
+             int64_t step, mt_status_t *st_out)
 {
-    enum mt_dtype cmp = mt_gpu_gemm_compute(gm);
     struct tw w;
     float *x = gt_malloc((size_t)n * cols * sizeof(float));
     float *y = gt_malloc((size_t)n * rows * sizeof(float));
@@ -113,15 +117,28 @@ linear_case(struct mt_gpu_gemm *gm, enum mt_dtype dt, int64_t rows, int64_t cols
         gt_get(y, dy, (size_t)n * rows * sizeof(float));
     }
     double worst = st == MT_OK ? check_rows(&w.cw, x, n, y, step) : INFINITY;
-    /* an F32 weight is multiplied in fp32 in either mode */
-    double tol = cmp == MT_DTYPE_F32 || dt == MT_DTYPE_F32 ? TOL_F32 : TOL_BF16;
-    tap_ok(st == MT_OK && worst <= tol, "%s GEMM, %s weight %lld x %lld, %d tokens: worst %.2e "
-           "of sum|wx| (bound %.0e)%s%s", mt_dtype_name(cmp), mt_dtype_name(dt), (long long)rows,
-           (long long)cols, n, worst, tol, st == MT_OK ? "" : ": ", st == MT_OK ? "" :
-           mt_last_error());
+    *st_out = st;
     tw_free(&w);
     free(x);
     free(y);
+    return worst;
+}
+
+static void
+linear_case(struct mt_gpu_gemm *gm, enum mt_dtype dt, int64_t rows, int64_t cols, int n,
+            int64_t step)
+{
+    enum mt_gpu_gemm_math m = mt_gpu_gemm_math(gm);
+    mt_status_t st;
+    double worst = linear_worst(gm, dt, rows, cols, n, step, &st);
+    /* an F32 weight is multiplied in fp32 in every mode; so is an odd width in BF16X3 */
+    bool f32 = m == MT_GPU_GEMM_F32 || dt == MT_DTYPE_F32 ||
+               (m == MT_GPU_GEMM_BF16X3 && cols % 8 != 0);
+    double tol = f32 ? TOL_F32 : m == MT_GPU_GEMM_BF16X3 ? TOL_X3 : TOL_BF16;
+    tap_ok(st == MT_OK && worst <= tol, "%s GEMM, %s weight %lld x %lld, %d tokens: worst %.2e "
+           "of sum|wx| (bound %.0e)%s%s", mt_gpu_gemm_math_name(m), mt_dtype_name(dt),
+           (long long)rows, (long long)cols, n, worst, tol, st == MT_OK ? "" : ": ",
+           st == MT_OK ? "" : mt_last_error());
 }
 
 /* The CPU's absorption (attention.c's loops) in double. */
@@ -385,7 +402,7 @@ absorb_times(void)
 }
 
 static void
-peaks(struct mt_gpu_gemm *bf, struct mt_gpu_gemm *f32)
+peaks(struct mt_gpu_gemm *bf, struct mt_gpu_gemm *f32, struct mt_gpu_gemm *x3)
 {
     int n = 4096;
     int64_t R = 8192, C = 8192;
@@ -402,12 +419,22 @@ peaks(struct mt_gpu_gemm *bf, struct mt_gpu_gemm *f32)
     double tf = time_gemm(f32, &gw, x, n, y);
     tap_diag("peak: fp32-mode GEMM, same shape (dequantized to fp32 slab by slab): %.3f ms = %.1f "
              "TFLOP/s", tf * 1e3, flop / tf * 1e-12);
+    double tx = time_gemm(x3, &gw, x, n, y);
+    tap_diag("BF16X3-mode GEMM, same shape (bf16 weight: x_hi W + x_lo W): %.3f ms = %.1f "
+             "TFLOP/s of the product asked for", tx * 1e3, flop / tx * 1e-12);
     /* V3.2's dense down projection, FP8, 512 tokens: dequantization included */
     struct mt_gpu_weight g8 = {.dtype = MT_DTYPE_F8_E4M3, .data = w, .rows = 7168, .cols = 18432,
                                .scale = gt_alloc(56 * 144 * 4)};
     double t8 = time_gemm(bf, &g8, x, 512, y);
     tap_diag("FP8 7168 x 18432 at 512 tokens, BF16 mode (dequantize + GEMM): %.3f ms = %.1f "
              "TFLOP/s", t8 * 1e3, 2.0 * 512 * 7168 * 18432 / t8 * 1e-12);
+    double t83 = time_gemm(x3, &g8, x, 512, y);
+    tap_diag("FP8 7168 x 18432 at 512 tokens, BF16X3 mode (dequantize to hi + lo, two GEMMs): "
+             "%.3f ms = %.1f TFLOP/s of the product asked for", t83 * 1e3,
+             2.0 * 512 * 7168 * 18432 / t83 * 1e-12);
+    double t8f = time_gemm(f32, &g8, x, 512, y);
+    tap_diag("FP8 7168 x 18432 at 512 tokens, fp32 mode: %.3f ms = %.1f TFLOP/s", t8f * 1e3,
+             2.0 * 512 * 7168 * 18432 / t8f * 1e-12);
     double t0 = mt_clock_now();
     mt_status_t st = MT_OK;
     for (int i = 0; i < 4 && st == MT_OK; i++) {
@@ -422,7 +449,7 @@ peaks(struct mt_gpu_gemm *bf, struct mt_gpu_gemm *f32)
 int
 main(void)
 {
-    struct mt_gpu_gemm *bf = NULL, *f32 = NULL;
+    struct mt_gpu_gemm *bf = NULL, *f32 = NULL, *x3 = NULL;
 
     if (!gt_init(2400, 20261130)) {
         return 0;
@@ -430,25 +457,38 @@ main(void)
     tap_plan(0);
     int max_tok = 4096;
     int64_t max_cols = 18432;
-    size_t wb = mt_gpu_gemm_work_bytes(max_tok, max_cols, 0);
-    if (!tap_ok(mt_gpu_gemm_create(MT_DTYPE_BF16, &bf) == MT_OK &&
-                    mt_gpu_gemm_create(MT_DTYPE_F32, &f32) == MT_OK &&
+    size_t wb = mt_gpu_gemm_work_bytes(MT_GPU_GEMM_BF16, max_tok, max_cols, 0);
+    size_t wb3 = mt_gpu_gemm_work_bytes(MT_GPU_GEMM_BF16X3, max_tok, max_cols, 0);
+    if (!tap_ok(mt_gpu_gemm_create(MT_GPU_GEMM_BF16, &bf) == MT_OK &&
+                    mt_gpu_gemm_create(MT_GPU_GEMM_F32, &f32) == MT_OK &&
+                    mt_gpu_gemm_create(MT_GPU_GEMM_BF16X3, &x3) == MT_OK &&
                     mt_gpu_gemm_set_work(bf, gt_alloc(wb), wb, max_tok, max_cols) == MT_OK &&
-                    mt_gpu_gemm_set_work(f32, gt_alloc(wb), wb, max_tok, max_cols) == MT_OK,
+                    mt_gpu_gemm_set_work(f32, gt_alloc(wb), wb, max_tok, max_cols) == MT_OK &&
+                    mt_gpu_gemm_set_work(x3, gt_alloc(wb3), wb3, max_tok, max_cols) == MT_OK,
                 "GEMM contexts with their work areas: %s", mt_last_error())) {
         return tap_done();
     }
-    tap_ok(mt_gpu_gemm_create(MT_DTYPE_F8_E4M3, &(struct mt_gpu_gemm *){NULL}) == MT_ERR_INVAL,
-           "an FP8 arithmetic mode is refused: %s", mt_last_error());
-    struct mt_gpu_gemm *modes[2] = {f32, bf};
-    for (int m = 0; m < 2; m++) {
+    tap_ok(mt_gpu_gemm_create((enum mt_gpu_gemm_math)7, &(struct mt_gpu_gemm *){NULL}) ==
+               MT_ERR_INVAL,
+           "an unknown arithmetic mode is refused: %s", mt_last_error());
+    tap_ok(wb3 > wb, "the BF16X3 work area holds three planes of x: %zu > %zu bytes", wb3, wb);
+    struct mt_gpu_gemm *modes[3] = {f32, bf, x3};
+    for (int m = 0; m < 3; m++) {
         linear_case(modes[m], MT_DTYPE_F8_E4M3, 300, 272, 9, 1);
         linear_case(modes[m], MT_DTYPE_F8_E4M3, 129, 200, 33, 1);
         linear_case(modes[m], MT_DTYPE_BF16, 77, 136, 130, 1);
         linear_case(modes[m], MT_DTYPE_F32, 45, 37, 17, 1);
-        /* taller than the slab: 64 MiB holds 8192 bf16 or 4096 fp32 rows of 4096 */
+        /* taller than the slab: 64 MiB holds 8192 bf16 (4096 bf16x3) or 4096 fp32 rows of 4096 */
         linear_case(modes[m], MT_DTYPE_F8_E4M3, 9000, 4096, 11, 127);
     }
+    /* the BF16X3 bound means something: plain BF16 misses it on the same kind of inputs */
+    mt_status_t st;
+    double wbf = linear_worst(bf, MT_DTYPE_F8_E4M3, 256, 1024, 16, 1, &st);
+    tap_ok(st == MT_OK && wbf > TOL_X3, "plain BF16 misses the BF16X3 bound: worst %.2e > %.0e",
+           wbf, TOL_X3);
+    /* V3.2's widths: the attention output (16384) and a dense down projection (18432) */
+    linear_case(x3, MT_DTYPE_F8_E4M3, 384, 16384, 7, 1);
+    linear_case(x3, MT_DTYPE_F8_E4M3, 256, 18432, 12, 3);
     for (int m = 0; m < 2; m++) {
         absorb_case(f32, m == 0 ? MT_DTYPE_F8_E4M3 : MT_DTYPE_BF16, 11, false);
         absorb_case(f32, m == 0 ? MT_DTYPE_F8_E4M3 : MT_DTYPE_BF16, 5, true);
@@ -459,10 +499,11 @@ main(void)
     struct mt_gpu_weight none = {.dtype = MT_DTYPE_BF16, .rows = 4, .cols = 8};
     tap_ok(mt_gpu_gemm_linear(bf, &none, NULL, 9, NULL, NULL) == MT_ERR_INVAL,
            "a GEMM without data is refused: %s", mt_last_error());
-    peaks(bf, f32);
+    peaks(bf, f32, x3);
     absorb_times();
     mt_gpu_gemm_destroy(bf);
     mt_gpu_gemm_destroy(f32);
+    mt_gpu_gemm_destroy(x3);
     return tap_done();
 }
 

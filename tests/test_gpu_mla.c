@@ -6,7 +6,8 @@
  * the BF16 cache on both its kernels (tensor cores where the device has the shared memory, and the
  * small tensor-core kernel of GPUs with less shared memory a block and of rows of up to 1,024
  * positions, forced by MT_MLA_TC_SMALL=1 where the large one fits, the large one forced at short
- * rows by MT_MLA_TC_SMALL=0, and the CUDA-core one, forced by MT_MLA_CUDA_CORES=1).
+ * rows by MT_MLA_TC_SMALL=0, and the CUDA-core one, forced by MT_MLA_CUDA_CORES=1); and a
+ * prompt's rows in one launch (mt_gpu_mla_prompt: dense and selected rows, long and short).
  */
 #include <config.h>
 
@@ -128,6 +129,97 @@ check_mla(enum mt_dtype cdt, int n_heads, int n_cache, int n_sel, bool pad)
 }
 
 /*
+ * A prompt's rows in one launch (mt_gpu_mla_prompt), BF16 cache, against the CPU row by row:
+ * n_sel > 0: row r selects n_sel positions of its own (ld_idx n_sel + 3, every 5th row padded
+ * with -1 at every 7th entry); n_sel <= 0: dense rows, row r over positions 0 .. n_first + r - 1.
+ */
+static void
+check_prompt(int n_heads, int n_cache, int n_rows, int n_sel, int n_first)
+{
+    bool dense = n_sel <= 0;
+    int64_t ld = dense ? 0 : n_sel + 3;
+    size_t nq = (size_t)n_rows * n_heads;
+    float *ql = gt_malloc(nq * RANK * sizeof(float));
+    float *qp = gt_malloc(nq * ROPE * sizeof(float));
+    float *lat = gt_malloc((size_t)n_cache * RANK * sizeof(float));
+    float *kpe = gt_malloc((size_t)n_cache * ROPE * sizeof(float));
+    uint16_t *lat16 = gt_malloc((size_t)n_cache * RANK * sizeof(uint16_t));
+    uint16_t *kpe16 = gt_malloc((size_t)n_cache * ROPE * sizeof(uint16_t));
+    int n_max = dense ? n_first + n_rows : n_sel;
+    int32_t *idx = gt_malloc((size_t)MT_MAX(n_rows * ld, 1) * sizeof(int32_t));
+    int32_t *cpu_idx = gt_malloc((size_t)n_max * sizeof(int32_t));
+    float *want = gt_malloc(nq * RANK * sizeof(float));
+    float *got = gt_malloc(nq * RANK * sizeof(float));
+    char name[160];
+
+    gt_fill(ql, nq * RANK, -0.3f, 0.3f);
+    gt_fill(qp, nq * ROPE, -1.0f, 1.0f);
+    gt_fill(lat, (size_t)n_cache * RANK, -1.0f, 1.0f);
+    gt_fill(kpe, (size_t)n_cache * ROPE, -1.0f, 1.0f);
+    for (size_t i = 0; i < (size_t)n_cache * RANK; i++) {
+        lat[i] = bf16_round(lat[i], &lat16[i]);
+    }
+    for (size_t i = 0; i < (size_t)n_cache * ROPE; i++) {
+        kpe[i] = bf16_round(kpe[i], &kpe16[i]);
+    }
+    for (int r = 0; r < n_rows; r++) {
+        int n_cpu = 0;
+        int n = dense ? n_first + r : n_sel;
+        for (int j = 0; j < n; j++) {
+            int32_t p = j;
+            if (!dense) {
+                p = (int32_t)(((int64_t)j * n_cache) / n_sel +
+                              mt_rng_below(&gt_rng, (uint64_t)MT_MAX(n_cache / n_sel, 1)));
+                p = r % 5 == 2 && j % 7 == 3 ? -1 : p;
+                idx[r * ld + j] = p;
+            }
+            if (p >= 0) {
+                cpu_idx[n_cpu++] = p;
+            }
+        }
+        if (mt_cpu_mla_absorbed(ql + (size_t)r * n_heads * RANK, qp + (size_t)r * n_heads * ROPE,
+                                n_heads, RANK, ROPE, lat, kpe, cpu_idx, n_cpu, SCALE,
+                                want + (size_t)r * n_heads * RANK) != MT_OK) {
+            gt_bail("cpu mla");
+        }
+    }
+    mt_gpu_arena_reset(gt_arena);
+    float *d_ql = gt_put(ql, nq * RANK * sizeof(float));
+    float *d_qp = gt_put(qp, nq * ROPE * sizeof(float));
+    void *d_lat = gt_put(lat16, (size_t)n_cache * RANK * 2);
+    void *d_kpe = gt_put(kpe16, (size_t)n_cache * ROPE * 2);
+    int32_t *d_idx = dense ? NULL : gt_put(idx, (size_t)n_rows * ld * sizeof(int32_t));
+    float *d_o = gt_alloc(nq * RANK * sizeof(float));
+    mt_status_t st = mt_gpu_mla_prompt(d_ql, d_qp, n_heads, RANK, ROPE, MT_DTYPE_BF16, d_lat,
+                                       d_kpe, d_idx, ld, n_sel, n_first, n_rows, SCALE, d_o, NULL);
+    if (dense) {
+        snprintf(name, sizeof(name), "MLA prompt rows, bf16 cache, %d heads, %d dense rows of %d "
+                 "to %d positions", n_heads, n_rows, n_first, n_first + n_rows - 1);
+    } else {
+        snprintf(name, sizeof(name), "MLA prompt rows, bf16 cache, %d heads, %d rows of %d "
+                 "selected of %d positions, some padded", n_heads, n_rows, n_sel, n_cache);
+    }
+    if (st != MT_OK) {
+        tap_ok(false, "%s: launch failed: %s", name, mt_last_error());
+    } else {
+        gt_get(got, d_o, nq * RANK * sizeof(float));
+        /* P goes through the products as bf16 hi + lo, ~2^-17 of sum p |lat| <= 1 a value: with
+           a few positions whose latents cancel, a few 1e-6 absolute (measured 3.7e-6 at 2) */
+        mt_test_allclose(name, got, want, nq * RANK, 1e-5f, 1e-4f);
+    }
+    free(got);
+    free(want);
+    free(cpu_idx);
+    free(idx);
+    free(kpe16);
+    free(lat16);
+    free(kpe);
+    free(lat);
+    free(qp);
+    free(ql);
+}
+
+/*
  * The kernel a BF16 cache gets: tensor cores on every sm_80+ GPU (the large kernel for rows of
  * more than 1,024 positions where a block may have its ~201 KB, sm_90 and sm_100; the small one,
  * ~86 KB, otherwise), the CUDA-core kernel under MT_MLA_CUDA_CORES=1, so that the checks below
@@ -196,6 +288,20 @@ main(void)
     check_mla(MT_DTYPE_BF16, 128, 3000, 2048, true);
     check_mla(MT_DTYPE_BF16, 32, 1, -1, false);
     unsetenv("MT_MLA_CUDA_CORES");
+    /* a prompt's rows in one launch (where the tensor-core kernels run): dense rows across
+       chunk ends (1 .. 40 positions) and long ones (63-64 chunks), selected rows of V3.2's
+       2,048 and of 3,000 (94 chunks, the last cut short), few heads */
+    if (tensor_cores()) {
+        check_prompt(128, 100, 40, 0, 1);
+        check_prompt(128, 2100, 4, 0, 2014);
+        check_prompt(128, 9000, 6, 2048, 0);
+        check_prompt(16, 100000, 3, 3000, 0);
+        check_prompt(32, 500, 11, 33, 0);
+        tap_ok(mt_gpu_mla_prompt(gt_alloc(16), gt_alloc(16), 128, RANK, ROPE, MT_DTYPE_F32,
+                                 gt_alloc(16), gt_alloc(16), NULL, 0, 0, 1, 1, SCALE,
+                                 gt_alloc(16), NULL) == MT_ERR_INVAL,
+               "MLA prompt rows refuse an fp32 cache: %s", mt_last_error());
+    }
     /* no positions with a BF16 cache and no cache at all: nothing to read (the tensor-core
        kernel would stage from NULL; the CUDA-core kernel takes it) */
     {

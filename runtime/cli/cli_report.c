@@ -16,6 +16,7 @@
 #endif
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
@@ -96,9 +97,15 @@ mt_cli_report_prefill_done(struct mt_cli_report *r)
     snapshot(r, &r->prefill);
     r->split = true;
 #ifdef MT_HAVE_CUDA
-    if (mt_gpu_launch_times_on()) { /* the kernel table covers the decode phase only */
+    if (mt_gpu_launch_times_on()) { /* the end table covers the decode phase only */
+        const char *ev = getenv("MT_GPU_KERNEL_TIMES");
+
         if (mt_gpu_launch_times_flush() != MT_OK) {
             mt_log_warn("kernel times: %s", mt_last_error());
+        }
+        if (ev != NULL && strcmp(ev, "prefill") == 0) { /* and the prompt's, here */
+            fprintf(stderr, "mt: report: GPU time by kernel, prefill phase:\n");
+            mt_gpu_launch_times_print(stderr);
         }
         mt_gpu_launch_times_reset();
     }

@@ -13,9 +13,11 @@
  * Tokens go through the layers in chunks of g->chunk (512 by default; the cache makes every
  * split of a sequence compute the same function). A decode step (up to MT_GPU_GEMV_MAX_TOK
  * tokens) multiplies with the bandwidth-bound GEMV of ops.h; a longer chunk with the GEMM of
- * gemm.h (cuBLAS: fp32 on dequantized slabs by default, BF16 tensor cores as an option),
- * and MLA's absorption through kv_b as batched GEMMs. Inside a chunk the indexer, top-k and
- * sparse MLA still run per token as attention.c does. A MoE layer with experts off the GPU, or a
+ * gemm.h (cuBLAS on dequantized slabs: bf16 hi + lo splits on tensor cores by default, fp32 or
+ * plain BF16 as options), and MLA's absorption through kv_b as batched GEMMs. Inside a chunk the
+ * exact indexer scores and selects many queries a launch, and sparse MLA (BF16 cache) runs many
+ * rows a launch; the FP8 indexer and the fp32 cache's MLA run per token as attention.c does.
+ * A MoE layer with experts off the GPU, or a
  * chunk longer than a decode batch, copies the router's choices back to the host and groups the
  * (token, expert) pairs there exactly as moe.c does (engine_gpu_moe.c); a chunk's experts run one
  * GEMM per expert. A decode batch through layers whose experts all live on the GPU groups them
@@ -49,12 +51,14 @@
  * 0.943 without, the GPU's step 0.900 ms either way (bench/results/gpu-engine-h200.md).
  *
  * Environment (for measurements and tests): MT_GPU_CHUNK=n sets the chunk (8 = the GEMV path
- * alone), MT_GPU_GEMM=bf16|f32 the GEMM's arithmetic (fp32 by default), MT_GPU_GEMV_LOOP=n
- * the chunk size up to which FP8 weights take GEMV passes instead of the GEMM; MT_GPU_GRAPH=0
- * (no graphs), MT_GPU_LOGITS_DIRECT=0 (a graph step's lm_head into device memory, then a copy),
+ * alone), MT_GPU_GEMM=bf16|bf16x3|f32 the GEMM's arithmetic (bf16x3 by default, f32 with an
+ * fp32 latent cache), MT_GPU_GEMV_LOOP=n the token count up to which FP8 weights take GEMV
+ * passes instead of the GEMM (64 by default); MT_GPU_GRAPH=0 (no graphs), MT_GPU_LOGITS_DIRECT=0 (a graph
+ * step's lm_head into device memory, then a copy),
  * MT_GPU_ARGMAX=0 (greedy steps take the logits to the host and pick the id there),
  * MT_GPU_AHEAD=0 (each greedy step launched by its own call), MT_GPU_BATCH_INDEX=0 (a prompt
- * chunk's index scores and top-k one query at a time),
+ * chunk's index scores and top-k one query at a time), MT_GPU_PROMPT_MLA=0 (its sparse MLA a
+ * token at a time),
  * MT_GPU_FUSE=0 (residual adds and norms, the kv epilogue's and the attention
  * prologue's steps as separate kernels, no stacked GEMVs), MT_GPU_DEVICE_MOE=0 (routing always
  * through the host) give the decode step as it was, for before/after runs.
@@ -131,11 +135,14 @@ eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logi
 /*
  * Up to this many tokens an FP8 weight goes through the GEMV in passes of TOK tokens instead of
  * the GEMM: a pass reads each weight byte once, the GEMM's dequantization reads it once and
- * writes and re-reads two bytes, so a few passes cost less (a chunk's routed experts see ~16
- * tokens each). 0 (the default until measured otherwise) keeps every n > TOK on the GEMM;
- * MT_GPU_GEMV_LOOP=n sets it for measurements. One value for the process.
+ * writes and re-reads four bytes (BF16X3's hi and lo), so a few passes cost less; a prompt
+ * chunk's routed experts see ~16 tokens each. Measured on the H200 (v32-shape, 2 layers, 8,192-
+ * token prompt, bench/results/gpu-engine-h200.md): 1.00 s with every n > TOK on the GEMM, 0.815
+ * up to 16, 0.72 up to 32, 0.70-0.71 up to 64. MT_GPU_GEMV_LOOP=n sets it (0: the GEMM for every
+ * n > TOK). One value for the process.
  */
-static int gemv_loop_max;
+#define GEMV_LOOP_DEFAULT 64
+static int gemv_loop_max = GEMV_LOOP_DEFAULT;
 
 /* ---- errors ------------------------------------------------------------------------------ */
 
@@ -601,7 +608,7 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
     if (g->chunk > TOK) {
         /* the GEMM's work area: bf16 activations, a weight slab that holds kv_b in fp32 */
         int64_t kvb_elems = (int64_t)(H * (size_t)(c->qk_nope_head_dim + c->v_head_dim) * kvl);
-        size_t gb = mt_gpu_gemm_work_bytes(g->chunk, g->max_cols, kvb_elems);
+        size_t gb = mt_gpu_gemm_work_bytes(g->gemm_math, g->chunk, g->max_cols, kvb_elems);
         void *gw = NULL;
         A(gw, gb, "GEMM work");
         if (g->gemm != NULL && (st = mt_gpu_gemm_set_work(g->gemm, gw, gb, g->chunk,
@@ -758,11 +765,11 @@ eng_gpu_create(struct mt_engine *e)
     /*
      * The chunk: 512 tokens keep the GEMM's FLOPs above the cost of dequantizing each FP8 weight
      * once per chunk (gemm.cu); the work space grows with it (about 0.8 MB a token at V3.2's
-     * shapes). The GEMM computes in fp32 by default: measured on the H200 (bench/results/
-     * gpu-engine-h200.md), a prefill chunk's time goes to the per-token attention loop, not the
-     * projections, so BF16 tensor cores gain little there, while bf16 activations move the tiny
-     * test models' logits by up to 0.85 relative and change their greedy tokens. MT_GPU_GEMM=bf16
-     * selects the BF16 GEMM (for when attention is batched too).
+     * shapes). The GEMM's arithmetic: BF16X3 (x and W split into bf16 hi + lo on tensor cores,
+     * ~2^-16 relative a product) by default, fp32 on CUDA cores with an fp32 latent cache (the
+     * accuracy mode). Plain BF16 is fastest but moves the tiny test models' logits by up to 0.85
+     * relative and changes their greedy tokens (bench/results/gpu-engine-h200.md);
+     * MT_GPU_GEMM=bf16|bf16x3|f32 picks one.
      */
     const char *chunk_env = getenv("MT_GPU_CHUNK");
     const char *ev;
@@ -770,11 +777,14 @@ eng_gpu_create(struct mt_engine *e)
     g->chunk = (int)MT_MIN((int64_t)MT_MAX(g->chunk, TOK), g->ctx);
     g->chunk = MT_MAX(g->chunk, 1);
     ev = getenv("MT_GPU_GEMV_LOOP");
-    gemv_loop_max = ev != NULL ? atoi(ev) : 0;
-    enum mt_dtype gemm_dt = MT_DTYPE_F32;
+    gemv_loop_max = ev != NULL ? atoi(ev) : GEMV_LOOP_DEFAULT;
+    g->gemm_math = g->lat_dtype == MT_DTYPE_F32 ? MT_GPU_GEMM_F32 : MT_GPU_GEMM_BF16X3;
     ev = getenv("MT_GPU_GEMM");
-    if (ev != NULL && (strcmp(ev, "bf16") == 0 || strcmp(ev, "f32") == 0)) {
-        gemm_dt = ev[0] == 'b' ? MT_DTYPE_BF16 : MT_DTYPE_F32;
+    if (ev != NULL) {
+        g->gemm_math = strcmp(ev, "bf16") == 0     ? MT_GPU_GEMM_BF16
+                       : strcmp(ev, "bf16x3") == 0 ? MT_GPU_GEMM_BF16X3
+                       : strcmp(ev, "f32") == 0    ? MT_GPU_GEMM_F32
+                                                   : g->gemm_math;
     }
 
     /* the counting pass, then one arena of exactly that size under the budget */
@@ -833,7 +843,7 @@ eng_gpu_create(struct mt_engine *e)
     }
     if ((st = mt_gpu_arena_create(0, need, budget, &g->arena)) != MT_OK ||
         (st = mt_gpu_stream_create(&g->stream)) != MT_OK ||
-        (g->chunk > TOK && (st = mt_gpu_gemm_create(gemm_dt, &g->gemm)) != MT_OK) ||
+        (g->chunk > TOK && (st = mt_gpu_gemm_create(g->gemm_math, &g->gemm)) != MT_OK) ||
         (st = place_all(e, g)) != MT_OK) {
         return st;
     }
@@ -850,6 +860,11 @@ eng_gpu_create(struct mt_engine *e)
     g->ahead_on = ev == NULL || strcmp(ev, "0") != 0;
     ev = getenv("MT_GPU_BATCH_INDEX");
     g->batch_index = ev == NULL || strcmp(ev, "0") != 0;
+    ev = getenv("MT_GPU_PROMPT_MLA");
+    bool mla_tc = false;
+    g->prompt_mla = (ev == NULL || strcmp(ev, "0") != 0) && g->fast_mla &&
+                    g->lat_dtype == MT_DTYPE_BF16 && mt_gpu_mla_tensor_cores(&mla_tc) == MT_OK &&
+                    mla_tc;
     ev = getenv("MT_GPU_FUSE");
     g->fuse = ev == NULL || strcmp(ev, "0") != 0;
     if ((st = mt_gpu_pinned_alloc((size_t)TOK * (size_t)c->hidden_size * sizeof(float),
@@ -913,7 +928,7 @@ eng_gpu_create(struct mt_engine *e)
                                                                 : "",
                 g->step,
                 g->gemm != NULL ? ", GEMM in " : "",
-                g->gemm != NULL ? mt_dtype_name(mt_gpu_gemm_compute(g->gemm)) : "");
+                g->gemm != NULL ? mt_gpu_gemm_math_name(mt_gpu_gemm_math(g->gemm)) : "");
     return MT_OK;
 }
 
@@ -1151,6 +1166,20 @@ gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t star
     bool batched = sparse && !fp8 && m > TOK && g->batch_index && t0 < m;
     int64_t ld = start + m;
     int b0 = t0, b1 = t0; /* the batch whose selections g->idx holds: tokens b0..b1-1 */
+    /*
+     * Sparse MLA of a prompt chunk (BF16 cache, tensor cores): the dense rows (fewer keys than
+     * index_topk: tokens before t0) in one launch, each batch of selected rows in one launch
+     * after its top-k, instead of a launch and a merge a token (the rows of the FP8 indexer's
+     * per-token selections stay a token at a time).
+     */
+    bool prompt_mla = g->prompt_mla && m > TOK;
+    int t_dense = sparse ? t0 : m;
+    if (prompt_mla && t_dense > 0) {
+        GPU_DO(l, "sparse MLA (prompt rows)",
+               mt_gpu_mla_prompt(g->q_lat, g->q_pe, H, kvl, rope, g->lat_dtype, L->lat, L->kpe,
+                                 NULL, 0, 0, (int)start + 1, t_dense, e->softmax_scale, g->o_lat,
+                                 s));
+    }
     for (int t = 0; t < m; t++) {
         int64_t pos = start + t;
         int64_t n_keys = pos + 1;
@@ -1169,6 +1198,14 @@ gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t star
                 GPU_DO(l, "indexer top-k (prompt rows)",
                        mt_gpu_topk(g->scores, ld, b1 - b0, ld, NULL, (int)topk, g->idx, NULL,
                                    NULL, s));
+                if (prompt_mla) {
+                    GPU_DO(l, "sparse MLA (prompt rows)",
+                           mt_gpu_mla_prompt(g->q_lat + (size_t)b0 * H * kvl,
+                                             g->q_pe + (size_t)b0 * H * rope, H, kvl, rope,
+                                             g->lat_dtype, L->lat, L->kpe, g->idx, topk,
+                                             (int)topk, 0, b1 - b0, e->softmax_scale,
+                                             g->o_lat + (size_t)b0 * H * kvl, s));
+                }
             }
             sel = g->idx + (size_t)(t - b0) * (size_t)topk;
             n_idx = (int)topk;
@@ -1211,6 +1248,9 @@ gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t star
         const float *q_lat = g->q_lat + (size_t)t * H * kvl;
         const float *q_pe = g->q_pe + (size_t)t * H * rope;
         float *o_lat = g->o_lat + (size_t)t * H * kvl;
+        if (prompt_mla && (t < t_dense || (batched && t >= t0))) {
+            continue; /* its row ran in a launch of many */
+        }
         if (g->fast_mla) {
             GPU_DO(l, "sparse MLA", mt_gpu_mla_decode(q_lat, q_pe, H, kvl, rope, g->lat_dtype,
                                                       L->lat, L->kpe, sel, n_idx,

@@ -76,6 +76,7 @@ struct eng_gpu {
     int chunk;        /* tokens per forward chunk: > MT_GPU_GEMV_MAX_TOK takes the GEMM path */
     int step;         /* tokens a forward takes at once: chunk, or 8 with experts off the GPU */
     struct mt_gpu_gemm *gemm;
+    enum mt_gpu_gemm_math gemm_math; /* its arithmetic (set before the counting pass) */
     struct g_layer *layers;
     float *final_norm;
     struct gw head;
@@ -89,6 +90,8 @@ struct eng_gpu {
     int score_rows;                /* queries a batch of a prompt's index scores (scores, idx) */
     bool batch_index;              /* a prompt's index scores and top-k batched (MT_GPU_BATCH_INDEX=0:
                                       one query at a time, as decode does) */
+    bool prompt_mla;               /* a prompt's sparse MLA in launches of many rows
+                                      (mt_gpu_mla_prompt; MT_GPU_PROMPT_MLA=0: a token at a time) */
     void *argmax_work;             /* device: greedy decoding's argmax (mt_gpu_argmax) */
     struct mt_gpu_argmax_out *h_argmax; /* pinned [2 sets]: its answer, written by the kernel */
     bool argmax_on;                /* greedy steps use it (MT_GPU_ARGMAX=0: off) */
