@@ -459,7 +459,7 @@ static mt_status_t
 moe_launch(const struct mt_gpu_moe_args *a, cudaStream_t s)
 {
     float *h = (float *)a->work;
-    float *yp = h + (size_t)a->n_pairs * a->inter;
+    float *yp = a->y_pairs != NULL ? a->y_pairs : h + (size_t)a->n_pairs * a->inter;
     int ks1 = fp8g_split(a->hidden / 16);
     int ks2 = fp8g_split(a->inter / 16);
     dim3 g1((unsigned)MT_CEIL_DIV(a->inter, (FP8G_WARPS / ks1) * 16), a->n_groups);
@@ -469,7 +469,7 @@ moe_launch(const struct mt_gpu_moe_args *a, cudaStream_t s)
 
     static unsigned long long prepared[2];
 
-    st = moe_wave_launch(a, s);
+    st = a->y_pairs == NULL ? moe_wave_launch(a, s) : MT_ERR_UNSUPPORTED;
     if (st != MT_ERR_UNSUPPORTED) {
         if (st != MT_OK) {
             return st;
@@ -489,7 +489,7 @@ moe_launch(const struct mt_gpu_moe_args *a, cudaStream_t s)
     mt_pdl_launch(moe_down_kernel<S>, dim3(g2), dim3(FP8G_THREADS), FP8G_SMEM(S), s, a->experts,
                   a->group_start, h, a->hidden, a->inter, yp, ks2);
     st = mt_cuda_launched("moe_down", s);
-    if (st != MT_OK) {
+    if (st != MT_OK || a->y_pairs != NULL) {
         return st;
     }
     mt_pdl_launch(moe_sum_kernel, dim3(g3), dim3(MOE_SUM_THREADS), 0, s, yp, a->pair_tok, a->pair_w,
@@ -503,8 +503,8 @@ mt_gpu_moe_experts(const struct mt_gpu_moe_args *a, struct CUstream_st *stream)
     if (a->hidden < 16 || a->hidden % 16 != 0 || a->inter < 16 || a->inter % 16 != 0 ||
         a->n_groups < 1 || a->n_pairs < a->n_groups || a->n_tok < 1 || a->max_group_tok < 1 ||
         a->max_group_tok > MT_GPU_GEMV_MAX_TOK || a->experts == NULL || a->group_start == NULL ||
-        a->pair_tok == NULL || a->pair_w == NULL || a->x == NULL || a->y == NULL ||
-        a->work == NULL) {
+        a->pair_tok == NULL || a->pair_w == NULL || a->x == NULL ||
+        (a->y == NULL && a->y_pairs == NULL) || a->work == NULL) {
         return mt_fail(MT_ERR_INVAL, 0,
                        "gpu experts: hidden %d, inter %d, %d groups, %d pairs, %d tokens, at most "
                        "%d tokens a group",

@@ -293,6 +293,9 @@ struct mt_gpu_expert {
  * pair_w[p] (device). Each expert's weights are read once for all its tokens; max_group_tok
  * (1..8) bounds the pairs of any group. Sums over a token's pairs run in pair order
  * (deterministic). work: mt_gpu_moe_work_bytes(n_pairs, inter, hidden) bytes of device scratch.
+ * With y_pairs (device [n_pairs, hidden]) each pair's expert output, unweighted, goes there
+ * instead and y is not touched (a prompt chunk's hundreds of tokens: the caller adds them up);
+ * work then needs only n_pairs * inter floats.
  */
 struct mt_gpu_moe_args {
     int hidden;
@@ -308,6 +311,7 @@ struct mt_gpu_moe_args {
     const float *x;                      /* device [n_tok, hidden] */
     float *y;                            /* device [n_tok, hidden], accumulated into */
     void *work;
+    float *y_pairs;                      /* NULL, or device [n_pairs, hidden]: see above */
 };
 
 MT_GPU_FN size_t mt_gpu_moe_work_bytes(int n_pairs, int inter, int hidden);

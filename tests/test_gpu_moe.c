@@ -2,7 +2,9 @@
 /*
  * test_gpu_moe.c - grouped SwiGLU experts on the GPU against the CPU reference:
  * y[t] = x0[t] + sum_j w[t, j] * mt_cpu_swiglu(expert ids[t, j], x[t]), at the V3.2 expert shape
- * (2048 x 7168) and odd ones, with 1 to 8 tokens and experts shared between tokens.
+ * (2048 x 7168) and odd ones, with 1 to 8 tokens and experts shared between tokens; and a prompt
+ * chunk's way (pairs_mode): up to 40 tokens, each expert's pairs in groups of up to 8, every
+ * pair's output left in y_pairs (y untouched) and summed here.
  */
 #include <config.h>
 
@@ -13,10 +15,13 @@
 #include <stdlib.h>
 
 #define MAX_E 16
-#define MAX_PAIRS 64 /* up to 8 tokens x top-8; padding makes up to one group a pair */
+#define MAX_TOK 40
+#define MAX_PAIRS (MAX_TOK * 8) /* top-8 a token; padding makes up to one group a pair */
 
 /* Appended to the checks' names: the gate/up kernel's shape where it is not the default. */
 static const char *moe_variant = "";
+/* Groups of up to 8 pairs, outputs per pair into y_pairs (a prompt chunk's use). */
+static bool pairs_mode;
 
 static void
 check_moe_pad(int hidden, int inter, int n_exp, int n_tok, int k, bool pad)
@@ -31,8 +36,8 @@ check_moe_pad(int hidden, int inter, int n_exp, int n_tok, int k, bool pad)
     float *want = gt_malloc((size_t)n_tok * hidden * sizeof(float));
     float *got = gt_malloc((size_t)n_tok * hidden * sizeof(float));
     float *tmp = gt_malloc((size_t)hidden * sizeof(float));
-    int32_t ids[8][8];
-    float rw[8][8];
+    int32_t ids[MAX_TOK][8];
+    float rw[MAX_TOK][8];
     int32_t group_start[MAX_PAIRS + 1];
     int32_t pair_tok[MAX_PAIRS];
     float pair_w[MAX_PAIRS];
@@ -42,9 +47,10 @@ check_moe_pad(int hidden, int inter, int n_exp, int n_tok, int k, bool pad)
     int max_group = 0;
     char name[240];
 
-    if (n_tok > 8 || k > 8 || n_exp > MAX_E) {
-        gt_bail("check_moe: at most 8 tokens, top-8, 16 experts");
+    if (n_tok > (pairs_mode ? MAX_TOK : 8) || k > 8 || n_exp > MAX_E) {
+        gt_bail("check_moe: at most 8 tokens (40 in pairs mode), top-8, 16 experts");
     }
+    int cap = pairs_mode ? 8 : MAX_PAIRS; /* pairs a group */
     mt_gpu_arena_reset(gt_arena);
     for (int e = 0; e < n_exp; e++) {
         for (int m = 0; m < 3; m++) {
@@ -88,7 +94,7 @@ check_moe_pad(int hidden, int inter, int n_exp, int n_tok, int k, bool pad)
                 if (ids[t][j] != e) {
                     continue;
                 }
-                if (in_group++ == 0) {
+                if (in_group++ % cap == 0) {
                     group_start[n_groups] = n_pairs;
                     group_exp[n_groups++] = host_exp[e];
                 }
@@ -105,7 +111,7 @@ check_moe_pad(int hidden, int inter, int n_exp, int n_tok, int k, bool pad)
                 }
             }
         }
-        max_group = MT_MAX(max_group, in_group);
+        max_group = MT_MAX(max_group, MT_MIN(in_group, cap));
     }
     group_start[n_groups] = n_pairs;
     /* pad: empty groups after the last up to one a pair, as the device grouping leaves them
@@ -128,18 +134,35 @@ check_moe_pad(int hidden, int inter, int n_exp, int n_tok, int k, bool pad)
         .pair_w = gt_put(pair_w, (size_t)n_pairs * sizeof(float)),
         .x = gt_put(x, (size_t)n_tok * hidden * sizeof(float)),
         .y = gt_put(y0, (size_t)n_tok * hidden * sizeof(float)),
-        .work = gt_alloc(mt_gpu_moe_work_bytes(n_pairs, inter, hidden)),
+        .work = gt_alloc(pairs_mode ? (size_t)n_pairs * inter * sizeof(float)
+                                    : mt_gpu_moe_work_bytes(n_pairs, inter, hidden)),
+        .y_pairs = pairs_mode ? gt_alloc((size_t)n_pairs * hidden * sizeof(float)) : NULL,
     };
     mt_status_t st = mt_gpu_moe_experts(&a, NULL);
     snprintf(name, sizeof(name),
              "experts %d x %d, %d tokens x top-%d of %d (%d groups%s, <= %d a group)%s%s", inter,
              hidden, n_tok, k, n_exp, n_groups, pad ? " with empty ones" : "", max_group,
              getenv("MT_MOE_WAVE") != NULL ? " on the older core (MT_MOE_WAVE=0)" : "",
-             moe_variant);
+             pairs_mode ? ", outputs per pair" : moe_variant);
     if (st != MT_OK) {
         tap_ok(false, "%s: launch failed: %s", name, mt_last_error());
+    } else if (pairs_mode) {
+        /* y untouched; y0 + each token's pairs in pair order, as the engine's scatter adds */
+        float *yp = gt_malloc((size_t)n_pairs * hidden * sizeof(float));
+        gt_get(got, a.y, (size_t)n_tok * hidden * sizeof(float));
+        gt_get(yp, a.y_pairs, (size_t)n_pairs * hidden * sizeof(float));
+        tap_ok(memcmp(got, y0, (size_t)n_tok * hidden * sizeof(float)) == 0,
+               "%s: y untouched", name);
+        for (int p = 0; p < n_pairs; p++) {
+            for (int i = 0; i < hidden; i++) {
+                got[(size_t)pair_tok[p] * hidden + i] += pair_w[p] * yp[(size_t)p * hidden + i];
+            }
+        }
+        free(yp);
     } else {
         gt_get(got, a.y, (size_t)n_tok * hidden * sizeof(float));
+    }
+    if (st == MT_OK) {
         /* the outputs are small sums of large terms (random FP8 spans 2^-9..448), so fp32
          * rounding in gate/up is amplified through down: judge by the normalized squared error
          * (ggml's NMSE) instead of per element; a wrong expert, scale or token gives ~1;
@@ -158,7 +181,7 @@ check_moe_pad(int hidden, int inter, int n_exp, int n_tok, int k, bool pad)
      * kernels wait for their inputs either way, so the bits are the same */
     size_t yb = (size_t)n_tok * hidden * sizeof(float);
     float *got2 = gt_malloc(yb);
-    bool same = st == MT_OK;
+    bool same = st == MT_OK && !pairs_mode;
     for (int p = 0; same && p < 2; p++) {
         mt_gpu_pdl_set(p == 1);
         same = mt_gpu_copy_to_device(a.y, y0, yb) == MT_OK && mt_gpu_moe_experts(&a, NULL) == MT_OK;
@@ -167,8 +190,10 @@ check_moe_pad(int hidden, int inter, int n_exp, int n_tok, int k, bool pad)
         }
     }
     mt_gpu_pdl_set(true);
-    tap_ok(same && memcmp(got, got2, yb) == 0, "%s: the same bits with and without PDL%s", name,
-           mt_gpu_pdl_active() ? "" : " (no PDL on this device)");
+    if (!pairs_mode) {
+        tap_ok(same && memcmp(got, got2, yb) == 0, "%s: the same bits with and without PDL%s",
+               name, mt_gpu_pdl_active() ? "" : " (no PDL on this device)");
+    }
     free(got2);
     for (int e = 0; e < n_exp; e++) {
         for (int m = 0; m < 3; m++) {
@@ -231,6 +256,12 @@ main(void)
     check_moe_pad(7168, 2048, 16, 2, 8, true);
     mt_gpu_gemv_two_blocks_set(true);
     moe_variant = "";
+    /* a prompt chunk's experts: groups of up to 8 pairs, outputs per pair (the engine's chunks) */
+    pairs_mode = true;
+    check_moe(7168, 2048, 6, 12, 4); /* ~8 pairs an expert at V3.2's shape */
+    check_moe(272, 144, 3, 40, 2);   /* ~27 pairs an expert: full groups and a partial one */
+    check_moe_pad(1040, 400, 4, 9, 3, true);
+    pairs_mode = false;
     mt_gpu_arena_destroy(gt_arena);
     return tap_done();
 }

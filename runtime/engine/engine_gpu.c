@@ -58,7 +58,7 @@
  * MT_GPU_ARGMAX=0 (greedy steps take the logits to the host and pick the id there),
  * MT_GPU_AHEAD=0 (each greedy step launched by its own call), MT_GPU_BATCH_INDEX=0 (a prompt
  * chunk's index scores and top-k one query at a time), MT_GPU_PROMPT_MLA=0 (its sparse MLA a
- * token at a time),
+ * token at a time), MT_GPU_CHUNK_MOE=0 (its GPU experts one MLP an expert),
  * MT_GPU_FUSE=0 (residual adds and norms, the kv epilogue's and the attention
  * prologue's steps as separate kernels, no stacked GEMVs), MT_GPU_DEVICE_MOE=0 (routing always
  * through the host) give the decode step as it was, for before/after runs.
@@ -596,12 +596,18 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
     A(g->rlog, T * E * f, "work");
     A(g->rw, T * K * f, "work");
     A(g->ids, T * K * sizeof(int32_t), "work");
-    size_t GX = MT_MAX(E, (size_t)TOK * K); /* device grouping: one slot per decode pair */
+    /* device grouping: one slot per decode pair; a chunk's groups of up to TOK pairs */
+    size_t GX = MT_MAX(MT_MAX(E, (size_t)TOK * K), GROUPS_MAX(E, T, K));
     A(g->group_start, (GX + 1) * sizeof(int32_t), "work");
     A(g->pair_tok, T * K * sizeof(int32_t), "work");
     A(g->pair_w, T * K * f, "work");
     A(g->xgroups, GX * sizeof(struct mt_gpu_expert), "work");
-    A(g->moe_work, mt_gpu_moe_work_bytes((int)(TOK * K), (int)inter, (int)D) + 1, "work");
+    /* a decode step's grouped experts, or a chunk's (their SwiGLU outputs; results into ys) */
+    size_t xw = mt_gpu_moe_work_bytes((int)(TOK * K), (int)inter, (int)D);
+    if (g->chunk > TOK) {
+        xw = MT_MAX(xw, T * K * inter * f);
+    }
+    A(g->moe_work, xw + 1, "work");
     if ((st = eng_gpu_moe_alloc(e, g)) != MT_OK) {
         return st;
     }
@@ -860,6 +866,8 @@ eng_gpu_create(struct mt_engine *e)
     g->ahead_on = ev == NULL || strcmp(ev, "0") != 0;
     ev = getenv("MT_GPU_BATCH_INDEX");
     g->batch_index = ev == NULL || strcmp(ev, "0") != 0;
+    ev = getenv("MT_GPU_CHUNK_MOE");
+    g->chunk_moe = ev == NULL || strcmp(ev, "0") != 0;
     ev = getenv("MT_GPU_PROMPT_MLA");
     bool mla_tc = false;
     g->prompt_mla = (ev == NULL || strcmp(ev, "0") != 0) && g->fast_mla &&
@@ -909,10 +917,11 @@ eng_gpu_create(struct mt_engine *e)
     g->h_pair_w = malloc(T * K * sizeof(float));
     g->h_ids = malloc(T * K * sizeof(int32_t));
     g->h_pair_tok = malloc(T * K * sizeof(int32_t));
-    g->h_group_start = malloc((E + 1) * sizeof(int32_t));
-    g->h_count = malloc((E + 1) * sizeof(int32_t));
+    size_t GX = GROUPS_MAX(E, T, K);
+    g->h_group_start = malloc((GX + 1) * sizeof(int32_t));
+    g->h_count = malloc((GX + 1) * sizeof(int32_t));
     g->h_idx = malloc((size_t)g->ctx * sizeof(int32_t));
-    g->h_xgroups = malloc(E * sizeof(struct mt_gpu_expert) + 1);
+    g->h_xgroups = malloc(GX * sizeof(struct mt_gpu_expert) + 1);
     if (g->h_emb == NULL || g->h_rw == NULL || g->h_pair_w == NULL || g->h_ids == NULL ||
         g->h_pair_tok == NULL || g->h_group_start == NULL || g->h_count == NULL ||
         g->h_idx == NULL || g->h_xgroups == NULL) {

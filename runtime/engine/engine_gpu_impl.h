@@ -16,6 +16,9 @@
 #include "kernels/kernels.h"
 
 #define TOK MT_GPU_GEMV_MAX_TOK
+/* Expert groups a chunk of T tokens with K experts each can make out of E experts: each expert's
+   pairs in groups of at most TOK (the grouped kernel's limit), so at most E + T K / TOK. */
+#define GROUPS_MAX(E, T, K) ((size_t)(E) + ((size_t)(T) * (K) + TOK - 1) / TOK)
 
 /*
  * A weight on the device: FP8 + scales or BF16 for the GEMV of ops.h, or F32; and the GEMM
@@ -90,6 +93,8 @@ struct eng_gpu {
     int score_rows;                /* queries a batch of a prompt's index scores (scores, idx) */
     bool batch_index;              /* a prompt's index scores and top-k batched (MT_GPU_BATCH_INDEX=0:
                                       one query at a time, as decode does) */
+    bool chunk_moe;                /* a chunk's GPU experts in one grouped launch (groups of
+                                      TOK pairs; MT_GPU_CHUNK_MOE=0: one MLP an expert) */
     bool prompt_mla;               /* a prompt's sparse MLA in launches of many rows
                                       (mt_gpu_mla_prompt; MT_GPU_PROMPT_MLA=0: a token at a time) */
     void *argmax_work;             /* device: greedy decoding's argmax (mt_gpu_argmax) */

@@ -515,7 +515,8 @@ slot_experts(const struct mt_engine *e, const struct eng_gpu *g, int l)
 /*
  * The device's experts of layer l: its GPU-tier groups and this step's slot experts, their
  * (token, weight) pairs compacted into the h_* arrays and uploaded; GPU-tier groups by the grouped
- * GEMV (decode batches) or one MLP per expert, slot experts one MLP each after their copy. Slot
+ * GEMV (decode batches; a chunk's in groups of up to TOK pairs, or one MLP per expert with
+ * MT_GPU_CHUNK_MOE=0), slot experts one MLP each after their copy. Slot
  * experts stay acquired until the stream is synchronized (*held_out of them, in g->slot_x).
  */
 static mt_status_t
@@ -530,6 +531,9 @@ device_experts(struct mt_engine *e, struct eng_gpu *g, int l, int m, int *held_o
     mt_status_t st;
 
     *held_out = 0;
+    /* a chunk's GPU-tier experts through the grouped kernel too, in groups of up to TOK pairs
+       (its limit) with every pair's output left in ys, added up with the slot experts' below */
+    bool chunk_grouped = m > TOK && g->grouped_moe && g->chunk_moe;
     /* GPU-tier groups first (the grouped kernel takes them), then the slot experts */
     for (int pass = 0; pass < 2; pass++) {
         for (int x = 0; x < E; x++) {
@@ -538,15 +542,19 @@ device_experts(struct mt_engine *e, struct eng_gpu *g, int l, int m, int *held_o
             if (b == a || !g->on_gpu[x] || resident != (pass == 0)) {
                 continue;
             }
-            g->h_xgroups[n_groups] = L->xtab[x];
-            g->h_count[n_groups] = x; /* the expert of group n_groups */
-            g->h_group_start[n_groups] = np;
-            for (int r = a; r < b; r++, np++) {
-                g->h_pair_tok[np] = w->row_tok[r];
-                g->h_pair_w[np] = w->row_w[r];
+            int span = pass == 0 && chunk_grouped ? TOK : b - a; /* pairs a group */
+            for (int a1 = a; a1 < b; a1 += span) {
+                int b1 = MT_MIN(b, a1 + span);
+                g->h_xgroups[n_groups] = L->xtab[x];
+                g->h_count[n_groups] = x; /* the expert of group n_groups */
+                g->h_group_start[n_groups] = np;
+                for (int r = a1; r < b1; r++, np++) {
+                    g->h_pair_tok[np] = w->row_tok[r];
+                    g->h_pair_w[np] = w->row_w[r];
+                }
+                max_tok = pass == 0 ? MT_MAX(max_tok, b1 - a1) : max_tok;
+                n_groups++;
             }
-            max_tok = pass == 0 ? MT_MAX(max_tok, b - a) : max_tok;
-            n_groups++;
         }
         if (pass == 0) {
             n_dev = n_groups;
@@ -565,7 +573,8 @@ device_experts(struct mt_engine *e, struct eng_gpu *g, int l, int m, int *held_o
     GPU_DO(l, "expert groups upload",
            mt_gpu_copy_async(g->pair_w, g->h_pair_w, (size_t)np * 4, 1, s));
     int first_loop = 0; /* the first group the per-expert loop computes */
-    if (n_dev > 0 && g->grouped_moe && m <= TOK) {
+    int summed = 0;     /* the first group whose pairs still need adding into y */
+    if (n_dev > 0 && g->grouped_moe && (m <= TOK || chunk_grouped)) {
         GPU_DO(l, "expert groups upload",
                mt_gpu_copy_async(g->xgroups, g->h_xgroups,
                                  (size_t)n_dev * sizeof(struct mt_gpu_expert), 1, s));
@@ -583,9 +592,11 @@ device_experts(struct mt_engine *e, struct eng_gpu *g, int l, int m, int *held_o
             .x = g->x,
             .y = g->y,
             .work = g->moe_work,
+            .y_pairs = chunk_grouped ? g->ys : NULL,
         };
         GPU_DO(l, "routed experts (grouped GEMV)", mt_gpu_moe_experts(&a, s));
         first_loop = n_dev;
+        summed = chunk_grouped ? 0 : n_dev;
     }
     for (int gi = first_loop; gi < n_groups; gi++) {
         int x = g->h_count[gi];
@@ -611,7 +622,7 @@ device_experts(struct mt_engine *e, struct eng_gpu *g, int l, int m, int *held_o
             return st;
         }
     }
-    int a0 = g->h_group_start[first_loop];
+    int a0 = g->h_group_start[summed];
     if (np > a0) {
         GPU_DO(l, "expert weighted sum",
                mt_gpu_scatter_add_rows(g->y, g->ys + (size_t)a0 * D, g->pair_tok + a0,
