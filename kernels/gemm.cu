@@ -24,7 +24,9 @@
  * of a product) in two GEMMs over the work area's layouts: x as [x_hi | x_lo | x_hi] a token,
  * a slab row as [W_hi | W_lo]; the first multiplies x_hi by W_hi, the second [x_lo | x_hi] by
  * [W_hi | W_lo] (a K of 2 cols) into the same y. A BF16 W is exact in bf16: x_hi W + x_lo W
- * where it lies.
+ * where it lies; so is an FP8 W whose block scales are powers of two (scale_pow2: DeepSeek's
+ * ue8m0 checkpoints), dequantized to plain bf16 first: two thirds of the products, half the
+ * slab's bytes.
  *
  * MLA's absorption through kv_b for a chunk is two batched GEMMs over the heads (one per head:
  * [n, nope] x [nope, kvl] and [n, kvl] x [kvl, vd]), always in fp32 on kv_b dequantized once
@@ -436,7 +438,9 @@ mt_gpu_gemm_linear(struct mt_gpu_gemm *g, const struct mt_gpu_weight *w, const f
     }
     /* multiplied where it lies: an F32 W in fp32, a BF16 W on tensor cores (exact in bf16) */
     bool direct = w->dtype == (m == MT_GPU_GEMM_F32 ? MT_DTYPE_F32 : MT_DTYPE_BF16);
-    size_t row_bytes = (size_t)cols * esz * (split ? 2 : 1);
+    /* BF16X3 with a W exact in bf16 (where it lies, or FP8 with power-of-two scales): no lo */
+    bool exact = split && (direct || (w->dtype == MT_DTYPE_F8_E4M3 && w->scale_pow2));
+    size_t row_bytes = (size_t)cols * esz * (split && !exact ? 2 : 1);
     /* slab rows: a multiple of 128 (whole scale blocks), all of them when the weight is direct */
     int64_t slab = direct ? rows : (int64_t)(g->slab_bytes / row_bytes) / 128 * 128;
     if (slab < 1) {
@@ -451,7 +455,7 @@ mt_gpu_gemm_linear(struct mt_gpu_gemm *g, const struct mt_gpu_weight *w, const f
         const void *a = (const char *)w->data + (size_t)r0 * cols * esz;
         int lda = (int)cols;
         st = MT_OK;
-        if (!direct && split) {
+        if (!direct && split && !exact) {
             st = dequant_split(w, r0, nr, (__nv_bfloat16 *)g->slab, stream);
             a = g->slab;
             lda = 2 * (int)cols;
@@ -468,7 +472,7 @@ mt_gpu_gemm_linear(struct mt_gpu_gemm *g, const struct mt_gpu_weight *w, const f
                        stream);
         if (st == MT_OK && split) {
             /* + [x_lo | x_hi] [W_hi | W_lo], or x_lo W for a W exact in bf16 */
-            st = gemm_call(g, ct, nr, n, direct ? (int)cols : 2 * (int)cols, a, lda,
+            st = gemm_call(g, ct, nr, n, exact ? (int)cols : 2 * (int)cols, a, lda,
                            (const __nv_bfloat16 *)b + cols, ldb, 1.0f, y + r0, (int)rows,
                            stream);
         }

@@ -86,6 +86,9 @@ struct mt_gpu_weight {
     const float *scale; /* device, FP8 only */
     int64_t rows;
     int64_t cols;
+    bool scale_pow2;    /* FP8: every block scale a power of two (DeepSeek's ue8m0), so each
+                           weight times its scale is exact in bf16 (the GEMM's BF16X3 mode
+                           then needs no lo half of W) */
 };
 
 #define MT_GPU_GEMV_MAX_TOK 8

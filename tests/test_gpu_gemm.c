@@ -33,6 +33,9 @@
 #define TOL_X3 1e-4
 #define TOL_BF16 8e-3
 
+/* FP8 weights made from now on get power-of-two block scales, marked scale_pow2. */
+static bool pow2_scales;
+
 /* A random weight in dtype dt, on the host (cw) and the device (gw). */
 struct tw {
     struct mt_cpu_weight cw;
@@ -53,6 +56,9 @@ tw_make(struct tw *t, enum mt_dtype dt, int64_t rows, int64_t cols)
         gt_fill_fp8(t->data, n);
         t->scale = gt_malloc(ns * sizeof(float));
         gt_fill(t->scale, ns, 1e-3f, 4e-3f);
+        for (size_t i = 0; pow2_scales && i < ns; i++) {
+            t->scale[i] = ldexpf(1.0f, -8 - (int)(t->scale[i] * 1000.0f)); /* 2^-9 .. 2^-12 */
+        }
     } else if (dt == MT_DTYPE_BF16) {
         gt_fill_bf16(t->data, n, -1.0f, 1.0f);
     } else {
@@ -62,7 +68,8 @@ tw_make(struct tw *t, enum mt_dtype dt, int64_t rows, int64_t cols)
                                    .cols = cols};
     t->gw = (struct mt_gpu_weight){.dtype = dt, .data = gt_put(t->data, n * mt_dtype_size(dt)),
                                    .scale = t->scale ? gt_put(t->scale, ns * sizeof(float)) : NULL,
-                                   .rows = rows, .cols = cols};
+                                   .rows = rows, .cols = cols,
+                                   .scale_pow2 = dt == MT_DTYPE_F8_E4M3 && pow2_scales};
 }
 
 static void
@@ -135,10 +142,11 @@ linear_case(struct mt_gpu_gemm *gm, enum mt_dtype dt, int64_t rows, int64_t cols
     bool f32 = m == MT_GPU_GEMM_F32 || dt == MT_DTYPE_F32 ||
                (m == MT_GPU_GEMM_BF16X3 && cols % 8 != 0);
     double tol = f32 ? TOL_F32 : m == MT_GPU_GEMM_BF16X3 ? TOL_X3 : TOL_BF16;
-    tap_ok(st == MT_OK && worst <= tol, "%s GEMM, %s weight %lld x %lld, %d tokens: worst %.2e "
-           "of sum|wx| (bound %.0e)%s%s", mt_gpu_gemm_math_name(m), mt_dtype_name(dt),
-           (long long)rows, (long long)cols, n, worst, tol, st == MT_OK ? "" : ": ",
-           st == MT_OK ? "" : mt_last_error());
+    tap_ok(st == MT_OK && worst <= tol, "%s GEMM, %s weight %lld x %lld%s, %d tokens: worst "
+           "%.2e of sum|wx| (bound %.0e)%s%s", mt_gpu_gemm_math_name(m), mt_dtype_name(dt),
+           (long long)rows, (long long)cols,
+           pow2_scales && dt == MT_DTYPE_F8_E4M3 ? " (power-of-two scales)" : "", n, worst, tol,
+           st == MT_OK ? "" : ": ", st == MT_OK ? "" : mt_last_error());
 }
 
 /* The CPU's absorption (attention.c's loops) in double. */
@@ -432,6 +440,12 @@ peaks(struct mt_gpu_gemm *bf, struct mt_gpu_gemm *f32, struct mt_gpu_gemm *x3)
     tap_diag("FP8 7168 x 18432 at 512 tokens, BF16X3 mode (dequantize to hi + lo, two GEMMs): "
              "%.3f ms = %.1f TFLOP/s of the product asked for", t83 * 1e3,
              2.0 * 512 * 7168 * 18432 / t83 * 1e-12);
+    g8.scale_pow2 = true;
+    double t8p = time_gemm(x3, &g8, x, 512, y);
+    tap_diag("FP8 7168 x 18432 at 512 tokens, BF16X3 mode, power-of-two scales (dequantize, "
+             "x_hi W + x_lo W): %.3f ms = %.1f TFLOP/s of the product asked for", t8p * 1e3,
+             2.0 * 512 * 7168 * 18432 / t8p * 1e-12);
+    g8.scale_pow2 = false;
     double t8f = time_gemm(f32, &g8, x, 512, y);
     tap_diag("FP8 7168 x 18432 at 512 tokens, fp32 mode: %.3f ms = %.1f TFLOP/s", t8f * 1e3,
              2.0 * 512 * 7168 * 18432 / t8f * 1e-12);
@@ -468,6 +482,12 @@ main(void)
                 "GEMM contexts with their work areas: %s", mt_last_error())) {
         return tap_done();
     }
+    /* FP8 with power-of-two scales (DeepSeek's ue8m0): BF16X3 without W's lo half */
+    pow2_scales = true;
+    linear_case(x3, MT_DTYPE_F8_E4M3, 300, 272, 9, 1);
+    linear_case(x3, MT_DTYPE_F8_E4M3, 9000, 4096, 11, 127);
+    linear_case(f32, MT_DTYPE_F8_E4M3, 129, 200, 33, 1);
+    pow2_scales = false;
     tap_ok(mt_gpu_gemm_create((enum mt_gpu_gemm_math)7, &(struct mt_gpu_gemm *){NULL}) ==
                MT_ERR_INVAL,
            "an unknown arithmetic mode is refused: %s", mt_last_error());

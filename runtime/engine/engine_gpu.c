@@ -53,12 +53,14 @@
  * Environment (for measurements and tests): MT_GPU_CHUNK=n sets the chunk (8 = the GEMV path
  * alone), MT_GPU_GEMM=bf16|bf16x3|f32 the GEMM's arithmetic (bf16x3 by default, f32 with an
  * fp32 latent cache), MT_GPU_GEMV_LOOP=n the token count up to which FP8 weights take GEMV
- * passes instead of the GEMM (64 by default); MT_GPU_GRAPH=0 (no graphs), MT_GPU_LOGITS_DIRECT=0 (a graph
- * step's lm_head into device memory, then a copy),
+ * passes instead of the GEMM (64 by default); MT_GPU_GRAPH=0 (no graphs),
+ * MT_GPU_LOGITS_DIRECT=0 (a graph step's lm_head into device memory, then a copy),
  * MT_GPU_ARGMAX=0 (greedy steps take the logits to the host and pick the id there),
  * MT_GPU_AHEAD=0 (each greedy step launched by its own call), MT_GPU_BATCH_INDEX=0 (a prompt
  * chunk's index scores and top-k one query at a time), MT_GPU_PROMPT_MLA=0 (its sparse MLA a
  * token at a time), MT_GPU_CHUNK_MOE=0 (its GPU experts one MLP an expert),
+ * MT_GPU_SCALE_POW2=0 (the GEMM's BF16X3 mode splits W into hi + lo even where power-of-two
+ * block scales make it exact in bf16),
  * MT_GPU_FUSE=0 (residual adds and norms, the kv epilogue's and the attention
  * prologue's steps as separate kernels, no stacked GEMVs), MT_GPU_DEVICE_MOE=0 (routing always
  * through the host) give the decode step as it was, for before/after runs.
@@ -234,9 +236,30 @@ host_f32(struct mt_engine *e, const struct mt_st_tensor *t, float **out)
     return MT_OK;
 }
 
-/* A 1-D (or any) float tensor as an fp32 device array. */
+/*
+ * Whether every block scale of f[n] is a power of two, so that an FP8 weight times its scale is
+ * exact in bf16 (mt_gpu_weight.scale_pow2; MT_GPU_SCALE_POW2=0 says no, for measurements).
+ */
+static bool
+scales_pow2(const float *f, size_t n)
+{
+    const char *ev = getenv("MT_GPU_SCALE_POW2");
+    bool all = ev == NULL || strcmp(ev, "0") != 0;
+
+    for (size_t i = 0; all && i < n; i++) {
+        int ex;
+        all = f[i] > 0.0f && isfinite(f[i]) && frexpf(f[i], &ex) == 0.5f;
+    }
+    return all;
+}
+
+/*
+ * A 1-D (or any) float tensor as an fp32 device array. pow2 (may be NULL): set to scales_pow2 of
+ * its values.
+ */
 static mt_status_t
-up_f32(struct mt_engine *e, struct eng_gpu *g, const struct mt_st_tensor *t, float **out)
+up_f32(struct mt_engine *e, struct eng_gpu *g, const struct mt_st_tensor *t, float **out,
+       bool *pow2)
 {
     float *f;
     mt_status_t st;
@@ -250,6 +273,9 @@ up_f32(struct mt_engine *e, struct eng_gpu *g, const struct mt_st_tensor *t, flo
     }
     if ((st = host_f32(e, t, &f)) != MT_OK) {
         return st;
+    }
+    if (pow2 != NULL) {
+        *pow2 = scales_pow2(f, (size_t)t->nelem);
     }
     st = mt_gpu_copy_to_device(*out, f, (size_t)t->nelem * sizeof(float));
     free(f);
@@ -290,7 +316,8 @@ up_linear(struct mt_engine *e, struct eng_gpu *g, const struct mt_weight *mw, bo
             return st;
         }
         if (t->dtype == MT_DTYPE_F8_E4M3 &&
-            (st = up_f32(e, g, mw->scale, (float **)&out->w.scale)) != MT_OK) {
+            (st = up_f32(e, g, mw->scale, (float **)&out->w.scale, &out->w.scale_pow2)) !=
+                MT_OK) {
             return st;
         }
         if (g->arena == NULL) {
@@ -427,6 +454,7 @@ up_stack(struct mt_engine *e, struct eng_gpu *g, int n, const struct mt_weight *
         }
         st = mt_gpu_copy_to_device(scale + off[i] / B * scols, f,
                                    (size_t)parts[i]->scale->nelem * sizeof(float));
+        outs[i]->w.scale_pow2 = scales_pow2(f, (size_t)parts[i]->scale->nelem);
         free(f);
         if (st != MT_OK) {
             return st;
@@ -492,7 +520,7 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
     g->grouped_moe = true;
     if ((st = up_linear(e, g, m->head.w != NULL ? &m->head : &m->embed, false, &g->head)) !=
             MT_OK ||
-        (st = up_f32(e, g, m->final_norm.w, &g->final_norm)) != MT_OK) {
+        (st = up_f32(e, g, m->final_norm.w, &g->final_norm, NULL)) != MT_OK) {
         return st;
     }
     A(g->freqs, (rope / 2 + 1) * f, "rope frequencies");
@@ -505,17 +533,17 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
         struct gw *xouts[3] = {&L->q_a, &L->idx_wk, &L->kv_a};
         g->cat = CAT_WEIGHTS;
         L->is_moe = lw->is_moe;
-        if ((st = up_f32(e, g, lw->input_norm.w, &L->input_norm)) != MT_OK ||
-            (st = up_f32(e, g, lw->post_attn_norm.w, &L->post_attn_norm)) != MT_OK ||
+        if ((st = up_f32(e, g, lw->input_norm.w, &L->input_norm, NULL)) != MT_OK ||
+            (st = up_f32(e, g, lw->post_attn_norm.w, &L->post_attn_norm, NULL)) != MT_OK ||
             (st = up_stack(e, g, 3, xparts, xouts, &L->xproj, L->xproj_off)) != MT_OK ||
-            (st = up_f32(e, g, lw->q_a_norm.w, &L->q_a_norm)) != MT_OK ||
+            (st = up_f32(e, g, lw->q_a_norm.w, &L->q_a_norm, NULL)) != MT_OK ||
             (st = up_linear(e, g, &lw->q_b, false, &L->q_b)) != MT_OK ||
-            (st = up_f32(e, g, lw->kv_a_norm.w, &L->kv_a_norm)) != MT_OK ||
+            (st = up_f32(e, g, lw->kv_a_norm.w, &L->kv_a_norm, NULL)) != MT_OK ||
             (st = up_linear(e, g, &lw->kv_b, true, &L->kvb)) != MT_OK ||
             (st = up_linear(e, g, &lw->o, false, &L->o)) != MT_OK ||
             (st = up_linear(e, g, &lw->idx_wq_b, false, &L->idx_wq_b)) != MT_OK ||
-            (st = up_f32(e, g, lw->idx_k_norm.w, &L->idx_norm_w)) != MT_OK ||
-            (st = up_f32(e, g, lw->idx_k_norm_bias.w, &L->idx_norm_b)) != MT_OK ||
+            (st = up_f32(e, g, lw->idx_k_norm.w, &L->idx_norm_w, NULL)) != MT_OK ||
+            (st = up_f32(e, g, lw->idx_k_norm_bias.w, &L->idx_norm_b, NULL)) != MT_OK ||
             (st = up_linear(e, g, &lw->idx_weights_proj, false, &L->idx_wproj)) != MT_OK) {
             return st;
         }
@@ -528,7 +556,7 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
             }
             L->router_bias = NULL;
             if (lw->router_bias.w != NULL) {
-                st = up_f32(e, g, lw->router_bias.w, &L->router_bias);
+                st = up_f32(e, g, lw->router_bias.w, &L->router_bias, NULL);
             }
             if (st == MT_OK) {
                 st = eng_gpu_place_experts(e, g, l);
