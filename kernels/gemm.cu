@@ -506,6 +506,114 @@ kvb_f32(struct mt_gpu_gemm *g, const struct mt_gpu_weight *kvb, struct CUstream_
     return MT_OK;
 }
 
+/*
+ * Heads h0 .. h0 + hb - 1 of x (token t, head h, element d at x[t ldx + h hs + d], d < kdim) as
+ * bf16 planes hi and lo ([n][hb][kdim] each): the BF16X3 absorptions' B operands.
+ */
+static __global__ void
+split_heads_kernel(const float *__restrict__ x, int n, int64_t ldx, int hs, int h0, int hb,
+                   int kdim, __nv_bfloat16 *__restrict__ hi, __nv_bfloat16 *__restrict__ lo)
+{
+    int64_t i = (int64_t)blockIdx.x * GEMM_THREADS + threadIdx.x;
+
+    if (i < (int64_t)n * hb * kdim) {
+        int64_t t = i / ((int64_t)hb * kdim);
+        int h = (int)(i / kdim % hb), d = (int)(i % kdim);
+        float v = x[t * ldx + (int64_t)(h0 + h) * hs + d];
+        __nv_bfloat16 b = __float2bfloat16_rn(v);
+        hi[i] = b;
+        lo[i] = __float2bfloat16_rn(v - __bfloat162float(b));
+    }
+}
+
+/*
+ * One absorption in the BF16X3 mode, heads in groups that fit the work area's x planes: kv_b as
+ * bf16 hi (+ lo unless it is exact in bf16: BF16, or FP8 with power-of-two scales) in the slab,
+ * x split per group, then W_hi x_hi + W_hi x_lo (+ W_lo x_hi) as batched GEMMs into the same
+ * output. value = false: q_lat = K_h q_h (x = q [n, H, nope + rope], out = q_lat [n, H, kvl]);
+ * true: out = V_h o_h (x = o_lat [n, H, kvl], out [n, H, vd]). MT_ERR_UNSUPPORTED (nothing
+ * launched) where it does not apply: the caller multiplies in fp32.
+ */
+static mt_status_t
+absorb_x3(struct mt_gpu_gemm *g, const struct mt_gpu_weight *kvb, bool value, const float *x,
+          int n, int H, int nope, int vd, int rope, float *out, cudaStream_t stream)
+{
+    int kvl = (int)kvb->cols;
+    int kdim = value ? kvl : nope;
+    int64_t ldx = value ? (int64_t)H * kvl : (int64_t)H * (nope + rope);
+    int hs = value ? kvl : nope + rope;
+    size_t per_head = (size_t)n * kdim * 2 * sizeof(__nv_bfloat16);
+    int hb = (int)MT_MIN((size_t)H, g->xb_elems * 3 * sizeof(__nv_bfloat16) / per_head);
+    bool exact = kvb->dtype == MT_DTYPE_BF16 || (kvb->dtype == MT_DTYPE_F8_E4M3 && kvb->scale_pow2);
+    mt_status_t st;
+
+    if (g->math != MT_GPU_GEMM_BF16X3 || hb < 1 || kvl % 8 != 0 || nope % 8 != 0 ||
+        vd % 8 != 0 || (kvb->dtype != MT_DTYPE_BF16 && kvb->dtype != MT_DTYPE_F8_E4M3) ||
+        (size_t)(kvb->rows * kvl) * 2 * sizeof(__nv_bfloat16) > g->slab_bytes) {
+        return MT_ERR_UNSUPPORTED;
+    }
+    /* kv_b: hi (and lo) with row stride lda, hi at a, lo at a + kvl */
+    const __nv_bfloat16 *a = (const __nv_bfloat16 *)kvb->data;
+    int lda = kvl;
+    if (kvb->dtype != MT_DTYPE_BF16 && exact) {
+        st = mt_gpu_dequant_rows(kvb, 0, kvb->rows, MT_DTYPE_BF16, g->slab, stream);
+        a = (const __nv_bfloat16 *)g->slab;
+    } else if (!exact) {
+        st = dequant_split(kvb, 0, kvb->rows, (__nv_bfloat16 *)g->slab, stream);
+        a = (const __nv_bfloat16 *)g->slab;
+        lda = 2 * kvl;
+    } else {
+        st = MT_OK;
+    }
+    if (st != MT_OK ||
+        (st = cublas_status(cublasSetStream(g->handle, stream), "set stream")) != MT_OK) {
+        return st;
+    }
+    const float one = 1.0f, zero = 0.0f;
+    long long sa = (long long)(nope + vd) * lda; /* a head's block of kv_b rows */
+    const __nv_bfloat16 *a0 = a + (value ? (size_t)nope * lda : 0);
+    for (int h0 = 0; h0 < H; h0 += hb) {
+        int nh = MT_MIN(hb, H - h0);
+        __nv_bfloat16 *xh = g->xb, *xl = g->xb + (size_t)n * nh * kdim;
+        int64_t ne = (int64_t)n * nh * kdim;
+        split_heads_kernel<<<(unsigned)MT_CEIL_DIV(ne, (int64_t)GEMM_THREADS), GEMM_THREADS, 0,
+                             stream>>>(x, n, ldx, hs, h0, nh, kdim, xh, xl);
+        if ((st = mt_cuda_launched("absorb x split", stream)) != MT_OK) {
+            return st;
+        }
+        /* (A, B, beta): W_hi x_hi, W_hi x_lo, W_lo x_hi */
+        const __nv_bfloat16 *as[3] = {a0, a0, a0 + kvl};
+        const __nv_bfloat16 *bs[3] = {xh, xl, xh};
+        for (int k = 0; k < (exact ? 2 : 3) && st == MT_OK; k++) {
+            const __nv_bfloat16 *ah = as[k] + (size_t)h0 * sa;
+            if (!value) {
+                /* q_lat' [kvl, n] (ld H kvl) = K_h' q_h': K_h [nope, kvl] row-major (ld lda) */
+                st = cublas_status(cublasGemmStridedBatchedEx(
+                                       g->handle, CUBLAS_OP_N, CUBLAS_OP_N, kvl, n, nope, &one, ah,
+                                       CUDA_R_16BF, lda, sa, bs[k], CUDA_R_16BF, nh * kdim, kdim,
+                                       k == 0 ? &zero : &one, out + (size_t)h0 * kvl, CUDA_R_32F,
+                                       H * kvl, kvl, nh, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                                   "absorb q batched GEMM (bf16x3)");
+            } else {
+                /* out' [vd, n] (ld H vd) = V_h'^T o_h': V_h [vd, kvl] row-major (ld lda) */
+                st = cublas_status(cublasGemmStridedBatchedEx(
+                                       g->handle, CUBLAS_OP_T, CUBLAS_OP_N, vd, n, kvl, &one, ah,
+                                       CUDA_R_16BF, lda, sa, bs[k], CUDA_R_16BF, nh * kdim, kdim,
+                                       k == 0 ? &zero : &one, out + (size_t)h0 * vd, CUDA_R_32F,
+                                       H * vd, vd, nh, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                                   "absorb v batched GEMM (bf16x3)");
+            }
+            st = st == MT_OK ? mt_cuda_launched(value ? "cublas absorb v" : "cublas absorb q",
+                                                stream)
+                             : st;
+        }
+        if (st != MT_OK) {
+            return st;
+        }
+    }
+    return MT_OK;
+}
+
 static __global__ void
 copy_pe_kernel(const float *__restrict__ q, int64_t rows, int qk, int nope, int rope,
                float *__restrict__ q_pe)
@@ -517,21 +625,15 @@ copy_pe_kernel(const float *__restrict__ q, int64_t rows, int qk, int nope, int 
     }
 }
 
-extern "C" mt_status_t
-mt_gpu_gemm_absorb_q(struct mt_gpu_gemm *g, const struct mt_gpu_weight *kvb, const float *q,
-                     int n, int n_heads, int nope, int vd, int rope, float *q_lat, float *q_pe,
-                     struct CUstream_st *stream)
+/* The fp32 absorption of q (the F32 and BF16 modes, and where BF16X3's does not apply). */
+static mt_status_t
+absorb_f32_q(struct mt_gpu_gemm *g, const struct mt_gpu_weight *kvb, const float *q, int n,
+             int H, int nope, int vd, int rope, float *q_lat, cudaStream_t stream)
 {
-    int H = n_heads, kvl = kvb != NULL ? (int)kvb->cols : 0, qk = nope + rope;
+    int kvl = (int)kvb->cols, qk = nope + rope;
     const float *wk;
     mt_status_t st;
 
-    if (g == NULL || g->slab == NULL || kvb == NULL || q == NULL || q_lat == NULL ||
-        q_pe == NULL || n < 1 || H < 1 || nope < 1 || vd < 1 || rope < 0 ||
-        kvb->rows != (int64_t)H * (nope + vd)) {
-        return mt_fail(MT_ERR_INVAL, 0, "gpu absorb q: %d tokens, %d heads, nope %d, v %d", n, H,
-                       nope, vd);
-    }
     if ((st = kvb_f32(g, kvb, stream, &wk)) != MT_OK ||
         (st = cublas_status(cublasSetStream(g->handle, stream), "set stream")) != MT_OK) {
         return st;
@@ -547,7 +649,27 @@ mt_gpu_gemm_absorb_q(struct mt_gpu_gemm *g, const struct mt_gpu_weight *kvb, con
                            q_lat, CUDA_R_32F, H * kvl, kvl, H, CUBLAS_COMPUTE_32F,
                            CUBLAS_GEMM_DEFAULT),
                        "absorb q batched GEMM");
-    st = st == MT_OK ? mt_cuda_launched("cublas absorb q", stream) : st;
+    return st == MT_OK ? mt_cuda_launched("cublas absorb q", stream) : st;
+}
+
+extern "C" mt_status_t
+mt_gpu_gemm_absorb_q(struct mt_gpu_gemm *g, const struct mt_gpu_weight *kvb, const float *q,
+                     int n, int n_heads, int nope, int vd, int rope, float *q_lat, float *q_pe,
+                     struct CUstream_st *stream)
+{
+    int H = n_heads, qk = nope + rope;
+    mt_status_t st;
+
+    if (g == NULL || g->slab == NULL || kvb == NULL || q == NULL || q_lat == NULL ||
+        q_pe == NULL || n < 1 || H < 1 || nope < 1 || vd < 1 || rope < 0 ||
+        kvb->rows != (int64_t)H * (nope + vd)) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu absorb q: %d tokens, %d heads, nope %d, v %d", n, H,
+                       nope, vd);
+    }
+    st = absorb_x3(g, kvb, false, q, n, H, nope, vd, rope, q_lat, stream);
+    if (st == MT_ERR_UNSUPPORTED) {
+        st = absorb_f32_q(g, kvb, q, n, H, nope, vd, rope, q_lat, stream);
+    }
     if (st != MT_OK || rope == 0) {
         return st;
     }
@@ -569,6 +691,10 @@ mt_gpu_gemm_absorb_v(struct mt_gpu_gemm *g, const struct mt_gpu_weight *kvb, con
         H < 1 || nope < 1 || vd < 1 || kvb->rows != (int64_t)H * (nope + vd)) {
         return mt_fail(MT_ERR_INVAL, 0, "gpu absorb v: %d tokens, %d heads, nope %d, v %d", n, H,
                        nope, vd);
+    }
+    st = absorb_x3(g, kvb, true, o_lat, n, H, nope, vd, 0, out, stream);
+    if (st != MT_ERR_UNSUPPORTED) {
+        return st;
     }
     if ((st = kvb_f32(g, kvb, stream, &wk)) != MT_OK ||
         (st = cublas_status(cublasSetStream(g->handle, stream), "set stream")) != MT_OK) {

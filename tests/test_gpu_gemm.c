@@ -240,10 +240,12 @@ absorb_case_at(struct mt_gpu_gemm *gm, enum mt_dtype dt, int n, bool kernel,
     }
     double a = st == MT_OK ? worst_rel(ql, rql, nl) : INFINITY;
     double b = st == MT_OK ? worst_rel(out, rout, nv) : INFINITY;
-    tap_ok(st == MT_OK && a <= 1e-5 && b <= 1e-5 && pe, "absorption by the %s, %s kv_b, %d "
-           "tokens, %d heads x (%d + %d) x %d%s: q_lat worst %.2e, out worst %.2e (bound 1e-5 "
+    /* the BF16X3 context's absorptions split kv_b and x into bf16 hi + lo */
+    double tol = !kernel && mt_gpu_gemm_math(gm) == MT_GPU_GEMM_BF16X3 ? TOL_X3 : 1e-5;
+    tap_ok(st == MT_OK && a <= tol && b <= tol && pe, "absorption by the %s, %s kv_b, %d "
+           "tokens, %d heads x (%d + %d) x %d%s: q_lat worst %.2e, out worst %.2e (bound %.0e "
            "of max), q_pe copied: %s", kernel ? "n-token kernels" : "batched GEMMs",
-           mt_dtype_name(dt), n, H, nope, vd, kvl, what, a, b, pe ? "yes" : "no");
+           mt_dtype_name(dt), n, H, nope, vd, kvl, what, a, b, tol, pe ? "yes" : "no");
     tw_free(&w);
     free(q);
     free(ol);
@@ -514,6 +516,27 @@ main(void)
         absorb_case(f32, m == 0 ? MT_DTYPE_F8_E4M3 : MT_DTYPE_BF16, 5, true);
     }
     absorb_case(f32, MT_DTYPE_F32, 8, true);
+    /* the BF16X3 context's batched GEMMs on bf16 hi + lo (widths multiples of 8): FP8 kv_b
+       with and without power-of-two scales, BF16; V3.2's shape; and heads in groups, where a
+       context's x planes hold only a few heads (16 tokens x 64 columns: 3 or 8 heads a group) */
+    struct absorb_shape s8 = {16, 16, 16, 8, 40};
+    absorb_case_at(x3, MT_DTYPE_F8_E4M3, 11, false, s8, " (bf16x3)");
+    absorb_case_at(x3, MT_DTYPE_BF16, 5, false, s8, " (bf16x3)");
+    pow2_scales = true;
+    absorb_case_at(x3, MT_DTYPE_F8_E4M3, 11, false, s8, " (bf16x3, power-of-two scales)");
+    absorb_case_at(x3, MT_DTYPE_F8_E4M3, 20, false, (struct absorb_shape){128, 128, 128, 64, 512},
+                   " (bf16x3, V3.2, power-of-two scales)");
+    pow2_scales = false;
+    {
+        struct mt_gpu_gemm *small = NULL;
+        size_t sb = mt_gpu_gemm_work_bytes(MT_GPU_GEMM_BF16X3, 16, 64, 0);
+        if (tap_ok(mt_gpu_gemm_create(MT_GPU_GEMM_BF16X3, &small) == MT_OK &&
+                       mt_gpu_gemm_set_work(small, gt_alloc(sb), sb, 16, 64) == MT_OK,
+                   "a BF16X3 context with room for 16 tokens of 64: %s", mt_last_error())) {
+            absorb_case_at(small, MT_DTYPE_F8_E4M3, 11, false, s8, " (bf16x3, heads in groups)");
+        }
+        mt_gpu_gemm_destroy(small);
+    }
     absorb_fast_cases(f32);
     /* bad arguments: refused before any launch */
     struct mt_gpu_weight none = {.dtype = MT_DTYPE_BF16, .rows = 4, .cols = 8};
