@@ -530,9 +530,10 @@ main(void)
     {
         struct mt_gpu_gemm *small = NULL;
         size_t sb = mt_gpu_gemm_work_bytes(MT_GPU_GEMM_BF16X3, 16, 64, 0);
-        if (tap_ok(mt_gpu_gemm_create(MT_GPU_GEMM_BF16X3, &small) == MT_OK &&
-                       mt_gpu_gemm_set_work(small, gt_alloc(sb), sb, 16, 64) == MT_OK,
-                   "a BF16X3 context with room for 16 tokens of 64: %s", mt_last_error())) {
+        bool made = mt_gpu_gemm_create(MT_GPU_GEMM_BF16X3, &small) == MT_OK &&
+                    mt_gpu_gemm_set_work(small, gt_alloc(sb), sb, 16, 64) == MT_OK;
+        if (tap_ok(made, "a BF16X3 context with room for 16 tokens of 64%s%s", made ? "" : ": ",
+                   made ? "" : mt_last_error())) {
             absorb_case_at(small, MT_DTYPE_F8_E4M3, 11, false, s8, " (bf16x3, heads in groups)");
         }
         mt_gpu_gemm_destroy(small);
