@@ -14,14 +14,15 @@
  * split of a sequence compute the same function). A decode step (up to MT_GPU_GEMV_MAX_TOK
  * tokens) multiplies with the bandwidth-bound GEMV of ops.h; a longer chunk with the GEMM of
  * gemm.h (cuBLAS on dequantized slabs: bf16 hi + lo splits on tensor cores by default, fp32 or
- * plain BF16 as options), and MLA's absorption through kv_b as batched GEMMs. Inside a chunk the
- * exact indexer scores and selects many queries a launch, and sparse MLA (BF16 cache) runs many
- * rows a launch; the FP8 indexer and the fp32 cache's MLA run per token as attention.c does.
- * A MoE layer with experts off the GPU, or a
+ * plain BF16 as options), and MLA's absorption through kv_b as batched GEMMs. A layer's
+ * attention is engine_gpu_attn.c: inside a chunk the exact indexer scores and selects many
+ * queries a launch, and sparse MLA (BF16 cache) runs many rows a launch; the FP8 indexer and the
+ * fp32 cache's MLA run per token as attention.c does. A MoE layer with experts off the GPU, or a
  * chunk longer than a decode batch, copies the router's choices back to the host and groups the
- * (token, expert) pairs there exactly as moe.c does (engine_gpu_moe.c); a chunk's experts run one
- * GEMM per expert. A decode batch through layers whose experts all live on the GPU groups them
- * on the device instead, so such a step waits for nothing until its logits.
+ * (token, expert) pairs there exactly as moe.c does (engine_gpu_moe.c); a chunk's GPU experts
+ * run as one grouped launch (groups of up to 8 tokens). A decode batch through layers whose
+ * experts all live on the GPU groups them on the device instead, so such a step waits for
+ * nothing until its logits.
  *
  * Decode steps as CUDA graphs: a step of the all-GPU model is ~100 small launches, and launched
  * one by one the GPU waits between them for the host (measured on the H200: ~0.5 ms of a 1.95 ms
@@ -632,8 +633,8 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
     A(g->xgroups, GX * sizeof(struct mt_gpu_expert), "work");
     /* a decode step's grouped experts, or a chunk's (their SwiGLU outputs; results into ys) */
     size_t xw = mt_gpu_moe_work_bytes((int)(TOK * K), (int)inter, (int)D);
-    if (g->chunk > TOK) {
-        xw = MT_MAX(xw, T * K * inter * f);
+    if (g->chunk > TOK && g->grouped_moe) { /* routed experts' width, not the dense MLP's */
+        xw = MT_MAX(xw, T * K * (size_t)MT_MAX(c->moe_intermediate_size, 1) * f);
     }
     A(g->moe_work, xw + 1, "work");
     if ((st = eng_gpu_moe_alloc(e, g)) != MT_OK) {
@@ -1052,265 +1053,6 @@ eng_gpu_lin(const struct gw *w, const float *x, int n, float *y, struct CUstream
     return mt_gpu_linear(&w->w, x, n, y, s);
 }
 
-static int
-cmp_i32(const void *a, const void *b)
-{
-    int32_t x = *(const int32_t *)a;
-    int32_t y = *(const int32_t *)b;
-    return (x > y) - (x < y);
-}
-
-/* RoPE's attention factor on cos and sin (1 for DeepSeek's config) = a scale after rotation. */
-#define ROPE_ATT(l, what, x, rows, ld, off)                                                       \
-    do {                                                                                          \
-        if (e->rope_att != 1.0f) {                                                                \
-            GPU_DO(l, what, mt_gpu_scale_cols((x), (rows), (ld), (off), rope, e->rope_att, s));   \
-        }                                                                                         \
-    } while (0)
-
-/* MLA + DSA of layer l for m tokens at start.. : g->y [m, hidden] (attention.c). */
-static mt_status_t
-gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t start)
-{
-    const struct mt_model_config *c = &e->cfg;
-    struct g_layer *L = &g->layers[l];
-    struct CUstream_st *s = g->stream;
-    int H = c->num_attention_heads, nope = c->qk_nope_head_dim, rope = c->qk_rope_head_dim;
-    int qk = nope + rope, vd = c->v_head_dim, kvl = c->kv_lora_rank, ql = c->q_lora_rank;
-    int IH = c->index_n_heads, ID = c->index_head_dim, half = rope / 2;
-    bool sparse = e->opts.attention == MT_ATTN_SPARSE;
-    bool fp8 = e->opts.indexer == MT_INDEXER_FP8;
-    size_t lsz = mt_dtype_size(g->lat_dtype), ksz = mt_dtype_size(g->kpe_dtype);
-
-    float *qa = g->qa, *ki = g->ki, *kv = g->kv;
-
-    if (g->fuse && m == 1 && L->xproj.w.data != NULL) {
-        /* one token: q_a, wk and kv_a in one GEMV of the stacked weight (wk's output is made
-           also where the indexer does not run: 1 MB of 16) */
-        GPU_DO(l, "q_a, wk and kv_a projections", eng_gpu_lin(&L->xproj, g->x, 1, g->stk, s));
-        qa = g->stk + L->xproj_off[0];
-        ki = g->stk + L->xproj_off[1];
-        kv = g->stk + L->xproj_off[2];
-    } else {
-        GPU_DO(l, "q_a projection", eng_gpu_lin(&L->q_a, g->x, m, qa, s));
-        GPU_DO(l, "kv_a projection", eng_gpu_lin(&L->kv_a, g->x, m, kv, s));
-        if (sparse) {
-            GPU_DO(l, "indexer wk", eng_gpu_lin(&L->idx_wk, g->x, m, ki, s));
-        }
-    }
-    if (g->fuse) {
-        /* latent: normed into the cache; k_pe: roped into the cache; and q_a's norm, all three
-           from the projections just made, in one launch (the same numbers as the kernels of the
-           unfused path below) */
-        GPU_DO(l, "q_a norm, latent and k_pe into the caches",
-               mt_gpu_mla_kv_epilogue(kv, L->kv_a_norm, m, kvl, rope, 1e-6f, g->freqs, start,
-                                      e->rope_att, g->lat_t,
-                                      (char *)L->lat + (size_t)start * kvl * lsz, g->lat_dtype,
-                                      g->kpe_t, (char *)L->kpe + (size_t)start * rope * ksz,
-                                      g->kpe_dtype, qa, L->q_a_norm, ql, s));
-    } else {
-        GPU_DO(l, "q_a norm", mt_gpu_rmsnorm(qa, L->q_a_norm, m, ql, 1e-6f, qa, s));
-    }
-    GPU_DO(l, "q_b projection", eng_gpu_lin(&L->q_b, qa, m, g->q, s));
-    /* the indexer's queries and head weights only where a token has more keys than it keeps
-       (top-k of n_keys <= index_topk is every key): up to 2,048 positions they are not read,
-       13.5 MB a layer of V3.2; its key is, for the tokens after */
-    bool iq = sparse && start + m > (int64_t)c->index_topk;
-    if (iq) {
-        GPU_DO(l, "indexer wq_b", eng_gpu_lin(&L->idx_wq_b, qa, m, g->qi, s));
-        GPU_DO(l, "indexer weights_proj", eng_gpu_lin(&L->idx_wproj, g->x, m, g->wts, s));
-    }
-    /* unfused: the latent normed into the cache, k_pe roped into the cache, step by step */
-    if (!g->fuse) {
-        GPU_DO(l, "latent split", mt_gpu_rows_convert(g->lat_t, MT_DTYPE_F32, kvl, kv,
-                                                      kvl + rope, m, kvl, s));
-        GPU_DO(l, "kv_a norm",
-               mt_gpu_rmsnorm(g->lat_t, L->kv_a_norm, m, kvl, 1e-6f, g->lat_t, s));
-        GPU_DO(l, "latent cache write",
-               mt_gpu_rows_convert((char *)L->lat + (size_t)start * kvl * lsz, g->lat_dtype, kvl,
-                                   g->lat_t, kvl, m, kvl, s));
-        GPU_DO(l, "k_pe split", mt_gpu_rows_convert(g->kpe_t, MT_DTYPE_F32, rope, kv + kvl,
-                                                    kvl + rope, m, rope, s));
-        GPU_DO(l, "k_pe rope", mt_gpu_rope_interleaved(g->kpe_t, m, 1, rope, 0, g->freqs, half,
-                                                       start, s));
-        ROPE_ATT(l, "k_pe rope factor", g->kpe_t, m, rope, 0);
-        GPU_DO(l, "k_pe cache write",
-               mt_gpu_rows_convert((char *)L->kpe + (size_t)start * rope * ksz, g->kpe_dtype,
-                                   rope, g->kpe_t, rope, m, rope, s));
-    }
-    if (g->fuse) {
-        /* q's rotation, and the indexer's key (norm, rotation, exact cache), queries and head
-           weights, in one launch (the same bits as the kernels below) */
-        struct mt_gpu_attn_prologue ap = {
-            .n_tok = m, .pos0 = start, .freqs = g->freqs, .half = half, .rope_att = e->rope_att,
-            .q = g->q, .n_heads = H, .qk = qk, .nope = nope,
-            .ki = sparse ? ki : NULL, .k_w = L->idx_norm_w, .k_b = L->idx_norm_b, .id = ID,
-            .eps = 1e-6f, .key_cache = L->ikey != NULL ? L->ikey + (size_t)start * ID : NULL,
-            .qi = iq ? g->qi : NULL, .ih = IH, .wts = iq ? g->wts : NULL,
-            .wts_scale = (float)(1.0 / sqrt((double)IH))};
-        GPU_DO(l, "q rope and the indexer's key, queries and weights",
-               mt_gpu_attn_prologue(&ap, s));
-        if (sparse && L->ikey8 != NULL) {
-            GPU_DO(l, "index key fp8 quantization",
-                   mt_gpu_hadamard_quant(ki, m, ID, L->ikey8 + (size_t)start * ID,
-                                         L->ikscale + start, NULL, 0.0f, s));
-        }
-    } else {
-        GPU_DO(l, "q rope",
-               mt_gpu_rope_interleaved(g->q, m, H, qk, nope, g->freqs, half, start, s));
-        ROPE_ATT(l, "q rope factor", g->q, m * H, qk, nope);
-    }
-    if (sparse && !g->fuse) {
-        GPU_DO(l, "indexer k norm", mt_gpu_layernorm(ki, L->idx_norm_w, L->idx_norm_b, m, ID,
-                                                     1e-6f, ki, s));
-        GPU_DO(l, "indexer k rope", mt_gpu_rope_half(ki, m, 1, ID, 0, g->freqs, half, start,
-                                                     s));
-        ROPE_ATT(l, "indexer k rope factor", ki, m, ID, 0);
-        if (iq) {
-            GPU_DO(l, "indexer q rope", mt_gpu_rope_half(g->qi, m, IH, ID, 0, g->freqs, half,
-                                                         start, s));
-            ROPE_ATT(l, "indexer q rope factor", g->qi, m * IH, ID, 0);
-            GPU_DO(l, "indexer weights scale",
-                   mt_gpu_scale_cols(g->wts, m, IH, 0, IH, (float)(1.0 / sqrt((double)IH)), s));
-        }
-        if (L->ikey != NULL) {
-            GPU_DO(l, "index key cache write",
-                   mt_gpu_rows_convert(L->ikey + (size_t)start * ID, MT_DTYPE_F32, ID, ki, ID,
-                                       m, ID, s));
-        }
-        if (L->ikey8 != NULL) {
-            GPU_DO(l, "index key fp8 quantization",
-                   mt_gpu_hadamard_quant(ki, m, ID, L->ikey8 + (size_t)start * ID,
-                                         L->ikscale + start, NULL, 0.0f, s));
-        }
-    }
-    /* the queries absorbed through kv_b's key half, all m tokens at once */
-    if (m > TOK) {
-        GPU_DO(l, "query absorption", mt_gpu_gemm_absorb_q(g->gemm, &L->kvb.w, g->q, m, H, nope,
-                                                           vd, rope, g->q_lat, g->q_pe, s));
-    } else {
-        GPU_DO(l, "query absorption", mt_gpu_mla_absorb_q(g->q, &L->kvb.w, m, H, nope, vd, rope,
-                                                          g->q_lat, g->q_pe, s));
-    }
-    float iscale = (float)(1.0 / sqrt((double)ID));
-    /*
-     * A prompt chunk (exact indexer): the queries whose keys outnumber index_topk (from t0 on)
-     * are scored and selected score_rows at a time, one launch each for the scores and the top-k
-     * (rows of ld = start + m, the tail of each -inf), instead of two launches a token.
-     */
-    int64_t topk = c->index_topk;
-    int t0 = (int)MT_MAX(0, MT_MIN((int64_t)m, topk - start)); /* first token with a real top-k */
-    bool batched = sparse && !fp8 && m > TOK && g->batch_index && t0 < m;
-    int64_t ld = start + m;
-    int b0 = t0, b1 = t0; /* the batch whose selections g->idx holds: tokens b0..b1-1 */
-    /*
-     * Sparse MLA of a prompt chunk (BF16 cache, tensor cores): the dense rows (fewer keys than
-     * index_topk: tokens before t0) in one launch, each batch of selected rows in one launch
-     * after its top-k, instead of a launch and a merge a token (the rows of the FP8 indexer's
-     * per-token selections stay a token at a time).
-     */
-    bool prompt_mla = g->prompt_mla && m > TOK;
-    int t_dense = sparse ? t0 : m;
-    if (prompt_mla && t_dense > 0) {
-        GPU_DO(l, "sparse MLA (prompt rows)",
-               mt_gpu_mla_prompt(g->q_lat, g->q_pe, H, kvl, rope, g->lat_dtype, L->lat, L->kpe,
-                                 NULL, 0, 0, (int)start + 1, t_dense, e->softmax_scale, g->o_lat,
-                                 s));
-    }
-    for (int t = 0; t < m; t++) {
-        int64_t pos = start + t;
-        int64_t n_keys = pos + 1;
-        int64_t k = MT_MIN((int64_t)c->index_topk, n_keys);
-        const int32_t *sel = NULL;
-        int n_idx = (int)n_keys;
-
-        if (batched && t >= t0) {
-            if (t >= b1) {
-                b0 = t;
-                b1 = MT_MIN(m, t + g->score_rows);
-                GPU_DO(l, "index scores (prompt rows)",
-                       mt_gpu_index_scores_rows(g->qi + (size_t)b0 * IH * ID,
-                                                g->wts + (size_t)b0 * IH, IH, ID, L->ikey,
-                                                n_keys, b1 - b0, iscale, g->scores, ld, s));
-                GPU_DO(l, "indexer top-k (prompt rows)",
-                       mt_gpu_topk(g->scores, ld, b1 - b0, ld, NULL, (int)topk, g->idx, NULL,
-                                   NULL, s));
-                if (prompt_mla) {
-                    GPU_DO(l, "sparse MLA (prompt rows)",
-                           mt_gpu_mla_prompt(g->q_lat + (size_t)b0 * H * kvl,
-                                             g->q_pe + (size_t)b0 * H * rope, H, kvl, rope,
-                                             g->lat_dtype, L->lat, L->kpe, g->idx, topk,
-                                             (int)topk, 0, b1 - b0, e->softmax_scale,
-                                             g->o_lat + (size_t)b0 * H * kvl, s));
-                }
-            }
-            sel = g->idx + (size_t)(t - b0) * (size_t)topk;
-            n_idx = (int)topk;
-        } else if (sparse && k < n_keys) {
-            const float *qi = g->qi + (size_t)t * IH * ID;
-            const float *wt = g->wts + (size_t)t * IH;
-            if (!fp8) {
-                GPU_DO(l, "index scores", mt_gpu_index_scores(qi, wt, IH, ID, L->ikey, n_keys,
-                                                              iscale, g->scores, s));
-            } else {
-                GPU_DO(l, "index query fp8 quantization",
-                       mt_gpu_hadamard_quant(qi, IH, ID, g->q8, g->wq, wt, iscale, s));
-                if (IH == 64 && ID == 128) {
-                    GPU_DO(l, "fp8 index scores",
-                           mt_gpu_index_scores_fp8(g->q8, g->wq, IH, ID, L->ikey8, L->ikscale,
-                                                   n_keys, start, g->scores, s));
-                } else {
-                    GPU_DO(l, "fp8 index scores",
-                           mt_gpu_index_scores_fp8_any(g->q8, g->wq, IH, ID, L->ikey8,
-                                                       L->ikscale, n_keys, g->scores, s));
-                }
-            }
-            GPU_DO(l, "indexer top-k", mt_gpu_topk(g->scores, n_keys, 1, n_keys, NULL, (int)k,
-                                                   g->idx, NULL, g->topk_work, s));
-            sel = g->idx;
-            n_idx = (int)k;
-        }
-        if (e->hook != NULL) {
-            if (sel != NULL) {
-                GPU_DO(l, "top-k copy", mt_gpu_copy_async(g->h_idx, sel, (size_t)n_idx * 4, 0, s));
-                GPU_DO(l, "top-k copy", mt_gpu_stream_sync(s));
-                qsort(g->h_idx, (size_t)n_idx, sizeof(int32_t), cmp_i32);
-            } else {
-                for (int i = 0; i < n_idx; i++) {
-                    g->h_idx[i] = i;
-                }
-            }
-            e->hook(e->hook_ctx, l, pos, g->h_idx, n_idx);
-        }
-        const float *q_lat = g->q_lat + (size_t)t * H * kvl;
-        const float *q_pe = g->q_pe + (size_t)t * H * rope;
-        float *o_lat = g->o_lat + (size_t)t * H * kvl;
-        if (prompt_mla && (t < t_dense || (batched && t >= t0))) {
-            continue; /* its row ran in a launch of many */
-        }
-        if (g->fast_mla) {
-            GPU_DO(l, "sparse MLA", mt_gpu_mla_decode(q_lat, q_pe, H, kvl, rope, g->lat_dtype,
-                                                      L->lat, L->kpe, sel, n_idx,
-                                                      e->softmax_scale, g->mla_work, o_lat, s));
-        } else {
-            GPU_DO(l, "sparse MLA", mt_gpu_mla_decode_any(q_lat, q_pe, H, kvl, rope,
-                                                          g->lat_dtype, L->lat, L->kpe, sel,
-                                                          n_idx, e->softmax_scale, g->mla_work,
-                                                          o_lat, s));
-        }
-    }
-    /* the outputs through kv_b's value half, all m tokens at once */
-    if (m > TOK) {
-        GPU_DO(l, "value absorption", mt_gpu_gemm_absorb_v(g->gemm, &L->kvb.w, g->o_lat, m, H,
-                                                           nope, vd, g->attn, s));
-    } else {
-        GPU_DO(l, "value absorption", mt_gpu_mla_absorb_v(g->o_lat, &L->kvb.w, m, H, nope, vd,
-                                                          g->attn, s));
-    }
-    GPU_DO(l, "o_proj", eng_gpu_lin(&L->o, g->attn, m, g->y, s));
-    return MT_OK;
-}
-
 /*
  * The layers on g->h [m, hidden] for m tokens at pos (launches only: nothing waits unless a
  * layer's experts live on the host). With g->fuse each residual add runs in one kernel with the
@@ -1330,7 +1072,7 @@ layers_launch(struct mt_engine *e, struct eng_gpu *g, int m, int64_t pos)
         if (l == 0 || !g->fuse) {
             GPU_DO(l, "input norm", mt_gpu_rmsnorm(g->h, L->input_norm, m, D, eps, g->x, s));
         }
-        if ((st = gpu_attention(e, g, l, m, pos)) != MT_OK) {
+        if ((st = eng_gpu_attention(e, g, l, m, pos)) != MT_OK) {
             return st;
         }
         if (g->fuse) {

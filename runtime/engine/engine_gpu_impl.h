@@ -213,6 +213,9 @@ mt_status_t eng_gpu_up_mlp(struct mt_engine *e, struct eng_gpu *g,
  * up to MT_GPU_GEMV_MAX_TOK tokens, the GEMM of gemm.h above (n <= g->chunk).
  */
 mt_status_t eng_gpu_lin(const struct gw *w, const float *x, int n, float *y, struct CUstream_st *s);
+/* MLA + DSA of layer l for m tokens at start: g->y [m, hidden] (engine_gpu_attn.c). */
+mt_status_t eng_gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m,
+                              int64_t start);
 /* SwiGLU MLP of x [m, hidden] -> out (g->gs and g->us as scratch). */
 mt_status_t eng_gpu_mlp(struct eng_gpu *g, int l, const struct g_mlp *M, const float *x, int m,
                         float *out);
