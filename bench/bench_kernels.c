@@ -287,7 +287,8 @@ bench_gemv(enum mt_dtype dt, int64_t rows, int64_t cols, int n_tok)
 
     mt_gpu_arena_reset(arena);
     for (int c = 0; c < copies; c++) {
-        g.w[c] = (struct mt_gpu_weight){dt, dalloc(wb), fp8 ? dalloc(sb) : NULL, rows, cols};
+        g.w[c] = (struct mt_gpu_weight){dt, dalloc(wb), fp8 ? dalloc(sb) : NULL, rows, cols,
+                                          false};
         dfill((void *)g.w[c].data, wb, fp8 ? FILL_FP8 : FILL_BF16);
         if (fp8) {
             dfill((void *)g.w[c].scale, sb, FILL_SCALE);
@@ -440,7 +441,7 @@ bench_moe(int n_exp, int n_tok)
             die("copy");
         }
         m.a[c] = (struct mt_gpu_moe_args){H, I, n_exp, n_exp * n_tok, n_tok, n_tok, d_ex, d_gs,
-                                          d_tok, d_pw, x, y, work};
+                                          d_tok, d_pw, x, y, work, NULL};
     }
     time_modes(moe_run, &m, copies, &med, &p90, &pdl);
     snprintf(shape, sizeof(shape), "%d exp 2048x7168 t%d", n_exp, n_tok);
@@ -671,7 +672,8 @@ bench_absorb(void)
 
     mt_gpu_arena_reset(arena);
     for (int c = 0; c < copies; c++) {
-        a.kvb[c] = (struct mt_gpu_weight){MT_DTYPE_F8_E4M3, dalloc(wb), dalloc(sb), 32768, 512};
+        a.kvb[c] = (struct mt_gpu_weight){MT_DTYPE_F8_E4M3, dalloc(wb), dalloc(sb), 32768, 512,
+                                            false};
         dfill((void *)a.kvb[c].data, wb, FILL_FP8);
         dfill((void *)a.kvb[c].scale, sb, FILL_SCALE);
     }

@@ -54,7 +54,7 @@ main(void)
 
     /* bad shapes are refused before any launch */
     struct mt_gpu_weight w = {MT_DTYPE_F8_E4M3, gt_alloc(4096), (const float *)gt_alloc(256), 16,
-                              100};
+                              100, false};
     float *x = gt_alloc(4096);
     tap_ok(mt_gpu_linear(&w, x, 1, x, NULL) == MT_ERR_INVAL,
            "FP8 linear with 100 columns (not a multiple of 16) is MT_ERR_INVAL");

@@ -58,7 +58,7 @@ check_linear_x(enum mt_dtype dt, int64_t rows, int64_t cols, int n_tok, float x_
     }
     mt_gpu_arena_reset(gt_arena);
     struct mt_gpu_weight gw = {dt, gt_put(w, n_w * (fp8 ? 1 : 2)),
-                               fp8 ? gt_put(s, n_s * sizeof(float)) : NULL, rows, cols};
+                               fp8 ? gt_put(s, n_s * sizeof(float)) : NULL, rows, cols, false};
     float *d_x = gt_put(x, (size_t)n_tok * cols * sizeof(float));
     float *d_y = gt_alloc((size_t)n_tok * rows * sizeof(float));
     mt_status_t st = mt_gpu_linear(&gw, d_x, n_tok, d_y, NULL);
@@ -108,7 +108,7 @@ check_repeat(int64_t rows, int64_t cols, int n_tok)
     gt_fill(x, (size_t)n_tok * cols, -1.0f, 1.0f);
     mt_gpu_arena_reset(gt_arena);
     struct mt_gpu_weight gw = {MT_DTYPE_F8_E4M3, gt_put(w, n_w), gt_put(s, n_s * sizeof(float)),
-                               rows, cols};
+                               rows, cols, false};
     float *d_x = gt_put(x, (size_t)n_tok * cols * sizeof(float));
     float *d_y = gt_alloc(n_y * sizeof(float));
     bool ok = mt_gpu_linear(&gw, d_x, n_tok, d_y, NULL) == MT_OK;
@@ -153,7 +153,7 @@ check_swiglu(int64_t rows, int64_t cols, bool fused)
     }
     mt_gpu_arena_reset(gt_arena);
     struct mt_gpu_weight gw = {MT_DTYPE_F8_E4M3, gt_put(w, n_w), gt_put(s, n_s * sizeof(float)),
-                               rows, cols};
+                               rows, cols, false};
     float *d_gu = gt_put(gu, (size_t)(up_off + cols) * sizeof(float));
     float *d_h = gt_alloc((size_t)cols * sizeof(float));
     float *d_y = gt_put(y1, (size_t)rows * sizeof(float));
@@ -213,7 +213,7 @@ chain_weight(int64_t rows, int64_t cols)
     gt_fill_fp8(w, n_w);
     gt_fill(s, n_s, 0.5f / 448.0f, 1.5f / 448.0f);
     struct mt_gpu_weight gw = {MT_DTYPE_F8_E4M3, gt_put(w, n_w), gt_put(s, n_s * sizeof(float)),
-                               rows, cols};
+                               rows, cols, false};
     free(s);
     free(w);
     return gw;
