@@ -586,23 +586,18 @@ absorb_x3(struct mt_gpu_gemm *g, const struct mt_gpu_weight *kvb, bool value, co
         const __nv_bfloat16 *bs[3] = {xh, xl, xh};
         for (int k = 0; k < (exact ? 2 : 3) && st == MT_OK; k++) {
             const __nv_bfloat16 *ah = as[k] + (size_t)h0 * sa;
-            if (!value) {
-                /* q_lat' [kvl, n] (ld H kvl) = K_h' q_h': K_h [nope, kvl] row-major (ld lda) */
-                st = cublas_status(cublasGemmStridedBatchedEx(
-                                       g->handle, CUBLAS_OP_N, CUBLAS_OP_N, kvl, n, nope, &one, ah,
-                                       CUDA_R_16BF, lda, sa, bs[k], CUDA_R_16BF, nh * kdim, kdim,
-                                       k == 0 ? &zero : &one, out + (size_t)h0 * kvl, CUDA_R_32F,
-                                       H * kvl, kvl, nh, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-                                   "absorb q batched GEMM (bf16x3)");
-            } else {
-                /* out' [vd, n] (ld H vd) = V_h'^T o_h': V_h [vd, kvl] row-major (ld lda) */
-                st = cublas_status(cublasGemmStridedBatchedEx(
-                                       g->handle, CUBLAS_OP_T, CUBLAS_OP_N, vd, n, kvl, &one, ah,
-                                       CUDA_R_16BF, lda, sa, bs[k], CUDA_R_16BF, nh * kdim, kdim,
-                                       k == 0 ? &zero : &one, out + (size_t)h0 * vd, CUDA_R_32F,
-                                       H * vd, vd, nh, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-                                   "absorb v batched GEMM (bf16x3)");
-            }
+            /*
+             * q: q_lat' [kvl, n] (ld H kvl) = K_h' q_h', K_h [nope, kvl] row-major (ld lda);
+             * v: out' [vd, n] (ld H vd) = V_h'^T o_h', V_h [vd, kvl] row-major (ld lda).
+             */
+            int rows = value ? vd : kvl;
+            st = cublas_status(cublasGemmStridedBatchedEx(
+                                   g->handle, value ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N,
+                                   rows, n, kdim, &one, ah, CUDA_R_16BF, lda, sa, bs[k],
+                                   CUDA_R_16BF, nh * kdim, kdim, k == 0 ? &zero : &one,
+                                   out + (size_t)h0 * rows, CUDA_R_32F, H * rows, rows, nh,
+                                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                               "absorption batched GEMM (bf16x3)");
             st = st == MT_OK ? mt_cuda_launched(value ? "cublas absorb v" : "cublas absorb q",
                                                 stream)
                              : st;
