@@ -62,8 +62,10 @@ mt_status_t mt_gpu_gemm_linear(struct mt_gpu_gemm *g, const struct mt_gpu_weight
                                const float *x, int n, float *y, struct CUstream_st *stream);
 
 /*
- * MLA's absorption for n tokens, in fp32 (kv_b dequantized once into the slab), kv_b
- * [H * (nope + vd), kvl] in any dtype of mt_gpu_weight or F32:
+ * MLA's absorption for n tokens, kv_b [H * (nope + vd), kvl] in any dtype of mt_gpu_weight or
+ * F32: in the BF16X3 mode (widths multiples of 8, FP8 or BF16 kv_b) as hi + lo splits on tensor
+ * cores, heads in groups that fit the x planes; otherwise in fp32 (kv_b dequantized once into
+ * the slab):
  *   absorb_q: q [n, H, nope + rope] -> q_lat [n, H, kvl] (the nope part through the key half)
  *             and q_pe [n, H, rope] (copied);
  *   absorb_v: o_lat [n, H, kvl] -> out [n, H, vd] (through the value half).

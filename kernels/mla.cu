@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * mla.cu - sparse MLA decode in absorbed form: 128 heads of one query token attend to the same
- * [latent 512 | k_pe 64] rows of the selected cache positions (spec 2.6, mt_cpu_mla_absorbed).
+ * [latent 512 | k_pe 64] rows of the selected cache positions (spec 2.6, mt_cpu_mla_absorbed);
+ * and a prompt chunk's rows, many a launch (mt_gpu_mla_prompt, the small tensor-core kernel).
  *
  * The one idea: every head reads the same keys and values, so a block takes 16 heads and a split
  * of the positions, stages each chunk of cache rows once in shared memory for all 16 heads, and

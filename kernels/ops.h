@@ -267,8 +267,8 @@ MT_GPU_FN mt_status_t mt_gpu_mla_tensor_cores(bool *out);
  * positions: with idx, idx[r * ld_idx + j] for j < n_idx (entries < 0 skipped); without, the
  * dense causal set 0 .. n_first + r - 1. One block a row and 16 heads walks all of the row's
  * positions (no splits to merge: many rows fill the GPU), so the work space is none and each row
- * gets what mt_gpu_mla_decode gets with a single split. Needs mt_gpu_mla_tensor_cores and
- * 16-byte aligned q; MT_ERR_INVAL otherwise.
+ * gets what mt_gpu_mla_decode gets with a single split. n_rows <= 65535. Needs
+ * mt_gpu_mla_tensor_cores and 16-byte aligned q; MT_ERR_INVAL otherwise.
  */
 MT_GPU_FN mt_status_t mt_gpu_mla_prompt(const float *q_lat, const float *q_pe, int n_heads,
                                         int kv_rank, int rope, enum mt_dtype cache_dtype,

@@ -815,11 +815,14 @@ eng_gpu_create(struct mt_engine *e)
     gemv_loop_max = ev != NULL ? atoi(ev) : GEMV_LOOP_DEFAULT;
     g->gemm_math = g->lat_dtype == MT_DTYPE_F32 ? MT_GPU_GEMM_F32 : MT_GPU_GEMM_BF16X3;
     ev = getenv("MT_GPU_GEMM");
-    if (ev != NULL) {
+    if (ev != NULL && strcmp(ev, "bf16") != 0 && strcmp(ev, "bf16x3") != 0 &&
+        strcmp(ev, "f32") != 0) {
+        mt_log_warn("MT_GPU_GEMM=%s is none of bf16, bf16x3, f32: the GEMM keeps %s", ev,
+                    mt_gpu_gemm_math_name(g->gemm_math));
+    } else if (ev != NULL) {
         g->gemm_math = strcmp(ev, "bf16") == 0     ? MT_GPU_GEMM_BF16
                        : strcmp(ev, "bf16x3") == 0 ? MT_GPU_GEMM_BF16X3
-                       : strcmp(ev, "f32") == 0    ? MT_GPU_GEMM_F32
-                                                   : g->gemm_math;
+                                                   : MT_GPU_GEMM_F32;
     }
 
     /* the counting pass, then one arena of exactly that size under the budget */
