@@ -16,12 +16,12 @@
  * gemm.h (cuBLAS on dequantized slabs: bf16 hi + lo splits on tensor cores by default, fp32 or
  * plain BF16 as options), and MLA's absorption through kv_b as batched GEMMs. A layer's
  * attention is engine_gpu_attn.c: inside a chunk the exact indexer scores and selects many
- * queries a launch, and sparse MLA (BF16 cache) runs many rows a launch; the FP8 indexer and the
- * fp32 cache's MLA run per token as attention.c does. A MoE layer with experts off the GPU, or a
- * chunk longer than a decode batch, copies the router's choices back to the host and groups the
- * (token, expert) pairs there exactly as moe.c does (engine_gpu_moe.c); a chunk's GPU experts
- * run as one grouped launch (groups of up to 8 tokens). A decode batch through layers whose
- * experts all live on the GPU groups them on the device instead, so such a step waits for
+ * queries a launch (the FP8 indexer one), and sparse MLA (BF16 cache) runs many rows a launch;
+ * the fp32 cache's MLA runs per token as attention.c does. A MoE layer with experts off the GPU,
+ * or a chunk longer than a decode batch, copies the router's choices back to the host and groups
+ * the (token, expert) pairs there exactly as moe.c does (engine_gpu_moe.c); a chunk's GPU
+ * experts run as one grouped launch (groups of up to 8 tokens). A decode batch through layers
+ * whose experts all live on the GPU groups them on the device instead, so such a step waits for
  * nothing until its logits.
  *
  * Decode steps as CUDA graphs: a step of the all-GPU model is ~100 small launches, and launched

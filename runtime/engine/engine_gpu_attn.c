@@ -3,7 +3,8 @@
  * engine_gpu_attn.c - one layer's attention in the GPU backend: MLA in absorbed form with
  * DeepSeek Sparse Attention's lightning indexer, in attention.c's order of operations, for a
  * decode step (up to MT_GPU_GEMV_MAX_TOK tokens: GEMVs and one query's kernels) or a prompt
- * chunk (GEMMs; the exact indexer's scores and top-k, and sparse MLA, many rows a launch).
+ * chunk (GEMMs; the exact indexer's scores and top-k many rows a launch, the FP8 indexer's a
+ * row a launch; sparse MLA many rows a launch either way).
  *
  * The projections and norms (q_a -> q_b, kv_a -> the latent cache, the indexer's q, k and head
  * weights) run first; the queries are absorbed through kv_b's key half; then each token's
@@ -174,11 +175,13 @@ eng_gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t 
     /*
      * Sparse MLA of a prompt chunk (BF16 cache, tensor cores): the dense rows (fewer keys than
      * index_topk: tokens before t0) in one launch, each batch of selected rows in one launch
-     * after its top-k, instead of a launch and a merge a token (the rows of the FP8 indexer's
-     * per-token selections stay a token at a time).
+     * after its top-k, instead of a launch and a merge a token. Rows selected a token at a time
+     * (the FP8 indexer, MT_GPU_BATCH_INDEX=0) keep their selections side by side in g->idx and
+     * go the same way score_rows at a time (p0: the first of the rows pending, pn of them).
      */
     bool prompt_mla = g->prompt_mla && m > TOK;
     int t_dense = sparse ? t0 : m;
+    int p0 = 0, pn = 0;
     if (prompt_mla && t_dense > 0) {
         GPU_DO(l, "sparse MLA (prompt rows)",
                mt_gpu_mla_prompt(g->q_lat, g->q_pe, H, kvl, rope, g->lat_dtype, L->lat, L->kpe,
@@ -233,10 +236,24 @@ eng_gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t 
                                                        L->ikscale, n_keys, g->scores, s));
                 }
             }
+            int32_t *dst = g->idx;
+            if (prompt_mla) { /* k == index_topk here: rows side by side */
+                p0 = pn == 0 ? t : p0;
+                dst = g->idx + (size_t)pn * (size_t)topk;
+            }
             GPU_DO(l, "indexer top-k", mt_gpu_topk(g->scores, n_keys, 1, n_keys, NULL, (int)k,
-                                                   g->idx, NULL, g->topk_work, s));
-            sel = g->idx;
+                                                   dst, NULL, g->topk_work, s));
+            sel = dst;
             n_idx = (int)k;
+            if (prompt_mla && (++pn == g->score_rows || t == m - 1)) {
+                GPU_DO(l, "sparse MLA (prompt rows)",
+                       mt_gpu_mla_prompt(g->q_lat + (size_t)p0 * H * kvl,
+                                         g->q_pe + (size_t)p0 * H * rope, H, kvl, rope,
+                                         g->lat_dtype, L->lat, L->kpe, g->idx, topk, (int)topk,
+                                         0, pn, e->softmax_scale,
+                                         g->o_lat + (size_t)p0 * H * kvl, s));
+                pn = 0;
+            }
         }
         if (e->hook != NULL) {
             if (sel != NULL) {
@@ -253,8 +270,8 @@ eng_gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t 
         const float *q_lat = g->q_lat + (size_t)t * H * kvl;
         const float *q_pe = g->q_pe + (size_t)t * H * rope;
         float *o_lat = g->o_lat + (size_t)t * H * kvl;
-        if (prompt_mla && (t < t_dense || (batched && t >= t0))) {
-            continue; /* its row ran in a launch of many */
+        if (prompt_mla && (t < t_dense || sel != NULL)) {
+            continue; /* its row ran (or runs) in a launch of many */
         }
         if (g->fast_mla) {
             GPU_DO(l, "sparse MLA", mt_gpu_mla_decode(q_lat, q_pe, H, kvl, rope, g->lat_dtype,
