@@ -30,12 +30,14 @@
  * GEMM chunks and an 8-token GEMV remainder) against the same prompt one token at a time (the
  * GEMV path), all 300 rows of logits within REL_CHUNK (with the bf16 cache the median row within
  * REL_SPLIT_BF16: measured, one flipped top-k choice moved the worst row by 0.29), and 8 greedy
- * tokens after it identical.
+ * tokens after it identical. Then a model with V3.2's attention shapes (mla_shape) for the
+ * V3.2-shape prompt paths, which the golden models' shapes do not reach.
  * Without a CUDA device: 1..0 # SKIP.
  */
 #include <config.h>
 
 #include "kernels/kernels.h"
+#include "kernels/launch_times.h"
 #include "runtime/base/rng.h"
 #include "runtime/engine/engine.h"
 #include "runtime/model/model.h"
@@ -457,6 +459,114 @@ out:
  * that step fails with MT_ERR_FORMAT naming the table and the token), and the final norm +inf
  * (a one-token forward's logits are not finite: MT_ERR_FORMAT from the logits' check).
  */
+/* Launches recorded under `name` since the last reset (MT_GPU_KERNEL_TIMES' table). */
+static long
+launches_of(const char *name)
+{
+    struct mt_gpu_launch_time t[64];
+    int n = mt_gpu_launch_times_flush() == MT_OK ? mt_gpu_launch_times_get(t, 64) : 0;
+
+    for (int i = 0; i < n; i++) {
+        if (strcmp(t[i].name, name) == 0) {
+            return t[i].launches;
+        }
+    }
+    return 0;
+}
+
+/*
+ * V3.2's attention shapes on a whole model (`moetier synth --preset tiny-mla`: 16 heads, latent
+ * 512, rope 64, index_topk 16), where the GPU engine takes its V3.2-shape paths: a prompt's
+ * sparse MLA in launches of many rows (mt_gpu_mla_prompt), its GPU experts grouped, the BF16X3
+ * GEMM and absorptions, then the decode kernels. 300 prompt tokens (284 rows select 16 of their
+ * keys) against the CPU engine with the same bf16 cache, exact and FP8 indexers: the median
+ * row of logits within REL_SPLIT_BF16 (the worst printed) and 8 greedy tokens equal; the same
+ * against the GPU's per-token paths (MT_GPU_PROMPT_MLA=0 MT_GPU_CHUNK_MOE=0 MT_GPU_GEMM=f32);
+ * and the kernel table says the launches of many rows did run.
+ */
+static void
+mla_shape(void)
+{
+    const char *dir = tap_tmpdir();
+    struct mt_synth_options so = {.out_dir = dir, .preset = "tiny-mla", .layers = -1,
+                                  .dense_layers = -1, .mtp = -1, .seed = 3, .force = true};
+    struct mt_model *m = NULL;
+    enum { N = 300, GEN = 8 };
+    int32_t ids[N], want[GEN], got[GEN];
+    struct mt_rng rng;
+
+    if (!tap_ok(mt_synth_write(&so, NULL) == MT_OK && mt_model_open(dir, &m) == MT_OK,
+                "tiny-mla: synthesized and opened: %s", mt_last_error())) {
+        tap_rmtree(dir);
+        return;
+    }
+    for (int ix = 0; ix < 2; ix++) {
+        enum mt_indexer_mode mode = ix == 0 ? MT_INDEXER_EXACT : MT_INDEXER_FP8;
+        const char *mn = ix == 0 ? "exact" : "FP8";
+        struct mt_engine *cpu = NULL, *gpu = NULL, *old = NULL;
+        bool built = make_engine(m, MT_DEVICE_CPU, MT_DTYPE_BF16, mode, &cpu) == MT_OK &&
+                     make_engine(m, MT_DEVICE_GPU, MT_DTYPE_BF16, mode, &gpu) == MT_OK;
+        setenv("MT_GPU_PROMPT_MLA", "0", 1);
+        setenv("MT_GPU_CHUNK_MOE", "0", 1);
+        setenv("MT_GPU_GEMM", "f32", 1);
+        built = built && make_engine(m, MT_DEVICE_GPU, MT_DTYPE_BF16, mode, &old) == MT_OK;
+        unsetenv("MT_GPU_PROMPT_MLA");
+        unsetenv("MT_GPU_CHUNK_MOE");
+        unsetenv("MT_GPU_GEMM");
+        int V = built ? mt_engine_vocab(gpu) : 1;
+        float *a = malloc((size_t)N * V * sizeof(float));
+        float *b = malloc((size_t)N * V * sizeof(float));
+        float *c = malloc((size_t)N * V * sizeof(float));
+        if (!tap_ok(built && a != NULL && b != NULL && c != NULL,
+                    "tiny-mla %s indexer: engines build", mn)) {
+            goto next;
+        }
+        mt_rng_init(&rng, 77);
+        for (int i = 0; i < N; i++) {
+            ids[i] = (int32_t)(mt_rng_next(&rng) % (uint64_t)V);
+        }
+        mt_gpu_launch_times_enable(true);
+        mt_gpu_launch_times_reset();
+        bool ok = mt_engine_forward(gpu, ids, N, true, a) == MT_OK;
+        long rows_launches = launches_of("mla_prompt");
+        long grouped = launches_of("moe_gate_up");
+        mt_gpu_launch_times_reset();
+        mt_gpu_launch_times_enable(false);
+        ok = ok && mt_engine_forward(cpu, ids, N, true, b) == MT_OK &&
+             mt_engine_forward(old, ids, N, true, c) == MT_OK;
+        /* median rows: a bf16 latent rounded the other way can flip a top-k choice and move
+           that row far (chunk_test); a wrong kernel moves every row by ~1 */
+        double mc = ok ? median_row_rel(a, b, N, V) : INFINITY;
+        double mo = ok ? median_row_rel(a, c, N, V) : INFINITY;
+        tap_ok(ok && rows_launches > 0 && grouped > 0, "tiny-mla %s indexer: the prompt's "
+               "sparse MLA ran in %ld launches of many rows, its experts in %ld grouped ones", mn,
+               rows_launches, grouped);
+        tap_ok(ok && mc <= REL_SPLIT_BF16, "tiny-mla %s indexer: %d prompt tokens' logits, "
+               "median row within %.0e of the CPU engine's with the same bf16 cache (median "
+               "%.2e, worst %.2e)", mn, N, REL_SPLIT_BF16, mc,
+               ok ? golden_worst_row_rel(a, b, N, V, NULL) : INFINITY);
+        tap_ok(ok && mo <= REL_SPLIT_BF16, "tiny-mla %s indexer: and of the GPU's per-token MLA, "
+               "per-expert MLPs and fp32 GEMM (median %.2e, worst %.2e)", mn, mo,
+               ok ? golden_worst_row_rel(a, c, N, V, NULL) : INFINITY);
+        ok = ok && golden_greedy(cpu, ids, N, GEN, want) && golden_greedy(gpu, ids, N, GEN, got);
+        int bad = -1;
+        for (int i = 0; ok && i < GEN && bad < 0; i++) {
+            bad = want[i] != got[i] ? i : -1;
+        }
+        tap_ok(ok && bad < 0, "tiny-mla %s indexer: %d greedy tokens after the prompt equal the "
+               "CPU engine's (first difference at %d)", mn, GEN, bad);
+    next:
+        free(a);
+        free(b);
+        free(c);
+        mt_engine_destroy(cpu);
+        mt_engine_destroy(gpu);
+        mt_engine_destroy(old);
+    }
+    mt_model_destroy(m);
+    tap_rmtree(dir);
+}
+
 static void
 poisoned(void)
 {
@@ -539,6 +649,7 @@ main(void)
         snprintf(dir, sizeof(dir), "%s/%s", base, sets[i]);
         golden_one(dir, sets[i]);
     }
+    mla_shape();
     poisoned();
     return tap_done();
 }

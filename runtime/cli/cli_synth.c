@@ -22,11 +22,12 @@ static void
 synth_usage(FILE *f)
 {
     fprintf(f,
-            "usage: moetier synth -o DIR --preset tiny|small|v32-shape [options]\n\n"
+            "usage: moetier synth -o DIR --preset tiny|tiny-mla|small|v32-shape [options]\n\n"
             "Write a random DeepSeek-V3.2 checkpoint with the published tensor names, shapes,\n"
             "dtypes, shards, index, config.json and tokenizer files.\n\n"
             "  -o, --output DIR       directory to create (must be empty unless --force)\n"
             "  -p, --preset NAME      tiny (hidden 256, 4 layers, own tokenizer, 7 MB),\n"
+            "                         tiny-mla (tiny with V3.2's attention shapes, 2 layers),\n"
             "                         small (hidden 512, 4 layers, real vocabulary, ~310 MB),\n"
             "                         v32-shape (671B dimensions, 5 layers, ~50 GB)\n"
             "      --layers N         main layers (default: the preset's)\n"

@@ -243,11 +243,30 @@ synth_preset_small_(struct mt_model_config *cfg)
     cfg->index_topk = 256;
 }
 
+/*
+ * tiny with V3.2's attention shapes (16 heads, latent 512, rope 64, nope 128, v 128): the GPU
+ * engine's V3.2-shape MLA kernels run on it (a decode step's and a prompt's) while the rest stays
+ * tiny, so tests can hold them to the CPU engine on a whole model. 2 layers, ~10 MB.
+ */
+static void
+synth_preset_tiny_mla_(struct mt_model_config *cfg)
+{
+    synth_preset_tiny_(cfg);
+    cfg->num_hidden_layers = 2;
+    cfg->num_attention_heads = 16;
+    cfg->num_key_value_heads = 16;
+    cfg->q_lora_rank = 128;
+    cfg->kv_lora_rank = 512;
+    cfg->qk_nope_head_dim = 128;
+    cfg->qk_rope_head_dim = 64;
+    cfg->v_head_dim = 128;
+}
+
 static bool
 synth_preset_known_(const char *preset)
 {
-    return preset != NULL && (strcmp(preset, "tiny") == 0 || strcmp(preset, "small") == 0 ||
-                              strcmp(preset, "v32-shape") == 0);
+    return preset != NULL && (strcmp(preset, "tiny") == 0 || strcmp(preset, "tiny-mla") == 0 ||
+                              strcmp(preset, "small") == 0 || strcmp(preset, "v32-shape") == 0);
 }
 
 bool
@@ -264,12 +283,14 @@ mt_synth_config(const struct mt_synth_options *opt, struct mt_model_config *cfg_
     char what[64];
 
     if (!synth_preset_known_(opt->preset)) {
-        return mt_fail(MT_ERR_INVAL, 0, "unknown synth preset '%s' (expected tiny, small or "
-                       "v32-shape)", opt->preset != NULL ? opt->preset : "(none)");
+        return mt_fail(MT_ERR_INVAL, 0, "unknown synth preset '%s' (expected tiny, tiny-mla, "
+                       "small or v32-shape)", opt->preset != NULL ? opt->preset : "(none)");
     }
     mt_config_default_v32(&cfg);
     if (strcmp(opt->preset, "tiny") == 0) {
         synth_preset_tiny_(&cfg);
+    } else if (strcmp(opt->preset, "tiny-mla") == 0) {
+        synth_preset_tiny_mla_(&cfg);
     } else if (strcmp(opt->preset, "small") == 0) {
         synth_preset_small_(&cfg);
     } else {
@@ -1283,7 +1304,7 @@ synth_ctx_free_(struct synth_ctx *c)
 static mt_status_t
 synth_read_inputs_(struct synth_ctx *c)
 {
-    if (strcmp(c->opt->preset, "tiny") == 0) {
+    if (strcmp(c->opt->preset, "tiny") == 0 || strcmp(c->opt->preset, "tiny-mla") == 0) {
         return mt_synth_tokenizer_train(c->cfg.vocab_size, &c->tok);
     }
     return mt_synth_tokenizer_load(mt_synth_tokenizer_dir(c->opt->tokenizer_dir), &c->tok);
