@@ -38,6 +38,10 @@
 #             its id picked there, instead of by the argmax kernel on the device
 #   onechunk0 MT_MLA_TS_ONE_CHUNK=0: the defaults with short rows' sparse MLA on two chunks of
 #             positions a block at least, instead of one (kernels/mla.cu)
+#   long-stackq0  MT_GPU_STACK_Q=0 on the 2,100-token prompt: q_b and the indexer's wq_b in two
+#             GEMVs instead of one of their stacked weight (engine_gpu_attn.c)
+#   long-kernels  the `kernels` table on the 2,100-token prompt (long-kernels-stackq0: and
+#             MT_GPU_STACK_Q=0)
 #   absorb0   MT_GPU_ABSORB=0: the defaults with MLA's kv_b absorptions on engine_ops.cu's
 #             any-shape kernels instead of its streaming FP8 ones
 #   base      the defaults on another build's moetier (BASE_BIN=path; e.g. main's, for a
@@ -165,6 +169,10 @@ for c in $RUNS; do
         nopdl | nopdl2) run $c MT_GPU_PDL=0 -- --prompt-ids "$P64" -n 64 ;;
         nowave | nowave2) run $c MT_MOE_WAVE=0 -- --prompt-ids "$P64" -n 64 ;;
         absorb0) run $c MT_GPU_ABSORB=0 -- --prompt-ids "$P64" -n 64 ;;
+        long-stackq0 | long-stackq0b) run $c MT_GPU_STACK_Q=0 -- --prompt-ids "$P2K" -n 64 ;;
+        long-kernels | long-kernels-stackq0)
+            run $c MT_GPU_GRAPH=0 MT_GPU_PDL=0 MT_GPU_KERNEL_TIMES=1 \
+                $([ $c = long-kernels ] || echo MT_GPU_STACK_Q=0) -- --prompt-ids "$P2K" -n 64 ;;
         copy | copy2 | copy3) run $c MT_GPU_LOGITS_DIRECT=0 -- --prompt-ids "$P64" -n 64 ;;
         hostpick | hostpick2) run $c MT_GPU_ARGMAX=0 -- --prompt-ids "$P64" -n 64 ;;
         noahead | noahead2) run $c MT_GPU_AHEAD=0 -- --prompt-ids "$P64" -n 64 ;;
@@ -193,7 +201,7 @@ for c in $RUNS; do # greedy tokens against the run before the changes
     case $c in
         long-nograph | long-graph2 | long-base | long-base2 | long-gemv16 | long-mlasmall*) same $c long-graph ;;
         long-fp8b | long-fp8nograph) same $c long-fp8 ;;
-        long-noahead) same $c long-graph ;;
+        long-noahead | long-stackq0* | long-kernels*) same $c long-graph ;;
         long-graph | long-fp8 | before) ;;
         *) same $c before ;;
     esac

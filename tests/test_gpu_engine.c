@@ -551,6 +551,18 @@ mla_shape(void)
         tap_ok(ok && mo <= REL_SPLIT_BF16, "tiny-mla %s indexer: and of the GPU's per-token MLA, "
                "per-expert MLPs and fp32 GEMM (median %.2e, worst %.2e)", mn, mo,
                ok ? golden_worst_row_rel(a, c, N, V, NULL) : INFINITY);
+        /* decode tokens past index_topk positions: the one-token paths (q_b and the indexer's
+           wq_b in one stacked GEMV, its queries, scores and top-k a token at a time); the
+           median of DEC rows, as above */
+        enum { DEC = 5 };
+        for (int i = 0; ok && i < DEC; i++) {
+            ok = mt_engine_forward(gpu, &ids[i], 1, true, a + (size_t)i * V) == MT_OK &&
+                 mt_engine_forward(cpu, &ids[i], 1, true, b + (size_t)i * V) == MT_OK;
+        }
+        double md = ok ? median_row_rel(a, b, DEC, V) : INFINITY;
+        tap_ok(ok && md <= REL_CPU_BF16, "tiny-mla %s indexer: %d decode tokens after the "
+               "prompt, median row within %.0e of the CPU engine's (median %.2e, worst %.2e)",
+               mn, DEC, REL_CPU_BF16, md, ok ? golden_worst_row_rel(a, b, DEC, V, NULL) : INFINITY);
         /* printed, not held: on this random model the bf16 cache alone moves single rows by
            up to 0.6 between two correct engines (2026-12-01: the 8th token of the exact
            indexer's run differed), which the golden models' greedy checks do not see */

@@ -532,17 +532,21 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
            blocks of each start on a block (q_a's 1,536 and wk's 128 rows are whole blocks) */
         const struct mt_weight *xparts[3] = {&lw->q_a, &lw->idx_wk, &lw->kv_a};
         struct gw *xouts[3] = {&L->q_a, &L->idx_wk, &L->kv_a};
+        /* q_b and the indexer's wq_b both read q_a's normed output: stacked in that order (q_b's
+           24,576 rows are whole blocks), so a decode step past index_topk positions reads both
+           in one GEMV (the indexer's 12.6 MB alone take the slower CUDA-core loop) */
+        const struct mt_weight *qparts[2] = {&lw->q_b, &lw->idx_wq_b};
+        struct gw *qouts[2] = {&L->q_b, &L->idx_wq_b};
         g->cat = CAT_WEIGHTS;
         L->is_moe = lw->is_moe;
         if ((st = up_f32(e, g, lw->input_norm.w, &L->input_norm, NULL)) != MT_OK ||
             (st = up_f32(e, g, lw->post_attn_norm.w, &L->post_attn_norm, NULL)) != MT_OK ||
             (st = up_stack(e, g, 3, xparts, xouts, &L->xproj, L->xproj_off)) != MT_OK ||
             (st = up_f32(e, g, lw->q_a_norm.w, &L->q_a_norm, NULL)) != MT_OK ||
-            (st = up_linear(e, g, &lw->q_b, false, &L->q_b)) != MT_OK ||
+            (st = up_stack(e, g, 2, qparts, qouts, &L->qproj, L->qproj_off)) != MT_OK ||
             (st = up_f32(e, g, lw->kv_a_norm.w, &L->kv_a_norm, NULL)) != MT_OK ||
             (st = up_linear(e, g, &lw->kv_b, true, &L->kvb)) != MT_OK ||
             (st = up_linear(e, g, &lw->o, false, &L->o)) != MT_OK ||
-            (st = up_linear(e, g, &lw->idx_wq_b, false, &L->idx_wq_b)) != MT_OK ||
             (st = up_f32(e, g, lw->idx_k_norm.w, &L->idx_norm_w, NULL)) != MT_OK ||
             (st = up_f32(e, g, lw->idx_k_norm_bias.w, &L->idx_norm_b, NULL)) != MT_OK ||
             (st = up_linear(e, g, &lw->idx_weights_proj, false, &L->idx_wproj)) != MT_OK) {
@@ -589,7 +593,8 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
     A(g->x, T * D * f, "work");
     A(g->y, T * D * f, "work");
     A(g->qa, T * (size_t)c->q_lora_rank * f, "work");
-    A(g->q, T * H * qk * f, "work");
+    /* also one token's q_b + wq_b stacked outputs (eng_gpu_attention) */
+    A(g->q, MT_MAX(T * H * qk, H * qk + IH * ID) * f, "work");
     A(g->kv, T * (kvl + rope) * f, "work");
     A(g->lat_t, T * kvl * f, "work");
     A(g->kpe_t, T * rope * f, "work");
@@ -907,6 +912,8 @@ eng_gpu_create(struct mt_engine *e)
                     mla_tc;
     ev = getenv("MT_GPU_FUSE");
     g->fuse = ev == NULL || strcmp(ev, "0") != 0;
+    ev = getenv("MT_GPU_STACK_Q");
+    g->stack_q = ev == NULL || strcmp(ev, "0") != 0;
     if ((st = mt_gpu_pinned_alloc((size_t)TOK * (size_t)c->hidden_size * sizeof(float),
                                   "a decode step's embeddings", (void **)&g->h_emb1)) != MT_OK ||
         (st = mt_gpu_pinned_alloc((size_t)TOK * (size_t)c->vocab_size * sizeof(float),

@@ -80,13 +80,23 @@ eng_gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t 
     } else {
         GPU_DO(l, "q_a norm", mt_gpu_rmsnorm(qa, L->q_a_norm, m, ql, 1e-6f, qa, s));
     }
-    GPU_DO(l, "q_b projection", eng_gpu_lin(&L->q_b, qa, m, g->q, s));
     /* the indexer's queries and head weights only where a token has more keys than it keeps
        (top-k of n_keys <= index_topk is every key): up to 2,048 positions they are not read,
        13.5 MB a layer of V3.2; its key is, for the tokens after */
     bool iq = sparse && start + m > (int64_t)c->index_topk;
+    float *qi = g->qi; /* the indexer's queries [m, IH * ID] */
+    if (iq && g->fuse && g->stack_q && m == 1 && L->qproj.w.data != NULL) {
+        /* one token: q and the indexer's queries in one GEMV of the stacked weight, into g->q
+           (sized for both): q where it always is, the queries right after it */
+        GPU_DO(l, "q_b and indexer wq_b projections", eng_gpu_lin(&L->qproj, qa, 1, g->q, s));
+        qi = g->q + L->qproj_off[1];
+    } else {
+        GPU_DO(l, "q_b projection", eng_gpu_lin(&L->q_b, qa, m, g->q, s));
+        if (iq) {
+            GPU_DO(l, "indexer wq_b", eng_gpu_lin(&L->idx_wq_b, qa, m, qi, s));
+        }
+    }
     if (iq) {
-        GPU_DO(l, "indexer wq_b", eng_gpu_lin(&L->idx_wq_b, qa, m, g->qi, s));
         GPU_DO(l, "indexer weights_proj", eng_gpu_lin(&L->idx_wproj, g->x, m, g->wts, s));
     }
     /* unfused: the latent normed into the cache, k_pe roped into the cache, step by step */
@@ -115,7 +125,7 @@ eng_gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t 
             .q = g->q, .n_heads = H, .qk = qk, .nope = nope,
             .ki = sparse ? ki : NULL, .k_w = L->idx_norm_w, .k_b = L->idx_norm_b, .id = ID,
             .eps = 1e-6f, .key_cache = L->ikey != NULL ? L->ikey + (size_t)start * ID : NULL,
-            .qi = iq ? g->qi : NULL, .ih = IH, .wts = iq ? g->wts : NULL,
+            .qi = iq ? qi : NULL, .ih = IH, .wts = iq ? g->wts : NULL,
             .wts_scale = (float)(1.0 / sqrt((double)IH))};
         GPU_DO(l, "q rope and the indexer's key, queries and weights",
                mt_gpu_attn_prologue(&ap, s));
@@ -136,9 +146,9 @@ eng_gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t 
                                                      s));
         ROPE_ATT(l, "indexer k rope factor", ki, m, ID, 0);
         if (iq) {
-            GPU_DO(l, "indexer q rope", mt_gpu_rope_half(g->qi, m, IH, ID, 0, g->freqs, half,
+            GPU_DO(l, "indexer q rope", mt_gpu_rope_half(qi, m, IH, ID, 0, g->freqs, half,
                                                          start, s));
-            ROPE_ATT(l, "indexer q rope factor", g->qi, m * IH, ID, 0);
+            ROPE_ATT(l, "indexer q rope factor", qi, m * IH, ID, 0);
             GPU_DO(l, "indexer weights scale",
                    mt_gpu_scale_cols(g->wts, m, IH, 0, IH, (float)(1.0 / sqrt((double)IH)), s));
         }
@@ -200,7 +210,7 @@ eng_gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t 
                 b0 = t;
                 b1 = MT_MIN(m, t + g->score_rows);
                 GPU_DO(l, "index scores (prompt rows)",
-                       mt_gpu_index_scores_rows(g->qi + (size_t)b0 * IH * ID,
+                       mt_gpu_index_scores_rows(qi + (size_t)b0 * IH * ID,
                                                 g->wts + (size_t)b0 * IH, IH, ID, L->ikey,
                                                 n_keys, b1 - b0, iscale, g->scores, ld, s));
                 GPU_DO(l, "indexer top-k (prompt rows)",
@@ -218,14 +228,14 @@ eng_gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t 
             sel = g->idx + (size_t)(t - b0) * (size_t)topk;
             n_idx = (int)topk;
         } else if (sparse && k < n_keys) {
-            const float *qi = g->qi + (size_t)t * IH * ID;
+            const float *qt = qi + (size_t)t * IH * ID;
             const float *wt = g->wts + (size_t)t * IH;
             if (!fp8) {
-                GPU_DO(l, "index scores", mt_gpu_index_scores(qi, wt, IH, ID, L->ikey, n_keys,
+                GPU_DO(l, "index scores", mt_gpu_index_scores(qt, wt, IH, ID, L->ikey, n_keys,
                                                               iscale, g->scores, s));
             } else {
                 GPU_DO(l, "index query fp8 quantization",
-                       mt_gpu_hadamard_quant(qi, IH, ID, g->q8, g->wq, wt, iscale, s));
+                       mt_gpu_hadamard_quant(qt, IH, ID, g->q8, g->wq, wt, iscale, s));
                 if (IH == 64 && ID == 128) {
                     GPU_DO(l, "fp8 index scores",
                            mt_gpu_index_scores_fp8(g->q8, g->wq, IH, ID, L->ikey8, L->ikscale,

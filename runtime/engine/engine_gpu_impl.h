@@ -40,6 +40,8 @@ struct g_layer {
     struct gw q_a, q_b, kv_a, o, idx_wq_b, idx_wk, idx_wproj;
     struct gw xproj;      // q_a, idx_wk, kv_a stacked (views of it), data NULL where they do not
     int64_t xproj_off[3]; // their first outputs in xproj's
+    struct gw qproj;      // q_b, idx_wq_b stacked (views of it; both read q_a's output), or NULL
+    int64_t qproj_off[2];
     struct gw kvb; // [H * (nope + v), kvl] in its checkpoint dtype (absorption)
     bool is_moe;
     struct g_mlp mlp; // dense layers
@@ -153,6 +155,8 @@ struct eng_gpu {
     bool capturing;                /* recording: no host-side effects */
     bool fuse; /* fused kernels: residual add + RMSNorm, the kv epilogue (with q_a's norm), the
                   attention prologue, stacked GEMVs for one token (MT_GPU_FUSE=0: off) */
+    bool stack_q; /* a decode token past index_topk: q_b and the indexer's wq_b in one GEMV
+                     (MT_GPU_STACK_Q=0: two, for measurements) */
     struct CUgraphExec_st *gexec[2];
     int64_t gpos[2];
     int gm[2], gfirst[2];          /* gm 0: the slot holds no valid step */
