@@ -493,6 +493,9 @@ topk_run(void *ctx, int c)
 
 /* The exact scores on CUDA cores (mt_gpu_index_exact_tc_set(false)) rather than tensor cores. */
 static bool idx_cuda_cores;
+/* The exact tensor-core kernel's way of bringing keys in, where not the default (its ring of 3
+ * stages where it fits): mt_gpu_index_exact_ring_set's argument's name. */
+static const char *idx_ring_note;
 
 static void
 bench_indexer(int64_t n, bool fp8, bool with_topk)
@@ -531,7 +534,8 @@ bench_indexer(int64_t n, bool fp8, bool with_topk)
                  !finite_out(x.out[0], (size_t)n) ? "NON-FINITE OUTPUT"
                  : fp8                            ? "target >=70% hbm"
                  : idx_cuda_cores                 ? "fp32 CUDA cores"
-                                                  : "tensor cores, f16 x 3");
+                 : idx_ring_note != NULL          ? idx_ring_note
+                                                  : "tensor cores, f16 x 3, ring");
     if (!fp8 || !with_topk) {
         return;
     }
@@ -843,6 +847,15 @@ dsa:
     bench_indexer(131072, false, false);
     bench_indexer(2100, false, false); /* the exact mode just past index_topk */
     bench_indexer(8192, false, false);
+    /* the same kernel with its keys in registers (GPUs with 99 KB a block) or a 2-stage ring */
+    for (int r = 0; r <= 2; r += 2) {
+        mt_gpu_index_exact_ring_set(r);
+        idx_ring_note = r == 0 ? "tensor cores, keys in registers" : "tensor cores, ring of 2";
+        bench_indexer(131072, false, false);
+        bench_indexer(2100, false, false);
+    }
+    mt_gpu_index_exact_ring_set(-1);
+    idx_ring_note = NULL;
     idx_cuda_cores = true; /* the CUDA-core kernel at the same shapes */
     mt_gpu_index_exact_tc_set(false);
     bench_indexer(131072, false, false);

@@ -228,6 +228,45 @@ xtc_load(const float *__restrict__ k, int64_t n_keys, int64_t tile, float4 (&v)[
     }
 }
 
+/*
+ * The same pieces through a cp.async ring instead of registers (S > 0 below): lane (g, t)'s 16
+ * pieces of a tile are slots [i][lane] of a 16 x 32 x 16-byte stage, so the warp's copies of
+ * one piece are 512 contiguous bytes of shared memory and each lane reads back only what it
+ * copied itself (no barrier). Keys past n_keys are zero-filled.
+ */
+static __device__ __forceinline__ void
+xtc_load_async(uint4 *stage, const float *__restrict__ k, int64_t n_keys, int64_t tile)
+{
+    int lane = threadIdx.x & 31;
+    int64_t key = tile * 16 + (lane >> 2);
+
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        bool ok = key + 8 * r < n_keys;
+        const float4 *src =
+            reinterpret_cast<const float4 *>(k + (ok ? key + 8 * r : 0) * XTC_DIM) + (lane & 3);
+#pragma unroll
+        for (int ks = 0; ks < 8; ks++) {
+            mt_cp_async16(stage + (8 * r + ks) * 32 + lane, src + 4 * ks, ok);
+        }
+    }
+}
+
+static __device__ __forceinline__ void
+xtc_read_stage(const uint4 *stage, float4 (&v)[16])
+{
+    int lane = threadIdx.x & 31;
+
+#pragma unroll
+    for (int i = 0; i < 16; i++) {
+        uint4 u = stage[i * 32 + lane];
+        v[i] = make_float4(__uint_as_float(u.x), __uint_as_float(u.y), __uint_as_float(u.z),
+                           __uint_as_float(u.w));
+    }
+}
+
+#define XTC_STAGE_BYTES (16 * 32 * 16) /* one tile of a warp: 8 KB */
+
 /* A tile's keys as A fragments: hi and lo halves per k-step, and each key's inverse scale. */
 struct xtc_frag {
     uint32_t hi[8][4];
@@ -314,16 +353,24 @@ xtc_scores(const struct xtc_frag &f, const uint4 (*qf)[8][32], const float *hs, 
 }
 
 /*
- * Once a tile is split, the loads of the warp's next tile go out before its products: one block
- * of 8 warps an SM (220 registers). Measured against 2 blocks an SM at 128 registers, each warp
- * loading then computing: the same within 1 us at 131,072 keys, 3-5 us slower once the first
- * tile's loads moved ahead of the query's fragments (spills).
+ * S = 0: once a tile is split, the loads of the warp's next tile go out before its products: one
+ * block of 8 warps an SM (220 registers). Measured against 2 blocks an SM at 128 registers, each
+ * warp loading then computing: the same within 1 us at 131,072 keys, 3-5 us slower once the
+ * first tile's loads moved ahead of the query's fragments (spills). That keeps one tile (8 KB) a
+ * warp in flight while the tensor cores work: 29 us at 131,072 keys on the H200, about the
+ * bytes' time plus the products' time, not the larger of the two.
+ * S > 0: each warp copies its tiles S - 1 ahead into a ring of S stages in shared memory
+ * (cp.async, async_copy.cuh: no registers held by the copies), 8 (S - 1) KB a warp in flight
+ * while it computes; the arithmetic is the same instructions on the same values, so the same
+ * bits. Needs 8 S KB a warp of dynamic shared memory beside the query's 32 KB.
  */
+template <int S>
 static __global__ void __launch_bounds__(XTC_WARPS * 32, 1)
 index_scores_exact_tc_kernel(const float *__restrict__ q, const float *__restrict__ w,
                              const float *__restrict__ k, int64_t n_keys0, float scale,
                              float *__restrict__ out, int64_t ld)
 {
+    extern __shared__ uint4 xtc_ring[]; /* S > 0: [warp][stage][16 pieces][32 lanes] */
     __shared__ uint4 qf[8][8][32]; /* [k-step][n-tile][lane]: qhi b0, b1, qlo b0, b1 (32 KB) */
     __shared__ __align__(8) float hs[XTC_HEADS];
     __shared__ __align__(8) float hw[XTC_HEADS];
@@ -342,8 +389,16 @@ index_scores_exact_tc_kernel(const float *__restrict__ q, const float *__restric
     }
     float4 v[16];
     struct xtc_frag f;
-    if (tile < n_tiles) {
+    uint4 *ring = xtc_ring + (size_t)(tid / 32) * S * (XTC_STAGE_BYTES / 16);
+    if (S == 0 && tile < n_tiles) {
         xtc_load(k, n_keys, tile, v); /* the first tile's loads wait while the query is made */
+    }
+#pragma unroll
+    for (int i = 0; i + 1 < S; i++) { /* the ring's first S - 1 tiles, likewise */
+        if (tile + i * stride < n_tiles) {
+            xtc_load_async(ring + i * (XTC_STAGE_BYTES / 16), k, n_keys, tile + i * stride);
+        }
+        mt_cp_async_commit();
     }
     /* the query's fragments: thread tid reads head h = tid / 4 at dims 32 a .. 32 a + 31 (a =
      * tid % 4), the k-steps 2a and 2a + 1 of that head, all 4 lanes t of each: 8 entries
@@ -378,13 +433,87 @@ index_scores_exact_tc_kernel(const float *__restrict__ q, const float *__restric
         }
     }
     __syncthreads();
-    for (; tile < n_tiles; tile += stride) {
-        xtc_split_tile(v, f);
-        if (tile + stride < n_tiles) {
-            xtc_load(k, n_keys, tile + stride, v);
+    if constexpr (S == 0) {
+        for (; tile < n_tiles; tile += stride) {
+            xtc_split_tile(v, f);
+            if (tile + stride < n_tiles) {
+                xtc_load(k, n_keys, tile + stride, v);
+            }
+            xtc_scores(f, qf, hs, hw, n_keys, tile, out);
         }
-        xtc_scores(f, qf, hs, hw, n_keys, tile, out);
+    } else {
+        for (int i = 0; tile < n_tiles; tile += stride, i++) {
+            int64_t ahead = tile + (int64_t)(S - 1) * stride;
+            if (ahead < n_tiles) {
+                xtc_load_async(ring + ((i + S - 1) % S) * (XTC_STAGE_BYTES / 16), k, n_keys,
+                               ahead);
+            }
+            mt_cp_async_commit();
+            mt_cp_async_wait<S - 1>(); /* this tile's copies are complete */
+            xtc_read_stage(ring + (i % S) * (XTC_STAGE_BYTES / 16), v);
+            xtc_split_tile(v, f);
+            xtc_scores(f, qf, hs, hw, n_keys, tile, out);
+        }
+        mt_cp_async_wait<0>();
     }
+}
+
+/* -1: the ring stages from MT_IDX_EXACT_RING (or the most that fit); mt_gpu_index_exact_ring_set
+ * overrides. */
+static int ring_force = -2;
+
+extern "C" void
+mt_gpu_index_exact_ring_set(int stages)
+{
+    ring_force = stages;
+}
+
+/* Stages of the exact kernel's ring on this device: 3 where 8 warps' rings of 3 fit beside the
+ * query (H100/H200: 224 of 227 KB), 2 where those fit (A100: 160 of 164 KB), else 0 (the
+ * register kernel: the RTX cards' 99 KB). A forced count (MT_IDX_EXACT_RING=0/2/3,
+ * mt_gpu_index_exact_ring_set) is taken down to what fits. What fits is found once per device
+ * (the kernels' shared-memory attribute set there). */
+static int
+xtc_stages(void)
+{
+    static int cached[64]; /* 1 + the most stages that fit; 0 not yet known */
+    int dev = 0;
+    int optin = 0;
+
+    if (ring_force == -2) {
+        const char *e = getenv("MT_IDX_EXACT_RING");
+        ring_force = e != NULL ? atoi(e) : -1;
+    }
+    if (cudaGetDevice(&dev) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    int fit = dev >= 0 && dev < 64 ? cached[dev] - 1 : -1;
+    if (fit < 0) {
+        if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) !=
+            cudaSuccess) {
+            (void)cudaGetLastError();
+            optin = 0;
+        }
+        size_t fixed = sizeof(uint4) * 8 * 8 * 32 + 2 * sizeof(float) * XTC_HEADS + 1024;
+        fit = 0;
+        for (int cand = 2; cand <= 3; cand++) {
+            int smem = XTC_WARPS * cand * XTC_STAGE_BYTES;
+            if (fixed + (size_t)smem <= (size_t)optin &&
+                cudaFuncSetAttribute(cand == 3 ? index_scores_exact_tc_kernel<3>
+                                               : index_scores_exact_tc_kernel<2>,
+                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     smem) == cudaSuccess) {
+                fit = cand;
+            }
+            (void)cudaGetLastError(); /* a refusal leaves the fewer stages */
+        }
+        if (dev >= 0 && dev < 64) {
+            cached[dev] = fit + 1;
+        }
+    }
+    int want = ring_force < 0 ? 3 : ring_force;
+    return want >= 3 && fit >= 3 ? 3 : want >= 2 && fit >= 2 ? 2 : 0;
 }
 
 /* -1: not yet read from MT_IDX_EXACT_TC (default on); mt_gpu_index_exact_tc_set overrides. */
@@ -418,7 +547,7 @@ xtc_grid(int64_t n_keys, unsigned *blocks)
         if ((st = MT_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev))) !=
                 MT_OK ||
             (st = MT_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                 &per_sm, index_scores_exact_tc_kernel, XTC_WARPS * 32, 0))) != MT_OK) {
+                 &per_sm, index_scores_exact_tc_kernel<0>, XTC_WARPS * 32, 0))) != MT_OK) {
             return st;
         }
         fit = MT_MAX(1, sms * per_sm);
@@ -472,8 +601,14 @@ mt_gpu_index_scores_rows(const float *q, const float *w, int n_heads, int dim, c
         if (st != MT_OK) {
             return st;
         }
-        mt_pdl_launch(index_scores_exact_tc_kernel, dim3(blocks, (unsigned)n_q),
-                      dim3(XTC_WARPS * 32), 0, stream, q, w, k, n_keys0, scale, out, ld);
+        int S = xtc_stages();
+        size_t smem = (size_t)XTC_WARPS * S * XTC_STAGE_BYTES;
+        void (*kernel)(const float *, const float *, const float *, int64_t, float, float *,
+                       int64_t) = S == 3   ? index_scores_exact_tc_kernel<3>
+                                  : S == 2 ? index_scores_exact_tc_kernel<2>
+                                           : index_scores_exact_tc_kernel<0>;
+        mt_pdl_launch(kernel, dim3(blocks, (unsigned)n_q), dim3(XTC_WARPS * 32), smem, stream, q,
+                      w, k, n_keys0, scale, out, ld);
         return mt_cuda_launched("index_scores (tensor cores)", stream);
     }
     bool small = force != 0 ? force == 16 : n_keys <= EXACT_SMALL_ROW;

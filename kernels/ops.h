@@ -198,6 +198,9 @@ MT_GPU_FN mt_status_t mt_gpu_index_scores_rows(const float *q, const float *w, i
                                                struct CUstream_st *stream);
 /* The tensor-core path of mt_gpu_index_scores on (the default) or off, for later launches. */
 MT_GPU_FN void mt_gpu_index_exact_tc_set(bool on);
+/* Stages of that path's shared-memory ring of keys (indexer.cu): 3 or 2 where they fit, 0 keys
+ * in registers; -1 (the default) the most that fit. Results are the same bits either way. */
+MT_GPU_FN void mt_gpu_index_exact_ring_set(int stages);
 
 /*
  * FP8 index scores (mt_cpu_index_scores_fp8, DeepGEMM's fp8_mqa_logits): out[s] = k_scale[s] *
@@ -513,6 +516,12 @@ static inline void
 mt_gpu_index_exact_tc_set(bool on)
 {
     (void)on;
+}
+
+static inline void
+mt_gpu_index_exact_ring_set(int stages)
+{
+    (void)stages;
 }
 
 static inline mt_status_t

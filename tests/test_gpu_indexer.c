@@ -314,6 +314,59 @@ test_scores_exact_mag(int H, int D, int64_t n_keys, float qmag, float kmag, cons
 }
 
 /*
+ * The tensor-core kernel's three ways of bringing keys in (indexer.cu): a 3- or 2-stage cp.async
+ * ring in shared memory where it fits, registers elsewhere. The arithmetic is the same, so every
+ * way must give the default's bits, and the default the CPU's scores to 1e-5; where a ring does
+ * not fit it falls back to fewer stages, so the check holds on every GPU.
+ */
+static void
+test_scores_exact_ring(int64_t n_keys)
+{
+    enum { H = 64, D = 128 };
+    static const int ways[] = {3, 2, 0};
+    float *q = gt_malloc((size_t)H * D * sizeof(float));
+    float *w = gt_malloc((size_t)H * sizeof(float));
+    float *k = gt_malloc((size_t)n_keys * D * sizeof(float));
+    float *want = gt_malloc((size_t)n_keys * sizeof(float));
+    float *first = gt_malloc((size_t)n_keys * sizeof(float));
+    float *got = gt_malloc((size_t)n_keys * sizeof(float));
+
+    gt_fill(q, (size_t)H * D, -1.0f, 1.0f);
+    gt_fill(w, H, -0.5f, 1.0f);
+    gt_fill(k, (size_t)n_keys * D, -1.0f, 1.0f);
+    mt_cpu_index_scores(q, w, H, D, k, n_keys, 0.125f, want);
+    mt_gpu_arena_reset(gt_arena);
+    float *d_q = gt_put(q, (size_t)H * D * sizeof(float));
+    float *d_w = gt_put(w, (size_t)H * sizeof(float));
+    float *d_k = gt_put(k, (size_t)n_keys * D * sizeof(float));
+    float *d_o = gt_alloc((size_t)n_keys * sizeof(float));
+    for (size_t i = 0; i < sizeof(ways) / sizeof(ways[0]); i++) {
+        mt_gpu_index_exact_ring_set(ways[i]);
+        bool ok = mt_gpu_index_scores(d_q, d_w, H, D, d_k, n_keys, 0.125f, d_o, NULL) == MT_OK;
+        if (ok) {
+            gt_get(i == 0 ? first : got, d_o, (size_t)n_keys * sizeof(float));
+        }
+        if (i == 0) {
+            tap_ok(ok, "exact index scores, %lld keys, ring of 3 where it fits: launch%s%s",
+                   (long long)n_keys, ok ? "" : ": ", ok ? "" : mt_last_error());
+            mt_test_allclose("exact index scores, ring of 3 where it fits", first, want,
+                             (size_t)n_keys, 1e-5f, 1e-5f);
+        } else {
+            tap_ok(ok && memcmp(got, first, (size_t)n_keys * sizeof(float)) == 0,
+                   "exact index scores, %lld keys, %s: the same bits", (long long)n_keys,
+                   ways[i] == 0 ? "keys in registers" : "ring of 2 where it fits");
+        }
+    }
+    mt_gpu_index_exact_ring_set(-1);
+    free(got);
+    free(first);
+    free(want);
+    free(k);
+    free(w);
+    free(q);
+}
+
+/*
  * A prompt's queries in one launch (mt_gpu_index_scores_rows): query y scores the first
  * n0 + y keys into row y of ld floats, the rest of the row -inf; each row against the CPU's
  * scores of that query alone, and the top-k of every row (mt_gpu_topk over whole rows) the same
@@ -485,6 +538,10 @@ main(void)
     /* the tensor-core kernel's row scaling: past f16's range, and deep in its subnormals */
     test_scores_exact_mag(64, 128, 4099, 1e4f, 1e5f, "tensor cores");
     test_scores_exact_mag(64, 128, 1000, 1e-6f, 1e-3f, "tensor cores");
+    /* rings and registers: rows of one tile a warp, of several (a partial last tile), long */
+    test_scores_exact_ring(2100);
+    test_scores_exact_ring(50001);
+    test_scores_exact_ring(131072);
     /* the CUDA-core kernel at V3.2's shape (16- and 32-key blocks) */
     mt_gpu_index_exact_tc_set(false);
     test_scores_exact_mag(64, 128, 2100, 1.0f, 1.0f, "CUDA cores");
