@@ -493,8 +493,8 @@ topk_run(void *ctx, int c)
 
 /* The exact scores on CUDA cores (mt_gpu_index_exact_tc_set(false)) rather than tensor cores. */
 static bool idx_cuda_cores;
-/* The exact tensor-core kernel's way of bringing keys in, where not the default (its ring of 3
- * stages where it fits): mt_gpu_index_exact_ring_set's argument's name. */
+/* The exact tensor-core kernel's way of bringing keys in, where not the default (a ring in
+ * shared memory where it fits; mt_gpu_index_exact_ring_set). */
 static const char *idx_ring_note;
 
 static void
@@ -847,14 +847,12 @@ dsa:
     bench_indexer(131072, false, false);
     bench_indexer(2100, false, false); /* the exact mode just past index_topk */
     bench_indexer(8192, false, false);
-    /* the same kernel with its keys in registers (GPUs with 99 KB a block) or a 2-stage ring */
-    for (int r = 0; r <= 2; r += 2) {
-        mt_gpu_index_exact_ring_set(r);
-        idx_ring_note = r == 0 ? "tensor cores, keys in registers" : "tensor cores, ring of 2";
-        bench_indexer(131072, false, false);
-        bench_indexer(2100, false, false);
-    }
-    mt_gpu_index_exact_ring_set(-1);
+    /* the same kernel with its keys in registers (GPUs with 99 KB a block) */
+    mt_gpu_index_exact_ring_set(false);
+    idx_ring_note = "tensor cores, keys in registers";
+    bench_indexer(131072, false, false);
+    bench_indexer(2100, false, false);
+    mt_gpu_index_exact_ring_set(true);
     idx_ring_note = NULL;
     idx_cuda_cores = true; /* the CUDA-core kernel at the same shapes */
     mt_gpu_index_exact_tc_set(false);

@@ -266,6 +266,7 @@ xtc_read_stage(const uint4 *stage, float4 (&v)[16])
 }
 
 #define XTC_STAGE_BYTES (16 * 32 * 16) /* one tile of a warp: 8 KB */
+#define XTC_RING 2 /* stages of the ring (xtc_stages) */
 
 /* A tile's keys as A fragments: hi and lo halves per k-step, and each key's inverse scale. */
 struct xtc_frag {
@@ -356,13 +357,11 @@ xtc_scores(const struct xtc_frag &f, const uint4 (*qf)[8][32], const float *hs, 
  * S = 0: once a tile is split, the loads of the warp's next tile go out before its products: one
  * block of 8 warps an SM (220 registers). Measured against 2 blocks an SM at 128 registers, each
  * warp loading then computing: the same within 1 us at 131,072 keys, 3-5 us slower once the
- * first tile's loads moved ahead of the query's fragments (spills). That keeps one tile (8 KB) a
- * warp in flight while the tensor cores work: 29 us at 131,072 keys on the H200, about the
- * bytes' time plus the products' time, not the larger of the two.
+ * first tile's loads moved ahead of the query's fragments (spills).
  * S > 0: each warp copies its tiles S - 1 ahead into a ring of S stages in shared memory
- * (cp.async, async_copy.cuh: no registers held by the copies), 8 (S - 1) KB a warp in flight
- * while it computes; the arithmetic is the same instructions on the same values, so the same
- * bits. Needs 8 S KB a warp of dynamic shared memory beside the query's 32 KB.
+ * (cp.async, async_copy.cuh: no registers held by the copies) and reads a tile back when it is
+ * complete; the arithmetic is the same instructions on the same values, so the same bits. Needs
+ * 8 S KB a warp of dynamic shared memory beside the query's 32 KB (xtc_stages says where).
  */
 template <int S>
 static __global__ void __launch_bounds__(XTC_WARPS * 32, 1)
@@ -458,31 +457,32 @@ index_scores_exact_tc_kernel(const float *__restrict__ q, const float *__restric
     }
 }
 
-/* -1: the ring stages from MT_IDX_EXACT_RING (or the most that fit); mt_gpu_index_exact_ring_set
- * overrides. */
-static int ring_force = -2;
+/* -1: from MT_IDX_EXACT_RING (default on); mt_gpu_index_exact_ring_set overrides. */
+static int ring_on = -2;
 
 extern "C" void
-mt_gpu_index_exact_ring_set(int stages)
+mt_gpu_index_exact_ring_set(bool on)
 {
-    ring_force = stages;
+    ring_on = on ? 1 : 0;
 }
 
-/* Stages of the exact kernel's ring on this device: 3 where 8 warps' rings of 3 fit beside the
- * query (H100/H200: 224 of 227 KB), 2 where those fit (A100: 160 of 164 KB), else 0 (the
- * register kernel: the RTX cards' 99 KB). A forced count (MT_IDX_EXACT_RING=0/2/3,
- * mt_gpu_index_exact_ring_set) is taken down to what fits. What fits is found once per device
- * (the kernels' shared-memory attribute set there). */
+/*
+ * Stages of the exact kernel's ring on this device: 2 where 8 warps' rings fit beside the query
+ * (128 + 32 KB: H100/H200, A100), else 0 (keys in registers: the RTX cards' 99 KB a block). What
+ * fits is found once per device (the kernel's shared-memory attribute set there). Measured on
+ * the H200 (bench/results/kernels-h200.md, 2026-12-01 session 15), graph + PDL at 131,072 keys:
+ * 2 stages 27.3-27.4 us, 3 stages (192 KB) 29.0-29.1, registers 30.0-30.1.
+ */
 static int
 xtc_stages(void)
 {
-    static int cached[64]; /* 1 + the most stages that fit; 0 not yet known */
+    static int cached[64]; /* 1 + the stages that fit; 0 not yet known */
     int dev = 0;
     int optin = 0;
 
-    if (ring_force == -2) {
+    if (ring_on == -2) {
         const char *e = getenv("MT_IDX_EXACT_RING");
-        ring_force = e != NULL ? atoi(e) : -1;
+        ring_on = e == NULL || atoi(e) != 0;
     }
     if (cudaGetDevice(&dev) != cudaSuccess) {
         (void)cudaGetLastError();
@@ -490,30 +490,24 @@ xtc_stages(void)
     }
     int fit = dev >= 0 && dev < 64 ? cached[dev] - 1 : -1;
     if (fit < 0) {
+        int smem = XTC_WARPS * XTC_RING * XTC_STAGE_BYTES;
+        size_t fixed = sizeof(uint4) * 8 * 8 * 32 + 2 * sizeof(float) * XTC_HEADS + 1024;
         if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) !=
             cudaSuccess) {
-            (void)cudaGetLastError();
             optin = 0;
         }
-        size_t fixed = sizeof(uint4) * 8 * 8 * 32 + 2 * sizeof(float) * XTC_HEADS + 1024;
-        fit = 0;
-        for (int cand = 2; cand <= 3; cand++) {
-            int smem = XTC_WARPS * cand * XTC_STAGE_BYTES;
-            if (fixed + (size_t)smem <= (size_t)optin &&
-                cudaFuncSetAttribute(cand == 3 ? index_scores_exact_tc_kernel<3>
-                                               : index_scores_exact_tc_kernel<2>,
-                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     smem) == cudaSuccess) {
-                fit = cand;
-            }
-            (void)cudaGetLastError(); /* a refusal leaves the fewer stages */
-        }
+        fit = fixed + (size_t)smem <= (size_t)optin &&
+                      cudaFuncSetAttribute(index_scores_exact_tc_kernel<XTC_RING>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           smem) == cudaSuccess
+                  ? XTC_RING
+                  : 0;
+        (void)cudaGetLastError(); /* a refusal leaves the register kernel */
         if (dev >= 0 && dev < 64) {
             cached[dev] = fit + 1;
         }
     }
-    int want = ring_force < 0 ? 3 : ring_force;
-    return want >= 3 && fit >= 3 ? 3 : want >= 2 && fit >= 2 ? 2 : 0;
+    return ring_on == 1 ? fit : 0;
 }
 
 /* -1: not yet read from MT_IDX_EXACT_TC (default on); mt_gpu_index_exact_tc_set overrides. */
@@ -604,9 +598,8 @@ mt_gpu_index_scores_rows(const float *q, const float *w, int n_heads, int dim, c
         int S = xtc_stages();
         size_t smem = (size_t)XTC_WARPS * S * XTC_STAGE_BYTES;
         void (*kernel)(const float *, const float *, const float *, int64_t, float, float *,
-                       int64_t) = S == 3   ? index_scores_exact_tc_kernel<3>
-                                  : S == 2 ? index_scores_exact_tc_kernel<2>
-                                           : index_scores_exact_tc_kernel<0>;
+                       int64_t) = S == XTC_RING ? index_scores_exact_tc_kernel<XTC_RING>
+                                                : index_scores_exact_tc_kernel<0>;
         mt_pdl_launch(kernel, dim3(blocks, (unsigned)n_q), dim3(XTC_WARPS * 32), smem, stream, q,
                       w, k, n_keys0, scale, out, ld);
         return mt_cuda_launched("index_scores (tensor cores)", stream);

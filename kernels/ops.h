@@ -198,9 +198,9 @@ MT_GPU_FN mt_status_t mt_gpu_index_scores_rows(const float *q, const float *w, i
                                                struct CUstream_st *stream);
 /* The tensor-core path of mt_gpu_index_scores on (the default) or off, for later launches. */
 MT_GPU_FN void mt_gpu_index_exact_tc_set(bool on);
-/* Stages of that path's shared-memory ring of keys (indexer.cu): 3 or 2 where they fit, 0 keys
- * in registers; -1 (the default) the most that fit. Results are the same bits either way. */
-MT_GPU_FN void mt_gpu_index_exact_ring_set(int stages);
+/* That path's keys through a shared-memory ring where it fits (on, the default) or in registers
+ * (off, or MT_IDX_EXACT_RING=0), for later launches. The same bits either way. */
+MT_GPU_FN void mt_gpu_index_exact_ring_set(bool on);
 
 /*
  * FP8 index scores (mt_cpu_index_scores_fp8, DeepGEMM's fp8_mqa_logits): out[s] = k_scale[s] *
@@ -519,9 +519,9 @@ mt_gpu_index_exact_tc_set(bool on)
 }
 
 static inline void
-mt_gpu_index_exact_ring_set(int stages)
+mt_gpu_index_exact_ring_set(bool on)
 {
-    (void)stages;
+    (void)on;
 }
 
 static inline mt_status_t

@@ -314,22 +314,21 @@ test_scores_exact_mag(int H, int D, int64_t n_keys, float qmag, float kmag, cons
 }
 
 /*
- * The tensor-core kernel's three ways of bringing keys in (indexer.cu): a 3- or 2-stage cp.async
- * ring in shared memory where it fits, registers elsewhere. The arithmetic is the same, so every
- * way must give the default's bits, and the default the CPU's scores to 1e-5; where a ring does
- * not fit it falls back to fewer stages, so the check holds on every GPU.
+ * The tensor-core kernel's two ways of bringing keys in (indexer.cu): a cp.async ring in shared
+ * memory where it fits (the default), registers elsewhere. The arithmetic is the same, so both
+ * must give the same bits, and the CPU's scores to 1e-5 (where the ring does not fit, both runs
+ * take registers and the check still holds).
  */
 static void
 test_scores_exact_ring(int64_t n_keys)
 {
     enum { H = 64, D = 128 };
-    static const int ways[] = {3, 2, 0};
     float *q = gt_malloc((size_t)H * D * sizeof(float));
     float *w = gt_malloc((size_t)H * sizeof(float));
     float *k = gt_malloc((size_t)n_keys * D * sizeof(float));
     float *want = gt_malloc((size_t)n_keys * sizeof(float));
-    float *first = gt_malloc((size_t)n_keys * sizeof(float));
-    float *got = gt_malloc((size_t)n_keys * sizeof(float));
+    float *ring = gt_malloc((size_t)n_keys * sizeof(float));
+    float *regs = gt_malloc((size_t)n_keys * sizeof(float));
 
     gt_fill(q, (size_t)H * D, -1.0f, 1.0f);
     gt_fill(w, H, -0.5f, 1.0f);
@@ -340,26 +339,26 @@ test_scores_exact_ring(int64_t n_keys)
     float *d_w = gt_put(w, (size_t)H * sizeof(float));
     float *d_k = gt_put(k, (size_t)n_keys * D * sizeof(float));
     float *d_o = gt_alloc((size_t)n_keys * sizeof(float));
-    for (size_t i = 0; i < sizeof(ways) / sizeof(ways[0]); i++) {
-        mt_gpu_index_exact_ring_set(ways[i]);
-        bool ok = mt_gpu_index_scores(d_q, d_w, H, D, d_k, n_keys, 0.125f, d_o, NULL) == MT_OK;
-        if (ok) {
-            gt_get(i == 0 ? first : got, d_o, (size_t)n_keys * sizeof(float));
-        }
-        if (i == 0) {
-            tap_ok(ok, "exact index scores, %lld keys, ring of 3 where it fits: launch%s%s",
-                   (long long)n_keys, ok ? "" : ": ", ok ? "" : mt_last_error());
-            mt_test_allclose("exact index scores, ring of 3 where it fits", first, want,
-                             (size_t)n_keys, 1e-5f, 1e-5f);
-        } else {
-            tap_ok(ok && memcmp(got, first, (size_t)n_keys * sizeof(float)) == 0,
-                   "exact index scores, %lld keys, %s: the same bits", (long long)n_keys,
-                   ways[i] == 0 ? "keys in registers" : "ring of 2 where it fits");
-        }
+    bool ok = mt_gpu_index_scores(d_q, d_w, H, D, d_k, n_keys, 0.125f, d_o, NULL) == MT_OK;
+    if (ok) {
+        gt_get(ring, d_o, (size_t)n_keys * sizeof(float));
     }
-    mt_gpu_index_exact_ring_set(-1);
-    free(got);
-    free(first);
+    mt_gpu_index_exact_ring_set(false);
+    ok = ok && mt_gpu_index_scores(d_q, d_w, H, D, d_k, n_keys, 0.125f, d_o, NULL) == MT_OK;
+    mt_gpu_index_exact_ring_set(true);
+    if (!tap_ok(ok, "exact index scores, %lld keys, ring and registers: launches%s%s",
+                (long long)n_keys, ok ? "" : ": ", ok ? "" : mt_last_error())) {
+        goto out;
+    }
+    gt_get(regs, d_o, (size_t)n_keys * sizeof(float));
+    mt_test_allclose("exact index scores through the ring", ring, want, (size_t)n_keys, 1e-5f,
+                     1e-5f);
+    tap_ok(memcmp(ring, regs, (size_t)n_keys * sizeof(float)) == 0,
+           "exact index scores, %lld keys: keys in registers give the ring's bits",
+           (long long)n_keys);
+out:
+    free(regs);
+    free(ring);
     free(want);
     free(k);
     free(w);
