@@ -853,12 +853,6 @@ dsa:
     bench_indexer(131072, false, false);
     bench_indexer(2100, false, false);
     mt_gpu_index_exact_ring_set(true);
-    /* and with two tiles a unit (each query fragment read once for both) */
-    setenv("MT_IDX_EXACT_PAIR", "1", 1);
-    idx_ring_note = "tensor cores, ring of tile pairs";
-    bench_indexer(131072, false, false);
-    bench_indexer(2100, false, false);
-    unsetenv("MT_IDX_EXACT_PAIR");
     idx_ring_note = NULL;
     idx_cuda_cores = true; /* the CUDA-core kernel at the same shapes */
     mt_gpu_index_exact_tc_set(false);

@@ -179,6 +179,7 @@ index_scores_exact_kernel(const float *__restrict__ q, const float *__restrict__
  * dimension is permuted the same way on both sides (k-step ks, lane t: dims 16 ks + 4 t + 0..3)
  * so that each lane loads whole 16-byte pieces of its keys.
  */
+#define XTC_WARPS 8
 #define XTC_HEADS 64
 #define XTC_DIM 128
 
@@ -265,6 +266,7 @@ xtc_read_stage(const uint4 *stage, float4 (&v)[16])
 }
 
 #define XTC_STAGE_BYTES (16 * 32 * 16) /* one tile of a warp: 8 KB */
+#define XTC_RING 2 /* stages of the ring (xtc_stages) */
 
 /* A tile's keys as A fragments: hi and lo halves per k-step, and each key's inverse scale. */
 struct xtc_frag {
@@ -304,85 +306,70 @@ xtc_split_tile(const float4 (&v)[16], struct xtc_frag &f)
     }
 }
 
-/* The scores of tiles tile0 .. tile0 + MT - 1 from their fragments: out[key] = sum_h w[h]
- * ReLU(scale q_h . k). Each query fragment read from shared memory serves the MT tiles; every
- * tile's products are the same mmas in the same order whatever MT is (the same bits). */
-template <int MT>
+/* The scores of tile `tile` from its fragments: out[key] = sum_h w[h] ReLU(scale q_h . k). */
 static __device__ __forceinline__ void
-xtc_scores(const struct xtc_frag (&f)[MT], const uint4 (*qf)[8][32], const float *hs,
-           const float *hw, int64_t n_keys, int64_t tile0, float *__restrict__ out)
+xtc_scores(const struct xtc_frag &f, const uint4 (*qf)[8][32], const float *hs, const float *hw,
+           int64_t n_keys, int64_t tile, float *__restrict__ out)
 {
     int lane = threadIdx.x & 31;
     int t = lane & 3;
-    float c[MT][8][4];
+    float c[8][4];
 
 #pragma unroll
-    for (int m = 0; m < MT; m++) {
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            c[m][j][0] = c[m][j][1] = c[m][j][2] = c[m][j][3] = 0.0f;
-        }
+    for (int j = 0; j < 8; j++) {
+        c[j][0] = c[j][1] = c[j][2] = c[j][3] = 0.0f;
     }
 #pragma unroll
     for (int ks = 0; ks < 8; ks++) {
 #pragma unroll
         for (int j = 0; j < 8; j++) {
             uint4 b = qf[ks][j][lane]; /* qhi b0, b1; qlo b0, b1 */
-#pragma unroll
-            for (int m = 0; m < MT; m++) {
-                mma_16816(c[m][j], f[m].lo[ks], b.x, b.y);
-                mma_16816(c[m][j], f[m].hi[ks], b.z, b.w);
-                mma_16816(c[m][j], f[m].hi[ks], b.x, b.y);
-            }
+            mma_16816(c[j], f.lo[ks], b.x, b.y);
+            mma_16816(c[j], f.hi[ks], b.z, b.w);
+            mma_16816(c[j], f.hi[ks], b.x, b.y);
         }
     }
     /* c[j][0..1]: key g, heads 8j + 2t, + 1; c[j][2..3]: key g + 8. hs: scale / (the head's
      * power of two); the key's power of two is positive, so it leaves the ReLU */
+    float r0 = 0.0f;
+    float r1 = 0.0f;
 #pragma unroll
-    for (int m = 0; m < MT; m++) {
-        float r0 = 0.0f;
-        float r1 = 0.0f;
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            float2 sc = *reinterpret_cast<const float2 *>(hs + 8 * j + 2 * t);
-            float2 wt = *reinterpret_cast<const float2 *>(hw + 8 * j + 2 * t);
-            r0 += wt.x * fmaxf(c[m][j][0] * sc.x, 0.0f) + wt.y * fmaxf(c[m][j][1] * sc.y, 0.0f);
-            r1 += wt.x * fmaxf(c[m][j][2] * sc.x, 0.0f) + wt.y * fmaxf(c[m][j][3] * sc.y, 0.0f);
-        }
-        r0 += __shfl_xor_sync(0xffffffffu, r0, 1);
-        r0 += __shfl_xor_sync(0xffffffffu, r0, 2);
-        r1 += __shfl_xor_sync(0xffffffffu, r1, 1);
-        r1 += __shfl_xor_sync(0xffffffffu, r1, 2);
-        int64_t key = (tile0 + m) * 16 + (lane >> 2);
-        if (t == 0 && key < n_keys) {
-            out[key] = r0 * f[m].u0;
-        }
-        if (t == 1 && key + 8 < n_keys) {
-            out[key + 8] = r1 * f[m].u1;
-        }
+    for (int j = 0; j < 8; j++) {
+        float2 sc = *reinterpret_cast<const float2 *>(hs + 8 * j + 2 * t);
+        float2 wt = *reinterpret_cast<const float2 *>(hw + 8 * j + 2 * t);
+        r0 += wt.x * fmaxf(c[j][0] * sc.x, 0.0f) + wt.y * fmaxf(c[j][1] * sc.y, 0.0f);
+        r1 += wt.x * fmaxf(c[j][2] * sc.x, 0.0f) + wt.y * fmaxf(c[j][3] * sc.y, 0.0f);
+    }
+    r0 += __shfl_xor_sync(0xffffffffu, r0, 1);
+    r0 += __shfl_xor_sync(0xffffffffu, r0, 2);
+    r1 += __shfl_xor_sync(0xffffffffu, r1, 1);
+    r1 += __shfl_xor_sync(0xffffffffu, r1, 2);
+    int64_t key = tile * 16 + (lane >> 2);
+    if (t == 0 && key < n_keys) {
+        out[key] = r0 * f.u0;
+    }
+    if (t == 1 && key + 8 < n_keys) {
+        out[key + 8] = r1 * f.u1;
     }
 }
 
 /*
- * S = 0 (MT 1, W 8): once a tile is split, the loads of the warp's next tile go out before its
- * products: one block of 8 warps an SM (220 registers). Measured against 2 blocks an SM at 128
- * registers, each warp loading then computing: the same within 1 us at 131,072 keys, 3-5 us
- * slower once the first tile's loads moved ahead of the query's fragments (spills).
- * S > 0: each warp copies its units of MT tiles S - 1 ahead into a ring of S stages in shared
- * memory (cp.async, async_copy.cuh: no registers held by the copies) and reads a unit back when
- * it is complete; the arithmetic is the same instructions on the same values, so the same bits.
- * Needs 8 MT S KB a warp of dynamic shared memory beside the query's 32 KB (xtc_way says where).
- * W warps a block, one block an SM.
+ * S = 0: once a tile is split, the loads of the warp's next tile go out before its products: one
+ * block of 8 warps an SM (220 registers). Measured against 2 blocks an SM at 128 registers, each
+ * warp loading then computing: the same within 1 us at 131,072 keys, 3-5 us slower once the
+ * first tile's loads moved ahead of the query's fragments (spills).
+ * S > 0: each warp copies its tiles S - 1 ahead into a ring of S stages in shared memory
+ * (cp.async, async_copy.cuh: no registers held by the copies) and reads a tile back when it is
+ * complete; the arithmetic is the same instructions on the same values, so the same bits. Needs
+ * 8 S KB a warp of dynamic shared memory beside the query's 32 KB (xtc_stages says where).
  */
-template <int S, int MT, int W>
-static __global__ void __launch_bounds__(W * 32, 1)
+template <int S>
+static __global__ void __launch_bounds__(XTC_WARPS * 32, 1)
 index_scores_exact_tc_kernel(const float *__restrict__ q, const float *__restrict__ w,
                              const float *__restrict__ k, int64_t n_keys0, float scale,
                              float *__restrict__ out, int64_t ld)
 {
-    static_assert(S > 0 || MT == 1, "keys in registers: one tile at a time");
-    constexpr int SU = MT * XTC_STAGE_BYTES / 16; /* uint4 a stage: one unit of MT tiles */
-    extern __shared__ uint4 xtc_ring[]; /* S > 0: [warp][stage][MT][16 pieces][32 lanes] */
+    extern __shared__ uint4 xtc_ring[]; /* S > 0: [warp][stage][16 pieces][32 lanes] */
     __shared__ uint4 qf[8][8][32]; /* [k-step][n-tile][lane]: qhi b0, b1, qlo b0, b1 (32 KB) */
     __shared__ __align__(8) float hs[XTC_HEADS];
     __shared__ __align__(8) float hw[XTC_HEADS];
@@ -393,41 +380,32 @@ index_scores_exact_tc_kernel(const float *__restrict__ q, const float *__restric
     out += (int64_t)blockIdx.y * ld;
     rows_prologue(out, n_keys, ld);
     int64_t n_tiles = (n_keys + 15) / 16;
-    int64_t n_units = (n_tiles + MT - 1) / MT;
-    int64_t stride = (int64_t)gridDim.x * W;
-    int64_t unit = (int64_t)blockIdx.x * W + tid / 32;
+    int64_t stride = (int64_t)gridDim.x * XTC_WARPS;
+    int64_t tile = (int64_t)blockIdx.x * XTC_WARPS + tid / 32;
 
-    if ((int64_t)blockIdx.x * W >= n_units) {
-        return; /* a shorter row of the batch: no unit for any warp of this block */
+    if ((int64_t)blockIdx.x * XTC_WARPS >= n_tiles) {
+        return; /* a shorter row of the batch: no tile for any warp of this block */
     }
     float4 v[16];
-    struct xtc_frag f[MT];
-    uint4 *ring = xtc_ring + (size_t)(tid / 32) * S * SU;
-    auto load_unit = [&](uint4 *stage, int64_t u) {
-#pragma unroll
-        for (int m = 0; m < MT; m++) {
-            if (u * MT + m < n_tiles) {
-                xtc_load_async(stage + m * (XTC_STAGE_BYTES / 16), k, n_keys, u * MT + m);
-            }
-        }
-    };
-    if (S == 0 && unit < n_units) {
-        xtc_load(k, n_keys, unit, v); /* the first tile's loads wait while the query is made */
+    struct xtc_frag f;
+    uint4 *ring = xtc_ring + (size_t)(tid / 32) * S * (XTC_STAGE_BYTES / 16);
+    if (S == 0 && tile < n_tiles) {
+        xtc_load(k, n_keys, tile, v); /* the first tile's loads wait while the query is made */
     }
 #pragma unroll
-    for (int i = 0; i + 1 < S; i++) { /* the ring's first S - 1 units, likewise */
-        if (unit + i * stride < n_units) {
-            load_unit(ring + i * SU, unit + i * stride);
+    for (int i = 0; i + 1 < S; i++) { /* the ring's first S - 1 tiles, likewise */
+        if (tile + i * stride < n_tiles) {
+            xtc_load_async(ring + i * (XTC_STAGE_BYTES / 16), k, n_keys, tile + i * stride);
         }
         mt_cp_async_commit();
     }
-    /* the query's fragments: (virtual) thread vt reads head h = vt / 4 at dims 32 a .. 32 a + 31
-     * (a = vt % 4), the k-steps 2a and 2a + 1 of that head, all 4 lanes t of each: 8 entries
+    /* the query's fragments: thread tid reads head h = tid / 4 at dims 32 a .. 32 a + 31 (a =
+     * tid % 4), the k-steps 2a and 2a + 1 of that head, all 4 lanes t of each: 8 entries
      * (ks, j, lane) = (2a + i / 4, h / 8, 4 (h % 8) + i % 4); the head's scale from its 4
-     * threads' largest |q|. 256 of them: whole warps take each turn */
-    for (int vt = tid; vt < XTC_HEADS * 4; vt += W * 32) {
-        int h = vt / 4;
-        int a = vt % 4;
+     * threads' largest |q| */
+    {
+        int h = tid / 4;
+        int a = tid % 4;
         const float4 *qr = reinterpret_cast<const float4 *>(q + h * XTC_DIM) + 8 * a;
         float4 x[8];
         float m = 0.0f;
@@ -455,39 +433,28 @@ index_scores_exact_tc_kernel(const float *__restrict__ q, const float *__restric
     }
     __syncthreads();
     if constexpr (S == 0) {
-        for (; unit < n_units; unit += stride) {
-            xtc_split_tile(v, f[0]);
-            if (unit + stride < n_units) {
-                xtc_load(k, n_keys, unit + stride, v);
+        for (; tile < n_tiles; tile += stride) {
+            xtc_split_tile(v, f);
+            if (tile + stride < n_tiles) {
+                xtc_load(k, n_keys, tile + stride, v);
             }
-            xtc_scores<1>(f, qf, hs, hw, n_keys, unit, out);
+            xtc_scores(f, qf, hs, hw, n_keys, tile, out);
         }
     } else {
-        for (int i = 0; unit < n_units; unit += stride, i++) {
-            int64_t ahead = unit + (int64_t)(S - 1) * stride;
-            if (ahead < n_units) {
-                load_unit(ring + ((i + S - 1) % S) * SU, ahead);
+        for (int i = 0; tile < n_tiles; tile += stride, i++) {
+            int64_t ahead = tile + (int64_t)(S - 1) * stride;
+            if (ahead < n_tiles) {
+                xtc_load_async(ring + ((i + S - 1) % S) * (XTC_STAGE_BYTES / 16), k, n_keys,
+                               ahead);
             }
             mt_cp_async_commit();
-            mt_cp_async_wait<S - 1>(); /* this unit's copies are complete */
-#pragma unroll
-            for (int m = 0; m < MT; m++) {
-                xtc_read_stage(ring + (i % S) * SU + m * (XTC_STAGE_BYTES / 16), v);
-                xtc_split_tile(v, f[m]);
-            }
-            xtc_scores<MT>(f, qf, hs, hw, n_keys, unit * MT, out);
+            mt_cp_async_wait<S - 1>(); /* this tile's copies are complete */
+            xtc_read_stage(ring + (i % S) * (XTC_STAGE_BYTES / 16), v);
+            xtc_split_tile(v, f);
+            xtc_scores(f, qf, hs, hw, n_keys, tile, out);
         }
         mt_cp_async_wait<0>();
     }
-}
-
-/* -1: not yet read from MT_IDX_EXACT_TC (default on); mt_gpu_index_exact_tc_set overrides. */
-static int exact_tc = -1;
-
-extern "C" void
-mt_gpu_index_exact_tc_set(bool on)
-{
-    exact_tc = on ? 1 : 0;
 }
 
 /* -1: from MT_IDX_EXACT_RING (default on); mt_gpu_index_exact_ring_set overrides. */
@@ -499,34 +466,17 @@ mt_gpu_index_exact_ring_set(bool on)
     ring_on = on ? 1 : 0;
 }
 
-/* The exact kernel's variants: keys in registers (8 warps), a ring of 2 one-tile stages (8
- * warps), a ring of 2 two-tile stages (6 warps, each query fragment serving 2 tiles). */
-enum xtc_kind { XTC_REGS, XTC_RING1, XTC_RING2, XTC_KINDS };
-typedef void (*xtc_kernel_t)(const float *, const float *, const float *, int64_t, float, float *,
-                             int64_t);
-static const struct {
-    xtc_kernel_t kernel;
-    int warps;
-    size_t smem; /* dynamic */
-} xtc_kinds[XTC_KINDS] = {
-    {index_scores_exact_tc_kernel<0, 1, 8>, 8, 0},
-    {index_scores_exact_tc_kernel<2, 1, 8>, 8, 8 * 2 * XTC_STAGE_BYTES},
-    {index_scores_exact_tc_kernel<2, 2, 6>, 6, 6 * 2 * 2 * XTC_STAGE_BYTES},
-};
-
 /*
- * The variant this device runs: the ring where it fits beside the query's 32 KB (a ring of 2
- * one-tile stages: 128 KB, H100/H200 and A100; of 2 two-tile stages for 6 warps: 192 KB, H100/
- * H200 only), else keys in registers (the RTX cards' 99 KB a block). MT_IDX_EXACT_PAIR=1 takes
- * the two-tile ring where it fits (measurements). What fits is found once per device (the
- * kernels' shared-memory attribute set there). Measured on the H200 (bench/results/
- * kernels-h200.md, 2026-12-01 session 15), graph + PDL at 131,072 keys: a ring of 2 one-tile
- * stages 27.3-27.4 us, of 3 (192 KB) 29.0-29.1, registers 30.0-30.1.
+ * Stages of the exact kernel's ring on this device: 2 where 8 warps' rings fit beside the query
+ * (128 + 32 KB: H100/H200, A100), else 0 (keys in registers: the RTX cards' 99 KB a block). What
+ * fits is found once per device (the kernel's shared-memory attribute set there). Measured on
+ * the H200 (bench/results/kernels-h200.md, 2026-12-01 session 15), graph + PDL at 131,072 keys:
+ * 2 stages 27.3-27.4 us, 3 stages (192 KB) 29.0-29.1, registers 30.0-30.1.
  */
-static enum xtc_kind
-xtc_way(void)
+static int
+xtc_stages(void)
 {
-    static int cached[64]; /* 1 + a bit mask of the kinds that fit; 0 not yet known */
+    static int cached[64]; /* 1 + the stages that fit; 0 not yet known */
     int dev = 0;
     int optin = 0;
 
@@ -536,65 +486,72 @@ xtc_way(void)
     }
     if (cudaGetDevice(&dev) != cudaSuccess) {
         (void)cudaGetLastError();
-        return XTC_REGS;
+        return 0;
     }
-    int fits = dev >= 0 && dev < 64 ? cached[dev] - 1 : -1;
-    if (fits < 0) {
+    int fit = dev >= 0 && dev < 64 ? cached[dev] - 1 : -1;
+    if (fit < 0) {
+        int smem = XTC_WARPS * XTC_RING * XTC_STAGE_BYTES;
         size_t fixed = sizeof(uint4) * 8 * 8 * 32 + 2 * sizeof(float) * XTC_HEADS + 1024;
         if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) !=
             cudaSuccess) {
             optin = 0;
         }
-        fits = 1 << XTC_REGS;
-        for (int kd = XTC_RING1; kd < XTC_KINDS; kd++) {
-            if (fixed + xtc_kinds[kd].smem <= (size_t)optin &&
-                cudaFuncSetAttribute(xtc_kinds[kd].kernel,
-                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     (int)xtc_kinds[kd].smem) == cudaSuccess) {
-                fits |= 1 << kd;
-            }
-        }
-        (void)cudaGetLastError(); /* a refusal leaves the kinds that fit */
+        fit = fixed + (size_t)smem <= (size_t)optin &&
+                      cudaFuncSetAttribute(index_scores_exact_tc_kernel<XTC_RING>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           smem) == cudaSuccess
+                  ? XTC_RING
+                  : 0;
+        (void)cudaGetLastError(); /* a refusal leaves the register kernel */
         if (dev >= 0 && dev < 64) {
-            cached[dev] = fits + 1;
+            cached[dev] = fit + 1;
         }
     }
-    const char *pair = getenv("MT_IDX_EXACT_PAIR"); /* read every launch: tests take both */
-    if (ring_on == 1 && pair != NULL && atoi(pair) != 0 && (fits & (1 << XTC_RING2))) {
-        return XTC_RING2;
-    }
-    return ring_on == 1 && (fits & (1 << XTC_RING1)) ? XTC_RING1 : XTC_REGS;
+    return ring_on == 1 ? fit : 0;
 }
 
-/* The grid for n_keys: one block an SM (each kernel's registers or shared memory allow no
- * more), trimmed so that each warp gets the same number of units of mt tiles. */
+/* -1: not yet read from MT_IDX_EXACT_TC (default on); mt_gpu_index_exact_tc_set overrides. */
+static int exact_tc = -1;
+
+extern "C" void
+mt_gpu_index_exact_tc_set(bool on)
+{
+    exact_tc = on ? 1 : 0;
+}
+
+/* The tensor-core kernel's grid for n_keys: as many blocks as fit on the device (cached per
+ * device), trimmed so that each warp gets the same number of tiles. */
 static mt_status_t
-xtc_grid(int64_t n_keys, int warps, int mt, unsigned *blocks)
+xtc_grid(int64_t n_keys, unsigned *blocks)
 {
     static int cached[64];
     int dev = 0;
-    int sms = 0;
+    int fit = 0;
     mt_status_t st;
 
     if ((st = MT_CUDA(cudaGetDevice(&dev))) != MT_OK) {
         return st;
     }
     if (dev >= 0 && dev < 64) {
-        sms = cached[dev];
+        fit = cached[dev];
     }
-    if (sms == 0) {
+    if (fit == 0) {
+        int sms = 0;
+        int per_sm = 0;
         if ((st = MT_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev))) !=
-            MT_OK) {
+                MT_OK ||
+            (st = MT_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                 &per_sm, index_scores_exact_tc_kernel<0>, XTC_WARPS * 32, 0))) != MT_OK) {
             return st;
         }
-        sms = MT_MAX(1, sms);
+        fit = MT_MAX(1, sms * per_sm);
         if (dev >= 0 && dev < 64) {
-            cached[dev] = sms;
+            cached[dev] = fit;
         }
     }
-    int64_t units = MT_CEIL_DIV(MT_CEIL_DIV(n_keys, (int64_t)16), (int64_t)mt);
-    int64_t per_warp = MT_CEIL_DIV(units, (int64_t)sms * warps);
-    *blocks = (unsigned)MT_CEIL_DIV(units, per_warp * warps);
+    int64_t tiles = MT_CEIL_DIV(n_keys, (int64_t)16);
+    int64_t per_warp = MT_CEIL_DIV(tiles, (int64_t)fit * XTC_WARPS);
+    *blocks = (unsigned)MT_CEIL_DIV(tiles, per_warp * XTC_WARPS);
     return MT_OK;
 }
 
@@ -633,15 +590,18 @@ mt_gpu_index_scores_rows(const float *q, const float *w, int n_heads, int dim, c
         exact_tc = e == NULL || atoi(e) != 0;
     }
     if (n_heads == XTC_HEADS && dim == XTC_DIM && exact_tc == 1 && (uintptr_t)q % 16 == 0) {
-        enum xtc_kind kd = xtc_way();
         unsigned blocks = 0;
-        mt_status_t st = xtc_grid(n_keys, xtc_kinds[kd].warps, kd == XTC_RING2 ? 2 : 1, &blocks);
+        mt_status_t st = xtc_grid(n_keys, &blocks);
         if (st != MT_OK) {
             return st;
         }
-        mt_pdl_launch(xtc_kinds[kd].kernel, dim3(blocks, (unsigned)n_q),
-                      dim3(xtc_kinds[kd].warps * 32), xtc_kinds[kd].smem, stream, q, w, k,
-                      n_keys0, scale, out, ld);
+        int S = xtc_stages();
+        size_t smem = (size_t)XTC_WARPS * S * XTC_STAGE_BYTES;
+        void (*kernel)(const float *, const float *, const float *, int64_t, float, float *,
+                       int64_t) = S == XTC_RING ? index_scores_exact_tc_kernel<XTC_RING>
+                                                : index_scores_exact_tc_kernel<0>;
+        mt_pdl_launch(kernel, dim3(blocks, (unsigned)n_q), dim3(XTC_WARPS * 32), smem, stream, q,
+                      w, k, n_keys0, scale, out, ld);
         return mt_cuda_launched("index_scores (tensor cores)", stream);
     }
     bool small = force != 0 ? force == 16 : n_keys <= EXACT_SMALL_ROW;

@@ -346,24 +346,15 @@ test_scores_exact_ring(int64_t n_keys)
     mt_gpu_index_exact_ring_set(false);
     ok = ok && mt_gpu_index_scores(d_q, d_w, H, D, d_k, n_keys, 0.125f, d_o, NULL) == MT_OK;
     mt_gpu_index_exact_ring_set(true);
-    if (ok) {
-        gt_get(regs, d_o, (size_t)n_keys * sizeof(float));
-    }
-    setenv("MT_IDX_EXACT_PAIR", "1", 1); /* two tiles a unit where that ring fits */
-    ok = ok && mt_gpu_index_scores(d_q, d_w, H, D, d_k, n_keys, 0.125f, d_o, NULL) == MT_OK;
-    unsetenv("MT_IDX_EXACT_PAIR");
-    if (!tap_ok(ok, "exact index scores, %lld keys, ring, registers, ring of pairs: launches%s%s",
+    if (!tap_ok(ok, "exact index scores, %lld keys, ring and registers: launches%s%s",
                 (long long)n_keys, ok ? "" : ": ", ok ? "" : mt_last_error())) {
         goto out;
     }
+    gt_get(regs, d_o, (size_t)n_keys * sizeof(float));
     mt_test_allclose("exact index scores through the ring", ring, want, (size_t)n_keys, 1e-5f,
                      1e-5f);
     tap_ok(memcmp(ring, regs, (size_t)n_keys * sizeof(float)) == 0,
            "exact index scores, %lld keys: keys in registers give the ring's bits",
-           (long long)n_keys);
-    gt_get(regs, d_o, (size_t)n_keys * sizeof(float));
-    tap_ok(memcmp(ring, regs, (size_t)n_keys * sizeof(float)) == 0,
-           "exact index scores, %lld keys: a ring of tile pairs gives the ring's bits",
            (long long)n_keys);
 out:
     free(regs);
@@ -550,7 +541,6 @@ main(void)
     test_scores_exact_ring(2100);
     test_scores_exact_ring(50001);
     test_scores_exact_ring(131072);
-    test_scores_exact_ring(17); /* one partial tile: a pair's second tile past the end */
     /* the CUDA-core kernel at V3.2's shape (16- and 32-key blocks) */
     mt_gpu_index_exact_tc_set(false);
     test_scores_exact_mag(64, 128, 2100, 1.0f, 1.0f, "CUDA cores");
