@@ -541,6 +541,7 @@ main(void)
     test_scores_exact_ring(2100);
     test_scores_exact_ring(50001);
     test_scores_exact_ring(131072);
+    test_scores_exact_ring(17); /* one whole tile and one key of the next */
     /* the CUDA-core kernel at V3.2's shape (16- and 32-key blocks) */
     mt_gpu_index_exact_tc_set(false);
     test_scores_exact_mag(64, 128, 2100, 1.0f, 1.0f, "CUDA cores");
