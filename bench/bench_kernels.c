@@ -853,12 +853,6 @@ dsa:
     bench_indexer(131072, false, false);
     bench_indexer(2100, false, false);
     mt_gpu_index_exact_ring_set(true);
-    /* and the ring of 8 warps a block where the default takes 12 */
-    setenv("MT_IDX_EXACT_WARPS", "8", 1);
-    idx_ring_note = "tensor cores, ring of 8 warps";
-    bench_indexer(131072, false, false);
-    bench_indexer(2100, false, false);
-    unsetenv("MT_IDX_EXACT_WARPS");
     idx_ring_note = NULL;
     idx_cuda_cores = true; /* the CUDA-core kernel at the same shapes */
     mt_gpu_index_exact_tc_set(false);

@@ -179,6 +179,7 @@ index_scores_exact_kernel(const float *__restrict__ q, const float *__restrict__
  * dimension is permuted the same way on both sides (k-step ks, lane t: dims 16 ks + 4 t + 0..3)
  * so that each lane loads whole 16-byte pieces of its keys.
  */
+#define XTC_WARPS 8
 #define XTC_HEADS 64
 #define XTC_DIM 128
 
@@ -265,7 +266,7 @@ xtc_read_stage(const uint4 *stage, float4 (&v)[16])
 }
 
 #define XTC_STAGE_BYTES (16 * 32 * 16) /* one tile of a warp: 8 KB */
-#define XTC_RING 2 /* stages of the ring (xtc_way) */
+#define XTC_RING 2 /* stages of the ring (xtc_stages) */
 
 /* A tile's keys as A fragments: hi and lo halves per k-step, and each key's inverse scale. */
 struct xtc_frag {
@@ -360,10 +361,10 @@ xtc_scores(const struct xtc_frag &f, const uint4 (*qf)[8][32], const float *hs, 
  * S > 0: each warp copies its tiles S - 1 ahead into a ring of S stages in shared memory
  * (cp.async, async_copy.cuh: no registers held by the copies) and reads a tile back when it is
  * complete; the arithmetic is the same instructions on the same values, so the same bits. Needs
- * 8 S KB a warp of dynamic shared memory beside the query's 32 KB (xtc_way says where).
+ * 8 S KB a warp of dynamic shared memory beside the query's 32 KB (xtc_stages says where).
  */
-template <int S, int W>
-static __global__ void __launch_bounds__(W * 32, 1)
+template <int S>
+static __global__ void __launch_bounds__(XTC_WARPS * 32, 1)
 index_scores_exact_tc_kernel(const float *__restrict__ q, const float *__restrict__ w,
                              const float *__restrict__ k, int64_t n_keys0, float scale,
                              float *__restrict__ out, int64_t ld)
@@ -379,10 +380,10 @@ index_scores_exact_tc_kernel(const float *__restrict__ q, const float *__restric
     out += (int64_t)blockIdx.y * ld;
     rows_prologue(out, n_keys, ld);
     int64_t n_tiles = (n_keys + 15) / 16;
-    int64_t stride = (int64_t)gridDim.x * W;
-    int64_t tile = (int64_t)blockIdx.x * W + tid / 32;
+    int64_t stride = (int64_t)gridDim.x * XTC_WARPS;
+    int64_t tile = (int64_t)blockIdx.x * XTC_WARPS + tid / 32;
 
-    if ((int64_t)blockIdx.x * W >= n_tiles) {
+    if ((int64_t)blockIdx.x * XTC_WARPS >= n_tiles) {
         return; /* a shorter row of the batch: no tile for any warp of this block */
     }
     float4 v[16];
@@ -398,11 +399,11 @@ index_scores_exact_tc_kernel(const float *__restrict__ q, const float *__restric
         }
         mt_cp_async_commit();
     }
-    /* the query's fragments: thread tid < 256 reads head h = tid / 4 at dims 32 a .. 32 a + 31
-     * (a = tid % 4), the k-steps 2a and 2a + 1 of that head, all 4 lanes t of each: 8 entries
+    /* the query's fragments: thread tid reads head h = tid / 4 at dims 32 a .. 32 a + 31 (a =
+     * tid % 4), the k-steps 2a and 2a + 1 of that head, all 4 lanes t of each: 8 entries
      * (ks, j, lane) = (2a + i / 4, h / 8, 4 (h % 8) + i % 4); the head's scale from its 4
-     * threads' largest |q| (whole warps: the shuffles stay inside the first 8) */
-    if (tid < XTC_HEADS * 4) {
+     * threads' largest |q| */
+    {
         int h = tid / 4;
         int a = tid % 4;
         const float4 *qr = reinterpret_cast<const float4 *>(q + h * XTC_DIM) + 8 * a;
@@ -465,34 +466,18 @@ mt_gpu_index_exact_ring_set(bool on)
     ring_on = on ? 1 : 0;
 }
 
-/* The exact kernel's variants: keys in registers (8 warps: 220 registers a thread), a 2-stage
- * ring of 8 or of 12 warps (157 registers: 12 warps fit an SM, but their rings take 192 KB). */
-enum xtc_kind { XTC_REGS, XTC_RING8, XTC_RING12, XTC_KINDS };
-typedef void (*xtc_kernel_t)(const float *, const float *, const float *, int64_t, float, float *,
-                             int64_t);
-static const struct {
-    xtc_kernel_t kernel;
-    int warps;
-    size_t smem; /* dynamic */
-} xtc_kinds[XTC_KINDS] = {
-    {index_scores_exact_tc_kernel<0, 8>, 8, 0},
-    {index_scores_exact_tc_kernel<XTC_RING, 8>, 8, 8 * XTC_RING * XTC_STAGE_BYTES},
-    {index_scores_exact_tc_kernel<XTC_RING, 12>, 12, 12 * XTC_RING * XTC_STAGE_BYTES},
-};
-
 /*
- * The variant this device runs: the most warps whose rings fit beside the query's 32 KB (12:
- * 192 KB, H100/H200; 8: 128 KB, A100), else keys in registers (the RTX cards' 99 KB a block).
- * MT_IDX_EXACT_WARPS=8 keeps 8 (measurements). What fits is found once per device (the
- * kernels' shared-memory attribute set there). Measured on the H200 (bench/results/
- * kernels-h200.md, 2026-12-01 session 15), graph + PDL at 131,072 keys: 8 warps' 2-stage ring
- * 27.3-28.7 us, 3 stages (192 KB) 29.0-29.1, registers 29.6-30.1; two tiles a warp sharing each
- * query fragment (6 warps, 192 KB) 35.5.
+ * Stages of the exact kernel's ring on this device: 2 where 8 warps' rings fit beside the query
+ * (128 + 32 KB: H100/H200, A100), else 0 (keys in registers: the RTX cards' 99 KB a block). What
+ * fits is found once per device (the kernel's shared-memory attribute set there). Measured on
+ * the H200 (bench/results/kernels-h200.md, 2026-12-01 session 15), graph + PDL at 131,072 keys:
+ * 2 stages 27.3-28.7 us, 3 stages (192 KB) 29.0-29.1, registers 29.6-30.1; two tiles a warp
+ * sharing each query fragment (6 warps, 192 KB) 35.5.
  */
-static enum xtc_kind
-xtc_way(void)
+static int
+xtc_stages(void)
 {
-    static int cached[64]; /* 1 + a bit mask of the kinds that fit; 0 not yet known */
+    static int cached[64]; /* 1 + the stages that fit; 0 not yet known */
     int dev = 0;
     int optin = 0;
 
@@ -502,35 +487,28 @@ xtc_way(void)
     }
     if (cudaGetDevice(&dev) != cudaSuccess) {
         (void)cudaGetLastError();
-        return XTC_REGS;
+        return 0;
     }
-    int fits = dev >= 0 && dev < 64 ? cached[dev] - 1 : -1;
-    if (fits < 0) {
+    int fit = dev >= 0 && dev < 64 ? cached[dev] - 1 : -1;
+    if (fit < 0) {
+        int smem = XTC_WARPS * XTC_RING * XTC_STAGE_BYTES;
         size_t fixed = sizeof(uint4) * 8 * 8 * 32 + 2 * sizeof(float) * XTC_HEADS + 1024;
         if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) !=
             cudaSuccess) {
             optin = 0;
         }
-        fits = 1 << XTC_REGS;
-        for (int kd = XTC_RING8; kd < XTC_KINDS; kd++) {
-            if (fixed + xtc_kinds[kd].smem <= (size_t)optin &&
-                cudaFuncSetAttribute(xtc_kinds[kd].kernel,
-                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     (int)xtc_kinds[kd].smem) == cudaSuccess) {
-                fits |= 1 << kd;
-            }
-        }
-        (void)cudaGetLastError(); /* a refusal leaves the kinds that fit */
+        fit = fixed + (size_t)smem <= (size_t)optin &&
+                      cudaFuncSetAttribute(index_scores_exact_tc_kernel<XTC_RING>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           smem) == cudaSuccess
+                  ? XTC_RING
+                  : 0;
+        (void)cudaGetLastError(); /* a refusal leaves the register kernel */
         if (dev >= 0 && dev < 64) {
-            cached[dev] = fits + 1;
+            cached[dev] = fit + 1;
         }
     }
-    const char *e = getenv("MT_IDX_EXACT_WARPS"); /* read every launch: tests take both */
-    bool eight = e != NULL && atoi(e) == 8;
-    if (ring_on == 1 && !eight && (fits & (1 << XTC_RING12))) {
-        return XTC_RING12;
-    }
-    return ring_on == 1 && (fits & (1 << XTC_RING8)) ? XTC_RING8 : XTC_REGS;
+    return ring_on == 1 ? fit : 0;
 }
 
 /* -1: not yet read from MT_IDX_EXACT_TC (default on); mt_gpu_index_exact_tc_set overrides. */
@@ -542,35 +520,39 @@ mt_gpu_index_exact_tc_set(bool on)
     exact_tc = on ? 1 : 0;
 }
 
-/* The tensor-core kernel's grid for n_keys: one block an SM (registers or shared memory allow
- * no more), trimmed so that the blocks' warps get the same number of tiles to within one. */
+/* The tensor-core kernel's grid for n_keys: as many blocks as fit on the device (cached per
+ * device), trimmed so that each warp gets the same number of tiles. */
 static mt_status_t
-xtc_grid(int64_t n_keys, int warps, unsigned *blocks)
+xtc_grid(int64_t n_keys, unsigned *blocks)
 {
     static int cached[64];
     int dev = 0;
-    int sms = 0;
+    int fit = 0;
     mt_status_t st;
 
     if ((st = MT_CUDA(cudaGetDevice(&dev))) != MT_OK) {
         return st;
     }
     if (dev >= 0 && dev < 64) {
-        sms = cached[dev];
+        fit = cached[dev];
     }
-    if (sms == 0) {
+    if (fit == 0) {
+        int sms = 0;
+        int per_sm = 0;
         if ((st = MT_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev))) !=
-            MT_OK) {
+                MT_OK ||
+            (st = MT_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                 &per_sm, index_scores_exact_tc_kernel<0>, XTC_WARPS * 32, 0))) != MT_OK) {
             return st;
         }
-        sms = MT_MAX(1, sms);
+        fit = MT_MAX(1, sms * per_sm);
         if (dev >= 0 && dev < 64) {
-            cached[dev] = sms;
+            cached[dev] = fit;
         }
     }
     int64_t tiles = MT_CEIL_DIV(n_keys, (int64_t)16);
-    int64_t per_warp = MT_CEIL_DIV(tiles, (int64_t)sms * warps);
-    *blocks = (unsigned)MT_CEIL_DIV(tiles, per_warp * warps);
+    int64_t per_warp = MT_CEIL_DIV(tiles, (int64_t)fit * XTC_WARPS);
+    *blocks = (unsigned)MT_CEIL_DIV(tiles, per_warp * XTC_WARPS);
     return MT_OK;
 }
 
@@ -609,15 +591,18 @@ mt_gpu_index_scores_rows(const float *q, const float *w, int n_heads, int dim, c
         exact_tc = e == NULL || atoi(e) != 0;
     }
     if (n_heads == XTC_HEADS && dim == XTC_DIM && exact_tc == 1 && (uintptr_t)q % 16 == 0) {
-        enum xtc_kind kd = xtc_way();
         unsigned blocks = 0;
-        mt_status_t st = xtc_grid(n_keys, xtc_kinds[kd].warps, &blocks);
+        mt_status_t st = xtc_grid(n_keys, &blocks);
         if (st != MT_OK) {
             return st;
         }
-        mt_pdl_launch(xtc_kinds[kd].kernel, dim3(blocks, (unsigned)n_q),
-                      dim3(xtc_kinds[kd].warps * 32), xtc_kinds[kd].smem, stream, q, w, k,
-                      n_keys0, scale, out, ld);
+        int S = xtc_stages();
+        size_t smem = (size_t)XTC_WARPS * S * XTC_STAGE_BYTES;
+        void (*kernel)(const float *, const float *, const float *, int64_t, float, float *,
+                       int64_t) = S == XTC_RING ? index_scores_exact_tc_kernel<XTC_RING>
+                                                : index_scores_exact_tc_kernel<0>;
+        mt_pdl_launch(kernel, dim3(blocks, (unsigned)n_q), dim3(XTC_WARPS * 32), smem, stream, q,
+                      w, k, n_keys0, scale, out, ld);
         return mt_cuda_launched("index_scores (tensor cores)", stream);
     }
     bool small = force != 0 ? force == 16 : n_keys <= EXACT_SMALL_ROW;
