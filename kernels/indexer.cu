@@ -470,9 +470,10 @@ mt_gpu_index_exact_ring_set(bool on)
  * Stages of the exact kernel's ring on this device: 2 where 8 warps' rings fit beside the query
  * (128 + 32 KB: H100/H200, A100), else 0 (keys in registers: the RTX cards' 99 KB a block). What
  * fits is found once per device (the kernel's shared-memory attribute set there). Measured on
- * the H200 (bench/results/kernels-h200.md, 2026-12-01 session 15), graph + PDL at 131,072 keys:
- * 2 stages 27.3-28.7 us, 3 stages (192 KB) 29.0-29.1, registers 29.6-30.1; two tiles a warp
- * sharing each query fragment (6 warps, 192 KB) 35.5.
+ * the H200 (bench/results/kernels-h200.md, 2026-12-01 session 15), graph + PDL at 131,072 keys,
+ * three calls: 2 stages 27.3-28.7 us against registers 28.8-30.1 (1-9% faster in each call); 3
+ * stages (192 KB) 29.0-29.1; 12 warps (192 KB of ring) 29.1-29.3; two tiles a warp sharing each
+ * query fragment (6 warps) 35.5.
  */
 static int
 xtc_stages(void)
