@@ -26,24 +26,40 @@
 
 #define MOE_SUM_THREADS 256
 
-/* h[p, r] = SiLU(gate_e[r] . x[tok p]) * (up_e[r] . x[tok p]) for the pairs of group blockIdx.y;
+/*
+ * The grid of the two kernels below: a block a (row block, group). With gfast the group is
+ * blockIdx.x, so blocks are placed group by group for each row block: a chunk's expert with more
+ * pairs than a group holds has consecutive groups, which then read the same weight rows at about
+ * the same time and all but the first find them in L2; with row blocks fastest (gfast false) an
+ * expert's second group came after all of its first group's rows, and read them from HBM again.
+ */
+static __device__ __forceinline__ void
+moe_block(bool gfast, int &grp, int &rb)
+{
+    grp = gfast ? blockIdx.x : blockIdx.y;
+    rb = gfast ? blockIdx.y : blockIdx.x;
+}
+
+/* h[p, r] = SiLU(gate_e[r] . x[tok p]) * (up_e[r] . x[tok p]) for the pairs of group grp;
  * a row group is 16 rows (one tile of gate, one of up). */
 template <int S>
 static __global__ void __launch_bounds__(FP8G_THREADS, 2)
 moe_gate_up_kernel(const struct mt_gpu_expert *experts, const int32_t *group_start,
                    const int32_t *pair_tok, const float *x, int hidden, int inter, float *h,
-                   int ks)
+                   int ks, bool gfast)
 {
     mt_pdl_enter();
     extern __shared__ uint4 ring[];
-    const struct mt_gpu_expert *e = experts + blockIdx.y;
-    int p0 = group_start[blockIdx.y];
-    int np = min(group_start[blockIdx.y + 1] - p0, FP8G_TOK);
+    int grp, rb;
+    moe_block(gfast, grp, rb);
+    const struct mt_gpu_expert *e = experts + grp;
+    int p0 = group_start[grp];
+    int np = min(group_start[grp + 1] - p0, FP8G_TOK);
     int w = threadIdx.x / 32;
     int lane = threadIdx.x & 31;
     int g = lane >> 2;
     int c = lane & 3;
-    int64_t r0 = ((int64_t)blockIdx.x * (FP8G_WARPS / ks) + w / ks) * 16;
+    int64_t r0 = ((int64_t)rb * (FP8G_WARPS / ks) + w / ks) * 16;
     struct fp8g_tile t[FP8G_TILES] = {
         fp8g_tile_at((const uint8_t *)e->gate, e->gate_scale, inter, hidden, r0),
         fp8g_tile_at((const uint8_t *)e->up, e->up_scale, inter, hidden, r0)};
@@ -66,22 +82,24 @@ moe_gate_up_kernel(const struct mt_gpu_expert *experts, const int32_t *group_sta
     }
 }
 
-/* yp[p, :] = down_e h[p, :] for the pairs of group blockIdx.y; a row group is 32 rows. */
+/* yp[p, :] = down_e h[p, :] for the pairs of group grp; a row group is 32 rows. */
 template <int S>
 static __global__ void __launch_bounds__(FP8G_THREADS, 2)
 moe_down_kernel(const struct mt_gpu_expert *experts, const int32_t *group_start, const float *h,
-                int hidden, int inter, float *yp, int ks)
+                int hidden, int inter, float *yp, int ks, bool gfast)
 {
     mt_pdl_enter();
     extern __shared__ uint4 ring[];
-    const struct mt_gpu_expert *e = experts + blockIdx.y;
-    int p0 = group_start[blockIdx.y];
-    int np = min(group_start[blockIdx.y + 1] - p0, FP8G_TOK);
+    int grp, rb;
+    moe_block(gfast, grp, rb);
+    const struct mt_gpu_expert *e = experts + grp;
+    int p0 = group_start[grp];
+    int np = min(group_start[grp + 1] - p0, FP8G_TOK);
     int w = threadIdx.x / 32;
     int lane = threadIdx.x & 31;
     int g = lane >> 2;
     int c = lane & 3;
-    int64_t r0 = ((int64_t)blockIdx.x * (FP8G_WARPS / ks) + w / ks) * (16 * FP8G_TILES);
+    int64_t r0 = ((int64_t)rb * (FP8G_WARPS / ks) + w / ks) * (16 * FP8G_TILES);
     struct fp8g_tile t[FP8G_TILES];
     float acc[FP8G_TILES][4];
 
@@ -462,8 +480,12 @@ moe_launch(const struct mt_gpu_moe_args *a, cudaStream_t s)
     float *yp = a->y_pairs != NULL ? a->y_pairs : h + (size_t)a->n_pairs * a->inter;
     int ks1 = fp8g_split(a->hidden / 16);
     int ks2 = fp8g_split(a->inter / 16);
-    dim3 g1((unsigned)MT_CEIL_DIV(a->inter, (FP8G_WARPS / ks1) * 16), a->n_groups);
-    dim3 g2((unsigned)MT_CEIL_DIV(a->hidden, (FP8G_WARPS / ks2) * 16 * FP8G_TILES), a->n_groups);
+    unsigned rb1 = (unsigned)MT_CEIL_DIV(a->inter, (FP8G_WARPS / ks1) * 16);
+    unsigned rb2 = (unsigned)MT_CEIL_DIV(a->hidden, (FP8G_WARPS / ks2) * 16 * FP8G_TILES);
+    const char *env = getenv("MT_MOE_GROUP_FAST"); /* read every call: tests take both */
+    bool gfast = env == NULL || atoi(env) != 0;
+    dim3 g1 = gfast ? dim3((unsigned)a->n_groups, rb1) : dim3(rb1, (unsigned)a->n_groups);
+    dim3 g2 = gfast ? dim3((unsigned)a->n_groups, rb2) : dim3(rb2, (unsigned)a->n_groups);
     dim3 g3((unsigned)MT_CEIL_DIV(a->hidden, MOE_SUM_THREADS), a->n_tok);
     mt_status_t st;
 
@@ -481,13 +503,13 @@ moe_launch(const struct mt_gpu_moe_args *a, cudaStream_t s)
     fp8g_prepare(moe_gate_up_kernel<S>, FP8G_SMEM(S), &prepared[0]);
     fp8g_prepare(moe_down_kernel<S>, FP8G_SMEM(S), &prepared[1]);
     mt_pdl_launch(moe_gate_up_kernel<S>, dim3(g1), dim3(FP8G_THREADS), FP8G_SMEM(S), s, a->experts,
-                  a->group_start, a->pair_tok, a->x, a->hidden, a->inter, h, ks1);
+                  a->group_start, a->pair_tok, a->x, a->hidden, a->inter, h, ks1, gfast);
     st = mt_cuda_launched("moe_gate_up", s);
     if (st != MT_OK) {
         return st;
     }
     mt_pdl_launch(moe_down_kernel<S>, dim3(g2), dim3(FP8G_THREADS), FP8G_SMEM(S), s, a->experts,
-                  a->group_start, h, a->hidden, a->inter, yp, ks2);
+                  a->group_start, h, a->hidden, a->inter, yp, ks2, gfast);
     st = mt_cuda_launched("moe_down", s);
     if (st != MT_OK || a->y_pairs != NULL) {
         return st;

@@ -195,6 +195,30 @@ check_moe_pad(int hidden, int inter, int n_exp, int n_tok, int k, bool pad)
                name, mt_gpu_pdl_active() ? "" : " (no PDL on this device)");
     }
     free(got2);
+    /* the older core's grid with row blocks first instead of groups (MT_MOE_GROUP_FAST=0): each
+       block computes the same values either way, so the same bits */
+    if (st == MT_OK) {
+        float *out = pairs_mode ? a.y_pairs : a.y;
+        size_t ob = pairs_mode ? (size_t)n_pairs * hidden * sizeof(float) : yb;
+        float *r1 = gt_malloc(ob);
+        float *r2 = gt_malloc(ob);
+        bool ok = mt_gpu_copy_to_device(a.y, y0, yb) == MT_OK &&
+                  mt_gpu_moe_experts(&a, NULL) == MT_OK;
+        if (ok) {
+            gt_get(r1, out, ob);
+        }
+        setenv("MT_MOE_GROUP_FAST", "0", 1);
+        ok = ok && mt_gpu_copy_to_device(a.y, y0, yb) == MT_OK &&
+             mt_gpu_moe_experts(&a, NULL) == MT_OK;
+        unsetenv("MT_MOE_GROUP_FAST");
+        if (ok) {
+            gt_get(r2, out, ob);
+        }
+        tap_ok(ok && memcmp(r1, r2, ob) == 0, "%s: the same bits with the grid's row blocks first",
+               name);
+        free(r2);
+        free(r1);
+    }
     for (int e = 0; e < n_exp; e++) {
         for (int m = 0; m < 3; m++) {
             free(sc[e][m]);
