@@ -724,31 +724,42 @@ mt_gpu_gather_rows(const float *src, const int32_t *rows, int n, int dim, float 
     return mt_cuda_launched("gather_rows", stream);
 }
 
-/* Thread d walks the pairs in order: y[tok[p]][d] += w[p] * ys[p][d] (moe.c's fixed order). */
+/* Thread (t, d): y[t][d] += w[p] * ys[p][d] for token t's pairs p in list order, the sum kept
+ * in a register (the same fused multiply-adds, in the same order, as adding into y). */
 static __global__ void
-scatter_add_kernel(float *y, const float *ys, const int32_t *tok, const float *w, int n_pairs,
+scatter_add_kernel(float *y, const float *ys, const int32_t *lists, int k, const float *w,
                    int dim)
 {
     mt_pdl_enter();
     int d = blockIdx.x * EO_THREADS + threadIdx.x;
+    int64_t t = blockIdx.y;
 
     if (d >= dim) {
         return;
     }
-    for (int p = 0; p < n_pairs; p++) {
-        y[(int64_t)tok[p] * dim + d] += w[p] * ys[(int64_t)p * dim + d];
+    const int32_t *list = lists + t * k;
+    float r = y[t * dim + d];
+    for (int j = 0; j < k; j++) {
+        int p = list[j];
+        if (p < 0) {
+            break;
+        }
+        r += w[p] * ys[(int64_t)p * dim + d];
     }
+    y[t * dim + d] = r;
 }
 
 extern "C" mt_status_t
-mt_gpu_scatter_add_rows(float *y, const float *ys, const int32_t *tok, const float *w,
-                        int n_pairs, int dim, struct CUstream_st *stream)
+mt_gpu_scatter_add_rows(float *y, const float *ys, const int32_t *lists, int k, const float *w,
+                        int n_tok, int dim, struct CUstream_st *stream)
 {
-    if (y == NULL || ys == NULL || tok == NULL || w == NULL || n_pairs < 1 || dim < 1) {
-        return mt_fail(MT_ERR_INVAL, 0, "gpu scatter add: %d pairs of %d", n_pairs, dim);
+    if (y == NULL || ys == NULL || lists == NULL || w == NULL || k < 1 || n_tok < 1 ||
+        n_tok > 65535 || dim < 1) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu scatter add: %d tokens of %d pairs at most, %d "
+                       "wide", n_tok, k, dim);
     }
-    mt_pdl_launch(scatter_add_kernel, dim3((unsigned)MT_CEIL_DIV(dim, EO_THREADS)),
-                  dim3(EO_THREADS), 0, stream, y, ys, tok, w, n_pairs, dim);
+    mt_pdl_launch(scatter_add_kernel, dim3((unsigned)MT_CEIL_DIV(dim, EO_THREADS), (unsigned)n_tok),
+                  dim3(EO_THREADS), 0, stream, y, ys, lists, k, w, dim);
     return mt_cuda_launched("scatter_add_rows", stream);
 }
 

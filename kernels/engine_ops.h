@@ -114,9 +114,12 @@ mt_status_t mt_gpu_scale_cols(float *x, int n_rows, int64_t ld, int offset, int 
 mt_status_t mt_gpu_gather_rows(const float *src, const int32_t *rows, int n, int dim, float *dst,
                                struct CUstream_st *stream);
 
-/* y[tok[p]] += w[p] * ys[p] for p = 0, 1, ... in that order (tok, w: device). */
-mt_status_t mt_gpu_scatter_add_rows(float *y, const float *ys, const int32_t *tok, const float *w,
-                                    int n_pairs, int dim, struct CUstream_st *stream);
+/* y[t] += w[p] * ys[p] for t < n_tok and the pairs p = lists[t k + j], j = 0, 1, ... in that
+ * order up to the first negative (lists [n_tok, k], w: device). Each token's sum is its own
+ * thread's: a token's pairs listed in pair order give the bits of walking all pairs in order. */
+mt_status_t mt_gpu_scatter_add_rows(float *y, const float *ys, const int32_t *lists, int k,
+                                    const float *w, int n_tok, int dim,
+                                    struct CUstream_st *stream);
 
 #define MT_GPU_HADAMARD_MAX 128
 

@@ -621,6 +621,73 @@ test_argmax(int n, int kind, int off)
 
 #ifdef MT_HAVE_CUDA
 /*
+ * mt_gpu_scatter_add_rows against y[tok[p]] += w[p] ys[p] over all pairs in order (what the
+ * engine computed before: moe.c's order): every bit, pairs grouped by expert as the engine lists
+ * them, so a token's pairs are scattered over the list; a token without pairs is left alone.
+ */
+static void
+test_scatter_add(int n_tok, int k, int dim)
+{
+    int np = 0;
+    int32_t *tok = gt_malloc((size_t)n_tok * k * sizeof(int32_t));
+    int32_t *lists = gt_malloc((size_t)n_tok * k * sizeof(int32_t));
+    float *w = gt_malloc((size_t)n_tok * k * sizeof(float));
+    float *y = gt_malloc((size_t)n_tok * dim * sizeof(float));
+    float *want = gt_malloc((size_t)n_tok * dim * sizeof(float));
+    float *got = gt_malloc((size_t)n_tok * dim * sizeof(float));
+
+    for (int i = 0; i < n_tok * k; i++) {
+        lists[i] = -1;
+    }
+    /* "experts" e = 0..k + 2: token t takes expert e when (t + e) % 3 != 0, at most k of them
+       (token n_tok - 1 none); pairs listed expert by expert */
+    for (int e = 0; e < k + 3; e++) {
+        for (int t = 0; t + 1 < n_tok; t++) {
+            int j = 0;
+            while (j < k && lists[t * k + j] >= 0) {
+                j++;
+            }
+            if ((t + e) % 3 != 0 && j < k) {
+                lists[t * k + j] = np;
+                tok[np++] = t;
+            }
+        }
+    }
+    gt_fill(w, (size_t)np, -1.0f, 1.0f);
+    gt_fill(y, (size_t)n_tok * dim, -2.0f, 2.0f);
+    float *ys = gt_malloc((size_t)np * dim * sizeof(float));
+    gt_fill(ys, (size_t)np * dim, -3.0f, 3.0f);
+    memcpy(want, y, (size_t)n_tok * dim * sizeof(float));
+    for (int p = 0; p < np; p++) {
+        for (int d = 0; d < dim; d++) {
+            float *o = &want[(size_t)tok[p] * dim + d];
+            *o = fmaf(w[p], ys[(size_t)p * dim + d], *o);
+        }
+    }
+    mt_gpu_arena_reset(gt_arena);
+    float *d_y = gt_put(y, (size_t)n_tok * dim * sizeof(float));
+    float *d_ys = gt_put(ys, (size_t)np * dim * sizeof(float));
+    int32_t *d_l = gt_put(lists, (size_t)n_tok * k * sizeof(int32_t));
+    float *d_w = gt_put(w, (size_t)np * sizeof(float));
+    bool ok = mt_gpu_scatter_add_rows(d_y, d_ys, d_l, k, d_w, n_tok, dim, NULL) == MT_OK;
+    if (ok) {
+        gt_get(got, d_y, (size_t)n_tok * dim * sizeof(float));
+    }
+    tap_ok(ok && memcmp(got, want, (size_t)n_tok * dim * sizeof(float)) == 0,
+           "scatter add of %d pairs into %d tokens x %d: the bits of the in-order walk", np,
+           n_tok, dim);
+    tap_ok(mt_gpu_scatter_add_rows(d_y, d_ys, d_l, 0, d_w, n_tok, dim, NULL) != MT_OK,
+           "scatter add: k = 0 is refused");
+    free(ys);
+    free(got);
+    free(want);
+    free(y);
+    free(w);
+    free(lists);
+    free(tok);
+}
+
+/*
  * The FP8 indexer's Hadamard + act_quant (mt_gpu_hadamard_quant) against mt_cpu_hadamard and
  * mt_cpu_act_quant (ue8m0): every e4m3 byte and every scale equal, with the head weights folded
  * in (w_in) as the engine does for the query.
@@ -712,6 +779,9 @@ main(void)
     test_router(&small, 17, 0);
     test_router(&single, 9, 0);
 #ifdef MT_HAVE_CUDA
+    test_scatter_add(512, 8, 7168); /* a prompt chunk of V3.2 */
+    test_scatter_add(3, 8, 7168);   /* a decode batch */
+    test_scatter_add(17, 2, 300);   /* a width off the block size */
     test_kv_epilogue(1, 512, 64, MT_DTYPE_BF16, MT_DTYPE_BF16, 1.0f, 4095, 1536); /* V3.2 */
     test_kv_epilogue(3, 512, 64, MT_DTYPE_F32, MT_DTYPE_F32, 1.3f, 0, 1536);
     test_kv_epilogue(2, 40, 8, MT_DTYPE_BF16, MT_DTYPE_F32, 1.0f, 17, 48);     /* tiny models */

@@ -635,6 +635,7 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
     A(g->group_start, (GX + 1) * sizeof(int32_t), "work");
     A(g->pair_tok, T * K * sizeof(int32_t), "work");
     A(g->pair_w, T * K * f, "work");
+    A(g->tok_pairs, T * K * sizeof(int32_t), "work");
     A(g->xgroups, GX * sizeof(struct mt_gpu_expert), "work");
     /* a decode step's grouped experts, or a chunk's (their SwiGLU outputs; results into ys) */
     size_t xw = mt_gpu_moe_work_bytes((int)(TOK * K), (int)inter, (int)D);
@@ -956,13 +957,15 @@ eng_gpu_create(struct mt_engine *e)
     g->h_pair_w = malloc(T * K * sizeof(float));
     g->h_ids = malloc(T * K * sizeof(int32_t));
     g->h_pair_tok = malloc(T * K * sizeof(int32_t));
+    g->h_tok_pairs = malloc(T * K * sizeof(int32_t));
     size_t GX = GROUPS_MAX(E, T, K);
     g->h_group_start = malloc((GX + 1) * sizeof(int32_t));
     g->h_count = malloc((GX + 1) * sizeof(int32_t));
     g->h_idx = malloc((size_t)g->ctx * sizeof(int32_t));
     g->h_xgroups = malloc(GX * sizeof(struct mt_gpu_expert) + 1);
     if (g->h_emb == NULL || g->h_rw == NULL || g->h_pair_w == NULL || g->h_ids == NULL ||
-        g->h_pair_tok == NULL || g->h_group_start == NULL || g->h_count == NULL ||
+        g->h_pair_tok == NULL || g->h_tok_pairs == NULL || g->h_group_start == NULL ||
+        g->h_count == NULL ||
         g->h_idx == NULL || g->h_xgroups == NULL) {
         return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the GPU engine's host buffers");
     }
@@ -1031,6 +1034,7 @@ eng_gpu_destroy(struct eng_gpu *g, int n_layers)
     free(g->h_pair_w);
     free(g->h_ids);
     free(g->h_pair_tok);
+    free(g->h_tok_pairs);
     free(g->h_group_start);
     free(g->h_count);
     free(g->h_idx);

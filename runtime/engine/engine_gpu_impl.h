@@ -111,6 +111,8 @@ struct eng_gpu {
     /* host work */
     float *h_emb, *h_rw, *h_pair_w;
     int32_t *h_ids, *h_idx, *h_group_start, *h_pair_tok, *h_count;
+    int32_t *h_tok_pairs, *tok_pairs; /* host and device [TOK or chunk, K]: each token's pairs
+                                         to add into y, in pair order, -1 after the last */
     struct mt_gpu_expert *h_xgroups;
     /* host experts (engine_gpu_moe.c): moe.c's grouping and executors on pinned copies */
     struct eng_work hw;            /* MoE fields only: ids, moe_wts, xs, ys, groups, tasks */

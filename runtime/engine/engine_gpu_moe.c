@@ -624,9 +624,28 @@ device_experts(struct mt_engine *e, struct eng_gpu *g, int l, int m, int *held_o
     }
     int a0 = g->h_group_start[summed];
     if (np > a0) {
+        /* each token's pairs from a0 on, in pair order (at most K: one a routed expert) */
+        int K = c->num_experts_per_tok;
+        for (int i = 0; i < m * K; i++) {
+            g->h_tok_pairs[i] = -1;
+        }
+        for (int p = a0; p < np; p++) {
+            int t = g->h_pair_tok[p], j = 0;
+            while (j < K && g->h_tok_pairs[t * K + j] >= 0) {
+                j++;
+            }
+            if (j == K) {
+                return eng_gpu_fail(mt_fail(MT_ERR_INTERNAL, 0, "token %d has more than %d "
+                                            "expert pairs", t, K),
+                                    l, "expert weighted sum");
+            }
+            g->h_tok_pairs[t * K + j] = p - a0;
+        }
         GPU_DO(l, "expert weighted sum",
-               mt_gpu_scatter_add_rows(g->y, g->ys + (size_t)a0 * D, g->pair_tok + a0,
-                                       g->pair_w + a0, np - a0, D, s));
+               mt_gpu_copy_async(g->tok_pairs, g->h_tok_pairs, (size_t)m * K * 4, 1, s));
+        GPU_DO(l, "expert weighted sum",
+               mt_gpu_scatter_add_rows(g->y, g->ys + (size_t)a0 * D, g->tok_pairs, K,
+                                       g->pair_w + a0, m, D, s));
     }
     GPU_DO(l, "routed experts (device)", mt_gpu_event_record(g->ev_x1, s));
     g->x_timing = true;
