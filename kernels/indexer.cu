@@ -471,7 +471,7 @@ mt_gpu_index_exact_ring_set(bool on)
  * (128 + 32 KB: H100/H200, A100), else 0 (keys in registers: the RTX cards' 99 KB a block). What
  * fits is found once per device (the kernel's shared-memory attribute set there). Measured on
  * the H200 (bench/results/kernels-h200.md, 2026-12-01 session 15), graph + PDL at 131,072 keys,
- * three calls: 2 stages 27.3-28.7 us against registers 28.8-30.1 (1-9% faster in each call); 3
+ * four calls: 2 stages 27.0-28.7 us against registers 28.8-30.1 (1-10% faster in each call); 3
  * stages (192 KB) 29.0-29.1; 12 warps (192 KB of ring) 29.1-29.3; two tiles a warp sharing each
  * query fragment (6 warps) 35.5.
  */
