@@ -965,8 +965,7 @@ eng_gpu_create(struct mt_engine *e)
     g->h_xgroups = malloc(GX * sizeof(struct mt_gpu_expert) + 1);
     if (g->h_emb == NULL || g->h_rw == NULL || g->h_pair_w == NULL || g->h_ids == NULL ||
         g->h_pair_tok == NULL || g->h_tok_pairs == NULL || g->h_group_start == NULL ||
-        g->h_count == NULL ||
-        g->h_idx == NULL || g->h_xgroups == NULL) {
+        g->h_count == NULL || g->h_idx == NULL || g->h_xgroups == NULL) {
         return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the GPU engine's host buffers");
     }
     mt_log_info("GPU engine: %.1f MiB on the device (weights %.1f, KV cache %.1f for %lld "

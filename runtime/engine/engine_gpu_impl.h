@@ -40,8 +40,8 @@ struct g_layer {
     struct gw q_a, q_b, kv_a, o, idx_wq_b, idx_wk, idx_wproj;
     struct gw xproj;      // q_a, idx_wk, kv_a stacked (views of it), data NULL where they do not
     int64_t xproj_off[3]; // their first outputs in xproj's
-    struct gw qproj;      // q_b, idx_wq_b stacked (views of it; both read q_a's output), or NULL
-    int64_t qproj_off[2];
+    struct gw qproj;      // q_b, idx_wq_b stacked (both read q_a's output), data NULL where not
+    int64_t qproj_off[2]; // their first outputs in qproj's
     struct gw kvb; // [H * (nope + v), kvl] in its checkpoint dtype (absorption)
     bool is_moe;
     struct g_mlp mlp; // dense layers
