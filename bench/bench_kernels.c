@@ -535,7 +535,7 @@ bench_indexer(int64_t n, bool fp8, bool with_topk)
                  : fp8                            ? "target >=70% hbm"
                  : idx_cuda_cores                 ? "fp32 CUDA cores"
                  : idx_ring_note != NULL          ? idx_ring_note
-                                                  : "tensor cores, f16 x 3, ring");
+                                                  : "tensor cores, f16 x 3 (ring where it fits)");
     if (!fp8 || !with_topk) {
         return;
     }

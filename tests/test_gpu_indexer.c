@@ -537,7 +537,7 @@ main(void)
     /* the tensor-core kernel's row scaling: past f16's range, and deep in its subnormals */
     test_scores_exact_mag(64, 128, 4099, 1e4f, 1e5f, "tensor cores");
     test_scores_exact_mag(64, 128, 1000, 1e-6f, 1e-3f, "tensor cores");
-    /* rings and registers: rows of one tile a warp, of several (a partial last tile), long */
+    /* the ring against registers: rows of one tile a warp, of several (a partial last tile) */
     test_scores_exact_ring(2100);
     test_scores_exact_ring(50001);
     test_scores_exact_ring(131072);
