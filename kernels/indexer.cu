@@ -208,19 +208,27 @@ xtc_split(float x0, float x1, uint32_t *hi, uint32_t *lo)
     *lo = *reinterpret_cast<uint32_t *>(&l);
 }
 
+/* Lane (g, t)'s first piece of key g + 8 r of tile `tile` (dims 4 t ..; the piece of k-step ks
+ * is 4 ks further), and whether that key exists (else key 0's: a mapped address, not read). */
+static __device__ __forceinline__ const float4 *
+xtc_key(const float *__restrict__ k, int64_t n_keys, int64_t tile, int r, bool *ok)
+{
+    int lane = threadIdx.x & 31;
+    int64_t key = tile * 16 + (lane >> 2) + 8 * r;
+
+    *ok = key < n_keys;
+    return reinterpret_cast<const float4 *>(k + (*ok ? key : 0) * XTC_DIM) + (lane & 3);
+}
+
 /* Lane (g, t)'s pieces of tile `tile`: key g (v[0..7]) and key g + 8 (v[8..15]), dims 16 ks + 4 t
  * for ks = 0..7; zeros past n_keys. */
 static __device__ __forceinline__ void
 xtc_load(const float *__restrict__ k, int64_t n_keys, int64_t tile, float4 (&v)[16])
 {
-    int lane = threadIdx.x & 31;
-    int64_t key = tile * 16 + (lane >> 2);
-
 #pragma unroll
     for (int r = 0; r < 2; r++) {
-        bool ok = key + 8 * r < n_keys;
-        const float4 *src =
-            reinterpret_cast<const float4 *>(k + (key + 8 * r) * XTC_DIM) + (lane & 3);
+        bool ok;
+        const float4 *src = xtc_key(k, n_keys, tile, r, &ok);
 #pragma unroll
         for (int ks = 0; ks < 8; ks++) {
             v[8 * r + ks] = ok ? __ldcs(src + 4 * ks) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
@@ -238,13 +246,11 @@ static __device__ __forceinline__ void
 xtc_load_async(uint4 *stage, const float *__restrict__ k, int64_t n_keys, int64_t tile)
 {
     int lane = threadIdx.x & 31;
-    int64_t key = tile * 16 + (lane >> 2);
 
 #pragma unroll
     for (int r = 0; r < 2; r++) {
-        bool ok = key + 8 * r < n_keys;
-        const float4 *src =
-            reinterpret_cast<const float4 *>(k + (ok ? key + 8 * r : 0) * XTC_DIM) + (lane & 3);
+        bool ok;
+        const float4 *src = xtc_key(k, n_keys, tile, r, &ok);
 #pragma unroll
         for (int ks = 0; ks < 8; ks++) {
             mt_cp_async16(stage + (8 * r + ks) * 32 + lane, src + 4 * ks, ok);
