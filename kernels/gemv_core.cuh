@@ -128,41 +128,7 @@ fp8g_h2bits(__half2 h)
     return *reinterpret_cast<uint32_t *>(&h);
 }
 
-/*
- * The weight decode. From sm_89 the hardware converts two e4m3 bytes to an f16x2 in one
- * instruction (exact), so a word's A halves are (byte 0, byte 1) and (byte 2, byte 3) at their
- * true values, and x is paired (x0, x1), (x2, x3) to match; below sm_89 (or with
- * MT_GEMV_BIT_DECODE=1) mt_fp8x4_decode's integer moves (7 instructions a word) give (byte 0,
- * byte 2), (byte 1, byte 3) times 2^-8, x is paired (x0, x2), (x1, x3), and results are in units
- * of 2^-8: callers multiply by FP8G_DECODE_SCALE. gemv_wave.cuh does the same (MV_HW_CVT).
- */
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890 && !MT_GEMV_BIT_DECODE
-#define FP8G_HW_CVT 1
-#define FP8G_DECODE_SCALE 1.0f
-#else
-#define FP8G_HW_CVT 0
-#define FP8G_DECODE_SCALE MT_FP8_DECODE_SCALE
-#endif
-
-/* A word's two A halves (in mma k order) and the x pairs that meet them. */
-static __device__ __forceinline__ void
-fp8g_decode(uint32_t w, uint32_t &lo, uint32_t &hi)
-{
-#if FP8G_HW_CVT
-    asm("{\n\t.reg .b16 l, h;\n\tmov.b32 {l, h}, %2;\n\t"
-        "cvt.rn.f16x2.e4m3x2 %0, l;\n\tcvt.rn.f16x2.e4m3x2 %1, h;\n\t}"
-        : "=r"(lo), "=r"(hi)
-        : "r"(w));
-#else
-    __half2 l;
-    __half2 h;
-    mt_fp8x4_decode(w, &l, &h);
-    lo = *reinterpret_cast<uint32_t *>(&l);
-    hi = *reinterpret_cast<uint32_t *>(&h);
-#endif
-}
-
-/* acc[i] += scale_i * (tile i x) over the stage's 64 columns (in units of 1 / FP8G_DECODE_SCALE).
+/* acc[i] += scale_i * (tile i x) over the stage's 64 columns (in units of 2^-8, see common.cuh).
  * acc[i][0..3]: (row g, token 2c), (row g, token 2c + 1), (row g + 8, 2c), (row g + 8, 2c + 1). */
 static __device__ __forceinline__ void
 fp8g_consume(const uint4 *ring, int stage, float (&acc)[FP8G_TILES][4])
@@ -175,9 +141,6 @@ fp8g_consume(const uint4 *ring, int stage, float (&acc)[FP8G_TILES][4])
     for (int j = 0; j < 4; j++) {
         uint4 q = slot[(2 * FP8G_TILES + j) * FP8G_THREADS];
         float4 x = *reinterpret_cast<float4 *>(&q);
-        if (FP8G_HW_CVT) {
-            x = make_float4(x.x, x.z, x.y, x.w); /* so that the pairs below are (x0, x1), (x2, x3) */
-        }
         __half2 h0 = __floats2half2_rn(x.x, x.z);
         __half2 h1 = __floats2half2_rn(x.y, x.w);
         float2 f0 = __half22float2(h0);
@@ -198,9 +161,13 @@ fp8g_consume(const uint4 *ring, int stage, float (&acc)[FP8G_TILES][4])
         float dl[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
         for (int j = 0; j < 4; j++) {
-            uint32_t a0, a1, a2, a3;
-            fp8g_decode(v0[j], a0, a2);
-            fp8g_decode(v1[j], a1, a3);
+            __half2 l0, h0, l1, h1;
+            mt_fp8x4_decode(v0[j], &l0, &h0);
+            mt_fp8x4_decode(v1[j], &l1, &h1);
+            uint32_t a0 = fp8g_h2bits(l0);
+            uint32_t a1 = fp8g_h2bits(l1);
+            uint32_t a2 = fp8g_h2bits(h0);
+            uint32_t a3 = fp8g_h2bits(h1);
             fp8g_mma(dh, a0, a1, a2, a3, bh[j][0], bh[j][1]);
             fp8g_mma(dl, a0, a1, a2, a3, bl[j][0], bl[j][1]);
         }

@@ -75,8 +75,8 @@ moe_gate_up_kernel(const struct mt_gpu_expert *experts, const int32_t *group_sta
         int64_t r = r0 + g + 8 * (k >> 1);
         int j = 2 * c + (k & 1);
         if (r < inter && j < np) {
-            float gv = acc[0][k] * FP8G_DECODE_SCALE;
-            float uv = acc[1][k] * FP8G_DECODE_SCALE;
+            float gv = acc[0][k] * MT_FP8_DECODE_SCALE;
+            float uv = acc[1][k] * MT_FP8_DECODE_SCALE;
             h[(int64_t)(p0 + j) * inter + r] = gv / (1.0f + expf(-gv)) * uv;
         }
     }
@@ -119,7 +119,7 @@ moe_down_kernel(const struct mt_gpu_expert *experts, const int32_t *group_start,
             int64_t r = r0 + 16 * i + g + 8 * (k >> 1);
             int j = 2 * c + (k & 1);
             if (r < hidden && j < np) {
-                yp[(int64_t)(p0 + j) * hidden + r] = acc[i][k] * FP8G_DECODE_SCALE;
+                yp[(int64_t)(p0 + j) * hidden + r] = acc[i][k] * MT_FP8_DECODE_SCALE;
             }
         }
     }
