@@ -196,8 +196,9 @@ check_moe_pad(int hidden, int inter, int n_exp, int n_tok, int k, bool pad)
     }
     free(got2);
     /* the older core's grid with row blocks first instead of groups (MT_MOE_GROUP_FAST=0): each
-       block computes the same values either way, so the same bits */
-    if (st == MT_OK) {
+       block computes the same values either way, so the same bits (where that core runs: more
+       than 4 tokens, a chunk's groups, or MT_MOE_WAVE=0) */
+    if (st == MT_OK && (pairs_mode || n_tok > 4 || getenv("MT_MOE_WAVE") != NULL)) {
         float *out = pairs_mode ? a.y_pairs : a.y;
         size_t ob = pairs_mode ? (size_t)n_pairs * hidden * sizeof(float) : yb;
         float *r1 = gt_malloc(ob);
