@@ -8,7 +8,7 @@ EXTRA_DIST += kernels/host_copy.h kernels/engine_ops.h kernels/events.h kernels/
 	kernels/graph.h kernels/launch_times.h
 KERNEL_SOURCES += kernels/pdl.cu
 KERNEL_SOURCES += kernels/arena.cu kernels/gemv.cu kernels/elementwise.cu kernels/router.cu \
-	kernels/indexer.cu kernels/topk.cu kernels/mla.cu kernels/moe.cu \
+	kernels/indexer.cu kernels/topk.cu kernels/mla.cu kernels/moe.cu kernels/moe_chunk.cu \
 	kernels/engine_ops.cu kernels/gemm.cu kernels/moe_group.cu kernels/graph.cu \
 	kernels/argmax.cu
 EXTRA_DIST += $(KERNEL_SOURCES)

@@ -10,7 +10,8 @@
  * gate/up a warp's two 16-row tiles are the same 16 rows of gate and of up, so each thread holds g
  * and u of the same (row, token) and forms SiLU(g) * u in registers; only h [pairs, inter] touches
  * memory. The final sum runs over a token's pairs in pair order, so results do not depend on
- * scheduling.
+ * scheduling. A prompt chunk's experts (outputs per pair) go to moe_chunk.cu's small GEMMs unless
+ * MT_MOE_CHUNK_GEMM=0 sends them to the older core here, in groups of up to 8.
  */
 #include <config.h>
 
@@ -522,6 +523,9 @@ moe_launch(const struct mt_gpu_moe_args *a, cudaStream_t s)
 extern "C" mt_status_t
 mt_gpu_moe_experts(const struct mt_gpu_moe_args *a, struct CUstream_st *stream)
 {
+    if (a->y_pairs != NULL && mt_gpu_moe_chunk_group_max() > MT_GPU_GEMV_MAX_TOK) {
+        return mt_gpu_moe_chunk_experts(a, stream); /* a prompt chunk's: moe_chunk.cu */
+    }
     if (a->hidden < 16 || a->hidden % 16 != 0 || a->inter < 16 || a->inter % 16 != 0 ||
         a->n_groups < 1 || a->n_pairs < a->n_groups || a->n_tok < 1 || a->max_group_tok < 1 ||
         a->max_group_tok > MT_GPU_GEMV_MAX_TOK || a->experts == NULL || a->group_start == NULL ||

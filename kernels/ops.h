@@ -324,6 +324,19 @@ MT_GPU_FN size_t mt_gpu_moe_work_bytes(int n_pairs, int inter, int hidden);
 MT_GPU_FN mt_status_t mt_gpu_moe_experts(const struct mt_gpu_moe_args *a,
                                          struct CUstream_st *stream);
 
+/*
+ * A prompt chunk's experts (y_pairs set) as small GEMMs (moe_chunk.cu): groups of up to
+ * MT_GPU_MOE_CHUNK_TOK pairs, each block reading its weights once for all of them.
+ * mt_gpu_moe_experts takes this path for every call with y_pairs unless MT_MOE_CHUNK_GEMM=0 is in
+ * the environment (the older core, groups of up to MT_GPU_GEMV_MAX_TOK);
+ * mt_gpu_moe_chunk_group_max() says which, for the caller that forms the groups. work needs
+ * n_pairs * inter floats.
+ */
+#define MT_GPU_MOE_CHUNK_TOK 32
+MT_GPU_FN int mt_gpu_moe_chunk_group_max(void);
+MT_GPU_FN mt_status_t mt_gpu_moe_chunk_experts(const struct mt_gpu_moe_args *a,
+                                               struct CUstream_st *stream);
+
 /* ---- programmatic dependent launch (pdl.cu, kernels/pdl.cuh) ------------------------------- */
 
 /*
@@ -595,6 +608,19 @@ mt_gpu_moe_work_bytes(int n_pairs, int inter, int hidden)
 
 static inline mt_status_t
 mt_gpu_moe_experts(const struct mt_gpu_moe_args *a, struct CUstream_st *stream)
+{
+    (void)a, (void)stream;
+    return mt_gpu_ops_unsupported_();
+}
+
+static inline int
+mt_gpu_moe_chunk_group_max(void)
+{
+    return MT_GPU_GEMV_MAX_TOK;
+}
+
+static inline mt_status_t
+mt_gpu_moe_chunk_experts(const struct mt_gpu_moe_args *a, struct CUstream_st *stream)
 {
     (void)a, (void)stream;
     return mt_gpu_ops_unsupported_();

@@ -532,7 +532,7 @@ mla_shape(void)
         mt_gpu_launch_times_reset();
         bool ok = mt_engine_forward(gpu, ids, N, true, a) == MT_OK;
         long rows_launches = launches_of("mla_prompt");
-        long grouped = launches_of("moe_gate_up");
+        long grouped = launches_of("moe_chunk_gate_up") + launches_of("moe_gate_up");
         mt_gpu_launch_times_reset();
         mt_gpu_launch_times_enable(false);
         ok = ok && mt_engine_forward(cpu, ids, N, true, b) == MT_OK &&

@@ -3,8 +3,9 @@
  * test_gpu_moe.c - grouped SwiGLU experts on the GPU against the CPU reference:
  * y[t] = x0[t] + sum_j w[t, j] * mt_cpu_swiglu(expert ids[t, j], x[t]), at the V3.2 expert shape
  * (2048 x 7168) and odd ones, with 1 to 8 tokens and experts shared between tokens; and a prompt
- * chunk's way (pairs_mode): up to 40 tokens, each expert's pairs in groups of up to 8, every
- * pair's output left in y_pairs (y untouched) and summed here.
+ * chunk's way (pairs_mode): up to 40 tokens, each expert's pairs in groups of up to 32 (the chunk
+ * GEMM of moe_chunk.cu) or 8 (the older core, MT_MOE_CHUNK_GEMM=0), every pair's output left in
+ * y_pairs (y untouched) and summed here.
  */
 #include <config.h>
 
@@ -20,7 +21,8 @@
 
 /* Appended to the checks' names: the gate/up kernel's shape where it is not the default. */
 static const char *moe_variant = "";
-/* Groups of up to 8 pairs, outputs per pair into y_pairs (a prompt chunk's use). */
+/* Groups of up to mt_gpu_moe_chunk_group_max() pairs, outputs per pair into y_pairs (a prompt
+ * chunk's use). */
 static bool pairs_mode;
 
 static void
@@ -50,7 +52,7 @@ check_moe_pad(int hidden, int inter, int n_exp, int n_tok, int k, bool pad)
     if (n_tok > (pairs_mode ? MAX_TOK : 8) || k > 8 || n_exp > MAX_E) {
         gt_bail("check_moe: at most 8 tokens (40 in pairs mode), top-8, 16 experts");
     }
-    int cap = pairs_mode ? 8 : MAX_PAIRS; /* pairs a group */
+    int cap = pairs_mode ? mt_gpu_moe_chunk_group_max() : MAX_PAIRS; /* pairs a group */
     mt_gpu_arena_reset(gt_arena);
     for (int e = 0; e < n_exp; e++) {
         for (int m = 0; m < 3; m++) {
@@ -143,7 +145,9 @@ check_moe_pad(int hidden, int inter, int n_exp, int n_tok, int k, bool pad)
              "experts %d x %d, %d tokens x top-%d of %d (%d groups%s, <= %d a group)%s%s", inter,
              hidden, n_tok, k, n_exp, n_groups, pad ? " with empty ones" : "", max_group,
              getenv("MT_MOE_WAVE") != NULL ? " on the older core (MT_MOE_WAVE=0)" : "",
-             pairs_mode ? ", outputs per pair" : moe_variant);
+             !pairs_mode                              ? moe_variant
+             : cap > MT_GPU_GEMV_MAX_TOK ? ", outputs per pair (chunk GEMM)"
+                                         : ", outputs per pair (older core)");
     if (st != MT_OK) {
         tap_ok(false, "%s: launch failed: %s", name, mt_last_error());
     } else if (pairs_mode) {
@@ -197,8 +201,9 @@ check_moe_pad(int hidden, int inter, int n_exp, int n_tok, int k, bool pad)
     free(got2);
     /* the older core's grid with row blocks first instead of groups (MT_MOE_GROUP_FAST=0): each
        block computes the same values either way, so the same bits (where that core runs: more
-       than 4 tokens, a chunk's groups, or MT_MOE_WAVE=0) */
-    if (st == MT_OK && (pairs_mode || n_tok > 4 || getenv("MT_MOE_WAVE") != NULL)) {
+       than 4 tokens, a chunk's groups with MT_MOE_CHUNK_GEMM=0, or MT_MOE_WAVE=0) */
+    if (st == MT_OK && (pairs_mode ? cap <= MT_GPU_GEMV_MAX_TOK
+                                   : n_tok > 4 || getenv("MT_MOE_WAVE") != NULL)) {
         float *out = pairs_mode ? a.y_pairs : a.y;
         size_t ob = pairs_mode ? (size_t)n_pairs * hidden * sizeof(float) : yb;
         float *r1 = gt_malloc(ob);
@@ -281,11 +286,22 @@ main(void)
     check_moe_pad(7168, 2048, 16, 2, 8, true);
     mt_gpu_gemv_two_blocks_set(true);
     moe_variant = "";
-    /* a prompt chunk's experts: groups of up to 8 pairs, outputs per pair (the engine's chunks) */
+    /* a prompt chunk's experts, outputs per pair (the engine's chunks): groups of up to 32 pairs
+       on the chunk GEMM, then of up to 8 on the older core */
     pairs_mode = true;
-    check_moe(7168, 2048, 6, 12, 4); /* ~8 pairs an expert at V3.2's shape */
-    check_moe(272, 144, 3, 40, 2);   /* ~27 pairs an expert: full groups and a partial one */
+    check_moe(7168, 2048, 6, 12, 4);  /* ~8 pairs an expert at V3.2's shape */
+    check_moe(7168, 2048, 6, 40, 4);  /* ~27 pairs an expert: four n-tiles, some partial */
+    check_moe(7168, 2048, 2, 40, 2);  /* 40 pairs an expert: a full group of 32 and one of 8 */
+    check_moe(272, 144, 3, 40, 2);    /* odd sizes: partial steps, tiles and row blocks */
+    check_moe(272, 144, 2, 40, 2);    /* the same with groups of 32 and 8 */
+    check_moe(1040, 400, 5, 33, 1);   /* single pairs and small groups */
+    check_moe(16, 16, 3, 17, 3);      /* one tile and one partial step an expert */
+    check_moe_pad(1040, 400, 4, 9, 3, true); /* empty groups at the end compute nothing */
+    setenv("MT_MOE_CHUNK_GEMM", "0", 1);
+    check_moe(7168, 2048, 6, 12, 4);
+    check_moe(272, 144, 3, 40, 2); /* ~27 pairs an expert: full groups of 8 and a partial one */
     check_moe_pad(1040, 400, 4, 9, 3, true);
+    unsetenv("MT_MOE_CHUNK_GEMM");
     pairs_mode = false;
     mt_gpu_arena_destroy(gt_arena);
     return tap_done();

@@ -531,9 +531,11 @@ device_experts(struct mt_engine *e, struct eng_gpu *g, int l, int m, int *held_o
     mt_status_t st;
 
     *held_out = 0;
-    /* a chunk's GPU-tier experts through the grouped kernel too, in groups of up to TOK pairs
-       (its limit) with every pair's output left in ys, added up with the slot experts' below */
+    /* a chunk's GPU-tier experts through the grouped kernel too, in groups of up to span pairs
+       (the chunk GEMM's limit, or the older core's TOK) with every pair's output left in ys,
+       added up with the slot experts' below */
     bool chunk_grouped = m > TOK && g->grouped_moe && g->chunk_moe;
+    int chunk_span = mt_gpu_moe_chunk_group_max();
     /* GPU-tier groups first (the grouped kernel takes them), then the slot experts */
     for (int pass = 0; pass < 2; pass++) {
         for (int x = 0; x < E; x++) {
@@ -542,7 +544,7 @@ device_experts(struct mt_engine *e, struct eng_gpu *g, int l, int m, int *held_o
             if (b == a || !g->on_gpu[x] || resident != (pass == 0)) {
                 continue;
             }
-            int span = pass == 0 && chunk_grouped ? TOK : b - a; /* pairs a group */
+            int span = pass == 0 && chunk_grouped ? chunk_span : b - a; /* pairs a group */
             for (int a1 = a; a1 < b; a1 += span) {
                 int b1 = MT_MIN(b, a1 + span);
                 g->h_xgroups[n_groups] = L->xtab[x];
