@@ -20,9 +20,9 @@
  * the fp32 cache's MLA runs per token as attention.c does. A MoE layer with experts off the GPU,
  * or a chunk longer than a decode batch, copies the router's choices back to the host and groups
  * the (token, expert) pairs there exactly as moe.c does (engine_gpu_moe.c); a chunk's GPU
- * experts run as one grouped launch (groups of up to 8 tokens). A decode batch through layers
- * whose experts all live on the GPU groups them on the device instead, so such a step waits for
- * nothing until its logits.
+ * experts run as one grouped launch (kernels/moe_chunk.cu's small GEMMs, groups of up to 32
+ * pairs). A decode batch through layers whose experts all live on the GPU groups them on the
+ * device instead, so such a step waits for nothing until its logits.
  *
  * Decode steps as CUDA graphs: a step of the all-GPU model is ~100 small launches, and launched
  * one by one the GPU waits between them for the host (measured on the H200: ~0.5 ms of a 1.95 ms

@@ -96,7 +96,8 @@ struct eng_gpu {
     bool batch_index;              /* a prompt's index scores and top-k batched (MT_GPU_BATCH_INDEX=0:
                                       one query at a time, as decode does) */
     bool chunk_moe;                /* a chunk's GPU experts in one grouped launch (groups of
-                                      TOK pairs; MT_GPU_CHUNK_MOE=0: one MLP an expert) */
+                                      mt_gpu_moe_chunk_group_max() pairs; MT_GPU_CHUNK_MOE=0:
+                                      one MLP an expert) */
     bool prompt_mla;               /* a prompt's sparse MLA in launches of many rows
                                       (mt_gpu_mla_prompt; MT_GPU_PROMPT_MLA=0: a token at a time) */
     void *argmax_work;             /* device: greedy decoding's argmax (mt_gpu_argmax) */

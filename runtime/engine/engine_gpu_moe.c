@@ -515,8 +515,8 @@ slot_experts(const struct mt_engine *e, const struct eng_gpu *g, int l)
 /*
  * The device's experts of layer l: its GPU-tier groups and this step's slot experts, their
  * (token, weight) pairs compacted into the h_* arrays and uploaded; GPU-tier groups by the grouped
- * GEMV (decode batches; a chunk's in groups of up to TOK pairs, or one MLP per expert with
- * MT_GPU_CHUNK_MOE=0), slot experts one MLP each after their copy. Slot
+ * GEMV (decode batches; a chunk's by the chunk GEMM in groups of up to 32 pairs, or one MLP per
+ * expert with MT_GPU_CHUNK_MOE=0), slot experts one MLP each after their copy. Slot
  * experts stay acquired until the stream is synchronized (*held_out of them, in g->slot_x).
  */
 static mt_status_t
