@@ -66,7 +66,7 @@
  * prologue's steps as separate kernels, no stacked GEMVs), MT_GPU_STACK_Q=0 (q_b and the
  * indexer's wq_b in two GEMVs past index_topk positions), MT_GPU_DEVICE_MOE=0 (routing always
  * through the host) give the decode step as it was, for before/after runs. Kernel-level
- * switches live with their kernels (kernels/: MT_IDX_EXACT_RING, MT_MOE_GROUP_FAST, ...).
+ * switches live with their kernels (kernels/: MT_IDX_EXACT_RING, MT_MOE_CHUNK_GEMM, ...).
  *
  * Errors: every operation goes through GPU_DO, which names the operation and the layer in the
  * one message; with debug_sync (--debug-sync, MT_DEBUG_SYNC=1) the stream is synchronized after
