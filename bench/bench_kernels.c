@@ -535,7 +535,9 @@ bench_indexer(int64_t n, bool fp8, bool with_topk)
                  : fp8                            ? "target >=70% hbm"
                  : idx_cuda_cores                 ? "fp32 CUDA cores"
                  : idx_ring_note != NULL          ? idx_ring_note
-                                                  : "tensor cores, f16 x 3 (ring where it fits)");
+                 : mt_gpu_index_exact_wgmma_active()
+                     ? "tensor cores, f16 x 3, wgmma"
+                     : "tensor cores, f16 x 3, mma.sync (ring where it fits)");
     if (!fp8 || !with_topk) {
         return;
     }
@@ -847,7 +849,13 @@ dsa:
     bench_indexer(131072, false, false);
     bench_indexer(2100, false, false); /* the exact mode just past index_topk */
     bench_indexer(8192, false, false);
-    /* the same kernel with its keys in registers (GPUs with 99 KB a block) */
+    if (mt_gpu_index_exact_wgmma_active()) { /* H100/H200: the mma.sync kernel of other GPUs */
+        mt_gpu_index_exact_wgmma_set(false);
+        bench_indexer(131072, false, false);
+        bench_indexer(2100, false, false);
+        mt_gpu_index_exact_wgmma_set(true);
+    }
+    /* the mma.sync kernel with its keys in registers (GPUs with 99 KB a block) */
     mt_gpu_index_exact_ring_set(false);
     idx_ring_note = "tensor cores, keys in registers";
     bench_indexer(131072, false, false);

@@ -201,6 +201,11 @@ MT_GPU_FN void mt_gpu_index_exact_tc_set(bool on);
 /* That path's keys through a shared-memory ring where it fits (on, the default) or in registers
  * (off, or MT_IDX_EXACT_RING=0), for later launches. The same bits either way. */
 MT_GPU_FN void mt_gpu_index_exact_ring_set(bool on);
+/* On H100/H200 with a build for sm_90a, that path on wgmma (on, the default) or on mma.sync (off,
+ * or MT_IDX_EXACT_WGMMA=0), for later launches. */
+MT_GPU_FN void mt_gpu_index_exact_wgmma_set(bool on);
+/* Whether an exact launch at 64 heads x 128 would run on wgmma here now (for reports). */
+MT_GPU_FN bool mt_gpu_index_exact_wgmma_active(void);
 
 /*
  * FP8 index scores (mt_cpu_index_scores_fp8, DeepGEMM's fp8_mqa_logits): out[s] = k_scale[s] *
@@ -535,6 +540,18 @@ static inline void
 mt_gpu_index_exact_ring_set(bool on)
 {
     (void)on;
+}
+
+static inline void
+mt_gpu_index_exact_wgmma_set(bool on)
+{
+    (void)on;
+}
+
+static inline bool
+mt_gpu_index_exact_wgmma_active(void)
+{
+    return false;
 }
 
 static inline mt_status_t

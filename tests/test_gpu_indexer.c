@@ -317,7 +317,9 @@ test_scores_exact_mag(int H, int D, int64_t n_keys, float qmag, float kmag, cons
  * The tensor-core kernel's two ways of bringing keys in (indexer.cu): a cp.async ring in shared
  * memory where it fits (the default), registers elsewhere. The arithmetic is the same, so both
  * must give the same bits, and the CPU's scores to 1e-5 (where the ring does not fit, both runs
- * take registers and the check still holds).
+ * take registers and the check still holds). Both on mma.sync; the default path (on H100/H200
+ * built for sm_90a: the same products on wgmma, summed in the tensor cores' own order) must
+ * give the CPU's scores to 1e-5 too, and equal keys equal scores.
  */
 static void
 test_scores_exact_ring(int64_t n_keys)
@@ -341,11 +343,19 @@ test_scores_exact_ring(int64_t n_keys)
     float *d_o = gt_alloc((size_t)n_keys * sizeof(float));
     bool ok = mt_gpu_index_scores(d_q, d_w, H, D, d_k, n_keys, 0.125f, d_o, NULL) == MT_OK;
     if (ok) {
+        gt_get(regs, d_o, (size_t)n_keys * sizeof(float));
+        mt_test_allclose("exact index scores, default path", regs, want, (size_t)n_keys, 1e-5f,
+                         1e-5f);
+    }
+    mt_gpu_index_exact_wgmma_set(false);
+    ok = ok && mt_gpu_index_scores(d_q, d_w, H, D, d_k, n_keys, 0.125f, d_o, NULL) == MT_OK;
+    if (ok) {
         gt_get(ring, d_o, (size_t)n_keys * sizeof(float));
     }
     mt_gpu_index_exact_ring_set(false);
     ok = ok && mt_gpu_index_scores(d_q, d_w, H, D, d_k, n_keys, 0.125f, d_o, NULL) == MT_OK;
     mt_gpu_index_exact_ring_set(true);
+    mt_gpu_index_exact_wgmma_set(true);
     if (!tap_ok(ok, "exact index scores, %lld keys, ring and registers: launches%s%s",
                 (long long)n_keys, ok ? "" : ": ", ok ? "" : mt_last_error())) {
         goto out;
@@ -524,6 +534,8 @@ main(void)
     if (!gt_init(512, 4)) {
         return tap_done();
     }
+    tap_diag("exact scores at 64 heads x 128 on %s",
+             mt_gpu_index_exact_wgmma_active() ? "wgmma (H100/H200)" : "mma.sync");
     test_scores_rows(64, 128, 2049, 37, 2048); /* a prompt chunk just past index_topk */
     test_scores_rows(64, 128, 300, 200, 64);
     test_scores_rows(8, 32, 20, 45, 8); /* tiny models: CUDA cores */
@@ -537,6 +549,13 @@ main(void)
     /* the tensor-core kernel's row scaling: past f16's range, and deep in its subnormals */
     test_scores_exact_mag(64, 128, 4099, 1e4f, 1e5f, "tensor cores");
     test_scores_exact_mag(64, 128, 1000, 1e-6f, 1e-3f, "tensor cores");
+    if (mt_gpu_index_exact_wgmma_active()) { /* the other GPUs' mma.sync kernel, here too */
+        mt_gpu_index_exact_wgmma_set(false);
+        test_scores_rows(64, 128, 300, 200, 64);
+        test_scores_exact_mag(64, 128, 4099, 1e4f, 1e5f, "tensor cores, mma.sync");
+        test_scores_exact_mag(64, 128, 1000, 1e-6f, 1e-3f, "tensor cores, mma.sync");
+        mt_gpu_index_exact_wgmma_set(true);
+    }
     /* the ring against registers: rows of one tile a warp, of several (a partial last tile) */
     test_scores_exact_ring(2100);
     test_scores_exact_ring(50001);
