@@ -490,18 +490,19 @@ index_scores_exact_tc_kernel(const float *__restrict__ q, const float *__restric
  * the kernel traps rather than leave its output unwritten.
  *
  * Measured on the H200 at 131,072 keys (graph + PDL; bench/results/kernels-h200.md, 2026-12-01
- * session 17): 24.0-24.4 us against 26.6-27.3 for the mma.sync ring kernel in the same calls
+ * session 17): 24.0-24.4 us against 27.0-27.3 for the mma.sync ring kernel in the same calls
  * (60% of the HBM read against 54%); with the products and the next tile's split one after the
- * other 26.2; keys in registers instead of the ring 27.1; a ring of 3 stages 26.6-26.7; B in
+ * other 26.2; keys in registers instead of the ring 27.1; a ring of 3 stages 26.6-26.8; B in
  * the 128-byte swizzled layout 24.5 (no faster: the bank conflicts Nsight reports are not
- * wgmma's reads). At 2,100 keys 5.6 us against 6.1.
+ * wgmma's reads); without any split (timing only) 23.7, so the split is not what bounds it. At
+ * 2,100 keys 5.5 us against 5.9.
  *
  * B layout (per k-step, hi and lo: 16 k x 64 heads of f16), K-major without swizzle: 8 x 8 core
  * matrices of 128 contiguous bytes (8 heads, 8 k each), core (heads 8 nb.., k 8 kb..) at nb x 256
  * + kb x 128, so the descriptor's leading (k) offset is 128 bytes and its stride (heads) 256.
  */
 #define XWG_B_BYTES (16 * XTC_HEADS * 2)
-#define XWG_STAGES 2 /* of the key ring (3 measured slower, below) */
+#define XWG_STAGES 2 /* of the key ring (3 measured slower, above) */
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define XWG_ON 1
