@@ -313,6 +313,46 @@ xtc_split_tile(const float4 (&v)[16], struct xtc_frag &f)
     }
 }
 
+/*
+ * Thread tid's part of the query (blocks of 256 threads): head h = tid / 4 at dims 32 a .. 32 a
+ * + 31 (a = tid % 4), the k-steps 2a and 2a + 1 of that head; the head's power of two from its 4
+ * threads' largest |q| (hs[h] = scale / it, hw[h] = w[h]); each of the 8 float4 pieces i (k-step
+ * ks = 2a + i / 4, lane t = i % 4: dims 16 ks + 4t ..) split into halves, handed to put(ks, t, h,
+ * e) as e = (hi of dims +0, +1; hi of +2, +3; lo of +0, +1; lo of +2, +3).
+ */
+template <typename Put>
+static __device__ __forceinline__ void
+xtc_query(const float *__restrict__ q, const float *__restrict__ w, float scale, float *hs,
+          float *hw, Put put)
+{
+    int h = threadIdx.x / 4;
+    int a = threadIdx.x % 4;
+    const float4 *qr = reinterpret_cast<const float4 *>(q + h * XTC_DIM) + 8 * a;
+    float4 x[8];
+    float m = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        x[i] = qr[i];
+        m = fmaxf(m, fmaxf(fmaxf(fabsf(x[i].x), fabsf(x[i].y)),
+                           fmaxf(fabsf(x[i].z), fabsf(x[i].w))));
+    }
+    m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+    m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+    float s, u;
+    xtc_scale(m, &s, &u);
+    if (a == 0) {
+        hs[h] = u * scale;
+        hw[h] = w[h];
+    }
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        uint4 e;
+        xtc_split(x[i].x * s, x[i].y * s, &e.x, &e.z);
+        xtc_split(x[i].z * s, x[i].w * s, &e.y, &e.w);
+        put(2 * a + i / 4, i % 4, h, e);
+    }
+}
+
 /* A tile's scores from its products c (c[j][0..1]: key g, heads 8j + 2t, + 1; c[j][2..3]: key
  * g + 8): out[key] = sum_h w[h] ReLU(scale q_h . k). hs: scale / (the head's power of two); the
  * key's power of two is positive, so it leaves the ReLU. */
@@ -415,38 +455,9 @@ index_scores_exact_tc_kernel(const float *__restrict__ q, const float *__restric
         }
         mt_cp_async_commit();
     }
-    /* the query's fragments: thread tid reads head h = tid / 4 at dims 32 a .. 32 a + 31 (a =
-     * tid % 4), the k-steps 2a and 2a + 1 of that head, all 4 lanes t of each: 8 entries
-     * (ks, j, lane) = (2a + i / 4, h / 8, 4 (h % 8) + i % 4); the head's scale from its 4
-     * threads' largest |q| */
-    {
-        int h = tid / 4;
-        int a = tid % 4;
-        const float4 *qr = reinterpret_cast<const float4 *>(q + h * XTC_DIM) + 8 * a;
-        float4 x[8];
-        float m = 0.0f;
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            x[i] = qr[i];
-            m = fmaxf(m, fmaxf(fmaxf(fabsf(x[i].x), fabsf(x[i].y)),
-                               fmaxf(fabsf(x[i].z), fabsf(x[i].w))));
-        }
-        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
-        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
-        float s, u;
-        xtc_scale(m, &s, &u);
-        if (a == 0) {
-            hs[h] = u * scale;
-            hw[h] = w[h];
-        }
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            uint4 e;
-            xtc_split(x[i].x * s, x[i].y * s, &e.x, &e.z);
-            xtc_split(x[i].z * s, x[i].w * s, &e.y, &e.w);
-            qf[2 * a + i / 4][h / 8][4 * (h % 8) + i % 4] = e;
-        }
-    }
+    /* the query's fragments: entry (ks, n-tile h / 8, lane 4 (h % 8) + t) of each piece */
+    xtc_query(q, w, scale, hs, hw,
+              [&](int ks, int t, int h, uint4 e) { qf[ks][h / 8][4 * (h % 8) + t] = e; });
     __syncthreads();
     if constexpr (S == 0) {
         for (; tile < n_tiles; tile += stride) {
@@ -589,42 +600,14 @@ index_scores_exact_wg_kernel(const float *__restrict__ q, const float *__restric
         xtc_load_async(ring, k, n_keys, 4 * big + wl);
     }
     mt_cp_async_commit();
-    /* the query's halves as B (thread tid: head tid / 4, dims 32 (tid % 4) ..; as the mma.sync
-     * kernel's fragments: k-step 2a + i / 4, lane t = i % 4 holds dims 4t + 0, 1 at k 2t, 2t + 1
-     * and dims 4t + 2, 3 at k 2t + 8, 2t + 9) */
-    {
-        int h = tid / 4;
-        int a = tid % 4;
-        const float4 *qr = reinterpret_cast<const float4 *>(q + h * XTC_DIM) + 8 * a;
-        float4 x[8];
-        float m = 0.0f;
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            x[i] = qr[i];
-            m = fmaxf(m, fmaxf(fmaxf(fabsf(x[i].x), fabsf(x[i].y)),
-                               fmaxf(fabsf(x[i].z), fabsf(x[i].w))));
-        }
-        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
-        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
-        float s, u;
-        xtc_scale(m, &s, &u);
-        if (a == 0) {
-            hs[h] = u * scale;
-            hw[h] = w[h];
-        }
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            int ks = 2 * a + i / 4;
-            int t = i % 4;
-            uint32_t h01, l01, h23, l23;
-            xtc_split(x[i].x * s, x[i].y * s, &h01, &l01);
-            xtc_split(x[i].z * s, x[i].w * s, &h23, &l23);
-            *reinterpret_cast<uint32_t *>(qb + xwg_off(0, ks, h, 2 * t)) = h01;
-            *reinterpret_cast<uint32_t *>(qb + xwg_off(0, ks, h, 2 * t + 8)) = h23;
-            *reinterpret_cast<uint32_t *>(qb + xwg_off(1, ks, h, 2 * t)) = l01;
-            *reinterpret_cast<uint32_t *>(qb + xwg_off(1, ks, h, 2 * t + 8)) = l23;
-        }
-    }
+    /* the query's halves as B: lane t's dims +0, +1 of a piece are k 2t, 2t + 1 (as in the
+     * mma.sync kernel's fragments), dims +2, +3 are k 2t + 8, 2t + 9 */
+    xtc_query(q, w, scale, hs, hw, [&](int ks, int t, int h, uint4 e) {
+        *reinterpret_cast<uint32_t *>(qb + xwg_off(0, ks, h, 2 * t)) = e.x;
+        *reinterpret_cast<uint32_t *>(qb + xwg_off(0, ks, h, 2 * t + 8)) = e.y;
+        *reinterpret_cast<uint32_t *>(qb + xwg_off(1, ks, h, 2 * t)) = e.z;
+        *reinterpret_cast<uint32_t *>(qb + xwg_off(1, ks, h, 2 * t + 8)) = e.w;
+    });
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); /* for wgmma's reads */
     __syncthreads();
     /* tile i (big + i stride) in ring stage i % XWG_STAGES; while tile i's products run on the
