@@ -341,11 +341,13 @@ test_scores_exact_ring(int64_t n_keys)
     float *d_w = gt_put(w, (size_t)H * sizeof(float));
     float *d_k = gt_put(k, (size_t)n_keys * D * sizeof(float));
     float *d_o = gt_alloc((size_t)n_keys * sizeof(float));
+    char name[96];
     bool ok = mt_gpu_index_scores(d_q, d_w, H, D, d_k, n_keys, 0.125f, d_o, NULL) == MT_OK;
-    if (ok) {
+    if (ok) { /* the default path's scores, in regs until the registers' run */
         gt_get(regs, d_o, (size_t)n_keys * sizeof(float));
-        mt_test_allclose("exact index scores, default path", regs, want, (size_t)n_keys, 1e-5f,
-                         1e-5f);
+        snprintf(name, sizeof(name), "exact index scores, %lld keys, default path",
+                 (long long)n_keys);
+        mt_test_allclose(name, regs, want, (size_t)n_keys, 1e-5f, 1e-5f);
     }
     mt_gpu_index_exact_wgmma_set(false);
     ok = ok && mt_gpu_index_scores(d_q, d_w, H, D, d_k, n_keys, 0.125f, d_o, NULL) == MT_OK;
