@@ -460,6 +460,7 @@ struct idx_ctx {
     const float *q;
     int64_t n;
     bool fp8;
+    bool split; /* exact keys in the split cache (mt_gpu_index_keys_split) */
 };
 
 static mt_status_t
@@ -467,6 +468,10 @@ idx_run(void *ctx, int c)
 {
     struct idx_ctx *x = ctx;
 
+    if (x->split) {
+        return mt_gpu_index_scores_split(x->q, x->w, x->k[c], x->n, 1, 0.0884f, x->out[c], x->n,
+                                         stream);
+    }
     if (x->fp8) {
         /* the keys are a cache no kernel here writes: all ready before the wait */
         return mt_gpu_index_scores_fp8(x->q8, x->w, 64, 128, x->k[c], x->ks[c], x->n, x->n,
@@ -497,12 +502,16 @@ static bool idx_cuda_cores;
  * shared memory where it fits; mt_gpu_index_exact_ring_set). */
 static const char *idx_ring_note;
 
+/* Exact keys in the split cache (H100/H200: mt_gpu_index_keys_split) rather than fp32. */
+static bool idx_split;
+
 static void
 bench_indexer(int64_t n, bool fp8, bool with_topk)
 {
     static struct idx_ctx x;
     static struct topk_ctx tk;
-    size_t kb = (size_t)n * (fp8 ? 128 + 4 : 128 * 4);
+    bool split = !fp8 && idx_split;
+    size_t kb = split ? mt_gpu_index_keys_split_bytes(n) : (size_t)n * (fp8 ? 128 + 4 : 128 * 4);
     int copies = n_copies(kb);
     double med;
     double p90;
@@ -524,6 +533,14 @@ bench_indexer(int64_t n, bool fp8, bool with_topk)
         dfill((void *)x.ks[c], (size_t)n * 4, FILL_SCALE);
         x.out[c] = dalloc((size_t)n * 4);
     }
+    x.split = split;
+    for (int c = 0; split && c < copies; c++) { /* the same keys, split into their cache */
+        void *cache = dalloc(kb);
+        if (mt_gpu_index_keys_split_store(cache, 0, x.k[c], n, stream) != MT_OK) {
+            die("split keys");
+        }
+        x.k[c] = cache;
+    }
     double mm[MODES];
     double mp[MODES];
     bool pdl = false;
@@ -533,6 +550,7 @@ bench_indexer(int64_t n, bool fp8, bool with_topk)
                  (double)kb + 4.0 * n, 2.0 * 64 * 128 * n,
                  !finite_out(x.out[0], (size_t)n) ? "NON-FINITE OUTPUT"
                  : fp8                            ? "target >=70% hbm"
+                 : split                          ? "split key cache, wgmma"
                  : idx_cuda_cores                 ? "fp32 CUDA cores"
                  : idx_ring_note != NULL          ? idx_ring_note
                  : mt_gpu_index_exact_wgmma_active()
@@ -845,6 +863,13 @@ dsa:
     if (topk_only) {
         mt_gpu_arena_destroy(arena);
         return 0;
+    }
+    if (mt_gpu_index_keys_split(64, 128)) { /* H100/H200: the engine's exact cache */
+        idx_split = true;
+        bench_indexer(131072, false, false);
+        bench_indexer(2100, false, false);
+        bench_indexer(8192, false, false);
+        idx_split = false;
     }
     bench_indexer(131072, false, false);
     bench_indexer(2100, false, false); /* the exact mode just past index_topk */

@@ -14,6 +14,7 @@
 #include "kernels/engine_ops.h"
 #include "kernels/common.cuh"
 #include "kernels/cuda_check.cuh"
+#include "kernels/index_keys_split.cuh"
 #include "kernels/pdl.cuh" /* every kernel here: mt_pdl_enter() first */
 
 #include <math.h>
@@ -544,11 +545,16 @@ attn_prologue_kernel(const struct mt_gpu_attn_prologue a)
             a.wts[t * a.ih + i] *= a.wts_scale;
         }
     }
-    if (a.key_cache != NULL) {
+    if (a.key_cache != NULL || a.key_split != NULL) {
         __syncthreads(); /* the key's rotated pairs, written by other threads */
+    }
+    if (a.key_cache != NULL) {
         for (int i = threadIdx.x; i < a.id; i += NORM_THREADS) {
             a.key_cache[t * a.id + i] = k[i];
         }
+    }
+    if (a.key_split != NULL && threadIdx.x < 32) {
+        xsp_store_key((uint8_t *)a.key_split, pos, k);
     }
 }
 
@@ -560,7 +566,8 @@ mt_gpu_attn_prologue(const struct mt_gpu_attn_prologue *a, struct CUstream_st *s
     if (a == NULL || a->n_tok < 1 || a->pos0 < 0 || a->freqs == NULL || a->half < 1 ||
         a->q == NULL || a->n_heads < 1 || a->nope < 0 || a->nope + 2 * a->half > a->qk ||
         (idx && (a->k_w == NULL || (a->qi == NULL) != (a->wts == NULL) ||
-                 (a->qi != NULL && a->ih < 1) || 2 * a->half > a->id))) {
+                 (a->qi != NULL && a->ih < 1) || 2 * a->half > a->id ||
+                 (a->key_split != NULL && (a->id != XSP_DIM || a->key_cache != NULL))))) {
         return mt_fail(MT_ERR_INVAL, 0, "gpu attention prologue: %d tokens, q %d heads of %d "
                        "(rope from %d, %d pairs), index dims %d", a != NULL ? a->n_tok : 0,
                        a != NULL ? a->n_heads : 0, a != NULL ? a->qk : 0,

@@ -72,7 +72,9 @@ mt_status_t mt_gpu_mla_kv_epilogue(const float *kv, const float *norm_w, int n_t
  *   q [n_tok, n_heads, qk]: dims nope .. nope + 2 half rotated (interleaved pairs), times rope_att;
  *   ki [n_tok, id] (NULL: no indexer, the rest is ignored): LayerNorm(k_w, k_b, eps) in place,
  *   then its first 2 half dims rotated (rotate-half pairs) times rope_att, then copied into
- *   key_cache [n_tok, id] fp32 from its first row on (the exact indexer's; NULL: none);
+ *   key_cache [n_tok, id] fp32 from its first row on (the exact indexer's; NULL: none), or
+ *   stored at positions pos0.. of key_split, a split key cache (index_keys_split.cuh; id 128;
+ *   NULL: none);
  *   qi [n_tok, ih, id]: each head's first 2 half dims rotated likewise;
  *   wts [n_tok, ih] *= wts_scale
  *   (qi and wts both NULL: the indexer's key only, where no token scores keys).
@@ -93,6 +95,7 @@ struct mt_gpu_attn_prologue {
     int id;
     float eps;
     float *key_cache;
+    void *key_split;
     float *qi;
     int ih;
     float *wts;

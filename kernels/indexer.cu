@@ -20,6 +20,7 @@
 #include "kernels/async_copy.cuh"
 #include "kernels/common.cuh"
 #include "kernels/cuda_check.cuh"
+#include "kernels/index_keys_split.cuh"
 #include "kernels/pdl.cuh"
 
 #include <stdlib.h>
@@ -184,31 +185,6 @@ index_scores_exact_kernel(const float *__restrict__ q, const float *__restrict__
 #define XTC_HEADS 64
 #define XTC_DIM 128
 
-/* The power of two that brings a row whose largest |x| is m into [2^14, 2^15) (1 for m = 0
- * or tiny m: exponents clamped so that both it and its inverse are normal floats), and the
- * inverse. */
-static __device__ __forceinline__ void
-xtc_scale(float m, float *s, float *u)
-{
-    int e = (int)((__float_as_uint(m) >> 23) & 0xffu);
-
-    e = min(max(e, 15), 254);
-    *s = __uint_as_float((uint32_t)(268 - e) << 23); /* 2^(141 - e) */
-    *u = __uint_as_float((uint32_t)(e - 14) << 23);  /* 2^(e - 141) */
-}
-
-/* hi, lo halves of (x0, x1) (already scaled), packed as f16x2 words. */
-static __device__ __forceinline__ void
-xtc_split(float x0, float x1, uint32_t *hi, uint32_t *lo)
-{
-    __half2 h = __floats2half2_rn(x0, x1);
-    float2 b = __half22float2(h);
-    __half2 l = __floats2half2_rn(x0 - b.x, x1 - b.y);
-
-    *hi = *reinterpret_cast<uint32_t *>(&h);
-    *lo = *reinterpret_cast<uint32_t *>(&l);
-}
-
 /* Lane (g, t)'s first piece of key g + 8 r of tile `tile` (dims 4 t ..; the piece of k-step ks
  * is 4 ks further), and whether that key exists (else key 0's: a mapped address, not read). */
 static __device__ __forceinline__ const float4 *
@@ -354,10 +330,10 @@ xtc_query(const float *__restrict__ q, const float *__restrict__ w, float scale,
 }
 
 /* A tile's scores from its products c (c[j][0..1]: key g, heads 8j + 2t, + 1; c[j][2..3]: key
- * g + 8): out[key] = sum_h w[h] ReLU(scale q_h . k). hs: scale / (the head's power of two); the
- * key's power of two is positive, so it leaves the ReLU. */
+ * g + 8): out[key] = sum_h w[h] ReLU(scale q_h . k). hs: scale / (the head's power of two); u0,
+ * u1: keys g and g + 8's inverse powers of two, positive, so they leave the ReLU. */
 static __device__ __forceinline__ void
-xtc_epilogue(const float (&c)[8][4], const struct xtc_frag &f, const float *hs, const float *hw,
+xtc_epilogue(const float (&c)[8][4], float u0, float u1, const float *hs, const float *hw,
              int64_t n_keys, int64_t tile, float *__restrict__ out)
 {
     int lane = threadIdx.x & 31;
@@ -377,10 +353,10 @@ xtc_epilogue(const float (&c)[8][4], const struct xtc_frag &f, const float *hs, 
     r1 += __shfl_xor_sync(0xffffffffu, r1, 2);
     int64_t key = tile * 16 + (lane >> 2);
     if (t == 0 && key < n_keys) {
-        out[key] = r0 * f.u0;
+        out[key] = r0 * u0;
     }
     if (t == 1 && key + 8 < n_keys) {
-        out[key + 8] = r1 * f.u1;
+        out[key + 8] = r1 * u1;
     }
 }
 
@@ -406,7 +382,7 @@ xtc_scores(const struct xtc_frag &f, const uint4 (*qf)[8][32], const float *hs, 
             mma_16816(c[j], f.hi[ks], b.x, b.y);
         }
     }
-    xtc_epilogue(c, f, hs, hw, n_keys, tile, out);
+    xtc_epilogue(c, f.u0, f.u1, hs, hw, n_keys, tile, out);
 }
 
 /*
@@ -652,7 +628,7 @@ index_scores_exact_wg_kernel(const float *__restrict__ q, const float *__restric
                 c[j][r] = d[4 * j + r];
             }
         }
-        xtc_epilogue(c, cur, hs, hw, n_keys, 4 * b + wl, out);
+        xtc_epilogue(c, cur.u0, cur.u1, hs, hw, n_keys, 4 * b + wl, out);
     };
 #pragma unroll
     for (int i = 1; i < XWG_STAGES; i++) {
@@ -674,6 +650,198 @@ index_scores_exact_wg_kernel(const float *__restrict__ q, const float *__restric
 #else
     (void)q, (void)w, (void)k, (void)n_keys0, (void)scale, (void)out, (void)ld;
     __trap(); /* not built for sm_90a: xwg_usable never picks it */
+#endif
+}
+
+/* ---- exact scores from a cache of pre-split keys (sm_90a) ---------------------------------- */
+
+/*
+ * The scores from the split key cache (index_keys_split.cuh). Why it exists: with fp32 keys
+ * every warp of index_scores_exact_wg_kernel reads its tile back from shared memory and splits
+ * it (scale, two conversions, a subtraction a pair) before its products, ~600 instructions a
+ * 16-key tile with 8 warps an SM: latency-bound at 60% of the HBM read (session 17). With the
+ * keys split when they enter the cache, the scores are a stream of bytes into the tensor cores.
+ */
+#define XSP_STAGES 2 /* a warpgroup's ring: 2 x 2 x 33 KB beside the query's 32 KB */
+
+/* Keys [0, n) of `keys` (fp32 rows of 128) into positions pos0.. of the split cache: a warp a
+ * key. */
+static __global__ void __launch_bounds__(256)
+index_keys_split_kernel(uint8_t *__restrict__ cache, int64_t pos0, const float *__restrict__ keys,
+                        int64_t n)
+{
+    mt_pdl_enter();
+    int64_t key = (int64_t)blockIdx.x * 8 + threadIdx.x / 32;
+
+    if (key < n) {
+        xsp_store_key(cache, pos0 + key, keys + key * XSP_DIM);
+    }
+}
+
+#if XWG_ON
+static __device__ __forceinline__ uint32_t
+xsp_smem(const void *p)
+{
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+/* Descriptor of a 64 x 16 (or 16 x 64) f16 operand at p in the layout above. */
+static __device__ __forceinline__ uint64_t
+xsp_desc(const uint8_t *p)
+{
+    return (uint64_t)((xsp_smem(p) & 0x3ffffu) >> 4) | ((uint64_t)(128 >> 4) << 16) |
+           ((uint64_t)(256 >> 4) << 32);
+}
+
+/* d += A B, both operands in shared memory. */
+static __device__ __forceinline__ void
+xsp_mma(float (&d)[32], uint64_t a, uint64_t b)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+                 "%32, %33, p, 1, 1, 0, 0;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
+                   "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
+                   "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
+                   "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
+                   "+f"(d[30]), "+f"(d[31])
+                 : "l"(a), "l"(b));
+}
+
+/* One copy of a whole group (global -> shared, the bulk copy engine), counted on bar. */
+static __device__ __forceinline__ void
+xsp_fetch(uint8_t *dst, const uint8_t *src, uint64_t *bar)
+{
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(xsp_smem(bar)),
+                 "r"(XSP_GROUP_BYTES)
+                 : "memory");
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], "
+                 "%2, [%3];\n" ::"r"(xsp_smem(dst)),
+                 "l"(src), "r"(XSP_GROUP_BYTES), "r"(xsp_smem(bar))
+                 : "memory");
+}
+
+/* Wait until bar's phase of this parity has completed (the group's bytes have landed). */
+static __device__ __forceinline__ void
+xsp_wait(uint64_t *bar, uint32_t parity)
+{
+    asm volatile("{\n.reg .pred p;\nXSP_WAIT_%=:\n"
+                 "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+                 "@!p bra XSP_WAIT_%=;\n}\n" ::"r"(xsp_smem(bar)),
+                 "r"(parity)
+                 : "memory");
+}
+#endif
+
+/*
+ * Scores from the split cache: a warpgroup a group of 64 keys at a time (groups blockIdx.x x 2 +
+ * wg, then every gridDim.x x 2-th), each through a ring of XSP_STAGES stages of its own filled by
+ * one bulk copy a group (its first thread issues them; an mbarrier a stage counts the bytes in).
+ * A group's products are 24 wgmma with both operands in shared memory; once they are done, the
+ * warpgroup's stage takes the group XSP_STAGES ahead and the epilogue (xtc_epilogue) writes the
+ * scores while it streams in.
+ */
+static __global__ void __launch_bounds__(XTC_WARPS * 32, 1)
+index_scores_split_kernel(const float *__restrict__ q, const float *__restrict__ w,
+                          const uint8_t *__restrict__ keys, int64_t n_keys0, float scale,
+                          float *__restrict__ out, int64_t ld)
+{
+#if XWG_ON
+    extern __shared__ __align__(128) uint8_t xsp_ring[]; /* [warpgroup][stage][group] */
+    __shared__ __align__(128) uint8_t qb[2 * 8 * XWG_B_BYTES]; /* [hi, lo][k-step] (32 KB) */
+    __shared__ __align__(8) float hs[XTC_HEADS];
+    __shared__ __align__(8) float hw[XTC_HEADS];
+    __shared__ __align__(8) uint64_t full[XTC_WARPS / 4][XSP_STAGES];
+    int tid = threadIdx.x;
+    int wg = tid / 128;
+    int wl = (tid / 32) % 4;
+    int lane = tid & 31;
+    bool first = tid % 128 == 0; /* the warpgroup's copy issuer */
+    int64_t n_keys = n_keys0 + blockIdx.y;
+    q += (int64_t)blockIdx.y * XTC_HEADS * XTC_DIM;
+    w += (int64_t)blockIdx.y * XTC_HEADS;
+    out += (int64_t)blockIdx.y * ld;
+    rows_prologue(out, n_keys, ld);
+    int64_t n_big = (n_keys + XSP_KEYS - 1) / XSP_KEYS;
+    int64_t stride = (int64_t)gridDim.x * (XTC_WARPS / 4);
+    int64_t big = (int64_t)blockIdx.x * (XTC_WARPS / 4) + wg;
+
+    if ((int64_t)blockIdx.x * (XTC_WARPS / 4) >= n_big) {
+        return;
+    }
+    uint8_t *ring = xsp_ring + (size_t)wg * XSP_STAGES * XSP_GROUP_BYTES;
+    uint64_t *bar = full[wg];
+    if (first) {
+        for (int st = 0; st < XSP_STAGES; st++) {
+            asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(xsp_smem(&bar[st]))
+                         : "memory");
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+        for (int st = 0; st < XSP_STAGES; st++) { /* in flight while the query is made */
+            if (big + st * stride < n_big) {
+                xsp_fetch(ring + st * XSP_GROUP_BYTES, keys + (big + st * stride) *
+                          XSP_GROUP_BYTES, &bar[st]);
+            }
+        }
+    }
+    /* the query's halves as B, dims in their own order (k = dim % 16 of k-step dim / 16) */
+    xtc_query(q, w, scale, hs, hw, [&](int ks, int t, int h, uint4 e) {
+        *reinterpret_cast<uint32_t *>(qb + xwg_off(0, ks, h, 4 * t)) = e.x;
+        *reinterpret_cast<uint32_t *>(qb + xwg_off(0, ks, h, 4 * t + 2)) = e.y;
+        *reinterpret_cast<uint32_t *>(qb + xwg_off(1, ks, h, 4 * t)) = e.z;
+        *reinterpret_cast<uint32_t *>(qb + xwg_off(1, ks, h, 4 * t + 2)) = e.w;
+    });
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); /* for wgmma's reads */
+    __syncthreads(); /* also: the barriers' init, before anyone waits on them */
+    for (int i = 0; big < n_big; i++, big += stride) {
+        int st = i % XSP_STAGES;
+        const uint8_t *grp = ring + st * XSP_GROUP_BYTES;
+        xsp_wait(&bar[st], (uint32_t)(i / XSP_STAGES) & 1);
+        const float *u = reinterpret_cast<const float *>(grp + 2 * XSP_HALF_BYTES);
+        float u0 = u[16 * wl + (lane >> 2)];
+        float u1 = u[16 * wl + (lane >> 2) + 8];
+        float d[32];
+#pragma unroll
+        for (int r = 0; r < 32; r++) {
+            d[r] = 0.0f;
+        }
+        xwg_pin(d);
+        asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+        for (int ks = 0; ks < 8; ks++) {
+            uint64_t khi = xsp_desc(grp + ks * 2048);
+            uint64_t klo = xsp_desc(grp + XSP_HALF_BYTES + ks * 2048);
+            xsp_mma(d, klo, xwg_desc(qb, 0, ks));
+            xsp_mma(d, khi, xwg_desc(qb, 1, ks));
+            xsp_mma(d, khi, xwg_desc(qb, 0, ks));
+        }
+        asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+        asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+        xwg_pin(d);
+        /* the whole warpgroup's products (and reads of u) are done: the stage takes the group
+         * XSP_STAGES ahead while the scores are written */
+        asm volatile("bar.sync %0, 128;\n" ::"r"(1 + wg) : "memory");
+        if (first && big + XSP_STAGES * stride < n_big) {
+            asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+            xsp_fetch(ring + st * XSP_GROUP_BYTES, keys + (big + XSP_STAGES * stride) *
+                      XSP_GROUP_BYTES, &bar[st]);
+        }
+        float c[8][4];
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+#pragma unroll
+            for (int r = 0; r < 4; r++) {
+                c[j][r] = d[4 * j + r];
+            }
+        }
+        xtc_epilogue(c, u0, u1, hs, hw, n_keys, 4 * big + wl, out);
+    }
+#else
+    (void)q, (void)w, (void)keys, (void)n_keys0, (void)scale, (void)out, (void)ld;
+    __trap(); /* not built for sm_90a: xsp_usable never picks it */
 #endif
 }
 
@@ -912,6 +1080,108 @@ mt_gpu_index_scores_rows(const float *q, const float *w, int n_heads, int dim, c
                       ld);
     }
     return mt_cuda_launched("index_scores", stream);
+}
+
+/* -1: not yet read from MT_IDX_SPLIT_KEYS (default on); mt_gpu_index_keys_split_set overrides. */
+static int split_keys = -1;
+
+extern "C" void
+mt_gpu_index_keys_split_set(bool on)
+{
+    split_keys = on ? 1 : 0;
+}
+
+/* Whether index_scores_split_kernel runs here: a cc 9.0 device running the sm_90a image (as
+ * xwg_usable) and its two rings' shared memory granted. */
+static bool
+xsp_usable(void)
+{
+    static int cached[64]; /* 1 no, 2 yes; 0 not yet known */
+    int dev = 0;
+
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) {
+        (void)cudaGetLastError();
+        return false;
+    }
+    if (cached[dev] == 0) {
+        int major = 0;
+        int minor = 0;
+        cudaFuncAttributes fa;
+        bool yes = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) ==
+                           cudaSuccess &&
+                   cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) ==
+                           cudaSuccess &&
+                   major == 9 && minor == 0 &&
+                   cudaFuncGetAttributes(&fa, index_scores_split_kernel) == cudaSuccess &&
+                   fa.binaryVersion == 90 && fa.ptxVersion == 90 &&
+                   cudaFuncSetAttribute(index_scores_split_kernel,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        (XTC_WARPS / 4) * XSP_STAGES * XSP_GROUP_BYTES) ==
+                       cudaSuccess;
+        (void)cudaGetLastError(); /* a refusal leaves the fp32 cache */
+        cached[dev] = yes ? 2 : 1;
+    }
+    return cached[dev] == 2;
+}
+
+extern "C" bool
+mt_gpu_index_keys_split(int n_heads, int dim)
+{
+    if (split_keys < 0) {
+        const char *e = getenv("MT_IDX_SPLIT_KEYS");
+        split_keys = e == NULL || atoi(e) != 0;
+    }
+    return split_keys == 1 && n_heads == XTC_HEADS && dim == XTC_DIM && xsp_usable();
+}
+
+extern "C" size_t
+mt_gpu_index_keys_split_bytes(int64_t cap)
+{
+    return cap < 1 ? 0 : (size_t)MT_CEIL_DIV(cap, (int64_t)XSP_KEYS) * XSP_GROUP_BYTES;
+}
+
+extern "C" mt_status_t
+mt_gpu_index_keys_split_store(void *cache, int64_t pos0, const float *keys, int64_t n,
+                              struct CUstream_st *stream)
+{
+    if (cache == NULL || keys == NULL || pos0 < 0 || n < 1 || (uintptr_t)keys % 16 != 0 ||
+        (uintptr_t)cache % 16 != 0) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu index keys split store: %lld keys at %lld",
+                       (long long)n, (long long)pos0);
+    }
+    mt_pdl_launch(index_keys_split_kernel, dim3((unsigned)MT_CEIL_DIV(n, (int64_t)8)), dim3(256),
+                  0, stream, (uint8_t *)cache, pos0, keys, n);
+    return mt_cuda_launched("index_keys_split", stream);
+}
+
+extern "C" mt_status_t
+mt_gpu_index_scores_split(const float *q, const float *w, const void *keys, int64_t n_keys0,
+                          int n_q, float scale, float *out, int64_t ld,
+                          struct CUstream_st *stream)
+{
+    int64_t n_keys = n_keys0 + n_q - 1; /* the longest row: the grid's width */
+
+    if (n_keys0 < 1 || n_q < 1 || n_q > 65535 || ld < n_keys || q == NULL || w == NULL ||
+        keys == NULL || out == NULL || (uintptr_t)keys % 16 != 0 || (uintptr_t)q % 16 != 0) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu index scores (split keys): %d queries of %lld.. "
+                       "keys in rows of %lld", n_q, (long long)n_keys0, (long long)ld);
+    }
+    if (!xsp_usable()) {
+        return mt_fail(MT_ERR_UNSUPPORTED, 0, "gpu index scores (split keys): needs an "
+                       "H100/H200 and a build for sm_90a (mt_gpu_index_keys_split says where)");
+    }
+    unsigned blocks = 0;
+    mt_status_t st = xtc_grid(n_keys, &blocks);
+    if (st != MT_OK) {
+        return st;
+    }
+    int64_t big = MT_CEIL_DIV(n_keys, (int64_t)XSP_KEYS);
+    int64_t per_wg = MT_CEIL_DIV(big, (int64_t)blocks * (XTC_WARPS / 4));
+    blocks = (unsigned)MT_CEIL_DIV(big, per_wg * (XTC_WARPS / 4));
+    mt_pdl_launch(index_scores_split_kernel, dim3(blocks, (unsigned)n_q), dim3(XTC_WARPS * 32),
+                  (size_t)(XTC_WARPS / 4) * XSP_STAGES * XSP_GROUP_BYTES, stream, q, w,
+                  (const uint8_t *)keys, n_keys0, scale, out, ld);
+    return mt_cuda_launched("index_scores (split keys, warpgroup mma)", stream);
 }
 
 /* ---- FP8 on tensor cores ------------------------------------------------------------------- */

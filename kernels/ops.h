@@ -208,6 +208,26 @@ MT_GPU_FN void mt_gpu_index_exact_wgmma_set(bool on);
 MT_GPU_FN bool mt_gpu_index_exact_wgmma_active(void);
 
 /*
+ * The split index key cache (H100/H200 built for sm_90a, at 64 heads x 128 dims): the exact
+ * keys stored already split into the f16 halves the tensor cores take, in groups of 64 keys
+ * (indexer.cu says the layout; 516 bytes a key), so that the scores only stream them.
+ * mt_gpu_index_keys_split says whether this device takes that layout for these shapes (off with
+ * mt_gpu_index_keys_split_set(false) or MT_IDX_SPLIT_KEYS=0: then keep fp32 keys and
+ * mt_gpu_index_scores); a cache of cap keys takes mt_gpu_index_keys_split_bytes(cap) bytes;
+ * mt_gpu_index_keys_split_store writes n fp32 keys (rows of 128, 16-byte aligned) at positions
+ * pos0..; mt_gpu_index_scores_split is mt_gpu_index_scores_rows (n_q = 1: one query) on it.
+ */
+MT_GPU_FN bool mt_gpu_index_keys_split(int n_heads, int dim);
+MT_GPU_FN void mt_gpu_index_keys_split_set(bool on);
+MT_GPU_FN size_t mt_gpu_index_keys_split_bytes(int64_t cap);
+MT_GPU_FN mt_status_t mt_gpu_index_keys_split_store(void *cache, int64_t pos0, const float *keys,
+                                                    int64_t n, struct CUstream_st *stream);
+MT_GPU_FN mt_status_t mt_gpu_index_scores_split(const float *q, const float *w, const void *keys,
+                                                int64_t n_keys0, int n_q, float scale,
+                                                float *out, int64_t ld,
+                                                struct CUstream_st *stream);
+
+/*
  * FP8 index scores (mt_cpu_index_scores_fp8, DeepGEMM's fp8_mqa_logits): out[s] = k_scale[s] *
  * sum_h ReLU(q8[h] . k8[s]) * w[h]; q8 [64, 128] and k8 [n_keys, 128] e4m3 bytes, w [64] with the
  * q scales folded in. Tensor cores (mma.sync f16 -> f32, sm_80+; on sm_89+ a kernel that converts
@@ -552,6 +572,43 @@ static inline bool
 mt_gpu_index_exact_wgmma_active(void)
 {
     return false;
+}
+
+static inline bool
+mt_gpu_index_keys_split(int n_heads, int dim)
+{
+    (void)n_heads, (void)dim;
+    return false;
+}
+
+static inline void
+mt_gpu_index_keys_split_set(bool on)
+{
+    (void)on;
+}
+
+static inline size_t
+mt_gpu_index_keys_split_bytes(int64_t cap)
+{
+    (void)cap;
+    return 0;
+}
+
+static inline mt_status_t
+mt_gpu_index_keys_split_store(void *cache, int64_t pos0, const float *keys, int64_t n,
+                              struct CUstream_st *stream)
+{
+    (void)cache, (void)pos0, (void)keys, (void)n, (void)stream;
+    return mt_gpu_ops_unsupported_();
+}
+
+static inline mt_status_t
+mt_gpu_index_scores_split(const float *q, const float *w, const void *keys, int64_t n_keys0,
+                          int n_q, float scale, float *out, int64_t ld, struct CUstream_st *stream)
+{
+    (void)q, (void)w, (void)keys, (void)n_keys0, (void)n_q, (void)scale, (void)out, (void)ld;
+    (void)stream;
+    return mt_gpu_ops_unsupported_();
 }
 
 static inline mt_status_t

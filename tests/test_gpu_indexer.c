@@ -261,6 +261,33 @@ test_topk_graph(void)
 }
 #endif
 
+/*
+ * With split_keys set, the exact cases below run on the split key cache (H100/H200:
+ * mt_gpu_index_keys_split) instead of fp32 keys: the keys are stored into it in two pieces (the
+ * first third, then the rest at its position, as the engine stores a chunk at a time) and scored
+ * by mt_gpu_index_scores_split.
+ */
+static bool split_keys;
+
+static mt_status_t
+exact_scores(const float *d_q, const float *d_w, int H, int D, const float *d_k, int64_t n0,
+             int n_q, float *d_o, int64_t ld)
+{
+    if (!split_keys) {
+        return mt_gpu_index_scores_rows(d_q, d_w, H, D, d_k, n0, n_q, 0.125f, d_o, ld, NULL);
+    }
+    int64_t n = n0 + n_q - 1;
+    int64_t a = n / 3;
+    void *cache = gt_alloc(mt_gpu_index_keys_split_bytes(n));
+    mt_status_t st = a > 0 ? mt_gpu_index_keys_split_store(cache, 0, d_k, a, NULL) : MT_OK;
+    if (st == MT_OK) {
+        st = mt_gpu_index_keys_split_store(cache, a, d_k + (size_t)a * D, n - a, NULL);
+    }
+    return st != MT_OK ? st
+                       : mt_gpu_index_scores_split(d_q, d_w, cache, n0, n_q, 0.125f, d_o, ld,
+                                                   NULL);
+}
+
 /* The exact scores at other head counts and widths (the tiny models' 4 x 32; dims that are not
  * a multiple of the kernel's 32-dim chunks; fewer heads than its 64) against the CPU. */
 /*
@@ -294,7 +321,7 @@ test_scores_exact_mag(int H, int D, int64_t n_keys, float qmag, float kmag, cons
     float *d_o = gt_alloc((size_t)n_keys * sizeof(float));
     snprintf(name, sizeof(name), "exact index scores (%s), %d heads x %d, %lld keys, |q| <= %g, "
              "|k| <= %g", kernel, H, D, (long long)n_keys, qmag, kmag);
-    if (mt_gpu_index_scores(d_q, d_w, H, D, d_k, n_keys, 0.125f, d_o, NULL) != MT_OK) {
+    if (exact_scores(d_q, d_w, H, D, d_k, n_keys, 1, d_o, n_keys) != MT_OK) {
         tap_ok(false, "%s: launch: %s", name, mt_last_error());
     } else {
         gt_get(got, d_o, (size_t)n_keys * sizeof(float));
@@ -407,8 +434,7 @@ test_scores_rows(int H, int D, int64_t n0, int n_q, int k_top)
     float *d_k = gt_put(k, (size_t)n_keys * D * sizeof(float));
     float *d_o = gt_alloc((size_t)n_q * ld * sizeof(float));
     int32_t *d_i = gt_alloc((size_t)n_q * k_top * sizeof(int32_t));
-    bool ok = mt_gpu_index_scores_rows(d_q, d_w, H, D, d_k, n0, n_q, 0.125f, d_o, ld, NULL) ==
-                  MT_OK &&
+    bool ok = exact_scores(d_q, d_w, H, D, d_k, n0, n_q, d_o, ld) == MT_OK &&
               mt_gpu_topk(d_o, ld, n_q, ld, NULL, k_top, d_i, NULL, NULL, NULL) == MT_OK;
     if (ok) {
         gt_get(got, d_o, (size_t)n_q * ld * sizeof(float));
@@ -434,9 +460,10 @@ test_scores_rows(int H, int D, int64_t n0, int n_q, int k_top)
         bad_sets += memcmp(widx, gi, (size_t)k_top * sizeof(int32_t)) != 0;
     }
     tap_ok(ok && bad_rows == 0 && bad_tail == 0 && bad_sets == 0,
-           "exact index scores of %d queries in one launch (%d heads x %d, %lld.. keys, rows of "
-           "%lld): every row the CPU's (worst %.2g; %d values off), the tails -inf (%d not), "
-           "top-%d of whole rows the query's own set (%d rows differ)%s%s", n_q, H, D,
+           "exact index scores of %d queries in one launch%s (%d heads x %d, %lld.. keys, rows "
+           "of %lld): every row the CPU's (worst %.2g; %d values off), the tails -inf (%d not), "
+           "top-%d of whole rows the query's own set (%d rows differ)%s%s", n_q,
+           split_keys ? ", split keys" : "", H, D,
            (long long)n0, (long long)ld, worst, bad_rows, bad_tail, k_top, bad_sets,
            ok ? "" : ": ", ok ? "" : mt_last_error());
     free(widx);
@@ -557,6 +584,21 @@ main(void)
         test_scores_exact_mag(64, 128, 4099, 1e4f, 1e5f, "tensor cores, mma.sync");
         test_scores_exact_mag(64, 128, 1000, 1e-6f, 1e-3f, "tensor cores, mma.sync");
         mt_gpu_index_exact_wgmma_set(true);
+    }
+    if (mt_gpu_index_keys_split(64, 128)) { /* H100/H200: the engine's exact cache */
+        split_keys = true;
+        test_scores_rows(64, 128, 2049, 37, 2048);
+        test_scores_rows(64, 128, 300, 200, 64);
+        test_scores_rows(64, 128, 16, 70, 16); /* rows of 16 to 85 keys: partial groups */
+        test_scores_exact_mag(64, 128, 17, 1.0f, 1.0f, "split keys");
+        test_scores_exact_mag(64, 128, 2100, 1.0f, 1.0f, "split keys");
+        test_scores_exact_mag(64, 128, 50001, 1.0f, 1.0f, "split keys");
+        test_scores_exact_mag(64, 128, 131072, 1.0f, 1.0f, "split keys");
+        test_scores_exact_mag(64, 128, 4099, 1e4f, 1e5f, "split keys");
+        test_scores_exact_mag(64, 128, 1000, 1e-6f, 1e-3f, "split keys");
+        split_keys = false;
+    } else {
+        tap_diag("no split key cache here (it needs an H100/H200 and a build for sm_90a)");
     }
     /* the ring against registers: rows of one tile a warp, of several (a partial last tile) */
     test_scores_exact_ring(2100);

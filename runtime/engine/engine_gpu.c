@@ -580,7 +580,8 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
         L->ikey8 = NULL;
         L->ikscale = NULL;
         if (sparse && exact) {
-            A(L->ikey, ctx * ID * f, "index key cache");
+            A(L->ikey, g->ikey_split ? mt_gpu_index_keys_split_bytes((int64_t)ctx) : ctx * ID * f,
+              "index key cache");
         }
         if (sparse && !exact) {
             A(L->ikey8, ctx * ID, "fp8 index key cache");
@@ -805,6 +806,8 @@ eng_gpu_create(struct mt_engine *e)
     g->fast_mla = c->kv_lora_rank == 512 && c->qk_rope_head_dim == 64 &&
                   c->num_attention_heads % 16 == 0;
     g->kpe_dtype = g->fast_mla ? g->lat_dtype : MT_DTYPE_F32;
+    g->ikey_split = e->opts.attention == MT_ATTN_SPARSE && e->opts.indexer == MT_INDEXER_EXACT &&
+                    mt_gpu_index_keys_split(c->index_n_heads, c->index_head_dim);
     /*
      * The chunk: 512 tokens keep the GEMM's FLOPs above the cost of dequantizing each FP8 weight
      * once per chunk (gemm.cu); the work space grows with it (about 0.8 MB a token at V3.2's

@@ -124,7 +124,10 @@ eng_gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t 
             .n_tok = m, .pos0 = start, .freqs = g->freqs, .half = half, .rope_att = e->rope_att,
             .q = g->q, .n_heads = H, .qk = qk, .nope = nope,
             .ki = sparse ? ki : NULL, .k_w = L->idx_norm_w, .k_b = L->idx_norm_b, .id = ID,
-            .eps = 1e-6f, .key_cache = L->ikey != NULL ? L->ikey + (size_t)start * ID : NULL,
+            .eps = 1e-6f,
+            .key_cache = L->ikey != NULL && !g->ikey_split ? (float *)L->ikey + (size_t)start * ID
+                                                           : NULL,
+            .key_split = g->ikey_split ? L->ikey : NULL,
             .qi = iq ? qi : NULL, .ih = IH, .wts = iq ? g->wts : NULL,
             .wts_scale = (float)(1.0 / sqrt((double)IH))};
         GPU_DO(l, "q rope and the indexer's key, queries and weights",
@@ -152,10 +155,13 @@ eng_gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t 
             GPU_DO(l, "indexer weights scale",
                    mt_gpu_scale_cols(g->wts, m, IH, 0, IH, (float)(1.0 / sqrt((double)IH)), s));
         }
-        if (L->ikey != NULL) {
+        if (L->ikey != NULL && g->ikey_split) {
+            GPU_DO(l, "index key cache write", mt_gpu_index_keys_split_store(L->ikey, start, ki,
+                                                                             m, s));
+        } else if (L->ikey != NULL) {
             GPU_DO(l, "index key cache write",
-                   mt_gpu_rows_convert(L->ikey + (size_t)start * ID, MT_DTYPE_F32, ID, ki, ID,
-                                       m, ID, s));
+                   mt_gpu_rows_convert((float *)L->ikey + (size_t)start * ID, MT_DTYPE_F32, ID,
+                                       ki, ID, m, ID, s));
         }
         if (L->ikey8 != NULL) {
             GPU_DO(l, "index key fp8 quantization",
@@ -209,10 +215,13 @@ eng_gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t 
             if (t >= b1) {
                 b0 = t;
                 b1 = MT_MIN(m, t + g->score_rows);
+                const float *qb = qi + (size_t)b0 * IH * ID, *wb = g->wts + (size_t)b0 * IH;
                 GPU_DO(l, "index scores (prompt rows)",
-                       mt_gpu_index_scores_rows(qi + (size_t)b0 * IH * ID,
-                                                g->wts + (size_t)b0 * IH, IH, ID, L->ikey,
-                                                n_keys, b1 - b0, iscale, g->scores, ld, s));
+                       g->ikey_split
+                           ? mt_gpu_index_scores_split(qb, wb, L->ikey, n_keys, b1 - b0, iscale,
+                                                       g->scores, ld, s)
+                           : mt_gpu_index_scores_rows(qb, wb, IH, ID, L->ikey, n_keys, b1 - b0,
+                                                      iscale, g->scores, ld, s));
                 GPU_DO(l, "indexer top-k (prompt rows)",
                        mt_gpu_topk(g->scores, ld, b1 - b0, ld, NULL, (int)topk, g->idx, NULL,
                                    NULL, s));
@@ -231,8 +240,11 @@ eng_gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t 
             const float *qt = qi + (size_t)t * IH * ID;
             const float *wt = g->wts + (size_t)t * IH;
             if (!fp8) {
-                GPU_DO(l, "index scores", mt_gpu_index_scores(qt, wt, IH, ID, L->ikey, n_keys,
-                                                              iscale, g->scores, s));
+                GPU_DO(l, "index scores",
+                       g->ikey_split ? mt_gpu_index_scores_split(qt, wt, L->ikey, n_keys, 1,
+                                                                 iscale, g->scores, n_keys, s)
+                                     : mt_gpu_index_scores(qt, wt, IH, ID, L->ikey, n_keys,
+                                                           iscale, g->scores, s));
             } else {
                 GPU_DO(l, "index query fp8 quantization",
                        mt_gpu_hadamard_quant(qt, IH, ID, g->q8, g->wq, wt, iscale, s));

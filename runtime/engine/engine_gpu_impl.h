@@ -53,7 +53,7 @@ struct g_layer {
     /* caches, ctx positions */
     void *lat;      // [ctx, kvl] lat dtype
     void *kpe;      // [ctx, rope] kpe dtype
-    float *ikey;    // [ctx, ID] or NULL
+    void *ikey;     // [ctx, ID] fp32, the split key cache (g->ikey_split), or NULL
     uint8_t *ikey8; // [ctx, ID] or NULL
     float *ikscale; // [ctx] or NULL
     /* where this layer's routed experts live (e->tiers) */
@@ -92,6 +92,8 @@ struct eng_gpu {
     float *h, *x, *y, *qa, *q, *kv, *lat_t, *kpe_t, *attn, *qi, *ki, *wts;
     float *stk; /* one token's outputs of a stacked weight */
     float *q_lat, *q_pe, *o_lat, *scores, *mla_work, *wq, *logits;
+    bool ikey_split;               /* the exact index keys in the split cache (H100/H200:
+                                      mt_gpu_index_keys_split), not fp32 */
     int score_rows;                /* queries a batch of a prompt's index scores (scores, idx) */
     bool batch_index;              /* a prompt's index scores and top-k batched (MT_GPU_BATCH_INDEX=0:
                                       one query at a time, as decode does) */
