@@ -553,9 +553,7 @@ bench_indexer(int64_t n, bool fp8, bool with_topk)
                  : split                          ? "split key cache, wgmma"
                  : idx_cuda_cores                 ? "fp32 CUDA cores"
                  : idx_ring_note != NULL          ? idx_ring_note
-                 : mt_gpu_index_exact_wgmma_active()
-                     ? "tensor cores, f16 x 3, wgmma"
-                     : "tensor cores, f16 x 3, mma.sync (ring where it fits)");
+                                                  : "tensor cores, f16 x 3, fp32 keys ring");
     if (!fp8 || !with_topk) {
         return;
     }
@@ -867,20 +865,13 @@ dsa:
     if (mt_gpu_index_keys_split(64, 128)) { /* H100/H200: the engine's exact cache */
         idx_split = true;
         bench_indexer(131072, false, false);
-        bench_indexer(2100, false, false);
+        bench_indexer(2100, false, false); /* the exact mode just past index_topk */
         bench_indexer(8192, false, false);
         idx_split = false;
     }
-    bench_indexer(131072, false, false);
-    bench_indexer(2100, false, false); /* the exact mode just past index_topk */
+    bench_indexer(131072, false, false); /* fp32 keys: mma.sync, every other GPU's path */
+    bench_indexer(2100, false, false);
     bench_indexer(8192, false, false);
-    if (mt_gpu_index_exact_wgmma_active()) { /* H100/H200: the mma.sync kernel of other GPUs */
-        mt_gpu_index_exact_wgmma_set(false);
-        bench_indexer(131072, false, false);
-        bench_indexer(2100, false, false);
-        mt_gpu_index_exact_wgmma_set(true);
-    }
-    /* the mma.sync kernel with its keys in registers (GPUs with 99 KB a block) */
     mt_gpu_index_exact_ring_set(false);
     idx_ring_note = "tensor cores, keys in registers";
     bench_indexer(131072, false, false);

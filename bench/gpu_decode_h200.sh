@@ -29,6 +29,8 @@
 #   copy      MT_GPU_LOGITS_DIRECT=0: the defaults with lm_head writing a graph step's logits to
 #             device memory and a copy to pinned host memory after it (instead of lm_head storing
 #             them there itself)
+#   long-fp32keys  MT_IDX_SPLIT_KEYS=0 on the 2,100-token prompt: the exact index keys as fp32
+#             (mma.sync) instead of the split key cache (H100/H200, kernels/index_keys_split.cuh)
 #   long-fp8  the 2,100-token prompt with the FP8 indexer (--indexer fp8; long-fp8nograph: and
 #             no graphs, the tokens compared with long-fp8's)
 #   noahead   MT_GPU_AHEAD=0: the defaults with each greedy step launched by its own call, after
@@ -191,6 +193,7 @@ for c in $RUNS; do
             run $c MT_X=1 -- --prompt-ids "$P2K" -n 64
             RUN=$RUN0 ;;
         long-nograph) run $c MT_GPU_GRAPH=0 MT_GPU_DEVICE_MOE=0 -- --prompt-ids "$P2K" -n 64 ;;
+        long-fp32keys) run $c MT_IDX_SPLIT_KEYS=0 -- --prompt-ids "$P2K" -n 64 ;;
         long-fp8 | long-fp8b) run $c MT_X=1 -- --prompt-ids "$P2K" -n 64 --indexer fp8 ;;
         long-fp8nograph) run $c MT_GPU_GRAPH=0 -- --prompt-ids "$P2K" -n 64 --indexer fp8 ;;
     esac
@@ -201,7 +204,7 @@ for c in $RUNS; do # greedy tokens against the run before the changes
     case $c in
         long-nograph | long-graph2 | long-base | long-base2 | long-gemv16 | long-mlasmall*) same $c long-graph ;;
         long-fp8b | long-fp8nograph) same $c long-fp8 ;;
-        long-noahead | long-stackq0* | long-kernels*) same $c long-graph ;;
+        long-noahead | long-stackq0* | long-kernels* | long-fp32keys) same $c long-graph ;;
         long-graph | long-fp8 | before) ;;
         *) same $c before ;;
     esac

@@ -175,8 +175,12 @@ layernorm_row(const float *xr, const float *__restrict__ w, const float *__restr
     }
     var = block_sum_d(var) / n;
     float r = (float)(1.0 / sqrt(var + eps));
+    /* rounded after each operation (no fused multiply-add, which the compiler forms or not
+     * depending on the kernel this is inlined into): the fused attention prologue must give
+     * layernorm_kernel's bits */
     for (int i = threadIdx.x; i < n; i += NORM_THREADS) {
-        o[i] = (float)(xr[i] - mean) * r * w[i] + (b != NULL ? b[i] : 0.0f);
+        float y = __fmul_rn(__fmul_rn((float)(xr[i] - mean), r), w[i]);
+        o[i] = __fadd_rn(y, b != NULL ? b[i] : 0.0f);
     }
 }
 
@@ -231,8 +235,11 @@ rope_pair(float a, float b, int64_t pos, float freq, float *oa, float *ob)
     float c = (float)cos((double)angle);
     float s = (float)sin((double)angle);
 
-    *oa = a * c - b * s;
-    *ob = b * c + a * s;
+    /* no fused multiply-add: the compiler would fuse one product or the other depending on
+     * the kernel it inlines this into, and the fused attention prologue must give the bits of
+     * rope_kernel (and the CPU's, which does not fuse) */
+    *oa = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+    *ob = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
 }
 
 /* One thread per (token, head, frequency i). */

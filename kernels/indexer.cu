@@ -2,9 +2,10 @@
 /*
  * indexer.cu - lightning indexer scores of one query against every cached index key: the exact
  * fp32 mode and DeepSeek's FP8 mode (spec 2.4 step 8). Exact: on tensor cores at V3.2's 64 heads
- * x 128 dims (fp32 operands split into two f16 halves; mma.sync on every sm_80+ GPU, wgmma on
- * H100/H200), on CUDA cores for other shapes (the test models'). FP8: on tensor cores, with
- * hardware e4m3 conversion from sm_89.
+ * x 128 dims (fp32 operands split into two f16 halves): fp32 keys on mma.sync on every sm_80+
+ * GPU, and on H100/H200 keys split once into a cache that wgmma streams (index_keys_split.cuh);
+ * on CUDA cores for other shapes (the test models'). FP8: on tensor cores, with hardware e4m3
+ * conversion from sm_89.
  *
  * The one idea of the FP8 kernel: 64 heads x 128 dims against N keys is a skinny matrix product
  * (2 GFLOP for 128K keys, 17 MB of keys), so fp32 CUDA cores would need 30 us where the bytes need
@@ -460,36 +461,21 @@ index_scores_exact_tc_kernel(const float *__restrict__ q, const float *__restric
     }
 }
 
-/* ---- exact scores on Hopper's warpgroup MMA (sm_90a) --------------------------------------- */
+/* ---- Hopper's warpgroup MMA (sm_90a): the split key cache's scores -------------------------- */
 
 /*
- * The same products as index_scores_exact_tc_kernel (the key split in registers, the query's hi
- * and lo halves, three products a k-step), issued as wgmma (sm_90a, H100/H200): a warpgroup of 4
- * warps takes 64 keys (each warp its 16-key tile, the A operand from its registers, laid out as
- * mma.sync's) against all 64 heads (the B operand, read by the tensor cores from shared memory),
- * 24 wgmma m64n64k16 a tile instead of 768 mma.sync and 256 shared loads of the query's
- * fragments. The accumulator's layout is mma.sync's n-tiles side by side, so the epilogue is the
- * same. Keys stream through the same cp.async ring, and wgmma being asynchronous, a warp reads
- * and splits its next tile (into a second fragment set) while the tensor cores run this one's
- * products. The sums run in the tensor cores' own order, so the bits are not mma.sync's; both
- * are the CPU's scores to 1e-5 (test_gpu_indexer). Compiled only for sm_90a (configure builds
- * sm_90 as sm_90a); xwg_usable asks whether the image loaded on a device has it, and elsewhere
- * the kernel traps rather than leave its output unwritten.
+ * The exact scores at 64 heads x 128 on H100/H200 read keys that were split when they entered
+ * the cache (index_keys_split.cuh) and run the products as wgmma m64n64k16 (index_scores_split_
+ * kernel below). Compiled only for sm_90a (configure builds sm_90 as sm_90a); xsp_usable asks
+ * whether the image loaded on a device has it, and elsewhere the kernel traps rather than leave
+ * its output unwritten.
  *
- * Measured on the H200 at 131,072 keys (graph + PDL; bench/results/kernels-h200.md, 2026-12-01
- * session 17): 24.0-24.4 us against 27.0-27.3 for the mma.sync ring kernel in the same calls
- * (60% of the HBM read against 54%); with the products and the next tile's split one after the
- * other 26.2; keys in registers instead of the ring 27.1; a ring of 3 stages 26.6-26.8; B in
- * the 128-byte swizzled layout 24.5 (no faster: the bank conflicts Nsight reports are not
- * wgmma's reads); without any split (timing only) 23.7, so the split is not what bounds it. At
- * 2,100 keys 5.5 us against 5.9.
- *
- * B layout (per k-step, hi and lo: 16 k x 64 heads of f16), K-major without swizzle: 8 x 8 core
- * matrices of 128 contiguous bytes (8 heads, 8 k each), core (heads 8 nb.., k 8 kb..) at nb x 256
- * + kb x 128, so the descriptor's leading (k) offset is 128 bytes and its stride (heads) 256.
+ * The query's B operand (per k-step, hi and lo: 16 k x 64 heads of f16), K-major without
+ * swizzle: 8 x 8 core matrices of 128 contiguous bytes (8 heads, 8 k each), core (heads 8 nb..,
+ * k 8 kb..) at nb x 256 + kb x 128, so the descriptor's leading (k) offset is 128 bytes and its
+ * stride (heads) 256; the keys' A operand is laid out the same way.
  */
 #define XWG_B_BYTES (16 * XTC_HEADS * 2)
-#define XWG_STAGES 2 /* of the key ring (3 measured slower, above) */
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define XWG_ON 1
@@ -527,142 +513,20 @@ xwg_pin(float (&d)[32])
     }
 }
 
-/* d += A B: A the warp's 16 x 16 f16 fragment (mma.sync's layout), B 16 x 64 f16 at desc. */
-static __device__ __forceinline__ void
-xwg_mma(float (&d)[32], const uint32_t (&a)[4], uint64_t desc)
-{
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-                 "{%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),
-                   "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),
-                   "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
-                   "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
-                   "+f"(d[30]), "+f"(d[31])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc));
-}
 #endif
-
-static __global__ void __launch_bounds__(XTC_WARPS * 32, 1)
-index_scores_exact_wg_kernel(const float *__restrict__ q, const float *__restrict__ w,
-                             const float *__restrict__ k, int64_t n_keys0, float scale,
-                             float *__restrict__ out, int64_t ld)
-{
-#if XWG_ON
-    extern __shared__ uint4 xtc_ring[]; /* [warp][stage][16 pieces][32 lanes] */
-    __shared__ __align__(128) uint8_t qb[2 * 8 * XWG_B_BYTES]; /* [hi, lo][k-step] (32 KB) */
-    __shared__ __align__(8) float hs[XTC_HEADS];
-    __shared__ __align__(8) float hw[XTC_HEADS];
-    int tid = threadIdx.x;
-    int wl = (tid / 32) % 4; /* the warp's place in its warpgroup */
-    int64_t n_keys = n_keys0 + blockIdx.y;
-    q += (int64_t)blockIdx.y * XTC_HEADS * XTC_DIM;
-    w += (int64_t)blockIdx.y * XTC_HEADS;
-    out += (int64_t)blockIdx.y * ld;
-    rows_prologue(out, n_keys, ld);
-    int64_t n_big = (n_keys + 63) / 64; /* 64-key tiles, one a warpgroup at a time */
-    int64_t stride = (int64_t)gridDim.x * (XTC_WARPS / 4);
-    int64_t big = (int64_t)blockIdx.x * (XTC_WARPS / 4) + tid / 128;
-
-    if ((int64_t)blockIdx.x * (XTC_WARPS / 4) >= n_big) {
-        return;
-    }
-    float4 v[16];
-    uint4 *ring = xtc_ring + (size_t)(tid / 32) * XWG_STAGES * (XTC_STAGE_BYTES / 16);
-    if (big < n_big) { /* the first tile's copies wait while the query is made */
-        xtc_load_async(ring, k, n_keys, 4 * big + wl);
-    }
-    mt_cp_async_commit();
-    /* the query's halves as B: lane t's dims +0, +1 of a piece are k 2t, 2t + 1 (as in the
-     * mma.sync kernel's fragments), dims +2, +3 are k 2t + 8, 2t + 9 */
-    xtc_query(q, w, scale, hs, hw, [&](int ks, int t, int h, uint4 e) {
-        *reinterpret_cast<uint32_t *>(qb + xwg_off(0, ks, h, 2 * t)) = e.x;
-        *reinterpret_cast<uint32_t *>(qb + xwg_off(0, ks, h, 2 * t + 8)) = e.y;
-        *reinterpret_cast<uint32_t *>(qb + xwg_off(1, ks, h, 2 * t)) = e.z;
-        *reinterpret_cast<uint32_t *>(qb + xwg_off(1, ks, h, 2 * t + 8)) = e.w;
-    });
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); /* for wgmma's reads */
-    __syncthreads();
-    /* tile i (big + i stride) in ring stage i % XWG_STAGES; while tile i's products run on the
-     * tensor cores, tile i + 1 is read from the ring and split into the other fragment set */
-    struct xtc_frag fa;
-    struct xtc_frag fb;
-    auto copy = [&](int64_t b, int stage) {
-        if (b < n_big) {
-            xtc_load_async(ring + stage * (XTC_STAGE_BYTES / 16), k, n_keys, 4 * b + wl);
-        }
-        mt_cp_async_commit();
-    };
-    auto step = [&](const struct xtc_frag &cur, struct xtc_frag &nxt, int64_t b, int i) {
-        float d[32];
-#pragma unroll
-        for (int r = 0; r < 32; r++) {
-            d[r] = 0.0f;
-        }
-        xwg_pin(d);
-        asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-#pragma unroll
-        for (int ks = 0; ks < 8; ks++) {
-            xwg_mma(d, cur.lo[ks], xwg_desc(qb, 0, ks));
-            xwg_mma(d, cur.hi[ks], xwg_desc(qb, 1, ks));
-            xwg_mma(d, cur.hi[ks], xwg_desc(qb, 0, ks));
-        }
-        asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-        if (b + stride < n_big) {
-            /* tile i's stage is free (tile i is in registers); tile i + 1's copies complete */
-            copy(b + XWG_STAGES * stride, i % XWG_STAGES);
-            mt_cp_async_wait<XWG_STAGES - 1>();
-            xtc_read_stage(ring + ((i + 1) % XWG_STAGES) * (XTC_STAGE_BYTES / 16), v);
-            xtc_split_tile(v, nxt);
-        }
-        asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-        xwg_pin(d);
-        float c[8][4];
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-#pragma unroll
-            for (int r = 0; r < 4; r++) {
-                c[j][r] = d[4 * j + r];
-            }
-        }
-        xtc_epilogue(c, cur.u0, cur.u1, hs, hw, n_keys, 4 * b + wl, out);
-    };
-#pragma unroll
-    for (int i = 1; i < XWG_STAGES; i++) {
-        copy(big + i * stride, i);
-    }
-    mt_cp_async_wait<XWG_STAGES - 1>(); /* tile 0 */
-    xtc_read_stage(ring, v);
-    xtc_split_tile(v, fa);
-    for (int i = 0; big < n_big; i += 2) {
-        step(fa, fb, big, i);
-        big += stride;
-        if (big >= n_big) {
-            break;
-        }
-        step(fb, fa, big, i + 1);
-        big += stride;
-    }
-    mt_cp_async_wait<0>();
-#else
-    (void)q, (void)w, (void)k, (void)n_keys0, (void)scale, (void)out, (void)ld;
-    __trap(); /* not built for sm_90a: xwg_usable never picks it */
-#endif
-}
 
 /* ---- exact scores from a cache of pre-split keys (sm_90a) ---------------------------------- */
 
 /*
- * The scores from the split key cache (index_keys_split.cuh). Why it exists: with fp32 keys
- * every warp of index_scores_exact_wg_kernel reads its tile back from shared memory and splits
- * it (scale, two conversions, a subtraction a pair) before its products, ~600 instructions a
- * 16-key tile with 8 warps an SM: latency-bound at 60% of the HBM read (session 17). With the
- * keys split when they enter the cache, the scores are a stream of bytes into the tensor cores.
+ * Why the split cache: with fp32 keys a wgmma kernel (session 17, the same products with the
+ * keys' A operand from registers) had every warp read its tile back from shared memory and
+ * split it (scale, two conversions, a subtraction a pair) before its products, ~600
+ * instructions a 16-key tile with 8 warps an SM: latency-bound at 60% of the HBM read. With the
+ * keys split when they enter the cache, the scores are a stream of bytes into the tensor cores:
+ * 70-73% (bench/results/kernels-h200.md, session 18), and that fp32 kernel was removed.
  */
-#define XSP_STAGES 2 /* a warpgroup's ring: 2 x 2 x 33 KB beside the query's 32 KB */
+#define XSP_STAGES 2 /* a warpgroup's ring: 2 x 2 x 33 KB beside the query's 32 KB (3 stages:
+                        measured 1-3% slower) */
 
 /* Keys [0, n) of `keys` (fp32 rows of 128) into positions pos0.. of the split cache: a warp a
  * key. */
@@ -913,63 +777,6 @@ exact_tc_on(void)
     return exact_tc == 1;
 }
 
-/* -1: not yet read from MT_IDX_EXACT_WGMMA (default on); mt_gpu_index_exact_wgmma_set
- * overrides. */
-static int exact_wg = -1;
-
-extern "C" void
-mt_gpu_index_exact_wgmma_set(bool on)
-{
-    exact_wg = on ? 1 : 0;
-}
-
-/* Whether the wgmma kernel runs here: switched on, a cc 9.0 device, the image loaded there
- * built for sm_90a (SASS and PTX of version 9.0: the only cc 9.0 code configure builds; code
- * JIT-compiled from older PTX reports that PTX's version), and its ring's shared memory granted.
- * No stream operation: this may run while a stream is being captured into a graph. */
-static bool
-xwg_usable(void)
-{
-    static int cached[64]; /* 1 no, 2 yes; 0 not yet known */
-    int dev = 0;
-
-    if (exact_wg < 0) {
-        const char *e = getenv("MT_IDX_EXACT_WGMMA");
-        exact_wg = e == NULL || atoi(e) != 0;
-    }
-    if (exact_wg == 0 || xtc_stages() != XTC_RING) {
-        return false;
-    }
-    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) {
-        (void)cudaGetLastError();
-        return false;
-    }
-    if (cached[dev] == 0) {
-        int major = 0;
-        int minor = 0;
-        cudaFuncAttributes fa;
-        bool yes = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) ==
-                           cudaSuccess &&
-                   cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) ==
-                           cudaSuccess &&
-                   major == 9 && minor == 0 &&
-                   cudaFuncGetAttributes(&fa, index_scores_exact_wg_kernel) == cudaSuccess &&
-                   fa.binaryVersion == 90 && fa.ptxVersion == 90 &&
-                   cudaFuncSetAttribute(index_scores_exact_wg_kernel,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        XTC_WARPS * XWG_STAGES * XTC_STAGE_BYTES) == cudaSuccess;
-        (void)cudaGetLastError(); /* a refusal leaves the mma.sync kernel */
-        cached[dev] = yes ? 2 : 1;
-    }
-    return cached[dev] == 2;
-}
-
-extern "C" bool
-mt_gpu_index_exact_wgmma_active(void)
-{
-    return exact_tc_on() && xwg_usable();
-}
-
 extern "C" void
 mt_gpu_index_exact_tc_set(bool on)
 {
@@ -1050,16 +857,6 @@ mt_gpu_index_scores_rows(const float *q, const float *w, int n_heads, int dim, c
         }
         int S = xtc_stages();
         size_t smem = (size_t)XTC_WARPS * S * XTC_STAGE_BYTES;
-        if (xwg_usable()) {
-            /* the same number of blocks, each warpgroup 64 keys at a time */
-            int64_t big = MT_CEIL_DIV(n_keys, (int64_t)64);
-            int64_t per_wg = MT_CEIL_DIV(big, (int64_t)blocks * (XTC_WARPS / 4));
-            blocks = (unsigned)MT_CEIL_DIV(big, per_wg * (XTC_WARPS / 4));
-            mt_pdl_launch(index_scores_exact_wg_kernel, dim3(blocks, (unsigned)n_q),
-                          dim3(XTC_WARPS * 32), (size_t)XTC_WARPS * XWG_STAGES * XTC_STAGE_BYTES,
-                          stream, q, w, k, n_keys0, scale, out, ld);
-            return mt_cuda_launched("index_scores (warpgroup mma)", stream);
-        }
         void (*kernel)(const float *, const float *, const float *, int64_t, float, float *,
                        int64_t) = S == XTC_RING ? index_scores_exact_tc_kernel<XTC_RING>
                                                 : index_scores_exact_tc_kernel<0>;
@@ -1091,8 +888,7 @@ mt_gpu_index_keys_split_set(bool on)
     split_keys = on ? 1 : 0;
 }
 
-/* Whether index_scores_split_kernel runs here: a cc 9.0 device running the sm_90a image (as
- * xwg_usable) and its two rings' shared memory granted. */
+/* Whether index_scores_split_kernel runs here: a cc 9.0 device running the sm_90a image  and its two rings' shared memory granted. */
 static bool
 xsp_usable(void)
 {
