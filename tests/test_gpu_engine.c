@@ -38,6 +38,7 @@
 
 #include "kernels/kernels.h"
 #include "kernels/launch_times.h"
+#include "kernels/ops.h"
 #include "runtime/base/rng.h"
 #include "runtime/engine/engine.h"
 #include "runtime/model/model.h"
@@ -476,7 +477,8 @@ launches_of(const char *name)
 
 /*
  * V3.2's attention shapes on a whole model (`moetier synth --preset tiny-mla`: 16 heads, latent
- * 512, rope 64, index_topk 16), where the GPU engine takes its V3.2-shape paths: a prompt's
+ * 512, rope 64, an indexer of 64 heads x 128, index_topk 16), where the GPU engine takes its
+ * V3.2-shape paths (on H100/H200 the exact index keys in the split key cache): a prompt's
  * sparse MLA in launches of many rows (mt_gpu_mla_prompt), its GPU experts grouped, the BF16X3
  * GEMM and absorptions, then the decode kernels. 300 prompt tokens (284 rows select 16 of their
  * keys), exact and FP8 indexers: the median row of logits within REL_CPU_BF16 of the CPU
@@ -533,6 +535,9 @@ mla_shape(void)
         bool ok = mt_engine_forward(gpu, ids, N, true, a) == MT_OK;
         long rows_launches = launches_of("mla_prompt");
         long grouped = launches_of("moe_chunk_gate_up") + launches_of("moe_gate_up");
+        /* H100/H200: the exact keys in the split cache, its scores on wgmma */
+        bool want_split = ix == 0 && mt_gpu_index_keys_split(64, 128);
+        long split = launches_of("index_scores (split keys, warpgroup mma)");
         mt_gpu_launch_times_reset();
         mt_gpu_launch_times_enable(false);
         ok = ok && mt_engine_forward(cpu, ids, N, true, b) == MT_OK &&
@@ -541,9 +546,11 @@ mla_shape(void)
            that row far (chunk_test); a wrong kernel moves every row by ~1 */
         double mc = ok ? median_row_rel(a, b, N, V) : INFINITY;
         double mo = ok ? median_row_rel(a, c, N, V) : INFINITY;
-        tap_ok(ok && rows_launches > 0 && grouped > 0, "tiny-mla %s indexer: the prompt's "
-               "sparse MLA ran in %ld launches of many rows, its experts in %ld grouped ones", mn,
-               rows_launches, grouped);
+        tap_ok(ok && rows_launches > 0 && grouped > 0 && (split > 0) == want_split,
+               "tiny-mla %s indexer: the prompt's sparse MLA ran in %ld launches of many rows, "
+               "its experts in %ld grouped ones, its index scores in %ld on the split key cache "
+               "(%s here)", mn, rows_launches, grouped, split,
+               want_split ? "wanted" : "none wanted");
         tap_ok(ok && mc <= REL_CPU_BF16, "tiny-mla %s indexer: %d prompt tokens' logits, "
                "median row within %.0e of the CPU engine's with the same bf16 cache (median "
                "%.2e, worst %.2e)", mn, N, REL_CPU_BF16, mc,

@@ -260,6 +260,8 @@ synth_preset_tiny_mla_(struct mt_model_config *cfg)
     cfg->qk_nope_head_dim = 128;
     cfg->qk_rope_head_dim = 64;
     cfg->v_head_dim = 128;
+    cfg->index_n_heads = 64; /* and V3.2's indexer: its tensor-core and split-key paths */
+    cfg->index_head_dim = 128;
 }
 
 static bool
