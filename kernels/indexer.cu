@@ -888,7 +888,10 @@ mt_gpu_index_keys_split_set(bool on)
     split_keys = on ? 1 : 0;
 }
 
-/* Whether index_scores_split_kernel runs here: a cc 9.0 device running the sm_90a image  and its two rings' shared memory granted. */
+/* Whether index_scores_split_kernel runs here: a cc 9.0 device, the image loaded there built for
+ * sm_90a (SASS and PTX of version 9.0: the only cc 9.0 code configure builds; code JIT-compiled
+ * from older PTX reports that PTX's version) and its two rings' shared memory granted. No stream
+ * operation: this may run while a stream is being captured into a graph. */
 static bool
 xsp_usable(void)
 {
