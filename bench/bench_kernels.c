@@ -502,8 +502,9 @@ static bool idx_cuda_cores;
  * shared memory where it fits; mt_gpu_index_exact_ring_set). */
 static const char *idx_ring_note;
 
-/* Exact keys in the split cache (H100/H200: mt_gpu_index_keys_split) rather than fp32. */
+/* Exact keys in the split cache (mt_gpu_index_keys_split) rather than fp32, and its kernel. */
 static bool idx_split;
+static const char *idx_split_note = "";
 
 static void
 bench_indexer(int64_t n, bool fp8, bool with_topk)
@@ -550,7 +551,7 @@ bench_indexer(int64_t n, bool fp8, bool with_topk)
                  (double)kb + 4.0 * n, 2.0 * 64 * 128 * n,
                  !finite_out(x.out[0], (size_t)n) ? "NON-FINITE OUTPUT"
                  : fp8                            ? "target >=70% hbm"
-                 : split                          ? "split key cache, wgmma"
+                 : split                          ? idx_split_note
                  : idx_cuda_cores                 ? "fp32 CUDA cores"
                  : idx_ring_note != NULL          ? idx_ring_note
                                                   : "tensor cores, f16 x 3, fp32 keys ring");
@@ -862,11 +863,23 @@ dsa:
         mt_gpu_arena_destroy(arena);
         return 0;
     }
-    if (mt_gpu_index_keys_split(64, 128)) { /* H100/H200: the engine's exact cache */
+    if (mt_gpu_index_keys_split(64, 128)) { /* the engine's exact cache */
         idx_split = true;
+        idx_split_note = mt_gpu_index_exact_wgmma_active() ? "split key cache, wgmma"
+                                                            : "split key cache, mma.sync";
         bench_indexer(131072, false, false);
         bench_indexer(2100, false, false); /* the exact mode just past index_topk */
         bench_indexer(8192, false, false);
+        mt_gpu_index_exact_wgmma_set(false); /* H100/H200: the other GPUs' kernels too */
+        idx_split_note = "split key cache, mma.sync";
+        bench_indexer(131072, false, false);
+        bench_indexer(2100, false, false);
+        mt_gpu_index_exact_ring_set(false);
+        idx_split_note = "split key cache, mma.sync, plain loads (no ring)";
+        bench_indexer(131072, false, false);
+        bench_indexer(2100, false, false);
+        mt_gpu_index_exact_ring_set(true);
+        mt_gpu_index_exact_wgmma_set(true);
         idx_split = false;
     }
     bench_indexer(131072, false, false); /* fp32 keys: mma.sync, every other GPU's path */

@@ -9,14 +9,18 @@
  * to ~2^-22 relative (indexer.cu).
  *
  * The split key cache (mt_gpu_index_keys_split, ops.h): keys stored already split, so that the
- * scores stream them straight into shared memory and the tensor cores (index_scores_split_kernel)
- * with no thread touching them; the split is done once, when a key enters the cache (one key a
- * token and layer: the attention prologue or index_keys_split_kernel). Layout: groups of 64 keys,
+ * scores only move them into the tensor cores (indexer.cu: wgmma on H100/H200 straight from the
+ * bulk copies in shared memory; mma.sync elsewhere, fragments by ldmatrix or plain loads) with
+ * no arithmetic on them; the split is done once, when a key enters the cache (one key a token
+ * and layer: the attention prologue or index_keys_split_kernel). Layout: groups of 64 keys,
  * XSP_GROUP_BYTES each: the hi halves (16 KB), the lo halves (16 KB), then the 64 keys' inverse
  * powers of two (fp32). A half is 8 k-steps of 16 dims, each the 64 x 16 f16 A operand of one
  * wgmma in the K-major layout without swizzle: 8 x 8 core matrices of 128 contiguous bytes (8
- * keys, 8 dims each), core (keys 8 mb.., dims 8 kb..) at mb x 256 + kb x 128. 516 bytes a key,
- * against 512 for fp32.
+ * keys, 8 k each), core (keys 8 mb.., k 8 kb..) at mb x 256 + kb x 128; so a 16-key tile (mb
+ * 2j, 2j + 1) of a k-step is 512 contiguous bytes, mma.sync's four A fragments. Within a k-step
+ * the dims are permuted as the fp32 kernels' fragments take them: k 2t, 2t + 1 hold dims 4t,
+ * 4t + 1 and k 2t + 8, 2t + 9 dims 4t + 2, 4t + 3 (t < 4), so every kernel builds the query's
+ * operand the same way from float4 pieces. 516 bytes a key, against 512 for fp32.
  */
 #ifndef MT_KERNELS_INDEX_KEYS_SPLIT_CUH
 #define MT_KERNELS_INDEX_KEYS_SPLIT_CUH
@@ -54,11 +58,12 @@ xtc_split(float x0, float x1, uint32_t *hi, uint32_t *lo)
     *lo = *reinterpret_cast<uint32_t *>(&l);
 }
 
-/* Byte offset of key r's (r < 64) dims d, d + 1 (d even) in a half of its group. */
+/* Byte offset of key r's (r < 64) k-slots kk, kk + 1 (kk even) of k-step ks in a half of its
+ * group. */
 static __device__ __forceinline__ int
-xsp_off(int r, int d)
+xsp_off(int r, int ks, int kk)
 {
-    return (d >> 4) * 2048 + (r >> 3) * 256 + ((d >> 3) & 1) * 128 + (r & 7) * 16 + (d & 7) * 2;
+    return ks * 2048 + (r >> 3) * 256 + (kk >> 3) * 128 + (r & 7) * 16 + (kk & 7) * 2;
 }
 
 /* Key (128 floats) into position pos of the split cache; called by all 32 lanes of a warp, lane
@@ -79,9 +84,14 @@ xsp_store_key(uint8_t *__restrict__ cache, int64_t pos, const float *__restrict_
     xtc_split(x.x * s, x.y * s, &hi.x, &lo.x);
     xtc_split(x.z * s, x.w * s, &hi.y, &lo.y);
     int r = (int)(pos % XSP_KEYS);
+    int ks = l / 4;
+    int t = l % 4;
     uint8_t *g = cache + (pos / XSP_KEYS) * XSP_GROUP_BYTES;
-    *reinterpret_cast<uint2 *>(g + xsp_off(r, 4 * l)) = hi; /* dims 4l .. 4l + 3: 8 bytes */
-    *reinterpret_cast<uint2 *>(g + XSP_HALF_BYTES + xsp_off(r, 4 * l)) = lo;
+    /* dims 4l, 4l + 1 (= 16 ks + 4t ..) at k 2t, 2t + 1; dims 4l + 2, 4l + 3 at k 2t + 8, 2t + 9 */
+    *reinterpret_cast<uint32_t *>(g + xsp_off(r, ks, 2 * t)) = hi.x;
+    *reinterpret_cast<uint32_t *>(g + xsp_off(r, ks, 2 * t + 8)) = hi.y;
+    *reinterpret_cast<uint32_t *>(g + XSP_HALF_BYTES + xsp_off(r, ks, 2 * t)) = lo.x;
+    *reinterpret_cast<uint32_t *>(g + XSP_HALF_BYTES + xsp_off(r, ks, 2 * t + 8)) = lo.y;
     if (l == 0) {
         reinterpret_cast<float *>(g + 2 * XSP_HALF_BYTES)[r] = u;
     }

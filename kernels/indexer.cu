@@ -651,12 +651,13 @@ index_scores_split_kernel(const float *__restrict__ q, const float *__restrict__
             }
         }
     }
-    /* the query's halves as B, dims in their own order (k = dim % 16 of k-step dim / 16) */
+    /* the query's halves as B, dims permuted as the keys' (index_keys_split.cuh): dims 4t, 4t +
+     * 1 of a k-step at k 2t, 2t + 1, dims 4t + 2, 4t + 3 at k 2t + 8, 2t + 9 */
     xtc_query(q, w, scale, hs, hw, [&](int ks, int t, int h, uint4 e) {
-        *reinterpret_cast<uint32_t *>(qb + xwg_off(0, ks, h, 4 * t)) = e.x;
-        *reinterpret_cast<uint32_t *>(qb + xwg_off(0, ks, h, 4 * t + 2)) = e.y;
-        *reinterpret_cast<uint32_t *>(qb + xwg_off(1, ks, h, 4 * t)) = e.z;
-        *reinterpret_cast<uint32_t *>(qb + xwg_off(1, ks, h, 4 * t + 2)) = e.w;
+        *reinterpret_cast<uint32_t *>(qb + xwg_off(0, ks, h, 2 * t)) = e.x;
+        *reinterpret_cast<uint32_t *>(qb + xwg_off(0, ks, h, 2 * t + 8)) = e.y;
+        *reinterpret_cast<uint32_t *>(qb + xwg_off(1, ks, h, 2 * t)) = e.z;
+        *reinterpret_cast<uint32_t *>(qb + xwg_off(1, ks, h, 2 * t + 8)) = e.w;
     });
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); /* for wgmma's reads */
     __syncthreads(); /* also: the barriers' init, before anyone waits on them */
@@ -709,6 +710,168 @@ index_scores_split_kernel(const float *__restrict__ q, const float *__restrict__
 #endif
 }
 
+/* ---- exact scores from the split key cache on mma.sync (every sm_80+ GPU) ------------------- */
+
+/* The chunk of tile tl (16 keys: slot tl % 4 of group tl / 4) for half p, k-step ks: 512 bytes,
+ * the four 8 x 8 core matrices of its A fragments (index_keys_split.cuh). */
+static __device__ __forceinline__ const uint8_t *
+xst_chunk(const uint8_t *keys, int64_t tl, int p, int ks)
+{
+    return keys + (tl >> 2) * XSP_GROUP_BYTES + p * XSP_HALF_BYTES + ks * 2048 + (tl & 3) * 512;
+}
+
+/* Tile tl's scales: keys g and g + 8 of lane (g, t). */
+static __device__ __forceinline__ void
+xst_scales(const uint8_t *keys, int64_t tl, struct xtc_frag &f)
+{
+    const float *u = reinterpret_cast<const float *>(keys + (tl >> 2) * XSP_GROUP_BYTES +
+                                                     2 * XSP_HALF_BYTES) +
+                     (tl & 3) * 16 + ((threadIdx.x & 31) >> 2);
+
+    f.u0 = __ldg(u);
+    f.u1 = __ldg(u + 8);
+}
+
+/* Tile tl's fragments by plain 4-byte loads: a0 (keys g, k 2t, 2t + 1) from core (mb 0, kb 0)
+ * at + 0, a1 (keys g + 8) from (1, 0) at + 256, a2 (k 2t + 8 ..) from (0, 1) at + 128, a3 from
+ * (1, 1) at + 384; each a warp-wide read of 128 contiguous bytes. */
+static __device__ __forceinline__ void
+xst_load(const uint8_t *keys, int64_t tl, struct xtc_frag &f)
+{
+    int lane = threadIdx.x & 31;
+    int off = (lane >> 2) * 16 + (lane & 3) * 4;
+
+#pragma unroll
+    for (int ks = 0; ks < 8; ks++) {
+#pragma unroll
+        for (int p = 0; p < 2; p++) {
+            const uint8_t *c = xst_chunk(keys, tl, p, ks) + off;
+            uint32_t *a = p == 0 ? f.hi[ks] : f.lo[ks];
+            a[0] = __ldcs(reinterpret_cast<const unsigned int *>(c));
+            a[1] = __ldcs(reinterpret_cast<const unsigned int *>(c + 256));
+            a[2] = __ldcs(reinterpret_cast<const unsigned int *>(c + 128));
+            a[3] = __ldcs(reinterpret_cast<const unsigned int *>(c + 384));
+        }
+    }
+    xst_scales(keys, tl, f);
+}
+
+/* Tile tl's 16 chunks into a warp's ring stage (16 x 32 x 16 bytes, chunk c = p x 8 + ks at
+ * slots [c][0..31]: its 512 bytes in order). */
+static __device__ __forceinline__ void
+xst_copy(uint4 *stage, const uint8_t *keys, int64_t tl)
+{
+    int lane = threadIdx.x & 31;
+
+#pragma unroll
+    for (int c = 0; c < 16; c++) {
+        mt_cp_async16(stage + c * 32 + lane, xst_chunk(keys, tl, c / 8, c % 8) + lane * 16, true);
+    }
+}
+
+/* The fragments of the tile in a stage, by ldmatrix: lanes 8m .. 8m + 7 address the rows of
+ * core matrix m (0: mb 0 kb 0, 1: mb 1 kb 0, 2: mb 0 kb 1, 3: mb 1 kb 1), so register m is
+ * fragment a_m. */
+static __device__ __forceinline__ void
+xst_frags(const uint4 *stage, struct xtc_frag &f)
+{
+    int lane = threadIdx.x & 31;
+    int m = lane >> 3;
+    uint32_t base = (uint32_t)__cvta_generic_to_shared(stage) + (m & 1) * 256 + (m >> 1) * 128 +
+                    (lane & 7) * 16;
+
+#pragma unroll
+    for (int ks = 0; ks < 8; ks++) {
+#pragma unroll
+        for (int p = 0; p < 2; p++) {
+            uint32_t *a = p == 0 ? f.hi[ks] : f.lo[ks];
+            asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                         : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
+                         : "r"(base + (p * 8 + ks) * 512));
+        }
+    }
+}
+
+/*
+ * The fp32 kernel's warps, tiles, query fragments and products (index_scores_exact_tc_kernel),
+ * with a tile's A fragments read from the split cache instead of made from fp32 keys: no split.
+ * S > 0: each warp copies its tiles S - 1 ahead into its ring (cp.async, 8 KB a stage) and reads
+ * a tile's fragments back with ldmatrix; S = 0 (the RTX cards' 99 KB): 4-byte loads straight
+ * into the fragments, the next tile's while this one's products run.
+ */
+template <int S>
+static __global__ void __launch_bounds__(XTC_WARPS * 32, 1)
+index_scores_split_tc_kernel(const float *__restrict__ q, const float *__restrict__ w,
+                             const uint8_t *__restrict__ keys, int64_t n_keys0, float scale,
+                             float *__restrict__ out, int64_t ld)
+{
+    extern __shared__ uint4 xtc_ring[]; /* S > 0: [warp][stage][16 chunks][32 lanes] */
+    __shared__ uint4 qf[8][8][32];
+    __shared__ __align__(8) float hs[XTC_HEADS];
+    __shared__ __align__(8) float hw[XTC_HEADS];
+    int tid = threadIdx.x;
+    int64_t n_keys = n_keys0 + blockIdx.y;
+    q += (int64_t)blockIdx.y * XTC_HEADS * XTC_DIM;
+    w += (int64_t)blockIdx.y * XTC_HEADS;
+    out += (int64_t)blockIdx.y * ld;
+    rows_prologue(out, n_keys, ld);
+    int64_t n_tiles = (n_keys + 15) / 16;
+    int64_t stride = (int64_t)gridDim.x * XTC_WARPS;
+    int64_t tile = (int64_t)blockIdx.x * XTC_WARPS + tid / 32;
+
+    if ((int64_t)blockIdx.x * XTC_WARPS >= n_tiles) {
+        return;
+    }
+    struct xtc_frag fa;
+    struct xtc_frag fb;
+    uint4 *ring = xtc_ring + (size_t)(tid / 32) * S * (XTC_STAGE_BYTES / 16);
+    if (S == 0 && tile < n_tiles) {
+        xst_load(keys, tile, fa); /* the first tile's loads wait while the query is made */
+    }
+#pragma unroll
+    for (int i = 0; i + 1 < S; i++) {
+        if (tile + i * stride < n_tiles) {
+            xst_copy(ring + i * (XTC_STAGE_BYTES / 16), keys, tile + i * stride);
+        }
+        mt_cp_async_commit();
+    }
+    xtc_query(q, w, scale, hs, hw,
+              [&](int ks, int t, int h, uint4 e) { qf[ks][h / 8][4 * (h % 8) + t] = e; });
+    __syncthreads();
+    if constexpr (S == 0) {
+        while (tile < n_tiles) {
+            if (tile + stride < n_tiles) {
+                xst_load(keys, tile + stride, fb);
+            }
+            xtc_scores(fa, qf, hs, hw, n_keys, tile, out);
+            tile += stride;
+            if (tile >= n_tiles) {
+                break;
+            }
+            if (tile + stride < n_tiles) {
+                xst_load(keys, tile + stride, fa);
+            }
+            xtc_scores(fb, qf, hs, hw, n_keys, tile, out);
+            tile += stride;
+        }
+    } else {
+        for (int i = 0; tile < n_tiles; tile += stride, i++) {
+            int64_t ahead = tile + (int64_t)(S - 1) * stride;
+            if (ahead < n_tiles) {
+                xst_copy(ring + ((i + S - 1) % S) * (XTC_STAGE_BYTES / 16), keys, ahead);
+            }
+            mt_cp_async_commit();
+            xst_scales(keys, tile, fa);
+            mt_cp_async_wait<S - 1>(); /* this thread's copies of this tile are complete */
+            __syncwarp();              /* and every lane's: ldmatrix reads them all */
+            xst_frags(ring + (i % S) * (XTC_STAGE_BYTES / 16), fa);
+            xtc_scores(fa, qf, hs, hw, n_keys, tile, out);
+        }
+        mt_cp_async_wait<0>();
+    }
+    (void)fb;
+}
+
 /* -1: from MT_IDX_EXACT_RING (default on); mt_gpu_index_exact_ring_set overrides. */
 static int ring_on = -2;
 
@@ -752,6 +915,9 @@ xtc_stages(void)
         }
         fit = fixed + (size_t)smem <= (size_t)optin &&
                       cudaFuncSetAttribute(index_scores_exact_tc_kernel<XTC_RING>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           smem) == cudaSuccess &&
+                      cudaFuncSetAttribute(index_scores_split_tc_kernel<XTC_RING>,
                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            smem) == cudaSuccess
                   ? XTC_RING
@@ -888,6 +1054,16 @@ mt_gpu_index_keys_split_set(bool on)
     split_keys = on ? 1 : 0;
 }
 
+/* -1: not yet read from MT_IDX_EXACT_WGMMA (default on); mt_gpu_index_exact_wgmma_set
+ * overrides. */
+static int split_wgmma = -1;
+
+extern "C" void
+mt_gpu_index_exact_wgmma_set(bool on)
+{
+    split_wgmma = on ? 1 : 0;
+}
+
 /* Whether index_scores_split_kernel runs here: a cc 9.0 device, the image loaded there built for
  * sm_90a (SASS and PTX of version 9.0: the only cc 9.0 code configure builds; code JIT-compiled
  * from older PTX reports that PTX's version) and its two rings' shared memory granted. No stream
@@ -924,13 +1100,23 @@ xsp_usable(void)
 }
 
 extern "C" bool
+mt_gpu_index_exact_wgmma_active(void)
+{
+    if (split_wgmma < 0) {
+        const char *e = getenv("MT_IDX_EXACT_WGMMA");
+        split_wgmma = e == NULL || atoi(e) != 0;
+    }
+    return split_wgmma == 1 && xsp_usable();
+}
+
+extern "C" bool
 mt_gpu_index_keys_split(int n_heads, int dim)
 {
     if (split_keys < 0) {
         const char *e = getenv("MT_IDX_SPLIT_KEYS");
         split_keys = e == NULL || atoi(e) != 0;
     }
-    return split_keys == 1 && n_heads == XTC_HEADS && dim == XTC_DIM && xsp_usable();
+    return split_keys == 1 && n_heads == XTC_HEADS && dim == XTC_DIM && exact_tc_on();
 }
 
 extern "C" size_t
@@ -965,14 +1151,19 @@ mt_gpu_index_scores_split(const float *q, const float *w, const void *keys, int6
         return mt_fail(MT_ERR_INVAL, 0, "gpu index scores (split keys): %d queries of %lld.. "
                        "keys in rows of %lld", n_q, (long long)n_keys0, (long long)ld);
     }
-    if (!xsp_usable()) {
-        return mt_fail(MT_ERR_UNSUPPORTED, 0, "gpu index scores (split keys): needs an "
-                       "H100/H200 and a build for sm_90a (mt_gpu_index_keys_split says where)");
-    }
     unsigned blocks = 0;
     mt_status_t st = xtc_grid(n_keys, &blocks);
     if (st != MT_OK) {
         return st;
+    }
+    if (!mt_gpu_index_exact_wgmma_active()) {
+        int S = xtc_stages();
+        mt_pdl_launch(S == XTC_RING ? index_scores_split_tc_kernel<XTC_RING>
+                                    : index_scores_split_tc_kernel<0>,
+                      dim3(blocks, (unsigned)n_q), dim3(XTC_WARPS * 32),
+                      (size_t)XTC_WARPS * S * XTC_STAGE_BYTES, stream, q, w,
+                      (const uint8_t *)keys, n_keys0, scale, out, ld);
+        return mt_cuda_launched("index_scores (split keys, mma.sync)", stream);
     }
     int64_t big = MT_CEIL_DIV(n_keys, (int64_t)XSP_KEYS);
     int64_t per_wg = MT_CEIL_DIV(big, (int64_t)blocks * (XTC_WARPS / 4));

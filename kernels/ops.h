@@ -203,18 +203,23 @@ MT_GPU_FN void mt_gpu_index_exact_tc_set(bool on);
 MT_GPU_FN void mt_gpu_index_exact_ring_set(bool on);
 
 /*
- * The split index key cache (H100/H200 built for sm_90a, at 64 heads x 128 dims): the exact
- * keys stored already split into the f16 halves the tensor cores take, in groups of 64 keys
- * (index_keys_split.cuh says the layout; 516 bytes a key), so that the scores only stream them
- * (70-73% of the HBM read against 54% for fp32 keys at 131,072 keys on the H200).
- * mt_gpu_index_keys_split says whether this device takes that layout for these shapes (off with
- * mt_gpu_index_keys_split_set(false) or MT_IDX_SPLIT_KEYS=0: then keep fp32 keys and
- * mt_gpu_index_scores); a cache of cap keys takes mt_gpu_index_keys_split_bytes(cap) bytes;
- * mt_gpu_index_keys_split_store writes n fp32 keys (rows of 128, 16-byte aligned) at positions
- * pos0..; mt_gpu_index_scores_split is mt_gpu_index_scores_rows (n_q = 1: one query) on it.
+ * The split index key cache (at 64 heads x 128 dims, where the exact scores run on tensor
+ * cores): the exact keys stored already split into the f16 halves the tensor cores take, in
+ * groups of 64 keys (index_keys_split.cuh says the layout; 516 bytes a key), so that the scores
+ * only stream them (70-73% of the HBM read against 54% for fp32 keys at 131,072 keys on the
+ * H200). mt_gpu_index_keys_split says whether to keep the exact cache in that layout for these
+ * shapes (off with mt_gpu_index_keys_split_set(false) or MT_IDX_SPLIT_KEYS=0, or where the
+ * tensor-core path is off: then keep fp32 keys and mt_gpu_index_scores); a cache of cap keys
+ * takes mt_gpu_index_keys_split_bytes(cap) bytes; mt_gpu_index_keys_split_store writes n fp32
+ * keys (rows of 128, 16-byte aligned) at positions pos0..; mt_gpu_index_scores_split is
+ * mt_gpu_index_scores_rows (n_q = 1: one query) on it: wgmma on H100/H200 built for sm_90a
+ * (off with mt_gpu_index_exact_wgmma_set(false) or MT_IDX_EXACT_WGMMA=0), mma.sync elsewhere.
+ * mt_gpu_index_exact_wgmma_active says whether it runs on wgmma here now (for reports).
  */
 MT_GPU_FN bool mt_gpu_index_keys_split(int n_heads, int dim);
 MT_GPU_FN void mt_gpu_index_keys_split_set(bool on);
+MT_GPU_FN void mt_gpu_index_exact_wgmma_set(bool on);
+MT_GPU_FN bool mt_gpu_index_exact_wgmma_active(void);
 MT_GPU_FN size_t mt_gpu_index_keys_split_bytes(int64_t cap);
 MT_GPU_FN mt_status_t mt_gpu_index_keys_split_store(void *cache, int64_t pos0, const float *keys,
                                                     int64_t n, struct CUstream_st *stream);
@@ -569,6 +574,18 @@ static inline void
 mt_gpu_index_keys_split_set(bool on)
 {
     (void)on;
+}
+
+static inline void
+mt_gpu_index_exact_wgmma_set(bool on)
+{
+    (void)on;
+}
+
+static inline bool
+mt_gpu_index_exact_wgmma_active(void)
+{
+    return false;
 }
 
 static inline size_t

@@ -478,7 +478,7 @@ launches_of(const char *name)
 /*
  * V3.2's attention shapes on a whole model (`moetier synth --preset tiny-mla`: 16 heads, latent
  * 512, rope 64, an indexer of 64 heads x 128, index_topk 16), where the GPU engine takes its
- * V3.2-shape paths (on H100/H200 the exact index keys in the split key cache): a prompt's
+ * V3.2-shape paths (the exact index keys in the split key cache): a prompt's
  * sparse MLA in launches of many rows (mt_gpu_mla_prompt), its GPU experts grouped, the BF16X3
  * GEMM and absorptions, then the decode kernels. 300 prompt tokens (284 rows select 16 of their
  * keys), exact and FP8 indexers: the median row of logits within REL_CPU_BF16 of the CPU
@@ -535,9 +535,10 @@ mla_shape(void)
         bool ok = mt_engine_forward(gpu, ids, N, true, a) == MT_OK;
         long rows_launches = launches_of("mla_prompt");
         long grouped = launches_of("moe_chunk_gate_up") + launches_of("moe_gate_up");
-        /* H100/H200: the exact keys in the split cache, its scores on wgmma */
+        /* the exact keys in the split cache (wgmma on H100/H200, mma.sync elsewhere) */
         bool want_split = ix == 0 && mt_gpu_index_keys_split(64, 128);
-        long split = launches_of("index_scores (split keys, warpgroup mma)");
+        long split = launches_of("index_scores (split keys, warpgroup mma)") +
+                     launches_of("index_scores (split keys, mma.sync)");
         mt_gpu_launch_times_reset();
         mt_gpu_launch_times_enable(false);
         ok = ok && mt_engine_forward(cpu, ids, N, true, b) == MT_OK &&

@@ -268,6 +268,7 @@ test_topk_graph(void)
  * by mt_gpu_index_scores_split.
  */
 static bool split_keys;
+static const char *split_path = ""; /* the kernel that scores them, for the tests' names */
 
 static mt_status_t
 exact_scores(const float *d_q, const float *d_w, int H, int D, const float *d_k, int64_t n0,
@@ -448,10 +449,10 @@ test_scores_rows(int H, int D, int64_t n0, int n_q, int k_top)
         bad_sets += memcmp(widx, gi, (size_t)k_top * sizeof(int32_t)) != 0;
     }
     tap_ok(ok && bad_rows == 0 && bad_tail == 0 && bad_sets == 0,
-           "exact index scores of %d queries in one launch%s (%d heads x %d, %lld.. keys, rows "
+           "exact index scores of %d queries in one launch%s%s (%d heads x %d, %lld.. keys, rows "
            "of %lld): every row the CPU's (worst %.2g; %d values off), the tails -inf (%d not), "
            "top-%d of whole rows the query's own set (%d rows differ)%s%s", n_q,
-           split_keys ? ", split keys" : "", H, D,
+           split_keys ? ", split keys on " : "", split_keys ? split_path : "", H, D,
            (long long)n0, (long long)ld, worst, bad_rows, bad_tail, k_top, bad_sets,
            ok ? "" : ": ", ok ? "" : mt_last_error());
     free(widx);
@@ -564,17 +565,28 @@ main(void)
     /* the tensor-core kernel's row scaling: past f16's range, and deep in its subnormals */
     test_scores_exact_mag(64, 128, 4099, 1e4f, 1e5f, "tensor cores");
     test_scores_exact_mag(64, 128, 1000, 1e-6f, 1e-3f, "tensor cores");
-    if (mt_gpu_index_keys_split(64, 128)) { /* H100/H200: the engine's exact cache */
+    if (mt_gpu_index_keys_split(64, 128)) { /* the engine's exact cache at V3.2's shape */
         split_keys = true;
-        test_scores_rows(64, 128, 2049, 37, 2048);
-        test_scores_rows(64, 128, 300, 200, 64);
-        test_scores_rows(64, 128, 16, 70, 16); /* rows of 16 to 85 keys: partial groups */
-        test_scores_exact_mag(64, 128, 17, 1.0f, 1.0f, "split keys");
-        test_scores_exact_mag(64, 128, 2100, 1.0f, 1.0f, "split keys");
-        test_scores_exact_mag(64, 128, 50001, 1.0f, 1.0f, "split keys");
-        test_scores_exact_mag(64, 128, 131072, 1.0f, 1.0f, "split keys");
-        test_scores_exact_mag(64, 128, 4099, 1e4f, 1e5f, "split keys");
-        test_scores_exact_mag(64, 128, 1000, 1e-6f, 1e-3f, "split keys");
+        /* every path the split cache has here: wgmma (H100/H200), mma.sync with the ring
+           (where it fits), mma.sync with plain loads (the RTX cards' path) */
+        for (int path = mt_gpu_index_exact_wgmma_active() ? 0 : 1; path < 3; path++) {
+            mt_gpu_index_exact_wgmma_set(path == 0);
+            mt_gpu_index_exact_ring_set(path != 2);
+            split_path = path == 0 ? "wgmma" : path == 1 ? "mma.sync, ring" : "mma.sync, loads";
+            char name[64];
+            snprintf(name, sizeof(name), "split keys, %s", split_path);
+            test_scores_rows(64, 128, 2049, 37, 2048);
+            test_scores_rows(64, 128, 300, 200, 64);
+            test_scores_rows(64, 128, 16, 70, 16); /* rows of 16 to 85 keys: partial groups */
+            test_scores_exact_mag(64, 128, 17, 1.0f, 1.0f, name);
+            test_scores_exact_mag(64, 128, 2100, 1.0f, 1.0f, name);
+            test_scores_exact_mag(64, 128, 50001, 1.0f, 1.0f, name);
+            test_scores_exact_mag(64, 128, 131072, 1.0f, 1.0f, name);
+            test_scores_exact_mag(64, 128, 4099, 1e4f, 1e5f, name);
+            test_scores_exact_mag(64, 128, 1000, 1e-6f, 1e-3f, name);
+        }
+        mt_gpu_index_exact_wgmma_set(true);
+        mt_gpu_index_exact_ring_set(true);
         split_keys = false;
         float *x = gt_alloc(64 * 128 * sizeof(float));
         tap_ok(mt_gpu_index_scores_split(x, x, NULL, 10, 1, 0.125f, x, 10, NULL) ==
@@ -585,7 +597,7 @@ main(void)
                "split keys: no cache, rows shorter than the longest query, a negative position "
                "are refused (%s)", mt_last_error());
     } else {
-        tap_diag("no split key cache here (it needs an H100/H200 and a build for sm_90a)");
+        tap_diag("no split key cache here (the exact scores are not on tensor cores)");
     }
     /* the ring against registers: rows of one tile a warp, of several (a partial last tile) */
     test_scores_exact_ring(2100);

@@ -977,7 +977,7 @@ eng_gpu_create(struct mt_engine *e)
                 "positions, %s latents%s), %s MLA, %s experts%s, %d-token chunks%s%s",
                 (double)need / (1 << 20), (double)g->need[0] / (1 << 20),
                 (double)g->need[1] / (1 << 20), (long long)g->ctx, mt_dtype_name(g->lat_dtype),
-                g->ikey_split ? ", exact index keys split for wgmma" : "",
+                g->ikey_split ? ", exact index keys split for the tensor cores" : "",
                 g->fast_mla ? "V3.2-shape" : "generic",
                 g->grouped_moe ? "grouped FP8" : "per-expert",
                 g->all_dev_moe && g->graph_on && !g->debug_sync ? " (decode steps as CUDA graphs)"

@@ -92,8 +92,8 @@ struct eng_gpu {
     float *h, *x, *y, *qa, *q, *kv, *lat_t, *kpe_t, *attn, *qi, *ki, *wts;
     float *stk; /* one token's outputs of a stacked weight */
     float *q_lat, *q_pe, *o_lat, *scores, *mla_work, *wq, *logits;
-    bool ikey_split;               /* the exact index keys in the split cache (H100/H200:
-                                      mt_gpu_index_keys_split), not fp32 */
+    bool ikey_split;               /* the exact index keys in the split cache
+                                      (mt_gpu_index_keys_split), not fp32 */
     int score_rows;                /* queries a batch of a prompt's index scores (scores, idx) */
     bool batch_index;              /* a prompt's index scores and top-k batched (MT_GPU_BATCH_INDEX=0:
                                       one query at a time, as decode does) */
