@@ -469,8 +469,9 @@ idx_run(void *ctx, int c)
     struct idx_ctx *x = ctx;
 
     if (x->split) {
-        return mt_gpu_index_scores_split(x->q, x->w, x->k[c], x->n, 1, 0.0884f, x->out[c], x->n,
-                                         stream);
+        /* the keys are a cache no kernel here writes: all ready before the wait */
+        return mt_gpu_index_scores_split(x->q, x->w, x->k[c], x->n, 1, x->n, 0.0884f, x->out[c],
+                                         x->n, stream);
     }
     if (x->fp8) {
         /* the keys are a cache no kernel here writes: all ready before the wait */
@@ -870,16 +871,13 @@ dsa:
         bench_indexer(131072, false, false);
         bench_indexer(2100, false, false); /* the exact mode just past index_topk */
         bench_indexer(8192, false, false);
-        mt_gpu_index_exact_wgmma_set(false); /* H100/H200: the other GPUs' kernels too */
-        idx_split_note = "split key cache, mma.sync";
-        bench_indexer(131072, false, false);
-        bench_indexer(2100, false, false);
-        mt_gpu_index_exact_ring_set(false);
-        idx_split_note = "split key cache, mma.sync, plain loads (no ring)";
-        bench_indexer(131072, false, false);
-        bench_indexer(2100, false, false);
-        mt_gpu_index_exact_ring_set(true);
-        mt_gpu_index_exact_wgmma_set(true);
+        if (mt_gpu_index_exact_wgmma_active()) { /* H100/H200: the A100's kernel too */
+            mt_gpu_index_exact_wgmma_set(false);
+            idx_split_note = "split key cache, mma.sync";
+            bench_indexer(131072, false, false);
+            bench_indexer(2100, false, false);
+            mt_gpu_index_exact_wgmma_set(true);
+        }
         idx_split = false;
     }
     bench_indexer(131072, false, false); /* fp32 keys: mma.sync, every other GPU's path */

@@ -610,8 +610,8 @@ xsp_wait(uint64_t *bar, uint32_t parity)
  */
 static __global__ void __launch_bounds__(XTC_WARPS * 32, 1)
 index_scores_split_kernel(const float *__restrict__ q, const float *__restrict__ w,
-                          const uint8_t *__restrict__ keys, int64_t n_keys0, float scale,
-                          float *__restrict__ out, int64_t ld)
+                          const uint8_t *__restrict__ keys, int64_t n_keys0, int64_t n_ready,
+                          float scale, float *__restrict__ out, int64_t ld)
 {
 #if XWG_ON
     extern __shared__ __align__(128) uint8_t xsp_ring[]; /* [warpgroup][stage][group] */
@@ -628,28 +628,35 @@ index_scores_split_kernel(const float *__restrict__ q, const float *__restrict__
     q += (int64_t)blockIdx.y * XTC_HEADS * XTC_DIM;
     w += (int64_t)blockIdx.y * XTC_HEADS;
     out += (int64_t)blockIdx.y * ld;
-    rows_prologue(out, n_keys, ld);
     int64_t n_big = (n_keys + XSP_KEYS - 1) / XSP_KEYS;
     int64_t stride = (int64_t)gridDim.x * (XTC_WARPS / 4);
     int64_t big = (int64_t)blockIdx.x * (XTC_WARPS / 4) + wg;
-
-    if ((int64_t)blockIdx.x * (XTC_WARPS / 4) >= n_big) {
-        return;
-    }
     uint8_t *ring = xsp_ring + (size_t)wg * XSP_STAGES * XSP_GROUP_BYTES;
     uint64_t *bar = full[wg];
+    /* the first stages' groups, in flight while the query is made; those whose keys were all
+     * ready before the previous kernel (n_ready) even before the wait for it */
+    auto fetch_first = [&](bool ready) {
+        for (int st = 0; st < XSP_STAGES; st++) {
+            int64_t b = big + st * stride;
+            if (b < n_big && ((b + 1) * XSP_KEYS <= n_ready) == ready) {
+                xsp_fetch(ring + st * XSP_GROUP_BYTES, keys + b * XSP_GROUP_BYTES, &bar[st]);
+            }
+        }
+    };
     if (first) {
         for (int st = 0; st < XSP_STAGES; st++) {
             asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(xsp_smem(&bar[st]))
                          : "memory");
         }
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-        for (int st = 0; st < XSP_STAGES; st++) { /* in flight while the query is made */
-            if (big + st * stride < n_big) {
-                xsp_fetch(ring + st * XSP_GROUP_BYTES, keys + (big + st * stride) *
-                          XSP_GROUP_BYTES, &bar[st]);
-            }
-        }
+        fetch_first(true);
+    }
+    rows_prologue(out, n_keys, ld);
+    if ((int64_t)blockIdx.x * (XTC_WARPS / 4) >= n_big) {
+        return; /* a shorter row of the batch: no group for this block (none fetched) */
+    }
+    if (first) {
+        fetch_first(false);
     }
     /* the query's halves as B, dims permuted as the keys' (index_keys_split.cuh): dims 4t, 4t +
      * 1 of a k-step at k 2t, 2t + 1, dims 4t + 2, 4t + 3 at k 2t + 8, 2t + 9 */
@@ -705,7 +712,7 @@ index_scores_split_kernel(const float *__restrict__ q, const float *__restrict__
         xtc_epilogue(c, u0, u1, hs, hw, n_keys, 4 * big + wl, out);
     }
 #else
-    (void)q, (void)w, (void)keys, (void)n_keys0, (void)scale, (void)out, (void)ld;
+    (void)q, (void)w, (void)keys, (void)n_keys0, (void)n_ready, (void)scale, (void)out, (void)ld;
     __trap(); /* not built for sm_90a: xsp_usable never picks it */
 #endif
 }
@@ -730,30 +737,6 @@ xst_scales(const uint8_t *keys, int64_t tl, struct xtc_frag &f)
 
     f.u0 = __ldg(u);
     f.u1 = __ldg(u + 8);
-}
-
-/* Tile tl's fragments by plain 4-byte loads: a0 (keys g, k 2t, 2t + 1) from core (mb 0, kb 0)
- * at + 0, a1 (keys g + 8) from (1, 0) at + 256, a2 (k 2t + 8 ..) from (0, 1) at + 128, a3 from
- * (1, 1) at + 384; each a warp-wide read of 128 contiguous bytes. */
-static __device__ __forceinline__ void
-xst_load(const uint8_t *keys, int64_t tl, struct xtc_frag &f)
-{
-    int lane = threadIdx.x & 31;
-    int off = (lane >> 2) * 16 + (lane & 3) * 4;
-
-#pragma unroll
-    for (int ks = 0; ks < 8; ks++) {
-#pragma unroll
-        for (int p = 0; p < 2; p++) {
-            const uint8_t *c = xst_chunk(keys, tl, p, ks) + off;
-            uint32_t *a = p == 0 ? f.hi[ks] : f.lo[ks];
-            a[0] = __ldcs(reinterpret_cast<const unsigned int *>(c));
-            a[1] = __ldcs(reinterpret_cast<const unsigned int *>(c + 256));
-            a[2] = __ldcs(reinterpret_cast<const unsigned int *>(c + 128));
-            a[3] = __ldcs(reinterpret_cast<const unsigned int *>(c + 384));
-        }
-    }
-    xst_scales(keys, tl, f);
 }
 
 /* Tile tl's 16 chunks into a warp's ring stage (16 x 32 x 16 bytes, chunk c = p x 8 + ks at
@@ -793,83 +776,64 @@ xst_frags(const uint4 *stage, struct xtc_frag &f)
 }
 
 /*
- * The fp32 kernel's warps, tiles, query fragments and products (index_scores_exact_tc_kernel),
- * with a tile's A fragments read from the split cache instead of made from fp32 keys: no split.
- * S > 0: each warp copies its tiles S - 1 ahead into its ring (cp.async, 8 KB a stage) and reads
- * a tile's fragments back with ldmatrix; S = 0 (the RTX cards' 99 KB): 4-byte loads straight
- * into the fragments, the next tile's while this one's products run.
+ * The fp32 ring kernel's warps, tiles, query fragments and products (index_scores_exact_tc_
+ * kernel<XTC_RING>), with a tile's A fragments read from the split cache instead of made from
+ * fp32 keys: each warp copies its tiles one ahead into its ring (cp.async, 8 KB a stage) and
+ * reads a tile's fragments back with ldmatrix. No split. Where the ring does not fit (the RTX
+ * cards' 99 KB a block) the cache stays fp32 (mt_gpu_index_keys_split): plain 4-byte loads of
+ * the fragments into registers were 2.6 times slower than fp32 keys in registers on the H200.
+ * Keys of groups entirely below n_ready (ready before the previous kernel) are copied before
+ * the wait for it, as the wgmma kernel does.
  */
-template <int S>
 static __global__ void __launch_bounds__(XTC_WARPS * 32, 1)
 index_scores_split_tc_kernel(const float *__restrict__ q, const float *__restrict__ w,
-                             const uint8_t *__restrict__ keys, int64_t n_keys0, float scale,
-                             float *__restrict__ out, int64_t ld)
+                             const uint8_t *__restrict__ keys, int64_t n_keys0, int64_t n_ready,
+                             float scale, float *__restrict__ out, int64_t ld)
 {
-    extern __shared__ uint4 xtc_ring[]; /* S > 0: [warp][stage][16 chunks][32 lanes] */
+    extern __shared__ uint4 xtc_ring[]; /* [warp][stage][16 chunks][32 lanes] */
     __shared__ uint4 qf[8][8][32];
     __shared__ __align__(8) float hs[XTC_HEADS];
     __shared__ __align__(8) float hw[XTC_HEADS];
+    constexpr int S = XTC_RING;
     int tid = threadIdx.x;
     int64_t n_keys = n_keys0 + blockIdx.y;
     q += (int64_t)blockIdx.y * XTC_HEADS * XTC_DIM;
     w += (int64_t)blockIdx.y * XTC_HEADS;
     out += (int64_t)blockIdx.y * ld;
-    rows_prologue(out, n_keys, ld);
     int64_t n_tiles = (n_keys + 15) / 16;
     int64_t stride = (int64_t)gridDim.x * XTC_WARPS;
     int64_t tile = (int64_t)blockIdx.x * XTC_WARPS + tid / 32;
-
-    if ((int64_t)blockIdx.x * XTC_WARPS >= n_tiles) {
-        return;
-    }
-    struct xtc_frag fa;
-    struct xtc_frag fb;
     uint4 *ring = xtc_ring + (size_t)(tid / 32) * S * (XTC_STAGE_BYTES / 16);
-    if (S == 0 && tile < n_tiles) {
-        xst_load(keys, tile, fa); /* the first tile's loads wait while the query is made */
+    /* the ring's first S - 1 tiles (one group of copies each, empty where there is none) */
+    bool early = tile < n_tiles && (tile / 4 + 1) * XSP_KEYS <= n_ready;
+    if (early) {
+        xst_copy(ring, keys, tile);
     }
-#pragma unroll
-    for (int i = 0; i + 1 < S; i++) {
-        if (tile + i * stride < n_tiles) {
-            xst_copy(ring + i * (XTC_STAGE_BYTES / 16), keys, tile + i * stride);
-        }
-        mt_cp_async_commit();
+    rows_prologue(out, n_keys, ld);
+    if ((int64_t)blockIdx.x * XTC_WARPS >= n_tiles) {
+        return; /* a shorter row of the batch: no tile for any warp of this block */
     }
+    if (!early && tile < n_tiles) {
+        xst_copy(ring, keys, tile);
+    }
+    mt_cp_async_commit();
     xtc_query(q, w, scale, hs, hw,
               [&](int ks, int t, int h, uint4 e) { qf[ks][h / 8][4 * (h % 8) + t] = e; });
     __syncthreads();
-    if constexpr (S == 0) {
-        while (tile < n_tiles) {
-            if (tile + stride < n_tiles) {
-                xst_load(keys, tile + stride, fb);
-            }
-            xtc_scores(fa, qf, hs, hw, n_keys, tile, out);
-            tile += stride;
-            if (tile >= n_tiles) {
-                break;
-            }
-            if (tile + stride < n_tiles) {
-                xst_load(keys, tile + stride, fa);
-            }
-            xtc_scores(fb, qf, hs, hw, n_keys, tile, out);
-            tile += stride;
+    struct xtc_frag f;
+    for (int i = 0; tile < n_tiles; tile += stride, i++) {
+        int64_t ahead = tile + (int64_t)(S - 1) * stride;
+        if (ahead < n_tiles) {
+            xst_copy(ring + ((i + S - 1) % S) * (XTC_STAGE_BYTES / 16), keys, ahead);
         }
-    } else {
-        for (int i = 0; tile < n_tiles; tile += stride, i++) {
-            int64_t ahead = tile + (int64_t)(S - 1) * stride;
-            if (ahead < n_tiles) {
-                xst_copy(ring + ((i + S - 1) % S) * (XTC_STAGE_BYTES / 16), keys, ahead);
-            }
-            mt_cp_async_commit();
-            xst_scales(keys, tile, fa);
-            mt_cp_async_wait<S - 1>(); /* this thread's copies of this tile are complete */
-            __syncwarp();              /* and every lane's: ldmatrix reads them all */
-            xst_frags(ring + (i % S) * (XTC_STAGE_BYTES / 16), fa);
-            xtc_scores(fa, qf, hs, hw, n_keys, tile, out);
-        }
-        mt_cp_async_wait<0>();
+        mt_cp_async_commit();
+        xst_scales(keys, tile, f);
+        mt_cp_async_wait<S - 1>(); /* this thread's copies of this tile are complete */
+        __syncwarp();              /* and every lane's: ldmatrix reads them all */
+        xst_frags(ring + (i % S) * (XTC_STAGE_BYTES / 16), f);
+        xtc_scores(f, qf, hs, hw, n_keys, tile, out);
     }
-    (void)fb;
+    mt_cp_async_wait<0>();
 }
 
 /* -1: from MT_IDX_EXACT_RING (default on); mt_gpu_index_exact_ring_set overrides. */
@@ -891,13 +855,13 @@ mt_gpu_index_exact_ring_set(bool on)
  * query fragment (6 warps) 35.5.
  */
 static int
-xtc_stages(void)
+xtc_stages_fit(void)
 {
     static int cached[64]; /* 1 + the stages that fit; 0 not yet known */
     int dev = 0;
     int optin = 0;
 
-    if (ring_on == -2) {
+    if (ring_on == -2) { /* read here: xtc_stages runs this first */
         const char *e = getenv("MT_IDX_EXACT_RING");
         ring_on = e == NULL || atoi(e) != 0;
     }
@@ -917,7 +881,7 @@ xtc_stages(void)
                       cudaFuncSetAttribute(index_scores_exact_tc_kernel<XTC_RING>,
                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            smem) == cudaSuccess &&
-                      cudaFuncSetAttribute(index_scores_split_tc_kernel<XTC_RING>,
+                      cudaFuncSetAttribute(index_scores_split_tc_kernel,
                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            smem) == cudaSuccess
                   ? XTC_RING
@@ -927,7 +891,14 @@ xtc_stages(void)
             cached[dev] = fit + 1;
         }
     }
-    return ring_on == 1 ? fit : 0;
+    return fit;
+}
+
+/* The stages the fp32 kernel takes: those that fit, unless the ring is switched off. */
+static int
+xtc_stages(void)
+{
+    return ring_on == 1 ? xtc_stages_fit() : 0;
 }
 
 /* -1: not yet read from MT_IDX_EXACT_TC (default on); mt_gpu_index_exact_tc_set overrides. */
@@ -1116,7 +1087,8 @@ mt_gpu_index_keys_split(int n_heads, int dim)
         const char *e = getenv("MT_IDX_SPLIT_KEYS");
         split_keys = e == NULL || atoi(e) != 0;
     }
-    return split_keys == 1 && n_heads == XTC_HEADS && dim == XTC_DIM && exact_tc_on();
+    return split_keys == 1 && n_heads == XTC_HEADS && dim == XTC_DIM && exact_tc_on() &&
+           (xsp_usable() || xtc_stages_fit() == XTC_RING);
 }
 
 extern "C" size_t
@@ -1141,15 +1113,17 @@ mt_gpu_index_keys_split_store(void *cache, int64_t pos0, const float *keys, int6
 
 extern "C" mt_status_t
 mt_gpu_index_scores_split(const float *q, const float *w, const void *keys, int64_t n_keys0,
-                          int n_q, float scale, float *out, int64_t ld,
+                          int n_q, int64_t n_ready, float scale, float *out, int64_t ld,
                           struct CUstream_st *stream)
 {
     int64_t n_keys = n_keys0 + n_q - 1; /* the longest row: the grid's width */
 
-    if (n_keys0 < 1 || n_q < 1 || n_q > 65535 || ld < n_keys || q == NULL || w == NULL ||
-        keys == NULL || out == NULL || (uintptr_t)keys % 16 != 0 || (uintptr_t)q % 16 != 0) {
+    if (n_keys0 < 1 || n_q < 1 || n_q > 65535 || ld < n_keys || n_ready < 0 ||
+        n_ready > n_keys || q == NULL || w == NULL || keys == NULL || out == NULL ||
+        (uintptr_t)keys % 16 != 0 || (uintptr_t)q % 16 != 0) {
         return mt_fail(MT_ERR_INVAL, 0, "gpu index scores (split keys): %d queries of %lld.. "
-                       "keys in rows of %lld", n_q, (long long)n_keys0, (long long)ld);
+                       "keys (%lld ready) in rows of %lld", n_q, (long long)n_keys0,
+                       (long long)n_ready, (long long)ld);
     }
     unsigned blocks = 0;
     mt_status_t st = xtc_grid(n_keys, &blocks);
@@ -1157,12 +1131,14 @@ mt_gpu_index_scores_split(const float *q, const float *w, const void *keys, int6
         return st;
     }
     if (!mt_gpu_index_exact_wgmma_active()) {
-        int S = xtc_stages();
-        mt_pdl_launch(S == XTC_RING ? index_scores_split_tc_kernel<XTC_RING>
-                                    : index_scores_split_tc_kernel<0>,
-                      dim3(blocks, (unsigned)n_q), dim3(XTC_WARPS * 32),
-                      (size_t)XTC_WARPS * S * XTC_STAGE_BYTES, stream, q, w,
-                      (const uint8_t *)keys, n_keys0, scale, out, ld);
+        if (xtc_stages_fit() != XTC_RING) {
+            return mt_fail(MT_ERR_UNSUPPORTED, 0, "gpu index scores (split keys): this GPU has "
+                           "neither wgmma nor the shared memory for the key ring "
+                           "(mt_gpu_index_keys_split says where the split cache is kept)");
+        }
+        mt_pdl_launch(index_scores_split_tc_kernel, dim3(blocks, (unsigned)n_q),
+                      dim3(XTC_WARPS * 32), (size_t)XTC_WARPS * XTC_RING * XTC_STAGE_BYTES,
+                      stream, q, w, (const uint8_t *)keys, n_keys0, n_ready, scale, out, ld);
         return mt_cuda_launched("index_scores (split keys, mma.sync)", stream);
     }
     int64_t big = MT_CEIL_DIV(n_keys, (int64_t)XSP_KEYS);
@@ -1170,7 +1146,7 @@ mt_gpu_index_scores_split(const float *q, const float *w, const void *keys, int6
     blocks = (unsigned)MT_CEIL_DIV(big, per_wg * (XTC_WARPS / 4));
     mt_pdl_launch(index_scores_split_kernel, dim3(blocks, (unsigned)n_q), dim3(XTC_WARPS * 32),
                   (size_t)(XTC_WARPS / 4) * XSP_STAGES * XSP_GROUP_BYTES, stream, q, w,
-                  (const uint8_t *)keys, n_keys0, scale, out, ld);
+                  (const uint8_t *)keys, n_keys0, n_ready, scale, out, ld);
     return mt_cuda_launched("index_scores (split keys, warpgroup mma)", stream);
 }
 

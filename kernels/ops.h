@@ -203,18 +203,22 @@ MT_GPU_FN void mt_gpu_index_exact_tc_set(bool on);
 MT_GPU_FN void mt_gpu_index_exact_ring_set(bool on);
 
 /*
- * The split index key cache (at 64 heads x 128 dims, where the exact scores run on tensor
- * cores): the exact keys stored already split into the f16 halves the tensor cores take, in
- * groups of 64 keys (index_keys_split.cuh says the layout; 516 bytes a key), so that the scores
- * only stream them (70-73% of the HBM read against 54% for fp32 keys at 131,072 keys on the
- * H200). mt_gpu_index_keys_split says whether to keep the exact cache in that layout for these
+ * The split index key cache (at 64 heads x 128 dims, where the exact scores run on tensor cores
+ * with wgmma or with the key ring's 128 KB of shared memory a block: H100/H200, A100): the exact
+ * keys stored already split into the f16 halves the tensor cores take, in groups of 64 keys
+ * (index_keys_split.cuh says the layout; 516 bytes a key), so that the scores only stream them
+ * (at 131,072 keys on the H200: wgmma 70-73% of the HBM read, mma.sync 61%, against 54% for fp32
+ * keys). mt_gpu_index_keys_split says whether to keep the exact cache in that layout for these
  * shapes (off with mt_gpu_index_keys_split_set(false) or MT_IDX_SPLIT_KEYS=0, or where the
  * tensor-core path is off: then keep fp32 keys and mt_gpu_index_scores); a cache of cap keys
  * takes mt_gpu_index_keys_split_bytes(cap) bytes; mt_gpu_index_keys_split_store writes n fp32
  * keys (rows of 128, 16-byte aligned) at positions pos0..; mt_gpu_index_scores_split is
  * mt_gpu_index_scores_rows (n_q = 1: one query) on it: wgmma on H100/H200 built for sm_90a
  * (off with mt_gpu_index_exact_wgmma_set(false) or MT_IDX_EXACT_WGMMA=0), mma.sync elsewhere.
- * mt_gpu_index_exact_wgmma_active says whether it runs on wgmma here now (for reports).
+ * n_ready (0..n_keys0 + n_q - 1): keys [0, n_ready) were in the cache before the stream's
+ * previous kernel ran (the cache of earlier steps), so, launched with programmatic dependent
+ * launch (pdl.cuh), it starts copying them while that kernel finishes; 0 copies every key
+ * after it. mt_gpu_index_exact_wgmma_active says whether it runs on wgmma here now.
  */
 MT_GPU_FN bool mt_gpu_index_keys_split(int n_heads, int dim);
 MT_GPU_FN void mt_gpu_index_keys_split_set(bool on);
@@ -224,8 +228,8 @@ MT_GPU_FN size_t mt_gpu_index_keys_split_bytes(int64_t cap);
 MT_GPU_FN mt_status_t mt_gpu_index_keys_split_store(void *cache, int64_t pos0, const float *keys,
                                                     int64_t n, struct CUstream_st *stream);
 MT_GPU_FN mt_status_t mt_gpu_index_scores_split(const float *q, const float *w, const void *keys,
-                                                int64_t n_keys0, int n_q, float scale,
-                                                float *out, int64_t ld,
+                                                int64_t n_keys0, int n_q, int64_t n_ready,
+                                                float scale, float *out, int64_t ld,
                                                 struct CUstream_st *stream);
 
 /*
@@ -605,10 +609,11 @@ mt_gpu_index_keys_split_store(void *cache, int64_t pos0, const float *keys, int6
 
 static inline mt_status_t
 mt_gpu_index_scores_split(const float *q, const float *w, const void *keys, int64_t n_keys0,
-                          int n_q, float scale, float *out, int64_t ld, struct CUstream_st *stream)
+                          int n_q, int64_t n_ready, float scale, float *out, int64_t ld,
+                          struct CUstream_st *stream)
 {
-    (void)q, (void)w, (void)keys, (void)n_keys0, (void)n_q, (void)scale, (void)out, (void)ld;
-    (void)stream;
+    (void)q, (void)w, (void)keys, (void)n_keys0, (void)n_q, (void)n_ready, (void)scale;
+    (void)out, (void)ld, (void)stream;
     return mt_gpu_ops_unsupported_();
 }
 

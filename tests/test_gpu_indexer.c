@@ -262,10 +262,10 @@ test_topk_graph(void)
 #endif
 
 /*
- * With split_keys set, the exact cases below run on the split key cache (H100/H200:
- * mt_gpu_index_keys_split) instead of fp32 keys: the keys are stored into it in two pieces (the
- * first third, then the rest at its position, as the engine stores a chunk at a time) and scored
- * by mt_gpu_index_scores_split.
+ * With split_keys set, the exact cases below run on the split key cache (mt_gpu_index_keys_split)
+ * instead of fp32 keys: the keys are stored into it in two pieces (the first third, then the rest
+ * at its position, as the engine stores a chunk at a time) and scored by mt_gpu_index_scores_split
+ * with the first piece's keys ready (copied before the wait for the previous kernel).
  */
 static bool split_keys;
 static const char *split_path = ""; /* the kernel that scores them, for the tests' names */
@@ -284,8 +284,9 @@ exact_scores(const float *d_q, const float *d_w, int H, int D, const float *d_k,
     if (st == MT_OK) {
         st = mt_gpu_index_keys_split_store(cache, a, d_k + (size_t)a * D, n - a, NULL);
     }
+    /* the first piece was stored two kernels back: ready before the previous one ran */
     return st != MT_OK ? st
-                       : mt_gpu_index_scores_split(d_q, d_w, cache, n0, n_q, 0.125f, d_o, ld,
+                       : mt_gpu_index_scores_split(d_q, d_w, cache, n0, n_q, a, 0.125f, d_o, ld,
                                                    NULL);
 }
 
@@ -567,12 +568,10 @@ main(void)
     test_scores_exact_mag(64, 128, 1000, 1e-6f, 1e-3f, "tensor cores");
     if (mt_gpu_index_keys_split(64, 128)) { /* the engine's exact cache at V3.2's shape */
         split_keys = true;
-        /* every path the split cache has here: wgmma (H100/H200), mma.sync with the ring
-           (where it fits), mma.sync with plain loads (the RTX cards' path) */
-        for (int path = mt_gpu_index_exact_wgmma_active() ? 0 : 1; path < 3; path++) {
+        /* both kernels of the split cache where both run: wgmma (H100/H200), mma.sync */
+        for (int path = mt_gpu_index_exact_wgmma_active() ? 0 : 1; path < 2; path++) {
             mt_gpu_index_exact_wgmma_set(path == 0);
-            mt_gpu_index_exact_ring_set(path != 2);
-            split_path = path == 0 ? "wgmma" : path == 1 ? "mma.sync, ring" : "mma.sync, loads";
+            split_path = path == 0 ? "wgmma" : "mma.sync";
             char name[64];
             snprintf(name, sizeof(name), "split keys, %s", split_path);
             test_scores_rows(64, 128, 2049, 37, 2048);
@@ -586,18 +585,19 @@ main(void)
             test_scores_exact_mag(64, 128, 1000, 1e-6f, 1e-3f, name);
         }
         mt_gpu_index_exact_wgmma_set(true);
-        mt_gpu_index_exact_ring_set(true);
         split_keys = false;
         float *x = gt_alloc(64 * 128 * sizeof(float));
-        tap_ok(mt_gpu_index_scores_split(x, x, NULL, 10, 1, 0.125f, x, 10, NULL) ==
+        tap_ok(mt_gpu_index_scores_split(x, x, NULL, 10, 1, 0, 0.125f, x, 10, NULL) ==
                        MT_ERR_INVAL &&
-                   mt_gpu_index_scores_split(x, x, x, 10, 2, 0.125f, x, 10, NULL) ==
+                   mt_gpu_index_scores_split(x, x, x, 10, 2, 0, 0.125f, x, 10, NULL) ==
+                       MT_ERR_INVAL &&
+                   mt_gpu_index_scores_split(x, x, x, 10, 1, 11, 0.125f, x, 10, NULL) ==
                        MT_ERR_INVAL &&
                    mt_gpu_index_keys_split_store(x, -1, x, 1, NULL) == MT_ERR_INVAL,
-               "split keys: no cache, rows shorter than the longest query, a negative position "
-               "are refused (%s)", mt_last_error());
+               "split keys: no cache, rows shorter than the longest query, more keys ready than "
+               "there are, a negative position are refused (%s)", mt_last_error());
     } else {
-        tap_diag("no split key cache here (the exact scores are not on tensor cores)");
+        tap_diag("no split key cache here (neither wgmma nor the key ring's shared memory)");
     }
     /* the ring against registers: rows of one tile a warp, of several (a partial last tile) */
     test_scores_exact_ring(2100);

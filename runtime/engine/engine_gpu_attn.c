@@ -218,8 +218,8 @@ eng_gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t 
                 const float *qb = qi + (size_t)b0 * IH * ID, *wb = g->wts + (size_t)b0 * IH;
                 GPU_DO(l, "index scores (prompt rows)",
                        g->ikey_split
-                           ? mt_gpu_index_scores_split(qb, wb, L->ikey, n_keys, b1 - b0, iscale,
-                                                       g->scores, ld, s)
+                           ? mt_gpu_index_scores_split(qb, wb, L->ikey, n_keys, b1 - b0, start,
+                                                       iscale, g->scores, ld, s)
                            : mt_gpu_index_scores_rows(qb, wb, IH, ID, L->ikey, n_keys, b1 - b0,
                                                       iscale, g->scores, ld, s));
                 GPU_DO(l, "indexer top-k (prompt rows)",
@@ -242,7 +242,8 @@ eng_gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t 
             if (!fp8) {
                 GPU_DO(l, "index scores",
                        g->ikey_split ? mt_gpu_index_scores_split(qt, wt, L->ikey, n_keys, 1,
-                                                                 iscale, g->scores, n_keys, s)
+                                                                 start, iscale, g->scores,
+                                                                 n_keys, s)
                                      : mt_gpu_index_scores(qt, wt, IH, ID, L->ikey, n_keys,
                                                            iscale, g->scores, s));
             } else {
