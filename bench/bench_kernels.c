@@ -880,7 +880,7 @@ dsa:
         }
         idx_split = false;
     }
-    bench_indexer(131072, false, false); /* fp32 keys: mma.sync, every other GPU's path */
+    bench_indexer(131072, false, false); /* fp32 keys on mma.sync: the RTX cards' path */
     bench_indexer(2100, false, false);
     bench_indexer(8192, false, false);
     mt_gpu_index_exact_ring_set(false);
