@@ -524,7 +524,7 @@ xwg_pin(float (&d)[32])
  * split it (scale, two conversions, a subtraction a pair) before its products, ~600
  * instructions a 16-key tile with 8 warps an SM: latency-bound at 60% of the HBM read. With the
  * keys split when they enter the cache, the scores are a stream of bytes into the tensor cores:
- * 70-73% (bench/results/kernels-h200.md, session 18), and that fp32 kernel was removed. The same
+ * 71% (bench/results/kernels-h200.md, session 18), and that fp32 kernel was removed. The same
  * cache serves mma.sync (index_scores_split_tc_kernel below) where the key ring fits.
  */
 #define XSP_STAGES 2 /* a warpgroup's ring: 2 x 2 x 33 KB beside the query's 32 KB (3 stages:

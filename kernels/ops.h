@@ -207,7 +207,7 @@ MT_GPU_FN void mt_gpu_index_exact_ring_set(bool on);
  * with wgmma or with the key ring's 128 KB of shared memory a block: H100/H200, A100): the exact
  * keys stored already split into the f16 halves the tensor cores take, in groups of 64 keys
  * (index_keys_split.cuh says the layout; 516 bytes a key), so that the scores only stream them
- * (at 131,072 keys on the H200: wgmma 70-73% of the HBM read, mma.sync 61%, against 54% for fp32
+ * (at 131,072 keys on the H200: wgmma 71% of the HBM read, mma.sync 59%, against 54% for fp32
  * keys). mt_gpu_index_keys_split says whether to keep the exact cache in that layout for these
  * shapes (off with mt_gpu_index_keys_split_set(false) or MT_IDX_SPLIT_KEYS=0, or where the
  * tensor-core path is off: then keep fp32 keys and mt_gpu_index_scores); a cache of cap keys
