@@ -572,7 +572,11 @@ mv_wave(const M &m, uint4 *xs, int l2ahead)
         if (M::kWeightsFirst) {
             mt_pdl_enter(); /* x is the previous kernel's output: read it after the wait */
         }
-        m.stage(xs, nkb); /* the first steps' copies are in flight meanwhile */
+        /* the first steps' copies are in flight meanwhile. This staging (x's round trip after
+         * the wait) costs 1.5-2.4 us of a launch with 7,168-18,432 columns; fewer instructions,
+         * less L2 traffic, x asked of L2 early and other splits of the ring's first steps around
+         * it did not remove it (H200, bench/results/kernels-h200.md, 2026-12-01 session 19) */
+        m.stage(xs, nkb);
         __syncthreads();
         int64_t xt = rb0 + 16 * ct; /* the tile xsb belongs to */
         const uint4 *xsb = m.xs_base(xs, xt, g, nkb);
