@@ -1042,9 +1042,11 @@ mt_gpu_index_exact_wgmma_set(bool on)
 }
 
 /* Whether index_scores_split_kernel runs here: a cc 9.0 device, the image loaded there built for
- * sm_90a (SASS and PTX of version 9.0: the only cc 9.0 code configure builds; code JIT-compiled
- * from older PTX reports that PTX's version) and its two rings' shared memory granted. No stream
- * operation: this may run while a stream is being captured into a graph. */
+ * sm_90a, and its two rings' shared memory granted. An image of version 9.0 is not enough:
+ * configure also embeds plain compute_90 PTX, which a cc 9.0 device JIT-compiles where it is
+ * told to (CUDA_FORCE_PTX_JIT=1) and which holds only the kernel's trap stub; the stub has no
+ * static shared memory, the wgmma body's query fragments 32 KB. No stream operation: this may
+ * run while a stream is being captured into a graph. */
 static bool
 xsp_usable(void)
 {
@@ -1065,7 +1067,7 @@ xsp_usable(void)
                            cudaSuccess &&
                    major == 9 && minor == 0 &&
                    cudaFuncGetAttributes(&fa, index_scores_split_kernel) == cudaSuccess &&
-                   fa.binaryVersion == 90 && fa.ptxVersion == 90 &&
+                   fa.binaryVersion == 90 && fa.ptxVersion == 90 && fa.sharedSizeBytes > 0 &&
                    cudaFuncSetAttribute(index_scores_split_kernel,
                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         (XTC_WARPS / 4) * XSP_STAGES * XSP_GROUP_BYTES) ==

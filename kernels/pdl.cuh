@@ -20,7 +20,10 @@
  * earlier kernel reads. A kernel that keeps the rule finishes after its predecessor, so the
  * chain of completions stays ordered as with plain launches (a later plain launch, an event or
  * a copy after it sees every earlier kernel done). mt_pdl_trigger() only lets the next kernel be
- * placed; it promises nothing about this kernel's writes, so any kernel may call it anywhere.
+ * placed; it promises nothing about this kernel's writes. Call it after mt_pdl_wait (as
+ * mt_pdl_enter does), never before: then a kernel that starts early finds every kernel but the
+ * one just before it complete, which is what the indexer's n_ready (keys ready two kernels
+ * back, read before the wait) relies on.
  *
  * Portability: both instructions exist from sm_90; below that they compile to nothing and the
  * host never sets the attribute (mt_gpu_pdl_active: a cc >= 9.0 device running code compiled

@@ -577,6 +577,12 @@ main(void)
             test_scores_rows(64, 128, 2049, 37, 2048);
             test_scores_rows(64, 128, 300, 200, 64);
             test_scores_rows(64, 128, 16, 70, 16); /* rows of 16 to 85 keys: partial groups */
+            /* one key; a group less one, whole, and one more; 193 keys: the first 64 ready */
+            test_scores_exact_mag(64, 128, 1, 1.0f, 1.0f, name);
+            test_scores_exact_mag(64, 128, 63, 1.0f, 1.0f, name);
+            test_scores_exact_mag(64, 128, 64, 1.0f, 1.0f, name);
+            test_scores_exact_mag(64, 128, 65, 1.0f, 1.0f, name);
+            test_scores_exact_mag(64, 128, 193, 1.0f, 1.0f, name);
             test_scores_exact_mag(64, 128, 17, 1.0f, 1.0f, name);
             test_scores_exact_mag(64, 128, 2100, 1.0f, 1.0f, name);
             test_scores_exact_mag(64, 128, 50001, 1.0f, 1.0f, name);
