@@ -42,12 +42,15 @@
 #include "kernels/gemv_wave.cuh" /* mv_decode, mv_mma */
 
 #include <stdlib.h>
+#include <string.h>
 
 #define MC_TOK MT_GPU_MOE_CHUNK_TOK /* pairs a group */
 #define MC_NT (MC_TOK / 8)          /* n-tiles */
 #define MC_STEP 128                 /* columns a step: one scale block */
 #define MC_ROW (MC_STEP + 4)        /* f16 a staged row of x: 66 words */
 #define MC_WARPS 8
+/* the staging gives each thread 16 columns of one pair: 8 threads a pair's step */
+static_assert(MC_WARPS * 32 / 8 == MC_TOK && 8 * 16 == MC_STEP, "x staging covers a group's step");
 /* Steps of weights loaded ahead (32 registers a step). 8 warps with 1 or 2 steps ahead and 4
  * warps (two blocks an SM) with 1 or 2 took the same time within the runs' spread (8K prefill
  * 0.326-0.344 s; gate/up 3.15-3.53 ms, down 1.82-1.97 ms a chunk and layer; H200, 2026-12-01
@@ -306,7 +309,7 @@ mt_gpu_moe_chunk_group_max(void)
 {
     const char *env = getenv("MT_MOE_CHUNK_GEMM"); /* read every call: tests take both */
 
-    return env != NULL && atoi(env) == 0 ? MT_GPU_GEMV_MAX_TOK : MC_TOK;
+    return env != NULL && strcmp(env, "0") == 0 ? MT_GPU_GEMV_MAX_TOK : MC_TOK;
 }
 
 extern "C" mt_status_t

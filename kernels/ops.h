@@ -327,7 +327,9 @@ struct mt_gpu_expert {
  * expert: group g is expert experts[g] (a device array of n_groups structs) with the pairs
  * group_start[g] .. group_start[g+1]-1 (device), each pair p naming pair_tok[p] and weighing
  * pair_w[p] (device). Each expert's weights are read once for all its tokens; max_group_tok
- * (1..8) bounds the pairs of any group. Sums over a token's pairs run in pair order
+ * (1..8; with y_pairs 1..mt_gpu_moe_chunk_group_max()) bounds the pairs of any group, and the
+ * caller must keep to it (a larger group's pairs past it are not computed, and not detected).
+ * Sums over a token's pairs run in pair order
  * (deterministic). work: mt_gpu_moe_work_bytes(n_pairs, inter, hidden) bytes of device scratch.
  * With y_pairs (device [n_pairs, hidden]) each pair's expert output, unweighted, goes there
  * instead and y is not touched (a prompt chunk's hundreds of tokens: the caller adds them up);
