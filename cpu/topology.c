@@ -30,21 +30,46 @@ mt_cpu_topo_load(hwloc_topology_t *topo_out)
     return MT_OK;
 }
 
-/* NUMA nodes that have cores, in OS order (memory-only nodes such as CXL are left out). */
+/*
+ * NUMA nodes that have cores of their own, in OS order. In hwloc 2 a node without cores (CXL or
+ * PMEM memory, a Xeon Max's HBM in flat mode) carries the cpuset of the cores nearest to it,
+ * which the node of their DRAM, listed earlier, already has: such a node is left out, so that no
+ * core is counted (and given a thread) twice. A core that two kept nodes list belongs to the
+ * first (own_cores).
+ */
 static int
 nodes_with_cores(hwloc_topology_t topo, hwloc_obj_t *nodes, int cap)
 {
     int n = 0;
     int total = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_NUMANODE);
+    hwloc_bitmap_t taken = hwloc_bitmap_alloc();
 
+    if (taken == NULL) {
+        return 0; /* the callers then treat the machine as one node */
+    }
     for (int i = 0; i < total && n < cap; i++) {
         hwloc_obj_t node = hwloc_get_obj_by_type(topo, HWLOC_OBJ_NUMANODE, i);
 
-        if (node->cpuset != NULL && !hwloc_bitmap_iszero(node->cpuset)) {
+        if (node->cpuset != NULL && !hwloc_bitmap_iszero(node->cpuset) &&
+            !hwloc_bitmap_isincluded(node->cpuset, taken)) {
             nodes[n++] = node;
+            hwloc_bitmap_or(taken, taken, node->cpuset);
         }
     }
+    hwloc_bitmap_free(taken);
     return n;
+}
+
+/* The PUs of nodes[i] that none of nodes[0 .. i - 1] has; NULL when out of memory. */
+static hwloc_bitmap_t
+own_cores(hwloc_obj_t *nodes, int i)
+{
+    hwloc_bitmap_t own = hwloc_bitmap_dup(nodes[i]->cpuset);
+
+    for (int j = 0; own != NULL && j < i; j++) {
+        hwloc_bitmap_andnot(own, own, nodes[j]->cpuset);
+    }
+    return own;
 }
 
 void
@@ -56,10 +81,11 @@ mt_cpu_core_sets_free(hwloc_cpuset_t *sets, int n)
     free(sets);
 }
 
-/* Append one single-PU set per core inside `within` to sets[*n...], tagging them with node. */
+/* Append one single-PU set per core inside `within` to sets[*n...] (room for cap), tagging them
+ * with node. */
 static mt_status_t
 add_cores(hwloc_topology_t topo, hwloc_const_cpuset_t within, int node, hwloc_cpuset_t *sets,
-          int *nodes, int *n)
+          int *nodes, int *n, int cap)
 {
     hwloc_obj_type_t type = HWLOC_OBJ_CORE;
     int count = hwloc_get_nbobjs_inside_cpuset_by_type(topo, within, HWLOC_OBJ_CORE);
@@ -70,8 +96,13 @@ add_cores(hwloc_topology_t topo, hwloc_const_cpuset_t within, int node, hwloc_cp
     }
     for (int i = 0; i < count; i++) {
         hwloc_obj_t core = hwloc_get_obj_inside_cpuset_by_type(topo, within, type, i);
-        hwloc_cpuset_t set = hwloc_bitmap_dup(core->cpuset);
+        hwloc_cpuset_t set;
 
+        if (*n >= cap) {
+            return mt_fail(MT_ERR_INTERNAL, 0, "hwloc lists more cores than the %d PUs it counts",
+                           cap);
+        }
+        set = hwloc_bitmap_dup(core->cpuset);
         if (set == NULL) {
             return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate a cpuset");
         }
@@ -107,11 +138,15 @@ mt_cpu_core_sets(hwloc_topology_t topo, int node, hwloc_cpuset_t **sets_out, int
         return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate %d cpusets", cap);
     }
     if (n_nodes == 0) {
-        st = add_cores(topo, hwloc_topology_get_topology_cpuset(topo), 0, sets, node_of, &n);
+        st = add_cores(topo, hwloc_topology_get_topology_cpuset(topo), 0, sets, node_of, &n, cap);
     }
     for (int i = 0; i < n_nodes && st == MT_OK; i++) {
         if (node < 0 || node == i) {
-            st = add_cores(topo, nodes[i]->cpuset, i, sets, node_of, &n);
+            hwloc_bitmap_t own = own_cores(nodes, i);
+
+            st = own == NULL ? mt_fail(MT_ERR_NOMEM, 0, "cannot allocate a cpuset")
+                             : add_cores(topo, own, i, sets, node_of, &n, cap);
+            hwloc_bitmap_free(own);
         }
     }
     if (st != MT_OK) {
@@ -153,10 +188,14 @@ mt_cpu_topo_query(struct mt_cpu_topo *topo_out)
     }
     tp.n_nodes = nodes_with_cores(topo, nodes, MT_CPU_MAX_NODES);
     for (int i = 0; i < tp.n_nodes; i++) {
+        hwloc_bitmap_t own = own_cores(nodes, i);
+
         tp.node_id[i] = (int)nodes[i]->os_index;
-        tp.node_cores[i] =
-            hwloc_get_nbobjs_inside_cpuset_by_type(topo, nodes[i]->cpuset, HWLOC_OBJ_CORE);
+        tp.node_cores[i] = own == NULL ? 0
+                                       : hwloc_get_nbobjs_inside_cpuset_by_type(topo, own,
+                                                                                HWLOC_OBJ_CORE);
         tp.node_mem[i] = nodes[i]->attr->numanode.local_memory;
+        hwloc_bitmap_free(own);
     }
     if (tp.n_nodes == 0) {
         tp.n_nodes = 1;

@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_cpu_topology.c - the per-core cpusets the thread team pins to (cpu/topology.c), on this
+ * machine and on synthetic hwloc topologies (HWLOC_SYNTHETIC): every core exactly once, one PU
+ * each, tagged with its NUMA node; nodes that share their cores with an earlier node (hwloc 2
+ * gives memory-only nodes, such as a Xeon Max's HBM in flat mode or CXL memory, the cpuset of
+ * the cores nearest to them) are not counted again.
+ */
+#include <config.h>
+
+#include "cpu/topology.h"
+#include "tests/tap.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+/*
+ * Load the topology that `synthetic` describes (NULL: this machine) and check the core sets of
+ * all nodes and of `node`: want_cores sets in all, pairwise disjoint, single PUs, node tags
+ * non-decreasing; want_nodes nodes with cores, want_on_node cores on `node`.
+ */
+static void
+check(const char *synthetic, int want_cores, int want_nodes, int node, int want_on_node)
+{
+    hwloc_topology_t topo;
+    hwloc_cpuset_t *sets = NULL;
+    int *node_of = NULL;
+    int n = 0;
+    const char *name = synthetic != NULL ? synthetic : "this machine";
+
+    if (synthetic != NULL) {
+        setenv("HWLOC_SYNTHETIC", synthetic, 1);
+    } else {
+        unsetenv("HWLOC_SYNTHETIC");
+    }
+    if (mt_cpu_topo_load(&topo) != MT_OK) {
+        tap_ok(false, "%s: hwloc loads it (%s)", name, mt_last_error());
+        return;
+    }
+    if (want_cores < 0) {
+        want_cores = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_CORE);
+        want_cores = want_cores > 0 ? want_cores : hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_PU);
+    }
+    if (mt_cpu_core_sets(topo, -1, &sets, &node_of, &n) != MT_OK) {
+        tap_ok(false, "%s: core sets: %s", name, mt_last_error());
+        hwloc_topology_destroy(topo);
+        return;
+    }
+    bool single = true;
+    bool disjoint = true;
+    bool ordered = true;
+    int max_node = -1;
+    for (int i = 0; i < n; i++) {
+        single = single && hwloc_bitmap_weight(sets[i]) == 1;
+        for (int j = 0; j < i; j++) {
+            disjoint = disjoint && !hwloc_bitmap_intersects(sets[i], sets[j]);
+        }
+        ordered = ordered && (i == 0 || node_of[i] >= node_of[i - 1]);
+        max_node = node_of[i] > max_node ? node_of[i] : max_node;
+    }
+    tap_ok(n == want_cores && single && disjoint && ordered,
+           "%s: %d core sets (want %d), one PU each (%s), no core twice (%s), by node (%s)", name,
+           n, want_cores, single ? "yes" : "no", disjoint ? "yes" : "no", ordered ? "yes" : "no");
+    if (want_nodes > 0) {
+        tap_ok(max_node + 1 == want_nodes, "%s: %d nodes with cores (want %d)", name,
+               max_node + 1, want_nodes);
+    }
+    mt_cpu_core_sets_free(sets, n);
+    free(node_of);
+    if (node >= 0) {
+        sets = NULL;
+        node_of = NULL;
+        n = 0;
+        bool ok = mt_cpu_core_sets(topo, node, &sets, &node_of, &n) == MT_OK;
+        bool tagged = true;
+        for (int i = 0; ok && i < n; i++) {
+            tagged = tagged && node_of[i] == node;
+        }
+        tap_ok(ok && n == want_on_node && tagged, "%s: node %d alone: %d cores (want %d), all its",
+               name, node, n, want_on_node);
+        mt_cpu_core_sets_free(sets, n);
+        free(node_of);
+        tap_ok(mt_cpu_core_sets(topo, want_nodes, &sets, &node_of, &n) == MT_ERR_INVAL,
+               "%s: node %d (past the last) is refused", name, want_nodes);
+    }
+    hwloc_topology_destroy(topo);
+
+    if (synthetic != NULL && want_nodes > 0) {
+        struct mt_cpu_topo tp;
+        int sum = 0;
+        bool ok = mt_cpu_topo_query(&tp) == MT_OK;
+        for (int i = 0; ok && i < tp.n_nodes; i++) {
+            sum += tp.node_cores[i];
+        }
+        tap_ok(ok && tp.n_nodes == want_nodes && sum == want_cores,
+               "%s: the machine summary: %d nodes, %d cores on them (want %d, %d)", name,
+               ok ? tp.n_nodes : -1, sum, want_nodes, want_cores);
+    }
+}
+
+int
+main(void)
+{
+    tap_plan(0);
+    check(NULL, -1, 0, -1, 0);
+    check("pack:2 [numa] core:4 pu:2", 8, 2, 1, 4);
+    /* two nodes on each package (DRAM and HBM, say): each core once, on the first */
+    check("pack:2 [numa] [numa] core:4 pu:1", 8, 2, 1, 4);
+    check("pack:2 [numa] [numa] core:4 pu:2", 8, 2, 0, 4);
+    /* a node for the whole machine beside the packages' own (CXL memory, say): which of them
+     * keep the cores depends on the order hwloc lists them in; each core still once */
+    check("[numa] pack:2 [numa] core:4 pu:1", 8, 0, -1, 0);
+    check("core:3 pu:2", 3, 0, -1, 0); /* no NUMA level in the description */
+    unsetenv("HWLOC_SYNTHETIC");
+    return tap_done();
+}
