@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 _Atomic uint64_t mt_cpu_experts_gen;
 _Atomic int mt_cpu_experts_ws_fault;
@@ -308,6 +309,9 @@ row_at(const struct mt_cpu_moe *moe, const int64_t *pre, int j, int64_t rows, in
     if (pos <= pre[j]) {
         return 0;
     }
+    if (pos >= pre[j] + rows * c) {
+        return rows; /* the job's end: all of it, also where rows is not a multiple of the grain */
+    }
     r = (pos - pre[j] + c * ROW_GRAIN / 2) / (c * ROW_GRAIN) * ROW_GRAIN;
     return MT_MIN(r, rows);
 }
@@ -384,8 +388,16 @@ wait_phase1(struct mt_cpu_moe *moe, int j)
     const int64_t *pre = moe->unit_pre;
     int64_t want = pre[j + 1] - pre[j];
 
-    while (atomic_load_explicit(&moe->done1[j], memory_order_acquire) < want) {
-        sched_yield(); /* a wait of at most one unit (~0.1 ms): leave the core to others */
+    /* a wait of at most one unit: ~0.1 ms in decode, where yielding the core is enough; a
+     * prefill unit can take milliseconds, so after a while sleep instead of spinning on a core
+     * that the GPU's and the I/O's threads may need */
+    for (int spins = 0; atomic_load_explicit(&moe->done1[j], memory_order_acquire) < want;
+         spins++) {
+        if (spins < 256) {
+            sched_yield();
+        } else {
+            nanosleep(&(struct timespec){.tv_nsec = 20000}, NULL);
+        }
     }
 }
 
@@ -571,6 +583,9 @@ mt_cpu_moe_start(struct mt_cpu_moe *moe, const struct mt_cpu_expert_job *jobs, i
     if (n <= 0) {
         moe->n = 0;
         return MT_OK;
+    }
+    if (jobs[0].gate == NULL) {
+        return mt_fail(MT_ERR_INVAL, 0, "expert job 0: no gate weight");
     }
     moe->hidden = jobs[0].gate->cols;
     moe->inter = jobs[0].gate->rows;

@@ -64,6 +64,7 @@ mt_cpu_isa_detect(struct mt_cpu_isa *isa_out)
     isa.avx2 = os_avx && ((b >> 5) & 1);
     isa.avx512f = os_avx512 && ((b >> 16) & 1);
     isa.avx512bw = os_avx512 && ((b >> 30) & 1);
+    isa.avx512vl = os_avx512 && ((b >> 31) & 1);
     isa.avx512_vnni = os_avx512 && ((c >> 11) & 1);
     isa.avx512_fp16 = os_avx512 && ((d >> 23) & 1);
     isa.amx_bf16 = os_amx && ((d >> 22) & 1);
@@ -125,8 +126,10 @@ mt_cpu_level_max(void)
     struct mt_cpu_isa isa;
 
     mt_cpu_isa_detect(&isa);
-    if (isa.avx512f && isa.avx512bw && isa.f16c) {
-        if (isa.amx_tile && isa.amx_bf16 && mt_cpu_amx_enable()) {
+    /* every unit the level's kernels are compiled for (their #pragma GCC target lines): a VM
+     * that hides one of them gets the level below, not an illegal instruction */
+    if (isa.avx512f && isa.avx512bw && isa.avx512vl && isa.f16c && isa.fma) {
+        if (isa.amx_tile && isa.amx_bf16 && isa.avx512_bf16 && mt_cpu_amx_enable()) {
             return MT_CPU_LEVEL_AMX;
         }
         return MT_CPU_LEVEL_AVX512;

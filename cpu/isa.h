@@ -22,6 +22,7 @@ struct mt_cpu_isa {
     bool f16c;
     bool avx512f;
     bool avx512bw;
+    bool avx512vl;
     bool avx512_bf16;
     bool avx512_fp16;
     bool avx512_vnni;

@@ -42,23 +42,26 @@ struct mt_cpu_team {
     unsigned bar_gen; /* bumped when a round completes */
     bool bound;
     bool warned;
+    int bind_tried; /* threads that have tried to bind (mt_cpu_team_create waits for all) */
 };
 
 static void
 bind_self(struct mt_cpu_team *t, int tid)
 {
-    if (hwloc_set_cpubind(t->topo, t->sets[tid], HWLOC_CPUBIND_THREAD) == 0) {
-        return;
-    }
+    bool ok = hwloc_set_cpubind(t->topo, t->sets[tid], HWLOC_CPUBIND_THREAD) == 0;
     int err = errno;
 
     pthread_mutex_lock(&t->lock);
-    t->bound = false;
-    if (!t->warned) {
-        mt_log_warn("cannot bind thread %d to its core: %s; the team runs unpinned", tid,
-                    strerror(err));
-        t->warned = true;
+    if (!ok) {
+        t->bound = false;
+        if (!t->warned) {
+            mt_log_warn("cannot bind thread %d to its core: %s; the team runs unpinned", tid,
+                        strerror(err));
+            t->warned = true;
+        }
     }
+    t->bind_tried++;
+    pthread_cond_broadcast(&t->done); /* mt_cpu_team_create waits for every thread's try */
     pthread_mutex_unlock(&t->lock);
 }
 
@@ -141,6 +144,10 @@ mt_cpu_team_create(int node, int threads, struct mt_cpu_team **team_out)
         return st;
     }
     t->n = cores;
+    if (cores < 1) {
+        st = mt_fail(MT_ERR_UNSUPPORTED, 0, "hwloc finds no cores to run a thread team on");
+        goto out_sets;
+    }
     if (threads > cores) {
         st = mt_fail(MT_ERR_INVAL, 0, "%d threads asked for but there are %d cores", threads,
                      cores);
@@ -173,6 +180,13 @@ mt_cpu_team_create(int node, int threads, struct mt_cpu_team **team_out)
         }
         t->started = i + 1;
     }
+    /* every thread has tried to bind before the team is handed out: mt_cpu_team_bound then
+     * answers for all of them, and `bound` no longer changes */
+    pthread_mutex_lock(&t->lock);
+    while (t->bind_tried < t->n) {
+        pthread_cond_wait(&t->done, &t->lock);
+    }
+    pthread_mutex_unlock(&t->lock);
     *team_out = t;
     return MT_OK;
 

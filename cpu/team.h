@@ -33,7 +33,8 @@ void mt_cpu_team_destroy(struct mt_cpu_team *team);
 
 int mt_cpu_team_size(const struct mt_cpu_team *team);
 
-/* True while every thread that started is pinned to its core. */
+/* True when every thread of the team is pinned to its core (each has tried by the time
+ * mt_cpu_team_create returns). */
 bool mt_cpu_team_bound(const struct mt_cpu_team *team);
 
 /* NUMA node index (as in mt_cpu_topo) of thread tid. */

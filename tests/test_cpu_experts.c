@@ -314,9 +314,10 @@ layer_free(int n, struct expert *e, struct mt_cpu_expert_job *jobs, float **want
 
 /* A layer of experts with different token counts on the team, against the scalar path. */
 static void
-test_layer(struct mt_cpu_team *team, enum mt_cpu_level level, enum mt_dtype dt, int threads)
+test_layer_shape(struct mt_cpu_team *team, enum mt_cpu_level level, enum mt_dtype dt, int threads,
+                 int HID, int INT)
 {
-    enum { N = 5, HID = 512, INT = 384 };
+    enum { N = 5 };
     static const int ms[N] = {1, 3, 8, 2, 37};
     struct expert e[N];
     struct mt_cpu_expert_job jobs[N];
@@ -345,14 +346,20 @@ test_layer(struct mt_cpu_team *team, enum mt_cpu_level level, enum mt_dtype dt, 
             char what[96];
 
             snprintf(what, sizeof(what),
-                     "layer %s %s dot=%d expert %d (m=%d) on %d threads, run %d",
+                     "layer %s %s dot=%d %dx%d expert %d (m=%d) on %d threads, run %d",
                      dt == MT_DTYPE_F8_E4M3 ? "fp8" : "bf16", mt_cpu_level_name(level),
-                     mt_cpu_experts_decode, j, ms[j], threads, rep);
+                     mt_cpu_experts_decode, HID, INT, j, ms[j], threads, rep);
             close_enough_tol(what, jobs[j].y, want[j], (size_t)ms[j] * HID, tol_of(level, ms[j]));
         }
     }
     mt_cpu_moe_destroy(moe);
     layer_free(N, e, jobs, want);
+}
+
+static void
+test_layer(struct mt_cpu_team *team, enum mt_cpu_level level, enum mt_dtype dt, int threads)
+{
+    test_layer_shape(team, level, dt, threads, 512, 384);
 }
 
 /*
@@ -640,7 +647,12 @@ main(void)
     mt_cpu_experts_dynamic = 0; /* the fixed shares per thread (the default hands out units) */
     test_layer(team, max, MT_DTYPE_F8_E4M3, 0);
     test_layer(team, max, MT_DTYPE_BF16, 3);
+    /* rows that are not a multiple of the shares' 4-row grain: the last share ends at the
+     * last row (it lost one where rows % 4 == 1) */
+    test_layer_shape(team, max, MT_DTYPE_BF16, 0, 129, 65);
+    test_layer_shape(team, max, MT_DTYPE_F8_E4M3, 3, 257, 129);
     mt_cpu_experts_dynamic = 1;
+    test_layer_shape(team, max, MT_DTYPE_BF16, 0, 129, 65);
     for (int l = 0; l <= (int)max; l++) {
         test_ws_fault(team, (enum mt_cpu_level)l);
     }

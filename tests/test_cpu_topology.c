@@ -4,10 +4,12 @@
  * machine and on synthetic hwloc topologies (HWLOC_SYNTHETIC): every core exactly once, one PU
  * each, tagged with its NUMA node; nodes that share their cores with an earlier node (hwloc 2
  * gives memory-only nodes, such as a Xeon Max's HBM in flat mode or CXL memory, the cpuset of
- * the cores nearest to them) are not counted again.
+ * the cores nearest to them) are not counted again; and a team that cannot pin its threads
+ * says so.
  */
 #include <config.h>
 
+#include "cpu/team.h"
 #include "cpu/topology.h"
 #include "tests/tap.h"
 
@@ -98,6 +100,42 @@ check(const char *synthetic, int want_cores, int want_nodes, int node, int want_
     }
 }
 
+static void
+count_call(void *arg, int tid, int n)
+{
+    (void)tid;
+    (void)n;
+    __atomic_fetch_add((int *)arg, 1, __ATOMIC_RELAXED);
+}
+
+/*
+ * A team whose cores cannot be bound to (a synthetic machine's PUs 600 and 601, past this
+ * one's): mt_cpu_team_bound says so as soon as mt_cpu_team_create returns (it used to read the
+ * flag before the threads had tried), and the team still runs, unpinned.
+ */
+static void
+check_unbound_team(void)
+{
+    struct mt_cpu_team *team = NULL;
+    int calls = 0;
+
+    setenv("HWLOC_SYNTHETIC", "pack:2 [numa] core:600 pu:1", 1);
+    setenv("HWLOC_THISSYSTEM", "1", 1); /* bind as if it were this machine: it fails */
+    if (mt_cpu_team_create(1, 2, &team) != MT_OK) {
+        tap_ok(false, "a team on a synthetic machine's node 1: %s", mt_last_error());
+    } else {
+        bool bound = mt_cpu_team_bound(team);
+
+        mt_cpu_team_run(team, 0, count_call, &calls);
+        tap_ok(!bound && calls == 2,
+               "a team that cannot bind says so when created (%s) and runs unpinned (%d of 2 "
+               "threads)", bound ? "bound" : "unbound", calls);
+        mt_cpu_team_destroy(team);
+    }
+    unsetenv("HWLOC_THISSYSTEM");
+    unsetenv("HWLOC_SYNTHETIC");
+}
+
 int
 main(void)
 {
@@ -112,5 +150,6 @@ main(void)
     check("[numa] pack:2 [numa] core:4 pu:1", 8, 0, -1, 0);
     check("core:3 pu:2", 3, 0, -1, 0); /* no NUMA level in the description */
     unsetenv("HWLOC_SYNTHETIC");
+    check_unbound_team();
     return tap_done();
 }
