@@ -269,12 +269,13 @@ open_files(struct mt_io_source *src)
 
         if (!src->opt.buffered) {
             fd = open(src->paths[i], O_RDONLY | O_DIRECT | O_CLOEXEC);
-            if (fd < 0 && errno == EINVAL && !atomic_exchange(&warned, true)) {
+            int err = errno; /* before the warning, whose write may set errno */
+            if (fd < 0 && err == EINVAL && !atomic_exchange(&warned, true)) {
                 mt_log_warn("'%s': the filesystem refuses O_DIRECT; reading through the page cache",
                             src->paths[i]);
             }
-            if (fd < 0 && errno != EINVAL) {
-                return mt_fail(MT_ERR_IO, errno, "cannot open '%s'", src->paths[i]);
+            if (fd < 0 && err != EINVAL) {
+                return mt_fail(MT_ERR_IO, err, "cannot open '%s'", src->paths[i]);
             }
         }
         if (fd < 0) {

@@ -26,6 +26,8 @@ struct mt_io_uring_reader {
     char *path;             /* owned, for messages */
     int fd;                 /* owned */
     bool direct;            /* O_DIRECT in effect */
+    bool *issued_direct;    /* (queue depth) slot i's read was last queued with O_DIRECT */
+    unsigned flags;         /* as created (the test flags) */
     uint64_t size;          /* file size at open */
     struct mt_io_slots tab; /* the reads in flight over {fd} (file 0) */
 };
@@ -58,8 +60,11 @@ mt_io_uring_reader_create(const char *path, unsigned queue_depth, unsigned flags
         return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate reader for '%s'", path);
     }
     r->fd = -1;
+    r->flags = flags;
     r->path = strdup(path);
-    if (!mt_io_slots_init(&r->tab, queue_depth, &r->fd, 1, r->path) || r->path == NULL) {
+    r->issued_direct = calloc(queue_depth, sizeof(*r->issued_direct));
+    if (!mt_io_slots_init(&r->tab, queue_depth, &r->fd, 1, r->path) || r->path == NULL ||
+        r->issued_direct == NULL) {
         st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate reader for '%s'", path);
         goto out_free_reader;
     }
@@ -103,6 +108,7 @@ out_close_fd:
     close(r->fd);
 out_free_reader:
     mt_io_slots_fini(&r->tab);
+    free(r->issued_direct);
     free(r->path);
     free(r);
     return st;
@@ -134,6 +140,14 @@ mt_io_uring_reader_register_buffers(struct mt_io_uring_reader *r, void *const *b
     return MT_OK;
 }
 
+/* Queue slot i's read, remembering whether it goes out with O_DIRECT. */
+static mt_status_t
+queue(struct mt_io_uring_reader *r, unsigned i)
+{
+    r->issued_direct[i] = r->direct;
+    return mt_io_slots_queue(&r->tab, i);
+}
+
 mt_status_t
 mt_io_uring_reader_submit(struct mt_io_uring_reader *r, void *buf, uint64_t off, size_t len,
                           uint64_t tag)
@@ -146,7 +160,7 @@ mt_io_uring_reader_submit(struct mt_io_uring_reader *r, void *buf, uint64_t off,
                        r->path, r->tab.depth);
     }
     i = mt_io_slots_take(&r->tab, 0, buf, off, len, tag);
-    st = mt_io_slots_queue(&r->tab, i);
+    st = queue(r, i);
     if (st != MT_OK) {
         mt_io_slots_finish(&r->tab, i);
     }
@@ -189,8 +203,13 @@ mt_io_uring_reader_wait(struct mt_io_uring_reader *r, struct mt_io_done *done_ou
             return st;
         }
         s = &r->tab.slots[i];
-        if (res == -EINVAL && r->direct) {
-            st = drop_direct(r);
+        if ((r->flags & MT_IO_READER_TEST_REFUSE_DIRECT_READS) && r->issued_direct[i] && res >= 0) {
+            res = -EINVAL;
+        }
+        /* EINVAL from a read issued with O_DIRECT: the filesystem refuses it. The first such
+         * read turns it off; the others already in flight are read again buffered too. */
+        if (res == -EINVAL && r->issued_direct[i]) {
+            st = r->direct ? drop_direct(r) : MT_OK;
             res = -EAGAIN; /* the same read again, buffered */
         }
         step = st == MT_OK ? mt_io_slots_apply(&r->tab, i, res, r->direct) : MT_IO_STEP_FAILED;
@@ -199,7 +218,7 @@ mt_io_uring_reader_wait(struct mt_io_uring_reader *r, struct mt_io_done *done_ou
                          (unsigned long long)(s->off + s->done), s->len - s->done);
         }
         if (step == MT_IO_STEP_AGAIN) {
-            st = mt_io_slots_queue(&r->tab, i);
+            st = queue(r, i);
             if (st == MT_OK) {
                 continue;
             }
@@ -265,6 +284,7 @@ mt_io_uring_reader_destroy(struct mt_io_uring_reader *r)
     }
     mt_io_slots_fini(&r->tab); /* waits for the reads in flight: they write into caller memory */
     close(r->fd);
+    free(r->issued_direct);
     free(r->path);
     free(r);
 }

@@ -35,6 +35,9 @@ enum mt_io_reader_flag {
     /* Tests: act as if the filesystem refused O_DIRECT at open (EINVAL), to exercise the
      * fallback on kernels whose tmpfs accepts it. */
     MT_IO_READER_TEST_REFUSE_DIRECT = 1u << 1,
+    /* Tests: O_DIRECT accepted at open, but every read issued with it fails with EINVAL (some
+     * FUSE and network filesystems), to exercise the fallback with several reads in flight. */
+    MT_IO_READER_TEST_REFUSE_DIRECT_READS = 1u << 2,
 };
 
 struct mt_io_uring_reader;

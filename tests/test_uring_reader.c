@@ -171,7 +171,7 @@ main(void)
         tap_rmtree(dir);
         return 0;
     }
-    tap_plan(21);
+    tap_plan(22);
 
     mt_io_range_align(4095, 2, &aoff, &alen);
     ok = aoff == 0 && alen == 8192;
@@ -258,6 +258,17 @@ main(void)
     tap_ok(st == MT_OK && !mt_io_uring_reader_is_direct(r) && read_all(r, buf, 4) &&
                read_ranges(r, buf, cap),
            "O_DIRECT refused at open: buffered fallback reads equal pread");
+    mt_io_uring_reader_destroy(r);
+    r = NULL;
+
+    /* O_DIRECT refused only when reading, with 4 reads in flight: the first turns it off, and
+     * the other three, issued with it, are read again buffered (they failed before) */
+    st = mt_io_uring_reader_create(path, 4, MT_IO_READER_TEST_REFUSE_DIRECT_READS, &r);
+    direct = st == MT_OK && mt_io_uring_reader_is_direct(r);
+    tap_ok(st == MT_OK && read_all(r, buf, 4) && !mt_io_uring_reader_is_direct(r) &&
+               read_ranges(r, buf, cap),
+           "O_DIRECT refused at read time (it was %s at open): every read in flight read again "
+           "buffered, equal to pread", direct ? "accepted" : "refused");
     mt_io_uring_reader_destroy(r);
     r = NULL;
 
