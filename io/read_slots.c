@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 bool
 mt_io_slots_init(struct mt_io_slots *t, unsigned depth, const int *fds, int n_files,
@@ -131,7 +132,18 @@ mt_io_slots_queue(struct mt_io_slots *t, unsigned i)
         sqe->flags |= IOSQE_FIXED_FILE;
     }
     io_uring_sqe_set_data64(sqe, i);
+    /* liburing has made the SQE visible before entering the kernel: a failed submit leaves it in
+     * the ring, to go out with the next one into a buffer the caller then thinks idle. So the
+     * transient refusals (memory pressure, a full completion queue, a signal) are retried; what
+     * still fails after that means a broken ring. */
     ret = io_uring_submit(&t->ring);
+    for (int tries = 0; (ret == -EAGAIN || ret == -EBUSY || ret == -EINTR) && tries < 100;
+         tries++) {
+        if (ret != -EINTR) {
+            nanosleep(&(struct timespec){.tv_nsec = 100000}, NULL);
+        }
+        ret = io_uring_submit(&t->ring);
+    }
     if (ret < 0) {
         return t->name != NULL
                    ? mt_fail(MT_ERR_IO, -ret, "io_uring submit for '%s' failed", t->name)
