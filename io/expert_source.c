@@ -338,13 +338,20 @@ plan_checkpoint(struct mt_io_source *src, const struct mt_io_expert_desc *descs)
             if (x->len == 0) {
                 continue;
             }
-            if (x->file < 0 || x->file >= src->n_files || x->off + x->len < x->off ||
-                x->off + x->len > fsize[x->file]) {
-                st = mt_fail(MT_ERR_INVAL, 0,
-                             "layer %u expert %u: part %d (%llu bytes at %llu) lies outside "
-                             "file %d",
+            if (x->file < 0 || x->file >= src->n_files) {
+                st = mt_fail(MT_ERR_INVAL, 0, "layer %u expert %u: part %d names file %d of %d",
                              k / (unsigned)src->n_experts, k % (unsigned)src->n_experts, p,
-                             (unsigned long long)x->len, (unsigned long long)x->off, x->file);
+                             x->file, src->n_files);
+                break;
+            }
+            if (x->off + x->len < x->off || x->off + x->len > fsize[x->file]) {
+                st = mt_fail(MT_ERR_FORMAT, 0,
+                             "layer %u expert %u: part %d (%llu bytes at %llu) lies past the end "
+                             "of '%s' (%llu bytes): the file is truncated or was changed after "
+                             "the model was read",
+                             k / (unsigned)src->n_experts, k % (unsigned)src->n_experts, p,
+                             (unsigned long long)x->len, (unsigned long long)x->off,
+                             src->paths[x->file], (unsigned long long)fsize[x->file]);
                 break;
             }
             r[n].file = x->file;

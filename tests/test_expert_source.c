@@ -196,6 +196,29 @@ test_modes(void)
         }
     }
     unsetenv("MT_IO_MODE");
+    {
+        /* a part past its file's end (a checkpoint cut short after the model was read): one
+         * error naming the expert, the file and its size */
+        struct mt_io_source_options o = small_opts(MT_IO_QUEUE_URING, 2);
+        struct mt_io_extent keep = descs[1 * N_EXPERTS + 2].part[MT_IO_PART_UP];
+        struct mt_io_source *src = NULL;
+        char size[32];
+
+        descs[1 * N_EXPERTS + 2].part[MT_IO_PART_UP].off = file_size[keep.file] - 10;
+        snprintf(size, sizeof(size), "(%llu bytes)", (unsigned long long)file_size[keep.file]);
+        mt_log_set_quiet(true);
+        mt_status_t st =
+            mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
+        mt_log_set_quiet(false);
+        tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "layer 1 expert 2") != NULL &&
+                   strstr(mt_last_error(), path_ptrs[keep.file]) != NULL &&
+                   strstr(mt_last_error(), size) != NULL,
+               "a part past its file's end is refused: %s", mt_last_error());
+        if (st == MT_OK) {
+            mt_io_source_destroy(src);
+        }
+        descs[1 * N_EXPERTS + 2].part[MT_IO_PART_UP] = keep;
+    }
 }
 
 static void
