@@ -31,7 +31,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..39"
+echo "1..44"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -89,6 +89,17 @@ ok $? "max_tokens over --max-tokens: 400"
 req GET /v1/nothing -H "$auth"
 err_is 404 not_found
 ok $? "an unknown route: 404"
+req GET /%ff -H "$auth"
+err_is 404 not_found && jq -e '.error.message | type == "string"' "$tmp/body" >/dev/null
+ok $? "a route that decodes to invalid UTF-8: 404 with a message (not null)"
+role=$(printf '\\u00e9%.0s' $(seq 1 21))
+chat "{\"messages\": [{\"role\": \"a$role\", \"content\": \"x\"}]}"
+err_is 400 invalid_request_error && jq -e '.error.message | type == "string"' "$tmp/body" \
+    >/dev/null
+ok $? "an unknown role whose quote cuts a character: 400 with a message (not null)"
+chat '{"messages": [{"role": "user", "content": "hi"}], "top_p": 1e-50}'
+err_is 400 invalid_request_error && jq -e '.error.param == "top_p"' "$tmp/body" >/dev/null
+ok $? "top_p 1e-50 (0 as a float): 400 with param top_p, before the queue"
 req GET /v1/chat/completions -H "$auth"
 err_is 405 method_not_allowed
 ok $? "GET on a POST route: 405"
@@ -289,4 +300,49 @@ ok $? "SIGTERM mid-request: the stream finishes (200 tokens, [DONE]), exit 0 (rc
 [ "$(sed -n 's/.*completion: [0-9]* prompt tokens ([0-9]* cached), \([0-9]*\) generated.*/\1/p' \
     "$tmp/b.log" | tail -n 1)" = 200 ]
 ok $? "... and it generated all its 200 tokens"
+
+# a client that gives up while queued frees its place at once (--queue 1)
+start_server "$tmp/c.log" --queue 1
+curl -sN --max-time 20 "$url/v1/completions" -H "$json" -d '{"prompt": "a", "max_tokens": 2000,
+    "ignore_eos": true, "stream": true}' >"$tmp/long" 2>/dev/null &
+long_pid=$!
+i=0
+while [ $i -lt 50 ] && ! [ -s "$tmp/long" ]; do
+    sleep 0.1
+    i=$((i + 1))
+done
+curl -s --max-time 0.5 "$url/v1/completions" -H "$json" -d '{"prompt": "b", "max_tokens": 2}' \
+    >/dev/null 2>&1
+i=0
+while [ $i -lt 30 ]; do
+    req GET /health
+    jq -e '.queued == 0' "$tmp/body" >/dev/null && break
+    sleep 0.1
+    i=$((i + 1))
+done
+jq -e '.queued == 0 and .busy == true' "$tmp/body" >/dev/null
+ok $? "a queued client that hangs up leaves the queue while the running request goes on"
+kill "$long_pid" 2>/dev/null
+wait "$long_pid" 2>/dev/null
+
+# short streams, two clients at a time: each reply whole, also where the worker finishes a
+# stream before its connection's thread has woken up (it used to answer nothing)
+short_streams() {
+    k=0
+    while [ $k -lt 100 ]; do
+        curl -sN --max-time 10 "$url/v1/completions" -H "$json" -d '{"prompt": "a",
+            "max_tokens": 1, "stream": true}' 2>/dev/null | tail -n 2 | head -n 1 |
+            grep -q '^data: \[DONE\]$' || echo x >>"$tmp/short_bad"
+        k=$((k + 1))
+    done
+}
+: >"$tmp/short_bad"
+short_streams &
+short_pid=$!
+short_streams
+wait "$short_pid"
+bad=$(wc -l <"$tmp/short_bad")
+[ "$bad" -eq 0 ]
+ok $? "200 one-token streams from two clients at once: each ends with [DONE] ($bad did not)"
+stop_server
 tap_exit

@@ -23,6 +23,36 @@ mt_serve_limits_default(struct mt_serve_limits *lim)
     lim->max_queue = 64;
 }
 
+/*
+ * Replace with '?', in place, every byte of s that does not begin a valid UTF-8 character:
+ * what a message gets where it quotes a client's bytes (a percent-decoded URL) or where a
+ * precision or the buffer's size cut a character. jansson refuses such a string, and the
+ * message would go out as null.
+ */
+static void
+utf8_sanitize(char *s)
+{
+    static const uint32_t least[5] = {0, 0, 0x80, 0x800, 0x10000}; /* no overlong forms */
+    unsigned char *p = (unsigned char *)s;
+
+    while (*p != 0) {
+        int n = *p < 0x80 ? 1 : (*p >> 5) == 6 ? 2 : (*p >> 4) == 14 ? 3 : (*p >> 3) == 30 ? 4 : 0;
+        uint32_t cp = *p & (0x7f >> n);
+        bool ok = n > 0;
+
+        for (int k = 1; ok && k < n; k++) {
+            ok = (p[k] & 0xc0) == 0x80; /* a NUL is not a continuation: never read past it */
+            cp = cp << 6 | (p[k] & 0x3f);
+        }
+        ok = ok && (n == 1 || (cp >= least[n] && cp <= 0x10ffff && (cp < 0xd800 || cp > 0xdfff)));
+        if (ok) {
+            p += n;
+        } else {
+            *p++ = '?';
+        }
+    }
+}
+
 void
 mt_serve_error_set(struct mt_serve_error *e, int http, const char *type, const char *code,
                    const char *param, const char *fmt, ...)
@@ -36,6 +66,7 @@ mt_serve_error_set(struct mt_serve_error *e, int http, const char *type, const c
     va_start(ap, fmt);
     vsnprintf(e->message, sizeof(e->message), fmt, ap);
     va_end(ap);
+    utf8_sanitize(e->message);
 }
 
 /* json_dumps of obj (stolen), NULL when out of memory. */
@@ -490,7 +521,7 @@ parse_sampling_(struct mt_serve_request *r, json_t *root, const struct mt_serve_
         return false;
     }
     if (have) {
-        if (x <= 0) {
+        if ((float)x <= 0) { /* what the sampler gets: 1e-50 is 0 in a float */
             BAD(e, "top_p", "'top_p' must be greater than 0");
             return false;
         }

@@ -248,6 +248,35 @@ job_finish_locked(struct job *j)
     pthread_cond_broadcast(&j->cond);
 }
 
+/* Take j, still queued, out of the queue (its client left before the worker reached it), so
+ * that it no longer holds a place that live clients are refused for; the worker's reference is
+ * dropped with it. s->lock held. */
+static void
+job_unqueue_locked(struct mt_serve *s, struct job *j)
+{
+    struct job *prev = NULL;
+    struct job *q = s->head;
+
+    while (q != NULL && q != j) {
+        prev = q;
+        q = q->next;
+    }
+    if (q == NULL) {
+        return; /* the worker has it */
+    }
+    if (prev != NULL) {
+        prev->next = j->next;
+    } else {
+        s->head = j->next;
+    }
+    if (s->tail == j) {
+        s->tail = prev;
+    }
+    s->n_queued--;
+    job_finish_locked(j);
+    job_release_locked(j);
+}
+
 /* Queue an event (malloc'ed text, taken) for a streamed job's connection. */
 static void
 job_send(struct job *j, char *event)
@@ -799,8 +828,14 @@ serve_generate(struct mt_serve *s, struct MHD_Connection *c, struct conn *cn)
     pthread_cond_signal(&s->work);
 
     job_wait_locked(j, JOB_QUEUED);
-    if (j->state == JOB_RUNNING && j->req.stream && !j->gone) {
-        /* the prompt is accepted: the 200 and the events go out; sse_free lets go of j */
+    if (j->gone && j->state == JOB_QUEUED) {
+        job_unqueue_locked(s, j);
+    }
+    /* A stream whose prompt was accepted: the 200 and the events go out (sse_free lets go of j).
+     * The worker may have finished it already (a short reply) before this thread woke: its
+     * events then wait in j->out, and err.http is 0 as for every stream that started. */
+    if (j->req.stream && !j->gone &&
+        (j->state == JOB_RUNNING || (j->state == JOB_DONE && j->err.http == 0))) {
         pthread_mutex_unlock(&s->lock);
         struct MHD_Response *r =
             MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, sse_read, j, sse_free);
