@@ -256,14 +256,20 @@ run_budget(const struct mt_cli_engine_flags *f, const struct mt_model_config *cf
            struct mt_plan_budget *b)
 {
     mt_plan_budget_default(b);
-    if (f->cpu_reserve > 0) {
+    if (f->cpu_reserve_set) {
         b->cpu_reserve = f->cpu_reserve;
     }
     b->cpu_mem = f->cpu_mem > 0 ? f->cpu_mem : mt_cli_mem_available();
     b->gpu_mem = !gpu ? 0 : f->engine.gpu_mem > 0 ? f->engine.gpu_mem : gpu_free_budget();
-    /* the context the engine will hold: its --ctx, else the GPU engine's default */
+    /* the context the engine will hold: its --ctx, else the GPU engine's default; never more
+     * than the model's positions (the GPU engine holds no more either) */
     b->ctx = f->engine.gpu_ctx > 0 ? (int)MT_MIN(f->engine.gpu_ctx, INT32_MAX)
                                    : (int)MT_MIN(cfg->max_position_embeddings, 8192);
+    if (b->ctx > cfg->max_position_embeddings) {
+        mt_log_warn("--ctx %d is more than the model's %d positions: %d are held", b->ctx,
+                    cfg->max_position_embeddings, cfg->max_position_embeddings);
+        b->ctx = cfg->max_position_embeddings;
+    }
 }
 
 /*
@@ -609,9 +615,9 @@ mt_cli_placement(struct mt_cli_engine *e, const struct mt_cli_engine_flags *f,
                         : f->no_plan         ? "--no-plan"
                         : f->n_store > 0     ? "--store"
                                              : NULL;
-    if (fixed != NULL && (f->hw_path != NULL || f->cpu_reserve > 0)) {
+    if (fixed != NULL && (f->hw_path != NULL || f->cpu_reserve_set)) {
         /* a plan file holds the rates and budgets it was made with; the others plan nothing */
-        bool both = f->hw_path != NULL && f->cpu_reserve > 0;
+        bool both = f->hw_path != NULL && f->cpu_reserve_set;
         mt_log_warn("%s %s not used with %s: only the automatic placement plans with %s",
                     both ? "--hw and --cpu-reserve" : f->hw_path != NULL ? "--hw" : "--cpu-reserve",
                     both ? "are" : "is", fixed, both ? "them" : "it");

@@ -722,7 +722,10 @@ parse_parts(const char *s, unsigned *out)
     char *save = NULL;
     unsigned parts = 0;
 
-    snprintf(buf, sizeof(buf), "%s", s);
+    if ((size_t)snprintf(buf, sizeof(buf), "%s", s) >= sizeof(buf)) {
+        mt_cli_error(&cli, "--only '%.40s...' is too long (gpu, pcie, dram, cpu, disk)", s);
+        return false;
+    }
     for (char *tok = strtok_r(buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
         if (strcmp(tok, "gpu") == 0) {
             parts |= PART_GPU;
@@ -772,7 +775,10 @@ parse_list(const char *flag, const char *s, int *qds, uint64_t *blocks, int cap,
     char *save = NULL;
     int n = 0;
 
-    snprintf(buf, sizeof(buf), "%s", s);
+    if ((size_t)snprintf(buf, sizeof(buf), "%s", s) >= sizeof(buf)) {
+        mt_cli_error(&cli, "%s '%.40s...' is too long: at most %d values", flag, s, cap);
+        return false;
+    }
     for (char *tok = strtok_r(buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
         if (n == cap) {
             n = 0;
@@ -930,6 +936,11 @@ parse_opts(int argc, char **argv, struct bench_opts *o)
             mt_cli_output_is_input(&cli, "--svg", o->svg, "--disk", o->disks[i])) {
             return 2;
         }
+    }
+    /* checked now, not found unwritable after the whole measurement */
+    if ((o->json != NULL && !mt_cli_check_output(&cli, "--json", o->json)) ||
+        (o->svg != NULL && !mt_cli_check_output(&cli, "--svg", o->svg))) {
+        return 1;
     }
     if (o->quick && !size_given) {
         o->disk_size = 64u << 20;

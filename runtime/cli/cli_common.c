@@ -29,6 +29,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -384,6 +385,62 @@ mt_cli_output_is_input(const struct mt_cli *cli, const char *out_flag, const cha
     return true;
 }
 
+/* Whether name is a file that loading a model reads (its config, weights or tokenizer). */
+static bool
+is_model_file_name(const char *name)
+{
+    static const char *const exact[] = {"config.json", "tokenizer.json", "tokenizer_config.json",
+                                        "generation_config.json"};
+    size_t n = strlen(name);
+
+    for (size_t i = 0; i < sizeof(exact) / sizeof(exact[0]); i++) {
+        if (strcmp(name, exact[i]) == 0) {
+            return true;
+        }
+    }
+    return (n > 12 && strcmp(name + n - 12, ".safetensors") == 0) ||
+           (n > 23 && strcmp(name + n - 23, ".safetensors.index.json") == 0);
+}
+
+bool
+mt_cli_output_is_model_file(const struct mt_cli *cli, const char *out_flag, const char *out,
+                            const char *dir)
+{
+    struct stat so;
+    struct stat sd;
+    struct stat sp;
+    char parent[4096];
+    const char *slash;
+    const char *name;
+
+    if (out == NULL || dir == NULL || stat(out, &so) != 0 || !S_ISREG(so.st_mode) ||
+        stat(dir, &sd) != 0) {
+        return false;
+    }
+    slash = strrchr(out, '/');
+    name = slash != NULL ? slash + 1 : out;
+    snprintf(parent, sizeof(parent), "%.*s", slash == NULL ? 1 : (int)(slash - out + 1),
+             slash == NULL ? "." : out);
+    if (stat(parent, &sp) != 0 || sp.st_dev != sd.st_dev || sp.st_ino != sd.st_ino ||
+        !is_model_file_name(name)) {
+        return false;
+    }
+    mt_cli_error(cli, "%s '%s' is a file of the model in '%s'; refusing to overwrite it (write to "
+                 "another file)", out_flag, out, dir);
+    return true;
+}
+
+bool
+mt_cli_outputs_clash(const struct mt_cli *cli, const char *flag_a, const char *a,
+                     const char *flag_b, const char *b)
+{
+    if (a == NULL || b == NULL || (strcmp(a, b) != 0 && !mt_path_is_same_file(a, b))) {
+        return false;
+    }
+    mt_cli_error(cli, "%s and %s name the same file '%s'; give each its own", flag_a, flag_b, a);
+    return true;
+}
+
 double
 mt_cli_tok_per_s(double n, double s)
 {
@@ -482,6 +539,7 @@ mt_cli_engine_flags_parse(const struct mt_cli *cli, int opt, char *const *argv,
         }
         return 0;
     case MT_CLI_OPT_CPU_RESERVE:
+        f->cpu_reserve_set = true;
         return mt_cli_parse_size(cli, "--cpu-reserve", "4G", optarg, &f->cpu_reserve) ? 0 : 2;
     case MT_CLI_OPT_GPU_MEM:
         if (!mt_cli_parse_size(cli, "--gpu-mem", "20G", optarg, &f->engine.gpu_mem)) {
@@ -625,6 +683,17 @@ mt_cli_check_output(const struct mt_cli *cli, const char *what, const char *path
     char dir[4096];
     const char *slash = strrchr(path, '/');
     const char *why = NULL;
+    struct stat sb;
+
+    if (path[0] == '\0') {
+        mt_cli_error(cli, "%s needs a file name (got an empty one)", what);
+        return false;
+    }
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        mt_cli_error(cli, "cannot write %s '%s': it is a directory (name a file in it)", what,
+                     path);
+        return false;
+    }
 
     if (slash == NULL) {
         snprintf(dir, sizeof(dir), ".");

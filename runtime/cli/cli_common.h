@@ -132,6 +132,22 @@ bool mt_cli_flush_stdout(const struct mt_cli *cli);
 bool mt_cli_output_is_input(const struct mt_cli *cli, const char *out_flag, const char *out,
                             const char *in_flag, const char *in);
 
+/*
+ * Whether the output `out` is an existing file of the model directory `dir` that loading the
+ * model reads (config.json, a tokenizer file, *.safetensors or their index): if so, print
+ * "<out_flag> '<out>' is a file of the model in '<dir>'; refusing to overwrite it" and return
+ * true. NULL out or dir: false.
+ */
+bool mt_cli_output_is_model_file(const struct mt_cli *cli, const char *out_flag, const char *out,
+                                 const char *dir);
+
+/*
+ * Whether two outputs name the same file (by name, or as mt_path_is_same_file sees it); if so,
+ * print "<flag_a> and <flag_b> name the same file '<a>'" and return true. NULL: false.
+ */
+bool mt_cli_outputs_clash(const struct mt_cli *cli, const char *flag_a, const char *a,
+                          const char *flag_b, const char *b);
+
 /* n tokens in s seconds as tok/s; 0 when n is 0. */
 double mt_cli_tok_per_s(double n, double s);
 
@@ -202,6 +218,7 @@ struct mt_cli_engine_flags {
     const char *hw_path;            /* --hw: the profile to plan with; NULL: cached or measured */
     uint64_t cpu_mem;               /* --cpu-mem: DRAM budget; 0: MemAvailable */
     uint64_t cpu_reserve;           /* --cpu-reserve: DRAM the plan keeps free (default 4 GiB) */
+    bool cpu_reserve_set;           /* --cpu-reserve given (0 is a value: keep nothing free) */
     bool verbose;                   /* -v: the plan in one screen at start */
     bool ref_experts;               /* --experts ref: the fp32 reference executor */
     bool report;                    /* say on stderr the device, where the experts went and

@@ -391,8 +391,11 @@ mt_cli_inspect(int argc, char **argv)
         case 'C': config_file = optarg; break;
         case 'h': usage(stdout); return 0;
         case 'g':
-            if (!mt_cli_parse_size(&cli, "--gpu-mem", "24G", optarg, &gpu_mem) || gpu_mem == 0) {
-                return gpu_mem == 0 ? mt_cli_usage_error(&cli, "--gpu-mem must be > 0") : 2;
+            if (!mt_cli_parse_size(&cli, "--gpu-mem", "24G", optarg, &gpu_mem)) {
+                return 2; /* the parser said why */
+            }
+            if (gpu_mem == 0) {
+                return mt_cli_usage_error(&cli, "--gpu-mem must be more than 0");
             }
             break;
         default: return mt_cli_bad_option(&cli, opt, argv);

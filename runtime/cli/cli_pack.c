@@ -16,6 +16,7 @@
 #include "io/expert_source.h"
 #include "io/store.h"
 #include "runtime/base/clock.h"
+#include "runtime/base/out_file.h"
 #include "runtime/base/status.h"
 #include "runtime/engine/provider_stream.h"
 #include "runtime/model/model.h"
@@ -160,9 +161,14 @@ mt_cli_pack(int argc, char **argv)
     }
     for (int i = 0; i < n_out; i++) {
         for (int j = 0; j < i; j++) {
-            if (strcmp(out[i], out[j]) == 0) {
-                return mt_cli_usage_error(&cli, "output '%s' given twice", out[i]);
+            if (strcmp(out[i], out[j]) == 0 || mt_path_is_same_file(out[i], out[j])) {
+                return mt_cli_usage_error(&cli, "output '%s' given twice ('%s')", out[i],
+                                          out[j]);
             }
+        }
+        /* the store is written beside the checkpoint, never over it */
+        if (mt_cli_output_is_model_file(&cli, "-o", out[i], dir)) {
+            return 2;
         }
     }
     st = mt_model_open(dir, &model);

@@ -453,6 +453,7 @@ mt_cli_plan(int argc, char **argv)
     bool have_gpu = false;
     bool have_cpu = false;
     struct mt_plan_budget budget;
+    bool ctx_given = false;
     struct mt_model_config cfg;
     struct mt_model_sizes sizes;
     struct mt_hwprofile *hw = NULL;
@@ -530,9 +531,10 @@ mt_cli_plan(int argc, char **argv)
             }
             break;
         case OPT_CTX:
-            if (!mt_cli_parse_int(&cli, "--ctx", optarg, 0, 1 << 24, &budget.ctx)) {
+            if (!mt_cli_parse_int(&cli, "--ctx", optarg, 1, 1 << 24, &budget.ctx)) {
                 return 2;
             }
+            ctx_given = true;
             break;
         case OPT_PREFILL:
             if (!mt_cli_parse_int(&cli, "--prefill-batch", optarg, 1, 1 << 20,
@@ -613,6 +615,13 @@ mt_cli_plan(int argc, char **argv)
         }
         cfg = model->cfg;
         cfg.fp8 = model->fp8;
+    }
+    if (budget.ctx > cfg.max_position_embeddings) { /* no KV for positions it cannot have */
+        if (ctx_given) {
+            mt_log_warn("--ctx %d is more than the model's %d positions: planning for %d",
+                        budget.ctx, cfg.max_position_embeddings, cfg.max_position_embeddings);
+        }
+        budget.ctx = cfg.max_position_embeddings;
     }
     if (mt_model_sizes_compute(&cfg, cfg.fp8, &sizes) != MT_OK) {
         goto out;

@@ -289,11 +289,30 @@ mt_cli_run(int argc, char **argv)
     }
     rc = 1;
     /* outputs are checked before the generation, not found unwritable after it */
+    const char *json_file = json_path != NULL && strcmp(json_path, "-") != 0 ? json_path : NULL;
     if ((dump_path != NULL && !mt_cli_check_output(&cli, "--dump-logits", dump_path)) ||
         (trace_path != NULL && !mt_cli_check_output(&cli, "--trace", trace_path)) ||
-        (json_path != NULL && strcmp(json_path, "-") != 0 &&
-         !mt_cli_check_output(&cli, "--json", json_path))) {
+        (json_file != NULL && !mt_cli_check_output(&cli, "--json", json_file))) {
         goto out;
+    }
+    /* no output may be a file of the model or an input, nor two of them the same file */
+    if (mt_cli_output_is_model_file(&cli, "--dump-logits", dump_path, dir) ||
+        mt_cli_output_is_model_file(&cli, "--trace", trace_path, dir) ||
+        mt_cli_output_is_model_file(&cli, "--json", json_file, dir) ||
+        mt_cli_outputs_clash(&cli, "--dump-logits", dump_path, "--trace", trace_path) ||
+        mt_cli_outputs_clash(&cli, "--dump-logits", dump_path, "--json", json_file) ||
+        mt_cli_outputs_clash(&cli, "--trace", trace_path, "--json", json_file)) {
+        rc = 2;
+        goto out;
+    }
+    for (int i = 0; i < 3; i++) {
+        static const char *const flag[] = {"--dump-logits", "--trace", "--json"};
+        const char *o = i == 0 ? dump_path : i == 1 ? trace_path : json_file;
+        if (mt_cli_output_is_input(&cli, flag[i], o, "--plan", ef.plan_path) ||
+            mt_cli_output_is_input(&cli, flag[i], o, "--hw", ef.hw_path)) {
+            rc = 2;
+            goto out;
+        }
     }
     if (mt_cli_engine_init(&e, dir, &ef, trace_path != NULL) != MT_OK) {
         goto out;

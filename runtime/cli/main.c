@@ -13,6 +13,7 @@
 #include "runtime/cli/cli.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -112,6 +113,15 @@ int
 main(int argc, char **argv)
 {
     const char *cmd = NULL;
+
+    /* A standard stream started closed (`<&-`) would be the next file opened: chat would read
+     * a weight file as its input, a message could land in an output. /dev/null holds its place. */
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF &&
+            open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY) != fd) {
+            return 1;
+        }
+    }
 
     for (size_t i = 0; argc >= 2 && subcommands[i].name != NULL; i++) {
         if (strcmp(argv[1], subcommands[i].name) == 0) {

@@ -1,0 +1,65 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# test_outputs.sh - what moetier writes is checked before any work, on a tiny synth model: no
+# output over a file of the model (run --dump-logits/--trace/--json, pack -o), two outputs never
+# on one file however spelled, a directory or an empty name refused, bench's --json checked
+# before it measures; a standard stream started closed is /dev/null (chat must not read a weight
+# file as its input); and a few values once taken silently (a long bench --only list, --ctx past
+# the model's positions, --cpu-reserve 0, plan --ctx 0). Every command runs under `timeout`.
+. "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
+command -v timeout >/dev/null 2>&1 || bail_out "timeout(1) not found (coreutils)"
+make_tmp outputs
+m="$tmp/m"
+"$bin" synth --preset tiny -q -o "$m" >/dev/null 2>"$tmp/err" ||
+    bail_out "moetier synth failed: $(cat "$tmp/err")"
+cp -r "$m" "$tmp/orig"
+shard=$(cd "$m" && ls | grep 'safetensors$' | head -n 1)
+
+# expect RC DESCRIPTION PATTERN COMMAND...: that exit code and a message matching PATTERN
+expect() {
+    want=$1
+    desc=$2
+    pat=$3
+    shift 3
+    timeout 30 "$@" </dev/null >/dev/null 2>"$tmp/err"
+    rc=$?
+    [ "$rc" -eq "$want" ] && grep -q -- "$pat" "$tmp/err"
+    ok $? "$desc: exit $rc: $(head -n 1 "$tmp/err" | head -c 300)"
+}
+
+echo "1..15"
+expect 2 "run --dump-logits over the model's config.json" "is a file of the model" \
+    "$bin" run -m "$m" --device cpu --prompt-ids 1,2 -n 1 --dump-logits "$m/config.json"
+expect 2 "run --json over a weight shard" "is a file of the model" \
+    "$bin" run -m "$m" --device cpu --prompt-ids 1,2 -n 1 --json "$m/$shard"
+expect 2 "run --json and --trace on one file, spelled two ways" "name the same file" \
+    "$bin" run -m "$m" --device cpu --prompt-ids 1,2 -n 1 --json "$tmp/x.json" \
+    --trace "$tmp/./x.json"
+expect 1 "run --json a directory, before generating" "is a directory" \
+    "$bin" run -m "$m" --device cpu --prompt-ids 1,2 -n 1 --json "$tmp"
+expect 1 "run --json ''" "needs a file name" \
+    "$bin" run -m "$m" --device cpu --prompt-ids 1,2 -n 1 --json ""
+expect 2 "pack -o over a shard of its own checkpoint" "is a file of the model" \
+    "$bin" pack -q -m "$m" -o "$m/$shard"
+expect 2 "pack -o twice, spelled two ways" "given twice" \
+    "$bin" pack -q -m "$m" -o "$tmp/s0" -o "$tmp/./s0"
+diff -r "$m" "$tmp/orig" >/dev/null
+ok $? "the model's files are unchanged"
+timeout 20 "$bin" chat -m "$m" --device cpu <&- >"$tmp/chat" 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 0 ] && ! grep -q 'assistant\|>' "$tmp/chat"
+ok $? "chat with stdin closed: no input, exit 0 (rc $rc)"
+long=$(printf 'dram,%.0s' $(seq 1 24))cpu,cpu,zzz
+expect 2 "bench --only longer than any list of its parts" "too long" "$bin" bench --only "$long"
+expect 1 "bench --json into a missing directory, before measuring" "No such file" \
+    "$bin" bench --only dram --quick --dram-size 8M --json "$tmp/nodir/p.json"
+expect 0 "run --ctx past the model's positions: held at them, with a warning" "positions" \
+    "$bin" run -m "$m" --device cpu --prompt-ids 1,2 -n 1 --ctx 99999999
+timeout 30 "$bin" run -m "$m" --device cpu --prompt-ids 1,2 -n 1 --cpu-mem 100M --cpu-reserve 0 \
+    </dev/null >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 0 ] && ! grep -q 'cpu-reserve' "$tmp/err"
+ok $? "--cpu-reserve 0 is 0 (it was 4 GiB): runs within --cpu-mem 100M (rc $rc)"
+expect 2 "plan --ctx 0" "bad --ctx" "$bin" plan -m "$m" --ctx 0
+expect 2 "inspect --gpu-mem x: one message" "bad --gpu-mem 'x'" "$bin" inspect -m "$m" --gpu-mem x
+tap_exit
