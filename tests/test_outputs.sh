@@ -5,7 +5,8 @@
 # on one file however spelled, a directory or an empty name refused, bench's --json checked
 # before it measures; a standard stream started closed is /dev/null (chat must not read a weight
 # file as its input); and a few values once taken silently (a long bench --only list, --ctx past
-# the model's positions, --cpu-reserve 0, plan --ctx 0). Every command runs under `timeout`.
+# the model's positions, --cpu-reserve 0, plan --ctx 0; synth's usage errors exit 2). Every
+# command runs under `timeout`.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 command -v timeout >/dev/null 2>&1 || bail_out "timeout(1) not found (coreutils)"
 make_tmp outputs
@@ -27,7 +28,7 @@ expect() {
     ok $? "$desc: exit $rc: $(head -n 1 "$tmp/err" | head -c 300)"
 }
 
-echo "1..15"
+echo "1..17"
 expect 2 "run --dump-logits over the model's config.json" "is a file of the model" \
     "$bin" run -m "$m" --device cpu --prompt-ids 1,2 -n 1 --dump-logits "$m/config.json"
 expect 2 "run --json over a weight shard" "is a file of the model" \
@@ -62,4 +63,8 @@ rc=$?
 ok $? "--cpu-reserve 0 is 0 (it was 4 GiB): runs within --cpu-mem 100M (rc $rc)"
 expect 2 "plan --ctx 0" "bad --ctx" "$bin" plan -m "$m" --ctx 0
 expect 2 "inspect --gpu-mem x: one message" "bad --gpu-mem 'x'" "$bin" inspect -m "$m" --gpu-mem x
+expect 2 "synth --preset huge is a usage error" "unknown synth preset" \
+    "$bin" synth -n --preset huge -o "$tmp/s"
+expect 2 "synth --layers past the format's 255 is a usage error" "out of range" \
+    "$bin" synth -n --preset tiny --layers 1000 -o "$tmp/s"
 tap_exit

@@ -142,6 +142,14 @@ mt_cli_synth(int argc, char **argv)
     if (opt.out_dir == NULL || opt.preset == NULL) {
         return mt_cli_usage_error(&cli, "-o DIR and --preset are required");
     }
+    if (opt.out_dir[0] == '\0') {
+        return mt_cli_usage_error(&cli, "-o needs a directory name (got an empty one)");
+    }
+    /* the preset and its overrides are the command line's to get right: exit 2, as for a flag */
+    struct mt_model_config cfg;
+    if (mt_synth_config(&opt, &cfg) != MT_OK) {
+        return 2; /* mt_fail has printed the reason */
+    }
     opt.progress = !quiet;
     if (mt_synth_write(&opt, &res) != MT_OK) {
         /* mt_fail has printed the reason. */
