@@ -394,9 +394,9 @@ mt_cli_run(int argc, char **argv)
         goto out;
     }
     if (res.stop == MT_STOP_CONTEXT) {
-        mt_log_warn("generation stopped after %ld of %ld tokens: the sequence reached the "
-                    "model's %lld positions (max_position_embeddings)", res.n_generated, n_gen,
-                    (long long)mt_engine_max_pos(e.engine));
+        mt_log_warn("generation stopped after %ld of %ld tokens: the sequence reached the %lld "
+                    "positions the engine holds (the model's max_position_embeddings, or --ctx "
+                    "on the GPU)", res.n_generated, n_gen, (long long)mt_engine_max_pos(e.engine));
     }
     fprintf(stderr, "mt: prefill %d tokens in %.3f s (%.2f tok/s); decode %ld tokens in %.3f s "
             "(%.2f tok/s)\n", n_prompt, res.prefill_s, mt_cli_tok_per_s(n_prompt, res.prefill_s),

@@ -231,14 +231,20 @@ mt_engine_destroy(struct mt_engine *e)
 void
 mt_engine_reset(struct mt_engine *e)
 {
-    (void)eng_gpu_settle(e->gpu); /* a step run ahead (greedy decoding) is dropped */
+    /* a step run ahead (greedy decoding) is dropped; quiet: a reset follows a failure too, which
+     * was named when it happened, and a device fault found here fails the next forward */
+    mt_log_set_quiet(true);
+    (void)eng_gpu_settle(e->gpu);
+    mt_log_set_quiet(false);
     e->pos = 0;
 }
 
 void
 mt_engine_truncate(struct mt_engine *e, int64_t pos)
 {
+    mt_log_set_quiet(true); /* as in mt_engine_reset */
     (void)eng_gpu_settle(e->gpu);
+    mt_log_set_quiet(false);
     if (pos >= 0 && pos < e->pos) {
         e->pos = pos;
     }
@@ -259,7 +265,11 @@ mt_engine_vocab(const struct mt_engine *e)
 int64_t
 mt_engine_max_pos(const struct mt_engine *e)
 {
-    return e->cfg.max_position_embeddings;
+    int64_t max = e->cfg.max_position_embeddings;
+
+    /* on the GPU the caches hold --ctx positions: sessions stop there ("length") and serve
+     * refuses longer prompts up front, instead of a forward failing at that position */
+    return e->gpu != NULL ? MT_MIN(max, eng_gpu_ctx(e->gpu)) : max;
 }
 
 int32_t
@@ -369,6 +379,12 @@ check_tokens(const struct mt_engine *e, int64_t start, const int32_t *tokens, in
         return mt_fail(MT_ERR_INVAL, 0, "sequence of %lld tokens is longer than the model's "
                        "maximum of %d positions (max_position_embeddings)",
                        (long long)(start + n), e->cfg.max_position_embeddings);
+    }
+    if (start + n > mt_engine_max_pos(e)) {
+        return mt_fail(MT_ERR_INVAL, 0, "sequence of %lld tokens is longer than the %lld positions "
+                       "the GPU's caches hold (raise --ctx, up to the model's %d)",
+                       (long long)(start + n), (long long)mt_engine_max_pos(e),
+                       e->cfg.max_position_embeddings);
     }
     for (int i = 0; i < n; i++) {
         if (tokens[i] < 0 || tokens[i] >= e->cfg.vocab_size) {

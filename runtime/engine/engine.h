@@ -146,6 +146,8 @@ mt_status_t mt_engine_check_prompt(const struct mt_engine *engine, const int32_t
 
 int64_t mt_engine_pos(const struct mt_engine *engine);
 int mt_engine_vocab(const struct mt_engine *engine);
+/* Positions a session can hold: the model's limit, or fewer where the GPU's caches hold fewer
+ * (--ctx). */
 int64_t mt_engine_max_pos(const struct mt_engine *engine);
 /* The model's EOS id (config eos_token_id). */
 int32_t mt_engine_eos(const struct mt_engine *engine);

@@ -104,6 +104,13 @@ eng_gpu_device_bytes(const struct eng_gpu *g)
     return 0;
 }
 
+int64_t
+eng_gpu_ctx(const struct eng_gpu *g)
+{
+    (void)g;
+    return INT64_MAX;
+}
+
 bool
 eng_gpu_device_argmax(const struct eng_gpu *g)
 {
@@ -1000,6 +1007,12 @@ eng_gpu_device_bytes(const struct eng_gpu *g)
     return g->need[0] + g->need[1] + g->need[2];
 }
 
+int64_t
+eng_gpu_ctx(const struct eng_gpu *g)
+{
+    return g->ctx;
+}
+
 void
 eng_gpu_destroy(struct eng_gpu *g, int n_layers)
 {
@@ -1027,7 +1040,9 @@ eng_gpu_destroy(struct eng_gpu *g, int n_layers)
         mt_gpu_event_destroy(g->ev_g1[k]);
     }
     if (g->embed_dev != NULL) {
+        mt_log_set_quiet(true); /* fails after a device fault, which was named already */
         mt_gpu_host_unregister(g->embed_raw);
+        mt_log_set_quiet(false);
     }
     free(g->layers);
     mt_gpu_gemm_destroy(g->gemm);
@@ -1283,7 +1298,9 @@ eng_gpu_settle(struct eng_gpu *g)
     g->ahead = false; /* its cache entries lie past the position: the next step there rewrites */
     memset(g->ids_m + (size_t)g->ahead_slot * (size_t)g->n_ev_layers, 0,
            (size_t)g->n_ev_layers * sizeof(int));
+    mt_log_set_quiet(true); /* one message for a failure: eng_gpu_fail's */
     mt_status_t st = mt_gpu_stream_sync(g->stream);
+    mt_log_set_quiet(false);
     return st == MT_OK ? MT_OK : eng_gpu_fail(st, -1, "decode step ahead (CUDA graph)");
 }
 

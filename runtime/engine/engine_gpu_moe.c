@@ -335,7 +335,9 @@ eng_gpu_moe_fini(struct eng_gpu *g)
     free(g->n_rows);
     free(g->slot_x);
     for (int i = 0; i < g->n_pinned; i++) {
+        mt_log_set_quiet(true); /* after a device fault every one fails: the fault was named */
         mt_gpu_host_unregister(g->pinned[i]);
+        mt_log_set_quiet(false);
     }
     free(g->pinned);
     mt_gpu_pinned_free(g->h_x);
@@ -362,7 +364,9 @@ eng_gpu_mlp(struct eng_gpu *g, int l, const struct g_mlp *M, const float *x, int
     if (g->fuse && m == 1 && M->gate_up.w.data != NULL) {
         /* one token: gate and up in one GEMV of their stacked weight, SwiGLU inside down's */
         GPU_DO(l, "MLP gate and up", eng_gpu_lin(&M->gate_up, x, 1, g->stk, s));
+        mt_log_set_quiet(true); /* one message for a failure: GPU_DO's, naming the layer */
         mt_status_t st = mt_gpu_linear_swiglu(&M->down.w, g->stk, g->stk + M->up_off, out, s);
+        mt_log_set_quiet(false);
         if (st != MT_ERR_UNSUPPORTED) {
             GPU_DO(l, "MLP down (SwiGLU fused)", st);
             return MT_OK;
@@ -912,7 +916,9 @@ eng_gpu_moe(struct mt_engine *e, struct eng_gpu *g, int l, int m)
     st = st != MT_OK ? st : st_wait;
     if (held > 0 || st != MT_OK) {
         /* the slot copies read the experts' host memory: done before they are released */
+        mt_log_set_quiet(true); /* eng_gpu_fail names it below */
         mt_status_t ss = mt_gpu_stream_sync(s);
+        mt_log_set_quiet(false);
         for (int i = 0; i < held; i++) {
             e->provider->ops->release(e->provider->self, l, g->slot_x[i]);
         }

@@ -156,6 +156,8 @@ struct eng_gpu;
 mt_status_t eng_gpu_create(struct mt_engine *e);
 void eng_gpu_destroy(struct eng_gpu *g, int n_layers);
 uint64_t eng_gpu_device_bytes(const struct eng_gpu *g);
+/* Positions the device caches hold (--ctx; the model's own limit may be higher). */
+int64_t eng_gpu_ctx(const struct eng_gpu *g);
 /*
  * engine_gpu_moe.c: register the host memory of the (preloaded) DRAM_PCIE experts for DMA, so
  * their copies to GPU slots run at PCIe speed beside the CPU's work. Best effort (what cannot be
