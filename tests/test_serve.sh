@@ -257,16 +257,21 @@ rc=$?
 ok $? "no -m: exit 2 (rc $rc)"
 stop_server
 
+# start_long: a 2000-token stream in the background ($long_pid), once its first bytes are out
+start_long() {
+    curl -sN --max-time 20 "$url/v1/completions" -H "$json" -d '{"prompt": "a",
+        "max_tokens": 2000, "ignore_eos": true, "stream": true}' >"$tmp/long" 2>/dev/null &
+    long_pid=$!
+    i=0
+    while [ $i -lt 50 ] && ! [ -s "$tmp/long" ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+}
+
 # the queue's limit: with --queue 0 nothing may wait behind the running request
 start_server "$tmp/b.log" --queue 0
-curl -sN --max-time 20 "$url/v1/completions" -H "$json" -d '{"prompt": "a", "max_tokens": 2000,
-    "ignore_eos": true, "stream": true}' >"$tmp/long" 2>/dev/null &
-long_pid=$!
-i=0
-while [ $i -lt 50 ] && ! [ -s "$tmp/long" ]; do
-    sleep 0.1
-    i=$((i + 1))
-done
+start_long
 req POST /v1/completions -H "$json" -d '{"prompt": "b", "max_tokens": 2}'
 err_is 429 queue_full
 ok $? "a request while one runs and --queue 0: 429 queue_full"
@@ -303,14 +308,7 @@ ok $? "... and it generated all its 200 tokens"
 
 # a client that gives up while queued frees its place at once (--queue 1)
 start_server "$tmp/c.log" --queue 1
-curl -sN --max-time 20 "$url/v1/completions" -H "$json" -d '{"prompt": "a", "max_tokens": 2000,
-    "ignore_eos": true, "stream": true}' >"$tmp/long" 2>/dev/null &
-long_pid=$!
-i=0
-while [ $i -lt 50 ] && ! [ -s "$tmp/long" ]; do
-    sleep 0.1
-    i=$((i + 1))
-done
+start_long
 curl -s --max-time 0.5 "$url/v1/completions" -H "$json" -d '{"prompt": "b", "max_tokens": 2}' \
     >/dev/null 2>&1
 i=0
