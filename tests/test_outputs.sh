@@ -28,7 +28,7 @@ expect() {
     ok $? "$desc: exit $rc: $(head -n 1 "$tmp/err" | head -c 300)"
 }
 
-echo "1..17"
+echo "1..18"
 expect 2 "run --dump-logits over the model's config.json" "is a file of the model" \
     "$bin" run -m "$m" --device cpu --prompt-ids 1,2 -n 1 --dump-logits "$m/config.json"
 expect 2 "run --json over a weight shard" "is a file of the model" \
@@ -63,6 +63,8 @@ rc=$?
 ok $? "--cpu-reserve 0 is 0 (it was 4 GiB): runs within --cpu-mem 100M (rc $rc)"
 expect 2 "plan --ctx 0" "bad --ctx" "$bin" plan -m "$m" --ctx 0
 expect 2 "inspect --gpu-mem x: one message" "bad --gpu-mem 'x'" "$bin" inspect -m "$m" --gpu-mem x
+expect 2 "--plan with --no-plan" "contradict" \
+    "$bin" run -m "$m" --device cpu --prompt-ids 1,2 -n 1 --plan "$tmp/p.json" --no-plan
 expect 2 "synth --preset huge is a usage error" "unknown synth preset" \
     "$bin" synth -n --preset huge -o "$tmp/s"
 expect 2 "synth --layers past the format's 255 is a usage error" "out of range" \

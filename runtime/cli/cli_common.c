@@ -527,6 +527,11 @@ mt_cli_engine_flags_parse(const struct mt_cli *cli, int opt, char *const *argv,
         f->hw_path = optarg;
         return 0;
     case MT_CLI_OPT_NO_PLAN:
+        if (f->plan_path != NULL) {
+            mt_cli_error(cli, "--no-plan and --plan '%s' contradict each other: give one",
+                         f->plan_path);
+            return 2;
+        }
         f->no_plan = true;
         return 0;
     case MT_CLI_OPT_CPU_MEM:
@@ -597,6 +602,10 @@ mt_cli_engine_flags_parse(const struct mt_cli *cli, int opt, char *const *argv,
     case MT_CLI_OPT_THREADS:
         return mt_cli_parse_int(cli, "thread count", optarg, 1, 4096, &f->threads) ? 0 : 2;
     case MT_CLI_OPT_PLAN:
+        if (f->no_plan) {
+            mt_cli_error(cli, "--plan '%s' and --no-plan contradict each other: give one", optarg);
+            return 2;
+        }
         f->plan_path = optarg;
         return 0;
     case MT_CLI_OPT_STORE:
