@@ -89,7 +89,7 @@ rc=$?
 [ $rc -eq 1 ] && grep -q "cannot write to stdout" "$tmp/err"
 ok $? "bench >/dev/full exits 1 (got $rc): $(cat "$tmp/err")"
 "$bin" bench --only dram --quick --json "$tmp/same" --svg "$tmp/./same" >/dev/null 2>"$tmp/err"
-[ $? -eq 2 ] && grep -q "both name" "$tmp/err"
+[ $? -eq 2 ] && grep -q "name the same file" "$tmp/err"
 ok $? "--json and --svg naming one file is refused: $(cat "$tmp/err")"
 echo keep >"$tmp/one"
 "$bin" bench --only disk --disk "$tmp/one" --json "$tmp/one" >/dev/null 2>"$tmp/err"

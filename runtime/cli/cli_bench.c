@@ -26,7 +26,6 @@
 #include "runtime/plan/hwprofile.h"
 #include "runtime/base/status.h"
 #include "runtime/plan/svg.h"
-#include "runtime/base/out_file.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -925,10 +924,7 @@ parse_opts(int argc, char **argv, struct bench_opts *o)
         return mt_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
     }
     /* An output over an input (a disk test file) or over the other output would destroy it. */
-    if (o->svg != NULL && o->json != NULL &&
-        (strcmp(o->svg, o->json) == 0 || mt_path_is_same_file(o->svg, o->json))) {
-        mt_cli_error(&cli, "--json and --svg both name '%s'; one would overwrite the other",
-                     o->svg);
+    if (mt_cli_outputs_clash(&cli, "--json", o->json, "--svg", o->svg)) {
         return 2;
     }
     for (int i = 0; i < o->n_disks; i++) {
