@@ -322,25 +322,33 @@ jq -e '.queued == 0 and .busy == true' "$tmp/body" >/dev/null
 ok $? "a queued client that hangs up leaves the queue while the running request goes on"
 kill "$long_pid" 2>/dev/null
 wait "$long_pid" 2>/dev/null
+i=0 # (--queue 1: the two clients below need the engine free again, else one gets 429)
+while [ $i -lt 100 ]; do
+    req GET /health
+    jq -e '.busy == false and .queued == 0' "$tmp/body" >/dev/null && break
+    sleep 0.1
+    i=$((i + 1))
+done
 
 # short streams, two clients at a time: each reply whole, also where the worker finishes a
 # stream before its connection's thread has woken up (it used to answer nothing)
 short_streams() {
     k=0
     while [ $k -lt 100 ]; do
-        curl -sN --max-time 10 "$url/v1/completions" -H "$json" -d '{"prompt": "a",
-            "max_tokens": 1, "stream": true}' 2>/dev/null | tail -n 2 | head -n 1 |
-            grep -q '^data: \[DONE\]$' || echo x >>"$tmp/short_bad"
+        curl -sN --max-time 30 "$url/v1/completions" -H "$json" -d '{"prompt": "a",
+            "max_tokens": 1, "stream": true}' >"$tmp/short_$1" 2>/dev/null
+        tail -n 2 "$tmp/short_$1" | head -n 1 | grep -q '^data: \[DONE\]$' ||
+            { printf 'reply: '; head -c 200 "$tmp/short_$1"; echo; } >>"$tmp/short_bad"
         k=$((k + 1))
     done
 }
 : >"$tmp/short_bad"
-short_streams &
+short_streams a &
 short_pid=$!
-short_streams
+short_streams b
 wait "$short_pid"
-bad=$(wc -l <"$tmp/short_bad")
-[ "$bad" -eq 0 ]
-ok $? "200 one-token streams from two clients at once: each ends with [DONE] ($bad did not)"
+[ ! -s "$tmp/short_bad" ]
+ok $? "200 one-token streams from two clients at once: each ends with [DONE] (not: $(head -c 300 \
+    "$tmp/short_bad" | tr '\n' ' '))"
 stop_server
 tap_exit
