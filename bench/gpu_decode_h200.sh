@@ -22,6 +22,9 @@
 #             core (gemv_core.cuh) instead of the one-wave kernel (gemv_wave.cuh)
 #   gemv16    MT_GEMV_TWO_BLOCKS=0: the defaults with every FP8 GEMV of 1-4 tokens in one 16-warp
 #             block an SM instead of two 8-warp blocks where they fit (kernels/gemv.cu)
+#   tma0      MT_GEMV_TMA=0: the defaults with every FP8 GEMV's weights copied by cp.async
+#             instead of the TMA ring that matrices of 64 MiB and more take on sm_90+
+#             (kernels/gemv.cu); long-tma0: the same on the 2,100-token prompt
 #   long-mlasmall  MT_MLA_TC_SMALL=1 on the 2,100-token prompt: sparse MLA on the small
 #             tensor-core kernel of sm_80/86/89/120 (kernels/mla.cu) instead of the large one
 #   mlalarge  MT_MLA_TC_SMALL=0: the defaults with the short rows' MLA on the large tensor-core
@@ -182,6 +185,8 @@ for c in $RUNS; do
         onechunk0 | onechunk02) run $c MT_MLA_TS_ONE_CHUNK=0 -- --prompt-ids "$P64" -n 64 ;;
         gemv16 | gemv16b | gemv16c) run $c MT_GEMV_TWO_BLOCKS=0 -- --prompt-ids "$P64" -n 64 ;;
         long-gemv16) run $c MT_GEMV_TWO_BLOCKS=0 -- --prompt-ids "$P2K" -n 64 ;;
+        tma0 | tma0b) run $c MT_GEMV_TMA=0 -- --prompt-ids "$P64" -n 64 ;;
+        long-tma0) run $c MT_GEMV_TMA=0 -- --prompt-ids "$P2K" -n 64 ;;
         long-mlasmall | long-mlasmall2) run $c MT_MLA_TC_SMALL=1 -- --prompt-ids "$P2K" -n 64 ;;
         mlalarge | mlalarge2 | mlalarge3 | mlalarge4) run $c MT_MLA_TC_SMALL=0 -- --prompt-ids "$P64" -n 64 ;;
         kernels-mlalarge) run $c MT_MLA_TC_SMALL=0 MT_GPU_GRAPH=0 MT_GPU_PDL=0 MT_GPU_KERNEL_TIMES=1 -- --prompt-ids "$P64" -n 64 ;;
@@ -202,7 +207,7 @@ for c in $RUNS; do
 done
 for c in $RUNS; do # greedy tokens against the run before the changes
     case $c in
-        long-nograph | long-graph2 | long-base | long-base2 | long-gemv16 | long-mlasmall*) same $c long-graph ;;
+        long-nograph | long-graph2 | long-base | long-base2 | long-gemv16 | long-mlasmall* | long-tma0) same $c long-graph ;;
         long-fp8b | long-fp8nograph) same $c long-fp8 ;;
         long-noahead | long-stackq0* | long-kernels* | long-fp32keys) same $c long-graph ;;
         long-graph | long-fp8 | before) ;;

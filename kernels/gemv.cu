@@ -8,7 +8,8 @@
  * wave of warps with equal shares (below); measured on the H200 it reaches 56-75% of the 4 GiB
  * HBM read on the >= 16 MB matrices, 0.84-0.99 of what a pure read of the same size gets in the
  * same harness (bench/results/kernels-h200.md, session 8: such a read itself reaches only 55% at
- * 16.8 MB and 85% from ~117 MB). BF16 (the lm_head), and one FP8 token of a matrix below 14
+ * 16.8 MB and 85% from ~117 MB). On sm_90+ the weights of matrices of 64 MiB and more are
+ * copied by the tensor memory accelerator instead of cp.async: 76-81% there (session 20). BF16 (the lm_head), and one FP8 token of a matrix below 14
  * MiB, use a CUDA-core loop: a block of 256 threads is split into groups of T threads, each
  * group owns 2 adjacent rows (x is reused from registers), T chosen per shape so that every SM
  * has work; BF16 streams at 93-94% of HBM read that way. The tensor-core kernel lives in
@@ -24,6 +25,7 @@
 #include "kernels/pdl.cuh"
 
 #include <algorithm>
+#include <cudaTypedefs.h> /* PFN_cuTensorMapEncodeTiled */
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,7 +59,8 @@ gemv_fp8_kernel(const struct mv_dense m, int l2ahead)
 #define GEMV_FP8_SMALL_MB 14
 
 /* Knobs for measurements, read once: MT_GEMV_XS=0 (x split in registers by every warp instead of
- * staged), MT_GEMV_ASYNC=0 (register stages instead of the cp.async ring), MT_GEMV_L2AHEAD=n
+ * staged), MT_GEMV_ASYNC=0 (register stages instead of the cp.async ring), MT_GEMV_TMA=0 or 2
+ * (the TMA ring never, or at every size; mt_gpu_gemv_tma_set), MT_GEMV_L2AHEAD=n
  * (steps a warp asks L2 for before its wait, beyond those it loads; 0 none), MT_GEMV_SMALL_MB=n
  * (one token of an FP8 matrix below n MiB takes the CUDA-core loop). */
 static int
@@ -75,6 +78,7 @@ struct mv_knobs {
     int async;
     int l2ahead;
     int small_mb;
+    int tma;
 };
 
 static struct mv_knobs
@@ -86,7 +90,8 @@ gemv_knobs(void)
         struct mv_knobs v = {1, gemv_env("MT_GEMV_XS", 0, 1, 1),
                              gemv_env("MT_GEMV_ASYNC", 0, 1, MV_ASYNC),
                              gemv_env("MT_GEMV_L2AHEAD", 0, 64, MV_L2AHEAD),
-                             gemv_env("MT_GEMV_SMALL_MB", 0, 1024, GEMV_FP8_SMALL_MB)};
+                             gemv_env("MT_GEMV_SMALL_MB", 0, 1024, GEMV_FP8_SMALL_MB),
+                             gemv_env("MT_GEMV_TMA", 0, 2, 1)};
         k = v;
     }
     return k;
@@ -209,6 +214,151 @@ gemv_fp8_launch(const struct mt_gpu_weight *w, const float *x, int n_tok, float 
     mt_pdl_launch(gemv_fp8_kernel<NB, P, XS, SW, A, W>, dim3((unsigned)blocks), dim3(W * 32), smem,
                   s, m, gemv_knobs().l2ahead);
     return mt_cuda_launched("gemv_fp8", s);
+}
+
+/* ---- Hopper and later: the ring filled by the tensor memory accelerator ---------------------- */
+
+/*
+ * The same wave, but each warp's ring stages are filled by one TMA box copy a step
+ * (tensor_copy.cuh) instead of four cp.async a thread, and a step is 256 columns (two scale
+ * blocks: half the copies again). sm_90+ only: below, the kernel body is empty and the host
+ * never launches it. Measured on the H200 (2026-12-01 session 20, graph + PDL, us a launch;
+ * bench/results/kernels-h200.md) against the cp.async ring: 7168x16384 32.7 / 34.6, 18432x7168
+ * 36.0 / 39.8, 7168x18432 38.2 / 41.1, but 24576x1536 12.3 / 11.9 and 2240x7168 9.5 / 8.8
+ * (32768x512 and 7168x2048 equal to 0.1 us): it pays from GEMV_TMA_MIN_MB. Three stages of 256
+ * columns, three to six of 128, and blocks of 8 or 12 warps were slower at every size but one.
+ */
+#define GEMV_TMA_SW 2     /* 128-column blocks a step: boxes of 16 rows x 256 bytes */
+#define GEMV_TMA_STAGES 2 /* ring stages a warp */
+#define GEMV_TMA_MIN_MB 64
+
+static __global__ void __launch_bounds__(MV_WARPS * 32, 1)
+gemv_fp8_tma_kernel(const struct mv_dense m, const __grid_constant__ struct mv_boxes bx,
+                    int l2ahead)
+{
+    extern __shared__ uint4 xs[];
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    mv_wave<1, MV_P, true, GEMV_TMA_SW, GEMV_TMA_STAGES, mv_dense, MV_WARPS, true>(m, xs, l2ahead,
+                                                                                 &bx);
+#endif
+}
+
+/* cuTensorMapEncodeTiled from the driver, found once at run time (no link against libcuda);
+ * NULL where the driver does not have it. */
+static PFN_cuTensorMapEncodeTiled_v12000
+tma_encoder(void)
+{
+    static int state; /* 0 not yet, 1 found, -1 absent (a race only repeats the lookup) */
+    static PFN_cuTensorMapEncodeTiled_v12000 fn;
+
+    if (state == 0) {
+        cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+        void *p = NULL;
+        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000,
+                                             cudaEnableDefault, &q) != cudaSuccess ||
+            q != cudaDriverEntryPointSuccess || p == NULL) {
+            (void)cudaGetLastError();
+            state = -1;
+            return NULL;
+        }
+        fn = (PFN_cuTensorMapEncodeTiled_v12000)p;
+        state = 1;
+    }
+    return state == 1 ? fn : NULL;
+}
+
+/* The five boxes of w (mv_boxes); false if the driver refuses one. Encoding is host arithmetic
+ * (no device call), so it is done at every launch rather than kept per weight. */
+static bool
+tma_boxes(const struct mt_gpu_weight *w, struct mv_boxes *bx)
+{
+    PFN_cuTensorMapEncodeTiled_v12000 encode = tma_encoder();
+    static const int heights[5] = {16, 8, 4, 2, 1};
+
+    if (encode == NULL) {
+        return false;
+    }
+    for (int k = 0; k < 5; k++) {
+        cuuint64_t dim[2] = {(cuuint64_t)w->cols, (cuuint64_t)w->rows};
+        cuuint64_t stride[1] = {(cuuint64_t)w->cols}; /* bytes between rows */
+        cuuint32_t box[2] = {128 * GEMV_TMA_SW, (cuuint32_t)heights[k]};
+        cuuint32_t step[2] = {1, 1};
+        if (encode(&bx->h[k], CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, (void *)w->data, dim, stride,
+                   box, step, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
+                   CU_TENSOR_MAP_L2_PROMOTION_NONE,
+                   CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Whether gemv_fp8_tma_kernel may run on the current device (cc >= 9.0 and an image of 9.0 or
+ * later: an sm_80 build run on a Hopper has the empty body) with `smem` bytes of dynamic shared
+ * memory (the attribute is raised once per device to all it may have). */
+static bool
+tma_kernel_ok(size_t smem)
+{
+    static int room[64]; /* dynamic bytes allowed per device; 0 unknown, -1 unusable */
+    int dev = 0;
+
+    if (cudaGetDevice(&dev) != cudaSuccess || dev >= 64) {
+        (void)cudaGetLastError();
+        return false;
+    }
+    if (room[dev] == 0) {
+        int major = 0;
+        struct cudaFuncAttributes fa;
+        int r = -1;
+        if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) ==
+                cudaSuccess &&
+            major >= 9 && cudaFuncGetAttributes(&fa, gemv_fp8_tma_kernel) == cudaSuccess &&
+            fa.binaryVersion >= 90 && fa.ptxVersion >= 90) {
+            int dyn = smem_optin() - (int)fa.sharedSizeBytes;
+            if (dyn > 0 && cudaFuncSetAttribute(gemv_fp8_tma_kernel,
+                                                cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                dyn) == cudaSuccess) {
+                r = dyn;
+            }
+        }
+        (void)cudaGetLastError();
+        room[dev] = r;
+    }
+    return room[dev] > 0 && smem <= (size_t)room[dev];
+}
+
+/* 0 off, 1 from GEMV_TMA_MIN_MB (default), 2 at every size; -1: MT_GEMV_TMA decides */
+static int tma_mode = -1;
+
+extern "C" void
+mt_gpu_gemv_tma_set(int mode)
+{
+    tma_mode = mode;
+}
+
+/* 1-4 tokens of an FP8 matrix on the TMA ring, or MT_ERR_UNSUPPORTED with nothing launched (off
+ * or below its size, not a Hopper-class device or image, a shape or shared memory it does not
+ * take: the caller then takes the cp.async ring). */
+static mt_status_t
+gemv_fp8_tma(const struct mt_gpu_weight *w, const float *x, const float *up, int n_tok, float *y,
+             cudaStream_t s)
+{
+    int mode = tma_mode >= 0 ? tma_mode : gemv_knobs().tma;
+    size_t smem = MV_XS_BYTES(n_tok, w->cols) +
+                  MV_TMA_RING_BYTES(GEMV_TMA_STAGES, GEMV_TMA_SW, MV_WARPS);
+    struct mv_boxes bx;
+
+    if (mode == 0 || (mode == 1 && w->rows * w->cols < ((int64_t)GEMV_TMA_MIN_MB << 20)) ||
+        w->rows > INT32_MAX || w->cols > INT32_MAX || w->cols % 16 != 0 ||
+        (uintptr_t)w->data % 16 != 0 || !tma_kernel_ok(smem) || !tma_boxes(w, &bx)) {
+        return MT_ERR_UNSUPPORTED;
+    }
+    long long blocks = std::min((long long)sm_count(), MT_CEIL_DIV(w->rows, 8LL));
+    struct mv_dense m = {(const uint8_t *)w->data, w->scale, w->rows, w->cols, x, n_tok, y, up};
+    mt_pdl_launch(gemv_fp8_tma_kernel, dim3((unsigned)blocks), dim3(MV_WARPS * 32), smem, s, m,
+                  bx, gemv_knobs().l2ahead);
+    return mt_cuda_launched("gemv_fp8_tma", s);
 }
 
 /* ---- CUDA cores: BF16, and FP8 for one token below GEMV_FP8_SMALL_MB ----------------------- */
@@ -491,6 +641,12 @@ gemv_fp8_ring(const struct mt_gpu_weight *w, const float *x, const float *up, in
     size_t xs = MV_XS_BYTES(n_tok, w->cols);
     size_t room = (size_t)smem_optin() - MV_RED_BYTES(MV_WARPS, 1);
 
+    if (k.xs) {
+        mt_status_t st = gemv_fp8_tma(w, x, up, n_tok, y, s);
+        if (st != MT_ERR_UNSUPPORTED) {
+            return st;
+        }
+    }
     if (k.xs && k.async && mv_two_blocks_on() &&
         xs + MV_RING_BYTES_W(4, MV_PAIR_WARPS) <= mv_pair_room()) {
         return gemv_fp8_launch<1, MV_P, true, 1, 4, MV_PAIR_WARPS>(w, x, n_tok, y, s, up);

@@ -10,6 +10,7 @@
 #include "kernels/async_copy.cuh"
 #include "kernels/common.cuh"
 #include "kernels/pdl.cuh"
+#include "kernels/tensor_copy.cuh"
 
 #include <stdint.h>
 
@@ -399,6 +400,9 @@ mv_store(float *y, int64_t rows, int64_t row, int64_t end, int nt, int c,
 #define MV_T (MV_WARPS * 32)
 #define MV_RING_BYTES_W(A, W) ((size_t)(A) * (W) * 32 * 4 * 16) /* W warps a block */
 #define MV_RING_BYTES(A) MV_RING_BYTES_W(A, MV_WARPS)
+/* Dynamic shared memory of the TMA ring (TM): A boxes of 16 x 128 SW bytes a warp, and the 128
+ * bytes that may align it after the staged x. */
+#define MV_TMA_RING_BYTES(A, SW, W) ((size_t)(A) * (W) * 16 * 128 * (SW) + 128)
 /* Bytes of mv_wave's static reduction buffer (W warps, NB mmas). */
 #define MV_RED_BYTES(W, NB) (sizeof(float) * (W) * 2 * 2 * (NB) * 32)
 
@@ -438,14 +442,24 @@ mv_fetch_async(uint4 *dst, const struct mv_rows &r, int64_t cols, bool whole, in
     mt_cp_async16(dst + 3 * T, r.vb && c1 ? pb + 64 : r.b, r.vb && c1);
 }
 
+/* The tensor maps of a matrix for the TMA ring (TM, sm_90+): boxes of 128 SW columns and 16, 8,
+ * 4, 2 and 1 rows (a tile cut short by the end of a block's share takes the binary parts of its
+ * rows, so no byte of the next block's rows is read). gemv.cu encodes them. */
+struct mv_boxes {
+    CUtensorMap h[5];
+};
+
 /*
  * The body of a one-wave kernel over the rows that policy m describes (mv_dense below; moe.cu
  * has the experts' policies). NB: mmas a block (tokens 1..4 or 5..8); P: steps loaded ahead;
  * XS: x staged in shared memory (NB 1 only; dynamic shared memory of MV_XS_BYTES(nt, cols));
  * SW: 128-column blocks a step; A: stages of the cp.async ring instead of P register stages (0:
  * none; needs XS, SW 1, NB 1; MV_RING_BYTES(A) more dynamic shared memory after the staged x).
- * W: warps a block (MV_WARPS, or 8 where gemv.cu fits two blocks an SM). The caller's kernel is
- * __launch_bounds__(W * 32, ..) and passes its dynamic shared memory.
+ * W: warps a block (MV_WARPS, or 8 where gemv.cu fits two blocks an SM). TM: the ring is filled
+ * by the tensor memory accelerator from the boxes bx (sm_90+; dense policies, XS, NB 1, SW 1 or 2:
+ * a stage is a box of 16 rows x 128 SW bytes, MV_TMA_RING_BYTES(A, SW, W) after the staged x, which
+ * is rounded up to 128 bytes). The caller's kernel is __launch_bounds__(W * 32, ..) and passes
+ * its dynamic shared memory.
  *
  * A policy M has: cols, nt (the matrix's columns and the tokens), kWeightsFirst (its weight
  * addresses are known before mt_pdl_wait: the loads of the first steps are issued before it),
@@ -455,12 +469,11 @@ mv_fetch_async(uint4 *dst, const struct mv_rows &r, int64_t cols, bool whole, in
  * nkb) (thread g's staged x for the tile at row), x_row(t) (token t's x in global memory, for
  * XS false) and store<NB>(row, end, c, acc) (a finished tile's results).
  */
-template <int NB, int P, bool XS, int SW, int A, class M, int W = MV_WARPS>
+template <int NB, int P, bool XS, int SW, int A, class M, int W = MV_WARPS, bool TM = false>
 static __device__ __forceinline__ void
-mv_wave(const M &m, uint4 *xs, int l2ahead)
+mv_wave(const M &m, uint4 *xs, int l2ahead, const struct mv_boxes *bx = nullptr)
 {
     constexpr int T = W * 32; /* threads a block */
-    __shared__ float red[W][2][2 * NB][32]; /* a warp's first and last tile, if shared */
     const int64_t cols = m.cols;
     const int nt = m.nt;
     if (!M::kWeightsFirst) {
@@ -487,6 +500,24 @@ mv_wave(const M &m, uint4 *xs, int l2ahead)
         int t = min((g >> 1) + 4 * b, nt - 1); /* columns of absent tokens: any finite x */
         xr[b] = m.x_row(t) + 16 * c;
     }
+    /* A warp's pieces of its first (slot 0) and last (slot 1) tile where other warps have the
+     * rest: red_at(warp, slot, j) for j < 2 NB. With TM they go to stage 0 of the warp's own
+     * ring once its copies have all landed (kept in registers until then), so the ring gets the
+     * shared memory a static buffer would take. */
+    constexpr int BOX = 16 * 128 * SW; /* TM: bytes of a ring stage */
+    float *red;
+    if constexpr (TM) {
+        uintptr_t xs_end = (uintptr_t)(xs + (int64_t)m.staged() * 2 * (nkb * 16 + 2));
+        red = (float *)((xs_end + 127) & ~(uintptr_t)127); /* the ring; warp w's at w A BOX */
+    } else {
+        __shared__ float red_s[W * 2 * 2 * NB * 32];
+        red = red_s;
+    }
+    auto red_at = [&](int ww, int slot, int j) -> float & {
+        return TM ? red[(size_t)ww * A * BOX / sizeof(float) + (slot * 2 * NB + j) * 32 + lane]
+                  : red[((ww * 2 + slot) * 2 * NB + j) * 32 + lane];
+    };
+    float keep[2][2 * NB] = {}; /* TM: the pieces until the loop ends */
     float lom = (g & 1) ? 1.0f : 0.0f;
     float acc[NB][2];
 #pragma unroll
@@ -541,8 +572,18 @@ mv_wave(const M &m, uint4 *xs, int l2ahead)
                 int slot = ct == t0 ? 0 : 1;
 #pragma unroll
                 for (int b = 0; b < NB; b++) {
-                    red[w][slot][2 * b][lane] = acc[b][0];
-                    red[w][slot][2 * b + 1][lane] = acc[b][1];
+                    if constexpr (TM) { /* constant indices: keep stays in registers */
+                        if (slot == 0) {
+                            keep[0][2 * b] = acc[b][0];
+                            keep[0][2 * b + 1] = acc[b][1];
+                        } else {
+                            keep[1][2 * b] = acc[b][0];
+                            keep[1][2 * b + 1] = acc[b][1];
+                        }
+                    } else {
+                        red_at(w, slot, 2 * b) = acc[b][0];
+                        red_at(w, slot, 2 * b + 1) = acc[b][1];
+                    }
                 }
             }
 #pragma unroll
@@ -554,7 +595,112 @@ mv_wave(const M &m, uint4 *xs, int l2ahead)
             ct++;
         }
     };
-    if constexpr (A > 0) {
+    if constexpr (TM) {
+        static_assert(XS && NB == 1 && A >= 2 && (SW == 1 || SW == 2), "TMA ring: see above");
+        __shared__ uint64_t bars[W][A]; /* stage s of warp w has landed: bars[w][s] */
+        uint8_t *ring = (uint8_t *)red + (size_t)w * A * BOX; /* a stage: a tile's step */
+        if (lane == 0) {
+#pragma unroll
+            for (int s = 0; s < A; s++) {
+                mt_mbar_init(&bars[w][s], 1);
+            }
+        }
+        __syncwarp();
+        /* Copy step (ft, fk) into stage `stage` and advance the fetch cursor. The rows of a tile
+         * past the share's end stay stale in the stage: they feed only results of rows that
+         * are never stored. Columns past the matrix come as zeros. */
+        auto fetch = [&](int stage) {
+            int64_t row = rb0 + 16 * ft;
+            int h = (int)min((int64_t)16, rb1 - row);
+            int x0 = fk * 128 * SW;
+            uint8_t *dst = ring + (size_t)stage * BOX;
+            uint64_t *bar = &bars[w][stage];
+            __syncwarp(); /* the warp's reads of this stage (step i - 1) are done */
+            if (lane == 0) {
+                mt_tma_fence_before_refill();
+                mt_mbar_arrive_expect(bar, (uint32_t)(h * 128 * SW));
+            }
+            __syncwarp();
+            if (h == 16) {
+                if (lane == 0) {
+                    mt_tma_load_2d(dst, &bx->h[0], x0, (int)row, bar);
+                }
+            } else {
+                int off = 0;
+                int part = 0;
+#pragma unroll
+                for (int bit = 3; bit >= 0; bit--) {
+                    if ((h >> bit) & 1) {
+                        if (lane == part) {
+                            mt_tma_load_2d(dst + off * 128 * SW, &bx->h[4 - bit], x0,
+                                           (int)(row + off), bar);
+                        }
+                        off += 1 << bit;
+                        part++;
+                    }
+                }
+            }
+            advance();
+        };
+        for (int i = 0; i < A - 1 && i < n; i++) {
+            fetch(i);
+        }
+        if (M::kWeightsFirst) {
+            mt_pdl_enter(); /* x is the previous kernel's output: read it after the wait */
+        }
+        m.stage(xs, nkb);
+        __syncthreads();
+        int64_t xt = rb0 + 16 * ct;
+        const uint4 *xsb = m.xs_base(xs, xt, g, nkb);
+        struct mv_rows cr = m.rows_at(xt + g, rb1, c, nkb);
+        const int sw = g & 1; /* odd rows read their high half first: no bank conflict */
+        int sc = 0;           /* stage of step i, and its phase's parity */
+        uint32_t parity = 0;
+        int fs = A - 1; /* stage of step i + A - 1 */
+        for (int i = 0; i < n; i++) {
+            if (i + A - 1 < n) {
+                fetch(fs);
+            }
+            fs = fs + 1 == A ? 0 : fs + 1;
+            if (rb0 + 16 * ct != xt) {
+                xt = rb0 + 16 * ct;
+                xsb = m.xs_base(xs, xt, g, nkb);
+                cr = m.rows_at(xt + g, rb1, c, nkb);
+            }
+            struct mv_stage<SW> st;
+#pragma unroll
+            for (int s = 0; s < SW; s++) {
+                int kb = min(ck * SW + s, nkb - 1);
+                st.sa[s] = __ldg(cr.sa + kb);
+                st.sb[s] = __ldg(cr.sb + kb);
+            }
+            mt_mbar_wait(&bars[w][sc], parity);
+            const uint4 *box = reinterpret_cast<const uint4 *>(ring + (size_t)sc * BOX);
+#pragma unroll
+            for (int s = 0; s < SW; s++) {
+#pragma unroll
+                for (int r = 0; r < 2; r++) { /* rows g and g + 8: 8 SW 16-byte pieces a row */
+                    const uint4 *p = box + (g + 8 * r) * 8 * SW + 8 * s + c;
+                    uint4 first = p[4 * sw];
+                    uint4 second = p[4 * (sw ^ 1)];
+                    st.v[s][2 * r] = sw ? second : first;
+                    st.v[s][2 * r + 1] = sw ? first : second;
+                }
+            }
+            mv_consume_xs<SW>(st, xsb, nkb, c, ck, acc[0]);
+            step_done(i + 1 == n);
+            if (++sc == A) {
+                sc = 0;
+                parity ^= 1;
+            }
+        }
+        __syncwarp(); /* every copy of this warp has landed and been read: stage 0 is free */
+#pragma unroll
+        for (int j = 0; j < 2 * NB; j++) {
+            red_at(w, 0, j) = keep[0][j];
+            red_at(w, 1, j) = keep[1][j];
+        }
+    } else if constexpr (A > 0) {
         uint4 *ring = xs + (XS ? (int64_t)m.staged() * 2 * (nkb * 16 + 2) : 0);
         uint4 *slot = ring + threadIdx.x;
         const bool whole = cols % 128 == 0;
@@ -666,8 +812,8 @@ mv_wave(const M &m, uint4 *xs, int l2ahead)
     int slot = tl == t0 ? 0 : 1;
 #pragma unroll
     for (int b = 0; b < NB; b++) {
-        acc[b][0] = red[w][slot][2 * b][lane];
-        acc[b][1] = red[w][slot][2 * b + 1][lane];
+        acc[b][0] = red_at(w, slot, 2 * b);
+        acc[b][1] = red_at(w, slot, 2 * b + 1);
     }
     for (int w2 = w + 1; w2 < W; w2++) {
         int64_t a2 = w2 * units / W;
@@ -679,8 +825,8 @@ mv_wave(const M &m, uint4 *xs, int l2ahead)
         }
 #pragma unroll
         for (int b = 0; b < NB; b++) {
-            acc[b][0] += red[w2][0][2 * b][lane];
-            acc[b][1] += red[w2][0][2 * b + 1][lane];
+            acc[b][0] += red_at(w2, 0, 2 * b);
+            acc[b][1] += red_at(w2, 0, 2 * b + 1);
         }
     }
     m.template store<NB>(rb0 + 16 * tl + g, rb1, c, acc);

@@ -117,6 +117,12 @@ MT_GPU_FN mt_status_t mt_gpu_linear_swiglu(const struct mt_gpu_weight *w, const 
  * the environment), for later launches. Results are the same either way to rounding. */
 MT_GPU_FN void mt_gpu_gemv_two_blocks_set(bool on);
 
+/* How FP8 GEMVs of 1-4 tokens fetch their weights on devices of compute capability 9.0 and
+ * later, for later launches: 1 (the default) by the tensor memory accelerator for matrices of 64
+ * MiB and more (gemv.cu says why), 2 that way at every size, 0 never (cp.async, as on every other
+ * GPU); MT_GEMV_TMA in the environment sets the same. Same results to rounding. */
+MT_GPU_FN void mt_gpu_gemv_tma_set(int mode);
+
 /* ---- elementwise and norms (elementwise.cu) ------------------------------------------------ */
 
 /* out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w for n_tok rows of n (out may alias x). */
@@ -471,6 +477,12 @@ static inline void
 mt_gpu_gemv_two_blocks_set(bool on)
 {
     (void)on;
+}
+
+static inline void
+mt_gpu_gemv_tma_set(int mode)
+{
+    (void)mode;
 }
 
 static inline mt_status_t

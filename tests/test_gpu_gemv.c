@@ -169,8 +169,8 @@ check_swiglu(int64_t rows, int64_t cols, bool fused)
     }
     if (fused) {
         tap_ok(st == MT_OK && memcmp(y0, y1, (size_t)rows * sizeof(float)) == 0,
-               "FP8 linear %lld x %lld of SwiGLU(gate, up), fused: the bits of swiglu + linear",
-               (long long)rows, (long long)cols);
+               "FP8 linear %lld x %lld of SwiGLU(gate, up), fused: the bits of swiglu + linear%s",
+               (long long)rows, (long long)cols, gemv_variant);
     } else {
         tap_ok(st == MT_ERR_UNSUPPORTED && isnan(y1[0]) && isnan(y1[rows - 1]),
                "FP8 linear %lld x %lld of SwiGLU: not fused here, nothing written",
@@ -415,6 +415,40 @@ main(void)
     check_linear(MT_DTYPE_F8_E4M3, 24576, 1536, 2);
     check_repeat(18432, 7168, 1);
     mt_gpu_gemv_two_blocks_set(true);
+    /* the TMA ring at every size it takes (sm_90+; elsewhere these run the cp.async ring):
+     * partial boxes at odd row counts, columns past the end, 2-4 tokens */
+    mt_gpu_gemv_tma_set(2);
+    gemv_variant = ", TMA ring at every size";
+    check_linear(MT_DTYPE_F8_E4M3, 1, 16, 2);
+    check_linear(MT_DTYPE_F8_E4M3, 37, 144, 3);
+    check_linear(MT_DTYPE_F8_E4M3, 129, 272, 4);
+    check_linear(MT_DTYPE_F8_E4M3, 301, 1040, 2);
+    check_linear(MT_DTYPE_F8_E4M3, 300, 1552, 3);
+    check_linear(MT_DTYPE_F8_E4M3, 77, 48, 4);
+    check_linear(MT_DTYPE_F8_E4M3, 7201, 2064, 3);
+    check_linear_x(MT_DTYPE_F8_E4M3, 301, 7168, 3, 12.0f);
+    for (size_t i = 0; i < sizeof(fp8_shapes) / sizeof(fp8_shapes[0]); i++) {
+        check_linear(MT_DTYPE_F8_E4M3, fp8_shapes[i][0], fp8_shapes[i][1], 1);
+    }
+    check_linear(MT_DTYPE_F8_E4M3, 2240, 7168, 1);
+    check_linear(MT_DTYPE_F8_E4M3, 2048, 7168, 4);
+    check_swiglu(7168, 2048, true);
+    check_swiglu(7200, 2064, true);
+    check_repeat(32768, 512, 3);
+    /* the cp.async ring where the default takes the TMA ring, in two 8-warp blocks and in one
+     * 16-warp block an SM */
+    mt_gpu_gemv_tma_set(0);
+    for (int blocks = 2; blocks >= 1; blocks--) {
+        mt_gpu_gemv_two_blocks_set(blocks == 2);
+        gemv_variant = blocks == 2 ? ", cp.async ring" : ", cp.async ring, one 16-warp block";
+        check_linear(MT_DTYPE_F8_E4M3, 7168, 16384, 1);
+        check_linear(MT_DTYPE_F8_E4M3, 18432, 7168, 1);
+        check_linear(MT_DTYPE_F8_E4M3, 7168, 18432, 1);
+        check_swiglu(7168, 18432, true);
+        check_repeat(18432, 7168, 1);
+    }
+    mt_gpu_gemv_two_blocks_set(true);
+    mt_gpu_gemv_tma_set(1);
     gemv_variant = "";
     /* the engine's stacked q_a + wk + kv_a (17 rows a block on 132 SMs: a 1-row tile each);
      * odd widths and heights on the register paths */
