@@ -91,6 +91,11 @@ struct io_thread {
     struct chunk *chunks;  // (depth), owned
     unsigned depth;
     char *scratch;         /* verify: a second slot for the comparison read, owned */
+    /* The queue failed to wait for a completion (a broken ring, not a failed read): its reads
+     * in flight will never be reported, so it is not waited on again, and every job this
+     * thread takes fails at once with this reason (another thread may still read it). */
+    bool broken;
+    char broken_why[256];
 };
 
 struct mt_io_source {
@@ -925,6 +930,13 @@ complete_chunk(struct io_thread *th, const struct mt_io_queue_done *d)
     }
 }
 
+/* Reads this thread waits for: none once it is broken. */
+static unsigned
+thread_in_flight(const struct io_thread *th)
+{
+    return th->broken ? 0 : mt_io_queue_in_flight(th->q);
+}
+
 /* Take slots to load from the FIFO while this thread has room. Called with the lock held. */
 static bool
 take_jobs_locked(struct io_thread *th)
@@ -935,7 +947,7 @@ take_jobs_locked(struct io_thread *th)
     for (unsigned j = 0; j < th->depth; j++) {
         unissued |= th->jobs[j].active && !th->jobs[j].all_issued;
     }
-    if (unissued || src->q_len == 0 || mt_io_queue_in_flight(th->q) >= th->depth) {
+    if (unissued || src->q_len == 0 || thread_in_flight(th) >= th->depth) {
         return unissued;
     }
     for (unsigned j = 0; j < th->depth; j++) {
@@ -954,6 +966,50 @@ take_jobs_locked(struct io_thread *th)
     return false;
 }
 
+/* Job jb of a broken thread fails with the thread's reason (unless it failed before). */
+static void
+fail_on_broken(struct io_thread *th, struct job *jb)
+{
+    if (jb->err == 0) {
+        jb->err = EIO;
+        snprintf(jb->msg, sizeof(jb->msg), "layer %d expert %d: %s", jb->key / th->src->n_experts,
+                 jb->key % th->src->n_experts, th->broken_why);
+    }
+    jb->all_issued = true;
+}
+
+/*
+ * The queue's wait failed (mt_last_error says why, printed already): mark the thread broken and
+ * fail its jobs, those with reads in flight too. Those reads may still land in their slots,
+ * which are failed, not ready; a slot is reused only by a later read that overwrites it.
+ */
+static void
+break_thread(struct io_thread *th)
+{
+    struct mt_io_source *src = th->src;
+
+    th->broken = true;
+    snprintf(th->broken_why, sizeof(th->broken_why), "%s", mt_last_error());
+    for (unsigned c = 0; c < th->depth; c++) {
+        struct chunk *ch = &th->chunks[c];
+
+        if (ch->busy) {
+            const struct job *jb = &th->jobs[ch->job];
+            const struct src_read *r = &src->reads[src->experts[jb->key].first_read + ch->read_i];
+
+            atomic_fetch_sub(&src->file_in_flight[r->file], 1);
+            ch->busy = false;
+        }
+    }
+    for (unsigned j = 0; j < th->depth; j++) {
+        if (th->jobs[j].active) {
+            fail_on_broken(th, &th->jobs[j]);
+            th->jobs[j].pending = 0;
+            finish_job(th, (int)j);
+        }
+    }
+}
+
 static void *
 io_thread_main(void *arg)
 {
@@ -967,29 +1023,40 @@ io_thread_main(void *arg)
         pthread_mutex_lock(&src->lock);
         for (;;) {
             work = take_jobs_locked(th);
-            if (work || mt_io_queue_in_flight(th->q) > 0 || src->stop) {
+            if (work || thread_in_flight(th) > 0 || src->stop) {
                 break;
             }
             pthread_cond_wait(&src->cv_work, &src->lock);
         }
-        if (!work && mt_io_queue_in_flight(th->q) == 0 && src->stop) {
+        if (!work && thread_in_flight(th) == 0 && src->stop) {
             pthread_mutex_unlock(&src->lock);
             return NULL;
         }
         pthread_mutex_unlock(&src->lock);
-        /* Fill the queue: oldest job first, so experts complete in the order asked. */
-        for (unsigned j = 0; j < th->depth && mt_io_queue_in_flight(th->q) < th->depth; j++) {
-            if (!th->jobs[j].active) {
+        /* Fill the queue: oldest job first, so experts complete in the order asked (a broken
+         * thread fails its jobs instead). */
+        for (unsigned j = 0; j < th->depth && thread_in_flight(th) < th->depth; j++) {
+            struct job *jb = &th->jobs[j];
+
+            if (!jb->active) {
                 continue;
             }
-            while (mt_io_queue_in_flight(th->q) < th->depth && issue_chunk(th, (int)j)) {
+            if (th->broken) {
+                fail_on_broken(th, jb);
             }
-            if (th->jobs[j].pending == 0 && th->jobs[j].all_issued) {
+            while (!th->broken && mt_io_queue_in_flight(th->q) < th->depth &&
+                   issue_chunk(th, (int)j)) {
+            }
+            if (jb->pending == 0 && jb->all_issued) {
                 finish_job(th, (int)j); /* failed before any read went out */
             }
         }
-        if (mt_io_queue_in_flight(th->q) > 0 && mt_io_queue_wait(th->q, &d) == MT_OK) {
-            complete_chunk(th, &d);
+        if (thread_in_flight(th) > 0) {
+            if (mt_io_queue_wait(th->q, &d) == MT_OK) {
+                complete_chunk(th, &d);
+            } else {
+                break_thread(th);
+            }
         }
     }
 }

@@ -86,7 +86,7 @@ fault_apply(int file, uint64_t off, size_t len, int res)
         return res;
     }
     pthread_mutex_lock(&fault_lock);
-    if (fault_left > 0 && file == fault_file && fault_off >= off && fault_off < off + len) {
+    if (fault_left > 0 && fault_kind != MT_IO_FAULT_WAIT && file == fault_file && fault_off >= off && fault_off < off + len) {
         if (fault_kind == MT_IO_FAULT_EIO) {
             res = -EIO;
         } else if (fault_kind == MT_IO_FAULT_EINVAL) {
@@ -103,6 +103,27 @@ fault_apply(int file, uint64_t off, size_t len, int res)
     }
     pthread_mutex_unlock(&fault_lock);
     return res;
+}
+
+/* Whether MT_IO_FAULT_WAIT fails this wait. */
+static bool
+fault_wait(void)
+{
+    bool hit = false;
+
+    if (!atomic_load_explicit(&fault_armed, memory_order_relaxed)) {
+        return false;
+    }
+    pthread_mutex_lock(&fault_lock);
+    if (fault_left > 0 && fault_kind == MT_IO_FAULT_WAIT) {
+        hit = true;
+        fault_fired++;
+        if (--fault_left == 0) {
+            atomic_store(&fault_armed, false);
+        }
+    }
+    pthread_mutex_unlock(&fault_lock);
+    return hit;
 }
 
 /* ---- setup ---------------------------------------------------------------------------------- */
@@ -260,6 +281,9 @@ mt_io_queue_wait(struct mt_io_queue *q, struct mt_io_queue_done *done_out)
 {
     if (q->tab.in_flight == 0) {
         return mt_fail(MT_ERR_INVAL, 0, "wait with no read in flight");
+    }
+    if (fault_wait()) {
+        return mt_fail(MT_ERR_IO, EBADFD, "io_uring wait failed (injected by a test)");
     }
     for (;;) {
         struct mt_io_slot *s;

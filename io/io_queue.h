@@ -91,11 +91,13 @@ enum mt_io_fault_kind {
     MT_IO_FAULT_SHORT = 1, /* the completion returns only part (a 4 KiB multiple) of the bytes */
     MT_IO_FAULT_EIO = 2,   /* the completion returns -EIO */
     MT_IO_FAULT_EINVAL = 3, /* -EINVAL: a filesystem that refuses O_DIRECT only at read time */
+    MT_IO_FAULT_WAIT = 4,   /* mt_io_queue_wait fails as on a broken ring (the read stays queued) */
 };
 
 /*
  * From now on, the next count completions of reads of file index file whose range covers byte
- * off get kind. MT_IO_FAULT_NONE (or count 0) turns injection off. Thread-safe.
+ * off get kind (MT_IO_FAULT_WAIT: the next count waits of any queue, file and off unused).
+ * MT_IO_FAULT_NONE (or count 0) turns injection off. Thread-safe.
  */
 void mt_io_fault_set(enum mt_io_fault_kind kind, int file, uint64_t off, int count);
 

@@ -356,6 +356,54 @@ test_faults(void)
     mt_io_source_destroy(src);
 }
 
+/*
+ * The queue's wait itself fails, as on a broken io_uring (not a failed read: completions lost
+ * to an overflow, a ring in a bad state): the thread's jobs fail with that reason and acquire
+ * returns it, where the thread used to spin on the wait for ever and the acquire to wait on it
+ * (the alarm kills the test where it would hang). One I/O thread, so the acquire's retries meet
+ * the broken thread too.
+ */
+static void
+test_broken_wait(void)
+{
+    struct mt_io_source_options o = small_opts(MT_IO_QUEUE_URING, 2);
+    struct mt_io_expert_view v;
+    struct mt_io_source *src;
+    mt_status_t st;
+
+    o.io_threads = 1;
+    if (!tap_ok(mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src) ==
+                    MT_OK,
+                "source with one I/O thread opens")) {
+        return;
+    }
+    mt_io_fault_set(MT_IO_FAULT_WAIT, 0, 0, 1000000); /* every wait fails: a broken ring */
+    mt_log_set_quiet(true);
+    alarm(60);
+    st = mt_io_source_acquire(src, 2, 7, &v);
+    alarm(0);
+    mt_log_set_quiet(false);
+    tap_ok(st == MT_ERR_IO && mt_io_fault_fired() == 1 &&
+               strstr(mt_last_error(), "layer 2 expert 7") != NULL &&
+               strstr(mt_last_error(), "io_uring wait failed") != NULL,
+           "a failing wait fails the acquire with its reason, and is not tried again (%d "
+           "waits): %s",
+           mt_io_fault_fired(), mt_last_error());
+    mt_io_fault_set(MT_IO_FAULT_NONE, 0, 0, 0);
+    mt_log_set_quiet(true);
+    alarm(60);
+    st = mt_io_source_acquire(src, 1, 1, &v);
+    alarm(0);
+    mt_log_set_quiet(false);
+    tap_ok(st == MT_ERR_IO && strstr(mt_last_error(), "layer 1 expert 1") != NULL &&
+               strstr(mt_last_error(), "io_uring wait failed") != NULL,
+           "the broken thread fails the next expert at once, with the same reason");
+    alarm(60);
+    mt_io_source_destroy(src); /* waits for the read the broken wait left in the ring */
+    alarm(0);
+    tap_ok(true, "the source is destroyed after a broken wait");
+}
+
 /* Part lengths of every key, for the store writer. */
 static void
 part_lens(uint64_t *lens)
@@ -740,6 +788,7 @@ main(void)
     }
     test_modes();
     test_faults();
+    test_broken_wait();
     test_store();
     test_cache_threads();
     for (int f = 0; f < N_FILES; f++) {
