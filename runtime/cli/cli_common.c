@@ -755,6 +755,11 @@ mt_cli_engine_init(struct mt_cli_engine *e, const char *dir, const struct mt_cli
     }
     e->device = eo.device;
     bool gpu = eo.device == MT_DEVICE_GPU;
+    if (!gpu && (eo.gpu_mem > 0 || eo.debug_sync)) {
+        mt_log_warn("%s applies to the GPU engine, and this run is on the CPU: ignored",
+                    eo.gpu_mem > 0 ? (eo.debug_sync ? "--gpu-mem (and --debug-sync)" : "--gpu-mem")
+                                   : "--debug-sync");
+    }
     if (gpu && !f->kv_dtype_set) {
         eo.kv_dtype = MT_DTYPE_BF16; /* the GPU's default latent cache */
     }
