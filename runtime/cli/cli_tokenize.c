@@ -31,6 +31,7 @@ usage(FILE *f)
             "  --special        recognize special tokens written in the text (<｜User｜>, ...);\n"
             "                   default: all text is plain text\n"
             "  --decode         read ids (separated by whitespace or commas) and print their text\n"
+            "                   (special tokens' text included: --special changes nothing there)\n"
             "  -h, --help       this help\n");
 }
 
