@@ -330,11 +330,18 @@ tma_kernel_ok(size_t smem)
 
 /* 0 off, 1 from GEMV_TMA_MIN_MB (default), 2 at every size; -1: MT_GEMV_TMA decides */
 static int tma_mode = -1;
+static unsigned long long tma_launches;
 
 extern "C" void
 mt_gpu_gemv_tma_set(int mode)
 {
     tma_mode = mode;
+}
+
+extern "C" unsigned long long
+mt_gpu_gemv_tma_launches(void)
+{
+    return __atomic_load_n(&tma_launches, __ATOMIC_RELAXED);
 }
 
 /* 1-4 tokens of an FP8 matrix on the TMA ring, or MT_ERR_UNSUPPORTED with nothing launched (off
@@ -358,6 +365,7 @@ gemv_fp8_tma(const struct mt_gpu_weight *w, const float *x, const float *up, int
     struct mv_dense m = {(const uint8_t *)w->data, w->scale, w->rows, w->cols, x, n_tok, y, up};
     mt_pdl_launch(gemv_fp8_tma_kernel, dim3((unsigned)blocks), dim3(MV_WARPS * 32), smem, s, m,
                   bx, gemv_knobs().l2ahead);
+    __atomic_fetch_add(&tma_launches, 1, __ATOMIC_RELAXED);
     return mt_cuda_launched("gemv_fp8_tma", s);
 }
 

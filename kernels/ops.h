@@ -123,6 +123,9 @@ MT_GPU_FN void mt_gpu_gemv_two_blocks_set(bool on);
  * GPU); MT_GEMV_TMA in the environment sets the same. Same results to rounding. */
 MT_GPU_FN void mt_gpu_gemv_tma_set(int mode);
 
+/* FP8 GEMV launches that took the TMA ring in this process (tests: which ring ran). */
+MT_GPU_FN unsigned long long mt_gpu_gemv_tma_launches(void);
+
 /* ---- elementwise and norms (elementwise.cu) ------------------------------------------------ */
 
 /* out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w for n_tok rows of n (out may alias x). */
@@ -483,6 +486,12 @@ static inline void
 mt_gpu_gemv_tma_set(int mode)
 {
     (void)mode;
+}
+
+static inline unsigned long long
+mt_gpu_gemv_tma_launches(void)
+{
+    return 0;
 }
 
 static inline mt_status_t

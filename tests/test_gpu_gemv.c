@@ -417,6 +417,7 @@ main(void)
     mt_gpu_gemv_two_blocks_set(true);
     /* the TMA ring at every size it takes (sm_90+; elsewhere these run the cp.async ring):
      * partial boxes at odd row counts, columns past the end, 2-4 tokens */
+    unsigned long long tma_before = mt_gpu_gemv_tma_launches();
     mt_gpu_gemv_tma_set(2);
     gemv_variant = ", TMA ring at every size";
     check_linear(MT_DTYPE_F8_E4M3, 1, 16, 2);
@@ -435,9 +436,14 @@ main(void)
     check_swiglu(7168, 2048, true);
     check_swiglu(7200, 2064, true);
     check_repeat(32768, 512, 3);
+    /* a cc >= 9.0 device running sm_90+ code (what PDL needs too) takes the TMA ring */
+    unsigned long long tma_runs = mt_gpu_gemv_tma_launches() - tma_before;
+    tap_ok(tma_runs > 0 || !mt_gpu_pdl_active(), "the TMA ring ran %llu times (PDL %s)",
+           tma_runs, mt_gpu_pdl_active() ? "active: a Hopper-class device and image" : "off");
     /* the cp.async ring where the default takes the TMA ring, in two 8-warp blocks and in one
      * 16-warp block an SM */
     mt_gpu_gemv_tma_set(0);
+    tma_before = mt_gpu_gemv_tma_launches();
     for (int blocks = 2; blocks >= 1; blocks--) {
         mt_gpu_gemv_two_blocks_set(blocks == 2);
         gemv_variant = blocks == 2 ? ", cp.async ring" : ", cp.async ring, one 16-warp block";
@@ -447,6 +453,7 @@ main(void)
         check_swiglu(7168, 18432, true);
         check_repeat(18432, 7168, 1);
     }
+    tap_ok(mt_gpu_gemv_tma_launches() == tma_before, "with the TMA ring off, it never ran");
     mt_gpu_gemv_two_blocks_set(true);
     mt_gpu_gemv_tma_set(1);
     gemv_variant = "";
