@@ -91,11 +91,7 @@ struct io_thread {
     struct chunk *chunks;  // (depth), owned
     unsigned depth;
     char *scratch;         /* verify: a second slot for the comparison read, owned */
-    /* The queue failed to wait for a completion (a broken ring, not a failed read): its reads
-     * in flight will never be reported, so it is not waited on again, and every job this
-     * thread takes fails at once with this reason (another thread may still read it). */
-    bool broken;
-    char broken_why[256];
+    bool broken;           /* its queue's wait failed: never waited on again (src->broken) */
 };
 
 struct mt_io_source {
@@ -133,6 +129,14 @@ struct mt_io_source {
     struct io_thread *threads; // (n_threads), owned
     unsigned n_threads;
     unsigned started;
+
+    /* An I/O thread's queue failed to wait for a completion (a broken ring, not a failed read:
+     * completions lost to an overflow, a ring in a bad state). Its reads in flight may still land
+     * in their slots at any time, so from then on no expert is read at all: every load fails at
+     * once with this reason, and no slot is filled again (a late write cannot meet a new
+     * expert). Under lock; set once. */
+    bool broken;
+    char broken_why[256];
 
     struct mt_io_source_stats st; /* under lock */
     unsigned jobs_active;
@@ -789,8 +793,8 @@ finish_job(struct io_thread *th, int j)
         verify_job(th, jb);
     }
     pthread_mutex_lock(&src->lock);
-    for (uint32_t i = 0; i < e->n_reads; i++) {
-        const struct src_read *r = &src->reads[e->first_read + i];
+    for (uint32_t i = 0; i < e->n_reads && (jb->read_i > 0 || jb->read_pos > 0); i++) {
+        const struct src_read *r = &src->reads[e->first_read + i]; /* not: failed unread */
 
         bytes += r->len;
         src->st.file_bytes[r->file] += r->len;
@@ -966,22 +970,22 @@ take_jobs_locked(struct io_thread *th)
     return false;
 }
 
-/* Job jb of a broken thread fails with the thread's reason (unless it failed before). */
+/* Job jb fails with the source's broken reason (unless it failed before). */
 static void
 fail_on_broken(struct io_thread *th, struct job *jb)
 {
     if (jb->err == 0) {
         jb->err = EIO;
-        snprintf(jb->msg, sizeof(jb->msg), "layer %d expert %d: %s", jb->key / th->src->n_experts,
-                 jb->key % th->src->n_experts, th->broken_why);
+        snprintf(jb->msg, sizeof(jb->msg), "layer %d expert %d: no expert is read any more: %s",
+                 jb->key / th->src->n_experts, jb->key % th->src->n_experts,
+                 th->src->broken_why);
     }
     jb->all_issued = true;
 }
 
 /*
- * The queue's wait failed (mt_last_error says why, printed already): mark the thread broken and
- * fail its jobs, those with reads in flight too. Those reads may still land in their slots,
- * which are failed, not ready; a slot is reused only by a later read that overwrites it.
+ * The queue's wait failed (mt_last_error says why, printed already): mark the thread and the
+ * source broken (src->broken says why) and fail the thread's jobs, those with reads in flight too.
  */
 static void
 break_thread(struct io_thread *th)
@@ -989,7 +993,12 @@ break_thread(struct io_thread *th)
     struct mt_io_source *src = th->src;
 
     th->broken = true;
-    snprintf(th->broken_why, sizeof(th->broken_why), "%s", mt_last_error());
+    pthread_mutex_lock(&src->lock);
+    if (!src->broken) {
+        snprintf(src->broken_why, sizeof(src->broken_why), "%s", mt_last_error());
+        src->broken = true;
+    }
+    pthread_mutex_unlock(&src->lock);
     for (unsigned c = 0; c < th->depth; c++) {
         struct chunk *ch = &th->chunks[c];
 
@@ -1018,6 +1027,7 @@ io_thread_main(void *arg)
 
     for (;;) {
         bool work;
+        bool broken;
         struct mt_io_queue_done d;
 
         pthread_mutex_lock(&src->lock);
@@ -1032,19 +1042,21 @@ io_thread_main(void *arg)
             pthread_mutex_unlock(&src->lock);
             return NULL;
         }
+        broken = src->broken; /* set once: a snapshot is enough */
         pthread_mutex_unlock(&src->lock);
-        /* Fill the queue: oldest job first, so experts complete in the order asked (a broken
-         * thread fails its jobs instead). */
+        /* Fill the queue: oldest job first, so experts complete in the order asked (on a
+         * broken source, fail them instead; this thread's reads in flight, if its ring works,
+         * still complete below). */
         for (unsigned j = 0; j < th->depth && thread_in_flight(th) < th->depth; j++) {
             struct job *jb = &th->jobs[j];
 
             if (!jb->active) {
                 continue;
             }
-            if (th->broken) {
+            if (broken) {
                 fail_on_broken(th, jb);
             }
-            while (!th->broken && mt_io_queue_in_flight(th->q) < th->depth &&
+            while (!broken && mt_io_queue_in_flight(th->q) < th->depth &&
                    issue_chunk(th, (int)j)) {
             }
             if (jb->pending == 0 && jb->all_issued) {
@@ -1198,8 +1210,8 @@ hold(struct mt_io_source *src, int layer, int expert, bool count, int *slot_out)
             }
             pthread_cond_wait(&src->cv_ready, &src->lock);
         }
-        if (s->state != SLOT_FAILED || s->tries >= MT_IO_READ_RETRIES) {
-            break;
+        if (s->state != SLOT_FAILED || s->tries >= MT_IO_READ_RETRIES || src->broken) {
+            break; /* a broken source reads nothing again (struct mt_io_source) */
         }
         /* whoever sees the failure first starts the read again; the others wait on it */
         s->tries++;
@@ -1217,9 +1229,11 @@ hold(struct mt_io_source *src, int layer, int expert, bool count, int *slot_out)
         if (--src->slots[v].refs == 0) {
             free_slot_locked(src, v);
         }
+        bool broken = src->broken;
         pthread_cond_broadcast(&src->cv_ready);
         pthread_mutex_unlock(&src->lock);
-        return mt_fail(st, 0, "%s (read %d times)", msg, MT_IO_READ_RETRIES + 1);
+        return broken ? mt_fail(st, 0, "%s", msg)
+                      : mt_fail(st, 0, "%s (read %d times)", msg, MT_IO_READ_RETRIES + 1);
     }
     src->slots[v].fresh = false;
     if (count) {

@@ -17,6 +17,8 @@
  * that ends inside the expert, a CRC or second-read mismatch under verify) is read again, up to
  * MT_IO_READ_RETRIES times, each retry logged as a warning: a transient fault (a flaky cable, a
  * page the drive remapped) costs a read, a lasting one fails the acquire with the last message.
+ * An io_uring that fails to report completions (a broken ring, not a failed read) ends all
+ * reading: every later acquire fails at once with that reason.
  *
  * Fault injection for tests: MT_IO_FAULT="L:E" makes every read of layer L expert E fail with
  * EIO, and "L:E:N" only its first N reads; "L:*" and "L:*:N" pick the first expert of layer L

@@ -86,7 +86,8 @@ fault_apply(int file, uint64_t off, size_t len, int res)
         return res;
     }
     pthread_mutex_lock(&fault_lock);
-    if (fault_left > 0 && fault_kind != MT_IO_FAULT_WAIT && file == fault_file && fault_off >= off && fault_off < off + len) {
+    if (fault_left > 0 && fault_kind != MT_IO_FAULT_WAIT && file == fault_file &&
+        fault_off >= off && fault_off < off + len) {
         if (fault_kind == MT_IO_FAULT_EIO) {
             res = -EIO;
         } else if (fault_kind == MT_IO_FAULT_EINVAL) {
