@@ -59,9 +59,9 @@ gemv_fp8_kernel(const struct mv_dense m, int l2ahead)
 #define GEMV_FP8_SMALL_MB 14
 
 /* Knobs for measurements, read once: MT_GEMV_XS=0 (x split in registers by every warp instead of
- * staged), MT_GEMV_ASYNC=0 (register stages instead of the cp.async ring), MT_GEMV_TMA=0 or 2
+ * staged), MT_GEMV_ASYNC=0 (register stages instead of either ring), MT_GEMV_TMA=0 or 2
  * (the TMA ring never, or at every size; mt_gpu_gemv_tma_set), MT_GEMV_L2AHEAD=n
- * (steps a warp asks L2 for before its wait, beyond those it loads; 0 none), MT_GEMV_SMALL_MB=n
+ * (steps a warp of the cp.async ring asks L2 for before its wait; 0 none), MT_GEMV_SMALL_MB=n
  * (one token of an FP8 matrix below n MiB takes the CUDA-core loop). */
 static int
 gemv_env(const char *name, int lo, int hi, int dflt)
@@ -255,9 +255,14 @@ tma_encoder(void)
     if (state == 0) {
         cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
         void *p = NULL;
-        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000,
-                                             cudaEnableDefault, &q) != cudaSuccess ||
-            q != cudaDriverEntryPointSuccess || p == NULL) {
+#if CUDART_VERSION >= 12050 /* the by-version lookup, and the only one CUDA 13 has */
+        cudaError_t err = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000,
+                                                           cudaEnableDefault, &q);
+#else
+        cudaError_t err = cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &p, cudaEnableDefault,
+                                                  &q);
+#endif
+        if (err != cudaSuccess || q != cudaDriverEntryPointSuccess || p == NULL) {
             (void)cudaGetLastError();
             state = -1;
             return NULL;
@@ -322,7 +327,9 @@ tma_kernel_ok(size_t smem)
                 r = dyn;
             }
         }
-        (void)cudaGetLastError();
+        if (r < 0) {
+            (void)cudaGetLastError(); /* a refusal is an answer, not an error to report later */
+        }
         room[dev] = r;
     }
     return room[dev] > 0 && smem <= (size_t)room[dev];
@@ -342,6 +349,13 @@ extern "C" unsigned long long
 mt_gpu_gemv_tma_launches(void)
 {
     return __atomic_load_n(&tma_launches, __ATOMIC_RELAXED);
+}
+
+extern "C" bool
+mt_gpu_gemv_tma_usable(void)
+{
+    return tma_kernel_ok(MV_XS_BYTES(1, 128) +
+                         MV_TMA_RING_BYTES(GEMV_TMA_STAGES, GEMV_TMA_SW, MV_WARPS));
 }
 
 /* 1-4 tokens of an FP8 matrix on the TMA ring, or MT_ERR_UNSUPPORTED with nothing launched (off
@@ -649,7 +663,7 @@ gemv_fp8_ring(const struct mt_gpu_weight *w, const float *x, const float *up, in
     size_t xs = MV_XS_BYTES(n_tok, w->cols);
     size_t room = (size_t)smem_optin() - MV_RED_BYTES(MV_WARPS, 1);
 
-    if (k.xs) {
+    if (k.xs && k.async) {
         mt_status_t st = gemv_fp8_tma(w, x, up, n_tok, y, s);
         if (st != MT_ERR_UNSUPPORTED) {
             return st;

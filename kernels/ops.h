@@ -123,8 +123,11 @@ MT_GPU_FN void mt_gpu_gemv_two_blocks_set(bool on);
  * GPU); MT_GEMV_TMA in the environment sets the same. Same results to rounding. */
 MT_GPU_FN void mt_gpu_gemv_tma_set(int mode);
 
-/* FP8 GEMV launches that took the TMA ring in this process (tests: which ring ran). */
+/* FP8 GEMV launches that took the TMA ring in this process, and whether the current device can
+ * take it at all (a cc >= 9.0 device running sm_90+ code, with the shared memory for its ring);
+ * for tests, which say which ring ran. */
 MT_GPU_FN unsigned long long mt_gpu_gemv_tma_launches(void);
+MT_GPU_FN bool mt_gpu_gemv_tma_usable(void);
 
 /* ---- elementwise and norms (elementwise.cu) ------------------------------------------------ */
 
@@ -492,6 +495,12 @@ static inline unsigned long long
 mt_gpu_gemv_tma_launches(void)
 {
     return 0;
+}
+
+static inline bool
+mt_gpu_gemv_tma_usable(void)
+{
+    return false;
 }
 
 static inline mt_status_t
