@@ -9,10 +9,10 @@
  * HBM read on the >= 16 MB matrices, 0.84-0.99 of what a pure read of the same size gets in the
  * same harness (bench/results/kernels-h200.md, session 8: such a read itself reaches only 55% at
  * 16.8 MB and 85% from ~117 MB). On sm_90+ the weights of matrices of 64 MiB and more are
- * copied by the tensor memory accelerator instead of cp.async: 76-81% there (session 20). BF16 (the lm_head), and one FP8 token of a matrix below 14
- * MiB, use a CUDA-core loop: a block of 256 threads is split into groups of T threads, each
- * group owns 2 adjacent rows (x is reused from registers), T chosen per shape so that every SM
- * has work; BF16 streams at 93-94% of HBM read that way. The tensor-core kernel lives in
+ * copied by the tensor memory accelerator instead of cp.async: 76-83% there (session 20).
+ * BF16 (the lm_head), and one FP8 token of a matrix below 14 MiB, use a CUDA-core loop: a
+ * block of 256 threads is split into groups of T threads, each group owns 2 adjacent rows (x is
+ * reused from registers), T chosen per shape so that every SM has work; BF16 streams at 93-94% of HBM read that way. The tensor-core kernel lives in
  * gemv_wave.cuh, shared with moe.cu's routed experts; every kernel here launches with
  * programmatic dependent launch where the device has it (pdl.cuh).
  */
