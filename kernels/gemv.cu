@@ -12,9 +12,10 @@
  * copied by the tensor memory accelerator instead of cp.async: 76-83% there (session 20).
  * BF16 (the lm_head), and one FP8 token of a matrix below 14 MiB, use a CUDA-core loop: a
  * block of 256 threads is split into groups of T threads, each group owns 2 adjacent rows (x is
- * reused from registers), T chosen per shape so that every SM has work; BF16 streams at 93-94% of HBM read that way. The tensor-core kernel lives in
- * gemv_wave.cuh, shared with moe.cu's routed experts; every kernel here launches with
- * programmatic dependent launch where the device has it (pdl.cuh).
+ * reused from registers), T chosen per shape so that every SM has work; BF16 streams at 93-94%
+ * of HBM read that way. The tensor-core kernel lives in gemv_wave.cuh, shared with moe.cu's
+ * routed experts; every kernel here launches with programmatic dependent launch where the device
+ * has it (pdl.cuh).
  */
 #include <config.h>
 
