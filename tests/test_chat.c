@@ -294,6 +294,24 @@ test_edges(void)
                       "{\"name\": \"f\", \"parameters\": {}}\n</functions>\n<｜User｜>u") != NULL,
            "tools in the system prompt (TOOLS_SYSTEM_TEMPLATE)");
     free(text);
+    /* tools on a first message that is no system prompt: the prompt of an empty one before it */
+#define ONE_TOOL "[{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]"
+    static const struct mt_chat_msg tools_empty_system[] = {
+        {MT_CHAT_SYSTEM, "", NULL, NULL, 0, ONE_TOOL},
+        {MT_CHAT_USER, "u", NULL, NULL, 0, NULL},
+    };
+    static const struct mt_chat_msg tools_on_user[] = {
+        {MT_CHAT_USER, "u", NULL, NULL, 0, ONE_TOOL},
+    };
+#undef ONE_TOOL
+    char *want = NULL;
+    text = NULL;
+    mt_chat_render(tools_empty_system, 2, false, &want);
+    mt_chat_render(tools_on_user, 1, false, &text);
+    tap_ok(want != NULL && text != NULL && strcmp(text, want) == 0,
+           "tools on a user message first: the prompt of an empty system message with them");
+    free(want);
+    free(text);
 
     mt_log_set_quiet(true);
     static const struct mt_chat_msg orphan[] = {

@@ -31,7 +31,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..44"
+echo "1..45"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -106,6 +106,12 @@ ok $? "GET on a POST route: 405"
 chat '{"messages": [{"role": "tool", "content": "42"}, {"role": "user", "content": "hi"}]}'
 err_is 400 invalid_request_error
 ok $? "a tool result with no tool call before it: 400 from the chat encoder"
+chat '{"messages": [{"role": "tool", "content": "42"}, {"role": "user", "content": "hi"}],
+       "tools": [{"type": "function", "function": {"name": "f"}}]}'
+err_is 400 invalid_request_error && jq -e '.error.message | test("message 0 ")' "$tmp/body" \
+    >/dev/null
+ok $? "the same with tools: the message names the client's index 0 ($(jq -c .error.message \
+    "$tmp/body"))"
 
 # greedy replies equal `moetier run` token for token
 chat '{"messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 12,

@@ -76,10 +76,10 @@ main(void)
                " \"function\", \"function\": {\"name\": \"f\"}}], \"thinking\": {\"type\": "
                "\"disabled\"}}",
                &r, &e);
-    tap_ok(st == MT_OK && r.n_msgs == 2 && r.msgs[0].role == MT_CHAT_SYSTEM &&
+    tap_ok(st == MT_OK && r.n_msgs == 1 && r.msgs[0].role == MT_CHAT_USER &&
                r.msgs[0].tools != NULL && !r.thinking &&
                r.max_tokens == lim.default_max_tokens && r.sampler.temperature == 1.0f,
-           "tools go to a new system message; defaults fill what is left out");
+           "tools go with the first message (no message added); defaults fill what is left out");
     if (st == MT_OK) {
         struct mt_serve_origin o = {"chatcmpl-1", 5, "m"};
         struct mt_serve_reply rep = {.content = "hi", .content_len = 2, .finish = "stop",
@@ -101,6 +101,22 @@ main(void)
                    strcmp(ev + strlen(ev) - 2, "\n\n") == 0,
                "a reasoning chunk is one event with reasoning_content");
         free(ev);
+        mt_serve_request_fini(&r);
+    }
+    /* the chat encoder's errors name a message by its index: the client's, also with tools */
+    st = parse(MT_SERVE_API_CHAT,
+               "{\"messages\": [{\"role\": \"tool\", \"content\": \"42\"}, {\"role\": \"user\", "
+               "\"content\": \"q\"}], \"tools\": [{\"type\": \"function\", \"function\": "
+               "{\"name\": \"f\"}}]}",
+               &r, &e);
+    if (tap_ok(st == MT_OK, "a tool result first, with tools, parses (%s)", e.message)) {
+        char *text = NULL;
+        mt_log_set_quiet(true);
+        st = mt_chat_render(r.msgs, r.n_msgs, false, &text);
+        mt_log_set_quiet(false);
+        tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "message 0 ") != NULL,
+               "... and the encoder's error names the client's messages[0]: %s", mt_last_error());
+        free(text);
         mt_serve_request_fini(&r);
     }
     st = parse(MT_SERVE_API_COMPLETION, "{\"prompt\": [\"abc\"], \"max_tokens\": 0}", &r, &e);

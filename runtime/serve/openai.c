@@ -315,8 +315,7 @@ parse_messages_(struct mt_serve_request *r, json_t *msgs, const struct mt_serve_
             n_calls += json_array_size(tc);
         }
     }
-    /* one more message for a system prompt that carries the tools when the request has none */
-    r->msgs = calloc(n + 1, sizeof(*r->msgs));
+    r->msgs = calloc(n, sizeof(*r->msgs));
     r->calls = calloc(n_calls ? n_calls : 1, sizeof(*r->calls));
     if (r->msgs == NULL || r->calls == NULL) {
         mt_serve_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
@@ -399,7 +398,8 @@ parse_messages_(struct mt_serve_request *r, json_t *msgs, const struct mt_serve_
 }
 
 /* tools: an array of {"type": "function", "function": {...}}, told to the model in the system
- * prompt (the first system message, or a new empty one at the start). */
+ * prompt: the first message's when it is one, else an empty one the chat encoder puts before
+ * it. No message is added, so the encoder's errors name the indexes of the client's messages. */
 static bool
 parse_tools_(struct mt_serve_request *r, json_t *tools, struct mt_serve_error *e)
 {
@@ -426,14 +426,7 @@ parse_tools_(struct mt_serve_request *r, json_t *tools, struct mt_serve_error *e
         mt_serve_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
         return false;
     }
-    if (r->n_msgs == 0 || r->msgs[0].role != MT_CHAT_SYSTEM) {
-        memmove(r->msgs + 1, r->msgs, r->n_msgs * sizeof(*r->msgs));
-        memset(&r->msgs[0], 0, sizeof(r->msgs[0]));
-        r->msgs[0].role = MT_CHAT_SYSTEM;
-        r->msgs[0].content = "";
-        r->n_msgs++;
-    }
-    r->msgs[0].tools = r->tools;
+    r->msgs[0].tools = r->tools; /* parse_messages_ took at least one */
     return true;
 }
 

@@ -477,6 +477,13 @@ build(struct builder *b, const struct mt_chat_msg *msgs, size_t n, bool thinking
         }
     }
     put_marker(b, bos_text);
+    if (n > 0 && msgs[0].role != MT_CHAT_SYSTEM && msgs[0].tools != NULL) {
+        /* the empty system prompt that carries the tools, as a system message {content: ""} */
+        put_str(b, "\n\n");
+        if ((st = put_tools(b, 0, msgs[0].tools)) != MT_OK) {
+            return st;
+        }
+    }
     for (size_t i = 0; i < n && b->st == MT_OK; i++) {
         const struct mt_chat_msg *m = &msgs[i];
         switch (m->role) {

@@ -53,8 +53,11 @@ struct mt_chat_msg {
     const char *reasoning;                      /* assistant: its reasoning_content, or NULL */
     const struct mt_chat_tool_call *tool_calls; /* assistant */
     size_t n_tool_calls;
-    const char *tools; /* system: JSON array of OpenAI tools ({"type": "function",
-                        * "function": {...}}) to describe in the prompt, or NULL */
+    const char *tools; /* JSON array of OpenAI tools ({"type": "function", "function": {...}})
+                        * to describe in the system prompt, or NULL: on a system message after
+                        * its content; on msgs[0] of another role in an empty system prompt
+                        * before it (so the caller adds no message, and an error's message
+                        * index is the caller's own) */
 };
 
 /*
