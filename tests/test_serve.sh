@@ -31,7 +31,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..45"
+echo "1..46"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -44,6 +44,10 @@ req GET /metrics
 [ "$code" = 200 ] && grep -q '^moetier_requests_total{path="/health",code="200"} 1$' "$tmp/body" &&
     grep -q '^# TYPE moetier_decode_tokens_per_second gauge$' "$tmp/body"
 ok $? "GET /metrics: Prometheus text with request counts and tok/s gauges"
+conns=$(curl -s --max-time 10 -o /dev/null -o /dev/null -w '%{num_connects} ' "$url/health" \
+    "$url/metrics")
+[ "$conns" = "1 0 " ]
+ok $? "two GETs on one keep-alive connection (new connections per request: $conns)"
 
 req GET /v1/models
 err_is 401 invalid_api_key

@@ -166,6 +166,13 @@ peer_gone(int fd)
     return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
+/* The generating routes take POST (and a body); the others GET or HEAD. */
+static bool
+route_takes_post(enum mt_serve_route route)
+{
+    return route == MT_SERVE_ROUTE_CHAT || route == MT_SERVE_ROUTE_COMPLETIONS;
+}
+
 static int
 conn_fd(struct MHD_Connection *c)
 {
@@ -193,9 +200,7 @@ respond(struct mt_serve *s, struct MHD_Connection *c, enum mt_serve_route route,
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
     if (status == 405) {
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW,
-                                route == MT_SERVE_ROUTE_CHAT || route == MT_SERVE_ROUTE_COMPLETIONS
-                                    ? "POST"
-                                    : "GET, HEAD");
+                                route_takes_post(route) ? "POST" : "GET, HEAD");
     }
     if (status == 401) {
         MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
@@ -889,8 +894,7 @@ access_handler(void *cls, struct MHD_Connection *c, const char *url, const char 
         bool is_post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
         bool is_get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 ||
                       strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
-        bool wants_post = cn->route == MT_SERVE_ROUTE_CHAT ||
-                          cn->route == MT_SERVE_ROUTE_COMPLETIONS;
+        bool wants_post = route_takes_post(cn->route);
         if (cn->route == MT_SERVE_ROUTE_OTHER) {
             mt_serve_error_set(&e, 404, "invalid_request_error", "not_found", NULL,
                                "no route %.16s %.200s (see GET /health, /v1/models, "
@@ -904,7 +908,9 @@ access_handler(void *cls, struct MHD_Connection *c, const char *url, const char 
             return respond_error(s, c, cn->route, &e);
         }
         if (!wants_post) {
-            return serve_get(s, c, cn->route);
+            /* answered at the request's end: MHD closes the connection after a response
+             * queued with the headers (an "early" one), which would end every keep-alive */
+            return MHD_YES;
         }
         if (!key_ok(s, c)) {
             return refuse_key(s, c, cn->route);
@@ -918,7 +924,9 @@ access_handler(void *cls, struct MHD_Connection *c, const char *url, const char 
         return MHD_YES; /* the body comes next */
     }
     if (*upload_data_size > 0) {
-        if (!cn->too_big && cn->body.n + *upload_data_size <= s->opts.limits.max_body) {
+        if (!route_takes_post(cn->route)) {
+            /* a GET's body means nothing here: read and dropped */
+        } else if (!cn->too_big && cn->body.n + *upload_data_size <= s->opts.limits.max_body) {
             if (!bytes_put(&cn->body, upload_data, *upload_data_size)) {
                 return MHD_NO;
             }
@@ -927,6 +935,9 @@ access_handler(void *cls, struct MHD_Connection *c, const char *url, const char 
         }
         *upload_data_size = 0;
         return MHD_YES;
+    }
+    if (!route_takes_post(cn->route)) {
+        return serve_get(s, c, cn->route);
     }
     if (!cn->too_big) {
         return serve_generate(s, c, cn);
