@@ -31,7 +31,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..46"
+echo "1..49"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -251,6 +251,50 @@ req GET /metrics
 nreq=$(sed -n 's/^moetier_requests_total{path="\/v1\/chat\/completions",code="200"} //p' "$tmp/body")
 [ "$nreq" -ge 38 ]
 ok $? "/metrics counts every answered chat request ($nreq)"
+
+# A client that half-closes (shutdown(SHUT_WR) after its request: HTTP/1.1 allows it, nc -N and
+# some proxies do it) still reads, and gets its whole reply, running or queued; a client that
+# closes its socket is still noticed, and its generation stopped.
+${MT_CC:-cc} -std=c11 $MT_CFLAGS -o "$tmp/half_close" "$MT_SRCDIR/tests/serve/half_close.c" \
+    $MT_LDFLAGS 2>"$tmp/cc" || bail_out "cannot build tests/serve/half_close.c: $(cat "$tmp/cc")"
+# last_status FILE: the final status line of a raw reply (after any interim 1xx)
+last_status() { grep -a '^HTTP/1' "$1" | tail -n 1 | tr -d '\r'; }
+"$tmp/half_close" "$port" /v1/completions '{"prompt": "a", "max_tokens": 400, "temperature": 0,
+    "ignore_eos": true}' "Bearer $key" >"$tmp/hc" 2>"$tmp/hc.err"
+rc=$?
+[ $rc -eq 0 ] && [ "$(last_status "$tmp/hc")" = "HTTP/1.1 200 OK" ] &&
+    tail -n 1 "$tmp/hc" | jq -e '.usage.completion_tokens == 400' >/dev/null
+ok $? "a half-closed client gets its whole 400-token reply (rc $rc, reply: $(head -c 100 "$tmp/hc" |
+    tr -d '\r' | tr '\n' ' '))"
+curl -s --max-time 30 -o /dev/null "$url/v1/completions" -H "$auth" -H "$json" \
+    -d '{"prompt": "a", "max_tokens": 1000, "ignore_eos": true}' &
+busy_pid=$!
+i=0
+while [ $i -lt 50 ]; do
+    req GET /health
+    jq -e '.busy == true' "$tmp/body" >/dev/null && break
+    sleep 0.1
+    i=$((i + 1))
+done
+"$tmp/half_close" "$port" /v1/chat/completions '{"messages": [{"role": "user", "content": "hi"}],
+    "max_tokens": 20, "ignore_eos": true, "stream": true}' "Bearer $key" >"$tmp/hcs" 2>"$tmp/hc.err"
+rc=$?
+wait "$busy_pid"
+[ $rc -eq 0 ] && [ "$(last_status "$tmp/hcs")" = "HTTP/1.1 200 OK" ] &&
+    grep -aq '"finish_reason":"length"' "$tmp/hcs" && grep -aq '^data: \[DONE\]' "$tmp/hcs"
+ok $? "a half-closed client queued behind a running request gets its whole stream (rc $rc, reply: \
+$(head -c 100 "$tmp/hcs" | tr -d '\r' | tr '\n' ' '))"
+curl -s --max-time 1 "$url/v1/completions" -H "$auth" -H "$json" \
+    -d '{"prompt": "a", "max_tokens": 3000, "ignore_eos": true}' >/dev/null 2>&1
+i=0
+while [ $i -lt 30 ]; do
+    req GET /health
+    jq -e '.busy == false' "$tmp/body" >/dev/null && break
+    sleep 0.1
+    i=$((i + 1))
+done
+[ $i -lt 30 ] && grep -q 'generated, client gone$' "$tmp/a.log"
+ok $? "a client that closes while its 3000-token reply runs (not streamed) frees the engine in 3 s"
 
 # flags: a port in use, bad values
 "$bin" serve -m "$model" --port "$port" >/dev/null 2>"$tmp/err"

@@ -6,6 +6,10 @@
  * Locking: one mutex (serve->lock) guards the queue, every job's state and output buffer, and
  * the counters of live jobs; each job has a condition variable its connection waits on, the
  * worker waits on serve->work. The worker never holds the lock while the engine runs.
+ *
+ * Hang-ups: a client whose connection is reset or closed has gone, and its request is dropped or
+ * its generation stopped. A FIN alone is not that: a client may half-close (shutdown(SHUT_WR))
+ * after its request and still read its reply; job_client_gone_locked tells the two apart.
  */
 #include <config.h>
 
@@ -82,6 +86,8 @@ struct job {
     enum job_state state;
     bool gone;                   /* the client hung up */
     int fd;                      /* the connection's socket, to notice a hang-up */
+    bool http11;                 /* the request is HTTP/1.1: it may be sent a 1xx (peer_probe) */
+    bool probed;                 /* its client sent FIN and was sent peer_probe */
     pthread_cond_t cond;         /* state changed or output grew */
     struct mt_serve_error err;   /* refused or failed: the status and message */
     struct bytes out;            /* stream: events not yet taken by the connection */
@@ -133,6 +139,7 @@ struct mt_serve {
 /* Per connection: the request body as it arrives. */
 struct conn {
     enum mt_serve_route route;
+    bool http11;                 /* HTTP/1.1, not 1.0 */
     struct bytes body;
     bool too_big;
 };
@@ -154,16 +161,44 @@ deadline_in(struct timespec *ts, long ms)
     ts->tv_nsec %= 1000000000L;
 }
 
-/* True when the peer of fd has closed or reset the connection. */
-static bool
-peer_gone(int fd)
+/* What a connection's thread can tell of its client without reading from the socket. */
+enum peer_state {
+    PEER_HERE,
+    PEER_SENT_FIN, /* half-closed (shutdown(SHUT_WR), still reading) or closed: the same on the
+                    * wire until something is sent to it (peer_probe) */
+    PEER_GONE,     /* reset, or shut in both directions */
+};
+
+static enum peer_state
+peer_state(int fd)
 {
     struct pollfd p = {.fd = fd, .events = POLLRDHUP};
 
-    if (fd < 0) {
-        return false;
+    if (fd < 0 || poll(&p, 1, 0) <= 0) {
+        return PEER_HERE;
     }
-    return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+    if ((p.revents & (POLLHUP | POLLERR)) != 0) {
+        return PEER_GONE;
+    }
+    return (p.revents & POLLRDHUP) != 0 ? PEER_SENT_FIN : PEER_HERE;
+}
+
+/*
+ * Tell a half-closed client from a closed one, before any response went out: send an interim
+ * "100 Continue", which an HTTP/1.1 client must accept before the final response even when it
+ * did not ask for one (RFC 9110, section 15.2). A half-closed client reads it and waits on; a
+ * closed socket answers it with a reset, which peer_state() then sees as PEER_GONE. False when
+ * it cannot be sent (a reset came already): the client is gone.
+ */
+static bool
+peer_probe(int fd)
+{
+    static const char probe[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
+    /* Written past MHD, which is safe here: the connection is plain TCP, and while our handler
+     * runs MHD writes nothing to it (its send buffer is empty, so this cannot block or split) */
+    return send(fd, probe, sizeof(probe) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) ==
+           (ssize_t)sizeof(probe) - 1;
 }
 
 /* The generating routes take POST (and a body); the others GET or HEAD. */
@@ -621,6 +656,28 @@ worker_main(void *arg)
 /* ---- connections -------------------------------------------------------------------------- */
 
 /*
+ * Whether j's client has gone, as seen while nothing has been sent to it yet: a reset is gone; a
+ * FIN is probed once (peer_probe), as a half-closed client still wants its reply. HTTP/1.0
+ * clients must not get a 1xx, so for them a FIN is gone. s->lock held.
+ */
+static bool
+job_client_gone_locked(struct job *j)
+{
+    switch (peer_state(j->fd)) {
+    case PEER_GONE:
+        return true;
+    case PEER_SENT_FIN:
+        if (j->probed) {
+            return false; /* half-closed, until a reset shows it closed */
+        }
+        j->probed = true;
+        return !j->http11 || !peer_probe(j->fd);
+    default:
+        return false;
+    }
+}
+
+/*
  * Wait, on a connection's thread, until j leaves state `from`, or its client hangs up (then j is
  * marked gone). s->lock held.
  */
@@ -633,7 +690,7 @@ job_wait_locked(struct job *j, enum job_state from)
     while (j->state == from && !j->gone) {
         deadline_in(&ts, 100);
         pthread_cond_timedwait(&j->cond, &s->lock, &ts);
-        if (j->state == from && peer_gone(j->fd)) {
+        if (j->state == from && job_client_gone_locked(j)) {
             j->gone = true;
         }
     }
@@ -653,7 +710,10 @@ sse_read(void *cls, uint64_t pos, char *buf, size_t max)
     while (j->out_off == j->out.n && j->state != JOB_DONE && !j->gone) {
         deadline_in(&ts, 100);
         pthread_cond_timedwait(&j->cond, &s->lock, &ts);
-        if (j->out_off == j->out.n && j->state != JOB_DONE && peer_gone(j->fd)) {
+        /* a FIN alone is no hang-up (a half-closed client reads on); a closed client resets
+         * the connection when the next event reaches it, and MHD's failed write ends the
+         * stream (sse_free) */
+        if (j->out_off == j->out.n && j->state != JOB_DONE && peer_state(j->fd) == PEER_GONE) {
             j->gone = true;
         }
     }
@@ -798,6 +858,7 @@ serve_generate(struct mt_serve *s, struct MHD_Connection *c, struct conn *cn)
     j->serve = s;
     j->refs = 2;
     j->fd = conn_fd(c);
+    j->http11 = cn->http11;
     j->created = unix_now();
     pthread_cond_init(&j->cond, NULL);
 
@@ -882,7 +943,6 @@ access_handler(void *cls, struct MHD_Connection *c, const char *url, const char 
     struct conn *cn = *con_cls;
     struct mt_serve_error e;
 
-    (void)version;
     if (cn == NULL) {
         /* the headers: route, method, key and declared size are checked before any body */
         cn = calloc(1, sizeof(*cn));
@@ -891,6 +951,7 @@ access_handler(void *cls, struct MHD_Connection *c, const char *url, const char 
         }
         *con_cls = cn;
         cn->route = mt_serve_route_of(url);
+        cn->http11 = strcmp(version, MHD_HTTP_VERSION_1_1) == 0;
         bool is_post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
         bool is_get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 ||
                       strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;

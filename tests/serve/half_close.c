@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * half_close.c - an HTTP/1.1 client that half-closes, as `nc -N` and some proxies do: it sends
+ * one POST, then shutdown(SHUT_WR) (no more requests, but still reading), and copies everything
+ * the server sends to stdout until the server closes. curl cannot do this, so
+ * tests/test_serve.sh builds this with the build's compiler.
+ *
+ * Usage: half_close PORT PATH BODY [AUTHORIZATION]
+ * Exits 0 when the server closed the connection after answering, 1 on any failure (a message on
+ * stderr); the reply is never longer than 30 s in coming.
+ */
+#define _POSIX_C_SOURCE 200809L /* a standalone program: no config.h */
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+static int
+send_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
+        if (k < 0) {
+            return -1;
+        }
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    struct timeval tv = {.tv_sec = 30};
+    char head[1024];
+    char buf[16384];
+    ssize_t k;
+    int fd;
+
+    if (argc < 4 || argc > 5) {
+        fprintf(stderr, "usage: half_close PORT PATH BODY [AUTHORIZATION]\n");
+        return 1;
+    }
+    sa.sin_port = htons((unsigned short)atoi(argv[1]));
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        fprintf(stderr, "half_close: cannot connect to 127.0.0.1 port %s: %s\n", argv[1],
+                strerror(errno));
+        return 1;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    snprintf(head, sizeof(head),
+             "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+             "%s%s%sContent-Length: %zu\r\n\r\n",
+             argv[2], argc == 5 ? "Authorization: " : "", argc == 5 ? argv[4] : "",
+             argc == 5 ? "\r\n" : "", strlen(argv[3]));
+    if (send_all(fd, head, strlen(head)) != 0 || send_all(fd, argv[3], strlen(argv[3])) != 0 ||
+        shutdown(fd, SHUT_WR) != 0) {
+        fprintf(stderr, "half_close: cannot send the request: %s\n", strerror(errno));
+        return 1;
+    }
+    while ((k = recv(fd, buf, sizeof(buf), 0)) > 0) {
+        fwrite(buf, 1, (size_t)k, stdout);
+    }
+    if (k < 0) {
+        fprintf(stderr, "half_close: reading the reply failed: %s\n", strerror(errno));
+        return 1;
+    }
+    close(fd);
+    return 0;
+}
