@@ -16,6 +16,7 @@
 #include "io/uring_reader.h" /* MT_IO_ALIGN */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -92,7 +93,9 @@ fault_apply(int file, uint64_t off, size_t len, int res)
             res = -EIO;
         } else if (fault_kind == MT_IO_FAULT_EINVAL) {
             res = -EINVAL;
-        } else if (res > (int)MT_IO_ALIGN) {
+        } else if (fault_kind == MT_IO_FAULT_SHORT_ODD && res > 1) {
+            res = res / 2 | 1; /* about half, off the grid */
+        } else if (fault_kind == MT_IO_FAULT_SHORT && res > (int)MT_IO_ALIGN) {
             /* Half of it, on the 4 KiB grid: a short O_DIRECT read that is not end of file. */
             res = (int)(((size_t)res / 2) & ~(size_t)(MT_IO_ALIGN - 1));
         }
@@ -277,6 +280,26 @@ next_result(struct mt_io_queue *q, unsigned *slot_out, int *res_out)
     return MT_OK;
 }
 
+/*
+ * Whether a read that has just returned res bytes of slot s and stopped off the 4 KiB grid has
+ * reached the end of its file. On an O_DIRECT fd nothing else stops a read there (and a read
+ * from an off-grid offset would fail with EINVAL); a buffered fd (opened so, or turned so by the
+ * expert source's fallback for filesystems that refuse O_DIRECT at read time) may return short
+ * anywhere, and the rest is read on. The flag is looked up only for such a stop.
+ */
+static bool
+stop_is_end(const struct mt_io_queue *q, const struct mt_io_slot *s, int res)
+{
+    size_t at = s->done + (size_t)(res > 0 ? res : 0);
+    int fl;
+
+    if (res <= 0 || at >= s->len || at % MT_IO_ALIGN == 0) {
+        return true; /* mt_io_slots_apply decides by res and len alone */
+    }
+    fl = fcntl(q->tab.fds[s->file], F_GETFL);
+    return fl < 0 || (fl & O_DIRECT) != 0;
+}
+
 mt_status_t
 mt_io_queue_wait(struct mt_io_queue *q, struct mt_io_queue_done *done_out)
 {
@@ -300,9 +323,7 @@ mt_io_queue_wait(struct mt_io_queue *q, struct mt_io_queue_done *done_out)
         }
         s = &q->tab.slots[i];
         res = fault_apply(s->file, s->off + s->done, s->len - s->done, res);
-        /* An off-grid stop ends the read even on an fd the expert source had to open buffered
-         * (its O_DIRECT fallback): the queue does not know which fds are O_DIRECT. */
-        step = mt_io_slots_apply(&q->tab, i, res, true);
+        step = mt_io_slots_apply(&q->tab, i, res, stop_is_end(q, s, res));
         if (step == MT_IO_STEP_AGAIN) {
             if (q->mode == MT_IO_QUEUE_PREAD || mt_io_slots_queue(&q->tab, i) == MT_OK) {
                 continue;

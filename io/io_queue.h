@@ -92,6 +92,8 @@ enum mt_io_fault_kind {
     MT_IO_FAULT_EIO = 2,   /* the completion returns -EIO */
     MT_IO_FAULT_EINVAL = 3, /* -EINVAL: a filesystem that refuses O_DIRECT only at read time */
     MT_IO_FAULT_WAIT = 4,   /* mt_io_queue_wait fails as on a broken ring (the read stays queued) */
+    MT_IO_FAULT_SHORT_ODD = 5, /* part of the bytes, ending off the 4 KiB grid: on an O_DIRECT fd
+                                * only end of file does that; a buffered read may at any point */
 };
 
 /*
