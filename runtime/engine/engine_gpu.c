@@ -156,6 +156,16 @@ eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logi
 #define GEMV_LOOP_DEFAULT 64
 static int gemv_loop_max = GEMV_LOOP_DEFAULT;
 
+/*
+ * Device memory the arena leaves free even when --gpu-mem would allow all of it: cuBLAS's handle
+ * and workspace, the graph executables of the decode steps and the runtime's own allocations come
+ * after the arena, and a fit to the last byte failed there with cuBLAS's message instead of the
+ * "needs" one below. MT_GPU_MEM_REPORT=1 prints what an engine really took outside its arena:
+ * 75.5 MiB for the 2-layer v32-shape model with its decode graphs on the H200 (2026-12-02,
+ * bench/results/gpu-engine-h200.md); a 61-layer model's graphs have ~30x the nodes.
+ */
+#define GPU_OUTSIDE_ARENA ((size_t)256 << 20)
+
 /* ---- errors ------------------------------------------------------------------------------ */
 
 mt_status_t
@@ -856,8 +866,11 @@ eng_gpu_create(struct mt_engine *e)
         size_t margin = MT_MAX((size_t)512 << 20, dev_free / 20);
         budget = dev_free > margin ? dev_free - margin : 0;
     }
+    /* what stays outside the arena even under an explicit --gpu-mem: cuBLAS, graphs */
+    size_t usable = dev_free > GPU_OUTSIDE_ARENA ? dev_free - GPU_OUTSIDE_ARENA : 0;
+    g->dev_free0 = dev_free;
     /* GPU experts that do not fit move to DRAM, counted again until the rest fits */
-    size_t cap = MT_MIN(budget, dev_free), need0 = need;
+    size_t cap = MT_MIN(budget, usable), need0 = need;
     int moved = 0, m1 = 0;
     while (need > cap && eng_gpu_fit_experts(e, g, need - cap, &m1) == MT_OK && m1 > 0) {
         moved += m1;
@@ -887,15 +900,16 @@ eng_gpu_create(struct mt_engine *e)
                     "replan with this --gpu-mem to place them well)", moved,
                     (double)(need0 - need) / (1 << 30));
     }
-    if (need > budget || need > dev_free) {
-        char a[32], b[32], d[32], w[32], x[32], y[32];
+    if (need > budget || need > usable) {
+        char a[32], b[32], d[32], w[32], x[32], y[32], z[32];
         return mt_fail(MT_ERR_NOMEM, 0, "the model needs %s on the GPU (weights %s, KV cache %s "
-                       "for %lld positions, work %s) but %s allows %s (the device has %s free): "
-                       "raise --gpu-mem, free the GPU, shorten the context (--ctx), or run it on "
-                       "--device cpu", mib(need, a), mib(g->need[0], b), mib(g->need[1], d),
-                       (long long)g->ctx, mib(g->need[2], w),
+                       "for %lld positions, work %s) but %s allows %s (the device has %s free, "
+                       "%s of which stays for cuBLAS and CUDA graphs): raise --gpu-mem, free the "
+                       "GPU, shorten the context (--ctx), or run it on --device cpu",
+                       mib(need, a), mib(g->need[0], b), mib(g->need[1], d), (long long)g->ctx,
+                       mib(g->need[2], w),
                        e->opts.gpu_mem ? "--gpu-mem" : "the default budget (free minus a margin)",
-                       mib(budget, x), mib(dev_free, y));
+                       mib(budget, x), mib(dev_free, y), mib(GPU_OUTSIDE_ARENA, z));
     }
     if ((st = mt_gpu_arena_create(0, need, budget, &g->arena)) != MT_OK ||
         (st = mt_gpu_stream_create(&g->stream)) != MT_OK ||
@@ -995,6 +1009,24 @@ eng_gpu_create(struct mt_engine *e)
     return MT_OK;
 }
 
+/* With MT_GPU_MEM_REPORT=1: the device memory this engine took beyond its arena (cuBLAS's
+ * handle and workspace, graph executables, the runtime's own), against GPU_OUTSIDE_ARENA. */
+static void
+outside_arena_note(const struct eng_gpu *g)
+{
+    size_t dev_free = 0, dev_total = 0;
+    const char *ev = getenv("MT_GPU_MEM_REPORT");
+
+    if (ev == NULL || strcmp(ev, "1") != 0 || g->arena == NULL ||
+        mt_gpu_mem_free(0, &dev_free, &dev_total) != MT_OK) {
+        return;
+    }
+    size_t arena = g->need[0] + g->need[1] + g->need[2] + ((size_t)1 << 20);
+    long long outside = (long long)g->dev_free0 - (long long)dev_free - (long long)arena;
+    mt_log_info("GPU engine: %.1f MiB of device memory outside the arena (%.1f MiB kept for it)",
+                (double)outside / (1 << 20), (double)GPU_OUTSIDE_ARENA / (1 << 20));
+}
+
 bool
 eng_gpu_device_argmax(const struct eng_gpu *g)
 {
@@ -1029,6 +1061,7 @@ eng_gpu_destroy(struct eng_gpu *g, int n_layers)
                     "other recordings updated one in place)",
                     (unsigned long long)g->n_graph_steps, (unsigned long long)g->n_graph_builds);
     }
+    outside_arena_note(g);
     eng_gpu_moe_fini(g);
     mt_gpu_graph_destroy(g->gexec[0]);
     mt_gpu_graph_destroy(g->gexec[1]);

@@ -70,6 +70,7 @@ struct eng_gpu {
     struct CUstream_st *stream;
     bool debug_sync;
     size_t need[3]; /* counting pass: weights, caches, work */
+    size_t dev_free0; /* the device's free bytes before the arena (outside_arena_note) */
     int cat;        /* which of need[] allocations go to */
     int64_t ctx;    /* positions the device caches hold */
     enum mt_dtype lat_dtype, kpe_dtype;
