@@ -25,6 +25,8 @@
 #   tma0      MT_GEMV_TMA=0: the defaults with every FP8 GEMV's weights copied by cp.async
 #             instead of the TMA ring that matrices of 64 MiB and more take on sm_90+
 #             (kernels/gemv.cu); long-tma0: the same on the 2,100-token prompt
+#   hint0     MT_GEMV_TMA_HINT=0: the defaults with the TMA ring's weights cached in L2 like
+#             everything else, instead of evict-first (kernels/gemv.cu)
 #   long-mlasmall  MT_MLA_TC_SMALL=1 on the 2,100-token prompt: sparse MLA on the small
 #             tensor-core kernel of sm_80/86/89/120 (kernels/mla.cu) instead of the large one
 #   mlalarge  MT_MLA_TC_SMALL=0: the defaults with the short rows' MLA on the large tensor-core
@@ -187,6 +189,7 @@ for c in $RUNS; do
         long-gemv16) run $c MT_GEMV_TWO_BLOCKS=0 -- --prompt-ids "$P2K" -n 64 ;;
         tma0 | tma0b) run $c MT_GEMV_TMA=0 -- --prompt-ids "$P64" -n 64 ;;
         long-tma0) run $c MT_GEMV_TMA=0 -- --prompt-ids "$P2K" -n 64 ;;
+        hint0 | hint0b) run $c MT_GEMV_TMA_HINT=0 -- --prompt-ids "$P64" -n 64 ;;
         long-mlasmall | long-mlasmall2) run $c MT_MLA_TC_SMALL=1 -- --prompt-ids "$P2K" -n 64 ;;
         mlalarge | mlalarge2 | mlalarge3 | mlalarge4) run $c MT_MLA_TC_SMALL=0 -- --prompt-ids "$P64" -n 64 ;;
         kernels-mlalarge) run $c MT_MLA_TC_SMALL=0 MT_GPU_GRAPH=0 MT_GPU_PDL=0 MT_GPU_KERNEL_TIMES=1 -- --prompt-ids "$P64" -n 64 ;;

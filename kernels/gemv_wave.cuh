@@ -469,7 +469,8 @@ struct mv_boxes {
  * nkb) (thread g's staged x for the tile at row), x_row(t) (token t's x in global memory, for
  * XS false) and store<NB>(row, end, c, acc) (a finished tile's results).
  */
-template <int NB, int P, bool XS, int SW, int A, class M, int W = MV_WARPS, bool TM = false>
+template <int NB, int P, bool XS, int SW, int A, class M, int W = MV_WARPS, bool TM = false,
+          bool HINT = false>
 static __device__ __forceinline__ void
 mv_wave(const M &m, uint4 *xs, int l2ahead, const struct mv_boxes *bx = nullptr)
 {
@@ -606,6 +607,7 @@ mv_wave(const M &m, uint4 *xs, int l2ahead, const struct mv_boxes *bx = nullptr)
             }
         }
         __syncwarp();
+        const uint64_t pol = HINT ? mt_l2_evict_first_policy() : 0;
         /* Copy step (ft, fk) into stage `stage` and advance the fetch cursor. The rows of a tile
          * past the share's end stay stale in the stage: they feed only results of rows that
          * are never stored. Columns past the matrix come as zeros. */
@@ -622,7 +624,9 @@ mv_wave(const M &m, uint4 *xs, int l2ahead, const struct mv_boxes *bx = nullptr)
             }
             __syncwarp();
             if (h == 16) {
-                if (lane == 0) {
+                if (lane == 0 && HINT) {
+                    mt_tma_load_2d_hint(dst, &bx->h[0], x0, (int)row, bar, pol);
+                } else if (lane == 0) {
                     mt_tma_load_2d(dst, &bx->h[0], x0, (int)row, bar);
                 }
             } else {
@@ -631,7 +635,10 @@ mv_wave(const M &m, uint4 *xs, int l2ahead, const struct mv_boxes *bx = nullptr)
 #pragma unroll
                 for (int bit = 3; bit >= 0; bit--) {
                     if ((h >> bit) & 1) {
-                        if (lane == part) {
+                        if (lane == part && HINT) {
+                            mt_tma_load_2d_hint(dst + off * 128 * SW, &bx->h[4 - bit], x0,
+                                                (int)(row + off), bar, pol);
+                        } else if (lane == part) {
                             mt_tma_load_2d(dst + off * 128 * SW, &bx->h[4 - bit], x0,
                                            (int)(row + off), bar);
                         }

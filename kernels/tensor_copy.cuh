@@ -101,4 +101,28 @@ mt_tma_load_2d(void *dst, const CUtensorMap *map, int x, int y, uint64_t *bar)
 #endif
 }
 
+/* An L2 cache policy that evicts the lines it is given first (weights read once a token), so that
+ * what a kernel reads again (x, the scales, the next kernel's input) stays in L2. */
+static __device__ __forceinline__ uint64_t
+mt_l2_evict_first_policy(void)
+{
+    uint64_t p = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(p));
+#endif
+    return p;
+}
+
+/* mt_tma_load_2d with an L2 cache policy for the box's lines. */
+static __device__ __forceinline__ void
+mt_tma_load_2d_hint(void *dst, const CUtensorMap *map, int x, int y, uint64_t *bar, uint64_t pol)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+                 ".L2::cache_hint [%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(mt_smem_addr(dst)),
+                 "l"(map), "r"(x), "r"(y), "r"(mt_smem_addr(bar)), "l"(pol)
+                 : "memory");
+#endif
+}
+
 #endif /* MT_KERNELS_TENSOR_COPY_CUH */
