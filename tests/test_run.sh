@@ -16,7 +16,7 @@ prompt=$(printf '%s' "$flat" | sed -n 's/.*"prompts":\[\[\([0-9,]*\)\].*/\1/p')
 want=$(printf '%s' "$flat" | sed -n 's/.*"greedy":\[\[\([0-9,]*\)\].*/\1/p' | tr ',' ' ')
 ntok=$(printf '%s\n' "$prompt" | tr ',' '\n' | wc -l)
 
-echo "1..17"
+echo "1..18"
 got=$("$bin" run -m "$dir" --device cpu --prompt-ids "$prompt" -n 20 --print-ids \
       --dump-logits "$tmp/l.bin" 2>"$tmp/err")
 ok $? "run --print-ids --dump-logits exits 0"
@@ -98,6 +98,11 @@ rc=$?
     grep -q -- '--gpu-mem (and --debug-sync) applies to the GPU engine.*on the CPU: ignored' \
         "$tmp/err"
 ok $? "GPU flags on a CPU run: one warning says they are ignored (rc $rc: $(head -c 300 "$tmp/err"))"
+"$bin" run -m "$tiny" --device cpu --threads 4096 --prompt-ids 1,2 -n 1 --print-ids \
+    >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 0 ] && grep -q -- '--threads 4096 is more than the [0-9]* cores' "$tmp/err"
+ok $? "--threads past the cores: a warning says what the experts' team runs (rc $rc: $(head -c 300 "$tmp/err"))"
 "$bin" run --help | grep -q -- '--dump-logits'
 ok $? "--help lists the flags"
 tap_exit

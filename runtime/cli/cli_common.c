@@ -664,9 +664,15 @@ engine_team(struct mt_cli_engine *e, int threads, bool gpu, bool report)
         return st;
     }
     if (threads <= 0 || threads > topo.cores) {
+        int asked = threads;
         /* beside the GPU engine one core stays free for the thread that drives the GPU: a team
          * thread pinned there would slow the whole team (its rows finish last) */
         threads = gpu && topo.cores > 1 ? topo.cores - 1 : topo.cores;
+        if (asked > 0) {
+            mt_log_warn("--threads %d is more than the %d cores: the routed experts run on %d "
+                        "threads, one a core (two on one core share its memory bandwidth and "
+                        "the slower sets the pace)", asked, topo.cores, threads);
+        }
     }
     if ((st = mt_cpu_team_create(-1, threads, &e->team)) != MT_OK ||
         (st = mt_executor_cpu_team_create(mt_engine_provider(e->engine), e->team,
