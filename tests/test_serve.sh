@@ -25,6 +25,18 @@ req() {
 auth="Authorization: Bearer $key"
 json="Content-Type: application/json"
 chat() { req POST /v1/chat/completions -H "$auth" -H "$json" -d "$1"; }
+# health_until JQ-TEST [TRIES]: poll GET /health every 0.1 s (30 times unless TRIES) until the
+# test holds on its body; fails if it never did
+health_until() {
+    hu_i=0
+    while [ $hu_i -lt "${2:-30}" ]; do
+        req GET /health
+        jq -e "$1" "$tmp/body" >/dev/null && return 0
+        sleep 0.1
+        hu_i=$((hu_i + 1))
+    done
+    return 1
+}
 # err_is CODE TYPE-OR-CODE: the status and the error object's type or code
 err_is() {
     [ "$code" = "$1" ] && jq -e --arg w "$2" '.error.message != null and
@@ -201,14 +213,9 @@ ok $? "tools, an assistant tool call and a tool result: 200"
 curl -sN --max-time 1 "$url/v1/chat/completions" -H "$auth" -H "$json" -d '{"messages":
     [{"role": "user", "content": "go on"}], "max_tokens": 3000, "temperature": 0,
     "ignore_eos": true, "stream": true}' >"$tmp/cut" 2>/dev/null
-i=0
-while [ $i -lt 30 ]; do
-    req GET /health
-    jq -e '.busy == false' "$tmp/body" >/dev/null && break
-    sleep 0.1
-    i=$((i + 1))
-done
-[ -s "$tmp/cut" ] && [ $i -lt 30 ] && grep -q 'client gone' "$tmp/a.log"
+health_until '.busy == false'
+freed=$?
+[ -s "$tmp/cut" ] && [ $freed -eq 0 ] && grep -q 'client gone' "$tmp/a.log"
 ok $? "a client gone after 1 s of a 3000-token stream frees the engine within 3 s"
 req GET /metrics
 grep -q '^moetier_client_disconnects_total 1$' "$tmp/body"
@@ -269,13 +276,7 @@ ok $? "a half-closed client gets its whole 400-token reply (rc $rc, reply: $(hea
 curl -s --max-time 30 -o /dev/null "$url/v1/completions" -H "$auth" -H "$json" \
     -d '{"prompt": "a", "max_tokens": 1000, "ignore_eos": true}' &
 busy_pid=$!
-i=0
-while [ $i -lt 50 ]; do
-    req GET /health
-    jq -e '.busy == true' "$tmp/body" >/dev/null && break
-    sleep 0.1
-    i=$((i + 1))
-done
+health_until '.busy == true' 50
 "$tmp/half_close" "$port" /v1/chat/completions '{"messages": [{"role": "user", "content": "hi"}],
     "max_tokens": 20, "ignore_eos": true, "stream": true}' "Bearer $key" >"$tmp/hcs" 2>"$tmp/hc.err"
 rc=$?
@@ -286,14 +287,8 @@ ok $? "a half-closed client queued behind a running request gets its whole strea
 $(head -c 100 "$tmp/hcs" | tr -d '\r' | tr '\n' ' '))"
 curl -s --max-time 1 "$url/v1/completions" -H "$auth" -H "$json" \
     -d '{"prompt": "a", "max_tokens": 3000, "ignore_eos": true}' >/dev/null 2>&1
-i=0
-while [ $i -lt 30 ]; do
-    req GET /health
-    jq -e '.busy == false' "$tmp/body" >/dev/null && break
-    sleep 0.1
-    i=$((i + 1))
-done
-[ $i -lt 30 ] && grep -q 'generated, client gone$' "$tmp/a.log"
+health_until '.busy == false' &&
+    grep -q 'generated, client gone$' "$tmp/a.log"
 ok $? "a client that closes while its 3000-token reply runs (not streamed) frees the engine in 3 s"
 
 # flags: a port in use, bad values
@@ -331,13 +326,8 @@ err_is 429 queue_full
 ok $? "a request while one runs and --queue 0: 429 queue_full"
 kill "$long_pid" 2>/dev/null
 wait "$long_pid" 2>/dev/null
-i=0 # (--queue 0: the next request needs the engine free again)
-while [ $i -lt 50 ]; do
-    req GET /health
-    jq -e '.busy == false' "$tmp/body" >/dev/null && break
-    sleep 0.1
-    i=$((i + 1))
-done
+# (--queue 0: the next request needs the engine free again)
+health_until '.busy == false' 50
 
 # SIGTERM during a request: it finishes, then the server exits 0
 curl -sN --max-time 30 "$url/v1/completions" -H "$json" -d '{"prompt": "a", "max_tokens": 200,
@@ -365,24 +355,13 @@ start_server "$tmp/c.log" --queue 1
 start_long
 curl -s --max-time 0.5 "$url/v1/completions" -H "$json" -d '{"prompt": "b", "max_tokens": 2}' \
     >/dev/null 2>&1
-i=0
-while [ $i -lt 30 ]; do
-    req GET /health
-    jq -e '.queued == 0' "$tmp/body" >/dev/null && break
-    sleep 0.1
-    i=$((i + 1))
-done
+health_until '.queued == 0'
 jq -e '.queued == 0 and .busy == true' "$tmp/body" >/dev/null
 ok $? "a queued client that hangs up leaves the queue while the running request goes on"
 kill "$long_pid" 2>/dev/null
 wait "$long_pid" 2>/dev/null
-i=0 # (--queue 1: the two clients below need the engine free again, else one gets 429)
-while [ $i -lt 100 ]; do
-    req GET /health
-    jq -e '.busy == false and .queued == 0' "$tmp/body" >/dev/null && break
-    sleep 0.1
-    i=$((i + 1))
-done
+# (--queue 1: the two clients below need the engine free again, else one gets 429)
+health_until '.busy == false and .queued == 0' 100
 
 # short streams, two clients at a time: each reply whole, also where the worker finishes a
 # stream before its connection's thread has woken up (it used to answer nothing)
