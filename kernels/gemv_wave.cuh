@@ -458,8 +458,8 @@ struct mv_boxes {
  * W: warps a block (MV_WARPS, or 8 where gemv.cu fits two blocks an SM). TM: the ring is filled
  * by the tensor memory accelerator from the boxes bx (sm_90+; dense policies, XS, NB 1, SW 1 or 2:
  * a stage is a box of 16 rows x 128 SW bytes, MV_TMA_RING_BYTES(A, SW, W) after the staged x, which
- * is rounded up to 128 bytes). The caller's kernel is __launch_bounds__(W * 32, ..) and passes
- * its dynamic shared memory.
+ * is rounded up to 128 bytes); HINT: those copies evict-first in L2. The caller's kernel is
+ * __launch_bounds__(W * 32, ..) and passes its dynamic shared memory.
  *
  * A policy M has: cols, nt (the matrix's columns and the tokens), kWeightsFirst (its weight
  * addresses are known before mt_pdl_wait: the loads of the first steps are issued before it),
