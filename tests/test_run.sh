@@ -101,8 +101,9 @@ ok $? "GPU flags on a CPU run: one warning says they are ignored (rc $rc: $(head
 "$bin" run -m "$tiny" --device cpu --threads 4096 --prompt-ids 1,2 -n 1 --print-ids \
     >/dev/null 2>"$tmp/err"
 rc=$?
-[ "$rc" -eq 0 ] && grep -q -- '--threads 4096 is more than the [0-9]* cores' "$tmp/err"
-ok $? "--threads past the cores: a warning says what the experts' team runs (rc $rc: $(head -c 300 "$tmp/err"))"
+[ "$rc" -eq 0 ] && grep -q -- '--threads 4096 is more than the [0-9]* cores' "$tmp/err" &&
+    grep -q -- "--threads 4096 is more than the $(getconf _NPROCESSORS_ONLN) CPUs online: OpenMP's parts run $(getconf _NPROCESSORS_ONLN) threads" "$tmp/err"
+ok $? "--threads past the cores: warnings say what the experts' team and OpenMP run (rc $rc: $(head -c 300 "$tmp/err"))"
 "$bin" run --help | grep -q -- '--dump-logits'
 ok $? "--help lists the flags"
 tap_exit

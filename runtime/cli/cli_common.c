@@ -754,7 +754,14 @@ mt_cli_engine_init(struct mt_cli_engine *e, const char *dir, const struct mt_cli
 
     memset(e, 0, sizeof(*e));
     if (f->threads > 0) {
-        omp_set_num_threads(f->threads);
+        /* more OpenMP threads than CPUs only take turns on them */
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        int omp = cpus > 0 && f->threads > cpus ? (int)cpus : f->threads;
+        if (omp < f->threads) {
+            mt_log_warn("--threads %d is more than the %d CPUs online: OpenMP's parts run %d "
+                        "threads", f->threads, omp, omp);
+        }
+        omp_set_num_threads(omp);
     }
     if ((st = mt_cli_device_pick(f->device, f->report, &eo.device)) != MT_OK) {
         return st;
