@@ -87,7 +87,7 @@ struct job {
     bool gone;                   /* the client hung up */
     int fd;                      /* the connection's socket, to notice a hang-up */
     bool http11;                 /* the request is HTTP/1.1: it may be sent a 1xx (peer_probe) */
-    bool probed;                 /* its client sent FIN and was sent peer_probe */
+    double probed_at;            /* mt_clock_now() of the last peer_probe, 0 for none */
     pthread_cond_t cond;         /* state changed or output grew */
     struct mt_serve_error err;   /* refused or failed: the status and message */
     struct bytes out;            /* stream: events not yet taken by the connection */
@@ -196,7 +196,8 @@ peer_probe(int fd)
     static const char probe[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
     /* Written past MHD, which is safe here: the connection is plain TCP, and while our handler
-     * runs MHD writes nothing to it (its send buffer is empty, so this cannot block or split) */
+     * runs MHD writes nothing to it. The send does not wait; a probe that does not go out whole
+     * (a send buffer full of an earlier reply the client has not read) counts as gone. */
     return send(fd, probe, sizeof(probe) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) ==
            (ssize_t)sizeof(probe) - 1;
 }
@@ -655,23 +656,35 @@ worker_main(void *arg)
 
 /* ---- connections -------------------------------------------------------------------------- */
 
+/* Seconds between two peer_probe of a client that sent FIN: a closed client behind a relay that
+ * passes the FIN on (docker-proxy, ssh -L, socat), or one that closes after reading a probe,
+ * resets only when something more reaches it */
+#define PROBE_EVERY_S 1.0
+
 /*
  * Whether j's client has gone, as seen while nothing has been sent to it yet: a reset is gone; a
- * FIN is probed once (peer_probe), as a half-closed client still wants its reply. HTTP/1.0
- * clients must not get a 1xx, so for them a FIN is gone. s->lock held.
+ * FIN is probed (peer_probe) about once a second, as a half-closed client still wants its reply
+ * and a closed one resets at the next probe. HTTP/1.0 clients must not get a 1xx, so for them a
+ * FIN is gone. s->lock held.
  */
 static bool
 job_client_gone_locked(struct job *j)
 {
+    double now;
+
     switch (peer_state(j->fd)) {
     case PEER_GONE:
         return true;
     case PEER_SENT_FIN:
-        if (j->probed) {
+        if (!j->http11) {
+            return true;
+        }
+        now = mt_clock_now();
+        if (j->probed_at > 0.0 && now - j->probed_at < PROBE_EVERY_S) {
             return false; /* half-closed, until a reset shows it closed */
         }
-        j->probed = true;
-        return !j->http11 || !peer_probe(j->fd);
+        j->probed_at = now;
+        return !peer_probe(j->fd);
     default:
         return false;
     }
@@ -969,6 +982,16 @@ access_handler(void *cls, struct MHD_Connection *c, const char *url, const char 
             return respond_error(s, c, cn->route, &e);
         }
         if (!wants_post) {
+            /* a body on a GET means nothing here, and it would be read without a limit */
+            const char *len = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                          MHD_HTTP_HEADER_CONTENT_LENGTH);
+            if ((len != NULL && strtoull(len, NULL, 10) > 0) ||
+                MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                            MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL) {
+                mt_serve_error_set(&e, 400, "invalid_request_error", "body_not_allowed", NULL,
+                                   "%.16s %.200s takes no request body", method, url);
+                return respond_error(s, c, cn->route, &e);
+            }
             /* answered at the request's end: MHD closes the connection after a response
              * queued with the headers (an "early" one), which would end every keep-alive */
             return MHD_YES;
@@ -985,9 +1008,7 @@ access_handler(void *cls, struct MHD_Connection *c, const char *url, const char 
         return MHD_YES; /* the body comes next */
     }
     if (*upload_data_size > 0) {
-        if (!route_takes_post(cn->route)) {
-            /* a GET's body means nothing here: read and dropped */
-        } else if (!cn->too_big && cn->body.n + *upload_data_size <= s->opts.limits.max_body) {
+        if (!cn->too_big && cn->body.n + *upload_data_size <= s->opts.limits.max_body) {
             if (!bytes_put(&cn->body, upload_data, *upload_data_size)) {
                 return MHD_NO;
             }

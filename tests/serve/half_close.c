@@ -5,9 +5,11 @@
  * the server sends to stdout until the server closes. curl cannot do this, so
  * tests/test_serve.sh builds this with the build's compiler.
  *
- * Usage: half_close PORT PATH BODY [AUTHORIZATION]
+ * Usage: half_close [-q] PORT PATH BODY [AUTHORIZATION]
  * Exits 0 when the server closed the connection after answering, 1 on any failure (a message on
- * stderr); the reply is never longer than 30 s in coming.
+ * stderr); the reply is never longer than 30 s in coming. -q: close the socket as soon as an
+ * interim "100 Continue" has come (a client that gives up after its half-close; the server hears
+ * of it only from its next write).
  */
 #define _POSIX_C_SOURCE 200809L /* a standalone program: no config.h */
 
@@ -45,8 +47,13 @@ main(int argc, char **argv)
     ssize_t k;
     int fd;
 
+    int quit = argc > 1 && strcmp(argv[1], "-q") == 0;
+    size_t got = 0;
+
+    argv += quit;
+    argc -= quit;
     if (argc < 4 || argc > 5) {
-        fprintf(stderr, "usage: half_close PORT PATH BODY [AUTHORIZATION]\n");
+        fprintf(stderr, "usage: half_close [-q] PORT PATH BODY [AUTHORIZATION]\n");
         return 1;
     }
     sa.sin_port = htons((unsigned short)atoi(argv[1]));
@@ -68,8 +75,24 @@ main(int argc, char **argv)
         fprintf(stderr, "half_close: cannot send the request: %s\n", strerror(errno));
         return 1;
     }
-    while ((k = recv(fd, buf, sizeof(buf), 0)) > 0) {
-        fwrite(buf, 1, (size_t)k, stdout);
+    while ((k = recv(fd, buf + (quit ? got : 0), sizeof(buf) - 1 - (quit ? got : 0), 0)) > 0) {
+        fwrite(buf + (quit ? got : 0), 1, (size_t)k, stdout);
+        if (quit) {
+            got += (size_t)k;
+            buf[got] = '\0';
+            if (strstr(buf, "HTTP/1.1 100") != NULL && strstr(buf, "\r\n\r\n") != NULL) {
+                close(fd);
+                return 0;
+            }
+            if (got + 1 >= sizeof(buf)) {
+                fprintf(stderr, "half_close: no interim response in the first %zu bytes\n", got);
+                return 1;
+            }
+        }
+    }
+    if (quit && k == 0) {
+        fprintf(stderr, "half_close: the server closed without an interim response\n");
+        return 1;
     }
     if (k < 0) {
         fprintf(stderr, "half_close: reading the reply failed: %s\n", strerror(errno));
