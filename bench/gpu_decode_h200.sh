@@ -23,8 +23,8 @@
 #   gemv16    MT_GEMV_TWO_BLOCKS=0: the defaults with every FP8 GEMV of 1-4 tokens in one 16-warp
 #             block an SM instead of two 8-warp blocks where they fit (kernels/gemv.cu)
 #   tma0      MT_GEMV_TMA=0: the defaults with every FP8 GEMV's weights copied by cp.async
-#             instead of the TMA ring that matrices of 64 MiB and more take on sm_90+
-#             (kernels/gemv.cu); long-tma0: the same on the 2,100-token prompt
+#             instead of the TMA ring that sm_90+ takes (kernels/gemv.cu); long-tma0: the same
+#             on the 2,100-token prompt
 #   hint0     MT_GEMV_TMA_HINT=0: the defaults with the TMA ring's weights cached in L2 like
 #             everything else, instead of evict-first (kernels/gemv.cu)
 #   long-mlasmall  MT_MLA_TC_SMALL=1 on the 2,100-token prompt: sparse MLA on the small

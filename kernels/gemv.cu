@@ -8,8 +8,9 @@
  * wave of warps with equal shares (below); measured on the H200 it reaches 56-75% of the 4 GiB
  * HBM read on the >= 16 MB matrices, 0.84-0.99 of what a pure read of the same size gets in the
  * same harness (bench/results/kernels-h200.md, session 8: such a read itself reaches only 55% at
- * 16.8 MB and 85% from ~117 MB). On sm_90+ the weights of matrices of 64 MiB and more are
- * copied by the tensor memory accelerator instead of cp.async: 76-83% there (session 20).
+ * 16.8 MB and 85% from ~117 MB). On sm_90+ the weights are copied by the tensor memory
+ * accelerator instead of cp.async: 64-83% of the HBM read at the V3.2 shapes of 16.8-132 MB
+ * (session 22).
  * BF16 (the lm_head), and one FP8 token of a matrix below 14 MiB, use a CUDA-core loop: a
  * block of 256 threads is split into groups of T threads, each group owns 2 adjacent rows (x is
  * reused from registers), T chosen per shape so that every SM has work; BF16 streams at 93-94%
@@ -60,9 +61,9 @@ gemv_fp8_kernel(const struct mv_dense m, int l2ahead)
 #define GEMV_FP8_SMALL_MB 14
 
 /* Knobs for measurements, read once: MT_GEMV_XS=0 (x split in registers by every warp instead of
- * staged), MT_GEMV_ASYNC=0 (register stages instead of either ring), MT_GEMV_TMA=0 or 2
- * (the TMA ring never, or at every size; mt_gpu_gemv_tma_set), MT_GEMV_TMA_HINT=0 (the TMA
- * ring's weights without the L2 evict-first policy), MT_GEMV_L2AHEAD=n
+ * staged), MT_GEMV_ASYNC=0 (register stages instead of either ring), MT_GEMV_TMA=0 (never the
+ * TMA ring: the cp.async ring of every sm_80+ GPU; mt_gpu_gemv_tma_set), MT_GEMV_TMA_HINT=0 (the
+ * TMA ring's weights without the L2 evict-first policy), MT_GEMV_L2AHEAD=n
  * (steps a warp of the cp.async ring asks L2 for before its wait; 0 none), MT_GEMV_SMALL_MB=n
  * (one token of an FP8 matrix below n MiB takes the CUDA-core loop). */
 static int
@@ -228,13 +229,17 @@ gemv_fp8_launch(const struct mt_gpu_weight *w, const float *x, int n_tok, float 
  * blocks: half the copies again). sm_90+ only: below, the kernel body is empty and the host
  * never launches it. Measured on the H200 (2026-12-01 session 20, graph + PDL, us a launch;
  * bench/results/kernels-h200.md) against the cp.async ring: 7168x16384 32.7 / 34.6, 18432x7168
- * 36.0 / 39.8, 7168x18432 38.2 / 41.1, but 24576x1536 12.3 / 11.9 and 2240x7168 9.5 / 8.8
- * (32768x512 and 7168x2048 equal to 0.1 us): it pays from GEMV_TMA_MIN_MB. Three stages of 256
- * columns, three to six of 128, and blocks of 8 or 12 warps were slower at every size but one.
+ * 36.0 / 39.8, 7168x18432 38.2 / 41.1, but 24576x1536 12.3 / 11.9 and 2240x7168 9.5 / 8.8: it
+ * then paid from 64 MiB only. Since its loop lost a third of its instructions (2026-12-02
+ * session 22: shared loads at constant offsets, scales loaded a step ahead) it is faster at
+ * every size measured (two rounds: 2048x7168 7.5 / 8.5, 2240x7168 8.5 / 8.8, 7168x2048 6.1 /
+ * 6.7, 32768x512 5.7-5.8 / 6.4, 24576x1536 11.3-11.4 / 11.8-11.9, 18432x7168 34.3-34.5 /
+ * 39.9-41.1) and takes every FP8 GEMV of 1-4 tokens on sm_90+. Three stages of 256 columns
+ * (sessions 20 and 22), three to six of 128, and blocks of 8 or 12 warps were slower at every
+ * size but one.
  */
 #define GEMV_TMA_SW 2     /* 128-column blocks a step: boxes of 16 rows x 256 bytes */
 #define GEMV_TMA_STAGES 2 /* ring stages a warp */
-#define GEMV_TMA_MIN_MB 64
 
 /* HINT: the boxes' lines go to L2 with an evict-first policy, so that x and the scales, which
  * every block reads, are not pushed out of L2 by weights read once (the default; measured on the
@@ -327,16 +332,22 @@ tma_kernel_ok(size_t smem)
         int r = -1;
         if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) ==
                 cudaSuccess &&
-            major >= 9 && cudaFuncGetAttributes(&fa, gemv_fp8_tma_kernel<true>) == cudaSuccess &&
-            fa.binaryVersion >= 90 && fa.ptxVersion >= 90) {
-            int dyn = smem_optin() - (int)fa.sharedSizeBytes;
-            if (dyn > 0 &&
-                cudaFuncSetAttribute(gemv_fp8_tma_kernel<true>,
-                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     dyn) == cudaSuccess &&
-                cudaFuncSetAttribute(gemv_fp8_tma_kernel<false>,
-                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     dyn) == cudaSuccess) {
+            major >= 9) {
+            /* both instantiations take the room of the one with more static memory */
+            const void *k[2] = {(const void *)gemv_fp8_tma_kernel<true>,
+                                (const void *)gemv_fp8_tma_kernel<false>};
+            int dyn = smem_optin();
+            bool ok = true;
+            for (int i = 0; i < 2 && ok; i++) {
+                ok = cudaFuncGetAttributes(&fa, k[i]) == cudaSuccess && fa.binaryVersion >= 90 &&
+                     fa.ptxVersion >= 90;
+                dyn = ok ? std::min(dyn, smem_optin() - (int)fa.sharedSizeBytes) : dyn;
+            }
+            for (int i = 0; i < 2 && ok && dyn > 0; i++) {
+                ok = cudaFuncSetAttribute(k[i], cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          dyn) == cudaSuccess;
+            }
+            if (ok && dyn > 0) {
                 r = dyn;
             }
         }
@@ -348,7 +359,7 @@ tma_kernel_ok(size_t smem)
     return room[dev] > 0 && smem <= (size_t)room[dev];
 }
 
-/* 0 off, 1 from GEMV_TMA_MIN_MB (default), 2 at every size; -1: MT_GEMV_TMA decides */
+/* 0 off, 1 (default) or 2 on where the device takes it; -1: MT_GEMV_TMA decides */
 static int tma_mode = -1;
 static unsigned long long tma_launches;
 
@@ -372,7 +383,7 @@ mt_gpu_gemv_tma_usable(void)
 }
 
 /* 1-4 tokens of an FP8 matrix on the TMA ring, or MT_ERR_UNSUPPORTED with nothing launched (off
- * or below its size, not a Hopper-class device or image, a shape or shared memory it does not
+ * (MT_GEMV_TMA=0), not a Hopper-class device or image, a shape or shared memory it does not
  * take: the caller then takes the cp.async ring). */
 static mt_status_t
 gemv_fp8_tma(const struct mt_gpu_weight *w, const float *x, const float *up, int n_tok, float *y,
@@ -383,8 +394,7 @@ gemv_fp8_tma(const struct mt_gpu_weight *w, const float *x, const float *up, int
                   MV_TMA_RING_BYTES(GEMV_TMA_STAGES, GEMV_TMA_SW, MV_WARPS);
     struct mv_boxes bx;
 
-    if (mode == 0 || (mode == 1 && w->rows * w->cols < ((int64_t)GEMV_TMA_MIN_MB << 20)) ||
-        w->rows > INT32_MAX || w->cols > INT32_MAX || w->cols % 16 != 0 ||
+    if (mode == 0 || w->rows > INT32_MAX || w->cols > INT32_MAX || w->cols % 16 != 0 ||
         (uintptr_t)w->data % 16 != 0 || !tma_kernel_ok(smem) || !tma_boxes(w, &bx)) {
         return MT_ERR_UNSUPPORTED;
     }

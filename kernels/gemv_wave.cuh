@@ -52,7 +52,7 @@
 
 #define MV_WARPS 16 /* warps a block */
 /* shared memory of the staged x: 2 parities x nkb steps x 16 chunks a token, plus padding */
-#define MV_XS_BYTES(nt, cols) ((size_t)(nt) * 2 * (((cols) + 127) / 128 * 16 + 2) * 16)
+#define MV_XS_BYTES(nt, cols) ((size_t)(nt) * 2 * (((cols) + 127) / 128 * 16 + 4) * 16)
 #define MV_XS_MAX (96 << 10) /* staged only below this (sm_86/89 blocks get 99 KB) */
 /* Register stages: 2 steps of 1 scale block ahead (measured 2026-11-30 on the H200: 3 steps, or
  * steps of 2 blocks, spill registers and ran 0-10% slower) */
@@ -139,6 +139,13 @@ mv_mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32
         "{%8,%9}, {%0,%1,%2,%3};\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/* p ? a : b, word by word (one select each) */
+static __device__ __forceinline__ uint4
+mv_pick(bool p, uint4 a, uint4 b)
+{
+    return make_uint4(p ? a.x : b.x, p ? a.y : b.y, p ? a.z : b.z, p ? a.w : b.w);
 }
 
 /* One thread's two rows (g and g + 8) of a tile: where the loads of the next steps come from. */
@@ -268,16 +275,20 @@ mv_consume(const struct mv_stage<SW> &st, int64_t cols, int c, int k,
 /*
  * x staged in shared memory (XS): the B fragments of every 128-column block, made once per block
  * instead of once per warp and step (8 loads and 96 conversions a thread and block). Chunk
- * (token t, parity p, block k, thread column c, q) holds the four words (b0, b1 of word
- * j = 2(q & 1), then of j + 1) of half h = q >> 1: the hi halves for p = 0, lo for p = 1. A
- * thread reads its four chunks of a block as four 16-byte loads; q is swizzled by c and parity 1
- * starts 2 chunks later, so the 8 chunks that one load of a warp touches for one token fall in 8
- * different bank groups.
+ * (token t, parity p, block k, q, thread column c) holds the four words (b0, b1 of word
+ * j = 2(q & 1), then of j + 1) of half h = q >> 1: the hi halves for p = 0, lo for p = 1. It
+ * lies at k * 16 + 4q + c of its (t, p) run, so a thread's four loads of a block differ by
+ * constants (64 bytes apart: immediate offsets, no address arithmetic); runs are
+ * MV_XS_RUN(nkb) chunks, 4 more than the blocks need, so that parity 1 starts 64 bytes after
+ * parity 0 modulo 128 and the 8 chunks that one quarter of a warp loads (the 4 threads c of
+ * g = 2t and 2t + 1) fall in 8 different bank groups.
  */
+#define MV_XS_RUN(nkb) ((int64_t)(nkb) * 16 + 4)
+
 static __device__ __forceinline__ int64_t
 mv_xs_base(int t, int p, int nkb)
 {
-    return ((int64_t)(2 * t + p) * nkb * 16) + 2 * (2 * t + p);
+    return (int64_t)(2 * t + p) * MV_XS_RUN(nkb);
 }
 
 #define MV_FILL_UNROLL 4 /* chunk pairs a thread converts at once: their loads overlap */
@@ -309,8 +320,8 @@ mv_xs_fill(uint4 *xs, const float *x, int64_t cols, int nkb, int nt, const float
 #pragma unroll
         for (int u = 0; u < MV_FILL_UNROLL; u++) {
             int i = i0 + u * blockDim.x;
-            int q = i & 3;
-            int c = (i >> 2) & 3;
+            int c = i & 3; /* c fastest: neighbouring threads store neighbouring chunks */
+            int q = (i >> 2) & 3;
             int k = (i >> 4) % nkb;
             int t = (i >> 4) / nkb;
 #pragma unroll
@@ -326,8 +337,8 @@ mv_xs_fill(uint4 *xs, const float *x, int64_t cols, int nkb, int nt, const float
             if (i >= total) {
                 break;
             }
-            int q = i & 3;
-            int c = (i >> 2) & 3;
+            int c = i & 3;
+            int q = (i >> 2) & 3;
             int k = (i >> 4) % nkb;
             int t = (i >> 4) / nkb;
 #pragma unroll
@@ -335,7 +346,7 @@ mv_xs_fill(uint4 *xs, const float *x, int64_t cols, int nkb, int nt, const float
                 float lom = (float)p;
                 uint4 b = make_uint4(mv_bword0(v[u][0], lom), mv_bword1(v[u][0], lom),
                                      mv_bword0(v[u][1], lom), mv_bword1(v[u][1], lom));
-                xs[mv_xs_base(t, p, nkb) + (k * 4 + c) * 4 + (q ^ (c >> 1))] = b;
+                xs[mv_xs_base(t, p, nkb) + k * 16 + 4 * q + c] = b;
             }
         }
     }
@@ -354,7 +365,7 @@ mv_consume_xs(const struct mv_stage<SW> &st, const uint4 *xsb, int nkb, int c, i
         float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
         for (int q = 0; q < 4; q++) {
-            uint4 b = xsb[(int64_t)kb * 16 + c * 4 + (q ^ (c >> 1))];
+            uint4 b = xsb[kb * 16 + 4 * q + c];
             bw[q >> 1][2 * (q & 1)][0] = b.x;
             bw[q >> 1][2 * (q & 1)][1] = b.y;
             bw[q >> 1][2 * (q & 1) + 1][0] = b.z;
@@ -508,8 +519,14 @@ mv_wave(const M &m, uint4 *xs, int l2ahead, const struct mv_boxes *bx = nullptr)
     constexpr int BOX = 16 * 128 * SW; /* TM: bytes of a ring stage */
     float *red;
     if constexpr (TM) {
-        uintptr_t xs_end = (uintptr_t)(xs + (int64_t)m.staged() * 2 * (nkb * 16 + 2));
-        red = (float *)((xs_end + 127) & ~(uintptr_t)127); /* the ring; warp w's at w A BOX */
+        /* the ring, 128-byte aligned after x; warp w's at w A BOX. An offset from xs rather
+         * than an address made from an integer: the compiler then knows it is shared memory
+         * and reads it with shared loads at constant offsets (a generic 64-bit address a load
+         * cost ~40 instructions a step; Nsight Compute, 2026-12-02 session 22) */
+        uint32_t xs_sa = mt_smem_addr(xs);
+        uint32_t xs_end = xs_sa + (uint32_t)(m.staged() * 2 * MV_XS_RUN(nkb) * 16);
+        red = reinterpret_cast<float *>(reinterpret_cast<char *>(xs) +
+                                        (((xs_end + 127) & ~127u) - xs_sa));
     } else {
         __shared__ float red_s[W * 2 * 2 * NB * 32];
         red = red_s;
@@ -600,6 +617,9 @@ mv_wave(const M &m, uint4 *xs, int l2ahead, const struct mv_boxes *bx = nullptr)
         static_assert(XS && NB == 1 && A >= 2 && (SW == 1 || SW == 2), "TMA ring: see above");
         __shared__ uint64_t bars[W][A]; /* stage s of warp w has landed: bars[w][s] */
         uint8_t *ring = (uint8_t *)red + (size_t)w * A * BOX; /* a stage: a tile's step */
+        /* shared addresses for the copy engine and the barriers, made once */
+        const uint32_t ring_sa = mt_smem_addr(ring);
+        const uint32_t bar_sa = mt_smem_addr(&bars[w][0]); /* stage s's: bar_sa + 8 s */
         if (lane == 0) {
 #pragma unroll
             for (int s = 0; s < A; s++) {
@@ -608,49 +628,53 @@ mv_wave(const M &m, uint4 *xs, int l2ahead, const struct mv_boxes *bx = nullptr)
         }
         __syncwarp();
         const uint64_t pol = HINT ? mt_l2_evict_first_policy() : 0;
-        /* Copy step (ft, fk) into stage `stage` and advance the fetch cursor. The rows of a tile
-         * past the share's end stay stale in the stage: they feed only results of rows that
-         * are never stored. Columns past the matrix come as zeros. */
-        auto fetch = [&](int stage) {
+        /* The scales of the steps copied and not yet consumed, oldest first. A step's scales
+         * are loaded when its copy is issued, A - 1 steps before they are used: loaded at the
+         * use, an L1 miss put an L2 round trip (long under full HBM load) in every warp's
+         * path (H200, 2026-12-02 session 22: 0.5-0.7 us a launch at 18432 x 7168 and 7168 x
+         * 18432). */
+        float qsa[A - 1][SW];
+        float qsb[A - 1][SW];
+        /* Copy step (ft, fk) into stage `stage`, load its scales into (sa, sb) and advance the
+         * fetch cursor; lane 0 issues everything. The rows of a tile past the share's end stay
+         * stale in the stage: they feed only results of rows that are never stored. Columns
+         * past the matrix come as zeros. */
+        auto fetch = [&](int stage, float(&sa)[SW], float(&sb)[SW]) {
             int64_t row = rb0 + 16 * ft;
             int h = (int)min((int64_t)16, rb1 - row);
             int x0 = fk * 128 * SW;
-            uint8_t *dst = ring + (size_t)stage * BOX;
-            uint64_t *bar = &bars[w][stage];
+            uint32_t dst = ring_sa + (uint32_t)(stage * BOX);
+            uint32_t bar = bar_sa + 8 * stage;
             __syncwarp(); /* the warp's reads of this stage (step i - 1) are done */
             if (lane == 0) {
                 mt_tma_fence_before_refill();
-                mt_mbar_arrive_expect(bar, (uint32_t)(h * 128 * SW));
-            }
-            __syncwarp();
-            if (h == 16) {
-                if (lane == 0 && HINT) {
-                    mt_tma_load_2d_hint(dst, &bx->h[0], x0, (int)row, bar, pol);
-                } else if (lane == 0) {
-                    mt_tma_load_2d(dst, &bx->h[0], x0, (int)row, bar);
-                }
-            } else {
-                int off = 0;
-                int part = 0;
-#pragma unroll
-                for (int bit = 3; bit >= 0; bit--) {
-                    if ((h >> bit) & 1) {
-                        if (lane == part && HINT) {
-                            mt_tma_load_2d_hint(dst + off * 128 * SW, &bx->h[4 - bit], x0,
-                                                (int)(row + off), bar, pol);
-                        } else if (lane == part) {
-                            mt_tma_load_2d(dst + off * 128 * SW, &bx->h[4 - bit], x0,
-                                           (int)(row + off), bar);
+                mt_mbar_arrive_expect_at(bar, (uint32_t)(h * 128 * SW));
+                if (h == 16) {
+                    mt_tma_load_2d_at(dst, &bx->h[0], x0, (int)row, bar, HINT, pol);
+                } else { /* a tile cut short: its rows' binary parts */
+                    int off = 0;
+                    for (int bit = 3; bit >= 0; bit--) {
+                        if ((h >> bit) & 1) {
+                            mt_tma_load_2d_at(dst + off * 128 * SW, &bx->h[4 - bit], x0,
+                                              (int)(row + off), bar, HINT, pol);
+                            off += 1 << bit;
                         }
-                        off += 1 << bit;
-                        part++;
                     }
                 }
             }
+#pragma unroll
+            for (int s = 0; s < SW; s++) {
+                int kb = min(fk * SW + s, nkb - 1);
+                sa[s] = __ldg(fr.sa + kb);
+                sb[s] = __ldg(fr.sb + kb);
+            }
             advance();
         };
-        for (int i = 0; i < A - 1 && i < n; i++) {
-            fetch(i);
+#pragma unroll
+        for (int i = 0; i < A - 1; i++) {
+            if (i < n) {
+                fetch(i, qsa[i], qsb[i]);
+            }
         }
         if (M::kWeightsFirst) {
             mt_pdl_enter(); /* x is the previous kernel's output: read it after the wait */
@@ -659,39 +683,48 @@ mv_wave(const M &m, uint4 *xs, int l2ahead, const struct mv_boxes *bx = nullptr)
         __syncthreads();
         int64_t xt = rb0 + 16 * ct;
         const uint4 *xsb = m.xs_base(xs, xt, g, nkb);
-        struct mv_rows cr = m.rows_at(xt + g, rb1, c, nkb);
-        const int sw = g & 1; /* odd rows read their high half first: no bank conflict */
-        int sc = 0;           /* stage of step i, and its phase's parity */
+        /* This thread's pieces of a stage: rows g and g + 8 (64 SW pieces apart), pieces
+         * 8 s + c (low half) and 8 s + 4 + c (high half) of a row. Odd rows read their high
+         * half first, so the 8 threads of a quarter warp read 8 different bank groups; a
+         * select a word then puts the halves in place (the mma's k slots must hold the same
+         * columns in every row). Reading in order instead (two-way conflicts, no selects) was
+         * 0.2-0.6 us slower a launch (H200, 2026-12-02 session 22). */
+        const bool sw = g & 1;
+        const uint4 *w0 = reinterpret_cast<const uint4 *>(ring) + g * 8 * SW + c + (sw ? 4 : 0);
+        const uint4 *w1 = reinterpret_cast<const uint4 *>(ring) + g * 8 * SW + c + (sw ? 0 : 4);
+        int sc = 0; /* stage of step i, and its phase's parity */
         uint32_t parity = 0;
         int fs = A - 1; /* stage of step i + A - 1 */
         for (int i = 0; i < n; i++) {
+            struct mv_stage<SW> st;
+#pragma unroll
+            for (int s = 0; s < SW; s++) {
+                st.sa[s] = qsa[0][s];
+                st.sb[s] = qsb[0][s];
+#pragma unroll
+                for (int j = 0; j + 1 < A - 1; j++) {
+                    qsa[j][s] = qsa[j + 1][s];
+                    qsb[j][s] = qsb[j + 1][s];
+                }
+            }
             if (i + A - 1 < n) {
-                fetch(fs);
+                fetch(fs, qsa[A - 2], qsb[A - 2]);
             }
             fs = fs + 1 == A ? 0 : fs + 1;
             if (rb0 + 16 * ct != xt) {
                 xt = rb0 + 16 * ct;
                 xsb = m.xs_base(xs, xt, g, nkb);
-                cr = m.rows_at(xt + g, rb1, c, nkb);
             }
-            struct mv_stage<SW> st;
-#pragma unroll
-            for (int s = 0; s < SW; s++) {
-                int kb = min(ck * SW + s, nkb - 1);
-                st.sa[s] = __ldg(cr.sa + kb);
-                st.sb[s] = __ldg(cr.sb + kb);
-            }
-            mt_mbar_wait(&bars[w][sc], parity);
-            const uint4 *box = reinterpret_cast<const uint4 *>(ring + (size_t)sc * BOX);
+            mt_mbar_wait_at(bar_sa + 8 * sc, parity);
+            const int so = sc * (BOX / 16);
 #pragma unroll
             for (int s = 0; s < SW; s++) {
 #pragma unroll
-                for (int r = 0; r < 2; r++) { /* rows g and g + 8: 8 SW 16-byte pieces a row */
-                    const uint4 *p = box + (g + 8 * r) * 8 * SW + 8 * s + c;
-                    uint4 first = p[4 * sw];
-                    uint4 second = p[4 * (sw ^ 1)];
-                    st.v[s][2 * r] = sw ? second : first;
-                    st.v[s][2 * r + 1] = sw ? first : second;
+                for (int r = 0; r < 2; r++) {
+                    uint4 first = w0[so + r * 64 * SW + 8 * s];
+                    uint4 second = w1[so + r * 64 * SW + 8 * s];
+                    st.v[s][2 * r] = mv_pick(sw, second, first);
+                    st.v[s][2 * r + 1] = mv_pick(sw, first, second);
                 }
             }
             mv_consume_xs<SW>(st, xsb, nkb, c, ck, acc[0]);
@@ -708,7 +741,7 @@ mv_wave(const M &m, uint4 *xs, int l2ahead, const struct mv_boxes *bx = nullptr)
             red_at(w, 1, j) = keep[1][j];
         }
     } else if constexpr (A > 0) {
-        uint4 *ring = xs + (XS ? (int64_t)m.staged() * 2 * (nkb * 16 + 2) : 0);
+        uint4 *ring = xs + (XS ? (int64_t)m.staged() * 2 * MV_XS_RUN(nkb) : 0);
         uint4 *slot = ring + threadIdx.x;
         const bool whole = cols % 128 == 0;
         const float *csa = fr.sa; /* the consumed tile's scale rows */

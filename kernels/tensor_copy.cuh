@@ -48,21 +48,20 @@ mt_mbar_init(uint64_t *bar, int arrivals)
 #endif
 }
 
-/* Arrive on bar and announce `bytes` more that copies will land in this phase. */
+/* Arrive on the mbarrier at shared address bar and announce `bytes` more that copies will land in
+ * this phase. */
 static __device__ __forceinline__ void
-mt_mbar_arrive_expect(uint64_t *bar, uint32_t bytes)
+mt_mbar_arrive_expect_at(uint32_t bar, uint32_t bytes)
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(
-                     mt_smem_addr(bar)),
-                 "r"(bytes)
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
                  : "memory");
 #endif
 }
 
-/* Wait until the phase of parity `parity` of bar has completed. */
+/* Wait until the phase of parity `parity` of the mbarrier at shared address bar has completed. */
 static __device__ __forceinline__ void
-mt_mbar_wait(uint64_t *bar, uint32_t parity)
+mt_mbar_wait_at(uint32_t bar, uint32_t parity)
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     uint32_t done = 0;
@@ -72,7 +71,7 @@ mt_mbar_wait(uint64_t *bar, uint32_t parity)
                      "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n\t"
                      "selp.u32 %0, 1, 0, p;\n\t}\n"
                      : "=r"(done)
-                     : "r"(mt_smem_addr(bar)), "r"(parity)
+                     : "r"(bar), "r"(parity)
                      : "memory");
     } while (!done);
 #endif
@@ -88,16 +87,27 @@ mt_tma_fence_before_refill(void)
 #endif
 }
 
-/* Copy the box of map whose first element is (column x, row y) to dst (128-byte aligned),
- * counting its bytes on bar. */
+/* Copy the box of map whose first element is (column x, row y) to shared address dst (128-byte
+ * aligned), counting its bytes on the mbarrier at shared address bar; with `hint`, the box's
+ * lines go to L2 under cache policy pol (mt_l2_evict_first_policy). */
 static __device__ __forceinline__ void
-mt_tma_load_2d(void *dst, const CUtensorMap *map, int x, int y, uint64_t *bar)
+mt_tma_load_2d_at(uint32_t dst, const CUtensorMap *map, int x, int y, uint32_t bar, bool hint = false,
+                  uint64_t pol = 0)
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
-                 " [%0], [%1, {%2, %3}], [%4];\n" ::"r"(mt_smem_addr(dst)),
-                 "l"(map), "r"(x), "r"(y), "r"(mt_smem_addr(bar))
-                 : "memory");
+    if (hint) {
+        asm volatile(
+            "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+            ".L2::cache_hint [%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(dst),
+            "l"(map), "r"(x), "r"(y), "r"(bar), "l"(pol)
+            : "memory");
+    } else {
+        asm volatile(
+            "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+            " [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
+            "l"(map), "r"(x), "r"(y), "r"(bar)
+            : "memory");
+    }
 #endif
 }
 
@@ -111,18 +121,6 @@ mt_l2_evict_first_policy(void)
     asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(p));
 #endif
     return p;
-}
-
-/* mt_tma_load_2d with an L2 cache policy for the box's lines. */
-static __device__ __forceinline__ void
-mt_tma_load_2d_hint(void *dst, const CUtensorMap *map, int x, int y, uint64_t *bar, uint64_t pol)
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
-                 ".L2::cache_hint [%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(mt_smem_addr(dst)),
-                 "l"(map), "r"(x), "r"(y), "r"(mt_smem_addr(bar)), "l"(pol)
-                 : "memory");
-#endif
 }
 
 #endif /* MT_KERNELS_TENSOR_COPY_CUH */
