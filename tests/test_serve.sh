@@ -43,7 +43,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..51"
+echo "1..54"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -340,6 +340,28 @@ kill "$long_pid" 2>/dev/null
 wait "$long_pid" 2>/dev/null
 # (--queue 0: the next request needs the engine free again)
 health_until '.busy == false' 50
+
+# A crowd of idle keep-alive clients leaves room for generation: with --queue 0 the server takes
+# 64 connections; after a GET it keeps one alive only while fewer than half are taken, and for
+# 5 s of idleness (tests/serve/idle_gets.c: 64 GET /health, the open ones held for 7 s)
+${MT_CC:-cc} -std=c11 $MT_CFLAGS -o "$tmp/idle_gets" "$MT_SRCDIR/tests/serve/idle_gets.c" \
+    $MT_LDFLAGS 2>"$tmp/cc" || bail_out "cannot build tests/serve/idle_gets.c: $(cat "$tmp/cc")"
+"$tmp/idle_gets" "$port" 64 7 >"$tmp/idle" 2>&1 &
+idle_pid=$!
+i=0
+while [ $i -lt 100 ] && ! grep -q '^kept' "$tmp/idle"; do
+    sleep 0.1
+    i=$((i + 1))
+done
+kept=$(sed -n 's/^kept \([0-9]*\) closed.*/\1/p' "$tmp/idle")
+[ -n "$kept" ] && [ "$kept" -ge 16 ] && [ "$kept" -lt 32 ]
+ok $? "64 keep-alive GETs, --queue 0: fewer than half of the 64 slots stay taken ($(head -n 1 "$tmp/idle"))"
+req POST /v1/completions -H "$json" -d '{"prompt": "b", "max_tokens": 2}'
+[ "$code" = 200 ]
+ok $? "... and a generation request meanwhile is answered (HTTP $code)"
+wait "$idle_pid"
+grep -q '^open 0 after 7 s$' "$tmp/idle"
+ok $? "... and the server closes the idle ones after 5 s ($(tail -n 1 "$tmp/idle"))"
 
 # SIGTERM during a request: it finishes, then the server exits 0
 curl -sN --max-time 30 "$url/v1/completions" -H "$json" -d '{"prompt": "a", "max_tokens": 200,

@@ -217,6 +217,30 @@ conn_fd(struct MHD_Connection *c)
     return ci != NULL ? ci->connect_fd : -1;
 }
 
+/*
+ * Keep-alive after a GET. An idle connection holds a connection thread and one of the --queue + 64
+ * slots that the server accepts, so a crowd of clients polling /health could leave none for a
+ * generation request. After a GET a connection may idle GET_IDLE_S seconds (Apache's default;
+ * a request on it gets the whole SERVE_IDLE_S again), and while half of the slots are taken the
+ * response closes it at once.
+ */
+#define SERVE_IDLE_S 120u
+#define GET_IDLE_S 5u
+
+static void
+get_keep_alive(struct mt_serve *s, struct MHD_Connection *c, struct MHD_Response *r)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_DAEMON);
+    const union MHD_DaemonInfo *di =
+        ci != NULL ? MHD_get_daemon_info(ci->daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS) : NULL;
+
+    if (di == NULL || 2 * (size_t)di->num_connections >= (size_t)s->opts.limits.max_queue + 64) {
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    } else {
+        MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, GET_IDLE_S);
+    }
+}
+
 /* Send body (malloc'ed, taken) with status and content type; counts the request. */
 static enum MHD_Result
 respond(struct mt_serve *s, struct MHD_Connection *c, enum mt_serve_route route, int status,
@@ -240,6 +264,9 @@ respond(struct mt_serve *s, struct MHD_Connection *c, enum mt_serve_route route,
     }
     if (status == 401) {
         MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    }
+    if (!route_takes_post(route)) {
+        get_keep_alive(s, c, r);
     }
     ret = MHD_queue_response(c, (unsigned)status, r);
     MHD_destroy_response(r);
@@ -808,6 +835,7 @@ serve_get(struct mt_serve *s, struct MHD_Connection *c, enum mt_serve_route rout
             return MHD_NO;
         }
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/html; charset=utf-8");
+        get_keep_alive(s, c, r);
         ret = MHD_queue_response(c, MHD_HTTP_OK, r);
         MHD_destroy_response(r);
         mt_serve_metrics_count_request(&s->metrics, route, 200);
@@ -963,6 +991,8 @@ access_handler(void *cls, struct MHD_Connection *c, const char *url, const char 
             return MHD_NO;
         }
         *con_cls = cn;
+        /* a request after a GET on this connection: its idle time is the whole again */
+        MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, SERVE_IDLE_S);
         cn->route = mt_serve_route_of(url);
         cn->http11 = strcmp(version, MHD_HTTP_VERSION_1_1) == 0;
         bool is_post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
@@ -1135,7 +1165,7 @@ mt_serve_create(struct mt_engine *engine, struct mt_tokenizer *tok,
     s->mhd = MHD_start_daemon(
         flags, 0, NULL, NULL, access_handler, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
         MHD_OPTION_NOTIFY_COMPLETED, request_completed, s, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)(opts->limits.max_queue + 64), MHD_OPTION_CONNECTION_TIMEOUT, 120u,
+        (unsigned)(opts->limits.max_queue + 64), MHD_OPTION_CONNECTION_TIMEOUT, SERVE_IDLE_S,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, 128u, MHD_OPTION_END);
     int err = errno;
     freeaddrinfo(ai);
