@@ -1,7 +1,7 @@
 #!/bin/bash
 # gpu_verify_h200.sh - one call that checks a tree on the GPU test machine: build, every GPU test
-# (tests/test_gpu_*), the kernel benchmark's quick table and its DSA rows, and the AMX expert
-# test on that machine's CPU. Meant as a session's first call after changes that no GPU has run
+# (tests/test_gpu_*; the engine's again on the cp.async ring), the kernel benchmark's quick table
+# and its DSA rows, and the AMX expert test on that machine's CPU. Meant as a session's first call after changes that no GPU has run
 # (a merge, review fixes): about 3 minutes warm, less than the decode and plan scripts.
 #
 # Run from the tree root on the GPU machine with $OUT set, the Debian packages of
@@ -32,6 +32,15 @@ timeout 300 make -j4 check TESTS="$TESTS_GPU" > "$R/check.log" 2>&1
 grep -E '^# (TOTAL|PASS|SKIP|FAIL|ERROR)|^FAIL|^ERROR' "$R/check.log" | tee "$R/check-summary.txt"
 for f in $TESTS_GPU; do cp "$f.log" "$R/" 2>/dev/null; done
 t "GPU tests done"
+
+# the portable ring (cp.async, every sm_80+ GPU) under the engine: sm_90+ takes the TMA ring by
+# default, so otherwise only test_gpu_gemv would run it here
+for f in tests/test_gpu_engine tests/test_gpu_step tests/test_gpu_moe; do
+    MT_GEMV_TMA=0 timeout 200 "./$f" > "$R/${f#tests/}-tma0.log" 2>&1
+    echo "MT_GEMV_TMA=0 $f: rc $?, $(grep -c '^ok' "$R/${f#tests/}-tma0.log") ok," \
+        "$(grep -c '^not ok' "$R/${f#tests/}-tma0.log") not ok" | tee -a "$R/check-summary.txt"
+done
+t "the cp.async ring under the engine done"
 
 # the AMX kernels run only on a CPU that has them (this machine's Xeon; the test takes the
 # best family the CPU has, and every AMX setting there)
