@@ -234,7 +234,9 @@ gemv_fp8_launch(const struct mt_gpu_weight *w, const float *x, int n_tok, float 
  * session 22: shared loads at constant offsets, scales loaded a step ahead) it is faster at
  * every size measured (two rounds: 2048x7168 7.5 / 8.5, 2240x7168 8.5 / 8.8, 7168x2048 6.1 /
  * 6.7, 32768x512 5.7-5.8 / 6.4, 24576x1536 11.3-11.4 / 11.8-11.9, 18432x7168 34.3-34.5 /
- * 39.9-41.1) and takes every FP8 GEMV of 1-4 tokens on sm_90+. Three stages of 256 columns
+ * 39.9-41.1) and takes every FP8 GEMV of 1-4 tokens on sm_90+ whose staged x fits beside it
+ * (on an H100/H200: one token up to 25,216 columns, 2 up to 12,544, 3 up to 8,320, 4 up to
+ * 6,272; wider ones take the cp.async ring). Three stages of 256 columns
  * (sessions 20 and 22), three to six of 128, and blocks of 8 or 12 warps were slower at every
  * size but one.
  */

@@ -631,7 +631,7 @@ mv_wave(const M &m, uint4 *xs, int l2ahead, const struct mv_boxes *bx = nullptr)
         /* The scales of the steps copied and not yet consumed, oldest first. A step's scales
          * are loaded when its copy is issued, A - 1 steps before they are used: loaded at the
          * use, an L1 miss put an L2 round trip (long under full HBM load) in every warp's
-         * path (H200, 2026-12-02 session 22: 0.5-0.7 us a launch at 18432 x 7168 and 7168 x
+         * path (H200, 2026-12-02 session 22: 0.5-0.8 us a launch at 18432 x 7168 and 7168 x
          * 18432). */
         float qsa[A - 1][SW];
         float qsb[A - 1][SW];

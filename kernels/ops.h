@@ -118,9 +118,9 @@ MT_GPU_FN mt_status_t mt_gpu_linear_swiglu(const struct mt_gpu_weight *w, const 
 MT_GPU_FN void mt_gpu_gemv_two_blocks_set(bool on);
 
 /* How FP8 GEMVs of 1-4 tokens fetch their weights on devices of compute capability 9.0 and
- * later, for later launches: 1 (the default; 2 the same) by the tensor memory accelerator
- * (gemv.cu says why), 0 never (cp.async, as on every other GPU); MT_GEMV_TMA in the environment
- * sets the same. Same results to rounding. */
+ * later, for later launches: 1 (the default; 2 the same) by the tensor memory accelerator where
+ * the staged x fits beside its ring (gemv.cu says why and where), 0 never (cp.async, as on every
+ * other GPU); MT_GEMV_TMA in the environment sets the same. Same results to rounding. */
 MT_GPU_FN void mt_gpu_gemv_tma_set(int mode);
 
 /* FP8 GEMV launches that took the TMA ring in this process, and whether the current device can

@@ -453,6 +453,10 @@ main(void)
     }
     check_linear(MT_DTYPE_F8_E4M3, 2240, 7168, 1);
     check_linear(MT_DTYPE_F8_E4M3, 2048, 7168, 3);
+    /* x staged beside the ring filling an H100/H200's shared memory to the byte: 1 token of
+     * 25,216 columns, 4 of 6,272 (the ring's alignment padding included) */
+    check_linear(MT_DTYPE_F8_E4M3, 600, 25216, 1);
+    check_linear(MT_DTYPE_F8_E4M3, 301, 6272, 4);
     tma_each = false;
     check_swiglu(7168, 2048, true);
     check_swiglu(7200, 2064, true);
@@ -474,6 +478,7 @@ main(void)
     }
     tap_ok(mt_gpu_gemv_tma_launches() == tma_before, "with the TMA ring off, it never ran");
     mt_gpu_gemv_two_blocks_set(true);
+    mt_gpu_gemv_tma_set(1); /* the default from here on (the TMA ring where it fits on sm_90+) */
     gemv_variant = "";
     /* the engine's stacked q_a + wk + kv_a (17 rows a block on 132 SMs: a 1-row tile each);
      * odd widths and heights on the register paths */
@@ -495,15 +500,16 @@ main(void)
         tap_diag("MT_TEST_LONG unset: BF16 129280 x 7168 (lm_head) not checked");
     }
 #ifdef MT_HAVE_CUDA
+    /* the chain on the default (the TMA ring on sm_90+: its copies issued before the PDL wait,
+     * its tensor maps through graph capture and in-place update), then on the cp.async ring */
     check_pdl_chain(1);
     check_pdl_chain(3);
     check_pdl_chain(8);
-    /* the chain on the TMA ring too (sm_90+'s default): its copies issued before the PDL wait,
-     * its tensor maps through graph capture and in-place update */
-    tap_diag("the chain again with the TMA ring (the default)");
-    mt_gpu_gemv_tma_set(1);
+    tap_diag("the chain again with the cp.async ring (MT_GEMV_TMA=0)");
+    mt_gpu_gemv_tma_set(0);
     check_pdl_chain(1);
     check_pdl_chain(3);
+    mt_gpu_gemv_tma_set(1);
 #endif
     mt_gpu_arena_destroy(gt_arena);
     return tap_done();

@@ -343,10 +343,10 @@ health_until '.busy == false' 50
 
 # A crowd of idle keep-alive clients leaves room for generation: with --queue 0 the server takes
 # 64 connections; after a GET it keeps one alive only while fewer than half are taken, and for
-# 5 s of idleness (tests/serve/idle_gets.c: 64 GET /health, the open ones held for 7 s)
+# 10 s of idleness (tests/serve/idle_gets.c: 64 GET /health, the open ones held for 12 s)
 ${MT_CC:-cc} -std=c11 $MT_CFLAGS -o "$tmp/idle_gets" "$MT_SRCDIR/tests/serve/idle_gets.c" \
     $MT_LDFLAGS 2>"$tmp/cc" || bail_out "cannot build tests/serve/idle_gets.c: $(cat "$tmp/cc")"
-"$tmp/idle_gets" "$port" 64 7 >"$tmp/idle" 2>&1 &
+"$tmp/idle_gets" "$port" 64 12 >"$tmp/idle" 2>&1 &
 idle_pid=$!
 i=0
 while [ $i -lt 100 ] && ! grep -q '^kept' "$tmp/idle"; do
@@ -360,8 +360,8 @@ req POST /v1/completions -H "$json" -d '{"prompt": "b", "max_tokens": 2}'
 [ "$code" = 200 ]
 ok $? "... and a generation request meanwhile is answered (HTTP $code)"
 wait "$idle_pid"
-grep -q '^open 0 after 7 s$' "$tmp/idle"
-ok $? "... and the server closes the idle ones after 5 s ($(tail -n 1 "$tmp/idle"))"
+grep -q '^open 0 after 12 s$' "$tmp/idle"
+ok $? "... and the server closes the idle ones after 10 s ($(tail -n 1 "$tmp/idle"))"
 
 # SIGTERM during a request: it finishes, then the server exits 0
 curl -sN --max-time 30 "$url/v1/completions" -H "$json" -d '{"prompt": "a", "max_tokens": 200,

@@ -220,12 +220,16 @@ conn_fd(struct MHD_Connection *c)
 /*
  * Keep-alive after a GET. An idle connection holds a connection thread and one of the --queue + 64
  * slots that the server accepts, so a crowd of clients polling /health could leave none for a
- * generation request. After a GET a connection may idle GET_IDLE_S seconds (Apache's default;
- * a request on it gets the whole SERVE_IDLE_S again), and while half of the slots are taken the
- * response closes it at once.
+ * generation request. After a GET a connection may idle GET_IDLE_S seconds (a request on it gets
+ * the whole SERVE_IDLE_S again), and while half of the slots are taken the response closes it at
+ * once. GET_IDLE_S is longer than the 5 s after which common HTTP clients (httpx under the
+ * OpenAI SDK) drop an idle pooled connection themselves, so a request they send on one does not
+ * meet the server closing it; the Keep-Alive header tells clients that read it (Node's undici).
+ * The connection count is read without MHD's lock: a moment old at worst, which errs toward
+ * closing.
  */
 #define SERVE_IDLE_S 120u
-#define GET_IDLE_S 5u
+#define GET_IDLE_S 10u
 
 static void
 get_keep_alive(struct mt_serve *s, struct MHD_Connection *c, struct MHD_Response *r)
@@ -238,6 +242,7 @@ get_keep_alive(struct mt_serve *s, struct MHD_Connection *c, struct MHD_Response
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     } else {
         MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, GET_IDLE_S);
+        MHD_add_response_header(r, "Keep-Alive", "timeout=10");
     }
 }
 

@@ -45,7 +45,10 @@ read_response(int fd, char *buf, size_t cap)
             return -1;
         }
     }
+    char save = end[2];
+    end[2] = '\0'; /* search the headers only */
     const char *cl = strcasestr(buf, "\r\nContent-Length:");
+    end[2] = save;
     size_t want = (size_t)(end + 4 - buf) + (cl != NULL ? strtoul(cl + 17, NULL, 10) : 0);
     while (got < want && got + 1 < cap) {
         ssize_t k = recv(fd, buf + got, cap - 1 - got, 0);
@@ -84,6 +87,7 @@ main(int argc, char **argv)
     for (int i = 0; i < n; i++) {
         int fd = socket(AF_INET, SOCK_STREAM, 0);
         if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0 ||
+            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) != 0 || /* connect too */
             connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
             send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof(req) - 1)) {
             fprintf(stderr, "idle_gets: connection %d: cannot send the request\n", i + 1);
@@ -93,6 +97,8 @@ main(int argc, char **argv)
             fprintf(stderr, "idle_gets: connection %d: no 200 answer\n", i + 1);
             return 1;
         }
+        char *body = strstr(buf, "\r\n\r\n");
+        body[2] = '\0'; /* the headers only */
         if (strcasestr(buf, "\r\nConnection: close") != NULL) {
             close(fd);
             closed++;
@@ -106,8 +112,8 @@ main(int argc, char **argv)
     int still_open = 0;
     for (int i = 0; i < kept; i++) {
         struct pollfd p = {.fd = fds[i], .events = POLLIN};
-        /* closed by the server: readable with nothing to read */
-        if (!(poll(&p, 1, 0) == 1 && recv(fds[i], buf, sizeof(buf), MSG_DONTWAIT) == 0)) {
+        /* closed by the server: readable, and the read ends (0) or fails (a reset) */
+        if (!(poll(&p, 1, 0) == 1 && recv(fds[i], buf, sizeof(buf), MSG_DONTWAIT) <= 0)) {
             still_open++;
         }
         close(fds[i]);
