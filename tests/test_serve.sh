@@ -37,6 +37,17 @@ health_until() {
     done
     return 1
 }
+# file_until FILE PATTERN [TRIES]: look every 0.1 s (50 times unless TRIES) until a line of FILE
+# matches the grep PATTERN; fails if none ever did
+file_until() {
+    fu_i=0
+    while [ $fu_i -lt "${3:-50}" ]; do
+        grep -q "$2" "$1" 2>/dev/null && return 0
+        sleep 0.1
+        fu_i=$((fu_i + 1))
+    done
+    return 1
+}
 # err_is CODE TYPE-OR-CODE: the status and the error object's type or code
 err_is() {
     [ "$code" = "$1" ] && jq -e --arg w "$2" '.error.message != null and
@@ -323,11 +334,7 @@ start_long() {
     curl -sN --max-time 20 "$url/v1/completions" -H "$json" -d '{"prompt": "a",
         "max_tokens": 2000, "ignore_eos": true, "stream": true}' >"$tmp/long" 2>/dev/null &
     long_pid=$!
-    i=0
-    while [ $i -lt 50 ] && ! [ -s "$tmp/long" ]; do
-        sleep 0.1
-        i=$((i + 1))
-    done
+    file_until "$tmp/long" .
 }
 
 # the queue's limit: with --queue 0 nothing may wait behind the running request
@@ -348,11 +355,7 @@ ${MT_CC:-cc} -std=c11 $MT_CFLAGS -o "$tmp/idle_gets" "$MT_SRCDIR/tests/serve/idl
     $MT_LDFLAGS 2>"$tmp/cc" || bail_out "cannot build tests/serve/idle_gets.c: $(cat "$tmp/cc")"
 "$tmp/idle_gets" "$port" 64 12 >"$tmp/idle" 2>&1 &
 idle_pid=$!
-i=0
-while [ $i -lt 100 ] && ! grep -q '^kept' "$tmp/idle"; do
-    sleep 0.1
-    i=$((i + 1))
-done
+file_until "$tmp/idle" '^kept' 100
 kept=$(sed -n 's/^kept \([0-9]*\) closed.*/\1/p' "$tmp/idle")
 [ -n "$kept" ] && [ "$kept" -ge 16 ] && [ "$kept" -lt 32 ]
 ok $? "64 keep-alive GETs, --queue 0: fewer than half of the 64 slots stay taken ($(head -n 1 "$tmp/idle"))"
@@ -367,11 +370,7 @@ ok $? "... and the server closes the idle ones after 10 s ($(tail -n 1 "$tmp/idl
 curl -sN --max-time 30 "$url/v1/completions" -H "$json" -d '{"prompt": "a", "max_tokens": 200,
     "temperature": 0, "ignore_eos": true, "stream": true}' >"$tmp/term" 2>/dev/null &
 term_pid=$!
-i=0
-while [ $i -lt 50 ] && ! grep -q '"text"' "$tmp/term"; do
-    sleep 0.1
-    i=$((i + 1))
-done
+file_until "$tmp/term" '"text"'
 kill -TERM "$server_pid"
 wait "$server_pid"
 rc=$?
