@@ -230,6 +230,7 @@ conn_fd(struct MHD_Connection *c)
  */
 #define SERVE_IDLE_S 120u
 #define GET_IDLE_S 10u
+#define GET_KEEP_ALIVE "timeout=10" /* GET_IDLE_S, as the Keep-Alive header says it */
 
 static void
 get_keep_alive(struct mt_serve *s, struct MHD_Connection *c, struct MHD_Response *r)
@@ -242,7 +243,7 @@ get_keep_alive(struct mt_serve *s, struct MHD_Connection *c, struct MHD_Response
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     } else {
         MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, GET_IDLE_S);
-        MHD_add_response_header(r, "Keep-Alive", "timeout=10");
+        MHD_add_response_header(r, "Keep-Alive", GET_KEEP_ALIVE);
     }
 }
 
