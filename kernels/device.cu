@@ -80,25 +80,39 @@ mt_gpu_device_info(int dev, struct mt_gpu_info *info_out)
     return MT_OK;
 }
 
+/* -1: not yet known (MT_DEBUG_SYNC decides at the first launch); 0 or 1 */
+static int debug_sync = -1;
+
+extern "C" void
+mt_gpu_debug_sync_set(bool on)
+{
+    __atomic_store_n(&debug_sync, on ? 1 : 0, __ATOMIC_RELAXED);
+}
+
 mt_status_t
 mt_cuda_launched(const char *kernel, cudaStream_t stream)
 {
-    static int debug_sync = -1;
     cudaError_t err = cudaGetLastError();
 
     if (err != cudaSuccess) {
         return mt_fail(MT_ERR_CUDA, 0, "kernel %s failed to launch: %s", kernel,
                        cudaGetErrorString(err));
     }
-    if (debug_sync < 0) {
+    int sync = __atomic_load_n(&debug_sync, __ATOMIC_RELAXED);
+    if (sync < 0) {
         const char *e = getenv("MT_DEBUG_SYNC");
 #ifdef MT_DEBUG_SYNC_DEFAULT
-        debug_sync = e == NULL || strcmp(e, "0") != 0;
+        sync = e == NULL || strcmp(e, "0") != 0;
 #else
-        debug_sync = e != NULL && strcmp(e, "0") != 0;
+        sync = e != NULL && strcmp(e, "0") != 0;
 #endif
+        int unknown = -1; /* a setter's answer, if one came meanwhile, wins */
+        if (!__atomic_compare_exchange_n(&debug_sync, &unknown, sync, false, __ATOMIC_RELAXED,
+                                         __ATOMIC_RELAXED)) {
+            sync = unknown;
+        }
     }
-    if (debug_sync) {
+    if (sync) {
         err = cudaStreamSynchronize(stream);
         if (err != cudaSuccess) {
             return mt_fail(MT_ERR_CUDA, 0, "kernel %s failed: %s", kernel, cudaGetErrorString(err));

@@ -59,6 +59,11 @@ const char *mt_gpu_device_none_reason(void);
 /* Properties of device dev. MT_ERR_CUDA when the device cannot be queried. */
 mt_status_t mt_gpu_device_info(int dev, struct mt_gpu_info *info_out);
 
+/* Synchronize the stream after every kernel launch that follows (on) and report a kernel's
+ * failure under its own name, or not (off). Until called, MT_DEBUG_SYNC=1 in the environment
+ * decides (read at the first launch). For --debug-sync. */
+void mt_gpu_debug_sync_set(bool on);
+
 /*
  * Bandwidth benchmarks of device dev (kernels/bench.cu), each one warm-up + reps timed runs with
  * CUDA events on its own stream. MT_ERR_INVAL for bad sizes, MT_ERR_NOMEM/MT_ERR_CUDA otherwise.
@@ -108,6 +113,12 @@ static inline const char *
 mt_gpu_device_none_reason(void)
 {
     return "moetier was built without CUDA";
+}
+
+static inline void
+mt_gpu_debug_sync_set(bool on)
+{
+    (void)on;
 }
 
 static inline mt_status_t

@@ -815,7 +815,7 @@ eng_gpu_create(struct mt_engine *e)
         g->debug_sync = ev != NULL && strcmp(ev, "0") != 0;
     }
     if (g->debug_sync) {
-        setenv("MT_DEBUG_SYNC", "1", 1); /* the kernels' own launch checks sync too */
+        mt_gpu_debug_sync_set(true); /* the kernels' own launch checks sync too */
     }
     g->ctx = e->opts.gpu_ctx > 0 ? e->opts.gpu_ctx : MT_MIN(c->max_position_embeddings, 8192);
     g->ctx = MT_MIN(g->ctx, (int64_t)c->max_position_embeddings);
