@@ -1,6 +1,7 @@
 #!/bin/bash
 # gpu_verify_h200.sh - one call that checks a tree on the GPU test machine: build, every GPU test
-# (tests/test_gpu_*; the engine's again on the cp.async ring), the kernel benchmark's quick table
+# (tests/test_gpu_*; the engine's again on the cp.async ring and without CUDA graphs), the kernel
+# benchmark's quick table
 # and its DSA rows, and the AMX expert test on that machine's CPU. Meant as a session's first call
 # after changes that no GPU has run (a merge, review fixes): about 4 minutes warm, less than the
 # decode and plan scripts.
@@ -42,6 +43,13 @@ for f in tests/test_gpu_engine tests/test_gpu_step tests/test_gpu_moe; do
         "$(grep -c '^not ok' "$R/${f#tests/}-tma0.log") not ok" | tee -a "$R/check-summary.txt"
 done
 t "the cp.async ring under the engine done"
+
+# the engine without CUDA graphs (every decode step launched kernel by kernel: the path of a
+# model whose experts are not all on the GPU)
+MT_GPU_GRAPH=0 timeout 200 ./tests/test_gpu_engine > "$R/test_gpu_engine-nograph.log" 2>&1
+echo "MT_GPU_GRAPH=0 tests/test_gpu_engine: rc $?, $(grep -c '^ok' "$R/test_gpu_engine-nograph.log") ok," \
+    "$(grep -c '^not ok' "$R/test_gpu_engine-nograph.log") not ok" | tee -a "$R/check-summary.txt"
+t "the engine without graphs done"
 
 # the AMX kernels run only on a CPU that has them (this machine's Xeon; the test takes the
 # best family the CPU has, and every AMX setting there)
