@@ -1,9 +1,9 @@
 #!/bin/bash
 # gpu_verify_h200.sh - one call that checks a tree on the GPU test machine: build, every GPU test
 # (tests/test_gpu_*; the engine's again on the cp.async ring and without CUDA graphs), the kernel
-# benchmark's quick table and its DSA rows, and the AMX expert test on that machine's CPU. Meant as a session's first call
-# after changes that no GPU has run (a merge, review fixes): about 4 minutes warm, less than the
-# decode and plan scripts.
+# benchmark's quick table and its DSA rows, and the AMX expert test on that machine's CPU. Meant
+# as a session's first call after changes that no GPU has run (a merge, review fixes): about 4
+# minutes warm, less than the decode and plan scripts.
 #
 # Run from the tree root on the GPU machine with $OUT set, the Debian packages of
 # ../shared/device carried as .gpu/deps (deps.sh) and libmicrohttpd's in /opt/moetier-deps:
