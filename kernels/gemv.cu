@@ -238,7 +238,11 @@ gemv_fp8_launch(const struct mt_gpu_weight *w, const float *x, int n_tok, float 
  * (on an H100/H200: one token up to 25,216 columns, 2 up to 12,544, 3 up to 8,320, 4 up to
  * 6,272; wider ones take the cp.async ring). Three stages of 256 columns
  * (sessions 20 and 22), three to six of 128, and blocks of 8 or 12 warps were slower at every
- * size but one.
+ * size but one; so were blocks sized to leave half the SM to the next launch's block (with the
+ * PDL trigger after each warp's last copy, so that block fills its ring during this one's tail),
+ * at all but two sizes (session 23). Without products or x the same launches read only 70%
+ * (16.8 MB), 77.5% (37.7 MB) and 86-88% (117-132 MB) of the 4 GiB read: the structure's own
+ * ceiling (bench/results/kernels-h200.md, session 23).
  */
 #define GEMV_TMA_SW 2     /* 128-column blocks a step: boxes of 16 rows x 256 bytes */
 #define GEMV_TMA_STAGES 2 /* ring stages a warp */
