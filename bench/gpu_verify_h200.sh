@@ -45,9 +45,10 @@ t "the cp.async ring under the engine done"
 
 # the engine without CUDA graphs (every decode step launched kernel by kernel: the path of a
 # model whose experts are not all on the GPU)
-MT_GPU_GRAPH=0 timeout 200 ./tests/test_gpu_engine > "$R/test_gpu_engine-nograph.log" 2>&1
-echo "MT_GPU_GRAPH=0 tests/test_gpu_engine: rc $?, $(grep -c '^ok' "$R/test_gpu_engine-nograph.log") ok," \
-    "$(grep -c '^not ok' "$R/test_gpu_engine-nograph.log") not ok" | tee -a "$R/check-summary.txt"
+L=$R/test_gpu_engine-nograph.log
+MT_GPU_GRAPH=0 timeout 200 ./tests/test_gpu_engine > "$L" 2>&1
+echo "MT_GPU_GRAPH=0 tests/test_gpu_engine: rc $?, $(grep -c '^ok' "$L") ok," \
+    "$(grep -c '^not ok' "$L") not ok" | tee -a "$R/check-summary.txt"
 t "the engine without graphs done"
 
 # the AMX kernels run only on a CPU that has them (this machine's Xeon; the test takes the

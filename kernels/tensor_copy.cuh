@@ -91,8 +91,8 @@ mt_tma_fence_before_refill(void)
  * aligned), counting its bytes on the mbarrier at shared address bar; with `hint`, the box's
  * lines go to L2 under cache policy pol (mt_l2_evict_first_policy). */
 static __device__ __forceinline__ void
-mt_tma_load_2d_at(uint32_t dst, const CUtensorMap *map, int x, int y, uint32_t bar, bool hint = false,
-                  uint64_t pol = 0)
+mt_tma_load_2d_at(uint32_t dst, const CUtensorMap *map, int x, int y, uint32_t bar,
+                  bool hint = false, uint64_t pol = 0)
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     if (hint) {
