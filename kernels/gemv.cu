@@ -242,7 +242,9 @@ gemv_fp8_launch(const struct mt_gpu_weight *w, const float *x, int n_tok, float 
  * PDL trigger after each warp's last copy, so that block fills its ring during this one's tail),
  * at all but two sizes (session 23). Without products or x the same launches read only 70%
  * (16.8 MB), 77.5% (37.7 MB) and 86-88% (117-132 MB) of the 4 GiB read: the structure's own
- * ceiling (bench/results/kernels-h200.md, session 23).
+ * ceiling (bench/results/kernels-h200.md, session 23). A block's rows streamed as one contiguous
+ * run by 64-96 KB bulk copies read 73-77 / 83-87 / 87-93% with nothing computed, but a GEMV
+ * built on it (products from whole rows, session 24, branch `bulk`) was 1.4-2x slower.
  */
 #define GEMV_TMA_SW 2     /* 128-column blocks a step: boxes of 16 rows x 256 bytes */
 #define GEMV_TMA_STAGES 2 /* ring stages a warp */

@@ -310,10 +310,14 @@ mv_x4(const float *x, const float *up, int64_t off)
     return v;
 }
 
-static __device__ __forceinline__ void
-mv_xs_fill(uint4 *xs, const float *x, int64_t cols, int nkb, int nt, const float *up = nullptr)
+/* Stages x times `scale` (a power of two; 1 leaves every bit as it is) and returns the largest
+ * magnitude of x (before the scale) that this thread staged, NaN ignored. */
+static __device__ __forceinline__ float
+mv_xs_fill(uint4 *xs, const float *x, int64_t cols, int nkb, int nt, float scale,
+           const float *up = nullptr)
 {
     int total = nt * nkb * 16; /* chunk positions; each gives the hi and the lo chunk */
+    float mx = 0.0f;
 
     for (int i0 = threadIdx.x; i0 < total; i0 += MV_FILL_UNROLL * blockDim.x) {
         float4 v[MV_FILL_UNROLL][2];
@@ -329,6 +333,9 @@ mv_xs_fill(uint4 *xs, const float *x, int64_t cols, int nkb, int nt, const float
                 int64_t col = (int64_t)k * 128 + 64 * (q >> 1) + 16 * c + 4 * (2 * (q & 1) + jj);
                 v[u][jj] = i < total && col < cols ? mv_x4(x, up, t * cols + col)
                                                     : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                float4 &f = v[u][jj];
+                mx = fmaxf(mx, fmaxf(fmaxf(fabsf(f.x), fabsf(f.y)), fmaxf(fabsf(f.z), fabsf(f.w))));
+                f = make_float4(f.x * scale, f.y * scale, f.z * scale, f.w * scale);
             }
         }
 #pragma unroll
@@ -350,6 +357,58 @@ mv_xs_fill(uint4 *xs, const float *x, int64_t cols, int nkb, int nt, const float
             }
         }
     }
+    return mx;
+}
+
+/*
+ * x's f16 hi half overflows from |x| = 65,520 (f16's largest finite is 65,504). Activations that
+ * large are rare, so the check is folded into the staging (the largest magnitude a thread saw,
+ * and the barrier after staging asks whether any thread saw one of 65,504 or more): only then is
+ * the block's largest magnitude found and x staged again times 2^-e, e the smallest that brings
+ * it below 2^15, and the results are multiplied by 2^e (both exact, barring values below 2^-39
+ * of the largest, which f16 cannot hold then). Returns that factor, 1 when nothing was rescaled; x
+ * that holds inf stays unscaled (the results show it). stage(xs, nkb, scale) is the policy's
+ * mv_xs_fill. Ends with a barrier, as the caller's __syncthreads after staging did. x split in
+ * registers (XS false: 5-8 tokens) is not rescaled: there it still overflows (gemv_core.cuh).
+ */
+template <class M>
+static __device__ __noinline__ float
+mv_restage(const M &m, uint4 *xs, int nkb, float mx)
+{
+    /* the staged x is stale now: its first word holds the block's largest magnitude (no static
+     * shared memory, which the callers' shared-memory budgets do not count) */
+    unsigned int *big_bits = reinterpret_cast<unsigned int *>(xs);
+    if (threadIdx.x == 0) {
+        *big_bits = 0u;
+    }
+    __syncthreads();
+    atomicMax(big_bits, __float_as_uint(mx)); /* magnitudes: their bits order as they do */
+    __syncthreads();
+    float big = __uint_as_float(*big_bits);
+    __syncthreads(); /* every thread has read it before the staging below overwrites it */
+    if (!isfinite(big)) {
+        m.stage(xs, nkb, 1.0f);
+        __syncthreads();
+        return 1.0f;
+    }
+    int e = ilogbf(big) - 14;
+    m.stage(xs, nkb, ldexpf(1.0f, -e));
+    __syncthreads();
+    return ldexpf(1.0f, e);
+}
+
+/* The staging of the comment above; its rare path is out of line so that its registers stay out
+ * of the kernels' loops (inlined, it made one of them spill). */
+template <class M>
+static __device__ __forceinline__ float
+mv_stage_checked(const M &m, uint4 *xs, int nkb)
+{
+    float mx = m.stage(xs, nkb, 1.0f);
+
+    if (!__syncthreads_or(mx >= 65504.0f)) {
+        return 1.0f;
+    }
+    return mv_restage(m, xs, nkb, mx);
 }
 
 /* mv_consume with x from the staged fragments: xsb = this thread's token and parity base. */
@@ -537,6 +596,7 @@ mv_wave(const M &m, uint4 *xs, int l2ahead, const struct mv_boxes *bx = nullptr)
     };
     float keep[2][2 * NB] = {}; /* TM: the pieces until the loop ends */
     float lom = (g & 1) ? 1.0f : 0.0f;
+    float xmul = 1.0f; /* what x's staging scaled away (mv_stage_checked) */
     float acc[NB][2];
 #pragma unroll
     for (int b = 0; b < NB; b++) {
@@ -581,11 +641,21 @@ mv_wave(const M &m, uint4 *xs, int l2ahead, const struct mv_boxes *bx = nullptr)
             }
         }
     };
+    /* a finished tile's results, times xmul (1: the same bits) */
+    auto store = [&](int64_t row, const float (&v)[NB][2]) {
+        float o[NB][2];
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            o[b][0] = v[b][0] * xmul;
+            o[b][1] = v[b][1] * xmul;
+        }
+        m.template store<NB>(row, rb1, c, o);
+    };
     auto step_done = [&](bool last) {
         if (++ck == nst || last) {
             int64_t u0 = (int64_t)ct * nst;
             if (u0 >= a && u0 + nst <= e) {
-                m.template store<NB>(rb0 + 16 * ct + g, rb1, c, acc);
+                store(rb0 + 16 * ct + g, acc);
             } else {
                 int slot = ct == t0 ? 0 : 1;
 #pragma unroll
@@ -679,8 +749,7 @@ mv_wave(const M &m, uint4 *xs, int l2ahead, const struct mv_boxes *bx = nullptr)
         if (M::kWeightsFirst) {
             mt_pdl_enter(); /* x is the previous kernel's output: read it after the wait */
         }
-        m.stage(xs, nkb);
-        __syncthreads();
+        xmul = mv_stage_checked(m, xs, nkb);
         int64_t xt = rb0 + 16 * ct;
         const uint4 *xsb = m.xs_base(xs, xt, g, nkb);
         /* This thread's pieces of a stage: rows g and g + 8 (64 SW pieces apart), pieces
@@ -762,8 +831,7 @@ mv_wave(const M &m, uint4 *xs, int l2ahead, const struct mv_boxes *bx = nullptr)
          * the wait) costs 1.5-2.4 us of a launch with 7,168-18,432 columns; fewer instructions,
          * less L2 traffic, x asked of L2 early and other splits of the ring's first steps around
          * it did not remove it (H200, bench/results/kernels-h200.md, 2026-12-01 session 19) */
-        m.stage(xs, nkb);
-        __syncthreads();
+        xmul = mv_stage_checked(m, xs, nkb);
         int64_t xt = rb0 + 16 * ct; /* the tile xsb belongs to */
         const uint4 *xsb = m.xs_base(xs, xt, g, nkb);
         int sc = 0;     /* stage of step i */
@@ -813,8 +881,7 @@ mv_wave(const M &m, uint4 *xs, int l2ahead, const struct mv_boxes *bx = nullptr)
         const uint4 *xsb = xs;
         int64_t xt = rb0 + 16 * ct; /* the tile xsb belongs to */
         if (XS) { /* the first steps' loads are in flight meanwhile */
-            m.stage(xs, nkb);
-            __syncthreads();
+            xmul = mv_stage_checked(m, xs, nkb);
             xsb = m.xs_base(xs, xt, g, nkb);
         }
         for (int i0 = 0; i0 < n; i0 += P) {
@@ -869,7 +936,7 @@ mv_wave(const M &m, uint4 *xs, int l2ahead, const struct mv_boxes *bx = nullptr)
             acc[b][1] += red_at(w2, 0, 2 * b + 1);
         }
     }
-    m.template store<NB>(rb0 + 16 * tl + g, rb1, c, acc);
+    store(rb0 + 16 * tl + g, acc);
 }
 
 /* The dense policy of mv_wave: W [rows, cols] with its block scales, x [nt, cols], y [nt, rows];
@@ -894,7 +961,10 @@ struct mv_dense {
     {
         return mv_rows_at(W, Sc, cols, nkb, row, end, c);
     }
-    __device__ void stage(uint4 *xs, int nkb) const { mv_xs_fill(xs, x, cols, nkb, nt, up); }
+    __device__ float stage(uint4 *xs, int nkb, float scale) const
+    {
+        return mv_xs_fill(xs, x, cols, nkb, nt, scale, up);
+    }
     __device__ int staged(void) const { return nt; }
     __device__ const uint4 *xs_base(const uint4 *xs, int64_t row, int g, int nkb) const
     {

@@ -211,9 +211,9 @@ struct moe_wave_gate_up {
         m.sb = ex->up_scale + (m.va ? (r >> 7) * nkb : 0);
         return m;
     }
-    __device__ void stage(uint4 *xs, int nkb) const
+    __device__ float stage(uint4 *xs, int nkb, float scale) const
     {
-        mv_xs_fill(xs, x, cols, nkb, nt);
+        return mv_xs_fill(xs, x, cols, nkb, nt, scale);
     }
     __device__ int staged(void) const
     {
@@ -288,7 +288,7 @@ struct moe_wave_down {
         m.sb = ex->down_scale + (m.vb ? ((r + 8) >> 7) * nkb : 0);
         return m;
     }
-    __device__ void stage(uint4 *xs, int nkb) const
+    __device__ float stage(uint4 *xs, int nkb, float scale) const
     {
         int64_t rb0;
         int64_t rb1;
@@ -297,7 +297,7 @@ struct moe_wave_down {
         int e1 = rb1 > rb0 ? (int)(((rb1 - 1) >> 4) / per) : e0;
         int p0 = group_start[e0];
         /* the groups' pairs are consecutive: their h rows too */
-        mv_xs_fill(xs, h + (int64_t)p0 * cols, cols, nkb, group_start[e1 + 1] - p0);
+        return mv_xs_fill(xs, h + (int64_t)p0 * cols, cols, nkb, group_start[e1 + 1] - p0, scale);
     }
     __device__ int staged(void) const
     {

@@ -24,6 +24,9 @@ static const char *moe_variant = "";
 /* Groups of up to mt_gpu_moe_chunk_group_max() pairs, outputs per pair into y_pairs (a prompt
  * chunk's use). */
 static bool pairs_mode;
+/* x times this (1, or a power of two past f16's 65,504: the staging's rescaling must keep the
+ * products exact) */
+static float x_scale = 1.0f;
 
 static void
 check_moe_pad(int hidden, int inter, int n_exp, int n_tok, int k, bool pad)
@@ -71,6 +74,9 @@ check_moe_pad(int hidden, int inter, int n_exp, int n_tok, int k, bool pad)
         host_exp[e].down_scale = gt_put(sc[e][2], ssz * sizeof(float));
     }
     gt_fill(x, (size_t)n_tok * hidden, -1.0f, 1.0f);
+    for (size_t i = 0; i < (size_t)n_tok * hidden; i++) {
+        x[i] *= x_scale;
+    }
     gt_fill(y0, (size_t)n_tok * hidden, -1.0f, 1.0f);
     memcpy(want, y0, (size_t)n_tok * hidden * sizeof(float));
     /* routing: k distinct experts per token, random weights */
@@ -142,8 +148,9 @@ check_moe_pad(int hidden, int inter, int n_exp, int n_tok, int k, bool pad)
     };
     mt_status_t st = mt_gpu_moe_experts(&a, NULL);
     snprintf(name, sizeof(name),
-             "experts %d x %d, %d tokens x top-%d of %d (%d groups%s, <= %d a group)%s%s", inter,
+             "experts %d x %d, %d tokens x top-%d of %d (%d groups%s, <= %d a group)%s%s%s", inter,
              hidden, n_tok, k, n_exp, n_groups, pad ? " with empty ones" : "", max_group,
+             x_scale != 1.0f ? ", x up to 2^16" : "",
              getenv("MT_MOE_WAVE") != NULL ? " on the older core (MT_MOE_WAVE=0)" : "",
              !pairs_mode                              ? moe_variant
              : cap > MT_GPU_GEMV_MAX_TOK ? ", outputs per pair (chunk GEMM)"
@@ -268,6 +275,14 @@ main(void)
        the H200 either), so they run its register-stage instance, which no case above reaches */
     check_moe(7168, 2048, 8, 3, 8);
     check_moe_pad(7168, 2048, 16, 4, 8, true);
+    /* x and the SwiGLU output h beyond f16's range (|x| up to 2^16, |h| ~ 2^40): the one-wave
+     * kernels stage both rescaled by a power of two (gemv_wave.cuh, mv_stage_checked); 5-8
+     * tokens (the older core) are not covered */
+    x_scale = 65536.0f;
+    check_moe(7168, 2048, 8, 1, 8);
+    check_moe(272, 144, 5, 3, 2);
+    check_moe_pad(7168, 2048, 16, 2, 8, true);
+    x_scale = 1.0f;
     /* 1..4 tokens on the older core: the fallback where the one-wave kernel does not fit (too
        little shared memory, shapes off its tile grid) */
     setenv("MT_MOE_WAVE", "0", 1);
