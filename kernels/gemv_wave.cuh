@@ -372,7 +372,7 @@ mv_xs_fill(uint4 *xs, const float *x, int64_t cols, int nkb, int nt, float scale
  * registers (XS false: 5-8 tokens) is not rescaled: there it still overflows (gemv_core.cuh).
  */
 template <class M>
-static __device__ __noinline__ float
+static __device__ __forceinline__ float
 mv_restage(const M &m, uint4 *xs, int nkb, float mx)
 {
     /* the staged x is stale now: its first word holds the block's largest magnitude (no static
@@ -397,8 +397,9 @@ mv_restage(const M &m, uint4 *xs, int nkb, float mx)
     return ldexpf(1.0f, e);
 }
 
-/* The staging of the comment above; its rare path is out of line so that its registers stay out
- * of the kernels' loops (inlined, it made one of them spill). */
+/* The staging of the comment above. Its rare path is inlined: out of line (a call in the
+ * kernel) every FP8 GEMV shape was 3-9% slower on the H200 (2026-12-02 session 24); inlined,
+ * only the fallback kernel with x staged and register stages spills 16 bytes. */
 template <class M>
 static __device__ __forceinline__ float
 mv_stage_checked(const M &m, uint4 *xs, int nkb)
