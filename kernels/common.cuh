@@ -63,6 +63,42 @@ mt_fp8_to_f32_scaled(uint32_t v)
 
 #define MT_FP8_F32_SCALE 0x1p120f /* what mt_fp8_to_f32_scaled's values are short of */
 
+/*
+ * One row of an FP8 matrix times x, in fp32 on one thread's CUDA cores: sum over columns k of
+ * e4m3 byte row[k] times its 128-column block scale srow[k / 128] times x[k] (cols % 16 == 0,
+ * row 16-byte aligned). The slow, plain path of the tensor-core kernels that split x into f16
+ * hi + lo as they go (gemv_wave.cuh with x in registers, gemv_core.cuh, moe_chunk.cu): where
+ * |x| reaches 65,520 the f16 hi half is inf and their results come out inf or NaN, and only
+ * those outputs are computed again here (activations that large are rare; one thread reads the
+ * whole row, some hundred microseconds a launch when it happens). Real inf or NaN in x stays.
+ */
+static __device__ inline float
+mt_fp8_row_dot(const uint8_t *row, const float *srow, const float *x, int64_t cols)
+{
+    float tot = 0.0f;
+
+    for (int64_t k0 = 0; k0 < cols; k0 += 128) {
+        int64_t k1 = k0 + 128 < cols ? k0 + 128 : cols;
+        float part = 0.0f;
+
+        for (int64_t k = k0; k < k1; k += 16) {
+            uint4 v = *reinterpret_cast<const uint4 *>(row + k);
+            uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                float f[4];
+                mt_fp8x4_to_f32(words[j], f);
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    part = fmaf(f[i], x[k + 4 * j + i], part);
+                }
+            }
+        }
+        tot = fmaf(part, srow[k0 / 128] * MT_FP8_DECODE_SCALE, tot);
+    }
+    return tot;
+}
+
 /* Two e4m3 bytes (b0 in bits 0-7, b1 in bits 8-15) -> half2 (b0, b1) * 2^-8. */
 static __device__ __forceinline__ uint32_t
 mt_fp8x2_to_half2_bits(uint32_t v)

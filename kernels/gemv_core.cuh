@@ -24,10 +24,10 @@
  *   same way: B's layout puts token g in that thread.
  * - Exactness. e4m3 is exact in f16 (times 2^-8, common.cuh). x is split into f16 hi + f16 lo
  *   (x - hi), two mmas with fp32 accumulation: about 22 bits of x, where one f16 (11 bits) misses
- *   the tests' 1e-4 tolerance at 7168 columns. Here (5-8 tokens, x split in registers) |x|
- *   above f16's 65504 overflows to inf; the engine checks every layer's output for non-finite
- *   values, so that cannot pass silently. The one-wave kernels of 1-4 tokens stage x rescaled
- *   by a power of two where it is that large (gemv_wave.cuh, mv_stage_checked).
+ *   the tests' 1e-4 tolerance at 7168 columns. Here (x split in registers) |x| from 65,520
+ *   makes the f16 hi half inf and the results inf or NaN: moe.cu computes those outputs again
+ *   in fp32 (mt_fp8_row_dot, common.cuh; rare, and slow where it happens). The one-wave kernels
+ *   of 1-4 tokens stage x rescaled by a power of two instead (gemv_wave.cuh, mv_stage_checked).
  * - Scales. A 16-row tile starting at a multiple of 16 lies in one 128-row scale block and a
  *   64-column step in one 128-column block: each (tile, step) is one mma accumulator times one
  *   scale.

@@ -369,7 +369,9 @@ mv_xs_fill(uint4 *xs, const float *x, int64_t cols, int nkb, int nt, float scale
  * of the largest, which f16 cannot hold then). Returns that factor, 1 when nothing was rescaled; x
  * that holds inf stays unscaled (the results show it). stage(xs, nkb, scale) is the policy's
  * mv_xs_fill. Ends with a barrier, as the caller's __syncthreads after staging did. x split in
- * registers (XS false: 5-8 tokens) is not rescaled: there it still overflows (gemv_core.cuh).
+ * registers (XS false: 5-8 tokens, or x too wide to stage) cannot be rescaled before the loop
+ * (each warp sees its own columns only): there the results that come out inf or NaN are
+ * computed again in fp32 after it (mv_redo_f32).
  */
 template <class M>
 static __device__ __forceinline__ float
@@ -521,6 +523,39 @@ struct mv_boxes {
 };
 
 /*
+ * The slow path of mv_wave with x split in registers (XS false), where a result came out inf
+ * or NaN: |x| reached 65,520, past f16's range, which only staging rescales (mv_stage_checked).
+ * Every tile of the block is computed again in fp32 on CUDA cores (mt_fp8_row_dot, common.cuh):
+ * warp w takes tiles w, w + W, ..., thread (g, c) its rows g and g + 8 (the policy's mv_rows)
+ * for tokens c + 4b, and stores them through the policy as the tensor-core loop does, so the
+ * results are finite wherever x and the weights are. Some hundred microseconds a launch, only
+ * when it happens.
+ */
+template <int NB, int W, class M>
+static __device__ __forceinline__ void
+mv_redo_f32(const M &m, int64_t rb0, int64_t rb1, int nkb)
+{
+    int w = threadIdx.x >> 5;
+    int lane = threadIdx.x & 31;
+    int g = lane >> 2;
+    int c = lane & 3;
+
+    for (int64_t row = rb0 + 16 * w; row < rb1; row += 16 * W) {
+        struct mv_rows r = m.rows_at(row + g, rb1, c, nkb);
+        float acc[NB][2];
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            const float *x = m.x_row(min(c + 4 * b, m.nt - 1));
+            acc[b][0] = r.va ? mt_fp8_row_dot(r.a - 16 * c, r.sa, x, m.cols) / MV_DECODE_SCALE
+                             : 0.0f;
+            acc[b][1] = r.vb ? mt_fp8_row_dot(r.b - 16 * c, r.sb, x, m.cols) / MV_DECODE_SCALE
+                             : 0.0f;
+        }
+        m.template store<NB>(row + g, rb1, c, acc);
+    }
+}
+
+/*
  * The body of a one-wave kernel over the rows that policy m describes (mv_dense below; moe.cu
  * has the experts' policies). NB: mmas a block (tokens 1..4 or 5..8); P: steps loaded ahead;
  * XS: x staged in shared memory (NB 1 only; dynamic shared memory of MV_XS_BYTES(nt, cols));
@@ -642,6 +677,8 @@ mv_wave(const M &m, uint4 *xs, int l2ahead, const struct mv_boxes *bx = nullptr)
             }
         }
     };
+    /* x split in registers (XS false): whether a result of this thread came out inf or NaN */
+    bool bad = false;
     /* a finished tile's results, times xmul (1: the same bits) */
     auto store = [&](int64_t row, const float (&v)[NB][2]) {
         float o[NB][2];
@@ -649,6 +686,9 @@ mv_wave(const M &m, uint4 *xs, int l2ahead, const struct mv_boxes *bx = nullptr)
         for (int b = 0; b < NB; b++) {
             o[b][0] = v[b][0] * xmul;
             o[b][1] = v[b][1] * xmul;
+            if constexpr (!XS) {
+                bad = bad || !isfinite(o[b][0]) || !isfinite(o[b][1]);
+            }
         }
         m.template store<NB>(row, rb1, c, o);
     };
@@ -908,36 +948,38 @@ mv_wave(const M &m, uint4 *xs, int l2ahead, const struct mv_boxes *bx = nullptr)
         }
     }
     __syncthreads();
-    if (n == 0) {
-        return;
-    }
     /* the warp holding the first piece of a shared tile adds the pieces in warp order */
     int tl = (int)((e - 1) / nst);
     int64_t u0 = (int64_t)tl * nst;
-    if (u0 < a || u0 + nst <= e) {
-        return; /* not this warp's tile to finish: whole (stored) or begun by an earlier warp */
-    }
-    int slot = tl == t0 ? 0 : 1;
-#pragma unroll
-    for (int b = 0; b < NB; b++) {
-        acc[b][0] = red_at(w, slot, 2 * b);
-        acc[b][1] = red_at(w, slot, 2 * b + 1);
-    }
-    for (int w2 = w + 1; w2 < W; w2++) {
-        int64_t a2 = w2 * units / W;
-        if (a2 >= u0 + nst) {
-            break;
-        }
-        if ((w2 + 1) * units / W == a2) {
-            continue; /* an empty range */
-        }
+    /* not this warp's tile to finish where it is whole (stored) or begun by an earlier warp */
+    if (n > 0 && u0 >= a && u0 + nst > e) {
+        int slot = tl == t0 ? 0 : 1;
 #pragma unroll
         for (int b = 0; b < NB; b++) {
-            acc[b][0] += red_at(w2, 0, 2 * b);
-            acc[b][1] += red_at(w2, 0, 2 * b + 1);
+            acc[b][0] = red_at(w, slot, 2 * b);
+            acc[b][1] = red_at(w, slot, 2 * b + 1);
+        }
+        for (int w2 = w + 1; w2 < W; w2++) {
+            int64_t a2 = w2 * units / W;
+            if (a2 >= u0 + nst) {
+                break;
+            }
+            if ((w2 + 1) * units / W == a2) {
+                continue; /* an empty range */
+            }
+#pragma unroll
+            for (int b = 0; b < NB; b++) {
+                acc[b][0] += red_at(w2, 0, 2 * b);
+                acc[b][1] += red_at(w2, 0, 2 * b + 1);
+            }
+        }
+        store(rb0 + 16 * tl + g, acc);
+    }
+    if constexpr (!XS) {
+        if (__syncthreads_or(bad)) { /* rare: x past f16's range (or not finite) */
+            mv_redo_f32<NB, W>(m, rb0, rb1, nkb);
         }
     }
-    store(rb0 + 16 * tl + g, acc);
 }
 
 /* The dense policy of mv_wave: W [rows, cols] with its block scales, x [nt, cols], y [nt, rows];

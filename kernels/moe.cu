@@ -71,6 +71,7 @@ moe_gate_up_kernel(const struct mt_gpu_expert *experts, const int32_t *group_sta
     if (!fp8g_block_reduce(ring, ks, acc)) {
         return;
     }
+    bool bad = false;
 #pragma unroll
     for (int k = 0; k < 4; k++) {
         int64_t r = r0 + g + 8 * (k >> 1);
@@ -78,7 +79,24 @@ moe_gate_up_kernel(const struct mt_gpu_expert *experts, const int32_t *group_sta
         if (r < inter && j < np) {
             float gv = acc[0][k] * MT_FP8_DECODE_SCALE;
             float uv = acc[1][k] * MT_FP8_DECODE_SCALE;
+            bad = bad || !isfinite(gv) || !isfinite(uv);
             h[(int64_t)(p0 + j) * inter + r] = gv / (1.0f + expf(-gv)) * uv;
+        }
+    }
+    if (bad) { /* rare: x past f16's range (gemv_core.cuh): these rows in fp32 */
+#pragma unroll 1
+        for (int k = 0; k < 4; k++) {
+            int64_t r = r0 + g + 8 * (k >> 1);
+            int j = 2 * c + (k & 1);
+            if (r < inter && j < np) {
+                const float *xj = x + (int64_t)pair_tok[p0 + j] * hidden;
+                int64_t so = (r / 128) * ((hidden + 127) / 128);
+                float gv = mt_fp8_row_dot((const uint8_t *)e->gate + r * hidden,
+                                          e->gate_scale + so, xj, hidden);
+                float uv = mt_fp8_row_dot((const uint8_t *)e->up + r * hidden, e->up_scale + so,
+                                          xj, hidden);
+                h[(int64_t)(p0 + j) * inter + r] = gv / (1.0f + expf(-gv)) * uv;
+            }
         }
     }
 }
@@ -113,6 +131,7 @@ moe_down_kernel(const struct mt_gpu_expert *experts, const int32_t *group_start,
     if (!fp8g_block_reduce(ring, ks, acc)) {
         return;
     }
+    bool bad = false;
 #pragma unroll
     for (int i = 0; i < FP8G_TILES; i++) {
 #pragma unroll
@@ -120,7 +139,22 @@ moe_down_kernel(const struct mt_gpu_expert *experts, const int32_t *group_start,
             int64_t r = r0 + 16 * i + g + 8 * (k >> 1);
             int j = 2 * c + (k & 1);
             if (r < hidden && j < np) {
-                yp[(int64_t)(p0 + j) * hidden + r] = acc[i][k] * MT_FP8_DECODE_SCALE;
+                float v = acc[i][k] * MT_FP8_DECODE_SCALE;
+                bad = bad || !isfinite(v);
+                yp[(int64_t)(p0 + j) * hidden + r] = v;
+            }
+        }
+    }
+    if (bad) { /* rare: h past f16's range (gemv_core.cuh): these rows in fp32 */
+#pragma unroll 1
+        for (int k = 0; k < 4 * FP8G_TILES; k++) {
+            int64_t r = r0 + 16 * (k >> 2) + g + 8 * ((k >> 1) & 1);
+            int j = 2 * c + (k & 1);
+            if (r < hidden && j < np) {
+                const uint8_t *row = (const uint8_t *)e->down + r * inter;
+                const float *srow = e->down_scale + (r / 128) * ((inter + 127) / 128);
+                yp[(int64_t)(p0 + j) * hidden + r] =
+                    mt_fp8_row_dot(row, srow, h + (int64_t)(p0 + j) * inter, inter);
             }
         }
     }

@@ -29,7 +29,8 @@
  * pair 8 nt + g, one 8-byte shared load (paired to match mv_decode's byte order below sm_89).
  * Staged rows are 132 f16 apart (66 words = 2 mod 32), so the 16 lanes of a half warp read 32
  * distinct banks. x's hi and lo halves are two mmas into the same accumulator: about 22 bits of
- * x, as in every GEMV here (one f16 misses the tests' tolerance).
+ * x, as in every GEMV here (one f16 misses the tests' tolerance). Where |x| reaches 65,520 the hi
+ * half is inf: the outputs that come out inf or NaN are computed again in fp32 (mc_redo_f32).
  *
  * Results: each output is one thread's sum in a fixed order, so the same bits on every run.
  */
@@ -195,6 +196,48 @@ mc_step(const uint4 (&v)[8], const mc_xs_t &xs, const struct fp8g_tile (&t)[2], 
 }
 
 /*
+ * The slow path of moe_chunk_kernel where a result came out inf or NaN (x past f16's range:
+ * the staging splits it into f16 hi + lo): this thread's outputs computed again in fp32 on CUDA
+ * cores (mt_fp8_row_dot, common.cuh), rows and pairs as the store below takes them. Rare, and
+ * slow where it happens (one thread reads each row whole).
+ */
+template <bool GATE_UP>
+static __device__ __forceinline__ void
+mc_redo_f32(const struct fp8g_tile (&t)[2], const int32_t *pair_tok, int p0, int np,
+            const float *x, int64_t K, int64_t rows, int64_t r0, float *out)
+{
+    int lane = threadIdx.x & 31;
+    int g = lane >> 2;
+    int c = lane & 3;
+
+    for (int nt = 0; nt < MC_NT; nt++) {
+        for (int k = 0; k < 4; k++) {
+            int j = 8 * nt + 2 * c + (k & 1);
+            if (j >= np) {
+                continue;
+            }
+            const float *xj = x + (GATE_UP ? (int64_t)pair_tok[p0 + j] : (int64_t)(p0 + j)) * K;
+            float *o = out + (int64_t)(p0 + j) * rows;
+            for (int i = 0; i < 2; i++) {
+                /* gate/up: row r of both tiles; down: row r of tile i (16 rows on) */
+                int64_t rt = g + 8 * (k >> 1);
+                int64_t r = r0 + rt + (GATE_UP ? 0 : 16 * i);
+                if (r >= rows || rt >= t[i].rows) {
+                    continue;
+                }
+                float v = mt_fp8_row_dot(t[i].w + rt * K, t[i].scale, xj, K);
+                if (GATE_UP) {
+                    float uv = mt_fp8_row_dot(t[1].w + rt * K, t[1].scale, xj, K);
+                    o[r] = v / (1.0f + expf(-v)) * uv;
+                    break;
+                }
+                o[r] = v;
+            }
+        }
+    }
+}
+
+/*
  * GATE_UP: h[p, r] = SiLU(gate_e[r] . x[pair_tok[p]]) * (up_e[r] . x[pair_tok[p]]) for the pairs
  * p of group blockIdx.x, rows r of row block blockIdx.y (x [tokens, K], h [pairs, rows]).
  * Otherwise: out[p, r] = down_e[r] . x[p] (x = h [pairs, K], out [pairs, rows]).
@@ -277,6 +320,7 @@ moe_chunk_kernel(const struct mt_gpu_expert *experts, const int32_t *group_start
             __syncthreads();
         }
     }
+    bool bad = false;
 #pragma unroll
     for (int nt = 0; nt < MC_NT; nt++) {
 #pragma unroll
@@ -290,17 +334,22 @@ moe_chunk_kernel(const struct mt_gpu_expert *experts, const int32_t *group_start
             if (GATE_UP) {
                 if (r < rows) {
                     float gv = acc[0][nt][k];
+                    bad = bad || !isfinite(gv) || !isfinite(acc[1][nt][k]);
                     o[r] = gv / (1.0f + expf(-gv)) * acc[1][nt][k];
                 }
             } else {
 #pragma unroll
                 for (int i = 0; i < 2; i++) {
                     if (r + 16 * i < rows) {
+                        bad = bad || !isfinite(acc[i][nt][k]);
                         o[r + 16 * i] = acc[i][nt][k];
                     }
                 }
             }
         }
+    }
+    if (bad) { /* rare: x past f16's range made a product inf or NaN; this thread's rows in fp32 */
+        mc_redo_f32<GATE_UP>(t, pair_tok, p0, np, x, K, rows, r0, out);
     }
 }
 

@@ -394,14 +394,18 @@ main(void)
     check_linear(MT_DTYPE_F8_E4M3, 45, 1040, 7);
     check_linear(MT_DTYPE_F8_E4M3, 300, 1552, 8);
     check_linear(MT_DTYPE_F8_E4M3, 77, 48, 6);
-    /* activations across 24 binades; across 34, up to 2^17, past f16's 65,504 (x staged
-     * rescaled: 1-4 tokens; 5-8 split x in registers unscaled, not covered) */
+    /* activations across 24 binades; across 34, up to 2^17, past f16's 65,504: 1-4 tokens
+     * stage x rescaled, 5-8 (x split in registers) compute the blocks whose results came out
+     * inf or NaN again in fp32 (gemv_wave.cuh, mv_redo_f32) */
     check_linear_x(MT_DTYPE_F8_E4M3, 301, 7168, 1, 12.0f);
     check_linear_x(MT_DTYPE_F8_E4M3, 301, 7168, 3, 12.0f);
     check_linear_x(MT_DTYPE_F8_E4M3, 2048, 2048, 8, 12.0f);
     check_linear_x(MT_DTYPE_F8_E4M3, 301, 7168, 1, 17.0f);
     check_linear_x(MT_DTYPE_F8_E4M3, 7168, 2048, 4, 17.0f);
     check_linear_x(MT_DTYPE_F8_E4M3, 18432, 7168, 1, 17.0f);
+    check_linear_x(MT_DTYPE_F8_E4M3, 2048, 2048, 8, 17.0f);
+    check_linear_x(MT_DTYPE_F8_E4M3, 45, 1040, 5, 17.0f);
+    check_linear_x(MT_DTYPE_F8_E4M3, 18432, 7168, 6, 17.0f);
     check_linear(MT_DTYPE_BF16, 1, 8, 1);
     check_linear(MT_DTYPE_BF16, 77, 200, 2);
     check_linear(MT_DTYPE_BF16, 1001, 1032, 7);

@@ -276,12 +276,16 @@ main(void)
     check_moe(7168, 2048, 8, 3, 8);
     check_moe_pad(7168, 2048, 16, 4, 8, true);
     /* x and the SwiGLU output h beyond f16's range (|x| up to 2^16, |h| ~ 2^40): the one-wave
-     * kernels stage both rescaled by a power of two (gemv_wave.cuh, mv_stage_checked); 5-8
-     * tokens (the older core) are not covered */
+     * kernels stage both rescaled by a power of two (gemv_wave.cuh, mv_stage_checked); where x
+     * is split in registers (3-4 tokens' gate/up at 7168, 5-8 tokens on the older core) the
+     * results that come out inf or NaN are computed again in fp32 */
     x_scale = 65536.0f;
     check_moe(7168, 2048, 8, 1, 8);
     check_moe(272, 144, 5, 3, 2);
     check_moe_pad(7168, 2048, 16, 2, 8, true);
+    check_moe(7168, 2048, 8, 3, 8);
+    check_moe(7168, 2048, 3, 8, 2);
+    check_moe(1040, 400, 4, 7, 3);
     x_scale = 1.0f;
     /* 1..4 tokens on the older core: the fallback where the one-wave kernel does not fit (too
        little shared memory, shapes off its tile grid) */
@@ -312,10 +316,18 @@ main(void)
     check_moe(1040, 400, 5, 33, 1);   /* single pairs and small groups */
     check_moe(16, 16, 3, 17, 3);      /* one tile and one partial step an expert */
     check_moe_pad(1040, 400, 4, 9, 3, true); /* empty groups at the end compute nothing */
+    /* x and h past f16's range: the results that come out inf or NaN in fp32 again */
+    x_scale = 65536.0f;
+    check_moe(7168, 2048, 6, 40, 4);
+    check_moe(272, 144, 3, 40, 2);
+    x_scale = 1.0f;
     setenv("MT_MOE_CHUNK_GEMM", "0", 1);
     check_moe(7168, 2048, 6, 12, 4);
     check_moe(272, 144, 3, 40, 2); /* ~27 pairs an expert: full groups of 8 and a partial one */
     check_moe_pad(1040, 400, 4, 9, 3, true);
+    x_scale = 65536.0f;
+    check_moe(7168, 2048, 6, 12, 4);
+    x_scale = 1.0f;
     unsetenv("MT_MOE_CHUNK_GEMM");
     pairs_mode = false;
     mt_gpu_arena_destroy(gt_arena);
