@@ -254,6 +254,10 @@ source_alloc(const char *const *paths, int n_files, int n_layers, int n_experts,
     for (unsigned k = 0; k < src->n_keys; k++) {
         src->key_slot[k] = -1;
     }
+    /* before anything that can fail: mt_io_source_destroy destroys them */
+    pthread_mutex_init(&src->lock, NULL);
+    pthread_cond_init(&src->cv_ready, NULL);
+    pthread_cond_init(&src->cv_work, NULL);
     for (int i = 0; i < n_files; i++) {
         src->paths[i] = strdup(paths[i]);
         if (src->paths[i] == NULL) {
@@ -261,9 +265,6 @@ source_alloc(const char *const *paths, int n_files, int n_layers, int n_experts,
             return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the expert source");
         }
     }
-    pthread_mutex_init(&src->lock, NULL);
-    pthread_cond_init(&src->cv_ready, NULL);
-    pthread_cond_init(&src->cv_work, NULL);
     *src_out = src;
     return MT_OK;
 }
@@ -1422,4 +1423,14 @@ int
 mt_io_source_experts(const struct mt_io_source *src)
 {
     return src->n_experts;
+}
+
+uint64_t
+mt_io_source_part_len(const struct mt_io_source *src, int layer, int expert, int part)
+{
+    if (layer < 0 || layer >= src->n_layers || expert < 0 || expert >= src->n_experts ||
+        part < 0 || part >= MT_IO_N_PARTS) {
+        return 0;
+    }
+    return src->experts[(size_t)layer * (size_t)src->n_experts + (size_t)expert].part_len[part];
 }

@@ -180,5 +180,8 @@ uint64_t mt_io_source_slot_bytes(const struct mt_io_source *src);
 /* Layers and experts per layer the source addresses. */
 int mt_io_source_layers(const struct mt_io_source *src);
 int mt_io_source_experts(const struct mt_io_source *src);
+/* Bytes of part `part` of (layer, expert) as the source reads it: 0 for an absent part, an
+ * absent expert or indices out of range (what a caller checks a store against its model with). */
+uint64_t mt_io_source_part_len(const struct mt_io_source *src, int layer, int expert, int part);
 
 #endif /* MT_IO_EXPERT_SOURCE_H */

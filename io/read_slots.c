@@ -116,6 +116,12 @@ mt_io_slots_queue(struct mt_io_slots *t, unsigned i)
     int fd = t->fixed_files ? s->file : t->fds[s->file];
     int ret;
 
+    if (t->dead) {
+        return t->name != NULL
+                   ? mt_fail(MT_ERR_IO, EIO, "the io_uring of '%s' is out of use after a failed "
+                                             "submit", t->name)
+                   : mt_fail(MT_ERR_IO, EIO, "the io_uring is out of use after a failed submit");
+    }
     sqe = io_uring_get_sqe(&t->ring);
     if (sqe == NULL) {
         /* The ring has depth entries and at most depth reads are queued: cannot happen. */
@@ -135,7 +141,7 @@ mt_io_slots_queue(struct mt_io_slots *t, unsigned i)
     /* liburing has made the SQE visible before entering the kernel: a failed submit leaves it in
      * the ring, to go out with the next one into a buffer the caller then thinks idle. So the
      * transient refusals (memory pressure, a full completion queue, a signal) are retried; what
-     * still fails after that means a broken ring. */
+     * still fails after that means a broken ring, on which nothing is submitted again (dead). */
     ret = io_uring_submit(&t->ring);
     for (int tries = 0; (ret == -EAGAIN || ret == -EBUSY || ret == -EINTR) && tries < 100;
          tries++) {
@@ -145,6 +151,7 @@ mt_io_slots_queue(struct mt_io_slots *t, unsigned i)
         ret = io_uring_submit(&t->ring);
     }
     if (ret < 0) {
+        t->dead = true;
         return t->name != NULL
                    ? mt_fail(MT_ERR_IO, -ret, "io_uring submit for '%s' failed", t->name)
                    : mt_fail(MT_ERR_IO, -ret, "io_uring submit failed");

@@ -50,6 +50,7 @@ struct mt_io_slots {
     struct mt_io_slot *slots; // (depth), owned
     struct iovec *fixed;      /* registered buffer ranges, owned (n_fixed) */
     unsigned n_fixed;
+    bool dead; /* a submit failed for good: its SQE is still in the ring, so never submit again */
 };
 
 /* What one result did to a read (mt_io_slots_apply). */
@@ -88,7 +89,13 @@ int mt_io_slots_register_buffers(struct mt_io_slots *t, struct iovec *iov, unsig
 unsigned mt_io_slots_take(struct mt_io_slots *t, int file, void *buf, uint64_t off, size_t len,
                           uint64_t tag);
 
-/* Prepare an SQE for the not-yet-read remainder of slot i and submit it (ring modes). */
+/*
+ * Prepare an SQE for the not-yet-read remainder of slot i and submit it (ring modes). A submit
+ * that fails for good (after retries of the transient refusals) leaves its SQE in the ring, where
+ * the next submit would send it into a buffer the caller has freed: the table is dead from then
+ * on, and this call and every later one fail (MT_ERR_IO) without submitting; the reads already
+ * in flight still complete.
+ */
 mt_status_t mt_io_slots_queue(struct mt_io_slots *t, unsigned i);
 
 /* Wait for the next completion: its slot and result (bytes, or -errno). */

@@ -223,8 +223,9 @@ mt_io_store_open(const char *const *paths, int n_files, uint64_t model_hash,
               e->len % MT_IO_ALIGN != 0 || e->off < h0.data_off || e->off + e->len < e->off ||
               e->off + e->len > file_bytes[e->file];
         for (int p = 0; p < MT_IO_N_PARTS && !bad; p++) {
-            bad = e->part_len[p] > 0 && (e->part_off[p] > e->len ||
-                                         e->part_len[p] > e->len - e->part_off[p]);
+            bad = e->part_len[p] > 0 &&
+                  (e->part_off[p] % MT_IO_ALIGN != 0 || e->part_off[p] > e->len ||
+                   e->part_len[p] > e->len - e->part_off[p]);
         }
         if (bad) {
             mt_io_store_close(s);
@@ -327,6 +328,20 @@ mt_io_store_writer_create(const char *const *paths, int n_files, uint64_t model_
         return mt_fail(MT_ERR_INVAL, 0, "a store needs 1..%d files and at least one expert",
                        MT_IO_MAX_FILES);
     }
+    /* each file is written under "<path>.partial" first: that must not be another file's name,
+     * or one file's rename would replace the other's */
+    for (int i = 0; i < n_files; i++) {
+        size_t n = strlen(paths[i]);
+
+        for (int j = 0; j < n_files; j++) {
+            if (strncmp(paths[j], paths[i], n) == 0 && strcmp(paths[j] + n, ".partial") == 0) {
+                return mt_fail(MT_ERR_INVAL, 0,
+                               "store file '%s' is the name '%s' is written under until it is "
+                               "complete: give the files other names",
+                               paths[j], paths[i]);
+            }
+        }
+    }
     w = calloc(1, sizeof(*w));
     if (w == NULL) {
         return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the store writer");
@@ -336,6 +351,9 @@ mt_io_store_writer_create(const char *const *paths, int n_files, uint64_t model_
     w->paths = calloc((size_t)n_files, sizeof(*w->paths));
     w->partial = calloc((size_t)n_files, sizeof(*w->partial));
     w->fds = malloc((size_t)n_files * sizeof(*w->fds));
+    for (int i = 0; w->fds != NULL && i < n_files; i++) {
+        w->fds[i] = -1; /* before any failure: destroy closes what is not -1 */
+    }
     w->index_alloc = ALIGN_UP(w->n_keys * sizeof(*w->index));
     w->index = aligned_alloc(MT_IO_ALIGN, w->index_alloc);
     w->written = calloc(w->n_keys, sizeof(*w->written));
@@ -345,9 +363,6 @@ mt_io_store_writer_create(const char *const *paths, int n_files, uint64_t model_
         goto out_destroy;
     }
     memset(w->index, 0, w->index_alloc);
-    for (int i = 0; i < n_files; i++) {
-        w->fds[i] = -1;
-    }
     /* Lay out: expert k (layer-major, present ones only) goes to file k mod n_files. */
     data_off = HEADER_BYTES + w->index_alloc;
     for (int i = 0; i < n_files; i++) {

@@ -28,7 +28,7 @@ expect() {
     ok $? "$desc: exit $rc: $(head -n 1 "$tmp/err" | head -c 300)"
 }
 
-echo "1..18"
+echo "1..20"
 expect 2 "run --dump-logits over the model's config.json" "is a file of the model" \
     "$bin" run -m "$m" --device cpu --prompt-ids 1,2 -n 1 --dump-logits "$m/config.json"
 expect 2 "run --json over a weight shard" "is a file of the model" \
@@ -44,6 +44,11 @@ expect 2 "pack -o over a shard of its own checkpoint" "is a file of the model" \
     "$bin" pack -q -m "$m" -o "$m/$shard"
 expect 2 "pack -o twice, spelled two ways" "given twice" \
     "$bin" pack -q -m "$m" -o "$tmp/s0" -o "$tmp/./s0"
+# each store file is written as <name>.partial first: one file named so would be replaced
+expect 1 "pack -o X.partial -o X" "written under" \
+    "$bin" pack -q -m "$m" -o "$tmp/p.partial" -o "$tmp/p"
+[ ! -e "$tmp/p" ] && [ ! -e "$tmp/p.partial" ] && [ ! -e "$tmp/p.partial.partial" ]
+ok $? "pack -o X.partial -o X leaves no file"
 diff -r "$m" "$tmp/orig" >/dev/null
 ok $? "the model's files are unchanged"
 timeout 20 "$bin" chat -m "$m" --device cpu <&- >"$tmp/chat" 2>"$tmp/err"

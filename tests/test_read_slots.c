@@ -4,7 +4,8 @@
  * result does to a read (a short read continues, a stop off the 4 KiB grid is end of file only
  * under O_DIRECT, 0 is end of file, EAGAIN and EINTR ask again, other errors fail without counting
  * bytes), slot reuse, and on a real ring: every completion finds its slot, registered buffers are
- * found, and fini waits for reads still in flight.
+ * found, fini waits for reads still in flight, and after a submit that fails for good nothing is
+ * submitted again.
  */
 #include <config.h>
 
@@ -159,6 +160,76 @@ test_ring(const char *path, const unsigned char *want)
     free(buf);
 }
 
+/*
+ * io_uring_submit is wrapped at link time (tests/Makefile.mk): fail_submits of them return -EIO
+ * without entering the kernel, which leaves the SQE queued, as a failed io_uring_enter does.
+ */
+int __real_io_uring_submit(struct io_uring *ring);
+int __wrap_io_uring_submit(struct io_uring *ring);
+static int fail_submits;
+static int real_submits;
+
+int
+__wrap_io_uring_submit(struct io_uring *ring)
+{
+    if (fail_submits > 0) {
+        fail_submits--;
+        return -EIO;
+    }
+    real_submits++;
+    return __real_io_uring_submit(ring);
+}
+
+/* A submit that fails for good: its SQE is still in the ring, and the next submit would send it
+ * into a buffer the caller has taken back, so the table must never submit again. */
+static void
+test_dead(const char *path, const unsigned char *want)
+{
+    struct mt_io_slots t;
+    unsigned char *buf = NULL;
+    int fds[1];
+    unsigned a;
+    unsigned b;
+    unsigned i;
+    int res;
+    bool ok;
+
+    fds[0] = open(path, O_RDONLY | O_CLOEXEC);
+    if (fds[0] < 0 || posix_memalign((void **)&buf, MT_IO_ALIGN, 2 * KB16) != 0 ||
+        !mt_io_slots_init(&t, 2, fds, 1, path)) {
+        tap_bail_out("cannot set up the failed-submit test");
+    }
+    res = mt_io_slots_ring(&t);
+    if (res < 0) {
+        tap_ok(true, "a failed submit # SKIP io_uring unavailable: %s", strerror(-res));
+        tap_ok(true, "a read in flight before it # SKIP io_uring unavailable");
+        mt_io_slots_fini(&t);
+        close(fds[0]);
+        free(buf);
+        return;
+    }
+    memset(buf, 0, 2 * KB16);
+    a = mt_io_slots_take(&t, 0, buf, 0, KB16, 1);
+    ok = mt_io_slots_queue(&t, a) == MT_OK;
+    fail_submits = 1;
+    b = mt_io_slots_take(&t, 0, buf + KB16, KB16, KB16, 2);
+    ok = ok && mt_io_slots_queue(&t, b) == MT_ERR_IO;
+    mt_io_slots_finish(&t, b); /* the caller takes its buffer back */
+    real_submits = 0;
+    b = mt_io_slots_take(&t, 0, buf + KB16, 2 * KB16, KB16, 3);
+    ok = ok && mt_io_slots_queue(&t, b) == MT_ERR_IO && real_submits == 0;
+    mt_io_slots_finish(&t, b);
+    tap_ok(ok, "a submit that fails for good fails its read, and the next without submitting "
+               "(%d submits after it)", real_submits);
+    ok = mt_io_slots_next(&t, &i, &res) == MT_OK && i == a && res == (int)KB16 &&
+         memcmp(buf, want, KB16) == 0;
+    mt_io_slots_finish(&t, a);
+    tap_ok(ok && t.in_flight == 0, "a read in flight before it completes with its bytes");
+    mt_io_slots_fini(&t);
+    close(fds[0]);
+    free(buf);
+}
+
 int
 main(void)
 {
@@ -167,7 +238,7 @@ main(void)
     unsigned char *want = malloc(FILE_BYTES);
     int fd;
 
-    tap_plan(10);
+    tap_plan(12);
     test_rules();
 
     snprintf(path, sizeof(path), "%s/slots.bin", dir);
@@ -180,6 +251,7 @@ main(void)
     }
     close(fd);
     test_ring(path, want);
+    test_dead(path, want);
 
     free(want);
     tap_rmtree(dir);

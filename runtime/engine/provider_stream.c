@@ -218,6 +218,56 @@ register_for_gpu(struct stream_provider *sp)
     }
 }
 
+/*
+ * A store's hash says which model it was packed for, but a store whose index was edited (its
+ * CRCs made again) could still give a part fewer bytes than the model's tensor has, and the
+ * kernels read rows x cols bytes from it: check every part's length against the model's before
+ * any read.
+ */
+static mt_status_t
+check_store_parts(const struct mt_model *model, const struct mt_io_source *src,
+                  const char *store_path)
+{
+    const struct mt_model_config *cfg = &model->cfg;
+    struct mt_io_expert_desc *descs;
+    const char **paths;
+    int n_files;
+    mt_status_t st;
+
+    if (mt_io_source_layers(src) != cfg->num_hidden_layers ||
+        mt_io_source_experts(src) != cfg->n_routed_experts) {
+        return mt_fail(MT_ERR_FORMAT, 0,
+                       "store '%s' holds %d layers x %d experts, the model %d x %d; repack with "
+                       "moetier pack",
+                       store_path, mt_io_source_layers(src), mt_io_source_experts(src),
+                       cfg->num_hidden_layers, cfg->n_routed_experts);
+    }
+    st = mt_stream_describe(model, &descs, &paths, &n_files);
+    if (st != MT_OK) {
+        return st;
+    }
+    for (int l = 0; l < cfg->num_hidden_layers && st == MT_OK; l++) {
+        for (int e = 0; e < cfg->n_routed_experts && st == MT_OK; e++) {
+            const struct mt_io_expert_desc *d = &descs[(size_t)l * cfg->n_routed_experts + e];
+
+            for (int p = 0; p < MT_IO_N_PARTS && st == MT_OK; p++) {
+                uint64_t got = mt_io_source_part_len(src, l, e, p);
+
+                if (got != d->part[p].len) {
+                    st = mt_fail(MT_ERR_FORMAT, 0,
+                                 "store '%s': layer %d expert %d part %d holds %llu bytes where "
+                                 "the model's tensor has %llu; repack with moetier pack",
+                                 store_path, l, e, p, (unsigned long long)got,
+                                 (unsigned long long)d->part[p].len);
+                }
+            }
+        }
+    }
+    free(descs);
+    free(paths);
+    return st;
+}
+
 mt_status_t
 mt_expert_provider_stream_create(const struct mt_model *model,
                                  const struct mt_io_source_options *opt,
@@ -242,6 +292,9 @@ mt_expert_provider_stream_create(const struct mt_model *model,
         st = mt_stream_model_hash(model, &hash);
         if (st == MT_OK) {
             st = mt_io_source_create_store(store_paths, n_store, hash, opt, &sp->src);
+        }
+        if (st == MT_OK && (st = check_store_parts(model, sp->src, store_paths[0])) != MT_OK) {
+            mt_io_source_destroy(sp->src);
         }
     } else {
         struct mt_io_expert_desc *descs;
