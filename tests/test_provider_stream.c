@@ -4,17 +4,19 @@
  * bytes: every routed expert of FP8 and BF16 `synth --preset tiny` checkpoints, read from the
  * shards and from a two-file store written by `moetier pack`, compared with the safetensors
  * reader's pread of each tensor; dtype and shape of each weight as the model says; a store packed
- * from another model is refused.
+ * from another model, and one whose index cuts a part short, are refused.
  */
 #include <config.h>
 
 #include "io/expert_source.h"
+#include "io/store.h"
 #include "runtime/engine/provider_stream.h"
 #include "runtime/model/model.h"
 #include "runtime/model/safetensors.h"
 #include "runtime/synth/synth.h"
 #include "tests/tap.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +71,83 @@ check_provider(const struct mt_model *m, struct mt_expert_provider *p, int *n_ou
         }
     }
     return bad;
+}
+
+/*
+ * A store of this model (its hash, CRCs right) whose index gives one weight part 16 bytes where
+ * the tensor has more: refused when the provider opens, before any read (the kernels would read
+ * rows x cols bytes from the part).
+ */
+static void
+check_short_part(const struct mt_model *m, const char *tmp, const char *name,
+                 const struct mt_io_source_options *io)
+{
+    const size_t n_keys = (size_t)m->cfg.num_hidden_layers * m->cfg.n_routed_experts;
+    struct mt_io_expert_desc *descs = NULL;
+    const char **paths = NULL;
+    int n_files = 0;
+    uint64_t hash = 0;
+    uint64_t *lens = calloc(n_keys * MT_IO_N_PARTS, sizeof(*lens));
+    uint64_t biggest = 0;
+    size_t victim = SIZE_MAX;
+    struct mt_io_store_writer *w = NULL;
+    struct mt_expert_provider *p;
+    char path[600];
+    const char *out[1] = {path};
+    void *data = NULL;
+    mt_status_t st;
+
+    snprintf(path, sizeof(path), "%s/%s-short.mts", tmp, name);
+    st = lens == NULL ? MT_ERR_NOMEM : mt_stream_describe(m, &descs, &paths, &n_files);
+    if (st == MT_OK) {
+        st = mt_stream_model_hash(m, &hash);
+    }
+    for (size_t i = 0; st == MT_OK && i < n_keys * MT_IO_N_PARTS; i++) {
+        lens[i] = descs[i / MT_IO_N_PARTS].part[i % MT_IO_N_PARTS].len;
+        biggest = lens[i] > biggest ? lens[i] : biggest;
+        if (victim == SIZE_MAX && i % MT_IO_N_PARTS == MT_IO_PART_DOWN && lens[i] > 16) {
+            victim = i;
+        }
+    }
+    if (st == MT_OK && victim != SIZE_MAX && (data = calloc(1, biggest)) != NULL) {
+        lens[victim] = 16;
+        st = mt_io_store_writer_create(out, 1, hash, m->cfg.num_hidden_layers,
+                                       m->cfg.n_routed_experts, lens, &w);
+        for (size_t k = 0; st == MT_OK && k < n_keys; k++) {
+            const void *parts[MT_IO_N_PARTS];
+            bool any = false;
+
+            for (int q = 0; q < MT_IO_N_PARTS; q++) {
+                parts[q] = lens[k * MT_IO_N_PARTS + q] > 0 ? data : NULL;
+                any = any || parts[q] != NULL;
+            }
+            if (any) {
+                st = mt_io_store_writer_put(w, (int)(k / m->cfg.n_routed_experts),
+                                            (int)(k % m->cfg.n_routed_experts), parts);
+            }
+        }
+        if (st == MT_OK) {
+            st = mt_io_store_writer_finish(w);
+        } else {
+            mt_io_store_writer_destroy(w);
+        }
+    } else if (st == MT_OK) {
+        st = MT_ERR_NOMEM;
+    }
+    if (tap_ok(st == MT_OK, "%s: a store with one part cut to 16 bytes is written", name)) {
+        mt_log_set_quiet(true);
+        st = mt_expert_provider_stream_create(m, io, out, 1, &p);
+        mt_log_set_quiet(false);
+        tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "holds 16 bytes") != NULL,
+               "%s: it is refused before any read: %s", name, mt_last_error());
+        if (st == MT_OK) {
+            mt_expert_provider_destroy(p);
+        }
+    }
+    free(data);
+    free(descs);
+    free(paths);
+    free(lens);
 }
 
 static void
@@ -143,6 +222,7 @@ run_dtype(const char *tmp, bool bf16, const char *other_store)
             mt_expert_provider_destroy(p);
         }
     }
+    check_short_part(m, tmp, name, &io);
     mt_model_destroy(m);
 }
 
