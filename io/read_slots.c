@@ -118,8 +118,8 @@ mt_io_slots_queue(struct mt_io_slots *t, unsigned i)
 
     if (t->dead) {
         return t->name != NULL
-                   ? mt_fail(MT_ERR_IO, EIO, "the io_uring of '%s' is out of use after a failed "
-                                             "submit", t->name)
+                   ? mt_fail(MT_ERR_IO, EIO,
+                             "the io_uring of '%s' is out of use after a failed submit", t->name)
                    : mt_fail(MT_ERR_IO, EIO, "the io_uring is out of use after a failed submit");
     }
     sqe = io_uring_get_sqe(&t->ring);

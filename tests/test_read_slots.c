@@ -219,8 +219,10 @@ test_dead(const char *path, const unsigned char *want)
     b = mt_io_slots_take(&t, 0, buf + KB16, 2 * KB16, KB16, 3);
     ok = ok && mt_io_slots_queue(&t, b) == MT_ERR_IO && real_submits == 0;
     mt_io_slots_finish(&t, b);
-    tap_ok(ok, "a submit that fails for good fails its read, and the next without submitting "
-               "(%d submits after it)", real_submits);
+    tap_ok(ok,
+           "a submit that fails for good fails its read, and the next without submitting "
+           "(%d submits after it)",
+           real_submits);
     ok = mt_io_slots_next(&t, &i, &res) == MT_OK && i == a && res == (int)KB16 &&
          memcmp(buf, want, KB16) == 0;
     mt_io_slots_finish(&t, a);
