@@ -54,7 +54,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..54"
+echo "1..55"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -81,6 +81,9 @@ ok $? "a wrong key: 401 with its own message"
 req GET /v1/models -H "$auth"
 [ "$code" = 200 ] && jq -e '.object == "list" and .data[0].id == "tiny"' "$tmp/body" >/dev/null
 ok $? "GET /v1/models with the key lists the model"
+req GET /v1/models -H "Authorization: bearer $key"
+[ "$code" = 200 ]
+ok $? "the scheme's name in any case (bearer): 200 (got $code)"
 req POST /v1/chat/completions -H "$json" -d '{"messages":[{"role":"user","content":"hi"}]}'
 err_is 401 invalid_api_key
 ok $? "POST /v1/chat/completions without a key: 401"

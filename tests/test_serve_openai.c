@@ -145,6 +145,29 @@ main(void)
             400, "max_tokens", "max_tokens over the limit");
     refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"n\": 2}", 400, "n",
             "n = 2");
+    /* fields that cannot be honoured: refused unless at their defaults, which clients send */
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"best_of\": 3}", 400,
+            "best_of", "best_of = 3");
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"top_logprobs\": 2}",
+            400, "top_logprobs", "top_logprobs = 2");
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], "
+            "\"presence_penalty\": 1.5}",
+            400, "presence_penalty", "presence_penalty = 1.5");
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], "
+            "\"frequency_penalty\": -1}",
+            400, "frequency_penalty", "frequency_penalty = -1");
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], "
+            "\"logit_bias\": {\"11\": 5}}",
+            400, "logit_bias", "a logit_bias");
+    st = parse(MT_SERVE_API_CHAT,
+               "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"best_of\": 1, "
+               "\"top_logprobs\": 0, \"presence_penalty\": 0, \"frequency_penalty\": 0.0, "
+               "\"logit_bias\": {}}",
+               &r, &e);
+    tap_ok(st == MT_OK, "those fields at their defaults are accepted (%s)", e.message);
+    if (st == MT_OK) {
+        mt_serve_request_fini(&r);
+    }
     refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"stop\": [1]}", 400,
             "stop", "a stop that is not a string");
     refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"stream\": \"yes\"}", 400,

@@ -556,6 +556,21 @@ parse_sampling_(struct mt_serve_request *r, json_t *root, const struct mt_serve_
         BAD(e, "logprobs", "'logprobs' is not supported");
         return false;
     }
+    /* OpenAI fields this server cannot honour: their defaults pass (clients send them), any
+     * other value is refused rather than silently ignored */
+    if (!get_int_(root, "best_of", 1, 1, &v, &have, e) ||
+        !get_int_(root, "top_logprobs", 0, 0, &v, &have, e) ||
+        !get_real_(root, "presence_penalty", 0, 0, &x, &have, e) ||
+        !get_real_(root, "frequency_penalty", 0, 0, &x, &have, e)) {
+        snprintf(e->message, sizeof(e->message), "'%s' is not supported (only its default)",
+                 e->param);
+        return false;
+    }
+    json_t *bias = field_(root, "logit_bias");
+    if (bias != NULL && !(json_is_object(bias) && json_object_size(bias) == 0)) {
+        BAD(e, "logit_bias", "'logit_bias' is not supported (only an empty object)");
+        return false;
+    }
     return true;
 }
 

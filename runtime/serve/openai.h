@@ -18,7 +18,9 @@
  * and reply ids in the response, to compare with `moetier run`). Completions
  * (/v1/completions): prompt (a string or an array of one string) instead of messages; the prompt
  * is encoded as `moetier run -p` does (BOS, special tokens recognized). Unknown fields are
- * ignored, as OpenAI's server does; fields we cannot honour (logprobs, n > 1) are refused.
+ * ignored, as OpenAI's server does; fields we cannot honour are refused unless they hold their
+ * defaults (logprobs, top_logprobs, n and best_of > 1, presence and frequency penalties,
+ * logit_bias).
  */
 #ifndef MT_SERVE_OPENAI_H
 #define MT_SERVE_OPENAI_H

@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -800,7 +801,8 @@ key_ok(const struct mt_serve *s, struct MHD_Connection *c)
     if (s->api_key == NULL) {
         return true;
     }
-    if (h == NULL || strncmp(h, "Bearer ", 7) != 0) {
+    /* the scheme's name is case-insensitive (RFC 9110, section 11.1) */
+    if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0) {
         return false;
     }
     h += 7;
