@@ -129,6 +129,7 @@ struct mt_serve {
     struct job *tail;
     int n_queued;
     int n_jobs;                  /* jobs not yet freed */
+    int n_replying;              /* generation requests whose response MHD has not finished */
     bool busy;                   /* the worker runs a job */
     bool stopping;
     bool abort_running;
@@ -143,6 +144,8 @@ struct conn {
     bool http11;                 /* HTTP/1.1, not 1.0 */
     struct bytes body;
     bool too_big;
+    bool replying; /* counted in n_replying until request_completed: a reply (the job already
+                    * freed) may still be on its way out when the server is asked to stop */
 };
 
 /* ---- small helpers ------------------------------------------------------------------------ */
@@ -1060,6 +1063,10 @@ access_handler(void *cls, struct MHD_Connection *c, const char *url, const char 
         return serve_get(s, c, cn->route);
     }
     if (!cn->too_big) {
+        pthread_mutex_lock(&s->lock);
+        s->n_replying++;
+        pthread_mutex_unlock(&s->lock);
+        cn->replying = true;
         return serve_generate(s, c, cn);
     }
 too_big:
@@ -1073,12 +1080,17 @@ static void
 request_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                   enum MHD_RequestTerminationCode toe)
 {
+    struct mt_serve *s = cls;
     struct conn *cn = *con_cls;
 
-    (void)cls;
     (void)c;
     (void)toe;
     if (cn != NULL) {
+        if (cn->replying) {
+            pthread_mutex_lock(&s->lock);
+            s->n_replying--;
+            pthread_mutex_unlock(&s->lock);
+        }
         free(cn->body.p);
         free(cn);
         *con_cls = NULL;
@@ -1251,7 +1263,7 @@ bool
 mt_serve_is_idle(struct mt_serve *s)
 {
     pthread_mutex_lock(&s->lock);
-    bool idle = !s->busy && s->n_jobs == 0 && s->head == NULL;
+    bool idle = !s->busy && s->n_jobs == 0 && s->head == NULL && s->n_replying == 0;
     pthread_mutex_unlock(&s->lock);
     return idle;
 }
