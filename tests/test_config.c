@@ -236,6 +236,19 @@ test_bad(void)
                    &cfg);
     tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "mscale_all_dim") != NULL,
            "an mscale_all_dim whose softmax scale overflows to inf: %s", mt_last_error());
+    /* finite as doubles, not as the floats the engines use them as (or ln(theta) = 0) */
+    st = parse_str("{\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 40, "
+                   "\"original_max_position_embeddings\": 4096, \"mscale\": 1e100, "
+                   "\"mscale_all_dim\": 0}}",
+                   &cfg);
+    tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "mscale") != NULL,
+           "an mscale whose RoPE attention factor is inf as a float: %s", mt_last_error());
+    st = parse_str("{\"routed_scaling_factor\": 1e39}", &cfg);
+    tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "'routed_scaling_factor'") != NULL,
+           "a routed_scaling_factor past float's range: %s", mt_last_error());
+    st = parse_str("{\"rope_theta\": 1}", &cfg);
+    tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "'rope_theta'") != NULL,
+           "rope_theta 1 (YaRN divides by its log): %s", mt_last_error());
     mt_log_set_quiet(false);
 }
 

@@ -9,7 +9,7 @@ prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
 make_tmp plan-run
 m="$tmp/small"
 
-echo "1..8"
+echo "1..9"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 "$bin" plan -m "$m" --hw "$prof" --gpu-mem 2G --cpu-mem 4.1G --gpu-reserve 1.6G --ctx 1024 \
@@ -67,4 +67,14 @@ ok $? "a plan for another model: exit 1, one message: $(head -1 "$tmp/err")"
 out=$(run --plan "$tmp/missing.json")
 [ $? -eq 1 ] && grep -q "missing.json" "$tmp/err"
 ok $? "a missing plan: exit 1 naming it: $(head -1 "$tmp/err")"
+# config.json's torch_dtype not the stored one: `plan -m` sizes the experts from the tensors, as
+# `run --plan` checks them, so its plan runs
+cp -r "$m" "$tmp/f32name"
+sed -E 's/"torch_dtype": *"[a-z0-9]+"/"torch_dtype": "float32"/' "$m/config.json" \
+    >"$tmp/f32name/config.json"
+"$bin" plan -m "$tmp/f32name" --hw "$prof" --gpu-mem 2G --cpu-mem 4.1G --gpu-reserve 1.6G \
+    --ctx 1024 -o "$tmp/f32.json" >/dev/null 2>"$tmp/err" &&
+    "$bin" run -m "$tmp/f32name" --prompt-ids "$ids" -n 2 --plan "$tmp/f32.json" >/dev/null \
+        2>"$tmp/err"
+ok $? "a plan of a checkpoint whose torch_dtype differs from its tensors runs: $(grep -m1 'mt:' "$tmp/err")"
 tap_exit

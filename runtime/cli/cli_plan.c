@@ -623,7 +623,10 @@ mt_cli_plan(int argc, char **argv)
         }
         budget.ctx = cfg.max_position_embeddings;
     }
-    if (mt_model_sizes_compute(&cfg, cfg.fp8, &sizes) != MT_OK) {
+    /* an opened checkpoint: the bytes its tensors really hold, as `run --plan` checks them (the
+     * estimate from torch_dtype differs where the stored dtype does not match it) */
+    if ((model != NULL ? mt_model_sizes_of(model, &sizes)
+                       : mt_model_sizes_compute(&cfg, cfg.fp8, &sizes)) != MT_OK) {
         goto out;
     }
 

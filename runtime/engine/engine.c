@@ -389,8 +389,9 @@ check_tokens(const struct mt_engine *e, int64_t start, const int32_t *tokens, in
     for (int i = 0; i < n; i++) {
         if (tokens[i] < 0 || tokens[i] >= e->cfg.vocab_size) {
             return mt_fail(MT_ERR_INVAL, 0, "token id %d at position %lld is outside the "
-                           "vocabulary [0, %d)", tokens[i], (long long)(start + i),
-                           e->cfg.vocab_size);
+                           "vocabulary [0, %d) of config.json's vocab_size: ids given for another "
+                           "model, or a tokenizer.json with more tokens than the model has",
+                           tokens[i], (long long)(start + i), e->cfg.vocab_size);
         }
     }
     return MT_OK;

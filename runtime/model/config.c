@@ -712,8 +712,11 @@ mt_config_validate(const struct mt_model_config *cfg, const char *what)
                        "%s: field 'hidden_act' '%s' is not supported (only 'silu')", what,
                        cfg->hidden_act);
     }
-    if (!(cfg->routed_scaling_factor > 0.0 && isfinite(cfg->routed_scaling_factor))) {
-        return mt_fail(MT_ERR_FORMAT, 0, "%s: field 'routed_scaling_factor' is %g; it must be > 0",
+    /* the engines use it as a float: 1e39 is finite here and inf there */
+    if (!((float)cfg->routed_scaling_factor > 0.0f &&
+          isfinite((float)cfg->routed_scaling_factor))) {
+        return mt_fail(MT_ERR_FORMAT, 0,
+                       "%s: field 'routed_scaling_factor' is %g; it must be > 0 and a finite float",
                        what, cfg->routed_scaling_factor);
     }
     /* Attention and indexer shapes. */
@@ -744,8 +747,9 @@ mt_config_validate(const struct mt_model_config *cfg, const char *what)
                        what, cfg->rms_norm_eps);
     }
     /* RoPE. */
-    if (!(cfg->rope_theta > 0.0 && isfinite(cfg->rope_theta))) {
-        return mt_fail(MT_ERR_FORMAT, 0, "%s: field 'rope_theta' is %g; it must be > 0", what,
+    /* > 1: YaRN divides by ln(theta) (every released model has 10,000 or more) */
+    if (!(cfg->rope_theta > 1.0 && isfinite(cfg->rope_theta))) {
+        return mt_fail(MT_ERR_FORMAT, 0, "%s: field 'rope_theta' is %g; it must be > 1", what,
                        cfg->rope_theta);
     }
     if (strcmp(cfg->rope_type, "yarn") == 0) {
@@ -773,10 +777,12 @@ mt_config_validate(const struct mt_model_config *cfg, const char *what)
             return mt_fail(MT_ERR_FORMAT, 0,
                            "%s: field 'rope_scaling.mscale' / 'mscale_all_dim' must be >= 0", what);
         }
-        /* Finite inputs can still overflow: 0.1 * 1e300 * ln(factor), squared, is inf. */
+        /* Finite inputs can still overflow: 0.1 * 1e300 * ln(factor), squared, is inf; and the
+         * engines use both as floats. */
         scale = mt_config_softmax_scale(cfg);
         attn = mt_config_rope_attn_factor(cfg);
-        if (!(isfinite(scale) && scale > 0.0 && isfinite(attn) && attn > 0.0)) {
+        if (!(isfinite((float)scale) && (float)scale > 0.0f && isfinite((float)attn) &&
+              (float)attn > 0.0f)) {
             return mt_fail(MT_ERR_FORMAT, 0,
                            "%s: field 'rope_scaling.mscale' / 'mscale_all_dim' (%g, %g) make the "
                            "softmax scale %g or the RoPE attention factor %g unusable",

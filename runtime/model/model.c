@@ -751,6 +751,19 @@ mt_model_open(const char *dir, struct mt_model **model_out)
                          dir, n, n, eh);
             goto out_destroy;
         }
+        /* and the other way round: an MTP layer among the main ones (a num_hidden_layers that
+         * counts it) would run as a decoder layer and give garbage */
+        for (int l = 0; l < n; l++) {
+            snprintf(eh, sizeof(eh), "model.layers.%d.eh_proj.weight", l);
+            if (mt_st_set_find(m->set, eh) != NULL) {
+                st = mt_fail(MT_ERR_FORMAT, 0,
+                             "checkpoint '%s': layer %d of the num_hidden_layers %d main layers "
+                             "is an MTP layer ('%s'); config.json's num_hidden_layers seems to "
+                             "count the MTP layers (DeepSeek-V3.2: 61)",
+                             dir, l, n, eh);
+                goto out_destroy;
+            }
+        }
     }
 
     /* One storage mode for all linears, decided by the first one (layer 0's q_a_proj). */

@@ -260,7 +260,8 @@ struct mt_plan {
 };
 
 /*
- * Plan cfg (sizes from mt_model_sizes_compute with the checkpoint's fp8 flag) on hardware hw
+ * Plan cfg (sizes from mt_model_sizes_of for an opened checkpoint, else mt_model_sizes_compute
+ * with its fp8 flag) on hardware hw
  * within budget. trace may be NULL (uniform k / E); trace_name labels it in the plan. MT_ERR_INVAL
  * when the always-on weights and KV do not fit the GPU budget, the experts do not fit, or the
  * trace's dims differ from the model's (messages give the numbers); MT_ERR_NOMEM.
