@@ -239,7 +239,7 @@ test_bad(void)
     /* finite as doubles, not as the floats the engines use them as (or ln(theta) = 0) */
     st = parse_str("{\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 40, "
                    "\"original_max_position_embeddings\": 4096, \"mscale\": 1e100, "
-                   "\"mscale_all_dim\": 0}}",
+                   "\"mscale_all_dim\": 1}}",
                    &cfg);
     tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "mscale") != NULL,
            "an mscale whose RoPE attention factor is inf as a float: %s", mt_last_error());

@@ -28,7 +28,7 @@ expect() {
     ok $? "$desc: exit $rc: $(head -n 1 "$tmp/err" | head -c 300)"
 }
 
-echo "1..20"
+echo "1..21"
 expect 2 "run --dump-logits over the model's config.json" "is a file of the model" \
     "$bin" run -m "$m" --device cpu --prompt-ids 1,2 -n 1 --dump-logits "$m/config.json"
 expect 2 "run --json over a weight shard" "is a file of the model" \
@@ -74,4 +74,11 @@ expect 2 "synth --preset huge is a usage error" "unknown synth preset" \
     "$bin" synth -n --preset huge -o "$tmp/s"
 expect 2 "synth --layers past the format's 255 is a usage error" "out of range" \
     "$bin" synth -n --preset tiny --layers 1000 -o "$tmp/s"
+# a config.json whose num_hidden_layers counts the MTP layer: refused, not run as a decoder layer
+cp -r "$m" "$tmp/mtp"
+nl=$(sed -n 's/.*"num_hidden_layers": *\([0-9]*\).*/\1/p' "$m/config.json")
+sed -E "s/\"num_hidden_layers\": *[0-9]+/\"num_hidden_layers\": $((nl + 1))/" "$m/config.json" \
+    >"$tmp/mtp/config.json"
+expect 1 "num_hidden_layers counting the MTP layer" "count the MTP layers" \
+    "$bin" run -m "$tmp/mtp" --device cpu --prompt-ids 1,2 -n 1
 tap_exit

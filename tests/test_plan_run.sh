@@ -67,11 +67,12 @@ ok $? "a plan for another model: exit 1, one message: $(head -1 "$tmp/err")"
 out=$(run --plan "$tmp/missing.json")
 [ $? -eq 1 ] && grep -q "missing.json" "$tmp/err"
 ok $? "a missing plan: exit 1 naming it: $(head -1 "$tmp/err")"
-# config.json's torch_dtype not the stored one: `plan -m` sizes the experts from the tensors, as
-# `run --plan` checks them, so its plan runs
-cp -r "$m" "$tmp/f32name"
-sed -E 's/"torch_dtype": *"[a-z0-9]+"/"torch_dtype": "float32"/' "$m/config.json" \
-    >"$tmp/f32name/config.json"
+# a BF16 checkpoint whose config.json says float32: `plan -m` sizes the experts from the tensors,
+# as `run --plan` checks them, so its plan runs
+"$bin" synth --preset small --dtype bf16 --seed 3 -o "$tmp/f32name" >/dev/null 2>"$tmp/err" ||
+    bail_out "synth --preset small --dtype bf16 failed: $(cat "$tmp/err")"
+sed -E 's/"torch_dtype": *"[a-z0-9]+"/"torch_dtype": "float32"/' "$tmp/f32name/config.json" \
+    >"$tmp/f32.cfg" && mv "$tmp/f32.cfg" "$tmp/f32name/config.json"
 "$bin" plan -m "$tmp/f32name" --hw "$prof" --gpu-mem 2G --cpu-mem 4.1G --gpu-reserve 1.6G \
     --ctx 1024 -o "$tmp/f32.json" >/dev/null 2>"$tmp/err" &&
     "$bin" run -m "$tmp/f32name" --prompt-ids "$ids" -n 2 --plan "$tmp/f32.json" >/dev/null \
