@@ -4,7 +4,8 @@
  * bytes: every routed expert of FP8 and BF16 `synth --preset tiny` checkpoints, read from the
  * shards and from a two-file store written by `moetier pack`, compared with the safetensors
  * reader's pread of each tensor; dtype and shape of each weight as the model says; a store packed
- * from another model, and one whose index cuts a part short, are refused.
+ * from another model (another shape, or the same shape with other weights), and one whose index
+ * cuts a part short, are refused.
  */
 #include <config.h>
 
@@ -223,6 +224,32 @@ run_dtype(const char *tmp, bool bf16, const char *other_store)
         }
     }
     check_short_part(m, tmp, name, &io);
+    /* the same shape with other weights (another seed): the store of one is refused by the other,
+     * which would otherwise run with the other checkpoint's experts */
+    {
+        char odir[600];
+        char ost[600];
+        const char *o[1] = {ost};
+
+        snprintf(odir, sizeof(odir), "%s/%s-seed2", tmp, name);
+        snprintf(ost, sizeof(ost), "%s/%s-seed2.mts", tmp, name);
+        so.out_dir = odir;
+        so.seed = 2;
+        snprintf(cmd, sizeof(cmd), "'%s/moetier' pack -q -m '%s' -o '%s'", bdir, odir, ost);
+        if (mt_synth_write(&so, NULL) == MT_OK && system(cmd) == 0) {
+            mt_log_set_quiet(true);
+            st = mt_expert_provider_stream_create(m, &io, o, 1, &p);
+            mt_log_set_quiet(false);
+            tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "another model") != NULL,
+                   "%s: a store of a checkpoint of the same shape, other weights, is refused: %s",
+                   name, mt_last_error());
+            if (st == MT_OK) {
+                mt_expert_provider_destroy(p);
+            }
+        } else {
+            tap_ok(false, "%s: synth and pack of a second seed: %s", name, mt_last_error());
+        }
+    }
     mt_model_destroy(m);
 }
 

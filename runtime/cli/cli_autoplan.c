@@ -13,6 +13,8 @@
 
 #include "runtime/cli/cli_autoplan.h"
 
+#include "io/expert_source.h"
+#include "io/uring_reader.h" /* MT_IO_ALIGN */
 #include "kernels/kernels.h"
 #include "runtime/engine/provider_stream.h"
 #include "runtime/model/model.h"
@@ -536,12 +538,14 @@ auto_plan(struct mt_cli_engine *e, const struct mt_cli_engine_flags *f, bool gpu
     return st;
 }
 
-/* The stream cache: what the plan leaves of the experts' DRAM, at least 2 x k experts. */
+/* The stream cache: what the plan leaves of the experts' DRAM, at least 2 x k experts, and
+ * never less than one slot (an expert with each part 4 KiB-aligned), which the source needs. */
 static uint64_t
 stream_cache_bytes(const struct mt_cli_engine *e, const struct mt_cli_engine_flags *f,
                    const struct need *n, const struct mt_model_sizes *sz)
 {
-    uint64_t floor = 2 * (uint64_t)e->model->cfg.num_experts_per_tok * sz->routed_expert_bytes;
+    uint64_t slot = sz->routed_expert_bytes + (uint64_t)MT_IO_N_PARTS * MT_IO_ALIGN;
+    uint64_t floor = 2 * (uint64_t)e->model->cfg.num_experts_per_tok * slot;
     uint64_t left = 0;
 
     if (f->cache_bytes > 0) {
@@ -551,7 +555,7 @@ stream_cache_bytes(const struct mt_cli_engine *e, const struct mt_cli_engine_fla
         uint64_t cap = e->plan->dram_expert_bytes;
         left = cap > n->dram_experts ? cap - n->dram_experts : 0;
         /* the floor comes out of the reserve, which exists for staging */
-        return MT_MAX(left, MT_MIN(floor, e->plan->budget.cpu_reserve));
+        return MT_MAX(MT_MAX(left, MT_MIN(floor, e->plan->budget.cpu_reserve)), slot);
     }
     return 0; /* a plan file without --cpu-mem: the provider's default (4 slots) */
 }

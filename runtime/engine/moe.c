@@ -91,9 +91,10 @@ eng_moe_prefetch(struct mt_engine *e, int l, struct eng_work *w)
 /*
  * Submit the groups of layer l: tasks of one executor together, the NVMe experts announced to
  * the provider first so their reads overlap everything else. used[] lists the executors that
- * got work (each once), *n_used_out how many. Where the provider can hold only `cap` experts at
- * once (streaming slots), an executor gets its tasks in waves of cap, each waited for before the
- * next: an executor that acquires a whole submit before releasing would otherwise wait for
+ * got work (each once), *n_used_out how many. Where the provider can hold only `cap` streamed
+ * experts at once (its slots), an executor gets its tasks in waves of at most cap streamed ones
+ * (experts in DRAM hold no slot), each waited for before the next (time the report counts as
+ * MoE wait): an executor that acquires a whole submit before releasing would otherwise wait for
  * itself. The last wave is waited for by the caller, after the shared expert.
  */
 mt_status_t
@@ -113,6 +114,7 @@ eng_moe_submit(struct mt_engine *e, int l, struct eng_work *w, struct mt_executo
         struct mt_executor *ex = executor_of(e, l, x_id);
         bool seen = false;
         int n_tasks = 0;
+        int n_streamed = 0; /* of them, streamed experts: only those hold the provider's slots */
 
         if (w->group_start[x_id + 1] == w->group_start[x_id] || on_device(w, x_id)) {
             continue;
@@ -140,16 +142,23 @@ eng_moe_submit(struct mt_engine *e, int l, struct eng_work *w, struct mt_executo
                 bool first_nvme = nvme && (pass == 1) && n_tasks > 0 &&
                                   e->tiers[(size_t)l * E + w->tasks[n_tasks - 1].expert] !=
                                       MT_TIER_NVME;
-                if ((cap > 0 && n_tasks == cap) || first_nvme) {
+                if ((cap > 0 && n_streamed == cap && (nvme || e->opts.expert_tiers == NULL)) ||
+                    first_nvme) {
+                    double t_wave = mt_clock_now();
                     mt_status_t sw;
                     st = ex->ops->submit(ex->self, w->tasks, n_tasks);
                     sw = ex->ops->wait(ex->self);
                     st = st != MT_OK ? st : sw;
+                    /* the engine waited for experts here too: the report's MoE wait says so */
+                    e->stats.moe_wait_s += mt_clock_now() - t_wave;
                     n_tasks = 0;
+                    n_streamed = 0;
                     if (st != MT_OK) {
                         break;
                     }
                 }
+                /* without a placement every expert may come from the provider's slots */
+                n_streamed += nvme || e->opts.expert_tiers == NULL;
                 w->tasks[n_tasks++] = (struct mt_expert_task){
                     .layer = l, .expert = y_id, .m = m,
                     .x = w->xs + (size_t)start * D, .y = w->ys + (size_t)start * D,

@@ -29,8 +29,9 @@ mt_status_t mt_stream_describe(const struct mt_model *model, struct mt_io_expert
                                const char ***paths_out, int *n_files_out);
 
 /*
- * A 64-bit hash of the model that a store must match: config.json's bytes and every tensor's
- * name, dtype and shape. MT_ERR_IO when config.json cannot be read.
+ * A 64-bit hash of the model that a store must match: config.json's bytes, every tensor's name,
+ * dtype and shape, and the first 4 KiB of 256 routed experts' gate weights (a checkpoint of the
+ * same shape with other weights differs). MT_ERR_IO when config.json or a shard cannot be read.
  */
 mt_status_t mt_stream_model_hash(const struct mt_model *model, uint64_t *hash_out);
 
