@@ -9,7 +9,7 @@ prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
 make_tmp plan-run
 m="$tmp/small"
 
-echo "1..9"
+echo "1..10"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 "$bin" plan -m "$m" --hw "$prof" --gpu-mem 2G --cpu-mem 4.1G --gpu-reserve 1.6G --ctx 1024 \
@@ -67,6 +67,15 @@ ok $? "a plan for another model: exit 1, one message: $(head -1 "$tmp/err")"
 out=$(run --plan "$tmp/missing.json")
 [ $? -eq 1 ] && grep -q "missing.json" "$tmp/err"
 ok $? "a missing plan: exit 1 naming it: $(head -1 "$tmp/err")"
+# a plan file whose DRAM budget is far above this run's --cpu-mem (made on a bigger machine): the
+# stream cache stays within --cpu-mem instead of mapping the plan's budget
+sed -E 's/"dram_expert_bytes": *[0-9]+/"dram_expert_bytes": 15000000000/' "$tmp/nvme.json" \
+    >"$tmp/nvme15g.json"
+out=$(CUDA_VISIBLE_DEVICES= run --plan "$tmp/nvme15g.json" --cpu-mem 300M)
+rc=$?
+big=$(peak)
+[ $rc -eq 0 ] && [ "$out" = "$plain" ] && awk -v p="$big" 'BEGIN { exit !(p != "" && p < 1000) }'
+ok $? "a plan's 15 GB DRAM budget under --cpu-mem 300M: peak resident $big MiB, the same tokens"
 # a BF16 checkpoint whose config.json says float32: `plan -m` sizes the experts from the tensors,
 # as `run --plan` checks them, so its plan runs
 "$bin" synth --preset small --dtype bf16 --seed 3 -o "$tmp/f32name" >/dev/null 2>"$tmp/err" ||

@@ -554,6 +554,11 @@ stream_cache_bytes(const struct mt_cli_engine *e, const struct mt_cli_engine_fla
     if (e->plan != NULL && (f->plan_path == NULL || f->cpu_mem > 0)) {
         uint64_t cap = e->plan->dram_expert_bytes;
         left = cap > n->dram_experts ? cap - n->dram_experts : 0;
+        /* a plan file's DRAM budget may be another machine's: no more than this run's --cpu-mem
+         * leaves beyond the plan's DRAM experts and always-on weights (check_fits) */
+        if (f->cpu_mem > 0) {
+            left = MT_MIN(left, f->cpu_mem > n->dram ? f->cpu_mem - n->dram : 0);
+        }
         /* the floor comes out of the reserve, which exists for staging */
         return MT_MAX(MT_MAX(left, MT_MIN(floor, e->plan->budget.cpu_reserve)), slot);
     }
