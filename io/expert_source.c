@@ -477,7 +477,9 @@ source_start(struct mt_io_source *src)
                        "give at least that much",
                        (unsigned long long)budget, (unsigned long long)src->slot_bytes);
     }
-    src->n_slots = (unsigned)MT_MIN(budget / src->slot_bytes, 1u << 20);
+    /* a key lives in at most one slot: slots beyond one per expert would only hold memory
+     * (a --cache larger than the model's experts, or a tiny model's 1 MiB slots) */
+    src->n_slots = (unsigned)MT_MIN(MT_MIN(budget / src->slot_bytes, 1u << 20), src->n_keys);
     src->staging_bytes = (size_t)src->n_slots * src->slot_bytes;
     src->st.budget_bytes = budget;
     src->st.slot_bytes = src->slot_bytes;
@@ -487,8 +489,9 @@ source_start(struct mt_io_source *src)
                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
     if (src->staging == MAP_FAILED) {
         src->staging = NULL;
-        return mt_fail(MT_ERR_NOMEM, errno, "cannot map %zu MiB of expert staging",
-                       src->staging_bytes >> 20);
+        return mt_fail(MT_ERR_NOMEM, errno, "cannot map %zu MiB of expert staging (%u slots "
+                       "of the expert cache; give a smaller --cache)", src->staging_bytes >> 20,
+                       src->n_slots);
     }
     src->slots = calloc(src->n_slots, sizeof(*src->slots));
     src->slot_key = malloc(src->n_slots * sizeof(*src->slot_key));

@@ -197,6 +197,22 @@ test_modes(void)
     }
     unsetenv("MT_IO_MODE");
     {
+        /* a budget beyond every expert: one slot per expert, the rest of the budget unmapped */
+        struct mt_io_source_options o = small_opts(MT_IO_QUEUE_URING, N_LAYERS * N_EXPERTS + 7);
+        struct mt_io_source_stats s;
+        struct mt_io_source *src;
+
+        if (tap_ok(mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o,
+                                       &src) == MT_OK,
+                   "a cache larger than all the experts opens")) {
+            mt_io_source_stats(src, &s);
+            tap_ok(s.n_slots == N_LAYERS * N_EXPERTS && check_all(src) == 0 && s.evictions == 0,
+                   "... with one slot per expert (%u for %d), no eviction", s.n_slots,
+                   N_LAYERS * N_EXPERTS);
+            mt_io_source_destroy(src);
+        }
+    }
+    {
         /* a part past its file's end (a checkpoint cut short after the model was read): one
          * error naming the expert, the file and its size */
         struct mt_io_source_options o = small_opts(MT_IO_QUEUE_URING, 2);

@@ -9,7 +9,7 @@
 make_tmp stream-run
 m="$tmp/small"
 
-echo "1..10"
+echo "1..12"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 ids="5,17,900,33,4242,7,12,99,1000,65000,3,8,21,400,77,2,19,4096,123,88,6,31,250,11,9"
@@ -34,6 +34,13 @@ sed -E "s/\"(tiers|prefill)\": *\"[A-Z]+\"/\"\1\": \"$(printf 'N%.0s' $(seq 64))
 got=$(run --plan "$tmp/nvme.json" --verify)
 [ $? -eq 0 ] && [ "$got" = "$plain" ] && grep -q "192 on NVMe" "$tmp/err"
 ok $? "run --plan with every expert on NVMe streams them from the shards (--verify): same tokens"
+got=$(MT_MEM_AVAILABLE=$((1 << 40)) run --store "$tmp/s0" --store "$tmp/s1" --cache 100G -v)
+[ $? -eq 0 ] && [ "$got" = "$plain" ] && grep -q "cache 256 slots" "$tmp/err"
+ok $? "--cache beyond the model's experts maps one slot per expert: $(grep -o 'cache [0-9]* slots' \
+    "$tmp/err")"
+got=$(MT_MEM_AVAILABLE=100000000 run --store "$tmp/s0" --store "$tmp/s1" --cache 100G)
+[ $? -eq 1 ] && [ -z "$got" ] && grep -q "cache 100.00 GiB does not fit.*95.4 MiB" "$tmp/err"
+ok $? "a --cache past the free memory is refused before mapping it: $(tail -1 "$tmp/err")"
 got=$(run --verify --cache 1M)
 [ $? -eq 0 ] && [ "$got" = "$plain" ] && grep -q "verify applies to streamed experts" "$tmp/err"
 ok $? "--verify without anything streamed says it checks nothing: $(grep verify "$tmp/err")"

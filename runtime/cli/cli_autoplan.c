@@ -108,8 +108,13 @@ mt_cli_mem_available(void)
 {
     char line[256];
     unsigned long long kib = 0;
-    FILE *f = fopen("/proc/meminfo", "r");
+    const char *fake = getenv("MT_MEM_AVAILABLE"); /* tests: a machine with that much free */
+    FILE *f;
 
+    if (fake != NULL && *fake != '\0') {
+        return strtoull(fake, NULL, 10);
+    }
+    f = fopen("/proc/meminfo", "r");
     if (f == NULL) {
         return 0;
     }
@@ -565,6 +570,28 @@ stream_cache_bytes(const struct mt_cli_engine *e, const struct mt_cli_engine_fla
     return 0; /* a plan file without --cpu-mem: the provider's default (4 slots) */
 }
 
+/*
+ * Whether a --cache the user gave fits the memory free now beside the DRAM the placement needs:
+ * the staging is mapped and touched at start (MAP_POPULATE), so a cache past MemAvailable would
+ * push the machine into swap or the OOM killer instead of failing. Only what the streamed experts
+ * can fill counts (the source keeps at most one slot per expert).
+ */
+static mt_status_t
+check_cache_fits(const struct need *n, const struct mt_model_sizes *sz, uint64_t cache)
+{
+    uint64_t slot = sz->routed_expert_bytes + (uint64_t)MT_IO_N_PARTS * MT_IO_ALIGN;
+    uint64_t used = MT_MIN(cache, (uint64_t)n->count[MT_TIER_NVME] * slot);
+    uint64_t avail = mt_cli_mem_available();
+
+    if (avail > 0 && used + n->dram > avail) {
+        return mt_fail(MT_ERR_INVAL, 0, "--cache %s does not fit: %s of DRAM are available now "
+                       "(MemAvailable)%s%s (give a smaller --cache)", sz_str(cache).s,
+                       sz_str(avail).s, n->dram > 0 ? ", and the experts and weights kept in "
+                       "DRAM take " : "", n->dram > 0 ? sz_str(n->dram).s : "");
+    }
+    return MT_OK;
+}
+
 /* The streaming provider for the experts on NVMe (all of them with --store alone). */
 static mt_status_t
 attach_stream(struct mt_cli_engine *e, const struct mt_cli_engine_flags *f,
@@ -669,7 +696,11 @@ mt_cli_placement(struct mt_cli_engine *e, const struct mt_cli_engine_flags *f,
         }
     }
     if (n.count[MT_TIER_NVME] > 0 || f->n_store > 0) {
-        st = attach_stream(e, f, eo, stream_cache_bytes(e, f, &n, &sz));
+        uint64_t cache = stream_cache_bytes(e, f, &n, &sz);
+        if (f->cache_bytes > 0 && (st = check_cache_fits(&n, &sz, cache)) != MT_OK) {
+            return st;
+        }
+        st = attach_stream(e, f, eo, cache);
     }
     return st;
 }

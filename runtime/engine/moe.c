@@ -135,6 +135,8 @@ eng_moe_submit(struct mt_engine *e, int l, struct eng_work *w, struct mt_executo
                 int start = w->group_start[y_id];
                 int m = w->group_start[y_id + 1] - start;
                 bool nvme = e->tiers[(size_t)l * E + y_id] == MT_TIER_NVME;
+                /* without a placement every expert may come from the provider's slots */
+                bool holds_slot = nvme || e->opts.expert_tiers == NULL;
                 if (m == 0 || executor_of(e, l, y_id) != ex || on_device(w, y_id) ||
                     nvme != (pass == 1)) {
                     continue;
@@ -142,7 +144,7 @@ eng_moe_submit(struct mt_engine *e, int l, struct eng_work *w, struct mt_executo
                 bool first_nvme = nvme && (pass == 1) && n_tasks > 0 &&
                                   e->tiers[(size_t)l * E + w->tasks[n_tasks - 1].expert] !=
                                       MT_TIER_NVME;
-                if ((cap > 0 && n_streamed == cap && (nvme || e->opts.expert_tiers == NULL)) ||
+                if ((cap > 0 && n_streamed == cap && holds_slot) ||
                     first_nvme) {
                     double t_wave = mt_clock_now();
                     mt_status_t sw;
@@ -157,8 +159,7 @@ eng_moe_submit(struct mt_engine *e, int l, struct eng_work *w, struct mt_executo
                         break;
                     }
                 }
-                /* without a placement every expert may come from the provider's slots */
-                n_streamed += nvme || e->opts.expert_tiers == NULL;
+                n_streamed += holds_slot;
                 w->tasks[n_tasks++] = (struct mt_expert_task){
                     .layer = l, .expert = y_id, .m = m,
                     .x = w->xs + (size_t)start * D, .y = w->ys + (size_t)start * D,
