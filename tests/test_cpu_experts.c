@@ -541,6 +541,10 @@ main(void)
         /* prefill over 2 super blocks of 256 tokens (300 = 256 + 44), a K chunk of 288 after
          * one of 512 (hidden 800), rows 128 + 32 */
         test_expert(dt, 800, 160, 300, max);
+        /* the golden models' experts (v32-tiny-a 64 -> 32, v32-tiny-b 96 -> 48: down's K of 48
+         * is no multiple of 32) with enough tokens for the prefill kernels */
+        test_expert(dt, 64, 32, 24, max);
+        test_expert(dt, 96, 48, 40, max);
     }
     test_swiglu(max);
     if (max >= MT_CPU_LEVEL_AMX) {
@@ -653,6 +657,8 @@ main(void)
     test_layer_shape(team, max, MT_DTYPE_F8_E4M3, 3, 257, 129);
     mt_cpu_experts_dynamic = 1;
     test_layer_shape(team, max, MT_DTYPE_BF16, 0, 129, 65);
+    test_layer_shape(team, max, MT_DTYPE_BF16, 0, 64, 32); /* the golden models' experts */
+    test_layer_shape(team, max, MT_DTYPE_BF16, 0, 96, 48);
     for (int l = 0; l <= (int)max; l++) {
         test_ws_fault(team, (enum mt_cpu_level)l);
     }

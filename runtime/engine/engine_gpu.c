@@ -833,6 +833,14 @@ eng_gpu_create(struct mt_engine *e)
      * accuracy mode). Plain BF16 is fastest but moves the tiny test models' logits by up to 0.85
      * relative and changes their greedy tokens (bench/results/gpu-engine-h200.md);
      * MT_GPU_GEMM=bf16|bf16x3|f32 picks one.
+     *
+     * The chunk is the same whatever the placement: a prompt's chunk reads each expert off the
+     * GPU once for all its tokens (the CPU team, the stream and the slots get groups of many
+     * tokens), the batch `moetier plan` predicts prefill at. Steps of 8 tokens there (as before)
+     * read every expert a step touched again each step. With the CPU team's exact kernels the
+     * chunk gives HF's logits as the steps do; on a CPU with AMX the team's prefill kernel
+     * (groups of 16 tokens and more) rounds activations to bf16 as the CPU engine's prefill
+     * does (test_gpu_hetero states both).
      */
     const char *chunk_env = getenv("MT_GPU_CHUNK");
     const char *ev;
@@ -880,20 +888,6 @@ eng_gpu_create(struct mt_engine *e)
         }
         need = g->need[0] + g->need[1] + g->need[2] + ((size_t)1 << 20);
     }
-    /*
-     * With routed experts off the GPU (CPU team, streamed, slots) a forward goes in steps of the
-     * GEMV's 8 tokens unless MT_GPU_CHUNK says otherwise (the memory stays sized for the chunk,
-     * so a placement never changes what fits): measured on the H200, chunks of 512 there moved
-     * the prefill logits of test_gpu_hetero's plans up to 0.27 from HF's (the CPU team's kernels
-     * for larger groups) and no expert went through the GPU slots; not investigated yet.
-     */
-    bool off_gpu = false;
-    size_t ne = (size_t)e->n_layers * (size_t)c->n_routed_experts;
-    for (size_t i = 0; e->tiers != NULL && i < ne && !off_gpu; i++) {
-        off_gpu = e->model->layers[i / (size_t)c->n_routed_experts].is_moe &&
-                  e->tiers[i] != MT_TIER_GPU;
-    }
-    g->step = off_gpu && chunk_env == NULL ? MT_MIN(TOK, g->chunk) : g->chunk;
     if (moved > 0 && need <= cap) {
         mt_log_warn("GPU engine: %d routed experts (%.2f GiB) do not fit the GPU budget and run "
                     "from DRAM on the CPU instead (the plan was made for more GPU memory; "
@@ -1003,7 +997,7 @@ eng_gpu_create(struct mt_engine *e)
                 g->grouped_moe ? "grouped FP8" : "per-expert",
                 g->all_dev_moe && g->graph_on && !g->debug_sync ? " (decode steps as CUDA graphs)"
                                                                 : "",
-                g->step,
+                g->chunk,
                 g->gemm != NULL ? ", GEMM in " : "",
                 g->gemm != NULL ? mt_gpu_gemm_math_name(mt_gpu_gemm_math(g->gemm)) : "");
     return MT_OK;
@@ -1176,7 +1170,7 @@ static bool
 graph_ok(const struct mt_engine *e, const struct eng_gpu *g, int n)
 {
     return g->graph_on && g->all_dev_moe && !g->debug_sync && e->hook == NULL && n >= 1 &&
-           n <= TOK && n <= g->step;
+           n <= TOK && n <= g->chunk;
 }
 
 /* The slot holding the recorded step (pos, m, first, greedy, fed), or -1. */
@@ -1453,8 +1447,8 @@ eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logi
             return st;
         }
     }
-    for (int c0 = 0; c0 < n; c0 += g->step) {
-        int m = MT_MIN(g->step, n - c0);
+    for (int c0 = 0; c0 < n; c0 += g->chunk) {
+        int m = MT_MIN(g->chunk, n - c0);
         int64_t pos = start + c0;
         if ((st = eng_embed(&g->embed, tokens + c0, m, g->h_emb)) != MT_OK) {
             return st;

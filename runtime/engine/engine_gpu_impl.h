@@ -80,7 +80,6 @@ struct eng_gpu {
     int64_t max_stack; /* rows of the tallest stacked weight (up_stack): g->stk's floats */
     int64_t max_cols; /* the widest linear weight: the GEMM's bf16 activations */
     int chunk;        /* tokens per forward chunk: > MT_GPU_GEMV_MAX_TOK takes the GEMM path */
-    int step;         /* tokens a forward takes at once: chunk, or 8 with experts off the GPU */
     struct mt_gpu_gemm *gemm;
     enum mt_gpu_gemm_math gemm_math; /* its arithmetic (set before the counting pass) */
     struct g_layer *layers;
