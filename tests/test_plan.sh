@@ -10,7 +10,7 @@ cfg="$MT_SRCDIR/tests/data/deepseek-v3.2/config.json"
 prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
 make_tmp plan
 
-echo "1..28"
+echo "1..29"
 "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G -o "$tmp/p.json" \
     >"$tmp/out" 2>"$tmp/err"
 ok $? "plan on the RTX 3090 what-if profile exits 0"
@@ -99,6 +99,22 @@ ok $? "-o naming the --config file through a link is refused: $(cat "$tmp/err")"
 ok $? "-o naming DIR/config.json of -m is refused: $(cat "$tmp/err")"
 [ "$(cat "$tmp/hw.json" "$tmp/config.json" | sha256sum)" = "$sums_before" ]
 ok $? "... and the inputs are unchanged"
+# -o naming a --disk-from, --dram-from or --learn input: refused too, the profile and the
+# report kept (the plan was written over them).
+cp "$prof" "$tmp/minute.json"
+printf '{"format": "moetier-report", "version": 1}\n' >"$tmp/report.json"
+sums_before=$(cat "$tmp/minute.json" "$tmp/report.json" | sha256sum)
+rc=0
+for flag in --disk-from --dram-from; do
+    "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G "$flag" \
+        "$tmp/minute.json" -o "$tmp/minute.json" >/dev/null 2>"$tmp/err"
+    [ $? -eq 2 ] && grep -q "is the $flag input; refusing to overwrite" "$tmp/err" || rc=1
+done
+"$bin" plan --config "$cfg" --hw "$tmp/hw.json" --learn "$tmp/report.json" --gpu-mem 23G \
+    --cpu-mem 480G -o "$tmp/report.json" >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q "is the --learn input; refusing to overwrite" "$tmp/err" || rc=1
+[ $rc -eq 0 ] && [ "$(cat "$tmp/minute.json" "$tmp/report.json" | sha256sum)" = "$sums_before" ]
+ok $? "-o naming a --disk-from, --dram-from or --learn input is refused: $(cat "$tmp/err")"
 "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 40G --cpu-mem 480G -o "$tmp/p.json" \
     >/dev/null 2>&1 &&
     (ulimit -f 4 && trap '' XFSZ && "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G \
