@@ -10,7 +10,7 @@ cfg="$MT_SRCDIR/tests/data/deepseek-v3.2/config.json"
 prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
 make_tmp plan
 
-echo "1..29"
+echo "1..30"
 "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G -o "$tmp/p.json" \
     >"$tmp/out" 2>"$tmp/err"
 ok $? "plan on the RTX 3090 what-if profile exits 0"
@@ -64,6 +64,14 @@ ok $? "--cpu-mem below --cpu-reserve: $(cat "$tmp/err")"
 "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 0 --cpu-mem 480G >/dev/null 2>"$tmp/err"
 [ $? -eq 1 ] && grep -q -- "--gpu-mem 0.0 GiB is too small" "$tmp/err"
 ok $? "--gpu-mem 0: $(cat "$tmp/err")"
+
+# A budget above int64 (the plan file's integers) was written negative into the plan, which
+# --check then refused: refuse it when planning instead.
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 9000000T -o "$tmp/huge.json" \
+    >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q -- "--cpu-mem .* is more than a plan can hold" "$tmp/err" &&
+    [ ! -e "$tmp/huge.json" ]
+ok $? "a --cpu-mem beyond 8 EiB: $(cat "$tmp/err")"
 
 "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 24G --cpu-mem 480G --cpu-eff 1e-300 \
     >/dev/null 2>"$tmp/err"
