@@ -10,7 +10,7 @@ cfg="$MT_SRCDIR/tests/data/deepseek-v3.2/config.json"
 prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
 make_tmp plan
 
-echo "1..30"
+echo "1..31"
 "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G -o "$tmp/p.json" \
     >"$tmp/out" 2>"$tmp/err"
 ok $? "plan on the RTX 3090 what-if profile exits 0"
@@ -152,6 +152,18 @@ ok $? "no CPU FLOP rate, no GPU: the text says prefill is not modelled"
 grep -q '"prefill_tok_s": null' "$tmp/nf.json" && grep -q '"prefill_not_modelled": "the profile' \
     "$tmp/nf.json" && "$bin" plan --config "$cfg" --check "$tmp/nf.json" >/dev/null 2>&1
 ok $? "... and the plan file has null and the reason, and passes --check"
+
+# A trace whose path is not UTF-8 (any bytes on Linux) labels the plan's activation: the plan is
+# still written (the bad byte as '?'), where jansson refused the label and the whole plan with
+# "cannot build plan JSON".
+bad=$(printf 'tr-\377.json')
+printf '%s' '{"format": "moetier-trace", "version": 1, "n_layers": 61, "n_experts": 256, "k": 8,
+ "tokens": 0, "layers": []}' >"$tmp/$bad"
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G --trace "$tmp/$bad" \
+    -o "$tmp/utf.json" >/dev/null 2>"$tmp/err"
+[ $? -eq 0 ] && grep -q '"source": "trace: .*/tr-?.json"' "$tmp/utf.json" &&
+    "$bin" plan --config "$cfg" --check "$tmp/utf.json" >/dev/null 2>&1
+ok $? "a plan from a trace whose path is not UTF-8 is written and loads: $(cat "$tmp/err")"
 
 # Issue 9, finding 14: messages that say what is wrong.
 printf '%s' '{"format": "moetier-trace", "version": 1, "n_layers": 4, "n_experts": 8, "k": 2,
