@@ -122,7 +122,7 @@ main(void)
     const char *dir = tap_tmpdir();
     mt_status_t st;
 
-    tap_plan(28);
+    tap_plan(30);
     mt_log_set_quiet(true);
 
     fill(&a);
@@ -186,6 +186,12 @@ main(void)
     tap_ok(fails("{\"version\": 1, \"pcie\": {\"h2d_gbps\": -1}}", MT_ERR_FORMAT,
                  "'pcie.h2d_gbps' must be a non-negative number"),
            "a negative bandwidth is refused");
+    tap_ok(fails("{\"version\": 1, \"gpu\": {\"hbm_read_gbps\": 1e308}}", MT_ERR_FORMAT,
+                 "'gpu.hbm_read_gbps' must be a non-negative number (at most 1e9)"),
+           "an absurd bandwidth is refused (1e308 GB/s overflowed the planner's rate: inf tok/s)");
+    tap_ok(fails("{\"version\": 1, \"pcie\": {\"h2d_curve\": [[65536, 1e300]]}}", MT_ERR_FORMAT,
+                 "'pcie.h2d_curve[0]' must be [bytes, gbps]"),
+           "an absurd curve point is refused");
     tap_ok(fails("{\"version\": 1, \"cpu\": {\"cores\": 2.5}}", MT_ERR_FORMAT,
                  "'cpu.cores' must be a non-negative integer"),
            "a fractional core count is refused");

@@ -10,7 +10,7 @@ cfg="$MT_SRCDIR/tests/data/deepseek-v3.2/config.json"
 prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
 make_tmp plan
 
-echo "1..28"
+echo "1..31"
 "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G -o "$tmp/p.json" \
     >"$tmp/out" 2>"$tmp/err"
 ok $? "plan on the RTX 3090 what-if profile exits 0"
@@ -65,6 +65,14 @@ ok $? "--cpu-mem below --cpu-reserve: $(cat "$tmp/err")"
 [ $? -eq 1 ] && grep -q -- "--gpu-mem 0.0 GiB is too small" "$tmp/err"
 ok $? "--gpu-mem 0: $(cat "$tmp/err")"
 
+# A budget above int64 (the plan file's integers) was written negative into the plan, which
+# --check then refused: refuse it when planning instead.
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 9000000T -o "$tmp/huge.json" \
+    >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q -- "--cpu-mem .* is more than a plan can hold" "$tmp/err" &&
+    [ ! -e "$tmp/huge.json" ]
+ok $? "a --cpu-mem beyond 8 EiB: $(cat "$tmp/err")"
+
 "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 24G --cpu-mem 480G --cpu-eff 1e-300 \
     >/dev/null 2>"$tmp/err"
 [ $? -eq 2 ] && grep -q -- "--cpu-eff must be in" "$tmp/err"
@@ -99,6 +107,22 @@ ok $? "-o naming the --config file through a link is refused: $(cat "$tmp/err")"
 ok $? "-o naming DIR/config.json of -m is refused: $(cat "$tmp/err")"
 [ "$(cat "$tmp/hw.json" "$tmp/config.json" | sha256sum)" = "$sums_before" ]
 ok $? "... and the inputs are unchanged"
+# -o naming a --disk-from, --dram-from or --learn input: refused too, the profile and the
+# report kept (the plan was written over them).
+cp "$prof" "$tmp/minute.json"
+printf '{"format": "moetier-report", "version": 1}\n' >"$tmp/report.json"
+sums_before=$(cat "$tmp/minute.json" "$tmp/report.json" | sha256sum)
+rc=0
+for flag in --disk-from --dram-from; do
+    "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G "$flag" \
+        "$tmp/minute.json" -o "$tmp/minute.json" >/dev/null 2>"$tmp/err"
+    [ $? -eq 2 ] && grep -q "is the $flag input; refusing to overwrite" "$tmp/err" || rc=1
+done
+"$bin" plan --config "$cfg" --hw "$tmp/hw.json" --learn "$tmp/report.json" --gpu-mem 23G \
+    --cpu-mem 480G -o "$tmp/report.json" >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q "is the --learn input; refusing to overwrite" "$tmp/err" || rc=1
+[ $rc -eq 0 ] && [ "$(cat "$tmp/minute.json" "$tmp/report.json" | sha256sum)" = "$sums_before" ]
+ok $? "-o naming a --disk-from, --dram-from or --learn input is refused: $(cat "$tmp/err")"
 "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 40G --cpu-mem 480G -o "$tmp/p.json" \
     >/dev/null 2>&1 &&
     (ulimit -f 4 && trap '' XFSZ && "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G \
@@ -128,6 +152,18 @@ ok $? "no CPU FLOP rate, no GPU: the text says prefill is not modelled"
 grep -q '"prefill_tok_s": null' "$tmp/nf.json" && grep -q '"prefill_not_modelled": "the profile' \
     "$tmp/nf.json" && "$bin" plan --config "$cfg" --check "$tmp/nf.json" >/dev/null 2>&1
 ok $? "... and the plan file has null and the reason, and passes --check"
+
+# A trace whose path is not UTF-8 (any bytes on Linux) labels the plan's activation: the plan is
+# still written (the bad byte as '?'), where jansson refused the label and the whole plan with
+# "cannot build plan JSON".
+bad=$(printf 'tr-\377.json')
+printf '%s' '{"format": "moetier-trace", "version": 1, "n_layers": 61, "n_experts": 256, "k": 8,
+ "tokens": 0, "layers": []}' >"$tmp/$bad"
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G --trace "$tmp/$bad" \
+    -o "$tmp/utf.json" >/dev/null 2>"$tmp/err"
+[ $? -eq 0 ] && grep -q '"source": "trace: .*/tr-?.json"' "$tmp/utf.json" &&
+    "$bin" plan --config "$cfg" --check "$tmp/utf.json" >/dev/null 2>&1
+ok $? "a plan from a trace whose path is not UTF-8 is written and loads: $(cat "$tmp/err")"
 
 # Issue 9, finding 14: messages that say what is wrong.
 printf '%s' '{"format": "moetier-trace", "version": 1, "n_layers": 4, "n_experts": 8, "k": 2,

@@ -588,8 +588,15 @@ mt_cli_plan(int argc, char **argv)
         mt_cli_output_is_input(&cli, "-o", out_path, config_path != NULL ? "--config" : "-m",
                                config_path != NULL ? config_path
                                                    : model_dir != NULL ? cfg_buf : NULL) ||
-        mt_cli_output_is_input(&cli, "-o", out_path, "--check", check_path)) {
+        mt_cli_output_is_input(&cli, "-o", out_path, "--check", check_path) ||
+        mt_cli_output_is_input(&cli, "-o", out_path, "--disk-from", disk_path) ||
+        mt_cli_output_is_input(&cli, "-o", out_path, "--dram-from", dram_path)) {
         return 2;
+    }
+    for (int i = 0; i < n_learn; i++) {
+        if (mt_cli_output_is_input(&cli, "-o", out_path, "--learn", learn_paths[i])) {
+            return 2;
+        }
     }
     for (int i = 0; i < n_trace; i++) {
         if (mt_cli_output_is_input(&cli, "-o", out_path, "--trace", trace_paths[i])) {

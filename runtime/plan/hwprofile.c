@@ -27,6 +27,14 @@
 
 /* ---- field tables ------------------------------------------------------------------------- */
 
+/*
+ * The largest number an F_DOUBLE field (a GB/s, TFLOPS, GFLOPS, efficiency or ms) may hold. No
+ * machine comes near it, and a rate far beyond it (a what-if file's 1e308) overflows the
+ * planner's bytes/s to infinity: every time it gives is then 0, decode "inf tok/s", and the plan
+ * cannot be written.
+ */
+#define NUMBER_MAX 1e9
+
 enum field_type {
     F_INT,    /* int, >= 0 */
     F_U64,    /* uint64_t, >= 0 */
@@ -367,7 +375,8 @@ fields_from_json(json_t *o, const struct field *table, void *base, const char *w
             break;
         }
         case F_DOUBLE:
-            if (!json_is_number(v) || json_number_value(v) < 0.0) {
+            if (!json_is_number(v) || json_number_value(v) < 0.0 ||
+                json_number_value(v) > NUMBER_MAX) {
                 goto out_bad;
             }
             *(double *)(b + f->offset) = json_number_value(v);
@@ -391,7 +400,7 @@ fields_from_json(json_t *o, const struct field *table, void *base, const char *w
                        *where ? "." : "", key,
                        f->type == F_BOOL     ? "true or false"
                        : f->type == F_STR    ? "a string (shorter than its limit)"
-                       : f->type == F_DOUBLE ? "a non-negative number"
+                       : f->type == F_DOUBLE ? "a non-negative number (at most 1e9)"
                                              : "a non-negative integer");
     }
     return MT_OK;
@@ -419,7 +428,8 @@ curve_from_json(json_t *a, struct mt_hw_curve_point *pts, int *n_out, const char
         long long bytes = 0;
 
         if (!json_is_array(pt) || json_array_size(pt) != 2 || !mt_json_is_int(b, &bytes) ||
-            bytes <= 0 || !json_is_number(g) || json_number_value(g) < 0) {
+            bytes <= 0 || !json_is_number(g) || json_number_value(g) < 0 ||
+            json_number_value(g) > NUMBER_MAX) {
             return mt_fail(MT_ERR_FORMAT, 0,
                            "hardware profile '%s': 'pcie.%s[%zu]' must be [bytes, gbps]", what, key,
                            i);

@@ -27,7 +27,8 @@
  *     "learned": { "reports": N, "cpu_expert_eff": x, "disk_eff": x, "gpu_eff": x,
  *                  "host_layer_ms": x, "from": "report.json" } }  (optional: struct mt_hw_learned)
  * Loading rejects a missing or different "version", unknown keys (typos in what-if files), wrong
- * types and negative numbers, with one message naming the file and the key. A "gpu" object
+ * types, negative numbers and numbers above 1e9 (no rate is near it), with one message naming
+ * the file and the key. A "gpu" object
  * without "present" is present when any of its other fields is non-zero (or the name non-empty).
  */
 #ifndef MT_HWPROFILE_H
@@ -182,7 +183,7 @@ mt_status_t mt_hwprofile_save(const struct mt_hwprofile *p, const char *path);
 /*
  * Read a profile from path into *p_out (set only on success; p_out->file is path).
  * MT_ERR_IO: cannot open/read. MT_ERR_FORMAT: not JSON, no "version", another version, an unknown
- * key, a wrong type or a negative number; the message names the file and the key.
+ * key, a wrong type, a negative number or one above 1e9; the message names the file and the key.
  */
 mt_status_t mt_hwprofile_load(const char *path, struct mt_hwprofile *p_out);
 

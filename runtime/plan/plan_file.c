@@ -38,6 +38,49 @@ tier_string(const uint8_t *tiers, int n)
     return s;
 }
 
+/*
+ * s as a JSON string. Jansson refuses text that is not UTF-8, and the plan's labels come from
+ * paths (the trace's, or the profile's file when it has no source): any bytes on Linux, and cut
+ * to their buffers, maybe inside a character. Such a label made the whole plan unwritable
+ * ("cannot build plan JSON"), so each byte that does not begin a whole UTF-8 character is
+ * written as '?' (jansson, json_stringn, judges what is whole).
+ */
+static json_t *
+text_string(const char *s)
+{
+    size_t n = strlen(s);
+    size_t o = 0;
+    json_t *j = json_string(s);
+    char *buf;
+
+    if (j != NULL) {
+        return j;
+    }
+    buf = malloc(n + 1);
+    if (buf == NULL) {
+        return NULL;
+    }
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)s[i];
+        size_t len = c < 0x80 ? 1 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+        json_t *one = i + len <= n ? json_stringn(s + i, len) : NULL;
+
+        if (one != NULL) {
+            memcpy(buf + o, s + i, len);
+            o += len;
+            i += len;
+            json_decref(one);
+        } else {
+            buf[o++] = '?';
+            i++;
+        }
+    }
+    buf[o] = '\0';
+    j = json_string(buf);
+    free(buf);
+    return j;
+}
+
 mt_status_t
 mt_plan_save(const struct mt_plan *p, const char *path)
 {
@@ -54,7 +97,7 @@ mt_plan_save(const struct mt_plan *p, const char *path)
     root = json_pack(
         "{s:s, s:i, s:{s:i, s:i, s:i, s:i, s:i, s:i, s:b, s:I, s:s}, "
         "s:{s:I, s:I, s:I, s:I, s:i, s:i, s:f, s:I, s:I, s:I, s:I}, "
-        "s:{s:s, s:f, s:f, s:f, s:f, s:f, s:f}, s:{s:s, s:I}, s:o, "
+        "s:{s:o, s:f, s:f, s:f, s:f, s:f, s:f}, s:{s:o, s:I}, s:o, "
         "s:{s:f, s:f, s:f, s:f, s:f, s:f, s:s, s:o}}",
         "format", "moetier-plan", "version", MT_PLAN_VERSION, "model", "num_hidden_layers",
         p->n_layers, "n_routed_experts", E, "num_experts_per_tok", p->k, "hidden_size",
@@ -66,10 +109,10 @@ mt_plan_save(const struct mt_plan *p, const char *path)
         "ctx", p->budget.ctx, "prefill_batch", p->budget.prefill_batch, "cpu_eff",
         p->budget.cpu_eff, "always_on_bytes", (json_int_t)p->always_on_bytes, "kv_bytes",
         (json_int_t)p->kv_bytes, "gpu_expert_bytes", (json_int_t)p->gpu_expert_bytes,
-        "dram_expert_bytes", (json_int_t)p->dram_expert_bytes, "hardware", "source", p->hw_source,
+        "dram_expert_bytes", (json_int_t)p->dram_expert_bytes, "hardware", "source", text_string(p->hw_source),
         "hbm_gbps", p->hbm_gbps, "gpu_tflops", p->gpu_tflops, "dram_gbps", p->dram_gbps,
         "cpu_gflops", p->cpu_gflops, "pcie_gbps", p->pcie_gbps, "disk_gbps", p->disk_gbps,
-        "activation", "source", p->activation, "tokens", (json_int_t)p->trace_tokens, "layers",
+        "activation", "source", text_string(p->activation), "tokens", (json_int_t)p->trace_tokens, "layers",
         layers, "prediction", "decode_tok_s", p->decode_tok_s, "prefill_tok_s", p->prefill_tok_s,
         "decode_ms", p->decode_ms, "decode_ms_mean_load", p->decode_ms_mean_load, "always_on_ms",
         p->always_on_ms, "prefill_ms_per_batch", p->prefill_ms, "bottleneck", p->bottleneck,

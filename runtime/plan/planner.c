@@ -415,6 +415,24 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
                        "planner: bad model dims or budget (prefill batch %d, cpu efficiency %g)",
                        budget->prefill_batch, budget->cpu_eff);
     }
+    {
+        /* A plan file holds bytes as JSON integers (int64): a budget above that was written
+           negative, and the plan it was written into refused on load (--check, run --plan). */
+        const struct {
+            const char *flag;
+            uint64_t v;
+        } big[] = {{"--gpu-mem", budget->gpu_mem},
+                   {"--cpu-mem", budget->cpu_mem},
+                   {"--gpu-reserve", budget->gpu_reserve},
+                   {"--cpu-reserve", budget->cpu_reserve}};
+        for (size_t i = 0; i < sizeof(big) / sizeof(big[0]); i++) {
+            if (big[i].v > INT64_MAX) {
+                return mt_fail(MT_ERR_INVAL, 0,
+                               "%s %.1f GiB is more than a plan can hold (below 8 EiB)",
+                               big[i].flag, big[i].v / 1073741824.0);
+            }
+        }
+    }
     if (trace != NULL) {
         st = mt_trace_check_dims(trace, trace_name ? trace_name : "trace", L, E,
                                  cfg->num_experts_per_tok);
