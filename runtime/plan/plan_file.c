@@ -109,14 +109,14 @@ mt_plan_save(const struct mt_plan *p, const char *path)
         "ctx", p->budget.ctx, "prefill_batch", p->budget.prefill_batch, "cpu_eff",
         p->budget.cpu_eff, "always_on_bytes", (json_int_t)p->always_on_bytes, "kv_bytes",
         (json_int_t)p->kv_bytes, "gpu_expert_bytes", (json_int_t)p->gpu_expert_bytes,
-        "dram_expert_bytes", (json_int_t)p->dram_expert_bytes, "hardware", "source", text_string(p->hw_source),
-        "hbm_gbps", p->hbm_gbps, "gpu_tflops", p->gpu_tflops, "dram_gbps", p->dram_gbps,
-        "cpu_gflops", p->cpu_gflops, "pcie_gbps", p->pcie_gbps, "disk_gbps", p->disk_gbps,
-        "activation", "source", text_string(p->activation), "tokens", (json_int_t)p->trace_tokens, "layers",
-        layers, "prediction", "decode_tok_s", p->decode_tok_s, "prefill_tok_s", p->prefill_tok_s,
-        "decode_ms", p->decode_ms, "decode_ms_mean_load", p->decode_ms_mean_load, "always_on_ms",
-        p->always_on_ms, "prefill_ms_per_batch", p->prefill_ms, "bottleneck", p->bottleneck,
-        "tiers", tiers);
+        "dram_expert_bytes", (json_int_t)p->dram_expert_bytes, "hardware", "source",
+        text_string(p->hw_source), "hbm_gbps", p->hbm_gbps, "gpu_tflops", p->gpu_tflops,
+        "dram_gbps", p->dram_gbps, "cpu_gflops", p->cpu_gflops, "pcie_gbps", p->pcie_gbps,
+        "disk_gbps", p->disk_gbps, "activation", "source", text_string(p->activation), "tokens",
+        (json_int_t)p->trace_tokens, "layers", layers, "prediction", "decode_tok_s",
+        p->decode_tok_s, "prefill_tok_s", p->prefill_tok_s, "decode_ms", p->decode_ms,
+        "decode_ms_mean_load", p->decode_ms_mean_load, "always_on_ms", p->always_on_ms,
+        "prefill_ms_per_batch", p->prefill_ms, "bottleneck", p->bottleneck, "tiers", tiers);
     if (root == NULL) {
         return mt_fail(MT_ERR_NOMEM, 0, "cannot build plan JSON for '%s'", path);
     }
