@@ -15,7 +15,7 @@ need jq "JSON in shell tests; apt-get install jq"
 make_tmp run-report
 m="$tmp/small"
 
-echo "1..25"
+echo "1..26"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 cat >"$tmp/cpu.json" <<'JSON'
@@ -255,4 +255,14 @@ plan --hw "$tmp/cpu.json" --cpu-mem "$mem" --trace "$tmp/t.json" --trace "$tmp/t
         -o "$tmp/t.json" >/dev/null 2>&1 && jq -e '.format == "moetier-trace"' "$tmp/t.json" \
         >/dev/null
 ok $? "--trace given twice plans for both runs' routing: $(grep -i '^activation' "$tmp/t2.out")"
+# a model and a plan under paths that are not UTF-8 (any bytes on Linux): the report is written,
+# those bytes as '?' (JSON has only UTF-8), instead of "cannot build the run report" at the end
+odd="$tmp/sm$(printf '\377')"
+ln -s "$m" "$odd" && cp "$tmp/mix.json" "$odd.json" &&
+    "$bin" run -m "$odd" --prompt-ids "$ids" -n 2 --plan "$odd.json" --json "$tmp/odd.json" \
+        >/dev/null 2>"$tmp/err" &&
+    jq -e '(.model | endswith("/sm?")) and (.plan | endswith("/sm?.json"))' "$tmp/odd.json" \
+        >/dev/null
+ok $? "a model and plan under non-UTF-8 paths: the report names them with '?': \
+$(jq -c '[.model, .plan]' "$tmp/odd.json" 2>&1 | tail -c 60) $(tail -1 "$tmp/err")"
 tap_exit

@@ -6,6 +6,7 @@ runtime_base_libmtbase_a_SOURCES = \
 	runtime/base/file_util.c runtime/base/file_util.h \
 	runtime/base/out_file.c runtime/base/out_file.h \
 	runtime/base/json_num.c runtime/base/json_num.h \
+	runtime/base/json_text.c runtime/base/json_text.h \
 	runtime/base/dtype.c runtime/base/dtype.h \
 	runtime/base/clock.c runtime/base/clock.h \
 	runtime/base/rng.c runtime/base/rng.h

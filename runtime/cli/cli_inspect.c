@@ -12,6 +12,7 @@
 
 #include "runtime/cli/cli.h"
 #include "runtime/cli/cli_common.h"
+#include "runtime/base/json_text.h"
 #include "runtime/engine/kv_cache.h"
 #include "runtime/model/config.h"
 #include "runtime/model/model.h"
@@ -270,8 +271,8 @@ print_json(const struct report *r)
 
 #define SET(obj, key, value) rc |= json_object_set_new((obj), (key), (value))
 #define U64(v) json_integer((json_int_t)(v))
-    SET(root, "model", r->model_dir ? json_string(r->model_dir) : json_null());
-    SET(root, "config", json_string(r->config_path));
+    SET(root, "model", r->model_dir ? mt_json_text(r->model_dir) : json_null());
+    SET(root, "config", mt_json_text(r->config_path));
     SET(arch, "num_hidden_layers", json_integer(c->num_hidden_layers));
     SET(arch, "dense_layers", json_integer(c->num_hidden_layers - r->sz.n_moe_layers));
     SET(arch, "moe_layers", json_integer(r->sz.n_moe_layers));

@@ -8,6 +8,7 @@
 #include "runtime/cli/cli_report.h"
 
 #include "runtime/base/file_util.h"
+#include "runtime/base/json_text.h"
 #include "runtime/engine/provider_stream.h"
 #include "runtime/model/model.h"
 #include "runtime/plan/planner.h"
@@ -511,7 +512,7 @@ predicted_json(const struct mt_plan *p)
     ok = set(o, "prefill_batch", json_integer(p->budget.prefill_batch)) && ok;
     ok = set(o, "bottleneck", json_string(p->bottleneck)) && ok;
     ok = set(o, "hardware", hw) && ok;
-    ok = set(hw, "source", json_string(p->hw_source)) && ok;
+    ok = set(hw, "source", mt_json_text(p->hw_source)) && ok;
     ok = set(hw, "hbm_gbps", json_real(p->hbm_gbps)) && ok;
     ok = set(hw, "dram_gbps", json_real(p->dram_gbps)) && ok;
     ok = set(hw, "cpu_eff", json_real(p->budget.cpu_eff)) && ok;
@@ -595,9 +596,9 @@ report_json(const struct mt_cli_report *r)
     }
     ok = set(o, "format", json_string("moetier-report"));
     ok = set(o, "version", json_integer(1)) && ok;
-    ok = set(o, "model", json_string(r->e->model->dir)) && ok;
+    ok = set(o, "model", mt_json_text(r->e->model->dir)) && ok;
     ok = set(o, "device", json_string(r->gpu ? "gpu" : "cpu")) && ok;
-    ok = set(o, "plan", p != NULL ? json_string(r->plan_path) : json_null()) && ok;
+    ok = set(o, "plan", p != NULL ? mt_json_text(r->plan_path) : json_null()) && ok;
     ok = set(o, "expert_bytes", json_integer((json_int_t)sz.routed_expert_bytes)) && ok;
     ok = set(o, "moe_layers", json_integer(n_moe)) && ok;
     ok = set(o, "k", json_integer(cfg->num_experts_per_tok)) && ok;

@@ -13,6 +13,7 @@
 
 #include "runtime/base/file_util.h"
 #include "runtime/base/json_num.h"
+#include "runtime/base/json_text.h"
 
 #include <inttypes.h>
 #include <jansson.h>
@@ -36,49 +37,6 @@ tier_string(const uint8_t *tiers, int n)
     s = json_string(buf);
     free(buf);
     return s;
-}
-
-/*
- * s as a JSON string. Jansson refuses text that is not UTF-8, and the plan's labels come from
- * paths (the trace's, or the profile's file when it has no source): any bytes on Linux, and cut
- * to their buffers, maybe inside a character. Such a label made the whole plan unwritable
- * ("cannot build plan JSON"), so each byte that does not begin a whole UTF-8 character is
- * written as '?' (jansson, json_stringn, judges what is whole).
- */
-static json_t *
-text_string(const char *s)
-{
-    size_t n = strlen(s);
-    size_t o = 0;
-    json_t *j = json_string(s);
-    char *buf;
-
-    if (j != NULL) {
-        return j;
-    }
-    buf = malloc(n + 1);
-    if (buf == NULL) {
-        return NULL;
-    }
-    for (size_t i = 0; i < n;) {
-        unsigned char c = (unsigned char)s[i];
-        size_t len = c < 0x80 ? 1 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
-        json_t *one = i + len <= n ? json_stringn(s + i, len) : NULL;
-
-        if (one != NULL) {
-            memcpy(buf + o, s + i, len);
-            o += len;
-            i += len;
-            json_decref(one);
-        } else {
-            buf[o++] = '?';
-            i++;
-        }
-    }
-    buf[o] = '\0';
-    j = json_string(buf);
-    free(buf);
-    return j;
 }
 
 mt_status_t
@@ -110,9 +68,9 @@ mt_plan_save(const struct mt_plan *p, const char *path)
         p->budget.cpu_eff, "always_on_bytes", (json_int_t)p->always_on_bytes, "kv_bytes",
         (json_int_t)p->kv_bytes, "gpu_expert_bytes", (json_int_t)p->gpu_expert_bytes,
         "dram_expert_bytes", (json_int_t)p->dram_expert_bytes, "hardware", "source",
-        text_string(p->hw_source), "hbm_gbps", p->hbm_gbps, "gpu_tflops", p->gpu_tflops,
+        mt_json_text(p->hw_source), "hbm_gbps", p->hbm_gbps, "gpu_tflops", p->gpu_tflops,
         "dram_gbps", p->dram_gbps, "cpu_gflops", p->cpu_gflops, "pcie_gbps", p->pcie_gbps,
-        "disk_gbps", p->disk_gbps, "activation", "source", text_string(p->activation), "tokens",
+        "disk_gbps", p->disk_gbps, "activation", "source", mt_json_text(p->activation), "tokens",
         (json_int_t)p->trace_tokens, "layers", layers, "prediction", "decode_tok_s",
         p->decode_tok_s, "prefill_tok_s", p->prefill_tok_s, "decode_ms", p->decode_ms,
         "decode_ms_mean_load", p->decode_ms_mean_load, "always_on_ms", p->always_on_ms,
