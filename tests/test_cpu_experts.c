@@ -542,9 +542,10 @@ main(void)
          * one of 512 (hidden 800), rows 128 + 32 */
         test_expert(dt, 800, 160, 300, max);
         /* the golden models' experts (v32-tiny-a 64 -> 32, v32-tiny-b 96 -> 48: down's K of 48
-         * is no multiple of 32) with enough tokens for the prefill kernels */
+         * is no multiple of 32, synth-fp8 256 -> 64) with enough tokens for the prefill kernels */
         test_expert(dt, 64, 32, 24, max);
         test_expert(dt, 96, 48, 40, max);
+        test_expert(dt, 256, 64, 17, max);
     }
     test_swiglu(max);
     if (max >= MT_CPU_LEVEL_AMX) {
