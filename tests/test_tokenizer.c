@@ -456,6 +456,23 @@ test_small(void)
     }
 
     /*
+     * A regex that matches empty too: HF (onig's find_iter) drops the empty match right after
+     * "a", so the spans of "ab" are a | b | (empty at the end) and "a" joins "b" under
+     * MergedWithNext. Keeping the empty match at 1 made it a span of its own: [a][b].
+     */
+    j = small_json(merges, vocab,
+                   "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
+                   "{\"Regex\":\"a*\"},\"behavior\":\"MergedWithNext\",\"invert\":false}," BL "]}",
+                   "");
+    st = load_text(dir, j, &tok);
+    free(j);
+    expect(tok, "ab", (int32_t[]){256}, 1,
+           "Split MergedWithNext with a regex that matches empty: no empty match after a match");
+    expect(tok, "bab", (int32_t[]){'b', 256}, 2, "... and one at the start is kept: [b][ab]");
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
+
+    /*
      * A group repeated once per byte: PCRE2's default 32 KiB JIT stack ran out after a few
      * thousand repeats ("JIT stack limit reached"), where HF encodes the text without trouble.
      */

@@ -1372,6 +1372,12 @@ pretok(struct mt_tokenizer *tok, int k, const char *s, size_t n, struct out_ids 
      */
     size_t pos = 0, prev_end = 0, pend_s = 0, pend_e = 0;
     bool have_pend = false, prev_match = false;
+    /*
+     * HF finds the matches with onig's find_iter, which drops the first empty match that follows
+     * a non-empty one ("a*" on "ab" gives (0,1) and (2,2), never (1,1)). An empty match is a span
+     * of its own for the merging behaviors, so keeping it would join pieces differently.
+     */
+    bool skip_empty = false;
     for (;;) {
         size_t ms, me;
         int rc;
@@ -1398,6 +1404,15 @@ pretok(struct mt_tokenizer *tok, int k, const char *s, size_t n, struct out_ids 
         } else {
             ms = me = n;
         }
+        if (rc >= 0 && me == ms && skip_empty) {
+            skip_empty = false;
+            pos = me + 1; /* as for any empty match: one character on */
+            while (pos < n && ((unsigned char)s[pos] & 0xc0) == 0x80) {
+                pos++;
+            }
+            continue;
+        }
+        skip_empty = rc >= 0 && me > ms;
         /* spans: the gap [prev_end, ms) (not a match), then the match [ms, me) */
         for (int part = 0; part < 2; part++) {
             size_t a = part == 0 ? prev_end : ms, b = part == 0 ? ms : me;
