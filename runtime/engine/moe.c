@@ -144,8 +144,7 @@ eng_moe_submit(struct mt_engine *e, int l, struct eng_work *w, struct mt_executo
                 bool first_nvme = nvme && (pass == 1) && n_tasks > 0 &&
                                   e->tiers[(size_t)l * E + w->tasks[n_tasks - 1].expert] !=
                                       MT_TIER_NVME;
-                if ((cap > 0 && n_streamed == cap && holds_slot) ||
-                    first_nvme) {
+                if ((cap > 0 && n_streamed == cap && holds_slot) || first_nvme) {
                     double t_wave = mt_clock_now();
                     mt_status_t sw;
                     st = ex->ops->submit(ex->self, w->tasks, n_tasks);
