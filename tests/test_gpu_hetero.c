@@ -323,6 +323,55 @@ check_plan(const struct mt_model *m, const char *set, enum plan_kind k, uint64_t
     rig_free(&r);
 }
 
+/*
+ * A prompt longer than the all-GPU chunk (512 tokens): with every expert on the CPU team the
+ * engine takes up to 1,024 tokens a chunk (HOST_CHUNK in engine_gpu.c), so a 700-token prompt
+ * runs each host expert once a layer (in 512-token chunks most would run twice), and its last
+ * row's logits match the all-GPU plan's, which takes the prompt in two chunks.
+ */
+static void
+check_long_prompt(const struct mt_model *m, const char *set)
+{
+    const struct mt_model_config *c = &m->cfg;
+    const int n = 700;
+    int n_moe = 0;
+    struct rig gpu, team;
+    struct mt_engine_stats s;
+    int32_t *ids = malloc((size_t)n * sizeof(int32_t));
+    float *a = malloc((size_t)c->vocab_size * sizeof(float));
+    float *b = malloc((size_t)c->vocab_size * sizeof(float));
+    uint32_t x = 12345;
+
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        n_moe += m->layers[l].is_moe;
+    }
+    for (int i = 0; ids != NULL && i < n; i++) {
+        x = x * 1664525u + 1013904223u;
+        ids[i] = (int32_t)((x >> 8) % (uint32_t)c->vocab_size);
+    }
+    bool ok = ids != NULL && a != NULL && b != NULL && rig_build(m, ALL_GPU, 0, &gpu) == MT_OK &&
+              rig_build(m, ALL_DRAM_TEAM, 0, &team) == MT_OK &&
+              mt_engine_forward(gpu.e, ids, n, false, a) == MT_OK &&
+              mt_engine_forward(team.e, ids, n, false, b) == MT_OK;
+    double rel = ok ? golden_worst_row_rel(b, a, 1, c->vocab_size, NULL) : INFINITY;
+    tap_ok(ok && rel <= REL_HF, "%s, %d-token prompt: the CPU team plan's last logits within %.0e "
+           "of the all-GPU plan's (%.2e)", set, n, REL_HF, rel);
+    memset(&s, 0, sizeof(s));
+    if (ok) {
+        mt_engine_stats_get(team.e, &s);
+    }
+    uint64_t runs = s.expert_runs[MT_TIER_DRAM_CPU];
+    tap_ok(ok && runs > 0 && runs <= (uint64_t)n_moe * c->n_routed_experts,
+           "%s, %d-token prompt: one chunk with experts off the GPU, each host expert run at most "
+           "once a layer (%llu runs for %d layers x %d experts)",
+           set, n, (unsigned long long)runs, n_moe, c->n_routed_experts);
+    rig_free(&gpu);
+    rig_free(&team);
+    free(ids);
+    free(a);
+    free(b);
+}
+
 static bool amx_too; /* the CPU has AMX: the plans run on AVX-512, one again on AMX */
 
 static void
@@ -380,6 +429,9 @@ golden_set(const char *dir, const char *name)
         unsetenv("MOETIER_ISA");
         check_plan(m, name, ALL_DRAM_TEAM, 0, &q, true, routing);
         setenv("MOETIER_ISA", "avx512", 1);
+    }
+    if (m->cfg.max_position_embeddings >= 1024) { /* rig_build's gpu_ctx */
+        check_long_prompt(m, name);
     }
 out:
     free(routing);

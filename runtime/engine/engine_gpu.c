@@ -10,8 +10,9 @@
  * the work space), so a model that does not fit fails at once with one message that says how
  * much it needs. The embedding table stays in host memory (a token copies one row).
  *
- * Tokens go through the layers in chunks of g->chunk (512 by default; the cache makes every
- * split of a sequence compute the same function). A decode step (up to MT_GPU_GEMV_MAX_TOK
+ * Tokens go through the layers in chunks of g->chunk (512, or 1,024 with routed experts off the
+ * GPU where that fits: GPU_CHUNK, HOST_CHUNK; the cache makes every split of a sequence compute
+ * the same function). A decode step (up to MT_GPU_GEMV_MAX_TOK
  * tokens) multiplies with the bandwidth-bound GEMV of ops.h; a longer chunk with the GEMM of
  * gemm.h (cuBLAS on dequantized slabs: bf16 hi + lo splits on tensor cores by default, fp32 or
  * plain BF16 as options), and MLA's absorption through kv_b as batched GEMMs. A layer's
@@ -165,6 +166,19 @@ static int gemv_loop_max = GEMV_LOOP_DEFAULT;
  * bench/results/gpu-engine-h200.md); a 61-layer model's graphs have ~30x the nodes.
  */
 #define GPU_OUTSIDE_ARENA ((size_t)256 << 20)
+
+/*
+ * Prompt chunks: 512 tokens where every routed expert is on the GPU; where some live on host
+ * executors (the CPU team, DRAM over PCIe, NVMe), HOST_CHUNK if its work space fits the budget.
+ * A chunk runs each host expert once for all its tokens, and the CPU team's prefill kernels
+ * convert an expert's FP8 weights once per run: at 512 tokens an expert sees ~16 of them, too
+ * few to pay for the conversion. Measured on the H200 host (v32-shape, 2 layers, all 256
+ * experts on the CPU team, 2,048-token prompt, two rounds; bench/results/hetero-h200.md session
+ * 27): 662 / 712 tok/s at 512, 1,384 / 1,306 at 1,024, 1,377 / 1,143 at 2,048; with every
+ * expert on the GPU 512 beat 2,048 (23.0-25.2 against 19.8-20.6 thousand tok/s at 4,096 tokens).
+ */
+#define GPU_CHUNK 512
+#define HOST_CHUNK 1024
 
 /* ---- errors ------------------------------------------------------------------------------ */
 
@@ -775,6 +789,45 @@ mib(size_t b, char *buf)
     return buf;
 }
 
+/*
+ * HOST_CHUNK-token chunks where some routed expert lives off the GPU and their work space fits
+ * cap beside everything counted so far (*need, for GPU_CHUNK); else the chunk stays and the log
+ * says what the longer one would take. Counts again either way (*need: the chunk's).
+ */
+static mt_status_t
+host_chunk(struct mt_engine *e, struct eng_gpu *g, size_t cap, size_t *need)
+{
+    int host = 0, c0 = g->chunk, c1 = (int)MT_MIN((int64_t)HOST_CHUNK, g->ctx);
+    size_t need0 = *need;
+    mt_status_t st;
+
+    for (int l = 0; l < e->n_layers; l++) {
+        host += g->layers[l].n_host;
+    }
+    if (host == 0 || c1 <= c0) {
+        return MT_OK;
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        g->chunk = pass == 0 ? c1 : c0;
+        memset(g->need, 0, sizeof(g->need));
+        if ((st = place_all(e, g)) != MT_OK) {
+            return st;
+        }
+        *need = g->need[0] + g->need[1] + g->need[2] + ((size_t)1 << 20);
+        if (pass == 0 && *need <= cap) {
+            return MT_OK;
+        }
+        if (pass == 0) {
+            char a[32];
+            mt_log_info("GPU engine: prompt chunks of %d tokens (%d, faster with %d routed "
+                        "experts off the GPU, would need %s more than the budget leaves)",
+                        c0, c1, host, mib(*need - cap, a));
+        }
+    }
+    MT_ASSERT(*need == need0);
+    return MT_OK;
+}
+
 mt_status_t
 eng_gpu_create(struct mt_engine *e)
 {
@@ -834,17 +887,17 @@ eng_gpu_create(struct mt_engine *e)
      * relative and changes their greedy tokens (bench/results/gpu-engine-h200.md);
      * MT_GPU_GEMM=bf16|bf16x3|f32 picks one.
      *
-     * The chunk is the same whatever the placement: a prompt's chunk reads each expert off the
-     * GPU once for all its tokens (the CPU team, the stream and the slots get groups of many
-     * tokens), the batch `moetier plan` predicts prefill at. Steps of 8 tokens there (as before)
-     * read every expert a step touched again each step. With the CPU team's exact kernels the
-     * chunk gives HF's logits as the steps do; on a CPU with AMX the team's prefill kernel
-     * (groups of 16 tokens and more) rounds activations to bf16 as the CPU engine's prefill
-     * does (test_gpu_hetero states both).
+     * With experts off the GPU a prompt's chunk reads each of them once for all its tokens (the
+     * CPU team, the stream and the slots get groups of many tokens), so there the chunk grows to
+     * HOST_CHUNK once the placement is known and if it fits (host_chunk). Steps of 8 tokens
+     * (before session 26) read every expert a step touched again each step. With the CPU team's
+     * exact kernels the chunk gives HF's logits as the steps do; on a CPU with AMX the team's
+     * prefill kernel (groups of 16 tokens and more) rounds activations to bf16 as the CPU
+     * engine's prefill does (test_gpu_hetero states both).
      */
     const char *chunk_env = getenv("MT_GPU_CHUNK");
     const char *ev;
-    g->chunk = chunk_env != NULL ? atoi(chunk_env) : 512;
+    g->chunk = chunk_env != NULL ? atoi(chunk_env) : GPU_CHUNK;
     g->chunk = (int)MT_MIN((int64_t)MT_MAX(g->chunk, TOK), g->ctx);
     g->chunk = MT_MAX(g->chunk, 1);
     ev = getenv("MT_GPU_GEMV_LOOP");
@@ -893,6 +946,9 @@ eng_gpu_create(struct mt_engine *e)
                     "from DRAM on the CPU instead (the plan was made for more GPU memory; "
                     "replan with this --gpu-mem to place them well)", moved,
                     (double)(need0 - need) / (1 << 30));
+    }
+    if (chunk_env == NULL && need <= cap && (st = host_chunk(e, g, cap, &need)) != MT_OK) {
+        return st;
     }
     if (need > budget || need > usable) {
         char a[32], b[32], d[32], w[32], x[32], y[32], z[32];
