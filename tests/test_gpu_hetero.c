@@ -335,7 +335,7 @@ check_long_prompt(const struct mt_model *m, const char *set)
     const struct mt_model_config *c = &m->cfg;
     const int n = 700;
     int n_moe = 0;
-    struct rig gpu, team;
+    struct rig gpu = {0}, team = {0};
     struct mt_engine_stats s;
     int32_t *ids = malloc((size_t)n * sizeof(int32_t));
     float *a = malloc((size_t)c->vocab_size * sizeof(float));
@@ -365,6 +365,40 @@ check_long_prompt(const struct mt_model *m, const char *set)
            "%s, %d-token prompt: one chunk with experts off the GPU, each host expert run at most "
            "once a layer (%llu runs for %d layers x %d experts)",
            set, n, (unsigned long long)runs, n_moe, c->n_routed_experts);
+
+    /* a budget between the two chunks' needs: the engine keeps 512-token chunks and fits */
+    struct rig r512 = {0}, tight = {0};
+    uint64_t need1024 = ok ? mt_engine_device_bytes(team.e) : 0, need512 = 0;
+    setenv("MT_GPU_CHUNK", "512", 1);
+    if (ok && rig_build(m, ALL_DRAM_TEAM, 0, &r512) == MT_OK) {
+        need512 = mt_engine_device_bytes(r512.e);
+    }
+    unsetenv("MT_GPU_CHUNK");
+    rig_free(&r512);
+    if (need1024 > need512 + (2u << 20) && need512 > 0) {
+        uint64_t budget = need512 + (need1024 - need512) / 2;
+        mt_log_set_quiet(true); /* its note on the chunk is expected */
+        bool built = rig_build(m, ALL_DRAM_TEAM, budget, &tight) == MT_OK;
+        mt_log_set_quiet(false);
+        ok = built && mt_engine_forward(tight.e, ids, n, false, b) == MT_OK;
+        rel = ok ? golden_worst_row_rel(b, a, 1, c->vocab_size, NULL) : INFINITY;
+        memset(&s, 0, sizeof(s));
+        if (ok) {
+            mt_engine_stats_get(tight.e, &s);
+        }
+        runs = s.expert_runs[MT_TIER_DRAM_CPU];
+        tap_ok(ok && rel <= REL_HF && runs > (uint64_t)n_moe * c->n_routed_experts &&
+                   mt_engine_device_bytes(tight.e) <= budget,
+               "%s, %d-token prompt, a budget between the 512- and 1,024-token chunks' (%llu, "
+               "%llu bytes): 512-token chunks (%llu host expert runs), within the budget, logits "
+               "within %.0e (%.2e)", set, n, (unsigned long long)need512,
+               (unsigned long long)need1024, (unsigned long long)runs, REL_HF, rel);
+        rig_free(&tight);
+    } else {
+        tap_diag("%s: the 1,024-token chunk needs %llu bytes, the 512-token one %llu: no budget "
+                 "between them to test", set, (unsigned long long)need1024,
+                 (unsigned long long)need512);
+    }
     rig_free(&gpu);
     rig_free(&team);
     free(ids);
