@@ -819,9 +819,10 @@ host_chunk(struct mt_engine *e, struct eng_gpu *g, size_t cap, size_t *need)
         }
         if (pass == 0) {
             char a[32];
-            mt_log_info("GPU engine: prompt chunks of %d tokens (%d, faster with %d routed "
-                        "experts off the GPU, would need %s more than the budget leaves)",
-                        c0, c1, host, mib(*need - cap, a));
+            mt_log_info("GPU engine: prompt chunks of %d tokens: %d (faster with %d routed "
+                        "experts off the GPU) would need %s more than the GPU budget leaves "
+                        "(a plan made with that much more --gpu-reserve, or a larger --gpu-mem, "
+                        "gives them)", c0, c1, host, mib(*need - cap, a));
         }
     }
     MT_ASSERT(*need == need0);
