@@ -28,7 +28,8 @@
  * two reads beside it, since both move from minute to minute on a shared host; (i) AMX prefill
  * of one expert on 1, 2, 4, 8, all threads against the AMX rate of as many threads; (j) AMX
  * blocks (2 x 2; 1 x 2, single and double-buffered) with their tile loads from L1 or L2
- * against the rate without loads. --only runs the
+ * against the rate without loads; (k) AMX prefill of 16-128 tokens an expert, the small-m kernel
+ * against the L2-buffered one. --only runs the
  * named sections (e.g. "behij"; the ceilings always).
  * MOETIER_ISA picks the kernel family.
  */
@@ -375,6 +376,58 @@ amx_scaling(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe, int nt)
     return 0;
 }
 
+/*
+ * (k): AMX prefill with the few tokens an expert gets in a prompt chunk (8 experts x m tokens):
+ * the small-m kernel (weights converted into L1 step by step, mt_cpu_experts_amx_small) against
+ * the tiles kernel that converts a call's rows into an L2-sized buffer first, alternating, in
+ * rounds; GB/s of FP8 weights read (against the read ceiling of this run) and TFLOP/s.
+ */
+static int
+amx_small(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe, int rounds, double ceil_gbps)
+{
+    static const int ms[] = {16, 24, 32, 48, 64, 128};
+    int small = mt_cpu_experts_amx_small;
+
+    printf("\n## (k) prefill fp8, 8 experts x m tokens: small-m kernel against the L2 buffer, %d "
+           "rounds\n\n| tokens/expert | kernel | GB/s per round | median GB/s | of read ceiling "
+           "| TFLOP/s (median) |\n|---|---|---|---|---|---|\n", rounds);
+    for (size_t i = 0; i < sizeof(ms) / sizeof(ms[0]); i++) {
+        double g[2][rounds];
+        double tf[2][rounds];
+
+        for (int k = 0; k < rounds; k++) {
+            for (int j = 0; j < 2; j++) {
+                int v = (j + k) % 2; /* 0: small kernel, 1: L2 buffer */
+                struct mt_cpu_moe_timing t;
+
+                mt_cpu_experts_amx_small = v == 0 ? ms[i] : 0;
+                if (mt_cpu_expert_pool_time(pool, moe, 0, 0, 8, ms[i], 3, &t) != MT_OK) {
+                    mt_cpu_experts_amx_small = small;
+                    return 1;
+                }
+                g[v][k] = t.bytes / t.median_s * 1e-9;
+                tf[v][k] = t.flops / t.median_s * 1e-12;
+            }
+        }
+        for (int v = 0; v < 2; v++) {
+            double gs[rounds], ts[rounds];
+
+            printf("| %d | %s |", ms[i], v == 0 ? "small m (L1)" : "L2 buffer");
+            for (int k = 0; k < rounds; k++) {
+                printf(" %.1f", g[v][k]);
+                gs[k] = g[v][k];
+                ts[k] = tf[v][k];
+            }
+            qsort(gs, (size_t)rounds, sizeof(double), cmp_double);
+            qsort(ts, (size_t)rounds, sizeof(double), cmp_double);
+            double gm = mid(gs, rounds), tm = mid(ts, rounds);
+            printf(" | %.1f | %.1f%% | %.3f |\n", gm, 100.0 * gm / ceil_gbps, tm);
+        }
+    }
+    mt_cpu_experts_amx_small = small;
+    return 0;
+}
+
 static void
 empty_job(void *arg, int tid, int nt)
 {
@@ -390,7 +443,7 @@ main(int argc, char **argv)
     int steps = 20;
     bool quick = false;
     int amx_n_rounds = 4;
-    const char *only = "abcdefghij";
+    const char *only = "abcdefghijk";
     struct mt_cpu_topo tp;
     struct mt_cpu_ceiling_result ceil;
     struct mt_cpu_team *team;
@@ -605,6 +658,10 @@ main(int argc, char **argv)
     if (strchr(only, 'i') != NULL && level == MT_CPU_LEVEL_AMX && amx > 0 &&
         amx_scaling(pool[0], moe, mt_cpu_team_size(team)) != 0) {
         return fail("amx scaling");
+    }
+    if (strchr(only, 'k') != NULL && level == MT_CPU_LEVEL_AMX &&
+        amx_small(pool[0], moe, amx_n_rounds, ceil.gbps) != 0) {
+        return fail("amx small m");
     }
 
     if (strchr(only, 'f') != NULL) {

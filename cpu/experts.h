@@ -127,6 +127,14 @@ extern int mt_cpu_experts_amx_cvt_pf;
  */
 extern int mt_cpu_experts_amx_cadd;
 
+/*
+ * Up to this many tokens (default 32; 0: never) the tiles kernel converts each step's weights
+ * into L1 and uses them at once instead of converting a call's rows into a buffer the size of
+ * L2 first (cpu/experts_amx_tiles.c, rows_small). A knob for benchmarks and tests; set it while
+ * no layer runs (the environment's MT_CPU_AMX_SMALL=n sets it when a layer runner is created).
+ */
+extern int mt_cpu_experts_amx_small;
+
 /* Tests: the next that many kernel workspace allocations fail (as when memory is short). */
 extern _Atomic int mt_cpu_experts_ws_fault;
 

@@ -220,6 +220,42 @@ test_expert(enum mt_dtype dt, int64_t hidden, int64_t inter, int m, enum mt_cpu_
 }
 
 /*
+ * The AMX tiles kernel's small-m path (mt_cpu_experts_amx_small: each step's weights converted
+ * into L1 and used at once) against the same kernel with the L2 buffer: the same products in
+ * the same order, so the same bits, and within the AMX tolerance of scalar (test_expert).
+ */
+static void
+test_amx_small(enum mt_dtype dt, int64_t hidden, int64_t inter, int m)
+{
+    struct expert e;
+    float *x = randv((size_t)m * hidden);
+    float *y0 = malloc((size_t)m * hidden * sizeof(float));
+    float *y1 = malloc((size_t)m * hidden * sizeof(float));
+    int small = mt_cpu_experts_amx_small;
+    bool ok = x != NULL && y0 != NULL && y1 != NULL;
+
+    expert_make(&e, dt, hidden, inter);
+    struct mt_cpu_expert_job job = {&e.gate, &e.up, &e.down, m, x, y0};
+
+    mt_cpu_experts_amx_small = 0;
+    ok = ok && mt_cpu_expert_run(MT_CPU_LEVEL_AMX, &job) == MT_OK;
+    mt_cpu_experts_amx_small = m;
+    job.y = y1;
+    ok = ok && mt_cpu_expert_run(MT_CPU_LEVEL_AMX, &job) == MT_OK;
+    mt_cpu_experts_amx_small = small;
+    tap_ok(ok && memcmp(y0, y1, (size_t)m * hidden * sizeof(float)) == 0,
+           "%s %lldx%lld m=%d: AMX small-m path gives the L2-buffer path's bits",
+           dt == MT_DTYPE_F8_E4M3 ? "fp8" : "bf16", (long long)hidden, (long long)inter, m);
+    mt_cpu_experts_amx_small = m;
+    test_expert(dt, hidden, inter, m, MT_CPU_LEVEL_AMX);
+    mt_cpu_experts_amx_small = small;
+    expert_free(&e);
+    free(y1);
+    free(y0);
+    free(x);
+}
+
+/*
  * The vector SwiGLU of each family that has one (h = SiLU(g) x u between the gate/up and down
  * phases) against mt_cpu_silu over the whole range: random g in [-120, 120], where e^-g
  * overflows and underflows, and edge values; a tail shorter than a vector; h in place of g.
@@ -614,6 +650,17 @@ main(void)
         test_expert(MT_DTYPE_F8_E4M3, 800, 160, 300, max);
         test_expert(MT_DTYPE_BF16, 7168, 2048, 37, max);
         mt_cpu_experts_amx_kc = kc;
+        /* the small-m path (default up to 32 tokens): the real shape, rows and tokens not
+         * multiples of 32, K of 48 (not a multiple of 128: FP8 scale blocks cut short), and
+         * beyond one token block (37, 300: the rows converted again for each block of 32) */
+        test_amx_small(MT_DTYPE_F8_E4M3, 7168, 2048, 32);
+        test_amx_small(MT_DTYPE_F8_E4M3, 7168, 2048, 17);
+        test_amx_small(MT_DTYPE_BF16, 7168, 2048, 20);
+        test_amx_small(MT_DTYPE_F8_E4M3, 256, 200, 16);
+        test_amx_small(MT_DTYPE_F8_E4M3, 96, 48, 29);
+        test_amx_small(MT_DTYPE_F8_E4M3, 7168, 2048, 37);
+        test_amx_small(MT_DTYPE_F8_E4M3, 800, 160, 300);
+        test_amx_small(MT_DTYPE_BF16, 800, 160, 300);
     }
     if (mt_cpu_team_create(-1, 0, &team) != MT_OK) {
         tap_ok(false, "thread team created");
