@@ -56,6 +56,7 @@ ws_thread_exit(void *unused)
     mt_cpu_dot_ws_free();
     mt_cpu_amx_ws_free();
     mt_cpu_amx_tiles_ws_free();
+    mt_cpu_amx_small_ws_free();
 }
 
 static void

@@ -128,12 +128,14 @@ extern int mt_cpu_experts_amx_cvt_pf;
 extern int mt_cpu_experts_amx_cadd;
 
 /*
- * Up to this many tokens (default 32; 0: never) the tiles kernel converts each step's weights
- * into L1 and uses them at once instead of converting a call's rows into a buffer the size of
- * L2 first (cpu/experts_amx_tiles.c, rows_small). A knob for benchmarks and tests; set it while
- * no layer runs (the environment's MT_CPU_AMX_SMALL=n sets it when a layer runner is created).
+ * Up to this many tokens (default 32; 0: never) an FP8 expert's AMX prefill takes the few-token
+ * kernel (cpu/experts_amx_small.c: weight rows widened by a table, the block scale on the
+ * tokens) where the CPU has AVX512-VBMI and K is a multiple of 64. A knob for benchmarks and
+ * tests; set it while no layer runs (the environment's MT_CPU_AMX_SMALL=n sets it when a layer
+ * runner is created). mt_cpu_experts_amx_small_calls: the row calls that kernel ran (tests).
  */
 extern int mt_cpu_experts_amx_small;
+uint64_t mt_cpu_experts_amx_small_calls(void);
 
 /* Tests: the next that many kernel workspace allocations fail (as when memory is short). */
 extern _Atomic int mt_cpu_experts_ws_fault;

@@ -53,7 +53,6 @@ struct tiles_ws {
     size_t w_cap;
     float *c; /* [ROWS_MAX / 32][super / 32][4 tiles][16 tokens][16 rows] fp32 */
     float part[1024] __attribute__((aligned(64))); /* one chunk's C block (cadd) */
-    uint16_t bt[4 * TILE] __attribute__((aligned(64))); /* rows_small's B tiles, 2 steps */
 };
 
 static __thread struct tiles_ws tws;
@@ -339,70 +338,6 @@ block(const uint16_t *x0, const uint16_t *x1, const uint16_t *wb, int64_t ns, fl
 }
 
 /*
- * Few tokens (m <= mt_cpu_experts_amx_small, 32 by default): no weight tiles in memory. Per 32
- * rows of the call, the 4 C tiles of 32 tokens x 32 rows stay in tile registers over all of K;
- * each step converts its 32 rows x 32 k into the two B tiles in an L1 buffer and runs 4
- * TDPBF16PS on them at once. With more than 32 tokens the rows are converted again for each
- * block of 32.
- *
- * Why: the kernel below converts a call's 128 rows x K (1.8 MB of bf16 at K = 7,168, the size
- * of L2) once and streams them past every token block. That pays where many tokens share the
- * conversion; with the ~16-32 tokens an expert gets in a prompt chunk it wrote and reread 1.8 MB
- * a call for one token block and read the FP8 weights at ~25 GB/s on 15 cores
- * (bench/results/hetero-h200.md, session 27). Here the converted bytes never leave L1.
- *
- * Numerics: the same products in the same order as the kernel below (C advances one step of
- * 32 k at a time from zero through all of K, the kernel below stores and reloads it exactly
- * between K chunks): the same bits.
- */
-#define SMALL_PF 1024 /* bytes ahead on each row's stream, prefetched into L2 */
-
-static void
-rows_small(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const uint16_t *xp, int m,
-           float *y, int64_t ldy)
-{
-    int64_t nks = w->cols / 32;
-    int nrows = (int)(r1 - r0);
-    uint16_t *bt = tws.bt;
-    __m512i r[16];
-
-    for (int t0 = 0; t0 < m; t0 += 32) {
-        const uint16_t *x0 = xp + (size_t)(t0 / 16) * (size_t)nks * TILE;
-        const uint16_t *x1 = x0 + (size_t)nks * TILE;
-
-        for (int a0 = 0; a0 < nrows; a0 += 32) {
-            _tile_zero(0);
-            _tile_zero(1);
-            _tile_zero(2);
-            _tile_zero(3);
-            for (int64_t s = 0; s < nks; s++) {
-                /* two buffers a step apart: a step's stores never wait for the last one's loads */
-                uint16_t *b = bt + (size_t)(s & 1) * 2 * TILE;
-
-                for (int h = 0; h < 2; h++) {
-                    for (int i = 0; i < 16; i++) {
-                        r[i] = row_bf16(w, r0 + a0 + 16 * h + i, r1, 32 * s, SMALL_PF);
-                    }
-                    transpose16(r);
-                    for (int p = 0; p < 16; p++) {
-                        _mm512_store_si512(b + h * TILE + p * 32, r[p]);
-                    }
-                }
-                _tile_loadd(4, x0 + s * TILE, 64);
-                _tile_loadd(5, x1 + s * TILE, 64);
-                _tile_loadd(6, b, 64);
-                _tile_loadd(7, b + TILE, 64);
-                _tile_dpbf16ps(0, 4, 6);
-                _tile_dpbf16ps(1, 4, 7);
-                _tile_dpbf16ps(2, 5, 6);
-                _tile_dpbf16ps(3, 5, 7);
-            }
-            store_block(tws.part, t0, a0, m, nrows, y, ldy);
-        }
-    }
-}
-
-/*
  * Rows [r0, r1) (<= 128) of w for m tokens of xp (mt_cpu_amx_tiles_pack's layout) into
  * y[t * ldy + (r - r0)], K chunks of kc columns (a multiple of 32). The tile configuration (8
  * tiles of 16 x 64 bytes) is loaded by the caller.
@@ -436,8 +371,8 @@ mt_cpu_amx_tiles_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, con
     size_t wbytes = (size_t)rows_pad * (size_t)cols * 2;
 
     MT_ASSERT(nrows <= ROWS_MAX);
-    if (m <= mt_cpu_experts_amx_small) {
-        rows_small(w, r0, r1, xp, m, y, ldy);
+    if (m <= mt_cpu_experts_amx_small && mt_cpu_amx_small_fits(w)) {
+        mt_cpu_amx_small_rows(w, r0, r1, xp, m, y, ldy);
         return;
     }
     if (super != 32 && super != 64 && super != 128) {

@@ -61,6 +61,14 @@ lut_init(void)
     }
 }
 
+void
+mt_cpu_e4m3_bf16_lut(const uint8_t **hi, const uint8_t **lo)
+{
+    pthread_once(&lut_once, lut_init);
+    *hi = lut_hi;
+    *lo = lut_lo;
+}
+
 /* ---- x packed as bf16 terms ----------------------------------------------------------------- */
 
 struct dot_ws {

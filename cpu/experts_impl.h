@@ -56,6 +56,20 @@ void mt_cpu_amx_tiles_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1
                            const uint16_t *xp, int m, float *y, int64_t ldy, int64_t kc);
 
 /*
+ * The AMX kernel of cpu/experts_amx_small.c for few tokens (m <= mt_cpu_experts_amx_small):
+ * whether it takes w (FP8, columns a multiple of 64, AVX512-VBMI), and rows [r0, r1) (one
+ * 128-row block) of w on xp as mt_cpu_amx_tiles_pack packs it, the tile configuration loaded by
+ * the caller.
+ */
+bool mt_cpu_amx_small_fits(const struct mt_cpu_weight *w);
+void mt_cpu_amx_small_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1,
+                           const uint16_t *xp, int m, float *y, int64_t ldy);
+
+/* The bf16 bytes of e4m3 magnitudes 0..127 (hi[v] << 8 | lo[v]; 0x7f read as 480), 64-byte
+ * aligned tables for VPERMI2B (cpu/experts_dot.c). */
+void mt_cpu_e4m3_bf16_lut(const uint8_t **hi, const uint8_t **lo);
+
+/*
  * A kernel's per-thread workspace: bytes (rounded up to 64) aligned to 64, or NULL when memory is
  * short. A NULL is counted, the kernel returns without computing, and the layer fails with
  * MT_ERR_NOMEM (mt_cpu_moe_wait, mt_cpu_expert_run): an abort in a worker thread would end the
@@ -64,13 +78,15 @@ void mt_cpu_amx_tiles_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1
 void *mt_cpu_ws_alloc(size_t bytes);
 
 /*
- * Free the calling thread's workspaces of experts_dot.c, experts_amx.c and experts_amx_tiles.c.
+ * Free the calling thread's workspaces of experts_dot.c, experts_amx.c, experts_amx_tiles.c and
+ * experts_amx_small.c.
  * mt_cpu_ws_alloc has them run when a thread that allocated exits (a team's workers end with the
  * team: what they held would be lost).
  */
 void mt_cpu_dot_ws_free(void);
 void mt_cpu_amx_ws_free(void);
 void mt_cpu_amx_tiles_ws_free(void);
+void mt_cpu_amx_small_ws_free(void);
 
 /*
  * Bumped at every layer run and expert run: kernels that cache a converted copy of their input

@@ -1,0 +1,264 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * experts_amx_small.c - AMX prefill of an FP8 expert for the few tokens it gets in a prompt
+ * chunk (m <= mt_cpu_experts_amx_small, 32 by default): rows as the A operand, widened by a
+ * table, the block scale moved onto the tokens.
+ *
+ * Why: at 16-32 tokens an expert the tiles kernel (experts_amx_tiles.c) reads FP8 weights at
+ * ~25 GB/s on 16 cores (a third of the read ceiling), and ablations put ~3/4 of its time in
+ * the weight conversion (e4m3 -> fp16 -> fp32, times the block scale, -> bf16, then a 16 x 16
+ * transpose into the VNNI layout of the B operand): about 0.8 cycles a weight, which a few
+ * tokens cannot amortize (bench/results/cpu-experts.md, session 27).
+ *
+ * The one idea: every e4m3 value is exact in bf16, so without the scale a weight's bf16 is a
+ * table lookup (VPERMI2B on the 7 magnitude bits for each of its two bytes, the sign OR-ed in),
+ * and with weight rows as the A operand a tile row is 32 k of one row in plain order: no
+ * transpose. The scale of a 128 x 128 block is one number for all rows of a call (one row
+ * block) and 128 k, so it multiplies the tokens' x instead: per call, x is turned into B tiles
+ * (pairs of k x 16 tokens) scaled by the call's scales. Per 64 weights of a row: one load, two
+ * lookups, one VPTERNLOG, two unpacks, two stores.
+ *
+ * Layout: VPUNPCKLBW / HBW interleave within 128-bit lanes, so a row's 64 bytes of k 64q ..
+ * 64q + 63 come out as two A-tile rows holding k (0-7, 16-23, 32-39, 48-55) and (8-15, 24-31,
+ * 40-47, 56-63) of the 64; the B tiles of each pair of steps hold x's pairs of k in that order.
+ * C (rows x tokens) is transposed on the way to y (tokens x rows), once per call and block.
+ *
+ * Numerics: e4m3 exact, x x s rounded to bf16 once (x itself arrives rounded to bf16 in the
+ * packed input: two roundings, as the tiles kernel's x and w x s), products and sums in fp32.
+ * Not the tiles kernel's bits; tests/test_cpu_experts.c holds both to the AMX tolerance of the
+ * scalar path.
+ *
+ * Memory: per team thread the scaled B tiles of one call (m rounded up to 32, x K x 2 bytes:
+ * 448 KB for 32 tokens at K = 7,168) and 8 KB of A tiles; kept for the thread's life.
+ */
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vbmi,avx512bf16,amx-tile,amx-bf16")
+#include <config.h>
+
+#include "cpu/experts_impl.h"
+
+#include <immintrin.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#define TILE 512   /* bf16 elements of one tile (16 x 64 bytes) */
+#define ROW_PF 1024 /* bytes ahead on each weight row, prefetched into L2 */
+
+struct small_ws {
+    uint16_t *b; /* [token tile][step][TILE]: x x s as B tiles, steps in the permuted k order */
+    size_t b_cap;
+    uint16_t a[2][4 * TILE] __attribute__((aligned(64))); /* [set][step A, B][row tile 0, 1] */
+    float c[4][256] __attribute__((aligned(64)));
+};
+
+static __thread struct small_ws sws;
+static _Atomic uint64_t calls; /* mt_cpu_experts_amx_small_calls */
+
+uint64_t
+mt_cpu_experts_amx_small_calls(void)
+{
+    return atomic_load_explicit(&calls, memory_order_relaxed);
+}
+
+void
+mt_cpu_amx_small_ws_free(void)
+{
+    free(sws.b);
+    sws.b = NULL;
+    sws.b_cap = 0;
+}
+
+bool
+mt_cpu_amx_small_fits(const struct mt_cpu_weight *w)
+{
+    return w->dtype == MT_DTYPE_F8_E4M3 && w->cols % 64 == 0 && mt_cpu_experts_decode_usable(1);
+}
+
+/* Transpose the 16 x 16 matrix of 32-bit elements r[row][col] in place (r[i] = column i). */
+static inline void
+transpose16(__m512i r[16])
+{
+    __m512i t[16];
+
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for (int j = 0; j < 4; j++) {
+        __m512i p = _mm512_shuffle_i32x4(r[j], r[4 + j], _MM_SHUFFLE(2, 0, 2, 0));
+        __m512i q = _mm512_shuffle_i32x4(r[j], r[4 + j], _MM_SHUFFLE(3, 1, 3, 1));
+        __m512i p2 = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], _MM_SHUFFLE(2, 0, 2, 0));
+        __m512i q2 = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], _MM_SHUFFLE(3, 1, 3, 1));
+
+        t[j] = _mm512_shuffle_i32x4(p, p2, _MM_SHUFFLE(2, 0, 2, 0));
+        t[4 + j] = _mm512_shuffle_i32x4(q, q2, _MM_SHUFFLE(2, 0, 2, 0));
+        t[8 + j] = _mm512_shuffle_i32x4(p, p2, _MM_SHUFFLE(3, 1, 3, 1));
+        t[12 + j] = _mm512_shuffle_i32x4(q, q2, _MM_SHUFFLE(3, 1, 3, 1));
+    }
+    for (int i = 0; i < 16; i++) {
+        r[i] = t[i];
+    }
+}
+
+/* 16 tokens' bf16 pairs (k, k + 1) times s, rounded to bf16 again (RNE), the same layout. */
+static inline __m512i
+scale_pairs(__m512i v, __m512 s, __m512i pick)
+{
+    __m512 even = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+    __m512 odd = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0xffff0000u)));
+    /* low half: the 16 even ones, high half: the 16 odd ones; pick interleaves them back */
+    __m512i both = (__m512i)_mm512_cvtne2ps_pbh(_mm512_mul_ps(odd, s), _mm512_mul_ps(even, s));
+
+    return _mm512_permutexvar_epi16(pick, both);
+}
+
+/*
+ * x (mt_cpu_amx_tiles_pack's A tiles: tile (i, s) = tokens 16 i .. + 15 x k 32 s .. + 31) into
+ * sws.b as B tiles scaled by srow (the call's block scales): for each pair of steps (64 k) the
+ * step-A tile's row p holds the pair of k of A-row elements 2p, 2p + 1 (k 0-7, 16-23, 32-39,
+ * 48-55 of the 64), the step-B tile the other half.
+ */
+static void
+scale_x(const uint16_t *xp, int ntt, int64_t nks, const float *srow)
+{
+    /* pair p of the two steps' transposed tiles (0-15: step 2q, 16-31: step 2q + 1) that goes
+       to row p of the step-A and step-B tiles */
+    static const int from[2][16] = {{0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27},
+                                    {4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31}};
+    __m512i pick = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                    23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    __m512i r[32];
+
+    for (int i = 0; i < ntt; i++) {
+        for (int64_t q = 0; q < nks / 2; q++) {
+            const uint16_t *src = xp + ((size_t)i * (size_t)nks + (size_t)(2 * q)) * TILE;
+            uint16_t *dst = sws.b + ((size_t)i * (size_t)nks + (size_t)(2 * q)) * TILE;
+            __m512 s = _mm512_set1_ps(srow[q / 2]);
+
+            for (int h = 0; h < 2; h++) {
+                for (int n = 0; n < 16; n++) {
+                    r[16 * h + n] = _mm512_load_si512(src + h * TILE + n * 32);
+                }
+                transpose16(r + 16 * h); /* r[16 h + p]: pair p of the step, 16 tokens */
+            }
+            for (int h = 0; h < 2; h++) {
+                for (int p = 0; p < 16; p++) {
+                    _mm512_store_si512(dst + h * TILE + p * 32,
+                                       scale_pairs(r[from[h][p]], s, pick));
+                }
+            }
+        }
+    }
+}
+
+/* Tiles 0-3 (C of rows a0 .. + 31 x tokens t0 .. + 31) into y[t * ldy + r], transposed. */
+static void
+store_c(int t0, int a0, int m, int nrows, float *y, int64_t ldy)
+{
+    __m512i r[16];
+
+    _tile_stored(0, sws.c[0], 64);
+    _tile_stored(1, sws.c[1], 64);
+    _tile_stored(2, sws.c[2], 64);
+    _tile_stored(3, sws.c[3], 64);
+    for (int q = 0; q < 4; q++) {
+        int rq = a0 + (q >> 1) * 16; /* tile q = row tile q >> 1 x token tile q & 1 */
+        int tq = t0 + (q & 1) * 16;
+        int nr = MT_MIN(16, nrows - rq);
+
+        if (nr <= 0) {
+            continue;
+        }
+        for (int i = 0; i < 16; i++) {
+            r[i] = _mm512_load_si512(sws.c[q] + i * 16);
+        }
+        transpose16(r); /* r[n]: token tq + n, rows rq .. + 15 */
+        for (int n = 0; n < 16 && tq + n < m; n++) {
+            _mm512_mask_storeu_ps(y + (int64_t)(tq + n) * ldy + rq, (__mmask16)((1u << nr) - 1),
+                                  _mm512_castsi512_ps(r[n]));
+        }
+    }
+}
+
+void
+mt_cpu_amx_small_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const uint16_t *xp,
+                      int m, float *y, int64_t ldy)
+{
+    const uint8_t *lut_hi, *lut_lo;
+    int64_t cols = w->cols;
+    int64_t nks = cols / 32;
+    int nrows = (int)(r1 - r0);
+    int ntt = (m + 31) / 32 * 2;
+    size_t bbytes = (size_t)ntt * (size_t)nks * TILE * 2;
+    const float *srow = w->scale + (r0 / 128) * ((cols + 127) / 128);
+
+    if (bbytes > sws.b_cap) {
+        free(sws.b);
+        sws.b_cap = 0;
+        sws.b = mt_cpu_ws_alloc(bbytes);
+        if (sws.b == NULL) {
+            return;
+        }
+        sws.b_cap = bbytes;
+    }
+    mt_cpu_e4m3_bf16_lut(&lut_hi, &lut_lo);
+    __m512i th0 = _mm512_load_si512(lut_hi), th1 = _mm512_load_si512(lut_hi + 64);
+    __m512i tl0 = _mm512_load_si512(lut_lo), tl1 = _mm512_load_si512(lut_lo + 64);
+    __m512i sign = _mm512_set1_epi8((char)0x80);
+
+    atomic_fetch_add_explicit(&calls, 1, memory_order_relaxed);
+    scale_x(xp, ntt, nks, srow);
+    for (int t0 = 0; t0 < m; t0 += 32) {
+        const uint16_t *b0 = sws.b + (size_t)(t0 / 16) * (size_t)nks * TILE;
+        const uint16_t *b1 = b0 + (size_t)nks * TILE;
+
+        for (int a0 = 0; a0 < nrows; a0 += 32) {
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (int64_t q = 0; q < nks / 2; q++) {
+                uint16_t *a = sws.a[q & 1]; /* two sets: a step's stores never wait for loads */
+
+                for (int i = 0; i < 32; i++) {
+                    int64_t r = r0 + a0 + i;
+                    __m512i v = _mm512_setzero_si512();
+
+                    if (r < r1) {
+                        const uint8_t *src = (const uint8_t *)w->data + r * cols + 64 * q;
+
+                        if (64 * q + ROW_PF < cols) {
+                            _mm_prefetch((const char *)src + ROW_PF, _MM_HINT_T1);
+                        }
+                        v = _mm512_loadu_si512(src);
+                    }
+                    __m512i hi = _mm512_permutex2var_epi8(th0, v, th1);
+                    __m512i lo = _mm512_permutex2var_epi8(tl0, v, tl1);
+
+                    hi = _mm512_ternarylogic_epi32(hi, v, sign, 0xf8); /* hi | (v & sign) */
+                    /* step A: rows of tile i / 16 at 0, step B at 2 TILE */
+                    _mm512_store_si512(a + (i / 16) * TILE + (i % 16) * 32,
+                                       _mm512_unpacklo_epi8(lo, hi));
+                    _mm512_store_si512(a + 2 * TILE + (i / 16) * TILE + (i % 16) * 32,
+                                       _mm512_unpackhi_epi8(lo, hi));
+                }
+                for (int h = 0; h < 2; h++) {
+                    _tile_loadd(4, a + 2 * h * TILE, 64);
+                    _tile_loadd(5, a + 2 * h * TILE + TILE, 64);
+                    _tile_loadd(6, b0 + (size_t)(2 * q + h) * TILE, 64);
+                    _tile_loadd(7, b1 + (size_t)(2 * q + h) * TILE, 64);
+                    _tile_dpbf16ps(0, 4, 6);
+                    _tile_dpbf16ps(1, 4, 7);
+                    _tile_dpbf16ps(2, 5, 6);
+                    _tile_dpbf16ps(3, 5, 7);
+                }
+            }
+            store_c(t0, a0, m, nrows, y, ldy);
+        }
+    }
+}
