@@ -571,9 +571,13 @@ main(void)
     }
     test_swiglu(max);
     if (max >= MT_CPU_LEVEL_AMX) {
-        /* the other AMX kernels and settings (the default: the tiles kernel, K chunk 512) */
+        /* the other AMX kernels and settings (the default: the tiles kernel, K chunk 512; the
+         * few-token kernel, which takes up to 64 tokens by default, off until the end) */
         int kc = mt_cpu_experts_amx_kc;
         int pf = mt_cpu_experts_amx_pf;
+        int small = mt_cpu_experts_amx_small;
+
+        mt_cpu_experts_amx_small = 0;
 
         mt_cpu_experts_amx_kc = 0; /* the tiles kernel over all of K at once */
         test_expert(MT_DTYPE_F8_E4M3, 7168, 2048, 37, max);
@@ -636,10 +640,11 @@ main(void)
         test_expert(MT_DTYPE_F8_E4M3, 800, 160, 300, max);
         test_expert(MT_DTYPE_BF16, 7168, 2048, 37, max);
         mt_cpu_experts_amx_kc = kc;
-        /* the few-token kernel (default up to 32 tokens): the real shape; gate and up of 80
+        /* the few-token kernel (default up to 64 tokens): the real shape; gate and up of 80
          * rows (not a multiple of 32; down's K of 80 takes the scalar path); K of 64 and 192 (a
          * scale block cut short); more than one block of 32 tokens (37, 300: K 832 = 6.5 scale
          * blocks); BF16 and K of 96 (not a multiple of 64) stay on the tiles kernel */
+        mt_cpu_experts_amx_small = small;
         test_amx_small(MT_DTYPE_F8_E4M3, 7168, 2048, 32);
         test_amx_small(MT_DTYPE_F8_E4M3, 7168, 2048, 17);
         test_amx_small(MT_DTYPE_F8_E4M3, 128, 80, 16);
