@@ -28,8 +28,8 @@
  * two reads beside it, since both move from minute to minute on a shared host; (i) AMX prefill
  * of one expert on 1, 2, 4, 8, all threads against the AMX rate of as many threads; (j) AMX
  * blocks (2 x 2; 1 x 2, single and double-buffered) with their tile loads from L1 or L2
- * against the rate without loads; (k) AMX prefill of 16-128 tokens an expert, the small-m kernel
- * against the L2-buffered one. --only runs the
+ * against the rate without loads; (k) AMX prefill of 16-128 tokens an expert, the few-token
+ * kernel against the tiles kernel. --only runs the
  * named sections (e.g. "behij"; the ceilings always).
  * MOETIER_ISA picks the kernel family.
  */
@@ -378,9 +378,9 @@ amx_scaling(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe, int nt)
 
 /*
  * (k): AMX prefill with the few tokens an expert gets in a prompt chunk (8 experts x m tokens):
- * the small-m kernel (weights converted into L1 step by step, mt_cpu_experts_amx_small) against
- * the tiles kernel that converts a call's rows into an L2-sized buffer first, alternating, in
- * rounds; GB/s of FP8 weights read (against the read ceiling of this run) and TFLOP/s.
+ * the few-token kernel (cpu/experts_amx_small.c, mt_cpu_experts_amx_small) against the tiles
+ * kernel (a call's rows converted into an L2-sized buffer first), alternating, in rounds; GB/s
+ * of FP8 weights read (against the read ceiling of this run) and TFLOP/s.
  */
 static int
 amx_small(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe, int rounds, double ceil_gbps)
@@ -388,9 +388,9 @@ amx_small(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe, int rounds, d
     static const int ms[] = {16, 24, 32, 48, 64, 128};
     int small = mt_cpu_experts_amx_small;
 
-    printf("\n## (k) prefill fp8, 8 experts x m tokens: small-m kernel against the L2 buffer, %d "
-           "rounds\n\n| tokens/expert | kernel | GB/s per round | median GB/s | of read ceiling "
-           "| TFLOP/s (median) |\n|---|---|---|---|---|---|\n", rounds);
+    printf("\n## (k) prefill fp8, 8 experts x m tokens: few-token kernel against the tiles "
+           "kernel, %d rounds\n\n| tokens/expert | kernel | GB/s per round | median GB/s | of "
+           "read ceiling | TFLOP/s (median) |\n|---|---|---|---|---|---|\n", rounds);
     for (size_t i = 0; i < sizeof(ms) / sizeof(ms[0]); i++) {
         double g[2][rounds];
         double tf[2][rounds];
@@ -412,7 +412,7 @@ amx_small(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe, int rounds, d
         for (int v = 0; v < 2; v++) {
             double gs[rounds], ts[rounds];
 
-            printf("| %d | %s |", ms[i], v == 0 ? "small m (L1)" : "L2 buffer");
+            printf("| %d | %s |", ms[i], v == 0 ? "few-token" : "tiles");
             for (int k = 0; k < rounds; k++) {
                 printf(" %.1f", g[v][k]);
                 gs[k] = g[v][k];

@@ -47,7 +47,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
-#define TILE 512   /* bf16 elements of one tile (16 x 64 bytes) */
+#define TILE 512    /* bf16 elements of one tile (16 x 64 bytes) */
 #define ROW_PF 1024 /* bytes ahead on each weight row, prefetched into L2 */
 
 struct small_ws {

@@ -236,9 +236,9 @@ test_amx_small(enum mt_dtype dt, int64_t hidden, int64_t inter, int m)
     test_expert(dt, hidden, inter, m, MT_CPU_LEVEL_AMX);
     mt_cpu_experts_amx_small = small;
     uint64_t n = mt_cpu_experts_amx_small_calls() - c0;
-    tap_ok(want ? n > 0 : n == 0, "%s %lldx%lld m=%d: the few-token AMX kernel ran %llu times "
-           "(%s)", dt == MT_DTYPE_F8_E4M3 ? "fp8" : "bf16", (long long)hidden, (long long)inter,
-           m, (unsigned long long)n, want ? "expected" : "not expected");
+    tap_ok(want ? n > 0 : n == 0, "%s %lldx%lld m=%d: the few-token AMX kernel ran %llu times (%s)",
+           dt == MT_DTYPE_F8_E4M3 ? "fp8" : "bf16", (long long)hidden, (long long)inter, m,
+           (unsigned long long)n, want ? "expected" : "not expected");
 }
 
 /*

@@ -354,8 +354,10 @@ check_long_prompt(const struct mt_model *m, const char *set)
               mt_engine_forward(gpu.e, ids, n, false, a) == MT_OK &&
               mt_engine_forward(team.e, ids, n, false, b) == MT_OK;
     double rel = ok ? golden_worst_row_rel(b, a, 1, c->vocab_size, NULL) : INFINITY;
-    tap_ok(ok && rel <= REL_HF, "%s, %d-token prompt: the CPU team plan's last logits within %.0e "
-           "of the all-GPU plan's (%.2e)", set, n, REL_HF, rel);
+    tap_ok(ok && rel <= REL_HF,
+           "%s, %d-token prompt: the CPU team plan's last logits within %.0e of the all-GPU "
+           "plan's (%.2e)",
+           set, n, REL_HF, rel);
     memset(&s, 0, sizeof(s));
     if (ok) {
         mt_engine_stats_get(team.e, &s);
@@ -391,13 +393,14 @@ check_long_prompt(const struct mt_model *m, const char *set)
                    mt_engine_device_bytes(tight.e) <= budget,
                "%s, %d-token prompt, a budget between the 512- and 1,024-token chunks' (%llu, "
                "%llu bytes): 512-token chunks (%llu host expert runs), within the budget, logits "
-               "within %.0e (%.2e)", set, n, (unsigned long long)need512,
-               (unsigned long long)need1024, (unsigned long long)runs, REL_HF, rel);
+               "within %.0e (%.2e)",
+               set, n, (unsigned long long)need512, (unsigned long long)need1024,
+               (unsigned long long)runs, REL_HF, rel);
         rig_free(&tight);
     } else {
         tap_diag("%s: the 1,024-token chunk needs %llu bytes, the 512-token one %llu: no budget "
-                 "between them to test", set, (unsigned long long)need1024,
-                 (unsigned long long)need512);
+                 "between them to test",
+                 set, (unsigned long long)need1024, (unsigned long long)need512);
     }
     rig_free(&gpu);
     rig_free(&team);
@@ -447,8 +450,8 @@ golden_set(const char *dir, const char *name)
     struct rig all, none;
     uint64_t half = 0;
     setenv("MT_GPU_CHUNK", "512", 1);
-    bool built = rig_build(m, ALL_GPU, 0, &all) == MT_OK &&
-                 rig_build(m, ALL_DRAM_REF, 0, &none) == MT_OK;
+    bool built =
+        rig_build(m, ALL_GPU, 0, &all) == MT_OK && rig_build(m, ALL_DRAM_REF, 0, &none) == MT_OK;
     unsetenv("MT_GPU_CHUNK");
     if (built) {
         uint64_t a = mt_engine_device_bytes(all.e), b = mt_engine_device_bytes(none.e);
