@@ -12,8 +12,8 @@
  *
  * Tokens go through the layers in chunks of g->chunk (512, or 1,024 with routed experts off the
  * GPU where that fits: GPU_CHUNK, HOST_CHUNK; the cache makes every split of a sequence compute
- * the same function). A decode step (up to MT_GPU_GEMV_MAX_TOK
- * tokens) multiplies with the bandwidth-bound GEMV of ops.h; a longer chunk with the GEMM of
+ * the same function). A decode step (up to MT_GPU_GEMV_MAX_TOK tokens) multiplies with the
+ * bandwidth-bound GEMV of ops.h; a longer chunk with the GEMM of
  * gemm.h (cuBLAS on dequantized slabs: bf16 hi + lo splits on tensor cores by default, fp32 or
  * plain BF16 as options), and MLA's absorption through kv_b as batched GEMMs. A layer's
  * attention is engine_gpu_attn.c: inside a chunk the exact indexer scores and selects many
