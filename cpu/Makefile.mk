@@ -8,4 +8,5 @@ cpu_libmtcpu_a_SOURCES += cpu/isa.c cpu/isa.h cpu/topology.c cpu/topology.h cpu/
 	cpu/stream.c cpu/stream.h cpu/flops.c cpu/flops.h cpu/amx_config.h
 cpu_libmtcpu_a_SOURCES += cpu/experts.c cpu/experts.h cpu/experts_impl.h cpu/experts_tile.h \
 	cpu/experts_avx2.c cpu/experts_avx512.c cpu/experts_dot.c cpu/experts_lut.c cpu/experts_amx.c \
-	cpu/experts_amx_tiles.c cpu/experts_amx_small.c cpu/experts_bench.c cpu/experts_bench.h
+	cpu/experts_amx_tiles.c cpu/experts_amx_small.c cpu/transpose16.h cpu/experts_bench.c \
+	cpu/experts_bench.h

@@ -42,6 +42,7 @@
 #include <config.h>
 
 #include "cpu/experts_impl.h"
+#include "cpu/transpose16.h"
 
 #include <immintrin.h>
 #include <stdatomic.h>
@@ -78,38 +79,6 @@ bool
 mt_cpu_amx_small_fits(const struct mt_cpu_weight *w)
 {
     return w->dtype == MT_DTYPE_F8_E4M3 && w->cols % 64 == 0 && mt_cpu_experts_decode_usable(1);
-}
-
-/* Transpose the 16 x 16 matrix of 32-bit elements r[row][col] in place (r[i] = column i). */
-static inline void
-transpose16(__m512i r[16])
-{
-    __m512i t[16];
-
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; i++) {
-        r[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-        r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-        r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-        r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-    }
-    for (int j = 0; j < 4; j++) {
-        __m512i p = _mm512_shuffle_i32x4(r[j], r[4 + j], _MM_SHUFFLE(2, 0, 2, 0));
-        __m512i q = _mm512_shuffle_i32x4(r[j], r[4 + j], _MM_SHUFFLE(3, 1, 3, 1));
-        __m512i p2 = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], _MM_SHUFFLE(2, 0, 2, 0));
-        __m512i q2 = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], _MM_SHUFFLE(3, 1, 3, 1));
-
-        t[j] = _mm512_shuffle_i32x4(p, p2, _MM_SHUFFLE(2, 0, 2, 0));
-        t[4 + j] = _mm512_shuffle_i32x4(q, q2, _MM_SHUFFLE(2, 0, 2, 0));
-        t[8 + j] = _mm512_shuffle_i32x4(p, p2, _MM_SHUFFLE(3, 1, 3, 1));
-        t[12 + j] = _mm512_shuffle_i32x4(q, q2, _MM_SHUFFLE(3, 1, 3, 1));
-    }
-    for (int i = 0; i < 16; i++) {
-        r[i] = t[i];
-    }
 }
 
 /* 16 tokens' bf16 pairs (k, k + 1) times s, rounded to bf16 again (RNE), the same layout. */
@@ -151,7 +120,7 @@ scale_x(const uint16_t *xp, int ntt, int64_t nks, const float *srow)
                 for (int n = 0; n < 16; n++) {
                     r[16 * h + n] = _mm512_load_si512(src + h * TILE + n * 32);
                 }
-                transpose16(r + 16 * h); /* r[16 h + p]: pair p of the step, 16 tokens */
+                mt_transpose16(r + 16 * h); /* r[16 h + p]: pair p of the step, 16 tokens */
             }
             for (int h = 0; h < 2; h++) {
                 for (int p = 0; p < 16; p++) {
@@ -184,7 +153,7 @@ store_c(int t0, int a0, int m, int nrows, float *y, int64_t ldy)
         for (int i = 0; i < 16; i++) {
             r[i] = _mm512_load_si512(sws.c[q] + i * 16);
         }
-        transpose16(r); /* r[n]: token tq + n, rows rq .. + 15 */
+        mt_transpose16(r); /* r[n]: token tq + n, rows rq .. + 15 */
         for (int n = 0; n < 16 && tq + n < m; n++) {
             _mm512_mask_storeu_ps(y + (int64_t)(tq + n) * ldy + rq, (__mmask16)((1u << nr) - 1),
                                   _mm512_castsi512_ps(r[n]));

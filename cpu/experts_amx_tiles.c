@@ -39,6 +39,7 @@
 #include <config.h>
 
 #include "cpu/experts_impl.h"
+#include "cpu/transpose16.h"
 
 #include <immintrin.h>
 #include <stdlib.h>
@@ -130,43 +131,6 @@ row_bf16(const struct mt_cpu_weight *w, int64_t r, int64_t r1, int64_t c, int64_
 }
 
 /*
- * Transpose the 16 x 16 matrix of 32-bit elements r[row][col] in place (r[i] = column i after),
- * in three stages: pairs within 128-bit lanes, quads within lanes, then the 4 x 4 lanes.
- */
-static inline void
-transpose16(__m512i r[16])
-{
-    __m512i t[16];
-
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-    }
-    /* u[4i + j], lane L: column 4L + j of rows 4i .. 4i + 3 */
-    for (int i = 0; i < 4; i++) {
-        r[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-        r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-        r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-        r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-    }
-    /* column 4L + j = lane L of u[j], u[4 + j], u[8 + j], u[12 + j] */
-    for (int j = 0; j < 4; j++) {
-        __m512i p = _mm512_shuffle_i32x4(r[j], r[4 + j], _MM_SHUFFLE(2, 0, 2, 0));
-        __m512i q = _mm512_shuffle_i32x4(r[j], r[4 + j], _MM_SHUFFLE(3, 1, 3, 1));
-        __m512i p2 = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], _MM_SHUFFLE(2, 0, 2, 0));
-        __m512i q2 = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], _MM_SHUFFLE(3, 1, 3, 1));
-
-        t[j] = _mm512_shuffle_i32x4(p, p2, _MM_SHUFFLE(2, 0, 2, 0));
-        t[4 + j] = _mm512_shuffle_i32x4(q, q2, _MM_SHUFFLE(2, 0, 2, 0));
-        t[8 + j] = _mm512_shuffle_i32x4(p, p2, _MM_SHUFFLE(3, 1, 3, 1));
-        t[12 + j] = _mm512_shuffle_i32x4(q, q2, _MM_SHUFFLE(3, 1, 3, 1));
-    }
-    for (int i = 0; i < 16; i++) {
-        r[i] = t[i];
-    }
-}
-
-/*
  * Rows [p0, p0 + rows_pad) of w (rows >= r1 zero) into tws.w as B tiles: per K chunk of kc
  * (kn) columns, per row block b of 32, per step s of the chunk, the tiles of rows 32 b .. + 15
  * and 32 b + 16 .. + 31: tile row p = the bf16 pairs (k 2p, 2p + 1) of its 16 rows, which is the
@@ -196,7 +160,7 @@ load_tiles(const struct mt_cpu_weight *w, int64_t p0, int64_t r1, int rows_pad, 
                     for (int i = 0; i < 16; i++) {
                         r[i] = row_bf16(w, p0 + 32 * b + 16 * h + i, r1, k0 + 32 * s, pf);
                     }
-                    transpose16(r);
+                    mt_transpose16(r);
                     for (int p = 0; p < 16; p++) {
                         _mm512_store_si512(dst + h * TILE + p * 32, r[p]);
                     }
