@@ -89,6 +89,24 @@ mt_cpu_ws_alloc(size_t bytes)
     return p;
 }
 
+bool
+mt_cpu_ws_grow(void **p, size_t *cap, size_t bytes)
+{
+    void *q;
+
+    if (bytes <= *cap) {
+        return true;
+    }
+    q = mt_cpu_ws_alloc(bytes);
+    if (q == NULL) {
+        return false;
+    }
+    free(*p);
+    *p = q;
+    *cap = bytes;
+    return true;
+}
+
 /*
  * MT_ERR_NOMEM when a kernel went without its workspace since the count was `since`. The count is
  * process-wide: a layer that runs beside a failing one fails too, which is what memory that

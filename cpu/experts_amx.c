@@ -68,24 +68,6 @@ mt_cpu_amx_ws_free(void)
     memset(&ws, 0, sizeof(ws));
 }
 
-static bool
-ws_grow(void **p, size_t *cap, size_t bytes)
-{
-    void *q;
-
-    if (bytes <= *cap) {
-        return true;
-    }
-    q = mt_cpu_ws_alloc(bytes);
-    if (q == NULL) {
-        return false;
-    }
-    free(*p);
-    *p = q;
-    *cap = bytes;
-    return true;
-}
-
 /* Pack tokens [n0, n1) of x[m, cols] into xp (tokens from m on zero); n0, n1 multiples of 16. */
 static void
 pack_x(const float *x, int64_t ldx, int m, int64_t cols, int n0, int n1, uint16_t *xp)
@@ -298,7 +280,7 @@ rows_blocked(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const uint16
     int m_pad = (m + TOKB - 1) / TOKB * TOKB;
 
     MT_ASSERT(rows_pad <= PANEL_MAX);
-    if (!ws_grow((void **)&ws.c, &ws.c_cap, (size_t)PANEL_MAX * SUPER * sizeof(float))) {
+    if (!mt_cpu_ws_grow((void **)&ws.c, &ws.c_cap, (size_t)PANEL_MAX * SUPER * sizeof(float))) {
         return;
     }
     load_chunked(w, r0, r1, rows_pad, kc);
@@ -371,7 +353,7 @@ amx_rows_packed(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const voi
 {
     int64_t kc = mt_cpu_experts_amx_kc > 0 ? (mt_cpu_experts_amx_kc + 31) / 32 * 32 : 0;
 
-    if (!ws_grow((void **)&ws.a, &ws.a_cap, (size_t)PANEL_MAX * (size_t)w->cols * 2)) {
+    if (!mt_cpu_ws_grow((void **)&ws.a, &ws.a_cap, (size_t)PANEL_MAX * (size_t)w->cols * 2)) {
         return;
     }
     mt_amx_load_tiles_16x64();
@@ -396,7 +378,7 @@ amx_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const float *x, 
     if (ws.key_x != x || ws.key_ldx != ldx || ws.key_m != m || ws.key_cols != cols ||
         ws.key_gen != gen || ws.key_tiles != mt_cpu_experts_amx_tiles) {
         ws.key_x = NULL;
-        if (!ws_grow((void **)&ws.xp, &ws.xp_cap, amx_pack_bytes(m, cols))) {
+        if (!mt_cpu_ws_grow((void **)&ws.xp, &ws.xp_cap, amx_pack_bytes(m, cols))) {
             return;
         }
         amx_pack(x, ldx, m, cols, 0, MT_CPU_PACK_BLOCKS(m), ws.xp);

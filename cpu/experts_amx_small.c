@@ -173,14 +173,8 @@ mt_cpu_amx_small_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, con
     size_t bbytes = (size_t)ntt * (size_t)nks * TILE * 2;
     const float *srow = w->scale + (r0 / 128) * ((cols + 127) / 128);
 
-    if (bbytes > sws.b_cap) {
-        free(sws.b);
-        sws.b_cap = 0;
-        sws.b = mt_cpu_ws_alloc(bbytes);
-        if (sws.b == NULL) {
-            return;
-        }
-        sws.b_cap = bbytes;
+    if (!mt_cpu_ws_grow((void **)&sws.b, &sws.b_cap, bbytes)) {
+        return;
     }
     mt_cpu_e4m3_bf16_lut(&lut_hi, &lut_lo);
     __m512i th0 = _mm512_load_si512(lut_hi), th1 = _mm512_load_si512(lut_hi + 64);

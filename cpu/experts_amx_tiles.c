@@ -342,14 +342,8 @@ mt_cpu_amx_tiles_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, con
     if (super != 32 && super != 64 && super != 128) {
         super = SUPER_MAX;
     }
-    if (wbytes > tws.w_cap) {
-        free(tws.w);
-        tws.w_cap = 0;
-        tws.w = mt_cpu_ws_alloc(wbytes);
-        if (tws.w == NULL) {
-            return;
-        }
-        tws.w_cap = wbytes;
+    if (!mt_cpu_ws_grow((void **)&tws.w, &tws.w_cap, wbytes)) {
+        return;
     }
     if (tws.c == NULL) {
         tws.c = mt_cpu_ws_alloc((size_t)ROWS_MAX * SUPER_MAX * sizeof(float));

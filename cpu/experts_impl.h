@@ -77,6 +77,10 @@ void mt_cpu_e4m3_bf16_lut(const uint8_t **hi, const uint8_t **lo);
  */
 void *mt_cpu_ws_alloc(size_t bytes);
 
+/* *p holds at least bytes (*cap: what it holds), grown by mt_cpu_ws_alloc where it did not;
+ * false (and *p as it was) when memory is short. */
+bool mt_cpu_ws_grow(void **p, size_t *cap, size_t bytes);
+
 /*
  * Free the calling thread's workspaces of experts_dot.c, experts_amx.c, experts_amx_tiles.c and
  * experts_amx_small.c.

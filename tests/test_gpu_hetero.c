@@ -447,7 +447,7 @@ golden_set(const char *dir, const char *name)
     }
     /* the budget that holds everything but half the experts (both counted at the all-GPU
        chunk: with experts off the GPU the engine takes a longer one where it fits) */
-    struct rig all, none;
+    struct rig all = {0}, none = {0};
     uint64_t half = 0;
     setenv("MT_GPU_CHUNK", "512", 1);
     bool built =
