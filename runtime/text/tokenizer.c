@@ -1332,6 +1332,17 @@ encode_piece(struct mt_tokenizer *tok, const char *s, size_t n, struct out_ids *
     return MT_OK;
 }
 
+/* The position after the UTF-8 character at p of s[0, n) (past its continuation bytes). */
+static size_t
+past_char(const char *s, size_t n, size_t p)
+{
+    p++;
+    while (p < n && ((unsigned char)s[p] & 0xc0) == 0x80) {
+        p++;
+    }
+    return p;
+}
+
 /* Run pre-tokenizer step k (and the steps after it) over the valid UTF-8 piece s[0..n). */
 static mt_status_t
 pretok(struct mt_tokenizer *tok, int k, const char *s, size_t n, struct out_ids *o)
@@ -1406,10 +1417,7 @@ pretok(struct mt_tokenizer *tok, int k, const char *s, size_t n, struct out_ids 
         }
         if (rc >= 0 && me == ms && skip_empty) {
             skip_empty = false;
-            pos = me + 1; /* as for any empty match: one character on */
-            while (pos < n && ((unsigned char)s[pos] & 0xc0) == 0x80) {
-                pos++;
-            }
+            pos = past_char(s, n, me); /* as for any empty match */
             continue;
         }
         skip_empty = rc >= 0 && me > ms;
@@ -1489,11 +1497,7 @@ pretok(struct mt_tokenizer *tok, int k, const char *s, size_t n, struct out_ids 
         if (me > ms) {
             pos = me;
         } else {
-            /* empty match: step one character on */
-            pos = me + 1;
-            while (pos < n && ((unsigned char)s[pos] & 0xc0) == 0x80) {
-                pos++;
-            }
+            pos = past_char(s, n, me); /* empty match: step one character on */
         }
     }
     if (have_pend && (st = pretok(tok, k + 1, s + pend_s, pend_e - pend_s, o)) != MT_OK) {
