@@ -50,6 +50,10 @@ fill(struct mt_hwprofile *p)
     p->cpu.triad_gbps = 180.0;
     p->cpu.fma_gflops = 3000.0;
     p->cpu.amx_bf16_gflops = 20000.0;
+    p->cpu.read_ceiling_gbps = 240.5;
+    p->cpu.expert_eff = 0.875;
+    p->cpu.expert_prefill_gbps = 38.25;
+    p->cpu.expert_prefill_gflops = 6125.5;
     p->cpu.isa = MT_HW_ISA_AVX2 | MT_HW_ISA_FMA | MT_HW_ISA_AVX512F | MT_HW_ISA_AMX_BF16;
     p->n_disks = 2;
     snprintf(p->disks[0].path, sizeof(p->disks[0].path), "/nvme0");
@@ -79,7 +83,11 @@ same(const struct mt_hwprofile *a, const struct mt_hwprofile *b)
          a->cpu.threads == b->cpu.threads && a->cpu.n_nodes == b->cpu.n_nodes &&
          a->cpu.read_gbps == b->cpu.read_gbps && a->cpu.triad_gbps == b->cpu.triad_gbps &&
          a->cpu.fma_gflops == b->cpu.fma_gflops &&
-         a->cpu.amx_bf16_gflops == b->cpu.amx_bf16_gflops && a->cpu.isa == b->cpu.isa;
+         a->cpu.amx_bf16_gflops == b->cpu.amx_bf16_gflops && a->cpu.isa == b->cpu.isa &&
+         a->cpu.read_ceiling_gbps == b->cpu.read_ceiling_gbps &&
+         a->cpu.expert_eff == b->cpu.expert_eff &&
+         a->cpu.expert_prefill_gbps == b->cpu.expert_prefill_gbps &&
+         a->cpu.expert_prefill_gflops == b->cpu.expert_prefill_gflops;
     for (int i = 0; ok && i < a->cpu.n_nodes; i++) {
         ok = memcmp(&a->cpu.nodes[i], &b->cpu.nodes[i], sizeof(a->cpu.nodes[i])) == 0;
     }

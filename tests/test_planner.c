@@ -10,6 +10,7 @@
 #include "runtime/plan/hwprofile.h"
 #include "runtime/model/model.h"
 #include "runtime/plan/planner.h"
+#include "runtime/plan/planner_int.h"
 #include "runtime/base/status.h"
 #include "runtime/plan/trace.h"
 #include "runtime/base/rng.h"
@@ -729,6 +730,137 @@ test_dram_copy_bus(void)
 }
 
 /*
+ * The CPU's expert runs in prefill (mt_plan_problem.cpu_run_rate, cpu_token_flop_rate): a run
+ * costs the expert's bytes at the run rate plus its tokens' FLOPs at the token rate, on the CPU
+ * FLOP source, in place of the FLOPs at the FLOP rate; decode (batch 1) keeps the FLOP rate. And
+ * mt_plan_build predicts prefill by default at the GPU engine's chunk for the placement
+ * (MT_PLAN_CHUNK_HOST with experts off the GPU, else MT_PLAN_CHUNK_GPU; no GPU: the latter),
+ * takes the profile's measured prefill rates and keeps them through a plan file.
+ */
+static void
+test_cpu_prefill_model(void)
+{
+    double prob[1] = {8.0 / 256};
+    uint8_t t[1] = {MT_TIER_DRAM_CPU};
+    struct mt_plan_problem pb;
+    double v[MT_SRC_COUNT];
+    double u = 1.0 - pow(1.0 - 8.0 / 256, 1024);
+    double fl = 1024 * (8.0 / 256) * 88e6;
+    double s_flop = 0, s_runs = 0, s_dec0 = 0, s_dec1 = 0;
+    mt_status_t st;
+
+    memset(&pb, 0, sizeof(pb));
+    pb.n_layers = 1;
+    pb.n_experts = 1;
+    pb.prob = prob;
+    pb.expert_bytes = 44e6;
+    pb.expert_flops = 88e6;
+    pb.dram_capacity = 44e6;
+    pb.rate[MT_SRC_CPU_MEM] = 100e9;
+    pb.rate[MT_SRC_CPU_FLOP] = 10e12;
+    pb.batch = 1024;
+    st = mt_plan_problem_evaluate(&pb, t, &s_flop, NULL, NULL);
+    pb.cpu_run_rate = 40e9;
+    pb.cpu_token_flop_rate = 5e12;
+    st = st == MT_OK ? mt_plan_problem_evaluate(&pb, t, &s_runs, NULL, NULL) : st;
+    mt_plan_expert_load(&pb, prob[0], MT_TIER_DRAM_CPU, v);
+    tap_ok(st == MT_OK && fabs(s_flop - MT_MAX(u * 44e6 / 100e9, fl / 10e12)) < 1e-15 &&
+               fabs(v[MT_SRC_CPU_FLOP] - (u * 44e6 / 40e9 + fl / 5e12)) < 1e-15 &&
+               fabs(s_runs - v[MT_SRC_CPU_FLOP]) < 1e-15,
+           "prefill on the CPU at 1,024 tokens: %.3f ms with the measured runs (%.3f for the "
+           "weights at 40 GB/s + %.3f for the products at 5 TFLOPS), %.3f ms at the FLOP rate",
+           s_runs * 1e3, u * 44e6 / 40e9 * 1e3, fl / 5e12 * 1e3, s_flop * 1e3);
+    pb.batch = 1;
+    st = mt_plan_problem_evaluate(&pb, t, &s_dec1, NULL, NULL);
+    pb.cpu_run_rate = 0;
+    pb.cpu_token_flop_rate = 0;
+    st = st == MT_OK ? mt_plan_problem_evaluate(&pb, t, &s_dec0, NULL, NULL) : st;
+    tap_ok(st == MT_OK && s_dec1 == s_dec0, "decode ignores the prefill rates (%.4f ms)",
+           s_dec0 * 1e3);
+
+    struct mt_model_config cfg;
+    struct mt_model_sizes sz;
+    struct mt_hwprofile hw;
+    struct mt_plan_budget b;
+    struct mt_plan *plan[3] = {NULL, NULL, NULL};
+    struct mt_plan *back = NULL;
+
+    mt_config_default_v32(&cfg);
+    st = mt_model_sizes_compute(&cfg, cfg.fp8, &sz);
+    make_profile(&hw, 1000, 400, 0, 7);
+    mt_plan_budget_default(&b);
+    b.gpu_mem = sz.other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token + b.gpu_reserve;
+    b.cpu_mem = (uint64_t)1 << 40;
+    /* all experts in DRAM: without measured runs, then with two sets of them */
+    st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan[0]) : st;
+    hw.cpu.expert_prefill_gbps = 40;
+    hw.cpu.expert_prefill_gflops = 5000;
+    st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan[1]) : st;
+    hw.cpu.expert_prefill_gbps = 20;
+    st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan[2]) : st;
+    if (st != MT_OK) {
+        tap_ok(false, "all-DRAM V3.2 plans with prefill rates: %s", mt_last_error());
+        goto out;
+    }
+    /* one MoE layer of 256 uniform experts, CPU bound either way; 58 such layers */
+    double ue = 1.0 - pow(1.0 - 8.0 / 256, 1024);
+    double flt = 1024 * (8.0 / 256) * 2.0 * (double)sz.params[MT_ROLE_ROUTED_EXPERT] / (58.0 * 256);
+    double bytes = (double)sz.routed_expert_bytes;
+    double layer1 = 256 * (ue * bytes / 40e9 + flt / 5e12);
+    double layer2 = 256 * (ue * bytes / 20e9 + flt / 5e12);
+    double diff = (plan[2]->prefill_ms - plan[1]->prefill_ms) * 1e-3;
+    tap_ok(plan[0]->budget.prefill_batch == MT_PLAN_CHUNK_HOST &&
+               plan[1]->budget.prefill_batch == MT_PLAN_CHUNK_HOST &&
+               plan[1]->cpu_prefill_gbps == 40 && plan[1]->cpu_prefill_gflops == 5000 &&
+               plan[0]->cpu_prefill_gbps == 0 &&
+               fabs(diff - 58 * (layer2 - layer1)) < 1e-6 * diff,
+           "all-DRAM V3.2 with a GPU: prefill predicted at the engine's %d-token chunk; the "
+           "runs at 20 GB/s add %.1f ms a chunk to those at 40 (58 layers x %.2f ms)",
+           plan[1]->budget.prefill_batch, diff * 1e3, (layer2 - layer1) * 1e3);
+    {
+        char path[600];
+        snprintf(path, sizeof(path), "%s/plan-prefill.json", tap_tmpdir());
+        st = mt_plan_save(plan[1], path);
+        st = st == MT_OK ? mt_plan_load(path, &back) : st;
+        tap_ok(st == MT_OK && back->cpu_prefill_gbps == 40 && back->cpu_prefill_gflops == 5000 &&
+                   back->budget.prefill_batch == MT_PLAN_CHUNK_HOST,
+               "a plan file keeps the prefill rates and the chunk it predicted at");
+    }
+    for (int i = 0; i < 3; i++) {
+        mt_plan_destroy(plan[i]);
+        plan[i] = NULL;
+    }
+    /* every expert fits the GPU: the engine's 512; no GPU: 512; a given batch stays */
+    {
+        struct mt_plan_budget bb = b;
+        bb.gpu_mem = (uint64_t)2 << 40;
+        bb.cpu_mem = bb.cpu_reserve; /* no DRAM or disk for experts (else a few of them */
+        hw.n_disks = 0;              /* would help the GPU's reads) */
+        hw.gpu.mem_bytes = (uint64_t)2 << 40;
+        st = mt_plan_build(&cfg, &sz, &hw, &bb, NULL, NULL, &plan[0]);
+        hw.gpu.present = false;
+        st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan[1]) : st;
+        bb = b;
+        bb.prefill_batch = 700;
+        hw.gpu.present = true;
+        st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &bb, NULL, NULL, &plan[2]) : st;
+        tap_ok(st == MT_OK && plan[0]->tier[MT_TIER_GPU].experts == 58 * 256 &&
+                   plan[0]->budget.prefill_batch == MT_PLAN_CHUNK_GPU &&
+                   plan[1]->budget.prefill_batch == MT_PLAN_CHUNK_GPU &&
+                   plan[2]->budget.prefill_batch == 700,
+               "default prefill batch: %d with every expert on the GPU, %d without a GPU; "
+               "--prefill-batch 700 stays %d", st == MT_OK ? plan[0]->budget.prefill_batch : 0,
+               st == MT_OK ? plan[1]->budget.prefill_batch : 0,
+               st == MT_OK ? plan[2]->budget.prefill_batch : 0);
+    }
+out:
+    for (int i = 0; i < 3; i++) {
+        mt_plan_destroy(plan[i]);
+    }
+    mt_plan_destroy(back);
+}
+
+/*
  * The GPU engine's host wait per MoE layer (host_layer_s): the expected-load model charges it with
  * the probability that a step uses an off-GPU expert of the layer, the sampled model whenever a
  * sampled token does; a learned wait makes mt_plan_build gather a few off-GPU experts into fewer
@@ -899,5 +1031,6 @@ main(void)
     test_shipped_profiles();
     test_host_wait();
     test_dram_copy_bus();
+    test_cpu_prefill_model();
     return tap_done();
 }

@@ -387,6 +387,11 @@ mt_cli_plan_print(FILE *out, const struct mt_plan *p)
             p->hbm_gbps, p->gpu_tflops, p->dram_gbps, p->dram_source, p->budget.cpu_eff,
             p->cpu_gflops, p->budget.cpu_eff, p->pcie_gbps, p->disk_gbps);
     fprintf(out, "CPU eff    : %.3f (%s)\n", p->budget.cpu_eff, p->cpu_eff_source);
+    if (p->cpu_prefill_gbps > 0) {
+        fprintf(out, "CPU prefill: each expert run %.1f GB/s of its weights, then %.0f GFLOPS of "
+                "its tokens (measured: profile cpu.expert_prefill_*)\n", p->cpu_prefill_gbps,
+                p->cpu_prefill_gflops);
+    }
     if ((p->gpu_eff > 0 && p->gpu_eff != 1) || (p->disk_eff > 0 && p->disk_eff != 1)) {
         fprintf(out, "learned    : HBM x %.3f, disk x %.3f (the profile's learned section)\n",
                 p->gpu_eff > 0 ? p->gpu_eff : 1, p->disk_eff > 0 ? p->disk_eff : 1);

@@ -407,6 +407,68 @@ run_dram(struct bench *b)
 }
 
 /*
+ * The CPU expert kernels in prefill, for the planner's prompt-chunk prediction: 8 experts of
+ * the rotation with PREFILL_FEW and PREFILL_MANY tokens each, the time of a step fitted as
+ * t(m) = fixed + m x per_token. fixed is what each expert run pays whatever its tokens (its
+ * weights read from DRAM and converted for the products), per_token the products: the profile
+ * keeps them as rates (cpu.expert_prefill_gbps, _gflops). A prompt chunk of 1,024 tokens gives
+ * an expert ~32 of them (8 of 256 experts a token), where the fixed part is most of the time
+ * (on the GPU test machine's Xeon, AMX: 2.8 TFLOP/s at 32 tokens, 6.2 at 2,048;
+ * bench/results/cpu-experts.md). A fit that comes out without a positive rate for either part
+ * (noise on a busy machine) is not recorded.
+ */
+#define PREFILL_FEW 32
+#define PREFILL_MANY 256
+
+static mt_status_t
+run_cpu_experts_prefill(struct bench *b, struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe,
+                        enum mt_cpu_level level, int threads)
+{
+    static const int tokens[2] = {PREFILL_FEW, PREFILL_MANY};
+    double sec[2];
+    double bytes = 0.0, flops_per_token = 0.0;
+
+    for (int i = 0; i < 2; i++) {
+        struct mt_cpu_moe_timing t;
+        struct row *row;
+        char shape[72];
+        mt_status_t st;
+
+        fprintf(stderr, "bench: cpu: FP8 experts in prefill, 8 x %d tokens...\n", tokens[i]);
+        st = mt_cpu_expert_pool_time(pool, moe, 0, 0, 8, tokens[i], 5, &t);
+        if (st != MT_OK) {
+            return st;
+        }
+        snprintf(shape, sizeof(shape), "fp8 %s, 8 x 7168x2048x3 x %d tok, %d thr",
+                 mt_cpu_level_name(level), tokens[i], threads);
+        row = add_row(b, "cpu", "experts_prefill", shape, "");
+        row->median_ms = t.median_s * 1e3;
+        row->p90_ms = t.p90_s * 1e3;
+        row->gbps = t.bytes / t.median_s * 1e-9;
+        row->tflops = t.flops / t.median_s * 1e-12;
+        sec[i] = t.median_s;
+        bytes = t.bytes;
+        flops_per_token = t.flops / tokens[i];
+    }
+    double per_token = (sec[1] - sec[0]) / (PREFILL_MANY - PREFILL_FEW);
+    double fixed = sec[0] - PREFILL_FEW * per_token;
+
+    if (per_token > 0 && fixed > 0) {
+        b->prof->cpu.expert_prefill_gbps = bytes / fixed * 1e-9;
+        b->prof->cpu.expert_prefill_gflops = flops_per_token / per_token * 1e-9;
+        fprintf(stderr, "bench: cpu: experts in prefill: each run %.1f GB/s of its weights, "
+                "then %.0f GFLOP/s of products\n", b->prof->cpu.expert_prefill_gbps,
+                b->prof->cpu.expert_prefill_gflops);
+    } else {
+        mt_log_warn("bench: the CPU experts' prefill timings do not fit a fixed + per-token "
+                    "cost (%.2f ms at %d tokens, %.2f at %d: a busy machine?); the profile "
+                    "records no prefill rates and plans use the FLOP rate", sec[0] * 1e3,
+                    PREFILL_FEW, sec[1] * 1e3, PREFILL_MANY);
+    }
+    return MT_OK;
+}
+
+/*
  * The CPU expert kernels' efficiency: one token's 8 routed experts at V3.2 shape in FP8, rotating
  * through a pool well beyond the LLC, as a fraction of the read ceiling (what `moetier plan`
  * uses instead of its --cpu-eff assumption).
@@ -459,6 +521,9 @@ run_cpu_experts(struct bench *b)
         b->prof->cpu.expert_eff = MT_MIN(1.0, row->gbps / b->prof->cpu.read_ceiling_gbps);
         fprintf(stderr, "bench: cpu: experts %.1f GB/s, %.0f%% of the read ceiling\n", row->gbps,
                 100.0 * b->prof->cpu.expert_eff);
+    }
+    if (st == MT_OK) {
+        st = run_cpu_experts_prefill(b, pool, moe, level, mt_cpu_team_size(team));
     }
     mt_cpu_expert_pool_destroy(pool);
     mt_cpu_moe_destroy(moe);

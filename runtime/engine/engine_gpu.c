@@ -177,8 +177,8 @@ static int gemv_loop_max = GEMV_LOOP_DEFAULT;
  * 27): 662 / 712 tok/s at 512, 1,384 / 1,306 at 1,024, 1,377 / 1,143 at 2,048; with every
  * expert on the GPU 512 beat 2,048 (23.0-25.2 against 19.8-20.6 thousand tok/s at 4,096 tokens).
  */
-#define GPU_CHUNK 512
-#define HOST_CHUNK 1024
+#define GPU_CHUNK MT_PLAN_CHUNK_GPU /* 512 (planner.h: plans predict prefill at these) */
+#define HOST_CHUNK MT_PLAN_CHUNK_HOST /* 1,024 */
 
 /* ---- errors ------------------------------------------------------------------------------ */
 

@@ -93,6 +93,8 @@ static const struct field cpu_fields[] = {
     FLD(struct mt_hw_cpu, "triad_gbps", F_DOUBLE, triad_gbps),
     FLD(struct mt_hw_cpu, "read_ceiling_gbps", F_DOUBLE, read_ceiling_gbps),
     FLD(struct mt_hw_cpu, "expert_eff", F_DOUBLE, expert_eff),
+    FLD(struct mt_hw_cpu, "expert_prefill_gbps", F_DOUBLE, expert_prefill_gbps),
+    FLD(struct mt_hw_cpu, "expert_prefill_gflops", F_DOUBLE, expert_prefill_gflops),
     FLD(struct mt_hw_cpu, "fma_gflops", F_DOUBLE, fma_gflops),
     FLD(struct mt_hw_cpu, "amx_bf16_gflops", F_DOUBLE, amx_bf16_gflops),
     {NULL, F_INT, 0, 0},

@@ -19,6 +19,7 @@
  *     "cpu":  { "model": "...", "cores": N, "threads": N, "numa_nodes": N,
  *               "read_gbps": x, "triad_gbps": x, "fma_gflops": x, "amx_bf16_gflops": x,
  *               "read_ceiling_gbps": x, "expert_eff": x,   (both optional: 0 when absent)
+ *               "expert_prefill_gbps": x, "expert_prefill_gflops": x,   (optional, likewise)
  *               "isa": ["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", ...],
  *               "nodes": [ { "id": 0, "cores": N, "mem_bytes": N,
  *                            "read_gbps": x, "triad_gbps": x }, ... ] },
@@ -111,6 +112,14 @@ struct mt_hw_cpu {
                                * core, working set far beyond the LLC; 0 if not measured */
     double expert_eff;      /* CPU expert kernels (decode, FP8) as a fraction of
                              * read_ceiling_gbps; 0 if not measured */
+    /*
+     * The CPU expert kernels in prefill (FP8, V3.2 shape), fitted to two batch sizes as a time
+     * per expert run of bytes / gbps (reading and converting its weights once) plus FLOPs /
+     * gflops (the products of its tokens): at the few tokens an expert gets in a prompt chunk
+     * the first term dominates, which a FLOP rate alone misses by 6-14x. 0 if not measured.
+     */
+    double expert_prefill_gbps;
+    double expert_prefill_gflops;
     double triad_gbps;      /* likewise for triad */
     double fma_gflops;      /* fp32 FMA rate of all cores (2 flops per FMA lane) */
     double amx_bf16_gflops; /* AMX BF16 tile rate of all cores, 0 if absent */

@@ -89,6 +89,9 @@ mt_plan_save(const struct mt_plan *p, const char *path)
             json_object_set_new(hw, "disk_eff", json_real(p->disk_eff > 0 ? p->disk_eff : 1)) !=
                 0 ||
             json_object_set_new(hw, "host_layer_ms", json_real(p->host_layer_ms)) != 0 ||
+            json_object_set_new(hw, "cpu_prefill_gbps", json_real(p->cpu_prefill_gbps)) != 0 ||
+            json_object_set_new(hw, "cpu_prefill_gflops", json_real(p->cpu_prefill_gflops)) !=
+                0 ||
             json_object_set_new(pr, "host_layers_per_token",
                                 json_real(p->host_layers_per_token)) != 0) {
             st = mt_fail(MT_ERR_NOMEM, 0, "cannot build plan JSON for '%s'", path);
@@ -362,6 +365,12 @@ mt_plan_load(const char *path, struct mt_plan **plan_out)
     p->host_layer_ms = json_object_get(h, "host_layer_ms") != NULL
                            ? get_num(&r, h, "hardware", "host_layer_ms")
                            : 0;
+    p->cpu_prefill_gbps = json_object_get(h, "cpu_prefill_gbps") != NULL
+                              ? get_num(&r, h, "hardware", "cpu_prefill_gbps")
+                              : 0;
+    p->cpu_prefill_gflops = json_object_get(h, "cpu_prefill_gflops") != NULL
+                                ? get_num(&r, h, "hardware", "cpu_prefill_gflops")
+                                : 0;
     p->host_layers_per_token = json_object_get(pr, "host_layers_per_token") != NULL
                                    ? get_num(&r, pr, "prediction", "host_layers_per_token")
                                    : 0;

@@ -115,7 +115,7 @@ mt_plan_budget_default(struct mt_plan_budget *b)
     b->gpu_reserve = (uint64_t)3 << 29; /* 1.5 GiB */
     b->cpu_reserve = (uint64_t)4 << 30;
     b->ctx = 32768;
-    b->prefill_batch = 512;
+    b->prefill_batch = 0; /* the GPU engine's chunk for the placement (mt_plan_build) */
     b->cpu_eff = 0; /* from the profile, else MT_PLAN_CPU_EFF_ASSUMED (mt_plan_build) */
 }
 
@@ -409,7 +409,7 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
     uint64_t always_params = 0;
     mt_status_t st;
 
-    if (L <= 0 || L > MT_MAX_LAYERS || E <= 0 || budget->prefill_batch < 1 ||
+    if (L <= 0 || L > MT_MAX_LAYERS || E <= 0 || budget->prefill_batch < 0 ||
         !(budget->cpu_eff >= 0 && budget->cpu_eff <= 1) || budget->ctx < 0) {
         return mt_fail(MT_ERR_INVAL, 0,
                        "planner: bad model dims or budget (prefill batch %d, cpu efficiency %g)",
@@ -473,6 +473,10 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
     plan->gpu_tflops = hw->gpu.present ? hw->gpu.bf16_tflops : 0;
     plan_cpu_rates(plan, hw);
     plan->cpu_gflops = hw->cpu.amx_bf16_gflops > 0 ? hw->cpu.amx_bf16_gflops : hw->cpu.fma_gflops;
+    if (hw->cpu.expert_prefill_gbps > 0 && hw->cpu.expert_prefill_gflops > 0) {
+        plan->cpu_prefill_gbps = hw->cpu.expert_prefill_gbps;
+        plan->cpu_prefill_gflops = hw->cpu.expert_prefill_gflops;
+    }
     plan->pcie_gbps = hw->gpu.present ? hw->pcie.h2d_gbps : 0;
     plan->disk_gbps = mt_hwprofile_disk_total_gbps(hw);
     mt_plan_apply_learned(plan, hw);
@@ -566,6 +570,8 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
     pb.host_layer_s = hw->gpu.present ? plan->host_layer_ms * 1e-3 : 0.0;
     pb.nvme_on_cpu = true;
     pb.dram_copy_rate = plan->dram_gbps * 1e9;
+    pb.cpu_run_rate = plan->cpu_prefill_gbps * 1e9;
+    pb.cpu_token_flop_rate = plan->cpu_prefill_gflops * 1e9;
 
     /* Decode. */
     st = mt_plan_problem_optimize(&pb, false, t, &step_s);
@@ -635,8 +641,18 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
         }
     }
 
-    /* Prefill: same storage, computed where the GPU engine computes it at this batch. */
-    pb.batch = budget->prefill_batch;
+    /* Prefill: same storage, computed where the GPU engine computes it at this batch (by
+       default the engine's prompt chunk for this placement). */
+    if (plan->budget.prefill_batch == 0) {
+        bool host = false;
+
+        for (size_t i = 0; i < (size_t)n_moe * E && !host; i++) {
+            host = t[i] != MT_TIER_GPU;
+        }
+        plan->budget.prefill_batch =
+            hw->gpu.present && host ? MT_PLAN_CHUNK_HOST : MT_PLAN_CHUNK_GPU;
+    }
+    pb.batch = plan->budget.prefill_batch;
     if (pb.batch > 1) {
         engine_prefill_tiers(&pb, t);
         st = mt_plan_problem_evaluate(&pb, t, &step_s, NULL, NULL);
@@ -658,13 +674,13 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
         for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++) {
             always_params += sizes->params[roles[i]];
         }
-        always_flops = 2.0 * (double)always_params * budget->prefill_batch;
+        always_flops = 2.0 * (double)always_params * plan->budget.prefill_batch;
         always_s = (double)sizes->token_bytes_always / always_rate;
         if (flop_rate > 0) {
             always_s = MT_MAX(always_s, always_flops / flop_rate);
         }
         plan->prefill_ms = (always_s + step_s) * 1e3;
-        plan->prefill_tok_s = budget->prefill_batch / (always_s + step_s);
+        plan->prefill_tok_s = plan->budget.prefill_batch / (always_s + step_s);
         prefill_unmodelled(&pb, t, (size_t)n_moe * E, flop_rate, hw->gpu.present,
                            plan->prefill_not_modelled, sizeof(plan->prefill_not_modelled));
         if (plan->prefill_not_modelled[0] != '\0') {

@@ -39,7 +39,9 @@
  *     "hardware": { "source": "...", "hbm_gbps": x, "gpu_tflops": x, "dram_gbps": x,
  *                   "cpu_gflops": x, "pcie_gbps": x, "disk_gbps": x,   // rates used (before eff)
  *                   "gpu_eff": x, "disk_eff": x,    // learned efficiencies (optional: 1)
- *                   "host_layer_ms": x },           // learned host wait (optional: 0)
+ *                   "host_layer_ms": x,             // learned host wait (optional: 0)
+ *                   "cpu_prefill_gbps": x, "cpu_prefill_gflops": x },  // CPU expert runs in
+ *                                     // prefill, from the profile (optional: 0, not measured)
  *     "activation": { "source": "uniform" | "trace: PATH", "tokens": N },
  *     "layers": [ { "layer": 3, "tiers": "GGCCP...N", "prefill": "GGPPP...N" }, ... ],
  *                                     // MoE layers only; one code per expert (table above):
@@ -136,6 +138,17 @@ struct mt_plan_problem {
      * modelled.
      */
     double dram_copy_rate;
+    /*
+     * The CPU's expert runs at batch > 1, as the profile measured them (cpu.expert_prefill_*):
+     * each run costs the expert's bytes at cpu_run_rate (its weights read and converted for the
+     * products once, whatever its tokens) plus its tokens' FLOPs at cpu_token_flop_rate, on
+     * MT_SRC_CPU_FLOP in place of the FLOPs at the FLOP rate. At the ~32 tokens an expert gets
+     * in a prompt chunk the first term is most of the time, which the FLOP rate alone does not
+     * see (run reports on the H200 host measured 0.07-0.16 of such a prediction). 0: not
+     * measured (the FLOP rate alone).
+     */
+    double cpu_run_rate;
+    double cpu_token_flop_rate;
 };
 
 /*
@@ -184,11 +197,21 @@ struct mt_plan_budget {
     uint64_t gpu_reserve; /* workspace: activations, cuBLAS, staging slots (default 1.5 GiB) */
     uint64_t cpu_reserve; /* pinned staging ring, OS slack (default 4 GiB) */
     int ctx;              /* context the KV cache must hold (default 32768) */
-    int prefill_batch;    /* tokens per prefill step (default 512) */
+    int prefill_batch;    /* tokens per prefill step; 0 (the default): the GPU engine's
+                             prompt chunk for the plan (MT_PLAN_CHUNK_*), 512 without a GPU */
     double cpu_eff;       /* fraction of the DRAM read rate and FLOPs CPU experts reach;
                              0 (the default): the profile's measured cpu.expert_eff where it
                              records one, else MT_PLAN_CPU_EFF_ASSUMED */
 };
+
+/*
+ * The GPU engine's prompt chunks (engine_gpu.c takes these): MT_PLAN_CHUNK_GPU tokens where every
+ * routed expert is on the GPU, MT_PLAN_CHUNK_HOST where some live on host executors and its work
+ * space fits the GPU budget (else the engine keeps the shorter one and says so). A plan predicts
+ * prefill at the chunk its placement gets unless --prefill-batch says otherwise.
+ */
+#define MT_PLAN_CHUNK_GPU 512
+#define MT_PLAN_CHUNK_HOST 1024
 
 /* The CPU expert efficiency a plan assumes when neither --cpu-eff nor the profile gives one. */
 #define MT_PLAN_CPU_EFF_ASSUMED 0.6
@@ -225,6 +248,7 @@ struct mt_plan {
     uint64_t dram_expert_bytes; /* DRAM left for experts */
     char hw_source[256];
     double hbm_gbps, gpu_tflops, dram_gbps, cpu_gflops, pcie_gbps, disk_gbps;
+    double cpu_prefill_gbps, cpu_prefill_gflops; /* mt_plan_problem.cpu_run_rate etc.; 0 */
     /* where budget.cpu_eff (the value used) and dram_gbps came from, for the printout:
      * "--cpu-eff", "measured: profile cpu.expert_eff", "assumed"; "read ceiling", "read" */
     char cpu_eff_source[48];

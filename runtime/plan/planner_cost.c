@@ -106,6 +106,21 @@ add_load(double *v, int s, double amount, const double *rate)
     }
 }
 
+/*
+ * The CPU computing an expert of a step: its FLOPs fl at the FLOP rate, or at batch > 1 where the
+ * profile measured the prefill kernels, each run's fixed cost (the u of steps that touch the
+ * expert read and convert its weights once) plus its tokens' products (mt_plan_problem).
+ */
+static void
+add_cpu_compute(const struct mt_plan_problem *pb, double u, double fl, double v[S_])
+{
+    if (pb->batch > 1 && pb->cpu_run_rate > 0 && pb->cpu_token_flop_rate > 0) {
+        v[MT_SRC_CPU_FLOP] += u * pb->expert_bytes / pb->cpu_run_rate + fl / pb->cpu_token_flop_rate;
+        return;
+    }
+    add_load(v, MT_SRC_CPU_FLOP, fl, pb->rate);
+}
+
 /* Load vector (seconds per source) of one expert of activation probability p in tier t. */
 void
 mt_plan_expert_load(const struct mt_plan_problem *pb, double p, int t, double v[S_])
@@ -125,7 +140,7 @@ mt_plan_expert_load(const struct mt_plan_problem *pb, double p, int t, double v[
         break;
     case MT_TIER_DRAM_CPU:
         add_load(v, MT_SRC_CPU_MEM, mem, r);
-        add_load(v, MT_SRC_CPU_FLOP, fl, r);
+        add_cpu_compute(pb, u, fl, v);
         break;
     case MT_TIER_DRAM_PCIE:
         add_load(v, MT_SRC_PCIE, mem, r);
@@ -141,7 +156,7 @@ mt_plan_expert_load(const struct mt_plan_problem *pb, double p, int t, double v[
             gpu_compute = true;
         } else {
             add_load(v, MT_SRC_CPU_MEM, mem, r);
-            add_load(v, MT_SRC_CPU_FLOP, fl, r);
+            add_cpu_compute(pb, u, fl, v);
         }
         break;
     }
