@@ -49,6 +49,8 @@ check_PROGRAMS += tests/test_engine
 tests_test_engine_SOURCES = tests/test_engine.c tests/golden.c tests/golden.h
 tests_test_engine_LDADD = $(MT_TEST_LIBS)
 # the cross-backend harness: executors (and ops) against the reference
+check_PROGRAMS += tests/test_moe_sum
+tests_test_moe_sum_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_executors
 tests_test_executors_SOURCES = tests/test_executors.c tests/harness.c tests/harness.h
 tests_test_executors_LDADD = $(MT_TEST_LIBS)

@@ -683,6 +683,12 @@ engine_team(struct mt_cli_engine *e, int threads, bool gpu, bool report)
     mt_engine_set_executor(e->engine, MT_TIER_DRAM_PCIE, e->experts);
     mt_engine_set_executor(e->engine, MT_TIER_NVME, e->experts);
     mt_engine_set_executor(e->engine, MT_TIER_GPU, e->experts);
+    /* the engine's copies and sums of a MoE layer on the same team (MT_HOST_TEAM=0: on the
+       engine thread alone, for measurements) */
+    const char *ht = getenv("MT_HOST_TEAM");
+    if (ht == NULL || strcmp(ht, "0") != 0) {
+        mt_engine_set_host_team(e->engine, e->team);
+    }
     if (report) {
         mt_log_info("routed experts: %s kernels on %d threads, %s (of %d cores, %d NUMA "
                     "node%s)", mt_cpu_level_name(level), mt_cpu_team_size(e->team),

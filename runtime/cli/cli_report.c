@@ -336,7 +336,8 @@ mt_cli_report_print(const struct mt_cli_report *r, FILE *f)
     } else {
         fprintf(f, "-");
     }
-    fprintf(f, "; MoE wait %.4f s of %.4f s forward", mph->eng.moe_wait_s, mph->eng.forward_s);
+    fprintf(f, "; MoE wait %.4f s, copies and sums %.4f s, of %.4f s forward",
+            mph->eng.moe_wait_s, mph->eng.moe_host_s, mph->eng.forward_s);
     if (m->prefetch_hit >= 0) {
         fprintf(f, "; prefetch guesses %.2f right", m->prefetch_hit);
     }
@@ -448,6 +449,7 @@ phase_json(const struct mt_cli_report *r, const struct mt_cli_report_phase *ph)
     ok = set(o, "forward_s", json_real(ph->eng.forward_s)) && ok;
     ok = set(o, "moe_s", json_real(ph->eng.moe_s)) && ok;
     ok = set(o, "moe_wait_s", json_real(ph->eng.moe_wait_s)) && ok;
+    ok = set(o, "moe_host_s", json_real(ph->eng.moe_host_s)) && ok;
     ok = set(o, "graph_steps", json_integer((json_int_t)ph->eng.graph_steps)) && ok;
     ok = set(o, "graph_gpu_s", json_real(ph->eng.graph_gpu_s)) && ok;
     ok = set(o, "cpu_busy", json_real(n.cpu_busy)) && ok;

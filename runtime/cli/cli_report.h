@@ -36,7 +36,7 @@
  *                       "tiers": { "gpu": {"ms_per_token": x|null}, ... } } }
  *   PHASE = { "tokens": n, "seconds": x, "tok_s": x, "forwards": n, "engine_tokens": n,
  *             "forward_s": x,
- *             "moe_s": x, "moe_wait_s": x, "graph_steps": n, "graph_gpu_s": x,
+ *             "moe_s": x, "moe_wait_s": x, "moe_host_s": x, "graph_steps": n, "graph_gpu_s": x,
  *             "cpu_busy": x, "gpu_busy": x|null,
  *             "tiers": { "gpu": {"runs": n, "pairs": n, "bytes": N, "seconds": x,
  *                                "experts_per_token": x, "bytes_per_token": x,

@@ -306,6 +306,12 @@ mt_engine_set_executor(struct mt_engine *e, enum mt_tier tier, struct mt_executo
     }
 }
 
+void
+mt_engine_set_host_team(struct mt_engine *e, struct mt_cpu_team *team)
+{
+    e->host_team = team;
+}
+
 mt_status_t
 mt_engine_preload_experts(struct mt_engine *e, uint64_t *bytes_out)
 {
@@ -539,6 +545,7 @@ work_layout(const struct mt_model_config *c, size_t n, size_t end, bool dense, c
     w->xs = carve(base, &off, n * K * D * f);
     w->ys = carve(base, &off, n * K * D * f);
     w->row_tok = carve(base, &off, n * K * sizeof(int));
+    w->pair_row = carve(base, &off, n * K * sizeof(int));
     w->row_w = carve(base, &off, n * K * f);
     w->group_start = carve(base, &off, (E + 1) * sizeof(int));
     w->group_fill = carve(base, &off, E * sizeof(int));

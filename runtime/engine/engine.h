@@ -180,6 +180,15 @@ struct mt_expert_provider *mt_engine_provider(struct mt_engine *engine);
 void mt_engine_set_executor(struct mt_engine *engine, enum mt_tier tier, struct mt_executor *ex);
 
 /*
+ * A thread team (borrowed, NULL: none) the engine may wake for its own host work of a MoE layer
+ * of many tokens, between its executors' jobs: the copies of the tokens into the experts' groups
+ * and the weighted sum of their outputs. It may be the team of the CPU executor (never both at
+ * once: the copies end before the submit, the sum starts after the wait).
+ */
+struct mt_cpu_team;
+void mt_engine_set_host_team(struct mt_engine *engine, struct mt_cpu_team *team);
+
+/*
  * Read every routed expert the engine keeps in DRAM (tiers DRAM_CPU and DRAM_PCIE) now, on
  * several threads, instead of at its first use: a run's first tokens then cost what the later
  * ones do. *bytes_out (may be NULL): bytes read. Errors of the provider (MT_ERR_IO naming the
@@ -214,6 +223,7 @@ struct mt_engine_stats {
     double tier_s[MT_TIER_COUNT];          /* per tier: submit to the end of its wait, summed */
     double moe_s; /* host wall time of the MoE layers (router to sum); 0 in recorded decode steps */
     double moe_wait_s;                     /* of it, the engine thread blocked on executors */
+    double moe_host_s; /* of it, the host's copies into the experts' groups and weighted sums */
     uint64_t prefetch_guessed;             /* layer l+1 experts guessed early (GPU engine) */
     uint64_t prefetch_hits;                /* of them, really chosen by the router */
     uint64_t slot_copies;                  /* DRAM experts copied to a GPU slot (GPU engine) */

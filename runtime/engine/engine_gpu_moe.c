@@ -277,6 +277,7 @@ eng_gpu_moe_init(struct mt_engine *e, struct eng_gpu *g)
         }
     }
     w->row_tok = malloc(np * sizeof(int));
+    w->pair_row = malloc(np * sizeof(int));
     w->row_w = malloc(np * sizeof(float));
     w->group_start = malloc((E + 1) * sizeof(int));
     w->group_fill = malloc((E + 1) * sizeof(int));
@@ -292,7 +293,7 @@ eng_gpu_moe_init(struct mt_engine *e, struct eng_gpu *g)
     g->slot_min_tok = e->opts.gpu_slot_min_tokens > 0 ? e->opts.gpu_slot_min_tokens
                       : mt != NULL && atoi(mt) > 0    ? atoi(mt)
                                                       : 64;
-    if (w->row_tok == NULL || w->row_w == NULL || w->group_start == NULL || w->group_fill == NULL ||
+    if (w->row_tok == NULL || w->pair_row == NULL || w->row_w == NULL || w->group_start == NULL || w->group_fill == NULL ||
         w->tasks == NULL || w->xs == NULL || w->ys == NULL || g->guessed == NULL ||
         g->on_gpu == NULL || g->n_rows == NULL || g->slot_x == NULL) {
         return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the GPU engine's MoE host buffers");
@@ -324,6 +325,7 @@ eng_gpu_moe_fini(struct eng_gpu *g)
     mt_gpu_pinned_free(w->ids);
     mt_gpu_pinned_free(w->moe_wts);
     free(w->row_tok);
+    free(w->pair_row);
     free(w->row_w);
     free(w->group_start);
     free(w->group_fill);
@@ -931,7 +933,7 @@ eng_gpu_moe(struct mt_engine *e, struct eng_gpu *g, int l, int m)
     }
     if (n_used > 0) {
         memset(g->h_out, 0, (size_t)m * D * sizeof(float));
-        eng_moe_sum(e, l, w, g->h_out);
+        eng_moe_sum(e, l, w, g->h_out, m);
         GPU_DO(l, "host experts' sum upload",
                mt_gpu_copy_async(g->d_host_sum, g->h_out, (size_t)m * D * sizeof(float), 1, s));
         GPU_DO(l, "host experts' sum", mt_gpu_add(g->y, g->d_host_sum, (size_t)m * D, s));

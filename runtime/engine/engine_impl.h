@@ -64,6 +64,7 @@ struct eng_work {
     void *router_work;              // mt_cpu_router_work_bytes()
     float *xs, *ys;                 // [n*K, hidden] inputs grouped by expert, the outputs
     int *row_tok;                   // [n*K] which token each grouped row came from
+    int *pair_row;                  // [n*K] the grouped row of pair (token t, choice j)
     float *row_w;                   // [n*K] and its router weight
     int *group_start;               // [E + 1] expert e's rows are group_start[e] .. [e+1]
     int *group_fill;                // [E]
@@ -99,6 +100,7 @@ struct mt_engine {
     struct mt_expert_provider *tiered;      /* owned, may be NULL: own + opts.nvme_provider */
     struct mt_executor *ref_exec;           /* owned: the reference executor */
     struct mt_executor *exec[MT_TIER_COUNT]; /* borrowed, or ref_exec */
+    struct mt_cpu_team *host_team;          /* borrowed, may be NULL: mt_engine_set_host_team */
     void *work;                   /* owned: the forward pass's work space, grown on demand */
     float *greedy_logits;         /* owned, [vocab]: mt_engine_forward_greedy's (CPU engine) */
     size_t work_bytes;
@@ -136,16 +138,18 @@ mt_status_t eng_moe(struct mt_engine *e, int l, const float *x, int n, struct en
  *           submitted after an executor's other experts, as a wave of their own); used[]
  *           (MT_TIER_COUNT + 1 entries) gets the executors that got work
  *   wait:   for those executors (times into e->stats); the first failure
- *   sum:    out[t] += router weight x output, experts by id, tokens ascending
+ *   sum:    out[t] += router weight x output, experts by id, for the n tokens
+ * Group and sum run on the host team (mt_engine_set_host_team) for large steps; their time goes
+ * to e->stats.moe_host_s.
  */
-void eng_moe_group(const struct mt_engine *e, int l, const float *x, int n, struct eng_work *w);
+void eng_moe_group(struct mt_engine *e, int l, const float *x, int n, struct eng_work *w);
 void eng_moe_count(struct mt_engine *e, int l, const struct eng_work *w);
 void eng_moe_prefetch(struct mt_engine *e, int l, struct eng_work *w);
 mt_status_t eng_moe_submit(struct mt_engine *e, int l, struct eng_work *w,
                            struct mt_executor **used, int *n_used_out);
 mt_status_t eng_moe_wait(struct mt_engine *e, struct mt_executor **used, int n_used,
                          double t_submit);
-void eng_moe_sum(const struct mt_engine *e, int l, const struct eng_work *w, float *out);
+void eng_moe_sum(struct mt_engine *e, int l, const struct eng_work *w, float *out, int n);
 
 /*
  * engine_gpu.c: the GPU backend. create uploads everything (e->freqs, rope_att and softmax_scale

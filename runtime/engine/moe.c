@@ -16,10 +16,40 @@
 
 #include "runtime/engine/engine_impl.h"
 
+#include "cpu/team.h"
 #include "runtime/base/clock.h"
 #include "runtime/plan/trace.h"
 
 #include <string.h>
+
+/*
+ * Pairs of a step from which the copies into the groups and the weighted sum run on the host
+ * team (mt_engine_set_host_team) instead of the engine thread alone: a prompt chunk of 1,024
+ * tokens moves 235 MB each way at V3.2's width (8 pairs of 28 KB a token), which one thread did
+ * in ~0.1 s a layer while the team waited (the H200 host, bench/results/hetero-h200.md session
+ * 28). A decode step (8-64 pairs) is not worth waking the team for; 128 pairs are 3.6 MB.
+ */
+#define HOST_TEAM_PAIRS 128
+
+/* A copy or sum job on the host team: tokens [n x tid / nt, n x (tid + 1) / nt) each. */
+struct pair_job {
+    const struct mt_engine *e;
+    const struct eng_work *w;
+    const float *x; /* gather: the tokens' inputs */
+    float *out;     /* sum: the tokens' outputs */
+    int n;
+};
+
+/* Run fn over the step's tokens: on the host team where there is one and the step is large. */
+static void
+pair_run(const struct mt_engine *e, int n, mt_cpu_team_fn fn, struct pair_job *job)
+{
+    if (e->host_team != NULL && (size_t)n * (size_t)e->cfg.num_experts_per_tok >= HOST_TEAM_PAIRS) {
+        mt_cpu_team_run(e->host_team, 0, fn, job);
+    } else {
+        fn(job, 0, 1);
+    }
+}
 
 /* On the GPU engine, the device computes the experts w->on_gpu marks: never submitted here. */
 static bool
@@ -32,13 +62,35 @@ on_device(const struct eng_work *w, int x_id)
  * Group the n*K (token, expert) pairs by expert into w->xs (see the file comment). On the GPU
  * engine the rows of the experts the device computes (w->on_gpu) are not copied: it has them.
  */
+static void
+gather_part(void *arg, int tid, int nt)
+{
+    const struct pair_job *job = arg;
+    const struct eng_work *w = job->w;
+    int K = job->e->cfg.num_experts_per_tok;
+    size_t D = (size_t)job->e->cfg.hidden_size;
+    int t0 = (int)((int64_t)job->n * tid / nt), t1 = (int)((int64_t)job->n * (tid + 1) / nt);
+
+    for (int t = t0; t < t1; t++) {
+        for (int j = 0; j < K; j++) {
+            size_t i = (size_t)t * K + j;
+            if (!on_device(w, w->ids[i])) {
+                memcpy(w->xs + (size_t)w->pair_row[i] * D, job->x + (size_t)t * D,
+                       D * sizeof(float));
+            }
+        }
+    }
+}
+
 void
-eng_moe_group(const struct mt_engine *e, int l, const float *x, int n, struct eng_work *w)
+eng_moe_group(struct mt_engine *e, int l, const float *x, int n, struct eng_work *w)
 {
     int E = e->cfg.n_routed_experts;
     int K = e->cfg.num_experts_per_tok;
-    size_t D = (size_t)e->cfg.hidden_size;
+    struct pair_job job = {e, w, x, NULL, n};
+    double t0 = mt_clock_now();
 
+    (void)l;
     memset(w->group_start, 0, (size_t)(E + 1) * sizeof(int));
     for (int i = 0; i < n * K; i++) {
         w->group_start[w->ids[i] + 1]++;
@@ -49,15 +101,15 @@ eng_moe_group(const struct mt_engine *e, int l, const float *x, int n, struct en
     }
     for (int t = 0; t < n; t++) {
         for (int j = 0; j < K; j++) {
-            int x_id = w->ids[(size_t)t * K + j];
-            int row = w->group_fill[x_id]++;
+            size_t i = (size_t)t * K + j;
+            int row = w->group_fill[w->ids[i]]++;
             w->row_tok[row] = t;
-            w->row_w[row] = w->moe_wts[(size_t)t * K + j];
-            if (!on_device(w, x_id)) {
-                memcpy(w->xs + (size_t)row * D, x + (size_t)t * D, D * sizeof(float));
-            }
+            w->row_w[row] = w->moe_wts[i];
+            w->pair_row[i] = row;
         }
     }
+    pair_run(e, n, gather_part, &job);
+    e->stats.moe_host_s += mt_clock_now() - t0;
 }
 
 /* The executor that runs expert x_id of layer l. */
@@ -215,18 +267,38 @@ eng_moe_wait(struct mt_engine *e, struct mt_executor **used, int n_used, double 
     return st;
 }
 
-void
-eng_moe_sum(const struct mt_engine *e, int l, const struct eng_work *w, float *out)
+/*
+ * A token's outputs in the order of the file comment: its experts by ascending id (the K pairs
+ * of a token are distinct experts, sorted here), so the sum has the same bits whichever thread
+ * adds which tokens.
+ */
+static void
+sum_part(void *arg, int tid, int nt)
 {
-    int E = e->cfg.n_routed_experts;
-    size_t D = (size_t)e->cfg.hidden_size;
+    const struct pair_job *job = arg;
+    const struct eng_work *w = job->w;
+    int K = job->e->cfg.num_experts_per_tok;
+    size_t D = (size_t)job->e->cfg.hidden_size;
+    int t0 = (int)((int64_t)job->n * tid / nt), t1 = (int)((int64_t)job->n * (tid + 1) / nt);
+    int order[MT_CFG_MAX_EXPERTS]; /* the config's bound on num_experts_per_tok */
 
-    for (int x_id = 0; x_id < E; x_id++) {
-        if (on_device(w, x_id)) {
-            continue;
+    for (int t = t0; t < t1; t++) {
+        const int32_t *ids = w->ids + (size_t)t * K;
+        float *o = job->out + (size_t)t * D;
+
+        for (int j = 0; j < K; j++) { /* insertion sort: K is 8 in V3.2 */
+            int k = j;
+            for (; k > 0 && ids[order[k - 1]] > ids[j]; k--) {
+                order[k] = order[k - 1];
+            }
+            order[k] = j;
         }
-        for (int row = w->group_start[x_id]; row < w->group_start[x_id + 1]; row++) {
-            float *o = out + (size_t)w->row_tok[row] * D;
+        for (int j = 0; j < K; j++) {
+            size_t i = (size_t)t * K + order[j];
+            if (on_device(w, ids[order[j]])) {
+                continue;
+            }
+            int row = w->pair_row[i];
             const float *yv = w->ys + (size_t)row * D;
             float rw = w->row_w[row];
             for (size_t d = 0; d < D; d++) {
@@ -234,6 +306,17 @@ eng_moe_sum(const struct mt_engine *e, int l, const struct eng_work *w, float *o
             }
         }
     }
+}
+
+void
+eng_moe_sum(struct mt_engine *e, int l, const struct eng_work *w, float *out, int n)
+{
+    struct pair_job job = {e, w, NULL, out, n};
+    double t0 = mt_clock_now();
+
+    (void)l;
+    pair_run(e, n, sum_part, &job);
+    e->stats.moe_host_s += mt_clock_now() - t0;
 }
 
 mt_status_t
@@ -286,7 +369,7 @@ eng_moe(struct mt_engine *e, int l, const float *x, int n, struct eng_work *w, f
         return st;
     }
     /* the weighted sum, in the fixed order of the file comment */
-    eng_moe_sum(e, l, w, out);
+    eng_moe_sum(e, l, w, out, n);
     e->stats.moe_s += mt_clock_now() - t0;
     return MT_OK;
 }

@@ -33,7 +33,6 @@
 
 /* Upper bounds that keep every shape product far inside int64 and inventories bounded. */
 #define MT_CFG_MAX_DIM (1 << 24)
-#define MT_CFG_MAX_EXPERTS 4096
 
 void
 mt_config_default_v32(struct mt_model_config *cfg)

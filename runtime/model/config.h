@@ -17,6 +17,7 @@
 #include "runtime/base/status.h"
 
 #define MT_MAX_LAYERS 256
+#define MT_CFG_MAX_EXPERTS 4096 /* routed experts, and experts a token, at most */
 
 struct mt_model_config {
     /* sizes */
