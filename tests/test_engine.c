@@ -13,7 +13,6 @@
  */
 #include <config.h>
 
-#include "cpu/team.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/executor.h"
 #include "runtime/engine/executor_cpu_team.h"
@@ -628,27 +627,6 @@ synthetic(void)
            "tiny: every routed expert runs through its tier's executor (%d submits, %d tasks, %d "
            "token-expert pairs = %d x %d MoE layers x top-%d), same logits", ec.submits,
            ec.calls, ec.tokens, T, n_moe, m->cfg.num_experts_per_tok);
-
-    /* the copies into the groups and the weighted sums on a host team: the same bits (each
-       token's outputs added in the same order, whichever thread adds them), time counted */
-    {
-        struct mt_cpu_team *ht = NULL;
-        struct mt_engine_stats es = {0};
-
-        ok = mt_cpu_team_create(-1, 0, &ht) == MT_OK;
-        mt_engine_reset(e);
-        mt_engine_set_host_team(e, ht);
-        mt_engine_stats_reset(e);
-        ok = ok && mt_engine_forward(e, ids, T, true, part) == MT_OK;
-        mt_engine_stats_get(e, &es);
-        mt_engine_set_host_team(e, NULL);
-        rel = ok ? golden_worst_row_rel(part, full, T, V, &wr) : INFINITY;
-        tap_ok(ok && rel == 0.0 && es.moe_host_s > 0.0,
-               "tiny: a host team of %d threads copies and sums %d x %d pairs a layer: same "
-               "logits (worst %.2e), %.3f ms of them", ht != NULL ? mt_cpu_team_size(ht) : 0, T,
-               m->cfg.num_experts_per_tok, rel, es.moe_host_s * 1e3);
-        mt_cpu_team_destroy(ht);
-    }
 
     /* greedy decode is deterministic */
     int32_t g1[8], g2[8];

@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { E = 64, K = 8, D = 96, N = 100 };
+enum { E = 64, K = 8, D = 1024, N = 72 }; /* 576 pairs: 2.25 MiB of copies */
 
 /* The sum as the engine computed it before it used a team: experts by ascending id, each
  * expert's rows (tokens ascending) added into out. */
@@ -53,6 +53,9 @@ main(void)
     struct mt_cpu_team *team = NULL;
 
     tap_plan(0);
+    tap_ok((size_t)N * K * D * sizeof(float) >= ENG_MOE_TEAM_BYTES,
+           "the step copies %zu bytes, enough for the team (from %zu)",
+           (size_t)N * K * D * sizeof(float), ENG_MOE_TEAM_BYTES);
     mt_rng_init(&rng, 7);
     e.cfg.n_routed_experts = E;
     e.cfg.num_experts_per_tok = K;

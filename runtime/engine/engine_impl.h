@@ -139,9 +139,10 @@ mt_status_t eng_moe(struct mt_engine *e, int l, const float *x, int n, struct en
  *           (MT_TIER_COUNT + 1 entries) gets the executors that got work
  *   wait:   for those executors (times into e->stats); the first failure
  *   sum:    out[t] += router weight x output, experts by id, for the n tokens
- * Group and sum run on the host team (mt_engine_set_host_team) for large steps; their time goes
- * to e->stats.moe_host_s.
+ * Group and sum run on the host team (mt_engine_set_host_team) where a step copies at least
+ * ENG_MOE_TEAM_BYTES of inputs (pairs x hidden x 4); their time goes to e->stats.moe_host_s.
  */
+#define ENG_MOE_TEAM_BYTES ((size_t)2 << 20)
 void eng_moe_group(struct mt_engine *e, int l, const float *x, int n, struct eng_work *w);
 void eng_moe_count(struct mt_engine *e, int l, const struct eng_work *w);
 void eng_moe_prefetch(struct mt_engine *e, int l, struct eng_work *w);

@@ -23,13 +23,13 @@
 #include <string.h>
 
 /*
- * Pairs of a step from which the copies into the groups and the weighted sum run on the host
- * team (mt_engine_set_host_team) instead of the engine thread alone: a prompt chunk of 1,024
- * tokens moves 235 MB each way at V3.2's width (8 pairs of 28 KB a token), which one thread did
- * in ~0.1 s a layer while the team waited (the H200 host, bench/results/hetero-h200.md session
- * 28). A decode step (8-64 pairs) is not worth waking the team for; 128 pairs are 3.6 MB.
+ * The copies into the groups and the weighted sum run on the host team (mt_engine_set_host_team)
+ * instead of the engine thread alone from ENG_MOE_TEAM_BYTES of copied inputs a step: a prompt
+ * chunk of 1,024 tokens moves 235 MB each way at V3.2's width (8 pairs of 28 KB a token), which
+ * one thread did in 0.07-0.15 s a layer while the team waited; on the team 8-10x less, prefill
+ * 1.2-1.4x faster (the H200 host, bench/results/hetero-h200.md session 28). Waking 16 threads
+ * costs more than a decode step's few pairs (8 tokens of V3.2: 1.8 MB) or a tiny model's.
  */
-#define HOST_TEAM_PAIRS 128
 
 /* A copy or sum job on the host team: tokens [n x tid / nt, n x (tid + 1) / nt) each. */
 struct pair_job {
@@ -44,7 +44,10 @@ struct pair_job {
 static void
 pair_run(const struct mt_engine *e, int n, mt_cpu_team_fn fn, struct pair_job *job)
 {
-    if (e->host_team != NULL && (size_t)n * (size_t)e->cfg.num_experts_per_tok >= HOST_TEAM_PAIRS) {
+    size_t bytes = (size_t)n * (size_t)e->cfg.num_experts_per_tok *
+                   (size_t)e->cfg.hidden_size * sizeof(float);
+
+    if (e->host_team != NULL && bytes >= ENG_MOE_TEAM_BYTES) {
         mt_cpu_team_run(e->host_team, 0, fn, job);
     } else {
         fn(job, 0, 1);
