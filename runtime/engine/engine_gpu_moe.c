@@ -293,9 +293,9 @@ eng_gpu_moe_init(struct mt_engine *e, struct eng_gpu *g)
     g->slot_min_tok = e->opts.gpu_slot_min_tokens > 0 ? e->opts.gpu_slot_min_tokens
                       : mt != NULL && atoi(mt) > 0    ? atoi(mt)
                                                       : 64;
-    if (w->row_tok == NULL || w->pair_row == NULL || w->row_w == NULL || w->group_start == NULL || w->group_fill == NULL ||
-        w->tasks == NULL || w->xs == NULL || w->ys == NULL || g->guessed == NULL ||
-        g->on_gpu == NULL || g->n_rows == NULL || g->slot_x == NULL) {
+    if (w->row_tok == NULL || w->pair_row == NULL || w->row_w == NULL || w->group_start == NULL ||
+        w->group_fill == NULL || w->tasks == NULL || w->xs == NULL || w->ys == NULL ||
+        g->guessed == NULL || g->on_gpu == NULL || g->n_rows == NULL || g->slot_x == NULL) {
         return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the GPU engine's MoE host buffers");
     }
     /* pinned: the copies from the device return at once, the shared expert is queued meanwhile */

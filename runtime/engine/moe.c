@@ -61,10 +61,8 @@ on_device(const struct eng_work *w, int x_id)
     return w->on_gpu != NULL && w->on_gpu[x_id];
 }
 
-/*
- * Group the n*K (token, expert) pairs by expert into w->xs (see the file comment). On the GPU
- * engine the rows of the experts the device computes (w->on_gpu) are not copied: it has them.
- */
+/* The inputs of a job's tokens into their grouped rows (w->pair_row), but those of the experts
+ * the device computes. */
 static void
 gather_part(void *arg, int tid, int nt)
 {
@@ -85,6 +83,10 @@ gather_part(void *arg, int tid, int nt)
     }
 }
 
+/*
+ * Group the n*K (token, expert) pairs by expert into w->xs (see the file comment). On the GPU
+ * engine the rows of the experts the device computes (w->on_gpu) are not copied: it has them.
+ */
 void
 eng_moe_group(struct mt_engine *e, int l, const float *x, int n, struct eng_work *w)
 {

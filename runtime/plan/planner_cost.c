@@ -115,7 +115,8 @@ static void
 add_cpu_compute(const struct mt_plan_problem *pb, double u, double fl, double v[S_])
 {
     if (pb->batch > 1 && pb->cpu_run_rate > 0 && pb->cpu_token_flop_rate > 0) {
-        v[MT_SRC_CPU_FLOP] += u * pb->expert_bytes / pb->cpu_run_rate + fl / pb->cpu_token_flop_rate;
+        v[MT_SRC_CPU_FLOP] +=
+            u * pb->expert_bytes / pb->cpu_run_rate + fl / pb->cpu_token_flop_rate;
         return;
     }
     add_load(v, MT_SRC_CPU_FLOP, fl, pb->rate);
