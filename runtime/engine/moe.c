@@ -40,6 +40,14 @@ struct pair_job {
     int n;
 };
 
+/* The tokens [*t0, *t1) of thread tid of nt in a job. */
+static void
+job_tokens(const struct pair_job *job, int tid, int nt, int *t0, int *t1)
+{
+    *t0 = (int)((int64_t)job->n * tid / nt);
+    *t1 = (int)((int64_t)job->n * (tid + 1) / nt);
+}
+
 /* Run fn over the step's tokens: on the host team where there is one and the step is large. */
 static void
 pair_run(const struct mt_engine *e, int n, mt_cpu_team_fn fn, struct pair_job *job)
@@ -70,8 +78,9 @@ gather_part(void *arg, int tid, int nt)
     const struct eng_work *w = job->w;
     int K = job->e->cfg.num_experts_per_tok;
     size_t D = (size_t)job->e->cfg.hidden_size;
-    int t0 = (int)((int64_t)job->n * tid / nt), t1 = (int)((int64_t)job->n * (tid + 1) / nt);
+    int t0, t1;
 
+    job_tokens(job, tid, nt, &t0, &t1);
     for (int t = t0; t < t1; t++) {
         for (int j = 0; j < K; j++) {
             size_t i = (size_t)t * K + j;
@@ -284,9 +293,10 @@ sum_part(void *arg, int tid, int nt)
     const struct eng_work *w = job->w;
     int K = job->e->cfg.num_experts_per_tok;
     size_t D = (size_t)job->e->cfg.hidden_size;
-    int t0 = (int)((int64_t)job->n * tid / nt), t1 = (int)((int64_t)job->n * (tid + 1) / nt);
     int order[MT_CFG_MAX_EXPERTS]; /* the config's bound on num_experts_per_tok */
+    int t0, t1;
 
+    job_tokens(job, tid, nt, &t0, &t1);
     for (int t = t0; t < t1; t++) {
         const int32_t *ids = w->ids + (size_t)t * K;
         float *o = job->out + (size_t)t * D;
