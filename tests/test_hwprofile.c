@@ -130,7 +130,7 @@ main(void)
     const char *dir = tap_tmpdir();
     mt_status_t st;
 
-    tap_plan(30);
+    tap_plan(31);
     mt_log_set_quiet(true);
 
     fill(&a);
@@ -231,7 +231,8 @@ main(void)
                "a profile that never learned is written without a \"learned\" section");
     }
     a.learned = (struct mt_hw_learned){
-        .reports = 2, .cpu_expert_eff = 0.3125, .disk_eff = 0.75, .from = "runs/r.json"};
+        .reports = 2, .cpu_expert_eff = 0.3125, .disk_eff = 0.75, .cpu_prefill_eff = 0.625,
+        .from = "runs/r.json"};
     st = mt_hwprofile_save(&a, path);
     if (st == MT_OK) {
         memset(&b, 0, sizeof(b));
@@ -239,11 +240,15 @@ main(void)
     }
     tap_ok(st == MT_OK && b.learned.reports == 2 && b.learned.cpu_expert_eff == 0.3125 &&
                b.learned.disk_eff == 0.75 && b.learned.gpu_eff == 0 &&
+               b.learned.cpu_prefill_eff == 0.625 &&
                strcmp(b.learned.from, "runs/r.json") == 0 && same(&a, &b),
            "the learned efficiencies round-trip");
     tap_ok(fails("{\"version\": 1, \"learned\": {\"cpu_expert_eff\": 2.5}}", MT_ERR_FORMAT,
                  "'learned.cpu_expert_eff' is 2.5, above 2"),
            "a learned efficiency above 2 is refused");
+    tap_ok(fails("{\"version\": 1, \"learned\": {\"cpu_prefill_eff\": 3}}", MT_ERR_FORMAT,
+                 "'learned.cpu_prefill_eff' is 3, above 2"),
+           "a learned prefill efficiency above 2 is refused");
     st = mt_hwprofile_parse("{\"version\": 1, \"learned\": {\"reports\": 1, "
                             "\"cpu_expert_eff\": 1.17, \"host_layer_ms\": 0.6}}",
                             "text", &b);

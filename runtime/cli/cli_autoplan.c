@@ -389,8 +389,12 @@ mt_cli_plan_print(FILE *out, const struct mt_plan *p)
     fprintf(out, "CPU eff    : %.3f (%s)\n", p->budget.cpu_eff, p->cpu_eff_source);
     if (p->cpu_prefill_gbps > 0) {
         fprintf(out, "CPU prefill: each expert run %.1f GB/s of its weights, then %.0f GFLOPS of "
-                "its tokens (measured: profile cpu.expert_prefill_*)\n", p->cpu_prefill_gbps,
+                "its tokens (measured: profile cpu.expert_prefill_*)", p->cpu_prefill_gbps,
                 p->cpu_prefill_gflops);
+        if (p->cpu_prefill_eff > 0 && p->cpu_prefill_eff != 1) {
+            fprintf(out, " x %.3f (learned)", p->cpu_prefill_eff);
+        }
+        fprintf(out, "\n");
     }
     if ((p->gpu_eff > 0 && p->gpu_eff != 1) || (p->disk_eff > 0 && p->disk_eff != 1)) {
         fprintf(out, "learned    : HBM x %.3f, disk x %.3f (the profile's learned section)\n",

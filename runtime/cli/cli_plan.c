@@ -120,6 +120,7 @@ struct learned_sum {
     double cpu_b, cpu_s, cpu_ref;
     double disk_b, disk_s, disk_ref;
     double gpu_b, gpu_s, gpu_ref;
+    double pre_model_s, pre_s; /* the CPU's prefill runs: their time by the plan's model, measured */
 };
 
 /* report[a][b][c] as a number, 0 when absent or not a number. */
@@ -171,6 +172,39 @@ gpu_limited(json_t *ph)
 }
 
 /*
+ * The CPU's expert runs in prefill, where the plan modelled them (mt_plan_problem.cpu_run_rate):
+ * the time its rates give the prefill's dram-cpu runs (their weight bytes at the run rate, their
+ * token-expert pairs' FLOPs at the token rate) over the time they took, in runs that streamed
+ * nothing and copied no DRAM expert into a GPU slot (the report counts those under dram-cpu, by
+ * their plan's tier, while the GPU computes them). On the H200 host the engine's runs took 1.4-1.6x what the bench's fit gives (a team of
+ * 15 threads beside the GPU, 16 in the bench; bench/results/hetero-h200.md session 28).
+ */
+static void
+learn_prefill(json_t *root, double streamed, const char *path, struct learned_sum *sum)
+{
+    json_t *cpu = json_object_get(json_object_get(json_object_get(root, "prefill"), "tiers"),
+                                  "dram-cpu");
+    double gbps = num_at(root, "predicted", "hardware", "cpu_prefill_gbps");
+    double gflops = num_at(root, "predicted", "hardware", "cpu_prefill_gflops");
+    double eff = num_at(root, "predicted", "hardware", "cpu_prefill_eff");
+    double flops = num_at(root, "predicted", "expert_flops", NULL);
+    double bytes = num_at(cpu, "bytes", NULL, NULL);
+    double pairs = num_at(cpu, "pairs", NULL, NULL);
+    double secs = num_at(cpu, "seconds", NULL, NULL);
+
+    if (!(gbps > 0 && gflops > 0 && flops > 0 && bytes > 0 && secs > 0) || streamed > 0 ||
+        num_at(root, "prefill", "slot_copies", NULL) > 0) {
+        return;
+    }
+    /* the raw rates: the efficiency the plan already applied is learned again, not compounded */
+    double model_s = bytes / (gbps * 1e9) + pairs * flops / (gflops * 1e9);
+    printf("learned    : CPU prefill runs %.3f s by the profile's model, %.3f s measured = %.3f "
+           "(the plan's %.3f; %s)\n", model_s, secs, model_s / secs, eff > 0 ? eff : 1.0, path);
+    sum->pre_model_s += model_s;
+    sum->pre_s += secs;
+}
+
+/*
  * Add what one report measured: the CPU's expert reads (the dram-cpu tier's bytes over its time,
  * decode when the run decoded, in runs that streamed nothing) over the plan's DRAM rate; the
  * streamed bytes over the time reads were in flight, over the plan's disk rate; and on the GPU
@@ -210,6 +244,7 @@ learn_report(const char *path, struct learned_sum *sum)
         eff_of(bytes / secs / 1e9, rate, "CPU expert reads", path);
         sum->cpu_b += bytes, sum->cpu_s += secs, sum->cpu_ref += secs * rate;
     }
+    learn_prefill(root, streamed, path, sum);
     rate = num_at(root, "predicted", "hardware", "disk_gbps");
     secs = num_at(root, "prefill", "stream", "read_s") + num_at(root, "decode", "stream", "read_s");
     if (rate > 0 && streamed > 0 && secs > 0) {
@@ -313,7 +348,7 @@ learn(const char *const *reports, int n, const struct mt_trace *trace, struct mt
             return st;
         }
     }
-    if (sum.cpu_s + sum.disk_s + sum.gpu_s == 0) {
+    if (sum.cpu_s + sum.disk_s + sum.gpu_s + sum.pre_s == 0) {
         return mt_fail(MT_ERR_INVAL, 0, "the run report%s measured no tier the planner models "
                        "(CPU experts without streaming, streamed reads, or a GPU-limited decode)",
                        n > 1 ? "s" : "");
@@ -333,6 +368,10 @@ learn(const char *const *reports, int n, const struct mt_trace *trace, struct mt
         l->gpu_eff = eff_of(sum.gpu_b / sum.gpu_s / 1e9, sum.gpu_ref / sum.gpu_s, "GPU, all",
                             "sum");
     }
+    if (sum.pre_s > 0) {
+        l->cpu_prefill_eff = MT_MIN(sum.pre_model_s / sum.pre_s, MT_PLAN_LEARNED_EFF_MAX);
+        printf("learned    : CPU prefill runs, all: %.3f\n", l->cpu_prefill_eff);
+    }
     /* then, at those rates, what the plans do not explain: the host wait per layer */
     double res_s = 0.0, layers = 0.0;
     for (int i = 0; i < n; i++) {
@@ -349,8 +388,8 @@ learn(const char *const *reports, int n, const struct mt_trace *trace, struct mt
         return st;
     }
     printf("learned    : written to %s (cpu_expert_eff %.3f, disk_eff %.3f, gpu_eff %.3f, "
-           "host_layer_ms %.3f; 0: not measured)\n", hw_path, l->cpu_expert_eff, l->disk_eff,
-           l->gpu_eff, l->host_layer_ms);
+           "cpu_prefill_eff %.3f, host_layer_ms %.3f; 0: not measured)\n", hw_path,
+           l->cpu_expert_eff, l->disk_eff, l->gpu_eff, l->cpu_prefill_eff, l->host_layer_ms);
     return MT_OK;
 }
 

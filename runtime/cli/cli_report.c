@@ -450,6 +450,7 @@ phase_json(const struct mt_cli_report *r, const struct mt_cli_report_phase *ph)
     ok = set(o, "moe_s", json_real(ph->eng.moe_s)) && ok;
     ok = set(o, "moe_wait_s", json_real(ph->eng.moe_wait_s)) && ok;
     ok = set(o, "moe_host_s", json_real(ph->eng.moe_host_s)) && ok;
+    ok = set(o, "slot_copies", json_integer((json_int_t)ph->eng.slot_copies)) && ok;
     ok = set(o, "graph_steps", json_integer((json_int_t)ph->eng.graph_steps)) && ok;
     ok = set(o, "graph_gpu_s", json_real(ph->eng.graph_gpu_s)) && ok;
     ok = set(o, "cpu_busy", json_real(n.cpu_busy)) && ok;
@@ -523,6 +524,13 @@ predicted_json(const struct mt_plan *p)
     ok = set(hw, "gpu_eff", json_real(p->gpu_eff > 0 ? p->gpu_eff : 1.0)) && ok;
     ok = set(hw, "disk_eff", json_real(p->disk_eff > 0 ? p->disk_eff : 1.0)) && ok;
     ok = set(hw, "host_layer_ms", json_real(p->host_layer_ms)) && ok;
+    ok = set(hw, "cpu_prefill_gbps", json_real(p->cpu_prefill_gbps)) && ok;
+    ok = set(hw, "cpu_prefill_gflops", json_real(p->cpu_prefill_gflops)) && ok;
+    ok = set(hw, "cpu_prefill_eff", json_real(p->cpu_prefill_eff > 0 ? p->cpu_prefill_eff : 1.0)) &&
+         ok;
+    /* FLOPs of one token through one routed expert (gate, up, down) */
+    ok = set(o, "expert_flops",
+             json_real(6.0 * p->hidden_size * (double)p->moe_intermediate_size)) && ok;
     ok = set(o, "host_layers_per_token", json_real(p->host_layers_per_token)) && ok;
     ok = set(o, "tiers", tiers) && ok;
     for (int t = 0; ok && t < MT_TIER_COUNT; t++) {

@@ -130,6 +130,7 @@ static const struct field learned_fields[] = {
     FLD(struct mt_hw_learned, "cpu_expert_eff", F_DOUBLE, cpu_expert_eff),
     FLD(struct mt_hw_learned, "disk_eff", F_DOUBLE, disk_eff),
     FLD(struct mt_hw_learned, "gpu_eff", F_DOUBLE, gpu_eff),
+    FLD(struct mt_hw_learned, "cpu_prefill_eff", F_DOUBLE, cpu_prefill_eff),
     FLD(struct mt_hw_learned, "host_layer_ms", F_DOUBLE, host_layer_ms),
     FLD(struct mt_hw_learned, "from", F_STR, from),
     {NULL, F_INT, 0, 0},
@@ -570,8 +571,9 @@ static mt_status_t
 learned_from_json(json_t *o, struct mt_hw_learned *l, const char *what)
 {
     mt_status_t st;
-    const double *eff[] = {&l->cpu_expert_eff, &l->disk_eff, &l->gpu_eff};
-    static const char *const names[] = {"cpu_expert_eff", "disk_eff", "gpu_eff"};
+    const double *eff[] = {&l->cpu_expert_eff, &l->disk_eff, &l->gpu_eff, &l->cpu_prefill_eff};
+    static const char *const names[] = {"cpu_expert_eff", "disk_eff", "gpu_eff",
+                                        "cpu_prefill_eff"};
 
     if (o == NULL) {
         return MT_OK;
@@ -579,7 +581,7 @@ learned_from_json(json_t *o, struct mt_hw_learned *l, const char *what)
     if ((st = fields_from_json(o, learned_fields, l, what, "learned", NULL)) != MT_OK) {
         return st;
     }
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         if (*eff[i] > MT_HW_LEARNED_EFF_MAX) {
             return mt_fail(MT_ERR_FORMAT, 0, "hardware profile '%s': 'learned.%s' is %g, above %g "
                            "(an efficiency is a ratio to a rate this profile measured)", what,

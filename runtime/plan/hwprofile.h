@@ -26,7 +26,8 @@
  *     "disks": [ { "path": "/nvme0", "best_gbps": x, "best_qd": N, "best_block_bytes": N,
  *                  "points": [ { "qd": 1, "block_bytes": 1048576, "gbps": x }, ... ] }, ... ],
  *     "learned": { "reports": N, "cpu_expert_eff": x, "disk_eff": x, "gpu_eff": x,
- *                  "host_layer_ms": x, "from": "report.json" } }  (optional: struct mt_hw_learned)
+ *                  "cpu_prefill_eff": x, "host_layer_ms": x, "from": "report.json" } }
+ *                  (optional: struct mt_hw_learned)
  * Loading rejects a missing or different "version", unknown keys (typos in what-if files), wrong
  * types, negative numbers and numbers above 1e9 (no rate is near it), with one message naming
  * the file and the key. A "gpu" object
@@ -158,6 +159,8 @@ struct mt_hw_learned {
     double cpu_expert_eff; /* CPU expert weight reads over the DRAM rate (like cpu.expert_eff) */
     double disk_eff;       /* streamed expert reads over the disks' best_gbps sum */
     double gpu_eff;        /* GPU weight reads (experts and always-on) over hbm_read_gbps */
+    double cpu_prefill_eff; /* the CPU's expert runs in prefill: the time cpu.expert_prefill_*
+                             * gives them over the time they took (both rates scale by it) */
     double host_layer_ms;  /* the GPU engine's extra time per MoE layer that waits on the host
                             * (mt_plan_problem.host_layer_s): decode time measured less the
                             * plan's own prediction at the learned rates, per such layer */

@@ -92,6 +92,8 @@ mt_plan_save(const struct mt_plan *p, const char *path)
             json_object_set_new(hw, "cpu_prefill_gbps", json_real(p->cpu_prefill_gbps)) != 0 ||
             json_object_set_new(hw, "cpu_prefill_gflops", json_real(p->cpu_prefill_gflops)) !=
                 0 ||
+            json_object_set_new(hw, "cpu_prefill_eff",
+                                json_real(p->cpu_prefill_eff > 0 ? p->cpu_prefill_eff : 1)) != 0 ||
             json_object_set_new(pr, "host_layers_per_token",
                                 json_real(p->host_layers_per_token)) != 0) {
             st = mt_fail(MT_ERR_NOMEM, 0, "cannot build plan JSON for '%s'", path);
@@ -371,6 +373,9 @@ mt_plan_load(const char *path, struct mt_plan **plan_out)
     p->cpu_prefill_gflops = json_object_get(h, "cpu_prefill_gflops") != NULL
                                 ? get_num(&r, h, "hardware", "cpu_prefill_gflops")
                                 : 0;
+    p->cpu_prefill_eff = json_object_get(h, "cpu_prefill_eff") != NULL
+                             ? get_num(&r, h, "hardware", "cpu_prefill_eff")
+                             : 1;
     p->host_layers_per_token = json_object_get(pr, "host_layers_per_token") != NULL
                                    ? get_num(&r, pr, "prediction", "host_layers_per_token")
                                    : 0;

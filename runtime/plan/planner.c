@@ -570,8 +570,8 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
     pb.host_layer_s = hw->gpu.present ? plan->host_layer_ms * 1e-3 : 0.0;
     pb.nvme_on_cpu = true;
     pb.dram_copy_rate = plan->dram_gbps * 1e9;
-    pb.cpu_run_rate = plan->cpu_prefill_gbps * 1e9;
-    pb.cpu_token_flop_rate = plan->cpu_prefill_gflops * 1e9;
+    pb.cpu_run_rate = plan->cpu_prefill_gbps * 1e9 * plan->cpu_prefill_eff;
+    pb.cpu_token_flop_rate = plan->cpu_prefill_gflops * 1e9 * plan->cpu_prefill_eff;
 
     /* Decode. */
     st = mt_plan_problem_optimize(&pb, false, t, &step_s);

@@ -40,8 +40,9 @@
  *                   "cpu_gflops": x, "pcie_gbps": x, "disk_gbps": x,   // rates used (before eff)
  *                   "gpu_eff": x, "disk_eff": x,    // learned efficiencies (optional: 1)
  *                   "host_layer_ms": x,             // learned host wait (optional: 0)
- *                   "cpu_prefill_gbps": x, "cpu_prefill_gflops": x },  // CPU expert runs in
+ *                   "cpu_prefill_gbps": x, "cpu_prefill_gflops": x,  // CPU expert runs in
  *                                     // prefill, from the profile (optional: 0, not measured)
+ *                   "cpu_prefill_eff": x },         // learned, on both (optional: 1)
  *     "activation": { "source": "uniform" | "trace: PATH", "tokens": N },
  *     "layers": [ { "layer": 3, "tiers": "GGCCP...N", "prefill": "GGPPP...N" }, ... ],
  *                                     // MoE layers only; one code per expert (table above):
@@ -249,6 +250,7 @@ struct mt_plan {
     char hw_source[256];
     double hbm_gbps, gpu_tflops, dram_gbps, cpu_gflops, pcie_gbps, disk_gbps;
     double cpu_prefill_gbps, cpu_prefill_gflops; /* mt_plan_problem.cpu_run_rate etc.; 0 */
+    double cpu_prefill_eff; /* learned, scales both prefill rates in the cost model; 1: none */
     /* where budget.cpu_eff (the value used) and dram_gbps came from, for the printout:
      * "--cpu-eff", "measured: profile cpu.expert_eff", "assumed"; "read ceiling", "read" */
     char cpu_eff_source[48];

@@ -49,6 +49,7 @@ mt_plan_apply_learned(struct mt_plan *plan, const struct mt_hwprofile *hw)
 
     plan->gpu_eff = 1.0;
     plan->disk_eff = 1.0;
+    plan->cpu_prefill_eff = 1.0;
     plan->host_layer_ms = 0.0;
     if (l->reports <= 0) {
         return;
@@ -63,6 +64,9 @@ mt_plan_apply_learned(struct mt_plan *plan, const struct mt_hwprofile *hw)
     }
     if (l->gpu_eff > 0) {
         plan->gpu_eff = MT_MIN(MT_MAX(l->gpu_eff, 0.01), MT_PLAN_LEARNED_EFF_MAX);
+    }
+    if (l->cpu_prefill_eff > 0) {
+        plan->cpu_prefill_eff = MT_MIN(MT_MAX(l->cpu_prefill_eff, 0.01), MT_PLAN_LEARNED_EFF_MAX);
     }
     if (l->host_layer_ms > 0 && hw->gpu.present) {
         plan->host_layer_ms = l->host_layer_ms;
