@@ -31,6 +31,7 @@ int mt_cpu_experts_amx_super = 256;
 int mt_cpu_experts_amx_cvt_pf = 1;
 int mt_cpu_experts_amx_cadd = 0;
 int mt_cpu_experts_amx_small = 64;
+int mt_cpu_experts_amx_small_wide = 1;
 int mt_cpu_experts_prefill_unit = 128;
 int mt_cpu_experts_decode = 0;
 int mt_cpu_experts_dynamic = 1;
@@ -539,6 +540,10 @@ mt_cpu_moe_create(struct mt_cpu_team *team, enum mt_cpu_level level, struct mt_c
     const char *ev = getenv("MT_CPU_AMX_SMALL"); /* measurements: mt_cpu_experts_amx_small */
     if (ev != NULL) {
         mt_cpu_experts_amx_small = atoi(ev);
+    }
+    ev = getenv("MT_CPU_AMX_SMALL_WIDE"); /* measurements: mt_cpu_experts_amx_small_wide */
+    if (ev != NULL) {
+        mt_cpu_experts_amx_small_wide = atoi(ev);
     }
     moe->t_thread = calloc(2 * (size_t)mt_cpu_team_size(team), sizeof(double));
     if (moe->t_thread == NULL) {

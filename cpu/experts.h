@@ -139,6 +139,12 @@ extern int mt_cpu_experts_amx_cadd;
  */
 extern int mt_cpu_experts_amx_small;
 uint64_t mt_cpu_experts_amx_small_calls(void);
+/*
+ * 1 (default): 33-64 tokens take that kernel's 16-row blocks over all their tokens (each row
+ * widened once); 0: blocks of 32 x 32 (rows widened again for each 32 tokens). A knob for
+ * benchmarks and tests, like the one above (MT_CPU_AMX_SMALL_WIDE=n).
+ */
+extern int mt_cpu_experts_amx_small_wide;
 
 /* Tests: the next that many kernel workspace allocations fail (as when memory is short). */
 extern _Atomic int mt_cpu_experts_ws_fault;

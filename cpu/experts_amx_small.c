@@ -161,6 +161,110 @@ store_c(int t0, int a0, int m, int nrows, float *y, int64_t ldy)
     }
 }
 
+/*
+ * Tiles 0 .. ntok - 1 (C of rows a0 .. + 15 x token tile j) into y[t * ldy + r], transposed. The
+ * tile numbers of _tile_stored are immediates, hence the unrolled stores.
+ */
+static void
+store_c16(int ntok, int a0, int m, int nrows, float *y, int64_t ldy)
+{
+    int nr = MT_MIN(16, nrows - a0);
+    __m512i r[16];
+
+    _tile_stored(0, sws.c[0], 64);
+    _tile_stored(1, sws.c[1], 64);
+    if (ntok > 2) {
+        _tile_stored(2, sws.c[2], 64);
+    }
+    if (ntok > 3) {
+        _tile_stored(3, sws.c[3], 64);
+    }
+    for (int j = 0; j < ntok; j++) {
+        for (int i = 0; i < 16; i++) {
+            r[i] = _mm512_load_si512(sws.c[j] + i * 16);
+        }
+        mt_transpose16(r); /* r[n]: token 16 j + n, rows a0 .. + 15 */
+        for (int n = 0; n < 16 && 16 * j + n < m; n++) {
+            _mm512_mask_storeu_ps(y + (int64_t)(16 * j + n) * ldy + a0,
+                                  (__mmask16)((1u << nr) - 1), _mm512_castsi512_ps(r[n]));
+        }
+    }
+}
+
+/*
+ * 64 k of row r (zero past r1) widened to bf16 by the table: the two A-tile rows of the step pair
+ * (k 0-7, 16-23, ... and 8-15, 24-31, ...; the file comment) at dst and dst + 2 TILE.
+ */
+static inline void
+widen_row(const struct mt_cpu_weight *w, int64_t r, int64_t r1, int64_t q, uint16_t *dst,
+          __m512i th0, __m512i th1, __m512i tl0, __m512i tl1)
+{
+    __m512i v = _mm512_setzero_si512();
+
+    if (r < r1) {
+        const uint8_t *src = (const uint8_t *)w->data + r * w->cols + 64 * q;
+
+        if (64 * q + ROW_PF < w->cols) {
+            _mm_prefetch((const char *)src + ROW_PF, _MM_HINT_T1);
+        }
+        v = _mm512_loadu_si512(src);
+    }
+    __m512i hi = _mm512_permutex2var_epi8(th0, v, th1);
+    __m512i lo = _mm512_permutex2var_epi8(tl0, v, tl1);
+
+    hi = _mm512_ternarylogic_epi32(hi, v, _mm512_set1_epi8((char)0x80), 0xf8); /* | v's sign */
+    _mm512_store_si512(dst, _mm512_unpacklo_epi8(lo, hi));
+    _mm512_store_si512(dst + 2 * TILE, _mm512_unpackhi_epi8(lo, hi));
+}
+
+/*
+ * 33-64 tokens: 16 rows x all the tokens' tiles (3 or 4) at once, so each row is widened once
+ * for every token. One A tile and one B tile a product (1.25 tile loads a product at 4 token
+ * tiles against 1 for the 2 x 2 block), but the rows' conversion, most of the time at these
+ * token counts, is not repeated for a second block of 32 tokens.
+ */
+static void
+rows_by_16(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, int m, float *y, int64_t ldy,
+           __m512i th0, __m512i th1, __m512i tl0, __m512i tl1)
+{
+    int64_t nks = w->cols / 32;
+    int nrows = (int)(r1 - r0);
+    int ntok = (m + 15) / 16;
+
+    for (int a0 = 0; a0 < nrows; a0 += 16) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        for (int64_t q = 0; q < nks / 2; q++) {
+            uint16_t *a = sws.a[q & 1]; /* step A's tile at 0, step B's at 2 TILE */
+
+            for (int i = 0; i < 16; i++) {
+                widen_row(w, r0 + a0 + i, r1, q, a + i * 32, th0, th1, tl0, tl1);
+            }
+            for (int h = 0; h < 2; h++) {
+                const uint16_t *b = sws.b + (size_t)(2 * q + h) * TILE; /* token tile 0 */
+                size_t bt = (size_t)nks * TILE;                         /* to the next */
+
+                _tile_loadd(4, a + 2 * h * TILE, 64);
+                _tile_loadd(5, b, 64);
+                _tile_dpbf16ps(0, 4, 5);
+                _tile_loadd(6, b + bt, 64);
+                _tile_dpbf16ps(1, 4, 6);
+                if (ntok > 2) {
+                    _tile_loadd(7, b + 2 * bt, 64);
+                    _tile_dpbf16ps(2, 4, 7);
+                }
+                if (ntok > 3) {
+                    _tile_loadd(5, b + 3 * bt, 64);
+                    _tile_dpbf16ps(3, 4, 5);
+                }
+            }
+        }
+        store_c16(ntok, a0, m, nrows, y, ldy);
+    }
+}
+
 void
 mt_cpu_amx_small_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, const uint16_t *xp,
                       int m, float *y, int64_t ldy)
@@ -179,10 +283,13 @@ mt_cpu_amx_small_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, con
     mt_cpu_e4m3_bf16_lut(&lut_hi, &lut_lo);
     __m512i th0 = _mm512_load_si512(lut_hi), th1 = _mm512_load_si512(lut_hi + 64);
     __m512i tl0 = _mm512_load_si512(lut_lo), tl1 = _mm512_load_si512(lut_lo + 64);
-    __m512i sign = _mm512_set1_epi8((char)0x80);
 
     atomic_fetch_add_explicit(&calls, 1, memory_order_relaxed);
     scale_x(xp, ntt, nks, srow);
+    if (m > 32 && m <= 64 && mt_cpu_experts_amx_small_wide) {
+        rows_by_16(w, r0, r1, m, y, ldy, th0, th1, tl0, tl1);
+        return;
+    }
     for (int t0 = 0; t0 < m; t0 += 32) {
         const uint16_t *b0 = sws.b + (size_t)(t0 / 16) * (size_t)nks * TILE;
         const uint16_t *b1 = b0 + (size_t)nks * TILE;
@@ -195,27 +302,9 @@ mt_cpu_amx_small_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, con
             for (int64_t q = 0; q < nks / 2; q++) {
                 uint16_t *a = sws.a[q & 1]; /* two sets: a step's stores never wait for loads */
 
-                for (int i = 0; i < 32; i++) {
-                    int64_t r = r0 + a0 + i;
-                    __m512i v = _mm512_setzero_si512();
-
-                    if (r < r1) {
-                        const uint8_t *src = (const uint8_t *)w->data + r * cols + 64 * q;
-
-                        if (64 * q + ROW_PF < cols) {
-                            _mm_prefetch((const char *)src + ROW_PF, _MM_HINT_T1);
-                        }
-                        v = _mm512_loadu_si512(src);
-                    }
-                    __m512i hi = _mm512_permutex2var_epi8(th0, v, th1);
-                    __m512i lo = _mm512_permutex2var_epi8(tl0, v, tl1);
-
-                    hi = _mm512_ternarylogic_epi32(hi, v, sign, 0xf8); /* hi | (v & sign) */
-                    /* step A: rows of tile i / 16 at 0, step B at 2 TILE */
-                    _mm512_store_si512(a + (i / 16) * TILE + (i % 16) * 32,
-                                       _mm512_unpacklo_epi8(lo, hi));
-                    _mm512_store_si512(a + 2 * TILE + (i / 16) * TILE + (i % 16) * 32,
-                                       _mm512_unpackhi_epi8(lo, hi));
+                for (int i = 0; i < 32; i++) { /* step A: rows of tile i / 16 at 0, B at 2 TILE */
+                    widen_row(w, r0 + a0 + i, r1, q, a + (i / 16) * TILE + (i % 16) * 32, th0,
+                              th1, tl0, tl1);
                 }
                 for (int h = 0; h < 2; h++) {
                     _tile_loadd(4, a + 2 * h * TILE, 64);

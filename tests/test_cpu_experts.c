@@ -653,6 +653,13 @@ main(void)
         test_amx_small(MT_DTYPE_F8_E4M3, 832, 192, 300);
         test_amx_small(MT_DTYPE_BF16, 7168, 2048, 20);
         test_amx_small(MT_DTYPE_F8_E4M3, 96, 48, 24);
+        /* 33-64 tokens in 16-row blocks over 3 or 4 token tiles (72 rows: a block cut short),
+           and in blocks of 32 x 32 with mt_cpu_experts_amx_small_wide off */
+        test_amx_small(MT_DTYPE_F8_E4M3, 7168, 2048, 64);
+        test_amx_small(MT_DTYPE_F8_E4M3, 128, 72, 45);
+        mt_cpu_experts_amx_small_wide = 0;
+        test_amx_small(MT_DTYPE_F8_E4M3, 7168, 2048, 37);
+        mt_cpu_experts_amx_small_wide = 1;
     }
     if (mt_cpu_team_create(-1, 0, &team) != MT_OK) {
         tap_ok(false, "thread team created");

@@ -145,29 +145,43 @@ ok $? "reports of plans at different DRAM rates: one efficiency over both rates:
 $(grep 'CPU, all' "$tmp/l5.out")"
 # the CPU's prefill runs: a profile that measured them (cpu.expert_prefill_*) and a report whose
 # prefill dram-cpu runs took twice what that model gives them -> cpu_prefill_eff 0.5, and the next
-# plan predicts a slower prefill; a report that copied DRAM experts into GPU slots (counted as
-# dram-cpu runs while the GPU computed them) teaches nothing about them
-jq '.cpu.expert_prefill_gbps = 10 | .cpu.expert_prefill_gflops = 100' "$tmp/cpu.json"     >"$tmp/pre.json"
+# plan predicts a slower prefill; DRAM experts copied into GPU slots (counted as dram-cpu runs
+# while the GPU computed them): over 2% of the runs the report teaches nothing about prefill,
+# at 2 of 1,000 their bytes are taken out
+jq '.cpu.expert_prefill_gbps = 10 | .cpu.expert_prefill_gflops = 100' "$tmp/cpu.json" \
+    >"$tmp/pre.json"
 jq '.predicted.hardware.cpu_prefill_gbps = 10 | .predicted.hardware.cpu_prefill_gflops = 100 |
     .prefill.stream.bytes_read = 0 | .decode.stream.bytes_read = 0 |
     .predicted.expert_flops as $f | .prefill.tiers["dram-cpu"] as $c |
-    .prefill.tiers["dram-cpu"].seconds = 2 * ($c.bytes / 10e9 + $c.pairs * $f / 100e9)'     "$tmp/r.json" >"$tmp/rp.json"
+    .prefill.tiers["dram-cpu"].seconds = 2 * ($c.bytes / 10e9 + $c.pairs * $f / 100e9)' \
+    "$tmp/r.json" >"$tmp/rp.json"
 cp "$tmp/pre.json" "$tmp/learnp.json"
 plan --hw "$tmp/pre.json" --cpu-mem "$mem" -o "$tmp/pre-plan.json" >/dev/null 2>&1 &&
-    jq -e '.prefill.tiers["dram-cpu"].pairs > 0 and .predicted.expert_flops > 0' "$tmp/rp.json"         >/dev/null &&
+    jq -e '.prefill.tiers["dram-cpu"].pairs > 0 and .predicted.expert_flops > 0' "$tmp/rp.json" \
+        >/dev/null &&
     "$bin" plan -m "$m" --hw "$tmp/learnp.json" --learn "$tmp/rp.json" >"$tmp/lp.out" 2>&1 &&
     jq -e '(.learned.cpu_prefill_eff - 0.5 | fabs) < 1e-6' "$tmp/learnp.json" >/dev/null &&
     plan --hw "$tmp/learnp.json" --cpu-mem "$mem" -o "$tmp/pre-learned.json" >"$tmp/lp2.out" 2>&1 &&
     grep -q 'CPU prefill: .* x 0.500 (learned)' "$tmp/lp2.out" &&
     jq -e --slurpfile a "$tmp/pre-plan.json" '.hardware.cpu_prefill_eff == 0.5 and
-        .prediction.prefill_tok_s < $a[0].prediction.prefill_tok_s' "$tmp/pre-learned.json"         >/dev/null
+        .prediction.prefill_tok_s < $a[0].prediction.prefill_tok_s' "$tmp/pre-learned.json" \
+        >/dev/null
 ok $? "the CPU's prefill runs at half the profile's model are learned as 0.5 and planned with: \
 $(grep 'CPU prefill runs, all' "$tmp/lp.out")"
-jq '.prefill.slot_copies = 3' "$tmp/rp.json" >"$tmp/rp2.json"
+jq '.prefill.slot_copies = (.prefill.tiers["dram-cpu"].runs / 10 | floor) + 1' "$tmp/rp.json" \
+    >"$tmp/rp2.json"
+jq --argjson e "$(jq .expert_bytes "$tmp/rp.json")" \
+    '.prefill.tiers["dram-cpu"] |= (.runs = 1000 | .bytes += 2 * $e) | .prefill.slot_copies = 2' \
+    "$tmp/rp.json" >"$tmp/rp3.json"
 cp "$tmp/pre.json" "$tmp/learnp2.json"
+cp "$tmp/pre.json" "$tmp/learnp3.json"
 "$bin" plan -m "$m" --hw "$tmp/learnp2.json" --learn "$tmp/rp2.json" >"$tmp/lp3.out" 2>&1 &&
-    jq -e '(.learned.cpu_prefill_eff // 0) == 0 and .learned.cpu_expert_eff > 0'         "$tmp/learnp2.json" >/dev/null
-ok $? "a report with slot copies in its prefill teaches the decode's CPU rate, not the prefill's"
+    jq -e '(.learned.cpu_prefill_eff // 0) == 0 and .learned.cpu_expert_eff > 0' \
+        "$tmp/learnp2.json" >/dev/null &&
+    "$bin" plan -m "$m" --hw "$tmp/learnp3.json" --learn "$tmp/rp3.json" >"$tmp/lp4.out" 2>&1 &&
+    jq -e '(.learned.cpu_prefill_eff - 0.5 | fabs) < 1e-6' "$tmp/learnp3.json" >/dev/null
+ok $? "slot copies in a prefill: over 2% of its runs it teaches the decode's CPU rate only; 2 of \
+1,000 are taken out of its bytes"
 # the host wait: a GPU run of a plan with half the experts in DRAM, its decode 2 ms per waiting
 # layer slower than the plan predicted at the rates it measured -> host_layer_ms 2, and the next
 # plan predicts with it
