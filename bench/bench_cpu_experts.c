@@ -379,40 +379,46 @@ amx_scaling(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe, int nt)
 /*
  * (k): AMX prefill with the few tokens an expert gets in a prompt chunk (8 experts x m tokens):
  * the few-token kernel (cpu/experts_amx_small.c, mt_cpu_experts_amx_small) against the tiles
- * kernel (a call's rows converted into an L2-sized buffer first), alternating, in rounds; GB/s
- * of FP8 weights read (against the read ceiling of this run) and TFLOP/s.
+ * kernel (a call's rows converted into an L2-sized buffer first), and at 33-64 tokens the
+ * few-token kernel's blocks of 32 x 32 too (mt_cpu_experts_amx_small_wide 0: rows widened again
+ * for each 32 tokens), alternating in rotated order, in rounds; GB/s of FP8 weights read
+ * (against the read ceiling of this run) and TFLOP/s.
  */
 static int
 amx_small(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe, int rounds, double ceil_gbps)
 {
-    static const int ms[] = {16, 24, 32, 48, 64, 128};
-    int small = mt_cpu_experts_amx_small;
+    static const int ms[] = {16, 24, 32, 40, 48, 64, 128};
+    static const char *const names[3] = {"few-token", "tiles", "few-token, 32 x 32"};
+    int small = mt_cpu_experts_amx_small, wide = mt_cpu_experts_amx_small_wide;
 
     printf("\n## (k) prefill fp8, 8 experts x m tokens: few-token kernel against the tiles "
            "kernel, %d rounds\n\n| tokens/expert | kernel | GB/s per round | median GB/s | of "
            "read ceiling | TFLOP/s (median) |\n|---|---|---|---|---|---|\n", rounds);
     for (size_t i = 0; i < sizeof(ms) / sizeof(ms[0]); i++) {
-        double g[2][rounds];
-        double tf[2][rounds];
+        int nv = ms[i] > 32 && ms[i] <= 64 ? 3 : 2;
+        double g[3][rounds];
+        double tf[3][rounds];
 
         for (int k = 0; k < rounds; k++) {
-            for (int j = 0; j < 2; j++) {
-                int v = (j + k) % 2; /* 0: small kernel, 1: L2 buffer */
+            for (int j = 0; j < nv; j++) {
+                int v = (j + k) % nv; /* 0: few-token, 1: tiles, 2: few-token in 32 x 32 */
                 struct mt_cpu_moe_timing t;
 
-                mt_cpu_experts_amx_small = v == 0 ? ms[i] : 0;
+                mt_cpu_experts_amx_small = v == 1 ? 0 : ms[i];
+                mt_cpu_experts_amx_small_wide = v == 2 ? 0 : wide;
                 if (mt_cpu_expert_pool_time(pool, moe, 0, 0, 8, ms[i], 3, &t) != MT_OK) {
                     mt_cpu_experts_amx_small = small;
+                    mt_cpu_experts_amx_small_wide = wide;
                     return 1;
                 }
                 g[v][k] = t.bytes / t.median_s * 1e-9;
                 tf[v][k] = t.flops / t.median_s * 1e-12;
             }
         }
-        for (int v = 0; v < 2; v++) {
+        for (int v = 0; v < nv; v++) {
             double gs[rounds], ts[rounds];
 
-            printf("| %d | %s |", ms[i], v == 0 ? "few-token" : "tiles");
+            printf("| %d | %s |", ms[i], names[v]);
             for (int k = 0; k < rounds; k++) {
                 printf(" %.1f", g[v][k]);
                 gs[k] = g[v][k];
@@ -425,6 +431,7 @@ amx_small(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe, int rounds, d
         }
     }
     mt_cpu_experts_amx_small = small;
+    mt_cpu_experts_amx_small_wide = wide;
     return 0;
 }
 
