@@ -22,13 +22,14 @@
  * 64q + 63 come out as two A-tile rows holding k (0-7, 16-23, 32-39, 48-55) and (8-15, 24-31,
  * 40-47, 56-63) of the 64; the B tiles of each pair of steps hold x's pairs of k in that order.
  * C (rows x tokens) is transposed on the way to y (tokens x rows), once per call and block.
- * The 4 C tiles (32 rows x 32 tokens) stay in tile registers over all of K, so more than 32
- * tokens take the rows again for each block of 32 (measured: no faster than the tiles kernel
- * from ~48 tokens on, slower at 128).
+ * Up to 32 tokens the 4 C tiles are 32 rows x 32 tokens over all of K; 33-64 tokens take 16
+ * rows x all their token tiles (rows_by_16), so each row is widened once for every token.
  *
- * Measured on the GPU test machine (8 experts x m tokens, bench_cpu_experts (k), session 27):
- * 35.9 / 40.1 / 41.3 GB/s of FP8 weights at 16 / 24 / 32 tokens against 25.5 / 26.2 / 23.9
- * for the tiles kernel in the same rounds; 22.3 / 21.2 against 20.4 / 17.8 at 48 / 64.
+ * Measured on the GPU test machine (8 experts x m tokens, bench_cpu_experts (k)): 35.9 / 40.1 /
+ * 41.3 GB/s of FP8 weights at 16 / 24 / 32 tokens against 25.5 / 26.2 / 23.9 for the tiles
+ * kernel in the same rounds (session 27); 36.2 / 36.4 / 26.9 at 40 / 48 / 64 tokens against
+ * 28.0 / 26.0 / 24.8 in blocks of 32 x 32 and 25.3 / 23.1 / 22.6 for the tiles kernel (session
+ * 28); slower than the tiles kernel at 128.
  *
  * Numerics: e4m3 exact, x x s rounded to bf16 once (x itself arrives rounded to bf16 in the
  * packed input: two roundings, as the tiles kernel's x and w x s), products and sums in fp32.
