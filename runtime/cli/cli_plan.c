@@ -179,8 +179,9 @@ gpu_limited(json_t *ph)
  * slot, and the report counts its run under dram-cpu (its plan's tier) while the GPU computes it:
  * where those are at most 2% of the runs their bytes are taken out (their pairs, a few percent
  * of all, are not known apart and stay), else the report teaches nothing here (a 4,096-token
- * prompt on the H200 host: 2 of 1,004 runs). On the H200 host the engine's runs took 1.4-1.6x what the bench's fit gives (a team of
- * 15 threads beside the GPU, 16 in the bench; bench/results/hetero-h200.md session 28).
+ * prompt on the H200 host: 2 of 1,004 runs). There a run of the all-DRAM plan taught 0.883,
+ * and the plan made with it predicted the next run's prefill to 0.99 (bench/results/
+ * hetero-h200.md, session 28).
  */
 static void
 learn_prefill(json_t *root, double streamed, const char *path, struct learned_sum *sum)
