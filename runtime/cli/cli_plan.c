@@ -120,7 +120,7 @@ struct learned_sum {
     double cpu_b, cpu_s, cpu_ref;
     double disk_b, disk_s, disk_ref;
     double gpu_b, gpu_s, gpu_ref;
-    double pre_model_s, pre_s; /* the CPU's prefill runs: their time by the plan's model, measured */
+    double pre_model_s, pre_s; /* the CPU's prefill runs: their time by the model, measured */
 };
 
 /* report[a][b][c] as a number, 0 when absent or not a number. */
