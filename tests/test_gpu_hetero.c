@@ -170,8 +170,9 @@ allowed_tiers(enum plan_kind k)
         return 1u << MT_TIER_GPU;
     case ALL_DRAM_REF:
     case ALL_DRAM_TEAM:
-    case DRAM_SLOTS:
         return 1u << MT_TIER_DRAM_CPU;
+    case DRAM_SLOTS: /* DRAM experts copied into GPU slots count as the PCIe tier's */
+        return 1u << MT_TIER_DRAM_CPU | 1u << MT_TIER_DRAM_PCIE;
     case ALL_NVME:
         return 1u << MT_TIER_NVME;
     case SQUEEZED:
@@ -284,6 +285,15 @@ check_plan(const struct mt_model *m, const char *set, enum plan_kind k, uint64_t
     if (k == MIX_PCIE || k == DRAM_SLOTS) {
         tap_ok(s.slot_copies > 0, "%s, %s: experts were copied to GPU slots (%llu)", set, pn,
                (unsigned long long)s.slot_copies);
+    }
+    if (k == DRAM_SLOTS) { /* every DRAM expert a step used went to a slot: counted as PCIe */
+        tap_ok(s.expert_runs[MT_TIER_DRAM_PCIE] == s.slot_copies &&
+                   s.expert_runs[MT_TIER_DRAM_CPU] == 0,
+               "%s, %s: the DRAM experts copied into slots count as the PCIe tier's (%llu runs, "
+               "%llu copies, %llu dram-cpu runs)",
+               set, pn, (unsigned long long)s.expert_runs[MT_TIER_DRAM_PCIE],
+               (unsigned long long)s.slot_copies,
+               (unsigned long long)s.expert_runs[MT_TIER_DRAM_CPU]);
     }
     if (k == SQUEEZED) {
         tap_ok(s.expert_runs[MT_TIER_DRAM_CPU] > 0 && mt_engine_device_bytes(r.e) <= gpu_mem,

@@ -161,8 +161,8 @@ eff_of(double measured_gbps, double rate_gbps, const char *what, const char *pat
  * wait: a dram plan's run taught 0.043 of HBM that way, 2026-11-30), nor where the CPU experts
  * were busy for more than a quarter of the forward (the engine starts them before the device's
  * launches, which hide part of their wait; and the host wait's residual there is the CPU's rate).
- * Not seen here: DRAM_CPU experts copied into slots in decode, which the report counts as
- * dram-cpu (only with MT_GPU_SLOT_MIN_TOKENS <= the decode batch; the default is 64 tokens).
+ * DRAM_CPU experts copied into slots (a step that gave them MT_GPU_SLOT_MIN_TOKENS tokens) are
+ * counted under dram-pcie too (eng_moe_count).
  */
 static bool
 gpu_limited(json_t *ph)
@@ -175,11 +175,8 @@ gpu_limited(json_t *ph)
  * The CPU's expert runs in prefill, where the plan modelled them (mt_plan_problem.cpu_run_rate):
  * the time its rates give the prefill's dram-cpu runs (their weight bytes at the run rate, their
  * token-expert pairs' FLOPs at the token rate) over the time they took, in runs that streamed
- * nothing. The GPU engine copies a DRAM expert that a chunk gives 64 tokens or more into a GPU
- * slot, and the report counts its run under dram-cpu (its plan's tier) while the GPU computes it:
- * where those are at most 2% of the runs their bytes are taken out (their pairs, a few percent
- * of all, are not known apart and stay), else the report teaches nothing here (a 4,096-token
- * prompt on the H200 host: 2 of 1,004 runs). There a run of the all-DRAM plan taught 0.883,
+ * nothing (a DRAM expert the GPU engine copies into a slot for a chunk's many tokens is counted
+ * under dram-pcie: eng_moe_count). On the H200 host a run of the all-DRAM plan taught 0.883,
  * and the plan made with it predicted the next run's prefill to 0.99 (bench/results/
  * hetero-h200.md, session 28).
  */
@@ -195,13 +192,10 @@ learn_prefill(json_t *root, double streamed, const char *path, struct learned_su
     double bytes = num_at(cpu, "bytes", NULL, NULL);
     double pairs = num_at(cpu, "pairs", NULL, NULL);
     double secs = num_at(cpu, "seconds", NULL, NULL);
-    double slots = num_at(root, "prefill", "slot_copies", NULL);
 
-    if (!(gbps > 0 && gflops > 0 && flops > 0 && bytes > 0 && secs > 0) || streamed > 0 ||
-        slots > 0.02 * num_at(cpu, "runs", NULL, NULL)) {
+    if (!(gbps > 0 && gflops > 0 && flops > 0 && bytes > 0 && secs > 0) || streamed > 0) {
         return;
     }
-    bytes -= slots * num_at(root, "expert_bytes", NULL, NULL);
     /* the raw rates: the efficiency the plan already applied is learned again, not compounded */
     double model_s = bytes / (gbps * 1e9) + pairs * flops / (gflops * 1e9);
     printf("learned    : CPU prefill runs %.3f s by the profile's model, %.3f s measured = %.3f "

@@ -248,6 +248,11 @@ eng_moe_count(struct mt_engine *e, int l, const struct eng_work *w)
     for (int x_id = 0; x_id < E; x_id++) {
         int rows = w->group_start[x_id + 1] - w->group_start[x_id];
         uint8_t tier = e->tiers[(size_t)l * E + x_id];
+        /* a DRAM expert the GPU engine copies into a slot (a chunk gave it enough tokens) is
+           computed as the PCIe tier's are: counted there, so dram-cpu is what the CPU ran */
+        if (tier == MT_TIER_DRAM_CPU && on_device(w, x_id)) {
+            tier = MT_TIER_DRAM_PCIE;
+        }
         if (rows > 0 && tier < MT_TIER_COUNT) {
             e->stats.expert_runs[tier]++;
             e->stats.expert_pairs[tier] += (uint64_t)rows;
