@@ -334,6 +334,29 @@ check_plan(const struct mt_model *m, const char *set, enum plan_kind k, uint64_t
 }
 
 /*
+ * The planner's estimate of the engine's work space (mt_plan_gpu_work_bytes, which decides the
+ * chunk a plan predicts prefill at) against the engine's own count, for the chunk it took: the
+ * same buffers, so within a few KiB (the estimate rounds the kernels' small scratch up).
+ */
+static void
+check_work_estimate(const struct mt_model *m, const char *set, const struct rig *r, bool host)
+{
+    struct mt_model_sizes sz;
+    int chunk = 0;
+    uint64_t have = r->e != NULL ? mt_engine_device_work_bytes(r->e, &chunk) : 0;
+    bool ok = have > 0 && mt_model_sizes_of(m, &sz) == MT_OK;
+    uint64_t est = ok ? mt_plan_gpu_work_bytes(&m->cfg, chunk, 1024, host, sz.routed_expert_bytes,
+                                               true)
+                      : 0;
+    double rel = have > 0 ? fabs((double)est - (double)have) / (double)have : INFINITY;
+
+    tap_ok(ok && rel <= 0.01, "%s: the planner's work-space estimate at %d-token chunks%s, %llu "
+           "bytes, within 1%% of the engine's %llu (%.2e)",
+           set, chunk, host ? " (host experts)" : "", (unsigned long long)est,
+           (unsigned long long)have, rel);
+}
+
+/*
  * A prompt longer than the all-GPU chunk (512 tokens): with every expert on the CPU team the
  * engine takes up to 1,024 tokens a chunk (HOST_CHUNK in engine_gpu.c), so a 700-token prompt
  * runs each host expert once a layer (in 512-token chunks most would run twice), and its last
@@ -388,6 +411,11 @@ check_long_prompt(const struct mt_model *m, const char *set)
         need512 = mt_engine_device_bytes(r512.e);
     }
     unsetenv("MT_GPU_CHUNK");
+    if (ok) {
+        check_work_estimate(m, set, &gpu, false);
+        check_work_estimate(m, set, &team, true);
+        check_work_estimate(m, set, &r512, true);
+    }
     rig_free(&r512);
     if (need1024 > need512 + (2u << 20) && need512 > 0) {
         uint64_t budget = need512 + (need1024 - need512) / 2;

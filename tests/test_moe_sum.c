@@ -118,11 +118,19 @@ main(void)
         }
         memcpy(got, shared, sizeof(got));
         memcpy(want, shared, sizeof(want));
-        eng_moe_sum(&e, 0, &w, got, N);
+        eng_moe_sum(&e, 0, &w, got, N, false);
         static const uint8_t none[E];
         want_sum(&w, gpu ? on_gpu : none, want);
         tap_ok(memcmp(got, want, sizeof(got)) == 0 && e.stats.moe_host_s > 0,
                "%s%s: the weighted sum has the bits of the experts-ascending loop",
+               with_team ? "host team" : "engine thread", gpu ? ", device experts skipped" : "");
+        /* from zero (the GPU engine's host sum): every row cleared first, whatever it held */
+        memcpy(got, shared, sizeof(got));
+        memset(want, 0, sizeof(want));
+        eng_moe_sum(&e, 0, &w, got, N, true);
+        want_sum(&w, gpu ? on_gpu : none, want);
+        tap_ok(memcmp(got, want, sizeof(got)) == 0,
+               "%s%s: the weighted sum from zero has the same bits",
                with_team ? "host team" : "engine thread", gpu ? ", device experts skipped" : "");
     }
     mt_cpu_team_destroy(team);

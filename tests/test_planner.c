@@ -791,7 +791,56 @@ test_cpu_prefill_model(void)
     mt_plan_budget_default(&b);
     b.gpu_mem = sz.other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token + b.gpu_reserve;
     b.cpu_mem = (uint64_t)1 << 40;
-    /* all experts in DRAM: without measured runs, then with two sets of them */
+    /* all experts in DRAM under the default 1.5 GiB reserve: the engine's work space for
+       1,024-token chunks (~1.4 MB a token at V3.2's shapes) does not fit, so the plan predicts
+       the 512 the engine will run, and says how much more the longer chunk needs */
+    {
+        uint64_t work = mt_plan_gpu_work_bytes(&cfg, MT_PLAN_CHUNK_HOST, b.ctx, true,
+                                               sz.routed_expert_bytes, false);
+        uint64_t work512 = mt_plan_gpu_work_bytes(&cfg, MT_PLAN_CHUNK_GPU, b.ctx, true,
+                                                  sz.routed_expert_bytes, false);
+        st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan[0]) : st;
+        tap_ok(st == MT_OK && plan[0]->tier[MT_TIER_GPU].experts == 0 &&
+                   plan[0]->budget.prefill_batch == MT_PLAN_CHUNK_GPU &&
+                   plan[0]->host_chunk_short == work - b.gpu_reserve && work512 < b.gpu_reserve &&
+                   work > work512 + ((uint64_t)1 << 29),
+               "all-DRAM V3.2 filling --gpu-mem to a 1.5 GiB reserve: prefill predicted at %d-token "
+               "chunks (the engine's work space: %.2f GiB at 1,024, %.2f at 512; %.2f GiB short)",
+               st == MT_OK ? plan[0]->budget.prefill_batch : 0, work / 1073741824.0,
+               work512 / 1073741824.0,
+               st == MT_OK ? plan[0]->host_chunk_short / 1073741824.0 : 0.0);
+        mt_plan_destroy(plan[0]);
+        plan[0] = NULL;
+        /* with 4 GiB beside the weights and the KV cache, the default reserve grows to that
+           work space (a few GPU experts fewer) and the plan gets the longer chunks; a reserve
+           given on the command line stays */
+        struct mt_plan_budget bb = b;
+        bb.gpu_mem += (uint64_t)5 << 29;
+        st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &bb, NULL, NULL, &plan[0]) : st;
+        bb.gpu_reserve_auto = false;
+        st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &bb, NULL, NULL, &plan[1]) : st;
+        tap_ok(st == MT_OK && plan[0]->budget.gpu_reserve == work &&
+                   plan[0]->budget.prefill_batch == MT_PLAN_CHUNK_HOST &&
+                   plan[0]->host_chunk_short == 0 && plan[1]->budget.gpu_reserve == b.gpu_reserve &&
+                   plan[1]->budget.prefill_batch == MT_PLAN_CHUNK_GPU &&
+                   plan[1]->host_chunk_short > 0 &&
+                   plan[1]->host_chunk_short <= work - b.gpu_reserve &&
+                   plan[1]->tier[MT_TIER_GPU].experts > plan[0]->tier[MT_TIER_GPU].experts,
+               "the default --gpu-reserve grows to the work space of %d-token chunks (%.2f GiB: "
+               "%d GPU experts against %d, prefill at %d tokens); --gpu-reserve 1.5G stays (%d)",
+               MT_PLAN_CHUNK_HOST, st == MT_OK ? plan[0]->budget.gpu_reserve / 1073741824.0 : 0.0,
+               st == MT_OK ? plan[0]->tier[MT_TIER_GPU].experts : 0,
+               st == MT_OK ? plan[1]->tier[MT_TIER_GPU].experts : 0,
+               st == MT_OK ? plan[0]->budget.prefill_batch : 0,
+               st == MT_OK ? plan[1]->budget.prefill_batch : 0);
+        for (int i = 0; i < 2; i++) {
+            mt_plan_destroy(plan[i]);
+            plan[i] = NULL;
+        }
+    }
+    /* a reserve that holds the longer chunk: without measured runs, then with two sets */
+    b.gpu_reserve = (uint64_t)5 << 29;
+    b.gpu_mem = sz.other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token + b.gpu_reserve;
     st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan[0]) : st;
     hw.cpu.expert_prefill_gbps = 40;
     hw.cpu.expert_prefill_gflops = 5000;
@@ -810,6 +859,7 @@ test_cpu_prefill_model(void)
     double layer2 = 256 * (ue * bytes / 20e9 + flt / 5e12);
     double diff = (plan[2]->prefill_ms - plan[1]->prefill_ms) * 1e-3;
     tap_ok(plan[0]->budget.prefill_batch == MT_PLAN_CHUNK_HOST &&
+               plan[0]->host_chunk_short == 0 &&
                plan[1]->budget.prefill_batch == MT_PLAN_CHUNK_HOST &&
                plan[1]->cpu_prefill_gbps == 40 && plan[1]->cpu_prefill_gflops == 5000 &&
                plan[0]->cpu_prefill_gbps == 0 &&
@@ -845,6 +895,7 @@ test_cpu_prefill_model(void)
         hw.gpu.present = true;
         st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &bb, NULL, NULL, &plan[2]) : st;
         tap_ok(st == MT_OK && plan[0]->tier[MT_TIER_GPU].experts == 58 * 256 &&
+                   plan[0]->budget.gpu_reserve == b.gpu_reserve &&
                    plan[0]->budget.prefill_batch == MT_PLAN_CHUNK_GPU &&
                    plan[1]->budget.prefill_batch == MT_PLAN_CHUNK_GPU &&
                    plan[2]->budget.prefill_batch == 700,

@@ -564,6 +564,7 @@ mt_cli_plan(int argc, char **argv)
             if (!mt_cli_parse_size(&cli, "--gpu-reserve", "1.5G", optarg, &budget.gpu_reserve)) {
                 return 2;
             }
+            budget.gpu_reserve_auto = false;
             break;
         case OPT_CPU_RES:
             if (!mt_cli_parse_size(&cli, "--cpu-reserve", "4G", optarg, &budget.cpu_reserve)) {

@@ -368,6 +368,13 @@ mt_engine_device_bytes(const struct mt_engine *e)
 }
 
 uint64_t
+mt_engine_device_work_bytes(const struct mt_engine *e, int *chunk)
+{
+    *chunk = 0;
+    return e->gpu != NULL ? eng_gpu_work_bytes(e->gpu, chunk) : 0;
+}
+
+uint64_t
 mt_engine_expert_bytes_held(const struct mt_engine *e)
 {
     return e->own_provider != NULL ? mt_expert_provider_checkpoint_bytes(e->own_provider) : 0;

@@ -200,6 +200,13 @@ mt_status_t mt_engine_preload_experts(struct mt_engine *engine, uint64_t *bytes_
 uint64_t mt_engine_device_bytes(const struct mt_engine *engine);
 
 /*
+ * The work part of the GPU engine's arena (activations, scratch, the GEMM's area, expert slots)
+ * and the prompt chunk (*chunk tokens) it is sized for; 0 and 0 on the CPU engine. The planner's
+ * estimate of it (mt_plan_gpu_work_bytes) is tested against this.
+ */
+uint64_t mt_engine_device_work_bytes(const struct mt_engine *engine, int *chunk);
+
+/*
  * Where the engine placed each routed expert: [num_hidden_layers * n_routed_experts] enum mt_tier
  * (opts.expert_tiers, after the GPU engine moved what did not fit to DRAM). Borrowed.
  */

@@ -105,6 +105,14 @@ eng_gpu_device_bytes(const struct eng_gpu *g)
     return 0;
 }
 
+uint64_t
+eng_gpu_work_bytes(const struct eng_gpu *g, int *chunk)
+{
+    (void)g;
+    *chunk = 0;
+    return 0;
+}
+
 int64_t
 eng_gpu_ctx(const struct eng_gpu *g)
 {
@@ -1088,6 +1096,13 @@ uint64_t
 eng_gpu_device_bytes(const struct eng_gpu *g)
 {
     return g->need[0] + g->need[1] + g->need[2];
+}
+
+uint64_t
+eng_gpu_work_bytes(const struct eng_gpu *g, int *chunk)
+{
+    *chunk = g->chunk;
+    return g->need[CAT_WORK];
 }
 
 int64_t

@@ -932,8 +932,7 @@ eng_gpu_moe(struct mt_engine *e, struct eng_gpu *g, int l, int m)
         return st;
     }
     if (n_used > 0) {
-        memset(g->h_out, 0, (size_t)m * D * sizeof(float));
-        eng_moe_sum(e, l, w, g->h_out, m);
+        eng_moe_sum(e, l, w, g->h_out, m, true); /* the team clears the rows it adds into */
         GPU_DO(l, "host experts' sum upload",
                mt_gpu_copy_async(g->d_host_sum, g->h_out, (size_t)m * D * sizeof(float), 1, s));
         GPU_DO(l, "host experts' sum", mt_gpu_add(g->y, g->d_host_sum, (size_t)m * D, s));

@@ -150,7 +150,9 @@ mt_status_t eng_moe_submit(struct mt_engine *e, int l, struct eng_work *w,
                            struct mt_executor **used, int *n_used_out);
 mt_status_t eng_moe_wait(struct mt_engine *e, struct mt_executor **used, int n_used,
                          double t_submit);
-void eng_moe_sum(struct mt_engine *e, int l, const struct eng_work *w, float *out, int n);
+/* out[n x hidden] += the host experts' weighted outputs (zero: out = them), on the host team */
+void eng_moe_sum(struct mt_engine *e, int l, const struct eng_work *w, float *out, int n,
+                 bool zero);
 
 /*
  * engine_gpu.c: the GPU backend. create uploads everything (e->freqs, rope_att and softmax_scale
@@ -161,6 +163,7 @@ struct eng_gpu;
 mt_status_t eng_gpu_create(struct mt_engine *e);
 void eng_gpu_destroy(struct eng_gpu *g, int n_layers);
 uint64_t eng_gpu_device_bytes(const struct eng_gpu *g);
+uint64_t eng_gpu_work_bytes(const struct eng_gpu *g, int *chunk);
 /* Positions the device caches hold (--ctx; the model's own limit may be higher). */
 int64_t eng_gpu_ctx(const struct eng_gpu *g);
 /*

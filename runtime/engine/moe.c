@@ -38,6 +38,7 @@ struct pair_job {
     const float *x; /* gather: the tokens' inputs */
     float *out;     /* sum: the tokens' outputs */
     int n;
+    bool zero; /* sum: out starts from zero (each thread clears its own tokens' rows) */
 };
 
 /* The tokens [*t0, *t1) of thread tid of nt in a job. */
@@ -101,7 +102,7 @@ eng_moe_group(struct mt_engine *e, int l, const float *x, int n, struct eng_work
 {
     int E = e->cfg.n_routed_experts;
     int K = e->cfg.num_experts_per_tok;
-    struct pair_job job = {e, w, x, NULL, n};
+    struct pair_job job = {e, w, x, NULL, n, false};
     double t0 = mt_clock_now();
 
     (void)l;
@@ -306,6 +307,10 @@ sum_part(void *arg, int tid, int nt)
         const int32_t *ids = w->ids + (size_t)t * K;
         float *o = job->out + (size_t)t * D;
 
+        if (job->zero) {
+            memset(o, 0, D * sizeof(float));
+        }
+
         for (int j = 0; j < K; j++) { /* insertion sort: K is 8 in V3.2 */
             int k = j;
             for (; k > 0 && ids[order[k - 1]] > ids[j]; k--) {
@@ -329,9 +334,9 @@ sum_part(void *arg, int tid, int nt)
 }
 
 void
-eng_moe_sum(struct mt_engine *e, int l, const struct eng_work *w, float *out, int n)
+eng_moe_sum(struct mt_engine *e, int l, const struct eng_work *w, float *out, int n, bool zero)
 {
-    struct pair_job job = {e, w, NULL, out, n};
+    struct pair_job job = {e, w, NULL, out, n, zero};
     double t0 = mt_clock_now();
 
     (void)l;
@@ -389,7 +394,7 @@ eng_moe(struct mt_engine *e, int l, const float *x, int n, struct eng_work *w, f
         return st;
     }
     /* the weighted sum, in the fixed order of the file comment */
-    eng_moe_sum(e, l, w, out, n);
+    eng_moe_sum(e, l, w, out, n, false);
     e->stats.moe_s += mt_clock_now() - t0;
     return MT_OK;
 }

@@ -5,4 +5,5 @@ runtime_libmtruntime_a_SOURCES += \
 	runtime/plan/svg.c runtime/plan/svg.h \
 	runtime/plan/trace.c runtime/plan/trace.h \
 	runtime/plan/planner.h runtime/plan/planner_int.h runtime/plan/planner_cost.c \
-	runtime/plan/planner_search.c runtime/plan/planner.c runtime/plan/plan_file.c
+	runtime/plan/planner_search.c runtime/plan/planner.c runtime/plan/plan_file.c \
+	runtime/plan/gpu_work.c

@@ -113,6 +113,7 @@ mt_plan_budget_default(struct mt_plan_budget *b)
 {
     memset(b, 0, sizeof(*b));
     b->gpu_reserve = (uint64_t)3 << 29; /* 1.5 GiB */
+    b->gpu_reserve_auto = true;
     b->cpu_reserve = (uint64_t)4 << 30;
     b->ctx = 32768;
     b->prefill_batch = 0; /* the GPU engine's chunk for the placement (mt_plan_build) */
@@ -387,6 +388,36 @@ activation(const struct mt_trace *trace, int l, int e, int k, int E)
     return MT_MIN((c + TRACE_PRIOR_TOKENS * uniform) / (n + TRACE_PRIOR_TOKENS), 1.0);
 }
 
+/*
+ * The GPU workspace a plan keeps free by default. With experts off the GPU the engine's prompt
+ * chunks of MT_PLAN_CHUNK_HOST tokens read each of them once for twice the tokens of
+ * MT_PLAN_CHUNK_GPU (1.5-2.1x its prefill on the H200, bench/results/hetero-h200.md), but their
+ * work space (~1.4 MB a token at V3.2's shapes: 1.7 GiB at a 32K context) is more than the 1.5
+ * GiB default; the few experts that space would have held on the GPU change decode by little.
+ * So where not every expert fits the GPU, the reserve grows to that work space, as far as
+ * --gpu-mem allows beside the always-on weights and the KV cache; never below the default.
+ */
+static uint64_t
+auto_gpu_reserve(const struct mt_model_config *cfg, const struct mt_model_sizes *sizes,
+                 const struct mt_plan_budget *budget, uint64_t base, int n_moe)
+{
+    uint64_t r = budget->gpu_reserve;
+    uint64_t all = (uint64_t)n_moe * (uint64_t)cfg->n_routed_experts * sizes->routed_expert_bytes;
+    uint64_t w_gpu = mt_plan_gpu_work_bytes(cfg, MT_PLAN_CHUNK_GPU, budget->ctx, false,
+                                            sizes->routed_expert_bytes, false);
+    uint64_t w_host = mt_plan_gpu_work_bytes(cfg, MT_PLAN_CHUNK_HOST, budget->ctx, true,
+                                             sizes->routed_expert_bytes, false);
+
+    if (base + all + MT_MAX(r, w_gpu) <= budget->gpu_mem) {
+        return r; /* every expert fits: all-GPU chunks, the default reserve holds them */
+    }
+    if (w_host > r) {
+        uint64_t room = budget->gpu_mem > base ? budget->gpu_mem - base : 0;
+        r = MT_MAX(r, MT_MIN(w_host, room));
+    }
+    return r;
+}
+
 mt_status_t
 mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *sizes,
               const struct mt_hwprofile *hw, const struct mt_plan_budget *budget,
@@ -492,6 +523,11 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
     }
 
     /* Budgets: the GPU first holds the always-on weights, the KV cache and a workspace. */
+    if (hw->gpu.present && budget->gpu_reserve_auto) {
+        plan->budget.gpu_reserve = auto_gpu_reserve(cfg, sizes, budget,
+                                                    plan->always_on_bytes + plan->kv_bytes, n_moe);
+        budget = &plan->budget;
+    }
     if (hw->gpu.present) {
         gpu_left = (double)budget->gpu_mem - (double)plan->always_on_bytes -
                    (double)plan->kv_bytes - (double)budget->gpu_reserve;
@@ -651,6 +687,20 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
         }
         plan->budget.prefill_batch =
             hw->gpu.present && host ? MT_PLAN_CHUNK_HOST : MT_PLAN_CHUNK_GPU;
+        if (plan->budget.prefill_batch == MT_PLAN_CHUNK_HOST) {
+            /* the engine takes the longer chunk only where its work space fits beside the
+               always-on weights, the KV cache and the GPU experts (engine_gpu.c host_chunk) */
+            double used = (double)plan->always_on_bytes + (double)plan->kv_bytes +
+                          plan->tier[MT_TIER_GPU].bytes;
+            double work = (double)mt_plan_gpu_work_bytes(cfg, MT_PLAN_CHUNK_HOST, budget->ctx,
+                                                         true, sizes->routed_expert_bytes, false);
+            double room = (double)budget->gpu_mem - used;
+
+            if (work > room) {
+                plan->budget.prefill_batch = MT_PLAN_CHUNK_GPU;
+                plan->host_chunk_short = (uint64_t)(work - MT_MAX(room, 0.0));
+            }
+        }
     }
     pb.batch = plan->budget.prefill_batch;
     if (pb.batch > 1) {

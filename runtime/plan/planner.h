@@ -196,6 +196,9 @@ struct mt_plan_budget {
     uint64_t gpu_mem;     /* --gpu-mem: GPU memory moetier may use */
     uint64_t cpu_mem;     /* --cpu-mem: DRAM moetier may use */
     uint64_t gpu_reserve; /* workspace: activations, cuBLAS, staging slots (default 1.5 GiB) */
+    bool gpu_reserve_auto; /* the default (no --gpu-reserve): mt_plan_build raises gpu_reserve
+                              to the GPU engine's work space for MT_PLAN_CHUNK_HOST-token chunks
+                              where some expert will live off the GPU and --gpu-mem allows */
     uint64_t cpu_reserve; /* pinned staging ring, OS slack (default 4 GiB) */
     int ctx;              /* context the KV cache must hold (default 32768) */
     int prefill_batch;    /* tokens per prefill step; 0 (the default): the GPU engine's
@@ -213,6 +216,16 @@ struct mt_plan_budget {
  */
 #define MT_PLAN_CHUNK_GPU 512
 #define MT_PLAN_CHUNK_HOST 1024
+
+/*
+ * The GPU engine's work space (activations, scratch, its GEMM's area, the slots host experts are
+ * copied into) for prompt chunks of `chunk` tokens and a context of ctx positions, from the
+ * model's dimensions (gpu_work.c; test_gpu_engine checks it against the engine's own count).
+ * host_experts: some routed expert lives off the GPU (expert_bytes: one routed expert, scales
+ * included); f32_cache: the latent cache in fp32 (the GEMM's fp32 mode), else BF16.
+ */
+uint64_t mt_plan_gpu_work_bytes(const struct mt_model_config *c, int chunk, int64_t ctx,
+                                bool host_experts, uint64_t expert_bytes, bool f32_cache);
 
 /* The CPU expert efficiency a plan assumes when neither --cpu-eff nor the profile gives one. */
 #define MT_PLAN_CPU_EFF_ASSUMED 0.6
@@ -283,6 +296,10 @@ struct mt_plan {
     char prefill_not_modelled[96];
     char bottleneck[32];        /* a source name, or "gpu-always-on" */
     struct mt_plan_tier_stats tier[MT_TIER_COUNT];
+    /* where the default prefill batch is MT_PLAN_CHUNK_GPU only because the engine's work space
+     * for MT_PLAN_CHUNK_HOST does not fit beside this placement: the GPU memory that chunk would
+     * need beyond what the plan leaves free; else 0 (not saved in the plan file) */
+    uint64_t host_chunk_short;
 };
 
 /*
