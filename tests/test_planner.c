@@ -449,7 +449,7 @@ test_v32_plans(void)
     /* Everything in DRAM (1 TiB), no GPU room for experts, no PCIe: the formula by hand. */
     make_profile(&hw, 1000, 400, 0, 7);
     mt_plan_budget_default(&b);
-    b.gpu_mem = sz.other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token + b.gpu_reserve;
+    b.gpu_mem = sz.gpu_other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token + b.gpu_reserve;
     b.cpu_mem = (uint64_t)1 << 40;
     st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
     if (st == MT_OK) {
@@ -582,7 +582,7 @@ test_v32_plans(void)
     tap_ok(mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan) == MT_ERR_INVAL &&
                strstr(mt_last_error(), "--gpu-mem") != NULL && plan == NULL,
            "--gpu-mem below always-on + KV: %s", mt_last_error());
-    b.gpu_mem = sz.other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token + b.gpu_reserve;
+    b.gpu_mem = sz.gpu_other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token + b.gpu_reserve;
 
     /* DRAM budget below its reserve: refused like the GPU's, not planned with 0 bytes. */
     b.cpu_mem = b.cpu_reserve - 1;
@@ -599,10 +599,22 @@ test_v32_plans(void)
                strstr(mt_last_error(), "read_gbps") != NULL,
            "experts that fit nowhere, with a disk but no DRAM rate: %s", mt_last_error());
 
-    /* No GPU: the always-on weights and the KV cache both live in DRAM. */
+    /* With a GPU the embedding table takes DRAM, not GPU memory (the GPU engine keeps it on
+       the host): 1.85 GB of V3.2's always-on bytes */
     make_profile(&hw, 1000, 400, 25, 7);
-    hw.gpu.present = false;
     b.cpu_mem = (uint64_t)1 << 40;
+    st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
+    tap_ok(st == MT_OK && plan->always_on_bytes == sz.gpu_other_bytes &&
+               sz.other_bytes - sz.gpu_other_bytes == sz.bytes[MT_ROLE_EMBED] &&
+               plan->dram_expert_bytes == b.cpu_mem - b.cpu_reserve - sz.bytes[MT_ROLE_EMBED],
+           "with a GPU: always-on on the GPU %.2f GiB, the embedding table's %.2f GiB in DRAM",
+           st == MT_OK ? plan->always_on_bytes / 1073741824.0 : 0.0,
+           sz.bytes[MT_ROLE_EMBED] / 1073741824.0);
+    mt_plan_destroy(plan);
+    plan = NULL;
+
+    /* No GPU: the always-on weights and the KV cache both live in DRAM. */
+    hw.gpu.present = false;
     st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
     tap_ok(st == MT_OK && plan->gpu_expert_bytes == 0 &&
                plan->dram_expert_bytes == b.cpu_mem - b.cpu_reserve - sz.other_bytes -
@@ -633,7 +645,7 @@ test_v32_plans(void)
                 st = mt_trace_record(tr, l, ids, 8);
             }
         }
-        b.gpu_mem = sz.other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token + b.gpu_reserve +
+        b.gpu_mem = sz.gpu_other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token + b.gpu_reserve +
                     100 * sz.routed_expert_bytes;
         b.cpu_mem = (uint64_t)200 << 30;
         st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, tr, "skewed", &plan) : st;
@@ -789,7 +801,7 @@ test_cpu_prefill_model(void)
     st = mt_model_sizes_compute(&cfg, cfg.fp8, &sz);
     make_profile(&hw, 1000, 400, 0, 7);
     mt_plan_budget_default(&b);
-    b.gpu_mem = sz.other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token + b.gpu_reserve;
+    b.gpu_mem = sz.gpu_other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token + b.gpu_reserve;
     b.cpu_mem = (uint64_t)1 << 40;
     /* all experts in DRAM under the default 1.5 GiB reserve: the engine's work space for
        1,024-token chunks (~1.4 MB a token at V3.2's shapes) does not fit, so the plan predicts
@@ -840,7 +852,7 @@ test_cpu_prefill_model(void)
     }
     /* a reserve that holds the longer chunk: without measured runs, then with two sets */
     b.gpu_reserve = (uint64_t)5 << 29;
-    b.gpu_mem = sz.other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token + b.gpu_reserve;
+    b.gpu_mem = sz.gpu_other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token + b.gpu_reserve;
     st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan[0]) : st;
     hw.cpu.expert_prefill_gbps = 40;
     hw.cpu.expert_prefill_gflops = 5000;
@@ -970,7 +982,7 @@ test_host_wait(void)
     make_profile(&hw, 3000, 100, 0, 0);
     hw.gpu.mem_bytes = (uint64_t)1 << 40;
     mt_plan_budget_default(&b);
-    b.gpu_mem = sz.other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token + b.gpu_reserve +
+    b.gpu_mem = sz.gpu_other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token + b.gpu_reserve +
                 (58 * 256 - 100) * sz.routed_expert_bytes;
     b.cpu_mem = (uint64_t)64 << 30;
     st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &spread);

@@ -251,9 +251,11 @@ placement_need(const struct mt_model_config *cfg, const struct mt_model_sizes *s
     int in_dram = n->count[MT_TIER_DRAM_CPU] + n->count[MT_TIER_DRAM_PCIE] +
                   (gpu ? 0 : n->count[MT_TIER_GPU]);
     n->dram_experts = (uint64_t)in_dram * sz->routed_expert_bytes;
-    n->dram = n->dram_experts + (gpu ? 0 : sz->other_bytes + kv);
-    n->gpu = gpu ? (uint64_t)n->count[MT_TIER_GPU] * sz->routed_expert_bytes + sz->other_bytes +
-                       kv
+    /* the GPU engine keeps the embedding table in host memory */
+    n->dram = n->dram_experts +
+              (gpu ? sz->other_bytes - sz->gpu_other_bytes : sz->other_bytes + kv);
+    n->gpu = gpu ? (uint64_t)n->count[MT_TIER_GPU] * sz->routed_expert_bytes +
+                       sz->gpu_other_bytes + kv
                  : 0;
 }
 
@@ -501,7 +503,7 @@ profile_for_device(struct mt_hwprofile *hw, bool gpu)
 static bool
 all_fit(const struct mt_model_sizes *sz, const struct mt_plan_budget *b, bool gpu, uint64_t kv)
 {
-    uint64_t need = sz->routed_bytes + sz->other_bytes + kv;
+    uint64_t need = sz->routed_bytes + (gpu ? sz->gpu_other_bytes : sz->other_bytes) + kv;
 
     if (gpu) {
         return b->gpu_mem > b->gpu_reserve && need <= b->gpu_mem - b->gpu_reserve;
@@ -526,7 +528,7 @@ auto_plan(struct mt_cli_engine *e, const struct mt_cli_engine_flags *f, bool gpu
                        sz_str(sz->other_bytes).s, b->ctx, sz_str(kv).s,
                        sz_str(b->cpu_reserve + sz->other_bytes + kv).s);
     }
-    if (gpu && f->engine.gpu_mem > 0 && b->gpu_mem < b->gpu_reserve + sz->other_bytes + kv) {
+    if (gpu && f->engine.gpu_mem > 0 && b->gpu_mem < b->gpu_reserve + sz->gpu_other_bytes + kv) {
         /*
          * no plan can help, so say so before measuring the machine for one (only for a --gpu-mem
          * given: without a device the budget is 0 and the engine says why there is none)
@@ -534,8 +536,8 @@ auto_plan(struct mt_cli_engine *e, const struct mt_cli_engine_flags *f, bool gpu
         return mt_fail(MT_ERR_INVAL, 0, "'%s' needs %s on the GPU before any expert (workspace "
                        "%s + always-on weights %s + KV for %d tokens %s), more than --gpu-mem %s "
                        "(raise --gpu-mem, lower --ctx, or run with --device cpu)",
-                       e->model->dir, sz_str(b->gpu_reserve + sz->other_bytes + kv).s,
-                       sz_str(b->gpu_reserve).s, sz_str(sz->other_bytes).s, b->ctx,
+                       e->model->dir, sz_str(b->gpu_reserve + sz->gpu_other_bytes + kv).s,
+                       sz_str(b->gpu_reserve).s, sz_str(sz->gpu_other_bytes).s, b->ctx,
                        sz_str(kv).s, sz_str(b->gpu_mem).s);
     }
     hw = malloc(sizeof(*hw));

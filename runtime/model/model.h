@@ -71,6 +71,9 @@ struct mt_model_sizes {
     uint64_t routed_expert_bytes;     /* one routed expert (gate, up, down + scales) */
     uint64_t routed_bytes;            /* all routed experts of the main model */
     uint64_t other_bytes;             /* main model bytes that are not routed experts */
+    uint64_t gpu_other_bytes;         /* of those, what the GPU engine holds on the device: all
+                                         but the embedding table, which stays in host memory (a
+                                         token reads one row), unless lm_head is that table */
     uint64_t token_bytes_always;      /* weights read per decoded token outside routed experts */
     uint64_t token_bytes_routed;      /* num_experts_per_tok experts in every MoE layer */
     uint64_t kv_bytes_per_token;      /* latent + k_pe (bf16), indexer key + scale; all layers */

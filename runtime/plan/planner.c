@@ -493,7 +493,8 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
     plan->expert_bytes = sizes->routed_expert_bytes;
     plan->dims_hash = mt_plan_dims_hash(cfg, plan->fp8, plan->expert_bytes);
     plan->budget = *budget;
-    plan->always_on_bytes = sizes->other_bytes;
+    /* on the GPU engine the embedding table stays in host memory: DRAM's, not the GPU's */
+    plan->always_on_bytes = hw->gpu.present ? sizes->gpu_other_bytes : sizes->other_bytes;
     plan->kv_bytes = (uint64_t)budget->ctx * sizes->kv_bytes_per_token;
     snprintf(plan->hw_source, sizeof(plan->hw_source), "%s", hw->source);
     snprintf(plan->activation, sizeof(plan->activation), "%s%s", trace ? "trace: " : "uniform",
@@ -563,7 +564,10 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
     }
     plan->gpu_expert_bytes = (uint64_t)gpu_left;
     plan->dram_expert_bytes = budget->cpu_mem - budget->cpu_reserve;
-    if (!hw->gpu.present) {
+    if (hw->gpu.present) {
+        uint64_t host = sizes->other_bytes - sizes->gpu_other_bytes;
+        plan->dram_expert_bytes = plan->dram_expert_bytes > host ? plan->dram_expert_bytes - host : 0;
+    } else {
         /* Without a GPU the always-on weights and the KV cache live in DRAM too. */
         uint64_t dram_always = plan->always_on_bytes + plan->kv_bytes;
         plan->dram_expert_bytes =
