@@ -175,10 +175,15 @@ cat >"$tmp/gpu.json" <<'JSON'
  "cpu": {"cores": 2, "read_gbps": 20, "fma_gflops": 200},
  "disks": [{"path": "/tmp", "best_gbps": 2}]}
 JSON
-gmem=$(jq '.budgets.always_on_bytes + .budgets.kv_bytes + 96 * .model.expert_bytes' \
-    "$tmp/all.json")
 gplan() { "$bin" plan -m "$m" --hw "$1" --gpu-mem "$gmem" --gpu-reserve 0 --cpu-mem 8G \
     --cpu-reserve 3.9G --ctx 1024 -o "$2"; }
+# a GPU plan's always-on bytes (the embedding table stays in host memory), then room for 96
+gmem=$(jq '.budgets.always_on_bytes + .budgets.kv_bytes + 96 * .model.expert_bytes' \
+    "$tmp/all.json")
+gplan "$tmp/gpu.json" "$tmp/g0.json" >/dev/null 2>"$tmp/err" ||
+    bail_out "GPU plan failed: $(cat "$tmp/err")"
+gmem=$(jq '.budgets.always_on_bytes + .budgets.kv_bytes + 96 * .model.expert_bytes' \
+    "$tmp/g0.json")
 gplan "$tmp/gpu.json" "$tmp/g.json" >/dev/null 2>"$tmp/err" ||
     bail_out "GPU plan failed: $(cat "$tmp/err")"
 tok=$(jq '1 / (.prediction.decode_ms / 1e3 + 2e-3 * .prediction.host_layers_per_token)' \
