@@ -469,12 +469,12 @@ mt_cli_plan_print(FILE *out, const struct mt_plan *p)
                 p->budget.prefill_batch);
     }
     if (p->host_chunk_short > 0) {
+        uint64_t mib = (p->budget.gpu_reserve + p->host_chunk_short + (1u << 20) - 1) >> 20;
+
         fprintf(out, "             the GPU engine's %d-token prompt chunks (faster with experts off "
                 "the GPU) need\n             %s more GPU memory than this placement leaves: "
                 "--gpu-reserve %lluM gives them\n",
-                MT_PLAN_CHUNK_HOST, sz_str(p->host_chunk_short).s,
-                (unsigned long long)((p->budget.gpu_reserve + p->host_chunk_short + (1u << 20) -
-                                      1) >> 20));
+                MT_PLAN_CHUNK_HOST, sz_str(p->host_chunk_short).s, (unsigned long long)mib);
     }
     fprintf(out, "             in prefill %d of %d DRAM experts are copied to the GPU, NVMe "
             "experts are computed\n             on the %s; attention FLOPs beyond 2 x params per "

@@ -22,16 +22,16 @@
 #include "runtime/base/status.h"
 
 /* Constants of the engine and kernels this mirrors (the files named beside each). */
-#define DECODE_TOK 8                  /* kernels/ops.h MT_GPU_GEMV_MAX_TOK */
-#define SCORES_MAX ((uint64_t)32 << 20) /* engine_gpu.c: a chunk's index scores at most */
-#define MLA_SPLIT 64                  /* kernels/mla.cu: positions per split */
-#define MLA_TS_CHUNK 32               /* kernels/mla.cu TS_CHUNK */
-#define MLA_TS_ONE_MAX 16             /* kernels/mla.cu TS_ONE_CHUNK_MAX */
+#define DECODE_TOK 8                        /* kernels/ops.h MT_GPU_GEMV_MAX_TOK */
+#define SCORES_MAX ((uint64_t)32 << 20)     /* engine_gpu.c: a chunk's index scores at most */
+#define MLA_SPLIT 64                        /* kernels/mla.cu: positions per split */
+#define MLA_TS_CHUNK 32                     /* kernels/mla.cu TS_CHUNK */
+#define MLA_TS_ONE_MAX 16                   /* kernels/mla.cu TS_ONE_CHUNK_MAX */
 #define GEMM_CUBLAS_WS ((uint64_t)32 << 20) /* kernels/gemm.cu CUBLAS_WS */
 #define GEMM_SLAB_MIN ((uint64_t)64 << 20)  /* kernels/gemm.cu SLAB_MIN */
-#define EXPERT_PTRS 48                /* sizeof(struct mt_gpu_expert): six pointers */
-#define SMALL_SCRATCH ((uint64_t)9 << 18) /* top-k and argmax scratch (kernels/topk.cu,
-                                             argmax.cu): 2.1 MiB together */
+#define EXPERT_PTRS 48                      /* sizeof(struct mt_gpu_expert): six pointers */
+/* the top-k and argmax scratch (kernels/topk.cu, argmax.cu): 2.1 MiB together */
+#define SMALL_SCRATCH ((uint64_t)9 << 18)
 
 /* One buffer of the arena: rounded up to 256 bytes as eng_gpu_alloc counts it. */
 static void
@@ -139,8 +139,8 @@ mt_plan_gpu_work_bytes(const struct mt_model_config *c, int chunk, int64_t ctx, 
     }
     if (T > DECODE_TOK) { /* the GEMM: bf16 planes of x (3 for BF16X3, 1 for fp32), a slab */
         uint64_t planes = f32_cache ? 1 : 3;
-        uint64_t slab = max_u64(H * (uint64_t)(c->qk_nope_head_dim + c->v_head_dim) * kvl * f,
-                                GEMM_SLAB_MIN);
+        uint64_t slab =
+            max_u64(H * (uint64_t)(c->qk_nope_head_dim + c->v_head_dim) * kvl * f, GEMM_SLAB_MIN);
         add(&sum, GEMM_CUBLAS_WS + ((T * max_cols * 2 * planes + 255) & ~(uint64_t)255) +
                       ((slab + 255) & ~(uint64_t)255));
     }
