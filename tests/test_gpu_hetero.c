@@ -345,12 +345,12 @@ check_work_estimate(const struct mt_model *m, const char *set, const struct rig 
     int chunk = 0;
     uint64_t have = r->e != NULL ? mt_engine_device_work_bytes(r->e, &chunk) : 0;
     bool ok = have > 0 && mt_model_sizes_of(m, &sz) == MT_OK;
-    uint64_t est = ok ? mt_plan_gpu_work_bytes(&m->cfg, chunk, 1024, host, sz.routed_expert_bytes,
-                                               true)
-                      : 0;
+    uint64_t est =
+        ok ? mt_plan_gpu_work_bytes(&m->cfg, chunk, 1024, host, sz.routed_expert_bytes, true) : 0;
     double rel = have > 0 ? fabs((double)est - (double)have) / (double)have : INFINITY;
 
-    tap_ok(ok && rel <= 0.01, "%s: the planner's work-space estimate at %d-token chunks%s, %llu "
+    tap_ok(ok && rel <= 0.01,
+           "%s: the planner's work-space estimate at %d-token chunks%s, %llu "
            "bytes, within 1%% of the engine's %llu (%.2e)",
            set, chunk, host ? " (host experts)" : "", (unsigned long long)est,
            (unsigned long long)have, rel);

@@ -67,7 +67,8 @@ test_real_sizes(void)
            "main model total 674,032,381,632 B");
     tap_ok(sz.gpu_other_bytes == 18110607040ULL,
            "on the GPU engine's device: all but the embedding table, %llu B (19,963,965,120 - "
-           "129,280 x 7,168 x 2)", (unsigned long long)sz.gpu_other_bytes);
+           "129,280 x 7,168 x 2)",
+           (unsigned long long)sz.gpu_other_bytes);
     tap_ok(sz.mtp_bytes == 15438725568ULL, "MTP layer: %llu B (spec: 15,438,725,568)",
            (unsigned long long)sz.mtp_bytes);
     tap_ok(sz.n_moe_layers == 58, "58 MoE layers");

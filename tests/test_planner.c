@@ -812,15 +812,15 @@ test_cpu_prefill_model(void)
         uint64_t work512 = mt_plan_gpu_work_bytes(&cfg, MT_PLAN_CHUNK_GPU, b.ctx, true,
                                                   sz.routed_expert_bytes, false);
         st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan[0]) : st;
-        tap_ok(st == MT_OK && plan[0]->tier[MT_TIER_GPU].experts == 0 &&
-                   plan[0]->budget.prefill_batch == MT_PLAN_CHUNK_GPU &&
-                   plan[0]->host_chunk_short == work - b.gpu_reserve && work512 < b.gpu_reserve &&
-                   work > work512 + ((uint64_t)1 << 29),
-               "all-DRAM V3.2 filling --gpu-mem to a 1.5 GiB reserve: prefill predicted at %d-token "
-               "chunks (the engine's work space: %.2f GiB at 1,024, %.2f at 512; %.2f GiB short)",
-               st == MT_OK ? plan[0]->budget.prefill_batch : 0, work / 1073741824.0,
-               work512 / 1073741824.0,
-               st == MT_OK ? plan[0]->host_chunk_short / 1073741824.0 : 0.0);
+        tap_ok(
+            st == MT_OK && plan[0]->tier[MT_TIER_GPU].experts == 0 &&
+                plan[0]->budget.prefill_batch == MT_PLAN_CHUNK_GPU &&
+                plan[0]->host_chunk_short == work - b.gpu_reserve && work512 < b.gpu_reserve &&
+                work > work512 + ((uint64_t)1 << 29),
+            "all-DRAM V3.2 filling --gpu-mem to a 1.5 GiB reserve: prefill predicted at %d-token "
+            "chunks (the engine's work space: %.2f GiB at 1,024, %.2f at 512; %.2f GiB short)",
+            st == MT_OK ? plan[0]->budget.prefill_batch : 0, work / 1073741824.0,
+            work512 / 1073741824.0, st == MT_OK ? plan[0]->host_chunk_short / 1073741824.0 : 0.0);
         mt_plan_destroy(plan[0]);
         plan[0] = NULL;
         /* with 4 GiB beside the weights and the KV cache, the default reserve grows to that
@@ -870,12 +870,10 @@ test_cpu_prefill_model(void)
     double layer1 = 256 * (ue * bytes / 40e9 + flt / 5e12);
     double layer2 = 256 * (ue * bytes / 20e9 + flt / 5e12);
     double diff = (plan[2]->prefill_ms - plan[1]->prefill_ms) * 1e-3;
-    tap_ok(plan[0]->budget.prefill_batch == MT_PLAN_CHUNK_HOST &&
-               plan[0]->host_chunk_short == 0 &&
+    tap_ok(plan[0]->budget.prefill_batch == MT_PLAN_CHUNK_HOST && plan[0]->host_chunk_short == 0 &&
                plan[1]->budget.prefill_batch == MT_PLAN_CHUNK_HOST &&
                plan[1]->cpu_prefill_gbps == 40 && plan[1]->cpu_prefill_gflops == 5000 &&
-               plan[0]->cpu_prefill_gbps == 0 &&
-               fabs(diff - 58 * (layer2 - layer1)) < 1e-6 * diff,
+               plan[0]->cpu_prefill_gbps == 0 && fabs(diff - 58 * (layer2 - layer1)) < 1e-6 * diff,
            "all-DRAM V3.2 with a GPU: prefill predicted at the engine's %d-token chunk; the "
            "runs at 20 GB/s add %.1f ms a chunk to those at 40 (58 layers x %.2f ms)",
            plan[1]->budget.prefill_batch, diff * 1e3, (layer2 - layer1) * 1e3);
@@ -912,7 +910,8 @@ test_cpu_prefill_model(void)
                    plan[1]->budget.prefill_batch == MT_PLAN_CHUNK_GPU &&
                    plan[2]->budget.prefill_batch == 700,
                "default prefill batch: %d with every expert on the GPU, %d without a GPU; "
-               "--prefill-batch 700 stays %d", st == MT_OK ? plan[0]->budget.prefill_batch : 0,
+               "--prefill-batch 700 stays %d",
+               st == MT_OK ? plan[0]->budget.prefill_batch : 0,
                st == MT_OK ? plan[1]->budget.prefill_batch : 0,
                st == MT_OK ? plan[2]->budget.prefill_batch : 0);
     }

@@ -252,11 +252,11 @@ placement_need(const struct mt_model_config *cfg, const struct mt_model_sizes *s
                   (gpu ? 0 : n->count[MT_TIER_GPU]);
     n->dram_experts = (uint64_t)in_dram * sz->routed_expert_bytes;
     /* the GPU engine keeps the embedding table in host memory */
-    n->dram = n->dram_experts +
-              (gpu ? sz->other_bytes - sz->gpu_other_bytes : sz->other_bytes + kv);
-    n->gpu = gpu ? (uint64_t)n->count[MT_TIER_GPU] * sz->routed_expert_bytes +
-                       sz->gpu_other_bytes + kv
-                 : 0;
+    n->dram =
+        n->dram_experts + (gpu ? sz->other_bytes - sz->gpu_other_bytes : sz->other_bytes + kv);
+    n->gpu =
+        gpu ? (uint64_t)n->count[MT_TIER_GPU] * sz->routed_expert_bytes + sz->gpu_other_bytes + kv
+            : 0;
 }
 
 /* The budgets of this run: the flags, else the machine's free memory. */
@@ -471,7 +471,8 @@ mt_cli_plan_print(FILE *out, const struct mt_plan *p)
     if (p->host_chunk_short > 0) {
         uint64_t mib = (p->budget.gpu_reserve + p->host_chunk_short + (1u << 20) - 1) >> 20;
 
-        fprintf(out, "             the GPU engine's %d-token prompt chunks (faster with experts off "
+        fprintf(out,
+                "             the GPU engine's %d-token prompt chunks (faster with experts off "
                 "the GPU) need\n             %s more GPU memory than this placement leaves: "
                 "--gpu-reserve %lluM gives them\n",
                 MT_PLAN_CHUNK_HOST, sz_str(p->host_chunk_short).s, (unsigned long long)mib);
@@ -533,7 +534,8 @@ auto_plan(struct mt_cli_engine *e, const struct mt_cli_engine_flags *f, bool gpu
          * no plan can help, so say so before measuring the machine for one (only for a --gpu-mem
          * given: without a device the budget is 0 and the engine says why there is none)
          */
-        return mt_fail(MT_ERR_INVAL, 0, "'%s' needs %s on the GPU before any expert (workspace "
+        return mt_fail(MT_ERR_INVAL, 0,
+                       "'%s' needs %s on the GPU before any expert (workspace "
                        "%s + always-on weights %s + KV for %d tokens %s), more than --gpu-mem %s "
                        "(raise --gpu-mem, lower --ctx, or run with --device cpu)",
                        e->model->dir, sz_str(b->gpu_reserve + sz->gpu_other_bytes + kv).s,

@@ -453,8 +453,7 @@ sizes_compute(const struct mt_model_config *cfg, bool fp8, const struct mt_st_se
     }
     sz.routed_bytes = sz.bytes[MT_ROLE_ROUTED_EXPERT];
     sz.other_bytes = main_bytes - sz.routed_bytes;
-    sz.gpu_other_bytes =
-        sz.other_bytes - (cfg->tie_word_embeddings ? 0 : sz.bytes[MT_ROLE_EMBED]);
+    sz.gpu_other_bytes = sz.other_bytes - (cfg->tie_word_embeddings ? 0 : sz.bytes[MT_ROLE_EMBED]);
 
     /*
      * Weight bytes read per decoded token at batch 1. Convention: every non-routed weight of the

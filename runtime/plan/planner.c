@@ -525,8 +525,8 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
 
     /* Budgets: the GPU first holds the always-on weights, the KV cache and a workspace. */
     if (hw->gpu.present && budget->gpu_reserve_auto) {
-        plan->budget.gpu_reserve = auto_gpu_reserve(cfg, sizes, budget,
-                                                    plan->always_on_bytes + plan->kv_bytes, n_moe);
+        plan->budget.gpu_reserve =
+            auto_gpu_reserve(cfg, sizes, budget, plan->always_on_bytes + plan->kv_bytes, n_moe);
         budget = &plan->budget;
     }
     if (hw->gpu.present) {
@@ -566,7 +566,8 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
     plan->dram_expert_bytes = budget->cpu_mem - budget->cpu_reserve;
     if (hw->gpu.present) {
         uint64_t host = sizes->other_bytes - sizes->gpu_other_bytes;
-        plan->dram_expert_bytes = plan->dram_expert_bytes > host ? plan->dram_expert_bytes - host : 0;
+        plan->dram_expert_bytes =
+            plan->dram_expert_bytes > host ? plan->dram_expert_bytes - host : 0;
     } else {
         /* Without a GPU the always-on weights and the KV cache live in DRAM too. */
         uint64_t dram_always = plan->always_on_bytes + plan->kv_bytes;
@@ -696,8 +697,8 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
                always-on weights, the KV cache and the GPU experts (engine_gpu.c host_chunk) */
             double used = (double)plan->always_on_bytes + (double)plan->kv_bytes +
                           plan->tier[MT_TIER_GPU].bytes;
-            double work = (double)mt_plan_gpu_work_bytes(cfg, MT_PLAN_CHUNK_HOST, budget->ctx,
-                                                         true, sizes->routed_expert_bytes, false);
+            double work = (double)mt_plan_gpu_work_bytes(cfg, MT_PLAN_CHUNK_HOST, budget->ctx, true,
+                                                         sizes->routed_expert_bytes, false);
             double room = (double)budget->gpu_mem - used;
 
             if (work > room) {
