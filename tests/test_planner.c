@@ -2,7 +2,8 @@
 /*
  * test_planner.c - the placement planner: the optimizer against exhaustive search on small random
  * instances, budgets on random instances, the cost model against a hand formula on V3.2, plans
- * from traces, the shipped what-if profiles, and plan files (round trip and bad files).
+ * from traces, the shipped what-if profiles, and plan files (round trip, bad and hand-edited
+ * files).
  */
 #include <config.h>
 
@@ -347,9 +348,12 @@ make_profile(struct mt_hwprofile *hw, double hbm, double dram, double pcie, doub
     hw->dram_bytes = (uint64_t)2 << 40;
 }
 
+/* patch_first's drop: the value that follows find, up to the next ',' or line end */
+#define PATCH_VALUE ((size_t)-1)
+
 /* Replace the first `find` in a file, and the `drop` bytes after it, with `repl` (test plans
- * are small). */
-static void
+ * are small). Whether it did (false: find is not there). */
+static bool
 patch_first(const char *path, const char *find, size_t drop, const char *repl)
 {
     static char buf[1 << 20];
@@ -359,20 +363,69 @@ patch_first(const char *path, const char *find, size_t drop, const char *repl)
     char *p;
 
     if (f == NULL) {
-        return;
+        return false;
     }
     n = fread(buf, 1, sizeof(buf) - 1, f);
     fclose(f);
     buf[n] = '\0';
     p = strstr(buf, find);
+    if (p != NULL && drop == PATCH_VALUE) {
+        drop = strcspn(p + strlen(find), ",\n");
+    }
     if (p == NULL || strlen(p + strlen(find)) < drop || strlen(repl) > 64 + strlen(find)) {
-        return;
+        return false;
     }
     snprintf(out, sizeof(out), "%.*s%s%s", (int)(p - buf), buf, repl, p + strlen(find) + drop);
     f = fopen(path, "w");
-    if (f != NULL) {
-        fputs(out, f);
-        fclose(f);
+    if (f == NULL) {
+        return false;
+    }
+    fputs(out, f);
+    return fclose(f) == 0;
+}
+
+/*
+ * A plan file edited by hand: the version spelled 1.0. plan is the V3.2 plan of test_v32_plans
+ * (no GPU room for experts, DRAM for all of them, every expert 'C'); each case edits a fresh copy
+ * of it at path.
+ */
+static void
+test_plan_file_edits(const struct mt_plan *plan, const char *path)
+{
+    static const struct {
+        const char *find;
+        size_t drop; /* bytes after find that repl replaces too (PATCH_VALUE: its value) */
+        const char *repl;
+        const char *find2; /* a second edit (drop 0), or NULL */
+        const char *repl2;
+        const char *err; /* in the message of the refusal; NULL: the edited plan loads */
+    } edits[] = {
+        /* JSON tools may rewrite 1 as 1.0: the same version, as in hardware profiles */
+        {"\"version\": ", PATCH_VALUE, "\"version\": 1.0", NULL, NULL, NULL},
+        {"\"version\": ", PATCH_VALUE, "\"version\": 1.5", NULL, NULL,
+         "field 'version' must be an integer"},
+    };
+
+    for (size_t i = 0; i < sizeof(edits) / sizeof(edits[0]); i++) {
+        const char *what = edits[i].repl[0] != '\0' ? edits[i].repl : edits[i].find;
+        struct mt_plan *back = NULL;
+        bool patched;
+        mt_status_t st;
+
+        patched = mt_plan_save(plan, path) == MT_OK &&
+                  patch_first(path, edits[i].find, edits[i].drop, edits[i].repl) &&
+                  (edits[i].find2 == NULL || patch_first(path, edits[i].find2, 0, edits[i].repl2));
+        st = mt_plan_load(path, &back);
+        if (edits[i].err == NULL) {
+            tap_ok(patched && st == MT_OK && back != NULL, "plan edited (%s) loads%s%s", what,
+                   st == MT_OK ? "" : ": ", st == MT_OK ? "" : mt_last_error());
+        } else {
+            tap_ok(patched && st == MT_ERR_FORMAT && back == NULL &&
+                       strstr(mt_last_error(), edits[i].err) != NULL,
+                   "plan edited (%s) is refused: %s", what,
+                   st == MT_OK ? "it loaded" : mt_last_error());
+        }
+        mt_plan_destroy(back);
     }
 }
 
@@ -572,6 +625,7 @@ test_v32_plans(void)
                "plan whose prefill stores an expert elsewhere than decode: %s", mt_last_error());
         mt_plan_destroy(back);
         back = NULL;
+        test_plan_file_edits(plan, path);
         tap_rmtree(dir);
     }
     mt_plan_destroy(plan);
