@@ -385,9 +385,9 @@ patch_first(const char *path, const char *find, size_t drop, const char *repl)
 }
 
 /*
- * A plan file edited by hand: the version spelled 1.0. plan is the V3.2 plan of test_v32_plans
- * (no GPU room for experts, DRAM for all of them, every expert 'C'); each case edits a fresh copy
- * of it at path.
+ * A plan file edited by hand: numbers out of range, the version spelled 1.0. plan is the V3.2 plan
+ * of test_v32_plans (no GPU room for experts, DRAM for all of them, every expert 'C'); each case
+ * edits a fresh copy of it at path.
  */
 static void
 test_plan_file_edits(const struct mt_plan *plan, const char *path)
@@ -400,6 +400,25 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
         const char *repl2;
         const char *err; /* in the message of the refusal; NULL: the edited plan loads */
     } edits[] = {
+        {"\"pcie_gbps\": ", PATCH_VALUE, "\"pcie_gbps\": -3", NULL, NULL,
+         "field 'hardware.pcie_gbps' must be a finite number >= 0 (got -3)"},
+        {"\"decode_tok_s\": ", PATCH_VALUE, "\"decode_tok_s\": -1", NULL, NULL,
+         "field 'prediction.decode_tok_s' must be a finite number >= 0"},
+        /* the first tier is the gpu's */
+        {"\"bytes_per_token\": ", PATCH_VALUE, "\"bytes_per_token\": -1", NULL, NULL,
+         "field 'prediction.tiers.gpu.bytes_per_token' must be a finite number >= 0"},
+        {"\"host_layer_ms\": ", PATCH_VALUE, "\"host_layer_ms\": -0.5", NULL, NULL,
+         "field 'hardware.host_layer_ms' must be a finite number >= 0"},
+        {"\"cpu_eff\": ", PATCH_VALUE, "\"cpu_eff\": -0.6", NULL, NULL,
+         "field 'budgets.cpu_eff' must be an efficiency in (0, 2]"},
+        {"\"gpu_eff\": ", PATCH_VALUE, "\"gpu_eff\": 0", NULL, NULL,
+         "field 'hardware.gpu_eff' must be an efficiency in (0, 2] (got 0)"},
+        {"\"cpu_prefill_eff\": ", PATCH_VALUE, "\"cpu_prefill_eff\": 2.5", NULL, NULL,
+         "field 'hardware.cpu_prefill_eff' must be an efficiency"},
+        /* 0 where it means none: a prediction a hand-made plan does not have */
+        {"\"decode_ms_mean_load\": ", PATCH_VALUE, "\"decode_ms_mean_load\": 0", NULL, NULL, NULL},
+        /* an optional number left out takes its default */
+        {"\"gpu_eff\": 1.0,", 0, "", NULL, NULL, NULL},
         /* JSON tools may rewrite 1 as 1.0: the same version, as in hardware profiles */
         {"\"version\": ", PATCH_VALUE, "\"version\": 1.0", NULL, NULL, NULL},
         {"\"version\": ", PATCH_VALUE, "\"version\": 1.5", NULL, NULL,
