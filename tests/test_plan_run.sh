@@ -68,9 +68,10 @@ out=$(run --plan "$tmp/missing.json")
 [ $? -eq 1 ] && grep -q "missing.json" "$tmp/err"
 ok $? "a missing plan: exit 1 naming it: $(head -1 "$tmp/err")"
 # a plan file whose DRAM budget is far above this run's --cpu-mem (made on a bigger machine): the
-# stream cache stays within --cpu-mem instead of mapping the plan's budget
-sed -E 's/"dram_expert_bytes": *[0-9]+/"dram_expert_bytes": 15000000000/' "$tmp/nvme.json" \
-    >"$tmp/nvme15g.json"
+# stream cache stays within --cpu-mem instead of mapping the plan's budget (cpu_mem_bytes is
+# the experts' 15 GB plus the 4 GiB reserve: a plan loads only with budgets that add up)
+sed -E 's/"dram_expert_bytes": *[0-9]+/"dram_expert_bytes": 15000000000/;
+    s/"cpu_mem_bytes": *[0-9]+/"cpu_mem_bytes": 19294967296/' "$tmp/nvme.json" >"$tmp/nvme15g.json"
 out=$(CUDA_VISIBLE_DEVICES= run --plan "$tmp/nvme15g.json" --cpu-mem 300M)
 rc=$?
 big=$(peak)

@@ -385,9 +385,9 @@ patch_first(const char *path, const char *find, size_t drop, const char *repl)
 }
 
 /*
- * A plan file edited by hand: numbers out of range, the version spelled 1.0. plan is the V3.2 plan
- * of test_v32_plans (no GPU room for experts, DRAM for all of them, every expert 'C'); each case
- * edits a fresh copy of it at path.
+ * A plan file edited by hand: numbers out of range, a placement beyond the plan's own budgets,
+ * the version spelled 1.0. plan is the V3.2 plan of test_v32_plans (no GPU room for experts,
+ * DRAM for all of them, every expert 'C'); each case edits a fresh copy of it at path.
  */
 static void
 test_plan_file_edits(const struct mt_plan *plan, const char *path)
@@ -423,6 +423,17 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
         {"\"version\": ", PATCH_VALUE, "\"version\": 1.0", NULL, NULL, NULL},
         {"\"version\": ", PATCH_VALUE, "\"version\": 1.5", NULL, NULL,
          "field 'version' must be an integer"},
+        /* budgets and placement: the planner left no GPU room, and DRAM for every expert */
+        {"\"gpu_expert_bytes\": ", PATCH_VALUE, "\"gpu_expert_bytes\": 1", NULL, NULL,
+         "field 'budgets.gpu_expert_bytes' is 1, more than the 0 bytes gpu_mem_bytes leaves"},
+        /* a 9 put before its digits */
+        {"\"dram_expert_bytes\": ", 0, "\"dram_expert_bytes\": 9", NULL, NULL,
+         "more than the 1095216660480 bytes cpu_mem_bytes leaves after cpu_reserve_bytes"},
+        {"\"dram_expert_bytes\": ", PATCH_VALUE, "\"dram_expert_bytes\": 44050944", NULL, NULL,
+         "its layers put 14848 experts in DRAM ('C', 'P'), but budgets.dram_expert_bytes "
+         "44050944 holds 1 of"},
+        {"\"tiers\": \"C", 0, "\"tiers\": \"G", "\"prefill\": \"C", "\"prefill\": \"G",
+         "its layers put 1 expert on the GPU ('G'), but budgets.gpu_expert_bytes 0 holds 0"},
     };
 
     for (size_t i = 0; i < sizeof(edits) / sizeof(edits[0]); i++) {

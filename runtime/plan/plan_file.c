@@ -4,14 +4,15 @@
  *
  * The placement is stored as one string of tier codes per MoE layer ("GGCCP...N"): 256 experts
  * read as one line, and a runtime rebuilds its per-layer dispatch tables from it. Loading is
- * strict (format, version, lengths, codes, number ranges) because a wrong plan silently
- * misplaces experts; the model identity is checked separately against the checkpoint
- * (mt_plan_check_model).
+ * strict (format, version, lengths, codes, number ranges, a placement within its own budgets)
+ * because a wrong plan silently misplaces experts; the model identity is checked separately
+ * against the checkpoint (mt_plan_check_model).
  */
 #include <config.h>
 
 #include "runtime/plan/planner.h"
 
+#include "runtime/plan/planner_int.h"
 #include "runtime/base/file_util.h"
 #include "runtime/base/json_num.h"
 #include "runtime/base/json_text.h"
@@ -293,12 +294,6 @@ get_tiers(struct reader *r, json_t *lo, const char *key, int layer, int E, uint8
     }
 }
 
-static bool
-is_dram(int t)
-{
-    return t == MT_TIER_DRAM_CPU || t == MT_TIER_DRAM_PCIE;
-}
-
 /*
  * The model fields and the dims_hash written beside them must agree: a plan whose numbers were
  * edited by hand (or damaged) would otherwise place experts for a model it does not describe.
@@ -329,6 +324,69 @@ check_dims_hash(const struct mt_plan *p, const char *path, json_t *m)
                        "%016" PRIx64 "): the plan was edited or damaged (make it again with "
                        "moetier plan)",
                        path, text, want);
+    }
+    return MT_OK;
+}
+
+/*
+ * The placement must fit the budgets the plan records, in the planner's own accounting: the
+ * experts' bytes within what the budgets leave (mt_plan_expert_room), and the experts the layers
+ * put on the GPU and in DRAM within those bytes (counted as mt_plan_problem_evaluate counts
+ * them). A plan edited by hand past them would print budgets that do not add up and predict for
+ * memory it does not have; `plan --learn` would fail on it later with a planner message. Whether
+ * the plan fits the machine it runs on is the run's check (cli_autoplan.c, check_fits).
+ */
+static mt_status_t
+check_budgets(const struct mt_plan *p, const char *path)
+{
+    bool gpu = p->hbm_gbps > 0; /* the planner refuses a GPU without an HBM rate */
+    uint64_t gpu_room;
+    uint64_t dram_room;
+    int n_gpu = 0;
+    int n_dram = 0;
+    int fit;
+
+    mt_plan_expert_room(p, gpu, &gpu_room, &dram_room);
+    if (p->gpu_expert_bytes > gpu_room) {
+        return mt_fail(MT_ERR_FORMAT, 0,
+                       "plan '%s': field 'budgets.gpu_expert_bytes' is %" PRIu64 ", more than "
+                       "the %" PRIu64 " bytes %s (edit the budgets consistently, or make the "
+                       "plan again with moetier plan)",
+                       path, p->gpu_expert_bytes, gpu_room,
+                       gpu ? "gpu_mem_bytes leaves after always_on_bytes, kv_bytes and "
+                             "gpu_reserve_bytes"
+                           : "of a plan without a GPU (hardware.hbm_gbps 0)");
+    }
+    if (p->dram_expert_bytes > dram_room) {
+        return mt_fail(MT_ERR_FORMAT, 0,
+                       "plan '%s': field 'budgets.dram_expert_bytes' is %" PRIu64 ", more than "
+                       "the %" PRIu64 " bytes cpu_mem_bytes leaves after cpu_reserve_bytes%s "
+                       "(edit the budgets consistently, or make the plan again with moetier "
+                       "plan)",
+                       path, p->dram_expert_bytes, dram_room,
+                       gpu ? "" : ", always_on_bytes and kv_bytes (a plan without a GPU)");
+    }
+    for (size_t i = 0; i < (size_t)p->n_layers * p->n_experts; i++) {
+        n_gpu += p->tiers[i] == MT_TIER_GPU;
+        n_dram += mt_plan_tier_is_dram(p->tiers[i]);
+    }
+    fit = mt_plan_slots((double)p->gpu_expert_bytes, (double)p->expert_bytes);
+    if (n_gpu > fit) {
+        return mt_fail(MT_ERR_FORMAT, 0,
+                       "plan '%s': its layers put %d expert%s on the GPU ('G'), but "
+                       "budgets.gpu_expert_bytes %" PRIu64 " holds %d of %" PRIu64 " bytes (move "
+                       "experts off the GPU, or make the plan again with moetier plan)",
+                       path, n_gpu, n_gpu == 1 ? "" : "s", p->gpu_expert_bytes, fit,
+                       p->expert_bytes);
+    }
+    fit = mt_plan_slots((double)p->dram_expert_bytes, (double)p->expert_bytes);
+    if (n_dram > fit) {
+        return mt_fail(MT_ERR_FORMAT, 0,
+                       "plan '%s': its layers put %d expert%s in DRAM ('C', 'P'), but "
+                       "budgets.dram_expert_bytes %" PRIu64 " holds %d of %" PRIu64 " bytes (move "
+                       "experts to NVMe ('N'), or make the plan again with moetier plan)",
+                       path, n_dram, n_dram == 1 ? "" : "s", p->dram_expert_bytes, fit,
+                       p->expert_bytes);
     }
     return MT_OK;
 }
@@ -479,7 +537,7 @@ mt_plan_load(const char *path, struct mt_plan **plan_out)
         for (int e = 0; e < E && r.st == MT_OK; e++) {
             int t = p->tiers[(size_t)l * E + e];
             int pt = p->prefill_tiers[(size_t)l * E + e];
-            if (t != pt && !(is_dram(t) && is_dram(pt))) {
+            if (t != pt && !(mt_plan_tier_is_dram(t) && mt_plan_tier_is_dram(pt))) {
                 r.st = mt_fail(MT_ERR_FORMAT, 0,
                                "plan '%s': layer %d expert %d is '%c' in 'tiers' but '%c' in "
                                "'prefill': prefill may only change how a DRAM expert is "
@@ -489,7 +547,7 @@ mt_plan_load(const char *path, struct mt_plan **plan_out)
             }
         }
     }
-    if (r.st != MT_OK) {
+    if (r.st != MT_OK || (r.st = check_budgets(p, path)) != MT_OK) {
         goto out_destroy;
     }
     json_decref(root);

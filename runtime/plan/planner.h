@@ -332,7 +332,8 @@ mt_status_t mt_plan_save(const struct mt_plan *plan, const char *path);
  * JSON, not a moetier plan, another version, or inconsistent (a tier string of the wrong length
  * or with an unknown code, a prefill code that stores an expert elsewhere than its decode code,
  * a negative rate, time, byte count or prediction, an efficiency outside (0,
- * MT_PLAN_LEARNED_EFF_MAX]); the message names the file and the field.
+ * MT_PLAN_LEARNED_EFF_MAX], expert bytes beyond what its budgets leave, or more GPU or DRAM
+ * experts than those bytes hold); the message names the file and the field.
  */
 mt_status_t mt_plan_load(const char *path, struct mt_plan **plan_out);
 
