@@ -3,13 +3,14 @@
 # test_plan_run.sh - `moetier run --plan` on a `synth --preset small` checkpoint: a plan that
 # streams every routed expert from disk gives the same greedy tokens as one that keeps them in
 # DRAM (and as no plan), holds no routed expert after the run, and peaks lower in resident memory
-# by most of the routed experts' size; a plan for another model is refused naming the field.
+# by most of the routed experts' size; a plan for another model is refused naming the field;
+# run -v prints a plan without an expected-load bound without dividing by it.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
 make_tmp plan-run
 m="$tmp/small"
 
-echo "1..10"
+echo "1..11"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 "$bin" plan -m "$m" --hw "$prof" --gpu-mem 2G --cpu-mem 4.1G --gpu-reserve 1.6G --ctx 1024 \
@@ -68,14 +69,24 @@ out=$(run --plan "$tmp/missing.json")
 [ $? -eq 1 ] && grep -q "missing.json" "$tmp/err"
 ok $? "a missing plan: exit 1 naming it: $(head -1 "$tmp/err")"
 # a plan file whose DRAM budget is far above this run's --cpu-mem (made on a bigger machine): the
-# stream cache stays within --cpu-mem instead of mapping the plan's budget
-sed -E 's/"dram_expert_bytes": *[0-9]+/"dram_expert_bytes": 15000000000/' "$tmp/nvme.json" \
-    >"$tmp/nvme15g.json"
+# stream cache stays within --cpu-mem instead of mapping the plan's budget (cpu_mem_bytes is
+# the experts' 15 GB plus the 4 GiB reserve: a plan loads only with budgets that add up)
+sed -E 's/"dram_expert_bytes": *[0-9]+/"dram_expert_bytes": 15000000000/;
+    s/"cpu_mem_bytes": *[0-9]+/"cpu_mem_bytes": 19294967296/' "$tmp/nvme.json" >"$tmp/nvme15g.json"
 out=$(CUDA_VISIBLE_DEVICES= run --plan "$tmp/nvme15g.json" --cpu-mem 300M)
 rc=$?
 big=$(peak)
 [ $rc -eq 0 ] && [ "$out" = "$plain" ] && awk -v p="$big" 'BEGIN { exit !(p != "" && p < 1000) }'
 ok $? "a plan's 15 GB DRAM budget under --cpu-mem 300M: peak resident $big MiB, the same tokens"
+# a plan without an expected-load bound (0: a hand-made plan's "not predicted"; the planner's
+# includes the always-on time): run -v prints the plan without dividing by it ("inf tok/s")
+sed -E 's/"decode_ms_mean_load": *[0-9.e+-]+/"decode_ms_mean_load": 0/' "$tmp/dram.json" \
+    >"$tmp/nobound.json"
+out=$(CUDA_VISIBLE_DEVICES= run --plan "$tmp/nobound.json" -v)
+[ $? -eq 0 ] && [ "$out" = "$plain" ] && grep -q "the plan records no expected-load bound" \
+    "$tmp/err" && ! grep -q "inf tok/s" "$tmp/err"
+ok $? "run -v with a plan whose expected-load bound is 0:$(grep -A1 '^decode ' "$tmp/err" | tail -1 |
+    sed 's/^ */ /')"
 # a BF16 checkpoint whose config.json says float32: `plan -m` sizes the experts from the tensors,
 # as `run --plan` checks them, so its plan runs
 "$bin" synth --preset small --dtype bf16 --seed 3 -o "$tmp/f32name" >/dev/null 2>"$tmp/err" ||

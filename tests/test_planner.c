@@ -2,7 +2,8 @@
 /*
  * test_planner.c - the placement planner: the optimizer against exhaustive search on small random
  * instances, budgets on random instances, the cost model against a hand formula on V3.2, plans
- * from traces, the shipped what-if profiles, and plan files (round trip and bad files).
+ * from traces, the shipped what-if profiles, and plan files (round trip, bad and hand-edited
+ * files).
  */
 #include <config.h>
 
@@ -347,9 +348,12 @@ make_profile(struct mt_hwprofile *hw, double hbm, double dram, double pcie, doub
     hw->dram_bytes = (uint64_t)2 << 40;
 }
 
+/* patch_first's drop: the value that follows find, up to the next ',' or line end */
+#define PATCH_VALUE ((size_t)-1)
+
 /* Replace the first `find` in a file, and the `drop` bytes after it, with `repl` (test plans
- * are small). */
-static void
+ * are small). Whether it did (false: find is not there). */
+static bool
 patch_first(const char *path, const char *find, size_t drop, const char *repl)
 {
     static char buf[1 << 20];
@@ -359,20 +363,99 @@ patch_first(const char *path, const char *find, size_t drop, const char *repl)
     char *p;
 
     if (f == NULL) {
-        return;
+        return false;
     }
     n = fread(buf, 1, sizeof(buf) - 1, f);
     fclose(f);
     buf[n] = '\0';
     p = strstr(buf, find);
+    if (p != NULL && drop == PATCH_VALUE) {
+        drop = strcspn(p + strlen(find), ",\n");
+    }
     if (p == NULL || strlen(p + strlen(find)) < drop || strlen(repl) > 64 + strlen(find)) {
-        return;
+        return false;
     }
     snprintf(out, sizeof(out), "%.*s%s%s", (int)(p - buf), buf, repl, p + strlen(find) + drop);
     f = fopen(path, "w");
-    if (f != NULL) {
-        fputs(out, f);
-        fclose(f);
+    if (f == NULL) {
+        return false;
+    }
+    fputs(out, f);
+    return fclose(f) == 0;
+}
+
+/*
+ * A plan file edited by hand: numbers out of range, a placement beyond the plan's own budgets,
+ * the version spelled 1.0. plan is the V3.2 plan of test_v32_plans (no GPU room for experts,
+ * DRAM for all of them, every expert 'C'); each case edits a fresh copy of it at path.
+ */
+static void
+test_plan_file_edits(const struct mt_plan *plan, const char *path)
+{
+    static const struct {
+        const char *find;
+        size_t drop; /* bytes after find that repl replaces too (PATCH_VALUE: its value) */
+        const char *repl;
+        const char *find2; /* a second edit (drop 0), or NULL */
+        const char *repl2;
+        const char *err; /* in the message of the refusal; NULL: the edited plan loads */
+    } edits[] = {
+        {"\"pcie_gbps\": ", PATCH_VALUE, "\"pcie_gbps\": -3", NULL, NULL,
+         "field 'hardware.pcie_gbps' must be a finite number >= 0 (got -3)"},
+        {"\"decode_tok_s\": ", PATCH_VALUE, "\"decode_tok_s\": -1", NULL, NULL,
+         "field 'prediction.decode_tok_s' must be a finite number >= 0"},
+        /* the first tier is the gpu's */
+        {"\"bytes_per_token\": ", PATCH_VALUE, "\"bytes_per_token\": -1", NULL, NULL,
+         "field 'prediction.tiers.gpu.bytes_per_token' must be a finite number >= 0"},
+        {"\"host_layer_ms\": ", PATCH_VALUE, "\"host_layer_ms\": -0.5", NULL, NULL,
+         "field 'hardware.host_layer_ms' must be a finite number >= 0"},
+        {"\"cpu_eff\": ", PATCH_VALUE, "\"cpu_eff\": -0.6", NULL, NULL,
+         "field 'budgets.cpu_eff' must be an efficiency in (0, 2]"},
+        {"\"gpu_eff\": ", PATCH_VALUE, "\"gpu_eff\": 0", NULL, NULL,
+         "field 'hardware.gpu_eff' must be an efficiency in (0, 2] (got 0)"},
+        {"\"cpu_prefill_eff\": ", PATCH_VALUE, "\"cpu_prefill_eff\": 2.5", NULL, NULL,
+         "field 'hardware.cpu_prefill_eff' must be an efficiency"},
+        /* 0 where it means none: a prediction a hand-made plan does not have */
+        {"\"decode_ms_mean_load\": ", PATCH_VALUE, "\"decode_ms_mean_load\": 0", NULL, NULL, NULL},
+        /* an optional number left out takes its default */
+        {"\"gpu_eff\": 1.0,", 0, "", NULL, NULL, NULL},
+        /* JSON tools may rewrite 1 as 1.0: the same version, as in hardware profiles */
+        {"\"version\": ", PATCH_VALUE, "\"version\": 1.0", NULL, NULL, NULL},
+        {"\"version\": ", PATCH_VALUE, "\"version\": 1.5", NULL, NULL,
+         "field 'version' must be an integer"},
+        /* budgets and placement: the planner left no GPU room, and DRAM for every expert */
+        {"\"gpu_expert_bytes\": ", PATCH_VALUE, "\"gpu_expert_bytes\": 1", NULL, NULL,
+         "field 'budgets.gpu_expert_bytes' is 1, more than the 0 bytes gpu_mem_bytes leaves"},
+        /* a 9 put before its digits */
+        {"\"dram_expert_bytes\": ", 0, "\"dram_expert_bytes\": 9", NULL, NULL,
+         "more than the 1095216660480 bytes cpu_mem_bytes leaves after cpu_reserve_bytes"},
+        {"\"dram_expert_bytes\": ", PATCH_VALUE, "\"dram_expert_bytes\": 44050944", NULL, NULL,
+         "its layers put 14848 experts in DRAM ('C', 'P'), but budgets.dram_expert_bytes "
+         "44050944 holds 1 of"},
+        {"\"tiers\": \"C", 0, "\"tiers\": \"G", "\"prefill\": \"C", "\"prefill\": \"G",
+         "its layers put 1 expert on the GPU ('G'), but budgets.gpu_expert_bytes 0 holds 0"},
+    };
+
+    for (size_t i = 0; i < sizeof(edits) / sizeof(edits[0]); i++) {
+        const char *what = edits[i].repl[0] != '\0' ? edits[i].repl : edits[i].find;
+        struct mt_plan *back = NULL;
+        bool patched;
+        mt_status_t st;
+
+        patched = mt_plan_save(plan, path) == MT_OK &&
+                  patch_first(path, edits[i].find, edits[i].drop, edits[i].repl) &&
+                  (edits[i].find2 == NULL || patch_first(path, edits[i].find2, 0, edits[i].repl2));
+        st = mt_plan_load(path, &back);
+        if (edits[i].err == NULL) {
+            tap_ok(patched && st == MT_OK && back != NULL, "plan edited (%s) loads%s%s", what,
+                   st == MT_OK ? "" : ": ", st == MT_OK ? "" : mt_last_error());
+        } else {
+            tap_ok(patched && st == MT_ERR_FORMAT && back == NULL &&
+                       strstr(mt_last_error(), edits[i].err) != NULL,
+                   "plan edited (%s) is refused: %s", what,
+                   st == MT_OK ? "it loaded" : mt_last_error());
+        }
+        mt_plan_destroy(back);
     }
 }
 
@@ -572,6 +655,7 @@ test_v32_plans(void)
                "plan whose prefill stores an expert elsewhere than decode: %s", mt_last_error());
         mt_plan_destroy(back);
         back = NULL;
+        test_plan_file_edits(plan, path);
         tap_rmtree(dir);
     }
     mt_plan_destroy(plan);

@@ -12,6 +12,7 @@
 
 #include "runtime/base/file_util.h"
 
+#include "runtime/base/json_num.h"
 #include "runtime/base/out_file.h"
 
 #include <errno.h>
@@ -193,6 +194,7 @@ mt_json_load_versioned(const char *path, const char *what, const char *format, i
 {
     json_t *root;
     json_t *v;
+    long long got = 0;
     mt_status_t st;
 
     st = mt_json_load_file(path, what, MT_FILE_MAX_MOETIER, &root);
@@ -210,13 +212,14 @@ mt_json_load_versioned(const char *path, const char *what, const char *format, i
         st = mt_fail(MT_ERR_FORMAT, 0, "%s '%s': missing field 'version'", what, path);
         goto out_decref;
     }
-    if (!json_is_integer(v)) {
+    /* 1.0 is version 1, as in hardware profiles: JSON tools may rewrite 1 as 1.0 (json_num.h) */
+    if (!mt_json_is_int(v, &got)) {
         st = mt_fail(MT_ERR_FORMAT, 0, "%s '%s': field 'version' must be an integer", what, path);
         goto out_decref;
     }
-    if (json_integer_value(v) != version) {
+    if (got != version) {
         st = mt_fail(MT_ERR_FORMAT, 0, "%s '%s' has version %lld, this moetier reads version %d",
-                     what, path, (long long)json_integer_value(v), version);
+                     what, path, got, version);
         goto out_decref;
     }
     *root_out = root;

@@ -82,7 +82,8 @@ mt_status_t mt_json_parse(const char *text, size_t len, const char *what, json_t
  * Returns MT_OK with a new reference in *root_out; the
  * errors of mt_json_load_file, or MT_ERR_FORMAT when the tag is absent or another ("'<path>' is
  * not a moetier <what> ...") or the version is missing, not an integer or another ("<what>
- * '<path>' has version 2, this moetier reads version 1").
+ * '<path>' has version 2, this moetier reads version 1"). An integral real (1.0) is an integer,
+ * as everywhere moetier reads one (mt_json_is_int).
  */
 mt_status_t mt_json_load_versioned(const char *path, const char *what, const char *format,
                                    int version, json_t **root_out);

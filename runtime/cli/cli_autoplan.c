@@ -451,10 +451,16 @@ mt_cli_plan_print(FILE *out, const struct mt_plan *p)
             "costs\n    the slowest of them\n\n");
     fprintf(out, "bottleneck : %s\n", p->bottleneck);
     fprintf(out, "decode     : %.2f tok/s (%.1f ms/token, of which always-on %.1f ms; averaged "
-            "over sampled\n             expert choices; the expected-load bound is %.1f ms = "
-            "%.2f tok/s)\n",
-            p->decode_tok_s, p->decode_ms, p->always_on_ms, p->decode_ms_mean_load,
-            1e3 / p->decode_ms_mean_load);
+            "over sampled\n             expert choices; ",
+            p->decode_tok_s, p->decode_ms, p->always_on_ms);
+    if (p->decode_ms_mean_load > 0) {
+        fprintf(out, "the expected-load bound is %.1f ms = %.2f tok/s)\n", p->decode_ms_mean_load,
+                1e3 / p->decode_ms_mean_load);
+    } else {
+        /* the planner's bound includes the always-on time, never 0: a plan edited by hand
+           without one (mt_plan_load takes 0 as "not predicted") */
+        fprintf(out, "the plan records no expected-load bound)\n");
+    }
     int moved = 0;
     int dram = 0;
     for (size_t i = 0; i < (size_t)p->n_layers * p->n_experts; i++) {

@@ -4,19 +4,22 @@
  *
  * The placement is stored as one string of tier codes per MoE layer ("GGCCP...N"): 256 experts
  * read as one line, and a runtime rebuilds its per-layer dispatch tables from it. Loading is
- * strict (format, version, lengths, codes) because a wrong plan silently misplaces experts; the
- * model identity is checked separately against the checkpoint (mt_plan_check_model).
+ * strict (format, version, lengths, codes, number ranges, a placement within its own budgets)
+ * because a wrong plan silently misplaces experts; the model identity is checked separately
+ * against the checkpoint (mt_plan_check_model).
  */
 #include <config.h>
 
 #include "runtime/plan/planner.h"
 
+#include "runtime/plan/planner_int.h"
 #include "runtime/base/file_util.h"
 #include "runtime/base/json_num.h"
 #include "runtime/base/json_text.h"
 
 #include <inttypes.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,10 +184,26 @@ get_int(struct reader *r, json_t *obj, const char *section, const char *key, lon
     return x;
 }
 
+/*
+ * What a number of the plan may be. Rates, times, bytes and predictions are >= 0: 0 is how the
+ * planner writes "no such hardware" (hbm_gbps of a plan without a GPU), "not measured"
+ * (cpu_prefill_gbps, host_layer_ms) and an empty tier, and a hand-made plan's "not predicted"
+ * (the printouts and the run report show no ratio against it). An efficiency scales a rate and
+ * divides a re-prediction (mt_plan_repredict_decode), so it is > 0, and at most what a plan takes
+ * from a profile. JSON cannot spell NaN or infinity (jansson refuses 1e999), but a plan may come
+ * from elsewhere: finite is checked too. A negative rate would be divided into the cost model's
+ * seconds and printed as a negative speed.
+ */
+enum num_range {
+    NUM_NONNEG, /* finite, >= 0 */
+    NUM_EFF,    /* finite, in (0, MT_PLAN_LEARNED_EFF_MAX] */
+};
+
 static double
-get_num(struct reader *r, json_t *obj, const char *section, const char *key)
+get_num(struct reader *r, json_t *obj, const char *section, const char *key, enum num_range range)
 {
     json_t *v = member(r, obj, section, key);
+    double x;
 
     if (v == NULL) {
         return 0;
@@ -196,7 +215,32 @@ get_num(struct reader *r, json_t *obj, const char *section, const char *key)
         }
         return 0;
     }
-    return json_number_value(v);
+    x = json_number_value(v);
+    if (range == NUM_EFF && !(isfinite(x) && x > 0 && x <= MT_PLAN_LEARNED_EFF_MAX)) {
+        if (r->st == MT_OK) {
+            r->st = mt_fail(MT_ERR_FORMAT, 0,
+                            "plan '%s': field '%s.%s' must be an efficiency in (0, %g] (got %g)",
+                            r->path, section, key, MT_PLAN_LEARNED_EFF_MAX, x);
+        }
+        return 0;
+    }
+    if (range == NUM_NONNEG && !(isfinite(x) && x >= 0)) {
+        if (r->st == MT_OK) {
+            r->st = mt_fail(MT_ERR_FORMAT, 0,
+                            "plan '%s': field '%s.%s' must be a finite number >= 0 (got %g)",
+                            r->path, section, key, x);
+        }
+        return 0;
+    }
+    return x;
+}
+
+/* A number the plan may leave out (older plans have no learned fields): dflt when absent. */
+static double
+opt_num(struct reader *r, json_t *obj, const char *section, const char *key, double dflt,
+        enum num_range range)
+{
+    return json_object_get(obj, key) != NULL ? get_num(r, obj, section, key, range) : dflt;
 }
 
 static void
@@ -250,12 +294,6 @@ get_tiers(struct reader *r, json_t *lo, const char *key, int layer, int E, uint8
     }
 }
 
-static bool
-is_dram(int t)
-{
-    return t == MT_TIER_DRAM_CPU || t == MT_TIER_DRAM_PCIE;
-}
-
 /*
  * The model fields and the dims_hash written beside them must agree: a plan whose numbers were
  * edited by hand (or damaged) would otherwise place experts for a model it does not describe.
@@ -286,6 +324,69 @@ check_dims_hash(const struct mt_plan *p, const char *path, json_t *m)
                        "%016" PRIx64 "): the plan was edited or damaged (make it again with "
                        "moetier plan)",
                        path, text, want);
+    }
+    return MT_OK;
+}
+
+/*
+ * The placement must fit the budgets the plan records, in the planner's own accounting: the
+ * experts' bytes within what the budgets leave (mt_plan_expert_room), and the experts the layers
+ * put on the GPU and in DRAM within those bytes (counted as mt_plan_problem_evaluate counts
+ * them). A plan edited by hand past them would print budgets that do not add up and predict for
+ * memory it does not have; `plan --learn` would fail on it later with a planner message. Whether
+ * the plan fits the machine it runs on is the run's check (cli_autoplan.c, check_fits).
+ */
+static mt_status_t
+check_budgets(const struct mt_plan *p, const char *path)
+{
+    bool gpu = p->hbm_gbps > 0; /* the planner refuses a GPU without an HBM rate */
+    uint64_t gpu_room;
+    uint64_t dram_room;
+    int n_gpu = 0;
+    int n_dram = 0;
+    int fit;
+
+    mt_plan_expert_room(p, gpu, &gpu_room, &dram_room);
+    if (p->gpu_expert_bytes > gpu_room) {
+        return mt_fail(MT_ERR_FORMAT, 0,
+                       "plan '%s': field 'budgets.gpu_expert_bytes' is %" PRIu64 ", more than "
+                       "the %" PRIu64 " bytes %s (edit the budgets consistently, or make the "
+                       "plan again with moetier plan)",
+                       path, p->gpu_expert_bytes, gpu_room,
+                       gpu ? "gpu_mem_bytes leaves after always_on_bytes, kv_bytes and "
+                             "gpu_reserve_bytes"
+                           : "of a plan without a GPU (hardware.hbm_gbps 0)");
+    }
+    if (p->dram_expert_bytes > dram_room) {
+        return mt_fail(MT_ERR_FORMAT, 0,
+                       "plan '%s': field 'budgets.dram_expert_bytes' is %" PRIu64 ", more than "
+                       "the %" PRIu64 " bytes cpu_mem_bytes leaves after cpu_reserve_bytes%s "
+                       "(edit the budgets consistently, or make the plan again with moetier "
+                       "plan)",
+                       path, p->dram_expert_bytes, dram_room,
+                       gpu ? "" : ", always_on_bytes and kv_bytes (a plan without a GPU)");
+    }
+    for (size_t i = 0; i < (size_t)p->n_layers * p->n_experts; i++) {
+        n_gpu += p->tiers[i] == MT_TIER_GPU;
+        n_dram += mt_plan_tier_is_dram(p->tiers[i]);
+    }
+    fit = mt_plan_slots((double)p->gpu_expert_bytes, (double)p->expert_bytes);
+    if (n_gpu > fit) {
+        return mt_fail(MT_ERR_FORMAT, 0,
+                       "plan '%s': its layers put %d expert%s on the GPU ('G'), but "
+                       "budgets.gpu_expert_bytes %" PRIu64 " holds %d of %" PRIu64 " bytes (move "
+                       "experts off the GPU, or make the plan again with moetier plan)",
+                       path, n_gpu, n_gpu == 1 ? "" : "s", p->gpu_expert_bytes, fit,
+                       p->expert_bytes);
+    }
+    fit = mt_plan_slots((double)p->dram_expert_bytes, (double)p->expert_bytes);
+    if (n_dram > fit) {
+        return mt_fail(MT_ERR_FORMAT, 0,
+                       "plan '%s': its layers put %d expert%s in DRAM ('C', 'P'), but "
+                       "budgets.dram_expert_bytes %" PRIu64 " holds %d of %" PRIu64 " bytes (move "
+                       "experts to NVMe ('N'), or make the plan again with moetier plan)",
+                       path, n_dram, n_dram == 1 ? "" : "s", p->dram_expert_bytes, fit,
+                       p->expert_bytes);
     }
     return MT_OK;
 }
@@ -349,39 +450,29 @@ mt_plan_load(const char *path, struct mt_plan **plan_out)
     p->budget.cpu_reserve = (uint64_t)get_int(&r, b, "budgets", "cpu_reserve_bytes", 0, INT64_MAX);
     p->budget.ctx = (int)get_int(&r, b, "budgets", "ctx", 0, INT32_MAX);
     p->budget.prefill_batch = (int)get_int(&r, b, "budgets", "prefill_batch", 1, INT32_MAX);
-    p->budget.cpu_eff = get_num(&r, b, "budgets", "cpu_eff");
+    p->budget.cpu_eff = get_num(&r, b, "budgets", "cpu_eff", NUM_EFF);
     p->always_on_bytes = (uint64_t)get_int(&r, b, "budgets", "always_on_bytes", 0, INT64_MAX);
     p->kv_bytes = (uint64_t)get_int(&r, b, "budgets", "kv_bytes", 0, INT64_MAX);
     p->gpu_expert_bytes = (uint64_t)get_int(&r, b, "budgets", "gpu_expert_bytes", 0, INT64_MAX);
     p->dram_expert_bytes = (uint64_t)get_int(&r, b, "budgets", "dram_expert_bytes", 0, INT64_MAX);
     get_str(&r, h, "hardware", "source", p->hw_source, sizeof(p->hw_source));
-    p->hbm_gbps = get_num(&r, h, "hardware", "hbm_gbps");
-    p->gpu_tflops = get_num(&r, h, "hardware", "gpu_tflops");
-    p->dram_gbps = get_num(&r, h, "hardware", "dram_gbps");
-    p->cpu_gflops = get_num(&r, h, "hardware", "cpu_gflops");
-    p->pcie_gbps = get_num(&r, h, "hardware", "pcie_gbps");
-    p->disk_gbps = get_num(&r, h, "hardware", "disk_gbps");
-    p->gpu_eff = json_object_get(h, "gpu_eff") != NULL ? get_num(&r, h, "hardware", "gpu_eff") : 1;
-    p->disk_eff =
-        json_object_get(h, "disk_eff") != NULL ? get_num(&r, h, "hardware", "disk_eff") : 1;
-    p->host_layer_ms = json_object_get(h, "host_layer_ms") != NULL
-                           ? get_num(&r, h, "hardware", "host_layer_ms")
-                           : 0;
-    p->cpu_prefill_gbps = json_object_get(h, "cpu_prefill_gbps") != NULL
-                              ? get_num(&r, h, "hardware", "cpu_prefill_gbps")
-                              : 0;
-    p->cpu_prefill_gflops = json_object_get(h, "cpu_prefill_gflops") != NULL
-                                ? get_num(&r, h, "hardware", "cpu_prefill_gflops")
-                                : 0;
-    p->cpu_prefill_eff = json_object_get(h, "cpu_prefill_eff") != NULL
-                             ? get_num(&r, h, "hardware", "cpu_prefill_eff")
-                             : 1;
-    p->host_layers_per_token = json_object_get(pr, "host_layers_per_token") != NULL
-                                   ? get_num(&r, pr, "prediction", "host_layers_per_token")
-                                   : 0;
+    p->hbm_gbps = get_num(&r, h, "hardware", "hbm_gbps", NUM_NONNEG);
+    p->gpu_tflops = get_num(&r, h, "hardware", "gpu_tflops", NUM_NONNEG);
+    p->dram_gbps = get_num(&r, h, "hardware", "dram_gbps", NUM_NONNEG);
+    p->cpu_gflops = get_num(&r, h, "hardware", "cpu_gflops", NUM_NONNEG);
+    p->pcie_gbps = get_num(&r, h, "hardware", "pcie_gbps", NUM_NONNEG);
+    p->disk_gbps = get_num(&r, h, "hardware", "disk_gbps", NUM_NONNEG);
+    p->gpu_eff = opt_num(&r, h, "hardware", "gpu_eff", 1, NUM_EFF);
+    p->disk_eff = opt_num(&r, h, "hardware", "disk_eff", 1, NUM_EFF);
+    p->host_layer_ms = opt_num(&r, h, "hardware", "host_layer_ms", 0, NUM_NONNEG);
+    p->cpu_prefill_gbps = opt_num(&r, h, "hardware", "cpu_prefill_gbps", 0, NUM_NONNEG);
+    p->cpu_prefill_gflops = opt_num(&r, h, "hardware", "cpu_prefill_gflops", 0, NUM_NONNEG);
+    p->cpu_prefill_eff = opt_num(&r, h, "hardware", "cpu_prefill_eff", 1, NUM_EFF);
+    p->host_layers_per_token =
+        opt_num(&r, pr, "prediction", "host_layers_per_token", 0, NUM_NONNEG);
     get_str(&r, a, "activation", "source", p->activation, sizeof(p->activation));
     p->trace_tokens = (uint64_t)get_int(&r, a, "activation", "tokens", 0, INT64_MAX);
-    p->decode_tok_s = get_num(&r, pr, "prediction", "decode_tok_s");
+    p->decode_tok_s = get_num(&r, pr, "prediction", "decode_tok_s", NUM_NONNEG);
     if (json_is_null(json_object_get(pr, "prefill_tok_s"))) {
         get_str(&r, pr, "prediction", "prefill_not_modelled", p->prefill_not_modelled,
                 sizeof(p->prefill_not_modelled));
@@ -389,13 +480,13 @@ mt_plan_load(const char *path, struct mt_plan **plan_out)
             snprintf(p->prefill_not_modelled, sizeof(p->prefill_not_modelled), "?");
         }
     } else {
-        p->prefill_tok_s = get_num(&r, pr, "prediction", "prefill_tok_s");
+        p->prefill_tok_s = get_num(&r, pr, "prediction", "prefill_tok_s", NUM_NONNEG);
     }
-    p->decode_ms = get_num(&r, pr, "prediction", "decode_ms");
-    p->decode_ms_mean_load = get_num(&r, pr, "prediction", "decode_ms_mean_load");
-    p->always_on_ms = get_num(&r, pr, "prediction", "always_on_ms");
+    p->decode_ms = get_num(&r, pr, "prediction", "decode_ms", NUM_NONNEG);
+    p->decode_ms_mean_load = get_num(&r, pr, "prediction", "decode_ms_mean_load", NUM_NONNEG);
+    p->always_on_ms = get_num(&r, pr, "prediction", "always_on_ms", NUM_NONNEG);
     if (p->prefill_not_modelled[0] == '\0') {
-        p->prefill_ms = get_num(&r, pr, "prediction", "prefill_ms_per_batch");
+        p->prefill_ms = get_num(&r, pr, "prediction", "prefill_ms_per_batch", NUM_NONNEG);
     }
     get_str(&r, pr, "prediction", "bottleneck", p->bottleneck, sizeof(p->bottleneck));
     v = member(&r, pr, "prediction", "tiers");
@@ -403,10 +494,13 @@ mt_plan_load(const char *path, struct mt_plan **plan_out)
         const char *name = mt_tier_name((enum mt_tier)k);
         json_t *o = member(&r, v, "prediction.tiers", name);
         struct mt_plan_tier_stats *ts = &p->tier[k];
-        ts->experts = (int)get_int(&r, o, name, "experts", 0, INT32_MAX);
-        ts->bytes = get_num(&r, o, name, "bytes");
-        ts->bytes_per_token = get_num(&r, o, name, "bytes_per_token");
-        ts->ms_per_token = get_num(&r, o, name, "ms_per_token");
+        char sec[40];
+
+        snprintf(sec, sizeof(sec), "prediction.tiers.%s", name);
+        ts->experts = (int)get_int(&r, o, sec, "experts", 0, INT32_MAX);
+        ts->bytes = get_num(&r, o, sec, "bytes", NUM_NONNEG);
+        ts->bytes_per_token = get_num(&r, o, sec, "bytes_per_token", NUM_NONNEG);
+        ts->ms_per_token = get_num(&r, o, sec, "ms_per_token", NUM_NONNEG);
     }
     if (r.st != MT_OK) {
         goto out_destroy;
@@ -443,7 +537,7 @@ mt_plan_load(const char *path, struct mt_plan **plan_out)
         for (int e = 0; e < E && r.st == MT_OK; e++) {
             int t = p->tiers[(size_t)l * E + e];
             int pt = p->prefill_tiers[(size_t)l * E + e];
-            if (t != pt && !(is_dram(t) && is_dram(pt))) {
+            if (t != pt && !(mt_plan_tier_is_dram(t) && mt_plan_tier_is_dram(pt))) {
                 r.st = mt_fail(MT_ERR_FORMAT, 0,
                                "plan '%s': layer %d expert %d is '%c' in 'tiers' but '%c' in "
                                "'prefill': prefill may only change how a DRAM expert is "
@@ -453,7 +547,7 @@ mt_plan_load(const char *path, struct mt_plan **plan_out)
             }
         }
     }
-    if (r.st != MT_OK) {
+    if (r.st != MT_OK || (r.st = check_budgets(p, path)) != MT_OK) {
         goto out_destroy;
     }
     json_decref(root);

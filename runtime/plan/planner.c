@@ -363,6 +363,29 @@ prefill_unmodelled(const struct mt_plan_problem *pb, const uint8_t *t, size_t n,
     }
 }
 
+/* a - b, or 0 when b is larger */
+static uint64_t
+sub_sat(uint64_t a, uint64_t b)
+{
+    return a > b ? a - b : 0;
+}
+
+void
+mt_plan_expert_room(const struct mt_plan *plan, bool gpu, uint64_t *gpu_out, uint64_t *dram_out)
+{
+    const struct mt_plan_budget *b = &plan->budget;
+
+    if (gpu) {
+        *gpu_out = sub_sat(sub_sat(sub_sat(b->gpu_mem, plan->always_on_bytes), plan->kv_bytes),
+                           b->gpu_reserve);
+        *dram_out = sub_sat(b->cpu_mem, b->cpu_reserve);
+    } else {
+        /* Without a GPU the always-on weights and the KV cache live in DRAM too. */
+        *gpu_out = 0;
+        *dram_out = sub_sat(sub_sat(sub_sat(b->cpu_mem, b->cpu_reserve), plan->always_on_bytes),
+                            plan->kv_bytes);
+    }
+}
 
 /* Tokens of uniform routing a trace is weighed against (see activation). */
 #define TRACE_PRIOR_TOKENS 256.0
@@ -435,7 +458,6 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
     double sampled_s = 0.0;
     double src_s[S_];
     double limit_s[S_];
-    double gpu_left;
     double always_flops = 0.0;
     uint64_t always_params = 0;
     mt_status_t st;
@@ -530,8 +552,8 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
         budget = &plan->budget;
     }
     if (hw->gpu.present) {
-        gpu_left = (double)budget->gpu_mem - (double)plan->always_on_bytes -
-                   (double)plan->kv_bytes - (double)budget->gpu_reserve;
+        double gpu_left = (double)budget->gpu_mem - (double)plan->always_on_bytes -
+                          (double)plan->kv_bytes - (double)budget->gpu_reserve;
         if (gpu_left < 0) {
             st = mt_fail(MT_ERR_INVAL, 0,
                          "--gpu-mem %.1f GiB is too small: always-on weights %.1f GiB + KV cache "
@@ -547,8 +569,6 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
             mt_log_warn("--gpu-mem %.1f GiB exceeds the profile's GPU memory %.1f GiB",
                         budget->gpu_mem / 1073741824.0, hw->gpu.mem_bytes / 1073741824.0);
         }
-    } else {
-        gpu_left = 0;
     }
     if (hw->dram_bytes > 0 && budget->cpu_mem > hw->dram_bytes) {
         mt_log_warn("--cpu-mem %.1f GiB exceeds the profile's DRAM %.1f GiB",
@@ -562,17 +582,11 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
                     budget->cpu_mem / 1073741824.0, budget->cpu_reserve / 1073741824.0);
         goto out_destroy;
     }
-    plan->gpu_expert_bytes = (uint64_t)gpu_left;
-    plan->dram_expert_bytes = budget->cpu_mem - budget->cpu_reserve;
-    if (hw->gpu.present) {
+    mt_plan_expert_room(plan, hw->gpu.present, &plan->gpu_expert_bytes, &plan->dram_expert_bytes);
+    if (hw->gpu.present) { /* the GPU engine's embedding table, in host memory */
         uint64_t host = sizes->other_bytes - sizes->gpu_other_bytes;
         plan->dram_expert_bytes =
             plan->dram_expert_bytes > host ? plan->dram_expert_bytes - host : 0;
-    } else {
-        /* Without a GPU the always-on weights and the KV cache live in DRAM too. */
-        uint64_t dram_always = plan->always_on_bytes + plan->kv_bytes;
-        plan->dram_expert_bytes =
-            plan->dram_expert_bytes > dram_always ? plan->dram_expert_bytes - dram_always : 0;
     }
 
     plan->tiers = malloc((size_t)L * E);

@@ -347,8 +347,10 @@ mt_status_t mt_plan_save(const struct mt_plan *plan, const char *path);
 /*
  * Read a plan file. MT_ERR_IO when it cannot be opened or read; MT_ERR_FORMAT when it is not
  * JSON, not a moetier plan, another version, or inconsistent (a tier string of the wrong length
- * or with an unknown code, a prefill code that stores an expert elsewhere than its decode code);
- * the message names the file and the field.
+ * or with an unknown code, a prefill code that stores an expert elsewhere than its decode code,
+ * a negative rate, time, byte count or prediction, an efficiency outside (0,
+ * MT_PLAN_LEARNED_EFF_MAX], expert bytes beyond what its budgets leave, or more GPU or DRAM
+ * experts than those bytes hold); the message names the file and the field.
  */
 mt_status_t mt_plan_load(const char *path, struct mt_plan **plan_out);
 

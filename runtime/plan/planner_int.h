@@ -41,6 +41,19 @@ double mt_plan_layer_host_prob(const struct mt_plan_problem *pb, int l, const ui
 /* How many experts of expert_bytes fit in capacity bytes. */
 int mt_plan_slots(double capacity, double expert_bytes);
 
+/*
+ * The bytes plan's budgets leave for routed experts: the one accounting that mt_plan_build plans
+ * with and mt_plan_load checks a plan file against. With a GPU (gpu true), its budget first holds
+ * the always-on weights, the KV cache and the workspace, and DRAM keeps its reserve; without one,
+ * nothing is left on the GPU, and the always-on weights and the KV cache come out of DRAM too.
+ * Reads plan's budget, always_on_bytes and kv_bytes. A budget too small for what it holds first
+ * leaves 0 for experts (mt_plan_build refuses such a GPU budget, and DRAM below its reserve).
+ * With a GPU, mt_plan_build also takes the embedding table (in host memory on the GPU engine)
+ * out of DRAM's room, which a plan file does not record: the load's check is that much looser.
+ */
+void mt_plan_expert_room(const struct mt_plan *plan, bool gpu, uint64_t *gpu_out,
+                         uint64_t *dram_out);
+
 /* Take the profile's learned efficiencies (if any) into plan: cpu_eff, gpu_eff, disk_eff,
  * host_layer_ms. */
 void mt_plan_apply_learned(struct mt_plan *plan, const struct mt_hwprofile *hw);
