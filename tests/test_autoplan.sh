@@ -97,7 +97,7 @@ out=$(run --cpu-mem 100M)
 [ $? -eq 1 ] && grep -q -- "--cpu-mem 100.0 MiB is too small for .*always-on weights" "$tmp/err" &&
     ! measured
 ok $? "a too small --cpu-mem: $(tail -1 "$tmp/err")"
-"$bin" plan -m "$m" --hw "$prof" --gpu-mem 2G --cpu-mem 4.1G --gpu-reserve 1.6G --ctx 1024 \
+"$bin" plan -m "$m" --hw "$prof" --gpu-mem 2G --cpu-mem 4.2G --gpu-reserve 1.6G --ctx 1024 \
     -o "$tmp/plan.json" >/dev/null 2>"$tmp/err" || bail_out "plan failed: $(cat "$tmp/err")"
 c64=CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC
 sed -E "s/\"(tiers|prefill)\": *\"[A-Z]+\"/\"\\1\": \"$c64\"/g" "$tmp/plan.json" >"$tmp/dram.json"

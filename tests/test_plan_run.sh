@@ -13,7 +13,7 @@ m="$tmp/small"
 echo "1..11"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
-"$bin" plan -m "$m" --hw "$prof" --gpu-mem 2G --cpu-mem 4.1G --gpu-reserve 1.6G --ctx 1024 \
+"$bin" plan -m "$m" --hw "$prof" --gpu-mem 2G --cpu-mem 4.2G --gpu-reserve 1.6G --ctx 1024 \
     -o "$tmp/plan.json" >/dev/null 2>"$tmp/err" || bail_out "plan failed: $(cat "$tmp/err")"
 # the same plan with every expert on NVMe (tiers and prefill codes 'N'), and all in DRAM ('C')
 sed -E 's/"(tiers|prefill)": *"[A-Z]+"/"\1": "NNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNNN"/g' \
@@ -93,7 +93,7 @@ ok $? "run -v with a plan whose expected-load bound is 0:$(grep -A1 '^decode ' "
     bail_out "synth --preset small --dtype bf16 failed: $(cat "$tmp/err")"
 sed -E 's/"torch_dtype": *"[a-z0-9]+"/"torch_dtype": "float32"/' "$tmp/f32name/config.json" \
     >"$tmp/f32.cfg" && mv "$tmp/f32.cfg" "$tmp/f32name/config.json"
-"$bin" plan -m "$tmp/f32name" --hw "$prof" --gpu-mem 2G --cpu-mem 4.1G --gpu-reserve 1.6G \
+"$bin" plan -m "$tmp/f32name" --hw "$prof" --gpu-mem 2G --cpu-mem 4.2G --gpu-reserve 1.6G \
     --ctx 1024 -o "$tmp/f32.json" >/dev/null 2>"$tmp/err" &&
     "$bin" run -m "$tmp/f32name" --prompt-ids "$ids" -n 2 --plan "$tmp/f32.json" >/dev/null \
         2>"$tmp/err"
