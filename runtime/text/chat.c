@@ -291,7 +291,7 @@ mt_status_t
 mt_chat_json_py(const char *json, char **json_out)
 {
     json_error_t jerr;
-    json_t *v = json_loads(json, JSON_DECODE_ANY, &jerr);
+    json_t *v = json_loads(json, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
     struct sbuf b = {0};
 
     if (v == NULL) {
@@ -339,6 +339,20 @@ put_str(struct builder *b, const char *s)
     put_text(b, s != NULL ? s : "", s != NULL ? strlen(s) : 0);
 }
 
+/* The byte length of a message's content or reasoning (len 0: up to its NUL). */
+static size_t
+msg_len(const char *s, size_t len)
+{
+    return s == NULL ? 0 : len > 0 ? len : strlen(s);
+}
+
+/* A message's content or reasoning, all len bytes of it even past a NUL. */
+static void
+put_msg_text(struct builder *b, const char *s, size_t len)
+{
+    put_text(b, s != NULL ? s : "", msg_len(s, len));
+}
+
 static void
 flush_run(struct builder *b)
 {
@@ -381,7 +395,8 @@ static mt_status_t
 put_tool_call(struct builder *b, size_t msg, const struct mt_chat_tool_call *tc)
 {
     json_error_t jerr;
-    json_t *args = json_loads(tc->arguments != NULL ? tc->arguments : "{}", 0, &jerr), *v;
+    json_t *args = json_loads(tc->arguments != NULL ? tc->arguments : "{}", JSON_ALLOW_NUL, &jerr);
+    json_t *v;
     const char *key;
     bool first = true;
 
@@ -432,7 +447,7 @@ static mt_status_t
 put_tools(struct builder *b, size_t msg, const char *tools)
 {
     json_error_t jerr;
-    json_t *arr = json_loads(tools, 0, &jerr), *t;
+    json_t *arr = json_loads(tools, JSON_ALLOW_NUL, &jerr), *t;
     size_t i;
 
     if (!json_is_array(arr)) {
@@ -488,7 +503,7 @@ build(struct builder *b, const struct mt_chat_msg *msgs, size_t n, bool thinking
         const struct mt_chat_msg *m = &msgs[i];
         switch (m->role) {
         case MT_CHAT_SYSTEM:
-            put_str(b, m->content);
+            put_msg_text(b, m->content, m->content_len);
             if (m->tools != NULL) {
                 put_str(b, "\n\n");
                 if ((st = put_tools(b, i, m->tools)) != MT_OK) {
@@ -498,7 +513,7 @@ build(struct builder *b, const struct mt_chat_msg *msgs, size_t n, bool thinking
             break;
         case MT_CHAT_USER:
             put_marker(b, user_text);
-            put_str(b, m->content);
+            put_msg_text(b, m->content, m->content_len);
             put_marker(b, assistant_text);
             put_marker(b, (long)i == last_user && thinking ? think_text : unthink_text);
             break;
@@ -518,7 +533,7 @@ build(struct builder *b, const struct mt_chat_msg *msgs, size_t n, bool thinking
                 put_str(b, "\n\n<function_results>");
             }
             put_str(b, "\n<result>");
-            put_str(b, m->content);
+            put_msg_text(b, m->content, m->content_len);
             put_str(b, "</result>");
             if (order == msgs[a].n_tool_calls) {
                 put_str(b, "\n</function_results>");
@@ -529,17 +544,17 @@ build(struct builder *b, const struct mt_chat_msg *msgs, size_t n, bool thinking
         }
         case MT_CHAT_ASSISTANT:
             if (thinking && (long)i > last_user) {
-                if ((m->reasoning == NULL || m->reasoning[0] == 0) && m->n_tool_calls == 0) {
+                if (msg_len(m->reasoning, m->reasoning_len) == 0 && m->n_tool_calls == 0) {
                     return mt_fail(MT_ERR_INVAL, 0,
                                    "chat: message %zu: an assistant turn after "
                                    "the last user turn needs reasoning or tool calls in thinking "
                                    "mode",
                                    i);
                 }
-                put_str(b, m->reasoning);
+                put_msg_text(b, m->reasoning, m->reasoning_len);
                 put_marker(b, unthink_text);
             }
-            put_str(b, m->content);
+            put_msg_text(b, m->content, m->content_len);
             if (m->n_tool_calls > 0) {
                 put_str(b, "\n\n<");
                 put_str(b, dsml);

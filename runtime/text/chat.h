@@ -58,6 +58,13 @@ struct mt_chat_msg {
                         * its content; on msgs[0] of another role in an empty system prompt
                         * before it (so the caller adds no message, and an error's message
                         * index is the caller's own) */
+    /*
+     * Bytes of content and reasoning; 0 means the string ends at its NUL (strlen). A model's
+     * reply may hold a NUL byte (byte-level BPE has a token for 0x00): give its length, so that
+     * the next turn's prompt holds the reply whole, as the model wrote it.
+     */
+    size_t content_len;
+    size_t reasoning_len;
 };
 
 /*
@@ -70,7 +77,10 @@ struct mt_chat_msg {
 mt_status_t mt_chat_encode(struct mt_tokenizer *tok, const struct mt_chat_msg *msgs, size_t n,
                            bool thinking, int32_t **ids_out, size_t *n_out);
 
-/* The same prompt as the text encoding_dsv32.encode_messages returns (malloc'ed, NUL-ended). */
+/*
+ * The same prompt as the text encoding_dsv32.encode_messages returns (malloc'ed, NUL-ended; a
+ * message holding a NUL byte puts one in the text too, which strlen would take for its end).
+ */
 mt_status_t mt_chat_render(const struct mt_chat_msg *msgs, size_t n, bool thinking,
                            char **text_out);
 
