@@ -285,6 +285,41 @@ test_edges(void)
            "JSON re-written as Python's json.dumps(ensure_ascii=False): %s", j ? j : "(null)");
     free(j);
 
+    /*
+     * Numbers past int64, as Python's json reads and writes them: an integer keeps its digits (the
+     * model wrote them; jansson alone refused the arguments), "-0" is 0, a float is repr(float).
+     */
+    j = NULL;
+    mt_chat_json_py("[123456789012345678901234567890, -18446744073709551616, -0, 1E2, 2.50]", &j);
+    tap_ok(j != NULL && strcmp(j, "[123456789012345678901234567890, -18446744073709551616, 0, "
+                                  "100.0, 2.5]") == 0,
+           "integers past int64 keep their digits: %s", j ? j : mt_last_error());
+    free(j);
+    static const struct mt_chat_tool_call big_call[] = {
+        {"f", "{\"s\": \"q\\\"1\", \"n\": 123456789012345678901234567890, \"t\": \"2\", "
+              "\"a\": [3, {\"k\": -98765432109876543210}], \"x\": 4.0}"},
+    };
+    static const struct mt_chat_msg big_args[] = {
+        {MT_CHAT_USER, "u", NULL, NULL, 0, NULL, 0, 0},
+        {MT_CHAT_ASSISTANT, "", NULL, big_call, 1, NULL, 0, 0},
+    };
+    char *big = NULL;
+    mt_chat_render(big_args, 2, false, &big);
+    tap_ok(big != NULL &&
+               strstr(big, "\"s\" string=\"true\">q\"1</｜DSML｜parameter>\n"
+                           "<｜DSML｜parameter name=\"n\" string=\"false\">"
+                           "123456789012345678901234567890</｜DSML｜parameter>\n"
+                           "<｜DSML｜parameter name=\"t\" string=\"true\">2</｜DSML｜parameter>\n"
+                           "<｜DSML｜parameter name=\"a\" string=\"false\">"
+                           "[3, {\"k\": -98765432109876543210}]</｜DSML｜parameter>\n"
+                           "<｜DSML｜parameter name=\"x\" string=\"false\">4.0</｜DSML｜"
+                           "parameter>") != NULL,
+           "tool-call arguments with integers past int64 reach the prompt digit for digit");
+    if (big == NULL) {
+        tap_diag("%s", mt_last_error());
+    }
+    free(big);
+
     /* a system prompt with tools: the template names <think> and </think> as tokens */
     static const struct mt_chat_msg with_tools[] = {
         {MT_CHAT_SYSTEM, "S", NULL, NULL, 0,
@@ -340,6 +375,14 @@ test_edges(void)
     };
     tap_ok(mt_chat_encode(tok, bad_args, 2, true, &ids, &n) == MT_ERR_INVAL,
            "tool arguments that are not a JSON object are refused: %s", mt_last_error());
+    static const struct mt_chat_tool_call dup_call[] = {{"f", "{\"a\": 1, \"a\": 2}"}};
+    static const struct mt_chat_msg dup_args[] = {
+        {MT_CHAT_USER, "u", NULL, NULL, 0, NULL, 0, 0},
+        {MT_CHAT_ASSISTANT, "", "r", dup_call, 1, NULL, 0, 0},
+    };
+    tap_ok(mt_chat_encode(tok, dup_args, 2, true, &ids, &n) == MT_ERR_INVAL &&
+               strstr(mt_last_error(), "duplicate") != NULL,
+           "tool arguments with a key twice are refused, naming it: %s", mt_last_error());
     mt_log_set_quiet(false);
 }
 

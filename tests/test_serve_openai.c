@@ -119,6 +119,21 @@ main(void)
         free(text);
         mt_serve_request_fini(&r);
     }
+    /* arguments are JSON text for the client: an integer past int64 in them reaches the prompt */
+    st = parse(MT_SERVE_API_CHAT,
+               "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": "
+               "\"assistant\", \"tool_calls\": [{\"type\": \"function\", \"function\": {\"name\": "
+               "\"f\", \"arguments\": \"{\\\"id\\\": 123456789012345678901234567890}\"}}]}]}",
+               &r, &e);
+    if (tap_ok(st == MT_OK, "a tool call with an integer past int64 parses (%s)", e.message)) {
+        char *text = NULL;
+        st = mt_chat_render(r.msgs, r.n_msgs, false, &text);
+        tap_ok(st == MT_OK &&
+                   strstr(text, "\"id\" string=\"false\">123456789012345678901234567890<") != NULL,
+               "... and its digits reach the prompt (%s)", st == MT_OK ? "ok" : mt_last_error());
+        free(text);
+        mt_serve_request_fini(&r);
+    }
     st = parse(MT_SERVE_API_COMPLETION, "{\"prompt\": [\"abc\"], \"max_tokens\": 0}", &r, &e);
     tap_ok(st == MT_OK && r.prompt_len == 3 && r.max_tokens == 0,
            "a completion prompt may be an array of one string");

@@ -44,7 +44,7 @@ enum mt_chat_role {
 /* One tool call of an assistant turn (OpenAI's tool_calls[i].function). */
 struct mt_chat_tool_call {
     const char *name;
-    const char *arguments; /* a JSON object, e.g. {"city": "Paris"} */
+    const char *arguments; /* a JSON object, e.g. {"city": "Paris"}; integers past int64 too */
 };
 
 struct mt_chat_msg {
@@ -72,7 +72,7 @@ struct mt_chat_msg {
  * thinking mode (<think> after the last user turn) or chat mode (</think>). Invalid conversations
  * (a tool result with no assistant tool call before it, an assistant turn after the last user
  * turn in thinking mode with neither reasoning nor tool calls, arguments that are not a JSON
- * object) give MT_ERR_INVAL with a message naming the message index.
+ * object or give a key twice) give MT_ERR_INVAL with a message naming the message index.
  */
 mt_status_t mt_chat_encode(struct mt_tokenizer *tok, const struct mt_chat_msg *msgs, size_t n,
                            bool thinking, int32_t **ids_out, size_t *n_out);
@@ -86,7 +86,9 @@ mt_status_t mt_chat_render(const struct mt_chat_msg *msgs, size_t n, bool thinki
 
 /*
  * JSON text as Python's json.dumps(value, ensure_ascii=False) writes it (", " and ": "
- * separators, shortest round-trip floats), which the tool-call and tool-list formats use.
+ * separators, shortest round-trip floats, integers past int64 digit for digit), which the
+ * tool-call and tool-list formats use. A key given twice is refused, and so is a number past
+ * 1e308 (jansson's real overflows; Python would write Infinity or an int of 309+ digits).
  * *json_out is malloc'ed.
  */
 mt_status_t mt_chat_json_py(const char *json, char **json_out);
