@@ -152,7 +152,7 @@ struct chat {
     size_t cap_msgs;
     size_t n_fixed;     /* leading messages /reset keeps (the system prompt) */
     bool thinking;
-    bool tty_out; /* stdout is a terminal: drop control characters from the model's text */
+    bool tty_out; /* stdout is a terminal: drop control characters from the model's text (C0, C1) */
     bool color;   /* ... and NO_COLOR is not set: dim the reasoning */
     bool verbose; /* per-turn speeds on stderr */
     bool gpu;     /* --device gpu (the report's busy fractions) */
@@ -228,23 +228,11 @@ chat_reset(struct chat *c)
     mt_session_reset(c->eng.session);
 }
 
-/*
- * Write generated text to stdout. On a terminal, control characters other than newline and tab
- * are dropped, so the model cannot move the cursor or change colours (escape sequences).
- */
+/* Write generated text to stdout: on a terminal without its control characters (C0 and C1). */
 static void
 put_text(const struct chat *c, const char *text, size_t len)
 {
-    if (!c->tty_out) {
-        fwrite(text, 1, len, stdout);
-        return;
-    }
-    for (size_t i = 0; i < len; i++) {
-        unsigned char b = (unsigned char)text[i];
-        if ((b >= 0x20 && b != 0x7f) || b == '\n' || b == '\t') {
-            putchar(b);
-        }
-    }
+    mt_cli_write_model_text(stdout, text, len, c->tty_out);
 }
 
 /* Print what the streaming decoder gives for one generated id ("<id>" for a padding row). */
