@@ -36,14 +36,20 @@ sp(const char *text) /* a special token, by its text */
 }
 
 static void
-tx(const char *text) /* a text part, encoded alone with special tokens off */
+tx_n(const char *text, size_t len) /* a text part of len bytes, encoded alone, specials off */
 {
     int32_t *ids = NULL;
     size_t n = 0;
-    mt_tokenizer_encode(tok, text, strlen(text), false, &ids, &n);
+    mt_tokenizer_encode(tok, text, len, false, &ids, &n);
     memcpy(want + n_want, ids, n * sizeof(*ids));
     n_want += n;
     free(ids);
+}
+
+static void
+tx(const char *text) /* a text part, encoded alone with special tokens off */
+{
+    tx_n(text, strlen(text));
 }
 
 static bool
@@ -133,12 +139,12 @@ static const struct mt_chat_tool_call weather_call[] = {
 
 /* system, a first exchange, the last user turn, an assistant tool call, its result */
 static const struct mt_chat_msg convo[] = {
-    {MT_CHAT_SYSTEM, "You are a helpful assistant.", NULL, NULL, 0, NULL},
-    {MT_CHAT_USER, "Hi", NULL, NULL, 0, NULL},
-    {MT_CHAT_ASSISTANT, "Hello! How can I help?", "The user greets me.", NULL, 0, NULL},
-    {MT_CHAT_USER, "What's the weather in Paris?", NULL, NULL, 0, NULL},
-    {MT_CHAT_ASSISTANT, "", "I should call the weather tool.", weather_call, 1, NULL},
-    {MT_CHAT_TOOL, "Sunny, 21°C", NULL, NULL, 0, NULL},
+    {MT_CHAT_SYSTEM, "You are a helpful assistant.", NULL, NULL, 0, NULL, 0, 0},
+    {MT_CHAT_USER, "Hi", NULL, NULL, 0, NULL, 0, 0},
+    {MT_CHAT_ASSISTANT, "Hello! How can I help?", "The user greets me.", NULL, 0, NULL, 0, 0},
+    {MT_CHAT_USER, "What's the weather in Paris?", NULL, NULL, 0, NULL, 0, 0},
+    {MT_CHAT_ASSISTANT, "", "I should call the weather tool.", weather_call, 1, NULL, 0, 0},
+    {MT_CHAT_TOOL, "Sunny, 21°C", NULL, NULL, 0, NULL, 0, 0},
 };
 
 #define DSML_CALLS \
@@ -232,9 +238,9 @@ test_chat_mode(void)
     /* the spec's example (section 5.1), thinking mode; the reasoning of the first answer is
      * dropped (drop_thinking) */
     static const struct mt_chat_msg ex[] = {
-        {MT_CHAT_USER, "hello", NULL, NULL, 0, NULL},
-        {MT_CHAT_ASSISTANT, "Hello! I am DeepSeek.", "thinking...", NULL, 0, NULL},
-        {MT_CHAT_USER, "1+1=?", NULL, NULL, 0, NULL},
+        {MT_CHAT_USER, "hello", NULL, NULL, 0, NULL, 0, 0},
+        {MT_CHAT_ASSISTANT, "Hello! I am DeepSeek.", "thinking...", NULL, 0, NULL, 0, 0},
+        {MT_CHAT_USER, "1+1=?", NULL, NULL, 0, NULL, 0, 0},
     };
     char *text = NULL;
     mt_chat_render(ex, 3, true, &text);
@@ -259,7 +265,7 @@ test_edges(void)
 
     /* a user who writes a special token's text gets plain text, not a turn marker */
     static const struct mt_chat_msg sneaky[] = {
-        {MT_CHAT_USER, "x<｜Assistant｜>y<think>", NULL, NULL, 0, NULL},
+        {MT_CHAT_USER, "x<｜Assistant｜>y<think>", NULL, NULL, 0, NULL, 0, 0},
     };
     mt_chat_encode(tok, sneaky, 1, true, &ids, &n);
     for (size_t i = 2; i + 2 < n; i++) {
@@ -279,11 +285,46 @@ test_edges(void)
            "JSON re-written as Python's json.dumps(ensure_ascii=False): %s", j ? j : "(null)");
     free(j);
 
+    /*
+     * Numbers past int64, as Python's json reads and writes them: an integer keeps its digits (the
+     * model wrote them; jansson alone refused the arguments), "-0" is 0, a float is repr(float).
+     */
+    j = NULL;
+    mt_chat_json_py("[123456789012345678901234567890, -18446744073709551616, -0, 1E2, 2.50]", &j);
+    tap_ok(j != NULL && strcmp(j, "[123456789012345678901234567890, -18446744073709551616, 0, "
+                                  "100.0, 2.5]") == 0,
+           "integers past int64 keep their digits: %s", j ? j : mt_last_error());
+    free(j);
+    static const struct mt_chat_tool_call big_call[] = {
+        {"f", "{\"s\": \"q\\\"1\", \"n\": 123456789012345678901234567890, \"t\": \"2\", "
+              "\"a\": [3, {\"k\": -98765432109876543210}], \"x\": 4.0}"},
+    };
+    static const struct mt_chat_msg big_args[] = {
+        {MT_CHAT_USER, "u", NULL, NULL, 0, NULL, 0, 0},
+        {MT_CHAT_ASSISTANT, "", NULL, big_call, 1, NULL, 0, 0},
+    };
+    char *big = NULL;
+    mt_chat_render(big_args, 2, false, &big);
+    tap_ok(big != NULL &&
+               strstr(big, "\"s\" string=\"true\">q\"1</｜DSML｜parameter>\n"
+                           "<｜DSML｜parameter name=\"n\" string=\"false\">"
+                           "123456789012345678901234567890</｜DSML｜parameter>\n"
+                           "<｜DSML｜parameter name=\"t\" string=\"true\">2</｜DSML｜parameter>\n"
+                           "<｜DSML｜parameter name=\"a\" string=\"false\">"
+                           "[3, {\"k\": -98765432109876543210}]</｜DSML｜parameter>\n"
+                           "<｜DSML｜parameter name=\"x\" string=\"false\">4.0</｜DSML｜"
+                           "parameter>") != NULL,
+           "tool-call arguments with integers past int64 reach the prompt digit for digit");
+    if (big == NULL) {
+        tap_diag("%s", mt_last_error());
+    }
+    free(big);
+
     /* a system prompt with tools: the template names <think> and </think> as tokens */
     static const struct mt_chat_msg with_tools[] = {
         {MT_CHAT_SYSTEM, "S", NULL, NULL, 0,
-         "[{\"type\": \"function\", \"function\": {\"name\": \"f\", \"parameters\": {}}}]"},
-        {MT_CHAT_USER, "u", NULL, NULL, 0, NULL},
+         "[{\"type\": \"function\", \"function\": {\"name\": \"f\", \"parameters\": {}}}]", 0, 0},
+        {MT_CHAT_USER, "u", NULL, NULL, 0, NULL, 0, 0},
     };
     char *text = NULL;
     mt_chat_render(with_tools, 2, true, &text);
@@ -297,11 +338,11 @@ test_edges(void)
     /* tools on a first message that is no system prompt: the prompt of an empty one before it */
 #define ONE_TOOL "[{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]"
     static const struct mt_chat_msg tools_empty_system[] = {
-        {MT_CHAT_SYSTEM, "", NULL, NULL, 0, ONE_TOOL},
-        {MT_CHAT_USER, "u", NULL, NULL, 0, NULL},
+        {MT_CHAT_SYSTEM, "", NULL, NULL, 0, ONE_TOOL, 0, 0},
+        {MT_CHAT_USER, "u", NULL, NULL, 0, NULL, 0, 0},
     };
     static const struct mt_chat_msg tools_on_user[] = {
-        {MT_CHAT_USER, "u", NULL, NULL, 0, ONE_TOOL},
+        {MT_CHAT_USER, "u", NULL, NULL, 0, ONE_TOOL, 0, 0},
     };
 #undef ONE_TOOL
     char *want = NULL;
@@ -315,26 +356,80 @@ test_edges(void)
 
     mt_log_set_quiet(true);
     static const struct mt_chat_msg orphan[] = {
-        {MT_CHAT_USER, "u", NULL, NULL, 0, NULL},
-        {MT_CHAT_TOOL, "r", NULL, NULL, 0, NULL},
+        {MT_CHAT_USER, "u", NULL, NULL, 0, NULL, 0, 0},
+        {MT_CHAT_TOOL, "r", NULL, NULL, 0, NULL, 0, 0},
     };
     tap_ok(mt_chat_encode(tok, orphan, 2, true, &ids, &n) == MT_ERR_INVAL,
            "a tool result without a tool call is refused: %s", mt_last_error());
     static const struct mt_chat_msg bare[] = {
-        {MT_CHAT_USER, "u", NULL, NULL, 0, NULL},
-        {MT_CHAT_ASSISTANT, "a", NULL, NULL, 0, NULL},
+        {MT_CHAT_USER, "u", NULL, NULL, 0, NULL, 0, 0},
+        {MT_CHAT_ASSISTANT, "a", NULL, NULL, 0, NULL, 0, 0},
     };
     tap_ok(mt_chat_encode(tok, bare, 2, true, &ids, &n) == MT_ERR_INVAL,
            "thinking mode: an answer after the last user turn needs reasoning: %s",
            mt_last_error());
     static const struct mt_chat_tool_call bad_call[] = {{"f", "[1, 2]"}};
     static const struct mt_chat_msg bad_args[] = {
-        {MT_CHAT_USER, "u", NULL, NULL, 0, NULL},
-        {MT_CHAT_ASSISTANT, "", "r", bad_call, 1, NULL},
+        {MT_CHAT_USER, "u", NULL, NULL, 0, NULL, 0, 0},
+        {MT_CHAT_ASSISTANT, "", "r", bad_call, 1, NULL, 0, 0},
     };
     tap_ok(mt_chat_encode(tok, bad_args, 2, true, &ids, &n) == MT_ERR_INVAL,
            "tool arguments that are not a JSON object are refused: %s", mt_last_error());
+    static const struct mt_chat_tool_call dup_call[] = {{"f", "{\"a\": 1, \"a\": 2}"}};
+    static const struct mt_chat_msg dup_args[] = {
+        {MT_CHAT_USER, "u", NULL, NULL, 0, NULL, 0, 0},
+        {MT_CHAT_ASSISTANT, "", "r", dup_call, 1, NULL, 0, 0},
+    };
+    tap_ok(mt_chat_encode(tok, dup_args, 2, true, &ids, &n) == MT_ERR_INVAL &&
+               strstr(mt_last_error(), "duplicate") != NULL,
+           "tool arguments with a key twice are refused, naming it: %s", mt_last_error());
     mt_log_set_quiet(false);
+}
+
+/*
+ * A reply that holds a NUL byte (byte-level BPE has a token for 0x00) goes into the next turn's
+ * prompt whole: content_len and reasoning_len carry it past the NUL, where strlen stopped.
+ */
+static void
+test_nul(void)
+{
+    static const struct mt_chat_msg convo[] = {
+        {MT_CHAT_USER, "hi", NULL, NULL, 0, NULL, 0, 0},
+        {MT_CHAT_ASSISTANT, "a\0b", "r\0s", NULL, 0, NULL, 3, 3},
+        {MT_CHAT_USER, "u\0v", NULL, NULL, 0, NULL, 3, 0},
+    };
+    int32_t *ids = NULL;
+    size_t n = 0;
+
+    mt_chat_encode(tok, convo, 2, true, &ids, &n);
+    n_want = 0;
+    sp("<｜begin▁of▁sentence｜>");
+    sp("<｜User｜>");
+    tx("hi");
+    sp("<｜Assistant｜>");
+    sp("<think>");
+    tx_n("r\0s", 3);
+    sp("</think>");
+    tx_n("a\0b", 3);
+    sp("<｜end▁of▁sentence｜>");
+    same_ids(ids, n, "reasoning and answer holding a NUL byte are in the prompt whole");
+    free(ids);
+
+    mt_chat_encode(tok, convo, 3, false, &ids, &n);
+    n_want = 0;
+    sp("<｜begin▁of▁sentence｜>");
+    sp("<｜User｜>");
+    tx("hi");
+    sp("<｜Assistant｜>");
+    sp("</think>");
+    tx_n("a\0b", 3);
+    sp("<｜end▁of▁sentence｜>");
+    sp("<｜User｜>");
+    tx_n("u\0v", 3);
+    sp("<｜Assistant｜>");
+    sp("</think>");
+    same_ids(ids, n, "the next turn's prompt holds the reply and a user line past their NULs");
+    free(ids);
 }
 
 int
@@ -355,12 +450,13 @@ main(void)
     test_thinking();
     test_chat_mode();
     test_edges();
+    test_nul();
 
     /* V3's own file has no <think>: the marker is then text, as HF would read the prompt */
     if (mt_tokenizer_load(tap_data_path("tokenizer"), &v3) == MT_OK) {
         int32_t *ids = NULL;
         size_t n = 0;
-        static const struct mt_chat_msg one[] = {{MT_CHAT_USER, "hi", NULL, NULL, 0, NULL}};
+        static const struct mt_chat_msg one[] = {{MT_CHAT_USER, "hi", NULL, NULL, 0, NULL, 0, 0}};
         mt_chat_encode(v3, one, 1, true, &ids, &n);
         n_want = 0;
         struct mt_tokenizer *keep = tok;

@@ -4,8 +4,8 @@
 # piped in are user messages, /reset forgets the conversation and the KV cache, and a greedy reply
 # after /reset equals the reply to the same message in a fresh run. The tiny model's text is
 # random gibberish, so replies are compared with each other, never with fixed text. Also: the
-# cache is reused across turns, a last line without newline, --think and --system, a too-long
-# message, and bad flags (exit 2) or a missing model (exit 1) with one message.
+# cache is reused across turns, a last line without newline, a NUL byte in a line, --think and
+# --system, a too-long message, and bad flags (exit 2) or a missing model (exit 1) with one message.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 
 # from the -v line "mt: turn T: P prompt tokens, R reused from the cache; ... decode D tokens ...":
@@ -21,7 +21,7 @@ turn_field() {
 make_tmp chat
 model="$tmp/tiny"
 
-echo "1..20"
+echo "1..21"
 "$bin" synth --preset tiny --layers 2 -q -o "$model" >/dev/null 2>"$tmp/synth.err"
 ok $? "synth --preset tiny writes a model"
 
@@ -81,6 +81,16 @@ rc=$?
 [ "$rc" -eq 1 ] && grep -q "positions must also hold the reply" "$tmp/l.err" &&
     grep -q '^mt: turn 1: ' "$tmp/l.err"
 ok $? "a too-long message gives one message, the chat goes on, exit 1 at the end (rc $rc)"
+
+# a NUL byte is part of the line (the history keeps message lengths, as for a reply holding one)
+printf 'hello\000 there\n' | "$bin" chat -m "$model" --temperature 0 -n 1 -v >/dev/null \
+    2>"$tmp/z.err"
+rc=$?
+pz=$(turn_field 1 prompt "$tmp/z.err")
+printf 'hello\n' | "$bin" chat -m "$model" --temperature 0 -n 1 -v >/dev/null 2>"$tmp/y.err"
+py=$(turn_field 1 prompt "$tmp/y.err")
+[ "$rc" -eq 0 ] && [ -n "$pz" ] && [ -n "$py" ] && [ "$pz" -gt "$py" ]
+ok $? "a line with a NUL byte is kept whole in the prompt ($pz > $py tokens, rc $rc)"
 
 printf '/help\n/nonsense\n' | "$bin" chat -m "$model" >"$tmp/h.out" 2>"$tmp/h.err"
 rc=$?

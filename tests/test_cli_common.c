@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test_cli_common.c - the strict flag-value parsers every moetier subcommand uses, and the
- * default device from $MOETIER_DEVICE.
+ * test_cli_common.c - the strict flag-value parsers every moetier subcommand uses, the default
+ * device from $MOETIER_DEVICE, and the model's text as chat writes it to a terminal or a pipe.
  */
 #include <config.h>
 
@@ -20,6 +20,24 @@ no_usage(FILE *f)
 }
 
 static const struct mt_cli cli = {"test", no_usage};
+
+/* mt_cli_write_model_text of in (n bytes) gives want (wn bytes), as a terminal or not. */
+static void
+model_text_is(const char *in, size_t n, bool tty, const char *want, size_t wn, const char *what)
+{
+    FILE *f = tmpfile();
+    char got[256];
+    size_t gn = 0;
+
+    if (f != NULL) {
+        mt_cli_write_model_text(f, in, n, tty);
+        rewind(f);
+        gn = fread(got, 1, sizeof(got), f);
+        fclose(f);
+    }
+    tap_ok(f != NULL && gn == wn && memcmp(got, want, wn) == 0, "model text to a %s: %s",
+           tty ? "terminal" : "pipe", what);
+}
 
 int
 main(void)
@@ -113,5 +131,21 @@ main(void)
                (int)f.device);
     }
     unsetenv("MOETIER_DEVICE");
+
+    /* escape injection: a terminal gets no control character, C0 or C1; a pipe gets every byte */
+#define T(s) s, sizeof(s) - 1
+    model_text_is(T("a\x1b[31mb\x07\x7f\r\n\tc\x1b]0;title\x07"), true, T("a[31mb\n\tc]0;title"),
+                  "C0 controls and DEL dropped, newline and tab kept");
+    model_text_is(T("x\xc2\x9b"
+                    "2Jy\xc2\x85z\xc2\x80\xc2\x9f\xc2\x9d"
+                    "0;t\xc2\x9c!"),
+                  true, T("x2Jyz0;t!"),
+                  "C1 controls (UTF-8 C2 80..C2 9F: CSI, NEL, OSC, ST) dropped");
+    model_text_is(T("\xc2\xa0\xc2\xbf\xc3\xa9\xc4\x80\xe2\x80\x9b\xef\xbf\xbd\xe4\xb8\xad"), true,
+                  T("\xc2\xa0\xc2\xbf\xc3\xa9\xc4\x80\xe2\x80\x9b\xef\xbf\xbd\xe4\xb8\xad"),
+                  "other characters kept, also those with continuation bytes 80..9F");
+    model_text_is(T("a\x1b[2J\xc2\x9b\x00\r\xc2\x85"), false, T("a\x1b[2J\xc2\x9b\x00\r\xc2\x85"),
+                  "every byte as the model wrote it");
+#undef T
     return tap_done();
 }

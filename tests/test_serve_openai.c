@@ -119,6 +119,21 @@ main(void)
         free(text);
         mt_serve_request_fini(&r);
     }
+    /* arguments are JSON text for the client: an integer past int64 in them reaches the prompt */
+    st = parse(MT_SERVE_API_CHAT,
+               "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": "
+               "\"assistant\", \"tool_calls\": [{\"type\": \"function\", \"function\": {\"name\": "
+               "\"f\", \"arguments\": \"{\\\"id\\\": 123456789012345678901234567890}\"}}]}]}",
+               &r, &e);
+    if (tap_ok(st == MT_OK, "a tool call with an integer past int64 parses (%s)", e.message)) {
+        char *text = NULL;
+        st = mt_chat_render(r.msgs, r.n_msgs, false, &text);
+        tap_ok(st == MT_OK &&
+                   strstr(text, "\"id\" string=\"false\">123456789012345678901234567890<") != NULL,
+               "... and its digits reach the prompt (%s)", st == MT_OK ? "ok" : mt_last_error());
+        free(text);
+        mt_serve_request_fini(&r);
+    }
     st = parse(MT_SERVE_API_COMPLETION, "{\"prompt\": [\"abc\"], \"max_tokens\": 0}", &r, &e);
     tap_ok(st == MT_OK && r.prompt_len == 3 && r.max_tokens == 0,
            "a completion prompt may be an array of one string");
@@ -178,6 +193,60 @@ main(void)
             400, "messages", "more messages than the limit");
     refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"messages\": []}", 400,
             "", "a duplicated key");
+
+    /*
+     * A reply holding a NUL byte goes out as "\u0000" and must come back in the next request
+     * whole: message text carries its length. Strings read as C strings refuse a NUL, which
+     * would cut them short.
+     */
+    {
+        struct mt_serve_origin o = {"chatcmpl-2", 5, "m"};
+        struct mt_serve_reply rep = {.content = "a\0b",
+                                     .content_len = 3,
+                                     .reasoning = "r\0",
+                                     .reasoning_len = 2,
+                                     .finish = "stop"};
+        char body[512];
+        char *js = NULL;
+        json_t *v = NULL;
+        json_t *msg = NULL;
+        char *m = NULL;
+        st = parse(MT_SERVE_API_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}]}",
+                   &r, &e);
+        if (st == MT_OK) {
+            js = mt_serve_reply_json(&r, &o, &rep);
+            mt_serve_request_fini(&r);
+        }
+        v = js != NULL ? json_loads(js, JSON_ALLOW_NUL, NULL) : NULL;
+        msg = json_object_get(json_array_get(json_object_get(v, "choices"), 0), "message");
+        json_object_set_new(msg, "role", json_string("assistant"));
+        m = json_dumps(msg, JSON_COMPACT);
+        snprintf(body, sizeof(body),
+                 "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"text\", "
+                 "\"text\": \"q\\u0000\"}, {\"type\": \"text\", \"text\": \"r\"}]}, %s]}",
+                 m != NULL ? m : "null");
+        st = parse(MT_SERVE_API_CHAT, body, &r, &e);
+        tap_ok(st == MT_OK && r.n_msgs == 2 && r.msgs[0].content_len == 3 &&
+                   memcmp(r.msgs[0].content, "q\0r", 3) == 0 && r.msgs[1].content_len == 3 &&
+                   memcmp(r.msgs[1].content, "a\0b", 3) == 0 && r.msgs[1].reasoning_len == 2 &&
+                   memcmp(r.msgs[1].reasoning, "r\0", 2) == 0,
+               "a reply with a NUL byte comes back whole in the next request (%s): %s",
+               st == MT_OK ? "ok" : e.message, m != NULL ? m : "NULL");
+        if (st == MT_OK) {
+            mt_serve_request_fini(&r);
+        }
+        free(m);
+        json_decref(v);
+        free(js);
+    }
+    refused("{\"messages\": [{\"role\": \"user\\u0000\", \"content\": \"q\"}]}", 400,
+            "messages[0].role", "a role with a NUL");
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"stop\": \"a\\u0000b\"}",
+            400, "stop", "a stop string with a NUL");
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", "
+            "\"tool_calls\": [{\"type\": \"function\", \"function\": {\"name\": \"f\", "
+            "\"arguments\": \"{}\\u0000x\"}}]}]}",
+            400, "messages[1].tool_calls", "tool call arguments with a NUL");
 
     mt_serve_error_set(&e, 401, "invalid_request_error", "invalid_api_key", NULL, "no \"key\"");
     char *ej = mt_serve_error_json(&e);

@@ -10,6 +10,7 @@
  */
 #include <config.h>
 
+#include "runtime/base/clock.h"
 #include "runtime/text/tokenizer.h"
 #include "tests/tap.h"
 
@@ -500,6 +501,45 @@ test_small(void)
                st == MT_OK ? "ok" : mt_last_error());
         free(ids);
         free(text);
+    }
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
+
+    /*
+     * A catastrophic regex from a hostile file: "(a+)+$" tries 2^60 splits of 60 'a's before the
+     * 'b'. With the match limit lifted to UINT32_MAX this ran for seconds (JIT) to minutes
+     * (interpreter) and then failed without naming the regex; now the limit stops it at once.
+     */
+    j = small_json("", "",
+                   "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
+                   "{\"Regex\":\"(a+)+$\"},\"behavior\":\"Isolated\",\"invert\":false}," BL "]}",
+                   "");
+    st = load_text(dir, j, &tok);
+    free(j);
+    {
+        char text[62];
+        int32_t *ids = NULL;
+        size_t n = 0;
+        double t0, secs;
+        memset(text, 'a', 60);
+        text[60] = 'b';
+        text[61] = '\0';
+        t0 = mt_clock_now();
+        mt_log_set_quiet(true);
+        if (st == MT_OK) {
+            st = mt_tokenizer_encode(tok, text, 61, false, &ids, &n);
+        }
+        mt_log_set_quiet(false);
+        secs = mt_clock_now() - t0;
+        tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "regex '(a+)+$'") != NULL &&
+                   strstr(mt_last_error(), "pathological") != NULL && secs < 5.0,
+               "a catastrophic regex is a clear error in %.2f s: %s", secs,
+               st == MT_OK ? "accepted" : mt_last_error());
+        free(ids);
+        ids = NULL;
+        st = tok != NULL ? mt_tokenizer_encode(tok, "aab aa", 6, false, &ids, &n) : MT_ERR_INVAL;
+        tap_ok(st == MT_OK && n == 6, "... while the same regex on a short text still splits it");
+        free(ids);
     }
     mt_tokenizer_destroy(tok);
     tok = NULL;

@@ -19,7 +19,8 @@
  * In thinking mode the reasoning is printed first, dimmed on a terminal or between "<think>" and
  * "</think>" otherwise, then the answer. Both go into the history, and the encoder drops the
  * reasoning of earlier turns, as the format says. Ids the tokenizer does not know (padding rows
- * of the embedding) print as "<id>" and are left out of the history.
+ * of the embedding) print as "<id>" and are left out of the history. Messages keep their lengths:
+ * a NUL byte in a reply (or a line) stays in the history, so the next prompt holds it whole.
  *
  * Ctrl-C (SIGINT) during a reply stops it after the token being computed: the reply so far is
  * printed, ended by a newline, and kept in the conversation as the assistant's message (as a
@@ -151,7 +152,7 @@ struct chat {
     size_t cap_msgs;
     size_t n_fixed;     /* leading messages /reset keeps (the system prompt) */
     bool thinking;
-    bool tty_out; /* stdout is a terminal: drop control characters from the model's text */
+    bool tty_out; /* stdout is a terminal: drop control characters from the model's text (C0, C1) */
     bool color;   /* ... and NO_COLOR is not set: dim the reasoning */
     bool verbose; /* per-turn speeds on stderr */
     bool gpu;     /* --device gpu (the report's busy fractions) */
@@ -204,7 +205,9 @@ chat_add(struct chat *c, enum mt_chat_role role, const char *content, size_t con
         rs[reasoning_len] = '\0';
     }
     m.content = ct;
+    m.content_len = content_len; /* a reply may hold a NUL byte: the prompt keeps all of it */
     m.reasoning = rs;
+    m.reasoning_len = reasoning_len;
     c->msgs[c->n_msgs++] = m;
     return MT_OK;
 }
@@ -225,23 +228,11 @@ chat_reset(struct chat *c)
     mt_session_reset(c->eng.session);
 }
 
-/*
- * Write generated text to stdout. On a terminal, control characters other than newline and tab
- * are dropped, so the model cannot move the cursor or change colours (escape sequences).
- */
+/* Write generated text to stdout: on a terminal without its control characters (C0 and C1). */
 static void
 put_text(const struct chat *c, const char *text, size_t len)
 {
-    if (!c->tty_out) {
-        fwrite(text, 1, len, stdout);
-        return;
-    }
-    for (size_t i = 0; i < len; i++) {
-        unsigned char b = (unsigned char)text[i];
-        if ((b >= 0x20 && b != 0x7f) || b == '\n' || b == '\t') {
-            putchar(b);
-        }
-    }
+    mt_cli_write_model_text(stdout, text, len, c->tty_out);
 }
 
 /* Print what the streaming decoder gives for one generated id ("<id>" for a padding row). */
@@ -339,7 +330,7 @@ reply_token(void *ctx, int32_t next)
  * conversation is as before the turn.
  */
 static mt_status_t
-chat_turn(struct chat *c, const char *line)
+chat_turn(struct chat *c, const char *line, size_t line_len)
 {
     int32_t *ids = NULL;
     size_t n_ids = 0;
@@ -355,7 +346,7 @@ chat_turn(struct chat *c, const char *line)
     int64_t max_pos = mt_engine_max_pos(c->eng.engine);
     mt_status_t st;
 
-    st = chat_add(c, MT_CHAT_USER, line, strlen(line), NULL, 0);
+    st = chat_add(c, MT_CHAT_USER, line, line_len, NULL, 0);
     if (st != MT_OK) {
         return st;
     }
@@ -464,9 +455,12 @@ out_drop_user:
     return st;
 }
 
-/* Read one line into *buf (without its newline). Returns false at end of input. */
+/*
+ * Read one line into *buf (without its newline), *len_out bytes: a NUL byte read is part of the
+ * line. Returns false at end of input.
+ */
 static bool
-read_line(bool interactive, char **buf, size_t *cap)
+read_line(bool interactive, char **buf, size_t *cap, size_t *len_out)
 {
     bool cancelled = false; /* a Ctrl-C at this prompt already */
 
@@ -493,15 +487,16 @@ read_line(bool interactive, char **buf, size_t *cap)
         while (len > 0 && ((*buf)[len - 1] == '\n' || (*buf)[len - 1] == '\r')) {
             (*buf)[--len] = '\0';
         }
+        *len_out = (size_t)len;
         return true;
     }
 }
 
 static bool
-is_blank(const char *s)
+is_blank(const char *s, size_t len)
 {
-    for (; *s != '\0'; s++) {
-        if (*s != ' ' && *s != '\t') {
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] != ' ' && s[i] != '\t') {
             return false;
         }
     }
@@ -582,6 +577,7 @@ mt_cli_chat(int argc, char **argv)
     bool failed = false;
     char *line = NULL;
     size_t line_cap = 0;
+    size_t line_len = 0;
     struct sigaction old_sa;
     bool have_old_sa = false;
 
@@ -635,8 +631,8 @@ mt_cli_chat(int argc, char **argv)
                 (long long)mt_engine_max_pos(c.eng.engine));
     }
 
-    while (read_line(interactive, &line, &line_cap)) {
-        if (is_blank(line)) {
+    while (read_line(interactive, &line, &line_cap, &line_len)) {
+        if (is_blank(line, line_len)) {
             continue;
         }
         if (line[0] == '/') {
@@ -654,7 +650,7 @@ mt_cli_chat(int argc, char **argv)
             }
             continue;
         }
-        if (chat_turn(&c, line) != MT_OK) {
+        if (chat_turn(&c, line, line_len) != MT_OK) {
             failed = true;
         }
         if (ferror(stdout)) {

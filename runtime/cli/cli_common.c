@@ -373,6 +373,24 @@ mt_cli_flush_stdout(const struct mt_cli *cli)
     return true;
 }
 
+void
+mt_cli_write_model_text(FILE *f, const char *text, size_t len, bool tty)
+{
+    const unsigned char *p = (const unsigned char *)text;
+
+    if (!tty) {
+        fwrite(text, 1, len, f);
+        return;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] == 0xc2 && i + 1 < len && p[i + 1] >= 0x80 && p[i + 1] <= 0x9f) {
+            i++; /* a C1 control: both of its bytes */
+        } else if ((p[i] >= 0x20 && p[i] != 0x7f) || p[i] == '\n' || p[i] == '\t') {
+            putc(p[i], f);
+        }
+    }
+}
+
 bool
 mt_cli_output_is_input(const struct mt_cli *cli, const char *out_flag, const char *out,
                        const char *in_flag, const char *in)

@@ -124,6 +124,16 @@ bool mt_cli_parse_ids(const struct mt_cli *cli, const char *what, const char *s,
 bool mt_cli_flush_stdout(const struct mt_cli *cli);
 
 /*
+ * Write len bytes of the model's text to f. On a terminal (tty true), drop what the terminal
+ * would obey rather than show, so generated text cannot move the cursor, retitle the window or
+ * change colours: the C0 controls but newline and tab (ESC begins every escape sequence), DEL,
+ * and the C1 controls U+0080..U+009F, in UTF-8 C2 80..C2 9F (U+009B is CSI, which terminals may
+ * take for ESC [). Anywhere else (a pipe, a file) the bytes go out exactly. text holds whole
+ * UTF-8 characters, as the streaming decoder gives them, so a C1 control never comes cut in two.
+ */
+void mt_cli_write_model_text(FILE *f, const char *text, size_t len, bool tty);
+
+/*
  * Whether the output file `out` (given by flag out_flag) is the input file `in` (flag in_flag):
  * the same file by device and inode, however spelled. If so, print "<out_flag> '<out>' is the
  * <in_flag> input; refusing to overwrite an input (write to another file)" and return true.

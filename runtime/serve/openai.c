@@ -159,6 +159,22 @@ json_kind_(const json_t *v)
     }
 }
 
+/*
+ * The body is parsed with JSON_ALLOW_NUL: a reply may hold a NUL byte, which goes out as
+ * "\u0000" and comes back in the next request's messages. Message text carries its length; a
+ * string this server reads as a C string (a role, a tool call, a stop string, the model) would
+ * be cut short at a NUL, so there one is refused, naming param.
+ */
+static bool
+no_nul_(const json_t *s, const char *param, struct mt_serve_error *e)
+{
+    if (strlen(json_string_value(s)) == json_string_length(s)) {
+        return true;
+    }
+    BAD(e, param, "'%s' must not hold a NUL character (\\u0000)", param);
+    return false;
+}
+
 /* obj[key] when present and not null, else NULL. */
 static json_t *
 field_(json_t *obj, const char *key)
@@ -237,18 +253,20 @@ get_int_(json_t *obj, const char *key, long long lo, long long hi, long long *ou
  * joined and stored back into the message as one string (so that it lives in the tree).
  */
 static bool
-get_content_(json_t *msg, size_t i, const char **out, struct mt_serve_error *e)
+get_content_(json_t *msg, size_t i, const char **out, size_t *len_out, struct mt_serve_error *e)
 {
     json_t *c = field_(msg, "content");
     char param[64];
 
     snprintf(param, sizeof(param), "messages[%zu].content", i);
     *out = NULL;
+    *len_out = 0;
     if (c == NULL) {
         return true;
     }
     if (json_is_string(c)) {
         *out = json_string_value(c);
+        *len_out = json_string_length(c);
         return true;
     }
     if (!json_is_array(c)) {
@@ -287,7 +305,8 @@ get_content_(json_t *msg, size_t i, const char **out, struct mt_serve_error *e)
         mt_serve_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
         return false;
     }
-    *out = json_string_value(json_object_get(msg, "content"));
+    *out = json_string_value(s);
+    *len_out = at;
     return true;
 }
 
@@ -336,6 +355,9 @@ parse_messages_(struct mt_serve_request *r, json_t *msgs, const struct mt_serve_
             BAD(e, param, "'%s' must be a string (system, user, assistant or tool)", param);
             return false;
         }
+        if (!no_nul_(role, param, e)) {
+            return false;
+        }
         const char *rs = json_string_value(role);
         if (strcmp(rs, "system") == 0 || strcmp(rs, "developer") == 0) {
             cm->role = MT_CHAT_SYSTEM;
@@ -350,7 +372,7 @@ parse_messages_(struct mt_serve_request *r, json_t *msgs, const struct mt_serve_
                 param);
             return false;
         }
-        if (!get_content_(m, i, &cm->content, e)) {
+        if (!get_content_(m, i, &cm->content, &cm->content_len, e)) {
             return false;
         }
         if (cm->content == NULL && cm->role != MT_CHAT_ASSISTANT) {
@@ -366,6 +388,7 @@ parse_messages_(struct mt_serve_request *r, json_t *msgs, const struct mt_serve_
                 return false;
             }
             cm->reasoning = json_string_value(rc);
+            cm->reasoning_len = json_string_length(rc);
         }
         json_t *tc = field_(m, "tool_calls");
         if (tc != NULL && cm->role == MT_CHAT_ASSISTANT) {
@@ -384,6 +407,9 @@ parse_messages_(struct mt_serve_request *r, json_t *msgs, const struct mt_serve_
                 if (!json_is_string(name) || !json_is_string(args)) {
                     BAD(e, param, "'%s[%zu]' must be {\"type\": \"function\", \"function\": "
                         "{\"name\": STRING, \"arguments\": STRING}}", param, k);
+                    return false;
+                }
+                if (!no_nul_(name, param, e) || !no_nul_(args, param, e)) {
                     return false;
                 }
                 r->calls[n_calls].name = json_string_value(name);
@@ -474,6 +500,9 @@ parse_stop_(struct mt_serve_request *r, json_t *root, struct mt_serve_error *e)
         return true;
     }
     if (json_is_string(stop)) {
+        if (!no_nul_(stop, "stop", e)) {
+            return false;
+        }
         if (json_string_length(stop) > 0) {
             r->stop[r->n_stop++] = json_string_value(stop);
         }
@@ -487,6 +516,9 @@ parse_stop_(struct mt_serve_request *r, json_t *root, struct mt_serve_error *e)
     json_array_foreach(stop, k, s) {
         if (!json_is_string(s)) {
             BAD(e, "stop", "'stop[%zu]' must be a string, not %s", k, json_kind_(s));
+            return false;
+        }
+        if (!no_nul_(s, "stop", e)) {
             return false;
         }
         if (json_string_length(s) > 0) {
@@ -583,7 +615,7 @@ mt_serve_request_parse(enum mt_serve_api api, const char *body, size_t len, cons
     json_error_t jerr;
     json_t *v;
 
-    r.root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    r.root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (r.root == NULL) {
         BAD(e, NULL, "the body is not valid JSON: %s (line %d, column %d)", jerr.text, jerr.line,
             jerr.column);
@@ -596,6 +628,9 @@ mt_serve_request_parse(enum mt_serve_api api, const char *body, size_t len, cons
     v = field_(r.root, "model");
     if (v != NULL && !json_is_string(v)) {
         BAD(e, "model", "'model' must be a string, not %s", json_kind_(v));
+        goto out_fail;
+    }
+    if (v != NULL && !no_nul_(v, "model", e)) {
         goto out_fail;
     }
     if (v != NULL && strcmp(json_string_value(v), model_id) != 0) {

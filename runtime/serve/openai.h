@@ -20,7 +20,8 @@
  * is encoded as `moetier run -p` does (BOS, special tokens recognized). Unknown fields are
  * ignored, as OpenAI's server does; fields we cannot honour are refused unless they hold their
  * defaults (logprobs, top_logprobs, n and best_of > 1, presence and frequency penalties,
- * logit_bias).
+ * logit_bias). Message text (content, reasoning_content) and the prompt may hold NUL bytes
+ * ("\u0000": a model's reply can, and the client sends it back); other strings may not.
  */
 #ifndef MT_SERVE_OPENAI_H
 #define MT_SERVE_OPENAI_H

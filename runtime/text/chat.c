@@ -232,8 +232,83 @@ py_string(struct sbuf *b, const char *s, size_t n)
     sb_add(b, "\"", 1);
 }
 
+/*
+ * Python's json reads an integer of any size (123456789012345678901234567890, a uint64 such as
+ * 18446744073709551615) and json.dumps writes its digits back; jansson refuses one past int64.
+ * So JSON the model's own text came from (tool-call arguments) is loaded with py_load, where every
+ * number is a real and none below 1e308 is refused, and py_json writes each number from its literal
+ * in the text instead: an integer as Python's int prints it, anything else as repr(float). Walking
+ * the tree in insertion order meets the numbers in the order of the text as long as no key is given
+ * twice, which py_load refuses (as the server refuses it in a request body).
+ */
+struct py_src {
+    const char *text; /* the JSON text the tree was loaded from */
+    size_t pos;       /* where the next number literal is looked for */
+};
+
+static json_t *
+py_load(const char *text, size_t flags, json_error_t *jerr)
+{
+    return json_loads(
+        text, flags | JSON_DECODE_INT_AS_REAL | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, jerr);
+}
+
+/* The next number literal of the text outside strings; *len_out bytes. NULL if none is left. */
+static const char *
+py_next_number(struct py_src *src, size_t *len_out)
+{
+    const char *s = src->text;
+    size_t i = src->pos;
+    bool in_string = false;
+
+    for (; s[i] != '\0'; i++) {
+        if (in_string) {
+            if (s[i] == '\\') {
+                i++; /* the escaped character (valid JSON: never the NUL at the end) */
+            } else if (s[i] == '"') {
+                in_string = false;
+            }
+        } else if (s[i] == '"') {
+            in_string = true;
+        } else if (s[i] == '-' || (s[i] >= '0' && s[i] <= '9')) {
+            size_t start = i;
+            while (s[i] != '\0' && strchr("+-.0123456789eE", s[i]) != NULL) {
+                i++;
+            }
+            src->pos = i;
+            *len_out = i - start;
+            return s + start;
+        }
+    }
+    src->pos = i;
+    return NULL;
+}
+
+/* The number v (a real, loaded by py_load) as json.dumps writes it, from its literal. */
 static void
-py_json(struct sbuf *b, const json_t *v)
+py_number_text(struct sbuf *b, struct py_src *src, const json_t *v)
+{
+    size_t n = 0;
+    const char *lit = py_next_number(src, &n);
+    bool integer = true;
+
+    /* jansson made the real from this very literal (strtod): anything else is a walk out of step */
+    MT_ASSERT(lit != NULL && strtod(lit, NULL) == json_real_value(v));
+    for (size_t k = 0; k < n; k++) {
+        integer &= lit[k] != '.' && lit[k] != 'e' && lit[k] != 'E';
+    }
+    if (!integer) {
+        py_float(b, json_real_value(v));
+    } else if (n == 2 && lit[0] == '-' && lit[1] == '0') {
+        sb_add(b, "0", 1); /* int("-0") is 0 */
+    } else {
+        sb_add(b, lit, n); /* JSON allows no leading zeros: the digits are Python's already */
+    }
+}
+
+/* v as json.dumps(v, ensure_ascii=False) writes it; numbers from src's text when src != NULL. */
+static void
+py_json(struct sbuf *b, const json_t *v, struct py_src *src)
 {
     const char *key;
     json_t *item;
@@ -251,7 +326,7 @@ py_json(struct sbuf *b, const json_t *v)
             first = false;
             py_string(b, key, strlen(key));
             sb_add(b, ": ", 2);
-            py_json(b, item);
+            py_json(b, item, src);
         }
         sb_add(b, "}", 1);
         break;
@@ -261,7 +336,7 @@ py_json(struct sbuf *b, const json_t *v)
             if (i > 0) {
                 sb_add(b, ", ", 2);
             }
-            py_json(b, item);
+            py_json(b, item, src);
         }
         sb_add(b, "]", 1);
         break;
@@ -273,7 +348,11 @@ py_json(struct sbuf *b, const json_t *v)
         sb_str(b, num);
         break;
     case JSON_REAL:
-        py_float(b, json_real_value(v));
+        if (src != NULL) {
+            py_number_text(b, src, v);
+        } else {
+            py_float(b, json_real_value(v));
+        }
         break;
     case JSON_TRUE:
         sb_str(b, "true");
@@ -291,13 +370,14 @@ mt_status_t
 mt_chat_json_py(const char *json, char **json_out)
 {
     json_error_t jerr;
-    json_t *v = json_loads(json, JSON_DECODE_ANY, &jerr);
+    json_t *v = py_load(json, JSON_DECODE_ANY, &jerr);
+    struct py_src src = {json, 0};
     struct sbuf b = {0};
 
     if (v == NULL) {
         return mt_fail(MT_ERR_INVAL, 0, "chat: not JSON (%s)", jerr.text);
     }
-    py_json(&b, v);
+    py_json(&b, v, &src);
     json_decref(v);
     if (b.oom || b.s == NULL) {
         free(b.s);
@@ -337,6 +417,20 @@ static void
 put_str(struct builder *b, const char *s)
 {
     put_text(b, s != NULL ? s : "", s != NULL ? strlen(s) : 0);
+}
+
+/* The byte length of a message's content or reasoning (len 0: up to its NUL). */
+static size_t
+msg_len(const char *s, size_t len)
+{
+    return s == NULL ? 0 : len > 0 ? len : strlen(s);
+}
+
+/* A message's content or reasoning, all len bytes of it even past a NUL. */
+static void
+put_msg_text(struct builder *b, const char *s, size_t len)
+{
+    put_text(b, s != NULL ? s : "", msg_len(s, len));
 }
 
 static void
@@ -381,16 +475,22 @@ static mt_status_t
 put_tool_call(struct builder *b, size_t msg, const struct mt_chat_tool_call *tc)
 {
     json_error_t jerr;
-    json_t *args = json_loads(tc->arguments != NULL ? tc->arguments : "{}", 0, &jerr), *v;
+    struct py_src src = {tc->arguments != NULL ? tc->arguments : "{}", 0};
+    json_t *args = py_load(src.text, 0, &jerr);
+    json_t *v;
     const char *key;
     bool first = true;
 
+    if (args == NULL) {
+        return mt_fail(MT_ERR_INVAL, 0,
+                       "chat: message %zu: tool call '%s': arguments are not valid JSON: %s", msg,
+                       tc->name ? tc->name : "", jerr.text);
+    }
     if (!json_is_object(args)) {
         json_decref(args);
         return mt_fail(MT_ERR_INVAL, 0,
-                       "chat: message %zu: tool call '%s': arguments are not a "
-                       "JSON object",
-                       msg, tc->name ? tc->name : "");
+                       "chat: message %zu: tool call '%s': arguments are not a JSON object", msg,
+                       tc->name ? tc->name : "");
     }
     put_str(b, "<");
     put_str(b, dsml);
@@ -411,7 +511,7 @@ put_tool_call(struct builder *b, size_t msg, const struct mt_chat_tool_call *tc)
             put_text(b, json_string_value(v), json_string_length(v));
         } else {
             struct sbuf j = {0};
-            py_json(&j, v);
+            py_json(&j, v, &src);
             put_text(b, j.s != NULL ? j.s : "", j.n);
             b->text.oom |= j.oom;
             free(j.s);
@@ -432,7 +532,7 @@ static mt_status_t
 put_tools(struct builder *b, size_t msg, const char *tools)
 {
     json_error_t jerr;
-    json_t *arr = json_loads(tools, 0, &jerr), *t;
+    json_t *arr = json_loads(tools, JSON_ALLOW_NUL, &jerr), *t;
     size_t i;
 
     if (!json_is_array(arr)) {
@@ -455,7 +555,7 @@ put_tools(struct builder *b, size_t msg, const char *tools)
         if (i > 0) {
             put_str(b, "\n");
         }
-        py_json(&j, fn);
+        py_json(&j, fn, NULL); /* numbers from values: a request's tools passed jansson */
         put_text(b, j.s != NULL ? j.s : "", j.n);
         b->text.oom |= j.oom;
         free(j.s);
@@ -488,7 +588,7 @@ build(struct builder *b, const struct mt_chat_msg *msgs, size_t n, bool thinking
         const struct mt_chat_msg *m = &msgs[i];
         switch (m->role) {
         case MT_CHAT_SYSTEM:
-            put_str(b, m->content);
+            put_msg_text(b, m->content, m->content_len);
             if (m->tools != NULL) {
                 put_str(b, "\n\n");
                 if ((st = put_tools(b, i, m->tools)) != MT_OK) {
@@ -498,7 +598,7 @@ build(struct builder *b, const struct mt_chat_msg *msgs, size_t n, bool thinking
             break;
         case MT_CHAT_USER:
             put_marker(b, user_text);
-            put_str(b, m->content);
+            put_msg_text(b, m->content, m->content_len);
             put_marker(b, assistant_text);
             put_marker(b, (long)i == last_user && thinking ? think_text : unthink_text);
             break;
@@ -518,7 +618,7 @@ build(struct builder *b, const struct mt_chat_msg *msgs, size_t n, bool thinking
                 put_str(b, "\n\n<function_results>");
             }
             put_str(b, "\n<result>");
-            put_str(b, m->content);
+            put_msg_text(b, m->content, m->content_len);
             put_str(b, "</result>");
             if (order == msgs[a].n_tool_calls) {
                 put_str(b, "\n</function_results>");
@@ -529,17 +629,17 @@ build(struct builder *b, const struct mt_chat_msg *msgs, size_t n, bool thinking
         }
         case MT_CHAT_ASSISTANT:
             if (thinking && (long)i > last_user) {
-                if ((m->reasoning == NULL || m->reasoning[0] == 0) && m->n_tool_calls == 0) {
+                if (msg_len(m->reasoning, m->reasoning_len) == 0 && m->n_tool_calls == 0) {
                     return mt_fail(MT_ERR_INVAL, 0,
                                    "chat: message %zu: an assistant turn after "
                                    "the last user turn needs reasoning or tool calls in thinking "
                                    "mode",
                                    i);
                 }
-                put_str(b, m->reasoning);
+                put_msg_text(b, m->reasoning, m->reasoning_len);
                 put_marker(b, unthink_text);
             }
-            put_str(b, m->content);
+            put_msg_text(b, m->content, m->content_len);
             if (m->n_tool_calls > 0) {
                 put_str(b, "\n\n<");
                 put_str(b, dsml);

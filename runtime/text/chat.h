@@ -44,7 +44,7 @@ enum mt_chat_role {
 /* One tool call of an assistant turn (OpenAI's tool_calls[i].function). */
 struct mt_chat_tool_call {
     const char *name;
-    const char *arguments; /* a JSON object, e.g. {"city": "Paris"} */
+    const char *arguments; /* a JSON object, e.g. {"city": "Paris"}; integers past int64 too */
 };
 
 struct mt_chat_msg {
@@ -58,6 +58,13 @@ struct mt_chat_msg {
                         * its content; on msgs[0] of another role in an empty system prompt
                         * before it (so the caller adds no message, and an error's message
                         * index is the caller's own) */
+    /*
+     * Bytes of content and reasoning; 0 means the string ends at its NUL (strlen). A model's
+     * reply may hold a NUL byte (byte-level BPE has a token for 0x00): give its length, so that
+     * the next turn's prompt holds the reply whole, as the model wrote it.
+     */
+    size_t content_len;
+    size_t reasoning_len;
 };
 
 /*
@@ -65,18 +72,23 @@ struct mt_chat_msg {
  * thinking mode (<think> after the last user turn) or chat mode (</think>). Invalid conversations
  * (a tool result with no assistant tool call before it, an assistant turn after the last user
  * turn in thinking mode with neither reasoning nor tool calls, arguments that are not a JSON
- * object) give MT_ERR_INVAL with a message naming the message index.
+ * object or give a key twice) give MT_ERR_INVAL with a message naming the message index.
  */
 mt_status_t mt_chat_encode(struct mt_tokenizer *tok, const struct mt_chat_msg *msgs, size_t n,
                            bool thinking, int32_t **ids_out, size_t *n_out);
 
-/* The same prompt as the text encoding_dsv32.encode_messages returns (malloc'ed, NUL-ended). */
+/*
+ * The same prompt as the text encoding_dsv32.encode_messages returns (malloc'ed, NUL-ended; a
+ * message holding a NUL byte puts one in the text too, which strlen would take for its end).
+ */
 mt_status_t mt_chat_render(const struct mt_chat_msg *msgs, size_t n, bool thinking,
                            char **text_out);
 
 /*
  * JSON text as Python's json.dumps(value, ensure_ascii=False) writes it (", " and ": "
- * separators, shortest round-trip floats), which the tool-call and tool-list formats use.
+ * separators, shortest round-trip floats, integers past int64 digit for digit), which the
+ * tool-call and tool-list formats use. A key given twice is refused, and so is a number past
+ * 1e308 (jansson's real overflows; Python would write Infinity or an int of 309+ digits).
  * *json_out is malloc'ed.
  */
 mt_status_t mt_chat_json_py(const char *json, char **json_out);

@@ -191,6 +191,7 @@ enum split_behavior {
 
 struct pretok_step {
     pcre2_code *re; /* NULL for a ByteLevel step without regex */
+    char *pattern;  /* owned: the regex as the file writes it, for messages */
     bool jit;       /* JIT compiled: use pcre2_jit_match */
     enum split_behavior behavior;
     bool invert;
@@ -243,7 +244,7 @@ struct mt_tokenizer {
     struct pretok_step steps[MAX_STEPS];
     int n_steps;
     pcre2_match_data *md;
-    pcre2_match_context *mctx; /* match limits raised, JIT stack assigned (see load_json) */
+    pcre2_match_context *mctx; /* heap limit set, JIT stack assigned (see load_json) */
     pcre2_jit_stack *jit_stack;
 
     struct trie added_raw;  /* added tokens with normalized = false (matched first) */
@@ -265,6 +266,19 @@ struct mt_tokenizer {
 #define CACHE_MAX_PIECE 256
 #define JIT_STACK_MAX (256u << 20)
 #define CACHE_MAX_IDS (8u << 20)
+
+/*
+ * PCRE2 counts backtracking steps and gives up at a match limit: the defence against a catastrophic
+ * regex in a hostile tokenizer.json ("(a+)+$" tries 2^n ways on n 'a's and a 'b'). The limit must
+ * never stop a real tokenizer. DeepSeek's three Split regexes, measured with PCRE2 10.42 (JIT and
+ * interpreter) on 1 MB texts (golden.json's texts, runs of each kind of character), take at most
+ * 60 steps per search, except "\s*[\r\n]+": it backtracks once per character of a whitespace run
+ * that ends without a newline (1 MiB of spaces: 1,048,586 steps). So the limit is PCRE2's default
+ * plus the bytes left in the piece: no text outgrows it, while a catastrophic regex fails within
+ * milliseconds (JIT) or a fraction of a second (interpreter). The steps count backtracking, not
+ * characters scanned, so a regex that is merely slow (quadratic) is not stopped by it.
+ */
+#define MATCH_LIMIT_BASE 10000000u
 
 /* GPT-2's byte <-> char table: printable Latin-1 bytes stand for themselves, the other 68 bytes
  * for U+0100 + n in byte order. */
@@ -502,6 +516,15 @@ compile_regex(struct mt_tokenizer *tok, struct pretok_step *st, const char *pat,
                        "%zu: %s",
                        tok->path, index, (size_t)off, (const char *)msg);
     }
+    st->pattern = malloc(len + 1);
+    if (st->pattern == NULL) {
+        pcre2_code_free(st->re);
+        st->re = NULL;
+        return mt_fail(MT_ERR_NOMEM, 0, "tokenizer '%s': out of memory for regex %d", tok->path,
+                       index);
+    }
+    memcpy(st->pattern, pat, len);
+    st->pattern[len] = '\0';
     st->jit = pcre2_jit_compile(st->re, PCRE2_JIT_COMPLETE) == 0;
     return MT_OK;
 }
@@ -913,11 +936,11 @@ load_json(struct mt_tokenizer *tok, json_t *root, json_t *cfg)
         goto out;
     }
     /*
-     * PCRE2's default limits are too small for text HF encodes without trouble: the 10M match
-     * limit fails on a whitespace run of ~8 MB ("\s*[\r\n]+" backtracks over all of it), the
-     * 32 KiB JIT stack on a pattern whose group repeats a few thousand times. Lift the match
-     * limit (the work per match stays linear for the patterns of real tokenizers) and give
-     * the JIT a stack that grows on demand up to JIT_STACK_MAX.
+     * PCRE2's default 32 KiB JIT stack runs out on a pattern whose group repeats a few thousand
+     * times, text HF encodes without trouble: give the JIT a stack that grows on demand up to
+     * JIT_STACK_MAX, and the interpreter (used where JIT is missing) the same cap on its
+     * backtracking memory, where its default is 20 GB. The match limit is set per search
+     * (regex_search), as it grows with the text.
      */
     tok->md = pcre2_match_data_create(4, NULL);
     tok->mctx = pcre2_match_context_create(NULL);
@@ -926,8 +949,7 @@ load_json(struct mt_tokenizer *tok, json_t *root, json_t *cfg)
         st = mt_fail(MT_ERR_NOMEM, 0, "tokenizer: out of memory for PCRE2 match data");
         goto out;
     }
-    pcre2_set_match_limit(tok->mctx, UINT32_MAX);
-    pcre2_set_depth_limit(tok->mctx, UINT32_MAX);
+    pcre2_set_heap_limit(tok->mctx, JIT_STACK_MAX >> 10); /* in KiB */
     if (tok->jit_stack != NULL) { /* NULL without JIT support: the default stack is used */
         pcre2_jit_stack_assign(tok->mctx, NULL, tok->jit_stack);
     }
@@ -1046,6 +1068,7 @@ mt_tokenizer_destroy(struct mt_tokenizer *tok)
     }
     for (int i = 0; i < tok->n_steps; i++) {
         pcre2_code_free(tok->steps[i].re);
+        free(tok->steps[i].pattern);
     }
     pcre2_match_data_free(tok->md);
     pcre2_match_context_free(tok->mctx);
@@ -1343,6 +1366,43 @@ past_char(const char *s, size_t n, size_t p)
     return p;
 }
 
+/*
+ * Search step k's regex in the piece s[0..n) from pos: *rc_out is PCRE2's answer, a match or
+ * PCRE2_ERROR_NOMATCH. A regex that hits a limit (MATCH_LIMIT_BASE) fails the encode with
+ * MT_ERR_INVAL naming it, rather than running for hours or splitting the text wrongly.
+ */
+static mt_status_t
+regex_search(struct mt_tokenizer *tok, int k, const char *s, size_t n, size_t pos, int *rc_out)
+{
+    const struct pretok_step *step = &tok->steps[k];
+    uint64_t limit = (uint64_t)MATCH_LIMIT_BASE + (n - pos);
+    PCRE2_UCHAR msg[256];
+    int rc;
+
+    pcre2_set_match_limit(tok->mctx, limit < UINT32_MAX ? (uint32_t)limit : UINT32_MAX);
+    if (step->jit) {
+        rc = pcre2_jit_match(step->re, (PCRE2_SPTR)s, n, pos, 0, tok->md, tok->mctx);
+    } else {
+        rc = pcre2_match(step->re, (PCRE2_SPTR)s, n, pos, PCRE2_NO_UTF_CHECK, tok->md, tok->mctx);
+    }
+    if (rc >= 0 || rc == PCRE2_ERROR_NOMATCH) {
+        *rc_out = rc;
+        return MT_OK;
+    }
+    pcre2_get_error_message(rc, msg, sizeof(msg));
+    if (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT ||
+        rc == PCRE2_ERROR_HEAPLIMIT || rc == PCRE2_ERROR_JIT_STACKLIMIT) {
+        return mt_fail(MT_ERR_INVAL, 0,
+                       "tokenizer '%s': pre_tokenizer step %d: regex '%.200s' gave up on a "
+                       "%zu-byte piece of the text (%s): it backtracks catastrophically, so the "
+                       "tokenizer or the text is pathological (check the Split patterns)",
+                       tok->path, k, step->pattern, n, (const char *)msg);
+    }
+    return mt_fail(MT_ERR_INTERNAL, 0,
+                   "tokenizer '%s': pre_tokenizer step %d: regex '%.200s' failed: %s", tok->path, k,
+                   step->pattern, (const char *)msg);
+}
+
 /* Run pre-tokenizer step k (and the steps after it) over the valid UTF-8 piece s[0..n). */
 static mt_status_t
 pretok(struct mt_tokenizer *tok, int k, const char *s, size_t n, struct out_ids *o)
@@ -1392,21 +1452,10 @@ pretok(struct mt_tokenizer *tok, int k, const char *s, size_t n, struct out_ids 
     for (;;) {
         size_t ms, me;
         int rc;
-        if (pos <= n) {
-            if (step->jit) {
-                rc = pcre2_jit_match(step->re, (PCRE2_SPTR)s, n, pos, 0, tok->md, tok->mctx);
-            } else {
-                rc = pcre2_match(step->re, (PCRE2_SPTR)s, n, pos, PCRE2_NO_UTF_CHECK, tok->md,
-                                 tok->mctx);
-            }
-        } else {
+        if (pos > n) {
             rc = PCRE2_ERROR_NOMATCH;
-        }
-        if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) {
-            PCRE2_UCHAR msg[256];
-            pcre2_get_error_message(rc, msg, sizeof(msg));
-            return mt_fail(MT_ERR_INTERNAL, 0, "tokenizer: regex match failed: %s",
-                           (const char *)msg);
+        } else if ((st = regex_search(tok, k, s, n, pos, &rc)) != MT_OK) {
+            return st;
         }
         if (rc >= 0) {
             PCRE2_SIZE *ov = pcre2_get_ovector_pointer(tok->md);

@@ -62,6 +62,8 @@ void mt_tokenizer_destroy(struct mt_tokenizer *tok);
  * UTF-8 are encoded one by one). *ids_out is malloc'ed (free() it); *n_out is its length. With
  * special, added tokens (<｜User｜>, ...) written in the text become their ids. A byte for which
  * the vocabulary has no one-byte token is MT_ERR_INVAL naming the byte (HF would drop it silently).
+ * A Split regex that backtracks catastrophically on the text (a hostile tokenizer.json) stops at
+ * PCRE2's match limit and is MT_ERR_INVAL naming the regex; real tokenizers never reach it.
  */
 mt_status_t mt_tokenizer_encode(struct mt_tokenizer *tok, const char *text, size_t len,
                                 bool special, int32_t **ids_out, size_t *n_out);
