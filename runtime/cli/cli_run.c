@@ -43,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 static void
 run_usage(FILE *f)
@@ -109,6 +110,7 @@ struct run_printer {
     struct mt_detok *detok; /* NULL: print ids */
     long n;                 /* ids printed so far */
     struct mt_cli_report *report; /* told where prefill ends (the first token) */
+    bool tty_out; /* stdout is a terminal: drop control characters from the model's text */
 };
 
 static bool
@@ -127,7 +129,7 @@ print_token(void *ctx, int32_t id)
         /* ids past the tokenizer's vocabulary (padding rows) print as <id> */
         if (mt_tokenizer_token_bytes(pr->tok, id, &tl) != NULL &&
             mt_detok_push(pr->detok, id, &text, &len) == MT_OK) {
-            fwrite(text, 1, len, stdout);
+            mt_cli_write_model_text(stdout, text, len, pr->tty_out);
         } else {
             printf("<%d>", id);
         }
@@ -367,7 +369,7 @@ mt_cli_run(int argc, char **argv)
         have_detok = true;
     }
     struct mt_cli_report report;
-    struct run_printer pr = {tok, have_detok ? &detok : NULL, 0, &report};
+    struct run_printer pr = {tok, have_detok ? &detok : NULL, 0, &report, isatty(STDOUT_FILENO)};
     struct mt_gen_opts go;
     struct mt_gen_result res;
     mt_gen_opts_default(&go);
