@@ -408,14 +408,22 @@ mt_cli_plan_print(FILE *out, const struct mt_plan *p)
                 p->host_layer_ms, p->host_layers_per_token);
     }
     if (have_gpu) {
-        fprintf(out, "GPU budget : %.1f GiB = always-on %.2f + KV %d tok %.2f + workspace %.2f + "
+        struct mt_plan_budget dflt;
+        uint64_t host = p->budget.cpu_mem - p->budget.cpu_reserve - p->dram_expert_bytes;
+
+        mt_plan_budget_default(&dflt);
+        fprintf(out, "GPU budget : %.1f GiB = always-on %.2f + KV %d tok %.2f + workspace %.2f%s + "
                 "experts %.2f GiB\n",
                 gib((double)p->budget.gpu_mem), gib((double)p->always_on_bytes), p->budget.ctx,
                 gib((double)p->kv_bytes), gib((double)p->budget.gpu_reserve),
+                p->budget.gpu_reserve_auto && p->budget.gpu_reserve > dflt.gpu_reserve
+                    ? " (for 1,024-token prompt chunks)"
+                    : "",
                 gib((double)p->gpu_expert_bytes));
-        fprintf(out, "DRAM budget: %.1f GiB = reserve %.2f + experts %.2f GiB\n",
+        fprintf(out, "DRAM budget: %.1f GiB = reserve %.2f + embedding table %.2f + experts %.2f "
+                "GiB\n",
                 gib((double)p->budget.cpu_mem), gib((double)p->budget.cpu_reserve),
-                gib((double)p->dram_expert_bytes));
+                gib((double)host), gib((double)p->dram_expert_bytes));
     } else {
         fprintf(out, "GPU budget : none, the profile has no GPU (--gpu-mem is ignored)\n");
         fprintf(out, "DRAM budget: %.1f GiB = reserve %.2f + always-on %.2f + KV %d tok %.2f + "
