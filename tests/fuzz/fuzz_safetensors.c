@@ -9,7 +9,7 @@
  * as a crash. Build and run: tests/fuzz/run.sh.
  *
  * fuzz-sources: runtime/model/safetensors.c runtime/base/file_util.c runtime/base/dtype.c
- * fuzz-sources: runtime/base/status.c runtime/base/out_file.c
+ * fuzz-sources: runtime/base/status.c runtime/base/out_file.c runtime/base/json_num.c
  */
 #include <config.h>
 

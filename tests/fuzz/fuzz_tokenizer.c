@@ -11,7 +11,7 @@
  * Build and run: tests/fuzz/run.sh.
  *
  * fuzz-sources: runtime/text/tokenizer.c runtime/base/file_util.c runtime/base/status.c
- * fuzz-sources: runtime/base/out_file.c
+ * fuzz-sources: runtime/base/out_file.c runtime/base/json_num.c
  * fuzz-pkg: libpcre2-8
  */
 #include <config.h>
