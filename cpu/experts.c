@@ -31,6 +31,7 @@ int mt_cpu_experts_amx_super = 256;
 int mt_cpu_experts_amx_cvt_pf = 1;
 int mt_cpu_experts_amx_cadd = 0;
 int mt_cpu_experts_amx_small = 64;
+int mt_cpu_experts_prefill_min_small = MT_CPU_PREFILL_MIN_SMALL;
 int mt_cpu_experts_amx_small_wide = 1;
 int mt_cpu_experts_prefill_unit = 128;
 int mt_cpu_experts_decode = 0;
@@ -209,7 +210,11 @@ rows_simd(const struct mt_cpu_weight *w)
 static bool
 rows_many(const struct mt_cpu_kernels *k, const struct mt_cpu_weight *w, int m)
 {
-    return rows_simd(w) && k->rows_many != NULL && m >= MT_CPU_PREFILL_MIN_M;
+    int from = mt_cpu_amx_small_fits(w) && m <= mt_cpu_experts_amx_small
+                   ? mt_cpu_experts_prefill_min_small
+                   : MT_CPU_PREFILL_MIN_M;
+
+    return rows_simd(w) && k->rows_many != NULL && m >= from;
 }
 
 /*
@@ -544,6 +549,10 @@ mt_cpu_moe_create(struct mt_cpu_team *team, enum mt_cpu_level level, struct mt_c
     ev = getenv("MT_CPU_AMX_SMALL_WIDE"); /* measurements: mt_cpu_experts_amx_small_wide */
     if (ev != NULL) {
         mt_cpu_experts_amx_small_wide = atoi(ev);
+    }
+    ev = getenv("MT_CPU_PREFILL_MIN"); /* measurements: mt_cpu_experts_prefill_min_small */
+    if (ev != NULL && atoi(ev) >= 1) {
+        mt_cpu_experts_prefill_min_small = atoi(ev);
     }
     moe->t_thread = calloc(2 * (size_t)mt_cpu_team_size(team), sizeof(double));
     if (moe->t_thread == NULL) {

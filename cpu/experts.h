@@ -30,8 +30,18 @@
 #include "cpu/team.h"
 #include "runtime/base/status.h"
 
-/* Tokens per expert from which the amx family computes it on AMX tiles (prefill). */
+/*
+ * Tokens per expert from which the amx family computes it on AMX tiles (prefill): from
+ * MT_CPU_PREFILL_MIN_SMALL where the few-token kernel takes it (FP8: cpu/experts_amx_small.c),
+ * else from MT_CPU_PREFILL_MIN_M. Below, the decode tiles convert each weight again for every 4
+ * tokens: at 9-15 tokens that costs more than the few-token kernel's one widening of each row
+ * (~1 ms an expert at V3.2's shape whatever the tokens), at 8 it still costs less (62 GB/s of
+ * FP8 against ~38, bench/results/cpu-experts.md). On the GPU test machine the engine's
+ * 512-token chunks of an all-DRAM plan (16 tokens an expert on average, half of them below 16)
+ * ran 1.7-1.9x faster with the few-token kernel from 8 tokens than from 16 (session 29).
+ */
 #define MT_CPU_PREFILL_MIN_M 16
+#define MT_CPU_PREFILL_MIN_SMALL 9
 
 /*
  * Software prefetch distance of the decode kernels on each weight row stream, in bytes (0: none;
@@ -138,6 +148,12 @@ extern int mt_cpu_experts_amx_cadd;
  */
 extern int mt_cpu_experts_amx_small;
 uint64_t mt_cpu_experts_amx_small_calls(void);
+/*
+ * Tokens per expert from which the few-token AMX kernel takes an FP8 expert (default
+ * MT_CPU_PREFILL_MIN_SMALL); fewer take the decode tiles. A knob for measurements
+ * (MT_CPU_PREFILL_MIN=n when a layer runner is created).
+ */
+extern int mt_cpu_experts_prefill_min_small;
 /*
  * 1 (default): 33-64 tokens take that kernel's 16-row blocks over all their tokens (each row
  * widened once); 0: blocks of 32 x 32 (rows widened again for each 32 tokens). A knob for

@@ -149,11 +149,13 @@ close_enough(const char *what, const float *got, const float *want, size_t n)
     return close_enough_tol(what, got, want, n, REL_TOL);
 }
 
-/* The tolerance of family `level` for m tokens (bf16 operands on the amx prefill path). */
+/* The tolerance of family `level` for m tokens (bf16 operands on the amx prefill paths: the
+ * few-token kernel's from MT_CPU_PREFILL_MIN_SMALL tokens for FP8, the tiles kernel's from
+ * MT_CPU_PREFILL_MIN_M; the looser one from the first for every dtype) */
 static float
 tol_of(enum mt_cpu_level level, int m)
 {
-    return level == MT_CPU_LEVEL_AMX && m >= MT_CPU_PREFILL_MIN_M ? REL_TOL_BF16 : REL_TOL;
+    return level == MT_CPU_LEVEL_AMX && m >= MT_CPU_PREFILL_MIN_SMALL ? REL_TOL_BF16 : REL_TOL;
 }
 
 /* The decode kernel choices of level l (mt_cpu_experts_decode): the bf16 dot ones (3, 2 terms)
