@@ -224,7 +224,8 @@ test_expert(enum mt_dtype dt, int64_t hidden, int64_t inter, int m, enum mt_cpu_
 /*
  * The few-token AMX kernel (mt_cpu_experts_amx_small, cpu/experts_amx_small.c) within the AMX
  * tolerance of scalar (test_expert), and that it ran (FP8 with K a multiple of 64 where the CPU
- * has AVX512-VBMI) or did not (BF16, other K: the tiles kernel).
+ * has AVX512-VBMI, from MT_CPU_PREFILL_MIN_SMALL tokens) or did not (BF16, other K: the tiles
+ * kernel; fewer tokens: the decode tiles).
  */
 static void
 test_amx_small(enum mt_dtype dt, int64_t hidden, int64_t inter, int m)
@@ -232,6 +233,7 @@ test_amx_small(enum mt_dtype dt, int64_t hidden, int64_t inter, int m)
     int small = mt_cpu_experts_amx_small;
     uint64_t c0 = mt_cpu_experts_amx_small_calls();
     bool want = dt == MT_DTYPE_F8_E4M3 && (hidden % 64 == 0 || inter % 64 == 0) &&
+                m >= MT_CPU_PREFILL_MIN_SMALL &&
                 mt_cpu_experts_decode_usable(1); /* gate and up read hidden, down inter */
 
     mt_cpu_experts_amx_small = m;
@@ -650,6 +652,8 @@ main(void)
         test_amx_small(MT_DTYPE_F8_E4M3, 7168, 2048, 32);
         test_amx_small(MT_DTYPE_F8_E4M3, 7168, 2048, 17);
         test_amx_small(MT_DTYPE_F8_E4M3, 128, 80, 16);
+        test_amx_small(MT_DTYPE_F8_E4M3, 128, 80, MT_CPU_PREFILL_MIN_SMALL);
+        test_amx_small(MT_DTYPE_F8_E4M3, 128, 80, MT_CPU_PREFILL_MIN_SMALL - 1);
         test_amx_small(MT_DTYPE_F8_E4M3, 192, 64, 29);
         test_amx_small(MT_DTYPE_F8_E4M3, 7168, 2048, 37);
         test_amx_small(MT_DTYPE_F8_E4M3, 832, 192, 300);
