@@ -210,11 +210,12 @@ rows_simd(const struct mt_cpu_weight *w)
 static bool
 rows_many(const struct mt_cpu_kernels *k, const struct mt_cpu_weight *w, int m)
 {
-    int from = mt_cpu_amx_small_fits(w) && m <= mt_cpu_experts_amx_small
-                   ? mt_cpu_experts_prefill_min_small
-                   : MT_CPU_PREFILL_MIN_M;
-
-    return rows_simd(w) && k->rows_many != NULL && m >= from;
+    if (!rows_simd(w) || k->rows_many == NULL) {
+        return false; /* the AMX family only: mt_cpu_amx_small_fits is built for its CPUs */
+    }
+    return m >= (mt_cpu_amx_small_fits(w) && m <= mt_cpu_experts_amx_small
+                     ? mt_cpu_experts_prefill_min_small
+                     : MT_CPU_PREFILL_MIN_M);
 }
 
 /*
