@@ -92,8 +92,9 @@ struct mt_engine_opts {
     bool no_prefetch;
     /*
      * GPU: a DRAM expert (tier DRAM_CPU) with at least this many tokens in one step is copied
-     * to a GPU slot and computed there instead of on the CPU (long prefills); experts of tier
-     * DRAM_PCIE always are. 0: $MT_GPU_SLOT_MIN_TOKENS, else 64.
+     * to a GPU slot and computed there instead of on the CPU (long prefills), where its memory
+     * could be page-locked; experts of tier DRAM_PCIE always are. 0: $MT_GPU_SLOT_MIN_TOKENS,
+     * else 64.
      */
     int gpu_slot_min_tokens;
 };
