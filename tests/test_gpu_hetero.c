@@ -145,7 +145,8 @@ rig_build(const struct mt_model *m, enum plan_kind k, uint64_t gpu_mem, struct r
         o.nvme_provider = r->stream;
     }
     if ((st = mt_engine_create(m, &o, &r->e)) != MT_OK ||
-        (k == MIX_PCIE && (st = mt_engine_preload_experts(r->e, NULL)) != MT_OK)) {
+        ((k == MIX_PCIE || k == DRAM_SLOTS) && /* preloading page-locks the DRAM experts: */
+         (st = mt_engine_preload_experts(r->e, NULL)) != MT_OK)) { /* only then are they copied */
         return st;
     }
     if (k != ALL_GPU && k != ALL_DRAM_REF) {

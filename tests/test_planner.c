@@ -553,14 +553,15 @@ test_v32_plans(void)
     /*
      * With PCIe, the expected-load model would send some DRAM experts over PCIe in decode, but a
      * sampled token that hits one waits 1.8 ms for its copy: the plan keeps them on the CPU for
-     * decode. Prefill computes them where the GPU engine would: on the CPU below 64 tokens per
-     * expert and step (512 tokens give each 16), in a GPU slot from 64 on (4096 give 128).
+     * decode. Prefill computes them where the GPU engine would (mt_plan_slot_min_tokens): on
+     * the CPU below 12 tokens per expert and step (256 tokens give each 8), in a GPU slot from
+     * 3/4 of the mean on (4096 tokens give each 128, the mean).
      */
     make_profile(&hw, 1000, 400, 25, 7);
-    for (int k = 1; k >= 0; k--) { /* 4096, then 512: that plan is used below */
+    for (int k = 1; k >= 0; k--) { /* 4096, then 256: that plan is used below */
         struct mt_plan_budget bb = b;
         int prefill_p = 0;
-        bb.prefill_batch = k == 0 ? 512 : 4096;
+        bb.prefill_batch = k == 0 ? 256 : 4096;
         st = mt_plan_build(&cfg, &sz, &hw, &bb, NULL, NULL, &plan);
         for (int i = 0; st == MT_OK && i < 61 * 256; i++) {
             prefill_p += plan->prefill_tiers[i] == MT_TIER_DRAM_PCIE;

@@ -46,8 +46,10 @@
 
 #include "kernels/host_copy.h"
 #include "runtime/base/clock.h"
+#include "runtime/plan/planner.h"
 #include "runtime/plan/trace.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -292,7 +294,7 @@ eng_gpu_moe_init(struct mt_engine *e, struct eng_gpu *g)
     const char *mt = getenv("MT_GPU_SLOT_MIN_TOKENS");
     g->slot_min_tok = e->opts.gpu_slot_min_tokens > 0 ? e->opts.gpu_slot_min_tokens
                       : mt != NULL && atoi(mt) > 0    ? atoi(mt)
-                                                      : 64;
+                                                      : 0; /* mt_plan_slot_min_tokens */
     if (w->row_tok == NULL || w->pair_row == NULL || w->row_w == NULL || w->group_start == NULL ||
         w->group_fill == NULL || w->tasks == NULL || w->xs == NULL || w->ys == NULL ||
         g->guessed == NULL || g->on_gpu == NULL || g->n_rows == NULL || g->slot_x == NULL) {
@@ -759,8 +761,9 @@ eng_gpu_stats_flush(struct mt_engine *e, struct eng_gpu *g)
 /*
  * Which of layer l's experts the device computes this step (g->on_gpu): its GPU-tier ones, and
  * where there are slots, DRAM experts of tier DRAM_PCIE and the page-locked ones of tier DRAM_CPU
- * with at least slot_min_tok tokens (a long prefill: their FLOPs would take the CPU longer than
- * the copy).
+ * with at least slot_min_tok tokens, by default mt_plan_slot_min_tokens of the step's mean (a
+ * long prefill: the GPU copies and computes the experts with the most tokens while the CPU team
+ * computes the rest).
  * NVMe experts stay on the host executors: their reads hold provider slots the executors share.
  */
 static void
@@ -768,6 +771,10 @@ mark_device(const struct mt_engine *e, struct eng_gpu *g, int l, int m)
 {
     const struct eng_work *w = &g->hw;
     int E = e->cfg.n_routed_experts, K = e->cfg.num_experts_per_tok;
+
+    int min_tok = g->slot_min_tok > 0
+                      ? g->slot_min_tok
+                      : (int)ceil(mt_plan_slot_min_tokens((double)m * (double)K / (double)E));
 
     memset(g->n_rows, 0, (size_t)E * sizeof(int32_t));
     for (int i = 0; i < m * K; i++) {
@@ -777,7 +784,7 @@ mark_device(const struct mt_engine *e, struct eng_gpu *g, int l, int m)
         uint8_t t = tier_of(e, l, x);
         bool slot = g->slot[0] != NULL &&
                     (t == MT_TIER_DRAM_PCIE ||
-                     (t == MT_TIER_DRAM_CPU && g->n_rows[x] >= g->slot_min_tok &&
+                     (t == MT_TIER_DRAM_CPU && g->n_rows[x] >= min_tok &&
                       g->dram_pinned != NULL && g->dram_pinned[(size_t)l * (size_t)E + x]));
         g->on_gpu[x] = t == MT_TIER_GPU || slot;
     }

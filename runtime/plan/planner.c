@@ -65,10 +65,6 @@ mt_plan_source_name(enum mt_plan_source src)
 /* ---- plans for a real model ------------------------------------------------------------------ */
 
 #define MT_PLAN_SAMPLES 500 /* sampled decode tokens per prediction (58 layers each) */
-/* the GPU engine's default gpu_slot_min_tokens (engine.h): a DRAM_CPU expert with this many
-   tokens in a step is copied to a GPU slot and computed there (a run that changes it with
-   MT_GPU_SLOT_MIN_TOKENS is predicted at this default) */
-#define MT_PLAN_SLOT_MIN_TOKENS 64
 
 static bool
 has_cpu(const struct mt_plan_problem *pb)
@@ -319,8 +315,8 @@ gather_host_layers(const struct mt_plan_problem *pb, uint8_t *t, double *sampled
 /*
  * The compute choice of a prefill step as the GPU engine makes it (engine_gpu_moe.c,
  * mark_device): DRAM_PCIE experts are always copied to a GPU slot, and a DRAM_CPU expert only
- * when the step gives it at least MT_PLAN_SLOT_MIN_TOKENS tokens (here: when it expects that
- * many, batch x p); NVMe experts stay on the CPU (mt_plan_nvme_on_gpu). An optimizer's choice
+ * when the step gives it at least mt_plan_slot_min_tokens (here: when it expects that many,
+ * batch x p); NVMe experts stay on the CPU (mt_plan_nvme_on_gpu). An optimizer's choice
  * that the engine does not follow predicted what did not run: at batch 8 the H200 run computed
  * on the CPU what the plan had copied to the GPU, and prefill took twice the prediction.
  */
@@ -329,10 +325,19 @@ engine_prefill_tiers(const struct mt_plan_problem *pb, uint8_t *t)
 {
     bool slots = pb->rate[MT_SRC_PCIE] > 0 && pb->rate[MT_SRC_GPU_MEM] > 0;
 
-    for (size_t i = 0; i < (size_t)pb->n_layers * pb->n_experts; i++) {
-        if (t[i] == MT_TIER_DRAM_CPU && slots &&
-            pb->batch * pb->prob[i] >= MT_PLAN_SLOT_MIN_TOKENS) {
-            t[i] = MT_TIER_DRAM_PCIE;
+    for (int l = 0; l < pb->n_layers && slots; l++) {
+        const double *p = pb->prob + (size_t)l * pb->n_experts;
+        uint8_t *tl = t + (size_t)l * pb->n_experts;
+        double sum = 0.0;
+
+        for (int e = 0; e < pb->n_experts; e++) {
+            sum += p[e];
+        }
+        double min_tok = mt_plan_slot_min_tokens(pb->batch * sum / pb->n_experts);
+        for (int e = 0; e < pb->n_experts; e++) {
+            if (tl[e] == MT_TIER_DRAM_CPU && pb->batch * p[e] >= min_tok) {
+                tl[e] = MT_TIER_DRAM_PCIE;
+            }
         }
     }
 }

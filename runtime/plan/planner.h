@@ -218,6 +218,24 @@ struct mt_plan_budget {
 #define MT_PLAN_CHUNK_HOST 1024
 
 /*
+ * The fewest tokens a DRAM_CPU expert needs in one step before the GPU engine copies it into a
+ * GPU slot (page-locked experts only) and computes it there, while the CPU team computes the
+ * rest: 3/4 of the step's mean tokens an expert (mean = tokens x experts a token / experts), at
+ * least MT_PLAN_SLOT_MIN_FLOOR. Measured on the H200 machine (43 GB/s copies, AMX team,
+ * bench/results/hetero-h200.md, session 30): the best thresholds were 24-32 at 1,024-token chunks
+ * (mean 32) and 12-16 at 512 (mean 16), 1.4-1.5x the prefill of leaving every DRAM expert on
+ * the CPU; at twice the mean or more almost nothing is copied. The floor keeps decode steps
+ * (a token or a few an expert) on the CPU.
+ */
+#define MT_PLAN_SLOT_MIN_FLOOR 12
+static inline double
+mt_plan_slot_min_tokens(double mean_tokens)
+{
+    double t = 0.75 * mean_tokens;
+    return t > MT_PLAN_SLOT_MIN_FLOOR ? t : MT_PLAN_SLOT_MIN_FLOOR;
+}
+
+/*
  * The GPU engine's work space (activations, scratch, its GEMM's area, the slots host experts are
  * copied into) for prompt chunks of `chunk` tokens and a context of ctx positions, from the
  * model's dimensions (gpu_work.c; test_gpu_engine checks it against the engine's own count).
