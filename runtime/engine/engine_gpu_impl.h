@@ -144,8 +144,9 @@ struct eng_gpu {
     int *slot_x;                   /* host [E]: this step's slot experts, in order */
     void **pinned;                 /* host buffers registered for DMA (DRAM experts) */
     int n_pinned;
-    uint8_t *dram_pinned;          /* host [n_layers * E]: 1 where a DRAM expert is page-locked
-                                      (DRAM_CPU ones go to a slot only then: eng_gpu_pin_experts) */
+    /* host [n_layers * E]: 1 where a DRAM expert is page-locked (DRAM_CPU ones go to a slot
+       only then: eng_gpu_pin_experts) */
+    uint8_t *dram_pinned;
     /* device routing (dev_moe layers): the router's choices reach the host only for the
        statistics and the trace, read after the step's final sync (eng_gpu_moe_flush) */
     bool all_dev_moe;              /* every MoE layer is dev_moe (and the layers use it) */

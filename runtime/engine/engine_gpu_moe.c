@@ -784,8 +784,8 @@ mark_device(const struct mt_engine *e, struct eng_gpu *g, int l, int m)
         uint8_t t = tier_of(e, l, x);
         bool slot = g->slot[0] != NULL &&
                     (t == MT_TIER_DRAM_PCIE ||
-                     (t == MT_TIER_DRAM_CPU && g->n_rows[x] >= min_tok &&
-                      g->dram_pinned != NULL && g->dram_pinned[(size_t)l * (size_t)E + x]));
+                     (t == MT_TIER_DRAM_CPU && g->n_rows[x] >= min_tok && g->dram_pinned != NULL &&
+                      g->dram_pinned[(size_t)l * (size_t)E + x]));
         g->on_gpu[x] = t == MT_TIER_GPU || slot;
     }
 }
