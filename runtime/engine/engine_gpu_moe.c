@@ -669,8 +669,9 @@ device_experts(struct mt_engine *e, struct eng_gpu *g, int l, int m, int *held_o
  * against 43 GB/s page-locked on the H200 machine, which made a prompt 3.6x slower where
  * DRAM_CPU experts went to the slots (bench/results/hetero-h200.md, session 30). Tier DRAM_PCIE
  * experts are always copied; tier DRAM_CPU ones only in long prompt chunks, and only where this
- * succeeded (g->dram_pinned): where it fails (RLIMIT_MEMLOCK), the CPU computes them, one
- * warning says so. MT_GPU_PIN_DRAM=0 locks only the DRAM_PCIE experts (the CPU keeps the others).
+ * succeeded (g->dram_pinned): where it fails (a lock limit, too little RAM), the CPU computes them,
+ * one warning says so. MT_GPU_PIN_DRAM=0 locks only the DRAM_PCIE experts (the CPU keeps the
+ * others).
  */
 mt_status_t
 eng_gpu_pin_experts(struct mt_engine *e, struct eng_gpu *g)
@@ -738,9 +739,10 @@ eng_gpu_pin_experts(struct mt_engine *e, struct eng_gpu *g)
     mt_log_info("page-locked %.2f GiB of DRAM experts for copies into GPU slots in %.1f s",
                 bytes / (1u << 30), mt_clock_now() - t0);
     if (failed_cpu > 0) {
-        mt_log_warn("could not page-lock %d of %d DRAM experts (cudaHostRegister); the CPU "
-                    "computes them in long prompts too, since a copy from pageable memory runs "
-                    "at a sixth of the link's rate (raise the limit: ulimit -l unlimited)",
+        mt_log_warn("could not page-lock %d of %d DRAM experts (cudaHostRegister refused: a "
+                    "memory lock limit, or too little free RAM); the CPU computes them in long "
+                    "prompts too, since a copy from pageable memory runs at a fraction of the "
+                    "link's rate",
                     failed_cpu, n_cpu);
     }
     return MT_OK;
