@@ -8,11 +8,11 @@ script measures what cuBLAS / cuBLASLt (through PyTorch) and oneDNN (PyTorch's C
 where the CPU has it) reach on the same machine, so a ratio of moetier's kernels can be read
 against what the best-kept libraries get there, not only against the ceiling.
 
-    python3 bench/vendor_h200.py [--gpu] [--cpu] [--threads N]
+    python3 bench/vendor_h200.py [--gpu] [--cpu] [--threads N] [--tokens N] [--rounds N]
 
 GPU: y = W x for one token, W of the byte size of each FP8 target matrix, as BF16 (half the
 rows) through torch.mv / F.linear (cuBLAS), and as FP8 e4m3 through torch._scaled_mm
-(cuBLASLt; x padded to 16 rows, the fewest it takes); timed as bench_kernels times moetier's:
+(cuBLASLt, per-tensor scales; x padded to 16 rows); timed as bench_kernels times moetier's:
 one CUDA graph of launches over copies of W that together exceed 4x the 60 MB L2, replayed;
 beside them the best of a few plain read kernels of PyTorch over 4 GiB (a reduction reads its
 input once), the ceiling this script divides by. bench_kernels' own read kernel runs in the
@@ -20,7 +20,9 @@ same call on the same machine (bench/results/kernels-h200.md).
 
 CPU: one routed expert at V3.2's shape (7168 -> 2048 -> 7168) over 2,048 tokens in BF16, the
 weights of 8 experts rotating (704 MB, past the 300 MiB L3): gate and up, SiLU, down, as
-PyTorch's matmuls; TFLOP/s of the three products (6 x tokens x 7168 x 2048 FLOPs an expert).
+PyTorch's matmuls (oneDNN repacks the weights on every call) and with the weights packed once
+for oneDNN (torch.ops.mkldnn._linear_pointwise, where this PyTorch has it); TFLOP/s of the three
+products (6 x tokens x 7168 x 2048 FLOPs an expert).
 bench_cpu_experts (e) prints the AMX rate of the same machine in the same call.
 
 Prints markdown tables; needs PyTorch (on the GPU test machine, not in CI).
