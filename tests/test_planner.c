@@ -1164,6 +1164,57 @@ test_shipped_profiles(void)
     }
 }
 
+/*
+ * The slot balance: k experts copied so that the device's (n_fixed + k) x dev_s and the CPU's
+ * launch wait plus (n_cpu - k) x cpu_s end together; brute force over k is the oracle.
+ */
+static void
+test_slot_balance(void)
+{
+    static const struct {
+        int n_cand, n_fixed, n_cpu;
+        double dev, launch, cpu;
+        int want;
+        const char *what;
+    } c[] = {
+        {10, 0, 10, 1.0, 0.0, 1.0, 5, "equal costs split the experts"},
+        {10, 0, 10, 1.0, 0.0, 3.0, 8, "a 3x slower CPU copies more (8: ends at 8, 7 ends at 9)"},
+        {10, 0, 10, 3.0, 0.0, 1.0, 2, "a 3x slower copy copies fewer (2: ends at 8)"},
+        {10, 10, 4, 1.0, 0.0, 1.0, 0, "always-copied experts already keep the device busiest"},
+        {2, 0, 10, 1.0, 0.0, 10.0, 2, "no more than the candidates"},
+        {10, 0, 10, 1.0, 0.5, 1.0, 6, "the launch wait delays the CPU (6 and 7 end at 7: fewer)"},
+        {1, 0, 1, 1.0, 0.0, 1.0, 0, "a tie copies nothing"},
+        {0, 3, 5, 1.0, 0.0, 1.0, 0, "no candidates"},
+        {5, 0, 5, 0.1, 0.2, 1.0, 5, "a launch slower than the copy bounds the device"},
+    };
+
+    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+        int k = mt_plan_slot_balance(c[i].n_cand, c[i].n_fixed, c[i].n_cpu, c[i].dev, c[i].launch,
+                                     c[i].cpu);
+        tap_ok(k == c[i].want, "slot balance: %s (k %d, want %d)", c[i].what, k, c[i].want);
+    }
+    /* random cases against brute force over every k */
+    int bad = 0;
+    for (int t = 0; t < 2000; t++) {
+        int n_cpu = (int)mt_rng_below(&rng, 64);
+        int n_cand = (int)mt_rng_below(&rng, (uint64_t)n_cpu + 1);
+        int n_fixed = (int)mt_rng_below(&rng, 8);
+        double dev = 0.1 + 4.0 * mt_rng_uniform(&rng);
+        double launch = 0.2 * mt_rng_uniform(&rng);
+        double cpu = 0.1 + 4.0 * mt_rng_uniform(&rng);
+        int k = mt_plan_slot_balance(n_cand, n_fixed, n_cpu, dev, launch, cpu);
+        double best = INFINITY, got = 0.0;
+        for (int j = 0; j <= n_cand; j++) {
+            double de = (n_fixed + j) * fmax(dev, launch);
+            double ce = (n_fixed + j) * launch + (n_cpu - j) * cpu;
+            best = fmin(best, fmax(de, ce));
+            got = j == k ? fmax(de, ce) : got;
+        }
+        bad += k < 0 || k > n_cand || got > best;
+    }
+    tap_ok(bad == 0, "slot balance: 2000 random cases end as early as the best k (%d worse)", bad);
+}
+
 int
 main(void)
 {
@@ -1179,5 +1230,6 @@ main(void)
     test_host_wait();
     test_dram_copy_bus();
     test_cpu_prefill_model();
+    test_slot_balance();
     return tap_done();
 }

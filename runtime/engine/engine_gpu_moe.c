@@ -290,14 +290,18 @@ eng_gpu_moe_init(struct mt_engine *e, struct eng_gpu *g)
     g->on_gpu = calloc(E, 1);
     g->n_rows = calloc(E, sizeof(int32_t));
     g->slot_x = calloc(E, sizeof(int));
+    g->bal_order = calloc(E, sizeof(int64_t));
     w->on_gpu = g->on_gpu;
     const char *mt = getenv("MT_GPU_SLOT_MIN_TOKENS");
     g->slot_min_tok = e->opts.gpu_slot_min_tokens > 0 ? e->opts.gpu_slot_min_tokens
                       : mt != NULL && atoi(mt) > 0    ? atoi(mt)
                                                       : 0; /* mt_plan_slot_min_tokens */
+    const char *tr = getenv("MT_GPU_SLOT_TRACE");
+    g->bal_trace = tr != NULL && strcmp(tr, "0") != 0;
     if (w->row_tok == NULL || w->pair_row == NULL || w->row_w == NULL || w->group_start == NULL ||
         w->group_fill == NULL || w->tasks == NULL || w->xs == NULL || w->ys == NULL ||
-        g->guessed == NULL || g->on_gpu == NULL || g->n_rows == NULL || g->slot_x == NULL) {
+        g->guessed == NULL || g->on_gpu == NULL || g->n_rows == NULL || g->slot_x == NULL ||
+        g->bal_order == NULL) {
         return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the GPU engine's MoE host buffers");
     }
     /* pinned: the copies from the device return at once, the shared expert is queued meanwhile */
@@ -338,6 +342,7 @@ eng_gpu_moe_fini(struct eng_gpu *g)
     free(g->on_gpu);
     free(g->n_rows);
     free(g->slot_x);
+    free(g->bal_order);
     for (int i = 0; i < g->n_pinned; i++) {
         mt_log_set_quiet(true); /* after a device fault every one fails: the fault was named */
         mt_gpu_host_unregister(g->pinned[i]);
@@ -760,12 +765,25 @@ eng_gpu_stats_flush(struct mt_engine *e, struct eng_gpu *g)
     g->x_timing = false;
 }
 
+/* qsort order of g->bal_order: most tokens first (the key's high bits), then lower ids */
+static int
+by_key_desc(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+    return (x < y) - (x > y);
+}
+
 /*
  * Which of layer l's experts the device computes this step (g->on_gpu): its GPU-tier ones, and
- * where there are slots, DRAM experts of tier DRAM_PCIE and the page-locked ones of tier DRAM_CPU
- * with at least slot_min_tok tokens, by default mt_plan_slot_min_tokens of the step's mean (a
- * long prefill: the GPU copies and computes the experts with the most tokens while the CPU team
- * computes the rest).
+ * where there are slots, DRAM experts of tier DRAM_PCIE and some page-locked ones of tier
+ * DRAM_CPU (a long prefill: the GPU copies and computes the experts with the most tokens while
+ * the CPU team computes the rest). Which DRAM_CPU ones: those with at least slot_min_tok tokens
+ * where that is set (MT_GPU_SLOT_MIN_TOKENS); else, once earlier chunks have measured what an
+ * expert costs each side, the k with the most tokens of mt_plan_slot_balance, among those with
+ * at least MT_PLAN_SLOT_MIN_FLOOR (decode steps stay on the CPU); before that,
+ * mt_plan_slot_min_tokens of the step's mean. The measured balance follows the machine: a slower
+ * CPU team or a faster link copies more (bench/results/hetero-h200.md, session 31).
  * NVMe experts stay on the host executors: their reads hold provider slots the executors share.
  */
 static void
@@ -773,22 +791,83 @@ mark_device(const struct mt_engine *e, struct eng_gpu *g, int l, int m)
 {
     const struct eng_work *w = &g->hw;
     int E = e->cfg.n_routed_experts, K = e->cfg.num_experts_per_tok;
-
+    bool slots = g->slot[0] != NULL;
     int min_tok = g->slot_min_tok > 0
                       ? g->slot_min_tok
                       : (int)ceil(mt_plan_slot_min_tokens((double)m * (double)K / (double)E));
+    int floor_tok = g->slot_min_tok > 0 ? g->slot_min_tok : MT_PLAN_SLOT_MIN_FLOOR;
 
     memset(g->n_rows, 0, (size_t)E * sizeof(int32_t));
     for (int i = 0; i < m * K; i++) {
         g->n_rows[w->ids[i]]++;
     }
+    g->bal_cand = g->bal_fixed = g->bal_cpu = g->bal_k = 0;
     for (int x = 0; x < E; x++) {
         uint8_t t = tier_of(e, l, x);
-        bool slot = g->slot[0] != NULL &&
-                    (t == MT_TIER_DRAM_PCIE ||
-                     (t == MT_TIER_DRAM_CPU && g->n_rows[x] >= min_tok && g->dram_pinned != NULL &&
-                      g->dram_pinned[(size_t)l * (size_t)E + x]));
-        g->on_gpu[x] = t == MT_TIER_GPU || slot;
+        bool pinned = g->dram_pinned != NULL && g->dram_pinned[(size_t)l * (size_t)E + x];
+
+        g->on_gpu[x] = t == MT_TIER_GPU || (slots && t == MT_TIER_DRAM_PCIE);
+        g->bal_fixed += slots && t == MT_TIER_DRAM_PCIE && g->n_rows[x] > 0;
+        g->bal_cpu += t == MT_TIER_DRAM_CPU && g->n_rows[x] > 0;
+        if (slots && t == MT_TIER_DRAM_CPU && pinned && g->n_rows[x] >= floor_tok) {
+            g->bal_order[g->bal_cand++] = (int64_t)g->n_rows[x] << 32 | (int64_t)(E - 1 - x);
+        }
+    }
+    if (g->bal_cand == 0) {
+        return;
+    }
+    qsort(g->bal_order, (size_t)g->bal_cand, sizeof(int64_t), by_key_desc);
+    bool balance = g->slot_min_tok == 0 && g->bal_dev_s > 0.0 && g->bal_cpu_s > 0.0;
+    int k = 0;
+    if (balance) {
+        k = mt_plan_slot_balance(g->bal_cand, g->bal_fixed, g->bal_cpu, g->bal_dev_s,
+                                 g->bal_launch_s, g->bal_cpu_s);
+    } else {
+        while (k < g->bal_cand && (int)(g->bal_order[k] >> 32) >= min_tok) {
+            k++;
+        }
+    }
+    for (int i = 0; i < k; i++) {
+        g->on_gpu[E - 1 - (int)(g->bal_order[i] & 0xffffffff)] = 1;
+    }
+    g->bal_k = k;
+    if (g->bal_trace) {
+        mt_log_info("slots: layer %d, %d tokens: %d of %d candidates copied (%s; the %d-token "
+                    "one last), %d DRAM_PCIE, %d on the CPU; an expert %.3f ms device, %.3f ms "
+                    "launch, %.3f ms CPU",
+                    l, m, k, g->bal_cand, balance ? "balance" : "threshold",
+                    k > 0 ? (int)(g->bal_order[k - 1] >> 32) : 0, g->bal_fixed, g->bal_cpu - k,
+                    g->bal_dev_s * 1e3, g->bal_launch_s * 1e3, g->bal_cpu_s * 1e3);
+    }
+}
+
+/*
+ * After a step that had candidates for the slots: what an expert cost each side, from the
+ * device's events around its experts (ev_x0..ev_x1, read after the stream sync), the host's
+ * launch time (none where the CPU team was submitted first) and the CPU team's time from its
+ * submit to the end of its wait; the estimates
+ * move halfway to each measurement.
+ */
+static void
+balance_update(struct eng_gpu *g, double t_dev0, double t_sub, double t_cpu_end, bool synced,
+               bool host_first)
+{
+    int n_dev = g->bal_fixed + g->bal_k, n_cpu = g->bal_cpu - g->bal_k;
+    float ms = 0.0f;
+
+    if (g->bal_cand == 0 || g->slot_min_tok > 0) {
+        return;
+    }
+    if (n_dev > 0 && synced && g->x_timing && mt_gpu_event_ms(g->ev_x0, g->ev_x1, &ms) == MT_OK) {
+        double dev = ms * 1e-3 / n_dev, launch = host_first ? 0.0 : (t_sub - t_dev0) / n_dev;
+
+        g->bal_dev_s = g->bal_dev_s > 0.0 ? 0.5 * (g->bal_dev_s + dev) : dev;
+        g->bal_launch_s = g->bal_launch_s > 0.0 ? 0.5 * (g->bal_launch_s + launch) : launch;
+    }
+    if (n_cpu > 0) {
+        double cpu = (t_cpu_end - (host_first ? t_dev0 : t_sub)) / n_cpu;
+
+        g->bal_cpu_s = g->bal_cpu_s > 0.0 ? 0.5 * (g->bal_cpu_s + cpu) : cpu;
     }
 }
 
@@ -950,12 +1029,13 @@ eng_gpu_moe(struct mt_engine *e, struct eng_gpu *g, int l, int m)
      * bench/results/hetero-h200.md).
      */
     bool host_first = host && L->n_nvme == 0 && mt_expert_provider_capacity(e->provider) == 0 &&
-                      !slot_experts(e, g, l);
+                      (!slot_experts(e, g, l) || getenv("MT_GPU_SLOT_HOST_FIRST") != NULL);
     int held = 0;
-    double t_submit = mt_clock_now();
+    double t_submit = mt_clock_now(), t_sub = t_submit;
     st = host_first ? eng_moe_submit(e, l, w, used, &n_used) : MT_OK;
     st = st == MT_OK ? device_experts(e, g, l, m, &held) : st;
     if (st == MT_OK && host && !host_first) {
+        t_sub = mt_clock_now();
         st = eng_moe_submit(e, l, w, used, &n_used);
     }
     /*
@@ -968,6 +1048,7 @@ eng_gpu_moe(struct mt_engine *e, struct eng_gpu *g, int l, int m)
     }
     st_wait = eng_moe_wait(e, used, n_used, t_submit);
     st = st != MT_OK ? st : st_wait;
+    double t_cpu_end = mt_clock_now();
     if (held > 0 || st != MT_OK) {
         /* the slot copies read the experts' host memory: done before they are released */
         mt_log_set_quiet(true); /* eng_gpu_fail names it below */
@@ -983,6 +1064,7 @@ eng_gpu_moe(struct mt_engine *e, struct eng_gpu *g, int l, int m)
     if (st != MT_OK) {
         return st;
     }
+    balance_update(g, t_submit, t_sub, t_cpu_end, held > 0, host_first);
     if (n_used > 0) {
         eng_moe_sum(e, l, w, g->h_out, m, true); /* the team clears the rows it adds into */
         GPU_DO(l, "host experts' sum upload",

@@ -312,6 +312,28 @@ gather_host_layers(const struct mt_plan_problem *pb, uint8_t *t, double *sampled
     return st;
 }
 
+int
+mt_plan_slot_balance(int n_cand, int n_fixed, int n_cpu, double dev_s, double launch_s,
+                     double cpu_s)
+{
+    int best = 0;
+    double best_end = INFINITY;
+
+    for (int k = 0; k <= n_cand && k <= n_cpu; k++) {
+        double n_dev = (double)(n_fixed + k);
+        /* the device cannot finish an expert before the host has launched it */
+        double dev_end = n_dev * (dev_s > launch_s ? dev_s : launch_s);
+        double cpu_end = n_dev * launch_s + (double)(n_cpu - k) * cpu_s;
+        double end = dev_end > cpu_end ? dev_end : cpu_end;
+
+        if (end < best_end) {
+            best_end = end;
+            best = k;
+        }
+    }
+    return best;
+}
+
 /*
  * The compute choice of a prefill step as the GPU engine makes it (engine_gpu_moe.c,
  * mark_device): DRAM_PCIE experts are always copied to a GPU slot, and a DRAM_CPU expert only

@@ -236,6 +236,20 @@ mt_plan_slot_min_tokens(double mean_tokens)
 }
 
 /*
+ * How many of a prompt chunk's candidate DRAM_CPU experts (page-locked, at least
+ * MT_PLAN_SLOT_MIN_FLOOR tokens) the GPU engine copies into slots, those with the most tokens
+ * first, so that the device and the CPU team finish the layer together. The device copies and
+ * computes n_fixed + k experts (n_fixed: the DRAM_PCIE ones, always copied) at dev_s seconds
+ * each; the host launches them at launch_s each before the CPU team starts, which then computes
+ * n_cpu - k experts (n_cpu: every DRAM_CPU expert with a token) at cpu_s each. Returns the k in
+ * 0..n_cand with the earliest end of the later side (the fewest copies on a tie). The engine
+ * measures the three costs in the chunks before (engine_gpu_moe.c); the threshold of
+ * mt_plan_slot_min_tokens holds until it has them.
+ */
+int mt_plan_slot_balance(int n_cand, int n_fixed, int n_cpu, double dev_s, double launch_s,
+                         double cpu_s);
+
+/*
  * The GPU engine's work space (activations, scratch, its GEMM's area, the slots host experts are
  * copied into) for prompt chunks of `chunk` tokens and a context of ctx positions, from the
  * model's dimensions (gpu_work.c; test_gpu_engine checks it against the engine's own count).
