@@ -315,6 +315,7 @@ struct mt_cpu_moe {
     bool overlap;     /* phases overlap per job (mt_cpu_experts_overlap) */
     int prefill_unit; /* mt_cpu_experts_prefill_unit when the run started */
     double t_start;   /* mt_clock_now() at the start call */
+    double t_done;    /* the last waited run's end (mt_cpu_moe_done_at) */
     uint64_t ws_failures0; /* ws_failures at the start call */
     double *t_thread; /* [2 x team size]: each thread's first and last moment of work */
     double spread[3][SPREAD_RUNS]; /* total, lag, idle of the runs since mt_cpu_moe_spread */
@@ -756,8 +757,15 @@ mt_cpu_moe_wait(struct mt_cpu_moe *moe)
         moe->spread[0][at] = end - moe->t_start;
         moe->spread[1][at] = lag / moe->threads;
         moe->spread[2][at] = idle / moe->threads;
+        moe->t_done = end;
     }
     return st;
+}
+
+double
+mt_cpu_moe_done_at(const struct mt_cpu_moe *moe)
+{
+    return moe->t_done;
 }
 
 void

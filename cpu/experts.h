@@ -194,6 +194,9 @@ mt_status_t mt_cpu_moe_start(struct mt_cpu_moe *moe, const struct mt_cpu_expert_
 /* MT_ERR_NOMEM when a kernel could not allocate its workspace (the outputs are then not valid). */
 mt_status_t mt_cpu_moe_wait(struct mt_cpu_moe *moe);
 
+/* The mt_clock_now() moment the last waited run's last thread ended its work (0: none yet). */
+double mt_cpu_moe_done_at(const struct mt_cpu_moe *moe);
+
 /* start + wait. */
 mt_status_t mt_cpu_moe_run(struct mt_cpu_moe *moe, const struct mt_cpu_expert_job *jobs, int n,
                            int threads);

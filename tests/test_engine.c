@@ -320,7 +320,7 @@ count_destroy(void *self)
 }
 
 static const struct mt_executor_ops count_ops = {"counting", count_submit, count_wait,
-                                                 count_destroy};
+                                                 count_destroy, NULL};
 
 struct topk_log {
     int max_k;

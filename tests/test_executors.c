@@ -14,6 +14,7 @@
 #include "cpu/experts.h"
 #include "cpu/ref_ops.h"
 #include "cpu/team.h"
+#include "runtime/base/clock.h"
 #include "runtime/engine/executor.h"
 #include "runtime/engine/executor_cpu_team.h"
 #include "runtime/engine/expert_provider.h"
@@ -121,7 +122,8 @@ wrong_destroy(void *self)
     (void)self;
 }
 
-static const struct mt_executor_ops wrong_ops = {"wrong", wrong_submit, wrong_wait, wrong_destroy};
+static const struct mt_executor_ops wrong_ops = {"wrong", wrong_submit, wrong_wait, wrong_destroy,
+                                                 NULL};
 
 static void
 test_dtype(enum mt_dtype dt, int layers, int experts, int hidden, int inter, const int *ms,
@@ -195,9 +197,16 @@ test_team(enum mt_dtype dt, int hidden, int inter, const int *ms, int n_ms)
                    mt_cpu_team_create(-1, 0, &team) == MT_OK &&
                    mt_executor_cpu_team_create(p, team, &ex) == MT_OK,
                "%s: set up", name)) {
+        double t0 = mt_clock_now();
         mt_harness_executor(name, ex, p, 2, 5, hidden, ms, n_ms,
                             mt_harness_tol_for(MT_DTYPE_F32), 5, false);
+        double t1 = mt_clock_now(), done = ex->ops->done_at(ex->self);
         tap_ok(mt_harness_provider_outstanding(p) == 0, "%s: every acquire was released", name);
+        /* the engine weighs GPU slot copies against this moment (engine_gpu_moe.c) */
+        tap_ok(done > t0 && done <= t1,
+               "%s: its tasks were done %.6f s after the first submit, "
+               "%.6f s before the last wait returned",
+               name, done - t0, t1 - done);
     }
     mt_executor_destroy(ex);
     mt_cpu_team_destroy(team);

@@ -511,21 +511,6 @@ slot_fill(struct mt_engine *e, struct eng_gpu *g, int l, int k, const struct mt_
     return MT_OK;
 }
 
-/* Does this step of layer l compute an expert in a GPU slot (a DRAM expert copied over PCIe)? */
-static bool
-slot_experts(const struct mt_engine *e, const struct eng_gpu *g, int l)
-{
-    const struct eng_work *w = &g->hw;
-
-    for (int x = 0; x < e->cfg.n_routed_experts; x++) {
-        if (w->group_start[x + 1] > w->group_start[x] && g->on_gpu[x] &&
-            tier_of(e, l, x) != MT_TIER_GPU) {
-            return true;
-        }
-    }
-    return false;
-}
-
 /*
  * The device's experts of layer l: its GPU-tier groups and this step's slot experts, their
  * (token, weight) pairs compacted into the h_* arrays and uploaded; GPU-tier groups by the grouped
@@ -842,10 +827,30 @@ mark_device(const struct mt_engine *e, struct eng_gpu *g, int l, int m)
 }
 
 /*
+ * When the host executors' tasks of this step were done: the latest of their own clocks where
+ * each keeps one (the CPU team's last thread), else now (wait has returned).
+ */
+static double
+host_done_at(struct mt_executor **used, int n_used, double t_start)
+{
+    double now = mt_clock_now(), end = t_start;
+
+    for (int i = 0; i < n_used; i++) {
+        double t = used[i]->ops->done_at != NULL ? used[i]->ops->done_at(used[i]->self) : 0.0;
+
+        if (t < t_start || t > now) { /* none, or an earlier step's */
+            return now;
+        }
+        end = MT_MAX(end, t);
+    }
+    return end;
+}
+
+/*
  * After a step that had candidates for the slots: what an expert cost each side, from the
  * device's events around its experts (ev_x0..ev_x1, read after the stream sync), the host's
  * launch time (none where the CPU team was submitted first) and the CPU team's time from its
- * submit to the end of its wait; the estimates
+ * submit to its end (host_done_at); the estimates
  * move halfway to each measurement.
  */
 static void
@@ -1020,16 +1025,17 @@ eng_gpu_moe(struct mt_engine *e, struct eng_gpu *g, int l, int m)
     count_guess(e, g, l);
     /*
      * Which side starts first. The device's experts, where the host experts' submit may wait:
-     * on the disk (it acquires the streamed experts), for its own earlier waves (a provider
-     * with streaming slots takes the tasks in waves of its capacity, each waited for), or
-     * beside device_experts' own acquires of slot experts; they then run while the host waits. Else the CPU team's work, since
-     * device_experts keeps the host busy launching: in prefill one gather and MLP per expert,
-     * ~5 ms a layer of a 65-token batch on the H200, which delayed the CPU experts' start by
-     * as much and made an all-GPU plan's prefill 0.67-0.71 of its prediction (2026-11-30,
-     * bench/results/hetero-h200.md).
+     * on the disk (it acquires the streamed experts) or for its own earlier waves (a provider
+     * with streaming slots takes the tasks in waves of its capacity, each waited for, and
+     * device_experts' acquires of slot experts share those slots); they then run while the host
+     * waits. Else the CPU team's work, since device_experts keeps the host busy launching: in
+     * prefill one gather and MLP per expert, ~5 ms a layer of a 65-token batch on the H200,
+     * which delayed the CPU experts' start by as much and made an all-GPU plan's prefill
+     * 0.67-0.71 of its prediction (2026-11-30); with ~200 slot experts a 1,024-token chunk the
+     * launches block on the full launch queue, ~0.75 ms an expert, and the CPU team started
+     * 150 ms late (2026-12-03, bench/results/hetero-h200.md).
      */
-    bool host_first = host && L->n_nvme == 0 && mt_expert_provider_capacity(e->provider) == 0 &&
-                      (!slot_experts(e, g, l) || getenv("MT_GPU_SLOT_HOST_FIRST") != NULL);
+    bool host_first = host && L->n_nvme == 0 && mt_expert_provider_capacity(e->provider) == 0;
     int held = 0;
     double t_submit = mt_clock_now(), t_sub = t_submit;
     st = host_first ? eng_moe_submit(e, l, w, used, &n_used) : MT_OK;
@@ -1048,7 +1054,7 @@ eng_gpu_moe(struct mt_engine *e, struct eng_gpu *g, int l, int m)
     }
     st_wait = eng_moe_wait(e, used, n_used, t_submit);
     st = st != MT_OK ? st : st_wait;
-    double t_cpu_end = mt_clock_now();
+    double t_cpu_end = host_done_at(used, n_used, host_first ? t_submit : t_sub);
     if (held > 0 || st != MT_OK) {
         /* the slot copies read the experts' host memory: done before they are released */
         mt_log_set_quiet(true); /* eng_gpu_fail names it below */

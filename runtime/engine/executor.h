@@ -45,6 +45,12 @@ struct mt_executor_ops {
     /* Block until every submitted task is done; returns the first failure among them. */
     mt_status_t (*wait)(void *self);
     void (*destroy)(void *self);
+    /*
+     * Optional (NULL: not known): the mt_clock_now() moment the tasks of the last wait() were
+     * done, which can be earlier than wait() returned (the GPU engine weighs its slot copies
+     * against it while its host thread is still launching: engine_gpu_moe.c).
+     */
+    double (*done_at)(void *self);
 };
 
 /* An executor: its operations and its state. Owned by whoever created it. */

@@ -113,11 +113,21 @@ team_destroy(void *self)
     free(e);
 }
 
+/* the team's last run ended with its last thread's work (mt_cpu_moe_done_at) */
+static double
+team_done_at(void *self)
+{
+    struct exec_team *e = self;
+
+    return mt_cpu_moe_done_at(e->moe);
+}
+
 static const struct mt_executor_ops team_ops = {
     .name = "cpu-team",
     .submit = team_submit,
     .wait = team_wait,
     .destroy = team_destroy,
+    .done_at = team_done_at,
 };
 
 mt_status_t
