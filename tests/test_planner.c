@@ -553,21 +553,25 @@ test_v32_plans(void)
     /*
      * With PCIe, the expected-load model would send some DRAM experts over PCIe in decode, but a
      * sampled token that hits one waits 1.8 ms for its copy: the plan keeps them on the CPU for
-     * decode. Prefill computes them where the GPU engine would (mt_plan_slot_min_tokens): on
-     * the CPU below 12 tokens per expert and step (256 tokens give each 8), in a GPU slot from
-     * 3/4 of the mean on (4096 tokens give each 128, the mean).
+     * decode. Prefill computes them where the GPU engine would (mt_plan_prefill_tiers): on
+     * the CPU below 12 tokens per expert and step (256 tokens give each 8); at 4096 (128 each)
+     * as many in GPU slots as shortens each layer: some, not all (25 GB/s PCIe against the CPU's
+     * 400 GB/s), the same number in every layer (uniform routing).
      */
     make_profile(&hw, 1000, 400, 25, 7);
     for (int k = 1; k >= 0; k--) { /* 4096, then 256: that plan is used below */
         struct mt_plan_budget bb = b;
-        int prefill_p = 0;
+        int prefill_p = 0, in_layer_3 = 0;
         bb.prefill_batch = k == 0 ? 256 : 4096;
         st = mt_plan_build(&cfg, &sz, &hw, &bb, NULL, NULL, &plan);
         for (int i = 0; st == MT_OK && i < 61 * 256; i++) {
             prefill_p += plan->prefill_tiers[i] == MT_TIER_DRAM_PCIE;
+            in_layer_3 += i / 256 == 3 && plan->prefill_tiers[i] == MT_TIER_DRAM_PCIE;
         }
-        tap_ok(st == MT_OK && plan->tier[MT_TIER_DRAM_PCIE].experts == 0 &&
-                   prefill_p == (k == 0 ? 0 : plan->tier[MT_TIER_DRAM_CPU].experts) &&
+        bool some = k == 0 ? prefill_p == 0
+                           : prefill_p > 0 && prefill_p < plan->tier[MT_TIER_DRAM_CPU].experts &&
+                                 prefill_p == 58 * in_layer_3;
+        tap_ok(st == MT_OK && plan->tier[MT_TIER_DRAM_PCIE].experts == 0 && some &&
                    plan->decode_ms >= plan->decode_ms_mean_load * 0.999,
                "DRAM + PCIe: decode computes DRAM experts on the CPU; prefill at %d tokens "
                "copies %d to the GPU; sampled %.2f ms >= expected-load bound %.2f ms",
@@ -1165,6 +1169,96 @@ test_shipped_profiles(void)
 }
 
 /*
+ * Prefill's tiers on random problems: in each layer the DRAM_CPU experts it moves to slots are
+ * the most likely ones, and the layer's time is the least of any number of them moved (brute
+ * force over k); none expects fewer than MT_PLAN_SLOT_MIN_FLOOR tokens.
+ */
+static void
+test_prefill_tiers(void)
+{
+    enum { L = 4, E = 48 };
+    double prob[L * E];
+    uint8_t t[L * E];
+    int bad = 0, moved = 0, layers = 0;
+    struct mt_rng r;
+
+    mt_rng_init(&r, 77);
+    for (int it = 0; it < 200; it++) {
+        struct mt_plan_problem pb;
+
+        sized_problem(&r, &pb, prob, L, E);
+        pb.batch = 16 + (int)mt_rng_below(&r, 2048);
+        for (int i = 0; i < L * E; i++) {
+            prob[i] *= 8.0 / E * 4.0; /* a few routed experts a token */
+            t[i] = mt_rng_uniform(&r) < 0.8 ? MT_TIER_DRAM_CPU : MT_TIER_GPU;
+        }
+        if (mt_plan_prefill_tiers(&pb, t) != MT_OK) {
+            bad++;
+            continue;
+        }
+        for (int l = 0; l < L; l++) {
+            const double *p = prob + l * E;
+            const uint8_t *tl = t + l * E;
+            double row[S_] = {0}, best = INFINITY, v[S_], lo_moved = INFINITY, hi_left = 0.0;
+
+            for (int e = 0; e < E; e++) {
+                mt_plan_expert_load(&pb, p[e], tl[e], v);
+                for (int s = 0; s < S_; s++) {
+                    row[s] += v[s];
+                }
+                if (tl[e] == MT_TIER_DRAM_PCIE) {
+                    moved++;
+                    lo_moved = fmin(lo_moved, p[e]);
+                    bad += pb.batch * p[e] < MT_PLAN_SLOT_MIN_FLOOR;
+                } else if (tl[e] == MT_TIER_DRAM_CPU && pb.batch * p[e] >= MT_PLAN_SLOT_MIN_FLOOR) {
+                    hi_left = fmax(hi_left, p[e]);
+                }
+            }
+            bad += hi_left > lo_moved; /* a likelier candidate stayed on the CPU */
+            /* brute force: the layer with its k likeliest candidates moved, every k */
+            for (int k = 0; k <= E; k++) {
+                uint8_t tk[E];
+                double rk[S_] = {0};
+                int n = 0;
+                for (int e = 0; e < E; e++) {
+                    tk[e] = tl[e] == MT_TIER_DRAM_PCIE ? MT_TIER_DRAM_CPU : tl[e];
+                }
+                for (; n < k; n++) { /* move the likeliest candidate left */
+                    int arg = -1;
+                    for (int e = 0; e < E; e++) {
+                        if (tk[e] == MT_TIER_DRAM_CPU &&
+                            pb.batch * p[e] >= MT_PLAN_SLOT_MIN_FLOOR &&
+                            (arg < 0 || p[e] > p[arg])) {
+                            arg = e;
+                        }
+                    }
+                    if (arg < 0) {
+                        break;
+                    }
+                    tk[arg] = MT_TIER_DRAM_PCIE;
+                }
+                if (n < k) {
+                    break;
+                }
+                for (int e = 0; e < E; e++) {
+                    mt_plan_expert_load(&pb, p[e], tk[e], v);
+                    for (int s = 0; s < S_; s++) {
+                        rk[s] += v[s];
+                    }
+                }
+                best = fmin(best, mt_plan_row_max(rk));
+            }
+            bad += mt_plan_row_max(row) > best * (1 + 1e-12);
+            layers++;
+        }
+    }
+    tap_ok(bad == 0 && moved > 0,
+           "prefill tiers: %d random layers as short as the best number of slot experts, the "
+           "likeliest ones, none below the floor (%d moved, %d wrong)",
+           layers, moved, bad);
+}
+
+/*
  * The slot balance: k experts copied so that the device's (n_fixed + k) x dev_s and the CPU's
  * launch wait plus (n_cpu - k) x cpu_s end together; brute force over k is the oracle.
  */
@@ -1231,5 +1325,6 @@ main(void)
     test_dram_copy_bus();
     test_cpu_prefill_model();
     test_slot_balance();
+    test_prefill_tiers();
     return tap_done();
 }

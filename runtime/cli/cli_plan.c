@@ -164,7 +164,7 @@ eff_of(double measured_gbps, double rate_gbps, const char *what, const char *pat
  * wait: a dram plan's run taught 0.043 of HBM that way, 2026-11-30), nor where the CPU experts
  * were busy for more than a quarter of the forward (the engine starts them before the device's
  * launches, which hide part of their wait; and the host wait's residual there is the CPU's rate).
- * DRAM_CPU experts copied into slots (a step that gave them mt_plan_slot_min_tokens tokens) are
+ * DRAM_CPU experts copied into slots (a step's balance, engine_gpu_moe.c mark_device) are
  * counted under dram-pcie too (eng_moe_count).
  */
 static bool

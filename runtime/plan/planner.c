@@ -7,7 +7,7 @@
  * decode really pays E[max] over sampled expert sets. mt_plan_build therefore scores the decode
  * placement by sampling tokens and uses that score to decide how many DRAM experts to copy over
  * PCIe in decode; prefill keeps decode's storage and computes each expert where the GPU engine
- * would (engine_prefill_tiers).
+ * would (mt_plan_prefill_tiers).
  */
 #include <config.h>
 
@@ -334,34 +334,69 @@ mt_plan_slot_balance(int n_cand, int n_fixed, int n_cpu, double dev_s, double la
     return best;
 }
 
+/* qsort order of (probability, expert) pairs: most likely first, then lower ids */
+static int
+by_prob_desc(const void *a, const void *b)
+{
+    const double *x = a, *y = b;
+
+    return x[0] != y[0] ? (x[0] < y[0]) - (x[0] > y[0]) : (x[1] > y[1]) - (x[1] < y[1]);
+}
+
 /*
- * The compute choice of a prefill step as the GPU engine makes it (engine_gpu_moe.c,
- * mark_device): DRAM_PCIE experts are always copied to a GPU slot, and a DRAM_CPU expert only
- * when the step gives it at least mt_plan_slot_min_tokens (here: when it expects that many,
- * batch x p); NVMe experts stay on the CPU (mt_plan_nvme_on_gpu). An optimizer's choice
- * that the engine does not follow predicted what did not run: at batch 8 the H200 run computed
- * on the CPU what the plan had copied to the GPU, and prefill took twice the prediction.
+ * The compute choice of a prefill step as the GPU engine makes it (planner_int.h;
+ * engine_gpu_moe.c, mark_device): DRAM_PCIE experts are always copied to a GPU slot; of the
+ * DRAM_CPU experts that expect at least MT_PLAN_SLOT_MIN_FLOOR tokens (batch x p), those most
+ * likely first go to a slot as long as that shortens the layer (its busiest source: the CPU's
+ * against PCIe's and the GPU's), as the engine balances the two sides with the costs it measures;
+ * NVMe experts stay on the CPU (mt_plan_nvme_on_gpu). An optimizer's choice that the engine does
+ * not follow predicted what did not run: at batch 8 the H200 run computed on the CPU what the plan
+ * had copied to the GPU, and prefill took twice the prediction.
  */
-static void
-engine_prefill_tiers(const struct mt_plan_problem *pb, uint8_t *t)
+mt_status_t
+mt_plan_prefill_tiers(const struct mt_plan_problem *pb, uint8_t *t)
 {
     bool slots = pb->rate[MT_SRC_PCIE] > 0 && pb->rate[MT_SRC_GPU_MEM] > 0;
+    double(*cand)[2] = malloc((size_t)pb->n_experts * sizeof(*cand));
 
+    if (cand == NULL) {
+        return mt_fail(MT_ERR_NOMEM, 0, "planner: cannot allocate the prefill's candidates");
+    }
     for (int l = 0; l < pb->n_layers && slots; l++) {
         const double *p = pb->prob + (size_t)l * pb->n_experts;
         uint8_t *tl = t + (size_t)l * pb->n_experts;
-        double sum = 0.0;
+        double row[S_] = {0}, v[S_];
+        int n = 0;
 
         for (int e = 0; e < pb->n_experts; e++) {
-            sum += p[e];
-        }
-        double min_tok = mt_plan_slot_min_tokens(pb->batch * sum / pb->n_experts);
-        for (int e = 0; e < pb->n_experts; e++) {
-            if (tl[e] == MT_TIER_DRAM_CPU && pb->batch * p[e] >= min_tok) {
-                tl[e] = MT_TIER_DRAM_PCIE;
+            mt_plan_expert_load(pb, p[e], tl[e], v);
+            for (int s = 0; s < S_; s++) {
+                row[s] += v[s];
+            }
+            if (tl[e] == MT_TIER_DRAM_CPU && pb->batch * p[e] >= MT_PLAN_SLOT_MIN_FLOOR) {
+                cand[n][0] = p[e];
+                cand[n++][1] = e;
             }
         }
+        qsort(cand, (size_t)n, sizeof(*cand), by_prob_desc);
+        for (int i = 0; i < n; i++) {
+            int e = (int)cand[i][1];
+            double cpu[S_], gpu[S_], next[S_];
+
+            mt_plan_expert_load(pb, p[e], MT_TIER_DRAM_CPU, cpu);
+            mt_plan_expert_load(pb, p[e], MT_TIER_DRAM_PCIE, gpu);
+            for (int s = 0; s < S_; s++) {
+                next[s] = row[s] - cpu[s] + gpu[s];
+            }
+            if (mt_plan_row_max(next) >= mt_plan_row_max(row)) {
+                break; /* the slots' side is the busier one from here on */
+            }
+            memcpy(row, next, sizeof(row));
+            tl[e] = MT_TIER_DRAM_PCIE;
+        }
     }
+    free(cand);
+    return MT_OK;
 }
 
 /*
@@ -750,8 +785,8 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
     }
     pb.batch = plan->budget.prefill_batch;
     if (pb.batch > 1) {
-        engine_prefill_tiers(&pb, t);
-        st = mt_plan_problem_evaluate(&pb, t, &step_s, NULL, NULL);
+        st = mt_plan_prefill_tiers(&pb, t);
+        st = st == MT_OK ? mt_plan_problem_evaluate(&pb, t, &step_s, NULL, NULL) : st;
         if (st != MT_OK) {
             goto out_destroy;
         }

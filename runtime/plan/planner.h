@@ -219,13 +219,13 @@ struct mt_plan_budget {
 
 /*
  * The fewest tokens a DRAM_CPU expert needs in one step before the GPU engine copies it into a
- * GPU slot (page-locked experts only) and computes it there, while the CPU team computes the
- * rest: 3/4 of the step's mean tokens an expert (mean = tokens x experts a token / experts), at
- * least MT_PLAN_SLOT_MIN_FLOOR. Measured on the H200 machine (43 GB/s copies, AMX team,
- * bench/results/hetero-h200.md, session 30): the best thresholds were 24-32 at 1,024-token chunks
- * (mean 32) and 12-16 at 512 (mean 16), 1.4-1.5x the prefill of leaving every DRAM expert on
- * the CPU; at twice the mean or more almost nothing is copied. The floor keeps decode steps
- * (a token or a few an expert) on the CPU.
+ * GPU slot (page-locked experts only) and computes it there while the CPU team computes the rest,
+ * in the steps before it has measured what each side costs (mt_plan_slot_balance decides after
+ * that): 3/4 of the step's mean tokens an expert (mean = tokens x experts a token / experts), at
+ * least MT_PLAN_SLOT_MIN_FLOOR. The best fixed thresholds on the H200 machine (43 GB/s copies,
+ * AMX team, bench/results/hetero-h200.md, session 30) were 24-32 at 1,024-token chunks (mean 32)
+ * and 12-16 at 512 (mean 16). The floor keeps decode steps (a token or a few an expert) on the
+ * CPU, in the engine and in the planner's prefill (mt_plan_prefill_tiers).
  */
 #define MT_PLAN_SLOT_MIN_FLOOR 12
 static inline double

@@ -32,6 +32,12 @@ void mt_plan_tiers_feasible(const struct mt_plan_problem *pb, bool ok[T_]);
 /* Load vector (seconds per source) of one expert of activation probability p in tier t. */
 void mt_plan_expert_load(const struct mt_plan_problem *pb, double p, int t, double v[S_]);
 
+/*
+ * Prefill's tiers from decode's, in place: where the GPU engine computes each expert of a step
+ * of pb->batch tokens (planner.c). MT_ERR_NOMEM.
+ */
+mt_status_t mt_plan_prefill_tiers(const struct mt_plan_problem *pb, uint8_t *t);
+
 /* The time of a layer: the largest of its per-source seconds. */
 double mt_plan_row_max(const double *row);
 
