@@ -850,8 +850,8 @@ host_done_at(struct mt_executor **used, int n_used, double t_start)
  * After a step that had candidates for the slots: what an expert cost each side, from the
  * device's events around its experts (ev_x0..ev_x1, read after the stream sync), the host's
  * launch time (none where the CPU team was submitted first) and the CPU team's time from its
- * submit to its end (host_done_at); the estimates
- * move halfway to each measurement.
+ * submit to its end (host_done_at); the estimates move halfway to each measurement. The CPU
+ * side's time includes any NVMe experts the host computes, spread over the DRAM ones.
  */
 static void
 balance_update(struct eng_gpu *g, double t_dev0, double t_sub, double t_cpu_end, bool synced,
