@@ -357,12 +357,15 @@ mt_status_t
 mt_plan_prefill_tiers(const struct mt_plan_problem *pb, uint8_t *t)
 {
     bool slots = pb->rate[MT_SRC_PCIE] > 0 && pb->rate[MT_SRC_GPU_MEM] > 0;
-    double(*cand)[2] = malloc((size_t)pb->n_experts * sizeof(*cand));
+    double(*cand)[2] = slots ? malloc((size_t)pb->n_experts * sizeof(*cand)) : NULL;
 
+    if (!slots) {
+        return MT_OK;
+    }
     if (cand == NULL) {
         return mt_fail(MT_ERR_NOMEM, 0, "planner: cannot allocate the prefill's candidates");
     }
-    for (int l = 0; l < pb->n_layers && slots; l++) {
+    for (int l = 0; l < pb->n_layers; l++) {
         const double *p = pb->prob + (size_t)l * pb->n_experts;
         uint8_t *tl = t + (size_t)l * pb->n_experts;
         double row[S_] = {0}, v[S_];
