@@ -139,11 +139,12 @@ struct eng_gpu {
     size_t slot_bytes;
     size_t slot_off[6];            /* gate, up, down data, then their scales, in a slot */
     int slot_min_tok;
-    /* the slot balance of prompt chunks (mark_device, mt_plan_slot_balance): seconds an expert
-       on the device (copy and compute), to launch it, on the CPU team, as measured in earlier
-       chunks (0: not yet); this step's candidates, always-copied, CPU and copied experts */
-    double bal_dev_s, bal_launch_s, bal_cpu_s;
-    int bal_cand, bal_fixed, bal_cpu, bal_k;
+    /* the slot balance (mark_device, mt_plan_slot_balance): seconds an expert on the device
+       (copy and compute), to launch it, on the CPU team, as measured in earlier steps of the
+       same kind ([0] decode batches of <= TOK tokens, [1] prompt chunks; 0: not yet); this
+       step's kind, candidates, always-copied, CPU and copied experts */
+    double bal_dev_s[2], bal_launch_s[2], bal_cpu_s[2];
+    int bal_kind, bal_cand, bal_fixed, bal_cpu, bal_k;
     bool bal_trace;                /* MT_GPU_SLOT_TRACE=1: one line a balanced step */
     int64_t *bal_order;            /* host [E]: candidates, most tokens first */
     uint8_t *on_gpu;               /* host [E]: this layer's experts the device computes */

@@ -762,13 +762,15 @@ by_key_desc(const void *a, const void *b)
 /*
  * Which of layer l's experts the device computes this step (g->on_gpu): its GPU-tier ones, and
  * where there are slots, DRAM experts of tier DRAM_PCIE and some page-locked ones of tier
- * DRAM_CPU (a long prefill: the GPU copies and computes the experts with the most tokens while
- * the CPU team computes the rest). Which DRAM_CPU ones: those with at least slot_min_tok tokens
- * where that is set (MT_GPU_SLOT_MIN_TOKENS); else, once earlier chunks have measured what an
- * expert costs each side, the k with the most tokens of mt_plan_slot_balance, among those with
- * at least MT_PLAN_SLOT_MIN_FLOOR (decode steps stay on the CPU); before that,
- * mt_plan_slot_min_tokens of the step's mean. The measured balance follows the machine: a slower
- * CPU team or a faster link copies more (bench/results/hetero-h200.md, session 31).
+ * DRAM_CPU: the GPU copies and computes those with the most tokens while the CPU team computes
+ * the rest. Which DRAM_CPU ones: those with at least slot_min_tok tokens where that is set
+ * (MT_GPU_SLOT_MIN_TOKENS); else the k with the most tokens of mt_plan_slot_balance, from what an
+ * expert cost each side in earlier steps of the same kind (decode batch or prompt chunk), among
+ * those with at least MT_PLAN_SLOT_MIN_FLOOR tokens in a prompt chunk, any in a decode batch.
+ * Before a prompt chunk has costs, mt_plan_slot_min_tokens of the step's mean; a decode batch
+ * takes the device's cost from prompt chunks, else copies one expert once to measure it. The
+ * measured balance follows the machine: a slower CPU team or a faster link copies more
+ * (bench/results/hetero-h200.md, session 31).
  * NVMe experts stay on the host executors: their reads hold provider slots the executors share.
  */
 static void
@@ -780,12 +782,14 @@ mark_device(const struct mt_engine *e, struct eng_gpu *g, int l, int m)
     int min_tok = g->slot_min_tok > 0
                       ? g->slot_min_tok
                       : (int)ceil(mt_plan_slot_min_tokens((double)m * (double)K / (double)E));
-    int floor_tok = g->slot_min_tok > 0 ? g->slot_min_tok : MT_PLAN_SLOT_MIN_FLOOR;
+    int kind = m > TOK; /* 0: a decode batch, 1: a prompt chunk */
+    int floor_tok = g->slot_min_tok > 0 ? g->slot_min_tok : kind ? MT_PLAN_SLOT_MIN_FLOOR : 1;
 
     memset(g->n_rows, 0, (size_t)E * sizeof(int32_t));
     for (int i = 0; i < m * K; i++) {
         g->n_rows[w->ids[i]]++;
     }
+    g->bal_kind = kind;
     g->bal_cand = g->bal_fixed = g->bal_cpu = g->bal_k = 0;
     for (int x = 0; x < E; x++) {
         uint8_t t = tier_of(e, l, x);
@@ -802,15 +806,20 @@ mark_device(const struct mt_engine *e, struct eng_gpu *g, int l, int m)
         return;
     }
     qsort(g->bal_order, (size_t)g->bal_cand, sizeof(int64_t), by_key_desc);
-    bool balance = g->slot_min_tok == 0 && g->bal_dev_s > 0.0 && g->bal_cpu_s > 0.0;
+    /* a copy costs the device about as much in decode as in a prompt (the bytes dominate) */
+    double dev = g->bal_dev_s[kind] > 0.0 ? g->bal_dev_s[kind] : g->bal_dev_s[1];
+    double launch = g->bal_dev_s[kind] > 0.0 ? g->bal_launch_s[kind] : g->bal_launch_s[1];
+    bool balance = g->slot_min_tok == 0 && dev > 0.0 && g->bal_cpu_s[kind] > 0.0;
     int k = 0;
     if (balance) {
-        k = mt_plan_slot_balance(g->bal_cand, g->bal_fixed, g->bal_cpu, g->bal_dev_s,
-                                 g->bal_launch_s, g->bal_cpu_s);
-    } else {
+        k = mt_plan_slot_balance(g->bal_cand, g->bal_fixed, g->bal_cpu, dev, launch,
+                                 g->bal_cpu_s[kind]);
+    } else if (kind == 1 || g->slot_min_tok > 0) {
         while (k < g->bal_cand && (int)(g->bal_order[k] >> 32) >= min_tok) {
             k++;
         }
+    } else if (g->bal_cpu_s[0] > 0.0 && g->bal_fixed == 0) {
+        k = 1; /* a decode batch without the device's cost: one copy measures it */
     }
     for (int i = 0; i < k; i++) {
         g->on_gpu[E - 1 - (int)(g->bal_order[i] & 0xffffffff)] = 1;
@@ -820,9 +829,13 @@ mark_device(const struct mt_engine *e, struct eng_gpu *g, int l, int m)
         mt_log_info("slots: layer %d, %d tokens: %d of %d candidates copied (%s; the %d-token "
                     "one last), %d DRAM_PCIE, %d on the CPU; an expert %.3f ms device, %.3f ms "
                     "launch, %.3f ms CPU",
-                    l, m, k, g->bal_cand, balance ? "balance" : "threshold",
+                    l, m, k, g->bal_cand,
+                    balance                       ? "balance"
+                    : kind || g->slot_min_tok > 0 ? "threshold"
+                    : k > 0                       ? "a probe"
+                                                  : "no costs yet",
                     k > 0 ? (int)(g->bal_order[k - 1] >> 32) : 0, g->bal_fixed, g->bal_cpu - k,
-                    g->bal_dev_s * 1e3, g->bal_launch_s * 1e3, g->bal_cpu_s * 1e3);
+                    dev * 1e3, launch * 1e3, g->bal_cpu_s[kind] * 1e3);
     }
 }
 
@@ -857,7 +870,7 @@ static void
 balance_update(struct eng_gpu *g, double t_dev0, double t_sub, double t_cpu_end, bool synced,
                bool host_first)
 {
-    int n_dev = g->bal_fixed + g->bal_k, n_cpu = g->bal_cpu - g->bal_k;
+    int n_dev = g->bal_fixed + g->bal_k, n_cpu = g->bal_cpu - g->bal_k, kind = g->bal_kind;
     float ms = 0.0f;
 
     if (g->bal_cand == 0 || g->slot_min_tok > 0) {
@@ -865,14 +878,15 @@ balance_update(struct eng_gpu *g, double t_dev0, double t_sub, double t_cpu_end,
     }
     if (n_dev > 0 && synced && g->x_timing && mt_gpu_event_ms(g->ev_x0, g->ev_x1, &ms) == MT_OK) {
         double dev = ms * 1e-3 / n_dev, launch = host_first ? 0.0 : (t_sub - t_dev0) / n_dev;
+        bool first = g->bal_dev_s[kind] <= 0.0;
 
-        g->bal_dev_s = g->bal_dev_s > 0.0 ? 0.5 * (g->bal_dev_s + dev) : dev;
-        g->bal_launch_s = g->bal_launch_s > 0.0 ? 0.5 * (g->bal_launch_s + launch) : launch;
+        g->bal_dev_s[kind] = first ? dev : 0.5 * (g->bal_dev_s[kind] + dev);
+        g->bal_launch_s[kind] = first ? launch : 0.5 * (g->bal_launch_s[kind] + launch);
     }
     if (n_cpu > 0) {
         double cpu = (t_cpu_end - (host_first ? t_dev0 : t_sub)) / n_cpu;
 
-        g->bal_cpu_s = g->bal_cpu_s > 0.0 ? 0.5 * (g->bal_cpu_s + cpu) : cpu;
+        g->bal_cpu_s[kind] = g->bal_cpu_s[kind] > 0.0 ? 0.5 * (g->bal_cpu_s[kind] + cpu) : cpu;
     }
 }
 
