@@ -230,9 +230,13 @@ $(grep 'GPU weight' "$tmp/lgg.out")"
 # GPU efficiency nor the host wait)
 jq '.decode.tiers["dram-pcie"].bytes = 30e9' "$tmp/rgg.json" >"$tmp/rgp.json"
 cp "$tmp/gpu.json" "$tmp/learngp.json"
-"$bin" plan -m "$m" --hw "$tmp/learngp.json" --learn "$tmp/rgp.json" >/dev/null 2>&1 &&
-    jq -e '.learned.gpu_eff == 0 and .learned.host_layer_ms == 0' "$tmp/learngp.json" >/dev/null
-ok $? "a run with slot copies over PCIe teaches neither the GPU efficiency nor the host wait"
+# nor the CPU's: the copies read the DRAM bus beside the CPU experts (the GPU engine balances
+# them in decode too); with nothing else measured, plan --learn says so and changes nothing
+"$bin" plan -m "$m" --hw "$tmp/learngp.json" --learn "$tmp/rgp.json" >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "copied into GPU slots" "$tmp/err" &&
+    cmp -s "$tmp/gpu.json" "$tmp/learngp.json"
+ok $? "a run with slot copies over PCIe teaches neither the GPU nor the CPU efficiency, nor the \
+host wait: $(head -c 100 "$tmp/err")"
 jq '.plan = "'"$tmp"'/moved.json"' "$tmp/rg.json" >"$tmp/rg2.json"
 cp "$tmp/gpu.json" "$tmp/learng2.json"
 "$bin" plan -m "$m" --hw "$tmp/learng2.json" --learn "$tmp/rg2.json" >/dev/null 2>"$tmp/err" &&

@@ -239,11 +239,15 @@ learn_report(const char *path, struct learned_sum *sum)
     ph = json_object_get(root, num_at(root, "decode", "tokens", NULL) > 0 ? "decode" : "prefill");
     double streamed = num_at(root, "prefill", "stream", "bytes_read") +
                       num_at(root, "decode", "stream", "bytes_read");
-    /* the CPU's time where it also waited for the disk says nothing about its kernels */
+    /* the CPU's time where it also waited for the disk says nothing about its kernels; nor
+       where DRAM experts were copied into GPU slots beside it (the GPU engine balances them
+       against the CPU team in decode too): those copies read the same DRAM bus, and the
+       planner charges them to it already (dram_copy_rate) */
     rate = num_at(root, "predicted", "hardware", "dram_gbps");
     bytes = num_at(json_object_get(ph, "tiers"), "dram-cpu", "bytes", NULL);
     secs = num_at(json_object_get(ph, "tiers"), "dram-cpu", "seconds", NULL);
-    if (rate > 0 && bytes > 0 && secs > 0 && streamed == 0) {
+    double copied = num_at(json_object_get(ph, "tiers"), "dram-pcie", "bytes", NULL);
+    if (rate > 0 && bytes > 0 && secs > 0 && streamed == 0 && copied == 0) {
         eff_of(bytes / secs / 1e9, rate, "CPU expert reads", path);
         sum->cpu_b += bytes, sum->cpu_s += secs, sum->cpu_ref += secs * rate;
     }
@@ -352,8 +356,10 @@ learn(const char *const *reports, int n, const struct mt_trace *trace, struct mt
         }
     }
     if (sum.cpu_s + sum.disk_s + sum.gpu_s + sum.pre_s == 0) {
-        return mt_fail(MT_ERR_INVAL, 0, "the run report%s measured no tier the planner models "
-                       "(CPU experts without streaming, streamed reads, or a GPU-limited decode)",
+        return mt_fail(MT_ERR_INVAL, 0,
+                       "the run report%s measured no tier the planner models "
+                       "(CPU experts without streaming and without DRAM experts copied into GPU "
+                       "slots beside them, streamed reads, or a GPU-limited decode)",
                        n > 1 ? "s" : "");
     }
     /* the newest measurements replace what was learned before, source by source; several

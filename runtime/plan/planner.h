@@ -236,15 +236,17 @@ mt_plan_slot_min_tokens(double mean_tokens)
 }
 
 /*
- * How many of a prompt chunk's candidate DRAM_CPU experts (page-locked, at least
- * MT_PLAN_SLOT_MIN_FLOOR tokens) the GPU engine copies into slots, those with the most tokens
- * first, so that the device and the CPU team finish the layer together. The device copies and
- * computes n_fixed + k experts (n_fixed: the DRAM_PCIE ones, always copied) at dev_s seconds
- * each; the host launches them at launch_s each before the CPU team starts, which then computes
- * n_cpu - k experts (n_cpu: every DRAM_CPU expert with a token) at cpu_s each. Returns the k in
- * 0..n_cand with the earliest end of the later side (the fewest copies on a tie). The engine
- * measures the three costs in the chunks before (engine_gpu_moe.c); the threshold of
- * mt_plan_slot_min_tokens holds until it has them.
+ * How many of a step's candidate DRAM_CPU experts (page-locked; in a prompt chunk at least
+ * MT_PLAN_SLOT_MIN_FLOOR tokens, in a decode batch any) the GPU engine copies into slots, those
+ * with the most tokens first, so that the device and the CPU team finish the layer together. The
+ * device copies and computes n_fixed + k experts (n_fixed: the DRAM_PCIE ones, always copied) at
+ * dev_s seconds each; the host launches them at launch_s each before the CPU team starts, which
+ * then computes n_cpu - k experts (n_cpu: every DRAM_CPU expert with a token) at cpu_s each.
+ * Returns the k in 0..n_cand with the earliest end of the later side (the fewest copies on a tie).
+ * The engine measures the three costs in the steps before (engine_gpu_moe.c); in prompt chunks the
+ * threshold of mt_plan_slot_min_tokens holds until it has them. The planner predicts the prompt's
+ * choice (mt_plan_prefill_tiers), not decode's: a plan's decode prediction leaves DRAM_CPU experts
+ * on the CPU.
  */
 int mt_plan_slot_balance(int n_cand, int n_fixed, int n_cpu, double dev_s, double launch_s,
                          double cpu_s);
