@@ -94,7 +94,8 @@ struct mt_engine_opts {
      * GPU: a DRAM expert (tier DRAM_CPU) with at least this many tokens in one step is copied
      * to a GPU slot and computed there instead of on the CPU (long prefills), where its memory
      * could be page-locked; experts of tier DRAM_PCIE always are. 0: $MT_GPU_SLOT_MIN_TOKENS,
-     * else 3/4 of the step's mean tokens an expert, at least 12 (mt_plan_slot_min_tokens).
+     * else as many as balance the CPU team by the costs measured in earlier steps
+     * (engine_gpu_moe.c, mark_device).
      */
     int gpu_slot_min_tokens;
 };

@@ -132,8 +132,8 @@ struct eng_gpu {
     struct CUevent_st *ev_x0, *ev_x1; /* around the device's routed experts, for stats */
     bool x_timing;                 /* ev_x0..ev_x1 recorded, not yet added to the stats */
     /* GPU slots: DRAM experts copied over PCIe and computed on the device (tier DRAM_PCIE
-       always; page-locked DRAM_CPU ones with at least slot_min_tok tokens, 0:
-       mt_plan_slot_min_tokens of the step) */
+       always; page-locked DRAM_CPU ones with at least slot_min_tok tokens, 0: the balance
+       below) */
     bool slot_ok;                  /* the experts' dtype and shape suit the device GEMV */
     void *slot[2];                 /* device, slot_bytes each; NULL: no slots */
     size_t slot_bytes;

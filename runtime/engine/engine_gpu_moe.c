@@ -295,7 +295,7 @@ eng_gpu_moe_init(struct mt_engine *e, struct eng_gpu *g)
     const char *mt = getenv("MT_GPU_SLOT_MIN_TOKENS");
     g->slot_min_tok = e->opts.gpu_slot_min_tokens > 0 ? e->opts.gpu_slot_min_tokens
                       : mt != NULL && atoi(mt) > 0    ? atoi(mt)
-                                                      : 0; /* mt_plan_slot_min_tokens */
+                                                      : 0; /* the balance (mark_device) */
     const char *tr = getenv("MT_GPU_SLOT_TRACE");
     g->bal_trace = tr != NULL && strcmp(tr, "0") != 0;
     if (w->row_tok == NULL || w->pair_row == NULL || w->row_w == NULL || w->group_start == NULL ||
