@@ -2,7 +2,9 @@
 # SPDX-License-Identifier: MIT
 # test_gpu_run.sh - `moetier run --device gpu` on the golden checkpoint v32-tiny-a: --print-ids
 # equals --device cpu's (and HF's greedy tokens) with either latent cache, --debug-sync changes
-# nothing, and a --gpu-mem far too small exits 1 with one message. Skips without a CUDA device.
+# nothing, and a --gpu-mem far too small exits 1 with one message; a prompt longer than the default
+# 8,192 positions runs without --ctx (the caches are sized for it) and gives --device cpu's ids.
+# Skips without a CUDA device.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 dir="$MT_TEST_DATA/golden/v32-tiny-a"
 
@@ -24,7 +26,7 @@ if [ "$rc" -ne 0 ] &&
     echo "1..0 # SKIP no CUDA device"
     exit 0
 fi
-echo "1..5"
+echo "1..8"
 [ "$rc" -eq 0 ]
 ok $? "run --device gpu --print-ids exits 0 (rc $rc: $(head -c 300 "$tmp/err"))"
 cpu=$("$bin" run -m "$dir" --device cpu --prompt-ids "$prompt" -n 20 --print-ids 2>/dev/null)
@@ -45,3 +47,25 @@ rc=$?
 [ "$rc" -eq 1 ] && grep -q 'needs .* on the GPU' "$tmp/err" &&
     [ "$(grep -v -c '^mt: device: ' "$tmp/err")" -eq 1 ]
 ok $? "--gpu-mem 4K exits 1 with one message (rc $rc: $(cat "$tmp/err"))"
+# an 8,300-token prompt: the same weights with max_position_embeddings 10000 (the golden config
+# says 256); the ids come from a file, as a long prompt must (an argument holds 128 KiB at most)
+long="$tmp/long"
+mkdir "$long" && ln -s "$(cd "$dir" && pwd)/model.safetensors" "$long/model.safetensors" &&
+    sed 's/"max_position_embeddings": 256,/"max_position_embeddings": 10000,/' "$dir/config.json" \
+        > "$long/config.json"
+seq 1 8300 | awk '{ printf "%d ", ($1 * 7919) % 509 + 1 }' > "$tmp/long.txt"
+lg=$("$bin" run -m "$long" --device gpu --kv-dtype f32 --prompt-ids @"$tmp/long.txt" -n 8 \
+     --print-ids 2>"$tmp/err")
+rc=$?
+[ "$rc" -eq 0 ] && [ "$(printf '%s\n' "$lg" | wc -w)" -eq 8 ]
+ok $? "an 8,300-token prompt runs on the GPU without --ctx (rc $rc: $(tail -c 300 "$tmp/err"))"
+lc=$("$bin" run -m "$long" --device cpu --prompt-ids @"$tmp/long.txt" -n 8 --print-ids \
+     2>/dev/null)
+[ -n "$lc" ] && [ "$lg" = "$lc" ]
+ok $? "its ids equal --device cpu's (gpu '$lg', cpu '$lc')"
+"$bin" run -m "$long" --device gpu --ctx 8192 --prompt-ids @"$tmp/long.txt" -n 1 --print-ids \
+    >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 1 ] && grep -q 'longer than the 8192 positions .* (raise --ctx' "$tmp/err"
+ok $? "with --ctx 8192 it exits 1 saying so (rc $rc: $(tail -c 300 "$tmp/err"))"
+tap_exit

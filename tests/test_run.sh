@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 # test_run.sh - `moetier run` end to end on the golden checkpoint v32-tiny-a (tests/data/golden):
 # --print-ids gives HF's 20 greedy tokens on one line, --dump-logits writes "MTLOGIT1", T, vocab
-# and T x vocab floats, and bad input gives exit 1 (prompt) or 2 (flags) with one message.
+# and T x vocab floats, and bad input gives exit 1 (prompt) or 2 (flags) with one message; the
+# prompt read from a file or stdin (--prompt-ids @FILE, -f FILE) gives what the argument gives.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 dir="$MT_TEST_DATA/golden/v32-tiny-a"
 
@@ -16,7 +17,7 @@ prompt=$(printf '%s' "$flat" | sed -n 's/.*"prompts":\[\[\([0-9,]*\)\].*/\1/p')
 want=$(printf '%s' "$flat" | sed -n 's/.*"greedy":\[\[\([0-9,]*\)\].*/\1/p' | tr ',' ' ')
 ntok=$(printf '%s\n' "$prompt" | tr ',' '\n' | wc -l)
 
-echo "1..18"
+echo "1..25"
 got=$("$bin" run -m "$dir" --device cpu --prompt-ids "$prompt" -n 20 --print-ids \
       --dump-logits "$tmp/l.bin" 2>"$tmp/err")
 ok $? "run --print-ids --dump-logits exits 0"
@@ -46,6 +47,22 @@ spaced=$(printf '%s' "$prompt" | tr ',' ' ')
 got2=$("$bin" run -m "$dir" --prompt-ids " $spaced " -n 20 --print-ids 2>/dev/null)
 [ -n "$want" ] && [ "$got2" = "$want" ]
 ok $? "--prompt-ids separated by spaces (as tokenize prints them) gives the same ids"
+printf '%s\n' "$spaced" > "$tmp/ids.txt"
+got3=$("$bin" run -m "$dir" --prompt-ids @"$tmp/ids.txt" -n 20 --print-ids 2>/dev/null)
+got4=$("$bin" run -m "$dir" --prompt-ids @- -n 20 --print-ids < "$tmp/ids.txt" 2>/dev/null)
+[ -n "$want" ] && [ "$got3" = "$want" ] && [ "$got4" = "$want" ]
+ok $? "--prompt-ids @FILE and @- (stdin) give the same ids (got '$got3', '$got4')"
+# an empty ids file is refused before the model loads (here: a model that does not exist)
+: > "$tmp/none.txt"
+"$bin" run -m "$tmp/no-model" --prompt-ids @"$tmp/none.txt" -n 1 >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 1 ] && grep -q "empty prompt: @$tmp/none.txt holds no token id" "$tmp/err" &&
+    ! grep -q 'no-model' "$tmp/err"
+ok $? "an empty --prompt-ids @FILE exits 1 before the model is read (rc $rc: $(cat "$tmp/err"))"
+"$bin" run -m "$dir" --prompt-ids @"$tmp/missing.txt" -n 1 >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 1 ] && grep -q "cannot open prompt ids '$tmp/missing.txt'" "$tmp/err"
+ok $? "a missing --prompt-ids @FILE exits 1 naming it (rc $rc: $(cat "$tmp/err"))"
 "$bin" run -m "$dir" --prompt-ids 1,5-3 -n 1 >/dev/null 2>"$tmp/err"
 rc=$?
 [ "$rc" -eq 2 ] && grep -q "bad token id '5-3' in --prompt-ids" "$tmp/err"
@@ -87,6 +104,25 @@ rc=$?
 [ "$rc" -eq 0 ] && [ "$(printf '%s\n' "$bos $user" | wc -w)" -eq 2 ] &&
     [ "${ids##* }" = "$user" ] && cmp -s "$tmp/p.bin" "$tmp/i.bin"
 ok $? "-p TEXT gives the logits of BOS + TEXT's ids, <｜User｜> one token (ids '$bos $ids')"
+printf '%s' "$text" > "$tmp/prompt.txt"
+"$bin" run -m "$tiny" -f "$tmp/prompt.txt" -n 0 --dump-logits "$tmp/f.bin" 2>/dev/null &&
+    "$bin" run -m "$tiny" -f - -n 0 --dump-logits "$tmp/s.bin" < "$tmp/prompt.txt" 2>/dev/null
+rc=$?
+[ "$rc" -eq 0 ] && cmp -s "$tmp/p.bin" "$tmp/f.bin" && cmp -s "$tmp/p.bin" "$tmp/s.bin"
+ok $? "-f FILE and -f - (stdin) give the logits of -p with the same text (rc $rc)"
+"$bin" run -m "$tiny" -f "$tmp/nothing.txt" -n 0 >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 1 ] && grep -q "cannot open prompt text '$tmp/nothing.txt'" "$tmp/err"
+ok $? "a missing -f FILE exits 1 naming it (rc $rc: $(cat "$tmp/err"))"
+"$bin" run -m "$tiny" -f "$tmp/prompt.txt" -n 0 --json "$tmp/prompt.txt" >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "is the prompt input; refusing to overwrite" "$tmp/err" &&
+    [ "$(cat "$tmp/prompt.txt")" = "$text" ]
+ok $? "--json onto the -f prompt file is refused, the file kept (rc $rc)"
+"$bin" run -m "$tiny" -f "$tmp/prompt.txt" -p x -n 0 >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 2 ] && grep -q 'exactly one of --prompt-ids, -p or -f' "$tmp/err"
+ok $? "-f with -p is a usage error (rc $rc)"
 "$bin" run -m "$tiny" -p "" -n 0 --dump-logits "$tmp/e.bin" 2>/dev/null
 rc=$?
 [ "$rc" -eq 0 ] && [ "$(head -c 12 "$tmp/e.bin" | tail -c 4 | od -An -tu4 | tr -d ' ')" = 1 ]

@@ -270,14 +270,12 @@ run_budget(const struct mt_cli_engine_flags *f, const struct mt_model_config *cf
     }
     b->cpu_mem = f->cpu_mem > 0 ? f->cpu_mem : mt_cli_mem_available();
     b->gpu_mem = !gpu ? 0 : f->engine.gpu_mem > 0 ? f->engine.gpu_mem : gpu_free_budget();
-    /* the context the engine will hold: its --ctx, else the GPU engine's default; never more
-     * than the model's positions (the GPU engine holds no more either) */
-    b->ctx = f->engine.gpu_ctx > 0 ? (int)MT_MIN(f->engine.gpu_ctx, INT32_MAX)
-                                   : (int)MT_MIN(cfg->max_position_embeddings, 8192);
-    if (b->ctx > cfg->max_position_embeddings) {
-        mt_log_warn("--ctx %d is more than the model's %d positions: %d are held", b->ctx,
-                    cfg->max_position_embeddings, cfg->max_position_embeddings);
-        b->ctx = cfg->max_position_embeddings;
+    /* the context the engine will hold (--ctx, a long prompt's, else the default) */
+    b->ctx = (int)MT_MIN(mt_cli_gpu_ctx(f, cfg), INT32_MAX);
+    if (f->engine.gpu_ctx > cfg->max_position_embeddings) {
+        mt_log_warn("--ctx %lld is more than the model's %d positions: %d are held",
+                    (long long)f->engine.gpu_ctx, cfg->max_position_embeddings,
+                    cfg->max_position_embeddings);
     }
 }
 

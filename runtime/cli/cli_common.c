@@ -18,6 +18,7 @@
 #include "cpu/topology.h"
 #include "runtime/engine/executor_cpu_team.h"
 #include "runtime/engine/provider_stream.h"
+#include "runtime/base/file_util.h"
 #include "runtime/base/out_file.h"
 
 #include <ctype.h>
@@ -359,6 +360,54 @@ mt_cli_parse_ids(const struct mt_cli *cli, const char *what, const char *s, size
     *ids_out = ids;
     *n_out = n;
     return true;
+}
+
+/* All of stream f (stdin), read until its end: a pipe has no size to ask for in advance. */
+static char *
+read_stream(FILE *f, size_t *len_p)
+{
+    size_t cap = 1 << 16, len = 0, got;
+    char *buf = malloc(cap);
+
+    if (buf == NULL) {
+        return NULL;
+    }
+    while ((got = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+        len += got;
+        if (cap - len - 1 == 0) {
+            char *nb = realloc(buf, cap * 2);
+            if (nb == NULL) {
+                free(buf);
+                return NULL;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    if (ferror(f)) { /* e.g. stdin is a directory: EISDIR, not an empty text */
+        free(buf);
+        return NULL;
+    }
+    buf[len] = 0;
+    *len_p = len;
+    return buf;
+}
+
+bool
+mt_cli_read_input(const struct mt_cli *cli, const char *what, const char *path, char **buf_out,
+                  size_t *len_out)
+{
+    if (strcmp(path, "-") == 0) {
+        errno = 0;
+        *buf_out = read_stream(stdin, len_out);
+        if (*buf_out == NULL) {
+            mt_cli_error(cli, "cannot read stdin (%s): %s", what,
+                         errno != 0 ? strerror(errno) : "out of memory");
+            return false;
+        }
+        return true;
+    }
+    return mt_file_read_all(path, what, MT_FILE_MAX_DEFAULT, buf_out, len_out) == MT_OK;
 }
 
 bool
@@ -768,6 +817,17 @@ has_host_experts(const struct mt_model_config *cfg, const uint8_t *tiers)
     return false;
 }
 
+int64_t
+mt_cli_gpu_ctx(const struct mt_cli_engine_flags *f, const struct mt_model_config *cfg)
+{
+    int64_t max = cfg->max_position_embeddings;
+
+    if (f->engine.gpu_ctx > 0) {
+        return MT_MIN(f->engine.gpu_ctx, max);
+    }
+    return MT_MIN(MT_MAX((int64_t)8192, f->ctx_need), max);
+}
+
 mt_status_t
 mt_cli_engine_init(struct mt_cli_engine *e, const char *dir, const struct mt_cli_engine_flags *f,
                    bool trace)
@@ -803,6 +863,9 @@ mt_cli_engine_init(struct mt_cli_engine *e, const char *dir, const struct mt_cli
     st = mt_model_open(dir, &e->model);
     if (st != MT_OK) {
         goto fail;
+    }
+    if (gpu) {
+        eo.gpu_ctx = mt_cli_gpu_ctx(f, &e->model->cfg);
     }
     if (trace) {
         const struct mt_model_config *cfg = &e->model->cfg;

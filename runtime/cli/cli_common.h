@@ -118,6 +118,15 @@ bool mt_cli_parse_ids(const struct mt_cli *cli, const char *what, const char *s,
                       int32_t **ids_out, size_t *n_out);
 
 /*
+ * The text a command reads as its input: all of FILE, or of stdin where path is "-". A file must
+ * be a regular one of at most MT_FILE_MAX_DEFAULT bytes (file_util.h); stdin may be a pipe.
+ * *buf_out is NUL-terminated (the NUL not counted in *len_out) and malloc'ed. On failure prints
+ * "cannot read stdin (WHAT): REASON" (for a file, file_util.h's messages) and returns false.
+ */
+bool mt_cli_read_input(const struct mt_cli *cli, const char *what, const char *path, char **buf_out,
+                       size_t *len_out);
+
+/*
  * Flush stdout; if anything written to it failed (a full disk, a closed pipe), print "cannot
  * write to stdout: REASON" and return false: a command's output must not be lost silently.
  */
@@ -238,7 +247,16 @@ struct mt_cli_engine_flags {
     bool verify;                    /* --verify: CRCs (store) or a second read (shards) */
     uint64_t cache_bytes;           /* --cache: DRAM slots for streamed experts (0: default) */
     bool kv_dtype_set;              /* --kv-dtype given (else f32 on the CPU, bf16 on the GPU) */
+    int64_t ctx_need;               /* run: its prompt's tokens + -n (0: not known) */
 };
+
+/*
+ * The positions the GPU engine's caches hold: --ctx where given, else 8,192 or, where the run
+ * says it needs more (ctx_need: a long prompt), that many, so `run` with a long prompt needs
+ * no --ctx; never more than the model's max_position_embeddings. The automatic placement
+ * budgets the caches for the same number.
+ */
+int64_t mt_cli_gpu_ctx(const struct mt_cli_engine_flags *f, const struct mt_model_config *cfg);
 
 /*
  * The --help lines of the placement flags run, chat and serve share (--device, --gpu-mem,

@@ -4,9 +4,12 @@
  * present) or the CPU engine, the routed experts placed as cli_autoplan.h decides.
  *
  * The prompt is token ids (--prompt-ids 0,5,17; spaces may separate them too, as `moetier
- * tokenize` prints them) or text (-p, through the model's tokenizer.json, with BOS prepended;
- * special tokens written in the text, such as <｜User｜>, become their ids, so a chat prompt can
- * be written out by hand). Generated tokens stream to stdout as they come: as text when the model
+ * tokenize` prints them; @FILE reads them from FILE, @- from stdin) or text (-p TEXT, or -f FILE
+ * for a prompt longer than a command line may be, through the model's tokenizer.json, with BOS
+ * prepended; special tokens written in the text, such as <｜User｜>, become their ids, so a chat
+ * prompt can be written out by hand). The prompt is read and encoded before the model loads, so
+ * a bad one fails at once, and on the GPU the caches are sized for it and -n when --ctx is not
+ * given. Generated tokens stream to stdout as they come: as text when the model
  * directory has a tokenizer, else as ids; --print-ids prints only the generated ids, on one line,
  * separated by spaces. Prefill and decode speeds go to stderr at the end, then the run report
  * (cli_report.h: per tier experts, bytes and time per token, hit rates, busy fractions, beside
@@ -49,16 +52,19 @@ static void
 run_usage(FILE *f)
 {
     fprintf(f,
-            "usage: moetier run -m DIR (--prompt-ids ID,ID,... | -p TEXT) [options]\n\n"
+            "usage: moetier run -m DIR (--prompt-ids ID,ID,... | -p TEXT | -f FILE) [options]\n\n"
             "Generate tokens from a prompt on the GPU engine (CUDA device 0) or the CPU\n"
             "engine, the routed experts on the GPU, in DRAM or on NVMe.\n\n"
             "  -m, --model DIR          checkpoint directory (config.json, safetensors)\n"
             "      --kv-dtype f32|bf16  latent cache dtype (default f32 on cpu, bf16 on gpu)\n"
-            "      --ctx N              gpu: positions the device cache holds (default 8192)\n"
+            "      --ctx N              gpu: positions the device cache holds (default 8192,\n"
+            "                           or the prompt and -n where they need more)\n"
             "      --debug-sync         gpu: synchronize after every kernel (MT_DEBUG_SYNC=1)\n"
-            "      --prompt-ids LIST    prompt as token ids separated by commas or spaces\n"
+            "      --prompt-ids LIST    prompt as token ids separated by commas or spaces;\n"
+            "                           @FILE reads them from FILE, @- from stdin\n"
             "  -p, --prompt TEXT        prompt as text (needs DIR/tokenizer.json; BOS prepended;\n"
             "                           special tokens such as <｜User｜> in TEXT are recognized)\n"
+            "  -f, --prompt-file FILE   the prompt's text from FILE (- for stdin), as -p\n"
             "  -n N                     tokens to generate (default 32; 0 = prefill only)\n"
             "      --temperature T      0 = greedy (default 0)\n"
             "      --top-p P            nucleus sampling mass in (0, 1] (default 1)\n"
@@ -177,6 +183,7 @@ mt_cli_run(int argc, char **argv)
         {"model", required_argument, NULL, 'm'},
         {"prompt-ids", required_argument, NULL, OPT_PROMPT_IDS},
         {"prompt", required_argument, NULL, 'p'},
+        {"prompt-file", required_argument, NULL, 'f'},
         {"print-ids", no_argument, NULL, OPT_PRINT_IDS},
         {"dump-logits", required_argument, NULL, OPT_DUMP_LOGITS},
         {"indexer", required_argument, NULL, OPT_INDEXER},
@@ -191,6 +198,9 @@ mt_cli_run(int argc, char **argv)
     const char *dir = NULL;
     const char *prompt_ids = NULL;
     const char *prompt_text = NULL;
+    const char *prompt_file = NULL;
+    char *input = NULL; /* what --prompt-ids @FILE or -f read */
+    size_t text_len = 0;
     const char *dump_path = NULL;
     const char *trace_path = NULL;
     const char *json_path = NULL;
@@ -204,13 +214,16 @@ mt_cli_run(int argc, char **argv)
     ef.report = true;
     optind = 1;
     opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":m:p:n:vh", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, ":m:p:f:n:vh", longopts, NULL)) != -1) {
         switch (opt) {
         case 'm':
             dir = optarg;
             break;
         case 'p':
             prompt_text = optarg;
+            break;
+        case 'f':
+            prompt_file = optarg;
             break;
         case 'n':
             if (!mt_cli_parse_long(&cli, "token count -n", optarg, 0, INT_MAX, &n_gen)) {
@@ -269,8 +282,8 @@ mt_cli_run(int argc, char **argv)
     if (optind < argc) {
         return mt_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
     }
-    if (dir == NULL || (prompt_ids == NULL) == (prompt_text == NULL)) {
-        return mt_cli_usage_error(&cli, "need -m DIR and exactly one of --prompt-ids or -p");
+    if (dir == NULL || (prompt_ids != NULL) + (prompt_text != NULL) + (prompt_file != NULL) != 1) {
+        return mt_cli_usage_error(&cli, "need -m DIR and exactly one of --prompt-ids, -p or -f");
     }
 
     int32_t *prompt = NULL;
@@ -282,14 +295,38 @@ mt_cli_run(int argc, char **argv)
     float *logits = NULL;
     mt_status_t st;
 
-    if (prompt_ids != NULL) {
-        size_t n = 0;
-        if (!mt_cli_parse_ids(&cli, "--prompt-ids", prompt_ids, strlen(prompt_ids), &prompt, &n)) {
-            return 2;
-        }
-        n_prompt = (int)n; /* n <= strlen / 2 + 1, an argument's length */
-    }
+    /* the file the prompt comes from, "-" for stdin; NULL: the command line */
+    const char *prompt_in = prompt_file;
     rc = 1;
+    if (prompt_ids != NULL) {
+        size_t n = 0, len = strlen(prompt_ids);
+        const char *what = "--prompt-ids";
+        if (prompt_ids[0] == '@') {
+            prompt_in = prompt_ids + 1;
+            if (!mt_cli_read_input(&cli, "prompt ids", prompt_in, &input, &len)) {
+                goto out;
+            }
+            what = prompt_ids;
+            prompt_ids = input;
+        }
+        if (!mt_cli_parse_ids(&cli, what, prompt_ids, len, &prompt, &n)) {
+            rc = 2;
+            goto out;
+        }
+        if (n == 0) { /* found here, not after the model has loaded */
+            mt_cli_error(&cli, "empty prompt: %s holds no token id", what);
+            goto out;
+        }
+        /* n <= len / 2 + 1: an argument's length, or a file's of at most 256 MiB */
+        n_prompt = (int)n;
+    } else if (prompt_file != NULL) {
+        if (!mt_cli_read_input(&cli, "prompt text", prompt_file, &input, &text_len)) {
+            goto out;
+        }
+        prompt_text = input;
+    } else {
+        text_len = strlen(prompt_text);
+    }
     /* outputs are checked before the generation, not found unwritable after it */
     const char *json_file = json_path != NULL && strcmp(json_path, "-") != 0 ? json_path : NULL;
     if ((dump_path != NULL && !mt_cli_check_output(&cli, "--dump-logits", dump_path)) ||
@@ -307,17 +344,18 @@ mt_cli_run(int argc, char **argv)
         rc = 2;
         goto out;
     }
+    if (prompt_in != NULL && strcmp(prompt_in, "-") == 0) {
+        prompt_in = NULL; /* stdin: no file to overwrite */
+    }
     for (int i = 0; i < 3; i++) {
         static const char *const flag[] = {"--dump-logits", "--trace", "--json"};
         const char *o = i == 0 ? dump_path : i == 1 ? trace_path : json_file;
         if (mt_cli_output_is_input(&cli, flag[i], o, "--plan", ef.plan_path) ||
-            mt_cli_output_is_input(&cli, flag[i], o, "--hw", ef.hw_path)) {
+            mt_cli_output_is_input(&cli, flag[i], o, "--hw", ef.hw_path) ||
+            mt_cli_output_is_input(&cli, flag[i], o, "prompt", prompt_in)) {
             rc = 2;
             goto out;
         }
-    }
-    if (mt_cli_engine_init(&e, dir, &ef, trace_path != NULL) != MT_OK) {
-        goto out;
     }
     /* the tokenizer is optional with --prompt-ids (ids are printed instead of text) */
     if (prompt_text != NULL || !print_ids) {
@@ -335,7 +373,7 @@ mt_cli_run(int argc, char **argv)
         size_t n = 0;
         int32_t bos = mt_tokenizer_bos(tok);
         int32_t *ids = NULL;
-        if (mt_tokenizer_encode(tok, prompt_text, strlen(prompt_text), true, &ids, &n) != MT_OK) {
+        if (mt_tokenizer_encode(tok, prompt_text, text_len, true, &ids, &n) != MT_OK) {
             goto out;
         }
         prompt = malloc((n + 1) * sizeof(*prompt));
@@ -351,6 +389,11 @@ mt_cli_run(int argc, char **argv)
             prompt[n_prompt++] = ids[i];
         }
         free(ids);
+    }
+    /* on the GPU the caches hold the whole run unless --ctx says otherwise */
+    ef.ctx_need = (int64_t)n_prompt + n_gen;
+    if (mt_cli_engine_init(&e, dir, &ef, trace_path != NULL) != MT_OK) {
+        goto out;
     }
     if (mt_engine_check_prompt(e.engine, prompt, n_prompt) != MT_OK) {
         goto out;
@@ -426,5 +469,6 @@ out:
     mt_tokenizer_destroy(tok);
     mt_cli_engine_fini(&e);
     free(prompt);
+    free(input);
     return rc;
 }

@@ -13,7 +13,6 @@
 #include "runtime/cli/cli_common.h"
 #include "runtime/text/tokenizer.h"
 
-#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,36 +35,6 @@ usage(FILE *f)
 }
 
 static const struct mt_cli cli = {"tokenize", usage};
-
-static char *
-read_all(FILE *f, size_t *len_p)
-{
-    size_t cap = 1 << 16, len = 0, got;
-    char *buf = malloc(cap);
-
-    if (buf == NULL) {
-        return NULL;
-    }
-    while ((got = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-        len += got;
-        if (cap - len - 1 == 0) {
-            char *nb = realloc(buf, cap * 2);
-            if (nb == NULL) {
-                free(buf);
-                return NULL;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    if (ferror(f)) { /* e.g. stdin is a directory: EISDIR, not an empty text */
-        free(buf);
-        return NULL;
-    }
-    buf[len] = 0;
-    *len_p = len;
-    return buf;
-}
 
 static int
 decode_stdin(struct mt_tokenizer *tok, const char *in, size_t in_len)
@@ -135,10 +104,7 @@ mt_cli_tokenize(int argc, char **argv)
     if (mt_tokenizer_load(dir, &tok) != MT_OK) {
         return 1;
     }
-    errno = 0;
-    in = read_all(stdin, &len);
-    if (in == NULL) {
-        mt_cli_error(&cli, "cannot read stdin: %s", errno != 0 ? strerror(errno) : "out of memory");
+    if (!mt_cli_read_input(&cli, decode ? "ids" : "text", "-", &in, &len)) {
         goto out;
     }
     if (decode) {
