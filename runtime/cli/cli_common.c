@@ -362,9 +362,10 @@ mt_cli_parse_ids(const struct mt_cli *cli, const char *what, const char *s, size
     return true;
 }
 
-/* All of stream f (stdin), read until its end: a pipe has no size to ask for in advance. */
+/* All of stream f (stdin), read until its end (a pipe has no size to ask for in advance), or
+ * NULL with errno EFBIG past max bytes (`yes |` must not fill memory). */
 static char *
-read_stream(FILE *f, size_t *len_p)
+read_stream(FILE *f, size_t max, size_t *len_p)
 {
     size_t cap = 1 << 16, len = 0, got;
     char *buf = malloc(cap);
@@ -374,6 +375,11 @@ read_stream(FILE *f, size_t *len_p)
     }
     while ((got = fread(buf + len, 1, cap - len - 1, f)) > 0) {
         len += got;
+        if (len > max) {
+            free(buf);
+            errno = EFBIG;
+            return NULL;
+        }
         if (cap - len - 1 == 0) {
             char *nb = realloc(buf, cap * 2);
             if (nb == NULL) {
@@ -399,7 +405,12 @@ mt_cli_read_input(const struct mt_cli *cli, const char *what, const char *path, 
 {
     if (strcmp(path, "-") == 0) {
         errno = 0;
-        *buf_out = read_stream(stdin, len_out);
+        *buf_out = read_stream(stdin, MT_FILE_MAX_DEFAULT, len_out);
+        if (*buf_out == NULL && errno == EFBIG) {
+            mt_cli_error(cli, "cannot read stdin (%s): more than %zu MiB", what,
+                         MT_FILE_MAX_DEFAULT >> 20);
+            return false;
+        }
         if (*buf_out == NULL) {
             mt_cli_error(cli, "cannot read stdin (%s): %s", what,
                          errno != 0 ? strerror(errno) : "out of memory");

@@ -119,7 +119,8 @@ bool mt_cli_parse_ids(const struct mt_cli *cli, const char *what, const char *s,
 
 /*
  * The text a command reads as its input: all of FILE, or of stdin where path is "-". A file must
- * be a regular one of at most MT_FILE_MAX_DEFAULT bytes (file_util.h); stdin may be a pipe.
+ * be a regular one (stdin may be a pipe); either of at most MT_FILE_MAX_DEFAULT bytes
+ * (file_util.h).
  * *buf_out is NUL-terminated (the NUL not counted in *len_out) and malloc'ed. On failure prints
  * "cannot read stdin (WHAT): REASON" (for a file, file_util.h's messages) and returns false.
  */
