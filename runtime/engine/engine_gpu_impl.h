@@ -112,7 +112,10 @@ struct eng_gpu {
     struct mt_gpu_expert *xgroups;
     void *moe_work;
     /* host work */
-    float *h_emb, *h_rw, *h_pair_w;
+    float *h_emb[2];              /* pinned [chunk, hidden] each: a prompt chunk's embeddings,
+                                     filled by the host while the other one's chunk runs */
+    struct CUevent_st *ev_emb[2]; /* after each one's upload: the host refills it only then */
+    float *h_rw, *h_pair_w;
     int32_t *h_ids, *h_idx, *h_group_start, *h_pair_tok, *h_count;
     int32_t *h_tok_pairs, *tok_pairs; /* host and device [TOK or chunk, K]: each token's pairs
                                          to add into y, in pair order, -1 after the last */
