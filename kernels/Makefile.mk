@@ -11,7 +11,7 @@ KERNEL_SOURCES += kernels/pdl.cu
 KERNEL_SOURCES += kernels/arena.cu kernels/gemv.cu kernels/elementwise.cu kernels/router.cu \
 	kernels/indexer.cu kernels/topk.cu kernels/mla.cu kernels/moe.cu kernels/moe_chunk.cu \
 	kernels/engine_ops.cu kernels/gemm.cu kernels/moe_group.cu kernels/graph.cu \
-	kernels/argmax.cu
+	kernels/argmax.cu kernels/latent_fp8.cu
 EXTRA_DIST += $(KERNEL_SOURCES)
 if MT_HAVE_CUDA
 noinst_LIBRARIES += kernels/libmtkernels.a

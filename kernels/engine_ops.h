@@ -178,6 +178,18 @@ mt_status_t mt_gpu_argmax_work_init(void *work, struct CUstream_st *stream);
 mt_status_t mt_gpu_argmax(const float *x, int n, void *work, struct mt_gpu_argmax_out *out,
                           struct CUstream_st *stream);
 
+/*
+ * MLA's latent cache in DeepSeek's FP8 layout (latent_fp8.cu): a row per token, kvl e4m3 bytes
+ * then one power-of-two fp32 scale per 128 values (kvl % 4 == 0). store: n_tok fp32 rows of lat
+ * quantized into dst's rows (mt_cpu_act_quant with ue8m0, per 128). expand: rows idx[0..n_rows)
+ * (or 0..n_rows-1 where idx is NULL) widened into the same rows of the BF16 [*, kvl] dst, exact.
+ */
+int64_t mt_gpu_latent_fp8_row_bytes(int kvl);
+mt_status_t mt_gpu_latent_fp8_store(const float *lat, int n_tok, int kvl, uint8_t *dst,
+                                    struct CUstream_st *stream);
+mt_status_t mt_gpu_latent_fp8_expand(const uint8_t *src, int kvl, const int32_t *idx,
+                                     int64_t n_rows, uint16_t *dst, struct CUstream_st *stream);
+
 /* cudaMemcpyAsync host -> device (to_device) or device -> host on stream. */
 mt_status_t mt_gpu_copy_async(void *dst, const void *src, size_t bytes, int to_device,
                               struct CUstream_st *stream);

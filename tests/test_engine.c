@@ -13,6 +13,8 @@
  */
 #include <config.h>
 
+#include "cpu/convert.h"
+#include "cpu/ref_ops.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/executor.h"
 #include "runtime/engine/executor_cpu_team.h"
@@ -745,6 +747,56 @@ kv_growth(void)
 }
 
 /*
+ * DeepSeek's FP8 latent layout on the host: what a row reads back is mt_cpu_act_quant's e4m3 x
+ * scale per 128 values (ue8m0), here 200 wide (a last group of 72), the values the GPU's FP8
+ * cache widens to; not the latent itself (a cache that kept it would fail).
+ */
+static void
+kv_fp8(void)
+{
+    struct mt_model_config cfg;
+    struct mt_kv_layout lay = {.latent = MT_DTYPE_F8_E4M3, .index_exact = true};
+    struct mt_kv_cache kv;
+    enum { KVL = 200, ROPE = 8 };
+    float lat[KVL], lat_s[KVL], kpe_s[ROPE], want;
+    int32_t idx = 3, iota;
+    uint8_t q[128];
+    const float *lo, *ko;
+    const int32_t *io;
+    int bad = 0, moved = 0;
+
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.num_hidden_layers = 1;
+    cfg.kv_lora_rank = KVL;
+    cfg.qk_rope_head_dim = ROPE;
+    cfg.index_head_dim = 16;
+    cfg.max_position_embeddings = 100;
+    for (int i = 0; i < KVL; i++) {
+        lat[i] = sinf(0.37f * (float)i) * (i < 128 ? 3.0f : 0.01f);
+    }
+    bool ok = mt_kv_cache_init(&kv, &cfg, &lay) == MT_OK && mt_kv_cache_reserve(&kv, 4) == MT_OK;
+    if (ok) {
+        mt_kv_cache_put_latent(&kv, 0, idx, lat);
+        memset(kv.layer[0].kpe, 0, sizeof(float) * ROPE * 4);
+        mt_kv_cache_rows(&kv, 0, &idx, 1, lat_s, kpe_s, &iota, &lo, &ko, &io);
+        for (int g = 0; g < KVL; g += 128) {
+            int n = KVL - g < 128 ? KVL - g : 128;
+            float sc = mt_cpu_act_quant(lat + g, n, true, q);
+            for (int i = 0; i < n; i++) {
+                want = mt_fp8_to_f32((mt_fp8_t)q[i]) * sc;
+                bad += lo[g + i] != want;
+                moved += lo[g + i] != lat[g + i];
+            }
+        }
+    }
+    tap_ok(ok && bad == 0 && moved > 0,
+           "KV cache, FP8 latents: a row reads back e4m3 x scale "
+           "per 128 values (%d of %d differ; %d moved off the latent)",
+           bad, KVL, moved);
+    mt_kv_cache_fini(&kv);
+}
+
+/*
  * A bf16 KV cache under dense attention: every position is attended, more than index_topk, so
  * the bf16 rows are converted for all of them (the work space must have room for that many). The
  * logits stay close to the fp32 cache's, in one prefill and in prefill + decode.
@@ -944,6 +996,7 @@ main(void)
     synthetic();
     kv_bf16_dense();
     kv_growth();
+    kv_fp8();
     session_books();
     corrupt_weights();
     poisoned_step();

@@ -595,6 +595,84 @@ mla_shape(void)
     tap_rmtree(dir);
 }
 
+/*
+ * The latent cache in DeepSeek's FP8 layout (--kv-dtype fp8) on tiny-mla (V3.2's attention
+ * shapes): a 300-token prompt (its chunk's prefix widened for the launches of many rows) and 5
+ * decode tokens (each token's selected rows widened), against the CPU engine, whose cache holds
+ * the same FP8 values in bf16 (kv_cache.c): the median row within REL_CPU_BF16, and nearer to
+ * it than to the CPU's plain bf16 cache (an engine that kept bf16 latents would be nearer that).
+ */
+static void
+fp8_cache(void)
+{
+    const char *dir = tap_tmpdir();
+    struct mt_synth_options so = {.out_dir = dir,
+                                  .preset = "tiny-mla",
+                                  .layers = -1,
+                                  .dense_layers = -1,
+                                  .mtp = -1,
+                                  .seed = 5,
+                                  .force = true};
+    struct mt_model *m = NULL;
+    struct mt_engine *cpu = NULL, *cpu16 = NULL, *gpu = NULL;
+    enum { N = 300, DEC = 5 };
+    int32_t ids[N + DEC];
+    struct mt_rng rng;
+    float *a = NULL, *b = NULL, *c = NULL;
+
+    bool ok = mt_synth_write(&so, NULL) == MT_OK && mt_model_open(dir, &m) == MT_OK &&
+              make_engine(m, MT_DEVICE_CPU, MT_DTYPE_F8_E4M3, MT_INDEXER_EXACT, &cpu) == MT_OK &&
+              make_engine(m, MT_DEVICE_CPU, MT_DTYPE_BF16, MT_INDEXER_EXACT, &cpu16) == MT_OK &&
+              make_engine(m, MT_DEVICE_GPU, MT_DTYPE_F8_E4M3, MT_INDEXER_EXACT, &gpu) == MT_OK;
+    int V = ok ? mt_engine_vocab(gpu) : 1;
+    a = malloc((size_t)(N + DEC) * V * sizeof(float));
+    b = malloc((size_t)(N + DEC) * V * sizeof(float));
+    c = malloc((size_t)(N + DEC) * V * sizeof(float));
+    if (!tap_ok(ok && a != NULL && b != NULL && c != NULL, "fp8 cache: tiny-mla engines build%s%s",
+                ok ? "" : ": ", ok ? "" : mt_last_error())) {
+        goto out;
+    }
+    mt_rng_init(&rng, 91);
+    for (int i = 0; i < N + DEC; i++) {
+        ids[i] = (int32_t)(mt_rng_next(&rng) % (uint64_t)V);
+    }
+    mt_gpu_launch_times_enable(true);
+    mt_gpu_launch_times_reset();
+    ok = mt_engine_forward(gpu, ids, N, true, a) == MT_OK;
+    for (int i = N; ok && i < N + DEC; i++) {
+        ok = mt_engine_forward(gpu, &ids[i], 1, true, a + (size_t)i * V) == MT_OK;
+    }
+    long stores = launches_of("latent_fp8_store"), widened = launches_of("latent_fp8_expand");
+    mt_gpu_launch_times_reset();
+    mt_gpu_launch_times_enable(false);
+    ok = ok && mt_engine_forward(cpu, ids, N, true, b) == MT_OK &&
+         mt_engine_forward(cpu16, ids, N, true, c) == MT_OK;
+    for (int i = N; ok && i < N + DEC; i++) {
+        ok = mt_engine_forward(cpu, &ids[i], 1, true, b + (size_t)i * V) == MT_OK &&
+             mt_engine_forward(cpu16, &ids[i], 1, true, c + (size_t)i * V) == MT_OK;
+    }
+    double mp = ok ? median_row_rel(a, b, N, V) : INFINITY;
+    double md = ok ? median_row_rel(a + (size_t)N * V, b + (size_t)N * V, DEC, V) : INFINITY;
+    double m16 = ok ? median_row_rel(a, c, N, V) : INFINITY;
+    tap_ok(ok && stores > 0 && widened > 0,
+           "fp8 cache: the latent stored as FP8 (%ld launches) "
+           "and widened where read (%ld)",
+           stores, widened);
+    tap_ok(ok && mp <= REL_CPU_BF16 && md <= REL_CPU_BF16 && mp < m16,
+           "fp8 cache: %d prompt and %d decode tokens' logits, median rows within %.0e of the CPU "
+           "engine's FP8 cache (%.2e, %.2e) and nearer it than its bf16 cache's (%.2e)",
+           N, DEC, REL_CPU_BF16, mp, md, m16);
+out:
+    free(a);
+    free(b);
+    free(c);
+    mt_engine_destroy(cpu);
+    mt_engine_destroy(cpu16);
+    mt_engine_destroy(gpu);
+    mt_model_destroy(m);
+    tap_rmtree(dir);
+}
+
 static void
 poisoned(void)
 {
@@ -678,6 +756,7 @@ main(void)
         golden_one(dir, sets[i]);
     }
     mla_shape();
+    fp8_cache();
     poisoned();
     return tap_done();
 }

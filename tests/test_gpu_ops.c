@@ -4,10 +4,13 @@
  * LayerNorm, both RoPE layouts (with the V3.2 YaRN table), SwiGLU, residual add, embedding rows
  * and the router (identical expert ids, ties and NaN included); MLA's kv epilogue (one kernel)
  * bit for bit against the six it replaces; the FP8 indexer's Hadamard + quantization bit for bit;
- * greedy sampling's argmax against the host sampler's (ties, non-finite logits); the per-kernel launch times (MT_GPU_KERNEL_TIMES) on a run of them.
+ * the FP8 latent cache's quantization bit for bit and its rows widened to BF16 exactly;
+ * greedy sampling's argmax against the host sampler's (ties, non-finite logits); the per-kernel
+ * launch times (MT_GPU_KERNEL_TIMES) on a run of them.
  */
 #include <config.h>
 
+#include "cpu/convert.h"
 #include "cpu/ref_ops.h"
 #include "runtime/text/sampler.h"
 #include "tests/gpu_test.h"
@@ -741,6 +744,84 @@ test_hadamard_quant(int n_vec, int dim, bool with_w)
     free(h);
     free(x);
 }
+
+/*
+ * MLA's FP8 latent cache (latent_fp8.cu): each row's e4m3 bytes and scales equal to
+ * mt_cpu_act_quant (ue8m0) per 128 values, a zero group and a group of huge values included,
+ * then rows widened into BF16 at their own positions (all of them, or those a list names; the
+ * others untouched), each value exactly e4m3 x scale as the CPU's FP8 cache holds it.
+ */
+static void
+test_latent_fp8(int n_tok, int kvl)
+{
+    int groups = (kvl + 127) / 128;
+    int64_t rb = mt_gpu_latent_fp8_row_bytes(kvl);
+    float *x = gt_malloc((size_t)n_tok * kvl * sizeof(float));
+    uint8_t *want = gt_malloc((size_t)n_tok * rb);
+    uint8_t *got = gt_malloc((size_t)n_tok * rb);
+    uint16_t *wide = gt_malloc((size_t)n_tok * kvl * sizeof(uint16_t));
+    int32_t sel[3] = {n_tok - 1, 0, n_tok / 2};
+    int bad = 0, bad_wide = 0, bad_sel = 0;
+
+    gt_fill(x, (size_t)n_tok * kvl, -3.0f, 3.0f);
+    memset(x, 0, (size_t)MT_MIN(kvl, 128) * sizeof(float)); /* row 0's first group: all zero */
+    for (int i = 0; i < MT_MIN(kvl, 128) && n_tok > 1; i++) {
+        x[(size_t)kvl + i] *= 1e30f; /* row 1's first group: near fp32's range */
+    }
+    for (int t = 0; t < n_tok; t++) {
+        for (int g = 0; g < groups; g++) {
+            int n = MT_MIN(128, kvl - g * 128);
+            float sc =
+                mt_cpu_act_quant(x + (size_t)t * kvl + g * 128, n, true, want + t * rb + g * 128);
+            memcpy(want + t * rb + kvl + 4 * g, &sc, 4);
+        }
+    }
+    mt_gpu_arena_reset(gt_arena);
+    float *d_x = gt_put(x, (size_t)n_tok * kvl * sizeof(float));
+    uint8_t *d_q = gt_alloc((size_t)n_tok * rb);
+    uint16_t *d_w = gt_alloc((size_t)n_tok * kvl * sizeof(uint16_t));
+    int32_t *d_sel = gt_put(sel, sizeof(sel));
+    tap_ok(mt_gpu_latent_fp8_store(d_x, n_tok, kvl, d_q, NULL) == MT_OK &&
+               mt_gpu_latent_fp8_expand(d_q, kvl, NULL, n_tok, d_w, NULL) == MT_OK,
+           "fp8 latent store and expand launch");
+    gt_get(got, d_q, (size_t)n_tok * rb);
+    gt_get(wide, d_w, (size_t)n_tok * kvl * sizeof(uint16_t));
+    bad = memcmp(got, want, (size_t)n_tok * rb) != 0;
+    for (int t = 0; t < n_tok; t++) {
+        for (int i = 0; i < kvl; i++) {
+            float sc;
+            memcpy(&sc, want + t * rb + kvl + 4 * (i / 128), 4);
+            float v = mt_fp8_to_f32((mt_fp8_t)want[t * rb + i]) * sc;
+            bad_wide += mt_bf16_to_f32(wide[(size_t)t * kvl + i]) != v;
+        }
+    }
+    /* only the listed rows: the others keep what was there (0xffff, a NaN pattern) */
+    memset(wide, 0xff, (size_t)n_tok * kvl * sizeof(uint16_t));
+    tap_ok(mt_gpu_copy_to_device(d_w, wide, (size_t)n_tok * kvl * sizeof(uint16_t)) == MT_OK &&
+               mt_gpu_latent_fp8_expand(d_q, kvl, d_sel, 3, d_w, NULL) == MT_OK,
+           "fp8 latent expand of listed rows launches");
+    uint16_t *wide2 = gt_malloc((size_t)n_tok * kvl * sizeof(uint16_t));
+    gt_get(wide2, d_w, (size_t)n_tok * kvl * sizeof(uint16_t));
+    for (int t = 0; t < n_tok; t++) {
+        bool listed = t == sel[0] || t == sel[1] || t == sel[2];
+        for (int i = 0; i < kvl; i++) {
+            float sc;
+            memcpy(&sc, want + t * rb + kvl + 4 * (i / 128), 4);
+            float v = mt_fp8_to_f32((mt_fp8_t)want[t * rb + i]) * sc;
+            uint16_t b = wide2[(size_t)t * kvl + i];
+            bad_sel += listed ? mt_bf16_to_f32(b) != v : b != 0xffff;
+        }
+    }
+    tap_ok(bad == 0 && bad_wide == 0 && bad_sel == 0,
+           "fp8 latent %d x %d: bytes and scales the CPU's (%s), widened rows e4m3 x scale "
+           "exactly (%d differ), listed rows only (%d wrong)",
+           n_tok, kvl, bad ? "differ" : "equal", bad_wide, bad_sel);
+    free(wide2);
+    free(wide);
+    free(got);
+    free(want);
+    free(x);
+}
 #endif
 
 int
@@ -804,6 +885,9 @@ main(void)
                "attention prologue: rope past the head and missing buffers are refused: %s",
                mt_last_error());
     }
+    test_latent_fp8(37, 512);           /* V3.2's latent */
+    test_latent_fp8(5, 200);            /* a last group of 72 */
+    test_latent_fp8(2, 32);             /* tiny models */
     test_hadamard_quant(64, 128, true); /* V3.2's indexer query */
     test_hadamard_quant(1, 128, false); /* one key */
     test_hadamard_quant(5, 128, false);

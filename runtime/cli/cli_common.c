@@ -641,8 +641,10 @@ mt_cli_engine_flags_parse(const struct mt_cli *cli, int opt, char *const *argv,
             f->engine.kv_dtype = MT_DTYPE_F32;
         } else if (strcmp(optarg, "bf16") == 0) {
             f->engine.kv_dtype = MT_DTYPE_BF16;
+        } else if (strcmp(optarg, "fp8") == 0) {
+            f->engine.kv_dtype = MT_DTYPE_F8_E4M3;
         } else {
-            mt_cli_error(cli, "unknown --kv-dtype '%s' (f32 or bf16)", optarg);
+            mt_cli_error(cli, "unknown --kv-dtype '%s' (f32, bf16 or fp8)", optarg);
             return 2;
         }
         f->kv_dtype_set = true;

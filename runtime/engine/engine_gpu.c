@@ -566,6 +566,11 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
         return st;
     }
     A(g->freqs, (rope / 2 + 1) * f, "rope frequencies");
+    if (g->lat_fp8) {
+        g->cat = CAT_CACHE;
+        A(g->lat16, ctx * kvl * 2, "latent cache (BF16 rows of the FP8 one)");
+        g->cat = CAT_WEIGHTS;
+    }
     for (int l = 0; l < e->n_layers; l++) {
         const struct mt_layer_weights *lw = &m->layers[l];
         struct g_layer *L = &g->layers[l];
@@ -613,7 +618,12 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
         }
         /* this layer's caches */
         g->cat = CAT_CACHE;
-        A(L->lat, ctx * kvl * mt_dtype_size(g->lat_dtype), "latent cache");
+        if (g->lat_fp8) {
+            A(L->lat8, ctx * (size_t)mt_gpu_latent_fp8_row_bytes((int)kvl), "latent cache");
+            L->lat = g->lat16;
+        } else {
+            A(L->lat, ctx * kvl * mt_dtype_size(g->lat_dtype), "latent cache");
+        }
         A(L->kpe, ctx * rope * mt_dtype_size(g->kpe_dtype), "rope key cache");
         L->ikey = NULL;
         L->ikey8 = NULL;
@@ -854,9 +864,17 @@ eng_gpu_create(struct mt_engine *e)
         return mt_fail(MT_ERR_UNSUPPORTED, 0, "--device gpu does not compare indexers yet; "
                        "run --compare-indexer on --device cpu");
     }
-    if (e->opts.kv_dtype != MT_DTYPE_F32 && e->opts.kv_dtype != MT_DTYPE_BF16) {
-        return mt_fail(MT_ERR_UNSUPPORTED, 0, "--device gpu keeps the latent cache in f32 or "
-                       "bf16");
+    if (e->opts.kv_dtype != MT_DTYPE_F32 && e->opts.kv_dtype != MT_DTYPE_BF16 &&
+        e->opts.kv_dtype != MT_DTYPE_F8_E4M3) {
+        return mt_fail(MT_ERR_UNSUPPORTED, 0,
+                       "--device gpu keeps the latent cache in f32, bf16 "
+                       "or fp8");
+    }
+    if (e->opts.kv_dtype == MT_DTYPE_F8_E4M3 && c->kv_lora_rank % 4 != 0) {
+        return mt_fail(MT_ERR_UNSUPPORTED, 0,
+                       "--kv-dtype fp8 on the GPU needs kv_lora_rank a "
+                       "multiple of 4 (this model's is %d)",
+                       c->kv_lora_rank);
     }
     if (c->index_head_dim > MT_GPU_HADAMARD_MAX && e->opts.indexer == MT_INDEXER_FP8) {
         return mt_fail(MT_ERR_UNSUPPORTED, 0, "--device gpu: FP8 indexer with index_head_dim "
@@ -881,7 +899,8 @@ eng_gpu_create(struct mt_engine *e)
     }
     g->ctx = e->opts.gpu_ctx > 0 ? e->opts.gpu_ctx : MT_MIN(c->max_position_embeddings, 8192);
     g->ctx = MT_MIN(g->ctx, (int64_t)c->max_position_embeddings);
-    g->lat_dtype = e->opts.kv_dtype;
+    g->lat_fp8 = e->opts.kv_dtype == MT_DTYPE_F8_E4M3;
+    g->lat_dtype = g->lat_fp8 ? MT_DTYPE_BF16 : e->opts.kv_dtype;
     g->fast_mla = c->kv_lora_rank == 512 && c->qk_rope_head_dim == 64 &&
                   c->num_attention_heads % 16 == 0;
     g->kpe_dtype = g->fast_mla ? g->lat_dtype : MT_DTYPE_F32;
@@ -1060,18 +1079,18 @@ eng_gpu_create(struct mt_engine *e)
         g->h_idx == NULL || g->h_xgroups == NULL) {
         return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the GPU engine's host buffers");
     }
-    mt_log_info("GPU engine: %.1f MiB on the device (weights %.1f, KV cache %.1f for %lld "
-                "positions, %s latents%s), %s MLA, %s experts%s, %d-token chunks%s%s",
-                (double)need / (1 << 20), (double)g->need[0] / (1 << 20),
-                (double)g->need[1] / (1 << 20), (long long)g->ctx, mt_dtype_name(g->lat_dtype),
-                g->ikey_split ? ", exact index keys split for the tensor cores" : "",
-                g->fast_mla ? "V3.2-shape" : "generic",
-                g->grouped_moe ? "grouped FP8" : "per-expert",
-                g->all_dev_moe && g->graph_on && !g->debug_sync ? " (decode steps as CUDA graphs)"
-                                                                : "",
-                g->chunk,
-                g->gemm != NULL ? ", GEMM in " : "",
-                g->gemm != NULL ? mt_gpu_gemm_math_name(mt_gpu_gemm_math(g->gemm)) : "");
+    mt_log_info(
+        "GPU engine: %.1f MiB on the device (weights %.1f, KV cache %.1f for %lld "
+        "positions, %s latents%s), %s MLA, %s experts%s, %d-token chunks%s%s",
+        (double)need / (1 << 20), (double)g->need[0] / (1 << 20), (double)g->need[1] / (1 << 20),
+        (long long)g->ctx,
+        g->lat_fp8 ? "FP8 (DeepSeek's layout, widened to BF16 where read)"
+                   : mt_dtype_name(g->lat_dtype),
+        g->ikey_split ? ", exact index keys split for the tensor cores" : "",
+        g->fast_mla ? "V3.2-shape" : "generic", g->grouped_moe ? "grouped FP8" : "per-expert",
+        g->all_dev_moe && g->graph_on && !g->debug_sync ? " (decode steps as CUDA graphs)" : "",
+        g->chunk, g->gemm != NULL ? ", GEMM in " : "",
+        g->gemm != NULL ? mt_gpu_gemm_math_name(mt_gpu_gemm_math(g->gemm)) : "");
     return MT_OK;
 }
 

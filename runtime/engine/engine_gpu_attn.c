@@ -80,6 +80,13 @@ eng_gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t 
     } else {
         GPU_DO(l, "q_a norm", mt_gpu_rmsnorm(qa, L->q_a_norm, m, ql, 1e-6f, qa, s));
     }
+    /* the FP8 cache: the normed latent (g->lat_t, both paths) quantized into it; the BF16 rows
+       just written to g->lat16 are replaced by their FP8 values before anything reads them */
+    if (g->lat_fp8 && g->fuse) {
+        GPU_DO(l, "latent cache write (fp8)",
+               mt_gpu_latent_fp8_store(g->lat_t, m, kvl,
+                                       L->lat8 + start * mt_gpu_latent_fp8_row_bytes(kvl), s));
+    }
     /* the indexer's queries and head weights only where a token has more keys than it keeps
        (top-k of n_keys <= index_topk is every key): up to 2,048 positions they are not read,
        13.5 MB a layer of V3.2; its key is, for the tokens after */
@@ -106,8 +113,11 @@ eng_gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t 
         GPU_DO(l, "kv_a norm",
                mt_gpu_rmsnorm(g->lat_t, L->kv_a_norm, m, kvl, 1e-6f, g->lat_t, s));
         GPU_DO(l, "latent cache write",
-               mt_gpu_rows_convert((char *)L->lat + (size_t)start * kvl * lsz, g->lat_dtype, kvl,
-                                   g->lat_t, kvl, m, kvl, s));
+               g->lat_fp8
+                   ? mt_gpu_latent_fp8_store(g->lat_t, m, kvl,
+                                             L->lat8 + start * mt_gpu_latent_fp8_row_bytes(kvl), s)
+                   : mt_gpu_rows_convert((char *)L->lat + (size_t)start * kvl * lsz, g->lat_dtype,
+                                         kvl, g->lat_t, kvl, m, kvl, s));
         GPU_DO(l, "k_pe split", mt_gpu_rows_convert(g->kpe_t, MT_DTYPE_F32, rope, kv + kvl,
                                                     kvl + rope, m, rope, s));
         GPU_DO(l, "k_pe rope", mt_gpu_rope_interleaved(g->kpe_t, m, 1, rope, 0, g->freqs, half,
@@ -198,6 +208,10 @@ eng_gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t 
     bool prompt_mla = g->prompt_mla && m > TOK;
     int t_dense = sparse ? t0 : m;
     int p0 = 0, pn = 0;
+    if (g->lat_fp8 && prompt_mla) { /* the FP8 cache: every position this chunk's rows read */
+        GPU_DO(l, "latent rows widened (fp8)",
+               mt_gpu_latent_fp8_expand(L->lat8, kvl, NULL, start + m, g->lat16, s));
+    }
     if (prompt_mla && t_dense > 0) {
         GPU_DO(l, "sparse MLA (prompt rows)",
                mt_gpu_mla_prompt(g->q_lat, g->q_pe, H, kvl, rope, g->lat_dtype, L->lat, L->kpe,
@@ -295,6 +309,10 @@ eng_gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t 
         float *o_lat = g->o_lat + (size_t)t * H * kvl;
         if (prompt_mla && (t < t_dense || sel != NULL)) {
             continue; /* its row ran (or runs) in a launch of many */
+        }
+        if (g->lat_fp8) { /* the positions this token reads (sel, or the first n_idx) */
+            GPU_DO(l, "latent rows widened (fp8)",
+                   mt_gpu_latent_fp8_expand(L->lat8, kvl, sel, n_idx, g->lat16, s));
         }
         if (g->fast_mla) {
             GPU_DO(l, "sparse MLA", mt_gpu_mla_decode(q_lat, q_pe, H, kvl, rope, g->lat_dtype,

@@ -51,7 +51,8 @@ struct g_layer {
     struct g_mlp *experts;      // host array [E] of device weights
     struct mt_gpu_expert *xtab; // host [E]: the FP8 grouped GEMV's view of the same
     /* caches, ctx positions */
-    void *lat;      // [ctx, kvl] lat dtype
+    void *lat;      // [ctx, kvl] lat dtype; with the FP8 cache g->lat16, shared by the layers
+    uint8_t *lat8;  // the FP8 cache (g->lat_fp8): [ctx] rows of mt_gpu_latent_fp8_row_bytes
     void *kpe;      // [ctx, rope] kpe dtype
     void *ikey;     // [ctx, ID] fp32, the split key cache (g->ikey_split), or NULL
     uint8_t *ikey8; // [ctx, ID] or NULL
@@ -73,7 +74,10 @@ struct eng_gpu {
     size_t dev_free0; /* the device's free bytes before the arena (outside_arena_note) */
     int cat;        /* which of need[] allocations go to */
     int64_t ctx;    /* positions the device caches hold */
-    enum mt_dtype lat_dtype, kpe_dtype;
+    enum mt_dtype lat_dtype, kpe_dtype; /* what the attention kernels read (BF16 with FP8) */
+    bool lat_fp8;     /* the latent cache in DeepSeek's FP8 layout (L->lat8), widened into lat16
+                         for the positions a launch reads (kernels/latent_fp8.cu) */
+    void *lat16;      /* [ctx, kvl] BF16: those widened rows, at their positions */
     bool fast_mla;    /* V3.2 shapes: mla.cu's kernel */
     bool grouped_moe; /* FP8 experts at shapes moe.cu takes */
     int max_inter;

@@ -1,12 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * kv_cache.c - the host KV cache (fp32 or bf16 latents) and the cache sizes of every layout.
+ *
+ * DeepSeek's FP8 latent layout is kept here as the values it holds, not its bytes: each latent
+ * goes through e4m3 with one power-of-two scale a 128 values (mt_cpu_act_quant, ue8m0) and is
+ * stored in bf16, which holds those values exactly. So the CPU reference computes what the GPU
+ * engine's FP8 cache (kernels/latent_fp8.cu) means, as HF's demo simulates it.
  */
 #include <config.h>
 
 #include "runtime/engine/kv_cache.h"
 
 #include "cpu/convert.h"
+#include "cpu/ref_ops.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -54,9 +60,12 @@ mt_kv_cache_init(struct mt_kv_cache *c, const struct mt_model_config *cfg,
                  const struct mt_kv_layout *layout)
 {
     memset(c, 0, sizeof(*c));
-    if (layout->latent != MT_DTYPE_F32 && layout->latent != MT_DTYPE_BF16) {
-        return mt_fail(MT_ERR_UNSUPPORTED, 0, "the host KV cache keeps latents in F32 or BF16, "
-                       "not %s", mt_dtype_name(layout->latent));
+    if (layout->latent != MT_DTYPE_F32 && layout->latent != MT_DTYPE_BF16 &&
+        layout->latent != MT_DTYPE_F8_E4M3) {
+        return mt_fail(MT_ERR_UNSUPPORTED, 0,
+                       "the host KV cache keeps latents in F32, BF16 or "
+                       "FP8, not %s",
+                       mt_dtype_name(layout->latent));
     }
     c->layout = *layout;
     c->n_layers = cfg->num_hidden_layers;
@@ -103,7 +112,7 @@ mt_status_t
 mt_kv_cache_reserve(struct mt_kv_cache *c, int64_t need)
 {
     int64_t cap = c->cap > 0 ? c->cap : 64;
-    size_t lat_size = c->layout.latent == MT_DTYPE_BF16 ? 2 : 4;
+    size_t lat_size = c->layout.latent == MT_DTYPE_F32 ? 4 : 2; /* FP8: its values in bf16 */
     mt_status_t st = MT_OK;
 
     if (need <= c->cap) {
@@ -143,7 +152,17 @@ mt_kv_cache_put_latent(struct mt_kv_cache *c, int layer, int64_t pos, const floa
 {
     size_t kvl = (size_t)c->kv_lora;
 
-    if (c->layout.latent == MT_DTYPE_BF16) {
+    if (c->layout.latent == MT_DTYPE_F8_E4M3) {
+        mt_bf16_t *dst = (mt_bf16_t *)c->layer[layer].lat + (size_t)pos * kvl;
+        uint8_t q[128];
+        for (size_t g = 0; g < kvl; g += 128) {
+            int n = (int)MT_MIN((size_t)128, kvl - g);
+            float s = mt_cpu_act_quant(lat + g, n, true, q);
+            for (int i = 0; i < n; i++) { /* e4m3 times a power of two: exact in bf16 */
+                dst[g + i] = mt_f32_to_bf16(mt_fp8_to_f32((mt_fp8_t)q[i]) * s);
+            }
+        }
+    } else if (c->layout.latent == MT_DTYPE_BF16) {
         mt_bf16_t *dst = (mt_bf16_t *)c->layer[layer].lat + (size_t)pos * kvl;
         for (size_t i = 0; i < kvl; i++) {
             dst[i] = mt_f32_to_bf16(lat[i]);

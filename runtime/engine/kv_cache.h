@@ -75,13 +75,15 @@ void mt_kv_cache_fini(struct mt_kv_cache *cache);
  */
 mt_status_t mt_kv_cache_reserve(struct mt_kv_cache *cache, int64_t need);
 
-/* Store a normalized latent row of position pos (converted to the layout's dtype). */
+/* Store a normalized latent row of position pos (converted to the layout's dtype; FP8: the
+ * values its e4m3 bytes and scales hold, in bf16). */
 void mt_kv_cache_put_latent(struct mt_kv_cache *cache, int layer, int64_t pos, const float *lat);
 
 /*
  * fp32 views of the latent and k_pe rows of positions idx[0..n), for attention. An fp32 cache
  * gives its own arrays and idx itself; a bf16 cache converts the rows into lat_scratch
- * [n, kv_lora] and kpe_scratch [n, rope] and gives *idx_out = iota_scratch = 0..n-1.
+ * [n, kv_lora] and kpe_scratch [n, rope] and gives *idx_out = iota_scratch = 0..n-1 (an FP8
+ * one likewise: its values are kept in bf16).
  */
 void mt_kv_cache_rows(const struct mt_kv_cache *cache, int layer, const int32_t *idx, int n,
                       float *lat_scratch, float *kpe_scratch, int32_t *iota_scratch,
