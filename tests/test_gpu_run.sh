@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 # test_gpu_run.sh - `moetier run --device gpu` on the golden checkpoint v32-tiny-a: --print-ids
 # equals --device cpu's (and HF's greedy tokens) with either latent cache, --debug-sync changes
-# nothing, and a --gpu-mem far too small exits 1 with one message; a prompt longer than the default
+# nothing, --kv-dtype fp8 gives the CPU's ids with the same FP8 cache, and a --gpu-mem far too
+# small exits 1 with one message; a prompt longer than the default
 # 8,192 positions runs without --ctx (the caches are sized for it) and gives --device cpu's ids.
 # Skips without a CUDA device.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
@@ -26,7 +27,7 @@ if [ "$rc" -ne 0 ] &&
     echo "1..0 # SKIP no CUDA device"
     exit 0
 fi
-echo "1..8"
+echo "1..9"
 [ "$rc" -eq 0 ]
 ok $? "run --device gpu --print-ids exits 0 (rc $rc: $(head -c 300 "$tmp/err"))"
 cpu=$("$bin" run -m "$dir" --device cpu --prompt-ids "$prompt" -n 20 --print-ids 2>/dev/null)
@@ -40,6 +41,12 @@ gds=$("$bin" run -m "$dir" --device gpu --debug-sync --prompt-ids "$prompt" -n 2
       2>/dev/null)
 [ -n "$gds" ] && [ "$gds" = "$gpu" ]
 ok $? "--debug-sync gives the same ids (got '$gds')"
+g8=$("$bin" run -m "$dir" --device gpu --kv-dtype fp8 --prompt-ids "$prompt" -n 20 --print-ids \
+     2>/dev/null)
+c8=$("$bin" run -m "$dir" --device cpu --kv-dtype fp8 --prompt-ids "$prompt" -n 20 --print-ids \
+     2>/dev/null)
+[ -n "$g8" ] && [ "$g8" = "$c8" ]
+ok $? "--kv-dtype fp8: the GPU's ids equal the CPU's with the same FP8 cache (gpu '$g8', cpu '$c8')"
 "$bin" run -m "$dir" --device gpu --gpu-mem 4K --prompt-ids "$prompt" -n 2 --print-ids \
     >/dev/null 2>"$tmp/err"
 rc=$?
