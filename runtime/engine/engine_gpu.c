@@ -1549,8 +1549,9 @@ eng_gpu_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logi
     /*
      * Chunk by chunk, the host embeds chunk c + 1 into the other pinned buffer while the GPU
      * runs chunk c: an upload from pinned memory returns at once. (From one pageable buffer the
-     * upload waited for the stream, so the GPU idled while the host embedded each next chunk:
-     * 60% of a 65,536-token prompt on the H200 machine, bench/results/gpu-engine-h200.md.)
+     * upload waited for the stream and staged the bytes through the driver while the GPU idled:
+     * prompts of 4K-16K tokens took 1.12-1.16x as long on the H200 machine,
+     * bench/results/gpu-engine-h200.md, session 32.)
      */
     int b = 0; /* the buffer holding this chunk's embeddings */
     if ((st = eng_embed(&g->embed, tokens, MT_MIN(g->chunk, n), g->h_emb[0])) != MT_OK) {
