@@ -866,15 +866,12 @@ eng_gpu_create(struct mt_engine *e)
     }
     if (e->opts.kv_dtype != MT_DTYPE_F32 && e->opts.kv_dtype != MT_DTYPE_BF16 &&
         e->opts.kv_dtype != MT_DTYPE_F8_E4M3) {
-        return mt_fail(MT_ERR_UNSUPPORTED, 0,
-                       "--device gpu keeps the latent cache in f32, bf16 "
-                       "or fp8");
+        return mt_fail(MT_ERR_UNSUPPORTED, 0, "--device gpu keeps the latent cache in f32, "
+                       "bf16 or fp8");
     }
     if (e->opts.kv_dtype == MT_DTYPE_F8_E4M3 && c->kv_lora_rank % 4 != 0) {
-        return mt_fail(MT_ERR_UNSUPPORTED, 0,
-                       "--kv-dtype fp8 on the GPU needs kv_lora_rank a "
-                       "multiple of 4 (this model's is %d)",
-                       c->kv_lora_rank);
+        return mt_fail(MT_ERR_UNSUPPORTED, 0, "--kv-dtype fp8 on the GPU needs kv_lora_rank a "
+                       "multiple of 4 (this model's is %d)", c->kv_lora_rank);
     }
     if (c->index_head_dim > MT_GPU_HADAMARD_MAX && e->opts.indexer == MT_INDEXER_FP8) {
         return mt_fail(MT_ERR_UNSUPPORTED, 0, "--device gpu: FP8 indexer with index_head_dim "
