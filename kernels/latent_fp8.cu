@@ -36,9 +36,8 @@ lf8_row_bytes(int kvl)
  * 4 a lane: amax (exact in any order), clamped at 1e-4; s = amax / 448 rounded up to a power of
  * two; q = e4m3(clamp(x / s, +-448)), rounded to nearest even.
  */
-static __global__ void
-__launch_bounds__(LF8_THREADS)
-    latent_fp8_store_kernel(const float *__restrict__ lat, int n_tok, int kvl, uint8_t *dst)
+static __global__ void __launch_bounds__(LF8_THREADS)
+latent_fp8_store_kernel(const float *__restrict__ lat, int n_tok, int kvl, uint8_t *dst)
 {
     mt_pdl_enter();
     int groups = (kvl + LF8_GROUP - 1) / LF8_GROUP;
@@ -82,9 +81,9 @@ __launch_bounds__(LF8_THREADS)
 }
 
 /* One block a row: row r = idx[i] (or i) of the cache widened into BF16 row r of dst. */
-static __global__ void
-__launch_bounds__(LF8_THREADS) latent_fp8_expand_kernel(const uint8_t *__restrict__ src, int kvl,
-                                                        const int32_t *idx, uint16_t *dst)
+static __global__ void __launch_bounds__(LF8_THREADS)
+latent_fp8_expand_kernel(const uint8_t *__restrict__ src, int kvl, const int32_t *idx,
+                         uint16_t *dst)
 {
     mt_pdl_enter();
     int64_t r = idx != NULL ? idx[blockIdx.x] : (int64_t)blockIdx.x;
@@ -109,10 +108,8 @@ mt_gpu_latent_fp8_store(const float *lat, int n_tok, int kvl, uint8_t *dst,
                         struct CUstream_st *stream)
 {
     if (lat == NULL || dst == NULL || n_tok < 1 || kvl < 4 || kvl % 4 != 0) {
-        return mt_fail(MT_ERR_INVAL, 0,
-                       "gpu fp8 latent store: %d tokens of %d (needs a width "
-                       "that is a multiple of 4)",
-                       n_tok, kvl);
+        return mt_fail(MT_ERR_INVAL, 0, "gpu fp8 latent store: %d tokens of %d (needs a width "
+                       "that is a multiple of 4)", n_tok, kvl);
     }
     int64_t warps = (int64_t)n_tok * ((kvl + LF8_GROUP - 1) / LF8_GROUP);
     mt_pdl_launch(latent_fp8_store_kernel,
@@ -125,9 +122,10 @@ extern "C" mt_status_t
 mt_gpu_latent_fp8_expand(const uint8_t *src, int kvl, const int32_t *idx, int64_t n_rows,
                          uint16_t *dst, struct CUstream_st *stream)
 {
-    if (src == NULL || dst == NULL || n_rows < 1 || n_rows > INT32_MAX || kvl < 4 || kvl % 4 != 0) {
-        return mt_fail(MT_ERR_INVAL, 0, "gpu fp8 latent expand: %lld rows of %d", (long long)n_rows,
-                       kvl);
+    if (src == NULL || dst == NULL || n_rows < 1 || n_rows > INT32_MAX || kvl < 4 ||
+        kvl % 4 != 0) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu fp8 latent expand: %lld rows of %d",
+                       (long long)n_rows, kvl);
     }
     mt_pdl_launch(latent_fp8_expand_kernel, dim3((unsigned)n_rows), dim3(LF8_THREADS), 0, stream,
                   src, kvl, idx, dst);
