@@ -16,6 +16,7 @@
 #include "io/expert_source.h"
 #include "io/uring_reader.h" /* MT_IO_ALIGN */
 #include "kernels/kernels.h"
+#include "runtime/engine/kv_cache.h"
 #include "runtime/engine/provider_stream.h"
 #include "runtime/model/model.h"
 
@@ -257,6 +258,28 @@ placement_need(const struct mt_model_config *cfg, const struct mt_model_sizes *s
     n->gpu =
         gpu ? (uint64_t)n->count[MT_TIER_GPU] * sz->routed_expert_bytes + sz->gpu_other_bytes + kv
             : 0;
+}
+
+/*
+ * The GPU engine's KV cache a token, all layers: its latent dtype and its indexer's keys, not
+ * the planner's reference layout (bf16 latent, FP8 index key: 1,284 B a layer of V3.2), which
+ * the GPU outgrows by ~30% with its exact keys (512 B a layer); the FP8 latent adds the BF16
+ * rows it is widened into, once for all layers. (The GPU holds the whole context from the start;
+ * the CPU engine's cache grows with the positions used, which the reference layout budgets.)
+ */
+static uint64_t
+gpu_kv_bytes_per_token(const struct mt_cli_engine_flags *f, const struct mt_model_config *cfg)
+{
+    enum mt_dtype lat = f->kv_dtype_set ? f->engine.kv_dtype : MT_DTYPE_BF16;
+    bool sparse = f->engine.attention == MT_ATTN_SPARSE;
+    struct mt_kv_layout l = {
+        .latent = lat,
+        .index_exact = sparse && f->engine.indexer == MT_INDEXER_EXACT,
+        .index_fp8 = sparse && f->engine.indexer == MT_INDEXER_FP8,
+    };
+    uint64_t b = mt_kv_bytes_per_token_layer(cfg, &l) * (uint64_t)cfg->num_hidden_layers;
+
+    return b + (lat == MT_DTYPE_F8_E4M3 ? 2 * (uint64_t)cfg->kv_lora_rank : 0);
 }
 
 /* The budgets of this run: the flags, else the machine's free memory. */
@@ -666,6 +689,9 @@ mt_cli_placement(struct mt_cli_engine *e, const struct mt_cli_engine_flags *f,
         return st;
     }
     run_budget(f, cfg, gpu, &b);
+    if (gpu) {
+        sz.kv_bytes_per_token = gpu_kv_bytes_per_token(f, cfg); /* the planner budgets it too */
+    }
     uint64_t kv = (uint64_t)b.ctx * sz.kv_bytes_per_token;
     if (f->hw_path != NULL && f->plan_path == NULL && !f->no_plan) {
         /* a profile the user named is checked now, even when this run needs no plan */
