@@ -21,8 +21,9 @@
  * --shape RxC]   (--quick skips the 1.85 GB lm_head; --dsa runs only the indexer, top-k, MLA and
  * kv_b absorption rows, --topk only the FP8 indexer and top-k, --idx-sweep the FP8 indexer at
  * 32K..512K keys, --gemv only the GEMV and expert rows, --read only the read kernel at the FP8
- * matrices' sizes of 16 MB and more, then in a GEMV's order of bytes, --shape only the one-token
- * FP8 GEMV of that shape: for a profiler)
+ * matrices' sizes of 16 MB and more, then in a GEMV's order of bytes, --mla-prompt only the
+ * sparse MLA of a prompt's rows, --shape only the one-token FP8 GEMV of that shape: for a
+ * profiler)
  */
 #include <config.h>
 
@@ -659,6 +660,82 @@ bench_mla(enum mt_dtype dt, int n_idx, int n_cache, const char *kernel)
     free(idx);
 }
 
+/* ---- sparse MLA of a prompt's rows (mt_gpu_mla_prompt) -------------------------------------- */
+
+struct mla_prompt_ctx {
+    const float *ql;
+    const float *qp;
+    const void *lat;
+    const void *kpe;
+    const int32_t *idx;
+    float *o;
+    int n_rows;
+};
+
+static mt_status_t
+mla_prompt_run(void *ctx, int c)
+{
+    struct mla_prompt_ctx *m = ctx;
+
+    (void)c;
+    return mt_gpu_mla_prompt(m->ql, m->qp, 128, 512, 64, MT_DTYPE_BF16, m->lat, m->kpe, m->idx,
+                             2048, 2048, 0, m->n_rows, 0.1352338f, m->o, stream);
+}
+
+/*
+ * A prompt chunk's rows, 128 heads, each attending to 2,048 selected of n_cache BF16 positions:
+ * shared, every row the same selection (neighbouring rows of a real prompt share most of theirs);
+ * else each its own (every 32 positions one, at random): the two ends of what L2 can keep. One
+ * launch of n_rows rows a repetition (its operands are read many times over by design: the row's
+ * selected cache rows by each block of heads); TFLOP/s of the products as the CPU does them (2 x
+ * 128 x 2,048 x (576 + 512) a row), so kernels that do them differently compare.
+ */
+static void
+bench_mla_prompt(int n_rows, int n_cache, bool shared, const char *kernel)
+{
+    static struct mla_prompt_ctx m;
+    int32_t *idx = malloc((size_t)n_rows * 2048 * 4);
+    double med;
+    double p90;
+    char shape[64];
+
+    if (idx == NULL) {
+        die("host memory");
+    }
+    mt_gpu_arena_reset(arena);
+    m.n_rows = n_rows;
+    m.lat = dalloc((size_t)n_cache * 512 * 2);
+    m.kpe = dalloc((size_t)n_cache * 64 * 2);
+    dfill((void *)m.lat, (size_t)n_cache * 512 * 2, FILL_BF16);
+    dfill((void *)m.kpe, (size_t)n_cache * 64 * 2, FILL_BF16);
+    for (int r = 0; r < n_rows; r++) {
+        for (int j = 0; j < 2048; j++) {
+            idx[(size_t)r * 2048 + j] =
+                shared && r > 0 ? idx[j]
+                                : (int32_t)(((int64_t)j * n_cache) / 2048 +
+                                            mt_rng_below(&rng, (uint64_t)n_cache / 2048));
+        }
+    }
+    m.idx = dalloc((size_t)n_rows * 2048 * 4);
+    if (mt_gpu_copy_to_device((void *)m.idx, idx, (size_t)n_rows * 2048 * 4) != MT_OK) {
+        die("copy");
+    }
+    m.ql = dalloc((size_t)n_rows * 128 * 512 * 4);
+    m.qp = dalloc((size_t)n_rows * 128 * 64 * 4);
+    dfill((void *)m.ql, (size_t)n_rows * 128 * 512 * 4, FILL_F32);
+    dfill((void *)m.qp, (size_t)n_rows * 128 * 64 * 4, FILL_F32);
+    m.o = dalloc((size_t)n_rows * 128 * 512 * 4);
+    time_kernel(mla_prompt_run, &m, 1, &med, &p90);
+    double bytes = (double)n_cache * 1152 + n_rows * (128.0 * 576 * 4 + 128.0 * 512 * 4);
+    double flops = 2.0 * n_rows * 128 * 2048 * (576 + 512);
+    snprintf(shape, sizeof(shape), "%d rows x 2048 of %d, %s", n_rows, n_cache,
+             shared ? "shared" : "own");
+    report(kernel, shape, med, p90, bytes, flops,
+           finite_out(m.o, (size_t)n_rows * 128 * 512) ? "bytes: cache once + q + o"
+                                                        : "NON-FINITE OUTPUT");
+    free(idx);
+}
+
 /* ---- MLA absorption through kv_b (decode, one token) ---------------------------------------- */
 
 struct absorb_ctx {
@@ -743,6 +820,7 @@ main(int argc, char **argv)
     bool idx_sweep = false;
     bool gemv_only = false;
     bool read_only = false;
+    bool mla_prompt = false;
     long long shape_r = 0;
     long long shape_c = 0;
     int n = 0;
@@ -764,13 +842,16 @@ main(int argc, char **argv)
             gemv_only = true;
         } else if (strcmp(argv[i], "--read") == 0) {
             read_only = true;
+        } else if (strcmp(argv[i], "--mla-prompt") == 0) {
+            mla_prompt = true;
         } else if (strcmp(argv[i], "--shape") == 0 && i + 1 < argc &&
                    sscanf(argv[i + 1], "%lldx%lld", &shape_r, &shape_c) == 2 && shape_r > 0 &&
                    shape_c > 0) {
             i++;
         } else {
             fprintf(stderr, "usage: bench_kernels [--reps N] [--quick] "
-                            "[--dsa | --topk | --idx-sweep | --gemv | --read | --shape RxC]\n");
+                            "[--dsa | --topk | --idx-sweep | --gemv | --read | --mla-prompt | "
+                            "--shape RxC]\n");
             return 2;
         }
     }
@@ -804,6 +885,27 @@ main(int argc, char **argv)
            reps);
     printf("%-22s %-26s %9s %9s %8s %7s %8s  %s\n", "kernel", "shape", "median_ms", "p90_ms",
            "GB/s", "%hbm", "TFLOP/s", "note");
+    if (mla_prompt) { /* the kernel mla_prompt_tiles picks, then each head tiling forced */
+        static const char *const tiling[][3] = {{NULL, NULL, "mla_prompt"},
+                                                {"16", NULL, "mla_prompt_16h"},
+                                                {"32", NULL, "mla_prompt_32h"},
+                                                {"32", "2", "mla_prompt_32h_2b"}};
+        for (size_t k = 0; k < sizeof(tiling) / sizeof(tiling[0]); k++) {
+            if (tiling[k][0] != NULL) {
+                setenv("MT_MLA_PROMPT_HEADS", tiling[k][0], 1);
+            }
+            if (tiling[k][1] != NULL) {
+                setenv("MT_MLA_PROMPT_MINB", tiling[k][1], 1);
+            }
+            bench_mla_prompt(128, 65536, true, tiling[k][2]);
+            bench_mla_prompt(128, 65536, false, tiling[k][2]);
+            bench_mla_prompt(512, 8192, true, tiling[k][2]);
+            unsetenv("MT_MLA_PROMPT_HEADS");
+            unsetenv("MT_MLA_PROMPT_MINB");
+        }
+        mt_gpu_arena_destroy(arena);
+        return 0;
+    }
     if (shape_r > 0 || read_only) {
         if (shape_r > 0) {
             bench_gemv(MT_DTYPE_F8_E4M3, shape_r, shape_c, 1);

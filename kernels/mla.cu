@@ -621,7 +621,7 @@ mla_tc_kernel(const float *__restrict__ q_lat, const float *__restrict__ q_pe,
  * Positions a block: 64, 128 or 256 (2, 4 or 8 chunks), the fewest that keep the grid to one
  * wave, so that short rows still fill the GPU and long ones do not multiply the splits to merge.
  */
-#define TS_WARPS 4
+#define TS_WARPS 4 /* warps a 16-head tile: each takes 9 of the scores' k-steps, 128 columns of O */
 #define TS_THREADS (TS_WARPS * 32)
 #define TS_CHUNK 32                         /* positions a chunk */
 #define TS_MAX_CHUNKS 8                     /* chunks a block at most */
@@ -629,23 +629,25 @@ mla_tc_kernel(const float *__restrict__ q_lat, const float *__restrict__ q_pe,
 #define TS_PROWB ((TS_CHUNK + 8) * 2)       /* bytes a row of P: 5 16-byte units (odd) */
 #define TS_SROW (TS_CHUNK + 4)              /* floats a row of partial scores */
 
-struct ts_smem {
-    uint8_t kv[2][TS_CHUNK * TC_ROWB];     /* [lat 512 | k_pe 64] bf16 rows, two chunks */
-    float s[TS_WARPS][MLA_HEADS][TS_SROW]; /* each warp's partial scores of the chunk */
-    uint8_t p[2][MLA_HEADS * TS_PROWB];    /* P of the chunk: hi, lo */
-    float m[MLA_HEADS];                    /* running max */
-    float l[MLA_HEADS];                    /* running sum */
-    float alpha[MLA_HEADS];                /* this chunk's rescale of O */
-    int pos[TS_MAX_CHUNKS * TS_CHUNK];     /* the cache row of each position, -1: none */
+/* HT: 16-head tiles a block (1 in decode; 2 in a prompt's rows where it fits: mla_prompt_tiles) */
+template <int HT> struct ts_smem {
+    uint8_t kv[2][TS_CHUNK * TC_ROWB];          /* [lat 512 | k_pe 64] bf16 rows, two chunks */
+    float s[TS_WARPS][HT * MLA_HEADS][TS_SROW]; /* each k-quarter's partial scores of the chunk */
+    uint8_t p[2][HT * MLA_HEADS * TS_PROWB];    /* P of the chunk: hi, lo */
+    float m[HT * MLA_HEADS];                    /* running max */
+    float l[HT * MLA_HEADS];                    /* running sum */
+    float alpha[HT * MLA_HEADS];                /* this chunk's rescale of O */
+    int pos[TS_MAX_CHUNKS * TS_CHUNK];          /* the cache row of each position, -1: none */
 };
 
 /* Stage the chunk whose positions are at sm.pos + pb into buffer b (zeros where one is -1). */
+template <int HT>
 static __device__ __forceinline__ void
-ts_stage(struct ts_smem &sm, int b, int pb, const uint16_t *__restrict__ lat,
+ts_stage(struct ts_smem<HT> &sm, int b, int pb, const uint16_t *__restrict__ lat,
          const uint16_t *__restrict__ kpe)
 {
     const int PIECES = MLA_DIM * 2 / 16; /* 72: 64 of the latent, 8 of k_pe */
-    for (int i = threadIdx.x; i < TS_CHUNK * PIECES; i += TS_THREADS) {
+    for (int i = threadIdx.x; i < TS_CHUNK * PIECES; i += HT * TS_THREADS) {
         int s = i / PIECES;
         int pc = i % PIECES;
         int pos = sm.pos[pb + s];
@@ -673,9 +675,13 @@ ts_split2(float x, float y, uint32_t &hi, uint32_t &lo)
  * a single split); the positions are then kept two chunks at a time (slot c % 2 of sm.pos), the
  * one after next loaded into a register a chunk ahead so that no warp waits for it. ld_idx and
  * n_first as mt_gpu_mla_prompt's; o_part is o_lat there and ml_part unused.
+ * HT 16-head tiles a block share each staged chunk: warp w computes head tile w / 4's partial
+ * scores over k-quarter w % 4 and its O columns 128 (w % 4)..+127; a prompt's rows take HT = 2
+ * (half the cache bytes staged a head) where its ~98 KB fit. MINB: blocks an SM the compiler
+ * keeps registers for.
  */
-template <bool PROMPT>
-static __global__ void __launch_bounds__(TS_THREADS)
+template <bool PROMPT, int HT, int MINB>
+static __global__ void __launch_bounds__(HT * TS_THREADS, MINB)
 mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q_pe,
                     const uint16_t *__restrict__ lat, const uint16_t *__restrict__ kpe,
                     const int32_t *idx, int n_idx, float scale, int n_heads, int chunks,
@@ -683,12 +689,16 @@ mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q
 {
     mt_pdl_enter();
     extern __shared__ __align__(16) unsigned char ts_raw[];
-    struct ts_smem &sm = *reinterpret_cast<struct ts_smem *>(ts_raw);
+    struct ts_smem<HT> &sm = *reinterpret_cast<struct ts_smem<HT> *>(ts_raw);
+    const int HEADS = HT * MLA_HEADS; /* a block's */
     int warp = threadIdx.x >> 5;
+    int kq = warp % TS_WARPS; /* the scores' k-quarter and O's column quarter of this warp */
+    int ht = warp / TS_WARPS; /* its head tile: heads 16 ht .. 16 ht + 15 of the block's */
     int lane = threadIdx.x & 31;
     int g = lane >> 2;
     int t = lane & 3;
-    int h0 = blockIdx.x * MLA_HEADS;
+    int h0 = blockIdx.x * HEADS;
+    int hw = h0 + MLA_HEADS * ht; /* this warp's first head */
     int split = blockIdx.y;
     int p_begin = split * chunks * TS_CHUNK;
     int p_end = min(p_begin + chunks * TS_CHUNK, n_idx);
@@ -715,13 +725,14 @@ mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q
     auto slot = [](int c) { return PROMPT ? (c & 1) * TS_CHUNK : c * TS_CHUNK; };
     int ahead = -1; /* PROMPT, threads < TS_CHUNK: a position of chunk 2, then of the next */
 
-    for (int i = threadIdx.x; i < (PROMPT ? min(n_ch, 2) : n_ch) * TS_CHUNK; i += TS_THREADS) {
+    for (int i = threadIdx.x; i < (PROMPT ? min(n_ch, 2) : n_ch) * TS_CHUNK;
+         i += HT * TS_THREADS) {
         sm.pos[i] = pos_of(i);
     }
     if (PROMPT && threadIdx.x < TS_CHUNK) {
         ahead = pos_of(2 * TS_CHUNK + threadIdx.x);
     }
-    if (threadIdx.x < MLA_HEADS) {
+    if (threadIdx.x < HEADS) {
         sm.m[threadIdx.x] = -INFINITY;
         sm.l[threadIdx.x] = 0.0f;
     }
@@ -736,8 +747,8 @@ mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q
     for (int i = 0; i < TS_KSTEPS; i++) {
 #pragma unroll
         for (int r = 0; r < 4; r++) {
-            int h = h0 + g + 8 * (r & 1);
-            int col = 16 * (TS_KSTEPS * warp + i) + 2 * t + 8 * (r >> 1);
+            int h = hw + g + 8 * (r & 1);
+            int col = 16 * (TS_KSTEPS * kq + i) + 2 * t + 8 * (r >> 1);
             const float *src = col < MLA_RANK ? q_lat + (int64_t)h * MLA_RANK + col
                                               : q_pe + (int64_t)h * MLA_ROPE + col - MLA_RANK;
             float2 v = __ldg(reinterpret_cast<const float2 *>(src));
@@ -761,7 +772,7 @@ mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q
         float acc[4][2][4] = {};
 #pragma unroll
         for (int i = 0; i < TS_KSTEPS; i++) {
-            int ks = TS_KSTEPS * warp + i;
+            int ks = TS_KSTEPS * kq + i;
 #pragma unroll
             for (int half = 0; half < 2; half++) {
                 uint32_t b[4];
@@ -776,12 +787,12 @@ mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q
         for (int nt = 0; nt < 4; nt++) {
 #pragma unroll
             for (int r = 0; r < 4; r++) {
-                sm.s[warp][g + 8 * (r >> 1)][8 * nt + 2 * t + (r & 1)] =
+                sm.s[kq][MLA_HEADS * ht + g + 8 * (r >> 1)][8 * nt + 2 * t + (r & 1)] =
                     acc[nt][0][r] + acc[nt][1][r];
             }
         }
         __syncthreads();
-        /* online softmax: warp w owns heads 4w..4w+3, a lane one position */
+        /* online softmax: warp w owns the block's heads 4w..4w+3, a lane one position */
 #pragma unroll
         for (int hh = 0; hh < 4; hh++) {
             int h = 4 * warp + hh;
@@ -809,8 +820,8 @@ mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q
             sm.pos[slot(c) + threadIdx.x] = ahead;
             ahead = pos_of((c + 3) * TS_CHUNK + threadIdx.x);
         }
-        float ag = sm.alpha[g];
-        float ag8 = sm.alpha[g + 8];
+        float ag = sm.alpha[MLA_HEADS * ht + g];
+        float ag8 = sm.alpha[MLA_HEADS * ht + g + 8];
 #pragma unroll
         for (int j = 0; j < 16; j++) {
             o[j][0] *= ag;
@@ -818,16 +829,17 @@ mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q
             o[j][2] *= ag8;
             o[j][3] *= ag8;
         }
-        tc_pv<TS_CHUNK / 16>(o, sm.p[0], sm.p[1], TS_PROWB, kv, warp, lane);
+        tc_pv<TS_CHUNK / 16>(o, sm.p[0] + MLA_HEADS * ht * TS_PROWB,
+                             sm.p[1] + MLA_HEADS * ht * TS_PROWB, TS_PROWB, kv, kq, lane);
     }
     if constexpr (PROMPT) { /* o / l, as the merge divides a single split's (l: last barrier) */
-        float la = sm.l[g];
-        float lb = sm.l[g + 8];
+        float la = sm.l[MLA_HEADS * ht + g];
+        float lb = sm.l[MLA_HEADS * ht + g + 8];
 #pragma unroll
         for (int j = 0; j < 16; j++) {
-            int col = 128 * warp + 8 * j + 2 * t;
-            float *d0 = o_part + (int64_t)(h0 + g) * MLA_RANK + col;
-            float *d1 = o_part + (int64_t)(h0 + g + 8) * MLA_RANK + col;
+            int col = 128 * kq + 8 * j + 2 * t;
+            float *d0 = o_part + (int64_t)(hw + g) * MLA_RANK + col;
+            float *d1 = o_part + (int64_t)(hw + g + 8) * MLA_RANK + col;
             *reinterpret_cast<float2 *>(d0) = la > 0.0f ? make_float2(o[j][0] / la, o[j][1] / la)
                                                         : make_float2(0.0f, 0.0f);
             *reinterpret_cast<float2 *>(d1) = lb > 0.0f ? make_float2(o[j][2] / lb, o[j][3] / lb)
@@ -836,13 +848,13 @@ mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q
     } else {
 #pragma unroll
         for (int j = 0; j < 16; j++) {
-            int col = 128 * warp + 8 * j + 2 * t;
-            float *d0 = o_part + ((int64_t)split * n_heads + h0 + g) * MLA_RANK + col;
-            float *d1 = o_part + ((int64_t)split * n_heads + h0 + g + 8) * MLA_RANK + col;
+            int col = 128 * kq + 8 * j + 2 * t;
+            float *d0 = o_part + ((int64_t)split * n_heads + hw + g) * MLA_RANK + col;
+            float *d1 = o_part + ((int64_t)split * n_heads + hw + g + 8) * MLA_RANK + col;
             *reinterpret_cast<float2 *>(d0) = make_float2(o[j][0], o[j][1]);
             *reinterpret_cast<float2 *>(d1) = make_float2(o[j][2], o[j][3]);
         }
-        if (threadIdx.x < MLA_HEADS) { /* m and l of the last chunk: visible since its barrier */
+        if (threadIdx.x < HEADS) { /* m and l of the last chunk: visible since its barrier */
             ml_part[((int64_t)split * n_heads + h0 + threadIdx.x) * 2] = sm.m[threadIdx.x];
             ml_part[((int64_t)split * n_heads + h0 + threadIdx.x) * 2 + 1] = sm.l[threadIdx.x];
         }
@@ -946,7 +958,7 @@ mla_choose(const float *q_lat, const float *q_pe, int n_idx, enum mla_kernel *ou
     bool small_wanted = small != NULL ? strcmp(small, "0") != 0 : n_idx <= MLA_SMALL_MAX_POS;
     if (known[dev] >= (int)sizeof(struct tc_smem) && !small_wanted) {
         *out = MLA_TC;
-    } else if (known[dev] >= (int)sizeof(struct ts_smem)) {
+    } else if (known[dev] >= (int)sizeof(struct ts_smem<1>)) {
         *out = MLA_TC_SMALL;
     }
     return MT_OK;
@@ -992,11 +1004,11 @@ mla_tc_small_launch(const float *q_lat, const float *q_pe, int n_heads, const ui
 {
     static bool attr_set[64];
     static int resident[64]; /* blocks the device holds at once; 0 not asked yet */
-    int smem = (int)sizeof(struct ts_smem);
+    int smem = (int)sizeof(struct ts_smem<1>);
     int dev = 0;
     mt_status_t st;
 
-    if ((st = mt_smem_optin_once((const void *)mla_tc_small_kernel<false>, smem, attr_set)) !=
+    if ((st = mt_smem_optin_once((const void *)mla_tc_small_kernel<false, 1, 1>, smem, attr_set)) !=
             MT_OK ||
         (st = MT_CUDA(cudaGetDevice(&dev))) != MT_OK) {
         return st;
@@ -1005,7 +1017,7 @@ mla_tc_small_launch(const float *q_lat, const float *q_pe, int n_heads, const ui
         int per_sm = 0;
         int n_sm = 0;
         if ((st = MT_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                 &per_sm, mla_tc_small_kernel<false>, TS_THREADS, smem))) != MT_OK ||
+                 &per_sm, mla_tc_small_kernel<false, 1, 1>, TS_THREADS, smem))) != MT_OK ||
             (st = MT_CUDA(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev))) !=
                 MT_OK) {
             return st;
@@ -1031,7 +1043,7 @@ mla_tc_small_launch(const float *q_lat, const float *q_pe, int n_heads, const ui
     float *o_part = (float *)work;
     float *ml_part = o_part + (size_t)splits * n_heads * MLA_RANK;
 
-    mt_pdl_launch(mla_tc_small_kernel<false>, dim3(groups, splits), dim3(TS_THREADS),
+    mt_pdl_launch(mla_tc_small_kernel<false, 1, 1>, dim3(groups, splits), dim3(TS_THREADS),
                   (size_t)smem, s, q_lat, q_pe, lat, kpe, idx, n_idx, scale, n_heads, chunks,
                   o_part, ml_part, (int64_t)0, 0);
     st = mt_cuda_launched("mla_tc_small", s);
@@ -1090,15 +1102,76 @@ mt_gpu_mla_decode(const float *q_lat, const float *q_pe, int n_heads, int kv_ran
                              stream);
 }
 
+/*
+ * A prompt's rows on the small tensor-core kernel with HT head tiles a block (MINB blocks an SM
+ * kept in registers); smem: sizeof(ts_smem<HT>).
+ */
+template <int HT, int MINB>
+static mt_status_t
+mla_prompt_launch(const float *q_lat, const float *q_pe, int n_heads, const uint16_t *lat,
+                  const uint16_t *kpe, const int32_t *idx, int64_t ld_idx, int n_idx,
+                  int n_first, int n_rows, float scale, float *o_lat, cudaStream_t s)
+{
+    static bool attr_set[64];
+    int smem = (int)sizeof(struct ts_smem<HT>);
+    mt_status_t st = mt_smem_optin_once((const void *)mla_tc_small_kernel<true, HT, MINB>, smem,
+                                        attr_set);
+
+    if (st != MT_OK) {
+        return st;
+    }
+    mt_pdl_launch(mla_tc_small_kernel<true, HT, MINB>,
+                  dim3(n_heads / (HT * MLA_HEADS), 1, n_rows), dim3(HT * TS_THREADS),
+                  (size_t)smem, s, q_lat, q_pe, lat, kpe, idx, n_idx, scale, n_heads, 0, o_lat,
+                  (float *)NULL, ld_idx, n_first);
+    return mt_cuda_launched("mla_prompt", s);
+}
+
+/*
+ * Head tiles a block for a prompt's rows: 2 (each staged chunk serves 32 heads, half the bytes
+ * staged a head) where the heads are a multiple of 32 and the block's ~98 KB of shared memory
+ * fit (every sm_80+ GPU: sm_86/89/120 give 99 KB), else 1. MT_MLA_PROMPT_HEADS=16 or 32 forces
+ * one (read every call, so a test can switch; 32 still needs it to fit); MT_MLA_PROMPT_MINB=2
+ * (measurements) caps the 32-head kernel's registers so that two of its blocks fit an SM.
+ */
+static mt_status_t
+mla_prompt_tiles(int n_heads, int *tiles, int *minb)
+{
+    static int optin[64]; /* dynamic shared memory a block may have; 0 not asked yet */
+    int dev = 0;
+    mt_status_t st = MT_CUDA(cudaGetDevice(&dev));
+    const char *env = getenv("MT_MLA_PROMPT_HEADS");
+    const char *mb = getenv("MT_MLA_PROMPT_MINB");
+
+    *tiles = 1;
+    *minb = mb != NULL && strcmp(mb, "2") == 0 ? 2 : 1;
+    if (st != MT_OK || dev < 0 || dev >= 64) {
+        return st;
+    }
+    if (optin[dev] == 0) {
+        int v = 0;
+        st = MT_CUDA(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+        if (st != MT_OK) {
+            return st;
+        }
+        optin[dev] = v > 0 ? v : -1;
+    }
+    bool wide = env == NULL || strcmp(env, "16") != 0;
+    if (wide && n_heads % (2 * MLA_HEADS) == 0 && optin[dev] >= (int)sizeof(struct ts_smem<2>)) {
+        *tiles = 2;
+    }
+    return MT_OK;
+}
+
 extern "C" mt_status_t
 mt_gpu_mla_prompt(const float *q_lat, const float *q_pe, int n_heads, int kv_rank, int rope,
                   enum mt_dtype cache_dtype, const void *lat, const void *kpe, const int32_t *idx,
                   int64_t ld_idx, int n_idx, int n_first, int n_rows, float scale, float *o_lat,
                   struct CUstream_st *stream)
 {
-    static bool attr_set[64];
-    int smem = (int)sizeof(struct ts_smem);
     bool tc = false;
+    int tiles = 1;
+    int minb = 1;
     mt_status_t st;
 
     if (kv_rank != MLA_RANK || rope != MLA_ROPE || n_heads < MLA_HEADS ||
@@ -1124,13 +1197,19 @@ mt_gpu_mla_prompt(const float *q_lat, const float *q_pe, int n_heads, int kv_ran
     if (n_rows == 0) {
         return MT_OK;
     }
-    if ((st = mt_smem_optin_once((const void *)mla_tc_small_kernel<true>, smem, attr_set)) !=
-        MT_OK) {
+    if ((st = mla_prompt_tiles(n_heads, &tiles, &minb)) != MT_OK) {
         return st;
     }
-    mt_pdl_launch(mla_tc_small_kernel<true>, dim3(n_heads / MLA_HEADS, 1, n_rows),
-                  dim3(TS_THREADS), (size_t)smem, stream, q_lat, q_pe, (const uint16_t *)lat,
-                  (const uint16_t *)kpe, idx, n_idx, scale, n_heads, 0, o_lat, (float *)NULL,
-                  ld_idx, n_first);
-    return mt_cuda_launched("mla_prompt", stream);
+    const uint16_t *l16 = (const uint16_t *)lat;
+    const uint16_t *k16 = (const uint16_t *)kpe;
+    if (tiles == 2 && minb == 2) {
+        return mla_prompt_launch<2, 2>(q_lat, q_pe, n_heads, l16, k16, idx, ld_idx, n_idx,
+                                       n_first, n_rows, scale, o_lat, stream);
+    }
+    if (tiles == 2) {
+        return mla_prompt_launch<2, 1>(q_lat, q_pe, n_heads, l16, k16, idx, ld_idx, n_idx,
+                                       n_first, n_rows, scale, o_lat, stream);
+    }
+    return mla_prompt_launch<1, 1>(q_lat, q_pe, n_heads, l16, k16, idx, ld_idx, n_idx, n_first,
+                                   n_rows, scale, o_lat, stream);
 }

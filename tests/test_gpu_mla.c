@@ -59,7 +59,7 @@ check_mla(enum mt_dtype cdt, int n_heads, int n_cache, int n_sel, bool pad)
     float *want = gt_malloc((size_t)n_heads * RANK * sizeof(float));
     float *got = gt_malloc((size_t)n_heads * RANK * sizeof(float));
     int n_cpu = 0;
-    char name[160];
+    char name[256];
 
     gt_fill(ql, (size_t)n_heads * RANK, -0.3f, 0.3f);
     gt_fill(qp, (size_t)n_heads * ROPE, -1.0f, 1.0f);
@@ -150,7 +150,7 @@ check_prompt(int n_heads, int n_cache, int n_rows, int n_sel, int n_first)
     int32_t *cpu_idx = gt_malloc((size_t)n_max * sizeof(int32_t));
     float *want = gt_malloc(nq * RANK * sizeof(float));
     float *got = gt_malloc(nq * RANK * sizeof(float));
-    char name[160];
+    char name[256];
 
     gt_fill(ql, nq * RANK, -0.3f, 0.3f);
     gt_fill(qp, nq * ROPE, -1.0f, 1.0f);
@@ -192,12 +192,17 @@ check_prompt(int n_heads, int n_cache, int n_rows, int n_sel, int n_first)
     float *d_o = gt_alloc(nq * RANK * sizeof(float));
     mt_status_t st = mt_gpu_mla_prompt(d_ql, d_qp, n_heads, RANK, ROPE, MT_DTYPE_BF16, d_lat,
                                        d_kpe, d_idx, ld, n_sel, n_first, n_rows, SCALE, d_o, NULL);
+    const char *tiles = getenv("MT_MLA_PROMPT_HEADS");
+    const char *minb = getenv("MT_MLA_PROMPT_MINB");
+    char how[64];
+    snprintf(how, sizeof(how), "%s%s%s", tiles ? ", blocks of " : "", tiles ? tiles : "",
+             tiles ? (minb ? " heads, 2 an SM" : " heads") : "");
     if (dense) {
-        snprintf(name, sizeof(name), "MLA prompt rows, bf16 cache, %d heads, %d dense rows of %d "
-                 "to %d positions", n_heads, n_rows, n_first, n_first + n_rows - 1);
+        snprintf(name, sizeof(name), "MLA prompt rows%s, bf16 cache, %d heads, %d dense rows of "
+                 "%d to %d positions", how, n_heads, n_rows, n_first, n_first + n_rows - 1);
     } else {
-        snprintf(name, sizeof(name), "MLA prompt rows, bf16 cache, %d heads, %d rows of %d "
-                 "selected of %d positions, some padded", n_heads, n_rows, n_sel, n_cache);
+        snprintf(name, sizeof(name), "MLA prompt rows%s, bf16 cache, %d heads, %d rows of %d "
+                 "selected of %d positions, some padded", how, n_heads, n_rows, n_sel, n_cache);
     }
     if (st != MT_OK) {
         tap_ok(false, "%s: launch failed: %s", name, mt_last_error());
@@ -290,13 +295,27 @@ main(void)
     unsetenv("MT_MLA_CUDA_CORES");
     /* a prompt's rows in one launch (where the tensor-core kernels run): dense rows across
        chunk ends (1 .. 40 positions) and long ones (63-64 chunks), selected rows of V3.2's
-       2,048 and of 3,000 (94 chunks, the last cut short), few heads */
+       2,048 and of 3,000 (94 chunks, the last cut short), few heads; the block's head tiling
+       mla_prompt_tiles picks (32 heads a block wherever they fit), then each forced */
     if (tensor_cores()) {
         check_prompt(128, 100, 40, 0, 1);
         check_prompt(128, 2100, 4, 0, 2014);
         check_prompt(128, 9000, 6, 2048, 0);
         check_prompt(16, 100000, 3, 3000, 0);
         check_prompt(32, 500, 11, 33, 0);
+        setenv("MT_MLA_PROMPT_HEADS", "16", 1);
+        check_prompt(128, 100, 40, 0, 1);
+        check_prompt(128, 9000, 6, 2048, 0);
+        check_prompt(32, 500, 11, 33, 0);
+        setenv("MT_MLA_PROMPT_HEADS", "32", 1);
+        check_prompt(128, 2100, 4, 0, 2014);
+        check_prompt(64, 100000, 3, 3000, 0);
+        check_prompt(96, 500, 11, 33, 0);
+        setenv("MT_MLA_PROMPT_MINB", "2", 1);
+        check_prompt(128, 100, 40, 0, 1);
+        check_prompt(128, 9000, 6, 2048, 0);
+        unsetenv("MT_MLA_PROMPT_MINB");
+        unsetenv("MT_MLA_PROMPT_HEADS");
         tap_ok(mt_gpu_mla_prompt(gt_alloc(16), gt_alloc(16), 128, RANK, ROPE, MT_DTYPE_F32,
                                  gt_alloc(16), gt_alloc(16), NULL, 0, 0, 1, 1, SCALE,
                                  gt_alloc(16), NULL) == MT_ERR_INVAL,
