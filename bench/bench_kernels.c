@@ -885,23 +885,19 @@ main(int argc, char **argv)
            reps);
     printf("%-22s %-26s %9s %9s %8s %7s %8s  %s\n", "kernel", "shape", "median_ms", "p90_ms",
            "GB/s", "%hbm", "TFLOP/s", "note");
-    if (mla_prompt) { /* the kernel mla_prompt_tiles picks, then each head tiling forced */
-        static const char *const tiling[][3] = {{NULL, NULL, "mla_prompt"},
-                                                {"16", NULL, "mla_prompt_16h"},
-                                                {"32", NULL, "mla_prompt_32h"},
-                                                {"32", "2", "mla_prompt_32h_2b"}};
-        for (size_t k = 0; k < sizeof(tiling) / sizeof(tiling[0]); k++) {
-            if (tiling[k][0] != NULL) {
-                setenv("MT_MLA_PROMPT_HEADS", tiling[k][0], 1);
+    if (mla_prompt) { /* the block mla.cu picks, then each forced (MT_MLA_PROMPT_BLOCK) */
+        static const char *const blocks[] = {NULL, "16x4", "32x4", "16x8", "32x8"};
+        for (size_t k = 0; k < sizeof(blocks) / sizeof(blocks[0]); k++) {
+            char name[32];
+            snprintf(name, sizeof(name), "mla_prompt%s%s", blocks[k] ? "_" : "",
+                     blocks[k] ? blocks[k] : "");
+            if (blocks[k] != NULL) {
+                setenv("MT_MLA_PROMPT_BLOCK", blocks[k], 1);
             }
-            if (tiling[k][1] != NULL) {
-                setenv("MT_MLA_PROMPT_MINB", tiling[k][1], 1);
-            }
-            bench_mla_prompt(128, 65536, true, tiling[k][2]);
-            bench_mla_prompt(128, 65536, false, tiling[k][2]);
-            bench_mla_prompt(512, 8192, true, tiling[k][2]);
-            unsetenv("MT_MLA_PROMPT_HEADS");
-            unsetenv("MT_MLA_PROMPT_MINB");
+            bench_mla_prompt(128, 65536, true, name);
+            bench_mla_prompt(128, 65536, false, name);
+            bench_mla_prompt(512, 8192, true, name);
+            unsetenv("MT_MLA_PROMPT_BLOCK");
         }
         mt_gpu_arena_destroy(arena);
         return 0;

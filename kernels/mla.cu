@@ -376,14 +376,14 @@ tc_split(float x, __nv_bfloat16 *hi, __nv_bfloat16 *lo)
 }
 
 /*
- * O += P V for this warp's 128 columns of O (n-tile j: columns 128 warp + 8j + 2t, + 1; heads g
- * in o[j][0..1], g + 8 in o[j][2..3]): P [16 heads x 16 KS positions] as bf16 hi and lo rows of
- * prowb bytes, V the chunk's latent rows in kv (rows of TC_ROWB bytes), read transposed.
+ * O += P V for this warp's 16 NJ columns of O from col0 (n-tile j: columns col0 + 8j + 2t, + 1;
+ * heads g in o[j][0..1], g + 8 in o[j][2..3]): P [16 heads x 16 KS positions] as bf16 hi and lo
+ * rows of prowb bytes, V the chunk's latent rows in kv (rows of TC_ROWB bytes), read transposed.
  */
-template <int KS>
+template <int KS, int NJ = 8>
 static __device__ __forceinline__ void
-tc_pv(float (&o)[16][4], const uint8_t *p_hi, const uint8_t *p_lo, int prowb, const uint8_t *kv,
-      int warp, int lane)
+tc_pv(float (&o)[2 * NJ][4], const uint8_t *p_hi, const uint8_t *p_lo, int prowb,
+      const uint8_t *kv, int col0, int lane)
 {
     /* ldmatrix row addresses: A (16 rows x 16 k): rows lane % 16, k + 8 (lane / 16); B from [k][n]
      * rows, transposed: k ((lane / 8) % 2) * 8 + lane % 8, n + 8 (lane / 16) */
@@ -399,9 +399,9 @@ tc_pv(float (&o)[16][4], const uint8_t *p_hi, const uint8_t *p_lo, int prowb, co
         tc_ldsm4(ph, p_hi + a_row * prowb + (16 * ks + a_k) * 2);
         tc_ldsm4(pl, p_lo + a_row * prowb + (16 * ks + a_k) * 2);
 #pragma unroll
-        for (int jj = 0; jj < 8; jj++) {
+        for (int jj = 0; jj < NJ; jj++) {
             uint32_t b[4];
-            tc_ldsm4_t(b, kv + (16 * ks + bv_k) * TC_ROWB + (128 * warp + 16 * jj + bv_n) * 2);
+            tc_ldsm4_t(b, kv + (16 * ks + bv_k) * TC_ROWB + (col0 + 16 * jj + bv_n) * 2);
             tc_mma(o[2 * jj], ph, b[0], b[1]);
             tc_mma(o[2 * jj], pl, b[0], b[1]);
             tc_mma(o[2 * jj + 1], ph, b[2], b[3]);
@@ -556,7 +556,7 @@ mla_tc_kernel(const float *__restrict__ q_lat, const float *__restrict__ q_pe,
     }
     __syncthreads();
     float o[16][4] = {}; /* n-tile j: columns 128 warp + 8j + 2t, + 1; heads g (0, 1), g + 8 */
-    tc_pv<TC_CHUNK / 16>(o, sm.p[grp][0], sm.p[grp][1], TC_PROWB, kv, warp, lane);
+    tc_pv<TC_CHUNK / 16>(o, sm.p[grp][0], sm.p[grp][1], TC_PROWB, kv, 128 * warp, lane);
     /* merge: each group's O scaled to the common max, the second's through shared memory */
     float m0a = sm.m[0][g];
     float m0b = sm.m[0][g + 8];
@@ -629,10 +629,10 @@ mla_tc_kernel(const float *__restrict__ q_lat, const float *__restrict__ q_pe,
 #define TS_PROWB ((TS_CHUNK + 8) * 2)       /* bytes a row of P: 5 16-byte units (odd) */
 #define TS_SROW (TS_CHUNK + 4)              /* floats a row of partial scores */
 
-/* HT: 16-head tiles a block (1 in decode; 2 in a prompt's rows where it fits: mla_prompt_tiles) */
-template <int HT> struct ts_smem {
-    uint8_t kv[2][TS_CHUNK * TC_ROWB];          /* [lat 512 | k_pe 64] bf16 rows, two chunks */
-    float s[TS_WARPS][HT * MLA_HEADS][TS_SROW]; /* each k-quarter's partial scores of the chunk */
+/* HT 16-head tiles a block, KW warps a tile (4 in decode; a prompt's rows: mla_prompt_shape) */
+template <int HT, int KW> struct ts_smem {
+    uint8_t kv[2][TS_CHUNK * TC_ROWB];     /* [lat 512 | k_pe 64] bf16 rows, two chunks */
+    float s[KW][HT * MLA_HEADS][TS_SROW];  /* each k-part's partial scores of the chunk */
     uint8_t p[2][HT * MLA_HEADS * TS_PROWB];    /* P of the chunk: hi, lo */
     float m[HT * MLA_HEADS];                    /* running max */
     float l[HT * MLA_HEADS];                    /* running sum */
@@ -641,13 +641,13 @@ template <int HT> struct ts_smem {
 };
 
 /* Stage the chunk whose positions are at sm.pos + pb into buffer b (zeros where one is -1). */
-template <int HT>
+template <int HT, int KW>
 static __device__ __forceinline__ void
-ts_stage(struct ts_smem<HT> &sm, int b, int pb, const uint16_t *__restrict__ lat,
+ts_stage(struct ts_smem<HT, KW> &sm, int b, int pb, const uint16_t *__restrict__ lat,
          const uint16_t *__restrict__ kpe)
 {
     const int PIECES = MLA_DIM * 2 / 16; /* 72: 64 of the latent, 8 of k_pe */
-    for (int i = threadIdx.x; i < TS_CHUNK * PIECES; i += HT * TS_THREADS) {
+    for (int i = threadIdx.x; i < TS_CHUNK * PIECES; i += HT * KW * 32) {
         int s = i / PIECES;
         int pc = i % PIECES;
         int pos = sm.pos[pb + s];
@@ -675,13 +675,14 @@ ts_split2(float x, float y, uint32_t &hi, uint32_t &lo)
  * a single split); the positions are then kept two chunks at a time (slot c % 2 of sm.pos), the
  * one after next loaded into a register a chunk ahead so that no warp waits for it. ld_idx and
  * n_first as mt_gpu_mla_prompt's; o_part is o_lat there and ml_part unused.
- * HT 16-head tiles a block share each staged chunk: warp w computes head tile w / 4's partial
- * scores over k-quarter w % 4 and its O columns 128 (w % 4)..+127; a prompt's rows take HT = 2
- * (half the cache bytes staged a head) where its ~98 KB fit. MINB: blocks an SM the compiler
- * keeps registers for.
+ * HT 16-head tiles a block share each staged chunk, KW warps a tile: warp w takes head tile
+ * w / KW; its k-part kq = w % KW computes partial scores over k-steps 9 kq..+8 (KW = 4) or over
+ * the latent's 4 kq..+3 and, for kq < 4, the rope's 32 + kq (KW = 8), and O's columns
+ * 512 / KW kq..+(512 / KW - 1). KW = 8 holds half the query and O a warp, so that its registers
+ * fit two blocks an SM (16 warps instead of 8: the kernel waits on latencies, not on bandwidth).
  */
-template <bool PROMPT, int HT, int MINB>
-static __global__ void __launch_bounds__(HT * TS_THREADS, MINB)
+template <bool PROMPT, int HT, int KW>
+static __global__ void __launch_bounds__(HT * KW * 32, KW == 8 && HT == 1 ? 2 : 1)
 mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q_pe,
                     const uint16_t *__restrict__ lat, const uint16_t *__restrict__ kpe,
                     const int32_t *idx, int n_idx, float scale, int n_heads, int chunks,
@@ -689,11 +690,19 @@ mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q
 {
     mt_pdl_enter();
     extern __shared__ __align__(16) unsigned char ts_raw[];
-    struct ts_smem<HT> &sm = *reinterpret_cast<struct ts_smem<HT> *>(ts_raw);
-    const int HEADS = HT * MLA_HEADS; /* a block's */
+    struct ts_smem<HT, KW> &sm = *reinterpret_cast<struct ts_smem<HT, KW> *>(ts_raw);
+    const int HEADS = HT * MLA_HEADS;        /* a block's */
+    const int THREADS = HT * KW * 32;
+    const int KSW = KW == 4 ? TS_KSTEPS : 5; /* k-steps a warp at most */
+    const int NT = 2 * 8 * 4 / KW;           /* O's n-tiles (8 columns) a warp */
+    const int HPW = MLA_HEADS / KW;          /* heads a warp in the softmax */
     int warp = threadIdx.x >> 5;
-    int kq = warp % TS_WARPS; /* the scores' k-quarter and O's column quarter of this warp */
-    int ht = warp / TS_WARPS; /* its head tile: heads 16 ht .. 16 ht + 15 of the block's */
+    int kq = warp % KW; /* the scores' k-part and O's column part of this warp */
+    int ht = warp / KW; /* its head tile: heads 16 ht .. 16 ht + 15 of the block's */
+    int col0 = MLA_RANK / KW * kq; /* its first column of O */
+    /* the k-step of this warp's i-th (KW = 8: the rope's last four to warps 0-3) */
+    auto kstep = [&](int i) { return KW == 4 ? TS_KSTEPS * kq + i : i < 4 ? 4 * kq + i : 32 + kq; };
+    bool last_step = KW == 4 || kq < 4; /* whether it has KSW of them */
     int lane = threadIdx.x & 31;
     int g = lane >> 2;
     int t = lane & 3;
@@ -725,8 +734,7 @@ mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q
     auto slot = [](int c) { return PROMPT ? (c & 1) * TS_CHUNK : c * TS_CHUNK; };
     int ahead = -1; /* PROMPT, threads < TS_CHUNK: a position of chunk 2, then of the next */
 
-    for (int i = threadIdx.x; i < (PROMPT ? min(n_ch, 2) : n_ch) * TS_CHUNK;
-         i += HT * TS_THREADS) {
+    for (int i = threadIdx.x; i < (PROMPT ? min(n_ch, 2) : n_ch) * TS_CHUNK; i += THREADS) {
         sm.pos[i] = pos_of(i);
     }
     if (PROMPT && threadIdx.x < TS_CHUNK) {
@@ -741,14 +749,14 @@ mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q
 
     /* A fragments of this warp's k-steps: a0 (head g, k 2t, 2t + 1), a1 (head g + 8), a2 and
      * a3 the same at k + 8; read while the first chunk is in flight */
-    uint32_t qh[TS_KSTEPS][4];
-    uint32_t ql[TS_KSTEPS][4];
+    uint32_t qh[KSW][4];
+    uint32_t ql[KSW][4];
 #pragma unroll
-    for (int i = 0; i < TS_KSTEPS; i++) {
+    for (int i = 0; i < KSW; i++) {
 #pragma unroll
         for (int r = 0; r < 4; r++) {
             int h = hw + g + 8 * (r & 1);
-            int col = 16 * (TS_KSTEPS * kq + i) + 2 * t + 8 * (r >> 1);
+            int col = 16 * (i < KSW - 1 || last_step ? kstep(i) : 0) + 2 * t + 8 * (r >> 1);
             const float *src = col < MLA_RANK ? q_lat + (int64_t)h * MLA_RANK + col
                                               : q_pe + (int64_t)h * MLA_ROPE + col - MLA_RANK;
             float2 v = __ldg(reinterpret_cast<const float2 *>(src));
@@ -758,7 +766,7 @@ mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q
     /* ldmatrix row addresses of the scores' B, as in mla_tc_kernel */
     int bs_n = 8 * (lane >> 4) + (lane & 7);
     int bs_k = 8 * ((lane >> 3) & 1);
-    float o[16][4] = {}; /* n-tile j: columns 128 warp + 8j + 2t, + 1; heads g (0, 1), g + 8 */
+    float o[NT][4] = {}; /* n-tile j: columns col0 + 8j + 2t, + 1; heads g (0, 1), g + 8 */
 
     for (int c = 0; c < n_ch; c++) {
         const uint8_t *kv = sm.kv[c & 1];
@@ -771,8 +779,11 @@ mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q
          * hi and lo in separate accumulators (independent chains) */
         float acc[4][2][4] = {};
 #pragma unroll
-        for (int i = 0; i < TS_KSTEPS; i++) {
-            int ks = TS_KSTEPS * kq + i;
+        for (int i = 0; i < KSW; i++) {
+            if (i == KSW - 1 && !last_step) {
+                break;
+            }
+            int ks = kstep(i);
 #pragma unroll
             for (int half = 0; half < 2; half++) {
                 uint32_t b[4];
@@ -792,11 +803,14 @@ mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q
             }
         }
         __syncthreads();
-        /* online softmax: warp w owns the block's heads 4w..4w+3, a lane one position */
+        /* online softmax: warp w owns the block's heads HPW w..+(HPW - 1), a lane one position */
 #pragma unroll
-        for (int hh = 0; hh < 4; hh++) {
-            int h = 4 * warp + hh;
+        for (int hh = 0; hh < HPW; hh++) {
+            int h = HPW * warp + hh;
             float v = (sm.s[0][h][lane] + sm.s[1][h][lane]) + (sm.s[2][h][lane] + sm.s[3][h][lane]);
+            if constexpr (KW == 8) {
+                v += (sm.s[4][h][lane] + sm.s[5][h][lane]) + (sm.s[6][h][lane] + sm.s[7][h][lane]);
+            }
             v = sm.pos[slot(c) + lane] >= 0 ? v * scale : -INFINITY;
             float m_old = sm.m[h];
             float mx = fmaxf(m_old, mt_warp_max(v));
@@ -823,21 +837,22 @@ mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q
         float ag = sm.alpha[MLA_HEADS * ht + g];
         float ag8 = sm.alpha[MLA_HEADS * ht + g + 8];
 #pragma unroll
-        for (int j = 0; j < 16; j++) {
+        for (int j = 0; j < NT; j++) {
             o[j][0] *= ag;
             o[j][1] *= ag;
             o[j][2] *= ag8;
             o[j][3] *= ag8;
         }
-        tc_pv<TS_CHUNK / 16>(o, sm.p[0] + MLA_HEADS * ht * TS_PROWB,
-                             sm.p[1] + MLA_HEADS * ht * TS_PROWB, TS_PROWB, kv, kq, lane);
+        tc_pv<TS_CHUNK / 16, NT / 2>(o, sm.p[0] + MLA_HEADS * ht * TS_PROWB,
+                                     sm.p[1] + MLA_HEADS * ht * TS_PROWB, TS_PROWB, kv, col0,
+                                     lane);
     }
     if constexpr (PROMPT) { /* o / l, as the merge divides a single split's (l: last barrier) */
         float la = sm.l[MLA_HEADS * ht + g];
         float lb = sm.l[MLA_HEADS * ht + g + 8];
 #pragma unroll
-        for (int j = 0; j < 16; j++) {
-            int col = 128 * kq + 8 * j + 2 * t;
+        for (int j = 0; j < NT; j++) {
+            int col = col0 + 8 * j + 2 * t;
             float *d0 = o_part + (int64_t)(hw + g) * MLA_RANK + col;
             float *d1 = o_part + (int64_t)(hw + g + 8) * MLA_RANK + col;
             *reinterpret_cast<float2 *>(d0) = la > 0.0f ? make_float2(o[j][0] / la, o[j][1] / la)
@@ -847,8 +862,8 @@ mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q
         }
     } else {
 #pragma unroll
-        for (int j = 0; j < 16; j++) {
-            int col = 128 * kq + 8 * j + 2 * t;
+        for (int j = 0; j < NT; j++) {
+            int col = col0 + 8 * j + 2 * t;
             float *d0 = o_part + ((int64_t)split * n_heads + hw + g) * MLA_RANK + col;
             float *d1 = o_part + ((int64_t)split * n_heads + hw + g + 8) * MLA_RANK + col;
             *reinterpret_cast<float2 *>(d0) = make_float2(o[j][0], o[j][1]);
@@ -958,7 +973,7 @@ mla_choose(const float *q_lat, const float *q_pe, int n_idx, enum mla_kernel *ou
     bool small_wanted = small != NULL ? strcmp(small, "0") != 0 : n_idx <= MLA_SMALL_MAX_POS;
     if (known[dev] >= (int)sizeof(struct tc_smem) && !small_wanted) {
         *out = MLA_TC;
-    } else if (known[dev] >= (int)sizeof(struct ts_smem<1>)) {
+    } else if (known[dev] >= (int)sizeof(struct ts_smem<1, 4>)) {
         *out = MLA_TC_SMALL;
     }
     return MT_OK;
@@ -1004,11 +1019,11 @@ mla_tc_small_launch(const float *q_lat, const float *q_pe, int n_heads, const ui
 {
     static bool attr_set[64];
     static int resident[64]; /* blocks the device holds at once; 0 not asked yet */
-    int smem = (int)sizeof(struct ts_smem<1>);
+    int smem = (int)sizeof(struct ts_smem<1, 4>);
     int dev = 0;
     mt_status_t st;
 
-    if ((st = mt_smem_optin_once((const void *)mla_tc_small_kernel<false, 1, 1>, smem, attr_set)) !=
+    if ((st = mt_smem_optin_once((const void *)mla_tc_small_kernel<false, 1, 4>, smem, attr_set)) !=
             MT_OK ||
         (st = MT_CUDA(cudaGetDevice(&dev))) != MT_OK) {
         return st;
@@ -1017,7 +1032,7 @@ mla_tc_small_launch(const float *q_lat, const float *q_pe, int n_heads, const ui
         int per_sm = 0;
         int n_sm = 0;
         if ((st = MT_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                 &per_sm, mla_tc_small_kernel<false, 1, 1>, TS_THREADS, smem))) != MT_OK ||
+                 &per_sm, mla_tc_small_kernel<false, 1, 4>, TS_THREADS, smem))) != MT_OK ||
             (st = MT_CUDA(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev))) !=
                 MT_OK) {
             return st;
@@ -1043,7 +1058,7 @@ mla_tc_small_launch(const float *q_lat, const float *q_pe, int n_heads, const ui
     float *o_part = (float *)work;
     float *ml_part = o_part + (size_t)splits * n_heads * MLA_RANK;
 
-    mt_pdl_launch(mla_tc_small_kernel<false, 1, 1>, dim3(groups, splits), dim3(TS_THREADS),
+    mt_pdl_launch(mla_tc_small_kernel<false, 1, 4>, dim3(groups, splits), dim3(TS_THREADS),
                   (size_t)smem, s, q_lat, q_pe, lat, kpe, idx, n_idx, scale, n_heads, chunks,
                   o_part, ml_part, (int64_t)0, 0);
     st = mt_cuda_launched("mla_tc_small", s);
@@ -1102,49 +1117,45 @@ mt_gpu_mla_decode(const float *q_lat, const float *q_pe, int n_heads, int kv_ran
                              stream);
 }
 
-/*
- * A prompt's rows on the small tensor-core kernel with HT head tiles a block (MINB blocks an SM
- * kept in registers); smem: sizeof(ts_smem<HT>).
- */
-template <int HT, int MINB>
+/* A prompt's rows on the small tensor-core kernel, HT head tiles of KW warps a block. */
+template <int HT, int KW>
 static mt_status_t
 mla_prompt_launch(const float *q_lat, const float *q_pe, int n_heads, const uint16_t *lat,
                   const uint16_t *kpe, const int32_t *idx, int64_t ld_idx, int n_idx,
                   int n_first, int n_rows, float scale, float *o_lat, cudaStream_t s)
 {
     static bool attr_set[64];
-    int smem = (int)sizeof(struct ts_smem<HT>);
-    mt_status_t st = mt_smem_optin_once((const void *)mla_tc_small_kernel<true, HT, MINB>, smem,
+    int smem = (int)sizeof(struct ts_smem<HT, KW>);
+    mt_status_t st = mt_smem_optin_once((const void *)mla_tc_small_kernel<true, HT, KW>, smem,
                                         attr_set);
 
     if (st != MT_OK) {
         return st;
     }
-    mt_pdl_launch(mla_tc_small_kernel<true, HT, MINB>,
-                  dim3(n_heads / (HT * MLA_HEADS), 1, n_rows), dim3(HT * TS_THREADS),
-                  (size_t)smem, s, q_lat, q_pe, lat, kpe, idx, n_idx, scale, n_heads, 0, o_lat,
-                  (float *)NULL, ld_idx, n_first);
+    mt_pdl_launch(mla_tc_small_kernel<true, HT, KW>,
+                  dim3(n_heads / (HT * MLA_HEADS), 1, n_rows), dim3(HT * KW * 32), (size_t)smem,
+                  s, q_lat, q_pe, lat, kpe, idx, n_idx, scale, n_heads, 0, o_lat, (float *)NULL,
+                  ld_idx, n_first);
     return mt_cuda_launched("mla_prompt", s);
 }
 
+/* The blocks a prompt's rows may run on: heads a block x warps a 16-head tile. */
+enum mla_prompt_block { MLA_PROMPT_16X4, MLA_PROMPT_32X4, MLA_PROMPT_16X8, MLA_PROMPT_32X8 };
+
 /*
- * Head tiles a block for a prompt's rows: 2 (each staged chunk serves 32 heads, half the bytes
- * staged a head) where the heads are a multiple of 32 and the block's ~98 KB of shared memory
- * fit (every sm_80+ GPU: sm_86/89/120 give 99 KB), else 1. MT_MLA_PROMPT_HEADS=16 or 32 forces
- * one (read every call, so a test can switch; 32 still needs it to fit); MT_MLA_PROMPT_MINB=2
- * (measurements) caps the 32-head kernel's registers so that two of its blocks fit an SM.
+ * The block for a prompt's rows: MT_MLA_PROMPT_BLOCK=16x4, 32x4 or 16x8 picks one (read every
+ * call, so a test can switch) where its shared memory fits (16x4 ~86 KB, 32x4 ~98 KB, 16x8 ~95 KB:
+ * all fit every sm_80+ GPU) and 32x4 where the heads are a multiple of 32; otherwise 16x8.
  */
 static mt_status_t
-mla_prompt_tiles(int n_heads, int *tiles, int *minb)
+mla_prompt_shape(int n_heads, enum mla_prompt_block *out)
 {
     static int optin[64]; /* dynamic shared memory a block may have; 0 not asked yet */
     int dev = 0;
     mt_status_t st = MT_CUDA(cudaGetDevice(&dev));
-    const char *env = getenv("MT_MLA_PROMPT_HEADS");
-    const char *mb = getenv("MT_MLA_PROMPT_MINB");
+    const char *env = getenv("MT_MLA_PROMPT_BLOCK");
 
-    *tiles = 1;
-    *minb = mb != NULL && strcmp(mb, "2") == 0 ? 2 : 1;
+    *out = MLA_PROMPT_16X4;
     if (st != MT_OK || dev < 0 || dev >= 64) {
         return st;
     }
@@ -1156,9 +1167,23 @@ mla_prompt_tiles(int n_heads, int *tiles, int *minb)
         }
         optin[dev] = v > 0 ? v : -1;
     }
-    bool wide = env == NULL || strcmp(env, "16") != 0;
-    if (wide && n_heads % (2 * MLA_HEADS) == 0 && optin[dev] >= (int)sizeof(struct ts_smem<2>)) {
-        *tiles = 2;
+    if (env != NULL && strcmp(env, "16x4") == 0) {
+        return MT_OK;
+    }
+    if (env != NULL && strcmp(env, "32x4") == 0) {
+        if (n_heads % (2 * MLA_HEADS) == 0 && optin[dev] >= (int)sizeof(struct ts_smem<2, 4>)) {
+            *out = MLA_PROMPT_32X4;
+        }
+        return MT_OK;
+    }
+    if (env != NULL && strcmp(env, "32x8") == 0) {
+        if (n_heads % (2 * MLA_HEADS) == 0 && optin[dev] >= (int)sizeof(struct ts_smem<2, 8>)) {
+            *out = MLA_PROMPT_32X8;
+        }
+        return MT_OK;
+    }
+    if (optin[dev] >= (int)sizeof(struct ts_smem<1, 8>)) {
+        *out = MLA_PROMPT_16X8;
     }
     return MT_OK;
 }
@@ -1170,8 +1195,7 @@ mt_gpu_mla_prompt(const float *q_lat, const float *q_pe, int n_heads, int kv_ran
                   struct CUstream_st *stream)
 {
     bool tc = false;
-    int tiles = 1;
-    int minb = 1;
+    enum mla_prompt_block block = MLA_PROMPT_16X4;
     mt_status_t st;
 
     if (kv_rank != MLA_RANK || rope != MLA_ROPE || n_heads < MLA_HEADS ||
@@ -1197,19 +1221,23 @@ mt_gpu_mla_prompt(const float *q_lat, const float *q_pe, int n_heads, int kv_ran
     if (n_rows == 0) {
         return MT_OK;
     }
-    if ((st = mla_prompt_tiles(n_heads, &tiles, &minb)) != MT_OK) {
+    if ((st = mla_prompt_shape(n_heads, &block)) != MT_OK) {
         return st;
     }
     const uint16_t *l16 = (const uint16_t *)lat;
     const uint16_t *k16 = (const uint16_t *)kpe;
-    if (tiles == 2 && minb == 2) {
-        return mla_prompt_launch<2, 2>(q_lat, q_pe, n_heads, l16, k16, idx, ld_idx, n_idx,
-                                       n_first, n_rows, scale, o_lat, stream);
+    switch (block) {
+    case MLA_PROMPT_16X8:
+        return mla_prompt_launch<1, 8>(q_lat, q_pe, n_heads, l16, k16, idx, ld_idx, n_idx, n_first,
+                                       n_rows, scale, o_lat, stream);
+    case MLA_PROMPT_32X8:
+        return mla_prompt_launch<2, 8>(q_lat, q_pe, n_heads, l16, k16, idx, ld_idx, n_idx, n_first,
+                                       n_rows, scale, o_lat, stream);
+    case MLA_PROMPT_32X4:
+        return mla_prompt_launch<2, 4>(q_lat, q_pe, n_heads, l16, k16, idx, ld_idx, n_idx, n_first,
+                                       n_rows, scale, o_lat, stream);
+    default:
+        return mla_prompt_launch<1, 4>(q_lat, q_pe, n_heads, l16, k16, idx, ld_idx, n_idx, n_first,
+                                       n_rows, scale, o_lat, stream);
     }
-    if (tiles == 2) {
-        return mla_prompt_launch<2, 1>(q_lat, q_pe, n_heads, l16, k16, idx, ld_idx, n_idx,
-                                       n_first, n_rows, scale, o_lat, stream);
-    }
-    return mla_prompt_launch<1, 1>(q_lat, q_pe, n_heads, l16, k16, idx, ld_idx, n_idx, n_first,
-                                   n_rows, scale, o_lat, stream);
 }

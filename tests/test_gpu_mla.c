@@ -192,11 +192,9 @@ check_prompt(int n_heads, int n_cache, int n_rows, int n_sel, int n_first)
     float *d_o = gt_alloc(nq * RANK * sizeof(float));
     mt_status_t st = mt_gpu_mla_prompt(d_ql, d_qp, n_heads, RANK, ROPE, MT_DTYPE_BF16, d_lat,
                                        d_kpe, d_idx, ld, n_sel, n_first, n_rows, SCALE, d_o, NULL);
-    const char *tiles = getenv("MT_MLA_PROMPT_HEADS");
-    const char *minb = getenv("MT_MLA_PROMPT_MINB");
+    const char *block = getenv("MT_MLA_PROMPT_BLOCK");
     char how[64];
-    snprintf(how, sizeof(how), "%s%s%s", tiles ? ", blocks of " : "", tiles ? tiles : "",
-             tiles ? (minb ? " heads, 2 an SM" : " heads") : "");
+    snprintf(how, sizeof(how), "%s%s", block ? " on blocks " : "", block ? block : "");
     if (dense) {
         snprintf(name, sizeof(name), "MLA prompt rows%s, bf16 cache, %d heads, %d dense rows of "
                  "%d to %d positions", how, n_heads, n_rows, n_first, n_first + n_rows - 1);
@@ -295,27 +293,26 @@ main(void)
     unsetenv("MT_MLA_CUDA_CORES");
     /* a prompt's rows in one launch (where the tensor-core kernels run): dense rows across
        chunk ends (1 .. 40 positions) and long ones (63-64 chunks), selected rows of V3.2's
-       2,048 and of 3,000 (94 chunks, the last cut short), few heads; the block's head tiling
-       mla_prompt_tiles picks (32 heads a block wherever they fit), then each forced */
+       2,048 and of 3,000 (94 chunks, the last cut short), few heads; on the block mla.cu
+       picks, then on each other one forced */
     if (tensor_cores()) {
         check_prompt(128, 100, 40, 0, 1);
         check_prompt(128, 2100, 4, 0, 2014);
         check_prompt(128, 9000, 6, 2048, 0);
         check_prompt(16, 100000, 3, 3000, 0);
         check_prompt(32, 500, 11, 33, 0);
-        setenv("MT_MLA_PROMPT_HEADS", "16", 1);
+        setenv("MT_MLA_PROMPT_BLOCK", "16x4", 1);
         check_prompt(128, 100, 40, 0, 1);
         check_prompt(128, 9000, 6, 2048, 0);
         check_prompt(32, 500, 11, 33, 0);
-        setenv("MT_MLA_PROMPT_HEADS", "32", 1);
+        setenv("MT_MLA_PROMPT_BLOCK", "32x4", 1);
         check_prompt(128, 2100, 4, 0, 2014);
         check_prompt(64, 100000, 3, 3000, 0);
         check_prompt(96, 500, 11, 33, 0);
-        setenv("MT_MLA_PROMPT_MINB", "2", 1);
+        setenv("MT_MLA_PROMPT_BLOCK", "32x8", 1);
         check_prompt(128, 100, 40, 0, 1);
         check_prompt(128, 9000, 6, 2048, 0);
-        unsetenv("MT_MLA_PROMPT_MINB");
-        unsetenv("MT_MLA_PROMPT_HEADS");
+        unsetenv("MT_MLA_PROMPT_BLOCK");
         tap_ok(mt_gpu_mla_prompt(gt_alloc(16), gt_alloc(16), 128, RANK, ROPE, MT_DTYPE_F32,
                                  gt_alloc(16), gt_alloc(16), NULL, 0, 0, 1, 1, SCALE,
                                  gt_alloc(16), NULL) == MT_ERR_INVAL,
