@@ -886,7 +886,7 @@ main(int argc, char **argv)
     printf("%-22s %-26s %9s %9s %8s %7s %8s  %s\n", "kernel", "shape", "median_ms", "p90_ms",
            "GB/s", "%hbm", "TFLOP/s", "note");
     if (mla_prompt) { /* the block mla.cu picks, then each forced (MT_MLA_PROMPT_BLOCK) */
-        static const char *const blocks[] = {NULL, "16x4", "32x4", "16x8", "32x8"};
+        static const char *const blocks[] = {NULL, "16x4", "16x8", "32x8"};
         for (size_t k = 0; k < sizeof(blocks) / sizeof(blocks[0]); k++) {
             char name[32];
             snprintf(name, sizeof(name), "mla_prompt%s%s", blocks[k] ? "_" : "",

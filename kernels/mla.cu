@@ -2,7 +2,8 @@
 /*
  * mla.cu - sparse MLA decode in absorbed form: 128 heads of one query token attend to the same
  * [latent 512 | k_pe 64] rows of the selected cache positions (spec 2.6, mt_cpu_mla_absorbed);
- * and a prompt chunk's rows, many a launch (mt_gpu_mla_prompt, the small tensor-core kernel).
+ * and a prompt chunk's rows, many a launch (mt_gpu_mla_prompt: the small tensor-core kernel on
+ * blocks of 32 or 16 heads x 8 warps, mla_prompt_shape).
  *
  * The one idea: every head reads the same keys and values, so a block takes 16 heads and a split
  * of the positions, stages each chunk of cache rows once in shared memory for all 16 heads, and
@@ -675,11 +676,14 @@ ts_split2(float x, float y, uint32_t &hi, uint32_t &lo)
  * a single split); the positions are then kept two chunks at a time (slot c % 2 of sm.pos), the
  * one after next loaded into a register a chunk ahead so that no warp waits for it. ld_idx and
  * n_first as mt_gpu_mla_prompt's; o_part is o_lat there and ml_part unused.
- * HT 16-head tiles a block share each staged chunk, KW warps a tile: warp w takes head tile
- * w / KW; its k-part kq = w % KW computes partial scores over k-steps 9 kq..+8 (KW = 4) or over
- * the latent's 4 kq..+3 and, for kq < 4, the rope's 32 + kq (KW = 8), and O's columns
- * 512 / KW kq..+(512 / KW - 1). KW = 8 holds half the query and O a warp, so that its registers
- * fit two blocks an SM (16 warps instead of 8: the kernel waits on latencies, not on bandwidth).
+ *
+ * HT 16-head tiles a block share each staged chunk, KW warps a tile (decode: 1 x 4, as above;
+ * a prompt's rows: mla_prompt_shape): warp w takes head tile w / KW; its k-part kq = w % KW
+ * computes partial scores over k-steps 9 kq..+8 (KW = 4) or over the latent's 4 kq..+3 and, for
+ * kq < 4, the rope's 32 + kq (KW = 8), and O's columns 512 / KW kq..+(512 / KW - 1). Why 8 warps
+ * a tile: the kernel waits on latencies, not on L2 (Nsight Compute on the H200 at 1 x 4: 8 warps
+ * an SM, tensor pipe 25%, L2 37%), and with half the query and O a warp (128 registers) twice the
+ * warps fit an SM; two tiles a block halve the bytes staged a head.
  */
 template <bool PROMPT, int HT, int KW>
 static __global__ void __launch_bounds__(HT * KW * 32, KW == 8 && HT == 1 ? 2 : 1)
@@ -1140,12 +1144,14 @@ mla_prompt_launch(const float *q_lat, const float *q_pe, int n_heads, const uint
 }
 
 /* The blocks a prompt's rows may run on: heads a block x warps a 16-head tile. */
-enum mla_prompt_block { MLA_PROMPT_16X4, MLA_PROMPT_32X4, MLA_PROMPT_16X8, MLA_PROMPT_32X8 };
+enum mla_prompt_block { MLA_PROMPT_16X4, MLA_PROMPT_16X8, MLA_PROMPT_32X8 };
 
 /*
- * The block for a prompt's rows: MT_MLA_PROMPT_BLOCK=16x4, 32x4 or 16x8 picks one (read every
- * call, so a test can switch) where its shared memory fits (16x4 ~86 KB, 32x4 ~98 KB, 16x8 ~95 KB:
- * all fit every sm_80+ GPU) and 32x4 where the heads are a multiple of 32; otherwise 16x8.
+ * The block for a prompt's rows: 32 heads x 8 warps where its ~116 KB of shared memory fit (sm_80,
+ * sm_90, sm_100) and the heads are a multiple of 32, else 16 x 8 (~95 KB: every sm_80+ GPU), else
+ * 16 x 4 (~86 KB, the decode kernel's). Measured on the H200 (bench_kernels --mla-prompt, 128 rows
+ * x 2,048 of 65,536 positions): 0.79 / 0.88 / 0.97 ms. MT_MLA_PROMPT_BLOCK=16x4, 16x8 or 32x8
+ * forces one where it fits (read every call, so a test can switch).
  */
 static mt_status_t
 mla_prompt_shape(int n_heads, enum mla_prompt_block *out)
@@ -1154,6 +1160,8 @@ mla_prompt_shape(int n_heads, enum mla_prompt_block *out)
     int dev = 0;
     mt_status_t st = MT_CUDA(cudaGetDevice(&dev));
     const char *env = getenv("MT_MLA_PROMPT_BLOCK");
+    bool want16x4 = env != NULL && strcmp(env, "16x4") == 0;
+    bool want16x8 = env != NULL && strcmp(env, "16x8") == 0;
 
     *out = MLA_PROMPT_16X4;
     if (st != MT_OK || dev < 0 || dev >= 64) {
@@ -1167,22 +1175,10 @@ mla_prompt_shape(int n_heads, enum mla_prompt_block *out)
         }
         optin[dev] = v > 0 ? v : -1;
     }
-    if (env != NULL && strcmp(env, "16x4") == 0) {
-        return MT_OK;
-    }
-    if (env != NULL && strcmp(env, "32x4") == 0) {
-        if (n_heads % (2 * MLA_HEADS) == 0 && optin[dev] >= (int)sizeof(struct ts_smem<2, 4>)) {
-            *out = MLA_PROMPT_32X4;
-        }
-        return MT_OK;
-    }
-    if (env != NULL && strcmp(env, "32x8") == 0) {
-        if (n_heads % (2 * MLA_HEADS) == 0 && optin[dev] >= (int)sizeof(struct ts_smem<2, 8>)) {
-            *out = MLA_PROMPT_32X8;
-        }
-        return MT_OK;
-    }
-    if (optin[dev] >= (int)sizeof(struct ts_smem<1, 8>)) {
+    if (!want16x4 && !want16x8 && n_heads % (2 * MLA_HEADS) == 0 &&
+        optin[dev] >= (int)sizeof(struct ts_smem<2, 8>)) {
+        *out = MLA_PROMPT_32X8;
+    } else if (!want16x4 && optin[dev] >= (int)sizeof(struct ts_smem<1, 8>)) {
         *out = MLA_PROMPT_16X8;
     }
     return MT_OK;
@@ -1232,9 +1228,6 @@ mt_gpu_mla_prompt(const float *q_lat, const float *q_pe, int n_heads, int kv_ran
                                        n_rows, scale, o_lat, stream);
     case MLA_PROMPT_32X8:
         return mla_prompt_launch<2, 8>(q_lat, q_pe, n_heads, l16, k16, idx, ld_idx, n_idx, n_first,
-                                       n_rows, scale, o_lat, stream);
-    case MLA_PROMPT_32X4:
-        return mla_prompt_launch<2, 4>(q_lat, q_pe, n_heads, l16, k16, idx, ld_idx, n_idx, n_first,
                                        n_rows, scale, o_lat, stream);
     default:
         return mla_prompt_launch<1, 4>(q_lat, q_pe, n_heads, l16, k16, idx, ld_idx, n_idx, n_first,

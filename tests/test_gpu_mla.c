@@ -293,8 +293,9 @@ main(void)
     unsetenv("MT_MLA_CUDA_CORES");
     /* a prompt's rows in one launch (where the tensor-core kernels run): dense rows across
        chunk ends (1 .. 40 positions) and long ones (63-64 chunks), selected rows of V3.2's
-       2,048 and of 3,000 (94 chunks, the last cut short), few heads; on the block mla.cu
-       picks, then on each other one forced */
+       2,048 and of 3,000 (94 chunks, the last cut short), few heads; on the blocks mla.cu
+       picks (32 heads x 8 warps where they fit, else 16 x 8: 16 heads here), then on 16 x 4
+       and 16 x 8 forced */
     if (tensor_cores()) {
         check_prompt(128, 100, 40, 0, 1);
         check_prompt(128, 2100, 4, 0, 2014);
@@ -305,13 +306,11 @@ main(void)
         check_prompt(128, 100, 40, 0, 1);
         check_prompt(128, 9000, 6, 2048, 0);
         check_prompt(32, 500, 11, 33, 0);
-        setenv("MT_MLA_PROMPT_BLOCK", "32x4", 1);
+        setenv("MT_MLA_PROMPT_BLOCK", "16x8", 1);
+        check_prompt(128, 100, 40, 0, 1);
         check_prompt(128, 2100, 4, 0, 2014);
         check_prompt(64, 100000, 3, 3000, 0);
         check_prompt(96, 500, 11, 33, 0);
-        setenv("MT_MLA_PROMPT_BLOCK", "32x8", 1);
-        check_prompt(128, 100, 40, 0, 1);
-        check_prompt(128, 9000, 6, 2048, 0);
         unsetenv("MT_MLA_PROMPT_BLOCK");
         tap_ok(mt_gpu_mla_prompt(gt_alloc(16), gt_alloc(16), 128, RANK, ROPE, MT_DTYPE_F32,
                                  gt_alloc(16), gt_alloc(16), NULL, 0, 0, 1, 1, SCALE,
