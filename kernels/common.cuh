@@ -13,6 +13,7 @@
 #define MT_KERNELS_COMMON_CUH
 
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 #include <stdint.h>
 
 #define MT_FP8_DECODE_SCALE 256.0f /* what mt_fp8x4_decode's values are short of */
@@ -145,6 +146,28 @@ mt_warp_max(float v)
         v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     }
     return v;
+}
+
+/*
+ * The power-of-two (ue8m0) scale of a group of values whose largest magnitude is amax, as
+ * mt_cpu_act_quant(ue8m0 = true) makes it: amax clamped at 1e-4, amax / 448 rounded up to a
+ * power of two (so that x / s is exact and at most 448, e4m3's largest).
+ */
+static __device__ __forceinline__ float
+mt_ue8m0_scale(float amax)
+{
+    uint32_t u = __float_as_uint(fmaxf(amax, 1e-4f) / 448.0f);
+
+    return ldexpf(1.0f, (int)((u >> 23) & 0xff) - 127 + ((u & 0x7fffff) != 0));
+}
+
+/* x / s as an e4m3 byte, clamped to +-448, rounded to nearest even (mt_cpu_act_quant's). */
+static __device__ __forceinline__ uint8_t
+mt_e4m3_of(float x, float s)
+{
+    float q = fminf(fmaxf(x / s, -448.0f), 448.0f);
+
+    return (uint8_t)__nv_cvt_float_to_fp8(q, __NV_SATFINITE, __NV_E4M3);
 }
 
 #endif /* MT_KERNELS_COMMON_CUH */

@@ -823,21 +823,12 @@ hadamard_quant_kernel(const float *x, int n_vec, int dim, uint8_t *q8, float *sc
             amax = fmaxf(amax, fabsf(h[k]));
         }
     }
-    for (int o = 16; o > 0; o >>= 1) {
-        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    }
-    amax = fmaxf(amax, 1e-4f);
-    float qs = amax / 448.0f;
-    uint32_t u = __float_as_uint(qs);
-    int e = (int)((u >> 23) & 0xff) - 127 + ((u & 0x7fffff) != 0);
-    qs = ldexpf(1.0f, e);
+    float qs = mt_ue8m0_scale(mt_warp_max(amax));
 #pragma unroll
     for (int k = 0; k < HQ_EPL; k++) {
         int i = lane * HQ_EPL + k;
         if (i < dim) {
-            float q = fminf(fmaxf(h[k] / qs, -448.0f), 448.0f);
-            q8[(int64_t)v * dim + i] =
-                (uint8_t)__nv_cvt_float_to_fp8(q, __NV_SATFINITE, __NV_E4M3);
+            q8[(int64_t)v * dim + i] = mt_e4m3_of(h[k], qs);
         }
     }
     if (lane == 0) {

@@ -15,6 +15,7 @@
 #include <config.h>
 
 #include "kernels/ops.h"
+#include "kernels/common.cuh"
 #include "kernels/cuda_check.cuh"
 #include "kernels/pdl.cuh"
 
@@ -59,20 +60,13 @@ latent_fp8_store_kernel(const float *__restrict__ lat, int n_tok, int kvl, uint8
         v[k] = i < n ? x[i] : 0.0f;
         amax = fmaxf(amax, fabsf(v[k]));
     }
-    for (int o = 16; o > 0; o >>= 1) {
-        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    }
-    amax = fmaxf(amax, 1e-4f);
-    float s = amax / 448.0f;
-    uint32_t u = __float_as_uint(s);
-    s = ldexpf(1.0f, (int)((u >> 23) & 0xff) - 127 + ((u & 0x7fffff) != 0));
+    float s = mt_ue8m0_scale(mt_warp_max(amax));
     uint8_t *row = dst + t * lf8_row_bytes(kvl);
 #pragma unroll
     for (int k = 0; k < 4; k++) {
         int i = lane * 4 + k;
         if (i < n) {
-            float q = fminf(fmaxf(v[k] / s, -448.0f), 448.0f);
-            row[g * LF8_GROUP + i] = (uint8_t)__nv_cvt_float_to_fp8(q, __NV_SATFINITE, __NV_E4M3);
+            row[g * LF8_GROUP + i] = mt_e4m3_of(v[k], s);
         }
     }
     if (lane == 0) {
