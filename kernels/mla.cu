@@ -941,6 +941,30 @@ enum mla_kernel { MLA_CUDA_CORES, MLA_TC_SMALL, MLA_TC };
  */
 #define MLA_SMALL_MAX_POS 1024
 
+/* The dynamic shared memory a block may have on the current device (asked once a device). */
+static mt_status_t
+mla_smem_optin(int *out)
+{
+    static int known[64]; /* 0: not asked yet */
+    int dev = 0;
+    mt_status_t st = MT_CUDA(cudaGetDevice(&dev));
+
+    *out = 0;
+    if (st != MT_OK || dev < 0 || dev >= 64) {
+        return st;
+    }
+    if (known[dev] == 0) {
+        int v = 0;
+        st = MT_CUDA(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+        if (st != MT_OK) {
+            return st;
+        }
+        known[dev] = v > 0 ? v : -1;
+    }
+    *out = known[dev];
+    return MT_OK;
+}
+
 /*
  * Which kernel a BF16 cache of n_idx positions runs on here: mla_tc_kernel where a block may have
  * its ~201 KB of shared memory (sm_90, sm_100) and the row is longer than MLA_SMALL_MAX_POS, else
@@ -952,8 +976,7 @@ enum mla_kernel { MLA_CUDA_CORES, MLA_TC_SMALL, MLA_TC };
 static mt_status_t
 mla_choose(const float *q_lat, const float *q_pe, int n_idx, enum mla_kernel *out)
 {
-    static int known[64]; /* dynamic shared memory a block may have; 0 not asked yet */
-    int dev = 0;
+    int optin = 0;
     mt_status_t st;
 
     const char *env = getenv("MT_MLA_CUDA_CORES");
@@ -963,21 +986,13 @@ mla_choose(const float *q_lat, const float *q_pe, int n_idx, enum mla_kernel *ou
     if ((env != NULL && strcmp(env, "0") != 0) || ((uintptr_t)q_lat | (uintptr_t)q_pe) % 16 != 0) {
         return MT_OK;
     }
-    if ((st = MT_CUDA(cudaGetDevice(&dev))) != MT_OK || dev < 0 || dev >= 64) {
+    if ((st = mla_smem_optin(&optin)) != MT_OK) {
         return st;
     }
-    if (known[dev] == 0) {
-        int optin = 0;
-        st = MT_CUDA(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-        if (st != MT_OK) {
-            return st;
-        }
-        known[dev] = optin > 0 ? optin : -1;
-    }
     bool small_wanted = small != NULL ? strcmp(small, "0") != 0 : n_idx <= MLA_SMALL_MAX_POS;
-    if (known[dev] >= (int)sizeof(struct tc_smem) && !small_wanted) {
+    if (optin >= (int)sizeof(struct tc_smem) && !small_wanted) {
         *out = MLA_TC;
-    } else if (known[dev] >= (int)sizeof(struct ts_smem<1, 4>)) {
+    } else if (optin >= (int)sizeof(struct ts_smem<1, 4>)) {
         *out = MLA_TC_SMALL;
     }
     return MT_OK;
@@ -1156,29 +1171,20 @@ enum mla_prompt_block { MLA_PROMPT_16X4, MLA_PROMPT_16X8, MLA_PROMPT_32X8 };
 static mt_status_t
 mla_prompt_shape(int n_heads, enum mla_prompt_block *out)
 {
-    static int optin[64]; /* dynamic shared memory a block may have; 0 not asked yet */
-    int dev = 0;
-    mt_status_t st = MT_CUDA(cudaGetDevice(&dev));
+    int optin = 0;
+    mt_status_t st = mla_smem_optin(&optin);
     const char *env = getenv("MT_MLA_PROMPT_BLOCK");
     bool want16x4 = env != NULL && strcmp(env, "16x4") == 0;
     bool want16x8 = env != NULL && strcmp(env, "16x8") == 0;
 
     *out = MLA_PROMPT_16X4;
-    if (st != MT_OK || dev < 0 || dev >= 64) {
+    if (st != MT_OK) {
         return st;
     }
-    if (optin[dev] == 0) {
-        int v = 0;
-        st = MT_CUDA(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-        if (st != MT_OK) {
-            return st;
-        }
-        optin[dev] = v > 0 ? v : -1;
-    }
     if (!want16x4 && !want16x8 && n_heads % (2 * MLA_HEADS) == 0 &&
-        optin[dev] >= (int)sizeof(struct ts_smem<2, 8>)) {
+        optin >= (int)sizeof(struct ts_smem<2, 8>)) {
         *out = MLA_PROMPT_32X8;
-    } else if (!want16x4 && optin[dev] >= (int)sizeof(struct ts_smem<1, 8>)) {
+    } else if (!want16x4 && optin >= (int)sizeof(struct ts_smem<1, 8>)) {
         *out = MLA_PROMPT_16X8;
     }
     return MT_OK;
