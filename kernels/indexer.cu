@@ -1170,6 +1170,22 @@ mt_gpu_index_scores_split(const float *q, const float *w, const void *keys, int6
 
 #define FP8_LOADS (FP8_TILE * FP8_DIM / 16 / (FP8_WARPS * 32)) /* 16-byte loads a thread */
 
+/*
+ * Row blockIdx.y of a batch of queries (mt_gpu_index_scores_fp8_rows) takes query y (q8 + y 64 x
+ * 128, w + y 64), whose keys are the first n_keys + y, and scores them into out + y ld; past them,
+ * to ld, the row gets -inf (here, as rows_prologue), so that a top-k over whole rows never picks
+ * past a query's keys. One query (gridDim.y 1, ld = n_keys): nothing changes. After the wait for
+ * the previous kernel.
+ */
+static __device__ __forceinline__ void
+fp8_row_tail(float *row, int64_t n_keys, int64_t ld, int threads)
+{
+    for (int64_t i = n_keys + (int64_t)blockIdx.x * threads + threadIdx.x; i < ld;
+         i += (int64_t)gridDim.x * threads) {
+        row[i] = -INFINITY;
+    }
+}
+
 /* This thread's FP8_LOADS 16-byte pieces of the tile of keys key0.. (zeros past n_keys). */
 static __device__ __forceinline__ void
 load_tile(const uint8_t *__restrict__ k8, int64_t n_keys, int64_t key0, uint4 (&pre)[FP8_LOADS])
@@ -1194,8 +1210,13 @@ load_tile(const uint8_t *__restrict__ k8, int64_t n_keys, int64_t key0, uint4 (&
 static __global__ void __launch_bounds__(FP8_WARPS * 32)
 index_scores_fp8_kernel(const uint8_t *__restrict__ q8, const float *__restrict__ w,
                         const uint8_t *__restrict__ k8, const float *__restrict__ k_scale,
-                        int64_t n_keys, float *out)
+                        int64_t n_keys, float *out, int64_t ld)
 {
+    q8 += (int64_t)blockIdx.y * FP8_HEADS * FP8_DIM;
+    w += (int64_t)blockIdx.y * FP8_HEADS;
+    out += (int64_t)blockIdx.y * ld;
+    n_keys += blockIdx.y;
+    fp8_row_tail(out, n_keys, ld, FP8_WARPS * 32);
     __shared__ __align__(16) uint8_t tile[FP8_TILE * FP8_ROW];
     __shared__ float part[FP8_WARPS][FP8_TILE];
     int warp = threadIdx.x / 32;
@@ -1361,7 +1382,7 @@ f8m_issue(struct f8m_ring &ring, int stage, const uint8_t *__restrict__ k8,
 static __global__ void __launch_bounds__(32)
 index_scores_f8mma_kernel(const uint8_t *__restrict__ q8, const float *__restrict__ w,
                           const uint8_t *__restrict__ k8, const float *__restrict__ k_scale,
-                          int64_t n_keys, int64_t n_ready, float *__restrict__ out)
+                          int64_t n_keys, int64_t n_ready, float *__restrict__ out, int64_t ld)
 {
     __shared__ struct f8m_ring ring;
     int lane = threadIdx.x & 31;
@@ -1382,6 +1403,12 @@ index_scores_f8mma_kernel(const uint8_t *__restrict__ q8, const float *__restric
         }
     }
     mt_pdl_wait();
+    q8 += (int64_t)blockIdx.y * FP8_HEADS * FP8_DIM;
+    w += (int64_t)blockIdx.y * FP8_HEADS;
+    out += (int64_t)blockIdx.y * ld;
+    n_keys += blockIdx.y;
+    n_tiles = (n_keys + 15) / 16;
+    fp8_row_tail(out, n_keys, ld, 32);
     for (int st = 0; st < F8M_STAGES - 1; st++) {
         f8m_issue(ring, st, k8, k_scale, n_keys, blockIdx.x + st * n_warps, n_tiles);
     }
@@ -1501,13 +1528,56 @@ f8mma_blocks(int *blocks)
                  &per_sm, index_scores_f8mma_kernel, 32, 0))) != MT_OK) {
             return st;
         }
-        /* MT_INDEXER_F16=1 keeps the portable kernel (to test or measure it on new GPUs) */
-        bool ok = major * 10 + minor >= 89 && fa.ptxVersion >= 89 && per_sm > 0 &&
-                  getenv("MT_INDEXER_F16") == NULL;
+        bool ok = major * 10 + minor >= 89 && fa.ptxVersion >= 89 && per_sm > 0;
         cached[dev] = ok ? sms * per_sm : -1;
     }
-    *blocks = cached[dev];
+    /* MT_INDEXER_F16=1 keeps the portable kernel (to test or measure it on new GPUs; read every
+     * call, so a test can switch) */
+    *blocks = getenv("MT_INDEXER_F16") == NULL ? cached[dev] : -1;
     return MT_OK;
+}
+
+/*
+ * The FP8 scores of n_rows queries (row y: the first n_keys + y keys, scores at out + y ld, -inf
+ * past them to ld) on the sm_89+ kernel where it runs, else on the portable one. One query: its
+ * warps as many as fit the GPU; several: the same warps shared out among the rows, so that each
+ * converts its query once for many tiles.
+ */
+static mt_status_t
+fp8_scores_launch(const uint8_t *q8, const float *w, const uint8_t *k8, const float *k_scale,
+                  int64_t n_keys, int n_rows, int64_t n_ready, float *out, int64_t ld,
+                  cudaStream_t stream)
+{
+    int dev = 0;
+    int sms = 0;
+    int f8_blocks = 0;
+    mt_status_t st;
+
+    if ((st = f8mma_blocks(&f8_blocks)) != MT_OK) {
+        return st;
+    }
+    int64_t longest = n_keys + n_rows - 1;
+    if (f8_blocks > 0) {
+        /* as many warps as fit, trimmed so that each gets the same number of tiles (a last
+         * round with a few warps would run at a fraction of the bandwidth) */
+        int64_t tiles = MT_CEIL_DIV(longest, (int64_t)16);
+        int64_t per_warp = MT_CEIL_DIV(tiles, (int64_t)MT_MAX(f8_blocks / n_rows, 1));
+        unsigned nb = (unsigned)MT_CEIL_DIV(tiles, per_warp);
+        mt_pdl_launch(index_scores_f8mma_kernel, dim3(nb, (unsigned)n_rows), dim3(32), 0, stream,
+                      q8, w, k8, k_scale, n_keys, n_ready, out, ld);
+        return mt_cuda_launched("index_scores_fp8 (fp8 mma)", stream);
+    }
+    if ((st = MT_CUDA(cudaGetDevice(&dev))) != MT_OK ||
+        (st = MT_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev))) !=
+            MT_OK) {
+        return st;
+    }
+    int64_t tiles = MT_CEIL_DIV(longest, (int64_t)FP8_TILE);
+    int64_t per_row = MT_MAX((int64_t)MT_MAX(sms, 1) * FP8_BLOCKS_PER_SM / n_rows, (int64_t)1);
+    unsigned blocks = (unsigned)MT_MIN(tiles, per_row);
+    index_scores_fp8_kernel<<<dim3(blocks, (unsigned)n_rows), FP8_WARPS * 32, 0, stream>>>(
+        q8, w, k8, k_scale, n_keys, out, ld);
+    return mt_cuda_launched("index_scores_fp8", stream);
 }
 
 extern "C" mt_status_t
@@ -1515,9 +1585,6 @@ mt_gpu_index_scores_fp8(const uint8_t *q8, const float *w, int n_heads, int dim,
                         const uint8_t *k8, const float *k_scale, int64_t n_keys, int64_t n_ready,
                         float *out, struct CUstream_st *stream)
 {
-    int dev = 0;
-    int sms = 0;
-
     if (n_heads != FP8_HEADS || dim != FP8_DIM || n_keys < 1 || q8 == NULL || w == NULL ||
         k8 == NULL || k_scale == NULL || out == NULL || ((uintptr_t)q8 | (uintptr_t)k8) % 16 ||
         n_ready < 0 || n_ready > n_keys) {
@@ -1526,26 +1593,22 @@ mt_gpu_index_scores_fp8(const uint8_t *q8, const float *w, int n_heads, int dim,
                        "64 x 128, 16-byte aligned, 0 <= ready <= keys)",
                        n_heads, dim, (long long)n_keys, (long long)n_ready);
     }
-    mt_status_t st;
-    int f8_blocks = 0;
-    if ((st = f8mma_blocks(&f8_blocks)) != MT_OK) {
-        return st;
+    return fp8_scores_launch(q8, w, k8, k_scale, n_keys, 1, n_ready, out, n_keys, stream);
+}
+
+extern "C" mt_status_t
+mt_gpu_index_scores_fp8_rows(const uint8_t *q8, const float *w, int n_heads, int dim,
+                             const uint8_t *k8, const float *k_scale, int64_t n_keys0, int n_rows,
+                             float *out, int64_t ld, struct CUstream_st *stream)
+{
+    if (n_heads != FP8_HEADS || dim != FP8_DIM || n_keys0 < 1 || n_rows < 1 || n_rows > 65535 ||
+        ld < n_keys0 + n_rows - 1 || q8 == NULL || w == NULL || k8 == NULL || k_scale == NULL ||
+        out == NULL || ((uintptr_t)q8 | (uintptr_t)k8) % 16) {
+        return mt_fail(MT_ERR_INVAL, 0,
+                       "gpu fp8 index scores: %d queries of %d heads x %d dims, %lld keys for the "
+                       "first, rows of %lld (needs 64 x 128, 1-65,535 queries, rows as long as the "
+                       "last query's keys, 16-byte aligned)",
+                       n_rows, n_heads, dim, (long long)n_keys0, (long long)ld);
     }
-    if (f8_blocks > 0) {
-        /* as many warps as fit, trimmed so that each gets the same number of tiles (a last
-         * round with a few warps would run at a fraction of the bandwidth) */
-        int64_t tiles = MT_CEIL_DIV(n_keys, (int64_t)16);
-        int64_t per_warp = MT_CEIL_DIV(tiles, (int64_t)f8_blocks);
-        unsigned nb = (unsigned)MT_CEIL_DIV(tiles, per_warp);
-        mt_pdl_launch(index_scores_f8mma_kernel, dim3(nb), dim3(32), 0, stream, q8, w, k8,
-                      k_scale, n_keys, n_ready, out);
-        return mt_cuda_launched("index_scores_fp8 (fp8 mma)", stream);
-    }
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-    int64_t tiles = MT_CEIL_DIV(n_keys, (int64_t)FP8_TILE);
-    unsigned blocks = (unsigned)MT_MIN(tiles, (int64_t)MT_MAX(sms, 1) * FP8_BLOCKS_PER_SM);
-    index_scores_fp8_kernel<<<blocks, FP8_WARPS * 32, 0, stream>>>(q8, w, k8, k_scale, n_keys,
-                                                                    out);
-    return mt_cuda_launched("index_scores_fp8", stream);
+    return fp8_scores_launch(q8, w, k8, k_scale, n_keys0, n_rows, 0, out, ld, stream);
 }

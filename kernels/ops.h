@@ -259,6 +259,17 @@ MT_GPU_FN mt_status_t mt_gpu_index_scores_fp8(const uint8_t *q8, const float *w,
                                               int dim, const uint8_t *k8, const float *k_scale,
                                               int64_t n_keys, int64_t n_ready, float *out,
                                               struct CUstream_st *stream);
+/*
+ * The same for a prompt's queries in one launch: query y (q8 + y 64 x 128 bytes, w + y 64) scores
+ * the first n_keys0 + y keys into out + y ld and writes -inf past them to ld (>= n_keys0 + n_rows
+ * - 1), so that mt_gpu_topk over whole rows picks only its keys; 1 <= n_rows <= 65,535. Each key's
+ * score is the one mt_gpu_index_scores_fp8 gives (the same products in the same order).
+ */
+MT_GPU_FN mt_status_t mt_gpu_index_scores_fp8_rows(const uint8_t *q8, const float *w, int n_heads,
+                                                   int dim, const uint8_t *k8,
+                                                   const float *k_scale, int64_t n_keys0,
+                                                   int n_rows, float *out, int64_t ld,
+                                                   struct CUstream_st *stream);
 
 /*
  * Exact top-k of each of n_rows rows of scores (row r at scores + r * ld, lens[r] values, or n
@@ -656,6 +667,16 @@ mt_gpu_index_scores_fp8(const uint8_t *q8, const float *w, int n_heads, int dim,
 {
     (void)q8, (void)w, (void)n_heads, (void)dim, (void)k8, (void)k_scale, (void)n_keys;
     (void)n_ready, (void)out, (void)stream;
+    return mt_gpu_ops_unsupported_();
+}
+
+static inline mt_status_t
+mt_gpu_index_scores_fp8_rows(const uint8_t *q8, const float *w, int n_heads, int dim,
+                             const uint8_t *k8, const float *k_scale, int64_t n_keys0, int n_rows,
+                             float *out, int64_t ld, struct CUstream_st *stream)
+{
+    (void)q8, (void)w, (void)n_heads, (void)dim, (void)k8, (void)k_scale, (void)n_keys0;
+    (void)n_rows, (void)out, (void)ld, (void)stream;
     return mt_gpu_ops_unsupported_();
 }
 

@@ -547,6 +547,106 @@ test_scores(int64_t n_keys)
     free(q);
 }
 
+/*
+ * FP8 scores of a prompt's queries in one launch (mt_gpu_index_scores_fp8_rows): query y scores
+ * the first n_keys0 + y keys into row y of ld; each score must be bit for bit the one-query
+ * launch's (the same products in the same order), the first and last rows within 1e-5 of the
+ * CPU's, the rest of each row -inf. On the kernel this GPU takes, then on the portable one.
+ */
+static void
+test_scores_fp8_rows(int64_t n_keys0, int n_rows)
+{
+    const int H = 64;
+    const int D = 128;
+    int64_t n_keys = n_keys0 + n_rows - 1;
+    int64_t ld = n_keys + 5;
+    float *q = gt_malloc((size_t)n_rows * H * D * sizeof(float));
+    float *w = gt_malloc((size_t)n_rows * H * sizeof(float));
+    float *k = gt_malloc((size_t)n_keys * D * sizeof(float));
+    uint8_t *q8 = gt_malloc((size_t)n_rows * H * D);
+    uint8_t *k8 = gt_malloc((size_t)n_keys * D);
+    float *ks = gt_malloc((size_t)n_keys * sizeof(float));
+    float *want = gt_malloc((size_t)n_keys * sizeof(float));
+    float *got = gt_malloc((size_t)n_rows * ld * sizeof(float));
+    float *one = gt_malloc((size_t)n_keys * sizeof(float));
+
+    gt_fill(q, (size_t)n_rows * H * D, -1.0f, 1.0f);
+    gt_fill(w, (size_t)n_rows * H, -0.5f, 1.0f);
+    gt_fill(k, (size_t)n_keys * D, -1.0f, 1.0f);
+    for (int h = 0; h < n_rows * H; h++) {
+        float sq = mt_cpu_act_quant(q + (size_t)h * D, D, true, q8 + (size_t)h * D);
+        w[h] *= sq * 0.08838835f;
+    }
+    for (int64_t s = 0; s < n_keys; s++) {
+        ks[s] = mt_cpu_act_quant(k + (size_t)s * D, D, true, k8 + (size_t)s * D);
+    }
+    mt_gpu_arena_reset(gt_arena);
+    uint8_t *d_q8 = gt_put(q8, (size_t)n_rows * H * D);
+    float *d_w = gt_put(w, (size_t)n_rows * H * sizeof(float));
+    uint8_t *d_k8 = gt_put(k8, (size_t)n_keys * D);
+    float *d_ks = gt_put(ks, (size_t)n_keys * sizeof(float));
+    float *d_o = gt_alloc((size_t)n_rows * ld * sizeof(float));
+    float *d_one = gt_alloc((size_t)n_keys * sizeof(float));
+    for (int path = 0; path < 2; path++) {
+        if (path == 1) {
+            setenv("MT_INDEXER_F16", "1", 1);
+        }
+        const char *kn = fp8_mma() ? "sm_89+ kernel" : "portable kernel";
+        for (size_t i = 0; i < (size_t)n_rows * ld; i++) {
+            got[i] = NAN; /* a score the kernel skips stays NaN */
+        }
+        if (mt_gpu_copy_to_device(d_o, got, (size_t)n_rows * ld * sizeof(float)) != MT_OK) {
+            gt_bail("copy to device");
+        }
+        mt_status_t st = mt_gpu_index_scores_fp8_rows(d_q8, d_w, H, D, d_k8, d_ks, n_keys0, n_rows,
+                                                      d_o, ld, NULL);
+        if (!tap_ok(st == MT_OK, "FP8 index scores of %d queries in one launch (%s): %s", n_rows,
+                    kn, st == MT_OK ? "launched" : mt_last_error())) {
+            unsetenv("MT_INDEXER_F16");
+            continue;
+        }
+        gt_get(got, d_o, (size_t)n_rows * ld * sizeof(float));
+        int64_t off = 0, tails = 0;
+        double worst = 0.0;
+        for (int y = 0; y < n_rows; y++) {
+            int64_t n = n_keys0 + y;
+            const float *row = got + (size_t)y * ld;
+            if (mt_gpu_index_scores_fp8(d_q8 + (size_t)y * H * D, d_w + (size_t)y * H, H, D, d_k8,
+                                        d_ks, n, 0, d_one, NULL) != MT_OK) {
+                gt_bail("one-query fp8 scores");
+            }
+            gt_get(one, d_one, (size_t)n * sizeof(float));
+            off += memcmp(row, one, (size_t)n * sizeof(float)) != 0;
+            for (int64_t i = n; i < ld; i++) {
+                tails += !(isinf(row[i]) && row[i] < 0.0f);
+            }
+            if (y == 0 || y == n_rows - 1) {
+                mt_cpu_index_scores_fp8(q8 + (size_t)y * H * D, w + (size_t)y * H, H, D, k8, ks, n,
+                                        want);
+                for (int64_t i = 0; i < n; i++) {
+                    double d = fabs((double)row[i] - want[i]) - 1e-5 * (1.0 + fabs(want[i]));
+                    worst = d > worst ? d : worst;
+                }
+            }
+        }
+        tap_ok(off == 0 && tails == 0 && worst <= 0.0,
+               "FP8 index scores of %d queries in one launch (%s), %lld.. keys, rows of %lld: "
+               "every row the one-query launch's bit for bit (%lld rows differ), the tails -inf "
+               "(%lld not), the first and last within 1e-5 of the CPU's",
+               n_rows, kn, (long long)n_keys0, (long long)ld, (long long)off, (long long)tails);
+        unsetenv("MT_INDEXER_F16");
+    }
+    free(one);
+    free(got);
+    free(want);
+    free(ks);
+    free(k8);
+    free(q8);
+    free(k);
+    free(w);
+    free(q);
+}
+
 int
 main(void)
 {
@@ -559,6 +659,9 @@ main(void)
     test_scores(1);
     test_scores(1001);
     test_scores(131072);
+    test_scores_fp8_rows(2049, 37); /* a prompt chunk just past index_topk */
+    test_scores_fp8_rows(1, 70);    /* rows of 1 to 70 keys: partial tiles */
+    test_scores_fp8_rows(30000, 128); /* many warps a row */
     test_scores_exact(64, 128, 2100); /* just past V3.2's index_topk */
     test_scores_exact(4, 32, 70);     /* the tiny models */
     test_scores_exact(37, 100, 33);   /* odd heads, a partial dim chunk, a partial key tile */

@@ -657,8 +657,8 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
     A(g->q_lat, T * H * kvl * f, "work");
     A(g->q_pe, T * H * rope * f, "work");
     A(g->o_lat, T * H * kvl * f, "work");
-    /* a prompt chunk's exact index scores and top-k in batches of score_rows queries (at most
-       ~32 MB of scores: the whole chunk at the default context) */
+    /* a prompt chunk's index scores and top-k in batches of score_rows queries (at most ~32 MB
+       of scores: the whole chunk at the default context) */
     g->score_rows = (int)MT_MIN((size_t)g->chunk, MT_MAX((size_t)1, ((size_t)32 << 20) / (ctx * f)));
     size_t topk = (size_t)MT_MAX(c->index_topk, 1);
     A(g->scores, (size_t)g->score_rows * ctx * f, "index scores");
@@ -670,8 +670,10 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
         mw = fw > mw ? fw : mw;
     }
     A(g->mla_work, mw, "attention work");
-    A(g->q8, IH * ID, "work");
-    A(g->wq, IH * f, "work");
+    /* the FP8 indexer's quantized queries: a batch of prompt rows (score_rows) at once */
+    size_t q8_rows = exact ? 1 : (size_t)g->score_rows;
+    A(g->q8, q8_rows * IH * ID, "work");
+    A(g->wq, q8_rows * IH * f, "work");
     A(g->logits, TOK * (size_t)c->vocab_size * f, "logits");
     A(g->argmax_work, mt_gpu_argmax_work_bytes(), "work");
     A(g->stk, (size_t)MT_MAX(g->max_stack, 1) * f, "work");

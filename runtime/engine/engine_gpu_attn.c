@@ -189,13 +189,16 @@ eng_gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t 
     }
     float iscale = (float)(1.0 / sqrt((double)ID));
     /*
-     * A prompt chunk (exact indexer): the queries whose keys outnumber index_topk (from t0 on)
-     * are scored and selected score_rows at a time, one launch each for the scores and the top-k
-     * (rows of ld = start + m, the tail of each -inf), instead of two launches a token.
+     * A prompt chunk: the queries whose keys outnumber index_topk (from t0 on) are scored and
+     * selected score_rows at a time, one launch each for the scores and the top-k (rows of ld =
+     * start + m, the tail of each -inf), and for the FP8 indexer one for the queries'
+     * quantization, instead of two or three launches a token. The FP8 indexer at other shapes
+     * than V3.2's 64 x 128 (the tiny test models) keeps a token at a time.
      */
     int64_t topk = c->index_topk;
     int t0 = (int)MT_MAX(0, MT_MIN((int64_t)m, topk - start)); /* first token with a real top-k */
-    bool batched = sparse && !fp8 && m > TOK && g->batch_index && t0 < m;
+    bool batched = sparse && (!fp8 || (IH == 64 && ID == 128)) && m > TOK && g->batch_index &&
+                   t0 < m;
     int64_t ld = start + m;
     int b0 = t0, b1 = t0; /* the batch whose selections g->idx holds: tokens b0..b1-1 */
     /*
@@ -230,12 +233,22 @@ eng_gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t 
                 b0 = t;
                 b1 = MT_MIN(m, t + g->score_rows);
                 const float *qb = qi + (size_t)b0 * IH * ID, *wb = g->wts + (size_t)b0 * IH;
-                GPU_DO(l, "index scores (prompt rows)",
-                       g->ikey_split
-                           ? mt_gpu_index_scores_split(qb, wb, L->ikey, n_keys, b1 - b0, start,
-                                                       iscale, g->scores, ld, s)
-                           : mt_gpu_index_scores_rows(qb, wb, IH, ID, L->ikey, n_keys, b1 - b0,
-                                                      iscale, g->scores, ld, s));
+                if (fp8) {
+                    GPU_DO(l, "index query fp8 quantization (prompt rows)",
+                           mt_gpu_hadamard_quant(qb, (b1 - b0) * IH, ID, g->q8, g->wq, wb, iscale,
+                                                 s));
+                    GPU_DO(l, "fp8 index scores (prompt rows)",
+                           mt_gpu_index_scores_fp8_rows(g->q8, g->wq, IH, ID, L->ikey8,
+                                                        L->ikscale, n_keys, b1 - b0, g->scores,
+                                                        ld, s));
+                } else {
+                    GPU_DO(l, "index scores (prompt rows)",
+                           g->ikey_split
+                               ? mt_gpu_index_scores_split(qb, wb, L->ikey, n_keys, b1 - b0,
+                                                           start, iscale, g->scores, ld, s)
+                               : mt_gpu_index_scores_rows(qb, wb, IH, ID, L->ikey, n_keys,
+                                                          b1 - b0, iscale, g->scores, ld, s));
+                }
                 GPU_DO(l, "indexer top-k (prompt rows)",
                        mt_gpu_topk(g->scores, ld, b1 - b0, ld, NULL, (int)topk, g->idx, NULL,
                                    NULL, s));
