@@ -622,23 +622,23 @@ mla_tc_kernel(const float *__restrict__ q_lat, const float *__restrict__ q_pe,
  * Positions a block: 64, 128 or 256 (2, 4 or 8 chunks), the fewest that keep the grid to one
  * wave, so that short rows still fill the GPU and long ones do not multiply the splits to merge.
  */
-#define TS_WARPS 4 /* warps a 16-head tile: each takes 9 of the scores' k-steps, 128 columns of O */
+#define TS_WARPS 4                          /* warps a 16-head tile in decode */
 #define TS_THREADS (TS_WARPS * 32)
 #define TS_CHUNK 32                         /* positions a chunk */
 #define TS_MAX_CHUNKS 8                     /* chunks a block at most */
-#define TS_KSTEPS (MLA_DIM / 16 / TS_WARPS) /* 9: the scores' k-steps a warp */
+#define TS_KSTEPS (MLA_DIM / 16 / TS_WARPS) /* 9: the scores' k-steps a warp of 4 */
 #define TS_PROWB ((TS_CHUNK + 8) * 2)       /* bytes a row of P: 5 16-byte units (odd) */
 #define TS_SROW (TS_CHUNK + 4)              /* floats a row of partial scores */
 
-/* HT 16-head tiles a block, KW warps a tile (4 in decode; a prompt's rows: mla_prompt_shape) */
+/* HT 16-head tiles a block, KW warps a tile (1 x 4 in decode; a prompt's: mla_prompt_shape) */
 template <int HT, int KW> struct ts_smem {
-    uint8_t kv[2][TS_CHUNK * TC_ROWB];     /* [lat 512 | k_pe 64] bf16 rows, two chunks */
-    float s[KW][HT * MLA_HEADS][TS_SROW];  /* each k-part's partial scores of the chunk */
-    uint8_t p[2][HT * MLA_HEADS * TS_PROWB];    /* P of the chunk: hi, lo */
-    float m[HT * MLA_HEADS];                    /* running max */
-    float l[HT * MLA_HEADS];                    /* running sum */
-    float alpha[HT * MLA_HEADS];                /* this chunk's rescale of O */
-    int pos[TS_MAX_CHUNKS * TS_CHUNK];          /* the cache row of each position, -1: none */
+    uint8_t kv[2][TS_CHUNK * TC_ROWB];       /* [lat 512 | k_pe 64] bf16 rows, two chunks */
+    float s[KW][HT * MLA_HEADS][TS_SROW];    /* each k-part's partial scores of the chunk */
+    uint8_t p[2][HT * MLA_HEADS * TS_PROWB]; /* P of the chunk: hi, lo */
+    float m[HT * MLA_HEADS];                 /* running max */
+    float l[HT * MLA_HEADS];                 /* running sum */
+    float alpha[HT * MLA_HEADS];             /* this chunk's rescale of O */
+    int pos[TS_MAX_CHUNKS * TS_CHUNK];       /* the cache row of each position, -1: none */
 };
 
 /* Stage the chunk whose positions are at sm.pos + pb into buffer b (zeros where one is -1). */
@@ -698,7 +698,7 @@ mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q
     const int HEADS = HT * MLA_HEADS;        /* a block's */
     const int THREADS = HT * KW * 32;
     const int KSW = KW == 4 ? TS_KSTEPS : 5; /* k-steps a warp at most */
-    const int NT = 2 * 8 * 4 / KW;           /* O's n-tiles (8 columns) a warp */
+    const int NT = MLA_RANK / KW / 8;        /* O's n-tiles (8 columns) a warp */
     const int HPW = MLA_HEADS / KW;          /* heads a warp in the softmax */
     int warp = threadIdx.x >> 5;
     int kq = warp % KW; /* the scores' k-part and O's column part of this warp */
@@ -760,6 +760,7 @@ mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q
 #pragma unroll
         for (int r = 0; r < 4; r++) {
             int h = hw + g + 8 * (r & 1);
+            /* a warp without a fifth k-step loads step 0's there (never used) */
             int col = 16 * (i < KSW - 1 || last_step ? kstep(i) : 0) + 2 * t + 8 * (r >> 1);
             const float *src = col < MLA_RANK ? q_lat + (int64_t)h * MLA_RANK + col
                                               : q_pe + (int64_t)h * MLA_ROPE + col - MLA_RANK;
