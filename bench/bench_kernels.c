@@ -610,6 +610,10 @@ mla_run(void *ctx, int c)
                              m->n_idx, 0.1352338f, m->work, m->o, stream);
 }
 
+/* The small MLA kernel's blocks (heads x warps a head tile): NULL, the one mla.cu picks, then
+ * each forced by MT_MLA_PROMPT_BLOCK or MT_MLA_DECODE_BLOCK. */
+static const char *const mla_blocks[] = {NULL, "16x4", "16x8", "32x8"};
+
 /* kernel: the row's name (which MLA kernel the environment selects, mla.cu's mla_choose) */
 static void
 bench_mla(enum mt_dtype dt, int n_idx, int n_cache, const char *kernel)
@@ -886,13 +890,12 @@ main(int argc, char **argv)
     printf("%-22s %-26s %9s %9s %8s %7s %8s  %s\n", "kernel", "shape", "median_ms", "p90_ms",
            "GB/s", "%hbm", "TFLOP/s", "note");
     if (mla_prompt) { /* the block mla.cu picks, then each forced (MT_MLA_PROMPT_BLOCK) */
-        static const char *const blocks[] = {NULL, "16x4", "16x8", "32x8"};
-        for (size_t k = 0; k < sizeof(blocks) / sizeof(blocks[0]); k++) {
+        for (size_t k = 0; k < sizeof(mla_blocks) / sizeof(mla_blocks[0]); k++) {
             char name[32];
-            snprintf(name, sizeof(name), "mla_prompt%s%s", blocks[k] ? "_" : "",
-                     blocks[k] ? blocks[k] : "");
-            if (blocks[k] != NULL) {
-                setenv("MT_MLA_PROMPT_BLOCK", blocks[k], 1);
+            snprintf(name, sizeof(name), "mla_prompt%s%s", mla_blocks[k] ? "_" : "",
+                     mla_blocks[k] ? mla_blocks[k] : "");
+            if (mla_blocks[k] != NULL) {
+                setenv("MT_MLA_PROMPT_BLOCK", mla_blocks[k], 1);
             }
             bench_mla_prompt(128, 65536, true, name);
             bench_mla_prompt(128, 65536, false, name);
@@ -1004,10 +1007,20 @@ dsa:
         bench_mla(MT_DTYPE_BF16, mla_rows[i], 65536, "mla_decode");
     }
     /* the BF16 cache on the kernels of GPUs with less shared memory a block (sm_80/86/89/120):
-     * the small tensor-core kernel, then CUDA cores (environment switches of mla.cu) */
+     * the small tensor-core kernel on the block mla.cu picks, then on each block forced, then
+     * CUDA cores (environment switches of mla.cu) */
     setenv("MT_MLA_TC_SMALL", "1", 1);
-    for (size_t i = 0; i < sizeof(mla_rows) / sizeof(mla_rows[0]); i++) {
-        bench_mla(MT_DTYPE_BF16, mla_rows[i], 65536, "mla_small");
+    for (size_t k = 0; k < sizeof(mla_blocks) / sizeof(mla_blocks[0]); k++) {
+        char name[32];
+        snprintf(name, sizeof(name), "mla_small%s%s", mla_blocks[k] ? "_" : "",
+                 mla_blocks[k] ? mla_blocks[k] : "");
+        if (mla_blocks[k] != NULL) {
+            setenv("MT_MLA_DECODE_BLOCK", mla_blocks[k], 1);
+        }
+        for (size_t i = 0; i < sizeof(mla_rows) / sizeof(mla_rows[0]); i++) {
+            bench_mla(MT_DTYPE_BF16, mla_rows[i], 65536, name);
+        }
+        unsetenv("MT_MLA_DECODE_BLOCK");
     }
     /* and the large one wherever it fits (sm_90, sm_100), also at the rows that default to the
      * small one */

@@ -3,7 +3,7 @@
  * mla.cu - sparse MLA decode in absorbed form: 128 heads of one query token attend to the same
  * [latent 512 | k_pe 64] rows of the selected cache positions (spec 2.6, mt_cpu_mla_absorbed);
  * and a prompt chunk's rows, many a launch (mt_gpu_mla_prompt: the small tensor-core kernel on
- * blocks of 32 or 16 heads x 8 warps, mla_prompt_shape).
+ * blocks of 32 or 16 heads x 8 warps, mla_block_shape).
  *
  * The one idea: every head reads the same keys and values, so a block takes 16 heads and a split
  * of the positions, stages each chunk of cache rows once in shared memory for all 16 heads, and
@@ -12,7 +12,7 @@
  * cores (mla_split_kernel); the BF16 cache on tensor cores (mma.sync, sm_80+), with q and the
  * probabilities split into two bf16 each so that it keeps the fp32 kernel's accuracy: in
  * mla_tc_kernel for rows of more than 1,024 positions where a block may have its ~201 KB of
- * shared memory (sm_90, sm_100), else in mla_tc_small_kernel (~86 KB, any sm_80+; mla_choose).
+ * shared memory (sm_90, sm_100), else in mla_tc_small_kernel (~95 KB, any sm_80+; mla_choose).
  * Every kernel here launches with programmatic dependent launch (pdl.cuh), as the kernels
  * around it in a decode step do. bench/results/kernels-h200.md gives them against the floors.
  */
@@ -610,7 +610,8 @@ mla_tc_kernel(const float *__restrict__ q_lat, const float *__restrict__ q_pe,
  * The kernel above needs ~201 KB of shared memory a block, which only sm_90 and sm_100 give:
  * sm_80 (163 KB) and the RTX cards, sm_86/89/120 (99 KB), ran a BF16 cache on the CUDA-core
  * kernel, 3x slower on the H200. This one keeps the same products and exactness (q and P split
- * into bf16 hi + lo, fp32 sums) in ~86 KB:
+ * into bf16 hi + lo, fp32 sums) in 86-116 KB. On its first block shape, 16 heads x 4 warps
+ * (mla_tc_small_kernel's comment says how 8 warps a tile and two tiles a block share the work):
  *   - one group of 4 warps walks its split's positions in chunks of 32 (double-buffered with
  *     cp.async: the next chunk is staged while this one is used) with an online softmax: the
  *     running max m and sum l per head, O rescaled by exp(m_old - m_new) before each chunk's
@@ -622,15 +623,13 @@ mla_tc_kernel(const float *__restrict__ q_lat, const float *__restrict__ q_pe,
  * Positions a block: 64, 128 or 256 (2, 4 or 8 chunks), the fewest that keep the grid to one
  * wave, so that short rows still fill the GPU and long ones do not multiply the splits to merge.
  */
-#define TS_WARPS 4                          /* warps a 16-head tile in decode */
-#define TS_THREADS (TS_WARPS * 32)
 #define TS_CHUNK 32                         /* positions a chunk */
 #define TS_MAX_CHUNKS 8                     /* chunks a block at most */
-#define TS_KSTEPS (MLA_DIM / 16 / TS_WARPS) /* 9: the scores' k-steps a warp of 4 */
+#define TS_KSTEPS (MLA_DIM / 16 / 4)        /* 9: the scores' k-steps a warp of a 4-warp tile */
 #define TS_PROWB ((TS_CHUNK + 8) * 2)       /* bytes a row of P: 5 16-byte units (odd) */
 #define TS_SROW (TS_CHUNK + 4)              /* floats a row of partial scores */
 
-/* HT 16-head tiles a block, KW warps a tile (1 x 4 in decode; a prompt's: mla_prompt_shape) */
+/* HT 16-head tiles a block, KW warps a tile (mla_block_shape) */
 template <int HT, int KW> struct ts_smem {
     uint8_t kv[2][TS_CHUNK * TC_ROWB];       /* [lat 512 | k_pe 64] bf16 rows, two chunks */
     float s[KW][HT * MLA_HEADS][TS_SROW];    /* each k-part's partial scores of the chunk */
@@ -677,10 +676,11 @@ ts_split2(float x, float y, uint32_t &hi, uint32_t &lo)
  * one after next loaded into a register a chunk ahead so that no warp waits for it. ld_idx and
  * n_first as mt_gpu_mla_prompt's; o_part is o_lat there and ml_part unused.
  *
- * HT 16-head tiles a block share each staged chunk, KW warps a tile (decode: 1 x 4, as above;
- * a prompt's rows: mla_prompt_shape): warp w takes head tile w / KW; its k-part kq = w % KW
- * computes partial scores over k-steps 9 kq..+8 (KW = 4) or over the latent's 4 kq..+3 and, for
- * kq < 4, the rope's 32 + kq (KW = 8), and O's columns 512 / KW kq..+(512 / KW - 1). Why 8 warps
+ * HT 16-head tiles a block share each staged chunk, KW warps a tile (mla_block_shape: decode
+ * 16 x 8, a prompt's rows 32 x 8 where they fit): warp w takes head tile w / KW; its k-part
+ * kq = w % KW computes partial scores over k-steps 9 kq..+8 (KW = 4) or over the latent's
+ * 4 kq..+3 and, for kq < 4, the rope's 32 + kq (KW = 8), and O's columns
+ * 512 / KW kq..+(512 / KW - 1). Why 8 warps
  * a tile: the kernel waits on latencies, not on L2 (Nsight Compute on the H200 at 1 x 4: 8 warps
  * an SM, tensor pipe 25%, L2 37%), and with half the query and O a warp (128 registers) twice the
  * warps fit an SM; two tiles a block halve the bytes staged a head.
@@ -969,8 +969,8 @@ mla_smem_optin(int *out)
 /*
  * Which kernel a BF16 cache of n_idx positions runs on here: mla_tc_kernel where a block may have
  * its ~201 KB of shared memory (sm_90, sm_100) and the row is longer than MLA_SMALL_MAX_POS, else
- * mla_tc_small_kernel (~86 KB: any sm_80+ GPU), else (a GPU with less) the CUDA-core kernel; the
- * tensor-core kernels also need 16-byte aligned q. MT_MLA_CUDA_CORES=1 keeps the CUDA-core
+ * mla_tc_small_kernel (86-116 KB by block: any sm_80+), else (a GPU with less) the CUDA-core
+ * kernel; the tensor-core kernels also need 16-byte aligned q. MT_MLA_CUDA_CORES=1 keeps the CUDA-core
  * kernel; MT_MLA_TC_SMALL=1 the small tensor-core kernel and MT_MLA_TC_SMALL=0 the large one
  * wherever it fits (to compare them; read every call, so a test can switch).
  */
@@ -1026,12 +1026,14 @@ mla_tc_launch(const float *q_lat, const float *q_pe, int n_heads, const uint16_t
 }
 
 /*
- * The small tensor-core kernel (mla_choose: MLA_TC_SMALL): 1, 2, 4 or 8 chunks a block, the
- * fewest whose grid fits in one wave of the blocks this device holds at once (one chunk only on
- * rows of up to TS_ONE_CHUNK_MAX chunks, which the work space holds). A block's chunks run one
- * after another, so on a short row fewer chunks a block are a shorter chain of latencies.
- * MT_MLA_TS_ONE_CHUNK=0: two chunks a block at least (as before, for measurements).
+ * The small tensor-core kernel (mla_choose: MLA_TC_SMALL) on blocks of HT 16-head tiles x KW warps
+ * (mla_block_shape): 1, 2, 4 or 8 chunks a block, the fewest whose grid fits in one wave of the
+ * blocks this device holds at once (one chunk only on rows of up to TS_ONE_CHUNK_MAX chunks, which
+ * the work space holds). A block's chunks run one after another, so on a short row fewer chunks a
+ * block are a shorter chain of latencies. MT_MLA_TS_ONE_CHUNK=0: two chunks a block at least (as
+ * before, for measurements).
  */
+template <int HT, int KW>
 static mt_status_t
 mla_tc_small_launch(const float *q_lat, const float *q_pe, int n_heads, const uint16_t *lat,
                     const uint16_t *kpe, const int32_t *idx, int n_idx, float scale, void *work,
@@ -1039,12 +1041,13 @@ mla_tc_small_launch(const float *q_lat, const float *q_pe, int n_heads, const ui
 {
     static bool attr_set[64];
     static int resident[64]; /* blocks the device holds at once; 0 not asked yet */
-    int smem = (int)sizeof(struct ts_smem<1, 4>);
+    const int threads = HT * KW * 32;
+    int smem = (int)sizeof(struct ts_smem<HT, KW>);
     int dev = 0;
     mt_status_t st;
 
-    if ((st = mt_smem_optin_once((const void *)mla_tc_small_kernel<false, 1, 4>, smem, attr_set)) !=
-            MT_OK ||
+    if ((st = mt_smem_optin_once((const void *)mla_tc_small_kernel<false, HT, KW>, smem,
+                                 attr_set)) != MT_OK ||
         (st = MT_CUDA(cudaGetDevice(&dev))) != MT_OK) {
         return st;
     }
@@ -1052,7 +1055,7 @@ mla_tc_small_launch(const float *q_lat, const float *q_pe, int n_heads, const ui
         int per_sm = 0;
         int n_sm = 0;
         if ((st = MT_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                 &per_sm, mla_tc_small_kernel<false, 1, 4>, TS_THREADS, smem))) != MT_OK ||
+                 &per_sm, mla_tc_small_kernel<false, HT, KW>, threads, smem))) != MT_OK ||
             (st = MT_CUDA(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev))) !=
                 MT_OK) {
             return st;
@@ -1062,7 +1065,7 @@ mla_tc_small_launch(const float *q_lat, const float *q_pe, int n_heads, const ui
         }
     }
     long long wave = dev >= 0 && dev < 64 ? resident[dev] : 1;
-    int groups = n_heads / MLA_HEADS;
+    int groups = n_heads / (HT * MLA_HEADS);
     static int one_chunk = -1;
     if (one_chunk < 0) {
         const char *ev = getenv("MT_MLA_TS_ONE_CHUNK");
@@ -1078,7 +1081,7 @@ mla_tc_small_launch(const float *q_lat, const float *q_pe, int n_heads, const ui
     float *o_part = (float *)work;
     float *ml_part = o_part + (size_t)splits * n_heads * MLA_RANK;
 
-    mt_pdl_launch(mla_tc_small_kernel<false, 1, 4>, dim3(groups, splits), dim3(TS_THREADS),
+    mt_pdl_launch(mla_tc_small_kernel<false, HT, KW>, dim3(groups, splits), dim3(threads),
                   (size_t)smem, s, q_lat, q_pe, lat, kpe, idx, n_idx, scale, n_heads, chunks,
                   o_part, ml_part, (int64_t)0, 0);
     st = mt_cuda_launched("mla_tc_small", s);
@@ -1087,6 +1090,52 @@ mla_tc_small_launch(const float *q_lat, const float *q_pe, int n_heads, const ui
     }
     return mla_merge(o_part, ml_part, splits, n_heads, o_lat, s);
 }
+
+/* The blocks the small tensor-core kernel may run on: heads a block x warps a 16-head tile. */
+enum mla_block { MLA_BLOCK_16X4, MLA_BLOCK_16X8, MLA_BLOCK_32X8 };
+
+/*
+ * The block for the small kernel: `widest` where it fits, else narrower: 32 heads x 8 warps where
+ * its ~116 KB of shared memory fit (sm_80, sm_90, sm_100) and the heads are a multiple of 32, else
+ * 16 x 8 (~95 KB: every sm_80+ GPU), else 16 x 4 (~86 KB). A prompt's rows take 32 x 8 (measured on
+ * the H200, bench_kernels --mla-prompt, 128 rows x 2,048 of 65,536 positions: 0.79 / 0.88 / 0.97
+ * ms for 32 x 8 / 16 x 8 / 16 x 4); decode MLA_DECODE_BLOCK. The environment variable env
+ * (MT_MLA_PROMPT_BLOCK, MT_MLA_DECODE_BLOCK) = 16x4, 16x8 or 32x8 forces one where it fits (read
+ * every call, so a test can switch).
+ */
+static mt_status_t
+mla_block_shape(int n_heads, enum mla_block widest, const char *env_name, enum mla_block *out)
+{
+    int optin = 0;
+    mt_status_t st = mla_smem_optin(&optin);
+    const char *env = getenv(env_name);
+    enum mla_block want = widest;
+
+    if (env != NULL) {
+        want = strcmp(env, "16x4") == 0   ? MLA_BLOCK_16X4
+               : strcmp(env, "16x8") == 0 ? MLA_BLOCK_16X8
+                                          : MLA_BLOCK_32X8;
+    }
+    *out = MLA_BLOCK_16X4;
+    if (st != MT_OK) {
+        return st;
+    }
+    if (want == MLA_BLOCK_32X8 && n_heads % (2 * MLA_HEADS) == 0 &&
+        optin >= (int)sizeof(struct ts_smem<2, 8>)) {
+        *out = MLA_BLOCK_32X8;
+    } else if (want != MLA_BLOCK_16X4 && optin >= (int)sizeof(struct ts_smem<1, 8>)) {
+        *out = MLA_BLOCK_16X8;
+    }
+    return MT_OK;
+}
+
+/*
+ * Decode's block on the small kernel (mla_block_shape): 16 heads x 8 warps. Measured on the H200
+ * (bench_kernels --dsa, small kernel forced, graph + PDL, us at 2,048 / 1,024 / 128 positions):
+ * 16 x 4 17.9 / 13.2 / 9.2, 16 x 8 17.3 / 12.1 / 8.6, 32 x 8 17.2 / 15.0 / 11.5 (one row's 4
+ * blocks of 32 heads leave most SMs idle on short rows).
+ */
+#define MLA_DECODE_BLOCK MLA_BLOCK_16X8
 
 extern "C" mt_status_t
 mt_gpu_mla_tensor_cores(bool *out)
@@ -1126,8 +1175,25 @@ mt_gpu_mla_decode(const float *q_lat, const float *q_pe, int n_heads, int kv_ran
                              idx, n_idx, scale, work, o_lat, stream);
     }
     if (k == MLA_TC_SMALL && n_idx > 0) {
-        return mla_tc_small_launch(q_lat, q_pe, n_heads, (const uint16_t *)lat,
-                                   (const uint16_t *)kpe, idx, n_idx, scale, work, o_lat, stream);
+        const uint16_t *l16 = (const uint16_t *)lat;
+        const uint16_t *k16 = (const uint16_t *)kpe;
+        enum mla_block block = MLA_BLOCK_16X4;
+
+        if ((st = mla_block_shape(n_heads, MLA_DECODE_BLOCK, "MT_MLA_DECODE_BLOCK", &block)) !=
+            MT_OK) {
+            return st;
+        }
+        switch (block) {
+        case MLA_BLOCK_16X8:
+            return mla_tc_small_launch<1, 8>(q_lat, q_pe, n_heads, l16, k16, idx, n_idx, scale,
+                                             work, o_lat, stream);
+        case MLA_BLOCK_32X8:
+            return mla_tc_small_launch<2, 8>(q_lat, q_pe, n_heads, l16, k16, idx, n_idx, scale,
+                                             work, o_lat, stream);
+        default:
+            return mla_tc_small_launch<1, 4>(q_lat, q_pe, n_heads, l16, k16, idx, n_idx, scale,
+                                             work, o_lat, stream);
+        }
     }
     if (cache_dtype == MT_DTYPE_BF16) {
         return mla_launch<uint16_t>(q_lat, q_pe, n_heads, lat, kpe, idx, n_idx, scale, work,
@@ -1159,38 +1225,6 @@ mla_prompt_launch(const float *q_lat, const float *q_pe, int n_heads, const uint
     return mt_cuda_launched("mla_prompt", s);
 }
 
-/* The blocks a prompt's rows may run on: heads a block x warps a 16-head tile. */
-enum mla_prompt_block { MLA_PROMPT_16X4, MLA_PROMPT_16X8, MLA_PROMPT_32X8 };
-
-/*
- * The block for a prompt's rows: 32 heads x 8 warps where its ~116 KB of shared memory fit (sm_80,
- * sm_90, sm_100) and the heads are a multiple of 32, else 16 x 8 (~95 KB: every sm_80+ GPU), else
- * 16 x 4 (~86 KB, the decode kernel's). Measured on the H200 (bench_kernels --mla-prompt, 128 rows
- * x 2,048 of 65,536 positions): 0.79 / 0.88 / 0.97 ms. MT_MLA_PROMPT_BLOCK=16x4, 16x8 or 32x8
- * forces one where it fits (read every call, so a test can switch).
- */
-static mt_status_t
-mla_prompt_shape(int n_heads, enum mla_prompt_block *out)
-{
-    int optin = 0;
-    mt_status_t st = mla_smem_optin(&optin);
-    const char *env = getenv("MT_MLA_PROMPT_BLOCK");
-    bool want16x4 = env != NULL && strcmp(env, "16x4") == 0;
-    bool want16x8 = env != NULL && strcmp(env, "16x8") == 0;
-
-    *out = MLA_PROMPT_16X4;
-    if (st != MT_OK) {
-        return st;
-    }
-    if (!want16x4 && !want16x8 && n_heads % (2 * MLA_HEADS) == 0 &&
-        optin >= (int)sizeof(struct ts_smem<2, 8>)) {
-        *out = MLA_PROMPT_32X8;
-    } else if (!want16x4 && optin >= (int)sizeof(struct ts_smem<1, 8>)) {
-        *out = MLA_PROMPT_16X8;
-    }
-    return MT_OK;
-}
-
 extern "C" mt_status_t
 mt_gpu_mla_prompt(const float *q_lat, const float *q_pe, int n_heads, int kv_rank, int rope,
                   enum mt_dtype cache_dtype, const void *lat, const void *kpe, const int32_t *idx,
@@ -1198,7 +1232,7 @@ mt_gpu_mla_prompt(const float *q_lat, const float *q_pe, int n_heads, int kv_ran
                   struct CUstream_st *stream)
 {
     bool tc = false;
-    enum mla_prompt_block block = MLA_PROMPT_16X4;
+    enum mla_block block = MLA_BLOCK_16X4;
     mt_status_t st;
 
     if (kv_rank != MLA_RANK || rope != MLA_ROPE || n_heads < MLA_HEADS ||
@@ -1224,16 +1258,16 @@ mt_gpu_mla_prompt(const float *q_lat, const float *q_pe, int n_heads, int kv_ran
     if (n_rows == 0) {
         return MT_OK;
     }
-    if ((st = mla_prompt_shape(n_heads, &block)) != MT_OK) {
+    if ((st = mla_block_shape(n_heads, MLA_BLOCK_32X8, "MT_MLA_PROMPT_BLOCK", &block)) != MT_OK) {
         return st;
     }
     const uint16_t *l16 = (const uint16_t *)lat;
     const uint16_t *k16 = (const uint16_t *)kpe;
     switch (block) {
-    case MLA_PROMPT_16X8:
+    case MLA_BLOCK_16X8:
         return mla_prompt_launch<1, 8>(q_lat, q_pe, n_heads, l16, k16, idx, ld_idx, n_idx, n_first,
                                        n_rows, scale, o_lat, stream);
-    case MLA_PROMPT_32X8:
+    case MLA_BLOCK_32X8:
         return mla_prompt_launch<2, 8>(q_lat, q_pe, n_heads, l16, k16, idx, ld_idx, n_idx, n_first,
                                        n_rows, scale, o_lat, stream);
     default:

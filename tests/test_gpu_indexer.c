@@ -473,6 +473,24 @@ test_scores_exact(int H, int D, int64_t n_keys)
                           H == 64 && D == 128 ? "tensor cores" : "CUDA cores");
 }
 
+/*
+ * Quantize as the FP8 indexer does (act_quant per head and per key, ue8m0 scales): n_q query heads
+ * of q into q8, their scales folded into w with the softmax scale 1 / sqrt(128); n_keys keys of k
+ * into k8 and ks.
+ */
+static void
+quantize_fp8(const float *q, float *w, int n_q, int D, const float *k, int64_t n_keys, uint8_t *q8,
+             uint8_t *k8, float *ks)
+{
+    for (int h = 0; h < n_q; h++) {
+        float sq = mt_cpu_act_quant(q + (size_t)h * D, D, true, q8 + (size_t)h * D);
+        w[h] *= sq * 0.08838835f;
+    }
+    for (int64_t s = 0; s < n_keys; s++) {
+        ks[s] = mt_cpu_act_quant(k + (size_t)s * D, D, true, k8 + (size_t)s * D);
+    }
+}
+
 static void
 test_scores(int64_t n_keys)
 {
@@ -493,14 +511,7 @@ test_scores(int64_t n_keys)
     gt_fill(w, H, -0.5f, 1.0f);
     gt_fill(k, (size_t)n_keys * D, -1.0f, 1.0f);
 
-    /* FP8: quantize as the indexer does (act_quant per head / per key, ue8m0 scales) */
-    for (int h = 0; h < H; h++) {
-        float sq = mt_cpu_act_quant(q + (size_t)h * D, D, true, q8 + (size_t)h * D);
-        w[h] *= sq * 0.08838835f;
-    }
-    for (int64_t s = 0; s < n_keys; s++) {
-        ks[s] = mt_cpu_act_quant(k + (size_t)s * D, D, true, k8 + (size_t)s * D);
-    }
+    quantize_fp8(q, w, H, D, k, n_keys, q8, k8, ks);
     mt_cpu_index_scores_fp8(q8, w, H, D, k8, ks, n_keys, want);
     mt_gpu_arena_reset(gt_arena);
     uint8_t *d_q8 = gt_put(q8, (size_t)H * D);
@@ -573,13 +584,7 @@ test_scores_fp8_rows(int64_t n_keys0, int n_rows)
     gt_fill(q, (size_t)n_rows * H * D, -1.0f, 1.0f);
     gt_fill(w, (size_t)n_rows * H, -0.5f, 1.0f);
     gt_fill(k, (size_t)n_keys * D, -1.0f, 1.0f);
-    for (int h = 0; h < n_rows * H; h++) {
-        float sq = mt_cpu_act_quant(q + (size_t)h * D, D, true, q8 + (size_t)h * D);
-        w[h] *= sq * 0.08838835f;
-    }
-    for (int64_t s = 0; s < n_keys; s++) {
-        ks[s] = mt_cpu_act_quant(k + (size_t)s * D, D, true, k8 + (size_t)s * D);
-    }
+    quantize_fp8(q, w, n_rows * H, D, k, n_keys, q8, k8, ks);
     mt_gpu_arena_reset(gt_arena);
     uint8_t *d_q8 = gt_put(q8, (size_t)n_rows * H * D);
     float *d_w = gt_put(w, (size_t)n_rows * H * sizeof(float));
@@ -636,6 +641,24 @@ test_scores_fp8_rows(int64_t n_keys0, int n_rows)
                n_rows, kn, (long long)n_keys0, (long long)ld, (long long)off, (long long)tails);
         unsetenv("MT_INDEXER_F16");
     }
+    /* what it refuses, with one message each: no queries, more than a grid's 65,535 rows, rows
+     * shorter than the last query's keys, keys not 16-byte aligned */
+    struct {
+        int n_rows;
+        int64_t ld;
+        const uint8_t *k8;
+    } bad[] = {{0, ld, d_k8},
+               {65536, ld, d_k8},
+               {n_rows, n_keys - 1, d_k8},
+               {n_rows, ld, d_k8 + 8}};
+    int refused = 0;
+    for (int i = 0; i < 4; i++) {
+        mt_status_t st = mt_gpu_index_scores_fp8_rows(d_q8, d_w, H, D, bad[i].k8, d_ks, n_keys0,
+                                                      bad[i].n_rows, d_o, bad[i].ld, NULL);
+        refused += st == MT_ERR_INVAL && strstr(mt_last_error(), "fp8 index scores") != NULL;
+    }
+    tap_ok(refused == 4, "FP8 index scores of many queries refuse 0 or 65,536 queries, short rows "
+           "and unaligned keys with one message (%d of 4): %s", refused, mt_last_error());
     free(one);
     free(got);
     free(want);

@@ -5,9 +5,10 @@
  * index_topk, a row of one, an empty row, padding (-1) in the selection; BF16 and fp32 caches;
  * the BF16 cache on both its kernels (tensor cores where the device has the shared memory, and the
  * small tensor-core kernel of GPUs with less shared memory a block and of rows of up to 1,024
- * positions, forced by MT_MLA_TC_SMALL=1 where the large one fits, the large one forced at short
- * rows by MT_MLA_TC_SMALL=0, and the CUDA-core one, forced by MT_MLA_CUDA_CORES=1); and a
- * prompt's rows in one launch (mt_gpu_mla_prompt: dense and selected rows, long and short).
+ * positions, forced by MT_MLA_TC_SMALL=1 where the large one fits, on each of its blocks
+ * (MT_MLA_DECODE_BLOCK), the large one forced at short rows by MT_MLA_TC_SMALL=0, and the
+ * CUDA-core one, forced by MT_MLA_CUDA_CORES=1); and a prompt's rows in one launch
+ * (mt_gpu_mla_prompt: dense and selected rows, long and short).
  */
 #include <config.h>
 
@@ -102,9 +103,11 @@ check_mla(enum mt_dtype cdt, int n_heads, int n_cache, int n_sel, bool pad)
     float *d_o = gt_alloc((size_t)n_heads * RANK * sizeof(float));
     mt_status_t st = mt_gpu_mla_decode(d_ql, d_qp, n_heads, RANK, ROPE, cdt, d_lat, d_kpe, d_idx,
                                        n_idx, SCALE, work, d_o, NULL);
-    snprintf(name, sizeof(name), "MLA decode, %s cache, %d heads, %s %d of %d positions%s%s",
+    const char *block = getenv("MT_MLA_DECODE_BLOCK");
+    snprintf(name, sizeof(name), "MLA decode, %s cache, %d heads, %s %d of %d positions%s%s%s%s",
              b16 ? "bf16" : "fp32", n_heads, dense ? "dense" : "sparse", n_idx, n_cache,
-             pad ? " with -1 padding" : "",
+             pad ? " with -1 padding" : "", block != NULL ? ", block " : "",
+             block != NULL ? block : "",
              !b16                          ? ""
              : !tensor_cores() || n_idx == 0 ? " (CUDA-core kernel)"
              : getenv("MT_MLA_TC_SMALL") == NULL ? " (tensor-core kernel)"
@@ -275,6 +278,19 @@ main(void)
     check_mla(MT_DTYPE_BF16, 16, 77, -77, false);
     check_mla(MT_DTYPE_BF16, 32, 1, -1, false);
     check_mla(MT_DTYPE_BF16, 64, 100000, 100, true);
+    /* and on the other blocks forced (MT_MLA_DECODE_BLOCK; 16 heads x 8 warps is the default):
+       16 x 4, 32 x 8 (16 x 8 where the heads are not a multiple of 32) */
+    static const char *const wide[] = {"16x4", "32x8"};
+    for (int k = 0; k < 2; k++) {
+        setenv("MT_MLA_DECODE_BLOCK", wide[k], 1);
+        check_mla(MT_DTYPE_BF16, 128, 9000, 2048, false);
+        check_mla(MT_DTYPE_BF16, 128, 3000, 2048, true);
+        check_mla(MT_DTYPE_BF16, 128, 100000, 8191, false);
+        check_mla(MT_DTYPE_BF16, 16, 77, -77, false);
+        check_mla(MT_DTYPE_BF16, 96, 1, -1, false);
+        check_mla(MT_DTYPE_BF16, 64, 100000, 100, true);
+    }
+    unsetenv("MT_MLA_DECODE_BLOCK");
     /* the large one at rows that default to the small one (sm_90/sm_100; elsewhere the small
        kernel again) */
     setenv("MT_MLA_TC_SMALL", "0", 1);
