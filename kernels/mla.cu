@@ -679,11 +679,10 @@ ts_split2(float x, float y, uint32_t &hi, uint32_t &lo)
  * HT 16-head tiles a block share each staged chunk, KW warps a tile (mla_block_shape: decode
  * 16 x 8, a prompt's rows 32 x 8 where they fit): warp w takes head tile w / KW; its k-part
  * kq = w % KW computes partial scores over k-steps 9 kq..+8 (KW = 4) or over the latent's
- * 4 kq..+3 and, for kq < 4, the rope's 32 + kq (KW = 8), and O's columns
- * 512 / KW kq..+(512 / KW - 1). Why 8 warps
- * a tile: the kernel waits on latencies, not on L2 (Nsight Compute on the H200 at 1 x 4: 8 warps
- * an SM, tensor pipe 25%, L2 37%), and with half the query and O a warp (128 registers) twice the
- * warps fit an SM; two tiles a block halve the bytes staged a head.
+ * 4 kq..+3 and, for kq < 4, the rope's 32 + kq (KW = 8), and O's columns 512 / KW kq..+(512 /
+ * KW - 1). Why 8 warps a tile: the kernel waits on latencies, not on L2 (Nsight Compute on the
+ * H200 at 1 x 4: 8 warps an SM, tensor pipe 25%, L2 37%), and with half the query and O a warp
+ * (128 registers) twice the warps fit an SM; two tiles a block halve the bytes staged a head.
  */
 template <bool PROMPT, int HT, int KW>
 static __global__ void __launch_bounds__(HT * KW * 32, KW == 8 && HT == 1 ? 2 : 1)
@@ -970,9 +969,9 @@ mla_smem_optin(int *out)
  * Which kernel a BF16 cache of n_idx positions runs on here: mla_tc_kernel where a block may have
  * its ~201 KB of shared memory (sm_90, sm_100) and the row is longer than MLA_SMALL_MAX_POS, else
  * mla_tc_small_kernel (86-116 KB by block: any sm_80+), else (a GPU with less) the CUDA-core
- * kernel; the tensor-core kernels also need 16-byte aligned q. MT_MLA_CUDA_CORES=1 keeps the CUDA-core
- * kernel; MT_MLA_TC_SMALL=1 the small tensor-core kernel and MT_MLA_TC_SMALL=0 the large one
- * wherever it fits (to compare them; read every call, so a test can switch).
+ * kernel; the tensor-core kernels also need 16-byte aligned q. MT_MLA_CUDA_CORES=1 keeps the
+ * CUDA-core kernel; MT_MLA_TC_SMALL=1 the small tensor-core kernel and MT_MLA_TC_SMALL=0 the
+ * large one wherever it fits (to compare them; read every call, so a test can switch).
  */
 static mt_status_t
 mla_choose(const float *q_lat, const float *q_pe, int n_idx, enum mla_kernel *out)
@@ -1095,13 +1094,13 @@ mla_tc_small_launch(const float *q_lat, const float *q_pe, int n_heads, const ui
 enum mla_block { MLA_BLOCK_16X4, MLA_BLOCK_16X8, MLA_BLOCK_32X8 };
 
 /*
- * The block for the small kernel: `widest` where it fits, else narrower: 32 heads x 8 warps where
- * its ~116 KB of shared memory fit (sm_80, sm_90, sm_100) and the heads are a multiple of 32, else
- * 16 x 8 (~95 KB: every sm_80+ GPU), else 16 x 4 (~86 KB). A prompt's rows take 32 x 8 (measured on
- * the H200, bench_kernels --mla-prompt, 128 rows x 2,048 of 65,536 positions: 0.79 / 0.88 / 0.97
- * ms for 32 x 8 / 16 x 8 / 16 x 4); decode MLA_DECODE_BLOCK. The environment variable env
- * (MT_MLA_PROMPT_BLOCK, MT_MLA_DECODE_BLOCK) = 16x4, 16x8 or 32x8 forces one where it fits (read
- * every call, so a test can switch).
+ * The block for the small kernel: `widest` where it fits, else narrower: 32 heads x 8 warps
+ * where its ~116 KB of shared memory fit (sm_80, sm_90, sm_100) and the heads are a multiple of
+ * 32, else 16 x 8 (~95 KB: every sm_80+ GPU), else 16 x 4 (~86 KB). A prompt's rows take 32 x 8
+ * (measured on the H200, bench_kernels --mla-prompt, 128 rows x 2,048 of 65,536 positions: 0.79 /
+ * 0.88 / 0.97 ms for 32 x 8 / 16 x 8 / 16 x 4); decode MLA_DECODE_BLOCK. The environment
+ * variable env_name (MT_MLA_PROMPT_BLOCK, MT_MLA_DECODE_BLOCK) = 16x4, 16x8 or 32x8 asks for
+ * one instead, taken where it fits (read every call, so a test can switch; other values: ignored).
  */
 static mt_status_t
 mla_block_shape(int n_heads, enum mla_block widest, const char *env_name, enum mla_block *out)
@@ -1114,7 +1113,8 @@ mla_block_shape(int n_heads, enum mla_block widest, const char *env_name, enum m
     if (env != NULL) {
         want = strcmp(env, "16x4") == 0   ? MLA_BLOCK_16X4
                : strcmp(env, "16x8") == 0 ? MLA_BLOCK_16X8
-                                          : MLA_BLOCK_32X8;
+               : strcmp(env, "32x8") == 0 ? MLA_BLOCK_32X8
+                                          : widest;
     }
     *out = MLA_BLOCK_16X4;
     if (st != MT_OK) {
