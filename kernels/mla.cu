@@ -12,7 +12,7 @@
  * cores (mla_split_kernel); the BF16 cache on tensor cores (mma.sync, sm_80+), with q and the
  * probabilities split into two bf16 each so that it keeps the fp32 kernel's accuracy: in
  * mla_tc_kernel for rows of more than 1,024 positions where a block may have its ~201 KB of
- * shared memory (sm_90, sm_100), else in mla_tc_small_kernel (~95 KB, any sm_80+; mla_choose).
+ * shared memory (sm_90, sm_100), else in mla_tc_small_kernel (~97 KB, any sm_80+; mla_choose).
  * Every kernel here launches with programmatic dependent launch (pdl.cuh), as the kernels
  * around it in a decode step do. bench/results/kernels-h200.md gives them against the floors.
  */
@@ -610,7 +610,7 @@ mla_tc_kernel(const float *__restrict__ q_lat, const float *__restrict__ q_pe,
  * The kernel above needs ~201 KB of shared memory a block, which only sm_90 and sm_100 give:
  * sm_80 (163 KB) and the RTX cards, sm_86/89/120 (99 KB), ran a BF16 cache on the CUDA-core
  * kernel, 3x slower on the H200. This one keeps the same products and exactness (q and P split
- * into bf16 hi + lo, fp32 sums) in 86-116 KB. On its first block shape, 16 heads x 4 warps
+ * into bf16 hi + lo, fp32 sums) in 87-120 KB. On its first block shape, 16 heads x 4 warps
  * (mla_tc_small_kernel's comment says how 8 warps a tile and two tiles a block share the work):
  *   - one group of 4 warps walks its split's positions in chunks of 32 (double-buffered with
  *     cp.async: the next chunk is staged while this one is used) with an online softmax: the
@@ -805,7 +805,8 @@ mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q
 #pragma unroll
             for (int rh = 0; rh < 2; rh++) { /* heads g and g + 8: positions 2t, 2t + 1 */
                 float *dst = &sm.s[kq][MLA_HEADS * ht + g + 8 * rh][8 * nt + 2 * t];
-                *reinterpret_cast<float2 *>(dst) = make_float2(acc[nt][2 * rh], acc[nt][2 * rh + 1]);
+                float2 v = make_float2(acc[nt][2 * rh], acc[nt][2 * rh + 1]);
+                *reinterpret_cast<float2 *>(dst) = v;
             }
         }
         __syncthreads();
@@ -970,7 +971,7 @@ mla_smem_optin(int *out)
 /*
  * Which kernel a BF16 cache of n_idx positions runs on here: mla_tc_kernel where a block may have
  * its ~201 KB of shared memory (sm_90, sm_100) and the row is longer than MLA_SMALL_MAX_POS, else
- * mla_tc_small_kernel (86-116 KB by block: any sm_80+), else (a GPU with less) the CUDA-core
+ * mla_tc_small_kernel (87-120 KB by block: any sm_80+), else (a GPU with less) the CUDA-core
  * kernel; the tensor-core kernels also need 16-byte aligned q. MT_MLA_CUDA_CORES=1 keeps the
  * CUDA-core kernel; MT_MLA_TC_SMALL=1 the small tensor-core kernel and MT_MLA_TC_SMALL=0 the
  * large one wherever it fits (to compare them; read every call, so a test can switch).
@@ -1097,8 +1098,8 @@ enum mla_block { MLA_BLOCK_16X4, MLA_BLOCK_16X8, MLA_BLOCK_32X8 };
 
 /*
  * The block for the small kernel: `widest` where it fits, else narrower: 32 heads x 8 warps
- * where its ~116 KB of shared memory fit (sm_80, sm_90, sm_100) and the heads are a multiple of
- * 32, else 16 x 8 (~95 KB: every sm_80+ GPU), else 16 x 4 (~86 KB). A prompt's rows take 32 x 8
+ * where its ~120 KB of shared memory fit (sm_80, sm_90, sm_100) and the heads are a multiple of
+ * 32, else 16 x 8 (~97 KB: every sm_80+ GPU), else 16 x 4 (~87 KB). A prompt's rows take 32 x 8
  * (measured on the H200, bench_kernels --mla-prompt, 128 rows x 2,048 of 65,536 positions: 0.79 /
  * 0.88 / 0.97 ms for 32 x 8 / 16 x 8 / 16 x 4); decode MLA_DECODE_BLOCK. The environment
  * variable env_name (MT_MLA_PROMPT_BLOCK, MT_MLA_DECODE_BLOCK) = 16x4, 16x8 or 32x8 asks for

@@ -228,7 +228,7 @@ check_prompt(int n_heads, int n_cache, int n_rows, int n_sel, int n_first)
 /*
  * The kernel a BF16 cache gets: tensor cores on every sm_80+ GPU (the large kernel for rows of
  * more than 1,024 positions where a block may have its ~201 KB, sm_90 and sm_100; the small one,
- * ~86 KB, otherwise), the CUDA-core kernel under MT_MLA_CUDA_CORES=1, so that the checks below
+ * ~87-97 KB, otherwise), the CUDA-core kernel under MT_MLA_CUDA_CORES=1, so that the checks below
  * test the kernel they name.
  */
 static void
