@@ -613,6 +613,21 @@ mla_run(void *ctx, int c)
 /* The small MLA kernel's blocks (heads x warps a head tile): NULL, the one mla.cu picks, then
  * each forced by MT_MLA_PROMPT_BLOCK or MT_MLA_DECODE_BLOCK. */
 static const char *const mla_blocks[] = {NULL, "16x4", "16x8", "32x8"};
+#define MLA_N_BLOCKS (sizeof(mla_blocks) / sizeof(mla_blocks[0]))
+
+/* Block k of mla_blocks into the environment variable env (k = 0: unset), and the rows' name:
+ * base, then _16x4 etc. where forced. */
+static void
+mla_block_select(size_t k, const char *env, const char *base, char *name, size_t name_size)
+{
+    snprintf(name, name_size, "%s%s%s", base, mla_blocks[k] ? "_" : "",
+             mla_blocks[k] ? mla_blocks[k] : "");
+    if (mla_blocks[k] != NULL) {
+        setenv(env, mla_blocks[k], 1);
+    } else {
+        unsetenv(env);
+    }
+}
 
 /* kernel: the row's name (which MLA kernel the environment selects, mla.cu's mla_choose) */
 static void
@@ -890,18 +905,14 @@ main(int argc, char **argv)
     printf("%-22s %-26s %9s %9s %8s %7s %8s  %s\n", "kernel", "shape", "median_ms", "p90_ms",
            "GB/s", "%hbm", "TFLOP/s", "note");
     if (mla_prompt) { /* the block mla.cu picks, then each forced (MT_MLA_PROMPT_BLOCK) */
-        for (size_t k = 0; k < sizeof(mla_blocks) / sizeof(mla_blocks[0]); k++) {
+        for (size_t k = 0; k < MLA_N_BLOCKS; k++) {
             char name[32];
-            snprintf(name, sizeof(name), "mla_prompt%s%s", mla_blocks[k] ? "_" : "",
-                     mla_blocks[k] ? mla_blocks[k] : "");
-            if (mla_blocks[k] != NULL) {
-                setenv("MT_MLA_PROMPT_BLOCK", mla_blocks[k], 1);
-            }
+            mla_block_select(k, "MT_MLA_PROMPT_BLOCK", "mla_prompt", name, sizeof(name));
             bench_mla_prompt(128, 65536, true, name);
             bench_mla_prompt(128, 65536, false, name);
             bench_mla_prompt(512, 8192, true, name);
-            unsetenv("MT_MLA_PROMPT_BLOCK");
         }
+        unsetenv("MT_MLA_PROMPT_BLOCK");
         mt_gpu_arena_destroy(arena);
         return 0;
     }
@@ -1010,18 +1021,14 @@ dsa:
      * the small tensor-core kernel on the block mla.cu picks, then on each block forced, then
      * CUDA cores (environment switches of mla.cu) */
     setenv("MT_MLA_TC_SMALL", "1", 1);
-    for (size_t k = 0; k < sizeof(mla_blocks) / sizeof(mla_blocks[0]); k++) {
+    for (size_t k = 0; k < MLA_N_BLOCKS; k++) {
         char name[32];
-        snprintf(name, sizeof(name), "mla_small%s%s", mla_blocks[k] ? "_" : "",
-                 mla_blocks[k] ? mla_blocks[k] : "");
-        if (mla_blocks[k] != NULL) {
-            setenv("MT_MLA_DECODE_BLOCK", mla_blocks[k], 1);
-        }
+        mla_block_select(k, "MT_MLA_DECODE_BLOCK", "mla_small", name, sizeof(name));
         for (size_t i = 0; i < sizeof(mla_rows) / sizeof(mla_rows[0]); i++) {
             bench_mla(MT_DTYPE_BF16, mla_rows[i], 65536, name);
         }
-        unsetenv("MT_MLA_DECODE_BLOCK");
     }
+    unsetenv("MT_MLA_DECODE_BLOCK");
     /* and the large one wherever it fits (sm_90, sm_100), also at the rows that default to the
      * small one */
     setenv("MT_MLA_TC_SMALL", "0", 1);
