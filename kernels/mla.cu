@@ -627,8 +627,9 @@ mla_tc_kernel(const float *__restrict__ q_lat, const float *__restrict__ q_pe,
 #define TS_MAX_CHUNKS 8                     /* chunks a block at most */
 #define TS_KSTEPS (MLA_DIM / 16 / 4)        /* 9: the scores' k-steps a warp of a 4-warp tile */
 #define TS_PROWB ((TS_CHUNK + 8) * 2)       /* bytes a row of P: 5 16-byte units (odd) */
-#define TS_SROW (TS_CHUNK + 8)              /* floats a row of partial scores: 8 rows of a
-                                               warp's float2 stores on distinct banks */
+#define TS_SROW (TS_CHUNK + 8)              /* floats a row of partial scores: 8 banks apart,
+                                               so a half-warp's float2 stores to 4 rows hit
+                                               each of the 32 banks once */
 
 /* HT 16-head tiles a block, KW warps a tile (mla_block_shape) */
 template <int HT, int KW> struct ts_smem {
@@ -781,8 +782,8 @@ mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q
             ts_stage(sm, (c + 1) & 1, slot(c + 1), lat, kpe);
         }
         /* partial scores: 32 positions (n-tiles of 8) x 16 heads over this warp's k-steps;
-         * hi and lo into one accumulator (a second set for lo made 8-warp tiles spill: 1.03-1.04x
-         * slower, with the stores below as scalars) */
+         * hi and lo into one accumulator: a second set made the 8-warp tiles spill (this and the
+         * float2 stores below: 1.02-1.05x, bench/results/kernels-h200.md session 34) */
         float acc[4][4] = {};
 #pragma unroll
         for (int i = 0; i < KSW; i++) {
