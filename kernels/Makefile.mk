@@ -6,12 +6,12 @@ KERNEL_SOURCES = kernels/device.cu
 KERNEL_SOURCES += kernels/bench.cu
 KERNEL_SOURCES += kernels/host_copy.cu kernels/events.cu kernels/launch_times.cu
 EXTRA_DIST += kernels/host_copy.h kernels/engine_ops.h kernels/events.h kernels/gemm.h \
-	kernels/graph.h kernels/launch_times.h
+	kernels/gemm_fp8.h kernels/graph.h kernels/launch_times.h
 KERNEL_SOURCES += kernels/pdl.cu
 KERNEL_SOURCES += kernels/arena.cu kernels/gemv.cu kernels/elementwise.cu kernels/router.cu \
 	kernels/indexer.cu kernels/topk.cu kernels/mla.cu kernels/moe.cu kernels/moe_chunk.cu \
 	kernels/engine_ops.cu kernels/gemm.cu kernels/moe_group.cu kernels/graph.cu \
-	kernels/argmax.cu kernels/latent_fp8.cu
+	kernels/argmax.cu kernels/latent_fp8.cu kernels/gemm_fp8.cu
 EXTRA_DIST += $(KERNEL_SOURCES)
 if MT_HAVE_CUDA
 noinst_LIBRARIES += kernels/libmtkernels.a

@@ -11,9 +11,9 @@
  * GEMM reads the 2 back: at 512 tokens that costs about as much as the GEMM's FLOPs on an H200,
  * which is why the engine's chunks are that long.
  *
- * Why not cuBLASLt's FP8 GEMM with DeepSeek's block scales (CUDA 12.9+ on sm_90 and newer): it
- * wants the activations in FP8 with 1x128 scales too (another quantization error, and a Hopper-
- * only path beside this portable one); the portable path comes first, that one is left for later.
+ * cuBLASLt's FP8 GEMM with DeepSeek's block scales (CUDA 12.9+, Hopper) is the FP8 mode
+ * (gemm_fp8.cu), an option: it wants the activations in FP8 with 1x128 scales too, another
+ * quantization error (2^-4 relative a value), and it is a Hopper path beside this portable one.
  *
  * The F32 mode (the engine's accuracy mode, with an fp32 latent cache) dequantizes to fp32 and
  * multiplies on CUDA cores: the same products as the CPU reference up to summation order.
@@ -38,6 +38,7 @@
 
 #include "kernels/gemm.h"
 #include "kernels/cuda_check.cuh"
+#include "kernels/gemm_fp8.h"
 
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -57,13 +58,16 @@ struct mt_gpu_gemm {
     size_t xb_elems;
     void *slab;
     size_t slab_bytes;
+    struct mt_gpu_gemm_fp8 *fp8; /* the FP8 mode's block-scaled path */
+    long fp8_fallbacks;          /* its products that found no such GEMM and ran BF16X3 */
 };
 
-/* bf16 planes of x a token holds in the work area */
+/* bf16 planes of x a token holds in the work area (the FP8 mode's products that are not FP8,
+   and its absorptions, run the BF16X3 arithmetic; its quantized x takes less than three) */
 static int
 x_planes(enum mt_gpu_gemm_math m)
 {
-    return m == MT_GPU_GEMM_BF16X3 ? 3 : 1;
+    return m == MT_GPU_GEMM_BF16X3 || m == MT_GPU_GEMM_FP8 ? 3 : 1;
 }
 
 extern "C" const char *
@@ -76,6 +80,8 @@ mt_gpu_gemm_math_name(enum mt_gpu_gemm_math m)
         return "bf16";
     case MT_GPU_GEMM_BF16X3:
         return "bf16x3";
+    case MT_GPU_GEMM_FP8:
+        return "fp8";
     }
     return "?";
 }
@@ -96,9 +102,10 @@ mt_gpu_gemm_create(enum mt_gpu_gemm_math math, struct mt_gpu_gemm **out)
     struct mt_gpu_gemm *g;
     mt_status_t st;
 
-    if (math != MT_GPU_GEMM_F32 && math != MT_GPU_GEMM_BF16 && math != MT_GPU_GEMM_BF16X3) {
-        return mt_fail(MT_ERR_INVAL, 0, "gpu gemm: arithmetic %d (want fp32, bf16 or bf16x3)",
-                       (int)math);
+    if (math != MT_GPU_GEMM_F32 && math != MT_GPU_GEMM_BF16 && math != MT_GPU_GEMM_BF16X3 &&
+        math != MT_GPU_GEMM_FP8) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu gemm: arithmetic %d (want fp32, bf16, bf16x3 or "
+                       "fp8)", (int)math);
     }
     g = (struct mt_gpu_gemm *)calloc(1, sizeof(*g));
     if (g == NULL) {
@@ -106,6 +113,11 @@ mt_gpu_gemm_create(enum mt_gpu_gemm_math math, struct mt_gpu_gemm **out)
     }
     g->math = math;
     if ((st = cublas_status(cublasCreate(&g->handle), "handle creation")) != MT_OK) {
+        free(g);
+        return st;
+    }
+    if (math == MT_GPU_GEMM_FP8 && (st = mt_gpu_gemm_fp8_create(&g->fp8)) != MT_OK) {
+        cublasDestroy(g->handle);
         free(g);
         return st;
     }
@@ -117,6 +129,7 @@ extern "C" void
 mt_gpu_gemm_destroy(struct mt_gpu_gemm *g)
 {
     if (g != NULL) {
+        mt_gpu_gemm_fp8_destroy(g->fp8);
         cublasDestroy(g->handle);
         free(g);
     }
@@ -126,6 +139,12 @@ extern "C" enum mt_gpu_gemm_math
 mt_gpu_gemm_math(const struct mt_gpu_gemm *g)
 {
     return g->math;
+}
+
+extern "C" long
+mt_gpu_gemm_fp8_fallbacks(const struct mt_gpu_gemm *g)
+{
+    return g->fp8_fallbacks;
 }
 
 static size_t
@@ -395,6 +414,57 @@ gemm_call(struct mt_gpu_gemm *g, cudaDataType_t ct, int nr, int n, int k, const 
     return st == MT_OK ? mt_cuda_launched("cublas gemm", stream) : st;
 }
 
+/*
+ * The FP8 mode's product: x quantized into the x planes' room, then gemm_fp8.cu's block-scaled
+ * GEMM, which wants the tokens in a multiple of 16: the whole sixteens straight into y, the rest
+ * (padded with zeros to 16) into the slab and copied to y. MT_ERR_UNSUPPORTED where cuBLASLt
+ * has no such GEMM on this GPU (the caller runs BF16X3).
+ */
+static mt_status_t
+linear_fp8(struct mt_gpu_gemm *g, const struct mt_gpu_weight *w, const float *x, int n, float *y,
+           cudaStream_t stream)
+{
+    int64_t rows = w->rows, cols = w->cols;
+    int n16 = n / 16 * 16, rest = n - n16;
+    size_t qa = n16 > 0 ? mt_gpu_quant_1x128_bytes(n16, cols) : 0;
+    size_t qb = rest > 0 ? mt_gpu_quant_1x128_bytes(16, cols) : 0;
+    uint8_t *q = (uint8_t *)g->xb;
+    mt_status_t st;
+
+    if (up(qa) + qb > g->xb_elems * 2 * x_planes(g->math) ||
+        (size_t)rows * 16 * sizeof(float) > g->slab_bytes) {
+        return mt_fail(MT_ERR_INVAL, 0, "gpu gemm: %d tokens x %lld inputs (%lld outputs) exceed "
+                       "the work area", n, (long long)cols, (long long)rows);
+    }
+    if (n16 > 0) {
+        float *s = (float *)(q + up((size_t)n16 * (size_t)cols)); /* mt_gpu_quant_1x128_bytes' */
+        st = mt_gpu_quant_1x128(x, n16, n16, cols, q, s, stream);
+        st = st == MT_OK ? mt_gpu_gemm_fp8_linear(g->fp8, w, q, s, n16, y, g->ws, CUBLAS_WS,
+                                                  stream)
+                         : st;
+        if (st != MT_OK) {
+            return st;
+        }
+    }
+    if (rest > 0) {
+        uint8_t *q2 = q + up(qa);
+        float *s2 = (float *)(q2 + up((size_t)16 * (size_t)cols));
+        st = mt_gpu_quant_1x128(x + (size_t)n16 * cols, rest, 16, cols, q2, s2, stream);
+        st = st == MT_OK ? mt_gpu_gemm_fp8_linear(g->fp8, w, q2, s2, 16, (float *)g->slab,
+                                                  g->ws, CUBLAS_WS, stream)
+                         : st;
+        /* the slab holds y's rows n16 .. n - 1 first, as y does: one contiguous copy */
+        st = st == MT_OK ? MT_CUDA(cudaMemcpyAsync(y + (size_t)n16 * rows, g->slab,
+                                                   (size_t)rest * rows * sizeof(float),
+                                                   cudaMemcpyDeviceToDevice, stream))
+                         : st;
+        if (st != MT_OK) {
+            return st;
+        }
+    }
+    return MT_OK;
+}
+
 extern "C" mt_status_t
 mt_gpu_gemm_linear(struct mt_gpu_gemm *g, const struct mt_gpu_weight *w, const float *x, int n,
                    float *y, struct CUstream_st *stream)
@@ -406,9 +476,20 @@ mt_gpu_gemm_linear(struct mt_gpu_gemm *g, const struct mt_gpu_weight *w, const f
                        g != NULL && g->slab == NULL ? " (no work area set)" : "");
     }
     int64_t rows = w->rows, cols = w->cols;
+    enum mt_gpu_gemm_math m = g->math;
+    mt_status_t st;
+    if (m == MT_GPU_GEMM_FP8 && mt_gpu_gemm_fp8_fits(w)) {
+        if ((st = linear_fp8(g, w, x, n, y, stream)) != MT_ERR_UNSUPPORTED) {
+            return st;
+        }
+        if (g->fp8_fallbacks++ == 0) { /* no such GEMM (a GPU before Hopper): say so once */
+            mt_log_warn("%s; the FP8 GEMM mode multiplies such products in bf16x3", mt_last_error());
+        }
+    }
+    /* the FP8 mode's other weights (BF16, or FP8 of a shape cuBLASLt's path does not take) */
+    m = m == MT_GPU_GEMM_FP8 ? MT_GPU_GEMM_BF16X3 : m;
     /* an F32 weight has no bf16 copy: it is multiplied in fp32 in every mode; so is a width
        the split layouts would misalign */
-    enum mt_gpu_gemm_math m = g->math;
     if (w->dtype == MT_DTYPE_F32 || (m == MT_GPU_GEMM_BF16X3 && cols % 8 != 0)) {
         m = MT_GPU_GEMM_F32;
     }
@@ -417,7 +498,6 @@ mt_gpu_gemm_linear(struct mt_gpu_gemm *g, const struct mt_gpu_weight *w, const f
     bool split = m == MT_GPU_GEMM_BF16X3;
     const void *b = x;
     int ldb = (int)cols;
-    mt_status_t st;
 
     if (m != MT_GPU_GEMM_F32) {
         int64_t ne = (int64_t)n * cols;
@@ -548,8 +628,8 @@ absorb_x3(struct mt_gpu_gemm *g, const struct mt_gpu_weight *kvb, bool value, co
     bool exact = kvb->dtype == MT_DTYPE_BF16 || (kvb->dtype == MT_DTYPE_F8_E4M3 && kvb->scale_pow2);
     mt_status_t st;
 
-    if (g->math != MT_GPU_GEMM_BF16X3 || hb < 1 || kvl % 8 != 0 || nope % 8 != 0 ||
-        vd % 8 != 0 || (kvb->dtype != MT_DTYPE_BF16 && kvb->dtype != MT_DTYPE_F8_E4M3) ||
+    if ((g->math != MT_GPU_GEMM_BF16X3 && g->math != MT_GPU_GEMM_FP8) || hb < 1 ||
+        kvl % 8 != 0 || nope % 8 != 0 || vd % 8 != 0 || (kvb->dtype != MT_DTYPE_BF16 && kvb->dtype != MT_DTYPE_F8_E4M3) ||
         (size_t)(kvb->rows * kvl) * 2 * sizeof(__nv_bfloat16) > g->slab_bytes) {
         return MT_ERR_UNSUPPORTED;
     }

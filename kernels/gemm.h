@@ -29,22 +29,31 @@ struct mt_gpu_gemm;
  *                      a product, enough to flip a routing or top-k choice of the test models);
  *   MT_GPU_GEMM_BF16X3 x and W each split into bf16 hi + lo (x - hi), hi.hi + lo.hi + hi.lo on
  *                      tensor cores with fp32 sums: three BF16 products' time for about 2^-16
- *                      relative a product (a bf16 W is exact, so its lo is never formed).
+ *                      relative a product (a bf16 W is exact, so its lo is never formed);
+ *   MT_GPU_GEMM_FP8    DeepSeek's arithmetic (gemm_fp8.h): x quantized to e4m3 per token and
+ *                      128 columns (2^-4 relative a value), an FP8 W multiplied where it lies
+ *                      with its block scales on FP8 tensor cores (Hopper, cuBLASLt 12.9+);
+ *                      other weights and GPUs, and MLA's absorptions, run the BF16X3 arithmetic.
  * Widths that are not a multiple of 8 run the F32 arithmetic in the BF16X3 mode.
  */
-enum mt_gpu_gemm_math { MT_GPU_GEMM_F32, MT_GPU_GEMM_BF16, MT_GPU_GEMM_BF16X3 };
+enum mt_gpu_gemm_math { MT_GPU_GEMM_F32, MT_GPU_GEMM_BF16, MT_GPU_GEMM_BF16X3, MT_GPU_GEMM_FP8 };
 
 const char *mt_gpu_gemm_math_name(enum mt_gpu_gemm_math m);
 
 mt_status_t mt_gpu_gemm_create(enum mt_gpu_gemm_math math, struct mt_gpu_gemm **out);
 void mt_gpu_gemm_destroy(struct mt_gpu_gemm *g);
 enum mt_gpu_gemm_math mt_gpu_gemm_math(const struct mt_gpu_gemm *g);
+/*
+ * The FP8 mode's products of weights its path takes that ran BF16X3 instead, cuBLASLt having no
+ * block-scaled FP8 GEMM for them on this GPU (every one before Hopper): 0 where all ran FP8.
+ */
+long mt_gpu_gemm_fp8_fallbacks(const struct mt_gpu_gemm *g);
 
 /*
  * Bytes of work area for up to max_tok tokens of up to max_cols inputs in arithmetic `math`,
  * and kv_b's absorption of n_heads heads (kvb_elems = kv_b's rows * cols; 0 if none): cuBLAS's
- * workspace, x in bf16 (three planes in the BF16X3 mode), and a weight slab that holds kv_b in
- * fp32 and at least 64 MiB.
+ * workspace, x in bf16 (three planes in the BF16X3 and FP8 modes), and a weight slab that holds
+ * kv_b in fp32 and at least 64 MiB.
  */
 size_t mt_gpu_gemm_work_bytes(enum mt_gpu_gemm_math math, int max_tok, int64_t max_cols,
                               int64_t kvb_elems);
@@ -55,8 +64,8 @@ mt_status_t mt_gpu_gemm_set_work(struct mt_gpu_gemm *g, void *work, size_t bytes
 /*
  * y[n, rows] = x[n, cols] W^T, n >= 1 (any; the engine uses it above MT_GPU_GEMV_MAX_TOK).
  * An FP8 (or, in the F32 mode, BF16) W is dequantized slab by slab into the work area and
- * multiplied there; a BF16 W in the BF16 and BF16X3 modes and an F32 W are multiplied where they
- * lie.
+ * multiplied there; a BF16 W in the BF16 and BF16X3 modes, an F32 W, and in the FP8 mode an FP8
+ * W that gemm_fp8.h's path takes are multiplied where they lie.
  */
 mt_status_t mt_gpu_gemm_linear(struct mt_gpu_gemm *g, const struct mt_gpu_weight *w,
                                const float *x, int n, float *y, struct CUstream_st *stream);

@@ -15,13 +15,22 @@
  * BF16 tensor-core peak on a 4096 x 8192 x 8192 GEMM, the fp32 and BF16X3 modes', and an FP8
  * weight of V3.2's dense down projection (7168 x 18432) at 512 tokens including its
  * dequantization in the BF16 and BF16X3 modes.
+ * The FP8 mode (gemm_fp8.cu): the activations' quantization bit for bit against the host's (the
+ * same rule: amax / 448, x / s rounded to nearest even e4m3); its GEMM against x quantized that
+ * way (only the GEMM's sums differ: 1e-3 of sum|wx|, where a wrong scale layout is off by O(1))
+ * at V3.2's shapes, rows in half a scale block, 1 to 512 tokens, and it must miss the BF16X3
+ * bound against the unquantized x (so a silent fall back to BF16X3 fails); weights it does not
+ * take, and GPUs without the block-scaled GEMM, fall back to BF16X3 and are held to its bound
+ * (on an sm_90 GPU no product its path takes may fall back).
  * Without a CUDA device: 1..0 # SKIP.
  */
 #include <config.h>
 
+#include "cpu/convert.h"
 #include "cpu/ref_ops.h"
 #include "kernels/engine_ops.h"
 #include "kernels/gemm.h"
+#include "kernels/gemm_fp8.h"
 #include "runtime/base/clock.h"
 #include "tests/gpu_test.h"
 
@@ -32,6 +41,7 @@
 #define TOL_F32 1e-5
 #define TOL_X3 1e-4
 #define TOL_BF16 8e-3
+#define TOL_FP8 1e-3 /* the FP8 GEMM against x quantized as it quantizes it */
 
 /* FP8 weights made from now on get power-of-two block scales, marked scale_pow2. */
 static bool pow2_scales;
@@ -138,6 +148,8 @@ linear_case(struct mt_gpu_gemm *gm, enum mt_dtype dt, int64_t rows, int64_t cols
     enum mt_gpu_gemm_math m = mt_gpu_gemm_math(gm);
     mt_status_t st;
     double worst = linear_worst(gm, dt, rows, cols, n, step, &st);
+    /* the FP8 mode runs BF16X3 for weights its FP8 path does not take (fp8_case: those it does) */
+    m = m == MT_GPU_GEMM_FP8 ? MT_GPU_GEMM_BF16X3 : m;
     /* an F32 weight is multiplied in fp32 in every mode; so is an odd width in BF16X3 */
     bool f32 = m == MT_GPU_GEMM_F32 || dt == MT_DTYPE_F32 ||
                (m == MT_GPU_GEMM_BF16X3 && cols % 8 != 0);
@@ -147,6 +159,134 @@ linear_case(struct mt_gpu_gemm *gm, enum mt_dtype dt, int64_t rows, int64_t cols
            (long long)rows, (long long)cols,
            pow2_scales && dt == MT_DTYPE_F8_E4M3 ? " (power-of-two scales)" : "", n, worst, tol,
            st == MT_OK ? "" : ": ", st == MT_OK ? "" : mt_last_error());
+}
+
+/*
+ * x [n, cols] quantized as gemm_fp8.h says, on the host: q [n_pad, cols], s [cols / 128][n_pad]
+ * (tokens n .. n_pad - 1 zeros of scale 1).
+ */
+static void
+quant_ref(const float *x, int n, int n_pad, int64_t cols, uint8_t *q, float *s)
+{
+    for (int t = 0; t < n_pad; t++) {
+        for (int64_t kb = 0; kb < cols / 128; kb++) {
+            const float *v = x + (size_t)t * cols + kb * 128;
+            float amax = 0.0f;
+            for (int i = 0; t < n && i < 128; i++) {
+                amax = fmaxf(amax, fabsf(v[i]));
+            }
+            float sc = amax > 0.0f ? amax / 448.0f : 1.0f;
+            s[kb * n_pad + t] = sc;
+            for (int i = 0; i < 128; i++) {
+                q[(size_t)t * cols + kb * 128 + i] = t < n ? mt_f32_to_fp8(v[i] / sc) : 0;
+            }
+        }
+    }
+}
+
+/*
+ * The activations' quantization against quant_ref, bit for bit: blocks of magnitudes 2^-20 to
+ * 2^20, a block of zeros, a block whose values tie e4m3's rounding (odd multiples of half a
+ * step, below the amax of 448 steps' worth).
+ */
+static void
+quant_case(int n, int n_pad, int64_t cols)
+{
+    size_t nx = (size_t)n_pad * cols, ns = (size_t)n_pad * (cols / 128);
+    float *x = gt_malloc(nx * 4), *s = gt_malloc(ns * 4), *rs = gt_malloc(ns * 4);
+    uint8_t *q = gt_malloc(nx), *rq = gt_malloc(nx);
+
+    for (size_t b = 0; b < ns; b++) {
+        float mag = ldexpf(1.0f, (int)(gt_uniform(0.0f, 41.0f)) - 20);
+        for (int i = 0; i < 128; i++) {
+            x[b * 128 + i] = gt_uniform(-1.0f, 1.0f) * mag;
+        }
+    }
+    memset(x, 0, 128 * sizeof(float)); /* token 0's first block */
+    if (ns > 1) {
+        /* token 0's second block: amax 448 (scale 1), and halfway between two e4m3 values
+           (odd numbers in [16, 32), where they are 2 apart, times 2^-k) */
+        float *v = x + 128;
+        for (int i = 0; i < 128; i++) {
+            v[i] = i == 0 ? 448.0f : ldexpf(17.0f + 2.0f * (float)(i % 4), -(i % 8));
+            v[i] = i % 2 ? -v[i] : v[i];
+        }
+    }
+    for (size_t i = (size_t)n * cols; i < nx; i++) {
+        x[i] = NAN; /* past the tokens: the padding must not read them */
+    }
+    float *dx = gt_put(x, nx * 4);
+    uint8_t *dq = gt_alloc(mt_gpu_quant_1x128_bytes(n_pad, cols));
+    float *ds = (float *)(dq + (mt_gpu_quant_1x128_bytes(n_pad, cols) - ns * 4));
+    mt_status_t st = mt_gpu_quant_1x128(dx, n, n_pad, cols, dq, ds, NULL);
+    if (st == MT_OK) {
+        gt_get(q, dq, nx);
+        gt_get(s, ds, ns * 4);
+    }
+    quant_ref(x, n, n_pad, cols, rq, rs);
+    size_t bad_q = 0, bad_s = 0;
+    for (size_t i = 0; st == MT_OK && i < nx; i++) {
+        bad_q += q[i] != rq[i];
+    }
+    for (size_t i = 0; st == MT_OK && i < ns; i++) {
+        bad_s += memcmp(&s[i], &rs[i], 4) != 0;
+    }
+    tap_ok(st == MT_OK && bad_q == 0 && bad_s == 0, "FP8 activations, %d tokens (padded to %d) x "
+           "%lld: %zu of %zu values and %zu of %zu scales differ from the host's%s%s", n, n_pad,
+           (long long)cols, bad_q, nx, bad_s, ns, st == MT_OK ? "" : ": ",
+           st == MT_OK ? "" : mt_last_error());
+    free(x);
+    free(s);
+    free(rs);
+    free(q);
+    free(rq);
+}
+
+/*
+ * y = x W^T in the FP8 mode for a fresh FP8 W: where its path takes W, against x quantized as
+ * it does (TOL_FP8) and missing the BF16X3 bound against x itself (it did quantize); else the
+ * BF16X3 bound against x.
+ */
+static void
+fp8_case(struct mt_gpu_gemm *g8, int64_t rows, int64_t cols, int n, int64_t step)
+{
+    struct tw w;
+    size_t nx = (size_t)n * cols;
+    float *x = gt_malloc(nx * 4), *xq = gt_malloc(nx * 4), *y = gt_malloc((size_t)n * rows * 4);
+
+    tw_make(&w, MT_DTYPE_F8_E4M3, rows, cols);
+    gt_fill(x, nx, -1.0f, 1.0f);
+    float *dx = gt_put(x, nx * 4);
+    float *dy = gt_alloc((size_t)n * rows * 4);
+    long fell = mt_gpu_gemm_fp8_fallbacks(g8);
+    mt_status_t st = mt_gpu_gemm_linear(g8, &w.gw, dx, n, dy, NULL);
+    if (st == MT_OK) {
+        gt_get(y, dy, (size_t)n * rows * 4);
+    }
+    bool fp8 = mt_gpu_gemm_fp8_fits(&w.gw) && mt_gpu_gemm_fp8_fallbacks(g8) == fell;
+    double wq = INFINITY;
+    if (cols % 128 == 0) {
+        uint8_t *q = gt_malloc(nx);
+        float *s = gt_malloc((size_t)n * (cols / 128) * 4);
+        quant_ref(x, n, n, cols, q, s);
+        for (size_t i = 0; i < nx; i++) {
+            xq[i] = mt_fp8_to_f32(q[i]) * s[(i % cols) / 128 * n + i / cols];
+        }
+        wq = st == MT_OK ? check_rows(&w.cw, xq, n, y, step) : INFINITY;
+        free(q);
+        free(s);
+    }
+    double wx = st == MT_OK ? check_rows(&w.cw, x, n, y, step) : INFINITY;
+    bool ok = st == MT_OK && (fp8 ? wq <= TOL_FP8 && wx > TOL_X3 : wx <= TOL_X3);
+    tap_ok(ok, "fp8 GEMM, FP8 weight %lld x %lld, %d tokens (%s): worst %.2e of sum|wx| against "
+           "x as quantized, %.2e against x (bound %.0e %s)%s%s", (long long)rows,
+           (long long)cols, n, fp8 ? "block-scaled FP8" : "falls back to bf16x3", wq, wx,
+           fp8 ? TOL_FP8 : TOL_X3, fp8 ? "against x as quantized; must miss the bf16x3 bound "
+           "against x" : "against x", st == MT_OK ? "" : ": ", st == MT_OK ? "" : mt_last_error());
+    tw_free(&w);
+    free(x);
+    free(xq);
+    free(y);
 }
 
 /* The CPU's absorption (attention.c's loops) in double. */
@@ -240,8 +380,9 @@ absorb_case_at(struct mt_gpu_gemm *gm, enum mt_dtype dt, int n, bool kernel,
     }
     double a = st == MT_OK ? worst_rel(ql, rql, nl) : INFINITY;
     double b = st == MT_OK ? worst_rel(out, rout, nv) : INFINITY;
-    /* the BF16X3 context's absorptions split kv_b and x into bf16 hi + lo */
-    double tol = !kernel && mt_gpu_gemm_math(gm) == MT_GPU_GEMM_BF16X3 ? TOL_X3 : 1e-5;
+    /* the BF16X3 (and FP8) context's absorptions split kv_b and x into bf16 hi + lo */
+    enum mt_gpu_gemm_math m = mt_gpu_gemm_math(gm);
+    double tol = !kernel && (m == MT_GPU_GEMM_BF16X3 || m == MT_GPU_GEMM_FP8) ? TOL_X3 : 1e-5;
     tap_ok(st == MT_OK && a <= tol && b <= tol && pe, "absorption by the %s, %s kv_b, %d "
            "tokens, %d heads x (%d + %d) x %d%s: q_lat worst %.2e, out worst %.2e (bound %.0e "
            "of max), q_pe copied: %s", kernel ? "n-token kernels" : "batched GEMMs",
@@ -357,6 +498,50 @@ absorb_fast_cases(struct mt_gpu_gemm *gm)
     mt_gpu_absorb_fast_set(was);
 }
 
+/* The FP8 mode: quantization, the block-scaled GEMM at V3.2's shapes, its fall backs. */
+static void
+fp8_cases(struct mt_gpu_gemm *g8)
+{
+    quant_case(1, 1, 128);
+    quant_case(5, 16, 384);
+    quant_case(37, 37, 384);
+    quant_case(512, 512, 7168);
+    tap_ok(mt_gpu_quant_1x128((const float *)g8, 3, 3, 200, (uint8_t *)g8, (float *)g8, NULL) ==
+               MT_ERR_INVAL,
+           "FP8 activations of 200 columns (not whole 128-column blocks) are refused: %s",
+           mt_last_error());
+    struct mt_gpu_weight w8 = {.dtype = MT_DTYPE_F8_E4M3, .data = g8, .scale = (float *)g8,
+                               .rows = 256, .cols = 512};
+    tap_ok(mt_gpu_gemm_fp8_linear((struct mt_gpu_gemm_fp8 *)g8, &w8, (uint8_t *)g8, (float *)g8,
+                                  37, (float *)g8, g8, 1, NULL) == MT_ERR_INVAL,
+           "the block-scaled FP8 GEMM of 37 tokens (not a multiple of 16) is refused: %s",
+           mt_last_error());
+    /* tokens: 16s and a rest (37), a rest alone (9), 16s alone (512) */
+    fp8_case(g8, 576, 7168, 37, 7);    /* kv_a: the last 64 rows half a scale block */
+    fp8_case(g8, 1536, 7168, 130, 11); /* q_a */
+    fp8_case(g8, 2048, 512, 9, 1);     /* four 128-column blocks: one group of scales */
+    fp8_case(g8, 2048, 512, 16, 1);
+    fp8_case(g8, 7168, 2048, 300, 61); /* a routed expert's down projection */
+    fp8_case(g8, 300, 1536, 65, 1);
+    fp8_case(g8, 256, 18432, 512, 5); /* the dense down projection's width, the engine's chunk */
+    fp8_case(g8, 300, 384, 12, 1);    /* 3 blocks a row: cuBLASLt's groups of 4 do not fit */
+    fp8_case(g8, 77, 512, 12, 1);     /* rows not a multiple of 4 */
+    /* Hopper has the block-scaled GEMM (cuBLASLt 12.9+): there no product may fall back */
+    struct mt_gpu_info info;
+    if (mt_gpu_device_info(0, &info) == MT_OK && info.sm_major == 9) {
+        tap_ok(mt_gpu_gemm_fp8_fallbacks(g8) == 0, "on this sm_90 GPU every product the FP8 "
+               "path takes ran block-scaled FP8: %ld fell back to bf16x3",
+               mt_gpu_gemm_fp8_fallbacks(g8));
+    } else {
+        tap_diag("not a Hopper GPU: %ld FP8-mode products ran bf16x3 (held to its bound)",
+                 mt_gpu_gemm_fp8_fallbacks(g8));
+    }
+    linear_case(g8, MT_DTYPE_BF16, 77, 136, 130, 1);
+    linear_case(g8, MT_DTYPE_F32, 45, 37, 17, 1);
+    absorb_case_at(g8, MT_DTYPE_F8_E4M3, 11, false, (struct absorb_shape){16, 16, 16, 8, 40},
+                   " (fp8 mode: bf16x3)");
+}
+
 /* Seconds per call of y = x W^T (best of 3 after a warm-up), as a diagnostic. */
 static double
 time_gemm(struct mt_gpu_gemm *gm, const struct mt_gpu_weight *w, const float *x, int n, float *y)
@@ -412,7 +597,8 @@ absorb_times(void)
 }
 
 static void
-peaks(struct mt_gpu_gemm *bf, struct mt_gpu_gemm *f32, struct mt_gpu_gemm *x3)
+peaks(struct mt_gpu_gemm *bf, struct mt_gpu_gemm *f32, struct mt_gpu_gemm *x3,
+      struct mt_gpu_gemm *g8_ctx)
 {
     int n = 4096;
     int64_t R = 8192, C = 8192;
@@ -448,9 +634,23 @@ peaks(struct mt_gpu_gemm *bf, struct mt_gpu_gemm *f32, struct mt_gpu_gemm *x3)
              "x_hi W + x_lo W): %.3f ms = %.1f TFLOP/s of the product asked for", t8p * 1e3,
              2.0 * 512 * 7168 * 18432 / t8p * 1e-12);
     g8.scale_pow2 = false;
+    double tq = time_gemm(g8_ctx, &g8, x, 512, y);
+    tap_diag("FP8 7168 x 18432 at 512 tokens, FP8 mode (%s): %.3f ms = %.1f TFLOP/s",
+             mt_gpu_gemm_fp8_fallbacks(g8_ctx) > 0 ? "where it falls back: bf16x3"
+                                                   : "x quantized, block-scaled FP8 GEMM",
+             tq * 1e3, 2.0 * 512 * 7168 * 18432 / tq * 1e-12);
     double t8f = time_gemm(f32, &g8, x, 512, y);
     tap_diag("FP8 7168 x 18432 at 512 tokens, fp32 mode: %.3f ms = %.1f TFLOP/s", t8f * 1e3,
              2.0 * 512 * 7168 * 18432 / t8f * 1e-12);
+    /* narrow products of a prompt chunk: the indexer's BF16 weights_proj, kv_a (FP8) */
+    struct mt_gpu_weight wp = {.dtype = MT_DTYPE_BF16, .data = w, .rows = 64, .cols = 7168};
+    struct mt_gpu_weight ka = {.dtype = MT_DTYPE_F8_E4M3, .data = w, .rows = 576, .cols = 7168,
+                               .scale = g8.scale};
+    tap_diag("BF16 64 x 7168 (the indexer's weights_proj) at 512 tokens: bf16x3 mode %.1f us, "
+             "bf16 mode %.1f us", time_gemm(x3, &wp, x, 512, y) * 1e6,
+             time_gemm(bf, &wp, x, 512, y) * 1e6);
+    tap_diag("FP8 576 x 7168 (kv_a) at 512 tokens: bf16x3 mode %.1f us, fp8 mode %.1f us",
+             time_gemm(x3, &ka, x, 512, y) * 1e6, time_gemm(g8_ctx, &ka, x, 512, y) * 1e6);
     double t0 = mt_clock_now();
     mt_status_t st = MT_OK;
     for (int i = 0; i < 4 && st == MT_OK; i++) {
@@ -465,7 +665,7 @@ peaks(struct mt_gpu_gemm *bf, struct mt_gpu_gemm *f32, struct mt_gpu_gemm *x3)
 int
 main(void)
 {
-    struct mt_gpu_gemm *bf = NULL, *f32 = NULL, *x3 = NULL;
+    struct mt_gpu_gemm *bf = NULL, *f32 = NULL, *x3 = NULL, *g8 = NULL;
 
     if (!gt_init(2400, 20261130)) {
         return 0;
@@ -475,12 +675,15 @@ main(void)
     int64_t max_cols = 18432;
     size_t wb = mt_gpu_gemm_work_bytes(MT_GPU_GEMM_BF16, max_tok, max_cols, 0);
     size_t wb3 = mt_gpu_gemm_work_bytes(MT_GPU_GEMM_BF16X3, max_tok, max_cols, 0);
+    size_t wb8 = mt_gpu_gemm_work_bytes(MT_GPU_GEMM_FP8, 512, max_cols, 0); /* the engine's chunk */
     if (!tap_ok(mt_gpu_gemm_create(MT_GPU_GEMM_BF16, &bf) == MT_OK &&
                     mt_gpu_gemm_create(MT_GPU_GEMM_F32, &f32) == MT_OK &&
                     mt_gpu_gemm_create(MT_GPU_GEMM_BF16X3, &x3) == MT_OK &&
+                    mt_gpu_gemm_create(MT_GPU_GEMM_FP8, &g8) == MT_OK &&
                     mt_gpu_gemm_set_work(bf, gt_alloc(wb), wb, max_tok, max_cols) == MT_OK &&
                     mt_gpu_gemm_set_work(f32, gt_alloc(wb), wb, max_tok, max_cols) == MT_OK &&
-                    mt_gpu_gemm_set_work(x3, gt_alloc(wb3), wb3, max_tok, max_cols) == MT_OK,
+                    mt_gpu_gemm_set_work(x3, gt_alloc(wb3), wb3, max_tok, max_cols) == MT_OK &&
+                    mt_gpu_gemm_set_work(g8, gt_alloc(wb8), wb8, 512, max_cols) == MT_OK,
                 "GEMM contexts with their work areas: %s", mt_last_error())) {
         return tap_done();
     }
@@ -539,15 +742,17 @@ main(void)
         mt_gpu_gemm_destroy(small);
     }
     absorb_fast_cases(f32);
+    fp8_cases(g8);
     /* bad arguments: refused before any launch */
     struct mt_gpu_weight none = {.dtype = MT_DTYPE_BF16, .rows = 4, .cols = 8};
     tap_ok(mt_gpu_gemm_linear(bf, &none, NULL, 9, NULL, NULL) == MT_ERR_INVAL,
            "a GEMM without data is refused: %s", mt_last_error());
-    peaks(bf, f32, x3);
+    peaks(bf, f32, x3, g8);
     absorb_times();
     mt_gpu_gemm_destroy(bf);
     mt_gpu_gemm_destroy(f32);
     mt_gpu_gemm_destroy(x3);
+    mt_gpu_gemm_destroy(g8);
     return tap_done();
 }
 

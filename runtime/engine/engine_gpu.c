@@ -53,8 +53,8 @@
  * 0.943 without, the GPU's step 0.900 ms either way (bench/results/gpu-engine-h200.md).
  *
  * Environment (for measurements and tests): MT_GPU_CHUNK=n sets the chunk (8 = the GEMV path
- * alone), MT_GPU_GEMM=bf16|bf16x3|f32 the GEMM's arithmetic (bf16x3 by default, f32 with an
- * fp32 latent cache), MT_GPU_GEMV_LOOP=n the token count up to which FP8 weights take GEMV
+ * alone), MT_GPU_GEMM=bf16|bf16x3|f32|fp8 the GEMM's arithmetic (bf16x3 by default, f32 with
+ * an fp32 latent cache), MT_GPU_GEMV_LOOP=n the token count up to which FP8 weights take GEMV
  * passes instead of the GEMM (64 by default); MT_GPU_GRAPH=0 (no graphs),
  * MT_GPU_LOGITS_DIRECT=0 (a graph step's lm_head into device memory, then a copy),
  * MT_GPU_ARGMAX=0 (greedy steps take the logits to the host and pick the id there),
@@ -911,8 +911,10 @@ eng_gpu_create(struct mt_engine *e)
      * shapes). The GEMM's arithmetic: BF16X3 (x and W split into bf16 hi + lo on tensor cores,
      * ~2^-16 relative a product) by default, fp32 on CUDA cores with an fp32 latent cache (the
      * accuracy mode). Plain BF16 is fastest but moves the tiny test models' logits by up to 0.85
-     * relative and changes their greedy tokens (bench/results/gpu-engine-h200.md);
-     * MT_GPU_GEMM=bf16|bf16x3|f32 picks one.
+     * relative and changes their greedy tokens (bench/results/gpu-engine-h200.md); FP8
+     * (DeepSeek's own arithmetic: activations in e4m3 per 128 columns, FP8 weights where they
+     * lie, on Hopper; gemm_fp8.cu) is faster still and an option for the same reason;
+     * MT_GPU_GEMM=bf16|bf16x3|f32|fp8 picks one.
      *
      * With experts off the GPU a prompt's chunk reads each of them once for all its tokens (the
      * CPU team, the stream and the slots get groups of many tokens), so there the chunk grows to
@@ -932,12 +934,13 @@ eng_gpu_create(struct mt_engine *e)
     g->gemm_math = g->lat_dtype == MT_DTYPE_F32 ? MT_GPU_GEMM_F32 : MT_GPU_GEMM_BF16X3;
     ev = getenv("MT_GPU_GEMM");
     if (ev != NULL && strcmp(ev, "bf16") != 0 && strcmp(ev, "bf16x3") != 0 &&
-        strcmp(ev, "f32") != 0) {
-        mt_log_warn("MT_GPU_GEMM=%s is none of bf16, bf16x3, f32: the GEMM keeps %s", ev,
+        strcmp(ev, "f32") != 0 && strcmp(ev, "fp8") != 0) {
+        mt_log_warn("MT_GPU_GEMM=%s is none of bf16, bf16x3, f32, fp8: the GEMM keeps %s", ev,
                     mt_gpu_gemm_math_name(g->gemm_math));
     } else if (ev != NULL) {
         g->gemm_math = strcmp(ev, "bf16") == 0     ? MT_GPU_GEMM_BF16
                        : strcmp(ev, "bf16x3") == 0 ? MT_GPU_GEMM_BF16X3
+                       : strcmp(ev, "fp8") == 0    ? MT_GPU_GEMM_FP8
                                                    : MT_GPU_GEMM_F32;
     }
 
