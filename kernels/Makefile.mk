@@ -1,7 +1,7 @@
 # kernels/: CUDA kernels behind one C header, kernels/kernels.h.
 EXTRA_DIST += kernels/kernels.h kernels/cuda_check.cuh kernels/ops.h kernels/common.cuh \
 	kernels/gemv_core.cuh kernels/gemv_wave.cuh kernels/async_copy.cuh kernels/pdl.cuh \
-	kernels/index_keys_split.cuh kernels/tensor_copy.cuh
+	kernels/index_keys_split.cuh kernels/tensor_copy.cuh kernels/cublas_check.cuh
 KERNEL_SOURCES = kernels/device.cu
 KERNEL_SOURCES += kernels/bench.cu
 KERNEL_SOURCES += kernels/host_copy.cu kernels/events.cu kernels/launch_times.cu

@@ -37,6 +37,7 @@
 #include <config.h>
 
 #include "kernels/gemm.h"
+#include "kernels/cublas_check.cuh"
 #include "kernels/cuda_check.cuh"
 #include "kernels/gemm_fp8.h"
 
@@ -89,11 +90,7 @@ mt_gpu_gemm_math_name(enum mt_gpu_gemm_math m)
 static mt_status_t
 cublas_status(cublasStatus_t s, const char *what)
 {
-    if (s == CUBLAS_STATUS_SUCCESS) {
-        return MT_OK;
-    }
-    return mt_fail(MT_ERR_CUDA, 0, "cuBLAS %s failed: %s (%d)", what, cublasGetStatusString(s),
-                   (int)s);
+    return mt_cublas_status(s, "cuBLAS", what);
 }
 
 extern "C" mt_status_t

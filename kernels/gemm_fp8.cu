@@ -25,6 +25,7 @@
 #include <config.h>
 
 #include "kernels/gemm_fp8.h"
+#include "kernels/cublas_check.cuh"
 #include "kernels/cuda_check.cuh"
 
 #include <cublasLt.h>
@@ -56,11 +57,7 @@ struct mt_gpu_gemm_fp8 {
 static mt_status_t
 lt_status(cublasStatus_t s, const char *what)
 {
-    if (s == CUBLAS_STATUS_SUCCESS) {
-        return MT_OK;
-    }
-    return mt_fail(MT_ERR_CUDA, 0, "cuBLASLt %s failed: %s (%d)", what, cublasGetStatusString(s),
-                   (int)s);
+    return mt_cublas_status(s, "cuBLASLt", what);
 }
 
 extern "C" mt_status_t
