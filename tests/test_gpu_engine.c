@@ -31,7 +31,8 @@
  * GEMV path), all 300 rows of logits within REL_CHUNK (with the bf16 cache the median row within
  * REL_SPLIT_BF16: measured, one flipped top-k choice moved the worst row by 0.29), and 8 greedy
  * tokens after it identical. Then a model with V3.2's attention shapes (mla_shape) for the
- * V3.2-shape prompt paths, which the golden models' shapes do not reach.
+ * V3.2-shape prompt paths, which the golden models' shapes do not reach, and the FP8 GEMM mode
+ * on it (fp8_gemm_mode).
  * Without a CUDA device: 1..0 # SKIP.
  */
 #include <config.h>
@@ -67,6 +68,7 @@
 #define REL_SPLIT_BF16 1e-3 /* the same with a bf16 cache (a rounding may flip, see above) */
 #define REL_CHUNK 1e-4      /* GEMM chunks against the fp32 GEMV one token at a time */
 #define REL_BF16_MEDIAN 0.25 /* the BF16 GEMM's median row against the default GEMM's */
+#define REL_FP8_MEDIAN 0.5   /* the FP8 GEMM mode's against the CPU engine (a wrong scale: ~1) */
 
 static mt_status_t
 make_engine(const struct mt_model *m, enum mt_device dev, enum mt_dtype kv,
@@ -478,6 +480,42 @@ launches_of(const char *name)
 }
 
 /*
+ * The FP8 GEMM mode (MT_GPU_GEMM=fp8) on tiny-mla's prompt, whose o_proj (256 x 2048) and MLP
+ * down projections (256 x 512) its block-scaled path takes (the other widths are not whole
+ * groups of 512 columns and run BF16X3): on a Hopper GPU the path must run (its launches in the
+ * kernel table) and, its activations quantized to e4m3, the median row of logits within
+ * REL_FP8_MEDIAN of the CPU engine's (cpu_logits); elsewhere it falls back to BF16X3.
+ */
+static void
+fp8_gemm_mode(const struct mt_model *m, enum mt_indexer_mode mode, const int32_t *ids, int n,
+              const float *cpu_logits)
+{
+    struct mt_engine *e = NULL;
+    struct mt_gpu_info info;
+    bool hopper = mt_gpu_device_info(0, &info) == MT_OK && info.sm_major == 9;
+
+    setenv("MT_GPU_GEMM", "fp8", 1);
+    bool ok = make_engine(m, MT_DEVICE_GPU, MT_DTYPE_BF16, mode, &e) == MT_OK;
+    unsetenv("MT_GPU_GEMM");
+    int V = ok ? mt_engine_vocab(e) : 1;
+    float *a = malloc((size_t)n * V * sizeof(float));
+    mt_gpu_launch_times_enable(true);
+    mt_gpu_launch_times_reset();
+    ok = ok && a != NULL && mt_engine_forward(e, ids, n, true, a) == MT_OK;
+    long fp8 = launches_of("cublaslt fp8 gemm");
+    mt_gpu_launch_times_reset();
+    mt_gpu_launch_times_enable(false);
+    double med = ok ? median_row_rel(a, cpu_logits, n, V) : INFINITY;
+    tap_ok(ok && med <= REL_FP8_MEDIAN && (fp8 > 0) == hopper, "tiny-mla, MT_GPU_GEMM=fp8: %d "
+           "prompt tokens' logits, median row %.2e of the CPU engine's (bound %.1f; worst %.2e), "
+           "%ld block-scaled FP8 GEMMs (%s on this GPU)", n, med, REL_FP8_MEDIAN,
+           ok ? golden_worst_row_rel(a, cpu_logits, n, V, NULL) : INFINITY, fp8,
+           hopper ? "wanted" : "none wanted");
+    free(a);
+    mt_engine_destroy(e);
+}
+
+/*
  * V3.2's attention shapes on a whole model (`moetier synth --preset tiny-mla`: 16 heads, latent
  * 512, rope 64, an indexer of 64 heads x 128, index_topk 16), where the GPU engine takes its
  * V3.2-shape paths (the exact index keys in the split key cache): a prompt's
@@ -555,6 +593,9 @@ mla_shape(void)
            that row far (chunk_test); a wrong kernel moves every row by ~1 */
         double mc = ok ? median_row_rel(a, b, N, V) : INFINITY;
         double mo = ok ? median_row_rel(a, c, N, V) : INFINITY;
+        if (ok && ix == 0) {
+            fp8_gemm_mode(m, mode, ids, N, b);
+        }
         tap_ok(ok && rows_launches > 0 && grouped > 0 && (split > 0) == want_split &&
                    (ix == 0 || (fp8_scores > 0 && fp8_scores < N - 16)),
                "tiny-mla %s indexer: the prompt's sparse MLA ran in %ld launches of many rows, "
