@@ -434,7 +434,7 @@ linear_fp8(struct mt_gpu_gemm *g, const struct mt_gpu_weight *w, const float *x,
                        "the work area", n, (long long)cols, (long long)rows);
     }
     if (n16 > 0) {
-        float *s = (float *)(q + up((size_t)n16 * (size_t)cols)); /* mt_gpu_quant_1x128_bytes' */
+        float *s = mt_gpu_quant_1x128_scales(q, n16, cols);
         st = mt_gpu_quant_1x128(x, n16, n16, cols, q, s, stream);
         st = st == MT_OK ? mt_gpu_gemm_fp8_linear(g->fp8, w, q, s, n16, y, g->ws, CUBLAS_WS,
                                                   stream)
@@ -445,7 +445,7 @@ linear_fp8(struct mt_gpu_gemm *g, const struct mt_gpu_weight *w, const float *x,
     }
     if (rest > 0) {
         uint8_t *q2 = q + up(qa);
-        float *s2 = (float *)(q2 + up((size_t)16 * (size_t)cols));
+        float *s2 = mt_gpu_quant_1x128_scales(q2, 16, cols);
         st = mt_gpu_quant_1x128(x + (size_t)n16 * cols, rest, 16, cols, q2, s2, stream);
         st = st == MT_OK ? mt_gpu_gemm_fp8_linear(g->fp8, w, q2, s2, 16, (float *)g->slab,
                                                   g->ws, CUBLAS_WS, stream)

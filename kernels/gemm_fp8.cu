@@ -125,6 +125,12 @@ mt_gpu_quant_1x128_bytes(int n_pad, int64_t cols)
     return up((size_t)n_pad * (size_t)cols) + (size_t)n_pad * (size_t)(cols / 128) * sizeof(float);
 }
 
+extern "C" float *
+mt_gpu_quant_1x128_scales(uint8_t *q, int n_pad, int64_t cols)
+{
+    return (float *)(q + up((size_t)n_pad * (size_t)cols));
+}
+
 /* ---- the activations' quantization ---------------------------------------------------------- */
 
 /* One warp a (token, 128-column block): 4 values a lane, the block's amax by shuffles. */

@@ -33,6 +33,8 @@ bool mt_gpu_gemm_fp8_fits(const struct mt_gpu_weight *w);
  * next 256-byte boundary) the scales.
  */
 size_t mt_gpu_quant_1x128_bytes(int n_pad, int64_t cols);
+/* Where the scales start in such an area that begins at q. */
+float *mt_gpu_quant_1x128_scales(uint8_t *q, int n_pad, int64_t cols);
 
 /*
  * x [n, cols] fp32 (cols a multiple of 128) -> q [n_pad, cols] e4m3 and s [cols / 128][n_pad]

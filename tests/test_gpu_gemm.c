@@ -217,7 +217,7 @@ quant_case(int n, int n_pad, int64_t cols)
     }
     float *dx = gt_put(x, nx * 4);
     uint8_t *dq = gt_alloc(mt_gpu_quant_1x128_bytes(n_pad, cols));
-    float *ds = (float *)(dq + (mt_gpu_quant_1x128_bytes(n_pad, cols) - ns * 4));
+    float *ds = mt_gpu_quant_1x128_scales(dq, n_pad, cols);
     mt_status_t st = mt_gpu_quant_1x128(dx, n, n_pad, cols, dq, ds, NULL);
     if (st == MT_OK) {
         gt_get(q, dq, nx);
