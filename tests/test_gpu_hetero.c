@@ -98,6 +98,9 @@ rig_free(struct rig *r)
     memset(r, 0, sizeof(*r));
 }
 
+/* The context rig_build's engines hold (check_chunk_ladder sets a longer one). */
+static int rig_ctx = 1024;
+
 static mt_status_t
 rig_build(const struct mt_model *m, enum plan_kind k, uint64_t gpu_mem, struct rig *r)
 {
@@ -111,7 +114,7 @@ rig_build(const struct mt_model *m, enum plan_kind k, uint64_t gpu_mem, struct r
     o.device = MT_DEVICE_GPU;
     o.kv_dtype = MT_DTYPE_F32;
     o.indexer = MT_INDEXER_EXACT;
-    o.gpu_ctx = 1024;
+    o.gpu_ctx = rig_ctx;
     o.gpu_mem = gpu_mem;
     o.no_prefetch = k == MIX_NO_PREFETCH;
     o.gpu_slot_min_tokens = k == DRAM_SLOTS ? 1 : 0;
@@ -347,7 +350,8 @@ check_work_estimate(const struct mt_model *m, const char *set, const struct rig 
     uint64_t have = r->e != NULL ? mt_engine_device_work_bytes(r->e, &chunk) : 0;
     bool ok = have > 0 && mt_model_sizes_of(m, &sz) == MT_OK;
     uint64_t est =
-        ok ? mt_plan_gpu_work_bytes(&m->cfg, chunk, 1024, host, sz.routed_expert_bytes, true) : 0;
+        ok ? mt_plan_gpu_work_bytes(&m->cfg, chunk, rig_ctx, host, sz.routed_expert_bytes, true)
+           : 0;
     double rel = have > 0 ? fabs((double)est - (double)have) / (double)have : INFINITY;
 
     tap_ok(ok && rel <= 0.01,
@@ -359,7 +363,7 @@ check_work_estimate(const struct mt_model *m, const char *set, const struct rig 
 
 /*
  * A prompt longer than the all-GPU chunk (512 tokens): with every expert on the CPU team the
- * engine takes up to 1,024 tokens a chunk (HOST_CHUNK in engine_gpu.c), so a 700-token prompt
+ * engine takes up to 1,024 tokens a chunk at this 1,024-token context, so a 700-token prompt
  * runs each host expert once a layer (in 512-token chunks most would run twice), and its last
  * row's logits match the all-GPU plan's, which takes the prompt in two chunks.
  */
@@ -450,6 +454,92 @@ check_long_prompt(const struct mt_model *m, const char *set)
     free(b);
 }
 
+/*
+ * The longer chunks (engine_gpu.c host_chunk) at a 4,096-token context, every expert on the CPU
+ * team: with room the engine takes 4,096 tokens a chunk, so a 2,500-token prompt runs each host
+ * expert at most once a layer, its last logits as the all-GPU plan's (five 512-token chunks);
+ * with a budget between the 2,048- and 4,096-token chunks' needs it takes 2,048 and stays within
+ * the budget; the planner's estimate matches the engine's work space at each.
+ */
+static void
+check_chunk_ladder(const struct mt_model *m, const char *set)
+{
+    const struct mt_model_config *c = &m->cfg;
+    const int n = 2500;
+    int n_moe = 0, chunk = 0;
+    struct rig gpu = {0}, team = {0}, r2048 = {0}, mid = {0};
+    struct mt_engine_stats s;
+    int32_t *ids = malloc((size_t)n * sizeof(int32_t));
+    float *a = malloc((size_t)c->vocab_size * sizeof(float));
+    float *b = malloc((size_t)c->vocab_size * sizeof(float));
+    uint32_t x = 777;
+
+    rig_ctx = 4096;
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        n_moe += m->layers[l].is_moe;
+    }
+    for (int i = 0; ids != NULL && i < n; i++) {
+        x = x * 1664525u + 1013904223u;
+        ids[i] = (int32_t)((x >> 8) % (uint32_t)c->vocab_size);
+    }
+    bool ok = ids != NULL && a != NULL && b != NULL && rig_build(m, ALL_GPU, 0, &gpu) == MT_OK &&
+              rig_build(m, ALL_DRAM_TEAM, 0, &team) == MT_OK;
+    if (ok) {
+        (void)mt_engine_device_work_bytes(team.e, &chunk);
+    }
+    ok = ok && mt_engine_forward(gpu.e, ids, n, false, a) == MT_OK &&
+         mt_engine_forward(team.e, ids, n, false, b) == MT_OK;
+    double rel = ok ? golden_worst_row_rel(b, a, 1, c->vocab_size, NULL) : INFINITY;
+    memset(&s, 0, sizeof(s));
+    if (ok) {
+        mt_engine_stats_get(team.e, &s);
+    }
+    uint64_t runs = s.expert_runs[MT_TIER_DRAM_CPU] + s.expert_runs[MT_TIER_DRAM_PCIE];
+    tap_ok(ok && chunk == 4096 && rel <= REL_HF && runs > 0 &&
+               runs <= (uint64_t)n_moe * c->n_routed_experts,
+           "%s, 4,096-token context, %d-token prompt on the CPU team: %d-token chunks, each host "
+           "expert run at most once a layer (%llu runs), last logits within %.0e of the all-GPU "
+           "plan's (%.2e)",
+           set, n, chunk, (unsigned long long)runs, REL_HF, rel);
+    if (ok) {
+        check_work_estimate(m, set, &team, true);
+    }
+
+    setenv("MT_GPU_CHUNK", "2048", 1);
+    bool built = ok && rig_build(m, ALL_DRAM_TEAM, 0, &r2048) == MT_OK;
+    unsetenv("MT_GPU_CHUNK");
+    uint64_t need4096 = ok ? mt_engine_device_bytes(team.e) : 0;
+    uint64_t need2048 = built ? mt_engine_device_bytes(r2048.e) : 0;
+    if (built) {
+        check_work_estimate(m, set, &r2048, true);
+    }
+    if (built && need4096 > need2048 + (2u << 20)) {
+        uint64_t budget = need2048 + (need4096 - need2048) / 2;
+        mt_log_set_quiet(true); /* its note on the chunk is expected */
+        ok = rig_build(m, ALL_DRAM_TEAM, budget, &mid) == MT_OK;
+        mt_log_set_quiet(false);
+        chunk = 0;
+        if (ok) {
+            (void)mt_engine_device_work_bytes(mid.e, &chunk);
+        }
+        tap_ok(ok && chunk == 2048 && mt_engine_device_bytes(mid.e) <= budget,
+               "%s, a budget between the 2,048- and 4,096-token chunks' (%llu, %llu bytes): "
+               "%d-token chunks, within the budget",
+               set, (unsigned long long)need2048, (unsigned long long)need4096, chunk);
+    } else {
+        tap_ok(false, "%s: the 4,096-token chunk needs %llu bytes, the 2,048-token one %llu",
+               set, (unsigned long long)need4096, (unsigned long long)need2048);
+    }
+    rig_free(&mid);
+    rig_free(&r2048);
+    rig_free(&gpu);
+    rig_free(&team);
+    free(ids);
+    free(a);
+    free(b);
+    rig_ctx = 1024;
+}
+
 static bool amx_too; /* the CPU has AMX: the plans run on AVX-512, one again on AMX */
 
 static void
@@ -515,6 +605,9 @@ golden_set(const char *dir, const char *name)
     }
     if (m->cfg.max_position_embeddings >= 1024) { /* rig_build's gpu_ctx */
         check_long_prompt(m, name);
+    }
+    if (m->cfg.max_position_embeddings >= 4096) {
+        check_chunk_ladder(m, name);
     }
 out:
     free(routing);

@@ -10,7 +10,7 @@ cfg="$MT_SRCDIR/tests/data/deepseek-v3.2/config.json"
 prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
 make_tmp plan
 
-echo "1..31"
+echo "1..33"
 "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G -o "$tmp/p.json" \
     >"$tmp/out" 2>"$tmp/err"
 ok $? "plan on the RTX 3090 what-if profile exits 0"
@@ -20,6 +20,20 @@ saved=$(sed -n 's/.*"decode_tok_s": \([0-9.]*\).*/\1/p' "$tmp/p.json")
 ok $? "printed decode speed $printed tok/s is the plan file's $saved"
 "$bin" plan --config "$cfg" --check "$tmp/p.json" >/dev/null 2>&1
 ok $? "the written plan passes --check"
+
+# With a GPU the KV cache is the GPU engine's (BF16 latents and exact index keys by default, as
+# `run` holds it), --kv-dtype / --indexer as `run` takes them; the prompt chunk follows the room
+# that leaves: on this 23G card the FP8 cache frees enough for 2,048-token chunks.
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G >"$tmp/out" 2>&1 &&
+    grep -q 'KV 32768 tok 3.10 + workspace 1.77 (for 1024-token prompt chunks)' "$tmp/out" &&
+    "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G --kv-dtype fp8 \
+        --indexer fp8 >"$tmp/out2" 2>&1 &&
+    grep -q 'KV 32768 tok 1.50 + workspace 3.16 (for 2048-token prompt chunks)' "$tmp/out2" &&
+    grep -q '^prefill    : .* at batch 2048' "$tmp/out2"
+ok $? "the GPU engine's cache and chunk: $(grep -o 'KV.*chunks)' "$tmp/out") / $(grep -o 'KV.*chunks)' "$tmp/out2")"
+"$bin" plan --config "$cfg" --hw "$prof" --indexer fp16 >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q "unknown --indexer 'fp16' (exact or fp8)" "$tmp/err"
+ok $? "a bad --indexer exits 2: $(cat "$tmp/err")"
 
 # No GPU: a profile with only CPU, DRAM and a disk.
 cat >"$tmp/cpu.json" <<'EOF'

@@ -835,7 +835,8 @@ test_dram_copy_bus(void)
  * costs the expert's bytes at the run rate plus its tokens' FLOPs at the token rate, on the CPU
  * FLOP source, in place of the FLOPs at the FLOP rate; decode (batch 1) keeps the FLOP rate. And
  * mt_plan_build predicts prefill by default at the GPU engine's chunk for the placement
- * (MT_PLAN_CHUNK_HOST with experts off the GPU, else MT_PLAN_CHUNK_GPU; no GPU: the latter),
+ * (with experts off the GPU the longest of 4,096, 2,048, 1,024 whose work space fits, else
+ * MT_PLAN_CHUNK_GPU; no GPU: the latter),
  * takes the profile's measured prefill rates and keeps them through a plan file.
  */
 static void
@@ -897,7 +898,8 @@ test_cpu_prefill_model(void)
        the 512 the engine will run, and says how much more the longer chunk needs */
     {
         uint64_t work = mt_plan_gpu_work_bytes(&cfg, MT_PLAN_CHUNK_HOST, b.ctx, true,
-                                               sz.routed_expert_bytes, false);
+                                               sz.routed_expert_bytes, false) +
+                        MT_PLAN_WORK_SLACK;
         uint64_t work512 = mt_plan_gpu_work_bytes(&cfg, MT_PLAN_CHUNK_GPU, b.ctx, true,
                                                   sz.routed_expert_bytes, false);
         st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan[0]) : st;
@@ -912,27 +914,57 @@ test_cpu_prefill_model(void)
             work512 / 1073741824.0, st == MT_OK ? plan[0]->host_chunk_short / 1073741824.0 : 0.0);
         mt_plan_destroy(plan[0]);
         plan[0] = NULL;
-        /* with 4 GiB beside the weights and the KV cache, the default reserve grows to that
-           work space (a few GPU experts fewer) and the plan gets the longer chunks; a reserve
-           given on the command line stays */
+        /* with 4 GiB beside the weights and the KV cache, the default reserve grows to the work
+           space of the longest chunk that fits it (2,048 tokens; a few GPU experts fewer) and the
+           plan gets that chunk; a reserve given on the command line stays */
+        uint64_t work2048 = mt_plan_gpu_work_bytes(&cfg, 2048, b.ctx, true,
+                                                   sz.routed_expert_bytes, false) +
+                            MT_PLAN_WORK_SLACK;
+        uint64_t work4096 = mt_plan_gpu_work_bytes(&cfg, 4096, b.ctx, true,
+                                                   sz.routed_expert_bytes, false) +
+                            MT_PLAN_WORK_SLACK;
         struct mt_plan_budget bb = b;
         bb.gpu_mem += (uint64_t)5 << 29;
         st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &bb, NULL, NULL, &plan[0]) : st;
         bb.gpu_reserve_auto = false;
         st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &bb, NULL, NULL, &plan[1]) : st;
-        tap_ok(st == MT_OK && plan[0]->budget.gpu_reserve == work &&
-                   plan[0]->budget.prefill_batch == MT_PLAN_CHUNK_HOST &&
+        tap_ok(st == MT_OK && work2048 < ((uint64_t)4 << 30) && work4096 > ((uint64_t)4 << 30) &&
+                   plan[0]->budget.gpu_reserve == work2048 &&
+                   plan[0]->budget.prefill_batch == 2048 && plan[0]->engine_chunk == 2048 &&
                    plan[0]->host_chunk_short == 0 && plan[1]->budget.gpu_reserve == b.gpu_reserve &&
                    plan[1]->budget.prefill_batch == MT_PLAN_CHUNK_GPU &&
                    plan[1]->host_chunk_short > 0 &&
                    plan[1]->host_chunk_short <= work - b.gpu_reserve &&
                    plan[1]->tier[MT_TIER_GPU].experts > plan[0]->tier[MT_TIER_GPU].experts,
-               "the default --gpu-reserve grows to the work space of %d-token chunks (%.2f GiB: "
-               "%d GPU experts against %d, prefill at %d tokens); --gpu-reserve 1.5G stays (%d)",
-               MT_PLAN_CHUNK_HOST, st == MT_OK ? plan[0]->budget.gpu_reserve / 1073741824.0 : 0.0,
-               st == MT_OK ? plan[0]->tier[MT_TIER_GPU].experts : 0,
+               "4 GiB beside the weights: the default --gpu-reserve grows to the work space of "
+               "2,048-token chunks (%.2f GiB; 4,096 would need %.2f: %d GPU experts against %d, "
+               "prefill at %d tokens); --gpu-reserve 1.5G stays (%d)",
+               st == MT_OK ? plan[0]->budget.gpu_reserve / 1073741824.0 : 0.0,
+               work4096 / 1073741824.0, st == MT_OK ? plan[0]->tier[MT_TIER_GPU].experts : 0,
                st == MT_OK ? plan[1]->tier[MT_TIER_GPU].experts : 0,
                st == MT_OK ? plan[0]->budget.prefill_batch : 0,
+               st == MT_OK ? plan[1]->budget.prefill_batch : 0);
+        for (int i = 0; i < 2; i++) {
+            mt_plan_destroy(plan[i]);
+            plan[i] = NULL;
+        }
+        /* 8 GiB: the 4,096-token chunk's (MT_PLAN_CHUNK_HOST_MAX); a 2,048-token context caps
+           the chunk at 2,048 */
+        bb = b;
+        bb.gpu_mem += (uint64_t)13 << 29;
+        st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &bb, NULL, NULL, &plan[0]) : st;
+        bb.ctx = 2048;
+        st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &bb, NULL, NULL, &plan[1]) : st;
+        tap_ok(st == MT_OK && plan[0]->budget.gpu_reserve == work4096 &&
+                   plan[0]->budget.prefill_batch == MT_PLAN_CHUNK_HOST_MAX &&
+                   plan[1]->budget.prefill_batch == 2048 &&
+                   plan[1]->budget.gpu_reserve ==
+                       mt_plan_gpu_work_bytes(&cfg, 2048, 2048, true, sz.routed_expert_bytes,
+                                              false) + MT_PLAN_WORK_SLACK,
+               "8 GiB beside the weights: %d-token chunks (reserve %.2f GiB); with a 2,048-token "
+               "context %d-token ones",
+               st == MT_OK ? plan[0]->budget.prefill_batch : 0,
+               st == MT_OK ? plan[0]->budget.gpu_reserve / 1073741824.0 : 0.0,
                st == MT_OK ? plan[1]->budget.prefill_batch : 0);
         for (int i = 0; i < 2; i++) {
             mt_plan_destroy(plan[i]);

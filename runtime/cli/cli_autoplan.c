@@ -267,19 +267,25 @@ placement_need(const struct mt_model_config *cfg, const struct mt_model_sizes *s
  * rows it is widened into, once for all layers. (The GPU holds the whole context from the start;
  * the CPU engine's cache grows with the positions used, which the reference layout budgets.)
  */
-static uint64_t
-gpu_kv_bytes_per_token(const struct mt_cli_engine_flags *f, const struct mt_model_config *cfg)
+uint64_t
+mt_cli_gpu_kv_bytes(const struct mt_model_config *cfg, enum mt_dtype latent, bool sparse,
+                    enum mt_indexer_mode indexer)
 {
-    enum mt_dtype lat = f->kv_dtype_set ? f->engine.kv_dtype : MT_DTYPE_BF16;
-    bool sparse = f->engine.attention == MT_ATTN_SPARSE;
     struct mt_kv_layout l = {
-        .latent = lat,
-        .index_exact = sparse && f->engine.indexer == MT_INDEXER_EXACT,
-        .index_fp8 = sparse && f->engine.indexer == MT_INDEXER_FP8,
+        .latent = latent,
+        .index_exact = sparse && indexer == MT_INDEXER_EXACT,
+        .index_fp8 = sparse && indexer == MT_INDEXER_FP8,
     };
     uint64_t b = mt_kv_bytes_per_token_layer(cfg, &l) * (uint64_t)cfg->num_hidden_layers;
 
-    return b + (lat == MT_DTYPE_F8_E4M3 ? 2 * (uint64_t)cfg->kv_lora_rank : 0);
+    return b + (latent == MT_DTYPE_F8_E4M3 ? 2 * (uint64_t)cfg->kv_lora_rank : 0);
+}
+
+static uint64_t
+gpu_kv_bytes_per_token(const struct mt_cli_engine_flags *f, const struct mt_model_config *cfg)
+{
+    return mt_cli_gpu_kv_bytes(cfg, f->kv_dtype_set ? f->engine.kv_dtype : MT_DTYPE_BF16,
+                               f->engine.attention == MT_ATTN_SPARSE, f->engine.indexer);
 }
 
 /* The budgets of this run: the flags, else the machine's free memory. */
@@ -433,13 +439,16 @@ mt_cli_plan_print(FILE *out, const struct mt_plan *p)
         uint64_t host = p->budget.cpu_mem - p->budget.cpu_reserve - p->dram_expert_bytes;
 
         mt_plan_budget_default(&dflt);
+        char why[48] = "";
+
+        if (p->budget.gpu_reserve_auto && p->budget.gpu_reserve > dflt.gpu_reserve &&
+            p->engine_chunk > MT_PLAN_CHUNK_GPU) {
+            snprintf(why, sizeof(why), " (for %d-token prompt chunks)", p->engine_chunk);
+        }
         fprintf(out, "GPU budget : %.1f GiB = always-on %.2f + KV %d tok %.2f + workspace %.2f%s + "
                 "experts %.2f GiB\n",
                 gib((double)p->budget.gpu_mem), gib((double)p->always_on_bytes), p->budget.ctx,
-                gib((double)p->kv_bytes), gib((double)p->budget.gpu_reserve),
-                p->budget.gpu_reserve_auto && p->budget.gpu_reserve > dflt.gpu_reserve
-                    ? " (for 1,024-token prompt chunks)"
-                    : "",
+                gib((double)p->kv_bytes), gib((double)p->budget.gpu_reserve), why,
                 gib((double)p->gpu_expert_bytes));
         fprintf(out, "DRAM budget: %.1f GiB = reserve %.2f + embedding table %.2f + experts %.2f "
                 "GiB\n",

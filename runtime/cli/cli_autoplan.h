@@ -66,6 +66,14 @@ void mt_cli_default_budgets(const struct mt_hwprofile *hw, bool gpu_set, bool cp
                             struct mt_plan_budget *b);
 
 /*
+ * The GPU engine's KV cache a token, all layers, for its latent dtype, sparse attention or not
+ * and its indexer: what `run --device gpu` and `plan` with a GPU budget (the reference layout of
+ * mt_model_sizes is the CPU engine's).
+ */
+uint64_t mt_cli_gpu_kv_bytes(const struct mt_model_config *cfg, enum mt_dtype latent, bool sparse,
+                             enum mt_indexer_mode indexer);
+
+/*
  * Decide where the routed experts of e->model go for an engine on device (flags f) and fill
  * eo->expert_tiers (and, for the experts on NVMe, the stream provider) accordingly: --plan,
  * --no-plan/--store, or the automatic placement (see the file comment). Prints one line (the

@@ -75,15 +75,19 @@ usage(FILE *f)
         "                          uniform, each expert k/E; repeat it to plan for the\n"
         "                          routing of several runs together (a workload)\n"
         "      --ctx N             context the KV cache must hold (default 32768)\n"
+        "      --kv-dtype T, --indexer M\n"
+        "                          the GPU engine's cache the plan budgets, as `run` takes\n"
+        "                          them (defaults bf16, exact; fp8 and fp8 need half)\n"
         "      --prefill-batch N   tokens per prefill step for the prefill prediction\n"
-        "                          (default: the GPU engine's prompt chunk, 1024 where\n"
-        "                          routed experts live off the GPU, else 512)\n"
+        "                          (default: the GPU engine's prompt chunk: where routed\n"
+        "                          experts live off the GPU the longest of 4096, 2048,\n"
+        "                          1024 whose work space fits, else 512)\n"
         "      --cpu-eff X         fraction of the DRAM read rate and FLOPs that CPU expert\n"
         "                          kernels reach (default: the profile's measured\n"
         "                          cpu.expert_eff, else 0.6)\n"
         "      --gpu-reserve SIZE  GPU workspace kept free (default 1.5G, grown to the GPU\n"
-        "                          engine's work space for 1,024-token prompt chunks where\n"
-        "                          experts live off the GPU and --gpu-mem allows)\n"
+        "                          engine's work space for the longest prompt chunks\n"
+        "                          --gpu-mem allows where experts live off the GPU)\n"
         "      --cpu-reserve SIZE  DRAM kept free: staging ring, OS (default 4G)\n"
         "  -o, --output FILE       write the plan JSON here\n"
         "      --check PLAN        only load PLAN and check it against the model\n"
@@ -463,7 +467,9 @@ mt_cli_plan(int argc, char **argv)
         OPT_CHECK,
         OPT_LEARN,
         OPT_DISK_FROM,
-        OPT_DRAM_FROM
+        OPT_DRAM_FROM,
+        OPT_KV_DTYPE,
+        OPT_INDEXER
     };
     static const struct option opts[] = {
         {"model", required_argument, NULL, 'm'},
@@ -483,6 +489,8 @@ mt_cli_plan(int argc, char **argv)
         {"learn", required_argument, NULL, OPT_LEARN},
         {"disk-from", required_argument, NULL, OPT_DISK_FROM},
         {"dram-from", required_argument, NULL, OPT_DRAM_FROM},
+        {"kv-dtype", required_argument, NULL, OPT_KV_DTYPE},
+        {"indexer", required_argument, NULL, OPT_INDEXER},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -503,6 +511,8 @@ mt_cli_plan(int argc, char **argv)
     bool have_cpu = false;
     struct mt_plan_budget budget;
     bool ctx_given = false;
+    enum mt_dtype kv_dtype = MT_DTYPE_BF16;         /* the GPU engine's defaults */
+    enum mt_indexer_mode indexer = MT_INDEXER_EXACT;
     struct mt_model_config cfg;
     struct mt_model_sizes sizes;
     struct mt_hwprofile *hw = NULL;
@@ -585,6 +595,24 @@ mt_cli_plan(int argc, char **argv)
                 return 2;
             }
             ctx_given = true;
+            break;
+        case OPT_KV_DTYPE:
+            if (strcmp(optarg, "bf16") == 0 || strcmp(optarg, "fp8") == 0) {
+                kv_dtype = optarg[0] == 'b' ? MT_DTYPE_BF16 : MT_DTYPE_F8_E4M3;
+            } else if (strcmp(optarg, "f32") == 0 || strcmp(optarg, "fp32") == 0) {
+                kv_dtype = MT_DTYPE_F32;
+            } else {
+                mt_cli_error(&cli, "unknown --kv-dtype '%s' (f32, bf16 or fp8)", optarg);
+                return 2;
+            }
+            break;
+        case OPT_INDEXER:
+            if (strcmp(optarg, "exact") == 0 || strcmp(optarg, "fp8") == 0) {
+                indexer = optarg[0] == 'e' ? MT_INDEXER_EXACT : MT_INDEXER_FP8;
+            } else {
+                mt_cli_error(&cli, "unknown --indexer '%s' (exact or fp8)", optarg);
+                return 2;
+            }
             break;
         case OPT_PREFILL:
             if (!mt_cli_parse_int(&cli, "--prefill-batch", optarg, 1, 1 << 20,
@@ -737,6 +765,11 @@ mt_cli_plan(int argc, char **argv)
         snprintf(hw->source, sizeof(hw->source), "%.255s", hw->file);
     }
     mt_cli_default_budgets(hw, have_gpu, have_cpu, &budget);
+    if (hw->gpu.present) {
+        /* the GPU engine's cache (by default BF16 latents and exact index keys: ~30% more than
+           the reference layout, which a plan filling --gpu-mem would otherwise overrun) */
+        sizes.kv_bytes_per_token = mt_cli_gpu_kv_bytes(&cfg, kv_dtype, true, indexer);
+    }
     if (n_trace > 0) {
         snprintf(trace_name, sizeof(trace_name), "%.400s", trace_paths[0]);
         if (n_trace > 1) {

@@ -10,9 +10,9 @@
  * the work space), so a model that does not fit fails at once with one message that says how
  * much it needs. The embedding table stays in host memory (a token copies one row).
  *
- * Tokens go through the layers in chunks of g->chunk (512, or 1,024 with routed experts off the
- * GPU where that fits: GPU_CHUNK, HOST_CHUNK; the cache makes every split of a sequence compute
- * the same function). A decode step (up to MT_GPU_GEMV_MAX_TOK tokens) multiplies with the
+ * Tokens go through the layers in chunks of g->chunk (512, or up to 4,096 with routed experts off
+ * the GPU where that fits: GPU_CHUNK, host_chunk; the cache makes every split of a sequence
+ * compute the same function). A decode step (up to MT_GPU_GEMV_MAX_TOK tokens) multiplies with the
  * bandwidth-bound GEMV of ops.h; a longer chunk with the GEMM of
  * gemm.h (cuBLAS on dequantized slabs: bf16 hi + lo splits on tensor cores by default, fp32 or
  * plain BF16 as options), and MLA's absorption through kv_b as batched GEMMs. A layer's
@@ -177,16 +177,22 @@ static int gemv_loop_max = GEMV_LOOP_DEFAULT;
 
 /*
  * Prompt chunks: 512 tokens where every routed expert is on the GPU; where some live on host
- * executors (the CPU team, DRAM over PCIe, NVMe), HOST_CHUNK if its work space fits the budget.
+ * executors (the CPU team, DRAM over PCIe, NVMe), the longest of HOST_CHUNK_MAX, half of it, ...
+ * HOST_CHUNK whose work space fits the budget (host_chunk).
  * A chunk runs each host expert once for all its tokens, and the CPU team's prefill kernels
  * convert an expert's FP8 weights once per run: at 512 tokens an expert sees ~16 of them, too
  * few to pay for the conversion. Measured on the H200 host (v32-shape, 2 layers, all 256
  * experts on the CPU team, 2,048-token prompt, two rounds; bench/results/hetero-h200.md session
  * 27): 662 / 712 tok/s at 512, 1,384 / 1,306 at 1,024, 1,377 / 1,143 at 2,048; with every
  * expert on the GPU 512 beat 2,048 (23.0-25.2 against 19.8-20.6 thousand tok/s at 4,096 tokens).
+ * Once DRAM experts were also copied into GPU slots (session 31), longer chunks paid: 4-layer
+ * model, every expert in DRAM, 8,192-token prompt, 2,169-2,233 / 3,101-3,134 / 3,833-4,188 tok/s
+ * at 1,024 / 2,048 / 4,096 (session 36): each chunk copies or reads an expert once for all its
+ * tokens.
  */
 #define GPU_CHUNK MT_PLAN_CHUNK_GPU /* 512 (planner.h: plans predict prefill at these) */
 #define HOST_CHUNK MT_PLAN_CHUNK_HOST /* 1,024 */
+#define HOST_CHUNK_MAX MT_PLAN_CHUNK_HOST_MAX /* 4,096 */
 
 /* ---- errors ------------------------------------------------------------------------------ */
 
@@ -810,41 +816,61 @@ mib(size_t b, char *buf)
 }
 
 /*
- * HOST_CHUNK-token chunks where some routed expert lives off the GPU and their work space fits
- * cap beside everything counted so far (*need, for GPU_CHUNK); else the chunk stays and the log
- * says what the longer one would take. Counts again either way (*need: the chunk's).
+ * Where some routed expert lives off the GPU: the longest chunk of HOST_CHUNK_MAX, half of it,
+ * ... HOST_CHUNK tokens (each at most the context) whose work space fits cap beside everything
+ * counted so far (*need, for GPU_CHUNK), as mt_plan_host_chunk predicts it; else the chunk stays
+ * and the log says what HOST_CHUNK would take, and where a longer chunk did not fit, what it
+ * would. Counts again either way (*need: the chunk's).
  */
 static mt_status_t
 host_chunk(struct mt_engine *e, struct eng_gpu *g, size_t cap, size_t *need)
 {
-    int host = 0, c0 = g->chunk, c1 = (int)MT_MIN((int64_t)HOST_CHUNK, g->ctx);
-    size_t need0 = *need;
+    int host = 0, c0 = g->chunk, tried = 0, longest = 0;
+    size_t need0 = *need, over = 0;
+    char a[32];
     mt_status_t st;
 
     for (int l = 0; l < e->n_layers; l++) {
         host += g->layers[l].n_host;
     }
-    if (host == 0 || c1 <= c0) {
-        return MT_OK;
-    }
-    for (int pass = 0; pass < 2; pass++) {
-        g->chunk = pass == 0 ? c1 : c0;
+    for (int c = HOST_CHUNK_MAX; host > 0 && c >= HOST_CHUNK; c /= 2) {
+        int t = (int)MT_MIN((int64_t)c, g->ctx);
+
+        if (t <= c0 || t == tried) {
+            continue;
+        }
+        tried = t;
+        g->chunk = t;
         memset(g->need, 0, sizeof(g->need));
         if ((st = place_all(e, g)) != MT_OK) {
             return st;
         }
         *need = g->need[0] + g->need[1] + g->need[2] + ((size_t)1 << 20);
-        if (pass == 0 && *need <= cap) {
+        if (*need <= cap) {
+            if (longest > 0) {
+                mt_log_info("GPU engine: prompt chunks of %d tokens (%d would need %s more than "
+                            "the GPU budget leaves)", t, longest, mib(over, a));
+            }
             return MT_OK;
         }
-        if (pass == 0) {
-            char a[32];
-            mt_log_info("GPU engine: prompt chunks of %d tokens: %d (faster with %d routed "
-                        "experts off the GPU) would need %s more than the GPU budget leaves "
-                        "(a plan made with that much more --gpu-reserve, or a larger --gpu-mem, "
-                        "gives them)", c0, c1, host, mib(*need - cap, a));
+        if (longest == 0) {
+            longest = t;
+            over = *need - cap;
         }
     }
+    if (tried == 0) {
+        return MT_OK;
+    }
+    mt_log_info("GPU engine: prompt chunks of %d tokens: %d (faster with %d routed experts off "
+                "the GPU) would need %s more than the GPU budget leaves (a plan made with that "
+                "much more --gpu-reserve, or a larger --gpu-mem, gives them)", c0, tried, host,
+                mib(*need - cap, a));
+    g->chunk = c0;
+    memset(g->need, 0, sizeof(g->need));
+    if ((st = place_all(e, g)) != MT_OK) {
+        return st;
+    }
+    *need = g->need[0] + g->need[1] + g->need[2] + ((size_t)1 << 20);
     MT_ASSERT(*need == need0);
     return MT_OK;
 }
@@ -918,7 +944,7 @@ eng_gpu_create(struct mt_engine *e)
      *
      * With experts off the GPU a prompt's chunk reads each of them once for all its tokens (the
      * CPU team, the stream and the slots get groups of many tokens), so there the chunk grows to
-     * HOST_CHUNK once the placement is known and if it fits (host_chunk). Steps of 8 tokens
+     * the longest of 4,096, 2,048 or 1,024 that fits once the placement is known (host_chunk). Steps of 8 tokens
      * (before session 26) read every expert a step touched again each step. With the CPU team's
      * exact kernels the chunk gives HF's logits as the steps do; on a CPU with AMX the team's
      * prefill kernel (groups of 16 tokens and more) rounds activations to bf16 as the CPU

@@ -3,11 +3,11 @@
  * gpu_work.c - the GPU engine's work space for prompt chunks of T tokens, from the model's
  * dimensions alone, so that a plan predicts prefill at the chunk the engine will really run.
  *
- * The engine takes 1,024-token chunks where routed experts live off the GPU, but only if their
- * work space fits beside what the plan placed (engine_gpu.c host_chunk); at V3.2's shapes that
- * is ~1.4 MB a token, so a plan that fills --gpu-mem up to the default 1.5 GiB --gpu-reserve
- * leaves room for 512-token chunks only, and a plan that assumed 1,024 predicted a prefill the
- * engine never ran.
+ * Where routed experts live off the GPU the engine takes the longest chunk of 4,096, 2,048 or
+ * 1,024 tokens whose work space fits beside what the plan placed (engine_gpu.c host_chunk,
+ * mt_plan_host_chunk below); at V3.2's shapes that is ~1.4 MB a token, so a plan that fills
+ * --gpu-mem up to the default 1.5 GiB --gpu-reserve leaves room for 512-token chunks only, and a
+ * plan that assumed a longer one predicted a prefill the engine never ran.
  *
  * The engine counts its arena exactly from the loaded weights (engine_gpu.c place_all, work
  * part; engine_gpu_moe.c eng_gpu_moe_alloc; the sizes of the kernels' own scratch in kernels/).
@@ -145,4 +145,26 @@ mt_plan_gpu_work_bytes(const struct mt_model_config *c, int chunk, int64_t ctx, 
                       ((slab + 255) & ~(uint64_t)255));
     }
     return sum;
+}
+
+int
+mt_plan_host_chunk(const struct mt_model_config *c, int64_t ctx, uint64_t expert_bytes,
+                   bool f32_cache, uint64_t room, uint64_t *work)
+{
+    int64_t last = 0;
+
+    for (int64_t chunk = MT_PLAN_CHUNK_HOST_MAX; chunk >= MT_PLAN_CHUNK_HOST; chunk /= 2) {
+        int64_t t = chunk < ctx ? chunk : ctx; /* the engine's chunk never passes its context */
+
+        if (t == last) {
+            continue;
+        }
+        last = t;
+        *work = mt_plan_gpu_work_bytes(c, (int)t, ctx, true, expert_bytes, f32_cache) +
+                MT_PLAN_WORK_SLACK;
+        if (*work <= room) {
+            return (int)t;
+        }
+    }
+    return 0; /* *work: the shortest host chunk's */
 }

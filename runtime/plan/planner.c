@@ -478,32 +478,42 @@ activation(const struct mt_trace *trace, int l, int e, int k, int E)
 
 /*
  * The GPU workspace a plan keeps free by default. With experts off the GPU the engine's prompt
- * chunks of MT_PLAN_CHUNK_HOST tokens read each of them once for twice the tokens of
- * MT_PLAN_CHUNK_GPU (1.5-2.1x its prefill on the H200, bench/results/hetero-h200.md), but their
- * work space (~1.4 MB a token at V3.2's shapes: 1.7 GiB at a 32K context) is more than the 1.5
- * GiB default; the few experts that space would have held on the GPU change decode by little.
- * So where not every expert fits the GPU, the reserve grows to that work space, as far as
- * --gpu-mem allows beside the always-on weights and the KV cache; never below the default.
+ * chunks of MT_PLAN_CHUNK_HOST tokens and longer read each of them once for 2-8x the tokens of
+ * MT_PLAN_CHUNK_GPU (1.5-2.1x its prefill at 1,024 on the H200, 1.4x and 1.8x more at 2,048 and
+ * 4,096: bench/results/hetero-h200.md), but their work space (~1.4 MB a token at V3.2's shapes:
+ * 1.7 / 3.1 / 5.9 GiB at a 32K context) is more than the 1.5 GiB default. So where not every
+ * expert fits the GPU, the reserve grows to the work space of MT_PLAN_CHUNK_HOST's chunks as far
+ * as --gpu-mem allows beside the always-on weights and the KV cache (a few GPU experts fewer
+ * change decode by little), and on to a longer chunk's where the experts that moves off the GPU
+ * are at most 1/16 of those off it anyway: decode then slows by at most ~6% where the host
+ * experts bound it, while prefill gains 1.4-1.8x. On a 24 GB card with the full model (~70 of
+ * 14,848 experts on the GPU) that is the 2,048-token chunk; where nearly every expert fits the
+ * GPU it stays at 1,024. Never below the default.
  */
 static uint64_t
 auto_gpu_reserve(const struct mt_model_config *cfg, const struct mt_model_sizes *sizes,
                  const struct mt_plan_budget *budget, uint64_t base, int n_moe)
 {
     uint64_t r = budget->gpu_reserve;
-    uint64_t all = (uint64_t)n_moe * (uint64_t)cfg->n_routed_experts * sizes->routed_expert_bytes;
-    uint64_t w_gpu = mt_plan_gpu_work_bytes(cfg, MT_PLAN_CHUNK_GPU, budget->ctx, false,
-                                            sizes->routed_expert_bytes, false);
-    uint64_t w_host = mt_plan_gpu_work_bytes(cfg, MT_PLAN_CHUNK_HOST, budget->ctx, true,
-                                             sizes->routed_expert_bytes, false);
+    uint64_t eb = sizes->routed_expert_bytes;
+    uint64_t all = (uint64_t)n_moe * (uint64_t)cfg->n_routed_experts * eb;
+    uint64_t w_gpu = mt_plan_gpu_work_bytes(cfg, MT_PLAN_CHUNK_GPU, budget->ctx, false, eb, false);
+    uint64_t w1 = mt_plan_gpu_work_bytes(cfg, (int)MT_MIN((int64_t)MT_PLAN_CHUNK_HOST, budget->ctx),
+                                         budget->ctx, true, eb, false) +
+                  MT_PLAN_WORK_SLACK;
+    uint64_t room = budget->gpu_mem > base ? budget->gpu_mem - base : 0;
+    uint64_t w = 0;
 
     if (base + all + MT_MAX(r, w_gpu) <= budget->gpu_mem) {
         return r; /* every expert fits: all-GPU chunks, the default reserve holds them */
     }
-    if (w_host > r) {
-        uint64_t room = budget->gpu_mem > base ? budget->gpu_mem - base : 0;
-        r = MT_MAX(r, MT_MIN(w_host, room));
+    if (w1 > room) {
+        return MT_MAX(r, room); /* not even the shortest fits: all the room (prefill says so) */
     }
-    return r;
+    uint64_t r1 = MT_MAX(r, w1);
+    uint64_t off = all - MT_MIN(all, room - r1); /* expert bytes off the GPU with r1 */
+    (void)mt_plan_host_chunk(cfg, budget->ctx, eb, false, MT_MIN(room, r1 + off / 16), &w);
+    return MT_MAX(r1, w);
 }
 
 mt_status_t
@@ -763,28 +773,33 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
 
     /* Prefill: same storage, computed where the GPU engine computes it at this batch (by
        default the engine's prompt chunk for this placement). */
-    if (plan->budget.prefill_batch == 0) {
+    if (hw->gpu.present) {
         bool host = false;
 
         for (size_t i = 0; i < (size_t)n_moe * E && !host; i++) {
             host = t[i] != MT_TIER_GPU;
         }
-        plan->budget.prefill_batch =
-            hw->gpu.present && host ? MT_PLAN_CHUNK_HOST : MT_PLAN_CHUNK_GPU;
-        if (plan->budget.prefill_batch == MT_PLAN_CHUNK_HOST) {
-            /* the engine takes the longer chunk only where its work space fits beside the
+        plan->engine_chunk = MT_PLAN_CHUNK_GPU;
+        if (host) {
+            /* the engine takes a longer chunk only where its work space fits beside the
                always-on weights, the KV cache and the GPU experts (engine_gpu.c host_chunk) */
             double used = (double)plan->always_on_bytes + (double)plan->kv_bytes +
                           plan->tier[MT_TIER_GPU].bytes;
-            double work = (double)mt_plan_gpu_work_bytes(cfg, MT_PLAN_CHUNK_HOST, budget->ctx, true,
-                                                         sizes->routed_expert_bytes, false);
-            double room = (double)budget->gpu_mem - used;
+            double room = MT_MAX((double)budget->gpu_mem - used, 0.0);
+            uint64_t work = 0;
+            int chunk = mt_plan_host_chunk(cfg, budget->ctx, sizes->routed_expert_bytes, false,
+                                           (uint64_t)room, &work);
 
-            if (work > room) {
-                plan->budget.prefill_batch = MT_PLAN_CHUNK_GPU;
-                plan->host_chunk_short = (uint64_t)(work - MT_MAX(room, 0.0));
+            if (chunk > 0) {
+                plan->engine_chunk = chunk;
+            } else if (plan->budget.prefill_batch == 0) {
+                plan->host_chunk_short = (uint64_t)((double)work - room);
             }
         }
+    }
+    if (plan->budget.prefill_batch == 0) {
+        plan->budget.prefill_batch =
+            plan->engine_chunk > 0 ? plan->engine_chunk : MT_PLAN_CHUNK_GPU;
     }
     pb.batch = plan->budget.prefill_batch;
     if (pb.batch > 1) {

@@ -197,8 +197,9 @@ struct mt_plan_budget {
     uint64_t cpu_mem;     /* --cpu-mem: DRAM moetier may use */
     uint64_t gpu_reserve; /* workspace: activations, cuBLAS, staging slots (default 1.5 GiB) */
     bool gpu_reserve_auto; /* the default (no --gpu-reserve): mt_plan_build raises gpu_reserve
-                              to the GPU engine's work space for MT_PLAN_CHUNK_HOST-token chunks
-                              where some expert will live off the GPU and --gpu-mem allows */
+                              to the GPU engine's work space for the longest host prompt chunk
+                              that --gpu-mem allows (mt_plan_host_chunk) where some expert will
+                              live off the GPU */
     uint64_t cpu_reserve; /* pinned staging ring, OS slack (default 4 GiB) */
     int ctx;              /* context the KV cache must hold (default 32768) */
     int prefill_batch;    /* tokens per prefill step; 0 (the default): the GPU engine's
@@ -210,12 +211,23 @@ struct mt_plan_budget {
 
 /*
  * The GPU engine's prompt chunks (engine_gpu.c takes these): MT_PLAN_CHUNK_GPU tokens where every
- * routed expert is on the GPU, MT_PLAN_CHUNK_HOST where some live on host executors and its work
- * space fits the GPU budget (else the engine keeps the shorter one and says so). A plan predicts
- * prefill at the chunk its placement gets unless --prefill-batch says otherwise.
+ * routed expert is on the GPU; where some live on host executors, the longest of
+ * MT_PLAN_CHUNK_HOST_MAX, half of it, ... down to MT_PLAN_CHUNK_HOST whose work space fits the
+ * GPU budget (mt_plan_host_chunk; where none does the engine keeps the all-GPU chunk and says
+ * so). A chunk reads each host expert once for all its tokens, so the copies and reads a prompt
+ * token costs halve with each doubling: on the H200 machine, every expert in DRAM, 2,200 / 3,100
+ * / 4,000 tok/s at 1,024 / 2,048 / 4,096 (bench/results/hetero-h200.md, session 36). A plan
+ * predicts prefill at the chunk its placement gets unless --prefill-batch says otherwise.
  */
 #define MT_PLAN_CHUNK_GPU 512
 #define MT_PLAN_CHUNK_HOST 1024
+#define MT_PLAN_CHUNK_HOST_MAX 4096
+
+/* What a plan keeps beside a host chunk's work space for the engine's own rounding (its arena's
+ * 1 MiB, the caches' alignment: ~1.2 MiB on a 4-layer V3.2-shape model), so that a plan that
+ * fills --gpu-mem to the byte still gets the chunk it predicted (session 36 saw one 4.7 MiB
+ * short). */
+#define MT_PLAN_WORK_SLACK ((uint64_t)32 << 20)
 
 /*
  * The fewest tokens a DRAM_CPU expert needs in one step before the GPU engine copies it into a
@@ -260,6 +272,15 @@ int mt_plan_slot_balance(int n_cand, int n_fixed, int n_cpu, double dev_s, doubl
  */
 uint64_t mt_plan_gpu_work_bytes(const struct mt_model_config *c, int chunk, int64_t ctx,
                                 bool host_experts, uint64_t expert_bytes, bool f32_cache);
+
+/*
+ * The prompt chunk the GPU engine takes with routed experts off the GPU and `room` bytes for its
+ * work space: the longest of MT_PLAN_CHUNK_HOST_MAX, half of it, ... MT_PLAN_CHUNK_HOST (each at
+ * most ctx) whose mt_plan_gpu_work_bytes + MT_PLAN_WORK_SLACK fits, *work that sum; 0 where none
+ * fits, *work then the shortest one's.
+ */
+int mt_plan_host_chunk(const struct mt_model_config *c, int64_t ctx, uint64_t expert_bytes,
+                       bool f32_cache, uint64_t room, uint64_t *work);
 
 /* The CPU expert efficiency a plan assumes when neither --cpu-eff nor the profile gives one. */
 #define MT_PLAN_CPU_EFF_ASSUMED 0.6
@@ -334,6 +355,9 @@ struct mt_plan {
      * for MT_PLAN_CHUNK_HOST does not fit beside this placement: the GPU memory that chunk would
      * need beyond what the plan leaves free; else 0 (not saved in the plan file) */
     uint64_t host_chunk_short;
+    /* the GPU engine's prompt chunk for this placement (what prefill_batch defaults to; 0
+     * without a GPU; not saved in the plan file) */
+    int engine_chunk;
 };
 
 /*
