@@ -1341,6 +1341,82 @@ test_slot_balance(void)
     tap_ok(bad == 0, "slot balance: 2000 random cases end as early as the best k (%d worse)", bad);
 }
 
+/*
+ * Decode's copies of DRAM_CPU experts into GPU slots (mt_plan_problem.decode_copies): one layer
+ * of 32 DRAM_CPU experts, 8 a token, 10 ms each on the CPU and 20 ms each over PCIe. A sampled
+ * token copies the whole number that ends the layer first: 2 (CPU 60 ms, PCIe 40; 3 would tie
+ * at 60), so every sample costs 60 ms where the CPU alone takes 80; the expected load splits the
+ * layer's load continuously: a third copied, 53.3 ms, below the sampled time as a bound must be.
+ * Without a PCIe rate, or the flag off, nothing changes. And mt_plan_build predicts with it where
+ * there is a GPU and a link: an all-DRAM V3.2 plan says how many experts a token copies beside
+ * the ones its placement sends over PCIe anyway, and its sampled time stays above the bound.
+ */
+static void
+test_decode_copies(void)
+{
+    double prob[32];
+    uint8_t t[32];
+    struct mt_plan_problem pb;
+    double s_on = 0, s_off = 0, m_on = 0, m_off = 0, copies = -1, s_nolink = 0;
+    mt_status_t st;
+
+    for (int e = 0; e < 32; e++) {
+        prob[e] = 8.0 / 32;
+        t[e] = MT_TIER_DRAM_CPU;
+    }
+    memset(&pb, 0, sizeof(pb));
+    pb.n_layers = 1;
+    pb.n_experts = 32;
+    pb.prob = prob;
+    pb.expert_bytes = 1e9;
+    pb.dram_capacity = 32e9;
+    pb.rate[MT_SRC_GPU_MEM] = 1e15;
+    pb.rate[MT_SRC_CPU_MEM] = 100e9;
+    pb.rate[MT_SRC_PCIE] = 50e9;
+    pb.batch = 1;
+    st = mt_plan_problem_sample(&pb, t, 500, &s_off);
+    st = st == MT_OK ? mt_plan_problem_evaluate(&pb, t, &m_off, NULL, NULL) : st;
+    pb.decode_copies = true;
+    st = st == MT_OK ? mt_plan_problem_sample_copies(&pb, t, 500, &s_on, &copies) : st;
+    st = st == MT_OK ? mt_plan_problem_evaluate(&pb, t, &m_on, NULL, NULL) : st;
+    pb.rate[MT_SRC_PCIE] = 0;
+    st = st == MT_OK ? mt_plan_problem_sample(&pb, t, 500, &s_nolink) : st;
+    tap_ok(st == MT_OK && fabs(s_off - 0.080) < 1e-12 && fabs(m_off - 0.080) < 1e-12 &&
+               fabs(s_on - 0.060) < 1e-12 && copies == 2.0 && fabs(m_on - 0.160 / 3) < 1e-12 &&
+               fabs(s_nolink - 0.080) < 1e-12,
+           "decode copies: a token copies %.1f of its 8 DRAM experts, %.1f ms a layer (the CPU "
+           "alone %.1f; expected load %.2f, without copies %.1f); without a link %.1f",
+           copies, s_on * 1e3, s_off * 1e3, m_on * 1e3, m_off * 1e3, s_nolink * 1e3);
+
+    struct mt_model_config cfg;
+    struct mt_model_sizes sz;
+    struct mt_hwprofile hw;
+    struct mt_plan_budget b;
+    struct mt_plan *plan = NULL;
+
+    mt_config_default_v32(&cfg);
+    st = mt_model_sizes_compute(&cfg, cfg.fp8, &sz);
+    mt_plan_budget_default(&b);
+    b.gpu_mem = sz.gpu_other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token + b.gpu_reserve;
+    b.cpu_mem = (uint64_t)1 << 40;
+    b.gpu_reserve_auto = false;
+    b.cpu_eff = 0.5;
+    struct mt_plan *nolink = NULL;
+    make_profile(&hw, 3000, 50, 25, 7);
+    st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan) : st;
+    make_profile(&hw, 3000, 50, 0, 7);
+    st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &nolink) : st;
+    tap_ok(st == MT_OK && plan->tier[MT_TIER_DRAM_CPU].experts > 0 && plan->decode_copies > 1 &&
+               plan->decode_ms >= plan->decode_ms_mean_load * 0.999 &&
+               nolink->decode_copies == 0,
+           "all-DRAM V3.2, the CPU at 25 GB/s of a 50 GB/s bus, a 25 GB/s link: %.1f of a token's "
+           "DRAM_CPU experts copied (sampled %.1f ms >= the bound %.1f); without a link none",
+           st == MT_OK ? plan->decode_copies : 0.0, st == MT_OK ? plan->decode_ms : 0.0,
+           st == MT_OK ? plan->decode_ms_mean_load : 0.0);
+    mt_plan_destroy(nolink);
+    mt_plan_destroy(plan);
+}
+
 int
 main(void)
 {
@@ -1358,5 +1434,6 @@ main(void)
     test_cpu_prefill_model();
     test_slot_balance();
     test_prefill_tiers();
+    test_decode_copies();
     return tap_done();
 }

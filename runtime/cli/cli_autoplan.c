@@ -499,6 +499,11 @@ mt_cli_plan_print(FILE *out, const struct mt_plan *p)
            without one (mt_plan_load takes 0 as "not predicted") */
         fprintf(out, "the plan records no expected-load bound)\n");
     }
+    if (p->decode_copies >= 0.05) {
+        fprintf(out, "             %.1f of the DRAM experts a token uses are copied to the GPU "
+                "over PCIe while\n             the CPU computes the rest (the GPU engine's "
+                "balance of its slots)\n", p->decode_copies);
+    }
     int moved = 0;
     int dram = 0;
     for (size_t i = 0; i < (size_t)p->n_layers * p->n_experts; i++) {

@@ -728,6 +728,14 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
     if (pb.host_layer_s > 0 && (st = gather_host_layers(&pb, t, &sampled_s)) != MT_OK) {
         goto out_destroy;
     }
+    /* The prediction: with a GPU the engine copies some of a step's DRAM_CPU experts into its
+       slots where that shortens a layer (the placement above was chosen without that). */
+    pb.decode_copies = hw->gpu.present;
+    if (pb.decode_copies && (st = mt_plan_problem_sample_copies(&pb, t, MT_PLAN_SAMPLES,
+                                                                &sampled_s,
+                                                                &plan->decode_copies)) != MT_OK) {
+        goto out_destroy;
+    }
     st = mt_plan_problem_evaluate(&pb, t, &step_s, src_s, limit_s);
     if (st != MT_OK) {
         goto out_destroy;
@@ -906,6 +914,7 @@ replan_problem(const struct mt_plan *plan, const struct mt_trace *trace,
     pb->host_layer_s = plan->hbm_gbps > 0 ? r->host_layer_ms * 1e-3 : 0.0;
     pb->nvme_on_cpu = true;
     pb->dram_copy_rate = plan->dram_gbps * 1e9;
+    pb->decode_copies = plan->hbm_gbps > 0; /* as mt_plan_build predicts with a GPU */
     *prob_out = prob;
     *t_out = t;
     return MT_OK;

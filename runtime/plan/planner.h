@@ -150,6 +150,16 @@ struct mt_plan_problem {
      */
     double cpu_run_rate;
     double cpu_token_flop_rate;
+    /*
+     * Decode as the GPU engine runs it with slots (engine_gpu_moe.c, mark_device): of the
+     * DRAM_CPU experts a step uses in a layer, it copies as many into GPU slots (PCIe, then the
+     * GPU) as shortens the layer, and the CPU computes the rest. evaluate takes the best split
+     * of each layer's expected loads, sample the best whole number of a sampled step's; batch 1
+     * only. mt_plan_build sets it for its prediction (not for the search: the placement is
+     * chosen as before); on the H200 machine it made decode 1.30-1.37x (hetero-h200.md,
+     * session 31). false: the CPU computes every DRAM_CPU expert.
+     */
+    bool decode_copies;
 };
 
 /*
@@ -182,6 +192,11 @@ mt_status_t mt_plan_problem_optimize(const struct mt_plan_problem *pb, bool keep
  */
 mt_status_t mt_plan_problem_sample(const struct mt_plan_problem *pb, const uint8_t *tiers,
                                    int n_samples, double *seconds_out);
+
+/* mt_plan_problem_sample, and *copies_out: the DRAM_CPU experts a sampled step copies into GPU
+ * slots (pb->decode_copies), summed over layers and averaged over the samples. */
+mt_status_t mt_plan_problem_sample_copies(const struct mt_plan_problem *pb, const uint8_t *tiers,
+                                          int n_samples, double *seconds_out, double *copies_out);
 
 /*
  * The true optimum by enumerating all MT_TIER_COUNT^(n_layers x n_experts) assignments; for
@@ -358,6 +373,9 @@ struct mt_plan {
     /* the GPU engine's prompt chunk for this placement (what prefill_batch defaults to; 0
      * without a GPU; not saved in the plan file) */
     int engine_chunk;
+    /* DRAM_CPU experts a decoded token has copied into GPU slots, summed over layers
+     * (mt_plan_problem.decode_copies; 0 without a GPU; not saved in the plan file) */
+    double decode_copies;
 };
 
 /*

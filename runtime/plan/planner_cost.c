@@ -228,6 +228,61 @@ mt_plan_layer_host_prob(const struct mt_plan_problem *pb, int l, const uint8_t *
     return 1.0 - none;
 }
 
+static void
+add_row(double *row, const double *v)
+{
+    for (int s = 0; s < S_; s++) {
+        row[s] += v[s];
+    }
+}
+
+/* Whether pb models decode's copies of DRAM_CPU experts into GPU slots (a PCIe link to copy
+ * over; batch 1). */
+static bool
+decode_copies(const struct mt_plan_problem *pb)
+{
+    return pb->decode_copies && pb->batch == 1 && pb->rate[MT_SRC_PCIE] > 0;
+}
+
+static double
+split_max(const double *row, const double *cpu, const double *dev, double f)
+{
+    double m = 0.0;
+
+    for (int s = 0; s < S_; s++) {
+        m = MT_MAX(m, row[s] + (1.0 - f) * cpu[s] + f * dev[s]);
+    }
+    return m;
+}
+
+/*
+ * The share f in [0, 1] of the DRAM_CPU experts' loads (cpu) that goes to GPU slots instead (dev)
+ * with the smallest max over sources of row + (1 - f) cpu + f dev. Each source is a line in f, so
+ * the max is convex and piecewise linear: its minimum lies at 0, 1 or where two lines cross.
+ */
+static double
+best_split(const double *row, const double *cpu, const double *dev)
+{
+    double best_f = 0.0, best = split_max(row, cpu, dev, 0.0);
+
+    if (split_max(row, cpu, dev, 1.0) < best) {
+        best_f = 1.0;
+        best = split_max(row, cpu, dev, 1.0);
+    }
+    for (int a = 0; a < S_; a++) {
+        for (int b = a + 1; b < S_; b++) {
+            double da = dev[a] - cpu[a], db = dev[b] - cpu[b];
+            double f = da != db ? (row[b] + cpu[b] - row[a] - cpu[a]) / (da - db) : -1.0;
+
+            if (f > 0.0 && f < 1.0 && split_max(row, cpu, dev, f) < best) {
+                best_f = f;
+                best = split_max(row, cpu, dev, f);
+            }
+        }
+    }
+    return best_f;
+}
+
 mt_status_t
 mt_plan_problem_evaluate(const struct mt_plan_problem *pb, const uint8_t *tiers,
                          double *seconds_out, double *src_s, double *limit_s)
@@ -249,8 +304,11 @@ mt_plan_problem_evaluate(const struct mt_plan_problem *pb, const uint8_t *tiers,
     if (limit_s != NULL) {
         memset(limit_s, 0, S_ * sizeof(*limit_s));
     }
+    bool copies = decode_copies(pb);
     for (int l = 0; l < pb->n_layers; l++) {
         double row[S_] = {0};
+        double cpu[S_] = {0}; /* the DRAM_CPU experts' loads where decode copies some */
+        double dev[S_] = {0}; /* the same experts copied into GPU slots */
         double v[S_];
         double worst = 0.0;
         int arg = 0;
@@ -266,8 +324,18 @@ mt_plan_problem_evaluate(const struct mt_plan_problem *pb, const uint8_t *tiers,
             used_g += t == MT_TIER_GPU;
             used_d += mt_plan_tier_is_dram(t);
             mt_plan_expert_load(pb, pb->prob[i], t, v);
+            if (copies && t == MT_TIER_DRAM_CPU) {
+                add_row(cpu, v);
+                mt_plan_expert_load(pb, pb->prob[i], MT_TIER_DRAM_PCIE, v);
+                add_row(dev, v);
+                continue;
+            }
+            add_row(row, v);
+        }
+        if (copies) {
+            double f = best_split(row, cpu, dev);
             for (int s = 0; s < S_; s++) {
-                row[s] += v[s];
+                row[s] += (1.0 - f) * cpu[s] + f * dev[s];
             }
         }
         for (int s = 0; s < S_; s++) {
@@ -303,17 +371,53 @@ mt_plan_problem_evaluate(const struct mt_plan_problem *pb, const uint8_t *tiers,
 
 /* ---- sampled tokens ------------------------------------------------------------------------- */
 
-static void
-add_row(double *row, const double *v)
-{
-    for (int s = 0; s < S_; s++) {
-        row[s] += v[s];
-    }
-}
-
 mt_status_t
 mt_plan_problem_sample(const struct mt_plan_problem *pb, const uint8_t *tiers, int n_samples,
                        double *seconds_out)
+{
+    return mt_plan_problem_sample_copies(pb, tiers, n_samples, seconds_out, NULL);
+}
+
+/* Add one chosen expert's use v to row, or count it in *n_cpu where decode copies DRAM_CPU
+ * experts (layer_with_copies places those). */
+static void
+pick(double *row, int *n_cpu, bool copies, uint8_t tier, const double *v)
+{
+    if (copies && tier == MT_TIER_DRAM_CPU) {
+        (*n_cpu)++;
+    } else {
+        add_row(row, v);
+    }
+}
+
+/*
+ * A sampled step's layer: row (its experts off the DRAM_CPU tier), plus n_cpu DRAM_CPU experts,
+ * each cpu1 on the CPU or dev1 copied into a GPU slot; the whole number k of copies with the
+ * smallest max over sources (the engine's mt_plan_slot_balance, on the plan's rates).
+ */
+static double
+layer_with_copies(const double *row, int n_cpu, const double *cpu1, const double *dev1, int *k_out)
+{
+    double best = INFINITY;
+
+    *k_out = 0;
+    for (int k = 0; k <= n_cpu; k++) {
+        double m = 0.0;
+
+        for (int s = 0; s < S_; s++) {
+            m = MT_MAX(m, row[s] + (double)(n_cpu - k) * cpu1[s] + (double)k * dev1[s]);
+        }
+        if (m < best) {
+            best = m;
+            *k_out = k;
+        }
+    }
+    return best;
+}
+
+mt_status_t
+mt_plan_problem_sample_copies(const struct mt_plan_problem *pb, const uint8_t *tiers,
+                              int n_samples, double *seconds_out, double *copies_out)
 {
     struct mt_plan_problem one;
     double check;
@@ -322,7 +426,9 @@ mt_plan_problem_sample(const struct mt_plan_problem *pb, const uint8_t *tiers, i
     struct mt_rng rs;
 
     mt_rng_init(&rs, 0x9E3779B97F4A7C15ull);
-    double total = 0.0;
+    double total = 0.0, copied = 0.0;
+    double dev1[S_]; /* one use of an expert copied into a GPU slot */
+    bool copies = decode_copies(pb);
     int L;
     int E;
     mt_status_t st;
@@ -347,6 +453,7 @@ mt_plan_problem_sample(const struct mt_plan_problem *pb, const uint8_t *tiers, i
     for (size_t i = 0; i < (size_t)L * E; i++) {
         mt_plan_expert_load(&one, 1.0, tiers[i], use + i * S_);
     }
+    mt_plan_expert_load(&one, 1.0, MT_TIER_DRAM_PCIE, dev1);
     for (int l = 0; l < L; l++) {
         const double *pl = pb->prob + (size_t)l * E;
         const double *ul = use + (size_t)l * E * S_;
@@ -365,6 +472,8 @@ mt_plan_problem_sample(const struct mt_plan_problem *pb, const uint8_t *tiers, i
         const uint8_t *tl = tiers + (size_t)l * E;
         for (int n = 0; n < n_samples; n++) {
             double row[S_] = {0};
+            double cpu1[S_] = {0}; /* one DRAM_CPU expert's use: all are the same size */
+            int n_cpu = 0, n_copied = 0;
             bool host = false;
             if (systematic && uniform) {
                 /* Equal probabilities: a uniformly random k-subset (partial Fisher-Yates). */
@@ -373,7 +482,7 @@ mt_plan_problem_sample(const struct mt_plan_problem *pb, const uint8_t *tiers, i
                     int tmp = perm[i];
                     perm[i] = perm[j];
                     perm[j] = tmp;
-                    add_row(row, ul + (size_t)perm[i] * S_);
+                    pick(row, &n_cpu, copies, tl[perm[i]], ul + (size_t)perm[i] * S_);
                     host = host || tl[perm[i]] != MT_TIER_GPU;
                 }
             } else if (systematic) {
@@ -390,7 +499,7 @@ mt_plan_problem_sample(const struct mt_plan_problem *pb, const uint8_t *tiers, i
                 for (int i = 0; i < E; i++) {
                     acc += pl[perm[i]];
                     if (acc > next) {
-                        add_row(row, ul + (size_t)perm[i] * S_);
+                        pick(row, &n_cpu, copies, tl[perm[i]], ul + (size_t)perm[i] * S_);
                         host = host || tl[perm[i]] != MT_TIER_GPU;
                         next += 1.0;
                     }
@@ -399,16 +508,28 @@ mt_plan_problem_sample(const struct mt_plan_problem *pb, const uint8_t *tiers, i
                 for (int e = 0; e < E; e++) {
                     double u = mt_rng_uniform(&rs);
                     if (u < pl[e]) {
-                        add_row(row, ul + (size_t)e * S_);
+                        pick(row, &n_cpu, copies, tl[e], ul + (size_t)e * S_);
                         host = host || tl[e] != MT_TIER_GPU;
                     }
                 }
             }
-            layer_total += mt_plan_row_max(row) + (host ? pb->host_layer_s : 0.0);
+            for (int e = 0; copies && e < E; e++) {
+                if (tl[e] == MT_TIER_DRAM_CPU) {
+                    memcpy(cpu1, ul + (size_t)e * S_, sizeof(cpu1));
+                    break;
+                }
+            }
+            layer_total += (n_cpu > 0 ? layer_with_copies(row, n_cpu, cpu1, dev1, &n_copied)
+                                      : mt_plan_row_max(row)) +
+                           (host ? pb->host_layer_s : 0.0);
+            copied += n_copied;
         }
         total += layer_total / n_samples;
     }
     *seconds_out = total;
+    if (copies_out != NULL) {
+        *copies_out = copied / n_samples;
+    }
 out_free:
     free(perm);
     free(use);
