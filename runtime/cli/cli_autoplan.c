@@ -442,8 +442,8 @@ mt_cli_plan_print(FILE *out, const struct mt_plan *p)
         char why[48] = "";
 
         if (p->budget.gpu_reserve_auto && p->budget.gpu_reserve > dflt.gpu_reserve &&
-            p->engine_chunk > MT_PLAN_CHUNK_GPU) {
-            snprintf(why, sizeof(why), " (for %d-token prompt chunks)", p->engine_chunk);
+            p->reserve_chunk > 0) {
+            snprintf(why, sizeof(why), " (for %d-token prompt chunks)", p->reserve_chunk);
         }
         fprintf(out, "GPU budget : %.1f GiB = always-on %.2f + KV %d tok %.2f + workspace %.2f%s + "
                 "experts %.2f GiB\n",
@@ -524,7 +524,8 @@ mt_cli_plan_print(FILE *out, const struct mt_plan *p)
                 "             the GPU engine's %d-token prompt chunks (faster with experts off "
                 "the GPU) need\n             %s more GPU memory than this placement leaves: "
                 "--gpu-reserve %lluM gives them\n",
-                MT_PLAN_CHUNK_HOST, sz_str(p->host_chunk_short).s, (unsigned long long)mib);
+                MT_MIN(MT_PLAN_CHUNK_HOST, p->budget.ctx), sz_str(p->host_chunk_short).s,
+                (unsigned long long)mib);
     }
     fprintf(out, "             in prefill %d of %d DRAM experts are copied to the GPU, NVMe "
             "experts are computed\n             on the %s; attention FLOPs beyond 2 x params per "

@@ -486,13 +486,15 @@ activation(const struct mt_trace *trace, int l, int e, int k, int E)
  * as --gpu-mem allows beside the always-on weights and the KV cache (a few GPU experts fewer
  * change decode by little), and on to a longer chunk's where the experts that moves off the GPU
  * are at most 1/16 of those off it anyway: decode then slows by at most ~6% where the host
- * experts bound it, while prefill gains 1.4-1.8x. On a 24 GB card with the full model (~70 of
- * 14,848 experts on the GPU) that is the 2,048-token chunk; where nearly every expert fits the
- * GPU it stays at 1,024. Never below the default.
+ * experts bound it, while prefill gains 1.4-1.8x. On a 24 GB card with the full model (a few
+ * dozen of 14,848 experts on the GPU) that is the 2,048-token chunk; where nearly every expert
+ * fits the GPU it stays at 1,024. Never below the default; *chunk: the host chunk it was
+ * sized for (0: not grown for one). The work space assumes the BF16 cache's GEMM (three planes
+ * of x; the fp32 accuracy mode needs one), the safe side.
  */
 static uint64_t
 auto_gpu_reserve(const struct mt_model_config *cfg, const struct mt_model_sizes *sizes,
-                 const struct mt_plan_budget *budget, uint64_t base, int n_moe)
+                 const struct mt_plan_budget *budget, uint64_t base, int n_moe, int *chunk)
 {
     uint64_t r = budget->gpu_reserve;
     uint64_t eb = sizes->routed_expert_bytes;
@@ -504,15 +506,20 @@ auto_gpu_reserve(const struct mt_model_config *cfg, const struct mt_model_sizes 
     uint64_t room = budget->gpu_mem > base ? budget->gpu_mem - base : 0;
     uint64_t w = 0;
 
-    if (base + all + MT_MAX(r, w_gpu) <= budget->gpu_mem) {
-        return r; /* every expert fits: all-GPU chunks, the default reserve holds them */
+    *chunk = 0;
+    if (base + all + MT_MAX(r, w_gpu) <= budget->gpu_mem ||
+        MT_MIN((int64_t)MT_PLAN_CHUNK_HOST, budget->ctx) <= MT_PLAN_CHUNK_GPU) {
+        /* every expert fits (all-GPU chunks, the default reserve holds them), or the context
+           is too short for a longer chunk */
+        return r;
     }
     if (w1 > room) {
         return MT_MAX(r, room); /* not even the shortest fits: all the room (prefill says so) */
     }
     uint64_t r1 = MT_MAX(r, w1);
-    uint64_t off = all - MT_MIN(all, room - r1); /* expert bytes off the GPU with r1 */
-    (void)mt_plan_host_chunk(cfg, budget->ctx, eb, false, MT_MIN(room, r1 + off / 16), &w);
+    uint64_t on = room > r1 ? room - r1 : 0;  /* expert bytes the GPU holds with r1 */
+    uint64_t off = all - MT_MIN(all, on);     /* and those off it */
+    *chunk = mt_plan_host_chunk(cfg, budget->ctx, eb, false, MT_MIN(room, r1 + off / 16), &w);
     return MT_MAX(r1, w);
 }
 
@@ -623,7 +630,8 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
     /* Budgets: the GPU first holds the always-on weights, the KV cache and a workspace. */
     if (hw->gpu.present && budget->gpu_reserve_auto) {
         plan->budget.gpu_reserve =
-            auto_gpu_reserve(cfg, sizes, budget, plan->always_on_bytes + plan->kv_bytes, n_moe);
+            auto_gpu_reserve(cfg, sizes, budget, plan->always_on_bytes + plan->kv_bytes, n_moe,
+                             &plan->reserve_chunk);
         budget = &plan->budget;
     }
     if (hw->gpu.present) {
@@ -728,9 +736,20 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
     if (pb.host_layer_s > 0 && (st = gather_host_layers(&pb, t, &sampled_s)) != MT_OK) {
         goto out_destroy;
     }
-    /* The prediction: with a GPU the engine copies some of a step's DRAM_CPU experts into its
-       slots where that shortens a layer (the placement above was chosen without that). */
+    /*
+     * The prediction: with a GPU the engine copies some of a step's DRAM_CPU experts into its
+     * slots where that shortens a layer (the search above does not see it). Where it can, a
+     * DRAM_PCIE expert (copied whenever a token uses it) is a DRAM_CPU one that may only be
+     * copied: never faster, in the model or on the H200 machine, where an all-DRAM_CPU placement
+     * decoded 87-92 tok/s and the search's 566 DRAM_PCIE experts of 746 58-59 (hetero-h200.md,
+     * session 36). Same storage, so those become DRAM_CPU.
+     */
     pb.decode_copies = hw->gpu.present;
+    if (pb.decode_copies && pb.rate[MT_SRC_PCIE] > 0 && has_cpu(&pb)) {
+        for (size_t i = 0; i < (size_t)n_moe * E; i++) {
+            t[i] = t[i] == MT_TIER_DRAM_PCIE ? MT_TIER_DRAM_CPU : t[i];
+        }
+    }
     if (pb.decode_copies && (st = mt_plan_problem_sample_copies(&pb, t, MT_PLAN_SAMPLES,
                                                                 &sampled_s,
                                                                 &plan->decode_copies)) != MT_OK) {
@@ -788,7 +807,8 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
             host = t[i] != MT_TIER_GPU;
         }
         plan->engine_chunk = MT_PLAN_CHUNK_GPU;
-        if (host) {
+        /* (a context shorter than the all-GPU chunk leaves nothing to lengthen) */
+        if (host && MT_MIN((int64_t)MT_PLAN_CHUNK_HOST, budget->ctx) > MT_PLAN_CHUNK_GPU) {
             /* the engine takes a longer chunk only where its work space fits beside the
                always-on weights, the KV cache and the GPU experts (engine_gpu.c host_chunk) */
             double used = (double)plan->always_on_bytes + (double)plan->kv_bytes +

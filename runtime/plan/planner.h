@@ -155,9 +155,12 @@ struct mt_plan_problem {
      * DRAM_CPU experts a step uses in a layer, it copies as many into GPU slots (PCIe, then the
      * GPU) as shortens the layer, and the CPU computes the rest. evaluate takes the best split
      * of each layer's expected loads, sample the best whole number of a sampled step's; batch 1
-     * only. mt_plan_build sets it for its prediction (not for the search: the placement is
-     * chosen as before); on the H200 machine it made decode 1.30-1.37x (hetero-h200.md,
-     * session 31). false: the CPU computes every DRAM_CPU expert.
+     * only. mt_plan_build sets it for its prediction after the search (which does not see it),
+     * and then keeps no DRAM_PCIE expert in decode (an expert copied whenever used is never
+     * faster than one that may be); on the H200 machine the copies made decode 1.30-1.37x
+     * (hetero-h200.md, session 31). It assumes the engine could page-lock the DRAM experts
+     * (else they stay on the CPU, with a warning). false: the CPU computes every DRAM_CPU
+     * expert.
      */
     bool decode_copies;
 };
@@ -272,8 +275,8 @@ mt_plan_slot_min_tokens(double mean_tokens)
  * Returns the k in 0..n_cand with the earliest end of the later side (the fewest copies on a tie).
  * The engine measures the three costs in the steps before (engine_gpu_moe.c); in prompt chunks the
  * threshold of mt_plan_slot_min_tokens holds until it has them. The planner predicts the prompt's
- * choice (mt_plan_prefill_tiers), not decode's: a plan's decode prediction leaves DRAM_CPU experts
- * on the CPU.
+ * choice (mt_plan_prefill_tiers) and decode's (mt_plan_problem.decode_copies) on the plan's
+ * rates.
  */
 int mt_plan_slot_balance(int n_cand, int n_fixed, int n_cpu, double dev_s, double launch_s,
                          double cpu_s);
@@ -373,6 +376,9 @@ struct mt_plan {
     /* the GPU engine's prompt chunk for this placement (what prefill_batch defaults to; 0
      * without a GPU; not saved in the plan file) */
     int engine_chunk;
+    /* the host prompt chunk whose work space the default --gpu-reserve grew to, or 0 where it
+     * did not grow (not saved in the plan file) */
+    int reserve_chunk;
     /* DRAM_CPU experts a decoded token has copied into GPU slots, summed over layers
      * (mt_plan_problem.decode_copies; 0 without a GPU; not saved in the plan file) */
     double decode_copies;
