@@ -337,6 +337,30 @@ check_plan(const struct mt_model *m, const char *set, enum plan_kind k, uint64_t
     rig_free(&r);
 }
 
+/* ids[0..n) pseudo-random tokens below vocab from seed (a LCG: the same prompt every run);
+ * nothing where ids is NULL. */
+static void
+random_ids(int32_t *ids, int n, uint32_t seed, int vocab)
+{
+    uint32_t x = seed;
+
+    for (int i = 0; ids != NULL && i < n; i++) {
+        x = x * 1664525u + 1013904223u;
+        ids[i] = (int32_t)((x >> 8) % (uint32_t)vocab);
+    }
+}
+
+static int
+moe_layers(const struct mt_model *m)
+{
+    int n = 0;
+
+    for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
+        n += m->layers[l].is_moe;
+    }
+    return n;
+}
+
 /*
  * The planner's estimate of the engine's work space (mt_plan_gpu_work_bytes, which decides the
  * chunk a plan predicts prefill at) against the engine's own count, for the chunk it took: the
@@ -378,15 +402,9 @@ check_long_prompt(const struct mt_model *m, const char *set)
     int32_t *ids = malloc((size_t)n * sizeof(int32_t));
     float *a = malloc((size_t)c->vocab_size * sizeof(float));
     float *b = malloc((size_t)c->vocab_size * sizeof(float));
-    uint32_t x = 12345;
 
-    for (int l = 0; l < c->num_hidden_layers; l++) {
-        n_moe += m->layers[l].is_moe;
-    }
-    for (int i = 0; ids != NULL && i < n; i++) {
-        x = x * 1664525u + 1013904223u;
-        ids[i] = (int32_t)((x >> 8) % (uint32_t)c->vocab_size);
-    }
+    n_moe = moe_layers(m);
+    random_ids(ids, n, 12345, c->vocab_size);
     bool ok = ids != NULL && a != NULL && b != NULL && rig_build(m, ALL_GPU, 0, &gpu) == MT_OK &&
               rig_build(m, ALL_DRAM_TEAM, 0, &team) == MT_OK &&
               mt_engine_forward(gpu.e, ids, n, false, a) == MT_OK &&
@@ -472,16 +490,10 @@ check_chunk_ladder(const struct mt_model *m, const char *set)
     int32_t *ids = malloc((size_t)n * sizeof(int32_t));
     float *a = malloc((size_t)c->vocab_size * sizeof(float));
     float *b = malloc((size_t)c->vocab_size * sizeof(float));
-    uint32_t x = 777;
 
     rig_ctx = 4096;
-    for (int l = 0; l < c->num_hidden_layers; l++) {
-        n_moe += m->layers[l].is_moe;
-    }
-    for (int i = 0; ids != NULL && i < n; i++) {
-        x = x * 1664525u + 1013904223u;
-        ids[i] = (int32_t)((x >> 8) % (uint32_t)c->vocab_size);
-    }
+    n_moe = moe_layers(m);
+    random_ids(ids, n, 777, c->vocab_size);
     bool ok = ids != NULL && a != NULL && b != NULL && rig_build(m, ALL_GPU, 0, &gpu) == MT_OK &&
               rig_build(m, ALL_DRAM_TEAM, 0, &team) == MT_OK;
     if (ok) {
