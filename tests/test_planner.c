@@ -94,8 +94,7 @@ count_tier(const uint8_t *t, size_t n, int tier)
  *   second greedy start (cheapest tier)    +2.7%       +0.053%     -
  *
  * ("-": no worse, or better by chance.) A better search may lower a result; the test only
- * refuses a worse one. prune_decode_pcie (planner.c) is needed by test_v32_plans' DRAM + PCIe
- * check, which fails without it.
+ * refuses a worse one.
  */
 static void
 sized_problem(struct mt_rng *r, struct mt_plan_problem *pb, double *prob, int L, int E)
@@ -552,8 +551,8 @@ test_v32_plans(void)
     test_cpu_eff_sources(&cfg, &sz, &b);
     /*
      * With PCIe, the expected-load model would send some DRAM experts over PCIe in decode, but a
-     * sampled token that hits one waits 1.8 ms for its copy: the plan keeps them on the CPU for
-     * decode. Prefill computes them where the GPU engine would (mt_plan_prefill_tiers): on
+     * plan keeps none on that tier in decode: the engine copies DRAM_CPU ones where that ends a
+     * layer sooner, which at 25 GB/s against the CPU's 400 none does. Prefill computes them where the GPU engine would (mt_plan_prefill_tiers): on
      * the CPU below 12 tokens per expert and step (256 tokens give each 8); at 4096 (128 each)
      * as many in GPU slots as shortens each layer: some, not all (25 GB/s PCIe against the CPU's
      * 400 GB/s), the same number in every layer (uniform routing).

@@ -151,80 +151,6 @@ mt_plan_dims_hash(const struct mt_model_config *cfg, bool fp8, uint64_t expert_b
     return fnv1a(14695981039346656037ull, buf, (size_t)n);
 }
 
-struct prob_index {
-    double p;
-    int e;
-};
-
-static int
-cmp_prob_desc(const void *a, const void *b)
-{
-    const struct prob_index *x = a;
-    const struct prob_index *y = b;
-
-    if (x->p != y->p) {
-        return x->p > y->p ? -1 : 1;
-    }
-    return x->e - y->e;
-}
-
-/*
- * Decode placement t has DRAM experts sent over PCIe. Score by sampling the variants where a
- * fraction (0, 1/4, 1/2, 3/4) of each layer's PCIe experts, most probable first, are computed by
- * the CPU instead, and keep the best (t and *sampled_s updated). Storage never changes. All
- * variants see the same sampled tokens (fixed seed), so the comparison is paired.
- */
-static mt_status_t
-prune_decode_pcie(const struct mt_plan_problem *pb, uint8_t *t, double *sampled_s)
-{
-    static const double keep[] = {0.75, 0.5, 0.25, 0.0};
-    size_t n = (size_t)pb->n_layers * pb->n_experts;
-    uint8_t *alt = malloc(n);
-    uint8_t *best = malloc(n);
-    struct prob_index *pi = malloc((size_t)pb->n_experts * sizeof(*pi));
-    mt_status_t st = MT_OK;
-
-    if (alt == NULL || best == NULL || pi == NULL) {
-        st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate plan variants");
-        goto out_free;
-    }
-    st = mt_plan_problem_sample(pb, t, MT_PLAN_SAMPLES, sampled_s);
-    memcpy(best, t, n);
-    for (size_t v = 0; v < sizeof(keep) / sizeof(keep[0]) && st == MT_OK; v++) {
-        double s_v;
-        memcpy(alt, t, n);
-        for (int l = 0; l < pb->n_layers; l++) {
-            uint8_t *al = alt + (size_t)l * pb->n_experts;
-            int np = 0;
-            for (int e = 0; e < pb->n_experts; e++) {
-                if (al[e] == MT_TIER_DRAM_PCIE) {
-                    pi[np].p = pb->prob[(size_t)l * pb->n_experts + e];
-                    pi[np].e = e;
-                    np++;
-                }
-            }
-            qsort(pi, (size_t)np, sizeof(*pi), cmp_prob_desc);
-            int convert = np - (int)floor(keep[v] * np + 0.5);
-            for (int i = 0; i < convert; i++) {
-                al[pi[i].e] = MT_TIER_DRAM_CPU;
-            }
-        }
-        st = mt_plan_problem_sample(pb, alt, MT_PLAN_SAMPLES, &s_v);
-        if (st == MT_OK && s_v < *sampled_s) {
-            *sampled_s = s_v;
-            memcpy(best, alt, n);
-        }
-    }
-    if (st == MT_OK) {
-        memcpy(t, best, n);
-    }
-out_free:
-    free(pi);
-    free(best);
-    free(alt);
-    return st;
-}
-
 /*
  * The GPU engine waits on the host in every MoE layer a token routes to an expert off the GPU
  * (pb->host_layer_s), so a handful of off-GPU experts spread over many layers cost a wait in
@@ -717,38 +643,29 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
         goto out_destroy;
     }
     /*
-     * The optimizer works on expected loads; decode really pays E[max] over sampled expert sets.
-     * A slow source with few rarely chosen experts (typically DRAM -> PCIe at batch 1) looks
-     * free in expectation but stalls the layer whenever it is hit, so variants with some or all
-     * of those experts computed by the CPU instead are also scored by sampling (prune_decode_pcie)
-     * and the best one kept.
-     */
-    st = mt_plan_problem_sample(&pb, t, MT_PLAN_SAMPLES, &sampled_s);
-    if (st != MT_OK) {
-        goto out_destroy;
-    }
-    if (has_cpu(&pb) && memchr(t, MT_TIER_DRAM_PCIE, (size_t)n_moe * E) != NULL) {
-        st = prune_decode_pcie(&pb, t, &sampled_s);
-        if (st != MT_OK) {
-            goto out_destroy;
-        }
-    }
-    if (pb.host_layer_s > 0 && (st = gather_host_layers(&pb, t, &sampled_s)) != MT_OK) {
-        goto out_destroy;
-    }
-    /*
-     * The prediction: with a GPU the engine copies some of a step's DRAM_CPU experts into its
-     * slots where that shortens a layer (the search above does not see it). Where it can, a
-     * DRAM_PCIE expert (copied whenever a token uses it) is a DRAM_CPU one that may only be
-     * copied: never faster, in the model or on the H200 machine, where an all-DRAM_CPU placement
-     * decoded 87-92 tok/s and the search's 566 DRAM_PCIE experts of 746 58-59 (hetero-h200.md,
-     * session 36). Same storage, so those become DRAM_CPU.
+     * The optimizer works on expected loads and without the engine's decode copies; the
+     * prediction samples tokens (decode really pays E[max] over the sets of experts they pick)
+     * and, with a GPU, copies some of a step's DRAM_CPU experts into the engine's slots where
+     * that shortens a layer (mt_plan_problem.decode_copies). Where it can, a DRAM_PCIE expert
+     * (copied whenever a token uses it) is a DRAM_CPU one that may only be copied: never
+     * faster, in the model or on the H200 machine, where an all-DRAM_CPU placement decoded
+     * 87-92 tok/s and the search's 566 DRAM_PCIE experts of 746 58-59 (hetero-h200.md, session
+     * 36). Same storage, so those become DRAM_CPU. (A pass that tried moving some DRAM_PCIE
+     * experts to the CPU by sampling, for the rarely used ones that stall a layer whenever hit,
+     * had nothing left to do after that and is gone.)
      */
     pb.decode_copies = hw->gpu.present;
     if (pb.decode_copies && pb.rate[MT_SRC_PCIE] > 0 && has_cpu(&pb)) {
         for (size_t i = 0; i < (size_t)n_moe * E; i++) {
             t[i] = t[i] == MT_TIER_DRAM_PCIE ? MT_TIER_DRAM_CPU : t[i];
         }
+    }
+    st = mt_plan_problem_sample(&pb, t, MT_PLAN_SAMPLES, &sampled_s);
+    if (st != MT_OK) {
+        goto out_destroy;
+    }
+    if (pb.host_layer_s > 0 && (st = gather_host_layers(&pb, t, &sampled_s)) != MT_OK) {
+        goto out_destroy;
     }
     if (pb.decode_copies && (st = mt_plan_problem_sample_copies(&pb, t, MT_PLAN_SAMPLES,
                                                                 &sampled_s,
