@@ -427,7 +427,8 @@ mt_plan_problem_sample_copies(const struct mt_plan_problem *pb, const uint8_t *t
 
     mt_rng_init(&rs, 0x9E3779B97F4A7C15ull);
     double total = 0.0, copied = 0.0;
-    double dev1[S_]; /* one use of an expert copied into a GPU slot */
+    double cpu1[S_]; /* one use of a DRAM_CPU expert on the CPU (all experts are one size) */
+    double dev1[S_]; /* the same copied into a GPU slot */
     bool copies = decode_copies(pb);
     int L;
     int E;
@@ -453,6 +454,7 @@ mt_plan_problem_sample_copies(const struct mt_plan_problem *pb, const uint8_t *t
     for (size_t i = 0; i < (size_t)L * E; i++) {
         mt_plan_expert_load(&one, 1.0, tiers[i], use + i * S_);
     }
+    mt_plan_expert_load(&one, 1.0, MT_TIER_DRAM_CPU, cpu1);
     mt_plan_expert_load(&one, 1.0, MT_TIER_DRAM_PCIE, dev1);
     for (int l = 0; l < L; l++) {
         const double *pl = pb->prob + (size_t)l * E;
@@ -472,7 +474,6 @@ mt_plan_problem_sample_copies(const struct mt_plan_problem *pb, const uint8_t *t
         const uint8_t *tl = tiers + (size_t)l * E;
         for (int n = 0; n < n_samples; n++) {
             double row[S_] = {0};
-            double cpu1[S_] = {0}; /* one DRAM_CPU expert's use: all are the same size */
             int n_cpu = 0, n_copied = 0;
             bool host = false;
             if (systematic && uniform) {
@@ -511,12 +512,6 @@ mt_plan_problem_sample_copies(const struct mt_plan_problem *pb, const uint8_t *t
                         pick(row, &n_cpu, copies, tl[e], ul + (size_t)e * S_);
                         host = host || tl[e] != MT_TIER_GPU;
                     }
-                }
-            }
-            for (int e = 0; copies && e < E; e++) {
-                if (tl[e] == MT_TIER_DRAM_CPU) {
-                    memcpy(cpu1, ul + (size_t)e * S_, sizeof(cpu1));
-                    break;
                 }
             }
             layer_total += (n_cpu > 0 ? layer_with_copies(row, n_cpu, cpu1, dev1, &n_copied)
