@@ -32,8 +32,10 @@ ok $? "the written plan passes --check"
     grep -q '^prefill    : .* at batch 2048' "$tmp/out2"
 ok $? "the GPU engine's cache and chunk: $(grep -o 'KV.*chunks)' "$tmp/out") / $(grep -o 'KV.*chunks)' "$tmp/out2")"
 "$bin" plan --config "$cfg" --hw "$prof" --indexer fp16 >/dev/null 2>"$tmp/err"
-[ $? -eq 2 ] && grep -q "unknown --indexer 'fp16' (exact or fp8)" "$tmp/err"
-ok $? "a bad --indexer exits 2: $(cat "$tmp/err")"
+[ $? -eq 2 ] && grep -q "unknown --indexer 'fp16' (exact or fp8)" "$tmp/err" &&
+    "$bin" plan --config "$cfg" --hw "$prof" --kv-dtype int8 >/dev/null 2>"$tmp/err2"
+[ $? -eq 2 ] && grep -q "unknown --kv-dtype 'int8' (f32, bf16 or fp8)" "$tmp/err2"
+ok $? "a bad --indexer or --kv-dtype exits 2: $(cat "$tmp/err") / $(cat "$tmp/err2")"
 
 # No GPU: a profile with only CPU, DRAM and a disk.
 cat >"$tmp/cpu.json" <<'EOF'
