@@ -945,10 +945,10 @@ eng_gpu_create(struct mt_engine *e)
      * With experts off the GPU a prompt's chunk reads each of them once for all its tokens (the
      * CPU team, the stream and the slots get groups of many tokens), so there the chunk grows to
      * the longest of 4,096, 2,048 or 1,024 that fits once the placement is known (host_chunk).
-     * Steps of 8 tokens (before session 26) read every expert a step touched again each step. With the CPU team's
-     * exact kernels the chunk gives HF's logits as the steps do; on a CPU with AMX the team's
-     * prefill kernel (groups of 16 tokens and more) rounds activations to bf16 as the CPU
-     * engine's prefill does (test_gpu_hetero states both).
+     * Steps of 8 tokens (before session 26) read every expert a step touched again each step.
+     * With the CPU team's exact kernels the chunk gives HF's logits as the steps do; on a CPU
+     * with AMX the team's prefill kernel (groups of 16 tokens and more) rounds activations to
+     * bf16 as the CPU engine's prefill does (test_gpu_hetero states both).
      */
     const char *chunk_env = getenv("MT_GPU_CHUNK");
     const char *ev;
