@@ -243,17 +243,29 @@ learn_report(const char *path, struct learned_sum *sum)
     ph = json_object_get(root, num_at(root, "decode", "tokens", NULL) > 0 ? "decode" : "prefill");
     double streamed = num_at(root, "prefill", "stream", "bytes_read") +
                       num_at(root, "decode", "stream", "bytes_read");
-    /* the CPU's time where it also waited for the disk says nothing about its kernels; nor
-       where DRAM experts were copied into GPU slots beside it (the GPU engine balances them
-       against the CPU team in decode too): those copies read the same DRAM bus, and the
-       planner charges them to it already (dram_copy_rate) */
+    /* the CPU's time where it also waited for the disk says nothing about its kernels. DRAM
+       experts copied into GPU slots beside them (the GPU engine balances the two, in decode
+       too) read the same bus; the planner charges those copies to the bus (MT_SRC_DRAM_BUS),
+       not to the CPU's kernels, so the CPU's rate is learned as it ran. Where the CPU's and the
+       copies' bytes together would have taken longer at the profile's DRAM rate than the CPU
+       took, that rate is below what the bus gave (a profile measured while something else ran,
+       or an old one), and the plans made with it will be too slow: say so */
     rate = num_at(root, "predicted", "hardware", "dram_gbps");
     bytes = num_at(json_object_get(ph, "tiers"), "dram-cpu", "bytes", NULL);
     secs = num_at(json_object_get(ph, "tiers"), "dram-cpu", "seconds", NULL);
     double copied = num_at(json_object_get(ph, "tiers"), "dram-pcie", "bytes", NULL);
-    if (rate > 0 && bytes > 0 && secs > 0 && streamed == 0 && copied == 0) {
+    if (rate > 0 && bytes > 0 && secs > 0 && streamed == 0) {
+        double bus = (bytes + copied) / secs / 1e9;
+
         eff_of(bytes / secs / 1e9, rate, "CPU expert reads", path);
         sum->cpu_b += bytes, sum->cpu_s += secs, sum->cpu_ref += secs * rate;
+        if (bus > 1.1 * rate) {
+            mt_log_warn("run report '%s': the CPU experts%s read %.1f GB/s of DRAM, more than "
+                        "the profile's %.1f GB/s; plans with that profile underrate this host's "
+                        "memory (measure it again: moetier bench)",
+                        path, copied > 0 ? " and the copies into GPU slots beside them" : "",
+                        bus, rate);
+        }
     }
     learn_prefill(root, streamed, path, sum);
     rate = num_at(root, "predicted", "hardware", "disk_gbps");
@@ -362,8 +374,8 @@ learn(const char *const *reports, int n, const struct mt_trace *trace, struct mt
     if (sum.cpu_s + sum.disk_s + sum.gpu_s + sum.pre_s == 0) {
         return mt_fail(MT_ERR_INVAL, 0,
                        "the run report%s measured no tier the planner models "
-                       "(CPU experts without streaming and without DRAM experts copied into GPU "
-                       "slots beside them, streamed reads, or a GPU-limited decode)",
+                       "(CPU experts without streaming, streamed reads, or a GPU-limited "
+                       "decode)",
                        n > 1 ? "s" : "");
     }
     /* the newest measurements replace what was learned before, source by source; several

@@ -146,6 +146,7 @@ struct eng_gpu {
     size_t slot_bytes;
     size_t slot_off[6];            /* gate, up, down data, then their scales, in a slot */
     int slot_min_tok;
+    int slot_floor; /* a prompt chunk's fewest tokens a candidate once costs are known */
     /* the slot balance (mark_device, mt_plan_slot_balance): seconds an expert on the device
        (copy and compute), to launch it, on the CPU team, as measured in earlier steps of the
        same kind ([0] decode batches of <= TOK tokens, [1] prompt chunks; 0: not yet); this

@@ -296,6 +296,10 @@ eng_gpu_moe_init(struct mt_engine *e, struct eng_gpu *g)
     g->slot_min_tok = e->opts.gpu_slot_min_tokens > 0 ? e->opts.gpu_slot_min_tokens
                       : mt != NULL && atoi(mt) > 0    ? atoi(mt)
                                                       : 0; /* the balance (mark_device) */
+    /* the fewest tokens of a prompt chunk's copy candidate once the balance has costs: 1 (any);
+     * MT_GPU_SLOT_FLOOR=12 is the rule before session 37, for measurements */
+    const char *fl = getenv("MT_GPU_SLOT_FLOOR");
+    g->slot_floor = fl != NULL && atoi(fl) > 0 ? atoi(fl) : 1;
     const char *tr = getenv("MT_GPU_SLOT_TRACE");
     g->bal_trace = tr != NULL && strcmp(tr, "0") != 0;
     if (w->row_tok == NULL || w->pair_row == NULL || w->row_w == NULL || w->group_start == NULL ||
@@ -766,8 +770,9 @@ by_key_desc(const void *a, const void *b)
  * the rest. Which DRAM_CPU ones: those with at least slot_min_tok tokens where that is set
  * (MT_GPU_SLOT_MIN_TOKENS); else the k with the most tokens of mt_plan_slot_balance, from what an
  * expert cost each side in earlier steps of the same kind (decode batch or prompt chunk), among
- * those with at least MT_PLAN_SLOT_MIN_FLOOR tokens in a prompt chunk, any in a decode batch.
- * Before a prompt chunk has costs, mt_plan_slot_min_tokens of the step's mean; a decode batch
+ * all with a token (a short prompt's chunk gives an expert a few tokens, and copying some still
+ * shortens the layer where the link is fast: session 37). Before a prompt chunk has costs, those
+ * with mt_plan_slot_min_tokens of the step's mean, at least MT_PLAN_SLOT_MIN_FLOOR; a decode batch
  * takes the device's cost from prompt chunks, else copies one expert once to measure it. The
  * measured balance follows the machine: a slower CPU team or a faster link copies more
  * (bench/results/hetero-h200.md, session 31).
@@ -783,7 +788,16 @@ mark_device(const struct mt_engine *e, struct eng_gpu *g, int l, int m)
                       ? g->slot_min_tok
                       : (int)ceil(mt_plan_slot_min_tokens((double)m * (double)K / (double)E));
     int kind = m > TOK; /* 0: a decode batch, 1: a prompt chunk */
-    int floor_tok = g->slot_min_tok > 0 ? g->slot_min_tok : kind ? MT_PLAN_SLOT_MIN_FLOOR : 1;
+    /* a copy costs the device about as much in decode as in a prompt (the bytes dominate) */
+    double dev = g->bal_dev_s[kind] > 0.0 ? g->bal_dev_s[kind] : g->bal_dev_s[1];
+    double launch = g->bal_dev_s[kind] > 0.0 ? g->bal_launch_s[kind] : g->bal_launch_s[1];
+    bool balance = g->slot_min_tok == 0 && dev > 0.0 && g->bal_cpu_s[kind] > 0.0;
+    /* with measured costs any expert with a token is a candidate (the balance decides), before
+     * them a prompt chunk's threshold, at least MT_PLAN_SLOT_MIN_FLOOR */
+    int floor_tok = g->slot_min_tok > 0     ? g->slot_min_tok
+                    : kind == 0             ? 1
+                    : balance               ? g->slot_floor
+                                            : MT_PLAN_SLOT_MIN_FLOOR;
 
     memset(g->n_rows, 0, (size_t)E * sizeof(int32_t));
     for (int i = 0; i < m * K; i++) {
@@ -806,10 +820,6 @@ mark_device(const struct mt_engine *e, struct eng_gpu *g, int l, int m)
         return;
     }
     qsort(g->bal_order, (size_t)g->bal_cand, sizeof(int64_t), by_key_desc);
-    /* a copy costs the device about as much in decode as in a prompt (the bytes dominate) */
-    double dev = g->bal_dev_s[kind] > 0.0 ? g->bal_dev_s[kind] : g->bal_dev_s[1];
-    double launch = g->bal_dev_s[kind] > 0.0 ? g->bal_launch_s[kind] : g->bal_launch_s[1];
-    bool balance = g->slot_min_tok == 0 && dev > 0.0 && g->bal_cpu_s[kind] > 0.0;
     int k = 0;
     if (balance) {
         k = mt_plan_slot_balance(g->bal_cand, g->bal_fixed, g->bal_cpu, dev, launch,

@@ -57,7 +57,8 @@ mt_tier_name(enum mt_tier tier)
 const char *
 mt_plan_source_name(enum mt_plan_source src)
 {
-    static const char *names[] = {"gpu-hbm", "gpu-flops", "cpu-dram", "cpu-flops", "pcie", "disk"};
+    static const char *names[] = {"gpu-hbm", "gpu-flops", "cpu-dram", "cpu-flops",
+                                  "pcie",    "disk",      "dram-bus"};
     return (unsigned)src < MT_SRC_COUNT ? names[src] : "?";
 }
 
@@ -272,9 +273,9 @@ by_prob_desc(const void *a, const void *b)
 /*
  * The compute choice of a prefill step as the GPU engine makes it (planner_int.h;
  * engine_gpu_moe.c, mark_device): DRAM_PCIE experts are always copied to a GPU slot; of the
- * DRAM_CPU experts that expect at least MT_PLAN_SLOT_MIN_FLOOR tokens (batch x p), those most
- * likely first go to a slot as long as that shortens the layer (its busiest source: the CPU's
- * against PCIe's and the GPU's), as the engine balances the two sides with the costs it measures;
+ * DRAM_CPU experts, those most likely first go to a slot as long as that shortens the layer (its
+ * busiest source: the CPU's against PCIe's and the GPU's), as the engine balances the two sides
+ * with the costs it measures (the engine's threshold before it has costs is one layer's choice);
  * NVMe experts stay on the CPU (mt_plan_nvme_on_gpu). An optimizer's choice that the engine does
  * not follow predicted what did not run: at batch 8 the H200 run computed on the CPU what the plan
  * had copied to the GPU, and prefill took twice the prediction.
@@ -302,7 +303,7 @@ mt_plan_prefill_tiers(const struct mt_plan_problem *pb, uint8_t *t)
             for (int s = 0; s < S_; s++) {
                 row[s] += v[s];
             }
-            if (tl[e] == MT_TIER_DRAM_CPU && pb->batch * p[e] >= MT_PLAN_SLOT_MIN_FLOOR) {
+            if (tl[e] == MT_TIER_DRAM_CPU && p[e] > 0.0) {
                 cand[n][0] = p[e];
                 cand[n++][1] = e;
             }
@@ -630,10 +631,10 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
     pb.rate[MT_SRC_CPU_FLOP] = plan->cpu_gflops * 1e9 * plan->budget.cpu_eff;
     pb.rate[MT_SRC_PCIE] = plan->pcie_gbps * 1e9;
     pb.rate[MT_SRC_DISK] = plan->disk_gbps * 1e9 * plan->disk_eff;
+    pb.rate[MT_SRC_DRAM_BUS] = plan->dram_gbps * 1e9;
     pb.batch = 1;
     pb.host_layer_s = hw->gpu.present ? plan->host_layer_ms * 1e-3 : 0.0;
     pb.nvme_on_cpu = true;
-    pb.dram_copy_rate = plan->dram_gbps * 1e9;
     pb.cpu_run_rate = plan->cpu_prefill_gbps * 1e9 * plan->cpu_prefill_eff;
     pb.cpu_token_flop_rate = plan->cpu_prefill_gflops * 1e9 * plan->cpu_prefill_eff;
 
@@ -847,10 +848,10 @@ replan_problem(const struct mt_plan *plan, const struct mt_trace *trace,
     pb->rate[MT_SRC_CPU_FLOP] = plan->cpu_gflops * 1e9 * r->cpu_eff;
     pb->rate[MT_SRC_PCIE] = plan->pcie_gbps * 1e9;
     pb->rate[MT_SRC_DISK] = plan->disk_gbps * 1e9 * r->disk_eff;
+    pb->rate[MT_SRC_DRAM_BUS] = plan->dram_gbps * 1e9;
     pb->batch = 1;
     pb->host_layer_s = plan->hbm_gbps > 0 ? r->host_layer_ms * 1e-3 : 0.0;
     pb->nvme_on_cpu = true;
-    pb->dram_copy_rate = plan->dram_gbps * 1e9;
     pb->decode_copies = plan->hbm_gbps > 0; /* as mt_plan_build predicts with a GPU */
     *prob_out = prob;
     *t_out = t;

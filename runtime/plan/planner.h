@@ -89,7 +89,8 @@ enum mt_plan_source {
     MT_SRC_CPU_FLOP = 3,
     MT_SRC_PCIE = 4,
     MT_SRC_DISK = 5,
-    MT_SRC_COUNT = 6,
+    MT_SRC_DRAM_BUS = 6, /* the DRAM bus, which the CPU experts' reads and the copies share */
+    MT_SRC_COUNT = 7,
 };
 
 /* 'G', 'C', 'P', 'N', '-' (see above) and back; mt_tier_from_code returns MT_TIER_COUNT if bad. */
@@ -97,7 +98,7 @@ char mt_tier_code(enum mt_tier tier);
 enum mt_tier mt_tier_from_code(char c);
 /* "gpu", "dram-cpu", "dram-pcie", "nvme". */
 const char *mt_tier_name(enum mt_tier tier);
-/* "gpu-hbm", "gpu-flops", "cpu-dram", "cpu-flops", "pcie", "disk". */
+/* "gpu-hbm", "gpu-flops", "cpu-dram", "cpu-flops", "pcie", "disk", "dram-bus". */
 const char *mt_plan_source_name(enum mt_plan_source src);
 
 /* ---- the optimization problem (model- and hardware-independent numbers) ----------------- */
@@ -110,9 +111,19 @@ struct mt_plan_problem {
     double expert_flops;       /* FLOPs of one token through one expert */
     double gpu_capacity;       /* bytes of GPU memory for experts */
     double dram_capacity;      /* bytes of DRAM for experts */
-    double rate[MT_SRC_COUNT]; /* bytes/s or FLOP/s, efficiency already applied. A memory,
-                                  PCIe or disk rate <= 0 makes the tiers that need it
-                                  impossible; a FLOP rate <= 0 means "not modeled" (free) */
+    /*
+     * Bytes/s or FLOP/s, efficiency already applied. A memory, PCIe or disk rate <= 0 makes the
+     * tiers that need it impossible; a FLOP rate <= 0 means "not modeled" (free).
+     * Two sources share host memory. MT_SRC_CPU_MEM is the CPU experts' kernels streaming their
+     * weights (the DRAM read ceiling x the CPU's efficiency); MT_SRC_DRAM_BUS is the bus itself
+     * at the raw ceiling, loaded by those reads and by every copy out of DRAM into a GPU slot,
+     * so a layer with both costs max(CPU kernels, CPU bytes + copied bytes at the ceiling).
+     * On the H200 host since the engine runs the CPU team beside its slot copies (session 31)
+     * the CPU experts read at their own rate while copies took 53 GB/s beside them (session 37;
+     * the sum stayed under the ~140 GB/s ceiling); session 4's engine copied before the CPU
+     * computed, and there the two times added. MT_SRC_DRAM_BUS <= 0: not modelled.
+     */
+    double rate[MT_SRC_COUNT];
     int batch;                 /* tokens per step: 1 decode, > 1 prefill */
     /*
      * Seconds a step pays, on top of its sources' max, in each MoE layer that computes one of
@@ -129,16 +140,6 @@ struct mt_plan_problem {
      * (engine_gpu_moe.c, mark_device). false: prefill may copy them over PCIe to the GPU.
      */
     bool nvme_on_cpu;
-    /*
-     * Bytes/s of the DRAM bus for copies out of host memory (the raw read ceiling, no CPU
-     * efficiency): a DRAM -> PCIe expert's copy reads DRAM while the CPU experts read it, so its
-     * bytes also load MT_SRC_CPU_MEM, by mem / this rate. On the H200 box a DRAM plan's decode
-     * took the CPU experts' time plus the slot copies' bytes at the DRAM ceiling, to within 2%,
-     * in two calls with 14.5 and 5.7 copied experts per token (hetero-h200.md, session 4); as
-     * independent sources the planner predicted max(CPU, PCIe) and missed by 20-30%. 0: not
-     * modelled.
-     */
-    double dram_copy_rate;
     /*
      * The CPU's expert runs at batch > 1, as the profile measured them (cpu.expert_prefill_*):
      * each run costs the expert's bytes at cpu_run_rate (its weights read and converted for the
@@ -254,8 +255,8 @@ struct mt_plan_budget {
  * that): 3/4 of the step's mean tokens an expert (mean = tokens x experts a token / experts), at
  * least MT_PLAN_SLOT_MIN_FLOOR. The best fixed thresholds on the H200 machine (43 GB/s copies,
  * AMX team, bench/results/hetero-h200.md, session 30) were 24-32 at 1,024-token chunks (mean 32)
- * and 12-16 at 512 (mean 16). The floor keeps decode steps (a token or a few an expert) on the
- * CPU, in the engine and in the planner's prefill (mt_plan_prefill_tiers).
+ * and 12-16 at 512 (mean 16). Once the engine has measured both sides' costs the balance decides
+ * among all experts with a token (session 37: a 256-token prompt gives an expert ~8).
  */
 #define MT_PLAN_SLOT_MIN_FLOOR 12
 static inline double
@@ -266,8 +267,8 @@ mt_plan_slot_min_tokens(double mean_tokens)
 }
 
 /*
- * How many of a step's candidate DRAM_CPU experts (page-locked; in a prompt chunk at least
- * MT_PLAN_SLOT_MIN_FLOOR tokens, in a decode batch any) the GPU engine copies into slots, those
+ * How many of a step's candidate DRAM_CPU experts (page-locked, with a token; in a prompt chunk
+ * before the engine has costs, mt_plan_slot_min_tokens) the GPU engine copies into slots, those
  * with the most tokens first, so that the device and the CPU team finish the layer together. The
  * device copies and computes n_fixed + k experts (n_fixed: the DRAM_PCIE ones, always copied) at
  * dev_s seconds each; the host launches them at launch_s each before the CPU team starts, which

@@ -145,17 +145,20 @@ mt_plan_expert_load(const struct mt_plan_problem *pb, double p, int t, double v[
         break;
     case MT_TIER_DRAM_CPU:
         add_load(v, MT_SRC_CPU_MEM, mem, r);
+        add_load(v, MT_SRC_DRAM_BUS, mem, r);
         add_cpu_compute(pb, u, fl, v);
         break;
     case MT_TIER_DRAM_PCIE:
         add_load(v, MT_SRC_PCIE, mem, r);
-        if (pb->dram_copy_rate > 0) {
-            v[MT_SRC_CPU_MEM] += mem / pb->dram_copy_rate; /* the copy reads the DRAM bus too */
-        }
+        add_load(v, MT_SRC_DRAM_BUS, mem, r); /* the copy reads the DRAM bus too */
         gpu_compute = true;
         break;
     case MT_TIER_NVME:
         add_load(v, MT_SRC_DISK, mem, r);
+        /* its bytes land in host memory and are read from there, by the CPU or a copy: on the
+           bus like a DRAM expert's (else a search whose layers the bus binds would put experts
+           on NVMe for the bus they seem to spare) */
+        add_load(v, MT_SRC_DRAM_BUS, mem, r);
         if (mt_plan_nvme_on_gpu(pb)) {
             add_load(v, MT_SRC_PCIE, mem, r);
             gpu_compute = true;
