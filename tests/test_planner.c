@@ -600,8 +600,10 @@ test_v32_plans(void)
                    back->budget.gpu_mem == plan->budget.gpu_mem &&
                    fabs(back->decode_tok_s - plan->decode_tok_s) < 1e-9 * plan->decode_tok_s &&
                    back->tier[1].experts == plan->tier[1].experts &&
-                   strcmp(back->bottleneck, plan->bottleneck) == 0,
-               "plan file round trip keeps tiers, budgets, identity and prediction");
+                   strcmp(back->bottleneck, plan->bottleneck) == 0 &&
+                   plan->host_work_bytes > 0 && back->host_work_bytes == plan->host_work_bytes,
+               "plan file round trip keeps tiers, budgets, identity and prediction (and the "
+               "prompt buffers' DRAM)");
         tap_ok(back != NULL &&
                    mt_plan_check_model(back, path, &cfg, sz.routed_expert_bytes) == MT_OK,
                "the plan matches its model");
@@ -692,16 +694,22 @@ test_v32_plans(void)
            "experts that fit nowhere, with a disk but no DRAM rate: %s", mt_last_error());
 
     /* With a GPU the embedding table takes DRAM, not GPU memory (the GPU engine keeps it on
-       the host): 1.85 GB of V3.2's always-on bytes */
+       the host): 1.85 GB of V3.2's always-on bytes; and so do the engine's prompt buffers for
+       its host experts, at the longest chunk the context allows (4,096 at the default 32K:
+       4,096 x 8 pairs of two fp32 rows of 7,168 and three 4-byte entries, 1.75 GiB) */
     make_profile(&hw, 1000, 400, 25, 7);
     b.cpu_mem = (uint64_t)1 << 40;
     st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
+    uint64_t prompt_buffers = (uint64_t)4096 * 8 * (2 * 7168 * 4 + 12);
     tap_ok(st == MT_OK && plan->always_on_bytes == sz.gpu_other_bytes &&
                sz.other_bytes - sz.gpu_other_bytes == sz.bytes[MT_ROLE_EMBED] &&
-               plan->dram_expert_bytes == b.cpu_mem - b.cpu_reserve - sz.bytes[MT_ROLE_EMBED],
-           "with a GPU: always-on on the GPU %.2f GiB, the embedding table's %.2f GiB in DRAM",
+               plan->host_work_bytes == prompt_buffers &&
+               plan->dram_expert_bytes ==
+                   b.cpu_mem - b.cpu_reserve - sz.bytes[MT_ROLE_EMBED] - prompt_buffers,
+           "with a GPU: always-on on the GPU %.2f GiB, the embedding table's %.2f GiB and the "
+           "prompt buffers' %.2f GiB in DRAM",
            st == MT_OK ? plan->always_on_bytes / 1073741824.0 : 0.0,
-           sz.bytes[MT_ROLE_EMBED] / 1073741824.0);
+           sz.bytes[MT_ROLE_EMBED] / 1073741824.0, prompt_buffers / 1073741824.0);
     mt_plan_destroy(plan);
     plan = NULL;
 
@@ -996,6 +1004,15 @@ test_cpu_prefill_model(void)
             mt_plan_destroy(plan[i]);
             plan[i] = NULL;
         }
+        /* a context shorter than the all-GPU chunk: the engine's chunk is the context */
+        bb.ctx = 256;
+        st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &bb, NULL, NULL, &plan[0]) : st;
+        tap_ok(st == MT_OK && plan[0]->budget.prefill_batch == 256 &&
+                   plan[0]->engine_chunk == 256,
+               "a 256-token context: prefill predicted at 256-token chunks (%d), as the engine "
+               "runs them", st == MT_OK ? plan[0]->budget.prefill_batch : 0);
+        mt_plan_destroy(plan[0]);
+        plan[0] = NULL;
     }
     /* a reserve that holds the longer chunk: without measured runs, then with two sets */
     b.gpu_reserve = (uint64_t)5 << 29;

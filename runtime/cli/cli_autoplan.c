@@ -436,7 +436,11 @@ mt_cli_plan_print(FILE *out, const struct mt_plan *p)
     }
     if (have_gpu) {
         struct mt_plan_budget dflt;
-        uint64_t host = p->budget.cpu_mem - p->budget.cpu_reserve - p->dram_expert_bytes;
+        /* what the budgets leave beside the experts: the embedding table and the prompt
+           buffers (a plan file from before session 37 did not keep the latter out) */
+        uint64_t rest = p->budget.cpu_mem - p->budget.cpu_reserve - p->dram_expert_bytes;
+        uint64_t work = MT_MIN(p->host_work_bytes, rest);
+        uint64_t host = rest - work;
 
         mt_plan_budget_default(&dflt);
         char why[48] = "";
@@ -450,10 +454,10 @@ mt_cli_plan_print(FILE *out, const struct mt_plan *p)
                 gib((double)p->budget.gpu_mem), gib((double)p->always_on_bytes), p->budget.ctx,
                 gib((double)p->kv_bytes), gib((double)p->budget.gpu_reserve), why,
                 gib((double)p->gpu_expert_bytes));
-        fprintf(out, "DRAM budget: %.1f GiB = reserve %.2f + embedding table %.2f + experts %.2f "
-                "GiB\n",
+        fprintf(out, "DRAM budget: %.1f GiB = reserve %.2f + embedding table %.2f + prompt "
+                "buffers %.2f + experts %.2f GiB\n",
                 gib((double)p->budget.cpu_mem), gib((double)p->budget.cpu_reserve),
-                gib((double)host), gib((double)p->dram_expert_bytes));
+                gib((double)host), gib((double)work), gib((double)p->dram_expert_bytes));
     } else {
         fprintf(out, "GPU budget : none, the profile has no GPU (--gpu-mem is ignored)\n");
         fprintf(out, "DRAM budget: %.1f GiB = reserve %.2f + always-on %.2f + KV %d tok %.2f + "

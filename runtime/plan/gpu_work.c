@@ -147,6 +147,17 @@ mt_plan_gpu_work_bytes(const struct mt_model_config *c, int chunk, int64_t ctx, 
     return sum;
 }
 
+uint64_t
+mt_plan_host_work_bytes(int k, int64_t hidden, int64_t ctx)
+{
+    /* engine_gpu_moe.c eng_gpu_moe_init: per (token, expert) pair its input and output row in
+       fp32 (xs, ys) and three 4-byte entries (row_tok, pair_row, row_w) */
+    int64_t chunk = ctx < MT_PLAN_CHUNK_HOST_MAX ? ctx : MT_PLAN_CHUNK_HOST_MAX;
+    uint64_t pairs = (uint64_t)(chunk > 0 ? chunk : 0) * (uint64_t)(k > 0 ? k : 0);
+
+    return pairs * (2 * (uint64_t)(hidden > 0 ? hidden : 0) * sizeof(float) + 3 * 4);
+}
+
 int
 mt_plan_host_chunk(const struct mt_model_config *c, int64_t ctx, uint64_t expert_bytes,
                    bool f32_cache, uint64_t room, uint64_t *work)

@@ -462,6 +462,10 @@ mt_plan_load(const char *path, struct mt_plan **plan_out)
     p->cpu_gflops = get_num(&r, h, "hardware", "cpu_gflops", NUM_NONNEG);
     p->pcie_gbps = get_num(&r, h, "hardware", "pcie_gbps", NUM_NONNEG);
     p->disk_gbps = get_num(&r, h, "hardware", "disk_gbps", NUM_NONNEG);
+    /* what mt_plan_build kept out of the experts' DRAM for the GPU engine's prompt buffers */
+    p->host_work_bytes = p->hbm_gbps > 0 ? mt_plan_host_work_bytes(p->k, p->hidden_size,
+                                                                   p->budget.ctx)
+                                         : 0;
     p->gpu_eff = opt_num(&r, h, "hardware", "gpu_eff", 1, NUM_EFF);
     p->disk_eff = opt_num(&r, h, "hardware", "disk_eff", 1, NUM_EFF);
     p->host_layer_ms = opt_num(&r, h, "hardware", "host_layer_ms", 0, NUM_NONNEG);

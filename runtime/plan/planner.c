@@ -593,8 +593,16 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
         goto out_destroy;
     }
     mt_plan_expert_room(plan, hw->gpu.present, &plan->gpu_expert_bytes, &plan->dram_expert_bytes);
-    if (hw->gpu.present) { /* the GPU engine's embedding table, in host memory */
+    if (hw->gpu.present) {
+        /* the GPU engine's embedding table in host memory, and its buffers for the host
+           experts of a prompt chunk: the longest chunk the context allows, since which one
+           the engine takes depends on the placement still to be made (up to 1.3 GiB more than
+           a 1,024-token chunk needs, at V3.2's shapes) */
         uint64_t host = sizes->other_bytes - sizes->gpu_other_bytes;
+
+        plan->host_work_bytes =
+            mt_plan_host_work_bytes(cfg->num_experts_per_tok, cfg->hidden_size, budget->ctx);
+        host += plan->host_work_bytes;
         plan->dram_expert_bytes =
             plan->dram_expert_bytes > host ? plan->dram_expert_bytes - host : 0;
     }
@@ -724,7 +732,8 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
         for (size_t i = 0; i < (size_t)n_moe * E && !host; i++) {
             host = t[i] != MT_TIER_GPU;
         }
-        plan->engine_chunk = MT_PLAN_CHUNK_GPU;
+        /* the engine's chunk never passes its context (engine_gpu.c) */
+        plan->engine_chunk = (int)MT_MIN((int64_t)MT_PLAN_CHUNK_GPU, (int64_t)budget->ctx);
         /* (a context shorter than the all-GPU chunk leaves nothing to lengthen) */
         if (host && MT_MIN((int64_t)MT_PLAN_CHUNK_HOST, budget->ctx) > MT_PLAN_CHUNK_GPU) {
             /* the engine takes a longer chunk only where its work space fits beside the

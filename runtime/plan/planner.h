@@ -293,6 +293,15 @@ uint64_t mt_plan_gpu_work_bytes(const struct mt_model_config *c, int chunk, int6
                                 bool host_experts, uint64_t expert_bytes, bool f32_cache);
 
 /*
+ * The GPU engine's host memory for the routed experts of its longest prompt chunk at a context
+ * of ctx (MT_PLAN_CHUNK_HOST_MAX, at most ctx; which chunk it takes depends on the placement):
+ * the gathered rows of each (token, expert) pair in and out, fp32, k experts a token of hidden
+ * values (1.75 GiB at 4,096 tokens of V3.2), which DRAM must hold beside the experts
+ * (gpu_work.c).
+ */
+uint64_t mt_plan_host_work_bytes(int k, int64_t hidden, int64_t ctx);
+
+/*
  * The prompt chunk the GPU engine takes with routed experts off the GPU and `room` bytes for its
  * work space: the longest of MT_PLAN_CHUNK_HOST_MAX, half of it, ... MT_PLAN_CHUNK_HOST (each at
  * most ctx) whose mt_plan_gpu_work_bytes + MT_PLAN_WORK_SLACK fits, *work that sum; 0 where none
@@ -380,6 +389,10 @@ struct mt_plan {
     /* the host prompt chunk whose work space the default --gpu-reserve grew to, or 0 where it
      * did not grow (not saved in the plan file) */
     int reserve_chunk;
+    /* the GPU engine's host buffers for the longest prompt chunk the context allows
+     * (mt_plan_host_work_bytes), kept out of the experts' DRAM; 0 without a GPU (not saved in
+     * the plan file: its loader computes it again) */
+    uint64_t host_work_bytes;
     /* DRAM_CPU experts a decoded token has copied into GPU slots, summed over layers
      * (mt_plan_problem.decode_copies; 0 without a GPU; not saved in the plan file) */
     double decode_copies;
