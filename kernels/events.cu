@@ -37,6 +37,12 @@ mt_gpu_event_mark(struct CUevent_st *ev, struct CUstream_st *stream)
 }
 
 extern "C" mt_status_t
+mt_gpu_stream_wait(struct CUstream_st *stream, struct CUevent_st *ev)
+{
+    return MT_CUDA(cudaStreamWaitEvent(stream, ev, 0));
+}
+
+extern "C" mt_status_t
 mt_gpu_event_sync(struct CUevent_st *ev)
 {
     return MT_CUDA(cudaEventSynchronize(ev));

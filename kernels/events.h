@@ -30,6 +30,8 @@ mt_status_t mt_gpu_event_record(struct CUevent_st *ev, struct CUstream_st *strea
  * node of the graph recording the event each time the graph runs (for timing inside graphs).
  */
 mt_status_t mt_gpu_event_mark(struct CUevent_st *ev, struct CUstream_st *stream);
+/* Work queued on stream after this waits for ev's last record (a no-op if never recorded). */
+mt_status_t mt_gpu_stream_wait(struct CUstream_st *stream, struct CUevent_st *ev);
 /* Block until ev has completed. */
 mt_status_t mt_gpu_event_sync(struct CUevent_st *ev);
 /* Milliseconds between two completed events. */

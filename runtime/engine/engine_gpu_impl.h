@@ -143,6 +143,12 @@ struct eng_gpu {
        below) */
     bool slot_ok;                  /* the experts' dtype and shape suit the device GEMV */
     void *slot[2];                 /* device, slot_bytes each; NULL: no slots */
+    /* the copies into the slots run on their own stream, so that one expert's products overlap
+       the next one's copy: a copy waits for slot_free[k] (recorded on the compute stream after
+       the products that read slot k), the products for slot_filled[k] (recorded after the
+       copy); NULL (MT_GPU_SLOT_STREAM=0): copies on the compute stream, in its order */
+    struct CUstream_st *copy_stream;
+    struct CUevent_st *slot_filled[2], *slot_free[2];
     size_t slot_bytes;
     size_t slot_off[6];            /* gate, up, down data, then their scales, in a slot */
     int slot_min_tok;

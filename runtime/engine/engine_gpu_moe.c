@@ -193,8 +193,8 @@ eng_gpu_moe_alloc(struct mt_engine *e, struct eng_gpu *g)
         (st = eng_gpu_alloc(g, T * K * f, "work", (void **)&g->grw)) != MT_OK) {
         return st;
     }
-    /* two slots where some expert lives off the GPU (copies and computing share one stream
-       today, so they do not overlap yet; a copy stream with events would let them) */
+    /* two slots where some expert lives off the GPU: one is copied into (on the copy stream)
+       while the other's products run */
     slot_layout(e, g);
     g->slot[0] = g->slot[1] = NULL;
     for (int k = 0; k < 2 && host && g->slot_ok; k++) {
@@ -324,6 +324,18 @@ eng_gpu_moe_init(struct mt_engine *e, struct eng_gpu *g)
         (st = mt_gpu_event_create(&g->ev_x1)) != MT_OK) {
         return st;
     }
+    const char *ss = getenv("MT_GPU_SLOT_STREAM");
+    if (ss == NULL || strcmp(ss, "0") != 0) {
+        for (int k = 0; k < 2; k++) {
+            if ((st = mt_gpu_event_create(&g->slot_filled[k])) != MT_OK ||
+                (st = mt_gpu_event_create(&g->slot_free[k])) != MT_OK) {
+                return st;
+            }
+        }
+        if ((st = mt_gpu_stream_create(&g->copy_stream)) != MT_OK) {
+            return st;
+        }
+    }
     return dev_moe_init(e, g);
 }
 
@@ -360,6 +372,11 @@ eng_gpu_moe_fini(struct eng_gpu *g)
     mt_gpu_event_destroy(g->ev_ids);
     mt_gpu_event_destroy(g->ev_x0);
     mt_gpu_event_destroy(g->ev_x1);
+    mt_gpu_stream_destroy(g->copy_stream);
+    for (int k = 0; k < 2; k++) {
+        mt_gpu_event_destroy(g->slot_filled[k]);
+        mt_gpu_event_destroy(g->slot_free[k]);
+    }
     mt_gpu_pinned_free(g->h_ids_all);
     for (int i = 0; g->ev_dev != NULL && i < 4 * g->n_ev_layers; i++) {
         mt_gpu_event_destroy(g->ev_dev[i]);
@@ -483,16 +500,23 @@ count_guess(struct mt_engine *e, struct eng_gpu *g, int l)
     g->guess_layer = -1;
 }
 
-/* Copy expert x of layer l (acquired: *w) into GPU slot k; *M its device view. */
+/*
+ * Copy expert x of layer l (acquired: *w) into GPU slot k; *M its device view. On the copy
+ * stream, after the products that last read slot k; the compute stream waits for it before
+ * its own products (device_experts).
+ */
 static mt_status_t
 slot_fill(struct mt_engine *e, struct eng_gpu *g, int l, int k, const struct mt_expert *w,
           struct g_mlp *M)
 {
     const struct mt_cpu_weight *cw[3] = {&w->gate, &w->up, &w->down};
     struct gw *dw[3] = {&M->gate, &M->up, &M->down};
-    struct CUstream_st *s = g->stream;
+    struct CUstream_st *s = g->copy_stream != NULL ? g->copy_stream : g->stream;
     char *base = g->slot[k];
 
+    if (g->copy_stream != NULL) {
+        GPU_DO(l, "expert copy to a GPU slot", mt_gpu_stream_wait(s, g->slot_free[k]));
+    }
     memset(M, 0, sizeof(*M)); /* gate and up not stacked (gate_up.w.data NULL) */
     for (int i = 0; i < 3; i++) {
         const struct mt_cpu_weight *c = cw[i];
@@ -510,6 +534,9 @@ slot_fill(struct mt_engine *e, struct eng_gpu *g, int l, int k, const struct mt_
                 l, "expert copy to a GPU slot",
                 mt_gpu_copy_async(base + g->slot_off[3 + i], c->scale, nb * sizeof(float), 1, s));
         }
+    }
+    if (g->copy_stream != NULL) {
+        GPU_DO(l, "expert copy to a GPU slot", mt_gpu_event_record(g->slot_filled[k], s));
     }
     (void)e;
     return MT_OK;
@@ -608,9 +635,10 @@ device_experts(struct mt_engine *e, struct eng_gpu *g, int l, int m, int *held_o
         int a = g->h_group_start[gi], cnt = g->h_group_start[gi + 1] - a;
         const struct g_mlp *X = &L->experts[x];
         struct g_mlp S;
+        int k = -1; /* the slot this expert is copied into, if one */
         if (gi >= n_dev) {
             struct mt_expert hw;
-            int k = *held_out % 2;
+            k = *held_out % 2;
             if ((st = e->provider->ops->acquire(e->provider->self, l, x, &hw)) != MT_OK) {
                 return st;
             }
@@ -623,8 +651,15 @@ device_experts(struct mt_engine *e, struct eng_gpu *g, int l, int m, int *held_o
         }
         GPU_DO(l, "expert input gather",
                mt_gpu_gather_rows(g->x, g->pair_tok + a, cnt, D, g->xs, s));
+        bool slot = k >= 0 && g->copy_stream != NULL;
+        if (slot) {
+            GPU_DO(l, "expert copy to a GPU slot", mt_gpu_stream_wait(s, g->slot_filled[k]));
+        }
         if ((st = eng_gpu_mlp(g, l, X, g->xs, cnt, g->ys + (size_t)a * D)) != MT_OK) {
             return st;
+        }
+        if (slot) { /* slot k may take the next copy once these products have read it */
+            GPU_DO(l, "expert copy to a GPU slot", mt_gpu_event_record(g->slot_free[k], s));
         }
     }
     int a0 = g->h_group_start[summed];
