@@ -248,8 +248,8 @@ learn_report(const char *path, struct learned_sum *sum)
        experts copied into GPU slots beside them (the GPU engine balances the two, in decode
        too) read the same bus; the planner charges those copies to the bus (MT_SRC_DRAM_BUS),
        not to the CPU's kernels, so the CPU's rate is learned as it ran. Where the CPU's and the
-       copies' bytes together would have taken longer at the profile's DRAM rate than the CPU
-       took, that rate is below what the bus gave (a profile measured while something else ran,
+       copies' bytes together came over 10% faster than the profile's DRAM rate, that rate is
+       below what the bus gives (a profile measured while something else ran,
        or an old one), and the plans made with it will be too slow: say so */
     rate = num_at(root, "predicted", "hardware", "dram_gbps");
     bytes = num_at(json_object_get(ph, "tiers"), "dram-cpu", "bytes", NULL);
