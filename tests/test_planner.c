@@ -1004,13 +1004,17 @@ test_cpu_prefill_model(void)
             mt_plan_destroy(plan[i]);
             plan[i] = NULL;
         }
-        /* a context shorter than the all-GPU chunk: the engine's chunk is the context */
+        /* a context shorter than the all-GPU chunk: the engine's chunk is the context, and
+           its prompt buffers are that chunk's (256 x 8 pairs) */
         bb.ctx = 256;
         st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &bb, NULL, NULL, &plan[0]) : st;
         tap_ok(st == MT_OK && plan[0]->budget.prefill_batch == 256 &&
-                   plan[0]->engine_chunk == 256,
+                   plan[0]->engine_chunk == 256 &&
+                   plan[0]->host_work_bytes == (uint64_t)256 * 8 * (2 * 7168 * 4 + 12),
                "a 256-token context: prefill predicted at 256-token chunks (%d), as the engine "
-               "runs them", st == MT_OK ? plan[0]->budget.prefill_batch : 0);
+               "runs them; prompt buffers %.1f MiB",
+               st == MT_OK ? plan[0]->budget.prefill_batch : 0,
+               st == MT_OK ? plan[0]->host_work_bytes / 1048576.0 : 0.0);
         mt_plan_destroy(plan[0]);
         plan[0] = NULL;
     }
