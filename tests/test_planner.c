@@ -1475,6 +1475,90 @@ test_decode_copies(void)
     mt_plan_destroy(plan);
 }
 
+/*
+ * The GPU's prompt arithmetic (gpu_prefill.c): the keys rows see, the FLOPs by hand at V3.2's
+ * dimensions, and a plan's prefill from them. A 2-layer V3.2 (one MoE layer) with every expert on
+ * the GPU computes a prompt batch in (its always-on FLOPs + pairs x an expert's FLOPs) /
+ * (bf16 rate x efficiency / passes); an efficiency learned at half the default halves its
+ * prefill; and 8,192 tokens cost more a token than 1,024 (attention and indexer grow with them).
+ */
+static void
+test_gpu_prompt_model(void)
+{
+    struct mt_model_config cfg;
+    struct mt_model_sizes sz;
+    struct mt_hwprofile hw;
+    struct mt_plan_budget b;
+    double ak, ik;
+
+    mt_plan_prompt_keys(0, 5, 3, &ak, &ik);
+    tap_ok(ak == 12 && ik == 15, "rows 0-4, top-k 3: 1+2+3+3+3 = %g attended, %g indexed", ak, ik);
+    mt_plan_prompt_keys(10, 2, 3, &ak, &ik);
+    tap_ok(ak == 6 && ik == 23, "rows 10-11, top-k 3: %g attended, 11+12 = %g indexed", ak, ik);
+    mt_plan_prompt_keys(2, 3, 4, &ak, &ik);
+    tap_ok(ak == 11 && ik == 12, "rows 2-4, top-k 4: 3+4+4 = %g attended, %g indexed", ak, ik);
+    mt_plan_prompt_keys(0, 4, 0, &ak, &ik);
+    tap_ok(ak == 10 && ik == 10, "no top-k: every key attended (%g)", ak);
+
+    mt_config_default_v32(&cfg);
+    cfg.num_hidden_layers = 2;
+    cfg.first_k_dense_replace = 1;
+    for (int l = 0; l < 2; l++) {
+        cfg.layer_is_moe[l] = l >= 1;
+    }
+    if (mt_model_sizes_compute(&cfg, cfg.fp8, &sz) != MT_OK) {
+        tap_ok(false, "2-layer V3.2 sizes: %s", mt_last_error());
+        return;
+    }
+    double weights = (double)(sz.params[MT_ROLE_ATTN] + sz.params[MT_ROLE_INDEXER] +
+                               sz.params[MT_ROLE_DENSE_MLP] + sz.params[MT_ROLE_SHARED_EXPERT] +
+                               sz.params[MT_ROLE_ROUTER]);
+    /* a key: 128 heads x (512 + 64 + 512) multiply-adds; the indexer's 64 heads x 128 */
+    double want = 2 * weights * 3 + 2 * (2 * 128.0 * 1088 * 7 + 2 * 64.0 * 128 * 9) +
+                  2 * (double)sz.params[MT_ROLE_HEAD];
+    double got = mt_plan_gpu_prompt_flops(&cfg, &sz, 3, 7, 9, 1);
+    tap_ok(fabs(got - want) < 1e-9 * want, "3 rows, 7 keys attended, 9 indexed: %.6g FLOPs", got);
+
+    make_profile(&hw, 1000, 0, 0, 0); /* no DRAM rate: every expert on the GPU */
+    mt_plan_budget_default(&b);
+    b.gpu_mem = (uint64_t)60 << 30;
+    b.cpu_mem = (uint64_t)64 << 30;
+    b.ctx = 8192;
+    double ms[3] = {0}, per_batch[3] = {0};
+    const int batch[3] = {1024, 1024, 8192};
+    bool all_gpu = true;
+    for (int i = 0; i < 3; i++) {
+        struct mt_plan *plan = NULL;
+
+        hw.learned.reports = i == 1;
+        hw.learned.gpu_prefill_eff = i == 1 ? MT_PLAN_GPU_PREFILL_EFF / 2 : 0;
+        b.prefill_batch = batch[i];
+        if (mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan) != MT_OK) {
+            tap_ok(false, "2-layer V3.2 plan at %d tokens: %s", batch[i], mt_last_error());
+            return;
+        }
+        double eff = i == 1 ? MT_PLAN_GPU_PREFILL_EFF / 2 : MT_PLAN_GPU_PREFILL_EFF;
+        mt_plan_prompt_keys(0, batch[i], cfg.index_topk, &ak, &ik);
+        per_batch[i] = (mt_plan_gpu_prompt_flops(&cfg, &sz, batch[i], ak, ik, 1) +
+                        (double)batch[i] * cfg.num_experts_per_tok * 6.0 * cfg.hidden_size *
+                            cfg.moe_intermediate_size) /
+                       (100e12 * eff / MT_PLAN_GPU_PASSES) * 1e3;
+        ms[i] = plan->prefill_ms;
+        all_gpu = all_gpu && plan->tier[MT_TIER_GPU].experts == cfg.n_routed_experts;
+        mt_plan_destroy(plan);
+    }
+    tap_ok(all_gpu && fabs(ms[0] - per_batch[0]) < 1e-6 * per_batch[0] &&
+               fabs(ms[2] - per_batch[2]) < 1e-6 * per_batch[2],
+           "every expert on the GPU: a prompt batch costs its FLOPs at 100 TFLOPS x %.2f / %d: "
+           "%.3f ms (%.3f by hand) at 1,024 tokens, %.3f (%.3f) at 8,192",
+           MT_PLAN_GPU_PREFILL_EFF, MT_PLAN_GPU_PASSES, ms[0], per_batch[0], ms[2], per_batch[2]);
+    tap_ok(fabs(ms[1] - 2 * ms[0]) < 1e-6 * ms[1],
+           "a learned GPU prefill efficiency of half the default doubles it: %.3f ms", ms[1]);
+    tap_ok(ms[2] / 8192 > 1.1 * ms[0] / 1024,
+           "8,192 tokens cost %.2f us a token, 1,024 %.2f: attention and indexer grow",
+           ms[2] / 8.192, ms[0] / 1.024);
+}
+
 int
 main(void)
 {
@@ -1493,5 +1577,6 @@ main(void)
     test_slot_balance();
     test_prefill_tiers();
     test_decode_copies();
+    test_gpu_prompt_model();
     return tap_done();
 }

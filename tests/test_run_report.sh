@@ -15,7 +15,7 @@ need jq "JSON in shell tests; apt-get install jq"
 make_tmp run-report
 m="$tmp/small"
 
-echo "1..28"
+echo "1..29"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 cat >"$tmp/cpu.json" <<'JSON'
@@ -43,13 +43,14 @@ got=$(run --plan "$tmp/mix.json" --json "$tmp/r.json")
         >/dev/null
 ok $? "run --plan --json writes a moetier-report ('$got')"
 jq -e '[.prefill, .decode][] | (.tokens, .seconds, .tok_s, .forward_s, .moe_s, .moe_wait_s,
+        .prompt_flops,
         .cpu_busy, .prefetch.guessed, .stream.hits, .stream.hit_rate, .stream.read_gbps,
         .stream.retries) | numbers' "$tmp/r.json" >/dev/null &&
     jq -e '[.prefill, .decode][] | .tiers | (.gpu, ."dram-cpu", ."dram-pcie", .nvme) |
         (.runs, .pairs, .bytes, .seconds, .experts_per_token, .bytes_per_token, .ms_per_token) |
         numbers' "$tmp/r.json" >/dev/null &&
-    jq -e '.prefill.tokens == 25 and .decode.tokens == 5 and .decode.gpu_busy == null' \
-        "$tmp/r.json" >/dev/null
+    jq -e '.prefill.tokens == 25 and .decode.tokens == 5 and .decode.gpu_busy == null and
+           .prefill.prompt_flops > 0' "$tmp/r.json" >/dev/null
 ok $? "every field is there: tok/s, busy, per tier runs/pairs/bytes/time, stream hits and GB/s"
 jq -e '. as $r | [.prefill, .decode] | all(
         ([.tiers[].pairs] | add) == $r.k * $r.moe_layers * .engine_tokens)' "$tmp/r.json" >/dev/null
@@ -226,6 +227,29 @@ cp "$tmp/gpu.json" "$tmp/learngc.json"
     jq -e '.learned.gpu_eff == 0' "$tmp/learngc.json" >/dev/null
 ok $? "the GPU efficiency is learned from a GPU-limited run only: \
 $(grep 'GPU weight' "$tmp/lgg.out")"
+# the GPU's prompt efficiency: a prompt with every expert on the GPU whose 1e13 FLOPs outside
+# routed experts (3 products each at the profile's 100 TFLOPS: 0.3 s at efficiency 1) took 1.2 s
+# teaches 0.25, and the next plan predicts prefill with it; a prompt with experts in DRAM does not
+jq '.prefill.prompt_flops = 1e13 | .prefill.forward_s = 1.2 | .prefill.forwards = 1 |
+    .prefill.tiers.gpu.pairs = 0 | .prefill.tiers.gpu.bytes = 0 |
+    .prefill.tiers["dram-cpu"].bytes = 0 | .prefill.tiers["dram-pcie"].bytes = 0 |
+    .prefill.tiers.nvme.bytes = 0 | .always_on_bytes_per_token = 1e6 |
+    .predicted.hardware.gpu_tflops = 100 | .predicted.hardware.gpu_prefill_eff = 0.5 |
+    .predicted.hardware.hbm_gbps = 1000' "$tmp/rg.json" >"$tmp/rgpre.json"
+jq '.prefill.tiers["dram-cpu"].bytes = 1e9' "$tmp/rgpre.json" >"$tmp/rgpre2.json"
+cp "$tmp/gpu.json" "$tmp/learngpre.json"
+cp "$tmp/gpu.json" "$tmp/learngpre2.json"
+"$bin" plan -m "$m" --hw "$tmp/learngpre.json" --learn "$tmp/rgpre.json" >"$tmp/lgpre.out" 2>&1 &&
+    jq -e '(.learned.gpu_prefill_eff - 0.25 | fabs) < 1e-6' "$tmp/learngpre.json" >/dev/null &&
+    "$bin" plan -m "$m" --hw "$tmp/learngpre2.json" --learn "$tmp/rgpre2.json" >/dev/null 2>&1 &&
+    jq -e '(.learned.gpu_prefill_eff // 0) == 0' "$tmp/learngpre2.json" >/dev/null &&
+    gplan "$tmp/learngpre.json" "$tmp/gpre.json" >"$tmp/gpre.out" 2>&1 &&
+    grep -q 'GPU prefill: .* x 0.250 (learned)' "$tmp/gpre.out" &&
+    jq -e --slurpfile a "$tmp/g.json" '.hardware.gpu_prefill_eff == 0.25 and
+        $a[0].hardware.gpu_prefill_eff == 0.5 and
+        .prediction.prefill_tok_s < $a[0].prediction.prefill_tok_s' "$tmp/gpre.json" >/dev/null
+ok $? "a prompt with every expert on the GPU teaches the GPU's prompt efficiency, one with DRAM \
+experts does not: $(grep 'GPU prefill' "$tmp/lgpre.out" | head -1)"
 # nor from one whose DRAM experts were copied into GPU slots: its time is the PCIe's (neither the
 # GPU efficiency nor the host wait)
 jq '.decode.tiers["dram-pcie"].bytes = 30e9' "$tmp/rgg.json" >"$tmp/rgp.json"

@@ -94,12 +94,14 @@ usage(FILE *f)
         "      --check PLAN        only load PLAN and check it against the model\n"
         "      --learn REPORT      learn from a run report (moetier run --plan P --json\n"
         "                          REPORT; repeatable, averaged): the measured CPU expert,\n"
-        "                          disk and GPU efficiencies are written into the --hw\n"
-        "                          profile's \"learned\" section and replace the planner's\n"
-        "                          assumptions; then plans with them when -o, --gpu-mem\n"
-        "                          or --cpu-mem asks for a plan (else only the profile);\n"
-        "                          with --trace, the plans of those runs are predicted\n"
-        "                          again with it to learn the GPU engine's host wait\n"
+        "                          disk and GPU efficiencies (the GPU's prompt FLOPs from\n"
+        "                          runs with every expert on the GPU) are written into the\n"
+        "                          --hw profile's \"learned\" section and replace the\n"
+        "                          planner's assumptions; then plans with them when -o,\n"
+        "                          --gpu-mem or --cpu-mem asks for a plan (else only the\n"
+        "                          profile); with --trace, the plans of those runs are\n"
+        "                          predicted again with it to learn the GPU engine's host\n"
+        "                          wait\n"
         "      --disk-from PROFILE the disks of this profile replace --hw's (e.g. moetier\n"
         "                          bench --only disk just before the run: a drive reads\n"
         "                          differently from minute to minute)\n"
@@ -129,6 +131,7 @@ struct learned_sum {
     double disk_b, disk_s, disk_ref;
     double gpu_b, gpu_s, gpu_ref;
     double pre_model_s, pre_s; /* the CPU's prefill runs: their time by the model, measured */
+    double gpre_model_s, gpre_s; /* GPU prompts: their time by the model at efficiency 1, measured */
 };
 
 /* report[a][b][c] as a number, 0 when absent or not a number. */
@@ -213,6 +216,49 @@ learn_prefill(json_t *root, double streamed, const char *path, struct learned_su
 }
 
 /*
+ * The GPU engine's prompts, where every routed expert was on the GPU (nothing in DRAM or
+ * streamed: the engine then waits for nothing else) and the model says the products, not the
+ * weight reads, bound them: the FLOPs the planner counts (the report's prompt_flops and the GPU
+ * experts' pairs, MT_PLAN_GPU_PASSES bf16 products each) at the profile's BF16 rate, over the
+ * forward time. A host with experts off the GPU cannot teach it (its prompts wait for them);
+ * a small model that fits, such as `moetier synth --preset v32-shape --layers 2`, can.
+ */
+static void
+learn_gpu_prefill(json_t *root, double streamed, const char *path, struct learned_sum *sum)
+{
+    json_t *ph = json_object_get(root, "prefill");
+    json_t *tiers = json_object_get(ph, "tiers");
+    const char *dev = json_string_value(json_object_get(root, "device"));
+    double tflops = num_at(root, "predicted", "hardware", "gpu_tflops");
+    double eff = num_at(root, "predicted", "hardware", "gpu_prefill_eff");
+    double hbm = num_at(root, "predicted", "hardware", "hbm_gbps");
+    double flops = num_at(ph, "prompt_flops", NULL, NULL) +
+                   num_at(tiers, "gpu", "pairs", NULL) * num_at(root, "predicted", "expert_flops",
+                                                                NULL);
+    double bytes = num_at(root, "always_on_bytes_per_token", NULL, NULL) *
+                       num_at(ph, "forwards", NULL, NULL) +
+                   num_at(tiers, "gpu", "bytes", NULL);
+    double secs = num_at(ph, "forward_s", NULL, NULL);
+    double off_gpu = num_at(tiers, "dram-cpu", "bytes", NULL) +
+                     num_at(tiers, "dram-pcie", "bytes", NULL) +
+                     num_at(tiers, "nvme", "bytes", NULL);
+
+    if (dev == NULL || strcmp(dev, "gpu") != 0 || !(tflops > 0 && hbm > 0 && flops > 0 && secs > 0) ||
+        off_gpu > 0 || streamed > 0) {
+        return;
+    }
+    double model_s = flops * MT_PLAN_GPU_PASSES / (tflops * 1e12); /* at efficiency 1 */
+    if (model_s / (eff > 0 ? eff : MT_PLAN_GPU_PREFILL_EFF) < bytes / (hbm * 1e9)) {
+        return; /* too short a prompt: its weight reads bound it */
+    }
+    printf("learned    : GPU prefill %.1f TFLOP x %d products in %.3f s = %.3f of %.0f TFLOPS "
+           "(the plan's %.3f; %s)\n", flops * 1e-12, MT_PLAN_GPU_PASSES, secs, model_s / secs,
+           tflops, eff, path);
+    sum->gpre_model_s += model_s;
+    sum->gpre_s += secs;
+}
+
+/*
  * Add what one report measured: the CPU's expert reads (the dram-cpu tier's bytes over its time,
  * decode when the run decoded, in runs that streamed nothing) over the plan's DRAM rate; the
  * streamed bytes over the time reads were in flight, over the plan's disk rate; and on the GPU
@@ -269,6 +315,7 @@ learn_report(const char *path, struct learned_sum *sum)
         }
     }
     learn_prefill(root, streamed, path, sum);
+    learn_gpu_prefill(root, streamed, path, sum);
     rate = num_at(root, "predicted", "hardware", "disk_gbps");
     secs = num_at(root, "prefill", "stream", "read_s") + num_at(root, "decode", "stream", "read_s");
     if (rate > 0 && streamed > 0 && secs > 0) {
@@ -372,11 +419,11 @@ learn(const char *const *reports, int n, const struct mt_trace *trace, struct mt
             return st;
         }
     }
-    if (sum.cpu_s + sum.disk_s + sum.gpu_s + sum.pre_s == 0) {
+    if (sum.cpu_s + sum.disk_s + sum.gpu_s + sum.pre_s + sum.gpre_s == 0) {
         return mt_fail(MT_ERR_INVAL, 0,
                        "the run report%s measured no tier the planner models "
-                       "(CPU experts without streaming, streamed reads, or a GPU-limited "
-                       "decode)",
+                       "(CPU experts without streaming, streamed reads, a GPU-limited "
+                       "decode, or a prompt with every expert on the GPU)",
                        n > 1 ? "s" : "");
     }
     /* the newest measurements replace what was learned before, source by source; several
@@ -398,6 +445,10 @@ learn(const char *const *reports, int n, const struct mt_trace *trace, struct mt
         l->cpu_prefill_eff = MT_MIN(sum.pre_model_s / sum.pre_s, MT_PLAN_LEARNED_EFF_MAX);
         printf("learned    : CPU prefill runs, all: %.3f\n", l->cpu_prefill_eff);
     }
+    if (sum.gpre_s > 0) {
+        l->gpu_prefill_eff = MT_MIN(sum.gpre_model_s / sum.gpre_s, MT_PLAN_LEARNED_EFF_MAX);
+        printf("learned    : GPU prefill, all: %.3f\n", l->gpu_prefill_eff);
+    }
     /* then, at those rates, what the plans do not explain: the host wait per layer */
     double res_s = 0.0, layers = 0.0;
     for (int i = 0; i < n; i++) {
@@ -414,8 +465,9 @@ learn(const char *const *reports, int n, const struct mt_trace *trace, struct mt
         return st;
     }
     printf("learned    : written to %s (cpu_expert_eff %.3f, disk_eff %.3f, gpu_eff %.3f, "
-           "cpu_prefill_eff %.3f, host_layer_ms %.3f; 0: not measured)\n", hw_path,
-           l->cpu_expert_eff, l->disk_eff, l->gpu_eff, l->cpu_prefill_eff, l->host_layer_ms);
+           "cpu_prefill_eff %.3f, gpu_prefill_eff %.3f, host_layer_ms %.3f; 0: not measured)\n",
+           hw_path, l->cpu_expert_eff, l->disk_eff, l->gpu_eff, l->cpu_prefill_eff,
+           l->gpu_prefill_eff, l->host_layer_ms);
     return MT_OK;
 }
 

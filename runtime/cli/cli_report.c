@@ -431,6 +431,25 @@ set(json_t *o, const char *key, json_t *v)
     return json_object_set_new(o, key, v) == 0;
 }
 
+/*
+ * The phase's FLOPs outside routed experts as the planner counts the GPU engine's (planner.h
+ * mt_plan_gpu_prompt_flops: its products, attention and indexer over the keys its rows saw,
+ * lm_head once a forward); `moetier plan --learn` divides them by the time they took. 0 where
+ * the sizes cannot be had (they can for every model that loaded).
+ */
+static double
+prompt_flops(const struct mt_cli_report *r, const struct mt_cli_report_phase *ph)
+{
+    struct mt_model_sizes sz;
+
+    if (mt_model_sizes_of(r->e->model, &sz) != MT_OK) {
+        return 0.0;
+    }
+    return mt_plan_gpu_prompt_flops(&r->e->model->cfg, &sz, (double)ph->eng.tokens,
+                                    ph->eng.attn_keys, ph->eng.index_keys,
+                                    (double)ph->eng.forwards);
+}
+
 static json_t *
 phase_json(const struct mt_cli_report *r, const struct mt_cli_report_phase *ph)
 {
@@ -447,6 +466,7 @@ phase_json(const struct mt_cli_report *r, const struct mt_cli_report_phase *ph)
     ok = set(o, "forwards", json_integer((json_int_t)ph->eng.forwards)) && ok;
     ok = set(o, "engine_tokens", json_integer((json_int_t)ph->eng.tokens)) && ok;
     ok = set(o, "forward_s", json_real(ph->eng.forward_s)) && ok;
+    ok = set(o, "prompt_flops", json_real(prompt_flops(r, ph))) && ok;
     ok = set(o, "moe_s", json_real(ph->eng.moe_s)) && ok;
     ok = set(o, "moe_wait_s", json_real(ph->eng.moe_wait_s)) && ok;
     ok = set(o, "moe_host_s", json_real(ph->eng.moe_host_s)) && ok;
@@ -528,6 +548,8 @@ predicted_json(const struct mt_plan *p)
     ok = set(hw, "cpu_prefill_gflops", json_real(p->cpu_prefill_gflops)) && ok;
     ok = set(hw, "cpu_prefill_eff", json_real(p->cpu_prefill_eff > 0 ? p->cpu_prefill_eff : 1.0)) &&
          ok;
+    ok = set(hw, "gpu_tflops", json_real(p->gpu_tflops)) && ok;
+    ok = set(hw, "gpu_prefill_eff", json_real(p->gpu_prefill_eff)) && ok;
     /* FLOPs of one token through one routed expert (gate, up, down) */
     ok = set(o, "expert_flops",
              json_real(6.0 * p->hidden_size * (double)p->moe_intermediate_size)) && ok;

@@ -31,14 +31,15 @@
  *                           "hbm_gbps": x, "dram_gbps": x, "cpu_eff": x, "pcie_gbps": x,
  *                           "disk_gbps": x, "gpu_eff": x, "disk_eff": x, "host_layer_ms": x,
  *                           "cpu_prefill_gbps": x, "cpu_prefill_gflops": x,
- *                           "cpu_prefill_eff": x },
+ *                           "cpu_prefill_eff": x, "gpu_tflops": x,
+ *                           "gpu_prefill_eff": x (0: a plan from before it) },
  *                           "expert_flops": x,     (one token through one routed expert)
  *                           "tiers": { "gpu": {"experts": n, "experts_per_token": x,
  *                                      "bytes_per_token": x, "ms_per_token": x}, ... } },
  *     "ratio": null | { "decode_tok_s": x|null, "prefill_tok_s": x|null,
  *                       "tiers": { "gpu": {"ms_per_token": x|null}, ... } } }
  *   PHASE = { "tokens": n, "seconds": x, "tok_s": x, "forwards": n, "engine_tokens": n,
- *             "forward_s": x,
+ *             "forward_s": x, "prompt_flops": x,
  *             "moe_s": x, "moe_wait_s": x, "moe_host_s": x, "slot_copies": n, "graph_steps": n, "graph_gpu_s": x,
  *             "cpu_busy": x, "gpu_busy": x|null,
  *             "tiers": { "gpu": {"runs": n, "pairs": n, "bytes": N, "seconds": x,
@@ -51,6 +52,8 @@
  *                                "read_gbps": x, "stall_s": x, "read_errors": n,
  *                                "verify_failures": n, "retries": n } }
  * "graph_steps" are forwards replayed as CUDA graphs (GPU engine), "graph_gpu_s" their GPU time.
+ * "prompt_flops" are the phase's FLOPs outside routed experts as the planner counts them
+ * (planner.h mt_plan_gpu_prompt_flops).
  * "runs" are (layer step, expert) computations, "pairs" (token, expert) pairs: the pairs of all
  * tiers sum to k x MoE layers x engine_tokens (the tokens the engine ran in the phase), and
  * bytes = runs x expert_bytes.

@@ -14,6 +14,7 @@
 #include "runtime/engine/engine_impl.h"
 
 #include "runtime/base/clock.h"
+#include "runtime/plan/planner.h"
 #include "runtime/plan/trace.h"
 #include "runtime/text/sampler.h"
 
@@ -655,6 +656,7 @@ forward_timed(struct mt_engine *e, const int32_t *tokens, int n, bool all_logits
               float *logits_out, int32_t *next_out)
 {
     double t0 = mt_clock_now();
+    int64_t start = e->pos;
     mt_status_t st;
 
     if ((st = check_tokens(e, e->pos, tokens, n)) != MT_OK) {
@@ -681,6 +683,10 @@ forward_timed(struct mt_engine *e, const int32_t *tokens, int n, bool all_logits
         e->stats.forwards++;
         e->stats.tokens += (uint64_t)n;
         e->stats.forward_s += mt_clock_now() - t0;
+        double ak, ik;
+        mt_plan_prompt_keys(start, n, e->cfg.index_topk, &ak, &ik);
+        e->stats.attn_keys += ak;
+        e->stats.index_keys += ik;
     }
     return st;
 }

@@ -226,6 +226,9 @@ struct mt_engine_stats {
     uint64_t forwards;                     /* mt_engine_forward calls */
     uint64_t tokens;                       /* positions they appended */
     double forward_s;                      /* wall time inside mt_engine_forward */
+    /* keys the rows appended attend to (min(position + 1, index_topk) each) and the indexer
+       scores (position + 1 each), summed: what their attention costs (planner.h) */
+    double attn_keys, index_keys;
     uint64_t expert_runs[MT_TIER_COUNT];   /* (layer step, expert) computations, by tier */
     uint64_t expert_pairs[MT_TIER_COUNT];  /* (token, expert) pairs, by tier */
     uint64_t expert_bytes[MT_TIER_COUNT];  /* weight bytes those computations read */

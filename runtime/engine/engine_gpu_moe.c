@@ -1115,9 +1115,15 @@ eng_gpu_moe(struct mt_engine *e, struct eng_gpu *g, int l, int m)
     st = st != MT_OK ? st : st_wait;
     double t_cpu_end = host_done_at(used, n_used, host_first ? t_submit : t_sub);
     if (held > 0 || st != MT_OK) {
-        /* the slot copies read the experts' host memory: done before they are released */
+        /* the slot copies read the experts' host memory: done before they are released. The
+           compute stream waits for every copy whose products were launched; where a launch
+           failed, a copy on the copy stream may have none after it, so that stream too */
         mt_log_set_quiet(true); /* eng_gpu_fail names it below */
         mt_status_t ss = mt_gpu_stream_sync(s);
+        if (g->copy_stream != NULL) {
+            mt_status_t sc = mt_gpu_stream_sync(g->copy_stream);
+            ss = ss != MT_OK ? ss : sc;
+        }
         mt_log_set_quiet(false);
         for (int i = 0; i < held; i++) {
             e->provider->ops->release(e->provider->self, l, g->slot_x[i]);

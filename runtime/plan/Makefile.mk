@@ -6,4 +6,4 @@ runtime_libmtruntime_a_SOURCES += \
 	runtime/plan/trace.c runtime/plan/trace.h \
 	runtime/plan/planner.h runtime/plan/planner_int.h runtime/plan/planner_cost.c \
 	runtime/plan/planner_search.c runtime/plan/planner.c runtime/plan/plan_file.c \
-	runtime/plan/gpu_work.c
+	runtime/plan/gpu_work.c runtime/plan/gpu_prefill.c

@@ -131,6 +131,7 @@ static const struct field learned_fields[] = {
     FLD(struct mt_hw_learned, "disk_eff", F_DOUBLE, disk_eff),
     FLD(struct mt_hw_learned, "gpu_eff", F_DOUBLE, gpu_eff),
     FLD(struct mt_hw_learned, "cpu_prefill_eff", F_DOUBLE, cpu_prefill_eff),
+    FLD(struct mt_hw_learned, "gpu_prefill_eff", F_DOUBLE, gpu_prefill_eff),
     FLD(struct mt_hw_learned, "host_layer_ms", F_DOUBLE, host_layer_ms),
     FLD(struct mt_hw_learned, "from", F_STR, from),
     {NULL, F_INT, 0, 0},
@@ -571,9 +572,10 @@ static mt_status_t
 learned_from_json(json_t *o, struct mt_hw_learned *l, const char *what)
 {
     mt_status_t st;
-    const double *eff[] = {&l->cpu_expert_eff, &l->disk_eff, &l->gpu_eff, &l->cpu_prefill_eff};
+    const double *eff[] = {&l->cpu_expert_eff, &l->disk_eff, &l->gpu_eff, &l->cpu_prefill_eff,
+                           &l->gpu_prefill_eff};
     static const char *const names[] = {"cpu_expert_eff", "disk_eff", "gpu_eff",
-                                        "cpu_prefill_eff"};
+                                        "cpu_prefill_eff", "gpu_prefill_eff"};
 
     if (o == NULL) {
         return MT_OK;
@@ -581,7 +583,7 @@ learned_from_json(json_t *o, struct mt_hw_learned *l, const char *what)
     if ((st = fields_from_json(o, learned_fields, l, what, "learned", NULL)) != MT_OK) {
         return st;
     }
-    for (int i = 0; i < 4; i++) {
+    for (size_t i = 0; i < sizeof(eff) / sizeof(eff[0]); i++) {
         if (*eff[i] > MT_HW_LEARNED_EFF_MAX) {
             return mt_fail(MT_ERR_FORMAT, 0, "hardware profile '%s': 'learned.%s' is %g, above %g "
                            "(an efficiency is a ratio to a rate this profile measured)", what,

@@ -26,7 +26,8 @@
  *     "disks": [ { "path": "/nvme0", "best_gbps": x, "best_qd": N, "best_block_bytes": N,
  *                  "points": [ { "qd": 1, "block_bytes": 1048576, "gbps": x }, ... ] }, ... ],
  *     "learned": { "reports": N, "cpu_expert_eff": x, "disk_eff": x, "gpu_eff": x,
- *                  "cpu_prefill_eff": x, "host_layer_ms": x, "from": "report.json" } }
+ *                  "cpu_prefill_eff": x, "gpu_prefill_eff": x, "host_layer_ms": x,
+ *                  "from": "report.json" } }
  *                  (optional: struct mt_hw_learned)
  * Loading rejects a missing or different "version", unknown keys (typos in what-if files), wrong
  * types, negative numbers and numbers above 1e9 (no rate is near it), with one message naming
@@ -161,6 +162,8 @@ struct mt_hw_learned {
     double gpu_eff;        /* GPU weight reads (experts and always-on) over hbm_read_gbps */
     double cpu_prefill_eff; /* the CPU's expert runs in prefill: the time cpu.expert_prefill_*
                              * gives them over the time they took (both rates scale by it) */
+    double gpu_prefill_eff; /* the GPU engine's prompt FLOPs (planner.h mt_plan_gpu_prompt_flops,
+                             * MT_PLAN_GPU_PASSES each) a second over gpu.bf16_tflops */
     double host_layer_ms;  /* the GPU engine's extra time per MoE layer that waits on the host
                             * (mt_plan_problem.host_layer_s): decode time measured less the
                             * plan's own prediction at the learned rates, per such layer */

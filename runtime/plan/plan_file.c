@@ -97,6 +97,8 @@ mt_plan_save(const struct mt_plan *p, const char *path)
                 0 ||
             json_object_set_new(hw, "cpu_prefill_eff",
                                 json_real(p->cpu_prefill_eff > 0 ? p->cpu_prefill_eff : 1)) != 0 ||
+            (p->gpu_prefill_eff > 0 && p->hbm_gbps > 0 &&
+             json_object_set_new(hw, "gpu_prefill_eff", json_real(p->gpu_prefill_eff)) != 0) ||
             json_object_set_new(pr, "host_layers_per_token",
                                 json_real(p->host_layers_per_token)) != 0) {
             st = mt_fail(MT_ERR_NOMEM, 0, "cannot build plan JSON for '%s'", path);
@@ -472,6 +474,8 @@ mt_plan_load(const char *path, struct mt_plan **plan_out)
     p->cpu_prefill_gbps = opt_num(&r, h, "hardware", "cpu_prefill_gbps", 0, NUM_NONNEG);
     p->cpu_prefill_gflops = opt_num(&r, h, "hardware", "cpu_prefill_gflops", 0, NUM_NONNEG);
     p->cpu_prefill_eff = opt_num(&r, h, "hardware", "cpu_prefill_eff", 1, NUM_EFF);
+    /* absent from plans written before the GPU's prompt arithmetic was modelled: 0 */
+    p->gpu_prefill_eff = opt_num(&r, h, "hardware", "gpu_prefill_eff", 0, NUM_EFF);
     p->host_layers_per_token =
         opt_num(&r, pr, "prediction", "host_layers_per_token", 0, NUM_NONNEG);
     get_str(&r, a, "activation", "source", p->activation, sizeof(p->activation));

@@ -634,7 +634,10 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
     pb.gpu_capacity = (double)plan->gpu_expert_bytes;
     pb.dram_capacity = (double)plan->dram_expert_bytes;
     pb.rate[MT_SRC_GPU_MEM] = plan->hbm_gbps * 1e9 * plan->gpu_eff;
-    pb.rate[MT_SRC_GPU_FLOP] = plan->gpu_tflops * 1e12;
+    /* the GPU's products as the engine's prompts get them (gpu_prefill.c; in decode its reads
+       bound it, and its FLOPs hardly count) */
+    pb.rate[MT_SRC_GPU_FLOP] =
+        plan->gpu_tflops * 1e12 * plan->gpu_prefill_eff / MT_PLAN_GPU_PASSES;
     pb.rate[MT_SRC_CPU_MEM] = plan->dram_gbps * 1e9 * plan->budget.cpu_eff;
     pb.rate[MT_SRC_CPU_FLOP] = plan->cpu_gflops * 1e9 * plan->budget.cpu_eff;
     pb.rate[MT_SRC_PCIE] = plan->pcie_gbps * 1e9;
@@ -779,6 +782,15 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
             always_params += sizes->params[roles[i]];
         }
         always_flops = 2.0 * (double)always_params * plan->budget.prefill_batch;
+        if (hw->gpu.present) {
+            /* a prompt of one batch from position 0: its attention and indexer too, lm_head
+               once (gpu_prefill.c) */
+            double ak, ik;
+
+            mt_plan_prompt_keys(0, plan->budget.prefill_batch, cfg->index_topk, &ak, &ik);
+            always_flops =
+                mt_plan_gpu_prompt_flops(cfg, sizes, plan->budget.prefill_batch, ak, ik, 1);
+        }
         always_s = (double)sizes->token_bytes_always / always_rate;
         if (flop_rate > 0) {
             always_s = MT_MAX(always_s, always_flops / flop_rate);
@@ -852,7 +864,10 @@ replan_problem(const struct mt_plan *plan, const struct mt_trace *trace,
     pb->gpu_capacity = (double)plan->gpu_expert_bytes;
     pb->dram_capacity = (double)plan->dram_expert_bytes;
     pb->rate[MT_SRC_GPU_MEM] = plan->hbm_gbps * 1e9 * r->gpu_eff;
-    pb->rate[MT_SRC_GPU_FLOP] = plan->gpu_tflops * 1e12;
+    pb->rate[MT_SRC_GPU_FLOP] =
+        plan->gpu_tflops * 1e12 *
+        (plan->gpu_prefill_eff > 0 ? plan->gpu_prefill_eff : MT_PLAN_GPU_PREFILL_EFF) /
+        MT_PLAN_GPU_PASSES; /* as mt_plan_build's */
     pb->rate[MT_SRC_CPU_MEM] = plan->dram_gbps * 1e9 * r->cpu_eff;
     pb->rate[MT_SRC_CPU_FLOP] = plan->cpu_gflops * 1e9 * r->cpu_eff;
     pb->rate[MT_SRC_PCIE] = plan->pcie_gbps * 1e9;

@@ -42,7 +42,9 @@
  *                   "host_layer_ms": x,             // learned host wait (optional: 0)
  *                   "cpu_prefill_gbps": x, "cpu_prefill_gflops": x,  // CPU expert runs in
  *                                     // prefill, from the profile (optional: 0, not measured)
- *                   "cpu_prefill_eff": x },         // learned, on both (optional: 1)
+ *                   "cpu_prefill_eff": x,           // learned, on both (optional: 1)
+ *                   "gpu_prefill_eff": x },         // the GPU's prompt FLOPs (optional: 0,
+ *                                     // a plan that counted them once at gpu_tflops)
  *     "activation": { "source": "uniform" | "trace: PATH", "tokens": N },
  *     "layers": [ { "layer": 3, "tiers": "GGCCP...N", "prefill": "GGPPP...N" }, ... ],
  *                                     // MoE layers only; one code per expert (table above):
@@ -310,6 +312,26 @@ uint64_t mt_plan_host_work_bytes(int k, int64_t hidden, int64_t ctx);
 int mt_plan_host_chunk(const struct mt_model_config *c, int64_t ctx, uint64_t expert_bytes,
                        bool f32_cache, uint64_t room, uint64_t *work);
 
+/*
+ * The GPU engine's prompt arithmetic outside routed experts (gpu_prefill.c): each FLOP counted
+ * MT_PLAN_GPU_PASSES times (BF16X3: bf16 products of hi and lo halves) at the profile's BF16
+ * GEMM rate, times an efficiency, MT_PLAN_GPU_PREFILL_EFF until a run teaches one (the H200's:
+ * 0.50-0.54 from 1,024- to 65,536-token prompts).
+ */
+#define MT_PLAN_GPU_PASSES 3
+#define MT_PLAN_GPU_PREFILL_EFF 0.5
+
+/* The keys of prompt rows at positions [start, start + n): sum of min(position + 1, topk), what
+ * MLA attends to (topk <= 0: no cap), and sum of position + 1, what the indexer scores. */
+void mt_plan_prompt_keys(int64_t start, int64_t n, int topk, double *attn_keys,
+                         double *index_keys);
+
+/* FLOPs of `rows` prompt rows with those key sums outside routed experts, with lm_head on
+ * head_rows of them (once a prompt: the engine's logits are the last row's). */
+double mt_plan_gpu_prompt_flops(const struct mt_model_config *c, const struct mt_model_sizes *s,
+                                double rows, double attn_keys, double index_keys,
+                                double head_rows);
+
 /* The CPU expert efficiency a plan assumes when neither --cpu-eff nor the profile gives one. */
 #define MT_PLAN_CPU_EFF_ASSUMED 0.6
 
@@ -347,6 +369,9 @@ struct mt_plan {
     double hbm_gbps, gpu_tflops, dram_gbps, cpu_gflops, pcie_gbps, disk_gbps;
     double cpu_prefill_gbps, cpu_prefill_gflops; /* mt_plan_problem.cpu_run_rate etc.; 0 */
     double cpu_prefill_eff; /* learned, scales both prefill rates in the cost model; 1: none */
+    /* the GPU's prompt FLOPs at gpu_tflops x gpu_prefill_eff / MT_PLAN_GPU_PASSES: learned, else
+     * MT_PLAN_GPU_PREFILL_EFF; 0 in a plan file written before it (its prefill counted once) */
+    double gpu_prefill_eff;
     /* where budget.cpu_eff (the value used) and dram_gbps came from, for the printout:
      * "--cpu-eff", "measured: profile cpu.expert_eff", "assumed"; "read ceiling", "read" */
     char cpu_eff_source[48];

@@ -40,7 +40,9 @@ mt_plan_tier_is_dram(int t)
  * planner believe the CPU slower than it was. The learned host wait per layer applies only
  * where there is a GPU (it is the GPU engine's). The plan keeps
  * the raw rates and the efficiencies apart, so a report of a run of this plan measures against
- * the same raw rates and learning again does not compound.
+ * the same raw rates and learning again does not compound. The GPU's prompt efficiency starts
+ * at MT_PLAN_GPU_PREFILL_EFF (measured on the H200), not 1: its FLOP rate is a GEMM's peak,
+ * which the engine's many kernels of a prompt never all reach.
  */
 void
 mt_plan_apply_learned(struct mt_plan *plan, const struct mt_hwprofile *hw)
@@ -50,6 +52,7 @@ mt_plan_apply_learned(struct mt_plan *plan, const struct mt_hwprofile *hw)
     plan->gpu_eff = 1.0;
     plan->disk_eff = 1.0;
     plan->cpu_prefill_eff = 1.0;
+    plan->gpu_prefill_eff = MT_PLAN_GPU_PREFILL_EFF;
     plan->host_layer_ms = 0.0;
     if (l->reports <= 0) {
         return;
@@ -67,6 +70,9 @@ mt_plan_apply_learned(struct mt_plan *plan, const struct mt_hwprofile *hw)
     }
     if (l->cpu_prefill_eff > 0) {
         plan->cpu_prefill_eff = MT_MIN(MT_MAX(l->cpu_prefill_eff, 0.01), MT_PLAN_LEARNED_EFF_MAX);
+    }
+    if (l->gpu_prefill_eff > 0) {
+        plan->gpu_prefill_eff = MT_MIN(MT_MAX(l->gpu_prefill_eff, 0.01), MT_PLAN_LEARNED_EFF_MAX);
     }
     if (l->host_layer_ms > 0 && hw->gpu.present) {
         plan->host_layer_ms = l->host_layer_ms;
