@@ -20,8 +20,12 @@
  * Measured on the H200 (2-layer v32-shape, both layers dense; bench/results/gpu-engine-h200.md,
  * session 35): 46,000-48,800 tok/s at 1,024 tokens, 39,100 at 8,192, 32,200 at 32,768 and
  * 28,800 at 65,536, against 0.50, 0.54, 0.51 and 0.52 of this model at efficiency 1: one
- * efficiency for prompts 64x apart, where the planner's old count (the weights' FLOPs once,
- * lm_head every row, no attention) was 4.6x too fast and its error grew with the prompt.
+ * efficiency for prompts 64x apart. With one MoE layer's 256 experts on the GPU too
+ * (bench/results/hetero-h200.md, session 38) a run taught 0.39 at 8,192 tokens, and the plan
+ * made with it predicted 1,024 and 32,768 tokens to 0.81 and 1.02 of what they ran, where the
+ * planner's old count (the weights' FLOPs once, lm_head every row, no attention) was 4.6-7x too
+ * fast. The model is of one prompt chunk from position 0: a long prompt's later chunks attend
+ * to more keys, and run slower than it says.
  */
 #include <config.h>
 

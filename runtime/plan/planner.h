@@ -316,7 +316,8 @@ int mt_plan_host_chunk(const struct mt_model_config *c, int64_t ctx, uint64_t ex
  * The GPU engine's prompt arithmetic outside routed experts (gpu_prefill.c): each FLOP counted
  * MT_PLAN_GPU_PASSES times (BF16X3: bf16 products of hi and lo halves) at the profile's BF16
  * GEMM rate, times an efficiency, MT_PLAN_GPU_PREFILL_EFF until a run teaches one (the H200's:
- * 0.50-0.54 from 1,024- to 65,536-token prompts).
+ * 0.50-0.54 for a dense 2-layer model from 1,024- to 65,536-token prompts, 0.39 with a MoE
+ * layer's routed experts on the GPU too).
  */
 #define MT_PLAN_GPU_PASSES 3
 #define MT_PLAN_GPU_PREFILL_EFF 0.5
