@@ -15,7 +15,7 @@ need jq "JSON in shell tests; apt-get install jq"
 make_tmp run-report
 m="$tmp/small"
 
-echo "1..29"
+echo "1..30"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 cat >"$tmp/cpu.json" <<'JSON'
@@ -190,7 +190,7 @@ gplan "$tmp/gpu.json" "$tmp/g.json" >/dev/null 2>"$tmp/err" ||
 tok=$(jq '1 / (.prediction.decode_ms / 1e3 + 2e-3 * .prediction.host_layers_per_token)' \
     "$tmp/g.json")
 jq --arg p "$tmp/g.json" --argjson tok "$tok" '.device = "gpu" | .plan = $p |
-    .decode.tok_s = $tok | .decode.forward_s = 0 | .decode.cpu_busy = 0.1 |
+    .decode.tok_s = $tok | .decode.forward_s = 0 | .decode.cpu_busy = 0.1 | .decode.forwards = 64 |
     .decode.tiers["dram-cpu"].bytes = 12e9 |
     .decode.tiers["dram-cpu"].seconds = 1 | .prefill.stream.bytes_read = 0 |
     .decode.stream.bytes_read = 0' "$tmp/r.json" >"$tmp/rg.json"
@@ -227,6 +227,14 @@ cp "$tmp/gpu.json" "$tmp/learngc.json"
     jq -e '.learned.gpu_eff == 0' "$tmp/learngc.json" >/dev/null
 ok $? "the GPU efficiency is learned from a GPU-limited run only: \
 $(grep 'GPU weight' "$tmp/lgg.out")"
+# nor from a decode of a few tokens (the GPU engine's first steps record CUDA graphs): neither the
+# efficiency nor the host wait
+jq '.decode.forwards = 5' "$tmp/rgg.json" >"$tmp/rgs.json"
+cp "$tmp/gpu.json" "$tmp/learngs.json"
+"$bin" plan -m "$m" --hw "$tmp/learngs.json" --learn "$tmp/rgs.json" >"$tmp/lgs.out" 2>&1 &&
+    jq -e '.learned.gpu_eff == 0 and .learned.host_layer_ms == 0' "$tmp/learngs.json" >/dev/null &&
+    grep -q "nothing of the GPU from .*rgs.json: 5 decoded tokens, fewer than 16" "$tmp/lgs.out"
+ok $? "nor from a decode of 5 tokens: $(grep 'nothing of the GPU' "$tmp/lgs.out" | cut -c1-60)"
 # the GPU's prompt efficiency: a prompt with every expert on the GPU whose 1e13 FLOPs outside
 # routed experts (3 products each at the profile's 100 TFLOPS: 0.3 s at efficiency 1) took 1.2 s
 # teaches 0.25, and the next plan predicts prefill with it; a prompt with experts in DRAM does not

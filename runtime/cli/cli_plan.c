@@ -117,6 +117,10 @@ static const struct mt_cli cli = {"plan", usage};
 
 #define MAX_LEARN 16
 #define MAX_TRACE 16
+/* The fewest decoded tokens the GPU's rate and wait are learned from: the GPU engine's first
+ * steps record CUDA graphs (a 2-layer model's one decoded token ran at 590-770 tok/s where its
+ * steady steps run at ~1,150, and taught an HBM efficiency of 0.43; hetero-h200.md, session 38) */
+#define LEARN_MIN_DECODE 16
 
 /*
  * What the reports measured, per source: bytes, seconds, and seconds x the rate each report's
@@ -334,8 +338,13 @@ learn_report(const char *path, struct learned_sum *sum)
     double fwd = num_at(ph, "forward_s", NULL, NULL);
     secs = fwd - num_at(ph, "moe_wait_s", NULL, NULL);
     dev = json_string_value(json_object_get(root, "device"));
-    if (dev != NULL && strcmp(dev, "gpu") == 0 && rate > 0 && bytes > 0 && secs > 0 &&
-        secs >= 0.75 * fwd && gpu_limited(ph) && streamed == 0) {
+    bool gpu = dev != NULL && strcmp(dev, "gpu") == 0;
+    double steps = num_at(ph, "forwards", NULL, NULL);
+    if (gpu && steps > 0 && steps < LEARN_MIN_DECODE) {
+        printf("learned    : nothing of the GPU from %s: %.0f decoded token%s, fewer than %d\n",
+               path, steps, steps == 1 ? "" : "s", LEARN_MIN_DECODE);
+    } else if (gpu && rate > 0 && bytes > 0 && secs > 0 && secs >= 0.75 * fwd &&
+               gpu_limited(ph) && streamed == 0) {
         eff_of(bytes / secs / 1e9, rate, "GPU weight reads", path);
         sum->gpu_b += bytes, sum->gpu_s += secs, sum->gpu_ref += secs * rate;
     }
@@ -349,7 +358,8 @@ learn_report(const char *path, struct learned_sum *sum)
  * predicted again at the efficiencies just learned (l) and no wait, over the layers per token
  * that waited (mt_plan_repredict_decode, with the --trace given, else the plan's uniform
  * activation). Runs that streamed are left out: there the disk's own variation would be taken
- * for the wait; so are runs the GPU's reads did not limit (gpu_limited): there the residual is
+ * for the wait, and decodes of fewer than LEARN_MIN_DECODE tokens; so are runs the GPU's reads
+ * did not limit (gpu_limited): there the residual is
  * the CPU's or the PCIe's rate against its model (a dram plan's run measured 5 ms a token under
  * its re-prediction and cancelled a GPU-limited run's 0.56 ms a waiting layer, 2026-11-30,
  * bench/results/hetero-h200.md). Adds to *res_s and *layers (per token, one report counting
@@ -374,7 +384,8 @@ learn_host_wait(const char *path, const struct mt_hw_learned *l, const struct mt
     double streamed = num_at(root, "prefill", "stream", "bytes_read") +
                       num_at(root, "decode", "stream", "bytes_read");
     if (dev == NULL || strcmp(dev, "gpu") != 0 || plan_path == NULL || tok_s <= 0 ||
-        streamed > 0 || !gpu_limited(json_object_get(root, "decode"))) {
+        streamed > 0 || !gpu_limited(json_object_get(root, "decode")) ||
+        num_at(root, "decode", "forwards", NULL) < LEARN_MIN_DECODE) {
         json_decref(root);
         return MT_OK;
     }
