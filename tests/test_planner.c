@@ -1557,6 +1557,32 @@ test_gpu_prompt_model(void)
     tap_ok(ms[2] / 8192 > 1.1 * ms[0] / 1024,
            "8,192 tokens cost %.2f us a token, 1,024 %.2f: attention and indexer grow",
            ms[2] / 8.192, ms[0] / 1.024);
+
+    /* a run's prompt (mt_plan_predict_prompt): one chunk is the plan's own prediction; eight
+       chunks of 1,024 cost more than eight first chunks (later rows see more keys), and as
+       much as one step of 8,192 within 1% (this all-GPU plan is bound by arithmetic, which the
+       chunks divide without adding to it: each row's attention at its position either way) */
+    struct mt_plan *plan = NULL;
+    double one = 0.0, eight = 0.0, odd = 0.0;
+    hw.learned.reports = 0;
+    hw.learned.gpu_prefill_eff = 0;
+    b.prefill_batch = 1024;
+    if (mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan) != MT_OK ||
+        mt_plan_predict_prompt(plan, &cfg, &sz, 1024, 1024, &one) != MT_OK ||
+        mt_plan_predict_prompt(plan, &cfg, &sz, 8192, 1024, &eight) != MT_OK ||
+        mt_plan_predict_prompt(plan, &cfg, &sz, 1500, 1024, &odd) != MT_OK) {
+        tap_ok(false, "a prompt's prediction: %s", mt_last_error());
+        mt_plan_destroy(plan);
+        return;
+    }
+    tap_ok(fabs(one - plan->prefill_ms / 1e3) < 1e-9 * one,
+           "a prompt of one chunk is predicted as the plan's batch: %.4f s", one);
+    tap_ok(eight > 8 * one * 1.05 && fabs(eight - ms[2] / 1e3) < 0.01 * eight && odd > one &&
+               odd < 2 * one,
+           "8,192 tokens in chunks of 1,024: %.4f s, more than 8 first chunks (%.4f), one step of "
+           "8,192 within 1%% (%.4f); 1,500 tokens between one and two chunks (%.4f)", eight,
+           8 * one, ms[2] / 1e3, odd);
+    mt_plan_destroy(plan);
 }
 
 int

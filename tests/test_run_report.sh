@@ -76,10 +76,12 @@ jq -e --slurpfile p "$tmp/mix.json" '
 ok $? "the predicted numbers are the plan file's"
 jq -e 'def near(a; b): (a - b | fabs) <= 1e-6 * ([a, b] | map(fabs) | max);
     near(.ratio.decode_tok_s; .decode.tok_s / .predicted.decode_tok_s) and
+    .predicted.prompt_tok_s > 0 and
+    near(.ratio.prefill_tok_s; .prefill.tok_s / .predicted.prompt_tok_s) and
     near(.ratio.tiers.nvme.ms_per_token;
          .decode.tiers.nvme.ms_per_token / .predicted.tiers.nvme.ms_per_token) and
     .ratio.tiers.gpu.ms_per_token == null' "$tmp/r.json" >/dev/null
-ok $? "ratios are measured over predicted"
+ok $? "ratios are measured over predicted (prefill over the prediction for this prompt)"
 grep -q '^mt: report: prefill 25 tokens, .* tok/s (plan .*, ratio .*); decode 5 tokens' \
     "$tmp/err" &&
     grep -q '^mt: report: decode .* plan: experts/tok' "$tmp/err" &&

@@ -17,6 +17,7 @@
 #endif
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -274,6 +275,35 @@ main_phase(const struct mt_cli_report *r)
     return r->decode.tokens > 0 ? &r->decode : &r->prefill;
 }
 
+/*
+ * The plan's prediction for this run's prompt as the engine ran it, tok/s (0: none): its tokens
+ * from position 0 in the GPU engine's prompt chunks (the CPU engine takes a prompt in one step),
+ * each chunk's MoE step at its own size and its rows' attention at their positions
+ * (mt_plan_predict_prompt). The plan's own prefill_tok_s is one chunk from position 0: a
+ * 1,024-token prompt on a plan predicted at 2,048-token chunks ran at 0.42 of it (hetero-h200.md,
+ * session 38) without being slow for what it was.
+ */
+static double
+prompt_tok_s(const struct mt_cli_report *r, const struct mt_plan *p)
+{
+    struct mt_model_sizes sz;
+    int chunk = 0;
+    double s = 0.0;
+
+    if (p == NULL || r->prefill.tokens <= 0 || mt_model_sizes_of(r->e->model, &sz) != MT_OK) {
+        return 0.0;
+    }
+    (void)mt_engine_device_work_bytes(r->e->engine, &chunk);
+    if (chunk <= 0) {
+        chunk = (int)MT_MIN(r->prefill.tokens, (long)INT_MAX);
+    }
+    if (mt_plan_predict_prompt(p, &r->e->model->cfg, &sz, r->prefill.tokens, chunk, &s) != MT_OK ||
+        !(s > 0)) {
+        return 0.0;
+    }
+    return (double)r->prefill.tokens / s;
+}
+
 /* ---- text ----------------------------------------------------------------------------------- */
 
 static void
@@ -298,7 +328,9 @@ mt_cli_report_print(const struct mt_cli_report *r, FILE *f)
     m = mph == &r->decode ? &dec : &pre;
     fprintf(f, "mt: report: prefill %ld tokens, %.2f tok/s", r->prefill.tokens, pre.tok_s);
     if (p != NULL) {
-        print_ratio(f, pre.tok_s, p->prefill_tok_s);
+        double pt = prompt_tok_s(r, p);
+
+        print_ratio(f, pre.tok_s, pt > 0 ? pt : p->prefill_tok_s);
     }
     fprintf(f, "; decode %ld tokens, %.2f tok/s", r->decode.tokens, dec.tok_s);
     if (p != NULL) {
@@ -521,8 +553,9 @@ phase_json(const struct mt_cli_report *r, const struct mt_cli_report_phase *ph)
 }
 
 static json_t *
-predicted_json(const struct mt_plan *p)
+predicted_json(const struct mt_cli_report *r, const struct mt_plan *p)
 {
+    double pt = prompt_tok_s(r, p);
     json_t *o = json_object();
     json_t *hw = json_object();
     json_t *tiers = json_object();
@@ -533,6 +566,7 @@ predicted_json(const struct mt_plan *p)
              p->prefill_not_modelled[0] == '\0' ? json_real(p->prefill_tok_s) : json_null()) &&
          ok;
     ok = set(o, "prefill_batch", json_integer(p->budget.prefill_batch)) && ok;
+    ok = set(o, "prompt_tok_s", pt > 0 ? json_real(pt) : json_null()) && ok;
     ok = set(o, "bottleneck", json_string(p->bottleneck)) && ok;
     ok = set(o, "hardware", hw) && ok;
     ok = set(hw, "source", mt_json_text(p->hw_source)) && ok;
@@ -589,11 +623,9 @@ ratio_json(const struct mt_cli_report *r, const struct mt_plan *p)
         set(o, "decode_tok_s",
             r->decode.tokens > 0 && p->decode_tok_s > 0 ? json_real(ratio(m.tok_s, p->decode_tok_s))
                                                         : json_null());
+    double pt = prompt_tok_s(r, p);
     ok = set(o, "prefill_tok_s",
-             p->prefill_tok_s > 0 && r->prefill.tokens > 0
-                 ? json_real(ratio(pre.tok_s, p->prefill_tok_s))
-                 : json_null()) &&
-         ok;
+             pt > 0 ? json_real(ratio(pre.tok_s, pt)) : json_null()) && ok;
     ok = set(o, "tiers", tiers) && ok;
     for (int t = 0; ok && t < MT_TIER_COUNT; t++) {
         double pm = p->tier[t].ms_per_token;
@@ -637,7 +669,7 @@ report_json(const struct mt_cli_report *r)
     ok = set(o, "always_on_bytes_per_token", json_integer((json_int_t)sz.token_bytes_always)) && ok;
     ok = set(o, "prefill", phase_json(r, &r->prefill)) && ok;
     ok = set(o, "decode", phase_json(r, &r->decode)) && ok;
-    ok = set(o, "predicted", p != NULL ? predicted_json(p) : json_null()) && ok;
+    ok = set(o, "predicted", p != NULL ? predicted_json(r, p) : json_null()) && ok;
     ok = set(o, "ratio", p != NULL ? ratio_json(r, p) : json_null()) && ok;
     if (!ok) {
         json_decref(o);

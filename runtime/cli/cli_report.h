@@ -27,6 +27,7 @@
  *     "always_on_bytes_per_token": N,
  *     "prefill": PHASE, "decode": PHASE,
  *     "predicted": null | { "decode_tok_s": x, "prefill_tok_s": x|null, "prefill_batch": n,
+ *                           "prompt_tok_s": x|null,   (this run's prompt, below)
  *                           "bottleneck": "...", "hardware": { "source": "...",
  *                           "hbm_gbps": x, "dram_gbps": x, "cpu_eff": x, "pcie_gbps": x,
  *                           "disk_gbps": x, "gpu_eff": x, "disk_eff": x, "host_layer_ms": x,
@@ -53,7 +54,10 @@
  *                                "verify_failures": n, "retries": n } }
  * "graph_steps" are forwards replayed as CUDA graphs (GPU engine), "graph_gpu_s" their GPU time.
  * "prompt_flops" are the phase's FLOPs outside routed experts as the planner counts them
- * (planner.h mt_plan_gpu_prompt_flops).
+ * (planner.h mt_plan_gpu_prompt_flops). The plan's "prefill_tok_s" is one prompt chunk from
+ * position 0; "prompt_tok_s" is its prediction for this run's prompt as the engine ran it (its
+ * chunks, their MoE steps at their sizes, their rows' attention at their positions, uniform
+ * routing: planner.h mt_plan_predict_prompt), and the prefill ratio is measured over it.
  * "runs" are (layer step, expert) computations, "pairs" (token, expert) pairs: the pairs of all
  * tiers sum to k x MoE layers x engine_tokens (the tokens the engine ran in the phase), and
  * bytes = runs x expert_bytes.

@@ -450,6 +450,37 @@ auto_gpu_reserve(const struct mt_model_config *cfg, const struct mt_model_sizes 
     return MT_MAX(r1, w);
 }
 
+/*
+ * The always-on part of one prompt step of rows [start, start + rows): the weights read once at
+ * the GPU's rate (the CPU's without a GPU) or their arithmetic, whichever is longer. On the GPU
+ * engine the arithmetic as it computes it (gpu_prefill.c: attention and indexer over the rows'
+ * keys, lm_head once); the CPU engine's is the weights' FLOPs a row (attention not modelled).
+ */
+static double
+prompt_always_s(const struct mt_plan_problem *pb, const struct mt_model_config *cfg,
+                const struct mt_model_sizes *sizes, bool gpu, int64_t start, int64_t rows)
+{
+    static const int roles[] = {MT_ROLE_ATTN,          MT_ROLE_INDEXER, MT_ROLE_DENSE_MLP,
+                                MT_ROLE_SHARED_EXPERT, MT_ROLE_ROUTER,  MT_ROLE_HEAD,
+                                MT_ROLE_NORM};
+    double read_s = (double)sizes->token_bytes_always /
+                    (gpu ? pb->rate[MT_SRC_GPU_MEM] : pb->rate[MT_SRC_CPU_MEM]);
+    double flop_rate = gpu ? pb->rate[MT_SRC_GPU_FLOP] : pb->rate[MT_SRC_CPU_FLOP];
+    double flops = 0.0;
+
+    if (gpu) {
+        double ak, ik;
+
+        mt_plan_prompt_keys(start, rows, cfg->index_topk, &ak, &ik);
+        flops = mt_plan_gpu_prompt_flops(cfg, sizes, (double)rows, ak, ik, 1);
+    } else {
+        for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++) {
+            flops += 2.0 * (double)sizes->params[roles[i]] * (double)rows;
+        }
+    }
+    return flop_rate > 0 ? MT_MAX(read_s, flops / flop_rate) : read_s;
+}
+
 mt_status_t
 mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *sizes,
               const struct mt_hwprofile *hw, const struct mt_plan_budget *budget,
@@ -467,8 +498,6 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
     double sampled_s = 0.0;
     double src_s[S_];
     double limit_s[S_];
-    double always_flops = 0.0;
-    uint64_t always_params = 0;
     mt_status_t st;
 
     if (L <= 0 || L > MT_MAX_LAYERS || E <= 0 || budget->prefill_batch < 0 ||
@@ -771,30 +800,11 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
         memcpy(plan->prefill_tiers + (size_t)moe[i] * E, t + (size_t)i * E, (size_t)E);
     }
     {
-        static const int roles[] = {MT_ROLE_ATTN,          MT_ROLE_INDEXER, MT_ROLE_DENSE_MLP,
-                                    MT_ROLE_SHARED_EXPERT, MT_ROLE_ROUTER,  MT_ROLE_HEAD,
-                                    MT_ROLE_NORM};
-        double always_rate = hw->gpu.present ? pb.rate[MT_SRC_GPU_MEM] : pb.rate[MT_SRC_CPU_MEM];
         double flop_rate = hw->gpu.present ? pb.rate[MT_SRC_GPU_FLOP] : pb.rate[MT_SRC_CPU_FLOP];
-        double always_s;
+        /* a prompt of one batch from position 0 */
+        double always_s =
+            prompt_always_s(&pb, cfg, sizes, hw->gpu.present, 0, plan->budget.prefill_batch);
 
-        for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++) {
-            always_params += sizes->params[roles[i]];
-        }
-        always_flops = 2.0 * (double)always_params * plan->budget.prefill_batch;
-        if (hw->gpu.present) {
-            /* a prompt of one batch from position 0: its attention and indexer too, lm_head
-               once (gpu_prefill.c) */
-            double ak, ik;
-
-            mt_plan_prompt_keys(0, plan->budget.prefill_batch, cfg->index_topk, &ak, &ik);
-            always_flops =
-                mt_plan_gpu_prompt_flops(cfg, sizes, plan->budget.prefill_batch, ak, ik, 1);
-        }
-        always_s = (double)sizes->token_bytes_always / always_rate;
-        if (flop_rate > 0) {
-            always_s = MT_MAX(always_s, always_flops / flop_rate);
-        }
         plan->prefill_ms = (always_s + step_s) * 1e3;
         plan->prefill_tok_s = plan->budget.prefill_batch / (always_s + step_s);
         prefill_unmodelled(&pb, t, (size_t)n_moe * E, flop_rate, hw->gpu.present,
@@ -917,5 +927,65 @@ mt_plan_repredict_decode(const struct mt_plan *plan, const struct mt_trace *trac
     }
     free(t);
     free(prob);
+    return st;
+}
+
+mt_status_t
+mt_plan_predict_prompt(const struct mt_plan *plan, const struct mt_model_config *cfg,
+                       const struct mt_model_sizes *sizes, int64_t tokens, int chunk,
+                       double *seconds)
+{
+    const struct mt_plan_rates r = {
+        .cpu_eff = plan->budget.cpu_eff,
+        .gpu_eff = plan->gpu_eff > 0 ? plan->gpu_eff : 1.0,
+        .disk_eff = plan->disk_eff > 0 ? plan->disk_eff : 1.0,
+        .host_layer_ms = plan->host_layer_ms,
+    };
+    bool gpu = plan->hbm_gbps > 0;
+    struct mt_plan_problem pb;
+    double *prob = NULL;
+    uint8_t *t = NULL;
+    uint8_t *tc = NULL;
+    mt_status_t st;
+
+    *seconds = 0.0;
+    if (tokens <= 0 || chunk <= 0 || plan->prefill_not_modelled[0] != '\0' ||
+        !(r.cpu_eff > 0)) {
+        return MT_OK; /* nothing to predict, or a plan that could not predict prefill */
+    }
+    if ((st = replan_problem(plan, NULL, &r, &pb, &prob, &t)) != MT_OK) {
+        return st;
+    }
+    pb.cpu_run_rate = plan->cpu_prefill_gbps * 1e9 * plan->cpu_prefill_eff;
+    pb.cpu_token_flop_rate = plan->cpu_prefill_gflops * 1e9 * plan->cpu_prefill_eff;
+    if ((tc = malloc((size_t)pb.n_layers * pb.n_experts + 1)) == NULL) {
+        st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate a prompt's prediction");
+    }
+    /* chunk by chunk: the full ones share one MoE step's cost, the last may be shorter */
+    double full_s = -1.0;
+    for (int64_t c0 = 0; st == MT_OK && c0 < tokens; c0 += chunk) {
+        int64_t rows = MT_MIN((int64_t)chunk, tokens - c0);
+        double step_s = 0.0;
+
+        if (rows == chunk && full_s >= 0) {
+            step_s = full_s;
+        } else if (rows > 1) {
+            memcpy(tc, t, (size_t)pb.n_layers * pb.n_experts);
+            pb.batch = (int)rows;
+            st = mt_plan_prefill_tiers(&pb, tc);
+            st = st == MT_OK ? mt_plan_problem_evaluate(&pb, tc, &step_s, NULL, NULL) : st;
+            full_s = rows == chunk ? step_s : full_s;
+        } else {
+            pb.batch = 1;
+            st = mt_plan_problem_evaluate(&pb, t, &step_s, NULL, NULL);
+        }
+        *seconds += step_s + prompt_always_s(&pb, cfg, sizes, gpu, c0, rows);
+    }
+    free(tc);
+    free(t);
+    free(prob);
+    if (st != MT_OK) {
+        *seconds = 0.0;
+    }
     return st;
 }

@@ -461,6 +461,18 @@ mt_status_t mt_plan_repredict_decode(const struct mt_plan *plan, const struct mt
                                      const struct mt_plan_rates *r, double *decode_s,
                                      double *host_layers);
 
+/*
+ * The time of a prompt of `tokens` tokens from position 0 run in steps of `chunk` tokens (the GPU
+ * engine's prompt chunk; the CPU engine takes a prompt in one step) by plan's placement and own
+ * rates, under uniform routing: each step's MoE at its own size (the compute choice the GPU engine
+ * makes for it, mt_plan_prefill_tiers) and its rows' always-on work at their positions (with a GPU,
+ * attention over the keys each row sees). What a run report compares a prompt with, whatever its
+ * length; *seconds is 0 where the plan predicts no prefill. MT_ERR_NOMEM.
+ */
+mt_status_t mt_plan_predict_prompt(const struct mt_plan *plan, const struct mt_model_config *cfg,
+                                   const struct mt_model_sizes *sizes, int64_t tokens, int chunk,
+                                   double *seconds);
+
 /* ---- plan files (plan_file.c) -------------------------------------------------------------- */
 
 /* Write plan as JSON (format above). MT_ERR_IO naming the path. */
