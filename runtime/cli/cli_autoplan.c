@@ -426,8 +426,9 @@ mt_cli_plan_print(FILE *out, const struct mt_plan *p)
         fprintf(out, "\n");
     }
     if (have_gpu && p->gpu_prefill_eff > 0) {
-        fprintf(out, "GPU prefill: a prompt's products, attention and indexer x %d (BF16X3) at %.0f "
-                "TFLOPS x %.3f (%s)\n", MT_PLAN_GPU_PASSES, p->gpu_tflops, p->gpu_prefill_eff,
+        fprintf(out, "GPU prefill: a prompt's products, attention and indexer x %d (BF16X3) at "
+                "%.0f TFLOPS x %.3f (%s)\n", MT_PLAN_GPU_PASSES, p->gpu_tflops,
+                p->gpu_prefill_eff,
                 p->gpu_prefill_eff != MT_PLAN_GPU_PREFILL_EFF ? "learned" : "assumed: the H200's");
     }
     if ((p->gpu_eff > 0 && p->gpu_eff != 1) || (p->disk_eff > 0 && p->disk_eff != 1)) {
@@ -539,9 +540,9 @@ mt_cli_plan_print(FILE *out, const struct mt_plan *p)
     fprintf(out, "             in prefill %d of %d DRAM experts are copied to the GPU, NVMe "
             "experts are computed\n             on the %s; %s\n",
             moved, dram, have_gpu && p->pcie_gbps > 0 && p->dram_gbps <= 0 ? "GPU" : "CPU",
-            have_gpu && p->gpu_prefill_eff > 0 ? "a prompt of one batch from position 0"
-                                   : "attention FLOPs beyond 2 x params per token are not "
-                                     "modeled");
+            have_gpu && p->gpu_prefill_eff > 0
+                ? "a prompt of one batch from position 0"
+                : "attention FLOPs beyond 2 x params per token are not modeled");
     print_why(out, p);
 }
 

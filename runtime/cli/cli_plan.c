@@ -135,7 +135,8 @@ struct learned_sum {
     double disk_b, disk_s, disk_ref;
     double gpu_b, gpu_s, gpu_ref;
     double pre_model_s, pre_s; /* the CPU's prefill runs: their time by the model, measured */
-    double gpre_model_s, gpre_s; /* GPU prompts: their time by the model at efficiency 1, measured */
+    double gpre_model_s, gpre_s; /* GPU prompts: their time by the model at efficiency 1,
+                                    measured */
 };
 
 /* report[a][b][c] as a number, 0 when absent or not a number. */
@@ -247,8 +248,8 @@ learn_gpu_prefill(json_t *root, double streamed, const char *path, struct learne
                      num_at(tiers, "dram-pcie", "bytes", NULL) +
                      num_at(tiers, "nvme", "bytes", NULL);
 
-    if (dev == NULL || strcmp(dev, "gpu") != 0 || !(tflops > 0 && hbm > 0 && flops > 0 && secs > 0) ||
-        off_gpu > 0 || streamed > 0) {
+    if (dev == NULL || strcmp(dev, "gpu") != 0 ||
+        !(tflops > 0 && hbm > 0 && flops > 0 && secs > 0) || off_gpu > 0 || streamed > 0) {
         return;
     }
     double model_s = flops * MT_PLAN_GPU_PASSES / (tflops * 1e12); /* at efficiency 1 */
@@ -257,7 +258,7 @@ learn_gpu_prefill(json_t *root, double streamed, const char *path, struct learne
     }
     printf("learned    : GPU prefill %.1f TFLOP x %d products in %.3f s = %.3f of %.0f TFLOPS "
            "(the plan's %.3f; %s)\n", flops * 1e-12, MT_PLAN_GPU_PASSES, secs, model_s / secs,
-           tflops, eff, path);
+           tflops, eff > 0 ? eff : MT_PLAN_GPU_PREFILL_EFF, path);
     sum->gpre_model_s += model_s;
     sum->gpre_s += secs;
 }

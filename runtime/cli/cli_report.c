@@ -280,8 +280,8 @@ main_phase(const struct mt_cli_report *r)
  * from position 0 in the GPU engine's prompt chunks (the CPU engine takes a prompt in one step),
  * each chunk's MoE step at its own size and its rows' attention at their positions
  * (mt_plan_predict_prompt). The plan's own prefill_tok_s is one chunk from position 0: a
- * 1,024-token prompt on a plan predicted at 2,048-token chunks ran at 0.42 of it (hetero-h200.md,
- * session 38) without being slow for what it was.
+ * 1,024-token prompt on a plan predicted at 2,048-token chunks ran at 0.40-0.46 of it, and at
+ * 0.66-0.76 of its own prediction (hetero-h200.md, session 38).
  */
 static double
 prompt_tok_s(const struct mt_cli_report *r, const struct mt_plan *p)
