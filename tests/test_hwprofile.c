@@ -9,6 +9,7 @@
 #include "runtime/plan/hwprofile.h"
 #include "tests/tap.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,7 +131,7 @@ main(void)
     const char *dir = tap_tmpdir();
     mt_status_t st;
 
-    tap_plan(33);
+    tap_plan(37);
     mt_log_set_quiet(true);
 
     fill(&a);
@@ -238,7 +239,7 @@ main(void)
     }
     a.learned = (struct mt_hw_learned){
         .reports = 2, .cpu_expert_eff = 0.3125, .disk_eff = 0.75, .cpu_prefill_eff = 0.625,
-        .from = "runs/r.json"};
+        .gpu_prefill_eff = 0.375, .from = "runs/r.json"};
     st = mt_hwprofile_save(&a, path);
     if (st == MT_OK) {
         memset(&b, 0, sizeof(b));
@@ -246,7 +247,7 @@ main(void)
     }
     tap_ok(st == MT_OK && b.learned.reports == 2 && b.learned.cpu_expert_eff == 0.3125 &&
                b.learned.disk_eff == 0.75 && b.learned.gpu_eff == 0 &&
-               b.learned.cpu_prefill_eff == 0.625 &&
+               b.learned.cpu_prefill_eff == 0.625 && b.learned.gpu_prefill_eff == 0.375 &&
                strcmp(b.learned.from, "runs/r.json") == 0 && same(&a, &b),
            "the learned efficiencies round-trip");
     tap_ok(fails("{\"version\": 1, \"learned\": {\"cpu_expert_eff\": 2.5}}", MT_ERR_FORMAT,
@@ -261,6 +262,28 @@ main(void)
     tap_ok(st == MT_OK && b.learned.cpu_expert_eff == 1.17 && b.learned.host_layer_ms == 0.6,
            "a learned efficiency of 1.17 (the kernels beat the quick ceiling) and a host wait "
            "load");
+
+    tap_ok(fails("{\"version\": 1, \"learned\": {\"gpu_prefill_eff\": 2.5}}", MT_ERR_FORMAT,
+                 "'learned.gpu_prefill_eff' is 2.5, above 2"),
+           "a learned GPU prefill efficiency above 2 is refused");
+
+    /* the CPU's prefill runs from two batches: 352 MB and 0.7 GFLOP a token of 8 experts */
+    double gbps, gflops;
+    bool fit = mt_hw_fit_expert_prefill(0.004 + 32 * 1e-4, 32, 0.004 + 256 * 1e-4, 256, 352e6,
+                                        0.7e9, 90, &gbps, &gflops);
+    tap_ok(fit && fabs(gbps - 88) < 1e-9 * 88 && fabs(gflops - 7000) < 1e-9 * 7000,
+           "AMX-like runs (4 ms + 0.1 ms a token): %.1f GB/s of weights, %.0f GFLOP/s", gbps,
+           gflops);
+    /* 2 AVX-512 cores (cli_bench.c): bound by the products from 32 tokens, the line crosses 0 */
+    fit = mt_hw_fit_expert_prefill(0.21858, 32, 1.77475, 256, 352e6, 0.7e9, 30.66, &gbps, &gflops);
+    tap_ok(fit && fabs(gbps - 30.66) < 1e-9 * 30.66 &&
+               fabs(gflops - 0.7e9 * 256 / (1.77475 - 352e6 / 30.66e9) * 1e-9) < 1e-6,
+           "FMA-bound runs: the weights at the decode rate (%.2f GB/s), the rest products "
+           "(%.1f GFLOP/s)", gbps, gflops);
+    tap_ok(!mt_hw_fit_expert_prefill(0.21858, 32, 1.77475, 256, 352e6, 0.7e9, 0, &gbps, &gflops) &&
+               !mt_hw_fit_expert_prefill(0.5, 32, 0.4, 256, 352e6, 0.7e9, 30, &gbps, &gflops) &&
+               gbps == 0 && gflops == 0,
+           "no fit without a decode rate for FMA-bound runs, nor where more tokens took less time");
 
     a.version = 7;
     st = mt_hwprofile_save(&a, path);

@@ -414,15 +414,19 @@ run_dram(struct bench *b)
  * keeps them as rates (cpu.expert_prefill_gbps, _gflops). A prompt chunk of 1,024 tokens gives
  * an expert ~32 of them (8 of 256 experts a token), where the fixed part is most of the time
  * (on the GPU test machine's Xeon, AMX: 2.8 TFLOP/s at 32 tokens, 6.2 at 2,048;
- * bench/results/cpu-experts.md). A fit that comes out without a positive rate for either part
- * (noise on a busy machine) is not recorded.
+ * bench/results/cpu-experts.md). Without AMX the FMA kernels are bound by the products from 32
+ * tokens on, and the line through the two points crosses zero (2 AVX-512 cores: 218.6 ms at 32
+ * tokens, 1,774.8 at 256); there the fixed part is the weights read at the decode kernels' rate
+ * (mt_hw_fit_expert_prefill), which the profile recorded nothing for before (plans then took the
+ * FMA peak for the products, 2.6x the kernels' 101 GFLOP/s there). A fit that comes out without
+ * a positive rate for either part (noise on a busy machine) is not recorded.
  */
 #define PREFILL_FEW 32
 #define PREFILL_MANY 256
 
 static mt_status_t
 run_cpu_experts_prefill(struct bench *b, struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe,
-                        enum mt_cpu_level level, int threads)
+                        enum mt_cpu_level level, int threads, double decode_gbps)
 {
     static const int tokens[2] = {PREFILL_FEW, PREFILL_MANY};
     double sec[2];
@@ -452,13 +456,16 @@ run_cpu_experts_prefill(struct bench *b, struct mt_cpu_expert_pool *pool, struct
     }
     double per_token = (sec[1] - sec[0]) / (PREFILL_MANY - PREFILL_FEW);
     double fixed = sec[0] - PREFILL_FEW * per_token;
+    struct mt_hw_cpu *cpu = &b->prof->cpu;
 
-    if (per_token > 0 && fixed > 0) {
-        b->prof->cpu.expert_prefill_gbps = bytes / fixed * 1e-9;
-        b->prof->cpu.expert_prefill_gflops = flops_per_token / per_token * 1e-9;
+    if (mt_hw_fit_expert_prefill(sec[0], PREFILL_FEW, sec[1], PREFILL_MANY, bytes,
+                                 flops_per_token, decode_gbps, &cpu->expert_prefill_gbps,
+                                 &cpu->expert_prefill_gflops)) {
         fprintf(stderr, "bench: cpu: experts in prefill: each run %.1f GB/s of its weights, "
-                "then %.0f GFLOP/s of products\n", b->prof->cpu.expert_prefill_gbps,
-                b->prof->cpu.expert_prefill_gflops);
+                "then %.0f GFLOP/s of products%s\n", cpu->expert_prefill_gbps,
+                cpu->expert_prefill_gflops,
+                fixed > 0 ? "" : " (bound by the products from 8 x 32 tokens: the weights' "
+                                 "read taken at the decode kernels' rate)");
     } else {
         mt_log_warn("bench: the CPU experts' prefill timings do not fit a fixed + per-token "
                     "cost (%.2f ms at %d tokens, %.2f at %d: a busy machine?); the profile "
@@ -523,7 +530,8 @@ run_cpu_experts(struct bench *b)
                 100.0 * b->prof->cpu.expert_eff);
     }
     if (st == MT_OK) {
-        st = run_cpu_experts_prefill(b, pool, moe, level, mt_cpu_team_size(team));
+        st = run_cpu_experts_prefill(b, pool, moe, level, mt_cpu_team_size(team),
+                                     t.bytes / t.median_s * 1e-9);
     }
     mt_cpu_expert_pool_destroy(pool);
     mt_cpu_moe_destroy(moe);

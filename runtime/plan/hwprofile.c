@@ -813,3 +813,31 @@ mt_hwprofile_cache_save(const struct mt_hwprofile *p, const char *path)
 
     return st != MT_OK ? st : mt_hwprofile_save(p, path);
 }
+
+bool
+mt_hw_fit_expert_prefill(double s1, int m1, double s2, int m2, double bytes, double flops,
+                         double decode_gbps, double *gbps, double *gflops)
+{
+    double per_token = m2 > m1 ? (s2 - s1) / (m2 - m1) : 0.0;
+    double fixed = s1 - m1 * per_token;
+
+    *gbps = 0.0;
+    *gflops = 0.0;
+    if (!(bytes > 0 && flops > 0 && per_token > 0)) {
+        return false;
+    }
+    if (!(fixed > 0)) {
+        /* products-bound from the smaller batch: the weights' read as the decode kernels do it */
+        if (!(decode_gbps > 0)) {
+            return false;
+        }
+        fixed = bytes / (decode_gbps * 1e9);
+        per_token = (s2 - fixed) / m2;
+        if (!(per_token > 0)) {
+            return false;
+        }
+    }
+    *gbps = bytes / fixed * 1e-9;
+    *gflops = flops / per_token * 1e-9;
+    return true;
+}

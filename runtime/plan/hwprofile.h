@@ -237,4 +237,17 @@ double mt_hwprofile_disk_total_gbps(const struct mt_hwprofile *p);
 /* Name of one MT_HW_ISA_* bit ("avx512f"), NULL for an unknown bit. */
 const char *mt_hw_isa_name(unsigned bit);
 
+/*
+ * The CPU's expert runs in prefill (cpu.expert_prefill_gbps and _gflops) from one step of
+ * experts timed at m1 < m2 tokens each (s1, s2 seconds; `bytes` the step's weights, `flops` its
+ * products a token): fixed + m x per-token through both points, the fixed part as the weights'
+ * GB/s, the per-token part as GFLOP/s. Where the smaller batch is already bound by the products
+ * (the line crosses zero: a CPU without AMX, whose FMA kernels spend as long a token at 32 tokens
+ * as at 256), the fixed part is the weights read at the decode kernels' rate (decode_gbps, 0:
+ * none) and the products the rest of the larger batch. false where no positive pair comes out
+ * (noise on a busy machine, or no decode rate for the products-bound case).
+ */
+bool mt_hw_fit_expert_prefill(double s1, int m1, double s2, int m2, double bytes, double flops,
+                              double decode_gbps, double *gbps, double *gflops);
+
 #endif /* MT_HWPROFILE_H */
