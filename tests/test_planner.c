@@ -415,6 +415,8 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
          "field 'hardware.gpu_eff' must be an efficiency in (0, 2] (got 0)"},
         {"\"cpu_prefill_eff\": ", PATCH_VALUE, "\"cpu_prefill_eff\": 2.5", NULL, NULL,
          "field 'hardware.cpu_prefill_eff' must be an efficiency"},
+        {"\"gpu_prefill_eff\": ", PATCH_VALUE, "\"gpu_prefill_eff\": -1", NULL, NULL,
+         "field 'hardware.gpu_prefill_eff' must be an efficiency in (0, 2] (got -1)"},
         /* 0 where it means none: a prediction a hand-made plan does not have */
         {"\"decode_ms_mean_load\": ", PATCH_VALUE, "\"decode_ms_mean_load\": 0", NULL, NULL, NULL},
         /* an optional number left out takes its default */
