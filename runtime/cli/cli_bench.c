@@ -423,12 +423,13 @@ run_dram(struct bench *b)
  */
 #define PREFILL_FEW 32
 #define PREFILL_MANY 256
+#define PREFILL_MANY_QUICK 128 /* --quick: a 2-core AVX2 box takes ~1 s a step of 256 */
 
 static mt_status_t
 run_cpu_experts_prefill(struct bench *b, struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe,
                         enum mt_cpu_level level, int threads, double decode_gbps)
 {
-    static const int tokens[2] = {PREFILL_FEW, PREFILL_MANY};
+    const int tokens[2] = {PREFILL_FEW, b->o.quick ? PREFILL_MANY_QUICK : PREFILL_MANY};
     double sec[2];
     double bytes = 0.0, flops_per_token = 0.0;
 
@@ -439,7 +440,7 @@ run_cpu_experts_prefill(struct bench *b, struct mt_cpu_expert_pool *pool, struct
         mt_status_t st;
 
         fprintf(stderr, "bench: cpu: FP8 experts in prefill, 8 x %d tokens...\n", tokens[i]);
-        st = mt_cpu_expert_pool_time(pool, moe, 0, 0, 8, tokens[i], 5, &t);
+        st = mt_cpu_expert_pool_time(pool, moe, 0, 0, 8, tokens[i], b->o.quick ? 2 : 5, &t);
         if (st != MT_OK) {
             return st;
         }
@@ -454,23 +455,23 @@ run_cpu_experts_prefill(struct bench *b, struct mt_cpu_expert_pool *pool, struct
         bytes = t.bytes;
         flops_per_token = t.flops / tokens[i];
     }
-    double per_token = (sec[1] - sec[0]) / (PREFILL_MANY - PREFILL_FEW);
-    double fixed = sec[0] - PREFILL_FEW * per_token;
+    double per_token = (sec[1] - sec[0]) / (tokens[1] - tokens[0]);
+    double fixed = sec[0] - tokens[0] * per_token;
     struct mt_hw_cpu *cpu = &b->prof->cpu;
 
-    if (mt_hw_fit_expert_prefill(sec[0], PREFILL_FEW, sec[1], PREFILL_MANY, bytes,
+    if (mt_hw_fit_expert_prefill(sec[0], tokens[0], sec[1], tokens[1], bytes,
                                  flops_per_token, decode_gbps, &cpu->expert_prefill_gbps,
                                  &cpu->expert_prefill_gflops)) {
         fprintf(stderr, "bench: cpu: experts in prefill: each run %.1f GB/s of its weights, "
                 "then %.0f GFLOP/s of products%s\n", cpu->expert_prefill_gbps,
                 cpu->expert_prefill_gflops,
-                fixed > 0 ? "" : " (bound by the products from 8 x 32 tokens: the weights' "
+                fixed > 0 ? "" : " (bound by the products from 32 tokens: the weights' "
                                  "read taken at the decode kernels' rate)");
     } else {
         mt_log_warn("bench: the CPU experts' prefill timings do not fit a fixed + per-token "
                     "cost (%.2f ms at %d tokens, %.2f at %d: a busy machine?); the profile "
                     "records no prefill rates and plans use the FLOP rate", sec[0] * 1e3,
-                    PREFILL_FEW, sec[1] * 1e3, PREFILL_MANY);
+                    tokens[0], sec[1] * 1e3, tokens[1]);
     }
     return MT_OK;
 }
@@ -502,9 +503,13 @@ run_cpu_experts(struct bench *b)
     if (st != MT_OK) {
         return st;
     }
-    /* 4x the LLC at least, 64 experts (2.8 GB) at most, 1/4 of DRAM at most */
+    /* 64 experts (2.8 GB), at most 1/4 of DRAM; --quick: twice the LLC and a step more (16 at
+       least), so each step's 8 still come from DRAM (every expert once before any repeats) */
     n = (int)MT_MIN(64.0, (double)tp.mem_bytes / 4 / per);
-    n = MT_MAX(n, MT_MIN(8, (int)(4.0 * (double)tp.l3_bytes / per) + 8));
+    if (b->o.quick) {
+        n = MT_MIN(n, MT_MAX(16, (int)(2.0 * (double)tp.l3_bytes / per) + 9));
+    }
+    n = MT_MAX(n, 8);
     fprintf(stderr, "bench: cpu: FP8 experts (%s kernels), 8 of %d per step...\n",
             mt_cpu_level_name(level), n);
     st = mt_cpu_team_create(-1, 0, &team);
@@ -516,7 +521,7 @@ run_cpu_experts(struct bench *b)
         st = mt_cpu_expert_pool_create(team, MT_DTYPE_F8_E4M3, n, 7168, 2048, &pool);
     }
     if (st == MT_OK) {
-        st = mt_cpu_expert_pool_time(pool, moe, 0, 1, 8, 0, 10, &t);
+        st = mt_cpu_expert_pool_time(pool, moe, 0, 1, 8, 0, b->o.quick ? 4 : 10, &t);
     }
     if (st == MT_OK) {
         snprintf(shape, sizeof(shape), "fp8 %s, 8 x 7168x2048x3, %d thr",
@@ -579,8 +584,8 @@ run_cpu(struct bench *b)
     } else {
         fprintf(stderr, "bench: cpu: no AMX-BF16 on this CPU: skipped\n");
     }
-    if (!b->o.quick && b->prof->cpu.read_ceiling_gbps > 0) {
-        return run_cpu_experts(b);
+    if (b->prof->cpu.read_ceiling_gbps > 0) {
+        return run_cpu_experts(b); /* --quick too: the automatic plan's profile needs them */
     }
     return MT_OK;
 }
