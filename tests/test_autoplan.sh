@@ -6,7 +6,7 @@
 # MOETIER_CACHE_DIR or XDG_CACHE_HOME), streams some experts from disk and gives the greedy
 # tokens of all-DRAM; bad profiles, plans that no longer fit and too small budgets are refused
 # with the reason; `moetier plan` with no -m plans the built-in DeepSeek-V3.2. Only the two tests
-# of a cache that cannot be used run the quick bench (a second or two); the others check that
+# of a cache that cannot be used run the quick bench (a few seconds); the others check that
 # nothing was measured.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"

@@ -1,13 +1,14 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
-# test_bench.sh - a smoke run of `moetier bench --only dram,cpu --quick` (about a second): it
-# exits 0, prints the table, writes a version-1 profile and an SVG; bad options exit 2. The disk
+# test_bench.sh - a smoke run of `moetier bench --only dram,cpu --quick` (a few seconds): it
+# exits 0, prints the table, writes a version-1 profile with the CPU expert kernels' rates (the
+# automatic plan's profile is a quick one) and an SVG; bad options exit 2. The disk
 # part on a directory: it measures, never leaves its test file behind (also when interrupted),
 # never removes a file it did not create, and refuses bad paths and sizes with one message.
 # No timing is checked: on a shared CI machine the numbers mean nothing.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 make_tmp bench
-echo "1..21"
+echo "1..22"
 "$bin" bench --only dram,cpu --quick --json "$tmp/p.json" --svg "$tmp/p.svg" \
     >"$tmp/out" 2>"$tmp/err"
 rc=$?
@@ -19,6 +20,10 @@ grep -q '^cpu  *fma' "$tmp/out"
 ok $? "the table has a cpu fma row"
 grep -q '"version": 1' "$tmp/p.json" && grep -q '"triad_gbps"' "$tmp/p.json"
 ok $? "the profile is written with its version"
+grep -q '^cpu  *experts_decode' "$tmp/out" &&
+    grep -Eq '"expert_eff": [0-9.e+-]*[1-9]' "$tmp/p.json" &&
+    grep -Eq '"expert_prefill_gflops": [0-9.e+-]*[1-9]' "$tmp/p.json"
+ok $? "--quick measures the CPU expert kernels: $(grep 'prefill: each run' "$tmp/err" | head -c 120)"
 grep -q '<svg' "$tmp/p.svg" && grep -q 'DRAM triad' "$tmp/p.svg"
 ok $? "the chart is written"
 "$bin" bench --only bogus >/dev/null 2>"$tmp/err2"
