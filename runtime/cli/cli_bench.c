@@ -423,7 +423,7 @@ run_dram(struct bench *b)
  */
 #define PREFILL_FEW 32
 #define PREFILL_MANY 256
-#define PREFILL_MANY_QUICK 128 /* --quick: a 2-core AVX2 box takes ~1 s a step of 256 */
+#define PREFILL_MANY_QUICK 128 /* --quick: 2 AVX-512 cores take ~1.8 s a step of 256 */
 
 static mt_status_t
 run_cpu_experts_prefill(struct bench *b, struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe,
