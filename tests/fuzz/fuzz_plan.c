@@ -13,7 +13,7 @@
  * fuzz-sources: runtime/plan/planner_search.c runtime/plan/trace.c runtime/plan/hwprofile.c
  * fuzz-sources: runtime/model/config.c runtime/base/status.c runtime/base/file_util.c
  * fuzz-sources: runtime/base/json_num.c runtime/base/out_file.c runtime/base/rng.c
- * fuzz-sources: runtime/base/json_text.c runtime/plan/gpu_work.c
+ * fuzz-sources: runtime/base/json_text.c runtime/plan/gpu_work.c runtime/plan/gpu_prefill.c
  */
 #include <config.h>
 
