@@ -33,6 +33,7 @@ int mt_cpu_experts_amx_cadd = 0;
 int mt_cpu_experts_amx_small = 64;
 int mt_cpu_experts_prefill_min_small = MT_CPU_PREFILL_MIN_SMALL;
 int mt_cpu_experts_amx_small_wide = 1;
+int mt_cpu_experts_amx_small_wrap = 1;
 int mt_cpu_experts_prefill_unit = 128;
 int mt_cpu_experts_decode = 0;
 int mt_cpu_experts_dynamic = 1;
@@ -551,6 +552,10 @@ mt_cpu_moe_create(struct mt_cpu_team *team, enum mt_cpu_level level, struct mt_c
     ev = getenv("MT_CPU_AMX_SMALL_WIDE"); /* measurements: mt_cpu_experts_amx_small_wide */
     if (ev != NULL) {
         mt_cpu_experts_amx_small_wide = atoi(ev);
+    }
+    ev = getenv("MT_CPU_AMX_SMALL_WRAP"); /* measurements: mt_cpu_experts_amx_small_wrap */
+    if (ev != NULL) {
+        mt_cpu_experts_amx_small_wrap = atoi(ev);
     }
     ev = getenv("MT_CPU_PREFILL_MIN"); /* measurements: mt_cpu_experts_prefill_min_small */
     if (ev != NULL && atoi(ev) >= 1) {

@@ -160,6 +160,12 @@ extern int mt_cpu_experts_prefill_min_small;
  * benchmarks and tests, like the one above (MT_CPU_AMX_SMALL_WIDE=n).
  */
 extern int mt_cpu_experts_amx_small_wide;
+/*
+ * 1 (default): that kernel's prefetch runs on past a row's end into the same row of the next
+ * block, the order in which it reads the weights; 0: it stops at the row's end (as before
+ * session 39). A knob for measurements (MT_CPU_AMX_SMALL_WRAP=n).
+ */
+extern int mt_cpu_experts_amx_small_wrap;
 
 /* Tests: the next that many kernel workspace allocations fail (as when memory is short). */
 extern _Atomic int mt_cpu_experts_ws_fault;

@@ -195,18 +195,28 @@ store_c16(int ntok, int a0, int m, int nrows, float *y, int64_t ldy)
 /*
  * 64 k of row r (zero past r1) widened to bf16 by the table: the two A-tile rows of the step pair
  * (k 0-7, 16-23, ... and 8-15, 24-31, ...; the file comment) at dst and dst + 2 TILE.
+ *
+ * The prefetch follows the order in which the steps consume the weights: ROW_PF bytes ahead on
+ * the same row, and past the row's end the same row of the next block (`block` rows on), where
+ * the steps go next. Without that wrap (mt_cpu_experts_amx_small_wrap 0) the first ROW_PF bytes
+ * of every row came in as demand misses when its block began: 1/7 of the gate and up rows, half
+ * of the down projection's 2 KB ones; with it the kernel read 15-20% faster at 16-32 tokens and
+ * ~10% at 48 (bench/results/cpu-experts.md, session 39).
  */
 static inline void
-widen_row(const struct mt_cpu_weight *w, int64_t r, int64_t r1, int64_t q, uint16_t *dst,
-          __m512i th0, __m512i th1, __m512i tl0, __m512i tl1)
+widen_row(const struct mt_cpu_weight *w, int64_t r, int64_t r1, int64_t q, int block,
+          uint16_t *dst, __m512i th0, __m512i th1, __m512i tl0, __m512i tl1)
 {
     __m512i v = _mm512_setzero_si512();
 
     if (r < r1) {
         const uint8_t *src = (const uint8_t *)w->data + r * w->cols + 64 * q;
+        int64_t ahead = 64 * q + ROW_PF - w->cols; /* < 0: still on this row */
 
-        if (64 * q + ROW_PF < w->cols) {
+        if (ahead < 0) {
             _mm_prefetch((const char *)src + ROW_PF, _MM_HINT_T1);
+        } else if (mt_cpu_experts_amx_small_wrap && r + block < r1 && ahead < w->cols) {
+            _mm_prefetch((const char *)w->data + (r + block) * w->cols + ahead, _MM_HINT_T1);
         }
         v = _mm512_loadu_si512(src);
     }
@@ -241,7 +251,7 @@ rows_by_16(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, int m, float *
             uint16_t *a = sws.a[q & 1]; /* step A's tile at 0, step B's at 2 TILE */
 
             for (int i = 0; i < 16; i++) {
-                widen_row(w, r0 + a0 + i, r1, q, a + i * 32, th0, th1, tl0, tl1);
+                widen_row(w, r0 + a0 + i, r1, q, 16, a + i * 32, th0, th1, tl0, tl1);
             }
             for (int h = 0; h < 2; h++) {
                 const uint16_t *b = sws.b + (size_t)(2 * q + h) * TILE; /* token tile 0 */
@@ -304,8 +314,8 @@ mt_cpu_amx_small_rows(const struct mt_cpu_weight *w, int64_t r0, int64_t r1, con
                 uint16_t *a = sws.a[q & 1]; /* two sets: a step's stores never wait for loads */
 
                 for (int i = 0; i < 32; i++) { /* step A: rows of tile i / 16 at 0, B at 2 TILE */
-                    widen_row(w, r0 + a0 + i, r1, q, a + (i / 16) * TILE + (i % 16) * 32, th0,
-                              th1, tl0, tl1);
+                    widen_row(w, r0 + a0 + i, r1, q, 32, a + (i / 16) * TILE + (i % 16) * 32,
+                              th0, th1, tl0, tl1);
                 }
                 for (int h = 0; h < 2; h++) {
                     _tile_loadd(4, a + 2 * h * TILE, 64);
