@@ -22,16 +22,43 @@ struct mt_gpu_h2d {
     cudaEvent_t t0, t1;  /* owned */
 };
 
+static int refusals; /* mt_gpu_host_register_refuse */
+
+void
+mt_gpu_host_register_refuse(int n)
+{
+    refusals = n;
+}
+
+/* A refusal the tests asked for, else MT_OK. */
+static mt_status_t
+register_fault(size_t bytes)
+{
+    if (refusals <= 0) {
+        return MT_OK;
+    }
+    refusals--;
+    return mt_fail(MT_ERR_CUDA, 0, "cudaHostRegister of %zu bytes refused (a test's fault)",
+                   bytes);
+}
+
 mt_status_t
 mt_gpu_host_register(void *base, size_t bytes)
 {
-    return MT_CUDA(cudaHostRegister(base, bytes, cudaHostRegisterDefault));
+    mt_status_t st = register_fault(bytes);
+
+    return st != MT_OK ? st : MT_CUDA(cudaHostRegister(base, bytes, cudaHostRegisterDefault));
 }
 
 mt_status_t
 mt_gpu_host_register_mapped(void *base, size_t bytes, void **dev_out)
 {
-    mt_status_t st = MT_CUDA(cudaHostRegister(base, bytes, cudaHostRegisterMapped));
+    mt_status_t st = register_fault(bytes);
+
+    if (st != MT_OK) {
+        return st;
+    }
+    st = MT_CUDA(cudaHostRegister(base, bytes, cudaHostRegisterMapped));
 
     if (st == MT_OK && (st = MT_CUDA(cudaHostGetDevicePointer(dev_out, base, 0))) != MT_OK) {
         cudaHostUnregister(base);

@@ -27,6 +27,12 @@ struct mt_gpu_h2d;
 
 /* cudaHostRegister(base, bytes) on the current device. MT_ERR_CUDA with CUDA's reason. */
 mt_status_t mt_gpu_host_register(void *base, size_t bytes);
+/*
+ * Tests: refuse the next n page-lockings (mt_gpu_host_register and _mapped; 0: none), as a memory
+ * lock limit or too little free RAM would. Call it on the thread that creates the engines and
+ * providers (they page-lock on that thread).
+ */
+void mt_gpu_host_register_refuse(int n);
 /* The same, mapped: kernels read it over the bus at *dev_out (zero-copy). */
 mt_status_t mt_gpu_host_register_mapped(void *base, size_t bytes, void **dev_out);
 /* Undo mt_gpu_host_register or _mapped (warns on failure, never fails). */
@@ -57,6 +63,12 @@ static inline void
 mt_gpu_host_unregister(void *base)
 {
     (void)base;
+}
+
+static inline void
+mt_gpu_host_register_refuse(int n)
+{
+    (void)n;
 }
 
 static inline mt_status_t

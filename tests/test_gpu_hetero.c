@@ -4,7 +4,7 @@
  * on the CPU (reference executor or the pinned team), streamed from disk through the streaming
  * provider, DRAM experts copied to GPU slots (tier DRAM_PCIE, and any with enough tokens), and
  * mixes; prefetch on and off; caches cold and warm; GPU experts that do not fit --gpu-mem moved
- * to DRAM.
+ * to DRAM; page-locking refused (copies from pageable memory, or the CPU keeps its experts).
  *
  * Oracle: HF transformers' golden logits and greedy tokens (tests/data/golden, the fp32 latent
  * cache, the exact indexer: the configuration test_gpu_engine holds to 1e-3). Every plan must give
@@ -19,6 +19,7 @@
 
 #include "cpu/isa.h"
 #include "cpu/team.h"
+#include "kernels/host_copy.h"
 #include "kernels/kernels.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/executor.h"
@@ -56,7 +57,9 @@ enum plan_kind {
     MIX_NO_PREFETCH,
     MIX_PCIE,
     DRAM_SLOTS,
-    SQUEEZED
+    SQUEEZED,
+    MIX_PCIE_NO_LOCK,  /* MIX_PCIE with every page-locking refused */
+    DRAM_SLOTS_NO_LOCK /* DRAM_SLOTS with every page-locking refused */
 };
 static const char *plan_name[] = {
     "all GPU",
@@ -68,7 +71,16 @@ static const char *plan_name[] = {
     "mix G/C/P/N (P: copied to GPU slots)",
     "all DRAM, every expert through GPU slots",
     "all GPU, half the expert budget",
+    "mix G/C/P/N, page-locking refused",
+    "all DRAM, slots wanted, page-locking refused",
 };
+
+/* The plan a NO_LOCK kind runs (everything else is the kind itself). */
+static enum plan_kind
+base_kind(enum plan_kind k)
+{
+    return k == MIX_PCIE_NO_LOCK ? MIX_PCIE : k == DRAM_SLOTS_NO_LOCK ? DRAM_SLOTS : k;
+}
 
 struct golden_seq {
     int32_t *ids, *prompt, *greedy;
@@ -101,8 +113,21 @@ rig_free(struct rig *r)
 /* The context rig_build's engines hold (check_chunk_ladder sets a longer one). */
 static int rig_ctx = 1024;
 
+static mt_status_t rig_build_plan(const struct mt_model *m, enum plan_kind k, uint64_t gpu_mem,
+                                  struct rig *r);
+
+/* The rig of plan k; for a NO_LOCK kind, its base plan with every page-locking refused. */
 static mt_status_t
 rig_build(const struct mt_model *m, enum plan_kind k, uint64_t gpu_mem, struct rig *r)
+{
+    mt_gpu_host_register_refuse(k != base_kind(k) ? 1 << 30 : 0);
+    mt_status_t st = rig_build_plan(m, base_kind(k), gpu_mem, r);
+    mt_gpu_host_register_refuse(0);
+    return st;
+}
+
+static mt_status_t
+rig_build_plan(const struct mt_model *m, enum plan_kind k, uint64_t gpu_mem, struct rig *r)
 {
     const struct mt_model_config *c = &m->cfg;
     size_t n = (size_t)c->num_hidden_layers * (size_t)c->n_routed_experts;
@@ -181,7 +206,10 @@ allowed_tiers(enum plan_kind k)
         return 1u << MT_TIER_NVME;
     case SQUEEZED:
         return 1u << MT_TIER_GPU | 1u << MT_TIER_DRAM_CPU;
+    case DRAM_SLOTS_NO_LOCK: /* nothing page-locked: the CPU computes every DRAM expert */
+        return 1u << MT_TIER_DRAM_CPU;
     case MIX_PCIE:
+    case MIX_PCIE_NO_LOCK:
         return 1u << MT_TIER_GPU | 1u << MT_TIER_DRAM_CPU | 1u << MT_TIER_NVME |
                1u << MT_TIER_DRAM_PCIE;
     default:
@@ -227,7 +255,7 @@ check_plan(const struct mt_model *m, const char *set, enum plan_kind k, uint64_t
     for (int l = 0; l < c->num_hidden_layers; l++) {
         n_moe += m->layers[l].is_moe;
     }
-    mt_log_set_quiet(k == SQUEEZED); /* its warning is expected */
+    mt_log_set_quiet(k == SQUEEZED || k != base_kind(k)); /* their warnings are expected */
     mt_status_t st = rig_build(m, k, gpu_mem, &r);
     mt_log_set_quiet(false);
     if (!tap_ok(st == MT_OK, "%s, %s: engine builds (%s)", set, pn,
@@ -286,9 +314,16 @@ check_plan(const struct mt_model *m, const char *set, enum plan_kind k, uint64_t
                "for %d layers x %d experts)",
                set, pn, q->n_ids, (unsigned long long)runs, n_moe, c->n_routed_experts);
     }
-    if (k == MIX_PCIE || k == DRAM_SLOTS) {
+    if (k == MIX_PCIE || k == DRAM_SLOTS || k == MIX_PCIE_NO_LOCK) {
         tap_ok(s.slot_copies > 0, "%s, %s: experts were copied to GPU slots (%llu)", set, pn,
                (unsigned long long)s.slot_copies);
+    }
+    if (k == DRAM_SLOTS_NO_LOCK) { /* copies from pageable memory would be 3.6x slower */
+        tap_ok(s.slot_copies == 0 && s.expert_runs[MT_TIER_DRAM_CPU] > 0,
+               "%s, %s: no DRAM expert copied from pageable memory: the CPU ran them (%llu "
+               "copies, %llu dram-cpu runs)",
+               set, pn, (unsigned long long)s.slot_copies,
+               (unsigned long long)s.expert_runs[MT_TIER_DRAM_CPU]);
     }
     if (k == DRAM_SLOTS) { /* every DRAM expert a step used went to a slot: counted as PCIe */
         tap_ok(s.expert_runs[MT_TIER_DRAM_PCIE] == s.slot_copies &&
@@ -604,7 +639,7 @@ golden_set(const char *dir, const char *name)
     }
     rig_free(&all);
     rig_free(&none);
-    for (int k = ALL_GPU; k <= SQUEEZED; k++) {
+    for (int k = ALL_GPU; k <= DRAM_SLOTS_NO_LOCK; k++) {
         if (k == SQUEEZED && half == 0) {
             continue;
         }

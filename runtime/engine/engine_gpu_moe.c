@@ -699,14 +699,15 @@ device_experts(struct mt_engine *e, struct eng_gpu *g, int l, int m, int *held_o
  * DRAM_CPU experts went to the slots (bench/results/hetero-h200.md, session 30). Tier DRAM_PCIE
  * experts are always copied; tier DRAM_CPU ones only in long prompt chunks, and only where this
  * succeeded (g->dram_pinned): where it fails (a lock limit, too little RAM), the CPU computes them,
- * one warning says so. MT_GPU_PIN_DRAM=0 locks only the DRAM_PCIE experts (the CPU keeps the
+ * one warning says so; DRAM_PCIE experts it could not lock are copied from pageable memory all
+ * the same, with a warning of their own. MT_GPU_PIN_DRAM=0 locks only the DRAM_PCIE experts (the CPU keeps the
  * others).
  */
 mt_status_t
 eng_gpu_pin_experts(struct mt_engine *e, struct eng_gpu *g)
 {
     int E = e->cfg.n_routed_experts;
-    int n = 0, n_cpu = 0, failed_cpu = 0;
+    int n = 0, n_cpu = 0, failed_cpu = 0, n_pcie = 0, failed_pcie = 0;
     const char *pd = getenv("MT_GPU_PIN_DRAM");
     bool pin_cpu = pd == NULL || strcmp(pd, "0") != 0;
     double t0 = mt_clock_now(), bytes = 0.0;
@@ -764,6 +765,8 @@ eng_gpu_pin_experts(struct mt_engine *e, struct eng_gpu *g)
         g->dram_pinned[i] = all;
         n_cpu += t == MT_TIER_DRAM_CPU;
         failed_cpu += t == MT_TIER_DRAM_CPU && !all;
+        n_pcie += t == MT_TIER_DRAM_PCIE;
+        failed_pcie += t == MT_TIER_DRAM_PCIE && !all;
     }
     mt_log_info("page-locked %.2f GiB of DRAM experts for copies into GPU slots in %.1f s",
                 bytes / (1u << 30), mt_clock_now() - t0);
@@ -773,6 +776,13 @@ eng_gpu_pin_experts(struct mt_engine *e, struct eng_gpu *g)
                     "prompts too, since a copy from pageable memory runs at a fraction of the "
                     "link's rate",
                     failed_cpu, n_cpu);
+    }
+    if (failed_pcie > 0) {
+        mt_log_warn("could not page-lock %d of %d experts the plan copies over PCIe "
+                    "(cudaHostRegister refused: a memory lock limit, or too little free RAM); "
+                    "their copies bounce through pageable memory at a fraction of the link's "
+                    "rate",
+                    failed_pcie, n_pcie);
     }
     return MT_OK;
 }
