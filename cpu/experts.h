@@ -141,10 +141,10 @@ extern int mt_cpu_experts_amx_cadd;
  * Up to this many tokens (default 64; 0: never) an FP8 expert's AMX prefill takes the few-token
  * kernel (cpu/experts_amx_small.c: weight rows widened by a table, the block scale on the
  * tokens) where the CPU has AVX512-VBMI and K is a multiple of 64. Measured on the GPU test
- * machine's Xeon (8 experts x m tokens, bench_cpu_experts (k)): 1.4-1.7x the tiles kernel at
- * 16-32 tokens, 1.2-1.6x at 40-64 (16-row blocks over all the tokens), slower at 128. A knob for benchmarks and
- * tests; set it while no layer runs (the environment's MT_CPU_AMX_SMALL=n sets it when a layer
- * runner is created). mt_cpu_experts_amx_small_calls: the row calls that kernel ran (tests).
+ * machine's Xeon (8 experts x m tokens, bench_cpu_experts (k), session 39): 1.8x the tiles
+ * kernel at 16-32 tokens, 1.4-1.6x at 40-64 (16-row blocks over all the tokens), slower at 128.
+ * A knob for benchmarks and tests; set it while no layer runs (the environment's
+ * MT_CPU_AMX_SMALL=n sets it when a layer runner is created). mt_cpu_experts_amx_small_calls: the row calls that kernel ran (tests).
  */
 extern int mt_cpu_experts_amx_small;
 uint64_t mt_cpu_experts_amx_small_calls(void);

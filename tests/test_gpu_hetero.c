@@ -113,19 +113,7 @@ rig_free(struct rig *r)
 /* The context rig_build's engines hold (check_chunk_ladder sets a longer one). */
 static int rig_ctx = 1024;
 
-static mt_status_t rig_build_plan(const struct mt_model *m, enum plan_kind k, uint64_t gpu_mem,
-                                  struct rig *r);
-
-/* The rig of plan k; for a NO_LOCK kind, its base plan with every page-locking refused. */
-static mt_status_t
-rig_build(const struct mt_model *m, enum plan_kind k, uint64_t gpu_mem, struct rig *r)
-{
-    mt_gpu_host_register_refuse(k != base_kind(k) ? 1 << 30 : 0);
-    mt_status_t st = rig_build_plan(m, base_kind(k), gpu_mem, r);
-    mt_gpu_host_register_refuse(0);
-    return st;
-}
-
+/* The engine of plan k (not a NO_LOCK kind: rig_build) with what it borrows. */
 static mt_status_t
 rig_build_plan(const struct mt_model *m, enum plan_kind k, uint64_t gpu_mem, struct rig *r)
 {
@@ -188,6 +176,16 @@ rig_build_plan(const struct mt_model *m, enum plan_kind k, uint64_t gpu_mem, str
         }
     }
     return MT_OK;
+}
+
+/* The rig of plan k; for a NO_LOCK kind, its base plan with every page-locking refused. */
+static mt_status_t
+rig_build(const struct mt_model *m, enum plan_kind k, uint64_t gpu_mem, struct rig *r)
+{
+    mt_gpu_host_register_refuse(k != base_kind(k) ? 1 << 30 : 0);
+    mt_status_t st = rig_build_plan(m, base_kind(k), gpu_mem, r);
+    mt_gpu_host_register_refuse(0);
+    return st;
 }
 
 /* The tiers a plan may use (bit per enum mt_tier). */

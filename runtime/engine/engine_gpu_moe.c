@@ -700,8 +700,8 @@ device_experts(struct mt_engine *e, struct eng_gpu *g, int l, int m, int *held_o
  * experts are always copied; tier DRAM_CPU ones only in long prompt chunks, and only where this
  * succeeded (g->dram_pinned): where it fails (a lock limit, too little RAM), the CPU computes them,
  * one warning says so; DRAM_PCIE experts it could not lock are copied from pageable memory all
- * the same, with a warning of their own. MT_GPU_PIN_DRAM=0 locks only the DRAM_PCIE experts (the CPU keeps the
- * others).
+ * the same, with a warning of their own. MT_GPU_PIN_DRAM=0 locks only the DRAM_PCIE experts
+ * (the CPU keeps the others).
  */
 mt_status_t
 eng_gpu_pin_experts(struct mt_engine *e, struct eng_gpu *g)
