@@ -11,6 +11,7 @@
 #include "runtime/base/clock.h"
 #include "runtime/base/rng.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -150,12 +151,30 @@ next_expert(struct mt_cpu_expert_pool *p)
     return p->order[p->cursor++];
 }
 
-mt_status_t
-mt_cpu_expert_pool_time(struct mt_cpu_expert_pool *p, struct mt_cpu_moe *moe, int threads,
-                        int tokens, int k, int per_expert, int steps, struct mt_cpu_moe_timing *out)
+/*
+ * Tokens of expert j of k whose counts spread like a chunk's around mean (spread) or are all mean
+ * (mt_cpu_expert_pool_time_chunk): evenly spaced offsets c (j - (k - 1) / 2), whose standard
+ * deviation c sqrt((k^2 - 1) / 12) is sqrt(mean); symmetric, so they sum to k x mean where no
+ * count is clipped at 1.
+ */
+static int
+chunk_tokens(int mean, int j, int k, bool spread)
+{
+    if (!spread || k < 2) {
+        return mean;
+    }
+    double c = sqrt((double)mean) / sqrt(((double)k * k - 1.0) / 12.0);
+    long m = mean + lround(c * (j - (k - 1) / 2.0));
+
+    return m < 1 ? 1 : (int)m;
+}
+
+static mt_status_t
+pool_time(struct mt_cpu_expert_pool *p, struct mt_cpu_moe *moe, int threads, int tokens, int k,
+          int per_expert, bool spread, int steps, struct mt_cpu_moe_timing *out)
 {
     int max_jobs = per_expert > 0 ? k : tokens * k;
-    int max_m = per_expert > 0 ? per_expert : tokens;
+    int max_m = per_expert > 0 ? chunk_tokens(per_expert, k - 1, k, spread) : tokens;
     struct mt_cpu_expert_job *jobs = calloc((size_t)max_jobs, sizeof(*jobs));
     int *ids = calloc((size_t)max_jobs, sizeof(int));
     /* every job its own input, as in a real layer (kernels may cache a converted input) */
@@ -175,11 +194,12 @@ mt_cpu_expert_pool_time(struct mt_cpu_expert_pool *p, struct mt_cpu_moe *moe, in
     for (int s = -1; s < steps && st == MT_OK; s++) {
         int n = 0;
         double macs = 0.0;
+        long pairs = 0;
 
         if (per_expert > 0) {
             for (int j = 0; j < k; j++) {
                 ids[n] = next_expert(p);
-                jobs[n].m = per_expert;
+                jobs[n].m = chunk_tokens(per_expert, j, k, spread);
                 n++;
             }
         } else {
@@ -208,6 +228,10 @@ mt_cpu_expert_pool_time(struct mt_cpu_expert_pool *p, struct mt_cpu_moe *moe, in
                 }
             }
         }
+        for (int j = 0; j < n && s < 0; j++) { /* the first step: its counts' range */
+            out->m_min = j == 0 || jobs[j].m < out->m_min ? jobs[j].m : out->m_min;
+            out->m_max = j == 0 || jobs[j].m > out->m_max ? jobs[j].m : out->m_max;
+        }
         for (int j = 0; j < n; j++) {
             jobs[j].gate = &p->w[3 * ids[j]];
             jobs[j].up = &p->w[3 * ids[j] + 1];
@@ -215,6 +239,7 @@ mt_cpu_expert_pool_time(struct mt_cpu_expert_pool *p, struct mt_cpu_moe *moe, in
             jobs[j].x = x + (size_t)j * (size_t)max_m * (size_t)p->hidden;
             jobs[j].y = y + (size_t)j * (size_t)max_m * (size_t)p->hidden;
             macs += 3.0 * p->hidden * (double)p->inter * jobs[j].m;
+            pairs += jobs[j].m;
         }
         double t0 = mt_clock_now();
 
@@ -223,6 +248,7 @@ mt_cpu_expert_pool_time(struct mt_cpu_expert_pool *p, struct mt_cpu_moe *moe, in
             t[s] = mt_clock_now() - t0;
             out->bytes += n * mt_cpu_expert_pool_expert_bytes(p) / steps;
             out->flops += 2.0 * macs / steps;
+            out->pairs = pairs;
         }
     }
     if (st == MT_OK) {
@@ -235,6 +261,24 @@ out:
     free(ids);
     free(jobs);
     return st;
+}
+
+mt_status_t
+mt_cpu_expert_pool_time(struct mt_cpu_expert_pool *p, struct mt_cpu_moe *moe, int threads,
+                        int tokens, int k, int per_expert, int steps, struct mt_cpu_moe_timing *out)
+{
+    return pool_time(p, moe, threads, tokens, k, per_expert, false, steps, out);
+}
+
+mt_status_t
+mt_cpu_expert_pool_time_chunk(struct mt_cpu_expert_pool *p, struct mt_cpu_moe *moe, int threads,
+                              int k, int mean, int steps, struct mt_cpu_moe_timing *out)
+{
+    if (mean < 1) {
+        return mt_fail(MT_ERR_INVAL, 0, "a timed chunk needs experts of 1 token or more (got %d)",
+                       mean);
+    }
+    return pool_time(p, moe, threads, 0, k, mean, true, steps, out);
 }
 
 struct read_job {

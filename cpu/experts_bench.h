@@ -33,6 +33,9 @@ struct mt_cpu_moe_timing {
     double p90_s;
     double bytes; /* expert weight bytes of one step */
     double flops; /* 2 x MACs of one step */
+    long pairs;   /* (token, expert) pairs of one step */
+    int m_min;    /* the fewest and most tokens an expert got in a step */
+    int m_max;
 };
 
 /*
@@ -43,6 +46,19 @@ struct mt_cpu_moe_timing {
 mt_status_t mt_cpu_expert_pool_time(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe,
                                     int threads, int tokens, int k, int per_expert, int steps,
                                     struct mt_cpu_moe_timing *out);
+
+/*
+ * The same with per_expert = mean, but the k experts' token counts spread as a prompt chunk's do
+ * around their mean: with uniform routing an expert's count is binomial, standard deviation
+ * ~sqrt(mean), so the counts are k values evenly spaced about the mean with that deviation (8
+ * experts at a mean of 32: 23, 26, 28, 31, 33, 36, 38 and 41 tokens), each at least 1.
+ * Why: the kernels' time is not linear in the tokens (the few-token AMX kernel takes 32 rows
+ * up to 32 tokens and 16 rows from 33), so a chunk whose experts get 32 tokens on average runs
+ * slower than 8 experts of exactly 32 (bench/results/cpu-experts.md, session 39).
+ */
+mt_status_t mt_cpu_expert_pool_time_chunk(struct mt_cpu_expert_pool *pool, struct mt_cpu_moe *moe,
+                                          int threads, int k, int mean, int steps,
+                                          struct mt_cpu_moe_timing *out);
 
 /*
  * The read ceiling of a decode step itself: `steps` timed steps (after one warm-up) in which the

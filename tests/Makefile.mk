@@ -122,6 +122,8 @@ check_PROGRAMS += tests/test_provider_stream
 tests_test_provider_stream_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_cpu_experts
 tests_test_cpu_experts_LDADD = $(MT_TEST_LIBS)
+check_PROGRAMS += tests/test_expert_pool
+tests_test_expert_pool_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_cpu_topology
 tests_test_cpu_topology_LDADD = $(MT_TEST_LIBS)
 # GPU kernels against the CPU reference (1..0 # SKIP without a device)
