@@ -414,10 +414,11 @@ run_dram(struct bench *b)
  * t(m) = fixed + m x per_token. The spread matters since session 39's few-token kernel: 8
  * experts of exactly 32 tokens read 57 GB/s on the GPU test machine where the CPU team read
  * 41-44 in an engine's 1,024-token chunks (nearly half of whose experts get 33-64 tokens: the
- * kernel's slower 16-row blocks), and the plan followed the 32s. fixed is what each expert run pays whatever its tokens (its
- * weights read from DRAM and converted for the products), per_token the products: the profile
- * keeps them as rates (cpu.expert_prefill_gbps, _gflops). A prompt chunk of 1,024 tokens gives
- * an expert ~32 of them (8 of 256 experts a token), where the fixed part is most of the time
+ * kernel's slower 16-row blocks), and the plan followed the 32s. fixed is what each expert run
+ * pays whatever its tokens (its weights read from DRAM and converted for the products),
+ * per_token the products: the profile keeps them as rates (cpu.expert_prefill_gbps, _gflops).
+ * A prompt chunk of 1,024 tokens gives an expert ~32 of them (8 of 256 experts a token), where
+ * the fixed part is most of the time
  * (on the GPU test machine's Xeon, AMX: 2.8 TFLOP/s at 32 tokens, 6.2 at 2,048;
  * bench/results/cpu-experts.md). Without AMX the FMA kernels are bound by the products from 32
  * tokens on, and the line through the two points crosses zero (2 AVX-512 cores: 218.6 ms at 32
