@@ -418,9 +418,8 @@ run_dram(struct bench *b)
  * pays whatever its tokens (its weights read from DRAM and converted for the products),
  * per_token the products: the profile keeps them as rates (cpu.expert_prefill_gbps, _gflops).
  * A prompt chunk of 1,024 tokens gives an expert ~32 of them (8 of 256 experts a token), where
- * the fixed part is most of the time
- * (on the GPU test machine's Xeon, AMX: 2.8 TFLOP/s at 32 tokens, 6.2 at 2,048;
- * bench/results/cpu-experts.md). Without AMX the FMA kernels are bound by the products from 32
+ * the fixed part is most of the time (on the GPU test machine's Xeon, AMX: 2.8 TFLOP/s at 32
+ * tokens, 6.2 at 2,048; bench/results/cpu-experts.md). Without AMX the FMA kernels are bound by the products from 32
  * tokens on, and the line through the two points crosses zero (2 AVX-512 cores: 218.6 ms at 32
  * tokens, 1,774.8 at 256); there the fixed part is the weights read at the decode kernels' rate
  * (mt_hw_fit_expert_prefill), which the profile recorded nothing for before (plans then took the
