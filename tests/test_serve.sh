@@ -54,7 +54,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..55"
+echo "1..58"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -133,6 +133,19 @@ ok $? "top_p 1e-50 (0 as a float): 400 with param top_p, before the queue"
 req GET /v1/chat/completions -H "$auth"
 err_is 405 method_not_allowed
 ok $? "GET on a POST route: 405"
+# pages of other sites (cross-site requests, DNS rebinding: runtime/serve/guard.c); the key
+# does not make them pass
+req POST /v1/chat/completions -H "$auth" -H 'Content-Type: text/plain' \
+    -H 'Origin: http://evil.example' -d '{"messages": [{"role": "user", "content": "hi"}]}'
+err_is 403 cross_origin
+ok $? "a POST from another site's page: 403 cross_origin"
+req GET /v1/models -H "$auth" -H "Host: evil.example:$port" \
+    -H "Origin: http://evil.example:$port"
+err_is 403 host_not_allowed
+ok $? "a name pointed at 127.0.0.1 (DNS rebinding): 403 host_not_allowed"
+req GET /v1/models -H "$auth" -H "Host: localhost:$port" -H "Origin: http://localhost:$port"
+[ "$code" = 200 ]
+ok $? "the server's own page at localhost:$port: 200 ($code)"
 chat '{"messages": [{"role": "tool", "content": "42"}, {"role": "user", "content": "hi"}]}'
 err_is 400 invalid_request_error
 ok $? "a tool result with no tool call before it: 400 from the chat encoder"

@@ -193,6 +193,54 @@ main(void)
             400, "messages", "more messages than the limit");
     refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"messages\": []}", 400,
             "", "a duplicated key");
+    st = parse(MT_SERVE_API_CHAT, "42", &r, &e);
+    tap_ok(st != MT_OK && e.http == 400 && strstr(e.message, "must be a JSON object") != NULL,
+           "a number for a body: not an object, though valid JSON (%s)", e.message);
+#define Q "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], "
+    refused(Q "\"max_tokens\": -1}", 400, "max_tokens", "max_tokens = -1");
+    refused(Q "\"max_completion_tokens\": 3, \"max_tokens\": \"x\"}", 400, "max_tokens",
+            "a bad max_tokens beside max_completion_tokens");
+    refused(Q "\"tool_choice\": \"required\"}", 400, "tool_choice", "tool_choice required");
+    refused(Q "\"tool_choice\": {\"type\": \"function\", \"function\": {\"name\": \"f\"}}}",
+            400, "tool_choice", "tool_choice naming a tool");
+    refused(Q "\"tool_choice\": 12345}", 400, "tool_choice", "tool_choice a number");
+    refused(Q "\"response_format\": {\"type\": \"json_object\"}}", 400, "response_format",
+            "a JSON response_format");
+    refused(Q "\"response_format\": \"text\"}", 400, "response_format",
+            "a response_format that is not an object");
+    refused(Q "\"parallel_tool_calls\": \"x\"}", 400, "parallel_tool_calls",
+            "parallel_tool_calls not a boolean");
+    refused(Q "\"user\": 5}", 400, "user", "user not a string");
+    st = parse(MT_SERVE_API_CHAT,
+               Q "\"max_tokens\": 9, \"max_completion_tokens\": 3, \"tool_choice\": \"auto\", "
+                 "\"response_format\": {\"type\": \"text\"}, \"parallel_tool_calls\": false, "
+                 "\"user\": \"u\", \"tools\": [{\"type\": \"function\", \"function\": "
+                 "{\"name\": \"f\"}}]}",
+               &r, &e);
+    tap_ok(st == MT_OK && r.max_tokens == 3 && r.tools != NULL,
+           "max_completion_tokens wins over max_tokens; tool_choice auto tells the tools (%s)",
+           e.message);
+    if (st == MT_OK) {
+        mt_serve_request_fini(&r);
+    }
+    st = parse(MT_SERVE_API_CHAT,
+               Q "\"tool_choice\": \"none\", \"tools\": [{\"type\": \"function\", "
+                 "\"function\": {\"name\": \"f\"}}]}",
+               &r, &e);
+    tap_ok(st == MT_OK && r.tools == NULL && r.msgs[0].tools == NULL,
+           "tool_choice none: the tools are not told (%s)", e.message);
+    if (st == MT_OK) {
+        mt_serve_request_fini(&r);
+    }
+#undef Q
+    st = parse(MT_SERVE_API_COMPLETION, "{\"prompt\": \"p\", \"suffix\": \"s\"}", &r, &e);
+    tap_ok(st != MT_OK && e.http == 400 && strcmp(e.param, "suffix") == 0,
+           "a completion's suffix is refused: %d, '%s' (%s)", e.http, e.param, e.message);
+    st = parse(MT_SERVE_API_COMPLETION, "{\"prompt\": \"p\", \"suffix\": \"\"}", &r, &e);
+    tap_ok(st == MT_OK, "an empty suffix is accepted (%s)", e.message);
+    if (st == MT_OK) {
+        mt_serve_request_fini(&r);
+    }
 
     /*
      * A reply holding a NUL byte goes out as "\u0000" and must come back in the next request

@@ -456,6 +456,68 @@ parse_tools_(struct mt_serve_request *r, json_t *tools, struct mt_serve_error *e
     return true;
 }
 
+/*
+ * tool_choice: "auto" (the default: the model is told the tools and calls one if it wants) or
+ * "none" (it is not told them, so it answers in text). "required" and a named function would
+ * need the reply constrained to a call, which this server cannot do: refused, not ignored.
+ */
+static bool
+parse_tool_choice_(json_t *root, bool *tools_told, struct mt_serve_error *e)
+{
+    json_t *v = field_(root, "tool_choice");
+    const char *s = json_string_value(v);
+
+    *tools_told = true;
+    if (v == NULL || (s != NULL && strcmp(s, "auto") == 0)) {
+        return true;
+    }
+    if (s != NULL && strcmp(s, "none") == 0) {
+        *tools_told = false;
+        return true;
+    }
+    if ((s != NULL && strcmp(s, "required") == 0) || json_is_object(v)) {
+        BAD(e, "tool_choice", "'tool_choice' %s is not supported: this server cannot force a "
+            "tool call (use \"auto\" or \"none\")", s != NULL ? "\"required\"" : "naming a tool");
+        return false;
+    }
+    BAD(e, "tool_choice", "'tool_choice' must be \"auto\" or \"none\"");
+    return false;
+}
+
+/*
+ * Fields about the reply's form, both APIs: response_format (only {"type": "text"}: JSON modes
+ * would need constrained decoding), and the types of parallel_tool_calls and user, which change
+ * nothing here.
+ */
+static bool
+parse_format_(json_t *root, struct mt_serve_error *e)
+{
+    json_t *v = field_(root, "response_format");
+    bool flag;
+
+    if (v != NULL) {
+        const char *type = json_string_value(json_object_get(v, "type"));
+        if (!json_is_object(v) || type == NULL) {
+            BAD(e, "response_format", "'response_format' must be {\"type\": \"text\"}");
+            return false;
+        }
+        if (strcmp(type, "text") != 0) {
+            BAD(e, "response_format", "'response_format' of type \"%.40s\" is not supported: "
+                "this server cannot constrain a reply to JSON (only \"text\")", type);
+            return false;
+        }
+    }
+    if (!get_bool_(root, "parallel_tool_calls", &flag, e)) {
+        return false;
+    }
+    v = field_(root, "user");
+    if (v != NULL && !json_is_string(v)) {
+        BAD(e, "user", "'user' must be a string, not %s", json_kind_(v));
+        return false;
+    }
+    return true;
+}
+
 /* thinking mode: chat_template_kwargs.{thinking,enable_thinking} or thinking.type */
 static bool
 parse_thinking_(struct mt_serve_request *r, json_t *root, struct mt_serve_error *e)
@@ -565,19 +627,21 @@ parse_sampling_(struct mt_serve_request *r, json_t *root, const struct mt_serve_
         r->sampler.seed = (uint64_t)v;
         r->seeded = true;
     }
+    /* max_tokens, or its newer name, which wins where a client sends both; each is checked */
     r->max_tokens = lim->default_max_tokens;
-    const char *mt_key = field_(root, "max_completion_tokens") != NULL ? "max_completion_tokens"
-                                                                     : "max_tokens";
-    if (!get_int_(root, mt_key, 0, INT64_MAX, &v, &have, e)) {
-        return false;
-    }
-    if (have) {
-        if (v > lim->max_tokens) {
-            BAD(e, mt_key, "'%s' is %lld; this server generates at most %ld tokens a request",
-                mt_key, v, lim->max_tokens);
+    static const char *const mt_keys[] = {"max_tokens", "max_completion_tokens"};
+    for (int k = 0; k < 2; k++) {
+        if (!get_int_(root, mt_keys[k], 0, INT64_MAX, &v, &have, e)) {
             return false;
         }
-        r->max_tokens = (long)v;
+        if (have && v > lim->max_tokens) {
+            BAD(e, mt_keys[k], "'%s' is %lld; this server generates at most %ld tokens a "
+                "request", mt_keys[k], v, lim->max_tokens);
+            return false;
+        }
+        if (have) {
+            r->max_tokens = (long)v;
+        }
     }
     if (!get_int_(root, "n", 1, 1, &v, &have, e)) {
         snprintf(e->message, sizeof(e->message), "'n' must be 1: one choice per request");
@@ -615,7 +679,9 @@ mt_serve_request_parse(enum mt_serve_api api, const char *body, size_t len, cons
     json_error_t jerr;
     json_t *v;
 
-    r.root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+    /* any JSON value decodes, so that 42 is refused as "not an object", not as bad JSON */
+    r.root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_ANY,
+                        &jerr);
     if (r.root == NULL) {
         BAD(e, NULL, "the body is not valid JSON: %s (line %d, column %d)", jerr.text, jerr.line,
             jerr.column);
@@ -649,8 +715,12 @@ mt_serve_request_parse(enum mt_serve_api api, const char *body, size_t len, cons
         if (!parse_messages_(&r, v, lim, e)) {
             goto out_fail;
         }
+        bool tools_told = true;
+        if (!parse_tool_choice_(r.root, &tools_told, e)) {
+            goto out_fail;
+        }
         v = field_(r.root, "tools");
-        if (v != NULL && !parse_tools_(&r, v, e)) {
+        if (v != NULL && tools_told && !parse_tools_(&r, v, e)) {
             goto out_fail;
         }
         if (!parse_thinking_(&r, r.root, e)) {
@@ -674,6 +744,11 @@ mt_serve_request_parse(enum mt_serve_api api, const char *body, size_t len, cons
             BAD(e, "echo", "'echo' is not supported");
             goto out_fail;
         }
+        json_t *suffix = field_(r.root, "suffix");
+        if (suffix != NULL && !(json_is_string(suffix) && json_string_length(suffix) == 0)) {
+            BAD(e, "suffix", "'suffix' is not supported (text is only appended to the prompt)");
+            goto out_fail;
+        }
     }
     if (!get_bool_(r.root, "stream", &r.stream, e) ||
         !get_bool_(r.root, "return_token_ids", &r.return_token_ids, e) ||
@@ -687,7 +762,8 @@ mt_serve_request_parse(enum mt_serve_api api, const char *body, size_t len, cons
             goto out_fail;
         }
     }
-    if (!parse_stop_(&r, r.root, e) || !parse_sampling_(&r, r.root, lim, e)) {
+    if (!parse_stop_(&r, r.root, e) || !parse_sampling_(&r, r.root, lim, e) ||
+        !parse_format_(r.root, e)) {
         goto out_fail;
     }
     *req_out = r;

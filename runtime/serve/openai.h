@@ -11,17 +11,19 @@
  *
  * Mapped fields. Chat (/v1/chat/completions): model, messages (roles system, user, assistant,
  * tool; content as a string or an array of text parts; an assistant's reasoning_content and
- * tool_calls), tools, thinking mode (chat_template_kwargs.thinking or .enable_thinking, or
- * thinking.type "enabled" / "disabled", as vLLM, SGLang and DeepSeek's API spell it),
- * temperature, top_p, top_k, seed, max_tokens (or max_completion_tokens), stop (a string or up
- * to 4), n (1 only), stream, stream_options.include_usage, and our return_token_ids (the prompt
- * and reply ids in the response, to compare with `moetier run`). Completions
- * (/v1/completions): prompt (a string or an array of one string) instead of messages; the prompt
- * is encoded as `moetier run -p` does (BOS, special tokens recognized). Unknown fields are
- * ignored, as OpenAI's server does; fields we cannot honour are refused unless they hold their
- * defaults (logprobs, top_logprobs, n and best_of > 1, presence and frequency penalties,
- * logit_bias). Message text (content, reasoning_content) and the prompt may hold NUL bytes
- * ("\u0000": a model's reply can, and the client sends it back); other strings may not.
+ * tool_calls), tools and tool_choice ("auto", or "none": the tools are not told), thinking mode
+ * (chat_template_kwargs.thinking or .enable_thinking, or thinking.type "enabled" / "disabled", as
+ * vLLM, SGLang and DeepSeek's API spell it), temperature, top_p, top_k, seed, max_tokens (or
+ * max_completion_tokens), stop (a string or up to 4), n (1 only), stream,
+ * stream_options.include_usage, and our return_token_ids (the prompt and reply ids in the
+ * response, to compare with `moetier run`). Completions (/v1/completions): prompt (a string or an
+ * array of one string) instead of messages; the prompt is encoded as `moetier run -p` does (BOS,
+ * special tokens recognized). Unknown fields are ignored, as OpenAI's server does; fields we
+ * cannot honour are refused unless they hold their defaults (logprobs, top_logprobs, n and best_of
+ * > 1, presence and frequency penalties, logit_bias, a response_format other than text,
+ * tool_choice "required" or a named tool, a completion's suffix). Message text (content,
+ * reasoning_content) and the prompt may hold NUL bytes ("\u0000": a model's reply can, and the
+ * client sends it back); other strings may not.
  */
 #ifndef MT_SERVE_OPENAI_H
 #define MT_SERVE_OPENAI_H

@@ -16,6 +16,7 @@
 #include "runtime/serve/server.h"
 #include "runtime/serve/metrics.h"
 #include "runtime/serve/openai.h"
+#include "runtime/serve/guard.h"
 #include "runtime/base/clock.h"
 #include "runtime/base/status.h"
 #include "runtime/engine/engine.h"
@@ -251,10 +252,14 @@ get_keep_alive(struct mt_serve *s, struct MHD_Connection *c, struct MHD_Response
     }
 }
 
-/* Send body (malloc'ed, taken) with status and content type; counts the request. */
+/*
+ * Send body (malloc'ed, taken) with status and content type; counts the request. early: sent
+ * from the request's headers, before its end, after which MHD closes the connection (so no
+ * Keep-Alive is offered).
+ */
 static enum MHD_Result
-respond(struct mt_serve *s, struct MHD_Connection *c, enum mt_serve_route route, int status,
-        const char *type, char *body)
+respond_at(struct mt_serve *s, struct MHD_Connection *c, enum mt_serve_route route, int status,
+           const char *type, char *body, bool early)
 {
     struct MHD_Response *r;
     enum MHD_Result ret;
@@ -275,7 +280,9 @@ respond(struct mt_serve *s, struct MHD_Connection *c, enum mt_serve_route route,
     if (status == 401) {
         MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
     }
-    if (!route_takes_post(route)) {
+    if (early) {
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    } else if (!route_takes_post(route)) {
         get_keep_alive(s, c, r);
     }
     ret = MHD_queue_response(c, (unsigned)status, r);
@@ -285,10 +292,51 @@ respond(struct mt_serve *s, struct MHD_Connection *c, enum mt_serve_route route,
 }
 
 static enum MHD_Result
+respond(struct mt_serve *s, struct MHD_Connection *c, enum mt_serve_route route, int status,
+        const char *type, char *body)
+{
+    return respond_at(s, c, route, status, type, body, false);
+}
+
+static enum MHD_Result
 respond_error(struct mt_serve *s, struct MHD_Connection *c, enum mt_serve_route route,
               const struct mt_serve_error *e)
 {
     return respond(s, c, route, e->http, "application/json", mt_serve_error_json(e));
+}
+
+/* An error answered from the request's headers (respond_at's early). */
+static enum MHD_Result
+respond_early_error(struct mt_serve *s, struct MHD_Connection *c, enum mt_serve_route route,
+                    const struct mt_serve_error *e)
+{
+    return respond_at(s, c, route, e->http, "application/json", mt_serve_error_json(e), true);
+}
+
+/* Host and Origin against this server (guard.c): true, with e set, where they fail. */
+static bool
+origin_refused(const struct mt_serve *s, struct MHD_Connection *c, struct mt_serve_error *e)
+{
+    const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ORIGIN);
+
+    switch (mt_serve_guard_check(host, origin, !s->public_addr)) {
+    case MT_SERVE_GUARD_BAD_HOST:
+        mt_serve_error_set(e, 403, "invalid_request_error", "host_not_allowed", NULL,
+                           "Host '%.100s' is not a name of this machine's loopback address, "
+                           "where this server listens (a page whose name was pointed at "
+                           "127.0.0.1?); use http://127.0.0.1:%d/ or http://localhost:%d/",
+                           host, s->port, s->port);
+        return true;
+    case MT_SERVE_GUARD_CROSS_ORIGIN:
+        mt_serve_error_set(e, 403, "invalid_request_error", "cross_origin", NULL,
+                           "requests from the page '%.100s' are refused: only this server's "
+                           "own page (Origin = http://%.100s) may call it from a browser",
+                           origin, host != NULL ? host : "HOST");
+        return true;
+    default:
+        return false;
+    }
 }
 
 /* ---- jobs --------------------------------------------------------------------------------- */
@@ -925,7 +973,7 @@ serve_generate(struct mt_serve *s, struct MHD_Connection *c, struct conn *cn)
                                "the server is shutting down");
         } else {
             mt_serve_error_set(&e, 429, "rate_limit_error", "queue_full", NULL,
-                               "%d requests are waiting already (the queue's limit); retry "
+                               "the queue is full (%d waiting, the server's --queue); retry "
                                "later", max_queue);
         }
         j->refs = 0;
@@ -996,7 +1044,8 @@ access_handler(void *cls, struct MHD_Connection *c, const char *url, const char 
     struct mt_serve_error e;
 
     if (cn == NULL) {
-        /* the headers: route, method, key and declared size are checked before any body */
+        /* the headers: route, Host and Origin, method, key and declared size are checked
+         * before any body */
         cn = calloc(1, sizeof(*cn));
         if (cn == NULL) {
             return MHD_NO;
@@ -1014,13 +1063,16 @@ access_handler(void *cls, struct MHD_Connection *c, const char *url, const char 
             mt_serve_error_set(&e, 404, "invalid_request_error", "not_found", NULL,
                                "no route %.16s %.200s (see GET /health, /v1/models, "
                                "POST /v1/chat/completions, /v1/completions)", method, url);
-            return respond_error(s, c, cn->route, &e);
+            return respond_early_error(s, c, cn->route, &e);
+        }
+        if (origin_refused(s, c, &e)) {
+            return respond_early_error(s, c, cn->route, &e);
         }
         if ((wants_post && !is_post) || (!wants_post && !is_get)) {
             mt_serve_error_set(&e, 405, "invalid_request_error", "method_not_allowed", NULL,
                                "%.200s takes %s, not %.16s", url, wants_post ? "POST" : "GET",
                                method);
-            return respond_error(s, c, cn->route, &e);
+            return respond_early_error(s, c, cn->route, &e);
         }
         if (!wants_post) {
             /* a body on a GET means nothing here, and it would be read without a limit */
@@ -1031,7 +1083,7 @@ access_handler(void *cls, struct MHD_Connection *c, const char *url, const char 
                                             MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL) {
                 mt_serve_error_set(&e, 400, "invalid_request_error", "body_not_allowed", NULL,
                                    "%.16s %.200s takes no request body", method, url);
-                return respond_error(s, c, cn->route, &e);
+                return respond_early_error(s, c, cn->route, &e);
             }
             /* answered at the request's end: MHD closes the connection after a response
              * queued with the headers (an "early" one), which would end every keep-alive */

@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_serve_guard.c - which requests moetier serve takes by their Host and Origin headers
+ * (runtime/serve/guard.h): its own page and clients that are not browsers pass; another site's
+ * page and a name pointed at 127.0.0.1 (DNS rebinding) are refused.
+ */
+#include <config.h>
+
+#include "runtime/serve/guard.h"
+#include "tests/tap.h"
+
+static void
+check(const char *host, const char *origin, bool loopback, enum mt_serve_guard want,
+      const char *what)
+{
+    enum mt_serve_guard got = mt_serve_guard_check(host, origin, loopback);
+
+    tap_ok(got == want, "%s: Host %s, Origin %s, %s: %d (want %d)", what,
+           host != NULL ? host : "(none)", origin != NULL ? origin : "(none)",
+           loopback ? "loopback" : "public", (int)got, (int)want);
+}
+
+int
+main(void)
+{
+    const enum mt_serve_guard ok = MT_SERVE_GUARD_OK, bad_host = MT_SERVE_GUARD_BAD_HOST,
+                              cross = MT_SERVE_GUARD_CROSS_ORIGIN;
+
+    tap_plan(0);
+    /* clients that are not browsers: no Origin */
+    check("127.0.0.1:8080", NULL, true, ok, "curl");
+    check("localhost:8080", NULL, true, ok, "a client dialling localhost");
+    check("LocalHost", NULL, true, ok, "localhost, any case, no port");
+    check("127.1.2.3:80", NULL, true, ok, "anywhere in 127.0.0.0/8");
+    check("[::1]:8080", NULL, true, ok, "IPv6 loopback");
+    check(NULL, NULL, true, ok, "HTTP/1.0 without Host");
+    /* the server's own chat page */
+    check("127.0.0.1:8080", "http://127.0.0.1:8080", true, ok, "its own page");
+    check("localhost:8080", "http://localhost:8080", true, ok, "its own page at localhost");
+    check("[::1]:8080", "http://[::1]:8080", true, ok, "its own page over IPv6");
+    check("box.lan:8080", "https://box.lan:8080", false, ok, "its page through TLS, public");
+    /* another site's page */
+    check("127.0.0.1:8080", "http://evil.example", true, cross, "a cross-site POST");
+    check("127.0.0.1:8080", "http://127.0.0.1:3000", true, cross, "another port's page");
+    check("127.0.0.1:8080", "http://127.0.0.1:80801", true, cross, "a longer port");
+    check("127.0.0.1:8080", "null", true, cross, "a sandboxed frame or a file: page");
+    check("127.0.0.1:8080", "", true, cross, "an empty Origin");
+    check(NULL, "http://127.0.0.1:8080", true, cross, "an Origin without a Host");
+    check("box.lan:8080", "http://evil.example", false, cross, "a cross-site POST, public");
+    /* DNS rebinding: the page's own name pointed at 127.0.0.1 */
+    check("evil.example:8080", "http://evil.example:8080", true, bad_host, "a rebound name");
+    check("evil.example:8080", NULL, true, bad_host, "a rebound name, GET without Origin");
+    check("127.0.0.1.evil.example", NULL, true, bad_host, "a name that starts like 127.0.0.1");
+    check("localhost.evil.example:8080", NULL, true, bad_host, "a name that starts like localhost");
+    check("[::1", NULL, true, bad_host, "an unclosed IPv6 bracket");
+    check("[::1]x", NULL, true, bad_host, "junk after the bracket");
+    check(":8080", NULL, true, bad_host, "no name");
+    check("box.lan:8080", NULL, false, ok, "any name on a public address");
+    return tap_done();
+}
