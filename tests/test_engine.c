@@ -915,7 +915,8 @@ forward_status(const char *dir, const char **msg)
 
 /*
  * Corrupt weights never become plausible logits: a NaN, +Inf or 1e38 block scale, or a NaN in a
- * norm, fails the call with MT_ERR_FORMAT naming the tensor or the layer.
+ * norm or in the router's correction bias, fails the call with MT_ERR_FORMAT naming the tensor
+ * or the layer.
  */
 static void
 corrupt_weights(void)
@@ -933,6 +934,9 @@ corrupt_weights(void)
         {"model.layers.1.mlp.experts.%d.up_proj.weight_scale_inv", NAN, "up_proj.weight_scale_inv"},
         {"model.layers.0.input_layernorm.weight", NAN, "layer 0: the attention output"},
         {"model.layers.1.post_attention_layernorm.weight", NAN, "layer 1: the MoE output"},
+        /* the one that changes no output's finiteness, only the router's choice: at load */
+        {"model.layers.1.mlp.gate.e_score_correction_bias", NAN,
+         "model.layers.1.mlp.gate.e_score_correction_bias"},
     };
     const char *msg;
 

@@ -448,6 +448,20 @@ eng_any_not_finite(const float *v, size_t n)
 }
 
 mt_status_t
+eng_check_tensor_finite(const char *name, const float *f, size_t n)
+{
+    if (!eng_any_not_finite(f, n)) {
+        return MT_OK;
+    }
+    size_t i = 0;
+    while (i < n && isfinite(f[i])) {
+        i++;
+    }
+    return mt_fail(MT_ERR_FORMAT, 0, "tensor '%s' holds %g at element %zu: the checkpoint is "
+                   "corrupt (download the shard that holds it again)", name, f[i], i);
+}
+
+mt_status_t
 eng_embed(const struct mt_cpu_weight *embed, const int32_t *tokens, int n, float *out)
 {
     size_t D = (size_t)embed->cols;

@@ -284,6 +284,21 @@ host_f32(struct mt_engine *e, const struct mt_st_tensor *t, float **out)
     return MT_OK;
 }
 
+/* The router's correction bias read once more on the host, to refuse a NaN in it at load
+ * (eng_check_tensor_finite says why). */
+static mt_status_t
+router_bias_finite(struct mt_engine *e, const struct mt_st_tensor *t)
+{
+    float *f;
+    mt_status_t st = host_f32(e, t, &f);
+
+    if (st == MT_OK) {
+        st = eng_check_tensor_finite(t->name, f, (size_t)t->nelem);
+        free(f);
+    }
+    return st;
+}
+
 /*
  * Whether every block scale of f[n] is a power of two, so that an FP8 weight times its scale is
  * exact in bf16 (mt_gpu_weight.scale_pow2; MT_GPU_SCALE_POW2=0 says no, for measurements).
@@ -614,6 +629,9 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
             L->router_bias = NULL;
             if (lw->router_bias.w != NULL) {
                 st = up_f32(e, g, lw->router_bias.w, &L->router_bias, NULL);
+            }
+            if (st == MT_OK && lw->router_bias.w != NULL && g->arena != NULL) {
+                st = router_bias_finite(e, lw->router_bias.w);
             }
             if (st == MT_OK) {
                 st = eng_gpu_place_experts(e, g, l);

@@ -111,6 +111,11 @@ struct mt_engine {
 
 /* engine.c: whether any of v[0..n) is an infinity or a NaN (vectorised). */
 bool eng_any_not_finite(const float *v, size_t n);
+/* engine.c: MT_ERR_FORMAT naming tensor `name` where any of its values f[0..n) is not finite.
+ * For the router's correction bias, read at load: a NaN in most weights reaches a layer's
+ * output, whose check names the layer, but one in the bias only changes which experts the
+ * router picks, silently (the router orders NaN scores like any others). */
+mt_status_t eng_check_tensor_finite(const char *name, const float *f, size_t n);
 /* engine.c: the embedding rows of tokens[0..n) into out[n][hidden]; MT_ERR_FORMAT naming the
  * token when a row is not finite (a corrupt table, caught before it reaches any layer). */
 mt_status_t eng_embed(const struct mt_cpu_weight *embed, const int32_t *tokens, int n,

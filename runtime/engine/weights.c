@@ -239,8 +239,10 @@ load_layer(struct mt_engine *e, int l)
         (st = load_mlp(e, &lw->shared, &L->shared)) != MT_OK) {
         return st;
     }
-    if (lw->router_bias.w != NULL) {
-        st = load_f32(e, lw->router_bias.w, &L->router_bias);
+    if (lw->router_bias.w != NULL &&
+        (st = load_f32(e, lw->router_bias.w, &L->router_bias)) == MT_OK) {
+        st = eng_check_tensor_finite(lw->router_bias.w->name, L->router_bias,
+                                     (size_t)lw->router_bias.w->nelem);
     }
     return st;
 }
