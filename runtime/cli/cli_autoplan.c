@@ -164,10 +164,15 @@ mt_cli_profile_get(const char *hw_path, const char *disk, struct mt_hwprofile *o
     if (!cache) {
         mt_log_warn("%s; the profile measured now is not cached", mt_last_error());
     } else if (access(path, F_OK) == 0) {
+        mt_log_set_quiet(true);
         st = mt_hwprofile_load(path, out);
+        mt_log_set_quiet(false);
         if (st != MT_OK) {
-            mt_log_warn("the cached profile '%s' cannot be used; delete it to measure again, or "
-                        "give --hw", path);
+            /* not measured over: it may hold rates `plan --learn` taught it */
+            char why[512];
+            snprintf(why, sizeof(why), "%s", mt_last_error());
+            return mt_fail(st, 0, "the cached hardware profile cannot be used: %s (move it away "
+                           "to measure again, or give --hw)", why);
         } else {
             mt_log_info("hardware profile: %s (cached; delete it to measure again)", path);
         }
@@ -776,9 +781,10 @@ mt_cli_placement(struct mt_cli_engine *e, const struct mt_cli_engine_flags *f,
     }
     if (f->report || f->verbose) {
         say_where(&n, e->plan, why);
-        if (!gpu && n.count[MT_TIER_GPU] > 0) {
-            mt_log_info("this CPU engine computes the %d GPU-tier experts from DRAM",
-                        n.count[MT_TIER_GPU]);
+        if (!gpu && n.count[MT_TIER_GPU] + n.count[MT_TIER_DRAM_PCIE] > 0) {
+            mt_log_info("this CPU engine computes the plan's %d GPU-tier and %d PCIe-tier "
+                        "experts from DRAM (the plan's predictions assume its GPU)",
+                        n.count[MT_TIER_GPU], n.count[MT_TIER_DRAM_PCIE]);
         }
     }
     if (n.count[MT_TIER_NVME] > 0 || f->n_store > 0) {

@@ -297,8 +297,13 @@ prompt_tok_s(const struct mt_cli_report *r, const struct mt_plan *p)
     if (chunk <= 0) {
         chunk = (int)MT_MIN(r->prefill.tokens, (long)INT_MAX);
     }
-    if (mt_plan_predict_prompt(p, &r->e->model->cfg, &sz, r->prefill.tokens, chunk, &s) != MT_OK ||
-        !(s > 0)) {
+    /* a plan made for a GPU, run on the CPU engine, has tiers this cost model refuses: then the
+     * plan file's own prefill rate stands, with no message inside the report's line */
+    mt_log_set_quiet(true);
+    mt_status_t st = mt_plan_predict_prompt(p, &r->e->model->cfg, &sz, r->prefill.tokens, chunk,
+                                            &s);
+    mt_log_set_quiet(false);
+    if (st != MT_OK || !(s > 0)) {
         return 0.0;
     }
     return (double)r->prefill.tokens / s;

@@ -115,12 +115,22 @@ main(int argc, char **argv)
     const char *cmd = NULL;
 
     /* A standard stream started closed (`<&-`) would be the next file opened: chat would read
-     * a weight file as its input, a message could land in an output. /dev/null holds its place. */
+     * a weight file as its input, a message could land in an output. /dev/null holds its place:
+     * a closed stdin reads as empty, a closed stderr drops the messages; a closed stdout would
+     * drop the command's output unseen, so that is refused. */
+    bool out_closed = false;
     for (int fd = 0; fd <= 2; fd++) {
-        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF &&
-            open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY) != fd) {
-            return 1;
+        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+            out_closed = out_closed || fd == 1;
+            if (open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY) != fd) {
+                return 1;
+            }
         }
+    }
+    if (out_closed) {
+        fprintf(stderr, "moetier: stdout is closed (>&-), so the output would be lost; send it to "
+                "/dev/null to discard it\n");
+        return 1;
     }
 
     for (size_t i = 0; argc >= 2 && subcommands[i].name != NULL; i++) {
