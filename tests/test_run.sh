@@ -17,7 +17,7 @@ prompt=$(printf '%s' "$flat" | sed -n 's/.*"prompts":\[\[\([0-9,]*\)\].*/\1/p')
 want=$(printf '%s' "$flat" | sed -n 's/.*"greedy":\[\[\([0-9,]*\)\].*/\1/p' | tr ',' ' ')
 ntok=$(printf '%s\n' "$prompt" | tr ',' '\n' | wc -l)
 
-echo "1..25"
+echo "1..26"
 got=$("$bin" run -m "$dir" --device cpu --prompt-ids "$prompt" -n 20 --print-ids \
       --dump-logits "$tmp/l.bin" 2>"$tmp/err")
 ok $? "run --print-ids --dump-logits exits 0"
@@ -32,8 +32,8 @@ size=$(wc -c < "$tmp/l.bin")
 ok $? "--dump-logits: magic and size 16 + $ntok x 512 x 4 (got $size)"
 "$bin" run -m "$dir" --prompt-ids 1,2,512 -n 1 --print-ids >/dev/null 2>"$tmp/err"
 rc=$?
-[ "$rc" -eq 1 ] && grep -q 'outside the vocabulary' "$tmp/err"
-ok $? "token id out of range exits 1 with a message (rc $rc)"
+[ "$rc" -eq 1 ] && grep -q 'outside the vocabulary' "$tmp/err" && ! grep -q 'loaded' "$tmp/err"
+ok $? "token id out of range exits 1 with a message, before the weights load (rc $rc)"
 "$bin" run -m "$dir" --prompt-ids "" -n 1 >/dev/null 2>"$tmp/err"
 rc=$?
 [ "$rc" -eq 1 ] && grep -q 'empty prompt' "$tmp/err"
@@ -41,8 +41,17 @@ ok $? "empty prompt exits 1 with a message (rc $rc)"
 long=$(seq -s, 3 259)
 "$bin" run -m "$dir" --prompt-ids "$long" -n 1 >/dev/null 2>"$tmp/err"
 rc=$?
-[ "$rc" -eq 1 ] && grep -q 'longer than the model' "$tmp/err"
-ok $? "a 257-token prompt (max_position_embeddings 256) exits 1 with a message (rc $rc)"
+[ "$rc" -eq 1 ] && grep -q 'longer than the model' "$tmp/err" && ! grep -q 'loaded' "$tmp/err"
+ok $? "a 257-token prompt (max_position_embeddings 256) exits 1 with a message, before the \
+weights load (rc $rc)"
+mkdir "$tmp/badtok"
+for f in "$dir"/*; do ln -s "$f" "$tmp/badtok/"; done
+rm "$tmp/badtok/tokenizer.json"
+echo '{"model": garbage' >"$tmp/badtok/tokenizer.json"
+"$bin" run -m "$tmp/badtok" --prompt-ids 1,2 -n 1 >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 0 ] && grep -q "warning: tokenizer .* not valid JSON.*ids are printed" "$tmp/err"
+ok $? "--prompt-ids with a malformed tokenizer.json: ids, with a warning (rc $rc)"
 spaced=$(printf '%s' "$prompt" | tr ',' ' ')
 got2=$("$bin" run -m "$dir" --prompt-ids " $spaced " -n 20 --print-ids 2>/dev/null)
 [ -n "$want" ] && [ "$got2" = "$want" ]

@@ -368,6 +368,12 @@ mt_cli_run(int argc, char **argv)
             if (prompt_text != NULL) {
                 goto out;
             }
+            /* none is fine; one that is there but unreadable is worth a word */
+            char tpath[4096];
+            snprintf(tpath, sizeof(tpath), "%s/tokenizer.json", dir);
+            if (access(tpath, F_OK) == 0) {
+                mt_log_warn("%s; ids are printed instead of text", mt_last_error());
+            }
         }
     }
     if (prompt_text != NULL) {
@@ -390,6 +396,19 @@ mt_cli_run(int argc, char **argv)
             prompt[n_prompt++] = ids[i];
         }
         free(ids);
+    }
+    /* the prompt against the config before the weights load (minutes on the full model); a
+     * config that does not load is left to the engine's own message */
+    {
+        struct mt_model_config cfg;
+        char cpath[4096];
+        snprintf(cpath, sizeof(cpath), "%s/config.json", dir);
+        mt_log_set_quiet(true);
+        st = mt_config_load(cpath, &cfg);
+        mt_log_set_quiet(false);
+        if (st == MT_OK && mt_config_check_prompt(&cfg, prompt, n_prompt) != MT_OK) {
+            goto out;
+        }
     }
     /* on the GPU the caches hold the whole run unless --ctx says otherwise */
     ef.ctx_need = (int64_t)n_prompt + n_gen;

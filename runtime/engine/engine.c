@@ -383,30 +383,48 @@ mt_engine_expert_bytes_held(const struct mt_engine *e)
 
 /* ---- checks ------------------------------------------------------------------------------ */
 
+/* The checks that need only the model's config (mt_config_check_prompt). */
 static mt_status_t
-check_tokens(const struct mt_engine *e, int64_t start, const int32_t *tokens, int n)
+check_tokens_cfg(const struct mt_model_config *cfg, int64_t start, const int32_t *tokens, int n)
 {
     if (n <= 0 || tokens == NULL) {
         return mt_fail(MT_ERR_INVAL, 0, "empty prompt: give at least one token id");
     }
-    if (start + n > e->cfg.max_position_embeddings) {
+    if (start + n > cfg->max_position_embeddings) {
         return mt_fail(MT_ERR_INVAL, 0, "sequence of %lld tokens is longer than the model's "
                        "maximum of %d positions (max_position_embeddings)",
-                       (long long)(start + n), e->cfg.max_position_embeddings);
+                       (long long)(start + n), cfg->max_position_embeddings);
+    }
+    for (int i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= cfg->vocab_size) {
+            return mt_fail(MT_ERR_INVAL, 0, "token id %d at position %lld is outside the "
+                           "vocabulary [0, %d) of config.json's vocab_size: ids given for another "
+                           "model, or a tokenizer.json with more tokens than the model has",
+                           tokens[i], (long long)(start + i), cfg->vocab_size);
+        }
+    }
+    return MT_OK;
+}
+
+mt_status_t
+mt_config_check_prompt(const struct mt_model_config *cfg, const int32_t *tokens, int n)
+{
+    return check_tokens_cfg(cfg, 0, tokens, n);
+}
+
+static mt_status_t
+check_tokens(const struct mt_engine *e, int64_t start, const int32_t *tokens, int n)
+{
+    mt_status_t st = check_tokens_cfg(&e->cfg, start, tokens, n);
+
+    if (st != MT_OK) {
+        return st;
     }
     if (start + n > mt_engine_max_pos(e)) {
         return mt_fail(MT_ERR_INVAL, 0, "sequence of %lld tokens is longer than the %lld positions "
                        "the GPU's caches hold (raise --ctx, up to the model's %d)",
                        (long long)(start + n), (long long)mt_engine_max_pos(e),
                        e->cfg.max_position_embeddings);
-    }
-    for (int i = 0; i < n; i++) {
-        if (tokens[i] < 0 || tokens[i] >= e->cfg.vocab_size) {
-            return mt_fail(MT_ERR_INVAL, 0, "token id %d at position %lld is outside the "
-                           "vocabulary [0, %d) of config.json's vocab_size: ids given for another "
-                           "model, or a tokenizer.json with more tokens than the model has",
-                           tokens[i], (long long)(start + i), e->cfg.vocab_size);
-        }
     }
     return MT_OK;
 }
