@@ -21,7 +21,7 @@ turn_field() {
 make_tmp chat
 model="$tmp/tiny"
 
-echo "1..21"
+echo "1..22"
 "$bin" synth --preset tiny --layers 2 -q -o "$model" >/dev/null 2>"$tmp/synth.err"
 ok $? "synth --preset tiny writes a model"
 
@@ -81,6 +81,15 @@ rc=$?
 [ "$rc" -eq 1 ] && grep -q "positions must also hold the reply" "$tmp/l.err" &&
     grep -q '^mt: turn 1: ' "$tmp/l.err"
 ok $? "a too-long message gives one message, the chat goes on, exit 1 at the end (rc $rc)"
+
+# a --system longer than the context: refused at the start, not blamed on every message
+sys=$(awk 'BEGIN { for (i = 0; i < 5000; i++) printf "a " }')
+printf 'hello there\n' | "$bin" chat -m "$model" --temperature 0 -n 8 --system "$sys" \
+    >"$tmp/ls.out" 2>"$tmp/ls.err"
+rc=$?
+[ "$rc" -eq 1 ] && grep -q -- "--system is .* tokens" "$tmp/ls.err" &&
+    [ "$(grep -c . "$tmp/ls.err")" -eq 1 ] && [ ! -s "$tmp/ls.out" ]
+ok $? "a --system longer than the context: one message at the start, exit 1 (rc $rc)"
 
 # a NUL byte is part of the line (the history keeps message lengths, as for a reply holding one)
 printf 'hello\000 there\n' | "$bin" chat -m "$model" --temperature 0 -n 1 -v >/dev/null \

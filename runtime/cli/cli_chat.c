@@ -586,16 +586,21 @@ mt_cli_chat(int argc, char **argv)
         fprintf(stderr, "loading %s ...\n", dir);
     }
     rc = 1;
+    /* the tokenizer first: a missing or broken one fails before the weights load */
+    if (mt_tokenizer_load(dir, &c.tok) != MT_OK) {
+        char tpath[4096];
+        snprintf(tpath, sizeof(tpath), "%s/tokenizer.json", dir);
+        if (access(dir, F_OK) == 0 && access(tpath, F_OK) != 0) {
+            mt_cli_error(&cli, "the model directory needs its tokenizer.json");
+        }
+        goto out;
+    }
     ef.report = c.verbose || interactive;
     ef.verbose = c.verbose;
     if (mt_cli_engine_init(&c.eng, dir, &ef, false) != MT_OK) {
         goto out;
     }
     c.gpu = c.eng.device == MT_DEVICE_GPU; /* --device auto decides in the init */
-    if (mt_tokenizer_load(dir, &c.tok) != MT_OK) {
-        mt_cli_error(&cli, "the model directory needs its tokenizer.json");
-        goto out;
-    }
     c.eos = c.eng.model->cfg.eos_token_id;
     c.eos_tok = mt_tokenizer_eos(c.tok);
     if (c.thinking) {
@@ -610,6 +615,22 @@ mt_cli_chat(int argc, char **argv)
             goto out;
         }
         c.n_fixed = 1;
+        /* a system prompt that fills the context would fail every message, each blamed */
+        int32_t *ids = NULL;
+        size_t n_ids = 0;
+        int64_t max_pos = mt_engine_max_pos(c.eng.engine);
+        mt_status_t st = mt_chat_encode(c.tok, c.msgs, c.n_msgs, c.thinking, &ids, &n_ids);
+        free(ids);
+        if (st != MT_OK) {
+            goto out;
+        }
+        if ((int64_t)n_ids >= max_pos) {
+            mt_cli_error(&cli, "--system is %zu tokens in the prompt format, and the context "
+                         "holds %lld positions, which must also hold the conversation; give a "
+                         "shorter one%s", n_ids, (long long)max_pos,
+                         c.gpu ? " (or raise --ctx)" : "");
+            goto out;
+        }
     }
     {
         /* no SA_RESTART: Ctrl-C interrupts the read at the prompt */

@@ -1029,7 +1029,12 @@ mt_tokenizer_load(const char *dir, struct mt_tokenizer **tok_out)
         st = mt_fail(MT_ERR_NOMEM, 0, "tokenizer: out of memory");
         goto out_free;
     }
-    if (stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+    if (stat(dir, &sb) != 0) {
+        st = mt_fail(MT_ERR_IO, errno, "cannot open '%s' (a model directory, or a "
+                     "tokenizer.json)", dir);
+        goto out_free;
+    }
+    if (S_ISDIR(sb.st_mode)) {
         snprintf(path, dl + 32, "%s/tokenizer.json", dir);
         snprintf(cfg_path, dl + 32, "%s/tokenizer_config.json", dir);
     } else {
