@@ -3,8 +3,9 @@
 # test_inputs.sh - every file moetier reads is opened without blocking and must be a regular file:
 # a FIFO given as config.json, tokenizer.json, tokenizer_config.json or to --config, --hw, --trace,
 # --check, and a device (/dev/zero) given to --trace, each exit 1 within seconds with one message
-# naming the file and saying what it is. Every command runs under `timeout`, so a regression
-# fails (exit 124) instead of hanging the test suite.
+# naming the file and saying what it is; standard streams closed from the start; `help COMMAND`.
+# Every command runs under `timeout`, so a regression fails (exit 124) instead of hanging the
+# test suite.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 cfg="$MT_SRCDIR/tests/data/deepseek-v3.2/config.json"
 prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
@@ -27,7 +28,7 @@ expect_refused() {
     ok $? "$desc: exit $rc: $(head -c 300 "$tmp/err")"
 }
 
-echo "1..11"
+echo "1..15"
 # A checkpoint directory whose config.json is a FIFO.
 mkdir "$tmp/m" && mkfifo "$tmp/m/config.json"
 expect_refused "config.json a FIFO (inspect)" "'$tmp/m/config.json' is a FIFO" \
@@ -60,4 +61,21 @@ expect_refused "tokenizer_config.json a directory" "tokenizer_config.json' is a 
 rmdir "$tmp/t2/tokenizer_config.json"
 out=$(printf 'hi' | timeout 10 "$bin" tokenize -m "$tmp/t2" 2>&1)
 ok $? "no tokenizer_config.json at all is fine: $out"
+
+# standard streams closed from the start: stdout is refused (the output would be lost); a closed
+# stdin reads as empty
+timeout 10 "$bin" inspect --config-only --config "$cfg" >&- 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 1 ] && grep -q "stdout is closed" "$tmp/err"
+ok $? "stdout closed (>&-): exit 1, one message (rc $rc: $(cat "$tmp/err"))"
+out=$(timeout 10 "$bin" tokenize -m "$tokdir" <&- 2>"$tmp/err")
+rc=$?
+[ "$rc" -eq 0 ] && [ -z "$out" ]
+ok $? "stdin closed (<&-): read as empty, exit 0 (rc $rc)"
+"$bin" help tokenize | grep -q -- "usage: moetier tokenize"
+ok $? "moetier help tokenize: tokenize's help"
+timeout 10 "$bin" help nosuch >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "no command 'nosuch'" "$tmp/err"
+ok $? "moetier help of an unknown command: exit 2 naming it (rc $rc)"
 tap_exit

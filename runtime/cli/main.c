@@ -42,7 +42,7 @@ static void
 usage(FILE *f)
 {
     fprintf(f, "usage: moetier <command> [options]\n"
-               "       moetier <command> --help\n"
+               "       moetier <command> --help    (or moetier help <command>)\n"
                "       moetier --version\n\n"
                "DeepSeek-V3.2 on one workstation: GPU attention, experts placed across GPU, DRAM\n"
                "and NVMe.\n\n"
@@ -85,6 +85,16 @@ run_command(int argc, char **argv)
 {
     if (argc < 2) {
         usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "help") == 0 && argc >= 3) { /* help COMMAND: COMMAND --help */
+        for (size_t i = 0; subcommands[i].name != NULL; i++) {
+            if (strcmp(argv[2], subcommands[i].name) == 0) {
+                char *args[] = {argv[2], "--help", NULL};
+                return subcommands[i].fn(2, args);
+            }
+        }
+        fprintf(stderr, "moetier: no command '%s' to help with (see moetier --help)\n", argv[2]);
         return 2;
     }
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
