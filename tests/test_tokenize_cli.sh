@@ -11,7 +11,7 @@ tokdir="$MT_TEST_DATA/tokenizer"
 
 make_tmp tokenize
 
-echo "1..15"
+echo "1..16"
 
 # every byte value once, then text with an overlong '/', a lone surrogate and a cut-off character
 i=0
@@ -53,6 +53,10 @@ printf '1 2\0003' | "$bin" tokenize -m "$tokdir" --decode >"$tmp/out" 2>"$tmp/er
 rc=$?
 [ "$rc" -eq 1 ] && [ ! -s "$tmp/out" ] && grep -q 'NUL byte' "$tmp/err"
 ok $? "a NUL byte among ids exits 1 with a message (rc $rc)"
+printf '1 \377\376' | "$bin" tokenize -m "$tokdir" --decode >"$tmp/out" 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 1 ] && grep -q "bad token id '.xff.xfe'" "$tmp/err" && ! LC_ALL=C grep -q "$(printf '\377')" "$tmp/err"
+ok $? "bytes that are not text among ids are named as \\xNN, never written raw (rc $rc)"
 printf '1 128815 -1' | "$bin" tokenize -m "$tokdir" --decode >/dev/null 2>"$tmp/err"
 rc=$?
 [ "$rc" -eq 1 ] && grep -q 'id 128815 .* is not a token' "$tmp/err"

@@ -285,6 +285,21 @@ is_id_separator(char c)
     return c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
+/* Up to 40 bytes of s[0..n) for a message, each byte that is not printable ASCII as \xNN: a
+ * binary file given as ids must not write raw bytes to the terminal. */
+static const char *
+excerpt(const char *s, size_t n, char out[static 164])
+{
+    size_t o = 0;
+
+    for (size_t i = 0; i < n && i < 40; i++) {
+        unsigned char c = (unsigned char)s[i];
+        o += (size_t)snprintf(out + o, 164 - o, c >= 0x20 && c < 0x7f ? "%c" : "\\x%02x", c);
+    }
+    out[o] = '\0';
+    return out;
+}
+
 bool
 mt_cli_parse_ids(const struct mt_cli *cli, const char *what, const char *s, size_t len,
                  int32_t **ids_out, size_t *n_out)
@@ -301,9 +316,10 @@ mt_cli_parse_ids(const struct mt_cli *cli, const char *what, const char *s, size
         if (s[i] == ',') {
             /* a comma separates two ids: one with nothing before it leaves an item empty */
             if (n == 0 || comma) {
-                mt_cli_error(cli, "empty item %zu in %s at offset %zu: '%.*s' (commas must "
+                char q[164];
+                mt_cli_error(cli, "empty item %zu in %s at offset %zu: '%s' (commas must "
                              "separate ids; '1,,2' or a leading comma is refused)",
-                             n + 1, what, i, (int)MT_MIN(len, 40), s);
+                             n + 1, what, i, excerpt(s, len, q));
                 free(ids);
                 return false;
             }
@@ -329,12 +345,13 @@ mt_cli_parse_ids(const struct mt_cli *cli, const char *what, const char *s, size
                 i++;
             }
             const char *nul = memchr(s + start, 0, i - start);
+            char q[164];
             if (nul != NULL) {
                 mt_cli_error(cli, "bad token id in %s: a NUL byte at offset %zu", what,
                              (size_t)(nul - s));
             } else {
-                mt_cli_error(cli, "bad token id '%.*s' in %s", (int)MT_MIN(i - start, 40),
-                             s + start, what);
+                mt_cli_error(cli, "bad token id '%s' in %s at offset %zu",
+                             excerpt(s + start, i - start, q), what, start);
             }
             free(ids);
             return false;
