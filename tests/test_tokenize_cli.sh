@@ -55,7 +55,8 @@ rc=$?
 ok $? "a NUL byte among ids exits 1 with a message (rc $rc)"
 printf '1 \377\376' | "$bin" tokenize -m "$tokdir" --decode >"$tmp/out" 2>"$tmp/err"
 rc=$?
-[ "$rc" -eq 1 ] && grep -q "bad token id '.xff.xfe'" "$tmp/err" && ! LC_ALL=C grep -q "$(printf '\377')" "$tmp/err"
+[ "$rc" -eq 1 ] && grep -q "bad token id '.xff.xfe'" "$tmp/err" &&
+    ! LC_ALL=C grep -q "$(printf '\377')" "$tmp/err"
 ok $? "bytes that are not text among ids are named as \\xNN, never written raw (rc $rc)"
 printf '1 128815 -1' | "$bin" tokenize -m "$tokdir" --decode >/dev/null 2>"$tmp/err"
 rc=$?
