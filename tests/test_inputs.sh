@@ -28,7 +28,7 @@ expect_refused() {
     ok $? "$desc: exit $rc: $(head -c 300 "$tmp/err")"
 }
 
-echo "1..15"
+echo "1..16"
 # A checkpoint directory whose config.json is a FIFO.
 mkdir "$tmp/m" && mkfifo "$tmp/m/config.json"
 expect_refused "config.json a FIFO (inspect)" "'$tmp/m/config.json' is a FIFO" \
@@ -61,6 +61,9 @@ expect_refused "tokenizer_config.json a directory" "tokenizer_config.json' is a 
 rmdir "$tmp/t2/tokenizer_config.json"
 out=$(printf 'hi' | timeout 10 "$bin" tokenize -m "$tmp/t2" 2>&1)
 ok $? "no tokenizer_config.json at all is fine: $out"
+
+expect_refused "-m naming a file, not the checkpoint directory" "is a file, not a directory" \
+    "$bin" inspect -m "$cfg"
 
 # standard streams closed from the start: stdout is refused (the output would be lost); a closed
 # stdin reads as empty

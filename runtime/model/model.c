@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* Where a tensor goes in struct mt_model / mt_layer_weights (internal to the walk). */
 enum slot {
@@ -726,6 +727,12 @@ mt_model_open(const char *dir, struct mt_model **model_out)
     path = malloc(path_len);
     if (m->dir == NULL || path == NULL) {
         st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate checkpoint '%s'", dir);
+        goto out_destroy;
+    }
+    struct stat sb;
+    if (stat(dir, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
+        st = mt_fail(MT_ERR_INVAL, 0, "checkpoint '%s' is a file, not a directory (give the "
+                     "directory that holds config.json and the shards)", dir);
         goto out_destroy;
     }
     snprintf(path, path_len, "%s/config.json", dir);
