@@ -145,7 +145,8 @@ disk_point(const char *path, int qd, uint64_t block, uint64_t pass, char *buf, u
     if (n_file_blocks == 0) {
         st =
             mt_fail(MT_ERR_INVAL, 0,
-                    "disk file '%s' (%" PRIu64 " bytes) is smaller than one %" PRIu64 "-byte block",
+                    "disk file '%s' (%" PRIu64 " bytes) is smaller than one %" PRIu64 "-byte block "
+                    "(give a larger file, or --disk-block a smaller size)",
                     path, size, block);
         goto out_reader;
     }

@@ -1172,7 +1172,7 @@ mt_cli_bench(int argc, char **argv)
     profile_begin(b);
     st = run_parts(b);
     if (st != MT_OK) {
-        mt_cli_error(&cli, "stopped: %s", mt_last_error());
+        mt_cli_error(&cli, "stopped by the error above; no profile written");
         goto out_free;
     }
     print_table(b);
