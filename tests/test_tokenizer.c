@@ -560,6 +560,10 @@ test_small(void)
          "\"added_tokens\":[{\"id\":16777216,\"content\":\"<x>\"}],"
          "\"pre_tokenizer\":" BL ",\"decoder\":{\"type\":\"ByteLevel\"}}",
          "0..16777215"},
+        {"two vocab entries of one id",
+         "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":0},\"merges\":[]},"
+         "\"pre_tokenizer\":" BL ",\"decoder\":{\"type\":\"ByteLevel\"}}",
+         "another entry has too"},
         {"a merge of unknown tokens",
          "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1},\"merges\":[\"a b\"]},"
          "\"pre_tokenizer\":" BL ",\"decoder\":{\"type\":\"ByteLevel\"}}",

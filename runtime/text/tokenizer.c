@@ -867,6 +867,12 @@ load_json(struct mt_tokenizer *tok, json_t *root, json_t *cfg)
         }
         buf = nb;
         n = byte_level_decode(byte_of_cp, key, buf);
+        /* two strings of one id would encode as one and decode as the other */
+        if (tok_find(tok, id) != NULL) {
+            st = mt_fail(MT_ERR_FORMAT, 0, "tokenizer '%s': vocab entry \"%s\" has id %d, which "
+                         "another entry has too", tok->path, key, id);
+            goto out;
+        }
         if ((st = set_token(tok, id, buf, n, &bytes_cap)) != MT_OK ||
             (st = smap_put(&tok->by_text, key, klen, hash_bytes(key, klen), (uint32_t)id, 0)) !=
                 MT_OK) {
