@@ -54,7 +54,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..58"
+echo "1..59"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -122,6 +122,9 @@ ok $? "an unknown route: 404"
 req GET /%ff -H "$auth"
 err_is 404 not_found && jq -e '.error.message | type == "string"' "$tmp/body" >/dev/null
 ok $? "a route that decodes to invalid UTF-8: 404 with a message (not null)"
+req GET /v1/models%00junk -H "$auth" --path-as-is
+err_is 404 not_found
+ok $? "a route with an escaped NUL (%00) matches no route: 404"
 role=$(printf '\\u00e9%.0s' $(seq 1 21))
 chat "{\"messages\": [{\"role\": \"a$role\", \"content\": \"x\"}]}"
 err_is 400 invalid_request_error && jq -e '.error.message | type == "string"' "$tmp/body" \

@@ -1164,6 +1164,24 @@ mt_serve_opts_default(struct mt_serve_opts *opts)
     opts->sampling.top_p = 0.95f;
 }
 
+/*
+ * MHD's unescaping of a path, except that one holding "%00" stays escaped: decoded, its NUL
+ * would end the C string the routes compare, and "/v1/models%00junk" would pass as "/v1/models".
+ * Left escaped it matches no route (404).
+ */
+static size_t
+unescape_no_nul(void *cls, struct MHD_Connection *c, char *s)
+{
+    (void)cls;
+    (void)c;
+    for (const char *p = strchr(s, '%'); p != NULL; p = strchr(p + 1, '%')) {
+        if (p[1] == '0' && p[2] == '0') {
+            return strlen(s);
+        }
+    }
+    return MHD_http_unescape(s);
+}
+
 static bool
 addr_is_loopback(const struct sockaddr *sa)
 {
@@ -1238,7 +1256,8 @@ mt_serve_create(struct mt_engine *engine, struct mt_tokenizer *tok,
         flags, 0, NULL, NULL, access_handler, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
         MHD_OPTION_NOTIFY_COMPLETED, request_completed, s, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)(opts->limits.max_queue + 64), MHD_OPTION_CONNECTION_TIMEOUT, SERVE_IDLE_S,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, 128u, MHD_OPTION_END);
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, 128u, MHD_OPTION_UNESCAPE_CALLBACK, unescape_no_nul, NULL,
+        MHD_OPTION_END);
     int err = errno;
     freeaddrinfo(ai);
     if (s->mhd == NULL) {
