@@ -131,7 +131,7 @@ main(void)
     const char *dir = tap_tmpdir();
     mt_status_t st;
 
-    tap_plan(37);
+    tap_plan(39);
     mt_log_set_quiet(true);
 
     fill(&a);
@@ -266,6 +266,21 @@ main(void)
     tap_ok(fails("{\"version\": 1, \"learned\": {\"gpu_prefill_eff\": 2.5}}", MT_ERR_FORMAT,
                  "'learned.gpu_prefill_eff' is 2.5, above 2"),
            "a learned GPU prefill efficiency above 2 is refused");
+
+    /* cpu.expert_eff is a fraction of the read ceiling that bench caps at 1: 5 was planned as
+       1.0 and still called "measured"; 0 is "not measured" (bench --only dram writes it) */
+    tap_ok(fails("{\"version\": 1, \"cpu\": {\"read_ceiling_gbps\": 56, \"expert_eff\": 5}}",
+                 MT_ERR_FORMAT, "'cpu.expert_eff' is 5; it must be in [0, 1]"),
+           "a cpu.expert_eff above 1 is refused, naming the key");
+    st = mt_hwprofile_parse("{\"version\": 1, \"cpu\": {\"read_ceiling_gbps\": 56, "
+                            "\"expert_eff\": 0}}",
+                            "text", &b);
+    bool zero_ok = st == MT_OK && b.cpu.expert_eff == 0;
+    st = mt_hwprofile_parse("{\"version\": 1, \"cpu\": {\"read_ceiling_gbps\": 56, "
+                            "\"expert_eff\": 1}}",
+                            "text", &b);
+    tap_ok(zero_ok && st == MT_OK && b.cpu.expert_eff == 1,
+           "a cpu.expert_eff of 0 (not measured) and of 1 load");
 
     /* the CPU's prefill runs from two batches: 352 MB and 0.7 GFLOP a token of 8 experts */
     double gbps, gflops;

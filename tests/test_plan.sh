@@ -10,7 +10,7 @@ cfg="$MT_SRCDIR/tests/data/deepseek-v3.2/config.json"
 prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
 make_tmp plan
 
-echo "1..33"
+echo "1..39"
 "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G -o "$tmp/p.json" \
     >"$tmp/out" 2>"$tmp/err"
 ok $? "plan on the RTX 3090 what-if profile exits 0"
@@ -223,4 +223,57 @@ sed 's/"dims_hash": "[0-9a-f]*"/"dims_hash": "zz"/' "$tmp/p.ref" >"$tmp/edited.j
 "$bin" plan --config "$cfg" --check "$tmp/edited.json" >/dev/null 2>"$tmp/err"
 [ $? -eq 1 ] && grep -q "dims_hash' must be 16 lowercase hex digits" "$tmp/err"
 ok $? "a malformed dims_hash is refused: $(cat "$tmp/err")"
+
+# -o that cannot be written is refused before the model is read and the plan printed (the plan
+# went to stdout whole, then the write failed), as `run` checks its outputs.
+touch "$tmp/afile"
+rc=0
+for out in "$tmp/no/such/dir/p.json" "$tmp/afile/p.json" "$tmp"; do
+    "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G -o "$out" \
+        >"$tmp/out" 2>"$tmp/err"
+    [ $? -eq 1 ] && [ ! -s "$tmp/out" ] && grep -q "cannot write -o '$out'" "$tmp/err" || rc=1
+done
+[ $rc -eq 0 ]
+ok $? "an -o in a missing directory, under a file or naming a directory exits 1 before planning: \
+$(cat "$tmp/err")"
+# A profile's cpu.expert_eff is a fraction of its read ceiling (bench writes at most 1): 5 was
+# planned as 1.0 and still labelled "measured"; now refused, naming the file and the key.
+sed 's/"expert_eff": 0.7/"expert_eff": 5/' "$tmp/eff.json" >"$tmp/eff5.json"
+"$bin" plan --config "$cfg" --hw "$tmp/eff5.json" --gpu-mem 24G --cpu-mem 480G >/dev/null \
+    2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "'$tmp/eff5.json': 'cpu.expert_eff' is 5; it must be in \[0, 1\]" \
+    "$tmp/err"
+ok $? "a cpu.expert_eff of 5 is refused: $(cat "$tmp/err")"
+# A plan whose hardware section lost the rate its placement needs (a CPU plan's dram_gbps 0),
+# or with no KV cache (ctx 0), is refused by --check (and by run --plan), naming the field.
+"$bin" plan --config "$cfg" --hw "$tmp/cpu.json" --gpu-mem 24G --cpu-mem 480G \
+    -o "$tmp/cpuplan.json" >/dev/null 2>&1 &&
+    sed 's/"dram_gbps": [0-9.e+]*/"dram_gbps": 0/' "$tmp/cpuplan.json" >"$tmp/dram0.json" &&
+    sed 's/"ctx": [0-9]*/"ctx": 0/' "$tmp/cpuplan.json" >"$tmp/ctx0.json" &&
+    ! "$bin" plan --config "$cfg" --check "$tmp/dram0.json" >/dev/null 2>"$tmp/err" &&
+    grep -q "puts expert 0 on 'C' in 'tiers', but field 'hardware.dram_gbps' is 0" "$tmp/err" &&
+    ! "$bin" plan --config "$cfg" --check "$tmp/ctx0.json" >/dev/null 2>"$tmp/err2" &&
+    grep -q "field 'budgets.ctx' must be an integer in \[1, " "$tmp/err2"
+ok $? "a plan with dram_gbps 0 under CPU experts, or ctx 0, is refused: $(cat "$tmp/err") / \
+$(cat "$tmp/err2")"
+# a plan's cpu_eff has --cpu-eff's floor (0.01) and a learned efficiency's ceiling (2)
+sed 's/"cpu_eff": [0-9.e+-]*/"cpu_eff": 0.001/' "$tmp/cpuplan.json" >"$tmp/eff001.json"
+sed 's/"cpu_eff": [0-9.e+-]*/"cpu_eff": 1.5/' "$tmp/cpuplan.json" >"$tmp/eff15.json"
+! "$bin" plan --config "$cfg" --check "$tmp/eff001.json" >/dev/null 2>"$tmp/err" &&
+    grep -q "field 'budgets.cpu_eff' must be an efficiency in \[0.01, 2\] (got 0.001" "$tmp/err" &&
+    "$bin" plan --config "$cfg" --check "$tmp/eff15.json" >/dev/null 2>&1
+ok $? "a plan's cpu_eff of 0.001 is refused, 1.5 (learned) loads: $(cat "$tmp/err")"
+# GPU memory hints: where the always-on weights alone exceed --gpu-mem a smaller --ctx cannot
+# help, so the message says what they need; and without --gpu-mem a profile GPU without
+# gpu.mem_bytes is named, not a "--gpu-mem 0.0 GiB" nobody typed.
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 8G --cpu-mem 480G >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q -- "--gpu-mem 8.0 GiB is too small: the always-on weights alone need" \
+    "$tmp/err" && ! grep -q "smaller --ctx" "$tmp/err"
+ok $? "--gpu-mem below the always-on weights: $(cat "$tmp/err")"
+printf '%s' '{"version": 1, "source": "what-if: a GPU without memory", "gpu": {"present": true,
+ "hbm_read_gbps": 900}, "cpu": {"read_gbps": 100}}' >"$tmp/gpunomem.json"
+"$bin" plan --config "$cfg" --hw "$tmp/gpunomem.json" --cpu-mem 480G >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "'$tmp/gpunomem.json' has a GPU without gpu.mem_bytes" "$tmp/err" &&
+    ! grep -q -- "--gpu-mem 0.0" "$tmp/err"
+ok $? "no --gpu-mem and a profile GPU without gpu.mem_bytes: $(cat "$tmp/err")"
 tap_exit

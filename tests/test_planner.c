@@ -410,13 +410,24 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
         {"\"host_layer_ms\": ", PATCH_VALUE, "\"host_layer_ms\": -0.5", NULL, NULL,
          "field 'hardware.host_layer_ms' must be a finite number >= 0"},
         {"\"cpu_eff\": ", PATCH_VALUE, "\"cpu_eff\": -0.6", NULL, NULL,
-         "field 'budgets.cpu_eff' must be an efficiency in (0, 2]"},
+         "field 'budgets.cpu_eff' must be an efficiency in [0.01, 2]"},
+        /* below --cpu-eff's floor: the planner never writes it (times overflow any print) */
+        {"\"cpu_eff\": ", PATCH_VALUE, "\"cpu_eff\": 0.001", NULL, NULL,
+         "field 'budgets.cpu_eff' must be an efficiency in [0.01, 2] (got 0.001"},
+        /* up to the learned maximum: a learned efficiency over the profile's ceiling */
+        {"\"cpu_eff\": ", PATCH_VALUE, "\"cpu_eff\": 1.5", NULL, NULL, NULL},
+        /* no KV cache: the planner writes at least one token */
+        {"\"ctx\": ", PATCH_VALUE, "\"ctx\": 0", NULL, NULL,
+         "field 'budgets.ctx' must be an integer in [1, "},
+        /* 'C' experts need the CPU's DRAM rate the cost model computes them at */
+        {"\"dram_gbps\": ", PATCH_VALUE, "\"dram_gbps\": 0", NULL, NULL,
+         "layer 3 puts expert 0 on 'C' in 'tiers', but field 'hardware.dram_gbps' is 0"},
         {"\"gpu_eff\": ", PATCH_VALUE, "\"gpu_eff\": 0", NULL, NULL,
-         "field 'hardware.gpu_eff' must be an efficiency in (0, 2] (got 0)"},
+         "field 'hardware.gpu_eff' must be an efficiency in [0.01, 2] (got 0;"},
         {"\"cpu_prefill_eff\": ", PATCH_VALUE, "\"cpu_prefill_eff\": 2.5", NULL, NULL,
          "field 'hardware.cpu_prefill_eff' must be an efficiency"},
         {"\"gpu_prefill_eff\": ", PATCH_VALUE, "\"gpu_prefill_eff\": -1", NULL, NULL,
-         "field 'hardware.gpu_prefill_eff' must be an efficiency in (0, 2] (got -1)"},
+         "field 'hardware.gpu_prefill_eff' must be an efficiency in [0.01, 2] (got -1;"},
         /* 0 where it means none: a prediction a hand-made plan does not have */
         {"\"decode_ms_mean_load\": ", PATCH_VALUE, "\"decode_ms_mean_load\": 0", NULL, NULL, NULL},
         /* an optional number left out takes its default */
@@ -673,11 +684,39 @@ test_v32_plans(void)
     mt_plan_destroy(plan);
     plan = NULL;
 
-    /* GPU budget too small for the always-on weights. */
+    /* GPU budget too small for the always-on weights: a smaller --ctx cannot help there, so
+       the message says what they need instead of suggesting one. */
     b.gpu_mem = (uint64_t)16 << 30;
-    tap_ok(mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan) == MT_ERR_INVAL &&
-               strstr(mt_last_error(), "--gpu-mem") != NULL && plan == NULL,
+    st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
+    tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "--gpu-mem 16.0 GiB is too small") &&
+               strstr(mt_last_error(), "always-on weights alone need 16.9 GiB") &&
+               strstr(mt_last_error(), "smaller --ctx") == NULL && plan == NULL,
+           "--gpu-mem below the always-on weights: %s", mt_last_error());
+    /* room for the weights and the workspace but not the KV cache: there a smaller --ctx is
+       the hint */
+    b.gpu_mem = sz.gpu_other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token / 2 + b.gpu_reserve;
+    st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
+    tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "try a smaller --ctx") != NULL &&
+               plan == NULL,
            "--gpu-mem below always-on + KV: %s", mt_last_error());
+    /* no --gpu-mem given: the budget is the profile's, and a GPU without gpu.mem_bytes (a
+       budget of 0) is named as the profile's field, not as "--gpu-mem 0.0 GiB" */
+    b.gpu_mem_default = true;
+    hw.gpu.mem_bytes = 0;
+    b.gpu_mem = 0;
+    st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
+    tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "without gpu.mem_bytes") != NULL &&
+               strstr(mt_last_error(), "--gpu-mem 0.0") == NULL && plan == NULL,
+           "no --gpu-mem and a profile GPU without memory: %s", mt_last_error());
+    hw.gpu.mem_bytes = (uint64_t)16 << 30;
+    b.gpu_mem = (uint64_t)15 << 30;
+    st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
+    tap_ok(st == MT_ERR_INVAL &&
+               strstr(mt_last_error(), "the default GPU budget 15.0 GiB (no --gpu-mem") != NULL &&
+               strstr(mt_last_error(), "gpu.mem_bytes 16.0 GiB") != NULL && plan == NULL,
+           "no --gpu-mem and a profile GPU too small: %s", mt_last_error());
+    b.gpu_mem_default = false;
+    hw.gpu.mem_bytes = (uint64_t)80 << 30;
     b.gpu_mem = sz.gpu_other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token + b.gpu_reserve;
 
     /* DRAM budget below its reserve: refused like the GPU's, not planned with 0 bytes. */

@@ -15,7 +15,7 @@ need jq "JSON in shell tests; apt-get install jq"
 make_tmp run-report
 m="$tmp/small"
 
-echo "1..30"
+echo "1..32"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 cat >"$tmp/cpu.json" <<'JSON'
@@ -297,6 +297,47 @@ ok $? "--cpu-eff still wins over what was learned"
 "$bin" plan -m "$m" --hw "$tmp/learn.json" --learn "$tmp/np.json" >/dev/null 2>"$tmp/err"
 [ $? -eq 1 ] && grep -q "without --plan" "$tmp/err"
 ok $? "a report of a run without a plan cannot teach: $(head -1 "$tmp/err")"
+# a malformed report (a field of the wrong type, out of range, or an unknown device) is refused
+# whole: exit 1, one message naming the field and the file, nothing learned, the profile's bytes
+# unchanged (each of these was learned from and saved, 2026-12 audit)
+cp "$tmp/cpu.json" "$tmp/learnbad.json"
+rc=0
+n_bad=0
+while IFS='|' read -r edit field; do
+    n_bad=$((n_bad + 1))
+    jq "$edit" "$tmp/r3.json" >"$tmp/bad$n_bad.json" || rc=1
+    "$bin" plan -m "$m" --hw "$tmp/learnbad.json" --learn "$tmp/bad$n_bad.json" \
+        >"$tmp/bad.out" 2>"$tmp/err"
+    if [ $? -ne 1 ] || ! grep -q "run report '$tmp/bad$n_bad.json': field '$field'" "$tmp/err" ||
+        grep -q "^learned" "$tmp/bad.out" || ! cmp -s "$tmp/cpu.json" "$tmp/learnbad.json"; then
+        echo "# $edit: $(cat "$tmp/err")"
+        rc=1
+    fi
+done <<'EDITS'
+.decode.tiers = "x"|decode.tiers
+.decode.cpu_busy = "x"|decode.cpu_busy
+.decode.tiers["dram-cpu"].bytes = -100|decode.tiers.dram-cpu.bytes
+.decode.tiers["dram-cpu"].bytes = 1e18|decode.tiers.dram-cpu.bytes
+.decode.tiers["dram-cpu"].seconds = -1|decode.tiers.dram-cpu.seconds
+.device = "tpu"|device
+.expert_bytes = 0|expert_bytes
+.moe_layers = 0|moe_layers
+.decode.forward_s = -1|decode.forward_s
+.decode.tokens = 4611686018427387904|decode.tokens
+.decode.forwards = 2.5|decode.forwards
+.plan = 5|plan
+.predicted.hardware.dram_gbps = "fast"|predicted.hardware.dram_gbps
+.prefill.stream = 3|prefill.stream
+del(.decode)|decode
+EDITS
+[ $rc -eq 0 ] && [ $n_bad -eq 15 ]
+ok $? "$n_bad malformed reports are refused, naming the field, the profile untouched: \
+$(cat "$tmp/err")"
+# a bad report among good ones refuses them all before any is learned from
+"$bin" plan -m "$m" --hw "$tmp/learnbad.json" --learn "$tmp/r3.json" --learn "$tmp/bad1.json" \
+    >"$tmp/bad.out" 2>"$tmp/err"
+[ $? -eq 1 ] && ! grep -q "^learned" "$tmp/bad.out" && cmp -s "$tmp/cpu.json" "$tmp/learnbad.json"
+ok $? "a bad report after a good one: nothing learned, nothing written: $(cat "$tmp/err")"
 # --disk-from: the disk of the minute plans this plan only; --learn saves the profile without it
 cat >"$tmp/disk.json" <<'JSON'
 {"version": 1, "source": "bench --only disk", "disks": [{"path": "/tmp", "best_gbps": 0.5}]}

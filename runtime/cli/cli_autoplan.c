@@ -304,6 +304,7 @@ run_budget(const struct mt_cli_engine_flags *f, const struct mt_model_config *cf
     }
     b->cpu_mem = f->cpu_mem > 0 ? f->cpu_mem : mt_cli_mem_available();
     b->gpu_mem = !gpu ? 0 : f->engine.gpu_mem > 0 ? f->engine.gpu_mem : gpu_free_budget();
+    b->gpu_mem_default = gpu && f->engine.gpu_mem == 0;
     /* the context the engine will hold (--ctx, a long prompt's, else the default) */
     b->ctx = (int)MT_MIN(mt_cli_gpu_ctx(f, cfg), INT32_MAX);
     if (f->engine.gpu_ctx > cfg->max_position_embeddings) {

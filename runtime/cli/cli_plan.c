@@ -30,6 +30,7 @@
 
 #include <getopt.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,6 +153,223 @@ num_at(json_t *o, const char *a, const char *b, const char *c)
         v = json_object_get(v, c);
     }
     return json_is_number(v) ? json_number_value(v) : 0.0;
+}
+
+/* ---- what a report may hold -------------------------------------------------------------- */
+
+/*
+ * The bounds of the numbers the learner reads. A report is written by `moetier run --json`, but
+ * read back after it sat on disk, was copied between machines or was edited (the tests make
+ * theirs with jq), and every number goes into a rate that replaces the planner's assumption in
+ * the profile: a string where an object belongs, a negative byte count or 2^62 tokens was learned
+ * as an efficiency of 0.007 or 2 (capped) and saved. None is near a real run: a trillion tokens
+ * is 30 years of one run at 1,000 tok/s; DeepSeek-V3.2 decoding all its 163,840 positions with
+ * every expert on the GPU reads 3.3 PB of experts, a third of REPORT_MAX_BYTES; rates share the
+ * profile's bound (hwprofile.c NUMBER_MAX).
+ */
+#define REPORT_MAX_TOKENS 1e12 /* tokens, forwards, engine_tokens */
+#define REPORT_MAX_COUNT 1e15  /* runs and (token, expert) pairs: k x MoE layers x tokens */
+#define REPORT_MAX_BYTES 1e16  /* bytes of one phase, or always-on bytes a token */
+#define REPORT_MAX_SECONDS 1e9 /* 30 years */
+#define REPORT_MAX_RATE 1e9    /* GB/s, GFLOP/s, TFLOPS, efficiencies, busy fractions */
+#define REPORT_MAX_FLOPS 1e27  /* a phase's FLOPs, or one expert's a token */
+
+struct report_check {
+    const char *path;
+    mt_status_t st; /* the first failure; later checks stay quiet */
+};
+
+static const char *
+json_kind(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "a boolean";
+    case JSON_NULL:
+        return "null";
+    default:
+        return "a number";
+    }
+}
+
+/* Fail c (once) for where.key, which is v (NULL: absent) where `want` was wanted. */
+static void
+report_bad(struct report_check *c, const char *where, const char *key, const char *want,
+           const json_t *v)
+{
+    char got[64];
+
+    if (c->st != MT_OK) {
+        return;
+    }
+    if (v == NULL) {
+        c->st = mt_fail(MT_ERR_FORMAT, 0,
+                        "run report '%s': field '%s%s%s' is missing (it must be %s; write the "
+                        "report again with moetier run --plan PLAN --json REPORT)",
+                        c->path, where, *where ? "." : "", key, want);
+        return;
+    }
+    if (json_is_integer(v)) {
+        snprintf(got, sizeof(got), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+    } else if (json_is_number(v)) {
+        snprintf(got, sizeof(got), "%g", json_number_value(v));
+    } else {
+        snprintf(got, sizeof(got), "%s", json_kind(v));
+    }
+    c->st = mt_fail(MT_ERR_FORMAT, 0,
+                    "run report '%s': field '%s%s%s' must be %s, got %s (moetier run --json "
+                    "writes no such value: was the report edited? nothing was learned)",
+                    c->path, where, *where ? "." : "", key, want, got);
+}
+
+/*
+ * obj[key], a number in [lo, hi] (integral where integer). Absent is allowed: the learner takes
+ * it as 0, "not measured", as reports from before the field was added need.
+ */
+static void
+report_num(struct report_check *c, json_t *obj, const char *where, const char *key, double lo,
+           double hi, bool integer)
+{
+    json_t *v = json_object_get(obj, key);
+    char want[96];
+    double x;
+
+    if (v == NULL || c->st != MT_OK) {
+        return;
+    }
+    x = json_is_number(v) ? json_number_value(v) : NAN;
+    if (isfinite(x) && x >= lo && x <= hi && (!integer || x == floor(x))) {
+        return;
+    }
+    snprintf(want, sizeof(want), "%s in [%g, %g]", integer ? "an integer" : "a number", lo, hi);
+    report_bad(c, where, key, want, v);
+}
+
+/* obj[key] as an object (NULL when absent, or when it is null and null_ok); anything else fails. */
+static json_t *
+report_obj(struct report_check *c, json_t *obj, const char *where, const char *key, bool null_ok)
+{
+    json_t *v = json_object_get(obj, key);
+
+    if (v == NULL || json_is_object(v) || (null_ok && json_is_null(v))) {
+        return json_is_object(v) ? v : NULL;
+    }
+    report_bad(c, where, key, null_ok ? "an object or null" : "an object", v);
+    return NULL;
+}
+
+static void
+report_phase(struct report_check *c, json_t *root, const char *name)
+{
+    json_t *ph = json_object_get(root, name);
+    json_t *tiers;
+    json_t *stream;
+    char where[64];
+
+    if (!json_is_object(ph)) {
+        report_bad(c, "", name, "an object", ph);
+        return;
+    }
+    report_num(c, ph, name, "tokens", 0, REPORT_MAX_TOKENS, true);
+    report_num(c, ph, name, "forwards", 0, REPORT_MAX_TOKENS, true);
+    report_num(c, ph, name, "engine_tokens", 0, REPORT_MAX_TOKENS, true);
+    report_num(c, ph, name, "seconds", 0, REPORT_MAX_SECONDS, false);
+    report_num(c, ph, name, "tok_s", 0, REPORT_MAX_RATE, false);
+    report_num(c, ph, name, "forward_s", 0, REPORT_MAX_SECONDS, false);
+    report_num(c, ph, name, "moe_wait_s", 0, REPORT_MAX_SECONDS, false);
+    report_num(c, ph, name, "prompt_flops", 0, REPORT_MAX_FLOPS, false);
+    /* several host executors may be busy at once: a fraction of the forward, not capped at 1 */
+    report_num(c, ph, name, "cpu_busy", 0, REPORT_MAX_RATE, false);
+    tiers = report_obj(c, ph, name, "tiers", false);
+    for (int t = 0; t < MT_TIER_COUNT && tiers != NULL; t++) {
+        const char *tier = mt_tier_name((enum mt_tier)t);
+        json_t *to;
+
+        snprintf(where, sizeof(where), "%s.tiers", name);
+        to = report_obj(c, tiers, where, tier, false);
+        snprintf(where, sizeof(where), "%s.tiers.%s", name, tier);
+        report_num(c, to, where, "runs", 0, REPORT_MAX_COUNT, true);
+        report_num(c, to, where, "pairs", 0, REPORT_MAX_COUNT, true);
+        report_num(c, to, where, "bytes", 0, REPORT_MAX_BYTES, false);
+        report_num(c, to, where, "seconds", 0, REPORT_MAX_SECONDS, false);
+    }
+    stream = report_obj(c, ph, name, "stream", true);
+    snprintf(where, sizeof(where), "%s.stream", name);
+    report_num(c, stream, where, "bytes_read", 0, REPORT_MAX_BYTES, false);
+    report_num(c, stream, where, "read_s", 0, REPORT_MAX_SECONDS, false);
+}
+
+/*
+ * Load the report at path and check every field the learner reads (learn_report,
+ * learn_prefill, learn_gpu_prefill, learn_host_wait) for its type and range, so that one bad
+ * field refuses the whole report with one message naming it and the file, before anything is
+ * learned or the profile written. The report's "plan" must be a path or null, but the file need
+ * not exist: only the GPU's host wait re-predicts that plan (learn_host_wait), and where it is
+ * gone (or the path was relative to where `run` ran) the efficiencies are still learned and
+ * the wait is not, with a warning that says so; a CPU run's report never reads it.
+ */
+static mt_status_t
+check_report(const char *path)
+{
+    struct report_check c = {path, MT_OK};
+    static const char *const hw_rates[] = {
+        "hbm_gbps",           "dram_gbps",       "disk_gbps",  "cpu_prefill_gbps",
+        "cpu_prefill_gflops", "cpu_prefill_eff", "gpu_tflops", "gpu_prefill_eff",
+    };
+    json_t *root;
+    json_t *v;
+    json_t *pred;
+    json_t *hw;
+
+    c.st = mt_json_load_versioned(path, "run report", "moetier-report", 1, &root);
+    if (c.st != MT_OK) {
+        return c.st;
+    }
+    if (!json_is_object(json_object_get(root, "predicted"))) {
+        json_decref(root);
+        return mt_fail(MT_ERR_INVAL, 0,
+                       "run report '%s' is of a run without --plan: it has no predicted rates to "
+                       "learn against (run with --plan FILE --json REPORT)",
+                       path);
+    }
+    /* the engine that ran: the GPU's rates are learned from "gpu" runs only */
+    v = json_object_get(root, "device");
+    if (json_is_string(v) && strcmp(json_string_value(v), "cpu") != 0 &&
+        strcmp(json_string_value(v), "gpu") != 0) {
+        c.st = mt_fail(MT_ERR_FORMAT, 0,
+                       "run report '%s': field 'device' must be \"cpu\" or \"gpu\", got "
+                       "\"%.32s\" (moetier run --json writes no such value: was the report "
+                       "edited? nothing was learned)",
+                       path, json_string_value(v));
+    } else if (!json_is_string(v)) {
+        report_bad(&c, "", "device", "\"cpu\" or \"gpu\"", v);
+    }
+    v = json_object_get(root, "plan");
+    if (v != NULL && !json_is_string(v) && !json_is_null(v)) {
+        report_bad(&c, "", "plan", "a path or null", v);
+    }
+    /* not read by the learner, but a report of an MoE run has them: 0 says it is not one */
+    report_num(&c, root, "", "expert_bytes", 1, REPORT_MAX_BYTES, true);
+    report_num(&c, root, "", "moe_layers", 1, MT_MAX_LAYERS, true);
+    report_num(&c, root, "", "k", 1, 65536, true);
+    report_num(&c, root, "", "always_on_bytes_per_token", 0, REPORT_MAX_BYTES, false);
+    report_phase(&c, root, "prefill");
+    report_phase(&c, root, "decode");
+    pred = json_object_get(root, "predicted");
+    report_num(&c, pred, "predicted", "expert_flops", 0, REPORT_MAX_FLOPS, false);
+    hw = report_obj(&c, pred, "predicted", "hardware", false);
+    for (size_t i = 0; i < sizeof(hw_rates) / sizeof(hw_rates[0]); i++) {
+        report_num(&c, hw, "predicted.hardware", hw_rates[i], 0, REPORT_MAX_RATE, false);
+    }
+    json_decref(root);
+    return c.st;
 }
 
 /*
@@ -282,15 +500,10 @@ learn_report(const char *path, struct learned_sum *sum)
     double secs;
     mt_status_t st;
 
+    /* check_report has read it already: a report with predicted rates, every number in range */
     st = mt_json_load_versioned(path, "run report", "moetier-report", 1, &root);
     if (st != MT_OK) {
         return st;
-    }
-    if (!json_is_object(json_object_get(root, "predicted"))) {
-        json_decref(root);
-        return mt_fail(MT_ERR_INVAL, 0, "run report '%s' is of a run without --plan: it has no "
-                       "predicted rates to learn against (run with --plan FILE --json REPORT)",
-                       path);
     }
     ph = json_object_get(root, num_at(root, "decode", "tokens", NULL) > 0 ? "decode" : "prefill");
     double streamed = num_at(root, "prefill", "stream", "bytes_read") +
@@ -426,6 +639,13 @@ learn(const char *const *reports, int n, const struct mt_trace *trace, struct mt
     struct mt_hw_learned *l = &hw->learned;
     mt_status_t st;
 
+    /* every report is checked before any is learned from: one bad report refuses them all,
+       with nothing printed as learned and the profile untouched */
+    for (int i = 0; i < n; i++) {
+        if ((st = check_report(reports[i])) != MT_OK) {
+            return st;
+        }
+    }
     for (int i = 0; i < n; i++) {
         if ((st = learn_report(reports[i], &sum)) != MT_OK) {
             return st;
@@ -758,6 +978,13 @@ mt_cli_plan(int argc, char **argv)
             return 2;
         }
     }
+    /* The outputs can be written: checked before the model is read and the plan computed and
+       printed, not found unwritable after it (as `run` checks its outputs). --learn rewrites
+       the --hw profile in place. */
+    if ((out_path != NULL && !mt_cli_check_output(&cli, "-o", out_path)) ||
+        (n_learn > 0 && !mt_cli_check_output(&cli, "--hw", hw_path))) {
+        return 1;
+    }
     if (config_only && config_path == NULL) {
         config_path = cfg_buf;
     }
@@ -797,8 +1024,15 @@ mt_cli_plan(int argc, char **argv)
             mt_plan_check_model(plan, check_path, &cfg, sizes.routed_expert_bytes) != MT_OK) {
             goto out;
         }
-        printf("plan '%s' matches the model; it predicted %.2f tok/s decode on %s\n", check_path,
-               plan->decode_tok_s, plan->hw_source);
+        if (plan->decode_tok_s > 0) {
+            printf("plan '%s' matches the model; it predicted %.2f tok/s decode on %s\n",
+                   check_path, plan->decode_tok_s, plan->hw_source);
+        } else {
+            /* 0 is a hand-made plan's "not predicted" (plan_file.c), not a speed of 0 */
+            printf("plan '%s' matches the model; it has no decode prediction "
+                   "(prediction.decode_tok_s 0)\n",
+                   check_path);
+        }
         rc = 0;
         goto out;
     }
@@ -842,6 +1076,7 @@ mt_cli_plan(int argc, char **argv)
         snprintf(hw->source, sizeof(hw->source), "%.255s", hw->file);
     }
     mt_cli_default_budgets(hw, have_gpu, have_cpu, &budget);
+    budget.gpu_mem_default = !have_gpu; /* the planner's messages name the profile, not a flag */
     if (hw->gpu.present) {
         /* the GPU engine's cache (by default BF16 latents and exact index keys: ~30% more than
            the reference layout, which a plan filling --gpu-mem would otherwise overrun) */

@@ -460,6 +460,16 @@ cpu_from_json(json_t *o, struct mt_hw_cpu *cpu, const char *what)
     if (st != MT_OK) {
         return st;
     }
+    /* a fraction of read_ceiling_gbps: moetier bench writes at most 1 (cli_bench.c caps the
+       kernels' rate at the ceiling), and 0 where it did not time the experts (--only dram).
+       Above 1 the planner took it as 1 and still called it "measured" */
+    if (cpu->expert_eff > 1.0) {
+        return mt_fail(MT_ERR_FORMAT, 0,
+                       "hardware profile '%s': 'cpu.expert_eff' is %g; it must be in [0, 1] (a "
+                       "fraction of cpu.read_ceiling_gbps, 0: not measured; measure it again "
+                       "with moetier bench)",
+                       what, cpu->expert_eff);
+    }
     declared = cpu->n_nodes;
     if (declared > MT_HWPROFILE_MAX_NODES) { /* n_nodes counts entries of nodes[] */
         return mt_fail(MT_ERR_FORMAT, 0,

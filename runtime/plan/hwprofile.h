@@ -30,8 +30,9 @@
  *                  "from": "report.json" } }
  *                  (optional: struct mt_hw_learned)
  * Loading rejects a missing or different "version", unknown keys (typos in what-if files), wrong
- * types, negative numbers and numbers above 1e9 (no rate is near it), with one message naming
- * the file and the key. A "gpu" object
+ * types, negative numbers and numbers above 1e9 (no rate is near it), a cpu.expert_eff above 1
+ * and learned efficiencies above MT_HW_LEARNED_EFF_MAX, with one message naming the file and
+ * the key. A "gpu" object
  * without "present" is present when any of its other fields is non-zero (or the name non-empty).
  */
 #ifndef MT_HWPROFILE_H

@@ -190,15 +190,23 @@ get_int(struct reader *r, json_t *obj, const char *section, const char *key, lon
  * What a number of the plan may be. Rates, times, bytes and predictions are >= 0: 0 is how the
  * planner writes "no such hardware" (hbm_gbps of a plan without a GPU), "not measured"
  * (cpu_prefill_gbps, host_layer_ms) and an empty tier, and a hand-made plan's "not predicted"
- * (the printouts and the run report show no ratio against it). An efficiency scales a rate and
- * divides a re-prediction (mt_plan_repredict_decode), so it is > 0, and at most what a plan takes
- * from a profile. JSON cannot spell NaN or infinity (jansson refuses 1e999), but a plan may come
+ * (the printouts and the run report show no ratio against it; decode_tok_s 0 is that too, which
+ * is why it is not refused). A rate of 0 that the placement needs is refused after the layers
+ * are read (check_tier_rates). An efficiency scales a rate and divides a re-prediction
+ * (mt_plan_repredict_decode). Its range is what the planner writes: --cpu-eff's [0.01, 1] (below
+ * 1% the CPU is as good as absent, and the times overflow any sane print) widened to
+ * MT_PLAN_LEARNED_EFF_MAX above, because an efficiency learned from run reports is a ratio to the
+ * profile's quick ceiling, which the real kernels beat (planner_cost.c, mt_plan_apply_learned,
+ * which clamps every learned efficiency into the same range; tests/test_run_report.sh plans with
+ * a learned 1.5). JSON cannot spell NaN or infinity (jansson refuses 1e999), but a plan may come
  * from elsewhere: finite is checked too. A negative rate would be divided into the cost model's
  * seconds and printed as a negative speed.
  */
+#define PLAN_EFF_MIN 0.01
+
 enum num_range {
     NUM_NONNEG, /* finite, >= 0 */
-    NUM_EFF,    /* finite, in (0, MT_PLAN_LEARNED_EFF_MAX] */
+    NUM_EFF,    /* finite, in [PLAN_EFF_MIN, MT_PLAN_LEARNED_EFF_MAX] */
 };
 
 static double
@@ -218,11 +226,12 @@ get_num(struct reader *r, json_t *obj, const char *section, const char *key, enu
         return 0;
     }
     x = json_number_value(v);
-    if (range == NUM_EFF && !(isfinite(x) && x > 0 && x <= MT_PLAN_LEARNED_EFF_MAX)) {
+    if (range == NUM_EFF && !(isfinite(x) && x >= PLAN_EFF_MIN && x <= MT_PLAN_LEARNED_EFF_MAX)) {
         if (r->st == MT_OK) {
             r->st = mt_fail(MT_ERR_FORMAT, 0,
-                            "plan '%s': field '%s.%s' must be an efficiency in (0, %g] (got %g)",
-                            r->path, section, key, MT_PLAN_LEARNED_EFF_MAX, x);
+                            "plan '%s': field '%s.%s' must be an efficiency in [%g, %g] (got %g; "
+                            "make the plan again with moetier plan)",
+                            r->path, section, key, PLAN_EFF_MIN, MT_PLAN_LEARNED_EFF_MAX, x);
         }
         return 0;
     }
@@ -393,6 +402,54 @@ check_budgets(const struct mt_plan *p, const char *path)
     return MT_OK;
 }
 
+/*
+ * Every tier the layers use must have the rates that compute it in the plan's own hardware
+ * section, as the cost model reads them back (planner.c replan_problem, planner_cost.c
+ * mt_plan_tiers_feasible, one decode token at a time): 'C' the CPU's DRAM rate, 'P' PCIe and
+ * the GPU, 'N' the disk and, in decode, the CPU that computes what it streams. 0 there is the
+ * planner's "no such hardware", so a plan with 'C' experts and hardware.dram_gbps 0 was edited:
+ * it loaded, and the run's report then failed to predict it ("expert 0 of layer 0 has tier 1,
+ * impossible here", twice). 'G' experts without a GPU are check_budgets' (no GPU room).
+ */
+static mt_status_t
+check_tier_rates(const struct mt_plan *p, const char *path)
+{
+    for (size_t i = 0; i < (size_t)p->n_layers * p->n_experts; i++) {
+        const uint8_t codes[2] = {p->tiers[i], p->prefill_tiers[i]};
+
+        for (int k = 0; k < 2; k++) {
+            const char *field = NULL;
+
+            switch (codes[k]) {
+            case MT_TIER_GPU:
+                field = p->hbm_gbps > 0 ? NULL : "hbm_gbps";
+                break;
+            case MT_TIER_DRAM_CPU:
+                field = p->dram_gbps > 0 ? NULL : "dram_gbps";
+                break;
+            case MT_TIER_DRAM_PCIE:
+                field = p->pcie_gbps > 0 ? p->hbm_gbps > 0 ? NULL : "hbm_gbps" : "pcie_gbps";
+                break;
+            case MT_TIER_NVME:
+                field = p->disk_gbps > 0 ? p->dram_gbps > 0 ? NULL : "dram_gbps" : "disk_gbps";
+                break;
+            default:
+                break; /* a dense layer's MT_TIER_NONE */
+            }
+            if (field != NULL) {
+                return mt_fail(MT_ERR_FORMAT, 0,
+                               "plan '%s': layer %zu puts expert %zu on '%c' in '%s', but "
+                               "field 'hardware.%s' is 0: the plan has no rate to compute it "
+                               "with (make the plan again with moetier plan)",
+                               path, i / (size_t)p->n_experts, i % (size_t)p->n_experts,
+                               mt_tier_code((enum mt_tier)codes[k]), k == 0 ? "tiers" : "prefill",
+                               field);
+            }
+        }
+    }
+    return MT_OK;
+}
+
 mt_status_t
 mt_plan_load(const char *path, struct mt_plan **plan_out)
 {
@@ -450,7 +507,9 @@ mt_plan_load(const char *path, struct mt_plan **plan_out)
     p->budget.cpu_mem = (uint64_t)get_int(&r, b, "budgets", "cpu_mem_bytes", 0, INT64_MAX);
     p->budget.gpu_reserve = (uint64_t)get_int(&r, b, "budgets", "gpu_reserve_bytes", 0, INT64_MAX);
     p->budget.cpu_reserve = (uint64_t)get_int(&r, b, "budgets", "cpu_reserve_bytes", 0, INT64_MAX);
-    p->budget.ctx = (int)get_int(&r, b, "budgets", "ctx", 0, INT32_MAX);
+    /* at least one token: the planner never writes 0 (--ctx and the model's positions are
+       >= 1), and a plan for no KV cache budgets GPU memory the run's cache then overruns */
+    p->budget.ctx = (int)get_int(&r, b, "budgets", "ctx", 1, INT32_MAX);
     p->budget.prefill_batch = (int)get_int(&r, b, "budgets", "prefill_batch", 1, INT32_MAX);
     p->budget.cpu_eff = get_num(&r, b, "budgets", "cpu_eff", NUM_EFF);
     p->always_on_bytes = (uint64_t)get_int(&r, b, "budgets", "always_on_bytes", 0, INT64_MAX);
@@ -555,7 +614,8 @@ mt_plan_load(const char *path, struct mt_plan **plan_out)
             }
         }
     }
-    if (r.st != MT_OK || (r.st = check_budgets(p, path)) != MT_OK) {
+    if (r.st != MT_OK || (r.st = check_budgets(p, path)) != MT_OK ||
+        (r.st = check_tier_rates(p, path)) != MT_OK) {
         goto out_destroy;
     }
     json_decref(root);

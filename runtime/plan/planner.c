@@ -96,7 +96,9 @@ plan_cpu_rates(struct mt_plan *plan, const struct mt_hwprofile *hw)
     if (plan->budget.cpu_eff > 0) {
         snprintf(plan->cpu_eff_source, sizeof(plan->cpu_eff_source), "--cpu-eff");
     } else if (hw->cpu.expert_eff > 0 && hw->cpu.read_ceiling_gbps > 0) {
-        plan->budget.cpu_eff = MT_MIN(hw->cpu.expert_eff, 1.0);
+        /* a profile holds at most 1 (mt_hwprofile_load); the floor is --cpu-eff's, which a
+           plan file's cpu_eff must meet to load again (plan_file.c) */
+        plan->budget.cpu_eff = MT_MIN(MT_MAX(hw->cpu.expert_eff, 0.01), 1.0);
         snprintf(plan->cpu_eff_source, sizeof(plan->cpu_eff_source),
                  "measured: profile cpu.expert_eff");
     } else {
@@ -481,6 +483,64 @@ prompt_always_s(const struct mt_plan_problem *pb, const struct mt_model_config *
     return flop_rate > 0 ? MT_MAX(read_s, flops / flop_rate) : read_s;
 }
 
+/*
+ * The GPU budget cannot hold the always-on weights, the KV cache for budget->ctx tokens and the
+ * workspace: say which of them to change. A smaller --ctx only shrinks the KV cache, so where
+ * the weights and the workspace's floor (reserve_floor: --gpu-reserve, or the default the
+ * automatic reserve starts from) alone exceed the budget, the hint is the GPU memory they need,
+ * not a --ctx. A budget the user did not give (budget->gpu_mem_default) is named as the profile's:
+ * a profile whose GPU has no gpu.mem_bytes gets a budget of 0, which "--gpu-mem 0.0 GiB is too
+ * small" blamed on a flag nobody typed.
+ */
+static mt_status_t
+gpu_budget_fail(const struct mt_plan *plan, const struct mt_hwprofile *hw,
+                const struct mt_plan_budget *budget, uint64_t reserve_floor)
+{
+    const double gib = 1073741824.0;
+    const char *prof = hw->file[0] != '\0' ? hw->file : hw->source;
+    double always = (double)plan->always_on_bytes;
+    double floor_need = always + (double)reserve_floor + (double)plan->kv_bytes;
+    char what[384];
+
+    if (budget->gpu_mem_default && budget->gpu_mem == 0 && hw->gpu.mem_bytes == 0) {
+        return mt_fail(MT_ERR_INVAL, 0,
+                       "hardware profile '%s' has a GPU without gpu.mem_bytes, so without "
+                       "--gpu-mem the GPU budget is 0 (give --gpu-mem SIZE, e.g. 80G, or set "
+                       "gpu.mem_bytes in the profile)",
+                       prof);
+    }
+    if (budget->gpu_mem_default) {
+        snprintf(what, sizeof(what),
+                 "the default GPU budget %.1f GiB (no --gpu-mem; profile "
+                 "'%.256s' has gpu.mem_bytes %.1f GiB)",
+                 budget->gpu_mem / gib, prof, hw->gpu.mem_bytes / gib);
+    } else {
+        snprintf(what, sizeof(what), "--gpu-mem %.1f GiB", budget->gpu_mem / gib);
+    }
+    if (always > (double)budget->gpu_mem) {
+        return mt_fail(MT_ERR_INVAL, 0,
+                       "%s is too small: the always-on weights alone need %.1f GiB, so no --ctx "
+                       "makes them fit (with the workspace %.1f GiB and the KV cache for %d "
+                       "tokens %.1f GiB, give --gpu-mem %.0fG or more, or plan with a profile "
+                       "without a GPU)",
+                       what, always / gib, reserve_floor / gib, budget->ctx, plan->kv_bytes / gib,
+                       ceil(floor_need / gib));
+    }
+    if (always + (double)reserve_floor > (double)budget->gpu_mem) {
+        return mt_fail(MT_ERR_INVAL, 0,
+                       "%s is too small: the always-on weights %.1f GiB and the workspace %.1f "
+                       "GiB need %.1f GiB before any KV cache, so no --ctx makes them fit (give "
+                       "more --gpu-mem, or a smaller --gpu-reserve)",
+                       what, always / gib, reserve_floor / gib,
+                       (always + (double)reserve_floor) / gib);
+    }
+    return mt_fail(MT_ERR_INVAL, 0,
+                   "%s is too small: always-on weights %.1f GiB + KV cache for %d tokens %.1f GiB "
+                   "+ workspace %.1f GiB need %.1f GiB (try a smaller --ctx)",
+                   what, always / gib, budget->ctx, plan->kv_bytes / gib, budget->gpu_reserve / gib,
+                   (always + (double)plan->kv_bytes + (double)budget->gpu_reserve) / gib);
+}
+
 mt_status_t
 mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *sizes,
               const struct mt_hwprofile *hw, const struct mt_plan_budget *budget,
@@ -584,6 +644,7 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
     }
 
     /* Budgets: the GPU first holds the always-on weights, the KV cache and a workspace. */
+    uint64_t reserve_floor = budget->gpu_reserve; /* the automatic reserve never goes below */
     if (hw->gpu.present && budget->gpu_reserve_auto) {
         plan->budget.gpu_reserve =
             auto_gpu_reserve(cfg, sizes, budget, plan->always_on_bytes + plan->kv_bytes, n_moe,
@@ -594,14 +655,7 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
         double gpu_left = (double)budget->gpu_mem - (double)plan->always_on_bytes -
                           (double)plan->kv_bytes - (double)budget->gpu_reserve;
         if (gpu_left < 0) {
-            st = mt_fail(MT_ERR_INVAL, 0,
-                         "--gpu-mem %.1f GiB is too small: always-on weights %.1f GiB + KV cache "
-                         "for %d tokens %.1f GiB + workspace %.1f GiB need %.1f GiB (try a "
-                         "smaller --ctx)",
-                         budget->gpu_mem / 1073741824.0, plan->always_on_bytes / 1073741824.0,
-                         budget->ctx, plan->kv_bytes / 1073741824.0,
-                         budget->gpu_reserve / 1073741824.0,
-                         -gpu_left / 1073741824.0 + budget->gpu_mem / 1073741824.0);
+            st = gpu_budget_fail(plan, hw, budget, reserve_floor);
             goto out_destroy;
         }
         if (hw->gpu.mem_bytes > 0 && budget->gpu_mem > hw->gpu.mem_bytes) {

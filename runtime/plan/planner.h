@@ -215,6 +215,9 @@ mt_status_t mt_plan_problem_exhaustive(const struct mt_plan_problem *pb, uint8_t
 
 struct mt_plan_budget {
     uint64_t gpu_mem;     /* --gpu-mem: GPU memory moetier may use */
+    bool gpu_mem_default; /* gpu_mem is the caller's default (the profile's GPU less a margin,
+                             or its free memory), not a --gpu-mem the user gave: the planner's
+                             messages then blame the profile, not a flag nobody typed */
     uint64_t cpu_mem;     /* --cpu-mem: DRAM moetier may use */
     uint64_t gpu_reserve; /* workspace: activations, cuBLAS, staging slots (default 1.5 GiB) */
     bool gpu_reserve_auto; /* the default (no --gpu-reserve): mt_plan_build raises gpu_reserve
@@ -482,9 +485,10 @@ mt_status_t mt_plan_save(const struct mt_plan *plan, const char *path);
  * Read a plan file. MT_ERR_IO when it cannot be opened or read; MT_ERR_FORMAT when it is not
  * JSON, not a moetier plan, another version, or inconsistent (a tier string of the wrong length
  * or with an unknown code, a prefill code that stores an expert elsewhere than its decode code,
- * a negative rate, time, byte count or prediction, an efficiency outside (0,
- * MT_PLAN_LEARNED_EFF_MAX], expert bytes beyond what its budgets leave, or more GPU or DRAM
- * experts than those bytes hold); the message names the file and the field.
+ * a negative rate, time, byte count or prediction, an efficiency outside [0.01,
+ * MT_PLAN_LEARNED_EFF_MAX], a ctx of 0, expert bytes beyond what its budgets leave, more GPU or
+ * DRAM experts than those bytes hold, or a tier whose rate is 0, such as 'C' experts with
+ * hardware.dram_gbps 0); the message names the file and the field.
  */
 mt_status_t mt_plan_load(const char *path, struct mt_plan **plan_out);
 
