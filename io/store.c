@@ -11,6 +11,7 @@
 #include "io/store.h"
 
 #include "io/crc32c.h"
+#include "runtime/base/file_util.h"
 #include "io/uring_reader.h" /* MT_IO_ALIGN */
 
 #include <errno.h>
@@ -313,6 +314,57 @@ mt_io_store_writer_destroy(struct mt_io_store_writer *w)
     free(w);
 }
 
+/*
+ * Where store file `path` is renamed to when it is complete (*target_out, malloc'd): path itself
+ * when it is absent or a regular file; for a symbolic link to a regular file, that file (the link
+ * stays, as out_file.h does for other outputs). Anything else is refused here, before a byte is
+ * copied: rename(2) replaces whatever the name holds, so "-o /dev/null" run as root would swap the
+ * system's /dev/null for a store, and a directory would fail only at the very end.
+ */
+static mt_status_t
+store_resolve_target_(const char *path, char **target_out)
+{
+    struct stat sb;
+    char *target;
+
+    if (path[0] == '\0') {
+        return mt_fail(MT_ERR_INVAL, 0, "a store file needs a name (got an empty one)");
+    }
+    if (lstat(path, &sb) != 0) {
+        /* absent, or not inspectable: creating "<path>.partial" says why */
+        target = strdup(path);
+    } else if (S_ISLNK(sb.st_mode)) {
+        if (stat(path, &sb) != 0) {
+            return mt_fail(MT_ERR_INVAL, 0,
+                           "store file '%s' is a symbolic link to no file (remove the link, or "
+                           "give the file's own name)",
+                           path);
+        }
+        if (!S_ISREG(sb.st_mode)) {
+            return mt_fail(MT_ERR_INVAL, 0,
+                           "store file '%s' is a symbolic link to %s, not to a regular file "
+                           "(name a new file, or an existing store to replace)",
+                           path, mt_file_kind_str(sb.st_mode));
+        }
+        target = realpath(path, NULL);
+        if (target == NULL) {
+            return mt_fail(MT_ERR_IO, errno, "cannot resolve store file '%s'", path);
+        }
+    } else if (!S_ISREG(sb.st_mode)) {
+        return mt_fail(MT_ERR_INVAL, 0,
+                       "store file '%s' is %s, not a regular file (name a new file, or an "
+                       "existing store to replace)",
+                       path, mt_file_kind_str(sb.st_mode));
+    } else {
+        target = strdup(path);
+    }
+    if (target == NULL) {
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the name of store file '%s'", path);
+    }
+    *target_out = target;
+    return MT_OK;
+}
+
 mt_status_t
 mt_io_store_writer_create(const char *const *paths, int n_files, uint64_t model_hash,
                           int n_layers, int n_experts, const uint64_t *part_len,
@@ -327,20 +379,6 @@ mt_io_store_writer_create(const char *const *paths, int n_files, uint64_t model_
     if (n_files < 1 || n_files > MT_IO_MAX_FILES || n_layers < 1 || n_experts < 1) {
         return mt_fail(MT_ERR_INVAL, 0, "a store needs 1..%d files and at least one expert",
                        MT_IO_MAX_FILES);
-    }
-    /* each file is written under "<path>.partial" first: that must not be another file's name,
-     * or one file's rename would replace the other's */
-    for (int i = 0; i < n_files; i++) {
-        size_t n = strlen(paths[i]);
-
-        for (int j = 0; j < n_files; j++) {
-            if (strncmp(paths[j], paths[i], n) == 0 && strcmp(paths[j] + n, ".partial") == 0) {
-                return mt_fail(MT_ERR_INVAL, 0,
-                               "store file '%s' is the name '%s' is written under until it is "
-                               "complete: give the files other names",
-                               paths[j], paths[i]);
-            }
-        }
     }
     w = calloc(1, sizeof(*w));
     if (w == NULL) {
@@ -361,6 +399,28 @@ mt_io_store_writer_create(const char *const *paths, int n_files, uint64_t model_
         w->written == NULL) {
         st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the store writer");
         goto out_destroy;
+    }
+    /* the names renamed to at the end, checked now: before any space is reserved or copied */
+    for (int i = 0; i < n_files; i++) {
+        if ((st = store_resolve_target_(paths[i], &w->paths[i])) != MT_OK) {
+            goto out_destroy;
+        }
+    }
+    /* each file is written under "<path>.partial" first: that must not be another file's name,
+     * or one file's rename would replace the other's */
+    for (int i = 0; i < n_files; i++) {
+        size_t n = strlen(w->paths[i]);
+
+        for (int j = 0; j < n_files; j++) {
+            if (strncmp(w->paths[j], w->paths[i], n) == 0 &&
+                strcmp(w->paths[j] + n, ".partial") == 0) {
+                st = mt_fail(MT_ERR_INVAL, 0,
+                             "store file '%s' is the name '%s' is written under until it is "
+                             "complete: give the files other names",
+                             paths[j], paths[i]);
+                goto out_destroy;
+            }
+        }
     }
     memset(w->index, 0, w->index_alloc);
     /* Lay out: expert k (layer-major, present ones only) goes to file k mod n_files. */
@@ -418,13 +478,12 @@ mt_io_store_writer_create(const char *const *paths, int n_files, uint64_t model_
 
         w->file_bytes[i] = next[i];
         w->total += next[i];
-        w->paths[i] = strdup(paths[i]);
-        w->partial[i] = malloc(strlen(paths[i]) + sizeof(".partial"));
-        if (w->paths[i] == NULL || w->partial[i] == NULL) {
+        w->partial[i] = malloc(strlen(w->paths[i]) + sizeof(".partial"));
+        if (w->partial[i] == NULL) {
             st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the store writer");
             goto out_destroy;
         }
-        sprintf(w->partial[i], "%s.partial", paths[i]);
+        sprintf(w->partial[i], "%s.partial", w->paths[i]);
         w->fds[i] = open(w->partial[i], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         if (w->fds[i] < 0) {
             st = mt_fail(MT_ERR_IO, errno, "cannot create store file '%s'", w->partial[i]);
@@ -561,6 +620,18 @@ mt_io_store_writer_finish(struct mt_io_store_writer *w)
         }
     }
     free(hbuf);
+    /* checked again: a pack takes long, and rename(2) replaces whatever now holds the name */
+    for (int i = 0; i < w->n_files && st == MT_OK; i++) {
+        struct stat sb;
+
+        if (lstat(w->paths[i], &sb) == 0 && !S_ISREG(sb.st_mode)) {
+            st = mt_fail(MT_ERR_IO, 0,
+                         "store file '%s' became %s while the store was written: not replacing "
+                         "it (nothing renamed)",
+                         w->paths[i], S_ISLNK(sb.st_mode) ? "a symbolic link"
+                                                          : mt_file_kind_str(sb.st_mode));
+        }
+    }
     for (int i = 0; i < w->n_files && st == MT_OK; i++) {
         if (rename(w->partial[i], w->paths[i]) != 0) {
             st = mt_fail(MT_ERR_IO, errno, "cannot rename '%s' to '%s'", w->partial[i],

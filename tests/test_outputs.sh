@@ -5,8 +5,10 @@
 # on one file however spelled, a directory or an empty name refused, bench's --json checked
 # before it measures; a standard stream started closed is /dev/null (chat must not read a weight
 # file as its input); and a few values once taken silently (a long bench --only list, --ctx past
-# the model's positions, --cpu-reserve 0, plan --ctx 0; synth's usage errors exit 2). Every
-# command runs under `timeout`.
+# the model's positions, --cpu-reserve 0, plan --ctx 0; synth's usage errors exit 2). pack -o
+# names only a regular file (or a link to one, written through): a FIFO, a directory or an empty
+# name is refused before any expert is copied and left as it was. Every command runs under
+# `timeout`.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 command -v timeout >/dev/null 2>&1 || bail_out "timeout(1) not found (coreutils)"
 make_tmp outputs
@@ -28,7 +30,7 @@ expect() {
     ok $? "$desc: exit $rc: $(head -n 1 "$tmp/err" | head -c 300)"
 }
 
-echo "1..21"
+echo "1..31"
 expect 2 "run --dump-logits over the model's config.json" "is a file of the model" \
     "$bin" run -m "$m" --device cpu --prompt-ids 1,2 -n 1 --dump-logits "$m/config.json"
 expect 2 "run --json over a weight shard" "is a file of the model" \
@@ -49,6 +51,34 @@ expect 1 "pack -o X.partial -o X" "written under" \
     "$bin" pack -q -m "$m" -o "$tmp/p.partial" -o "$tmp/p"
 [ ! -e "$tmp/p" ] && [ ! -e "$tmp/p.partial" ] && [ ! -e "$tmp/p.partial.partial" ]
 ok $? "pack -o X.partial -o X leaves no file"
+# rename(2) replaces whatever holds the name: a FIFO or a device (-o /dev/null as root) must be
+# refused up front, never swapped for a store file
+mkfifo "$tmp/fifo" || bail_out "mkfifo failed"
+expect 1 "pack -o a FIFO" "is a FIFO (named pipe), not a regular file" \
+    "$bin" pack -q -m "$m" -o "$tmp/fifo"
+[ -p "$tmp/fifo" ] && [ ! -e "$tmp/fifo.partial" ]
+ok $? "... the FIFO is left a FIFO, and no .partial is made"
+ln -s "$tmp/fifo" "$tmp/fifo.link"
+expect 1 "pack -o a symbolic link to a FIFO" "symbolic link to a FIFO" \
+    "$bin" pack -q -m "$m" -o "$tmp/fifo.link"
+[ -L "$tmp/fifo.link" ] && [ -p "$tmp/fifo" ] && [ ! -e "$tmp/fifo.link.partial" ]
+ok $? "... the link and the FIFO are left as they were"
+mkdir "$tmp/dir"
+expect 1 "pack -o a directory, before copying" "is a directory" \
+    "$bin" pack -q -m "$m" -o "$tmp/dir"
+[ -d "$tmp/dir" ] && [ -z "$(ls -A "$tmp/dir")" ] && [ ! -e "$tmp/dir.partial" ]
+ok $? "... the directory is left empty, and no .partial is made"
+mkdir "$tmp/cwd"
+expect 2 "pack -o '' is a usage error" "needs a file name" \
+    sh -c 'cd "$1" && exec "$2" pack -q -m "$3" -o ""' sh "$tmp/cwd" "$bin" "$m"
+[ -z "$(ls -A "$tmp/cwd")" ]
+ok $? "... writing nothing (no '.partial' in the working directory)"
+: >"$tmp/store"
+ln -s store "$tmp/store.link"
+timeout 60 "$bin" pack -q -m "$m" -o "$tmp/store.link" </dev/null >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 0 ] && [ -L "$tmp/store.link" ] && [ -s "$tmp/store" ] && [ ! -e "$tmp/store.partial" ]
+ok $? "pack -o a link to a file writes through it: the link stays, the file is the store (rc $rc)"
 diff -r "$m" "$tmp/orig" >/dev/null
 ok $? "the model's files are unchanged"
 timeout 20 "$bin" chat -m "$m" --device cpu <&- >"$tmp/chat" 2>"$tmp/err"
@@ -72,8 +102,11 @@ expect 2 "--plan with --no-plan" "contradict" \
     "$bin" run -m "$m" --device cpu --prompt-ids 1,2 -n 1 --plan "$tmp/p.json" --no-plan
 expect 2 "synth --preset huge is a usage error" "unknown synth preset" \
     "$bin" synth -n --preset huge -o "$tmp/s"
-expect 2 "synth --layers past the format's 255 is a usage error" "out of range" \
-    "$bin" synth -n --preset tiny --layers 1000 -o "$tmp/s"
+# both ends of --layers name the same range: the format's 256 layers, one of them MTP
+expect 2 "synth --layers past the format's 255 is a usage error" "must be in 1\\.\\.255" \
+    "$bin" synth -n --preset tiny --layers 100000 -o "$tmp/s"
+expect 2 "synth --layers 0 is a usage error naming the same range" "must be in 1\\.\\.255" \
+    "$bin" synth -n --preset tiny --layers 0 -o "$tmp/s"
 # a config.json whose num_hidden_layers counts the MTP layer: refused, not run as a decoder layer
 cp -r "$m" "$tmp/mtp"
 nl=$(sed -n 's/.*"num_hidden_layers": *\([0-9]*\).*/\1/p' "$m/config.json")

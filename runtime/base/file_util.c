@@ -26,25 +26,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* How a non-regular file is described in "... is <kind>, not a regular file". */
-static const char *
-file_kind_str(mode_t mode)
-{
-    if (S_ISDIR(mode)) {
-        return "a directory";
-    }
-    if (S_ISFIFO(mode)) {
-        return "a FIFO (named pipe)";
-    }
-    if (S_ISSOCK(mode)) {
-        return "a socket";
-    }
-    if (S_ISCHR(mode) || S_ISBLK(mode)) {
-        return "a device";
-    }
-    return "not a plain file";
-}
-
 mt_status_t
 mt_file_open_input(const char *path, const char *what, int *fd_out, uint64_t *size_out)
 {
@@ -66,7 +47,7 @@ mt_file_open_input(const char *path, const char *what, int *fd_out, uint64_t *si
         st = mt_fail(MT_ERR_IO, 0,
                      "%s '%s' is %s, not a regular file (moetier reads inputs from files; save "
                      "the data to a file and pass that)",
-                     what, path, file_kind_str(sb.st_mode));
+                     what, path, mt_file_kind_str(sb.st_mode));
         goto out_close;
     }
     flags = fcntl(fd, F_GETFL);

@@ -160,6 +160,9 @@ mt_cli_pack(int argc, char **argv)
         return mt_cli_usage_error(&cli, "-m DIR and at least one -o FILE are required");
     }
     for (int i = 0; i < n_out; i++) {
+        if (out[i][0] == '\0') {
+            return mt_cli_usage_error(&cli, "-o needs a file name (got an empty one)");
+        }
         for (int j = 0; j < i; j++) {
             if (strcmp(out[i], out[j]) == 0 || mt_path_is_same_file(out[i], out[j])) {
                 return mt_cli_usage_error(&cli, "output '%s' given twice ('%s')", out[i],
@@ -169,6 +172,17 @@ mt_cli_pack(int argc, char **argv)
         /* the store is written beside the checkpoint, never over it */
         if (mt_cli_output_is_model_file(&cli, "-o", out[i], dir)) {
             return 2;
+        }
+    }
+    /*
+     * Checked before the model is opened, not found at the rename after every expert is copied:
+     * a missing or read-only directory, or a directory named as the file. What else the name may
+     * not be (a device, a FIFO: rename would replace them) the store writer refuses before it
+     * creates anything.
+     */
+    for (int i = 0; i < n_out; i++) {
+        if (!mt_cli_check_output(&cli, "-o", out[i])) {
+            return 1;
         }
     }
     st = mt_model_open(dir, &model);

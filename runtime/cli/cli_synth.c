@@ -3,7 +3,9 @@
  * cli_synth.c - `moetier synth`: write a random checkpoint in the exact HF layout (synth.h).
  *
  * All the work is in mt_synth_write(); this file parses flags, prints the size up front and the
- * summary line at the end.
+ * summary line at the end. SIGINT and SIGTERM only set a flag that mt_synth_write reads between
+ * strips; it then removes its staging directory (a checkpoint can be 50 GB) and fails, and synth
+ * exits 128 + the signal's number, as the shell reports a command a signal ended.
  */
 #include <config.h>
 
@@ -14,6 +16,7 @@
 #include "runtime/synth/synth.h"
 
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +50,15 @@ synth_usage(FILE *f)
 }
 
 static const struct mt_cli cli = {"synth", synth_usage};
+
+/* The signal that asked synth to stop, 0 while none has (mt_synth_options.stop). */
+static volatile sig_atomic_t stop_signal;
+
+static void
+on_stop_signal(int sig)
+{
+    stop_signal = sig;
+}
 
 int
 mt_cli_synth(int argc, char **argv)
@@ -87,7 +99,9 @@ mt_cli_synth(int argc, char **argv)
             opt.preset = optarg;
             break;
         case OPT_LAYERS:
-            if (!mt_cli_parse_int(&cli, "--layers", optarg, 1, 100000, &opt.layers)) {
+            /* the real limit, so that 0 and 100000 get the same range in their messages */
+            if (!mt_cli_parse_int(&cli, "--layers", optarg, 1, MT_SYNTH_MAX_LAYERS,
+                                  &opt.layers)) {
                 return 2;
             }
             break;
@@ -151,9 +165,23 @@ mt_cli_synth(int argc, char **argv)
         return 2; /* mt_fail has printed the reason */
     }
     opt.progress = !quiet;
-    if (mt_synth_write(&opt, &res) != MT_OK) {
+    /* SA_RESTART: the writes in flight finish; the flag is read before the next strip */
+    struct sigaction sa = {.sa_handler = on_stop_signal, .sa_flags = SA_RESTART};
+    struct sigaction old_int;
+    struct sigaction old_term;
+    mt_status_t st;
+
+    sigemptyset(&sa.sa_mask);
+    stop_signal = 0;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    opt.stop = &stop_signal;
+    st = mt_synth_write(&opt, &res);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    if (st != MT_OK) {
         /* mt_fail has printed the reason. */
-        return 1;
+        return stop_signal != 0 ? 128 + stop_signal : 1;
     }
     if (opt.dry_run) {
         printf("synth: would write %llu tensors, %llu bytes (%.2f GiB) in %d shard%s to '%s'\n",

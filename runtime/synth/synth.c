@@ -22,7 +22,9 @@
  *
  * Files: config.json first, then the tokenizer files, then the shards, and
  * model.safetensors.index.json last, all into a staging directory that is renamed into place only
- * when complete (see "files" below); a failure removes what was written and nothing else.
+ * when complete (see "files" below); a failure removes what was written and nothing else. So does
+ * a SIGINT or SIGTERM: the caller's handler only sets opt->stop, which is read between strips, and
+ * the stop then takes the failure path (a signal handler itself can do no such cleanup safely).
  */
 #include <config.h>
 
@@ -548,7 +550,8 @@ synth_plan_(struct synth_ctx *c)
  * written into a staging directory inside it (.synth-XXXXXX, same file system); and only when all
  * of them are complete are they renamed into place, after which the files of an earlier
  * checkpoint that the new one does not replace are removed. A failure before that point removes
- * the staging directory and nothing else.
+ * the staging directory and nothing else. Only SIGKILL or a crash can leave a staging directory
+ * behind; --force removes those (whoever made them is gone: it would hold the lock).
  */
 
 static mt_status_t
@@ -608,6 +611,80 @@ synth_remove_staged_(struct synth_ctx *c)
     if (c->made_dir && c->dir_fd >= 0) {
         rmdir(c->opt->out_dir);
     }
+}
+
+/* A stop asked for by a signal (opt->stop): a failure, which the caller's unwinding cleans up. */
+static mt_status_t
+synth_check_stop_(const struct synth_ctx *c)
+{
+    if (c->opt->stop == NULL || *c->opt->stop == 0) {
+        return MT_OK;
+    }
+    return mt_fail(MT_ERR_IO, 0,
+                   "synth into '%s' interrupted: its partial output is removed, the directory "
+                   "left as it was",
+                   c->opt->out_dir);
+}
+
+/* Whether name is one synth_make_stage_ makes: ".synth-" and mkdtemp's six letters or digits. */
+static bool
+synth_is_stage_name_(const char *name)
+{
+    if (strncmp(name, ".synth-", 7) != 0 || strlen(name) != 13) {
+        return false;
+    }
+    for (const char *p = name + 7; *p != '\0'; p++) {
+        if (!isalnum((unsigned char)*p)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
+ * --force: remove the staging directories a killed synth left in the output directory (called
+ * with the lock held, so no running synth owns one). Only their files are removed, not any
+ * subdirectory (synth makes none); one that cannot be removed earns a warning, not a failure.
+ */
+static void
+synth_remove_stale_stages_(struct synth_ctx *c)
+{
+    const char *dir = c->opt->out_dir;
+    char path[4096];
+    struct stat sb;
+    struct dirent *e;
+    DIR *d;
+
+    d = opendir(dir);
+    if (d == NULL) {
+        return; /* synth_lock_dir_ reads it next, and reports why it cannot */
+    }
+    while ((e = readdir(d)) != NULL) {
+        struct dirent *f;
+        DIR *sd;
+
+        if (!synth_is_stage_name_(e->d_name) ||
+            synth_path_(path, sizeof(path), dir, e->d_name) != MT_OK ||
+            lstat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+            continue;
+        }
+        sd = opendir(path);
+        while (sd != NULL && (f = readdir(sd)) != NULL) {
+            if (strcmp(f->d_name, ".") != 0 && strcmp(f->d_name, "..") != 0) {
+                unlinkat(dirfd(sd), f->d_name, 0);
+            }
+        }
+        if (sd != NULL) {
+            closedir(sd);
+        }
+        if (rmdir(path) != 0) {
+            mt_log_warn("cannot remove '%s', left by an interrupted synth: %s (remove it by hand)",
+                        path, strerror(errno));
+        } else if (c->opt->progress) {
+            mt_log_info("synth: removed '%s', left by an interrupted synth", path);
+        }
+    }
+    closedir(d);
 }
 
 static bool
@@ -741,6 +818,9 @@ synth_lock_dir_(struct synth_ctx *c)
         by_fd.st_ino != by_path.st_ino) {
         return mt_fail(MT_ERR_IO, 0, "output directory '%s' was removed or replaced while "
                        "synth was starting (try again)", dir);
+    }
+    if (c->opt->force) {
+        synth_remove_stale_stages_(c);
     }
     d = opendir(dir);
     if (d == NULL) {
@@ -1050,7 +1130,7 @@ synth_emit_(struct synth_ctx *c, struct mt_st_writer *w, int shard, size_t n)
     c->cur ^= 1;
     c->written += n;
     synth_progress_(c, shard, false);
-    return st;
+    return st != MT_OK ? st : synth_check_stop_(c);
 }
 
 /* One FP8 linear, a row of 128x128 blocks at a time; its scales are kept for the next tensor. */
@@ -1364,8 +1444,10 @@ mt_synth_write(const struct mt_synth_options *opt, struct mt_synth_result *res_o
     if ((st = synth_read_inputs_(c)) != MT_OK || (st = synth_make_dir_(c)) != MT_OK) {
         goto out_free;
     }
+    /* a stop is honoured up to the first rename: after it, finishing is what leaves no mess */
     if ((st = synth_lock_dir_(c)) != MT_OK || (st = synth_check_space_(c)) != MT_OK ||
-        (st = synth_make_stage_(c)) != MT_OK || (st = synth_write_staged_(c)) != MT_OK ||
+        (st = synth_check_stop_(c)) != MT_OK || (st = synth_make_stage_(c)) != MT_OK ||
+        (st = synth_write_staged_(c)) != MT_OK || (st = synth_check_stop_(c)) != MT_OK ||
         (st = synth_commit_(c)) != MT_OK) {
         goto out_remove;
     }

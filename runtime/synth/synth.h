@@ -17,12 +17,20 @@
 #ifndef MT_SYNTH_H
 #define MT_SYNTH_H
 
+#include <signal.h> /* sig_atomic_t */
 #include <stdbool.h>
 #include <stddef.h> /* config.h uses size_t */
 #include <stdint.h>
 
 #include "runtime/model/config.h"
 #include "runtime/base/status.h"
+
+/*
+ * The most main layers a synth checkpoint can have: every preset's config declares one MTP layer
+ * (num_nextn_predict_layers 1, as V3.2's does, whether or not --no-mtp leaves its tensors out),
+ * and main plus MTP layers fit in MT_MAX_LAYERS.
+ */
+#define MT_SYNTH_MAX_LAYERS (MT_MAX_LAYERS - 1)
 
 /* What to write. Zero-initialise, then set out_dir and preset; -1 means "the preset's default". */
 struct mt_synth_options {
@@ -37,6 +45,9 @@ struct mt_synth_options {
     bool progress;             /* progress lines on stderr */
     bool dry_run;              /* plan only: fill the result (sizes, shards), write nothing */
     const char *tokenizer_dir; /* real tokenizer files for small/v32-shape; NULL: see below */
+    /* borrowed, may be NULL: a flag a signal handler sets (non-zero) to stop the write; it is
+     * read between strips of a few MB, and a stop is a failure (MT_ERR_IO, nothing kept) */
+    const volatile sig_atomic_t *stop;
 };
 
 /* What was written. */
@@ -68,8 +79,11 @@ const char *mt_synth_tokenizer_dir(const char *opt_dir);
 /*
  * Write the checkpoint described by opt (see the file comment). Refuses, before writing anything,
  * a non-empty directory (unless force) and a file system without room for the whole checkpoint.
- * On failure removes the files it wrote. MT_ERR_INVAL (options, non-empty directory), MT_ERR_IO
- * (creation, writing, full disk), MT_ERR_NOMEM. res_out may be NULL.
+ * With force, first removes the staging directories (".synth-XXXXXX") that a killed synth left in
+ * it. On failure, and when *opt->stop is set before the files are moved into place, removes the
+ * files it wrote (the staging directory) and leaves the directory as it was. MT_ERR_INVAL
+ * (options, non-empty directory), MT_ERR_IO (creation, writing, full disk, stopped), MT_ERR_NOMEM.
+ * res_out may be NULL.
  */
 mt_status_t mt_synth_write(const struct mt_synth_options *opt, struct mt_synth_result *res_out);
 
