@@ -81,15 +81,24 @@ check_header(const char *path, int i, int n_files, uint64_t model_hash,
     mt_status_t st;
     int fd;
 
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
+    if (stat(path, &sb) != 0) {
         return mt_fail(MT_ERR_IO, errno, "cannot open store '%s'%s", path,
                        errno == ENOENT ? " (an interrupted pack leaves only .partial files: "
                                          "run moetier pack again)"
                                        : "");
     }
-    if (fstat(fd, &sb) != 0) {
-        st = mt_fail(MT_ERR_IO, errno, "cannot stat store '%s'", path);
+    /* a regular file only: a FIFO would block the open, a directory fail the first read */
+    if (!S_ISREG(sb.st_mode)) {
+        return mt_fail(MT_ERR_IO, 0, "store '%s' is %s, not a regular file (give the files "
+                       "moetier pack wrote)", path, mt_file_kind_str(sb.st_mode));
+    }
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return mt_fail(MT_ERR_IO, errno, "cannot open store '%s'", path);
+    }
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        st = mt_fail(MT_ERR_IO, errno, "cannot stat store '%s', or it is no longer a regular "
+                     "file", path);
         goto out_close;
     }
     if ((uint64_t)sb.st_size < sizeof(*h)) {

@@ -3,7 +3,8 @@
 # test_inputs.sh - every file moetier reads is opened without blocking and must be a regular file:
 # a FIFO given as config.json, tokenizer.json, tokenizer_config.json or to --config, --hw, --trace,
 # --check, and a device (/dev/zero) given to --trace, each exit 1 within seconds with one message
-# naming the file and saying what it is; standard streams closed from the start; `help COMMAND`.
+# naming the file and saying what it is (--store too); standard streams closed from the start;
+# `help COMMAND`.
 # Every command runs under `timeout`, so a regression fails (exit 124) instead of hanging the
 # test suite.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
@@ -28,7 +29,7 @@ expect_refused() {
     ok $? "$desc: exit $rc: $(head -c 300 "$tmp/err")"
 }
 
-echo "1..16"
+echo "1..18"
 # A checkpoint directory whose config.json is a FIFO.
 mkdir "$tmp/m" && mkfifo "$tmp/m/config.json"
 expect_refused "config.json a FIFO (inspect)" "'$tmp/m/config.json' is a FIFO" \
@@ -64,6 +65,14 @@ ok $? "no tokenizer_config.json at all is fine: $out"
 
 expect_refused "-m naming a file, not the checkpoint directory" "is a file, not a directory" \
     "$bin" inspect -m "$cfg"
+"$bin" synth -q --preset tiny -o "$tmp/tiny" >/dev/null 2>&1 || bail_out "synth failed"
+for s in fifo tiny; do # run logs its device first: the refusal is its last line
+    timeout 10 "$bin" run -m "$tmp/tiny" --store "$tmp/$s" --prompt-ids 1 -n 1 </dev/null \
+        >/dev/null 2>"$tmp/err"
+    rc=$?
+    [ "$rc" -eq 1 ] && tail -1 "$tmp/err" | grep -q "store '$tmp/$s' is a .*, not a regular file"
+    ok $? "--store naming a FIFO, then a directory ($s): exit $rc: $(tail -1 "$tmp/err")"
+done
 
 # standard streams closed from the start: stdout is refused (the output would be lost); a closed
 # stdin reads as empty
