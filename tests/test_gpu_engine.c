@@ -786,6 +786,35 @@ poisoned(void)
     }
 }
 
+/*
+ * The router's correction bias +inf (a corrupt checkpoint): no output turns non-finite, only the
+ * router's choice changes, so the GPU engine refuses it at load, naming the tensor (test_engine
+ * has the CPU engine's twin).
+ */
+static void
+poisoned_router_bias(void)
+{
+    const char *dir = tap_tmpdir();
+    const char *name = "model.layers.1.mlp.gate.e_score_correction_bias";
+    struct mt_model *m = NULL;
+    struct mt_engine *e = NULL;
+    mt_status_t st = MT_ERR_INTERNAL;
+    char msg[512] = "(not run)";
+    bool made = golden_synth_tiny(dir, 5) == MT_OK && golden_poison_row(dir, name, 0);
+
+    if (made && mt_model_open(dir, &m) == MT_OK) {
+        mt_log_set_quiet(true);
+        st = make_engine(m, MT_DEVICE_GPU, MT_DTYPE_BF16, MT_INDEXER_EXACT, &e);
+        mt_log_set_quiet(false);
+        snprintf(msg, sizeof(msg), "%s", mt_last_error());
+    }
+    tap_ok(made && st == MT_ERR_FORMAT && e == NULL && strstr(msg, name) != NULL,
+           "the router's correction bias +inf: the GPU engine refuses it at load: '%s'", msg);
+    mt_engine_destroy(e);
+    mt_model_destroy(m);
+    tap_rmtree(dir);
+}
+
 int
 main(void)
 {
@@ -806,5 +835,6 @@ main(void)
     mla_shape();
     fp8_cache();
     poisoned();
+    poisoned_router_bias();
     return tap_done();
 }
