@@ -27,6 +27,7 @@
 #include "runtime/plan/trace.h"
 
 #include "runtime/base/file_util.h"
+#include "runtime/base/json_num.h"
 
 #include <getopt.h>
 #include <jansson.h>
@@ -179,26 +180,6 @@ struct report_check {
     mt_status_t st; /* the first failure; later checks stay quiet */
 };
 
-static const char *
-json_kind(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    case JSON_NULL:
-        return "null";
-    default:
-        return "a number";
-    }
-}
-
 /* Fail c (once) for where.key, which is v (NULL: absent) where `want` was wanted. */
 static void
 report_bad(struct report_check *c, const char *where, const char *key, const char *want,
@@ -221,7 +202,7 @@ report_bad(struct report_check *c, const char *where, const char *key, const cha
     } else if (json_is_number(v)) {
         snprintf(got, sizeof(got), "%g", json_number_value(v));
     } else {
-        snprintf(got, sizeof(got), "%s", json_kind(v));
+        snprintf(got, sizeof(got), "%s", mt_json_kind(v));
     }
     c->st = mt_fail(MT_ERR_FORMAT, 0,
                     "run report '%s': field '%s%s%s' must be %s, got %s (moetier run --json "

@@ -7,6 +7,8 @@
 
 #include "runtime/serve/openai.h"
 
+#include "runtime/base/json_num.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -138,27 +140,6 @@ mt_serve_error_event(const struct mt_serve_error *e)
 #define BAD(e, param, ...)                                                                         \
     mt_serve_error_set((e), 400, "invalid_request_error", NULL, (param), __VA_ARGS__)
 
-static const char *
-json_kind_(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-    case JSON_REAL:
-        return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    default:
-        return "null";
-    }
-}
-
 /*
  * The body is parsed with JSON_ALLOW_NUL: a reply may hold a NUL byte, which goes out as
  * "\u0000" and comes back in the next request's messages. Message text carries its length; a
@@ -192,7 +173,7 @@ get_bool_(json_t *obj, const char *key, bool *out, struct mt_serve_error *e)
         return true;
     }
     if (!json_is_boolean(v)) {
-        BAD(e, key, "'%s' must be a boolean, not %s", key, json_kind_(v));
+        BAD(e, key, "'%s' must be a boolean, not %s", key, mt_json_kind(v));
         return false;
     }
     *out = json_is_true(v);
@@ -211,7 +192,7 @@ get_real_(json_t *obj, const char *key, double lo, double hi, double *out, bool 
         return true;
     }
     if (!json_is_number(v)) {
-        BAD(e, key, "'%s' must be a number, not %s", key, json_kind_(v));
+        BAD(e, key, "'%s' must be a number, not %s", key, mt_json_kind(v));
         return false;
     }
     double x = json_number_value(v);
@@ -235,7 +216,7 @@ get_int_(json_t *obj, const char *key, long long lo, long long hi, long long *ou
         return true;
     }
     if (!json_is_integer(v)) {
-        BAD(e, key, "'%s' must be an integer, not %s", key, json_kind_(v));
+        BAD(e, key, "'%s' must be an integer, not %s", key, mt_json_kind(v));
         return false;
     }
     long long x = json_integer_value(v);
@@ -271,7 +252,7 @@ get_content_(json_t *msg, size_t i, const char **out, size_t *len_out, struct mt
     }
     if (!json_is_array(c)) {
         BAD(e, param, "'%s' must be a string or an array of text parts, not %s", param,
-            json_kind_(c));
+            mt_json_kind(c));
         return false;
     }
     size_t total = 0;
@@ -346,7 +327,7 @@ parse_messages_(struct mt_serve_request *r, json_t *msgs, const struct mt_serve_
         char param[64];
         if (!json_is_object(m)) {
             snprintf(param, sizeof(param), "messages[%zu]", i);
-            BAD(e, param, "'%s' must be an object, not %s", param, json_kind_(m));
+            BAD(e, param, "'%s' must be an object, not %s", param, mt_json_kind(m));
             return false;
         }
         snprintf(param, sizeof(param), "messages[%zu].role", i);
@@ -384,7 +365,7 @@ parse_messages_(struct mt_serve_request *r, json_t *msgs, const struct mt_serve_
         if (rc != NULL && cm->role == MT_CHAT_ASSISTANT) {
             if (!json_is_string(rc)) {
                 snprintf(param, sizeof(param), "messages[%zu].reasoning_content", i);
-                BAD(e, param, "'%s' must be a string, not %s", param, json_kind_(rc));
+                BAD(e, param, "'%s' must be a string, not %s", param, mt_json_kind(rc));
                 return false;
             }
             cm->reasoning = json_string_value(rc);
@@ -396,7 +377,7 @@ parse_messages_(struct mt_serve_request *r, json_t *msgs, const struct mt_serve_
             json_t *call;
             snprintf(param, sizeof(param), "messages[%zu].tool_calls", i);
             if (!json_is_array(tc)) {
-                BAD(e, param, "'%s' must be an array, not %s", param, json_kind_(tc));
+                BAD(e, param, "'%s' must be an array, not %s", param, mt_json_kind(tc));
                 return false;
             }
             cm->tool_calls = &r->calls[n_calls];
@@ -433,7 +414,7 @@ parse_tools_(struct mt_serve_request *r, json_t *tools, struct mt_serve_error *e
     json_t *t;
 
     if (!json_is_array(tools)) {
-        BAD(e, "tools", "'tools' must be an array, not %s", json_kind_(tools));
+        BAD(e, "tools", "'tools' must be an array, not %s", mt_json_kind(tools));
         return false;
     }
     if (json_array_size(tools) == 0) {
@@ -512,7 +493,7 @@ parse_format_(json_t *root, struct mt_serve_error *e)
     }
     v = field_(root, "user");
     if (v != NULL && !json_is_string(v)) {
-        BAD(e, "user", "'user' must be a string, not %s", json_kind_(v));
+        BAD(e, "user", "'user' must be a string, not %s", mt_json_kind(v));
         return false;
     }
     return true;
@@ -528,7 +509,7 @@ parse_thinking_(struct mt_serve_request *r, json_t *root, struct mt_serve_error 
     if (kw != NULL) {
         if (!json_is_object(kw)) {
             BAD(e, "chat_template_kwargs", "'chat_template_kwargs' must be an object, not %s",
-                json_kind_(kw));
+                mt_json_kind(kw));
             return false;
         }
         if (!get_bool_(kw, "thinking", &r->thinking, e) ||
@@ -577,7 +558,7 @@ parse_stop_(struct mt_serve_request *r, json_t *root, struct mt_serve_error *e)
     }
     json_array_foreach(stop, k, s) {
         if (!json_is_string(s)) {
-            BAD(e, "stop", "'stop[%zu]' must be a string, not %s", k, json_kind_(s));
+            BAD(e, "stop", "'stop[%zu]' must be a string, not %s", k, mt_json_kind(s));
             return false;
         }
         if (!no_nul_(s, "stop", e)) {
@@ -688,12 +669,12 @@ mt_serve_request_parse(enum mt_serve_api api, const char *body, size_t len, cons
         return MT_ERR_INVAL;
     }
     if (!json_is_object(r.root)) {
-        BAD(e, NULL, "the body must be a JSON object, not %s", json_kind_(r.root));
+        BAD(e, NULL, "the body must be a JSON object, not %s", mt_json_kind(r.root));
         goto out_fail;
     }
     v = field_(r.root, "model");
     if (v != NULL && !json_is_string(v)) {
-        BAD(e, "model", "'model' must be a string, not %s", json_kind_(v));
+        BAD(e, "model", "'model' must be a string, not %s", mt_json_kind(v));
         goto out_fail;
     }
     if (v != NULL && !no_nul_(v, "model", e)) {

@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fuzz_serve_request.c - libFuzzer target: an arbitrary byte string as the body of a request to
+ * moetier serve (POST /v1/chat/completions or /v1/completions), which any local client, or a
+ * web page, can send.
+ *
+ * The one idea: the body goes through mt_serve_request_parse exactly as the server hands it over
+ * (the first byte picks the API), and what it accepts must be what the worker may run: at least
+ * one message or a prompt, max_tokens within the limit, at most 4 stop strings, none empty; a
+ * chat renders in the prompt format (the chat encoder's own checks may still refuse it, as the
+ * server then answers 400); an error has a status and a message and its JSON body builds. The
+ * same bytes, split at their first NUL into a Host and an Origin header, go through the browser
+ * guard (runtime/serve/guard.c). A violation traps. Build and run: tests/fuzz/run.sh
+ * serve_request.
+ *
+ * fuzz-sources: runtime/serve/openai.c runtime/serve/guard.c runtime/text/chat.c
+ * fuzz-sources: runtime/text/tokenizer.c runtime/text/sampler.c runtime/base/status.c
+ * fuzz-sources: runtime/base/json_num.c runtime/base/rng.c runtime/base/file_util.c
+ * fuzz-sources: runtime/base/out_file.c
+ * fuzz-pkg: libpcre2-8
+ */
+#include <config.h>
+
+#include "runtime/serve/guard.h"
+#include "runtime/serve/openai.h"
+#include "runtime/base/status.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void
+guard(const uint8_t *data, size_t size)
+{
+    char *s = malloc(size + 2);
+
+    if (s == NULL) {
+        return;
+    }
+    memcpy(s, data, size);
+    s[size] = '\0';
+    s[size + 1] = '\0';
+    const char *host = s;
+    const char *origin = s + strlen(s) + 1; /* "" when there was no NUL */
+    enum mt_serve_guard g = mt_serve_guard_check(host, origin[0] != '\0' ? origin : NULL, true);
+
+    if (g != MT_SERVE_GUARD_OK && g != MT_SERVE_GUARD_BAD_HOST &&
+        g != MT_SERVE_GUARD_CROSS_ORIGIN) {
+        __builtin_trap();
+    }
+    free(s);
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    struct mt_serve_limits lim;
+    struct mt_sampler_opts defaults;
+    struct mt_serve_request r;
+    struct mt_serve_error e;
+    enum mt_serve_api api;
+
+    mt_log_set_quiet(true);
+    guard(data, size);
+    if (size == 0) {
+        return 0;
+    }
+    mt_serve_limits_default(&lim);
+    mt_sampler_opts_default(&defaults);
+    api = (data[0] & 1) != 0 ? MT_SERVE_API_COMPLETION : MT_SERVE_API_CHAT;
+    memset(&e, 0, sizeof(e));
+    if (mt_serve_request_parse(api, (const char *)data + 1, size - 1, "m", &lim, &defaults, &r,
+                               &e) != MT_OK) {
+        char *body = mt_serve_error_json(&e);
+
+        if (e.http < 400 || e.http > 599 || e.message[0] == '\0' || body == NULL) {
+            __builtin_trap();
+        }
+        free(body);
+        return 0;
+    }
+    if (r.max_tokens < 0 || r.max_tokens > lim.max_tokens || r.n_stop < 0 ||
+        r.n_stop > MT_SERVE_MAX_STOP) {
+        __builtin_trap();
+    }
+    for (int i = 0; i < r.n_stop; i++) {
+        if (r.stop[i] == NULL || r.stop[i][0] == '\0') {
+            __builtin_trap();
+        }
+    }
+    if (api == MT_SERVE_API_CHAT) {
+        char *text = NULL;
+
+        if (r.n_msgs == 0 || r.n_msgs > lim.max_messages || r.msgs == NULL) {
+            __builtin_trap();
+        }
+        if (mt_chat_render(r.msgs, r.n_msgs, r.thinking, &text) == MT_OK && text == NULL) {
+            __builtin_trap();
+        }
+        free(text);
+    } else if (r.prompt == NULL) {
+        __builtin_trap();
+    }
+    mt_serve_request_fini(&r);
+    return 0;
+}
