@@ -54,7 +54,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..59"
+echo "1..64"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -436,4 +436,25 @@ wait "$short_pid"
 ok $? "200 one-token streams from two clients at once: each ends with [DONE] (not: $(head -c 300 \
     "$tmp/short_bad" | tr '\n' ' '))"
 stop_server
+
+# listening on every address, 127.0.0.1 included: a rebound name is refused on a loopback
+# connection all the same; a reverse proxy's page passes once --allow-origin names it
+start_server "$tmp/d.log" --host 0.0.0.0 --allow-origin https://chat.example.com
+req GET /v1/models -H "Host: evil.example:$port" -H "Origin: http://evil.example:$port"
+err_is 403 host_not_allowed
+ok $? "--host 0.0.0.0: a rebound name on a loopback connection: 403 host_not_allowed"
+req GET /v1/models -H "Origin: https://chat.example.com"
+[ "$code" = 200 ]
+ok $? "--allow-origin: the proxy's page passes ($code)"
+req GET /v1/models -H "Host: chat.example.com" -H "Origin: https://chat.example.com"
+[ "$code" = 200 ]
+ok $? "--allow-origin: ... also with the proxy's name as Host ($code)"
+req GET /v1/models -H "Origin: https://other.example.com"
+err_is 403 cross_origin
+ok $? "--allow-origin: another site's page is still refused"
+stop_server
+"$bin" serve -m "$model" --allow-origin chat.example.com >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "bad --allow-origin 'chat.example.com'" "$tmp/err"
+ok $? "--allow-origin without a scheme: exit 2 (rc $rc)"
 tap_exit

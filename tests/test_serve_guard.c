@@ -9,11 +9,14 @@
 #include "runtime/serve/guard.h"
 #include "tests/tap.h"
 
+static const char *proxy[] = {"https://chat.example.com", "http://box.lan:3000"};
+static int n_proxy; /* how many of proxy[] are allowed (--allow-origin) */
+
 static void
 check(const char *host, const char *origin, bool loopback, enum mt_serve_guard want,
       const char *what)
 {
-    enum mt_serve_guard got = mt_serve_guard_check(host, origin, loopback);
+    enum mt_serve_guard got = mt_serve_guard_check(host, origin, loopback, proxy, n_proxy);
 
     tap_ok(got == want, "%s: Host %s, Origin %s, %s: %d (want %d)", what,
            host != NULL ? host : "(none)", origin != NULL ? origin : "(none)",
@@ -56,5 +59,32 @@ main(void)
     check("[::1]x", NULL, true, bad_host, "junk after the bracket");
     check(":8080", NULL, true, bad_host, "no name");
     check("box.lan:8080", NULL, false, ok, "any name on a public address");
+    /* behind a reverse proxy: refused until --allow-origin names the proxy's page */
+    check("127.0.0.1:8080", "https://chat.example.com", true, cross, "a proxy's page, not allowed");
+    check("chat.example.com", "https://chat.example.com", true, bad_host,
+          "a proxy passing its Host, not allowed");
+    n_proxy = 2;
+    check("127.0.0.1:8080", "https://chat.example.com", true, ok, "a proxy's page, allowed");
+    check("chat.example.com", "https://chat.example.com", true, ok,
+          "a proxy passing its Host, allowed");
+    check("CHAT.example.com", "HTTPS://chat.EXAMPLE.com", true, ok, "... in any case");
+    check("box.lan:3000", "http://box.lan:3000", true, ok, "an allowed origin with a port");
+    check("127.0.0.1:8080", "https://chat.example.com:444", true, cross, "another port of it");
+    check("127.0.0.1:8080", "http://chat.example.com", true, cross, "another scheme of it");
+    check("evil.example:8080", "http://evil.example:8080", true, bad_host,
+          "a rebound name, with origins allowed");
+    /* what --allow-origin takes */
+    static const struct {
+        const char *s;
+        bool ok;
+    } forms[] = {{"https://chat.example.com", true}, {"http://127.0.0.1:3000", true},
+                 {"http://[::1]:8080", true},        {"chat.example.com", false},
+                 {"https://", false},                {"https://a/b", false},
+                 {"https://a?x", false},             {"https://u@a", false},
+                 {"ftp://a", false},                 {"https://:80", false}};
+    for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
+        tap_ok(mt_serve_guard_origin_ok(forms[i].s) == forms[i].ok, "--allow-origin '%s': %s",
+               forms[i].s, forms[i].ok ? "taken" : "refused");
+    }
     return tap_done();
 }

@@ -15,6 +15,7 @@
 
 #include "runtime/cli/cli.h"
 #include "runtime/cli/cli_common.h"
+#include "runtime/serve/guard.h"
 #include "runtime/serve/server.h"
 #include "runtime/base/status.h"
 #include "runtime/text/tokenizer.h"
@@ -41,6 +42,9 @@ serve_usage(FILE *f)
             "                           lets other machines in, with a warning)\n"
             "      --port N             port (default 8080; 0 picks a free one, printed)\n"
             "      --api-key KEY        require \"Authorization: Bearer KEY\" on /v1 requests\n"
+            "      --allow-origin URL   let the page of URL (http[s]://host[:port]) call the\n"
+            "                           server from a browser: a reverse proxy's; pages of\n"
+            "                           other sites are refused (repeatable, up to 8)\n"
             "      --model-name NAME    the model's name in the API (default: DIR's last part)\n"
             "      --max-tokens N       most tokens a request may generate (default 4096)\n"
             "      --max-body SIZE      largest request body (default 1M)\n"
@@ -71,6 +75,7 @@ enum {
     OPT_HOST = 256,
     OPT_PORT,
     OPT_API_KEY,
+    OPT_ALLOW_ORIGIN,
     OPT_MODEL_NAME,
     OPT_MAX_TOKENS,
     OPT_MAX_BODY,
@@ -104,6 +109,7 @@ mt_cli_serve(int argc, char **argv)
         {"host", required_argument, NULL, OPT_HOST},
         {"port", required_argument, NULL, OPT_PORT},
         {"api-key", required_argument, NULL, OPT_API_KEY},
+        {"allow-origin", required_argument, NULL, OPT_ALLOW_ORIGIN},
         {"model-name", required_argument, NULL, OPT_MODEL_NAME},
         {"max-tokens", required_argument, NULL, OPT_MAX_TOKENS},
         {"max-body", required_argument, NULL, OPT_MAX_BODY},
@@ -160,6 +166,18 @@ mt_cli_serve(int argc, char **argv)
                 return mt_cli_usage_error(&cli, "bad --api-key '' (an empty key protects nothing)");
             }
             so.api_key = optarg;
+            break;
+        case OPT_ALLOW_ORIGIN:
+            if (!mt_serve_guard_origin_ok(optarg)) {
+                return mt_cli_usage_error(&cli, "bad --allow-origin '%s' (an origin: http:// or "
+                                          "https://, a host and an optional port, e.g. "
+                                          "https://chat.example.com)", optarg);
+            }
+            if (so.n_allow_origins == MT_SERVE_MAX_ALLOW_ORIGINS) {
+                return mt_cli_usage_error(&cli, "more than %d --allow-origin",
+                                          MT_SERVE_MAX_ALLOW_ORIGINS);
+            }
+            so.allow_origins[so.n_allow_origins++] = optarg;
             break;
         case OPT_MODEL_NAME:
             if (optarg[0] == '\0') {

@@ -16,7 +16,13 @@
  * this server itself (http or https, then exactly the Host header's host and port), and on a
  * loopback address Host must be a loopback name (localhost, 127.0.0.0/8, [::1]), which a
  * rebound name is not. Clients that are not browsers send no Origin and the Host they dialled,
- * and pass. On another address (--host) any Host passes: the machine has names we cannot know.
+ * and pass. A connection to another of the machine's addresses (--host) may carry any Host: the
+ * machine has names we cannot know. Whether a connection came in on a loopback address is the
+ * server's to say per connection: one listening on 0.0.0.0 takes 127.0.0.1 too.
+ *
+ * Behind a reverse proxy the page's origin is the proxy's (https://chat.example.com), and the
+ * Host is the proxy's upstream (127.0.0.1:8080) or the public name passed through: serve
+ * --allow-origin names such an origin, which then passes both checks.
  */
 #include <config.h>
 
@@ -61,19 +67,46 @@ host_is_loopback(const char *host)
     return inet_pton(AF_INET6, name, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
 }
 
-enum mt_serve_guard
-mt_serve_guard_check(const char *host, const char *origin, bool loopback)
+/* The host[:port] of an origin "scheme://host[:port]", or NULL when it is not one. */
+static const char *
+origin_host(const char *origin)
 {
-    if (loopback && host != NULL && !host_is_loopback(host)) {
+    return strncasecmp(origin, "http://", 7) == 0    ? origin + 7
+           : strncasecmp(origin, "https://", 8) == 0 ? origin + 8
+                                                     : NULL;
+}
+
+bool
+mt_serve_guard_origin_ok(const char *origin)
+{
+    const char *h = origin_host(origin);
+
+    return h != NULL && h[0] != '\0' && h[0] != ':' && strpbrk(h, "/?#@ ") == NULL;
+}
+
+enum mt_serve_guard
+mt_serve_guard_check(const char *host, const char *origin, bool loopback,
+                     const char *const *allowed, int n_allowed)
+{
+    bool host_allowed = false;
+    bool origin_allowed = false;
+
+    /* a page served through a proxy (--allow-origin): its origin, and its name as the Host a
+     * proxy that passes the Host through sends */
+    for (int i = 0; i < n_allowed; i++) {
+        const char *ah = origin_host(allowed[i]);
+
+        origin_allowed = origin_allowed || (origin != NULL && strcasecmp(origin, allowed[i]) == 0);
+        host_allowed = host_allowed || (host != NULL && ah != NULL && strcasecmp(host, ah) == 0);
+    }
+    if (loopback && host != NULL && !host_is_loopback(host) && !host_allowed) {
         return MT_SERVE_GUARD_BAD_HOST;
     }
-    if (origin == NULL) {
+    if (origin == NULL || origin_allowed) {
         return MT_SERVE_GUARD_OK;
     }
     /* "null" (a sandboxed frame, a file: page) and a missing Host cannot be this server */
-    const char *rest = strncasecmp(origin, "http://", 7) == 0    ? origin + 7
-                       : strncasecmp(origin, "https://", 8) == 0 ? origin + 8
-                                                                 : NULL;
+    const char *rest = origin_host(origin);
     if (rest == NULL || host == NULL || strcasecmp(rest, host) != 0) {
         return MT_SERVE_GUARD_CROSS_ORIGIN;
     }

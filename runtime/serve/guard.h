@@ -15,10 +15,17 @@ enum mt_serve_guard {
 };
 
 /*
- * host and origin: the request's headers, NULL where absent; loopback: the server listens on a
- * loopback address. A request without an Origin (every client that is not a browser) passes the
- * Origin check; one without a Host (HTTP/1.0) passes the Host check.
+ * host and origin: the request's headers, NULL where absent; loopback: the connection came in on
+ * a loopback address; allowed[n_allowed]: origins to trust besides the server's own (serve
+ * --allow-origin, each "http[s]://host[:port]"), whose host[:port] is then a good Host too. A
+ * request without an Origin (every client that is not a browser) passes the Origin check; one
+ * without a Host (HTTP/1.0) passes the Host check.
  */
-enum mt_serve_guard mt_serve_guard_check(const char *host, const char *origin, bool loopback);
+enum mt_serve_guard mt_serve_guard_check(const char *host, const char *origin, bool loopback,
+                                         const char *const *allowed, int n_allowed);
+
+/* Whether s is an origin as --allow-origin takes it: http:// or https://, a host, an optional
+ * port, nothing after (no path). */
+bool mt_serve_guard_origin_ok(const char *s);
 
 #endif

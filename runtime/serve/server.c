@@ -313,6 +313,24 @@ respond_early_error(struct mt_serve *s, struct MHD_Connection *c, enum mt_serve_
     return respond_at(s, c, route, e->http, "application/json", mt_serve_error_json(e), true);
 }
 
+static bool addr_is_loopback(const struct sockaddr *sa);
+
+/* Whether connection c came in on a loopback address: always where the server listens on one;
+ * on 0.0.0.0 or :: it takes loopback connections too, which a rebound page's are. */
+static bool
+conn_is_loopback(const struct mt_serve *s, struct MHD_Connection *c)
+{
+    struct sockaddr_storage local;
+    socklen_t len = sizeof(local);
+    int fd = conn_fd(c);
+
+    if (!s->public_addr) {
+        return true;
+    }
+    return fd >= 0 && getsockname(fd, (struct sockaddr *)&local, &len) == 0 &&
+           addr_is_loopback((const struct sockaddr *)&local);
+}
+
 /* Host and Origin against this server (guard.c): true, with e set, where they fail. */
 static bool
 origin_refused(const struct mt_serve *s, struct MHD_Connection *c, struct mt_serve_error *e)
@@ -320,18 +338,21 @@ origin_refused(const struct mt_serve *s, struct MHD_Connection *c, struct mt_ser
     const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
     const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ORIGIN);
 
-    switch (mt_serve_guard_check(host, origin, !s->public_addr)) {
+    switch (mt_serve_guard_check(host, origin, conn_is_loopback(s, c), s->opts.allow_origins,
+                                 s->opts.n_allow_origins)) {
     case MT_SERVE_GUARD_BAD_HOST:
         mt_serve_error_set(e, 403, "invalid_request_error", "host_not_allowed", NULL,
                            "Host '%.100s' is not a name of this machine's loopback address, "
-                           "where this server listens (a page whose name was pointed at "
-                           "127.0.0.1?); use http://127.0.0.1:%d/ or http://localhost:%d/",
+                           "where this request came in (a page whose name was pointed at "
+                           "127.0.0.1?); use http://127.0.0.1:%d/ or http://localhost:%d/ (a "
+                           "reverse proxy's name: serve --allow-origin)",
                            host, s->port, s->port);
         return true;
     case MT_SERVE_GUARD_CROSS_ORIGIN:
         mt_serve_error_set(e, 403, "invalid_request_error", "cross_origin", NULL,
                            "requests from the page '%.100s' are refused: only this server's "
-                           "own page (Origin = http://%.100s) may call it from a browser",
+                           "own page (Origin = http://%.100s) may call it from a browser (a "
+                           "reverse proxy's page: serve --allow-origin)",
                            origin, host != NULL ? host : "HOST");
         return true;
     default:
@@ -1191,7 +1212,9 @@ addr_is_loopback(const struct sockaddr *sa)
     }
     if (sa->sa_family == AF_INET6) {
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-        return IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
+        /* on a dual-stack "::", 127.0.0.1 arrives as ::ffff:127.0.0.1 */
+        return IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr) ||
+               (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) && in6->sin6_addr.s6_addr[12] == 127);
     }
     return false;
 }

@@ -34,6 +34,8 @@
 struct mt_engine;
 struct mt_tokenizer;
 
+#define MT_SERVE_MAX_ALLOW_ORIGINS 8
+
 struct mt_serve_opts {
     const char *host;     /* address or name to bind; "127.0.0.1" by default */
     int port;             /* 0: a free port, see mt_serve_port() */
@@ -42,6 +44,10 @@ struct mt_serve_opts {
     struct mt_serve_limits limits;
     struct mt_sampler_opts sampling; /* what a request does not set: temperature, top_p, top_k */
     bool quiet;                      /* no log line per generation */
+    /* pages of other origins that may call the server from a browser (a reverse proxy's
+     * https://chat.example.com; guard.h), borrowed */
+    const char *allow_origins[MT_SERVE_MAX_ALLOW_ORIGINS];
+    int n_allow_origins;
 };
 
 /* 127.0.0.1:8080, no key, model "moetier", default limits, temperature 1 and top_p 0.95. */

@@ -42,7 +42,8 @@ make_model() {
     trap 'stop_server; rm -rf "$tmp"' EXIT
 }
 
-# start_server LOG [FLAGS...]: serve $model on a free port; sets $server_pid, $port and $url.
+# start_server LOG [FLAGS...]: serve $model on a free port of 127.0.0.1 (or the FLAGS' --host);
+# sets $server_pid, $port and $url (always 127.0.0.1).
 start_server() {
     log=$1
     shift
@@ -51,7 +52,7 @@ start_server() {
     port=
     i=0
     while [ $i -lt 100 ] && [ -z "$port" ]; do
-        port=$(sed -n 's|^moetier serve: listening on http://127\.0\.0\.1:\([0-9]*\)/.*|\1|p' "$log" 2>/dev/null)
+        port=$(sed -n 's|^moetier serve: listening on http://.*:\([0-9]*\)/ .*|\1|p' "$log" 2>/dev/null)
         [ -n "$port" ] || sleep 0.1
         i=$((i + 1))
     done
