@@ -44,7 +44,11 @@ guard(const uint8_t *data, size_t size)
     s[size + 1] = '\0';
     const char *host = s;
     const char *origin = s + strlen(s) + 1; /* "" when there was no NUL */
-    enum mt_serve_guard g = mt_serve_guard_check(host, origin[0] != '\0' ? origin : NULL, true);
+    /* the first string, taken by --allow-origin where it is a valid origin, allows itself */
+    const char *allowed[1] = {host};
+    int n_allowed = mt_serve_guard_origin_ok(host) ? 1 : 0;
+    enum mt_serve_guard g = mt_serve_guard_check(host, origin[0] != '\0' ? origin : NULL, true,
+                                                 allowed, n_allowed);
 
     if (g != MT_SERVE_GUARD_OK && g != MT_SERVE_GUARD_BAD_HOST &&
         g != MT_SERVE_GUARD_CROSS_ORIGIN) {
