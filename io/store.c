@@ -11,7 +11,7 @@
 #include "io/store.h"
 
 #include "io/crc32c.h"
-#include "runtime/base/file_util.h"
+#include "runtime/base/file_kind.h"
 #include "io/uring_reader.h" /* MT_IO_ALIGN */
 
 #include <errno.h>
@@ -92,13 +92,17 @@ check_header(const char *path, int i, int n_files, uint64_t model_hash,
         return mt_fail(MT_ERR_IO, 0, "store '%s' is %s, not a regular file (give the files "
                        "moetier pack wrote)", path, mt_file_kind_str(sb.st_mode));
     }
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK for the open only: a FIFO put in the file's place since the stat would block */
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         return mt_fail(MT_ERR_IO, errno, "cannot open store '%s'", path);
     }
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        st = mt_fail(MT_ERR_IO, errno, "cannot stat store '%s', or it is no longer a regular "
-                     "file", path);
+    if (fstat(fd, &sb) != 0) {
+        st = mt_fail(MT_ERR_IO, errno, "cannot stat store '%s'", path);
+        goto out_close;
+    }
+    if (!S_ISREG(sb.st_mode) || fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
+        st = mt_fail(MT_ERR_IO, 0, "store '%s' is no longer a regular file", path);
         goto out_close;
     }
     if ((uint64_t)sb.st_size < sizeof(*h)) {

@@ -223,6 +223,16 @@ main(void)
     if (st == MT_OK) {
         mt_serve_request_fini(&r);
     }
+    refused(Q "\"tool_choice\": \"none\", \"tools\": [1]}", 400, "tools",
+            "tool_choice none with a malformed tools array");
+    st = parse(MT_SERVE_API_CHAT, Q "\"max_tokens\": 99999, \"max_completion_tokens\": 5}", &r,
+               &e);
+    tap_ok(st == MT_OK && r.max_tokens == 5,
+           "max_tokens over the limit beside a max_completion_tokens within it: that one counts "
+           "(%s)", e.message);
+    if (st == MT_OK) {
+        mt_serve_request_fini(&r);
+    }
     st = parse(MT_SERVE_API_CHAT,
                Q "\"tool_choice\": \"none\", \"tools\": [{\"type\": \"function\", "
                  "\"function\": {\"name\": \"f\"}}]}",

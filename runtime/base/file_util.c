@@ -11,6 +11,7 @@
 #include <config.h>
 
 #include "runtime/base/file_util.h"
+#include "runtime/base/file_kind.h"
 
 #include "runtime/base/json_num.h"
 #include "runtime/base/out_file.h"

@@ -21,7 +21,6 @@
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/stat.h>
 
 /*
  * Size caps, one per kind of file moetier reads: each is far above what a real file of that kind
@@ -47,18 +46,6 @@
  */
 mt_status_t mt_file_open_input(const char *path, const char *what, int *fd_out,
                                uint64_t *size_out);
-
-/* How a file that is not a regular one is described in "... is <kind>, not a regular file".
- * Inline: io/ uses it without linking the JSON half of this file. */
-static inline const char *
-mt_file_kind_str(mode_t mode)
-{
-    return S_ISDIR(mode)                    ? "a directory"
-           : S_ISFIFO(mode)                 ? "a FIFO (named pipe)"
-           : S_ISSOCK(mode)                 ? "a socket"
-           : S_ISCHR(mode) || S_ISBLK(mode) ? "a device"
-                                            : "not a plain file";
-}
 
 /*
  * Read all of path into a new NUL-terminated buffer (the NUL is not counted in *len_out), so the

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * json_num.c - integral JSON numbers, and JSON type names (see json_num.h).
+ * json_num.c - integral JSON numbers (see json_num.h).
  */
 #include <config.h>
 
@@ -28,25 +28,4 @@ mt_json_is_int(const json_t *v, long long *out)
     }
     *out = (long long)x;
     return true;
-}
-
-const char *
-mt_json_kind(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-    case JSON_REAL:
-        return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    default:
-        return "null";
-    }
 }

@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * json_num.h - integers in JSON as moetier reads them: 256 and 256.0 are the same integer; and
- * the name of a value's JSON type for messages.
+ * json_num.h - integers in JSON as moetier reads them: 256 and 256.0 are the same integer.
  *
  * The one idea: JSON has one number type; the integer/real split is jansson's, made from how the
  * number was spelled. Tools that write every number as a double (Python's json with floats,
@@ -20,9 +19,5 @@
  * magnitude. When it is, *out is set. NULL v: false.
  */
 bool mt_json_is_int(const json_t *v, long long *out);
-
-/* What v is, for a message ("... must be a string, not <kind>"): "an object", "an array", "a
- * string", "a number", "a boolean" or "null". */
-const char *mt_json_kind(const json_t *v);
 
 #endif /* MT_JSON_NUM_H */

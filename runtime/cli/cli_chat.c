@@ -509,6 +509,19 @@ enum {
     OPT_SYSTEM,
 };
 
+/* Whether a --system of n tokens leaves room in a context of max_pos positions; else says so. */
+static bool
+system_fits(const struct mt_cli *cli, size_t n, int64_t max_pos, bool gpu)
+{
+    if ((int64_t)n < max_pos) {
+        return true;
+    }
+    mt_cli_error(cli, "--system is %zu tokens in the prompt format, and the context holds %lld "
+                 "positions, which must also hold the conversation; give a shorter one%s", n,
+                 (long long)max_pos, gpu ? " (or raise --ctx)" : "");
+    return false;
+}
+
 int
 mt_cli_chat(int argc, char **argv)
 {
@@ -595,6 +608,30 @@ mt_cli_chat(int argc, char **argv)
         }
         goto out;
     }
+    /* --system against the model's positions before the weights load: a system prompt that
+     * fills the context would fail every message, each blamed */
+    size_t n_system = 0;
+    if (system != NULL) {
+        int32_t *ids = NULL;
+        struct mt_model_config cfg;
+        char cpath[4096];
+
+        if (chat_add(&c, MT_CHAT_SYSTEM, system, strlen(system), NULL, 0) != MT_OK) {
+            goto out;
+        }
+        c.n_fixed = 1;
+        if (mt_chat_encode(c.tok, c.msgs, c.n_msgs, c.thinking, &ids, &n_system) != MT_OK) {
+            goto out;
+        }
+        free(ids);
+        snprintf(cpath, sizeof(cpath), "%s/config.json", dir);
+        mt_log_set_quiet(true); /* one that does not load is the engine's to report */
+        mt_status_t st = mt_config_load(cpath, &cfg);
+        mt_log_set_quiet(false);
+        if (st == MT_OK && !system_fits(&cli, n_system, cfg.max_position_embeddings, false)) {
+            goto out;
+        }
+    }
     ef.report = c.verbose || interactive;
     ef.verbose = c.verbose;
     if (mt_cli_engine_init(&c.eng, dir, &ef, false) != MT_OK) {
@@ -610,27 +647,9 @@ mt_cli_chat(int argc, char **argv)
                         "will not be told apart");
         }
     }
-    if (system != NULL) {
-        if (chat_add(&c, MT_CHAT_SYSTEM, system, strlen(system), NULL, 0) != MT_OK) {
-            goto out;
-        }
-        c.n_fixed = 1;
-        /* a system prompt that fills the context would fail every message, each blamed */
-        int32_t *ids = NULL;
-        size_t n_ids = 0;
-        int64_t max_pos = mt_engine_max_pos(c.eng.engine);
-        mt_status_t st = mt_chat_encode(c.tok, c.msgs, c.n_msgs, c.thinking, &ids, &n_ids);
-        free(ids);
-        if (st != MT_OK) {
-            goto out;
-        }
-        if ((int64_t)n_ids >= max_pos) {
-            mt_cli_error(&cli, "--system is %zu tokens in the prompt format, and the context "
-                         "holds %lld positions, which must also hold the conversation; give a "
-                         "shorter one%s", n_ids, (long long)max_pos,
-                         c.gpu ? " (or raise --ctx)" : "");
-            goto out;
-        }
+    /* the context the engine holds (on the GPU --ctx may be shorter than the model's) */
+    if (system != NULL && !system_fits(&cli, n_system, mt_engine_max_pos(c.eng.engine), c.gpu)) {
+        goto out;
     }
     {
         /* no SA_RESTART: Ctrl-C interrupts the read at the prompt */

@@ -285,16 +285,20 @@ is_id_separator(char c)
     return c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-/* Up to 40 bytes of s[0..n) for a message, each byte that is not printable ASCII as \xNN: a
- * binary file given as ids must not write raw bytes to the terminal. */
+/* Up to EXCERPT_BYTES bytes of s[0..n) for a message, each byte that is not printable ASCII as
+ * \xNN: a binary file given as ids must not write raw bytes to the terminal. */
+#define EXCERPT_BYTES 40
+#define EXCERPT_SIZE (4 * EXCERPT_BYTES + 1) /* every byte as \xNN, and the NUL */
+
 static const char *
-excerpt(const char *s, size_t n, char out[static 164])
+excerpt(const char *s, size_t n, char out[static EXCERPT_SIZE])
 {
     size_t o = 0;
 
-    for (size_t i = 0; i < n && i < 40; i++) {
+    for (size_t i = 0; i < n && i < EXCERPT_BYTES; i++) {
         unsigned char c = (unsigned char)s[i];
-        o += (size_t)snprintf(out + o, 164 - o, c >= 0x20 && c < 0x7f ? "%c" : "\\x%02x", c);
+        o += (size_t)snprintf(out + o, EXCERPT_SIZE - o, c >= 0x20 && c < 0x7f ? "%c" : "\\x%02x",
+                              c);
     }
     out[o] = '\0';
     return out;
@@ -316,7 +320,7 @@ mt_cli_parse_ids(const struct mt_cli *cli, const char *what, const char *s, size
         if (s[i] == ',') {
             /* a comma separates two ids: one with nothing before it leaves an item empty */
             if (n == 0 || comma) {
-                char q[164];
+                char q[EXCERPT_SIZE];
                 mt_cli_error(cli, "empty item %zu in %s at offset %zu: '%s' (commas must "
                              "separate ids; '1,,2' or a leading comma is refused)",
                              n + 1, what, i, excerpt(s, len, q));
@@ -345,7 +349,7 @@ mt_cli_parse_ids(const struct mt_cli *cli, const char *what, const char *s, size
                 i++;
             }
             const char *nul = memchr(s + start, 0, i - start);
-            char q[164];
+            char q[EXCERPT_SIZE];
             if (nul != NULL) {
                 mt_cli_error(cli, "bad token id in %s: a NUL byte at offset %zu", what,
                              (size_t)(nul - s));

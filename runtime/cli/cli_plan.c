@@ -27,7 +27,7 @@
 #include "runtime/plan/trace.h"
 
 #include "runtime/base/file_util.h"
-#include "runtime/base/json_num.h"
+#include "runtime/base/json_kind.h"
 
 #include <getopt.h>
 #include <jansson.h>

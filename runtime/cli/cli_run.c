@@ -406,7 +406,7 @@ mt_cli_run(int argc, char **argv)
         mt_log_set_quiet(true);
         st = mt_config_load(cpath, &cfg);
         mt_log_set_quiet(false);
-        if (st == MT_OK && mt_config_check_prompt(&cfg, prompt, n_prompt) != MT_OK) {
+        if (st == MT_OK && mt_engine_check_prompt_config(&cfg, prompt, n_prompt) != MT_OK) {
             goto out;
         }
     }

@@ -5,7 +5,7 @@
  * All the work is in mt_synth_write(); this file parses flags, prints the size up front and the
  * summary line at the end. SIGINT and SIGTERM only set a flag that mt_synth_write reads between
  * strips; it then removes its staging directory (a checkpoint can be 50 GB) and fails, and synth
- * exits 128 + the signal's number, as the shell reports a command a signal ended.
+ * ends by the same signal (the shell reports 128 + its number).
  */
 #include <config.h>
 
@@ -165,8 +165,10 @@ mt_cli_synth(int argc, char **argv)
         return 2; /* mt_fail has printed the reason */
     }
     opt.progress = !quiet;
-    /* SA_RESTART: the writes in flight finish; the flag is read before the next strip */
-    struct sigaction sa = {.sa_handler = on_stop_signal, .sa_flags = SA_RESTART};
+    /* SA_RESTART: the writes in flight finish; the flag is read before the next strip.
+     * SA_RESETHAND: a second signal (a write stuck on a network file system) ends synth at once,
+     * leaving the staging directory for the next --force to remove */
+    struct sigaction sa = {.sa_handler = on_stop_signal, .sa_flags = SA_RESTART | SA_RESETHAND};
     struct sigaction old_int;
     struct sigaction old_term;
     mt_status_t st;
@@ -179,9 +181,15 @@ mt_cli_synth(int argc, char **argv)
     st = mt_synth_write(&opt, &res);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
+    if (st != MT_OK && stop_signal != 0) {
+        /* cleaned up: now end as the signal would have, so that a shell loop running synth
+         * stops at the Ctrl-C too (a plain exit(130) tells it synth handled the signal) */
+        signal(stop_signal, SIG_DFL);
+        raise(stop_signal);
+        return 128 + stop_signal;
+    }
     if (st != MT_OK) {
-        /* mt_fail has printed the reason. */
-        return stop_signal != 0 ? 128 + stop_signal : 1;
+        return 1; /* mt_fail has printed the reason */
     }
     if (opt.dry_run) {
         printf("synth: would write %llu tensors, %llu bytes (%.2f GiB) in %d shard%s to '%s'\n",

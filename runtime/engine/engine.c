@@ -383,7 +383,7 @@ mt_engine_expert_bytes_held(const struct mt_engine *e)
 
 /* ---- checks ------------------------------------------------------------------------------ */
 
-/* The checks that need only the model's config (mt_config_check_prompt). */
+/* The checks that need only the model's config (mt_engine_check_prompt_config). */
 static mt_status_t
 check_tokens_cfg(const struct mt_model_config *cfg, int64_t start, const int32_t *tokens, int n)
 {
@@ -407,7 +407,7 @@ check_tokens_cfg(const struct mt_model_config *cfg, int64_t start, const int32_t
 }
 
 mt_status_t
-mt_config_check_prompt(const struct mt_model_config *cfg, const int32_t *tokens, int n)
+mt_engine_check_prompt_config(const struct mt_model_config *cfg, const int32_t *tokens, int n)
 {
     return check_tokens_cfg(cfg, 0, tokens, n);
 }

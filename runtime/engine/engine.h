@@ -147,8 +147,8 @@ mt_status_t mt_engine_forward_greedy(struct mt_engine *engine, const int32_t *to
 mt_status_t mt_engine_check_prompt(const struct mt_engine *engine, const int32_t *tokens, int n);
 /* The checks of mt_engine_check_prompt that need only the config (ids in the vocabulary, the
  * model's positions), for a command to run before it spends minutes loading the weights. */
-mt_status_t mt_config_check_prompt(const struct mt_model_config *cfg, const int32_t *tokens,
-                                   int n);
+mt_status_t mt_engine_check_prompt_config(const struct mt_model_config *cfg,
+                                          const int32_t *tokens, int n);
 
 int64_t mt_engine_pos(const struct mt_engine *engine);
 int mt_engine_vocab(const struct mt_engine *engine);

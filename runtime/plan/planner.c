@@ -560,8 +560,11 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
     double limit_s[S_];
     mt_status_t st;
 
+    /* cpu_eff: 0 (take the profile's) or --cpu-eff's [0.01, 1], which a plan file must hold to
+       load again (plan_file.c) */
     if (L <= 0 || L > MT_MAX_LAYERS || E <= 0 || budget->prefill_batch < 0 ||
-        !(budget->cpu_eff >= 0 && budget->cpu_eff <= 1) || budget->ctx < 0) {
+        !(budget->cpu_eff == 0 || (budget->cpu_eff >= 0.01 && budget->cpu_eff <= 1)) ||
+        budget->ctx < 0) {
         return mt_fail(MT_ERR_INVAL, 0,
                        "planner: bad model dims or budget (prefill batch %d, cpu efficiency %g)",
                        budget->prefill_batch, budget->cpu_eff);

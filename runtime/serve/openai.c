@@ -7,7 +7,7 @@
 
 #include "runtime/serve/openai.h"
 
-#include "runtime/base/json_num.h"
+#include "runtime/base/json_kind.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -465,33 +465,40 @@ parse_tool_choice_(json_t *root, bool *tools_told, struct mt_serve_error *e)
     return false;
 }
 
-/*
- * Fields about the reply's form, both APIs: response_format (only {"type": "text"}: JSON modes
- * would need constrained decoding), and the types of parallel_tool_calls and user, which change
- * nothing here.
- */
+/* response_format, both APIs: only {"type": "text"}; the JSON modes would need the reply
+ * constrained to JSON, which this server cannot do: refused, not ignored. */
 static bool
-parse_format_(json_t *root, struct mt_serve_error *e)
+parse_response_format_(json_t *root, struct mt_serve_error *e)
 {
     json_t *v = field_(root, "response_format");
+    const char *type = json_string_value(json_object_get(v, "type"));
+
+    if (v == NULL) {
+        return true;
+    }
+    if (!json_is_object(v) || type == NULL) {
+        BAD(e, "response_format", "'response_format' must be {\"type\": \"text\"}");
+        return false;
+    }
+    if (strcmp(type, "text") != 0) {
+        BAD(e, "response_format", "'response_format' of type \"%.40s\" is not supported: "
+            "this server cannot constrain a reply to JSON (only \"text\")", type);
+        return false;
+    }
+    return true;
+}
+
+/* Fields that change nothing here (one choice, no users) but must have their type, as with
+ * OpenAI's server: parallel_tool_calls a boolean, user a string. */
+static bool
+check_unused_fields_(json_t *root, struct mt_serve_error *e)
+{
+    json_t *v = field_(root, "user");
     bool flag;
 
-    if (v != NULL) {
-        const char *type = json_string_value(json_object_get(v, "type"));
-        if (!json_is_object(v) || type == NULL) {
-            BAD(e, "response_format", "'response_format' must be {\"type\": \"text\"}");
-            return false;
-        }
-        if (strcmp(type, "text") != 0) {
-            BAD(e, "response_format", "'response_format' of type \"%.40s\" is not supported: "
-                "this server cannot constrain a reply to JSON (only \"text\")", type);
-            return false;
-        }
-    }
     if (!get_bool_(root, "parallel_tool_calls", &flag, e)) {
         return false;
     }
-    v = field_(root, "user");
     if (v != NULL && !json_is_string(v)) {
         BAD(e, "user", "'user' must be a string, not %s", mt_json_kind(v));
         return false;
@@ -608,21 +615,24 @@ parse_sampling_(struct mt_serve_request *r, json_t *root, const struct mt_serve_
         r->sampler.seed = (uint64_t)v;
         r->seeded = true;
     }
-    /* max_tokens, or its newer name, which wins where a client sends both; each is checked */
+    /* max_tokens, or its newer name, which wins where a client sends both: each must be a
+     * count, and the one that counts within the server's limit */
     r->max_tokens = lim->default_max_tokens;
     static const char *const mt_keys[] = {"max_tokens", "max_completion_tokens"};
+    const char *winner = NULL;
     for (int k = 0; k < 2; k++) {
         if (!get_int_(root, mt_keys[k], 0, INT64_MAX, &v, &have, e)) {
             return false;
         }
-        if (have && v > lim->max_tokens) {
-            BAD(e, mt_keys[k], "'%s' is %lld; this server generates at most %ld tokens a "
-                "request", mt_keys[k], v, lim->max_tokens);
-            return false;
-        }
         if (have) {
             r->max_tokens = (long)v;
+            winner = mt_keys[k];
         }
+    }
+    if (winner != NULL && r->max_tokens > lim->max_tokens) {
+        BAD(e, winner, "'%s' is %ld; this server generates at most %ld tokens a request", winner,
+            r->max_tokens, lim->max_tokens);
+        return false;
     }
     if (!get_int_(root, "n", 1, 1, &v, &have, e)) {
         snprintf(e->message, sizeof(e->message), "'n' must be 1: one choice per request");
@@ -701,8 +711,13 @@ mt_serve_request_parse(enum mt_serve_api api, const char *body, size_t len, cons
             goto out_fail;
         }
         v = field_(r.root, "tools");
-        if (v != NULL && tools_told && !parse_tools_(&r, v, e)) {
+        if (v != NULL && !parse_tools_(&r, v, e)) {
             goto out_fail;
+        }
+        if (!tools_told) { /* checked all the same: a malformed array is refused either way */
+            free(r.tools);
+            r.tools = NULL;
+            r.msgs[0].tools = NULL;
         }
         if (!parse_thinking_(&r, r.root, e)) {
             goto out_fail;
@@ -744,7 +759,7 @@ mt_serve_request_parse(enum mt_serve_api api, const char *body, size_t len, cons
         }
     }
     if (!parse_stop_(&r, r.root, e) || !parse_sampling_(&r, r.root, lim, e) ||
-        !parse_format_(r.root, e)) {
+        !parse_response_format_(r.root, e) || !check_unused_fields_(r.root, e)) {
         goto out_fail;
     }
     *req_out = r;

@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * json_kind.c - a JSON value's type in words (see json_kind.h).
+ */
+#include <config.h>
+
+#include "runtime/base/json_kind.h"
+
+const char *
+mt_json_kind(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+    case JSON_REAL:
+        return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "a boolean";
+    default:
+        return "null";
+    }
+}
