@@ -360,6 +360,29 @@ origin_refused(const struct mt_serve *s, struct MHD_Connection *c, struct mt_ser
     }
 }
 
+/*
+ * libmicrohttpd's messages, written as its own logger writes them, except the one that follows a
+ * connection we drop on purpose because its client hung up while the request waited or ran
+ * (serve_generate's MHD_NO): MHD reports that as "Application reported internal error" from the
+ * same connection's thread, and the line on every client that gave up read as a fault. The flag
+ * is the thread's own (one thread a connection), so no other connection's message is lost.
+ */
+static __thread bool dropping_gone_client;
+
+static void
+mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char line[1024];
+
+    (void)cls;
+    vsnprintf(line, sizeof(line), fmt, ap); /* MHD passes its text as an argument of "%s" */
+    if (dropping_gone_client && strstr(line, "Application reported internal error") != NULL) {
+        dropping_gone_client = false;
+        return;
+    }
+    fputs(line, stderr);
+}
+
 /* ---- jobs --------------------------------------------------------------------------------- */
 
 static void
@@ -1041,7 +1064,8 @@ serve_generate(struct mt_serve *s, struct MHD_Connection *c, struct conn *cn)
     if (j->gone) {
         job_release_locked(j);
         pthread_mutex_unlock(&s->lock);
-        return MHD_NO; /* nobody to answer */
+        dropping_gone_client = true; /* mhd_log: no "internal error" for it */
+        return MHD_NO;               /* nobody to answer */
     }
     char *body = j->result;
     j->result = NULL;
@@ -1275,12 +1299,13 @@ mt_serve_create(struct mt_engine *engine, struct mt_tokenizer *tok,
     if (ai->ai_family == AF_INET6) {
         flags |= MHD_USE_IPv6;
     }
+    /* the logger first: MHD uses its own for the options before it */
     s->mhd = MHD_start_daemon(
-        flags, 0, NULL, NULL, access_handler, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-        MHD_OPTION_NOTIFY_COMPLETED, request_completed, s, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)(opts->limits.max_queue + 64), MHD_OPTION_CONNECTION_TIMEOUT, SERVE_IDLE_S,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, 128u, MHD_OPTION_UNESCAPE_CALLBACK, unescape_no_nul, NULL,
-        MHD_OPTION_END);
+        flags, 0, NULL, NULL, access_handler, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, request_completed, s,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)(opts->limits.max_queue + 64),
+        MHD_OPTION_CONNECTION_TIMEOUT, SERVE_IDLE_S, MHD_OPTION_LISTEN_BACKLOG_SIZE, 128u,
+        MHD_OPTION_UNESCAPE_CALLBACK, unescape_no_nul, NULL, MHD_OPTION_END);
     int err = errno;
     freeaddrinfo(ai);
     if (s->mhd == NULL) {
