@@ -1,19 +1,48 @@
 /* SPDX-License-Identifier: MIT */
-/* test_status.c - status names and mt_fail's message and return value. */
+/* test_status.c - status names, mt_fail's message and return value, control bytes escaped. */
 #include <config.h>
 
 #include "runtime/base/status.h"
 #include "tests/tap.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+/* What mt_log_warn writes to stderr for one message (read back through a temporary file). */
+static void
+warn_text(const char *name, char *out, size_t size)
+{
+    FILE *tmp = tmpfile();
+    int saved = dup(2);
+    size_t n = 0;
+
+    out[0] = 0;
+    if (tmp == NULL || saved < 0) {
+        return;
+    }
+    fflush(stderr);
+    dup2(fileno(tmp), 2);
+    mt_log_warn("name '%s' and more", name);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    rewind(tmp);
+    n = fread(out, 1, size - 1, tmp);
+    out[n] = 0;
+    fclose(tmp);
+}
 
 int
 main(void)
 {
     mt_status_t st;
 
-    tap_plan(5);
+    char big[3000], text[256];
+
+    tap_plan(9);
     mt_log_set_quiet(true);
     st = mt_fail(MT_ERR_IO, ENOENT, "cannot open weights '%s'", "/x/y");
     tap_ok(st == MT_ERR_IO, "mt_fail returns the status it was given");
@@ -23,5 +52,22 @@ main(void)
     tap_ok(strcmp(mt_last_error(), "bad 3") == 0, "errnum 0 adds no reason");
     tap_ok(strcmp(mt_status_str(MT_ERR_NOMEM), "out of memory") == 0, "status names");
     tap_ok(strcmp(mt_status_str((mt_status_t)42), "unknown status") == 0, "unknown status name");
+    /* a name from a file or a request may hold any byte: none reaches the terminal raw */
+    mt_fail(MT_ERR_FORMAT, 0, "vocab entry \"%s\"", "a\x1b[31mb\ncd\x7f\xc3\xa9");
+    tap_ok(strcmp(mt_last_error(), "vocab entry \"a\\x1b[31mb\\x0acd\\x7f\xc3\xa9\"") == 0,
+           "control bytes written as \\xNN, UTF-8 kept: %s", mt_last_error());
+    memset(big, '\x01', sizeof(big) - 1);
+    big[sizeof(big) - 1] = 0;
+    mt_fail(MT_ERR_FORMAT, 0, "%s", big);
+    size_t n = strlen(mt_last_error());
+    tap_ok(n > 1000 && n < 1024 && n % 4 == 0 && strncmp(mt_last_error() + n - 4, "\\x01", 4) == 0,
+           "a long message is cut between escapes (%zu bytes)", n);
+    warn_text("x\ry\tz", text, sizeof(text));
+    tap_ok(strcmp(text, "mt: warning: name 'x\\x0dy\\x09z' and more\n") == 0,
+           "a warning escapes them too: %s", text);
+    mt_log_set_quiet(false);
+    mt_fail(MT_ERR_FORMAT, 0, "q\bq");
+    tap_ok(strcmp(mt_last_error(), "q\\x08q") == 0, "and so does a printed error: %s",
+           mt_last_error());
     return tap_done();
 }

@@ -31,19 +31,45 @@ mt_status_str(mt_status_t st)
     return "unknown status";
 }
 
+/*
+ * Copy src to dst (size bytes, NUL included) with every control byte written as \xNN: messages
+ * quote names and strings from files and requests, and a byte of those must not move the
+ * terminal's cursor, colour it, or split one message into lines that look like two.
+ */
+static void
+copy_clean(char *dst, size_t size, const char *src)
+{
+    size_t o = 0;
+
+    for (const unsigned char *p = (const unsigned char *)src; *p != 0; p++) {
+        bool ctl = *p < 0x20 || *p == 0x7f;
+        if (o + (ctl ? 4 : 1) >= size) {
+            break;
+        }
+        if (ctl) {
+            o += (size_t)snprintf(dst + o, size - o, "\\x%02x", *p);
+        } else {
+            dst[o++] = (char)*p;
+        }
+    }
+    dst[o] = 0;
+}
+
 mt_status_t
 mt_fail(mt_status_t st, int errnum, const char *fmt, ...)
 {
+    char raw[sizeof(last_error)];
     va_list ap;
     size_t n;
 
     va_start(ap, fmt);
-    vsnprintf(last_error, sizeof(last_error), fmt, ap);
+    vsnprintf(raw, sizeof(raw), fmt, ap);
     va_end(ap);
     if (errnum != 0) {
-        n = strlen(last_error);
-        snprintf(last_error + n, sizeof(last_error) - n, ": %s", strerror(errnum));
+        n = strlen(raw);
+        snprintf(raw + n, sizeof(raw) - n, ": %s", strerror(errnum));
     }
+    copy_clean(last_error, sizeof(last_error), raw);
     if (!quiet) {
         fprintf(stderr, "mt: %s\n", last_error);
     }
@@ -62,16 +88,25 @@ mt_log_set_quiet(bool q)
     quiet = q;
 }
 
+/* One line on stderr: prefix, then the message with its control bytes escaped (copy_clean). */
+static void
+log_line(const char *prefix, const char *fmt, va_list ap)
+{
+    char raw[4096], clean[sizeof(raw) * 4];
+
+    vsnprintf(raw, sizeof(raw), fmt, ap);
+    copy_clean(clean, sizeof(clean), raw);
+    fprintf(stderr, "%s%s\n", prefix, clean);
+}
+
 void
 mt_log_info(const char *fmt, ...)
 {
     va_list ap;
 
-    fputs("mt: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    log_line("mt: ", fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
 }
 
 void
@@ -79,11 +114,9 @@ mt_log_warn(const char *fmt, ...)
 {
     va_list ap;
 
-    fputs("mt: warning: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    log_line("mt: warning: ", fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
 }
 
 void
