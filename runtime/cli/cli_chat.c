@@ -614,7 +614,6 @@ mt_cli_chat(int argc, char **argv)
     if (system != NULL) {
         int32_t *ids = NULL;
         struct mt_model_config cfg;
-        char cpath[4096];
 
         if (chat_add(&c, MT_CHAT_SYSTEM, system, strlen(system), NULL, 0) != MT_OK) {
             goto out;
@@ -624,11 +623,8 @@ mt_cli_chat(int argc, char **argv)
             goto out;
         }
         free(ids);
-        snprintf(cpath, sizeof(cpath), "%s/config.json", dir);
-        mt_log_set_quiet(true); /* one that does not load is the engine's to report */
-        mt_status_t st = mt_config_load(cpath, &cfg);
-        mt_log_set_quiet(false);
-        if (st == MT_OK && !system_fits(&cli, n_system, cfg.max_position_embeddings, false)) {
+        if (mt_cli_peek_config(dir, &cfg) &&
+            !system_fits(&cli, n_system, cfg.max_position_embeddings, false)) {
             goto out;
         }
     }

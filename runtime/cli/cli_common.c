@@ -800,6 +800,21 @@ engine_team(struct mt_cli_engine *e, int threads, bool gpu, bool report)
 }
 
 bool
+mt_cli_peek_config(const char *dir, struct mt_model_config *cfg)
+{
+    char path[4096];
+    mt_status_t st;
+
+    if (snprintf(path, sizeof(path), "%s/config.json", dir) >= (int)sizeof(path)) {
+        return false;
+    }
+    mt_log_set_quiet(true);
+    st = mt_config_load(path, cfg);
+    mt_log_set_quiet(false);
+    return st == MT_OK;
+}
+
+bool
 mt_cli_check_output(const struct mt_cli *cli, const char *what, const char *path)
 {
     char dir[4096];

@@ -305,6 +305,12 @@ mt_status_t mt_cli_engine_init(struct mt_cli_engine *e, const char *dir,
                                const struct mt_cli_engine_flags *f, bool trace);
 
 /*
+ * DIR/config.json loaded quietly, to check the input against the model before the weights load
+ * (minutes on the full model). Returns false where it does not load: the engine's load says why.
+ */
+bool mt_cli_peek_config(const char *dir, struct mt_model_config *cfg);
+
+/*
  * An output file named by flag `what` must be writable before a long run starts: its directory
  * writable, and the file itself if it exists. Prints "cannot write WHAT 'PATH': REASON" and
  * returns false otherwise. Nothing is created.

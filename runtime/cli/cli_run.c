@@ -401,12 +401,8 @@ mt_cli_run(int argc, char **argv)
      * config that does not load is left to the engine's own message */
     {
         struct mt_model_config cfg;
-        char cpath[4096];
-        snprintf(cpath, sizeof(cpath), "%s/config.json", dir);
-        mt_log_set_quiet(true);
-        st = mt_config_load(cpath, &cfg);
-        mt_log_set_quiet(false);
-        if (st == MT_OK && mt_engine_check_prompt_config(&cfg, prompt, n_prompt) != MT_OK) {
+        if (mt_cli_peek_config(dir, &cfg) &&
+            mt_engine_check_prompt_config(&cfg, prompt, n_prompt) != MT_OK) {
             goto out;
         }
     }
