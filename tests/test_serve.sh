@@ -54,7 +54,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..64"
+echo "1..67"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -459,4 +459,41 @@ stop_server
 rc=$?
 [ "$rc" -eq 2 ] && grep -q "bad --allow-origin 'chat.example.com'" "$tmp/err"
 ok $? "--allow-origin without a scheme: exit 2 (rc $rc)"
+
+# a crowd of stalled requests (a "slowloris"): --queue 0 takes 64 connections; 64 uploads that
+# send their headers and then nothing fill them, and a new client is turned away. Once half of
+# the slots are open, a connection with no whole request after --request-deadline is shut down,
+# so the crowd is gone within the deadline (without it, for as long as the uploads stall: 60 s)
+start_server "$tmp/e.log" --queue 0 --request-deadline 4
+mkfifo "$tmp/stall"
+exec 7<>"$tmp/stall" # a writer that never writes: each upload waits for its body
+i=0
+while [ $i -lt 64 ]; do
+    curl -s --max-time 60 -o /dev/null -X POST -T - -H "$json" "$url/v1/completions" \
+        <"$tmp/stall" >/dev/null 2>&1 &
+    i=$((i + 1))
+done
+# health_code: GET /health's status, 000 where the connection was turned away
+health_code() { curl -s --max-time 2 -o /dev/null -w '%{http_code}' "$url/health"; }
+t=0
+while [ $t -lt 40 ] && [ "$(health_code)" = 200 ]; do
+    sleep 0.1
+    t=$((t + 1))
+done
+[ "$(health_code)" != 200 ]
+ok $? "64 stalled uploads fill --queue 0's 64 connections: a new client is turned away"
+t=0
+while [ $t -lt 150 ] && [ "$(health_code)" != 200 ]; do
+    sleep 0.1
+    t=$((t + 1))
+done
+[ "$(health_code)" = 200 ]
+ok $? "--request-deadline 4: the stalled connections are closed, a new client gets in (after \
+$((t / 10)) s more)"
+file_until "$tmp/e.log" "closed [0-9]* connections that sent no whole request within 4 s"
+ok $? "the log says so: $(grep "whole request" "$tmp/e.log" | head -c 200)"
+exec 7>&- # the uploads' stdin ends: any still running finishes
+wait_jobs=$(jobs -p)
+stop_server
+for p in $wait_jobs; do wait "$p" 2>/dev/null; done
 tap_exit

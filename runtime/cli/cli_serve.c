@@ -50,6 +50,9 @@ serve_usage(FILE *f)
             "      --max-body SIZE      largest request body (default 1M)\n"
             "      --max-messages N     most messages in a chat request (default 256)\n"
             "      --queue N            most requests waiting (default 64; more get 429)\n"
+            "      --request-deadline S while half of the --queue + 64 connections are open,\n"
+            "                           one that sends no whole request within S seconds is\n"
+            "                           closed (default 15; 0: never)\n"
             "      --temperature T      for requests that give none (default 1)\n"
             "      --top-p P            for requests that give none (default 0.95)\n"
             "      --top-k K            for requests that give none (default 0 = all)\n"
@@ -81,6 +84,7 @@ enum {
     OPT_MAX_BODY,
     OPT_MAX_MESSAGES,
     OPT_QUEUE,
+    OPT_REQUEST_DEADLINE,
 };
 
 /* The last part of a directory path ("/models/v32/" -> "v32"), malloc'ed. */
@@ -115,6 +119,7 @@ mt_cli_serve(int argc, char **argv)
         {"max-body", required_argument, NULL, OPT_MAX_BODY},
         {"max-messages", required_argument, NULL, OPT_MAX_MESSAGES},
         {"queue", required_argument, NULL, OPT_QUEUE},
+        {"request-deadline", required_argument, NULL, OPT_REQUEST_DEADLINE},
         MT_CLI_ENGINE_LONGOPTS,
         {"quiet", no_argument, NULL, 'q'},
         {"verbose", no_argument, NULL, 'v'},
@@ -212,6 +217,12 @@ mt_cli_serve(int argc, char **argv)
                 return 2;
             }
             so.limits.max_queue = (int)v;
+            break;
+        case OPT_REQUEST_DEADLINE:
+            if (!mt_cli_parse_long(&cli, "--request-deadline", optarg, 0, 3600, &v)) {
+                return 2;
+            }
+            so.request_deadline_s = (unsigned)v;
             break;
         default:
             /* the shared flags (--temperature, --threads, ...) or a bad option */

@@ -5,6 +5,7 @@ noinst_LIBRARIES += runtime/serve/libmtserve.a
 runtime_serve_libmtserve_a_SOURCES = \
 	runtime/serve/openai.c runtime/serve/openai.h \
 	runtime/serve/guard.c runtime/serve/guard.h \
+	runtime/serve/deadline.c runtime/serve/deadline.h \
 	runtime/serve/metrics.c runtime/serve/metrics.h \
 	runtime/serve/server.c runtime/serve/server.h
 nodist_runtime_serve_libmtserve_a_SOURCES = runtime/serve/chat_page.c

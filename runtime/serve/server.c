@@ -16,6 +16,7 @@
 #include "runtime/serve/server.h"
 #include "runtime/serve/metrics.h"
 #include "runtime/serve/openai.h"
+#include "runtime/serve/deadline.h"
 #include "runtime/serve/guard.h"
 #include "runtime/base/clock.h"
 #include "runtime/base/status.h"
@@ -120,6 +121,7 @@ struct mt_serve {
     int32_t think_end;           /* "</think>", or -1 */
     int32_t bos;
     struct MHD_Daemon *mhd;      /* owned */
+    struct mt_serve_deadline *deadline; /* owned; NULL: no request deadline */
     int port;
     bool public_addr;
     pthread_t worker;
@@ -313,6 +315,31 @@ respond_early_error(struct mt_serve *s, struct MHD_Connection *c, enum mt_serve_
     return respond_at(s, c, route, e->http, "application/json", mt_serve_error_json(e), true);
 }
 
+/* The request deadline's record of connection c (deadline.h), NULL where there is none. */
+static struct mt_serve_deadline_conn *
+conn_deadline(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci != NULL ? ci->socket_context : NULL;
+}
+
+/* MHD_OPTION_NOTIFY_CONNECTION: the request deadline learns of each connection's start and
+ * end; MHD calls the end before it closes the socket. */
+static void
+notify_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                  enum MHD_ConnectionNotificationCode code)
+{
+    struct mt_serve *s = cls;
+
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        *socket_context = mt_serve_deadline_open(s->deadline, conn_fd(c));
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        mt_serve_deadline_close(s->deadline, *socket_context);
+        *socket_context = NULL;
+    }
+}
+
 static bool addr_is_loopback(const struct sockaddr *sa);
 
 /* Whether connection c came in on a loopback address: always where the server listens on one;
@@ -361,23 +388,30 @@ origin_refused(const struct mt_serve *s, struct MHD_Connection *c, struct mt_ser
 }
 
 /*
- * libmicrohttpd's messages, written as its own logger writes them, except the one that follows a
- * connection we drop on purpose because its client hung up while the request waited or ran
- * (serve_generate's MHD_NO): MHD reports that as "Application reported internal error" from the
- * same connection's thread, and the line on every client that gave up read as a fault. The flag
- * is the thread's own (one thread a connection), so no other connection's message is lost.
+ * libmicrohttpd's messages, written as its own logger writes them, except two. The request
+ * deadline counts its cuts in a warning of its own, so MHD's "closed when reading request" is not
+ * repeated for each while one is pending. And the one that follows a connection we drop on
+ * purpose because its client hung up while the request waited or ran (serve_generate's MHD_NO):
+ * MHD reports that as "Application reported internal error" from the same connection's thread,
+ * and the line on every client that gave up read as a fault. The flag is the thread's own (one
+ * thread a connection), so no other connection's message is lost.
  */
 static __thread bool dropping_gone_client;
 
 static void
 mhd_log(void *cls, const char *fmt, va_list ap)
 {
+    struct mt_serve *s = cls;
     char line[1024];
 
-    (void)cls;
     vsnprintf(line, sizeof(line), fmt, ap); /* MHD passes its text as an argument of "%s" */
     if (dropping_gone_client && strstr(line, "Application reported internal error") != NULL) {
         dropping_gone_client = false;
+        return;
+    }
+    /* a connection the request deadline shut down: its warning counts them all */
+    if (strstr(line, "closed when reading request") != NULL &&
+        mt_serve_deadline_cut_pending(s->deadline)) {
         return;
     }
     fputs(line, stderr);
@@ -1156,6 +1190,8 @@ access_handler(void *cls, struct MHD_Connection *c, const char *url, const char 
         *upload_data_size = 0;
         return MHD_YES;
     }
+    /* the request has arrived whole: no deadline while it waits and runs */
+    mt_serve_deadline_arrived(s->deadline, conn_deadline(c));
     if (!route_takes_post(cn->route)) {
         return serve_get(s, c, cn->route);
     }
@@ -1180,8 +1216,9 @@ request_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     struct mt_serve *s = cls;
     struct conn *cn = *con_cls;
 
-    (void)c;
     (void)toe;
+    /* the connection waits for its next request (keep-alive): the deadline's clock again */
+    mt_serve_deadline_waiting(s->deadline, conn_deadline(c));
     if (cn != NULL) {
         if (cn->replying) {
             pthread_mutex_lock(&s->lock);
@@ -1207,6 +1244,7 @@ mt_serve_opts_default(struct mt_serve_opts *opts)
     mt_sampler_opts_default(&opts->sampling);
     opts->sampling.temperature = 1.0f;
     opts->sampling.top_p = 0.95f;
+    opts->request_deadline_s = 15;
 }
 
 /*
@@ -1294,6 +1332,11 @@ mt_serve_create(struct mt_engine *engine, struct mt_tokenizer *tok,
         goto out_session;
     }
     s->public_addr = !addr_is_loopback(ai->ai_addr);
+    if (opts->request_deadline_s > 0 &&
+        (st = mt_serve_deadline_create(opts->request_deadline_s, opts->limits.max_queue + 64,
+                                       true, &s->deadline)) != MT_OK) {
+        goto out_session;
+    }
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                      MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6) {
@@ -1301,11 +1344,12 @@ mt_serve_create(struct mt_engine *engine, struct mt_tokenizer *tok,
     }
     /* the logger first: MHD uses its own for the options before it */
     s->mhd = MHD_start_daemon(
-        flags, 0, NULL, NULL, access_handler, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        flags, 0, NULL, NULL, access_handler, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
         MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, request_completed, s,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)(opts->limits.max_queue + 64),
         MHD_OPTION_CONNECTION_TIMEOUT, SERVE_IDLE_S, MHD_OPTION_LISTEN_BACKLOG_SIZE, 128u,
-        MHD_OPTION_UNESCAPE_CALLBACK, unescape_no_nul, NULL, MHD_OPTION_END);
+        MHD_OPTION_UNESCAPE_CALLBACK, unescape_no_nul, NULL, MHD_OPTION_NOTIFY_CONNECTION,
+        s->deadline != NULL ? notify_connection : NULL, s, MHD_OPTION_END);
     int err = errno;
     freeaddrinfo(ai);
     if (s->mhd == NULL) {
@@ -1326,6 +1370,7 @@ mt_serve_create(struct mt_engine *engine, struct mt_tokenizer *tok,
 out_stop:
     MHD_stop_daemon(s->mhd);
 out_session:
+    mt_serve_deadline_destroy(s->deadline); /* after MHD, which reports every close first */
     mt_session_destroy(s->session);
 out_fini:
     pthread_cond_destroy(&s->work);
@@ -1398,6 +1443,7 @@ mt_serve_destroy(struct mt_serve *s)
         pthread_join(s->worker, NULL);
     }
     MHD_stop_daemon(s->mhd);
+    mt_serve_deadline_destroy(s->deadline);
     mt_session_destroy(s->session);
     pthread_cond_destroy(&s->work);
     pthread_mutex_destroy(&s->lock);

@@ -44,13 +44,17 @@ struct mt_serve_opts {
     struct mt_serve_limits limits;
     struct mt_sampler_opts sampling; /* what a request does not set: temperature, top_p, top_k */
     bool quiet;                      /* no log line per generation */
+    /* while half of the connection slots are open, a connection that sends no whole request
+     * within this many seconds of being ready for one is closed (deadline.h); 0: never */
+    unsigned request_deadline_s;
     /* pages of other origins that may call the server from a browser (a reverse proxy's
      * https://chat.example.com; guard.h), borrowed */
     const char *allow_origins[MT_SERVE_MAX_ALLOW_ORIGINS];
     int n_allow_origins;
 };
 
-/* 127.0.0.1:8080, no key, model "moetier", default limits, temperature 1 and top_p 0.95. */
+/* 127.0.0.1:8080, no key, model "moetier", default limits, temperature 1 and top_p 0.95, a
+ * request deadline of 15 s. */
 void mt_serve_opts_default(struct mt_serve_opts *opts);
 
 struct mt_serve;

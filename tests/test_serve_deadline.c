@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_serve_deadline.c - the request deadline of moetier serve (runtime/serve/deadline.h) on
+ * socket pairs: which connections a sweep shuts down, and when. The sweeps are called with
+ * chosen times (no thread), so nothing here waits; test_serve.sh runs it inside the server.
+ */
+#include <config.h>
+
+#include "runtime/serve/deadline.h"
+#include "tests/tap.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define N 4
+
+/* Whether our end of pair p was shut down: the other end then reads end of stream at once. */
+static bool
+was_cut(const int p[2])
+{
+    struct pollfd pfd = {.fd = p[1], .events = POLLIN};
+    char b;
+
+    return poll(&pfd, 1, 0) == 1 && recv(p[1], &b, 1, MSG_DONTWAIT) == 0;
+}
+
+int
+main(void)
+{
+    int pairs[N][2];
+    struct mt_serve_deadline *d = NULL;
+    struct mt_serve_deadline_conn *c[N];
+    const long long S = 15000; /* the deadline, ms */
+    mt_status_t st;
+
+    tap_plan(12);
+    mt_log_set_quiet(true);
+    for (int i = 0; i < N; i++) {
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, pairs[i]) != 0) {
+            tap_bail_out("socketpair failed");
+        }
+    }
+    tap_ok(mt_serve_deadline_create(0, 8, false, &d) == MT_ERR_INVAL, "a deadline of 0 s refused");
+
+    /* 8 slots: the watch starts at 4 connections open */
+    st = mt_serve_deadline_create(15, 8, false, &d);
+    tap_ok(st == MT_OK, "created (15 s, 8 slots, no thread)");
+    if (st != MT_OK) {
+        return tap_done();
+    }
+    long long t0 = mt_serve_deadline_now_ms();
+    for (int i = 0; i < N - 1; i++) {
+        c[i] = mt_serve_deadline_open(d, pairs[i][0]);
+    }
+    long long t1 = mt_serve_deadline_now_ms();
+    tap_ok(mt_serve_deadline_sweep(d, t1 + 10 * S) == 0 && !was_cut(pairs[0]),
+           "3 of 8 slots open: nobody is cut, however long they wait");
+
+    c[N - 1] = mt_serve_deadline_open(d, pairs[N - 1][0]);
+    long long t2 = mt_serve_deadline_now_ms();
+    mt_serve_deadline_arrived(d, c[1]); /* 1's request arrived: it is answered, never cut */
+    tap_ok(mt_serve_deadline_sweep(d, t0 + S - 1) == 0, "4 of 8 open, none late yet");
+
+    int n = mt_serve_deadline_sweep(d, t2 + S);
+    tap_ok(n == 3, "4 of 8 open: the 3 waiting past the deadline are cut (%d)", n);
+    tap_ok(was_cut(pairs[0]) && was_cut(pairs[2]) && was_cut(pairs[3]),
+           "their sockets read end of stream");
+    tap_ok(!was_cut(pairs[1]), "the one whose request arrived is not cut");
+    tap_ok(mt_serve_deadline_sweep(d, t2 + 2 * S) == 0, "a cut connection is not cut again");
+
+    /* 1 answered, waits for its next request: its clock starts again from now */
+    long long t3 = mt_serve_deadline_now_ms();
+    mt_serve_deadline_waiting(d, c[1]);
+    long long t4 = mt_serve_deadline_now_ms();
+    tap_ok(mt_serve_deadline_sweep(d, t3 + S - 1) == 0 && !was_cut(pairs[1]),
+           "keep-alive: the clock restarts when the response is done");
+    /* the others closed: 1 of 8 open, no watch */
+    for (int i = 0; i < N; i++) {
+        if (i != 1) {
+            mt_serve_deadline_close(d, c[i]);
+        }
+    }
+    tap_ok(mt_serve_deadline_sweep(d, t4 + S) == 0 && !was_cut(pairs[1]),
+           "after the crowd left (1 of 8 open), a late idle connection keeps its slot");
+    mt_serve_deadline_close(d, c[1]);
+    mt_serve_deadline_destroy(d);
+
+    /* with the thread: a connection left late is cut by it within a sweep (0.5 s) */
+    st = mt_serve_deadline_create(1, 1, true, &d);
+    tap_ok(st == MT_OK, "created with its thread (1 s, 1 slot)");
+    if (st == MT_OK) {
+        int p[2];
+        struct pollfd pfd;
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, p) != 0) {
+            tap_bail_out("socketpair failed");
+        }
+        struct mt_serve_deadline_conn *one = mt_serve_deadline_open(d, p[0]);
+        pfd.fd = p[1];
+        pfd.events = POLLIN;
+        int r = poll(&pfd, 1, 10000); /* 10 s: room for a loaded machine */
+        char b;
+        tap_ok(r == 1 && recv(p[1], &b, 1, MSG_DONTWAIT) == 0,
+               "the thread shuts a late connection down (poll %d)", r);
+        mt_serve_deadline_close(d, one);
+        mt_serve_deadline_destroy(d);
+        close(p[0]);
+        close(p[1]);
+    }
+    for (int i = 0; i < N; i++) {
+        close(pairs[i][0]);
+        close(pairs[i][1]);
+    }
+    return tap_done();
+}
