@@ -13,12 +13,13 @@ MT_TEST_LIBS = tests/libmttap.a $(MT_LIBS) $(MT_SYSLIBS)
 
 check_PROGRAMS += tests/test_safetensors
 tests_test_safetensors_LDADD = $(MT_TEST_LIBS)
-check_PROGRAMS += tests/test_chat
+check_PROGRAMS += tests/test_chat tests/test_chat_parse
 check_PROGRAMS += tests/test_config
 tests_test_config_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_model
 tests_test_model_LDADD = $(MT_TEST_LIBS)
 tests_test_chat_LDADD = $(MT_TEST_LIBS)
+tests_test_chat_parse_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_cli_common
 tests_test_cli_common_SOURCES = tests/test_cli_common.c runtime/cli/cli_common.c \
 	runtime/cli/cli_autoplan.c runtime/cli/cli_progress.c runtime/cli/cli_bench.c

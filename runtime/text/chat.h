@@ -93,4 +93,27 @@ mt_status_t mt_chat_render(const struct mt_chat_msg *msgs, size_t n, bool thinki
  */
 mt_status_t mt_chat_json_py(const char *json, char **json_out);
 
+/* ---- the reply: its tool calls parsed back (chat_parse.c) ---------------------------------- */
+
+/* "\n\n<｜DSML｜function_calls": where a reply's tool calls begin (what a stream holds back). */
+extern const char mt_chat_tool_calls_start[];
+
+struct mt_chat_parsed_calls {
+    size_t content_len;              /* the reply's text before its calls (all of it if none) */
+    struct mt_chat_tool_call *calls; /* owned: [n], names and arguments malloc'ed */
+    size_t n;
+};
+
+/*
+ * The tool calls that end a reply of len bytes (its text after </think>, without the end of
+ * sentence), as encoding_dsv32.py parses them: each call's name and its arguments as a JSON
+ * object text. A reply without the calls block gives n == 0 and content_len == len. One whose
+ * block breaks the format (cut short, text after it, a key twice, a string="false" value that
+ * is not JSON) gives MT_ERR_FORMAT and nothing held: the caller keeps the reply as text.
+ * Release with mt_chat_parsed_calls_fini.
+ */
+mt_status_t mt_chat_parse_tool_calls(const char *text, size_t len,
+                                     struct mt_chat_parsed_calls *out);
+void mt_chat_parsed_calls_fini(struct mt_chat_parsed_calls *p);
+
 #endif /* MT_CHAT_H */
