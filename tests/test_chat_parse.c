@@ -81,7 +81,7 @@ main(void)
     char *reply;
     mt_status_t st;
 
-    tap_plan(16);
+    tap_plan(17);
     mt_log_set_quiet(true);
 
     st = mt_chat_parse_tool_calls("Hello there", 11, &p);
@@ -166,6 +166,11 @@ main(void)
     if (st == MT_OK) {
         mt_chat_parsed_calls_fini(&p);
     }
+    /* NUL bytes (found by fuzz_tool_calls): in a key, or in a value pasted as JSON text */
+    static const char nul_value[] = BLOCK(INVOKE(PARAM("k\" string=\"false\"", "3\0")));
+    static const char nul_key[] = BLOCK(INVOKE(PARAM("k\0\" string=\"true\"", "3")));
+    tap_ok(refused(nul_value, sizeof(nul_value) - 1) && refused(nul_key, sizeof(nul_key) - 1),
+           "a NUL byte in a key or in a JSON value: refused");
     tap_ok(strcmp(mt_chat_tool_calls_start, "\n\n<｜DSML｜function_calls") == 0,
            "the start marker a stream holds back");
     return tap_done();

@@ -101,6 +101,82 @@ main(void)
                    strcmp(ev + strlen(ev) - 2, "\n\n") == 0,
                "a reasoning chunk is one event with reasoning_content");
         free(ev);
+
+        /* a reply that ended in tool calls, as OpenAI writes one; its message sent back in
+         * the next request renders the calls as the model wrote them */
+        static const char model_text[] =
+            "\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name=\"get_weather\">\n"
+            "<｜DSML｜parameter name=\"city\" string=\"true\">Paris</｜DSML｜parameter>\n"
+            "<｜DSML｜parameter name=\"days\" string=\"false\">3</｜DSML｜parameter>\n"
+            "</｜DSML｜invoke>\n</｜DSML｜function_calls>";
+        struct mt_chat_parsed_calls pc;
+        st = mt_chat_parse_tool_calls(model_text, strlen(model_text), &pc);
+        if (tap_ok(st == MT_OK && pc.n == 1, "the model's calls parse (%zu)", pc.n)) {
+            struct mt_serve_reply trep = {.content = "", .content_len = 0,
+                                          .finish = "tool_calls", .tool_calls = pc.calls,
+                                          .n_tool_calls = pc.n};
+            js = mt_serve_reply_json(&r, &o, &trep);
+            v = js != NULL ? json_loads(js, 0, NULL) : NULL;
+            json_t *ch = json_array_get(json_object_get(v, "choices"), 0);
+            json_t *msg = json_object_get(ch, "message");
+            json_t *tc = json_array_get(json_object_get(msg, "tool_calls"), 0);
+            json_t *fn = json_object_get(tc, "function");
+            tap_ok(json_is_null(json_object_get(msg, "content")) &&
+                       strcmp(json_string_value(json_object_get(ch, "finish_reason")),
+                              "tool_calls") == 0 &&
+                       strcmp(json_string_value(json_object_get(tc, "id")),
+                              "call_chatcmpl-1_0") == 0 &&
+                       strcmp(json_string_value(json_object_get(tc, "type")), "function") == 0 &&
+                       strcmp(json_string_value(json_object_get(fn, "name")), "get_weather") ==
+                           0 &&
+                       strcmp(json_string_value(json_object_get(fn, "arguments")),
+                              "{\"city\": \"Paris\", \"days\": 3}") == 0 &&
+                       json_object_get(tc, "index") == NULL,
+                   "tool calls in a reply: content null, id, type, name, arguments as JSON "
+                   "text, finish_reason tool_calls (%s)", js != NULL ? js : "NULL");
+            char *m = json_dumps(msg, JSON_COMPACT);
+            char body[2048];
+            snprintf(body, sizeof(body),
+                     "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, %s, "
+                     "{\"role\": \"tool\", \"tool_call_id\": \"call_chatcmpl-1_0\", "
+                     "\"content\": \"sunny\"}]}",
+                     m != NULL ? m : "null");
+            struct mt_serve_request r2;
+            char *text = NULL;
+            st = parse(MT_SERVE_API_CHAT, body, &r2, &e);
+            if (st == MT_OK) {
+                st = mt_chat_render(r2.msgs, r2.n_msgs, false, &text);
+                mt_serve_request_fini(&r2);
+            }
+            tap_ok(st == MT_OK && text != NULL &&
+                       strstr(text, "</think>\n\n<｜DSML｜function_calls>") != NULL &&
+                       strstr(text, model_text) != NULL,
+                   "sent back, the reply's message renders the calls the model wrote (%s)",
+                   st == MT_OK ? "ok" : e.message);
+            free(text);
+            free(m);
+            json_decref(v);
+            free(js);
+            ev = mt_serve_tool_calls_event(&r, &o, pc.calls, pc.n);
+            json_t *ej = ev != NULL && strncmp(ev, "data: ", 6) == 0
+                             ? json_loads(ev + 6, 0, NULL)
+                             : NULL;
+            json_t *d = json_object_get(json_array_get(json_object_get(ej, "choices"), 0),
+                                        "delta");
+            json_t *dt = json_array_get(json_object_get(d, "tool_calls"), 0);
+            tap_ok(dt != NULL && json_integer_value(json_object_get(dt, "index")) == 0 &&
+                       json_object_get(dt, "id") != NULL &&
+                       strcmp(json_string_value(json_object_get(
+                                  json_object_get(dt, "function"), "arguments")),
+                              "{\"city\": \"Paris\", \"days\": 3}") == 0 &&
+                       strcmp(json_string_value(json_object_get(ej, "object")),
+                              "chat.completion.chunk") == 0,
+                   "a stream's tool calls: one chunk, delta.tool_calls with index and the whole "
+                   "function (%s)", ev != NULL ? ev : "NULL");
+            json_decref(ej);
+            free(ev);
+            mt_chat_parsed_calls_fini(&pc);
+        }
         mt_serve_request_fini(&r);
     }
     /* the chat encoder's errors name a message by its index: the client's, also with tools */

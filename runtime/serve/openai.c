@@ -807,6 +807,33 @@ is_chat_(const struct mt_serve_request *req)
     return req->api == MT_SERVE_API_CHAT;
 }
 
+/*
+ * OpenAI's tool_calls array: {"id", "type": "function", "function": {"name", "arguments"}} a call,
+ * with "index" in a stream's delta. The id is the request's and the call's number: a client
+ * gives it back in its tool message, which V3.2's prompt does not need (results go by order).
+ */
+static json_t *
+tool_calls_(const struct mt_serve_origin *o, const struct mt_chat_tool_call *calls, size_t n,
+            bool with_index)
+{
+    json_t *a = json_array();
+
+    for (size_t i = 0; a != NULL && i < n; i++) {
+        char id[96];
+        snprintf(id, sizeof(id), "call_%.64s_%zu", o->id, i);
+        json_t *c = json_pack("{s:s,s:s,s:{s:s,s:s}}", "id", id, "type", "function", "function",
+                              "name", calls[i].name, "arguments", calls[i].arguments);
+        if (c != NULL && with_index) {
+            json_object_set_new(c, "index", json_integer((json_int_t)i));
+        }
+        if (c == NULL || json_array_append_new(a, c) != 0) {
+            json_decref(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
 char *
 mt_serve_reply_json(const struct mt_serve_request *req, const struct mt_serve_origin *o,
                     const struct mt_serve_reply *r)
@@ -814,10 +841,17 @@ mt_serve_reply_json(const struct mt_serve_request *req, const struct mt_serve_or
     json_t *choice;
 
     if (is_chat_(req)) {
+        /* with tool calls and no text before them, content is null (as OpenAI's) */
         json_t *msg = json_pack("{s:s,s:o}", "role", "assistant", "content",
-                                str_(r->content, r->content_len));
+                                r->n_tool_calls > 0 && r->content_len == 0
+                                    ? json_null()
+                                    : str_(r->content, r->content_len));
         if (msg != NULL && r->reasoning != NULL) {
             json_object_set_new(msg, "reasoning_content", str_(r->reasoning, r->reasoning_len));
+        }
+        if (msg != NULL && r->n_tool_calls > 0) {
+            json_object_set_new(msg, "tool_calls",
+                                tool_calls_(o, r->tool_calls, r->n_tool_calls, false));
         }
         choice = json_pack("{s:i,s:o,s:n,s:s}", "index", 0, "message", msg, "logprobs",
                            "finish_reason", r->finish);
@@ -860,6 +894,19 @@ mt_serve_chunk_event(const struct mt_serve_request *req, const struct mt_serve_o
         choice = json_pack("{s:i,s:o,s:n,s:o}", "index", 0, "text", str_(text, len), "logprobs",
                            "finish_reason", finish != NULL ? json_string(finish) : json_null());
     }
+    return event_(json_pack("{s:s,s:s,s:I,s:s,s:[o]}", "id", o->id, "object",
+                            is_chat_(req) ? "chat.completion.chunk" : "text_completion",
+                            "created", (json_int_t)o->created, "model", o->model, "choices",
+                            choice));
+}
+
+char *
+mt_serve_tool_calls_event(const struct mt_serve_request *req, const struct mt_serve_origin *o,
+                          const struct mt_chat_tool_call *calls, size_t n)
+{
+    json_t *choice = json_pack("{s:i,s:{s:o},s:n,s:n}", "index", 0, "delta", "tool_calls",
+                               tool_calls_(o, calls, n, true), "logprobs", "finish_reason");
+
     return event_(json_pack("{s:s,s:s,s:I,s:s,s:[o]}", "id", o->id, "object",
                             is_chat_(req) ? "chat.completion.chunk" : "text_completion",
                             "created", (json_int_t)o->created, "model", o->model, "choices",

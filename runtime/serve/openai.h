@@ -123,7 +123,10 @@ struct mt_serve_reply {
     size_t content_len;
     const char *reasoning; /* thinking mode: the reasoning, else NULL */
     size_t reasoning_len;
-    const char *finish;   /* "stop" or "length" */
+    const char *finish;   /* "stop", "length" or "tool_calls" */
+    /* chat: the tool calls that ended the reply (content is then the text before them) */
+    const struct mt_chat_tool_call *tool_calls;
+    size_t n_tool_calls;
     size_t prompt_tokens; /* usage */
     size_t cached_tokens; /* of them, reused from the KV cache */
     long completion_tokens;
@@ -146,6 +149,14 @@ char *mt_serve_reply_json(const struct mt_serve_request *req, const struct mt_se
 char *mt_serve_chunk_event(const struct mt_serve_request *req, const struct mt_serve_origin *o,
                            const char *text, size_t len, bool reasoning, bool role,
                            const char *finish);
+
+/*
+ * A chat stream's tool calls, all in one chunk: delta.tool_calls[i] with its index, id, type and
+ * the whole function (name and arguments), as a client that adds deltas up expects them.
+ */
+char *mt_serve_tool_calls_event(const struct mt_serve_request *req,
+                                const struct mt_serve_origin *o,
+                                const struct mt_chat_tool_call *calls, size_t n);
 
 /* The last chunk of a stream with include_usage: no choices, the usage (and token ids). */
 char *mt_serve_usage_event(const struct mt_serve_request *req, const struct mt_serve_origin *o,

@@ -103,6 +103,8 @@ struct job {
     size_t content_sent;         /* content.p[0..content_sent) has been streamed */
     struct bytes reasoning;
     bool stopped_by_string;
+    bool tool_block;             /* the answer reached mt_chat_tool_calls_start: held back */
+    struct mt_chat_parsed_calls calls; /* the tool calls that ended the answer */
     int32_t *ids;                /* generated ids (return_token_ids) */
     size_t n_ids;
     size_t cap_ids;
@@ -429,6 +431,7 @@ job_free(struct job *j)
     free(j->content.p);
     free(j->reasoning.p);
     free(j->ids);
+    mt_chat_parsed_calls_fini(&j->calls);
     free(j);
 }
 
@@ -523,9 +526,18 @@ job_emit(struct job *j, const char *text, size_t len, bool reasoning)
     }
 }
 
+/* A chat request that told the model its tools: its answer may end in tool calls. */
+static bool
+job_may_call_tools(const struct job *j)
+{
+    return j->req.api == MT_SERVE_API_CHAT && j->req.tools != NULL;
+}
+
 /*
  * New answer text: add it, look for stop strings, and stream what can no longer be part of one.
- * Returns false when a stop string ended the answer (cut before it).
+ * Where the model may call tools, text from the start of a calls block on (or what may grow into
+ * one) is held back too: the block goes out as tool_calls at the end (job_run), or, if it does
+ * not parse, as text. Returns false when a stop string ended the answer (cut before it).
  */
 static bool
 job_add_content(struct job *j, const char *text, size_t len)
@@ -540,6 +552,17 @@ job_add_content(struct job *j, const char *text, size_t len)
     rest = j->content.n - j->content_sent;
     hit = mt_serve_stop_find(j->req.stop, j->req.n_stop, j->content.p + j->content_sent, rest,
                              &safe);
+    if (hit > rest && j->tool_block) {
+        safe = 0;
+    } else if (hit > rest && job_may_call_tools(j)) {
+        const char *start = mt_chat_tool_calls_start;
+        size_t tsafe;
+        if (mt_serve_stop_find(&start, 1, j->content.p + j->content_sent, rest, &tsafe) <= rest) {
+            j->tool_block = true;
+        }
+        safe = tsafe < safe ? tsafe : safe;
+    }
+    /* (a stop string sends all before it: a calls block it cuts is no call, but text) */
     job_emit(j, j->content.p + j->content_sent, safe, false);
     j->content_sent += safe;
     if (hit <= rest) {
@@ -716,11 +739,25 @@ job_run(struct mt_serve *s, struct job *j)
             job_add_content(j, text, len);
         }
     }
-    if (!j->stopped_by_string && j->content_sent < j->content.n) {
-        job_emit(j, j->content.p + j->content_sent, j->content.n - j->content_sent, false);
-        j->content_sent = j->content.n;
+    /* the tool calls that end the answer; a block that does not parse is sent as text */
+    bool calls = false;
+    if (st == MT_OK && job_may_call_tools(j) && j->tool_block) {
+        mt_log_set_quiet(true);
+        calls = mt_chat_parse_tool_calls(j->content.p, j->content.n, &j->calls) == MT_OK &&
+                j->calls.n > 0;
+        mt_log_set_quiet(false);
+        if (!calls && !s->opts.quiet) {
+            mt_log_info("serve: %s: the reply's tool calls do not follow V3.2's format (cut "
+                        "short?); sent as text", j->id);
+        }
+    }
+    size_t content_end = calls ? j->calls.content_len : j->content.n;
+    if (j->content_sent < content_end) {
+        job_emit(j, j->content.p + j->content_sent, content_end - j->content_sent, false);
+        j->content_sent = content_end;
     }
     mt_detok_fini(&j->detok);
+    const char *finish = calls ? "tool_calls" : finish_reason(j, &res);
 
     pthread_mutex_lock(&s->lock);
     bool gone = j->gone;
@@ -730,18 +767,20 @@ job_run(struct mt_serve *s, struct job *j)
         mt_log_info("serve: %s %s: %zu prompt tokens (%zu cached), %ld generated, %s%s", j->id,
                     j->req.api == MT_SERVE_API_CHAT ? "chat" : "completion", res.n_prompt,
                     res.n_reused, res.n_generated,
-                    st != MT_OK ? "failed" : gone ? "client gone" : finish_reason(j, &res),
+                    st != MT_OK ? "failed" : gone ? "client gone" : finish,
                     j->req.stream ? ", streamed" : "");
     }
 
     struct mt_serve_reply reply = {
         .content = j->content.p != NULL ? j->content.p : "",
-        .content_len = j->content.n,
+        .content_len = content_end,
         .reasoning = j->req.api == MT_SERVE_API_CHAT && j->req.thinking
                          ? (j->reasoning.p != NULL ? j->reasoning.p : "")
                          : NULL,
         .reasoning_len = j->reasoning.n,
-        .finish = finish_reason(j, &res),
+        .finish = finish,
+        .tool_calls = j->calls.calls,
+        .n_tool_calls = calls ? j->calls.n : 0,
         .prompt_tokens = n_prompt,
         .cached_tokens = res.n_reused,
         .completion_tokens = res.n_generated,
@@ -758,6 +797,9 @@ job_run(struct mt_serve *s, struct job *j)
         if (st != MT_OK) {
             job_send(j, mt_serve_error_event(&j->err));
         } else {
+            if (calls) {
+                job_send(j, mt_serve_tool_calls_event(&j->req, &o, j->calls.calls, j->calls.n));
+            }
             job_send(j, mt_serve_chunk_event(&j->req, &o, "", 0, false, false, reply.finish));
             if (j->req.include_usage) {
                 job_send(j, mt_serve_usage_event(&j->req, &o, &reply));

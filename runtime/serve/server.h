@@ -15,7 +15,9 @@
  * key when one is set: "Authorization: Bearer KEY"), GET /health, GET /metrics (Prometheus
  * text) and GET / (the chat page, built into the binary). Errors are OpenAI's error JSON:
  * 400 bad request, 401 key, 404 route or model, 405 method, 413 body too large, 429 queue full,
- * 500 engine failure, 503 shutting down.
+ * 500 engine failure, 503 shutting down. A chat reply that ends in V3.2's tool calls block comes
+ * back as OpenAI's tool_calls (text/chat.h parses it); a stream holds the block back from its
+ * first bytes and sends the calls in one chunk at the end.
  *
  * Threads: mt_serve_create, mt_serve_stop, mt_serve_is_idle and mt_serve_destroy are called
  * from one controlling thread (the command's main). The server blocks no signal itself: the

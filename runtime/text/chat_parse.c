@@ -102,7 +102,14 @@ parse_name(const char *s, size_t n)
         memcmp(s + end - 2, "\">", 2) != 0) {
         return NULL;
     }
-    return dup_text(s + i + 6, end - 2 - (i + 6));
+    char *name = dup_text(s + i + 6, end - 2 - (i + 6));
+    json_t *utf8 = name != NULL ? json_string(name) : NULL; /* NULL: not UTF-8 */
+    if (utf8 == NULL) {
+        free(name);
+        return NULL;
+    }
+    json_decref(utf8);
+    return name;
 }
 
 /*
@@ -126,8 +133,8 @@ parse_param(const char *s, size_t n, json_t *seen, char **out, size_t *out_len)
             is_string = k == 0;
         }
     }
-    if (split == NULL) {
-        return false;
+    if (split == NULL || memchr(s + 7, 0, (size_t)(split - (s + 7))) != NULL) {
+        return false; /* (a key with a NUL byte: JSON parsers refuse it in a key) */
     }
     const char *value = split + strlen(is_string ? kinds[0] : kinds[1]);
     if (value > s + n - 1) {
@@ -135,8 +142,11 @@ parse_param(const char *s, size_t n, json_t *seen, char **out, size_t *out_len)
     }
     size_t value_len = (size_t)(s + n - 1 - value);
     json_t *key = json_stringn(s + 7, (size_t)(split - (s + 7)));
+    /* (a JSON value is pasted as text: a NUL byte in it would end the arguments' C string) */
     json_t *v = is_string ? json_stringn(value, value_len)
-                          : json_loadb(value, value_len, JSON_DECODE_ANY, NULL);
+                : memchr(value, 0, value_len) == NULL
+                    ? json_loadb(value, value_len, JSON_DECODE_ANY, NULL)
+                    : NULL;
     bool ok = key != NULL && v != NULL && json_object_get(seen, json_string_value(key)) == NULL &&
               json_object_set(seen, json_string_value(key), json_true()) == 0;
     char *k_text = ok ? json_dumps(key, JSON_ENCODE_ANY) : NULL;
