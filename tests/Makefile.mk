@@ -119,6 +119,7 @@ EXTRA_DIST += tests/fuzz/fuzz_tokenizer.c
 EXTRA_DIST += tests/fuzz/fuzz_profile.c tests/fuzz/fuzz_plan.c tests/fuzz/fuzz_trace.c \
 	tests/fuzz/profile.dict tests/fuzz/plan.dict tests/fuzz/trace.dict
 EXTRA_DIST += tests/fuzz/fuzz_serve_request.c tests/fuzz/serve_request.dict
+EXTRA_DIST += tests/fuzz/fuzz_tool_calls.c tests/fuzz/tool_calls.dict
 
 # io/ stands alone: its test links io/ and the base library only, never runtime/.
 check_PROGRAMS += tests/test_expert_source
