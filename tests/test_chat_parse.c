@@ -81,7 +81,7 @@ main(void)
     char *reply;
     mt_status_t st;
 
-    tap_plan(17);
+    tap_plan(18);
     mt_log_set_quiet(true);
 
     st = mt_chat_parse_tool_calls("Hello there", 11, &p);
@@ -163,6 +163,16 @@ main(void)
     tap_ok(st == MT_OK && p.n == 1 && strcmp(p.calls[0].arguments, "{\"k\":  [1, 2] }") == 0,
            "a JSON value is pasted as the model wrote it (as DeepSeek's parser does): %s",
            st == MT_OK && p.n == 1 ? p.calls[0].arguments : "");
+    if (st == MT_OK) {
+        mt_chat_parsed_calls_fini(&p);
+    }
+    static const char big_int[] = BLOCK(INVOKE(PARAM("id\" string=\"false\"",
+                                                     "12345678901234567890123")));
+    st = mt_chat_parse_tool_calls(big_int, strlen(big_int), &p);
+    tap_ok(st == MT_OK && p.n == 1 &&
+               strcmp(p.calls[0].arguments, "{\"id\": 12345678901234567890123}") == 0,
+           "an integer past int64 is JSON too, kept digit for digit: %s",
+           st == MT_OK && p.n == 1 ? p.calls[0].arguments : mt_last_error());
     if (st == MT_OK) {
         mt_chat_parsed_calls_fini(&p);
     }

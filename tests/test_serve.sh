@@ -460,17 +460,25 @@ rc=$?
 [ "$rc" -eq 2 ] && grep -q "bad --allow-origin 'chat.example.com'" "$tmp/err"
 ok $? "--allow-origin without a scheme: exit 2 (rc $rc)"
 
-# a crowd of stalled requests (a "slowloris"): --queue 0 takes 64 connections; 64 uploads that
-# send their headers and then nothing fill them, and a new client is turned away. Once half of
-# the slots are open, a connection with no whole request after --request-deadline is shut down,
-# so the crowd is gone within the deadline (without it, for as long as the uploads stall: 60 s)
+# a crowd of stalled requests (a "slowloris"): --queue 0 takes 64 connections; clients that send
+# half their headers (curl's telnet: raw bytes) or their headers and no body, then nothing, fill
+# them, and a new client is turned away. Once half of the slots are open, a connection with no
+# whole request after --request-deadline is shut down, so the crowd is gone within the deadline
+# (without it, for as long as the clients stall: 60 s)
 start_server "$tmp/e.log" --queue 0 --request-deadline 4
 mkfifo "$tmp/stall"
-exec 7<>"$tmp/stall" # a writer that never writes: each upload waits for its body
+exec 7<>"$tmp/stall" # a writer that never writes: each client waits for more to send
+half=0
+curl -V | grep -q telnet && half=32
 i=0
 while [ $i -lt 64 ]; do
-    curl -s --max-time 60 -o /dev/null -X POST -T - -H "$json" "$url/v1/completions" \
-        <"$tmp/stall" >/dev/null 2>&1 &
+    if [ $i -lt $half ]; then
+        { printf 'POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n'; cat "$tmp/stall"; } |
+            curl -s --max-time 60 "telnet://127.0.0.1:$port" >/dev/null 2>&1 &
+    else
+        curl -s --max-time 60 -o /dev/null -X POST -T - -H "$json" "$url/v1/completions" \
+            <"$tmp/stall" >/dev/null 2>&1 &
+    fi
     i=$((i + 1))
 done
 # health_code: GET /health's status, 000 where the connection was turned away
@@ -481,7 +489,7 @@ while [ $t -lt 40 ] && [ "$(health_code)" = 200 ]; do
     t=$((t + 1))
 done
 [ "$(health_code)" != 200 ]
-ok $? "64 stalled uploads fill --queue 0's 64 connections: a new client is turned away"
+ok $? "64 stalled clients ($half with half their headers) fill the 64 slots: a new one is refused"
 t=0
 while [ $t -lt 150 ] && [ "$(health_code)" != 200 ]; do
     sleep 0.1
@@ -490,8 +498,10 @@ done
 [ "$(health_code)" = 200 ]
 ok $? "--request-deadline 4: the stalled connections are closed, a new client gets in (after \
 $((t / 10)) s more)"
-file_until "$tmp/e.log" "closed [0-9]* connections that sent no whole request within 4 s"
-ok $? "the log says so: $(grep "whole request" "$tmp/e.log" | head -c 200)"
+file_until "$tmp/e.log" "connections closed so far that sent no whole request within 4 s" &&
+    ! grep -q "incomplete request\|when reading request" "$tmp/e.log"
+ok $? "the log says so in one line, not one of libmicrohttpd's a connection: $(grep -v \
+    '^mt: \(device\|experts\|loaded\|routed\)\|listening' "$tmp/e.log" | head -c 300)"
 exec 7>&- # the uploads' stdin ends: any still running finishes
 wait_jobs=$(jobs -p)
 stop_server

@@ -38,6 +38,32 @@ refused(const char *body, int http, const char *param, const char *what)
            "%s: %d, param '%s' (%s)", what, e.http, e.param, e.message);
 }
 
+/* An answer fed to mt_serve_answer_advance `step` bytes at a time, as tokens bring it: what was
+ * streamed, where the answer ended, whether a stop string ended it, whether a calls block began. */
+struct fed {
+    char streamed[1024];
+    size_t end;
+    bool stopped;
+    bool block;
+};
+
+static struct fed
+feed(const struct mt_serve_request *req, const char *answer, size_t step)
+{
+    struct fed f = {.streamed = "", .end = 0, .stopped = false, .block = false};
+    size_t len = strlen(answer), have = 0, sent = 0, o = 0, emit_to;
+
+    while (have < len && !f.stopped) {
+        have = have + step < len ? have + step : len;
+        f.stopped = mt_serve_answer_advance(req, answer, have, sent, &f.block, &emit_to, &f.end);
+        memcpy(f.streamed + o, answer + sent, emit_to - sent);
+        o += emit_to - sent;
+        sent = emit_to;
+    }
+    f.streamed[o] = 0;
+    return f;
+}
+
 int
 main(void)
 {
@@ -399,5 +425,47 @@ main(void)
     tap_ok(hit == 2 && safe == 2, "the earliest complete stop string wins (hit %zu)", hit);
     hit = mt_serve_stop_find(stops, 0, "abc", 3, &safe);
     tap_ok(hit == 4 && safe == 3, "no stop strings: all is safe");
+    /* the stream's hold-back: stop strings and a tool-calls block (server.c job_add_content) */
+    {
+#define CALLS "\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name=\"f\">\n\n</｜DSML｜invoke>\n" \
+              "</｜DSML｜function_calls>"
+        struct mt_serve_request q;
+        struct fed f;
+        memset(&q, 0, sizeof(q));
+        q.api = MT_SERVE_API_CHAT;
+        q.tools = (char *)"[]";
+        f = feed(&q, "Hi." CALLS, 3);
+        tap_ok(strcmp(f.streamed, "Hi.") == 0 && f.block && !f.stopped &&
+                   f.end == strlen("Hi." CALLS),
+               "tools: the text before a calls block streams, the block (and its \\n\\n) is "
+               "held: '%s'", f.streamed);
+        f = feed(&q, "a\nb\n\nc\n", 1);
+        tap_ok(strcmp(f.streamed, "a\nb\n\nc") == 0 && !f.block,
+               "tools: newlines that begin no block stream once the next byte shows it; a last "
+               "\\n waits for the end");
+        q.stop[0] = "\nObservation:";
+        q.n_stop = 1;
+        f = feed(&q, "Hi." CALLS "\nObservation: sunny", 2);
+        tap_ok(strcmp(f.streamed, "Hi.") == 0 && f.block && f.stopped &&
+                   f.end == strlen("Hi." CALLS),
+               "tools and a stop string after the block: the block stays held, whole, for the "
+               "calls (not streamed as text too): '%s'", f.streamed);
+        q.stop[0] = "invoke";
+        f = feed(&q, "Hi." CALLS, 5);
+        tap_ok(strcmp(f.streamed, "Hi.") == 0 && f.block && f.stopped &&
+                   f.end == strlen("Hi.\n\n<｜DSML｜function_calls>\n<｜DSML｜"),
+               "a stop string inside the block: the answer ends there, the cut block held for "
+               "the caller (who sends it as text)");
+        q.stop[0] = "STOP";
+        f = feed(&q, "Hi. STOP" CALLS, 4);
+        tap_ok(strcmp(f.streamed, "Hi. ") == 0 && !f.block && f.stopped && f.end == 4,
+               "a stop string before the block: as without tools");
+        q.n_stop = 0;
+        q.tools = NULL;
+        f = feed(&q, "Hi." CALLS, 3);
+        tap_ok(strcmp(f.streamed, "Hi." CALLS) == 0 && !f.block,
+               "without tools the block is text, streamed as it comes");
+#undef CALLS
+    }
     return tap_done();
 }

@@ -11,9 +11,10 @@
 #include <string.h>
 #include <unistd.h>
 
-/* What mt_log_warn writes to stderr for one message (read back through a temporary file). */
+/* What mt_log_warn (or, with raw, mt_log_text) writes to stderr for one message (read back
+ * through a temporary file). */
 static void
-warn_text(const char *name, char *out, size_t size)
+stderr_of(const char *name, bool raw, char *out, size_t size)
 {
     FILE *tmp = tmpfile();
     int saved = dup(2);
@@ -25,7 +26,11 @@ warn_text(const char *name, char *out, size_t size)
     }
     fflush(stderr);
     dup2(fileno(tmp), 2);
-    mt_log_warn("name '%s' and more", name);
+    if (raw) {
+        mt_log_text(name);
+    } else {
+        mt_log_warn("name '%s' and more", name);
+    }
     fflush(stderr);
     dup2(saved, 2);
     close(saved);
@@ -40,9 +45,9 @@ main(void)
 {
     mt_status_t st;
 
-    char big[3000], text[256];
+    static char big[3000], text[8192];
 
-    tap_plan(9);
+    tap_plan(12);
     mt_log_set_quiet(true);
     st = mt_fail(MT_ERR_IO, ENOENT, "cannot open weights '%s'", "/x/y");
     tap_ok(st == MT_ERR_IO, "mt_fail returns the status it was given");
@@ -62,12 +67,26 @@ main(void)
     size_t n = strlen(mt_last_error());
     tap_ok(n > 1000 && n < 1024 && n % 4 == 0 && strncmp(mt_last_error() + n - 4, "\\x01", 4) == 0,
            "a long message is cut between escapes (%zu bytes)", n);
-    warn_text("x\ry\tz", text, sizeof(text));
+    stderr_of("x\ry\tz", false, text, sizeof(text));
     tap_ok(strcmp(text, "mt: warning: name 'x\\x0dy\\x09z' and more\n") == 0,
            "a warning escapes them too: %s", text);
     mt_log_set_quiet(false);
     mt_fail(MT_ERR_FORMAT, 0, "q\bq");
     tap_ok(strcmp(mt_last_error(), "q\\x08q") == 0, "and so does a printed error: %s",
            mt_last_error());
+    mt_log_set_quiet(true);
+    mt_fail(MT_ERR_FORMAT, 0, "a\xc2\x9b""b\xc2\xa0");
+    tap_ok(strcmp(mt_last_error(), "a\\xc2\\x9bb\xc2\xa0") == 0,
+           "a C1 control (U+009B, CSI) escaped, a no-break space (U+00A0) kept: %s",
+           mt_last_error());
+    static char long_name[5001];
+    memset(long_name, 'n', 5000);
+    stderr_of(long_name, false, text, sizeof(text));
+    tap_ok(strlen(text) == strlen("mt: warning: name '' and more\n") + 5000,
+           "a warning longer than any buffer is printed whole (%zu bytes)", strlen(text));
+    stderr_of("MHD says\x1b[2J hi\n", true, text, sizeof(text));
+    tap_ok(strcmp(text, "MHD says\\x1b[2J hi\n") == 0,
+           "another library's line: as it is, its control bytes escaped, its newline kept: %s",
+           text);
     return tap_done();
 }

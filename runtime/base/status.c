@@ -31,25 +31,37 @@ mt_status_str(mt_status_t st)
     return "unknown status";
 }
 
+/* Whether p starts a control character: C0 (and DEL) as a byte, or C1 (U+0080..U+009F, which
+ * a terminal may take for CSI and the like) as its two UTF-8 bytes. Returns its length, or 0. */
+static size_t
+control_len(const unsigned char *p)
+{
+    if (*p < 0x20 || *p == 0x7f) {
+        return 1;
+    }
+    return p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f ? 2 : 0;
+}
+
 /*
- * Copy src to dst (size bytes, NUL included) with every control byte written as \xNN: messages
- * quote names and strings from files and requests, and a byte of those must not move the
- * terminal's cursor, colour it, or split one message into lines that look like two.
+ * Copy src to dst (size bytes, NUL included) with every control character written as \xNN a
+ * byte: messages quote names and strings from files and requests, and a byte of those must not
+ * move the terminal's cursor, colour it, or split one message into lines that look like two.
  */
 static void
 copy_clean(char *dst, size_t size, const char *src)
 {
     size_t o = 0;
 
-    for (const unsigned char *p = (const unsigned char *)src; *p != 0; p++) {
-        bool ctl = *p < 0x20 || *p == 0x7f;
-        if (o + (ctl ? 4 : 1) >= size) {
+    for (const unsigned char *p = (const unsigned char *)src; *p != 0;) {
+        size_t ctl = control_len(p);
+        if (o + (ctl > 0 ? 4 * ctl : 1) >= size) {
             break;
         }
-        if (ctl) {
-            o += (size_t)snprintf(dst + o, size - o, "\\x%02x", *p);
-        } else {
-            dst[o++] = (char)*p;
+        if (ctl == 0) {
+            dst[o++] = (char)*p++;
+        }
+        for (size_t k = 0; k < ctl; k++) {
+            o += (size_t)snprintf(dst + o, size - o, "\\x%02x", *p++);
         }
     }
     dst[o] = 0;
@@ -88,15 +100,54 @@ mt_log_set_quiet(bool q)
     quiet = q;
 }
 
-/* One line on stderr: prefix, then the message with its control bytes escaped (copy_clean). */
+/* One line on stderr: prefix, then text with its control characters escaped (copy_clean). */
+static void
+put_line(const char *prefix, const char *text)
+{
+    size_t size = 4 * strlen(text) + 1;
+    char small[1024];
+    char *clean = size <= sizeof(small) ? small : malloc(size);
+
+    if (clean == NULL) {
+        fprintf(stderr, "%s(a message that could not be printed: out of memory)\n", prefix);
+        return;
+    }
+    copy_clean(clean, size, text);
+    fprintf(stderr, "%s%s\n", prefix, clean);
+    if (clean != small) {
+        free(clean);
+    }
+}
+
+/* put_line of a printf format, of any length. */
 static void
 log_line(const char *prefix, const char *fmt, va_list ap)
 {
-    char raw[4096], clean[sizeof(raw) * 4];
+    char small[1024];
+    char *text = small;
+    va_list again;
+    int n;
 
-    vsnprintf(raw, sizeof(raw), fmt, ap);
-    copy_clean(clean, sizeof(clean), raw);
-    fprintf(stderr, "%s%s\n", prefix, clean);
+    va_copy(again, ap);
+    n = vsnprintf(small, sizeof(small), fmt, ap);
+    if (n >= (int)sizeof(small) && (text = malloc((size_t)n + 1)) != NULL) {
+        vsnprintf(text, (size_t)n + 1, fmt, again);
+    }
+    va_end(again);
+    put_line(prefix, text != NULL ? text : small);
+    if (text != small) {
+        free(text);
+    }
+}
+
+void
+mt_log_text(const char *text)
+{
+    size_t n = strlen(text);
+    char *line = strndup(text, n > 0 && text[n - 1] == '\n' ? n - 1 : n);
+
+    put_line("", line != NULL ? line : "(a message that could not be printed: out of memory)");
+    free(line);
 }
 
 void

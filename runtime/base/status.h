@@ -47,6 +47,10 @@ void mt_log_set_quiet(bool quiet);
 void mt_log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void mt_log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* A line of another library's text on stderr as it is (no prefix; one trailing newline is the
+ * line's own), its control bytes escaped as every message's are. */
+void mt_log_text(const char *text);
+
 /* Always-on invariant check: aborts with file:line. Never for user input. */
 #define MT_ASSERT(cond)                                                                            \
     ((cond) ? (void)0 : mt_assert_fail_(#cond, __FILE__, __LINE__))

@@ -11,7 +11,8 @@
  * one (opened, or done with its previous response) has its socket shut down; its own thread then
  * reads the end of the stream and closes it as if the client had. A request that arrived is never
  * cut, however long it waits in the queue or generates, and a quiet server keeps its idle
- * keep-alive connections for their whole idle time.
+ * keep-alive connections for their whole idle time (a crowded one closes them too, once idle
+ * for the deadline: the next request's clock runs from the end of the previous answer).
  *
  * The sockets are libmicrohttpd's: shutdown() ends the stream without closing the descriptor, and
  * a connection leaves the list (under the lock the sweep holds) before libmicrohttpd closes it, so
@@ -46,12 +47,22 @@ struct mt_serve_deadline {
     struct mt_serve_deadline_conn *head;
     int n_open;
     int n_cut_open; /* shut down, not yet closed */
+    long long n_cut;     /* since the start */
     int n_cut_unlogged;
     long long logged_at; /* ms, 0: never */
     bool stopping;
     bool have_thread;
     pthread_t thread;
 };
+
+/* The warning, at most once a minute: how many were cut since the start. */
+static void
+log_cuts(const struct mt_serve_deadline *d, long long total)
+{
+    mt_log_warn("serve: %lld connection%s closed so far that sent no whole request within %lld s "
+                "while %d or more of the %d connection slots were open (slow or stalled clients)",
+                total, total == 1 ? "" : "s", d->limit_ms / 1000, (d->slots + 1) / 2, d->slots);
+}
 
 long long
 mt_serve_deadline_now_ms(void)
@@ -131,6 +142,9 @@ mt_serve_deadline_destroy(struct mt_serve_deadline *d)
         pthread_cond_signal(&d->wake);
         pthread_mutex_unlock(&d->lock);
         pthread_join(d->thread, NULL);
+    }
+    if (d->n_cut_unlogged > 0) { /* the last minute's, not yet told */
+        log_cuts(d, d->n_cut);
     }
     /* a connection libmicrohttpd did not report closed (it reports every one) is only freed */
     while (d->head != NULL) {
@@ -226,7 +240,8 @@ mt_serve_deadline_cut_pending(struct mt_serve_deadline *d)
 int
 mt_serve_deadline_sweep(struct mt_serve_deadline *d, long long now_ms)
 {
-    int n_cut = 0, n_log = 0;
+    int n_cut = 0;
+    bool tell = false;
 
     pthread_mutex_lock(&d->lock);
     if (2 * d->n_open >= d->slots) {
@@ -239,18 +254,17 @@ mt_serve_deadline_sweep(struct mt_serve_deadline *d, long long now_ms)
             }
         }
     }
+    d->n_cut += n_cut;
     d->n_cut_unlogged += n_cut;
     if (d->n_cut_unlogged > 0 && (d->logged_at == 0 || now_ms - d->logged_at >= LOG_EVERY_MS)) {
-        n_log = d->n_cut_unlogged;
+        tell = true;
         d->n_cut_unlogged = 0;
         d->logged_at = now_ms;
     }
+    long long total = d->n_cut;
     pthread_mutex_unlock(&d->lock);
-    if (n_log > 0) {
-        mt_log_warn("serve: closed %d connection%s that sent no whole request within %lld s while "
-                    "%d or more of the %d connection slots were open (a slow or stalled client)",
-                    n_log, n_log == 1 ? "" : "s", d->limit_ms / 1000, (d->slots + 1) / 2,
-                    d->slots);
+    if (tell) {
+        log_cuts(d, total);
     }
     return n_cut;
 }

@@ -967,3 +967,39 @@ mt_serve_stop_find(const char *const *stops, int n, const char *text, size_t len
     *safe_out = safe;
     return best;
 }
+
+bool
+mt_serve_may_call_tools(const struct mt_serve_request *req)
+{
+    return req->api == MT_SERVE_API_CHAT && req->tools != NULL;
+}
+
+bool
+mt_serve_answer_advance(const struct mt_serve_request *req, const char *text, size_t len,
+                        size_t sent, bool *tool_block, size_t *emit_to, size_t *end)
+{
+    const char *start = mt_chat_tool_calls_start;
+    const char *rest = text + sent;
+    size_t n = len - sent, safe, tsafe;
+    size_t hit = mt_serve_stop_find(req->stop, req->n_stop, rest, n, &safe);
+    bool stopped = hit <= n;
+
+    if (stopped) {
+        n = hit; /* the answer ends before the stop string: only a whole block start counts */
+        safe = hit;
+    }
+    if (!*tool_block && mt_serve_may_call_tools(req)) {
+        size_t at = mt_serve_stop_find(&start, 1, rest, n, &tsafe);
+        if (at <= n) {
+            *tool_block = true;
+            safe = at < safe ? at : safe;
+        } else if (!stopped) {
+            safe = tsafe < safe ? tsafe : safe; /* may still grow into a block start */
+        }
+    } else if (*tool_block) {
+        safe = 0;
+    }
+    *emit_to = sent + safe;
+    *end = sent + n;
+    return stopped;
+}

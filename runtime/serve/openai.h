@@ -179,4 +179,19 @@ char *mt_serve_models_json(const char *model_id, long long created);
 size_t mt_serve_stop_find(const char *const *stops, int n, const char *text, size_t len,
                           size_t *safe_out);
 
+/* Whether a request's answer may end in tool calls: a chat request that told the model tools. */
+bool mt_serve_may_call_tools(const struct mt_serve_request *req);
+
+/*
+ * The answer so far, text[0..len), of which text[0..sent) has been streamed: *emit_to (>= sent)
+ * is how far it may be streamed now. Text that may still be part of a stop string is held back,
+ * and, where the model may call tools, everything from the start of a tool-calls block on
+ * (mt_chat_tool_calls_start, or what may grow into it), which *tool_block then records (it stays
+ * set: pass it back each call). Returns true when a stop string ended the answer: *end is then
+ * where (the text after it is dropped; a block the stop string cut stays held, for the caller to
+ * parse or send as text), else *end == len.
+ */
+bool mt_serve_answer_advance(const struct mt_serve_request *req, const char *text, size_t len,
+                             size_t sent, bool *tool_block, size_t *emit_to, size_t *end);
+
 #endif /* MT_SERVE_OPENAI_H */

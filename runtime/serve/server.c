@@ -390,9 +390,9 @@ origin_refused(const struct mt_serve *s, struct MHD_Connection *c, struct mt_ser
 }
 
 /*
- * libmicrohttpd's messages, written as its own logger writes them, except two. The request
- * deadline counts its cuts in a warning of its own, so MHD's "closed when reading request" is not
- * repeated for each while one is pending. And the one that follows a connection we drop on
+ * libmicrohttpd's messages, written as its own logger writes them (control bytes escaped),
+ * except two. The request deadline counts its cuts in a warning of its own, so MHD's line for a
+ * request cut off while it is read is not repeated for each while one is pending. And the one that follows a connection we drop on
  * purpose because its client hung up while the request waited or ran (serve_generate's MHD_NO):
  * MHD reports that as "Application reported internal error" from the same connection's thread,
  * and the line on every client that gave up read as a fault. The flag is the thread's own (one
@@ -411,12 +411,15 @@ mhd_log(void *cls, const char *fmt, va_list ap)
         dropping_gone_client = false;
         return;
     }
-    /* a connection the request deadline shut down: its warning counts them all */
-    if (strstr(line, "closed when reading request") != NULL &&
+    /* a connection the request deadline shut down: its warning counts them all (MHD 0.9.75's
+     * words for a request cut off while it is read) */
+    if ((strstr(line, "closed by remote side with incomplete request") != NULL ||
+         strstr(line, "disconnected when reading request") != NULL ||
+         strstr(line, "closed when reading request") != NULL) &&
         mt_serve_deadline_cut_pending(s->deadline)) {
         return;
     }
-    fputs(line, stderr);
+    mt_log_text(line);
 }
 
 /* ---- jobs --------------------------------------------------------------------------------- */
@@ -526,13 +529,6 @@ job_emit(struct job *j, const char *text, size_t len, bool reasoning)
     }
 }
 
-/* A chat request that told the model its tools: its answer may end in tool calls. */
-static bool
-job_may_call_tools(const struct job *j)
-{
-    return j->req.api == MT_SERVE_API_CHAT && j->req.tools != NULL;
-}
-
 /*
  * New answer text: add it, look for stop strings, and stream what can no longer be part of one.
  * Where the model may call tools, text from the start of a calls block on (or what may grow into
@@ -542,32 +538,19 @@ job_may_call_tools(const struct job *j)
 static bool
 job_add_content(struct job *j, const char *text, size_t len)
 {
-    size_t rest;
-    size_t safe;
-    size_t hit;
+    size_t emit_to, end;
+    bool stopped;
 
     if (!bytes_put(&j->content, text, len)) {
         return false;
     }
-    rest = j->content.n - j->content_sent;
-    hit = mt_serve_stop_find(j->req.stop, j->req.n_stop, j->content.p + j->content_sent, rest,
-                             &safe);
-    if (hit > rest && j->tool_block) {
-        safe = 0;
-    } else if (hit > rest && job_may_call_tools(j)) {
-        const char *start = mt_chat_tool_calls_start;
-        size_t tsafe;
-        if (mt_serve_stop_find(&start, 1, j->content.p + j->content_sent, rest, &tsafe) <= rest) {
-            j->tool_block = true;
-        }
-        safe = tsafe < safe ? tsafe : safe;
-    }
-    /* (a stop string sends all before it: a calls block it cuts is no call, but text) */
-    job_emit(j, j->content.p + j->content_sent, safe, false);
-    j->content_sent += safe;
-    if (hit <= rest) {
-        /* a stop string: the answer ends before it (safe == hit) */
-        j->content.n = j->content_sent;
+    stopped = mt_serve_answer_advance(&j->req, j->content.p, j->content.n, j->content_sent,
+                                      &j->tool_block, &emit_to, &end);
+    job_emit(j, j->content.p + j->content_sent, emit_to - j->content_sent, false);
+    j->content_sent = emit_to;
+    if (stopped) {
+        /* the answer ends before the stop string (a held calls block stays, for job_run) */
+        j->content.n = end;
         j->content.p[j->content.n] = '\0';
         j->stopped_by_string = true;
         return false;
@@ -741,7 +724,7 @@ job_run(struct mt_serve *s, struct job *j)
     }
     /* the tool calls that end the answer; a block that does not parse is sent as text */
     bool calls = false;
-    if (st == MT_OK && job_may_call_tools(j) && j->tool_block) {
+    if (st == MT_OK && mt_serve_may_call_tools(&j->req) && j->tool_block) {
         mt_log_set_quiet(true);
         calls = mt_chat_parse_tool_calls(j->content.p, j->content.n, &j->calls) == MT_OK &&
                 j->calls.n > 0;
@@ -1366,6 +1349,11 @@ mt_serve_create(struct mt_engine *engine, struct mt_tokenizer *tok,
     if (st != MT_OK) {
         goto out_fini;
     }
+    if (opts->request_deadline_s > 0 &&
+        (st = mt_serve_deadline_create(opts->request_deadline_s, opts->limits.max_queue + 64,
+                                       true, &s->deadline)) != MT_OK) {
+        goto out_session;
+    }
     snprintf(port, sizeof(port), "%d", opts->port);
     ret = getaddrinfo(opts->host, port, &hints, &ai);
     if (ret != 0) {
@@ -1374,11 +1362,6 @@ mt_serve_create(struct mt_engine *engine, struct mt_tokenizer *tok,
         goto out_session;
     }
     s->public_addr = !addr_is_loopback(ai->ai_addr);
-    if (opts->request_deadline_s > 0 &&
-        (st = mt_serve_deadline_create(opts->request_deadline_s, opts->limits.max_queue + 64,
-                                       true, &s->deadline)) != MT_OK) {
-        goto out_session;
-    }
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                      MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6) {

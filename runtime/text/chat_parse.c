@@ -143,10 +143,11 @@ parse_param(const char *s, size_t n, json_t *seen, char **out, size_t *out_len)
     size_t value_len = (size_t)(s + n - 1 - value);
     json_t *key = json_stringn(s + 7, (size_t)(split - (s + 7)));
     /* (a JSON value is pasted as text: a NUL byte in it would end the arguments' C string) */
-    json_t *v = is_string ? json_stringn(value, value_len)
-                : memchr(value, 0, value_len) == NULL
-                    ? json_loadb(value, value_len, JSON_DECODE_ANY, NULL)
-                    : NULL;
+    /* (integers past int64 are JSON too: jansson takes them as reals, the text stays as is) */
+    size_t flags = JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL;
+    json_t *v = is_string                              ? json_stringn(value, value_len)
+                : memchr(value, 0, value_len) == NULL ? json_loadb(value, value_len, flags, NULL)
+                                                       : NULL;
     bool ok = key != NULL && v != NULL && json_object_get(seen, json_string_value(key)) == NULL &&
               json_object_set(seen, json_string_value(key), json_true()) == 0;
     char *k_text = ok ? json_dumps(key, JSON_ENCODE_ANY) : NULL;
