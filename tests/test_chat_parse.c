@@ -81,7 +81,7 @@ main(void)
     char *reply;
     mt_status_t st;
 
-    tap_plan(18);
+    tap_plan(19);
     mt_log_set_quiet(true);
 
     st = mt_chat_parse_tool_calls("Hello there", 11, &p);
@@ -152,6 +152,10 @@ main(void)
     static const char twice[] = BLOCK(INVOKE(PARAM("k\" string=\"true\"", "1") "\n" PARAM(
         "k\" string=\"true\"", "2")));
     static const char not_json[] = BLOCK(INVOKE(PARAM("k\" string=\"false\"", "{oops")));
+    static const char twice_inside[] = BLOCK(INVOKE(PARAM("k\" string=\"false\"",
+                                                         "{\"a\": 1, \"a\": 2}")));
+    tap_ok(refused(twice_inside, strlen(twice_inside)),
+           "a key twice inside a JSON value: refused (found by fuzz_tool_calls)");
     static const char bad_kind[] = BLOCK(INVOKE(PARAM("k\" string=\"maybe\"", "1")));
     static const char empty[] = "ok\n\n<｜DSML｜function_calls>\n</｜DSML｜function_calls>";
     static const char good[] = BLOCK(INVOKE(PARAM("k\" string=\"false\"", " [1, 2] ")));

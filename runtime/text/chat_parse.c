@@ -13,7 +13,8 @@
  *   - the block ends with "</｜DSML｜function_calls>" and nothing may follow it;
  *   - the arguments are the JSON object {"KEY": VALUE, ...} in the order given, with ", " and
  *     ": " as json.dumps writes them: a string="true" value as a JSON string, a string="false"
- *     value as the JSON text the model wrote (decode_dsml_to_arguments), a key given twice refused.
+ *     value as the JSON text the model wrote (decode_dsml_to_arguments), a key given twice
+ *     refused (also inside a value: chat.c refuses such arguments when a client sends them back).
  * Where DeepSeek's code pastes a string="false" value in unchecked, this checks that it is one
  * JSON value, so that a client always gets arguments it can parse; a reply that breaks any rule
  * is no tool call at all, and the caller keeps it as text.
@@ -143,8 +144,9 @@ parse_param(const char *s, size_t n, json_t *seen, char **out, size_t *out_len)
     size_t value_len = (size_t)(s + n - 1 - value);
     json_t *key = json_stringn(s + 7, (size_t)(split - (s + 7)));
     /* (a JSON value is pasted as text: a NUL byte in it would end the arguments' C string) */
-    /* (integers past int64 are JSON too: jansson takes them as reals, the text stays as is) */
-    size_t flags = JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL;
+    /* (integers past int64 are JSON too: jansson takes them as reals, the text stays as is; a
+     * key twice in an object is refused, as chat.c refuses it when the calls come back) */
+    size_t flags = JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_REJECT_DUPLICATES;
     json_t *v = is_string                              ? json_stringn(value, value_len)
                 : memchr(value, 0, value_len) == NULL ? json_loadb(value, value_len, flags, NULL)
                                                        : NULL;

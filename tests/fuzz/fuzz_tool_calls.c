@@ -31,6 +31,9 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* arguments as a client reads them: NUL bytes in strings and integers past int64 are JSON */
+#define LOAD_FLAGS (JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL)
+
 static const char eos[] = "<｜end▁of▁sentence｜>";
 
 /* Whether s (a call's name or arguments text) is outside what the format can carry back. */
@@ -72,8 +75,8 @@ round_trip(const struct mt_chat_parsed_calls *p)
     }
     free(prefix);
     for (size_t i = 0; i < p->n; i++) {
-        json_t *a = json_loads(p->calls[i].arguments, JSON_ALLOW_NUL, NULL);
-        json_t *b = json_loads(again.calls[i].arguments, JSON_ALLOW_NUL, NULL);
+        json_t *a = json_loads(p->calls[i].arguments, LOAD_FLAGS, NULL);
+        json_t *b = json_loads(again.calls[i].arguments, LOAD_FLAGS, NULL);
         if (strcmp(p->calls[i].name, again.calls[i].name) != 0 || !json_equal(a, b)) {
             __builtin_trap();
         }
@@ -107,7 +110,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         __builtin_trap(); /* the content ends at the first start marker */
     }
     for (size_t i = 0; i < p.n; i++) {
-        json_t *args = json_loads(p.calls[i].arguments, JSON_ALLOW_NUL, NULL);
+        json_t *args = json_loads(p.calls[i].arguments, LOAD_FLAGS, NULL);
         if (p.calls[i].name[0] == '\0' || !json_is_object(args)) {
             __builtin_trap();
         }
