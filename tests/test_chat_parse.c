@@ -160,7 +160,8 @@ main(void)
     static const char empty[] = "ok\n\n<｜DSML｜function_calls>\n</｜DSML｜function_calls>";
     static const char good[] = BLOCK(INVOKE(PARAM("k\" string=\"false\"", " [1, 2] ")));
     tap_ok(refused(twice, strlen(twice)), "a key given twice: refused");
-    tap_ok(refused(not_json, strlen(not_json)), "a string=\"false\" value that is not JSON: refused");
+    tap_ok(refused(not_json, strlen(not_json)),
+           "a string=\"false\" value that is not JSON: refused");
     tap_ok(refused(bad_kind, strlen(bad_kind)), "string=\"maybe\": refused");
     tap_ok(refused(empty, strlen(empty)), "a block with no call: refused");
     st = mt_chat_parse_tool_calls(good, strlen(good), &p);

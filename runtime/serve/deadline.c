@@ -46,10 +46,10 @@ struct mt_serve_deadline {
     pthread_cond_t wake; /* stopping */
     struct mt_serve_deadline_conn *head;
     int n_open;
-    int n_cut_open; /* shut down, not yet closed */
-    long long n_cut;     /* since the start */
-    int n_cut_unlogged;
-    long long logged_at; /* ms, 0: never */
+    int n_cut_open;      /* shut down, not yet closed */
+    long long n_cut;     /* shut down since the start */
+    int n_cut_unlogged;  /* ... of which not yet in a warning */
+    long long logged_at; /* ms of the last warning, 0: never */
     bool stopping;
     bool have_thread;
     pthread_t thread;

@@ -392,11 +392,12 @@ origin_refused(const struct mt_serve *s, struct MHD_Connection *c, struct mt_ser
 /*
  * libmicrohttpd's messages, written as its own logger writes them (control bytes escaped),
  * except two. The request deadline counts its cuts in a warning of its own, so MHD's line for a
- * request cut off while it is read is not repeated for each while one is pending. And the one that follows a connection we drop on
- * purpose because its client hung up while the request waited or ran (serve_generate's MHD_NO):
- * MHD reports that as "Application reported internal error" from the same connection's thread,
- * and the line on every client that gave up read as a fault. The flag is the thread's own (one
- * thread a connection), so no other connection's message is lost.
+ * request cut off while it is read is not repeated for each while one is pending. And the one
+ * that follows a connection we drop on purpose because its client hung up while the request
+ * waited or ran (serve_generate's MHD_NO): MHD reports that as "Application reported internal
+ * error" from the same connection's thread, and the line on every client that gave up read as a
+ * fault. The flag is the thread's own (one thread a connection), so no other connection's
+ * message is lost.
  */
 static __thread bool dropping_gone_client;
 

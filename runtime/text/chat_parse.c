@@ -114,8 +114,8 @@ parse_name(const char *s, size_t n)
 }
 
 /*
- * One parameter's text (between "<｜DSML｜parameter" and "/｜DSML｜parameter"), appended to the
- * arguments object args (the object for the duplicate check, out the JSON text so far).
+ * One parameter's text s[0..n) (between "<｜DSML｜parameter" and "/｜DSML｜parameter") appended to
+ * the arguments' JSON text *out (*out_len bytes so far, "{" first); seen holds the keys so far.
  */
 static bool
 parse_param(const char *s, size_t n, json_t *seen, char **out, size_t *out_len)
@@ -143,9 +143,10 @@ parse_param(const char *s, size_t n, json_t *seen, char **out, size_t *out_len)
     }
     size_t value_len = (size_t)(s + n - 1 - value);
     json_t *key = json_stringn(s + 7, (size_t)(split - (s + 7)));
-    /* (a JSON value is pasted as text: a NUL byte in it would end the arguments' C string) */
-    /* (integers past int64 are JSON too: jansson takes them as reals, the text stays as is; a
-     * key twice in an object is refused, as chat.c refuses it when the calls come back) */
+    /* A JSON value is pasted as the model wrote it: one with a NUL byte would end the
+     * arguments' C string; integers past int64 are JSON too (jansson takes them as reals, the
+     * text stays as is); a key twice in an object is refused, as chat.c refuses it when a client
+     * sends the calls back. */
     size_t flags = JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL | JSON_REJECT_DUPLICATES;
     json_t *v = is_string                              ? json_stringn(value, value_len)
                 : memchr(value, 0, value_len) == NULL ? json_loadb(value, value_len, flags, NULL)
