@@ -30,7 +30,7 @@ expect() {
     ok $? "$desc: exit $rc: $(head -n 1 "$tmp/err" | head -c 300)"
 }
 
-echo "1..31"
+echo "1..32"
 expect 2 "run --dump-logits over the model's config.json" "is a file of the model" \
     "$bin" run -m "$m" --device cpu --prompt-ids 1,2 -n 1 --dump-logits "$m/config.json"
 expect 2 "run --json over a weight shard" "is a file of the model" \
@@ -97,6 +97,12 @@ rc=$?
 [ "$rc" -eq 0 ] && ! grep -q 'cpu-reserve' "$tmp/err"
 ok $? "--cpu-reserve 0 is 0 (it was 4 GiB): runs within --cpu-mem 100M (rc $rc)"
 expect 2 "plan --ctx 0" "bad --ctx" "$bin" plan -m "$m" --ctx 0
+# a flag's value is quoted in its message: a terminal's escape sequence in it is written as text
+esc=$(printf 'x\033[2J\033]0;owned\007')
+timeout 30 "$bin" plan -m "$m" --ctx "$esc" </dev/null >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 2 ] && grep -q 'x\\x1b\[2J\\x1b\]0;owned\\x07' "$tmp/err" && ! grep -q "$(printf '\033')" "$tmp/err"
+ok $? "a bad flag's value with escape sequences: exit $rc, quoted as \\xNN: $(head -c 200 "$tmp/err")"
 expect 2 "inspect --gpu-mem x: one message" "bad --gpu-mem 'x'" "$bin" inspect -m "$m" --gpu-mem x
 expect 2 "--plan with --no-plan" "contradict" \
     "$bin" run -m "$m" --device cpu --prompt-ids 1,2 -n 1 --plan "$tmp/p.json" --no-plan

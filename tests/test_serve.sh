@@ -54,7 +54,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..67"
+echo "1..68"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -506,4 +506,8 @@ exec 7>&- # the uploads' stdin ends: any still running finishes
 wait_jobs=$(jobs -p)
 stop_server
 for p in $wait_jobs; do wait "$p" 2>/dev/null; done
+"$bin" serve -m "$model" --request-deadline 3601 >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "bad --request-deadline '3601' (must be in 0..3600)" "$tmp/err"
+ok $? "--request-deadline past an hour: exit 2 (rc $rc): $(head -c 200 "$tmp/err")"
 tap_exit

@@ -120,8 +120,8 @@ put_line(const char *prefix, const char *text)
 }
 
 /* put_line of a printf format, of any length. */
-static void
-log_line(const char *prefix, const char *fmt, va_list ap)
+void
+mt_log_vline(const char *prefix, const char *fmt, va_list ap)
 {
     char small[1024];
     char *text = small;
@@ -156,7 +156,7 @@ mt_log_info(const char *fmt, ...)
     va_list ap;
 
     va_start(ap, fmt);
-    log_line("mt: ", fmt, ap);
+    mt_log_vline("mt: ", fmt, ap);
     va_end(ap);
 }
 
@@ -166,7 +166,7 @@ mt_log_warn(const char *fmt, ...)
     va_list ap;
 
     va_start(ap, fmt);
-    log_line("mt: warning: ", fmt, ap);
+    mt_log_vline("mt: warning: ", fmt, ap);
     va_end(ap);
 }
 

@@ -10,6 +10,7 @@
 #ifndef MT_STATUS_H
 #define MT_STATUS_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 
 #ifdef __cplusplus
@@ -46,6 +47,10 @@ void mt_log_set_quiet(bool quiet);
 /* Informational and warning lines on stderr, prefixed "mt: " / "mt: warning: ". */
 void mt_log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void mt_log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* One line on stderr: prefix (as it is), then the message of fmt and ap, escaped as above: for
+ * callers with a prefix of their own ("moetier run: " for a command's usage errors). */
+void mt_log_vline(const char *prefix, const char *fmt, va_list ap);
 
 /* A line of another library's text on stderr as it is (no prefix; one trailing newline is the
  * line's own), its control bytes escaped as every message's are. */

@@ -34,12 +34,15 @@
 #include <time.h>
 #include <unistd.h>
 
+/* "moetier NAME: " and the message, its control bytes escaped as every message's are (a bad
+ * flag's value is quoted as given). */
 static void
 verror(const struct mt_cli *cli, const char *fmt, va_list ap)
 {
-    fprintf(stderr, "moetier %s: ", cli->name);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    char prefix[96];
+
+    snprintf(prefix, sizeof(prefix), "moetier %s: ", cli->name);
+    mt_log_vline(prefix, fmt, ap);
 }
 
 void
