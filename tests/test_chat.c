@@ -432,6 +432,49 @@ test_nul(void)
     free(ids);
 }
 
+/*
+ * A forced call's start (tool_choice "required" or a named function) ends on a token boundary of
+ * the whole block, so the model continues from it as from its own text: its ids are the first
+ * ids of the whole block's, for names of letters, digits, '_' and '-'. The block parses back as
+ * that one call, with no text before it.
+ */
+static void
+test_forced_call(void)
+{
+    static const char *const names[] = {NULL, "get_weather", "f", "get-", "x9", "A_b-C", "_"};
+    static const char rest[] = "<｜DSML｜parameter name=\"city\" string=\"true\">Paris"
+                               "</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜function_calls>";
+
+    for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
+        const char *name = names[k];
+        char *forced = mt_chat_forced_call_text(name);
+        char whole[512];
+        int32_t *a = NULL, *b = NULL;
+        size_t na = 0, nb = 0;
+        struct mt_chat_parsed_calls p;
+
+        snprintf(whole, sizeof(whole), "%s%s%s", forced,
+                 name == NULL ? "<｜DSML｜invoke name=\"f\">\n" : "", rest);
+        mt_tokenizer_encode(tok, forced, strlen(forced), false, &a, &na);
+        mt_tokenizer_encode(tok, whole, strlen(whole), false, &b, &nb);
+        tap_ok(na > 0 && na < nb && memcmp(a, b, na * sizeof(*a)) == 0,
+               "forced call start (%s): its %zu ids begin the whole block's %zu",
+               name != NULL ? name : "required", na, nb);
+        bool parsed = mt_chat_parse_tool_calls(whole, strlen(whole), &p) == MT_OK;
+        tap_ok(parsed && p.n == 1 && p.content_len == 0 &&
+                   strcmp(p.calls[0].name, name != NULL ? name : "f") == 0 &&
+                   strcmp(p.calls[0].arguments, "{\"city\": \"Paris\"}") == 0,
+               "forced call start (%s) + the model's rest parses as that one call",
+               name != NULL ? name : "required");
+        if (parsed) {
+            mt_chat_parsed_calls_fini(&p);
+        }
+        free(a);
+        free(b);
+        free(forced);
+    }
+}
+
 int
 main(void)
 {
@@ -451,6 +494,7 @@ main(void)
     test_chat_mode();
     test_edges();
     test_nul();
+    test_forced_call();
 
     /* V3's own file has no <think>: the marker is then text, as HF would read the prompt */
     if (mt_tokenizer_load(tap_data_path("tokenizer"), &v3) == MT_OK) {

@@ -302,10 +302,49 @@ main(void)
     refused(Q "\"max_tokens\": -1}", 400, "max_tokens", "max_tokens = -1");
     refused(Q "\"max_completion_tokens\": 3, \"max_tokens\": \"x\"}", 400, "max_tokens",
             "a bad max_tokens beside max_completion_tokens");
-    refused(Q "\"tool_choice\": \"required\"}", 400, "tool_choice", "tool_choice required");
+#define TOOLS "\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}, " \
+              "{\"type\": \"function\", \"function\": {\"name\": \"get-weather_2\"}}]"
+    refused(Q "\"tool_choice\": \"required\"}", 400, "tool_choice",
+            "tool_choice required without tools");
+    refused(Q "\"tool_choice\": \"required\", \"tools\": []}", 400, "tool_choice",
+            "tool_choice required with no tools");
+    refused(Q "\"tool_choice\": {\"type\": \"function\", \"function\": {\"name\": \"g\"}}, "
+            TOOLS "}", 400, "tool_choice", "tool_choice naming a function not in tools");
     refused(Q "\"tool_choice\": {\"type\": \"function\", \"function\": {\"name\": \"f\"}}}",
-            400, "tool_choice", "tool_choice naming a tool");
+            400, "tool_choice", "tool_choice naming a function without tools");
+    refused(Q "\"tool_choice\": {\"type\": \"function\", \"function\": {\"name\": \"a\\\"b\"}},"
+            " \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"a\\\"b\"}}]}",
+            400, "tool_choice", "tool_choice naming a function with a quote in its name");
+    refused(Q "\"tool_choice\": {\"type\": \"function\", \"function\": {}}, " TOOLS "}", 400,
+            "tool_choice", "tool_choice as an object without a name");
+    refused(Q "\"tool_choice\": {\"type\": \"x\", \"function\": {\"name\": \"f\"}}, " TOOLS
+            "}", 400, "tool_choice", "tool_choice of a type other than function");
+    refused(Q "\"tool_choice\": \"any\", " TOOLS "}", 400, "tool_choice",
+            "tool_choice an unknown string");
     refused(Q "\"tool_choice\": 12345}", 400, "tool_choice", "tool_choice a number");
+    st = parse(MT_SERVE_API_CHAT, Q "\"tool_choice\": \"required\", " TOOLS "}", &r, &e);
+    tap_ok(st == MT_OK && r.force_call && r.forced_tool == NULL && r.tools != NULL,
+           "tool_choice required: a call is forced, any of the tools (%s)", e.message);
+    if (st == MT_OK) {
+        mt_serve_request_fini(&r);
+    }
+    st = parse(MT_SERVE_API_CHAT,
+               Q "\"tool_choice\": {\"type\": \"function\", \"function\": {\"name\": "
+                 "\"get-weather_2\"}}, " TOOLS "}",
+               &r, &e);
+    tap_ok(st == MT_OK && r.force_call && r.forced_tool != NULL &&
+               strcmp(r.forced_tool, "get-weather_2") == 0 && r.tools != NULL,
+           "tool_choice naming a function: that call is forced (%s)", e.message);
+    if (st == MT_OK) {
+        mt_serve_request_fini(&r);
+    }
+    st = parse(MT_SERVE_API_CHAT, Q "\"tool_choice\": \"auto\", " TOOLS "}", &r, &e);
+    tap_ok(st == MT_OK && !r.force_call && r.tools != NULL,
+           "tool_choice auto: nothing is forced (%s)", e.message);
+    if (st == MT_OK) {
+        mt_serve_request_fini(&r);
+    }
+#undef TOOLS
     refused(Q "\"response_format\": {\"type\": \"json_object\"}}", 400, "response_format",
             "a JSON response_format");
     refused(Q "\"response_format\": \"text\"}", 400, "response_format",

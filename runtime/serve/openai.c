@@ -437,16 +437,31 @@ parse_tools_(struct mt_serve_request *r, json_t *tools, struct mt_serve_error *e
     return true;
 }
 
+/* A tool name that can be written into a forced call: OpenAI's rule for names, [A-Za-z0-9_-]
+ * and 1 to 64 of them (so no quote or marker reaches the model's text). */
+static bool
+plain_tool_name_(const char *s)
+{
+    size_t n = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-");
+    return n >= 1 && n <= 64 && s[n] == '\0';
+}
+
 /*
- * tool_choice: "auto" (the default: the model is told the tools and calls one if it wants) or
- * "none" (it is not told them, so it answers in text). "required" and a named function would
- * need the reply constrained to a call, which this server cannot do: refused, not ignored.
+ * tool_choice, after tools: "auto" (the default: the model is told the tools and calls one if it
+ * wants), "none" (it is not told them, so it answers in text), "required" (it must call one) or
+ * {"type": "function", "function": {"name": NAME}} (it must call NAME, one of the tools). The
+ * last two are forced: the server writes the start of the calls block (and of NAME's call) for
+ * the model (mt_chat_forced_call_text), after its reasoning in thinking mode. What follows is
+ * still the model's: a block it breaks comes back as text.
  */
 static bool
-parse_tool_choice_(json_t *root, bool *tools_told, struct mt_serve_error *e)
+parse_tool_choice_(struct mt_serve_request *r, json_t *root, bool *tools_told,
+                   struct mt_serve_error *e)
 {
     json_t *v = field_(root, "tool_choice");
     const char *s = json_string_value(v);
+    json_t *tools = field_(root, "tools");
+    size_t n_tools = json_is_array(tools) ? json_array_size(tools) : 0;
 
     *tools_told = true;
     if (v == NULL || (s != NULL && strcmp(s, "auto") == 0)) {
@@ -456,12 +471,46 @@ parse_tool_choice_(json_t *root, bool *tools_told, struct mt_serve_error *e)
         *tools_told = false;
         return true;
     }
-    if ((s != NULL && strcmp(s, "required") == 0) || json_is_object(v)) {
-        BAD(e, "tool_choice", "'tool_choice' %s is not supported: this server cannot force a "
-            "tool call (use \"auto\" or \"none\")", s != NULL ? "\"required\"" : "naming a tool");
+    if (s != NULL && strcmp(s, "required") == 0) {
+        if (n_tools == 0) {
+            BAD(e, "tool_choice", "'tool_choice' \"required\" needs 'tools' to choose from");
+            return false;
+        }
+        r->force_call = true;
+        return true;
+    }
+    if (json_is_object(v)) {
+        json_t *type = json_object_get(v, "type");
+        json_t *name = json_object_get(json_object_get(v, "function"), "name");
+        const char *want = json_string_value(name);
+        size_t k;
+        json_t *t;
+        if (!json_is_string(type) || strcmp(json_string_value(type), "function") != 0 ||
+            want == NULL) {
+            BAD(e, "tool_choice", "'tool_choice' as an object must be {\"type\": \"function\", "
+                "\"function\": {\"name\": NAME}}");
+            return false;
+        }
+        if (!plain_tool_name_(want)) {
+            BAD(e, "tool_choice", "'tool_choice' names the function '%.64s', which is not 1 to "
+                "64 of the characters a-z, A-Z, 0-9, _ and -", want);
+            return false;
+        }
+        json_array_foreach(tools, k, t) {
+            const char *have = json_string_value(json_object_get(json_object_get(t, "function"),
+                                                                 "name"));
+            if (have != NULL && strcmp(have, want) == 0) {
+                r->force_call = true;
+                r->forced_tool = want;
+                return true;
+            }
+        }
+        BAD(e, "tool_choice", "'tool_choice' names the function '%s', which is not one of "
+            "'tools'", want);
         return false;
     }
-    BAD(e, "tool_choice", "'tool_choice' must be \"auto\" or \"none\"");
+    BAD(e, "tool_choice", "'tool_choice' must be \"auto\", \"none\", \"required\" or "
+        "{\"type\": \"function\", \"function\": {\"name\": NAME}}");
     return false;
 }
 
@@ -707,11 +756,11 @@ mt_serve_request_parse(enum mt_serve_api api, const char *body, size_t len, cons
             goto out_fail;
         }
         bool tools_told = true;
-        if (!parse_tool_choice_(r.root, &tools_told, e)) {
-            goto out_fail;
-        }
         v = field_(r.root, "tools");
         if (v != NULL && !parse_tools_(&r, v, e)) {
+            goto out_fail;
+        }
+        if (!parse_tool_choice_(&r, r.root, &tools_told, e)) {
             goto out_fail;
         }
         if (!tools_told) { /* checked all the same: a malformed array is refused either way */

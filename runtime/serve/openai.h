@@ -80,6 +80,8 @@ struct mt_serve_request {
     size_t n_msgs;
     struct mt_chat_tool_call *calls;        /* owned: every message's tool calls, in one array */
     char *tools;                            /* owned: the tools array as JSON text, or NULL */
+    bool force_call;                        /* tool_choice "required" or a named function */
+    const char *forced_tool;                /* ... the named one, or NULL (any of the tools) */
     const char *prompt;                     /* completion: the prompt text */
     size_t prompt_len;
     bool thinking;                          /* chat: V3.2's thinking mode */

@@ -78,6 +78,20 @@ bytes_put(struct bytes *b, const char *s, size_t n)
     return true;
 }
 
+/* s[0..n) before what b holds. */
+static bool
+bytes_prepend(struct bytes *b, const char *s, size_t n)
+{
+    size_t had = b->n;
+
+    if (!bytes_put(b, s, n)) {
+        return false;
+    }
+    memmove(b->p + n, b->p, had);
+    memcpy(b->p, s, n);
+    return true;
+}
+
 /* One request, shared by its connection's thread and the worker (refs: 2 until one lets go). */
 struct job {
     struct mt_serve *serve;
@@ -104,8 +118,15 @@ struct job {
     struct bytes reasoning;
     bool stopped_by_string;
     bool tool_block;             /* the answer reached mt_chat_tool_calls_start: held back */
+    char *forced;                /* tool_choice forces a call: its start (owned), or NULL */
+    int32_t *forced_ids;         /* ... as ids (owned) */
+    size_t n_forced;
+    bool forced_fed;             /* ... they were fed: the answer begins with them */
+    bool stop_at_think;          /* the forced call follows the reasoning: stop at </think> */
+    bool think_ended;            /* ... and it came */
     struct mt_chat_parsed_calls calls; /* the tool calls that ended the answer */
     int32_t *ids;                /* generated ids (return_token_ids) */
+    long n_sampled;              /* ids generated so far */
     size_t n_ids;
     size_t cap_ids;
     struct job *next;            /* queue link */
@@ -121,6 +142,7 @@ struct mt_serve {
     int32_t stop_ids[1];
     int n_stop_ids;
     int32_t think_end;           /* "</think>", or -1 */
+    long think_after;            /* tests: the nth reasoning id counts as </think> (0: never) */
     int32_t bos;
     struct MHD_Daemon *mhd;      /* owned */
     struct mt_serve_deadline *deadline; /* owned; NULL: no request deadline */
@@ -435,6 +457,8 @@ job_free(struct job *j)
     free(j->content.p);
     free(j->reasoning.p);
     free(j->ids);
+    free(j->forced);
+    free(j->forced_ids);
     mt_chat_parsed_calls_fini(&j->calls);
     free(j);
 }
@@ -559,6 +583,23 @@ job_add_content(struct job *j, const char *text, size_t len)
     return true;
 }
 
+/* One more id of the reply (return_token_ids). */
+static bool
+ids_put(struct job *j, int32_t id)
+{
+    if (j->n_ids == j->cap_ids) {
+        size_t cap = j->cap_ids ? 2 * j->cap_ids : 64;
+        int32_t *p = realloc(j->ids, cap * sizeof(*p));
+        if (p == NULL) {
+            return false;
+        }
+        j->ids = p;
+        j->cap_ids = cap;
+    }
+    j->ids[j->n_ids++] = id;
+    return true;
+}
+
 /* mt_session_token_fn: one generated id of the running job. */
 static bool
 on_token(void *ctx, int32_t id)
@@ -570,24 +611,24 @@ on_token(void *ctx, int32_t id)
     size_t tl;
     bool go_on = true;
 
-    if (j->req.return_token_ids) {
-        if (j->n_ids == j->cap_ids) {
-            size_t cap = j->cap_ids ? 2 * j->cap_ids : 64;
-            int32_t *p = realloc(j->ids, cap * sizeof(*p));
-            if (p == NULL) {
-                return false;
-            }
-            j->ids = p;
-            j->cap_ids = cap;
-        }
-        j->ids[j->n_ids++] = id;
+    if (j->req.return_token_ids && !ids_put(j, id)) {
+        return false;
     }
-    if (j->in_reasoning && id == s->think_end) {
+    j->n_sampled++;
+    if (j->in_reasoning && (id == s->think_end || j->n_sampled == s->think_after)) {
         if (mt_detok_flush(&j->detok, &text, &len) == MT_OK && len > 0) {
             bytes_put(&j->reasoning, text, len);
             job_emit(j, text, len, true);
         }
         j->in_reasoning = false;
+        if (j->stop_at_think) {
+            /* job_run feeds </think> and the forced call's start, then generates on */
+            if (j->req.return_token_ids) {
+                j->ids[j->n_ids - 1] = s->think_end;
+            }
+            j->think_ended = true;
+            go_on = false;
+        }
     } else if (mt_tokenizer_token_bytes(s->tok, id, &tl) != NULL &&
                mt_detok_push(&j->detok, id, &text, &len) == MT_OK && len > 0) {
         /* ids that are no token (padding rows of the embedding) add no text */
@@ -604,6 +645,38 @@ on_token(void *ctx, int32_t id)
     return go_on;
 }
 
+/*
+ * tool_choice "required" or a named function: the forced call's start (mt_chat_forced_call_text)
+ * as text and ids. Without reasoning first, its ids end the prompt[0..*n) (which grows); in
+ * thinking mode the first generate stops at </think> (on_token) and job_generate_forced feeds
+ * </think> and them. False when out of memory.
+ */
+static bool
+job_encode_forced(struct job *j, int32_t **prompt, size_t *n)
+{
+    struct mt_serve *s = j->serve;
+
+    j->forced = mt_chat_forced_call_text(j->req.forced_tool);
+    if (j->forced == NULL || mt_tokenizer_encode(s->tok, j->forced, strlen(j->forced), false,
+                                                 &j->forced_ids, &j->n_forced) != MT_OK) {
+        return false;
+    }
+    j->tool_block = true; /* the answer is inside the block from its start: nothing streams */
+    j->stop_at_think = j->req.thinking && s->think_end >= 0;
+    if (j->stop_at_think) {
+        return true;
+    }
+    int32_t *p = realloc(*prompt, (*n + j->n_forced) * sizeof(*p));
+    if (p == NULL) {
+        return false;
+    }
+    memcpy(p + *n, j->forced_ids, j->n_forced * sizeof(*p));
+    *prompt = p;
+    *n += j->n_forced;
+    j->forced_fed = true;
+    return true;
+}
+
 /* The prompt of a request as ids (malloc'ed). Errors are the client's: 400 with the reason. */
 static bool
 job_encode(struct job *j, int32_t **ids_out, size_t *n_out)
@@ -614,6 +687,10 @@ job_encode(struct job *j, int32_t **ids_out, size_t *n_out)
     mt_log_set_quiet(true);
     if (j->req.api == MT_SERVE_API_CHAT) {
         st = mt_chat_encode(s->tok, j->req.msgs, j->req.n_msgs, j->req.thinking, ids_out, n_out);
+        if (st == MT_OK && j->req.force_call && !job_encode_forced(j, ids_out, n_out)) {
+            free(*ids_out);
+            st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the forced tool call");
+        }
     } else {
         int32_t *ids = NULL;
         size_t n = 0;
@@ -668,6 +745,56 @@ finish_reason(const struct job *j, const struct mt_gen_result *r)
     return "length";
 }
 
+/*
+ * Thinking mode with a forced call: the reasoning ended (on_token stopped at </think>). Feed
+ * </think> and the call's start after what the session holds, and generate the rest of the
+ * answer within what max_tokens leaves; *res adds up both parts. Nothing runs when the client
+ * has gone or when they would pass the context (the answer then ends there, "length").
+ */
+static mt_status_t
+job_generate_forced(struct job *j, struct mt_gen_opts *go, struct mt_gen_result *res)
+{
+    struct mt_serve *s = j->serve;
+    size_t n_hist, n;
+    const int32_t *hist = mt_session_history(s->session, &n_hist);
+    struct mt_gen_result more = {0};
+    int32_t *p;
+    mt_status_t st;
+
+    pthread_mutex_lock(&s->lock);
+    bool go_on = !j->gone && !s->abort_running;
+    pthread_mutex_unlock(&s->lock);
+    n = n_hist + 1 + j->n_forced;
+    if (!go_on || (int64_t)n >= mt_engine_max_pos(s->engine)) {
+        res->stop = go_on ? MT_STOP_CONTEXT : MT_STOP_CALLER;
+        return MT_OK;
+    }
+    p = malloc(n * sizeof(*p));
+    if (p == NULL) {
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the forced tool call's prompt");
+    }
+    memcpy(p, hist, n_hist * sizeof(*p));
+    p[n_hist] = s->think_end;
+    memcpy(p + n_hist + 1, j->forced_ids, j->n_forced * sizeof(*p));
+    for (size_t i = 0; j->req.return_token_ids && i < j->n_forced; i++) {
+        if (!ids_put(j, j->forced_ids[i])) {
+            free(p);
+            return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the reply's ids");
+        }
+    }
+    j->stop_at_think = false;
+    j->forced_fed = true;
+    go->max_new = j->req.max_tokens - res->n_generated;
+    st = mt_session_generate(s->session, p, n, go, on_token, j, &more);
+    free(p);
+    res->n_generated += more.n_generated;
+    res->n_decoded += more.n_decoded;
+    res->stop = more.stop;
+    res->prefill_s += more.prefill_s;
+    res->decode_s += more.decode_s;
+    return st;
+}
+
 /* Run one job on the worker: encode, generate, answer. */
 static void
 job_run(struct mt_serve *s, struct job *j)
@@ -711,6 +838,9 @@ job_run(struct mt_serve *s, struct job *j)
     go.n_stop_ids = j->req.ignore_eos ? 0 : s->n_stop_ids;
     go.ignore_eos = j->req.ignore_eos;
     st = mt_session_generate(s->session, prompt, n_prompt, &go, on_token, j, &res);
+    if (st == MT_OK && j->think_ended) {
+        st = job_generate_forced(j, &go, &res);
+    }
 
     /* what the decoder and the stop-string matcher still hold */
     const char *text;
@@ -722,6 +852,10 @@ job_run(struct mt_serve *s, struct job *j)
         } else if (!j->stopped_by_string) {
             job_add_content(j, text, len);
         }
+    }
+    /* the forced call's start, fed to the model, begins its answer */
+    if (j->forced_fed && !bytes_prepend(&j->content, j->forced, strlen(j->forced))) {
+        st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the answer");
     }
     /* the tool calls that end the answer; a block that does not parse is sent as text */
     bool calls = false;
@@ -1338,6 +1472,9 @@ mt_serve_create(struct mt_engine *engine, struct mt_tokenizer *tok,
     s->opts.api_key = s->api_key;
     s->bos = mt_tokenizer_bos(tok);
     s->think_end = mt_tokenizer_token_id(tok, "</think>");
+    /* a test hook, as MT_CHAT_SIGINT_AFTER: a random test model never writes </think> itself */
+    const char *hook = getenv("MT_SERVE_THINK_AFTER");
+    s->think_after = hook != NULL ? strtol(hook, NULL, 10) : 0;
     int32_t eos = mt_tokenizer_eos(tok);
     if (eos >= 0) {
         s->stop_ids[s->n_stop_ids++] = eos;

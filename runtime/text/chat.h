@@ -116,4 +116,14 @@ mt_status_t mt_chat_parse_tool_calls(const char *text, size_t len,
                                      struct mt_chat_parsed_calls *out);
 void mt_chat_parsed_calls_fini(struct mt_chat_parsed_calls *p);
 
+/*
+ * The start of a reply that must call a tool, as the model writes it: the calls block opened
+ * ("\n\n<｜DSML｜function_calls>\n") and, with name (not NULL), that function's call opened too
+ * ("<｜DSML｜invoke name=\"NAME\">\n"). It ends where V3.2's tokenizer ends a token in the
+ * whole block (test_chat checks it), so the model continues as if it had written it: a server
+ * puts it after the prompt (tool_choice "required" or a named function). name must be a plain
+ * tool name (no quote). Returns malloc'ed text, NULL when out of memory.
+ */
+char *mt_chat_forced_call_text(const char *name);
+
 #endif /* MT_CHAT_H */

@@ -25,6 +25,7 @@
 
 #include <jansson.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -282,4 +283,19 @@ mt_chat_parse_tool_calls(const char *text, size_t len, struct mt_chat_parsed_cal
     }
     out->content_len = (size_t)(start - text);
     return MT_OK;
+}
+
+char *
+mt_chat_forced_call_text(const char *name)
+{
+    static const char block[] = "\n\n<" DSML "function_calls>\n";
+    static const char invoke[] = "<" DSML "invoke name=\"";
+    size_t n = strlen(block) + (name != NULL ? strlen(invoke) + strlen(name) + 3 : 0);
+    char *text = malloc(n + 1);
+
+    if (text != NULL) {
+        snprintf(text, n + 1, "%s%s%s%s", block, name != NULL ? invoke : "",
+                 name != NULL ? name : "", name != NULL ? "\">\n" : "");
+    }
+    return text;
 }
