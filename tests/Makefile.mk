@@ -67,6 +67,8 @@ check_PROGRAMS += tests/test_serve_deadline
 tests_test_serve_deadline_LDADD = $(MT_SERVE_LIBS) $(MT_TEST_LIBS)
 tests_test_sampler_SOURCES = tests/test_sampler.c tests/sampler_ref.h
 tests_test_sampler_LDADD = $(MT_TEST_LIBS)
+check_PROGRAMS += tests/test_logprob
+tests_test_logprob_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_trace
 tests_test_trace_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_planner
@@ -77,8 +79,10 @@ TESTS += $(check_PROGRAMS)
 TESTS += tests/test_inspect.sh
 TESTS += tests/test_run.sh tests/test_gpu_run.sh
 TESTS += tests/test_chat_cli.sh
-TESTS += tests/test_serve.sh tests/test_serve_clients.sh tests/test_serve_tools.sh
+TESTS += tests/test_serve.sh tests/test_serve_clients.sh tests/test_serve_tools.sh \
+	tests/test_serve_logprobs.sh
 EXTRA_DIST += tests/test_serve.sh tests/test_serve_clients.sh tests/test_serve_tools.sh \
+	tests/test_serve_logprobs.sh \
 	tests/serve/lib_serve.sh \
 	tests/serve/package.json tests/serve/package-lock.json tests/serve/client.mjs \
 	tests/serve/page.py tests/serve/half_close.c tests/serve/idle_gets.c

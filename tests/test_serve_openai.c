@@ -121,7 +121,7 @@ main(void)
             "a reply is a chat.completion with usage (%s)", js ? js : "NULL");
         json_decref(v);
         free(js);
-        char *ev = mt_serve_chunk_event(&r, &o, "yo", 2, true, false, NULL);
+        char *ev = mt_serve_chunk_event(&r, &o, "yo", 2, true, false, NULL, NULL);
         tap_ok(ev != NULL && strncmp(ev, "data: {", 7) == 0 &&
                    strstr(ev, "\"reasoning_content\":\"yo\"") != NULL &&
                    strcmp(ev + strlen(ev) - 2, "\n\n") == 0,
@@ -266,7 +266,47 @@ main(void)
     refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"best_of\": 3}", 400,
             "best_of", "best_of = 3");
     refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"top_logprobs\": 2}",
-            400, "top_logprobs", "top_logprobs = 2");
+            400, "top_logprobs", "top_logprobs = 2 without logprobs");
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"logprobs\": 1}",
+            400, "logprobs", "a chat's logprobs that is not a boolean");
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"logprobs\": true, "
+            "\"top_logprobs\": 21}",
+            400, "top_logprobs", "top_logprobs = 21");
+    {
+        static const struct {
+            enum mt_serve_api api;
+            const char *body;
+            int want;
+        } lp[] = {
+            {MT_SERVE_API_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}]}", -1},
+            {MT_SERVE_API_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], "
+                                "\"logprobs\": false, \"top_logprobs\": 0}", -1},
+            {MT_SERVE_API_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], "
+                                "\"logprobs\": true}", 0},
+            {MT_SERVE_API_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], "
+                                "\"logprobs\": true, \"top_logprobs\": 20}", 20},
+            {MT_SERVE_API_COMPLETION, "{\"prompt\": \"p\"}", -1},
+            {MT_SERVE_API_COMPLETION, "{\"prompt\": \"p\", \"logprobs\": null}", -1},
+            {MT_SERVE_API_COMPLETION, "{\"prompt\": \"p\", \"logprobs\": 0}", 0},
+            {MT_SERVE_API_COMPLETION, "{\"prompt\": \"p\", \"logprobs\": 5}", 5},
+            {MT_SERVE_API_COMPLETION, "{\"prompt\": \"p\", \"logprobs\": 6}", -2},
+            {MT_SERVE_API_COMPLETION, "{\"prompt\": \"p\", \"logprobs\": true}", -2},
+            {MT_SERVE_API_COMPLETION, "{\"prompt\": \"p\", \"logprobs\": 1, \"top_logprobs\": 1}",
+             -2},
+        };
+        for (size_t i = 0; i < sizeof(lp) / sizeof(lp[0]); i++) {
+            st = parse(lp[i].api, lp[i].body, &r, &e);
+            if (lp[i].want == -2) {
+                tap_ok(st != MT_OK && e.http == 400, "refused: %s (%s)", lp[i].body, e.message);
+                continue;
+            }
+            tap_ok(st == MT_OK && r.logprobs == lp[i].want, "%s: logprobs %d (%s)", lp[i].body,
+                   st == MT_OK ? r.logprobs : -9, e.message);
+            if (st == MT_OK) {
+                mt_serve_request_fini(&r);
+            }
+        }
+    }
     refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], "
             "\"presence_penalty\": 1.5}",
             400, "presence_penalty", "presence_penalty = 1.5");

@@ -10,15 +10,21 @@
 json_t *
 mt_json_text(const char *s)
 {
-    size_t n = strlen(s);
+    return mt_json_text_bytes(s, strlen(s), "?");
+}
+
+json_t *
+mt_json_text_bytes(const char *s, size_t n, const char *bad)
+{
     size_t o = 0;
-    json_t *j = json_string(s);
+    size_t nb = strlen(bad);
+    json_t *j = json_stringn(s, n);
     char *buf;
 
     if (j != NULL) {
         return j;
     }
-    buf = malloc(n + 1);
+    buf = malloc(n * (nb > 1 ? nb : 1) + 1);
     if (buf == NULL) {
         return NULL;
     }
@@ -34,12 +40,13 @@ mt_json_text(const char *s)
             i += len;
             json_decref(one);
         } else {
-            buf[o++] = '?';
+            memcpy(buf + o, bad, nb);
+            o += nb;
             i++;
         }
     }
     buf[o] = '\0';
-    j = json_string(buf);
+    j = json_stringn(buf, o);
     free(buf);
     return j;
 }

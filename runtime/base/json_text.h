@@ -13,7 +13,13 @@
 
 #include <jansson.h>
 
+#include <stddef.h>
+
 /* s as a new JSON string, bytes that begin no whole UTF-8 character as '?'; NULL: no memory. */
 json_t *mt_json_text(const char *s);
+
+/* n bytes of s (NUL bytes kept: JSON writes them as \u0000), each byte that begins no whole
+ * character written as the text bad ("?", or "\xEF\xBF\xBD" for U+FFFD as a decoder shows it). */
+json_t *mt_json_text_bytes(const char *s, size_t n, const char *bad);
 
 #endif /* MT_JSON_TEXT_H */

@@ -22,6 +22,7 @@ struct mt_session {
     size_t n_hist;
     size_t cap_hist;
     float *logits;              /* owned, [vocab]: the next token's logits */
+    bool logits_fresh;          /* ... hold the step's (not stale behind a greedy pick) */
 };
 
 const char *
@@ -193,6 +194,12 @@ is_stop(const struct mt_session *s, const struct mt_gen_opts *o, int32_t id)
     return false;
 }
 
+const float *
+mt_session_logits(const struct mt_session *s)
+{
+    return s->logits_fresh ? s->logits : NULL;
+}
+
 mt_status_t
 mt_session_generate(struct mt_session *s, const int32_t *prompt, size_t n_prompt,
                     const struct mt_gen_opts *opts, mt_session_token_fn on_token, void *ctx,
@@ -225,7 +232,7 @@ mt_session_generate(struct mt_session *s, const int32_t *prompt, size_t n_prompt
      * A greedy sampler takes the argmax: after the prompt each step asks the engine for that id
      * instead of the logits (the GPU engine finds it on the device), the same id either way.
      */
-    bool greedy = mt_sampler_is_greedy(s->sampler);
+    bool greedy = mt_sampler_is_greedy(s->sampler) && !opts->want_logits;
     bool have_next = false; /* next holds the engine's greedy pick */
     int32_t next = 0;
     while (res->n_generated < opts->max_new) {
@@ -237,6 +244,7 @@ mt_session_generate(struct mt_session *s, const int32_t *prompt, size_t n_prompt
             break;
         }
         res->n_generated++;
+        s->logits_fresh = !have_next;
         bool go_on = on_token == NULL || on_token(ctx, next);
         if (!go_on) {
             res->stop = MT_STOP_CALLER;

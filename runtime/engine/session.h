@@ -43,6 +43,9 @@ struct mt_gen_opts {
      * The whole prompt is then run (no prefix reuse).
      */
     float *prompt_logits_out;
+    /* Logits at every step, for mt_session_logits (a greedy session otherwise takes the
+     * engine's pick and skips them). */
+    bool want_logits;
 };
 
 /* Defaults: max_new 32, no extra stop ids, stop at EOS, no prompt logits. */
@@ -94,6 +97,13 @@ mt_status_t mt_session_generate(struct mt_session *session, const int32_t *promp
                                 size_t n_prompt, const struct mt_gen_opts *opts,
                                 mt_session_token_fn on_token, void *ctx,
                                 struct mt_gen_result *result_out);
+
+/*
+ * Inside the token callback: the logits[vocab] the id was picked from (the model's, before the
+ * sampler's temperature and filters). NULL where a greedy step took the engine's pick instead
+ * (always available with want_logits).
+ */
+const float *mt_session_logits(const struct mt_session *session);
 
 /* The ids the engine's cache holds now, in order (valid until the next call). */
 const int32_t *mt_session_history(const struct mt_session *session, size_t *n_out);

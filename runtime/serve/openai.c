@@ -8,6 +8,8 @@
 #include "runtime/serve/openai.h"
 
 #include "runtime/base/json_kind.h"
+#include "runtime/base/json_text.h"
+#include "runtime/text/tokenizer.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -437,6 +439,38 @@ parse_tools_(struct mt_serve_request *r, json_t *tools, struct mt_serve_error *e
     return true;
 }
 
+/*
+ * logprobs. Chat: "logprobs": true, and "top_logprobs": how many of the most likely tokens to
+ * list at each place (0 to 20; it needs logprobs). Completion: "logprobs" is that count itself
+ * (0 to 5, OpenAI's bounds). Null, false or absent: none.
+ */
+static bool
+parse_logprobs_(struct mt_serve_request *r, json_t *root, struct mt_serve_error *e)
+{
+    bool on = false;
+    long long v;
+    bool have;
+
+    r->logprobs = -1;
+    if (r->api == MT_SERVE_API_COMPLETION) {
+        if (!get_int_(root, "logprobs", 0, 5, &v, &have, e)) {
+            return false;
+        }
+        r->logprobs = have ? (int)v : -1;
+        return true;
+    }
+    if (!get_bool_(root, "logprobs", &on, e) ||
+        !get_int_(root, "top_logprobs", 0, MT_LOGPROB_MAX_TOP, &v, &have, e)) {
+        return false;
+    }
+    if (have && v > 0 && !on) {
+        BAD(e, "top_logprobs", "'top_logprobs' needs 'logprobs': true");
+        return false;
+    }
+    r->logprobs = on ? (have ? (int)v : 0) : -1;
+    return true;
+}
+
 /* A tool name that can be written into a forced call: OpenAI's rule for names, [A-Za-z0-9_-]
  * and 1 to 64 of them (so no quote or marker reaches the model's text). */
 static bool
@@ -687,15 +721,13 @@ parse_sampling_(struct mt_serve_request *r, json_t *root, const struct mt_serve_
         snprintf(e->message, sizeof(e->message), "'n' must be 1: one choice per request");
         return false;
     }
-    json_t *lp = field_(root, "logprobs");
-    if (lp != NULL && !json_is_false(lp)) {
-        BAD(e, "logprobs", "'logprobs' is not supported");
+    if (!parse_logprobs_(r, root, e)) {
         return false;
     }
     /* OpenAI fields this server cannot honour: their defaults pass (clients send them), any
      * other value is refused rather than silently ignored */
     if (!get_int_(root, "best_of", 1, 1, &v, &have, e) ||
-        !get_int_(root, "top_logprobs", 0, 0, &v, &have, e) ||
+        (r->api == MT_SERVE_API_COMPLETION && !get_int_(root, "top_logprobs", 0, 0, &v, &have, e)) ||
         !get_real_(root, "presence_penalty", 0, 0, &x, &have, e) ||
         !get_real_(root, "frequency_penalty", 0, 0, &x, &have, e)) {
         snprintf(e->message, sizeof(e->message), "'%s' is not supported (only its default)",
@@ -715,7 +747,7 @@ mt_serve_request_parse(enum mt_serve_api api, const char *body, size_t len, cons
                        const struct mt_serve_limits *lim, const struct mt_sampler_opts *defaults,
                        struct mt_serve_request *req_out, struct mt_serve_error *e)
 {
-    struct mt_serve_request r = {.api = api, .sampler = *defaults};
+    struct mt_serve_request r = {.api = api, .sampler = *defaults, .logprobs = -1};
     json_error_t jerr;
     json_t *v;
 
@@ -856,6 +888,97 @@ is_chat_(const struct mt_serve_request *req)
     return req->api == MT_SERVE_API_CHAT;
 }
 
+/* A log-probability as JSON: -inf (an impossible token) as -9999.0, as OpenAI writes it. */
+static json_t *
+logprob_(float lp)
+{
+    return json_real(lp == lp && lp > -9999.0f ? (double)lp : -9999.0);
+}
+
+/* One token's text (U+FFFD for each byte of no whole character) and, for chat, its bytes. */
+static json_t *
+token_text_(const struct mt_tokenizer *tok, int32_t id, json_t **bytes_out)
+{
+    size_t n = 0;
+    const char *b = mt_tokenizer_token_bytes(tok, id, &n);
+
+    if (b == NULL) { /* an id of no token (a padding row of the embedding): no text */
+        b = "";
+        n = 0;
+    }
+    if (bytes_out != NULL) {
+        *bytes_out = json_array();
+        for (size_t i = 0; *bytes_out != NULL && i < n; i++) {
+            json_array_append_new(*bytes_out, json_integer((unsigned char)b[i]));
+        }
+    }
+    return mt_json_text_bytes(b, n, "\xEF\xBF\xBD");
+}
+
+/* {"token", "logprob", "bytes"} of a chat entry (top_logprobs added by the caller). */
+static json_t *
+chat_token_(const struct mt_tokenizer *tok, int32_t id, float lp)
+{
+    json_t *bytes = NULL;
+    json_t *text = token_text_(tok, id, &bytes);
+
+    return json_pack("{s:o,s:o,s:o}", "token", text, "logprob", logprob_(lp), "bytes", bytes);
+}
+
+/*
+ * The logprobs of a choice: chat {"content": [entries], "refusal": null}; completion {"tokens",
+ * "token_logprobs", "top_logprobs" (one object a token: text -> log-probability), "text_offset"}.
+ * null when lp is NULL or holds no token (a chunk that brings none).
+ */
+static json_t *
+logprobs_json_(const struct mt_serve_request *req, const struct mt_serve_logprobs *lp,
+               bool empty_ok)
+{
+    if (lp == NULL || lp->tok == NULL || (lp->n == 0 && !empty_ok)) {
+        return json_null();
+    }
+    if (is_chat_(req)) {
+        json_t *content = json_array();
+        for (size_t i = 0; content != NULL && i < lp->n; i++) {
+            const struct mt_logprob *t = &lp->v[i];
+            json_t *e = chat_token_(lp->tok, t->id, t->logprob);
+            json_t *top = json_array();
+            for (int k = 0; top != NULL && k < t->n_top; k++) {
+                json_array_append_new(top, chat_token_(lp->tok, t->top_id[k], t->top_logprob[k]));
+            }
+            if (e == NULL || top == NULL || json_object_set_new(e, "top_logprobs", top) != 0 ||
+                json_array_append_new(content, e) != 0) {
+                json_decref(content);
+                return NULL;
+            }
+        }
+        return json_pack("{s:o,s:n}", "content", content, "refusal");
+    }
+    json_t *tokens = json_array(), *lps = json_array(), *tops = json_array();
+    json_t *offsets = json_array();
+    size_t at = lp->text_offset;
+    for (size_t i = 0; i < lp->n && tokens && lps && tops && offsets; i++) {
+        const struct mt_logprob *t = &lp->v[i];
+        size_t len = 0;
+        json_t *top = json_object();
+        mt_tokenizer_token_bytes(lp->tok, t->id, &len);
+        json_array_append_new(tokens, token_text_(lp->tok, t->id, NULL));
+        json_array_append_new(lps, logprob_(t->logprob));
+        json_array_append_new(offsets, json_integer((json_int_t)at));
+        for (int k = 0; top != NULL && k < t->n_top; k++) {
+            json_t *text = token_text_(lp->tok, t->top_id[k], NULL);
+            if (text != NULL) {
+                json_object_set_new(top, json_string_value(text), logprob_(t->top_logprob[k]));
+            }
+            json_decref(text);
+        }
+        json_array_append_new(tops, top);
+        at += len;
+    }
+    return json_pack("{s:o,s:o,s:o,s:o}", "tokens", tokens, "token_logprobs", lps,
+                     "top_logprobs", tops, "text_offset", offsets);
+}
+
 /*
  * OpenAI's tool_calls array: {"id", "type": "function", "function": {"name", "arguments"}} a call,
  * with "index" in a stream's delta. The id is the request's and the call's number: a client
@@ -902,12 +1025,12 @@ mt_serve_reply_json(const struct mt_serve_request *req, const struct mt_serve_or
             json_object_set_new(msg, "tool_calls",
                                 tool_calls_(o, r->tool_calls, r->n_tool_calls, false));
         }
-        choice = json_pack("{s:i,s:o,s:n,s:s}", "index", 0, "message", msg, "logprobs",
-                           "finish_reason", r->finish);
+        choice = json_pack("{s:i,s:o,s:o,s:s}", "index", 0, "message", msg, "logprobs",
+                           logprobs_json_(req, &r->logprobs, true), "finish_reason", r->finish);
     } else {
-        choice = json_pack("{s:i,s:o,s:n,s:s}", "index", 0, "text",
-                           str_(r->content, r->content_len), "logprobs", "finish_reason",
-                           r->finish);
+        choice = json_pack("{s:i,s:o,s:o,s:s}", "index", 0, "text",
+                           str_(r->content, r->content_len), "logprobs",
+                           logprobs_json_(req, &r->logprobs, true), "finish_reason", r->finish);
     }
     if (choice != NULL && req->return_token_ids) {
         json_object_set_new(choice, "token_ids", ids_(r->ids, r->n_ids));
@@ -924,7 +1047,8 @@ mt_serve_reply_json(const struct mt_serve_request *req, const struct mt_serve_or
 
 char *
 mt_serve_chunk_event(const struct mt_serve_request *req, const struct mt_serve_origin *o,
-                     const char *text, size_t len, bool reasoning, bool role, const char *finish)
+                     const char *text, size_t len, bool reasoning, bool role,
+                     const struct mt_serve_logprobs *lp, const char *finish)
 {
     json_t *choice;
 
@@ -937,11 +1061,13 @@ mt_serve_chunk_event(const struct mt_serve_request *req, const struct mt_serve_o
             json_object_set_new(delta, reasoning ? "reasoning_content" : "content",
                                 str_(text, len));
         }
-        choice = json_pack("{s:i,s:o,s:n,s:o}", "index", 0, "delta", delta, "logprobs",
-                           "finish_reason", finish != NULL ? json_string(finish) : json_null());
+        choice = json_pack("{s:i,s:o,s:o,s:o}", "index", 0, "delta", delta, "logprobs",
+                           logprobs_json_(req, lp, false), "finish_reason",
+                           finish != NULL ? json_string(finish) : json_null());
     } else {
-        choice = json_pack("{s:i,s:o,s:n,s:o}", "index", 0, "text", str_(text, len), "logprobs",
-                           "finish_reason", finish != NULL ? json_string(finish) : json_null());
+        choice = json_pack("{s:i,s:o,s:o,s:o}", "index", 0, "text", str_(text, len), "logprobs",
+                           logprobs_json_(req, lp, false), "finish_reason",
+                           finish != NULL ? json_string(finish) : json_null());
     }
     return event_(json_pack("{s:s,s:s,s:I,s:s,s:[o]}", "id", o->id, "object",
                             is_chat_(req) ? "chat.completion.chunk" : "text_completion",

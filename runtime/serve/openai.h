@@ -11,17 +11,18 @@
  *
  * Mapped fields. Chat (/v1/chat/completions): model, messages (roles system, user, assistant,
  * tool; content as a string or an array of text parts; an assistant's reasoning_content and
- * tool_calls), tools and tool_choice ("auto", or "none": the tools are not told), thinking mode
+ * tool_calls), tools and tool_choice ("auto"; "none": the tools are not told; "required" or a
+ * named function: the server opens the call for the model), logprobs and top_logprobs, thinking mode
  * (chat_template_kwargs.thinking or .enable_thinking, or thinking.type "enabled" / "disabled", as
  * vLLM, SGLang and DeepSeek's API spell it), temperature, top_p, top_k, seed, max_tokens (or
  * max_completion_tokens), stop (a string or up to 4), n (1 only), stream,
  * stream_options.include_usage, and our return_token_ids (the prompt and reply ids in the
  * response, to compare with `moetier run`). Completions (/v1/completions): prompt (a string or an
- * array of one string) instead of messages; the prompt is encoded as `moetier run -p` does (BOS,
- * special tokens recognized). Unknown fields are ignored, as OpenAI's server does; fields we
- * cannot honour are refused unless they hold their defaults (logprobs, top_logprobs, n and best_of
- * > 1, presence and frequency penalties, logit_bias, a response_format other than text,
- * tool_choice "required" or a named tool, a completion's suffix). Message text (content,
+ * array of one string) instead of messages, and logprobs as a count; the prompt is encoded as
+ * `moetier run -p` does (BOS, special tokens recognized). Unknown fields are ignored, as OpenAI's
+ * server does; fields we cannot honour are refused unless they hold their defaults (n and best_of
+ * > 1, echo, presence and frequency penalties, logit_bias, a response_format other than text, a
+ * completion's suffix). Message text (content,
  * reasoning_content) and the prompt may hold NUL bytes ("\u0000": a model's reply can, and the
  * client sends it back); other strings may not.
  */
@@ -30,12 +31,15 @@
 
 #include "runtime/base/status.h"
 #include "runtime/text/chat.h"
+#include "runtime/text/logprob.h"
 #include "runtime/text/sampler.h"
 
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+struct mt_tokenizer;
 
 #define MT_SERVE_MAX_STOP 4 /* OpenAI's limit on stop strings */
 
@@ -89,6 +93,9 @@ struct mt_serve_request {
     bool include_usage;                     /* stream: a last chunk with the usage */
     bool return_token_ids;                  /* prompt_token_ids and token_ids in the answer */
     bool ignore_eos;                        /* generate past end-of-text (as vLLM's ignore_eos) */
+    int logprobs;                           /* -1: none; else each answer token's log-probability
+                                               with this many most likely tokens (chat:
+                                               top_logprobs; completion: logprobs) */
     long max_tokens;                        /* tokens to generate at most */
     struct mt_sampler_opts sampler;         /* temperature, top_p, top_k, seed */
     bool seeded;                            /* seed given (else the server picks one) */
@@ -119,6 +126,21 @@ struct mt_serve_origin {
     const char *model;
 };
 
+/*
+ * Log-probabilities of some of a reply's tokens (in order), with the tokenizer for their text.
+ * Chat gives each as {"token", "logprob", "bytes", "top_logprobs"} under logprobs.content; a
+ * completion as the lists tokens, token_logprobs, top_logprobs and text_offset (bytes: v[0]'s
+ * text begins text_offset bytes into the answer). A log-probability of -inf is written -9999.0,
+ * as OpenAI does (JSON has no infinity); in a token's text each byte that is no whole UTF-8
+ * character shows as U+FFFD (chat's bytes are exact).
+ */
+struct mt_serve_logprobs {
+    const struct mt_tokenizer *tok;
+    const struct mt_logprob *v;
+    size_t n;
+    size_t text_offset;
+};
+
 /* A finished reply, for a non-streamed response. */
 struct mt_serve_reply {
     const char *content; /* the answer (the completion's text), valid UTF-8 */
@@ -136,6 +158,7 @@ struct mt_serve_reply {
     size_t n_prompt_ids;
     const int32_t *ids;
     size_t n_ids;
+    struct mt_serve_logprobs logprobs; /* the answer's tokens (tok NULL: not asked for) */
 };
 
 /* The chat.completion or text_completion object of a reply (malloc'ed JSON text). */
@@ -145,12 +168,13 @@ char *mt_serve_reply_json(const struct mt_serve_request *req, const struct mt_se
 /*
  * One streamed chunk as a whole server-sent event ("data: {...}\n\n", malloc'ed): text (len
  * bytes, may be 0) as the answer or, with reasoning, as reasoning_content; role adds the
- * assistant role (the first chunk of a chat stream); finish (NULL while going on) ends the
- * choice. Chat chunks are chat.completion.chunk objects, completion chunks text_completion.
+ * assistant role (the first chunk of a chat stream); lp (NULL or none: null) the log-probabilities
+ * of the tokens the chunk brings; finish (NULL while going on) ends the choice. Chat chunks are
+ * chat.completion.chunk objects, completion chunks text_completion.
  */
 char *mt_serve_chunk_event(const struct mt_serve_request *req, const struct mt_serve_origin *o,
                            const char *text, size_t len, bool reasoning, bool role,
-                           const char *finish);
+                           const struct mt_serve_logprobs *lp, const char *finish);
 
 /*
  * A chat stream's tool calls, all in one chunk: delta.tool_calls[i] with its index, id, type and

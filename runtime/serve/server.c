@@ -32,6 +32,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,6 +126,14 @@ struct job {
     bool stop_at_think;          /* the forced call follows the reasoning: stop at </think> */
     bool think_ended;            /* ... and it came */
     struct mt_chat_parsed_calls calls; /* the tool calls that ended the answer */
+    /* logprobs: each answer token's, and where its text ends in content (a stream sends it
+     * with the chunk that holds that text) */
+    struct mt_logprob *lps;
+    size_t *lp_end;
+    size_t n_lps;
+    size_t cap_lps;
+    size_t lp_sent;              /* lps[0..lp_sent) went out in chunks */
+    size_t lp_sent_bytes;        /* ... their tokens' bytes: a completion's text_offset */
     int32_t *ids;                /* generated ids (return_token_ids) */
     long n_sampled;              /* ids generated so far */
     size_t n_ids;
@@ -459,6 +468,8 @@ job_free(struct job *j)
     free(j->ids);
     free(j->forced);
     free(j->forced_ids);
+    free(j->lps);
+    free(j->lp_end);
     mt_chat_parsed_calls_fini(&j->calls);
     free(j);
 }
@@ -544,14 +555,83 @@ job_origin(const struct job *j)
     return o;
 }
 
-/* Stream text of the answer or the reasoning, when the request streams. */
+/* Bytes of token id's text (0 for an id of no token). */
+static size_t
+token_len(const struct mt_tokenizer *tok, int32_t id)
+{
+    size_t n = 0;
+    return mt_tokenizer_token_bytes(tok, id, &n) != NULL ? n : 0;
+}
+
+/*
+ * logprobs: the answer tokens' not yet streamed whose text ends by content offset upto
+ * (SIZE_MAX: all), into *lp and marked sent. NULL when the request did not ask for them.
+ */
+static const struct mt_serve_logprobs *
+job_take_logprobs(struct job *j, size_t upto, struct mt_serve_logprobs *lp)
+{
+    size_t to = j->lp_sent;
+
+    if (j->req.logprobs < 0) {
+        return NULL;
+    }
+    while (to < j->n_lps && j->lp_end[to] <= upto) {
+        to++;
+    }
+    *lp = (struct mt_serve_logprobs){j->serve->tok, j->lps + j->lp_sent, to - j->lp_sent,
+                                     j->lp_sent_bytes};
+    for (; j->lp_sent < to; j->lp_sent++) {
+        j->lp_sent_bytes += token_len(j->serve->tok, j->lps[j->lp_sent].id);
+    }
+    return lp;
+}
+
+/*
+ * Stream text of the answer or the reasoning, when the request streams. Answer text lies in
+ * j->content; its chunk carries the log-probabilities of the tokens it completes.
+ */
 static void
 job_emit(struct job *j, const char *text, size_t len, bool reasoning)
 {
     if (j->req.stream && len > 0) {
         struct mt_serve_origin o = job_origin(j);
-        job_send(j, mt_serve_chunk_event(&j->req, &o, text, len, reasoning, false, NULL));
+        struct mt_serve_logprobs lp;
+        const struct mt_serve_logprobs *lpp =
+            reasoning ? NULL : job_take_logprobs(j, (size_t)(text - j->content.p) + len, &lp);
+        job_send(j, mt_serve_chunk_event(&j->req, &o, text, len, reasoning, false, lpp, NULL));
     }
+}
+
+/*
+ * logprobs: the log-probability of answer token id (and the most likely ones at its place) from
+ * the logits it was picked from; its text ends at content offset end. False when out of memory.
+ */
+static bool
+job_add_logprob(struct job *j, int32_t id, size_t end)
+{
+    struct mt_serve *s = j->serve;
+    const float *logits = mt_session_logits(s->session);
+
+    if (j->n_lps == j->cap_lps) {
+        size_t cap = j->cap_lps ? 2 * j->cap_lps : 64;
+        struct mt_logprob *v = realloc(j->lps, cap * sizeof(*v));
+        if (v != NULL) {
+            j->lps = v;
+        }
+        size_t *e = v != NULL ? realloc(j->lp_end, cap * sizeof(*e)) : NULL;
+        if (e == NULL) {
+            return false;
+        }
+        j->lp_end = e;
+        j->cap_lps = cap;
+    }
+    /* the session keeps every step's logits (want_logits), so they are there */
+    if (logits == NULL || mt_logprob_step(logits, mt_engine_vocab(s->engine), id,
+                                          j->req.logprobs, &j->lps[j->n_lps]) != MT_OK) {
+        return false;
+    }
+    j->lp_end[j->n_lps++] = end;
+    return true;
 }
 
 /*
@@ -629,13 +709,19 @@ on_token(void *ctx, int32_t id)
             j->think_ended = true;
             go_on = false;
         }
-    } else if (mt_tokenizer_token_bytes(s->tok, id, &tl) != NULL &&
-               mt_detok_push(&j->detok, id, &text, &len) == MT_OK && len > 0) {
-        /* ids that are no token (padding rows of the embedding) add no text */
-        if (j->in_reasoning) {
+    } else {
+        /* ids that are no token (padding rows of the embedding) add no text; nor, yet, one that
+         * ends inside a character */
+        bool has_text = mt_tokenizer_token_bytes(s->tok, id, &tl) != NULL &&
+                        mt_detok_push(&j->detok, id, &text, &len) == MT_OK && len > 0;
+        if (!j->in_reasoning && j->req.logprobs >= 0 &&
+            !job_add_logprob(j, id, j->content.n + (has_text ? len : 0))) {
+            return false;
+        }
+        if (has_text && j->in_reasoning) {
             bytes_put(&j->reasoning, text, len);
             job_emit(j, text, len, true);
-        } else {
+        } else if (has_text) {
             go_on = job_add_content(j, text, len);
         }
     }
@@ -829,7 +915,7 @@ job_run(struct mt_serve *s, struct job *j)
     pthread_mutex_unlock(&s->lock);
     if (j->req.stream) {
         job_send(j, mt_serve_chunk_event(&j->req, &o, "", 0, false,
-                                         j->req.api == MT_SERVE_API_CHAT, NULL));
+                                         j->req.api == MT_SERVE_API_CHAT, NULL, NULL));
     }
 
     mt_gen_opts_default(&go);
@@ -837,6 +923,7 @@ job_run(struct mt_serve *s, struct job *j)
     go.stop_ids = s->stop_ids;
     go.n_stop_ids = j->req.ignore_eos ? 0 : s->n_stop_ids;
     go.ignore_eos = j->req.ignore_eos;
+    go.want_logits = j->req.logprobs >= 0;
     st = mt_session_generate(s->session, prompt, n_prompt, &go, on_token, j, &res);
     if (st == MT_OK && j->think_ended) {
         st = job_generate_forced(j, &go, &res);
@@ -856,6 +943,9 @@ job_run(struct mt_serve *s, struct job *j)
     /* the forced call's start, fed to the model, begins its answer */
     if (j->forced_fed && !bytes_prepend(&j->content, j->forced, strlen(j->forced))) {
         st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the answer");
+    }
+    for (size_t i = 0; j->forced_fed && i < j->n_lps; i++) {
+        j->lp_end[i] += strlen(j->forced); /* the tokens' text moved with it */
     }
     /* the tool calls that end the answer; a block that does not parse is sent as text */
     bool calls = false;
@@ -906,6 +996,7 @@ job_run(struct mt_serve *s, struct job *j)
         .n_prompt_ids = n_prompt,
         .ids = j->ids,
         .n_ids = j->n_ids,
+        .logprobs = {j->req.logprobs >= 0 ? s->tok : NULL, j->lps, j->n_lps, 0},
     };
     if (st != MT_OK) {
         mt_serve_error_set(&j->err, 500, "server_error", NULL, NULL, "generation failed: %s",
@@ -918,7 +1009,9 @@ job_run(struct mt_serve *s, struct job *j)
             if (calls) {
                 job_send(j, mt_serve_tool_calls_event(&j->req, &o, j->calls.calls, j->calls.n));
             }
-            job_send(j, mt_serve_chunk_event(&j->req, &o, "", 0, false, false, reply.finish));
+            struct mt_serve_logprobs lp;
+            job_send(j, mt_serve_chunk_event(&j->req, &o, "", 0, false, false,
+                                             job_take_logprobs(j, SIZE_MAX, &lp), reply.finish));
             if (j->req.include_usage) {
                 job_send(j, mt_serve_usage_event(&j->req, &o, &reply));
             }

@@ -1,6 +1,7 @@
-# runtime/text/: tokenizer, V3.2 chat encoding, sampler.
+# runtime/text/: tokenizer, V3.2 chat encoding, sampler, log-probabilities.
 runtime_libmtruntime_a_SOURCES += \
 	runtime/text/tokenizer.c runtime/text/tokenizer.h \
 	runtime/text/chat.c runtime/text/chat.h \
 	runtime/text/chat_parse.c \
+	runtime/text/logprob.c runtime/text/logprob.h \
 	runtime/text/sampler.c runtime/text/sampler.h

@@ -14,7 +14,7 @@
  * serve_request.
  *
  * fuzz-sources: runtime/serve/openai.c runtime/serve/guard.c runtime/text/chat.c
- * fuzz-sources: runtime/text/chat_parse.c
+ * fuzz-sources: runtime/text/chat_parse.c runtime/text/logprob.c runtime/base/json_text.c
  * fuzz-sources: runtime/text/tokenizer.c runtime/text/sampler.c runtime/base/status.c
  * fuzz-sources: runtime/base/json_num.c runtime/base/json_kind.c runtime/base/rng.c
  * fuzz-sources: runtime/base/file_util.c

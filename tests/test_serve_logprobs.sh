@@ -1,0 +1,116 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# test_serve_logprobs.sh - `moetier serve`'s logprobs (chat: logprobs + top_logprobs; completion:
+# logprobs N) against the model itself: each answer token's log-probability and the most likely
+# ones beside it equal the log-softmax of the logits `moetier run --dump-logits` writes at that
+# position (also when sampling at another temperature: they are the model's, not the sampler's);
+# a stream's chunks carry the same entries as the whole reply; reasoning tokens have none; bad
+# values are refused.
+. "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
+. "$MT_SRCDIR/tests/serve/lib_serve.sh"
+need curl "the HTTP client of this test; apt-get install curl"
+need jq "JSON in shell tests; apt-get install jq"
+
+make_tmp serve-logprobs
+make_model
+start_server "$tmp/a.log"
+
+post() { # post PATH BODY: the reply in $tmp/body, the status in $code
+    code=$(curl -s --max-time 60 -o "$tmp/body" -w '%{http_code}' "$url$1" \
+        -H "Content-Type: application/json" -d "$2")
+}
+# model_logprobs IDS N: the log-softmax rows of the last N positions of `moetier run` over IDS
+# (the distributions the next N tokens were drawn from), one JSON array of rows
+model_logprobs() {
+    "$bin" run -m "$model" --threads 1 --prompt-ids "$1" -n 0 --dump-logits "$tmp/l.bin" \
+        >/dev/null 2>&1 || return 1
+    vocab=$(od -An -td4 -j 12 -N 4 "$tmp/l.bin" | tr -d ' ')
+    od -An -tf4 -v -j 16 "$tmp/l.bin" | tr -s ' ' '\n' | sed '/^$/d' |
+        jq -s -c --argjson v "$vocab" --argjson n "$2" '[range(length / $v - $n; length / $v)
+            as $r | .[$r * $v:($r + 1) * $v] | max as $m |
+            ($m + (map(. - $m | exp) | add | log)) as $l | map(. - $l)]'
+}
+# check_against FILE: FILE's logprobs (chat entries, top_logprobs kept) against the model's rows
+# for its prompt_token_ids and token_ids: each token's own log-probability, and the top ones as
+# the largest of the row, within 2e-4
+check_against() {
+    pids=$(jq -r '.prompt_token_ids | join(",")' "$1")
+    ids=$(jq -r '.choices[0].token_ids | join(",")' "$1")
+    cnt=$(jq ".choices[0].token_ids | length" "$1")
+    all=$(jq -r '(.prompt_token_ids + .choices[0].token_ids[:-1]) | join(",")' "$1")
+    model_logprobs "$all" "$cnt" >"$tmp/rows" || return 1
+    jq -e -n --slurpfile rows "$tmp/rows" --slurpfile r "$1" '
+        $r[0] as $r | $rows[0] as $rows | $r.choices[0].token_ids as $ids |
+        [$r.choices[0].logprobs.content | to_entries[] | .key as $k | .value as $e |
+         ($rows[$k] | sort | reverse) as $sorted |
+         (($e.logprob - $rows[$k][$ids[$k]]) | fabs) < 2e-4 and
+         ([$e.top_logprobs | to_entries[] |
+           ((.value.logprob - $sorted[.key]) | fabs) < 2e-4] | all)] |
+        length == ($ids | length) and all' >/dev/null
+}
+
+echo "1..10"
+
+post /v1/chat/completions '{"messages": [{"role": "user", "content": "Hello there"}],
+    "max_tokens": 6, "temperature": 0, "logprobs": true, "top_logprobs": 5,
+    "return_token_ids": true}'
+cp "$tmp/body" "$tmp/greedy"
+[ "$code" = 200 ] && jq -e '.choices[0].logprobs.content | length == 6 and
+    all(.top_logprobs | length == 5) and .[0].bytes != null' "$tmp/greedy" >/dev/null
+ok $? "chat, logprobs with top_logprobs 5: an entry for each of the 6 tokens, 5 beside each"
+check_against "$tmp/greedy"
+ok $? "greedy: each token's log-probability and its top 5 = the log-softmax of moetier run's logits"
+jq -e '[.choices[0].logprobs.content[] | .top_logprobs[0].logprob == .logprob and
+        .top_logprobs[0].bytes == .bytes] | all' "$tmp/greedy" >/dev/null
+ok $? "greedy: each token is the first of its top_logprobs"
+
+post /v1/chat/completions '{"messages": [{"role": "user", "content": "Hello there"}],
+    "max_tokens": 6, "temperature": 0.6, "seed": 11, "logprobs": true, "top_logprobs": 2,
+    "return_token_ids": true}'
+cp "$tmp/body" "$tmp/sampled"
+[ "$code" = 200 ] && check_against "$tmp/sampled"
+ok $? "sampled at temperature 0.6: the log-probabilities are still the model's (temperature 1)"
+
+# streamed: the chunks' entries, in order, are the whole reply's
+curl -sN --max-time 60 "$url/v1/chat/completions" -H "Content-Type: application/json" \
+    -d '{"messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 6,
+         "temperature": 0, "logprobs": true, "top_logprobs": 5, "stream": true}' >"$tmp/sse"
+sed -n 's/^data: //p' "$tmp/sse" | grep -v '^\[DONE\]$' >"$tmp/events"
+jq -s -c '[.[].choices[0].logprobs.content // [] | .[]]' "$tmp/events" >"$tmp/streamed"
+jq -c '.choices[0].logprobs.content' "$tmp/greedy" >"$tmp/whole"
+cmp -s "$tmp/streamed" "$tmp/whole"
+ok $? "stream: the chunks' logprobs, joined, equal the unstreamed reply's"
+
+# completions: logprobs is a count
+post /v1/completions '{"prompt": "The capital of France", "max_tokens": 5, "temperature": 0,
+    "logprobs": 2, "return_token_ids": true}'
+cp "$tmp/body" "$tmp/compl"
+pids=$(jq -r '(.prompt_token_ids + .choices[0].token_ids[:-1]) | join(",")' "$tmp/compl")
+model_logprobs "$pids" 5 >"$tmp/rows" &&
+    [ "$code" = 200 ] && jq -e -n --slurpfile rows "$tmp/rows" --slurpfile r "$tmp/compl" '
+    $r[0].choices[0] as $c | $c.logprobs as $l |
+    ($l.tokens | length) == 5 and ($l.top_logprobs | all(length <= 2)) and
+    $l.text_offset[0] == 0 and ($l.text_offset | . == sort) and
+    ([range(5) as $k | (($l.token_logprobs[$k] - $rows[0][$k][$c.token_ids[$k]]) | fabs) < 2e-4]
+     | all)' >/dev/null
+ok $? "completion, logprobs 2: tokens, token_logprobs (= the model's), top 2 each, text_offset"
+
+# thinking mode: the reasoning's tokens have no entry (a random model writes no </think>)
+post /v1/chat/completions '{"messages": [{"role": "user", "content": "think"}],
+    "max_tokens": 4, "temperature": 0, "logprobs": true,
+    "chat_template_kwargs": {"thinking": true}}'
+[ "$code" = 200 ] && jq -e '(.choices[0].message.reasoning_content | length) > 0 and
+    .choices[0].logprobs.content == []' "$tmp/body" >/dev/null
+ok $? "thinking: reasoning only, so logprobs.content is empty"
+
+post /v1/chat/completions '{"messages": [{"role": "user", "content": "q"}], "top_logprobs": 3}'
+[ "$code" = 400 ] && jq -e '.error.param == "top_logprobs"' "$tmp/body" >/dev/null
+ok $? "top_logprobs without logprobs: 400 ($(jq -r .error.message "$tmp/body"))"
+post /v1/chat/completions '{"messages": [{"role": "user", "content": "q"}], "logprobs": true,
+    "top_logprobs": 21}'
+[ "$code" = 400 ] && jq -e '.error.param == "top_logprobs"' "$tmp/body" >/dev/null
+ok $? "top_logprobs 21: 400 ($(jq -r .error.message "$tmp/body"))"
+post /v1/completions '{"prompt": "q", "logprobs": 6}'
+[ "$code" = 400 ] && jq -e '.error.param == "logprobs"' "$tmp/body" >/dev/null
+ok $? "a completion's logprobs 6: 400 ($(jq -r .error.message "$tmp/body"))"
+tap_exit
