@@ -49,7 +49,7 @@ check_against() {
         length == ($ids | length) and all' >/dev/null
 }
 
-echo "1..10"
+echo "1..15"
 
 post /v1/chat/completions '{"messages": [{"role": "user", "content": "Hello there"}],
     "max_tokens": 6, "temperature": 0, "logprobs": true, "top_logprobs": 5,
@@ -94,6 +94,51 @@ model_logprobs "$pids" 5 >"$tmp/rows" &&
     ([range(5) as $k | (($l.token_logprobs[$k] - $rows[0][$k][$c.token_ids[$k]]) | fabs) < 2e-4]
      | all)' >/dev/null
 ok $? "completion, logprobs 2: tokens, token_logprobs (= the model's), top 2 each, text_offset"
+
+# echo: the prompt (token ids here, 300 of them: three pieces of the prompt's logits) begins the
+# text, and its tokens' log-probabilities begin the lists: the first null, each next from the
+# row of the position before it
+pids=$(seq 300 | awk '{ printf "%s%d", (NR > 1 ? "," : ""), 3 + $1 % 90 }') # ASCII text
+post /v1/completions "{\"prompt\": [$pids], \"max_tokens\": 0, \"logprobs\": 1, \"echo\": true}"
+cp "$tmp/body" "$tmp/echo"
+model_logprobs "$pids" 300 >"$tmp/rows" &&
+    [ "$code" = 200 ] && jq -e -n --slurpfile rows "$tmp/rows" --slurpfile r "$tmp/echo" \
+    --argjson p "[$pids]" '$r[0].choices[0].logprobs as $l |
+    ($l.tokens | length) == 300 and $l.token_logprobs[0] == null and $l.top_logprobs[0] == null
+    and ([range(1; 300) as $k |
+          (($l.token_logprobs[$k] - $rows[0][$k - 1][$p[$k]]) | fabs) < 2e-4] | all) and
+    $r[0].usage.completion_tokens == 0 and $r[0].choices[0].finish_reason == "length"' \
+    >/dev/null &&
+    [ "$(jq -j '.choices[0].text' "$tmp/echo")" = \
+      "$(echo "$pids" | "$bin" tokenize -m "$model" --decode)" ]
+ok $? "echo, 300 prompt ids, max_tokens 0: the prompt's text and its 299 log-probabilities = \
+the model's"
+
+# echo streamed, with 3 tokens generated: the same text and lists as unstreamed
+body='{"prompt": "The capital of France", "max_tokens": 3, "temperature": 0, "logprobs": 2,
+       "echo": true'
+post /v1/completions "$body}"
+cp "$tmp/body" "$tmp/echo2"
+curl -sN --max-time 60 "$url/v1/completions" -H "Content-Type: application/json" \
+    -d "$body, \"stream\": true}" >"$tmp/sse"
+sed -n 's/^data: //p' "$tmp/sse" | grep -v '^\[DONE\]$' >"$tmp/events"
+[ "$(jq -j '.choices[0].text' "$tmp/events")" = "$(jq -j '.choices[0].text' "$tmp/echo2")" ] &&
+    [ "$(jq -s -c '[.[].choices[0].logprobs // empty | .token_logprobs[]]' "$tmp/events")" = \
+      "$(jq -c '.choices[0].logprobs.token_logprobs' "$tmp/echo2")" ] &&
+    jq -e '(.choices[0].logprobs.tokens | length) == .usage.prompt_tokens + 3 and
+           (.choices[0].text | startswith("<｜begin▁of▁sentence｜>The capital of France"))' \
+        "$tmp/echo2" >/dev/null
+ok $? "echo streamed: the same text and log-probabilities; a text prompt's BOS is in the echo"
+
+post /v1/completions '{"prompt": [5, 6, 70000], "max_tokens": 2}'
+[ "$code" = 400 ] && jq -e '.error.param == "prompt"' "$tmp/body" >/dev/null
+ok $? "prompt ids outside the vocabulary: 400 ($(jq -r .error.message "$tmp/body"))"
+post /v1/completions '{"prompt": [5, -6], "max_tokens": 2}'
+[ "$code" = 400 ] && jq -e '.error.param == "prompt"' "$tmp/body" >/dev/null
+ok $? "a negative prompt id: 400 ($(jq -r .error.message "$tmp/body"))"
+post /v1/completions '{"prompt": [[]], "max_tokens": 2}'
+[ "$code" = 400 ] && jq -e '.error.param == "prompt"' "$tmp/body" >/dev/null
+ok $? "an empty array of prompt ids: 400 ($(jq -r .error.message "$tmp/body"))"
 
 # thinking mode: the reasoning's tokens have no entry (a random model writes no </think>)
 post /v1/chat/completions '{"messages": [{"role": "user", "content": "think"}],

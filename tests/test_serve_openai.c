@@ -242,6 +242,32 @@ main(void)
     if (st == MT_OK) {
         mt_serve_request_fini(&r);
     }
+    static const char *const id_prompts[] = {"[0, 7, 2147483647]", "[[0, 7, 2147483647]]"};
+    for (int k = 0; k < 2; k++) {
+        char body[128];
+        snprintf(body, sizeof(body), "{\"prompt\": %s, \"echo\": true}", id_prompts[k]);
+        st = parse(MT_SERVE_API_COMPLETION, body, &r, &e);
+        tap_ok(st == MT_OK && r.prompt == NULL && r.n_prompt_ids == 3 && r.prompt_ids[0] == 0 &&
+                   r.prompt_ids[1] == 7 && r.prompt_ids[2] == INT32_MAX && r.echo,
+               "a completion prompt of token ids: %s, echo (%s)", id_prompts[k], e.message);
+        if (st == MT_OK) {
+            mt_serve_request_fini(&r);
+        }
+    }
+    static const char *const bad_prompts[] = {
+        "[]", "[[]]", "[1, -2]", "[1, 2147483648]", "[1, 2.5]", "[1, \"a\"]", "[\"a\", \"b\"]",
+        "[[1], [2]]", "{}", "5", "[[\"a\"]]",
+    };
+    for (size_t k = 0; k < sizeof(bad_prompts) / sizeof(bad_prompts[0]); k++) {
+        char body[128];
+        snprintf(body, sizeof(body), "{\"prompt\": %s}", bad_prompts[k]);
+        st = parse(MT_SERVE_API_COMPLETION, body, &r, &e);
+        tap_ok(st != MT_OK && e.http == 400 && strcmp(e.param, "prompt") == 0,
+               "a completion prompt %s: 400 (%s)", bad_prompts[k], e.message);
+    }
+    st = parse(MT_SERVE_API_COMPLETION, "{\"prompt\": \"p\", \"echo\": 1}", &r, &e);
+    tap_ok(st != MT_OK && e.http == 400 && strcmp(e.param, "echo") == 0,
+           "echo not a boolean: 400 (%s)", e.message);
 
     refused("{\"messages\": [", 400, "", "malformed JSON");
     refused("[1]", 400, "", "a body that is not an object");

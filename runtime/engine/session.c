@@ -141,20 +141,53 @@ hist_push(struct mt_session *s, const int32_t *ids, size_t n)
 }
 
 /*
- * Run prompt[0..n) keeping the longest cached prefix; at least the last id runs, for the logits
- * of the next token. With all_logits the whole prompt runs.
+ * The whole prompt[0..n) in pieces, each piece's logits to the caller's on_prompt_logits
+ * (*stopped when it says stop); the last row is the next token's.
  */
 static mt_status_t
-prefill(struct mt_session *s, const int32_t *prompt, size_t n, float *all_logits,
-        size_t *reused_out)
+prefill_pieces(struct mt_session *s, const int32_t *prompt, size_t n,
+               const struct mt_gen_opts *opts, void *ctx, bool *stopped)
 {
+    size_t piece = n < MT_SESSION_PROMPT_PIECE ? n : MT_SESSION_PROMPT_PIECE;
+    float *rows = malloc(piece * (size_t)s->vocab * sizeof(*rows));
+    mt_status_t st = MT_OK;
+
+    if (rows == NULL) {
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the logits of %zu prompt positions",
+                       piece);
+    }
+    for (size_t from = 0; from < n && st == MT_OK && !*stopped; from += piece) {
+        size_t m = n - from < piece ? n - from : piece;
+        st = mt_engine_forward(s->engine, prompt + from, (int)m, true, rows);
+        if (st == MT_OK) {
+            *stopped = !opts->on_prompt_logits(ctx, from, m, rows);
+            if (from + m == n) {
+                memcpy(s->logits, rows + (m - 1) * (size_t)s->vocab,
+                       (size_t)s->vocab * sizeof(float));
+            }
+        }
+    }
+    free(rows);
+    return st;
+}
+
+/*
+ * Run prompt[0..n) keeping the longest cached prefix; at least the last id runs, for the logits
+ * of the next token. With prompt_logits_out or on_prompt_logits the whole prompt runs.
+ */
+static mt_status_t
+prefill(struct mt_session *s, const int32_t *prompt, size_t n, const struct mt_gen_opts *opts,
+        void *ctx, size_t *reused_out, bool *stopped)
+{
+    float *all_logits = opts->prompt_logits_out;
+    bool whole = all_logits != NULL || opts->on_prompt_logits != NULL;
     size_t common = 0;
     mt_status_t st;
 
     if ((st = mt_engine_check_prompt(s->engine, prompt, (int)n)) != MT_OK) {
         return st;
     }
-    if (all_logits == NULL) {
+    if (!whole) {
         while (common < s->n_hist && common < n && s->hist[common] == prompt[common]) {
             common++;
         }
@@ -164,7 +197,9 @@ prefill(struct mt_session *s, const int32_t *prompt, size_t n, float *all_logits
     }
     mt_engine_truncate(s->engine, (int64_t)common);
     s->n_hist = common;
-    if (all_logits != NULL) {
+    if (opts->on_prompt_logits != NULL) {
+        st = prefill_pieces(s, prompt, n, opts, ctx, stopped);
+    } else if (all_logits != NULL) {
         st = mt_engine_forward(s->engine, prompt, (int)n, true, all_logits);
         if (st == MT_OK) {
             memcpy(s->logits, all_logits + (n - 1) * (size_t)s->vocab,
@@ -221,11 +256,17 @@ mt_session_generate(struct mt_session *s, const int32_t *prompt, size_t n_prompt
         return mt_fail(MT_ERR_INVAL, 0, "a prompt of %zu tokens is too long", n_prompt);
     }
     t0 = mt_clock_now();
-    st = prefill(s, prompt, n_prompt, opts->prompt_logits_out, &res->n_reused);
+    bool stopped = false;
+    st = prefill(s, prompt, n_prompt, opts, ctx, &res->n_reused, &stopped);
     res->prefill_s = mt_clock_now() - t0;
     if (st != MT_OK) {
         mt_session_reset(s); /* no decode: decode_s stays 0 */
         return st;
+    }
+    if (stopped) { /* maybe part of the prompt ran: the next one runs whole */
+        mt_session_reset(s);
+        res->stop = MT_STOP_CALLER;
+        return MT_OK;
     }
     t0 = mt_clock_now();
     /*

@@ -33,6 +33,15 @@ enum mt_stop_reason {
 /* "length", "eos", "context", "caller". */
 const char *mt_stop_reason_name(enum mt_stop_reason r);
 
+/*
+ * The logits of prompt positions [from, from + n), rows of vocab floats (row i predicts the id
+ * after prompt[from + i]), valid during the call. Return false to stop: the generation then
+ * ends before its first sample, as MT_STOP_CALLER.
+ */
+typedef bool (*mt_session_prompt_fn)(void *ctx, size_t from, size_t n, const float *rows);
+
+#define MT_SESSION_PROMPT_PIECE 128 /* positions a prompt runs at a time for on_prompt_logits */
+
 struct mt_gen_opts {
     long max_new;             /* tokens to generate at most; 0 = prefill only */
     const int32_t *stop_ids;  /* borrowed: ids that end the reply besides the model's EOS */
@@ -46,6 +55,12 @@ struct mt_gen_opts {
     /* Logits at every step, for mt_session_logits (a greedy session otherwise takes the
      * engine's pick and skips them). */
     bool want_logits;
+    /*
+     * When not NULL: called (with on_token's ctx) with the logits of every prompt position as
+     * the prompt runs, MT_SESSION_PROMPT_PIECE positions at a time, so that a long prompt never
+     * holds them all (a server's echo with logprobs). The whole prompt then runs.
+     */
+    mt_session_prompt_fn on_prompt_logits;
 };
 
 /* Defaults: max_new 32, no extra stop ids, stop at EOS, no prompt logits. */

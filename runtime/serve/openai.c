@@ -439,6 +439,62 @@ parse_tools_(struct mt_serve_request *r, json_t *tools, struct mt_serve_error *e
     return true;
 }
 
+/* A prompt of token ids: an array of integers, each an id (the engine checks the vocabulary). */
+static bool
+parse_prompt_ids_(struct mt_serve_request *r, json_t *a, struct mt_serve_error *e)
+{
+    size_t k;
+    json_t *id;
+
+    if (json_array_size(a) == 0) {
+        BAD(e, "prompt", "'prompt' is an empty array of token ids");
+        return false;
+    }
+    r->prompt_ids = malloc(json_array_size(a) * sizeof(*r->prompt_ids));
+    if (r->prompt_ids == NULL) {
+        mt_serve_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
+        return false;
+    }
+    json_array_foreach(a, k, id) {
+        json_int_t x = json_integer_value(id);
+        if (!json_is_integer(id) || x < 0 || x > INT32_MAX) {
+            BAD(e, "prompt", "'prompt[%zu]' must be a token id: an integer from 0 to %d", k,
+                INT32_MAX);
+            return false;
+        }
+        r->prompt_ids[k] = (int32_t)x;
+    }
+    r->n_prompt_ids = json_array_size(a);
+    return true;
+}
+
+/*
+ * A completion's prompt: text, or token ids (run as given: no BOS added), alone or as the one
+ * element of an array.
+ */
+static bool
+parse_prompt_(struct mt_serve_request *r, json_t *v, struct mt_serve_error *e)
+{
+    json_t *first = json_array_get(v, 0);
+
+    if (json_is_array(v) && json_array_size(v) == 1 && (json_is_string(first) ||
+                                                        json_is_array(first))) {
+        v = first;
+    }
+    if (json_is_string(v)) {
+        r->prompt = json_string_value(v);
+        r->prompt_len = json_string_length(v);
+        return true;
+    }
+    if (json_is_array(v) && (json_array_size(v) == 0 || json_is_integer(json_array_get(v, 0)))) {
+        return parse_prompt_ids_(r, v, e);
+    }
+    BAD(e, "prompt", v == NULL ? "'prompt' is missing"
+                               : "'prompt' must be a string or an array of token ids (or an "
+                                 "array of one of them)");
+    return false;
+}
+
 /*
  * logprobs. Chat: "logprobs": true, and "top_logprobs": how many of the most likely tokens to
  * list at each place (0 to 20; it needs logprobs). Completion: "logprobs" is that count itself
@@ -727,7 +783,8 @@ parse_sampling_(struct mt_serve_request *r, json_t *root, const struct mt_serve_
     /* OpenAI fields this server cannot honour: their defaults pass (clients send them), any
      * other value is refused rather than silently ignored */
     if (!get_int_(root, "best_of", 1, 1, &v, &have, e) ||
-        (r->api == MT_SERVE_API_COMPLETION && !get_int_(root, "top_logprobs", 0, 0, &v, &have, e)) ||
+        (r->api == MT_SERVE_API_COMPLETION &&
+         !get_int_(root, "top_logprobs", 0, 0, &v, &have, e)) ||
         !get_real_(root, "presence_penalty", 0, 0, &x, &have, e) ||
         !get_real_(root, "frequency_penalty", 0, 0, &x, &have, e)) {
         snprintf(e->message, sizeof(e->message), "'%s' is not supported (only its default)",
@@ -804,21 +861,8 @@ mt_serve_request_parse(enum mt_serve_api api, const char *body, size_t len, cons
             goto out_fail;
         }
     } else {
-        v = field_(r.root, "prompt");
-        if (json_is_array(v) && json_array_size(v) == 1 &&
-            json_is_string(json_array_get(v, 0))) {
-            v = json_array_get(v, 0);
-        }
-        if (!json_is_string(v)) {
-            BAD(e, "prompt", v == NULL ? "'prompt' is missing"
-                                       : "'prompt' must be a string (or an array of one)");
-            goto out_fail;
-        }
-        r.prompt = json_string_value(v);
-        r.prompt_len = json_string_length(v);
-        json_t *echo = field_(r.root, "echo");
-        if (echo != NULL && !json_is_false(echo)) {
-            BAD(e, "echo", "'echo' is not supported");
+        if (!parse_prompt_(&r, field_(r.root, "prompt"), e) ||
+            !get_bool_(r.root, "echo", &r.echo, e)) {
             goto out_fail;
         }
         json_t *suffix = field_(r.root, "suffix");
@@ -857,6 +901,7 @@ mt_serve_request_fini(struct mt_serve_request *req)
     free(req->msgs);
     free(req->calls);
     free(req->tools);
+    free(req->prompt_ids);
     json_decref(req->root);
     memset(req, 0, sizeof(*req));
 }
@@ -888,11 +933,12 @@ is_chat_(const struct mt_serve_request *req)
     return req->api == MT_SERVE_API_CHAT;
 }
 
-/* A log-probability as JSON: -inf (an impossible token) as -9999.0, as OpenAI writes it. */
+/* A log-probability as JSON: -inf (an impossible token) as -9999.0, as OpenAI writes it; NaN
+ * (none: the prompt's first token under echo) as null. */
 static json_t *
 logprob_(float lp)
 {
-    return json_real(lp == lp && lp > -9999.0f ? (double)lp : -9999.0);
+    return lp != lp ? json_null() : json_real(lp > -9999.0f ? (double)lp : -9999.0);
 }
 
 /* One token's text (U+FFFD for each byte of no whole character) and, for chat, its bytes. */
@@ -960,12 +1006,13 @@ logprobs_json_(const struct mt_serve_request *req, const struct mt_serve_logprob
     for (size_t i = 0; i < lp->n && tokens && lps && tops && offsets; i++) {
         const struct mt_logprob *t = &lp->v[i];
         size_t len = 0;
-        json_t *top = json_object();
+        bool first = t->logprob != t->logprob; /* the prompt's first token: no top either */
+        json_t *top = first ? json_null() : json_object();
         mt_tokenizer_token_bytes(lp->tok, t->id, &len);
         json_array_append_new(tokens, token_text_(lp->tok, t->id, NULL));
         json_array_append_new(lps, logprob_(t->logprob));
         json_array_append_new(offsets, json_integer((json_int_t)at));
-        for (int k = 0; top != NULL && k < t->n_top; k++) {
+        for (int k = 0; json_is_object(top) && k < t->n_top; k++) {
             json_t *text = token_text_(lp->tok, t->top_id[k], NULL);
             if (text != NULL) {
                 json_object_set_new(top, json_string_value(text), logprob_(t->top_logprob[k]));

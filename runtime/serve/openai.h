@@ -12,17 +12,17 @@
  * Mapped fields. Chat (/v1/chat/completions): model, messages (roles system, user, assistant,
  * tool; content as a string or an array of text parts; an assistant's reasoning_content and
  * tool_calls), tools and tool_choice ("auto"; "none": the tools are not told; "required" or a
- * named function: the server opens the call for the model), logprobs and top_logprobs, thinking mode
- * (chat_template_kwargs.thinking or .enable_thinking, or thinking.type "enabled" / "disabled", as
- * vLLM, SGLang and DeepSeek's API spell it), temperature, top_p, top_k, seed, max_tokens (or
- * max_completion_tokens), stop (a string or up to 4), n (1 only), stream,
+ * named function: the server opens the call for the model), logprobs and top_logprobs, thinking
+ * mode (chat_template_kwargs.thinking or .enable_thinking, or thinking.type "enabled" /
+ * "disabled", as vLLM, SGLang and DeepSeek's API spell it), temperature, top_p, top_k, seed,
+ * max_tokens (or max_completion_tokens), stop (a string or up to 4), n (1 only), stream,
  * stream_options.include_usage, and our return_token_ids (the prompt and reply ids in the
- * response, to compare with `moetier run`). Completions (/v1/completions): prompt (a string or an
- * array of one string) instead of messages, and logprobs as a count; the prompt is encoded as
- * `moetier run -p` does (BOS, special tokens recognized). Unknown fields are ignored, as OpenAI's
- * server does; fields we cannot honour are refused unless they hold their defaults (n and best_of
- * > 1, echo, presence and frequency penalties, logit_bias, a response_format other than text, a
- * completion's suffix). Message text (content,
+ * response, to compare with `moetier run`). Completions (/v1/completions): prompt (a string,
+ * token ids, or an array of one of them) instead of messages, echo, and logprobs as a count; a
+ * text prompt is encoded as `moetier run -p` does (BOS, special tokens recognized), token ids run
+ * as given. Unknown fields are ignored, as OpenAI's server does; fields we cannot honour are
+ * refused unless they hold their defaults (n and best_of > 1, presence and frequency penalties,
+ * logit_bias, a response_format other than text, a completion's suffix). Message text (content,
  * reasoning_content) and the prompt may hold NUL bytes ("\u0000": a model's reply can, and the
  * client sends it back); other strings may not.
  */
@@ -86,8 +86,12 @@ struct mt_serve_request {
     char *tools;                            /* owned: the tools array as JSON text, or NULL */
     bool force_call;                        /* tool_choice "required" or a named function */
     const char *forced_tool;                /* ... the named one, or NULL (any of the tools) */
-    const char *prompt;                     /* completion: the prompt text */
+    const char *prompt;                     /* completion: the prompt text, or */
     size_t prompt_len;
+    int32_t *prompt_ids;                    /* ... its token ids (owned), or NULL */
+    size_t n_prompt_ids;
+    bool echo;                              /* completion: the prompt begins the text (and its
+                                               tokens the logprobs) */
     bool thinking;                          /* chat: V3.2's thinking mode */
     bool stream;                            /* answer as server-sent events */
     bool include_usage;                     /* stream: a last chunk with the usage */

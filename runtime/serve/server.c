@@ -27,6 +27,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <math.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -134,6 +135,8 @@ struct job {
     size_t cap_lps;
     size_t lp_sent;              /* lps[0..lp_sent) went out in chunks */
     size_t lp_sent_bytes;        /* ... their tokens' bytes: a completion's text_offset */
+    const int32_t *prompt;       /* the prompt's ids (job_run's) */
+    size_t n_prompt;
     int32_t *ids;                /* generated ids (return_token_ids) */
     long n_sampled;              /* ids generated so far */
     size_t n_ids;
@@ -603,14 +606,14 @@ job_emit(struct job *j, const char *text, size_t len, bool reasoning)
 }
 
 /*
- * logprobs: the log-probability of answer token id (and the most likely ones at its place) from
- * the logits it was picked from; its text ends at content offset end. False when out of memory.
+ * logprobs: the log-probability of token id (and the most likely ones at its place) from the
+ * logits it was picked from (NULL: none, the prompt's first); its text ends at content offset
+ * end. False when out of memory.
  */
 static bool
-job_add_logprob(struct job *j, int32_t id, size_t end)
+job_add_logprob(struct job *j, const float *logits, int32_t id, size_t end)
 {
     struct mt_serve *s = j->serve;
-    const float *logits = mt_session_logits(s->session);
 
     if (j->n_lps == j->cap_lps) {
         size_t cap = j->cap_lps ? 2 * j->cap_lps : 64;
@@ -625,9 +628,10 @@ job_add_logprob(struct job *j, int32_t id, size_t end)
         j->lp_end = e;
         j->cap_lps = cap;
     }
-    /* the session keeps every step's logits (want_logits), so they are there */
-    if (logits == NULL || mt_logprob_step(logits, mt_engine_vocab(s->engine), id,
-                                          j->req.logprobs, &j->lps[j->n_lps]) != MT_OK) {
+    if (logits == NULL) { /* the prompt's first token: nothing came before it */
+        j->lps[j->n_lps] = (struct mt_logprob){.id = id, .logprob = NAN};
+    } else if (mt_logprob_step(logits, mt_engine_vocab(s->engine), id, j->req.logprobs,
+                               &j->lps[j->n_lps]) != MT_OK) {
         return false;
     }
     j->lp_end[j->n_lps++] = end;
@@ -714,8 +718,11 @@ on_token(void *ctx, int32_t id)
          * ends inside a character */
         bool has_text = mt_tokenizer_token_bytes(s->tok, id, &tl) != NULL &&
                         mt_detok_push(&j->detok, id, &text, &len) == MT_OK && len > 0;
+        /* the session keeps every step's logits (want_logits), so they are there */
+        const float *logits = mt_session_logits(s->session);
+        size_t end = j->content.n + (has_text ? len : 0);
         if (!j->in_reasoning && j->req.logprobs >= 0 &&
-            !job_add_logprob(j, id, j->content.n + (has_text ? len : 0))) {
+            (logits == NULL || !job_add_logprob(j, logits, id, end))) {
             return false;
         }
         if (has_text && j->in_reasoning) {
@@ -777,6 +784,20 @@ job_encode(struct job *j, int32_t **ids_out, size_t *n_out)
             free(*ids_out);
             st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the forced tool call");
         }
+    } else if (j->req.prompt_ids != NULL) {
+        /* token ids run as given; one outside the vocabulary is the client's error */
+        size_t bytes = j->req.n_prompt_ids * sizeof(**ids_out);
+        *ids_out = malloc(bytes);
+        *n_out = j->req.n_prompt_ids;
+        st = *ids_out == NULL ? mt_fail(MT_ERR_NOMEM, 0, "cannot copy the prompt's ids")
+             : *n_out > INT32_MAX
+                 ? mt_fail(MT_ERR_INVAL, 0, "a prompt of %zu token ids is too long", *n_out)
+                 : mt_engine_check_prompt(s->engine, j->req.prompt_ids, (int)*n_out);
+        if (st == MT_OK) {
+            memcpy(*ids_out, j->req.prompt_ids, bytes);
+        } else {
+            free(*ids_out);
+        }
     } else {
         int32_t *ids = NULL;
         size_t n = 0;
@@ -829,6 +850,74 @@ finish_reason(const struct job *j, const struct mt_gen_result *r)
         return "stop";
     }
     return "length";
+}
+
+/*
+ * echo: the prompt's text begins the answer, taken as sent (a stream sends it in one chunk,
+ * job_send_echo), so stop strings look only at what the model writes. False: out of memory.
+ */
+static bool
+job_echo_text(struct job *j, const int32_t *prompt, size_t n)
+{
+    struct mt_detok d;
+    const char *text;
+    size_t len;
+    bool ok = true;
+
+    mt_detok_init(&d, j->serve->tok);
+    for (size_t i = 0; ok && i < n; i++) {
+        if (mt_detok_push(&d, prompt[i], &text, &len) == MT_OK) {
+            ok = bytes_put(&j->content, text, len);
+        }
+    }
+    if (ok && mt_detok_flush(&d, &text, &len) == MT_OK) {
+        ok = bytes_put(&j->content, text, len);
+    }
+    mt_detok_fini(&d);
+    j->content_sent = j->content.n;
+    return ok;
+}
+
+/* echo, streamed: the prompt's text, with its tokens' log-probabilities when asked for. */
+static void
+job_send_echo(struct job *j)
+{
+    struct mt_serve_origin o = job_origin(j);
+    struct mt_serve_logprobs lp;
+
+    if (j->req.stream) {
+        job_send(j, mt_serve_chunk_event(&j->req, &o, j->content.p != NULL ? j->content.p : "",
+                                         j->content.n, false, false,
+                                         job_take_logprobs(j, SIZE_MAX, &lp), NULL));
+    }
+}
+
+/*
+ * mt_session_prompt_fn (echo with logprobs): the prompt's tokens' log-probabilities, each from
+ * the row of the position before it; when the prompt has run, the echo goes out.
+ */
+static bool
+on_prompt_logits(void *ctx, size_t from, size_t n, const float *rows)
+{
+    struct job *j = ctx;
+    struct mt_serve *s = j->serve;
+    size_t vocab = (size_t)mt_engine_vocab(s->engine);
+
+    if (from == 0 && !job_add_logprob(j, NULL, j->prompt[0], 0)) {
+        return false;
+    }
+    for (size_t r = 0; r < n && from + r + 1 < j->n_prompt; r++) {
+        if (!job_add_logprob(j, rows + r * vocab, j->prompt[from + r + 1], 0)) {
+            return false;
+        }
+    }
+    if (from + n == j->n_prompt) {
+        job_send_echo(j);
+    }
+    pthread_mutex_lock(&s->lock);
+    bool go_on = !j->gone && !s->abort_running;
+    pthread_mutex_unlock(&s->lock);
+    return go_on;
 }
 
 /*
@@ -907,6 +996,12 @@ job_run(struct mt_serve *s, struct job *j)
                            mt_last_error());
         goto out_free_prompt;
     }
+    if (j->req.echo && !job_echo_text(j, prompt, n_prompt)) {
+        mt_serve_error_set(&j->err, 500, "server_error", NULL, NULL, "out of memory");
+        goto out_free_prompt;
+    }
+    j->prompt = prompt;
+    j->n_prompt = n_prompt;
     mt_detok_init(&j->detok, s->tok);
     j->in_reasoning = j->req.api == MT_SERVE_API_CHAT && j->req.thinking && s->think_end >= 0;
     pthread_mutex_lock(&s->lock);
@@ -917,6 +1012,9 @@ job_run(struct mt_serve *s, struct job *j)
         job_send(j, mt_serve_chunk_event(&j->req, &o, "", 0, false,
                                          j->req.api == MT_SERVE_API_CHAT, NULL, NULL));
     }
+    if (j->req.echo && j->req.logprobs < 0) {
+        job_send_echo(j); /* else when the prompt has run, with its log-probabilities */
+    }
 
     mt_gen_opts_default(&go);
     go.max_new = j->req.max_tokens;
@@ -924,6 +1022,9 @@ job_run(struct mt_serve *s, struct job *j)
     go.n_stop_ids = j->req.ignore_eos ? 0 : s->n_stop_ids;
     go.ignore_eos = j->req.ignore_eos;
     go.want_logits = j->req.logprobs >= 0;
+    if (j->req.echo && j->req.logprobs >= 0) {
+        go.on_prompt_logits = on_prompt_logits;
+    }
     st = mt_session_generate(s->session, prompt, n_prompt, &go, on_token, j, &res);
     if (st == MT_OK && j->think_ended) {
         st = job_generate_forced(j, &go, &res);
