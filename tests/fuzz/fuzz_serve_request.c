@@ -6,8 +6,9 @@
  *
  * The one idea: the body goes through mt_serve_request_parse exactly as the server hands it over
  * (the first byte picks the API), and what it accepts must be what the worker may run: at least
- * one message or a prompt, max_tokens within the limit, at most 4 stop strings, none empty; a
- * chat renders in the prompt format (the chat encoder's own checks may still refuse it, as the
+ * one message or a prompt (text or token ids), max_tokens within the limit, at most 4 stop
+ * strings, none empty, logprobs within their bounds, a forced tool call naming one of the tools
+ * in characters that cannot break the calls block; a chat renders in the prompt format (the chat encoder's own checks may still refuse it, as the
  * server then answers 400); an error has a status and a message and its JSON body builds. The
  * same bytes, split at their first NUL into a Host and an Origin header, go through the browser
  * guard (runtime/serve/guard.c). A violation traps. Build and run: tests/fuzz/run.sh
@@ -106,7 +107,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             __builtin_trap();
         }
         free(text);
-    } else if (r.prompt == NULL) {
+        /* a forced call names one of the tools, in characters that cannot break the block */
+        if ((r.force_call && r.tools == NULL) || (r.forced_tool != NULL && !r.force_call) ||
+            (r.forced_tool != NULL &&
+             (strstr(r.tools, r.forced_tool) == NULL || strpbrk(r.forced_tool, "\"<>") != NULL)) ||
+            r.logprobs < -1 || r.logprobs > MT_LOGPROB_MAX_TOP) {
+            __builtin_trap();
+        }
+    } else if ((r.prompt == NULL) == (r.prompt_ids == NULL) ||
+               (r.prompt_ids != NULL && r.n_prompt_ids == 0) || r.logprobs < -1 ||
+               r.logprobs > 5) {
         __builtin_trap();
     }
     mt_serve_request_fini(&r);
