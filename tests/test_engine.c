@@ -724,6 +724,138 @@ out:
     tap_rmtree(dir);
 }
 
+/* What the logits callbacks below saw. */
+struct seen_logits {
+    struct mt_session *s;
+    int vocab;
+    float *rows;          /* on_prompt_logits: every row, in place */
+    size_t pieces[8][2];  /* from, n of each call */
+    int n_pieces;
+    int stop_at_piece;    /* say stop after this call (-1: never) */
+    int with_logits;      /* token callbacks that had the logits, */
+    int argmax_ok;        /* ... and whose id was their argmax */
+    int calls;
+};
+
+static bool
+keep_rows(void *ctx, size_t from, size_t n, const float *rows)
+{
+    struct seen_logits *v = ctx;
+
+    if (v->n_pieces < 8) {
+        v->pieces[v->n_pieces][0] = from;
+        v->pieces[v->n_pieces][1] = n;
+    }
+    memcpy(v->rows + from * (size_t)v->vocab, rows, n * (size_t)v->vocab * sizeof(*rows));
+    return v->n_pieces++ != v->stop_at_piece;
+}
+
+static bool
+check_step_logits(void *ctx, int32_t id)
+{
+    struct seen_logits *v = ctx;
+    const float *l = mt_session_logits(v->s);
+
+    v->calls++;
+    if (l != NULL) {
+        v->with_logits++;
+        v->argmax_ok += mt_sampler_argmax(l, v->vocab) == id;
+    }
+    return true;
+}
+
+/*
+ * The session's logits for a caller: a prompt's rows handed over in pieces equal the rows of the
+ * whole prompt run at once; a stop from that callback ends before the first sample with nothing
+ * kept; want_logits gives every step's logits to a greedy session (whose id is their argmax), and
+ * without it a greedy step after the first has none.
+ */
+static void
+session_logits(void)
+{
+    const char *dir = tap_tmpdir();
+    struct mt_model *m = NULL;
+    struct mt_engine *e = NULL;
+    struct mt_session *s = NULL;
+    struct mt_sampler_opts sp;
+    struct mt_gen_opts go;
+    struct mt_gen_result r;
+    enum { N = 300 };
+    int32_t prompt[N];
+    float *whole = NULL;
+    struct seen_logits v = {.stop_at_piece = -1};
+    size_t nh = 1;
+
+    for (int i = 0; i < N; i++) {
+        prompt[i] = (int32_t)(3 + (i * 37) % 200);
+    }
+    mt_sampler_opts_default(&sp);
+    if (!tap_ok(golden_synth_tiny(dir, 5) == MT_OK && mt_model_open(dir, &m) == MT_OK &&
+                    mt_engine_create(m, NULL, &e) == MT_OK &&
+                    mt_session_create(e, &sp, &s) == MT_OK,
+                "session logits: builds on the tiny checkpoint")) {
+        goto out;
+    }
+    v.s = s;
+    v.vocab = mt_engine_vocab(e);
+    whole = malloc((size_t)N * v.vocab * sizeof(*whole));
+    v.rows = malloc((size_t)N * v.vocab * sizeof(*v.rows));
+    if (whole == NULL || v.rows == NULL) {
+        tap_ok(false, "session logits: memory");
+        goto out;
+    }
+    mt_gen_opts_default(&go);
+    go.max_new = 0;
+    go.prompt_logits_out = whole;
+    mt_status_t st = mt_session_generate(s, prompt, N, &go, NULL, NULL, &r);
+    go.prompt_logits_out = NULL;
+    go.on_prompt_logits = keep_rows;
+    mt_status_t st2 = mt_session_generate(s, prompt, N, &go, NULL, &v, &r);
+    double worst = 0;
+    for (size_t i = 0; i < (size_t)N * v.vocab; i++) {
+        double d = fabs((double)v.rows[i] - whole[i]) / (1e-3 + fabs((double)whole[i]));
+        worst = d > worst ? d : worst;
+    }
+    tap_ok(st == MT_OK && st2 == MT_OK && r.n_reused == 0 && v.n_pieces == 3 &&
+               v.pieces[0][0] == 0 && v.pieces[0][1] == MT_SESSION_PROMPT_PIECE &&
+               v.pieces[1][0] == MT_SESSION_PROMPT_PIECE &&
+               v.pieces[2][0] + v.pieces[2][1] == N && worst < 1e-4,
+           "session logits: %d positions in %d pieces (the last %zu..%zu), each row as the whole "
+           "prompt's (worst relative difference %.2g), nothing reused",
+           N, v.n_pieces, v.pieces[2][0], v.pieces[2][0] + v.pieces[2][1], worst);
+
+    v.n_pieces = 0;
+    v.stop_at_piece = 1;
+    go.max_new = 4;
+    st = mt_session_generate(s, prompt, N, &go, check_step_logits, &v, &r);
+    mt_session_history(s, &nh);
+    tap_ok(st == MT_OK && r.stop == MT_STOP_CALLER && r.n_generated == 0 && v.calls == 0 &&
+               v.n_pieces == 2 && nh == 0,
+           "session logits: a stop after the second piece ends before any sample, history %zu",
+           nh);
+
+    go.on_prompt_logits = NULL;
+    go.want_logits = true;
+    go.ignore_eos = true;
+    st = mt_session_generate(s, prompt, 40, &go, check_step_logits, &v, &r);
+    tap_ok(st == MT_OK && v.calls == 4 && v.with_logits == 4 && v.argmax_ok == 4,
+           "session logits: want_logits, greedy: every step's logits, the id their argmax (%d/%d)",
+           v.argmax_ok, v.calls);
+    v.calls = v.with_logits = v.argmax_ok = 0;
+    go.want_logits = false;
+    st = mt_session_generate(s, prompt, 30, &go, check_step_logits, &v, &r);
+    tap_ok(st == MT_OK && v.calls == 4 && v.with_logits == 1 && v.argmax_ok == 1,
+           "session logits: without it a greedy session has them only for the first step (%d)",
+           v.with_logits);
+out:
+    free(whole);
+    free(v.rows);
+    mt_session_destroy(s);
+    mt_engine_destroy(e);
+    mt_model_destroy(m);
+    tap_rmtree(dir);
+}
+
 /* The KV cache doubles as it grows, but never past max_position_embeddings. */
 static void
 kv_growth(void)
@@ -1002,6 +1134,7 @@ main(void)
     kv_growth();
     kv_fp8();
     session_books();
+    session_logits();
     corrupt_weights();
     poisoned_step();
     int n = golden_all();
