@@ -97,7 +97,9 @@ test_real(void)
     const char *d;
 
     st = mt_config_load(tap_data_path("deepseek-v3.2/config.json"), &cfg);
-    tap_ok(st == MT_OK, "DeepSeek-V3.2's config.json parses: %s", mt_last_error());
+    tap_ok(st == MT_OK && cfg.defaulted[0] == '\0',
+           "DeepSeek-V3.2's config.json parses, every integer field given ('%s'): %s",
+           cfg.defaulted, mt_last_error());
     tap_ok(cfg.hidden_size == 7168 && cfg.num_hidden_layers == 61 &&
                cfg.first_k_dense_replace == 3 && cfg.intermediate_size == 18432 &&
                cfg.moe_intermediate_size == 2048 && cfg.vocab_size == 129280,
@@ -173,6 +175,16 @@ test_defaults(void)
     tap_ok(st == MT_OK && !cfg.fp8 && cfg.num_nextn_predict_layers == 0 &&
                strcmp(cfg.rope_type, "default") == 0 && cfg.rope_factor == 1.0,
            "... with no FP8, no MTP layer, plain RoPE");
+    tap_ok(st == MT_OK && strstr(cfg.defaulted, "hidden_size, ") == cfg.defaulted &&
+               strstr(cfg.defaulted, "vocab_size") != NULL &&
+               strstr(cfg.defaulted, "q_lora_rank") != NULL &&
+               strstr(cfg.defaulted, "num_hidden_layers") != NULL,
+           "... and it says which fields it left out: %s", cfg.defaulted);
+    st = parse_str("{\"hidden_size\": 256, \"q_lora_rank\": 64}", &cfg);
+    tap_ok(st == MT_OK && strstr(cfg.defaulted, "hidden_size") == NULL &&
+               strstr(cfg.defaulted, "q_lora_rank") == NULL &&
+               strstr(cfg.defaulted, "vocab_size") != NULL,
+           "fields given are not among them: %s", cfg.defaulted);
     st = parse_str("{\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 40, "
                    "\"original_max_position_embeddings\": 4096}}",
                    &cfg);

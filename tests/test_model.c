@@ -13,6 +13,7 @@
 #include "runtime/model/model.h"
 #include "tests/tap.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -472,6 +473,35 @@ test_open_bad(void)
             m = NULL;
             st = MT_OK;
         }
+        tap_rmtree(dir);
+    }
+    /* config.json without hidden_size: HF's 7168 shapes what is expected, and the message
+     * says where that came from */
+    {
+        struct mt_model_config cfg;
+        const char *dir = tap_tmpdir();
+        char path[512];
+        json_t *root;
+
+        tiny_config(&cfg, false);
+        st = write_ckpt(dir, &cfg, false, DAMAGE_NONE, NULL);
+        snprintf(path, sizeof(path), "%s/config.json", dir);
+        root = st == MT_OK ? json_load_file(path, 0, NULL) : NULL;
+        if (root != NULL && json_object_del(root, "hidden_size") == 0 &&
+            json_dump_file(root, path, 0) == 0) {
+            st = mt_model_open(dir, &m);
+            tap_ok(st == MT_ERR_FORMAT && m == NULL &&
+                       strstr(mt_last_error(), "expected [512, 7168]") != NULL &&
+                       strstr(mt_last_error(), "config.json leaves out hidden_size") != NULL,
+                   "config.json without hidden_size: the shape error says it took HF's "
+                   "default: %s",
+                   mt_last_error());
+            mt_model_destroy(m);
+            m = NULL;
+        } else {
+            tap_ok(false, "config.json without hidden_size: could not write it");
+        }
+        json_decref(root);
         tap_rmtree(dir);
     }
     st = mt_model_open("/nonexistent/moetier-ckpt", &m);

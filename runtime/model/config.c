@@ -251,6 +251,15 @@ static const struct int_field int_fields[] = {
 #undef INT_FIELD
 /* clang-format on */
 
+/* Remember that config.json left out the size key (cfg->defaulted, for later messages). */
+static void
+note_default(struct mt_model_config *cfg, const char *key)
+{
+    size_t n = strlen(cfg->defaulted);
+
+    snprintf(cfg->defaulted + n, sizeof(cfg->defaulted) - n, "%s%s", n > 0 ? ", " : "", key);
+}
+
 /* bos/eos: an integer, or (eos, transformers) a list of integers of which the first counts. */
 static mt_status_t
 read_token_id(json_t *root, const char *key, const char *what, int *out)
@@ -457,21 +466,34 @@ mt_config_parse(const char *text, size_t len, const char *what, struct mt_model_
         goto out_decref;
     }
     for (size_t i = 0; i < sizeof(int_fields) / sizeof(int_fields[0]); i++) {
+        bool seen;
         if ((st = read_int(root, int_fields[i].key, what, "",
-                           (int *)((char *)&cfg + int_fields[i].offset), NULL)) != MT_OK) {
+                           (int *)((char *)&cfg + int_fields[i].offset), &seen)) != MT_OK) {
             goto out_decref;
+        }
+        if (!seen) {
+            note_default(&cfg, int_fields[i].key);
         }
     }
     /* q_lora_rank: null means "no q latent" (V2-Lite style), which V3.2's indexer cannot run. */
+    bool seen_q, seen_layers;
     v = json_object_get(root, "q_lora_rank");
     if (v != NULL && json_is_null(v)) {
         cfg.q_lora_rank = 0;
-    } else if ((st = read_int(root, "q_lora_rank", what, "", &cfg.q_lora_rank, NULL)) != MT_OK) {
+    } else if ((st = read_int(root, "q_lora_rank", what, "", &cfg.q_lora_rank, &seen_q)) !=
+               MT_OK) {
+        goto out_decref;
+    } else if (!seen_q) {
+        note_default(&cfg, "q_lora_rank");
+    }
+    if ((st = read_int(root, "num_hidden_layers", what, "", &cfg.num_hidden_layers,
+                       &seen_layers)) != MT_OK) {
         goto out_decref;
     }
-    if ((st = read_int(root, "num_hidden_layers", what, "", &cfg.num_hidden_layers, NULL)) !=
-            MT_OK ||
-        (st = read_int(root, "first_k_dense_replace", what, "", &cfg.first_k_dense_replace,
+    if (!seen_layers) {
+        note_default(&cfg, "num_hidden_layers");
+    }
+    if ((st = read_int(root, "first_k_dense_replace", what, "", &cfg.first_k_dense_replace,
                        &seen_first_k)) != MT_OK ||
         (st = read_token_id(root, "bos_token_id", what, &cfg.bos_token_id)) != MT_OK ||
         (st = read_token_id(root, "eos_token_id", what, &cfg.eos_token_id)) != MT_OK ||

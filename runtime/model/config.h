@@ -73,6 +73,9 @@ struct mt_model_config {
     bool tie_word_embeddings;     /* false */
     int bos_token_id;             /* 0 */
     int eos_token_id;             /* 1 */
+    /* the integer fields config.json leaves out, which took HF's defaults ("hidden_size,
+     * vocab_size"; "" when it gives them all): messages about tensors that do not fit name them */
+    char defaulted[400];
 };
 
 /* Fill cfg with the DeepSeek-V3.2 671B values of spec section 1.1. */

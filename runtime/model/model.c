@@ -592,6 +592,15 @@ slot_weight(struct mt_model *m, const struct mt_tensor_spec *s, enum slot slot)
     }
 }
 
+/*
+ * Three %s for the end of a message about a tensor that does not fit the config: where
+ * config.json left out integer fields, they are named, since HF's defaults (the full 671B
+ * model's sizes) then shaped what was expected.
+ */
+#define DEFAULTS_HINT(cfg)                                                                     \
+    (cfg)->defaulted[0] != '\0' ? "; config.json leaves out " : "", (cfg)->defaulted,          \
+        (cfg)->defaulted[0] != '\0' ? ", which took HF's defaults (the 671B model's)" : ""
+
 static mt_status_t
 check_fn(struct walk *w, const struct mt_tensor_spec *s, enum slot slot)
 {
@@ -612,8 +621,9 @@ check_fn(struct walk *w, const struct mt_tensor_spec *s, enum slot slot)
                            "reads one tensor per expert ('%s'): re-save with save_pretrained",
                            m->dir, s->layer, s->name);
         }
-        return mt_fail(MT_ERR_FORMAT, 0, "checkpoint '%s': tensor '%s' is missing (expected %s %s)",
-                       m->dir, s->name, want, dtype_expect_str(c, s->kind));
+        return mt_fail(MT_ERR_FORMAT, 0,
+                       "checkpoint '%s': tensor '%s' is missing (expected %s %s)%s%s%s", m->dir,
+                       s->name, want, dtype_expect_str(c, s->kind), DEFAULTS_HINT(&m->cfg));
     }
     shape_ok = t->ndim == s->ndim;
     for (int i = 0; shape_ok && i < s->ndim; i++) {
@@ -621,8 +631,9 @@ check_fn(struct walk *w, const struct mt_tensor_spec *s, enum slot slot)
     }
     if (!shape_ok) {
         mt_st_shape_str(t->shape, t->ndim, got, sizeof(got));
-        return mt_fail(MT_ERR_FORMAT, 0, "checkpoint '%s': tensor '%s' has shape %s, expected %s",
-                       m->dir, s->name, got, want);
+        return mt_fail(MT_ERR_FORMAT, 0,
+                       "checkpoint '%s': tensor '%s' has shape %s, expected %s%s%s%s", m->dir,
+                       s->name, got, want, DEFAULTS_HINT(&m->cfg));
     }
     if (!dtype_allowed(c, s->kind, t->dtype)) {
         if (s->kind == MT_KIND_LINEAR) {
