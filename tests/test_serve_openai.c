@@ -107,7 +107,7 @@ main(void)
                r.max_tokens == lim.default_max_tokens && r.sampler.temperature == 1.0f,
            "tools go with the first message (no message added); defaults fill what is left out");
     if (st == MT_OK) {
-        struct mt_serve_origin o = {"chatcmpl-1", 5, "m"};
+        struct mt_serve_origin o = {"chatcmpl-1", 5, "m", 0};
         struct mt_serve_reply rep = {.content = "hi", .content_len = 2, .finish = "stop",
                                      .prompt_tokens = 4, .cached_tokens = 1,
                                      .completion_tokens = 2};
@@ -201,6 +201,40 @@ main(void)
                    "function (%s)", ev != NULL ? ev : "NULL");
             json_decref(ej);
             free(ev);
+
+            /* n = 2: the choices in order with their indexes, the usage adding up their
+             * tokens, tool-call ids unique across choices, chunks that say their choice */
+            struct mt_serve_reply two[2] = {trep, rep};
+            two[0].prompt_tokens = 7;
+            two[0].completion_tokens = 3;
+            two[1].completion_tokens = 5;
+            two[1].tool_calls = pc.calls;
+            two[1].n_tool_calls = pc.n;
+            js = mt_serve_replies_json(&r, &o, two, 2);
+            v = js != NULL ? json_loads(js, 0, NULL) : NULL;
+            json_t *chs = json_object_get(v, "choices");
+            json_t *u = json_object_get(v, "usage");
+            const char *id0 = json_string_value(json_object_get(json_array_get(json_object_get(
+                json_object_get(json_array_get(chs, 0), "message"), "tool_calls"), 0), "id"));
+            const char *id1 = json_string_value(json_object_get(json_array_get(json_object_get(
+                json_object_get(json_array_get(chs, 1), "message"), "tool_calls"), 0), "id"));
+            tap_ok(json_array_size(chs) == 2 &&
+                       json_integer_value(json_object_get(json_array_get(chs, 0), "index")) == 0 &&
+                       json_integer_value(json_object_get(json_array_get(chs, 1), "index")) == 1 &&
+                       json_integer_value(json_object_get(u, "completion_tokens")) == 8 &&
+                       json_integer_value(json_object_get(u, "prompt_tokens")) == 7 &&
+                       id0 != NULL && id1 != NULL && strcmp(id0, "call_chatcmpl-1_0") == 0 &&
+                       strcmp(id1, "call_chatcmpl-1_1_0") == 0,
+                   "n = 2: two choices, indexes 0 and 1, 3 + 5 completion tokens, call ids %s "
+                   "and %s (%s)", id0 ? id0 : "-", id1 ? id1 : "-", js ? js : "NULL");
+            json_decref(v);
+            free(js);
+            struct mt_serve_origin o1 = o;
+            o1.index = 1;
+            ev = mt_serve_chunk_event(&r, &o1, "x", 1, false, false, NULL, NULL);
+            tap_ok(ev != NULL && strstr(ev, "\"index\":1") != NULL,
+                   "a chunk of the second choice says index 1 (%s)", ev ? ev : "NULL");
+            free(ev);
             mt_chat_parsed_calls_fini(&pc);
         }
         mt_serve_request_fini(&r);
@@ -286,8 +320,16 @@ main(void)
             "max_tokens", "max_tokens not an integer");
     refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"max_tokens\": 99999}",
             400, "max_tokens", "max_tokens over the limit");
-    refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"n\": 2}", 400, "n",
-            "n = 2");
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"n\": 17}", 400, "n",
+            "n = 17");
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"n\": 0}", 400, "n",
+            "n = 0");
+    st = parse(MT_SERVE_API_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], "
+               "\"n\": 16}", &r, &e);
+    tap_ok(st == MT_OK && r.n == 16, "n = 16 is accepted (%s)", e.message);
+    if (st == MT_OK) {
+        mt_serve_request_fini(&r);
+    }
     /* fields that cannot be honoured: refused unless at their defaults, which clients send */
     refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"best_of\": 3}", 400,
             "best_of", "best_of = 3");
@@ -465,7 +507,7 @@ main(void)
      * would cut them short.
      */
     {
-        struct mt_serve_origin o = {"chatcmpl-2", 5, "m"};
+        struct mt_serve_origin o = {"chatcmpl-2", 5, "m", 0};
         struct mt_serve_reply rep = {.content = "a\0b",
                                      .content_len = 3,
                                      .reasoning = "r\0",

@@ -35,7 +35,7 @@ greedy() {
         tr ' ' ','
 }
 
-echo "1..9"
+echo "1..10"
 
 # "required", chat mode: the block's start ends the prompt
 chat '{"messages": [{"role": "user", "content": "weather in Paris?"}], '"$tools"',
@@ -103,6 +103,17 @@ chat '{"messages": [{"role": "user", "content": "weather in Paris?"}], '"$tools"
     .choices[0].message.content == ""' "$tmp/body" >/dev/null &&
     jq -e '.choices[0].finish_reason == "length"' "$tmp/body" >/dev/null
 ok $? "thinking cut by max_tokens before </think>: no answer, finish length"
+
+# n = 2: each choice reasons, then its call is opened
+chat '{"messages": [{"role": "user", "content": "weather in Paris?"}], '"$tools"',
+       "tool_choice": "required", "max_tokens": 8, "temperature": 0, "n": 2,
+       "chat_template_kwargs": {"thinking": true}}'
+[ "$code" = 200 ] && jq -e --arg b "$(printf '%b' "$block")" '(.choices | length) == 2 and
+    all(.choices[]; (.message.content | startswith($b)) and
+                    (.message.reasoning_content | length) > 0) and
+    .choices[0].message == .choices[1].message and .usage.completion_tokens == 16' \
+    "$tmp/body" >/dev/null
+ok $? "n = 2 in thinking mode: each choice reasons, then begins with the block's start"
 
 chat '{"messages": [{"role": "user", "content": "hi"}], "tool_choice": "required"}'
 [ "$code" = 400 ] && jq -e '.error.param == "tool_choice"' "$tmp/body" >/dev/null

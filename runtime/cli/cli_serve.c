@@ -46,7 +46,7 @@ serve_usage(FILE *f)
             "                           server from a browser: a reverse proxy's; pages of\n"
             "                           other sites are refused (repeatable, up to 8)\n"
             "      --model-name NAME    the model's name in the API (default: DIR's last part)\n"
-            "      --max-tokens N       most tokens a request may generate (default 4096)\n"
+            "      --max-tokens N       most tokens a choice may generate (default 4096)\n"
             "      --max-body SIZE      largest request body (default 1M)\n"
             "      --max-messages N     most messages in a chat request (default 256)\n"
             "      --queue N            most requests waiting (default 64; more get 429)\n"

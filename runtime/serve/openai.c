@@ -769,14 +769,16 @@ parse_sampling_(struct mt_serve_request *r, json_t *root, const struct mt_serve_
         }
     }
     if (winner != NULL && r->max_tokens > lim->max_tokens) {
-        BAD(e, winner, "'%s' is %ld; this server generates at most %ld tokens a request", winner,
+        BAD(e, winner, "'%s' is %ld; this server generates at most %ld tokens a choice", winner,
             r->max_tokens, lim->max_tokens);
         return false;
     }
-    if (!get_int_(root, "n", 1, 1, &v, &have, e)) {
-        snprintf(e->message, sizeof(e->message), "'n' must be 1: one choice per request");
+    /* n choices run one after another (the engine holds one sequence): each reuses the
+     * prompt's cache and may generate max_tokens */
+    if (!get_int_(root, "n", 1, MT_SERVE_MAX_N, &v, &have, e)) {
         return false;
     }
+    r->n = have ? (int)v : 1;
     if (!parse_logprobs_(r, root, e)) {
         return false;
     }
@@ -804,7 +806,7 @@ mt_serve_request_parse(enum mt_serve_api api, const char *body, size_t len, cons
                        const struct mt_serve_limits *lim, const struct mt_sampler_opts *defaults,
                        struct mt_serve_request *req_out, struct mt_serve_error *e)
 {
-    struct mt_serve_request r = {.api = api, .sampler = *defaults, .logprobs = -1};
+    struct mt_serve_request r = {.api = api, .sampler = *defaults, .n = 1, .logprobs = -1};
     json_error_t jerr;
     json_t *v;
 
@@ -1038,8 +1040,12 @@ tool_calls_(const struct mt_serve_origin *o, const struct mt_chat_tool_call *cal
     json_t *a = json_array();
 
     for (size_t i = 0; a != NULL && i < n; i++) {
-        char id[96];
-        snprintf(id, sizeof(id), "call_%.64s_%zu", o->id, i);
+        char id[112];
+        if (o->index > 0) { /* n > 1: the choice's number too, so that ids stay unique */
+            snprintf(id, sizeof(id), "call_%.64s_%d_%zu", o->id, o->index, i);
+        } else {
+            snprintf(id, sizeof(id), "call_%.64s_%zu", o->id, i);
+        }
         json_t *c = json_pack("{s:s,s:s,s:{s:s,s:s}}", "id", id, "type", "function", "function",
                               "name", calls[i].name, "arguments", calls[i].arguments);
         if (c != NULL && with_index) {
@@ -1053,9 +1059,10 @@ tool_calls_(const struct mt_serve_origin *o, const struct mt_chat_tool_call *cal
     return a;
 }
 
-char *
-mt_serve_reply_json(const struct mt_serve_request *req, const struct mt_serve_origin *o,
-                    const struct mt_serve_reply *r)
+/* One choice of a finished reply, with its index. */
+static json_t *
+choice_json_(const struct mt_serve_request *req, const struct mt_serve_origin *o,
+             const struct mt_serve_reply *r)
 {
     json_t *choice;
 
@@ -1072,20 +1079,46 @@ mt_serve_reply_json(const struct mt_serve_request *req, const struct mt_serve_or
             json_object_set_new(msg, "tool_calls",
                                 tool_calls_(o, r->tool_calls, r->n_tool_calls, false));
         }
-        choice = json_pack("{s:i,s:o,s:o,s:s}", "index", 0, "message", msg, "logprobs",
+        choice = json_pack("{s:i,s:o,s:o,s:s}", "index", o->index, "message", msg, "logprobs",
                            logprobs_json_(req, &r->logprobs, true), "finish_reason", r->finish);
     } else {
-        choice = json_pack("{s:i,s:o,s:o,s:s}", "index", 0, "text",
+        choice = json_pack("{s:i,s:o,s:o,s:s}", "index", o->index, "text",
                            str_(r->content, r->content_len), "logprobs",
                            logprobs_json_(req, &r->logprobs, true), "finish_reason", r->finish);
     }
     if (choice != NULL && req->return_token_ids) {
         json_object_set_new(choice, "token_ids", ids_(r->ids, r->n_ids));
     }
-    json_t *obj = json_pack("{s:s,s:s,s:I,s:s,s:[o],s:o}", "id", o->id, "object",
+    return choice;
+}
+
+char *
+mt_serve_reply_json(const struct mt_serve_request *req, const struct mt_serve_origin *o,
+                    const struct mt_serve_reply *r)
+{
+    return mt_serve_replies_json(req, o, r, 1);
+}
+
+char *
+mt_serve_replies_json(const struct mt_serve_request *req, const struct mt_serve_origin *o,
+                      const struct mt_serve_reply *r, size_t n)
+{
+    struct mt_serve_reply total = r[0];
+    json_t *choices = json_array();
+
+    for (size_t i = 0; choices != NULL && i < n; i++) {
+        struct mt_serve_origin oi = *o;
+        oi.index = (int)i;
+        if (json_array_append_new(choices, choice_json_(req, &oi, &r[i])) != 0) {
+            json_decref(choices);
+            choices = NULL;
+        }
+        total.completion_tokens += i > 0 ? r[i].completion_tokens : 0;
+    }
+    json_t *obj = json_pack("{s:s,s:s,s:I,s:s,s:o,s:o}", "id", o->id, "object",
                             is_chat_(req) ? "chat.completion" : "text_completion", "created",
-                            (json_int_t)o->created, "model", o->model, "choices", choice, "usage",
-                            usage_(r));
+                            (json_int_t)o->created, "model", o->model, "choices", choices,
+                            "usage", usage_(&total));
     if (obj != NULL && req->return_token_ids) {
         json_object_set_new(obj, "prompt_token_ids", ids_(r->prompt_ids, r->n_prompt_ids));
     }
@@ -1108,11 +1141,12 @@ mt_serve_chunk_event(const struct mt_serve_request *req, const struct mt_serve_o
             json_object_set_new(delta, reasoning ? "reasoning_content" : "content",
                                 str_(text, len));
         }
-        choice = json_pack("{s:i,s:o,s:o,s:o}", "index", 0, "delta", delta, "logprobs",
+        choice = json_pack("{s:i,s:o,s:o,s:o}", "index", o->index, "delta", delta, "logprobs",
                            logprobs_json_(req, lp, false), "finish_reason",
                            finish != NULL ? json_string(finish) : json_null());
     } else {
-        choice = json_pack("{s:i,s:o,s:o,s:o}", "index", 0, "text", str_(text, len), "logprobs",
+        choice = json_pack("{s:i,s:o,s:o,s:o}", "index", o->index, "text", str_(text, len),
+                           "logprobs",
                            logprobs_json_(req, lp, false), "finish_reason",
                            finish != NULL ? json_string(finish) : json_null());
     }
@@ -1126,7 +1160,7 @@ char *
 mt_serve_tool_calls_event(const struct mt_serve_request *req, const struct mt_serve_origin *o,
                           const struct mt_chat_tool_call *calls, size_t n)
 {
-    json_t *choice = json_pack("{s:i,s:{s:o},s:n,s:n}", "index", 0, "delta", "tool_calls",
+    json_t *choice = json_pack("{s:i,s:{s:o},s:n,s:n}", "index", o->index, "delta", "tool_calls",
                                tool_calls_(o, calls, n, true), "logprobs", "finish_reason");
 
     return event_(json_pack("{s:s,s:s,s:I,s:s,s:[o]}", "id", o->id, "object",

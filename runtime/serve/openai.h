@@ -15,13 +15,13 @@
  * named function: the server opens the call for the model), logprobs and top_logprobs, thinking
  * mode (chat_template_kwargs.thinking or .enable_thinking, or thinking.type "enabled" /
  * "disabled", as vLLM, SGLang and DeepSeek's API spell it), temperature, top_p, top_k, seed,
- * max_tokens (or max_completion_tokens), stop (a string or up to 4), n (1 only), stream,
+ * max_tokens (or max_completion_tokens), stop (a string or up to 4), n (up to 16), stream,
  * stream_options.include_usage, and our return_token_ids (the prompt and reply ids in the
  * response, to compare with `moetier run`). Completions (/v1/completions): prompt (a string,
  * token ids, or an array of one of them) instead of messages, echo, and logprobs as a count; a
  * text prompt is encoded as `moetier run -p` does (BOS, special tokens recognized), token ids run
  * as given. Unknown fields are ignored, as OpenAI's server does; fields we cannot honour are
- * refused unless they hold their defaults (n and best_of > 1, presence and frequency penalties,
+ * refused unless they hold their defaults (best_of > 1, presence and frequency penalties,
  * logit_bias, a response_format other than text, a completion's suffix). Message text (content,
  * reasoning_content) and the prompt may hold NUL bytes ("\u0000": a model's reply can, and the
  * client sends it back); other strings may not.
@@ -42,6 +42,7 @@
 struct mt_tokenizer;
 
 #define MT_SERVE_MAX_STOP 4 /* OpenAI's limit on stop strings */
+#define MT_SERVE_MAX_N 16   /* choices a request may ask for (n) */
 
 /* What one request may ask for; each bound is refused with a 4xx naming it. */
 struct mt_serve_limits {
@@ -97,6 +98,7 @@ struct mt_serve_request {
     bool include_usage;                     /* stream: a last chunk with the usage */
     bool return_token_ids;                  /* prompt_token_ids and token_ids in the answer */
     bool ignore_eos;                        /* generate past end-of-text (as vLLM's ignore_eos) */
+    int n;                                  /* choices, generated one after another */
     int logprobs;                           /* -1: none; else each answer token's log-probability
                                                with this many most likely tokens (chat:
                                                top_logprobs; completion: logprobs) */
@@ -123,11 +125,13 @@ void mt_serve_request_fini(struct mt_serve_request *req);
 
 /* ---- responses -------------------------------------------------------------------------- */
 
-/* Where a response comes from: the request's id ("chatcmpl-7"), time and model. */
+/* Where a response comes from: the request's id ("chatcmpl-7"), time and model, and the choice
+ * (of n) a stream's chunk belongs to. */
 struct mt_serve_origin {
     const char *id;
     long long created; /* Unix seconds */
     const char *model;
+    int index;         /* the choice, from 0 */
 };
 
 /*
@@ -168,6 +172,11 @@ struct mt_serve_reply {
 /* The chat.completion or text_completion object of a reply (malloc'ed JSON text). */
 char *mt_serve_reply_json(const struct mt_serve_request *req, const struct mt_serve_origin *o,
                           const struct mt_serve_reply *r);
+
+/* The same with n choices (n > 1), one a reply: choice i from r[i], the usage from r[0] with
+ * every choice's completion tokens added up. */
+char *mt_serve_replies_json(const struct mt_serve_request *req, const struct mt_serve_origin *o,
+                            const struct mt_serve_reply *r, size_t n);
 
 /*
  * One streamed chunk as a whole server-sent event ("data: {...}\n\n", malloc'ed): text (len

@@ -94,6 +94,21 @@ bytes_prepend(struct bytes *b, const char *s, size_t n)
     return true;
 }
 
+/* A finished choice's answer, kept for the response while the next one runs (n > 1). */
+struct kept_choice {
+    struct bytes content;
+    size_t content_end;          /* the text before its tool calls (all of it without) */
+    struct bytes reasoning;
+    struct mt_chat_parsed_calls calls;
+    bool has_calls;
+    struct mt_logprob *lps;
+    size_t n_lps;
+    int32_t *ids;
+    size_t n_ids;
+    const char *finish;
+    long n_generated;
+};
+
 /* One request, shared by its connection's thread and the worker (refs: 2 until one lets go). */
 struct job {
     struct mt_serve *serve;
@@ -123,6 +138,7 @@ struct job {
     char *forced;                /* tool_choice forces a call: its start (owned), or NULL */
     int32_t *forced_ids;         /* ... as ids (owned) */
     size_t n_forced;
+    bool forced_after_think;     /* ... they follow the reasoning (thinking mode) */
     bool forced_fed;             /* ... they were fed: the answer begins with them */
     bool stop_at_think;          /* the forced call follows the reasoning: stop at </think> */
     bool think_ended;            /* ... and it came */
@@ -141,6 +157,8 @@ struct job {
     long n_sampled;              /* ids generated so far */
     size_t n_ids;
     size_t cap_ids;
+    int choice;                  /* the choice being generated (of req.n) */
+    struct kept_choice *kept;    /* owned, [req.n]: the finished choices */
     struct job *next;            /* queue link */
 };
 
@@ -474,6 +492,14 @@ job_free(struct job *j)
     free(j->lps);
     free(j->lp_end);
     mt_chat_parsed_calls_fini(&j->calls);
+    for (int i = 0; j->kept != NULL && i < j->req.n; i++) {
+        free(j->kept[i].content.p);
+        free(j->kept[i].reasoning.p);
+        mt_chat_parsed_calls_fini(&j->kept[i].calls);
+        free(j->kept[i].lps);
+        free(j->kept[i].ids);
+    }
+    free(j->kept);
     free(j);
 }
 
@@ -554,7 +580,8 @@ job_send(struct job *j, char *event)
 static struct mt_serve_origin
 job_origin(const struct job *j)
 {
-    struct mt_serve_origin o = {.id = j->id, .created = j->created, .model = j->serve->model_id};
+    struct mt_serve_origin o = {.id = j->id, .created = j->created, .model = j->serve->model_id,
+                                .index = j->choice};
     return o;
 }
 
@@ -754,9 +781,8 @@ job_encode_forced(struct job *j, int32_t **prompt, size_t *n)
                                                  &j->forced_ids, &j->n_forced) != MT_OK) {
         return false;
     }
-    j->tool_block = true; /* the answer is inside the block from its start: nothing streams */
-    j->stop_at_think = j->req.thinking && s->think_end >= 0;
-    if (j->stop_at_think) {
+    j->forced_after_think = j->req.thinking && s->think_end >= 0;
+    if (j->forced_after_think) {
         return true;
     }
     int32_t *p = realloc(*prompt, (*n + j->n_forced) * sizeof(*p));
@@ -766,7 +792,6 @@ job_encode_forced(struct job *j, int32_t **prompt, size_t *n)
     memcpy(p + *n, j->forced_ids, j->n_forced * sizeof(*p));
     *prompt = p;
     *n += j->n_forced;
-    j->forced_fed = true;
     return true;
 }
 
@@ -970,44 +995,71 @@ job_generate_forced(struct job *j, struct mt_gen_opts *go, struct mt_gen_result 
     return st;
 }
 
-/* Run one job on the worker: encode, generate, answer. */
+/*
+ * Before each choice: its answer starts empty (the previous one's was kept), and a forced call
+ * opens it again.
+ */
 static void
-job_run(struct mt_serve *s, struct job *j)
+job_choice_reset(struct job *j)
 {
-    int32_t *prompt = NULL;
-    size_t n_prompt = 0;
-    struct mt_gen_opts go;
-    struct mt_gen_result res = {0};
-    struct mt_sampler_opts so = j->req.sampler;
+    struct mt_serve *s = j->serve;
+
+    j->content.n = 0;
+    j->content_sent = 0;
+    j->reasoning.n = 0;
+    j->stopped_by_string = false;
+    j->tool_block = j->forced != NULL; /* inside the block from its start: nothing streams */
+    j->forced_fed = j->forced != NULL && !j->forced_after_think;
+    j->stop_at_think = j->forced != NULL && j->forced_after_think;
+    j->think_ended = false;
+    mt_chat_parsed_calls_fini(&j->calls);
+    j->n_lps = 0;
+    j->lp_sent = 0;
+    j->lp_sent_bytes = 0;
+    j->n_ids = 0;
+    j->n_sampled = 0;
+    j->in_reasoning = j->req.api == MT_SERVE_API_CHAT && j->req.thinking && s->think_end >= 0;
+}
+
+/* The choice's answer, moved into k (j's buffers start over). */
+static void
+job_keep_choice(struct job *j, struct kept_choice *k, size_t content_end, bool calls,
+                const char *finish, long n_generated)
+{
+    *k = (struct kept_choice){
+        .content = j->content, .content_end = content_end, .reasoning = j->reasoning,
+        .calls = j->calls, .has_calls = calls, .lps = j->lps, .n_lps = j->n_lps, .ids = j->ids,
+        .n_ids = j->n_ids, .finish = finish, .n_generated = n_generated};
+    memset(&j->content, 0, sizeof(j->content));
+    memset(&j->reasoning, 0, sizeof(j->reasoning));
+    memset(&j->calls, 0, sizeof(j->calls));
+    j->lps = NULL;
+    j->cap_lps = 0;
+    free(j->lp_end);
+    j->lp_end = NULL;
+    j->ids = NULL;
+    j->cap_ids = 0;
+}
+
+/*
+ * One choice of a job: generate (in thinking mode with a forced call, in two parts), then what
+ * the decoder and the stop-string matcher still hold, the tool calls, and in a stream the
+ * choice's last chunks. The answer goes into *k; *res says what the engine did.
+ */
+static mt_status_t
+job_choice(struct job *j, const int32_t *prompt, size_t n_prompt, struct mt_gen_result *res,
+           struct kept_choice *k)
+{
+    struct mt_serve *s = j->serve;
     struct mt_serve_origin o = job_origin(j);
+    struct mt_gen_opts go;
     mt_status_t st;
 
-    if (!job_encode(j, &prompt, &n_prompt)) {
-        goto out_done;
-    }
-    if (!j->req.seeded) {
-        so.seed = (uint64_t)(mt_clock_now() * 1e9) ^ (j->seq * 0x9e3779b97f4a7c15ull);
-    }
-    mt_log_set_quiet(true);
-    st = mt_session_set_sampler(s->session, &so);
-    mt_log_set_quiet(false);
-    if (st != MT_OK) {
-        mt_serve_error_set(&j->err, 400, "invalid_request_error", NULL, NULL, "%s",
-                           mt_last_error());
-        goto out_free_prompt;
-    }
+    job_choice_reset(j);
     if (j->req.echo && !job_echo_text(j, prompt, n_prompt)) {
-        mt_serve_error_set(&j->err, 500, "server_error", NULL, NULL, "out of memory");
-        goto out_free_prompt;
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the echo");
     }
-    j->prompt = prompt;
-    j->n_prompt = n_prompt;
     mt_detok_init(&j->detok, s->tok);
-    j->in_reasoning = j->req.api == MT_SERVE_API_CHAT && j->req.thinking && s->think_end >= 0;
-    pthread_mutex_lock(&s->lock);
-    j->state = JOB_RUNNING;
-    pthread_cond_broadcast(&j->cond);
-    pthread_mutex_unlock(&s->lock);
     if (j->req.stream) {
         job_send(j, mt_serve_chunk_event(&j->req, &o, "", 0, false,
                                          j->req.api == MT_SERVE_API_CHAT, NULL, NULL));
@@ -1025,9 +1077,9 @@ job_run(struct mt_serve *s, struct job *j)
     if (j->req.echo && j->req.logprobs >= 0) {
         go.on_prompt_logits = on_prompt_logits;
     }
-    st = mt_session_generate(s->session, prompt, n_prompt, &go, on_token, j, &res);
+    st = mt_session_generate(s->session, prompt, n_prompt, &go, on_token, j, res);
     if (st == MT_OK && j->think_ended) {
-        st = job_generate_forced(j, &go, &res);
+        st = job_generate_forced(j, &go, res);
     }
 
     /* what the decoder and the stop-string matcher still hold */
@@ -1041,6 +1093,7 @@ job_run(struct mt_serve *s, struct job *j)
             job_add_content(j, text, len);
         }
     }
+    mt_detok_fini(&j->detok);
     /* the forced call's start, fed to the model, begins its answer */
     if (j->forced_fed && !bytes_prepend(&j->content, j->forced, strlen(j->forced))) {
         st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the answer");
@@ -1065,40 +1118,128 @@ job_run(struct mt_serve *s, struct job *j)
         job_emit(j, j->content.p + j->content_sent, content_end - j->content_sent, false);
         j->content_sent = content_end;
     }
-    mt_detok_fini(&j->detok);
-    const char *finish = calls ? "tool_calls" : finish_reason(j, &res);
+    const char *finish = calls ? "tool_calls" : finish_reason(j, res);
 
     pthread_mutex_lock(&s->lock);
     bool gone = j->gone;
     pthread_mutex_unlock(&s->lock);
-    mt_serve_metrics_count_generation(&s->metrics, &res, gone);
+    mt_serve_metrics_count_generation(&s->metrics, res, gone);
     if (!s->opts.quiet) {
-        mt_log_info("serve: %s %s: %zu prompt tokens (%zu cached), %ld generated, %s%s", j->id,
-                    j->req.api == MT_SERVE_API_CHAT ? "chat" : "completion", res.n_prompt,
-                    res.n_reused, res.n_generated,
+        char which[48] = "";
+        if (j->req.n > 1) {
+            snprintf(which, sizeof(which), " (choice %d of %d)", j->choice + 1, j->req.n);
+        }
+        mt_log_info("serve: %s %s%s: %zu prompt tokens (%zu cached), %ld generated, %s%s", j->id,
+                    j->req.api == MT_SERVE_API_CHAT ? "chat" : "completion", which,
+                    res->n_prompt, res->n_reused, res->n_generated,
                     st != MT_OK ? "failed" : gone ? "client gone" : finish,
                     j->req.stream ? ", streamed" : "");
     }
+    if (j->req.stream && st == MT_OK) {
+        struct mt_serve_logprobs lp;
+        if (calls) {
+            job_send(j, mt_serve_tool_calls_event(&j->req, &o, j->calls.calls, j->calls.n));
+        }
+        job_send(j, mt_serve_chunk_event(&j->req, &o, "", 0, false, false,
+                                         job_take_logprobs(j, SIZE_MAX, &lp), finish));
+    }
+    job_keep_choice(j, k, content_end, calls, finish, res->n_generated);
+    return st;
+}
 
-    struct mt_serve_reply reply = {
-        .content = j->content.p != NULL ? j->content.p : "",
-        .content_len = content_end,
+/* The response of a kept choice (with the request's usage: job_run fills it). */
+static struct mt_serve_reply
+kept_reply(const struct job *j, const struct kept_choice *k)
+{
+    struct mt_serve_reply r = {
+        .content = k->content.p != NULL ? k->content.p : "",
+        .content_len = k->content_end,
         .reasoning = j->req.api == MT_SERVE_API_CHAT && j->req.thinking
-                         ? (j->reasoning.p != NULL ? j->reasoning.p : "")
+                         ? (k->reasoning.p != NULL ? k->reasoning.p : "")
                          : NULL,
-        .reasoning_len = j->reasoning.n,
-        .finish = finish,
-        .tool_calls = j->calls.calls,
-        .n_tool_calls = calls ? j->calls.n : 0,
-        .prompt_tokens = n_prompt,
-        .cached_tokens = res.n_reused,
-        .completion_tokens = res.n_generated,
-        .prompt_ids = prompt,
-        .n_prompt_ids = n_prompt,
-        .ids = j->ids,
-        .n_ids = j->n_ids,
-        .logprobs = {j->req.logprobs >= 0 ? s->tok : NULL, j->lps, j->n_lps, 0},
+        .reasoning_len = k->reasoning.n,
+        .finish = k->finish,
+        .tool_calls = k->calls.calls,
+        .n_tool_calls = k->has_calls ? k->calls.n : 0,
+        .completion_tokens = k->n_generated,
+        .ids = k->ids,
+        .n_ids = k->n_ids,
+        .logprobs = {j->req.logprobs >= 0 ? j->serve->tok : NULL, k->lps, k->n_lps, 0},
     };
+    return r;
+}
+
+/*
+ * Run one job on the worker: encode, then its n choices one after another (each reuses the
+ * prompt's cache; choice i samples with seed + i), then the response.
+ */
+static void
+job_run(struct mt_serve *s, struct job *j)
+{
+    int32_t *prompt = NULL;
+    size_t n_prompt = 0;
+    struct mt_gen_result res = {0};
+    struct mt_sampler_opts so = j->req.sampler;
+    struct mt_serve_reply *replies = NULL;
+    mt_status_t st = MT_OK;
+    size_t n_reused = 0;
+    long generated = 0;
+
+    if (!job_encode(j, &prompt, &n_prompt)) {
+        goto out_done;
+    }
+    if (!j->req.seeded) {
+        so.seed = (uint64_t)(mt_clock_now() * 1e9) ^ (j->seq * 0x9e3779b97f4a7c15ull);
+    }
+    j->kept = calloc((size_t)j->req.n, sizeof(*j->kept));
+    replies = calloc((size_t)j->req.n, sizeof(*replies));
+    if (j->kept == NULL || replies == NULL) {
+        mt_serve_error_set(&j->err, 500, "server_error", NULL, NULL, "out of memory");
+        goto out_free_prompt;
+    }
+    j->prompt = prompt;
+    j->n_prompt = n_prompt;
+    pthread_mutex_lock(&s->lock);
+    j->state = JOB_RUNNING;
+    pthread_cond_broadcast(&j->cond);
+    pthread_mutex_unlock(&s->lock);
+
+    int done = 0;
+    for (; done < j->req.n && st == MT_OK; done++) {
+        struct mt_sampler_opts si = so;
+        si.seed += (uint64_t)done;
+        pthread_mutex_lock(&s->lock);
+        bool gone = j->gone || s->abort_running;
+        pthread_mutex_unlock(&s->lock);
+        if (done > 0 && gone) {
+            break;
+        }
+        mt_log_set_quiet(true);
+        st = mt_session_set_sampler(s->session, &si);
+        mt_log_set_quiet(false);
+        if (st != MT_OK && done == 0) {
+            mt_serve_error_set(&j->err, 400, "invalid_request_error", NULL, NULL, "%s",
+                               mt_last_error());
+            goto out_free_prompt; /* nothing went out yet: a plain 400 */
+        }
+        j->choice = done;
+        if (st == MT_OK) {
+            st = job_choice(j, prompt, n_prompt, &res, &j->kept[done]);
+        }
+        n_reused = done == 0 ? res.n_reused : n_reused;
+        generated += res.n_generated;
+    }
+    for (int i = 0; i < done; i++) {
+        replies[i] = kept_reply(j, &j->kept[i]);
+    }
+    /* the usage: the prompt once (with what its first run reused), every choice's tokens */
+    replies[0].prompt_tokens = n_prompt;
+    replies[0].cached_tokens = n_reused;
+    replies[0].prompt_ids = prompt;
+    replies[0].n_prompt_ids = n_prompt;
+
+    struct mt_serve_origin o = job_origin(j);
+    o.index = 0;
     if (st != MT_OK) {
         mt_serve_error_set(&j->err, 500, "server_error", NULL, NULL, "generation failed: %s",
                            mt_last_error());
@@ -1106,21 +1247,18 @@ job_run(struct mt_serve *s, struct job *j)
     if (j->req.stream) {
         if (st != MT_OK) {
             job_send(j, mt_serve_error_event(&j->err));
-        } else {
-            if (calls) {
-                job_send(j, mt_serve_tool_calls_event(&j->req, &o, j->calls.calls, j->calls.n));
-            }
-            struct mt_serve_logprobs lp;
-            job_send(j, mt_serve_chunk_event(&j->req, &o, "", 0, false, false,
-                                             job_take_logprobs(j, SIZE_MAX, &lp), reply.finish));
-            if (j->req.include_usage) {
-                job_send(j, mt_serve_usage_event(&j->req, &o, &reply));
-            }
+        } else if (j->req.include_usage) {
+            /* n > 1: which ids are whose is in no chunk of a stream's usage; none are sent */
+            struct mt_serve_request rq = j->req;
+            struct mt_serve_reply total = replies[0];
+            total.completion_tokens = generated;
+            rq.return_token_ids = rq.return_token_ids && j->req.n == 1;
+            job_send(j, mt_serve_usage_event(&rq, &o, &total));
         }
         job_send(j, strdup("data: [DONE]\n\n"));
         j->err.http = 0; /* the 200 went out already */
     } else if (st == MT_OK) {
-        char *body = mt_serve_reply_json(&j->req, &o, &reply);
+        char *body = mt_serve_replies_json(&j->req, &o, replies, (size_t)done);
         pthread_mutex_lock(&s->lock);
         j->result = body;
         pthread_mutex_unlock(&s->lock);
@@ -1130,6 +1268,7 @@ job_run(struct mt_serve *s, struct job *j)
     }
 
 out_free_prompt:
+    free(replies);
     free(prompt);
 out_done:
     pthread_mutex_lock(&s->lock);

@@ -1,0 +1,80 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# test_serve_choices.sh - `moetier serve` with n > 1: the choices run one after another on the
+# one engine, choice i sampling with seed + i (so each equals a request of n = 1 with that
+# seed), each reusing the prompt's cache; the usage adds up their tokens; a stream sends each
+# choice's chunks with its index and one usage at the end; logprobs and echo go with every
+# choice.
+. "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
+. "$MT_SRCDIR/tests/serve/lib_serve.sh"
+need curl "the HTTP client of this test; apt-get install curl"
+need jq "JSON in shell tests; apt-get install jq"
+
+make_tmp serve-choices
+make_model
+start_server "$tmp/a.log"
+
+post() { # post PATH BODY: the reply in $tmp/body, the status in $code
+    code=$(curl -s --max-time 60 -o "$tmp/body" -w '%{http_code}' "$url$1" \
+        -H "Content-Type: application/json" -d "$2")
+}
+
+echo "1..8"
+
+post /v1/completions '{"prompt": "Once upon", "n": 3, "max_tokens": 6, "temperature": 1,
+    "seed": 7, "ignore_eos": true, "return_token_ids": true}'
+cp "$tmp/body" "$tmp/three"
+[ "$code" = 200 ] && jq -e '(.choices | length) == 3 and ([.choices[].index] == [0, 1, 2]) and
+    .usage.completion_tokens == 18 and all(.choices[]; (.token_ids | length) == 6)' \
+    "$tmp/three" >/dev/null
+ok $? "n = 3: three choices with indexes 0, 1, 2 and 6 tokens each; usage 18"
+same=0
+for i in 0 1 2; do
+    post /v1/completions "{\"prompt\": \"Once upon\", \"max_tokens\": 6, \"temperature\": 1,
+        \"seed\": $((7 + i)), \"ignore_eos\": true, \"return_token_ids\": true}"
+    [ "$(jq -c '.choices[0].token_ids' "$tmp/body")" = \
+      "$(jq -c ".choices[$i].token_ids" "$tmp/three")" ] || same=1
+done
+ok $same "choice i = a request of n = 1 with seed 7 + i"
+[ "$(jq -c '[.choices[].token_ids] | unique | length' "$tmp/three")" -gt 1 ]
+ok $? "the sampled choices differ"
+grep -q "(choice 2 of 3): [0-9]* prompt tokens ([1-9][0-9]* cached)" "$tmp/a.log"
+ok $? "the second choice reuses the prompt's cache: $(grep 'choice 2 of 3' "$tmp/a.log")"
+
+post /v1/chat/completions '{"messages": [{"role": "user", "content": "Hello there"}], "n": 2,
+    "max_tokens": 5, "temperature": 0, "logprobs": true, "top_logprobs": 1}'
+cp "$tmp/body" "$tmp/greedy"
+[ "$code" = 200 ] && jq -e '(.choices | length) == 2 and
+    .choices[0].message.content == .choices[1].message.content and
+    (.choices[0].logprobs.content | length) > 0 and
+    .choices[0].logprobs == .choices[1].logprobs' "$tmp/greedy" >/dev/null
+ok $? "greedy n = 2 with logprobs: two equal choices, each with its log-probabilities"
+
+curl -sN --max-time 60 "$url/v1/chat/completions" -H "Content-Type: application/json" \
+    -d '{"messages": [{"role": "user", "content": "Hello there"}], "n": 2, "max_tokens": 5,
+         "temperature": 0, "stream": true, "stream_options": {"include_usage": true}}' \
+    >"$tmp/sse"
+sed -n 's/^data: //p' "$tmp/sse" | grep -v '^\[DONE\]$' >"$tmp/events"
+c0=$(jq -j 'select(.choices[0].index == 0) | .choices[0].delta.content // ""' "$tmp/events")
+c1=$(jq -j 'select(.choices[0].index == 1) | .choices[0].delta.content // ""' "$tmp/events")
+[ "$c0" = "$(jq -j '.choices[0].message.content' "$tmp/greedy")" ] && [ "$c0" = "$c1" ] &&
+    [ "$(jq -s '[.[] | select(.choices[0].delta.role == "assistant")] | length' \
+        "$tmp/events")" = 2 ] &&
+    [ "$(jq -s '[.[] | select(.choices[0].finish_reason != null)] | length' "$tmp/events")" = 2 ] &&
+    tail -n 1 "$tmp/events" | jq -e '.choices == [] and .usage.completion_tokens == 10' \
+        >/dev/null &&
+    [ "$(grep -c '^data: \[DONE\]' "$tmp/sse")" = 1 ]
+ok $? "streamed n = 2: each choice's role, text and finish under its index, one usage (10), \
+one [DONE]"
+
+post /v1/completions '{"prompt": "The capital", "n": 2, "max_tokens": 3, "temperature": 0,
+    "echo": true, "logprobs": 1}'
+[ "$code" = 200 ] && jq -e 'all(.choices[]; (.text | startswith("<｜begin▁of▁sentence｜>The capital"))
+    and .logprobs.token_logprobs[0] == null) and
+    .choices[0].logprobs == .choices[1].logprobs' "$tmp/body" >/dev/null
+ok $? "echo with n = 2: each choice's text and log-probabilities begin with the prompt"
+
+post /v1/chat/completions '{"messages": [{"role": "user", "content": "q"}], "n": 17}'
+[ "$code" = 400 ] && jq -e '.error.param == "n"' "$tmp/body" >/dev/null
+ok $? "n = 17: 400 ($(jq -r .error.message "$tmp/body"))"
+tap_exit
