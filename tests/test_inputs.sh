@@ -29,7 +29,7 @@ expect_refused() {
     ok $? "$desc: exit $rc: $(head -c 300 "$tmp/err")"
 }
 
-echo "1..18"
+echo "1..19"
 # A checkpoint directory whose config.json is a FIFO.
 mkdir "$tmp/m" && mkfifo "$tmp/m/config.json"
 expect_refused "config.json a FIFO (inspect)" "'$tmp/m/config.json' is a FIFO" \
@@ -90,4 +90,9 @@ timeout 10 "$bin" help nosuch >/dev/null 2>"$tmp/err"
 rc=$?
 [ "$rc" -eq 2 ] && grep -q "no command 'nosuch'" "$tmp/err"
 ok $? "moetier help of an unknown command: exit 2 naming it (rc $rc)"
+timeout 10 "$bin" "$(printf 'no\033[2Jsuch')" >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "unknown command 'no\\\\x1b\[2Jsuch'" "$tmp/err" &&
+    ! grep -q "$(printf '\033')" "$tmp/err"
+ok $? "an unknown command with an escape sequence in it: named with \\x1b, no raw ESC (rc $rc)"
 tap_exit

@@ -11,10 +11,12 @@
 #include <string.h>
 #include <unistd.h>
 
-/* What mt_log_warn (or, with raw, mt_log_text) writes to stderr for one message (read back
+enum how { WARN, TEXT, LINE };
+
+/* What mt_log_warn (mt_log_text, mt_log_line) writes to stderr for one message (read back
  * through a temporary file). */
 static void
-stderr_of(const char *name, bool raw, char *out, size_t size)
+stderr_of(const char *name, enum how how, char *out, size_t size)
 {
     FILE *tmp = tmpfile();
     int saved = dup(2);
@@ -26,8 +28,10 @@ stderr_of(const char *name, bool raw, char *out, size_t size)
     }
     fflush(stderr);
     dup2(fileno(tmp), 2);
-    if (raw) {
+    if (how == TEXT) {
         mt_log_text(name);
+    } else if (how == LINE) {
+        mt_log_line("bench: disk: %s...", name);
     } else {
         mt_log_warn("name '%s' and more", name);
     }
@@ -47,7 +51,7 @@ main(void)
 
     static char big[3000], text[8192];
 
-    tap_plan(12);
+    tap_plan(13);
     mt_log_set_quiet(true);
     st = mt_fail(MT_ERR_IO, ENOENT, "cannot open weights '%s'", "/x/y");
     tap_ok(st == MT_ERR_IO, "mt_fail returns the status it was given");
@@ -67,7 +71,7 @@ main(void)
     size_t n = strlen(mt_last_error());
     tap_ok(n > 1000 && n < 1024 && n % 4 == 0 && strncmp(mt_last_error() + n - 4, "\\x01", 4) == 0,
            "a long message is cut between escapes (%zu bytes)", n);
-    stderr_of("x\ry\tz", false, text, sizeof(text));
+    stderr_of("x\ry\tz", WARN, text, sizeof(text));
     tap_ok(strcmp(text, "mt: warning: name 'x\\x0dy\\x09z' and more\n") == 0,
            "a warning escapes them too: %s", text);
     mt_log_set_quiet(false);
@@ -81,12 +85,16 @@ main(void)
            mt_last_error());
     static char long_name[5001];
     memset(long_name, 'n', 5000);
-    stderr_of(long_name, false, text, sizeof(text));
+    stderr_of(long_name, WARN, text, sizeof(text));
     tap_ok(strlen(text) == strlen("mt: warning: name '' and more\n") + 5000,
            "a warning longer than any buffer is printed whole (%zu bytes)", strlen(text));
-    stderr_of("MHD says\x1b[2J hi\n", true, text, sizeof(text));
+    stderr_of("MHD says\x1b[2J hi\n", TEXT, text, sizeof(text));
     tap_ok(strcmp(text, "MHD says\\x1b[2J hi\n") == 0,
            "another library's line: as it is, its control bytes escaped, its newline kept: %s",
            text);
+    stderr_of("/mnt/\x1b]0;title\x07nvme", LINE, text, sizeof(text));
+    tap_ok(strcmp(text, "bench: disk: /mnt/\\x1b]0;title\\x07nvme...\n") == 0,
+           "a command's own line with a path in it: no prefix, the path's control bytes "
+           "escaped: %s", text);
     return tap_done();
 }

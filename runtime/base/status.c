@@ -141,6 +141,16 @@ mt_log_vline(const char *prefix, const char *fmt, va_list ap)
 }
 
 void
+mt_log_line(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    mt_log_vline("", fmt, ap);
+    va_end(ap);
+}
+
+void
 mt_log_text(const char *text)
 {
     size_t n = strlen(text);

@@ -52,6 +52,10 @@ void mt_log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * callers with a prefix of their own ("moetier run: " for a command's usage errors). */
 void mt_log_vline(const char *prefix, const char *fmt, va_list ap);
 
+/* One line on stderr of fmt as it is (no prefix, no newline in fmt), escaped as every message
+ * is: for a command's own lines that hold what a user gave (a path, a name). */
+void mt_log_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* A line of another library's text on stderr as it is (no prefix; one trailing newline is the
  * line's own), its control bytes escaped as every message's are. */
 void mt_log_text(const char *text);

@@ -635,8 +635,8 @@ disk_point_done(void *ctx, const struct mt_io_disk_point *pt)
     row->median_ms = pt->seconds * 1e3; /* one pass: the whole pass's time */
     row->p90_ms = pt->seconds * 1e3;
     row->gbps = pt->gbps;
-    fprintf(stderr, "bench: disk: %s qd %d block %s: %.2f GB/s%s\n", d->path, pt->qd, bs,
-            pt->gbps, pt->direct ? "" : " (buffered: the filesystem refused O_DIRECT)");
+    mt_log_line("bench: disk: %s qd %d block %s: %.2f GB/s%s", d->path, pt->qd, bs, pt->gbps,
+                pt->direct ? "" : " (buffered: the filesystem refused O_DIRECT)");
     if (disk->n_points < MT_HWPROFILE_MAX_POINTS) {
         disk->points[disk->n_points++] = (struct mt_hw_disk_point){
             .qd = pt->qd, .block_bytes = pt->block_bytes, .gbps = pt->gbps};
@@ -665,7 +665,7 @@ run_disk(struct bench *b)
         struct mt_io_disk_bench_cb cb = {disk_file_written, disk_point_done, &d};
         mt_status_t st;
 
-        fprintf(stderr, "bench: disk: %s...\n", b->o.disks[i]);
+        mt_log_line("bench: disk: %s...", b->o.disks[i]);
         snprintf(d.disk->path, sizeof(d.disk->path), "%s", b->o.disks[i]);
         st = mt_io_disk_bench_run(b->o.disks[i], &o, &cb);
         if (st != MT_OK) {

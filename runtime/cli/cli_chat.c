@@ -596,7 +596,7 @@ mt_cli_chat(int argc, char **argv)
     bool have_old_sa = false;
 
     if (interactive) {
-        fprintf(stderr, "loading %s ...\n", dir);
+        mt_log_line("loading %s ...", dir);
     }
     rc = 1;
     /* the tokenizer first: a missing or broken one fails before the weights load */

@@ -285,11 +285,10 @@ mt_cli_serve(int argc, char **argv)
                     so.api_key == NULL ? " (--api-key requires a key)" : "");
     }
     bool v6 = strchr(so.host, ':') != NULL;
-    fprintf(stderr,
-            "moetier serve: listening on http://%s%s%s:%d/ (model %s; one request at a time, up "
-            "to %d waiting%s)\n",
-            v6 ? "[" : "", so.host, v6 ? "]" : "", mt_serve_port(serve), name,
-            so.limits.max_queue, so.api_key != NULL ? "; API key required" : "");
+    mt_log_line("moetier serve: listening on http://%s%s%s:%d/ (model %s; one request at a time, "
+                "up to %d waiting%s)",
+                v6 ? "[" : "", so.host, v6 ? "]" : "", mt_serve_port(serve), name,
+                so.limits.max_queue, so.api_key != NULL ? "; API key required" : "");
     fflush(stderr);
 
     while (sigwait(&sigs, &sig) != 0) {

@@ -11,6 +11,7 @@
 #include <config.h>
 
 #include "runtime/cli/cli.h"
+#include "runtime/base/status.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -94,7 +95,7 @@ run_command(int argc, char **argv)
                 return subcommands[i].fn(2, args);
             }
         }
-        fprintf(stderr, "moetier: no command '%s' to help with (see moetier --help)\n", argv[2]);
+        mt_log_line("moetier: no command '%s' to help with (see moetier --help)", argv[2]);
         return 2;
     }
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
@@ -115,7 +116,7 @@ run_command(int argc, char **argv)
             return subcommands[i].fn(argc - 1, argv + 1);
         }
     }
-    fprintf(stderr, "moetier: unknown command '%s' (see moetier --help)\n", argv[1]);
+    mt_log_line("moetier: unknown command '%s' (see moetier --help)", argv[1]);
     return 2;
 }
 
