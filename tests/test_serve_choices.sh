@@ -14,11 +14,6 @@ make_tmp serve-choices
 make_model
 start_server "$tmp/a.log"
 
-post() { # post PATH BODY: the reply in $tmp/body, the status in $code
-    code=$(curl -s --max-time 60 -o "$tmp/body" -w '%{http_code}' "$url$1" \
-        -H "Content-Type: application/json" -d "$2")
-}
-
 echo "1..8"
 
 post /v1/completions '{"prompt": "Once upon", "n": 3, "max_tokens": 6, "temperature": 1,

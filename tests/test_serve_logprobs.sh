@@ -15,10 +15,6 @@ make_tmp serve-logprobs
 make_model
 start_server "$tmp/a.log"
 
-post() { # post PATH BODY: the reply in $tmp/body, the status in $code
-    code=$(curl -s --max-time 60 -o "$tmp/body" -w '%{http_code}' "$url$1" \
-        -H "Content-Type: application/json" -d "$2")
-}
 # model_logprobs IDS N: the log-softmax rows of the last N positions of `moetier run` over IDS
 # (the distributions the next N tokens were drawn from), one JSON array of rows
 model_logprobs() {

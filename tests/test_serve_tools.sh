@@ -16,10 +16,7 @@ make_tmp serve-tools
 make_model
 MT_SERVE_THINK_AFTER=3 start_server "$tmp/a.log"
 
-chat() {
-    code=$(curl -s --max-time 60 -o "$tmp/body" -w '%{http_code}' "$url/v1/chat/completions" \
-        -H "Content-Type: application/json" -d "$1")
-}
+chat() { post /v1/chat/completions "$1"; }
 tools='"tools": [{"type": "function", "function": {"name": "get_weather", "parameters":
        {"type": "object"}}}, {"type": "function", "function": {"name": "add"}}]'
 # the forced starts, as text (JSON strings) and as ids

@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: MIT
 # lib_serve.sh - what the serve tests share, sourced after tests/lib.sh: `need TOOL WHY` (a
 # missing client is a SKIP locally and `Bail out!` under MT_REQUIRE_SERVE_CLIENTS=1, which
-# .ci/run sets after installing them), a tiny synth model, and a server started on a free port of
-# 127.0.0.1 that is stopped when the test exits. Every request goes to 127.0.0.1 only, with
+# .ci/run sets after installing them), a tiny synth model, a server started on a free port of
+# 127.0.0.1 that is stopped when the test exits, and `post PATH BODY` to it. Every request goes to 127.0.0.1 only, with
 # curl's --max-time, so a test always ends by itself.
 
 # need COMMAND REASON: skip the whole test (or bail out in CI) when COMMAND is missing.
@@ -58,4 +58,11 @@ start_server() {
     done
     [ -n "$port" ] || bail_out "the server did not start: $(cat "$log")"
     url="http://127.0.0.1:$port"
+}
+
+# post PATH BODY: POST the JSON BODY to the server's PATH; the reply in $tmp/body, the status
+# in $code.
+post() {
+    code=$(curl -s --max-time 60 -o "$tmp/body" -w '%{http_code}' "$url$1" \
+        -H "Content-Type: application/json" -d "$2")
 }
