@@ -80,9 +80,9 @@ TESTS += tests/test_inspect.sh
 TESTS += tests/test_run.sh tests/test_gpu_run.sh
 TESTS += tests/test_chat_cli.sh
 TESTS += tests/test_serve.sh tests/test_serve_clients.sh tests/test_serve_tools.sh \
-	tests/test_serve_logprobs.sh tests/test_serve_choices.sh
+	tests/test_serve_logprobs.sh tests/test_serve_sampling.sh
 EXTRA_DIST += tests/test_serve.sh tests/test_serve_clients.sh tests/test_serve_tools.sh \
-	tests/test_serve_logprobs.sh tests/test_serve_choices.sh \
+	tests/test_serve_logprobs.sh tests/test_serve_sampling.sh \
 	tests/serve/lib_serve.sh \
 	tests/serve/package.json tests/serve/package-lock.json tests/serve/client.mjs \
 	tests/serve/page.py tests/serve/half_close.c tests/serve/idle_gets.c

@@ -856,6 +856,114 @@ out:
     tap_rmtree(dir);
 }
 
+/* What penalized_step saw: the ids so far, and whether each pick followed the rule. */
+struct penalized {
+    struct mt_session *s;
+    int vocab;
+    const struct mt_gen_opts *go;
+    int32_t counts[1024];
+    int steps;
+    int ok;
+};
+
+/* The id must be the argmax of the model's logits with the penalties of the ids before it and
+ * the biases applied (greedy). */
+static bool
+penalized_step(void *ctx, int32_t id)
+{
+    struct penalized *p = ctx;
+    const float *l = mt_session_logits(p->s);
+    int32_t best = -1;
+    float best_v = -INFINITY;
+
+    for (int32_t i = 0; l != NULL && i < p->vocab && i < 1024; i++) {
+        float v = l[i];
+        if (p->counts[i] > 0) {
+            v -= p->go->presence_penalty + p->go->frequency_penalty * (float)p->counts[i];
+        }
+        for (int b = 0; b < p->go->n_bias; b++) {
+            v += p->go->bias[b].id == i ? p->go->bias[b].bias : 0.0f;
+        }
+        if (v > best_v) {
+            best_v = v;
+            best = i;
+        }
+    }
+    p->ok += best == id;
+    p->steps++;
+    if (id >= 0 && id < 1024) {
+        p->counts[id]++;
+    }
+    return true;
+}
+
+/*
+ * Penalties and logit_bias: each greedy pick is the argmax of the model's logits less
+ * presence_penalty for every id already generated and frequency_penalty per time, plus the
+ * biases; the callback still sees the model's own logits; a bias on an id outside the
+ * vocabulary is refused before anything runs.
+ */
+static void
+session_penalties(void)
+{
+    const char *dir = tap_tmpdir();
+    struct mt_model *m = NULL;
+    struct mt_engine *e = NULL;
+    struct mt_session *s = NULL;
+    struct mt_sampler_opts sp;
+    struct mt_gen_opts go;
+    struct mt_gen_result r;
+    int32_t prompt[6] = {3, 9, 27, 81, 7, 7};
+    struct mt_logit_bias bias[2] = {{5, -100.0f}, {11, 3.0f}};
+    struct penalized p = {0};
+
+    mt_sampler_opts_default(&sp);
+    if (!tap_ok(golden_synth_tiny(dir, 7) == MT_OK && mt_model_open(dir, &m) == MT_OK &&
+                    mt_engine_create(m, NULL, &e) == MT_OK &&
+                    mt_session_create(e, &sp, &s) == MT_OK && mt_engine_vocab(e) <= 1024,
+                "penalties: builds on the tiny checkpoint")) {
+        goto out;
+    }
+    mt_gen_opts_default(&go);
+    go.max_new = 24;
+    go.ignore_eos = true;
+    go.presence_penalty = 1.5f;
+    go.frequency_penalty = 0.75f;
+    go.bias = bias;
+    go.n_bias = 2;
+    p.s = s;
+    p.vocab = mt_engine_vocab(e);
+    p.go = &go;
+    mt_status_t st = mt_session_generate(s, prompt, 6, &go, penalized_step, &p, &r);
+    int32_t distinct = 0;
+    for (int i = 0; i < 1024; i++) {
+        distinct += p.counts[i] > 0;
+    }
+    tap_ok(st == MT_OK && p.steps == 24 && p.ok == 24 && p.counts[5] == 0,
+           "penalties: 24 greedy picks, each the argmax of the logits with presence 1.5, "
+           "frequency 0.75 and the biases (%d of %d; %d distinct ids; id 5 banned)",
+           p.ok, p.steps, (int)distinct);
+    memset(&p.counts, 0, sizeof(p.counts));
+    p.steps = p.ok = 0;
+    go.presence_penalty = go.frequency_penalty = 0.0f;
+    bias[1].bias = 100.0f;
+    st = mt_session_generate(s, prompt, 6, &go, penalized_step, &p, &r);
+    tap_ok(st == MT_OK && p.counts[11] == 24, "a bias of 100 on id 11: every pick is 11 (%d)",
+           (int)p.counts[11]);
+    bias[0].id = p.vocab;
+    mt_log_set_quiet(true);
+    st = mt_session_generate(s, prompt, 6, &go, penalized_step, &p, &r);
+    mt_log_set_quiet(false);
+    tap_ok(st == MT_ERR_INVAL && r.n_generated == 0 && r.prefill_s == 0.0,
+           "a bias on an id outside the vocabulary: MT_ERR_INVAL before the prompt runs (%s)",
+           mt_last_error());
+out:
+    mt_session_destroy(s);
+    mt_engine_destroy(e);
+    mt_model_destroy(m);
+    tap_rmtree(dir);
+}
+
 /* The KV cache doubles as it grows, but never past max_position_embeddings. */
 static void
 kv_growth(void)
@@ -1135,6 +1243,7 @@ main(void)
     kv_fp8();
     session_books();
     session_logits();
+    session_penalties();
     corrupt_weights();
     poisoned_step();
     int n = golden_all();

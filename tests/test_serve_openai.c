@@ -376,14 +376,35 @@ main(void)
         }
     }
     refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], "
-            "\"presence_penalty\": 1.5}",
-            400, "presence_penalty", "presence_penalty = 1.5");
+            "\"presence_penalty\": 2.5}",
+            400, "presence_penalty", "presence_penalty = 2.5");
     refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], "
-            "\"frequency_penalty\": -1}",
-            400, "frequency_penalty", "frequency_penalty = -1");
-    refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], "
-            "\"logit_bias\": {\"11\": 5}}",
-            400, "logit_bias", "a logit_bias");
+            "\"frequency_penalty\": -2.01}",
+            400, "frequency_penalty", "frequency_penalty = -2.01");
+    static const char *const bad_bias[] = {
+        "[]", "5", "{\"x\": 1}", "{\"-1\": 1}", "{\"1.5\": 1}", "{\"\": 1}",
+        "{\"2147483648\": 1}", "{\"12345678901\": 1}", "{\"7\": 101}", "{\"7\": \"1\"}",
+        "{\"7\": null}",
+    };
+    for (size_t k = 0; k < sizeof(bad_bias) / sizeof(bad_bias[0]); k++) {
+        char body[160];
+        snprintf(body, sizeof(body), "{\"messages\": [{\"role\": \"user\", \"content\": "
+                 "\"q\"}], \"logit_bias\": %s}", bad_bias[k]);
+        refused(body, 400, "logit_bias", bad_bias[k]);
+    }
+    st = parse(MT_SERVE_API_CHAT,
+               "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], "
+               "\"presence_penalty\": 1.5, \"frequency_penalty\": -2, "
+               "\"logit_bias\": {\"11\": 5, \"0\": -100, \"2147483647\": 0.25}}",
+               &r, &e);
+    tap_ok(st == MT_OK && r.presence_penalty == 1.5f && r.frequency_penalty == -2.0f &&
+               r.n_bias == 3 && r.bias[0].id == 11 && r.bias[0].bias == 5.0f &&
+               r.bias[1].id == 0 && r.bias[1].bias == -100.0f && r.bias[2].id == INT32_MAX &&
+               r.bias[2].bias == 0.25f,
+           "penalties and a logit_bias of three tokens, in order (%s)", e.message);
+    if (st == MT_OK) {
+        mt_serve_request_fini(&r);
+    }
     st = parse(MT_SERVE_API_CHAT,
                "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"best_of\": 1, "
                "\"top_logprobs\": 0, \"presence_penalty\": 0, \"frequency_penalty\": 0.0, "

@@ -23,6 +23,11 @@ struct mt_session {
     size_t cap_hist;
     float *logits;              /* owned, [vocab]: the next token's logits */
     bool logits_fresh;          /* ... hold the step's (not stale behind a greedy pick) */
+    /* penalties and logit_bias (allocated at their first use) */
+    float *adjusted;            /* [vocab]: the logits the sampler sees */
+    int32_t *counts;            /* [vocab]: times each id was generated in this reply */
+    int32_t *seen;              /* the ids with a count, [n_seen] (at most max_new) */
+    size_t n_seen;
 };
 
 const char *
@@ -87,6 +92,9 @@ mt_session_destroy(struct mt_session *s)
         return;
     }
     mt_sampler_destroy(s->sampler);
+    free(s->adjusted);
+    free(s->counts);
+    free(s->seen);
     free(s->hist);
     free(s->logits);
     free(s);
@@ -229,6 +237,66 @@ is_stop(const struct mt_session *s, const struct mt_gen_opts *o, int32_t id)
     return false;
 }
 
+static bool
+adjusts(const struct mt_gen_opts *o)
+{
+    return o->presence_penalty != 0.0f || o->frequency_penalty != 0.0f || o->n_bias > 0;
+}
+
+/* Ready the penalties' buffers for a reply of at most max_new ids: counts all zero. */
+static mt_status_t
+penalties_start(struct mt_session *s, const struct mt_gen_opts *o)
+{
+    size_t v = (size_t)s->vocab;
+
+    for (int i = 0; i < o->n_bias; i++) {
+        if (o->bias[i].id < 0 || o->bias[i].id >= s->vocab) {
+            return mt_fail(MT_ERR_INVAL, 0, "logit_bias: token id %d is outside the vocabulary "
+                           "[0, %d)", (int)o->bias[i].id, s->vocab);
+        }
+    }
+    if (s->adjusted == NULL && (s->adjusted = malloc(v * sizeof(float))) == NULL) {
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the penalized logits");
+    }
+    if (s->counts == NULL && (s->counts = calloc(v, sizeof(int32_t))) == NULL) {
+        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the penalties' counts");
+    }
+    for (size_t i = 0; i < s->n_seen; i++) {
+        s->counts[s->seen[i]] = 0;
+    }
+    s->n_seen = 0;
+    free(s->seen);
+    s->seen = malloc((size_t)(o->max_new > 0 ? o->max_new : 1) * sizeof(int32_t));
+    return s->seen != NULL ? MT_OK : mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the penalties");
+}
+
+/* What the sampler sees this step: the logits, or a copy with the penalties and biases. */
+static const float *
+adjusted_logits(struct mt_session *s, const struct mt_gen_opts *o)
+{
+    if (!adjusts(o)) {
+        return s->logits;
+    }
+    memcpy(s->adjusted, s->logits, (size_t)s->vocab * sizeof(float));
+    for (size_t i = 0; i < s->n_seen; i++) {
+        int32_t id = s->seen[i];
+        s->adjusted[id] -= o->presence_penalty + o->frequency_penalty * (float)s->counts[id];
+    }
+    for (int i = 0; i < o->n_bias; i++) {
+        s->adjusted[o->bias[i].id] += o->bias[i].bias;
+    }
+    return s->adjusted;
+}
+
+/* One more generated id, for the penalties. */
+static void
+penalties_count(struct mt_session *s, const struct mt_gen_opts *o, int32_t id)
+{
+    if (adjusts(o) && s->counts[id]++ == 0) {
+        s->seen[s->n_seen++] = id;
+    }
+}
+
 const float *
 mt_session_logits(const struct mt_session *s)
 {
@@ -255,6 +323,9 @@ mt_session_generate(struct mt_session *s, const int32_t *prompt, size_t n_prompt
     if (n_prompt > (size_t)INT32_MAX) {
         return mt_fail(MT_ERR_INVAL, 0, "a prompt of %zu tokens is too long", n_prompt);
     }
+    if (adjusts(opts) && (st = penalties_start(s, opts)) != MT_OK) {
+        return st;
+    }
     t0 = mt_clock_now();
     bool stopped = false;
     st = prefill(s, prompt, n_prompt, opts, ctx, &res->n_reused, &stopped);
@@ -273,11 +344,12 @@ mt_session_generate(struct mt_session *s, const int32_t *prompt, size_t n_prompt
      * A greedy sampler takes the argmax: after the prompt each step asks the engine for that id
      * instead of the logits (the GPU engine finds it on the device), the same id either way.
      */
-    bool greedy = mt_sampler_is_greedy(s->sampler) && !opts->want_logits;
+    bool greedy = mt_sampler_is_greedy(s->sampler) && !opts->want_logits && !adjusts(opts);
     bool have_next = false; /* next holds the engine's greedy pick */
     int32_t next = 0;
     while (res->n_generated < opts->max_new) {
-        if (!have_next && (st = mt_sampler_sample(s->sampler, s->logits, &next)) != MT_OK) {
+        if (!have_next &&
+            (st = mt_sampler_sample(s->sampler, adjusted_logits(s, opts), &next)) != MT_OK) {
             goto out_reset;
         }
         if (is_stop(s, opts, next)) {
@@ -285,6 +357,7 @@ mt_session_generate(struct mt_session *s, const int32_t *prompt, size_t n_prompt
             break;
         }
         res->n_generated++;
+        penalties_count(s, opts, next);
         s->logits_fresh = !have_next;
         bool go_on = on_token == NULL || on_token(ctx, next);
         if (!go_on) {

@@ -61,9 +61,19 @@ struct mt_gen_opts {
      * holds them all (a server's echo with logprobs). The whole prompt then runs.
      */
     mt_session_prompt_fn on_prompt_logits;
+    /*
+     * OpenAI's penalties, on a copy of each step's logits before the sampler (mt_session_logits
+     * stays the model's): presence_penalty is taken once from the logit of every id this reply
+     * has generated so far, frequency_penalty once for each time it was; bias[0..n_bias) adds
+     * to its ids' logits. Any of them turns the greedy shortcut off (the logits are needed).
+     */
+    float presence_penalty;
+    float frequency_penalty;
+    const struct mt_logit_bias *bias; /* borrowed */
+    int n_bias;
 };
 
-/* Defaults: max_new 32, no extra stop ids, stop at EOS, no prompt logits. */
+/* Defaults: max_new 32, no extra stop ids, stop at EOS, no prompt logits, no penalties. */
 void mt_gen_opts_default(struct mt_gen_opts *opts);
 
 /*

@@ -496,6 +496,57 @@ parse_prompt_(struct mt_serve_request *r, json_t *v, struct mt_serve_error *e)
 }
 
 /*
+ * logit_bias: {"TOKEN_ID": BIAS, ...}, ids as decimal strings, each bias -100 to 100 (OpenAI's
+ * bounds: -100 bans the token, 100 all but forces it), at most MT_SERVE_MAX_BIAS of them. The
+ * ids are checked against the vocabulary when the request runs.
+ */
+static bool
+parse_logit_bias_(struct mt_serve_request *r, json_t *bias, struct mt_serve_error *e)
+{
+    const char *key;
+    json_t *v;
+    int i = 0;
+
+    if (bias == NULL || (json_is_object(bias) && json_object_size(bias) == 0)) {
+        return true;
+    }
+    if (!json_is_object(bias)) {
+        BAD(e, "logit_bias", "'logit_bias' must be an object of token ids and biases, not %s",
+            mt_json_kind(bias));
+        return false;
+    }
+    if (json_object_size(bias) > MT_SERVE_MAX_BIAS) {
+        BAD(e, "logit_bias", "'logit_bias' has %zu tokens; at most %d", json_object_size(bias),
+            MT_SERVE_MAX_BIAS);
+        return false;
+    }
+    r->bias = malloc(json_object_size(bias) * sizeof(*r->bias));
+    if (r->bias == NULL) {
+        mt_serve_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
+        return false;
+    }
+    json_object_foreach(bias, key, v) {
+        size_t digits = strspn(key, "0123456789");
+        long long id = digits >= 1 && digits <= 10 && key[digits] == '\0' ? atoll(key) : -1;
+        if (id < 0 || id > INT32_MAX) {
+            BAD(e, "logit_bias",
+                "'logit_bias' key '%.40s' is not a token id (decimal digits, at most %d)", key,
+                INT32_MAX);
+            return false;
+        }
+        if (!json_is_number(v) || json_number_value(v) < -100 || json_number_value(v) > 100) {
+            BAD(e, "logit_bias", "'logit_bias[\"%s\"]' must be a number from -100 to 100", key);
+            return false;
+        }
+        r->bias[i].id = (int32_t)id;
+        r->bias[i].bias = (float)json_number_value(v);
+        i++;
+    }
+    r->n_bias = i;
+    return true;
+}
+
+/*
  * logprobs. Chat: "logprobs": true, and "top_logprobs": how many of the most likely tokens to
  * list at each place (0 to 20; it needs logprobs). Completion: "logprobs" is that count itself
  * (0 to 5, OpenAI's bounds). Null, false or absent: none.
@@ -782,20 +833,24 @@ parse_sampling_(struct mt_serve_request *r, json_t *root, const struct mt_serve_
     if (!parse_logprobs_(r, root, e)) {
         return false;
     }
+    if (!get_real_(root, "presence_penalty", -2, 2, &x, &have, e)) {
+        return false;
+    }
+    r->presence_penalty = have ? (float)x : 0.0f;
+    if (!get_real_(root, "frequency_penalty", -2, 2, &x, &have, e)) {
+        return false;
+    }
+    r->frequency_penalty = have ? (float)x : 0.0f;
+    if (!parse_logit_bias_(r, field_(root, "logit_bias"), e)) {
+        return false;
+    }
     /* OpenAI fields this server cannot honour: their defaults pass (clients send them), any
      * other value is refused rather than silently ignored */
     if (!get_int_(root, "best_of", 1, 1, &v, &have, e) ||
         (r->api == MT_SERVE_API_COMPLETION &&
-         !get_int_(root, "top_logprobs", 0, 0, &v, &have, e)) ||
-        !get_real_(root, "presence_penalty", 0, 0, &x, &have, e) ||
-        !get_real_(root, "frequency_penalty", 0, 0, &x, &have, e)) {
+         !get_int_(root, "top_logprobs", 0, 0, &v, &have, e))) {
         snprintf(e->message, sizeof(e->message), "'%s' is not supported (only its default)",
                  e->param);
-        return false;
-    }
-    json_t *bias = field_(root, "logit_bias");
-    if (bias != NULL && !(json_is_object(bias) && json_object_size(bias) == 0)) {
-        BAD(e, "logit_bias", "'logit_bias' is not supported (only an empty object)");
         return false;
     }
     return true;
@@ -904,6 +959,7 @@ mt_serve_request_fini(struct mt_serve_request *req)
     free(req->calls);
     free(req->tools);
     free(req->prompt_ids);
+    free(req->bias);
     json_decref(req->root);
     memset(req, 0, sizeof(*req));
 }

@@ -9,20 +9,20 @@
  * strings (message contents, stop strings, the prompt) point into that tree and live as long as
  * the request.
  *
- * Mapped fields. Chat (/v1/chat/completions): model, messages (roles system, user, assistant,
- * tool; content as a string or an array of text parts; an assistant's reasoning_content and
- * tool_calls), tools and tool_choice ("auto"; "none": the tools are not told; "required" or a
- * named function: the server opens the call for the model), logprobs and top_logprobs, thinking
- * mode (chat_template_kwargs.thinking or .enable_thinking, or thinking.type "enabled" /
- * "disabled", as vLLM, SGLang and DeepSeek's API spell it), temperature, top_p, top_k, seed,
- * max_tokens (or max_completion_tokens), stop (a string or up to 4), n (up to 16), stream,
- * stream_options.include_usage, and our return_token_ids (the prompt and reply ids in the
- * response, to compare with `moetier run`). Completions (/v1/completions): prompt (a string,
- * token ids, or an array of one of them) instead of messages, echo, and logprobs as a count; a
- * text prompt is encoded as `moetier run -p` does (BOS, special tokens recognized), token ids run
- * as given. Unknown fields are ignored, as OpenAI's server does; fields we cannot honour are
- * refused unless they hold their defaults (best_of > 1, presence and frequency penalties,
- * logit_bias, a response_format other than text, a completion's suffix). Message text (content,
+ * Mapped fields. Chat (/v1/chat/completions): model, messages (roles system, user, assistant, tool;
+ * content as a string or an array of text parts; an assistant's reasoning_content and tool_calls),
+ * tools and tool_choice ("auto"; "none": the tools are not told; "required" or a named function:
+ * the server opens the call for the model), logprobs and top_logprobs, thinking mode
+ * (chat_template_kwargs.thinking or .enable_thinking, or thinking.type "enabled" / "disabled", as
+ * vLLM, SGLang and DeepSeek's API spell it), temperature, top_p, top_k, seed, max_tokens (or
+ * max_completion_tokens), stop (a string or up to 4), n (up to 16), presence_penalty,
+ * frequency_penalty, logit_bias, stream, stream_options.include_usage, and our return_token_ids
+ * (the prompt and reply ids in the response, to compare with `moetier run`). Completions
+ * (/v1/completions): prompt (a string, token ids, or an array of one of them) instead of messages,
+ * echo, and logprobs as a count; a text prompt is encoded as `moetier run -p` does (BOS, special
+ * tokens recognized), token ids run as given. Unknown fields are ignored, as OpenAI's server does;
+ * fields we cannot honour are refused unless they hold their defaults (best_of > 1, a
+ * response_format other than text, a completion's suffix). Message text (content,
  * reasoning_content) and the prompt may hold NUL bytes ("\u0000": a model's reply can, and the
  * client sends it back); other strings may not.
  */
@@ -43,6 +43,7 @@ struct mt_tokenizer;
 
 #define MT_SERVE_MAX_STOP 4 /* OpenAI's limit on stop strings */
 #define MT_SERVE_MAX_N 16   /* choices a request may ask for (n) */
+#define MT_SERVE_MAX_BIAS 1024 /* tokens a logit_bias may name */
 
 /* What one request may ask for; each bound is refused with a 4xx naming it. */
 struct mt_serve_limits {
@@ -99,6 +100,10 @@ struct mt_serve_request {
     bool return_token_ids;                  /* prompt_token_ids and token_ids in the answer */
     bool ignore_eos;                        /* generate past end-of-text (as vLLM's ignore_eos) */
     int n;                                  /* choices, generated one after another */
+    float presence_penalty;                 /* OpenAI's penalties, -2 to 2 (session.h) */
+    float frequency_penalty;
+    struct mt_logit_bias *bias;             /* owned: logit_bias, [n_bias] */
+    int n_bias;
     int logprobs;                           /* -1: none; else each answer token's log-probability
                                                with this many most likely tokens (chat:
                                                top_logprobs; completion: logprobs) */

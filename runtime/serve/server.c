@@ -1074,6 +1074,10 @@ job_choice(struct job *j, const int32_t *prompt, size_t n_prompt, struct mt_gen_
     go.n_stop_ids = j->req.ignore_eos ? 0 : s->n_stop_ids;
     go.ignore_eos = j->req.ignore_eos;
     go.want_logits = j->req.logprobs >= 0;
+    go.presence_penalty = j->req.presence_penalty;
+    go.frequency_penalty = j->req.frequency_penalty;
+    go.bias = j->req.bias;
+    go.n_bias = j->req.n_bias;
     if (j->req.echo && j->req.logprobs >= 0) {
         go.on_prompt_logits = on_prompt_logits;
     }
@@ -1190,6 +1194,14 @@ job_run(struct mt_serve *s, struct job *j)
     }
     if (!j->req.seeded) {
         so.seed = (uint64_t)(mt_clock_now() * 1e9) ^ (j->seq * 0x9e3779b97f4a7c15ull);
+    }
+    for (int i = 0; i < j->req.n_bias; i++) {
+        if (j->req.bias[i].id >= mt_engine_vocab(s->engine)) {
+            mt_serve_error_set(&j->err, 400, "invalid_request_error", NULL, "logit_bias",
+                               "'logit_bias' names token id %d, outside the vocabulary [0, %d)",
+                               (int)j->req.bias[i].id, mt_engine_vocab(s->engine));
+            goto out_free_prompt;
+        }
     }
     j->kept = calloc((size_t)j->req.n, sizeof(*j->kept));
     replies = calloc((size_t)j->req.n, sizeof(*replies));

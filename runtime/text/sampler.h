@@ -23,6 +23,13 @@ struct mt_sampler_opts {
     uint64_t seed;
 };
 
+/* A fixed amount added to one id's logit before each sample (OpenAI's logit_bias; the session
+ * applies it, with the penalties: session.h). */
+struct mt_logit_bias {
+    int32_t id;
+    float bias;
+};
+
 /* Greedy defaults: temperature 0, top_p 1, top_k 0, seed 0. */
 void mt_sampler_opts_default(struct mt_sampler_opts *opts);
 

@@ -6,13 +6,13 @@
  *
  * The one idea: the body goes through mt_serve_request_parse exactly as the server hands it over
  * (the first byte picks the API), and what it accepts must be what the worker may run: at least one
- * message or a prompt (text or token ids), max_tokens and n within their limits, at most 4 stop
- * strings, none empty, logprobs within their bounds, a forced tool call naming one of the tools in
- * characters that cannot break the calls block; a chat renders in the prompt format (the chat
- * encoder's own checks may still refuse it, as the server then answers 400); an error has a status
- * and a message and its JSON body builds. The same bytes, split at their first NUL into a Host and
- * an Origin header, go through the browser guard (runtime/serve/guard.c). A violation traps. Build
- * and run: tests/fuzz/run.sh serve_request.
+ * message or a prompt (text or token ids), max_tokens, n, penalties and biases within their limits,
+ * at most 4 stop strings, none empty, logprobs within their bounds, a forced tool call naming one
+ * of the tools in characters that cannot break the calls block; a chat renders in the prompt format
+ * (the chat encoder's own checks may still refuse it, as the server then answers 400); an error has
+ * a status and a message and its JSON body builds. The same bytes, split at their first NUL into a
+ * Host and an Origin header, go through the browser guard (runtime/serve/guard.c). A violation
+ * traps. Build and run: tests/fuzz/run.sh serve_request.
  *
  * fuzz-sources: runtime/serve/openai.c runtime/serve/guard.c runtime/text/chat.c
  * fuzz-sources: runtime/text/chat_parse.c runtime/text/logprob.c runtime/base/json_text.c
@@ -89,8 +89,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     if (r.max_tokens < 0 || r.max_tokens > lim.max_tokens || r.n_stop < 0 ||
-        r.n_stop > MT_SERVE_MAX_STOP || r.n < 1 || r.n > MT_SERVE_MAX_N) {
+        r.n_stop > MT_SERVE_MAX_STOP || r.n < 1 || r.n > MT_SERVE_MAX_N ||
+        !(r.presence_penalty >= -2 && r.presence_penalty <= 2) ||
+        !(r.frequency_penalty >= -2 && r.frequency_penalty <= 2) || r.n_bias < 0 ||
+        r.n_bias > MT_SERVE_MAX_BIAS || (r.n_bias > 0) != (r.bias != NULL)) {
         __builtin_trap();
+    }
+    for (int i = 0; i < r.n_bias; i++) {
+        if (r.bias[i].id < 0 || !(r.bias[i].bias >= -100 && r.bias[i].bias <= 100)) {
+            __builtin_trap();
+        }
     }
     for (int i = 0; i < r.n_stop; i++) {
         if (r.stop[i] == NULL || r.stop[i][0] == '\0') {

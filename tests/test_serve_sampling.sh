@@ -1,20 +1,21 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
-# test_serve_choices.sh - `moetier serve` with n > 1: the choices run one after another on the
-# one engine, choice i sampling with seed + i (so each equals a request of n = 1 with that
-# seed), each reusing the prompt's cache; the usage adds up their tokens; a stream sends each
-# choice's chunks with its index and one usage at the end; logprobs and echo go with every
-# choice.
+# test_serve_sampling.sh - how `moetier serve` samples a request beyond temperature, top-p and
+# top-k. n > 1: the choices run one after another on the one engine, choice i sampling with
+# seed + i (so each equals a request of n = 1 with that seed), each reusing the prompt's cache;
+# the usage adds up their tokens; a stream sends each choice's chunks with its index and one
+# usage at the end; logprobs and echo go with every choice. logit_bias forces or bans tokens;
+# presence and frequency penalties change a greedy reply; an id outside the vocabulary is a 400.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 . "$MT_SRCDIR/tests/serve/lib_serve.sh"
 need curl "the HTTP client of this test; apt-get install curl"
 need jq "JSON in shell tests; apt-get install jq"
 
-make_tmp serve-choices
+make_tmp serve-sampling
 make_model
 start_server "$tmp/a.log"
 
-echo "1..8"
+echo "1..12"
 
 post /v1/completions '{"prompt": "Once upon", "n": 3, "max_tokens": 6, "temperature": 1,
     "seed": 7, "ignore_eos": true, "return_token_ids": true}'
@@ -68,6 +69,39 @@ post /v1/completions '{"prompt": "The capital", "n": 2, "max_tokens": 3, "temper
     and .logprobs.token_logprobs[0] == null) and
     .choices[0].logprobs == .choices[1].logprobs' "$tmp/body" >/dev/null
 ok $? "echo with n = 2: each choice's text and log-probabilities begin with the prompt"
+
+# logit_bias: +100 on a token makes a greedy reply nothing but it; -100 on the first token of
+# the plain reply takes that token out
+post /v1/completions '{"prompt": "Once upon", "max_tokens": 5, "temperature": 0,
+    "ignore_eos": true, "return_token_ids": true}'
+plain=$(jq -c '.choices[0].token_ids' "$tmp/body")
+first=$(jq '.choices[0].token_ids[0]' "$tmp/body")
+post /v1/completions '{"prompt": "Once upon", "max_tokens": 5, "temperature": 0,
+    "ignore_eos": true, "return_token_ids": true, "logit_bias": {"65": 100}}'
+[ "$code" = 200 ] && [ "$(jq -c '.choices[0].token_ids' "$tmp/body")" = "[65,65,65,65,65]" ]
+ok $? "logit_bias {\"65\": 100}: five times 65 ($(jq -c '.choices[0].token_ids' "$tmp/body"))"
+post /v1/completions "{\"prompt\": \"Once upon\", \"max_tokens\": 5, \"temperature\": 0,
+    \"ignore_eos\": true, \"return_token_ids\": true, \"logit_bias\": {\"$first\": -100}}"
+[ "$code" = 200 ] && jq -e --argjson f "$first" 'all(.choices[0].token_ids[]; . != $f)' \
+    "$tmp/body" >/dev/null
+ok $? "logit_bias {\"$first\": -100}: the plain reply's first token ($plain) never comes"
+# presence and frequency penalties of 2: a greedy reply of 60 tokens changes, and holds at
+# least as many distinct tokens (the exact rule is test_engine's)
+post /v1/completions '{"prompt": "Once upon", "max_tokens": 60, "temperature": 0,
+    "ignore_eos": true, "return_token_ids": true}'
+plain60=$(jq -c '.choices[0].token_ids' "$tmp/body")
+post /v1/completions '{"prompt": "Once upon", "max_tokens": 60, "temperature": 0,
+    "ignore_eos": true, "return_token_ids": true, "presence_penalty": 2,
+    "frequency_penalty": 2}'
+[ "$code" = 200 ] && [ "$(jq -c '.choices[0].token_ids' "$tmp/body")" != "$plain60" ] &&
+    [ "$(jq '.choices[0].token_ids | unique | length' "$tmp/body")" -ge \
+      "$(echo "$plain60" | jq 'unique | length')" ]
+ok $? "penalties of 2: the greedy reply changes, with at least as many distinct tokens \
+($(jq '.choices[0].token_ids | unique | length' "$tmp/body") vs \
+$(echo "$plain60" | jq 'unique | length') of 60)"
+post /v1/completions '{"prompt": "q", "logit_bias": {"5000": 1}}'
+[ "$code" = 400 ] && jq -e '.error.param == "logit_bias"' "$tmp/body" >/dev/null
+ok $? "logit_bias on an id outside the vocabulary: 400 ($(jq -r .error.message "$tmp/body"))"
 
 post /v1/chat/completions '{"messages": [{"role": "user", "content": "q"}], "n": 17}'
 [ "$code" = 400 ] && jq -e '.error.param == "n"' "$tmp/body" >/dev/null
