@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // client.mjs URL KEY MODEL - the official openai library against moetier serve: lists models,
-// a chat completion, a streamed one (the same greedy text), a text completion, and the errors it
-// maps (404 unknown model, 401 wrong key). Prints "PASS what" or "FAIL what: why" per check, for
+// a chat completion, a streamed one (the same greedy text), a text completion, the stream
+// helper's accumulated reply with n = 2 and logprobs, a named tool_choice, echo with logprobs,
+// and the errors it maps (404 unknown model, 401 wrong key). Prints "PASS what" or "FAIL what: why" per check, for
 // tests/test_serve_clients.sh to count. Only talks to URL (127.0.0.1), each call timed out.
 import OpenAI from "openai";
 
@@ -50,6 +51,43 @@ await check("openai: completions.create() returns text", async () => {
                                               max_tokens: 6, temperature: 0 });
   return (r.object === "text_completion" && typeof r.choices[0].text === "string" &&
           r.usage.completion_tokens === 6) || JSON.stringify(r);
+});
+await check("openai: the stream helper's finalChatCompletion() with n = 2 and logprobs equals " +
+            "the unstreamed reply", async () => {
+  const params = { model, messages, max_tokens: 6, temperature: 0, n: 2, logprobs: true,
+                   top_logprobs: 2 };
+  const whole = await client.chat.completions.create(params);
+  const fin = await client.chat.completions.stream(params).finalChatCompletion();
+  const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+  return (fin.choices.length === 2 && whole.choices.length === 2 &&
+          fin.choices.every((c, i) => c.index === i &&
+                            c.message.content === whole.choices[i].message.content &&
+                            same(c.logprobs.content, whole.choices[i].logprobs.content) &&
+                            c.logprobs.content.length > 0 &&
+                            c.logprobs.content[0].top_logprobs.length === 2)) ||
+    `${JSON.stringify(fin.choices)} vs ${JSON.stringify(whole.choices)}`;
+});
+await check("openai: a named tool_choice is accepted; the forced call's start begins the " +
+            "answer, also through the stream helper", async () => {
+  const tools = [{ type: "function", function: { name: "get_weather",
+                   parameters: { type: "object", properties: { city: { type: "string" } } } } }];
+  const params = { model, messages, max_tokens: 6, temperature: 0, tools,
+                   tool_choice: { type: "function", function: { name: "get_weather" } } };
+  const r = await client.chat.completions.create(params);
+  const fin = await client.chat.completions.stream(params).finalChatCompletion();
+  const start = "\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name=\"get_weather\">\n";
+  const c = r.choices[0];
+  // a random model does not finish the call: the block comes back as text
+  return (typeof c.message.content === "string" && c.message.content.startsWith(start) &&
+          fin.choices[0].message.content === c.message.content) || JSON.stringify(r);
+});
+await check("openai: completions.create() with echo and logprobs scores the prompt", async () => {
+  const r = await client.completions.create({ model, prompt: "Once upon a time", max_tokens: 0,
+                                              echo: true, logprobs: 1 });
+  const l = r.choices[0].logprobs;
+  return (l.token_logprobs[0] === null && l.tokens.length === r.usage.prompt_tokens &&
+          l.token_logprobs.slice(1).every((x) => typeof x === "number" && x <= 0) &&
+          r.choices[0].text.endsWith("Once upon a time")) || JSON.stringify(r);
 });
 await check("openai: an unknown model raises NotFoundError", async () => {
   try {
