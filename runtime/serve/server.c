@@ -74,7 +74,9 @@ bytes_put(struct bytes *b, const char *s, size_t n)
         b->p = p;
         b->cap = cap;
     }
-    memcpy(b->p + b->n, s, n);
+    if (n > 0) { /* s may be NULL when n is 0 (a decoder that has nothing yet) */
+        memcpy(b->p + b->n, s, n);
+    }
     b->n += n;
     b->p[b->n] = '\0';
     return true;
@@ -608,8 +610,8 @@ job_take_logprobs(struct job *j, size_t upto, struct mt_serve_logprobs *lp)
     while (to < j->n_lps && j->lp_end[to] <= upto) {
         to++;
     }
-    *lp = (struct mt_serve_logprobs){j->serve->tok, j->lps + j->lp_sent, to - j->lp_sent,
-                                     j->lp_sent_bytes};
+    *lp = (struct mt_serve_logprobs){j->serve->tok, j->lps != NULL ? j->lps + j->lp_sent : NULL,
+                                     to - j->lp_sent, j->lp_sent_bytes};
     for (; j->lp_sent < to; j->lp_sent++) {
         j->lp_sent_bytes += token_len(j->serve->tok, j->lps[j->lp_sent].id);
     }
@@ -1109,7 +1111,8 @@ job_choice(struct job *j, const int32_t *prompt, size_t n_prompt, struct mt_gen_
     bool calls = false;
     if (st == MT_OK && mt_serve_may_call_tools(&j->req) && j->tool_block) {
         mt_log_set_quiet(true);
-        calls = mt_chat_parse_tool_calls(j->content.p, j->content.n, &j->calls) == MT_OK &&
+        calls = mt_chat_parse_tool_calls(j->content.p != NULL ? j->content.p : "", j->content.n,
+                                         &j->calls) == MT_OK &&
                 j->calls.n > 0;
         mt_log_set_quiet(false);
         if (!calls && !s->opts.quiet) {

@@ -268,8 +268,10 @@ mt_status_t
 mt_chat_parse_tool_calls(const char *text, size_t len, struct mt_chat_parsed_calls *out)
 {
     struct cursor c = {text, len, 0};
-    const char *start = memmem(text, len, mt_chat_tool_calls_start,
-                               strlen(mt_chat_tool_calls_start));
+    /* (memmem of an empty reply, which may be NULL, is undefined: nothing to find in it) */
+    const char *start = len > 0 ? memmem(text, len, mt_chat_tool_calls_start,
+                                         strlen(mt_chat_tool_calls_start))
+                                : NULL;
 
     memset(out, 0, sizeof(*out));
     out->content_len = len;
