@@ -482,6 +482,14 @@ mhd_log(void *cls, const char *fmt, va_list ap)
 static void
 job_free(struct job *j)
 {
+    for (int i = 0; j->kept != NULL && i < j->req.n; i++) { /* (before req is cleared) */
+        free(j->kept[i].content.p);
+        free(j->kept[i].reasoning.p);
+        mt_chat_parsed_calls_fini(&j->kept[i].calls);
+        free(j->kept[i].lps);
+        free(j->kept[i].ids);
+    }
+    free(j->kept);
     mt_serve_request_fini(&j->req);
     pthread_cond_destroy(&j->cond);
     free(j->out.p);
@@ -494,14 +502,6 @@ job_free(struct job *j)
     free(j->lps);
     free(j->lp_end);
     mt_chat_parsed_calls_fini(&j->calls);
-    for (int i = 0; j->kept != NULL && i < j->req.n; i++) {
-        free(j->kept[i].content.p);
-        free(j->kept[i].reasoning.p);
-        mt_chat_parsed_calls_fini(&j->kept[i].calls);
-        free(j->kept[i].lps);
-        free(j->kept[i].ids);
-    }
-    free(j->kept);
     free(j);
 }
 
