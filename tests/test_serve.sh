@@ -466,7 +466,7 @@ ok $? "--allow-origin without a scheme: exit 2 (rc $rc)"
 # whole request after --request-deadline is shut down, so the crowd is gone within the deadline
 # (without it, for as long as the clients stall: 60 s). The deadline is long enough for all 64 to
 # connect first on a slow (sanitizer, or busy) build, and the refusal counts when it is seen.
-start_server "$tmp/e.log" --queue 0 --request-deadline 15
+start_server "$tmp/e.log" --queue 0 --request-deadline 30
 mkfifo "$tmp/stall"
 exec 7<>"$tmp/stall" # a writer that never writes: each client waits for more to send
 half=0
@@ -494,14 +494,14 @@ done
 ok $refused "64 stalled clients ($half with half their headers) fill the 64 slots: a new one is \
 refused"
 t=0
-while [ $t -lt 300 ] && [ "$(health_code)" != 200 ]; do
+while [ $t -lt 500 ] && [ "$(health_code)" != 200 ]; do
     sleep 0.1
     t=$((t + 1))
 done
 [ "$(health_code)" = 200 ]
-ok $? "--request-deadline 15: the stalled connections are closed, a new client gets in (after \
+ok $? "--request-deadline 30: the stalled connections are closed, a new client gets in (after \
 $((t / 10)) s more)"
-file_until "$tmp/e.log" "connections closed so far that sent no whole request within 15 s" &&
+file_until "$tmp/e.log" "connections closed so far that sent no whole request within 30 s" &&
     ! grep -q "incomplete request\|when reading request" "$tmp/e.log"
 ok $? "the log says so in one line, not one of libmicrohttpd's a connection: $(grep -v \
     '^mt: \(device\|experts\|loaded\|routed\)\|listening' "$tmp/e.log" | head -c 300)"
