@@ -159,6 +159,7 @@ struct job {
     long n_sampled;              /* ids generated so far */
     size_t n_ids;
     size_t cap_ids;
+    bool failed;                 /* a fault while generating (job_nomem): the choice fails */
     int choice;                  /* the choice being generated (of req.n) */
     struct kept_choice *kept;    /* owned, [req.n]: the finished choices */
     struct job *next;            /* queue link */
@@ -634,10 +635,20 @@ job_emit(struct job *j, const char *text, size_t len, bool reasoning)
     }
 }
 
+/* A failed allocation while generating: the message for the 500 (mt_last_error), and false
+ * to stop the generation. */
+static bool
+job_nomem(struct job *j, const char *what)
+{
+    j->failed = true;
+    mt_fail(MT_ERR_NOMEM, 0, "cannot allocate %s", what);
+    return false;
+}
+
 /*
  * logprobs: the log-probability of token id (and the most likely ones at its place) from the
  * logits it was picked from (NULL: none, the prompt's first); its text ends at content offset
- * end. False when out of memory.
+ * end. False, and the job failed, when out of memory.
  */
 static bool
 job_add_logprob(struct job *j, const float *logits, int32_t id, size_t end)
@@ -652,7 +663,7 @@ job_add_logprob(struct job *j, const float *logits, int32_t id, size_t end)
         }
         size_t *e = v != NULL ? realloc(j->lp_end, cap * sizeof(*e)) : NULL;
         if (e == NULL) {
-            return false;
+            return job_nomem(j, "the log-probabilities");
         }
         j->lp_end = e;
         j->cap_lps = cap;
@@ -661,6 +672,7 @@ job_add_logprob(struct job *j, const float *logits, int32_t id, size_t end)
         j->lps[j->n_lps] = (struct mt_logprob){.id = id, .logprob = NAN};
     } else if (mt_logprob_step(logits, mt_engine_vocab(s->engine), id, j->req.logprobs,
                                &j->lps[j->n_lps]) != MT_OK) {
+        j->failed = true; /* every logit NaN or -inf: the sampler refused them first */
         return false;
     }
     j->lp_end[j->n_lps++] = end;
@@ -680,7 +692,7 @@ job_add_content(struct job *j, const char *text, size_t len)
     bool stopped;
 
     if (!bytes_put(&j->content, text, len)) {
-        return false;
+        return job_nomem(j, "the answer");
     }
     stopped = mt_serve_answer_advance(&j->req, j->content.p, j->content.n, j->content_sent,
                                       &j->tool_block, &emit_to, &end);
@@ -725,12 +737,14 @@ on_token(void *ctx, int32_t id)
     bool go_on = true;
 
     if (j->req.return_token_ids && !ids_put(j, id)) {
-        return false;
+        return job_nomem(j, "the reply's ids");
     }
     j->n_sampled++;
     if (j->in_reasoning && (id == s->think_end || j->n_sampled == s->think_after)) {
         if (mt_detok_flush(&j->detok, &text, &len) == MT_OK && len > 0) {
-            bytes_put(&j->reasoning, text, len);
+            if (!bytes_put(&j->reasoning, text, len)) {
+                return job_nomem(j, "the reasoning");
+            }
             job_emit(j, text, len, true);
         }
         j->in_reasoning = false;
@@ -750,12 +764,13 @@ on_token(void *ctx, int32_t id)
         /* the session keeps every step's logits (want_logits), so they are there */
         const float *logits = mt_session_logits(s->session);
         size_t end = j->content.n + (has_text ? len : 0);
-        if (!j->in_reasoning && j->req.logprobs >= 0 &&
-            (logits == NULL || !job_add_logprob(j, logits, id, end))) {
+        if (!j->in_reasoning && j->req.logprobs >= 0 && !job_add_logprob(j, logits, id, end)) {
             return false;
         }
         if (has_text && j->in_reasoning) {
-            bytes_put(&j->reasoning, text, len);
+            if (!bytes_put(&j->reasoning, text, len)) {
+                return job_nomem(j, "the reasoning");
+            }
             job_emit(j, text, len, true);
         } else if (has_text) {
             go_on = job_add_content(j, text, len);
@@ -1020,6 +1035,7 @@ job_choice_reset(struct job *j)
     j->lp_sent_bytes = 0;
     j->n_ids = 0;
     j->n_sampled = 0;
+    j->failed = false;
     j->in_reasoning = j->req.api == MT_SERVE_API_CHAT && j->req.thinking && s->think_end >= 0;
 }
 
@@ -1084,7 +1100,7 @@ job_choice(struct job *j, const int32_t *prompt, size_t n_prompt, struct mt_gen_
         go.on_prompt_logits = on_prompt_logits;
     }
     st = mt_session_generate(s->session, prompt, n_prompt, &go, on_token, j, res);
-    if (st == MT_OK && j->think_ended) {
+    if (st == MT_OK && j->think_ended && !j->failed) {
         st = job_generate_forced(j, &go, res);
     }
 
@@ -1093,13 +1109,19 @@ job_choice(struct job *j, const int32_t *prompt, size_t n_prompt, struct mt_gen_
     size_t len;
     if (mt_detok_flush(&j->detok, &text, &len) == MT_OK && len > 0) {
         if (j->in_reasoning) {
-            bytes_put(&j->reasoning, text, len);
-            job_emit(j, text, len, true);
+            if (bytes_put(&j->reasoning, text, len)) {
+                job_emit(j, text, len, true);
+            } else {
+                job_nomem(j, "the reasoning");
+            }
         } else if (!j->stopped_by_string) {
             job_add_content(j, text, len);
         }
     }
     mt_detok_fini(&j->detok);
+    if (st == MT_OK && j->failed) {
+        st = MT_ERR_NOMEM; /* mt_last_error says what (job_nomem): the reply is a 500 */
+    }
     /* the forced call's start, fed to the model, begins its answer */
     if (j->forced_fed && !bytes_prepend(&j->content, j->forced, strlen(j->forced))) {
         st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the answer");
