@@ -964,6 +964,107 @@ out:
     tap_rmtree(dir);
 }
 
+/* A grammar for session_constraint: ids 20 and 21 in turn, then the stop id 2 after five. */
+struct alternate {
+    int accepted;
+    int bad_accepts;     /* accept told an id mask did not leave */
+    bool allow_nothing;
+    int vocab;
+};
+
+static size_t
+alternate_mask(void *ctx, float *logits)
+{
+    struct alternate *a = ctx;
+    int32_t want = a->accepted == 5 ? 2 : 20 + a->accepted % 2;
+    for (int i = 0; i < a->vocab; i++) {
+        if (i != want || a->allow_nothing) {
+            logits[i] = -INFINITY;
+        }
+    }
+    return a->allow_nothing ? 0 : 1;
+}
+
+static void
+alternate_accept(void *ctx, int32_t id)
+{
+    struct alternate *a = ctx;
+    a->bad_accepts += id != 20 + a->accepted % 2;
+    a->accepted++;
+}
+
+struct constrained {
+    struct mt_session *s;
+    int32_t ids[16];
+    int n;
+    int model_logits; /* steps whose mt_session_logits were the model's, not the masked copy */
+};
+
+static bool
+constrained_step(void *ctx, int32_t id)
+{
+    struct constrained *c = ctx;
+    const float *l = mt_session_logits(c->s);
+    c->model_logits += l != NULL && l[21 - id % 2] > -INFINITY;
+    if (c->n < 16) {
+        c->ids[c->n++] = id;
+    }
+    return true;
+}
+
+/* A constraint decides what the sampler may pick, greedy or not, and where the reply ends. */
+static void
+session_constraint(void)
+{
+    const char *dir = tap_tmpdir();
+    struct mt_model *m = NULL;
+    struct mt_engine *e = NULL;
+    struct mt_session *s = NULL;
+    struct mt_sampler_opts sp;
+    struct mt_gen_opts go;
+    struct mt_gen_result r;
+    int32_t prompt[4] = {3, 9, 27, 81}, stop = 2;
+    struct alternate a = {0};
+    struct mt_gen_constraint gc = {&a, alternate_mask, alternate_accept};
+    struct constrained c = {0};
+
+    mt_sampler_opts_default(&sp); /* greedy */
+    if (!tap_ok(golden_synth_tiny(dir, 9) == MT_OK && mt_model_open(dir, &m) == MT_OK &&
+                    mt_engine_create(m, NULL, &e) == MT_OK &&
+                    mt_session_create(e, &sp, &s) == MT_OK && mt_engine_vocab(e) >= 64,
+                "constraint: builds on the tiny checkpoint")) {
+        goto out;
+    }
+    mt_gen_opts_default(&go);
+    go.max_new = 12;
+    go.stop_ids = &stop;
+    go.n_stop_ids = 1;
+    go.constraint = &gc;
+    c.s = s;
+    a.vocab = mt_engine_vocab(e);
+    mt_status_t st = mt_session_generate(s, prompt, 4, &go, constrained_step, &c, &r);
+    bool order = c.n == 5;
+    for (int i = 0; i < c.n; i++) {
+        order = order && c.ids[i] == 20 + i % 2;
+    }
+    tap_ok(st == MT_OK && order && r.stop == MT_STOP_EOS && r.n_generated == 5 &&
+           a.accepted == 5 && a.bad_accepts == 0 && c.model_logits == 5,
+           "constraint: greedy picks 20, 21, 20, 21, 20 as it allows, each accepted, then its "
+           "stop id ends the reply; the callback sees the model's logits (%d ids, stop %s)",
+           c.n, mt_stop_reason_name(r.stop));
+    a = (struct alternate){.allow_nothing = true, .vocab = mt_engine_vocab(e)};
+    mt_log_set_quiet(true);
+    st = mt_session_generate(s, prompt, 4, &go, constrained_step, &c, &r);
+    mt_log_set_quiet(false);
+    tap_ok(st == MT_ERR_INVAL && r.n_generated == 0 && strstr(mt_last_error(), "grammar") != NULL,
+           "a constraint that leaves no id: MT_ERR_INVAL (%s)", mt_last_error());
+out:
+    mt_session_destroy(s);
+    mt_engine_destroy(e);
+    mt_model_destroy(m);
+    tap_rmtree(dir);
+}
+
 /* The KV cache doubles as it grows, but never past max_position_embeddings. */
 static void
 kv_growth(void)
@@ -1244,6 +1345,7 @@ main(void)
     session_books();
     session_logits();
     session_penalties();
+    session_constraint();
     corrupt_weights();
     poisoned_step();
     int n = golden_all();

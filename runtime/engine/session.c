@@ -240,7 +240,8 @@ is_stop(const struct mt_session *s, const struct mt_gen_opts *o, int32_t id)
 static bool
 adjusts(const struct mt_gen_opts *o)
 {
-    return o->presence_penalty != 0.0f || o->frequency_penalty != 0.0f || o->n_bias > 0;
+    return o->presence_penalty != 0.0f || o->frequency_penalty != 0.0f || o->n_bias > 0 ||
+           o->constraint != NULL;
 }
 
 /* Ready the penalties' buffers for a reply of at most max_new ids: counts all zero. */
@@ -270,7 +271,10 @@ penalties_start(struct mt_session *s, const struct mt_gen_opts *o)
     return s->seen != NULL ? MT_OK : mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the penalties");
 }
 
-/* What the sampler sees this step: the logits, or a copy with the penalties and biases. */
+/*
+ * What the sampler sees this step: the logits, or a copy with the penalties, biases and the
+ * constraint's mask. NULL when the constraint left no id (mt_fail says so).
+ */
 static const float *
 adjusted_logits(struct mt_session *s, const struct mt_gen_opts *o)
 {
@@ -284,6 +288,11 @@ adjusted_logits(struct mt_session *s, const struct mt_gen_opts *o)
     }
     for (int i = 0; i < o->n_bias; i++) {
         s->adjusted[o->bias[i].id] += o->bias[i].bias;
+    }
+    if (o->constraint != NULL && o->constraint->mask(o->constraint->ctx, s->adjusted) == 0) {
+        mt_fail(MT_ERR_INVAL, 0, "the reply's grammar (response_format) allows no token here: "
+                "the vocabulary cannot spell what it needs");
+        return NULL;
     }
     return s->adjusted;
 }
@@ -348,9 +357,15 @@ mt_session_generate(struct mt_session *s, const int32_t *prompt, size_t n_prompt
     bool have_next = false; /* next holds the engine's greedy pick */
     int32_t next = 0;
     while (res->n_generated < opts->max_new) {
-        if (!have_next &&
-            (st = mt_sampler_sample(s->sampler, adjusted_logits(s, opts), &next)) != MT_OK) {
-            goto out_reset;
+        if (!have_next) {
+            const float *logits = adjusted_logits(s, opts);
+            if (logits == NULL) {
+                st = MT_ERR_INVAL;
+                goto out_reset;
+            }
+            if ((st = mt_sampler_sample(s->sampler, logits, &next)) != MT_OK) {
+                goto out_reset;
+            }
         }
         if (is_stop(s, opts, next)) {
             res->stop = MT_STOP_EOS;
@@ -358,6 +373,9 @@ mt_session_generate(struct mt_session *s, const int32_t *prompt, size_t n_prompt
         }
         res->n_generated++;
         penalties_count(s, opts, next);
+        if (opts->constraint != NULL) {
+            opts->constraint->accept(opts->constraint->ctx, next);
+        }
         s->logits_fresh = !have_next;
         bool go_on = on_token == NULL || on_token(ctx, next);
         if (!go_on) {

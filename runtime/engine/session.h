@@ -42,6 +42,18 @@ typedef bool (*mt_session_prompt_fn)(void *ctx, size_t from, size_t n, const flo
 
 #define MT_SESSION_PROMPT_PIECE 128 /* positions a prompt runs at a time for on_prompt_logits */
 
+/*
+ * A grammar the reply must follow (text/json_constraint.h is one). Before each sample, mask sets
+ * the logit of every id that may not come next to -INFINITY, stop ids included (so the reply
+ * ends only where the grammar lets it), and returns how many ids it left; accept is told each
+ * id sampled that is not a stop id.
+ */
+struct mt_gen_constraint {
+    void *ctx;
+    size_t (*mask)(void *ctx, float *logits);
+    void (*accept)(void *ctx, int32_t id);
+};
+
 struct mt_gen_opts {
     long max_new;             /* tokens to generate at most; 0 = prefill only */
     const int32_t *stop_ids;  /* borrowed: ids that end the reply besides the model's EOS */
@@ -71,9 +83,13 @@ struct mt_gen_opts {
     float frequency_penalty;
     const struct mt_logit_bias *bias; /* borrowed */
     int n_bias;
+    /* When not NULL (borrowed): applied after the penalties and biases, on the same copy.
+     * Also turns the greedy shortcut off. */
+    const struct mt_gen_constraint *constraint;
 };
 
-/* Defaults: max_new 32, no extra stop ids, stop at EOS, no prompt logits, no penalties. */
+/* Defaults: max_new 32, no extra stop ids, stop at EOS, no prompt logits, no penalties, no
+ * constraint. */
 void mt_gen_opts_default(struct mt_gen_opts *opts);
 
 /*

@@ -1,0 +1,211 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_json_constraint.c - runtime/text/json_constraint.c over DeepSeek-V3.2's real vocabulary
+ * (tests/data/tokenizer): at states all over the grammar the mask lets through exactly the
+ * tokens whose whole text keeps the reply the start of a JSON object (checked against the plain
+ * rule: feed every token's bytes, no shortcut), never an added token, and a stop id only once
+ * the object is closed; then walks that sample from random logits through the mask end, when
+ * they end by the stop id, in text that jansson parses as one object.
+ */
+#include <config.h>
+
+#include "runtime/text/json_constraint.h"
+#include "runtime/base/clock.h"
+#include "runtime/base/rng.h"
+#include "runtime/text/tokenizer.h"
+#include "tests/tap.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define VOCAB 129280 /* the model's rows; the tokenizer has 128,815 ids of them */
+
+static struct mt_tokenizer *tok;
+static int32_t eos;
+
+/* The plain rule for one id after the text so far. */
+static bool
+allowed_by_rule(const struct mt_json_prefix *text, int32_t id)
+{
+    size_t len;
+    const char *b = mt_tokenizer_token_bytes(tok, id, &len);
+    struct mt_json_prefix t = *text;
+
+    if (id == eos) {
+        return mt_json_prefix_complete(text);
+    }
+    if (b == NULL || len == 0 || mt_tokenizer_is_added(tok, id) || mt_json_prefix_complete(text)) {
+        return false;
+    }
+    return mt_json_prefix_feed(&t, b, len) == MT_JSON_OK;
+}
+
+/* Walk c and a reference prefix along the ids of text, then compare one mask with the rule. */
+static void
+check_state(struct mt_json_constraint *c, const char *text, float *logits)
+{
+    struct mt_json_prefix ref;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    int wrong = 0, first_wrong = -1, added_let = 0;
+    size_t left, want = 0;
+
+    mt_json_constraint_reset(c, true);
+    mt_json_prefix_init(&ref, true);
+    if (mt_tokenizer_encode(tok, text, strlen(text), false, &ids, &n) != MT_OK) {
+        tap_bail_out("cannot encode a test text");
+    }
+    for (size_t i = 0; i < n; i++) {
+        mt_json_constraint_accept(c, ids[i]);
+    }
+    mt_json_prefix_feed(&ref, text, strlen(text));
+    free(ids);
+    for (int i = 0; i < VOCAB; i++) {
+        logits[i] = 0.0f;
+    }
+    left = mt_json_constraint_mask(c, logits);
+    for (int32_t id = 0; id < VOCAB; id++) {
+        bool let = logits[id] == 0.0f;
+        bool rule = allowed_by_rule(&ref, id);
+        want += rule;
+        if (let != rule && wrong++ == 0) {
+            first_wrong = id;
+        }
+        added_let += let && id != eos && mt_tokenizer_is_added(tok, id);
+    }
+    tap_ok(wrong == 0 && left == want && added_let == 0 &&
+           mt_json_constraint_complete(c) == mt_json_prefix_complete(&ref),
+           "after '%s': %zu ids let through, the rule says %zu (%d differ, first %d; %d added)",
+           text, left, want, wrong, first_wrong, added_let);
+}
+
+/* Sample from random logits through the mask until the stop id or max steps. */
+static void
+walks(struct mt_json_constraint *c, float *logits)
+{
+    struct mt_rng r;
+    int n_walks = 60, ended = 0, parsed = 0, steps_total = 0, shown = 0;
+    double mask_s = 0;
+    char *text = malloc(1 << 16);
+    float *bonus = calloc(VOCAB, sizeof(float));
+
+    if (text == NULL || bonus == NULL) {
+        tap_bail_out("out of memory");
+    }
+    /* tokens that close or open things get a bonus, so that walks end */
+    for (int32_t id = 0; id < VOCAB; id++) {
+        size_t len;
+        const char *b = mt_tokenizer_token_bytes(tok, id, &len);
+        for (size_t i = 0; b != NULL && i < len; i++) {
+            if (b[i] == '}' || b[i] == ']' || b[i] == '"' || b[i] == ',') {
+                bonus[id] = 2.0f;
+            }
+        }
+    }
+    mt_rng_init(&r, 7);
+    for (int w = 0; w < n_walks; w++) {
+        size_t n = 0;
+        bool stop = false;
+        mt_json_constraint_reset(c, true);
+        for (int step = 0; step < 200 && !stop; step++) {
+            for (int i = 0; i < VOCAB; i++) {
+                logits[i] = (float)mt_rng_uniform(&r) * 3.0f + bonus[i];
+            }
+            logits[eos] = 10.0f;
+            double t0 = mt_clock_now();
+            size_t left = mt_json_constraint_mask(c, logits);
+            mask_s += mt_clock_now() - t0;
+            steps_total++;
+            if (left == 0) {
+                break;
+            }
+            int32_t best = 0;
+            for (int32_t i = 1; i < VOCAB; i++) {
+                best = logits[i] > logits[best] ? i : best;
+            }
+            if (best == eos) {
+                stop = true;
+                break;
+            }
+            mt_json_constraint_accept(c, best);
+            size_t len;
+            const char *b = mt_tokenizer_token_bytes(tok, best, &len);
+            if (n + len < (1 << 16)) {
+                memcpy(text + n, b, len);
+                n += len;
+            }
+        }
+        if (stop) {
+            ended++;
+            json_error_t err;
+            json_t *j = json_loadb(text, n, 0, &err); /* an object or array, as JSON mode */
+            if (j != NULL && json_is_object(j)) {
+                parsed++;
+                if (n > 8 && shown++ < 2) {
+                    tap_diag("walk %d: %.*s", w, (int)n, text);
+                }
+            } else {
+                tap_diag("walk %d ended in text jansson refuses (%s): %.*s", w, err.text,
+                         (int)n, text);
+            }
+            json_decref(j);
+        }
+    }
+    tap_diag("%d walks, %d steps: %.2f ms per mask of %d ids", n_walks, steps_total,
+             1e3 * mask_s / steps_total, VOCAB);
+    tap_ok(ended >= n_walks / 2, "%d of %d random walks ended by the stop id", ended, n_walks);
+    tap_ok(parsed == ended, "each of them is a JSON object to jansson (%d of %d)", parsed, ended);
+    free(text);
+    free(bonus);
+}
+
+int
+main(void)
+{
+    struct mt_json_constraint *c = NULL;
+    float *logits = malloc(VOCAB * sizeof(float));
+
+    tap_plan(0);
+    if (logits == NULL || mt_tokenizer_load(tap_data_path("tokenizer"), &tok) != MT_OK) {
+        tap_bail_out("cannot load tests/data/tokenizer");
+    }
+    eos = mt_tokenizer_eos(tok);
+    tap_ok(eos >= 0 && mt_json_constraint_create(tok, VOCAB, &eos, 1, &c) == MT_OK,
+           "a constraint over the V3.2 vocabulary, stop id %d", (int)eos);
+
+    static const char *const states[] = {
+        "", "\n", "{", "{\"", "{\"na", "{\"name\"", "{\"name\":", "{\"name\": \"Al",
+        "{\"name\": \"caf\xc3", "{\"a\": \"\\u00", "{\"a\": \"\\ud83d", "{\"a\": 12",
+        "{\"a\": 1.5e", "{\"a\": tr", "{\"a\": [", "{\"a\": [1, {\"b\": null}", "{\"a\": {}",
+        "{\"a\": 1}", "{\"a\": 1} ",
+    };
+    for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++) {
+        check_state(c, states[i], logits);
+    }
+
+    /* inactive (reasoning first): everything but the stop id, then the grammar */
+    mt_json_constraint_reset(c, false);
+    for (int i = 0; i < VOCAB; i++) {
+        logits[i] = 1.0f;
+    }
+    size_t left = mt_json_constraint_mask(c, logits);
+    int32_t brace = mt_tokenizer_token_id(tok, "{"), word = mt_tokenizer_token_id(tok, "Hello");
+    mt_json_constraint_accept(c, word);
+    mt_json_constraint_begin(c);
+    for (int i = 0; i < VOCAB; i++) {
+        logits[i] = 1.0f;
+    }
+    mt_json_constraint_mask(c, logits);
+    tap_ok(left == VOCAB - 1 && word >= 0 && brace >= 0 && logits[brace] == 1.0f &&
+           logits[word] == -INFINITY && logits[eos] == -INFINITY,
+           "inactive: all %zu ids but the stop id; after begin: '{' yes, 'Hello' no", left);
+
+    walks(c, logits);
+
+    mt_json_constraint_destroy(c);
+    mt_tokenizer_destroy(tok);
+    free(logits);
+    return tap_done();
+}
