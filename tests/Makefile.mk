@@ -84,9 +84,9 @@ TESTS += tests/test_inspect.sh
 TESTS += tests/test_run.sh tests/test_gpu_run.sh
 TESTS += tests/test_chat_cli.sh
 TESTS += tests/test_serve.sh tests/test_serve_clients.sh tests/test_serve_tools.sh \
-	tests/test_serve_logprobs.sh tests/test_serve_sampling.sh
+	tests/test_serve_logprobs.sh tests/test_serve_sampling.sh tests/test_serve_json.sh
 EXTRA_DIST += tests/test_serve.sh tests/test_serve_clients.sh tests/test_serve_tools.sh \
-	tests/test_serve_logprobs.sh tests/test_serve_sampling.sh \
+	tests/test_serve_logprobs.sh tests/test_serve_sampling.sh tests/test_serve_json.sh \
 	tests/serve/lib_serve.sh \
 	tests/serve/package.json tests/serve/package-lock.json tests/serve/client.mjs \
 	tests/serve/page.py tests/serve/half_close.c tests/serve/idle_gets.c
@@ -129,6 +129,7 @@ EXTRA_DIST += tests/fuzz/fuzz_profile.c tests/fuzz/fuzz_plan.c tests/fuzz/fuzz_t
 	tests/fuzz/profile.dict tests/fuzz/plan.dict tests/fuzz/trace.dict
 EXTRA_DIST += tests/fuzz/fuzz_serve_request.c tests/fuzz/serve_request.dict
 EXTRA_DIST += tests/fuzz/fuzz_tool_calls.c tests/fuzz/tool_calls.dict
+EXTRA_DIST += tests/fuzz/fuzz_json_prefix.c tests/fuzz/json_prefix.dict
 
 # io/ stands alone: its test links io/ and the base library only, never runtime/.
 check_PROGRAMS += tests/test_expert_source

@@ -324,7 +324,8 @@ check_against_jansson(void)
         bool ours = at == t.n && mt_json_prefix_complete(&end);
         parsed += j != NULL;
         whole += ours;
-        if (ours && j == NULL) {
+        /* jansson's own limit, not JSON's: a key may not hold \u0000 */
+        if (ours && j == NULL && strstr(err.text, "NUL byte in object key") == NULL) {
             if (we_accept_jansson_refuses++ < 3) {
                 tap_diag("we call whole, jansson refuses (%s): %s", err.text, t.p);
             }

@@ -474,8 +474,31 @@ main(void)
         mt_serve_request_fini(&r);
     }
 #undef TOOLS
-    refused(Q "\"response_format\": {\"type\": \"json_object\"}}", 400, "response_format",
-            "a JSON response_format");
+    refused(Q "\"response_format\": {\"type\": \"json_object\"}}", 400, "messages",
+            "json_object when no message says json");
+    refused(Q "\"response_format\": {\"type\": \"json_schema\", \"json_schema\": "
+              "{\"name\": \"s\", \"schema\": {}}}}", 400, "response_format",
+            "json_schema (refused, not weakened to json_object)");
+    refused(Q "\"response_format\": {\"type\": \"yaml\"}}", 400, "response_format",
+            "an unknown response_format type");
+#define JQ "{\"messages\": [{\"role\": \"system\", \"content\": \"Reply in JSON.\"}, " \
+           "{\"role\": \"user\", \"content\": \"q\"}], \"response_format\": {\"type\": \"json_object\"}"
+    refused(JQ ", \"tool_choice\": \"required\", \"tools\": [{\"type\": \"function\", "
+               "\"function\": {\"name\": \"f\"}}]}", 400, "response_format",
+            "json_object with a forced tool call");
+    refused(JQ ", \"ignore_eos\": true}", 400, "ignore_eos", "json_object with ignore_eos");
+    st = parse(MT_SERVE_API_CHAT, JQ "}", &r, &e);
+    tap_ok(st == MT_OK && r.json_object, "json_object when a message says JSON (any case): "
+           "the answer is held to JSON (%s)", e.message);
+    if (st == MT_OK) {
+        mt_serve_request_fini(&r);
+    }
+    st = parse(MT_SERVE_API_CHAT, Q "\"n\": 1}", &r, &e);
+    tap_ok(st == MT_OK && !r.json_object, "no response_format: free text (%s)", e.message);
+    if (st == MT_OK) {
+        mt_serve_request_fini(&r);
+    }
+#undef JQ
     refused(Q "\"response_format\": \"text\"}", 400, "response_format",
             "a response_format that is not an object");
     refused(Q "\"parallel_tool_calls\": \"x\"}", 400, "parallel_tool_calls",

@@ -655,10 +655,28 @@ parse_tool_choice_(struct mt_serve_request *r, json_t *root, bool *tools_told,
     return false;
 }
 
-/* response_format, both APIs: only {"type": "text"}; the JSON modes would need the reply
- * constrained to JSON, which this server cannot do: refused, not ignored. */
+/* The word "json", in any case, in len bytes of text (which may hold NUL bytes). */
 static bool
-parse_response_format_(json_t *root, struct mt_serve_error *e)
+says_json_(const char *text, size_t len)
+{
+    for (size_t i = 0; text != NULL && i + 4 <= len; i++) {
+        if ((text[i] | 0x20) == 'j' && (text[i + 1] | 0x20) == 's' &&
+            (text[i + 2] | 0x20) == 'o' && (text[i + 3] | 0x20) == 'n') {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * response_format, both APIs: {"type": "text"} (the default) or {"type": "json_object"}: the
+ * reply is constrained to one JSON object (text/json_constraint.h). As OpenAI, a chat must say
+ * "json" in some message, since a model not told to write JSON may fill max_tokens with
+ * whitespace; and a forced tool call cannot be JSON. "json_schema" is refused, not weakened to
+ * json_object: a schema's promise (these keys, these types) would not hold.
+ */
+static bool
+parse_response_format_(struct mt_serve_request *r, json_t *root, struct mt_serve_error *e)
 {
     json_t *v = field_(root, "response_format");
     const char *type = json_string_value(json_object_get(v, "type"));
@@ -667,14 +685,48 @@ parse_response_format_(json_t *root, struct mt_serve_error *e)
         return true;
     }
     if (!json_is_object(v) || type == NULL) {
-        BAD(e, "response_format", "'response_format' must be {\"type\": \"text\"}");
+        BAD(e, "response_format", "'response_format' must be {\"type\": \"text\"} or "
+            "{\"type\": \"json_object\"}");
         return false;
     }
-    if (strcmp(type, "text") != 0) {
-        BAD(e, "response_format", "'response_format' of type \"%.40s\" is not supported: "
-            "this server cannot constrain a reply to JSON (only \"text\")", type);
+    if (strcmp(type, "text") == 0) {
+        return true;
+    }
+    if (strcmp(type, "json_schema") == 0) {
+        BAD(e, "response_format", "'response_format' of type \"json_schema\" is not supported: "
+            "this server can hold a reply to a JSON object (\"json_object\") but not to a "
+            "schema; describe the schema in the prompt and ask for \"json_object\"");
         return false;
     }
+    if (strcmp(type, "json_object") != 0) {
+        BAD(e, "response_format", "'response_format' of type \"%.40s\" is not supported "
+            "(\"text\" or \"json_object\")", type);
+        return false;
+    }
+    if (r->force_call) {
+        BAD(e, "response_format", "'response_format' json_object and a 'tool_choice' that "
+            "forces a call cannot both hold: a reply is either a JSON object or a tool call");
+        return false;
+    }
+    if (r->ignore_eos) {
+        BAD(e, "ignore_eos", "'ignore_eos' and 'response_format' json_object cannot both hold: "
+            "a JSON reply ends where its object closes");
+        return false;
+    }
+    bool told = r->api != MT_SERVE_API_CHAT;
+    for (size_t i = 0; !told && i < r->n_msgs; i++) {
+        const struct mt_chat_msg *m = &r->msgs[i];
+        size_t len = m->content_len > 0 ? m->content_len
+                     : m->content != NULL ? strlen(m->content) : 0;
+        told = says_json_(m->content, len);
+    }
+    if (!told) {
+        BAD(e, "messages", "'messages' must contain the word 'json' in some form to use "
+            "'response_format' of type 'json_object' (a model not asked for JSON may write "
+            "only whitespace)");
+        return false;
+    }
+    r->json_object = true;
     return true;
 }
 
@@ -941,7 +993,7 @@ mt_serve_request_parse(enum mt_serve_api api, const char *body, size_t len, cons
         }
     }
     if (!parse_stop_(&r, r.root, e) || !parse_sampling_(&r, r.root, lim, e) ||
-        !parse_response_format_(r.root, e) || !check_unused_fields_(r.root, e)) {
+        !parse_response_format_(&r, r.root, e) || !check_unused_fields_(r.root, e)) {
         goto out_fail;
     }
     *req_out = r;

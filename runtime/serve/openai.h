@@ -16,13 +16,14 @@
  * (chat_template_kwargs.thinking or .enable_thinking, or thinking.type "enabled" / "disabled", as
  * vLLM, SGLang and DeepSeek's API spell it), temperature, top_p, top_k, seed, max_tokens (or
  * max_completion_tokens), stop (a string or up to 4), n (up to 16), presence_penalty,
- * frequency_penalty, logit_bias, stream, stream_options.include_usage, and our return_token_ids
+ * frequency_penalty, logit_bias, response_format ("text" or "json_object": the answer is held to
+ * one JSON object), stream, stream_options.include_usage, and our return_token_ids
  * (the prompt and reply ids in the response, to compare with `moetier run`). Completions
  * (/v1/completions): prompt (a string, token ids, or an array of one of them) instead of messages,
  * echo, and logprobs as a count; a text prompt is encoded as `moetier run -p` does (BOS, special
  * tokens recognized), token ids run as given. Unknown fields are ignored, as OpenAI's server does;
  * fields we cannot honour are refused unless they hold their defaults (best_of > 1, a
- * response_format other than text, a completion's suffix). Message text (content,
+ * response_format json_schema, a completion's suffix). Message text (content,
  * reasoning_content) and the prompt may hold NUL bytes ("\u0000": a model's reply can, and the
  * client sends it back); other strings may not.
  */
@@ -95,6 +96,8 @@ struct mt_serve_request {
     bool echo;                              /* completion: the prompt begins the text (and its
                                                tokens the logprobs) */
     bool thinking;                          /* chat: V3.2's thinking mode */
+    bool json_object;                       /* response_format json_object: the answer is
+                                               held to one JSON object */
     bool stream;                            /* answer as server-sent events */
     bool include_usage;                     /* stream: a last chunk with the usage */
     bool return_token_ids;                  /* prompt_token_ids and token_ids in the answer */

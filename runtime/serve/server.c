@@ -23,6 +23,7 @@
 #include "runtime/engine/engine.h"
 #include "runtime/engine/session.h"
 #include "runtime/text/chat.h"
+#include "runtime/text/json_constraint.h"
 #include "runtime/text/tokenizer.h"
 
 #include <arpa/inet.h>
@@ -172,6 +173,8 @@ struct mt_serve {
     struct mt_engine *engine;    /* borrowed */
     struct mt_tokenizer *tok;    /* borrowed */
     struct mt_session *session;  /* owned; used by the worker only */
+    struct mt_json_constraint *json; /* owned: response_format json_object (worker only) */
+    struct mt_gen_constraint json_rule; /* ... as the session's hook */
     int32_t stop_ids[1];
     int n_stop_ids;
     int32_t think_end;           /* "</think>", or -1 */
@@ -725,6 +728,19 @@ ids_put(struct job *j, int32_t id)
     return true;
 }
 
+/* response_format json_object: the session's grammar hook (mt_gen_constraint). */
+static size_t
+json_mask(void *ctx, float *logits)
+{
+    return mt_json_constraint_mask(ctx, logits);
+}
+
+static void
+json_accept(void *ctx, int32_t id)
+{
+    mt_json_constraint_accept(ctx, id);
+}
+
 /* mt_session_token_fn: one generated id of the running job. */
 static bool
 on_token(void *ctx, int32_t id)
@@ -748,6 +764,9 @@ on_token(void *ctx, int32_t id)
             job_emit(j, text, len, true);
         }
         j->in_reasoning = false;
+        if (j->req.json_object) {
+            mt_json_constraint_begin(s->json); /* the answer is held to JSON from here */
+        }
         if (j->stop_at_think) {
             /* job_run feeds </think> and the forced call's start, then generates on */
             if (j->req.return_token_ids) {
@@ -1098,6 +1117,10 @@ job_choice(struct job *j, const int32_t *prompt, size_t n_prompt, struct mt_gen_
     go.n_bias = j->req.n_bias;
     if (j->req.echo && j->req.logprobs >= 0) {
         go.on_prompt_logits = on_prompt_logits;
+    }
+    if (j->req.json_object) { /* in thinking mode, free until the reasoning ends (on_token) */
+        mt_json_constraint_reset(s->json, !j->in_reasoning);
+        go.constraint = &s->json_rule;
     }
     st = mt_session_generate(s->session, prompt, n_prompt, &go, on_token, j, res);
     if (st == MT_OK && j->think_ended && !j->failed) {
@@ -1857,6 +1880,12 @@ mt_serve_create(struct mt_engine *engine, struct mt_tokenizer *tok,
     if (st != MT_OK) {
         goto out_fini;
     }
+    st = mt_json_constraint_create(tok, mt_engine_vocab(engine), s->stop_ids, s->n_stop_ids,
+                                   &s->json);
+    if (st != MT_OK) {
+        goto out_session;
+    }
+    s->json_rule = (struct mt_gen_constraint){s->json, json_mask, json_accept};
     if (opts->request_deadline_s > 0 &&
         (st = mt_serve_deadline_create(opts->request_deadline_s, opts->limits.max_queue + 64,
                                        true, &s->deadline)) != MT_OK) {
@@ -1904,6 +1933,7 @@ out_stop:
     MHD_stop_daemon(s->mhd);
 out_session:
     mt_serve_deadline_destroy(s->deadline); /* after MHD, which reports every close first */
+    mt_json_constraint_destroy(s->json);
     mt_session_destroy(s->session);
 out_fini:
     pthread_cond_destroy(&s->work);
@@ -1977,6 +2007,7 @@ mt_serve_destroy(struct mt_serve *s)
     }
     MHD_stop_daemon(s->mhd);
     mt_serve_deadline_destroy(s->deadline);
+    mt_json_constraint_destroy(s->json);
     mt_session_destroy(s->session);
     pthread_cond_destroy(&s->work);
     pthread_mutex_destroy(&s->lock);

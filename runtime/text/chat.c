@@ -27,7 +27,10 @@
  *     a parameter is "<｜DSML｜parameter name=\"{key}\" string=\"true|false\">{value}
  *     </｜DSML｜parameter>" (no space before "</"): strings as is, other values as json.dumps
  *     (ensure_ascii=False) of them (encode_arguments_to_dsml).
- * The "developer" role and response_format are not implemented.
+ * The "developer" role and a message's response_format are not implemented. (The latter appends
+ * "\n\n## Response Format:\n\nYou MUST strictly adhere to the following schema to reply:\n" and
+ * the schema to a system message, for a schema; the server's json_object mode does not write it:
+ * it holds the sampling to JSON and leaves the prompt as the client wrote it, as vLLM does.)
  */
 #include <config.h>
 

@@ -1,0 +1,96 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# test_serve_json.sh - response_format {"type": "json_object"} on `moetier serve`: the answer is
+# held to one JSON object. A random test model writes no JSON of itself (checked first), so every
+# reply that ends by itself ("stop") being an object that jq parses is the constraint's doing;
+# one cut by max_tokens ("length") still begins the object. Checked for chat and completions,
+# whole and streamed, and in thinking mode, where the reasoning stays free text and the answer
+# after it is the object (MT_SERVE_THINK_AFTER=3: a test hook, the third reasoning id counts as
+# </think>).
+. "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
+. "$MT_SRCDIR/tests/serve/lib_serve.sh"
+need curl "the HTTP client of this test; apt-get install curl"
+need jq "JSON in shell tests; apt-get install jq"
+
+make_tmp serve-json
+make_model
+MT_SERVE_THINK_AFTER=3 start_server "$tmp/a.log"
+
+echo "1..9"
+
+# a bias towards '"' (id 4 of V3.2's vocabulary) makes the random model open and close strings
+# often, so that most sampled choices end by themselves within max_tokens
+BIAS='"logit_bias": {"4": 5}'
+ASK='"messages": [{"role": "system", "content": "Answer in JSON."},
+                  {"role": "user", "content": "Name three colours."}]'
+JSON='"response_format": {"type": "json_object"}'
+
+# each choice of a reply in $tmp/body: "stop" ones parse as objects, "length" ones begin one
+# (jq's ltrimstr has no whitespace class: the leading whitespace is taken off by test)
+check_choices() { # FIELD (message.content or text)
+    jq -e --arg f "$1" 'def text: getpath($f | split("."));
+        all(.choices[]; (text | test("^[ \t\r\n]*[{]")) and
+            (if .finish_reason == "stop" then (text | fromjson | type) == "object"
+             else .finish_reason == "length" end))' "$tmp/body" >/dev/null
+}
+
+post /v1/chat/completions "{$ASK, \"max_tokens\": 80, \"n\": 8, \"temperature\": 1, \"seed\": 3}"
+[ "$code" = 200 ] && jq -e '[.choices[] | .message.content | try (fromjson | type) catch "none"]
+    | all(. != "object")' "$tmp/body" >/dev/null
+ok $? "without response_format the random model writes no JSON object (8 choices)"
+
+post /v1/chat/completions "{$ASK, $JSON, \"max_tokens\": 80, \"n\": 8, \"temperature\": 1,
+    \"seed\": 3, $BIAS}"
+cp "$tmp/body" "$tmp/eight"
+n_stop=$(jq '[.choices[] | select(.finish_reason == "stop")] | length' "$tmp/eight")
+[ "$code" = 200 ] && check_choices message.content && [ "$n_stop" -ge 3 ]
+ok $? "json_object, 8 sampled choices: $n_stop end by themselves, each a JSON object; the rest \
+begin one"
+
+post /v1/chat/completions "{$ASK, $JSON, \"max_tokens\": 80, \"temperature\": 1, \"seed\": 3,
+    $BIAS}"
+[ "$code" = 200 ] && [ "$(jq -c '.choices[0].message' "$tmp/body")" = \
+    "$(jq -c '.choices[0].message' "$tmp/eight")" ]
+ok $? "choice 0 of them = a request of n = 1 with that seed"
+
+# streamed: the deltas add up to the same answer
+curl -sN --max-time 60 "$url/v1/chat/completions" -H "Content-Type: application/json" \
+    -d "{$ASK, $JSON, \"max_tokens\": 80, \"temperature\": 1, \"seed\": 3, \"stream\": true,
+         $BIAS}" \
+    >"$tmp/sse"
+sed -n 's/^data: //p' "$tmp/sse" | grep -v '^\[DONE\]$' >"$tmp/events"
+[ "$(jq -j '.choices[0].delta.content // ""' "$tmp/events")" = \
+  "$(jq -j '.choices[0].message.content' "$tmp/eight")" ] &&
+  [ "$(jq -r 'select(.choices[0].finish_reason != null) | .choices[0].finish_reason' \
+        "$tmp/events")" = "$(jq -r '.choices[0].finish_reason' "$tmp/eight")" ]
+ok $? "streamed: the deltas and the finish equal the whole reply's"
+
+post /v1/chat/completions "{$ASK, $JSON, \"max_tokens\": 80, \"temperature\": 0}"
+[ "$code" = 200 ] && check_choices message.content
+ok $? "greedy: $(jq -c '[.choices[0].finish_reason, .choices[0].message.content]' "$tmp/body")"
+
+# thinking mode: the reasoning is free, the answer after it is the object
+post /v1/chat/completions "{$ASK, $JSON, \"max_tokens\": 80, \"n\": 8, \"temperature\": 1,
+    \"seed\": 5, \"chat_template_kwargs\": {\"thinking\": true}, $BIAS}"
+n_stop=$(jq '[.choices[] | select(.finish_reason == "stop")] | length' "$tmp/body")
+[ "$code" = 200 ] && check_choices message.content && [ "$n_stop" -ge 3 ] &&
+    jq -e 'all(.choices[]; (.message.reasoning_content | length) > 0)' "$tmp/body" >/dev/null
+ok $? "thinking mode: reasoning first, then the answer held to JSON ($n_stop of 8 end by \
+themselves)"
+
+post /v1/completions "{\"prompt\": \"A JSON object:\", $JSON, \"max_tokens\": 80, \"n\": 8,
+    \"temperature\": 1, \"seed\": 11, $BIAS}"
+n_stop=$(jq '[.choices[] | select(.finish_reason == "stop")] | length' "$tmp/body")
+[ "$code" = 200 ] && check_choices text && [ "$n_stop" -ge 3 ]
+ok $? "completions: the same ($n_stop of 8 end by themselves)"
+
+post /v1/chat/completions "{$ASK, $JSON, \"max_tokens\": 20, \"temperature\": 0,
+    \"logprobs\": true, \"top_logprobs\": 2}"
+[ "$code" = 200 ] && jq -e '(.choices[0].logprobs.content | map(.token) | join("")) ==
+    .choices[0].message.content' "$tmp/body" >/dev/null
+ok $? "logprobs: one entry per answer token, their text the answer"
+
+post /v1/chat/completions '{"messages": [{"role": "user", "content": "hi"}],
+    "response_format": {"type": "json_object"}}'
+[ "$code" = 400 ] && jq -e '.error.param == "messages"' "$tmp/body" >/dev/null
+ok $? "json_object with no message that says json: 400 ($(jq -r .error.message "$tmp/body"))"
