@@ -2,7 +2,7 @@
 // client.mjs URL KEY MODEL - the official openai library against moetier serve: lists models,
 // a chat completion, a streamed one (the same greedy text), a text completion, the stream
 // helper's accumulated reply with n = 2 and logprobs, a named tool_choice, echo with logprobs,
-// and the errors it maps (404 unknown model, 401 wrong key). Prints "PASS what" or "FAIL what: why" per check, for
+// JSON mode, and the errors it maps (404 unknown model, 401 wrong key). Prints "PASS what" or "FAIL what: why" per check, for
 // tests/test_serve_clients.sh to count. Only talks to URL (127.0.0.1), each call timed out.
 import OpenAI from "openai";
 
@@ -88,6 +88,19 @@ await check("openai: completions.create() with echo and logprobs scores the prom
   return (l.token_logprobs[0] === null && l.tokens.length === r.usage.prompt_tokens &&
           l.token_logprobs.slice(1).every((x) => typeof x === "number" && x <= 0) &&
           r.choices[0].text.endsWith("Once upon a time")) || JSON.stringify(r);
+});
+await check("openai: response_format json_object: each answer that ends by itself is an " +
+            "object to JSON.parse", async () => {
+  // a bias towards '"' (id 4) makes the random model close its strings, and so its objects
+  const r = await client.chat.completions.create({
+    model, messages: [{ role: "user", content: "Reply in JSON" }], max_tokens: 80, n: 4,
+    temperature: 1, seed: 3, logit_bias: { 4: 5 }, response_format: { type: "json_object" } });
+  const done = r.choices.filter((c) => c.finish_reason === "stop");
+  const objects = done.filter((c) => {
+    const v = JSON.parse(c.message.content);
+    return typeof v === "object" && v !== null && !Array.isArray(v);
+  });
+  return (done.length > 0 && objects.length === done.length) || JSON.stringify(r.choices);
 });
 await check("openai: an unknown model raises NotFoundError", async () => {
   try {
