@@ -668,6 +668,37 @@ out:
     tap_rmtree(dir);
 }
 
+/* The session tests' setup: a tiny checkpoint (seed), one engine and a greedy session on it. */
+struct session_fixture {
+    const char *dir;
+    struct mt_model *m;
+    struct mt_engine *e;
+    struct mt_session *s;
+};
+
+static bool
+fixture_open(struct session_fixture *f, uint64_t seed, const char *what)
+{
+    struct mt_sampler_opts sp;
+
+    *f = (struct session_fixture){.dir = tap_tmpdir()};
+    mt_sampler_opts_default(&sp);
+    return tap_ok(golden_synth_tiny(f->dir, seed) == MT_OK &&
+                      mt_model_open(f->dir, &f->m) == MT_OK &&
+                      mt_engine_create(f->m, NULL, &f->e) == MT_OK &&
+                      mt_session_create(f->e, &sp, &f->s) == MT_OK,
+                  "%s: builds on the tiny checkpoint", what);
+}
+
+static void
+fixture_close(struct session_fixture *f)
+{
+    mt_session_destroy(f->s);
+    mt_engine_destroy(f->e);
+    mt_model_destroy(f->m);
+    tap_rmtree(f->dir);
+}
+
 static bool
 stop_after_two(void *ctx, int32_t id)
 {
@@ -684,11 +715,7 @@ stop_after_two(void *ctx, int32_t id)
 static void
 session_books(void)
 {
-    const char *dir = tap_tmpdir();
-    struct mt_model *m = NULL;
-    struct mt_engine *e = NULL;
-    struct mt_session *s = NULL;
-    struct mt_sampler_opts sp;
+    struct session_fixture f;
     struct mt_gen_opts go;
     struct mt_gen_result r;
     int32_t prompt[4] = {3, 9, 27, 81};
@@ -696,32 +723,25 @@ session_books(void)
     size_t nh = 0;
     int calls = 0;
 
-    mt_sampler_opts_default(&sp);
     mt_gen_opts_default(&go);
     go.max_new = 5;
-    if (!tap_ok(golden_synth_tiny(dir, 9) == MT_OK && mt_model_open(dir, &m) == MT_OK &&
-                    mt_engine_create(m, NULL, &e) == MT_OK &&
-                    mt_session_create(e, &sp, &s) == MT_OK,
-                "session: builds on the tiny checkpoint")) {
+    if (!fixture_open(&f, 9, "session")) {
         goto out;
     }
     mt_log_set_quiet(true);
-    mt_status_t st = mt_session_generate(s, bad, 2, &go, NULL, NULL, &r);
+    mt_status_t st = mt_session_generate(f.s, bad, 2, &go, NULL, NULL, &r);
     mt_log_set_quiet(false);
     tap_ok(st == MT_ERR_INVAL && r.decode_s == 0.0 && r.n_generated == 0,
            "session: a bad prompt fails with no decode time (decode_s %g)", r.decode_s);
     go.ignore_eos = true;
-    st = mt_session_generate(s, prompt, 4, &go, stop_after_two, &calls, &r);
-    mt_session_history(s, &nh);
+    st = mt_session_generate(f.s, prompt, 4, &go, stop_after_two, &calls, &r);
+    mt_session_history(f.s, &nh);
     tap_ok(st == MT_OK && r.stop == MT_STOP_CALLER && r.n_generated == 2 && r.n_decoded == 1 &&
-               nh == 5 && mt_engine_pos(e) == 5,
+               nh == 5 && mt_engine_pos(f.e) == 5,
            "session: a caller's stop after 2 ids feeds 1; history %zu = engine position %lld",
-           nh, (long long)mt_engine_pos(e));
+           nh, (long long)mt_engine_pos(f.e));
 out:
-    mt_session_destroy(s);
-    mt_engine_destroy(e);
-    mt_model_destroy(m);
-    tap_rmtree(dir);
+    fixture_close(&f);
 }
 
 /* What the logits callbacks below saw. */
@@ -773,11 +793,7 @@ check_step_logits(void *ctx, int32_t id)
 static void
 session_logits(void)
 {
-    const char *dir = tap_tmpdir();
-    struct mt_model *m = NULL;
-    struct mt_engine *e = NULL;
-    struct mt_session *s = NULL;
-    struct mt_sampler_opts sp;
+    struct session_fixture f;
     struct mt_gen_opts go;
     struct mt_gen_result r;
     enum { N = 300 };
@@ -789,15 +805,11 @@ session_logits(void)
     for (int i = 0; i < N; i++) {
         prompt[i] = (int32_t)(3 + (i * 37) % 200);
     }
-    mt_sampler_opts_default(&sp);
-    if (!tap_ok(golden_synth_tiny(dir, 5) == MT_OK && mt_model_open(dir, &m) == MT_OK &&
-                    mt_engine_create(m, NULL, &e) == MT_OK &&
-                    mt_session_create(e, &sp, &s) == MT_OK,
-                "session logits: builds on the tiny checkpoint")) {
+    if (!fixture_open(&f, 5, "session logits")) {
         goto out;
     }
-    v.s = s;
-    v.vocab = mt_engine_vocab(e);
+    v.s = f.s;
+    v.vocab = mt_engine_vocab(f.e);
     whole = malloc((size_t)N * v.vocab * sizeof(*whole));
     v.rows = malloc((size_t)N * v.vocab * sizeof(*v.rows));
     if (whole == NULL || v.rows == NULL) {
@@ -807,10 +819,10 @@ session_logits(void)
     mt_gen_opts_default(&go);
     go.max_new = 0;
     go.prompt_logits_out = whole;
-    mt_status_t st = mt_session_generate(s, prompt, N, &go, NULL, NULL, &r);
+    mt_status_t st = mt_session_generate(f.s, prompt, N, &go, NULL, NULL, &r);
     go.prompt_logits_out = NULL;
     go.on_prompt_logits = keep_rows;
-    mt_status_t st2 = mt_session_generate(s, prompt, N, &go, NULL, &v, &r);
+    mt_status_t st2 = mt_session_generate(f.s, prompt, N, &go, NULL, &v, &r);
     double worst = 0;
     for (size_t i = 0; i < (size_t)N * v.vocab; i++) {
         double d = fabs((double)v.rows[i] - whole[i]) / (1e-3 + fabs((double)whole[i]));
@@ -827,8 +839,8 @@ session_logits(void)
     v.n_pieces = 0;
     v.stop_at_piece = 1;
     go.max_new = 4;
-    st = mt_session_generate(s, prompt, N, &go, check_step_logits, &v, &r);
-    mt_session_history(s, &nh);
+    st = mt_session_generate(f.s, prompt, N, &go, check_step_logits, &v, &r);
+    mt_session_history(f.s, &nh);
     tap_ok(st == MT_OK && r.stop == MT_STOP_CALLER && r.n_generated == 0 && v.calls == 0 &&
                v.n_pieces == 2 && nh == 0,
            "session logits: a stop after the second piece ends before any sample, history %zu",
@@ -837,23 +849,20 @@ session_logits(void)
     go.on_prompt_logits = NULL;
     go.want_logits = true;
     go.ignore_eos = true;
-    st = mt_session_generate(s, prompt, 40, &go, check_step_logits, &v, &r);
+    st = mt_session_generate(f.s, prompt, 40, &go, check_step_logits, &v, &r);
     tap_ok(st == MT_OK && v.calls == 4 && v.with_logits == 4 && v.argmax_ok == 4,
            "session logits: want_logits, greedy: every step's logits, the id their argmax (%d/%d)",
            v.argmax_ok, v.calls);
     v.calls = v.with_logits = v.argmax_ok = 0;
     go.want_logits = false;
-    st = mt_session_generate(s, prompt, 30, &go, check_step_logits, &v, &r);
+    st = mt_session_generate(f.s, prompt, 30, &go, check_step_logits, &v, &r);
     tap_ok(st == MT_OK && v.calls == 4 && v.with_logits == 1 && v.argmax_ok == 1,
            "session logits: without it a greedy session has them only for the first step (%d)",
            v.with_logits);
 out:
     free(whole);
     free(v.rows);
-    mt_session_destroy(s);
-    mt_engine_destroy(e);
-    mt_model_destroy(m);
-    tap_rmtree(dir);
+    fixture_close(&f);
 }
 
 /* What penalized_step saw: the ids so far, and whether each pick followed the rule. */
@@ -906,22 +915,18 @@ penalized_step(void *ctx, int32_t id)
 static void
 session_penalties(void)
 {
-    const char *dir = tap_tmpdir();
-    struct mt_model *m = NULL;
-    struct mt_engine *e = NULL;
-    struct mt_session *s = NULL;
-    struct mt_sampler_opts sp;
+    struct session_fixture f;
     struct mt_gen_opts go;
     struct mt_gen_result r;
     int32_t prompt[6] = {3, 9, 27, 81, 7, 7};
     struct mt_logit_bias bias[2] = {{5, -100.0f}, {11, 3.0f}};
     struct penalized p = {0};
 
-    mt_sampler_opts_default(&sp);
-    if (!tap_ok(golden_synth_tiny(dir, 7) == MT_OK && mt_model_open(dir, &m) == MT_OK &&
-                    mt_engine_create(m, NULL, &e) == MT_OK &&
-                    mt_session_create(e, &sp, &s) == MT_OK && mt_engine_vocab(e) <= 1024,
-                "penalties: builds on the tiny checkpoint")) {
+    if (!fixture_open(&f, 7, "penalties")) {
+        goto out;
+    }
+    if (!tap_ok(mt_engine_vocab(f.e) <= 1024, "penalties: the vocabulary fits the test (%d ids)",
+                mt_engine_vocab(f.e))) {
         goto out;
     }
     mt_gen_opts_default(&go);
@@ -931,10 +936,10 @@ session_penalties(void)
     go.frequency_penalty = 0.75f;
     go.bias = bias;
     go.n_bias = 2;
-    p.s = s;
-    p.vocab = mt_engine_vocab(e);
+    p.s = f.s;
+    p.vocab = mt_engine_vocab(f.e);
     p.go = &go;
-    mt_status_t st = mt_session_generate(s, prompt, 6, &go, penalized_step, &p, &r);
+    mt_status_t st = mt_session_generate(f.s, prompt, 6, &go, penalized_step, &p, &r);
     int32_t distinct = 0;
     for (int i = 0; i < 1024; i++) {
         distinct += p.counts[i] > 0;
@@ -947,21 +952,18 @@ session_penalties(void)
     p.steps = p.ok = 0;
     go.presence_penalty = go.frequency_penalty = 0.0f;
     bias[1].bias = 100.0f;
-    st = mt_session_generate(s, prompt, 6, &go, penalized_step, &p, &r);
+    st = mt_session_generate(f.s, prompt, 6, &go, penalized_step, &p, &r);
     tap_ok(st == MT_OK && p.counts[11] == 24, "a bias of 100 on id 11: every pick is 11 (%d)",
            (int)p.counts[11]);
     bias[0].id = p.vocab;
     mt_log_set_quiet(true);
-    st = mt_session_generate(s, prompt, 6, &go, penalized_step, &p, &r);
+    st = mt_session_generate(f.s, prompt, 6, &go, penalized_step, &p, &r);
     mt_log_set_quiet(false);
     tap_ok(st == MT_ERR_INVAL && r.n_generated == 0 && r.prefill_s == 0.0,
            "a bias on an id outside the vocabulary: MT_ERR_INVAL before the prompt runs (%s)",
            mt_last_error());
 out:
-    mt_session_destroy(s);
-    mt_engine_destroy(e);
-    mt_model_destroy(m);
-    tap_rmtree(dir);
+    fixture_close(&f);
 }
 
 /* A grammar for session_constraint: ids 20 and 21 in turn, then the stop id 2 after five. */
@@ -1016,11 +1018,7 @@ constrained_step(void *ctx, int32_t id)
 static void
 session_constraint(void)
 {
-    const char *dir = tap_tmpdir();
-    struct mt_model *m = NULL;
-    struct mt_engine *e = NULL;
-    struct mt_session *s = NULL;
-    struct mt_sampler_opts sp;
+    struct session_fixture f;
     struct mt_gen_opts go;
     struct mt_gen_result r;
     int32_t prompt[4] = {3, 9, 27, 81}, stop = 2;
@@ -1028,11 +1026,11 @@ session_constraint(void)
     struct mt_gen_constraint gc = {&a, alternate_mask, alternate_accept};
     struct constrained c = {0};
 
-    mt_sampler_opts_default(&sp); /* greedy */
-    if (!tap_ok(golden_synth_tiny(dir, 9) == MT_OK && mt_model_open(dir, &m) == MT_OK &&
-                    mt_engine_create(m, NULL, &e) == MT_OK &&
-                    mt_session_create(e, &sp, &s) == MT_OK && mt_engine_vocab(e) >= 64,
-                "constraint: builds on the tiny checkpoint")) {
+    if (!fixture_open(&f, 9, "constraint")) {
+        goto out;
+    }
+    if (!tap_ok(mt_engine_vocab(f.e) >= 64, "constraint: the vocabulary fits the test (%d ids)",
+                mt_engine_vocab(f.e))) {
         goto out;
     }
     mt_gen_opts_default(&go);
@@ -1040,9 +1038,9 @@ session_constraint(void)
     go.stop_ids = &stop;
     go.n_stop_ids = 1;
     go.constraint = &gc;
-    c.s = s;
-    a.vocab = mt_engine_vocab(e);
-    mt_status_t st = mt_session_generate(s, prompt, 4, &go, constrained_step, &c, &r);
+    c.s = f.s;
+    a.vocab = mt_engine_vocab(f.e);
+    mt_status_t st = mt_session_generate(f.s, prompt, 4, &go, constrained_step, &c, &r);
     bool order = c.n == 5;
     for (int i = 0; i < c.n; i++) {
         order = order && c.ids[i] == 20 + i % 2;
@@ -1052,17 +1050,14 @@ session_constraint(void)
            "constraint: greedy picks 20, 21, 20, 21, 20 as it allows, each accepted, then its "
            "stop id ends the reply; the callback sees the model's logits (%d ids, stop %s)",
            c.n, mt_stop_reason_name(r.stop));
-    a = (struct alternate){.allow_nothing = true, .vocab = mt_engine_vocab(e)};
+    a = (struct alternate){.allow_nothing = true, .vocab = mt_engine_vocab(f.e)};
     mt_log_set_quiet(true);
-    st = mt_session_generate(s, prompt, 4, &go, constrained_step, &c, &r);
+    st = mt_session_generate(f.s, prompt, 4, &go, constrained_step, &c, &r);
     mt_log_set_quiet(false);
     tap_ok(st == MT_ERR_INVAL && r.n_generated == 0 && strstr(mt_last_error(), "grammar") != NULL,
            "a constraint that leaves no id: MT_ERR_INVAL (%s)", mt_last_error());
 out:
-    mt_session_destroy(s);
-    mt_engine_destroy(e);
-    mt_model_destroy(m);
-    tap_rmtree(dir);
+    fixture_close(&f);
 }
 
 /* The KV cache doubles as it grows, but never past max_position_embeddings. */
