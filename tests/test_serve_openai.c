@@ -271,7 +271,7 @@ main(void)
         mt_serve_request_fini(&r);
     }
     st = parse(MT_SERVE_API_COMPLETION, "{\"prompt\": [\"abc\"], \"max_tokens\": 0}", &r, &e);
-    tap_ok(st == MT_OK && r.prompt_len == 3 && r.max_tokens == 0,
+    tap_ok(st == MT_OK && r.n_prompts == 1 && r.prompts[0].len == 3 && r.max_tokens == 0,
            "a completion prompt may be an array of one string");
     if (st == MT_OK) {
         mt_serve_request_fini(&r);
@@ -281,16 +281,46 @@ main(void)
         char body[128];
         snprintf(body, sizeof(body), "{\"prompt\": %s, \"echo\": true}", id_prompts[k]);
         st = parse(MT_SERVE_API_COMPLETION, body, &r, &e);
-        tap_ok(st == MT_OK && r.prompt == NULL && r.n_prompt_ids == 3 && r.prompt_ids[0] == 0 &&
-                   r.prompt_ids[1] == 7 && r.prompt_ids[2] == INT32_MAX && r.echo,
+        const struct mt_serve_prompt *p = st == MT_OK ? &r.prompts[0] : NULL;
+        tap_ok(st == MT_OK && r.n_prompts == 1 && p->text == NULL && p->n_ids == 3 &&
+                   p->ids[0] == 0 && p->ids[1] == 7 && p->ids[2] == INT32_MAX && r.echo,
                "a completion prompt of token ids: %s, echo (%s)", id_prompts[k], e.message);
         if (st == MT_OK) {
             mt_serve_request_fini(&r);
         }
     }
+    /* several prompts, each with n choices */
+    st = parse(MT_SERVE_API_COMPLETION, "{\"prompt\": [\"ab\", \"\", \"cde\"], \"n\": 2}", &r, &e);
+    tap_ok(st == MT_OK && r.n_prompts == 3 && r.prompts[0].len == 2 && r.prompts[1].len == 0 &&
+               r.prompts[2].len == 3 && strcmp(r.prompts[2].text, "cde") == 0 && r.n == 2,
+           "three prompts as strings, n = 2 (%s)", e.message);
+    if (st == MT_OK) {
+        mt_serve_request_fini(&r);
+    }
+    st = parse(MT_SERVE_API_COMPLETION, "{\"prompt\": [[1, 2], [3]]}", &r, &e);
+    tap_ok(st == MT_OK && r.n_prompts == 2 && r.prompts[0].n_ids == 2 && r.prompts[1].n_ids == 1 &&
+               r.prompts[1].ids[0] == 3 && r.prompts[0].text == NULL,
+           "two prompts of token ids (%s)", e.message);
+    if (st == MT_OK) {
+        mt_serve_request_fini(&r);
+    }
+    {
+        char body[512] = "{\"prompt\": [";
+        for (int k = 0; k <= MT_SERVE_MAX_PROMPTS; k++) {
+            strcat(body, k > 0 ? ", \"p\"" : "\"p\"");
+        }
+        strcat(body, "]}");
+        st = parse(MT_SERVE_API_COMPLETION, body, &r, &e);
+        tap_ok(st != MT_OK && e.http == 400 && strcmp(e.param, "prompt") == 0,
+               "%d prompts: 400 (%s)", MT_SERVE_MAX_PROMPTS + 1, e.message);
+    }
+    st = parse(MT_SERVE_API_COMPLETION, "{\"prompt\": [\"a\", \"b\", \"c\", \"d\", \"e\"], "
+               "\"n\": 16}", &r, &e);
+    tap_ok(st != MT_OK && e.http == 400 && strcmp(e.param, "n") == 0,
+           "5 prompts with n = 16 (80 choices): 400 (%s)", e.message);
     static const char *const bad_prompts[] = {
-        "[]", "[[]]", "[1, -2]", "[1, 2147483648]", "[1, 2.5]", "[1, \"a\"]", "[\"a\", \"b\"]",
-        "[[1], [2]]", "{}", "5", "[[\"a\"]]",
+        "[]", "[[]]", "[1, -2]", "[1, 2147483648]", "[1, 2.5]", "[1, \"a\"]", "[\"a\", [1]]",
+        "[[1], \"b\"]", "[[1], [2, -1]]", "[[1], []]", "[\"a\", 5]", "{}", "5", "[[\"a\"]]",
     };
     for (size_t k = 0; k < sizeof(bad_prompts) / sizeof(bad_prompts[0]); k++) {
         char body[128];

@@ -15,7 +15,7 @@ make_tmp serve-sampling
 make_model
 start_server "$tmp/a.log"
 
-echo "1..12"
+echo "1..16"
 
 post /v1/completions '{"prompt": "Once upon", "n": 3, "max_tokens": 6, "temperature": 1,
     "seed": 7, "ignore_eos": true, "return_token_ids": true}'
@@ -102,6 +102,46 @@ $(echo "$plain60" | jq 'unique | length') of 60)"
 post /v1/completions '{"prompt": "q", "logit_bias": {"5000": 1}}'
 [ "$code" = 400 ] && jq -e '.error.param == "logit_bias"' "$tmp/body" >/dev/null
 ok $? "logit_bias on an id outside the vocabulary: 400 ($(jq -r .error.message "$tmp/body"))"
+
+# several prompts in one completion request: prompt p's choice i is choice p * n + i, and equals
+# a request of that prompt alone with seed + i; the usage adds up the prompts
+post /v1/completions '{"prompt": ["Once upon", "The capital of"], "n": 2, "max_tokens": 4,
+    "temperature": 1, "seed": 7, "ignore_eos": true, "return_token_ids": true}'
+cp "$tmp/body" "$tmp/two"
+same=0
+ptok=0
+for p in 0 1; do
+    if [ $p = 0 ]; then text="Once upon"; else text="The capital of"; fi
+    for i in 0 1; do
+        post /v1/completions "{\"prompt\": \"$text\", \"max_tokens\": 4, \"temperature\": 1,
+            \"seed\": $((7 + i)), \"ignore_eos\": true, \"return_token_ids\": true}"
+        c=$((p * 2 + i))
+        [ "$(jq -c '[.choices[0].token_ids, .prompt_token_ids]' "$tmp/body")" = \
+          "$(jq -c ".choices[$c] | [.token_ids, .prompt_token_ids]" "$tmp/two")" ] || same=1
+    done
+    ptok=$((ptok + $(jq .usage.prompt_tokens "$tmp/body")))
+done
+[ "$same" = 0 ] && jq -e --argjson pt "$ptok" '([.choices[].index] == [0, 1, 2, 3]) and
+    .usage.prompt_tokens == $pt and .usage.completion_tokens == 16 and
+    (has("prompt_token_ids") | not)' "$tmp/two" >/dev/null
+ok $? "two prompts, n = 2: choices 0-3, prompt p's choice i = a request of it alone with seed \
+7 + i (ids and prompt ids); usage $ptok prompt tokens"
+grep -q "(prompt 2 of 2, choice 1 of 2)" "$tmp/a.log"
+ok $? "the log names each prompt's choices: $(grep -c '(prompt [0-9] of 2' "$tmp/a.log") lines"
+curl -sN --max-time 60 "$url/v1/completions" -H "Content-Type: application/json" \
+    -d '{"prompt": ["Once upon", "The capital of"], "n": 2, "max_tokens": 4, "temperature": 1,
+         "seed": 7, "ignore_eos": true, "stream": true}' >"$tmp/sse"
+sed -n 's/^data: //p' "$tmp/sse" | grep -v '^\[DONE\]$' >"$tmp/events"
+streamed=0
+for c in 0 1 2 3; do
+    [ "$(jq -j "select(.choices[0].index == $c) | .choices[0].text" "$tmp/events")" = \
+      "$(jq -j ".choices[$c].text" "$tmp/two")" ] || streamed=1
+done
+ok $streamed "streamed: each of the 4 choices' text under its index"
+post /v1/completions '{"prompt": [[3, 9], [3, 999999]], "max_tokens": 2}'
+[ "$code" = 400 ] && jq -e '.error.param == "prompt" and (.error.message |
+    startswith("prompt[1]: "))' "$tmp/body" >/dev/null
+ok $? "a bad second prompt: 400 before anything runs ($(jq -r .error.message "$tmp/body"))"
 
 post /v1/chat/completions '{"messages": [{"role": "user", "content": "q"}], "n": 17}'
 [ "$code" = 400 ] && jq -e '.error.param == "n"' "$tmp/body" >/dev/null

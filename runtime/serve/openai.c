@@ -439,60 +439,104 @@ parse_tools_(struct mt_serve_request *r, json_t *tools, struct mt_serve_error *e
     return true;
 }
 
-/* A prompt of token ids: an array of integers, each an id (the engine checks the vocabulary). */
+/*
+ * One prompt of token ids: an array of integers, each an id (the engine checks the vocabulary).
+ * where names it in messages ("prompt", "prompt[2]").
+ */
 static bool
-parse_prompt_ids_(struct mt_serve_request *r, json_t *a, struct mt_serve_error *e)
+parse_prompt_ids_(struct mt_serve_prompt *p, json_t *a, const char *where,
+                  struct mt_serve_error *e)
 {
     size_t k;
     json_t *id;
 
     if (json_array_size(a) == 0) {
-        BAD(e, "prompt", "'prompt' is an empty array of token ids");
+        BAD(e, "prompt", "'%s' is an empty array of token ids", where);
         return false;
     }
-    r->prompt_ids = malloc(json_array_size(a) * sizeof(*r->prompt_ids));
-    if (r->prompt_ids == NULL) {
+    p->ids = malloc(json_array_size(a) * sizeof(*p->ids));
+    if (p->ids == NULL) {
         mt_serve_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
         return false;
     }
     json_array_foreach(a, k, id) {
         json_int_t x = json_integer_value(id);
         if (!json_is_integer(id) || x < 0 || x > INT32_MAX) {
-            BAD(e, "prompt", "'prompt[%zu]' must be a token id: an integer from 0 to %d", k,
+            BAD(e, "prompt", "'%s[%zu]' must be a token id: an integer from 0 to %d", where, k,
                 INT32_MAX);
             return false;
         }
-        r->prompt_ids[k] = (int32_t)x;
+        p->ids[k] = (int32_t)x;
     }
-    r->n_prompt_ids = json_array_size(a);
+    p->n_ids = json_array_size(a);
     return true;
 }
 
+/* One prompt: text, or token ids. */
+static bool
+parse_one_prompt_(struct mt_serve_prompt *p, json_t *v, const char *where,
+                  struct mt_serve_error *e)
+{
+    if (json_is_string(v)) {
+        p->text = json_string_value(v);
+        p->len = json_string_length(v);
+        return true;
+    }
+    if (json_is_array(v) && (json_array_size(v) == 0 || json_is_integer(json_array_get(v, 0)))) {
+        return parse_prompt_ids_(p, v, where, e);
+    }
+    BAD(e, "prompt", "'%s' must be a string or an array of token ids", where);
+    return false;
+}
+
 /*
- * A completion's prompt: text, or token ids (run as given: no BOS added), alone or as the one
- * element of an array.
+ * A completion's prompt, as OpenAI's API takes it: a string, an array of token ids (run as
+ * given: no BOS added), or an array of several of either (up to MT_SERVE_MAX_PROMPTS, all of
+ * one kind), each prompt getting n choices.
  */
 static bool
 parse_prompt_(struct mt_serve_request *r, json_t *v, struct mt_serve_error *e)
 {
     json_t *first = json_array_get(v, 0);
+    bool several = json_is_array(v) && (json_is_string(first) || json_is_array(first));
+    size_t n = several ? json_array_size(v) : 1;
 
-    if (json_is_array(v) && json_array_size(v) == 1 && (json_is_string(first) ||
-                                                        json_is_array(first))) {
-        v = first;
+    if (v == NULL) {
+        BAD(e, "prompt", "'prompt' is missing");
+        return false;
     }
-    if (json_is_string(v)) {
-        r->prompt = json_string_value(v);
-        r->prompt_len = json_string_length(v);
-        return true;
+    if (n > MT_SERVE_MAX_PROMPTS) {
+        BAD(e, "prompt", "'prompt' holds %zu prompts; at most %d", n, MT_SERVE_MAX_PROMPTS);
+        return false;
     }
-    if (json_is_array(v) && (json_array_size(v) == 0 || json_is_integer(json_array_get(v, 0)))) {
-        return parse_prompt_ids_(r, v, e);
+    r->prompts = calloc(n, sizeof(*r->prompts));
+    if (r->prompts == NULL) {
+        mt_serve_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
+        return false;
     }
-    BAD(e, "prompt", v == NULL ? "'prompt' is missing"
-                               : "'prompt' must be a string or an array of token ids (or an "
-                                 "array of one of them)");
-    return false;
+    r->n_prompts = n;
+    if (!several) {
+        if (!json_is_string(v) && !json_is_array(v)) {
+            BAD(e, "prompt", "'prompt' must be a string, an array of token ids, or an array of "
+                "several of either");
+            return false;
+        }
+        return parse_one_prompt_(&r->prompts[0], v, "prompt", e);
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *one = json_array_get(v, i);
+        char where[32];
+        snprintf(where, sizeof(where), "prompt[%zu]", i);
+        if (json_is_string(one) != json_is_string(first)) {
+            BAD(e, "prompt", "'%s' is not of the kind of 'prompt[0]': the prompts are all "
+                "strings or all arrays of token ids", where);
+            return false;
+        }
+        if (!parse_one_prompt_(&r->prompts[i], one, where, e)) {
+            return false;
+        }
+    }
+    return true;
 }
 
 /*
@@ -882,6 +926,11 @@ parse_sampling_(struct mt_serve_request *r, json_t *root, const struct mt_serve_
         return false;
     }
     r->n = have ? (int)v : 1;
+    if (r->n_prompts > 1 && (size_t)r->n * r->n_prompts > MT_SERVE_MAX_CHOICES) {
+        BAD(e, "n", "'n' = %d for each of %zu prompts is %zu choices; at most %d", r->n,
+            r->n_prompts, (size_t)r->n * r->n_prompts, MT_SERVE_MAX_CHOICES);
+        return false;
+    }
     if (!parse_logprobs_(r, root, e)) {
         return false;
     }
@@ -1010,7 +1059,10 @@ mt_serve_request_fini(struct mt_serve_request *req)
     free(req->msgs);
     free(req->calls);
     free(req->tools);
-    free(req->prompt_ids);
+    for (size_t i = 0; req->prompts != NULL && i < req->n_prompts; i++) {
+        free(req->prompts[i].ids);
+    }
+    free(req->prompts);
     free(req->bias);
     json_decref(req->root);
     memset(req, 0, sizeof(*req));
@@ -1217,7 +1269,11 @@ mt_serve_replies_json(const struct mt_serve_request *req, const struct mt_serve_
     for (size_t i = 0; choices != NULL && i < n; i++) {
         struct mt_serve_origin oi = *o;
         oi.index = (int)i;
-        if (json_array_append_new(choices, choice_json_(req, &oi, &r[i])) != 0) {
+        json_t *c = choice_json_(req, &oi, &r[i]);
+        if (c != NULL && req->return_token_ids && req->n_prompts > 1) { /* each its own */
+            json_object_set_new(c, "prompt_token_ids", ids_(r[i].prompt_ids, r[i].n_prompt_ids));
+        }
+        if (json_array_append_new(choices, c) != 0) {
             json_decref(choices);
             choices = NULL;
         }
@@ -1227,7 +1283,7 @@ mt_serve_replies_json(const struct mt_serve_request *req, const struct mt_serve_
                             is_chat_(req) ? "chat.completion" : "text_completion", "created",
                             (json_int_t)o->created, "model", o->model, "choices", choices,
                             "usage", usage_(&total));
-    if (obj != NULL && req->return_token_ids) {
+    if (obj != NULL && req->return_token_ids && req->n_prompts <= 1) {
         json_object_set_new(obj, "prompt_token_ids", ids_(r->prompt_ids, r->n_prompt_ids));
     }
     return dump_(obj);

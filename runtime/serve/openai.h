@@ -19,8 +19,8 @@
  * frequency_penalty, logit_bias, response_format ("text" or "json_object": the answer is held to
  * one JSON object), stream, stream_options.include_usage, and our return_token_ids
  * (the prompt and reply ids in the response, to compare with `moetier run`). Completions
- * (/v1/completions): prompt (a string, token ids, or an array of one of them) instead of messages,
- * echo, and logprobs as a count; a text prompt is encoded as `moetier run -p` does (BOS, special
+ * (/v1/completions): prompt (a string, token ids, or an array of up to MT_SERVE_MAX_PROMPTS of
+ * either, each with n choices) instead of messages, echo, and logprobs as a count; a text prompt is encoded as `moetier run -p` does (BOS, special
  * tokens recognized), token ids run as given. Unknown fields are ignored, as OpenAI's server does;
  * fields we cannot honour are refused unless they hold their defaults (best_of > 1, a
  * response_format json_schema, a completion's suffix). Message text (content,
@@ -44,6 +44,8 @@ struct mt_tokenizer;
 
 #define MT_SERVE_MAX_STOP 4 /* OpenAI's limit on stop strings */
 #define MT_SERVE_MAX_N 16   /* choices a request may ask for (n) */
+#define MT_SERVE_MAX_PROMPTS 64 /* prompts one completion request may hold */
+#define MT_SERVE_MAX_CHOICES 64 /* prompts x n */
 #define MT_SERVE_MAX_BIAS 1024 /* tokens a logit_bias may name */
 
 /* What one request may ask for; each bound is refused with a 4xx naming it. */
@@ -80,6 +82,14 @@ enum mt_serve_api {
     MT_SERVE_API_COMPLETION, /* /v1/completions */
 };
 
+/* A completion's prompt: text, or token ids run as given. */
+struct mt_serve_prompt {
+    const char *text;   /* into the request's tree, or NULL */
+    size_t len;
+    int32_t *ids;       /* owned, or NULL */
+    size_t n_ids;
+};
+
 struct mt_serve_request {
     enum mt_serve_api api;
     json_t *root;                           /* owned: the body; strings below point into it */
@@ -89,10 +99,9 @@ struct mt_serve_request {
     char *tools;                            /* owned: the tools array as JSON text, or NULL */
     bool force_call;                        /* tool_choice "required" or a named function */
     const char *forced_tool;                /* ... the named one, or NULL (any of the tools) */
-    const char *prompt;                     /* completion: the prompt text, or */
-    size_t prompt_len;
-    int32_t *prompt_ids;                    /* ... its token ids (owned), or NULL */
-    size_t n_prompt_ids;
+    struct mt_serve_prompt *prompts;        /* completion: owned, [n_prompts], each with n
+                                               choices (choice p * n + i: prompt p's i-th) */
+    size_t n_prompts;
     bool echo;                              /* completion: the prompt begins the text (and its
                                                tokens the logprobs) */
     bool thinking;                          /* chat: V3.2's thinking mode */
@@ -182,7 +191,8 @@ char *mt_serve_reply_json(const struct mt_serve_request *req, const struct mt_se
                           const struct mt_serve_reply *r);
 
 /* The same with n choices (n > 1), one a reply: choice i from r[i], the usage from r[0] with
- * every choice's completion tokens added up. */
+ * every choice's completion tokens added up. With several prompts, return_token_ids puts each
+ * choice's prompt ids in the choice (r[i]'s), not beside the usage. */
 char *mt_serve_replies_json(const struct mt_serve_request *req, const struct mt_serve_origin *o,
                             const struct mt_serve_reply *r, size_t n);
 

@@ -161,8 +161,9 @@ struct job {
     size_t n_ids;
     size_t cap_ids;
     bool failed;                 /* a fault while generating (job_nomem): the choice fails */
-    int choice;                  /* the choice being generated (of req.n) */
-    struct kept_choice *kept;    /* owned, [req.n]: the finished choices */
+    int choice;                  /* the choice being generated (of n_choices) */
+    int n_choices;               /* req.n for each prompt */
+    struct kept_choice *kept;    /* owned, [n_choices]: the finished choices */
     struct job *next;            /* queue link */
 };
 
@@ -486,7 +487,7 @@ mhd_log(void *cls, const char *fmt, va_list ap)
 static void
 job_free(struct job *j)
 {
-    for (int i = 0; j->kept != NULL && i < j->req.n; i++) { /* (before req is cleared) */
+    for (int i = 0; j->kept != NULL && i < j->n_choices; i++) { /* (before req is cleared) */
         free(j->kept[i].content.p);
         free(j->kept[i].reasoning.p);
         mt_chat_parsed_calls_fini(&j->kept[i].calls);
@@ -831,31 +832,40 @@ job_encode_forced(struct job *j, int32_t **prompt, size_t *n)
     return true;
 }
 
-/* The prompt of a request as ids (malloc'ed). Errors are the client's: 400 with the reason. */
+/*
+ * Prompt `which` of a request as ids (malloc'ed): the chat's messages, or a completion's
+ * prompts[which]. Errors are the client's: 400 with the reason.
+ */
 static bool
-job_encode(struct job *j, int32_t **ids_out, size_t *n_out)
+job_encode(struct job *j, size_t which, int32_t **ids_out, size_t *n_out)
 {
     struct mt_serve *s = j->serve;
+    const struct mt_serve_prompt *p = j->req.api == MT_SERVE_API_CHAT ? NULL
+                                      : &j->req.prompts[which];
+    char where[40] = "";
     mt_status_t st;
 
+    if (j->req.api != MT_SERVE_API_CHAT && j->req.n_prompts > 1) {
+        snprintf(where, sizeof(where), "prompt[%zu]: ", which);
+    }
     mt_log_set_quiet(true);
-    if (j->req.api == MT_SERVE_API_CHAT) {
+    if (p == NULL) {
         st = mt_chat_encode(s->tok, j->req.msgs, j->req.n_msgs, j->req.thinking, ids_out, n_out);
         if (st == MT_OK && j->req.force_call && !job_encode_forced(j, ids_out, n_out)) {
             free(*ids_out);
             st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the forced tool call");
         }
-    } else if (j->req.prompt_ids != NULL) {
+    } else if (p->ids != NULL) {
         /* token ids run as given; one outside the vocabulary is the client's error */
-        size_t bytes = j->req.n_prompt_ids * sizeof(**ids_out);
+        size_t bytes = p->n_ids * sizeof(**ids_out);
         *ids_out = malloc(bytes);
-        *n_out = j->req.n_prompt_ids;
+        *n_out = p->n_ids;
         st = *ids_out == NULL ? mt_fail(MT_ERR_NOMEM, 0, "cannot copy the prompt's ids")
              : *n_out > INT32_MAX
                  ? mt_fail(MT_ERR_INVAL, 0, "a prompt of %zu token ids is too long", *n_out)
-                 : mt_engine_check_prompt(s->engine, j->req.prompt_ids, (int)*n_out);
+                 : mt_engine_check_prompt(s->engine, p->ids, (int)*n_out);
         if (st == MT_OK) {
-            memcpy(*ids_out, j->req.prompt_ids, bytes);
+            memcpy(*ids_out, p->ids, bytes);
         } else {
             free(*ids_out);
         }
@@ -872,8 +882,7 @@ job_encode(struct job *j, int32_t **ids_out, size_t *n_out)
         }
         st = ids == NULL && s->bos >= 0
                  ? MT_ERR_NOMEM
-                 : mt_tokenizer_encode_append(s->tok, j->req.prompt, j->req.prompt_len, true,
-                                              &ids, &n, &cap);
+                 : mt_tokenizer_encode_append(s->tok, p->text, p->len, true, &ids, &n, &cap);
         if (st == MT_OK && n == 0) {
             st = mt_fail(MT_ERR_INVAL, 0, "the prompt is empty and the model has no BOS token");
         }
@@ -888,16 +897,15 @@ job_encode(struct job *j, int32_t **ids_out, size_t *n_out)
     if (st != MT_OK) {
         mt_serve_error_set(&j->err, st == MT_ERR_NOMEM ? 500 : 400,
                            st == MT_ERR_NOMEM ? "server_error" : "invalid_request_error", NULL,
-                           j->req.api == MT_SERVE_API_CHAT ? "messages" : "prompt", "%s",
-                           mt_last_error());
+                           p == NULL ? "messages" : "prompt", "%s%s", where, mt_last_error());
         return false;
     }
     int64_t max_pos = mt_engine_max_pos(s->engine);
     if ((int64_t)*n_out >= max_pos) {
         mt_serve_error_set(&j->err, 400, "invalid_request_error", "context_length_exceeded",
-                           j->req.api == MT_SERVE_API_CHAT ? "messages" : "prompt",
-                           "the prompt is %zu tokens; this model's context is %lld tokens",
-                           *n_out, (long long)max_pos);
+                           p == NULL ? "messages" : "prompt",
+                           "%sthe prompt is %zu tokens; this model's context is %lld tokens",
+                           where, *n_out, (long long)max_pos);
         free(*ids_out);
         return false;
     }
@@ -1177,8 +1185,12 @@ job_choice(struct job *j, const int32_t *prompt, size_t n_prompt, struct mt_gen_
     pthread_mutex_unlock(&s->lock);
     mt_serve_metrics_count_generation(&s->metrics, res, gone);
     if (!s->opts.quiet) {
-        char which[48] = "";
-        if (j->req.n > 1) {
+        char which[96] = "";
+        if (j->n_choices > j->req.n) {
+            snprintf(which, sizeof(which), " (prompt %d of %d, choice %d of %d)",
+                     j->choice / j->req.n + 1, j->n_choices / j->req.n,
+                     j->choice % j->req.n + 1, j->req.n);
+        } else if (j->req.n > 1) {
             snprintf(which, sizeof(which), " (choice %d of %d)", j->choice + 1, j->req.n);
         }
         mt_log_info("serve: %s %s%s: %zu prompt tokens (%zu cached), %ld generated, %s%s", j->id,
@@ -1222,23 +1234,35 @@ kept_reply(const struct job *j, const struct kept_choice *k)
 }
 
 /*
- * Run one job on the worker: encode, then its n choices one after another (each reuses the
- * prompt's cache; choice i samples with seed + i), then the response.
+ * Run one job on the worker: encode its prompts (all first, so that a bad one is a 400 before
+ * anything runs), then each prompt's n choices one after another (each reuses the prompt's
+ * cache; choice i of a prompt samples with seed + i), then the response.
  */
 static void
 job_run(struct mt_serve *s, struct job *j)
 {
-    int32_t *prompt = NULL;
-    size_t n_prompt = 0;
+    size_t n_prompts = j->req.api == MT_SERVE_API_CHAT ? 1 : j->req.n_prompts;
+    int32_t **prompts = calloc(n_prompts, sizeof(*prompts));
+    size_t *lens = calloc(n_prompts, sizeof(*lens));
     struct mt_gen_result res = {0};
     struct mt_sampler_opts so = j->req.sampler;
     struct mt_serve_reply *replies = NULL;
     mt_status_t st = MT_OK;
     size_t n_reused = 0;
+    size_t prompt_tokens = 0;
     long generated = 0;
 
-    if (!job_encode(j, &prompt, &n_prompt)) {
-        goto out_done;
+    if (prompts == NULL || lens == NULL) {
+        mt_serve_error_set(&j->err, 500, "server_error", NULL, NULL, "out of memory");
+        goto out_free;
+    }
+    for (size_t p = 0; p < n_prompts; p++) {
+        int32_t *ids;
+        if (!job_encode(j, p, &ids, &lens[p])) { /* freed its ids */
+            goto out_free;
+        }
+        prompts[p] = ids;
+        prompt_tokens += lens[p];
     }
     if (!j->req.seeded) {
         so.seed = (uint64_t)(mt_clock_now() * 1e9) ^ (j->seq * 0x9e3779b97f4a7c15ull);
@@ -1248,26 +1272,27 @@ job_run(struct mt_serve *s, struct job *j)
             mt_serve_error_set(&j->err, 400, "invalid_request_error", NULL, "logit_bias",
                                "'logit_bias' names token id %d, outside the vocabulary [0, %d)",
                                (int)j->req.bias[i].id, mt_engine_vocab(s->engine));
-            goto out_free_prompt;
+            goto out_free;
         }
     }
-    j->kept = calloc((size_t)j->req.n, sizeof(*j->kept));
-    replies = calloc((size_t)j->req.n, sizeof(*replies));
+    j->n_choices = (int)n_prompts * j->req.n;
+    j->kept = calloc((size_t)j->n_choices, sizeof(*j->kept));
+    replies = calloc((size_t)j->n_choices, sizeof(*replies));
     if (j->kept == NULL || replies == NULL) {
         mt_serve_error_set(&j->err, 500, "server_error", NULL, NULL, "out of memory");
-        goto out_free_prompt;
+        goto out_free;
     }
-    j->prompt = prompt;
-    j->n_prompt = n_prompt;
     pthread_mutex_lock(&s->lock);
     j->state = JOB_RUNNING;
     pthread_cond_broadcast(&j->cond);
     pthread_mutex_unlock(&s->lock);
 
     int done = 0;
-    for (; done < j->req.n && st == MT_OK; done++) {
+    for (; done < j->n_choices && st == MT_OK; done++) {
+        size_t p = (size_t)(done / j->req.n);
+        int i = done % j->req.n;
         struct mt_sampler_opts si = so;
-        si.seed += (uint64_t)done;
+        si.seed += (uint64_t)i;
         pthread_mutex_lock(&s->lock);
         bool gone = j->gone || s->abort_running;
         pthread_mutex_unlock(&s->lock);
@@ -1280,23 +1305,25 @@ job_run(struct mt_serve *s, struct job *j)
         if (st != MT_OK && done == 0) {
             mt_serve_error_set(&j->err, 400, "invalid_request_error", NULL, NULL, "%s",
                                mt_last_error());
-            goto out_free_prompt; /* nothing went out yet: a plain 400 */
+            goto out_free; /* nothing went out yet: a plain 400 */
         }
         j->choice = done;
+        j->prompt = prompts[p];
+        j->n_prompt = lens[p];
         if (st == MT_OK) {
-            st = job_choice(j, prompt, n_prompt, &res, &j->kept[done]);
+            st = job_choice(j, prompts[p], lens[p], &res, &j->kept[done]);
         }
-        n_reused = done == 0 ? res.n_reused : n_reused;
+        n_reused += i == 0 ? res.n_reused : 0;
         generated += res.n_generated;
     }
     for (int i = 0; i < done; i++) {
         replies[i] = kept_reply(j, &j->kept[i]);
+        replies[i].prompt_ids = prompts[i / j->req.n];
+        replies[i].n_prompt_ids = lens[i / j->req.n];
     }
-    /* the usage: the prompt once (with what its first run reused), every choice's tokens */
-    replies[0].prompt_tokens = n_prompt;
+    /* the usage: each prompt once (with what its first run reused), every choice's tokens */
+    replies[0].prompt_tokens = prompt_tokens;
     replies[0].cached_tokens = n_reused;
-    replies[0].prompt_ids = prompt;
-    replies[0].n_prompt_ids = n_prompt;
 
     struct mt_serve_origin o = job_origin(j);
     o.index = 0;
@@ -1308,11 +1335,12 @@ job_run(struct mt_serve *s, struct job *j)
         if (st != MT_OK) {
             job_send(j, mt_serve_error_event(&j->err));
         } else if (j->req.include_usage) {
-            /* n > 1: which ids are whose is in no chunk of a stream's usage; none are sent */
+            /* several choices: which ids are whose is in no chunk of a stream's usage; none are
+             * sent */
             struct mt_serve_request rq = j->req;
             struct mt_serve_reply total = replies[0];
             total.completion_tokens = generated;
-            rq.return_token_ids = rq.return_token_ids && j->req.n == 1;
+            rq.return_token_ids = rq.return_token_ids && j->n_choices == 1;
             job_send(j, mt_serve_usage_event(&rq, &o, &total));
         }
         job_send(j, strdup("data: [DONE]\n\n"));
@@ -1327,10 +1355,13 @@ job_run(struct mt_serve *s, struct job *j)
         }
     }
 
-out_free_prompt:
+out_free:
     free(replies);
-    free(prompt);
-out_done:
+    for (size_t p = 0; prompts != NULL && p < n_prompts; p++) {
+        free(prompts[p]);
+    }
+    free(prompts);
+    free(lens);
     pthread_mutex_lock(&s->lock);
     job_finish_locked(j);
     pthread_mutex_unlock(&s->lock);

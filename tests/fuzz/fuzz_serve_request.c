@@ -122,10 +122,19 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             r.logprobs < -1 || r.logprobs > MT_LOGPROB_MAX_TOP) {
             __builtin_trap();
         }
-    } else if ((r.prompt == NULL) == (r.prompt_ids == NULL) ||
-               (r.prompt_ids != NULL && r.n_prompt_ids == 0) || r.logprobs < -1 ||
-               r.logprobs > 5) {
-        __builtin_trap();
+    } else {
+        /* each prompt is text or ids, never both nor an empty id list; prompts x n bounded */
+        if (r.n_prompts < 1 || r.n_prompts > MT_SERVE_MAX_PROMPTS || r.logprobs < -1 ||
+            r.logprobs > 5 ||
+            (r.n_prompts > 1 && (size_t)r.n * r.n_prompts > MT_SERVE_MAX_CHOICES)) {
+            __builtin_trap();
+        }
+        for (size_t i = 0; i < r.n_prompts; i++) {
+            const struct mt_serve_prompt *p = &r.prompts[i];
+            if ((p->text == NULL) == (p->ids == NULL) || (p->ids != NULL && p->n_ids == 0)) {
+                __builtin_trap();
+            }
+        }
     }
     mt_serve_request_fini(&r);
     return 0;
