@@ -1,7 +1,8 @@
 #!/bin/bash
 # gpu_verify_h200.sh - one call that checks a tree on the GPU test machine: build, every GPU test
-# (tests/test_gpu_*; the engine's again on the cp.async ring and without CUDA graphs), the kernel
-# benchmark's quick table and its DSA rows, and the AMX expert test on that machine's CPU. Meant
+# (tests/test_gpu_*; the engine's again on the cp.async ring and without CUDA graphs), the serve
+# tests whose paths differ on the GPU engine, the kernel benchmark's quick table and its DSA
+# rows, and the AMX expert test on that machine's CPU. Meant
 # as a session's first call after changes that no GPU has run (a merge, review fixes): about 4
 # minutes warm, less than the decode and plan scripts.
 #
@@ -50,6 +51,17 @@ MT_GPU_GRAPH=0 timeout 200 ./tests/test_gpu_engine > "$L" 2>&1
 echo "MT_GPU_GRAPH=0 tests/test_gpu_engine: rc $?, $(grep -c '^ok' "$L") ok," \
     "$(grep -c '^not ok' "$L") not ok" | tee -a "$R/check-summary.txt"
 t "the engine without graphs done"
+
+# the server on the GPU engine: the paths that take each step's logits to the host instead of
+# the GPU's greedy pick (logprobs, penalties and biases, JSON mode, forced tool calls, several
+# choices and prompts); each test compares against `moetier run` on the same device
+MOETIER_DEVICE=gpu timeout 300 make check TESTS="tests/test_serve_tools.sh \
+    tests/test_serve_logprobs.sh tests/test_serve_sampling.sh tests/test_serve_json.sh" \
+    > "$R/serve-gpu.log" 2>&1
+grep -E '^# (TOTAL|PASS|SKIP|FAIL|ERROR)|^FAIL|^ERROR' "$R/serve-gpu.log" |
+    sed 's/^/serve on the GPU: /' | tee -a "$R/check-summary.txt"
+for f in tools logprobs sampling json; do cp "tests/test_serve_$f.sh.log" "$R/" 2>/dev/null; done
+t "serve tests on the GPU engine done"
 
 # the AMX kernels run only on a CPU that has them (this machine's Xeon; the test takes the
 # best family the CPU has, and every AMX setting there)
