@@ -582,6 +582,13 @@ parse_logit_bias_(struct mt_serve_request *r, json_t *bias, struct mt_serve_erro
             BAD(e, "logit_bias", "'logit_bias[\"%s\"]' must be a number from -100 to 100", key);
             return false;
         }
+        for (int k = 0; k < i; k++) { /* "7" and "07" are one token: which bias is meant? */
+            if (r->bias[k].id == (int32_t)id) {
+                BAD(e, "logit_bias", "'logit_bias' names token %lld twice (key '%.40s' and one "
+                    "before it)", id, key);
+                return false;
+            }
+        }
         r->bias[i].id = (int32_t)id;
         r->bias[i].bias = (float)json_number_value(v);
         i++;
