@@ -15,7 +15,7 @@ make_tmp serve-sampling
 make_model
 start_server "$tmp/a.log"
 
-echo "1..16"
+echo "1..17"
 
 post /v1/completions '{"prompt": "Once upon", "n": 3, "max_tokens": 6, "temperature": 1,
     "seed": 7, "ignore_eos": true, "return_token_ids": true}'
@@ -69,6 +69,10 @@ post /v1/completions '{"prompt": "The capital", "n": 2, "max_tokens": 3, "temper
     and .logprobs.token_logprobs[0] == null) and
     .choices[0].logprobs == .choices[1].logprobs' "$tmp/body" >/dev/null
 ok $? "echo with n = 2: each choice's text and log-probabilities begin with the prompt"
+id=$(jq -r .id "$tmp/body")
+grep -q "$id completion (choice 2 of 2): [0-9]* prompt tokens ([1-9][0-9]* cached)" "$tmp/a.log"
+ok $? "... the second choice copies the prompt's log-probabilities and reuses its cache: \
+$(grep "$id completion (choice 2" "$tmp/a.log")"
 
 # logit_bias: +100 on a token makes a greedy reply nothing but it; -100 on the first token of
 # the plain reply takes that token out

@@ -649,16 +649,10 @@ job_nomem(struct job *j, const char *what)
     return false;
 }
 
-/*
- * logprobs: the log-probability of token id (and the most likely ones at its place) from the
- * logits it was picked from (NULL: none, the prompt's first); its text ends at content offset
- * end. False, and the job failed, when out of memory.
- */
+/* Room for one more log-probability entry. False, and the job failed, when out of memory. */
 static bool
-job_add_logprob(struct job *j, const float *logits, int32_t id, size_t end)
+job_room_for_logprob(struct job *j)
 {
-    struct mt_serve *s = j->serve;
-
     if (j->n_lps == j->cap_lps) {
         size_t cap = j->cap_lps ? 2 * j->cap_lps : 64;
         struct mt_logprob *v = realloc(j->lps, cap * sizeof(*v));
@@ -671,6 +665,22 @@ job_add_logprob(struct job *j, const float *logits, int32_t id, size_t end)
         }
         j->lp_end = e;
         j->cap_lps = cap;
+    }
+    return true;
+}
+
+/*
+ * logprobs: the log-probability of token id (and the most likely ones at its place) from the
+ * logits it was picked from (NULL: none, the prompt's first); its text ends at content offset
+ * end. False, and the job failed, when out of memory.
+ */
+static bool
+job_add_logprob(struct job *j, const float *logits, int32_t id, size_t end)
+{
+    struct mt_serve *s = j->serve;
+
+    if (!job_room_for_logprob(j)) {
+        return false;
     }
     if (logits == NULL) { /* the prompt's first token: nothing came before it */
         j->lps[j->n_lps] = (struct mt_logprob){.id = id, .logprob = NAN};
@@ -1087,6 +1097,31 @@ job_keep_choice(struct job *j, struct kept_choice *k, size_t content_end, bool c
 }
 
 /*
+ * Echo with logprobs, after a prompt's first choice: its prompt entries are this choice's too.
+ * Copy them (and stream the echo) instead of running the whole prompt again, so that the
+ * prompt's cache is reused. False when there is nothing to copy (the first choice).
+ */
+static bool
+job_echo_copy(struct job *j, size_t n_prompt)
+{
+    int i = j->choice % j->req.n;
+    const struct kept_choice *first = &j->kept[j->choice - i];
+
+    if (i == 0 || first->n_lps < n_prompt) {
+        return false;
+    }
+    for (size_t k = 0; k < n_prompt; k++) {
+        if (!job_room_for_logprob(j)) {
+            return true; /* the job failed: job_choice reports it */
+        }
+        j->lps[j->n_lps] = first->lps[k];
+        j->lp_end[j->n_lps++] = 0;
+    }
+    job_send_echo(j);
+    return true;
+}
+
+/*
  * One choice of a job: generate (in thinking mode with a forced call, in two parts), then what
  * the decoder and the stop-string matcher still hold, the tool calls, and in a stream the
  * choice's last chunks. The answer goes into *k; *res says what the engine did.
@@ -1123,8 +1158,8 @@ job_choice(struct job *j, const int32_t *prompt, size_t n_prompt, struct mt_gen_
     go.frequency_penalty = j->req.frequency_penalty;
     go.bias = j->req.bias;
     go.n_bias = j->req.n_bias;
-    if (j->req.echo && j->req.logprobs >= 0) {
-        go.on_prompt_logits = on_prompt_logits;
+    if (j->req.echo && j->req.logprobs >= 0 && !job_echo_copy(j, n_prompt)) {
+        go.on_prompt_logits = on_prompt_logits; /* the whole prompt runs */
     }
     if (j->req.json_object) { /* in thinking mode, free until the reasoning ends (on_token) */
         mt_json_constraint_reset(s->json, !j->in_reasoning);
