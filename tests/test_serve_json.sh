@@ -1,7 +1,8 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
-# test_serve_json.sh - response_format {"type": "json_object"} on `moetier serve`: the answer is
-# held to one JSON object. A random test model writes no JSON of itself (checked first), so every
+# test_serve_json.sh - response_format {"type": "json_object"} (and "json_schema" with strict
+# false, whose schema goes into the system prompt) on `moetier serve`: the answer is held to one
+# JSON object. A random test model writes no JSON of itself (checked first), so every
 # reply that ends by itself ("stop") being an object that jq parses is the constraint's doing;
 # one cut by max_tokens ("length") still begins the object. Checked for chat and completions,
 # whole and streamed, and in thinking mode, where the reasoning stays free text and the answer
@@ -16,7 +17,7 @@ make_tmp serve-json
 make_model
 MT_SERVE_THINK_AFTER=3 start_server "$tmp/a.log"
 
-echo "1..9"
+echo "1..11"
 
 # a bias towards '"' (id 4 of V3.2's vocabulary) makes the random model open and close strings
 # often, so that most sampled choices end by themselves within max_tokens
@@ -89,6 +90,28 @@ post /v1/chat/completions "{$ASK, $JSON, \"max_tokens\": 20, \"temperature\": 0,
 [ "$code" = 200 ] && jq -e '(.choices[0].logprobs.content | map(.token) | join("")) ==
     .choices[0].message.content' "$tmp/body" >/dev/null
 ok $? "logprobs: one entry per answer token, their text the answer"
+
+# json_schema with strict false: the schema goes into the system prompt as V3.2's template
+# writes a response format, and the answer is held to an object
+SCHEMA='{"type": "object", "properties": {"colours": {"type": "array", "items": {"type": "string"}}}}'
+post /v1/chat/completions "{\"messages\": [{\"role\": \"user\", \"content\": \"Name three colours.\"}],
+    \"response_format\": {\"type\": \"json_schema\", \"json_schema\": {\"name\": \"colours\",
+    \"schema\": $SCHEMA}}, \"max_tokens\": 80, \"n\": 8, \"temperature\": 1, \"seed\": 3,
+    \"return_token_ids\": true, $BIAS}"
+n_stop=$(jq '[.choices[] | select(.finish_reason == "stop")] | length' "$tmp/body")
+jq -r '.prompt_token_ids | map(tostring) | join(" ")' "$tmp/body" |
+    "$bin" tokenize -m "$model" --decode >"$tmp/prompt.txt" 2>&1
+[ "$code" = 200 ] && check_choices message.content && [ "$n_stop" -ge 3 ] &&
+    printf '<｜begin▁of▁sentence｜>\n\n## Response Format:\n\nYou MUST strictly adhere to the following schema to reply:\n%s<｜User｜>Name three colours.<｜Assistant｜></think>' \
+        "$SCHEMA" | cmp -s - "$tmp/prompt.txt"
+ok $? "json_schema, strict false: the schema in the system prompt, the answer held to an object \
+($n_stop of 8 end by themselves)"
+
+post /v1/chat/completions "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}],
+    \"response_format\": {\"type\": \"json_schema\", \"json_schema\": {\"name\": \"s\",
+    \"schema\": $SCHEMA, \"strict\": true}}}"
+[ "$code" = 400 ] && jq -e '.error.param == "response_format"' "$tmp/body" >/dev/null
+ok $? "json_schema, strict true: 400 ($(jq -r .error.message "$tmp/body"))"
 
 post /v1/chat/completions '{"messages": [{"role": "user", "content": "hi"}],
     "response_format": {"type": "json_object"}}'

@@ -507,8 +507,42 @@ main(void)
     refused(Q "\"response_format\": {\"type\": \"json_object\"}}", 400, "messages",
             "json_object when no message says json");
     refused(Q "\"response_format\": {\"type\": \"json_schema\", \"json_schema\": "
-              "{\"name\": \"s\", \"schema\": {}}}}", 400, "response_format",
-            "json_schema (refused, not weakened to json_object)");
+              "{\"name\": \"s\", \"schema\": {}, \"strict\": true}}}", 400, "response_format",
+            "json_schema with strict true (refused, not weakened)");
+    refused(Q "\"response_format\": {\"type\": \"json_schema\", \"json_schema\": "
+              "{\"name\": \"s\", \"schema\": {\"type\": \"array\"}}}}", 400, "response_format",
+            "json_schema whose type is not object");
+    refused(Q "\"response_format\": {\"type\": \"json_schema\", \"json_schema\": "
+              "{\"schema\": {}}}}", 400, "response_format", "json_schema without a name");
+    refused(Q "\"response_format\": {\"type\": \"json_schema\", \"json_schema\": "
+              "{\"name\": \"a b\", \"schema\": {}}}}", 400, "response_format",
+            "json_schema with a name that is not [A-Za-z0-9_-]");
+    refused(Q "\"response_format\": {\"type\": \"json_schema\", \"json_schema\": "
+              "{\"name\": \"s\"}}}", 400, "response_format", "json_schema without a schema");
+    st = parse(MT_SERVE_API_COMPLETION, "{\"prompt\": \"p\", \"response_format\": {\"type\": "
+               "\"json_schema\", \"json_schema\": {\"name\": \"s\", \"schema\": {}}}}", &r, &e);
+    tap_ok(st != MT_OK && e.http == 400 && strcmp(e.param, "response_format") == 0,
+           "json_schema on a completion: 400 (%s)", e.message);
+    st = parse(MT_SERVE_API_CHAT,
+               "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"response_format\": "
+               "{\"type\": \"json_schema\", \"json_schema\": {\"name\": \"person\", \"strict\": "
+               "false, \"schema\": {\"type\": \"object\", \"properties\": {\"age\": {\"type\": "
+               "\"integer\"}}}}}}", &r, &e);
+    if (tap_ok(st == MT_OK && r.json_object && r.schema != NULL &&
+                   r.msgs[0].response_format == r.schema,
+               "json_schema, strict false, no message says json: held to an object, the schema "
+               "on the first message (%s)", e.message)) {
+        char *text = NULL;
+        st = mt_chat_render(r.msgs, r.n_msgs, false, &text);
+        tap_ok(st == MT_OK && strstr(text, "<｜begin▁of▁sentence｜>\n\n## Response Format:\n\nYou "
+                                           "MUST strictly adhere to the following schema to reply:\n"
+                                           "{\"type\": \"object\", \"properties\": {\"age\": "
+                                           "{\"type\": \"integer\"}}}<｜User｜>q") != NULL,
+               "... rendered as V3.2's template writes a response format (%s)",
+               st == MT_OK ? text : mt_last_error());
+        free(text);
+        mt_serve_request_fini(&r);
+    }
     refused(Q "\"response_format\": {\"type\": \"yaml\"}}", 400, "response_format",
             "an unknown response_format type");
 #define JQ "{\"messages\": [{\"role\": \"system\", \"content\": \"Reply in JSON.\"}, " \

@@ -720,11 +720,64 @@ says_json_(const char *text, size_t len)
 }
 
 /*
- * response_format, both APIs: {"type": "text"} (the default) or {"type": "json_object"}: the
- * reply is constrained to one JSON object (text/json_constraint.h). As OpenAI, a chat must say
- * "json" in some message, since a model not told to write JSON may fill max_tokens with
- * whitespace; and a forced tool call cannot be JSON. "json_schema" is refused, not weakened to
- * json_object: a schema's promise (these keys, these types) would not hold.
+ * response_format json_schema (chat): {"type": "json_schema", "json_schema": {"name": NAME,
+ * "schema": {...}, "strict": false, "description": ...}}. The schema goes into the system prompt
+ * as V3.2's template writes a response format (chat.c), so the model reads it as it was trained
+ * to, and the reply is held to a JSON object. Its keys and types are not enforced, so "strict":
+ * true, which promises them, is refused rather than quietly weakened.
+ */
+static bool
+parse_json_schema_(struct mt_serve_request *r, json_t *v, struct mt_serve_error *e)
+{
+    json_t *js = json_object_get(v, "json_schema");
+    json_t *schema = json_object_get(js, "schema");
+    json_t *strict = json_object_get(js, "strict");
+    const char *name = json_string_value(json_object_get(js, "name"));
+    const char *type = json_string_value(json_object_get(schema, "type"));
+
+    if (r->api != MT_SERVE_API_CHAT) {
+        BAD(e, "response_format", "'response_format' of type \"json_schema\" needs a chat: the "
+            "schema goes into the system prompt (here, \"json_object\" or \"text\")");
+        return false;
+    }
+    if (!json_is_object(js) || name == NULL || !plain_tool_name_(name) ||
+        !json_is_object(schema)) {
+        BAD(e, "response_format", "'response_format' json_schema must be {\"type\": "
+            "\"json_schema\", \"json_schema\": {\"name\": NAME, \"schema\": {...}}}, NAME of "
+            "1 to 64 of [A-Za-z0-9_-]");
+        return false;
+    }
+    if (strict != NULL && !json_is_boolean(strict) && !json_is_null(strict)) {
+        BAD(e, "response_format", "'response_format.json_schema.strict' must be a boolean");
+        return false;
+    }
+    if (json_is_true(strict)) {
+        BAD(e, "response_format", "'response_format.json_schema.strict' true is not supported: "
+            "this server does not hold a reply to a schema's keys and types. With strict false "
+            "(or left out) the schema goes to the model in V3.2's own prompt format and the "
+            "reply is held to a JSON object");
+        return false;
+    }
+    if (type != NULL && strcmp(type, "object") != 0) {
+        BAD(e, "response_format", "'response_format.json_schema.schema' has type \"%.40s\"; "
+            "the reply is held to a JSON object, so the schema's type must be \"object\"", type);
+        return false;
+    }
+    r->schema = json_dumps(schema, JSON_COMPACT);
+    if (r->schema == NULL) {
+        mt_serve_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
+        return false;
+    }
+    r->msgs[0].response_format = r->schema; /* a system message first, or an empty one */
+    return true;
+}
+
+/*
+ * response_format, both APIs: {"type": "text"} (the default), {"type": "json_object"}: the reply
+ * is constrained to one JSON object (text/json_constraint.h); or, for a chat, "json_schema":
+ * parse_json_schema_. As OpenAI, json_object needs a chat that says "json" in some message,
+ * since a model not told to write JSON may fill max_tokens with whitespace. A forced tool call
+ * cannot be JSON, and ignore_eos would run past the object's end.
  */
 static bool
 parse_response_format_(struct mt_serve_request *r, json_t *root, struct mt_serve_error *e)
@@ -736,46 +789,47 @@ parse_response_format_(struct mt_serve_request *r, json_t *root, struct mt_serve
         return true;
     }
     if (!json_is_object(v) || type == NULL) {
-        BAD(e, "response_format", "'response_format' must be {\"type\": \"text\"} or "
-            "{\"type\": \"json_object\"}");
+        BAD(e, "response_format", "'response_format' must be {\"type\": \"text\"}, "
+            "{\"type\": \"json_object\"} or {\"type\": \"json_schema\", ...}");
         return false;
     }
     if (strcmp(type, "text") == 0) {
         return true;
     }
-    if (strcmp(type, "json_schema") == 0) {
-        BAD(e, "response_format", "'response_format' of type \"json_schema\" is not supported: "
-            "this server can hold a reply to a JSON object (\"json_object\") but not to a "
-            "schema; describe the schema in the prompt and ask for \"json_object\"");
-        return false;
-    }
-    if (strcmp(type, "json_object") != 0) {
+    bool schema = strcmp(type, "json_schema") == 0;
+    if (!schema && strcmp(type, "json_object") != 0) {
         BAD(e, "response_format", "'response_format' of type \"%.40s\" is not supported "
-            "(\"text\" or \"json_object\")", type);
+            "(\"text\", \"json_object\" or \"json_schema\")", type);
         return false;
     }
     if (r->force_call) {
-        BAD(e, "response_format", "'response_format' json_object and a 'tool_choice' that "
-            "forces a call cannot both hold: a reply is either a JSON object or a tool call");
+        BAD(e, "response_format", "'response_format' %s and a 'tool_choice' that forces a call "
+            "cannot both hold: a reply is either a JSON object or a tool call", type);
         return false;
     }
     if (r->ignore_eos) {
-        BAD(e, "ignore_eos", "'ignore_eos' and 'response_format' json_object cannot both hold: "
-            "a JSON reply ends where its object closes");
+        BAD(e, "ignore_eos", "'ignore_eos' and 'response_format' %s cannot both hold: a JSON "
+            "reply ends where its object closes", type);
         return false;
     }
-    bool told = r->api != MT_SERVE_API_CHAT;
-    for (size_t i = 0; !told && i < r->n_msgs; i++) {
-        const struct mt_chat_msg *m = &r->msgs[i];
-        size_t len = m->content_len > 0 ? m->content_len
-                     : m->content != NULL ? strlen(m->content) : 0;
-        told = says_json_(m->content, len);
-    }
-    if (!told) {
-        BAD(e, "messages", "'messages' must contain the word 'json' in some form to use "
-            "'response_format' of type 'json_object' (a model not asked for JSON may write "
-            "only whitespace)");
-        return false;
+    if (schema) {
+        if (!parse_json_schema_(r, v, e)) {
+            return false;
+        }
+    } else {
+        bool told = r->api != MT_SERVE_API_CHAT;
+        for (size_t i = 0; !told && i < r->n_msgs; i++) {
+            const struct mt_chat_msg *m = &r->msgs[i];
+            size_t len = m->content_len > 0 ? m->content_len
+                         : m->content != NULL ? strlen(m->content) : 0;
+            told = says_json_(m->content, len);
+        }
+        if (!told) {
+            BAD(e, "messages", "'messages' must contain the word 'json' in some form to use "
+                "'response_format' of type 'json_object' (a model not asked for JSON may write "
+                "only whitespace)");
+            return false;
+        }
     }
     r->json_object = true;
     return true;
@@ -1066,6 +1120,7 @@ mt_serve_request_fini(struct mt_serve_request *req)
     free(req->msgs);
     free(req->calls);
     free(req->tools);
+    free(req->schema);
     for (size_t i = 0; req->prompts != NULL && i < req->n_prompts; i++) {
         free(req->prompts[i].ids);
     }

@@ -27,10 +27,10 @@
  *     a parameter is "<｜DSML｜parameter name=\"{key}\" string=\"true|false\">{value}
  *     </｜DSML｜parameter>" (no space before "</"): strings as is, other values as json.dumps
  *     (ensure_ascii=False) of them (encode_arguments_to_dsml).
- * The "developer" role and a message's response_format are not implemented. (The latter appends
- * "\n\n## Response Format:\n\nYou MUST strictly adhere to the following schema to reply:\n" and
- * the schema to a system message, for a schema; the server's json_object mode does not write it:
- * it holds the sampling to JSON and leaves the prompt as the client wrote it, as vLLM does.)
+ *   A system message's response_format (a schema) follows its tools: "\n\n" +
+ *     RESPONSE_FORMAT_TEMPLATE, "## Response Format:\n\nYou MUST strictly adhere to the following
+ *     schema to reply:\n{schema}", the schema as json.dumps writes it.
+ * The "developer" role is not implemented.
  */
 #include <config.h>
 
@@ -568,6 +568,49 @@ put_tools(struct builder *b, size_t msg, const char *tools)
     return MT_OK;
 }
 
+/* RESPONSE_FORMAT_TEMPLATE with the schema as json.dumps writes it */
+static mt_status_t
+put_response_format(struct builder *b, size_t msg, const char *schema)
+{
+    json_error_t jerr;
+    json_t *v = json_loads(schema, JSON_DECODE_ANY, &jerr);
+    struct sbuf j = {0};
+
+    if (v == NULL) {
+        return mt_fail(MT_ERR_INVAL, 0, "chat: message %zu: the response format is not JSON (%s)",
+                       msg, jerr.text);
+    }
+    put_str(b, "## Response Format:\n\nYou MUST strictly adhere to the following schema to "
+               "reply:\n");
+    py_json(&j, v, NULL); /* numbers from values: a request's schema passed jansson */
+    put_text(b, j.s != NULL ? j.s : "", j.n);
+    b->text.oom |= j.oom;
+    free(j.s);
+    json_decref(v);
+    return MT_OK;
+}
+
+/* What a system prompt carries after its content: the tools, then the response format. */
+static mt_status_t
+put_system_extras(struct builder *b, size_t msg, const struct mt_chat_msg *m)
+{
+    mt_status_t st;
+
+    if (m->tools != NULL) {
+        put_str(b, "\n\n");
+        if ((st = put_tools(b, msg, m->tools)) != MT_OK) {
+            return st;
+        }
+    }
+    if (m->response_format != NULL) {
+        put_str(b, "\n\n");
+        if ((st = put_response_format(b, msg, m->response_format)) != MT_OK) {
+            return st;
+        }
+    }
+    return MT_OK;
+}
+
 static mt_status_t
 build(struct builder *b, const struct mt_chat_msg *msgs, size_t n, bool thinking)
 {
@@ -580,10 +623,10 @@ build(struct builder *b, const struct mt_chat_msg *msgs, size_t n, bool thinking
         }
     }
     put_marker(b, bos_text);
-    if (n > 0 && msgs[0].role != MT_CHAT_SYSTEM && msgs[0].tools != NULL) {
-        /* the empty system prompt that carries the tools, as a system message {content: ""} */
-        put_str(b, "\n\n");
-        if ((st = put_tools(b, 0, msgs[0].tools)) != MT_OK) {
+    if (n > 0 && msgs[0].role != MT_CHAT_SYSTEM &&
+        (msgs[0].tools != NULL || msgs[0].response_format != NULL)) {
+        /* the empty system prompt that carries them, as a system message {content: ""} */
+        if ((st = put_system_extras(b, 0, &msgs[0])) != MT_OK) {
             return st;
         }
     }
@@ -592,11 +635,8 @@ build(struct builder *b, const struct mt_chat_msg *msgs, size_t n, bool thinking
         switch (m->role) {
         case MT_CHAT_SYSTEM:
             put_msg_text(b, m->content, m->content_len);
-            if (m->tools != NULL) {
-                put_str(b, "\n\n");
-                if ((st = put_tools(b, i, m->tools)) != MT_OK) {
-                    return st;
-                }
+            if ((st = put_system_extras(b, i, m)) != MT_OK) {
+                return st;
             }
             break;
         case MT_CHAT_USER:

@@ -65,6 +65,9 @@ struct mt_chat_msg {
      */
     size_t content_len;
     size_t reasoning_len;
+    /* JSON text of a schema the reply must follow, or NULL: the template's "## Response Format"
+     * section with it, after the tools, placed as they are */
+    const char *response_format;
 };
 
 /*
