@@ -73,6 +73,10 @@ check_PROGRAMS += tests/test_json_prefix
 tests_test_json_prefix_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_json_constraint
 tests_test_json_constraint_LDADD = $(MT_TEST_LIBS)
+check_PROGRAMS += tests/test_json_schema
+tests_test_json_schema_SOURCES = tests/test_json_schema.c tests/json_validate.c \
+	tests/json_validate.h
+tests_test_json_schema_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_trace
 tests_test_trace_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_planner
@@ -130,6 +134,7 @@ EXTRA_DIST += tests/fuzz/fuzz_profile.c tests/fuzz/fuzz_plan.c tests/fuzz/fuzz_t
 EXTRA_DIST += tests/fuzz/fuzz_serve_request.c tests/fuzz/serve_request.dict
 EXTRA_DIST += tests/fuzz/fuzz_tool_calls.c tests/fuzz/tool_calls.dict
 EXTRA_DIST += tests/fuzz/fuzz_json_prefix.c tests/fuzz/json_prefix.dict
+EXTRA_DIST += tests/fuzz/fuzz_json_schema.c tests/fuzz/json_schema.dict
 
 # io/ stands alone: its test links io/ and the base library only, never runtime/.
 check_PROGRAMS += tests/test_expert_source

@@ -22,6 +22,27 @@
 
 #define VOCAB 129280 /* the model's rows; the tokenizer has 128,815 ids of them */
 
+/* text with control bytes written as escapes, so that a diagnostic stays one line */
+static const char *
+one_line(const char *text, size_t n)
+{
+    static char buf[4096];
+    size_t o = 0;
+    for (size_t i = 0; i < n && o + 8 < sizeof(buf); i++) {
+        unsigned char ch = (unsigned char)text[i];
+        if (ch == '\n') {
+            o += (size_t)snprintf(buf + o, sizeof(buf) - o, "\\n");
+        } else if (ch < 0x20) {
+            o += (size_t)snprintf(buf + o, sizeof(buf) - o, "\\x%02x", ch);
+        } else {
+            buf[o++] = (char)ch;
+        }
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+
 static struct mt_tokenizer *tok;
 static int32_t eos;
 
@@ -52,7 +73,7 @@ check_state(struct mt_json_constraint *c, const char *text, float *logits)
     int wrong = 0, first_wrong = -1, added_let = 0;
     size_t left, want = 0;
 
-    mt_json_constraint_reset(c, true);
+    mt_json_constraint_reset(c, true, NULL);
     mt_json_prefix_init(&ref, true);
     if (mt_tokenizer_encode(tok, text, strlen(text), false, &ids, &n) != MT_OK) {
         tap_bail_out("cannot encode a test text");
@@ -78,7 +99,7 @@ check_state(struct mt_json_constraint *c, const char *text, float *logits)
     tap_ok(wrong == 0 && left == want && added_let == 0 &&
            mt_json_constraint_complete(c) == mt_json_prefix_complete(&ref),
            "after '%s': %zu ids let through, the rule says %zu (%d differ, first %d; %d added)",
-           text, left, want, wrong, first_wrong, added_let);
+           one_line(text, strlen(text)), left, want, wrong, first_wrong, added_let);
 }
 
 /* Sample from random logits through the mask until the stop id or max steps. */
@@ -108,7 +129,7 @@ walks(struct mt_json_constraint *c, float *logits)
     for (int w = 0; w < n_walks; w++) {
         size_t n = 0;
         bool stop = false;
-        mt_json_constraint_reset(c, true);
+        mt_json_constraint_reset(c, true, NULL);
         for (int step = 0; step < 200 && !stop; step++) {
             for (int i = 0; i < VOCAB; i++) {
                 logits[i] = (float)mt_rng_uniform(&r) * 3.0f + bonus[i];
@@ -144,11 +165,11 @@ walks(struct mt_json_constraint *c, float *logits)
             if (j != NULL && json_is_object(j)) {
                 parsed++;
                 if (n > 8 && shown++ < 2) {
-                    tap_diag("walk %d: %.*s", w, (int)n, text);
+                    tap_diag("walk %d: %s", w, one_line(text, n));
                 }
             } else {
-                tap_diag("walk %d ended in text jansson refuses (%s): %.*s", w, err.text,
-                         (int)n, text);
+                tap_diag("walk %d ended in text jansson refuses (%s): %s", w, err.text,
+                         one_line(text, n));
             }
             json_decref(j);
         }
@@ -186,7 +207,7 @@ main(void)
     }
 
     /* inactive (reasoning first): everything but the stop id, then the grammar */
-    mt_json_constraint_reset(c, false);
+    mt_json_constraint_reset(c, false, NULL);
     for (int i = 0; i < VOCAB; i++) {
         logits[i] = 1.0f;
     }

@@ -1,8 +1,8 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
-# test_serve_json.sh - response_format {"type": "json_object"} (and "json_schema" with strict
-# false, whose schema goes into the system prompt) on `moetier serve`: the answer is held to one
-# JSON object. A random test model writes no JSON of itself (checked first), so every
+# test_serve_json.sh - response_format {"type": "json_object"} and "json_schema" on `moetier
+# serve`: the answer is held to one JSON object, or to an instance of the schema (which also goes
+# into the system prompt). A random test model writes no JSON of itself (checked first), so every
 # reply that ends by itself ("stop") being an object that jq parses is the constraint's doing;
 # one cut by max_tokens ("length") still begins the object. Checked for chat and completions,
 # whole and streamed, and in thinking mode, where the reasoning stays free text and the answer
@@ -17,7 +17,7 @@ make_tmp serve-json
 make_model
 MT_SERVE_THINK_AFTER=3 start_server "$tmp/a.log"
 
-echo "1..11"
+echo "1..13"
 
 # a bias towards '"' (id 4 of V3.2's vocabulary) makes the random model open and close strings
 # often, so that most sampled choices end by themselves within max_tokens
@@ -68,7 +68,8 @@ ok $? "streamed: the deltas and the finish equal the whole reply's"
 
 post /v1/chat/completions "{$ASK, $JSON, \"max_tokens\": 80, \"temperature\": 0}"
 [ "$code" = 200 ] && check_choices message.content
-ok $? "greedy: $(jq -c '[.choices[0].finish_reason, .choices[0].message.content]' "$tmp/body")"
+ok $? "greedy: $(jq -r '.choices[0].finish_reason' "$tmp/body"), \
+$(jq '.choices[0].message.content | length' "$tmp/body") characters that begin an object"
 
 # thinking mode: the reasoning is free, the answer after it is the object
 post /v1/chat/completions "{$ASK, $JSON, \"max_tokens\": 80, \"n\": 8, \"temperature\": 1,
@@ -91,8 +92,8 @@ post /v1/chat/completions "{$ASK, $JSON, \"max_tokens\": 20, \"temperature\": 0,
     .choices[0].message.content' "$tmp/body" >/dev/null
 ok $? "logprobs: one entry per answer token, their text the answer"
 
-# json_schema with strict false: the schema goes into the system prompt as V3.2's template
-# writes a response format, and the answer is held to an object
+# json_schema: the schema goes into the system prompt as V3.2's template writes a response
+# format, and the answer is held to an instance of it (a free-form object where it cannot be)
 SCHEMA='{"type": "object", "properties": {"colours": {"type": "array", "items": {"type": "string"}}}}'
 post /v1/chat/completions "{\"messages\": [{\"role\": \"user\", \"content\": \"Name three colours.\"}],
     \"response_format\": {\"type\": \"json_schema\", \"json_schema\": {\"name\": \"colours\",
@@ -102,16 +103,47 @@ n_stop=$(jq '[.choices[] | select(.finish_reason == "stop")] | length' "$tmp/bod
 jq -r '.prompt_token_ids | map(tostring) | join(" ")' "$tmp/body" |
     "$bin" tokenize -m "$model" --decode >"$tmp/prompt.txt" 2>&1
 [ "$code" = 200 ] && check_choices message.content && [ "$n_stop" -ge 3 ] &&
+    jq -e 'all(.choices[] | select(.finish_reason == "stop") | .message.content | fromjson;
+        (keys - ["colours"]) == [] and ((.colours // []) | type == "array" and
+        all(type == "string")))' "$tmp/body" >/dev/null &&
     printf '<｜begin▁of▁sentence｜>\n\n## Response Format:\n\nYou MUST strictly adhere to the following schema to reply:\n%s<｜User｜>Name three colours.<｜Assistant｜></think>' \
         "$SCHEMA" | cmp -s - "$tmp/prompt.txt"
-ok $? "json_schema, strict false: the schema in the system prompt, the answer held to an object \
-($n_stop of 8 end by themselves)"
+ok $? "json_schema: the schema in the system prompt; $n_stop of 8 answers end by themselves, \
+each an instance"
 
+# strict: an enum, an integer, a nested object, required keys; each answer an instance (the
+# random model writes much whitespace between them: 300 tokens)
+STRICT='{"type": "object", "properties": {"size": {"enum": ["small", "large"]},
+    "count": {"type": "integer"}, "tag": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+    "dims": {"type": "object", "properties": {"w": {"type": "number"}}, "required": ["w"],
+    "additionalProperties": false}}, "required": ["size", "count", "tag", "dims"],
+    "additionalProperties": false}'
+post /v1/chat/completions "{\"messages\": [{\"role\": \"user\", \"content\": \"A box.\"}],
+    \"response_format\": {\"type\": \"json_schema\", \"json_schema\": {\"name\": \"box\",
+    \"strict\": true, \"schema\": $STRICT}}, \"max_tokens\": 300, \"n\": 8, \"temperature\": 1,
+    \"seed\": 4, $BIAS}"
+n_stop=$(jq '[.choices[] | select(.finish_reason == "stop")] | length' "$tmp/body")
+[ "$code" = 200 ] && check_choices message.content && [ "$n_stop" -ge 3 ] &&
+    jq -e 'all(.choices[] | select(.finish_reason == "stop") | .message.content | fromjson;
+        keys == ["count", "dims", "size", "tag"] and (.size == "small" or .size == "large") and
+        (.count | type == "number" and floor == .) and (.tag | type == "string" or . == null)
+        and (.dims | keys == ["w"] and (.w | type == "number")))' "$tmp/body" >/dev/null
+ok $? "json_schema, strict: $n_stop of 8 answers end by themselves, each an instance \
+($(jq -c '[.choices[] | select(.finish_reason == "stop") | .message.content | fromjson][0]' \
+    "$tmp/body" 2>/dev/null))"
+
+MIN='{"type": "object", "properties": {"n": {"type": "integer", "minimum": 0}}}'
 post /v1/chat/completions "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}],
     \"response_format\": {\"type\": \"json_schema\", \"json_schema\": {\"name\": \"s\",
-    \"schema\": $SCHEMA, \"strict\": true}}}"
-[ "$code" = 400 ] && jq -e '.error.param == "response_format"' "$tmp/body" >/dev/null
-ok $? "json_schema, strict true: 400 ($(jq -r .error.message "$tmp/body"))"
+    \"schema\": $MIN, \"strict\": true}}}"
+[ "$code" = 400 ] && jq -e '.error.param == "response_format" and
+    (.error.message | contains("minimum"))' "$tmp/body" >/dev/null
+ok $? "json_schema, strict, with a minimum (not held): 400 ($(jq -r .error.message "$tmp/body"))"
+post /v1/chat/completions "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}],
+    \"response_format\": {\"type\": \"json_schema\", \"json_schema\": {\"name\": \"s\",
+    \"schema\": $MIN}}, \"max_tokens\": 4}"
+[ "$code" = 200 ]
+ok $? "... not strict: accepted, the minimum left to the model"
 
 post /v1/chat/completions '{"messages": [{"role": "user", "content": "hi"}],
     "response_format": {"type": "json_object"}}'

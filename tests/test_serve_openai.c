@@ -508,7 +508,19 @@ main(void)
             "json_object when no message says json");
     refused(Q "\"response_format\": {\"type\": \"json_schema\", \"json_schema\": "
               "{\"name\": \"s\", \"schema\": {}, \"strict\": true}}}", 400, "response_format",
-            "json_schema with strict true (refused, not weakened)");
+            "json_schema, strict, with a schema {} (no object schema at the root)");
+    refused(Q "\"response_format\": {\"type\": \"json_schema\", \"json_schema\": "
+              "{\"name\": \"s\", \"strict\": true, \"schema\": {\"type\": \"object\", "
+              "\"allOf\": []}}}}", 400, "response_format",
+            "json_schema, strict, with allOf (not held: refused, not weakened)");
+    st = parse(MT_SERVE_API_CHAT, Q "\"response_format\": {\"type\": \"json_schema\", "
+               "\"json_schema\": {\"name\": \"s\", \"schema\": {\"type\": \"object\", "
+               "\"allOf\": []}}}}", &r, &e);
+    tap_ok(st == MT_OK && r.json_object && r.held == NULL && r.schema != NULL,
+           "... not strict: accepted, the answer held to an object only (%s)", e.message);
+    if (st == MT_OK) {
+        mt_serve_request_fini(&r);
+    }
     refused(Q "\"response_format\": {\"type\": \"json_schema\", \"json_schema\": "
               "{\"name\": \"s\", \"schema\": {\"type\": \"array\"}}}}", 400, "response_format",
             "json_schema whose type is not object");
@@ -528,9 +540,9 @@ main(void)
                "{\"type\": \"json_schema\", \"json_schema\": {\"name\": \"person\", \"strict\": "
                "false, \"schema\": {\"type\": \"object\", \"properties\": {\"age\": {\"type\": "
                "\"integer\"}}}}}}", &r, &e);
-    if (tap_ok(st == MT_OK && r.json_object && r.schema != NULL &&
+    if (tap_ok(st == MT_OK && r.json_object && r.schema != NULL && r.held != NULL &&
                    r.msgs[0].response_format == r.schema,
-               "json_schema, strict false, no message says json: held to an object, the schema "
+               "json_schema, strict false, no message says json: held to the schema, which goes "
                "on the first message (%s)", e.message)) {
         char *text = NULL;
         st = mt_chat_render(r.msgs, r.n_msgs, false, &text);

@@ -6,6 +6,7 @@
 #include <config.h>
 
 #include "runtime/serve/openai.h"
+#include "runtime/text/json_schema.h"
 
 #include "runtime/base/json_kind.h"
 #include "runtime/base/json_text.h"
@@ -721,10 +722,12 @@ says_json_(const char *text, size_t len)
 
 /*
  * response_format json_schema (chat): {"type": "json_schema", "json_schema": {"name": NAME,
- * "schema": {...}, "strict": false, "description": ...}}. The schema goes into the system prompt
+ * "schema": {...}, "strict": BOOL, "description": ...}}. The schema goes into the system prompt
  * as V3.2's template writes a response format (chat.c), so the model reads it as it was trained
- * to, and the reply is held to a JSON object. Its keys and types are not enforced, so "strict":
- * true, which promises them, is refused rather than quietly weakened.
+ * to, and the reply is held to it token by token (text/json_schema.h). With strict true a schema
+ * outside what is held is a 400 naming what; without, what only limits values (minimum,
+ * pattern, ...) is left to the model, and a schema of another shape holds the reply to an object
+ * only.
  */
 static bool
 parse_json_schema_(struct mt_serve_request *r, json_t *v, struct mt_serve_error *e)
@@ -733,7 +736,6 @@ parse_json_schema_(struct mt_serve_request *r, json_t *v, struct mt_serve_error 
     json_t *schema = json_object_get(js, "schema");
     json_t *strict = json_object_get(js, "strict");
     const char *name = json_string_value(json_object_get(js, "name"));
-    const char *type = json_string_value(json_object_get(schema, "type"));
 
     if (r->api != MT_SERVE_API_CHAT) {
         BAD(e, "response_format", "'response_format' of type \"json_schema\" needs a chat: the "
@@ -751,16 +753,22 @@ parse_json_schema_(struct mt_serve_request *r, json_t *v, struct mt_serve_error 
         BAD(e, "response_format", "'response_format.json_schema.strict' must be a boolean");
         return false;
     }
-    if (json_is_true(strict)) {
-        BAD(e, "response_format", "'response_format.json_schema.strict' true is not supported: "
-            "this server does not hold a reply to a schema's keys and types. With strict false "
-            "(or left out) the schema goes to the model in V3.2's own prompt format and the "
-            "reply is held to a JSON object");
+    mt_log_set_quiet(true);
+    mt_status_t st = mt_json_schema_compile(schema, !json_is_true(strict), &r->held);
+    mt_log_set_quiet(false);
+    if (st == MT_ERR_NOMEM) {
+        mt_serve_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
         return false;
     }
-    if (type != NULL && strcmp(type, "object") != 0) {
+    if (st != MT_OK && json_is_true(strict)) {
+        BAD(e, "response_format", "'response_format.json_schema' is strict, and its %s "
+            "(with strict false, what cannot be held is left to the model)", mt_last_error());
+        return false;
+    }
+    const char *type = json_string_value(json_object_get(schema, "type"));
+    if (st != MT_OK && type != NULL && strcmp(type, "object") != 0) {
         BAD(e, "response_format", "'response_format.json_schema.schema' has type \"%.40s\"; "
-            "the reply is held to a JSON object, so the schema's type must be \"object\"", type);
+            "a reply is a JSON object, so the schema's type must be \"object\"", type);
         return false;
     }
     r->schema = json_dumps(schema, JSON_COMPACT);
@@ -1121,6 +1129,7 @@ mt_serve_request_fini(struct mt_serve_request *req)
     free(req->calls);
     free(req->tools);
     free(req->schema);
+    mt_json_schema_destroy(req->held);
     for (size_t i = 0; req->prompts != NULL && i < req->n_prompts; i++) {
         free(req->prompts[i].ids);
     }

@@ -17,14 +17,14 @@
  * vLLM, SGLang and DeepSeek's API spell it), temperature, top_p, top_k, seed, max_tokens (or
  * max_completion_tokens), stop (a string or up to 4), n (up to 16), presence_penalty,
  * frequency_penalty, logit_bias, response_format ("text", "json_object": the answer is held to
- * one JSON object; "json_schema" with strict false: that too, and the schema goes into the system
+ * one JSON object; "json_schema": to an instance of the schema, which also goes into the system
  * prompt as V3.2's template writes it), stream, stream_options.include_usage, and our return_token_ids
  * (the prompt and reply ids in the response, to compare with `moetier run`). Completions
  * (/v1/completions): prompt (a string, token ids, or an array of up to MT_SERVE_MAX_PROMPTS of
  * either, each with n choices) instead of messages, echo, and logprobs as a count; a text prompt is encoded as `moetier run -p` does (BOS, special
  * tokens recognized), token ids run as given. Unknown fields are ignored, as OpenAI's server does;
  * fields we cannot honour are refused unless they hold their defaults (best_of > 1, a
- * response_format json_schema with strict true, a completion's suffix). Message text (content,
+ * strict json_schema beyond what is held, a completion's suffix). Message text (content,
  * reasoning_content) and the prompt may hold NUL bytes ("\u0000": a model's reply can, and the
  * client sends it back); other strings may not.
  */
@@ -41,6 +41,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct mt_json_schema;
 struct mt_tokenizer;
 
 #define MT_SERVE_MAX_STOP 4 /* OpenAI's limit on stop strings */
@@ -100,6 +101,8 @@ struct mt_serve_request {
     char *tools;                            /* owned: the tools array as JSON text, or NULL */
     char *schema;                           /* owned: response_format json_schema's schema as
                                                JSON text (in the system prompt), or NULL */
+    struct mt_json_schema *held;            /* owned: ... compiled, to hold the answer to it;
+                                               NULL: held to an object only */
     bool force_call;                        /* tool_choice "required" or a named function */
     const char *forced_tool;                /* ... the named one, or NULL (any of the tools) */
     struct mt_serve_prompt *prompts;        /* completion: owned, [n_prompts], each with n

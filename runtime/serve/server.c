@@ -1162,7 +1162,7 @@ job_choice(struct job *j, const int32_t *prompt, size_t n_prompt, struct mt_gen_
         go.on_prompt_logits = on_prompt_logits; /* the whole prompt runs */
     }
     if (j->req.json_object) { /* in thinking mode, free until the reasoning ends (on_token) */
-        mt_json_constraint_reset(s->json, !j->in_reasoning);
+        mt_json_constraint_reset(s->json, !j->in_reasoning, j->req.held);
         go.constraint = &s->json_rule;
     }
     st = mt_session_generate(s->session, prompt, n_prompt, &go, on_token, j, res);

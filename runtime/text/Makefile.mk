@@ -5,5 +5,6 @@ runtime_libmtruntime_a_SOURCES += \
 	runtime/text/chat_parse.c \
 	runtime/text/json_constraint.c runtime/text/json_constraint.h \
 	runtime/text/json_prefix.c runtime/text/json_prefix.h \
+	runtime/text/json_schema.c runtime/text/json_schema.h \
 	runtime/text/logprob.c runtime/text/logprob.h \
 	runtime/text/sampler.c runtime/text/sampler.h

@@ -6,6 +6,7 @@
 
 #include "runtime/text/json_constraint.h"
 
+#include "runtime/text/json_schema.h"
 #include "runtime/text/tokenizer.h"
 
 #include <math.h>
@@ -26,7 +27,9 @@ struct mt_json_constraint {
     int32_t *stop_ids;     /* [n_stop] */
     int n_stop;
     bool active;           /* the grammar applies (the answer has begun) */
-    struct mt_json_prefix text; /* the answer so far */
+    const struct mt_json_schema *schema; /* borrowed, or NULL: any object */
+    struct mt_json_prefix text;          /* the answer so far, without a schema */
+    struct mt_json_schema_state held;    /* ... with one */
 };
 
 /* Read inside a string, the token leaves the reader inside it with no escape or character
@@ -71,7 +74,7 @@ mt_json_constraint_create(const struct mt_tokenizer *tok, int vocab, const int32
     }
     memcpy(c->stop_ids, stop_ids, (size_t)n_stop * sizeof(int32_t));
     c->n_stop = n_stop;
-    mt_json_constraint_reset(c, true);
+    mt_json_constraint_reset(c, true, NULL);
     *out = c;
     return MT_OK;
 }
@@ -90,10 +93,32 @@ mt_json_constraint_destroy(struct mt_json_constraint *c)
 }
 
 void
-mt_json_constraint_reset(struct mt_json_constraint *c, bool active)
+mt_json_constraint_reset(struct mt_json_constraint *c, bool active,
+                         const struct mt_json_schema *schema)
 {
     mt_json_prefix_init(&c->text, true);
+    mt_json_schema_start(&c->held);
+    c->schema = schema;
     c->active = active;
+}
+
+/* The answer would still hold after these bytes. */
+static bool
+would_hold(const struct mt_json_constraint *c, const char *b, size_t len)
+{
+    if (c->schema == NULL) {
+        struct mt_json_prefix t = c->text;
+        return mt_json_prefix_feed(&t, b, len) == MT_JSON_OK;
+    }
+    struct mt_json_schema_state t;
+    return mt_json_schema_try(c->schema, &c->held, b, len, &t) == MT_JSON_OK;
+}
+
+static bool
+answer_complete(const struct mt_json_constraint *c)
+{
+    return c->schema != NULL ? mt_json_schema_complete(&c->held)
+                             : mt_json_prefix_complete(&c->text);
 }
 
 void
@@ -145,7 +170,7 @@ mt_json_constraint_mask(struct mt_json_constraint *c, float *logits)
         }
         return n;
     }
-    if (mt_json_prefix_complete(&c->text)) { /* the object is closed: only a stop id */
+    if (answer_complete(c)) { /* the object is closed: only a stop id */
         for (int id = 0; id < c->vocab; id++) {
             if (!is_stop(c, id)) {
                 logits[id] = -INFINITY;
@@ -153,15 +178,21 @@ mt_json_constraint_mask(struct mt_json_constraint *c, float *logits)
         }
         return mask_stops(c, logits, true);
     }
-    bool in_string = mt_json_prefix_in_string(&c->text);
+    /* which first bytes can follow at all: most tokens fail there, without a copy of the state */
+    bool first_ok[256];
+    for (int b = 0; b < 256; b++) {
+        char one = (char)b;
+        first_ok[b] = would_hold(c, &one, 1);
+    }
+    bool in_string = c->schema != NULL ? mt_json_schema_in_free_string(&c->held)
+                                       : mt_json_prefix_in_string(&c->text);
     mask_stops(c, logits, false); /* the object is still open */
     for (int id = 0; id < c->vocab; id++) {
         bool ok = false;
         if (c->kind[id] == KIND_PLAIN && in_string) {
             ok = true; /* the grammar would read the same bytes and stay in the string */
-        } else if (c->kind[id] != KIND_NONE) {
-            struct mt_json_prefix t = c->text;
-            ok = mt_json_prefix_feed(&t, c->bytes[id], c->len[id]) == MT_JSON_OK;
+        } else if (c->kind[id] != KIND_NONE && first_ok[(unsigned char)c->bytes[id][0]]) {
+            ok = c->len[id] == 1 || would_hold(c, c->bytes[id], c->len[id]);
         }
         if (!ok) {
             logits[id] = -INFINITY;
@@ -175,7 +206,12 @@ mt_json_constraint_mask(struct mt_json_constraint *c, float *logits)
 void
 mt_json_constraint_accept(struct mt_json_constraint *c, int32_t id)
 {
-    if (c->active && id >= 0 && id < c->vocab && c->kind[id] != KIND_NONE) {
+    if (!c->active || id < 0 || id >= c->vocab || c->kind[id] == KIND_NONE) {
+        return;
+    }
+    if (c->schema != NULL) {
+        mt_json_schema_feed(c->schema, &c->held, c->bytes[id], c->len[id]);
+    } else {
         mt_json_prefix_feed(&c->text, c->bytes[id], c->len[id]);
     }
 }
@@ -183,5 +219,5 @@ mt_json_constraint_accept(struct mt_json_constraint *c, int32_t id)
 bool
 mt_json_constraint_complete(const struct mt_json_constraint *c)
 {
-    return c->active && mt_json_prefix_complete(&c->text);
+    return c->active && answer_complete(c);
 }

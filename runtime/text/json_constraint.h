@@ -10,9 +10,13 @@
  * cut by max_tokens is the start of one. The model still chooses among what the grammar allows:
  * it writes better JSON when the prompt asks for it.
  *
+ * With a schema (json_schema.h) the grammar is the schema's instead: the reply is held to an
+ * instance of it.
+ *
  * Trying every token's bytes at every step costs one pass over the vocabulary's text (about
- * 129,280 tokens); inside a string, where most tokens are plain text, a flag computed once per
- * token answers without reading its bytes. Added tokens (the chat template's markers) are never
+ * 129,280 tokens); the 256 possible first bytes are tried first, and a token whose first byte
+ * cannot follow is out without a copy of the state; inside a string, where most tokens are
+ * plain text, a flag computed once per token answers without reading its bytes. Added tokens (the chat template's markers) are never
  * allowed: their ids do not stand for their text.
  *
  * In thinking mode the reasoning comes first and is free: the constraint starts inactive (only
@@ -30,6 +34,7 @@
 #include "runtime/text/json_prefix.h"
 
 struct mt_tokenizer;
+struct mt_json_schema;
 
 struct mt_json_constraint;
 
@@ -43,8 +48,12 @@ mt_status_t mt_json_constraint_create(const struct mt_tokenizer *tok, int vocab,
                                       struct mt_json_constraint **out);
 void mt_json_constraint_destroy(struct mt_json_constraint *c);
 
-/* Start a reply: the grammar from its start when active, else after mt_json_constraint_begin. */
-void mt_json_constraint_reset(struct mt_json_constraint *c, bool active);
+/*
+ * Start a reply: the grammar from its start when active, else after mt_json_constraint_begin;
+ * held to schema (borrowed; must outlive the reply) or, when NULL, to any JSON object.
+ */
+void mt_json_constraint_reset(struct mt_json_constraint *c, bool active,
+                              const struct mt_json_schema *schema);
 
 /* The answer begins here (thinking mode: the reasoning ended). */
 void mt_json_constraint_begin(struct mt_json_constraint *c);

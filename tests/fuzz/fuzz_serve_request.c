@@ -19,7 +19,7 @@
  * fuzz-sources: runtime/text/tokenizer.c runtime/text/sampler.c runtime/base/status.c
  * fuzz-sources: runtime/base/json_num.c runtime/base/json_kind.c runtime/base/rng.c
  * fuzz-sources: runtime/base/file_util.c
- * fuzz-sources: runtime/base/out_file.c
+ * fuzz-sources: runtime/base/out_file.c runtime/text/json_schema.c runtime/text/json_prefix.c
  * fuzz-pkg: libpcre2-8
  */
 #include <config.h>
@@ -120,6 +120,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             (r.forced_tool != NULL &&
              (strstr(r.tools, r.forced_tool) == NULL || strpbrk(r.forced_tool, "\"<>") != NULL)) ||
             r.logprobs < -1 || r.logprobs > MT_LOGPROB_MAX_TOP) {
+            __builtin_trap();
+        }
+        /* a compiled schema goes with its text in the prompt and JSON mode, and renders */
+        if ((r.held != NULL && (r.schema == NULL || !r.json_object)) ||
+            (r.schema != NULL && r.msgs[0].response_format != r.schema)) {
             __builtin_trap();
         }
     } else {

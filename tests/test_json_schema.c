@@ -1,0 +1,375 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_json_schema.c - runtime/text/json_schema.c: what a schema compiles to (and which keywords
+ * it refuses, strict or lenient), instances and their every prefix accepted, each kind of
+ * mistake refused at its first bad byte, and, over DeepSeek-V3.2's real vocabulary, replies
+ * sampled from random logits through json_constraint.c that a separate validator
+ * (tests/json_validate.c, on jansson's trees) finds to be instances of the schema; the mask with
+ * the schema lets through exactly the tokens the plain rule does (feed each token's bytes).
+ */
+#include <config.h>
+
+#include "runtime/text/json_constraint.h"
+#include "runtime/text/json_schema.h"
+#include "runtime/base/clock.h"
+#include "runtime/base/rng.h"
+#include "runtime/base/status.h"
+#include "runtime/text/tokenizer.h"
+#include "tests/json_validate.h"
+#include "tests/tap.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A schema as Pydantic writes one: $defs, an optional field as anyOf [string, null], an enum, a
+ * list of nested objects, an integer, a free value. */
+static const char person_schema[] =
+    "{\"$defs\": {\"Pet\": {\"type\": \"object\", \"title\": \"Pet\", \"properties\": {"
+    "\"kind\": {\"enum\": [\"cat\", \"dog\", \"caterpillar\"]}, \"age\": {\"type\": \"integer\"}},"
+    " \"required\": [\"kind\", \"age\"], \"additionalProperties\": false}},"
+    " \"type\": \"object\", \"properties\": {"
+    "\"name\": {\"type\": \"string\", \"description\": \"who\"},"
+    " \"nick\": {\"anyOf\": [{\"type\": \"string\"}, {\"type\": \"null\"}]},"
+    " \"score\": {\"type\": \"number\"},"
+    " \"pets\": {\"type\": \"array\", \"items\": {\"$ref\": \"#/$defs/Pet\"}, \"maxItems\": 2},"
+    " \"ok\": {\"type\": \"boolean\"}, \"extra\": {}},"
+    " \"required\": [\"name\", \"pets\"], \"additionalProperties\": false}";
+
+static json_t *
+load(const char *text)
+{
+    json_error_t err;
+    json_t *v = json_loads(text, 0, &err);
+    if (v == NULL) {
+        tap_bail_out("a test schema does not parse");
+    }
+    return v;
+}
+
+static struct mt_json_schema *
+compile(const char *text, bool lenient, mt_status_t *st)
+{
+    json_t *v = load(text);
+    struct mt_json_schema *s = NULL;
+    mt_log_set_quiet(true);
+    *st = mt_json_schema_compile(v, lenient, &s);
+    mt_log_set_quiet(false);
+    json_decref(v);
+    return s;
+}
+
+static void
+check_compile(void)
+{
+    static const struct {
+        const char *schema;
+        const char *why;
+        const char *says; /* in the message */
+    } refused[] = {
+        {"{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"integer\", \"minimum\": 0}}}",
+         "a minimum (strict)", "'minimum'"},
+        {"{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"string\", \"pattern\": \"x\"}}}",
+         "a pattern (strict)", "'pattern'"},
+        {"{\"type\": \"object\", \"allOf\": []}", "allOf", "'allOf'"},
+        {"{\"type\": \"object\", \"properties\": {\"a\": {\"not\": {}}}}", "not", "'not'"},
+        {"{\"type\": \"object\", \"properties\": {\"a\": {\"enum\": [1, 2]}}}", "a numeric enum",
+         "not a string"},
+        {"{\"type\": \"object\", \"properties\": {\"a\": {\"anyOf\": [{\"type\": \"string\"}, "
+         "{\"enum\": [\"x\"]}]}}}", "anyOf alternatives that begin alike", "begin with '\"'"},
+        {"{\"type\": \"array\"}", "a root that is not an object", "root"},
+        {"{\"type\": \"object\", \"properties\": {\"a\": {\"$ref\": \"#/$defs/B\"}}}",
+         "a $ref to nothing", "names no schema"},
+        {"{\"type\": \"object\", \"properties\": {\"a\\\"b\": {}}}", "a key with a quote",
+         "quote"},
+        {"{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"date\"}}}", "an unknown type",
+         "unknown type"},
+        {"{\"type\": \"object\", \"required\": [\"z\"], \"properties\": {}}",
+         "a required key that is no property", "names no property"},
+        {"{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"array\", \"prefixItems\": []}}}",
+         "prefixItems", "'prefixItems'"},
+    };
+    for (size_t k = 0; k < sizeof(refused) / sizeof(refused[0]); k++) {
+        mt_status_t st;
+        struct mt_json_schema *s = compile(refused[k].schema, false, &st);
+        tap_ok(st == MT_ERR_INVAL && s == NULL && strstr(mt_last_error(), refused[k].says) != NULL,
+               "refused: %s (%s)", refused[k].why, mt_last_error());
+    }
+    mt_status_t st;
+    struct mt_json_schema *s = compile(refused[0].schema, true, &st);
+    struct mt_json_schema *s2 = compile(refused[1].schema, true, &st);
+    struct mt_json_schema *s3 = compile(refused[2].schema, true, &st);
+    tap_ok(s != NULL && s2 != NULL && s3 == NULL,
+           "lenient: minimum and pattern are left to the model, allOf still refused");
+    mt_json_schema_destroy(s);
+    mt_json_schema_destroy(s2);
+    s = compile(person_schema, false, &st);
+    tap_ok(s != NULL, "a Pydantic-like schema compiles (%s)", s == NULL ? mt_last_error() : "ok");
+    mt_json_schema_destroy(s);
+}
+
+/* Feed byte by byte: the first byte refused (len when none); *end the state after all. */
+static size_t
+first_refused(const struct mt_json_schema *s, const char *text, enum mt_json_verdict *v,
+              struct mt_json_schema_state *end)
+{
+    struct mt_json_schema_state st;
+    size_t len = strlen(text);
+
+    mt_json_schema_start(&st);
+    *v = MT_JSON_OK;
+    for (size_t i = 0; i < len; i++) {
+        if ((*v = mt_json_schema_feed(s, &st, text + i, 1)) != MT_JSON_OK) {
+            return i;
+        }
+    }
+    mt_json_schema_state_copy(end, &st);
+    return len;
+}
+
+static void
+check_instances(void)
+{
+    mt_status_t st;
+    struct mt_json_schema *s = compile(person_schema, false, &st);
+    static const char *const good[] = {
+        "{\"name\": \"Ann\", \"pets\": []}",
+        "{\"name\":\"\",\"nick\":null,\"score\":-1.5e3,\"pets\":[{\"kind\":\"cat\",\"age\":3}],"
+        "\"ok\":true,\"extra\":{\"any\":[1,\"x\",null]}}",
+        " {\n  \"name\": \"caf\xc3\xa9 \\\"q\\\"\",\n  \"nick\": \"x\",\n  \"pets\": [\n    {\"kind\": "
+        "\"caterpillar\", \"age\": 0},\n    {\"kind\": \"dog\", \"age\": -12}\n  ],\n  "
+        "\"extra\": 7\n} ",
+    };
+    int bad_whole = 0, bad_prefix = 0;
+    for (size_t k = 0; s != NULL && k < sizeof(good) / sizeof(good[0]); k++) {
+        enum mt_json_verdict v;
+        struct mt_json_schema_state end;
+        size_t len = strlen(good[k]);
+        if (first_refused(s, good[k], &v, &end) != len || !mt_json_schema_complete(&end)) {
+            tap_diag("refused at %zu: %s", first_refused(s, good[k], &v, &end), good[k]);
+            bad_whole++;
+        }
+        for (size_t i = 0; i < len; i++) {
+            struct mt_json_schema_state p;
+            mt_json_schema_start(&p);
+            /* a prefix that ends after the closing brace (trailing space) is whole already */
+            if (mt_json_schema_feed(s, &p, good[k], i) != MT_JSON_OK ||
+                (mt_json_schema_complete(&p) && strchr(good[k] + i, '}') != NULL)) {
+                bad_prefix++;
+            }
+        }
+    }
+    tap_ok(s != NULL && bad_whole == 0, "%zu instances are accepted and whole",
+           sizeof(good) / sizeof(good[0]));
+    tap_ok(s != NULL && bad_prefix == 0, "... and each prefix is accepted, not whole");
+
+    static const struct {
+        const char *text;
+        size_t at;
+        const char *why;
+    } bad[] = {
+        {"{\"pets\": []}", 2, "a required key left out (name comes first)"},
+        {"{\"name\": \"a\"}", 12, "the object closed before a required key"},
+        {"{\"name\": \"a\", \"pets\": [], \"name\": \"b\"}", 27, "a key given twice"},
+        {"{\"name\": \"a\", \"pets\": [], \"nick\": \"b\"}", 27, "a key out of the schema's order"},
+        {"{\"name\": \"a\", \"colour\": 1}", 15, "a key the schema does not name"},
+        {"{\"name\": 5}", 9, "a number for a string"},
+        {"{\"name\": \"a\", \"nick\": 5}", 22, "a number where anyOf has string or null"},
+        {"{\"name\": \"a\", \"pets\": [{\"kind\": \"cow\"}]}", 34, "a value outside the enum"},
+        {"{\"name\": \"a\", \"pets\": [{\"kind\": \"cat\", \"age\": 1.5}]}", 47,
+         "a fraction for an integer"},
+        {"{\"name\": \"a\", \"pets\": [{\"kind\": \"cat\", \"age\": 1e3}]}", 47,
+         "an exponent for an integer"},
+        {"{\"name\": \"a\", \"pets\": [{\"kind\": \"cat\", \"age\": 1}, {\"kind\": \"cat\", \"age\": 2},"
+         " {", 75, "a third item where maxItems is 2 (its comma)"},
+        {"{\"name\": \"a\", \"pets\": [],}", 25, "a trailing comma"},
+        {"{\"name\": \"a\", \"pets\": [], \"ok\": 1}", 32, "a number for a boolean"},
+        {"[]", 0, "an array for the root object"},
+        {"{\"name\": \"a\", \"pets\": []} x", 26, "text after the object"},
+    };
+    for (size_t k = 0; s != NULL && k < sizeof(bad) / sizeof(bad[0]); k++) {
+        enum mt_json_verdict v;
+        struct mt_json_schema_state end;
+        size_t at = first_refused(s, bad[k].text, &v, &end);
+        tap_ok(at == bad[k].at && v == MT_JSON_BAD, "refused: %s, at byte %zu (got %zu)",
+               bad[k].why, bad[k].at, at);
+    }
+
+    /* arrays with minItems; an optional key between two required ones */
+    mt_json_schema_destroy(s);
+    s = compile("{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"integer\"}, \"b\": "
+                "{\"type\": \"string\"}, \"c\": {\"type\": \"array\", \"minItems\": 2, \"items\": "
+                "{\"type\": \"null\"}}}, \"required\": [\"a\", \"c\"]}", false, &st);
+    enum mt_json_verdict v;
+    struct mt_json_schema_state end;
+    bool ok = s != NULL && first_refused(s, "{\"a\":1,\"c\":[null,null]}", &v, &end) == 23 &&
+              mt_json_schema_complete(&end) &&
+              first_refused(s, "{\"a\":1,\"b\":\"\",\"c\":[null,null,null]}", &v, &end) == 35 &&
+              first_refused(s, "{\"a\":1,\"c\":[null]}", &v, &end) == 16 &&
+              first_refused(s, "{\"a\":1,\"c\":[]}", &v, &end) == 12;
+    tap_ok(ok, "an optional key may be skipped, a required one not; minItems 2 holds");
+    mt_json_schema_destroy(s);
+
+    /* recursion through $ref: a tree */
+    s = compile("{\"$defs\": {\"T\": {\"type\": \"object\", \"properties\": {\"v\": {\"type\": "
+                "\"integer\"}, \"kids\": {\"type\": \"array\", \"items\": {\"$ref\": \"#/$defs/T\"}}},"
+                " \"required\": [\"v\", \"kids\"]}}, \"$ref\": \"#/$defs/T\"}", false, &st);
+    const char *tree = "{\"v\":1,\"kids\":[{\"v\":2,\"kids\":[]},{\"v\":3,\"kids\":[{\"v\":4,"
+                       "\"kids\":[]}]}]}";
+    ok = s != NULL && first_refused(s, tree, &v, &end) == strlen(tree) &&
+         mt_json_schema_complete(&end);
+    tap_ok(ok, "a recursive schema ($ref to itself): a tree of three levels (%s)",
+           s == NULL ? mt_last_error() : "ok");
+    mt_json_schema_destroy(s);
+}
+
+#define VOCAB 129280
+
+/* text with control bytes written as escapes, so that a diagnostic stays one line */
+static const char *
+one_line(const char *text, size_t n)
+{
+    static char buf[4096];
+    size_t o = 0;
+    for (size_t i = 0; i < n && o + 8 < sizeof(buf); i++) {
+        unsigned char ch = (unsigned char)text[i];
+        if (ch == '\n') {
+            o += (size_t)snprintf(buf + o, sizeof(buf) - o, "\\n");
+        } else if (ch < 0x20) {
+            o += (size_t)snprintf(buf + o, sizeof(buf) - o, "\\x%02x", ch);
+        } else {
+            buf[o++] = (char)ch;
+        }
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+
+/* Walks through the constraint with the schema, from random logits; each that ends must be an
+ * instance. Also the mask against the plain rule at each step of the first walks. */
+static void
+check_walks(void)
+{
+    struct mt_tokenizer *tok = NULL;
+    struct mt_json_constraint *c = NULL;
+    mt_status_t st;
+    struct mt_json_schema *s = compile(person_schema, false, &st);
+    json_t *root = load(person_schema);
+    float *logits = malloc(VOCAB * sizeof(float));
+    float *bonus = calloc(VOCAB, sizeof(float));
+    char *text = malloc(1 << 16);
+    int32_t eos;
+    int n_walks = 40, ended = 0, instances = 0, mask_wrong = 0, mask_checks = 0, shown = 0;
+    int steps = 0;
+    double mask_s = 0;
+
+    if (s == NULL || logits == NULL || bonus == NULL || text == NULL ||
+        mt_tokenizer_load(tap_data_path("tokenizer"), &tok) != MT_OK) {
+        tap_bail_out("cannot set up the walks");
+    }
+    eos = mt_tokenizer_eos(tok);
+    if (mt_json_constraint_create(tok, VOCAB, &eos, 1, &c) != MT_OK) {
+        tap_bail_out("cannot create the constraint");
+    }
+    for (int32_t id = 0; id < VOCAB; id++) { /* close strings, arrays and objects often */
+        size_t len;
+        const char *b = mt_tokenizer_token_bytes(tok, id, &len);
+        for (size_t i = 0; b != NULL && i < len; i++) {
+            bonus[id] = b[i] == '"' || b[i] == ']' || b[i] == '}' ? 2.5f : bonus[id];
+        }
+    }
+    struct mt_rng r;
+    mt_rng_init(&r, 11);
+    for (int w = 0; w < n_walks; w++) {
+        size_t n = 0;
+        bool stop = false;
+        struct mt_json_schema_state ref;
+        mt_json_schema_start(&ref);
+        mt_json_constraint_reset(c, true, s);
+        for (int step = 0; step < 300 && !stop; step++) {
+            for (int i = 0; i < VOCAB; i++) {
+                logits[i] = (float)mt_rng_uniform(&r) * 3.0f + bonus[i];
+            }
+            logits[eos] = 10.0f;
+            double t0 = mt_clock_now();
+            mt_json_constraint_mask(c, logits);
+            mask_s += mt_clock_now() - t0;
+            steps++;
+            if (w < 3) { /* the mask = the plain rule: every token's bytes fed */
+                for (int32_t id = 0; id < VOCAB; id++) {
+                    size_t len;
+                    const char *b = mt_tokenizer_token_bytes(tok, id, &len);
+                    struct mt_json_schema_state t;
+                    bool rule = id == eos ? mt_json_schema_complete(&ref)
+                                : b != NULL && len > 0 && !mt_tokenizer_is_added(tok, id) &&
+                                      !mt_json_schema_complete(&ref) &&
+                                      mt_json_schema_try(s, &ref, b, len, &t) == MT_JSON_OK;
+                    mask_wrong += rule != (logits[id] != -INFINITY);
+                }
+                mask_checks++;
+            }
+            int32_t best = 0;
+            for (int32_t i = 1; i < VOCAB; i++) {
+                best = logits[i] > logits[best] ? i : best;
+            }
+            if (logits[best] == -INFINITY) {
+                break;
+            }
+            if (best == eos) {
+                stop = true;
+                break;
+            }
+            mt_json_constraint_accept(c, best);
+            size_t len;
+            const char *b = mt_tokenizer_token_bytes(tok, best, &len);
+            mt_json_schema_feed(s, &ref, b, len);
+            if (n + len < (1 << 16)) {
+                memcpy(text + n, b, len);
+                n += len;
+            }
+        }
+        if (stop) {
+            ended++;
+            json_error_t err;
+            json_t *x = json_loadb(text, n, 0, &err);
+            if (x != NULL && json_validate(x, root, root)) {
+                instances++;
+                if (n > 60 && shown++ < 2) {
+                    tap_diag("walk %d: %s", w, one_line(text, n));
+                }
+            } else {
+                tap_diag("walk %d is no instance (%s): %s", w, x ? "schema" : err.text,
+                         one_line(text, n));
+            }
+            json_decref(x);
+        }
+    }
+    tap_diag("%d steps: %.2f ms per mask of %d ids with the schema", steps,
+             1e3 * mask_s / steps, VOCAB);
+    tap_ok(mask_wrong == 0 && mask_checks > 0,
+           "with the schema, the mask = the plain rule at %d steps (%d ids differ)", mask_checks,
+           mask_wrong);
+    tap_ok(ended >= n_walks / 2, "%d of %d walks ended by the stop id", ended, n_walks);
+    tap_ok(instances == ended, "each is an instance of the schema to the validator (%d of %d)",
+           instances, ended);
+    mt_json_constraint_destroy(c);
+    mt_tokenizer_destroy(tok);
+    mt_json_schema_destroy(s);
+    json_decref(root);
+    free(logits);
+    free(bonus);
+    free(text);
+}
+
+int
+main(void)
+{
+    tap_plan(0);
+    check_compile();
+    check_instances();
+    check_walks();
+    return tap_done();
+}
