@@ -36,7 +36,7 @@ run_checks() {
 }
 
 run_checks client.mjs timeout 60 node "$MT_SRCDIR/tests/serve/client.mjs" "http://127.0.0.1:$port" "$key" tiny
-[ "$n" -eq 11 ] || ok 1 "the openai client ran all 10 checks"
+[ "$n" -eq 12 ] || ok 1 "the openai client ran all 11 checks"
 run_checks page.py timeout 90 /usr/bin/python3 "$MT_SRCDIR/tests/serve/page.py" "http://127.0.0.1:$port" "$key"
 [ "$n" -ge 12 ] || ok 1 "the page test ran all 4 checks"
 echo "1..$n"

@@ -2,8 +2,8 @@
 // client.mjs URL KEY MODEL - the official openai library against moetier serve: lists models,
 // a chat completion, a streamed one (the same greedy text), a text completion, the stream
 // helper's accumulated reply with n = 2 and logprobs, a named tool_choice, echo with logprobs,
-// JSON mode, and the errors it maps (404 unknown model, 401 wrong key). Prints "PASS what" or "FAIL what: why" per check, for
-// tests/test_serve_clients.sh to count. Only talks to URL (127.0.0.1), each call timed out.
+// JSON mode and a strict json_schema, and the errors it maps (404 unknown model, 401 wrong key).
+// Prints "PASS what" or "FAIL what: why" per check, for tests/test_serve_clients.sh to count. Only talks to URL (127.0.0.1), each call timed out.
 import OpenAI from "openai";
 
 const [url, key, model] = process.argv.slice(2);
@@ -101,6 +101,24 @@ await check("openai: response_format json_object: each answer that ends by itsel
     return typeof v === "object" && v !== null && !Array.isArray(v);
   });
   return (done.length > 0 && objects.length === done.length) || JSON.stringify(r.choices);
+});
+await check("openai: a strict json_schema response_format: each answer that ends by itself " +
+            "has the schema's keys and types", async () => {
+  const schema = { type: "object", additionalProperties: false, required: ["name", "tags"],
+                   properties: { name: { type: "string" },
+                                 tags: { type: "array", items: { enum: ["a", "b"] } } } };
+  const r = await client.chat.completions.create({
+    model, messages: [{ role: "user", content: "Describe it" }], max_tokens: 300, n: 4,
+    temperature: 1, seed: 5, logit_bias: { 4: 5 },
+    response_format: { type: "json_schema", json_schema: { name: "thing", strict: true,
+                                                           schema } } });
+  const done = r.choices.filter((c) => c.finish_reason === "stop");
+  const fit = done.filter((c) => {
+    const v = JSON.parse(c.message.content);
+    return Object.keys(v).join() === "name,tags" && typeof v.name === "string" &&
+      Array.isArray(v.tags) && v.tags.every((t) => t === "a" || t === "b");
+  });
+  return (done.length > 0 && fit.length === done.length) || JSON.stringify(r.choices);
 });
 await check("openai: an unknown model raises NotFoundError", async () => {
   try {
