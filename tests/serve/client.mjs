@@ -3,7 +3,8 @@
 // a chat completion, a streamed one (the same greedy text), a text completion, the stream
 // helper's accumulated reply with n = 2 and logprobs, a named tool_choice, echo with logprobs,
 // JSON mode and a strict json_schema, and the errors it maps (404 unknown model, 401 wrong key).
-// Prints "PASS what" or "FAIL what: why" per check, for tests/test_serve_clients.sh to count. Only talks to URL (127.0.0.1), each call timed out.
+// Prints "PASS what" or "FAIL what: why" per check, for tests/test_serve_clients.sh to count.
+// Only talks to URL (127.0.0.1), each call timed out.
 import OpenAI from "openai";
 
 const [url, key, model] = process.argv.slice(2);
