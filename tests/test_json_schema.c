@@ -98,7 +98,20 @@ check_compile(void)
                "refused: %s (%s)", refused[k].why, mt_last_error());
     }
     mt_status_t st;
-    struct mt_json_schema *s = compile(refused[0].schema, true, &st);
+    /* 70 arrays inside each other: the compiler's recursion is bounded */
+    char deep[2048] = "{\"type\": \"object\", \"properties\": {\"a\": ";
+    for (int k = 0; k < 70; k++) {
+        strcat(deep, "{\"type\": \"array\", \"items\": ");
+    }
+    strcat(deep, "{}");
+    for (int k = 0; k < 70; k++) {
+        strcat(deep, "}");
+    }
+    strcat(deep, "}}");
+    struct mt_json_schema *s = compile(deep, false, &st);
+    tap_ok(st == MT_ERR_INVAL && s == NULL && strstr(mt_last_error(), "nest deeper") != NULL,
+           "refused: schemas nested 70 deep (%s)", mt_last_error());
+    s = compile(refused[0].schema, true, &st);
     struct mt_json_schema *s2 = compile(refused[1].schema, true, &st);
     struct mt_json_schema *s3 = compile(refused[2].schema, true, &st);
     tap_ok(s != NULL && s2 != NULL && s3 == NULL,

@@ -63,6 +63,7 @@ struct compiler {
     struct mt_json_schema *s;
     const json_t *root;
     bool lenient;
+    int depth;              /* schemas inside schemas, now */
     const char **def_names; /* $defs compiled so far, and their nodes */
     uint32_t *def_nodes;
     uint32_t n_defs;
@@ -273,8 +274,27 @@ compile_object(struct compiler *c, const json_t *v, uint32_t slot, const char *p
     return MT_OK;
 }
 
+#define MAX_SCHEMA_NESTING 64 /* schemas inside schemas (the compiler recurses) */
+
+static mt_status_t compile_node(struct compiler *c, const json_t *v, uint32_t slot,
+                                const char *path);
+
+/* One schema into node slot, with the nesting counted. */
 static mt_status_t
 compile_into(struct compiler *c, const json_t *v, uint32_t slot, const char *path)
+{
+    if (c->depth == MAX_SCHEMA_NESTING) {
+        return mt_fail(MT_ERR_INVAL, 0, "schema at %s: schemas nest deeper than %d", path,
+                       MAX_SCHEMA_NESTING);
+    }
+    c->depth++;
+    mt_status_t st = compile_node(c, v, slot, path);
+    c->depth--;
+    return st;
+}
+
+static mt_status_t
+compile_node(struct compiler *c, const json_t *v, uint32_t slot, const char *path)
 {
     struct mt_json_schema *s = c->s;
     const char *key;
