@@ -124,6 +124,26 @@ mt_test_allclose(const char *name, const float *got, const float *want, size_t n
 }
 
 const char *
+tap_one_line(const char *text, size_t len)
+{
+    static char buf[4096];
+    size_t o = 0;
+
+    for (size_t i = 0; i < len && o + 8 < sizeof(buf); i++) {
+        unsigned char ch = (unsigned char)text[i];
+        if (ch == '\n') {
+            o += (size_t)snprintf(buf + o, sizeof(buf) - o, "\\n");
+        } else if (ch < 0x20) {
+            o += (size_t)snprintf(buf + o, sizeof(buf) - o, "\\x%02x", ch);
+        } else {
+            buf[o++] = (char)ch;
+        }
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+const char *
 tap_data_path(const char *rel)
 {
     static char buf[4096];

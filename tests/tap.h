@@ -27,6 +27,10 @@ int tap_done(void);
 bool mt_test_allclose(const char *name, const float *got, const float *want, size_t n, float atol,
                       float rtol);
 
+/* len bytes of text with control bytes written as escapes (\n, \x09), so that a diagnostic
+ * stays one line; a static buffer (4 KiB: longer text is cut). */
+const char *tap_one_line(const char *text, size_t len);
+
 /* Path of a file under $MT_TEST_DATA (tests/data); returns a static buffer. */
 const char *tap_data_path(const char *rel);
 

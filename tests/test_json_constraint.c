@@ -22,27 +22,6 @@
 
 #define VOCAB 129280 /* the model's rows; the tokenizer has 128,815 ids of them */
 
-/* text with control bytes written as escapes, so that a diagnostic stays one line */
-static const char *
-one_line(const char *text, size_t n)
-{
-    static char buf[4096];
-    size_t o = 0;
-    for (size_t i = 0; i < n && o + 8 < sizeof(buf); i++) {
-        unsigned char ch = (unsigned char)text[i];
-        if (ch == '\n') {
-            o += (size_t)snprintf(buf + o, sizeof(buf) - o, "\\n");
-        } else if (ch < 0x20) {
-            o += (size_t)snprintf(buf + o, sizeof(buf) - o, "\\x%02x", ch);
-        } else {
-            buf[o++] = (char)ch;
-        }
-    }
-    buf[o] = '\0';
-    return buf;
-}
-
-
 static struct mt_tokenizer *tok;
 static int32_t eos;
 
@@ -99,7 +78,7 @@ check_state(struct mt_json_constraint *c, const char *text, float *logits)
     tap_ok(wrong == 0 && left == want && added_let == 0 &&
            mt_json_constraint_complete(c) == mt_json_prefix_complete(&ref),
            "after '%s': %zu ids let through, the rule says %zu (%d differ, first %d; %d added)",
-           one_line(text, strlen(text)), left, want, wrong, first_wrong, added_let);
+           tap_one_line(text, strlen(text)), left, want, wrong, first_wrong, added_let);
 }
 
 /* Sample from random logits through the mask until the stop id or max steps. */
@@ -165,11 +144,11 @@ walks(struct mt_json_constraint *c, float *logits)
             if (j != NULL && json_is_object(j)) {
                 parsed++;
                 if (n > 8 && shown++ < 2) {
-                    tap_diag("walk %d: %s", w, one_line(text, n));
+                    tap_diag("walk %d: %s", w, tap_one_line(text, n));
                 }
             } else {
                 tap_diag("walk %d ended in text jansson refuses (%s): %s", w, err.text,
-                         one_line(text, n));
+                         tap_one_line(text, n));
             }
             json_decref(j);
         }

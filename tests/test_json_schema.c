@@ -240,27 +240,6 @@ check_instances(void)
 
 #define VOCAB 129280
 
-/* text with control bytes written as escapes, so that a diagnostic stays one line */
-static const char *
-one_line(const char *text, size_t n)
-{
-    static char buf[4096];
-    size_t o = 0;
-    for (size_t i = 0; i < n && o + 8 < sizeof(buf); i++) {
-        unsigned char ch = (unsigned char)text[i];
-        if (ch == '\n') {
-            o += (size_t)snprintf(buf + o, sizeof(buf) - o, "\\n");
-        } else if (ch < 0x20) {
-            o += (size_t)snprintf(buf + o, sizeof(buf) - o, "\\x%02x", ch);
-        } else {
-            buf[o++] = (char)ch;
-        }
-    }
-    buf[o] = '\0';
-    return buf;
-}
-
-
 /* Walks through the constraint with the schema, from random logits; each that ends must be an
  * instance. Also the mask against the plain rule at each step of the first walks. */
 static void
@@ -351,11 +330,11 @@ check_walks(void)
             if (x != NULL && json_validate(x, root, root)) {
                 instances++;
                 if (n > 60 && shown++ < 2) {
-                    tap_diag("walk %d: %s", w, one_line(text, n));
+                    tap_diag("walk %d: %s", w, tap_one_line(text, n));
                 }
             } else {
                 tap_diag("walk %d is no instance (%s): %s", w, x ? "schema" : err.text,
-                         one_line(text, n));
+                         tap_one_line(text, n));
             }
             json_decref(x);
         }
