@@ -24,11 +24,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A schema as Pydantic writes one: $defs, an optional field as anyOf [string, null], an enum, a
- * list of nested objects, an integer, a free value. */
+/* A schema as Pydantic writes one: $defs, an optional field as anyOf [string, null], enums of
+ * strings and of integers, a list of nested objects, an integer, a free value. */
 static const char person_schema[] =
     "{\"$defs\": {\"Pet\": {\"type\": \"object\", \"title\": \"Pet\", \"properties\": {"
-    "\"kind\": {\"enum\": [\"cat\", \"dog\", \"caterpillar\"]}, \"age\": {\"type\": \"integer\"}},"
+    "\"kind\": {\"enum\": [\"cat\", \"dog\", \"caterpillar\"]}, \"age\": {\"type\": \"integer\"},"
+    " \"legs\": {\"enum\": [0, 4, 40]}},"
     " \"required\": [\"kind\", \"age\"], \"additionalProperties\": false}},"
     " \"type\": \"object\", \"properties\": {"
     "\"name\": {\"type\": \"string\", \"description\": \"who\"},"
@@ -71,12 +72,13 @@ check_compile(void)
     } refused[] = {
         {"{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"integer\", \"minimum\": 0}}}",
          "a minimum (strict)", "'minimum'"},
-        {"{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"string\", \"pattern\": \"x\"}}}",
+        {"{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"string\", "
+         "\"pattern\": \"x\"}}}",
          "a pattern (strict)", "'pattern'"},
         {"{\"type\": \"object\", \"allOf\": []}", "allOf", "'allOf'"},
         {"{\"type\": \"object\", \"properties\": {\"a\": {\"not\": {}}}}", "not", "'not'"},
-        {"{\"type\": \"object\", \"properties\": {\"a\": {\"enum\": [1, 2]}}}", "a numeric enum",
-         "not a string"},
+        {"{\"type\": \"object\", \"properties\": {\"a\": {\"enum\": [1, 2.5]}}}",
+         "an enum with a real number", "not a string, integer"},
         {"{\"type\": \"object\", \"properties\": {\"a\": {\"anyOf\": [{\"type\": \"string\"}, "
          "{\"enum\": [\"x\"]}]}}}", "anyOf alternatives that begin alike", "begin with '\"'"},
         {"{\"type\": \"array\"}", "a root that is not an object", "root"},
@@ -88,7 +90,8 @@ check_compile(void)
          "unknown type"},
         {"{\"type\": \"object\", \"required\": [\"z\"], \"properties\": {}}",
          "a required key that is no property", "names no property"},
-        {"{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"array\", \"prefixItems\": []}}}",
+        {"{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"array\", "
+         "\"prefixItems\": []}}}",
          "prefixItems", "'prefixItems'"},
     };
     for (size_t k = 0; k < sizeof(refused) / sizeof(refused[0]); k++) {
@@ -151,7 +154,8 @@ check_instances(void)
         "{\"name\": \"Ann\", \"pets\": []}",
         "{\"name\":\"\",\"nick\":null,\"score\":-1.5e3,\"pets\":[{\"kind\":\"cat\",\"age\":3}],"
         "\"ok\":true,\"extra\":{\"any\":[1,\"x\",null]}}",
-        " {\n  \"name\": \"caf\xc3\xa9 \\\"q\\\"\",\n  \"nick\": \"x\",\n  \"pets\": [\n    {\"kind\": "
+        " {\n  \"name\": \"caf\xc3\xa9 \\\"q\\\"\",\n  \"nick\": \"x\",\n  \"pets\": [\n    "
+        "{\"kind\": "
         "\"caterpillar\", \"age\": 0},\n    {\"kind\": \"dog\", \"age\": -12}\n  ],\n  "
         "\"extra\": 7\n} ",
     };
@@ -195,7 +199,8 @@ check_instances(void)
          "a fraction for an integer"},
         {"{\"name\": \"a\", \"pets\": [{\"kind\": \"cat\", \"age\": 1e3}]}", 47,
          "an exponent for an integer"},
-        {"{\"name\": \"a\", \"pets\": [{\"kind\": \"cat\", \"age\": 1}, {\"kind\": \"cat\", \"age\": 2},"
+        {"{\"name\": \"a\", \"pets\": [{\"kind\": \"cat\", \"age\": 1}, {\"kind\": \"cat\", "
+         "\"age\": 2},"
          " {", 75, "a third item where maxItems is 2 (its comma)"},
         {"{\"name\": \"a\", \"pets\": [],}", 25, "a trailing comma"},
         {"{\"name\": \"a\", \"pets\": [], \"ok\": 1}", 32, "a number for a boolean"},
@@ -225,9 +230,26 @@ check_instances(void)
     tap_ok(ok, "an optional key may be skipped, a required one not; minItems 2 holds");
     mt_json_schema_destroy(s);
 
+    /* an integer enum: 1 ends at the byte after it, since 12 could go on from it */
+    s = compile("{\"type\": \"object\", \"properties\": {\"a\": {\"enum\": [1, 12, -3, \"x\"]}, "
+                "\"b\": {\"const\": 7}}, \"required\": [\"a\", \"b\"]}", false, &st);
+    ok = s != NULL && first_refused(s, "{\"a\":12,\"b\":7}", &v, &end) == 14 &&
+         mt_json_schema_complete(&end) &&
+         first_refused(s, "{\"a\":1 ,\"b\":7}", &v, &end) == 14 &&
+         mt_json_schema_complete(&end) &&
+         first_refused(s, "{\"a\": -3, \"b\": 7 }", &v, &end) == 18 &&
+         first_refused(s, "{\"a\":\"x\",\"b\":7}", &v, &end) == 15 &&
+         first_refused(s, "{\"a\":123", &v, &end) == 7 && v == MT_JSON_BAD &&
+         first_refused(s, "{\"a\":2", &v, &end) == 5 &&
+         first_refused(s, "{\"a\":1,\"b\":70", &v, &end) == 12;
+    tap_ok(ok, "integer enums and const: 12 and 1 both (1 ends at the byte after it), not 123, "
+           "2 or 70 (%s)", s == NULL ? mt_last_error() : "ok");
+    mt_json_schema_destroy(s);
+
     /* recursion through $ref: a tree */
     s = compile("{\"$defs\": {\"T\": {\"type\": \"object\", \"properties\": {\"v\": {\"type\": "
-                "\"integer\"}, \"kids\": {\"type\": \"array\", \"items\": {\"$ref\": \"#/$defs/T\"}}},"
+                "\"integer\"}, \"kids\": {\"type\": \"array\", \"items\": {\"$ref\": "
+                "\"#/$defs/T\"}}},"
                 " \"required\": [\"v\", \"kids\"]}}, \"$ref\": \"#/$defs/T\"}", false, &st);
     const char *tree = "{\"v\":1,\"kids\":[{\"v\":2,\"kids\":[]},{\"v\":3,\"kids\":[{\"v\":4,"
                        "\"kids\":[]}]}]}";

@@ -121,8 +121,8 @@ unsupported(const char *path, const char *what)
 {
     return mt_fail(MT_ERR_INVAL, 0, "schema at %s: %s is not supported (held: type, properties, "
                    "required, additionalProperties false, items, minItems, maxItems, enum and "
-                   "const of strings, booleans and null, anyOf of alternatives that begin "
-                   "differently, $ref to $defs)", path, what);
+                   "const of strings, integers, booleans and null, anyOf of alternatives that "
+                   "begin differently, $ref to $defs)", path, what);
 }
 
 /* Compile a sub-schema into a new node. */
@@ -180,14 +180,17 @@ compile_ref(struct compiler *c, const char *ref, const char *path, uint32_t *out
     return compile_into(c, def, *out, sub);
 }
 
-/* The compact JSON text of an enum value; only those that end by themselves. */
+/* The compact JSON text of an enum value. */
 static mt_status_t
 add_text(struct compiler *c, const json_t *v, const char *path)
 {
     struct mt_json_schema *s = c->s;
 
-    if (!json_is_string(v) && !json_is_boolean(v) && !json_is_null(v)) {
-        return unsupported(path, "an enum or const value that is not a string, boolean or null");
+    /* an integer's text is exact; a real's (0.1 -> "0.10000000000000001") would not be the
+     * text a model writes */
+    if (!json_is_string(v) && !json_is_integer(v) && !json_is_boolean(v) && !json_is_null(v)) {
+        return unsupported(path, "an enum or const value that is not a string, integer, boolean "
+                                 "or null");
     }
     if (!GROW(s->texts, s->n_texts, s->cap_texts)) {
         return mt_fail(MT_ERR_NOMEM, 0, "schema: out of memory");
@@ -623,6 +626,48 @@ is_ws(unsigned c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
+/* The top frame's value is whole: pop it, and the frame below moves on. */
+static void
+value_done(struct mt_json_schema_state *st)
+{
+    st->depth--;
+    if (st->depth == 0) {
+        st->top = 2;
+        return;
+    }
+    struct mt_json_schema_frame *f = &st->frames[st->depth - 1];
+    if (f->kind == K_OBJECT) {
+        f->phase = O_AFTER;
+    } else {
+        f->next++;
+        f->phase = A_AFTER;
+    }
+}
+
+/* Enum values: one that matches the bytes so far is all of them (f->pos bytes). */
+static bool
+enum_whole(const struct text *texts, uint32_t n, const struct mt_json_schema_frame *f)
+{
+    for (uint32_t k = f->cand; k < n; k++) {
+        if (texts[k].len == f->pos && memcmp(texts[k].s, texts[f->cand].s, f->pos) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ... and one goes on past them (only numbers do: a string or literal ends by itself). */
+static bool
+enum_longer(const struct text *texts, uint32_t n, const struct mt_json_schema_frame *f)
+{
+    for (uint32_t k = f->cand; k < n; k++) {
+        if (texts[k].len > f->pos && memcmp(texts[k].s, texts[f->cand].s, f->pos) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* The value of node i, whose first byte is c: a frame for it (after the union's pick). */
 static enum mt_json_verdict
 begin_value(const struct mt_json_schema *s, struct mt_json_schema_state *st, uint32_t i,
@@ -663,29 +708,15 @@ begin_value(const struct mt_json_schema *s, struct mt_json_schema_state *st, uin
                 break;
             }
         }
-        return MT_JSON_OK; /* (texts are 2 bytes or more: none ends at its first) */
+        const struct text *texts = s->texts + n->first;
+        if (enum_whole(texts, n->n, f) && !enum_longer(texts, n->n, f)) {
+            value_done(st); /* a one-digit number no other value goes on from */
+        }
+        return MT_JSON_OK;
     default: /* a scalar or any value: the recognizer reads it */
         f->phase = P_VALUE;
         mt_json_prefix_init(&st->sub, false);
         return mt_json_prefix_feed(&st->sub, &c, 1) == MT_JSON_OK ? MT_JSON_OK : MT_JSON_BAD;
-    }
-}
-
-/* The top frame's value is whole: pop it, and the frame below moves on. */
-static void
-value_done(struct mt_json_schema_state *st)
-{
-    st->depth--;
-    if (st->depth == 0) {
-        st->top = 2;
-        return;
-    }
-    struct mt_json_schema_frame *f = &st->frames[st->depth - 1];
-    if (f->kind == K_OBJECT) {
-        f->phase = O_AFTER;
-    } else {
-        f->next++;
-        f->phase = A_AFTER;
     }
 }
 
@@ -766,11 +797,18 @@ again:
             if (t->len > f->pos && memcmp(t->s, texts[f->cand].s, f->pos) == 0 &&
                 (unsigned char)t->s[f->pos] == c) {
                 f->cand = (uint16_t)k;
-                if (++f->pos == t->len) {
-                    value_done(st);
+                f->pos++;
+                if (enum_whole(texts, n->n, f) && !enum_longer(texts, n->n, f)) {
+                    value_done(st); /* a string or literal ends here; so does a number no
+                                       other value goes on from */
                 }
                 return MT_JSON_OK;
             }
+        }
+        if (enum_whole(texts, n->n, f)) { /* a number ("1" of 1 and 12): c comes after it */
+            value_done(st);
+            st->ws = 0;
+            goto again;
         }
         return MT_JSON_BAD;
     }

@@ -14,7 +14,8 @@
  * schema's order, each at most once, the required ones never left out, no key the schema does
  * not name (as additionalProperties: false, whatever the schema says); the alternatives of anyOf
  * (or a list of types) must begin with different bytes (a string, a number, an object, ...) so
- * that the first byte picks one; enum and const take strings, booleans and null. Keywords that
+ * that the first byte picks one; enum and const take strings, integers, booleans and null (an
+ * integer, like a number, ends at the byte after it when another value could go on). Keywords that
  * only describe (title, description, default, examples, $schema, $id, $comment) are ignored.
  * A keyword that limits values in a way not held here (minimum, pattern, format, minLength,
  * uniqueItems, ...) is refused, or with lenient ignored (the reply may then break it); one that

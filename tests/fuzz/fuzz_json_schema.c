@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * fuzz_json_schema.c - libFuzzer target: an arbitrary schema (a client's response_format) and an
- * arbitrary reply, read by the reader that holds a reply to the schema (runtime/text/json_schema.c).
+ * arbitrary reply, read by the reader that holds a reply to the schema
+ * (runtime/text/json_schema.c).
  *
  * The one idea: a separate validator (tests/json_validate.c) is the oracle. Whatever schema
  * compiles, a reply the reader calls whole is JSON to jansson and an instance of the schema to
