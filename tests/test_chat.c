@@ -359,7 +359,8 @@ test_edges(void)
 #define SCHEMA "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\",\"maximum\":5}}}"
 #define SCHEMA_PY "{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"integer\", " \
                   "\"maximum\": 5}}}"
-#define RF_HEAD "## Response Format:\n\nYou MUST strictly adhere to the following schema to reply:\n"
+#define RF_HEAD "## Response Format:\n\nYou MUST strictly adhere to the following schema to " \
+                "reply:\n"
     static const struct mt_chat_msg rf_system[] = {
         {MT_CHAT_SYSTEM, "S", NULL, NULL, 0,
          "[{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]", 0, 0, SCHEMA},
@@ -539,7 +540,8 @@ main(void)
     if (mt_tokenizer_load(tap_data_path("tokenizer"), &v3) == MT_OK) {
         int32_t *ids = NULL;
         size_t n = 0;
-        static const struct mt_chat_msg one[] = {{MT_CHAT_USER, "hi", NULL, NULL, 0, NULL, 0, 0, NULL}};
+        static const struct mt_chat_msg one[] = {
+            {MT_CHAT_USER, "hi", NULL, NULL, 0, NULL, 0, 0, NULL}};
         mt_chat_encode(v3, one, 1, true, &ids, &n);
         n_want = 0;
         struct mt_tokenizer *keep = tok;

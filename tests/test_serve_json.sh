@@ -94,8 +94,10 @@ ok $? "logprobs: one entry per answer token, their text the answer"
 
 # json_schema: the schema goes into the system prompt as V3.2's template writes a response
 # format, and the answer is held to an instance of it (a free-form object where it cannot be)
-SCHEMA='{"type": "object", "properties": {"colours": {"type": "array", "items": {"type": "string"}}}}'
-post /v1/chat/completions "{\"messages\": [{\"role\": \"user\", \"content\": \"Name three colours.\"}],
+SCHEMA='{"type": "object", "properties": {"colours": {"type": "array", '\
+'"items": {"type": "string"}}}}'
+post /v1/chat/completions "{\"messages\": [{\"role\": \"user\",
+    \"content\": \"Name three colours.\"}],
     \"response_format\": {\"type\": \"json_schema\", \"json_schema\": {\"name\": \"colours\",
     \"schema\": $SCHEMA}}, \"max_tokens\": 80, \"n\": 8, \"temperature\": 1, \"seed\": 3,
     \"return_token_ids\": true, $BIAS}"
@@ -106,8 +108,9 @@ jq -r '.prompt_token_ids | map(tostring) | join(" ")' "$tmp/body" |
     jq -e 'all(.choices[] | select(.finish_reason == "stop") | .message.content | fromjson;
         (keys - ["colours"]) == [] and ((.colours // []) | type == "array" and
         all(type == "string")))' "$tmp/body" >/dev/null &&
-    printf '<｜begin▁of▁sentence｜>\n\n## Response Format:\n\nYou MUST strictly adhere to the following schema to reply:\n%s<｜User｜>Name three colours.<｜Assistant｜></think>' \
-        "$SCHEMA" | cmp -s - "$tmp/prompt.txt"
+    { printf '<｜begin▁of▁sentence｜>\n\n## Response Format:\n\n'
+      printf 'You MUST strictly adhere to the following schema to reply:\n%s' "$SCHEMA"
+      printf '<｜User｜>Name three colours.<｜Assistant｜></think>'; } | cmp -s - "$tmp/prompt.txt"
 ok $? "json_schema: the schema in the system prompt; $n_stop of 8 answers end by themselves, \
 each an instance"
 

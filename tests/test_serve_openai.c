@@ -546,10 +546,11 @@ main(void)
                "on the first message (%s)", e.message)) {
         char *text = NULL;
         st = mt_chat_render(r.msgs, r.n_msgs, false, &text);
-        tap_ok(st == MT_OK && strstr(text, "<｜begin▁of▁sentence｜>\n\n## Response Format:\n\nYou "
-                                           "MUST strictly adhere to the following schema to reply:\n"
-                                           "{\"type\": \"object\", \"properties\": {\"age\": "
-                                           "{\"type\": \"integer\"}}}<｜User｜>q") != NULL,
+        tap_ok(st == MT_OK &&
+                   strstr(text, "<｜begin▁of▁sentence｜>\n\n## Response Format:\n\nYou MUST "
+                                "strictly adhere to the following schema to reply:\n"
+                                "{\"type\": \"object\", \"properties\": {\"age\": "
+                                "{\"type\": \"integer\"}}}<｜User｜>q") != NULL,
                "... rendered as V3.2's template writes a response format (%s)",
                st == MT_OK ? text : mt_last_error());
         free(text);
@@ -558,7 +559,8 @@ main(void)
     refused(Q "\"response_format\": {\"type\": \"yaml\"}}", 400, "response_format",
             "an unknown response_format type");
 #define JQ "{\"messages\": [{\"role\": \"system\", \"content\": \"Reply in JSON.\"}, " \
-           "{\"role\": \"user\", \"content\": \"q\"}], \"response_format\": {\"type\": \"json_object\"}"
+           "{\"role\": \"user\", \"content\": \"q\"}], " \
+           "\"response_format\": {\"type\": \"json_object\"}"
     refused(JQ ", \"tool_choice\": \"required\", \"tools\": [{\"type\": \"function\", "
                "\"function\": {\"name\": \"f\"}}]}", 400, "response_format",
             "json_object with a forced tool call");

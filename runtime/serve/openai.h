@@ -18,11 +18,12 @@
  * max_completion_tokens), stop (a string or up to 4), n (up to 16), presence_penalty,
  * frequency_penalty, logit_bias, response_format ("text", "json_object": the answer is held to
  * one JSON object; "json_schema": to an instance of the schema, which also goes into the system
- * prompt as V3.2's template writes it), stream, stream_options.include_usage, and our return_token_ids
- * (the prompt and reply ids in the response, to compare with `moetier run`). Completions
- * (/v1/completions): prompt (a string, token ids, or an array of up to MT_SERVE_MAX_PROMPTS of
- * either, each with n choices) instead of messages, echo, and logprobs as a count; a text prompt is encoded as `moetier run -p` does (BOS, special
- * tokens recognized), token ids run as given. Unknown fields are ignored, as OpenAI's server does;
+ * prompt as V3.2's template writes it), stream, stream_options.include_usage, and our
+ * return_token_ids (the prompt and reply ids in the response, to compare with `moetier run`).
+ * Completions (/v1/completions): prompt (a string, token ids, or an array of up to
+ * MT_SERVE_MAX_PROMPTS of either, each with n choices) instead of messages, echo, and logprobs as
+ * a count; a text prompt is encoded as `moetier run -p` does (BOS, special tokens recognized),
+ * token ids run as given. Unknown fields are ignored, as OpenAI's server does;
  * fields we cannot honour are refused unless they hold their defaults (best_of > 1, a
  * strict json_schema beyond what is held, a completion's suffix). Message text (content,
  * reasoning_content) and the prompt may hold NUL bytes ("\u0000": a model's reply can, and the

@@ -16,8 +16,8 @@
  * Trying every token's bytes at every step costs one pass over the vocabulary's text (about
  * 129,280 tokens); the 256 possible first bytes are tried first, and a token whose first byte
  * cannot follow is out without a copy of the state; inside a string, where most tokens are
- * plain text, a flag computed once per token answers without reading its bytes. Added tokens (the chat template's markers) are never
- * allowed: their ids do not stand for their text.
+ * plain text, a flag computed once per token answers without reading its bytes. Added tokens
+ * (the chat template's markers) are never allowed: their ids do not stand for their text.
  *
  * In thinking mode the reasoning comes first and is free: the constraint starts inactive (only
  * the stop ids are taken out, so the reply cannot end before its answer) and
