@@ -89,9 +89,10 @@ ok $? "thinking: reasoning, </think>, the block's start, then moetier run's 5 to
 them ($got)"
 # the reasoning's text: run's for those 2 tokens, less the <id> it prints for an id past the
 # tokenizer's vocabulary (a padding row, which the server's text leaves out; a random model may
-# pick one)
+# pick one), and less the newline run ends its output with (the "." keeps the text's own)
 reasoning=$("$bin" run -m "$model" --threads 1 --prompt-ids "$pids" -n 2 2>/dev/null |
-    sed 's/<[0-9]*>//g')
+    sed 's/<[0-9]*>//g'; echo .)
+reasoning=${reasoning%?.}
 jq -e --arg b "$(printf '%b' "$block")" --arg r "$reasoning" '
        .choices[0].message.reasoning_content == $r and
        (.choices[0].message.content | startswith($b)) and .usage.completion_tokens == 8 and
