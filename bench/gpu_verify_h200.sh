@@ -17,6 +17,7 @@ mkdir -p "$R"
 t() { echo "[t+$(($(date +%s) - T0))s] $*" | tee -a "$R/timeline.txt"; tar -C "$OUT" -czf "$OUT/results.tgz" r 2>/dev/null; }
 date -u > "$R/date.txt"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "$R/gpu.txt" 2>&1
+jq --version >> "$R/gpu.txt" 2>&1 # the shell tests' checks run on that machine's jq
 
 if [ -f .gpu/deps/deps.sh ]; then
     . .gpu/deps/deps.sh > /dev/null 2>&1
