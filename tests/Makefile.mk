@@ -105,6 +105,15 @@ TESTS += tests/test_stream_run.sh
 EXTRA_DIST += tests/test_stream_run.sh
 TESTS += tests/test_run_report.sh tests/test_faults.sh tests/test_chat_sigint.sh
 TESTS += tests/test_nocuda.sh
+# test_alloc_faults.sh preloads a shared object, which automake builds only through libtool: so
+# a rule of its own, without CFLAGS (a sanitizer build's flags have no place in it)
+TESTS += tests/test_alloc_faults.sh
+EXTRA_DIST += tests/test_alloc_faults.sh tests/fault_alloc.c
+check_DATA = tests/fault_alloc.so
+tests/fault_alloc.so: $(srcdir)/tests/fault_alloc.c
+	$(AM_V_CC)$(MKDIR_P) tests && $(CC) -O2 -g -Wall -shared -fPIC -o $@ \
+		$(srcdir)/tests/fault_alloc.c
+CLEANFILES += tests/fault_alloc.so
 EXTRA_DIST += tests/test_nocuda.sh
 EXTRA_DIST += tests/test_run_report.sh tests/test_faults.sh tests/test_chat_sigint.sh
 TESTS += tests/test_install.sh

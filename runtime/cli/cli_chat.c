@@ -236,31 +236,39 @@ put_text(const struct chat *c, const char *text, size_t len)
     mt_cli_write_model_text(stdout, text, len, c->tty_out);
 }
 
-/* Print what the streaming decoder gives for one generated id ("<id>" for a padding row). */
-static void
+/*
+ * Print what the streaming decoder gives for one generated id ("<id>" for a padding row). Fails
+ * only without memory for the decoder's buffer.
+ */
+static mt_status_t
 print_token(struct chat *c, struct mt_detok *d, int32_t id)
 {
     const char *text;
     size_t len;
     size_t tl;
+    mt_status_t st;
 
-    if (mt_tokenizer_token_bytes(c->tok, id, &tl) != NULL &&
-        mt_detok_push(d, id, &text, &len) == MT_OK) {
-        put_text(c, text, len);
-    } else {
+    if (mt_tokenizer_token_bytes(c->tok, id, &tl) == NULL) {
         printf("<%d>", id);
+        return MT_OK;
     }
+    if ((st = mt_detok_push(d, id, &text, &len)) == MT_OK) {
+        put_text(c, text, len);
+    }
+    return st;
 }
 
-static void
+static mt_status_t
 flush_detok(struct chat *c, struct mt_detok *d)
 {
     const char *text;
     size_t len;
+    mt_status_t st;
 
-    if (mt_detok_flush(d, &text, &len) == MT_OK) {
+    if ((st = mt_detok_flush(d, &text, &len)) == MT_OK) {
         put_text(c, text, len);
     }
+    return st;
 }
 
 /* The text of ids that are tokens (padding rows the model may sample have none): malloc'ed. */
@@ -311,13 +319,15 @@ reply_token(void *ctx, int32_t next)
         r->in_reasoning = false;
         r->n_reasoning = r->gen.n;
         r->answer_at = r->gen.n + 1;
-        flush_detok(c, &r->detok);
+        r->st = flush_detok(c, &r->detok);
         fputs(c->color ? CHAT_RESET "\n" : "</think>\n", stdout);
     } else {
-        print_token(c, &r->detok, next);
+        r->st = print_token(c, &r->detok, next);
     }
     fflush(stdout);
-    r->st = idvec_push(&r->gen, &next, 1);
+    if (r->st == MT_OK) {
+        r->st = idvec_push(&r->gen, &next, 1);
+    }
     if (sigint_after >= 0 && (long)r->gen.n == sigint_after) {
         sigint_after = -1; /* the test hook: a real signal, through the real handler */
         raise(SIGINT);
@@ -388,7 +398,9 @@ chat_turn(struct chat *c, const char *line, size_t line_len)
     if (st == MT_OK) {
         st = r.st;
     }
-    flush_detok(c, &r.detok);
+    if (st == MT_OK) {
+        st = flush_detok(c, &r.detok);
+    }
     mt_detok_fini(&r.detok);
     if (r.in_reasoning) {
         r.n_reasoning = r.gen.n;

@@ -118,6 +118,7 @@ struct run_printer {
     long n;                 /* ids printed so far */
     struct mt_cli_report *report; /* told where prefill ends (the first token) */
     bool tty_out; /* stdout is a terminal: drop control characters from the model's text */
+    mt_status_t st; /* the stream decoder's failure (no memory), which stopped the run */
 };
 
 static bool
@@ -134,11 +135,12 @@ print_token(void *ctx, int32_t id)
         size_t len;
         size_t tl;
         /* ids past the tokenizer's vocabulary (padding rows) print as <id> */
-        if (mt_tokenizer_token_bytes(pr->tok, id, &tl) != NULL &&
-            mt_detok_push(pr->detok, id, &text, &len) == MT_OK) {
+        if (mt_tokenizer_token_bytes(pr->tok, id, &tl) == NULL) {
+            printf("<%d>", id);
+        } else if ((pr->st = mt_detok_push(pr->detok, id, &text, &len)) == MT_OK) {
             mt_cli_write_model_text(stdout, text, len, pr->tty_out);
         } else {
-            printf("<%d>", id);
+            return false;
         }
     } else {
         printf(pr->n > 1 ? " %d" : "%d", id);
@@ -428,7 +430,8 @@ mt_cli_run(int argc, char **argv)
         have_detok = true;
     }
     struct mt_cli_report report;
-    struct run_printer pr = {tok, have_detok ? &detok : NULL, 0, &report, isatty(STDOUT_FILENO)};
+    struct run_printer pr = {tok, have_detok ? &detok : NULL, 0, &report, isatty(STDOUT_FILENO),
+                             MT_OK};
     struct mt_gen_opts go;
     struct mt_gen_result res;
     mt_gen_opts_default(&go);
@@ -438,15 +441,17 @@ mt_cli_run(int argc, char **argv)
     mt_cli_report_begin(&report, &e, ef.plan_path != NULL ? ef.plan_path : "(automatic)",
                         e.device == MT_DEVICE_GPU);
     if (mt_session_generate(e.session, prompt, (size_t)n_prompt, &go, print_token, &pr, &res) !=
-        MT_OK) {
+            MT_OK ||
+        pr.st != MT_OK) {
         goto out;
     }
     if (have_detok) {
         const char *text;
         size_t len;
-        if (mt_detok_flush(&detok, &text, &len) == MT_OK) {
-            fwrite(text, 1, len, stdout);
+        if (mt_detok_flush(&detok, &text, &len) != MT_OK) {
+            goto out;
         }
+        fwrite(text, 1, len, stdout);
     }
     if (pr.n > 0 || print_ids) {
         printf("\n");

@@ -208,6 +208,7 @@ struct conn {
     bool http11;                 /* HTTP/1.1, not 1.0 */
     struct bytes body;
     bool too_big;
+    bool no_memory; /* the body could not be kept: the rest is dropped, the answer a 500 */
     bool replying; /* counted in n_replying until request_completed: a reply (the job already
                     * freed) may still be on its way out when the server is asked to stop */
 };
@@ -316,6 +317,33 @@ get_keep_alive(struct mt_serve *s, struct MHD_Connection *c, struct MHD_Response
 }
 
 /*
+ * The answer when the server has no memory to build one: a constant body, so that it needs no
+ * allocation of ours. Only where MHD cannot allocate its response record either is the
+ * connection dropped. Connection: close, as an early answer may come before the request's body.
+ */
+static const char nomem_body[] = "{\"error\":{\"message\":\"the server ran out of memory for this "
+                                 "request\",\"type\":\"server_error\",\"param\":null,"
+                                 "\"code\":\"out_of_memory\"}}";
+
+static enum MHD_Result
+respond_nomem(struct mt_serve *s, struct MHD_Connection *c, enum mt_serve_route route)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(
+        sizeof(nomem_body) - 1, (void *)nomem_body, MHD_RESPMEM_PERSISTENT);
+    enum MHD_Result ret;
+
+    if (r == NULL) {
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    ret = MHD_queue_response(c, 500, r);
+    MHD_destroy_response(r);
+    mt_serve_metrics_count_request(&s->metrics, route, 500);
+    return ret;
+}
+
+/*
  * Send body (malloc'ed, taken) with status and content type; counts the request. early: sent
  * from the request's headers, before its end, after which MHD closes the connection (so no
  * Keep-Alive is offered).
@@ -328,7 +356,7 @@ respond_at(struct mt_serve *s, struct MHD_Connection *c, enum mt_serve_route rou
     enum MHD_Result ret;
 
     if (body == NULL) {
-        return MHD_NO; /* out of memory: drop the connection */
+        return respond_nomem(s, c, route);
     }
     r = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
     if (r == NULL) {
@@ -559,15 +587,17 @@ job_unqueue_locked(struct mt_serve *s, struct job *j)
     job_release_locked(j);
 }
 
-/* Queue an event (malloc'ed text, taken) for a streamed job's connection. */
+/*
+ * Queue an event (malloc'ed text, taken; NULL when it could not be built) for a streamed job's
+ * connection. Without memory for an event the stream cannot stay whole: it is cut (the client
+ * sees a broken transfer, never a stream that silently misses a piece) and the job fails.
+ */
 static void
 job_send(struct job *j, char *event)
 {
     struct mt_serve *s = j->serve;
+    bool lost = false;
 
-    if (event == NULL) {
-        return;
-    }
     pthread_mutex_lock(&s->lock);
     if (!j->gone) {
         /* compact what the connection has taken, so a long stream does not grow the buffer */
@@ -575,12 +605,17 @@ job_send(struct job *j, char *event)
             j->out.n = 0;
             j->out_off = 0;
         }
-        if (!bytes_put(&j->out, event, strlen(event))) {
-            j->gone = true; /* cannot keep the stream whole: end it */
+        lost = event == NULL || !bytes_put(&j->out, event, strlen(event));
+        if (lost) {
+            j->gone = true; /* sse_read ends the transfer with an error */
         }
         pthread_cond_broadcast(&j->cond);
     }
     pthread_mutex_unlock(&s->lock);
+    if (lost && !j->failed) {
+        j->failed = true;
+        mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the stream's next event");
+    }
     free(event);
 }
 
@@ -768,7 +803,10 @@ on_token(void *ctx, int32_t id)
     }
     j->n_sampled++;
     if (j->in_reasoning && (id == s->think_end || j->n_sampled == s->think_after)) {
-        if (mt_detok_flush(&j->detok, &text, &len) == MT_OK && len > 0) {
+        if (mt_detok_flush(&j->detok, &text, &len) != MT_OK) {
+            return job_nomem(j, "the reasoning's text");
+        }
+        if (len > 0) {
             if (!bytes_put(&j->reasoning, text, len)) {
                 return job_nomem(j, "the reasoning");
             }
@@ -789,8 +827,11 @@ on_token(void *ctx, int32_t id)
     } else {
         /* ids that are no token (padding rows of the embedding) add no text; nor, yet, one that
          * ends inside a character */
-        bool has_text = mt_tokenizer_token_bytes(s->tok, id, &tl) != NULL &&
-                        mt_detok_push(&j->detok, id, &text, &len) == MT_OK && len > 0;
+        bool is_token = mt_tokenizer_token_bytes(s->tok, id, &tl) != NULL;
+        if (is_token && mt_detok_push(&j->detok, id, &text, &len) != MT_OK) {
+            return job_nomem(j, "the reply's text");
+        }
+        bool has_text = is_token && len > 0;
         /* the session keeps every step's logits (want_logits), so they are there */
         const float *logits = mt_session_logits(s->session);
         size_t end = j->content.n + (has_text ? len : 0);
@@ -945,13 +986,14 @@ job_echo_text(struct job *j, const int32_t *prompt, size_t n)
 
     mt_detok_init(&d, j->serve->tok);
     for (size_t i = 0; ok && i < n; i++) {
-        if (mt_detok_push(&d, prompt[i], &text, &len) == MT_OK) {
-            ok = bytes_put(&j->content, text, len);
+        size_t tl;
+        if (mt_tokenizer_token_bytes(j->serve->tok, prompt[i], &tl) == NULL) {
+            continue; /* a padding id has no text */
         }
+        ok = mt_detok_push(&d, prompt[i], &text, &len) == MT_OK &&
+             bytes_put(&j->content, text, len);
     }
-    if (ok && mt_detok_flush(&d, &text, &len) == MT_OK) {
-        ok = bytes_put(&j->content, text, len);
-    }
+    ok = ok && mt_detok_flush(&d, &text, &len) == MT_OK && bytes_put(&j->content, text, len);
     mt_detok_fini(&d);
     j->content_sent = j->content.n;
     return ok;
@@ -1173,7 +1215,9 @@ job_choice(struct job *j, const int32_t *prompt, size_t n_prompt, struct mt_gen_
     /* what the decoder and the stop-string matcher still hold */
     const char *text;
     size_t len;
-    if (mt_detok_flush(&j->detok, &text, &len) == MT_OK && len > 0) {
+    if (mt_detok_flush(&j->detok, &text, &len) != MT_OK) {
+        job_nomem(j, "the reply's text");
+    } else if (len > 0) {
         if (j->in_reasoning) {
             if (bytes_put(&j->reasoning, text, len)) {
                 job_emit(j, text, len, true);
@@ -1337,10 +1381,15 @@ job_run(struct mt_serve *s, struct job *j)
         mt_log_set_quiet(true);
         st = mt_session_set_sampler(s->session, &si);
         mt_log_set_quiet(false);
-        if (st != MT_OK && done == 0) {
-            mt_serve_error_set(&j->err, 400, "invalid_request_error", NULL, NULL, "%s",
-                               mt_last_error());
-            goto out_free; /* nothing went out yet: a plain 400 */
+        if (st != MT_OK && done == 0) { /* nothing went out yet: a plain 400, or 500 */
+            if (st == MT_ERR_NOMEM) {
+                mt_serve_error_set(&j->err, 500, "server_error", NULL, NULL, "%s",
+                                   mt_last_error());
+            } else {
+                mt_serve_error_set(&j->err, 400, "invalid_request_error", NULL, NULL, "%s",
+                                   mt_last_error());
+            }
+            goto out_free;
         }
         j->choice = done;
         j->prompt = prompts[p];
@@ -1617,7 +1666,7 @@ serve_get(struct mt_serve *s, struct MHD_Connection *c, enum mt_serve_route rout
         bool busy = s->busy;
         pthread_mutex_unlock(&s->lock);
         if (mt_serve_metrics_text(&s->metrics, queued, busy, &text) != MT_OK) {
-            return MHD_NO;
+            return respond_nomem(s, c, route);
         }
         return respond(s, c, route, 200, "text/plain; version=0.0.4; charset=utf-8", text);
     }
@@ -1643,7 +1692,7 @@ serve_generate(struct mt_serve *s, struct MHD_Connection *c, struct conn *cn)
 
     j = calloc(1, sizeof(*j));
     if (j == NULL) {
-        return MHD_NO;
+        return respond_nomem(s, c, route);
     }
     if (mt_serve_request_parse(route == MT_SERVE_ROUTE_CHAT ? MT_SERVE_API_CHAT
                                                             : MT_SERVE_API_COMPLETION,
@@ -1746,7 +1795,7 @@ access_handler(void *cls, struct MHD_Connection *c, const char *url, const char 
          * before any body */
         cn = calloc(1, sizeof(*cn));
         if (cn == NULL) {
-            return MHD_NO;
+            return respond_nomem(s, c, mt_serve_route_of(url));
         }
         *con_cls = cn;
         /* a request after a GET on this connection: its idle time is the whole again */
@@ -1799,12 +1848,13 @@ access_handler(void *cls, struct MHD_Connection *c, const char *url, const char 
         return MHD_YES; /* the body comes next */
     }
     if (*upload_data_size > 0) {
-        if (!cn->too_big && cn->body.n + *upload_data_size <= s->opts.limits.max_body) {
-            if (!bytes_put(&cn->body, upload_data, *upload_data_size)) {
-                return MHD_NO;
+        /* after either failure the rest is read and dropped, to answer with a 413 or a 500 */
+        if (!cn->no_memory && !cn->too_big) {
+            if (cn->body.n + *upload_data_size <= s->opts.limits.max_body) {
+                cn->no_memory = !bytes_put(&cn->body, upload_data, *upload_data_size);
+            } else {
+                cn->too_big = true;
             }
-        } else {
-            cn->too_big = true; /* the rest is read and dropped; the answer is 413 */
         }
         *upload_data_size = 0;
         return MHD_YES;
@@ -1813,6 +1863,9 @@ access_handler(void *cls, struct MHD_Connection *c, const char *url, const char 
     mt_serve_deadline_arrived(s->deadline, conn_deadline(c));
     if (!route_takes_post(cn->route)) {
         return serve_get(s, c, cn->route);
+    }
+    if (cn->no_memory) {
+        return respond_nomem(s, c, cn->route);
     }
     if (!cn->too_big) {
         pthread_mutex_lock(&s->lock);

@@ -188,11 +188,14 @@ synth_bpe_train_(struct synth_bpe *b, int max_merges)
 {
     int cap = b->n_sym + max_merges;
     int *count = NULL;
+    char **sym = realloc(b->sym, (size_t)cap * sizeof(char *));
 
+    if (sym != NULL) {
+        b->sym = sym; /* on failure b->sym still holds the n_sym symbols, for the caller to free */
+    }
     b->merges = calloc((size_t)max_merges, sizeof(char *));
-    b->sym = realloc(b->sym, (size_t)cap * sizeof(char *));
     count = calloc((size_t)cap * (size_t)cap, sizeof(int));
-    if (b->merges == NULL || b->sym == NULL || count == NULL) {
+    if (b->merges == NULL || sym == NULL || count == NULL) {
         free(count);
         return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate tokenizer training tables");
     }
@@ -236,13 +239,16 @@ synth_bpe_train_(struct synth_bpe *b, int max_merges)
         }
         la = strlen(b->sym[best_a]);
         lb = strlen(b->sym[best_b]);
-        b->sym[id] = malloc(la + lb + 1);
-        b->merges[b->n_merges] = malloc(la + lb + 2);
-        if (b->sym[id] == NULL || b->merges[b->n_merges] == NULL) {
-            free(b->sym[id]);
+        char *joined = malloc(la + lb + 1);
+        char *merge = malloc(la + lb + 2);
+        if (joined == NULL || merge == NULL) {
+            free(joined);
+            free(merge);
             free(count);
             return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate a merge");
         }
+        b->sym[id] = joined;
+        b->merges[b->n_merges] = merge;
         memcpy(b->sym[id], b->sym[best_a], la);
         memcpy(b->sym[id] + la, b->sym[best_b], lb + 1);
         snprintf(b->merges[b->n_merges], la + lb + 2, "%s %s", b->sym[best_a], b->sym[best_b]);
