@@ -14,8 +14,9 @@
  *   MT_FAIL_ALLOC=N         the Nth counted allocation (from 1) returns NULL; the others succeed
  *   MT_FAIL_ALLOC_COUNT=F   at exit, write the number of counted allocations to file F
  *   MT_FAIL_ALLOC_SITES=F   at exit, write to file F the first allocation number of each distinct
- *                           call site (the caller and two frames above it), one a line: a
- *                           test fails each site once instead of every allocation
+ *                           call site (the caller and two frames above it) and the site's
+ *                           hash, one site a line: a test fails each site once instead of
+ *                           every allocation, and a site that many commands share once
  *   MT_FAIL_ALLOC_TRACE=1   print the failed allocation's call stack to stderr (addr2line -e
  *                           moetier -f turns its addresses into functions and lines)
  */
@@ -79,7 +80,8 @@ write_counts(void)
         pthread_mutex_lock(&sites_lock);
         for (int i = 0; i < SITE_SLOTS; i++) {
             if (sites[i].hash != 0)
-                fprintf(f, "%ld\n", sites[i].first);
+                fprintf(f, "%ld %016llx\n", sites[i].first,
+                        (unsigned long long)sites[i].hash);
         }
         pthread_mutex_unlock(&sites_lock);
         fclose(f);
@@ -95,9 +97,14 @@ note_site(long n)
     while (first < depth && ((uintptr_t)frames[first] < prog_lo ||
                              (uintptr_t)frames[first] >= prog_hi))
         first++; /* this library's own frames */
-    uint64_t h = 1469598103934665603ull; /* FNV-1a over the return addresses */
+    /* FNV-1a over the return addresses as offsets into the program, so that every run of it
+     * (whatever address the loader chose) names a site alike */
+    uint64_t h = 1469598103934665603ull;
     for (int i = first; i < depth && i < first + 3; i++) {
-        h ^= (uint64_t)(uintptr_t)frames[i];
+        uintptr_t a = (uintptr_t)frames[i];
+        if (a < prog_lo || a >= prog_hi)
+            break;
+        h ^= (uint64_t)(a - prog_lo);
         h *= 1099511628211ull;
     }
     h |= 1;
