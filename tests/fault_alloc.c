@@ -17,12 +17,15 @@
  *                           call site (the caller and two frames above it) and the site's
  *                           hash, one site a line: a test fails each site once instead of
  *                           every allocation, and a site that many commands share once
+ *   MT_FAIL_ALLOC_FIRED=F   create file F when the Nth allocation fails (a server's test knows
+ *                           then which request took the fault)
  *   MT_FAIL_ALLOC_TRACE=1   print the failed allocation's call stack to stderr (addr2line -e
  *                           moetier -f turns its addresses into functions and lines)
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <execinfo.h>
+#include <fcntl.h>
 #include <link.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -30,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 extern void *__libc_malloc(size_t size);
 extern void *__libc_calloc(size_t n, size_t size);
@@ -149,6 +153,12 @@ should_fail(void *caller)
         note_site(n);
     if (n != fail_at)
         return 0;
+    const char *fired = getenv("MT_FAIL_ALLOC_FIRED");
+    if (fired != NULL) {
+        int fd = open(fired, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        if (fd >= 0)
+            close(fd);
+    }
     if (trace) {
         void *frames[32];
         int depth = backtrace(frames, 32);

@@ -121,7 +121,8 @@ struct job {
     unsigned long long seq;
     long long created;
     enum job_state state;
-    bool gone;                   /* the client hung up */
+    bool gone;                   /* the client hung up, or (cut) its stream could not go on */
+    bool cut;                    /* a stream event lost for want of memory (job_send) */
     int fd;                      /* the connection's socket, to notice a hang-up */
     bool http11;                 /* the request is HTTP/1.1: it may be sent a 1xx (peer_probe) */
     double probed_at;            /* mt_clock_now() of the last peer_probe, 0 for none */
@@ -608,6 +609,7 @@ job_send(struct job *j, char *event)
         lost = event == NULL || !bytes_put(&j->out, event, strlen(event));
         if (lost) {
             j->gone = true; /* sse_read ends the transfer with an error */
+            j->cut = true;  /* or, before its 200 went out, the request is answered a 500 */
         }
         pthread_cond_broadcast(&j->cond);
     }
@@ -1764,8 +1766,12 @@ serve_generate(struct mt_serve *s, struct MHD_Connection *c, struct conn *cn)
     }
     job_wait_locked(j, JOB_RUNNING);
     if (j->gone) {
+        bool cut = j->cut;
         job_release_locked(j);
         pthread_mutex_unlock(&s->lock);
+        if (cut) {
+            return respond_nomem(s, c, route);
+        }
         dropping_gone_client = true; /* mhd_log: no "internal error" for it */
         return MHD_NO;               /* nobody to answer */
     }
