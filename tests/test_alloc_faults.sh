@@ -3,10 +3,11 @@
 # test_alloc_faults.sh - a failed allocation never crashes a command: each command below runs
 # once to find its allocation sites (tests/fault_alloc.so, preloaded: every distinct call stack
 # of moetier's own code that allocates), then once more for each site that no command before it
-# reached, with that site's first allocation failing. Each such run must end in one of two ways: exit 1 or 2 with a message on
-# stderr, or (where the allocation was optional, such as the config peeked at before a run)
-# exit 0 with the very output of the run without a fault. A signal, a hang, a silent failure
-# or a changed output fails the test, and its message names the allocation; to see where it is:
+# reached, with that site's first allocation failing. Each such run must end in one of two
+# ways: exit 1 or 2 with a message on stderr, or (where the allocation was optional, such as
+# the config peeked at before a run) exit 0 with the very output of the run without a fault.
+# A signal, a hang, a silent failure or a changed output fails the test, and its message names
+# the allocation; to see where it is:
 #   MT_FAIL_ALLOC=N MT_FAIL_ALLOC_TRACE=1 LD_PRELOAD=tests/fault_alloc.so ./moetier ...
 # The server (test 11, only with MT_ALLOC_FAULTS_SERVE=1) must
 # answer each request with its reply or a 500 carrying a JSON error (a stream may end cut),
