@@ -28,6 +28,7 @@ t build
     MHD_LIBS="-L$D/lib/x86_64-linux-gnu -lmicrohttpd" && make -j16) > "$R/build.log" 2>&1 ||
     { tail -30 "$R/build.log"; t "build failed"; exit 1; }
 TESTS_GPU=$(cd tests && ls test_gpu_*.c test_gpu_*.sh 2>/dev/null | sed 's/\.c$//; s|^|tests/|' | tr '\n' ' ')
+TESTS_GPU="$TESTS_GPU tests/test_cublas_lazy"
 make -j16 $TESTS_GPU tests/test_cpu_experts bench/bench_kernels >> "$R/build.log" 2>&1
 t "built; GPU tests: $TESTS_GPU"
 
@@ -63,6 +64,17 @@ grep -E '^# (TOTAL|PASS|SKIP|FAIL|ERROR)|^FAIL|^ERROR' "$R/serve-gpu.log" |
     sed 's/^/serve on the GPU: /' | tee -a "$R/check-summary.txt"
 for f in tools logprobs sampling json; do cp "tests/test_serve_$f.sh.log" "$R/" 2>/dev/null; done
 t "serve tests on the GPU engine done"
+
+# a CPU-only start of a CUDA build (cuBLAS is opened on first use: kernels/cublas_lazy.c), and
+# every allocation site failed once on this build, the server's sweep included
+/usr/bin/time -f "moetier --help on the CUDA build: %e s, %M KB resident" ./moetier --help \
+    2>&1 >/dev/null | tee -a "$R/check-summary.txt"
+timeout 400 make check TESTS=tests/test_alloc_faults.sh \
+    > "$R/alloc-faults.log" 2>&1
+grep -E '^# (TOTAL|PASS|SKIP|FAIL|ERROR)|^FAIL|^ERROR' "$R/alloc-faults.log" |
+    sed 's/^/alloc faults: /' | tee -a "$R/check-summary.txt"
+cp tests/test_alloc_faults.sh.log "$R/" 2>/dev/null
+t "allocation faults done"
 
 # the AMX kernels run only on a CPU that has them (this machine's Xeon; the test takes the
 # best family the CPU has, and every AMX setting there)

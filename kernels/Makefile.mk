@@ -15,6 +15,7 @@ KERNEL_SOURCES += kernels/arena.cu kernels/gemv.cu kernels/elementwise.cu kernel
 EXTRA_DIST += $(KERNEL_SOURCES)
 if MT_HAVE_CUDA
 noinst_LIBRARIES += kernels/libmtkernels.a
-kernels_libmtkernels_a_SOURCES = $(KERNEL_SOURCES)
+# cuBLAS is opened on first use, not linked (the file says why)
+kernels_libmtkernels_a_SOURCES = $(KERNEL_SOURCES) kernels/cublas_lazy.c kernels/cublas_lazy.h
 KERNEL_DEPS = $(KERNEL_SOURCES:.cu=.d)
 endif

@@ -159,6 +159,8 @@ check_PROGRAMS += tests/test_cpu_topology
 tests_test_cpu_topology_LDADD = $(MT_TEST_LIBS)
 # GPU kernels against the CPU reference (1..0 # SKIP without a device)
 EXTRA_DIST += tests/gpu_test.h
+check_PROGRAMS += tests/test_cublas_lazy
+tests_test_cublas_lazy_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_gpu_device
 tests_test_gpu_device_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_gpu_gemv
