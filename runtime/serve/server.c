@@ -617,6 +617,8 @@ job_send(struct job *j, char *event)
     if (lost && !j->failed) {
         j->failed = true;
         mt_fail(MT_ERR_NOMEM, 0, "cannot allocate the stream's next event");
+        /* also after the choice's log line (its last events): the log says the stream was cut */
+        mt_log_warn("serve: %s: stream cut: no memory for its next event", j->id);
     }
     free(event);
 }
