@@ -10,7 +10,8 @@
 # the allocation; to see where it is:
 #   MT_FAIL_ALLOC=N MT_FAIL_ALLOC_TRACE=1 LD_PRELOAD=tests/fault_alloc.so ./moetier ...
 # The server (test 11) must answer each request with its reply or a 500 carrying a JSON error
-# (a stream may end cut), answer the next request normally, and stop with exit 0.
+# (a stream may end cut), answer the next request normally, and stop with exit 0. The GPU
+# engine's runs (tests 12, 13) skip without a CUDA device.
 # A sanitizer build owns malloc itself: there the test skips.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 shim="$MT_BUILDDIR/tests/fault_alloc.so"
@@ -25,7 +26,7 @@ server_pid=
 trap '[ -z "$server_pid" ] || kill $server_pid 2>/dev/null; rm -rf "$tmp"' EXIT
 m="$tmp/tiny"
 
-echo "1..11"
+echo "1..13"
 "$bin" synth --preset tiny --seed 5 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset tiny failed: $(cat "$tmp/err")"
 "$bin" plan -m "$m" --hw "$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json" --gpu-mem 2G \
@@ -185,5 +186,21 @@ else
     [ -z "$bad" ]
     ok $? "serve: each of its $count new allocation sites (start-up, a request, a stream) \
 failed once gives a reply or a 500, and the next request its reply$bad"
+fi
+
+# the GPU engine's host side (tests 12, 13: a CUDA device only)
+if ! "$bin" run -m "$m" --device gpu --prompt-ids 5,17 -n 1 --print-ids >/dev/null \
+    2>"$tmp/err"; then
+    why=$(grep -o 'no CUDA device\|no CUDA-capable device\|built without CUDA' "$tmp/err" |
+        head -1)
+    [ -n "$why" ] || why="run --device gpu failed: $(tail -1 "$tmp/err")"
+    echo "ok 12 # SKIP $why"
+    echo "ok 13 # SKIP $why"
+else
+    sweep "run --device gpu" /dev/null "" \
+        "$bin" run -m "$m" --device gpu --prompt-ids 5,17,100,33 -n 3 --print-ids
+    sweep "run --device gpu, experts read from the shards" /dev/null "" \
+        "$bin" run -m "$m" --device gpu --prompt-ids 5,17,100,33 -n 3 --print-ids \
+        --plan "$tmp/nvme.json"
 fi
 tap_exit
