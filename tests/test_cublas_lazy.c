@@ -42,7 +42,7 @@ main(void)
     tap_ok(!mapped("libcublas"), "no cuBLAS library is loaded at start (they are not linked)");
     tap_ok(mt_cublas_load_error() == NULL, "no load error before the first call");
 
-    /* the stub's own answer would be "cuBLAS not loaded": this text is the library's */
+    /* without the library the forwarder answers "cuBLAS not loaded"; this text is libcublas' */
     const char *s = cublasGetStatusString(CUBLAS_STATUS_NOT_SUPPORTED);
     tap_ok(s != NULL && strstr(s, "not supported") != NULL,
            "cublasGetStatusString reaches libcublas: '%s'", s ? s : "(null)");
