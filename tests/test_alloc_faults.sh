@@ -11,7 +11,7 @@
 #   MT_FAIL_ALLOC=N MT_FAIL_ALLOC_TRACE=1 LD_PRELOAD=tests/fault_alloc.so ./moetier ...
 # The server (test 11) must answer each request with its reply or a 500 carrying a JSON error
 # (a stream may end cut), answer the next request normally, and stop with exit 0. The GPU
-# engine's runs (tests 12, 13) need MT_ALLOC_FAULTS_GPU=1 and a CUDA device.
+# engine's runs (tests 12, 13) need a CUDA device (they SKIP without one).
 # A sanitizer build owns malloc itself: there the test skips.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 shim="$MT_BUILDDIR/tests/fault_alloc.so"
@@ -188,12 +188,9 @@ else
 failed once gives a reply or a 500, and the next request its reply$bad"
 fi
 
-# the GPU engine's host side (tests 12, 13: a CUDA device only). Off by default until it has
-# run on a GPU machine (bench/gpu_verify_h200.sh runs it).
-if [ "${MT_ALLOC_FAULTS_GPU:-0}" != 1 ]; then
-    echo "ok 12 # SKIP the GPU engine's sweep runs with MT_ALLOC_FAULTS_GPU=1"
-    echo "ok 13 # SKIP the GPU engine's sweep runs with MT_ALLOC_FAULTS_GPU=1"
-elif ! "$bin" run -m "$m" --device gpu --prompt-ids 5,17 -n 1 --print-ids >/dev/null \
+# the GPU engine's host side (tests 12, 13: a CUDA device only): a run with every expert on the
+# GPU, and one that reads the experts from the shards (the NVMe tier)
+if ! "$bin" run -m "$m" --device gpu --prompt-ids 5,17 -n 1 --print-ids >/dev/null \
     2>"$tmp/err"; then
     why=$(grep -o 'no CUDA device\|no CUDA-capable device\|built without CUDA' "$tmp/err" |
         head -1)
