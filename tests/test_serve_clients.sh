@@ -17,7 +17,8 @@ need chromedriver "drives Chromium; apt-get install chromium-driver"
 make_tmp serve-clients
 make_model
 key=clientkey
-start_server "$tmp/server.log" --api-key "$key" -q
+# keep-alive comments after 0.05 s of silence: client.mjs's held tool call stream gets them
+start_server "$tmp/server.log" --api-key "$key" -q --stream-keepalive 0.05
 
 # run_checks NAME CMD...: each "PASS what" / "FAIL what: why" line becomes one TAP result
 run_checks() {

@@ -6,7 +6,8 @@
 # format, so each reply comes back as text that begins with the forced start; that is what is
 # checked, with the ids fed: greedy replies equal `moetier run` on exactly those ids. The server
 # runs with MT_SERVE_THINK_AFTER=3 (a test hook: the third reasoning id counts as </think>, which
-# a random model would not write).
+# a random model would not write), and with --stream-keepalive 0.05: a stream whose block is
+# held back for 600 tokens carries keep-alive comments, and reads the same without them.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 . "$MT_SRCDIR/tests/serve/lib_serve.sh"
 need curl "the HTTP client of this test; apt-get install curl"
@@ -14,7 +15,7 @@ need jq "JSON in shell tests; apt-get install jq"
 
 make_tmp serve-tools
 make_model
-MT_SERVE_THINK_AFTER=3 start_server "$tmp/a.log"
+MT_SERVE_THINK_AFTER=3 start_server "$tmp/a.log" --stream-keepalive 0.05
 
 chat() { post /v1/chat/completions "$1"; }
 tools='"tools": [{"type": "function", "function": {"name": "get_weather", "parameters":
@@ -32,7 +33,7 @@ greedy() {
         tr ' ' ','
 }
 
-echo "1..10"
+echo "1..11"
 
 # "required", chat mode: the block's start ends the prompt
 chat '{"messages": [{"role": "user", "content": "weather in Paris?"}], '"$tools"',
@@ -73,6 +74,25 @@ texts=$(jq -c 'select(.choices[0].delta.content != null and .choices[0].delta.co
     "$(jq -j '.choices[0].message.content' "$tmp/req")" ] && [ "$texts" -eq 1 ] &&
     tail -n 1 "$tmp/events" | jq -e '.choices[0].finish_reason == "length"' >/dev/null
 ok $? "required, streamed: the answer in one chunk at the end ($texts), equal to the unstreamed"
+
+# a block held back for 600 tokens: the silent stream gets keep-alive comments (SSE comment
+# lines, ": keep-alive"), between whole events only, and its events carry the unstreamed answer
+held='{"messages": [{"role": "user", "content": "weather in Paris?"}], '"$tools"',
+      "tool_choice": "required", "max_tokens": 600, "ignore_eos": true, "temperature": 0'
+chat "$held}"
+cp "$tmp/body" "$tmp/held"
+curl -sN --max-time 60 "$url/v1/chat/completions" -H "Content-Type: application/json" \
+    -d "$held"', "stream": true}' >"$tmp/sse"
+sed -n 's/^data: //p' "$tmp/sse" | grep -v '^\[DONE\]$' >"$tmp/events"
+nka=$(grep -c '^: keep-alive$' "$tmp/sse")
+# every line is an event, a keep-alive or the blank line that ends one; every event parses
+others=$(grep -v -e '^data: ' -e '^: keep-alive$' -e '^$' "$tmp/sse" | wc -l)
+[ "$code" = 200 ] && [ "$nka" -ge 1 ] && [ "$others" -eq 0 ] && jq -e . "$tmp/events" >/dev/null &&
+    [ "$(jq -j '.choices[0].delta.content // ""' "$tmp/events")" = \
+        "$(jq -j '.choices[0].message.content' "$tmp/held")" ] &&
+    tail -n 1 "$tmp/events" | jq -e '.choices[0].finish_reason == "length"' >/dev/null
+ok $? "a block held for 600 tokens, streamed: $nka keep-alive comments between whole events \
+($others other lines), the unstreamed answer"
 
 # thinking mode: the model reasons first; the block's start comes after </think>
 chat '{"messages": [{"role": "user", "content": "weather in Paris?"}], '"$tools"',

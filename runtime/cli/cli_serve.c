@@ -54,6 +54,10 @@ serve_usage(FILE *f)
             "                           one that sends no whole request within S seconds of\n"
             "                           opening or of its last answer is closed (default 15,\n"
             "                           at most 3600; 0: never)\n"
+            "      --stream-keepalive S a stream with nothing to send for S seconds (a long\n"
+            "                           prompt, a tool call held back until whole) gets an\n"
+            "                           SSE comment line, which clients skip, so proxies\n"
+            "                           with read timeouts keep it (default 15; 0: never)\n"
             "      --temperature T      for requests that give none (default 1)\n"
             "      --top-p P            for requests that give none (default 0.95)\n"
             "      --top-k K            for requests that give none (default 0 = all)\n"
@@ -86,6 +90,7 @@ enum {
     OPT_MAX_MESSAGES,
     OPT_QUEUE,
     OPT_REQUEST_DEADLINE,
+    OPT_STREAM_KEEPALIVE,
 };
 
 /* The last part of a directory path ("/models/v32/" -> "v32"), malloc'ed. */
@@ -121,6 +126,7 @@ mt_cli_serve(int argc, char **argv)
         {"max-messages", required_argument, NULL, OPT_MAX_MESSAGES},
         {"queue", required_argument, NULL, OPT_QUEUE},
         {"request-deadline", required_argument, NULL, OPT_REQUEST_DEADLINE},
+        {"stream-keepalive", required_argument, NULL, OPT_STREAM_KEEPALIVE},
         MT_CLI_ENGINE_LONGOPTS,
         {"quiet", no_argument, NULL, 'q'},
         {"verbose", no_argument, NULL, 'v'},
@@ -224,6 +230,18 @@ mt_cli_serve(int argc, char **argv)
                 return 2;
             }
             so.request_deadline_s = (unsigned)v;
+            break;
+        case OPT_STREAM_KEEPALIVE:
+            if (!mt_cli_parse_double(&cli, "--stream-keepalive", optarg,
+                                     &so.stream_keepalive_s)) {
+                return 2;
+            }
+            /* fractions are for tests; past an hour no proxy waits anyway */
+            if (!(so.stream_keepalive_s >= 0.0 && so.stream_keepalive_s <= 3600.0)) {
+                mt_cli_error(&cli, "--stream-keepalive must be in [0, 3600] seconds, got '%s'",
+                             optarg);
+                return 2;
+            }
             break;
         default:
             /* the shared flags (--temperature, --threads, ...) or a bad option */

@@ -130,6 +130,7 @@ struct job {
     struct mt_serve_error err;   /* refused or failed: the status and message */
     struct bytes out;            /* stream: events not yet taken by the connection */
     size_t out_off;              /* ... of which out.p[0..out_off) are taken */
+    double sse_sent_at;          /* stream: mt_clock_now() when its last bytes were taken */
     char *result;                /* not streamed: the response body (owned) */
     /* worker-only while generating */
     struct mt_detok detok;
@@ -1544,18 +1545,35 @@ job_wait_locked(struct job *j, enum job_state from)
     }
 }
 
-/* The stream's content reader: events as the worker makes them. */
+/*
+ * An SSE comment line, which every SSE client skips (the openai libraries, browsers'
+ * EventSource, the chat page): sent on a stream that had nothing to send for
+ * opts.stream_keepalive_s, it keeps a proxy or client with a read timeout from closing the
+ * stream through a long prefill or a tool call held back until it is whole.
+ */
+static const char sse_keepalive[] = ": keep-alive\n\n";
+
+/* The stream's content reader: events as the worker makes them, and keep-alives between. */
 static ssize_t
 sse_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
     struct job *j = cls;
     struct mt_serve *s = j->serve;
+    double every = s->opts.stream_keepalive_s;
     struct timespec ts;
     ssize_t n;
 
     (void)pos;
     pthread_mutex_lock(&s->lock);
     while (j->out_off == j->out.n && j->state != JOB_DONE && !j->gone) {
+        /* events go into out whole (job_send), so out_off == out.n is between two events */
+        double now = mt_clock_now();
+        if (every > 0.0 && now - j->sse_sent_at >= every && max >= sizeof(sse_keepalive) - 1) {
+            memcpy(buf, sse_keepalive, sizeof(sse_keepalive) - 1);
+            j->sse_sent_at = now;
+            pthread_mutex_unlock(&s->lock);
+            return (ssize_t)(sizeof(sse_keepalive) - 1);
+        }
         deadline_in(&ts, 100);
         pthread_cond_timedwait(&j->cond, &s->lock, &ts);
         /* a FIN alone is no hang-up (a half-closed client reads on); a closed client resets
@@ -1569,6 +1587,7 @@ sse_read(void *cls, uint64_t pos, char *buf, size_t max)
         n = (ssize_t)MT_MIN(max, j->out.n - j->out_off);
         memcpy(buf, j->out.p + j->out_off, (size_t)n);
         j->out_off += (size_t)n;
+        j->sse_sent_at = mt_clock_now();
     } else {
         n = j->gone ? MHD_CONTENT_READER_END_WITH_ERROR : MHD_CONTENT_READER_END_OF_STREAM;
     }
@@ -1752,6 +1771,7 @@ serve_generate(struct mt_serve *s, struct MHD_Connection *c, struct conn *cn)
      * events then wait in j->out, and err.http is 0 as for every stream that started. */
     if (j->req.stream && !j->gone &&
         (j->state == JOB_RUNNING || (j->state == JOB_DONE && j->err.http == 0))) {
+        j->sse_sent_at = mt_clock_now(); /* the headers go out now: silence counts from here */
         pthread_mutex_unlock(&s->lock);
         struct MHD_Response *r =
             MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, sse_read, j, sse_free);
@@ -1925,6 +1945,7 @@ mt_serve_opts_default(struct mt_serve_opts *opts)
     opts->sampling.temperature = 1.0f;
     opts->sampling.top_p = 0.95f;
     opts->request_deadline_s = 15;
+    opts->stream_keepalive_s = 15.0;
 }
 
 /*

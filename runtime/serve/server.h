@@ -49,6 +49,10 @@ struct mt_serve_opts {
     /* while half of the connection slots are open, a connection that sends no whole request
      * within this many seconds of being ready for one is closed (deadline.h); 0: never */
     unsigned request_deadline_s;
+    /* a stream with nothing to send for this many seconds (a long prompt's prefill, a tool
+     * call held back until it is whole) gets an SSE comment, ": keep-alive", so that proxies
+     * and clients with read timeouts (nginx's proxy_read_timeout: 60 s) keep it; 0: never */
+    double stream_keepalive_s;
     /* pages of other origins that may call the server from a browser (a reverse proxy's
      * https://chat.example.com; guard.h), borrowed */
     const char *allow_origins[MT_SERVE_MAX_ALLOW_ORIGINS];
@@ -56,7 +60,7 @@ struct mt_serve_opts {
 };
 
 /* 127.0.0.1:8080, no key, model "moetier", default limits, temperature 1 and top_p 0.95, a
- * request deadline of 15 s. */
+ * request deadline of 15 s, a stream's keep-alive comment after 15 s of silence. */
 void mt_serve_opts_default(struct mt_serve_opts *opts);
 
 struct mt_serve;

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 // client.mjs URL KEY MODEL - the official openai library against moetier serve: lists models,
 // a chat completion, a streamed one (the same greedy text), a text completion, the stream
-// helper's accumulated reply with n = 2 and logprobs, a named tool_choice, echo with logprobs,
-// JSON mode and a strict json_schema, and the errors it maps (404 unknown model, 401 wrong key).
+// helper's accumulated reply with n = 2 and logprobs, a named tool_choice (a stream with
+// keep-alive comments), echo with logprobs, JSON mode and a strict json_schema, and the errors
+// it maps (404 unknown model, 401 wrong key).
 // Prints "PASS what" or "FAIL what: why" per check, for tests/test_serve_clients.sh to count.
 // Only talks to URL (127.0.0.1), each call timed out.
 import OpenAI from "openai";
@@ -69,18 +70,29 @@ await check("openai: the stream helper's finalChatCompletion() with n = 2 and lo
     `${JSON.stringify(fin.choices)} vs ${JSON.stringify(whole.choices)}`;
 });
 await check("openai: a named tool_choice is accepted; the forced call's start begins the " +
-            "answer, also through the stream helper", async () => {
+            "answer, also through the stream helper over a stream with keep-alive comments",
+            async () => {
   const tools = [{ type: "function", function: { name: "get_weather",
                    parameters: { type: "object", properties: { city: { type: "string" } } } } }];
-  const params = { model, messages, max_tokens: 6, temperature: 0, tools,
+  // 600 tokens held back (a call block goes out whole): the server, run with
+  // --stream-keepalive 0.05, sends keep-alive comments meanwhile; the library must skip them
+  const params = { model, messages, max_tokens: 600, ignore_eos: true, temperature: 0, tools,
                    tool_choice: { type: "function", function: { name: "get_weather" } } };
   const r = await client.chat.completions.create(params);
   const fin = await client.chat.completions.stream(params).finalChatCompletion();
+  const raw = await (await fetch(url + "/v1/chat/completions", {
+    method: "POST", signal: AbortSignal.timeout(30000),
+    headers: { "Content-Type": "application/json", Authorization: `Bearer ${key}` },
+    body: JSON.stringify({ ...params, stream: true }) })).text();
+  const keepalives = raw.split("\n").filter((l) => l === ": keep-alive").length;
   const start = "\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name=\"get_weather\">\n";
   const c = r.choices[0];
   // a random model does not finish the call: the block comes back as text
   return (typeof c.message.content === "string" && c.message.content.startsWith(start) &&
-          fin.choices[0].message.content === c.message.content) || JSON.stringify(r);
+          fin.choices[0].message.content === c.message.content &&
+          fin.choices[0].finish_reason === "length" && keepalives >= 1) ||
+    `${keepalives} keep-alives; ${JSON.stringify(fin.choices[0].finish_reason)}; ` +
+    JSON.stringify(r).slice(0, 300);
 });
 await check("openai: completions.create() with echo and logprobs scores the prompt", async () => {
   const r = await client.completions.create({ model, prompt: "Once upon a time", max_tokens: 0,
