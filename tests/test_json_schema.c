@@ -93,6 +93,8 @@ check_compile(void)
         {"{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"array\", "
          "\"prefixItems\": []}}}",
          "prefixItems", "'prefixItems'"},
+        {"{\"type\": \"object\", \"properties\": {\"a\": {\"required\": 0}}}",
+         "a required that is no array, in a schema with no type", "required an array"},
     };
     for (size_t k = 0; k < sizeof(refused) / sizeof(refused[0]); k++) {
         mt_status_t st;
@@ -257,6 +259,20 @@ check_instances(void)
          mt_json_schema_complete(&end);
     tap_ok(ok, "a recursive schema ($ref to itself): a tree of three levels (%s)",
            s == NULL ? mt_last_error() : "ok");
+    mt_json_schema_destroy(s);
+
+    /* no type: items makes an array, required (or properties) an object with only the keys
+     * it names (a fuzzer found "required" alone read as any value, wider than the schema) */
+    s = compile("{\"type\": \"object\", \"properties\": {\"a\": {\"items\": {\"type\": "
+                "\"string\"}}, \"b\": {\"required\": []}}}", false, &st);
+    ok = s != NULL && first_refused(s, "{\"a\":[\"x\"],\"b\":{}}", &v, &end) == 18 &&
+         mt_json_schema_complete(&end) &&
+         first_refused(s, "{\"a\":[1]}", &v, &end) == 6 &&
+         first_refused(s, "{\"a\":\"x\"}", &v, &end) == 5 &&
+         first_refused(s, "{\"b\":{\"z\":1}}", &v, &end) == 6 &&
+         first_refused(s, "{\"b\":7}", &v, &end) == 5;
+    tap_ok(ok, "no type: items holds an array of its items, required an object of no other "
+           "keys (%s)", s == NULL ? mt_last_error() : "ok");
     mt_json_schema_destroy(s);
 }
 

@@ -400,15 +400,21 @@ compile_node(struct compiler *c, const json_t *v, uint32_t slot, const char *pat
         }
         return MT_OK;
     }
-    if (type == NULL) {
-        /* no type: what properties or items say, else any value */
-        if (json_object_get(v, "properties") != NULL) {
-            return compile_object(c, v, slot, path);
-        }
-        s->nodes[slot].kind = K_ANY;
-        return MT_OK;
-    }
     const char *t = json_string_value(type);
+    if (type == NULL) {
+        /* no type: an object where properties or required speak of one, an array where
+         * items, minItems or maxItems do (a reply then takes only that kind: narrower than the
+         * schema, never wider), else any value */
+        if (json_object_get(v, "properties") != NULL || json_object_get(v, "required") != NULL) {
+            t = "object";
+        } else if (json_object_get(v, "items") != NULL || json_object_get(v, "minItems") != NULL ||
+                   json_object_get(v, "maxItems") != NULL) {
+            t = "array";
+        } else {
+            s->nodes[slot].kind = K_ANY;
+            return MT_OK;
+        }
+    }
     if (t == NULL) {
         return mt_fail(MT_ERR_INVAL, 0, "schema at %s: type must be a string or an array", path);
     }
