@@ -54,7 +54,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..68"
+echo "1..69"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -526,4 +526,8 @@ for p in $wait_jobs; do wait "$p" 2>/dev/null; done
 rc=$?
 [ "$rc" -eq 2 ] && grep -q "bad --request-deadline '3601' (must be in 0..3600)" "$tmp/err"
 ok $? "--request-deadline past an hour: exit 2 (rc $rc): $(head -c 200 "$tmp/err")"
+"$bin" serve -m "$model" --stream-keepalive 0.001 >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "stream-keepalive must be 0 (never) or 0.01 to 3600" "$tmp/err"
+ok $? "--stream-keepalive below 0.01 s: exit 2 (rc $rc): $(head -c 200 "$tmp/err")"
 tap_exit

@@ -236,10 +236,12 @@ mt_cli_serve(int argc, char **argv)
                                      &so.stream_keepalive_s)) {
                 return 2;
             }
-            /* fractions are for tests; past an hour no proxy waits anyway */
-            if (!(so.stream_keepalive_s >= 0.0 && so.stream_keepalive_s <= 3600.0)) {
-                mt_cli_error(&cli, "--stream-keepalive must be in [0, 3600] seconds, got '%s'",
-                             optarg);
+            /* fractions are for tests (below 0.01 s a silent stream would be all keep-alives);
+             * past an hour no proxy waits anyway */
+            if (!(so.stream_keepalive_s == 0.0 ||
+                  (so.stream_keepalive_s >= 0.01 && so.stream_keepalive_s <= 3600.0))) {
+                mt_cli_error(&cli, "--stream-keepalive must be 0 (never) or 0.01 to 3600 "
+                             "seconds, got '%s'", optarg);
                 return 2;
             }
             break;
