@@ -17,8 +17,8 @@ need chromedriver "drives Chromium; apt-get install chromium-driver"
 make_tmp serve-clients
 make_model
 key=clientkey
-# keep-alive comments after 0.05 s of silence: client.mjs's held tool call stream gets them
-start_server "$tmp/server.log" --api-key "$key" -q --stream-keepalive 0.05
+# keep-alive comments after 0.02 s of silence: client.mjs's held tool call stream gets them
+start_server "$tmp/server.log" --api-key "$key" -q --stream-keepalive 0.02
 
 # run_checks NAME CMD...: each "PASS what" / "FAIL what: why" line becomes one TAP result
 run_checks() {
@@ -36,7 +36,7 @@ run_checks() {
     ok "$rc" "$name exits 0 (rc $rc)"
 }
 
-run_checks client.mjs timeout 60 node "$MT_SRCDIR/tests/serve/client.mjs" "http://127.0.0.1:$port" "$key" tiny
+run_checks client.mjs timeout 300 node "$MT_SRCDIR/tests/serve/client.mjs" "http://127.0.0.1:$port" "$key" tiny
 [ "$n" -eq 12 ] || ok 1 "the openai client ran all 11 checks"
 run_checks page.py timeout 90 /usr/bin/python3 "$MT_SRCDIR/tests/serve/page.py" "http://127.0.0.1:$port" "$key"
 [ "$n" -ge 12 ] || ok 1 "the page test ran all 4 checks"

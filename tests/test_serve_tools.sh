@@ -6,8 +6,8 @@
 # format, so each reply comes back as text that begins with the forced start; that is what is
 # checked, with the ids fed: greedy replies equal `moetier run` on exactly those ids. The server
 # runs with MT_SERVE_THINK_AFTER=3 (a test hook: the third reasoning id counts as </think>, which
-# a random model would not write), and with --stream-keepalive 0.05: a stream whose block is
-# held back for 600 tokens carries keep-alive comments, and reads the same without them.
+# a random model would not write), and with --stream-keepalive 0.02: a stream whose block is
+# held back for 400 tokens carries keep-alive comments, and reads the same without them.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 . "$MT_SRCDIR/tests/serve/lib_serve.sh"
 need curl "the HTTP client of this test; apt-get install curl"
@@ -15,7 +15,7 @@ need jq "JSON in shell tests; apt-get install jq"
 
 make_tmp serve-tools
 make_model
-MT_SERVE_THINK_AFTER=3 start_server "$tmp/a.log" --stream-keepalive 0.05
+MT_SERVE_THINK_AFTER=3 start_server "$tmp/a.log" --stream-keepalive 0.02
 
 chat() { post /v1/chat/completions "$1"; }
 tools='"tools": [{"type": "function", "function": {"name": "get_weather", "parameters":
@@ -75,10 +75,10 @@ texts=$(jq -c 'select(.choices[0].delta.content != null and .choices[0].delta.co
     tail -n 1 "$tmp/events" | jq -e '.choices[0].finish_reason == "length"' >/dev/null
 ok $? "required, streamed: the answer in one chunk at the end ($texts), equal to the unstreamed"
 
-# a block held back for 600 tokens: the silent stream gets keep-alive comments (SSE comment
+# a block held back for 400 tokens: the silent stream gets keep-alive comments (SSE comment
 # lines, ": keep-alive"), between whole events only, and its events carry the unstreamed answer
 held='{"messages": [{"role": "user", "content": "weather in Paris?"}], '"$tools"',
-      "tool_choice": "required", "max_tokens": 600, "ignore_eos": true, "temperature": 0'
+      "tool_choice": "required", "max_tokens": 400, "ignore_eos": true, "temperature": 0'
 chat "$held}"
 cp "$tmp/body" "$tmp/held"
 curl -sN --max-time 60 "$url/v1/chat/completions" -H "Content-Type: application/json" \
@@ -91,7 +91,7 @@ others=$(grep -v -e '^data: ' -e '^: keep-alive$' -e '^$' "$tmp/sse" | wc -l)
     [ "$(jq -j '.choices[0].delta.content // ""' "$tmp/events")" = \
         "$(jq -j '.choices[0].message.content' "$tmp/held")" ] &&
     tail -n 1 "$tmp/events" | jq -e '.choices[0].finish_reason == "length"' >/dev/null
-ok $? "a block held for 600 tokens, streamed: $nka keep-alive comments between whole events \
+ok $? "a block held for 400 tokens, streamed: $nka keep-alive comments between whole events \
 ($others other lines), the unstreamed answer"
 
 # thinking mode: the model reasons first; the block's start comes after </think>

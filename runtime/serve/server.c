@@ -1574,7 +1574,8 @@ sse_read(void *cls, uint64_t pos, char *buf, size_t max)
             pthread_mutex_unlock(&s->lock);
             return (ssize_t)(sizeof(sse_keepalive) - 1);
         }
-        deadline_in(&ts, 100);
+        /* every 100 ms, or each keep-alive interval when that is shorter (tests) */
+        deadline_in(&ts, every > 0.0 && every < 0.1 ? (long)(every * 1000.0) : 100);
         pthread_cond_timedwait(&j->cond, &s->lock, &ts);
         /* a FIN alone is no hang-up (a half-closed client reads on); a closed client resets
          * the connection when the next event reaches it, and MHD's failed write ends the

@@ -74,14 +74,16 @@ await check("openai: a named tool_choice is accepted; the forced call's start be
             async () => {
   const tools = [{ type: "function", function: { name: "get_weather",
                    parameters: { type: "object", properties: { city: { type: "string" } } } } }];
-  // 600 tokens held back (a call block goes out whole): the server, run with
-  // --stream-keepalive 0.05, sends keep-alive comments meanwhile; the library must skip them
-  const params = { model, messages, max_tokens: 600, ignore_eos: true, temperature: 0, tools,
+  // 300 tokens held back (a call block goes out whole): the server, run with
+  // --stream-keepalive 0.02, sends keep-alive comments meanwhile; the library must skip them.
+  // A sanitizer build takes seconds for them: a longer timeout than the other calls'.
+  const params = { model, messages, max_tokens: 300, ignore_eos: true, temperature: 0, tools,
                    tool_choice: { type: "function", function: { name: "get_weather" } } };
-  const r = await client.chat.completions.create(params);
-  const fin = await client.chat.completions.stream(params).finalChatCompletion();
+  const slow = { timeout: 120000 };
+  const r = await client.chat.completions.create(params, slow);
+  const fin = await client.chat.completions.stream(params, slow).finalChatCompletion();
   const raw = await (await fetch(url + "/v1/chat/completions", {
-    method: "POST", signal: AbortSignal.timeout(30000),
+    method: "POST", signal: AbortSignal.timeout(120000),
     headers: { "Content-Type": "application/json", Authorization: `Bearer ${key}` },
     body: JSON.stringify({ ...params, stream: true }) })).text();
   const keepalives = raw.split("\n").filter((l) => l === ": keep-alive").length;
