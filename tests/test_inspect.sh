@@ -9,7 +9,7 @@
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 dir="$MT_TEST_DATA/deepseek-v3.2"
 
-echo "1..21"
+echo "1..23"
 json=$("$bin" inspect --config-only -m "$dir" --json)
 ok $? "inspect --config-only --json exits 0"
 printf '%s\n' "$json" | grep -q '"routed_expert_bytes": 44050944,'
@@ -80,14 +80,27 @@ rc=$?
 [ "$rc" -eq 1 ]
 ok $? "inspect --config-only >/dev/full exits 1 (got $rc)"
 # the longest context on a 24 GiB card: KV room / (bytes per token and layer x 61 layers), with the
-# per-layer bytes of spec 2.x: latent 512 + rope 64 in fp32, bf16, or DeepSeek's 656-byte FP8 row,
-# plus the FP8 index key (128) and its scale (4)
+# per-layer bytes of spec 2.x: latent 512 + rope 64 in fp32, bf16, or DeepSeek's 656-byte FP8 row
+# (plus one bf16 row of 512 for all layers, the GPU engine's widened copy), plus the exact indexer's
+# fp32 key (512) or the FP8 key (128) and its scale (4)
 j=$("$bin" inspect --config-only -m "$dir" --gpu-mem 24G --json)
 room=$(printf '%s' "$j" | sed -n 's/.*"kv_room": \([0-9]*\).*/\1/p')
-want="$((room / (2436 * 61))) $((room / (1284 * 61))) $((room / (788 * 61)))"
-got=$(printf '%s' "$j" | tr -d ' \n' | sed -n 's/.*"fp32":\([0-9]*\),"bf16":\([0-9]*\),"fp8":\([0-9]*\).*/\1 \2 \3/p')
+flat=$(printf '%s' "$j" | tr -d ' \n')
+want="$((room / (2816 * 61))) $((room / (1664 * 61))) $((room / (1168 * 61 + 1024)))"
+got=$(printf '%s' "$flat" |
+    sed -n 's/.*"exact_indexer":{"fp32":\([0-9]*\),"bf16":\([0-9]*\),"fp8":\([0-9]*\)}.*/\1 \2 \3/p')
 [ -n "$room" ] && [ "$got" = "$want" ]
-ok $? "--gpu-mem 24G: longest context per latent layout fp32 bf16 fp8 = $got (want $want)"
+ok $? "--gpu-mem 24G, exact indexer: longest context per latent fp32 bf16 fp8 = $got (want $want)"
+want="$((room / (2436 * 61))) $((room / (1284 * 61))) $((room / (788 * 61 + 1024)))"
+got=$(printf '%s' "$flat" |
+    sed -n 's/.*"fp8_indexer":{"fp32":\([0-9]*\),"bf16":\([0-9]*\),"fp8":\([0-9]*\)}.*/\1 \2 \3/p')
+[ -n "$room" ] && [ "$got" = "$want" ]
+ok $? "--gpu-mem 24G, FP8 indexer: longest context per latent fp32 bf16 fp8 = $got (want $want)"
+# a GPU whose cache would hold more than the model's positions reports those positions
+got=$("$bin" inspect --config-only -m "$dir" --gpu-mem 1T --json | tr -d ' \n' |
+    sed -n 's/.*"fp8_indexer":{"fp32":\([0-9]*\),"bf16":\([0-9]*\),"fp8":\([0-9]*\)}.*/\1 \2 \3/p')
+[ "$got" = "163840 163840 163840" ]
+ok $? "--gpu-mem 1T: capped at the model's 163,840 positions (got $got)"
 "$bin" inspect --config-only -m "$dir" --gpu-mem 0 >/dev/null 2>&1
 [ $? -eq 2 ]
 ok $? "--gpu-mem 0 is a usage error"

@@ -11,6 +11,7 @@
 #include <config.h>
 
 #include "runtime/cli/cli.h"
+#include "runtime/cli/cli_autoplan.h"
 #include "runtime/cli/cli_common.h"
 #include "runtime/base/json_text.h"
 #include "runtime/engine/kv_cache.h"
@@ -45,7 +46,8 @@ usage(FILE *f)
         "      --json          print JSON (stable keys) instead of text\n"
         "      --gpu-mem SIZE  also print the longest context whose KV cache fits on a GPU\n"
         "                      of SIZE (e.g. 24G) beside the always-on weights (embedding\n"
-        "                      in host memory, 1.5 GiB workspace), per latent layout\n"
+        "                      in host memory, 1.5 GiB workspace), for each cache layout of\n"
+        "                      the GPU engine (run's --kv-dtype and --indexer)\n"
         "  -h, --help          print this help\n");
 }
 
@@ -86,21 +88,23 @@ struct report {
     size_t n_tensors;
     uint64_t gpu_mem;              /* --gpu-mem, 0 when not asked */
     uint64_t kv_room;              /* of it, bytes left for the KV cache */
-    int64_t ctx_fits[3];           /* longest context per layout of kv_layouts[] */
+    int64_t ctx_fits[2][3];        /* longest context per indexer x latent of the tables below */
+    bool ctx_capped[2][3];         /* ... cut to the model's max_position_embeddings */
 };
 
 /*
- * The latent layouts whose context length inspect reports, with DeepSeek's FP8 index keys (e4m3 +
- * a scale) as the fast paths keep them.
+ * The GPU engine's cache layouts whose context length inspect reports (`run --kv-dtype`,
+ * `--indexer`): three latent dtypes, each with the exact indexer's keys (the default) and with
+ * DeepSeek's FP8 keys. mt_cli_gpu_kv_bytes is what `run` and `plan` budget for the same flags.
  */
 static const struct {
     const char *name;
-    struct mt_kv_layout layout;
-} kv_layouts[3] = {
-    {"fp32", {MT_DTYPE_F32, false, true}},
-    {"bf16", {MT_DTYPE_BF16, false, true}},
-    {"fp8", {MT_DTYPE_F8_E4M3, false, true}},
-};
+    enum mt_dtype dtype;
+} kv_latents[3] = {{"fp32", MT_DTYPE_F32}, {"bf16", MT_DTYPE_BF16}, {"fp8", MT_DTYPE_F8_E4M3}};
+static const struct {
+    const char *name;
+    enum mt_indexer_mode mode;
+} kv_indexers[2] = {{"exact", MT_INDEXER_EXACT}, {"fp8", MT_INDEXER_FP8}};
 
 #define GPU_WORKSPACE_BYTES (3ull << 29) /* 1.5 GiB, the planner's default --gpu-reserve */
 
@@ -110,10 +114,17 @@ context_fits(struct report *r)
 {
     uint64_t weights = r->sz.other_bytes - r->sz.bytes[MT_ROLE_EMBED];
     uint64_t need = weights + GPU_WORKSPACE_BYTES;
+    int64_t positions = r->cfg->max_position_embeddings;
 
     r->kv_room = r->gpu_mem > need ? r->gpu_mem - need : 0;
-    for (int i = 0; i < 3; i++) {
-        r->ctx_fits[i] = mt_kv_max_tokens(r->cfg, &kv_layouts[i].layout, r->kv_room);
+    for (int x = 0; x < 2; x++) {
+        for (int i = 0; i < 3; i++) {
+            uint64_t per = mt_cli_gpu_kv_bytes(r->cfg, kv_latents[i].dtype, true,
+                                               kv_indexers[x].mode);
+            int64_t n = per > 0 ? (int64_t)(r->kv_room / per) : 0;
+            r->ctx_capped[x][i] = n > positions;
+            r->ctx_fits[x][i] = n > positions ? positions : n;
+        }
     }
 }
 
@@ -238,7 +249,8 @@ print_text(const struct report *r)
            "%d MoE layers)\n",
            fmt_u64(a, sizeof(a), tok), gib(tok), fmt_u64(b, sizeof(b), r->sz.token_bytes_always),
            fmt_u64(d, sizeof(d), r->sz.token_bytes_routed), c->num_experts_per_tok, moe);
-    printf("KV cache per token         %s B (bf16 latent + k_pe, fp8 indexer key + scale); "
+    printf("KV cache per token         %s B (reference: bf16 latent + k_pe, fp8 indexer key + "
+           "scale); "
            "128K tokens: %s B (%.2f GiB)\n",
            fmt_u64(a, sizeof(a), r->sz.kv_bytes_per_token), fmt_u64(b, sizeof(b), kv_long),
            gib(kv_long));
@@ -247,9 +259,21 @@ print_text(const struct report *r)
                "in host memory) - workspace 1.5 GiB\n                          ",
                gib(r->gpu_mem), gib(r->kv_room),
                gib(r->sz.other_bytes - r->sz.bytes[MT_ROLE_EMBED]));
-        for (int i = 0; i < 3; i++) {
-            printf(" %s latent %s tokens%s", kv_layouts[i].name,
-                   fmt_u64(a, sizeof(a), (uint64_t)r->ctx_fits[i]), i < 2 ? "," : "\n");
+        bool capped = false;
+        for (int x = 0; x < 2; x++) {
+            printf("%s%-24s", x > 0 ? "                           " : " ",
+                   x == 0 ? "exact indexer (default):" : "fp8 indexer:");
+            for (int i = 0; i < 3; i++) {
+                printf(" %s%s%s", fmt_u64(a, sizeof(a), (uint64_t)r->ctx_fits[x][i]),
+                       r->ctx_capped[x][i] ? "*" : "", i < 2 ? " /" : " tokens");
+                capped |= r->ctx_capped[x][i];
+            }
+            printf("%s\n", x == 0 ? " (fp32 / bf16 / fp8 latent)" : "");
+        }
+        if (capped) {
+            printf("                           * the model's %s positions (the cache would hold "
+                   "more)\n",
+                   fmt_u64(a, sizeof(a), (uint64_t)c->max_position_embeddings));
         }
     }
     if (r->model != NULL) {
@@ -331,8 +355,13 @@ print_json(const struct report *r)
         json_t *fit = json_object();
         SET(fit, "gpu_mem", U64(r->gpu_mem));
         SET(fit, "kv_room", U64(r->kv_room));
-        for (int i = 0; i < 3; i++) {
-            SET(fit, kv_layouts[i].name, U64((uint64_t)r->ctx_fits[i]));
+        SET(fit, "max_positions", U64(r->cfg->max_position_embeddings));
+        for (int x = 0; x < 2; x++) {
+            json_t *by_latent = json_object();
+            for (int i = 0; i < 3; i++) {
+                SET(by_latent, kv_latents[i].name, U64((uint64_t)r->ctx_fits[x][i]));
+            }
+            SET(fit, x == 0 ? "exact_indexer" : "fp8_indexer", by_latent);
         }
         SET(root, "context_fits", fit);
     }
