@@ -10,7 +10,7 @@ cfg="$MT_SRCDIR/tests/data/deepseek-v3.2/config.json"
 prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
 make_tmp plan
 
-echo "1..39"
+echo "1..41"
 "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G -o "$tmp/p.json" \
     >"$tmp/out" 2>"$tmp/err"
 ok $? "plan on the RTX 3090 what-if profile exits 0"
@@ -276,4 +276,14 @@ printf '%s' '{"version": 1, "source": "what-if: a GPU without memory", "gpu": {"
 [ $? -eq 1 ] && grep -q "'$tmp/gpunomem.json' has a GPU without gpu.mem_bytes" "$tmp/err" &&
     ! grep -q -- "--gpu-mem 0.0" "$tmp/err"
 ok $? "no --gpu-mem and a profile GPU without gpu.mem_bytes: $(cat "$tmp/err")"
+# A prompt step never holds more than the context: the default batch (the CPU path's 512) and an
+# explicit --prefill-batch are both cut to --ctx, the second with a warning.
+"$bin" plan --config "$cfg" --hw "$tmp/cpu.json" --cpu-mem 900G --ctx 100 >"$tmp/out" 2>&1
+grep -q '^prefill    : .* at batch 100 ' "$tmp/out"
+ok $? "--ctx 100: the prefill is predicted at batch 100: $(grep '^prefill' "$tmp/out")"
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G --ctx 2048 \
+    --prefill-batch 4096 >"$tmp/out" 2>"$tmp/err"
+[ $? -eq 0 ] && grep -q '^prefill    : .* at batch 2048 ' "$tmp/out" &&
+    grep -q -- "--prefill-batch 4096 is more than the context (2048 tokens)" "$tmp/err"
+ok $? "--prefill-batch 4096 at --ctx 2048: predicted at 2048 with a warning: $(cat "$tmp/err")"
 tap_exit

@@ -993,6 +993,12 @@ mt_cli_plan(int argc, char **argv)
         }
         budget.ctx = cfg.max_position_embeddings;
     }
+    if (budget.prefill_batch > budget.ctx) { /* a prompt step never holds more than the context */
+        mt_log_warn("--prefill-batch %d is more than the context (%d tokens): predicting "
+                    "prompt steps of %d",
+                    budget.prefill_batch, budget.ctx, budget.ctx);
+        budget.prefill_batch = budget.ctx;
+    }
     /* an opened checkpoint: the bytes its tensors really hold, as `run --plan` checks them (the
      * estimate from torch_dtype differs where the stored dtype does not match it) */
     if ((model != NULL ? mt_model_sizes_of(model, &sizes)

@@ -841,9 +841,9 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
             }
         }
     }
-    if (plan->budget.prefill_batch == 0) {
+    if (plan->budget.prefill_batch == 0) { /* the engine's chunk, never past the context */
         plan->budget.prefill_batch =
-            plan->engine_chunk > 0 ? plan->engine_chunk : MT_PLAN_CHUNK_GPU;
+            MT_MIN(plan->engine_chunk > 0 ? plan->engine_chunk : MT_PLAN_CHUNK_GPU, budget->ctx);
     }
     pb.batch = plan->budget.prefill_batch;
     if (pb.batch > 1) {
