@@ -10,7 +10,7 @@ cfg="$MT_SRCDIR/tests/data/deepseek-v3.2/config.json"
 prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
 make_tmp plan
 
-echo "1..41"
+echo "1..44"
 "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G -o "$tmp/p.json" \
     >"$tmp/out" 2>"$tmp/err"
 ok $? "plan on the RTX 3090 what-if profile exits 0"
@@ -102,6 +102,17 @@ EOF
     >/dev/null 2>"$tmp/err"
 [ $? -eq 1 ] && grep -q "t.json' has 4 layers, the model has 61" "$tmp/err"
 ok $? "a trace of another model: $(cat "$tmp/err")"
+sed 's/"k": 2/"k": 2, "bogus": 1/' "$tmp/t.json" >"$tmp/tb.json"
+printf '%s' '{"format": "moetier-trace", "version": 1, "n_layers": 4, "n_experts": 8, "k": 2,
+ "tokens": 1, "layers": [{"layer": 1, "tokens": 1, "counts": [1,1,0,0,0,0,0,0], "extra": 5}]}' \
+    >"$tmp/tl.json"
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 24G --cpu-mem 480G --trace "$tmp/tb.json" \
+    >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "tb.json': unknown key 'bogus'" "$tmp/err" &&
+    ! "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 24G --cpu-mem 480G \
+        --trace "$tmp/tl.json" >/dev/null 2>"$tmp/err2" &&
+    grep -q "tl.json': unknown key 'extra' in a layer" "$tmp/err2"
+ok $? "unknown keys in a trace are refused: $(cat "$tmp/err") / $(cat "$tmp/err2")"
 # Outputs never destroy inputs (issue 9, finding 3): -o naming the --hw, --config or --trace file
 # (however spelled) is refused before anything is read or written, and a plan whose write fails
 # leaves the old file whole, with no temporary left beside it.
@@ -286,4 +297,19 @@ ok $? "--ctx 100: the prefill is predicted at batch 100: $(grep '^prefill' "$tmp
 [ $? -eq 0 ] && grep -q '^prefill    : .* at batch 2048 ' "$tmp/out" &&
     grep -q -- "--prefill-batch 4096 is more than the context (2048 tokens)" "$tmp/err"
 ok $? "--prefill-batch 4096 at --ctx 2048: predicted at 2048 with a warning: $(cat "$tmp/err")"
+# Loaders refuse keys they do not know, as the README says: a misspelt optional field would
+# otherwise load as its default ("gpu_eff" 1).
+sed 's/"gpu_eff"/"gpu_ef"/' "$tmp/p.json" >"$tmp/typo.json"
+sed 's/"ctx":/"extra": 1, "ctx":/' "$tmp/p.json" >"$tmp/extra.json"
+! "$bin" plan --config "$cfg" --check "$tmp/typo.json" >/dev/null 2>"$tmp/err" &&
+    grep -q "typo.json': unknown key 'hardware.gpu_ef'" "$tmp/err" &&
+    ! "$bin" plan --config "$cfg" --check "$tmp/extra.json" >/dev/null 2>"$tmp/err2" &&
+    grep -q "extra.json': unknown key 'budgets.extra'" "$tmp/err2"
+ok $? "unknown keys in a plan are refused: $(cat "$tmp/err") / $(cat "$tmp/err2")"
+# an edited prediction: a warning, and the tiers' counts from the layers
+sed -E 's/"decode_tok_s": *[0-9.e+-]+/"decode_tok_s": 123456789/' "$tmp/p.json" >"$tmp/fast.json"
+"$bin" plan --config "$cfg" --check "$tmp/fast.json" >"$tmp/out" 2>"$tmp/err" &&
+    grep -q "its prediction is not that of its layers" "$tmp/err" &&
+    grep -q "it has no decode prediction" "$tmp/out"
+ok $? "an edited decode_tok_s is dropped with a warning: $(cat "$tmp/err")"
 tap_exit

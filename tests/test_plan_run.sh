@@ -10,7 +10,7 @@ prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
 make_tmp plan-run
 m="$tmp/small"
 
-echo "1..11"
+echo "1..12"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 "$bin" plan -m "$m" --hw "$prof" --gpu-mem 2G --cpu-mem 4.2G --gpu-reserve 1.6G --ctx 1024 \
@@ -80,7 +80,7 @@ big=$(peak)
 ok $? "a plan's 15 GB DRAM budget under --cpu-mem 300M: peak resident $big MiB, the same tokens"
 # a plan without an expected-load bound (0: a hand-made plan's "not predicted"; the planner's
 # includes the always-on time): run -v prints the plan without dividing by it ("inf tok/s")
-sed -E 's/"decode_ms_mean_load": *[0-9.e+-]+/"decode_ms_mean_load": 0/' "$tmp/dram.json" \
+sed -E 's/"decode_ms_mean_load": *[0-9.e+-]+/"decode_ms_mean_load": 0/' "$tmp/plan.json" \
     >"$tmp/nobound.json"
 out=$(CUDA_VISIBLE_DEVICES= run --plan "$tmp/nobound.json" -v)
 [ $? -eq 0 ] && [ "$out" = "$plain" ] && grep -q "the plan records no expected-load bound" \
@@ -98,4 +98,12 @@ sed -E 's/"torch_dtype": *"[a-z0-9]+"/"torch_dtype": "float32"/' "$tmp/f32name/c
     "$bin" run -m "$tmp/f32name" --prompt-ids "$ids" -n 2 --plan "$tmp/f32.json" >/dev/null \
         2>"$tmp/err"
 ok $? "a plan of a checkpoint whose torch_dtype differs from its tensors runs: $(grep -m1 'mt:' "$tmp/err")"
+# a plan whose layers were edited (dram.json) keeps its placement but predicts nothing: its
+# tiers are counted again from the layers, one warning says why, and run -v divides by nothing
+out=$(CUDA_VISIBLE_DEVICES= run --plan "$tmp/dram.json" -v)
+[ $? -eq 0 ] && [ "$out" = "$plain" ] &&
+    grep -q "dram.json': its prediction is not that of its layers (edited?)" "$tmp/err" &&
+    grep -q "^decode     : not predicted" "$tmp/err" &&
+    grep -q "^DRAM, CPU computes *192 " "$tmp/err" && ! grep -q "inf tok/s" "$tmp/err"
+ok $? "an edited plan: the same tokens, no prediction: $(grep -m1 'edited' "$tmp/err")"
 tap_exit

@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * json_kind.c - a JSON value's type in words (see json_kind.h).
+ * json_kind.c - a JSON value's type in words, and keys a reader does not know (see
+ * json_kind.h).
  */
 #include <config.h>
 
 #include "runtime/base/json_kind.h"
+
+#include <string.h>
 
 const char *
 mt_json_kind(const json_t *v)
@@ -25,4 +28,22 @@ mt_json_kind(const json_t *v)
     default:
         return "null";
     }
+}
+
+const char *
+mt_json_unknown_key(const json_t *obj, const char *const *known)
+{
+    const char *key;
+    json_t *v;
+
+    json_object_foreach ((json_t *)obj, key, v) {
+        const char *const *k = known;
+        while (*k != NULL && strcmp(*k, key) != 0) {
+            k++;
+        }
+        if (*k == NULL) {
+            return key;
+        }
+    }
+    return NULL;
 }

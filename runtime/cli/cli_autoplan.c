@@ -504,16 +504,20 @@ mt_cli_plan_print(FILE *out, const struct mt_plan *p)
     fprintf(out, "  * each tier's bytes at its own rate; tiers of one layer overlap, so a layer "
             "costs\n    the slowest of them\n\n");
     fprintf(out, "bottleneck : %s\n", p->bottleneck);
-    fprintf(out, "decode     : %.2f tok/s (%.1f ms/token, of which always-on %.1f ms; averaged "
-            "over sampled\n             expert choices; ",
-            p->decode_tok_s, p->decode_ms, p->always_on_ms);
-    if (p->decode_ms_mean_load > 0) {
-        fprintf(out, "the expected-load bound is %.1f ms = %.2f tok/s)\n", p->decode_ms_mean_load,
-                1e3 / p->decode_ms_mean_load);
+    if (p->decode_tok_s == 0) { /* a hand-made or edited plan's "not predicted" (plan_file.c) */
+        fprintf(out, "decode     : not predicted (the plan records no decode prediction)\n");
     } else {
-        /* the planner's bound includes the always-on time, never 0: a plan edited by hand
-           without one (mt_plan_load takes 0 as "not predicted") */
-        fprintf(out, "the plan records no expected-load bound)\n");
+        fprintf(out, "decode     : %.2f tok/s (%.1f ms/token, of which always-on %.1f ms; "
+                "averaged over sampled\n             expert choices; ",
+                p->decode_tok_s, p->decode_ms, p->always_on_ms);
+        if (p->decode_ms_mean_load > 0) {
+            fprintf(out, "the expected-load bound is %.1f ms = %.2f tok/s)\n",
+                    p->decode_ms_mean_load, 1e3 / p->decode_ms_mean_load);
+        } else {
+            /* the planner's bound includes the always-on time, never 0: a plan edited by hand
+               without one (mt_plan_load takes 0 as "not predicted") */
+            fprintf(out, "the plan records no expected-load bound)\n");
+        }
     }
     if (p->decode_copies >= 0.05) {
         fprintf(out, "             %.1f of the DRAM experts a token uses are copied to the GPU "

@@ -14,6 +14,7 @@
 
 #include "runtime/plan/planner_int.h"
 #include "runtime/base/file_util.h"
+#include "runtime/base/json_kind.h"
 #include "runtime/base/json_num.h"
 #include "runtime/base/json_text.h"
 
@@ -164,6 +165,46 @@ member(struct reader *r, json_t *obj, const char *section, const char *key)
     }
     return v;
 }
+
+/*
+ * Refuse a key of obj that `known` does not list (NULL-terminated): a misspelt optional field
+ * ("gpu_eff") would otherwise load as its default without a word, as hwprofile.c refuses them.
+ */
+static void
+only_keys(struct reader *r, json_t *obj, const char *section, const char *const *known)
+{
+    const char *key = json_is_object(obj) ? mt_json_unknown_key(obj, known) : NULL;
+
+    if (key != NULL && r->st == MT_OK) {
+        r->st = mt_fail(MT_ERR_FORMAT, 0,
+                        "plan '%s': unknown key '%s%s%s' (a typo, or a plan of another "
+                        "moetier: make it again with moetier plan)",
+                        r->path, section, *section ? "." : "", key);
+    }
+}
+
+/* The keys mt_plan_save writes (some optional on load), per object. */
+static const char *const top_keys[] = {"format", "version",  "model",      "budgets",
+                                       "hardware", "activation", "layers", "prediction", NULL};
+static const char *const model_keys[] = {
+    "num_hidden_layers", "n_routed_experts", "num_experts_per_tok", "hidden_size",
+    "moe_intermediate_size", "first_k_dense_replace", "fp8", "expert_bytes", "dims_hash", NULL};
+static const char *const budget_keys[] = {
+    "gpu_mem_bytes", "cpu_mem_bytes", "gpu_reserve_bytes", "cpu_reserve_bytes",
+    "ctx", "prefill_batch", "cpu_eff", "always_on_bytes", "kv_bytes", "gpu_expert_bytes",
+    "dram_expert_bytes", NULL};
+static const char *const hardware_keys[] = {
+    "source", "hbm_gbps", "gpu_tflops", "dram_gbps", "cpu_gflops", "pcie_gbps", "disk_gbps",
+    "gpu_eff", "disk_eff", "host_layer_ms", "cpu_prefill_gbps", "cpu_prefill_gflops",
+    "cpu_prefill_eff", "gpu_prefill_eff", NULL};
+static const char *const activation_keys[] = {"source", "tokens", NULL};
+static const char *const prediction_keys[] = {
+    "decode_tok_s", "prefill_tok_s", "decode_ms", "decode_ms_mean_load", "always_on_ms",
+    "prefill_ms_per_batch", "bottleneck", "tiers", "host_layers_per_token", "prefill_not_modelled",
+    NULL};
+static const char *const tier_stat_keys[] = {"experts", "bytes", "bytes_per_token", "ms_per_token",
+                                             NULL};
+static const char *const layer_keys[] = {"layer", "tiers", "prefill", NULL};
 
 static long long
 get_int(struct reader *r, json_t *obj, const char *section, const char *key, long long lo,
@@ -450,6 +491,49 @@ check_tier_rates(const struct mt_plan *p, const char *path)
     return MT_OK;
 }
 
+/*
+ * The prediction is the one of the placement the layers held when the plan was made. A plan
+ * whose placement was edited by hand (the tests make all-DRAM and all-NVMe plans so) or whose
+ * numbers were changed no longer has one: each tier's experts and bytes are counted again from
+ * the layers, and the times, which need the routing the plan was made with, become 0, a
+ * hand-made plan's "not predicted" (run prints and divides by none). One warning says so.
+ */
+static void
+reconcile_prediction(struct mt_plan *p, const char *path)
+{
+    int count[MT_TIER_COUNT] = {0};
+    bool stale = p->decode_tok_s > 0 && p->decode_ms > 0 &&
+                 fabs(p->decode_tok_s * p->decode_ms / 1e3 - 1) > 1e-6;
+
+    for (size_t i = 0; i < (size_t)p->n_layers * (size_t)p->n_experts; i++) {
+        if (p->tiers[i] < MT_TIER_COUNT) {
+            count[p->tiers[i]]++;
+        }
+    }
+    for (int k = 0; k < MT_TIER_COUNT; k++) {
+        const struct mt_plan_tier_stats *ts = &p->tier[k];
+        stale = stale || ts->experts != count[k] ||
+                fabs(ts->bytes - (double)count[k] * (double)p->expert_bytes) > 0.5 ||
+                ts->bytes_per_token > ts->bytes * (1 + 1e-9);
+    }
+    if (!stale) {
+        return;
+    }
+    mt_log_warn("plan '%s': its prediction is not that of its layers (edited?): it predicts "
+                "nothing now (moetier plan makes a plan with a prediction)",
+                path);
+    for (int k = 0; k < MT_TIER_COUNT; k++) {
+        p->tier[k] = (struct mt_plan_tier_stats){
+            .experts = count[k], .bytes = (double)count[k] * (double)p->expert_bytes};
+    }
+    p->decode_tok_s = p->decode_ms = p->decode_ms_mean_load = p->always_on_ms = 0;
+    p->prefill_tok_s = p->prefill_ms = 0;
+    p->host_layers_per_token = 0;
+    snprintf(p->bottleneck, sizeof(p->bottleneck), "not predicted");
+    snprintf(p->prefill_not_modelled, sizeof(p->prefill_not_modelled),
+             "the plan's layers were edited");
+}
+
 mt_status_t
 mt_plan_load(const char *path, struct mt_plan **plan_out)
 {
@@ -481,6 +565,12 @@ mt_plan_load(const char *path, struct mt_plan **plan_out)
     a = member(&r, root, "", "activation");
     pr = member(&r, root, "", "prediction");
     layers = member(&r, root, "", "layers");
+    only_keys(&r, root, "", top_keys);
+    only_keys(&r, m, "model", model_keys);
+    only_keys(&r, b, "budgets", budget_keys);
+    only_keys(&r, h, "hardware", hardware_keys);
+    only_keys(&r, a, "activation", activation_keys);
+    only_keys(&r, pr, "prediction", prediction_keys);
     if (r.st != MT_OK) {
         goto out_destroy;
     }
@@ -557,6 +647,14 @@ mt_plan_load(const char *path, struct mt_plan **plan_out)
     }
     get_str(&r, pr, "prediction", "bottleneck", p->bottleneck, sizeof(p->bottleneck));
     v = member(&r, pr, "prediction", "tiers");
+    {
+        const char *names[MT_TIER_COUNT + 1];
+        for (int k = 0; k < MT_TIER_COUNT; k++) {
+            names[k] = mt_tier_name((enum mt_tier)k);
+        }
+        names[MT_TIER_COUNT] = NULL;
+        only_keys(&r, v, "prediction.tiers", names);
+    }
     for (int k = 0; k < MT_TIER_COUNT && r.st == MT_OK; k++) {
         const char *name = mt_tier_name((enum mt_tier)k);
         json_t *o = member(&r, v, "prediction.tiers", name);
@@ -564,6 +662,7 @@ mt_plan_load(const char *path, struct mt_plan **plan_out)
         char sec[40];
 
         snprintf(sec, sizeof(sec), "prediction.tiers.%s", name);
+        only_keys(&r, o, sec, tier_stat_keys);
         ts->experts = (int)get_int(&r, o, sec, "experts", 0, INT32_MAX);
         ts->bytes = get_num(&r, o, sec, "bytes", NUM_NONNEG);
         ts->bytes_per_token = get_num(&r, o, sec, "bytes_per_token", NUM_NONNEG);
@@ -591,6 +690,7 @@ mt_plan_load(const char *path, struct mt_plan **plan_out)
     }
     for (size_t i = 0; i < json_array_size(layers) && r.st == MT_OK; i++) {
         json_t *lo = json_array_get(layers, i);
+        only_keys(&r, lo, "layers[]", layer_keys);
         int l = (int)get_int(&r, lo, "layers[]", "layer", 0, L - 1);
         if (r.st != MT_OK) {
             break;
@@ -618,6 +718,7 @@ mt_plan_load(const char *path, struct mt_plan **plan_out)
         (r.st = check_tier_rates(p, path)) != MT_OK) {
         goto out_destroy;
     }
+    reconcile_prediction(p, path);
     json_decref(root);
     *plan_out = p;
     return MT_OK;

@@ -12,6 +12,7 @@
 #include "runtime/plan/trace.h"
 
 #include "runtime/base/file_util.h"
+#include "runtime/base/json_kind.h"
 #include "runtime/base/json_num.h"
 
 #include <jansson.h>
@@ -432,6 +433,13 @@ get_int(json_t *obj, const char *key, const char *path, long long lo, long long 
     return MT_OK;
 }
 
+/* The keys mt_trace_save writes; a loader refuses others (a typo would be ignored). */
+static const char *const top_keys[] = {"format", "version", "n_layers", "n_experts", "k",
+                                       "tokens", "layers", NULL};
+static const char *const layer_keys[] = {"layer", "tokens", "counts", "from_layer",
+                                         "transitions", NULL};
+#define REMAKE_HINT "a typo, or a trace of another moetier: record it again with run --trace"
+
 /*
  * Most tokens a layer may claim: 2^40 (a trillion) keeps tokens x k and the sum of the counts
  * (at most n_experts x tokens, n_experts <= 2^16) far from 64-bit overflow.
@@ -448,11 +456,16 @@ load_layer(struct mt_trace *t, json_t *lo, const char *path, bool *seen)
     json_t *counts;
     json_t *tr;
     uint64_t sum = 0;
+    const char *key;
     mt_status_t st;
 
     if (!json_is_object(lo)) {
         return mt_fail(MT_ERR_FORMAT, 0, "trace '%s': each entry of 'layers' must be an object",
                        path);
+    }
+    if ((key = mt_json_unknown_key(lo, layer_keys)) != NULL) {
+        return mt_fail(MT_ERR_FORMAT, 0, "trace '%s': unknown key '%s' in a layer (%s)", path,
+                       key, REMAKE_HINT);
     }
     st = get_int(lo, "layer", path, 0, t->n_layers - 1, &layer);
     if (st != MT_OK) {
@@ -556,11 +569,17 @@ mt_trace_load(const char *path, struct mt_trace **trace_out)
     long long k;
     struct mt_trace *t = NULL;
     bool *seen = NULL;
+    const char *key;
     mt_status_t st;
 
     st = mt_json_load_versioned(path, "trace", "moetier-trace", MT_TRACE_VERSION, &root);
     if (st != MT_OK) {
         return st;
+    }
+    if ((key = mt_json_unknown_key(root, top_keys)) != NULL) {
+        st = mt_fail(MT_ERR_FORMAT, 0, "trace '%s': unknown key '%s' (%s)", path, key,
+                     REMAKE_HINT);
+        goto out_decref;
     }
     if ((st = get_int(root, "n_layers", path, 1, 4096, &n_layers)) != MT_OK ||
         (st = get_int(root, "n_experts", path, 1, 65536, &n_experts)) != MT_OK ||
