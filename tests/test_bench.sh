@@ -8,7 +8,7 @@
 # No timing is checked: on a shared CI machine the numbers mean nothing.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 make_tmp bench
-echo "1..22"
+echo "1..24"
 "$bin" bench --only dram,cpu --quick --json "$tmp/p.json" --svg "$tmp/p.svg" \
     >"$tmp/out" 2>"$tmp/err"
 rc=$?
@@ -121,4 +121,19 @@ rc=$?
 ok $? "--disk-size that fits only by eating the margin is refused (rc $rc): $(cat "$tmp/err")"
 grep -q "try --disk-size [0-9]*M)" "$tmp/err"
 ok $? "... with a --disk-size that would fit as the hint"
+# Parts that cannot run are errors, not empty profiles: --only disk without --disk is a usage
+# error; --only gpu where there is no GPU exits 1 and writes no profile (a GPU host runs it).
+"$bin" bench --only disk --json "$tmp/nodisk.json" >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && [ ! -e "$tmp/nodisk.json" ] &&
+    grep -q -- "--only disk needs --disk PATH" "$tmp/err"
+ok $? "--only disk without --disk: exit 2: $(head -1 "$tmp/err")"
+"$bin" bench --only gpu --quick --json "$tmp/gpu.json" >/dev/null 2>"$tmp/err"
+rc=$?
+if grep -q "needs a GPU" "$tmp/err"; then
+    [ $rc -eq 1 ] && [ ! -e "$tmp/gpu.json" ]
+    ok $? "--only gpu without a GPU: exit 1, no profile: $(head -1 "$tmp/err")"
+else
+    [ $rc -eq 0 ] && [ -s "$tmp/gpu.json" ]
+    ok $? "--only gpu --quick on this GPU writes a profile (rc $rc)"
+fi
 tap_exit

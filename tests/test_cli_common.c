@@ -80,6 +80,10 @@ main(void)
     tap_ok(!mt_cli_parse_size(&cli, "--gpu-mem", "24G", "-4096", &u), "size: negative refused");
     tap_ok(!mt_cli_parse_size(&cli, "--gpu-mem", "24G", "24X", &u), "size: unknown suffix refused");
     tap_ok(!mt_cli_parse_size(&cli, "--gpu-mem", "24G", "0x10", &u), "size: hex refused");
+    tap_ok(!mt_cli_parse_size(&cli, "--gpu-reserve", "1.5G", "1.5", &u),
+           "size: '1.5' (no unit) refused, not 1 byte");
+    tap_ok(mt_cli_parse_size(&cli, "--gpu-mem", "24G", "24GB", &u) && u == 24ull << 30,
+           "size: 24GB is 24 GiB, as documented");
 
     /* id lists: commas and/or whitespace between ids; each id strictly decimal in int32 */
     int32_t *ids = NULL;

@@ -10,7 +10,7 @@ cfg="$MT_SRCDIR/tests/data/deepseek-v3.2/config.json"
 prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
 make_tmp plan
 
-echo "1..44"
+echo "1..45"
 "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G -o "$tmp/p.json" \
     >"$tmp/out" 2>"$tmp/err"
 ok $? "plan on the RTX 3090 what-if profile exits 0"
@@ -312,4 +312,14 @@ sed -E 's/"decode_tok_s": *[0-9.e+-]+/"decode_tok_s": 123456789/' "$tmp/p.json" 
     grep -q "its prediction is not that of its layers" "$tmp/err" &&
     grep -q "it has no decode prediction" "$tmp/out"
 ok $? "an edited decode_tok_s is dropped with a warning: $(cat "$tmp/err")"
+# --check plans nothing: a planning flag beside it would be ignored (--learn's profile not
+# rewritten, -o not written), so it is a usage error
+"$bin" plan --config "$cfg" --check "$tmp/p.json" -o "$tmp/never.json" >/dev/null 2>"$tmp/err"
+rc=$?
+"$bin" plan --config "$cfg" --check "$tmp/p.json" --gpu-mem 5G >/dev/null 2>"$tmp/err2"
+rc2=$?
+[ $rc -eq 2 ] && [ $rc2 -eq 2 ] && [ ! -e "$tmp/never.json" ] &&
+    grep -q -- "--check reads a plan and the model only: it takes no -o" "$tmp/err" &&
+    grep -q -- "it takes no --gpu-mem" "$tmp/err2"
+ok $? "--check with -o or --gpu-mem: exit 2: $(cat "$tmp/err")"
 tap_exit

@@ -1011,6 +1011,11 @@ parse_opts(int argc, char **argv, struct bench_opts *o)
     if (optind < argc) {
         return mt_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
     }
+    /* the disk part measures the disks named (a whole bench without one skips it) */
+    if ((o->parts & PART_DISK) && o->parts != PART_ALL && o->n_disks == 0) {
+        return mt_cli_usage_error(&cli, "--only disk needs --disk PATH (a file or directory on "
+                                        "the disk to measure)");
+    }
     /* An output over an input (a disk test file) or over the other output would destroy it. */
     if (mt_cli_outputs_clash(&cli, "--json", o->json, "--svg", o->svg)) {
         return 2;
@@ -1093,6 +1098,15 @@ run_parts(struct bench *b)
 
     if (b->o.parts & (PART_GPU | PART_PCIE)) {
         have_gpu = gpu_present(b);
+        if (!have_gpu && (b->o.parts & ~(PART_GPU | PART_PCIE)) == 0) {
+            /* nothing asked for can run: a profile of zeros would only mislead a plan */
+            return mt_fail(MT_ERR_UNSUPPORTED, 0,
+                           "bench: --only %s needs a GPU: %s",
+                           b->o.parts == PART_GPU    ? "gpu"
+                           : b->o.parts == PART_PCIE ? "pcie"
+                                                     : "gpu,pcie",
+                           b->gpu_note);
+        }
         if (!have_gpu) {
             fprintf(stderr, "bench: note: %s\n", b->gpu_note);
         }
@@ -1110,9 +1124,6 @@ run_parts(struct bench *b)
         st = run_cpu(b);
     }
     if (st == MT_OK && (b->o.parts & PART_DISK)) {
-        if (b->o.n_disks == 0 && b->o.parts != PART_ALL) {
-            fprintf(stderr, "bench: note: disk part asked for but no --disk PATH given\n");
-        }
         st = run_disk(b);
     }
     return st;

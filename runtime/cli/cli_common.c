@@ -224,7 +224,8 @@ mt_cli_parse_size(const struct mt_cli *cli, const char *what, const char *exampl
     if (errno != 0) {
         goto bad;
     }
-    if (*p == '.') {
+    bool fraction = *p == '.';
+    if (fraction) {
         const char *f = ++p; /* the fraction, exact enough for a byte count */
         double scale = 0.1;
         for (; isdigit((unsigned char)*p); p++, scale /= 10) {
@@ -262,6 +263,11 @@ mt_cli_parse_size(const struct mt_cli *cli, const char *what, const char *exampl
     }
     if (*p == 'B') {
         p++;
+    }
+    if (fraction && shift == 0 && *p == '\0') { /* "1.5": the unit forgotten, not 1 byte */
+        mt_cli_error(cli, "bad %s '%s': a fraction of a byte (a unit missing? e.g. %s)", what, s,
+                     example);
+        return false;
     }
     if (*p != '\0' || whole > (UINT64_MAX >> shift)) {
         goto bad;

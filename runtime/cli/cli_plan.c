@@ -789,6 +789,7 @@ mt_cli_plan(int argc, char **argv)
     bool have_cpu = false;
     struct mt_plan_budget budget;
     bool ctx_given = false;
+    const char *planning_flag = NULL; /* the last flag given that only planning reads */
     enum mt_dtype kv_dtype = MT_DTYPE_BF16;         /* the GPU engine's defaults */
     enum mt_indexer_mode indexer = MT_INDEXER_EXACT;
     struct mt_model_config cfg;
@@ -817,9 +818,11 @@ mt_cli_plan(int argc, char **argv)
             config_only = true;
             break;
         case OPT_HW:
+            planning_flag = "--hw";
             hw_path = optarg;
             break;
         case OPT_TRACE:
+            planning_flag = "--trace";
             if (n_trace == MAX_TRACE) {
                 mt_cli_error(&cli, "at most %d --trace files", MAX_TRACE);
                 return 2;
@@ -827,18 +830,22 @@ mt_cli_plan(int argc, char **argv)
             trace_paths[n_trace++] = optarg;
             break;
         case 'o':
+            planning_flag = "-o";
             out_path = optarg;
             break;
         case OPT_CHECK:
             check_path = optarg;
             break;
         case OPT_DISK_FROM:
+            planning_flag = "--disk-from";
             disk_path = optarg;
             break;
         case OPT_DRAM_FROM:
+            planning_flag = "--dram-from";
             dram_path = optarg;
             break;
         case OPT_LEARN:
+            planning_flag = "--learn";
             if (n_learn == MAX_LEARN) {
                 mt_cli_error(&cli, "at most %d --learn reports", MAX_LEARN);
                 return 2;
@@ -846,35 +853,41 @@ mt_cli_plan(int argc, char **argv)
             learn_paths[n_learn++] = optarg;
             break;
         case OPT_GPU_MEM:
+            planning_flag = "--gpu-mem";
             if (!mt_cli_parse_size(&cli, "--gpu-mem", "24G", optarg, &budget.gpu_mem)) {
                 return 2;
             }
             have_gpu = true;
             break;
         case OPT_CPU_MEM:
+            planning_flag = "--cpu-mem";
             if (!mt_cli_parse_size(&cli, "--cpu-mem", "128G", optarg, &budget.cpu_mem)) {
                 return 2;
             }
             have_cpu = true;
             break;
         case OPT_GPU_RES:
+            planning_flag = "--gpu-reserve";
             if (!mt_cli_parse_size(&cli, "--gpu-reserve", "1.5G", optarg, &budget.gpu_reserve)) {
                 return 2;
             }
             budget.gpu_reserve_auto = false;
             break;
         case OPT_CPU_RES:
+            planning_flag = "--cpu-reserve";
             if (!mt_cli_parse_size(&cli, "--cpu-reserve", "4G", optarg, &budget.cpu_reserve)) {
                 return 2;
             }
             break;
         case OPT_CTX:
+            planning_flag = "--ctx";
             if (!mt_cli_parse_int(&cli, "--ctx", optarg, 1, 1 << 24, &budget.ctx)) {
                 return 2;
             }
             ctx_given = true;
             break;
         case OPT_KV_DTYPE:
+            planning_flag = "--kv-dtype";
             if (strcmp(optarg, "bf16") == 0 || strcmp(optarg, "fp8") == 0) {
                 kv_dtype = optarg[0] == 'b' ? MT_DTYPE_BF16 : MT_DTYPE_F8_E4M3;
             } else if (strcmp(optarg, "f32") == 0 || strcmp(optarg, "fp32") == 0) {
@@ -885,6 +898,7 @@ mt_cli_plan(int argc, char **argv)
             }
             break;
         case OPT_INDEXER:
+            planning_flag = "--indexer";
             if (strcmp(optarg, "exact") == 0 || strcmp(optarg, "fp8") == 0) {
                 indexer = optarg[0] == 'e' ? MT_INDEXER_EXACT : MT_INDEXER_FP8;
             } else {
@@ -893,12 +907,14 @@ mt_cli_plan(int argc, char **argv)
             }
             break;
         case OPT_PREFILL:
+            planning_flag = "--prefill-batch";
             if (!mt_cli_parse_int(&cli, "--prefill-batch", optarg, 1, 1 << 20,
                                   &budget.prefill_batch)) {
                 return 2;
             }
             break;
         case OPT_CPU_EFF:
+            planning_flag = "--cpu-eff";
             if (!mt_cli_parse_double(&cli, "--cpu-eff", optarg, &budget.cpu_eff)) {
                 return 2;
             }
@@ -917,6 +933,12 @@ mt_cli_plan(int argc, char **argv)
     }
     if (optind < argc) {
         return mt_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
+    }
+    if (check_path != NULL && planning_flag != NULL) {
+        return mt_cli_usage_error(&cli,
+                                  "--check reads a plan and the model only: it takes no %s "
+                                  "(make a plan with it, without --check)",
+                                  planning_flag);
     }
     if (n_learn > 0 && hw_path == NULL) {
         return mt_cli_usage_error(&cli, "--learn needs --hw PROFILE (the profile it updates)");
