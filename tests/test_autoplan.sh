@@ -122,7 +122,7 @@ cat >"$tmp/cpu-only.json" <<'JSON'
 JSON
 "$bin" plan --hw "$tmp/cpu-only.json" --cpu-mem 16G >"$tmp/out" 2>"$tmp/err"
 [ $? -eq 0 ] && grep -q "^DRAM budget: 16.0 GiB = .* experts 0.00 GiB" "$tmp/out" &&
-    grep -q "short by [0-9.]* GiB: the reserve, the always-on weights and the KV" "$tmp/out"
+    grep -q "short by [0-9.]* [KMG]iB: the reserve, the always-on weights and the KV" "$tmp/out"
 ok $? "a CPU-only plan whose DRAM cannot hold the always-on weights says so: \
 $(grep -A1 '^DRAM budget' "$tmp/out" | tail -1)"
 MOETIER_CACHE_DIR="$tmp/cache" "$bin" plan -m deepseek-v3.2 >"$tmp/out" 2>"$tmp/err"

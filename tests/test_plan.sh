@@ -78,7 +78,7 @@ ok $? "an empty profile is refused naming its file: $(cat "$tmp/err")"
 ok $? "--cpu-mem below --cpu-reserve: $(cat "$tmp/err")"
 
 "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 0 --cpu-mem 480G >/dev/null 2>"$tmp/err"
-[ $? -eq 1 ] && grep -q -- "--gpu-mem 0.0 GiB is too small" "$tmp/err"
+[ $? -eq 1 ] && grep -q -- "--gpu-mem 0.0 KiB is too small" "$tmp/err"
 ok $? "--gpu-mem 0: $(cat "$tmp/err")"
 
 # A budget above int64 (the plan file's integers) was written negative into the plan, which
@@ -278,7 +278,7 @@ ok $? "a plan's cpu_eff of 0.001 is refused, 1.5 (learned) loads: $(cat "$tmp/er
 # help, so the message says what they need; and without --gpu-mem a profile GPU without
 # gpu.mem_bytes is named, not a "--gpu-mem 0.0 GiB" nobody typed.
 "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 8G --cpu-mem 480G >/dev/null 2>"$tmp/err"
-[ $? -eq 1 ] && grep -q -- "--gpu-mem 8.0 GiB is too small: the always-on weights alone need" \
+[ $? -eq 1 ] && grep -q -- "--gpu-mem 8.00 GiB is too small: the always-on weights alone need" \
     "$tmp/err" && ! grep -q "smaller --ctx" "$tmp/err"
 ok $? "--gpu-mem below the always-on weights: $(cat "$tmp/err")"
 printf '%s' '{"version": 1, "source": "what-if: a GPU without memory", "gpu": {"present": true,

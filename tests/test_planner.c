@@ -688,8 +688,8 @@ test_v32_plans(void)
        the message says what they need instead of suggesting one. */
     b.gpu_mem = (uint64_t)16 << 30;
     st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
-    tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "--gpu-mem 16.0 GiB is too small") &&
-               strstr(mt_last_error(), "always-on weights alone need 16.9 GiB") &&
+    tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "--gpu-mem 16.00 GiB is too small") &&
+               strstr(mt_last_error(), "always-on weights alone need 16.87 GiB") &&
                strstr(mt_last_error(), "smaller --ctx") == NULL && plan == NULL,
            "--gpu-mem below the always-on weights: %s", mt_last_error());
     /* room for the weights and the workspace but not the KV cache: there a smaller --ctx is
@@ -712,8 +712,8 @@ test_v32_plans(void)
     b.gpu_mem = (uint64_t)15 << 30;
     st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
     tap_ok(st == MT_ERR_INVAL &&
-               strstr(mt_last_error(), "the default GPU budget 15.0 GiB (no --gpu-mem") != NULL &&
-               strstr(mt_last_error(), "gpu.mem_bytes 16.0 GiB") != NULL && plan == NULL,
+               strstr(mt_last_error(), "the default GPU budget 15.00 GiB (no --gpu-mem") != NULL &&
+               strstr(mt_last_error(), "gpu.mem_bytes 16.00 GiB") != NULL && plan == NULL,
            "no --gpu-mem and a profile GPU too small: %s", mt_last_error());
     b.gpu_mem_default = false;
     hw.gpu.mem_bytes = (uint64_t)80 << 30;

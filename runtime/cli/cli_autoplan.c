@@ -16,6 +16,7 @@
 #include "io/expert_source.h"
 #include "io/uring_reader.h" /* MT_IO_ALIGN */
 #include "kernels/kernels.h"
+#include "runtime/base/size_text.h"
 #include "runtime/engine/kv_cache.h"
 #include "runtime/engine/provider_stream.h"
 #include "runtime/model/model.h"
@@ -28,27 +29,6 @@ static double
 gib(double v)
 {
     return v / 1073741824.0;
-}
-
-/* A size for messages: GiB from 1 GiB up, MiB from 1 MiB, else KiB (small test models and
- * budgets need the precision). */
-struct size_str {
-    char s[32];
-};
-
-static struct size_str
-sz_str(uint64_t bytes)
-{
-    struct size_str r;
-
-    if (bytes >= (1ull << 30)) {
-        snprintf(r.s, sizeof(r.s), "%.2f GiB", gib((double)bytes));
-    } else if (bytes >= (1ull << 20)) {
-        snprintf(r.s, sizeof(r.s), "%.1f MiB", (double)bytes / 1048576.0);
-    } else {
-        snprintf(r.s, sizeof(r.s), "%.1f KiB", (double)bytes / 1024.0);
-    }
-    return r;
 }
 
 /* ---- the device --------------------------------------------------------------------------- */
@@ -327,24 +307,24 @@ check_fits(const char *what, const struct need *n, const struct mt_cli_engine_fl
     if (f->cpu_mem > 0 && n->dram > f->cpu_mem) {
         return mt_fail(MT_ERR_INVAL, 0, "%s needs %s of DRAM for its experts%s, more than "
                        "--cpu-mem %s (make a plan for this budget, or raise --cpu-mem)", what,
-                       sz_str(n->dram).s, gpu ? "" : " and always-on weights",
-                       sz_str(f->cpu_mem).s);
+                       mt_size_text(n->dram).s, gpu ? "" : " and always-on weights",
+                       mt_size_text(f->cpu_mem).s);
     }
     if (avail > 0 && n->dram > avail) {
         return mt_fail(MT_ERR_INVAL, 0, "%s needs %s of DRAM, but only %s are available now "
                        "(MemAvailable): it no longer fits this machine (plan again, or give a "
-                       "smaller --cpu-mem to plan with)", what, sz_str(n->dram).s,
-                       sz_str(avail).s);
+                       "smaller --cpu-mem to plan with)", what, mt_size_text(n->dram).s,
+                       mt_size_text(avail).s);
     }
     if (gpu && f->engine.gpu_mem > 0 && n->gpu > f->engine.gpu_mem) {
         return mt_fail(MT_ERR_INVAL, 0, "%s needs %s on the GPU, more than --gpu-mem %s (make "
-                       "a plan for this budget, or raise --gpu-mem)", what, sz_str(n->gpu).s,
-                       sz_str(f->engine.gpu_mem).s);
+                       "a plan for this budget, or raise --gpu-mem)", what, mt_size_text(n->gpu).s,
+                       mt_size_text(f->engine.gpu_mem).s);
     }
     if (gpu && gpu_free > 0 && n->gpu > gpu_free) {
         return mt_fail(MT_ERR_INVAL, 0, "%s needs %s on the GPU, but %s are free there now "
                        "(less a margin): it no longer fits this machine (plan again)", what,
-                       sz_str(n->gpu).s, sz_str(gpu_free).s);
+                       mt_size_text(n->gpu).s, mt_size_text(gpu_free).s);
     }
     return MT_OK;
 }
@@ -383,14 +363,14 @@ print_why(FILE *out, const struct mt_plan *p)
     fprintf(out, "why        : ");
     if (have_gpu) {
         bool full = p->tier[MT_TIER_GPU].bytes + eb > (double)p->gpu_expert_bytes;
-        fprintf(out, "the GPU holds %d experts in the %.2f GiB --gpu-mem leaves for them%s;\n"
-                "             ", p->tier[MT_TIER_GPU].experts, gib((double)p->gpu_expert_bytes),
+        fprintf(out, "the GPU holds %d experts in the %s --gpu-mem leaves for them%s;\n"
+                "             ", p->tier[MT_TIER_GPU].experts, mt_size_text(p->gpu_expert_bytes).s,
                 full ? " (full)" : " (room left: the rest are faster elsewhere)");
     }
     int dram = p->tier[MT_TIER_DRAM_CPU].experts + p->tier[MT_TIER_DRAM_PCIE].experts;
     bool dram_full = (double)dram * eb + eb > (double)p->dram_expert_bytes;
-    fprintf(out, "DRAM holds %d in the %.2f GiB --cpu-mem leaves for experts%s",
-            dram, gib((double)p->dram_expert_bytes), dram_full ? " (full)" : "");
+    fprintf(out, "DRAM holds %d in the %s --cpu-mem leaves for experts%s", dram,
+            mt_size_text(p->dram_expert_bytes).s, dram_full ? " (full)" : "");
     if (p->tier[MT_TIER_NVME].experts > 0) {
         fprintf(out, ";\n             %d of %d did not fit %s and stream from disk at %.1f GB/s",
                 p->tier[MT_TIER_NVME].experts, n_all,
@@ -480,9 +460,9 @@ mt_cli_plan_print(FILE *out, const struct mt_plan *p)
         uint64_t first = p->budget.cpu_reserve + p->always_on_bytes + p->kv_bytes;
         if (first > p->budget.cpu_mem) {
             /* the planner leaves the experts 0 then, and the sum above no longer adds up */
-            fprintf(out, "             short by %.2f GiB: the reserve, the always-on weights and "
-                    "the KV do not\n             fit the DRAM budget, so this machine cannot run "
-                    "the model as planned\n", gib((double)(first - p->budget.cpu_mem)));
+            fprintf(out, "             short by %s: the reserve, the always-on weights and the "
+                    "KV do not\n             fit the DRAM budget, so this machine cannot run "
+                    "the model as planned\n", mt_size_text(first - p->budget.cpu_mem).s);
         }
     }
     if (p->trace_tokens > 0) {
@@ -544,7 +524,7 @@ mt_cli_plan_print(FILE *out, const struct mt_plan *p)
                 "             the GPU engine's %d-token prompt chunks (faster with experts off "
                 "the GPU) need\n             %s more GPU memory than this placement leaves: "
                 "--gpu-reserve %lluM gives them\n",
-                MT_MIN(MT_PLAN_CHUNK_HOST, p->budget.ctx), sz_str(p->host_chunk_short).s,
+                MT_MIN(MT_PLAN_CHUNK_HOST, p->budget.ctx), mt_size_text(p->host_chunk_short).s,
                 (unsigned long long)mib);
     }
     fprintf(out, "             in prefill %d of %d DRAM experts are copied to the GPU, NVMe "
@@ -597,9 +577,9 @@ auto_plan(struct mt_cli_engine *e, const struct mt_cli_engine_flags *f, bool gpu
         return mt_fail(MT_ERR_INVAL, 0, "--cpu-mem %s is too small for '%s': the CPU engine "
                        "needs --cpu-reserve %s + always-on weights %s + KV for %d tokens %s = %s "
                        "before any expert (raise --cpu-mem, or lower --cpu-reserve or --ctx)",
-                       sz_str(b->cpu_mem).s, e->model->dir, sz_str(b->cpu_reserve).s,
-                       sz_str(sz->other_bytes).s, b->ctx, sz_str(kv).s,
-                       sz_str(b->cpu_reserve + sz->other_bytes + kv).s);
+                       mt_size_text(b->cpu_mem).s, e->model->dir, mt_size_text(b->cpu_reserve).s,
+                       mt_size_text(sz->other_bytes).s, b->ctx, mt_size_text(kv).s,
+                       mt_size_text(b->cpu_reserve + sz->other_bytes + kv).s);
     }
     if (gpu && f->engine.gpu_mem > 0 && b->gpu_mem < b->gpu_reserve + sz->gpu_other_bytes + kv) {
         /*
@@ -610,9 +590,9 @@ auto_plan(struct mt_cli_engine *e, const struct mt_cli_engine_flags *f, bool gpu
                        "'%s' needs %s on the GPU before any expert (workspace "
                        "%s + always-on weights %s + KV for %d tokens %s), more than --gpu-mem %s "
                        "(raise --gpu-mem, lower --ctx, or run with --device cpu)",
-                       e->model->dir, sz_str(b->gpu_reserve + sz->gpu_other_bytes + kv).s,
-                       sz_str(b->gpu_reserve).s, sz_str(sz->gpu_other_bytes).s, b->ctx,
-                       sz_str(kv).s, sz_str(b->gpu_mem).s);
+                       e->model->dir, mt_size_text(b->gpu_reserve + sz->gpu_other_bytes + kv).s,
+                       mt_size_text(b->gpu_reserve).s, mt_size_text(sz->gpu_other_bytes).s, b->ctx,
+                       mt_size_text(kv).s, mt_size_text(b->gpu_mem).s);
     }
     hw = malloc(sizeof(*hw));
     if (hw == NULL) {
@@ -678,9 +658,9 @@ check_cache_fits(const struct need *n, const struct mt_model_sizes *sz, uint64_t
 
     if (avail > 0 && used + n->dram > avail) {
         return mt_fail(MT_ERR_INVAL, 0, "--cache %s does not fit: %s of DRAM are available now "
-                       "(MemAvailable)%s%s (give a smaller --cache)", sz_str(cache).s,
-                       sz_str(avail).s, n->dram > 0 ? ", and the experts and weights kept in "
-                       "DRAM take " : "", n->dram > 0 ? sz_str(n->dram).s : "");
+                       "(MemAvailable)%s%s (give a smaller --cache)", mt_size_text(cache).s,
+                       mt_size_text(avail).s, n->dram > 0 ? ", and the experts and weights kept in "
+                       "DRAM take " : "", n->dram > 0 ? mt_size_text(n->dram).s : "");
     }
     return MT_OK;
 }
@@ -767,7 +747,7 @@ mt_cli_placement(struct mt_cli_engine *e, const struct mt_cli_engine_flags *f,
         /* no choice to make: the engine's own device holds everything (tiers NULL) */
         snprintf(why, sizeof(why), "(all fit in the %s budget, %s: nothing to plan)",
                  gpu ? "GPU" : "DRAM",
-                 sz_str(gpu ? b.gpu_mem - b.gpu_reserve : b.cpu_mem - b.cpu_reserve).s);
+                 mt_size_text(gpu ? b.gpu_mem - b.gpu_reserve : b.cpu_mem - b.cpu_reserve).s);
     } else if ((st = auto_plan(e, f, gpu, &sz, &b, kv)) != MT_OK) {
         return st;
     }

@@ -14,6 +14,7 @@
 #include "runtime/plan/planner.h"
 
 #include "runtime/plan/planner_int.h"
+#include "runtime/base/size_text.h"
 
 #include <float.h>
 #include <math.h>
@@ -496,11 +497,10 @@ static mt_status_t
 gpu_budget_fail(const struct mt_plan *plan, const struct mt_hwprofile *hw,
                 const struct mt_plan_budget *budget, uint64_t reserve_floor)
 {
-    const double gib = 1073741824.0;
     const char *prof = hw->file[0] != '\0' ? hw->file : hw->source;
-    double always = (double)plan->always_on_bytes;
-    double floor_need = always + (double)reserve_floor + (double)plan->kv_bytes;
-    char what[384];
+    uint64_t always = plan->always_on_bytes;
+    double floor_need = (double)always + (double)reserve_floor + (double)plan->kv_bytes;
+    char what[512];
 
     if (budget->gpu_mem_default && budget->gpu_mem == 0 && hw->gpu.mem_bytes == 0) {
         return mt_fail(MT_ERR_INVAL, 0,
@@ -511,34 +511,34 @@ gpu_budget_fail(const struct mt_plan *plan, const struct mt_hwprofile *hw,
     }
     if (budget->gpu_mem_default) {
         snprintf(what, sizeof(what),
-                 "the default GPU budget %.1f GiB (no --gpu-mem; profile "
-                 "'%.256s' has gpu.mem_bytes %.1f GiB)",
-                 budget->gpu_mem / gib, prof, hw->gpu.mem_bytes / gib);
+                 "the default GPU budget %s (no --gpu-mem; profile '%.256s' has gpu.mem_bytes "
+                 "%s)",
+                 mt_size_text(budget->gpu_mem).s, prof, mt_size_text(hw->gpu.mem_bytes).s);
     } else {
-        snprintf(what, sizeof(what), "--gpu-mem %.1f GiB", budget->gpu_mem / gib);
+        snprintf(what, sizeof(what), "--gpu-mem %s", mt_size_text(budget->gpu_mem).s);
     }
-    if (always > (double)budget->gpu_mem) {
+    if (always > budget->gpu_mem) {
         return mt_fail(MT_ERR_INVAL, 0,
-                       "%s is too small: the always-on weights alone need %.1f GiB, so no --ctx "
-                       "makes them fit (with the workspace %.1f GiB and the KV cache for %d "
-                       "tokens %.1f GiB, give --gpu-mem %.0fG or more, or plan with a profile "
-                       "without a GPU)",
-                       what, always / gib, reserve_floor / gib, budget->ctx, plan->kv_bytes / gib,
-                       ceil(floor_need / gib));
+                       "%s is too small: the always-on weights alone need %s, so no --ctx makes "
+                       "them fit (with the workspace %s and the KV cache for %d tokens %s, give "
+                       "--gpu-mem %.0fG or more, or plan with a profile without a GPU)",
+                       what, mt_size_text(always).s, mt_size_text(reserve_floor).s, budget->ctx,
+                       mt_size_text(plan->kv_bytes).s, ceil(floor_need / 1073741824.0));
     }
-    if (always + (double)reserve_floor > (double)budget->gpu_mem) {
+    if (always + reserve_floor > budget->gpu_mem) {
         return mt_fail(MT_ERR_INVAL, 0,
-                       "%s is too small: the always-on weights %.1f GiB and the workspace %.1f "
-                       "GiB need %.1f GiB before any KV cache, so no --ctx makes them fit (give "
-                       "more --gpu-mem, or a smaller --gpu-reserve)",
-                       what, always / gib, reserve_floor / gib,
-                       (always + (double)reserve_floor) / gib);
+                       "%s is too small: the always-on weights %s and the workspace %s need %s "
+                       "before any KV cache, so no --ctx makes them fit (give more --gpu-mem, or "
+                       "a smaller --gpu-reserve)",
+                       what, mt_size_text(always).s, mt_size_text(reserve_floor).s,
+                       mt_size_text(always + reserve_floor).s);
     }
     return mt_fail(MT_ERR_INVAL, 0,
-                   "%s is too small: always-on weights %.1f GiB + KV cache for %d tokens %.1f GiB "
-                   "+ workspace %.1f GiB need %.1f GiB (try a smaller --ctx)",
-                   what, always / gib, budget->ctx, plan->kv_bytes / gib, budget->gpu_reserve / gib,
-                   (always + (double)plan->kv_bytes + (double)budget->gpu_reserve) / gib);
+                   "%s is too small: always-on weights %s + KV cache for %d tokens %s + "
+                   "workspace %s need %s (try a smaller --ctx)",
+                   what, mt_size_text(always).s, budget->ctx, mt_size_text(plan->kv_bytes).s,
+                   mt_size_text(budget->gpu_reserve).s,
+                   mt_size_text(always + plan->kv_bytes + budget->gpu_reserve).s);
 }
 
 mt_status_t
@@ -662,20 +662,20 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
             goto out_destroy;
         }
         if (hw->gpu.mem_bytes > 0 && budget->gpu_mem > hw->gpu.mem_bytes) {
-            mt_log_warn("--gpu-mem %.1f GiB exceeds the profile's GPU memory %.1f GiB",
-                        budget->gpu_mem / 1073741824.0, hw->gpu.mem_bytes / 1073741824.0);
+            mt_log_warn("--gpu-mem %s exceeds the profile's GPU memory %s",
+                        mt_size_text(budget->gpu_mem).s, mt_size_text(hw->gpu.mem_bytes).s);
         }
     }
     if (hw->dram_bytes > 0 && budget->cpu_mem > hw->dram_bytes) {
-        mt_log_warn("--cpu-mem %.1f GiB exceeds the profile's DRAM %.1f GiB",
-                    budget->cpu_mem / 1073741824.0, hw->dram_bytes / 1073741824.0);
+        mt_log_warn("--cpu-mem %s exceeds the profile's DRAM %s", mt_size_text(budget->cpu_mem).s,
+                    mt_size_text(hw->dram_bytes).s);
     }
     if (budget->cpu_mem < budget->cpu_reserve) {
         st =
             mt_fail(MT_ERR_INVAL, 0,
-                    "--cpu-mem %.1f GiB is too small: it must hold at least --cpu-reserve %.1f GiB "
-                    "(staging ring, OS)",
-                    budget->cpu_mem / 1073741824.0, budget->cpu_reserve / 1073741824.0);
+                    "--cpu-mem %s is too small: it must hold at least --cpu-reserve %s (staging "
+                    "ring, OS)",
+                    mt_size_text(budget->cpu_mem).s, mt_size_text(budget->cpu_reserve).s);
         goto out_destroy;
     }
     mt_plan_expert_room(plan, hw->gpu.present, &plan->gpu_expert_bytes, &plan->dram_expert_bytes);
