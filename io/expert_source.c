@@ -477,9 +477,11 @@ source_start(struct mt_io_source *src)
                        "give at least that much",
                        (unsigned long long)budget, (unsigned long long)src->slot_bytes);
     }
-    /* a key lives in at most one slot: slots beyond one per expert would only hold memory
-     * (a --cache larger than the model's experts, or a tiny model's 1 MiB slots) */
-    src->n_slots = (unsigned)MT_MIN(MT_MIN(budget / src->slot_bytes, 1u << 20), src->n_keys);
+    /* a key lives in at most one slot: slots beyond one per expert that is ever read would only
+     * hold memory (a --cache larger than the streamed experts, or a tiny model's 1 MiB slots;
+     * the keys also count dense layers and experts a plan keeps in DRAM) */
+    uint64_t keys = src->opt.max_slots > 0 ? MT_MIN(src->opt.max_slots, src->n_keys) : src->n_keys;
+    src->n_slots = (unsigned)MT_MIN(MT_MIN(budget / src->slot_bytes, 1u << 20), keys);
     src->staging_bytes = (size_t)src->n_slots * src->slot_bytes;
     src->st.budget_bytes = budget;
     src->st.slot_bytes = src->slot_bytes;

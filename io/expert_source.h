@@ -73,6 +73,7 @@ struct mt_io_source_options {
     unsigned queue_depth;    /* reads in flight per thread (0: 16) */
     size_t chunk_bytes;      /* largest single read, a 4 KiB multiple (0: 1 MiB) */
     uint64_t cache_bytes;    /* DRAM slot budget; at least one slot (0: 4 slots) */
+    unsigned max_slots;      /* the experts that will ever be read: no more slots (0: all) */
     enum mt_io_queue_mode mode; /* best mode to try (0: uring+fixed); $MT_IO_MODE overrides */
     bool verify; /* checkpoint: read twice, compare (a store's CRC32C is always checked) */
     bool buffered;           /* no O_DIRECT (page-cache reads) */

@@ -9,7 +9,7 @@
 make_tmp stream-run
 m="$tmp/small"
 
-echo "1..12"
+echo "1..13"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 ids="5,17,900,33,4242,7,12,99,1000,65000,3,8,21,400,77,2,19,4096,123,88,6,31,250,11,9"
@@ -35,8 +35,17 @@ got=$(run --plan "$tmp/nvme.json" --verify)
 [ $? -eq 0 ] && [ "$got" = "$plain" ] && grep -q "192 on NVMe" "$tmp/err"
 ok $? "run --plan with every expert on NVMe streams them from the shards (--verify): same tokens"
 got=$(MT_MEM_AVAILABLE=$((1 << 40)) run --store "$tmp/s0" --store "$tmp/s1" --cache 100G -v)
-[ $? -eq 0 ] && [ "$got" = "$plain" ] && grep -q "cache 256 slots" "$tmp/err"
-ok $? "--cache beyond the model's experts maps one slot per expert: $(grep -o 'cache [0-9]* slots' \
+[ $? -eq 0 ] && [ "$got" = "$plain" ] && grep -q "cache 192 slots" "$tmp/err"
+ok $? "--cache beyond the model's experts maps one slot per routed expert (3 x 64, not the dense \
+layer's keys): $(grep -o 'cache [0-9]* slots' "$tmp/err")"
+# a plan that streams 8 experts a layer (24; the rest in DRAM) maps no more than 24 slots,
+# however large --cache is
+sed -E "s/\"(tiers|prefill)\": *\"[A-Z]+\"/\"\1\": \"NNNNNNNN$(printf 'C%.0s' $(seq 56))\"/g" \
+    "$tmp/plan.json" | sed -E 's/"dram_expert_bytes": *[0-9]+/"dram_expert_bytes": 100000000/' \
+    >"$tmp/n8.json"
+got=$(MT_MEM_AVAILABLE=$((1 << 40)) run --plan "$tmp/n8.json" --cache 100G -v)
+[ $? -eq 0 ] && [ "$got" = "$plain" ] && grep -q "cache 24 slots" "$tmp/err"
+ok $? "a plan streaming 24 experts maps 24 slots under --cache 100G: $(grep -o 'cache [0-9]* slots' \
     "$tmp/err")"
 got=$(MT_MEM_AVAILABLE=100000000 run --store "$tmp/s0" --store "$tmp/s1" --cache 100G)
 [ $? -eq 1 ] && [ -z "$got" ] && grep -q "cache 100.00 GiB does not fit.*95.4 MiB" "$tmp/err"

@@ -341,8 +341,10 @@ say_where(const struct need *n, const struct mt_plan *p, const char *why)
         snprintf(pcie, sizeof(pcie), ", %d in DRAM (to the GPU over PCIe)",
                  n->count[MT_TIER_DRAM_PCIE]);
     }
-    if (p != NULL) {
+    if (p != NULL && p->decode_tok_s > 0) { /* 0: a hand-made or edited plan predicts nothing */
         snprintf(pred, sizeof(pred), "; predicted %.2f tok/s decode", p->decode_tok_s);
+    } else if (p != NULL) {
+        snprintf(pred, sizeof(pred), "; no decode prediction");
     }
     mt_log_info("experts: %d on GPU, %d in DRAM (CPU)%s, %d on NVMe%s%s%s",
                 n->count[MT_TIER_GPU], n->count[MT_TIER_DRAM_CPU], pcie, n->count[MT_TIER_NVME],
@@ -668,9 +670,12 @@ check_cache_fits(const struct need *n, const struct mt_model_sizes *sz, uint64_t
 /* The streaming provider for the experts on NVMe (all of them with --store alone). */
 static mt_status_t
 attach_stream(struct mt_cli_engine *e, const struct mt_cli_engine_flags *f,
-              struct mt_engine_opts *eo, uint64_t cache_bytes)
+              struct mt_engine_opts *eo, uint64_t cache_bytes, int n_streamed)
 {
-    struct mt_io_source_options io = {.cache_bytes = cache_bytes, .verify = f->verify};
+    /* no more slots than experts it streams (one, where --store meets a plan without any) */
+    struct mt_io_source_options io = {.cache_bytes = cache_bytes,
+                                      .max_slots = (unsigned)MT_MAX(n_streamed, 1),
+                                      .verify = f->verify};
     size_t n = (size_t)e->model->cfg.num_hidden_layers * e->model->cfg.n_routed_experts;
     mt_status_t st;
 
@@ -777,7 +782,7 @@ mt_cli_placement(struct mt_cli_engine *e, const struct mt_cli_engine_flags *f,
         if (f->cache_bytes > 0 && (st = check_cache_fits(&n, &sz, cache)) != MT_OK) {
             return st;
         }
-        st = attach_stream(e, f, eo, cache);
+        st = attach_stream(e, f, eo, cache, n.count[MT_TIER_NVME]);
     }
     return st;
 }
