@@ -219,8 +219,10 @@ source_alloc(const char *const *paths, int n_files, int n_layers, int n_experts,
     struct mt_io_source *src;
 
     if (n_files < 1 || n_files > MT_IO_MAX_FILES) {
-        return mt_fail(MT_ERR_INVAL, 0, "expert source needs 1..%d files, got %d", MT_IO_MAX_FILES,
-                       n_files);
+        return mt_fail(MT_ERR_INVAL, 0,
+                       "expert reader: %d files ('%s' the first), at most %d can be read "
+                       "from at once",
+                       n_files, n_files > 0 ? paths[0] : "?", MT_IO_MAX_FILES);
     }
     if (n_layers < 1 || n_experts < 1 || (uint64_t)n_layers * (uint64_t)n_experts > (1u << 24)) {
         return mt_fail(MT_ERR_INVAL, 0, "expert source for %d layers x %d experts is out of range",

@@ -48,7 +48,9 @@ enum mt_io_part {
 };
 
 #define MT_IO_READ_RETRIES 2 /* a failed expert read is tried this many more times */
-#define MT_IO_MAX_FILES 256 /* files of a checkpoint or a store (V3.2 has 163 shards) */
+/* files of a checkpoint or a store: V3.2 has 163 shards, a BF16 copy that save_pretrained
+ * writes in 5 GB shards ~270 */
+#define MT_IO_MAX_FILES 1024
 
 /* A byte range of a file; len 0 means absent (BF16 checkpoints have no scales). */
 struct mt_io_extent {

@@ -9,7 +9,7 @@
 make_tmp stream-run
 m="$tmp/small"
 
-echo "1..13"
+echo "1..14"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 ids="5,17,900,33,4242,7,12,99,1000,65000,3,8,21,400,77,2,19,4096,123,88,6,31,250,11,9"
@@ -79,4 +79,27 @@ ok $? "pack into a missing directory: exit 1 naming it: $(head -1 "$tmp/err")"
 "$bin" pack -m "$m" -o "$tmp/x" --bogus 2>/dev/null >/dev/null
 [ $? -eq 2 ] && [ ! -e "$tmp/x" ]
 ok $? "an unknown flag: exit 2, nothing written"
+# A checkpoint of more than 256 shards (a BF16 V3.2 in save_pretrained's 5 GB shards has ~270):
+# streamed from its shards by a plan of all-NVMe experts, and packed into a store, it gives the
+# tokens of the in-memory run
+many="$tmp/many"
+"$bin" synth -q --preset tiny --shard-size 4K -o "$many" >/dev/null 2>&1 ||
+    bail_out "synth --shard-size 4K failed"
+n_shards=$(ls "$many" | grep -c '\.safetensors$')
+"$bin" plan -m "$many" --hw "$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json" --gpu-mem 2G \
+    --cpu-mem 4.1G --gpu-reserve 1.6G --ctx 256 -o "$tmp/many.json" >/dev/null 2>&1 ||
+    bail_out "plan of the many-shard model failed"
+sed -E 's/"(tiers|prefill)": *"[A-Z]+"/"\1": "NNNNNNNNNNNNNNNN"/g' "$tmp/many.json" \
+    >"$tmp/manyN.json"
+want=$("$bin" run -m "$many" --prompt-ids 5,17,33,900 -n 6 --print-ids 2>/dev/null)
+got=$("$bin" run -m "$many" --prompt-ids 5,17,33,900 -n 6 --print-ids --plan "$tmp/manyN.json" \
+    2>"$tmp/err")
+rc=$?
+"$bin" pack -q -m "$many" -o "$tmp/ms0" -o "$tmp/ms1" >/dev/null 2>&1 &&
+    got2=$("$bin" run -m "$many" --prompt-ids 5,17,33,900 -n 6 --print-ids --store "$tmp/ms0" \
+        --store "$tmp/ms1" 2>/dev/null)
+[ "$n_shards" -gt 256 ] && [ $rc -eq 0 ] && [ -n "$want" ] && [ "$got" = "$want" ] &&
+    [ "$got2" = "$want" ]
+ok $? "a checkpoint of $n_shards shards streams and packs: '$got' / '$got2' (want '$want') \
+$(grep -m1 'files' "$tmp/err")"
 tap_exit

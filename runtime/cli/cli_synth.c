@@ -44,6 +44,9 @@ synth_usage(FILE *f)
             "                         small and v32-shape (default: $MT_TOKENIZER_DIR, else the\n"
             "                         source tree's tests/data/tokenizer, else the installed\n"
             "                         copy)\n"
+            "      --shard-size SIZE  most tensor bytes a shard (default 4.3 GB as DeepSeek's;\n"
+            "                         a smaller model gets two shards); e.g. 5G as\n"
+            "                         save_pretrained writes, or small to test many shards\n"
             "  -f, --force            write into a non-empty directory (replaces a checkpoint)\n"
             "  -n, --dry-run          print what would be written, write nothing\n"
             "  -q, --quiet            no progress on stderr\n");
@@ -63,7 +66,16 @@ on_stop_signal(int sig)
 int
 mt_cli_synth(int argc, char **argv)
 {
-    enum { OPT_LAYERS = 256, OPT_DENSE, OPT_DTYPE, OPT_SEED, OPT_MTP, OPT_NO_MTP, OPT_TOKDIR };
+    enum {
+        OPT_LAYERS = 256,
+        OPT_DENSE,
+        OPT_DTYPE,
+        OPT_SEED,
+        OPT_MTP,
+        OPT_NO_MTP,
+        OPT_TOKDIR,
+        OPT_SHARD
+    };
     static const struct option longopts[] = {
         {"output", required_argument, NULL, 'o'},
         {"preset", required_argument, NULL, 'p'},
@@ -74,6 +86,7 @@ mt_cli_synth(int argc, char **argv)
         {"mtp", no_argument, NULL, OPT_MTP},
         {"no-mtp", no_argument, NULL, OPT_NO_MTP},
         {"tokenizer-dir", required_argument, NULL, OPT_TOKDIR},
+        {"shard-size", required_argument, NULL, OPT_SHARD},
         {"force", no_argument, NULL, 'f'},
         {"quiet", no_argument, NULL, 'q'},
         {"dry-run", no_argument, NULL, 'n'},
@@ -133,6 +146,15 @@ mt_cli_synth(int argc, char **argv)
             break;
         case OPT_TOKDIR:
             opt.tokenizer_dir = optarg;
+            break;
+        case OPT_SHARD:
+            if (!mt_cli_parse_size(&cli, "--shard-size", "5G", optarg, &opt.shard_bytes)) {
+                return 2;
+            }
+            if (opt.shard_bytes < 4096) {
+                mt_cli_error(&cli, "--shard-size must be at least 4K, got '%s'", optarg);
+                return 2;
+            }
             break;
         case 'f':
             opt.force = true;

@@ -463,7 +463,10 @@ synth_assign_shards_(struct synth_ctx *c)
     uint64_t cum = 0;
     uint64_t cur = 0;
     int shard = 0;
-    bool halves = c->total_bytes < 2 * SYNTH_SHARD_BYTES;
+    uint64_t most = c->opt->shard_bytes > 0 ? c->opt->shard_bytes : SYNTH_SHARD_BYTES;
+    /* a model smaller than two default shards gets two halves (so every test model has more
+       than one shard); a --shard-size given is followed as asked */
+    bool halves = c->opt->shard_bytes == 0 && c->total_bytes < 2 * SYNTH_SHARD_BYTES;
 
     for (size_t i = 0; i < c->n; i++) {
         uint64_t unit = c->plan[i].nbytes;
@@ -476,7 +479,7 @@ synth_assign_shards_(struct synth_ctx *c)
             if (shard == 0 && cum > 0 && cum >= c->total_bytes / 2) {
                 shard = 1;
             }
-        } else if (cur > 0 && cur + unit > SYNTH_SHARD_BYTES) {
+        } else if (cur > 0 && cur + unit > most) {
             shard++;
             cur = 0;
         }

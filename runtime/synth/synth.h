@@ -45,6 +45,8 @@ struct mt_synth_options {
     bool progress;             /* progress lines on stderr */
     bool dry_run;              /* plan only: fill the result (sizes, shards), write nothing */
     const char *tokenizer_dir; /* real tokenizer files for small/v32-shape; NULL: see below */
+    uint64_t shard_bytes;      /* most tensor bytes a shard (an FP8 linear and its scale stay
+                                  together); 0: 4.3 GB, as DeepSeek's shards */
     /* borrowed, may be NULL: a flag a signal handler sets (non-zero) to stop the write; it is
      * read between strips of a few MB, and a stop is a failure (MT_ERR_IO, nothing kept) */
     const volatile sig_atomic_t *stop;
