@@ -14,6 +14,7 @@
  * fuzz-sources: runtime/model/config.c runtime/base/status.c runtime/base/file_util.c
  * fuzz-sources: runtime/base/json_num.c runtime/base/out_file.c runtime/base/rng.c
  * fuzz-sources: runtime/base/json_text.c runtime/plan/gpu_work.c runtime/plan/gpu_prefill.c
+ * fuzz-sources: runtime/base/json_kind.c runtime/base/size_text.c
  */
 #include <config.h>
 

@@ -9,7 +9,7 @@
  * violation traps. Build and run: tests/fuzz/run.sh trace.
  *
  * fuzz-sources: runtime/plan/trace.c runtime/base/status.c runtime/base/file_util.c
- * fuzz-sources: runtime/base/json_num.c runtime/base/out_file.c
+ * fuzz-sources: runtime/base/json_num.c runtime/base/out_file.c runtime/base/json_kind.c
  */
 #include <config.h>
 
