@@ -154,9 +154,11 @@ bool mt_cli_output_is_input(const struct mt_cli *cli, const char *out_flag, cons
 
 /*
  * Whether the output `out` is an existing file of the model directory `dir` that loading the
- * model reads (config.json, a tokenizer file, *.safetensors or their index): if so, print
- * "<out_flag> '<out>' is a file of the model in '<dir>'; refusing to overwrite it" and return
- * true. NULL out or dir: false.
+ * model reads (config.json, a tokenizer file, *.safetensors or their index), as the same file
+ * (device and inode, links followed on both sides), however it is reached: by its name, a
+ * symbolic or hard link to it, or the target of a link in dir (a Hugging Face cache's blob). If
+ * so, print "<out_flag> '<out>' is a file of the model in '<dir>' ('<name>'); refusing to
+ * overwrite it" and return true. NULL out or dir, or an output that does not exist yet: false.
  */
 bool mt_cli_output_is_model_file(const struct mt_cli *cli, const char *out_flag, const char *out,
                                  const char *dir);
