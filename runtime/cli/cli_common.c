@@ -724,7 +724,7 @@ mt_cli_engine_flags_parse(const struct mt_cli *cli, int opt, char *const *argv,
         return 0;
     case MT_CLI_OPT_STORE:
         if (f->n_store == (int)(sizeof(f->store) / sizeof(f->store[0]))) {
-            mt_cli_error(cli, "at most %d --store files", f->n_store);
+            mt_cli_error(cli, "at most %d --store files (as many as pack writes)", f->n_store);
             return 2;
         }
         f->store[f->n_store++] = optarg;

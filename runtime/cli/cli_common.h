@@ -47,6 +47,7 @@
 #ifndef MT_CLI_COMMON_H
 #define MT_CLI_COMMON_H
 
+#include "io/expert_source.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/session.h"
 #include "runtime/model/model.h"
@@ -245,7 +246,8 @@ struct mt_cli_engine_flags {
     bool ref_experts;               /* --experts ref: the fp32 reference executor */
     bool report;                    /* say on stderr the device, where the experts went and
                                        who computes them (run, serve; chat -v) */
-    const char *store[16];          /* --store FILE (repeatable): streamed experts from a pack */
+    /* --store FILE (repeatable): streamed experts from a pack; as many as pack writes */
+    const char *store[MT_IO_MAX_FILES];
     int n_store;
     bool verify;                    /* --verify: CRCs (store) or a second read (shards) */
     uint64_t cache_bytes;           /* --cache: DRAM slots for streamed experts (0: default) */
