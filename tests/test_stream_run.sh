@@ -5,12 +5,13 @@
 # without --verify) and `run --plan` with every expert on NVMe (streamed from the shards) give the
 # tokens of a run from DRAM; a flipped bit in the store fails the run under --verify naming the
 # expert, never yielding tokens; a store of another model and bad pack flags are refused; a store
-# of 17 files (pack writes up to 256) is read by as many --store.
+# of 17 files (pack writes up to 256) is read by as many --store; SIGINT or SIGTERM during pack
+# removes its .partial files (full-size, preallocated) and exits 128 + the signal.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 make_tmp stream-run
 m="$tmp/small"
 
-echo "1..14"
+echo "1..17"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 ids="5,17,900,33,4242,7,12,99,1000,65000,3,8,21,400,77,2,19,4096,123,88,6,31,250,11,9"
@@ -81,6 +82,32 @@ $(head -1 "$tmp/perr") $(grep -v '^mt:' "$tmp/err" | head -1)"
     >/dev/null 2>"$tmp/err"
 [ $? -eq 2 ] && grep -q "at most 256 --store files" "$tmp/err"
 ok $? "257 --store files: a usage error: $(head -1 "$tmp/err")"
+# signal SIG: start a pack of the model into $tmp/sig (one old store file there), slowed by its
+# test hook to ~4 s, send SIG once its .partial files exist, and set rc to its exit status
+signal() {
+    rm -rf "$tmp/sig"
+    mkdir "$tmp/sig" && echo old >"$tmp/sig/b"
+    MT_PACK_THROTTLE_MS=20 "$bin" pack -m "$m" -o "$tmp/sig/a" -o "$tmp/sig/b" >/dev/null \
+        2>"$tmp/sig.err" &
+    pid=$!
+    i=0
+    while [ $i -lt 600 ] && ! ls "$tmp/sig"/*.partial >/dev/null 2>&1; do
+        sleep 0.05
+        i=$((i + 1))
+    done
+    kill -s "$1" "$pid" 2>/dev/null
+    wait "$pid"
+    rc=$?
+}
+signal INT
+[ "$rc" -eq 130 ] && grep -q "interrupted: the partial store files are removed" "$tmp/sig.err"
+ok $? "pack interrupted by SIGINT exits 130 (rc $rc), saying so: $(tail -n 1 "$tmp/sig.err")"
+[ "$(ls "$tmp/sig")" = b ] && [ "$(cat "$tmp/sig/b")" = old ]
+ok $? "... removing its preallocated .partial files, the old store file left as it was: \
+$(ls "$tmp/sig" | tr '\n' ' ')"
+signal TERM
+[ "$rc" -eq 143 ] && [ "$(ls "$tmp/sig")" = b ]
+ok $? "pack terminated by SIGTERM exits 143 (rc $rc), leaving no .partial file"
 "$bin" pack -m "$m" 2>"$tmp/err" >/dev/null
 [ $? -eq 2 ]
 ok $? "pack without -o is a usage error (exit 2)"
