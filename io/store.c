@@ -378,6 +378,34 @@ store_resolve_target_(const char *path, char **target_out)
     return MT_OK;
 }
 
+/*
+ * "<path>.partial" is pack's own name while it writes: a regular file there is what a killed pack
+ * left, removed (unlinking a name never changes a file that another name, a hard link, still
+ * reaches). Anything else (a symbolic link, a directory, a FIFO) was put there by someone else:
+ * refused and left alone.
+ */
+static mt_status_t
+store_clear_partial_(const char *partial)
+{
+    struct stat sb;
+
+    if (lstat(partial, &sb) != 0) {
+        return MT_OK; /* absent, or not inspectable: creating it says why */
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        return mt_fail(MT_ERR_INVAL, 0,
+                       "'%s', the name a store file is written under until it is complete, is "
+                       "%s: not replacing it (remove it, or name another store file)",
+                       partial, S_ISLNK(sb.st_mode) ? "a symbolic link"
+                                                    : mt_file_kind_str(sb.st_mode));
+    }
+    if (unlink(partial) != 0) {
+        return mt_fail(MT_ERR_IO, errno, "cannot remove the stale partial store file '%s'",
+                       partial);
+    }
+    return MT_OK;
+}
+
 mt_status_t
 mt_io_store_writer_create(const char *const *paths, int n_files, uint64_t model_hash,
                           int n_layers, int n_experts, const uint64_t *part_len,
@@ -497,7 +525,15 @@ mt_io_store_writer_create(const char *const *paths, int n_files, uint64_t model_
             goto out_destroy;
         }
         sprintf(w->partial[i], "%s.partial", w->paths[i]);
-        w->fds[i] = open(w->partial[i], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if ((st = store_clear_partial_(w->partial[i])) != MT_OK) {
+            free(w->partial[i]);
+            w->partial[i] = NULL; /* not ours: never removed */
+            goto out_destroy;
+        }
+        /* a new file, never one reached through a link that appeared since: O_TRUNC on an
+         * existing name would write through a symbolic link, or into a hard link's other names */
+        w->fds[i] = open(w->partial[i], O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                         0644);
         if (w->fds[i] < 0) {
             st = mt_fail(MT_ERR_IO, errno, "cannot create store file '%s'", w->partial[i]);
             free(w->partial[i]);

@@ -8,7 +8,9 @@
 # and a few values once taken silently (a long bench --only list, --ctx past the model's
 # positions, --cpu-reserve 0, plan --ctx 0; synth's usage errors exit 2). pack -o names only a
 # regular file (or a link to one, written through): a FIFO, a directory or an empty name is
-# refused before any expert is copied and left as it was. Every command runs under `timeout`.
+# refused before any expert is copied and left as it was, and so is a symbolic link at its
+# FILE.partial (a stale regular file there is removed, not written into). Every command runs
+# under `timeout`.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 command -v timeout >/dev/null 2>&1 || bail_out "timeout(1) not found (coreutils)"
 make_tmp outputs
@@ -30,7 +32,7 @@ expect() {
     ok $? "$desc: exit $rc: $(head -n 1 "$tmp/err" | head -c 300)"
 }
 
-echo "1..37"
+echo "1..40"
 expect 2 "run --dump-logits over the model's config.json" "is a file of the model" \
     "$bin" run -m "$m" --device cpu --prompt-ids 1,2 -n 1 --dump-logits "$m/config.json"
 expect 2 "run --json over a weight shard" "is a file of the model" \
@@ -85,6 +87,19 @@ expect 1 "pack -o a symbolic link to a FIFO" "symbolic link to a FIFO" \
     "$bin" pack -q -m "$m" -o "$tmp/fifo.link"
 [ -L "$tmp/fifo.link" ] && [ -p "$tmp/fifo" ] && [ ! -e "$tmp/fifo.link.partial" ]
 ok $? "... the link and the FIFO are left as they were"
+# FILE.partial is pack's own name while it writes: a stale regular file there (a killed pack's,
+# here a hard link to another file) is removed, never written into; a symbolic link is refused
+echo precious >"$tmp/precious"
+ln -s precious "$tmp/pl.partial"
+expect 1 "pack -o X with X.partial a symbolic link" "is a symbolic link: not replacing it" \
+    "$bin" pack -q -m "$m" -o "$tmp/pl"
+[ -L "$tmp/pl.partial" ] && [ "$(cat "$tmp/precious")" = precious ] && [ ! -e "$tmp/pl" ]
+ok $? "... the link and the file it names are left as they were"
+ln "$tmp/precious" "$tmp/ph.partial"
+timeout 60 "$bin" pack -q -m "$m" -o "$tmp/ph" </dev/null >/dev/null 2>"$tmp/err" &&
+    [ -s "$tmp/ph" ] && [ ! -e "$tmp/ph.partial" ] && [ "$(cat "$tmp/precious")" = precious ]
+ok $? "pack -o X over a stale X.partial (a hard link): packs, the other name left as it was \
+$(head -c 200 "$tmp/err")"
 mkdir "$tmp/dir"
 expect 1 "pack -o a directory, before copying" "is a directory" \
     "$bin" pack -q -m "$m" -o "$tmp/dir"
