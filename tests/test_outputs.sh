@@ -32,7 +32,7 @@ expect() {
     ok $? "$desc: exit $rc: $(head -n 1 "$tmp/err" | head -c 300)"
 }
 
-echo "1..40"
+echo "1..42"
 expect 2 "run --dump-logits over the model's config.json" "is a file of the model" \
     "$bin" run -m "$m" --device cpu --prompt-ids 1,2 -n 1 --dump-logits "$m/config.json"
 expect 2 "run --json over a weight shard" "is a file of the model" \
@@ -100,6 +100,13 @@ timeout 60 "$bin" pack -q -m "$m" -o "$tmp/ph" </dev/null >/dev/null 2>"$tmp/err
     [ -s "$tmp/ph" ] && [ ! -e "$tmp/ph.partial" ] && [ "$(cat "$tmp/precious")" = precious ]
 ok $? "pack -o X over a stale X.partial (a hard link): packs, the other name left as it was \
 $(head -c 200 "$tmp/err")"
+# no room for a store of a few MiB (a file size limit, as a full disk): said in MiB, not as
+# "0.00 GiB", and the .partial removed (SIGXFSZ ignored: the write fails with EFBIG instead)
+expect 1 "pack beyond the file size limit says the size in MiB" "cannot reserve [0-9.]* MiB (" \
+    sh -c 'trap "" XFSZ; ulimit -f 64 && exec "$1" pack -q -m "$2" -o "$3"' sh "$bin" "$m" \
+    "$tmp/big"
+[ ! -e "$tmp/big" ] && [ ! -e "$tmp/big.partial" ]
+ok $? "... leaving no store file and no .partial"
 mkdir "$tmp/dir"
 expect 1 "pack -o a directory, before copying" "is a directory" \
     "$bin" pack -q -m "$m" -o "$tmp/dir"
