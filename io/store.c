@@ -684,10 +684,25 @@ mt_io_store_writer_finish(struct mt_io_store_writer *w)
                                                           : mt_file_kind_str(sb.st_mode));
         }
     }
+    /*
+     * One rename per file, so not atomic over the store: a failure (or a crash) after the first
+     * leaves the new pack's first files beside the old pack's others, and a store opens only
+     * with all its files from one pack. The message says which files were replaced.
+     */
     for (int i = 0; i < w->n_files && st == MT_OK; i++) {
         if (rename(w->partial[i], w->paths[i]) != 0) {
-            st = mt_fail(MT_ERR_IO, errno, "cannot rename '%s' to '%s'", w->partial[i],
-                         w->paths[i]);
+            int err = errno;
+
+            if (i == 0) {
+                st = mt_fail(MT_ERR_IO, err, "cannot rename '%s' to '%s' (no store file "
+                             "replaced)", w->partial[i], w->paths[i]);
+            } else {
+                st = mt_fail(MT_ERR_IO, 0, "cannot rename '%s' to '%s': %s; %d of the %d "
+                             "store files already replaced ('%s%s%s'), so the files no longer "
+                             "make one store, old or new (pack again)",
+                             w->partial[i], w->paths[i], strerror(err), i, w->n_files,
+                             w->paths[0], i > 1 ? "' to '" : "", i > 1 ? w->paths[i - 1] : "");
+            }
             break;
         }
         free(w->partial[i]);

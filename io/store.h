@@ -111,7 +111,8 @@ uint64_t mt_io_store_writer_total_bytes(const struct mt_io_store_writer *w);
 /*
  * Check that every expert was put, write the index and then the headers, fsync, rename every
  * .partial to its final name, fsync the directories. Frees w in all cases; on failure the partial
- * files are removed.
+ * files are removed. The renames are one per file: one that fails after others succeeded leaves
+ * files of two packs (the message names those replaced), a store that does not open.
  */
 mt_status_t mt_io_store_writer_finish(struct mt_io_store_writer *w);
 
