@@ -378,6 +378,34 @@ store_resolve_target_(const char *path, char **target_out)
     return MT_OK;
 }
 
+/*
+ * "<path>.partial" is pack's own name while it writes: a regular file there is what a killed pack
+ * left, removed (unlinking a name never changes a file that another name, a hard link, still
+ * reaches). Anything else (a symbolic link, a directory, a FIFO) was put there by someone else:
+ * refused and left alone.
+ */
+static mt_status_t
+store_clear_partial_(const char *partial)
+{
+    struct stat sb;
+
+    if (lstat(partial, &sb) != 0) {
+        return MT_OK; /* absent, or not inspectable: creating it says why */
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        return mt_fail(MT_ERR_INVAL, 0,
+                       "'%s', the name a store file is written under until it is complete, is "
+                       "%s: not replacing it (remove it, or name another store file)",
+                       partial, S_ISLNK(sb.st_mode) ? "a symbolic link"
+                                                    : mt_file_kind_str(sb.st_mode));
+    }
+    if (unlink(partial) != 0) {
+        return mt_fail(MT_ERR_IO, errno, "cannot remove the stale partial store file '%s'",
+                       partial);
+    }
+    return MT_OK;
+}
+
 mt_status_t
 mt_io_store_writer_create(const char *const *paths, int n_files, uint64_t model_hash,
                           int n_layers, int n_experts, const uint64_t *part_len,
@@ -497,7 +525,15 @@ mt_io_store_writer_create(const char *const *paths, int n_files, uint64_t model_
             goto out_destroy;
         }
         sprintf(w->partial[i], "%s.partial", w->paths[i]);
-        w->fds[i] = open(w->partial[i], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if ((st = store_clear_partial_(w->partial[i])) != MT_OK) {
+            free(w->partial[i]);
+            w->partial[i] = NULL; /* not ours: never removed */
+            goto out_destroy;
+        }
+        /* a new file, never one reached through a link that appeared since: O_TRUNC on an
+         * existing name would write through a symbolic link, or into a hard link's other names */
+        w->fds[i] = open(w->partial[i], O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                         0644);
         if (w->fds[i] < 0) {
             st = mt_fail(MT_ERR_IO, errno, "cannot create store file '%s'", w->partial[i]);
             free(w->partial[i]);
@@ -506,9 +542,12 @@ mt_io_store_writer_create(const char *const *paths, int n_files, uint64_t model_
         }
         ret = posix_fallocate(w->fds[i], 0, (off_t)next[i]);
         if (ret != 0 && ret != EOPNOTSUPP && ret != EINVAL) {
-            st = mt_fail(MT_ERR_IO, ret,
-                         "cannot reserve %.2f GiB for store file '%s'%s", next[i] / 1073741824.0,
-                         w->partial[i],
+            /* in the unit that shows it: a small store's 2.9 MB is not "0.00 GiB" */
+            bool gib = next[i] >= (1ull << 30);
+
+            st = mt_fail(MT_ERR_IO, ret, "cannot reserve %.*f %s (%llu bytes) for store file "
+                         "'%s'%s", gib ? 2 : 1, (double)next[i] / (gib ? 1073741824.0 : 1048576.0),
+                         gib ? "GiB" : "MiB", (unsigned long long)next[i], w->partial[i],
                          ret == ENOSPC ? " (free space there, or stripe over more drives)" : "");
             goto out_destroy;
         }
@@ -645,10 +684,25 @@ mt_io_store_writer_finish(struct mt_io_store_writer *w)
                                                           : mt_file_kind_str(sb.st_mode));
         }
     }
+    /*
+     * One rename per file, so not atomic over the store: a failure (or a crash) after the first
+     * leaves the new pack's first files beside the old pack's others, and a store opens only
+     * with all its files from one pack. The message says which files were replaced.
+     */
     for (int i = 0; i < w->n_files && st == MT_OK; i++) {
         if (rename(w->partial[i], w->paths[i]) != 0) {
-            st = mt_fail(MT_ERR_IO, errno, "cannot rename '%s' to '%s'", w->partial[i],
-                         w->paths[i]);
+            int err = errno;
+
+            if (i == 0) {
+                st = mt_fail(MT_ERR_IO, err, "cannot rename '%s' to '%s' (no store file "
+                             "replaced)", w->partial[i], w->paths[i]);
+            } else {
+                st = mt_fail(MT_ERR_IO, 0, "cannot rename '%s' to '%s': %s; %d of the %d "
+                             "store files already replaced ('%s%s%s'), so the files no longer "
+                             "make one store, old or new (pack again)",
+                             w->partial[i], w->paths[i], strerror(err), i, w->n_files,
+                             w->paths[0], i > 1 ? "' to '" : "", i > 1 ? w->paths[i - 1] : "");
+            }
             break;
         }
         free(w->partial[i]);

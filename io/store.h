@@ -88,10 +88,11 @@ struct mt_io_store_writer;
  * part_len[(layer * n_experts + expert) * MT_IO_N_PARTS + part] (an expert with all 0 is absent),
  * create "<path>.partial" for each of paths[0..n_files) and reserve their space. Each path must
  * be absent or a regular file, which finish replaces; a symbolic link to a regular file is
- * followed (the link stays, the file it names is replaced). MT_ERR_INVAL for an empty name, a
- * directory, device, FIFO or socket, or a link to one or to nothing (checked before anything is
- * created); MT_ERR_IO (create, ENOSPC: the message says how much room is needed where),
- * MT_ERR_NOMEM.
+ * followed (the link stays, the file it names is replaced). "<path>.partial" is created anew: a
+ * regular file there (a killed pack's) is unlinked first, anything else (a symbolic link) is
+ * refused. MT_ERR_INVAL for an empty name, a directory, device, FIFO or socket, or a link to one
+ * or to nothing (checked before anything is created), or such a .partial; MT_ERR_IO (create,
+ * ENOSPC: the message says how much room is needed where), MT_ERR_NOMEM.
  */
 mt_status_t mt_io_store_writer_create(const char *const *paths, int n_files, uint64_t model_hash,
                                       int n_layers, int n_experts, const uint64_t *part_len,
@@ -110,7 +111,8 @@ uint64_t mt_io_store_writer_total_bytes(const struct mt_io_store_writer *w);
 /*
  * Check that every expert was put, write the index and then the headers, fsync, rename every
  * .partial to its final name, fsync the directories. Frees w in all cases; on failure the partial
- * files are removed.
+ * files are removed. The renames are one per file: one that fails after others succeeded leaves
+ * files of two packs (the message names those replaced), a store that does not open.
  */
 mt_status_t mt_io_store_writer_finish(struct mt_io_store_writer *w);
 

@@ -1,14 +1,16 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
 # test_outputs.sh - what moetier writes is checked before any work, on a tiny synth model: no
-# output over a file of the model (run --dump-logits/--trace/--json, pack -o), two outputs never
-# on one file however spelled, a directory or an empty name refused, bench's --json checked
-# before it measures; a standard stream started closed is /dev/null (chat must not read a weight
-# file as its input); and a few values once taken silently (a long bench --only list, --ctx past
-# the model's positions, --cpu-reserve 0, plan --ctx 0; synth's usage errors exit 2). pack -o
-# names only a regular file (or a link to one, written through): a FIFO, a directory or an empty
-# name is refused before any expert is copied and left as it was. Every command runs under
-# `timeout`.
+# output over a file of the model (run --dump-logits/--trace/--json, pack -o), however reached
+# (links either way, a Hugging Face cache's blobs), two outputs never on one file however
+# spelled, a directory or an empty name refused, bench's --json checked before it measures; a
+# standard stream started closed is /dev/null (chat must not read a weight file as its input);
+# and a few values once taken silently (a long bench --only list, --ctx past the model's
+# positions, --cpu-reserve 0, plan --ctx 0; synth's usage errors exit 2). pack -o names only a
+# regular file (or a link to one, written through): a FIFO, a directory or an empty name is
+# refused before any expert is copied and left as it was, and so is a symbolic link at its
+# FILE.partial (a stale regular file there is removed, not written into). Every command runs
+# under `timeout`.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 command -v timeout >/dev/null 2>&1 || bail_out "timeout(1) not found (coreutils)"
 make_tmp outputs
@@ -30,7 +32,7 @@ expect() {
     ok $? "$desc: exit $rc: $(head -n 1 "$tmp/err" | head -c 300)"
 }
 
-echo "1..32"
+echo "1..42"
 expect 2 "run --dump-logits over the model's config.json" "is a file of the model" \
     "$bin" run -m "$m" --device cpu --prompt-ids 1,2 -n 1 --dump-logits "$m/config.json"
 expect 2 "run --json over a weight shard" "is a file of the model" \
@@ -44,6 +46,28 @@ expect 1 "run --json ''" "needs a file name" \
     "$bin" run -m "$m" --device cpu --prompt-ids 1,2 -n 1 --json ""
 expect 2 "pack -o over a shard of its own checkpoint" "is a file of the model" \
     "$bin" pack -q -m "$m" -o "$m/$shard"
+# the same file however reached: a link to a shard, a hard link, and a Hugging Face cache, where
+# snapshots/REV/* are links to ../../blobs/* (-o blobs/X is a shard though no name says so)
+ln -s "$m/$shard" "$tmp/shard.link"
+expect 2 "pack -o a symbolic link to a shard of its own checkpoint" "is a file of the model" \
+    "$bin" pack -q -m "$m" -o "$tmp/shard.link"
+ln "$m/config.json" "$tmp/config.hard" || bail_out "ln failed"
+expect 2 "run --trace over a hard link to the model's config.json" "is a file of the model" \
+    "$bin" run -m "$m" --device cpu --prompt-ids 1,2 -n 1 --trace "$tmp/config.hard"
+mkdir -p "$tmp/hf/blobs" "$tmp/hf/snap"
+for f in "$m"/*; do
+    cp "$f" "$tmp/hf/blobs/blob-$(basename "$f")"
+    ln -s "../blobs/blob-$(basename "$f")" "$tmp/hf/snap/$(basename "$f")"
+done
+expect 2 "pack -o a blob of a Hugging Face cache, -m its snapshot of links" \
+    "is a file of the model" "$bin" pack -q -m "$tmp/hf/snap" -o "$tmp/hf/blobs/blob-$shard"
+cmp -s "$tmp/hf/blobs/blob-$shard" "$m/$shard" && [ ! -e "$tmp/hf/blobs/blob-$shard.partial" ]
+ok $? "... the blob is left as it was, and no .partial is made"
+timeout 60 "$bin" pack -q -m "$tmp/hf/snap" -o "$tmp/hf/snap/experts" </dev/null >/dev/null \
+    2>"$tmp/err" &&
+    timeout 60 "$bin" pack -q -m "$tmp/hf/snap" -o "$tmp/hf/snap/experts" </dev/null >/dev/null \
+        2>"$tmp/err"
+ok $? "pack -o into the model's directory, twice (no file of the model): $(head -c 200 "$tmp/err")"
 expect 2 "pack -o twice, spelled two ways" "given twice" \
     "$bin" pack -q -m "$m" -o "$tmp/s0" -o "$tmp/./s0"
 # each store file is written as <name>.partial first: one file named so would be replaced
@@ -63,6 +87,26 @@ expect 1 "pack -o a symbolic link to a FIFO" "symbolic link to a FIFO" \
     "$bin" pack -q -m "$m" -o "$tmp/fifo.link"
 [ -L "$tmp/fifo.link" ] && [ -p "$tmp/fifo" ] && [ ! -e "$tmp/fifo.link.partial" ]
 ok $? "... the link and the FIFO are left as they were"
+# FILE.partial is pack's own name while it writes: a stale regular file there (a killed pack's,
+# here a hard link to another file) is removed, never written into; a symbolic link is refused
+echo precious >"$tmp/precious"
+ln -s precious "$tmp/pl.partial"
+expect 1 "pack -o X with X.partial a symbolic link" "is a symbolic link: not replacing it" \
+    "$bin" pack -q -m "$m" -o "$tmp/pl"
+[ -L "$tmp/pl.partial" ] && [ "$(cat "$tmp/precious")" = precious ] && [ ! -e "$tmp/pl" ]
+ok $? "... the link and the file it names are left as they were"
+ln "$tmp/precious" "$tmp/ph.partial"
+timeout 60 "$bin" pack -q -m "$m" -o "$tmp/ph" </dev/null >/dev/null 2>"$tmp/err" &&
+    [ -s "$tmp/ph" ] && [ ! -e "$tmp/ph.partial" ] && [ "$(cat "$tmp/precious")" = precious ]
+ok $? "pack -o X over a stale X.partial (a hard link): packs, the other name left as it was \
+$(head -c 200 "$tmp/err")"
+# no room for a store of a few MiB (a file size limit, as a full disk): said in MiB, not as
+# "0.00 GiB", and the .partial removed (SIGXFSZ ignored: the write fails with EFBIG instead)
+expect 1 "pack beyond the file size limit says the size in MiB" "cannot reserve [0-9.]* MiB (" \
+    sh -c 'trap "" XFSZ; ulimit -f 64 && exec "$1" pack -q -m "$2" -o "$3"' sh "$bin" "$m" \
+    "$tmp/big"
+[ ! -e "$tmp/big" ] && [ ! -e "$tmp/big.partial" ]
+ok $? "... leaving no store file and no .partial"
 mkdir "$tmp/dir"
 expect 1 "pack -o a directory, before copying" "is a directory" \
     "$bin" pack -q -m "$m" -o "$tmp/dir"

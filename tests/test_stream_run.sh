@@ -4,12 +4,14 @@
 # of a `synth --preset small` checkpoint; `run --store` (every expert streamed from it, with and
 # without --verify) and `run --plan` with every expert on NVMe (streamed from the shards) give the
 # tokens of a run from DRAM; a flipped bit in the store fails the run under --verify naming the
-# expert, never yielding tokens; a store of another model and bad pack flags are refused.
+# expert, never yielding tokens; a store of another model and bad pack flags are refused; a store
+# of 17 files (pack writes up to 1,024) is read by as many --store; SIGINT or SIGTERM during pack
+# removes its .partial files (full-size, preallocated) and exits 128 + the signal.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 make_tmp stream-run
 m="$tmp/small"
 
-echo "1..14"
+echo "1..19"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 ids="5,17,900,33,4242,7,12,99,1000,65000,3,8,21,400,77,2,19,4096,123,88,6,31,250,11,9"
@@ -70,6 +72,51 @@ named: $(grep -i crc "$tmp/err" | head -1)"
 got=$(run --store "$tmp/t0")
 [ $? -eq 1 ] && [ -z "$got" ] && grep -q "another model" "$tmp/err"
 ok $? "a store of another model is refused: $(head -1 "$tmp/err")"
+# pack writes up to 1,024 files (MT_IO_MAX_FILES): run takes as many --store (it took 16)
+outs=
+stores=
+for i in $(seq 0 16); do
+    outs="$outs -o $tmp/t17.$i"
+    stores="$stores --store $tmp/t17.$i"
+done
+tplain=$("$bin" run -m "$tmp/tiny" --prompt-ids 1,2,3 -n 4 --print-ids 2>/dev/null)
+# shellcheck disable=SC2086 # $outs and $stores are lists of flags; $tmp has no spaces
+"$bin" pack -q -m "$tmp/tiny" $outs 2>"$tmp/perr" &&
+    got=$("$bin" run -m "$tmp/tiny" --prompt-ids 1,2,3 -n 4 --print-ids $stores 2>"$tmp/err")
+[ $? -eq 0 ] && [ -n "$tplain" ] && [ "$got" = "$tplain" ]
+ok $? "a store of 17 files: pack writes it, run --store x17 reads it, same tokens ('$got') \
+$(head -1 "$tmp/perr") $(grep -v '^mt:' "$tmp/err" | head -1)"
+# shellcheck disable=SC2086
+"$bin" run -m "$tmp/tiny" --prompt-ids 1 -n 1 $(for i in $(seq 0 1024); do echo "--store x"; done) \
+    >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q "at most 1024 --store files" "$tmp/err"
+ok $? "1,025 --store files: a usage error: $(head -1 "$tmp/err")"
+# signal SIG: start a pack of the model into $tmp/sig (one old store file there), slowed by its
+# test hook to ~4 s, send SIG once its .partial files exist, and set rc to its exit status
+signal() {
+    rm -rf "$tmp/sig"
+    mkdir "$tmp/sig" && echo old >"$tmp/sig/b"
+    MT_PACK_THROTTLE_MS=20 "$bin" pack -m "$m" -o "$tmp/sig/a" -o "$tmp/sig/b" >/dev/null \
+        2>"$tmp/sig.err" &
+    pid=$!
+    i=0
+    while [ $i -lt 600 ] && ! ls "$tmp/sig"/*.partial >/dev/null 2>&1; do
+        sleep 0.05
+        i=$((i + 1))
+    done
+    kill -s "$1" "$pid" 2>/dev/null
+    wait "$pid"
+    rc=$?
+}
+signal INT
+[ "$rc" -eq 130 ] && grep -q "interrupted: the partial store files are removed" "$tmp/sig.err"
+ok $? "pack interrupted by SIGINT exits 130 (rc $rc), saying so: $(tail -n 1 "$tmp/sig.err")"
+[ "$(ls "$tmp/sig")" = b ] && [ "$(cat "$tmp/sig/b")" = old ]
+ok $? "... removing its preallocated .partial files, the old store file left as it was: \
+$(ls "$tmp/sig" | tr '\n' ' ')"
+signal TERM
+[ "$rc" -eq 143 ] && [ "$(ls "$tmp/sig")" = b ]
+ok $? "pack terminated by SIGTERM exits 143 (rc $rc), leaving no .partial file"
 "$bin" pack -m "$m" 2>"$tmp/err" >/dev/null
 [ $? -eq 2 ]
 ok $? "pack without -o is a usage error (exit 2)"

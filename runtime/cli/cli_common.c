@@ -22,6 +22,7 @@
 #include "runtime/base/out_file.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <float.h>
 #include <limits.h>
@@ -515,27 +516,36 @@ mt_cli_output_is_model_file(const struct mt_cli *cli, const char *out_flag, cons
                             const char *dir)
 {
     struct stat so;
-    struct stat sd;
-    struct stat sp;
-    char parent[4096];
-    const char *slash;
-    const char *name;
+    struct dirent *de;
+    DIR *d;
+    bool hit = false;
 
-    if (out == NULL || dir == NULL || stat(out, &so) != 0 || !S_ISREG(so.st_mode) ||
-        stat(dir, &sd) != 0) {
+    if (out == NULL || dir == NULL || stat(out, &so) != 0 || !S_ISREG(so.st_mode)) {
         return false;
     }
-    slash = strrchr(out, '/');
-    name = slash != NULL ? slash + 1 : out;
-    snprintf(parent, sizeof(parent), "%.*s", slash == NULL ? 1 : (int)(slash - out + 1),
-             slash == NULL ? "." : out);
-    if (stat(parent, &sp) != 0 || sp.st_dev != sd.st_dev || sp.st_ino != sd.st_ino ||
-        !is_model_file_name(name)) {
-        return false;
+    d = opendir(dir);
+    if (d == NULL) {
+        return false; /* not a directory we can read: opening the model will say why */
     }
-    mt_cli_error(cli, "%s '%s' is a file of the model in '%s'; refusing to overwrite it (write to "
-                 "another file)", out_flag, out, dir);
-    return true;
+    /*
+     * By identity, not by name: the output may reach a model file through a symbolic link (-o
+     * link-to-shard), a hard link, or the other way round (a Hugging Face cache, whose
+     * snapshots/REV/NAME.safetensors are links to ../../blobs/HASH: -o blobs/HASH is a shard). So
+     * each file of the directory that loading reads is stat'ed, links followed, and compared by
+     * device and inode with what the output names, links followed too.
+     */
+    while (!hit && (de = readdir(d)) != NULL) {
+        struct stat sm;
+
+        hit = is_model_file_name(de->d_name) && fstatat(dirfd(d), de->d_name, &sm, 0) == 0 &&
+              sm.st_dev == so.st_dev && sm.st_ino == so.st_ino;
+        if (hit) {
+            mt_cli_error(cli, "%s '%s' is a file of the model in '%s' ('%s'); refusing to "
+                         "overwrite it (write to another file)", out_flag, out, dir, de->d_name);
+        }
+    }
+    closedir(d);
+    return hit;
 }
 
 bool
@@ -720,7 +730,7 @@ mt_cli_engine_flags_parse(const struct mt_cli *cli, int opt, char *const *argv,
         return 0;
     case MT_CLI_OPT_STORE:
         if (f->n_store == (int)(sizeof(f->store) / sizeof(f->store[0]))) {
-            mt_cli_error(cli, "at most %d --store files", f->n_store);
+            mt_cli_error(cli, "at most %d --store files (as many as pack writes)", f->n_store);
             return 2;
         }
         f->store[f->n_store++] = optarg;

@@ -47,6 +47,7 @@
 #ifndef MT_CLI_COMMON_H
 #define MT_CLI_COMMON_H
 
+#include "io/expert_source.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/session.h"
 #include "runtime/model/model.h"
@@ -154,9 +155,11 @@ bool mt_cli_output_is_input(const struct mt_cli *cli, const char *out_flag, cons
 
 /*
  * Whether the output `out` is an existing file of the model directory `dir` that loading the
- * model reads (config.json, a tokenizer file, *.safetensors or their index): if so, print
- * "<out_flag> '<out>' is a file of the model in '<dir>'; refusing to overwrite it" and return
- * true. NULL out or dir: false.
+ * model reads (config.json, a tokenizer file, *.safetensors or their index), as the same file
+ * (device and inode, links followed on both sides), however it is reached: by its name, a
+ * symbolic or hard link to it, or the target of a link in dir (a Hugging Face cache's blob). If
+ * so, print "<out_flag> '<out>' is a file of the model in '<dir>' ('<name>'); refusing to
+ * overwrite it" and return true. NULL out or dir, or an output that does not exist yet: false.
  */
 bool mt_cli_output_is_model_file(const struct mt_cli *cli, const char *out_flag, const char *out,
                                  const char *dir);
@@ -243,7 +246,8 @@ struct mt_cli_engine_flags {
     bool ref_experts;               /* --experts ref: the fp32 reference executor */
     bool report;                    /* say on stderr the device, where the experts went and
                                        who computes them (run, serve; chat -v) */
-    const char *store[16];          /* --store FILE (repeatable): streamed experts from a pack */
+    /* --store FILE (repeatable): streamed experts from a pack; as many as pack writes */
+    const char *store[MT_IO_MAX_FILES];
     int n_store;
     bool verify;                    /* --verify: CRCs (store) or a second read (shards) */
     uint64_t cache_bytes;           /* --cache: DRAM slots for streamed experts (0: default) */

@@ -7,6 +7,14 @@
  * Experts are read with the streaming source itself (O_DIRECT, many reads in flight, a window of
  * prefetches ahead of the writer), so packing runs at the drive's speed, and written by the store
  * writer, which builds .partial files and renames them only when complete.
+ *
+ * SIGINT and SIGTERM only set a flag, read between experts: the .partial files (preallocated at
+ * full size, hundreds of GiB for a large model) are then removed, the old store files are left
+ * as they were, and pack ends by the same signal (the shell reports 128 + its number), as synth
+ * does. Once the files are being renamed, the pack finishes instead.
+ *
+ * A test hook: MT_PACK_THROTTLE_MS=N sleeps N ms after each expert, so that a test can signal a
+ * pack of a small model (a fraction of a second) while it copies.
  */
 #include <config.h>
 
@@ -22,9 +30,11 @@
 #include "runtime/model/model.h"
 
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define PACK_MAX_OUT MT_IO_MAX_FILES
 
@@ -49,6 +59,15 @@ pack_usage(FILE *f)
 
 static const struct mt_cli cli = {"pack", pack_usage};
 
+/* The signal that asked pack to stop, 0 while none has. */
+static volatile sig_atomic_t stop_signal;
+
+static void
+on_stop_signal(int sig)
+{
+    stop_signal = sig;
+}
+
 /* Read every extent of the finished store, checking CRCs. */
 static mt_status_t
 verify_store(const char *const *out, int n_out, uint64_t hash, const struct mt_model *model,
@@ -64,11 +83,12 @@ verify_store(const char *const *out, int n_out, uint64_t hash, const struct mt_m
     if (st != MT_OK) {
         return st;
     }
-    for (int l = 0; l < model->cfg.num_hidden_layers && st == MT_OK; l++) {
+    for (int l = 0; l < model->cfg.num_hidden_layers && st == MT_OK && stop_signal == 0; l++) {
         if (!model->layers[l].is_moe) {
             continue;
         }
-        for (int e = 0; e < model->cfg.n_routed_experts && st == MT_OK; e++) {
+        for (int e = 0; e < model->cfg.n_routed_experts && st == MT_OK && stop_signal == 0;
+             e++) {
             st = mt_io_source_wait(src, l, e);
         }
     }
@@ -111,6 +131,14 @@ mt_cli_pack(int argc, char **argv)
     int window;
     double t0;
     double last = 0;
+    bool renamed = false; /* the store's files are in place */
+    const char *hook = getenv("MT_PACK_THROTTLE_MS");
+    long throttle_ms = hook != NULL ? strtol(hook, NULL, 10) : 0;
+    /* SA_RESTART: the reads and writes in flight finish; the flag is read before the next
+     * expert. SA_RESETHAND: a second signal ends pack at once (leaving the .partial files) */
+    struct sigaction sa = {.sa_handler = on_stop_signal, .sa_flags = SA_RESTART | SA_RESETHAND};
+    struct sigaction old_int;
+    struct sigaction old_term;
     mt_status_t st;
     int c;
     int v;
@@ -185,6 +213,10 @@ mt_cli_pack(int argc, char **argv)
             return 1;
         }
     }
+    sigemptyset(&sa.sa_mask);
+    stop_signal = 0;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
     st = mt_model_open(dir, &model);
     if (st == MT_OK) {
         st = mt_stream_model_hash(model, &hash);
@@ -242,7 +274,7 @@ mt_cli_pack(int argc, char **argv)
                 n_out > 1 ? "s" : "");
     }
     t0 = mt_clock_now();
-    for (int i = 0; i < n_order && st == MT_OK; i++) {
+    for (int i = 0; i < n_order && st == MT_OK && stop_signal == 0; i++) {
         struct mt_io_expert_view view;
         int k = order[i];
 
@@ -259,6 +291,11 @@ mt_cli_pack(int argc, char **argv)
         }
         st = mt_io_store_writer_put(w, k / n_experts, k % n_experts, view.part);
         mt_io_source_release(src, k / n_experts, k % n_experts);
+        if (throttle_ms > 0) {
+            struct timespec ts = {throttle_ms / 1000, throttle_ms % 1000 * 1000000L};
+
+            nanosleep(&ts, NULL); /* cut short by a signal: the flag is read next */
+        }
         for (int p = 0; p < MT_IO_N_PARTS; p++) {
             done_bytes += view.len[p];
         }
@@ -273,9 +310,10 @@ mt_cli_pack(int argc, char **argv)
     }
     mt_io_source_destroy(src);
     src = NULL;
-    if (st == MT_OK) {
+    if (st == MT_OK && stop_signal == 0) {
         st = mt_io_store_writer_finish(w);
         w = NULL;
+        renamed = st == MT_OK;
     }
     if (st == MT_OK && io.verify) {
         if (!quiet) {
@@ -283,7 +321,7 @@ mt_cli_pack(int argc, char **argv)
         }
         st = verify_store(out, n_out, hash, model, &io);
     }
-    if (st == MT_OK && !quiet) {
+    if (st == MT_OK && stop_signal == 0 && !quiet) {
         double dt = mt_clock_now() - t0;
 
         fprintf(stderr, "pack: wrote %d experts (%.2f GB) to %d file%s in %.1f s (%.0f MB/s)\n",
@@ -298,5 +336,20 @@ out:
     free(descs);
     free(paths);
     mt_model_destroy(model);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    if (stop_signal != 0) {
+        /* the writer is destroyed, so the .partial files are gone: now end as the signal
+         * would have, so that a shell loop running pack stops at the Ctrl-C too */
+        mt_cli_error(&cli, "%s", !renamed ? "interrupted: the partial store files are removed, "
+                                            "any old store files left as they were"
+                                 : io.verify ? "interrupted after the store was written: it is "
+                                               "complete, but not read back"
+                                             : "interrupted after the store was written: it is "
+                                               "complete");
+        signal(stop_signal, SIG_DFL);
+        raise(stop_signal);
+        return 128 + stop_signal;
+    }
     return st == MT_OK ? 0 : 1;
 }
