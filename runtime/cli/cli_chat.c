@@ -620,6 +620,7 @@ mt_cli_chat(int argc, char **argv)
         }
         goto out;
     }
+    mt_cli_warn_no_bos(c.tok, dir);
     /* --system against the model's positions before the weights load: a system prompt that
      * fills the context would fail every message, each blamed */
     size_t n_system = 0;

@@ -382,6 +382,8 @@ mt_cli_run(int argc, char **argv)
         size_t n = 0;
         int32_t bos = mt_tokenizer_bos(tok);
         int32_t *ids = NULL;
+
+        mt_cli_warn_no_bos(tok, dir);
         if (mt_tokenizer_encode(tok, prompt_text, text_len, true, &ids, &n) != MT_OK) {
             goto out;
         }
