@@ -127,9 +127,10 @@ if [ -w /dev/full ]; then
     printf 'hello there\nhow are you\n' | "$bin" chat -m "$model" -n 4 -v >/dev/full \
         2>"$tmp/w.err"
     rc=$?
-    [ "$rc" -eq 1 ] && grep -q 'cannot write to stdout' "$tmp/w.err" &&
+    [ "$rc" -eq 1 ] && grep -q 'cannot write to stdout: No space left on device' "$tmp/w.err" &&
         [ "$(grep -c '^mt: turn ' "$tmp/w.err")" -eq 1 ]
-    ok $? "stdout that cannot be written stops the chat after one turn, exit 1 (rc $rc)"
+    ok $? "stdout that cannot be written stops the chat after one turn, exit 1, saying why \
+(rc $rc)"
 else
     ok 0 "# SKIP no /dev/full"
 fi

@@ -163,7 +163,18 @@ struct chat {
     int32_t eos_tok;   /* the tokenizer's, usually the same; -1 if none */
     int32_t think_end; /* id of "</think>" or -1 */
     int turn;
+    int out_errno; /* why writing stdout first failed (flush_out), 0 while it has not */
 };
+
+/* fflush(stdout), keeping the first failure's errno: the report at the end of the chat comes
+ * when stdio no longer knows why (ferror only says that a write failed). */
+static void
+flush_out(struct chat *c)
+{
+    if (fflush(stdout) != 0 && c->out_errno == 0) {
+        c->out_errno = errno != 0 ? errno : EIO;
+    }
+}
 
 static void
 msg_free(struct mt_chat_msg *m)
@@ -324,7 +335,7 @@ reply_token(void *ctx, int32_t next)
     } else {
         r->st = print_token(c, &r->detok, next);
     }
-    fflush(stdout);
+    flush_out(c);
     if (r->st == MT_OK) {
         r->st = idvec_push(&r->gen, &next, 1);
     }
@@ -408,7 +419,7 @@ chat_turn(struct chat *c, const char *line, size_t line_len)
         fputs(c->color ? CHAT_RESET : "</think>", stdout);
     }
     fputs("\n", stdout);
-    fflush(stdout);
+    flush_out(c);
     if (st != MT_OK) {
         mt_session_reset(c->eng.session);
         goto out_free_gen;
@@ -711,7 +722,11 @@ mt_cli_chat(int argc, char **argv)
         mt_cli_error(&cli, "cannot read stdin: %s", strerror(errno));
         failed = true;
     }
-    if (!mt_cli_flush_stdout(&cli)) {
+    flush_out(&c);
+    if (c.out_errno != 0) {
+        mt_cli_error(&cli, "cannot write to stdout: %s", strerror(c.out_errno));
+        failed = true;
+    } else if (!mt_cli_flush_stdout(&cli)) {
         failed = true;
     }
     if (interactive) {
