@@ -21,7 +21,7 @@ turn_field() {
 make_tmp chat
 model="$tmp/tiny"
 
-echo "1..26"
+echo "1..29"
 "$bin" synth --preset tiny --layers 2 -q -o "$model" >/dev/null 2>"$tmp/synth.err"
 ok $? "synth --preset tiny writes a model"
 
@@ -103,9 +103,30 @@ ok $? "a line with a NUL byte is kept whole in the prompt ($pz > $py tokens, rc 
 
 printf '/help\n/nonsense\n' | "$bin" chat -m "$model" >"$tmp/h.out" 2>"$tmp/h.err"
 rc=$?
-[ "$rc" -eq 0 ] && grep -q '/reset' "$tmp/h.err" && grep -q "unknown command '/nonsense'" \
+[ "$rc" -eq 0 ] && grep -q '/reset' "$tmp/h.err" && grep -q '^any other line.* //' "$tmp/h.err" &&
+    grep -q "unknown command '/nonsense'" \
     "$tmp/h.err" && [ ! -s "$tmp/h.out" ]
 ok $? "/help lists the commands, an unknown command is named, stdout stays empty (rc $rc)"
+
+# a command may end in blanks; a line starting with // is a message, one slash removed (the same
+# reply as run -p of that message in chat's format)
+printf '/quit \nhello there\n' | "$bin" chat -m "$model" -n 4 >"$tmp/q.out" 2>"$tmp/q.err"
+rc=$?
+[ "$rc" -eq 0 ] && [ ! -s "$tmp/q.out" ] && [ ! -s "$tmp/q.err" ]
+ok $? "'/quit ' (a trailing blank) is /quit (rc $rc)"
+printf '//usr/bin/env: what is it?\n' | "$bin" chat -m "$model" --temperature 0 -n 8 \
+    >"$tmp/sl.out" 2>"$tmp/sl.err" &&
+    "$bin" run -m "$model" --device cpu --temperature 0 -n 8 \
+        -p '<｜User｜>/usr/bin/env: what is it?<｜Assistant｜></think>' >"$tmp/sl.run" 2>/dev/null
+rc=$?
+[ "$rc" -eq 0 ] && [ -s "$tmp/sl.out" ] && cmp -s "$tmp/sl.out" "$tmp/sl.run" &&
+    ! grep -q 'unknown command' "$tmp/sl.err"
+ok $? "//usr/bin/env: ... is the message /usr/bin/env: ... (rc $rc)"
+printf '/usr/bin/env: what is it?\n' | "$bin" chat -m "$model" -n 4 >"$tmp/u.out" 2>"$tmp/u.err"
+rc=$?
+[ "$rc" -eq 0 ] && [ ! -s "$tmp/u.out" ] &&
+    grep -q "unknown command '/usr/bin/env: what is it?' .*starts with // is sent" "$tmp/u.err"
+ok $? "an unknown command says how to send a line starting with / (rc $rc)"
 
 # a last line without its newline is still a message
 printf 'hello there' | "$bin" chat -m "$model" --temperature 0 -n 8 >"$tmp/c.out" 2>"$tmp/c.err"
