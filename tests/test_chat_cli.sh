@@ -21,7 +21,7 @@ turn_field() {
 make_tmp chat
 model="$tmp/tiny"
 
-echo "1..22"
+echo "1..29"
 "$bin" synth --preset tiny --layers 2 -q -o "$model" >/dev/null 2>"$tmp/synth.err"
 ok $? "synth --preset tiny writes a model"
 
@@ -103,9 +103,30 @@ ok $? "a line with a NUL byte is kept whole in the prompt ($pz > $py tokens, rc 
 
 printf '/help\n/nonsense\n' | "$bin" chat -m "$model" >"$tmp/h.out" 2>"$tmp/h.err"
 rc=$?
-[ "$rc" -eq 0 ] && grep -q '/reset' "$tmp/h.err" && grep -q "unknown command '/nonsense'" \
+[ "$rc" -eq 0 ] && grep -q '/reset' "$tmp/h.err" && grep -q '^any other line.* //' "$tmp/h.err" &&
+    grep -q "unknown command '/nonsense'" \
     "$tmp/h.err" && [ ! -s "$tmp/h.out" ]
 ok $? "/help lists the commands, an unknown command is named, stdout stays empty (rc $rc)"
+
+# a command may end in blanks; a line starting with // is a message, one slash removed (the same
+# reply as run -p of that message in chat's format)
+printf '/quit \nhello there\n' | "$bin" chat -m "$model" -n 4 >"$tmp/q.out" 2>"$tmp/q.err"
+rc=$?
+[ "$rc" -eq 0 ] && [ ! -s "$tmp/q.out" ] && [ ! -s "$tmp/q.err" ]
+ok $? "'/quit ' (a trailing blank) is /quit (rc $rc)"
+printf '//usr/bin/env: what is it?\n' | "$bin" chat -m "$model" --temperature 0 -n 8 \
+    >"$tmp/sl.out" 2>"$tmp/sl.err" &&
+    "$bin" run -m "$model" --device cpu --temperature 0 -n 8 \
+        -p '<｜User｜>/usr/bin/env: what is it?<｜Assistant｜></think>' >"$tmp/sl.run" 2>/dev/null
+rc=$?
+[ "$rc" -eq 0 ] && [ -s "$tmp/sl.out" ] && cmp -s "$tmp/sl.out" "$tmp/sl.run" &&
+    ! grep -q 'unknown command' "$tmp/sl.err"
+ok $? "//usr/bin/env: ... is the message /usr/bin/env: ... (rc $rc)"
+printf '/usr/bin/env: what is it?\n' | "$bin" chat -m "$model" -n 4 >"$tmp/u.out" 2>"$tmp/u.err"
+rc=$?
+[ "$rc" -eq 0 ] && [ ! -s "$tmp/u.out" ] &&
+    grep -q "unknown command '/usr/bin/env: what is it?' .*starts with // is sent" "$tmp/u.err"
+ok $? "an unknown command says how to send a line starting with / (rc $rc)"
 
 # a last line without its newline is still a message
 printf 'hello there' | "$bin" chat -m "$model" --temperature 0 -n 8 >"$tmp/c.out" 2>"$tmp/c.err"
@@ -127,9 +148,10 @@ if [ -w /dev/full ]; then
     printf 'hello there\nhow are you\n' | "$bin" chat -m "$model" -n 4 -v >/dev/full \
         2>"$tmp/w.err"
     rc=$?
-    [ "$rc" -eq 1 ] && grep -q 'cannot write to stdout' "$tmp/w.err" &&
+    [ "$rc" -eq 1 ] && grep -q 'cannot write to stdout: No space left on device' "$tmp/w.err" &&
         [ "$(grep -c '^mt: turn ' "$tmp/w.err")" -eq 1 ]
-    ok $? "stdout that cannot be written stops the chat after one turn, exit 1 (rc $rc)"
+    ok $? "stdout that cannot be written stops the chat after one turn, exit 1, saying why \
+(rc $rc)"
 else
     ok 0 "# SKIP no /dev/full"
 fi
@@ -150,6 +172,55 @@ ok $? "an unknown flag, -n 0 and a missing -m exit 2 (rc $rc1 $rc2 $rc3)"
 rc=$?
 [ "$rc" -eq 1 ] && [ "$(wc -l < "$tmp/m.err")" -eq 1 ] && grep -q "$tmp/nowhere" "$tmp/m.err"
 ok $? "a missing model directory exits 1 with one message naming it (rc $rc)"
+# BOS, one rule for run -p and chat: tokenizer_config.json's bos_token, else config.json's
+# bos_token_id (a token of the vocabulary), else the id of <｜begin▁of▁sentence｜>; none: a warning
+bos_model() { # bos_model NAME: the model without tokenizer_config.json, in $tmp/NAME
+    mkdir "$tmp/$1" && for f in "$model"/*; do ln -s "$f" "$tmp/$1/"; done &&
+        rm "$tmp/$1/tokenizer_config.json"
+}
+logits_t() { od -A n -t d4 -j 8 -N 4 "$1" | tr -d ' '; } # the positions of a --dump-logits file
+bos_model nocfg
+hello=$(printf hello | "$bin" tokenize -m "$model" | tr ' ' ,)
+"$bin" run -m "$model" --device cpu -p hello -n 0 --dump-logits "$tmp/bos1.bin" 2>/dev/null &&
+    "$bin" run -m "$tmp/nocfg" --device cpu -p hello -n 0 --dump-logits "$tmp/bos2.bin" \
+        2>"$tmp/bos2.err"
+rc=$?
+[ "$rc" -eq 0 ] && cmp -s "$tmp/bos1.bin" "$tmp/bos2.bin" && ! grep -q BOS "$tmp/bos2.err"
+ok $? "no tokenizer_config.json: run -p still prepends BOS \
+($(logits_t "$tmp/bos2.bin") positions for $hello, rc $rc)"
+printf 'hello there\n' | "$bin" chat -m "$tmp/nocfg" --temperature 0 -n 8 >"$tmp/bos.out" \
+    2>/dev/null &&
+    "$bin" run -m "$tmp/nocfg" --device cpu --temperature 0 -n 8 \
+        -p '<｜User｜>hello there<｜Assistant｜></think>' >"$tmp/bos.run" 2>/dev/null
+rc=$?
+[ "$rc" -eq 0 ] && cmp -s "$tmp/bos.out" "$tmp/b.out" && cmp -s "$tmp/bos.run" "$tmp/b.out"
+ok $? "no tokenizer_config.json: chat and run -p of chat's prompt reply as with it (rc $rc)"
+# config.json's bos_token_id comes before the text's id
+bos_model cfgbos
+rm "$tmp/cfgbos/config.json" &&
+    sed 's/"bos_token_id": *0/"bos_token_id": 5/' "$model/config.json" >"$tmp/cfgbos/config.json"
+"$bin" run -m "$tmp/cfgbos" --device cpu -p hello -n 0 --dump-logits "$tmp/bos3.bin" \
+    2>/dev/null &&
+    "$bin" run -m "$tmp/cfgbos" --device cpu --prompt-ids "5,$hello" -n 0 \
+        --dump-logits "$tmp/bos4.bin" 2>/dev/null
+rc=$?
+[ "$rc" -eq 0 ] && grep -q '"bos_token_id": 5' "$tmp/cfgbos/config.json" &&
+    cmp -s "$tmp/bos3.bin" "$tmp/bos4.bin"
+ok $? "no tokenizer_config.json: config.json's bos_token_id 5 is the BOS (rc $rc)"
+# no BOS anywhere: its text renamed in tokenizer.json, config.json's id 1000 within the model's
+# 1024 but no token of the tokenizer's 607
+bos_model nobos
+rm "$tmp/nobos/config.json" "$tmp/nobos/tokenizer.json" &&
+    sed 's/"bos_token_id": *0/"bos_token_id": 1000/' "$model/config.json" \
+        >"$tmp/nobos/config.json" &&
+    sed 's/<｜begin▁of▁sentence｜>/<｜no▁bos｜>/g' "$model/tokenizer.json" \
+        >"$tmp/nobos/tokenizer.json"
+"$bin" run -m "$tmp/nobos" --device cpu -p hello -n 0 --dump-logits "$tmp/bos5.bin" \
+    2>"$tmp/bos5.err"
+rc=$?
+[ "$rc" -eq 0 ] && [ "$(grep -c 'no BOS is prepended' "$tmp/bos5.err")" -eq 1 ] &&
+    [ "$(logits_t "$tmp/bos5.bin")" -eq "$(echo "$hello" | tr , '\n' | grep -c .)" ]
+ok $? "no BOS token at all: one warning, the prompt is the text's ids alone (rc $rc)"
 "$bin" chat --help | grep -q -- '--think'
 ok $? "--help lists the flags"
 tap_exit

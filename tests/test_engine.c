@@ -1222,15 +1222,19 @@ poke_f32(const char *dir, const char *name, float v)
     return ok;
 }
 
-/* Forward a few tokens on dir's checkpoint; the status, with the message in *msg. */
+/* Forward tokens 1..n (n <= 32) on dir's checkpoint; the status, with the message in *msg. */
 static mt_status_t
-forward_status(const char *dir, const char **msg)
+forward_status(const char *dir, int n, const char **msg)
 {
     struct mt_model *m = NULL;
     struct mt_engine *e = NULL;
-    int32_t ids[6] = {1, 2, 3, 4, 5, 6};
+    int32_t ids[32];
     float *lg = NULL;
     mt_status_t st;
+
+    for (int i = 0; i < n; i++) {
+        ids[i] = i + 1;
+    }
 
     mt_log_set_quiet(true);
     st = mt_model_open(dir, &m);
@@ -1239,7 +1243,7 @@ forward_status(const char *dir, const char **msg)
     }
     if (st == MT_OK) {
         lg = malloc((size_t)mt_engine_vocab(e) * sizeof(float));
-        st = lg == NULL ? MT_ERR_NOMEM : mt_engine_forward(e, ids, 6, false, lg);
+        st = lg == NULL ? MT_ERR_NOMEM : mt_engine_forward(e, ids, n, false, lg);
     }
     mt_log_set_quiet(false);
     *msg = mt_last_error();
@@ -1268,7 +1272,8 @@ corrupt_weights(void)
          "kv_a_proj_with_mqa.weight_scale_inv"},
         {"model.layers.0.mlp.down_proj.weight_scale_inv", 1e38f, "mlp.down_proj.weight_scale_inv"},
         {"model.layers.1.mlp.experts.%d.up_proj.weight_scale_inv", NAN, "up_proj.weight_scale_inv"},
-        {"model.layers.0.input_layernorm.weight", NAN, "layer 0: the attention output"},
+        /* the attention's first check on the way: the indexer's queries, keys and weights */
+        {"model.layers.0.input_layernorm.weight", NAN, "layer 0: the indexer output"},
         {"model.layers.1.post_attention_layernorm.weight", NAN, "layer 1: the MoE output"},
         /* the one that changes no output's finiteness, only the router's choice: at load */
         {"model.layers.1.mlp.gate.e_score_correction_bias", NAN,
@@ -1280,11 +1285,40 @@ corrupt_weights(void)
         const char *dir = tap_tmpdir();
         bool made = golden_synth_tiny(dir, 5) == MT_OK &&
                     poke_f32(dir, cases[i].tensor, cases[i].value);
-        mt_status_t st = made ? forward_status(dir, &msg) : MT_ERR_INTERNAL;
+        mt_status_t st = made ? forward_status(dir, 6, &msg) : MT_ERR_INTERNAL;
         tap_ok(made && st == MT_ERR_FORMAT && strstr(msg, cases[i].want) != NULL &&
                    (i != 3 || strstr(msg, "model.layers.1.mlp.experts.") != NULL),
                "%g in '%s' fails the forward pass naming it: '%s'", (double)cases[i].value,
                cases[i].tensor, made ? msg : "(could not corrupt the checkpoint)");
+        tap_rmtree(dir);
+    }
+}
+
+/*
+ * A corrupt indexer weight (a NaN key norm, or a head's weights +inf) fails the forward pass
+ * naming the layer and the indexer. Nothing after the indexer would: its ReLU turns a NaN dot
+ * product into 0, top-k sorts a NaN score last and attention over the rest stays finite, a
+ * silently different selection. The prompt is longer than the tiny model's index_topk 16, so
+ * the indexer selects.
+ */
+static void
+corrupt_indexer(void)
+{
+    static const char *const tensors[] = {"model.layers.1.self_attn.indexer.k_norm.weight",
+                                          "model.layers.1.self_attn.indexer.weights_proj.weight"};
+    const char *msg;
+
+    for (size_t i = 0; i < sizeof(tensors) / sizeof(tensors[0]); i++) {
+        const char *dir = tap_tmpdir();
+        bool made = golden_synth_tiny(dir, 5) == MT_OK &&
+                    (i == 0 ? poke_f32(dir, tensors[i], NAN)
+                            : golden_poison_row(dir, tensors[i], 0));
+        mt_status_t st = made ? forward_status(dir, 20, &msg) : MT_ERR_INTERNAL;
+        msg = st != MT_OK ? msg : "(it ran)"; /* not the last test's message */
+        tap_ok(made && st == MT_ERR_FORMAT && strstr(msg, "layer 1: the indexer output") != NULL,
+               "%s in '%s' fails a 20-token forward pass naming layer and indexer: '%s'",
+               i == 0 ? "NaN" : "+inf (row 0)", tensors[i],
+               made ? msg : "(could not corrupt the checkpoint)");
         tap_rmtree(dir);
     }
 }
@@ -1342,6 +1376,7 @@ main(void)
     session_penalties();
     session_constraint();
     corrupt_weights();
+    corrupt_indexer();
     poisoned_step();
     int n = golden_all();
     if (n < 3) {

@@ -17,7 +17,7 @@ prompt=$(printf '%s' "$flat" | sed -n 's/.*"prompts":\[\[\([0-9,]*\)\].*/\1/p')
 want=$(printf '%s' "$flat" | sed -n 's/.*"greedy":\[\[\([0-9,]*\)\].*/\1/p' | tr ',' ' ')
 ntok=$(printf '%s\n' "$prompt" | tr ',' '\n' | wc -l)
 
-echo "1..26"
+echo "1..28"
 got=$("$bin" run -m "$dir" --device cpu --prompt-ids "$prompt" -n 20 --print-ids \
       --dump-logits "$tmp/l.bin" 2>"$tmp/err")
 ok $? "run --print-ids --dump-logits exits 0"
@@ -52,6 +52,10 @@ echo '{"model": garbage' >"$tmp/badtok/tokenizer.json"
 rc=$?
 [ "$rc" -eq 0 ] && grep -q "warning: tokenizer .* not valid JSON.*ids are printed" "$tmp/err"
 ok $? "--prompt-ids with a malformed tokenizer.json: ids, with a warning (rc $rc)"
+"$bin" run -m "$dir" -p hi -n 1 >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 1 ] && grep -q "needs its tokenizer.json .*--prompt-ids runs without one" "$tmp/err"
+ok $? "-p on a model without tokenizer.json: exit 1, --prompt-ids named as the way (rc $rc)"
 spaced=$(printf '%s' "$prompt" | tr ',' ' ')
 got2=$("$bin" run -m "$dir" --prompt-ids " $spaced " -n 20 --print-ids 2>/dev/null)
 [ -n "$want" ] && [ "$got2" = "$want" ]
@@ -123,6 +127,11 @@ ok $? "-f FILE and -f - (stdin) give the logits of -p with the same text (rc $rc
 rc=$?
 [ "$rc" -eq 1 ] && grep -q "cannot open prompt text '$tmp/nothing.txt'" "$tmp/err"
 ok $? "a missing -f FILE exits 1 naming it (rc $rc: $(cat "$tmp/err"))"
+mkfifo "$tmp/fifo" &&
+    "$bin" run -m "$tiny" -f "$tmp/fifo" -n 0 >/dev/null 2>"$tmp/err" </dev/null
+rc=$?
+[ "$rc" -eq 1 ] && grep -q "'$tmp/fifo' is a FIFO.*pass '-' to read stdin" "$tmp/err"
+ok $? "-f FIFO exits 1 saying that '-' reads stdin (rc $rc: $(cat "$tmp/err"))"
 "$bin" run -m "$tiny" -f "$tmp/prompt.txt" -n 0 --json "$tmp/prompt.txt" >/dev/null 2>"$tmp/err"
 rc=$?
 [ "$rc" -eq 2 ] && grep -q "is the prompt input; refusing to overwrite" "$tmp/err" &&

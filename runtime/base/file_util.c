@@ -45,10 +45,13 @@ mt_file_open_input(const char *path, const char *what, int *fd_out, uint64_t *si
         goto out_close;
     }
     if (!S_ISREG(sb.st_mode)) {
+        /* a pipe or a terminal may be what a flag meant to read as stdin: say how where it can */
+        bool stream = S_ISFIFO(sb.st_mode) || S_ISCHR(sb.st_mode) || S_ISSOCK(sb.st_mode);
         st = mt_fail(MT_ERR_IO, 0,
                      "%s '%s' is %s, not a regular file (moetier reads inputs from files; save "
-                     "the data to a file and pass that)",
-                     what, path, mt_file_kind_str(sb.st_mode));
+                     "the data to a file and pass that%s)",
+                     what, path, mt_file_kind_str(sb.st_mode),
+                     stream ? ", or pass '-' to read stdin where the flag takes it" : "");
         goto out_close;
     }
     flags = fcntl(fd, F_GETFL);

@@ -94,10 +94,13 @@ mt_last_error(void)
     return last_error;
 }
 
-void
+bool
 mt_log_set_quiet(bool q)
 {
+    bool was = quiet;
+
     quiet = q;
+    return was;
 }
 
 /* One line on stderr: prefix, then text with its control characters escaped (copy_clean). */

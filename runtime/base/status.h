@@ -41,8 +41,10 @@ mt_status_t mt_fail(mt_status_t st, int errnum, const char *fmt, ...)
 /* The last message recorded by mt_fail() on this thread ("" if none). Valid until the next fail. */
 const char *mt_last_error(void);
 
-/* Silence mt_fail()'s stderr logging on this thread (tests that feed bad input on purpose). */
-void mt_log_set_quiet(bool quiet);
+/* Silence mt_fail()'s stderr logging on this thread (tests that feed bad input on purpose, or a
+ * best-effort read whose failure is not this caller's to report). Returns the setting before,
+ * for a caller that restores it. */
+bool mt_log_set_quiet(bool quiet);
 
 /* Informational and warning lines on stderr, prefixed "mt: " / "mt: warning: ". */
 void mt_log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -69,7 +69,8 @@ chat_usage(FILE *f)
             "usage: moetier chat -m DIR [options]\n\n"
             "Talk with the model, one line per message (CPU or GPU engine); the KV\n"
             "cache is kept across turns. Commands: /help, /reset (forget the\n"
-            "conversation), /quit; Ctrl-D (end of input) leaves, Ctrl-C stops a reply.\n\n"
+            "conversation), /quit; Ctrl-D (end of input) leaves, Ctrl-C stops a reply.\n"
+            "A line that starts with // is a message, sent less one slash.\n\n"
             "  -m, --model DIR          checkpoint directory (config.json, safetensors,\n"
             "                           tokenizer.json)\n"
             "      --kv-dtype f32|bf16|fp8  latent cache dtype (default f32 on cpu, bf16 on\n"
@@ -105,7 +106,9 @@ chat_help(void)
                     "  /reset   forget the conversation and the KV cache (the system prompt "
                     "stays)\n"
                     "  /quit    leave (so does Ctrl-D, end of input)\n"
-                    "any other line is a message to the model; Ctrl-C stops a reply\n");
+                    "any other line is a message to the model; one that starts with // is sent\n"
+                    "less one slash (//usr/bin/env: ... sends /usr/bin/env: ...); Ctrl-C stops\n"
+                    "a reply\n");
 }
 
 static volatile sig_atomic_t interrupted;
@@ -163,7 +166,18 @@ struct chat {
     int32_t eos_tok;   /* the tokenizer's, usually the same; -1 if none */
     int32_t think_end; /* id of "</think>" or -1 */
     int turn;
+    int out_errno; /* why writing stdout first failed (flush_out), 0 while it has not */
 };
+
+/* fflush(stdout), keeping the first failure's errno: the report at the end of the chat comes
+ * when stdio no longer knows why (ferror only says that a write failed). */
+static void
+flush_out(struct chat *c)
+{
+    if (fflush(stdout) != 0 && c->out_errno == 0) {
+        c->out_errno = errno != 0 ? errno : EIO;
+    }
+}
 
 static void
 msg_free(struct mt_chat_msg *m)
@@ -324,7 +338,7 @@ reply_token(void *ctx, int32_t next)
     } else {
         r->st = print_token(c, &r->detok, next);
     }
-    fflush(stdout);
+    flush_out(c);
     if (r->st == MT_OK) {
         r->st = idvec_push(&r->gen, &next, 1);
     }
@@ -408,7 +422,7 @@ chat_turn(struct chat *c, const char *line, size_t line_len)
         fputs(c->color ? CHAT_RESET : "</think>", stdout);
     }
     fputs("\n", stdout);
-    fflush(stdout);
+    flush_out(c);
     if (st != MT_OK) {
         mt_session_reset(c->eng.session);
         goto out_free_gen;
@@ -516,6 +530,13 @@ is_blank(const char *s, size_t len)
     return true;
 }
 
+/* Whether the line's first len bytes are the command name (a NUL byte in them never is). */
+static bool
+is_command(const char *line, size_t len, const char *name)
+{
+    return len == strlen(name) && memcmp(line, name, len) == 0;
+}
+
 enum {
     OPT_THINK = 256,
     OPT_SYSTEM,
@@ -620,6 +641,7 @@ mt_cli_chat(int argc, char **argv)
         }
         goto out;
     }
+    mt_cli_warn_no_bos(c.tok, dir);
     /* --system against the model's positions before the weights load: a system prompt that
      * fills the context would fail every message, each blamed */
     size_t n_system = 0;
@@ -684,22 +706,33 @@ mt_cli_chat(int argc, char **argv)
         if (is_blank(line, line_len)) {
             continue;
         }
-        if (line[0] == '/') {
-            if (strcmp(line, "/quit") == 0 || strcmp(line, "/exit") == 0) {
+        /* "/x" is a command; "//x" is the message "/x" (a path, say), one slash removed */
+        const char *msg = line;
+        size_t msg_len = line_len;
+        if (line[0] == '/' && (line_len < 2 || line[1] != '/')) {
+            size_t n = line_len; /* the command without trailing blanks: "/quit " is /quit */
+            while (n > 0 && (line[n - 1] == ' ' || line[n - 1] == '\t')) {
+                n--;
+            }
+            if (is_command(line, n, "/quit") || is_command(line, n, "/exit")) {
                 break;
-            } else if (strcmp(line, "/reset") == 0) {
+            } else if (is_command(line, n, "/reset")) {
                 chat_reset(&c);
                 if (interactive) {
                     fprintf(stderr, "[conversation cleared]\n");
                 }
-            } else if (strcmp(line, "/help") == 0) {
+            } else if (is_command(line, n, "/help")) {
                 chat_help();
             } else {
-                mt_cli_error(&cli, "unknown command '%s' (/help lists them)", line);
+                mt_cli_error(&cli, "unknown command '%.*s' (/help lists them; a line that starts "
+                             "with // is sent as a message, less one slash)", (int)n, line);
             }
             continue;
         }
-        if (chat_turn(&c, line, line_len) != MT_OK) {
+        if (line[0] == '/') {
+            msg++, msg_len--;
+        }
+        if (chat_turn(&c, msg, msg_len) != MT_OK) {
             failed = true;
         }
         if (ferror(stdout)) {
@@ -710,7 +743,11 @@ mt_cli_chat(int argc, char **argv)
         mt_cli_error(&cli, "cannot read stdin: %s", strerror(errno));
         failed = true;
     }
-    if (!mt_cli_flush_stdout(&cli)) {
+    flush_out(&c);
+    if (c.out_errno != 0) {
+        mt_cli_error(&cli, "cannot write to stdout: %s", strerror(c.out_errno));
+        failed = true;
+    } else if (!mt_cli_flush_stdout(&cli)) {
         failed = true;
     }
     if (interactive) {

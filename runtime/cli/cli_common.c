@@ -833,6 +833,17 @@ mt_cli_peek_config(const char *dir, struct mt_model_config *cfg)
     return st == MT_OK;
 }
 
+void
+mt_cli_warn_no_bos(const struct mt_tokenizer *tok, const char *dir)
+{
+    if (tok != NULL && mt_tokenizer_bos(tok) < 0) {
+        mt_log_warn("model '%s' names no BOS token (no bos_token in tokenizer_config.json, no "
+                    "bos_token_id in config.json that is a token, no %s in tokenizer.json): "
+                    "no BOS is prepended to the prompt",
+                    dir, MT_TOKENIZER_BOS_TEXT);
+    }
+}
+
 bool
 mt_cli_check_output(const struct mt_cli *cli, const char *what, const char *path)
 {

@@ -53,6 +53,7 @@
 #include "runtime/model/model.h"
 #include "runtime/plan/planner.h"
 #include "runtime/text/sampler.h"
+#include "runtime/text/tokenizer.h"
 #include "runtime/base/status.h"
 #include "runtime/plan/trace.h"
 
@@ -313,6 +314,13 @@ mt_status_t mt_cli_engine_init(struct mt_cli_engine *e, const char *dir,
  * (minutes on the full model). Returns false where it does not load: the engine's load says why.
  */
 bool mt_cli_peek_config(const char *dir, struct mt_model_config *cfg);
+
+/*
+ * One warning where the tokenizer of the model in dir has no BOS (mt_tokenizer_bos() -1): the
+ * prompts a command builds from text then start without one, which the model was not trained
+ * on. Nothing otherwise.
+ */
+void mt_cli_warn_no_bos(const struct mt_tokenizer *tok, const char *dir);
 
 /*
  * An output file named by flag `what` must be writable before a long run starts: its directory

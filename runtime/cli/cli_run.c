@@ -367,12 +367,16 @@ mt_cli_run(int argc, char **argv)
         mt_log_set_quiet(false);
         if (st != MT_OK) {
             tok = NULL;
-            if (prompt_text != NULL) {
-                goto out;
-            }
             /* none is fine; one that is there but unreadable is worth a word */
             char tpath[4096];
             snprintf(tpath, sizeof(tpath), "%s/tokenizer.json", dir);
+            if (prompt_text != NULL) {
+                if (access(dir, F_OK) == 0 && access(tpath, F_OK) != 0) {
+                    mt_cli_error(&cli, "the model directory needs its tokenizer.json for a text "
+                                 "prompt (-p, -f); --prompt-ids runs without one");
+                }
+                goto out;
+            }
             if (access(tpath, F_OK) == 0) {
                 mt_log_warn("%s; ids are printed instead of text", mt_last_error());
             }
@@ -382,6 +386,8 @@ mt_cli_run(int argc, char **argv)
         size_t n = 0;
         int32_t bos = mt_tokenizer_bos(tok);
         int32_t *ids = NULL;
+
+        mt_cli_warn_no_bos(tok, dir);
         if (mt_tokenizer_encode(tok, prompt_text, text_len, true, &ids, &n) != MT_OK) {
             goto out;
         }

@@ -296,6 +296,7 @@ mt_cli_serve(int argc, char **argv)
         mt_cli_error(&cli, "the model directory needs its tokenizer.json");
         goto out;
     }
+    mt_cli_warn_no_bos(tok, dir);
     if (mt_serve_create(e.engine, tok, &so, &serve) != MT_OK) {
         goto out;
     }

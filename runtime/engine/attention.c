@@ -67,6 +67,12 @@ indexer_select(struct mt_engine *e, int l, int t, int64_t pos, struct eng_work *
         }
         mt_cpu_index_scores_fp8(w->q8, w->wq, IH, ID, KV->ikey8, KV->ikscale, n_keys, w->scores);
     }
+    /* finite queries, keys and weights (eng_attention checked them) can still overflow here */
+    if ((st = eng_check_finite(w->scores, (size_t)n_keys, l, "indexer")) != MT_OK ||
+        (fp8 && e->opts.compare_indexer &&
+         (st = eng_check_finite(w->scores2, (size_t)n_keys, l, "indexer")) != MT_OK)) {
+        return st;
+    }
     if ((st = mt_cpu_topk(w->scores, n_keys, k, w->idx)) != MT_OK) {
         return st;
     }
@@ -174,6 +180,18 @@ eng_attention(struct mt_engine *e, int l, const float *x, int n, int64_t start, 
             mt_cpu_hadamard(w->had, ID);
             KV->ikscale[pos] = mt_cpu_act_quant(w->had, ID, true, KV->ikey8 + pos * ID);
         }
+    }
+
+    /*
+     * The indexer's queries, keys and head weights are checked as a sublayer's output is: a NaN
+     * from a corrupt indexer weight would fail nothing later (its ReLU turns a NaN dot product
+     * into 0, top-k sorts a NaN score last, attention over the positions picked stays finite):
+     * it would only change the selection, silently.
+     */
+    if (sparse && ((st = eng_check_finite(w->qi, (size_t)n * IH * ID, l, "indexer")) != MT_OK ||
+                   (st = eng_check_finite(w->ki, (size_t)n * ID, l, "indexer")) != MT_OK ||
+                   (st = eng_check_finite(w->wts, (size_t)n * IH, l, "indexer")) != MT_OK)) {
+        return st;
     }
 
     /* per token: select positions, absorbed attention, W_UV */

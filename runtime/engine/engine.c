@@ -499,8 +499,8 @@ eng_embed(const struct mt_cpu_weight *embed, const int32_t *tokens, int n, float
  * A sublayer's output must be finite: NaN or Inf here comes from a corrupt weight or scale of
  * this layer (or an overflow), and must fail the call rather than reach the sampler.
  */
-static mt_status_t
-check_finite(const float *v, size_t n, int layer, const char *what)
+mt_status_t
+eng_check_finite(const float *v, size_t n, int layer, const char *what)
 {
     if (!eng_any_not_finite(v, n)) {
         return MT_OK; /* the usual case, in one vectorised pass; the loop below finds the place */
@@ -643,7 +643,7 @@ engine_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logit
                            x + (int64_t)t * D);
         }
         if ((st = eng_attention(e, l, x, n, start, &w, y)) != MT_OK ||
-            (st = check_finite(y, nn * D, l, "attention")) != MT_OK) {
+            (st = eng_check_finite(y, nn * D, l, "attention")) != MT_OK) {
             return st;
         }
         for (size_t i = 0; i < nn * D; i++) {
@@ -659,7 +659,7 @@ engine_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logit
             st = mt_cpu_swiglu(&L->mlp.gate, &L->mlp.up, &L->mlp.down, x, n, y);
         }
         if (st == MT_OK) {
-            st = check_finite(y, nn * D, l, L->is_moe ? "MoE" : "MLP");
+            st = eng_check_finite(y, nn * D, l, L->is_moe ? "MoE" : "MLP");
         }
         if (st != MT_OK) {
             return st;
@@ -674,7 +674,7 @@ engine_forward(struct mt_engine *e, const int32_t *tokens, int n, bool all_logit
                        x + (int64_t)(t - first) * D);
     }
     if ((st = mt_cpu_linear(&e->head, x, n - first, logits_out)) != MT_OK ||
-        (st = check_finite(logits_out, (size_t)(n - first) * (size_t)c->vocab_size, -1,
+        (st = eng_check_finite(logits_out, (size_t)(n - first) * (size_t)c->vocab_size, -1,
                            "lm_head")) != MT_OK) {
         return st;
     }

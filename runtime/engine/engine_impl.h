@@ -116,6 +116,10 @@ bool eng_any_not_finite(const float *v, size_t n);
  * output, whose check names the layer, but one in the bias only changes which experts the
  * router picks, silently (the router orders NaN scores like any others). */
 mt_status_t eng_check_tensor_finite(const char *name, const float *f, size_t n);
+/* engine.c: MT_OK where v[0..n) is finite; else MT_ERR_FORMAT "layer L: the <what> output is
+ * not finite ..." naming the first bad value (layer -1: the head). Every sublayer's output, and
+ * the indexer's scores, pass it. */
+mt_status_t eng_check_finite(const float *v, size_t n, int layer, const char *what);
 /* engine.c: the embedding rows of tokens[0..n) into out[n][hidden]; MT_ERR_FORMAT naming the
  * token when a row is not finite (a corrupt table, caught before it reaches any layer). */
 mt_status_t eng_embed(const struct mt_cpu_weight *embed, const int32_t *tokens, int n,

@@ -43,7 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char bos_text[] = "<｜begin▁of▁sentence｜>";
+static const char bos_text[] = MT_TOKENIZER_BOS_TEXT;
 static const char eos_text[] = "<｜end▁of▁sentence｜>";
 static const char user_text[] = "<｜User｜>";
 static const char assistant_text[] = "<｜Assistant｜>";
@@ -446,15 +446,10 @@ flush_run(struct builder *b)
     b->run.n = 0;
 }
 
+/* The marker m as the token id: the text before it is encoded first, as its own run. */
 static void
-put_marker(struct builder *b, const char *m)
+put_marker_id(struct builder *b, const char *m, int32_t id)
 {
-    int32_t id = b->tok != NULL ? mt_tokenizer_token_id(b->tok, m) : -1;
-
-    if (id < 0 || !mt_tokenizer_is_added(b->tok, id)) {
-        put_str(b, m); /* not a token of this tokenizer: text, as HF would read the prompt */
-        return;
-    }
     sb_str(&b->text, m);
     flush_run(b);
     if (b->st != MT_OK) {
@@ -471,6 +466,34 @@ put_marker(struct builder *b, const char *m)
         b->cap = ncap;
     }
     b->ids[b->n++] = id;
+}
+
+static void
+put_marker(struct builder *b, const char *m)
+{
+    int32_t id = b->tok != NULL ? mt_tokenizer_token_id(b->tok, m) : -1;
+
+    if (id < 0 || !mt_tokenizer_is_added(b->tok, id)) {
+        put_str(b, m); /* not a token of this tokenizer: text, as HF would read the prompt */
+        return;
+    }
+    put_marker_id(b, m, id);
+}
+
+/*
+ * bos_token: in ids the tokenizer's BOS (mt_tokenizer_bos, found by the rule `run -p` follows
+ * too, so the two give the same ids), none where it has none; the rendered text always shows it.
+ */
+static void
+put_bos(struct builder *b)
+{
+    int32_t id = b->tok != NULL ? mt_tokenizer_bos(b->tok) : -1;
+
+    if (id >= 0) {
+        put_marker_id(b, bos_text, id);
+    } else {
+        sb_str(&b->text, bos_text);
+    }
 }
 
 /* encode_arguments_to_dsml + tool_call_template for one call */
@@ -622,7 +645,7 @@ build(struct builder *b, const struct mt_chat_msg *msgs, size_t n, bool thinking
             last_user = (long)i;
         }
     }
-    put_marker(b, bos_text);
+    put_bos(b);
     if (n > 0 && msgs[0].role != MT_CHAT_SYSTEM &&
         (msgs[0].tools != NULL || msgs[0].response_format != NULL)) {
         /* the empty system prompt that carries them, as a system message {content: ""} */

@@ -1018,6 +1018,32 @@ mt_tokenizer_parse(const char *json, size_t len, const char *what, struct mt_tok
     return st;
 }
 
+/*
+ * BOS when tokenizer_config.json names none: config.json's bos_token_id where it is a token of
+ * this vocabulary, else the id of DeepSeek's BOS text, else -1. The chat format and `run -p` both
+ * take BOS from here, so they give the same prompt ids. config.json is read best effort and
+ * quietly: a bad one is the engine's to report, with its own message.
+ */
+static int32_t
+bos_fallback(const struct mt_tokenizer *tok, const char *config_path)
+{
+    json_t *root = NULL;
+    json_t *v;
+    size_t len;
+    int32_t id = -1;
+    bool was_quiet = mt_log_set_quiet(true);
+
+    if (mt_json_load_file(config_path, "config", MT_FILE_MAX_CONFIG, &root) == MT_OK &&
+        json_is_integer(v = json_object_get(root, "bos_token_id")) &&
+        json_integer_value(v) >= 0 && json_integer_value(v) < tok->n_vocab &&
+        mt_tokenizer_token_bytes(tok, (int32_t)json_integer_value(v), &len) != NULL) {
+        id = (int32_t)json_integer_value(v);
+    }
+    mt_log_set_quiet(was_quiet);
+    json_decref(root);
+    return id >= 0 ? id : mt_tokenizer_token_id(tok, MT_TOKENIZER_BOS_TEXT);
+}
+
 mt_status_t
 mt_tokenizer_load(const char *dir, struct mt_tokenizer **tok_out)
 {
@@ -1025,13 +1051,15 @@ mt_tokenizer_load(const char *dir, struct mt_tokenizer **tok_out)
     json_t *root = NULL;
     json_t *cfg = NULL;
     char *cfg_path;
+    char *model_cfg_path;
     char *path;
     size_t dl = strlen(dir);
     mt_status_t st;
 
     path = malloc(dl + 32);
     cfg_path = malloc(dl + 32);
-    if (path == NULL || cfg_path == NULL) {
+    model_cfg_path = malloc(dl + 32);
+    if (path == NULL || cfg_path == NULL || model_cfg_path == NULL) {
         st = mt_fail(MT_ERR_NOMEM, 0, "tokenizer: out of memory");
         goto out_free;
     }
@@ -1043,11 +1071,14 @@ mt_tokenizer_load(const char *dir, struct mt_tokenizer **tok_out)
     if (S_ISDIR(sb.st_mode)) {
         snprintf(path, dl + 32, "%s/tokenizer.json", dir);
         snprintf(cfg_path, dl + 32, "%s/tokenizer_config.json", dir);
+        snprintf(model_cfg_path, dl + 32, "%s/config.json", dir);
     } else {
         const char *slash = strrchr(dir, '/');
         snprintf(path, dl + 32, "%s", dir);
         snprintf(cfg_path, dl + 32, "%.*stokenizer_config.json",
                  slash ? (int)(slash - dir + 1) : 0, dir);
+        snprintf(model_cfg_path, dl + 32, "%.*sconfig.json", slash ? (int)(slash - dir + 1) : 0,
+                 dir);
     }
     st = mt_json_load_file(path, "tokenizer", MT_FILE_MAX_TOKENIZER, &root);
     if (st != MT_OK) {
@@ -1061,11 +1092,15 @@ mt_tokenizer_load(const char *dir, struct mt_tokenizer **tok_out)
         }
     }
     st = tokenizer_build(root, cfg, path, tok_out);
+    if (st == MT_OK && (*tok_out)->bos < 0) {
+        (*tok_out)->bos = bos_fallback(*tok_out, model_cfg_path);
+    }
 
 out_decref:
     json_decref(cfg);
     json_decref(root);
 out_free:
+    free(model_cfg_path);
     free(cfg_path);
     free(path);
     return st;

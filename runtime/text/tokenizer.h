@@ -94,9 +94,15 @@ bool mt_tokenizer_is_added(const struct mt_tokenizer *tok, int32_t id);
 /* One more than the largest token id. */
 int32_t mt_tokenizer_n_vocab(const struct mt_tokenizer *tok);
 
+/* DeepSeek's BOS text, the chat format's bos_token. */
+#define MT_TOKENIZER_BOS_TEXT "<｜begin▁of▁sentence｜>"
+
 /*
  * BOS/EOS ids: read from tokenizer_config.json beside tokenizer.json ("bos_token"/"eos_token",
- * as a string or as {"content": ...}) and looked up by text; -1 when not known.
+ * as a string or as {"content": ...}) and looked up by text; -1 when not known. Where that gives
+ * no BOS, mt_tokenizer_load() takes config.json's bos_token_id (beside tokenizer.json, if it
+ * names a token of the vocabulary), else the id of MT_TOKENIZER_BOS_TEXT. One rule for every
+ * prompt: `run -p`, `chat` and the server all start with this BOS (none when -1).
  */
 int32_t mt_tokenizer_bos(const struct mt_tokenizer *tok);
 int32_t mt_tokenizer_eos(const struct mt_tokenizer *tok);
