@@ -80,7 +80,7 @@ make_engine(const struct mt_model *m, enum mt_device dev, enum mt_dtype kv,
     o.device = dev;
     o.kv_dtype = kv;
     o.indexer = ix;
-    o.gpu_ctx = 1024;
+    o.ctx = 1024;
     return mt_engine_create(m, &o, out);
 }
 

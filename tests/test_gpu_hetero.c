@@ -127,7 +127,7 @@ rig_build_plan(const struct mt_model *m, enum plan_kind k, uint64_t gpu_mem, str
     o.device = MT_DEVICE_GPU;
     o.kv_dtype = MT_DTYPE_F32;
     o.indexer = MT_INDEXER_EXACT;
-    o.gpu_ctx = rig_ctx;
+    o.ctx = rig_ctx;
     o.gpu_mem = gpu_mem;
     o.no_prefetch = k == MIX_NO_PREFETCH;
     o.gpu_slot_min_tokens = k == DRAM_SLOTS ? 1 : 0;
@@ -648,7 +648,7 @@ golden_set(const char *dir, const char *name)
         check_plan(m, name, ALL_DRAM_TEAM, 0, &q, true, routing);
         setenv("MOETIER_ISA", "avx512", 1);
     }
-    if (m->cfg.max_position_embeddings >= 1024) { /* rig_build's gpu_ctx */
+    if (m->cfg.max_position_embeddings >= 1024) { /* rig_build's ctx */
         check_long_prompt(m, name);
     }
     if (m->cfg.max_position_embeddings >= 4096) {

@@ -17,7 +17,7 @@ prompt=$(printf '%s' "$flat" | sed -n 's/.*"prompts":\[\[\([0-9,]*\)\].*/\1/p')
 want=$(printf '%s' "$flat" | sed -n 's/.*"greedy":\[\[\([0-9,]*\)\].*/\1/p' | tr ',' ' ')
 ntok=$(printf '%s\n' "$prompt" | tr ',' '\n' | wc -l)
 
-echo "1..28"
+echo "1..29"
 got=$("$bin" run -m "$dir" --device cpu --prompt-ids "$prompt" -n 20 --print-ids \
       --dump-logits "$tmp/l.bin" 2>"$tmp/err")
 ok $? "run --print-ids --dump-logits exits 0"
@@ -160,4 +160,13 @@ rc=$?
 ok $? "--threads past the cores: warnings say what the experts' team and OpenMP run (rc $rc: $(head -c 300 "$tmp/err"))"
 "$bin" run --help | grep -q -- '--dump-logits'
 ok $? "--help lists the flags"
+# --ctx holds on the CPU too (its cache grows up to it; the placement budgets that many): a run
+# past it stops there with a warning, as on the GPU, and the tokens before it are the same
+want=$("$bin" run -m "$dir" --device cpu --prompt-ids 1,2,3,4,5,6,7,8 -n 8 --print-ids 2>/dev/null)
+got=$("$bin" run -m "$dir" --device cpu --prompt-ids 1,2,3,4,5,6,7,8 -n 30 --ctx 16 \
+    --print-ids 2>"$tmp/err")
+[ $? -eq 0 ] && [ -n "$want" ] && [ "$got" = "$want $(echo "$got" | awk '{print $NF}')" ] &&
+    grep -q "generation stopped after 9 of 30 tokens: the sequence reached the 16 positions" \
+        "$tmp/err"
+ok $? "--ctx 16 on the CPU: 9 tokens then a stop ('$got'; the first 8 as -n 8: '$want')"
 tap_exit

@@ -286,10 +286,10 @@ run_budget(const struct mt_cli_engine_flags *f, const struct mt_model_config *cf
     b->gpu_mem = !gpu ? 0 : f->engine.gpu_mem > 0 ? f->engine.gpu_mem : gpu_free_budget();
     b->gpu_mem_default = gpu && f->engine.gpu_mem == 0;
     /* the context the engine will hold (--ctx, a long prompt's, else the default) */
-    b->ctx = (int)MT_MIN(mt_cli_gpu_ctx(f, cfg), INT32_MAX);
-    if (f->engine.gpu_ctx > cfg->max_position_embeddings) {
+    b->ctx = (int)MT_MIN(mt_cli_ctx(f, cfg), INT32_MAX);
+    if (f->engine.ctx > cfg->max_position_embeddings) {
         mt_log_warn("--ctx %lld is more than the model's %d positions: %d are held",
-                    (long long)f->engine.gpu_ctx, cfg->max_position_embeddings,
+                    (long long)f->engine.ctx, cfg->max_position_embeddings,
                     cfg->max_position_embeddings);
     }
 }

@@ -75,7 +75,8 @@ chat_usage(FILE *f)
             "                           tokenizer.json)\n"
             "      --kv-dtype f32|bf16|fp8  latent cache dtype (default f32 on cpu, bf16 on\n"
             "                           gpu; fp8: DeepSeek's 656-byte layout, for long contexts)\n"
-            "      --ctx N              gpu: positions the device cache holds (default 8192)\n"
+            "      --ctx N              positions the conversation may reach, which the KV\n"
+            "                           cache and the placement are sized for (default 8192)\n"
             "      --debug-sync         gpu: synchronize after every kernel (MT_DEBUG_SYNC=1)\n"
             "      --think              thinking mode: the model reasons first (dimmed)\n"
             "      --system TEXT        system prompt, kept across /reset\n"
@@ -544,14 +545,14 @@ enum {
 
 /* Whether a --system of n tokens leaves room in a context of max_pos positions; else says so. */
 static bool
-system_fits(const struct mt_cli *cli, size_t n, int64_t max_pos, bool gpu)
+system_fits(const struct mt_cli *cli, size_t n, int64_t max_pos)
 {
     if ((int64_t)n < max_pos) {
         return true;
     }
     mt_cli_error(cli, "--system is %zu tokens in the prompt format, and the context holds %lld "
-                 "positions, which must also hold the conversation; give a shorter one%s", n,
-                 (long long)max_pos, gpu ? " (or raise --ctx)" : "");
+                 "positions, which must also hold the conversation; give a shorter one (or "
+                 "raise --ctx)", n, (long long)max_pos);
     return false;
 }
 
@@ -658,7 +659,7 @@ mt_cli_chat(int argc, char **argv)
         }
         free(ids);
         if (mt_cli_peek_config(dir, &cfg) &&
-            !system_fits(&cli, n_system, cfg.max_position_embeddings, false)) {
+            !system_fits(&cli, n_system, cfg.max_position_embeddings)) {
             goto out;
         }
     }
@@ -677,8 +678,8 @@ mt_cli_chat(int argc, char **argv)
                         "will not be told apart");
         }
     }
-    /* the context the engine holds (on the GPU --ctx may be shorter than the model's) */
-    if (system != NULL && !system_fits(&cli, n_system, mt_engine_max_pos(c.eng.engine), c.gpu)) {
+    /* the context the engine holds (--ctx may be shorter than the model's) */
+    if (system != NULL && !system_fits(&cli, n_system, mt_engine_max_pos(c.eng.engine))) {
         goto out;
     }
     {

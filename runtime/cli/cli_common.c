@@ -694,7 +694,7 @@ mt_cli_engine_flags_parse(const struct mt_cli *cli, int opt, char *const *argv,
         if (!mt_cli_parse_int(cli, "--ctx", optarg, 1, INT_MAX, &ctx)) {
             return 2;
         }
-        f->engine.gpu_ctx = ctx;
+        f->engine.ctx = ctx;
         return 0;
     }
     case MT_CLI_OPT_TEMPERATURE:
@@ -897,12 +897,12 @@ has_host_experts(const struct mt_model_config *cfg, const uint8_t *tiers)
 }
 
 int64_t
-mt_cli_gpu_ctx(const struct mt_cli_engine_flags *f, const struct mt_model_config *cfg)
+mt_cli_ctx(const struct mt_cli_engine_flags *f, const struct mt_model_config *cfg)
 {
     int64_t max = cfg->max_position_embeddings;
 
-    if (f->engine.gpu_ctx > 0) {
-        return MT_MIN(f->engine.gpu_ctx, max);
+    if (f->engine.ctx > 0) {
+        return MT_MIN(f->engine.ctx, max);
     }
     return MT_MIN(MT_MAX((int64_t)8192, f->ctx_need), max);
 }
@@ -943,9 +943,8 @@ mt_cli_engine_init(struct mt_cli_engine *e, const char *dir, const struct mt_cli
     if (st != MT_OK) {
         goto fail;
     }
-    if (gpu) {
-        eo.gpu_ctx = mt_cli_gpu_ctx(f, &e->model->cfg);
-    }
+    /* the context the placement budgets memory for, on either engine */
+    eo.ctx = mt_cli_ctx(f, &e->model->cfg);
     if (trace) {
         const struct mt_model_config *cfg = &e->model->cfg;
         st = mt_trace_create(cfg->num_hidden_layers, cfg->n_routed_experts,

@@ -257,12 +257,13 @@ struct mt_cli_engine_flags {
 };
 
 /*
- * The positions the GPU engine's caches hold: --ctx where given, else 8,192 or, where the run
- * says it needs more (ctx_need: a long prompt), that many, so `run` with a long prompt needs
- * no --ctx; never more than the model's max_position_embeddings. The automatic placement
- * budgets the caches for the same number.
+ * The positions a session may reach (the GPU engine's caches hold them from the start, the CPU
+ * engine's grow up to them): --ctx where given, else 8,192 or, where the run says it needs more
+ * (ctx_need: a long prompt), that many, so `run` with a long prompt needs no --ctx; never more
+ * than the model's max_position_embeddings. The automatic placement budgets the caches for the
+ * same number.
  */
-int64_t mt_cli_gpu_ctx(const struct mt_cli_engine_flags *f, const struct mt_model_config *cfg);
+int64_t mt_cli_ctx(const struct mt_cli_engine_flags *f, const struct mt_model_config *cfg);
 
 /*
  * The --help lines of the placement flags run, chat and serve share (--device, --gpu-mem,

@@ -58,8 +58,9 @@ run_usage(FILE *f)
             "  -m, --model DIR          checkpoint directory (config.json, safetensors)\n"
             "      --kv-dtype f32|bf16|fp8  latent cache dtype (default f32 on cpu, bf16 on\n"
             "                           gpu; fp8: DeepSeek's 656-byte layout, for long contexts)\n"
-            "      --ctx N              gpu: positions the device cache holds (default 8192,\n"
-            "                           or the prompt and -n where they need more)\n"
+            "      --ctx N              positions the run may reach, which the KV cache and the\n"
+            "                           placement are sized for (default 8192, or the prompt\n"
+            "                           and -n where they need more)\n"
             "      --debug-sync         gpu: synchronize after every kernel (MT_DEBUG_SYNC=1)\n"
             "      --prompt-ids LIST    prompt as token ids separated by commas or spaces;\n"
             "                           @FILE reads them from FILE, @- from stdin\n"
@@ -414,7 +415,7 @@ mt_cli_run(int argc, char **argv)
             goto out;
         }
     }
-    /* on the GPU the caches hold the whole run unless --ctx says otherwise */
+    /* the caches hold the whole run unless --ctx says otherwise */
     ef.ctx_need = (int64_t)n_prompt + n_gen;
     if (mt_cli_engine_init(&e, dir, &ef, trace_path != NULL) != MT_OK) {
         goto out;
@@ -467,8 +468,8 @@ mt_cli_run(int argc, char **argv)
     }
     if (res.stop == MT_STOP_CONTEXT) {
         mt_log_warn("generation stopped after %ld of %ld tokens: the sequence reached the %lld "
-                    "positions the engine holds (the model's max_position_embeddings, or --ctx "
-                    "on the GPU)", res.n_generated, n_gen, (long long)mt_engine_max_pos(e.engine));
+                    "positions the engine holds (--ctx, or the model's "
+                    "max_position_embeddings)", res.n_generated, n_gen, (long long)mt_engine_max_pos(e.engine));
     }
     fprintf(stderr, "mt: prefill %d tokens in %.3f s (%.2f tok/s); decode %ld tokens in %.3f s "
             "(%.2f tok/s)\n", n_prompt, res.prefill_s, mt_cli_tok_per_s(n_prompt, res.prefill_s),

@@ -189,6 +189,9 @@ mt_engine_create(const struct mt_model *model, const struct mt_engine_opts *opts
     if ((st = mt_kv_cache_init(&e->kv, c, &kv)) != MT_OK) {
         goto out_destroy;
     }
+    if (e->opts.ctx > 0) { /* the context the caller budgeted memory for: the cache stops there */
+        e->kv.max_cap = MT_MIN(e->kv.max_cap, e->opts.ctx);
+    }
     e->layers = calloc((size_t)e->n_layers, sizeof(*e->layers));
     e->freqs = malloc((size_t)(c->qk_rope_head_dim / 2 + 1) * sizeof(float));
     if (e->layers == NULL || e->freqs == NULL) {
@@ -268,9 +271,13 @@ mt_engine_max_pos(const struct mt_engine *e)
 {
     int64_t max = e->cfg.max_position_embeddings;
 
-    /* on the GPU the caches hold --ctx positions: sessions stop there ("length") and serve
-     * refuses longer prompts up front, instead of a forward failing at that position */
-    return e->gpu != NULL ? MT_MIN(max, eng_gpu_ctx(e->gpu)) : max;
+    /* the caches hold --ctx positions (the GPU's from the start, the CPU's as it grows):
+     * sessions stop there ("length") and serve refuses longer prompts up front, instead of a
+     * forward failing at that position */
+    if (e->gpu != NULL) {
+        return MT_MIN(max, eng_gpu_ctx(e->gpu));
+    }
+    return e->opts.ctx > 0 ? MT_MIN(max, e->opts.ctx) : max;
 }
 
 int32_t
@@ -422,7 +429,7 @@ check_tokens(const struct mt_engine *e, int64_t start, const int32_t *tokens, in
     }
     if (start + n > mt_engine_max_pos(e)) {
         return mt_fail(MT_ERR_INVAL, 0, "sequence of %lld tokens is longer than the %lld positions "
-                       "the GPU's caches hold (raise --ctx, up to the model's %d)",
+                       "the KV cache holds (raise --ctx, up to the model's %d)",
                        (long long)(start + n), (long long)mt_engine_max_pos(e),
                        e->cfg.max_position_embeddings);
     }

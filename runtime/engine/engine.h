@@ -82,7 +82,9 @@ struct mt_engine_opts {
      */
     enum mt_device device;
     uint64_t gpu_mem;  /* GPU: the device arena's budget in bytes; 0: free memory minus a margin */
-    int64_t gpu_ctx;   /* GPU: positions the device caches hold; 0: min(max_position, 8192) */
+    int64_t ctx;       /* positions a session may reach: the GPU's caches hold them (0:
+                          min(max_position, 8192)); the CPU's cache grows up to them (0:
+                          max_position) */
     bool debug_sync;   /* GPU: synchronize after every kernel (also MT_DEBUG_SYNC=1) */
     /*
      * GPU: do not guess layer l+1's experts from layer l's hidden state (its router applied
@@ -152,8 +154,7 @@ mt_status_t mt_engine_check_prompt_config(const struct mt_model_config *cfg,
 
 int64_t mt_engine_pos(const struct mt_engine *engine);
 int mt_engine_vocab(const struct mt_engine *engine);
-/* Positions a session can hold: the model's limit, or fewer where the GPU's caches hold fewer
- * (--ctx). */
+/* Positions a session can hold: the model's limit, or fewer where opts.ctx (--ctx) says so. */
 int64_t mt_engine_max_pos(const struct mt_engine *engine);
 /* The model's EOS id (config eos_token_id). */
 int32_t mt_engine_eos(const struct mt_engine *engine);

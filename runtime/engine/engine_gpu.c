@@ -940,7 +940,7 @@ eng_gpu_create(struct mt_engine *e)
     if (g->debug_sync) {
         mt_gpu_debug_sync_set(true); /* the kernels' own launch checks sync too */
     }
-    g->ctx = e->opts.gpu_ctx > 0 ? e->opts.gpu_ctx : MT_MIN(c->max_position_embeddings, 8192);
+    g->ctx = e->opts.ctx > 0 ? e->opts.ctx : MT_MIN(c->max_position_embeddings, 8192);
     g->ctx = MT_MIN(g->ctx, (int64_t)c->max_position_embeddings);
     g->lat_fp8 = e->opts.kv_dtype == MT_DTYPE_F8_E4M3;
     g->lat_dtype = g->lat_fp8 ? MT_DTYPE_BF16 : e->opts.kv_dtype;
