@@ -54,7 +54,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..69"
+echo "1..71"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -403,6 +403,40 @@ ok $? "SIGTERM mid-request: the stream finishes (200 tokens, [DONE]), exit 0 (rc
 [ "$(sed -n 's/.*completion: [0-9]* prompt tokens ([0-9]* cached), \([0-9]*\) generated.*/\1/p' \
     "$tmp/b.log" | tail -n 1)" = 200 ]
 ok $? "... and it generated all its 200 tokens"
+
+# A second signal stops the running request: the cut reply must not read as a finished one (a
+# 200 with finish_reason "stop"). Not streamed it is a 503 shutting_down; a stream, whose 200
+# went out, ends with an error event and never a finish_reason.
+# abort_run NAME BODY: a server whose 3000-token completion BODY is stopped by two SIGINTs (the
+# second once the server took the first); the reply in $tmp/NAME, the status in $tmp/NAME.code
+abort_run() {
+    start_server "$tmp/$1.log"
+    curl -sN --max-time 30 -o "$tmp/$1" -w '%{http_code}' "$url/v1/completions" -H "$json" \
+        -d "$2" >"$tmp/$1.code" 2>/dev/null &
+    ab_pid=$!
+    health_until '.busy == true' 50
+    sleep 0.2
+    kill -INT "$server_pid"
+    file_until "$tmp/$1.log" 'finishing the running request'
+    kill -INT "$server_pid"
+    wait "$server_pid"
+    ab_rc=$?
+    server_pid=
+    wait "$ab_pid"
+}
+abort_run abort '{"prompt": "a", "max_tokens": 3000, "ignore_eos": true}'
+[ "$ab_rc" -eq 0 ] && [ "$(cat "$tmp/abort.code")" = 503 ] &&
+    jq -e '.error.code == "shutting_down" and .choices == null' "$tmp/abort" >/dev/null &&
+    grep -q 'generated, aborted' "$tmp/abort.log"
+ok $? "a second SIGINT mid-request: 503 shutting_down, not a 200 that reads whole (rc $ab_rc, \
+$(cat "$tmp/abort.code"): $(head -c 200 "$tmp/abort"))"
+abort_run aborts '{"prompt": "a", "max_tokens": 3000, "ignore_eos": true, "stream": true}'
+sed -n 's/^data: //p' "$tmp/aborts" | grep -v '^\[DONE\]$' >"$tmp/aborts.ev"
+[ "$ab_rc" -eq 0 ] && [ "$(cat "$tmp/aborts.code")" = 200 ] &&
+    tail -n 1 "$tmp/aborts.ev" | jq -e '.error.code == "shutting_down"' >/dev/null &&
+    ! grep -q '"finish_reason":"' "$tmp/aborts"
+ok $? "... streamed: it ends with an error event, no finish_reason (rc $ab_rc: $(tail -c 300 \
+"$tmp/aborts" | tr '\n' ' '))"
 
 # a client that gives up while queued frees its place at once (--queue 1)
 start_server "$tmp/c.log" --queue 1

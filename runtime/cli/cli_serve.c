@@ -74,7 +74,7 @@ serve_usage(FILE *f)
     fprintf(f,
             "Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models,\n"
             "GET /health, GET /metrics (Prometheus), GET / (chat page). Ctrl-C or SIGTERM\n"
-            "finishes the running request and exits; a second one stops it.\n");
+            "finishes the running request and exits; a second one stops it (answered 503).\n");
 }
 
 static const struct mt_cli cli = {"serve", serve_usage};

@@ -163,6 +163,8 @@ struct job {
     size_t n_ids;
     size_t cap_ids;
     bool failed;                 /* a fault while generating (job_nomem): the choice fails */
+    bool aborted;                /* the server's abort (a second Ctrl-C, mt_serve_stop with
+                                  * abort_running) cut the reply: a 503, never a "stop" */
     int choice;                  /* the choice being generated (of n_choices) */
     int n_choices;               /* req.n for each prompt */
     struct kept_choice *kept;    /* owned, [n_choices]: the finished choices */
@@ -792,6 +794,22 @@ json_accept(void *ctx, int32_t id)
     mt_json_constraint_accept(ctx, id);
 }
 
+/*
+ * Whether the running job may go on: false once its client has gone, or once the server aborts
+ * (then j->aborted: the reply was cut, which must not read as a finished one).
+ */
+static bool
+job_go_on(struct job *j)
+{
+    struct mt_serve *s = j->serve;
+
+    pthread_mutex_lock(&s->lock);
+    bool gone = j->gone;
+    j->aborted = j->aborted || (!gone && s->abort_running);
+    pthread_mutex_unlock(&s->lock);
+    return !gone && !j->aborted;
+}
+
 /* mt_session_token_fn: one generated id of the running job. */
 static bool
 on_token(void *ctx, int32_t id)
@@ -852,10 +870,7 @@ on_token(void *ctx, int32_t id)
             go_on = job_add_content(j, text, len);
         }
     }
-    pthread_mutex_lock(&s->lock);
-    go_on = go_on && !j->gone && !s->abort_running;
-    pthread_mutex_unlock(&s->lock);
-    return go_on;
+    return go_on && job_go_on(j);
 }
 
 /*
@@ -1040,10 +1055,7 @@ on_prompt_logits(void *ctx, size_t from, size_t n, const float *rows)
     if (from + n == j->n_prompt) {
         job_send_echo(j);
     }
-    pthread_mutex_lock(&s->lock);
-    bool go_on = !j->gone && !s->abort_running;
-    pthread_mutex_unlock(&s->lock);
-    return go_on;
+    return job_go_on(j);
 }
 
 /*
@@ -1062,9 +1074,7 @@ job_generate_forced(struct job *j, struct mt_gen_opts *go, struct mt_gen_result 
     int32_t *p;
     mt_status_t st;
 
-    pthread_mutex_lock(&s->lock);
-    bool go_on = !j->gone && !s->abort_running;
-    pthread_mutex_unlock(&s->lock);
+    bool go_on = job_go_on(j);
     n = n_hist + 1 + j->n_forced;
     if (!go_on || (int64_t)n >= mt_engine_max_pos(s->engine)) {
         res->stop = go_on ? MT_STOP_CONTEXT : MT_STOP_CALLER;
@@ -1280,10 +1290,11 @@ job_choice(struct job *j, const int32_t *prompt, size_t n_prompt, struct mt_gen_
         mt_log_info("serve: %s %s%s: %zu prompt tokens (%zu cached), %ld generated, %s%s", j->id,
                     j->req.api == MT_SERVE_API_CHAT ? "chat" : "completion", which,
                     res->n_prompt, res->n_reused, res->n_generated,
-                    st != MT_OK ? "failed" : gone ? "client gone" : finish,
+                    st != MT_OK ? "failed" : gone ? "client gone"
+                                           : j->aborted ? "aborted (shutting down)" : finish,
                     j->req.stream ? ", streamed" : "");
     }
-    if (j->req.stream && st == MT_OK) {
+    if (j->req.stream && st == MT_OK && !j->aborted) { /* (job_run reports an abort) */
         struct mt_serve_logprobs lp;
         if (calls) {
             job_send(j, mt_serve_tool_calls_event(&j->req, &o, j->calls.calls, j->calls.n));
@@ -1377,10 +1388,7 @@ job_run(struct mt_serve *s, struct job *j)
         int i = done % j->req.n;
         struct mt_sampler_opts si = so;
         si.seed += (uint64_t)i;
-        pthread_mutex_lock(&s->lock);
-        bool gone = j->gone || s->abort_running;
-        pthread_mutex_unlock(&s->lock);
-        if (done > 0 && gone) {
+        if (done > 0 && !job_go_on(j)) {
             break;
         }
         mt_log_set_quiet(true);
@@ -1419,9 +1427,14 @@ job_run(struct mt_serve *s, struct job *j)
     if (st != MT_OK) {
         mt_serve_error_set(&j->err, 500, "server_error", NULL, NULL, "generation failed: %s",
                            mt_last_error());
+    } else if (j->aborted) {
+        /* cut short by the server, not ended by the model: never a 200 that reads whole */
+        mt_serve_error_set(&j->err, 503, "server_error", "shutting_down", NULL,
+                           "the server is shutting down: the generation was stopped after %ld "
+                           "tokens", generated);
     }
     if (j->req.stream) {
-        if (st != MT_OK) {
+        if (j->err.http != 0) {
             job_send(j, mt_serve_error_event(&j->err));
         } else if (j->req.include_usage) {
             /* several choices: which ids are whose is in no chunk of a stream's usage; none are
@@ -1434,7 +1447,7 @@ job_run(struct mt_serve *s, struct job *j)
         }
         job_send(j, strdup("data: [DONE]\n\n"));
         j->err.http = 0; /* the 200 went out already */
-    } else if (st == MT_OK) {
+    } else if (j->err.http == 0) {
         char *body = mt_serve_replies_json(&j->req, &o, replies, (size_t)done);
         pthread_mutex_lock(&s->lock);
         j->result = body;
