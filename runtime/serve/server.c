@@ -486,9 +486,10 @@ origin_refused(const struct mt_serve *s, struct MHD_Connection *c, struct mt_ser
  * request cut off while it is read is not repeated for each while one is pending. And the one
  * that follows a connection we drop on purpose because its client hung up while the request
  * waited or ran (serve_generate's MHD_NO): MHD reports that as "Application reported internal
- * error" from the same connection's thread, and the line on every client that gave up read as a
- * fault. The flag is the thread's own (one thread a connection), so no other connection's
- * message is lost.
+ * error" from the same connection's thread (a stream's end, sse_read, as "application error
+ * generating response"), and the line on every client that gave up read as a fault. The
+ * flag is the thread's own (one thread a connection), so no other connection's message is
+ * lost.
  */
 static __thread bool dropping_gone_client;
 
@@ -499,7 +500,9 @@ mhd_log(void *cls, const char *fmt, va_list ap)
     char line[1024];
 
     vsnprintf(line, sizeof(line), fmt, ap); /* MHD passes its text as an argument of "%s" */
-    if (dropping_gone_client && strstr(line, "Application reported internal error") != NULL) {
+    if (dropping_gone_client &&
+        (strstr(line, "Application reported internal error") != NULL ||
+         strstr(line, "application error generating response") != NULL)) { /* (a stream's) */
         dropping_gone_client = false;
         return;
     }
@@ -808,6 +811,14 @@ job_go_on(struct job *j)
     j->aborted = j->aborted || (!gone && s->abort_running);
     pthread_mutex_unlock(&s->lock);
     return !gone && !j->aborted;
+}
+
+/* mt_session_cancel_fn: between pieces of a long prompt, whether to stop (a client that left
+ * while its prompt ran frees the engine then, not only once the whole prompt has run). */
+static bool
+job_cancelled(void *ctx)
+{
+    return !job_go_on(ctx);
 }
 
 /* mt_session_token_fn: one generated id of the running job. */
@@ -1215,6 +1226,7 @@ job_choice(struct job *j, const int32_t *prompt, size_t n_prompt, struct mt_gen_
     go.frequency_penalty = j->req.frequency_penalty;
     go.bias = j->req.bias;
     go.n_bias = j->req.n_bias;
+    go.cancelled = job_cancelled;
     if (j->req.echo && j->req.logprobs >= 0 && !job_echo_copy(j, n_prompt)) {
         go.on_prompt_logits = on_prompt_logits; /* the whole prompt runs */
     }
@@ -1592,9 +1604,18 @@ sse_read(void *cls, uint64_t pos, char *buf, size_t max)
         pthread_cond_timedwait(&j->cond, &s->lock, &ts);
         /* a FIN alone is no hang-up (a half-closed client reads on); a closed client resets
          * the connection when the next event reaches it, and MHD's failed write ends the
-         * stream (sse_free) */
-        if (j->out_off == j->out.n && j->state != JOB_DONE && peer_state(j->fd) == PEER_GONE) {
-            j->gone = true;
+         * stream (sse_free). While no event comes (a long prompt runs), a keep-alive comment
+         * about once a second is that next event, so that the prompt stops between its
+         * pieces (job_cancelled) soon after the client left; not with keep-alives off. */
+        if (j->out_off == j->out.n && j->state != JOB_DONE) {
+            enum peer_state ps = peer_state(j->fd);
+            if (ps == PEER_GONE) {
+                j->gone = true;
+            } else if (ps == PEER_SENT_FIN && every > 0.0 &&
+                       mt_clock_now() - j->probed_at >= PROBE_EVERY_S) {
+                j->probed_at = mt_clock_now();
+                j->sse_sent_at = 0.0; /* the comment goes out at the loop's top */
+            }
         }
     }
     if (j->out_off < j->out.n) {
@@ -1604,6 +1625,7 @@ sse_read(void *cls, uint64_t pos, char *buf, size_t max)
         j->sse_sent_at = mt_clock_now();
     } else {
         n = j->gone ? MHD_CONTENT_READER_END_WITH_ERROR : MHD_CONTENT_READER_END_OF_STREAM;
+        dropping_gone_client = j->gone && !j->cut; /* mhd_log: a client gone is no fault */
     }
     pthread_mutex_unlock(&s->lock);
     return n;
