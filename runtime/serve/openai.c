@@ -785,7 +785,8 @@ parse_json_schema_(struct mt_serve_request *r, json_t *v, struct mt_serve_error 
  * is constrained to one JSON object (text/json_constraint.h); or, for a chat, "json_schema":
  * parse_json_schema_. As OpenAI, json_object needs a chat that says "json" in some message,
  * since a model not told to write JSON may fill max_tokens with whitespace. A forced tool call
- * cannot be JSON, and ignore_eos would run past the object's end.
+ * cannot be JSON, ignore_eos would run past the object's end, and a stop string could end the
+ * reply inside the object.
  */
 static bool
 parse_response_format_(struct mt_serve_request *r, json_t *root, struct mt_serve_error *e)
@@ -818,6 +819,12 @@ parse_response_format_(struct mt_serve_request *r, json_t *root, struct mt_serve
     if (r->ignore_eos) {
         BAD(e, "ignore_eos", "'ignore_eos' and 'response_format' %s cannot both hold: a JSON "
             "reply ends where its object closes", type);
+        return false;
+    }
+    if (r->n_stop > 0) { /* (parse_stop_ ran first) */
+        BAD(e, "stop", "'stop' and 'response_format' %s cannot both hold: a stop string would "
+            "cut the JSON reply before its object closes, and a reply that ends \"stop\" "
+            "must parse", type);
         return false;
     }
     if (schema) {
