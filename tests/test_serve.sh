@@ -54,7 +54,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..73"
+echo "1..75"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -116,6 +116,14 @@ ok $? "5 messages over --max-messages 4: 400"
 chat '{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5000}'
 err_is 400 invalid_request_error && jq -e '.error.param == "max_tokens"' "$tmp/body" >/dev/null
 ok $? "max_tokens over --max-tokens: 400"
+chat '{"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 0}'
+err_is 400 invalid_request_error && jq -e '.error.param == "max_completion_tokens"' "$tmp/body" \
+    >/dev/null
+ok $? "a chat's max_tokens 0 (here max_completion_tokens): 400, as OpenAI's (a reply of nothing)"
+chat '{"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "retrieval",
+       "function": {"name": "f"}}]}'
+err_is 400 invalid_request_error && jq -e '.error.param == "tools"' "$tmp/body" >/dev/null
+ok $? "a tool of a type other than function: 400 with param tools"
 req GET /v1/nothing -H "$auth"
 err_is 404 not_found
 ok $? "an unknown route: 404"

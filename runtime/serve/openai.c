@@ -424,7 +424,9 @@ parse_tools_(struct mt_serve_request *r, json_t *tools, struct mt_serve_error *e
         return true;
     }
     json_array_foreach(tools, k, t) {
-        if (!json_is_object(json_object_get(t, "function")) ||
+        const char *type = json_string_value(json_object_get(t, "type"));
+        if (type == NULL || strcmp(type, "function") != 0 ||
+            !json_is_object(json_object_get(t, "function")) ||
             !json_is_string(json_object_get(json_object_get(t, "function"), "name"))) {
             BAD(e, "tools", "'tools[%zu]' must be {\"type\": \"function\", \"function\": "
                 "{\"name\": ..., ...}}", k);
@@ -990,6 +992,13 @@ parse_sampling_(struct mt_serve_request *r, json_t *root, const struct mt_serve_
             r->max_tokens = (long)v;
             winner = mt_keys[k];
         }
+    }
+    /* as OpenAI's chat: a reply of no tokens is a request's mistake. A completion may ask for
+     * 0: with echo it scores the prompt (logprobs), without it runs the prompt into the cache
+     * for the next request */
+    if (winner != NULL && r->max_tokens == 0 && r->api == MT_SERVE_API_CHAT) {
+        BAD(e, winner, "'%s' must be at least 1 (a chat reply of 0 tokens is empty)", winner);
+        return false;
     }
     if (winner != NULL && r->max_tokens > lim->max_tokens) {
         BAD(e, winner, "'%s' is %ld; this server generates at most %ld tokens a choice", winner,
