@@ -54,7 +54,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..75"
+echo "1..77"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -443,6 +443,18 @@ next=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }')
     grep -q 'cmpl-4 completion: 2048 prompt tokens (0 cached), 0 generated, client gone, streamed' \
         "$tmp/f.log"
 ok $? "... also a stream's client (its 200 went out): the next request answered in $next s"
+# token ids past the context: context_length_exceeded as for text, before the ids are checked
+req POST /v1/completions -H "$json" \
+    -d "$(jq -cn '{prompt: [range(0; 4097) | 7], max_tokens: 1}')"
+err_is 400 context_length_exceeded && jq -e '.error.param == "prompt"' "$tmp/body" >/dev/null
+ok $? "4097 token ids (context 4096): 400 context_length_exceeded ($(jq -c .error "$tmp/body"))"
+req POST /v1/completions -H "$json" \
+    -d "$(jq -cn '{prompt: [range(0; 4096) | 7], max_tokens: 1}')"
+err_is 400 context_length_exceeded &&
+    jq -e '.error.message | test("4096 tokens; it must be shorter than .* 4096 tokens")' \
+        "$tmp/body" >/dev/null
+ok $? "... 4096 of them too: the prompt must be shorter, to leave room ($(jq -r .error.message \
+    "$tmp/body"))"
 stop_server
 
 # A second signal stops the running request: the cut reply must not read as a finished one (a

@@ -914,6 +914,24 @@ job_encode_forced(struct job *j, int32_t **prompt, size_t *n)
     return true;
 }
 
+/* Whether a prompt of n ids leaves room to generate in the context; a 400
+ * context_length_exceeded (where: its place in a list of prompts) otherwise. */
+static bool
+job_prompt_fits(struct job *j, const char *where, size_t n)
+{
+    int64_t max_pos = mt_engine_max_pos(j->serve->engine);
+
+    if ((int64_t)MT_MIN(n, (size_t)INT64_MAX) < max_pos) {
+        return true;
+    }
+    mt_serve_error_set(&j->err, 400, "invalid_request_error", "context_length_exceeded",
+                       j->req.api == MT_SERVE_API_CHAT ? "messages" : "prompt",
+                       "%sthe prompt is %zu tokens; it must be shorter than this model's "
+                       "context of %lld tokens (room to generate)", where, n,
+                       (long long)max_pos);
+    return false;
+}
+
 /*
  * Prompt `which` of a request as ids (malloc'ed): the chat's messages, or a completion's
  * prompts[which]. Errors are the client's: 400 with the reason.
@@ -929,6 +947,11 @@ job_encode(struct job *j, size_t which, int32_t **ids_out, size_t *n_out)
 
     if (j->req.api != MT_SERVE_API_CHAT && j->req.n_prompts > 1) {
         snprintf(where, sizeof(where), "prompt[%zu]: ", which);
+    }
+    /* ids too many for the context: that first, as for text, before they are checked one by
+     * one */
+    if (p != NULL && p->ids != NULL && !job_prompt_fits(j, where, p->n_ids)) {
+        return false;
     }
     mt_log_set_quiet(true);
     if (p == NULL) {
@@ -982,12 +1005,7 @@ job_encode(struct job *j, size_t which, int32_t **ids_out, size_t *n_out)
                            p == NULL ? "messages" : "prompt", "%s%s", where, mt_last_error());
         return false;
     }
-    int64_t max_pos = mt_engine_max_pos(s->engine);
-    if ((int64_t)*n_out >= max_pos) {
-        mt_serve_error_set(&j->err, 400, "invalid_request_error", "context_length_exceeded",
-                           p == NULL ? "messages" : "prompt",
-                           "%sthe prompt is %zu tokens; this model's context is %lld tokens",
-                           where, *n_out, (long long)max_pos);
+    if (!job_prompt_fits(j, where, *n_out)) {
         free(*ids_out);
         return false;
     }
