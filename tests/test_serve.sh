@@ -54,7 +54,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..77"
+echo "1..78"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -542,6 +542,17 @@ req GET /v1/models -H "Origin: https://other.example.com"
 err_is 403 cross_origin
 ok $? "--allow-origin: another site's page is still refused"
 stop_server
+# "--host ::" listens on every address, IPv4 ones too (dual stack), as 0.0.0.0 does for IPv4
+if grep -q '^00000000000000000000000000000001 ' /proc/net/if_inet6 2>/dev/null; then
+    start_server "$tmp/v6.log" --host ::
+    v4=$(curl -s --max-time 10 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health")
+    v6=$(curl -s --max-time 10 -o /dev/null -w '%{http_code}' "http://[::1]:$port/health")
+    [ "$v4" = 200 ] && [ "$v6" = 200 ]
+    ok $? "--host :: takes IPv4 and IPv6 connections (127.0.0.1: $v4, [::1]: $v6)"
+    stop_server
+else
+    ok 0 "--host :: takes IPv4 and IPv6 connections # SKIP no IPv6 loopback here"
+fi
 "$bin" serve -m "$model" --allow-origin chat.example.com >/dev/null 2>"$tmp/err"
 rc=$?
 [ "$rc" -eq 2 ] && grep -q "bad --allow-origin 'chat.example.com'" "$tmp/err"

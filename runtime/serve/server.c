@@ -2104,7 +2104,10 @@ mt_serve_create(struct mt_engine *engine, struct mt_tokenizer *tok,
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                      MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6) {
-        flags |= MHD_USE_IPv6;
+        /* "::" takes IPv4 connections too, as "0.0.0.0" means "every address" (they arrive as
+         * ::ffff:a.b.c.d, which addr_is_loopback knows); a named IPv6 address only its own */
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ai->ai_addr;
+        flags |= IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr) ? MHD_USE_DUAL_STACK : MHD_USE_IPv6;
     }
     /* the logger first: MHD uses its own for the options before it */
     s->mhd = MHD_start_daemon(
