@@ -346,8 +346,10 @@ ok $? "a GET with a body: 400 body_not_allowed (it would be read without a limit
 # flags: a port in use, bad values
 "$bin" serve -m "$model" --port "$port" >/dev/null 2>"$tmp/err"
 rc=$?
-[ "$rc" -eq 1 ] && grep -q "cannot listen on 127.0.0.1 port $port" "$tmp/err"
-ok $? "a port in use: exit 1 with a message (rc $rc)"
+[ "$rc" -eq 1 ] && grep -q "cannot listen on 127.0.0.1 port $port: .*--port 0" "$tmp/err" &&
+    [ "$(grep -ci "listen\|bind" "$tmp/err")" -eq 1 ]
+ok $? "a port in use: exit 1 with one message, and a hint (rc $rc: $(grep -i "listen\|bind" \
+    "$tmp/err" | tr '\n' ' '))"
 "$bin" serve -m "$model" --port 70000 >/dev/null 2>"$tmp/err"
 rc=$?
 [ "$rc" -eq 2 ] && grep -q "bad --port '70000'" "$tmp/err"

@@ -493,6 +493,15 @@ origin_refused(const struct mt_serve *s, struct MHD_Connection *c, struct mt_ser
  */
 static __thread bool dropping_gone_client;
 
+/*
+ * While mt_serve_create starts MHD, its messages go here instead of the log (the thread's own,
+ * as MHD reports a failed start from the caller's thread): a port in use then reads as one
+ * message of ours, not also MHD's "Failed to bind to port 0" (the port it was not given, as the
+ * address carries it).
+ */
+static __thread char *mhd_start_msg;
+#define MHD_START_MSG_MAX 200
+
 static void
 mhd_log(void *cls, const char *fmt, va_list ap)
 {
@@ -500,6 +509,11 @@ mhd_log(void *cls, const char *fmt, va_list ap)
     char line[1024];
 
     vsnprintf(line, sizeof(line), fmt, ap); /* MHD passes its text as an argument of "%s" */
+    if (mhd_start_msg != NULL) {
+        size_t n = strcspn(line, "\r\n");
+        snprintf(mhd_start_msg, MHD_START_MSG_MAX, "%.*s", (int)n, line); /* keeps the last */
+        return;
+    }
     if (dropping_gone_client &&
         (strstr(line, "Application reported internal error") != NULL ||
          strstr(line, "application error generating response") != NULL)) { /* (a stream's) */
@@ -2110,6 +2124,8 @@ mt_serve_create(struct mt_engine *engine, struct mt_tokenizer *tok,
         flags |= IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr) ? MHD_USE_DUAL_STACK : MHD_USE_IPv6;
     }
     /* the logger first: MHD uses its own for the options before it */
+    char start_msg[MHD_START_MSG_MAX] = "";
+    mhd_start_msg = start_msg;
     s->mhd = MHD_start_daemon(
         flags, 0, NULL, NULL, access_handler, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
         MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, request_completed, s,
@@ -2118,9 +2134,14 @@ mt_serve_create(struct mt_engine *engine, struct mt_tokenizer *tok,
         MHD_OPTION_UNESCAPE_CALLBACK, unescape_no_nul, NULL, MHD_OPTION_NOTIFY_CONNECTION,
         s->deadline != NULL ? notify_connection : NULL, s, MHD_OPTION_END);
     int err = errno;
+    mhd_start_msg = NULL;
     freeaddrinfo(ai);
     if (s->mhd == NULL) {
-        st = mt_fail(MT_ERR_IO, err, "cannot listen on %s port %d", opts->host, opts->port);
+        st = mt_fail(MT_ERR_IO, 0, "cannot listen on %s port %d: %s%s", opts->host, opts->port,
+                     err != 0 ? strerror(err)
+                     : start_msg[0] != '\0' ? start_msg : "libmicrohttpd could not start",
+                     err == EADDRINUSE ? " (another program listens there: pick another --port, "
+                                         "or --port 0 for a free one)" : "");
         goto out_session;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
