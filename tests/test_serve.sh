@@ -54,7 +54,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..78"
+echo "1..81"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -81,6 +81,16 @@ ok $? "a wrong key: 401 with its own message"
 req GET /v1/models -H "$auth"
 [ "$code" = 200 ] && jq -e '.object == "list" and .data[0].id == "tiny"' "$tmp/body" >/dev/null
 ok $? "GET /v1/models with the key lists the model"
+req GET /v1/models/tiny -H "$auth"
+[ "$code" = 200 ] && jq -e '.object == "model" and .id == "tiny" and .owned_by == "moetier"' \
+    "$tmp/body" >/dev/null
+ok $? "GET /v1/models/tiny (OpenAI clients' models.retrieve): the model object ($code)"
+req GET /v1/models/gpt-4o -H "$auth"
+err_is 404 model_not_found && jq -e '.error.param == "model"' "$tmp/body" >/dev/null
+ok $? "GET /v1/models/gpt-4o: 404 model_not_found in OpenAI's error shape"
+req GET /v1/models/tiny
+err_is 401 invalid_api_key
+ok $? "GET /v1/models/tiny without the key: 401"
 req GET /v1/models -H "Authorization: bearer $key"
 [ "$code" = 200 ]
 ok $? "the scheme's name in any case (bearer): 200 (got $code)"

@@ -73,9 +73,10 @@ serve_usage(FILE *f)
             "  -h, --help               this text\n");
     mt_cli_placement_usage(f);
     fprintf(f,
-            "Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models,\n"
-            "GET /health, GET /metrics (Prometheus), GET / (chat page). Ctrl-C or SIGTERM\n"
-            "finishes the running request and exits; a second one stops it (answered 503).\n");
+            "Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models\n"
+            "(and /v1/models/ID), GET /health, GET /metrics (Prometheus), GET / (chat page).\n"
+            "Ctrl-C or SIGTERM finishes the running request and exits; a second one stops it\n"
+            "(answered 503).\n");
 }
 
 static const struct mt_cli cli = {"serve", serve_usage};

@@ -1435,12 +1435,24 @@ mt_serve_usage_event(const struct mt_serve_request *req, const struct mt_serve_o
     return event_(obj);
 }
 
+static json_t *
+model_obj_(const char *model_id, long long created)
+{
+    return json_pack("{s:s,s:s,s:I,s:s}", "id", model_id, "object", "model", "created",
+                     (json_int_t)created, "owned_by", "moetier");
+}
+
 char *
 mt_serve_models_json(const char *model_id, long long created)
 {
-    return dump_(json_pack("{s:s,s:[{s:s,s:s,s:I,s:s}]}", "object", "list", "data", "id",
-                           model_id, "object", "model", "created", (json_int_t)created,
-                           "owned_by", "moetier"));
+    return dump_(json_pack("{s:s,s:[o]}", "object", "list", "data",
+                           model_obj_(model_id, created)));
+}
+
+char *
+mt_serve_model_json(const char *model_id, long long created)
+{
+    return dump_(model_obj_(model_id, created));
 }
 
 /* ---- stop strings --------------------------------------------------------------------------- */

@@ -1717,7 +1717,8 @@ refuse_key(struct mt_serve *s, struct MHD_Connection *c, enum mt_serve_route rou
 }
 
 static enum MHD_Result
-serve_get(struct mt_serve *s, struct MHD_Connection *c, enum mt_serve_route route)
+serve_get(struct mt_serve *s, struct MHD_Connection *c, enum mt_serve_route route,
+          const char *url)
 {
     char *text = NULL;
     struct MHD_Response *r;
@@ -1767,6 +1768,21 @@ serve_get(struct mt_serve *s, struct MHD_Connection *c, enum mt_serve_route rout
         }
         return respond(s, c, route, 200, "application/json",
                        mt_serve_models_json(s->model_id, s->started));
+    case MT_SERVE_ROUTE_MODEL: {
+        const char *id = url + strlen("/v1/models/"); /* (mt_serve_route_of) */
+        struct mt_serve_error e;
+        if (!key_ok(s, c)) {
+            return refuse_key(s, c, route);
+        }
+        if (strcmp(id, s->model_id) == 0) {
+            return respond(s, c, route, 200, "application/json",
+                           mt_serve_model_json(s->model_id, s->started));
+        }
+        mt_serve_error_set(&e, 404, "invalid_request_error", "model_not_found", "model",
+                           "the model '%.100s' does not exist; this server has '%.100s'", id,
+                           s->model_id);
+        return respond_error(s, c, route, &e);
+    }
     default:
         return MHD_NO;
     }
@@ -1958,7 +1974,7 @@ access_handler(void *cls, struct MHD_Connection *c, const char *url, const char 
     /* the request has arrived whole: no deadline while it waits and runs */
     mt_serve_deadline_arrived(s->deadline, conn_deadline(c));
     if (!route_takes_post(cn->route)) {
-        return serve_get(s, c, cn->route);
+        return serve_get(s, c, cn->route, url);
     }
     if (cn->no_memory) {
         return respond_nomem(s, c, cn->route);
