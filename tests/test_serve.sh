@@ -54,7 +54,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..81"
+echo "1..82"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -502,6 +502,32 @@ sed -n 's/^data: //p' "$tmp/aborts" | grep -v '^\[DONE\]$' >"$tmp/aborts.ev"
     ! grep -q '"finish_reason":"' "$tmp/aborts"
 ok $? "... streamed: it ends with an error event, no finish_reason (rc $ab_rc: $(tail -c 300 \
 "$tmp/aborts" | tr '\n' ' '))"
+
+# A second signal also ends a stream whose client stopped reading (here: curl writes into a FIFO
+# nobody reads, so it stops reading once the FIFO is full; events of 20 log-probabilities a token
+# fill the sockets' buffers soon): the server exits within the 2 s it gives replies after an
+# abort, not after the connection's idle timeout (120 s).
+start_server "$tmp/g.log"
+mkfifo "$tmp/unread"
+exec 8<>"$tmp/unread" # a reader that never reads: curl's writes block once it is full
+curl -sN --max-time 60 -o "$tmp/unread" "$url/v1/chat/completions" -H "$json" -d '{"messages":
+    [{"role": "user", "content": "a"}], "max_tokens": 4000, "ignore_eos": true,
+    "logprobs": true, "top_logprobs": 20, "stream": true}' >/dev/null 2>&1 &
+slow_pid=$!
+sleep 12
+kill -INT "$server_pid"
+file_until "$tmp/g.log" 'finishing the running request'
+t0=$(date +%s)
+kill -INT "$server_pid"
+wait "$server_pid"
+rc=$?
+server_pid=
+took=$(($(date +%s) - t0))
+kill "$slow_pid" 2>/dev/null
+wait "$slow_pid" 2>/dev/null
+exec 8>&-
+[ "$rc" -eq 0 ] && [ "$took" -le 10 ]
+ok $? "a second SIGINT ends a stream whose client stopped reading: exit 0 in $took s (rc $rc)"
 
 # a client that gives up while queued frees its place at once (--queue 1)
 start_server "$tmp/c.log" --queue 1

@@ -201,6 +201,8 @@ struct mt_serve {
     bool busy;                   /* the worker runs a job */
     bool stopping;
     bool abort_running;
+    double aborted_at;           /* mt_clock_now() of the abort, 0 before */
+    struct conn *replying;       /* the connections counted in n_replying */
     unsigned long long next_seq;
     long long started;
     struct mt_serve_metrics metrics;
@@ -215,6 +217,11 @@ struct conn {
     bool no_memory; /* the body could not be kept: the rest is dropped, the answer a 500 */
     bool replying; /* counted in n_replying until request_completed: a reply (the job already
                     * freed) may still be on its way out when the server is asked to stop */
+    /* while replying: in serve->replying (for an abort to end a reply nobody reads) */
+    int fd;
+    bool shut;                   /* ... and shut down by it */
+    struct conn *prev;
+    struct conn *next;
 };
 
 /* ---- small helpers ------------------------------------------------------------------------ */
@@ -1980,8 +1987,14 @@ access_handler(void *cls, struct MHD_Connection *c, const char *url, const char 
         return respond_nomem(s, c, cn->route);
     }
     if (!cn->too_big) {
+        cn->fd = conn_fd(c);
         pthread_mutex_lock(&s->lock);
         s->n_replying++;
+        cn->next = s->replying;
+        if (s->replying != NULL) {
+            s->replying->prev = cn;
+        }
+        s->replying = cn;
         pthread_mutex_unlock(&s->lock);
         cn->replying = true;
         return serve_generate(s, c, cn);
@@ -2007,6 +2020,14 @@ request_completed(void *cls, struct MHD_Connection *c, void **con_cls,
         if (cn->replying) {
             pthread_mutex_lock(&s->lock);
             s->n_replying--;
+            if (cn->prev != NULL) {
+                cn->prev->next = cn->next;
+            } else {
+                s->replying = cn->next;
+            }
+            if (cn->next != NULL) {
+                cn->next->prev = cn->prev;
+            }
             pthread_mutex_unlock(&s->lock);
         }
         free(cn->body.p);
@@ -2207,6 +2228,9 @@ mt_serve_stop(struct mt_serve *s, bool abort_running)
     bool first = !s->stopping;
     s->stopping = true;
     s->abort_running = s->abort_running || abort_running;
+    if (s->abort_running && s->aborted_at == 0.0) {
+        s->aborted_at = mt_clock_now();
+    }
     /* the waiting requests are answered 503 (their connections see err and state done) */
     while (s->head != NULL) {
         struct job *j = s->head;
@@ -2228,10 +2252,29 @@ mt_serve_stop(struct mt_serve *s, bool abort_running)
     }
 }
 
+/*
+ * After an abort, seconds the replies get to go out once no request runs. A reply stays behind
+ * only where its client stopped reading: MHD then waits for the socket to take more, up to its
+ * idle timeout (SERVE_IDLE_S), and no callback of ours runs meanwhile that could end it. So
+ * such a connection is shut down, which fails MHD's wait and closes it.
+ */
+#define ABORT_GRACE_S 2.0
+
 bool
 mt_serve_is_idle(struct mt_serve *s)
 {
     pthread_mutex_lock(&s->lock);
+    if (s->abort_running && !s->busy && s->head == NULL &&
+        mt_clock_now() - s->aborted_at >= ABORT_GRACE_S) {
+        for (struct conn *cn = s->replying; cn != NULL; cn = cn->next) {
+            if (!cn->shut && cn->fd >= 0) {
+                /* the connection's socket is MHD's, and still open: request_completed takes
+                 * it off the list before MHD closes it */
+                shutdown(cn->fd, SHUT_RDWR);
+                cn->shut = true;
+            }
+        }
+    }
     bool idle = !s->busy && s->n_jobs == 0 && s->head == NULL && s->n_replying == 0;
     pthread_mutex_unlock(&s->lock);
     return idle;

@@ -86,7 +86,11 @@ bool mt_serve_is_public(const struct mt_serve *serve);
  */
 void mt_serve_stop(struct mt_serve *serve, bool abort_running);
 
-/* After mt_serve_stop: true once no request runs and every response has been sent. */
+/*
+ * After mt_serve_stop: true once no request runs and every response has been sent. Called
+ * (about every 100 ms) after an abort, it also ends, 2 s after it, the responses whose clients
+ * stopped reading, which would otherwise hold the shutdown until the connections' idle timeout.
+ */
 bool mt_serve_is_idle(struct mt_serve *serve);
 
 /* Stop everything and free the server (NULL is a no-op). */
