@@ -54,7 +54,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..69"
+echo "1..82"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -81,6 +81,16 @@ ok $? "a wrong key: 401 with its own message"
 req GET /v1/models -H "$auth"
 [ "$code" = 200 ] && jq -e '.object == "list" and .data[0].id == "tiny"' "$tmp/body" >/dev/null
 ok $? "GET /v1/models with the key lists the model"
+req GET /v1/models/tiny -H "$auth"
+[ "$code" = 200 ] && jq -e '.object == "model" and .id == "tiny" and .owned_by == "moetier"' \
+    "$tmp/body" >/dev/null
+ok $? "GET /v1/models/tiny (OpenAI clients' models.retrieve): the model object ($code)"
+req GET /v1/models/gpt-4o -H "$auth"
+err_is 404 model_not_found && jq -e '.error.param == "model"' "$tmp/body" >/dev/null
+ok $? "GET /v1/models/gpt-4o: 404 model_not_found in OpenAI's error shape"
+req GET /v1/models/tiny
+err_is 401 invalid_api_key
+ok $? "GET /v1/models/tiny without the key: 401"
 req GET /v1/models -H "Authorization: bearer $key"
 [ "$code" = 200 ]
 ok $? "the scheme's name in any case (bearer): 200 (got $code)"
@@ -116,6 +126,14 @@ ok $? "5 messages over --max-messages 4: 400"
 chat '{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5000}'
 err_is 400 invalid_request_error && jq -e '.error.param == "max_tokens"' "$tmp/body" >/dev/null
 ok $? "max_tokens over --max-tokens: 400"
+chat '{"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 0}'
+err_is 400 invalid_request_error && jq -e '.error.param == "max_completion_tokens"' "$tmp/body" \
+    >/dev/null
+ok $? "a chat's max_tokens 0 (here max_completion_tokens): 400, as OpenAI's (a reply of nothing)"
+chat '{"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "retrieval",
+       "function": {"name": "f"}}]}'
+err_is 400 invalid_request_error && jq -e '.error.param == "tools"' "$tmp/body" >/dev/null
+ok $? "a tool of a type other than function: 400 with param tools"
 req GET /v1/nothing -H "$auth"
 err_is 404 not_found
 ok $? "an unknown route: 404"
@@ -338,8 +356,10 @@ ok $? "a GET with a body: 400 body_not_allowed (it would be read without a limit
 # flags: a port in use, bad values
 "$bin" serve -m "$model" --port "$port" >/dev/null 2>"$tmp/err"
 rc=$?
-[ "$rc" -eq 1 ] && grep -q "cannot listen on 127.0.0.1 port $port" "$tmp/err"
-ok $? "a port in use: exit 1 with a message (rc $rc)"
+[ "$rc" -eq 1 ] && grep -q "cannot listen on 127.0.0.1 port $port: .*--port 0" "$tmp/err" &&
+    [ "$(grep -ci "listen\|bind" "$tmp/err")" -eq 1 ]
+ok $? "a port in use: exit 1 with one message, and a hint (rc $rc: $(grep -i "listen\|bind" \
+    "$tmp/err" | tr '\n' ' '))"
 "$bin" serve -m "$model" --port 70000 >/dev/null 2>"$tmp/err"
 rc=$?
 [ "$rc" -eq 2 ] && grep -q "bad --port '70000'" "$tmp/err"
@@ -404,6 +424,111 @@ ok $? "SIGTERM mid-request: the stream finishes (200 tokens, [DONE]), exit 0 (rc
     "$tmp/b.log" | tail -n 1)" = 200 ]
 ok $? "... and it generated all its 200 tokens"
 
+# A client that leaves while its long prompt runs frees the engine then, not once the whole
+# prompt has run (the prompt runs in pieces with a check between them). Measured against the
+# time the same length takes whole on this machine: the next request is answered within half
+# of it. (long_prompt F: a 2048-id completion request, its ids from F, so that none is cached.)
+long_prompt() {
+    jq -cn --argjson f "$1" '{prompt: [range(0; 2048) | (. * 7 + $f) % 1000 + 2], max_tokens: 1}'
+}
+now() { date +%s.%N; }
+start_server "$tmp/f.log"
+t0=$(now)
+code=$(curl -s --max-time 120 -o /dev/null -w '%{http_code}' "$url/v1/completions" -H "$json" \
+    -d "$(long_prompt 1)")
+whole=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }')
+curl -s --max-time 0.5 "$url/v1/completions" -H "$json" -d "$(long_prompt 2)" >/dev/null 2>&1
+t0=$(now)
+req POST /v1/completions -H "$json" -d '{"prompt": "b", "max_tokens": 1}'
+next=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }')
+[ "$code" = 200 ] && [ "$(awk -v w="$whole" -v n="$next" 'BEGIN { print n < w / 2 }')" = 1 ] &&
+    grep -q 'cmpl-2 completion: 2048 prompt tokens (0 cached), 0 generated, client gone' \
+        "$tmp/f.log"
+ok $? "a client gone while its 2048-token prompt runs frees the engine: the next request answered \
+in $next s (the whole prompt takes $whole s)"
+curl -sN --max-time 0.5 "$url/v1/completions" -H "$json" \
+    -d "$(long_prompt 3 | jq -c '.stream = true')" >/dev/null 2>&1
+t0=$(now)
+req POST /v1/completions -H "$json" -d '{"prompt": "b", "max_tokens": 1}'
+next=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }')
+[ "$code" = 200 ] && [ "$(awk -v w="$whole" -v n="$next" 'BEGIN { print n < w / 2 }')" = 1 ] &&
+    grep -q 'cmpl-4 completion: 2048 prompt tokens (0 cached), 0 generated, client gone, streamed' \
+        "$tmp/f.log"
+ok $? "... also a stream's client (its 200 went out): the next request answered in $next s"
+# token ids past the context: context_length_exceeded as for text, before the ids are checked
+req POST /v1/completions -H "$json" \
+    -d "$(jq -cn '{prompt: [range(0; 4097) | 7], max_tokens: 1}')"
+err_is 400 context_length_exceeded && jq -e '.error.param == "prompt"' "$tmp/body" >/dev/null
+ok $? "4097 token ids (context 4096): 400 context_length_exceeded ($(jq -c .error "$tmp/body"))"
+req POST /v1/completions -H "$json" \
+    -d "$(jq -cn '{prompt: [range(0; 4096) | 7], max_tokens: 1}')"
+err_is 400 context_length_exceeded &&
+    jq -e '.error.message | test("4096 tokens; it must be shorter than .* 4096 tokens")' \
+        "$tmp/body" >/dev/null
+ok $? "... 4096 of them too: the prompt must be shorter, to leave room ($(jq -r .error.message \
+    "$tmp/body"))"
+stop_server
+
+# A second signal stops the running request: the cut reply must not read as a finished one (a
+# 200 with finish_reason "stop"). Not streamed it is a 503 shutting_down; a stream, whose 200
+# went out, ends with an error event and never a finish_reason.
+# abort_run NAME BODY: a server whose 3000-token completion BODY is stopped by two SIGINTs (the
+# second once the server took the first); the reply in $tmp/NAME, the status in $tmp/NAME.code
+abort_run() {
+    start_server "$tmp/$1.log"
+    curl -sN --max-time 30 -o "$tmp/$1" -w '%{http_code}' "$url/v1/completions" -H "$json" \
+        -d "$2" >"$tmp/$1.code" 2>/dev/null &
+    ab_pid=$!
+    health_until '.busy == true' 50
+    sleep 0.2
+    kill -INT "$server_pid"
+    file_until "$tmp/$1.log" 'finishing the running request'
+    kill -INT "$server_pid"
+    wait "$server_pid"
+    ab_rc=$?
+    server_pid=
+    wait "$ab_pid"
+}
+abort_run abort '{"prompt": "a", "max_tokens": 3000, "ignore_eos": true}'
+[ "$ab_rc" -eq 0 ] && [ "$(cat "$tmp/abort.code")" = 503 ] &&
+    jq -e '.error.code == "shutting_down" and .choices == null' "$tmp/abort" >/dev/null &&
+    grep -q 'generated, aborted' "$tmp/abort.log"
+ok $? "a second SIGINT mid-request: 503 shutting_down, not a 200 that reads whole (rc $ab_rc, \
+$(cat "$tmp/abort.code"): $(head -c 200 "$tmp/abort"))"
+abort_run aborts '{"prompt": "a", "max_tokens": 3000, "ignore_eos": true, "stream": true}'
+sed -n 's/^data: //p' "$tmp/aborts" | grep -v '^\[DONE\]$' >"$tmp/aborts.ev"
+[ "$ab_rc" -eq 0 ] && [ "$(cat "$tmp/aborts.code")" = 200 ] &&
+    tail -n 1 "$tmp/aborts.ev" | jq -e '.error.code == "shutting_down"' >/dev/null &&
+    ! grep -q '"finish_reason":"' "$tmp/aborts"
+ok $? "... streamed: it ends with an error event, no finish_reason (rc $ab_rc: $(tail -c 300 \
+"$tmp/aborts" | tr '\n' ' '))"
+
+# A second signal also ends a stream whose client stopped reading (here: curl writes into a FIFO
+# nobody reads, so it stops reading once the FIFO is full; events of 20 log-probabilities a token
+# fill the sockets' buffers soon): the server exits within the 2 s it gives replies after an
+# abort, not after the connection's idle timeout (120 s).
+start_server "$tmp/g.log"
+mkfifo "$tmp/unread"
+exec 8<>"$tmp/unread" # a reader that never reads: curl's writes block once it is full
+curl -sN --max-time 60 -o "$tmp/unread" "$url/v1/chat/completions" -H "$json" -d '{"messages":
+    [{"role": "user", "content": "a"}], "max_tokens": 4000, "ignore_eos": true,
+    "logprobs": true, "top_logprobs": 20, "stream": true}' >/dev/null 2>&1 &
+slow_pid=$!
+sleep 12
+kill -INT "$server_pid"
+file_until "$tmp/g.log" 'finishing the running request'
+t0=$(date +%s)
+kill -INT "$server_pid"
+wait "$server_pid"
+rc=$?
+server_pid=
+took=$(($(date +%s) - t0))
+kill "$slow_pid" 2>/dev/null
+wait "$slow_pid" 2>/dev/null
+exec 8>&-
+[ "$rc" -eq 0 ] && [ "$took" -le 10 ]
+ok $? "a second SIGINT ends a stream whose client stopped reading: exit 0 in $took s (rc $rc)"
+
 # a client that gives up while queued frees its place at once (--queue 1)
 start_server "$tmp/c.log" --queue 1
 start_long
@@ -455,6 +580,17 @@ req GET /v1/models -H "Origin: https://other.example.com"
 err_is 403 cross_origin
 ok $? "--allow-origin: another site's page is still refused"
 stop_server
+# "--host ::" listens on every address, IPv4 ones too (dual stack), as 0.0.0.0 does for IPv4
+if grep -q '^00000000000000000000000000000001 ' /proc/net/if_inet6 2>/dev/null; then
+    start_server "$tmp/v6.log" --host ::
+    v4=$(curl -s --max-time 10 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health")
+    v6=$(curl -s --max-time 10 -o /dev/null -w '%{http_code}' "http://[::1]:$port/health")
+    [ "$v4" = 200 ] && [ "$v6" = 200 ]
+    ok $? "--host :: takes IPv4 and IPv6 connections (127.0.0.1: $v4, [::1]: $v6)"
+    stop_server
+else
+    ok 0 "--host :: takes IPv4 and IPv6 connections # SKIP no IPv6 loopback here"
+fi
 "$bin" serve -m "$model" --allow-origin chat.example.com >/dev/null 2>"$tmp/err"
 rc=$?
 [ "$rc" -eq 2 ] && grep -q "bad --allow-origin 'chat.example.com'" "$tmp/err"

@@ -17,7 +17,7 @@ make_tmp serve-json
 make_model
 MT_SERVE_THINK_AFTER=3 start_server "$tmp/a.log"
 
-echo "1..13"
+echo "1..15"
 
 # a bias towards '"' (id 4 of V3.2's vocabulary) makes the random model open and close strings
 # often, so that most sampled choices end by themselves within max_tokens
@@ -158,3 +158,11 @@ post /v1/chat/completions '{"messages": [{"role": "user", "content": "hi"}],
     "response_format": {"type": "json_object"}}'
 [ "$code" = 400 ] && jq -e '.error.param == "messages"' "$tmp/body" >/dev/null
 ok $? "json_object with no message that says json: 400 ($(jq -r .error.message "$tmp/body"))"
+# a stop string could end the answer inside the object, and a "stop" answer must parse
+post /v1/chat/completions "{$ASK, $JSON, \"stop\": \"}\", \"max_tokens\": 8}"
+[ "$code" = 400 ] && jq -e '.error.param == "stop"' "$tmp/body" >/dev/null
+ok $? "json_object with a stop string: 400 with param stop ($(jq -r .error.message "$tmp/body"))"
+post /v1/completions "{\"prompt\": \"json\", \"stop\": [\"a\"],
+    \"response_format\": {\"type\": \"json_object\"}}"
+[ "$code" = 400 ] && jq -e '.error.param == "stop"' "$tmp/body" >/dev/null
+ok $? "... and for a completion"

@@ -46,7 +46,8 @@ serve_usage(FILE *f)
             "                           server from a browser: a reverse proxy's; pages of\n"
             "                           other sites are refused (repeatable, up to 8)\n"
             "      --model-name NAME    the model's name in the API (default: DIR's last part)\n"
-            "      --max-tokens N       most tokens a choice may generate (default 4096)\n"
+            "      --max-tokens N       most tokens a choice may generate (default 4096); a\n"
+            "                           request without max_tokens gets 512 (N if smaller)\n"
             "      --max-body SIZE      largest request body (default 1M)\n"
             "      --max-messages N     most messages in a chat request (default 256)\n"
             "      --queue N            most requests waiting (default 64; more get 429)\n"
@@ -73,9 +74,10 @@ serve_usage(FILE *f)
             "  -h, --help               this text\n");
     mt_cli_placement_usage(f);
     fprintf(f,
-            "Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models,\n"
-            "GET /health, GET /metrics (Prometheus), GET / (chat page). Ctrl-C or SIGTERM\n"
-            "finishes the running request and exits; a second one stops it.\n");
+            "Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models\n"
+            "(and /v1/models/ID), GET /health, GET /metrics (Prometheus), GET / (chat page).\n"
+            "Ctrl-C or SIGTERM finishes the running request and exits; a second one stops it\n"
+            "(answered 503).\n");
 }
 
 static const struct mt_cli cli = {"serve", serve_usage};

@@ -180,6 +180,33 @@ prefill_pieces(struct mt_session *s, const int32_t *prompt, size_t n,
 }
 
 /*
+ * prompt[0..n), after what the cache holds: with opts->cancelled in pieces, asking it before each
+ * (*stopped when it says so), else in one forward pass. s->logits: the next token's.
+ */
+static mt_status_t
+prefill_cancellable(struct mt_session *s, const int32_t *prompt, size_t n,
+                    const struct mt_gen_opts *opts, void *ctx, bool *stopped)
+{
+    size_t piece = n;
+    mt_status_t st = MT_OK;
+
+    if (opts->cancelled != NULL) {
+        int chunk = 0;
+        (void)mt_engine_device_work_bytes(s->engine, &chunk); /* 0 on the CPU engine */
+        piece = MT_MAX((size_t)MT_SESSION_CANCEL_PIECE, (size_t)MT_MAX(chunk, 0));
+    }
+    for (size_t from = 0; from < n && st == MT_OK; from += piece) {
+        if (opts->cancelled != NULL && opts->cancelled(ctx)) {
+            *stopped = true;
+            break;
+        }
+        size_t m = MT_MIN(piece, n - from);
+        st = mt_engine_forward(s->engine, prompt + from, (int)m, false, s->logits);
+    }
+    return st;
+}
+
+/*
  * Run prompt[0..n) keeping the longest cached prefix; at least the last id runs, for the logits
  * of the next token. With prompt_logits_out or on_prompt_logits the whole prompt runs.
  */
@@ -214,7 +241,7 @@ prefill(struct mt_session *s, const int32_t *prompt, size_t n, const struct mt_g
                    (size_t)s->vocab * sizeof(float));
         }
     } else {
-        st = mt_engine_forward(s->engine, prompt + common, (int)(n - common), false, s->logits);
+        st = prefill_cancellable(s, prompt + common, n - common, opts, ctx, stopped);
     }
     if (st == MT_OK) {
         st = hist_push(s, prompt + common, n - common);

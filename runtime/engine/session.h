@@ -43,6 +43,16 @@ typedef bool (*mt_session_prompt_fn)(void *ctx, size_t from, size_t n, const flo
 #define MT_SESSION_PROMPT_PIECE 128 /* positions a prompt runs at a time for on_prompt_logits */
 
 /*
+ * Asked between pieces of a prompt (with on_token's ctx): true stops the generation before its
+ * first sample, as MT_STOP_CALLER (a server's client that left during a long prompt).
+ */
+typedef bool (*mt_session_cancel_fn)(void *ctx);
+
+/* positions a prompt runs at a time with a cancel check: the GPU engine's prompt chunk where that
+ * is longer, so that no chunk is split */
+#define MT_SESSION_CANCEL_PIECE 512
+
+/*
  * A grammar the reply must follow (text/json_constraint.h is one). Before each sample, mask sets
  * the logit of every id that may not come next to -INFINITY, stop ids included (so the reply
  * ends only where the grammar lets it), and returns how many ids it left; accept is told each
@@ -73,6 +83,9 @@ struct mt_gen_opts {
      * holds them all (a server's echo with logprobs). The whole prompt then runs.
      */
     mt_session_prompt_fn on_prompt_logits;
+    /* When not NULL: asked before each MT_SESSION_CANCEL_PIECE positions of the prompt's part
+     * that runs; the prompt otherwise runs in one forward pass. */
+    mt_session_cancel_fn cancelled;
     /*
      * OpenAI's penalties, on a copy of each step's logits before the sampler (mt_session_logits
      * stays the model's): presence_penalty is taken once from the logit of every id this reply

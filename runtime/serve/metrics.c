@@ -15,6 +15,7 @@ static const char *const route_paths[MT_SERVE_ROUTE_COUNT] = {
     [MT_SERVE_ROUTE_CHAT] = "/v1/chat/completions",
     [MT_SERVE_ROUTE_COMPLETIONS] = "/v1/completions",
     [MT_SERVE_ROUTE_MODELS] = "/v1/models",
+    [MT_SERVE_ROUTE_MODEL] = "/v1/models/{id}",
     [MT_SERVE_ROUTE_HEALTH] = "/health",
     [MT_SERVE_ROUTE_METRICS] = "/metrics",
     [MT_SERVE_ROUTE_PAGE] = "/",
@@ -30,6 +31,11 @@ mt_serve_route_path(enum mt_serve_route r)
 enum mt_serve_route
 mt_serve_route_of(const char *path)
 {
+    static const char model[] = "/v1/models/";
+
+    if (strncmp(path, model, sizeof(model) - 1) == 0 && path[sizeof(model) - 1] != '\0') {
+        return MT_SERVE_ROUTE_MODEL; /* the id may hold '/' ("org/name", --model-name) */
+    }
     for (int r = 0; r < MT_SERVE_ROUTE_OTHER; r++) {
         if (strcmp(path, route_paths[r]) == 0) {
             return (enum mt_serve_route)r;

@@ -424,7 +424,9 @@ parse_tools_(struct mt_serve_request *r, json_t *tools, struct mt_serve_error *e
         return true;
     }
     json_array_foreach(tools, k, t) {
-        if (!json_is_object(json_object_get(t, "function")) ||
+        const char *type = json_string_value(json_object_get(t, "type"));
+        if (type == NULL || strcmp(type, "function") != 0 ||
+            !json_is_object(json_object_get(t, "function")) ||
             !json_is_string(json_object_get(json_object_get(t, "function"), "name"))) {
             BAD(e, "tools", "'tools[%zu]' must be {\"type\": \"function\", \"function\": "
                 "{\"name\": ..., ...}}", k);
@@ -785,7 +787,8 @@ parse_json_schema_(struct mt_serve_request *r, json_t *v, struct mt_serve_error 
  * is constrained to one JSON object (text/json_constraint.h); or, for a chat, "json_schema":
  * parse_json_schema_. As OpenAI, json_object needs a chat that says "json" in some message,
  * since a model not told to write JSON may fill max_tokens with whitespace. A forced tool call
- * cannot be JSON, and ignore_eos would run past the object's end.
+ * cannot be JSON, ignore_eos would run past the object's end, and a stop string could end the
+ * reply inside the object.
  */
 static bool
 parse_response_format_(struct mt_serve_request *r, json_t *root, struct mt_serve_error *e)
@@ -818,6 +821,12 @@ parse_response_format_(struct mt_serve_request *r, json_t *root, struct mt_serve
     if (r->ignore_eos) {
         BAD(e, "ignore_eos", "'ignore_eos' and 'response_format' %s cannot both hold: a JSON "
             "reply ends where its object closes", type);
+        return false;
+    }
+    if (r->n_stop > 0) { /* (parse_stop_ ran first) */
+        BAD(e, "stop", "'stop' and 'response_format' %s cannot both hold: a stop string would "
+            "cut the JSON reply before its object closes, and a reply that ends \"stop\" "
+            "must parse", type);
         return false;
     }
     if (schema) {
@@ -983,6 +992,13 @@ parse_sampling_(struct mt_serve_request *r, json_t *root, const struct mt_serve_
             r->max_tokens = (long)v;
             winner = mt_keys[k];
         }
+    }
+    /* as OpenAI's chat: a reply of no tokens is a request's mistake. A completion may ask for
+     * 0: with echo it scores the prompt (logprobs), without it runs the prompt into the cache
+     * for the next request */
+    if (winner != NULL && r->max_tokens == 0 && r->api == MT_SERVE_API_CHAT) {
+        BAD(e, winner, "'%s' must be at least 1 (a chat reply of 0 tokens is empty)", winner);
+        return false;
     }
     if (winner != NULL && r->max_tokens > lim->max_tokens) {
         BAD(e, winner, "'%s' is %ld; this server generates at most %ld tokens a choice", winner,
@@ -1419,12 +1435,24 @@ mt_serve_usage_event(const struct mt_serve_request *req, const struct mt_serve_o
     return event_(obj);
 }
 
+static json_t *
+model_obj_(const char *model_id, long long created)
+{
+    return json_pack("{s:s,s:s,s:I,s:s}", "id", model_id, "object", "model", "created",
+                     (json_int_t)created, "owned_by", "moetier");
+}
+
 char *
 mt_serve_models_json(const char *model_id, long long created)
 {
-    return dump_(json_pack("{s:s,s:[{s:s,s:s,s:I,s:s}]}", "object", "list", "data", "id",
-                           model_id, "object", "model", "created", (json_int_t)created,
-                           "owned_by", "moetier"));
+    return dump_(json_pack("{s:s,s:[o]}", "object", "list", "data",
+                           model_obj_(model_id, created)));
+}
+
+char *
+mt_serve_model_json(const char *model_id, long long created)
+{
+    return dump_(model_obj_(model_id, created));
 }
 
 /* ---- stop strings --------------------------------------------------------------------------- */

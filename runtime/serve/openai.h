@@ -232,6 +232,9 @@ char *mt_serve_error_event(const struct mt_serve_error *e);
 /* GET /v1/models: a list of the one model. */
 char *mt_serve_models_json(const char *model_id, long long created);
 
+/* GET /v1/models/{id} (OpenAI clients' models.retrieve): the model object. */
+char *mt_serve_model_json(const char *model_id, long long created);
+
 /* ---- stop strings ------------------------------------------------------------------------- */
 
 /*

@@ -163,6 +163,8 @@ struct job {
     size_t n_ids;
     size_t cap_ids;
     bool failed;                 /* a fault while generating (job_nomem): the choice fails */
+    bool aborted;                /* the server's abort (a second Ctrl-C, mt_serve_stop with
+                                  * abort_running) cut the reply: a 503, never a "stop" */
     int choice;                  /* the choice being generated (of n_choices) */
     int n_choices;               /* req.n for each prompt */
     struct kept_choice *kept;    /* owned, [n_choices]: the finished choices */
@@ -199,6 +201,8 @@ struct mt_serve {
     bool busy;                   /* the worker runs a job */
     bool stopping;
     bool abort_running;
+    double aborted_at;           /* mt_clock_now() of the abort, 0 before */
+    struct conn *replying;       /* the connections counted in n_replying */
     unsigned long long next_seq;
     long long started;
     struct mt_serve_metrics metrics;
@@ -213,6 +217,11 @@ struct conn {
     bool no_memory; /* the body could not be kept: the rest is dropped, the answer a 500 */
     bool replying; /* counted in n_replying until request_completed: a reply (the job already
                     * freed) may still be on its way out when the server is asked to stop */
+    /* while replying: in serve->replying (for an abort to end a reply nobody reads) */
+    int fd;
+    bool shut;                   /* ... and shut down by it */
+    struct conn *prev;
+    struct conn *next;
 };
 
 /* ---- small helpers ------------------------------------------------------------------------ */
@@ -484,11 +493,21 @@ origin_refused(const struct mt_serve *s, struct MHD_Connection *c, struct mt_ser
  * request cut off while it is read is not repeated for each while one is pending. And the one
  * that follows a connection we drop on purpose because its client hung up while the request
  * waited or ran (serve_generate's MHD_NO): MHD reports that as "Application reported internal
- * error" from the same connection's thread, and the line on every client that gave up read as a
- * fault. The flag is the thread's own (one thread a connection), so no other connection's
- * message is lost.
+ * error" from the same connection's thread (a stream's end, sse_read, as "application error
+ * generating response"), and the line on every client that gave up read as a fault. The
+ * flag is the thread's own (one thread a connection), so no other connection's message is
+ * lost.
  */
 static __thread bool dropping_gone_client;
+
+/*
+ * While mt_serve_create starts MHD, its messages go here instead of the log (the thread's own,
+ * as MHD reports a failed start from the caller's thread): a port in use then reads as one
+ * message of ours, not also MHD's "Failed to bind to port 0" (the port it was not given, as the
+ * address carries it).
+ */
+static __thread char *mhd_start_msg;
+#define MHD_START_MSG_MAX 200
 
 static void
 mhd_log(void *cls, const char *fmt, va_list ap)
@@ -497,7 +516,14 @@ mhd_log(void *cls, const char *fmt, va_list ap)
     char line[1024];
 
     vsnprintf(line, sizeof(line), fmt, ap); /* MHD passes its text as an argument of "%s" */
-    if (dropping_gone_client && strstr(line, "Application reported internal error") != NULL) {
+    if (mhd_start_msg != NULL) {
+        size_t n = strcspn(line, "\r\n");
+        snprintf(mhd_start_msg, MHD_START_MSG_MAX, "%.*s", (int)n, line); /* keeps the last */
+        return;
+    }
+    if (dropping_gone_client &&
+        (strstr(line, "Application reported internal error") != NULL ||
+         strstr(line, "application error generating response") != NULL)) { /* (a stream's) */
         dropping_gone_client = false;
         return;
     }
@@ -792,6 +818,30 @@ json_accept(void *ctx, int32_t id)
     mt_json_constraint_accept(ctx, id);
 }
 
+/*
+ * Whether the running job may go on: false once its client has gone, or once the server aborts
+ * (then j->aborted: the reply was cut, which must not read as a finished one).
+ */
+static bool
+job_go_on(struct job *j)
+{
+    struct mt_serve *s = j->serve;
+
+    pthread_mutex_lock(&s->lock);
+    bool gone = j->gone;
+    j->aborted = j->aborted || (!gone && s->abort_running);
+    pthread_mutex_unlock(&s->lock);
+    return !gone && !j->aborted;
+}
+
+/* mt_session_cancel_fn: between pieces of a long prompt, whether to stop (a client that left
+ * while its prompt ran frees the engine then, not only once the whole prompt has run). */
+static bool
+job_cancelled(void *ctx)
+{
+    return !job_go_on(ctx);
+}
+
 /* mt_session_token_fn: one generated id of the running job. */
 static bool
 on_token(void *ctx, int32_t id)
@@ -852,10 +902,7 @@ on_token(void *ctx, int32_t id)
             go_on = job_add_content(j, text, len);
         }
     }
-    pthread_mutex_lock(&s->lock);
-    go_on = go_on && !j->gone && !s->abort_running;
-    pthread_mutex_unlock(&s->lock);
-    return go_on;
+    return go_on && job_go_on(j);
 }
 
 /*
@@ -888,6 +935,24 @@ job_encode_forced(struct job *j, int32_t **prompt, size_t *n)
     return true;
 }
 
+/* Whether a prompt of n ids leaves room to generate in the context; a 400
+ * context_length_exceeded (where: its place in a list of prompts) otherwise. */
+static bool
+job_prompt_fits(struct job *j, const char *where, size_t n)
+{
+    int64_t max_pos = mt_engine_max_pos(j->serve->engine);
+
+    if ((int64_t)MT_MIN(n, (size_t)INT64_MAX) < max_pos) {
+        return true;
+    }
+    mt_serve_error_set(&j->err, 400, "invalid_request_error", "context_length_exceeded",
+                       j->req.api == MT_SERVE_API_CHAT ? "messages" : "prompt",
+                       "%sthe prompt is %zu tokens; it must be shorter than this model's "
+                       "context of %lld tokens (room to generate)", where, n,
+                       (long long)max_pos);
+    return false;
+}
+
 /*
  * Prompt `which` of a request as ids (malloc'ed): the chat's messages, or a completion's
  * prompts[which]. Errors are the client's: 400 with the reason.
@@ -903,6 +968,11 @@ job_encode(struct job *j, size_t which, int32_t **ids_out, size_t *n_out)
 
     if (j->req.api != MT_SERVE_API_CHAT && j->req.n_prompts > 1) {
         snprintf(where, sizeof(where), "prompt[%zu]: ", which);
+    }
+    /* ids too many for the context: that first, as for text, before they are checked one by
+     * one */
+    if (p != NULL && p->ids != NULL && !job_prompt_fits(j, where, p->n_ids)) {
+        return false;
     }
     mt_log_set_quiet(true);
     if (p == NULL) {
@@ -956,12 +1026,7 @@ job_encode(struct job *j, size_t which, int32_t **ids_out, size_t *n_out)
                            p == NULL ? "messages" : "prompt", "%s%s", where, mt_last_error());
         return false;
     }
-    int64_t max_pos = mt_engine_max_pos(s->engine);
-    if ((int64_t)*n_out >= max_pos) {
-        mt_serve_error_set(&j->err, 400, "invalid_request_error", "context_length_exceeded",
-                           p == NULL ? "messages" : "prompt",
-                           "%sthe prompt is %zu tokens; this model's context is %lld tokens",
-                           where, *n_out, (long long)max_pos);
+    if (!job_prompt_fits(j, where, *n_out)) {
         free(*ids_out);
         return false;
     }
@@ -1040,10 +1105,7 @@ on_prompt_logits(void *ctx, size_t from, size_t n, const float *rows)
     if (from + n == j->n_prompt) {
         job_send_echo(j);
     }
-    pthread_mutex_lock(&s->lock);
-    bool go_on = !j->gone && !s->abort_running;
-    pthread_mutex_unlock(&s->lock);
-    return go_on;
+    return job_go_on(j);
 }
 
 /*
@@ -1062,9 +1124,7 @@ job_generate_forced(struct job *j, struct mt_gen_opts *go, struct mt_gen_result 
     int32_t *p;
     mt_status_t st;
 
-    pthread_mutex_lock(&s->lock);
-    bool go_on = !j->gone && !s->abort_running;
-    pthread_mutex_unlock(&s->lock);
+    bool go_on = job_go_on(j);
     n = n_hist + 1 + j->n_forced;
     if (!go_on || (int64_t)n >= mt_engine_max_pos(s->engine)) {
         res->stop = go_on ? MT_STOP_CONTEXT : MT_STOP_CALLER;
@@ -1205,6 +1265,7 @@ job_choice(struct job *j, const int32_t *prompt, size_t n_prompt, struct mt_gen_
     go.frequency_penalty = j->req.frequency_penalty;
     go.bias = j->req.bias;
     go.n_bias = j->req.n_bias;
+    go.cancelled = job_cancelled;
     if (j->req.echo && j->req.logprobs >= 0 && !job_echo_copy(j, n_prompt)) {
         go.on_prompt_logits = on_prompt_logits; /* the whole prompt runs */
     }
@@ -1280,10 +1341,11 @@ job_choice(struct job *j, const int32_t *prompt, size_t n_prompt, struct mt_gen_
         mt_log_info("serve: %s %s%s: %zu prompt tokens (%zu cached), %ld generated, %s%s", j->id,
                     j->req.api == MT_SERVE_API_CHAT ? "chat" : "completion", which,
                     res->n_prompt, res->n_reused, res->n_generated,
-                    st != MT_OK ? "failed" : gone ? "client gone" : finish,
+                    st != MT_OK ? "failed" : gone ? "client gone"
+                                           : j->aborted ? "aborted (shutting down)" : finish,
                     j->req.stream ? ", streamed" : "");
     }
-    if (j->req.stream && st == MT_OK) {
+    if (j->req.stream && st == MT_OK && !j->aborted) { /* (job_run reports an abort) */
         struct mt_serve_logprobs lp;
         if (calls) {
             job_send(j, mt_serve_tool_calls_event(&j->req, &o, j->calls.calls, j->calls.n));
@@ -1377,10 +1439,7 @@ job_run(struct mt_serve *s, struct job *j)
         int i = done % j->req.n;
         struct mt_sampler_opts si = so;
         si.seed += (uint64_t)i;
-        pthread_mutex_lock(&s->lock);
-        bool gone = j->gone || s->abort_running;
-        pthread_mutex_unlock(&s->lock);
-        if (done > 0 && gone) {
+        if (done > 0 && !job_go_on(j)) {
             break;
         }
         mt_log_set_quiet(true);
@@ -1419,9 +1478,14 @@ job_run(struct mt_serve *s, struct job *j)
     if (st != MT_OK) {
         mt_serve_error_set(&j->err, 500, "server_error", NULL, NULL, "generation failed: %s",
                            mt_last_error());
+    } else if (j->aborted) {
+        /* cut short by the server, not ended by the model: never a 200 that reads whole */
+        mt_serve_error_set(&j->err, 503, "server_error", "shutting_down", NULL,
+                           "the server is shutting down: the generation was stopped after %ld "
+                           "tokens", generated);
     }
     if (j->req.stream) {
-        if (st != MT_OK) {
+        if (j->err.http != 0) {
             job_send(j, mt_serve_error_event(&j->err));
         } else if (j->req.include_usage) {
             /* several choices: which ids are whose is in no chunk of a stream's usage; none are
@@ -1434,7 +1498,7 @@ job_run(struct mt_serve *s, struct job *j)
         }
         job_send(j, strdup("data: [DONE]\n\n"));
         j->err.http = 0; /* the 200 went out already */
-    } else if (st == MT_OK) {
+    } else if (j->err.http == 0) {
         char *body = mt_serve_replies_json(&j->req, &o, replies, (size_t)done);
         pthread_mutex_lock(&s->lock);
         j->result = body;
@@ -1579,9 +1643,18 @@ sse_read(void *cls, uint64_t pos, char *buf, size_t max)
         pthread_cond_timedwait(&j->cond, &s->lock, &ts);
         /* a FIN alone is no hang-up (a half-closed client reads on); a closed client resets
          * the connection when the next event reaches it, and MHD's failed write ends the
-         * stream (sse_free) */
-        if (j->out_off == j->out.n && j->state != JOB_DONE && peer_state(j->fd) == PEER_GONE) {
-            j->gone = true;
+         * stream (sse_free). While no event comes (a long prompt runs), a keep-alive comment
+         * about once a second is that next event, so that the prompt stops between its
+         * pieces (job_cancelled) soon after the client left; not with keep-alives off. */
+        if (j->out_off == j->out.n && j->state != JOB_DONE) {
+            enum peer_state ps = peer_state(j->fd);
+            if (ps == PEER_GONE) {
+                j->gone = true;
+            } else if (ps == PEER_SENT_FIN && every > 0.0 &&
+                       mt_clock_now() - j->probed_at >= PROBE_EVERY_S) {
+                j->probed_at = mt_clock_now();
+                j->sse_sent_at = 0.0; /* the comment goes out at the loop's top */
+            }
         }
     }
     if (j->out_off < j->out.n) {
@@ -1591,6 +1664,7 @@ sse_read(void *cls, uint64_t pos, char *buf, size_t max)
         j->sse_sent_at = mt_clock_now();
     } else {
         n = j->gone ? MHD_CONTENT_READER_END_WITH_ERROR : MHD_CONTENT_READER_END_OF_STREAM;
+        dropping_gone_client = j->gone && !j->cut; /* mhd_log: a client gone is no fault */
     }
     pthread_mutex_unlock(&s->lock);
     return n;
@@ -1650,7 +1724,8 @@ refuse_key(struct mt_serve *s, struct MHD_Connection *c, enum mt_serve_route rou
 }
 
 static enum MHD_Result
-serve_get(struct mt_serve *s, struct MHD_Connection *c, enum mt_serve_route route)
+serve_get(struct mt_serve *s, struct MHD_Connection *c, enum mt_serve_route route,
+          const char *url)
 {
     char *text = NULL;
     struct MHD_Response *r;
@@ -1700,6 +1775,21 @@ serve_get(struct mt_serve *s, struct MHD_Connection *c, enum mt_serve_route rout
         }
         return respond(s, c, route, 200, "application/json",
                        mt_serve_models_json(s->model_id, s->started));
+    case MT_SERVE_ROUTE_MODEL: {
+        const char *id = url + strlen("/v1/models/"); /* (mt_serve_route_of) */
+        struct mt_serve_error e;
+        if (!key_ok(s, c)) {
+            return refuse_key(s, c, route);
+        }
+        if (strcmp(id, s->model_id) == 0) {
+            return respond(s, c, route, 200, "application/json",
+                           mt_serve_model_json(s->model_id, s->started));
+        }
+        mt_serve_error_set(&e, 404, "invalid_request_error", "model_not_found", "model",
+                           "the model '%.100s' does not exist; this server has '%.100s'", id,
+                           s->model_id);
+        return respond_error(s, c, route, &e);
+    }
     default:
         return MHD_NO;
     }
@@ -1891,14 +1981,20 @@ access_handler(void *cls, struct MHD_Connection *c, const char *url, const char 
     /* the request has arrived whole: no deadline while it waits and runs */
     mt_serve_deadline_arrived(s->deadline, conn_deadline(c));
     if (!route_takes_post(cn->route)) {
-        return serve_get(s, c, cn->route);
+        return serve_get(s, c, cn->route, url);
     }
     if (cn->no_memory) {
         return respond_nomem(s, c, cn->route);
     }
     if (!cn->too_big) {
+        cn->fd = conn_fd(c);
         pthread_mutex_lock(&s->lock);
         s->n_replying++;
+        cn->next = s->replying;
+        if (s->replying != NULL) {
+            s->replying->prev = cn;
+        }
+        s->replying = cn;
         pthread_mutex_unlock(&s->lock);
         cn->replying = true;
         return serve_generate(s, c, cn);
@@ -1924,6 +2020,14 @@ request_completed(void *cls, struct MHD_Connection *c, void **con_cls,
         if (cn->replying) {
             pthread_mutex_lock(&s->lock);
             s->n_replying--;
+            if (cn->prev != NULL) {
+                cn->prev->next = cn->next;
+            } else {
+                s->replying = cn->next;
+            }
+            if (cn->next != NULL) {
+                cn->next->prev = cn->prev;
+            }
             pthread_mutex_unlock(&s->lock);
         }
         free(cn->body.p);
@@ -2051,9 +2155,14 @@ mt_serve_create(struct mt_engine *engine, struct mt_tokenizer *tok,
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                      MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6) {
-        flags |= MHD_USE_IPv6;
+        /* "::" takes IPv4 connections too, as "0.0.0.0" means "every address" (they arrive as
+         * ::ffff:a.b.c.d, which addr_is_loopback knows); a named IPv6 address only its own */
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ai->ai_addr;
+        flags |= IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr) ? MHD_USE_DUAL_STACK : MHD_USE_IPv6;
     }
     /* the logger first: MHD uses its own for the options before it */
+    char start_msg[MHD_START_MSG_MAX] = "";
+    mhd_start_msg = start_msg;
     s->mhd = MHD_start_daemon(
         flags, 0, NULL, NULL, access_handler, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
         MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, request_completed, s,
@@ -2062,9 +2171,14 @@ mt_serve_create(struct mt_engine *engine, struct mt_tokenizer *tok,
         MHD_OPTION_UNESCAPE_CALLBACK, unescape_no_nul, NULL, MHD_OPTION_NOTIFY_CONNECTION,
         s->deadline != NULL ? notify_connection : NULL, s, MHD_OPTION_END);
     int err = errno;
+    mhd_start_msg = NULL;
     freeaddrinfo(ai);
     if (s->mhd == NULL) {
-        st = mt_fail(MT_ERR_IO, err, "cannot listen on %s port %d", opts->host, opts->port);
+        st = mt_fail(MT_ERR_IO, 0, "cannot listen on %s port %d: %s%s", opts->host, opts->port,
+                     err != 0 ? strerror(err)
+                     : start_msg[0] != '\0' ? start_msg : "libmicrohttpd could not start",
+                     err == EADDRINUSE ? " (another program listens there: pick another --port, "
+                                         "or --port 0 for a free one)" : "");
         goto out_session;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
@@ -2114,6 +2228,9 @@ mt_serve_stop(struct mt_serve *s, bool abort_running)
     bool first = !s->stopping;
     s->stopping = true;
     s->abort_running = s->abort_running || abort_running;
+    if (s->abort_running && s->aborted_at == 0.0) {
+        s->aborted_at = mt_clock_now();
+    }
     /* the waiting requests are answered 503 (their connections see err and state done) */
     while (s->head != NULL) {
         struct job *j = s->head;
@@ -2135,10 +2252,29 @@ mt_serve_stop(struct mt_serve *s, bool abort_running)
     }
 }
 
+/*
+ * After an abort, seconds the replies get to go out once no request runs. A reply stays behind
+ * only where its client stopped reading: MHD then waits for the socket to take more, up to its
+ * idle timeout (SERVE_IDLE_S), and no callback of ours runs meanwhile that could end it. So
+ * such a connection is shut down, which fails MHD's wait and closes it.
+ */
+#define ABORT_GRACE_S 2.0
+
 bool
 mt_serve_is_idle(struct mt_serve *s)
 {
     pthread_mutex_lock(&s->lock);
+    if (s->abort_running && !s->busy && s->head == NULL &&
+        mt_clock_now() - s->aborted_at >= ABORT_GRACE_S) {
+        for (struct conn *cn = s->replying; cn != NULL; cn = cn->next) {
+            if (!cn->shut && cn->fd >= 0) {
+                /* the connection's socket is MHD's, and still open: request_completed takes
+                 * it off the list before MHD closes it */
+                shutdown(cn->fd, SHUT_RDWR);
+                cn->shut = true;
+            }
+        }
+    }
     bool idle = !s->busy && s->n_jobs == 0 && s->head == NULL && s->n_replying == 0;
     pthread_mutex_unlock(&s->lock);
     return idle;

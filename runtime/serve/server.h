@@ -11,8 +11,8 @@
  * hangs up (the socket reports it closed, or a write fails) marks its request gone: a queued one
  * is skipped, a running one stops at its next token and frees the engine.
  *
- * Routes: POST /v1/chat/completions, POST /v1/completions, GET /v1/models (these need the API
- * key when one is set: "Authorization: Bearer KEY"), GET /health, GET /metrics (Prometheus
+ * Routes: POST /v1/chat/completions, POST /v1/completions, GET /v1/models and /v1/models/{id}
+ * (these need the API key when one is set: "Authorization: Bearer KEY"), GET /health, GET /metrics (Prometheus
  * text) and GET / (the chat page, built into the binary). Errors are OpenAI's error JSON:
  * 400 bad request, 401 key, 404 route or model, 405 method, 413 body too large, 429 queue full,
  * 500 engine failure, 503 shutting down. A chat reply that ends in V3.2's tool calls block comes
@@ -86,7 +86,11 @@ bool mt_serve_is_public(const struct mt_serve *serve);
  */
 void mt_serve_stop(struct mt_serve *serve, bool abort_running);
 
-/* After mt_serve_stop: true once no request runs and every response has been sent. */
+/*
+ * After mt_serve_stop: true once no request runs and every response has been sent. Called
+ * (about every 100 ms) after an abort, it also ends, 2 s after it, the responses whose clients
+ * stopped reading, which would otherwise hold the shutdown until the connections' idle timeout.
+ */
 bool mt_serve_is_idle(struct mt_serve *serve);
 
 /* Stop everything and free the server (NULL is a no-op). */
