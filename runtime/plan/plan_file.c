@@ -531,7 +531,7 @@ reconcile_prediction(struct mt_plan *p, const char *path)
     p->host_layers_per_token = 0;
     snprintf(p->bottleneck, sizeof(p->bottleneck), "not predicted");
     snprintf(p->prefill_not_modelled, sizeof(p->prefill_not_modelled),
-             "the plan's layers were edited");
+             "the plan was edited after it was made");
 }
 
 mt_status_t
