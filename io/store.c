@@ -12,6 +12,7 @@
 
 #include "io/crc32c.h"
 #include "runtime/base/file_kind.h"
+#include "runtime/base/size_text.h"
 #include "io/uring_reader.h" /* MT_IO_ALIGN */
 
 #include <errno.h>
@@ -542,12 +543,8 @@ mt_io_store_writer_create(const char *const *paths, int n_files, uint64_t model_
         }
         ret = posix_fallocate(w->fds[i], 0, (off_t)next[i]);
         if (ret != 0 && ret != EOPNOTSUPP && ret != EINVAL) {
-            /* in the unit that shows it: a small store's 2.9 MB is not "0.00 GiB" */
-            bool gib = next[i] >= (1ull << 30);
-
-            st = mt_fail(MT_ERR_IO, ret, "cannot reserve %.*f %s (%llu bytes) for store file "
-                         "'%s'%s", gib ? 2 : 1, (double)next[i] / (gib ? 1073741824.0 : 1048576.0),
-                         gib ? "GiB" : "MiB", (unsigned long long)next[i], w->partial[i],
+            st = mt_fail(MT_ERR_IO, ret, "cannot reserve %s (%llu bytes) for store file '%s'%s",
+                         mt_size_text(next[i]).s, (unsigned long long)next[i], w->partial[i],
                          ret == ENOSPC ? " (free space there, or stripe over more drives)" : "");
             goto out_destroy;
         }
