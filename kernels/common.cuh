@@ -161,12 +161,20 @@ mt_ue8m0_scale(float amax)
     return ldexpf(1.0f, (int)((u >> 23) & 0xff) - 127 + ((u & 0x7fffff) != 0));
 }
 
-/* x / s as an e4m3 byte, clamped to +-448, rounded to nearest even (mt_cpu_act_quant's). */
+/*
+ * x / s as an e4m3 byte, clamped to +-448, rounded to nearest even (mt_cpu_act_quant's). NaN
+ * stays NaN (0x7f, as mt_f32_to_fp8 writes it): fmaxf would turn it into -448, and so an inf in a
+ * group (whose scale is then inf, and inf / inf NaN) into a finite cache value that hides it.
+ */
 static __device__ __forceinline__ uint8_t
 mt_e4m3_of(float x, float s)
 {
-    float q = fminf(fmaxf(x / s, -448.0f), 448.0f);
+    float q = x / s;
 
+    if (q != q) {
+        return 0x7f;
+    }
+    q = fminf(fmaxf(q, -448.0f), 448.0f);
     return (uint8_t)__nv_cvt_float_to_fp8(q, __NV_SATFINITE, __NV_E4M3);
 }
 

@@ -41,7 +41,10 @@ mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
 /*
  * A batch of queries (mt_gpu_index_scores_rows): block row blockIdx.y takes query y, whose keys
  * are the first n_keys0 + y, and writes its scores in row y of out (ld floats a row); the rest
- * of the row gets -inf, so that a top-k over whole rows of ld never picks past a query's keys.
+ * of the row gets NaN, so that a top-k over whole rows of ld never picks past a query's keys: the
+ * top-k ranks NaN below every number and gives equal ones to the smaller index, so a key of the
+ * query's own wins over the padding even where its score is NaN too (-inf padding lost to a NaN
+ * score, and a row with fewer than k numbers then attended to later tokens of its chunk).
  * Called first by every block (it waits for the previous kernel: programmatic dependent launch)
  * with the block's row.
  */
@@ -51,7 +54,7 @@ rows_prologue(float *row, int64_t n_keys, int64_t ld)
     mt_pdl_enter();
     for (int64_t i = n_keys + (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < ld;
          i += (int64_t)gridDim.x * blockDim.x) {
-        row[i] = -INFINITY;
+        row[i] = __int_as_float(0x7fc00000); /* NaN */
     }
 }
 
@@ -1173,7 +1176,7 @@ mt_gpu_index_scores_split(const float *q, const float *w, const void *keys, int6
 /*
  * Row blockIdx.y of a batch of queries (mt_gpu_index_scores_fp8_rows) takes query y (q8 + y 64 x
  * 128, w + y 64), whose keys are the first n_keys + y, and scores them into out + y ld; past them,
- * to ld, the row gets -inf (here, as rows_prologue), so that a top-k over whole rows never picks
+ * to ld, the row gets NaN (rows_prologue says why), so that a top-k over whole rows never picks
  * past a query's keys. One query (gridDim.y 1, ld = n_keys): nothing changes. After the wait for
  * the previous kernel.
  */
@@ -1182,7 +1185,7 @@ fp8_row_tail(float *row, int64_t n_keys, int64_t ld, int threads)
 {
     for (int64_t i = n_keys + (int64_t)blockIdx.x * threads + threadIdx.x; i < ld;
          i += (int64_t)gridDim.x * threads) {
-        row[i] = -INFINITY;
+        row[i] = __int_as_float(0x7fc00000); /* NaN */
     }
 }
 
@@ -1538,7 +1541,7 @@ f8mma_blocks(int *blocks)
 }
 
 /*
- * The FP8 scores of n_rows queries (row y: the first n_keys + y keys, scores at out + y ld, -inf
+ * The FP8 scores of n_rows queries (row y: the first n_keys + y keys, scores at out + y ld, NaN
  * past them to ld) on the sm_89+ kernel where it runs, else on the portable one. One query: its
  * warps as many as fit the GPU; several: the same warps shared out among the rows, so that each
  * converts its query once for many tiles.

@@ -200,8 +200,9 @@ MT_GPU_FN mt_status_t mt_gpu_index_scores(const float *q, const float *w, int n_
 /*
  * The same for a batch of n_q queries, as a prompt's tokens need them: query y (q + y n_heads
  * dim, w + y n_heads) scores the first n_keys0 + y keys into row y of out (ld >= n_keys0 + n_q - 1
- * floats a row); the rest of each row is set to -inf, so mt_gpu_topk over whole rows of ld takes
- * the same set as over each query's own keys when every query has at least k of them.
+ * floats a row); the rest of each row is set to NaN, so mt_gpu_topk over whole rows of ld takes
+ * the same set as over each query's own keys when every query has at least k of them (NaN ranks
+ * last and ties go to the smaller index: a query's own keys first, NaN-scored ones too).
  * n_q <= 65535.
  */
 MT_GPU_FN mt_status_t mt_gpu_index_scores_rows(const float *q, const float *w, int n_heads, int dim,
@@ -261,7 +262,7 @@ MT_GPU_FN mt_status_t mt_gpu_index_scores_fp8(const uint8_t *q8, const float *w,
                                               struct CUstream_st *stream);
 /*
  * The same for a prompt's queries in one launch: query y (q8 + y 64 x 128 bytes, w + y 64) scores
- * the first n_keys0 + y keys into out + y ld and writes -inf past them to ld (>= n_keys0 + n_rows
+ * the first n_keys0 + y keys into out + y ld and writes NaN past them to ld (>= n_keys0 + n_rows
  * - 1), so that mt_gpu_topk over whole rows picks only its keys; 1 <= n_rows <= 65,535. Each key's
  * score is the one mt_gpu_index_scores_fp8 gives (the same products in the same order).
  */

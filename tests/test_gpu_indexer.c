@@ -396,12 +396,14 @@ out:
 
 /*
  * A prompt's queries in one launch (mt_gpu_index_scores_rows): query y scores the first
- * n0 + y keys into row y of ld floats, the rest of the row -inf; each row against the CPU's
+ * n0 + y keys into row y of ld floats, the rest of the row NaN; each row against the CPU's
  * scores of that query alone, and the top-k of every row (mt_gpu_topk over whole rows) the same
- * set as the CPU's over the query's own keys.
+ * set as the CPU's over the query's own keys. With nan_keys, three keys in four hold a NaN, so
+ * that their scores are NaN and a row has fewer than k numbers: the set is still the CPU's, the
+ * query's own keys (with -inf padding the top-k took the padding, positions past the query).
  */
 static void
-test_scores_rows(int H, int D, int64_t n0, int n_q, int k_top)
+test_scores_rows(int H, int D, int64_t n0, int n_q, int k_top, bool nan_keys)
 {
     int64_t n_keys = n0 + n_q - 1;
     int64_t ld = n_keys + 5;
@@ -418,6 +420,9 @@ test_scores_rows(int H, int D, int64_t n0, int n_q, int k_top)
     gt_fill(q, (size_t)n_q * H * D, -1.0f, 1.0f);
     gt_fill(w, (size_t)n_q * H, -0.5f, 1.0f);
     gt_fill(k, (size_t)n_keys * D, -1.0f, 1.0f);
+    for (int64_t i = 0; nan_keys && i < n_keys; i++) {
+        k[i * D + D / 3] = i % 4 != 0 ? NAN : k[i * D + D / 3];
+    }
     mt_gpu_arena_reset(gt_arena);
     float *d_q = gt_put(q, (size_t)n_q * H * D * sizeof(float));
     float *d_w = gt_put(w, (size_t)n_q * H * sizeof(float));
@@ -437,10 +442,10 @@ test_scores_rows(int H, int D, int64_t n0, int n_q, int k_top)
         for (int64_t i = 0; i < n; i++) {
             double d = fabs((double)row[i] - want[i]);
             worst = d > worst ? d : worst;
-            bad_rows += d > 1e-5 + 1e-5 * fabs(want[i]);
+            bad_rows += isnan(row[i]) != isnan(want[i]) || d > 1e-5 + 1e-5 * fabs(want[i]);
         }
         for (int64_t i = n; i < ld; i++) {
-            bad_tail += row[i] != -INFINITY;
+            bad_tail += !isnan(row[i]);
         }
         /* the set over the query's own keys (CPU, on the GPU's scores: the same rule) */
         int32_t *gi = idx + (size_t)y * k_top;
@@ -450,11 +455,12 @@ test_scores_rows(int H, int D, int64_t n0, int n_q, int k_top)
         bad_sets += memcmp(widx, gi, (size_t)k_top * sizeof(int32_t)) != 0;
     }
     tap_ok(ok && bad_rows == 0 && bad_tail == 0 && bad_sets == 0,
-           "exact index scores of %d queries in one launch%s%s (%d heads x %d, %lld.. keys, rows "
-           "of %lld): every row the CPU's (worst %.2g; %d values off), the tails -inf (%d not), "
-           "top-%d of whole rows the query's own set (%d rows differ)%s%s", n_q,
+           "exact index scores of %d queries in one launch%s%s (%d heads x %d, %lld.. keys%s, "
+           "rows of %lld): every row the CPU's (worst %.2g; %d values off), the tails NaN (%d "
+           "not), top-%d of whole rows the query's own set (%d rows differ)%s%s", n_q,
            split_keys ? ", split keys on " : "", split_keys ? split_path : "", H, D,
-           (long long)n0, (long long)ld, worst, bad_rows, bad_tail, k_top, bad_sets,
+           (long long)n0, nan_keys ? ", 3 in 4 NaN" : "", (long long)ld, worst, bad_rows,
+           bad_tail, k_top, bad_sets,
            ok ? "" : ": ", ok ? "" : mt_last_error());
     free(widx);
     free(idx);
@@ -562,7 +568,7 @@ test_scores(int64_t n_keys)
  * FP8 scores of a prompt's queries in one launch (mt_gpu_index_scores_fp8_rows): query y scores
  * the first n_keys0 + y keys into row y of ld; each score must be bit for bit the one-query
  * launch's (the same products in the same order), the first and last rows within 1e-5 of the
- * CPU's, the rest of each row -inf. On the kernel this GPU takes, then on the portable one.
+ * CPU's, the rest of each row NaN. On the kernel this GPU takes, then on the portable one.
  */
 static void
 test_scores_fp8_rows(int64_t n_keys0, int n_rows)
@@ -598,7 +604,7 @@ test_scores_fp8_rows(int64_t n_keys0, int n_rows)
         }
         const char *kn = fp8_mma() ? "sm_89+ kernel" : "portable kernel";
         for (size_t i = 0; i < (size_t)n_rows * ld; i++) {
-            got[i] = NAN; /* a score the kernel skips stays NaN */
+            got[i] = 1234.5f; /* a score the kernel skips keeps it */
         }
         if (mt_gpu_copy_to_device(d_o, got, (size_t)n_rows * ld * sizeof(float)) != MT_OK) {
             gt_bail("copy to device");
@@ -623,7 +629,7 @@ test_scores_fp8_rows(int64_t n_keys0, int n_rows)
             gt_get(one, d_one, (size_t)n * sizeof(float));
             off += memcmp(row, one, (size_t)n * sizeof(float)) != 0;
             for (int64_t i = n; i < ld; i++) {
-                tails += !(isinf(row[i]) && row[i] < 0.0f);
+                tails += !isnan(row[i]);
             }
             if (y == 0 || y == n_rows - 1) {
                 mt_cpu_index_scores_fp8(q8 + (size_t)y * H * D, w + (size_t)y * H, H, D, k8, ks, n,
@@ -636,7 +642,7 @@ test_scores_fp8_rows(int64_t n_keys0, int n_rows)
         }
         tap_ok(off == 0 && tails == 0 && worst <= 0.0,
                "FP8 index scores of %d queries in one launch (%s), %lld.. keys, rows of %lld: "
-               "every row the one-query launch's bit for bit (%lld rows differ), the tails -inf "
+               "every row the one-query launch's bit for bit (%lld rows differ), the tails NaN "
                "(%lld not), the first and last within 1e-5 of the CPU's",
                n_rows, kn, (long long)n_keys0, (long long)ld, (long long)off, (long long)tails);
         unsetenv("MT_INDEXER_F16");
@@ -676,9 +682,11 @@ main(void)
     if (!gt_init(512, 4)) {
         return tap_done();
     }
-    test_scores_rows(64, 128, 2049, 37, 2048); /* a prompt chunk just past index_topk */
-    test_scores_rows(64, 128, 300, 200, 64);
-    test_scores_rows(8, 32, 20, 45, 8); /* tiny models: CUDA cores */
+    test_scores_rows(64, 128, 2049, 37, 2048, false); /* a prompt chunk just past index_topk */
+    test_scores_rows(64, 128, 300, 200, 64, false);
+    test_scores_rows(8, 32, 20, 45, 8, false); /* tiny models: CUDA cores */
+    test_scores_rows(64, 128, 2049, 37, 2048, true); /* NaN scores: fewer numbers than k */
+    test_scores_rows(8, 32, 20, 45, 8, true);
     test_scores(1);
     test_scores(1001);
     test_scores(131072);
@@ -700,9 +708,10 @@ main(void)
             split_path = path == 0 ? "wgmma" : "mma.sync";
             char name[64];
             snprintf(name, sizeof(name), "split keys, %s", split_path);
-            test_scores_rows(64, 128, 2049, 37, 2048);
-            test_scores_rows(64, 128, 300, 200, 64);
-            test_scores_rows(64, 128, 16, 70, 16); /* rows of 16 to 85 keys: partial groups */
+            test_scores_rows(64, 128, 2049, 37, 2048, false);
+            test_scores_rows(64, 128, 300, 200, 64, false);
+            test_scores_rows(64, 128, 16, 70, 16, false); /* rows of 16 to 85: partial groups */
+            test_scores_rows(64, 128, 2049, 37, 2048, true);
             /* one key; a group less one, whole, and one more; 193 keys: the first 64 ready */
             test_scores_exact_mag(64, 128, 1, 1.0f, 1.0f, name);
             test_scores_exact_mag(64, 128, 63, 1.0f, 1.0f, name);

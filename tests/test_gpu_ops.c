@@ -693,10 +693,12 @@ test_scatter_add(int n_tok, int k, int dim)
 /*
  * The FP8 indexer's Hadamard + act_quant (mt_gpu_hadamard_quant) against mt_cpu_hadamard and
  * mt_cpu_act_quant (ue8m0): every e4m3 byte and every scale equal, with the head weights folded
- * in (w_in) as the engine does for the query.
+ * in (w_in) as the engine does for the query. With nonfinite, vector 0 holds a NaN and vector 1
+ * an inf: the CPU's bytes are NaN (0x7f) where the values are, and so must the GPU's be (it
+ * wrote -448 once, a finite value that hid them).
  */
 static void
-test_hadamard_quant(int n_vec, int dim, bool with_w)
+test_hadamard_quant(int n_vec, int dim, bool with_w, bool nonfinite)
 {
     float *x = gt_malloc((size_t)n_vec * dim * sizeof(float));
     float *h = gt_malloc((size_t)dim * sizeof(float));
@@ -711,6 +713,10 @@ test_hadamard_quant(int n_vec, int dim, bool with_w)
 
     gt_fill(x, (size_t)n_vec * dim, -3.0f, 3.0f);
     gt_fill(w, (size_t)n_vec, -1.0f, 1.0f);
+    if (nonfinite) {
+        x[dim / 2] = NAN;
+        x[(size_t)MT_MIN(1, n_vec - 1) * dim + 3] = INFINITY;
+    }
     for (int v = 0; v < n_vec; v++) {
         memcpy(h, x + (size_t)v * dim, (size_t)dim * sizeof(float));
         mt_cpu_hadamard(h, dim);
@@ -731,11 +737,11 @@ test_hadamard_quant(int n_vec, int dim, bool with_w)
         bad_q += got[i] != want[i];
     }
     for (int v = 0; v < n_vec; v++) {
-        bad_s += gs[v] != ws[v];
+        bad_s += gs[v] != ws[v] && !(isnan(gs[v]) && isnan(ws[v]));
     }
-    tap_ok(bad_q == 0 && bad_s == 0, "hadamard quant %d x %d%s: every e4m3 byte and scale the "
+    tap_ok(bad_q == 0 && bad_s == 0, "hadamard quant %d x %d%s%s: every e4m3 byte and scale the "
            "CPU's (%d bytes, %d scales differ)", n_vec, dim, with_w ? ", head weights" : "",
-           bad_q, bad_s);
+           nonfinite ? ", a NaN and an inf" : "", bad_q, bad_s);
     free(gs);
     free(ws);
     free(got);
@@ -747,7 +753,8 @@ test_hadamard_quant(int n_vec, int dim, bool with_w)
 
 /*
  * MLA's FP8 latent cache (latent_fp8.cu): each row's e4m3 bytes and scales equal to
- * mt_cpu_act_quant (ue8m0) per 128 values, a zero group and a group of huge values included,
+ * mt_cpu_act_quant (ue8m0) per 128 values, a zero group, a group of huge values and groups with
+ * a NaN and an inf included (NaN bytes where the CPU writes them),
  * then rows widened into BF16 at their own positions (all of them, or those a list names; the
  * others untouched), each value exactly e4m3 x scale as the CPU's FP8 cache holds it.
  */
@@ -767,6 +774,10 @@ test_latent_fp8(int n_tok, int kvl)
     memset(x, 0, (size_t)MT_MIN(kvl, 128) * sizeof(float)); /* row 0's first group: all zero */
     for (int i = 0; i < MT_MIN(kvl, 128) && n_tok > 1; i++) {
         x[(size_t)kvl + i] *= 1e30f; /* row 1's first group: near fp32's range */
+    }
+    if (n_tok > 2) { /* row 2: a NaN in its first group, an inf in its second (NaN bytes) */
+        x[(size_t)2 * kvl + 5] = NAN;
+        x[(size_t)2 * kvl + MT_MIN(kvl - 1, 130)] = INFINITY;
     }
     for (int t = 0; t < n_tok; t++) {
         for (int g = 0; g < groups; g++) {
@@ -792,7 +803,8 @@ test_latent_fp8(int n_tok, int kvl)
             float sc;
             memcpy(&sc, want + t * rb + kvl + 4 * (i / 128), 4);
             float v = mt_fp8_to_f32((mt_fp8_t)want[t * rb + i]) * sc;
-            bad_wide += mt_bf16_to_f32(wide[(size_t)t * kvl + i]) != v;
+            float gw = mt_bf16_to_f32(wide[(size_t)t * kvl + i]);
+            bad_wide += gw != v && !(isnan(gw) && isnan(v));
         }
     }
     /* only the listed rows: the others keep what was there (0xffff, a NaN pattern) */
@@ -809,7 +821,8 @@ test_latent_fp8(int n_tok, int kvl)
             memcpy(&sc, want + t * rb + kvl + 4 * (i / 128), 4);
             float v = mt_fp8_to_f32((mt_fp8_t)want[t * rb + i]) * sc;
             uint16_t b = wide2[(size_t)t * kvl + i];
-            bad_sel += listed ? mt_bf16_to_f32(b) != v : b != 0xffff;
+            float gw = mt_bf16_to_f32(b);
+            bad_sel += listed ? gw != v && !(isnan(gw) && isnan(v)) : b != 0xffff;
         }
     }
     tap_ok(bad == 0 && bad_wide == 0 && bad_sel == 0,
@@ -888,13 +901,15 @@ main(void)
     test_latent_fp8(37, 512);           /* V3.2's latent */
     test_latent_fp8(5, 200);            /* a last group of 72 */
     test_latent_fp8(2, 32);             /* tiny models */
-    test_hadamard_quant(64, 128, true); /* V3.2's indexer query */
-    test_hadamard_quant(1, 128, false); /* one key */
-    test_hadamard_quant(5, 128, false);
-    test_hadamard_quant(9, 64, true);   /* tiny models */
-    test_hadamard_quant(3, 16, false);
-    test_hadamard_quant(2, 2, false);
-    test_hadamard_quant(1, 1, true);
+    test_hadamard_quant(64, 128, true, false); /* V3.2's indexer query */
+    test_hadamard_quant(1, 128, false, false); /* one key */
+    test_hadamard_quant(5, 128, false, false);
+    test_hadamard_quant(9, 64, true, false); /* tiny models */
+    test_hadamard_quant(3, 16, false, false);
+    test_hadamard_quant(4, 128, true, true);
+    test_hadamard_quant(2, 128, false, true);
+    test_hadamard_quant(2, 2, false, false);
+    test_hadamard_quant(1, 1, true, false);
     test_argmax(129280, 0, 0); /* V3.2's vocabulary */
     test_argmax(129280, 1, 0);
     test_argmax(129280, 2, 0);

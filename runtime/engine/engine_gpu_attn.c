@@ -191,7 +191,7 @@ eng_gpu_attention(struct mt_engine *e, struct eng_gpu *g, int l, int m, int64_t 
     /*
      * A prompt chunk: the queries whose keys outnumber index_topk (from t0 on) are scored and
      * selected score_rows at a time, one launch each for the scores and the top-k (rows of ld =
-     * start + m, the tail of each -inf), and for the FP8 indexer one for the queries'
+     * start + m, the tail of each NaN), and for the FP8 indexer one for the queries'
      * quantization, instead of two or three launches a token. The FP8 indexer at other shapes
      * than V3.2's 64 x 128 (the tiny test models) keeps a token at a time.
      */
