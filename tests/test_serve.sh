@@ -3,8 +3,8 @@
 # test_serve.sh - `moetier serve` end to end with curl on a tiny random checkpoint: every
 # endpoint, every refusal (key, JSON, types, model, size, limits, routes, queue), greedy replies
 # equal to `moetier run` token for token, streaming, stop strings, thinking mode, tool messages,
-# KV prefix reuse, a client that hangs up mid-stream, 32 concurrent requests, and SIGTERM during
-# a request. All traffic goes to 127.0.0.1 with bounded --max-time.
+# KV prefix reuse, a client that hangs up mid-stream, 32 concurrent requests, SIGTERM during
+# a request and SIGINT during start-up. All traffic goes to 127.0.0.1 with bounded --max-time.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 . "$MT_SRCDIR/tests/serve/lib_serve.sh"
 need curl "the HTTP client of this test; apt-get install curl"
@@ -54,7 +54,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..82"
+echo "1..83"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -658,6 +658,20 @@ exec 7>&- # the uploads' stdin ends: any still running finishes
 wait_jobs=$(jobs -p)
 stop_server
 for p in $wait_jobs; do wait "$p" 2>/dev/null; done
+# Ctrl-C while the server starts (here the quick hardware benchmark that an automatic plan of a
+# machine without a cached profile runs first: several seconds): the process ends by the signal
+# at once, as `run` does; SIGINT and SIGTERM used to wait, blocked, until it listened, then exit 0.
+MOETIER_CACHE_DIR="$tmp/startcache" "$bin" serve -m "$model" --host 127.0.0.1 --port 0 \
+    --cpu-mem 4100M --ctx 64 >/dev/null 2>"$tmp/start.err" &
+start_pid=$!
+file_until "$tmp/start.err" "measuring" 300
+kill -INT "$start_pid"
+wait "$start_pid"
+rc=$?
+[ "$rc" -eq 130 ] && grep -q "^moetier serve: interrupted while starting$" "$tmp/start.err" &&
+    ! grep -q "listening" "$tmp/start.err" && ! ls "$tmp/startcache"/*.json >/dev/null 2>&1
+ok $? "SIGINT during start-up (the quick benchmark) ends it by the signal, nothing listens, no \
+profile cached (rc $rc: $(tail -n 2 "$tmp/start.err" | tr '\n' ' '))"
 "$bin" serve -m "$model" --request-deadline 3601 >/dev/null 2>"$tmp/err"
 rc=$?
 [ "$rc" -eq 2 ] && grep -q "bad --request-deadline '3601' (must be in 0..3600)" "$tmp/err"

@@ -6,7 +6,9 @@
  * The one idea: the main thread only waits for signals. SIGINT and SIGTERM are blocked before
  * any thread starts (so none of the server's threads takes them) and taken with sigwait(): the
  * first stops accepting and lets the running request finish, a second one stops that request
- * too; then the server is freed and the command exits 0.
+ * too; then the server is freed and the command exits 0. Before the server listens (the quick
+ * hardware benchmark, the weights' load: minutes for a full checkpoint) a watcher thread takes
+ * them instead and ends the process by the signal, as `run` ends then.
  *
  * Exit status: 0 after a signal, 1 when the model cannot be loaded or the address cannot be
  * bound, 2 usage error.
@@ -24,10 +26,48 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+/*
+ * The start-up watcher: SIGINT and SIGTERM are blocked in every thread (see above), so during a
+ * start-up of minutes nothing would take them. It waits for them until `started`; one that
+ * comes before kills the process by its own default action (an unblocked raise in this thread),
+ * one that comes just after is handed to the main thread in `sig`.
+ */
+struct startup_watch {
+    const sigset_t *sigs;
+    atomic_bool started;
+    int sig;
+};
+
+static void *
+startup_watch(void *arg)
+{
+    struct startup_watch *w = arg;
+
+    while (!atomic_load(&w->started)) {
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = 50 * 1000 * 1000};
+        int sig = sigtimedwait(w->sigs, NULL, &ts);
+
+        if (sig <= 0) {
+            continue;
+        }
+        if (atomic_load(&w->started)) {
+            w->sig = sig;
+            break;
+        }
+        fprintf(stderr, "moetier serve: %s while starting\n",
+                sig == SIGINT ? "interrupted" : "terminated");
+        signal(sig, SIG_DFL);
+        pthread_sigmask(SIG_UNBLOCK, w->sigs, NULL);
+        raise(sig);
+    }
+    return NULL;
+}
 
 static void
 serve_usage(FILE *f)
@@ -275,7 +315,10 @@ mt_cli_serve(int argc, char **argv)
     sigset_t old_sigs;
     struct sigaction old_pipe;
     struct sigaction ign = {.sa_handler = SIG_IGN};
-    int sig;
+    struct startup_watch watch = {.sigs = &sigs};
+    pthread_t watcher;
+    bool watching;
+    int sig = 0;
 
     /* before any thread: the server's threads inherit the mask, so only sigwait sees these */
     sigemptyset(&sigs);
@@ -283,6 +326,7 @@ mt_cli_serve(int argc, char **argv)
     sigaddset(&sigs, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &sigs, &old_sigs);
     sigaction(SIGPIPE, &ign, &old_pipe); /* a client gone mid-write is an error, not a death */
+    watching = pthread_create(&watcher, NULL, startup_watch, &watch) == 0;
 
     rc = 1;
     name = model_name != NULL ? strdup(model_name) : dir_name(dir);
@@ -315,7 +359,13 @@ mt_cli_serve(int argc, char **argv)
                 so.limits.max_queue, so.api_key != NULL ? "; API key required" : "");
     fflush(stderr);
 
-    while (sigwait(&sigs, &sig) != 0) {
+    if (watching) {
+        atomic_store(&watch.started, true);
+        pthread_join(watcher, NULL);
+        watching = false;
+        sig = watch.sig;
+    }
+    while (sig == 0 && sigwait(&sigs, &sig) != 0) {
     }
     fprintf(stderr, "moetier serve: %s: finishing the running request (again to stop it now)\n",
             sig == SIGINT ? "interrupted" : "terminated");
@@ -331,6 +381,10 @@ mt_cli_serve(int argc, char **argv)
     rc = 0;
 
 out:
+    if (watching) { /* start-up failed: the watcher ends without a signal */
+        atomic_store(&watch.started, true);
+        pthread_join(watcher, NULL);
+    }
     mt_serve_destroy(serve);
     mt_tokenizer_destroy(tok);
     mt_cli_engine_fini(&e);
