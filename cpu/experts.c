@@ -10,6 +10,7 @@
 #include "cpu/experts_impl.h"
 #include "cpu/stream.h"
 #include "runtime/base/clock.h"
+#include "runtime/base/dtype.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -609,11 +610,51 @@ grow(void **p, size_t *cap, size_t want, size_t esz)
     return true;
 }
 
-static bool
-weight_ok(const struct mt_cpu_weight *w, int64_t rows, int64_t cols)
+/*
+ * Check job j (gate and up [inter, hidden], down [hidden, inter], in a dtype the kernels compute:
+ * the checkpoint loaders admit only those, but a library caller may pass any): MT_ERR_INVAL
+ * naming the job, the weight and what is wrong, so that nothing reaches a kernel that cannot
+ * compute it (a worker thread would stop the process on it).
+ */
+static mt_status_t
+job_check(const struct mt_cpu_expert_job *job, int j, int64_t inter, int64_t hidden)
 {
-    return w != NULL && w->data != NULL && w->rows == rows && w->cols == cols &&
-           (w->dtype != MT_DTYPE_F8_E4M3 || w->scale != NULL);
+    const struct mt_cpu_weight *ws[3] = {job->gate, job->up, job->down};
+    static const char *const names[3] = {"gate", "up", "down"};
+
+    if (job->m < 1 || job->x == NULL || job->y == NULL) {
+        return mt_fail(MT_ERR_INVAL, 0, "expert job %d: %d tokens, input %s, output %s", j,
+                       job->m, job->x != NULL ? "given" : "missing",
+                       job->y != NULL ? "given" : "missing");
+    }
+    for (int i = 0; i < 3; i++) {
+        const struct mt_cpu_weight *w = ws[i];
+        int64_t rows = i < 2 ? inter : hidden;
+        int64_t cols = i < 2 ? hidden : inter;
+        bool computable = w != NULL && (w->dtype == MT_DTYPE_F8_E4M3 ||
+                                        w->dtype == MT_DTYPE_BF16 || w->dtype == MT_DTYPE_F16 ||
+                                        w->dtype == MT_DTYPE_F32);
+
+        if (w == NULL || w->data == NULL) {
+            return mt_fail(MT_ERR_INVAL, 0, "expert job %d: no %s weight", j, names[i]);
+        }
+        if (w->rows != rows || w->cols != cols) {
+            return mt_fail(MT_ERR_INVAL, 0,
+                           "expert job %d: bad %s weight: [%lld, %lld]; it must be [%lld, %lld]",
+                           j, names[i], (long long)w->rows, (long long)w->cols, (long long)rows,
+                           (long long)cols);
+        }
+        if (!computable) {
+            return mt_fail(MT_ERR_INVAL, 0,
+                           "expert job %d: bad %s weight: dtype %s; the CPU computes F8_E4M3, "
+                           "BF16, F16 or F32", j, names[i], mt_dtype_name(w->dtype));
+        }
+        if (w->dtype == MT_DTYPE_F8_E4M3 && w->scale == NULL) {
+            return mt_fail(MT_ERR_INVAL, 0, "expert job %d: bad %s weight: F8_E4M3 without its "
+                           "block scales", j, names[i]);
+        }
+    }
+    return MT_OK;
 }
 
 mt_status_t
@@ -636,15 +677,10 @@ mt_cpu_moe_start(struct mt_cpu_moe *moe, const struct mt_cpu_expert_job *jobs, i
     moe->inter = jobs[0].gate->rows;
     moe->max_m = 1;
     for (int j = 0; j < n; j++) {
-        if (jobs[j].m < 1 || jobs[j].x == NULL || jobs[j].y == NULL ||
-            !weight_ok(jobs[j].gate, moe->inter, moe->hidden) ||
-            !weight_ok(jobs[j].up, moe->inter, moe->hidden) ||
-            !weight_ok(jobs[j].down, moe->hidden, moe->inter)) {
-            return mt_fail(MT_ERR_INVAL, 0,
-                           "expert job %d: bad tokens, buffers or weight shapes (expected gate "
-                           "and up [%lld, %lld], down [%lld, %lld])",
-                           j, (long long)moe->inter, (long long)moe->hidden, (long long)moe->hidden,
-                           (long long)moe->inter);
+        mt_status_t st = job_check(&jobs[j], j, moe->inter, moe->hidden);
+
+        if (st != MT_OK) {
+            return st;
         }
         moe->max_m = MT_MAX(moe->max_m, jobs[j].m);
         h_total += (size_t)jobs[j].m * (size_t)moe->inter;
@@ -819,14 +855,23 @@ mt_status_t
 mt_cpu_expert_run(enum mt_cpu_level level, const struct mt_cpu_expert_job *job)
 {
     const struct mt_cpu_kernels *k = kernels_of(level);
-    int64_t inter = job->gate->rows;
-    int64_t hidden = job->gate->cols;
+    int64_t inter;
+    int64_t hidden;
     float *g;
     float *u;
+    mt_status_t st;
 
     if (level > mt_cpu_level_max()) {
         return mt_fail(MT_ERR_UNSUPPORTED, 0, "kernel family %s does not run on this CPU",
                        mt_cpu_level_name(level));
+    }
+    if (job->gate == NULL) {
+        return mt_fail(MT_ERR_INVAL, 0, "expert job 0: no gate weight");
+    }
+    inter = job->gate->rows; /* the shapes of gate; job_check compares up and down with them */
+    hidden = job->gate->cols;
+    if ((st = job_check(job, 0, inter, hidden)) != MT_OK) {
+        return st;
     }
     g = malloc((size_t)job->m * (size_t)inter * 2 * sizeof(float));
     if (g == NULL) {

@@ -445,6 +445,62 @@ test_ws_fault(struct mt_cpu_team *team, enum mt_cpu_level level)
     layer_free(N, e, jobs, want);
 }
 
+/*
+ * Jobs the kernels cannot compute are refused before anything starts, each with a message that
+ * names the job and the weight: a dtype other than F8_E4M3/BF16/F16/F32 (F8_E5M2 and I32 ran
+ * into a worker thread's assertion and aborted the process), a wrong shape, FP8 without scales.
+ */
+static void
+test_bad_jobs(struct mt_cpu_team *team)
+{
+    struct expert e;
+    float x[64];
+    float y[64] = {0};
+    struct mt_cpu_moe *moe;
+
+    expert_make(&e, MT_DTYPE_BF16, 64, 32);
+    memset(x, 0, sizeof(x));
+    if (!tap_ok(mt_cpu_moe_create(team, MT_CPU_LEVEL_SCALAR, &moe) == MT_OK, "runner created")) {
+        expert_free(&e);
+        return;
+    }
+    static const struct {
+        enum mt_dtype dt;
+        int64_t rows;
+        const char *want;
+    } bad[] = {
+        {MT_DTYPE_F8_E5M2, 32, "expert job 1: bad up weight: dtype F8_E5M2; the CPU computes"},
+        {MT_DTYPE_I32, 32, "expert job 1: bad up weight: dtype I32; the CPU computes"},
+        {MT_DTYPE_BF16, 31, "expert job 1: bad up weight: [31, 64]; it must be [32, 64]"},
+        {MT_DTYPE_F8_E4M3, 32, "expert job 1: bad up weight: F8_E4M3 without its block scales"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct mt_cpu_weight up = e.up;
+        struct mt_cpu_expert_job jobs[2] = {{&e.gate, &e.up, &e.down, 1, x, y},
+                                            {&e.gate, &up, &e.down, 1, x, y}};
+        mt_status_t st, st1;
+        char msg[256];
+
+        up.dtype = bad[i].dt;
+        up.rows = bad[i].rows;
+        up.scale = NULL;
+        mt_log_set_quiet(true);
+        st = mt_cpu_moe_run(moe, jobs, 2, 0);
+        snprintf(msg, sizeof(msg), "%s", mt_last_error());
+        st1 = mt_cpu_expert_run(MT_CPU_LEVEL_SCALAR, &jobs[1]);
+        mt_log_set_quiet(false);
+        tap_ok(st == MT_ERR_INVAL && strstr(msg, bad[i].want) != NULL && st1 == MT_ERR_INVAL &&
+                   strstr(mt_last_error(), "bad up weight") != NULL,
+               "an up weight of %s [%lld, 64] is refused by the layer runner and by one expert's "
+               "run: %s", mt_dtype_name(bad[i].dt), (long long)bad[i].rows, msg);
+    }
+    tap_ok(mt_cpu_moe_run(moe, &(struct mt_cpu_expert_job){&e.gate, &e.up, &e.down, 1, x, y}, 1,
+                          0) == MT_OK,
+           "the runner still runs a good job after the refusals");
+    mt_cpu_moe_destroy(moe);
+    expert_free(&e);
+}
+
 /* A provider over in-memory experts, counting acquires minus releases. */
 struct fake_provider {
     struct expert *e;
@@ -715,6 +771,7 @@ main(void)
     for (int l = 0; l <= (int)max; l++) {
         test_ws_fault(team, (enum mt_cpu_level)l);
     }
+    test_bad_jobs(team);
     test_executor(team);
     mt_cpu_team_destroy(team);
     return tap_done();
