@@ -39,6 +39,8 @@
 #include "cpu/stream.h"
 #include "runtime/base/clock.h"
 
+#include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -443,6 +445,24 @@ empty_job(void *arg, int tid, int nt)
     (void)nt;
 }
 
+/* A whole number in [lo, hi] for flag `name`, else a message and false. */
+static bool
+count_arg(const char *name, const char *text, int lo, int hi, int *out)
+{
+    char *end;
+    long v;
+
+    errno = 0;
+    v = strtol(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0' || v < lo || v > hi) {
+        fprintf(stderr, "bench_cpu_experts: bad %s '%s' (a whole number from %d to %d)\n", name,
+                text, lo, hi);
+        return false;
+    }
+    *out = (int)v;
+    return true;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -464,17 +484,21 @@ main(int argc, char **argv)
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--experts") == 0 && i + 1 < argc) {
-            n_experts = atoi(argv[++i]);
+            if (!count_arg("--experts", argv[++i], 1, 1 << 20, &n_experts)) {
+                return 2;
+            }
         } else if (strcmp(argv[i], "--steps") == 0 && i + 1 < argc) {
-            steps = atoi(argv[++i]);
+            if (!count_arg("--steps", argv[++i], 1, 1 << 20, &steps)) {
+                return 2;
+            }
         } else if (strcmp(argv[i], "--quick") == 0) {
             quick = true;
         } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
             only = argv[++i];
         } else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc) {
-            int r = atoi(argv[++i]); /* not inside MT_MAX: it evaluates its arguments twice */
-
-            amx_n_rounds = MT_MAX(1, r);
+            if (!count_arg("--rounds", argv[++i], 1, 1 << 20, &amx_n_rounds)) {
+                return 2;
+            }
         } else if (strcmp(argv[i], "--amx") == 0 && i + 1 < argc) {
             /* the settings of (e) to run, as digits: "035" */
             const char *pick = argv[++i];
@@ -483,7 +507,10 @@ main(int argc, char **argv)
                 amx_pick[a] = strchr(pick, '0' + a) != NULL;
             }
         } else if (strcmp(argv[i], "--decode") == 0 && i + 1 < argc) {
-            mt_cpu_experts_decode = atoi(argv[++i]); /* the default decode kernel of (a)-(e) */
+            /* the default decode kernel of (a)-(e) */
+            if (!count_arg("--decode", argv[++i], 0, 3, &mt_cpu_experts_decode)) {
+                return 2;
+            }
         } else {
             fprintf(stderr, "usage: bench_cpu_experts [--experts N] [--steps N] [--quick] "
                             "[--decode 0|1|2|3] [--only LETTERS] [--rounds N] [--amx DIGITS]\n");

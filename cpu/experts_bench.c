@@ -183,7 +183,11 @@ pool_time(struct mt_cpu_expert_pool *p, struct mt_cpu_moe *moe, int threads, int
     double *t = calloc((size_t)steps, sizeof(double));
     mt_status_t st = MT_OK;
 
-    if (jobs == NULL || ids == NULL || x == NULL || y == NULL || t == NULL || steps < 1) {
+    if (steps < 1) {
+        st = mt_fail(MT_ERR_INVAL, 0, "a timed layer needs at least one step (got %d)", steps);
+        goto out;
+    }
+    if (jobs == NULL || ids == NULL || x == NULL || y == NULL || t == NULL) {
         st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate a timed layer of %d jobs", max_jobs);
         goto out;
     }
@@ -324,7 +328,11 @@ mt_cpu_expert_pool_read(struct mt_cpu_expert_pool *p, int threads, int k, int st
     struct read_job r;
     mt_status_t st = MT_OK;
 
-    if (base == NULL || t == NULL || steps < 1) {
+    if (steps < 1) {
+        st = mt_fail(MT_ERR_INVAL, 0, "a timed read needs at least one step (got %d)", steps);
+        goto out;
+    }
+    if (base == NULL || t == NULL) {
         st = mt_fail(MT_ERR_NOMEM, 0, "cannot allocate a timed read of %d experts", k);
         goto out;
     }
