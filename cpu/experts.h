@@ -64,8 +64,11 @@ extern int mt_cpu_experts_prefetch_mode;
  * VBMI, cpu/experts_dot.c) with each activation carried as 3 bf16 terms (all 24 bits of fp32)
  * or 2 (16 bits). On the GPU test machine (Sapphire Rapids) 1-3 were all slower: FP8, 1 token
  * x 8 experts, 77 GB/s (1), 60-66 (3) and 70-87 (2) against 84-101 for 0 in the same runs
- * (bench/results/cpu-experts.md). All exact to 1e-4. Likewise a knob; a kernel the CPU lacks
- * units for is not used (the FMA tiles run).
+ * (bench/results/cpu-experts.md). 0, 1 and 3 are exact to 1e-4 of the output; 2 carries 16
+ * significant bits of each activation (an error of up to 2^-16 of it), so where an output's
+ * products cancel it can be off by more than 1e-4 of itself (2e-3 was seen). An inf weight gives NaN on 2 and 3 (its
+ * products with the terms of opposite sign; the reference gives inf): either way not finite.
+ * Likewise a knob; a kernel the CPU lacks units for is not used (the FMA tiles run).
  */
 extern int mt_cpu_experts_decode;
 

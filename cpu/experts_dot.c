@@ -92,7 +92,11 @@ mt_cpu_dot_ws_free(void)
     memset(&ws, 0, sizeof(ws));
 }
 
-/* Store lo (16 floats) and hi (16 floats) as `terms` bf16 vectors of 32, terms apart by 32. */
+/*
+ * Store lo (16 floats) and hi (16 floats) as `terms` bf16 vectors of 32, terms apart by 32. An
+ * inf or NaN goes whole into the first term and leaves 0 (inf - inf would leave NaN, and turn an
+ * inf activation's product into NaN where the reference has inf).
+ */
 static inline void
 split_store(__m512 lo, __m512 hi, uint16_t *dst, int terms)
 {
@@ -105,6 +109,8 @@ split_store(__m512 lo, __m512 hi, uint16_t *dst, int terms)
                                    _mm512_cvtepu16_epi32(_mm512_castsi512_si256(b)), 16)));
         hi = _mm512_sub_ps(hi, _mm512_castsi512_ps(_mm512_slli_epi32(
                                    _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(b, 1)), 16)));
+        lo = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(lo, lo, _CMP_ORD_Q), lo);
+        hi = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(hi, hi, _CMP_ORD_Q), hi);
     }
 }
 

@@ -221,6 +221,82 @@ test_expert(enum mt_dtype dt, int64_t hidden, int64_t inter, int m, enum mt_cpu_
     free(x);
 }
 
+/* The class of a value: NaN, -inf, +inf or finite (0), equal whatever the order of a sum. */
+static int
+value_class(float v)
+{
+    return isnan(v) ? 3 : isinf(v) ? (v < 0.0f ? 1 : 2) : 0;
+}
+
+/*
+ * One token whose activation holds an inf: every level and decode kernel gives each output the
+ * class (NaN, +-inf, finite) the reference gives it. The bf16 dot kernels (2, 3 terms) split an
+ * activation into terms x - bf16(x) apart, and inf - inf made NaN where the reference has inf.
+ * The weights are made so that the reference's outputs are all +inf, not NaN: gate's and up's
+ * column of the inf 1.0 (every row +inf, silu(+inf) * +inf = +inf), down's weights all 0.5.
+ */
+static void
+test_inf_activation(enum mt_dtype dt, enum mt_cpu_level max)
+{
+    enum { HID = 256, INT = 128 };
+    struct expert e;
+    float *x = randv(HID);
+    float ref[HID];
+    float got[HID];
+
+    expert_make(&e, dt, HID, INT);
+    x[5] = INFINITY;
+    for (int r = 0; r < INT; r++) {
+        for (int c = 0; c < HID; c++) {
+            bool one = c == 5;
+            if (dt == MT_DTYPE_F8_E4M3) { /* e4m3 1.0 = 0x38, 0.5 = 0x30; scales > 0 */
+                uint8_t *g = e.mem[0], *u = e.mem[2];
+
+                g[r * HID + c] = one ? 0x38 : g[r * HID + c];
+                u[r * HID + c] = one ? 0x38 : u[r * HID + c];
+                ((uint8_t *)e.mem[4])[c * INT + r] = 0x30;
+            } else {
+                ((uint16_t *)e.mem[0])[r * HID + c] =
+                    one ? mt_f32_to_bf16(1.0f) : ((uint16_t *)e.mem[0])[r * HID + c];
+                ((uint16_t *)e.mem[2])[r * HID + c] =
+                    one ? mt_f32_to_bf16(1.0f) : ((uint16_t *)e.mem[2])[r * HID + c];
+                ((uint16_t *)e.mem[4])[c * INT + r] = mt_f32_to_bf16(0.5f);
+            }
+        }
+    }
+    struct mt_cpu_expert_job job = {&e.gate, &e.up, &e.down, 1, x, got};
+    bool all_inf = mt_cpu_swiglu(&e.gate, &e.up, &e.down, x, 1, ref) == MT_OK;
+    for (int i = 0; i < HID; i++) {
+        all_inf = all_inf && value_class(ref[i]) == 2;
+    }
+    tap_ok(all_inf, "the reference gives +inf everywhere (the case the kernels must keep)");
+    for (int l = MT_CPU_LEVEL_SCALAR; l <= (int)max; l++) {
+        int dots[4];
+        int nd = l >= MT_CPU_LEVEL_AVX2 ? dots_of((enum mt_cpu_level)l, dots) : 1;
+
+        dots[0] = l >= MT_CPU_LEVEL_AVX2 ? dots[0] : 0;
+        for (int d = 0; d < nd; d++) {
+            int differ = 0, at = -1;
+
+            mt_cpu_experts_decode = dots[d];
+            bool ran = mt_cpu_expert_run((enum mt_cpu_level)l, &job) == MT_OK;
+            for (int i = 0; i < HID; i++) {
+                if (value_class(got[i]) != value_class(ref[i])) {
+                    at = differ++ == 0 ? i : at;
+                }
+            }
+            tap_ok(ran && differ == 0, "%s %s dot=%d, an inf activation: every output's class "
+                   "(NaN, +-inf, finite) the reference's (%d differ; first %d: %g, want %g)",
+                   dt == MT_DTYPE_F8_E4M3 ? "fp8" : "bf16",
+                   mt_cpu_level_name((enum mt_cpu_level)l), dots[d], differ, at,
+                   at >= 0 ? got[at] : 0.0f, at >= 0 ? ref[at] : 0.0f);
+        }
+        mt_cpu_experts_decode = 0;
+    }
+    expert_free(&e);
+    free(x);
+}
+
 /*
  * The few-token AMX kernel (mt_cpu_experts_amx_small, cpu/experts_amx_small.c) within the AMX
  * tolerance of scalar (test_expert), and that it ran (FP8 with K a multiple of 64 where the CPU
@@ -630,6 +706,8 @@ main(void)
         test_expert(dt, 256, 64, 17, max);
     }
     test_swiglu(max);
+    test_inf_activation(MT_DTYPE_F8_E4M3, max);
+    test_inf_activation(MT_DTYPE_BF16, max);
     if (max >= MT_CPU_LEVEL_AMX) {
         /* the other AMX kernels and settings (the default: the tiles kernel, K chunk 512; the
          * few-token kernel, which takes up to 64 tokens by default, off until the end) */
