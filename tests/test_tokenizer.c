@@ -296,6 +296,37 @@ test_stream(struct mt_tokenizer *tok)
     mt_detok_flush(&d, &out, &len);
     tap_ok(all_replaced && len == 0,
            "surrogate, overlong and > U+10FFFF starts become U+FFFD, nothing held back");
+
+    /* a character cut short by a byte that cannot continue it is one U+FFFD (its maximal
+     * subpart, as HF's decode and Python give), then that byte: not one U+FFFD a byte */
+    static const char *const cut[] = {"\xe2\x82" "a", "\xf0\x9f" "a", "\xf0\x9f\x98" "a",
+                                      "\xe2\x82\xe2\x82\xac"};
+    static const char *const want[] = {"\xef\xbf\xbd" "a", "\xef\xbf\xbd" "a",
+                                       "\xef\xbf\xbd" "a", "\xef\xbf\xbd\xe2\x82\xac"};
+    bool one_each = true;
+    char shown[256] = "";
+    for (size_t k = 0; k < sizeof(cut) / sizeof(cut[0]); k++) {
+        char acc[32];
+        size_t al = 0;
+
+        mt_tokenizer_encode(tok, cut[k], strlen(cut[k]), false, &ids, &n);
+        for (size_t i = 0; i < n; i++) {
+            if (mt_detok_push(&d, ids[i], &out, &len) == MT_OK && al + len < sizeof(acc)) {
+                memcpy(acc + al, out, len);
+                al += len;
+            }
+        }
+        mt_detok_flush(&d, &out, &len);
+        bool same = al == strlen(want[k]) && memcmp(acc, want[k], al) == 0 && len == 0;
+        one_each &= same;
+        if (!same) {
+            snprintf(shown + strlen(shown), sizeof(shown) - strlen(shown), " case %zu: %zu bytes",
+                     k, al);
+        }
+        free(ids);
+    }
+    tap_ok(one_each, "a character cut short by another byte prints one U+FFFD, then the "
+           "byte%s", shown);
     mt_detok_fini(&d);
 }
 

@@ -1852,8 +1852,35 @@ utf8_seq_len(unsigned char c)
 }
 
 /*
+ * How many bytes from s[0] (of n) begin a well-formed UTF-8 sequence: 1 for a byte that cannot
+ * start one, else the lead byte and the continuation bytes its sequence allows (the second byte's
+ * range excludes overlongs, surrogates and code points past U+10FFFF), up to the first that does
+ * not fit. A sequence cut short there is one "maximal subpart" and becomes one U+FFFD, as
+ * Unicode recommends and HF's decode, Python and Rust do; not one U+FFFD a byte.
+ */
+static size_t
+utf8_subpart_len(const unsigned char *s, size_t n)
+{
+    size_t need = utf8_seq_len(s[0]);
+    size_t k = 1;
+
+    for (; need >= 2 && k < need && k < n; k++) {
+        unsigned char lo = 0x80, hi = 0xbf;
+
+        if (k == 1) {
+            lo = s[0] == 0xe0 ? 0xa0 : s[0] == 0xf0 ? 0x90 : 0x80;
+            hi = s[0] == 0xed ? 0x9f : s[0] == 0xf4 ? 0x8f : 0xbf;
+        }
+        if (s[k] < lo || s[k] > hi) {
+            break;
+        }
+    }
+    return k;
+}
+
+/*
  * Append the pending bytes plus b[0..n) to d->buf as complete characters; an incomplete tail that
- * may still become valid stays pending; a byte that cannot becomes U+FFFD.
+ * may still become valid stays pending; each maximal subpart that cannot becomes one U+FFFD.
  */
 static mt_status_t
 detok_feed(struct mt_detok *d, const unsigned char *b, size_t n, const char **text_out,
@@ -1881,32 +1908,16 @@ detok_feed(struct mt_detok *d, const unsigned char *b, size_t n, const char **te
         }
         /* all[i] starts something invalid or incomplete */
         size_t need = utf8_seq_len(all[i]), rest = total - i;
-        if (need > rest) {
-            /* incomplete at the end: would it be valid if completed? check what we have */
-            unsigned char probe[4] = {0};
-            memcpy(probe, all + i, rest);
-            for (size_t k = rest; k < need; k++) {
-                probe[k] = k == 1 ? 0 : 0x80;
-            }
-            bool ok = true;
-            for (size_t k = 1; k < rest; k++) {
-                ok &= (probe[k] & 0xc0) == 0x80;
-            }
-            if (ok && rest >= 2) {
-                /* second-byte range rules (overlong, surrogate, > U+10FFFF) */
-                unsigned char c0 = probe[0], c1 = probe[1];
-                ok = !((c0 == 0xe0 && c1 < 0xa0) || (c0 == 0xed && c1 > 0x9f) ||
-                       (c0 == 0xf0 && c1 < 0x90) || (c0 == 0xf4 && c1 > 0x8f));
-            }
-            if (ok) {
-                memcpy(d->pending, all + i, rest);
-                d->n_pending = rest;
-                break;
-            }
+        size_t part = utf8_subpart_len(all + i, rest);
+        if (need > rest && part == rest) {
+            /* incomplete at the end, and what there is fits: the next bytes may complete it */
+            memcpy(d->pending, all + i, rest);
+            d->n_pending = rest;
+            break;
         }
         memcpy(d->buf + out, "\xef\xbf\xbd", 3);
         out += 3;
-        i++;
+        i += part;
     }
     d->buf[out] = 0;
     *text_out = d->buf;
