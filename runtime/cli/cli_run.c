@@ -360,6 +360,13 @@ mt_cli_run(int argc, char **argv)
             rc = 2;
             goto out;
         }
+        /* a store file is an input too: the streamed experts, a pack's hours of copying */
+        for (int k = 0; k < ef.n_store; k++) {
+            if (mt_cli_output_is_input(&cli, flag[i], o, "--store", ef.store[k])) {
+                rc = 2;
+                goto out;
+            }
+        }
     }
     /* the tokenizer is optional with --prompt-ids (ids are printed instead of text) */
     if (prompt_text != NULL || !print_ids) {
