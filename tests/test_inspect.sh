@@ -9,7 +9,7 @@
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 dir="$MT_TEST_DATA/deepseek-v3.2"
 
-echo "1..23"
+echo "1..24"
 json=$("$bin" inspect --config-only -m "$dir" --json)
 ok $? "inspect --config-only --json exits 0"
 printf '%s\n' "$json" | grep -q '"routed_expert_bytes": 44050944,'
@@ -18,6 +18,11 @@ printf '%s\n' "$json" | grep -q '"routed_bytes": 654068416512,'
 ok $? "JSON: routed_bytes 654068416512"
 printf '%s\n' "$json" | grep -q '"other_bytes": 19963965120,'
 ok $? "JSON: other_bytes 19963965120"
+# components.mtp is the whole MTP layer (its decoder layer, eh_proj, norms, embedding and head
+# copies), as mtp_bytes is; it was 0, the per-role sums holding the main model only
+printf '%s\n' "$json" | tr -d ' \n' |
+    grep -q '"mtp":{"params":13477385728,"bytes":15438725568}'
+ok $? "JSON: components.mtp 13477385728 params, 15438725568 bytes (= mtp_bytes)"
 text=$("$bin" inspect --config-only -m "$dir")
 ok $? "inspect --config-only (text) exits 0"
 printf '%s\n' "$text" | grep -q '654,068,416,512 B (609.15 GiB)'

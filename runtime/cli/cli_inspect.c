@@ -232,8 +232,8 @@ print_text(const struct report *r)
            fmt_u64(b, sizeof(b), r->sz.routed_bytes + r->sz.other_bytes),
            gib(r->sz.routed_bytes + r->sz.other_bytes));
     if (mtp_layers(r) > 0) {
-        printf("%-26s %22s %22s %10.2f\n", "MTP layer", "", fmt_u64(b, sizeof(b), r->sz.mtp_bytes),
-               gib(r->sz.mtp_bytes));
+        printf("%-26s %22s %22s %10.2f\n", "MTP layer", fmt_u64(a, sizeof(a), r->sz.mtp_params),
+               fmt_u64(b, sizeof(b), r->sz.mtp_bytes), gib(r->sz.mtp_bytes));
     }
     printf("%-26s %22s %22s %10.2f\n", "total", "", fmt_u64(b, sizeof(b), total_bytes(r)),
            gib(total_bytes(r)));
@@ -329,9 +329,12 @@ print_json(const struct report *r)
     SET(root, "architecture", arch);
     for (int i = 0; i < MT_ROLE_COUNT; i++) {
         json_t *one = json_object();
+        /* "mtp" is the whole MTP layer (as mtp_bytes): the per-role sums are the main model's */
+        bool mtp = i == MT_ROLE_MTP;
+        bool has_mtp = mtp_layers(r) > 0;
 
-        SET(one, "params", U64(r->sz.params[i]));
-        SET(one, "bytes", U64(r->sz.bytes[i]));
+        SET(one, "params", U64(mtp ? (has_mtp ? r->sz.mtp_params : 0) : r->sz.params[i]));
+        SET(one, "bytes", U64(mtp ? (has_mtp ? r->sz.mtp_bytes : 0) : r->sz.bytes[i]));
         SET(comp, mt_tensor_role_name((enum mt_tensor_role)i), one);
     }
     SET(root, "components", comp);
