@@ -256,13 +256,15 @@ mt_cli_parse_size(const struct mt_cli *cli, const char *what, const char *exampl
     default:
         break;
     }
+    /* the rest of the unit in any case, as people write it: 24G, 24GB, 24gb, 24GiB, 24gib;
+       B is bytes wherever it stands (no one gives a memory budget in bits) */
     if (shift > 0) {
         p++;
-        if (*p == 'i') {
+        if (*p == 'i' || *p == 'I') {
             p++;
         }
     }
-    if (*p == 'B') {
+    if (*p == 'B' || *p == 'b') {
         p++;
     }
     if (fraction && shift == 0 && *p == '\0') { /* "1.5": the unit forgotten, not 1 byte */
