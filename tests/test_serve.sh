@@ -54,7 +54,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..82"
+echo "1..83"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -666,4 +666,7 @@ ok $? "--request-deadline past an hour: exit 2 (rc $rc): $(head -c 200 "$tmp/err
 rc=$?
 [ "$rc" -eq 2 ] && grep -q "stream-keepalive must be 0 (never) or 0.01 to 3600" "$tmp/err"
 ok $? "--stream-keepalive below 0.01 s: exit 2 (rc $rc): $(head -c 200 "$tmp/err")"
+# serve takes the shared --experts (cli_common.c): its help says so, as run's and chat's do
+"$bin" serve --help | grep -q -- '--experts KIND'
+ok $? "serve --help lists --experts"
 tap_exit
