@@ -723,7 +723,7 @@ mt_cli_engine_flags_parse(const struct mt_cli *cli, int opt, char *const *argv,
     case MT_CLI_OPT_SEED:
         return mt_cli_parse_u64(cli, "seed", optarg, &so->seed) ? 0 : 2;
     case MT_CLI_OPT_THREADS:
-        return mt_cli_parse_int(cli, "thread count", optarg, 1, 4096, &f->threads) ? 0 : 2;
+        return mt_cli_parse_int(cli, "--threads", optarg, 1, 4096, &f->threads) ? 0 : 2;
     case MT_CLI_OPT_PLAN:
         if (f->no_plan) {
             mt_cli_error(cli, "--plan '%s' and --no-plan contradict each other: give one", optarg);
