@@ -942,6 +942,15 @@ mt_cli_engine_init(struct mt_cli_engine *e, const char *dir, const struct mt_cli
     if (gpu && !f->kv_dtype_set) {
         eo.kv_dtype = MT_DTYPE_BF16; /* the GPU's default latent cache */
     }
+    /* The CPU engine's experts always run on the team (unless --experts ref), so a MOETIER_ISA
+     * this CPU cannot honour is said now, not after minutes of loading. Beside the GPU the team
+     * exists only where the placement leaves experts on the host, known after loading. */
+    if (!gpu && !f->ref_experts) {
+        enum mt_cpu_level level;
+        if ((st = mt_cpu_level_select(&level)) != MT_OK) {
+            return st;
+        }
+    }
     st = mt_model_open(dir, &e->model);
     if (st != MT_OK) {
         goto fail;
