@@ -36,8 +36,8 @@ rc=$?
 ok $? "token id out of range exits 1 with a message, before the weights load (rc $rc)"
 "$bin" run -m "$dir" --prompt-ids "" -n 1 >/dev/null 2>"$tmp/err"
 rc=$?
-[ "$rc" -eq 1 ] && grep -q 'empty prompt' "$tmp/err"
-ok $? "empty prompt exits 1 with a message (rc $rc)"
+[ "$rc" -eq 2 ] && grep -q 'empty prompt' "$tmp/err"
+ok $? "an empty --prompt-ids is a usage error (2), as a malformed one is, with a message (rc $rc)"
 long=$(seq -s, 3 259)
 "$bin" run -m "$dir" --prompt-ids "$long" -n 1 >/dev/null 2>"$tmp/err"
 rc=$?

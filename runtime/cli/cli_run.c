@@ -321,6 +321,9 @@ mt_cli_run(int argc, char **argv)
         }
         if (n == 0) { /* found here, not after the model has loaded */
             mt_cli_error(&cli, "empty prompt: %s holds no token id", what);
+            /* an empty argument is a bad flag value (2), as a malformed one is; an empty
+               @FILE is bad input (1), as an empty -f file is */
+            rc = prompt_in == NULL ? 2 : 1;
             goto out;
         }
         /* n <= len / 2 + 1: an argument's length, or a file's of at most 256 MiB */
