@@ -140,6 +140,16 @@ mt_cpu_level_max(void)
     return MT_CPU_LEVEL_SCALAR;
 }
 
+/* "scalar, avx2, avx512": the names of the levels up to max, for a hint (a static string). */
+static const char *
+levels_up_to(enum mt_cpu_level max)
+{
+    static const char *const lists[] = {"scalar", "scalar, avx2", "scalar, avx2, avx512",
+                                        "scalar, avx2, avx512, amx"};
+
+    return lists[(unsigned)max < 4 ? max : 0];
+}
+
 mt_status_t
 mt_cpu_level_select(enum mt_cpu_level *level_out)
 {
@@ -156,11 +166,15 @@ mt_cpu_level_select(enum mt_cpu_level *level_out)
         }
         if (l > (int)max) {
             return mt_fail(MT_ERR_UNSUPPORTED, 0,
-                           "MOETIER_ISA=%s but this CPU runs at most %s", want,
-                           level_names[max]);
+                           "the environment variable MOETIER_ISA=%s asks for kernels this CPU "
+                           "cannot run (it runs at most %s): unset MOETIER_ISA, or set it to "
+                           "one of %s", want, level_names[max], levels_up_to(max));
         }
         *level_out = (enum mt_cpu_level)l;
         return MT_OK;
     }
-    return mt_fail(MT_ERR_INVAL, 0, "MOETIER_ISA=%s: expected scalar, avx2, avx512 or amx", want);
+    return mt_fail(MT_ERR_INVAL, 0,
+                   "the environment variable MOETIER_ISA='%s' names no kernel family: unset it "
+                   "(the best this CPU runs is chosen), or set it to one of %s", want,
+                   levels_up_to(max));
 }

@@ -18,6 +18,7 @@
 #include "io/store.h"
 #include "io/uring_reader.h" /* MT_IO_ALIGN, mt_io_range_align */
 #include "runtime/base/clock.h"
+#include "runtime/base/size_text.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -474,10 +475,13 @@ source_start(struct mt_io_source *src)
         budget = 4 * src->slot_bytes;
     }
     if (budget < src->slot_bytes) {
+        /* the budget is --cache (else the placement's, which is always several slots) */
         return mt_fail(MT_ERR_INVAL, 0,
-                       "expert cache budget of %llu bytes is below one expert slot (%llu bytes); "
-                       "give at least that much",
-                       (unsigned long long)budget, (unsigned long long)src->slot_bytes);
+                       "--cache %llu (bytes, %s) cannot hold one streamed expert (%llu bytes, "
+                       "%s): give --cache at least %llu, or leave it out",
+                       (unsigned long long)budget, mt_size_text(budget).s,
+                       (unsigned long long)src->slot_bytes, mt_size_text(src->slot_bytes).s,
+                       (unsigned long long)src->slot_bytes);
     }
     /* a key lives in at most one slot: slots beyond one per expert that is ever read would only
      * hold memory (a --cache larger than the streamed experts, or a tiny model's 1 MiB slots;

@@ -21,7 +21,7 @@ turn_field() {
 make_tmp chat
 model="$tmp/tiny"
 
-echo "1..29"
+echo "1..30"
 "$bin" synth --preset tiny --layers 2 -q -o "$model" >/dev/null 2>"$tmp/synth.err"
 ok $? "synth --preset tiny writes a model"
 
@@ -81,6 +81,13 @@ rc=$?
 [ "$rc" -eq 1 ] && grep -q "positions must also hold the reply" "$tmp/l.err" &&
     grep -q '^mt: turn 1: ' "$tmp/l.err"
 ok $? "a too-long message gives one message, the chat goes on, exit 1 at the end (rc $rc)"
+# the same past --ctx: the limit named is --ctx's, with the model's beside it, not "the model's 3"
+printf 'hello there\n' | "$bin" chat -m "$model" --temperature 0 -n 8 --ctx 3 >/dev/null \
+    2>"$tmp/c.err"
+rc=$?
+[ "$rc" -eq 1 ] && grep -q -- "--ctx's 3 positions (the model's are 4096).*raise --ctx" \
+    "$tmp/c.err" && ! grep -q "the model's 3 positions" "$tmp/c.err"
+ok $? "a message past --ctx 3 names --ctx (rc $rc: $(grep -- 'positions' "$tmp/c.err"))"
 
 # a --system longer than the context: refused at the start, not blamed on every message
 sys=$(awk 'BEGIN { for (i = 0; i < 5000; i++) printf "a " }')

@@ -84,6 +84,18 @@ main(void)
            "size: '1.5' (no unit) refused, not 1 byte");
     tap_ok(mt_cli_parse_size(&cli, "--gpu-mem", "24G", "24GB", &u) && u == 24ull << 30,
            "size: 24GB is 24 GiB, as documented");
+    /* the unit in any case, as the README says ("however written") */
+    static const char *const spellings[] = {"24gb", "24gib", "24GIB", "24Gib", "24gB", "24Gi"};
+    for (size_t k = 0; k < sizeof(spellings) / sizeof(spellings[0]); k++) {
+        tap_ok(mt_cli_parse_size(&cli, "--gpu-mem", "24G", spellings[k], &u) && u == 24ull << 30,
+               "size: %s is 24 GiB", spellings[k]);
+    }
+    tap_ok(mt_cli_parse_size(&cli, "--gpu-mem", "24G", "24mb", &u) && u == 24ull << 20,
+           "size: 24mb is 24 MiB");
+    tap_ok(mt_cli_parse_size(&cli, "--gpu-mem", "24G", "4096b", &u) && u == 4096,
+           "size: 4096b is 4096 bytes");
+    tap_ok(!mt_cli_parse_size(&cli, "--gpu-mem", "24G", "24gbb", &u), "size: '24gbb' refused");
+    tap_ok(!mt_cli_parse_size(&cli, "--gpu-mem", "24G", "24i", &u), "size: '24i' refused");
 
     /* id lists: commas and/or whitespace between ids; each id strictly decimal in int32 */
     int32_t *ids = NULL;

@@ -9,7 +9,7 @@
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 dir="$MT_TEST_DATA/deepseek-v3.2"
 
-echo "1..23"
+echo "1..25"
 json=$("$bin" inspect --config-only -m "$dir" --json)
 ok $? "inspect --config-only --json exits 0"
 printf '%s\n' "$json" | grep -q '"routed_expert_bytes": 44050944,'
@@ -18,6 +18,11 @@ printf '%s\n' "$json" | grep -q '"routed_bytes": 654068416512,'
 ok $? "JSON: routed_bytes 654068416512"
 printf '%s\n' "$json" | grep -q '"other_bytes": 19963965120,'
 ok $? "JSON: other_bytes 19963965120"
+# components.mtp is the whole MTP layer (its decoder layer, eh_proj, norms, embedding and head
+# copies), as mtp_bytes is; it was 0, the per-role sums holding the main model only
+printf '%s\n' "$json" | tr -d ' \n' |
+    grep -q '"mtp":{"params":13477385728,"bytes":15438725568}'
+ok $? "JSON: components.mtp 13477385728 params, 15438725568 bytes (= mtp_bytes)"
 text=$("$bin" inspect --config-only -m "$dir")
 ok $? "inspect --config-only (text) exits 0"
 printf '%s\n' "$text" | grep -q '654,068,416,512 B (609.15 GiB)'
@@ -30,6 +35,11 @@ ok $? "a bad flag exits 2 (got $rc)"
 rc=$?
 [ "$rc" -eq 2 ]
 ok $? "an empty -m is a usage error, not '/config.json' (got $rc)"
+# -m and --config together: one would be read, the other named in the output
+err=$("$bin" inspect -m "$dir/.." --config "$dir/config.json" 2>&1 >/dev/null)
+rc=$?
+[ "$rc" -eq 2 ] && printf '%s\n' "$err" | grep -q -- "both name the model"
+ok $? "-m DIR with --config FILE is a usage error (got $rc: $(printf '%s' "$err" | head -n 1))"
 "$bin" inspect --help | grep -q -- '--config-only'
 ok $? "--help lists --config-only"
 # A checkpoint transformers 5 wrote (tests/reference/make_golden.py), when the tree has it.

@@ -1,16 +1,16 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
 # test_outputs.sh - what moetier writes is checked before any work, on a tiny synth model: no
-# output over a file of the model (run --dump-logits/--trace/--json, pack -o), however reached
-# (links either way, a Hugging Face cache's blobs), two outputs never on one file however
-# spelled, a directory or an empty name refused, bench's --json checked before it measures; a
-# standard stream started closed is /dev/null (chat must not read a weight file as its input);
-# and a few values once taken silently (a long bench --only list, --ctx past the model's
-# positions, --cpu-reserve 0, plan --ctx 0; synth's usage errors exit 2). pack -o names only a
-# regular file (or a link to one, written through): a FIFO, a directory or an empty name is
-# refused before any expert is copied and left as it was, and so is a symbolic link at its
-# FILE.partial (a stale regular file there is removed, not written into). Every command runs
-# under `timeout`.
+# output over a file of the model (run --dump-logits/--trace/--json, pack -o, plan -o and the --hw
+# that plan --learn rewrites; nor over run's --store files), however reached (links either way, a
+# Hugging Face cache's blobs), two outputs never on one file however spelled, a directory or an
+# empty name refused, bench's --json checked before it measures; a standard stream started closed is
+# /dev/null (chat must not read a weight file as its input); and a few values once taken silently (a
+# long bench --only list, --ctx past the model's positions, --cpu-reserve 0, plan --ctx 0; synth's
+# usage errors exit 2). pack -o names only a regular file (or a link to one, written through): a
+# FIFO, a directory or an empty name is refused before any expert is copied and left as it was, and
+# so is a symbolic link at its FILE.partial (a stale regular file there is removed, not written
+# into). Every command runs under `timeout`.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 command -v timeout >/dev/null 2>&1 || bail_out "timeout(1) not found (coreutils)"
 make_tmp outputs
@@ -32,7 +32,7 @@ expect() {
     ok $? "$desc: exit $rc: $(head -n 1 "$tmp/err" | head -c 300)"
 }
 
-echo "1..42"
+echo "1..48"
 expect 2 "run --dump-logits over the model's config.json" "is a file of the model" \
     "$bin" run -m "$m" --device cpu --prompt-ids 1,2 -n 1 --dump-logits "$m/config.json"
 expect 2 "run --json over a weight shard" "is a file of the model" \
@@ -123,6 +123,27 @@ timeout 60 "$bin" pack -q -m "$m" -o "$tmp/store.link" </dev/null >/dev/null 2>"
 rc=$?
 [ "$rc" -eq 0 ] && [ -L "$tmp/store.link" ] && [ -s "$tmp/store" ] && [ ! -e "$tmp/store.partial" ]
 ok $? "pack -o a link to a file writes through it: the link stays, the file is the store (rc $rc)"
+# plan -o (and --hw, which --learn rewrites) against every file of the model, not only its
+# config.json: a shard or the index overwritten by a plan loses the model
+expect 2 "plan -o over a weight shard" "is a file of the model" \
+    "$bin" plan -m "$m" -o "$m/$shard"
+expect 2 "plan -o over the model's index" "is a file of the model" \
+    "$bin" plan -m "$m" -o "$m/model.safetensors.index.json"
+: >"$tmp/learn.jsonl"
+expect 2 "plan --learn with --hw the model's tokenizer.json" "is a file of the model" \
+    "$bin" plan -m "$m" --hw "$m/tokenizer.json" --learn "$tmp/learn.jsonl"
+# a --store file is an input of run: no output of it may be written over one
+timeout 60 "$bin" pack -q -m "$m" -o "$tmp/st0" -o "$tmp/st1" </dev/null >/dev/null 2>"$tmp/err" ||
+    bail_out "moetier pack failed: $(cat "$tmp/err")"
+cp "$tmp/st1" "$tmp/st1.orig"
+expect 2 "run --json over its second --store file" "is the --store input" \
+    "$bin" run -m "$m" --device cpu --prompt-ids 1,2 -n 1 --store "$tmp/st0" --store "$tmp/st1" \
+    --json "$tmp/st1"
+expect 2 "run --dump-logits over its --store file, spelled another way" "is the --store input" \
+    "$bin" run -m "$m" --device cpu --prompt-ids 1,2 -n 1 --store "$tmp/st0" --store "$tmp/st1" \
+    --dump-logits "$tmp/./st0"
+cmp -s "$tmp/st1" "$tmp/st1.orig"
+ok $? "... the store files are left as they were"
 diff -r "$m" "$tmp/orig" >/dev/null
 ok $? "the model's files are unchanged"
 timeout 20 "$bin" chat -m "$m" --device cpu <&- >"$tmp/chat" 2>"$tmp/err"

@@ -17,7 +17,7 @@ prompt=$(printf '%s' "$flat" | sed -n 's/.*"prompts":\[\[\([0-9,]*\)\].*/\1/p')
 want=$(printf '%s' "$flat" | sed -n 's/.*"greedy":\[\[\([0-9,]*\)\].*/\1/p' | tr ',' ' ')
 ntok=$(printf '%s\n' "$prompt" | tr ',' '\n' | wc -l)
 
-echo "1..29"
+echo "1..33"
 got=$("$bin" run -m "$dir" --device cpu --prompt-ids "$prompt" -n 20 --print-ids \
       --dump-logits "$tmp/l.bin" 2>"$tmp/err")
 ok $? "run --print-ids --dump-logits exits 0"
@@ -36,8 +36,8 @@ rc=$?
 ok $? "token id out of range exits 1 with a message, before the weights load (rc $rc)"
 "$bin" run -m "$dir" --prompt-ids "" -n 1 >/dev/null 2>"$tmp/err"
 rc=$?
-[ "$rc" -eq 1 ] && grep -q 'empty prompt' "$tmp/err"
-ok $? "empty prompt exits 1 with a message (rc $rc)"
+[ "$rc" -eq 2 ] && grep -q 'empty prompt' "$tmp/err"
+ok $? "an empty --prompt-ids is a usage error (2), as a malformed one is, with a message (rc $rc)"
 long=$(seq -s, 3 259)
 "$bin" run -m "$dir" --prompt-ids "$long" -n 1 >/dev/null 2>"$tmp/err"
 rc=$?
@@ -160,6 +160,33 @@ rc=$?
 ok $? "--threads past the cores: warnings say what the experts' team and OpenMP run (rc $rc: $(head -c 300 "$tmp/err"))"
 "$bin" run --help | grep -q -- '--dump-logits'
 ok $? "--help lists the flags"
+# --threads sizes the expert team too, which OMP_NUM_THREADS does not: the help says both, and a
+# bad value is named by its flag with the range
+"$bin" run --help | grep -A1 -- '--threads N' | grep -q 'routed-expert'
+ok $? "--help: --threads sizes the routed-expert team as well as OpenMP"
+"$bin" run -m "$tiny" --device cpu --threads 0 --prompt-ids 1,2 -n 1 >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 2 ] && grep -q -- "bad --threads '0' (must be in 1\.\.4096)" "$tmp/err"
+ok $? "--threads 0: exit 2 naming --threads and its range (rc $rc: $(head -n 1 "$tmp/err"))"
+# MOETIER_ISA is checked before the model is read: with no model at all (-m names nothing) the
+# message is about the variable, and says what to do
+MOETIER_ISA=sse9 "$bin" run -m "$tmp/no-model" --device cpu --prompt-ids 1,2 -n 1 >/dev/null \
+    2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 1 ] && grep -q "environment variable MOETIER_ISA='sse9'.*unset it.*scalar" \
+    "$tmp/err" && ! grep -q "no-model" "$tmp/err"
+ok $? "MOETIER_ISA=sse9: refused before loading, with a hint (rc $rc: $(tail -n 1 "$tmp/err"))"
+if grep -q '^flags.*amx_bf16' /proc/cpuinfo 2>/dev/null; then
+    ok 0 "MOETIER_ISA=amx on a CPU without AMX # SKIP this CPU has AMX"
+else
+    MOETIER_ISA=amx "$bin" run -m "$tmp/no-model" --device cpu --prompt-ids 1,2 -n 1 \
+        >/dev/null 2>"$tmp/err"
+    rc=$?
+    [ "$rc" -eq 1 ] && grep -q "MOETIER_ISA=amx asks for kernels this CPU cannot run.*unset" \
+        "$tmp/err" && ! grep -q "no-model" "$tmp/err"
+    ok $? "MOETIER_ISA=amx on a CPU without AMX: refused before loading (rc $rc: \
+$(tail -n 1 "$tmp/err"))"
+fi
 # --ctx holds on the CPU too (its cache grows up to it; the placement budgets that many): a run
 # past it stops there with a warning, as on the GPU, and the tokens before it are the same
 want=$("$bin" run -m "$dir" --device cpu --prompt-ids 1,2,3,4,5,6,7,8 -n 8 --print-ids 2>/dev/null)

@@ -54,7 +54,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..83"
+echo "1..86"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -360,6 +360,17 @@ rc=$?
     [ "$(grep -ci "listen\|bind" "$tmp/err")" -eq 1 ]
 ok $? "a port in use: exit 1 with one message, and a hint (rc $rc: $(grep -i "listen\|bind" \
     "$tmp/err" | tr '\n' ' '))"
+# --host not of this machine (192.0.2.1 is TEST-NET-1, RFC 5737), or not a name at all (.invalid
+# never resolves, RFC 2606): the message names --host and the addresses that work
+"$bin" serve -m "$model" --host 192.0.2.1 --port 0 >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 1 ] && grep -q -- "--host must be an address of this machine: 127.0.0.1" "$tmp/err"
+ok $? "--host 192.0.2.1: exit 1 naming --host, with a hint (rc $rc: $(tail -n 1 "$tmp/err"))"
+"$bin" serve -m "$model" --host no-such-host.invalid --port 0 >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 1 ] && grep -q -- "cannot resolve --host 'no-such-host.invalid'.*127.0.0.1" "$tmp/err"
+ok $? "--host no-such-host.invalid: exit 1 naming --host, with a hint (rc $rc: \
+$(tail -n 1 "$tmp/err"))"
 "$bin" serve -m "$model" --port 70000 >/dev/null 2>"$tmp/err"
 rc=$?
 [ "$rc" -eq 2 ] && grep -q "bad --port '70000'" "$tmp/err"
@@ -680,4 +691,7 @@ ok $? "--request-deadline past an hour: exit 2 (rc $rc): $(head -c 200 "$tmp/err
 rc=$?
 [ "$rc" -eq 2 ] && grep -q "stream-keepalive must be 0 (never) or 0.01 to 3600" "$tmp/err"
 ok $? "--stream-keepalive below 0.01 s: exit 2 (rc $rc): $(head -c 200 "$tmp/err")"
+# serve takes the shared --experts (cli_common.c): its help says so, as run's and chat's do
+"$bin" serve --help | grep -q -- '--experts KIND'
+ok $? "serve --help lists --experts"
 tap_exit

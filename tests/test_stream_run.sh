@@ -11,7 +11,7 @@
 make_tmp stream-run
 m="$tmp/small"
 
-echo "1..19"
+echo "1..21"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 ids="5,17,900,33,4242,7,12,99,1000,65000,3,8,21,400,77,2,19,4096,123,88,6,31,250,11,9"
@@ -55,6 +55,11 @@ ok $? "a --cache past the free memory is refused before mapping it: $(tail -1 "$
 got=$(run --verify --cache 1M)
 [ $? -eq 0 ] && [ "$got" = "$plain" ] && grep -q "verify applies to streamed experts" "$tmp/err"
 ok $? "--verify without anything streamed says it checks nothing: $(grep verify "$tmp/err")"
+got=$(run --store "$tmp/s0" --store "$tmp/s1" --cache 1K)
+[ $? -eq 1 ] && [ -z "$got" ] &&
+    grep -q -- "--cache 1024 (bytes, 1.0 KiB) cannot hold one streamed expert.*--cache at least" \
+        "$tmp/err"
+ok $? "--cache below one expert: the message names --cache and what to give: $(tail -1 "$tmp/err")"
 
 # one flipped bit in the middle of the first store file
 size=$(wc -c <"$tmp/s0")
@@ -126,6 +131,13 @@ ok $? "pack into a missing directory: exit 1 naming it: $(head -1 "$tmp/err")"
 "$bin" pack -m "$m" -o "$tmp/x" --bogus 2>/dev/null >/dev/null
 [ $? -eq 2 ] && [ ! -e "$tmp/x" ]
 ok $? "an unknown flag: exit 2, nothing written"
+# a model without MoE layers: said of the model (the reader alone would name its first shard)
+"$bin" synth --preset tiny --layers 2 --dense-layers 2 -q -o "$tmp/dense" >/dev/null 2>&1 ||
+    bail_out "synth of a dense model failed"
+"$bin" pack -q -m "$tmp/dense" -o "$tmp/d" 2>"$tmp/err" >/dev/null
+[ $? -eq 1 ] && grep -q "model '$tmp/dense' has no MoE layer" "$tmp/err" &&
+    ! grep -q "safetensors" "$tmp/err" && [ ! -e "$tmp/d" ]
+ok $? "pack of a model with no MoE layer says so, nothing written: $(head -1 "$tmp/err")"
 # A checkpoint of more than 256 shards (a BF16 V3.2 in save_pretrained's 5 GB shards has ~270):
 # streamed from its shards by a plan of all-NVMe experts, and packed into a store, it gives the
 # tokens of the in-memory run

@@ -85,7 +85,9 @@ chat_usage(FILE *f)
             "      --top-p P            nucleus sampling mass in (0, 1] (default 0.95)\n"
             "      --top-k K            keep the K most likely tokens (default 0 = all)\n"
             "      --seed S             sampling seed (default 0)\n"
-            "      --threads N          threads (default: OMP_NUM_THREADS or all cores)\n"
+            "      --threads N          threads of the OpenMP ops and of the routed-expert\n"
+            "                           team (default: OMP_NUM_THREADS or all CPUs for\n"
+            "                           OpenMP, one a physical core for the team)\n"
             "      --experts KIND       who computes routed experts: team (SIMD kernels on\n"
             "                           pinned threads, default) or ref (fp32 reference)\n"
             "  -v, --verbose            per-turn prefill and decode tok/s on stderr; the\n"
@@ -381,16 +383,28 @@ chat_turn(struct chat *c, const char *line, size_t line_len)
         goto out_drop_user;
     }
     if ((int64_t)n_ids >= max_pos) {
+        /* the limit is --ctx where it is below the model's positions: say which, and that
+           --ctx can be raised, not that the model itself holds so few */
+        int64_t model_max = c->eng.model->cfg.max_position_embeddings;
+        bool by_ctx = max_pos < model_max;
+        char limit[128];
+
+        if (by_ctx) {
+            snprintf(limit, sizeof(limit), "--ctx's %lld positions (the model's are %lld)",
+                     (long long)max_pos, (long long)model_max);
+        } else {
+            snprintf(limit, sizeof(limit), "the model's %lld positions", (long long)max_pos);
+        }
         if (c->n_msgs == c->n_fixed + 1) {
             st = mt_fail(MT_ERR_INVAL, 0,
-                         "the message is %zu tokens in the prompt format, and the model's %lld "
-                         "positions must also hold the reply; send a shorter one",
-                         n_ids, (long long)max_pos);
+                         "the message is %zu tokens in the prompt format, and %s must also hold "
+                         "the reply; send a shorter one%s",
+                         n_ids, limit, by_ctx ? " or raise --ctx" : "");
         } else {
             st = mt_fail(MT_ERR_INVAL, 0,
-                         "the conversation is %zu tokens with this message, and the model's %lld "
-                         "positions must also hold the reply; /reset starts a new one",
-                         n_ids, (long long)max_pos);
+                         "the conversation is %zu tokens with this message, and %s must also "
+                         "hold the reply; /reset starts a new one%s",
+                         n_ids, limit, by_ctx ? " (or raise --ctx)" : "");
         }
         goto out_free_ids;
     }

@@ -256,13 +256,15 @@ mt_cli_parse_size(const struct mt_cli *cli, const char *what, const char *exampl
     default:
         break;
     }
+    /* the rest of the unit in any case, as people write it: 24G, 24GB, 24gb, 24GiB, 24gib;
+       B is bytes wherever it stands (no one gives a memory budget in bits) */
     if (shift > 0) {
         p++;
-        if (*p == 'i') {
+        if (*p == 'i' || *p == 'I') {
             p++;
         }
     }
-    if (*p == 'B') {
+    if (*p == 'B' || *p == 'b') {
         p++;
     }
     if (fraction && shift == 0 && *p == '\0') { /* "1.5": the unit forgotten, not 1 byte */
@@ -721,7 +723,7 @@ mt_cli_engine_flags_parse(const struct mt_cli *cli, int opt, char *const *argv,
     case MT_CLI_OPT_SEED:
         return mt_cli_parse_u64(cli, "seed", optarg, &so->seed) ? 0 : 2;
     case MT_CLI_OPT_THREADS:
-        return mt_cli_parse_int(cli, "thread count", optarg, 1, 4096, &f->threads) ? 0 : 2;
+        return mt_cli_parse_int(cli, "--threads", optarg, 1, 4096, &f->threads) ? 0 : 2;
     case MT_CLI_OPT_PLAN:
         if (f->no_plan) {
             mt_cli_error(cli, "--plan '%s' and --no-plan contradict each other: give one", optarg);
@@ -939,6 +941,15 @@ mt_cli_engine_init(struct mt_cli_engine *e, const char *dir, const struct mt_cli
     }
     if (gpu && !f->kv_dtype_set) {
         eo.kv_dtype = MT_DTYPE_BF16; /* the GPU's default latent cache */
+    }
+    /* The CPU engine's experts always run on the team (unless --experts ref), so a MOETIER_ISA
+     * this CPU cannot honour is said now, not after minutes of loading. Beside the GPU the team
+     * exists only where the placement leaves experts on the host, known after loading. */
+    if (!gpu && !f->ref_experts) {
+        enum mt_cpu_level level;
+        if ((st = mt_cpu_level_select(&level)) != MT_OK) {
+            return st;
+        }
     }
     st = mt_model_open(dir, &e->model);
     if (st != MT_OK) {

@@ -9,7 +9,7 @@
  * all commands word their errors alike and exit alike (cli.h: 0 success, 1 failure, 2 usage):
  *
  *     moetier run: bad top-k 'x'                          a value that is not a number
- *     moetier run: bad thread count '0' (must be in 1..4096)   a number out of range
+ *     moetier run: bad --threads '0' (must be in 1..4096)   a number out of range
  *     moetier run: unknown option '--bogus'               then the usage text on stderr
  *     moetier run: option '-m' needs a value              then the usage text on stderr
  *
@@ -235,7 +235,8 @@ enum mt_cli_device {
 struct mt_cli_engine_flags {
     struct mt_sampler_opts sampler; /* --temperature, --top-p, --top-k, --seed */
     struct mt_engine_opts engine;   /* defaults; run sets indexer and attention itself */
-    int threads;                    /* --threads; 0: OMP_NUM_THREADS or all cores */
+    int threads;                    /* --threads: OpenMP's and the expert team's; 0: OpenMP
+                                       by OMP_NUM_THREADS or all CPUs, the team one a core */
     enum mt_cli_device device;      /* --device (engine.device is set from it at init) */
     const char *plan_path;          /* --plan; NULL: the automatic placement (cli_autoplan.h) */
     bool no_plan;                   /* --no-plan: every routed expert in DRAM, no planning */

@@ -31,7 +31,7 @@ usage(FILE *f)
 {
     fprintf(
         f,
-        "usage: moetier inspect -m DIR [--json] [--config-only] [--config FILE] [--gpu-mem SIZE]\n"
+        "usage: moetier inspect -m DIR | --config FILE [--json] [--config-only] [--gpu-mem SIZE]\n"
         "\n"
         "Print DeepSeek-V3.2's architecture, parameters and bytes per component, the bytes of\n"
         "one routed expert, the weight bytes read per decoded token and the KV-cache bytes per\n"
@@ -41,8 +41,8 @@ usage(FILE *f)
         "options:\n"
         "  -m, --model DIR     checkpoint directory (config.json + safetensors shards)\n"
         "      --config-only   read DIR/config.json only, open no weights\n"
-        "      --config FILE   read this config.json instead of DIR/config.json (implies\n"
-        "                      --config-only; -m may then be omitted)\n"
+        "      --config FILE   read this config.json alone, in place of -m (implies\n"
+        "                      --config-only; not with -m)\n"
         "      --json          print JSON (stable keys) instead of text\n"
         "      --gpu-mem SIZE  also print the longest context whose KV cache fits on a GPU\n"
         "                      of SIZE (e.g. 24G) beside the always-on weights (embedding\n"
@@ -232,8 +232,8 @@ print_text(const struct report *r)
            fmt_u64(b, sizeof(b), r->sz.routed_bytes + r->sz.other_bytes),
            gib(r->sz.routed_bytes + r->sz.other_bytes));
     if (mtp_layers(r) > 0) {
-        printf("%-26s %22s %22s %10.2f\n", "MTP layer", "", fmt_u64(b, sizeof(b), r->sz.mtp_bytes),
-               gib(r->sz.mtp_bytes));
+        printf("%-26s %22s %22s %10.2f\n", "MTP layer", fmt_u64(a, sizeof(a), r->sz.mtp_params),
+               fmt_u64(b, sizeof(b), r->sz.mtp_bytes), gib(r->sz.mtp_bytes));
     }
     printf("%-26s %22s %22s %10.2f\n", "total", "", fmt_u64(b, sizeof(b), total_bytes(r)),
            gib(total_bytes(r)));
@@ -329,9 +329,12 @@ print_json(const struct report *r)
     SET(root, "architecture", arch);
     for (int i = 0; i < MT_ROLE_COUNT; i++) {
         json_t *one = json_object();
+        /* "mtp" is the whole MTP layer (as mtp_bytes): the per-role sums are the main model's */
+        bool mtp = i == MT_ROLE_MTP;
+        bool has_mtp = mtp_layers(r) > 0;
 
-        SET(one, "params", U64(r->sz.params[i]));
-        SET(one, "bytes", U64(r->sz.bytes[i]));
+        SET(one, "params", U64(mtp ? (has_mtp ? r->sz.mtp_params : 0) : r->sz.params[i]));
+        SET(one, "bytes", U64(mtp ? (has_mtp ? r->sz.mtp_bytes : 0) : r->sz.bytes[i]));
         SET(comp, mt_tensor_role_name((enum mt_tensor_role)i), one);
     }
     SET(root, "components", comp);
@@ -442,6 +445,12 @@ mt_cli_inspect(int argc, char **argv)
     }
     if ((dir != NULL && dir[0] == '\0') || (config_file != NULL && config_file[0] == '\0')) {
         return mt_cli_usage_error(&cli, "-m and --config need a non-empty path");
+    }
+    /* both would be one model read and the other named in the output: say which is meant */
+    if (dir != NULL && config_file != NULL) {
+        return mt_cli_usage_error(&cli, "-m '%s' and --config '%s' both name the model to "
+                                  "inspect: give one (-m DIR --config-only reads DIR/config.json)",
+                                  dir, config_file);
     }
 
     memset(&r, 0, sizeof(r));

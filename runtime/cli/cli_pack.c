@@ -246,6 +246,14 @@ mt_cli_pack(int argc, char **argv)
             order[n_order++] = k;
         }
     }
+    if (n_order == 0) {
+        /* said of the model, not of a shard (the reader would name the first shard it has) */
+        st = mt_fail(MT_ERR_INVAL, 0,
+                     "model '%s' has no MoE layer (its config.json makes all %d layers dense), "
+                     "so no routed expert to pack; run it as it is, without --store",
+                     dir, n_layers);
+        goto out;
+    }
     /* Enough slots for the reads in flight plus the one being written: 64 experts or 2 GiB. */
     st = mt_io_source_create(paths, n_files, n_layers, n_experts, descs, &io, &src);
     if (st == MT_OK) {

@@ -961,14 +961,18 @@ mt_cli_plan(int argc, char **argv)
                                               model_dir) >= sizeof(cfg_buf)) {
         return mt_cli_usage_error(&cli, "-m '%s' is too long", model_dir);
     }
-    /* An output over one of the inputs would destroy it: refuse before reading anything. */
+    /* An output over one of the inputs would destroy it: refuse before reading anything. The
+       model's own files (a shard, the index, the tokenizer) count too, not only config.json:
+       -o over a shard would lose the weights. --learn rewrites the --hw profile in place. */
     if (mt_cli_output_is_input(&cli, "-o", out_path, "--hw", hw_path) ||
         mt_cli_output_is_input(&cli, "-o", out_path, config_path != NULL ? "--config" : "-m",
                                config_path != NULL ? config_path
                                                    : model_dir != NULL ? cfg_buf : NULL) ||
         mt_cli_output_is_input(&cli, "-o", out_path, "--check", check_path) ||
         mt_cli_output_is_input(&cli, "-o", out_path, "--disk-from", disk_path) ||
-        mt_cli_output_is_input(&cli, "-o", out_path, "--dram-from", dram_path)) {
+        mt_cli_output_is_input(&cli, "-o", out_path, "--dram-from", dram_path) ||
+        mt_cli_output_is_model_file(&cli, "-o", out_path, model_dir) ||
+        (n_learn > 0 && mt_cli_output_is_model_file(&cli, "--hw", hw_path, model_dir))) {
         return 2;
     }
     for (int i = 0; i < n_learn; i++) {

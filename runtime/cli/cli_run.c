@@ -77,7 +77,9 @@ run_usage(FILE *f)
             "                           int32 T, int32 vocab, float32 [T, vocab] (little-endian)\n"
             "      --indexer MODE       exact (fp32 scores, default) or fp8 (DeepSeek's FP8 path)\n"
             "      --attention MODE     sparse (DSA top-k, default) or dense (all positions)\n"
-            "      --threads N          OpenMP threads (default: OMP_NUM_THREADS or all cores)\n"
+            "      --threads N          threads of the OpenMP ops and of the routed-expert\n"
+            "                           team (default: OMP_NUM_THREADS or all CPUs for\n"
+            "                           OpenMP, one a physical core for the team)\n"
             "      --experts KIND       who computes routed experts: team (SIMD kernels on pinned\n"
             "                           threads, default) or ref (the fp32 reference)\n"
             "      --trace FILE         record routed expert ids per layer (JSON trace)\n"
@@ -319,6 +321,9 @@ mt_cli_run(int argc, char **argv)
         }
         if (n == 0) { /* found here, not after the model has loaded */
             mt_cli_error(&cli, "empty prompt: %s holds no token id", what);
+            /* an empty argument is a bad flag value (2), as a malformed one is; an empty
+               @FILE is bad input (1), as an empty -f file is */
+            rc = prompt_in == NULL ? 2 : 1;
             goto out;
         }
         /* n <= len / 2 + 1: an argument's length, or a file's of at most 256 MiB */
@@ -359,6 +364,13 @@ mt_cli_run(int argc, char **argv)
             mt_cli_output_is_input(&cli, flag[i], o, "prompt", prompt_in)) {
             rc = 2;
             goto out;
+        }
+        /* a store file is an input too: the streamed experts, a pack's hours of copying */
+        for (int k = 0; k < ef.n_store; k++) {
+            if (mt_cli_output_is_input(&cli, flag[i], o, "--store", ef.store[k])) {
+                rc = 2;
+                goto out;
+            }
         }
     }
     /* the tokenizer is optional with --prompt-ids (ids are printed instead of text) */

@@ -108,7 +108,11 @@ serve_usage(FILE *f)
             "      --ctx N              positions a request may reach, which the KV cache and\n"
             "                           the placement are sized for (default 8192)\n"
             "      --debug-sync         gpu: synchronize after every kernel (MT_DEBUG_SYNC=1)\n"
-            "      --threads N          OpenMP threads (default: OMP_NUM_THREADS or all)\n"
+            "      --threads N          threads of the OpenMP ops and of the routed-expert\n"
+            "                           team (default: OMP_NUM_THREADS or all CPUs for\n"
+            "                           OpenMP, one a physical core for the team)\n"
+            "      --experts KIND       who computes routed experts: team (SIMD kernels on pinned\n"
+            "                           threads, default) or ref (the fp32 reference)\n"
             "  -q, --quiet              no log line per request (nor where the experts went)\n"
             "  -v, --verbose            print the plan in one screen at start\n"
             "  -h, --help               this text\n");

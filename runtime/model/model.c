@@ -410,7 +410,10 @@ sizes_fn(struct walk *w, const struct mt_tensor_spec *s, enum slot slot)
     c->all_params += nelem;
     c->all_bytes += bytes;
     if (s->layer >= cfg->num_hidden_layers) {
+        /* the whole MTP layer, its attention and experts too: kept out of the main model's
+           per-role sums, which the planner and the main totals read */
         c->sz->mtp_bytes += bytes;
+        c->sz->mtp_params += s->kind != MT_KIND_SCALE ? nelem : 0;
         return MT_OK;
     }
     if (s->kind != MT_KIND_SCALE) {

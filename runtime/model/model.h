@@ -68,6 +68,10 @@ struct mt_model_sizes {
     uint64_t params[MT_ROLE_COUNT];   /* elements of weights (scales not counted) */
     uint64_t bytes[MT_ROLE_COUNT];    /* bytes incl. FP8 scales, main model only */
     uint64_t mtp_bytes;               /* all bytes of the MTP layer(s) */
+    uint64_t mtp_params;              /* all weight elements of the MTP layer(s), its decoder
+                                         layer included (scales not counted); params[] and
+                                         bytes[] hold the main model only, so MT_ROLE_MTP's
+                                         entries there stay 0: these are its figures */
     uint64_t routed_expert_bytes;     /* one routed expert (gate, up, down + scales) */
     uint64_t routed_bytes;            /* all routed experts of the main model */
     uint64_t other_bytes;             /* main model bytes that are not routed experts */

@@ -2147,8 +2147,9 @@ mt_serve_create(struct mt_engine *engine, struct mt_tokenizer *tok,
     snprintf(port, sizeof(port), "%d", opts->port);
     ret = getaddrinfo(opts->host, port, &hints, &ai);
     if (ret != 0) {
-        st = mt_fail(MT_ERR_INVAL, 0, "cannot resolve host '%s': %s", opts->host,
-                     gai_strerror(ret));
+        st = mt_fail(MT_ERR_INVAL, 0, "cannot resolve --host '%s': %s (give an address of "
+                     "this machine: 127.0.0.1 for it alone, 0.0.0.0 or :: for every interface)",
+                     opts->host, gai_strerror(ret));
         goto out_session;
     }
     s->public_addr = !addr_is_loopback(ai->ai_addr);
@@ -2178,7 +2179,11 @@ mt_serve_create(struct mt_engine *engine, struct mt_tokenizer *tok,
                      err != 0 ? strerror(err)
                      : start_msg[0] != '\0' ? start_msg : "libmicrohttpd could not start",
                      err == EADDRINUSE ? " (another program listens there: pick another --port, "
-                                         "or --port 0 for a free one)" : "");
+                                         "or --port 0 for a free one)"
+                     : err == EADDRNOTAVAIL ? " (--host must be an address of this machine: "
+                                              "127.0.0.1 for it alone, 0.0.0.0 or :: for every "
+                                              "interface)"
+                                            : "");
         goto out_session;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
