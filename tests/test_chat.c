@@ -401,6 +401,18 @@ test_edges(void)
     };
     tap_ok(mt_chat_encode(tok, orphan, 2, true, &ids, &n) == MT_ERR_INVAL,
            "a tool result without a tool call is refused: %s", mt_last_error());
+    static const struct mt_chat_tool_call one_call[] = {{"f", "{}"}};
+    static const struct mt_chat_msg extra[] = {
+        {MT_CHAT_USER, "u", NULL, NULL, 0, NULL, 0, 0, NULL},
+        {MT_CHAT_ASSISTANT, "", "r", one_call, 1, NULL, 0, 0, NULL},
+        {MT_CHAT_TOOL, "r1", NULL, NULL, 0, NULL, 0, 0, NULL},
+        {MT_CHAT_TOOL, "r2", NULL, NULL, 0, NULL, 0, 0, NULL},
+    };
+    tap_ok(mt_chat_encode(tok, extra, 4, true, &ids, &n) == MT_ERR_INVAL &&
+               strstr(mt_last_error(), "message 3 is tool result 2 of assistant message 1, "
+                                       "which made 1 tool call") != NULL,
+           "a second result to one tool call says so (not 'no tool call precedes it'): %s",
+           mt_last_error());
     static const struct mt_chat_msg bare[] = {
         {MT_CHAT_USER, "u", NULL, NULL, 0, NULL, 0, 0, NULL},
         {MT_CHAT_ASSISTANT, "a", NULL, NULL, 0, NULL, 0, 0, NULL},

@@ -17,7 +17,7 @@ prompt=$(printf '%s' "$flat" | sed -n 's/.*"prompts":\[\[\([0-9,]*\)\].*/\1/p')
 want=$(printf '%s' "$flat" | sed -n 's/.*"greedy":\[\[\([0-9,]*\)\].*/\1/p' | tr ',' ' ')
 ntok=$(printf '%s\n' "$prompt" | tr ',' '\n' | wc -l)
 
-echo "1..33"
+echo "1..34"
 got=$("$bin" run -m "$dir" --device cpu --prompt-ids "$prompt" -n 20 --print-ids \
       --dump-logits "$tmp/l.bin" 2>"$tmp/err")
 ok $? "run --print-ids --dump-logits exits 0"
@@ -80,6 +80,13 @@ ok $? "a missing --prompt-ids @FILE exits 1 naming it (rc $rc: $(cat "$tmp/err")
 rc=$?
 [ "$rc" -eq 2 ] && grep -q "bad token id '5-3' in --prompt-ids" "$tmp/err"
 ok $? "a malformed id in --prompt-ids exits 2 naming it (rc $rc)"
+# a trailing comma after many ids: the message shows the end, where the comma is, not the start
+"$bin" run -m "$dir" --prompt-ids "$(seq -s ' ' 1 30) 31," -n 1 >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "empty item 32 in --prompt-ids: a comma at offset 83 ends it ('\.\.\..* 30 31,'" \
+    "$tmp/err"
+ok $? "a trailing comma in --prompt-ids exits 2 quoting the end of the ids (rc $rc: \
+$(head -n 1 "$tmp/err"))"
 if [ -w /dev/full ]; then
     "$bin" run -m "$dir" --prompt-ids 1,2 -n 2 --print-ids >/dev/full 2>"$tmp/err"
     rc=$?

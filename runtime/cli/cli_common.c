@@ -321,8 +321,8 @@ mt_cli_parse_ids(const struct mt_cli *cli, const char *what, const char *s, size
                  int32_t **ids_out, size_t *n_out)
 {
     int32_t *ids = malloc(sizeof(*ids));
-    size_t n = 0, cap = 1, i = 0;
-    bool comma = false; /* a comma was seen since the last id */
+    size_t n = 0, cap = 1, i = 0, comma_at = 0;
+    bool comma = false; /* a comma was seen since the last id (at comma_at) */
 
     if (ids == NULL) {
         mt_cli_error(cli, "out of memory for the ids of %s", what);
@@ -340,7 +340,7 @@ mt_cli_parse_ids(const struct mt_cli *cli, const char *what, const char *s, size
                 return false;
             }
             comma = true;
-            i++;
+            comma_at = i++;
             continue;
         }
         if (is_id_separator(s[i])) {
@@ -385,8 +385,13 @@ mt_cli_parse_ids(const struct mt_cli *cli, const char *what, const char *s, size
         ids[n++] = (int32_t)v;
     }
     if (comma) {
-        mt_cli_error(cli, "empty item %zu in %s: '%.*s' ends with a comma", n + 1, what,
-                     (int)MT_MIN(len, 40), s);
+        /* the end of the input, where the comma is: its start says nothing of it */
+        size_t from = comma_at + 1 > EXCERPT_BYTES ? comma_at + 1 - EXCERPT_BYTES : 0;
+        char q[EXCERPT_SIZE];
+
+        mt_cli_error(cli, "empty item %zu in %s: a comma at offset %zu ends it ('%s%s'; drop the "
+                     "last comma)", n + 1, what, comma_at, from > 0 ? "..." : "",
+                     excerpt(s + from, comma_at + 1 - from, q));
         free(ids);
         return false;
     }

@@ -674,11 +674,18 @@ build(struct builder *b, const struct mt_chat_msg *msgs, size_t n, bool thinking
                 a--;
             }
             size_t order = i - (size_t)a;
-            if (a < 0 || msgs[a].role != MT_CHAT_ASSISTANT || msgs[a].n_tool_calls < order) {
+            if (a < 0 || msgs[a].role != MT_CHAT_ASSISTANT || msgs[a].n_tool_calls == 0) {
                 return mt_fail(MT_ERR_INVAL, 0,
                                "chat: message %zu is a tool result but no "
                                "assistant tool call precedes it",
                                i);
+            }
+            if (msgs[a].n_tool_calls < order) {
+                return mt_fail(MT_ERR_INVAL, 0,
+                               "chat: message %zu is tool result %zu of assistant message %ld, "
+                               "which made %zu tool call%s (send one result a call)",
+                               i, order, a, msgs[a].n_tool_calls,
+                               msgs[a].n_tool_calls == 1 ? "" : "s");
             }
             if (order == 1) {
                 put_str(b, "\n\n<function_results>");
