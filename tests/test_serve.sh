@@ -54,7 +54,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..86"
+echo "1..87"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -191,6 +191,14 @@ jq -e '.object == "chat.completion" and .usage.completion_tokens == 12 and
        .choices[0].finish_reason == "length" and (.choices[0].message.content | type) == "string"' \
     "$tmp/chat1" >/dev/null
 ok $? "the chat reply has OpenAI's shape and usage counts"
+# "developer" (OpenAI's newer name for the system prompt) renders as a system message
+for r in system developer; do
+    chat '{"messages": [{"role": "'$r'", "content": "Be brief"}, {"role": "user", "content": "Hi"}],
+           "max_tokens": 1, "return_token_ids": true}'
+    jq -c .prompt_token_ids "$tmp/body" >"$tmp/ids_$r"
+done
+[ "$code" = 200 ] && [ -s "$tmp/ids_system" ] && cmp -s "$tmp/ids_system" "$tmp/ids_developer"
+ok $? "a developer message is the system prompt: the same prompt ids ($(cat "$tmp/ids_developer"))"
 req POST /v1/completions -H "$auth" -H "$json" \
     -d '{"prompt": "The capital of France", "max_tokens": 10, "temperature": 0,
          "return_token_ids": true}'

@@ -505,6 +505,38 @@ test_small(void)
     tok = NULL;
 
     /*
+     * ^ and $ match at each line, as in HF's Oniguruma (Ruby syntax): "$" splits "a\nb" before the
+     * newline, so the merge "a \n" cannot apply (PCRE2's default $ matched only at the end).
+     */
+    j = small_json("\"a \\u010a\"", "\"a\\u010a\":263",
+                   "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
+                   "{\"Regex\":\"$\"},\"behavior\":\"Isolated\",\"invert\":false}," BL "]}",
+                   "");
+    st = load_text(dir, j, &tok);
+    free(j);
+    tap_ok(st == MT_OK, "a tokenizer split on \"$\" loads");
+    expect(tok, "a\nb", (int32_t[]){'a', '\n', 'b'}, 3,
+           "Split on \"$\": a line end inside the text splits as HF's does");
+    expect(tok, "ba\n", (int32_t[]){'b', 'a', '\n'}, 3, "... and before a final newline too");
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
+    /* \h: a hex digit to HF's engine, horizontal space to PCRE2: refused, not misread */
+    j = small_json("", "",
+                   "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
+                   "{\"Regex\":\"x\\\\\\\\h|\\\\h+\"},\"behavior\":\"Isolated\","
+                   "\"invert\":false}," BL "]}",
+                   "");
+    mt_log_set_quiet(true);
+    st = load_text(dir, j, &tok);
+    mt_log_set_quiet(false);
+    free(j);
+    tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "uses \\h at offset 5") != NULL,
+           "a regex with \\h is refused, naming where (an escaped backslash before h is not): %s",
+           mt_last_error());
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
+
+    /*
      * A group repeated once per byte: PCRE2's default 32 KiB JIT stack ran out after a few
      * thousand repeats ("JIT stack limit reached"), where HF encodes the text without trouble.
      */

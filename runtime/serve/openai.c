@@ -336,13 +336,20 @@ parse_messages_(struct mt_serve_request *r, json_t *msgs, const struct mt_serve_
         snprintf(param, sizeof(param), "messages[%zu].role", i);
         json_t *role = json_object_get(m, "role");
         if (!json_is_string(role)) {
-            BAD(e, param, "'%s' must be a string (system, user, assistant or tool)", param);
+            BAD(e, param, "'%s' must be a string (system, developer, user, assistant or tool)",
+                param);
             return false;
         }
         if (!no_nul_(role, param, e)) {
             return false;
         }
         const char *rs = json_string_value(role);
+        /*
+         * "developer" is OpenAI's name for the system prompt of its newer models, and what its
+         * clients send as one: a system message here. DeepSeek's encoder has a role of that
+         * name too, but another one (a user turn that carries its own tools, the text after
+         * "# The user's message is: "); an OpenAI client does not mean that.
+         */
         if (strcmp(rs, "system") == 0 || strcmp(rs, "developer") == 0) {
             cm->role = MT_CHAT_SYSTEM;
         } else if (strcmp(rs, "user") == 0) {
@@ -352,7 +359,8 @@ parse_messages_(struct mt_serve_request *r, json_t *msgs, const struct mt_serve_
         } else if (strcmp(rs, "tool") == 0) {
             cm->role = MT_CHAT_TOOL;
         } else {
-            BAD(e, param, "unknown role '%.40s' in %s (system, user, assistant or tool)", rs,
+            BAD(e, param,
+                "unknown role '%.40s' in %s (system, developer, user, assistant or tool)", rs,
                 param);
             return false;
         }

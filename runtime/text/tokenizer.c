@@ -504,8 +504,24 @@ compile_regex(struct mt_tokenizer *tok, struct pretok_step *st, const char *pat,
 {
     int err;
     PCRE2_SIZE off;
-    /* PCRE2_LITERAL (a Split {"String"}) admits UTF but not UCP */
-    uint32_t opts = literal ? PCRE2_UTF | PCRE2_LITERAL : PCRE2_UTF | PCRE2_UCP;
+    /*
+     * PCRE2_LITERAL (a Split {"String"}) admits UTF but not UCP. HF runs the regexes on
+     * Oniguruma with Ruby's syntax, where ^ and $ match at every line's start and end:
+     * PCRE2_MULTILINE. Its \h is a hex digit where PCRE2's is horizontal space: refused below
+     * rather than matched differently (DeepSeek's patterns use neither).
+     */
+    uint32_t opts = literal ? PCRE2_UTF | PCRE2_LITERAL : PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE;
+
+    for (size_t i = 0; !literal && i + 1 < len; i++) {
+        if (pat[i] == '\\' && (pat[i + 1] == 'h' || pat[i + 1] == 'H')) {
+            return mt_fail(MT_ERR_FORMAT, 0,
+                           "tokenizer '%s': pre_tokenizer step %d: regex uses \\%c at offset %zu, "
+                           "which HF's regex engine (Oniguruma) reads as a hex digit class and "
+                           "PCRE2 as horizontal space; write [0-9a-fA-F] (or [\\t ]) instead",
+                           tok->path, index, pat[i + 1], i);
+        }
+        i += pat[i] == '\\'; /* an escaped character is not the start of an escape */
+    }
 
     st->re = pcre2_compile((PCRE2_SPTR)pat, len, opts, &err, &off, NULL);
     if (st->re == NULL) {
