@@ -8,7 +8,7 @@
 # No timing is checked: on a shared CI machine the numbers mean nothing.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 make_tmp bench
-echo "1..24"
+echo "1..25"
 "$bin" bench --only dram,cpu --quick --json "$tmp/p.json" --svg "$tmp/p.svg" \
     >"$tmp/out" 2>"$tmp/err"
 rc=$?
@@ -38,6 +38,20 @@ half_k=$(awk '/^MemTotal:/ { print int($2 / 2 / 4) * 4 }' /proc/meminfo)
 "$bin" bench --only dram --dram-size "${half_k}K" >/dev/null 2>"$tmp/err"
 [ $? -eq 1 ] && grep -q 'of DRAM' "$tmp/err"
 ok $? "--dram-size too large for this machine is refused"
+
+# Under taskset the team stays inside the process's CPUs: one core allowed, one thread, and
+# the profile counts that core only (the team used to pin a thread to every core of the machine).
+if ! command -v taskset >/dev/null 2>&1; then
+    ok 0 "# SKIP taskset is missing"
+elif [ "$(nproc --all 2>/dev/null || echo 1)" -lt 2 ]; then
+    ok 0 "# SKIP one CPU: no mask can leave a core out"
+else
+    taskset -c 0 "$bin" bench --only dram --quick --dram-size 8M --json "$tmp/ts.json" \
+        >"$tmp/out" 2>"$tmp/err"
+    [ $? -eq 0 ] && grep -q '^dram  *triad .*, 1 thr,' "$tmp/out" &&
+        grep -q '"cores": 1,' "$tmp/ts.json"
+    ok $? "taskset -c 0: one thread, one core in the profile: $(grep -m1 'dram  *read ' "$tmp/out")"
+fi
 
 # ---- disk ----
 mkdir "$tmp/d"
