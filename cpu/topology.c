@@ -214,11 +214,16 @@ mt_cpu_topo_query(struct mt_cpu_topo *topo_out)
     /* The kernel's MemTotal, not hwloc's sum over nodes: in VMs whose memory is plugged as it
      * is used, the per-node counts start far below what the machine has. */
     tp.mem_bytes = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGE_SIZE);
+    /* Every L3 instance, summed: a working set meant to miss the last-level cache must outgrow
+     * all of them together, since the team's threads spread it over all (a multi-CCD EPYC has
+     * 12 L3s of 32 MiB: the largest one alone sized the quick read ceiling at 256 MiB, which
+     * the 384 MiB of L3 hold whole). The topology holds only the caches of the cores this
+     * process may use (restrict_to_binding). */
     n_caches = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_L3CACHE);
     for (int i = 0; i < n_caches; i++) {
         hwloc_obj_t l3 = hwloc_get_obj_by_type(topo, HWLOC_OBJ_L3CACHE, i);
 
-        tp.l3_bytes = MT_MAX(tp.l3_bytes, l3->attr->cache.size);
+        tp.l3_bytes += l3->attr->cache.size;
     }
     tp.n_nodes = nodes_with_cores(topo, nodes, MT_CPU_MAX_NODES);
     for (int i = 0; i < tp.n_nodes; i++) {

@@ -108,7 +108,7 @@ usage(FILE *f)
             "                    file, at most 1G)\n"
             "  --disk-qd LIST    queue depths (default 1,4,16,64)\n"
             "  --disk-block LIST block sizes, multiples of 4K (default 1M,4M)\n"
-            "  --dram-size SIZE  bytes per stream array (default 4x L3, 256M..2G)\n"
+            "  --dram-size SIZE  bytes per stream array (default 4x all L3, 256M..2G)\n"
             "  --device N        CUDA device (default 0)\n"
             "  --quick           small sizes, few repetitions (a smoke test, not a measurement)\n"
             "  --json FILE       write the hardware profile (for moetier plan --hw)\n"
