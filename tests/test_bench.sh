@@ -8,7 +8,7 @@
 # No timing is checked: on a shared CI machine the numbers mean nothing.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 make_tmp bench
-echo "1..25"
+echo "1..27"
 "$bin" bench --only dram,cpu --quick --json "$tmp/p.json" --svg "$tmp/p.svg" \
     >"$tmp/out" 2>"$tmp/err"
 rc=$?
@@ -33,6 +33,18 @@ ok $? "an unknown part is a usage error (exit 2)"
 "$bin" bench --only dram --quick --dram-size 8M >"$tmp/out" 2>"$tmp/err"
 [ $? -eq 0 ] && grep -q '^dram  *triad .*3x8 MiB' "$tmp/out"
 ok $? "--quick keeps an explicit --dram-size"
+# ... for the stream arrays only: the read ceiling (the planner's DRAM rate) keeps a working set
+# past the last-level cache (8 MiB arrays used to size it too, and it read the cache)
+grep '^dram  *read_ceiling' "$tmp/out" | grep -qv ', 8 MiB'
+ok $? "--dram-size does not size the read ceiling: $(grep '^dram  *read_ceiling' "$tmp/out")"
+# Too small for the team: the message names the flag and the minimum (synthetic 2000 cores: it
+# stops before any thread starts)
+HWLOC_SYNTHETIC="pack:1 core:2000 pu:1" "$bin" bench --only dram --quick --dram-size 64K \
+    >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q -- '--dram-size 65536 bytes is too small for 2000 threads.*at least' \
+    "$tmp/err"
+ok $? "a --dram-size too small for the threads names the flag and the minimum: \
+$(head -1 "$tmp/err")"
 # Half the machine's DRAM per array: three of them would not fit; refused before touching any.
 half_k=$(awk '/^MemTotal:/ { print int($2 / 2 / 4) * 4 }' /proc/meminfo)
 "$bin" bench --only dram --dram-size "${half_k}K" >/dev/null 2>"$tmp/err"

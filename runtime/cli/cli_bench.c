@@ -108,7 +108,9 @@ usage(FILE *f)
             "                    file, at most 1G)\n"
             "  --disk-qd LIST    queue depths (default 1,4,16,64)\n"
             "  --disk-block LIST block sizes, multiples of 4K (default 1M,4M)\n"
-            "  --dram-size SIZE  bytes per stream array (default 4x all L3, 256M..2G)\n"
+            "  --dram-size SIZE  bytes per stream array (default 4x all L3, 256M..2G;\n"
+            "                    --quick: 2x all L3, 16M at least); not the read\n"
+            "                    ceiling's, which always outgrows the L3s\n"
             "  --device N        CUDA device (default 0)\n"
             "  --quick           small sizes, few repetitions (a smoke test, not a measurement)\n"
             "  --json FILE       write the hardware profile (for moetier plan --hw)\n"
@@ -325,19 +327,21 @@ add_stream_rows(struct bench *b, const char *where, const struct mt_cpu_stream_r
 
 /*
  * The read ceiling: the best read bandwidth any kernel gets (vector loads, several streams per
- * core, a working set far beyond the LLC), beside the STREAM-like figure above.
+ * core, a working set far beyond the LLC), beside the STREAM-like figure above. Its working set
+ * does not follow --dram-size (the stream arrays' size): the planner takes the ceiling as the
+ * DRAM's rate, and --dram-size 8M made it the cache's (47.6 GB/s where 512M read 20.0).
  */
 static mt_status_t
 run_ceiling(struct bench *b)
 {
     struct mt_cpu_ceiling_result c;
-    uint64_t size = b->o.dram_bytes;
+    uint64_t size = 0; /* mt_cpu_ceiling_default_bytes: 16x the L3s, 8 GiB at least */
     char shape[72];
     char sz[32];
     struct row *row;
     mt_status_t st;
 
-    if (size == 0 && b->o.quick) {
+    if (b->o.quick) {
         /* even a quick look must miss the last-level cache (300 MiB on some servers), or it
            measures the cache: plans made from a quick profile would trust it */
         struct mt_cpu_topo tp;
@@ -368,13 +372,36 @@ run_dram(struct bench *b)
     struct mt_cpu_topo tp;
     struct mt_cpu_stream_result r;
     struct mt_hw_cpu *cpu = &b->prof->cpu;
-    uint64_t size = b->o.quick && b->o.dram_bytes == 0 ? (16u << 20) : b->o.dram_bytes;
+    uint64_t size = b->o.dram_bytes; /* 0: mt_cpu_stream_run's default, 4x the L3s */
     char where[32];
+    char sz[32];
+    char l3[32];
     mt_status_t st;
 
     st = mt_cpu_topo_query(&tp);
     if (st != MT_OK) {
         return st;
+    }
+    if (size == 0 && b->o.quick) {
+        /* small, but each array past the L3s (a fixed 16 MiB read a 32 MiB L3 and called it
+           DRAM) */
+        size = MT_MAX((uint64_t)16 << 20, 2 * tp.l3_bytes);
+        size = MT_CEIL_DIV(size, MT_IO_ALIGN) * MT_IO_ALIGN;
+    }
+    int threads = tp.cores > 0 ? tp.cores : tp.threads; /* the team: a thread a core */
+    if (size != 0 && size < (uint64_t)threads * 512) {
+        return mt_fail(MT_ERR_INVAL, 0,
+                       "bench: --dram-size %" PRIu64 " bytes is too small for %d threads: a "
+                       "stream array needs at least %d bytes (512 a thread; try --dram-size "
+                       "512M, or leave it out)",
+                       size, threads, threads * 512);
+    }
+    if (size != 0 && size <= tp.l3_bytes) {
+        fmt_bytes(sz, sizeof(sz), size);
+        fmt_bytes(l3, sizeof(l3), tp.l3_bytes);
+        mt_log_warn("bench: stream arrays of %s fit in the %s of L3 cache: the dram read and "
+                    "triad rows measure the cache (give --dram-size above %s, or leave it out)",
+                    sz, l3, l3);
     }
     cpu->n_nodes = MT_MIN(tp.n_nodes, MT_HWPROFILE_MAX_NODES);
     for (int i = 0; i < cpu->n_nodes; i++) {
