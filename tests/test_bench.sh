@@ -8,7 +8,7 @@
 # No timing is checked: on a shared CI machine the numbers mean nothing.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 make_tmp bench
-echo "1..27"
+echo "1..28"
 "$bin" bench --only dram,cpu --quick --json "$tmp/p.json" --svg "$tmp/p.svg" \
     >"$tmp/out" 2>"$tmp/err"
 rc=$?
@@ -109,6 +109,11 @@ mkfifo "$tmp/fifo"
 [ $? -eq 1 ] && grep -q 'neither a file nor a directory' "$tmp/err"
 ok $? "a FIFO is refused"
 
+# a --disk that cannot be used is refused before the other parts run for minutes
+"$bin" bench --quick --disk "$tmp/nonexistent" --json "$tmp/ne.json" >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q -- "cannot use --disk '$tmp/nonexistent'" "$tmp/err" &&
+    ! grep -q '^bench: dram' "$tmp/err" && [ ! -e "$tmp/ne.json" ]
+ok $? "a missing --disk is refused before anything is measured: $(head -1 "$tmp/err")"
 printf x >"$tmp/one"
 "$bin" bench --only disk --disk "$tmp/one" >/dev/null 2>"$tmp/err"
 [ $? -eq 1 ] && grep -q 'smaller than one' "$tmp/err"
