@@ -8,7 +8,7 @@
 # No timing is checked: on a shared CI machine the numbers mean nothing.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 make_tmp bench
-echo "1..28"
+echo "1..29"
 "$bin" bench --only dram,cpu --quick --json "$tmp/p.json" --svg "$tmp/p.svg" \
     >"$tmp/out" 2>"$tmp/err"
 rc=$?
@@ -109,6 +109,17 @@ mkfifo "$tmp/fifo"
 [ $? -eq 1 ] && grep -q 'neither a file nor a directory' "$tmp/err"
 ok $? "a FIFO is refused"
 
+# The reads' buffers: a slot per read a pass can have in flight, not qd x block (--disk-qd 4096
+# --disk-block 1G wanted 4 TiB whatever the file); more than the memory available is refused
+# naming the flags, before a byte is read (a sparse file of twice the available memory)
+sparse_g=$(awk '/^MemAvailable:/ { print (int($2 / 1048576) + 1) * 2 }' /proc/meminfo)
+truncate -s "${sparse_g}G" "$tmp/sparse" 2>/dev/null || : >"$tmp/sparse"
+"$bin" bench --only disk --disk "$tmp/sparse" --disk-qd 4096 --disk-block 1G \
+    --disk-pass "${sparse_g}G" >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "need $sparse_g.00 GiB of buffers.*lower --disk-qd or --disk-block" \
+    "$tmp/err"
+ok $? "read buffers beyond the memory available are refused: $(grep buffers "$tmp/err")"
+rm -f "$tmp/sparse"
 # a --disk that cannot be used is refused before the other parts run for minutes
 "$bin" bench --quick --disk "$tmp/nonexistent" --json "$tmp/ne.json" >/dev/null 2>"$tmp/err"
 [ $? -eq 1 ] && grep -q -- "cannot use --disk '$tmp/nonexistent'" "$tmp/err" &&
