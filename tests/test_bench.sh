@@ -8,7 +8,7 @@
 # No timing is checked: on a shared CI machine the numbers mean nothing.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 make_tmp bench
-echo "1..29"
+echo "1..30"
 "$bin" bench --only dram,cpu --quick --json "$tmp/p.json" --svg "$tmp/p.svg" \
     >"$tmp/out" 2>"$tmp/err"
 rc=$?
@@ -26,6 +26,12 @@ grep -q '^cpu  *experts_decode' "$tmp/out" &&
 ok $? "--quick measures the CPU expert kernels: $(grep 'prefill: each run' "$tmp/err" | head -c 120)"
 grep -q '<svg' "$tmp/p.svg" && grep -q 'DRAM triad' "$tmp/p.svg"
 ok $? "the chart is written"
+# --only cpu: the experts' efficiency is a share of the read ceiling, which it measures too (the
+# expert rows used to be skipped without a word)
+"$bin" bench --only cpu --quick --json "$tmp/cpu.json" >"$tmp/out" 2>"$tmp/err"
+[ $? -eq 0 ] && grep -q '^dram  *read_ceiling' "$tmp/out" && grep -q '^cpu  *experts_decode' \
+    "$tmp/out" && grep -Eq '"expert_eff": [0-9.e+-]*[1-9]' "$tmp/cpu.json"
+ok $? "--only cpu times the experts against a read ceiling it measures"
 "$bin" bench --only bogus >/dev/null 2>"$tmp/err2"
 [ $? -eq 2 ] && grep -q "unknown part 'bogus'" "$tmp/err2"
 ok $? "an unknown part is a usage error (exit 2)"
