@@ -8,7 +8,7 @@
 # No timing is checked: on a shared CI machine the numbers mean nothing.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 make_tmp bench
-echo "1..30"
+echo "1..33"
 "$bin" bench --only dram,cpu --quick --json "$tmp/p.json" --svg "$tmp/p.svg" \
     >"$tmp/out" 2>"$tmp/err"
 rc=$?
@@ -80,6 +80,26 @@ ok $rc "bench --only disk on a directory exits 0"
 [ $rc -eq 0 ] || sed 's/^/# /' "$tmp/err"
 grep -q '^disk  *odirect_read .* qd4 1 MiB' "$tmp/out" && [ -z "$(ls -A "$tmp/d")" ]
 ok $? "it has a disk row per point and removed its test file"
+
+# --csv: a shape with a quote and a comma (a --disk directory's name) stays one field, its quote
+# doubled; the header says disk rows are one pass, not a median of the bench's repetitions
+mkdir "$tmp/q\"x,y"
+"$bin" bench --only disk --disk "$tmp/q\"x,y" --disk-size 4M --disk-qd 1 --disk-block 1M --csv \
+    >"$tmp/out" 2>"$tmp/err"
+[ $? -eq 0 ] && grep -qF "disk,odirect_read,\"$tmp/q\"\"x,y qd1 1 MiB\"," "$tmp/out" &&
+    grep -q '^# .*odirect_read: one pass a point' "$tmp/out"
+ok $? "--csv doubles a quote in a shape; disk rows are said to be one pass: \
+$(grep '^disk' "$tmp/out")"
+# flags that change nothing are said to: --disk without the disk part, --disk-size for a file
+"$bin" bench --only dram --quick --dram-size 8M --disk "$tmp/d" >/dev/null 2>"$tmp/err"
+[ $? -eq 0 ] && grep -q -- "--disk is not used: --only has no disk part" "$tmp/err"
+ok $? "--disk under --only dram is warned about: $(grep 'not used' "$tmp/err")"
+head -c 1048576 /dev/zero >"$tmp/mib"
+"$bin" bench --only disk --disk "$tmp/mib" --disk-size 8M --disk-qd 1 --disk-block 1M \
+    >/dev/null 2>"$tmp/err"
+[ $? -eq 0 ] && grep -q -- "--disk-size is not used" "$tmp/err"
+ok $? "--disk-size with a file --disk is warned about: $(grep 'not used' "$tmp/err")"
+rm -f "$tmp/mib"
 
 # Killed after the test file is written: the file must not stay behind. (SIGTERM: a background
 # job of a non-interactive shell ignores SIGINT, so Ctrl-C cannot be sent from here.)

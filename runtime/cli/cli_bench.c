@@ -80,7 +80,10 @@ struct row {
     double p90_ms;
     double gbps;
     double tflops;
+    int reps; /* the median's repetitions where not the bench's own (0), ONE_PASS for one pass */
 };
+
+#define ONE_PASS (-1)
 
 struct bench {
     struct bench_opts o;
@@ -244,6 +247,7 @@ run_gpu(struct bench *b)
     snprintf(shape, sizeof(shape), "%dx%dx%d bf16", n_gemm, n_gemm, n_gemm);
     add_gpu_row(b, "gpu", "gemm_bf16", shape, "", &t);
     b->rows[b->n_rows - 1].gbps = 0; /* a compute rate: no GB/s column */
+    b->rows[b->n_rows - 1].reps = b->o.quick ? 3 : 10;
     b->prof->gpu.bf16_tflops = t.tflops;
     fprintf(stderr, "bench: gpu: bf16 GEMM %.0f TFLOP/s\n", t.tflops);
     return MT_OK;
@@ -358,6 +362,7 @@ run_ceiling(struct bench *b)
     snprintf(shape, sizeof(shape), "%s x%d streams, %d thr, %s%s", c.isa, c.streams, c.threads,
              sz, c.bound ? "" : " unpinned");
     row = add_row(b, "dram", "read_ceiling", shape, "dram_read_ceiling");
+    row->reps = MT_MIN(b->reps, 5);
     row->median_ms = c.median_s * 1e3;
     row->p90_ms = c.p90_s * 1e3;
     row->gbps = c.gbps;
@@ -485,6 +490,7 @@ run_cpu_experts_prefill(struct bench *b, struct mt_cpu_expert_pool *pool, struct
         snprintf(shape, sizeof(shape), "fp8 %s, 8 x 7168x2048x3 x %d tok (%d-%d), %d thr",
                  mt_cpu_level_name(level), tokens[i], t.m_min, t.m_max, threads);
         row = add_row(b, "cpu", "experts_prefill", shape, "");
+        row->reps = b->o.quick ? 2 : 5;
         row->median_ms = t.median_s * 1e3;
         row->p90_ms = t.p90_s * 1e3;
         row->gbps = t.bytes / t.median_s * 1e-9;
@@ -565,6 +571,7 @@ run_cpu_experts(struct bench *b)
         snprintf(shape, sizeof(shape), "fp8 %s, 8 x 7168x2048x3, %d thr",
                  mt_cpu_level_name(level), mt_cpu_team_size(team));
         row = add_row(b, "cpu", "experts_decode", shape, "");
+        row->reps = b->o.quick ? 4 : 10;
         row->median_ms = t.median_s * 1e3;
         row->p90_ms = t.p90_s * 1e3;
         row->gbps = t.bytes / t.median_s * 1e-9;
@@ -667,6 +674,7 @@ disk_point_done(void *ctx, const struct mt_io_disk_point *pt)
              pt->direct ? "" : " buffered");
     snprintf(group, sizeof(group), "disk:%s", d->path);
     row = add_row(d->b, "disk", "odirect_read", shape, group);
+    row->reps = ONE_PASS;
     row->median_ms = pt->seconds * 1e3; /* one pass: the whole pass's time */
     row->p90_ms = pt->seconds * 1e3;
     row->gbps = pt->gbps;
@@ -713,16 +721,60 @@ run_disk(struct bench *b)
 
 /* ---- output ------------------------------------------------------------------------------- */
 
+/*
+ * What the header says of the medians: the bench's repetitions, then each kernel timed another
+ * way ("median of 20 reps" was said of disk rows that are one pass, and of the read ceiling's 5).
+ */
+static void
+reps_note(const struct bench *b, char *buf, size_t cap)
+{
+    size_t len = (size_t)snprintf(buf, cap, "median of %d reps", b->reps);
+
+    for (int i = 0; i < b->n_rows && len < cap; i++) {
+        const struct row *r = &b->rows[i];
+        bool seen = false;
+
+        for (int k = 0; k < i; k++) {
+            seen = seen || strcmp(b->rows[k].kernel, r->kernel) == 0;
+        }
+        if (r->reps == 0 || r->reps == b->reps || seen) {
+            continue;
+        }
+        if (r->reps == ONE_PASS) {
+            len += (size_t)snprintf(buf + len, cap - len, ", %s: one pass a point", r->kernel);
+        } else {
+            len += (size_t)snprintf(buf + len, cap - len, ", %s: %d", r->kernel, r->reps);
+        }
+    }
+}
+
+/* s as one CSV field: quoted, with its quotes doubled (RFC 4180), so a --disk path with a comma
+ * or a quote stays one field. */
+static void
+print_csv_field(const char *s)
+{
+    putchar('"');
+    for (; *s != '\0'; s++) {
+        if (*s == '"') {
+            putchar('"');
+        }
+        putchar(*s);
+    }
+    putchar('"');
+}
+
 static void
 print_table(struct bench *b)
 {
     const struct mt_hwprofile *p = b->prof;
+    char reps[256];
 
+    reps_note(b, reps, sizeof(reps));
     printf("# moetier bench %s | %s | %s | %s, %d cores, %d NUMA node%s, %.0f GiB | %s | "
-           "median of %d reps%s\n",
+           "%s%s\n",
            PACKAGE_VERSION, p->host, p->date, p->cpu.model, p->cpu.cores, p->cpu.n_nodes,
            p->cpu.n_nodes == 1 ? "" : "s", (double)p->dram_bytes / (1ull << 30),
-           b->gpu_note[0] ? b->gpu_note : "gpu not probed", b->reps,
+           b->gpu_note[0] ? b->gpu_note : "gpu not probed", reps,
            b->o.quick ? " (--quick: not a measurement)" : "");
     if (b->o.csv) {
         printf("tier,kernel,shape,median_ms,p90_ms,GB/s,TFLOP/s,%%peak\n");
@@ -760,8 +812,9 @@ print_table(struct bench *b)
             snprintf(p90, sizeof(p90), "%.4f", r->p90_ms);
         }
         if (b->o.csv) {
-            printf("%s,%s,\"%s\",%s,%s,%s,%s,%s\n", r->tier, r->kernel, r->shape, med, p90, gbps,
-                   tflops, pct);
+            printf("%s,%s,", r->tier, r->kernel);
+            print_csv_field(r->shape);
+            printf(",%s,%s,%s,%s,%s\n", med, p90, gbps, tflops, pct);
         } else {
             printf("%-5s %-13s %-38s %10s %10s %9s %8s %6s\n", r->tier, r->kernel, r->shape, med,
                    p90, gbps, tflops, pct);
@@ -1111,6 +1164,22 @@ parse_opts(int argc, char **argv, struct bench_opts *o)
     if ((o->json != NULL && !mt_cli_check_output(&cli, "--json", o->json)) ||
         (o->svg != NULL && !mt_cli_check_output(&cli, "--svg", o->svg))) {
         return 1;
+    }
+    /* flags that would change nothing are said to, not dropped without a word */
+    if (o->n_disks > 0 && !(o->parts & PART_DISK)) {
+        mt_log_warn("bench: --disk is not used: --only has no disk part (add disk to --only)");
+    }
+    if (size_given && (o->parts & PART_DISK)) {
+        bool any_dir = false;
+        struct stat sb;
+
+        for (int i = 0; i < o->n_disks; i++) {
+            any_dir = any_dir || (stat(o->disks[i], &sb) == 0 && S_ISDIR(sb.st_mode));
+        }
+        if (!any_dir) {
+            mt_log_warn("bench: --disk-size is not used: it sizes the test file written in a "
+                        "--disk directory, and no --disk is one (a file is read as it is)");
+        }
     }
     if (o->quick && !size_given) {
         o->disk_size = 64u << 20;
