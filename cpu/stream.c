@@ -173,8 +173,10 @@ mt_cpu_stream_run(int node, size_t array_bytes, int reps, struct mt_cpu_stream_r
     j->reps = reps;
     j->n = array_bytes / sizeof(double);
     if (j->n < (size_t)mt_cpu_team_size(team) * 64) {
-        st = mt_fail(MT_ERR_INVAL, 0, "stream arrays of %zu bytes are too small for %d threads",
-                     array_bytes, mt_cpu_team_size(team));
+        st = mt_fail(MT_ERR_INVAL, 0,
+                     "stream arrays of %zu bytes are too small for %d threads: each array needs "
+                     "at least %zu bytes (512 a thread)",
+                     array_bytes, mt_cpu_team_size(team), (size_t)mt_cpu_team_size(team) * 512);
         goto out_free;
     }
     j->a = aligned_alloc(4096, MT_CEIL_DIV(j->n * sizeof(double), 4096) * 4096);
@@ -412,9 +414,9 @@ mt_cpu_read_ceiling(int node, size_t bytes, int reps, struct mt_cpu_ceiling_resu
     j.chunk = bytes / (size_t)mt_cpu_team_size(team) / 1024 * 1024;
     if (j.chunk < 64 * 1024) {
         st = mt_fail(MT_ERR_INVAL, 0,
-                     "a read-ceiling working set of %zu bytes is too small for "
-                     "%d threads",
-                     bytes, mt_cpu_team_size(team));
+                     "a read-ceiling working set of %zu bytes is too small for %d threads: it "
+                     "needs at least %zu bytes (64 KiB a thread)",
+                     bytes, mt_cpu_team_size(team), (size_t)mt_cpu_team_size(team) * 65536);
         goto out_team;
     }
     j.bytes = j.chunk * (size_t)mt_cpu_team_size(team);

@@ -14,6 +14,39 @@
 #include <string.h>
 #include <unistd.h>
 
+/*
+ * Keep only the cores this process may run on (taskset, numactl --physcpubind, a cgroup's
+ * cpuset): every count and core set below then comes from them, so a team never pins a thread
+ * to a core the user kept it off, and the profile's cores are those the runtime will use.
+ * hwloc's HWLOC_TOPOLOGY_FLAG_RESTRICT_TO_CPUBINDING does the same but needs
+ * HWLOC_TOPOLOGY_FLAG_IS_THISSYSTEM, which would apply this machine's binding to a synthetic
+ * topology (HWLOC_SYNTHETIC, the tests' machines, some with HWLOC_THISSYSTEM=1 to try binding)
+ * too; so the binding is read after the load, and only for a topology discovered from this
+ * machine. The process binding is the union of its threads' bindings: a team already pinned
+ * inside the mask does not narrow it. Failing to read it keeps the whole machine, as before.
+ */
+static void
+restrict_to_binding(hwloc_topology_t topo)
+{
+    const char *backend = hwloc_obj_get_info_by_name(hwloc_get_root_obj(topo), "Backend");
+    hwloc_bitmap_t set;
+
+    if (!hwloc_topology_is_thissystem(topo) ||
+        (backend != NULL && strcmp(backend, "Synthetic") == 0) ||
+        (set = hwloc_bitmap_alloc()) == NULL) {
+        return;
+    }
+    if (hwloc_get_cpubind(topo, set, HWLOC_CPUBIND_PROCESS) == 0 &&
+        hwloc_bitmap_intersects(set, hwloc_topology_get_topology_cpuset(topo)) &&
+        !hwloc_bitmap_isincluded(hwloc_topology_get_topology_cpuset(topo), set) &&
+        hwloc_topology_restrict(topo, set, 0) != 0) {
+        mt_log_warn("hwloc cannot restrict the topology to this process's CPUs: %s; the "
+                    "thread team may use cores outside them",
+                    strerror(errno));
+    }
+    hwloc_bitmap_free(set);
+}
+
 mt_status_t
 mt_cpu_topo_load(hwloc_topology_t *topo_out)
 {
@@ -26,6 +59,7 @@ mt_cpu_topo_load(hwloc_topology_t *topo_out)
         hwloc_topology_destroy(topo);
         return mt_fail(MT_ERR_UNSUPPORTED, errno, "hwloc cannot load this machine's topology");
     }
+    restrict_to_binding(topo);
     *topo_out = topo;
     return MT_OK;
 }
@@ -180,11 +214,16 @@ mt_cpu_topo_query(struct mt_cpu_topo *topo_out)
     /* The kernel's MemTotal, not hwloc's sum over nodes: in VMs whose memory is plugged as it
      * is used, the per-node counts start far below what the machine has. */
     tp.mem_bytes = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGE_SIZE);
+    /* Every L3 instance, summed: a working set meant to miss the last-level cache must outgrow
+     * all of them together, since the team's threads spread it over all (a multi-CCD EPYC has
+     * 12 L3s of 32 MiB: the largest one alone sized the quick read ceiling at 256 MiB, which
+     * the 384 MiB of L3 hold whole). The topology holds only the caches of the cores this
+     * process may use (restrict_to_binding). */
     n_caches = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_L3CACHE);
     for (int i = 0; i < n_caches; i++) {
         hwloc_obj_t l3 = hwloc_get_obj_by_type(topo, HWLOC_OBJ_L3CACHE, i);
 
-        tp.l3_bytes = MT_MAX(tp.l3_bytes, l3->attr->cache.size);
+        tp.l3_bytes += l3->attr->cache.size;
     }
     tp.n_nodes = nodes_with_cores(topo, nodes, MT_CPU_MAX_NODES);
     for (int i = 0; i < tp.n_nodes; i++) {

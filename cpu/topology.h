@@ -20,7 +20,7 @@ struct mt_cpu_topo {
     int cores;                           /* physical cores */
     int threads;                         /* processing units */
     uint64_t mem_bytes;                  /* DRAM the kernel reports (MemTotal) */
-    uint64_t l3_bytes;                   /* largest last-level cache, 0 if unknown */
+    uint64_t l3_bytes;                   /* all L3 caches of the cores used, 0 if unknown */
     int n_nodes;                         /* NUMA nodes with cores (1 on a non-NUMA machine) */
     int node_id[MT_CPU_MAX_NODES];       /* OS index */
     int node_cores[MT_CPU_MAX_NODES];    /* physical cores on the node */

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #define DISK_BENCH_MARGIN ((uint64_t)1 << 30)
+#define WRITE_CHUNK ((size_t)16 << 20) /* bytes per write of the test file, a multiple of 4 KiB */
 
 uint64_t
 mt_io_disk_bench_margin(uint64_t fs_bytes)
@@ -85,6 +86,9 @@ write_test_file(const char *path, uint64_t size, void *buf, size_t buf_bytes,
     if (unlink(path) != 0) {
         mt_log_warn("cannot remove the name of disk test file '%s': %s", path, strerror(errno));
     }
+    /* one chunk of the buffer is filled and written over and over: the rest of it is for the
+       reads' slots, and touching it all made 8 MiB of test file take 1 GiB of memory */
+    buf_bytes = MT_MIN(buf_bytes, WRITE_CHUNK);
     for (size_t i = 0; i < buf_bytes / 8; i++) {
         ((uint64_t *)buf)[i] = (i + 1) * 0x9e3779b97f4a7c15ull;
     }
@@ -119,6 +123,55 @@ write_test_file(const char *path, uint64_t size, void *buf, size_t buf_bytes,
     return MT_OK;
 }
 
+/* Reads of `block` bytes one point makes in a file of `size` bytes: `pass` bytes, at most the
+ * file's whole blocks, at least one. */
+static uint64_t
+reads_per_pass(uint64_t size, uint64_t block, uint64_t pass)
+{
+    return MT_MAX((uint64_t)1, MT_MIN(pass, size / block * block) / block);
+}
+
+/*
+ * The read buffer every point shares: a slot of `block` bytes per read in flight, and no more
+ * reads are in flight than the pass has (8 MiB at qd 256 of 4 MiB blocks are 2 reads, not the
+ * 1 GiB that qd x block took). 0 where a block is larger than the file (disk_point refuses it).
+ */
+static uint64_t
+read_buffer_bytes(const struct mt_io_disk_bench_opts *o, uint64_t size, uint64_t pass)
+{
+    uint64_t most = 0;
+
+    for (int b = 0; b < o->n_blocks; b++) {
+        for (int q = 0; q < o->n_qd && size >= o->blocks[b]; q++) {
+            uint64_t slots = MT_MIN((uint64_t)o->qds[q], reads_per_pass(size, o->blocks[b], pass));
+
+            most = MT_MAX(most, slots * o->blocks[b]);
+        }
+    }
+    return most;
+}
+
+/* MemAvailable of /proc/meminfo in bytes (the free pages where it cannot be read). */
+static uint64_t
+mem_available(void)
+{
+    FILE *f = fopen("/proc/meminfo", "re");
+    unsigned long long kib = 0;
+    char line[128];
+    bool found = false;
+
+    while (f != NULL && !found && fgets(line, sizeof(line), f) != NULL) {
+        found = sscanf(line, "MemAvailable: %llu kB", &kib) == 1;
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+    if (found) {
+        return (uint64_t)kib << 10;
+    }
+    return (uint64_t)sysconf(_SC_AVPHYS_PAGES) * (uint64_t)sysconf(_SC_PAGE_SIZE);
+}
+
 /* Read `pass` bytes of path in `block` pieces with qd in flight, starting at *cursor (wraps
  * within the file's whole blocks, and advances so the next point reads other bytes). */
 static mt_status_t
@@ -150,11 +203,12 @@ disk_point(const char *path, int qd, uint64_t block, uint64_t pass, char *buf, u
                     path, size, block);
         goto out_reader;
     }
-    n_blocks = MT_MAX((uint64_t)1, MT_MIN(pass, n_file_blocks * block) / block);
+    n_blocks = reads_per_pass(size, block, pass);
     {
-        /* Registered buffers skip per-read page pinning; not worth failing over. */
+        /* Registered buffers skip per-read page pinning; not worth failing over. Only the
+           slots a pass can fill are there (point_slots). */
         void *bufs[1] = {buf};
-        size_t lens[1] = {(size_t)qd * block};
+        size_t lens[1] = {(size_t)MT_MIN((uint64_t)qd, n_blocks) * block};
 
         if (mt_io_uring_reader_register_buffers(r, bufs, lens, 1) != MT_OK) {
             mt_log_warn("'%s': reading without registered buffers", path);
@@ -203,6 +257,8 @@ mt_io_disk_bench_run(const char *path, const struct mt_io_disk_bench_opts *o,
     static const struct mt_io_disk_bench_cb no_cb = {NULL, NULL, NULL};
     uint64_t pass = o->pass_bytes != 0 ? o->pass_bytes : (uint64_t)1 << 30;
     uint64_t max_block = 0;
+    uint64_t buf_bytes;
+    uint64_t avail;
     uint64_t cursor = 0;
     int max_qd = 0;
     char file[4096];
@@ -232,9 +288,23 @@ mt_io_disk_bench_run(const char *path, const struct mt_io_disk_bench_opts *o,
     } else if (!S_ISREG(sb.st_mode)) {
         return mt_fail(MT_ERR_INVAL, 0, "disk path '%s' is neither a file nor a directory", path);
     }
-    if (posix_memalign((void **)&buf, MT_IO_ALIGN, (size_t)max_qd * max_block) != 0) {
-        return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate %d x %" PRIu64 " bytes of read buffers",
-                       max_qd, max_block);
+    /* the file's size is known before it is written: what the read slots need follows */
+    buf_bytes =
+        read_buffer_bytes(o, S_ISDIR(sb.st_mode) ? o->file_bytes : (uint64_t)sb.st_size, pass);
+    buf_bytes = MT_MAX(buf_bytes, MT_MIN(max_block, (uint64_t)WRITE_CHUNK));
+    avail = mem_available();
+    if (avail > 0 && buf_bytes > avail) {
+        return mt_fail(MT_ERR_NOMEM, 0,
+                       "disk benchmark of '%s': reads in flight need %.2f GiB of buffers (queue "
+                       "depth x block size), more than the %.2f GiB of memory available (lower "
+                       "--disk-qd or --disk-block)",
+                       path, buf_bytes / 1073741824.0, avail / 1073741824.0);
+    }
+    if (posix_memalign((void **)&buf, MT_IO_ALIGN, (size_t)buf_bytes) != 0) {
+        return mt_fail(MT_ERR_NOMEM, 0,
+                       "cannot allocate %" PRIu64 " bytes of read buffers for '%s' (lower "
+                       "--disk-qd or --disk-block)",
+                       buf_bytes, path);
     }
     if (S_ISDIR(sb.st_mode)) {
         if ((size_t)snprintf(file, sizeof(file), "%s/moetier-bench-%d.tmp", path,
@@ -242,7 +312,7 @@ mt_io_disk_bench_run(const char *path, const struct mt_io_disk_bench_opts *o,
             st = mt_fail(MT_ERR_INVAL, 0, "disk path '%s' is too long", path);
             goto out_free;
         }
-        st = write_test_file(file, o->file_bytes, buf, (size_t)max_qd * max_block, cb, &test_fd);
+        st = write_test_file(file, o->file_bytes, buf, (size_t)buf_bytes, cb, &test_fd);
         if (st != MT_OK) {
             goto out_free;
         }

@@ -19,7 +19,7 @@ export CUDA_VISIBLE_DEVICES=
 export MOETIER_CACHE_DIR="$tmp/nocache"
 ids="5,17,900,33,4242,7,12,99,1000,65000,3,8"
 
-echo "1..21"
+echo "1..22"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 
@@ -84,6 +84,16 @@ got=$(env -u MOETIER_CACHE_DIR -u XDG_CACHE_HOME -u HOME "$bin" run -m "$m" --pr
 [ $? -eq 0 ] && [ "$got" = "$plain" ] &&
     grep -q "^mt: warning: no cache directory .* the profile measured now is not cached" "$tmp/err"
 ok $? "no HOME: measured, not cached: $(grep 'warning' "$tmp/err")"
+# a model whose first shard is too small to time a disk on (tiny: 3.7 MB, ~4 reads that gave
+# 0.2-2.3 GB/s, cached for every later plan): the quick profile measures a test file in the
+# cache's directory instead
+"$bin" synth --preset tiny --seed 3 -o "$tmp/tiny" >/dev/null 2>"$tmp/err" ||
+    bail_out "synth --preset tiny failed: $(cat "$tmp/err")"
+MOETIER_CACHE_DIR="$tmp/tcache" "$bin" plan -m "$tmp/tiny" >/dev/null 2>"$tmp/err"
+[ $? -eq 0 ] && grep -q "too small to time the disk .*measuring a test file in '$tmp/tcache'" \
+    "$tmp/err" && grep -q "\"path\": \"$tmp/tcache\"" "$tmp/tcache/profile-$host.json"
+ok $? "a tiny first shard: the disk is timed in the cache directory: \
+$(grep 'too small' "$tmp/err")"
 
 # refusals, each with its reason and nothing run
 printf '{"version": 1, "gpu": {"hbm_gbps": 900}}\n' >"$tmp/bad-hw.json"

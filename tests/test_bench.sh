@@ -8,7 +8,7 @@
 # No timing is checked: on a shared CI machine the numbers mean nothing.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 make_tmp bench
-echo "1..24"
+echo "1..33"
 "$bin" bench --only dram,cpu --quick --json "$tmp/p.json" --svg "$tmp/p.svg" \
     >"$tmp/out" 2>"$tmp/err"
 rc=$?
@@ -26,6 +26,12 @@ grep -q '^cpu  *experts_decode' "$tmp/out" &&
 ok $? "--quick measures the CPU expert kernels: $(grep 'prefill: each run' "$tmp/err" | head -c 120)"
 grep -q '<svg' "$tmp/p.svg" && grep -q 'DRAM triad' "$tmp/p.svg"
 ok $? "the chart is written"
+# --only cpu: the experts' efficiency is a share of the read ceiling, which it measures too (the
+# expert rows used to be skipped without a word)
+"$bin" bench --only cpu --quick --json "$tmp/cpu.json" >"$tmp/out" 2>"$tmp/err"
+[ $? -eq 0 ] && grep -q '^dram  *read_ceiling' "$tmp/out" && grep -q '^cpu  *experts_decode' \
+    "$tmp/out" && grep -Eq '"expert_eff": [0-9.e+-]*[1-9]' "$tmp/cpu.json"
+ok $? "--only cpu times the experts against a read ceiling it measures"
 "$bin" bench --only bogus >/dev/null 2>"$tmp/err2"
 [ $? -eq 2 ] && grep -q "unknown part 'bogus'" "$tmp/err2"
 ok $? "an unknown part is a usage error (exit 2)"
@@ -33,11 +39,37 @@ ok $? "an unknown part is a usage error (exit 2)"
 "$bin" bench --only dram --quick --dram-size 8M >"$tmp/out" 2>"$tmp/err"
 [ $? -eq 0 ] && grep -q '^dram  *triad .*3x8 MiB' "$tmp/out"
 ok $? "--quick keeps an explicit --dram-size"
+# ... for the stream arrays only: the read ceiling (the planner's DRAM rate) keeps a working set
+# past the last-level cache (8 MiB arrays used to size it too, and it read the cache)
+grep '^dram  *read_ceiling' "$tmp/out" | grep -qv ', 8 MiB'
+ok $? "--dram-size does not size the read ceiling: $(grep '^dram  *read_ceiling' "$tmp/out")"
+# Too small for the team: the message names the flag and the minimum (synthetic 2000 cores: it
+# stops before any thread starts)
+HWLOC_SYNTHETIC="pack:1 core:2000 pu:1" "$bin" bench --only dram --quick --dram-size 64K \
+    >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q -- '--dram-size 65536 bytes is too small for 2000 threads.*at least' \
+    "$tmp/err"
+ok $? "a --dram-size too small for the threads names the flag and the minimum: \
+$(head -1 "$tmp/err")"
 # Half the machine's DRAM per array: three of them would not fit; refused before touching any.
 half_k=$(awk '/^MemTotal:/ { print int($2 / 2 / 4) * 4 }' /proc/meminfo)
 "$bin" bench --only dram --dram-size "${half_k}K" >/dev/null 2>"$tmp/err"
 [ $? -eq 1 ] && grep -q 'of DRAM' "$tmp/err"
 ok $? "--dram-size too large for this machine is refused"
+
+# Under taskset the team stays inside the process's CPUs: one core allowed, one thread, and
+# the profile counts that core only (the team used to pin a thread to every core of the machine).
+if ! command -v taskset >/dev/null 2>&1; then
+    ok 0 "# SKIP taskset is missing"
+elif [ "$(nproc --all 2>/dev/null || echo 1)" -lt 2 ]; then
+    ok 0 "# SKIP one CPU: no mask can leave a core out"
+else
+    taskset -c 0 "$bin" bench --only dram --quick --dram-size 8M --json "$tmp/ts.json" \
+        >"$tmp/out" 2>"$tmp/err"
+    [ $? -eq 0 ] && grep -q '^dram  *triad .*, 1 thr,' "$tmp/out" &&
+        grep -q '"cores": 1,' "$tmp/ts.json"
+    ok $? "taskset -c 0: one thread, one core in the profile: $(grep -m1 'dram  *read ' "$tmp/out")"
+fi
 
 # ---- disk ----
 mkdir "$tmp/d"
@@ -48,6 +80,26 @@ ok $rc "bench --only disk on a directory exits 0"
 [ $rc -eq 0 ] || sed 's/^/# /' "$tmp/err"
 grep -q '^disk  *odirect_read .* qd4 1 MiB' "$tmp/out" && [ -z "$(ls -A "$tmp/d")" ]
 ok $? "it has a disk row per point and removed its test file"
+
+# --csv: a shape with a quote and a comma (a --disk directory's name) stays one field, its quote
+# doubled; the header says disk rows are one pass, not a median of the bench's repetitions
+mkdir "$tmp/q\"x,y"
+"$bin" bench --only disk --disk "$tmp/q\"x,y" --disk-size 4M --disk-qd 1 --disk-block 1M --csv \
+    >"$tmp/out" 2>"$tmp/err"
+[ $? -eq 0 ] && grep -qF "disk,odirect_read,\"$tmp/q\"\"x,y qd1 1 MiB\"," "$tmp/out" &&
+    grep -q '^# .*odirect_read: one pass a point' "$tmp/out"
+ok $? "--csv doubles a quote in a shape; disk rows are said to be one pass: \
+$(grep '^disk' "$tmp/out")"
+# flags that change nothing are said to: --disk without the disk part, --disk-size for a file
+"$bin" bench --only dram --quick --dram-size 8M --disk "$tmp/d" >/dev/null 2>"$tmp/err"
+[ $? -eq 0 ] && grep -q -- "--disk is not used: --only has no disk part" "$tmp/err"
+ok $? "--disk under --only dram is warned about: $(grep 'not used' "$tmp/err")"
+head -c 1048576 /dev/zero >"$tmp/mib"
+"$bin" bench --only disk --disk "$tmp/mib" --disk-size 8M --disk-qd 1 --disk-block 1M \
+    >/dev/null 2>"$tmp/err"
+[ $? -eq 0 ] && grep -q -- "--disk-size is not used" "$tmp/err"
+ok $? "--disk-size with a file --disk is warned about: $(grep 'not used' "$tmp/err")"
+rm -f "$tmp/mib"
 
 # Killed after the test file is written: the file must not stay behind. (SIGTERM: a background
 # job of a non-interactive shell ignores SIGINT, so Ctrl-C cannot be sent from here.)
@@ -83,6 +135,22 @@ mkfifo "$tmp/fifo"
 [ $? -eq 1 ] && grep -q 'neither a file nor a directory' "$tmp/err"
 ok $? "a FIFO is refused"
 
+# The reads' buffers: a slot per read a pass can have in flight, not qd x block (--disk-qd 4096
+# --disk-block 1G wanted 4 TiB whatever the file); more than the memory available is refused
+# naming the flags, before a byte is read (a sparse file of twice the available memory)
+sparse_g=$(awk '/^MemAvailable:/ { print (int($2 / 1048576) + 1) * 2 }' /proc/meminfo)
+truncate -s "${sparse_g}G" "$tmp/sparse" 2>/dev/null || : >"$tmp/sparse"
+"$bin" bench --only disk --disk "$tmp/sparse" --disk-qd 4096 --disk-block 1G \
+    --disk-pass "${sparse_g}G" >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "need $sparse_g.00 GiB of buffers.*lower --disk-qd or --disk-block" \
+    "$tmp/err"
+ok $? "read buffers beyond the memory available are refused: $(grep buffers "$tmp/err")"
+rm -f "$tmp/sparse"
+# a --disk that cannot be used is refused before the other parts run for minutes
+"$bin" bench --quick --disk "$tmp/nonexistent" --json "$tmp/ne.json" >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q -- "cannot use --disk '$tmp/nonexistent'" "$tmp/err" &&
+    ! grep -q '^bench: dram' "$tmp/err" && [ ! -e "$tmp/ne.json" ]
+ok $? "a missing --disk is refused before anything is measured: $(head -1 "$tmp/err")"
 printf x >"$tmp/one"
 "$bin" bench --only disk --disk "$tmp/one" >/dev/null 2>"$tmp/err"
 [ $? -eq 1 ] && grep -q 'smaller than one' "$tmp/err"

@@ -136,6 +136,24 @@ check_unbound_team(void)
     unsetenv("HWLOC_SYNTHETIC");
 }
 
+/*
+ * The last-level cache a working set must outgrow is every L3 together (a multi-CCD EPYC's 12
+ * of 32 MiB), not the largest one: the summary used to say 32 MiB for 8 of them.
+ */
+static void
+check_l3_total(void)
+{
+    struct mt_cpu_topo tp;
+    bool ok;
+
+    setenv("HWLOC_SYNTHETIC", "pack:1 l3:8(size=33554432) core:2 pu:1", 1);
+    ok = mt_cpu_topo_query(&tp) == MT_OK;
+    tap_ok(ok && tp.l3_bytes == (uint64_t)256 << 20,
+           "8 L3s of 32 MiB: the summary's L3 is %llu MiB (want their total, 256)",
+           ok ? (unsigned long long)(tp.l3_bytes >> 20) : 0ull);
+    unsetenv("HWLOC_SYNTHETIC");
+}
+
 int
 main(void)
 {
@@ -151,5 +169,6 @@ main(void)
     check("core:3 pu:2", 3, 0, -1, 0); /* no NUMA level in the description */
     unsetenv("HWLOC_SYNTHETIC");
     check_unbound_team();
+    check_l3_total();
     return tap_done();
 }

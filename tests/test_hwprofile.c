@@ -131,7 +131,7 @@ main(void)
     const char *dir = tap_tmpdir();
     mt_status_t st;
 
-    tap_plan(39);
+    tap_plan(45);
     mt_log_set_quiet(true);
 
     fill(&a);
@@ -266,6 +266,31 @@ main(void)
     tap_ok(fails("{\"version\": 1, \"learned\": {\"gpu_prefill_eff\": 2.5}}", MT_ERR_FORMAT,
                  "'learned.gpu_prefill_eff' is 2.5, above 2"),
            "a learned GPU prefill efficiency above 2 is refused");
+
+    /* a rate next to 0 is no rate: 1e-300 GB/s planned "0.00 tok/s" at a 300-digit ms/token,
+       5e-324 (a denormal) gave a wrong message; 0 stays "not measured", a host wait any size */
+    tap_ok(fails("{\"version\": 1, \"cpu\": {\"read_gbps\": 1e-300}}", MT_ERR_FORMAT,
+                 "'cpu.read_gbps' must be a non-negative number (at most 1e9), either 0"),
+           "a rate of 1e-300 GB/s is refused");
+    tap_ok(fails("{\"version\": 1, \"learned\": {\"reports\": 1, \"disk_eff\": 5e-324}}",
+                 MT_ERR_FORMAT, "'learned.disk_eff' must be a non-negative number"),
+           "an efficiency of 5e-324 is refused");
+    st = mt_hwprofile_parse("{\"version\": 1, \"cpu\": {\"read_gbps\": 0, \"fma_gflops\": 1e-6}, "
+                            "\"learned\": {\"reports\": 1, \"host_layer_ms\": 1e-9}}",
+                            "text", &b);
+    tap_ok(st == MT_OK && b.cpu.fma_gflops == 1e-6 && b.learned.host_layer_ms == 1e-9,
+           "0 (not measured), the floor itself and a tiny host wait load");
+    /* a "learned" section the planner would ignore (reports 0) is refused, not dropped */
+    tap_ok(fails("{\"version\": 1, \"learned\": {\"cpu_expert_eff\": 0.5}}", MT_ERR_FORMAT,
+                 "'learned.cpu_expert_eff' is given but 'learned.reports' is missing"),
+           "learned values without reports are refused");
+    st = mt_hwprofile_parse("{\"version\": 1, \"learned\": {\"reports\": 0}}", "text", &b);
+    tap_ok(st == MT_OK && b.learned.reports == 0, "a learned section of reports 0 alone loads");
+    /* best_gbps is the best point's rate: 0 beside a point at 3 GB/s was planned as no disk */
+    tap_ok(fails("{\"version\": 1, \"disks\": [{\"path\": \"/d\", \"best_gbps\": 0, \"points\": "
+                 "[{\"qd\": 1, \"block_bytes\": 1048576, \"gbps\": 3}]}]}",
+                 MT_ERR_FORMAT, "'disks[0].best_gbps' is 0 but its best point reads 3 GB/s"),
+           "a best_gbps that is not the best point's is refused");
 
     /* cpu.expert_eff is a fraction of the read ceiling that bench caps at 1: 5 was planned as
        1.0 and still called "measured"; 0 is "not measured" (bench --only dram writes it) */

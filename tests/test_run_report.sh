@@ -15,7 +15,7 @@ need jq "JSON in shell tests; apt-get install jq"
 make_tmp run-report
 m="$tmp/small"
 
-echo "1..32"
+echo "1..34"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 cat >"$tmp/cpu.json" <<'JSON'
@@ -135,6 +135,22 @@ jq '.decode.tiers["dram-cpu"].bytes = 30e9' "$tmp/r3.json" >"$tmp/r4.json"
     plan --hw "$tmp/learn3.json" --cpu-mem "$mem" -o "$tmp/learned3.json" >/dev/null 2>&1 &&
     jq -e '.budgets.cpu_eff == 1.5' "$tmp/learned3.json" >/dev/null
 ok $? "a CPU efficiency of 1.5 over the profile's ceiling is learned as 1.5 and planned with"
+# numbers each in range whose ratio is not: 1e-300 s for the CPU's bytes was a rate printed in
+# 300 digits and learned as the capped 2.0; refused naming the field, the profile unchanged
+cp "$tmp/cpu.json" "$tmp/learn6.json"
+jq '.decode.tiers["dram-cpu"].seconds = 1e-300' "$tmp/r3.json" >"$tmp/r6.json"
+"$bin" plan -m "$m" --hw "$tmp/learn6.json" --learn "$tmp/r6.json" >"$tmp/l6.out" 2>&1
+[ $? -eq 1 ] && grep -q "'decode.tiers.dram-cpu.seconds' is 1e-300 s for 6e+09 bytes" \
+    "$tmp/l6.out" && cmp -s "$tmp/cpu.json" "$tmp/learn6.json" &&
+    [ "$(wc -c <"$tmp/l6.out")" -lt 600 ]
+ok $? "a report's read of 6 GB in 1e-300 s is refused: $(tail -1 "$tmp/l6.out")"
+# and a report teaching an efficiency the profile could not load again (below 1e-6)
+jq '.decode.tiers["dram-cpu"].bytes = 1 | .decode.tiers["dram-cpu"].seconds = 1e6' \
+    "$tmp/r3.json" >"$tmp/r7.json"
+"$bin" plan -m "$m" --hw "$tmp/learn6.json" --learn "$tmp/r7.json" >"$tmp/l7.out" 2>&1
+[ $? -eq 1 ] && grep -q "taught an efficiency of .*, below the 1e-06 a profile holds" \
+    "$tmp/l7.out" && cmp -s "$tmp/cpu.json" "$tmp/learn6.json"
+ok $? "an efficiency below the profile's floor is refused: $(tail -1 "$tmp/l7.out")"
 # reports of plans made at different DRAM rates (--dram-from: the minute's ceiling): the
 # efficiency is their bytes over what their plans' rates read in the same time, 0.3 of one rate
 # and 0.1 of twice that: 10 GB over 1 s x r + 1 s x 2r = 1/6 (not a ratio to one report's rate)

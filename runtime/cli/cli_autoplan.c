@@ -165,13 +165,16 @@ mt_cli_profile_get(const char *hw_path, const char *disk, struct mt_hwprofile *o
         fprintf(stderr, "mt: no hardware profile of this machine: measuring one (a few "
                 "seconds)\n");
     }
-    /* no disk named: the one the cache is on (the bench writes its test file there) */
+    /* no disk named, or a file too small to time: the one the cache is on (the bench writes
+       its test file there) */
     mt_log_set_quiet(true);
-    if (disk == NULL && cache && mt_hwprofile_cache_dir_make(dir, sizeof(dir)) == MT_OK) {
+    bool have_dir = cache && mt_hwprofile_cache_dir_make(dir, sizeof(dir)) == MT_OK;
+    mt_log_set_quiet(false);
+    if (disk == NULL && have_dir) {
         disk = dir;
     }
-    mt_log_set_quiet(false);
-    if ((st = mt_cli_bench_quick_profile(disk, out)) != MT_OK || !cache) {
+    st = mt_cli_bench_quick_profile(disk, have_dir ? dir : NULL, out);
+    if (st != MT_OK || !cache) {
         return st;
     }
     mt_log_set_quiet(true);

@@ -102,8 +102,11 @@ void mt_cli_plan_print(FILE *out, const struct mt_plan *p);
 
 /*
  * A quick profile of this machine: what `moetier bench --quick` measures (GPU, PCIe, DRAM, CPU,
- * and disk reads of `disk` when not NULL), progress on stderr, no table. Lives in cli_bench.c.
+ * and disk reads of `disk` when not NULL), progress on stderr, no table. A `disk` file too small
+ * to time reads on is replaced by a test file in spare_dir (NULL: no disk measured, with a
+ * warning). Lives in cli_bench.c.
  */
-mt_status_t mt_cli_bench_quick_profile(const char *disk, struct mt_hwprofile *out);
+mt_status_t mt_cli_bench_quick_profile(const char *disk, const char *spare_dir,
+                                       struct mt_hwprofile *out);
 
 #endif /* MT_CLI_AUTOPLAN_H */

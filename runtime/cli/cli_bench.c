@@ -80,7 +80,10 @@ struct row {
     double p90_ms;
     double gbps;
     double tflops;
+    int reps; /* the median's repetitions where not the bench's own (0), ONE_PASS for one pass */
 };
+
+#define ONE_PASS (-1)
 
 struct bench {
     struct bench_opts o;
@@ -100,7 +103,8 @@ usage(FILE *f)
             "usage: moetier bench [options]\n"
             "Measure this machine's memory tiers; print a table, optionally write a profile.\n\n"
             "  --only LIST       parts to run, comma separated: gpu,pcie,dram,cpu,disk\n"
-            "                    (default: all; disk needs --disk)\n"
+            "                    (default: all; disk needs --disk; cpu also measures\n"
+            "                    the DRAM read ceiling its expert rows are a share of)\n"
             "  --disk PATH       a file to read, or a directory to write a test file in\n"
             "                    (removed afterwards); repeat for several drives\n"
             "  --disk-size SIZE  test file size in a directory (default 4G)\n"
@@ -108,7 +112,9 @@ usage(FILE *f)
             "                    file, at most 1G)\n"
             "  --disk-qd LIST    queue depths (default 1,4,16,64)\n"
             "  --disk-block LIST block sizes, multiples of 4K (default 1M,4M)\n"
-            "  --dram-size SIZE  bytes per stream array (default 4x L3, 256M..2G)\n"
+            "  --dram-size SIZE  bytes per stream array (default 4x all L3, 256M..2G;\n"
+            "                    --quick: 2x all L3, 16M at least); not the read\n"
+            "                    ceiling's, which always outgrows the L3s\n"
             "  --device N        CUDA device (default 0)\n"
             "  --quick           small sizes, few repetitions (a smoke test, not a measurement)\n"
             "  --json FILE       write the hardware profile (for moetier plan --hw)\n"
@@ -241,6 +247,7 @@ run_gpu(struct bench *b)
     snprintf(shape, sizeof(shape), "%dx%dx%d bf16", n_gemm, n_gemm, n_gemm);
     add_gpu_row(b, "gpu", "gemm_bf16", shape, "", &t);
     b->rows[b->n_rows - 1].gbps = 0; /* a compute rate: no GB/s column */
+    b->rows[b->n_rows - 1].reps = b->o.quick ? 3 : 10;
     b->prof->gpu.bf16_tflops = t.tflops;
     fprintf(stderr, "bench: gpu: bf16 GEMM %.0f TFLOP/s\n", t.tflops);
     return MT_OK;
@@ -325,19 +332,21 @@ add_stream_rows(struct bench *b, const char *where, const struct mt_cpu_stream_r
 
 /*
  * The read ceiling: the best read bandwidth any kernel gets (vector loads, several streams per
- * core, a working set far beyond the LLC), beside the STREAM-like figure above.
+ * core, a working set far beyond the LLC), beside the STREAM-like figure above. Its working set
+ * does not follow --dram-size (the stream arrays' size): the planner takes the ceiling as the
+ * DRAM's rate, and --dram-size 8M made it the cache's (47.6 GB/s where 512M read 20.0).
  */
 static mt_status_t
 run_ceiling(struct bench *b)
 {
     struct mt_cpu_ceiling_result c;
-    uint64_t size = b->o.dram_bytes;
+    uint64_t size = 0; /* mt_cpu_ceiling_default_bytes: 16x the L3s, 8 GiB at least */
     char shape[72];
     char sz[32];
     struct row *row;
     mt_status_t st;
 
-    if (size == 0 && b->o.quick) {
+    if (b->o.quick) {
         /* even a quick look must miss the last-level cache (300 MiB on some servers), or it
            measures the cache: plans made from a quick profile would trust it */
         struct mt_cpu_topo tp;
@@ -353,6 +362,7 @@ run_ceiling(struct bench *b)
     snprintf(shape, sizeof(shape), "%s x%d streams, %d thr, %s%s", c.isa, c.streams, c.threads,
              sz, c.bound ? "" : " unpinned");
     row = add_row(b, "dram", "read_ceiling", shape, "dram_read_ceiling");
+    row->reps = MT_MIN(b->reps, 5);
     row->median_ms = c.median_s * 1e3;
     row->p90_ms = c.p90_s * 1e3;
     row->gbps = c.gbps;
@@ -368,13 +378,36 @@ run_dram(struct bench *b)
     struct mt_cpu_topo tp;
     struct mt_cpu_stream_result r;
     struct mt_hw_cpu *cpu = &b->prof->cpu;
-    uint64_t size = b->o.quick && b->o.dram_bytes == 0 ? (16u << 20) : b->o.dram_bytes;
+    uint64_t size = b->o.dram_bytes; /* 0: mt_cpu_stream_run's default, 4x the L3s */
     char where[32];
+    char sz[32];
+    char l3[32];
     mt_status_t st;
 
     st = mt_cpu_topo_query(&tp);
     if (st != MT_OK) {
         return st;
+    }
+    if (size == 0 && b->o.quick) {
+        /* small, but each array past the L3s (a fixed 16 MiB read a 32 MiB L3 and called it
+           DRAM) */
+        size = MT_MAX((uint64_t)16 << 20, 2 * tp.l3_bytes);
+        size = MT_CEIL_DIV(size, MT_IO_ALIGN) * MT_IO_ALIGN;
+    }
+    int threads = tp.cores > 0 ? tp.cores : tp.threads; /* the team: a thread a core */
+    if (size != 0 && size < (uint64_t)threads * 512) {
+        return mt_fail(MT_ERR_INVAL, 0,
+                       "bench: --dram-size %" PRIu64 " bytes is too small for %d threads: a "
+                       "stream array needs at least %d bytes (512 a thread; try --dram-size "
+                       "512M, or leave it out)",
+                       size, threads, threads * 512);
+    }
+    if (size != 0 && size <= tp.l3_bytes) {
+        fmt_bytes(sz, sizeof(sz), size);
+        fmt_bytes(l3, sizeof(l3), tp.l3_bytes);
+        mt_log_warn("bench: stream arrays of %s fit in the %s of L3 cache: the dram read and "
+                    "triad rows measure the cache (give --dram-size above %s, or leave it out)",
+                    sz, l3, l3);
     }
     cpu->n_nodes = MT_MIN(tp.n_nodes, MT_HWPROFILE_MAX_NODES);
     for (int i = 0; i < cpu->n_nodes; i++) {
@@ -457,6 +490,7 @@ run_cpu_experts_prefill(struct bench *b, struct mt_cpu_expert_pool *pool, struct
         snprintf(shape, sizeof(shape), "fp8 %s, 8 x 7168x2048x3 x %d tok (%d-%d), %d thr",
                  mt_cpu_level_name(level), tokens[i], t.m_min, t.m_max, threads);
         row = add_row(b, "cpu", "experts_prefill", shape, "");
+        row->reps = b->o.quick ? 2 : 5;
         row->median_ms = t.median_s * 1e3;
         row->p90_ms = t.p90_s * 1e3;
         row->gbps = t.bytes / t.median_s * 1e-9;
@@ -537,6 +571,7 @@ run_cpu_experts(struct bench *b)
         snprintf(shape, sizeof(shape), "fp8 %s, 8 x 7168x2048x3, %d thr",
                  mt_cpu_level_name(level), mt_cpu_team_size(team));
         row = add_row(b, "cpu", "experts_decode", shape, "");
+        row->reps = b->o.quick ? 4 : 10;
         row->median_ms = t.median_s * 1e3;
         row->p90_ms = t.p90_s * 1e3;
         row->gbps = t.bytes / t.median_s * 1e-9;
@@ -594,10 +629,17 @@ run_cpu(struct bench *b)
     } else {
         fprintf(stderr, "bench: cpu: no AMX-BF16 on this CPU: skipped\n");
     }
-    if (b->prof->cpu.read_ceiling_gbps > 0) {
-        return run_cpu_experts(b); /* --quick too: the automatic plan's profile needs them */
+    /* the experts' efficiency is a share of the DRAM read ceiling: --only cpu measures the
+       ceiling too (it skipped the experts without a word) */
+    if (b->prof->cpu.read_ceiling_gbps == 0) {
+        fprintf(stderr, "bench: cpu: the experts are timed against the DRAM read ceiling: "
+                        "measuring it first\n");
+        st = run_ceiling(b);
+        if (st != MT_OK) {
+            return st;
+        }
     }
-    return MT_OK;
+    return run_cpu_experts(b); /* --quick too: the automatic plan's profile needs them */
 }
 
 /* ---- disks -------------------------------------------------------------------------------- */
@@ -632,6 +674,7 @@ disk_point_done(void *ctx, const struct mt_io_disk_point *pt)
              pt->direct ? "" : " buffered");
     snprintf(group, sizeof(group), "disk:%s", d->path);
     row = add_row(d->b, "disk", "odirect_read", shape, group);
+    row->reps = ONE_PASS;
     row->median_ms = pt->seconds * 1e3; /* one pass: the whole pass's time */
     row->p90_ms = pt->seconds * 1e3;
     row->gbps = pt->gbps;
@@ -678,16 +721,60 @@ run_disk(struct bench *b)
 
 /* ---- output ------------------------------------------------------------------------------- */
 
+/*
+ * What the header says of the medians: the bench's repetitions, then each kernel timed another
+ * way ("median of 20 reps" was said of disk rows that are one pass, and of the read ceiling's 5).
+ */
+static void
+reps_note(const struct bench *b, char *buf, size_t cap)
+{
+    size_t len = (size_t)snprintf(buf, cap, "median of %d reps", b->reps);
+
+    for (int i = 0; i < b->n_rows && len < cap; i++) {
+        const struct row *r = &b->rows[i];
+        bool seen = false;
+
+        for (int k = 0; k < i; k++) {
+            seen = seen || strcmp(b->rows[k].kernel, r->kernel) == 0;
+        }
+        if (r->reps == 0 || r->reps == b->reps || seen) {
+            continue;
+        }
+        if (r->reps == ONE_PASS) {
+            len += (size_t)snprintf(buf + len, cap - len, ", %s: one pass a point", r->kernel);
+        } else {
+            len += (size_t)snprintf(buf + len, cap - len, ", %s: %d", r->kernel, r->reps);
+        }
+    }
+}
+
+/* s as one CSV field: quoted, with its quotes doubled (RFC 4180), so a --disk path with a comma
+ * or a quote stays one field. */
+static void
+print_csv_field(const char *s)
+{
+    putchar('"');
+    for (; *s != '\0'; s++) {
+        if (*s == '"') {
+            putchar('"');
+        }
+        putchar(*s);
+    }
+    putchar('"');
+}
+
 static void
 print_table(struct bench *b)
 {
     const struct mt_hwprofile *p = b->prof;
+    char reps[256];
 
+    reps_note(b, reps, sizeof(reps));
     printf("# moetier bench %s | %s | %s | %s, %d cores, %d NUMA node%s, %.0f GiB | %s | "
-           "median of %d reps%s\n",
+           "%s%s\n",
            PACKAGE_VERSION, p->host, p->date, p->cpu.model, p->cpu.cores, p->cpu.n_nodes,
            p->cpu.n_nodes == 1 ? "" : "s", (double)p->dram_bytes / (1ull << 30),
-           b->gpu_note[0] ? b->gpu_note : "gpu not probed", b->reps,
+           b->gpu_note[0] ? b->gpu_note : "gpu not probed", reps,
            b->o.quick ? " (--quick: not a measurement)" : "");
     if (b->o.csv) {
         printf("tier,kernel,shape,median_ms,p90_ms,GB/s,TFLOP/s,%%peak\n");
@@ -725,8 +812,9 @@ print_table(struct bench *b)
             snprintf(p90, sizeof(p90), "%.4f", r->p90_ms);
         }
         if (b->o.csv) {
-            printf("%s,%s,\"%s\",%s,%s,%s,%s,%s\n", r->tier, r->kernel, r->shape, med, p90, gbps,
-                   tflops, pct);
+            printf("%s,%s,", r->tier, r->kernel);
+            print_csv_field(r->shape);
+            printf(",%s,%s,%s,%s,%s\n", med, p90, gbps, tflops, pct);
         } else {
             printf("%-5s %-13s %-38s %10s %10s %9s %8s %6s\n", r->tier, r->kernel, r->shape, med,
                    p90, gbps, tflops, pct);
@@ -899,6 +987,46 @@ parse_list(const char *flag, const char *s, int *qds, uint64_t *blocks, int cap,
     return true;
 }
 
+/*
+ * A --disk path as the disk part will take it: a directory (for a test file) or a regular file
+ * of at least one block of each --disk-block. Prints what is wrong. The block sizes are final
+ * here: --disk-block may come after --disk.
+ */
+static bool
+check_disk_path(const char *path, const uint64_t *blocks, int n_blocks)
+{
+    struct stat sb;
+
+    if (stat(path, &sb) != 0) {
+        mt_cli_error(&cli,
+                     "cannot use --disk '%s': %s (give an existing file, or a directory "
+                     "to write a test file in)",
+                     path, strerror(errno));
+        return false;
+    }
+    if (S_ISDIR(sb.st_mode)) {
+        return true;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        mt_cli_error(&cli,
+                     "--disk '%s' is neither a file nor a directory (give a file on the "
+                     "disk to measure, or a directory to write a test file in)",
+                     path);
+        return false;
+    }
+    for (int i = 0; i < n_blocks; i++) {
+        if ((uint64_t)sb.st_size < blocks[i]) {
+            mt_cli_error(&cli,
+                         "--disk '%s' (%" PRIu64 " bytes) is smaller than one %" PRIu64
+                         "-byte block (give a larger file, a directory, or --disk-block a "
+                         "smaller size)",
+                         path, (uint64_t)sb.st_size, blocks[i]);
+            return false;
+        }
+    }
+    return true;
+}
+
 static int
 parse_opts(int argc, char **argv, struct bench_opts *o)
 {
@@ -1026,10 +1154,32 @@ parse_opts(int argc, char **argv, struct bench_opts *o)
             return 2;
         }
     }
+    /* each --disk now, not after the dram and cpu parts have run for minutes */
+    for (int i = 0; i < o->n_disks && (o->parts & PART_DISK); i++) {
+        if (!check_disk_path(o->disks[i], o->blocks, o->n_blocks)) {
+            return 1;
+        }
+    }
     /* checked now, not found unwritable after the whole measurement */
     if ((o->json != NULL && !mt_cli_check_output(&cli, "--json", o->json)) ||
         (o->svg != NULL && !mt_cli_check_output(&cli, "--svg", o->svg))) {
         return 1;
+    }
+    /* flags that would change nothing are said to, not dropped without a word */
+    if (o->n_disks > 0 && !(o->parts & PART_DISK)) {
+        mt_log_warn("bench: --disk is not used: --only has no disk part (add disk to --only)");
+    }
+    if (size_given && (o->parts & PART_DISK)) {
+        bool any_dir = false;
+        struct stat sb;
+
+        for (int i = 0; i < o->n_disks; i++) {
+            any_dir = any_dir || (stat(o->disks[i], &sb) == 0 && S_ISDIR(sb.st_mode));
+        }
+        if (!any_dir) {
+            mt_log_warn("bench: --disk-size is not used: it sizes the test file written in a "
+                        "--disk directory, and no --disk is one (a file is read as it is)");
+        }
     }
     if (o->quick && !size_given) {
         o->disk_size = 64u << 20;
@@ -1130,9 +1280,10 @@ run_parts(struct bench *b)
 }
 
 mt_status_t
-mt_cli_bench_quick_profile(const char *disk, struct mt_hwprofile *out)
+mt_cli_bench_quick_profile(const char *disk, const char *spare_dir, struct mt_hwprofile *out)
 {
     struct bench *b;
+    struct stat sb;
     mt_status_t st;
 
     b = calloc(1, sizeof(*b));
@@ -1149,6 +1300,26 @@ mt_cli_bench_quick_profile(const char *disk, struct mt_hwprofile *out)
     b->o.disk_pass = 64u << 20;
     b->o.qds[0] = 16, b->o.n_qd = 1;
     b->o.blocks[0] = 1u << 20, b->o.n_blocks = 1;
+    /* A file shorter than the pass (a small model's first shard: 3.7 MB is ~4 reads, which
+       gave 0.2-2.3 GB/s, cached and then used for full models' plans; under 1 MiB it failed the
+       profile with a hint to a flag run and plan lack) says little about the disk: a test file
+       in spare_dir (the cache's directory) is measured instead, or no disk at all */
+    if (disk != NULL && stat(disk, &sb) == 0 && S_ISREG(sb.st_mode) &&
+        (uint64_t)sb.st_size < b->o.disk_pass) {
+        if (spare_dir != NULL) {
+            fprintf(stderr,
+                    "mt: '%s' is too small to time the disk (%" PRIu64 " bytes, under "
+                    "%" PRIu64 "): measuring a test file in '%s' instead\n",
+                    disk, (uint64_t)sb.st_size, b->o.disk_pass, spare_dir);
+        } else {
+            mt_log_warn("'%s' is too small to time the disk (%" PRIu64 " bytes, under %" PRIu64
+                        ") and there is no cache directory for a test file: the profile has "
+                        "no disk rate, and plans stream no experts (give --hw PROFILE from "
+                        "moetier bench --disk DIR)",
+                        disk, (uint64_t)sb.st_size, b->o.disk_pass);
+        }
+        disk = spare_dir;
+    }
     if (disk != NULL) {
         b->o.disks[b->o.n_disks++] = disk;
     }

@@ -174,6 +174,10 @@ num_at(json_t *o, const char *a, const char *b, const char *c)
 #define REPORT_MAX_SECONDS 1e9 /* 30 years */
 #define REPORT_MAX_RATE 1e9    /* GB/s, GFLOP/s, TFLOPS, efficiencies, busy fractions */
 #define REPORT_MAX_FLOPS 1e27  /* a phase's FLOPs, or one expert's a token */
+/* The fastest read the learner believes: 100 TB/s, 20x an H200's HBM. Each number may be in its
+ * range while their ratio is not: 1e-300 s for a tier's bytes (or 1e16 bytes in a second) made
+ * a rate that printed 300 digits and was learned as the capped efficiency 2. */
+#define REPORT_MAX_READ_GBPS 1e5
 
 struct report_check {
     const char *path;
@@ -246,6 +250,21 @@ report_obj(struct report_check *c, json_t *obj, const char *where, const char *k
     return NULL;
 }
 
+/* bytes read in secs, where both are there, at most REPORT_MAX_READ_GBPS (where.what: the key
+ * of the time, which the message names). */
+static void
+report_rate(struct report_check *c, const char *where, const char *what, double bytes, double secs)
+{
+    if (c->st != MT_OK || !(bytes > 0 && secs > 0) || bytes / secs * 1e-9 <= REPORT_MAX_READ_GBPS) {
+        return;
+    }
+    c->st = mt_fail(MT_ERR_FORMAT, 0,
+                    "run report '%s': '%s.%s' is %g s for %g bytes, a read faster than the %g "
+                    "GB/s any tier reads (moetier run --json writes no such pair: was the "
+                    "report edited? nothing was learned)",
+                    c->path, where, what, secs, bytes, REPORT_MAX_READ_GBPS);
+}
+
 static void
 report_phase(struct report_check *c, json_t *root, const char *name)
 {
@@ -280,11 +299,21 @@ report_phase(struct report_check *c, json_t *root, const char *name)
         report_num(c, to, where, "pairs", 0, REPORT_MAX_COUNT, true);
         report_num(c, to, where, "bytes", 0, REPORT_MAX_BYTES, false);
         report_num(c, to, where, "seconds", 0, REPORT_MAX_SECONDS, false);
+        report_rate(c, where, "seconds", num_at(to, "bytes", NULL, NULL),
+                    num_at(to, "seconds", NULL, NULL));
     }
     stream = report_obj(c, ph, name, "stream", true);
     snprintf(where, sizeof(where), "%s.stream", name);
     report_num(c, stream, where, "bytes_read", 0, REPORT_MAX_BYTES, false);
     report_num(c, stream, where, "read_s", 0, REPORT_MAX_SECONDS, false);
+    report_rate(c, where, "read_s", num_at(stream, "bytes_read", NULL, NULL),
+                num_at(stream, "read_s", NULL, NULL));
+    /* the GPU's weight reads a forward (learn_report): the always-on weights and its experts */
+    report_rate(c, name, "forward_s",
+                num_at(root, "always_on_bytes_per_token", NULL, NULL) *
+                        num_at(ph, "forwards", NULL, NULL) +
+                    num_at(tiers, "gpu", "bytes", NULL),
+                num_at(ph, "forward_s", NULL, NULL));
 }
 
 /*
@@ -672,6 +701,19 @@ learn(const char *const *reports, int n, const struct mt_trace *trace, struct mt
     if (layers > 0) {
         l->host_layer_ms = MT_MAX(res_s / layers * 1e3, 0.0);
         printf("learned    : host wait, all: %.3f ms per layer that waits\n", l->host_layer_ms);
+    }
+    /* an efficiency below the profile's floor would be saved and then refuse to load (a CPU
+       that read a millionth of its plan's rate ran something else than its experts) */
+    const double learned[] = {l->cpu_expert_eff, l->disk_eff, l->gpu_eff, l->cpu_prefill_eff,
+                              l->gpu_prefill_eff};
+    for (size_t i = 0; i < sizeof(learned) / sizeof(learned[0]); i++) {
+        if (learned[i] > 0 && learned[i] < MT_HW_RATE_MIN) {
+            return mt_fail(MT_ERR_INVAL, 0,
+                           "the run report%s taught an efficiency of %g, below the %g a "
+                           "profile holds; nothing was learned and '%s' is unchanged (were the "
+                           "reports edited, or did something else run?)",
+                           n > 1 ? "s" : "", learned[i], MT_HW_RATE_MIN, hw_path);
+        }
     }
     snprintf(l->from, sizeof(l->from), "%.*s", (int)sizeof(l->from) - 1, reports[n - 1]);
     if ((st = mt_hwprofile_save(hw, hw_path)) != MT_OK) {

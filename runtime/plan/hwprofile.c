@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,7 +39,8 @@
 enum field_type {
     F_INT,    /* int, >= 0 */
     F_U64,    /* uint64_t, >= 0 */
-    F_DOUBLE, /* double, >= 0 */
+    F_DOUBLE, /* double: 0 (not measured) or a rate in [MT_HW_RATE_MIN, NUMBER_MAX] */
+    F_MS,     /* double in [0, NUMBER_MAX]: a time, which may be as short as it is */
     F_BOOL,   /* bool */
     F_STR,    /* char[size] */
 };
@@ -132,7 +134,7 @@ static const struct field learned_fields[] = {
     FLD(struct mt_hw_learned, "gpu_eff", F_DOUBLE, gpu_eff),
     FLD(struct mt_hw_learned, "cpu_prefill_eff", F_DOUBLE, cpu_prefill_eff),
     FLD(struct mt_hw_learned, "gpu_prefill_eff", F_DOUBLE, gpu_prefill_eff),
-    FLD(struct mt_hw_learned, "host_layer_ms", F_DOUBLE, host_layer_ms),
+    FLD(struct mt_hw_learned, "host_layer_ms", F_MS, host_layer_ms),
     FLD(struct mt_hw_learned, "from", F_STR, from),
     {NULL, F_INT, 0, 0},
 };
@@ -195,6 +197,7 @@ fields_to_json(json_t *o, const struct field *table, const void *base)
             v = json_integer((json_int_t) * (const uint64_t *)(b + f->offset));
             break;
         case F_DOUBLE:
+        case F_MS:
             v = json_real(*(const double *)(b + f->offset));
             break;
         case F_BOOL:
@@ -379,8 +382,11 @@ fields_from_json(json_t *o, const struct field *table, void *base, const char *w
             break;
         }
         case F_DOUBLE:
+        case F_MS:
             if (!json_is_number(v) || json_number_value(v) < 0.0 ||
-                json_number_value(v) > NUMBER_MAX) {
+                json_number_value(v) > NUMBER_MAX ||
+                (f->type == F_DOUBLE && json_number_value(v) > 0.0 &&
+                 json_number_value(v) < MT_HW_RATE_MIN)) {
                 goto out_bad;
             }
             *(double *)(b + f->offset) = json_number_value(v);
@@ -404,7 +410,9 @@ fields_from_json(json_t *o, const struct field *table, void *base, const char *w
                        *where ? "." : "", key,
                        f->type == F_BOOL     ? "true or false"
                        : f->type == F_STR    ? "a string (shorter than its limit)"
-                       : f->type == F_DOUBLE ? "a non-negative number (at most 1e9)"
+                       : f->type == F_DOUBLE ? "a non-negative number (at most 1e9), either 0 "
+                                               "(not measured) or at least 1e-06"
+                       : f->type == F_MS     ? "a non-negative number (at most 1e9)"
                                              : "a non-negative integer");
     }
     return MT_OK;
@@ -433,7 +441,8 @@ curve_from_json(json_t *a, struct mt_hw_curve_point *pts, int *n_out, const char
 
         if (!json_is_array(pt) || json_array_size(pt) != 2 || !mt_json_is_int(b, &bytes) ||
             bytes <= 0 || !json_is_number(g) || json_number_value(g) < 0 ||
-            json_number_value(g) > NUMBER_MAX) {
+            json_number_value(g) > NUMBER_MAX ||
+            (json_number_value(g) > 0 && json_number_value(g) < MT_HW_RATE_MIN)) {
             return mt_fail(MT_ERR_FORMAT, 0,
                            "hardware profile '%s': 'pcie.%s[%zu]' must be [bytes, gbps]", what, key,
                            i);
@@ -525,6 +534,30 @@ cpu_from_json(json_t *o, struct mt_hw_cpu *cpu, const char *what)
     return MT_OK;
 }
 
+/*
+ * A disk's best_gbps is what the planner streams at; moetier bench writes its best point's
+ * rate. One that disagrees with its points (0 beside points at 3 GB/s) was edited, and which
+ * of the two is meant cannot be told: refused. A disk without points (a what-if) is taken as
+ * given. The tolerance covers the 6 digits a profile is written with.
+ */
+static mt_status_t
+disk_best_check(const struct mt_hw_disk *d, const char *what, const char *where)
+{
+    double best = 0.0;
+
+    for (int k = 0; k < d->n_points; k++) {
+        best = MT_MAX(best, d->points[k].gbps);
+    }
+    if (d->n_points == 0 || fabs(d->best_gbps - best) <= 1e-5 * best) {
+        return MT_OK;
+    }
+    return mt_fail(MT_ERR_FORMAT, 0,
+                   "hardware profile '%s': '%s.best_gbps' is %g but its best point reads %g "
+                   "GB/s (best_gbps is the best of 'points'; correct one, or measure again with "
+                   "moetier bench --disk)",
+                   what, where, d->best_gbps, best);
+}
+
 static mt_status_t
 disks_from_json(json_t *a, struct mt_hwprofile *p, const char *what)
 {
@@ -570,6 +603,9 @@ disks_from_json(json_t *a, struct mt_hwprofile *p, const char *what)
             }
         }
         disk->n_points = pts == NULL ? 0 : (int)json_array_size(pts);
+        if ((st = disk_best_check(disk, what, where)) != MT_OK) {
+            return st;
+        }
     }
     p->n_disks = (int)json_array_size(a);
     return MT_OK;
@@ -598,6 +634,25 @@ learned_from_json(json_t *o, struct mt_hw_learned *l, const char *what)
             return mt_fail(MT_ERR_FORMAT, 0, "hardware profile '%s': 'learned.%s' is %g, above %g "
                            "(an efficiency is a ratio to a rate this profile measured)", what,
                            names[i], *eff[i], MT_HW_LEARNED_EFF_MAX);
+        }
+    }
+    /* the planner uses the section only where reports > 0 (and saving drops it otherwise): a
+       section with values and no reports would load, be ignored without a word, and vanish */
+    if (l->reports == 0 && json_object_size(o) > 0) {
+        const char *key = NULL;
+        json_t *v;
+
+        json_object_foreach (o, key, v) {
+            if (strcmp(key, "reports") != 0) {
+                break;
+            }
+        }
+        if (key != NULL && strcmp(key, "reports") != 0) {
+            return mt_fail(MT_ERR_FORMAT, 0,
+                           "hardware profile '%s': 'learned.%s' is given but 'learned.reports' "
+                           "is %s; the section is used only when reports >= 1 (what moetier "
+                           "plan --learn writes): set it, or remove the section",
+                           what, key, json_object_get(o, "reports") == NULL ? "missing" : "0");
         }
     }
     return MT_OK;

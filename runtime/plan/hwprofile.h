@@ -30,9 +30,11 @@
  *                  "from": "report.json" } }
  *                  (optional: struct mt_hw_learned)
  * Loading rejects a missing or different "version", unknown keys (typos in what-if files), wrong
- * types, negative numbers and numbers above 1e9 (no rate is near it), a cpu.expert_eff above 1
- * and learned efficiencies above MT_HW_LEARNED_EFF_MAX, with one message naming the file and
- * the key. A "gpu" object
+ * types, negative numbers, numbers above 1e9 (no rate is near it), rates and efficiencies
+ * between 0 (not measured) and MT_HW_RATE_MIN, a cpu.expert_eff above 1, learned efficiencies
+ * above MT_HW_LEARNED_EFF_MAX, a "learned" section with values but no "reports", and a disk
+ * whose best_gbps is not its best point's, with one message naming the file and the key. A
+ * "gpu" object
  * without "present" is present when any of its other fields is non-zero (or the name non-empty).
  */
 #ifndef MT_HWPROFILE_H
@@ -155,6 +157,10 @@ struct mt_hw_disk {
 /* The largest learned efficiency a profile holds: a ratio to the ceiling the same profile
  * measured, which the real kernels may beat (a quick read sweep is not the machine's best). */
 #define MT_HW_LEARNED_EFF_MAX 2.0
+/* The smallest non-zero rate (GB/s, GFLOP/s, TFLOPS) or efficiency a profile holds: 1 KB/s.
+ * 0 stays "not measured"; below this a plan divides by next to nothing (1e-300 GB/s planned
+ * "0.00 tok/s" at a 300-digit ms/token). */
+#define MT_HW_RATE_MIN 1e-6
 
 struct mt_hw_learned {
     int reports;           /* run reports the numbers below average; 0: the section is absent */
