@@ -54,7 +54,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..87"
+echo "1..88"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -368,6 +368,12 @@ rc=$?
     [ "$(grep -ci "listen\|bind" "$tmp/err")" -eq 1 ]
 ok $? "a port in use: exit 1 with one message, and a hint (rc $rc: $(grep -i "listen\|bind" \
     "$tmp/err" | tr '\n' ' '))"
+# ... said before the model is read (it takes minutes for a full checkpoint): here there is none
+"$bin" serve -m "$tmp/no-such-model" --port "$port" >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 1 ] && grep -q "cannot listen on 127.0.0.1 port $port" "$tmp/err" &&
+    ! grep -q "no-such-model" "$tmp/err"
+ok $? "a port in use is found before the model is read (rc $rc: $(head -c 200 "$tmp/err"))"
 # --host not of this machine (192.0.2.1 is TEST-NET-1, RFC 5737), or not a name at all (.invalid
 # never resolves, RFC 2606): the message names --host and the addresses that work
 "$bin" serve -m "$model" --host 192.0.2.1 --port 0 >/dev/null 2>"$tmp/err"

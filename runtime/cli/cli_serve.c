@@ -340,6 +340,9 @@ mt_cli_serve(int argc, char **argv)
     }
     so.model_id = name;
     ef.report = !so.quiet;
+    if (mt_serve_check_address(so.host, so.port) != MT_OK) { /* before minutes of loading */
+        goto out;
+    }
     if (mt_cli_engine_init(&e, dir, &ef, false) != MT_OK) {
         goto out;
     }

@@ -2087,15 +2087,76 @@ addr_is_loopback(const struct sockaddr *sa)
     return false;
 }
 
+/* host:port as getaddrinfo gives it for a server (*ai_out freed by the caller), or the message
+ * of a host that does not resolve. */
+static mt_status_t
+resolve_listen(const char *host, int port, struct addrinfo **ai_out)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE};
+    char port_text[16];
+    int ret;
+
+    snprintf(port_text, sizeof(port_text), "%d", port);
+    ret = getaddrinfo(host, port_text, &hints, ai_out);
+    if (ret != 0) {
+        return mt_fail(MT_ERR_INVAL, 0, "cannot resolve --host '%s': %s (give an address of "
+                       "this machine: 127.0.0.1 for it alone, 0.0.0.0 or :: for every interface)",
+                       host, gai_strerror(ret));
+    }
+    return MT_OK;
+}
+
+/* The message of a listen on host:port that failed with errno err (0: detail says why). */
+static mt_status_t
+listen_failed(const char *host, int port, int err, const char *detail)
+{
+    return mt_fail(MT_ERR_IO, 0, "cannot listen on %s port %d: %s%s", host, port,
+                   err != 0 ? strerror(err) : detail,
+                   err == EADDRINUSE ? " (another program listens there: pick another --port, "
+                                       "or --port 0 for a free one)"
+                   : err == EADDRNOTAVAIL ? " (--host must be an address of this machine: "
+                                            "127.0.0.1 for it alone, 0.0.0.0 or :: for every "
+                                            "interface)"
+                                          : "");
+}
+
+mt_status_t
+mt_serve_check_address(const char *host, int port)
+{
+    struct addrinfo *ai = NULL;
+    mt_status_t st = resolve_listen(host, port, &ai);
+    int one = 1, zero = 0;
+    int fd;
+
+    if (st != MT_OK) {
+        return st;
+    }
+    fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        st = listen_failed(host, port, errno, NULL);
+        freeaddrinfo(ai);
+        return st;
+    }
+    /* as libmicrohttpd will bind it: address reuse on, and "::" taking IPv4 too */
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (ai->ai_family == AF_INET6) {
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+    }
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+        st = listen_failed(host, port, errno, NULL);
+    }
+    close(fd);
+    freeaddrinfo(ai);
+    return st;
+}
+
 mt_status_t
 mt_serve_create(struct mt_engine *engine, struct mt_tokenizer *tok,
                 const struct mt_serve_opts *opts, struct mt_serve **serve_out)
 {
     struct mt_serve *s;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE};
     struct addrinfo *ai = NULL;
-    char port[16];
     mt_status_t st;
     int ret;
 
@@ -2144,12 +2205,7 @@ mt_serve_create(struct mt_engine *engine, struct mt_tokenizer *tok,
                                        true, &s->deadline)) != MT_OK) {
         goto out_session;
     }
-    snprintf(port, sizeof(port), "%d", opts->port);
-    ret = getaddrinfo(opts->host, port, &hints, &ai);
-    if (ret != 0) {
-        st = mt_fail(MT_ERR_INVAL, 0, "cannot resolve --host '%s': %s (give an address of "
-                     "this machine: 127.0.0.1 for it alone, 0.0.0.0 or :: for every interface)",
-                     opts->host, gai_strerror(ret));
+    if ((st = resolve_listen(opts->host, opts->port, &ai)) != MT_OK) {
         goto out_session;
     }
     s->public_addr = !addr_is_loopback(ai->ai_addr);
@@ -2175,15 +2231,8 @@ mt_serve_create(struct mt_engine *engine, struct mt_tokenizer *tok,
     mhd_start_msg = NULL;
     freeaddrinfo(ai);
     if (s->mhd == NULL) {
-        st = mt_fail(MT_ERR_IO, 0, "cannot listen on %s port %d: %s%s", opts->host, opts->port,
-                     err != 0 ? strerror(err)
-                     : start_msg[0] != '\0' ? start_msg : "libmicrohttpd could not start",
-                     err == EADDRINUSE ? " (another program listens there: pick another --port, "
-                                         "or --port 0 for a free one)"
-                     : err == EADDRNOTAVAIL ? " (--host must be an address of this machine: "
-                                              "127.0.0.1 for it alone, 0.0.0.0 or :: for every "
-                                              "interface)"
-                                            : "");
+        st = listen_failed(opts->host, opts->port, err,
+                           start_msg[0] != '\0' ? start_msg : "libmicrohttpd could not start");
         goto out_session;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);

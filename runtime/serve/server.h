@@ -73,6 +73,14 @@ struct mt_serve;
 mt_status_t mt_serve_create(struct mt_engine *engine, struct mt_tokenizer *tok,
                             const struct mt_serve_opts *opts, struct mt_serve **serve_out);
 
+/*
+ * Resolve host and bind port there once (then close it), so that `serve` says a host that is
+ * not this machine's or a port in use before it spends minutes loading a model; mt_serve_create
+ * binds again (another program may take the port in between: it then says so as well).
+ * mt_serve_create's messages and codes.
+ */
+mt_status_t mt_serve_check_address(const char *host, int port);
+
 /* The port listened on (the one picked when opts->port was 0). */
 int mt_serve_port(const struct mt_serve *serve);
 
