@@ -10,8 +10,8 @@
  * hardware benchmark, the weights' load: minutes for a full checkpoint) a watcher thread takes
  * them instead and ends the process by the signal, as `run` ends then.
  *
- * Exit status: 0 after a signal, 1 when the model cannot be loaded or the address cannot be
- * bound, 2 usage error.
+ * Exit status: 0 after a signal once listening (one before ends the process by that signal), 1
+ * when the model cannot be loaded or the address cannot be bound, 2 usage error.
  */
 #include <config.h>
 
