@@ -10,6 +10,7 @@
 
 #include "io/uring_reader.h"
 #include "runtime/base/clock.h"
+#include "runtime/base/mem_available.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -151,27 +152,6 @@ read_buffer_bytes(const struct mt_io_disk_bench_opts *o, uint64_t size, uint64_t
     return most;
 }
 
-/* MemAvailable of /proc/meminfo in bytes (the free pages where it cannot be read). */
-static uint64_t
-mem_available(void)
-{
-    FILE *f = fopen("/proc/meminfo", "re");
-    unsigned long long kib = 0;
-    char line[128];
-    bool found = false;
-
-    while (f != NULL && !found && fgets(line, sizeof(line), f) != NULL) {
-        found = sscanf(line, "MemAvailable: %llu kB", &kib) == 1;
-    }
-    if (f != NULL) {
-        fclose(f);
-    }
-    if (found) {
-        return (uint64_t)kib << 10;
-    }
-    return (uint64_t)sysconf(_SC_AVPHYS_PAGES) * (uint64_t)sysconf(_SC_PAGE_SIZE);
-}
-
 /* Read `pass` bytes of path in `block` pieces with qd in flight, starting at *cursor (wraps
  * within the file's whole blocks, and advances so the next point reads other bytes). */
 static mt_status_t
@@ -292,7 +272,7 @@ mt_io_disk_bench_run(const char *path, const struct mt_io_disk_bench_opts *o,
     buf_bytes =
         read_buffer_bytes(o, S_ISDIR(sb.st_mode) ? o->file_bytes : (uint64_t)sb.st_size, pass);
     buf_bytes = MT_MAX(buf_bytes, MT_MIN(max_block, (uint64_t)WRITE_CHUNK));
-    avail = mem_available();
+    avail = mt_mem_available();
     if (avail > 0 && buf_bytes > avail) {
         return mt_fail(MT_ERR_NOMEM, 0,
                        "disk benchmark of '%s': reads in flight need %.2f GiB of buffers (queue "

@@ -8,7 +8,7 @@
 # No timing is checked: on a shared CI machine the numbers mean nothing.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 make_tmp bench
-echo "1..33"
+echo "1..34"
 "$bin" bench --only dram,cpu --quick --json "$tmp/p.json" --svg "$tmp/p.svg" \
     >"$tmp/out" 2>"$tmp/err"
 rc=$?
@@ -145,6 +145,14 @@ truncate -s "${sparse_g}G" "$tmp/sparse" 2>/dev/null || : >"$tmp/sparse"
 [ $? -eq 1 ] && grep -q "need $sparse_g.00 GiB of buffers.*lower --disk-qd or --disk-block" \
     "$tmp/err"
 ok $? "read buffers beyond the memory available are refused: $(grep buffers "$tmp/err")"
+rm -f "$tmp/sparse"
+# the same check against what MT_MEM_AVAILABLE says is free (the one MemAvailable reader the
+# planner uses too): 16 reads of 8 MiB in flight do not fit in 64 MiB
+truncate -s 256M "$tmp/sparse" 2>/dev/null || : >"$tmp/sparse"
+MT_MEM_AVAILABLE=$((64 << 20)) "$bin" bench --only disk --disk "$tmp/sparse" --disk-qd 16 \
+    --disk-block 8M --disk-pass 256M >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "of buffers.*than the 0.06 GiB of memory available" "$tmp/err"
+ok $? "read buffers beyond MT_MEM_AVAILABLE are refused: $(grep buffers "$tmp/err")"
 rm -f "$tmp/sparse"
 # a --disk that cannot be used is refused before the other parts run for minutes
 "$bin" bench --quick --disk "$tmp/nonexistent" --json "$tmp/ne.json" >/dev/null 2>"$tmp/err"

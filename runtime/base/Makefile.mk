@@ -11,4 +11,5 @@ runtime_base_libmtbase_a_SOURCES = \
 	runtime/base/dtype.c runtime/base/dtype.h \
 	runtime/base/clock.c runtime/base/clock.h \
 	runtime/base/rng.c runtime/base/rng.h \
-	runtime/base/size_text.c runtime/base/size_text.h
+	runtime/base/size_text.c runtime/base/size_text.h \
+	runtime/base/mem_available.c runtime/base/mem_available.h

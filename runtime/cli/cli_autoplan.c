@@ -16,6 +16,7 @@
 #include "io/expert_source.h"
 #include "io/uring_reader.h" /* MT_IO_ALIGN */
 #include "kernels/kernels.h"
+#include "runtime/base/mem_available.h"
 #include "runtime/base/size_text.h"
 #include "runtime/engine/kv_cache.h"
 #include "runtime/engine/provider_stream.h"
@@ -83,30 +84,6 @@ mt_cli_device_pick(enum mt_cli_device want, bool say, enum mt_device *device_out
 }
 
 /* ---- memory and the profile --------------------------------------------------------------- */
-
-uint64_t
-mt_cli_mem_available(void)
-{
-    char line[256];
-    unsigned long long kib = 0;
-    const char *fake = getenv("MT_MEM_AVAILABLE"); /* tests: a machine with that much free */
-    FILE *f;
-
-    if (fake != NULL && *fake != '\0') {
-        return strtoull(fake, NULL, 10);
-    }
-    f = fopen("/proc/meminfo", "r");
-    if (f == NULL) {
-        return 0;
-    }
-    while (fgets(line, sizeof(line), f) != NULL) {
-        if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1) {
-            break;
-        }
-    }
-    fclose(f);
-    return (uint64_t)kib * 1024;
-}
 
 /* The GPU engine's default budget: free device memory minus max(512 MiB, 5%); 0 if unknown. */
 static uint64_t
@@ -209,7 +186,7 @@ mt_cli_default_budgets(const struct mt_hwprofile *hw, bool gpu_set, bool cpu_set
         }
     }
     if (!cpu_set) {
-        uint64_t avail = here ? mt_cli_mem_available() : 0;
+        uint64_t avail = here ? mt_mem_available() : 0;
         b->cpu_mem = avail > 0 ? avail : hw->dram_bytes / 10 * 9;
     }
 }
@@ -285,7 +262,7 @@ run_budget(const struct mt_cli_engine_flags *f, const struct mt_model_config *cf
     if (f->cpu_reserve_set) {
         b->cpu_reserve = f->cpu_reserve;
     }
-    b->cpu_mem = f->cpu_mem > 0 ? f->cpu_mem : mt_cli_mem_available();
+    b->cpu_mem = f->cpu_mem > 0 ? f->cpu_mem : mt_mem_available();
     b->gpu_mem = !gpu ? 0 : f->engine.gpu_mem > 0 ? f->engine.gpu_mem : gpu_free_budget();
     b->gpu_mem_default = gpu && f->engine.gpu_mem == 0;
     /* the context the engine will hold (--ctx, a long prompt's, else the default) */
@@ -304,7 +281,7 @@ run_budget(const struct mt_cli_engine_flags *f, const struct mt_model_config *cf
 static mt_status_t
 check_fits(const char *what, const struct need *n, const struct mt_cli_engine_flags *f, bool gpu)
 {
-    uint64_t avail = mt_cli_mem_available();
+    uint64_t avail = mt_mem_available();
     uint64_t gpu_free = gpu ? gpu_free_budget() : 0;
 
     if (f->cpu_mem > 0 && n->dram > f->cpu_mem) {
@@ -659,7 +636,7 @@ check_cache_fits(const struct need *n, const struct mt_model_sizes *sz, uint64_t
 {
     uint64_t slot = sz->routed_expert_bytes + (uint64_t)MT_IO_N_PARTS * MT_IO_ALIGN;
     uint64_t used = MT_MIN(cache, (uint64_t)n->count[MT_TIER_NVME] * slot);
-    uint64_t avail = mt_cli_mem_available();
+    uint64_t avail = mt_mem_available();
 
     if (avail > 0 && used + n->dram > avail) {
         return mt_fail(MT_ERR_INVAL, 0, "--cache %s does not fit: %s of DRAM are available now "

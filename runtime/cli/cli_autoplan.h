@@ -52,10 +52,6 @@ mt_status_t mt_cli_device_pick(enum mt_cli_device want, bool say, enum mt_device
  */
 mt_status_t mt_cli_profile_get(const char *hw_path, const char *disk, struct mt_hwprofile *out);
 
-/* MemAvailable of /proc/meminfo in bytes; 0 when unknown. MT_MEM_AVAILABLE=bytes stands in for it
- * (tests of what a machine with little free memory is told). */
-uint64_t mt_cli_mem_available(void);
-
 /*
  * `moetier plan`'s budgets where the flags give none (gpu_set, cpu_set: the flag was given):
  * for a profile of this host (its "host" is this hostname), what is free now (the device's
