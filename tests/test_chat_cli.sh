@@ -21,7 +21,7 @@ turn_field() {
 make_tmp chat
 model="$tmp/tiny"
 
-echo "1..30"
+echo "1..31"
 "$bin" synth --preset tiny --layers 2 -q -o "$model" >/dev/null 2>"$tmp/synth.err"
 ok $? "synth --preset tiny writes a model"
 
@@ -165,8 +165,19 @@ fi
 
 "$bin" chat -m "$model" --temperature hot </dev/null >/dev/null 2>"$tmp/f.err"
 rc=$?
-[ "$rc" -eq 2 ] && grep -q "bad temperature 'hot'" "$tmp/f.err"
+[ "$rc" -eq 2 ] && grep -q "bad --temperature 'hot'" "$tmp/f.err"
 ok $? "a bad flag value exits 2 with a message (rc $rc)"
+# each sampling flag's message names the flag as typed, with its range where there is one
+bad=""
+for a in "--top-p 1.5|--top-p must be in (0, 1]" "--top-k x|bad --top-k 'x'" \
+    "--seed -1|bad --seed '-1'" "--temperature -1|--temperature must be >= 0"; do
+    "$bin" chat -m "$model" ${a%%|*} </dev/null >/dev/null 2>"$tmp/f.err"
+    rc=$?
+    [ "$rc" -eq 2 ] && grep -qF -- "${a#*|}" "$tmp/f.err" ||
+        bad="$bad [${a%%|*}: $rc $(cat "$tmp/f.err")]"
+done
+[ -z "$bad" ]
+ok $? "sampling flags out of range or malformed: exit 2 naming the flag$bad"
 "$bin" chat -m "$model" --bogus </dev/null >/dev/null 2>&1
 rc1=$?
 "$bin" chat -m "$model" -n 0 </dev/null >/dev/null 2>&1

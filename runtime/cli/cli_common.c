@@ -706,27 +706,27 @@ mt_cli_engine_flags_parse(const struct mt_cli *cli, int opt, char *const *argv,
         return 0;
     }
     case MT_CLI_OPT_TEMPERATURE:
-        if (!mt_cli_parse_float(cli, "temperature", optarg, &so->temperature)) {
+        if (!mt_cli_parse_float(cli, "--temperature", optarg, &so->temperature)) {
             return 2;
         }
         if (!(so->temperature >= 0.0f)) {
-            mt_cli_error(cli, "temperature must be >= 0");
+            mt_cli_error(cli, "--temperature must be >= 0 (0: greedy)");
             return 2;
         }
         return 0;
     case MT_CLI_OPT_TOP_P:
-        if (!mt_cli_parse_float(cli, "top-p", optarg, &so->top_p)) {
+        if (!mt_cli_parse_float(cli, "--top-p", optarg, &so->top_p)) {
             return 2;
         }
         if (!(so->top_p > 0.0f && so->top_p <= 1.0f)) {
-            mt_cli_error(cli, "top-p must be in (0, 1]");
+            mt_cli_error(cli, "--top-p must be in (0, 1]");
             return 2;
         }
         return 0;
     case MT_CLI_OPT_TOP_K:
-        return mt_cli_parse_int(cli, "top-k", optarg, 0, INT_MAX, &so->top_k) ? 0 : 2;
+        return mt_cli_parse_int(cli, "--top-k", optarg, 0, INT_MAX, &so->top_k) ? 0 : 2;
     case MT_CLI_OPT_SEED:
-        return mt_cli_parse_u64(cli, "seed", optarg, &so->seed) ? 0 : 2;
+        return mt_cli_parse_u64(cli, "--seed", optarg, &so->seed) ? 0 : 2;
     case MT_CLI_OPT_THREADS:
         return mt_cli_parse_int(cli, "--threads", optarg, 1, 4096, &f->threads) ? 0 : 2;
     case MT_CLI_OPT_PLAN:

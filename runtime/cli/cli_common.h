@@ -8,7 +8,7 @@
  * that prints its --help text), and every message about its command line goes through that, so
  * all commands word their errors alike and exit alike (cli.h: 0 success, 1 failure, 2 usage):
  *
- *     moetier run: bad top-k 'x'                          a value that is not a number
+ *     moetier run: bad --top-k 'x'                        a value that is not a number
  *     moetier run: bad --threads '0' (must be in 1..4096)   a number out of range
  *     moetier run: unknown option '--bogus'               then the usage text on stderr
  *     moetier run: option '-m' needs a value              then the usage text on stderr
