@@ -19,7 +19,7 @@ export CUDA_VISIBLE_DEVICES=
 export MOETIER_CACHE_DIR="$tmp/nocache"
 ids="5,17,900,33,4242,7,12,99,1000,65000,3,8"
 
-echo "1..22"
+echo "1..23"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 
@@ -94,6 +94,16 @@ MOETIER_CACHE_DIR="$tmp/tcache" "$bin" plan -m "$tmp/tiny" >/dev/null 2>"$tmp/er
     "$tmp/err" && grep -q "\"path\": \"$tmp/tcache\"" "$tmp/tcache/profile-$host.json"
 ok $? "a tiny first shard: the disk is timed in the cache directory: \
 $(grep 'too small' "$tmp/err")"
+# a disk that cannot be timed (here: its read buffers are more than MT_MEM_AVAILABLE says is
+# free; a full cache directory likewise) costs the profile its disk rate, not the plan; such a
+# profile is not cached, or every later plan would keep off the disk
+MT_MEM_AVAILABLE=1048576 MOETIER_CACHE_DIR="$tmp/dcache" "$bin" plan -m "$tmp/tiny" \
+    --cpu-mem 8G >"$tmp/out" 2>"$tmp/err"
+[ $? -eq 0 ] && grep -q "warning: the disk could not be timed: .*plans stream no experts" \
+    "$tmp/err" && grep -q "not cached, as its disk rate is missing" "$tmp/err" &&
+    grep -q "disk 0.0 GB/s" "$tmp/out" && [ ! -e "$tmp/dcache/profile-$host.json" ]
+ok $? "a disk that cannot be timed: planned without it, not cached: \
+$(grep 'could not be timed' "$tmp/err" | cut -c1-160)"
 
 # refusals, each with its reason and nothing run
 printf '{"version": 1, "gpu": {"hbm_gbps": 900}}\n' >"$tmp/bad-hw.json"

@@ -150,9 +150,15 @@ mt_cli_profile_get(const char *hw_path, const char *disk, struct mt_hwprofile *o
     if (disk == NULL && have_dir) {
         disk = dir;
     }
-    st = mt_cli_bench_quick_profile(disk, have_dir ? dir : NULL, out);
+    bool disk_failed;
+    st = mt_cli_bench_quick_profile(disk, have_dir ? dir : NULL, out, &disk_failed);
     if (st != MT_OK || !cache) {
         return st;
+    }
+    if (disk_failed) {
+        /* cached, it would keep every later plan off the disk after the disk is fixed */
+        mt_log_warn("the profile is not cached, as its disk rate is missing");
+        return MT_OK;
     }
     mt_log_set_quiet(true);
     st = mt_hwprofile_cache_save(out, path);

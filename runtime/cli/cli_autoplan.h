@@ -100,9 +100,11 @@ void mt_cli_plan_print(FILE *out, const struct mt_plan *p);
  * A quick profile of this machine: what `moetier bench --quick` measures (GPU, PCIe, DRAM, CPU,
  * and disk reads of `disk` when not NULL), progress on stderr, no table. A `disk` file too small
  * to time reads on is replaced by a test file in spare_dir (NULL: no disk measured, with a
- * warning). Lives in cli_bench.c.
+ * warning). A disk that cannot be timed (its test file cannot be written, a read fails) is a
+ * warning too: *disk_failed is set and the profile has no disk; the caller should not cache it.
+ * Lives in cli_bench.c.
  */
 mt_status_t mt_cli_bench_quick_profile(const char *disk, const char *spare_dir,
-                                       struct mt_hwprofile *out);
+                                       struct mt_hwprofile *out, bool *disk_failed);
 
 #endif /* MT_CLI_AUTOPLAN_H */

@@ -1280,11 +1280,14 @@ run_parts(struct bench *b)
 }
 
 mt_status_t
-mt_cli_bench_quick_profile(const char *disk, const char *spare_dir, struct mt_hwprofile *out)
+mt_cli_bench_quick_profile(const char *disk, const char *spare_dir, struct mt_hwprofile *out,
+                           bool *disk_failed)
 {
     struct bench *b;
     struct stat sb;
     mt_status_t st;
+
+    *disk_failed = false;
 
     b = calloc(1, sizeof(*b));
     if (b == NULL || (b->prof = calloc(1, sizeof(*b->prof))) == NULL) {
@@ -1294,7 +1297,7 @@ mt_cli_bench_quick_profile(const char *disk, const char *spare_dir, struct mt_hw
     /* `moetier bench --quick --disk DISK`, but the disk measured at one point (qd 16, 1 MiB
        blocks) instead of its grid of 4 queue depths x 2 block sizes: the planner takes only
        the best rate */
-    b->o.parts = PART_ALL;
+    b->o.parts = PART_ALL & ~PART_DISK; /* the disk on its own, below */
     b->o.quick = true;
     b->o.disk_size = 64u << 20;
     b->o.disk_pass = 64u << 20;
@@ -1320,11 +1323,24 @@ mt_cli_bench_quick_profile(const char *disk, const char *spare_dir, struct mt_hw
         }
         disk = spare_dir;
     }
-    if (disk != NULL) {
-        b->o.disks[b->o.n_disks++] = disk;
-    }
     profile_begin(b);
     st = run_parts(b);
+    /* The disk last, and on its own: a test file that cannot be written (a full or read-only
+       cache directory) or a disk that cannot be read costs the profile its disk rate, not the
+       run that asked for it; the caller does not cache such a profile */
+    if (st == MT_OK && disk != NULL) {
+        b->o.disks[b->o.n_disks++] = disk;
+        mt_log_set_quiet(true);
+        mt_status_t disk_st = run_disk(b);
+        mt_log_set_quiet(false);
+        if (disk_st != MT_OK) {
+            mt_log_warn("the disk could not be timed: %s; this profile has no disk rate, so "
+                        "plans stream no experts (give --hw PROFILE from moetier bench --disk "
+                        "DIR)", mt_last_error());
+            b->prof->n_disks = 0;
+            *disk_failed = true;
+        }
+    }
     if (st == MT_OK) {
         *out = *b->prof;
     }
