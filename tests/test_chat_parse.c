@@ -81,7 +81,7 @@ main(void)
     char *reply;
     mt_status_t st;
 
-    tap_plan(19);
+    tap_plan(29);
     mt_log_set_quiet(true);
 
     st = mt_chat_parse_tool_calls("Hello there", 11, &p);
@@ -186,6 +186,56 @@ main(void)
     static const char nul_key[] = BLOCK(INVOKE(PARAM("k\0\" string=\"true\"", "3")));
     tap_ok(refused(nul_value, sizeof(nul_value) - 1) && refused(nul_key, sizeof(nul_key) - 1),
            "a NUL byte in a key or in a JSON value: refused");
+
+    /* each rule of the format broken once, everything else as the encoder writes it */
+#define ONE PARAM("k\" string=\"true\"", "1")
+    static const char no_newline_head[] = "ok\n\n<｜DSML｜function_calls>" INVOKE(ONE)
+        "\n</｜DSML｜function_calls>";
+    static const char junk_between[] = BLOCK(INVOKE(ONE "x\n" PARAM("b\" string=\"true\"", "2")));
+    static const char nul_name[] = BLOCK("<｜DSML｜invoke name=\"f\0g\">\n" ONE "\n</｜DSML｜invoke>");
+    static const char empty_name[] = BLOCK("<｜DSML｜invoke name=\"\">\n" ONE "\n</｜DSML｜invoke>");
+    static const char space_not_newline[] = BLOCK("<｜DSML｜invoke name=\"f\"> " ONE
+                                                  "\n</｜DSML｜invoke>");
+    static const char no_quote_end[] = BLOCK("<｜DSML｜invoke name=\"f\"x>\n" ONE
+                                             "\n</｜DSML｜invoke>");
+    static const char bad_utf8_name[] = BLOCK("<｜DSML｜invoke name=\"\xff\">\n" ONE
+                                              "\n</｜DSML｜invoke>");
+    static const char no_lt[] = BLOCK(INVOKE("<｜DSML｜parameter name=\"k\" string=\"true\">1"
+                                             "/｜DSML｜parameter>"));
+    static const struct {
+        const char *text;
+        size_t len;
+        const char *why;
+    } broken[] = {
+        {no_newline_head, sizeof(no_newline_head) - 1, "no newline after the block's head"},
+        {junk_between, sizeof(junk_between) - 1, "text between two parameters"},
+        {nul_name, sizeof(nul_name) - 1, "a NUL byte in a name"},
+        {empty_name, sizeof(empty_name) - 1, "an empty name"},
+        {space_not_newline, sizeof(space_not_newline) - 1, "a space, not a newline, after name"},
+        {no_quote_end, sizeof(no_quote_end) - 1, "a name head not ending in \">"},
+        {bad_utf8_name, sizeof(bad_utf8_name) - 1, "a name that is not UTF-8"},
+        {no_lt, sizeof(no_lt) - 1, "a value not closed by '<'"},
+    };
+    for (size_t k = 0; k < sizeof(broken) / sizeof(broken[0]); k++) {
+        tap_ok(refused(broken[k].text, broken[k].len), "%s: refused", broken[k].why);
+    }
+    /* the first `" string="` ends the key, even when the value holds the other kind */
+    static const char other_kind[] = BLOCK(INVOKE(PARAM("k\" string=\"true\"",
+                                                        "x\" string=\"false\">1")));
+    st = mt_chat_parse_tool_calls(other_kind, strlen(other_kind), &p);
+    tap_ok(st == MT_OK && p.n == 1 &&
+               strcmp(p.calls[0].arguments, "{\"k\": \"x\\\" string=\\\"false\\\">1\"}") == 0,
+           "the first kind ends the key: %s", st == MT_OK && p.n == 1 ? p.calls[0].arguments : "");
+    if (st == MT_OK) {
+        mt_chat_parsed_calls_fini(&p);
+    }
+    static const char empty_value[] = BLOCK(INVOKE(PARAM("k\" string=\"true\"", "")));
+    st = mt_chat_parse_tool_calls(empty_value, strlen(empty_value), &p);
+    tap_ok(st == MT_OK && p.n == 1 && strcmp(p.calls[0].arguments, "{\"k\": \"\"}") == 0,
+           "an empty string value: %s", st == MT_OK && p.n == 1 ? p.calls[0].arguments : "");
+    if (st == MT_OK) {
+        mt_chat_parsed_calls_fini(&p);
+    }
     tap_ok(strcmp(mt_chat_tool_calls_start, "\n\n<｜DSML｜function_calls") == 0,
            "the start marker a stream holds back");
     return tap_done();

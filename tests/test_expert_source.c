@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -795,7 +796,52 @@ test_policy_and_crc(void)
     keys[1] = -1;
     ev[1] = true;
     tap_ok(mt_cache_policy_victim(&p, keys, ev, 3) == 1, "an empty slot is taken first");
+    keys[1] = 1;
+    mt_cache_policy_pin(&p, 0, false);
+    bool unpinned = !mt_cache_policy_is_pinned(&p, 0);
+    mt_cache_policy_pin(&p, 2, true);
+    tap_ok(unpinned && mt_cache_policy_is_pinned(&p, 2) && !mt_cache_policy_is_pinned(&p, 1) &&
+               mt_cache_policy_victim(&p, keys, ev, 3) == 0,
+           "is_pinned follows pin; an unpinned key can be chosen again");
     mt_cache_policy_fini(&p);
+
+    /*
+     * The score: +1 per activation, halved every half_life activations of the whole cache. Key 0
+     * fires at ticks 0 and 4, key 1 at ticks 1, 2 and 3; read at tick 5 (half_life 4), whatever
+     * the decay of the read itself: score(0) / score(1) = (2^-5/4 + 2^-1/4) / (2^-4/4 + 2^-3/4 +
+     * 2^-2/4). With a half life past any count, nothing decays: 3 activations score 3.
+     */
+    bool ok = mt_cache_policy_init(&p, 3, 4.0) == MT_OK;
+    if (ok) {
+        static const unsigned order[5] = {0, 1, 1, 1, 0};
+        for (int i = 0; i < 5; i++) {
+            mt_cache_policy_touch(&p, order[i]);
+        }
+        double want = (exp2(-5 / 4.0) + exp2(-1 / 4.0)) / (exp2(-1.0) + exp2(-0.75) + exp2(-0.5));
+        double got = mt_cache_policy_score(&p, 0) / mt_cache_policy_score(&p, 1);
+        ok = fabs(got - want) < 1e-12 && mt_cache_policy_score(&p, 2) == 0.0;
+        if (!ok) {
+            tap_diag("score ratio %.15g, want %.15g", got, want);
+        }
+        mt_cache_policy_fini(&p);
+    }
+    ok = ok && mt_cache_policy_init(&p, 2, 1e300) == MT_OK;
+    if (ok) {
+        for (int i = 0; i < 3; i++) {
+            mt_cache_policy_touch(&p, 1);
+        }
+        ok = mt_cache_policy_score(&p, 1) == 3.0 && mt_cache_policy_score(&p, 0) == 0.0;
+        mt_cache_policy_fini(&p);
+    }
+    tap_ok(ok, "a score adds 1 per activation and halves every half_life activations");
+
+    mt_log_set_quiet(true);
+    tap_ok(mt_cache_policy_init(&p, 0, 4.0) == MT_ERR_INVAL &&
+               mt_cache_policy_init(&p, 3, 0.0) == MT_ERR_INVAL &&
+               mt_cache_policy_init(&p, 3, -1.0) == MT_ERR_INVAL &&
+               mt_cache_policy_init(&p, 3, NAN) == MT_ERR_INVAL,
+           "init refuses 0 keys and a half life of 0, below 0 or NaN");
+    mt_log_set_quiet(false);
 }
 
 int

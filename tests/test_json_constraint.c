@@ -161,11 +161,83 @@ walks(struct mt_json_constraint *c, float *logits)
     free(bonus);
 }
 
+/*
+ * The count mask returns and the stop ids' rules, with a second constraint whose stop ids are
+ * eos, a plain word (not an added token: the grammar alone would let it into a string), one
+ * below and one past the vocabulary (ignored). logits has room past VOCAB, so that a write or
+ * a read there shows.
+ */
+static void
+check_counts_and_stops(float *logits)
+{
+    int32_t word = mt_tokenizer_token_id(tok, "Hello");
+    int32_t stops[4] = {eos, word, -5, VOCAB + 3};
+    struct mt_json_constraint *c = NULL;
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    bool ok;
+
+    mt_log_set_quiet(true);
+    ok = mt_json_constraint_create(tok, 0, stops, 1, &c) == MT_ERR_INVAL;
+    mt_log_set_quiet(false);
+    tap_ok(ok, "a constraint over 0 ids is MT_ERR_INVAL");
+
+    if (word < 0 || mt_json_constraint_create(tok, VOCAB, stops, 4, &c) != MT_OK) {
+        tap_bail_out("cannot make the second constraint");
+    }
+    /* every other id already -inf: the count is of what is left, whatever the state */
+    for (int k = 0; k < 3; k++) {
+        mt_json_constraint_reset(c, k > 0, NULL);
+        if (k == 2 && mt_tokenizer_encode(tok, "{\"a\": \"x", 8, false, &ids, &n_ids) == MT_OK) {
+            for (size_t i = 0; i < n_ids; i++) {
+                mt_json_constraint_accept(c, ids[i]);
+            }
+            free(ids);
+        }
+        for (int i = 0; i < VOCAB + 8; i++) {
+            logits[i] = i % 2 == 0 ? -INFINITY : 1.0f;
+        }
+        logits[eos] = logits[word] = logits[VOCAB + 3] = 1.0f;
+        size_t left = mt_json_constraint_mask(c, logits), finite = 0;
+        for (int i = 0; i < VOCAB; i++) {
+            finite += logits[i] != -INFINITY;
+        }
+        tap_ok(left == finite && logits[eos] == -INFINITY && logits[word] == -INFINITY &&
+                   logits[VOCAB + 3] == 1.0f,
+               "%s: mask returns the ids left (%zu, counted %zu); eos and the stop word are out",
+               k == 0 ? "inactive" : k == 1 ? "at the start" : "inside a string", left, finite);
+    }
+
+    /* a whole object: the stop ids inside the vocabulary are left, and only those not -inf */
+    mt_json_constraint_reset(c, true, NULL);
+    if (mt_tokenizer_encode(tok, "{}", 2, false, &ids, &n_ids) != MT_OK) {
+        tap_bail_out("cannot encode {}");
+    }
+    for (size_t i = 0; i < n_ids; i++) {
+        mt_json_constraint_accept(c, ids[i]);
+    }
+    free(ids);
+    for (int i = 0; i < VOCAB + 8; i++) {
+        logits[i] = 1.0f;
+    }
+    size_t both = mt_json_constraint_mask(c, logits);
+    ok = both == 2 && logits[eos] == 1.0f && logits[word] == 1.0f && logits[0] == -INFINITY;
+    for (int i = 0; i < VOCAB + 8; i++) {
+        logits[i] = 1.0f;
+    }
+    logits[word] = -INFINITY;
+    size_t one = mt_json_constraint_mask(c, logits);
+    tap_ok(ok && one == 1 && mt_json_constraint_complete(c),
+           "a whole object: the 2 stop ids in the vocabulary are left (%zu), 1 when the other was "
+           "already -inf (%zu)", both, one);
+    mt_json_constraint_destroy(c);
+}
+
 int
 main(void)
 {
     struct mt_json_constraint *c = NULL;
-    float *logits = malloc(VOCAB * sizeof(float));
+    float *logits = malloc((VOCAB + 8) * sizeof(float)); /* 8 past: check_counts_and_stops */
 
     tap_plan(0);
     if (logits == NULL || mt_tokenizer_load(tap_data_path("tokenizer"), &tok) != MT_OK) {
@@ -193,6 +265,7 @@ main(void)
     size_t left = mt_json_constraint_mask(c, logits);
     int32_t brace = mt_tokenizer_token_id(tok, "{"), word = mt_tokenizer_token_id(tok, "Hello");
     mt_json_constraint_accept(c, word);
+    mt_json_constraint_accept(c, brace); /* the reasoning's, not the answer's */
     mt_json_constraint_begin(c);
     for (int i = 0; i < VOCAB; i++) {
         logits[i] = 1.0f;
@@ -200,9 +273,11 @@ main(void)
     mt_json_constraint_mask(c, logits);
     tap_ok(left == VOCAB - 1 && word >= 0 && brace >= 0 && logits[brace] == 1.0f &&
            logits[word] == -INFINITY && logits[eos] == -INFINITY,
-           "inactive: all %zu ids but the stop id; after begin: '{' yes, 'Hello' no", left);
+           "inactive: all %zu ids but the stop id; after begin (the reasoning's 'Hello' and '{' "
+           "not the answer's): '{' yes, 'Hello' no", left);
 
     walks(c, logits);
+    check_counts_and_stops(logits);
 
     mt_json_constraint_destroy(c);
     mt_tokenizer_destroy(tok);

@@ -50,6 +50,8 @@ static const char *const valid[] = {
     "-12.5",
     "[[[[[]]]],{}]",
     "{\"a\":\"\\u0000\"}",
+    "\"DEL \x7f, U+07FF \xdf\xbf, U+FFFF \xef\xbf\xbf, U+10000 \xf0\x90\x80\x80\"",
+    "\"\\uDBFF\\uDFFF \\uabcd\"",
 };
 
 struct bad_case {
@@ -87,10 +89,13 @@ static const struct bad_case bad[] = {
     {"[\"\xf4\x90\x80\x80\"]", 3, MT_JSON_BAD, "a code point above U+10FFFF"},
     {"[\"\x80\"]", 2, MT_JSON_BAD, "a stray continuation byte"},
     {"[\"\xc3(\"]", 3, MT_JSON_BAD, "a cut two-byte character"},
+    {"[\"\x1f\"]", 2, MT_JSON_BAD, "a raw 0x1f (the last control byte) in a string"},
+    {"[\"\xf0\x8f\xbf\xbf\"]", 3, MT_JSON_BAD, "an overlong four-byte form"},
     {"{} {}", 3, MT_JSON_BAD, "a second top-level value"},
     {"1 2", 2, MT_JSON_BAD, "a second top-level number"},
     {"[1 2]", 3, MT_JSON_BAD, "two values without a comma"},
     {"[1234567890123456789]", 19, MT_JSON_LIMIT, "a 19-digit integer"},
+    {"[-1234567890123456789]", 20, MT_JSON_LIMIT, "a 19-digit negative integer"},
     {"[1e123]", 5, MT_JSON_LIMIT, "a 3-digit exponent"},
 };
 
@@ -195,6 +200,25 @@ check_object_only_and_state(void)
          mt_json_prefix_feed(&p, "3.", 2) == MT_JSON_OK && !mt_json_prefix_complete(&p) &&
          mt_json_prefix_feed(&p, "5 ", 2) == MT_JSON_OK && mt_json_prefix_complete(&p);
     tap_ok(ok, "a top-level number is whole wherever it could end");
+
+    /* in_string: inside a string (a key too), not inside an escape or a character */
+    static const struct {
+        const char *text;
+        bool in;
+    } at[] = {
+        {"[\"ab", true},     {"{\"k", true},    {"[\"\\n", true}, {"[\"a\\", false},
+        {"[\"\\u00", false}, {"[\"\xc3", false}, {"[\"a\"", false}, {"[1", false},
+    };
+    ok = true;
+    for (size_t k = 0; k < sizeof(at) / sizeof(at[0]); k++) {
+        mt_json_prefix_init(&p, false);
+        if (mt_json_prefix_feed(&p, at[k].text, strlen(at[k].text)) != MT_JSON_OK ||
+            mt_json_prefix_in_string(&p) != at[k].in) {
+            tap_diag("in_string after %s: want %d", at[k].text, (int)at[k].in);
+            ok = false;
+        }
+    }
+    tap_ok(ok, "in_string: inside a string or key, not in an escape, a character or after it");
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -13,6 +13,7 @@
 #include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 
 static const float *sort_logits;
 
@@ -63,11 +64,15 @@ reference(const float *logits, int vocab, double *lp)
     }
 }
 
+/* Within 2e-6 relative; an infinity only matches itself (the relative bound of -inf would let
+ * any finite value through). */
 static bool
 close_to(double got, double want)
 {
-    return (isinf(got) && isinf(want) && (got < 0) == (want < 0)) ||
-           fabs(got - want) <= 2e-6 * (1 + fabs(want));
+    if (isinf(got) || isinf(want)) {
+        return got == want;
+    }
+    return fabs(got - want) <= 2e-6 * (1 + fabs(want));
 }
 
 /* One case: every id's logprob, and the top n against the sorted reference. */
@@ -143,6 +148,8 @@ main(void)
     x[17] = INFINITY;
     x[4000] = INFINITY;
     check(x, V, 5, "two +inf logits share the probability");
+    x[4000] = 3.0f;
+    check(x, V, 5, "one +inf logit takes all the probability");
     for (int i = 0; i < 7; i++) {
         x[i] = i == 3 ? 1.0f : NAN;
     }
@@ -152,6 +159,11 @@ main(void)
     }
     tap_ok(mt_logprob_step(x, 7, 5, 3, &out) == MT_ERR_INVAL,
            "every logit NaN or -inf: MT_ERR_INVAL");
+    /* no top tokens asked: none listed, whatever the struct held before */
+    memset(&out, 0, sizeof(out));
+    x[6] = 2.0f;
+    tap_ok(mt_logprob_step(x, 7, 6, 0, &out) == MT_OK && out.n_top == 0 && out.logprob == 0.0f,
+           "top 0 on a zeroed struct: no top tokens, the only number has log-probability 0");
     x[0] = 0;
     tap_ok(mt_logprob_step(x, 7, 7, 3, &out) == MT_ERR_INVAL &&
                mt_logprob_step(x, 7, -1, 3, &out) == MT_ERR_INVAL &&

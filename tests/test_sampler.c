@@ -197,6 +197,20 @@ main(void)
     tap_ok(made && t == 1, "greedy picks the argmax, smaller id on ties, NaN ignored (got %d)", t);
     mt_sampler_destroy(s);
 
+    /* the documented defaults; is_greedy exactly at temperature 0 (1e-30 samples) */
+    struct mt_sampler_opts d = {.temperature = 2.0f, .top_p = 0.5f, .top_k = 9, .seed = 99};
+    mt_sampler_opts_default(&d);
+    tap_ok(d.temperature == 0.0f && d.top_p == 1.0f && d.top_k == 0 && d.seed == 0,
+           "defaults: temperature 0, top-p 1, top-k 0, seed 0");
+    struct mt_sampler *g0 = NULL, *g1 = NULL;
+    made = mt_sampler_create(&d, 6, &g0) == MT_OK;
+    d.temperature = 1e-30f;
+    made = made && mt_sampler_create(&d, 6, &g1) == MT_OK;
+    tap_ok(made && mt_sampler_is_greedy(g0) && !mt_sampler_is_greedy(g1),
+           "is_greedy: temperature 0 yes, 1e-30 no");
+    mt_sampler_destroy(g0);
+    mt_sampler_destroy(g1);
+
     /* top-k 1 and tiny top-p are greedy at any temperature */
     o.temperature = 5.0f;
     o.top_k = 1;
@@ -338,6 +352,21 @@ main(void)
     o.temperature = 1.0f;
     o.top_p = 1.5f;
     tap_ok(mt_sampler_create(&o, 50, &s) == MT_ERR_INVAL, "top-p > 1 is rejected");
+    o.top_p = 0.0f;
+    tap_ok(mt_sampler_create(&o, 50, &s) == MT_ERR_INVAL, "top-p 0 is rejected");
+    o.top_p = 1.0f;
+    o.temperature = NAN;
+    tap_ok(mt_sampler_create(&o, 50, &s) == MT_ERR_INVAL, "a NaN temperature is rejected");
+    o.temperature = 1.0f;
+    tap_ok(mt_sampler_create(&o, 0, &s) == MT_ERR_INVAL, "a vocabulary of 0 tokens is rejected");
+    /* greedy with every logit NaN has no token to give: an error, not id -1 */
+    o.temperature = 0.0f;
+    float all_nan_lg[3] = {NAN, NAN, NAN};
+    t = 7;
+    ok = mt_sampler_create(&o, 3, &s) == MT_OK;
+    tap_ok(ok && mt_sampler_sample(s, all_nan_lg, &t) == MT_ERR_INVAL && t == 7,
+           "greedy over all-NaN logits is MT_ERR_INVAL and leaves the token alone");
+    mt_sampler_destroy(s);
     mt_log_set_quiet(false);
 
     /* the fast paths against the references */
