@@ -231,6 +231,23 @@ check_counts_and_stops(float *logits)
            "a whole object: the 2 stop ids in the vocabulary are left (%zu), 1 when the other was "
            "already -inf (%zu)", both, one);
     mt_json_constraint_destroy(c);
+
+    /* a stop id given twice is one id left, counted once */
+    int32_t twice[2] = {eos, eos};
+    if (mt_json_constraint_create(tok, VOCAB, twice, 2, &c) != MT_OK ||
+        mt_tokenizer_encode(tok, "{}", 2, false, &ids, &n_ids) != MT_OK) {
+        tap_bail_out("cannot make the third constraint");
+    }
+    for (size_t i = 0; i < n_ids; i++) {
+        mt_json_constraint_accept(c, ids[i]);
+    }
+    free(ids);
+    for (int i = 0; i < VOCAB; i++) {
+        logits[i] = 1.0f;
+    }
+    size_t dup = mt_json_constraint_mask(c, logits);
+    tap_ok(dup == 1 && logits[eos] == 1.0f, "a stop id listed twice is counted once (%zu)", dup);
+    mt_json_constraint_destroy(c);
 }
 
 int

@@ -72,8 +72,17 @@ mt_json_constraint_create(const struct mt_tokenizer *tok, int vocab, const int32
         c->len[id] = (uint32_t)len;
         c->kind[id] = is_plain(b, len) ? KIND_PLAIN : KIND_OTHER;
     }
-    memcpy(c->stop_ids, stop_ids, (size_t)n_stop * sizeof(int32_t));
-    c->n_stop = n_stop;
+    /* each id once, so that mask counts it once */
+    c->n_stop = 0;
+    for (int i = 0; i < n_stop; i++) {
+        bool seen = false;
+        for (int j = 0; j < c->n_stop && !seen; j++) {
+            seen = c->stop_ids[j] == stop_ids[i];
+        }
+        if (!seen) {
+            c->stop_ids[c->n_stop++] = stop_ids[i];
+        }
+    }
     mt_json_constraint_reset(c, true, NULL);
     *out = c;
     return MT_OK;
