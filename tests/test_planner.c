@@ -252,6 +252,63 @@ test_sampling(void)
            "the expected-load model (%.5f s) is a lower bound of E[max] (%.5f s)", mean_load, want);
 }
 
+/*
+ * The sampled paths of mt_plan_problem_sample (planner.h): a layer whose probabilities do not
+ * sum to a whole number draws each expert on its own, so one DRAM_CPU expert of p 0.7 (10 ms,
+ * plus a 1 ms host wait when used) costs 0.7 x 11 ms on average, as the expected-load model
+ * says; a layer of p (0.25, 0.75) picks exactly one expert a token (systematic sampling), the
+ * DRAM_CPU one (10 ms + the wait) a quarter of the time, the GPU one (1 ms) otherwise: 3.5 ms.
+ * And a layer bound by GPU FLOPs costs its FLOPs at the GPU's rate.
+ */
+static void
+test_sampling_paths(void)
+{
+    double p1[1] = {0.7};
+    uint8_t c1[1] = {MT_TIER_DRAM_CPU};
+    double p2[2] = {0.25, 0.75};
+    uint8_t cg[2] = {MT_TIER_DRAM_CPU, MT_TIER_GPU};
+    double pf[1] = {1.0};
+    uint8_t g1[1] = {MT_TIER_GPU};
+    struct mt_plan_problem pb;
+    double s1 = 0, m1 = 0, s2 = 0, sf = 0;
+    mt_status_t st;
+
+    memset(&pb, 0, sizeof(pb));
+    pb.n_layers = 1;
+    pb.n_experts = 1;
+    pb.prob = p1;
+    pb.expert_bytes = 1e9;
+    pb.gpu_capacity = 1e9;
+    pb.dram_capacity = 1e9;
+    pb.rate[MT_SRC_GPU_MEM] = 1000e9;
+    pb.rate[MT_SRC_CPU_MEM] = 100e9;
+    pb.batch = 1;
+    pb.host_layer_s = 1e-3;
+    st = mt_plan_problem_sample(&pb, c1, 20000, &s1);
+    st = st == MT_OK ? mt_plan_problem_evaluate(&pb, c1, &m1, NULL, NULL) : st;
+    tap_ok(st == MT_OK && fabs(s1 - 0.7 * 0.011) < 0.03 * 0.7 * 0.011 &&
+               fabs(m1 - 0.7 * 0.011) < 1e-12,
+           "sampled: an expert of p 0.7 is drawn alone, %.3f ms (0.7 x 11 = 7.7; expected load "
+           "%.3f)",
+           s1 * 1e3, m1 * 1e3);
+    pb.n_experts = 2;
+    pb.prob = p2;
+    st = mt_plan_problem_sample(&pb, cg, 20000, &s2);
+    tap_ok(st == MT_OK && fabs(s2 - 0.0035) < 0.03 * 0.0035,
+           "sampled: p 0.25 on the CPU and 0.75 on the GPU pick one a token: %.3f ms (0.25 x 11 "
+           "+ 0.75 x 1 = 3.5)",
+           s2 * 1e3);
+    pb.n_experts = 1;
+    pb.prob = pf;
+    pb.host_layer_s = 0;
+    pb.expert_flops = 1e12;
+    pb.rate[MT_SRC_GPU_FLOP] = 100e12;
+    st = mt_plan_problem_sample(&pb, g1, 100, &sf);
+    tap_ok(st == MT_OK && fabs(sf - 0.010) < 1e-12,
+           "sampled: a GPU expert of 1 TFLOP at 100 TFLOPS takes %.3f ms (its 1 GB read: 1 ms)",
+           sf * 1e3);
+}
+
 static void
 test_budgets(void)
 {
@@ -1636,6 +1693,7 @@ main(void)
     test_passes_needed();
     test_budgets();
     test_sampling();
+    test_sampling_paths();
     test_v32_plans();
     test_shipped_profiles();
     test_host_wait();
