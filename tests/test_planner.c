@@ -384,6 +384,96 @@ test_budgets(void)
     }
 }
 
+/*
+ * What evaluate checks before it prices a placement (planner.h): a DRAM_PCIE expert is stored
+ * in DRAM and counts against the DRAM budget like a DRAM_CPU one; a tier code that is not one of
+ * the four is impossible; a DRAM_PCIE expert needs a GPU to be computed on, so a PCIe link
+ * without GPU memory makes that tier impossible; a batch of 0 tokens is malformed.
+ */
+static void
+test_evaluate_checks(void)
+{
+    double p2[2] = {0.5, 0.5};
+    uint8_t pcie2[2] = {MT_TIER_DRAM_PCIE, MT_TIER_DRAM_PCIE};
+    uint8_t none2[2] = {MT_TIER_DRAM_CPU, MT_TIER_COUNT};
+    uint8_t cpu2[2] = {MT_TIER_DRAM_CPU, MT_TIER_DRAM_CPU};
+    struct mt_plan_problem pb;
+    double s = 0;
+
+    memset(&pb, 0, sizeof(pb));
+    pb.n_layers = 1;
+    pb.n_experts = 2;
+    pb.prob = p2;
+    pb.expert_bytes = 1e9;
+    pb.gpu_capacity = 2e9;
+    pb.dram_capacity = 1e9;
+    pb.rate[MT_SRC_GPU_MEM] = 1e12;
+    pb.rate[MT_SRC_CPU_MEM] = 1e11;
+    pb.rate[MT_SRC_PCIE] = 25e9;
+    pb.batch = 1;
+    tap_ok(mt_plan_problem_evaluate(&pb, pcie2, &s, NULL, NULL) == MT_ERR_INVAL &&
+               strstr(mt_last_error(), "DRAM budget") != NULL,
+           "evaluate counts DRAM_PCIE experts against the DRAM budget (2 in 1): %s",
+           mt_last_error());
+    pb.dram_capacity = 2e9;
+    tap_ok(mt_plan_problem_evaluate(&pb, none2, &s, NULL, NULL) == MT_ERR_INVAL &&
+               strstr(mt_last_error(), "impossible") != NULL,
+           "evaluate refuses a tier code past the last tier: %s", mt_last_error());
+    pb.rate[MT_SRC_GPU_MEM] = 0;
+    pb.gpu_capacity = 0;
+    tap_ok(mt_plan_problem_evaluate(&pb, pcie2, &s, NULL, NULL) == MT_ERR_INVAL &&
+               strstr(mt_last_error(), "impossible") != NULL,
+           "a PCIe link without GPU memory makes DRAM_PCIE impossible: %s", mt_last_error());
+    pb.batch = 0;
+    tap_ok(mt_plan_problem_evaluate(&pb, cpu2, &s, NULL, NULL) == MT_ERR_INVAL,
+           "a batch of 0 tokens is a malformed problem: %s", mt_last_error());
+    pb.batch = 1;
+    pb.gpu_capacity = -1e9;
+    s = 0;
+    mt_status_t st = mt_plan_problem_evaluate(&pb, cpu2, &s, NULL, NULL);
+    tap_ok(st == MT_OK && fabs(s - 1e9 / 1e11) < 1e-12 && mt_plan_slots(-1e9, 1e9) == 0,
+           "a negative GPU capacity holds no expert and refuses none off the GPU (%.3f ms)",
+           s * 1e3);
+}
+
+/*
+ * Where prefill computes streamed (NVMe) experts (planner.h, nvme_on_cpu): at a batch > 1 with
+ * a PCIe link and a GPU they are copied over the link and computed there, so a machine without
+ * a CPU rate can still stream them, and their time is the slowest of disk, link and GPU; with
+ * nvme_on_cpu the CPU computes them "when there is one", and without one they stay on the GPU.
+ */
+static void
+test_nvme_prefill(void)
+{
+    double p1[1] = {1.0};
+    uint8_t nv[1] = {MT_TIER_NVME};
+    struct mt_plan_problem pb;
+    double s_gpu = 0, s_cpu = 0, s_nocpu = 0;
+    mt_status_t st;
+
+    memset(&pb, 0, sizeof(pb));
+    pb.n_layers = 1;
+    pb.n_experts = 1;
+    pb.prob = p1;
+    pb.expert_bytes = 1e9;
+    pb.rate[MT_SRC_GPU_MEM] = 1000e9;
+    pb.rate[MT_SRC_PCIE] = 20e9;
+    pb.rate[MT_SRC_DISK] = 50e9;
+    pb.batch = 512;
+    /* no CPU rate: copied over the link (1 GB at 20 GB/s = 50 ms, the disk's 20 ms overlaps) */
+    st = mt_plan_problem_evaluate(&pb, nv, &s_gpu, NULL, NULL);
+    pb.nvme_on_cpu = true;
+    st = st == MT_OK ? mt_plan_problem_evaluate(&pb, nv, &s_nocpu, NULL, NULL) : st;
+    /* with a CPU at 10 GB/s: the CPU reads it (100 ms), the link stays idle */
+    pb.rate[MT_SRC_CPU_MEM] = 10e9;
+    st = st == MT_OK ? mt_plan_problem_evaluate(&pb, nv, &s_cpu, NULL, NULL) : st;
+    tap_ok(st == MT_OK && fabs(s_gpu - 0.050) < 1e-12 && fabs(s_nocpu - 0.050) < 1e-12 &&
+               fabs(s_cpu - 0.100) < 1e-12,
+           "prefill streams an NVMe expert over the link to the GPU without a CPU (%.1f ms; "
+           "nvme_on_cpu and no CPU: %.1f), on the CPU with nvme_on_cpu and a CPU (%.1f ms)",
+           s_gpu * 1e3, s_nocpu * 1e3, s_cpu * 1e3);
+}
+
 /* A what-if profile in code: one GPU, CPU, PCIe, one disk. */
 static void
 make_profile(struct mt_hwprofile *hw, double hbm, double dram, double pcie, double disk)
@@ -985,6 +1075,17 @@ test_cpu_prefill_model(void)
            "prefill on the CPU at 1,024 tokens: %.3f ms with the measured runs (%.3f for the "
            "weights at 40 GB/s + %.3f for the products at 5 TFLOPS), %.3f ms at the FLOP rate",
            s_runs * 1e3, u * 44e6 / 40e9 * 1e3, fl / 5e12 * 1e3, s_flop * 1e3);
+    /* at 16 tokens the expert (p 1/32) is used by u16 = 1 - (31/32)^16 = 0.40 of the steps: its
+       run (the weights) is paid that often, its products for 16 x p tokens */
+    double u16 = 1.0 - pow(1.0 - 8.0 / 256, 16);
+    double want16 = u16 * 44e6 / 40e9 + 16 * (8.0 / 256) * 88e6 / 5e12;
+    double s16 = 0;
+    pb.batch = 16;
+    st = mt_plan_problem_evaluate(&pb, t, &s16, NULL, NULL);
+    tap_ok(st == MT_OK && fabs(s16 - want16) < 1e-15,
+           "prefill on the CPU at 16 tokens pays the run in %.2f of the steps: %.4f ms (by hand "
+           "%.4f)",
+           u16, s16 * 1e3, want16 * 1e3);
     pb.batch = 1;
     st = mt_plan_problem_evaluate(&pb, t, &s_dec1, NULL, NULL);
     pb.cpu_run_rate = 0;
@@ -1532,6 +1633,48 @@ test_decode_copies(void)
            "alone %.1f; expected load %.2f, without copies %.1f); without a link %.1f",
            copies, s_on * 1e3, s_off * 1e3, m_on * 1e3, m_off * 1e3, s_nolink * 1e3);
 
+    /* Every token uses both experts of a layer: a DRAM_CPU one (10 ms on the CPU, 5 ms over
+       the link) and an NVMe one whose 10 ms of CPU reads stay. Copying the DRAM expert ends the
+       layer at 10 ms, all of it copied (the best split is f = 1, never past it); without the
+       copy 20 ms. */
+    {
+        double p2[2] = {1.0, 1.0};
+        uint8_t cn[2] = {MT_TIER_DRAM_CPU, MT_TIER_NVME};
+        double m_all = 0, s_all = 0, c_all = -1;
+
+        memset(&pb, 0, sizeof(pb));
+        pb.n_layers = 1;
+        pb.n_experts = 2;
+        pb.prob = p2;
+        pb.expert_bytes = 1e9;
+        pb.dram_capacity = 1e9;
+        pb.rate[MT_SRC_GPU_MEM] = 1e15;
+        pb.rate[MT_SRC_CPU_MEM] = 100e9;
+        pb.rate[MT_SRC_PCIE] = 200e9;
+        pb.rate[MT_SRC_DISK] = 1000e9;
+        pb.batch = 1;
+        pb.decode_copies = true;
+        st = mt_plan_problem_evaluate(&pb, cn, &m_all, NULL, NULL);
+        st = st == MT_OK ? mt_plan_problem_sample_copies(&pb, cn, 100, &s_all, &c_all) : st;
+        tap_ok(st == MT_OK && fabs(m_all - 0.010) < 1e-12 && fabs(s_all - 0.010) < 1e-12 &&
+                   c_all == 1.0,
+               "decode copies: a layer ends first with every DRAM expert copied: %.3f ms expected, "
+               "%.3f sampled, %.1f copied (without: 20)",
+               m_all * 1e3, s_all * 1e3, c_all);
+        /* copies are decode's: at a batch of 4 (both experts on the CPU) the flag changes
+           nothing */
+        double m_b4 = 0, m_b4_off = 0;
+        pb.batch = 4;
+        pb.nvme_on_cpu = true;
+        st = mt_plan_problem_evaluate(&pb, cn, &m_b4, NULL, NULL);
+        pb.decode_copies = false;
+        st = st == MT_OK ? mt_plan_problem_evaluate(&pb, cn, &m_b4_off, NULL, NULL) : st;
+        tap_ok(st == MT_OK && m_b4 == m_b4_off && fabs(m_b4 - 0.020) < 1e-12,
+               "decode copies are decode's: a batch of 4 tokens costs %.3f ms with the flag, "
+               "%.3f without",
+               m_b4 * 1e3, m_b4_off * 1e3);
+    }
+
     struct mt_model_config cfg;
     struct mt_model_sizes sz;
     struct mt_hwprofile hw;
@@ -1694,6 +1837,8 @@ main(void)
     test_budgets();
     test_sampling();
     test_sampling_paths();
+    test_evaluate_checks();
+    test_nvme_prefill();
     test_v32_plans();
     test_shipped_profiles();
     test_host_wait();
