@@ -373,7 +373,8 @@ test_budgets(void)
                    strstr(mt_last_error(), "GPU budget") != NULL,
                "evaluate rejects 4 GPU experts in a 2-expert budget: %s", mt_last_error());
         tap_ok(mt_plan_problem_optimize(&pb, false, all_gpu, &s) == MT_ERR_INVAL &&
-                   strstr(mt_last_error(), "do not fit") != NULL,
+                   strstr(mt_last_error(), "do not fit") != NULL &&
+                   strstr(mt_last_error(), "has no disk") != NULL,
                "no DRAM room and no disk: clear error: %s", mt_last_error());
     }
     {
@@ -472,6 +473,46 @@ test_nvme_prefill(void)
            "prefill streams an NVMe expert over the link to the GPU without a CPU (%.1f ms; "
            "nvme_on_cpu and no CPU: %.1f), on the CPU with nvme_on_cpu and a CPU (%.1f ms)",
            s_gpu * 1e3, s_nocpu * 1e3, s_cpu * 1e3);
+}
+
+/*
+ * Re-planning a placement for another phase (keep_storage, planner.h) changes only how DRAM
+ * experts are computed: a DRAM_PCIE expert where this phase has no PCIe link becomes DRAM_CPU,
+ * a DRAM_CPU one where it has no CPU rate becomes DRAM_PCIE; GPU and NVMe experts stay.
+ */
+static void
+test_keep_storage_modes(void)
+{
+    double p3[3] = {0.5, 0.5, 0.5};
+    uint8_t t[3] = {MT_TIER_GPU, MT_TIER_DRAM_PCIE, MT_TIER_DRAM_PCIE};
+    struct mt_plan_problem pb;
+    double s = 0;
+    mt_status_t st;
+
+    memset(&pb, 0, sizeof(pb));
+    pb.n_layers = 1;
+    pb.n_experts = 3;
+    pb.prob = p3;
+    pb.expert_bytes = 1e9;
+    pb.gpu_capacity = 1e9;
+    pb.dram_capacity = 2e9;
+    pb.rate[MT_SRC_GPU_MEM] = 1000e9;
+    pb.rate[MT_SRC_CPU_MEM] = 100e9;
+    pb.batch = 1;
+    st = mt_plan_problem_optimize(&pb, true, t, &s);
+    tap_ok(st == MT_OK && t[0] == MT_TIER_GPU && t[1] == MT_TIER_DRAM_CPU &&
+               t[2] == MT_TIER_DRAM_CPU && fabs(s - 0.010) < 1e-12,
+           "keep_storage without a PCIe link: DRAM_PCIE experts become DRAM_CPU (%c%c%c, %.3f ms)",
+           mt_tier_code(t[0]), mt_tier_code(t[1]), mt_tier_code(t[2]), s * 1e3);
+    t[1] = MT_TIER_DRAM_CPU;
+    t[2] = MT_TIER_DRAM_CPU;
+    pb.rate[MT_SRC_CPU_MEM] = 0;
+    pb.rate[MT_SRC_PCIE] = 50e9;
+    st = mt_plan_problem_optimize(&pb, true, t, &s);
+    tap_ok(st == MT_OK && t[0] == MT_TIER_GPU && t[1] == MT_TIER_DRAM_PCIE &&
+               t[2] == MT_TIER_DRAM_PCIE && fabs(s - 0.020) < 1e-12,
+           "keep_storage without a CPU rate: DRAM_CPU experts become DRAM_PCIE (%c%c%c, %.3f ms)",
+           mt_tier_code(t[0]), mt_tier_code(t[1]), mt_tier_code(t[2]), s * 1e3);
 }
 
 /* A what-if profile in code: one GPU, CPU, PCIe, one disk. */
@@ -1839,6 +1880,7 @@ main(void)
     test_sampling_paths();
     test_evaluate_checks();
     test_nvme_prefill();
+    test_keep_storage_modes();
     test_v32_plans();
     test_shipped_profiles();
     test_host_wait();
