@@ -535,6 +535,82 @@ make_profile(struct mt_hwprofile *hw, double hbm, double dram, double pcie, doub
     hw->dram_bytes = (uint64_t)2 << 40;
 }
 
+/*
+ * What a profile's learned section does to a plan (planner_int.h, mt_plan_apply_learned;
+ * hwprofile.h: reports 0 is "the section is absent"): with reports >= 1 the plan takes the
+ * learned CPU, disk, GPU and prefill efficiencies and the host wait, each efficiency clamped to
+ * [0.01, MT_PLAN_LEARNED_EFF_MAX]; with reports 0 it keeps the defaults (efficiency 1, the GPU's
+ * prompt efficiency MT_PLAN_GPU_PREFILL_EFF, no wait); without a GPU the wait, the GPU engine's,
+ * is not taken.
+ */
+static void
+test_learned_apply(void)
+{
+    struct mt_model_config cfg;
+    struct mt_model_sizes sz;
+    struct mt_hwprofile hw;
+    struct mt_plan_budget b;
+    struct mt_plan *p[4] = {NULL, NULL, NULL, NULL};
+    mt_status_t st;
+
+    mt_config_default_v32(&cfg);
+    st = mt_model_sizes_compute(&cfg, cfg.fp8, &sz);
+    mt_plan_budget_default(&b);
+    b.gpu_mem = sz.gpu_other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token + b.gpu_reserve;
+    b.cpu_mem = (uint64_t)1 << 40;
+    make_profile(&hw, 1000, 400, 25, 7);
+    hw.learned.cpu_expert_eff = 0.3;
+    hw.learned.disk_eff = 0.5;
+    hw.learned.gpu_eff = 0.8;
+    hw.learned.cpu_prefill_eff = 0.4;
+    hw.learned.gpu_prefill_eff = 0.25;
+    hw.learned.host_layer_ms = 0.7;
+    st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &p[0]) : st;
+    hw.learned.reports = 3;
+    st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &p[1]) : st;
+    hw.learned.reports = 1;
+    hw.learned.cpu_expert_eff = 0.001;
+    hw.learned.disk_eff = 5;
+    hw.learned.gpu_eff = 0.001;
+    hw.learned.cpu_prefill_eff = 5;
+    hw.learned.gpu_prefill_eff = 0.001;
+    st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &p[2]) : st;
+    hw.gpu.present = false;
+    st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &p[3]) : st;
+    if (st != MT_OK) {
+        tap_ok(false, "plans with learned efficiencies: %s", mt_last_error());
+        goto out;
+    }
+    tap_ok(p[0]->budget.cpu_eff == 0.6 && strstr(p[0]->cpu_eff_source, "learned") == NULL &&
+               p[0]->disk_eff == 1 && p[0]->gpu_eff == 1 && p[0]->cpu_prefill_eff == 1 &&
+               p[0]->gpu_prefill_eff == MT_PLAN_GPU_PREFILL_EFF && p[0]->host_layer_ms == 0,
+           "a learned section of 0 reports is not used: CPU eff %.2f (%s)", p[0]->budget.cpu_eff,
+           p[0]->cpu_eff_source);
+    tap_ok(p[1]->budget.cpu_eff == 0.3 &&
+               strcmp(p[1]->cpu_eff_source, "learned: 3 run reports") == 0 &&
+               p[1]->disk_eff == 0.5 && p[1]->gpu_eff == 0.8 && p[1]->cpu_prefill_eff == 0.4 &&
+               p[1]->gpu_prefill_eff == 0.25 && p[1]->host_layer_ms == 0.7,
+           "3 reports: CPU eff %.2f (%s), disk %.2f, GPU %.2f, prefill CPU %.2f GPU %.2f, wait "
+           "%.2f ms",
+           p[1]->budget.cpu_eff, p[1]->cpu_eff_source, p[1]->disk_eff, p[1]->gpu_eff,
+           p[1]->cpu_prefill_eff, p[1]->gpu_prefill_eff, p[1]->host_layer_ms);
+    tap_ok(p[2]->budget.cpu_eff == 0.01 &&
+               strcmp(p[2]->cpu_eff_source, "learned: 1 run report") == 0 &&
+               p[2]->disk_eff == MT_PLAN_LEARNED_EFF_MAX && p[2]->gpu_eff == 0.01 &&
+               p[2]->cpu_prefill_eff == MT_PLAN_LEARNED_EFF_MAX && p[2]->gpu_prefill_eff == 0.01,
+           "learned efficiencies are clamped to [0.01, %g]: CPU %.3f, disk %.3f, GPU %.3f, "
+           "prefill CPU %.3f GPU %.3f",
+           MT_PLAN_LEARNED_EFF_MAX, p[2]->budget.cpu_eff, p[2]->disk_eff, p[2]->gpu_eff,
+           p[2]->cpu_prefill_eff, p[2]->gpu_prefill_eff);
+    tap_ok(p[2]->host_layer_ms == 0.7 && p[3]->host_layer_ms == 0,
+           "the learned host wait is taken with a GPU (%.2f ms), not without one (%.2f)",
+           p[2]->host_layer_ms, p[3]->host_layer_ms);
+out:
+    for (int i = 0; i < 4; i++) {
+        mt_plan_destroy(p[i]);
+    }
+}
+
 /* patch_first's drop: the value that follows find, up to the next ',' or line end */
 #define PATCH_VALUE ((size_t)-1)
 
@@ -1884,6 +1960,7 @@ main(void)
     test_v32_plans();
     test_shipped_profiles();
     test_host_wait();
+    test_learned_apply();
     test_dram_copy_bus();
     test_cpu_prefill_model();
     test_slot_balance();
