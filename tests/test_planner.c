@@ -17,6 +17,7 @@
 #include "runtime/base/rng.h"
 #include "tests/tap.h"
 
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -680,12 +681,18 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
          "field 'budgets.cpu_eff' must be an efficiency in [0.01, 2] (got 0.001"},
         /* up to the learned maximum: a learned efficiency over the profile's ceiling */
         {"\"cpu_eff\": ", PATCH_VALUE, "\"cpu_eff\": 1.5", NULL, NULL, NULL},
+        /* both ends of the range load */
+        {"\"cpu_eff\": ", PATCH_VALUE, "\"cpu_eff\": 0.01", NULL, NULL, NULL},
+        {"\"cpu_eff\": ", PATCH_VALUE, "\"cpu_eff\": 2", NULL, NULL, NULL},
         /* no KV cache: the planner writes at least one token */
         {"\"ctx\": ", PATCH_VALUE, "\"ctx\": 0", NULL, NULL,
          "field 'budgets.ctx' must be an integer in [1, "},
         /* 'C' experts need the CPU's DRAM rate the cost model computes them at */
         {"\"dram_gbps\": ", PATCH_VALUE, "\"dram_gbps\": 0", NULL, NULL,
          "layer 3 puts expert 0 on 'C' in 'tiers', but field 'hardware.dram_gbps' is 0"},
+        /* and prefill's 'P' experts need the PCIe link they are copied over */
+        {"\"pcie_gbps\": ", PATCH_VALUE, "\"pcie_gbps\": 0", NULL, NULL,
+         "layer 3 puts expert 0 on 'P' in 'prefill', but field 'hardware.pcie_gbps' is 0"},
         {"\"gpu_eff\": ", PATCH_VALUE, "\"gpu_eff\": 0", NULL, NULL,
          "field 'hardware.gpu_eff' must be an efficiency in [0.01, 2] (got 0;"},
         {"\"cpu_prefill_eff\": ", PATCH_VALUE, "\"cpu_prefill_eff\": 2.5", NULL, NULL,
@@ -711,6 +718,15 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
          "44050944 holds 1 of"},
         {"\"tiers\": \"C", 0, "\"tiers\": \"G", "\"prefill\": \"P", "\"prefill\": \"G",
          "its layers put 1 expert on the GPU ('G'), but budgets.gpu_expert_bytes 0 holds 0"},
+        /* a 'P' expert is stored in DRAM too: 14,848 with one of them 'P' overflow a budget of
+           14,847 */
+        {"\"dram_expert_bytes\": ", PATCH_VALUE, "\"dram_expert_bytes\": 654024365568",
+         "\"tiers\": \"C", "\"tiers\": \"P",
+         "its layers put 14848 experts in DRAM ('C', 'P'), but budgets.dram_expert_bytes "
+         "654024365568 holds 14847 of"},
+        /* '-' marks a dense layer's slots, not an expert of a MoE layer */
+        {"\"tiers\": \"C", 0, "\"tiers\": \"-", "\"prefill\": \"P", "\"prefill\": \"-",
+         "layer 3 'tiers' has code '-' for expert 0 (want one of G C P N)"},
     };
 
     for (size_t i = 0; i < sizeof(edits) / sizeof(edits[0]); i++) {
@@ -734,6 +750,28 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
         }
         mt_plan_destroy(back);
     }
+
+    /* an efficiency left out loads as 1 (planner.h: "optional: 1"); a dims_hash with anything
+       after its 16 hex digits is refused */
+    struct mt_plan *back = NULL;
+    char find[64];
+    char repl[72];
+    bool patched =
+        mt_plan_save(plan, path) == MT_OK && patch_first(path, "\"gpu_eff\": 1.0,", 0, "");
+    mt_status_t st = mt_plan_load(path, &back);
+    tap_ok(patched && st == MT_OK && back->gpu_eff == 1,
+           "a plan without hardware.gpu_eff loads it as 1 (%g)", st == MT_OK ? back->gpu_eff : -1);
+    mt_plan_destroy(back);
+    back = NULL;
+    snprintf(find, sizeof(find), "\"dims_hash\": \"%016" PRIx64, plan->dims_hash);
+    snprintf(repl, sizeof(repl), "%sZ", find);
+    patched = mt_plan_save(plan, path) == MT_OK && patch_first(path, find, 0, repl);
+    st = mt_plan_load(path, &back);
+    tap_ok(patched && st == MT_ERR_FORMAT && back == NULL &&
+               strstr(mt_last_error(), "'model.dims_hash' must be 16 lowercase hex") != NULL,
+           "a dims_hash of 16 hex digits and a Z is refused: %s",
+           st == MT_OK ? "it loaded" : mt_last_error());
+    mt_plan_destroy(back);
 }
 
 /*
