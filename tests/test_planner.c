@@ -724,6 +724,11 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
          "\"tiers\": \"C", "\"tiers\": \"P",
          "its layers put 14848 experts in DRAM ('C', 'P'), but budgets.dram_expert_bytes "
          "654024365568 holds 14847 of"},
+        /* prefill may not move a DRAM expert to NVMe either */
+        {"\"prefill\": \"P", 0, "\"prefill\": \"N", NULL, NULL,
+         "layer 3 expert 0 is 'C' in 'tiers' but 'N' in 'prefill'"},
+        /* each layer once */
+        {"\"layer\": 4,", 0, "\"layer\": 3,", NULL, NULL, "layer 3 listed twice"},
         /* '-' marks a dense layer's slots, not an expert of a MoE layer */
         {"\"tiers\": \"C", 0, "\"tiers\": \"-", "\"prefill\": \"P", "\"prefill\": \"-",
          "layer 3 'tiers' has code '-' for expert 0 (want one of G C P N)"},
@@ -749,6 +754,32 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
                    st == MT_OK ? "it loaded" : mt_last_error());
         }
         mt_plan_destroy(back);
+    }
+
+    /* a prediction that is not its layers' (a tier's experts, bytes or bytes per token, or a
+       decode speed off 1 / decode_ms by 0.1%) loads as none: times 0, tiers counted again */
+    char speed[64];
+    snprintf(speed, sizeof(speed), "\"decode_tok_s\": %.12g", plan->decode_tok_s * 1.001);
+    const struct {
+        const char *find;
+        const char *repl;
+    } stale[] = {
+        {"\"experts\": ", "\"experts\": 1"},
+        {"\"bytes\": ", "\"bytes\": 7"},
+        {"\"bytes_per_token\": ", "\"bytes_per_token\": 5"},
+        {"\"decode_tok_s\": ", speed},
+    };
+    for (size_t i = 0; i < sizeof(stale) / sizeof(stale[0]); i++) {
+        struct mt_plan *b2 = NULL;
+        bool ok = mt_plan_save(plan, path) == MT_OK &&
+                  patch_first(path, stale[i].find, PATCH_VALUE, stale[i].repl);
+        mt_status_t st2 = mt_plan_load(path, &b2);
+        tap_ok(ok && plan->decode_tok_s > 0 && st2 == MT_OK && b2->decode_tok_s == 0 &&
+                   b2->decode_ms == 0 && b2->tier[MT_TIER_GPU].experts == 0 &&
+                   b2->tier[MT_TIER_GPU].bytes == 0 && b2->tier[MT_TIER_GPU].bytes_per_token == 0,
+               "a plan edited (%s) loads predicting nothing (%g tok/s)", stale[i].repl,
+               st2 == MT_OK ? b2->decode_tok_s : -1.0);
+        mt_plan_destroy(b2);
     }
 
     /* an efficiency left out loads as 1 (planner.h: "optional: 1"); a dims_hash with anything
