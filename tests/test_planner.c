@@ -727,6 +727,8 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
         /* prefill may not move a DRAM expert to NVMe either */
         {"\"prefill\": \"P", 0, "\"prefill\": \"N", NULL, NULL,
          "layer 3 expert 0 is 'C' in 'tiers' but 'N' in 'prefill'"},
+        /* fp8 is a boolean, not a number JSON tools might write for it */
+        {"\"fp8\": true", 0, "\"fp8\": 1", NULL, NULL, "field 'model.fp8' must be true or false"},
         /* each layer once */
         {"\"layer\": 4,", 0, "\"layer\": 3,", NULL, NULL, "layer 3 listed twice"},
         /* '-' marks a dense layer's slots, not an expert of a MoE layer */
@@ -969,6 +971,15 @@ test_v32_plans(void)
             tap_ok(back != NULL && mt_plan_check_model(back, path, &other,
                                                        sz.routed_expert_bytes) == MT_ERR_FORMAT,
                    "dense-layer mismatch is rejected: %s", mt_last_error());
+            /* the same first_k_dense_replace, but layer 10 dense in the model */
+            other = cfg;
+            other.layer_is_moe[10] = false;
+            tap_ok(back != NULL &&
+                       mt_plan_check_model(back, path, &other, sz.routed_expert_bytes) ==
+                           MT_ERR_FORMAT &&
+                       strstr(mt_last_error(), "layer 10 is MoE in the plan but dense") != NULL,
+                   "a layer dense in the model but planned as MoE is rejected: %s",
+                   mt_last_error());
         }
         mt_plan_destroy(back);
         back = NULL;
