@@ -606,6 +606,18 @@ test_learned_apply(void)
     tap_ok(p[2]->host_layer_ms == 0.7 && p[3]->host_layer_ms == 0,
            "the learned host wait is taken with a GPU (%.2f ms), not without one (%.2f)",
            p[2]->host_layer_ms, p[3]->host_layer_ms);
+    /* and a plan file keeps them */
+    char path[512];
+    struct mt_plan *back = NULL;
+    snprintf(path, sizeof(path), "%s/plan-learned.json", tap_tmpdir());
+    st = mt_plan_save(p[1], path);
+    st = st == MT_OK ? mt_plan_load(path, &back) : st;
+    tap_ok(st == MT_OK && back->budget.cpu_eff == 0.3 && back->disk_eff == 0.5 &&
+               back->gpu_eff == 0.8 && back->cpu_prefill_eff == 0.4 &&
+               back->gpu_prefill_eff == 0.25 && back->host_layer_ms == 0.7,
+           "a plan file keeps the learned efficiencies and wait%s%s", st == MT_OK ? "" : ": ",
+           st == MT_OK ? "" : mt_last_error());
+    mt_plan_destroy(back);
 out:
     for (int i = 0; i < 4; i++) {
         mt_plan_destroy(p[i]);
