@@ -808,6 +808,16 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
            "a plan without hardware.gpu_eff loads it as 1 (%g)", st == MT_OK ? back->gpu_eff : -1);
     mt_plan_destroy(back);
     back = NULL;
+    /* a prefill speed of null with an empty reason still says prefill is not modelled */
+    patched = mt_plan_save(plan, path) == MT_OK &&
+              patch_first(path, "\"prefill_tok_s\": ", PATCH_VALUE,
+                          "\"prefill_tok_s\": null, \"prefill_not_modelled\": \"\"");
+    st = mt_plan_load(path, &back);
+    tap_ok(patched && st == MT_OK && back->prefill_not_modelled[0] != '\0',
+           "a plan with prefill_tok_s null and an empty reason loads as not modelled ('%s')",
+           st == MT_OK ? back->prefill_not_modelled : mt_last_error());
+    mt_plan_destroy(back);
+    back = NULL;
     snprintf(find, sizeof(find), "\"dims_hash\": \"%016" PRIx64, plan->dims_hash);
     snprintf(repl, sizeof(repl), "%sZ", find);
     patched = mt_plan_save(plan, path) == MT_OK && patch_first(path, find, 0, repl);
