@@ -830,6 +830,45 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
 }
 
 /*
+ * A plan that streams every expert (no DRAM for experts) needs the CPU's DRAM rate to compute
+ * what it streams in decode (plan_file.c, check_tier_rates): one edited to dram_gbps 0 is
+ * refused, naming it.
+ */
+static void
+test_nvme_plan_rates(void)
+{
+    struct mt_model_config cfg;
+    struct mt_model_sizes sz;
+    struct mt_hwprofile hw;
+    struct mt_plan_budget b;
+    struct mt_plan *plan = NULL;
+    struct mt_plan *back = NULL;
+    char path[512];
+    mt_status_t st;
+
+    mt_config_default_v32(&cfg);
+    st = mt_model_sizes_compute(&cfg, cfg.fp8, &sz);
+    mt_plan_budget_default(&b);
+    b.gpu_mem = sz.gpu_other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token + b.gpu_reserve;
+    b.gpu_reserve_auto = false;
+    b.cpu_mem = b.cpu_reserve;
+    make_profile(&hw, 1000, 100, 25, 7);
+    st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan) : st;
+    snprintf(path, sizeof(path), "%s/plan-nvme.json", tap_tmpdir());
+    bool patched = st == MT_OK && plan->tier[MT_TIER_NVME].experts == 58 * 256 &&
+                   mt_plan_save(plan, path) == MT_OK &&
+                   patch_first(path, "\"dram_gbps\": ", PATCH_VALUE, "\"dram_gbps\": 0");
+    st = patched ? mt_plan_load(path, &back) : MT_ERR_INTERNAL;
+    tap_ok(patched && st == MT_ERR_FORMAT && back == NULL &&
+               strstr(mt_last_error(), "on 'N' in 'tiers', but field 'hardware.dram_gbps' is 0") !=
+                   NULL,
+           "an all-NVMe plan edited to dram_gbps 0 is refused: %s",
+           st == MT_OK ? "it loaded" : mt_last_error());
+    mt_plan_destroy(back);
+    mt_plan_destroy(plan);
+}
+
+/*
  * The CPU expert efficiency: a profile that records a measured cpu.expert_eff (a fraction of its
  * read ceiling) is planned at read ceiling x that efficiency; --cpu-eff (budget.cpu_eff > 0)
  * overrides it; a profile without one gets the 0.6 assumption on its read rate. Each plan is
@@ -2063,6 +2102,7 @@ main(void)
     test_shipped_profiles();
     test_host_wait();
     test_learned_apply();
+    test_nvme_plan_rates();
     test_dram_copy_bus();
     test_cpu_prefill_model();
     test_slot_balance();
