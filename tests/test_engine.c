@@ -955,6 +955,29 @@ session_penalties(void)
     st = mt_session_generate(f.s, prompt, 6, &go, penalized_step, &p, &r);
     tap_ok(st == MT_OK && p.counts[11] == 24, "a bias of 100 on id 11: every pick is 11 (%d)",
            (int)p.counts[11]);
+    /* frequency alone, in two replies: each counts its own ids from zero */
+    go.frequency_penalty = 2.0f;
+    go.n_bias = 0;
+    int good = 0;
+    for (int k = 0; k < 2; k++) {
+        memset(&p.counts, 0, sizeof(p.counts));
+        p.steps = p.ok = 0;
+        st = mt_session_generate(f.s, prompt, 6, &go, penalized_step, &p, &r);
+        good += st == MT_OK && p.steps == 24 && p.ok == 24;
+    }
+    tap_ok(good == 2,
+           "frequency 2.0 alone, two replies: each pick the argmax less 2.0 per time the reply "
+           "generated it (%d of 2 replies)",
+           good);
+    /* one bias alone */
+    go.frequency_penalty = 0.0f;
+    go.n_bias = 1;
+    bias[0].id = 11;
+    bias[0].bias = 100.0f;
+    memset(&p.counts, 0, sizeof(p.counts));
+    st = mt_session_generate(f.s, prompt, 6, &go, penalized_step, &p, &r);
+    tap_ok(st == MT_OK && p.counts[11] == 24,
+           "a single bias of 100 on id 11: every pick is 11 (%d)", (int)p.counts[11]);
     bias[0].id = p.vocab;
     mt_log_set_quiet(true);
     st = mt_session_generate(f.s, prompt, 6, &go, penalized_step, &p, &r);

@@ -17,6 +17,7 @@
 #include "runtime/base/rng.h"
 #include "tests/tap.h"
 
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -252,6 +253,63 @@ test_sampling(void)
            "the expected-load model (%.5f s) is a lower bound of E[max] (%.5f s)", mean_load, want);
 }
 
+/*
+ * The sampled paths of mt_plan_problem_sample (planner.h): a layer whose probabilities do not
+ * sum to a whole number draws each expert on its own, so one DRAM_CPU expert of p 0.7 (10 ms,
+ * plus a 1 ms host wait when used) costs 0.7 x 11 ms on average, as the expected-load model
+ * says; a layer of p (0.25, 0.75) picks exactly one expert a token (systematic sampling), the
+ * DRAM_CPU one (10 ms + the wait) a quarter of the time, the GPU one (1 ms) otherwise: 3.5 ms.
+ * And a layer bound by GPU FLOPs costs its FLOPs at the GPU's rate.
+ */
+static void
+test_sampling_paths(void)
+{
+    double p1[1] = {0.7};
+    uint8_t c1[1] = {MT_TIER_DRAM_CPU};
+    double p2[2] = {0.25, 0.75};
+    uint8_t cg[2] = {MT_TIER_DRAM_CPU, MT_TIER_GPU};
+    double pf[1] = {1.0};
+    uint8_t g1[1] = {MT_TIER_GPU};
+    struct mt_plan_problem pb;
+    double s1 = 0, m1 = 0, s2 = 0, sf = 0;
+    mt_status_t st;
+
+    memset(&pb, 0, sizeof(pb));
+    pb.n_layers = 1;
+    pb.n_experts = 1;
+    pb.prob = p1;
+    pb.expert_bytes = 1e9;
+    pb.gpu_capacity = 1e9;
+    pb.dram_capacity = 1e9;
+    pb.rate[MT_SRC_GPU_MEM] = 1000e9;
+    pb.rate[MT_SRC_CPU_MEM] = 100e9;
+    pb.batch = 1;
+    pb.host_layer_s = 1e-3;
+    st = mt_plan_problem_sample(&pb, c1, 20000, &s1);
+    st = st == MT_OK ? mt_plan_problem_evaluate(&pb, c1, &m1, NULL, NULL) : st;
+    tap_ok(st == MT_OK && fabs(s1 - 0.7 * 0.011) < 0.03 * 0.7 * 0.011 &&
+               fabs(m1 - 0.7 * 0.011) < 1e-12,
+           "sampled: an expert of p 0.7 is drawn alone, %.3f ms (0.7 x 11 = 7.7; expected load "
+           "%.3f)",
+           s1 * 1e3, m1 * 1e3);
+    pb.n_experts = 2;
+    pb.prob = p2;
+    st = mt_plan_problem_sample(&pb, cg, 20000, &s2);
+    tap_ok(st == MT_OK && fabs(s2 - 0.0035) < 0.03 * 0.0035,
+           "sampled: p 0.25 on the CPU and 0.75 on the GPU pick one a token: %.3f ms (0.25 x 11 "
+           "+ 0.75 x 1 = 3.5)",
+           s2 * 1e3);
+    pb.n_experts = 1;
+    pb.prob = pf;
+    pb.host_layer_s = 0;
+    pb.expert_flops = 1e12;
+    pb.rate[MT_SRC_GPU_FLOP] = 100e12;
+    st = mt_plan_problem_sample(&pb, g1, 100, &sf);
+    tap_ok(st == MT_OK && fabs(sf - 0.010) < 1e-12,
+           "sampled: a GPU expert of 1 TFLOP at 100 TFLOPS takes %.3f ms (its 1 GB read: 1 ms)",
+           sf * 1e3);
+}
+
 static void
 test_budgets(void)
 {
@@ -316,7 +374,8 @@ test_budgets(void)
                    strstr(mt_last_error(), "GPU budget") != NULL,
                "evaluate rejects 4 GPU experts in a 2-expert budget: %s", mt_last_error());
         tap_ok(mt_plan_problem_optimize(&pb, false, all_gpu, &s) == MT_ERR_INVAL &&
-                   strstr(mt_last_error(), "do not fit") != NULL,
+                   strstr(mt_last_error(), "do not fit") != NULL &&
+                   strstr(mt_last_error(), "has no disk") != NULL,
                "no DRAM room and no disk: clear error: %s", mt_last_error());
     }
     {
@@ -325,6 +384,136 @@ test_budgets(void)
         tap_ok(mt_plan_problem_exhaustive(&pb, t, &s) == MT_ERR_INVAL,
                "exhaustive search refuses 14 experts");
     }
+}
+
+/*
+ * What evaluate checks before it prices a placement (planner.h): a DRAM_PCIE expert is stored
+ * in DRAM and counts against the DRAM budget like a DRAM_CPU one; a tier code that is not one of
+ * the four is impossible; a DRAM_PCIE expert needs a GPU to be computed on, so a PCIe link
+ * without GPU memory makes that tier impossible; a batch of 0 tokens is malformed.
+ */
+static void
+test_evaluate_checks(void)
+{
+    double p2[2] = {0.5, 0.5};
+    uint8_t pcie2[2] = {MT_TIER_DRAM_PCIE, MT_TIER_DRAM_PCIE};
+    uint8_t none2[2] = {MT_TIER_DRAM_CPU, MT_TIER_COUNT};
+    uint8_t cpu2[2] = {MT_TIER_DRAM_CPU, MT_TIER_DRAM_CPU};
+    struct mt_plan_problem pb;
+    double s = 0;
+
+    memset(&pb, 0, sizeof(pb));
+    pb.n_layers = 1;
+    pb.n_experts = 2;
+    pb.prob = p2;
+    pb.expert_bytes = 1e9;
+    pb.gpu_capacity = 2e9;
+    pb.dram_capacity = 1e9;
+    pb.rate[MT_SRC_GPU_MEM] = 1e12;
+    pb.rate[MT_SRC_CPU_MEM] = 1e11;
+    pb.rate[MT_SRC_PCIE] = 25e9;
+    pb.batch = 1;
+    tap_ok(mt_plan_problem_evaluate(&pb, pcie2, &s, NULL, NULL) == MT_ERR_INVAL &&
+               strstr(mt_last_error(), "DRAM budget") != NULL,
+           "evaluate counts DRAM_PCIE experts against the DRAM budget (2 in 1): %s",
+           mt_last_error());
+    pb.dram_capacity = 2e9;
+    tap_ok(mt_plan_problem_evaluate(&pb, none2, &s, NULL, NULL) == MT_ERR_INVAL &&
+               strstr(mt_last_error(), "impossible") != NULL,
+           "evaluate refuses a tier code past the last tier: %s", mt_last_error());
+    pb.rate[MT_SRC_GPU_MEM] = 0;
+    pb.gpu_capacity = 0;
+    tap_ok(mt_plan_problem_evaluate(&pb, pcie2, &s, NULL, NULL) == MT_ERR_INVAL &&
+               strstr(mt_last_error(), "impossible") != NULL,
+           "a PCIe link without GPU memory makes DRAM_PCIE impossible: %s", mt_last_error());
+    pb.batch = 0;
+    tap_ok(mt_plan_problem_evaluate(&pb, cpu2, &s, NULL, NULL) == MT_ERR_INVAL,
+           "a batch of 0 tokens is a malformed problem: %s", mt_last_error());
+    pb.batch = 1;
+    pb.gpu_capacity = -1e9;
+    s = 0;
+    mt_status_t st = mt_plan_problem_evaluate(&pb, cpu2, &s, NULL, NULL);
+    tap_ok(st == MT_OK && fabs(s - 1e9 / 1e11) < 1e-12 && mt_plan_slots(-1e9, 1e9) == 0,
+           "a negative GPU capacity holds no expert and refuses none off the GPU (%.3f ms)",
+           s * 1e3);
+}
+
+/*
+ * Where prefill computes streamed (NVMe) experts (planner.h, nvme_on_cpu): at a batch > 1 with
+ * a PCIe link and a GPU they are copied over the link and computed there, so a machine without
+ * a CPU rate can still stream them, and their time is the slowest of disk, link and GPU; with
+ * nvme_on_cpu the CPU computes them "when there is one", and without one they stay on the GPU.
+ */
+static void
+test_nvme_prefill(void)
+{
+    double p1[1] = {1.0};
+    uint8_t nv[1] = {MT_TIER_NVME};
+    struct mt_plan_problem pb;
+    double s_gpu = 0, s_cpu = 0, s_nocpu = 0;
+    mt_status_t st;
+
+    memset(&pb, 0, sizeof(pb));
+    pb.n_layers = 1;
+    pb.n_experts = 1;
+    pb.prob = p1;
+    pb.expert_bytes = 1e9;
+    pb.rate[MT_SRC_GPU_MEM] = 1000e9;
+    pb.rate[MT_SRC_PCIE] = 20e9;
+    pb.rate[MT_SRC_DISK] = 50e9;
+    pb.batch = 512;
+    /* no CPU rate: copied over the link (1 GB at 20 GB/s = 50 ms, the disk's 20 ms overlaps) */
+    st = mt_plan_problem_evaluate(&pb, nv, &s_gpu, NULL, NULL);
+    pb.nvme_on_cpu = true;
+    st = st == MT_OK ? mt_plan_problem_evaluate(&pb, nv, &s_nocpu, NULL, NULL) : st;
+    /* with a CPU at 10 GB/s: the CPU reads it (100 ms), the link stays idle */
+    pb.rate[MT_SRC_CPU_MEM] = 10e9;
+    st = st == MT_OK ? mt_plan_problem_evaluate(&pb, nv, &s_cpu, NULL, NULL) : st;
+    tap_ok(st == MT_OK && fabs(s_gpu - 0.050) < 1e-12 && fabs(s_nocpu - 0.050) < 1e-12 &&
+               fabs(s_cpu - 0.100) < 1e-12,
+           "prefill streams an NVMe expert over the link to the GPU without a CPU (%.1f ms; "
+           "nvme_on_cpu and no CPU: %.1f), on the CPU with nvme_on_cpu and a CPU (%.1f ms)",
+           s_gpu * 1e3, s_nocpu * 1e3, s_cpu * 1e3);
+}
+
+/*
+ * Re-planning a placement for another phase (keep_storage, planner.h) changes only how DRAM
+ * experts are computed: a DRAM_PCIE expert where this phase has no PCIe link becomes DRAM_CPU,
+ * a DRAM_CPU one where it has no CPU rate becomes DRAM_PCIE; GPU and NVMe experts stay.
+ */
+static void
+test_keep_storage_modes(void)
+{
+    double p3[3] = {0.5, 0.5, 0.5};
+    uint8_t t[3] = {MT_TIER_GPU, MT_TIER_DRAM_PCIE, MT_TIER_DRAM_PCIE};
+    struct mt_plan_problem pb;
+    double s = 0;
+    mt_status_t st;
+
+    memset(&pb, 0, sizeof(pb));
+    pb.n_layers = 1;
+    pb.n_experts = 3;
+    pb.prob = p3;
+    pb.expert_bytes = 1e9;
+    pb.gpu_capacity = 1e9;
+    pb.dram_capacity = 2e9;
+    pb.rate[MT_SRC_GPU_MEM] = 1000e9;
+    pb.rate[MT_SRC_CPU_MEM] = 100e9;
+    pb.batch = 1;
+    st = mt_plan_problem_optimize(&pb, true, t, &s);
+    tap_ok(st == MT_OK && t[0] == MT_TIER_GPU && t[1] == MT_TIER_DRAM_CPU &&
+               t[2] == MT_TIER_DRAM_CPU && fabs(s - 0.010) < 1e-12,
+           "keep_storage without a PCIe link: DRAM_PCIE experts become DRAM_CPU (%c%c%c, %.3f ms)",
+           mt_tier_code(t[0]), mt_tier_code(t[1]), mt_tier_code(t[2]), s * 1e3);
+    t[1] = MT_TIER_DRAM_CPU;
+    t[2] = MT_TIER_DRAM_CPU;
+    pb.rate[MT_SRC_CPU_MEM] = 0;
+    pb.rate[MT_SRC_PCIE] = 50e9;
+    st = mt_plan_problem_optimize(&pb, true, t, &s);
+    tap_ok(st == MT_OK && t[0] == MT_TIER_GPU && t[1] == MT_TIER_DRAM_PCIE &&
+               t[2] == MT_TIER_DRAM_PCIE && fabs(s - 0.020) < 1e-12,
+           "keep_storage without a CPU rate: DRAM_CPU experts become DRAM_PCIE (%c%c%c, %.3f ms)",
+           mt_tier_code(t[0]), mt_tier_code(t[1]), mt_tier_code(t[2]), s * 1e3);
 }
 
 /* A what-if profile in code: one GPU, CPU, PCIe, one disk. */
@@ -345,6 +534,94 @@ make_profile(struct mt_hwprofile *hw, double hbm, double dram, double pcie, doub
     hw->n_disks = disk > 0 ? 1 : 0;
     hw->disks[0].best_gbps = disk;
     hw->dram_bytes = (uint64_t)2 << 40;
+}
+
+/*
+ * What a profile's learned section does to a plan (planner_int.h, mt_plan_apply_learned;
+ * hwprofile.h: reports 0 is "the section is absent"): with reports >= 1 the plan takes the
+ * learned CPU, disk, GPU and prefill efficiencies and the host wait, each efficiency clamped to
+ * [0.01, MT_PLAN_LEARNED_EFF_MAX]; with reports 0 it keeps the defaults (efficiency 1, the GPU's
+ * prompt efficiency MT_PLAN_GPU_PREFILL_EFF, no wait); without a GPU the wait, the GPU engine's,
+ * is not taken.
+ */
+static void
+test_learned_apply(void)
+{
+    struct mt_model_config cfg;
+    struct mt_model_sizes sz;
+    struct mt_hwprofile hw;
+    struct mt_plan_budget b;
+    struct mt_plan *p[4] = {NULL, NULL, NULL, NULL};
+    mt_status_t st;
+
+    mt_config_default_v32(&cfg);
+    st = mt_model_sizes_compute(&cfg, cfg.fp8, &sz);
+    mt_plan_budget_default(&b);
+    b.gpu_mem = sz.gpu_other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token + b.gpu_reserve;
+    b.cpu_mem = (uint64_t)1 << 40;
+    make_profile(&hw, 1000, 400, 25, 7);
+    hw.learned.cpu_expert_eff = 0.3;
+    hw.learned.disk_eff = 0.5;
+    hw.learned.gpu_eff = 0.8;
+    hw.learned.cpu_prefill_eff = 0.4;
+    hw.learned.gpu_prefill_eff = 0.25;
+    hw.learned.host_layer_ms = 0.7;
+    st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &p[0]) : st;
+    hw.learned.reports = 3;
+    st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &p[1]) : st;
+    hw.learned.reports = 1;
+    hw.learned.cpu_expert_eff = 0.001;
+    hw.learned.disk_eff = 5;
+    hw.learned.gpu_eff = 0.001;
+    hw.learned.cpu_prefill_eff = 5;
+    hw.learned.gpu_prefill_eff = 0.001;
+    st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &p[2]) : st;
+    hw.gpu.present = false;
+    st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &p[3]) : st;
+    if (st != MT_OK) {
+        tap_ok(false, "plans with learned efficiencies: %s", mt_last_error());
+        goto out;
+    }
+    tap_ok(p[0]->budget.cpu_eff == 0.6 && strstr(p[0]->cpu_eff_source, "learned") == NULL &&
+               p[0]->disk_eff == 1 && p[0]->gpu_eff == 1 && p[0]->cpu_prefill_eff == 1 &&
+               p[0]->gpu_prefill_eff == MT_PLAN_GPU_PREFILL_EFF && p[0]->host_layer_ms == 0,
+           "a learned section of 0 reports is not used: CPU eff %.2f (%s)", p[0]->budget.cpu_eff,
+           p[0]->cpu_eff_source);
+    tap_ok(p[1]->budget.cpu_eff == 0.3 &&
+               strcmp(p[1]->cpu_eff_source, "learned: 3 run reports") == 0 &&
+               p[1]->disk_eff == 0.5 && p[1]->gpu_eff == 0.8 && p[1]->cpu_prefill_eff == 0.4 &&
+               p[1]->gpu_prefill_eff == 0.25 && p[1]->host_layer_ms == 0.7,
+           "3 reports: CPU eff %.2f (%s), disk %.2f, GPU %.2f, prefill CPU %.2f GPU %.2f, wait "
+           "%.2f ms",
+           p[1]->budget.cpu_eff, p[1]->cpu_eff_source, p[1]->disk_eff, p[1]->gpu_eff,
+           p[1]->cpu_prefill_eff, p[1]->gpu_prefill_eff, p[1]->host_layer_ms);
+    tap_ok(p[2]->budget.cpu_eff == 0.01 &&
+               strcmp(p[2]->cpu_eff_source, "learned: 1 run report") == 0 &&
+               p[2]->disk_eff == MT_PLAN_LEARNED_EFF_MAX && p[2]->gpu_eff == 0.01 &&
+               p[2]->cpu_prefill_eff == MT_PLAN_LEARNED_EFF_MAX && p[2]->gpu_prefill_eff == 0.01,
+           "learned efficiencies are clamped to [0.01, %g]: CPU %.3f, disk %.3f, GPU %.3f, "
+           "prefill CPU %.3f GPU %.3f",
+           MT_PLAN_LEARNED_EFF_MAX, p[2]->budget.cpu_eff, p[2]->disk_eff, p[2]->gpu_eff,
+           p[2]->cpu_prefill_eff, p[2]->gpu_prefill_eff);
+    tap_ok(p[2]->host_layer_ms == 0.7 && p[3]->host_layer_ms == 0,
+           "the learned host wait is taken with a GPU (%.2f ms), not without one (%.2f)",
+           p[2]->host_layer_ms, p[3]->host_layer_ms);
+    /* and a plan file keeps them */
+    char path[512];
+    struct mt_plan *back = NULL;
+    snprintf(path, sizeof(path), "%s/plan-learned.json", tap_tmpdir());
+    st = mt_plan_save(p[1], path);
+    st = st == MT_OK ? mt_plan_load(path, &back) : st;
+    tap_ok(st == MT_OK && back->budget.cpu_eff == 0.3 && back->disk_eff == 0.5 &&
+               back->gpu_eff == 0.8 && back->cpu_prefill_eff == 0.4 &&
+               back->gpu_prefill_eff == 0.25 && back->host_layer_ms == 0.7,
+           "a plan file keeps the learned efficiencies and wait%s%s", st == MT_OK ? "" : ": ",
+           st == MT_OK ? "" : mt_last_error());
+    mt_plan_destroy(back);
+out:
+    for (int i = 0; i < 4; i++) {
+        mt_plan_destroy(p[i]);
+    }
 }
 
 /* patch_first's drop: the value that follows find, up to the next ',' or line end */
@@ -416,12 +693,18 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
          "field 'budgets.cpu_eff' must be an efficiency in [0.01, 2] (got 0.001"},
         /* up to the learned maximum: a learned efficiency over the profile's ceiling */
         {"\"cpu_eff\": ", PATCH_VALUE, "\"cpu_eff\": 1.5", NULL, NULL, NULL},
+        /* both ends of the range load */
+        {"\"cpu_eff\": ", PATCH_VALUE, "\"cpu_eff\": 0.01", NULL, NULL, NULL},
+        {"\"cpu_eff\": ", PATCH_VALUE, "\"cpu_eff\": 2", NULL, NULL, NULL},
         /* no KV cache: the planner writes at least one token */
         {"\"ctx\": ", PATCH_VALUE, "\"ctx\": 0", NULL, NULL,
          "field 'budgets.ctx' must be an integer in [1, "},
         /* 'C' experts need the CPU's DRAM rate the cost model computes them at */
         {"\"dram_gbps\": ", PATCH_VALUE, "\"dram_gbps\": 0", NULL, NULL,
          "layer 3 puts expert 0 on 'C' in 'tiers', but field 'hardware.dram_gbps' is 0"},
+        /* and prefill's 'P' experts need the PCIe link they are copied over */
+        {"\"pcie_gbps\": ", PATCH_VALUE, "\"pcie_gbps\": 0", NULL, NULL,
+         "layer 3 puts expert 0 on 'P' in 'prefill', but field 'hardware.pcie_gbps' is 0"},
         {"\"gpu_eff\": ", PATCH_VALUE, "\"gpu_eff\": 0", NULL, NULL,
          "field 'hardware.gpu_eff' must be an efficiency in [0.01, 2] (got 0;"},
         {"\"cpu_prefill_eff\": ", PATCH_VALUE, "\"cpu_prefill_eff\": 2.5", NULL, NULL,
@@ -447,6 +730,22 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
          "44050944 holds 1 of"},
         {"\"tiers\": \"C", 0, "\"tiers\": \"G", "\"prefill\": \"P", "\"prefill\": \"G",
          "its layers put 1 expert on the GPU ('G'), but budgets.gpu_expert_bytes 0 holds 0"},
+        /* a 'P' expert is stored in DRAM too: 14,848 with one of them 'P' overflow a budget of
+           14,847 */
+        {"\"dram_expert_bytes\": ", PATCH_VALUE, "\"dram_expert_bytes\": 654024365568",
+         "\"tiers\": \"C", "\"tiers\": \"P",
+         "its layers put 14848 experts in DRAM ('C', 'P'), but budgets.dram_expert_bytes "
+         "654024365568 holds 14847 of"},
+        /* prefill may not move a DRAM expert to NVMe either */
+        {"\"prefill\": \"P", 0, "\"prefill\": \"N", NULL, NULL,
+         "layer 3 expert 0 is 'C' in 'tiers' but 'N' in 'prefill'"},
+        /* fp8 is a boolean, not a number JSON tools might write for it */
+        {"\"fp8\": true", 0, "\"fp8\": 1", NULL, NULL, "field 'model.fp8' must be true or false"},
+        /* each layer once */
+        {"\"layer\": 4,", 0, "\"layer\": 3,", NULL, NULL, "layer 3 listed twice"},
+        /* '-' marks a dense layer's slots, not an expert of a MoE layer */
+        {"\"tiers\": \"C", 0, "\"tiers\": \"-", "\"prefill\": \"P", "\"prefill\": \"-",
+         "layer 3 'tiers' has code '-' for expert 0 (want one of G C P N)"},
     };
 
     for (size_t i = 0; i < sizeof(edits) / sizeof(edits[0]); i++) {
@@ -470,6 +769,103 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
         }
         mt_plan_destroy(back);
     }
+
+    /* a prediction that is not its layers' (a tier's experts, bytes or bytes per token, or a
+       decode speed off 1 / decode_ms by 0.1%) loads as none: times 0, tiers counted again */
+    char speed[64];
+    snprintf(speed, sizeof(speed), "\"decode_tok_s\": %.12g", plan->decode_tok_s * 1.001);
+    const struct {
+        const char *find;
+        const char *repl;
+    } stale[] = {
+        {"\"experts\": ", "\"experts\": 1"},
+        {"\"bytes\": ", "\"bytes\": 7"},
+        {"\"bytes_per_token\": ", "\"bytes_per_token\": 5"},
+        {"\"decode_tok_s\": ", speed},
+    };
+    for (size_t i = 0; i < sizeof(stale) / sizeof(stale[0]); i++) {
+        struct mt_plan *b2 = NULL;
+        bool ok = mt_plan_save(plan, path) == MT_OK &&
+                  patch_first(path, stale[i].find, PATCH_VALUE, stale[i].repl);
+        mt_status_t st2 = mt_plan_load(path, &b2);
+        tap_ok(ok && plan->decode_tok_s > 0 && st2 == MT_OK && b2->decode_tok_s == 0 &&
+                   b2->decode_ms == 0 && b2->tier[MT_TIER_GPU].experts == 0 &&
+                   b2->tier[MT_TIER_GPU].bytes == 0 && b2->tier[MT_TIER_GPU].bytes_per_token == 0,
+               "a plan edited (%s) loads predicting nothing (%g tok/s)", stale[i].repl,
+               st2 == MT_OK ? b2->decode_tok_s : -1.0);
+        mt_plan_destroy(b2);
+    }
+
+    /* an efficiency left out loads as 1 (planner.h: "optional: 1"); a dims_hash with anything
+       after its 16 hex digits is refused */
+    struct mt_plan *back = NULL;
+    char find[64];
+    char repl[72];
+    bool patched =
+        mt_plan_save(plan, path) == MT_OK && patch_first(path, "\"gpu_eff\": 1.0,", 0, "");
+    mt_status_t st = mt_plan_load(path, &back);
+    tap_ok(patched && st == MT_OK && back->gpu_eff == 1,
+           "a plan without hardware.gpu_eff loads it as 1 (%g)", st == MT_OK ? back->gpu_eff : -1);
+    mt_plan_destroy(back);
+    back = NULL;
+    /* a prefill speed of null with an empty reason still says prefill is not modelled */
+    patched = mt_plan_save(plan, path) == MT_OK &&
+              patch_first(path, "\"prefill_tok_s\": ", PATCH_VALUE,
+                          "\"prefill_tok_s\": null, \"prefill_not_modelled\": \"\"");
+    st = mt_plan_load(path, &back);
+    tap_ok(patched && st == MT_OK && back->prefill_not_modelled[0] != '\0',
+           "a plan with prefill_tok_s null and an empty reason loads as not modelled ('%s')",
+           st == MT_OK ? back->prefill_not_modelled : mt_last_error());
+    mt_plan_destroy(back);
+    back = NULL;
+    snprintf(find, sizeof(find), "\"dims_hash\": \"%016" PRIx64, plan->dims_hash);
+    snprintf(repl, sizeof(repl), "%sZ", find);
+    patched = mt_plan_save(plan, path) == MT_OK && patch_first(path, find, 0, repl);
+    st = mt_plan_load(path, &back);
+    tap_ok(patched && st == MT_ERR_FORMAT && back == NULL &&
+               strstr(mt_last_error(), "'model.dims_hash' must be 16 lowercase hex") != NULL,
+           "a dims_hash of 16 hex digits and a Z is refused: %s",
+           st == MT_OK ? "it loaded" : mt_last_error());
+    mt_plan_destroy(back);
+}
+
+/*
+ * A plan that streams every expert (no DRAM for experts) needs the CPU's DRAM rate to compute
+ * what it streams in decode (plan_file.c, check_tier_rates): one edited to dram_gbps 0 is
+ * refused, naming it.
+ */
+static void
+test_nvme_plan_rates(void)
+{
+    struct mt_model_config cfg;
+    struct mt_model_sizes sz;
+    struct mt_hwprofile hw;
+    struct mt_plan_budget b;
+    struct mt_plan *plan = NULL;
+    struct mt_plan *back = NULL;
+    char path[512];
+    mt_status_t st;
+
+    mt_config_default_v32(&cfg);
+    st = mt_model_sizes_compute(&cfg, cfg.fp8, &sz);
+    mt_plan_budget_default(&b);
+    b.gpu_mem = sz.gpu_other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token + b.gpu_reserve;
+    b.gpu_reserve_auto = false;
+    b.cpu_mem = b.cpu_reserve;
+    make_profile(&hw, 1000, 100, 25, 7);
+    st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan) : st;
+    snprintf(path, sizeof(path), "%s/plan-nvme.json", tap_tmpdir());
+    bool patched = st == MT_OK && plan->tier[MT_TIER_NVME].experts == 58 * 256 &&
+                   mt_plan_save(plan, path) == MT_OK &&
+                   patch_first(path, "\"dram_gbps\": ", PATCH_VALUE, "\"dram_gbps\": 0");
+    st = patched ? mt_plan_load(path, &back) : MT_ERR_INTERNAL;
+    tap_ok(patched && st == MT_ERR_FORMAT && back == NULL &&
+               strstr(mt_last_error(), "on 'N' in 'tiers', but field 'hardware.dram_gbps' is 0") !=
+                   NULL,
+           "an all-NVMe plan edited to dram_gbps 0 is refused: %s",
+           st == MT_OK ? "it loaded" : mt_last_error());
+    mt_plan_destroy(back);
+    mt_plan_destroy(plan);
 }
 
 /*
@@ -636,6 +1032,15 @@ test_v32_plans(void)
             tap_ok(back != NULL && mt_plan_check_model(back, path, &other,
                                                        sz.routed_expert_bytes) == MT_ERR_FORMAT,
                    "dense-layer mismatch is rejected: %s", mt_last_error());
+            /* the same first_k_dense_replace, but layer 10 dense in the model */
+            other = cfg;
+            other.layer_is_moe[10] = false;
+            tap_ok(back != NULL &&
+                       mt_plan_check_model(back, path, &other, sz.routed_expert_bytes) ==
+                           MT_ERR_FORMAT &&
+                       strstr(mt_last_error(), "layer 10 is MoE in the plan but dense") != NULL,
+                   "a layer dense in the model but planned as MoE is rejected: %s",
+                   mt_last_error());
         }
         mt_plan_destroy(back);
         back = NULL;
@@ -928,6 +1333,17 @@ test_cpu_prefill_model(void)
            "prefill on the CPU at 1,024 tokens: %.3f ms with the measured runs (%.3f for the "
            "weights at 40 GB/s + %.3f for the products at 5 TFLOPS), %.3f ms at the FLOP rate",
            s_runs * 1e3, u * 44e6 / 40e9 * 1e3, fl / 5e12 * 1e3, s_flop * 1e3);
+    /* at 16 tokens the expert (p 1/32) is used by u16 = 1 - (31/32)^16 = 0.40 of the steps: its
+       run (the weights) is paid that often, its products for 16 x p tokens */
+    double u16 = 1.0 - pow(1.0 - 8.0 / 256, 16);
+    double want16 = u16 * 44e6 / 40e9 + 16 * (8.0 / 256) * 88e6 / 5e12;
+    double s16 = 0;
+    pb.batch = 16;
+    st = mt_plan_problem_evaluate(&pb, t, &s16, NULL, NULL);
+    tap_ok(st == MT_OK && fabs(s16 - want16) < 1e-15,
+           "prefill on the CPU at 16 tokens pays the run in %.2f of the steps: %.4f ms (by hand "
+           "%.4f)",
+           u16, s16 * 1e3, want16 * 1e3);
     pb.batch = 1;
     st = mt_plan_problem_evaluate(&pb, t, &s_dec1, NULL, NULL);
     pb.cpu_run_rate = 0;
@@ -1475,6 +1891,48 @@ test_decode_copies(void)
            "alone %.1f; expected load %.2f, without copies %.1f); without a link %.1f",
            copies, s_on * 1e3, s_off * 1e3, m_on * 1e3, m_off * 1e3, s_nolink * 1e3);
 
+    /* Every token uses both experts of a layer: a DRAM_CPU one (10 ms on the CPU, 5 ms over
+       the link) and an NVMe one whose 10 ms of CPU reads stay. Copying the DRAM expert ends the
+       layer at 10 ms, all of it copied (the best split is f = 1, never past it); without the
+       copy 20 ms. */
+    {
+        double p2[2] = {1.0, 1.0};
+        uint8_t cn[2] = {MT_TIER_DRAM_CPU, MT_TIER_NVME};
+        double m_all = 0, s_all = 0, c_all = -1;
+
+        memset(&pb, 0, sizeof(pb));
+        pb.n_layers = 1;
+        pb.n_experts = 2;
+        pb.prob = p2;
+        pb.expert_bytes = 1e9;
+        pb.dram_capacity = 1e9;
+        pb.rate[MT_SRC_GPU_MEM] = 1e15;
+        pb.rate[MT_SRC_CPU_MEM] = 100e9;
+        pb.rate[MT_SRC_PCIE] = 200e9;
+        pb.rate[MT_SRC_DISK] = 1000e9;
+        pb.batch = 1;
+        pb.decode_copies = true;
+        st = mt_plan_problem_evaluate(&pb, cn, &m_all, NULL, NULL);
+        st = st == MT_OK ? mt_plan_problem_sample_copies(&pb, cn, 100, &s_all, &c_all) : st;
+        tap_ok(st == MT_OK && fabs(m_all - 0.010) < 1e-12 && fabs(s_all - 0.010) < 1e-12 &&
+                   c_all == 1.0,
+               "decode copies: a layer ends first with every DRAM expert copied: %.3f ms expected, "
+               "%.3f sampled, %.1f copied (without: 20)",
+               m_all * 1e3, s_all * 1e3, c_all);
+        /* copies are decode's: at a batch of 4 (both experts on the CPU) the flag changes
+           nothing */
+        double m_b4 = 0, m_b4_off = 0;
+        pb.batch = 4;
+        pb.nvme_on_cpu = true;
+        st = mt_plan_problem_evaluate(&pb, cn, &m_b4, NULL, NULL);
+        pb.decode_copies = false;
+        st = st == MT_OK ? mt_plan_problem_evaluate(&pb, cn, &m_b4_off, NULL, NULL) : st;
+        tap_ok(st == MT_OK && m_b4 == m_b4_off && fabs(m_b4 - 0.020) < 1e-12,
+               "decode copies are decode's: a batch of 4 tokens costs %.3f ms with the flag, "
+               "%.3f without",
+               m_b4 * 1e3, m_b4_off * 1e3);
+    }
+
     struct mt_model_config cfg;
     struct mt_model_sizes sz;
     struct mt_hwprofile hw;
@@ -1636,9 +2094,15 @@ main(void)
     test_passes_needed();
     test_budgets();
     test_sampling();
+    test_sampling_paths();
+    test_evaluate_checks();
+    test_nvme_prefill();
+    test_keep_storage_modes();
     test_v32_plans();
     test_shipped_profiles();
     test_host_wait();
+    test_learned_apply();
+    test_nvme_plan_rates();
     test_dram_copy_bus();
     test_cpu_prefill_model();
     test_slot_balance();

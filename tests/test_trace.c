@@ -145,6 +145,52 @@ main(void)
                "k > n_experts is rejected");
     }
 
+    /* slots (trace.h): a later layer continues a slot's token, the same or an earlier one
+       starts a new token, and only transitions from a layer's first previous layer count */
+    {
+        struct mt_trace *s = NULL;
+        struct mt_trace *s2 = NULL;
+        struct mt_trace *s3 = NULL;
+        struct mt_trace *e = NULL;
+        const int a[2] = {0, 1}, b[4] = {2, 3, 4, 5}, c[2] = {6, 7}, d[2] = {1, 2};
+        st = mt_trace_create(4, 8, 2, &s);
+        st = st == MT_OK ? mt_trace_record(s, 0, a, 2) : st;
+        st = st == MT_OK ? mt_trace_record_batch(s, 1, b, 2, 2) : st;
+        tap_ok(st == MT_OK && mt_trace_from_layer(s, 1) == 0 &&
+                   mt_trace_transition(s, 1, 0, 2) == 1 && mt_trace_transition(s, 1, 1, 3) == 1 &&
+                   mt_trace_transition(s, 1, 0, 4) == 0,
+               "a batch larger than the last keeps slot 0's token, which continues from layer 0");
+        st = mt_trace_create(4, 8, 2, &s2);
+        st = st == MT_OK ? mt_trace_record(s2, 3, a, 2) : st;
+        st = st == MT_OK ? mt_trace_record(s2, 3, c, 2) : st;
+        tap_ok(st == MT_OK && mt_trace_from_layer(s2, 3) == -1 &&
+                   mt_trace_transition(s2, 3, 0, 6) == 0 && mt_trace_layer_tokens(s2, 3) == 2,
+               "a second record at the same layer is a new token, not a transition");
+        /* token A: layer 0 -> 2; token B: layer 1 -> 2, whose pairs are not from layer 0 */
+        st = mt_trace_create(4, 8, 2, &s3);
+        st = st == MT_OK ? mt_trace_record(s3, 0, a, 2) : st;
+        st = st == MT_OK ? mt_trace_record(s3, 2, d, 2) : st;
+        st = st == MT_OK ? mt_trace_record(s3, 1, c, 2) : st;
+        st = st == MT_OK ? mt_trace_record(s3, 2, a, 2) : st;
+        tap_ok(st == MT_OK && mt_trace_from_layer(s3, 2) == 0 &&
+                   mt_trace_transition(s3, 2, 0, 1) == 1 && mt_trace_transition(s3, 2, 6, 0) == 0 &&
+                   mt_trace_count(s3, 2, 0) == 1,
+               "layer 2 keeps its transitions from layer 0; a token from layer 1 adds none there");
+        /* merging into an empty trace takes the transitions too */
+        st = mt_trace_create(5, 8, 2, &e);
+        tap_ok(st == MT_OK && mt_trace_merge(e, t, "t") == MT_OK && traces_equal(e, t),
+               "merging into an empty trace gives the same counts, tokens and transitions");
+        mt_trace_destroy(e);
+        mt_trace_destroy(s3);
+        mt_trace_destroy(s2);
+        mt_trace_destroy(s);
+        const int one[1] = {0};
+        tap_ok(mt_trace_record(t, 2, one, 1) == MT_ERR_INVAL && mt_trace_count(t, 2, 0) == 0,
+               "fewer experts per token than the trace's k are rejected: %s", mt_last_error());
+        tap_ok(mt_trace_count(t, 0, 8) == 0 && mt_trace_count(t, 1, 0) == 2,
+               "a count past the last expert is 0, not the next layer's");
+    }
+
     /* round trip */
     dir = tap_tmpdir();
     snprintf(path, sizeof(path), "%s/trace.json", dir);
@@ -188,6 +234,45 @@ main(void)
                      "\"counts\": [1, 1, 1, 0]}]}");
     tap_ok(mt_trace_load(path, &u) == MT_ERR_FORMAT && strstr(mt_last_error(), "sum") != NULL,
            "counts that do not sum to tokens x k: %s", mt_last_error());
+    write_file(path, "{\"format\": \"moetier-trace\", \"version\": 1, \"n_layers\": 5, "
+                     "\"n_experts\": 4, \"k\": 2, \"layers\": [{\"layer\": 1, \"tokens\": 2, "
+                     "\"counts\": [2, 1, 0, 0]}]}");
+    tap_ok(mt_trace_load(path, &u) == MT_ERR_FORMAT &&
+               strstr(mt_last_error(), "sum to 3, expected tokens x k = 4") != NULL,
+           "counts that sum to no multiple of tokens: %s", mt_last_error());
+    /* transitions: from an earlier layer, experts in range, counts in [1, 2^32 - 1] */
+    {
+        static const struct {
+            const char *layer; /* the layer object, after "counts": [1, 1, 0, 0], */
+            const char *err;   /* in the refusal; NULL: loads */
+        } tr[] = {
+            {"\"from_layer\": 2, \"transitions\": [0, 1, 1]", "from_layer"},
+            {"\"from_layer\": 1, \"transitions\": [0, 1, 0]", "triple"},
+            {"\"from_layer\": 1, \"transitions\": [4, 0, 1]", "triple"},
+            {"\"from_layer\": 1, \"transitions\": [0, 4, 1]", "triple"},
+            {"\"from_layer\": 1, \"transitions\": [3, 3, 4294967295]", NULL},
+        };
+        for (size_t i = 0; i < sizeof(tr) / sizeof(tr[0]); i++) {
+            char text[512];
+            snprintf(text, sizeof(text),
+                     "{\"format\": \"moetier-trace\", \"version\": 1, \"n_layers\": 5, "
+                     "\"n_experts\": 4, \"k\": 2, \"layers\": [{\"layer\": 2, \"tokens\": 1, "
+                     "\"counts\": [1, 1, 0, 0], %s}]}",
+                     tr[i].layer);
+            write_file(path, text);
+            st = mt_trace_load(path, &u);
+            if (tr[i].err == NULL) {
+                tap_ok(st == MT_OK && mt_trace_transition(u, 2, 3, 3) == 4294967295u,
+                       "layer 2 with %s loads", tr[i].layer);
+            } else {
+                tap_ok(st == MT_ERR_FORMAT && u == NULL &&
+                           strstr(mt_last_error(), tr[i].err) != NULL,
+                       "layer 2 with %s is refused: %s", tr[i].layer, mt_last_error());
+            }
+            mt_trace_destroy(u);
+            u = NULL;
+        }
+    }
     write_file(path, "{\"format\": \"moetier-trace\", \"version\": 1, \"n_layers\": 5, "
                      "\"n_experts\": 4, \"k\": 2, \"layers\": [{\"layer\": 2, \"tokens\": 1, "
                      "\"counts\": [1, 1, 0, 0], \"from_layer\": 1, \"transitions\": [0, 9, 1]}]}");
