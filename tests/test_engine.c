@@ -989,6 +989,163 @@ out:
     fixture_close(&f);
 }
 
+/* Each id a reply gives, in order (up to 64). */
+struct collected {
+    int32_t ids[64];
+    int n;
+};
+
+static bool
+collect_id(void *ctx, int32_t id)
+{
+    struct collected *c = ctx;
+
+    if (c->n < 64) {
+        c->ids[c->n] = id;
+    }
+    c->n++;
+    return true;
+}
+
+/* on_prompt_logits and on_token share one ctx: keep_rows's first, collect_id's after it */
+struct rows_and_ids {
+    struct seen_logits v;
+    struct collected c;
+};
+
+static bool
+collect_after_rows(void *ctx, int32_t id)
+{
+    return collect_id(&((struct rows_and_ids *)ctx)->c, id);
+}
+
+/*
+ * How a reply ends, and what the cache keeps: a prompt the cache already holds whole runs its
+ * last id again (same reply, n - 1 reused); the last id of a reply is not fed (max_new 5: 4
+ * decoded, the history n + 4); max_new 0 samples nothing; EOS ends a reply unless ignore_eos
+ * (a bias makes it the greedy pick); a context of 16 positions stops a 4-id prompt after 13 ids
+ * ("context", the last one not fed); a reply's first id after on_prompt_logits pieces is the
+ * argmax of the prompt's last row.
+ */
+static void
+session_ends(void)
+{
+    struct session_fixture f;
+    struct mt_gen_opts go;
+    struct mt_gen_result r, r2;
+    struct collected a = {0}, b = {0};
+    enum { N = 300 };
+    int32_t prompt[N];
+    float *whole = NULL;
+    struct rows_and_ids x = {.v = {.stop_at_piece = -1}};
+    struct seen_logits *v = &x.v;
+    struct mt_engine_opts eo;
+    struct mt_engine *small = NULL;
+    struct mt_session *ss = NULL;
+    struct mt_sampler_opts sp;
+    size_t nh = 0;
+
+    for (int i = 0; i < N; i++) {
+        prompt[i] = (int32_t)(5 + (i * 53) % 190);
+    }
+    if (!fixture_open(&f, 11, "session ends")) {
+        goto out;
+    }
+    mt_gen_opts_default(&go);
+    go.max_new = 5;
+    go.ignore_eos = true;
+    mt_status_t st = mt_session_generate(f.s, prompt, 6, &go, collect_id, &a, &r);
+    mt_session_history(f.s, &nh);
+    bool fed = st == MT_OK && r.n_generated == 5 && r.n_decoded == 4 && nh == 10 &&
+               mt_engine_pos(f.e) == 10 && r.stop == MT_STOP_LENGTH;
+    mt_status_t st2 = mt_session_generate(f.s, prompt, 6, &go, collect_id, &b, &r2);
+    tap_ok(fed && st2 == MT_OK && r2.n_reused == 5 && a.n == 5 && b.n == 5 &&
+               memcmp(a.ids, b.ids, sizeof(int32_t) * 5) == 0,
+           "session ends: max_new 5 feeds 4 (history %zu); the same prompt again reuses %zu of 6 "
+           "and gives the same 5 ids", nh, r2.n_reused);
+
+    b.n = 0;
+    go.max_new = 0;
+    st = mt_session_generate(f.s, prompt, 6, &go, collect_id, &b, &r);
+    tap_ok(st == MT_OK && b.n == 0 && r.n_generated == 0 && r.stop == MT_STOP_LENGTH,
+           "session ends: max_new 0 samples nothing");
+
+    struct mt_logit_bias to_eos = {mt_engine_eos(f.e), 1000.0f};
+    go.max_new = 3;
+    go.bias = &to_eos;
+    go.n_bias = 1;
+    go.ignore_eos = false;
+    b.n = 0;
+    st = mt_session_generate(f.s, prompt, 6, &go, collect_id, &b, &r);
+    bool eos_stops = st == MT_OK && r.stop == MT_STOP_EOS && r.n_generated == 0 && b.n == 0;
+    go.ignore_eos = true;
+    st = mt_session_generate(f.s, prompt, 6, &go, collect_id, &b, &r);
+    tap_ok(eos_stops && st == MT_OK && r.stop == MT_STOP_LENGTH && b.n == 3 &&
+               b.ids[0] == to_eos.id && b.ids[2] == to_eos.id,
+           "session ends: EOS as the pick ends the reply at once; with ignore_eos it is given "
+           "(%d ids)", b.n);
+    go.n_bias = 0;
+
+    /* frequency counts each repeat: id 11 pushed 6 up, then 2 down per time it was given */
+    struct mt_logit_bias push = {11, 6.0f};
+    struct penalized p = {.s = f.s, .vocab = mt_engine_vocab(f.e), .go = &go};
+    go.bias = &push;
+    go.n_bias = 1;
+    go.frequency_penalty = 2.0f;
+    go.max_new = 24;
+    st = mt_session_generate(f.s, prompt, 6, &go, penalized_step, &p, &r);
+    tap_ok(st == MT_OK && p.vocab <= 1024 && p.steps == 24 && p.ok == 24 && p.counts[11] >= 2,
+           "session ends: frequency 2 per repeat against a bias of 6: every pick the argmax of "
+           "the penalized logits (%d of %d; id 11 given %d times)", p.ok, p.steps,
+           (int)p.counts[11]);
+    go.n_bias = 0;
+    go.frequency_penalty = 0.0f;
+
+    mt_engine_opts_default(&eo);
+    eo.ctx = 16;
+    mt_sampler_opts_default(&sp);
+    b.n = 0;
+    go.max_new = 40;
+    if (mt_engine_create(f.m, &eo, &small) == MT_OK &&
+        mt_session_create(small, &sp, &ss) == MT_OK) {
+        st = mt_session_generate(ss, prompt, 4, &go, collect_id, &b, &r);
+        mt_session_history(ss, &nh);
+        tap_ok(st == MT_OK && r.stop == MT_STOP_CONTEXT && r.n_generated == 13 &&
+                   r.n_decoded == 12 && nh == 16 && mt_engine_pos(small) == 16,
+               "session ends: --ctx 16 stops a 4-id prompt after %ld ids (%s), history %zu",
+               r.n_generated, mt_stop_reason_name(r.stop), nh);
+    } else {
+        tap_ok(false, "session ends: an engine with ctx 16");
+    }
+
+    v->s = f.s;
+    v->vocab = mt_engine_vocab(f.e);
+    whole = malloc((size_t)N * v->vocab * sizeof(*whole));
+    v->rows = malloc((size_t)N * v->vocab * sizeof(*v->rows));
+    if (whole == NULL || v->rows == NULL) {
+        tap_ok(false, "session ends: memory");
+        goto out;
+    }
+    go.max_new = 1;
+    go.prompt_logits_out = whole;
+    b.n = 0;
+    st = mt_session_generate(f.s, prompt, N, &go, collect_id, &b, &r);
+    go.prompt_logits_out = NULL;
+    go.on_prompt_logits = keep_rows;
+    st2 = mt_session_generate(f.s, prompt, N, &go, collect_after_rows, &x, &r);
+    int32_t last = mt_sampler_argmax(whole + (size_t)(N - 1) * v->vocab, v->vocab);
+    tap_ok(st == MT_OK && st2 == MT_OK && v->n_pieces == 3 && x.c.n == 1 && b.n == 1 &&
+               x.c.ids[0] == last && b.ids[0] == last,
+           "session ends: after a prompt in %d pieces the first id is the last row's argmax "
+           "(%d, %d, want %d)", v->n_pieces, (int)x.c.ids[0], (int)b.ids[0], (int)last);
+out:
+    free(whole);
+    free(v->rows);
+    mt_session_destroy(ss);
+    mt_engine_destroy(small);
+    fixture_close(&f);
+}
+
 /* A grammar for session_constraint: ids 20 and 21 in turn, then the stop id 2 after five. */
 struct alternate {
     int accepted;
@@ -1397,6 +1554,7 @@ main(void)
     session_books();
     session_logits();
     session_penalties();
+    session_ends();
     session_constraint();
     corrupt_weights();
     corrupt_indexer();
