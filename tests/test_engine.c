@@ -1146,6 +1146,66 @@ out:
     fixture_close(&f);
 }
 
+/* A cancel check for session_cancel: ids collected first (collect_id takes the same ctx) */
+struct cancel_check {
+    struct collected c;
+    int calls;
+    int stop_at; /* say cancel at this call (0: never) */
+};
+
+static bool
+cancel_at(void *ctx)
+{
+    struct cancel_check *k = ctx;
+
+    return ++k->calls == k->stop_at;
+}
+
+/*
+ * A prompt of 1,100 ids with a cancel check runs in pieces of MT_SESSION_CANCEL_PIECE, asked
+ * before each (3 times); a cancel at the second ends the reply before any sample with nothing
+ * kept; one that never cancels gives the reply of a run without it.
+ */
+static void
+session_cancel(void)
+{
+    struct session_fixture f;
+    struct mt_gen_opts go;
+    struct mt_gen_result r;
+    struct collected plain = {0};
+    struct cancel_check never = {.stop_at = 0}, second = {.stop_at = 2};
+    enum { N = 1100 };
+    static int32_t prompt[N];
+    size_t nh = 1;
+
+    for (int i = 0; i < N; i++) {
+        prompt[i] = (int32_t)(4 + (i * 29) % 180);
+    }
+    if (!fixture_open(&f, 13, "session cancel")) {
+        goto out;
+    }
+    mt_gen_opts_default(&go);
+    go.max_new = 3;
+    go.ignore_eos = true;
+    mt_status_t st = mt_session_generate(f.s, prompt, N, &go, collect_id, &plain, &r);
+    go.cancelled = cancel_at;
+    mt_session_reset(f.s); /* the whole prompt runs again, not only its last id */
+    mt_status_t st2 = mt_session_generate(f.s, prompt, N, &go, collect_id, &second, &r);
+    mt_session_history(f.s, &nh);
+    tap_ok(st == MT_OK && st2 == MT_OK && r.stop == MT_STOP_CALLER && r.n_generated == 0 &&
+               second.calls == 2 && second.c.n == 0 && nh == 0,
+           "session cancel: a cancel at the second piece ends before any sample (%d checks), "
+           "history %zu", second.calls, nh);
+    mt_session_reset(f.s);
+    mt_status_t st3 = mt_session_generate(f.s, prompt, N, &go, collect_id, &never, &r);
+    tap_ok(st3 == MT_OK && r.stop == MT_STOP_LENGTH && never.calls == 3 && never.c.n == 3 &&
+               plain.n == 3 && memcmp(never.c.ids, plain.ids, 3 * sizeof(int32_t)) == 0,
+           "session cancel: %d ids in %d pieces when never cancelled, the same reply as without "
+           "the check", N, never.calls);
+out:
+    fixture_close(&f);
+}
+
 /* A grammar for session_constraint: ids 20 and 21 in turn, then the stop id 2 after five. */
 struct alternate {
     int accepted;
@@ -1555,6 +1615,7 @@ main(void)
     session_logits();
     session_penalties();
     session_ends();
+    session_cancel();
     session_constraint();
     corrupt_weights();
     corrupt_indexer();
