@@ -1294,8 +1294,12 @@ session_constraint(void)
     mt_log_set_quiet(true);
     st = mt_session_generate(f.s, prompt, 4, &go, constrained_step, &c, &r);
     mt_log_set_quiet(false);
-    tap_ok(st == MT_ERR_INVAL && r.n_generated == 0 && strstr(mt_last_error(), "grammar") != NULL,
-           "a constraint that leaves no id: MT_ERR_INVAL (%s)", mt_last_error());
+    size_t nh = 1;
+    mt_session_history(f.s, &nh);
+    tap_ok(st == MT_ERR_INVAL && r.n_generated == 0 && strstr(mt_last_error(), "grammar") != NULL &&
+               nh == 0 && mt_engine_pos(f.e) == 0,
+           "a constraint that leaves no id: MT_ERR_INVAL (%s); the cache is reset (history %zu)",
+           mt_last_error(), nh);
 out:
     fixture_close(&f);
 }
