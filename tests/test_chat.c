@@ -285,6 +285,18 @@ test_edges(void)
            "JSON re-written as Python's json.dumps(ensure_ascii=False): %s", j ? j : "(null)");
     free(j);
 
+    /* json.dumps escapes \b \f \n \r \t by name and no other byte >= 0x20 (space, DEL);
+     * repr(float) is fixed-point down to 1e-4 and takes up to 17 digits */
+    j = NULL;
+    mt_chat_json_py("{\"s\": \"a b\\b\\f\\n\\r\\t\\u007f\", \"f\": [0.0001, 0.00012, "
+                    "0.30000000000000004, 1e-4, 5e-324, 1.7976931348623157e308]}",
+                    &j);
+    tap_ok(j != NULL && strcmp(j, "{\"s\": \"a b\\b\\f\\n\\r\\t\x7f\", \"f\": [0.0001, 0.00012, "
+                                  "0.30000000000000004, 0.0001, 5e-324, "
+                                  "1.7976931348623157e+308]}") == 0,
+           "escapes and floats as json.dumps writes them: %s", j ? j : mt_last_error());
+    free(j);
+
     /*
      * Numbers past int64, as Python's json reads and writes them: an integer keeps its digits (the
      * model wrote them; jansson alone refused the arguments), "-0" is 0, a float is repr(float).
