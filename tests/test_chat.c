@@ -451,6 +451,74 @@ test_edges(void)
 }
 
 /*
+ * Tool rounds as encode_messages renders them (thinking mode): an assistant turn with two calls
+ * gets one <function_results> block holding both results, which closes after the second; a tool
+ * result before the last user turn ends with "</think>", one after it with "<think>"; an
+ * assistant turn after the last user turn with tool calls but no reasoning is valid ("reasoning
+ * or tool_calls") and shows an empty reasoning before "</think>".
+ */
+static void
+test_tool_rounds(void)
+{
+    static const struct mt_chat_tool_call two_calls[] = {
+        {"f", "{\"a\": 1}"},
+        {"g", "{\"b\": \"x\"}"},
+    };
+    static const struct mt_chat_tool_call one_call[] = {
+        {"f", "{\"a\": 2}"},
+    };
+    static const struct mt_chat_msg rounds[] = {
+        {MT_CHAT_USER, "Q1", NULL, NULL, 0, NULL, 0, 0, NULL},
+        {MT_CHAT_ASSISTANT, "", "R1", two_calls, 2, NULL, 0, 0, NULL},
+        {MT_CHAT_TOOL, "r1", NULL, NULL, 0, NULL, 0, 0, NULL},
+        {MT_CHAT_TOOL, "r2", NULL, NULL, 0, NULL, 0, 0, NULL},
+        {MT_CHAT_USER, "Q2", NULL, NULL, 0, NULL, 0, 0, NULL},
+        {MT_CHAT_ASSISTANT, "", NULL, one_call, 1, NULL, 0, 0, NULL},
+        {MT_CHAT_TOOL, "r3", NULL, NULL, 0, NULL, 0, 0, NULL},
+    };
+#define P(k, v, s) "<｜DSML｜parameter name=\"" k "\" string=\"" s "\">" v "</｜DSML｜parameter>"
+    static const char want[] =
+        "<｜begin▁of▁sentence｜><｜User｜>Q1<｜Assistant｜></think>"
+        "\n\n<｜DSML｜function_calls>\n"
+        "<｜DSML｜invoke name=\"f\">\n" P("a", "1", "false") "\n</｜DSML｜invoke>\n"
+        "<｜DSML｜invoke name=\"g\">\n" P("b", "x", "true") "\n</｜DSML｜invoke>\n"
+        "</｜DSML｜function_calls><｜end▁of▁sentence｜>"
+        "\n\n<function_results>\n<result>r1</result>\n<result>r2</result>\n</function_results>"
+        "\n\n</think>"
+        "<｜User｜>Q2<｜Assistant｜><think></think>"
+        "\n\n<｜DSML｜function_calls>\n"
+        "<｜DSML｜invoke name=\"f\">\n" P("a", "2", "false") "\n</｜DSML｜invoke>\n"
+        "</｜DSML｜function_calls><｜end▁of▁sentence｜>"
+        "\n\n<function_results>\n<result>r3</result>\n</function_results>\n\n<think>";
+#undef P
+    char *text = NULL;
+    mt_status_t st = mt_chat_render(rounds, 7, true, &text);
+
+    tap_ok(st == MT_OK && strcmp(text, want) == 0,
+           "two calls, two results in one block; </think> before the last user turn, <think> "
+           "after it; calls without reasoning after it are valid");
+    if (st != MT_OK || strcmp(text, want) != 0) {
+        tap_diag("got: %s", st == MT_OK ? text : mt_last_error());
+    }
+    free(text);
+
+    /* render_tools: the tools' JSON joined by "\n" */
+    static const struct mt_chat_msg three_tools[] = {
+        {MT_CHAT_SYSTEM, "S", NULL, NULL, 0,
+         "[{\"type\": \"function\", \"function\": {\"name\": \"f\"}}, "
+         "{\"type\": \"function\", \"function\": {\"name\": \"g\"}}, "
+         "{\"type\": \"function\", \"function\": {\"name\": \"h\"}}]",
+         0, 0, NULL},
+    };
+    text = NULL;
+    st = mt_chat_render(three_tools, 1, false, &text);
+    tap_ok(st == MT_OK && strstr(text, "<functions>\n{\"name\": \"f\"}\n{\"name\": \"g\"}\n"
+                                       "{\"name\": \"h\"}\n</functions>\n") != NULL,
+           "three tools: their JSON one a line");
+    free(text);
+}
+
+/*
  * A reply that holds a NUL byte (byte-level BPE has a token for 0x00) goes into the next turn's
  * prompt whole: content_len and reasoning_len carry it past the NUL, where strlen stopped.
  */
@@ -557,6 +625,7 @@ main(void)
     test_thinking();
     test_chat_mode();
     test_edges();
+    test_tool_rounds();
     test_nul();
     test_forced_call();
 
