@@ -275,11 +275,16 @@ test_stream(struct mt_tokenizer *tok)
     tap_ok(n == 2 && held && len == 3 && memcmp(out, "\xef\xbf\xbd", 3) == 0,
            "an unfinished character is held, then flushed as U+FFFD");
     free(ids);
-    mt_tokenizer_encode(tok, "\xff", 1, false, &ids, &n);
-    mt_detok_push(&d, ids[0], &out, &len);
-    tap_ok(len == 3 && memcmp(out, "\xef\xbf\xbd", 3) == 0,
-           "a byte that can never start a character prints U+FFFD at once");
-    free(ids);
+    /* 0x80..0xbf continue, 0xc0/0xc1 only start overlongs, 0xf5.. only past U+10FFFF */
+    static const unsigned char no_start[] = {0xff, 0x80, 0xbf, 0xc0, 0xc1, 0xf5, 0xf7, 0xf8};
+    bool at_once = true;
+    for (size_t k = 0; k < sizeof(no_start); k++) {
+        mt_tokenizer_encode(tok, (const char *)&no_start[k], 1, false, &ids, &n);
+        at_once &= n == 1 && mt_detok_push(&d, ids[0], &out, &len) == MT_OK && len == 3 &&
+                   memcmp(out, "\xef\xbf\xbd", 3) == 0;
+        free(ids);
+    }
+    tap_ok(at_once, "a byte that can never start a character prints U+FFFD at once");
 
     /* a start that only a surrogate, an overlong or a code point past U+10FFFF can finish is not
      * held: both bytes print as U+FFFD once the second arrives */
@@ -332,13 +337,31 @@ test_stream(struct mt_tokenizer *tok)
 
 /* ---- small synthetic tokenizer.json files ---------------------------------------------------- */
 
+/* GPT-2's byte -> char table: printable Latin-1 bytes stand for themselves, the other 68 bytes
+ * for U+0100 + n in byte order. */
+static bool
+byte_printable(unsigned b)
+{
+    return (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || (b >= 0xae);
+}
+
+static unsigned
+byte_char(unsigned b)
+{
+    unsigned n = 0;
+
+    for (unsigned c = 0; c < b; c++) {
+        n += !byte_printable(c);
+    }
+    return byte_printable(b) ? b : 256 + n;
+}
+
 /* Byte-level vocab of the 256 byte chars (ids 0..255 in byte order), merges given. */
 static char *
 small_json(const char *merges, const char *extra_vocab, const char *pretok, const char *added)
 {
     size_t cap = 1 << 16;
     char *s = malloc(cap), *p = s;
-    int n = 0;
 
     p += sprintf(p,
                  "{\"version\":\"1.0\",\"added_tokens\":[%s],\"normalizer\":null,"
@@ -346,8 +369,7 @@ small_json(const char *merges, const char *extra_vocab, const char *pretok, cons
                  "\"model\":{\"type\":\"BPE\",\"vocab\":{",
                  added, pretok);
     for (int b = 0; b < 256; b++) {
-        bool printable = (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || (b >= 0xae);
-        unsigned cp = printable ? (unsigned)b : 256u + (unsigned)n++;
+        unsigned cp = byte_char((unsigned)b);
         char u[8];
         if (cp < 0x80) {
             if (cp == '"' || cp == '\\') {
@@ -535,7 +557,6 @@ test_small(void)
            mt_last_error());
     mt_tokenizer_destroy(tok);
     tok = NULL;
-
     /*
      * A group repeated once per byte: PCRE2's default 32 KiB JIT stack ran out after a few
      * thousand repeats ("JIT stack limit reached"), where HF encodes the text without trouble.
@@ -668,6 +689,90 @@ test_small(void)
     tap_rmtree(dir);
 }
 
+/* A small tokenizer from small_json(), parsed from memory; NULL (and a diagnostic) if it fails. */
+static struct mt_tokenizer *
+small_tok(const char *merges, const char *extra_vocab, const char *pretok, const char *added,
+          const char *model_opts)
+{
+    char *j = small_json(merges, extra_vocab, pretok, added);
+    struct mt_tokenizer *tok = NULL;
+
+    if (*model_opts != '\0') {
+        /* model options go right after "type":"BPE", */
+        char *at = strstr(j, "\"type\":\"BPE\",") + strlen("\"type\":\"BPE\",");
+        size_t lo = strlen(model_opts);
+        memmove(at + lo, at, strlen(at) + 1);
+        memcpy(at, model_opts, lo);
+    }
+    if (mt_tokenizer_parse(j, strlen(j), "small", &tok) != MT_OK) {
+        tap_diag("small tokenizer does not load: %s", mt_last_error());
+    }
+    free(j);
+    return tok;
+}
+
+/* The merge "x y" of two bytes, as the JSON of a merges list spells it (byte-level chars). */
+static void
+byte_merge(char *out, unsigned x, unsigned y)
+{
+    sprintf(out, "\"\\u%04x \\u%04x\"", byte_char(x), byte_char(y));
+}
+
+/*
+ * Bytes that are not UTF-8 are encoded one by one (tokenizer.h): a sequence that only looks like
+ * a character (overlong, surrogate, past U+10FFFF, a lead byte that never starts one) is single
+ * bytes, even where a merge of its first two bytes exists. HF cannot take such text (a Rust
+ * String), so the rule is ours; the valid control shows the merge does apply to a character.
+ */
+static void
+test_bytes_not_utf8(void)
+{
+    static const struct {
+        const char *text, *what;
+        bool valid;
+    } cases[] = {
+        {"\xe0\xa0\x80", "U+0800 (valid: its first two bytes merge)", true},
+        {"\xe0\x80\x80", "an overlong 3-byte sequence", false},
+        {"\xed\xa0\x80", "a surrogate (U+D800)", false},
+        {"\xf0\x80\x80\x80", "an overlong 4-byte sequence", false},
+        {"\xf4\x90\x80\x80", "U+110000, past the last code point", false},
+        {"\xc0\x80", "an overlong 2-byte NUL (lead byte 0xc0)", false},
+        {"\xf5\x80\x80\x80", "lead byte 0xf5", false},
+    };
+    size_t nc = sizeof(cases) / sizeof(cases[0]);
+    char merges[1024] = "", vocab[1024] = "";
+
+    /* a merge of each case's first two bytes: id 300 + case */
+    for (size_t c = 0; c < nc; c++) {
+        const unsigned char *t = (const unsigned char *)cases[c].text;
+        char m[64];
+        byte_merge(m, t[0], t[1]);
+        sprintf(merges + strlen(merges), "%s%s", c ? "," : "", m);
+        sprintf(vocab + strlen(vocab), "%s\"\\u%04x\\u%04x\":%zu", c ? "," : "",
+                byte_char(t[0]), byte_char(t[1]), 300 + c);
+    }
+    struct mt_tokenizer *tok = small_tok(merges, vocab, BL, "", "");
+    for (size_t c = 0; c < nc; c++) {
+        const unsigned char *t = (const unsigned char *)cases[c].text;
+        size_t len = strlen(cases[c].text), nw = 0;
+        int32_t want[8];
+        char what[160];
+        if (cases[c].valid) {
+            want[nw++] = (int32_t)(300 + c);
+        } else {
+            want[nw++] = t[0];
+            want[nw++] = t[1];
+        }
+        for (size_t i = 2; i < len; i++) {
+            want[nw++] = t[i];
+        }
+        snprintf(what, sizeof(what), "%s: %s", cases[c].what,
+                 cases[c].valid ? "one character, merged" : "single bytes, never merged");
+        expect(tok, cases[c].text, want, nw, what);
+    }
+    mt_tokenizer_destroy(tok);
+}
+
 /*
  * Limits and lost text: ids are capped, the largest allowed id loads without tables sized by it,
  * a byte without a one-byte token fails naming the byte (HF drops it silently; we passed NULL to
@@ -786,6 +891,7 @@ main(void)
         mt_tokenizer_destroy(tok);
     }
     test_small();
+    test_bytes_not_utf8();
     test_limits();
     return tap_done();
 }
