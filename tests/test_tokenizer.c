@@ -557,6 +557,20 @@ test_small(void)
            mt_last_error());
     mt_tokenizer_destroy(tok);
     tok = NULL;
+    /* \H, Oniguruma's non-hex-digit, is PCRE2's non-horizontal-space */
+    j = small_json("", "",
+                   "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
+                   "{\"Regex\":\"\\\\H+\"},\"behavior\":\"Isolated\",\"invert\":false}," BL "]}",
+                   "");
+    mt_log_set_quiet(true);
+    st = load_text(dir, j, &tok);
+    mt_log_set_quiet(false);
+    free(j);
+    tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "uses \\H at offset 0") != NULL,
+           "a regex with \\H is refused too: %s", mt_last_error());
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
+
     /*
      * A group repeated once per byte: PCRE2's default 32 KiB JIT stack ran out after a few
      * thousand repeats ("JIT stack limit reached"), where HF encodes the text without trouble.
@@ -850,6 +864,56 @@ test_limits(void)
         free(ids);
         ids = NULL;
     }
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
+
+    /* A path to tokenizer.json itself: tokenizer_config.json is read from beside it. */
+    snprintf(path, sizeof(path), "%s/tokenizer_config.json", dir);
+    f = fopen(path, "w");
+    fputs("{\"bos_token\": \"i\", \"eos_token\": \"h\"}", f);
+    fclose(f);
+    st = load_text(dir,
+                   "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"h\":0,\"i\":1},\"merges\":[]},"
+                   "\"pre_tokenizer\":" BL ",\"decoder\":{\"type\":\"ByteLevel\"}}",
+                   &tok);
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
+    {
+        char file[640];
+        snprintf(file, sizeof(file), "%s/tokenizer.json", dir);
+        st = mt_tokenizer_load(file, &tok);
+    }
+    tap_ok(st == MT_OK && mt_tokenizer_bos(tok) == 1 && mt_tokenizer_eos(tok) == 0,
+           "loaded by the path of tokenizer.json, bos/eos come from the tokenizer_config.json "
+           "beside it (%d/%d)",
+           tok ? mt_tokenizer_bos(tok) : -9, tok ? mt_tokenizer_eos(tok) : -9);
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
+    unlink(path);
+
+    /*
+     * No tokenizer_config.json: BOS is config.json's bos_token_id where it is a token (id 0
+     * here), before the id of DeepSeek's BOS text (2 here); without config.json, that text's id.
+     */
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    f = fopen(path, "w");
+    fputs("{\"bos_token_id\": 0}", f);
+    fclose(f);
+    static const char bos_json[] =
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"h\":0,\"i\":1},\"merges\":[]},"
+        "\"added_tokens\":[{\"id\":2,\"content\":\"" MT_TOKENIZER_BOS_TEXT "\","
+        "\"special\":true}],\"pre_tokenizer\":" BL ",\"decoder\":{\"type\":\"ByteLevel\"}}";
+    st = load_text(dir, bos_json, &tok);
+    tap_ok(st == MT_OK && mt_tokenizer_bos(tok) == 0,
+           "no tokenizer_config.json: config.json's bos_token_id 0 is the BOS (%d)",
+           tok ? mt_tokenizer_bos(tok) : -9);
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
+    unlink(path);
+    st = load_text(dir, bos_json, &tok);
+    tap_ok(st == MT_OK && mt_tokenizer_bos(tok) == 2,
+           "... and without config.json, the id of the BOS text (%d)",
+           tok ? mt_tokenizer_bos(tok) : -9);
     mt_tokenizer_destroy(tok);
     tok = NULL;
 
