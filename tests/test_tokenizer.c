@@ -788,6 +788,120 @@ test_bytes_not_utf8(void)
 }
 
 /*
+ * BPE model options and ByteLevel settings as HF tokenizers' source reads them: ignore_merges
+ * takes a piece that is a vocabulary token whole (BPE::tokenize); a merge listed twice keeps its
+ * last rank (the merge map is collected from the list in order, a later pair replacing an
+ * earlier); a ByteLevel step without "use_regex" splits with GPT-2's regex (serde default true);
+ * add_prefix_space prepends ' ' to a piece that does not start with one.
+ */
+static void
+test_bpe_options(void)
+{
+    const char *v = "\"ab\":256,\"abc\":257,\"bc\":258";
+    struct mt_tokenizer *tok;
+
+    tok = small_tok("\"b c\"", v, BL, "", "\"ignore_merges\":true,");
+    expect(tok, "abc", (int32_t[]){257}, 1, "ignore_merges: a piece that is a token is that token");
+    expect(tok, "abcb", (int32_t[]){'a', 258, 'b'}, 3, "... and any other piece is merged");
+    mt_tokenizer_destroy(tok);
+    tok = small_tok("\"b c\"", v, BL, "", "");
+    expect(tok, "abc", (int32_t[]){'a', 258}, 2, "without ignore_merges the same piece is merged");
+    mt_tokenizer_destroy(tok);
+
+    /* ranks 0 and 2 for "b c": the last one counts, so "a b" (rank 1) comes first */
+    tok = small_tok("\"b c\",\"a b\",\"b c\"", v, BL, "", "");
+    expect(tok, "abc", (int32_t[]){256, 'c'}, 2, "a merge listed twice keeps its last rank");
+    mt_tokenizer_destroy(tok);
+
+    /* "b Ġ" (b + space) ranks first: it applies only where no regex splits before the space */
+    const char *v2 = "\"ab\":256,\"b\\u0120\":257";
+    tok = small_tok("\"b \\u0120\",\"a b\"", v2,
+                    "{\"type\":\"ByteLevel\",\"add_prefix_space\":false}", "", "");
+    expect(tok, "ab c", (int32_t[]){256, ' ', 'c'}, 3,
+           "ByteLevel without use_regex splits with GPT-2's regex: [ab][ c]");
+    mt_tokenizer_destroy(tok);
+    tok = small_tok("\"b \\u0120\",\"a b\"", v2, BL, "", "");
+    expect(tok, "ab c", (int32_t[]){'a', 257, 'c'}, 3, "... and with use_regex false it does not");
+    mt_tokenizer_destroy(tok);
+
+    tok = small_tok("", "",
+                    "{\"type\":\"ByteLevel\",\"add_prefix_space\":true,\"use_regex\":false}", "",
+                    "");
+    expect(tok, "a", (int32_t[]){' ', 'a'}, 2, "add_prefix_space: 'a' gets a space");
+    expect(tok, " a", (int32_t[]){' ', 'a'}, 2, "... and ' a', which has one, no second space");
+    mt_tokenizer_destroy(tok);
+}
+
+/*
+ * Split edges, as HF forms the pieces (the onig crate's find_iter, then the behaviour's fold in
+ * NormalizedString::split): an empty match is dropped only right after a match that ends there,
+ * so "a*" cuts "bb" between the b's; a search after a dropped empty match moves on a whole
+ * character, never into one; under MergedWithPrevious a match after a match stays apart.
+ */
+static void
+test_split_edges(void)
+{
+    struct mt_tokenizer *tok;
+    char m[64], v[64];
+
+    tok = small_tok("\"b b\"", "\"bb\":256",
+                    "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
+                    "{\"Regex\":\"a*\"},\"behavior\":\"Isolated\",\"invert\":false}," BL "]}",
+                    "", "");
+    expect(tok, "bb", (int32_t[]){'b', 'b'}, 2,
+           "Split \"a*\": the empty matches at 0, 1 and 2 all count, [b][b]");
+    mt_tokenizer_destroy(tok);
+
+    byte_merge(m, 0xc3, 0xa9);
+    snprintf(v, sizeof(v), "\"\\u%04x\\u%04x\":256", byte_char(0xc3), byte_char(0xa9));
+    tok = small_tok(m, v,
+                    "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
+                    "{\"Regex\":\"x*\"},\"behavior\":\"Isolated\",\"invert\":false}," BL "]}",
+                    "", "");
+    expect(tok, "\xc3\xa9", (int32_t[]){256}, 1,
+           "Split \"x*\": an empty match steps over a whole character, so 'é' stays one piece");
+    mt_tokenizer_destroy(tok);
+
+    tok = small_tok("\"- -\"", "\"--\":256",
+                    "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
+                    "{\"Regex\":\"-\"},\"behavior\":\"MergedWithPrevious\",\"invert\":false}," BL
+                    "]}",
+                    "", "");
+    expect(tok, "--", (int32_t[]){'-', '-'}, 2,
+           "Split MergedWithPrevious: a match after a match is a piece of its own");
+    mt_tokenizer_destroy(tok);
+}
+
+/*
+ * Added tokens (tokenizer.h): leftmost longest match (HF's aho-corasick LeftmostLongest); the
+ * non-normalized tokens are cut out first, then the normalized ones (HF's split_trie, then
+ * split_normalized_trie).
+ */
+static void
+test_added_match(void)
+{
+    struct mt_tokenizer *tok;
+
+    tok = small_tok("", "", BL,
+                    "{\"id\":300,\"content\":\"<x>\",\"special\":true,\"normalized\":false},"
+                    "{\"id\":301,\"content\":\"<x>y\",\"special\":true,\"normalized\":false}",
+                    "");
+    expect(tok, "a<x>yz", (int32_t[]){'a', 301, 'z'}, 3,
+           "added tokens <x> and <x>y: the longest match wins");
+    expect(tok, "<x>z", (int32_t[]){300, 'z'}, 2, "... and <x> alone still matches");
+    mt_tokenizer_destroy(tok);
+
+    /* "x>y" overlaps "<x>": the non-normalized one is cut first, so "x>y" never forms */
+    tok = small_tok("", "", BL,
+                    "{\"id\":300,\"content\":\"<x>\",\"special\":true,\"normalized\":false},"
+                    "{\"id\":301,\"content\":\"x>y\",\"special\":false,\"normalized\":true}",
+                    "");
+    expect(tok, "<x>y", (int32_t[]){300, 'y'}, 2,
+           "a non-normalized added token is matched before a normalized one");
+    mt_tokenizer_destroy(tok);
+}
+
+/*
  * Limits and lost text: ids are capped, the largest allowed id loads without tables sized by it,
  * a byte without a one-byte token fails naming the byte (HF drops it silently; we passed NULL to
  * memcpy for a piece of zero ids), and tokenizer_config.json goes through the same JSON gate.
@@ -956,6 +1070,9 @@ main(void)
     }
     test_small();
     test_bytes_not_utf8();
+    test_bpe_options();
+    test_split_edges();
+    test_added_match();
     test_limits();
     return tap_done();
 }
