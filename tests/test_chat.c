@@ -447,7 +447,65 @@ test_edges(void)
     tap_ok(mt_chat_encode(tok, dup_args, 2, true, &ids, &n) == MT_ERR_INVAL &&
                strstr(mt_last_error(), "duplicate") != NULL,
            "tool arguments with a key twice are refused, naming it: %s", mt_last_error());
+    /* tools must be a JSON array of {"type": "function", "function": {...}} (chat.h) */
+    static const struct mt_chat_msg tools_obj[] = {
+        {MT_CHAT_SYSTEM, "S", NULL, NULL, 0, "{\"function\": {\"name\": \"f\"}}", 0, 0, NULL},
+    };
+    static const struct mt_chat_msg tools_nofn[] = {
+        {MT_CHAT_SYSTEM, "S", NULL, NULL, 0, "[{\"type\": \"function\"}]", 0, 0, NULL},
+    };
+    char *bad_text = NULL;
+    tap_ok(mt_chat_render(tools_obj, 1, false, &bad_text) == MT_ERR_INVAL &&
+               mt_chat_render(tools_nofn, 1, false, &bad_text) == MT_ERR_INVAL &&
+               strstr(mt_last_error(), "no \"function\"") != NULL,
+           "tools that are not an array, or a tool without \"function\", are refused: %s",
+           mt_last_error());
     mt_log_set_quiet(false);
+}
+
+/*
+ * A marker is its token only where the tokenizer has it as an added token; a vocabulary entry
+ * of the same text is not one (HF matches added tokens only), so the marker stays text and the
+ * prompt's ids are those of its text encoded whole.
+ */
+static void
+test_marker_not_added(void)
+{
+    /* byte-level vocab (ids 0..255 in byte order, as GPT-2's table spells them) + "</think>" */
+    char json[16384];
+    size_t o = 0;
+    int n_odd = 0;
+
+    o += (size_t)snprintf(json, sizeof(json),
+                          "{\"model\":{\"type\":\"BPE\",\"merges\":[],\"vocab\":{"
+                          "\"</think>\":300");
+    for (int b = 0; b < 256; b++) {
+        bool printable = (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || b >= 0xae;
+        unsigned cp = printable ? (unsigned)b : 256u + (unsigned)n_odd++;
+        o += (size_t)snprintf(json + o, sizeof(json) - o, ",\"\\u%04x\":%d", cp, b);
+    }
+    snprintf(json + o, sizeof(json) - o,
+             "}},\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false,"
+             "\"use_regex\":false},\"decoder\":{\"type\":\"ByteLevel\"}}");
+    struct mt_tokenizer *plain = NULL;
+    static const struct mt_chat_msg one[] = {
+        {MT_CHAT_USER, "u", NULL, NULL, 0, NULL, 0, 0, NULL},
+    };
+    static const char text[] = "<｜User｜>u<｜Assistant｜></think>";
+    int32_t *ids = NULL;
+    int32_t *want_ids = NULL;
+    size_t n = 0;
+    size_t nw = 0;
+    bool ok = mt_tokenizer_parse(json, strlen(json), "plain", &plain) == MT_OK &&
+              mt_tokenizer_token_id(plain, "</think>") == 300 &&
+              mt_chat_encode(plain, one, 1, false, &ids, &n) == MT_OK &&
+              mt_tokenizer_encode(plain, text, strlen(text), false, &want_ids, &nw) == MT_OK &&
+              n == nw && memcmp(ids, want_ids, n * sizeof(*ids)) == 0;
+
+    tap_ok(ok, "a marker that is a vocabulary entry but no added token is text (%zu ids)", n);
+    free(ids);
+    free(want_ids);
+    mt_tokenizer_destroy(plain);
 }
 
 /*
@@ -626,6 +684,7 @@ main(void)
     test_chat_mode();
     test_edges();
     test_tool_rounds();
+    test_marker_not_added();
     test_nul();
     test_forced_call();
 
