@@ -624,6 +624,16 @@ main(void)
     if (st == MT_OK) {
         mt_serve_request_fini(&r);
     }
+    refused(Q "\"best_of\": 2}", 400, "best_of", "best_of 2 (only its default, 1, is taken)");
+    refused(Q "\"stream_options\": true}", 400, "stream_options",
+            "stream_options that is not an object");
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image_url\", "
+            "\"text\": \"x\"}]}]}",
+            400, "messages[0].content", "a content part of a type other than text");
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": "
+            "\"assistant\", \"tool_calls\": [{\"type\": \"function\", \"function\": "
+            "{\"name\": \"f\\u0000g\", \"arguments\": \"{}\"}}]}]}",
+            400, "messages[1].tool_calls", "a tool call name holding a NUL byte");
     refused(Q "\"top_p\": 0}", 400, "top_p", "top_p 0 (no token left to sample)");
     refused(Q "\"top_k\": -2}", 400, "top_k", "top_k -2");
     refused(Q "\"max_tokens\": 4097}", 400, "max_tokens", "max_tokens one past the limit");
