@@ -285,6 +285,18 @@ test_edges(void)
            "JSON re-written as Python's json.dumps(ensure_ascii=False): %s", j ? j : "(null)");
     free(j);
 
+    /* json.dumps escapes \b \f \n \r \t by name and no other byte >= 0x20 (space, DEL);
+     * repr(float) is fixed-point down to 1e-4 and takes up to 17 digits */
+    j = NULL;
+    mt_chat_json_py("{\"s\": \"a b\\b\\f\\n\\r\\t\\u007f\", \"f\": [0.0001, 0.00012, "
+                    "0.30000000000000004, 1e-4, 5e-324, 1.7976931348623157e308]}",
+                    &j);
+    tap_ok(j != NULL && strcmp(j, "{\"s\": \"a b\\b\\f\\n\\r\\t\x7f\", \"f\": [0.0001, 0.00012, "
+                                  "0.30000000000000004, 0.0001, 5e-324, "
+                                  "1.7976931348623157e+308]}") == 0,
+           "escapes and floats as json.dumps writes them: %s", j ? j : mt_last_error());
+    free(j);
+
     /*
      * Numbers past int64, as Python's json reads and writes them: an integer keeps its digits (the
      * model wrote them; jansson alone refused the arguments), "-0" is 0, a float is repr(float).
@@ -435,7 +447,133 @@ test_edges(void)
     tap_ok(mt_chat_encode(tok, dup_args, 2, true, &ids, &n) == MT_ERR_INVAL &&
                strstr(mt_last_error(), "duplicate") != NULL,
            "tool arguments with a key twice are refused, naming it: %s", mt_last_error());
+    /* tools must be a JSON array of {"type": "function", "function": {...}} (chat.h) */
+    static const struct mt_chat_msg tools_obj[] = {
+        {MT_CHAT_SYSTEM, "S", NULL, NULL, 0, "{\"function\": {\"name\": \"f\"}}", 0, 0, NULL},
+    };
+    static const struct mt_chat_msg tools_nofn[] = {
+        {MT_CHAT_SYSTEM, "S", NULL, NULL, 0, "[{\"type\": \"function\"}]", 0, 0, NULL},
+    };
+    char *bad_text = NULL;
+    tap_ok(mt_chat_render(tools_obj, 1, false, &bad_text) == MT_ERR_INVAL &&
+               mt_chat_render(tools_nofn, 1, false, &bad_text) == MT_ERR_INVAL &&
+               strstr(mt_last_error(), "no \"function\"") != NULL,
+           "tools that are not an array, or a tool without \"function\", are refused: %s",
+           mt_last_error());
     mt_log_set_quiet(false);
+}
+
+/*
+ * A marker is its token only where the tokenizer has it as an added token; a vocabulary entry
+ * of the same text is not one (HF matches added tokens only), so the marker stays text and the
+ * prompt's ids are those of its text encoded whole.
+ */
+static void
+test_marker_not_added(void)
+{
+    /* byte-level vocab (ids 0..255 in byte order, as GPT-2's table spells them) + "</think>" */
+    char json[16384];
+    size_t o = 0;
+    int n_odd = 0;
+
+    o += (size_t)snprintf(json, sizeof(json),
+                          "{\"model\":{\"type\":\"BPE\",\"merges\":[],\"vocab\":{"
+                          "\"</think>\":300");
+    for (int b = 0; b < 256; b++) {
+        bool printable = (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || b >= 0xae;
+        unsigned cp = printable ? (unsigned)b : 256u + (unsigned)n_odd++;
+        o += (size_t)snprintf(json + o, sizeof(json) - o, ",\"\\u%04x\":%d", cp, b);
+    }
+    snprintf(json + o, sizeof(json) - o,
+             "}},\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false,"
+             "\"use_regex\":false},\"decoder\":{\"type\":\"ByteLevel\"}}");
+    struct mt_tokenizer *plain = NULL;
+    static const struct mt_chat_msg one[] = {
+        {MT_CHAT_USER, "u", NULL, NULL, 0, NULL, 0, 0, NULL},
+    };
+    static const char text[] = "<｜User｜>u<｜Assistant｜></think>";
+    int32_t *ids = NULL;
+    int32_t *want_ids = NULL;
+    size_t n = 0;
+    size_t nw = 0;
+    bool ok = mt_tokenizer_parse(json, strlen(json), "plain", &plain) == MT_OK &&
+              mt_tokenizer_token_id(plain, "</think>") == 300 &&
+              mt_chat_encode(plain, one, 1, false, &ids, &n) == MT_OK &&
+              mt_tokenizer_encode(plain, text, strlen(text), false, &want_ids, &nw) == MT_OK &&
+              n == nw && memcmp(ids, want_ids, n * sizeof(*ids)) == 0;
+
+    tap_ok(ok, "a marker that is a vocabulary entry but no added token is text (%zu ids)", n);
+    free(ids);
+    free(want_ids);
+    mt_tokenizer_destroy(plain);
+}
+
+/*
+ * Tool rounds as encode_messages renders them (thinking mode): an assistant turn with two calls
+ * gets one <function_results> block holding both results, which closes after the second; a tool
+ * result before the last user turn ends with "</think>", one after it with "<think>"; an
+ * assistant turn after the last user turn with tool calls but no reasoning is valid ("reasoning
+ * or tool_calls") and shows an empty reasoning before "</think>".
+ */
+static void
+test_tool_rounds(void)
+{
+    static const struct mt_chat_tool_call two_calls[] = {
+        {"f", "{\"a\": 1}"},
+        {"g", "{\"b\": \"x\"}"},
+    };
+    static const struct mt_chat_tool_call one_call[] = {
+        {"f", "{\"a\": 2}"},
+    };
+    static const struct mt_chat_msg rounds[] = {
+        {MT_CHAT_USER, "Q1", NULL, NULL, 0, NULL, 0, 0, NULL},
+        {MT_CHAT_ASSISTANT, "", "R1", two_calls, 2, NULL, 0, 0, NULL},
+        {MT_CHAT_TOOL, "r1", NULL, NULL, 0, NULL, 0, 0, NULL},
+        {MT_CHAT_TOOL, "r2", NULL, NULL, 0, NULL, 0, 0, NULL},
+        {MT_CHAT_USER, "Q2", NULL, NULL, 0, NULL, 0, 0, NULL},
+        {MT_CHAT_ASSISTANT, "", NULL, one_call, 1, NULL, 0, 0, NULL},
+        {MT_CHAT_TOOL, "r3", NULL, NULL, 0, NULL, 0, 0, NULL},
+    };
+#define P(k, v, s) "<｜DSML｜parameter name=\"" k "\" string=\"" s "\">" v "</｜DSML｜parameter>"
+    static const char want[] =
+        "<｜begin▁of▁sentence｜><｜User｜>Q1<｜Assistant｜></think>"
+        "\n\n<｜DSML｜function_calls>\n"
+        "<｜DSML｜invoke name=\"f\">\n" P("a", "1", "false") "\n</｜DSML｜invoke>\n"
+        "<｜DSML｜invoke name=\"g\">\n" P("b", "x", "true") "\n</｜DSML｜invoke>\n"
+        "</｜DSML｜function_calls><｜end▁of▁sentence｜>"
+        "\n\n<function_results>\n<result>r1</result>\n<result>r2</result>\n</function_results>"
+        "\n\n</think>"
+        "<｜User｜>Q2<｜Assistant｜><think></think>"
+        "\n\n<｜DSML｜function_calls>\n"
+        "<｜DSML｜invoke name=\"f\">\n" P("a", "2", "false") "\n</｜DSML｜invoke>\n"
+        "</｜DSML｜function_calls><｜end▁of▁sentence｜>"
+        "\n\n<function_results>\n<result>r3</result>\n</function_results>\n\n<think>";
+#undef P
+    char *text = NULL;
+    mt_status_t st = mt_chat_render(rounds, 7, true, &text);
+
+    tap_ok(st == MT_OK && strcmp(text, want) == 0,
+           "two calls, two results in one block; </think> before the last user turn, <think> "
+           "after it; calls without reasoning after it are valid");
+    if (st != MT_OK || strcmp(text, want) != 0) {
+        tap_diag("got: %s", st == MT_OK ? text : mt_last_error());
+    }
+    free(text);
+
+    /* render_tools: the tools' JSON joined by "\n" */
+    static const struct mt_chat_msg three_tools[] = {
+        {MT_CHAT_SYSTEM, "S", NULL, NULL, 0,
+         "[{\"type\": \"function\", \"function\": {\"name\": \"f\"}}, "
+         "{\"type\": \"function\", \"function\": {\"name\": \"g\"}}, "
+         "{\"type\": \"function\", \"function\": {\"name\": \"h\"}}]",
+         0, 0, NULL},
+    };
+    text = NULL;
+    st = mt_chat_render(three_tools, 1, false, &text);
+    tap_ok(st == MT_OK && strstr(text, "<functions>\n{\"name\": \"f\"}\n{\"name\": \"g\"}\n"
+                                       "{\"name\": \"h\"}\n</functions>\n") != NULL,
+           "three tools: their JSON one a line");
+    free(text);
 }
 
 /*
@@ -545,6 +683,8 @@ main(void)
     test_thinking();
     test_chat_mode();
     test_edges();
+    test_tool_rounds();
+    test_marker_not_added();
     test_nul();
     test_forced_call();
 

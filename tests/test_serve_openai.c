@@ -613,6 +613,131 @@ main(void)
     if (st == MT_OK) {
         mt_serve_request_fini(&r);
     }
+    /* bounds are inclusive where OpenAI's are: each edge value is accepted, the next refused */
+    st = parse(MT_SERVE_API_CHAT,
+               Q "\"temperature\": 2, \"top_p\": 1, \"top_k\": -1, \"max_tokens\": 4096}", &r,
+               &e);
+    tap_ok(st == MT_OK && r.sampler.temperature == 2.0f && r.sampler.top_p == 1.0f &&
+               r.sampler.top_k == -1 && r.max_tokens == lim.max_tokens,
+           "temperature 2, top_p 1, top_k -1 (off) and max_tokens at the server's limit are "
+           "accepted (%s)", e.message);
+    if (st == MT_OK) {
+        mt_serve_request_fini(&r);
+    }
+    refused(Q "\"best_of\": 2}", 400, "best_of", "best_of 2 (only its default, 1, is taken)");
+    refused(Q "\"stream_options\": true}", 400, "stream_options",
+            "stream_options that is not an object");
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image_url\", "
+            "\"text\": \"x\"}]}]}",
+            400, "messages[0].content", "a content part of a type other than text");
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": "
+            "\"assistant\", \"tool_calls\": [{\"type\": \"function\", \"function\": "
+            "{\"name\": \"f\\u0000g\", \"arguments\": \"{}\"}}]}]}",
+            400, "messages[1].tool_calls", "a tool call name holding a NUL byte");
+    refused(Q "\"top_p\": 0}", 400, "top_p", "top_p 0 (no token left to sample)");
+    refused(Q "\"top_k\": -2}", 400, "top_k", "top_k -2");
+    refused(Q "\"max_tokens\": 4097}", 400, "max_tokens", "max_tokens one past the limit");
+    st = parse(MT_SERVE_API_CHAT,
+               "{\"messages\": [{\"role\": \"developer\", \"content\": \"d\"}, {\"role\": "
+               "\"user\", \"content\": \"q\"}], \"tools\": [], "
+               "\"chat_template_kwargs\": {\"enable_thinking\": true}, \"stop\": \"\"}",
+               &r, &e);
+    tap_ok(st == MT_OK && r.msgs[0].role == MT_CHAT_SYSTEM && r.tools == NULL &&
+               r.msgs[0].tools == NULL && r.thinking && r.n_stop == 0,
+           "developer is a system message; tools [] tells no tools; enable_thinking; stop \"\" "
+           "is no stop (%s)", e.message);
+    if (st == MT_OK) {
+        mt_serve_request_fini(&r);
+    }
+    st = parse(MT_SERVE_API_CHAT, Q "\"stop\": [\"a\", \"b\", \"c\", \"d\"]}", &r, &e);
+    tap_ok(st == MT_OK && r.n_stop == MT_SERVE_MAX_STOP, "%d stop strings are accepted (%s)",
+           MT_SERVE_MAX_STOP, e.message);
+    if (st == MT_OK) {
+        mt_serve_request_fini(&r);
+    }
+    refused(Q "\"stop\": [\"a\", \"b\", \"c\", \"d\", \"e\"]}", 400, "stop", "5 stop strings");
+    {
+        /* OpenAI's rule for a function name: 1 to 64 of [A-Za-z0-9_-] */
+        char body[512], name[66];
+        memset(name, 'f', 64);
+        name[64] = '\0';
+        snprintf(body, sizeof(body),
+                 Q "\"tool_choice\": {\"type\": \"function\", \"function\": {\"name\": \"%s\"}}, "
+                   "\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"%s\"}}]}",
+                 name, name);
+        st = parse(MT_SERVE_API_CHAT, body, &r, &e);
+        tap_ok(st == MT_OK && r.force_call && r.forced_tool != NULL &&
+                   strlen(r.forced_tool) == 64,
+               "tool_choice naming a function of 64 characters forces it (%s)", e.message);
+        if (st == MT_OK) {
+            mt_serve_request_fini(&r);
+        }
+        strcpy(name + 64, "f");
+        snprintf(body, sizeof(body),
+                 Q "\"tool_choice\": {\"type\": \"function\", \"function\": {\"name\": \"%s\"}}, "
+                   "\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"%s\"}}]}",
+                 name, name);
+        refused(body, 400, "tool_choice", "tool_choice naming a function of 65 characters");
+    }
+    /* json_object: the word "json" anywhere in a message, even last or after a NUL byte */
+    st = parse(MT_SERVE_API_CHAT,
+               "{\"messages\": [{\"role\": \"user\", \"content\": \"answer in json\"}], "
+               "\"response_format\": {\"type\": \"json_object\"}}",
+               &r, &e);
+    tap_ok(st == MT_OK && r.json_object, "json_object when a message ends with 'json' (%s)",
+           e.message);
+    if (st == MT_OK) {
+        mt_serve_request_fini(&r);
+    }
+    st = parse(MT_SERVE_API_CHAT,
+               "{\"messages\": [{\"role\": \"user\", \"content\": \"a\\u0000 JSON\"}], "
+               "\"response_format\": {\"type\": \"json_object\"}}",
+               &r, &e);
+    tap_ok(st == MT_OK && r.json_object, "json_object when 'JSON' follows a NUL byte (%s)",
+           e.message);
+    if (st == MT_OK) {
+        mt_serve_request_fini(&r);
+    }
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": \"json\"}], \"stop\": \"}\", "
+            "\"response_format\": {\"type\": \"json_object\"}}",
+            400, "stop", "json_object with a stop string");
+    st = parse(MT_SERVE_API_COMPLETION,
+               "{\"prompt\": \"p\", \"response_format\": {\"type\": \"json_object\"}}", &r, &e);
+    tap_ok(st == MT_OK && r.json_object,
+           "json_object for a completion, which has no messages to say 'json' (%s)", e.message);
+    if (st == MT_OK) {
+        mt_serve_request_fini(&r);
+    }
+    {
+        /* MT_SERVE_MAX_PROMPTS prompts, and MT_SERVE_MAX_CHOICES = prompts x n, are allowed */
+        char body[1024] = "{\"prompt\": [";
+        for (int k = 0; k < MT_SERVE_MAX_PROMPTS; k++) {
+            strcat(body, k ? ", \"p\"" : "\"p\"");
+        }
+        strcat(body, "]}");
+        st = parse(MT_SERVE_API_COMPLETION, body, &r, &e);
+        tap_ok(st == MT_OK && r.n_prompts == MT_SERVE_MAX_PROMPTS, "%d prompts are accepted (%s)",
+               MT_SERVE_MAX_PROMPTS, e.message);
+        if (st == MT_OK) {
+            mt_serve_request_fini(&r);
+        }
+        strcpy(body + strlen(body) - 2, ", \"p\"]}");
+        st = parse(MT_SERVE_API_COMPLETION, body, &r, &e);
+        tap_ok(st != MT_OK && e.http == 400 && strcmp(e.param, "prompt") == 0,
+               "%d prompts are refused (%s)", MT_SERVE_MAX_PROMPTS + 1, e.message);
+        st = parse(MT_SERVE_API_COMPLETION,
+                   "{\"prompt\": [\"a\", \"b\", \"c\", \"d\"], \"n\": 16}", &r, &e);
+        tap_ok(st == MT_OK && r.n == 16 && r.n_prompts == 4,
+               "4 prompts with n = 16: %d choices, accepted (%s)", MT_SERVE_MAX_CHOICES,
+               e.message);
+        if (st == MT_OK) {
+            mt_serve_request_fini(&r);
+        }
+        st = parse(MT_SERVE_API_COMPLETION,
+                   "{\"prompt\": [\"a\", \"b\", \"c\", \"d\", \"e\"], \"n\": 13}", &r, &e);
+        tap_ok(st != MT_OK && e.http == 400 && strcmp(e.param, "n") == 0,
+               "5 prompts with n = 13: 65 choices, refused (%s)", e.message);
+    }
 #undef Q
     st = parse(MT_SERVE_API_COMPLETION, "{\"prompt\": \"p\", \"suffix\": \"s\"}", &r, &e);
     tap_ok(st != MT_OK && e.http == 400 && strcmp(e.param, "suffix") == 0,

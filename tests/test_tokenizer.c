@@ -275,11 +275,16 @@ test_stream(struct mt_tokenizer *tok)
     tap_ok(n == 2 && held && len == 3 && memcmp(out, "\xef\xbf\xbd", 3) == 0,
            "an unfinished character is held, then flushed as U+FFFD");
     free(ids);
-    mt_tokenizer_encode(tok, "\xff", 1, false, &ids, &n);
-    mt_detok_push(&d, ids[0], &out, &len);
-    tap_ok(len == 3 && memcmp(out, "\xef\xbf\xbd", 3) == 0,
-           "a byte that can never start a character prints U+FFFD at once");
-    free(ids);
+    /* 0x80..0xbf continue, 0xc0/0xc1 only start overlongs, 0xf5.. only past U+10FFFF */
+    static const unsigned char no_start[] = {0xff, 0x80, 0xbf, 0xc0, 0xc1, 0xf5, 0xf7, 0xf8};
+    bool at_once = true;
+    for (size_t k = 0; k < sizeof(no_start); k++) {
+        mt_tokenizer_encode(tok, (const char *)&no_start[k], 1, false, &ids, &n);
+        at_once &= n == 1 && mt_detok_push(&d, ids[0], &out, &len) == MT_OK && len == 3 &&
+                   memcmp(out, "\xef\xbf\xbd", 3) == 0;
+        free(ids);
+    }
+    tap_ok(at_once, "a byte that can never start a character prints U+FFFD at once");
 
     /* a start that only a surrogate, an overlong or a code point past U+10FFFF can finish is not
      * held: both bytes print as U+FFFD once the second arrives */
@@ -332,13 +337,31 @@ test_stream(struct mt_tokenizer *tok)
 
 /* ---- small synthetic tokenizer.json files ---------------------------------------------------- */
 
+/* GPT-2's byte -> char table: printable Latin-1 bytes stand for themselves, the other 68 bytes
+ * for U+0100 + n in byte order. */
+static bool
+byte_printable(unsigned b)
+{
+    return (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || (b >= 0xae);
+}
+
+static unsigned
+byte_char(unsigned b)
+{
+    unsigned n = 0;
+
+    for (unsigned c = 0; c < b; c++) {
+        n += !byte_printable(c);
+    }
+    return byte_printable(b) ? b : 256 + n;
+}
+
 /* Byte-level vocab of the 256 byte chars (ids 0..255 in byte order), merges given. */
 static char *
 small_json(const char *merges, const char *extra_vocab, const char *pretok, const char *added)
 {
     size_t cap = 1 << 16;
     char *s = malloc(cap), *p = s;
-    int n = 0;
 
     p += sprintf(p,
                  "{\"version\":\"1.0\",\"added_tokens\":[%s],\"normalizer\":null,"
@@ -346,8 +369,7 @@ small_json(const char *merges, const char *extra_vocab, const char *pretok, cons
                  "\"model\":{\"type\":\"BPE\",\"vocab\":{",
                  added, pretok);
     for (int b = 0; b < 256; b++) {
-        bool printable = (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || (b >= 0xae);
-        unsigned cp = printable ? (unsigned)b : 256u + (unsigned)n++;
+        unsigned cp = byte_char((unsigned)b);
         char u[8];
         if (cp < 0x80) {
             if (cp == '"' || cp == '\\') {
@@ -535,6 +557,19 @@ test_small(void)
            mt_last_error());
     mt_tokenizer_destroy(tok);
     tok = NULL;
+    /* \H, Oniguruma's non-hex-digit, is PCRE2's non-horizontal-space */
+    j = small_json("", "",
+                   "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
+                   "{\"Regex\":\"\\\\H+\"},\"behavior\":\"Isolated\",\"invert\":false}," BL "]}",
+                   "");
+    mt_log_set_quiet(true);
+    st = load_text(dir, j, &tok);
+    mt_log_set_quiet(false);
+    free(j);
+    tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "uses \\H at offset 0") != NULL,
+           "a regex with \\H is refused too: %s", mt_last_error());
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
 
     /*
      * A group repeated once per byte: PCRE2's default 32 KiB JIT stack ran out after a few
@@ -668,6 +703,204 @@ test_small(void)
     tap_rmtree(dir);
 }
 
+/* A small tokenizer from small_json(), parsed from memory; NULL (and a diagnostic) if it fails. */
+static struct mt_tokenizer *
+small_tok(const char *merges, const char *extra_vocab, const char *pretok, const char *added,
+          const char *model_opts)
+{
+    char *j = small_json(merges, extra_vocab, pretok, added);
+    struct mt_tokenizer *tok = NULL;
+
+    if (*model_opts != '\0') {
+        /* model options go right after "type":"BPE", */
+        char *at = strstr(j, "\"type\":\"BPE\",") + strlen("\"type\":\"BPE\",");
+        size_t lo = strlen(model_opts);
+        memmove(at + lo, at, strlen(at) + 1);
+        memcpy(at, model_opts, lo);
+    }
+    if (mt_tokenizer_parse(j, strlen(j), "small", &tok) != MT_OK) {
+        tap_diag("small tokenizer does not load: %s", mt_last_error());
+    }
+    free(j);
+    return tok;
+}
+
+/* The merge "x y" of two bytes, as the JSON of a merges list spells it (byte-level chars). */
+static void
+byte_merge(char *out, unsigned x, unsigned y)
+{
+    sprintf(out, "\"\\u%04x \\u%04x\"", byte_char(x), byte_char(y));
+}
+
+/*
+ * Bytes that are not UTF-8 are encoded one by one (tokenizer.h): a sequence that only looks like
+ * a character (overlong, surrogate, past U+10FFFF, a lead byte that never starts one) is single
+ * bytes, even where a merge of its first two bytes exists. HF cannot take such text (a Rust
+ * String), so the rule is ours; the valid control shows the merge does apply to a character.
+ */
+static void
+test_bytes_not_utf8(void)
+{
+    static const struct {
+        const char *text, *what;
+        bool valid;
+    } cases[] = {
+        {"\xe0\xa0\x80", "U+0800 (valid: its first two bytes merge)", true},
+        {"\xe0\x80\x80", "an overlong 3-byte sequence", false},
+        {"\xed\xa0\x80", "a surrogate (U+D800)", false},
+        {"\xf0\x80\x80\x80", "an overlong 4-byte sequence", false},
+        {"\xf4\x90\x80\x80", "U+110000, past the last code point", false},
+        {"\xc0\x80", "an overlong 2-byte NUL (lead byte 0xc0)", false},
+        {"\xf5\x80\x80\x80", "lead byte 0xf5", false},
+    };
+    size_t nc = sizeof(cases) / sizeof(cases[0]);
+    char merges[1024] = "", vocab[1024] = "";
+
+    /* a merge of each case's first two bytes: id 300 + case */
+    for (size_t c = 0; c < nc; c++) {
+        const unsigned char *t = (const unsigned char *)cases[c].text;
+        char m[64];
+        byte_merge(m, t[0], t[1]);
+        sprintf(merges + strlen(merges), "%s%s", c ? "," : "", m);
+        sprintf(vocab + strlen(vocab), "%s\"\\u%04x\\u%04x\":%zu", c ? "," : "",
+                byte_char(t[0]), byte_char(t[1]), 300 + c);
+    }
+    struct mt_tokenizer *tok = small_tok(merges, vocab, BL, "", "");
+    for (size_t c = 0; c < nc; c++) {
+        const unsigned char *t = (const unsigned char *)cases[c].text;
+        size_t len = strlen(cases[c].text), nw = 0;
+        int32_t want[8];
+        char what[160];
+        if (cases[c].valid) {
+            want[nw++] = (int32_t)(300 + c);
+        } else {
+            want[nw++] = t[0];
+            want[nw++] = t[1];
+        }
+        for (size_t i = 2; i < len; i++) {
+            want[nw++] = t[i];
+        }
+        snprintf(what, sizeof(what), "%s: %s", cases[c].what,
+                 cases[c].valid ? "one character, merged" : "single bytes, never merged");
+        expect(tok, cases[c].text, want, nw, what);
+    }
+    mt_tokenizer_destroy(tok);
+}
+
+/*
+ * BPE model options and ByteLevel settings as HF tokenizers' source reads them: ignore_merges
+ * takes a piece that is a vocabulary token whole (BPE::tokenize); a merge listed twice keeps its
+ * last rank (the merge map is collected from the list in order, a later pair replacing an
+ * earlier); a ByteLevel step without "use_regex" splits with GPT-2's regex (serde default true);
+ * add_prefix_space prepends ' ' to a piece that does not start with one.
+ */
+static void
+test_bpe_options(void)
+{
+    const char *v = "\"ab\":256,\"abc\":257,\"bc\":258";
+    struct mt_tokenizer *tok;
+
+    tok = small_tok("\"b c\"", v, BL, "", "\"ignore_merges\":true,");
+    expect(tok, "abc", (int32_t[]){257}, 1, "ignore_merges: a piece that is a token is that token");
+    expect(tok, "abcb", (int32_t[]){'a', 258, 'b'}, 3, "... and any other piece is merged");
+    mt_tokenizer_destroy(tok);
+    tok = small_tok("\"b c\"", v, BL, "", "");
+    expect(tok, "abc", (int32_t[]){'a', 258}, 2, "without ignore_merges the same piece is merged");
+    mt_tokenizer_destroy(tok);
+
+    /* ranks 0 and 2 for "b c": the last one counts, so "a b" (rank 1) comes first */
+    tok = small_tok("\"b c\",\"a b\",\"b c\"", v, BL, "", "");
+    expect(tok, "abc", (int32_t[]){256, 'c'}, 2, "a merge listed twice keeps its last rank");
+    mt_tokenizer_destroy(tok);
+
+    /* "b Ġ" (b + space) ranks first: it applies only where no regex splits before the space */
+    const char *v2 = "\"ab\":256,\"b\\u0120\":257";
+    tok = small_tok("\"b \\u0120\",\"a b\"", v2,
+                    "{\"type\":\"ByteLevel\",\"add_prefix_space\":false}", "", "");
+    expect(tok, "ab c", (int32_t[]){256, ' ', 'c'}, 3,
+           "ByteLevel without use_regex splits with GPT-2's regex: [ab][ c]");
+    mt_tokenizer_destroy(tok);
+    tok = small_tok("\"b \\u0120\",\"a b\"", v2, BL, "", "");
+    expect(tok, "ab c", (int32_t[]){'a', 257, 'c'}, 3, "... and with use_regex false it does not");
+    mt_tokenizer_destroy(tok);
+
+    tok = small_tok("", "",
+                    "{\"type\":\"ByteLevel\",\"add_prefix_space\":true,\"use_regex\":false}", "",
+                    "");
+    expect(tok, "a", (int32_t[]){' ', 'a'}, 2, "add_prefix_space: 'a' gets a space");
+    expect(tok, " a", (int32_t[]){' ', 'a'}, 2, "... and ' a', which has one, no second space");
+    mt_tokenizer_destroy(tok);
+}
+
+/*
+ * Split edges, as HF forms the pieces (the onig crate's find_iter, then the behaviour's fold in
+ * NormalizedString::split): an empty match is dropped only right after a match that ends there,
+ * so "a*" cuts "bb" between the b's; a search after a dropped empty match moves on a whole
+ * character, never into one; under MergedWithPrevious a match after a match stays apart.
+ */
+static void
+test_split_edges(void)
+{
+    struct mt_tokenizer *tok;
+    char m[64], v[64];
+
+    tok = small_tok("\"b b\"", "\"bb\":256",
+                    "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
+                    "{\"Regex\":\"a*\"},\"behavior\":\"Isolated\",\"invert\":false}," BL "]}",
+                    "", "");
+    expect(tok, "bb", (int32_t[]){'b', 'b'}, 2,
+           "Split \"a*\": the empty matches at 0, 1 and 2 all count, [b][b]");
+    mt_tokenizer_destroy(tok);
+
+    byte_merge(m, 0xc3, 0xa9);
+    snprintf(v, sizeof(v), "\"\\u%04x\\u%04x\":256", byte_char(0xc3), byte_char(0xa9));
+    tok = small_tok(m, v,
+                    "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
+                    "{\"Regex\":\"x*\"},\"behavior\":\"Isolated\",\"invert\":false}," BL "]}",
+                    "", "");
+    expect(tok, "\xc3\xa9", (int32_t[]){256}, 1,
+           "Split \"x*\": an empty match steps over a whole character, so 'é' stays one piece");
+    mt_tokenizer_destroy(tok);
+
+    tok = small_tok("\"- -\"", "\"--\":256",
+                    "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
+                    "{\"Regex\":\"-\"},\"behavior\":\"MergedWithPrevious\",\"invert\":false}," BL
+                    "]}",
+                    "", "");
+    expect(tok, "--", (int32_t[]){'-', '-'}, 2,
+           "Split MergedWithPrevious: a match after a match is a piece of its own");
+    mt_tokenizer_destroy(tok);
+}
+
+/*
+ * Added tokens (tokenizer.h): leftmost longest match (HF's aho-corasick LeftmostLongest); the
+ * non-normalized tokens are cut out first, then the normalized ones (HF's split_trie, then
+ * split_normalized_trie).
+ */
+static void
+test_added_match(void)
+{
+    struct mt_tokenizer *tok;
+
+    tok = small_tok("", "", BL,
+                    "{\"id\":300,\"content\":\"<x>\",\"special\":true,\"normalized\":false},"
+                    "{\"id\":301,\"content\":\"<x>y\",\"special\":true,\"normalized\":false}",
+                    "");
+    expect(tok, "a<x>yz", (int32_t[]){'a', 301, 'z'}, 3,
+           "added tokens <x> and <x>y: the longest match wins");
+    expect(tok, "<x>z", (int32_t[]){300, 'z'}, 2, "... and <x> alone still matches");
+    mt_tokenizer_destroy(tok);
+
+    /* "x>y" overlaps "<x>": the non-normalized one is cut first, so "x>y" never forms */
+    tok = small_tok("", "", BL,
+                    "{\"id\":300,\"content\":\"<x>\",\"special\":true,\"normalized\":false},"
+                    "{\"id\":301,\"content\":\"x>y\",\"special\":false,\"normalized\":true}",
+                    "");
+    expect(tok, "<x>y", (int32_t[]){300, 'y'}, 2,
+           "a non-normalized added token is matched before a normalized one");
+    mt_tokenizer_destroy(tok);
+}
+
 /*
  * Limits and lost text: ids are capped, the largest allowed id loads without tables sized by it,
  * a byte without a one-byte token fails naming the byte (HF drops it silently; we passed NULL to
@@ -748,6 +981,56 @@ test_limits(void)
     mt_tokenizer_destroy(tok);
     tok = NULL;
 
+    /* A path to tokenizer.json itself: tokenizer_config.json is read from beside it. */
+    snprintf(path, sizeof(path), "%s/tokenizer_config.json", dir);
+    f = fopen(path, "w");
+    fputs("{\"bos_token\": \"i\", \"eos_token\": \"h\"}", f);
+    fclose(f);
+    st = load_text(dir,
+                   "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"h\":0,\"i\":1},\"merges\":[]},"
+                   "\"pre_tokenizer\":" BL ",\"decoder\":{\"type\":\"ByteLevel\"}}",
+                   &tok);
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
+    {
+        char file[640];
+        snprintf(file, sizeof(file), "%s/tokenizer.json", dir);
+        st = mt_tokenizer_load(file, &tok);
+    }
+    tap_ok(st == MT_OK && mt_tokenizer_bos(tok) == 1 && mt_tokenizer_eos(tok) == 0,
+           "loaded by the path of tokenizer.json, bos/eos come from the tokenizer_config.json "
+           "beside it (%d/%d)",
+           tok ? mt_tokenizer_bos(tok) : -9, tok ? mt_tokenizer_eos(tok) : -9);
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
+    unlink(path);
+
+    /*
+     * No tokenizer_config.json: BOS is config.json's bos_token_id where it is a token (id 0
+     * here), before the id of DeepSeek's BOS text (2 here); without config.json, that text's id.
+     */
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    f = fopen(path, "w");
+    fputs("{\"bos_token_id\": 0}", f);
+    fclose(f);
+    static const char bos_json[] =
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"h\":0,\"i\":1},\"merges\":[]},"
+        "\"added_tokens\":[{\"id\":2,\"content\":\"" MT_TOKENIZER_BOS_TEXT "\","
+        "\"special\":true}],\"pre_tokenizer\":" BL ",\"decoder\":{\"type\":\"ByteLevel\"}}";
+    st = load_text(dir, bos_json, &tok);
+    tap_ok(st == MT_OK && mt_tokenizer_bos(tok) == 0,
+           "no tokenizer_config.json: config.json's bos_token_id 0 is the BOS (%d)",
+           tok ? mt_tokenizer_bos(tok) : -9);
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
+    unlink(path);
+    st = load_text(dir, bos_json, &tok);
+    tap_ok(st == MT_OK && mt_tokenizer_bos(tok) == 2,
+           "... and without config.json, the id of the BOS text (%d)",
+           tok ? mt_tokenizer_bos(tok) : -9);
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
+
     /* tokenizer_config.json: a duplicate key or broken JSON is an error, not "no BOS/EOS". */
     snprintf(path, sizeof(path), "%s/tokenizer_config.json", dir);
     f = fopen(path, "w");
@@ -786,6 +1069,10 @@ main(void)
         mt_tokenizer_destroy(tok);
     }
     test_small();
+    test_bytes_not_utf8();
+    test_bpe_options();
+    test_split_edges();
+    test_added_match();
     test_limits();
     return tap_done();
 }
