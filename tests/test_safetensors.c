@@ -596,6 +596,72 @@ test_bad_files(void)
     check_bad_file("fractional shape", "real.safetensors", UINT64_MAX,
                    "{\"a\":{\"dtype\":\"U8\",\"shape\":[1.0],\"data_offsets\":[0,1]}}", 1,
                    "shape[0]");
+
+    /* Each bound at its edge: one byte past it must be refused, and for the right reason. */
+    path = tpath("%s", "seven.safetensors");
+    write_bytes(path, "\x02\0\0\0\0\0\0", 7);
+    st = mt_st_set_open_file(path, &set);
+    tap_ok(st == MT_ERR_FORMAT && msg_has(path, "7 bytes, too short"),
+           "truncated file of 7 bytes: %s", mt_last_error());
+    check_bad_file("header length one byte past the end", "hlen1.safetensors", 3, "{}", 0,
+                   "header length 3 runs past the end of the file (10 bytes");
+    check_bad_file("an 8-byte file whose header length is not 0", "eight.safetensors", 2, "", 0,
+                   "header length 2 runs past the end of the file (8 bytes");
+    {
+        const unsigned char img[8] = {2, 0, 0, 0, 0, 0, 0, 0};
+        struct mt_st_tensor *ts = NULL;
+        size_t nts = 0;
+
+        st = mt_st_image_parse(img, sizeof(img), "img8", &ts, &nts);
+        tap_ok(st == MT_ERR_FORMAT && nts == 0 &&
+                   msg_has("img8", "header length 2 runs past the end"),
+               "an 8-byte image whose header length is not 0: %s", mt_last_error());
+        mt_st_tensors_destroy(ts, nts);
+    }
+    path = tpath("%s", "huge1.safetensors");
+    write_raw(path, 100000001, "{}", 0);
+    fd = open(path, O_WRONLY);
+    if (fd < 0 || ftruncate(fd, 8 + 100000001) != 0) {
+        exit(1);
+    }
+    close(fd);
+    st = mt_st_set_open_file(path, &set);
+    tap_ok(st == MT_ERR_FORMAT && msg_has(path, "header length 100000001 exceeds the 100 MB"),
+           "header length of 100 MB + 1: %s", mt_last_error());
+    unlink(path);
+    check_bad_file("offsets one byte past the data section", "range1.safetensors", UINT64_MAX,
+                   "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 7,
+                   "data_offsets [0, 8] run past the end of the data section (7 bytes");
+    check_bad_file("offsets wider than the shape", "wide.safetensors", UINT64_MAX,
+                   "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,12]}}", 12,
+                   "data_offsets [0, 12] do not match shape [2] of F32 (8 bytes)");
+    check_bad_file("three data_offsets", "offs3.safetensors", UINT64_MAX,
+                   "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4,8]}}", 4,
+                   "data_offsets is not two non-negative integers");
+    check_bad_file("a one-byte hole between tensors", "hole1.safetensors", UINT64_MAX,
+                   "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+                   "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[5,9]}}",
+                   9, "data bytes [4, 5) belong to no tensor");
+    /* 2^62 F32 elements fit 64 bits, their 2^64 bytes do not (they would wrap to 0). */
+    check_bad_file("byte count overflow", "bytes.safetensors", UINT64_MAX,
+                   "{\"a\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904],"
+                   "\"data_offsets\":[0,0]}}",
+                   0, "overflows the byte count");
+    /*
+     * An empty tensor where another begins is valid (HF orders by [begin, end]), whichever comes
+     * first in the header.
+     */
+    path = tpath("%s", "empty-at.safetensors");
+    write_raw(path, UINT64_MAX,
+              "{\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+              "\"a\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}}",
+              4);
+    st = mt_st_set_open_file(path, &set);
+    tap_ok(st == MT_OK && mt_st_set_count(set) == 2 && mt_st_set_find(set, "a")->nbytes == 0,
+           "an empty tensor at the offset where another begins: %s",
+           st == MT_OK ? "accepted" : mt_last_error());
+    mt_st_set_destroy(set);
+    set = NULL;
 }
 
 static void
