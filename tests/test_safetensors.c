@@ -283,6 +283,19 @@ test_single_file(void)
         tap_ok(st == MT_ERR_INVAL && msg_has("w2d", NULL),
                "reader: a destination smaller than the tensor is refused: %s", mt_last_error());
     }
+    {
+        struct mt_st_tensor fake = *mt_st_set_find(set, "w2d");
+        unsigned char buf[4096];
+        int nf = mt_st_set_file_count(set);
+
+        fake.file = nf;
+        st = mt_st_set_read(set, &fake, buf, sizeof(buf));
+        tap_ok(nf == 1 && st == MT_ERR_INVAL && msg_has("w2d", "does not belong") &&
+                   strcmp(mt_st_set_file_path(set, nf), "(no such shard)") == 0 &&
+                   strcmp(mt_st_set_file_path(set, -1), "(no such shard)") == 0 &&
+                   strcmp(mt_st_set_file_path(set, 0), path) == 0,
+               "reader: a shard index past the last is refused by read and file_path");
+    }
     st = mt_st_image_parse(image, (size_t)sb.st_size, "image", &ts, &nts);
     tap_ok(st == MT_OK && nts == (size_t)N_ONE_FILE,
            "mt_st_image_parse accepts the same bytes from memory (%zu tensors)", nts);
@@ -395,6 +408,54 @@ test_sets(void)
 
 /* ---- writer misuse --------------------------------------------------------------------------- */
 
+/*
+ * The header is padded with spaces to the next multiple of 8 and no further, whatever the length
+ * of its JSON text: metadata values of 0 to 7 bytes move that length through every residue.
+ */
+static void
+test_writer_padding(void)
+{
+    const char *path = tpath("%s", "pad.safetensors");
+    int64_t one[1] = {1};
+    bool ok = true;
+
+    for (int k = 0; k < 8; k++) {
+        char val[8] = "xxxxxxx";
+        unsigned char buf[256];
+        struct mt_st_writer *w = NULL;
+        uint64_t hlen = 0;
+        uint64_t json_len;
+        size_t got = 0;
+        FILE *f;
+
+        val[k] = '\0';
+        if (mt_st_writer_create(path, &w) != MT_OK || mt_st_writer_meta(w, "v", val) != MT_OK ||
+            mt_st_writer_add(w, "t", MT_DTYPE_U8, 1, one) != MT_OK ||
+            mt_st_writer_write(w, "z", 1) != MT_OK || mt_st_writer_finish(w) != MT_OK) {
+            ok = false;
+            break;
+        }
+        f = fopen(path, "rb");
+        if (f != NULL) {
+            got = fread(buf, 1, sizeof(buf), f);
+            fclose(f);
+        }
+        for (int i = 0; i < 8 && got >= 8; i++) {
+            hlen |= (uint64_t)buf[i] << (8 * i);
+        }
+        if (got < 8 || hlen + 9 != got) {
+            ok = false;
+            break;
+        }
+        json_len = hlen;
+        while (json_len > 0 && buf[8 + json_len - 1] == ' ') {
+            json_len--;
+        }
+        ok = ok && hlen % 8 == 0 && hlen - json_len < 8 && buf[8 + json_len - 1] == '}';
+    }
+    tap_ok(ok, "writer: the header is padded to the next multiple of 8, never a whole 8 more");
+}
+
 static void
 test_writer_errors(void)
 {
@@ -416,6 +477,29 @@ test_writer_errors(void)
            "writer: a repeated tensor name is refused: %s", mt_last_error());
     tap_ok(mt_st_writer_add(w, "n", MT_DTYPE_F32, 1, neg) == MT_ERR_INVAL && msg_has(path, "'n'"),
            "writer: a negative shape is refused: %s", mt_last_error());
+    {
+        int64_t dims9[MT_ST_MAX_DIMS + 1] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
+        int64_t minus1[1] = {-1};
+        int64_t half[1] = {INT64_C(1) << 62};
+
+        tap_ok(mt_st_writer_add(w, "m", MT_DTYPE_F32, 1, minus1) == MT_ERR_INVAL &&
+                   msg_has("'m'", "negative shape [-1]"),
+               "writer: a shape of -1 is refused as negative: %s", mt_last_error());
+        tap_ok(mt_st_writer_add(w, "d", MT_DTYPE_COUNT, 1, shape) == MT_ERR_INVAL &&
+                   msg_has("'d'", "invalid dtype"),
+               "writer: dtype MT_DTYPE_COUNT is refused: %s", mt_last_error());
+        tap_ok(mt_st_writer_add(w, "k", MT_DTYPE_U8, MT_ST_MAX_DIMS + 1, dims9) == MT_ERR_INVAL &&
+                   msg_has("'k'", "9 dimensions"),
+               "writer: %d dimensions are refused: %s", MT_ST_MAX_DIMS + 1, mt_last_error());
+        /* Each 2^62 bytes fits a file; the sum of 16 + 2^62 + 2^62 bytes does not (2^63 - 1). */
+        tap_ok(mt_st_writer_add(w, "h1", MT_DTYPE_U8, 1, half) == MT_OK &&
+                   mt_st_writer_add(w, "h2", MT_DTYPE_U8, 1, half) == MT_ERR_INVAL &&
+                   msg_has("'h2'", "overflows the file"),
+               "writer: declared bytes past 2^63 - 1 in total are refused: %s", mt_last_error());
+    }
+    mt_st_writer_destroy(w);
+    mt_st_writer_create(path, &w);
+    mt_st_writer_add(w, "a", MT_DTYPE_F32, 2, shape);
     tap_ok(mt_st_writer_write(w, zeros, 8) == MT_OK && exists(partial) && !exists(path) &&
                mt_st_writer_add(w, "b", MT_DTYPE_F32, 2, shape) == MT_ERR_INVAL,
            "writer: header written lazily into the .partial file; no declarations after data");
@@ -773,6 +857,24 @@ test_bad_sets(void)
     st = mt_st_set_open(dir, &set);
     tap_ok(st == MT_ERR_FORMAT && msg_has("maps to '.'", "not a file name"),
            "index maps a tensor to '.': %s", mt_last_error());
+    /* Nor to anything else that is not a plain name in the checkpoint directory. */
+    {
+        static const char *const bad[] = {"", "..", "../dotshard/model-00001-of-00002.safetensors",
+                                          "sub/model-00001-of-00002.safetensors"};
+
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            char ix[512];
+            char want[256];
+
+            snprintf(ix, sizeof(ix), "{\"weight_map\": {\"model.embed\": \"%s\"}}", bad[i]);
+            snprintf(index, sizeof(index), "%s/model.safetensors.index.json", dir);
+            write_bytes(index, ix, strlen(ix));
+            snprintf(want, sizeof(want), "maps to '%s'", bad[i]);
+            st = mt_st_set_open(dir, &set);
+            tap_ok(st == MT_ERR_FORMAT && msg_has(want, "not a file name"),
+                   "index maps a tensor to '%s': %s", bad[i], mt_last_error());
+        }
+    }
 
     /* A FIFO where a shard or the index belongs must fail, not block in open() forever. */
     alarm(10);
@@ -845,6 +947,7 @@ main(void)
     test_single_file();
     test_sets();
     test_writer_errors();
+    test_writer_padding();
     test_bad_files();
     test_bad_sets();
     tap_rmtree(tmp);
