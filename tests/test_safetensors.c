@@ -288,6 +288,10 @@ test_single_file(void)
         unsigned char buf[4096];
         int nf = mt_st_set_file_count(set);
 
+        fake.file = -1;
+        st = mt_st_set_read(set, &fake, buf, sizeof(buf));
+        tap_ok(st == MT_ERR_INVAL && msg_has("w2d", "does not belong"),
+               "reader: a negative shard index is refused by read: %s", mt_last_error());
         fake.file = nf;
         st = mt_st_set_read(set, &fake, buf, sizeof(buf));
         tap_ok(nf == 1 && st == MT_ERR_INVAL && msg_has("w2d", "does not belong") &&
@@ -500,9 +504,20 @@ test_writer_errors(void)
     mt_st_writer_destroy(w);
     mt_st_writer_create(path, &w);
     mt_st_writer_add(w, "a", MT_DTYPE_F32, 2, shape);
+    tap_ok(mt_st_writer_add(w, "__metadata__", MT_DTYPE_F32, 2, shape) == MT_ERR_INVAL &&
+               msg_has("invalid tensor name '__metadata__'", NULL) &&
+               mt_st_writer_add(w, "", MT_DTYPE_F32, 2, shape) == MT_ERR_INVAL &&
+               msg_has("invalid tensor name ''", NULL),
+           "writer: tensor names '__metadata__' and '' are refused: %s", mt_last_error());
+    tap_ok(mt_st_writer_meta(w, "k", "1") == MT_OK &&
+               mt_st_writer_meta(w, "k", "2") == MT_ERR_INVAL &&
+               msg_has(path, "metadata key 'k' given twice"),
+           "writer: a repeated metadata key is refused: %s", mt_last_error());
     tap_ok(mt_st_writer_write(w, zeros, 8) == MT_OK && exists(partial) && !exists(path) &&
                mt_st_writer_add(w, "b", MT_DTYPE_F32, 2, shape) == MT_ERR_INVAL,
            "writer: header written lazily into the .partial file; no declarations after data");
+    tap_ok(mt_st_writer_meta(w, "late", "x") == MT_ERR_INVAL && msg_has("'late'", "after data"),
+           "writer: no metadata after data: %s", mt_last_error());
     mt_st_writer_destroy(w);
     tap_ok(!exists(partial) && !exists(path), "writer: destroy removes the partial file");
 
@@ -722,6 +737,16 @@ test_bad_files(void)
     check_bad_file("three data_offsets", "offs3.safetensors", UINT64_MAX,
                    "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4,8]}}", 4,
                    "data_offsets is not two non-negative integers");
+    {
+        static const char hdr[] = "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}";
+        struct mt_st_tensor *ts = NULL;
+        size_t nts = 0;
+
+        st = mt_st_header_parse(hdr, strlen(hdr), UINT64_MAX, 1, "wrap", 0, &ts, &nts);
+        tap_ok(st == MT_ERR_FORMAT && nts == 0 && msg_has("wrap", "data section size overflows"),
+               "a data section that ends past 2^64 - 1: %s", mt_last_error());
+        mt_st_tensors_destroy(ts, nts);
+    }
     check_bad_file("a one-byte hole between tensors", "hole1.safetensors", UINT64_MAX,
                    "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
                    "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[5,9]}}",
