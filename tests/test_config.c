@@ -88,6 +88,33 @@ static const struct {
     {"bad-json.json", "not valid JSON"},
 };
 
+/* Inline configs one step past a bound, and the phrase their message must hold. */
+static const struct {
+    const char *json;
+    const char *phrase;
+} bad_inline[] = {
+    {"{\"hidden_size\": 2147483648}", "'hidden_size' is 2147483648, which does not fit in an int"},
+    {"{\"bos_token_id\": -2147483649}",
+     "'bos_token_id' is -2147483649, which does not fit in an int"},
+    {"{\"eos_token_id\": []}", "'eos_token_id' is an empty list"},
+    /* topk_method holds 31 characters and the NUL */
+    {"{\"topk_method\": \"noaux_tc_xxxxxxxxxxxxxxxxxxxxxxx\"}", "'topk_method' is too long"},
+    {"{\"quantization_config\": {\"quant_method\": \"fp8\", \"fmt\": \"e5m2\"}}",
+     "'quantization_config.fmt' is 'e5m2'"},
+    {"{\"quantization_config\": {\"quant_method\": \"fp8\", "
+     "\"weight_block_size\": [128, 128, 128]}}",
+     "'quantization_config.weight_block_size' must be a list of two integers"},
+    /* -2^32 + 128 must not pass as 128 once cut to an int */
+    {"{\"quantization_config\": {\"quant_method\": \"fp8\", "
+     "\"weight_block_size\": [-4294967168, 128]}}",
+     "'quantization_config.weight_block_size' is [-1, 128]"},
+    {"{\"num_hidden_layers\": 4, "
+     "\"mlp_layer_types\": [\"dense\", \"sparse\", \"sparse\", \"sparse\", \"sparse\"]}",
+     "'mlp_layer_types' has 5 entries but num_hidden_layers is 4"},
+    {"{\"n_shared_experts\": 65}", "'n_shared_experts' is 65, outside 0..64"},
+    {"{\"num_nextn_predict_layers\": 9}", "'num_nextn_predict_layers' is 9, outside 0..8"},
+};
+
 static void
 test_real(void)
 {
@@ -198,6 +225,20 @@ test_defaults(void)
     tap_ok(st == MT_OK && !cfg.layer_is_moe[0] && cfg.layer_is_moe[1] && !cfg.layer_is_moe[2] &&
                cfg.layer_is_moe[3] && cfg.first_k_dense_replace == 1 && cfg.eos_token_id == 1,
            "mlp_layer_types sets each layer; first_k_dense_replace follows it; eos list");
+    /* modeling_deepseek: MoE where layer >= first_k_dense_replace, layer % moe_layer_freq == 0 */
+    st = parse_str("{\"moe_layer_freq\": 2}", &cfg);
+    tap_ok(st == MT_OK && !mt_config_layer_is_moe(&cfg, 2) && !mt_config_layer_is_moe(&cfg, 3) &&
+               mt_config_layer_is_moe(&cfg, 4) && !mt_config_layer_is_moe(&cfg, 59) &&
+               mt_config_layer_is_moe(&cfg, 60),
+           "moe_layer_freq 2: of the layers from 3 on, only the even ones are MoE: %s",
+           st == MT_OK ? "ok" : mt_last_error());
+    /* HF's yarn: original_max_position_embeddings absent means max_position_embeddings */
+    st = parse_str("{\"max_position_embeddings\": 8192, "
+                   "\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4}}",
+                   &cfg);
+    tap_ok(st == MT_OK && cfg.rope_original_max_pos == 8192,
+           "yarn without original_max_position_embeddings takes max_position_embeddings (%d): %s",
+           cfg.rope_original_max_pos, st == MT_OK ? "ok" : mt_last_error());
     /* issue 9 (14): tools that write every number as a double write 256 as 256.0 */
     st = parse_str("{\"hidden_size\": 256.0, \"num_hidden_layers\": 4e0}", &cfg);
     tap_ok(st == MT_OK && cfg.hidden_size == 256 && cfg.num_hidden_layers == 4,
@@ -261,6 +302,12 @@ test_bad(void)
     st = parse_str("{\"rope_theta\": 1}", &cfg);
     tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "'rope_theta'") != NULL,
            "rope_theta 1 (YaRN divides by its log): %s", mt_last_error());
+    /* Each check at its edge: the first value past a bound, and what the message must say. */
+    for (size_t i = 0; i < sizeof(bad_inline) / sizeof(bad_inline[0]); i++) {
+        st = parse_str(bad_inline[i].json, &cfg);
+        tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), bad_inline[i].phrase) != NULL,
+               "%s: %s", bad_inline[i].json, mt_last_error());
+    }
     mt_log_set_quiet(false);
 }
 
