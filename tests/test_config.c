@@ -113,6 +113,31 @@ static const struct {
      "'mlp_layer_types' has 5 entries but num_hidden_layers is 4"},
     {"{\"n_shared_experts\": 65}", "'n_shared_experts' is 65, outside 0..64"},
     {"{\"num_nextn_predict_layers\": 9}", "'num_nextn_predict_layers' is 9, outside 0..8"},
+    {"{\"q_lora_rank\": null}", "'q_lora_rank' is 0; V3.2 needs a q latent"},
+    {"{\"num_hidden_layers\": 256, \"num_nextn_predict_layers\": 1}",
+     "256 main + 1 MTP layers exceed 256"},
+    {"{\"n_routed_experts\": 257}", "257 n_routed_experts do not split into 8 groups"},
+    {"{\"qk_rope_head_dim\": 66, \"index_head_dim\": 64}",
+     "'index_head_dim' is 64, smaller than qk_rope_head_dim 66"},
+    {"{\"rms_norm_eps\": 1}", "'rms_norm_eps' is 1; it must be in (0, 1)"},
+    {"{\"rms_norm_eps\": 0}", "'rms_norm_eps' is 0; it must be in (0, 1)"},
+    {"{\"routed_scaling_factor\": 0}", "'routed_scaling_factor' is 0"},
+    {"{\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 40, "
+     "\"original_max_position_embeddings\": 4096, \"beta_fast\": 1, \"beta_slow\": 1}}",
+     "'rope_scaling.beta_fast' is 1; it must exceed beta_slow 1"},
+    {"{\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 40, "
+     "\"original_max_position_embeddings\": 4096, \"beta_fast\": 32, \"beta_slow\": 0}}",
+     "'rope_scaling.beta_fast' is 32; it must exceed beta_slow 0"},
+    {"{\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 40, "
+     "\"original_max_position_embeddings\": 4096, \"mscale\": 1, \"mscale_all_dim\": -1}}",
+     "'rope_scaling.mscale' / 'mscale_all_dim' must be >= 0"},
+    {"{\"rope_scaling\": {\"type\": \"default\", \"factor\": 2}}",
+     "'rope_scaling.factor' is 2, which needs rope_type 'yarn'"},
+    {"{\"quantization_config\": {\"quant_method\": \"fp8\", \"weight_block_size\": [128, 64]}}",
+     "'quantization_config.weight_block_size' is [128, 64]"},
+    {"{\"vocab_size\": 1000, \"bos_token_id\": 1000}", "'bos_token_id' is 1000, outside"},
+    {"{\"vocab_size\": 1000, \"eos_token_id\": 1000}", "'eos_token_id' is 1000, outside"},
+    {"{\"eos_token_id\": -1}", "'eos_token_id' is -1, outside"},
 };
 
 static void
@@ -239,6 +264,15 @@ test_defaults(void)
     tap_ok(st == MT_OK && cfg.rope_original_max_pos == 8192,
            "yarn without original_max_position_embeddings takes max_position_embeddings (%d): %s",
            cfg.rope_original_max_pos, st == MT_OK ? "ok" : mt_last_error());
+    /* The edges that are allowed: yarn's factor 1, FP8 without scale_fmt, ids up to vocab - 1. */
+    st = parse_str("{\"vocab_size\": 1000, \"bos_token_id\": 999, \"eos_token_id\": 999, "
+                   "\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 1}, "
+                   "\"quantization_config\": {\"quant_method\": \"fp8\"}}",
+                   &cfg);
+    tap_ok(st == MT_OK && cfg.fp8 && cfg.scale_fmt[0] == '\0' && cfg.rope_factor == 1.0 &&
+               cfg.bos_token_id == 999,
+           "yarn factor 1, FP8 with no scale_fmt, bos/eos vocab_size - 1 are accepted: %s",
+           st == MT_OK ? "ok" : mt_last_error());
     /* issue 9 (14): tools that write every number as a double write 256 as 256.0 */
     st = parse_str("{\"hidden_size\": 256.0, \"num_hidden_layers\": 4e0}", &cfg);
     tap_ok(st == MT_OK && cfg.hidden_size == 256 && cfg.num_hidden_layers == 4,
@@ -307,6 +341,28 @@ test_bad(void)
         st = parse_str(bad_inline[i].json, &cfg);
         tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), bad_inline[i].phrase) != NULL,
                "%s: %s", bad_inline[i].json, mt_last_error());
+    }
+    /* What JSON cannot spell reaches mt_config_validate from code: inf, and a 0 yarn length. */
+    {
+        struct mt_model_config c;
+
+        mt_config_default_v32(&c);
+        c.rope_theta = INFINITY;
+        st = mt_config_validate(&c, "v");
+        tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "'rope_theta' is inf") != NULL,
+               "validate: rope_theta inf: %s", mt_last_error());
+        mt_config_default_v32(&c);
+        c.rope_factor = INFINITY;
+        st = mt_config_validate(&c, "v");
+        tap_ok(st == MT_ERR_FORMAT &&
+                   strstr(mt_last_error(), "'rope_scaling.factor' is inf") != NULL,
+               "validate: yarn factor inf: %s", mt_last_error());
+        mt_config_default_v32(&c);
+        c.rope_original_max_pos = 0;
+        st = mt_config_validate(&c, "v");
+        tap_ok(st == MT_ERR_FORMAT &&
+                   strstr(mt_last_error(), "original_max_position_embeddings' is 0") != NULL,
+               "validate: yarn original_max_position_embeddings 0: %s", mt_last_error());
     }
     mt_log_set_quiet(false);
 }
