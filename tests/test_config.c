@@ -264,6 +264,16 @@ test_defaults(void)
     tap_ok(st == MT_OK && cfg.rope_original_max_pos == 8192,
            "yarn without original_max_position_embeddings takes max_position_embeddings (%d): %s",
            cfg.rope_original_max_pos, st == MT_OK ? "ok" : mt_last_error());
+    /* HF _compute_yarn_parameters: mscale_all_dim alone scales softmax, cos/sin get mscale(s) */
+    st = parse_str("{\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 40, "
+                   "\"original_max_position_embeddings\": 4096, \"mscale_all_dim\": 1}}",
+                   &cfg);
+    tap_ok(st == MT_OK &&
+               fabs(mt_config_rope_attn_factor(&cfg) - (0.1 * log(40.0) + 1.0)) < 1e-12 &&
+               fabs(mt_config_softmax_scale(&cfg) -
+                    pow(0.1 * log(40.0) + 1.0, 2) / sqrt(192.0)) < 1e-12,
+           "yarn with mscale_all_dim only: cos/sin factor 0.1 ln 40 + 1, softmax scale times its "
+           "square");
     /* The edges that are allowed: yarn's factor 1, FP8 without scale_fmt, ids up to vocab - 1. */
     st = parse_str("{\"vocab_size\": 1000, \"bos_token_id\": 999, \"eos_token_id\": 999, "
                    "\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 1}, "
@@ -401,6 +411,12 @@ test_save(void)
     tap_ok(st == MT_OK && d == NULL,
            "a custom MoE pattern, no FP8, an eps of 1/3 round-trip (first difference: %s)",
            d ? d : "none");
+    /* An integral value too large for an int64 JSON integer is still written as a number. */
+    cfg.rope_theta = 1e20;
+    st = mt_config_save(&cfg, path);
+    st = st == MT_OK ? mt_config_load(path, &back) : st;
+    tap_ok(st == MT_OK && back.rope_theta == 1e20, "rope_theta 1e20 round-trips (read %g): %s",
+           back.rope_theta, st == MT_OK ? "ok" : mt_last_error());
     mt_log_set_quiet(true);
     st = mt_config_save(&cfg, "/nonexistent-moetier-dir/config.json");
     tap_ok(st == MT_ERR_IO && strstr(mt_last_error(), "/nonexistent-moetier-dir") != NULL,
