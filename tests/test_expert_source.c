@@ -671,7 +671,8 @@ test_store(void)
  */
 enum {
     F_VERSION, F_HEADER_CRC, F_INDEX_OFF, F_DATA_OFF_LOW, F_DATA_OFF_ODD, F_TOO_LONG, F_STORE_ID,
-    F_INDEX_CRC, F_ENTRY = 100, E_FILE = F_ENTRY, E_FILE_HUGE, E_OFF_ODD, E_LEN_ODD, E_OFF_LOW, E_PAST_END,
+    F_INDEX_CRC, F_ENTRY = 100, E_FILE = F_ENTRY, E_FILE_HUGE, E_OFF_ODD, E_LEN_ODD, E_OFF_LOW,
+    E_PAST_END,
     E_PART_ODD, E_PART_PAST
 };
 
@@ -787,6 +788,48 @@ forge(int what, unsigned char **b, size_t *n)
     }
 }
 
+/* Pack to out[] (two files), but first move out[1]'s name aside and put link in its place. */
+static mt_status_t
+pack_late_link(const char *const *out, uint64_t hash, const char *link)
+{
+    char aside[600];
+    mt_status_t st;
+
+    snprintf(aside, sizeof(aside), "%s.aside", link);
+    /* the link exists now: create refuses a link to nothing, so hide it until the pack runs */
+    if (rename(link, aside) != 0) {
+        return MT_ERR_INTERNAL;
+    }
+    {
+        uint64_t lens[N_KEYS * MT_IO_N_PARTS];
+        struct mt_io_store_writer *w;
+
+        part_lens(lens);
+        st = mt_io_store_writer_create(out, N_FILES, hash, N_LAYERS, N_EXPERTS, lens, &w);
+        if (st != MT_OK) {
+            return st;
+        }
+        for (int k = N_EXPERTS; k < N_KEYS && st == MT_OK; k++) {
+            const void *parts[MT_IO_N_PARTS];
+
+            for (int p = 0; p < MT_IO_N_PARTS; p++) {
+                const struct mt_io_extent *x = &descs[k].part[p];
+
+                parts[p] = x->len > 0 ? file_data[x->file] + x->off : NULL;
+            }
+            st = mt_io_store_writer_put(w, k / N_EXPERTS, k % N_EXPERTS, parts);
+        }
+        if (rename(aside, link) != 0) {
+            st = MT_ERR_INTERNAL;
+        }
+        if (st != MT_OK) {
+            mt_io_store_writer_destroy(w);
+            return st;
+        }
+        return mt_io_store_writer_finish(w);
+    }
+}
+
 static void
 test_store_forged(void)
 {
@@ -840,6 +883,62 @@ test_store_forged(void)
         }
         mt_io_store_close(s);
         s = NULL;
+    }
+    /* writer misuse: each refused, and no store left under the final names */
+    {
+        uint64_t lens[N_KEYS * MT_IO_N_PARTS];
+        uint64_t none[N_KEYS * MT_IO_N_PARTS] = {0};
+        struct mt_io_store_writer *w = NULL;
+        const void *parts[MT_IO_N_PARTS] = {NULL};
+        char clash[600];
+        const char *cp[2] = {other[0], clash};
+
+        part_lens(lens);
+        unlink(other[0]);
+        unlink(other[1]);
+        snprintf(clash, sizeof(clash), "%s.partial", other[0]);
+        st = mt_io_store_writer_create(cp, 2, hash, N_LAYERS, N_EXPERTS, lens, &w);
+        tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "is the name") != NULL,
+               "writer: a file named like another's .partial is refused: %s", mt_last_error());
+        st = mt_io_store_writer_create(op, N_FILES, hash, N_LAYERS, N_EXPERTS, none, &w);
+        tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "no routed expert") != NULL,
+               "writer: a store with no expert is refused: %s", mt_last_error());
+        st = mt_io_store_writer_create(op, N_FILES, hash, N_LAYERS, N_EXPERTS, lens, &w);
+        if (st == MT_OK) {
+            /* layer 0 holds no routed expert; layer N_LAYERS does not exist */
+            tap_ok(mt_io_store_writer_put(w, 0, 1, parts) == MT_ERR_INVAL &&
+                       mt_io_store_writer_put(w, N_LAYERS, 1, parts) == MT_ERR_INVAL &&
+                       mt_io_store_writer_put(w, 1, N_EXPERTS, parts) == MT_ERR_INVAL &&
+                       strstr(mt_last_error(), "no slot") != NULL,
+                   "writer: put for an absent expert or past the last layer/expert is refused");
+            st = mt_io_store_writer_finish(w);
+            tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "incomplete") != NULL &&
+                       access(other[0], F_OK) != 0 && access(clash, F_OK) != 0,
+                   "writer: finish before every expert is put fails, leaving no file: %s",
+                   mt_last_error());
+        } else {
+            tap_ok(false, "writer for the misuse checks: %s", mt_last_error());
+            tap_ok(false, "writer: finish before every expert is put");
+        }
+    }
+    /* the final name turned into a symbolic link during the pack: not replaced */
+    unlink(other[0]);
+    unlink(other[1]);
+    if (symlink("/nonexistent-moetier-target", other[1]) == 0) {
+        mt_log_set_quiet(true);
+        st = pack_late_link(op, hash, other[1]);
+        mt_log_set_quiet(false);
+        {
+            char tgt[64] = "";
+            ssize_t tn = readlink(other[1], tgt, sizeof(tgt) - 1);
+
+            tap_ok(st == MT_ERR_IO && strstr(mt_last_error(), "became a symbolic link") != NULL &&
+                       tn > 0 && strncmp(tgt, "/nonexistent-moetier-target", (size_t)tn) == 0,
+                   "writer: a name that became a symbolic link mid-pack is not replaced: %s",
+                   mt_last_error());
+        }
+    } else {
+        tap_ok(false, "symlink %s", other[1]);
     }
     /* a file too short to hold a header, whatever its first bytes */
     write_file(other[0], "MTSTORE1", 8);
