@@ -88,6 +88,58 @@ static const struct {
     {"bad-json.json", "not valid JSON"},
 };
 
+/* Inline configs one step past a bound, and the phrase their message must hold. */
+static const struct {
+    const char *json;
+    const char *phrase;
+} bad_inline[] = {
+    {"{\"hidden_size\": 2147483648}", "'hidden_size' is 2147483648, which does not fit in an int"},
+    {"{\"bos_token_id\": -2147483649}",
+     "'bos_token_id' is -2147483649, which does not fit in an int"},
+    {"{\"eos_token_id\": []}", "'eos_token_id' is an empty list"},
+    /* topk_method holds 31 characters and the NUL */
+    {"{\"topk_method\": \"noaux_tc_xxxxxxxxxxxxxxxxxxxxxxx\"}", "'topk_method' is too long"},
+    {"{\"quantization_config\": {\"quant_method\": \"fp8\", \"fmt\": \"e5m2\"}}",
+     "'quantization_config.fmt' is 'e5m2'"},
+    {"{\"quantization_config\": {\"quant_method\": \"fp8\", "
+     "\"weight_block_size\": [128, 128, 128]}}",
+     "'quantization_config.weight_block_size' must be a list of two integers"},
+    /* -2^32 + 128 must not pass as 128 once cut to an int */
+    {"{\"quantization_config\": {\"quant_method\": \"fp8\", "
+     "\"weight_block_size\": [-4294967168, 128]}}",
+     "'quantization_config.weight_block_size' is [-1, 128]"},
+    {"{\"num_hidden_layers\": 4, "
+     "\"mlp_layer_types\": [\"dense\", \"sparse\", \"sparse\", \"sparse\", \"sparse\"]}",
+     "'mlp_layer_types' has 5 entries but num_hidden_layers is 4"},
+    {"{\"n_shared_experts\": 65}", "'n_shared_experts' is 65, outside 0..64"},
+    {"{\"num_nextn_predict_layers\": 9}", "'num_nextn_predict_layers' is 9, outside 0..8"},
+    {"{\"q_lora_rank\": null}", "'q_lora_rank' is 0; V3.2 needs a q latent"},
+    {"{\"num_hidden_layers\": 256, \"num_nextn_predict_layers\": 1}",
+     "256 main + 1 MTP layers exceed 256"},
+    {"{\"n_routed_experts\": 257}", "257 n_routed_experts do not split into 8 groups"},
+    {"{\"qk_rope_head_dim\": 66, \"index_head_dim\": 64}",
+     "'index_head_dim' is 64, smaller than qk_rope_head_dim 66"},
+    {"{\"rms_norm_eps\": 1}", "'rms_norm_eps' is 1; it must be in (0, 1)"},
+    {"{\"rms_norm_eps\": 0}", "'rms_norm_eps' is 0; it must be in (0, 1)"},
+    {"{\"routed_scaling_factor\": 0}", "'routed_scaling_factor' is 0"},
+    {"{\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 40, "
+     "\"original_max_position_embeddings\": 4096, \"beta_fast\": 1, \"beta_slow\": 1}}",
+     "'rope_scaling.beta_fast' is 1; it must exceed beta_slow 1"},
+    {"{\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 40, "
+     "\"original_max_position_embeddings\": 4096, \"beta_fast\": 32, \"beta_slow\": 0}}",
+     "'rope_scaling.beta_fast' is 32; it must exceed beta_slow 0"},
+    {"{\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 40, "
+     "\"original_max_position_embeddings\": 4096, \"mscale\": 1, \"mscale_all_dim\": -1}}",
+     "'rope_scaling.mscale' / 'mscale_all_dim' must be >= 0"},
+    {"{\"rope_scaling\": {\"type\": \"default\", \"factor\": 2}}",
+     "'rope_scaling.factor' is 2, which needs rope_type 'yarn'"},
+    {"{\"quantization_config\": {\"quant_method\": \"fp8\", \"weight_block_size\": [128, 64]}}",
+     "'quantization_config.weight_block_size' is [128, 64]"},
+    {"{\"vocab_size\": 1000, \"bos_token_id\": 1000}", "'bos_token_id' is 1000, outside"},
+    {"{\"vocab_size\": 1000, \"eos_token_id\": 1000}", "'eos_token_id' is 1000, outside"},
+    {"{\"eos_token_id\": -1}", "'eos_token_id' is -1, outside"},
+};
+
 static void
 test_real(void)
 {
@@ -198,6 +250,39 @@ test_defaults(void)
     tap_ok(st == MT_OK && !cfg.layer_is_moe[0] && cfg.layer_is_moe[1] && !cfg.layer_is_moe[2] &&
                cfg.layer_is_moe[3] && cfg.first_k_dense_replace == 1 && cfg.eos_token_id == 1,
            "mlp_layer_types sets each layer; first_k_dense_replace follows it; eos list");
+    /* modeling_deepseek: MoE where layer >= first_k_dense_replace, layer % moe_layer_freq == 0 */
+    st = parse_str("{\"moe_layer_freq\": 2}", &cfg);
+    tap_ok(st == MT_OK && !mt_config_layer_is_moe(&cfg, 2) && !mt_config_layer_is_moe(&cfg, 3) &&
+               mt_config_layer_is_moe(&cfg, 4) && !mt_config_layer_is_moe(&cfg, 59) &&
+               mt_config_layer_is_moe(&cfg, 60),
+           "moe_layer_freq 2: of the layers from 3 on, only the even ones are MoE: %s",
+           st == MT_OK ? "ok" : mt_last_error());
+    /* HF's yarn: original_max_position_embeddings absent means max_position_embeddings */
+    st = parse_str("{\"max_position_embeddings\": 8192, "
+                   "\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4}}",
+                   &cfg);
+    tap_ok(st == MT_OK && cfg.rope_original_max_pos == 8192,
+           "yarn without original_max_position_embeddings takes max_position_embeddings (%d): %s",
+           cfg.rope_original_max_pos, st == MT_OK ? "ok" : mt_last_error());
+    /* HF _compute_yarn_parameters: mscale_all_dim alone scales softmax, cos/sin get mscale(s) */
+    st = parse_str("{\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 40, "
+                   "\"original_max_position_embeddings\": 4096, \"mscale_all_dim\": 1}}",
+                   &cfg);
+    tap_ok(st == MT_OK &&
+               fabs(mt_config_rope_attn_factor(&cfg) - (0.1 * log(40.0) + 1.0)) < 1e-12 &&
+               fabs(mt_config_softmax_scale(&cfg) -
+                    pow(0.1 * log(40.0) + 1.0, 2) / sqrt(192.0)) < 1e-12,
+           "yarn with mscale_all_dim only: cos/sin factor 0.1 ln 40 + 1, softmax scale times its "
+           "square");
+    /* The edges that are allowed: yarn's factor 1, FP8 without scale_fmt, ids up to vocab - 1. */
+    st = parse_str("{\"vocab_size\": 1000, \"bos_token_id\": 999, \"eos_token_id\": 999, "
+                   "\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 1}, "
+                   "\"quantization_config\": {\"quant_method\": \"fp8\"}}",
+                   &cfg);
+    tap_ok(st == MT_OK && cfg.fp8 && cfg.scale_fmt[0] == '\0' && cfg.rope_factor == 1.0 &&
+               cfg.bos_token_id == 999,
+           "yarn factor 1, FP8 with no scale_fmt, bos/eos vocab_size - 1 are accepted: %s",
+           st == MT_OK ? "ok" : mt_last_error());
     /* issue 9 (14): tools that write every number as a double write 256 as 256.0 */
     st = parse_str("{\"hidden_size\": 256.0, \"num_hidden_layers\": 4e0}", &cfg);
     tap_ok(st == MT_OK && cfg.hidden_size == 256 && cfg.num_hidden_layers == 4,
@@ -261,6 +346,34 @@ test_bad(void)
     st = parse_str("{\"rope_theta\": 1}", &cfg);
     tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "'rope_theta'") != NULL,
            "rope_theta 1 (YaRN divides by its log): %s", mt_last_error());
+    /* Each check at its edge: the first value past a bound, and what the message must say. */
+    for (size_t i = 0; i < sizeof(bad_inline) / sizeof(bad_inline[0]); i++) {
+        st = parse_str(bad_inline[i].json, &cfg);
+        tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), bad_inline[i].phrase) != NULL,
+               "%s: %s", bad_inline[i].json, mt_last_error());
+    }
+    /* What JSON cannot spell reaches mt_config_validate from code: inf, and a 0 yarn length. */
+    {
+        struct mt_model_config c;
+
+        mt_config_default_v32(&c);
+        c.rope_theta = INFINITY;
+        st = mt_config_validate(&c, "v");
+        tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "'rope_theta' is inf") != NULL,
+               "validate: rope_theta inf: %s", mt_last_error());
+        mt_config_default_v32(&c);
+        c.rope_factor = INFINITY;
+        st = mt_config_validate(&c, "v");
+        tap_ok(st == MT_ERR_FORMAT &&
+                   strstr(mt_last_error(), "'rope_scaling.factor' is inf") != NULL,
+               "validate: yarn factor inf: %s", mt_last_error());
+        mt_config_default_v32(&c);
+        c.rope_original_max_pos = 0;
+        st = mt_config_validate(&c, "v");
+        tap_ok(st == MT_ERR_FORMAT &&
+                   strstr(mt_last_error(), "original_max_position_embeddings' is 0") != NULL,
+               "validate: yarn original_max_position_embeddings 0: %s", mt_last_error());
+    }
     mt_log_set_quiet(false);
 }
 
@@ -298,6 +411,12 @@ test_save(void)
     tap_ok(st == MT_OK && d == NULL,
            "a custom MoE pattern, no FP8, an eps of 1/3 round-trip (first difference: %s)",
            d ? d : "none");
+    /* An integral value too large for an int64 JSON integer is still written as a number. */
+    cfg.rope_theta = 1e20;
+    st = mt_config_save(&cfg, path);
+    st = st == MT_OK ? mt_config_load(path, &back) : st;
+    tap_ok(st == MT_OK && back.rope_theta == 1e20, "rope_theta 1e20 round-trips (read %g): %s",
+           back.rope_theta, st == MT_OK ? "ok" : mt_last_error());
     mt_log_set_quiet(true);
     st = mt_config_save(&cfg, "/nonexistent-moetier-dir/config.json");
     tap_ok(st == MT_ERR_IO && strstr(mt_last_error(), "/nonexistent-moetier-dir") != NULL,

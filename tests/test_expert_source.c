@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -661,6 +662,295 @@ test_store(void)
     }
 }
 
+/* ---- forged stores: every header and index check ------------------------------------------- */
+
+/*
+ * A copy of the packed store with one field changed, then resealed: the index CRC in both headers
+ * and each header's CRC recomputed (unless the case is the CRC itself), so only the check under
+ * test can refuse it. Cases 0..99 change header fields, 100.. an index entry (in both files).
+ */
+enum {
+    F_VERSION, F_HEADER_CRC, F_INDEX_OFF, F_DATA_OFF_LOW, F_DATA_OFF_ODD, F_TOO_LONG, F_STORE_ID,
+    F_INDEX_CRC, F_ENTRY = 100, E_FILE = F_ENTRY, E_FILE_HUGE, E_OFF_ODD, E_LEN_ODD, E_OFF_LOW,
+    E_PAST_END,
+    E_PART_ODD, E_PART_PAST
+};
+
+static const struct {
+    int what;
+    const char *name;
+    const char *phrase;
+} forged[] = {
+    {F_VERSION, "format version 2", "has format version 2"},
+    {F_HEADER_CRC, "a header CRC off by one", "corrupt header"},
+    {F_INDEX_OFF, "index_off 5120", "corrupt header"},
+    {F_DATA_OFF_LOW, "data_off inside the index", "corrupt header"},
+    {F_DATA_OFF_ODD, "data_off not 4 KiB aligned", "corrupt header"},
+    {F_TOO_LONG, "4 KiB appended to file 2", "is too long"},
+    {F_STORE_ID, "file 2 from another pack (store_id)", "different packs; give the files of"},
+    {F_INDEX_CRC, "file 2 with another index CRC", "different packs; give the files of"},
+    {E_FILE, "an entry in file 3 of 2", "out of bounds"},
+    {E_FILE_HUGE, "an entry in file 2^32 of 2", "out of bounds"},
+    {E_OFF_ODD, "an entry offset off 4 KiB alignment", "out of bounds"},
+    {E_LEN_ODD, "an entry length off 4 KiB alignment", "out of bounds"},
+    {E_OFF_LOW, "an entry inside the header", "out of bounds"},
+    {E_PAST_END, "the last extent 4 KiB past the end", "out of bounds"},
+    {E_PART_ODD, "a part offset off 4 KiB alignment", "out of bounds"},
+    {E_PART_PAST, "a part one byte longer than its extent", "out of bounds"},
+};
+
+static bool
+read_whole(const char *path, unsigned char **buf, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    long len;
+
+    *buf = NULL;
+    if (f == NULL || fseek(f, 0, SEEK_END) != 0 || (len = ftell(f)) < 0 ||
+        fseek(f, 0, SEEK_SET) != 0 || (*buf = malloc((size_t)len + 4096)) == NULL ||
+        fread(*buf, 1, (size_t)len, f) != (size_t)len) {
+        if (f != NULL) {
+            fclose(f);
+        }
+        free(*buf);
+        return false;
+    }
+    fclose(f);
+    *n = (size_t)len;
+    return true;
+}
+
+/* The present entry with the highest (last) or lowest (first) offset in file 0. */
+static struct mt_io_store_entry *
+extent_in_file0(struct mt_io_store_entry *ix, int n, bool last)
+{
+    struct mt_io_store_entry *best = NULL;
+
+    for (int k = 0; k < n; k++) {
+        if (ix[k].len > 0 && ix[k].file == 0 &&
+            (best == NULL || (last ? ix[k].off > best->off : ix[k].off < best->off))) {
+            best = &ix[k];
+        }
+    }
+    return best;
+}
+
+static void
+forge(int what, unsigned char **b, size_t *n)
+{
+    struct mt_io_store_header *h[N_FILES];
+    uint64_t iw = 0;
+
+    for (int f = 0; f < N_FILES; f++) {
+        h[f] = (struct mt_io_store_header *)b[f];
+    }
+    switch (what) {
+    case F_VERSION: h[0]->version = 2; break;
+    case F_INDEX_OFF: h[0]->index_off = 5120; break; /* still ends before data_off 8192 */
+    case F_DATA_OFF_LOW: h[0]->data_off = 4096; break;
+    case F_DATA_OFF_ODD: h[0]->data_off += 512; break;
+    case F_TOO_LONG: memset(b[1] + n[1], 0, 4096); n[1] += 4096; break;
+    case F_STORE_ID: h[1]->store_id ^= 1; break;
+    default: break;
+    }
+    for (int f = 0; f < N_FILES && what >= F_ENTRY; f++) {
+        struct mt_io_store_entry *ix = (struct mt_io_store_entry *)(b[f] + h[f]->index_off);
+        /* the first extent where moving it must stay inside the file, else the last */
+        struct mt_io_store_entry *e = extent_in_file0(ix, N_KEYS, what != E_OFF_ODD);
+        int p = 0;
+
+        while (p < MT_IO_N_PARTS - 1 && e->part_len[p + 1] > 0) {
+            p++; /* the last present part */
+        }
+        switch (what) {
+        case E_FILE: e->file = N_FILES; break;
+        case E_FILE_HUGE: e->file = UINT32_MAX; break;
+        case E_OFF_ODD: e->off += 512; break;
+        case E_LEN_ODD: e->len -= 512; break;
+        case E_OFF_LOW: e->off = 4096; break;
+        case E_PAST_END: e->len += 4096; break;
+        case E_PART_ODD: e->part_off[p] += 512; e->part_len[p] = 1; break;
+        case E_PART_PAST: e->part_len[p] = e->len - e->part_off[p] + 1; break;
+        default: break;
+        }
+        iw = h[f]->index_bytes;
+    }
+    for (int f = 0; f < N_FILES; f++) {
+        if (what >= F_ENTRY) {
+            h[f]->index_crc = mt_crc32c(0, b[f] + h[f]->index_off, iw);
+        }
+        if (what == F_INDEX_CRC && f == 1) {
+            h[f]->index_crc ^= 1;
+        }
+        h[f]->header_crc =
+            mt_crc32c(0, h[f], offsetof(struct mt_io_store_header, header_crc)) +
+            (what == F_HEADER_CRC && f == 0);
+    }
+}
+
+/* Pack to out[] (two files), but first move out[1]'s name aside and put link in its place. */
+static mt_status_t
+pack_late_link(const char *const *out, uint64_t hash, const char *link)
+{
+    char aside[600];
+    mt_status_t st;
+
+    snprintf(aside, sizeof(aside), "%s.aside", link);
+    /* the link exists now: create refuses a link to nothing, so hide it until the pack runs */
+    if (rename(link, aside) != 0) {
+        return MT_ERR_INTERNAL;
+    }
+    {
+        uint64_t lens[N_KEYS * MT_IO_N_PARTS];
+        struct mt_io_store_writer *w;
+
+        part_lens(lens);
+        st = mt_io_store_writer_create(out, N_FILES, hash, N_LAYERS, N_EXPERTS, lens, &w);
+        if (st != MT_OK) {
+            return st;
+        }
+        for (int k = N_EXPERTS; k < N_KEYS && st == MT_OK; k++) {
+            const void *parts[MT_IO_N_PARTS];
+
+            for (int p = 0; p < MT_IO_N_PARTS; p++) {
+                const struct mt_io_extent *x = &descs[k].part[p];
+
+                parts[p] = x->len > 0 ? file_data[x->file] + x->off : NULL;
+            }
+            st = mt_io_store_writer_put(w, k / N_EXPERTS, k % N_EXPERTS, parts);
+        }
+        if (rename(aside, link) != 0) {
+            st = MT_ERR_INTERNAL;
+        }
+        if (st != MT_OK) {
+            mt_io_store_writer_destroy(w);
+            return st;
+        }
+        return mt_io_store_writer_finish(w);
+    }
+}
+
+static void
+test_store_forged(void)
+{
+    const uint64_t hash = 0x1234abcd5678ef00ull;
+    char store[N_FILES][512];
+    char other[N_FILES][512];
+    const char *op[N_FILES];
+    unsigned char *orig[N_FILES] = {NULL};
+    size_t orig_n[N_FILES];
+    struct mt_io_store *s = NULL;
+    mt_status_t st;
+    bool ok = true;
+
+    for (int f = 0; f < N_FILES; f++) {
+        snprintf(store[f], sizeof(store[f]), "%s/experts-%d.mts", dir, f);
+        snprintf(other[f], sizeof(other[f]), "%s/forged-%d.mts", dir, f);
+        op[f] = other[f];
+        ok = ok && read_whole(store[f], &orig[f], &orig_n[f]);
+    }
+    if (!ok) {
+        tap_ok(false, "read the packed store back");
+        return;
+    }
+    /* the resealed but unchanged copy opens: the forging itself changes nothing */
+    for (size_t c = 0; c <= sizeof(forged) / sizeof(forged[0]); c++) {
+        int what = c == 0 ? -1 : forged[c - 1].what;
+        unsigned char *b[N_FILES];
+        size_t n[N_FILES];
+
+        for (int f = 0; f < N_FILES; f++) {
+            b[f] = malloc(orig_n[f] + 4096);
+            memcpy(b[f], orig[f], orig_n[f]);
+            n[f] = orig_n[f];
+        }
+        forge(what, b, n);
+        for (int f = 0; f < N_FILES; f++) {
+            write_file(other[f], b[f], n[f]);
+            free(b[f]);
+        }
+        st = mt_io_store_open(op, N_FILES, hash, &s);
+        if (c == 0) {
+            tap_ok(st == MT_OK, "forged store, nothing changed: opens: %s",
+                   st == MT_OK ? "ok" : mt_last_error());
+        } else {
+            /* each message names the reason and what to do ("repack", or "give the files") */
+            tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), forged[c - 1].phrase) != NULL &&
+                       (strstr(mt_last_error(), "repack with moetier pack") != NULL ||
+                        strstr(mt_last_error(), "give the files") != NULL),
+                   "forged store, %s: refused: %s", forged[c - 1].name,
+                   st == MT_OK ? "opened" : mt_last_error());
+        }
+        mt_io_store_close(s);
+        s = NULL;
+    }
+    /* writer misuse: each refused, and no store left under the final names */
+    {
+        uint64_t lens[N_KEYS * MT_IO_N_PARTS];
+        uint64_t none[N_KEYS * MT_IO_N_PARTS] = {0};
+        struct mt_io_store_writer *w = NULL;
+        const void *parts[MT_IO_N_PARTS] = {NULL};
+        char clash[600];
+        const char *cp[2] = {other[0], clash};
+
+        part_lens(lens);
+        unlink(other[0]);
+        unlink(other[1]);
+        snprintf(clash, sizeof(clash), "%s.partial", other[0]);
+        st = mt_io_store_writer_create(cp, 2, hash, N_LAYERS, N_EXPERTS, lens, &w);
+        tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "is the name") != NULL,
+               "writer: a file named like another's .partial is refused: %s", mt_last_error());
+        st = mt_io_store_writer_create(op, N_FILES, hash, N_LAYERS, N_EXPERTS, none, &w);
+        tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "no routed expert") != NULL,
+               "writer: a store with no expert is refused: %s", mt_last_error());
+        st = mt_io_store_writer_create(op, N_FILES, hash, N_LAYERS, N_EXPERTS, lens, &w);
+        if (st == MT_OK) {
+            /* layer 0 holds no routed expert; layer N_LAYERS does not exist */
+            tap_ok(mt_io_store_writer_put(w, 0, 1, parts) == MT_ERR_INVAL &&
+                       mt_io_store_writer_put(w, N_LAYERS, 1, parts) == MT_ERR_INVAL &&
+                       mt_io_store_writer_put(w, 1, N_EXPERTS, parts) == MT_ERR_INVAL &&
+                       strstr(mt_last_error(), "no slot") != NULL,
+                   "writer: put for an absent expert or past the last layer/expert is refused");
+            st = mt_io_store_writer_finish(w);
+            tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "incomplete") != NULL &&
+                       access(other[0], F_OK) != 0 && access(clash, F_OK) != 0,
+                   "writer: finish before every expert is put fails, leaving no file: %s",
+                   mt_last_error());
+        } else {
+            tap_ok(false, "writer for the misuse checks: %s", mt_last_error());
+            tap_ok(false, "writer: finish before every expert is put");
+        }
+    }
+    /* the final name turned into a symbolic link during the pack: not replaced */
+    unlink(other[0]);
+    unlink(other[1]);
+    if (symlink("/nonexistent-moetier-target", other[1]) == 0) {
+        mt_log_set_quiet(true);
+        st = pack_late_link(op, hash, other[1]);
+        mt_log_set_quiet(false);
+        {
+            char tgt[64] = "";
+            ssize_t tn = readlink(other[1], tgt, sizeof(tgt) - 1);
+
+            tap_ok(st == MT_ERR_IO && strstr(mt_last_error(), "became a symbolic link") != NULL &&
+                       tn > 0 && strncmp(tgt, "/nonexistent-moetier-target", (size_t)tn) == 0,
+                   "writer: a name that became a symbolic link mid-pack is not replaced: %s",
+                   mt_last_error());
+        }
+    } else {
+        tap_ok(false, "symlink %s", other[1]);
+    }
+    /* a file too short to hold a header, whatever its first bytes */
+    write_file(other[0], "MTSTORE1", 8);
+    st = mt_io_store_open(op, N_FILES, hash, &s);
+    tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "too short for a header") != NULL,
+           "an 8-byte file is refused as too short for a header: %s", mt_last_error());
+    for (int f = 0; f < N_FILES; f++) {
+        free(orig[f]);
+        unlink(other[f]);
+    }
+}
+
 /* ---- the cache under threads ---------------------------------------------------------------- */
 
 struct hammer {
@@ -870,6 +1160,7 @@ main(void)
     test_faults();
     test_broken_wait();
     test_store();
+    test_store_forged();
     test_cache_threads();
     for (int f = 0; f < N_FILES; f++) {
         free(file_data[f]);

@@ -167,6 +167,7 @@ test_ring(const char *path, const unsigned char *want)
 int __real_io_uring_submit(struct io_uring *ring);
 int __wrap_io_uring_submit(struct io_uring *ring);
 static int fail_submits;
+static int fail_errno = EIO; /* what a failed submit returns */
 static int real_submits;
 
 int
@@ -174,7 +175,7 @@ __wrap_io_uring_submit(struct io_uring *ring)
 {
     if (fail_submits > 0) {
         fail_submits--;
-        return -EIO;
+        return -fail_errno;
     }
     real_submits++;
     return __real_io_uring_submit(ring);
@@ -232,6 +233,51 @@ test_dead(const char *path, const unsigned char *want)
     free(buf);
 }
 
+/* Transient refusals (EAGAIN, EBUSY, EINTR) are submitted again: the read goes out, completes. */
+static void
+test_transient(const char *path, const unsigned char *want)
+{
+    static const int errs[] = {EAGAIN, EBUSY, EINTR};
+    struct mt_io_slots t;
+    unsigned char *buf = NULL;
+    int fds[1];
+    unsigned a;
+    unsigned i;
+    int res;
+    bool ok = true;
+
+    fds[0] = open(path, O_RDONLY | O_CLOEXEC);
+    if (fds[0] < 0 || posix_memalign((void **)&buf, MT_IO_ALIGN, KB16) != 0 ||
+        !mt_io_slots_init(&t, 2, fds, 1, path)) {
+        tap_bail_out("cannot set up the transient-submit test");
+    }
+    res = mt_io_slots_ring(&t);
+    if (res < 0) {
+        tap_ok(true, "transient submit refusals # SKIP io_uring unavailable: %s", strerror(-res));
+        mt_io_slots_fini(&t);
+        close(fds[0]);
+        free(buf);
+        return;
+    }
+    for (size_t e = 0; e < sizeof(errs) / sizeof(errs[0]); e++) {
+        memset(buf, 0, KB16);
+        fail_errno = errs[e];
+        fail_submits = 3;
+        a = mt_io_slots_take(&t, 0, buf, KB16 * e, KB16, e);
+        ok = ok && mt_io_slots_queue(&t, a) == MT_OK && fail_submits == 0 &&
+             mt_io_slots_next(&t, &i, &res) == MT_OK && i == a && res == (int)KB16 &&
+             memcmp(buf, want + KB16 * e, KB16) == 0;
+        mt_io_slots_finish(&t, a);
+    }
+    fail_errno = EIO;
+    fail_submits = 0;
+    tap_ok(ok && t.in_flight == 0 && !t.dead,
+           "a submit refused 3 times (EAGAIN, EBUSY, EINTR) is retried and its read completes");
+    mt_io_slots_fini(&t);
+    close(fds[0]);
+    free(buf);
+}
+
 int
 main(void)
 {
@@ -240,7 +286,7 @@ main(void)
     unsigned char *want = malloc(FILE_BYTES);
     int fd;
 
-    tap_plan(12);
+    tap_plan(13);
     test_rules();
 
     snprintf(path, sizeof(path), "%s/slots.bin", dir);
@@ -254,6 +300,7 @@ main(void)
     close(fd);
     test_ring(path, want);
     test_dead(path, want);
+    test_transient(path, want);
 
     free(want);
     tap_rmtree(dir);

@@ -283,6 +283,23 @@ test_single_file(void)
         tap_ok(st == MT_ERR_INVAL && msg_has("w2d", NULL),
                "reader: a destination smaller than the tensor is refused: %s", mt_last_error());
     }
+    {
+        struct mt_st_tensor fake = *mt_st_set_find(set, "w2d");
+        unsigned char buf[4096];
+        int nf = mt_st_set_file_count(set);
+
+        fake.file = -1;
+        st = mt_st_set_read(set, &fake, buf, sizeof(buf));
+        tap_ok(st == MT_ERR_INVAL && msg_has("w2d", "does not belong"),
+               "reader: a negative shard index is refused by read: %s", mt_last_error());
+        fake.file = nf;
+        st = mt_st_set_read(set, &fake, buf, sizeof(buf));
+        tap_ok(nf == 1 && st == MT_ERR_INVAL && msg_has("w2d", "does not belong") &&
+                   strcmp(mt_st_set_file_path(set, nf), "(no such shard)") == 0 &&
+                   strcmp(mt_st_set_file_path(set, -1), "(no such shard)") == 0 &&
+                   strcmp(mt_st_set_file_path(set, 0), path) == 0,
+               "reader: a shard index past the last is refused by read and file_path");
+    }
     st = mt_st_image_parse(image, (size_t)sb.st_size, "image", &ts, &nts);
     tap_ok(st == MT_OK && nts == (size_t)N_ONE_FILE,
            "mt_st_image_parse accepts the same bytes from memory (%zu tensors)", nts);
@@ -395,6 +412,54 @@ test_sets(void)
 
 /* ---- writer misuse --------------------------------------------------------------------------- */
 
+/*
+ * The header is padded with spaces to the next multiple of 8 and no further, whatever the length
+ * of its JSON text: metadata values of 0 to 7 bytes move that length through every residue.
+ */
+static void
+test_writer_padding(void)
+{
+    const char *path = tpath("%s", "pad.safetensors");
+    int64_t one[1] = {1};
+    bool ok = true;
+
+    for (int k = 0; k < 8; k++) {
+        char val[8] = "xxxxxxx";
+        unsigned char buf[256];
+        struct mt_st_writer *w = NULL;
+        uint64_t hlen = 0;
+        uint64_t json_len;
+        size_t got = 0;
+        FILE *f;
+
+        val[k] = '\0';
+        if (mt_st_writer_create(path, &w) != MT_OK || mt_st_writer_meta(w, "v", val) != MT_OK ||
+            mt_st_writer_add(w, "t", MT_DTYPE_U8, 1, one) != MT_OK ||
+            mt_st_writer_write(w, "z", 1) != MT_OK || mt_st_writer_finish(w) != MT_OK) {
+            ok = false;
+            break;
+        }
+        f = fopen(path, "rb");
+        if (f != NULL) {
+            got = fread(buf, 1, sizeof(buf), f);
+            fclose(f);
+        }
+        for (int i = 0; i < 8 && got >= 8; i++) {
+            hlen |= (uint64_t)buf[i] << (8 * i);
+        }
+        if (got < 8 || hlen + 9 != got) {
+            ok = false;
+            break;
+        }
+        json_len = hlen;
+        while (json_len > 0 && buf[8 + json_len - 1] == ' ') {
+            json_len--;
+        }
+        ok = ok && hlen % 8 == 0 && hlen - json_len < 8 && buf[8 + json_len - 1] == '}';
+    }
+    tap_ok(ok, "writer: the header is padded to the next multiple of 8, never a whole 8 more");
+}
+
 static void
 test_writer_errors(void)
 {
@@ -416,9 +481,43 @@ test_writer_errors(void)
            "writer: a repeated tensor name is refused: %s", mt_last_error());
     tap_ok(mt_st_writer_add(w, "n", MT_DTYPE_F32, 1, neg) == MT_ERR_INVAL && msg_has(path, "'n'"),
            "writer: a negative shape is refused: %s", mt_last_error());
+    {
+        int64_t dims9[MT_ST_MAX_DIMS + 1] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
+        int64_t minus1[1] = {-1};
+        int64_t half[1] = {INT64_C(1) << 62};
+
+        tap_ok(mt_st_writer_add(w, "m", MT_DTYPE_F32, 1, minus1) == MT_ERR_INVAL &&
+                   msg_has("'m'", "negative shape [-1]"),
+               "writer: a shape of -1 is refused as negative: %s", mt_last_error());
+        tap_ok(mt_st_writer_add(w, "d", MT_DTYPE_COUNT, 1, shape) == MT_ERR_INVAL &&
+                   msg_has("'d'", "invalid dtype"),
+               "writer: dtype MT_DTYPE_COUNT is refused: %s", mt_last_error());
+        tap_ok(mt_st_writer_add(w, "k", MT_DTYPE_U8, MT_ST_MAX_DIMS + 1, dims9) == MT_ERR_INVAL &&
+                   msg_has("'k'", "9 dimensions"),
+               "writer: %d dimensions are refused: %s", MT_ST_MAX_DIMS + 1, mt_last_error());
+        /* Each 2^62 bytes fits a file; the sum of 16 + 2^62 + 2^62 bytes does not (2^63 - 1). */
+        tap_ok(mt_st_writer_add(w, "h1", MT_DTYPE_U8, 1, half) == MT_OK &&
+                   mt_st_writer_add(w, "h2", MT_DTYPE_U8, 1, half) == MT_ERR_INVAL &&
+                   msg_has("'h2'", "overflows the file"),
+               "writer: declared bytes past 2^63 - 1 in total are refused: %s", mt_last_error());
+    }
+    mt_st_writer_destroy(w);
+    mt_st_writer_create(path, &w);
+    mt_st_writer_add(w, "a", MT_DTYPE_F32, 2, shape);
+    tap_ok(mt_st_writer_add(w, "__metadata__", MT_DTYPE_F32, 2, shape) == MT_ERR_INVAL &&
+               msg_has("invalid tensor name '__metadata__'", NULL) &&
+               mt_st_writer_add(w, "", MT_DTYPE_F32, 2, shape) == MT_ERR_INVAL &&
+               msg_has("invalid tensor name ''", NULL),
+           "writer: tensor names '__metadata__' and '' are refused: %s", mt_last_error());
+    tap_ok(mt_st_writer_meta(w, "k", "1") == MT_OK &&
+               mt_st_writer_meta(w, "k", "2") == MT_ERR_INVAL &&
+               msg_has(path, "metadata key 'k' given twice"),
+           "writer: a repeated metadata key is refused: %s", mt_last_error());
     tap_ok(mt_st_writer_write(w, zeros, 8) == MT_OK && exists(partial) && !exists(path) &&
                mt_st_writer_add(w, "b", MT_DTYPE_F32, 2, shape) == MT_ERR_INVAL,
            "writer: header written lazily into the .partial file; no declarations after data");
+    tap_ok(mt_st_writer_meta(w, "late", "x") == MT_ERR_INVAL && msg_has("'late'", "after data"),
+           "writer: no metadata after data: %s", mt_last_error());
     mt_st_writer_destroy(w);
     tap_ok(!exists(partial) && !exists(path), "writer: destroy removes the partial file");
 
@@ -596,6 +695,82 @@ test_bad_files(void)
     check_bad_file("fractional shape", "real.safetensors", UINT64_MAX,
                    "{\"a\":{\"dtype\":\"U8\",\"shape\":[1.0],\"data_offsets\":[0,1]}}", 1,
                    "shape[0]");
+
+    /* Each bound at its edge: one byte past it must be refused, and for the right reason. */
+    path = tpath("%s", "seven.safetensors");
+    write_bytes(path, "\x02\0\0\0\0\0\0", 7);
+    st = mt_st_set_open_file(path, &set);
+    tap_ok(st == MT_ERR_FORMAT && msg_has(path, "7 bytes, too short"),
+           "truncated file of 7 bytes: %s", mt_last_error());
+    check_bad_file("header length one byte past the end", "hlen1.safetensors", 3, "{}", 0,
+                   "header length 3 runs past the end of the file (10 bytes");
+    check_bad_file("an 8-byte file whose header length is not 0", "eight.safetensors", 2, "", 0,
+                   "header length 2 runs past the end of the file (8 bytes");
+    {
+        const unsigned char img[8] = {2, 0, 0, 0, 0, 0, 0, 0};
+        struct mt_st_tensor *ts = NULL;
+        size_t nts = 0;
+
+        st = mt_st_image_parse(img, sizeof(img), "img8", &ts, &nts);
+        tap_ok(st == MT_ERR_FORMAT && nts == 0 &&
+                   msg_has("img8", "header length 2 runs past the end"),
+               "an 8-byte image whose header length is not 0: %s", mt_last_error());
+        mt_st_tensors_destroy(ts, nts);
+    }
+    path = tpath("%s", "huge1.safetensors");
+    write_raw(path, 100000001, "{}", 0);
+    fd = open(path, O_WRONLY);
+    if (fd < 0 || ftruncate(fd, 8 + 100000001) != 0) {
+        exit(1);
+    }
+    close(fd);
+    st = mt_st_set_open_file(path, &set);
+    tap_ok(st == MT_ERR_FORMAT && msg_has(path, "header length 100000001 exceeds the 100 MB"),
+           "header length of 100 MB + 1: %s", mt_last_error());
+    unlink(path);
+    check_bad_file("offsets one byte past the data section", "range1.safetensors", UINT64_MAX,
+                   "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 7,
+                   "data_offsets [0, 8] run past the end of the data section (7 bytes");
+    check_bad_file("offsets wider than the shape", "wide.safetensors", UINT64_MAX,
+                   "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,12]}}", 12,
+                   "data_offsets [0, 12] do not match shape [2] of F32 (8 bytes)");
+    check_bad_file("three data_offsets", "offs3.safetensors", UINT64_MAX,
+                   "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4,8]}}", 4,
+                   "data_offsets is not two non-negative integers");
+    {
+        static const char hdr[] = "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}";
+        struct mt_st_tensor *ts = NULL;
+        size_t nts = 0;
+
+        st = mt_st_header_parse(hdr, strlen(hdr), UINT64_MAX, 1, "wrap", 0, &ts, &nts);
+        tap_ok(st == MT_ERR_FORMAT && nts == 0 && msg_has("wrap", "data section size overflows"),
+               "a data section that ends past 2^64 - 1: %s", mt_last_error());
+        mt_st_tensors_destroy(ts, nts);
+    }
+    check_bad_file("a one-byte hole between tensors", "hole1.safetensors", UINT64_MAX,
+                   "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+                   "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[5,9]}}",
+                   9, "data bytes [4, 5) belong to no tensor");
+    /* 2^62 F32 elements fit 64 bits, their 2^64 bytes do not (they would wrap to 0). */
+    check_bad_file("byte count overflow", "bytes.safetensors", UINT64_MAX,
+                   "{\"a\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904],"
+                   "\"data_offsets\":[0,0]}}",
+                   0, "overflows the byte count");
+    /*
+     * An empty tensor where another begins is valid (HF orders by [begin, end]), whichever comes
+     * first in the header.
+     */
+    path = tpath("%s", "empty-at.safetensors");
+    write_raw(path, UINT64_MAX,
+              "{\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+              "\"a\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}}",
+              4);
+    st = mt_st_set_open_file(path, &set);
+    tap_ok(st == MT_OK && mt_st_set_count(set) == 2 && mt_st_set_find(set, "a")->nbytes == 0,
+           "an empty tensor at the offset where another begins: %s",
+           st == MT_OK ? "accepted" : mt_last_error());
+    mt_st_set_destroy(set);
+    set = NULL;
 }
 
 static void
@@ -707,6 +882,24 @@ test_bad_sets(void)
     st = mt_st_set_open(dir, &set);
     tap_ok(st == MT_ERR_FORMAT && msg_has("maps to '.'", "not a file name"),
            "index maps a tensor to '.': %s", mt_last_error());
+    /* Nor to anything else that is not a plain name in the checkpoint directory. */
+    {
+        static const char *const bad[] = {"", "..", "../dotshard/model-00001-of-00002.safetensors",
+                                          "sub/model-00001-of-00002.safetensors"};
+
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            char ix[512];
+            char want[256];
+
+            snprintf(ix, sizeof(ix), "{\"weight_map\": {\"model.embed\": \"%s\"}}", bad[i]);
+            snprintf(index, sizeof(index), "%s/model.safetensors.index.json", dir);
+            write_bytes(index, ix, strlen(ix));
+            snprintf(want, sizeof(want), "maps to '%s'", bad[i]);
+            st = mt_st_set_open(dir, &set);
+            tap_ok(st == MT_ERR_FORMAT && msg_has(want, "not a file name"),
+                   "index maps a tensor to '%s': %s", bad[i], mt_last_error());
+        }
+    }
 
     /* A FIFO where a shard or the index belongs must fail, not block in open() forever. */
     alarm(10);
@@ -779,6 +972,7 @@ main(void)
     test_single_file();
     test_sets();
     test_writer_errors();
+    test_writer_padding();
     test_bad_files();
     test_bad_sets();
     tap_rmtree(tmp);
