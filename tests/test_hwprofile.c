@@ -131,7 +131,7 @@ main(void)
     const char *dir = tap_tmpdir();
     mt_status_t st;
 
-    tap_plan(45);
+    tap_plan(49);
     mt_log_set_quiet(true);
 
     fill(&a);
@@ -210,6 +210,20 @@ main(void)
     tap_ok(fails("{\"version\": 1, \"cpu\": {\"cores\": 2.5}}", MT_ERR_FORMAT,
                  "'cpu.cores' must be a non-negative integer"),
            "a fractional core count is refused");
+    tap_ok(fails("{\"version\": 1, \"cpu\": {\"cores\": -1}}", MT_ERR_FORMAT,
+                 "'cpu.cores' must be a non-negative integer"),
+           "a negative core count is refused");
+    tap_ok(fails("{\"version\": 1, \"gpu\": {\"mem_bytes\": -1}}", MT_ERR_FORMAT,
+                 "'gpu.mem_bytes' must be a non-negative integer"),
+           "a negative byte count is refused (not read as 16 EiB)");
+    tap_ok(fails("{\"version\": 1, \"cpu\": {\"threads\": 2147483648}}", MT_ERR_FORMAT,
+                 "'cpu.threads' must be a non-negative integer"),
+           "a count past INT_MAX is refused (not wrapped negative)");
+    st = mt_hwprofile_parse("{\"version\": 1, \"cpu\": {\"threads\": 2147483647}, "
+                            "\"gpu\": {\"mem_bytes\": 4294967296}}",
+                            "text", &b);
+    tap_ok(st == MT_OK && b.cpu.threads == 2147483647 && b.gpu.mem_bytes == 4294967296ull,
+           "INT_MAX threads and 4 GiB of GPU memory (past 32 bits) load");
     tap_ok(fails("{\"version\": 1, \"cpu\": {\"isa\": [\"sse9\"]}}", MT_ERR_FORMAT,
                  "'cpu.isa[0]' is not a known ISA name"),
            "an unknown ISA name is refused");
