@@ -131,7 +131,7 @@ main(void)
     const char *dir = tap_tmpdir();
     mt_status_t st;
 
-    tap_plan(71);
+    tap_plan(73);
     mt_log_set_quiet(true);
 
     fill(&a);
@@ -462,6 +462,16 @@ main(void)
                !mt_hw_fit_expert_prefill(0.5, 32, 0.4, 256, 352e6, 0.7e9, 30, &gbps, &gflops) &&
                gbps == 0 && gflops == 0,
            "no fit without a decode rate for FMA-bound runs, nor where more tokens took less time");
+    /* a line through 0 (1 s at 1 token, 2 s at 2) has no fixed part to read weights in: the
+       products-bound case, weights at the decode rate (1 GB at 10 GB/s: 0.1 s), products the
+       other 1.9 s of 2 tokens; with a decode rate too slow for the larger step (10 s), or two
+       batches of one size, nothing positive comes out */
+    fit = mt_hw_fit_expert_prefill(1.0, 1, 2.0, 2, 1e9, 1e9, 10, &gbps, &gflops);
+    tap_ok(fit && fabs(gbps - 10) < 1e-9 && fabs(gflops - 1.0 / 0.95) < 1e-9,
+           "runs whose line crosses 0 at 0 tokens: %.2f GB/s, %.4f GFLOP/s", gbps, gflops);
+    tap_ok(!mt_hw_fit_expert_prefill(1.0, 1, 2.0, 2, 1e9, 1e9, 0.1, &gbps, &gflops) &&
+               !mt_hw_fit_expert_prefill(1.0, 16, 2.0, 16, 1e9, 1e9, 10, &gbps, &gflops),
+           "no fit where the weights alone outlast the step, nor from one batch size");
 
     a.version = 7;
     st = mt_hwprofile_save(&a, path);
