@@ -131,7 +131,7 @@ main(void)
     const char *dir = tap_tmpdir();
     mt_status_t st;
 
-    tap_plan(45);
+    tap_plan(73);
     mt_log_set_quiet(true);
 
     fill(&a);
@@ -210,6 +210,144 @@ main(void)
     tap_ok(fails("{\"version\": 1, \"cpu\": {\"cores\": 2.5}}", MT_ERR_FORMAT,
                  "'cpu.cores' must be a non-negative integer"),
            "a fractional core count is refused");
+    tap_ok(fails("{\"version\": 1, \"cpu\": {\"cores\": -1}}", MT_ERR_FORMAT,
+                 "'cpu.cores' must be a non-negative integer"),
+           "a negative core count is refused");
+    tap_ok(fails("{\"version\": 1, \"gpu\": {\"mem_bytes\": -1}}", MT_ERR_FORMAT,
+                 "'gpu.mem_bytes' must be a non-negative integer"),
+           "a negative byte count is refused (not read as 16 EiB)");
+    tap_ok(fails("{\"version\": 1, \"cpu\": {\"threads\": 2147483648}}", MT_ERR_FORMAT,
+                 "'cpu.threads' must be a non-negative integer"),
+           "a count past INT_MAX is refused (not wrapped negative)");
+    st = mt_hwprofile_parse("{\"version\": 1, \"cpu\": {\"threads\": 2147483647}, "
+                            "\"gpu\": {\"mem_bytes\": 4294967296}}",
+                            "text", &b);
+    tap_ok(st == MT_OK && b.cpu.threads == 2147483647 && b.gpu.mem_bytes == 4294967296ull,
+           "INT_MAX threads and 4 GiB of GPU memory (past 32 bits) load");
+
+    /* a string must fit its field with its NUL (gpu.name holds 127 characters), and a PCIe
+       curve holds at most MT_HWPROFILE_MAX_CURVE points: one more of either is refused, not
+       written past the field */
+    {
+        char name[128], text[4096];
+        size_t off;
+
+        memset(name, 'x', sizeof(name));
+        name[127] = '\0';
+        snprintf(text, sizeof(text), "{\"version\": 1, \"gpu\": {\"name\": \"%s\"}}", name);
+        st = mt_hwprofile_parse(text, "text", &b);
+        tap_ok(st == MT_OK && strlen(b.gpu.name) == 127, "a GPU name of 127 characters loads");
+        snprintf(text, sizeof(text), "{\"version\": 1, \"gpu\": {\"name\": \"%sx\"}}", name);
+        tap_ok(fails(text, MT_ERR_FORMAT, "'gpu.name' must be a string"),
+               "a GPU name of 128 characters (no room for its NUL) is refused");
+        for (int n = MT_HWPROFILE_MAX_CURVE; n <= MT_HWPROFILE_MAX_CURVE + 1; n++) {
+            off = (size_t)snprintf(text, sizeof(text), "%s",
+                                   "{\"version\": 1, \"pcie\": {\"h2d_curve\": [");
+            for (int i = 0; i < n; i++) {
+                off += (size_t)snprintf(text + off, sizeof(text) - off, "%s[%d, 10]",
+                                        i > 0 ? ", " : "", 4096 << (i % 16));
+            }
+            snprintf(text + off, sizeof(text) - off, "]}}");
+            if (n == MT_HWPROFILE_MAX_CURVE) {
+                st = mt_hwprofile_parse(text, "text", &b);
+                tap_ok(st == MT_OK && b.pcie.n_h2d == n, "a curve of %d points loads", n);
+            } else {
+                tap_ok(fails(text, MT_ERR_FORMAT, "'pcie.h2d_curve' must be an array of at most"),
+                       "a curve of %d points is refused", n);
+            }
+        }
+    }
+    tap_ok(fails("{\"version\": 1, \"pcie\": {\"h2d_curve\": [[65536, 10, 5]]}}",
+                 MT_ERR_FORMAT, "'pcie.h2d_curve[0]' must be [bytes, gbps]"),
+           "a curve point of three numbers is refused");
+    tap_ok(fails("{\"version\": 1, \"pcie\": {\"d2h_curve\": [[0, 10]]}}",
+                 MT_ERR_FORMAT, "'pcie.d2h_curve[0]' must be [bytes, gbps]"),
+           "a curve point of 0 bytes is refused");
+    tap_ok(fails("{\"version\": 1, \"pcie\": {\"h2d_curve\": [[65536, -1]]}}",
+                 MT_ERR_FORMAT, "'pcie.h2d_curve[0]' must be [bytes, gbps]"),
+           "a curve point of a negative rate is refused");
+    tap_ok(fails("{\"version\": 1, \"pcie\": {\"h2d_curve\": [[65536, 1e-300]]}}",
+                 MT_ERR_FORMAT, "'pcie.h2d_curve[0]' must be [bytes, gbps]"),
+           "a curve point of 1e-300 GB/s (below MT_HW_RATE_MIN, not 0) is refused");
+    tap_ok(fails("{\"version\": 1, \"cpu\": {\"read_ceiling_gbps\": 56, "
+                 "\"expert_eff\": 1.01}}",
+                 MT_ERR_FORMAT, "'cpu.expert_eff' is 1.01; it must be in [0, 1]"),
+           "a cpu.expert_eff just above 1 is refused");
+    tap_ok(fails("{\"version\": 1, \"cpu\": {\"numa_nodes\": 17}}", MT_ERR_FORMAT,
+                 "'cpu.numa_nodes' is 17; a profile holds at most 16"),
+           "17 NUMA nodes (one more than a profile holds) are refused");
+    tap_ok(fails("{\"version\": 1, \"cpu\": {\"isa\": \"avx2\"}}", MT_ERR_FORMAT,
+                 "'cpu.isa' must be an array"),
+           "an ISA list that is not an array is refused, not ignored");
+    {
+        char text[4096];
+        size_t off = (size_t)snprintf(text, sizeof(text), "%s",
+                                      "{\"version\": 1, \"cpu\": {\"nodes\": [");
+
+        for (int i = 0; i <= MT_HWPROFILE_MAX_NODES; i++) {
+            off += (size_t)snprintf(text + off, sizeof(text) - off, "%s{\"id\": %d}",
+                                    i > 0 ? ", " : "", i);
+        }
+        snprintf(text + off, sizeof(text) - off, "]}}");
+        tap_ok(fails(text, MT_ERR_FORMAT, "'cpu.nodes' must be an array of at most 16 nodes"),
+               "a nodes list of 17 is refused, not written past cpu.nodes");
+    }
+    st = mt_hwprofile_parse("{\"version\": 1, \"cpu\": {\"nodes\": [{\"id\": 0}, "
+                            "{\"id\": 1, \"read_gbps\": 40}]}}",
+                            "text", &b);
+    tap_ok(st == MT_OK && b.cpu.n_nodes == 2 && b.cpu.nodes[1].read_gbps == 40,
+           "nodes without cpu.numa_nodes load, counted from the list");
+    {
+        char text[8192];
+        size_t off = (size_t)snprintf(text, sizeof(text), "%s", "{\"version\": 1, \"disks\": [");
+
+        for (int i = 0; i <= MT_HWPROFILE_MAX_DISKS; i++) {
+            off += (size_t)snprintf(text + off, sizeof(text) - off, "%s{\"path\": \"/d%d\"}",
+                                    i > 0 ? ", " : "", i);
+        }
+        snprintf(text + off, sizeof(text) - off, "]}");
+        tap_ok(fails(text, MT_ERR_FORMAT, "'disks' must be an array of at most"),
+               "one disk more than a profile holds is refused");
+        off = (size_t)snprintf(text, sizeof(text), "%s",
+                               "{\"version\": 1, \"disks\": [{\"path\": \"/d\", \"points\": [");
+        for (int i = 0; i <= MT_HWPROFILE_MAX_POINTS; i++) {
+            off += (size_t)snprintf(text + off, sizeof(text) - off, "%s{\"qd\": %d}",
+                                    i > 0 ? ", " : "", i + 1);
+        }
+        snprintf(text + off, sizeof(text) - off, "]}]}");
+        tap_ok(fails(text, MT_ERR_FORMAT, "'disks[0].points' must be an array of at most"),
+               "one disk point more than a profile holds is refused");
+    }
+    /* best_gbps within the 6 written digits of the best point, not 0.3% off it */
+    tap_ok(fails("{\"version\": 1, \"disks\": [{\"path\": \"/d\", \"best_gbps\": 2.99, "
+                 "\"points\": [{\"qd\": 1, \"block_bytes\": 1048576, \"gbps\": 3}]}]}",
+                 MT_ERR_FORMAT, "'disks[0].best_gbps' is 2.99 but its best point reads 3 GB/s"),
+           "a best_gbps 0.3%% below the best point is refused");
+
+    /* the cache directory (hwprofile.h): $MOETIER_CACHE_DIR, else $XDG_CACHE_HOME/moetier, else
+       $HOME/.cache/moetier, empty ones unset; a path that does not fit is refused */
+    {
+        char dir[64];
+
+        setenv("MOETIER_CACHE_DIR", "/m/c", 1);
+        setenv("XDG_CACHE_HOME", "/x", 1);
+        setenv("HOME", "/h", 1);
+        st = mt_hwprofile_cache_dir(dir, sizeof(dir));
+        tap_ok(st == MT_OK && strcmp(dir, "/m/c") == 0, "MOETIER_CACHE_DIR first: %s", dir);
+        tap_ok(mt_hwprofile_cache_dir(dir, 4) == MT_ERR_INVAL,
+               "a cache directory one byte too long for the buffer is refused");
+        st = mt_hwprofile_cache_dir(dir, 5);
+        tap_ok(st == MT_OK && strcmp(dir, "/m/c") == 0, "one that just fits is taken");
+        setenv("MOETIER_CACHE_DIR", "", 1);
+        st = mt_hwprofile_cache_dir(dir, sizeof(dir));
+        tap_ok(st == MT_OK && strcmp(dir, "/x/moetier") == 0, "then XDG_CACHE_HOME: %s", dir);
+        setenv("XDG_CACHE_HOME", "", 1);
+        st = mt_hwprofile_cache_dir(dir, sizeof(dir));
+        tap_ok(st == MT_OK && strcmp(dir, "/h/.cache/moetier") == 0, "then HOME: %s", dir);
+        setenv("HOME", "", 1);
+        tap_ok(mt_hwprofile_cache_dir(dir, sizeof(dir)) == MT_ERR_INVAL,
+               "none of the three set: refused");
+    }
     tap_ok(fails("{\"version\": 1, \"cpu\": {\"isa\": [\"sse9\"]}}", MT_ERR_FORMAT,
                  "'cpu.isa[0]' is not a known ISA name"),
            "an unknown ISA name is refused");
@@ -324,6 +462,16 @@ main(void)
                !mt_hw_fit_expert_prefill(0.5, 32, 0.4, 256, 352e6, 0.7e9, 30, &gbps, &gflops) &&
                gbps == 0 && gflops == 0,
            "no fit without a decode rate for FMA-bound runs, nor where more tokens took less time");
+    /* a line through 0 (1 s at 1 token, 2 s at 2) has no fixed part to read weights in: the
+       products-bound case, weights at the decode rate (1 GB at 10 GB/s: 0.1 s), products the
+       other 1.9 s of 2 tokens; with a decode rate too slow for the larger step (10 s), or two
+       batches of one size, nothing positive comes out */
+    fit = mt_hw_fit_expert_prefill(1.0, 1, 2.0, 2, 1e9, 1e9, 10, &gbps, &gflops);
+    tap_ok(fit && fabs(gbps - 10) < 1e-9 && fabs(gflops - 1.0 / 0.95) < 1e-9,
+           "runs whose line crosses 0 at 0 tokens: %.2f GB/s, %.4f GFLOP/s", gbps, gflops);
+    tap_ok(!mt_hw_fit_expert_prefill(1.0, 1, 2.0, 2, 1e9, 1e9, 0.1, &gbps, &gflops) &&
+               !mt_hw_fit_expert_prefill(1.0, 16, 2.0, 16, 1e9, 1e9, 10, &gbps, &gflops),
+           "no fit where the weights alone outlast the step, nor from one batch size");
 
     a.version = 7;
     st = mt_hwprofile_save(&a, path);

@@ -888,6 +888,8 @@ test_cpu_eff_sources(const struct mt_model_config *cfg, const struct mt_model_si
         {0, 0, 0, 400, 0.6, "assumed"},
         {300, 0, 0, 300, 0.6, "assumed"},
         {0, 0.8, 0, 400, 0.6, "assumed"}, /* an efficiency without its ceiling means nothing */
+        /* below --cpu-eff's floor 0.01: raised to it, which a plan file must hold to load */
+        {300, 0.001, 0, 300, 0.01, "measured: profile cpu.expert_eff"},
     };
     struct mt_hwprofile hw;
     struct mt_plan_budget b = *b0;
@@ -915,8 +917,117 @@ test_cpu_eff_sources(const struct mt_model_config *cfg, const struct mt_model_si
                "%.3f ms, by hand %.3f ms",
                cases[i].ceiling, cases[i].eff, cases[i].flag, plan->dram_gbps, plan->dram_source,
                plan->budget.cpu_eff, plan->cpu_eff_source, plan->decode_ms, want * 1e3);
+        if (i == 0) {
+            /* repredicted with the GPU at half its rate: the always-on weights, read on the
+               GPU, take twice as long; the CPU's experts as before */
+            struct mt_plan_rates r = {.cpu_eff = cases[i].want_eff, .gpu_eff = 0.5,
+                                      .disk_eff = 1.0, .host_layer_ms = 0.0};
+            double d = 0.0, h = 0.0;
+            double want2 = (double)sz->token_bytes_always / 500e9 +
+                           (double)sz->token_bytes_routed / cpu_rate;
+
+            st = mt_plan_repredict_decode(plan, NULL, &r, &d, &h);
+            tap_ok(st == MT_OK && fabs(d - want2) < 1e-6 * want2,
+                   "repredicted at GPU efficiency 0.5: %.3f ms, by hand %.3f ms", d * 1e3,
+                   want2 * 1e3);
+        }
         mt_plan_destroy(plan);
     }
+}
+
+/*
+ * Budgets mt_plan_build refuses (planner.h): a negative prefill batch or context, a --cpu-eff
+ * outside [0.01, 1] (0: the profile's), a byte budget a plan file cannot hold (int64), a GPU
+ * without hbm_read_gbps, and a GPU budget one byte short of always-on + KV + reserve; each at its
+ * boundary, where the budget just passes.
+ */
+static void
+test_budget_refusals(const struct mt_model_config *cfg, const struct mt_model_sizes *sz,
+                     const struct mt_plan_budget *b0)
+{
+    struct mt_hwprofile hw;
+    struct mt_plan_budget b;
+    struct mt_plan *plan = NULL;
+    mt_status_t st;
+
+    make_profile(&hw, 1000, 400, 0, 7);
+    static const struct {
+        int prefill_batch, ctx;
+        double cpu_eff;
+        bool ok;
+    } cases[] = {
+        {-1, 32768, 0, false}, {0, -1, 0, false},    {0, 32768, 1.5, false},
+        {0, 32768, 1.0, true}, {0, 32768, 0.01, true}, {0, 32768, 0.005, false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        b = *b0;
+        b.prefill_batch = cases[i].prefill_batch;
+        b.ctx = cases[i].ctx;
+        b.cpu_eff = cases[i].cpu_eff;
+        plan = NULL;
+        st = mt_plan_build(cfg, sz, &hw, &b, NULL, NULL, &plan);
+        tap_ok(cases[i].ok ? st == MT_OK && plan != NULL
+                           : st == MT_ERR_INVAL && plan == NULL &&
+                                 strstr(mt_last_error(), "bad model dims or budget") != NULL,
+               "prefill batch %d, ctx %d, --cpu-eff %g: %s", cases[i].prefill_batch, cases[i].ctx,
+               cases[i].cpu_eff, cases[i].ok ? "planned" : "refused");
+        mt_plan_destroy(plan);
+    }
+
+    /* a plan file holds bytes as int64: 2^63 is refused, 2^63 - 1 passes this check */
+    b = *b0;
+    b.cpu_mem = (uint64_t)INT64_MAX + 1;
+    plan = NULL;
+    st = mt_plan_build(cfg, sz, &hw, &b, NULL, NULL, &plan);
+    tap_ok(st == MT_ERR_INVAL && plan == NULL &&
+               strstr(mt_last_error(), "--cpu-mem") != NULL &&
+               strstr(mt_last_error(), "more than a plan can hold") != NULL,
+           "--cpu-mem of 2^63 bytes: %s", mt_last_error());
+    b.cpu_mem = (uint64_t)INT64_MAX;
+    st = mt_plan_build(cfg, sz, &hw, &b, NULL, NULL, &plan);
+    tap_ok(st == MT_OK || strstr(mt_last_error(), "more than a plan can hold") == NULL,
+           "--cpu-mem of 2^63 - 1 bytes is not refused as too big for a plan");
+    mt_plan_destroy(plan);
+
+    /* a GPU whose read rate is not known cannot be planned for */
+    b = *b0;
+    hw.gpu.hbm_read_gbps = 0;
+    plan = NULL;
+    st = mt_plan_build(cfg, sz, &hw, &b, NULL, NULL, &plan);
+    tap_ok(st == MT_ERR_INVAL && plan == NULL &&
+               strstr(mt_last_error(), "without hbm_read_gbps") != NULL,
+           "a GPU without hbm_read_gbps: %s", mt_last_error());
+    hw.gpu.hbm_read_gbps = 1000;
+
+    /* a fixed reserve: always-on + KV + reserve fits exactly, one byte less does not */
+    b = *b0;
+    b.gpu_reserve_auto = false;
+    b.gpu_mem = sz->gpu_other_bytes + (uint64_t)b.ctx * sz->kv_bytes_per_token + b.gpu_reserve;
+    plan = NULL;
+    st = mt_plan_build(cfg, sz, &hw, &b, NULL, NULL, &plan);
+    tap_ok(st == MT_OK && plan->gpu_expert_bytes == 0, "GPU budget just holding always-on + KV");
+    mt_plan_destroy(plan);
+    b.gpu_mem--;
+    plan = NULL;
+    st = mt_plan_build(cfg, sz, &hw, &b, NULL, NULL, &plan);
+    tap_ok(st == MT_ERR_INVAL && plan == NULL, "GPU budget one byte short: %s", mt_last_error());
+
+    /* planner_int.h: a budget too small for what it holds leaves 0 for experts, not a
+       wrapped-around size */
+    struct mt_plan small = {0};
+    uint64_t g = 1, d = 1;
+    small.budget.gpu_mem = 10;
+    small.budget.gpu_reserve = 4;
+    small.budget.cpu_mem = 10;
+    small.budget.cpu_reserve = 4;
+    small.always_on_bytes = 20;
+    small.kv_bytes = 1;
+    mt_plan_expert_room(&small, true, &g, &d);
+    tap_ok(g == 0 && d == 6, "expert room with a GPU budget below always-on: %" PRIu64 ", %" PRIu64,
+           g, d);
+    mt_plan_expert_room(&small, false, &g, &d);
+    tap_ok(g == 0 && d == 0, "expert room without a GPU, DRAM below always-on: %" PRIu64 ", %"
+           PRIu64, g, d);
 }
 
 static void
@@ -959,6 +1070,7 @@ test_v32_plans(void)
     mt_plan_destroy(plan);
     plan = NULL;
     test_cpu_eff_sources(&cfg, &sz, &b);
+    test_budget_refusals(&cfg, &sz, &b);
     /*
      * With PCIe, the expected-load model would send some DRAM experts over PCIe in decode, but a
      * plan keeps none on that tier in decode: the engine copies DRAM_CPU ones where that ends a
@@ -1138,6 +1250,21 @@ test_v32_plans(void)
                strstr(mt_last_error(), "no disk") == NULL &&
                strstr(mt_last_error(), "read_gbps") != NULL,
            "experts that fit nowhere, with a disk but no DRAM rate: %s", mt_last_error());
+
+    /* No DRAM rate and no disk: the experts off the GPU can only be copied over PCIe in
+       decode (DRAM_PCIE), never left to a CPU that has no rate (DRAM_CPU) */
+    make_profile(&hw, 1000, 0, 25, 0);
+    b.cpu_mem = (uint64_t)1 << 40;
+    st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
+    tap_ok(st == MT_OK && plan->tier[MT_TIER_DRAM_CPU].experts == 0 &&
+               plan->tier[MT_TIER_DRAM_PCIE].experts > 0 && isfinite(plan->decode_ms) &&
+               plan->decode_ms > 0,
+           "a GPU, PCIe and no DRAM rate: %d DRAM experts copied over PCIe, %d on the CPU (%s)",
+           st == MT_OK ? plan->tier[MT_TIER_DRAM_PCIE].experts : -1,
+           st == MT_OK ? plan->tier[MT_TIER_DRAM_CPU].experts : -1,
+           st == MT_OK ? "planned" : mt_last_error());
+    mt_plan_destroy(plan);
+    plan = NULL;
 
     /* With a GPU the embedding table takes DRAM, not GPU memory (the GPU engine keeps it on
        the host): 1.85 GB of V3.2's always-on bytes; and so do the engine's prompt buffers for
@@ -1474,6 +1601,56 @@ test_cpu_prefill_model(void)
                st == MT_OK ? plan[0]->host_work_bytes / 1048576.0 : 0.0);
         mt_plan_destroy(plan[0]);
         plan[0] = NULL;
+        /* a context of exactly the all-GPU chunk: no longer chunk to size the reserve for or
+           to fall short of, however much room there is (planner.h: reserve_chunk 0, no
+           host_chunk_short) */
+        bb = b;
+        bb.ctx = MT_PLAN_CHUNK_GPU;
+        bb.gpu_mem = sz.gpu_other_bytes + (uint64_t)bb.ctx * sz.kv_bytes_per_token +
+                     ((uint64_t)4 << 30);
+        st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &bb, NULL, NULL, &plan[0]) : st;
+        tap_ok(st == MT_OK && plan[0]->reserve_chunk == 0 &&
+                   plan[0]->budget.gpu_reserve == b.gpu_reserve &&
+                   plan[0]->engine_chunk == MT_PLAN_CHUNK_GPU &&
+                   plan[0]->budget.prefill_batch == MT_PLAN_CHUNK_GPU &&
+                   plan[0]->host_chunk_short == 0,
+               "a %d-token context: the default reserve stays (%.2f GiB, sized for a %d-token "
+               "chunk), nothing short",
+               MT_PLAN_CHUNK_GPU, st == MT_OK ? plan[0]->budget.gpu_reserve / 1073741824.0 : 0.0,
+               st == MT_OK ? plan[0]->reserve_chunk : -1);
+        mt_plan_destroy(plan[0]);
+        plan[0] = NULL;
+        /* ... also where a small --gpu-reserve leaves no room for even that chunk's work space:
+           the context, not the work space, keeps the prefill batch at 512 */
+        bb.gpu_reserve_auto = false;
+        bb.gpu_reserve = (uint64_t)1 << 26;
+        bb.gpu_mem = sz.gpu_other_bytes + (uint64_t)bb.ctx * sz.kv_bytes_per_token + bb.gpu_reserve;
+        st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &bb, NULL, NULL, &plan[0]) : st;
+        tap_ok(st == MT_OK && plan[0]->engine_chunk == MT_PLAN_CHUNK_GPU &&
+                   plan[0]->budget.prefill_batch == MT_PLAN_CHUNK_GPU &&
+                   plan[0]->host_chunk_short == 0,
+               "a %d-token context and a 64 MiB reserve: no longer chunk is short (%.2f GiB)",
+               MT_PLAN_CHUNK_GPU,
+               st == MT_OK ? plan[0]->host_chunk_short / 1073741824.0 : -1.0);
+        mt_plan_destroy(plan[0]);
+        plan[0] = NULL;
+        /* room beside the weights and the KV cache between the default reserve and the work
+           space of MT_PLAN_CHUNK_HOST's chunks: the reserve takes all of it (no GPU experts),
+           the closest the GPU comes to the longer chunk */
+        uint64_t room = b.gpu_reserve + (work - b.gpu_reserve) / 2;
+        bb = b;
+        bb.gpu_mem = sz.gpu_other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token + room;
+        st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &bb, NULL, NULL, &plan[0]) : st;
+        tap_ok(st == MT_OK && work - b.gpu_reserve > 2 * sz.routed_expert_bytes &&
+                   plan[0]->budget.gpu_reserve == room &&
+                   plan[0]->tier[MT_TIER_GPU].experts == 0,
+               "room for less than the %d-token chunk's work space: the reserve is all %.2f GiB "
+               "of it (%.2f GiB, %d GPU experts)",
+               MT_PLAN_CHUNK_HOST, room / 1073741824.0,
+               st == MT_OK ? plan[0]->budget.gpu_reserve / 1073741824.0 : 0.0,
+               st == MT_OK ? plan[0]->tier[MT_TIER_GPU].experts : -1);
+        mt_plan_destroy(plan[0]);
+        plan[0] = NULL;
     }
     /* a reserve that holds the longer chunk: without measured runs, then with two sets */
     b.gpu_reserve = (uint64_t)5 << 29;
@@ -1790,6 +1967,35 @@ test_prefill_tiers(void)
            "prefill tiers: %d random layers as short as the best number of slot experts, the "
            "likeliest ones, none below the floor (%d moved, %d wrong)",
            layers, moved, bad);
+
+    /* a layer bound by its NVMe expert: a slot for its DRAM_CPU expert would not shorten it,
+       so that expert stays on the CPU (copied only "as long as that shortens the layer") */
+    {
+        struct mt_plan_problem pb;
+        double p2[2] = {1.0, 0.5};
+        uint8_t t2[2] = {MT_TIER_NVME, MT_TIER_DRAM_CPU};
+
+        memset(&pb, 0, sizeof(pb));
+        pb.n_layers = 1;
+        pb.n_experts = 2;
+        pb.prob = p2;
+        pb.expert_bytes = 44e6;
+        pb.expert_flops = 88e6;
+        pb.rate[MT_SRC_GPU_MEM] = 3000e9;
+        pb.rate[MT_SRC_GPU_FLOP] = 300e12;
+        pb.rate[MT_SRC_CPU_MEM] = 400e9;
+        pb.rate[MT_SRC_CPU_FLOP] = 20e12;
+        pb.rate[MT_SRC_PCIE] = 60e9;
+        pb.rate[MT_SRC_DISK] = 0.1e9; /* 0.44 s for the NVMe expert: the layer's bound */
+        pb.rate[MT_SRC_DRAM_BUS] = 400e9;
+        pb.batch = 64;
+        pb.nvme_on_cpu = true;
+        tap_ok(mt_plan_prefill_tiers(&pb, t2) == MT_OK && t2[0] == MT_TIER_NVME &&
+                   t2[1] == MT_TIER_DRAM_CPU,
+               "prefill tiers: a layer its disk read bounds keeps its DRAM_CPU expert on the "
+               "CPU (%c%c)",
+               mt_tier_code(t2[0]), mt_tier_code(t2[1]));
+    }
 }
 
 /*
@@ -2076,6 +2282,13 @@ test_gpu_prompt_model(void)
     }
     tap_ok(fabs(one - plan->prefill_ms / 1e3) < 1e-9 * one,
            "a prompt of one chunk is predicted as the plan's batch: %.4f s", one);
+    /* one row past a chunk is a one-row step (it reads at most k experts a layer and the
+       always-on weights once), not another chunk's MoE step */
+    double one_more = 0.0;
+    mt_status_t st1 = mt_plan_predict_prompt(plan, &cfg, &sz, 1025, 1024, &one_more);
+    tap_ok(st1 == MT_OK && one_more > one && one_more - one < 0.25 * one,
+           "1,025 tokens in chunks of 1,024: %.4f s, one chunk and a one-row step (%.4f s)",
+           one_more, one_more - one);
     tap_ok(eight > 8 * one * 1.05 && fabs(eight - ms[2] / 1e3) < 0.01 * eight && odd > one &&
                odd < 2 * one,
            "8,192 tokens in chunks of 1,024: %.4f s, more than 8 first chunks (%.4f), one step of "

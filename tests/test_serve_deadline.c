@@ -35,7 +35,7 @@ main(void)
     const long long S = 15000; /* the deadline, ms */
     mt_status_t st;
 
-    tap_plan(12);
+    tap_plan(16);
     mt_log_set_quiet(true);
     for (int i = 0; i < N; i++) {
         if (socketpair(AF_UNIX, SOCK_STREAM, 0, pairs[i]) != 0) {
@@ -43,6 +43,7 @@ main(void)
         }
     }
     tap_ok(mt_serve_deadline_create(0, 8, false, &d) == MT_ERR_INVAL, "a deadline of 0 s refused");
+    tap_ok(mt_serve_deadline_create(15, 0, false, &d) == MT_ERR_INVAL, "0 slots refused");
 
     /* 8 slots: the watch starts at 4 connections open */
     st = mt_serve_deadline_create(15, 8, false, &d);
@@ -62,15 +63,20 @@ main(void)
     long long t2 = mt_serve_deadline_now_ms();
     mt_serve_deadline_arrived(d, c[1]); /* 1's request arrived: it is answered, never cut */
     tap_ok(mt_serve_deadline_sweep(d, t0 + S - 1) == 0, "4 of 8 open, none late yet");
+    tap_ok(!mt_serve_deadline_cut_pending(d) && !mt_serve_deadline_cut_pending(NULL),
+           "nothing cut, nothing pending");
 
     int n = mt_serve_deadline_sweep(d, t2 + S);
     tap_ok(n == 3, "4 of 8 open: the 3 waiting past the deadline are cut (%d)", n);
     tap_ok(was_cut(pairs[0]) && was_cut(pairs[2]) && was_cut(pairs[3]),
            "their sockets read end of stream");
     tap_ok(!was_cut(pairs[1]), "the one whose request arrived is not cut");
+    tap_ok(mt_serve_deadline_cut_pending(d), "cut connections not yet closed are pending");
     tap_ok(mt_serve_deadline_sweep(d, t2 + 2 * S) == 0, "a cut connection is not cut again");
 
-    /* 1 answered, waits for its next request: its clock starts again from now */
+    /* 1 answered, waits for its next request: its clock starts again from now (20 ms after
+       it opened, so a clock that did not restart would be late at t3 + S - 1) */
+    usleep(20000);
     long long t3 = mt_serve_deadline_now_ms();
     mt_serve_deadline_waiting(d, c[1]);
     long long t4 = mt_serve_deadline_now_ms();
@@ -84,6 +90,7 @@ main(void)
     }
     tap_ok(mt_serve_deadline_sweep(d, t4 + S) == 0 && !was_cut(pairs[1]),
            "after the crowd left (1 of 8 open), a late idle connection keeps its slot");
+    tap_ok(!mt_serve_deadline_cut_pending(d), "once the cut ones closed, none is pending");
     mt_serve_deadline_close(d, c[1]);
     mt_serve_deadline_destroy(d);
 

@@ -59,6 +59,14 @@ main(void)
     check("[::1]x", NULL, true, bad_host, "junk after the bracket");
     check(":8080", NULL, true, bad_host, "no name");
     check("box.lan:8080", NULL, false, ok, "any name on a public address");
+    /* loopback is localhost (and its fully qualified "localhost."), 127.0.0.0/8 and ::1 only */
+    check("localhost.:8080", NULL, true, ok, "the fully qualified localhost.");
+    check("10.0.0.1:8080", NULL, true, bad_host, "a private address that is not loopback");
+    check("1.2.3.4:8080", NULL, true, bad_host, "an address below 127.0.0.0/8");
+    check("[::2]:8080", NULL, true, bad_host, "an IPv6 address that is not ::1");
+    /* scheme and host compare in any case, as browsers and RFC 3986 have them */
+    check("127.0.0.1:8080", "HTTP://127.0.0.1:8080", true, ok, "its own page, scheme in capitals");
+    check("LOCALHOST:8080", "http://localhost:8080", true, ok, "its own page, Host in capitals");
     /* behind a reverse proxy: refused until --allow-origin names the proxy's page */
     check("127.0.0.1:8080", "https://chat.example.com", true, cross, "a proxy's page, not allowed");
     check("chat.example.com", "https://chat.example.com", true, bad_host,
@@ -73,6 +81,9 @@ main(void)
     check("127.0.0.1:8080", "http://chat.example.com", true, cross, "another scheme of it");
     check("evil.example:8080", "http://evil.example:8080", true, bad_host,
           "a rebound name, with origins allowed");
+    check("chat.example", NULL, true, bad_host, "a Host that is a prefix of an allowed name");
+    check("127.0.0.1:8080", "https://chat.example.co", true, cross,
+          "an Origin that is a prefix of an allowed one");
     /* what --allow-origin takes */
     static const struct {
         const char *s;
@@ -81,7 +92,9 @@ main(void)
                  {"http://[::1]:8080", true},        {"chat.example.com", false},
                  {"https://", false},                {"https://a/b", false},
                  {"https://a?x", false},             {"https://u@a", false},
-                 {"ftp://a", false},                 {"https://:80", false}};
+                 {"ftp://a", false},                 {"https://:80", false},
+                 {"https://a b", false},             {"https://a#x", false},
+                 {"HTTPS://A.example", true}};
     for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
         tap_ok(mt_serve_guard_origin_ok(forms[i].s) == forms[i].ok, "--allow-origin '%s': %s",
                forms[i].s, forms[i].ok ? "taken" : "refused");
