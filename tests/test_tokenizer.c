@@ -393,17 +393,73 @@ small_json(const char *merges, const char *extra_vocab, const char *pretok, cons
     return s;
 }
 
+/*
+ * MT_TOKENIZER_CASES=FILE writes every expect() on a small tokenizer to FILE as one JSON line
+ * ({"what", "text_hex", "want", "json"}), for tests/reference/check_small_tokenizers.py to run
+ * through HF tokenizers: the ids this file expects were written by hand, and that script checks
+ * them against code no one here wrote. The JSON of the tokenizer loaded last is kept for it.
+ */
+static const struct mt_tokenizer *cases_tok;
+static char *cases_json;
+
+static void
+cases_remember(const struct mt_tokenizer *tok, const char *json)
+{
+    free(cases_json);
+    cases_tok = tok;
+    cases_json = tok != NULL ? strdup(json) : NULL;
+}
+
+static void
+cases_write(const struct mt_tokenizer *tok, const char *text, const int32_t *want, size_t nw,
+            const char *what)
+{
+    const char *path = getenv("MT_TOKENIZER_CASES");
+    json_t *line, *ids;
+    char *hex, *s;
+    FILE *f;
+
+    if (path == NULL || tok == NULL || tok != cases_tok) {
+        return;
+    }
+    hex = malloc(2 * strlen(text) + 1);
+    for (size_t i = 0; text[i] != '\0'; i++) {
+        sprintf(hex + 2 * i, "%02x", (unsigned char)text[i]);
+    }
+    hex[2 * strlen(text)] = '\0';
+    ids = json_array();
+    for (size_t i = 0; i < nw; i++) {
+        json_array_append_new(ids, json_integer(want[i]));
+    }
+    line = json_pack("{s:s, s:s, s:o, s:s}", "what", what, "text_hex", hex, "want", ids, "json",
+                     cases_json);
+    s = json_dumps(line, JSON_COMPACT);
+    f = fopen(path, "a");
+    if (f != NULL && s != NULL) {
+        fprintf(f, "%s\n", s);
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+    free(s);
+    json_decref(line);
+    free(hex);
+}
+
 static mt_status_t
 load_text(const char *dir, const char *json, struct mt_tokenizer **tok)
 {
     char path[600];
+    mt_status_t st;
     FILE *f;
 
     snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
     f = fopen(path, "w");
     fputs(json, f);
     fclose(f);
-    return mt_tokenizer_load(dir, tok);
+    st = mt_tokenizer_load(dir, tok);
+    cases_remember(st == MT_OK ? *tok : NULL, json);
+    return st;
 }
 
 static void
@@ -415,6 +471,7 @@ expect(struct mt_tokenizer *tok, const char *text, const int32_t *want, size_t n
               mt_tokenizer_encode(tok, text, strlen(text), true, &ids, &n) == MT_OK && n == nw &&
               memcmp(ids, want, nw * sizeof(*ids)) == 0;
 
+    cases_write(tok, text, want, nw, what);
     tap_ok(ok, "%s", what);
     if (!ok && ids != NULL) {
         char buf[512] = "";
@@ -728,6 +785,7 @@ small_tok(const char *merges, const char *extra_vocab, const char *pretok, const
     if (mt_tokenizer_parse(j, strlen(j), "small", &tok) != MT_OK) {
         tap_diag("small tokenizer does not load: %s", mt_last_error());
     }
+    cases_remember(tok, j);
     free(j);
     return tok;
 }
@@ -1081,5 +1139,6 @@ main(void)
     test_split_edges();
     test_added_match();
     test_limits();
+    cases_remember(NULL, NULL);
     return tap_done();
 }
