@@ -660,6 +660,62 @@ test_executor(struct mt_cpu_team *team)
     }
 }
 
+/*
+ * mt_cpu_isa_detect against the compiler's own reading of cpuid and XCR0
+ * (__builtin_cpu_supports: a unit counts only where the OS saves its registers too, as
+ * cpu/isa.h asks), for each unit the kernel families need; the level names; and MOETIER_ISA:
+ * every level up to the best this CPU runs is chosen as asked, every one above it is
+ * MT_ERR_UNSUPPORTED. (AMX is left out of the comparison: GCC 12 does not name it.)
+ */
+static void
+test_isa(enum mt_cpu_level max)
+{
+    static const char *const names[4] = {"scalar", "avx2", "avx512", "amx"};
+    struct mt_cpu_isa isa;
+    enum mt_cpu_level level;
+    bool names_ok = strcmp(mt_cpu_level_name((enum mt_cpu_level)4), "?") == 0;
+
+    __builtin_cpu_init();
+    mt_cpu_isa_detect(&isa);
+    tap_ok(isa.avx2 == (__builtin_cpu_supports("avx2") != 0) &&
+               isa.fma == (__builtin_cpu_supports("fma") != 0) &&
+               isa.f16c == (__builtin_cpu_supports("f16c") != 0) &&
+               isa.avx512f == (__builtin_cpu_supports("avx512f") != 0) &&
+               isa.avx512bw == (__builtin_cpu_supports("avx512bw") != 0) &&
+               isa.avx512vl == (__builtin_cpu_supports("avx512vl") != 0) &&
+               isa.avx512_vnni == (__builtin_cpu_supports("avx512vnni") != 0) &&
+               isa.avx512_bf16 == (__builtin_cpu_supports("avx512bf16") != 0) &&
+               isa.avx512_fp16 == (__builtin_cpu_supports("avx512fp16") != 0),
+           "mt_cpu_isa_detect agrees with __builtin_cpu_supports: avx2 %d fma %d f16c %d "
+           "avx512 f %d bw %d vl %d vnni %d bf16 %d fp16 %d", isa.avx2, isa.fma, isa.f16c,
+           isa.avx512f, isa.avx512bw, isa.avx512vl, isa.avx512_vnni, isa.avx512_bf16,
+           isa.avx512_fp16);
+    bool has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                __builtin_cpu_supports("f16c");
+    bool has512 = has2 && __builtin_cpu_supports("avx512f") &&
+                  __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+    tap_ok((max < MT_CPU_LEVEL_AVX2 || has2) && (max < MT_CPU_LEVEL_AVX512 || has512) &&
+               (!has2 || max >= MT_CPU_LEVEL_AVX2) && (!has512 || max >= MT_CPU_LEVEL_AVX512),
+           "the best level (%s) is the best whose units the CPU has (AVX2 + FMA + F16C; "
+           "AVX-512 F + BW + VL)", mt_cpu_level_name(max));
+    for (int l = 0; l < 4; l++) {
+        mt_status_t st;
+
+        names_ok = names_ok && strcmp(mt_cpu_level_name((enum mt_cpu_level)l), names[l]) == 0;
+        setenv("MOETIER_ISA", names[l], 1);
+        level = (enum mt_cpu_level)-1;
+        mt_log_set_quiet(true);
+        st = mt_cpu_level_select(&level);
+        mt_log_set_quiet(false);
+        tap_ok(l <= (int)max ? st == MT_OK && level == (enum mt_cpu_level)l
+                             : st == MT_ERR_UNSUPPORTED,
+               "MOETIER_ISA=%s %s", names[l],
+               l <= (int)max ? "selects it" : "is refused (MT_ERR_UNSUPPORTED) on this CPU");
+    }
+    unsetenv("MOETIER_ISA");
+    tap_ok(names_ok, "the level names: scalar, avx2, avx512, amx, and ? beyond");
+}
+
 int
 main(void)
 {
@@ -684,6 +740,7 @@ main(void)
     mt_log_set_quiet(false);
     unsetenv("MOETIER_ISA");
     tap_ok(mt_cpu_level_select(&level) == MT_OK && level == max, "default is the best level");
+    test_isa(max);
 
     for (int d = 0; d < 2; d++) {
         enum mt_dtype dt = d == 0 ? MT_DTYPE_F8_E4M3 : MT_DTYPE_BF16;
