@@ -524,7 +524,8 @@ test_ws_fault(struct mt_cpu_team *team, enum mt_cpu_level level)
 /*
  * Jobs the kernels cannot compute are refused before anything starts, each with a message that
  * names the job and the weight: a dtype other than F8_E4M3/BF16/F16/F32 (F8_E5M2 and I32 ran
- * into a worker thread's assertion and aborted the process), a wrong shape, FP8 without scales.
+ * into a worker thread's assertion and aborted the process), a wrong shape, FP8 without scales;
+ * jobs without tokens, input, output or weight data; a kernel family this CPU cannot run.
  */
 static void
 test_bad_jobs(struct mt_cpu_team *team)
@@ -569,6 +570,60 @@ test_bad_jobs(struct mt_cpu_team *team)
                    strstr(mt_last_error(), "bad up weight") != NULL,
                "an up weight of %s [%lld, 64] is refused by the layer runner and by one expert's "
                "run: %s", mt_dtype_name(bad[i].dt), (long long)bad[i].rows, msg);
+    }
+    /* a job without tokens, input, output or weight data, or with a down weight of the wrong
+     * width: refused the same way, naming the job and what is wrong */
+    static const struct {
+        int m;
+        bool no_x;
+        bool no_y;
+        bool no_data;
+        int64_t down_cols;
+        const char *want;
+    } bad_job[] = {
+        {0, false, false, false, 32, "expert job 1: 0 tokens"},
+        {1, true, false, false, 32, "expert job 1: 1 tokens, input missing, output given"},
+        {1, false, true, false, 32, "expert job 1: 1 tokens, input given, output missing"},
+        {1, false, false, true, 32, "expert job 1: no down weight"},
+        {1, false, false, false, 31,
+         "expert job 1: bad down weight: [64, 31]; it must be [64, 32]"},
+    };
+    for (size_t i = 0; i < sizeof(bad_job) / sizeof(bad_job[0]); i++) {
+        struct mt_cpu_weight down = e.down;
+        struct mt_cpu_expert_job jobs[2] = {
+            {&e.gate, &e.up, &e.down, 1, x, y},
+            {&e.gate, &e.up, &down, bad_job[i].m, bad_job[i].no_x ? NULL : x,
+             bad_job[i].no_y ? NULL : y}};
+        mt_status_t st, st1;
+        char msg[256];
+
+        down.cols = bad_job[i].down_cols;
+        down.data = bad_job[i].no_data ? NULL : down.data;
+        mt_log_set_quiet(true);
+        st = mt_cpu_moe_run(moe, jobs, 2, 0);
+        snprintf(msg, sizeof(msg), "%s", mt_last_error());
+        st1 = mt_cpu_expert_run(MT_CPU_LEVEL_SCALAR, &jobs[1]);
+        mt_log_set_quiet(false);
+        tap_ok(st == MT_ERR_INVAL && strstr(msg, bad_job[i].want) != NULL &&
+                   st1 == MT_ERR_INVAL && strstr(mt_last_error(), bad_job[i].want + 13) != NULL,
+               "a job the kernels cannot run is refused by the layer runner and by one expert's "
+               "run: %s", msg);
+    }
+    /* a kernel family above what this CPU runs (amx where it has no AMX) is refused */
+    if (mt_cpu_level_max() < MT_CPU_LEVEL_AMX) {
+        enum mt_cpu_level above = (enum mt_cpu_level)(mt_cpu_level_max() + 1);
+        struct mt_cpu_moe *moe2 = NULL;
+        struct mt_cpu_expert_job job = {&e.gate, &e.up, &e.down, 1, x, y};
+        mt_status_t st, st1;
+
+        mt_log_set_quiet(true);
+        st = mt_cpu_moe_create(team, above, &moe2);
+        st1 = mt_cpu_expert_run(above, &job);
+        mt_log_set_quiet(false);
+        tap_ok(st == MT_ERR_UNSUPPORTED && st1 == MT_ERR_UNSUPPORTED,
+               "kernel family %s (above this CPU's best) is MT_ERR_UNSUPPORTED for a layer "
+               "runner and for one expert's run", mt_cpu_level_name(above));
+        mt_cpu_moe_destroy(moe2);
     }
     tap_ok(mt_cpu_moe_run(moe, &(struct mt_cpu_expert_job){&e.gate, &e.up, &e.down, 1, x, y}, 1,
                           0) == MT_OK,
