@@ -628,6 +628,7 @@ test_bad_jobs(struct mt_cpu_team *team)
     tap_ok(mt_cpu_moe_run(moe, &(struct mt_cpu_expert_job){&e.gate, &e.up, &e.down, 1, x, y}, 1,
                           0) == MT_OK,
            "the runner still runs a good job after the refusals");
+    tap_ok(mt_cpu_moe_run(moe, NULL, 0, 0) == MT_OK, "a layer of no jobs runs (and reads none)");
     mt_cpu_moe_destroy(moe);
     expert_free(&e);
 }
