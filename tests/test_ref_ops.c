@@ -211,6 +211,10 @@ test_act_quant(void)
     s = mt_cpu_act_quant(z, 4, true, q);
     tap_ok(s == mt_cpu_round_scale_ue8m0(1e-4f / 448.0f) && q[0] == 0,
            "act_quant: amax clamped at 1e-4 (scale %a)", (double)s);
+    float small[2] = {5e-5f, -2e-5f}; /* amax below 1e-4: clamped to 1e-4 */
+    s = mt_cpu_act_quant(small, 2, false, q);
+    tap_ok(s == 1e-4f / 448.0f, "act_quant: amax 5e-5 clamped to 1e-4 (scale %a, want %a)",
+           (double)s, (double)(1e-4f / 448.0f));
     tap_ok(mt_cpu_round_scale_ue8m0(0.25f) == 0.25f && mt_cpu_round_scale_ue8m0(0.3f) == 0.5f &&
            mt_cpu_round_scale_ue8m0(0x1.000002p-3f) == 0.25f,
            "ue8m0 rounding: powers of two stay, others round up");
@@ -363,10 +367,14 @@ test_topk(void)
 {
     float s[8] = {0.5f, 2.0f, 0.5f, -1.0f, 2.0f, 0.0f, NAN, 0.5f};
     int32_t idx[5];
+    int32_t idx8[8];
 
     tap_ok(mt_cpu_topk(s, 8, 5, idx) == MT_OK && idx[0] == 1 && idx[1] == 4 && idx[2] == 0 &&
                idx[3] == 2 && idx[4] == 7,
            "top-k: by decreasing score, ties to the smaller index, NaN last");
+    tap_ok(mt_cpu_topk(s, 8, 8, idx8) == MT_OK && idx8[0] == 1 && idx8[1] == 4 && idx8[5] == 5 &&
+               idx8[6] == 3 && idx8[7] == 6,
+           "top-k: k = n orders them all (the smallest, then NaN, last)");
     mt_log_set_quiet(true);
     tap_ok(mt_cpu_topk(s, 8, 9, idx) == MT_ERR_INVAL, "top-k: k > n is an error");
     mt_log_set_quiet(false);
@@ -426,6 +434,21 @@ test_index_scores(void)
     tap_ok(worst < 0.08 * mag + 1e-3,
            "FP8 index scores approximate exact ones (max diff %.3g of %.3g)",
            worst, mag);
+
+    /* FP8 scores by hand: q heads all 1.0 and all -1.0 (e4m3 0x38, 0xb8), keys all 2.0 (0x40):
+     * head dots 8 and -8, ReLU keeps 8 of head 0 (weight 0.5): 4, times each key's own scale */
+    uint8_t hq[2 * 4], hk[3 * 4];
+    const float hw[2] = {0.5f, 2.0f};
+    const float hks[3] = {1.0f, 0.25f, 3.0f};
+    float hout[3];
+
+    memset(hq, 0x38, 4);
+    memset(hq + 4, 0xb8, 4);
+    memset(hk, 0x40, sizeof(hk));
+    mt_cpu_index_scores_fp8(hq, hw, 2, 4, hk, hks, 3, hout);
+    tap_ok(hout[0] == 4.0f && hout[1] == 1.0f && hout[2] == 12.0f,
+           "FP8 index scores by hand: 4 x each key's scale (got %g %g %g, want 4 1 12)",
+           (double)hout[0], (double)hout[1], (double)hout[2]);
 }
 
 static void
@@ -534,6 +557,12 @@ test_router(void)
     tap_ok(fabsf(w[0] - 1.25f) < 1e-5f && fabsf(w[1] - 1.25f) < 1e-5f,
            "router: weights are unbiased sigmoid, normalized, times 2.5 (%g %g)", (double)w[0],
            (double)w[1]);
+    p.norm_topk_prob = false; /* the same choice; weights s x 2.5 = 0.2 x 2.5, not renormalized */
+    mt_cpu_router(logits, bias, &p, rwork, ids, w);
+    tap_ok(ids[0] == 4 && ids[1] == 5 && fabsf(w[0] - 0.5f) < 1e-5f && fabsf(w[1] - 0.5f) < 1e-5f,
+           "router without norm_topk_prob: experts %d %d, weights %g %g (want 0.5: s x 2.5)",
+           ids[0], ids[1], (double)w[0], (double)w[1]);
+    p.norm_topk_prob = true;
     mt_cpu_router(logits, NULL, &p, rwork, ids, w);
     /* no bias: g0 1.05, g1 1.0, g2 .4, g3 1.15 -> keep g3, g0: experts 0, 6 */
     tap_ok(ids[0] == 0 && ids[1] == 6 && fabsf(w[0] - 0.9f / 1.5f * 2.5f) < 1e-5f,
@@ -545,6 +574,14 @@ test_router(void)
     mt_cpu_router(logits, bias, &p, rwork, ids, w);
     tap_ok(ids[0] >= 0 && ids[0] < 8 && ids[1] >= 0 && ids[1] < 8 && ids[0] != ids[1],
            "router on NaN logits still returns k distinct valid ids (%d %d)", ids[0], ids[1]);
+    /* one expert's biased score NaN (a corrupt bias): the finite best ones are chosen */
+    struct mt_cpu_router_params p1 = {.n_experts = 4, .n_group = 1, .topk_group = 1, .k = 2,
+                                      .norm_topk_prob = false, .routed_scaling_factor = 1.0f};
+    float l1[4] = {0.0f, 2.0f, 0.5f, 1.0f}; /* sigmoid increasing with the logit: 1, 3, 2, 0 */
+    float b1[4] = {NAN, 0.0f, 0.0f, 0.0f};
+    mt_cpu_router(l1, b1, &p1, rwork, ids, w);
+    tap_ok(ids[0] == 1 && ids[1] == 3, "router: a NaN biased score is passed over for finite "
+           "ones (got %d %d, want 1 3)", ids[0], ids[1]);
 }
 
 static void
