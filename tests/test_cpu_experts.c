@@ -32,6 +32,7 @@
 #include "tests/tap.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -668,6 +669,74 @@ test_combine(void)
            "(row 3: %g %g %g %g, want -8.5 -18 -27.5 -37)", out[12], out[13], out[14], out[15]);
 }
 
+/*
+ * Which decode kernels this CPU runs (mt_cpu_experts_decode_usable, against the compiler's
+ * cpuid reading); the bf16 dot kernels (cpu/experts_dot.c) where it has them: with 3 terms an
+ * activation keeps all 24 bits of fp32. x0 = 1 + 2^-9 + 2^-20 against x1 = -(1 + 2^-9), both
+ * weights 1: the exact dot product is 2^-20, which only the third term carries (2 terms give
+ * 0). A new run reads its input again though the buffer is the same (the kernel keeps it
+ * packed). And an expert whose gate is BF16 and whose up is FP8 (the same input, packed in two
+ * orders) matches the scalar path.
+ */
+static void
+test_dot_kernels(void)
+{
+    enum { C = 64 };
+    float x[C] = {1.0f + 0x1p-9f + 0x1p-20f, -(1.0f + 0x1p-9f)};
+    uint16_t wb[C] = {0x3f80, 0x3f80};
+    uint8_t w8[C] = {0x38, 0x38};
+    float scale = 1.0f;
+    struct mt_cpu_weight b = {.dtype = MT_DTYPE_BF16, .rows = 1, .cols = C, .data = wb};
+    struct mt_cpu_weight f = {
+        .dtype = MT_DTYPE_F8_E4M3, .rows = 1, .cols = C, .data = w8, .scale = &scale};
+    float yb = -1.0f;
+    float yf = -1.0f;
+
+    __builtin_cpu_init();
+    bool vbmi = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                __builtin_cpu_supports("avx512vbmi");
+    tap_ok(mt_cpu_experts_decode_usable(0) &&
+               mt_cpu_experts_decode_usable(1) == vbmi &&
+               mt_cpu_experts_decode_usable(3) == (vbmi && __builtin_cpu_supports("avx512bf16")),
+           "decode kernel 0 is usable everywhere; 1 where the CPU has AVX512-VBMI, 2 and 3 "
+           "where it has AVX512-BF16 too");
+    if (!mt_cpu_experts_decode_usable(3)) {
+        tap_ok(true, "bf16 dot kernels # SKIP no AVX512-BF16 and VBMI");
+        return;
+    }
+    mt_cpu_experts_decode = 3;
+    mt_cpu_kernels_dot.rows_bf16(&b, 0, 1, x, C, 1, &yb, 1);
+    mt_cpu_kernels_dot.rows_fp8(&f, 0, 1, x, C, 1, &yf, 1);
+    tap_ok(yb == 0x1p-20f && yf == 0x1p-20f,
+           "bf16 dot, 3 terms: all 24 bits of x count (bf16 %a, fp8 %a, want 0x1p-20)",
+           (double)yb, (double)yf);
+    /* a new run (mt_cpu_experts_gen bumped) on new values in the same buffer reads them */
+    x[0] = 3.0f;
+    atomic_fetch_add(&mt_cpu_experts_gen, 1);
+    mt_cpu_kernels_dot.rows_fp8(&f, 0, 1, x, C, 1, &yf, 1);
+    tap_ok(yf == 2.0f - 0x1p-9f, "bf16 dot: a new run reads new values in the same input buffer "
+           "(got %a, want %a)", (double)yf, (double)(2.0f - 0x1p-9f));
+
+    struct expert e;
+    float *xe = randv(128);
+    float want[128];
+    float got[128];
+
+    expert_make(&e, MT_DTYPE_BF16, 128, 64);
+    free(e.mem[2]); /* up again, as FP8 */
+    free(e.mem[3]);
+    weight_make(&e.up, &e.mem[2], &e.mem[3], MT_DTYPE_F8_E4M3, 64, 128);
+    struct mt_cpu_expert_job job = {&e.gate, &e.up, &e.down, 1, xe, want};
+
+    tap_ok(mt_cpu_expert_run(MT_CPU_LEVEL_SCALAR, &job) == MT_OK, "scalar runs");
+    job.y = got;
+    tap_ok(mt_cpu_expert_run(MT_CPU_LEVEL_AVX512, &job) == MT_OK, "avx512 runs");
+    close_enough("bf16 gate, fp8 up, avx512 dot=3 vs scalar", got, want, 128);
+    mt_cpu_experts_decode = 0;
+    expert_free(&e);
+    free(xe);
+}
+
 /* A provider over in-memory experts, counting acquires minus releases. */
 struct fake_provider {
     struct expert *e;
@@ -854,6 +923,7 @@ main(void)
         test_expert(dt, 256, 64, 17, max);
     }
     test_swiglu(max);
+    test_dot_kernels();
     test_inf_activation(MT_DTYPE_F8_E4M3, max);
     test_inf_activation(MT_DTYPE_BF16, max);
     if (max >= MT_CPU_LEVEL_AMX) {
