@@ -32,6 +32,7 @@
 #include "tests/tap.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -524,7 +525,8 @@ test_ws_fault(struct mt_cpu_team *team, enum mt_cpu_level level)
 /*
  * Jobs the kernels cannot compute are refused before anything starts, each with a message that
  * names the job and the weight: a dtype other than F8_E4M3/BF16/F16/F32 (F8_E5M2 and I32 ran
- * into a worker thread's assertion and aborted the process), a wrong shape, FP8 without scales.
+ * into a worker thread's assertion and aborted the process), a wrong shape, FP8 without scales;
+ * jobs without tokens, input, output or weight data; a kernel family this CPU cannot run.
  */
 static void
 test_bad_jobs(struct mt_cpu_team *team)
@@ -570,11 +572,169 @@ test_bad_jobs(struct mt_cpu_team *team)
                "an up weight of %s [%lld, 64] is refused by the layer runner and by one expert's "
                "run: %s", mt_dtype_name(bad[i].dt), (long long)bad[i].rows, msg);
     }
+    /* a job without tokens, input, output or weight data, or with a down weight of the wrong
+     * width: refused the same way, naming the job and what is wrong */
+    static const struct {
+        int m;
+        bool no_x;
+        bool no_y;
+        bool no_data;
+        int64_t down_cols;
+        const char *want;
+    } bad_job[] = {
+        {0, false, false, false, 32, "expert job 1: 0 tokens"},
+        {1, true, false, false, 32, "expert job 1: 1 tokens, input missing, output given"},
+        {1, false, true, false, 32, "expert job 1: 1 tokens, input given, output missing"},
+        {1, false, false, true, 32, "expert job 1: no down weight"},
+        {1, false, false, false, 31,
+         "expert job 1: bad down weight: [64, 31]; it must be [64, 32]"},
+    };
+    for (size_t i = 0; i < sizeof(bad_job) / sizeof(bad_job[0]); i++) {
+        struct mt_cpu_weight down = e.down;
+        struct mt_cpu_expert_job jobs[2] = {
+            {&e.gate, &e.up, &e.down, 1, x, y},
+            {&e.gate, &e.up, &down, bad_job[i].m, bad_job[i].no_x ? NULL : x,
+             bad_job[i].no_y ? NULL : y}};
+        mt_status_t st, st1;
+        char msg[256];
+
+        down.cols = bad_job[i].down_cols;
+        down.data = bad_job[i].no_data ? NULL : down.data;
+        mt_log_set_quiet(true);
+        st = mt_cpu_moe_run(moe, jobs, 2, 0);
+        snprintf(msg, sizeof(msg), "%s", mt_last_error());
+        st1 = mt_cpu_expert_run(MT_CPU_LEVEL_SCALAR, &jobs[1]);
+        mt_log_set_quiet(false);
+        tap_ok(st == MT_ERR_INVAL && strstr(msg, bad_job[i].want) != NULL &&
+                   st1 == MT_ERR_INVAL && strstr(mt_last_error(), bad_job[i].want + 13) != NULL,
+               "a job the kernels cannot run is refused by the layer runner and by one expert's "
+               "run: %s", msg);
+    }
+    /* a kernel family above what this CPU runs (amx where it has no AMX) is refused */
+    if (mt_cpu_level_max() < MT_CPU_LEVEL_AMX) {
+        enum mt_cpu_level above = (enum mt_cpu_level)(mt_cpu_level_max() + 1);
+        struct mt_cpu_moe *moe2 = NULL;
+        struct mt_cpu_expert_job job = {&e.gate, &e.up, &e.down, 1, x, y};
+        mt_status_t st, st1;
+
+        mt_log_set_quiet(true);
+        st = mt_cpu_moe_create(team, above, &moe2);
+        st1 = mt_cpu_expert_run(above, &job);
+        mt_log_set_quiet(false);
+        tap_ok(st == MT_ERR_UNSUPPORTED && st1 == MT_ERR_UNSUPPORTED,
+               "kernel family %s (above this CPU's best) is MT_ERR_UNSUPPORTED for a layer "
+               "runner and for one expert's run", mt_cpu_level_name(above));
+        mt_cpu_moe_destroy(moe2);
+    }
     tap_ok(mt_cpu_moe_run(moe, &(struct mt_cpu_expert_job){&e.gate, &e.up, &e.down, 1, x, y}, 1,
                           0) == MT_OK,
            "the runner still runs a good job after the refusals");
+    tap_ok(mt_cpu_moe_run(moe, NULL, 0, 0) == MT_OK, "a layer of no jobs runs (and reads none)");
     mt_cpu_moe_destroy(moe);
     expert_free(&e);
+}
+
+/*
+ * mt_cpu_moe_combine: out[tok[j][i], :] += w[j][i] x y_j[i, :], each token's row of out with its
+ * own weight, added to what out held (two experts on one token add up). Worked by hand: job 0
+ * has tokens 3 and 0 (weights 0.5 and 2), job 1 token 3 (weight -1); out starts at 1.
+ */
+static void
+test_combine(void)
+{
+    enum { H = 4 };
+    float y0[2 * H] = {1, 2, 3, 4, 5, 6, 7, 8};
+    float y1[H] = {10, 20, 30, 40};
+    const struct mt_cpu_expert_job jobs[2] = {{NULL, NULL, NULL, 2, NULL, y0},
+                                              {NULL, NULL, NULL, 1, NULL, y1}};
+    const int tok0[2] = {3, 0};
+    const int tok1[1] = {3};
+    const float w0[2] = {0.5f, 2.0f};
+    const float w1[1] = {-1.0f};
+    const int *const tok[2] = {tok0, tok1};
+    const float *const w[2] = {w0, w1};
+    static const float want[4 * H] = {11, 13, 15, 17, 1, 1, 1, 1,
+                                      1,  1,  1,  1,  -8.5f, -18, -27.5f, -37};
+    float out[4 * H];
+    bool ok = true;
+
+    for (int i = 0; i < 4 * H; i++) {
+        out[i] = 1.0f;
+    }
+    mt_cpu_moe_combine(jobs, 2, tok, w, H, out);
+    for (int i = 0; i < 4 * H; i++) {
+        ok = ok && out[i] == want[i];
+    }
+    tap_ok(ok, "combine: each token's row gets its weight times its expert's output, added "
+           "(row 3: %g %g %g %g, want -8.5 -18 -27.5 -37)", out[12], out[13], out[14], out[15]);
+}
+
+/*
+ * Which decode kernels this CPU runs (mt_cpu_experts_decode_usable, against the compiler's
+ * cpuid reading); the bf16 dot kernels (cpu/experts_dot.c) where it has them: with 3 terms an
+ * activation keeps all 24 bits of fp32. x0 = 1 + 2^-9 + 2^-20 against x1 = -(1 + 2^-9), both
+ * weights 1: the exact dot product is 2^-20, which only the third term carries (2 terms give
+ * 0). A new run reads its input again though the buffer is the same (the kernel keeps it
+ * packed). And an expert whose gate is BF16 and whose up is FP8 (the same input, packed in two
+ * orders) matches the scalar path.
+ */
+static void
+test_dot_kernels(void)
+{
+    enum { C = 64 };
+    float x[C] = {1.0f + 0x1p-9f + 0x1p-20f, -(1.0f + 0x1p-9f)};
+    uint16_t wb[C] = {0x3f80, 0x3f80};
+    uint8_t w8[C] = {0x38, 0x38};
+    float scale = 1.0f;
+    struct mt_cpu_weight b = {.dtype = MT_DTYPE_BF16, .rows = 1, .cols = C, .data = wb};
+    struct mt_cpu_weight f = {
+        .dtype = MT_DTYPE_F8_E4M3, .rows = 1, .cols = C, .data = w8, .scale = &scale};
+    float yb = -1.0f;
+    float yf = -1.0f;
+
+    __builtin_cpu_init();
+    bool vbmi = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                __builtin_cpu_supports("avx512vbmi");
+    tap_ok(mt_cpu_experts_decode_usable(0) &&
+               mt_cpu_experts_decode_usable(1) == vbmi &&
+               mt_cpu_experts_decode_usable(3) == (vbmi && __builtin_cpu_supports("avx512bf16")),
+           "decode kernel 0 is usable everywhere; 1 where the CPU has AVX512-VBMI, 2 and 3 "
+           "where it has AVX512-BF16 too");
+    if (!mt_cpu_experts_decode_usable(3)) {
+        tap_ok(true, "bf16 dot kernels # SKIP no AVX512-BF16 and VBMI");
+        return;
+    }
+    mt_cpu_experts_decode = 3;
+    mt_cpu_kernels_dot.rows_bf16(&b, 0, 1, x, C, 1, &yb, 1);
+    mt_cpu_kernels_dot.rows_fp8(&f, 0, 1, x, C, 1, &yf, 1);
+    tap_ok(yb == 0x1p-20f && yf == 0x1p-20f,
+           "bf16 dot, 3 terms: all 24 bits of x count (bf16 %a, fp8 %a, want 0x1p-20)",
+           (double)yb, (double)yf);
+    /* a new run (mt_cpu_experts_gen bumped) on new values in the same buffer reads them */
+    x[0] = 3.0f;
+    atomic_fetch_add(&mt_cpu_experts_gen, 1);
+    mt_cpu_kernels_dot.rows_fp8(&f, 0, 1, x, C, 1, &yf, 1);
+    tap_ok(yf == 2.0f - 0x1p-9f, "bf16 dot: a new run reads new values in the same input buffer "
+           "(got %a, want %a)", (double)yf, (double)(2.0f - 0x1p-9f));
+
+    struct expert e;
+    float *xe = randv(128);
+    float want[128];
+    float got[128];
+
+    expert_make(&e, MT_DTYPE_BF16, 128, 64);
+    free(e.mem[2]); /* up again, as FP8 */
+    free(e.mem[3]);
+    weight_make(&e.up, &e.mem[2], &e.mem[3], MT_DTYPE_F8_E4M3, 64, 128);
+    struct mt_cpu_expert_job job = {&e.gate, &e.up, &e.down, 1, xe, want};
+
+    tap_ok(mt_cpu_expert_run(MT_CPU_LEVEL_SCALAR, &job) == MT_OK, "scalar runs");
+    job.y = got;
+    tap_ok(mt_cpu_expert_run(MT_CPU_LEVEL_AVX512, &job) == MT_OK, "avx512 runs");
+    close_enough("bf16 gate, fp8 up, avx512 dot=3 vs scalar", got, want, 128);
+    mt_cpu_experts_decode = 0;
+    expert_free(&e);
+    free(xe);
 }
 
 /* A provider over in-memory experts, counting acquires minus releases. */
@@ -660,6 +820,62 @@ test_executor(struct mt_cpu_team *team)
     }
 }
 
+/*
+ * mt_cpu_isa_detect against the compiler's own reading of cpuid and XCR0
+ * (__builtin_cpu_supports: a unit counts only where the OS saves its registers too, as
+ * cpu/isa.h asks), for each unit the kernel families need; the level names; and MOETIER_ISA:
+ * every level up to the best this CPU runs is chosen as asked, every one above it is
+ * MT_ERR_UNSUPPORTED. (AMX is left out of the comparison: GCC 12 does not name it.)
+ */
+static void
+test_isa(enum mt_cpu_level max)
+{
+    static const char *const names[4] = {"scalar", "avx2", "avx512", "amx"};
+    struct mt_cpu_isa isa;
+    enum mt_cpu_level level;
+    bool names_ok = strcmp(mt_cpu_level_name((enum mt_cpu_level)4), "?") == 0;
+
+    __builtin_cpu_init();
+    mt_cpu_isa_detect(&isa);
+    tap_ok(isa.avx2 == (__builtin_cpu_supports("avx2") != 0) &&
+               isa.fma == (__builtin_cpu_supports("fma") != 0) &&
+               isa.f16c == (__builtin_cpu_supports("f16c") != 0) &&
+               isa.avx512f == (__builtin_cpu_supports("avx512f") != 0) &&
+               isa.avx512bw == (__builtin_cpu_supports("avx512bw") != 0) &&
+               isa.avx512vl == (__builtin_cpu_supports("avx512vl") != 0) &&
+               isa.avx512_vnni == (__builtin_cpu_supports("avx512vnni") != 0) &&
+               isa.avx512_bf16 == (__builtin_cpu_supports("avx512bf16") != 0) &&
+               isa.avx512_fp16 == (__builtin_cpu_supports("avx512fp16") != 0),
+           "mt_cpu_isa_detect agrees with __builtin_cpu_supports: avx2 %d fma %d f16c %d "
+           "avx512 f %d bw %d vl %d vnni %d bf16 %d fp16 %d", isa.avx2, isa.fma, isa.f16c,
+           isa.avx512f, isa.avx512bw, isa.avx512vl, isa.avx512_vnni, isa.avx512_bf16,
+           isa.avx512_fp16);
+    bool has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                __builtin_cpu_supports("f16c");
+    bool has512 = has2 && __builtin_cpu_supports("avx512f") &&
+                  __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+    tap_ok((max < MT_CPU_LEVEL_AVX2 || has2) && (max < MT_CPU_LEVEL_AVX512 || has512) &&
+               (!has2 || max >= MT_CPU_LEVEL_AVX2) && (!has512 || max >= MT_CPU_LEVEL_AVX512),
+           "the best level (%s) is the best whose units the CPU has (AVX2 + FMA + F16C; "
+           "AVX-512 F + BW + VL)", mt_cpu_level_name(max));
+    for (int l = 0; l < 4; l++) {
+        mt_status_t st;
+
+        names_ok = names_ok && strcmp(mt_cpu_level_name((enum mt_cpu_level)l), names[l]) == 0;
+        setenv("MOETIER_ISA", names[l], 1);
+        level = (enum mt_cpu_level)-1;
+        mt_log_set_quiet(true);
+        st = mt_cpu_level_select(&level);
+        mt_log_set_quiet(false);
+        tap_ok(l <= (int)max ? st == MT_OK && level == (enum mt_cpu_level)l
+                             : st == MT_ERR_UNSUPPORTED,
+               "MOETIER_ISA=%s %s", names[l],
+               l <= (int)max ? "selects it" : "is refused (MT_ERR_UNSUPPORTED) on this CPU");
+    }
+    unsetenv("MOETIER_ISA");
+    tap_ok(names_ok, "the level names: scalar, avx2, avx512, amx, and ? beyond");
+}
+
 int
 main(void)
 {
@@ -684,6 +900,7 @@ main(void)
     mt_log_set_quiet(false);
     unsetenv("MOETIER_ISA");
     tap_ok(mt_cpu_level_select(&level) == MT_OK && level == max, "default is the best level");
+    test_isa(max);
 
     for (int d = 0; d < 2; d++) {
         enum mt_dtype dt = d == 0 ? MT_DTYPE_F8_E4M3 : MT_DTYPE_BF16;
@@ -706,6 +923,7 @@ main(void)
         test_expert(dt, 256, 64, 17, max);
     }
     test_swiglu(max);
+    test_dot_kernels();
     test_inf_activation(MT_DTYPE_F8_E4M3, max);
     test_inf_activation(MT_DTYPE_BF16, max);
     if (max >= MT_CPU_LEVEL_AMX) {
@@ -850,6 +1068,7 @@ main(void)
         test_ws_fault(team, (enum mt_cpu_level)l);
     }
     test_bad_jobs(team);
+    test_combine();
     test_executor(team);
     mt_cpu_team_destroy(team);
     return tap_done();

@@ -4,8 +4,8 @@
  * machine and on synthetic hwloc topologies (HWLOC_SYNTHETIC): every core exactly once, one PU
  * each, tagged with its NUMA node; nodes that share their cores with an earlier node (hwloc 2
  * gives memory-only nodes, such as a Xeon Max's HBM in flat mode or CXL memory, the cpuset of
- * the cores nearest to them) are not counted again; and a team that cannot pin its threads
- * says so.
+ * the cores nearest to them) are not counted again; a team that cannot pin its threads
+ * says so; and team sizes, job sizes and barriers as cpu/team.h gives them.
  */
 #include <config.h>
 
@@ -154,6 +154,154 @@ check_l3_total(void)
     unsetenv("HWLOC_SYNTHETIC");
 }
 
+struct team_probe {
+    struct mt_cpu_team *team;
+    int calls;   /* fn calls */
+    int arrived; /* calls that reached the first barrier */
+    int bad;     /* a call that saw another n, or passed a barrier before all arrived */
+    int want_n;
+};
+
+static void
+probe_call(void *arg, int tid, int n)
+{
+    struct team_probe *p = arg;
+
+    if (n != p->want_n || tid < 0 || tid >= n) {
+        __atomic_fetch_add(&p->bad, 1, __ATOMIC_RELAXED);
+    }
+    __atomic_fetch_add(&p->calls, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&p->arrived, 1, __ATOMIC_SEQ_CST);
+    mt_cpu_team_barrier(p->team);
+    if (__atomic_load_n(&p->arrived, __ATOMIC_SEQ_CST) != n) {
+        __atomic_fetch_add(&p->bad, 1, __ATOMIC_RELAXED);
+    }
+    mt_cpu_team_barrier(p->team); /* a second round on the same barrier */
+}
+
+/*
+ * Team sizes and jobs as team.h says, on a synthetic machine of 3 cores: threads <= 0 gives
+ * one per core, 1..3 that many, 4 is MT_ERR_INVAL; a job of n threads calls fn on threads
+ * 0..n-1 with that n (n <= 0 or above the size: all), and its barriers wait for those n only.
+ */
+static void
+check_team_sizes(void)
+{
+    static const struct {
+        int threads;
+        int size;
+    } sizes[] = {{0, 3}, {-1, 3}, {1, 1}, {2, 2}, {3, 3}};
+    static const int jobs[][2] = {{0, 3}, {-2, 3}, {1, 1}, {2, 2}, {3, 3}, {7, 3}};
+    struct mt_cpu_team *team = NULL;
+    bool ok = true;
+
+    setenv("HWLOC_SYNTHETIC", "core:3 pu:2", 1);
+    mt_log_set_quiet(true); /* a synthetic machine's cores cannot be bound to: one warning */
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        team = NULL;
+        ok = ok && mt_cpu_team_create(-1, sizes[i].threads, &team) == MT_OK &&
+             mt_cpu_team_size(team) == sizes[i].size;
+        mt_cpu_team_destroy(team);
+    }
+    tap_ok(ok, "3 cores: a team of 0 (one per core), -1, 1, 2, 3 threads has 3, 3, 1, 2, 3");
+    team = NULL;
+    tap_ok(mt_cpu_team_create(-1, 4, &team) == MT_ERR_INVAL && team == NULL,
+           "3 cores: a team of 4 threads is MT_ERR_INVAL");
+    ok = mt_cpu_team_create(-1, 0, &team) == MT_OK;
+    mt_log_set_quiet(false);
+    for (size_t i = 0; ok && i < sizeof(jobs) / sizeof(jobs[0]); i++) {
+        struct team_probe p = {team, 0, 0, 0, jobs[i][1]};
+
+        mt_cpu_team_run(team, jobs[i][0], probe_call, &p);
+        ok = p.calls == jobs[i][1] && p.bad == 0;
+        if (!ok) {
+            tap_diag("job of n %d: %d calls (want %d), %d bad", jobs[i][0], p.calls, jobs[i][1],
+                     p.bad);
+        }
+    }
+    tap_ok(ok, "a team of 3 runs jobs of n 0, -2, 1, 2, 3, 7 on 3, 3, 1, 2, 3, 3 threads, each "
+           "seeing that n, its barriers waiting for exactly those");
+    mt_cpu_team_destroy(team);
+    unsetenv("HWLOC_SYNTHETIC");
+}
+
+/*
+ * The team's threads know their NUMA node (cores are listed node by node: 2 nodes of 2 cores
+ * give 0, 0, 1, 1); and the summary of a one-node machine gives that node all of the memory
+ * (the kernel's MemTotal), as for the machine.
+ */
+static void
+check_team_nodes(void)
+{
+    struct mt_cpu_team *team = NULL;
+    struct mt_cpu_topo tp;
+    bool ok;
+
+    setenv("HWLOC_SYNTHETIC", "pack:2 [numa] core:2 pu:1", 1);
+    mt_log_set_quiet(true);
+    ok = mt_cpu_team_create(-1, 0, &team) == MT_OK;
+    mt_log_set_quiet(false);
+    tap_ok(ok && mt_cpu_team_size(team) == 4 && mt_cpu_team_node(team, 0) == 0 &&
+               mt_cpu_team_node(team, 1) == 0 && mt_cpu_team_node(team, 2) == 1 &&
+               mt_cpu_team_node(team, 3) == 1,
+           "2 nodes of 2 cores: the team's threads are on nodes 0, 0, 1, 1");
+    mt_cpu_team_destroy(team);
+    setenv("HWLOC_SYNTHETIC", "core:3 pu:2", 1);
+    ok = mt_cpu_topo_query(&tp) == MT_OK;
+    tap_ok(ok && tp.n_nodes == 1 && tp.node_mem[0] == tp.mem_bytes && tp.mem_bytes > 0,
+           "one node: the summary gives it the machine's memory (%llu of %llu bytes)",
+           ok ? (unsigned long long)tp.node_mem[0] : 0ull,
+           ok ? (unsigned long long)tp.mem_bytes : 0ull);
+    unsetenv("HWLOC_SYNTHETIC");
+}
+
+/*
+ * A process kept to one PU (taskset) gets one core set, that PU's: the team never pins a
+ * thread to a core the user kept it off. Needs a machine of two cores or more.
+ */
+static void
+check_binding_restricts(void)
+{
+    hwloc_topology_t topo;
+    hwloc_topology_t bound;
+    hwloc_bitmap_t saved = hwloc_bitmap_alloc();
+    hwloc_cpuset_t *sets = NULL;
+    int *node_of = NULL;
+    int n = 0;
+    bool ok;
+
+    unsetenv("HWLOC_SYNTHETIC");
+    if (saved == NULL || mt_cpu_topo_load(&topo) != MT_OK) {
+        tap_ok(false, "this machine's topology loads");
+        hwloc_bitmap_free(saved);
+        return;
+    }
+    if (hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_CORE) < 2 ||
+        hwloc_get_cpubind(topo, saved, HWLOC_CPUBIND_PROCESS) != 0) {
+        tap_ok(true, "a process kept to one PU gets one core set # SKIP one core, or no "
+               "binding here");
+        hwloc_topology_destroy(topo);
+        hwloc_bitmap_free(saved);
+        return;
+    }
+    hwloc_const_cpuset_t one = hwloc_get_obj_by_type(topo, HWLOC_OBJ_PU, 0)->cpuset;
+
+    ok = hwloc_set_cpubind(topo, one, HWLOC_CPUBIND_PROCESS) == 0;
+    if (ok && mt_cpu_topo_load(&bound) == MT_OK) {
+        ok = mt_cpu_core_sets(bound, -1, &sets, &node_of, &n) == MT_OK && n == 1 &&
+             hwloc_bitmap_isequal(sets[0], one);
+        mt_cpu_core_sets_free(sets, n);
+        free(node_of);
+        hwloc_topology_destroy(bound);
+    } else {
+        ok = false;
+    }
+    (void)hwloc_set_cpubind(topo, saved, HWLOC_CPUBIND_PROCESS);
+    hwloc_topology_destroy(topo);
+    hwloc_bitmap_free(saved);
+    tap_ok(ok, "a process kept to one PU gets one core set, that PU's (%d sets)", n);
+}
+
 int
 main(void)
 {
@@ -170,5 +318,8 @@ main(void)
     unsetenv("HWLOC_SYNTHETIC");
     check_unbound_team();
     check_l3_total();
+    check_team_sizes();
+    check_team_nodes();
+    check_binding_restricts();
     return tap_done();
 }

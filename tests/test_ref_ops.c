@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test_ref_ops.c - the CPU reference ops against independent, straightforward formulas.
+ * test_ref_ops.c - the CPU reference ops, and the number formats they read (cpu/convert.h),
+ * against independent, straightforward formulas.
  *
  * Each check recomputes the expected value the slow obvious way (explicit matrices, double
  * precision, hand-made cases), never by calling another reference op.
@@ -12,6 +13,7 @@
 #include "runtime/base/rng.h"
 #include "tests/tap.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,6 +211,10 @@ test_act_quant(void)
     s = mt_cpu_act_quant(z, 4, true, q);
     tap_ok(s == mt_cpu_round_scale_ue8m0(1e-4f / 448.0f) && q[0] == 0,
            "act_quant: amax clamped at 1e-4 (scale %a)", (double)s);
+    float small[2] = {5e-5f, -2e-5f}; /* amax below 1e-4: clamped to 1e-4 */
+    s = mt_cpu_act_quant(small, 2, false, q);
+    tap_ok(s == 1e-4f / 448.0f, "act_quant: amax 5e-5 clamped to 1e-4 (scale %a, want %a)",
+           (double)s, (double)(1e-4f / 448.0f));
     tap_ok(mt_cpu_round_scale_ue8m0(0.25f) == 0.25f && mt_cpu_round_scale_ue8m0(0.3f) == 0.5f &&
            mt_cpu_round_scale_ue8m0(0x1.000002p-3f) == 0.25f,
            "ue8m0 rounding: powers of two stay, others round up");
@@ -361,10 +367,14 @@ test_topk(void)
 {
     float s[8] = {0.5f, 2.0f, 0.5f, -1.0f, 2.0f, 0.0f, NAN, 0.5f};
     int32_t idx[5];
+    int32_t idx8[8];
 
     tap_ok(mt_cpu_topk(s, 8, 5, idx) == MT_OK && idx[0] == 1 && idx[1] == 4 && idx[2] == 0 &&
                idx[3] == 2 && idx[4] == 7,
            "top-k: by decreasing score, ties to the smaller index, NaN last");
+    tap_ok(mt_cpu_topk(s, 8, 8, idx8) == MT_OK && idx8[0] == 1 && idx8[1] == 4 && idx8[5] == 5 &&
+               idx8[6] == 3 && idx8[7] == 6,
+           "top-k: k = n orders them all (the smallest, then NaN, last)");
     mt_log_set_quiet(true);
     tap_ok(mt_cpu_topk(s, 8, 9, idx) == MT_ERR_INVAL, "top-k: k > n is an error");
     mt_log_set_quiet(false);
@@ -424,6 +434,21 @@ test_index_scores(void)
     tap_ok(worst < 0.08 * mag + 1e-3,
            "FP8 index scores approximate exact ones (max diff %.3g of %.3g)",
            worst, mag);
+
+    /* FP8 scores by hand: q heads all 1.0 and all -1.0 (e4m3 0x38, 0xb8), keys all 2.0 (0x40):
+     * head dots 8 and -8, ReLU keeps 8 of head 0 (weight 0.5): 4, times each key's own scale */
+    uint8_t hq[2 * 4], hk[3 * 4];
+    const float hw[2] = {0.5f, 2.0f};
+    const float hks[3] = {1.0f, 0.25f, 3.0f};
+    float hout[3];
+
+    memset(hq, 0x38, 4);
+    memset(hq + 4, 0xb8, 4);
+    memset(hk, 0x40, sizeof(hk));
+    mt_cpu_index_scores_fp8(hq, hw, 2, 4, hk, hks, 3, hout);
+    tap_ok(hout[0] == 4.0f && hout[1] == 1.0f && hout[2] == 12.0f,
+           "FP8 index scores by hand: 4 x each key's scale (got %g %g %g, want 4 1 12)",
+           (double)hout[0], (double)hout[1], (double)hout[2]);
 }
 
 static void
@@ -532,6 +557,12 @@ test_router(void)
     tap_ok(fabsf(w[0] - 1.25f) < 1e-5f && fabsf(w[1] - 1.25f) < 1e-5f,
            "router: weights are unbiased sigmoid, normalized, times 2.5 (%g %g)", (double)w[0],
            (double)w[1]);
+    p.norm_topk_prob = false; /* the same choice; weights s x 2.5 = 0.2 x 2.5, not renormalized */
+    mt_cpu_router(logits, bias, &p, rwork, ids, w);
+    tap_ok(ids[0] == 4 && ids[1] == 5 && fabsf(w[0] - 0.5f) < 1e-5f && fabsf(w[1] - 0.5f) < 1e-5f,
+           "router without norm_topk_prob: experts %d %d, weights %g %g (want 0.5: s x 2.5)",
+           ids[0], ids[1], (double)w[0], (double)w[1]);
+    p.norm_topk_prob = true;
     mt_cpu_router(logits, NULL, &p, rwork, ids, w);
     /* no bias: g0 1.05, g1 1.0, g2 .4, g3 1.15 -> keep g3, g0: experts 0, 6 */
     tap_ok(ids[0] == 0 && ids[1] == 6 && fabsf(w[0] - 0.9f / 1.5f * 2.5f) < 1e-5f,
@@ -543,6 +574,14 @@ test_router(void)
     mt_cpu_router(logits, bias, &p, rwork, ids, w);
     tap_ok(ids[0] >= 0 && ids[0] < 8 && ids[1] >= 0 && ids[1] < 8 && ids[0] != ids[1],
            "router on NaN logits still returns k distinct valid ids (%d %d)", ids[0], ids[1]);
+    /* one expert's biased score NaN (a corrupt bias): the finite best ones are chosen */
+    struct mt_cpu_router_params p1 = {.n_experts = 4, .n_group = 1, .topk_group = 1, .k = 2,
+                                      .norm_topk_prob = false, .routed_scaling_factor = 1.0f};
+    float l1[4] = {0.0f, 2.0f, 0.5f, 1.0f}; /* sigmoid increasing with the logit: 1, 3, 2, 0 */
+    float b1[4] = {NAN, 0.0f, 0.0f, 0.0f};
+    mt_cpu_router(l1, b1, &p1, rwork, ids, w);
+    tap_ok(ids[0] == 1 && ids[1] == 3, "router: a NaN biased score is passed over for finite "
+           "ones (got %d %d, want 1 3)", ids[0], ids[1]);
 }
 
 static void
@@ -583,6 +622,238 @@ test_swiglu(void)
     tap_ok(ok, "SwiGLU: down(silu(gate x) * up x)");
 }
 
+/*
+ * The number formats of convert.h against their definitions (e4m3fn: bias 7, 3 mantissa bits,
+ * subnormals m/8 x 2^-6, 0x7F/0xFF NaN, no inf; IEEE binary16; bf16 = the top half of fp32),
+ * not against another conversion: hand-worked values; every finite code one step (the format's
+ * spacing in its binade) above the one before; round trips of every code; ties to even at every
+ * midpoint between neighbours (the code with an even mantissa), saturation and NaN.
+ */
+static float
+fp8_step(int c) /* e4m3 code c + 1 - code c (0..125): 2^-9 in the subnormals and binade 1 */
+{
+    return ldexpf(1.0f, (c >> 3 > 1 ? c >> 3 : 1) - 10);
+}
+
+static float
+f16_step(int h) /* binary16 code h + 1 - code h (0..0x7bfe) */
+{
+    return ldexpf(1.0f, (h >> 10 > 1 ? h >> 10 : 1) - 25);
+}
+
+static bool
+same_float(float a, float b) /* equal bits for non-NaN: -0 differs from +0 */
+{
+    return a == b && signbit(a) == signbit(b);
+}
+
+static void
+test_convert_fp8(void)
+{
+    static const struct {
+        uint8_t code;
+        float value;
+    } known[] = {
+        {0x00, 0.0f}, {0x80, -0.0f}, {0x01, 0x1p-9f}, {0x81, -0x1p-9f}, {0x07, 7 * 0x1p-9f},
+        {0x08, 0x1p-6f}, {0x0f, 1.875f * 0x1p-6f}, {0x30, 0.5f}, {0x38, 1.0f}, {0x39, 1.125f},
+        {0x3c, 1.5f}, {0x40, 2.0f}, {0x77, 240.0f}, {0x78, 256.0f}, {0x7e, 448.0f},
+        {0xb8, -1.0f}, {0xfe, -448.0f},
+    };
+    int bad = -1;
+    float dec[256];
+
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]) && bad < 0; i++) {
+        bad = same_float(mt_fp8_to_f32(known[i].code), known[i].value) ? -1 : (int)i;
+    }
+    tap_ok(bad < 0, "e4m3 decode of hand-worked codes (0, -0, subnormals, 1, 1.5, 448, -448)%s",
+           bad < 0 ? "" : " FAILED");
+    bad = -1;
+    for (int c = 1; c < 127 && bad < 0; c++) {
+        float v = mt_fp8_to_f32((mt_fp8_t)c);
+
+        if (!(v - mt_fp8_to_f32((mt_fp8_t)(c - 1)) == fp8_step(c - 1)) ||
+            !same_float(mt_fp8_to_f32((mt_fp8_t)(c | 0x80)), -v)) {
+            bad = c;
+        }
+    }
+    tap_ok(bad < 0 && isnan(mt_fp8_to_f32(0x7f)) && isnan(mt_fp8_to_f32(0xff)),
+           "e4m3 decode: each code one e4m3 step above the one before, negatives mirror "
+           "positives, 0x7f and 0xff NaN (first bad code %d)", bad);
+    mt_fp8_to_f32_n((const mt_fp8_t *)"\x00\x38\xfe\x7f", dec, 4);
+    tap_ok(same_float(dec[0], 0.0f) && dec[1] == 1.0f && dec[2] == -448.0f && isnan(dec[3]),
+           "e4m3 bulk decode");
+
+    bad = -1;
+    for (int c = 0; c < 256 && bad < 0; c++) {
+        if ((c & 0x7f) != 0x7f && mt_f32_to_fp8(mt_fp8_to_f32((mt_fp8_t)c)) != c) {
+            bad = c;
+        }
+    }
+    tap_ok(bad < 0, "e4m3 encode gives back every finite code, -0 included (first bad %d)", bad);
+    /* the midpoint of codes c and c + 1 goes to the one with an even mantissa; a float either
+     * side of it to the nearer code */
+    bad = -1;
+    for (int c = 0; c < 126 && bad < 0; c++) {
+        float lo = mt_fp8_to_f32((mt_fp8_t)c);
+        float mid = lo + fp8_step(c) / 2;
+        int even = c % 2 == 0 ? c : c + 1;
+
+        if (mt_f32_to_fp8(mid) != even || mt_f32_to_fp8(-mid) != (even | 0x80) ||
+            mt_f32_to_fp8(nextafterf(mid, 0.0f)) != c ||
+            mt_f32_to_fp8(nextafterf(mid, INFINITY)) != c + 1) {
+            bad = c;
+        }
+    }
+    tap_ok(bad < 0, "e4m3 encode rounds to nearest, ties to even, subnormals included (first "
+           "bad midpoint above code %d)", bad);
+    tap_ok(mt_f32_to_fp8(448.0f) == 0x7e && mt_f32_to_fp8(464.0f) == 0x7e &&
+               mt_f32_to_fp8(1e30f) == 0x7e && mt_f32_to_fp8(INFINITY) == 0x7e &&
+               mt_f32_to_fp8(-500.0f) == 0xfe && mt_f32_to_fp8(-INFINITY) == 0xfe,
+           "e4m3 encode saturates to +-448 (0x7e, 0xfe), infinities too");
+    tap_ok(mt_f32_to_fp8(NAN) == 0x7f && mt_f32_to_fp8(0x1p-11f) == 0x00 &&
+               mt_f32_to_fp8(-1e-30f) == 0x80,
+           "e4m3 encode: NaN to 0x7f; below half the smallest subnormal to a signed zero");
+}
+
+static void
+test_convert_f16(void)
+{
+    static const struct {
+        uint16_t code;
+        float value;
+    } known[] = {
+        {0x0000, 0.0f}, {0x8000, -0.0f}, {0x0001, 0x1p-24f}, {0x03ff, 1023 * 0x1p-24f},
+        {0x0400, 0x1p-14f}, {0x3c00, 1.0f}, {0x3e00, 1.5f}, {0xc000, -2.0f},
+        {0x7bff, 65504.0f}, {0x7c00, INFINITY}, {0xfc00, -INFINITY},
+    };
+    int bad = -1;
+    float dec[3];
+
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]) && bad < 0; i++) {
+        bad = same_float(mt_f16_to_f32(known[i].code), known[i].value) ? -1 : (int)i;
+    }
+    tap_ok(bad < 0 && isnan(mt_f16_to_f32(0x7e00)) && isnan(mt_f16_to_f32(0x7c01)) &&
+               isnan(mt_f16_to_f32(0xfc01)),
+           "binary16 decode of hand-worked codes, infinities and NaNs (first bad %d)", bad);
+    bad = -1;
+    for (int h = 1; h <= 0x7bff && bad < 0; h++) {
+        float v = mt_f16_to_f32((mt_f16_t)h);
+
+        if (!(v - mt_f16_to_f32((mt_f16_t)(h - 1)) == f16_step(h - 1)) ||
+            !same_float(mt_f16_to_f32((mt_f16_t)(h | 0x8000)), -v)) {
+            bad = h;
+        }
+    }
+    tap_ok(bad < 0, "binary16 decode: each code one step above the one before, negatives mirror "
+           "positives (first bad code %d)", bad);
+    mt_f16_to_f32_n((const mt_f16_t[]){0x3c00, 0x8001, 0x7c00}, dec, 3);
+    tap_ok(dec[0] == 1.0f && dec[1] == -0x1p-24f && dec[2] == INFINITY, "binary16 bulk decode");
+
+    bad = -1;
+    for (int h = 0; h < 0x10000 && bad < 0; h++) {
+        if ((h & 0x7fff) <= 0x7c00 && mt_f32_to_f16(mt_f16_to_f32((mt_f16_t)h)) != h) {
+            bad = h;
+        }
+    }
+    tap_ok(bad < 0, "binary16 encode gives back every non-NaN code (first bad %d)",
+           bad);
+    bad = -1;
+    for (int h = 0; h < 0x7bff && bad < 0; h++) {
+        float lo = mt_f16_to_f32((mt_f16_t)h);
+        float mid = lo + f16_step(h) / 2;
+        int even = h % 2 == 0 ? h : h + 1;
+
+        if (mt_f32_to_f16(mid) != even || mt_f32_to_f16(-mid) != (even | 0x8000) ||
+            mt_f32_to_f16(nextafterf(mid, 0.0f)) != h ||
+            mt_f32_to_f16(nextafterf(mid, INFINITY)) != h + 1) {
+            bad = h;
+        }
+    }
+    tap_ok(bad < 0, "binary16 encode rounds to nearest, ties to even, subnormals included (first "
+           "bad midpoint above code %d)", bad);
+    /* 65520 is the midpoint of 65504 (odd mantissa) and 2^16: it rounds to inf */
+    tap_ok(mt_f32_to_f16(65520.0f) == 0x7c00 && mt_f32_to_f16(nextafterf(65520.0f, 0)) == 0x7bff &&
+               mt_f32_to_f16(1e30f) == 0x7c00 && mt_f32_to_f16(-INFINITY) == 0xfc00 &&
+               isnan(mt_f16_to_f32(mt_f32_to_f16(NAN))),
+           "binary16 encode: overflow to inf from 65520, NaN stays NaN");
+}
+
+static void
+test_convert_bf16(void)
+{
+    float dec[2];
+
+    tap_ok(mt_f32_to_bf16(1.0f) == 0x3f80 && mt_f32_to_bf16(-2.0f) == 0xc000 &&
+               mt_f32_to_bf16(1.0f + 0x1p-8f) == 0x3f80 &&
+               mt_f32_to_bf16(1.0f + 3 * 0x1p-8f) == 0x3f82 &&
+               mt_f32_to_bf16(nextafterf(1.0f + 0x1p-8f, 2.0f)) == 0x3f81 &&
+               mt_f32_to_bf16(-0.0f) == 0x8000 && mt_f32_to_bf16(INFINITY) == 0x7f80 &&
+               mt_f32_to_bf16(0x1.fffffep127f) == 0x7f80 && isnan(mt_bf16_to_f32(
+                   mt_f32_to_bf16(NAN))) && mt_bf16_to_f32(0x3fc0) == 1.5f &&
+               mt_bf16_to_f32(0x0001) == 0x1p-133f,
+           "bf16: round to nearest even, the largest float to inf, NaN stays NaN; decode");
+    mt_bf16_to_f32_n((const mt_bf16_t[]){0x3f80, 0xff80}, dec, 2);
+    tap_ok(dec[0] == 1.0f && dec[1] == -INFINITY, "bf16 bulk decode");
+}
+
+/*
+ * A block-scaled FP8 weight of 130 x 260 (scale blocks of 128: 2 x 3, the last ones cut short)
+ * dequantized as out[i, j] = W[i, j] x S[i / 128, j / 128], with each block's scale a distinct
+ * power of two so that a wrong block shows.
+ */
+static void
+test_fp8_dequant(void)
+{
+    enum { R = 130, C = 260 };
+    static mt_fp8_t w[R * C];
+    static float out[R * C];
+    float s[2 * 3];
+    int bad = -1;
+
+    for (int b = 0; b < 6; b++) {
+        s[b] = ldexpf(1.0f, b - 2);
+    }
+    for (int i = 0; i < R * C; i++) {
+        w[i] = (mt_fp8_t)(0x30 + i % 15); /* 0.5 .. 1.75: finite, non-zero */
+    }
+    mt_fp8_dequant_block(w, s, R, C, out);
+    for (int i = 0; i < R && bad < 0; i++) {
+        for (int j = 0; j < C && bad < 0; j++) {
+            int blk = (i >= 128 ? 3 : 0) + (j >= 256 ? 2 : j >= 128 ? 1 : 0);
+
+            if (out[i * C + j] != mt_fp8_to_f32(w[i * C + j]) * s[blk]) {
+                bad = i * C + j;
+            }
+        }
+    }
+    tap_ok(bad < 0, "fp8 dequant 130x260: every element times its 128x128 block's scale (first "
+           "bad %d)", bad);
+}
+
+/* Block scales are checked: finite, not negative, 448 x scale finite; the bad one is named. */
+static void
+test_fp8_scales_check(void)
+{
+    const float big_ok = 3.0e38f / 448.0f;
+    const float over = nextafterf(FLT_MAX / 448.0f, INFINITY);
+    float ok[] = {0.0f, 1.0f, 1e-30f, big_ok};
+    static const float bad_vals[] = {-1e-30f, -1.0f, NAN, INFINITY, 0.0f};
+    bool all = true;
+
+    mt_log_set_quiet(true);
+    all = mt_fp8_scales_check(ok, 4, "w") == MT_OK;
+    for (size_t i = 0; i < sizeof(bad_vals) / sizeof(bad_vals[0]); i++) {
+        float s[5] = {1.0f, 0.5f, 2.0f, 1.0f, bad_vals[i]};
+
+        s[4] = i == 4 ? over : s[4]; /* 448 x it overflows */
+        all = all && mt_fp8_scales_check(s, 5, "blk.w") == MT_ERR_FORMAT &&
+              strstr(mt_last_error(), "'blk.w': block scale 4 ") != NULL;
+    }
+    mt_log_set_quiet(false);
+    tap_ok(all, "fp8 block scales: 0 .. 3e38/448 pass; negative, NaN, inf and 448 x s overflow "
+           "are MT_ERR_FORMAT naming the tensor and the block, the last one included");
+}
+
 int
 main(void)
 {
@@ -599,5 +870,10 @@ main(void)
     test_attention();
     test_router();
     test_swiglu();
+    test_convert_fp8();
+    test_convert_f16();
+    test_convert_bf16();
+    test_fp8_dequant();
+    test_fp8_scales_check();
     return tap_done();
 }
