@@ -537,6 +537,52 @@ make_profile(struct mt_hwprofile *hw, double hbm, double dram, double pcie, doub
 }
 
 /*
+ * The decode prediction is never below the expected-load one (planner.h: decode_ms_mean_load is
+ * "a bound"): E[max] over a layer's sources is at least the max of their expected loads, though
+ * a finite sample of tokens may come out below it. V3.2 with a few GiB of GPU experts beside
+ * DRAM ones, the placements where layers wait on two sources at once, must still predict
+ * decode_ms >= decode_ms_mean_load, and decode_tok_s from decode_ms.
+ */
+static void
+test_decode_bound(void)
+{
+    struct mt_model_config cfg;
+    struct mt_model_sizes sz;
+    struct mt_hwprofile hw;
+    struct mt_plan_budget b;
+    const int extra_half_gib[] = {2, 5, 8, 13};
+    bool ok = true;
+    double worst = HUGE_VAL;
+    mt_status_t st;
+
+    mt_config_default_v32(&cfg);
+    st = mt_model_sizes_compute(&cfg, cfg.fp8, &sz);
+    make_profile(&hw, 1000, 400, 0, 7);
+    mt_plan_budget_default(&b);
+    b.cpu_mem = (uint64_t)1 << 40;
+    for (size_t i = 0; st == MT_OK && i < sizeof(extra_half_gib) / sizeof(extra_half_gib[0]);
+         i++) {
+        struct mt_plan *plan = NULL;
+
+        b.gpu_mem = sz.gpu_other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token +
+                    b.gpu_reserve + ((uint64_t)extra_half_gib[i] << 29);
+        st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
+        if (st == MT_OK) {
+            ok = ok && plan->tier[MT_TIER_GPU].experts > 0 &&
+                 plan->tier[MT_TIER_DRAM_CPU].experts > 0 && plan->decode_ms_mean_load > 0 &&
+                 plan->decode_ms >= plan->decode_ms_mean_load &&
+                 fabs(plan->decode_tok_s * plan->decode_ms - 1e3) < 1e-9;
+            worst = MT_MIN(worst, plan->decode_ms - plan->decode_ms_mean_load);
+        }
+        mt_plan_destroy(plan);
+    }
+    tap_ok(st == MT_OK && ok,
+           "GPU + DRAM V3.2 plans at 1 to 6.5 GiB of GPU experts: sampled decode never below the "
+           "expected-load bound (least margin %.3g ms)%s%s",
+           worst, st == MT_OK ? "" : ": ", st == MT_OK ? "" : mt_last_error());
+}
+
+/*
  * What a profile's learned section does to a plan (planner_int.h, mt_plan_apply_learned;
  * hwprofile.h: reports 0 is "the section is absent"): with reports >= 1 the plan takes the
  * learned CPU, disk, GPU and prefill efficiencies and the host wait, each efficiency clamped to
@@ -2312,6 +2358,7 @@ main(void)
     test_nvme_prefill();
     test_keep_storage_modes();
     test_v32_plans();
+    test_decode_bound();
     test_shipped_profiles();
     test_host_wait();
     test_learned_apply();
