@@ -583,6 +583,62 @@ test_decode_bound(void)
 }
 
 /*
+ * Prefill's compute choice is made at the plan's prefill batch (planner.h, "prefill": the compute
+ * choice at batch prefill_batch; planner.c, mt_plan_prefill_tiers), down to a batch of 2: V3.2
+ * with every expert in DRAM, a CPU that reads 25 GB/s and PCIe at 400, copies some of each
+ * layer's DRAM experts to GPU slots in a 2-token step ('P'), as many in every layer (uniform
+ * routing); decode computes them all on the CPU ('C'). By hand: each expert is used by a step
+ * with the same probability u, and its bytes cross the DRAM bus (25 GB/s) whichever side
+ * computes it (test_dram_copy_bus), so the bus takes 256 u x / 25 a layer; the CPU's 256 - k at
+ * 25 x 0.6 take (256 - k) u x / 15, the longer side until k = 103 (153 / 15 < 256 / 25 <
+ * 154 / 15); past it the layer is no shorter, so 103 experts a layer are copied.
+ */
+static void
+test_prefill_batch_2(void)
+{
+    struct mt_model_config cfg;
+    struct mt_model_sizes sz;
+    struct mt_hwprofile hw;
+    struct mt_plan_budget b;
+    struct mt_plan *plan = NULL;
+    int decode_c = 0;
+    int prefill_p = 0;
+    int in_layer_3 = 0;
+    mt_status_t st;
+
+    mt_config_default_v32(&cfg);
+    st = mt_model_sizes_compute(&cfg, cfg.fp8, &sz);
+    make_profile(&hw, 1000, 25, 400, 7);
+    mt_plan_budget_default(&b);
+    b.gpu_mem = sz.gpu_other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token + b.gpu_reserve;
+    b.gpu_reserve_auto = false;
+    b.cpu_mem = (uint64_t)1 << 40;
+    b.prefill_batch = 2;
+    st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan) : st;
+    for (int i = 0; st == MT_OK && i < 61 * 256; i++) {
+        decode_c += plan->tiers[i] == MT_TIER_DRAM_CPU;
+        prefill_p += plan->prefill_tiers[i] == MT_TIER_DRAM_PCIE;
+        in_layer_3 += i / 256 == 3 && plan->prefill_tiers[i] == MT_TIER_DRAM_PCIE;
+    }
+    tap_ok(st == MT_OK && plan->budget.prefill_batch == 2 && decode_c == 58 * 256 &&
+               in_layer_3 == 103 && prefill_p == 58 * in_layer_3,
+           "all-DRAM V3.2 at a 2-token prefill batch, CPU 25 GB/s, PCIe 400: decode computes "
+           "%d experts on the CPU, prefill copies %d of them to the GPU (%d a layer)%s%s",
+           decode_c, prefill_p, in_layer_3, st == MT_OK ? "" : ": ",
+           st == MT_OK ? "" : mt_last_error());
+    mt_plan_destroy(plan);
+    plan = NULL;
+    /* a 1-token step is a decode batch (engine_gpu_moe.c, mark_device): prefill is decode's */
+    b.prefill_batch = 1;
+    st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan) : st;
+    tap_ok(st == MT_OK && plan->budget.prefill_batch == 1 &&
+               memcmp(plan->prefill_tiers, plan->tiers, (size_t)61 * 256) == 0,
+           "the same at a 1-token prefill batch: prefill's tiers are decode's%s%s",
+           st == MT_OK ? "" : ": ", st == MT_OK ? "" : mt_last_error());
+    mt_plan_destroy(plan);
+}
+
+/*
  * What a profile's learned section does to a plan (planner_int.h, mt_plan_apply_learned;
  * hwprofile.h: reports 0 is "the section is absent"): with reports >= 1 the plan takes the
  * learned CPU, disk, GPU and prefill efficiencies and the host wait, each efficiency clamped to
@@ -2359,6 +2415,7 @@ main(void)
     test_keep_storage_modes();
     test_v32_plans();
     test_decode_bound();
+    test_prefill_batch_2();
     test_shipped_profiles();
     test_host_wait();
     test_learned_apply();
