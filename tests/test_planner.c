@@ -872,6 +872,30 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
         mt_plan_destroy(back);
     }
 
+    /* prefill's 'P' experts are computed on the GPU: a plan edited to hbm_gbps 0 (no GPU), with
+       its DRAM budget cut to what all its experts take so that it fits a plan without a GPU
+       (check_budgets), is refused for the GPU rate they need */
+    {
+        char dram[64];
+        struct mt_plan *b0 = NULL;
+        bool ok;
+        mt_status_t s0;
+
+        snprintf(dram, sizeof(dram), "\"dram_expert_bytes\": %" PRIu64,
+                 (uint64_t)58 * 256 * plan->expert_bytes);
+        ok = mt_plan_save(plan, path) == MT_OK &&
+             patch_first(path, "\"dram_expert_bytes\": ", PATCH_VALUE, dram) &&
+             patch_first(path, "\"hbm_gbps\": ", PATCH_VALUE, "\"hbm_gbps\": 0");
+        s0 = mt_plan_load(path, &b0);
+        tap_ok(ok && s0 == MT_ERR_FORMAT && b0 == NULL &&
+                   strstr(mt_last_error(), "layer 3 puts expert 0 on 'P' in 'prefill', but field "
+                                           "'hardware.hbm_gbps' is 0") != NULL,
+               "plan edited to hbm_gbps 0 under prefill's 'P' experts (its DRAM budget fitting a "
+               "plan without a GPU) is refused: %s",
+               s0 == MT_OK ? "it loaded" : mt_last_error());
+        mt_plan_destroy(b0);
+    }
+
     /* a prediction that is not its layers' (a tier's experts, bytes or bytes per token, or a
        decode speed off 1 / decode_ms by 0.1%) loads as none: times 0, tiers counted again */
     char speed[64];
@@ -967,6 +991,89 @@ test_nvme_plan_rates(void)
            "an all-NVMe plan edited to dram_gbps 0 is refused: %s",
            st == MT_OK ? "it loaded" : mt_last_error());
     mt_plan_destroy(back);
+    back = NULL;
+    /* and the disk rate it streams them at */
+    patched = patched && mt_plan_save(plan, path) == MT_OK &&
+              patch_first(path, "\"disk_gbps\": ", PATCH_VALUE, "\"disk_gbps\": 0");
+    st = patched ? mt_plan_load(path, &back) : MT_ERR_INTERNAL;
+    tap_ok(patched && st == MT_ERR_FORMAT && back == NULL &&
+               strstr(mt_last_error(), "on 'N' in 'tiers', but field 'hardware.disk_gbps' is 0") !=
+                   NULL,
+           "an all-NVMe plan edited to disk_gbps 0 is refused: %s",
+           st == MT_OK ? "it loaded" : mt_last_error());
+    mt_plan_destroy(back);
+    mt_plan_destroy(plan);
+}
+
+/*
+ * A plan without a GPU (hardware.hbm_gbps 0) keeps the always-on weights and the KV cache in DRAM
+ * too, so what its experts may take is cpu_mem - cpu_reserve - always_on - kv (planner.c,
+ * mt_plan_expert_room), and no GPU bytes; its file is checked in that accounting (plan_file.c,
+ * check_budgets): a DRAM budget one byte past it, or any GPU budget, is refused.
+ */
+static void
+test_cpu_plan_budgets(void)
+{
+    struct mt_model_config cfg;
+    struct mt_model_sizes sz;
+    struct mt_hwprofile hw;
+    struct mt_plan_budget b;
+    struct mt_plan *plan = NULL;
+    struct mt_plan *back = NULL;
+    char path[512];
+    char repl[64];
+    uint64_t room = 0;
+    bool ok;
+    mt_status_t st;
+
+    mt_config_default_v32(&cfg);
+    st = mt_model_sizes_compute(&cfg, cfg.fp8, &sz);
+    make_profile(&hw, 1000, 400, 25, 7);
+    hw.gpu.present = false;
+    hw.gpu.count = 0;
+    mt_plan_budget_default(&b);
+    b.cpu_mem = (uint64_t)1 << 40;
+    st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan) : st;
+    if (st == MT_OK) {
+        room = plan->budget.cpu_mem - plan->budget.cpu_reserve - plan->always_on_bytes -
+               plan->kv_bytes;
+    }
+    tap_ok(st == MT_OK && plan->hbm_gbps == 0 && plan->gpu_expert_bytes == 0 &&
+               plan->dram_expert_bytes == room && plan->tier[MT_TIER_DRAM_CPU].experts == 58 * 256,
+           "a plan without a GPU: no GPU bytes, DRAM for experts after always-on and KV (%.2f "
+           "GiB)%s%s",
+           room / 1073741824.0, st == MT_OK ? "" : ": ", st == MT_OK ? "" : mt_last_error());
+    if (st != MT_OK) {
+        goto out;
+    }
+    snprintf(path, sizeof(path), "%s/plan-cpu.json", tap_tmpdir());
+    snprintf(repl, sizeof(repl), "\"dram_expert_bytes\": %" PRIu64, room);
+    ok = mt_plan_save(plan, path) == MT_OK &&
+         patch_first(path, "\"dram_expert_bytes\": ", PATCH_VALUE, repl);
+    st = mt_plan_load(path, &back);
+    tap_ok(ok && st == MT_OK, "its file with dram_expert_bytes at that room loads%s%s",
+           st == MT_OK ? "" : ": ", st == MT_OK ? "" : mt_last_error());
+    mt_plan_destroy(back);
+    back = NULL;
+    snprintf(repl, sizeof(repl), "\"dram_expert_bytes\": %" PRIu64, room + 1);
+    ok = mt_plan_save(plan, path) == MT_OK &&
+         patch_first(path, "\"dram_expert_bytes\": ", PATCH_VALUE, repl);
+    st = mt_plan_load(path, &back);
+    tap_ok(ok && st == MT_ERR_FORMAT && back == NULL &&
+               strstr(mt_last_error(), "always_on_bytes and kv_bytes (a plan without a GPU)") !=
+                   NULL,
+           "one byte more is refused: %s", st == MT_OK ? "it loaded" : mt_last_error());
+    mt_plan_destroy(back);
+    back = NULL;
+    ok = mt_plan_save(plan, path) == MT_OK &&
+         patch_first(path, "\"gpu_expert_bytes\": ", PATCH_VALUE, "\"gpu_expert_bytes\": 1");
+    st = mt_plan_load(path, &back);
+    tap_ok(ok && st == MT_ERR_FORMAT && back == NULL &&
+               strstr(mt_last_error(), "is 1, more than the 0 bytes of a plan without a GPU") !=
+                   NULL,
+           "and so is gpu_expert_bytes 1: %s", st == MT_OK ? "it loaded" : mt_last_error());
+    mt_plan_destroy(back);
+out:
     mt_plan_destroy(plan);
 }
 
@@ -2420,6 +2527,7 @@ main(void)
     test_host_wait();
     test_learned_apply();
     test_nvme_plan_rates();
+    test_cpu_plan_budgets();
     test_dram_copy_bus();
     test_cpu_prefill_model();
     test_slot_balance();
