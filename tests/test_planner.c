@@ -568,17 +568,28 @@ test_decode_bound(void)
                     b.gpu_reserve + ((uint64_t)extra_half_gib[i] << 29);
         st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
         if (st == MT_OK) {
+            /* predicted again at its own rates (planner.h: "sampled as mt_plan_build does"),
+               the plan's own decode time */
+            struct mt_plan_rates r = {.cpu_eff = plan->budget.cpu_eff,
+                                      .gpu_eff = plan->gpu_eff,
+                                      .disk_eff = plan->disk_eff,
+                                      .host_layer_ms = plan->host_layer_ms};
+            double again = 0.0;
+            double host = 0.0;
+
             ok = ok && plan->tier[MT_TIER_GPU].experts > 0 &&
                  plan->tier[MT_TIER_DRAM_CPU].experts > 0 && plan->decode_ms_mean_load > 0 &&
                  plan->decode_ms >= plan->decode_ms_mean_load &&
-                 fabs(plan->decode_tok_s * plan->decode_ms - 1e3) < 1e-9;
+                 fabs(plan->decode_tok_s * plan->decode_ms - 1e3) < 1e-9 &&
+                 mt_plan_repredict_decode(plan, NULL, &r, &again, &host) == MT_OK &&
+                 fabs(again * 1e3 - plan->decode_ms) < 1e-9 * plan->decode_ms;
             worst = MT_MIN(worst, plan->decode_ms - plan->decode_ms_mean_load);
         }
         mt_plan_destroy(plan);
     }
     tap_ok(st == MT_OK && ok,
            "GPU + DRAM V3.2 plans at 1 to 6.5 GiB of GPU experts: sampled decode never below the "
-           "expected-load bound (least margin %.3g ms)%s%s",
+           "expected-load bound, also predicted again (least margin %.3g ms)%s%s",
            worst, st == MT_OK ? "" : ": ", st == MT_OK ? "" : mt_last_error());
 }
 
@@ -631,9 +642,16 @@ test_prefill_batch_2(void)
     /* a 1-token step is a decode batch (engine_gpu_moe.c, mark_device): prefill is decode's */
     b.prefill_batch = 1;
     st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan) : st;
+    /* and its time is decode's under expected loads: one token's always-on arithmetic is
+       shorter than reading those weights (prompt_always_s takes the longer), and the MoE step
+       is decode's */
     tap_ok(st == MT_OK && plan->budget.prefill_batch == 1 &&
-               memcmp(plan->prefill_tiers, plan->tiers, (size_t)61 * 256) == 0,
-           "the same at a 1-token prefill batch: prefill's tiers are decode's%s%s",
+               memcmp(plan->prefill_tiers, plan->tiers, (size_t)61 * 256) == 0 &&
+               fabs(plan->prefill_ms - plan->decode_ms_mean_load) <
+                   1e-9 * plan->decode_ms_mean_load,
+           "the same at a 1-token prefill batch: prefill's tiers are decode's, and its step "
+           "%.3f ms decode's under expected loads (%.3f)%s%s",
+           st == MT_OK ? plan->prefill_ms : 0.0, st == MT_OK ? plan->decode_ms_mean_load : 0.0,
            st == MT_OK ? "" : ": ", st == MT_OK ? "" : mt_last_error());
     mt_plan_destroy(plan);
 }
@@ -1425,6 +1443,18 @@ test_v32_plans(void)
     tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "try a smaller --ctx") != NULL &&
                plan == NULL,
            "--gpu-mem below always-on + KV: %s", mt_last_error());
+    /* at the edges: a budget of exactly the weights holds them, not the workspace (no --ctx
+       helps); one of exactly the weights and the workspace lacks only the KV cache */
+    b.gpu_mem = sz.gpu_other_bytes;
+    st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
+    tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "before any KV cache") != NULL &&
+               strstr(mt_last_error(), "alone") == NULL && plan == NULL,
+           "--gpu-mem of exactly the always-on weights: %s", mt_last_error());
+    b.gpu_mem = sz.gpu_other_bytes + b.gpu_reserve;
+    st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
+    tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "try a smaller --ctx") != NULL &&
+               plan == NULL,
+           "--gpu-mem of exactly the always-on weights and the workspace: %s", mt_last_error());
     /* no --gpu-mem given: the budget is the profile's, and a GPU without gpu.mem_bytes (a
        budget of 0) is named as the profile's field, not as "--gpu-mem 0.0 GiB" */
     b.gpu_mem_default = true;
