@@ -657,6 +657,81 @@ test_prefill_batch_2(void)
 }
 
 /*
+ * The automatic GPU reserve at its edges (planner.c, auto_gpu_reserve): a --gpu-mem that holds
+ * every expert with exactly the default reserve beside them keeps that reserve, and room for
+ * every expert (the placement may still compute some on the CPU beside the GPU); where experts are off the GPU anyway, the reserve grows from the 1,024-token
+ * chunk's work space to the 2,048-token one's only where the bytes that moves off the GPU are
+ * at most 1/16 of those off it: not with 16 GiB off (1/16: 1 GiB, less than the difference
+ * between the two work spaces), but with 32 GiB off (2 GiB, more). Without a GPU and without a
+ * DRAM rate nothing can be planned.
+ */
+static void
+test_auto_reserve_edges(void)
+{
+    struct mt_model_config cfg;
+    struct mt_model_sizes sz;
+    struct mt_hwprofile hw;
+    struct mt_plan_budget b;
+    struct mt_plan *plan = NULL;
+    uint64_t base;
+    uint64_t all;
+    uint64_t w1;
+    uint64_t w2;
+    const uint64_t gib = (uint64_t)1 << 30;
+    mt_status_t st;
+
+    mt_config_default_v32(&cfg);
+    st = mt_model_sizes_compute(&cfg, cfg.fp8, &sz);
+    make_profile(&hw, 1000, 400, 0, 7);
+    hw.gpu.mem_bytes = (uint64_t)1 << 40;
+    mt_plan_budget_default(&b);
+    b.cpu_mem = (uint64_t)1 << 40;
+    base = sz.gpu_other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token;
+    all = (uint64_t)58 * 256 * sz.routed_expert_bytes;
+    w1 = mt_plan_gpu_work_bytes(&cfg, 1024, b.ctx, true, sz.routed_expert_bytes, false) +
+         MT_PLAN_WORK_SLACK;
+    w2 = mt_plan_gpu_work_bytes(&cfg, 2048, b.ctx, true, sz.routed_expert_bytes, false) +
+         MT_PLAN_WORK_SLACK;
+
+    b.gpu_mem = base + all + b.gpu_reserve;
+    st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan) : st;
+    tap_ok(st == MT_OK && plan->budget.gpu_reserve == b.gpu_reserve && plan->reserve_chunk == 0 &&
+               plan->gpu_expert_bytes == all,
+           "--gpu-mem of exactly every expert and the default reserve: the reserve stays %.2f "
+           "GiB, room for all %d experts%s%s",
+           st == MT_OK ? plan->budget.gpu_reserve / (double)gib : 0.0,
+           st == MT_OK ? (int)(plan->gpu_expert_bytes / sz.routed_expert_bytes) : 0,
+           st == MT_OK ? "" : ": ",
+           st == MT_OK ? "" : mt_last_error());
+    mt_plan_destroy(plan);
+    plan = NULL;
+    for (int k = 0; k < 2 && st == MT_OK; k++) {
+        uint64_t off = (k == 0 ? 16 : 32) * gib;
+        uint64_t want = k == 0 ? w1 : w2;
+
+        b.gpu_mem = base + w1 + all - off; /* off: expert bytes the 1,024 chunk's reserve leaves */
+        st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
+        tap_ok(st == MT_OK && w2 - w1 > gib && w2 - w1 < 2 * gib &&
+                   plan->budget.gpu_reserve == want && plan->reserve_chunk == (k == 0 ? 1024 : 2048),
+               "%d GiB of experts off the GPU: the reserve for %d-token chunks (%.2f GiB; the "
+               "2,048 chunk's needs %.2f GiB more)%s%s",
+               k == 0 ? 16 : 32, st == MT_OK ? plan->reserve_chunk : 0,
+               st == MT_OK ? plan->budget.gpu_reserve / (double)gib : 0.0,
+               (double)(w2 - w1) / (double)gib, st == MT_OK ? "" : ": ",
+               st == MT_OK ? "" : mt_last_error());
+        mt_plan_destroy(plan);
+        plan = NULL;
+    }
+    make_profile(&hw, 1000, 0, 0, 7);
+    hw.gpu.present = false;
+    st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
+    tap_ok(st == MT_ERR_INVAL && plan == NULL &&
+               strstr(mt_last_error(), "has neither a GPU nor cpu read_gbps") != NULL,
+           "no GPU and no DRAM rate: %s", st == MT_OK ? "planned" : mt_last_error());
+    mt_plan_destroy(plan);
+}
+
+/*
  * What a profile's learned section does to a plan (planner_int.h, mt_plan_apply_learned;
  * hwprofile.h: reports 0 is "the section is absent"): with reports >= 1 the plan takes the
  * learned CPU, disk, GPU and prefill efficiencies and the host wait, each efficiency clamped to
@@ -2553,6 +2628,7 @@ main(void)
     test_v32_plans();
     test_decode_bound();
     test_prefill_batch_2();
+    test_auto_reserve_edges();
     test_shipped_profiles();
     test_host_wait();
     test_learned_apply();
