@@ -637,6 +637,14 @@ test_prefill_batch_2(void)
            "%d experts on the CPU, prefill copies %d of them to the GPU (%d a layer)%s%s",
            decode_c, prefill_p, in_layer_3, st == MT_OK ? "" : ": ",
            st == MT_OK ? "" : mt_last_error());
+    /* a 2-token prompt in 2-token chunks is that prefill step (planner.h,
+       mt_plan_predict_prompt: each step's MoE at its own size) */
+    double prompt = 0.0;
+    mt_status_t sp = st == MT_OK ? mt_plan_predict_prompt(plan, &cfg, &sz, 2, 2, &prompt) : st;
+    tap_ok(sp == MT_OK && plan->prefill_ms > 0 &&
+               fabs(prompt * 1e3 - plan->prefill_ms) < 1e-9 * plan->prefill_ms,
+           "a 2-token prompt is predicted as the plan's 2-token prefill step: %.3f ms (%.3f)",
+           prompt * 1e3, st == MT_OK ? plan->prefill_ms : 0.0);
     mt_plan_destroy(plan);
     plan = NULL;
     /* a 1-token step is a decode batch (engine_gpu_moe.c, mark_device): prefill is decode's */
@@ -653,6 +661,10 @@ test_prefill_batch_2(void)
            "%.3f ms decode's under expected loads (%.3f)%s%s",
            st == MT_OK ? plan->prefill_ms : 0.0, st == MT_OK ? plan->decode_ms_mean_load : 0.0,
            st == MT_OK ? "" : ": ", st == MT_OK ? "" : mt_last_error());
+    sp = st == MT_OK ? mt_plan_predict_prompt(plan, &cfg, &sz, 1, 1, &prompt) : st;
+    tap_ok(sp == MT_OK && fabs(prompt * 1e3 - plan->prefill_ms) < 1e-9 * plan->prefill_ms,
+           "and a 1-token prompt as its 1-token step: %.3f ms (%.3f)", prompt * 1e3,
+           st == MT_OK ? plan->prefill_ms : 0.0);
     mt_plan_destroy(plan);
 }
 
@@ -1138,6 +1150,36 @@ test_cpu_plan_budgets(void)
            room / 1073741824.0, st == MT_OK ? "" : ": ", st == MT_OK ? "" : mt_last_error());
     if (st != MT_OK) {
         goto out;
+    }
+    /* everything on the CPU: the always-on and routed bytes of a token at DRAM x 0.6; no time
+       on tiers it has no rate for; a host wait is the GPU engine's (planner.h: ignored without
+       a GPU); a prompt of one prefill batch is predicted as the plan's prefill step */
+    {
+        double want = (double)(sz.token_bytes_always + sz.token_bytes_routed) / (400e9 * 0.6);
+        struct mt_plan_rates r = {.cpu_eff = plan->budget.cpu_eff,
+                                  .gpu_eff = 1.0,
+                                  .disk_eff = 1.0,
+                                  .host_layer_ms = 0.7};
+        double again = 0.0;
+        double host = 0.0;
+        double prompt = 0.0;
+        mt_status_t s1 = mt_plan_repredict_decode(plan, NULL, &r, &again, &host);
+        mt_status_t s2 = mt_plan_predict_prompt(plan, &cfg, &sz, plan->budget.prefill_batch,
+                                                plan->budget.prefill_batch, &prompt);
+
+        tap_ok(fabs(plan->decode_ms / 1e3 - want) < 1e-9 * want &&
+                   plan->tier[MT_TIER_GPU].ms_per_token == 0 &&
+                   plan->tier[MT_TIER_DRAM_PCIE].ms_per_token == 0 && s1 == MT_OK &&
+                   fabs(again * 1e3 - plan->decode_ms) < 1e-9 * plan->decode_ms && s2 == MT_OK &&
+                   plan->prefill_ms > 0 &&
+                   fabs(prompt * 1e3 - plan->prefill_ms) < 1e-9 * plan->prefill_ms,
+               "without a GPU: decode %.3f ms = (always-on + routed) / (DRAM x 0.6) = %.3f ms, "
+               "again with a 0.7 ms wait %.3f; a %d-token prompt %.3f ms = prefill %.3f",
+               plan->decode_ms, want * 1e3, again * 1e3, plan->budget.prefill_batch,
+               prompt * 1e3, plan->prefill_ms);
+        r.disk_eff = 0.0;
+        tap_ok(mt_plan_repredict_decode(plan, NULL, &r, &again, &host) == MT_ERR_INVAL,
+               "predicting again at a disk efficiency of 0 is refused: %s", mt_last_error());
     }
     snprintf(path, sizeof(path), "%s/plan-cpu.json", tap_tmpdir());
     snprintf(repl, sizeof(repl), "\"dram_expert_bytes\": %" PRIu64, room);
