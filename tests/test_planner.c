@@ -674,8 +674,8 @@ test_prefill_batch_2(void)
  * every expert (the placement may still compute some on the CPU beside the GPU); where experts are off the GPU anyway, the reserve grows from the 1,024-token
  * chunk's work space to the 2,048-token one's only where the bytes that moves off the GPU are
  * at most 1/16 of those off it: not with 16 GiB off (1/16: 1 GiB, less than the difference
- * between the two work spaces), but with 32 GiB off (2 GiB, more). Without a GPU and without a
- * DRAM rate nothing can be planned.
+ * between the two work spaces), but with 32 GiB off (2 GiB, more). A GPU without a FLOP rate
+ * leaves prefill unmodelled; without a GPU and without a DRAM rate nothing can be planned.
  */
 static void
 test_auto_reserve_edges(void)
@@ -734,6 +734,26 @@ test_auto_reserve_edges(void)
         mt_plan_destroy(plan);
         plan = NULL;
     }
+    /* a GPU without a FLOP rate: prefill is not modelled (planner.h: prefill_tok_s and
+       prefill_ms 0), and no prompt is predicted */
+    make_profile(&hw, 1000, 400, 0, 7);
+    hw.gpu.bf16_tflops = 0;
+    b.gpu_mem = base + b.gpu_reserve;
+    st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
+    {
+        double prompt = -1.0;
+        mt_status_t sp =
+            st == MT_OK ? mt_plan_predict_prompt(plan, &cfg, &sz, 512, 512, &prompt) : st;
+
+        tap_ok(st == MT_OK && strstr(plan->prefill_not_modelled, "no GPU FLOP rate") != NULL &&
+                   plan->prefill_ms == 0 && plan->prefill_tok_s == 0 && sp == MT_OK &&
+                   prompt == 0 && plan->decode_ms > 0,
+               "a GPU without bf16_tflops: prefill not modelled ('%s'), 0 ms, no prompt "
+               "predicted (%g s)",
+               st == MT_OK ? plan->prefill_not_modelled : mt_last_error(), prompt);
+    }
+    mt_plan_destroy(plan);
+    plan = NULL;
     make_profile(&hw, 1000, 0, 0, 7);
     hw.gpu.present = false;
     st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
