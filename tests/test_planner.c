@@ -1254,6 +1254,8 @@ test_cpu_eff_sources(const struct mt_model_config *cfg, const struct mt_model_si
         {0, 0.8, 0, 400, 0.6, "assumed"}, /* an efficiency without its ceiling means nothing */
         /* below --cpu-eff's floor 0.01: raised to it, which a plan file must hold to load */
         {300, 0.001, 0, 300, 0.01, "measured: profile cpu.expert_eff"},
+        /* above 1 (a profile made in code; a loaded one holds at most 1): capped at 1 */
+        {300, 1.5, 0, 300, 1.0, "measured: profile cpu.expert_eff"},
     };
     struct mt_hwprofile hw;
     struct mt_plan_budget b = *b0;
