@@ -1201,6 +1201,20 @@ test_cpu_plan_budgets(void)
         tap_ok(mt_plan_repredict_decode(plan, NULL, &r, &again, &host) == MT_ERR_INVAL,
                "predicting again at a disk efficiency of 0 is refused: %s", mt_last_error());
     }
+    /* the CPU's products at its AMX BF16 rate where the profile has one, else its FMA rate */
+    {
+        struct mt_plan *amx = NULL;
+        double fma = plan->cpu_gflops;
+
+        hw.cpu.amx_bf16_gflops = 20000;
+        st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &amx);
+        tap_ok(st == MT_OK && fma == 5000 && amx->cpu_gflops == 20000,
+               "CPU FLOPs: %g GFLOPS with FMA only, %g with AMX BF16 too", fma,
+               st == MT_OK ? amx->cpu_gflops : 0.0);
+        mt_plan_destroy(amx);
+        hw.cpu.amx_bf16_gflops = 0;
+        st = MT_OK;
+    }
     snprintf(path, sizeof(path), "%s/plan-cpu.json", tap_tmpdir());
     snprintf(repl, sizeof(repl), "\"dram_expert_bytes\": %" PRIu64, room);
     ok = mt_plan_save(plan, path) == MT_OK &&
