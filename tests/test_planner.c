@@ -1215,6 +1215,20 @@ test_cpu_plan_budgets(void)
         hw.cpu.amx_bf16_gflops = 0;
         st = MT_OK;
     }
+    /* the default prefill batch without a GPU, 512, never past the context */
+    {
+        struct mt_plan *short_ctx = NULL;
+        struct mt_plan_budget bs = b;
+
+        bs.ctx = 256;
+        st = mt_plan_build(&cfg, &sz, &hw, &bs, NULL, NULL, &short_ctx);
+        tap_ok(st == MT_OK && plan->budget.prefill_batch == 512 &&
+                   short_ctx->budget.prefill_batch == 256,
+               "without a GPU the prefill batch is 512 (%d), 256 at a 256-token context (%d)",
+               plan->budget.prefill_batch, st == MT_OK ? short_ctx->budget.prefill_batch : 0);
+        mt_plan_destroy(short_ctx);
+        st = MT_OK;
+    }
     snprintf(path, sizeof(path), "%s/plan-cpu.json", tap_tmpdir());
     snprintf(repl, sizeof(repl), "\"dram_expert_bytes\": %" PRIu64, room);
     ok = mt_plan_save(plan, path) == MT_OK &&
