@@ -1215,6 +1215,32 @@ test_cpu_plan_budgets(void)
         hw.cpu.amx_bf16_gflops = 0;
         st = MT_OK;
     }
+    /* a model of MT_MAX_LAYERS layers is planned, one of more refused (small experts) */
+    {
+        struct mt_model_config big = cfg;
+        struct mt_model_sizes bsz;
+        struct mt_plan *p256 = NULL;
+        struct mt_plan *p257 = NULL;
+        mt_status_t s256;
+        mt_status_t s257;
+
+        big.num_hidden_layers = MT_MAX_LAYERS;
+        big.n_routed_experts = 16;
+        big.num_experts_per_tok = 2;
+        big.n_group = 1;
+        big.topk_group = 1;
+        big.num_nextn_predict_layers = 0; /* an MTP layer counts toward the limit */
+        s256 = mt_model_sizes_compute(&big, big.fp8, &bsz);
+        s256 = s256 == MT_OK ? mt_plan_build(&big, &bsz, &hw, &b, NULL, NULL, &p256) : s256;
+        big.num_hidden_layers = MT_MAX_LAYERS + 1;
+        s257 = mt_plan_build(&big, &bsz, &hw, &b, NULL, NULL, &p257);
+        tap_ok(s256 == MT_OK && p256->n_layers == MT_MAX_LAYERS && s257 == MT_ERR_INVAL &&
+                   p257 == NULL,
+               "a model of %d layers is planned, one of %d refused%s%s", MT_MAX_LAYERS,
+               MT_MAX_LAYERS + 1, s256 == MT_OK ? "" : ": ", s256 == MT_OK ? "" : mt_last_error());
+        mt_plan_destroy(p256);
+        mt_plan_destroy(p257);
+    }
     /* the default prefill batch without a GPU, 512, never past the context */
     {
         struct mt_plan *short_ctx = NULL;
