@@ -645,6 +645,21 @@ test_prefill_batch_2(void)
                fabs(prompt * 1e3 - plan->prefill_ms) < 1e-9 * plan->prefill_ms,
            "a 2-token prompt is predicted as the plan's 2-token prefill step: %.3f ms (%.3f)",
            prompt * 1e3, st == MT_OK ? plan->prefill_ms : 0.0);
+    /* decode copies DRAM experts over the fast link (mt_plan_problem.decode_copies): predicted
+       again at its own rates, as mt_plan_build predicted it */
+    {
+        struct mt_plan_rates r = {.cpu_eff = st == MT_OK ? plan->budget.cpu_eff : 1.0,
+                                  .gpu_eff = 1.0,
+                                  .disk_eff = 1.0,
+                                  .host_layer_ms = 0.0};
+        double again = 0.0;
+        double host = 0.0;
+
+        sp = st == MT_OK ? mt_plan_repredict_decode(plan, NULL, &r, &again, &host) : st;
+        tap_ok(sp == MT_OK && fabs(again * 1e3 - plan->decode_ms) < 1e-9 * plan->decode_ms,
+               "with decode copies, predicted again at its own rates: %.3f ms (%.3f)",
+               again * 1e3, st == MT_OK ? plan->decode_ms : 0.0);
+    }
     mt_plan_destroy(plan);
     plan = NULL;
     /* a 1-token step is a decode batch (engine_gpu_moe.c, mark_device): prefill is decode's */
