@@ -537,6 +537,248 @@ make_profile(struct mt_hwprofile *hw, double hbm, double dram, double pcie, doub
 }
 
 /*
+ * The decode prediction is never below the expected-load one (planner.h: decode_ms_mean_load is
+ * "a bound"): E[max] over a layer's sources is at least the max of their expected loads, though
+ * a finite sample of tokens may come out below it. V3.2 with a few GiB of GPU experts beside
+ * DRAM ones, the placements where layers wait on two sources at once, must still predict
+ * decode_ms >= decode_ms_mean_load, and decode_tok_s from decode_ms.
+ */
+static void
+test_decode_bound(void)
+{
+    struct mt_model_config cfg;
+    struct mt_model_sizes sz;
+    struct mt_hwprofile hw;
+    struct mt_plan_budget b;
+    const int extra_half_gib[] = {2, 5, 8, 13};
+    bool ok = true;
+    double worst = HUGE_VAL;
+    mt_status_t st;
+
+    mt_config_default_v32(&cfg);
+    st = mt_model_sizes_compute(&cfg, cfg.fp8, &sz);
+    make_profile(&hw, 1000, 400, 0, 7);
+    mt_plan_budget_default(&b);
+    b.cpu_mem = (uint64_t)1 << 40;
+    for (size_t i = 0; st == MT_OK && i < sizeof(extra_half_gib) / sizeof(extra_half_gib[0]);
+         i++) {
+        struct mt_plan *plan = NULL;
+
+        b.gpu_mem = sz.gpu_other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token +
+                    b.gpu_reserve + ((uint64_t)extra_half_gib[i] << 29);
+        st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
+        if (st == MT_OK) {
+            /* predicted again at its own rates (planner.h: "sampled as mt_plan_build does"),
+               the plan's own decode time */
+            struct mt_plan_rates r = {.cpu_eff = plan->budget.cpu_eff,
+                                      .gpu_eff = plan->gpu_eff,
+                                      .disk_eff = plan->disk_eff,
+                                      .host_layer_ms = plan->host_layer_ms};
+            double again = 0.0;
+            double host = 0.0;
+
+            ok = ok && plan->tier[MT_TIER_GPU].experts > 0 &&
+                 plan->tier[MT_TIER_DRAM_CPU].experts > 0 && plan->decode_ms_mean_load > 0 &&
+                 plan->decode_ms >= plan->decode_ms_mean_load &&
+                 fabs(plan->decode_tok_s * plan->decode_ms - 1e3) < 1e-9 &&
+                 mt_plan_repredict_decode(plan, NULL, &r, &again, &host) == MT_OK &&
+                 fabs(again * 1e3 - plan->decode_ms) < 1e-9 * plan->decode_ms;
+            worst = MT_MIN(worst, plan->decode_ms - plan->decode_ms_mean_load);
+        }
+        mt_plan_destroy(plan);
+    }
+    tap_ok(st == MT_OK && ok,
+           "GPU + DRAM V3.2 plans at 1 to 6.5 GiB of GPU experts: sampled decode never below the "
+           "expected-load bound, also predicted again (least margin %.3g ms)%s%s",
+           worst, st == MT_OK ? "" : ": ", st == MT_OK ? "" : mt_last_error());
+}
+
+/*
+ * Prefill's compute choice is made at the plan's prefill batch (planner.h, "prefill": the compute
+ * choice at batch prefill_batch; planner.c, mt_plan_prefill_tiers), down to a batch of 2: V3.2
+ * with every expert in DRAM, a CPU that reads 25 GB/s and PCIe at 400, copies some of each
+ * layer's DRAM experts to GPU slots in a 2-token step ('P'), as many in every layer (uniform
+ * routing); decode computes them all on the CPU ('C'). By hand: each expert is used by a step
+ * with the same probability u, and its bytes cross the DRAM bus (25 GB/s) whichever side
+ * computes it (test_dram_copy_bus), so the bus takes 256 u x / 25 a layer; the CPU's 256 - k at
+ * 25 x 0.6 take (256 - k) u x / 15, the longer side until k = 103 (153 / 15 < 256 / 25 <
+ * 154 / 15); past it the layer is no shorter, so 103 experts a layer are copied.
+ */
+static void
+test_prefill_batch_2(void)
+{
+    struct mt_model_config cfg;
+    struct mt_model_sizes sz;
+    struct mt_hwprofile hw;
+    struct mt_plan_budget b;
+    struct mt_plan *plan = NULL;
+    int decode_c = 0;
+    int prefill_p = 0;
+    int in_layer_3 = 0;
+    mt_status_t st;
+
+    mt_config_default_v32(&cfg);
+    st = mt_model_sizes_compute(&cfg, cfg.fp8, &sz);
+    make_profile(&hw, 1000, 25, 400, 7);
+    mt_plan_budget_default(&b);
+    b.gpu_mem = sz.gpu_other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token + b.gpu_reserve;
+    b.gpu_reserve_auto = false;
+    b.cpu_mem = (uint64_t)1 << 40;
+    b.prefill_batch = 2;
+    st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan) : st;
+    for (int i = 0; st == MT_OK && i < 61 * 256; i++) {
+        decode_c += plan->tiers[i] == MT_TIER_DRAM_CPU;
+        prefill_p += plan->prefill_tiers[i] == MT_TIER_DRAM_PCIE;
+        in_layer_3 += i / 256 == 3 && plan->prefill_tiers[i] == MT_TIER_DRAM_PCIE;
+    }
+    tap_ok(st == MT_OK && plan->budget.prefill_batch == 2 && decode_c == 58 * 256 &&
+               in_layer_3 == 103 && prefill_p == 58 * in_layer_3,
+           "all-DRAM V3.2 at a 2-token prefill batch, CPU 25 GB/s, PCIe 400: decode computes "
+           "%d experts on the CPU, prefill copies %d of them to the GPU (%d a layer)%s%s",
+           decode_c, prefill_p, in_layer_3, st == MT_OK ? "" : ": ",
+           st == MT_OK ? "" : mt_last_error());
+    /* a 2-token prompt in 2-token chunks is that prefill step (planner.h,
+       mt_plan_predict_prompt: each step's MoE at its own size) */
+    double prompt = 0.0;
+    mt_status_t sp = st == MT_OK ? mt_plan_predict_prompt(plan, &cfg, &sz, 2, 2, &prompt) : st;
+    tap_ok(sp == MT_OK && plan->prefill_ms > 0 &&
+               fabs(prompt * 1e3 - plan->prefill_ms) < 1e-9 * plan->prefill_ms,
+           "a 2-token prompt is predicted as the plan's 2-token prefill step: %.3f ms (%.3f)",
+           prompt * 1e3, st == MT_OK ? plan->prefill_ms : 0.0);
+    /* decode copies DRAM experts over the fast link (mt_plan_problem.decode_copies): predicted
+       again at its own rates, as mt_plan_build predicted it */
+    {
+        struct mt_plan_rates r = {.cpu_eff = st == MT_OK ? plan->budget.cpu_eff : 1.0,
+                                  .gpu_eff = 1.0,
+                                  .disk_eff = 1.0,
+                                  .host_layer_ms = 0.0};
+        double again = 0.0;
+        double host = 0.0;
+
+        sp = st == MT_OK ? mt_plan_repredict_decode(plan, NULL, &r, &again, &host) : st;
+        tap_ok(sp == MT_OK && fabs(again * 1e3 - plan->decode_ms) < 1e-9 * plan->decode_ms,
+               "with decode copies, predicted again at its own rates: %.3f ms (%.3f)",
+               again * 1e3, st == MT_OK ? plan->decode_ms : 0.0);
+    }
+    mt_plan_destroy(plan);
+    plan = NULL;
+    /* a 1-token step is a decode batch (engine_gpu_moe.c, mark_device): prefill is decode's */
+    b.prefill_batch = 1;
+    st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan) : st;
+    /* and its time is decode's under expected loads: one token's always-on arithmetic is
+       shorter than reading those weights (prompt_always_s takes the longer), and the MoE step
+       is decode's */
+    tap_ok(st == MT_OK && plan->budget.prefill_batch == 1 &&
+               memcmp(plan->prefill_tiers, plan->tiers, (size_t)61 * 256) == 0 &&
+               fabs(plan->prefill_ms - plan->decode_ms_mean_load) <
+                   1e-9 * plan->decode_ms_mean_load,
+           "the same at a 1-token prefill batch: prefill's tiers are decode's, and its step "
+           "%.3f ms decode's under expected loads (%.3f)%s%s",
+           st == MT_OK ? plan->prefill_ms : 0.0, st == MT_OK ? plan->decode_ms_mean_load : 0.0,
+           st == MT_OK ? "" : ": ", st == MT_OK ? "" : mt_last_error());
+    sp = st == MT_OK ? mt_plan_predict_prompt(plan, &cfg, &sz, 1, 1, &prompt) : st;
+    tap_ok(sp == MT_OK && fabs(prompt * 1e3 - plan->prefill_ms) < 1e-9 * plan->prefill_ms,
+           "and a 1-token prompt as its 1-token step: %.3f ms (%.3f)", prompt * 1e3,
+           st == MT_OK ? plan->prefill_ms : 0.0);
+    mt_plan_destroy(plan);
+}
+
+/*
+ * The automatic GPU reserve at its edges (planner.c, auto_gpu_reserve): a --gpu-mem that holds
+ * every expert with exactly the default reserve beside them keeps that reserve, and room for
+ * every expert (the placement may still compute some on the CPU beside the GPU); where experts are off the GPU anyway, the reserve grows from the 1,024-token
+ * chunk's work space to the 2,048-token one's only where the bytes that moves off the GPU are
+ * at most 1/16 of those off it: not with 16 GiB off (1/16: 1 GiB, less than the difference
+ * between the two work spaces), but with 32 GiB off (2 GiB, more). A GPU without a FLOP rate
+ * leaves prefill unmodelled; without a GPU and without a DRAM rate nothing can be planned.
+ */
+static void
+test_auto_reserve_edges(void)
+{
+    struct mt_model_config cfg;
+    struct mt_model_sizes sz;
+    struct mt_hwprofile hw;
+    struct mt_plan_budget b;
+    struct mt_plan *plan = NULL;
+    uint64_t base;
+    uint64_t all;
+    uint64_t w1;
+    uint64_t w2;
+    const uint64_t gib = (uint64_t)1 << 30;
+    mt_status_t st;
+
+    mt_config_default_v32(&cfg);
+    st = mt_model_sizes_compute(&cfg, cfg.fp8, &sz);
+    make_profile(&hw, 1000, 400, 0, 7);
+    hw.gpu.mem_bytes = (uint64_t)1 << 40;
+    mt_plan_budget_default(&b);
+    b.cpu_mem = (uint64_t)1 << 40;
+    base = sz.gpu_other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token;
+    all = (uint64_t)58 * 256 * sz.routed_expert_bytes;
+    w1 = mt_plan_gpu_work_bytes(&cfg, 1024, b.ctx, true, sz.routed_expert_bytes, false) +
+         MT_PLAN_WORK_SLACK;
+    w2 = mt_plan_gpu_work_bytes(&cfg, 2048, b.ctx, true, sz.routed_expert_bytes, false) +
+         MT_PLAN_WORK_SLACK;
+
+    b.gpu_mem = base + all + b.gpu_reserve;
+    st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan) : st;
+    tap_ok(st == MT_OK && plan->budget.gpu_reserve == b.gpu_reserve && plan->reserve_chunk == 0 &&
+               plan->gpu_expert_bytes == all,
+           "--gpu-mem of exactly every expert and the default reserve: the reserve stays %.2f "
+           "GiB, room for all %d experts%s%s",
+           st == MT_OK ? plan->budget.gpu_reserve / (double)gib : 0.0,
+           st == MT_OK ? (int)(plan->gpu_expert_bytes / sz.routed_expert_bytes) : 0,
+           st == MT_OK ? "" : ": ",
+           st == MT_OK ? "" : mt_last_error());
+    mt_plan_destroy(plan);
+    plan = NULL;
+    for (int k = 0; k < 2 && st == MT_OK; k++) {
+        uint64_t off = (k == 0 ? 16 : 32) * gib;
+        uint64_t want = k == 0 ? w1 : w2;
+
+        b.gpu_mem = base + w1 + all - off; /* off: expert bytes the 1,024 chunk's reserve leaves */
+        st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
+        tap_ok(st == MT_OK && w2 - w1 > gib && w2 - w1 < 2 * gib &&
+                   plan->budget.gpu_reserve == want && plan->reserve_chunk == (k == 0 ? 1024 : 2048),
+               "%d GiB of experts off the GPU: the reserve for %d-token chunks (%.2f GiB; the "
+               "2,048 chunk's needs %.2f GiB more)%s%s",
+               k == 0 ? 16 : 32, st == MT_OK ? plan->reserve_chunk : 0,
+               st == MT_OK ? plan->budget.gpu_reserve / (double)gib : 0.0,
+               (double)(w2 - w1) / (double)gib, st == MT_OK ? "" : ": ",
+               st == MT_OK ? "" : mt_last_error());
+        mt_plan_destroy(plan);
+        plan = NULL;
+    }
+    /* a GPU without a FLOP rate: prefill is not modelled (planner.h: prefill_tok_s and
+       prefill_ms 0), and no prompt is predicted */
+    make_profile(&hw, 1000, 400, 0, 7);
+    hw.gpu.bf16_tflops = 0;
+    b.gpu_mem = base + b.gpu_reserve;
+    st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
+    {
+        double prompt = -1.0;
+        mt_status_t sp =
+            st == MT_OK ? mt_plan_predict_prompt(plan, &cfg, &sz, 512, 512, &prompt) : st;
+
+        tap_ok(st == MT_OK && strstr(plan->prefill_not_modelled, "no GPU FLOP rate") != NULL &&
+                   plan->prefill_ms == 0 && plan->prefill_tok_s == 0 && sp == MT_OK &&
+                   prompt == 0 && plan->decode_ms > 0,
+               "a GPU without bf16_tflops: prefill not modelled ('%s'), 0 ms, no prompt "
+               "predicted (%g s)",
+               st == MT_OK ? plan->prefill_not_modelled : mt_last_error(), prompt);
+    }
+    mt_plan_destroy(plan);
+    plan = NULL;
+    make_profile(&hw, 1000, 0, 0, 7);
+    hw.gpu.present = false;
+    st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
+    tap_ok(st == MT_ERR_INVAL && plan == NULL &&
+               strstr(mt_last_error(), "has neither a GPU nor cpu read_gbps") != NULL,
+           "no GPU and no DRAM rate: %s", st == MT_OK ? "planned" : mt_last_error());
+    mt_plan_destroy(plan);
+}
+
+/*
  * What a profile's learned section does to a plan (planner_int.h, mt_plan_apply_learned;
  * hwprofile.h: reports 0 is "the section is absent"): with reports >= 1 the plan takes the
  * learned CPU, disk, GPU and prefill efficiencies and the host wait, each efficiency clamped to
@@ -770,6 +1012,30 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
         mt_plan_destroy(back);
     }
 
+    /* prefill's 'P' experts are computed on the GPU: a plan edited to hbm_gbps 0 (no GPU), with
+       its DRAM budget cut to what all its experts take so that it fits a plan without a GPU
+       (check_budgets), is refused for the GPU rate they need */
+    {
+        char dram[64];
+        struct mt_plan *b0 = NULL;
+        bool ok;
+        mt_status_t s0;
+
+        snprintf(dram, sizeof(dram), "\"dram_expert_bytes\": %" PRIu64,
+                 (uint64_t)58 * 256 * plan->expert_bytes);
+        ok = mt_plan_save(plan, path) == MT_OK &&
+             patch_first(path, "\"dram_expert_bytes\": ", PATCH_VALUE, dram) &&
+             patch_first(path, "\"hbm_gbps\": ", PATCH_VALUE, "\"hbm_gbps\": 0");
+        s0 = mt_plan_load(path, &b0);
+        tap_ok(ok && s0 == MT_ERR_FORMAT && b0 == NULL &&
+                   strstr(mt_last_error(), "layer 3 puts expert 0 on 'P' in 'prefill', but field "
+                                           "'hardware.hbm_gbps' is 0") != NULL,
+               "plan edited to hbm_gbps 0 under prefill's 'P' experts (its DRAM budget fitting a "
+               "plan without a GPU) is refused: %s",
+               s0 == MT_OK ? "it loaded" : mt_last_error());
+        mt_plan_destroy(b0);
+    }
+
     /* a prediction that is not its layers' (a tier's experts, bytes or bytes per token, or a
        decode speed off 1 / decode_ms by 0.1%) loads as none: times 0, tiers counted again */
     char speed[64];
@@ -865,6 +1131,173 @@ test_nvme_plan_rates(void)
            "an all-NVMe plan edited to dram_gbps 0 is refused: %s",
            st == MT_OK ? "it loaded" : mt_last_error());
     mt_plan_destroy(back);
+    back = NULL;
+    /* and the disk rate it streams them at */
+    patched = patched && mt_plan_save(plan, path) == MT_OK &&
+              patch_first(path, "\"disk_gbps\": ", PATCH_VALUE, "\"disk_gbps\": 0");
+    st = patched ? mt_plan_load(path, &back) : MT_ERR_INTERNAL;
+    tap_ok(patched && st == MT_ERR_FORMAT && back == NULL &&
+               strstr(mt_last_error(), "on 'N' in 'tiers', but field 'hardware.disk_gbps' is 0") !=
+                   NULL,
+           "an all-NVMe plan edited to disk_gbps 0 is refused: %s",
+           st == MT_OK ? "it loaded" : mt_last_error());
+    mt_plan_destroy(back);
+    mt_plan_destroy(plan);
+}
+
+/*
+ * A plan without a GPU (hardware.hbm_gbps 0) keeps the always-on weights and the KV cache in DRAM
+ * too, so what its experts may take is cpu_mem - cpu_reserve - always_on - kv (planner.c,
+ * mt_plan_expert_room), and no GPU bytes; its file is checked in that accounting (plan_file.c,
+ * check_budgets): a DRAM budget one byte past it, or any GPU budget, is refused.
+ */
+static void
+test_cpu_plan_budgets(void)
+{
+    struct mt_model_config cfg;
+    struct mt_model_sizes sz;
+    struct mt_hwprofile hw;
+    struct mt_plan_budget b;
+    struct mt_plan *plan = NULL;
+    struct mt_plan *back = NULL;
+    char path[512];
+    char repl[64];
+    uint64_t room = 0;
+    bool ok;
+    mt_status_t st;
+
+    mt_config_default_v32(&cfg);
+    st = mt_model_sizes_compute(&cfg, cfg.fp8, &sz);
+    make_profile(&hw, 1000, 400, 25, 7);
+    hw.gpu.present = false;
+    hw.gpu.count = 0;
+    mt_plan_budget_default(&b);
+    b.cpu_mem = (uint64_t)1 << 40;
+    st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan) : st;
+    if (st == MT_OK) {
+        room = plan->budget.cpu_mem - plan->budget.cpu_reserve - plan->always_on_bytes -
+               plan->kv_bytes;
+    }
+    tap_ok(st == MT_OK && plan->hbm_gbps == 0 && plan->gpu_expert_bytes == 0 &&
+               plan->dram_expert_bytes == room && plan->tier[MT_TIER_DRAM_CPU].experts == 58 * 256,
+           "a plan without a GPU: no GPU bytes, DRAM for experts after always-on and KV (%.2f "
+           "GiB)%s%s",
+           room / 1073741824.0, st == MT_OK ? "" : ": ", st == MT_OK ? "" : mt_last_error());
+    if (st != MT_OK) {
+        goto out;
+    }
+    /* everything on the CPU: the always-on and routed bytes of a token at DRAM x 0.6; no time
+       on tiers it has no rate for; a host wait is the GPU engine's (planner.h: ignored without
+       a GPU); a prompt of one prefill batch is predicted as the plan's prefill step */
+    {
+        double want = (double)(sz.token_bytes_always + sz.token_bytes_routed) / (400e9 * 0.6);
+        struct mt_plan_rates r = {.cpu_eff = plan->budget.cpu_eff,
+                                  .gpu_eff = 1.0,
+                                  .disk_eff = 1.0,
+                                  .host_layer_ms = 0.7};
+        double again = 0.0;
+        double host = 0.0;
+        double prompt = 0.0;
+        mt_status_t s1 = mt_plan_repredict_decode(plan, NULL, &r, &again, &host);
+        mt_status_t s2 = mt_plan_predict_prompt(plan, &cfg, &sz, plan->budget.prefill_batch,
+                                                plan->budget.prefill_batch, &prompt);
+
+        tap_ok(fabs(plan->decode_ms / 1e3 - want) < 1e-9 * want &&
+                   plan->tier[MT_TIER_GPU].ms_per_token == 0 &&
+                   plan->tier[MT_TIER_DRAM_PCIE].ms_per_token == 0 && s1 == MT_OK &&
+                   fabs(again * 1e3 - plan->decode_ms) < 1e-9 * plan->decode_ms && s2 == MT_OK &&
+                   plan->prefill_ms > 0 &&
+                   fabs(prompt * 1e3 - plan->prefill_ms) < 1e-9 * plan->prefill_ms,
+               "without a GPU: decode %.3f ms = (always-on + routed) / (DRAM x 0.6) = %.3f ms, "
+               "again with a 0.7 ms wait %.3f; a %d-token prompt %.3f ms = prefill %.3f",
+               plan->decode_ms, want * 1e3, again * 1e3, plan->budget.prefill_batch,
+               prompt * 1e3, plan->prefill_ms);
+        r.disk_eff = 0.0;
+        tap_ok(mt_plan_repredict_decode(plan, NULL, &r, &again, &host) == MT_ERR_INVAL,
+               "predicting again at a disk efficiency of 0 is refused: %s", mt_last_error());
+    }
+    /* the CPU's products at its AMX BF16 rate where the profile has one, else its FMA rate */
+    {
+        struct mt_plan *amx = NULL;
+        double fma = plan->cpu_gflops;
+
+        hw.cpu.amx_bf16_gflops = 20000;
+        st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &amx);
+        tap_ok(st == MT_OK && fma == 5000 && amx->cpu_gflops == 20000,
+               "CPU FLOPs: %g GFLOPS with FMA only, %g with AMX BF16 too", fma,
+               st == MT_OK ? amx->cpu_gflops : 0.0);
+        mt_plan_destroy(amx);
+        hw.cpu.amx_bf16_gflops = 0;
+        st = MT_OK;
+    }
+    /* a model of MT_MAX_LAYERS layers is planned, one of more refused (small experts) */
+    {
+        struct mt_model_config big = cfg;
+        struct mt_model_sizes bsz;
+        struct mt_plan *p256 = NULL;
+        struct mt_plan *p257 = NULL;
+        mt_status_t s256;
+        mt_status_t s257;
+
+        big.num_hidden_layers = MT_MAX_LAYERS;
+        big.n_routed_experts = 16;
+        big.num_experts_per_tok = 2;
+        big.n_group = 1;
+        big.topk_group = 1;
+        big.num_nextn_predict_layers = 0; /* an MTP layer counts toward the limit */
+        s256 = mt_model_sizes_compute(&big, big.fp8, &bsz);
+        s256 = s256 == MT_OK ? mt_plan_build(&big, &bsz, &hw, &b, NULL, NULL, &p256) : s256;
+        big.num_hidden_layers = MT_MAX_LAYERS + 1;
+        s257 = mt_plan_build(&big, &bsz, &hw, &b, NULL, NULL, &p257);
+        tap_ok(s256 == MT_OK && p256->n_layers == MT_MAX_LAYERS && s257 == MT_ERR_INVAL &&
+                   p257 == NULL,
+               "a model of %d layers is planned, one of %d refused%s%s", MT_MAX_LAYERS,
+               MT_MAX_LAYERS + 1, s256 == MT_OK ? "" : ": ", s256 == MT_OK ? "" : mt_last_error());
+        mt_plan_destroy(p256);
+        mt_plan_destroy(p257);
+    }
+    /* the default prefill batch without a GPU, 512, never past the context */
+    {
+        struct mt_plan *short_ctx = NULL;
+        struct mt_plan_budget bs = b;
+
+        bs.ctx = 256;
+        st = mt_plan_build(&cfg, &sz, &hw, &bs, NULL, NULL, &short_ctx);
+        tap_ok(st == MT_OK && plan->budget.prefill_batch == 512 &&
+                   short_ctx->budget.prefill_batch == 256,
+               "without a GPU the prefill batch is 512 (%d), 256 at a 256-token context (%d)",
+               plan->budget.prefill_batch, st == MT_OK ? short_ctx->budget.prefill_batch : 0);
+        mt_plan_destroy(short_ctx);
+        st = MT_OK;
+    }
+    snprintf(path, sizeof(path), "%s/plan-cpu.json", tap_tmpdir());
+    snprintf(repl, sizeof(repl), "\"dram_expert_bytes\": %" PRIu64, room);
+    ok = mt_plan_save(plan, path) == MT_OK &&
+         patch_first(path, "\"dram_expert_bytes\": ", PATCH_VALUE, repl);
+    st = mt_plan_load(path, &back);
+    tap_ok(ok && st == MT_OK, "its file with dram_expert_bytes at that room loads%s%s",
+           st == MT_OK ? "" : ": ", st == MT_OK ? "" : mt_last_error());
+    mt_plan_destroy(back);
+    back = NULL;
+    snprintf(repl, sizeof(repl), "\"dram_expert_bytes\": %" PRIu64, room + 1);
+    ok = mt_plan_save(plan, path) == MT_OK &&
+         patch_first(path, "\"dram_expert_bytes\": ", PATCH_VALUE, repl);
+    st = mt_plan_load(path, &back);
+    tap_ok(ok && st == MT_ERR_FORMAT && back == NULL &&
+               strstr(mt_last_error(), "always_on_bytes and kv_bytes (a plan without a GPU)") !=
+                   NULL,
+           "one byte more is refused: %s", st == MT_OK ? "it loaded" : mt_last_error());
+    mt_plan_destroy(back);
+    back = NULL;
+    ok = mt_plan_save(plan, path) == MT_OK &&
+         patch_first(path, "\"gpu_expert_bytes\": ", PATCH_VALUE, "\"gpu_expert_bytes\": 1");
+    st = mt_plan_load(path, &back);
+    tap_ok(ok && st == MT_ERR_FORMAT && back == NULL &&
+               strstr(mt_last_error(), "is 1, more than the 0 bytes of a plan without a GPU") !=
+                   NULL,
+           "and so is gpu_expert_bytes 1: %s", st == MT_OK ? "it loaded" : mt_last_error());
+    mt_plan_destroy(back);
+out:
     mt_plan_destroy(plan);
 }
 
@@ -890,6 +1323,8 @@ test_cpu_eff_sources(const struct mt_model_config *cfg, const struct mt_model_si
         {0, 0.8, 0, 400, 0.6, "assumed"}, /* an efficiency without its ceiling means nothing */
         /* below --cpu-eff's floor 0.01: raised to it, which a plan file must hold to load */
         {300, 0.001, 0, 300, 0.01, "measured: profile cpu.expert_eff"},
+        /* above 1 (a profile made in code; a loaded one holds at most 1): capped at 1 */
+        {300, 1.5, 0, 300, 1.0, "measured: profile cpu.expert_eff"},
     };
     struct mt_hwprofile hw;
     struct mt_plan_budget b = *b0;
@@ -1216,6 +1651,18 @@ test_v32_plans(void)
     tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "try a smaller --ctx") != NULL &&
                plan == NULL,
            "--gpu-mem below always-on + KV: %s", mt_last_error());
+    /* at the edges: a budget of exactly the weights holds them, not the workspace (no --ctx
+       helps); one of exactly the weights and the workspace lacks only the KV cache */
+    b.gpu_mem = sz.gpu_other_bytes;
+    st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
+    tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "before any KV cache") != NULL &&
+               strstr(mt_last_error(), "alone") == NULL && plan == NULL,
+           "--gpu-mem of exactly the always-on weights: %s", mt_last_error());
+    b.gpu_mem = sz.gpu_other_bytes + b.gpu_reserve;
+    st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
+    tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "try a smaller --ctx") != NULL &&
+               plan == NULL,
+           "--gpu-mem of exactly the always-on weights and the workspace: %s", mt_last_error());
     /* no --gpu-mem given: the budget is the profile's, and a GPU without gpu.mem_bytes (a
        budget of 0) is named as the profile's field, not as "--gpu-mem 0.0 GiB" */
     b.gpu_mem_default = true;
@@ -2312,10 +2759,14 @@ main(void)
     test_nvme_prefill();
     test_keep_storage_modes();
     test_v32_plans();
+    test_decode_bound();
+    test_prefill_batch_2();
+    test_auto_reserve_edges();
     test_shipped_profiles();
     test_host_wait();
     test_learned_apply();
     test_nvme_plan_rates();
+    test_cpu_plan_budgets();
     test_dram_copy_bus();
     test_cpu_prefill_model();
     test_slot_balance();

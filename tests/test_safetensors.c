@@ -395,11 +395,15 @@ test_sets(void)
         exit(1);
     }
     write_bytes(tpath("%s", "glob/config.json"), "{}", 2);
+    /* "*.safetensors" needs a name before the suffix: a file called just that is no shard (it
+       is not one here: opening it would fail) */
+    write_bytes(tpath("%s", "glob/.safetensors"), "not a shard", 11);
     st = mt_st_set_open(dir, &set);
     tap_ok(st == MT_OK && mt_st_set_count(set) == 4 &&
                strstr(mt_st_set_file_path(set, 0), "/a.safetensors") != NULL &&
                strstr(mt_st_set_file_path(set, 1), "/b.safetensors") != NULL,
-           "set without index: both *.safetensors files, sorted: %s",
+           "set without index: both *.safetensors files, sorted, '.safetensors' itself not "
+           "taken: %s",
            st == MT_OK ? "ok" : mt_last_error());
     if (st == MT_OK) {
         check_readback("glob", set, shard1, 2, d1, "/a.safetensors");

@@ -297,6 +297,104 @@ main(void)
            "a layer listed twice (the first time with 0 tokens) is refused: %s", mt_last_error());
     tap_ok(u == NULL, "failed loads leave the output untouched");
 
+    /* each limit on a trace's numbers (trace.h): at it the file loads, one past it not */
+    {
+        static const struct {
+            const char *dims;  /* n_layers, n_experts and k */
+            const char *layer; /* the one entry of "layers", or "" */
+            const char *err;   /* in the refusal; NULL: loads */
+        } lim[] = {
+            {"\"n_layers\": 4096, \"n_experts\": 1, \"k\": 1", "", NULL},
+            {"\"n_layers\": 4097, \"n_experts\": 1, \"k\": 1", "",
+             "field 'n_layers' must be an integer in [1, 4096]"},
+            {"\"n_layers\": 0, \"n_experts\": 1, \"k\": 1", "",
+             "field 'n_layers' must be an integer in [1, 4096]"},
+            {"\"n_layers\": 1, \"n_experts\": 65536, \"k\": 8", "", NULL},
+            {"\"n_layers\": 1, \"n_experts\": 65537, \"k\": 8", "",
+             "field 'n_experts' must be an integer in [1, 65536]"},
+            {"\"n_layers\": 1, \"n_experts\": 0, \"k\": 1", "",
+             "field 'n_experts' must be an integer in [1, 65536]"},
+            {"\"n_layers\": 5, \"n_experts\": 4, \"k\": 4", "", NULL},
+            {"\"n_layers\": 5, \"n_experts\": 4, \"k\": 5", "",
+             "field 'k' must be an integer in [1, 4]"},
+            {"\"n_layers\": 5, \"n_experts\": 4, \"k\": 0", "",
+             "field 'k' must be an integer in [1, 4]"},
+            /* the last layer, and one past it */
+            {"\"n_layers\": 5, \"n_experts\": 4, \"k\": 2",
+             "{\"layer\": 4, \"tokens\": 1, \"counts\": [1, 1, 0, 0]}", NULL},
+            {"\"n_layers\": 5, \"n_experts\": 4, \"k\": 2",
+             "{\"layer\": 5, \"tokens\": 1, \"counts\": [1, 1, 0, 0]}",
+             "field 'layer' must be an integer in [0, 4]"},
+            /* 2^40 tokens at a layer, each count at most the layer's tokens */
+            {"\"n_layers\": 5, \"n_experts\": 4, \"k\": 2",
+             "{\"layer\": 1, \"tokens\": 1099511627776, "
+             "\"counts\": [1099511627776, 1099511627776, 0, 0]}",
+             NULL},
+            {"\"n_layers\": 5, \"n_experts\": 4, \"k\": 2",
+             "{\"layer\": 1, \"tokens\": 1099511627777, "
+             "\"counts\": [1099511627777, 1099511627777, 0, 0]}",
+             "field 'tokens' must be an integer in [0, 1099511627776]"},
+            {"\"n_layers\": 5, \"n_experts\": 4, \"k\": 2",
+             "{\"layer\": 1, \"tokens\": 1, \"counts\": [2, 0, 0, 0]}",
+             "count of expert 0 must be an integer in [0, 1] (the layer's tokens)"},
+            /* a transition count past 2^32 - 1 (2^32 - 1 loads, above) */
+            {"\"n_layers\": 5, \"n_experts\": 4, \"k\": 2",
+             "{\"layer\": 2, \"tokens\": 1, \"counts\": [1, 1, 0, 0], \"from_layer\": 1, "
+             "\"transitions\": [3, 3, 4294967296]}",
+             "transition triple 0 is not (expert, expert, count > 0)"},
+            /* from_layer is before the layer: layer 0 has none */
+            {"\"n_layers\": 5, \"n_experts\": 4, \"k\": 2",
+             "{\"layer\": 0, \"tokens\": 1, \"counts\": [1, 1, 0, 0], \"from_layer\": 0, "
+             "\"transitions\": [0, 1, 1]}",
+             "layer 0 has 'transitions', but no earlier layer to come from"},
+            /* counts of another k: named as such */
+            {"\"n_layers\": 5, \"n_experts\": 4, \"k\": 2",
+             "{\"layer\": 1, \"tokens\": 1, \"counts\": [1, 1, 1, 0]}",
+             "layer 1 counts sum to tokens x 3, but the trace says k 2"},
+        };
+        for (size_t i = 0; i < sizeof(lim) / sizeof(lim[0]); i++) {
+            char text[512];
+            snprintf(text, sizeof(text),
+                     "{\"format\": \"moetier-trace\", \"version\": 1, %s, \"layers\": [%s]}",
+                     lim[i].dims, lim[i].layer);
+            write_file(path, text);
+            st = mt_trace_load(path, &u);
+            if (lim[i].err == NULL) {
+                tap_ok(st == MT_OK && u != NULL, "%s%s%s loads%s%s", lim[i].dims,
+                       lim[i].layer[0] != '\0' ? ", layer " : "", lim[i].layer,
+                       st == MT_OK ? "" : ": ", st == MT_OK ? "" : mt_last_error());
+            } else {
+                tap_ok(st == MT_ERR_FORMAT && u == NULL &&
+                           strstr(mt_last_error(), lim[i].err) != NULL,
+                       "%s%s%s is refused: %s", lim[i].dims,
+                       lim[i].layer[0] != '\0' ? ", layer " : "", lim[i].layer,
+                       st == MT_OK ? "it loaded" : mt_last_error());
+            }
+            if (lim[i].err == NULL && strstr(lim[i].layer, "1099511627776,") != NULL) {
+                tap_ok(u != NULL && mt_trace_layer_tokens(u, 1) == (uint64_t)1 << 40 &&
+                           mt_trace_tokens(u) == (uint64_t)1 << 40 &&
+                           mt_trace_count(u, 1, 1) == (uint64_t)1 << 40,
+                       "a layer of 2^40 tokens reads back");
+            }
+            mt_trace_destroy(u);
+            u = NULL;
+        }
+    }
+    /* mt_trace_create takes the same dims */
+    {
+        struct mt_trace *c = NULL;
+        bool ok = mt_trace_create(4096, 1, 1, &c) == MT_OK;
+        mt_trace_destroy(c);
+        c = NULL;
+        ok = ok && mt_trace_create(1, 65536, 65536, &c) == MT_OK;
+        mt_trace_destroy(c);
+        c = NULL;
+        tap_ok(ok, "create takes 4096 layers, and 65536 experts with k 65536");
+        tap_ok(mt_trace_create(4097, 1, 1, &c) == MT_ERR_INVAL && c == NULL &&
+                   mt_trace_create(1, 65537, 1, &c) == MT_ERR_INVAL && c == NULL,
+               "create refuses 4097 layers, and 65537 experts: %s", mt_last_error());
+    }
+
     /* merge: two runs' traces sum to the trace of one run that recorded both in turn */
     {
         struct mt_trace *m = small_trace();

@@ -30,12 +30,14 @@
  *         "transitions": [a, b, n, a, b, n, ...] }
  *     ]
  *   }
- * - n_layers, n_experts, k: the model's dims; a trace is refused for a model with other dims.
+ * - n_layers, n_experts, k: the model's dims (1..4096 layers, 1..65536 experts, 1 <= k <=
+ *   n_experts); a trace is refused for a model with other dims.
  * - tokens: the max over layers of the tokens recorded at that layer.
  * - layers: only layers with at least one record, each once, at most 2^40 tokens; counts[e]:
- *   times expert e was chosen there (they sum to tokens x k).
+ *   times expert e was chosen there, at most tokens (they sum to tokens x k).
  * - from_layer, transitions (optional): flat triples (a, b, n), n > 0: n times expert a at
- *   from_layer was followed by expert b at this layer. Only non-zero pairs are stored.
+ *   from_layer was followed by expert b at this layer (n < 2^32). Only non-zero pairs are
+ *   stored; layer 0 has none.
  *
  * Thread-safety: a trace is not locked; the engine records from one thread (its owner).
  */
@@ -56,7 +58,7 @@ struct mt_trace;
 /*
  * An empty trace for a model of n_layers layers (all main layers: dense ones simply never record),
  * n_experts routed experts per layer and k experts chosen per token. MT_ERR_INVAL on
- * non-positive dims or k > n_experts; MT_ERR_NOMEM.
+ * non-positive dims, k > n_experts, n_layers > 4096 or n_experts > 65536; MT_ERR_NOMEM.
  */
 mt_status_t mt_trace_create(int n_layers, int n_experts, int k, struct mt_trace **trace_out);
 
