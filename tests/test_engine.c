@@ -505,6 +505,114 @@ expert_residency(const struct mt_model *m, const int32_t *ids, int n, const floa
     free(tiers);
 }
 
+/*
+ * The API's edges on the tiny checkpoint: truncate's no-ops, the prompt-length limits at their
+ * exact bound, a forward that would pass --ctx from a later position, the indexer diagnostics
+ * with nothing compared, the counters, and an index_head_dim the Hadamard cannot take.
+ */
+static void
+api_edges(struct mt_model *m, const int32_t *ids, int n, const float *full)
+{
+    struct mt_engine_opts o;
+    struct mt_engine *e = NULL;
+    struct mt_engine *c16 = NULL;
+    struct mt_engine_stats s;
+    int V = m->cfg.vocab_size;
+    int topk = m->cfg.index_topk;
+    int64_t maxp = m->cfg.max_position_embeddings;
+    int32_t *lng = calloc((size_t)maxp + 1, sizeof(int32_t));
+    float *got = malloc((size_t)n * (size_t)V * sizeof(float));
+    double ov = -1.0;
+    int64_t nsel = -1;
+    int wr;
+
+    mt_engine_opts_default(&o);
+    if (!tap_ok(lng != NULL && got != NULL && n > 20 && mt_engine_create(m, &o, &e) == MT_OK,
+                "api edges: an engine on the tiny checkpoint")) {
+        goto out;
+    }
+
+    /* truncate forgets only positions it has: at or above the position, or negative, no-op */
+    bool ok = mt_engine_forward(e, ids, 10, true, got) == MT_OK;
+    mt_engine_truncate(e, 10);
+    bool same = mt_engine_pos(e) == 10;
+    mt_engine_truncate(e, 15);
+    bool above = mt_engine_pos(e) == 10;
+    mt_engine_truncate(e, -1);
+    bool neg = mt_engine_pos(e) == 10;
+    ok = ok && same && above && neg &&
+         mt_engine_forward(e, ids + 10, n - 10, true, got + (size_t)10 * V) == MT_OK;
+    double rel = ok ? golden_worst_row_rel(got, full, n, V, &wr) : INFINITY;
+    tap_ok(ok && rel <= REL_TOL, "api edges: truncate to the position (%d), above it (%d) or to -1 "
+           "(%d) changes nothing; the rest then equals one prefill (worst %.2e)", same, above, neg,
+           rel);
+
+    /* the model's positions are a limit, not one past it */
+    mt_log_set_quiet(true);
+    tap_ok(mt_engine_check_prompt_config(&m->cfg, lng, (int)maxp) == MT_OK &&
+               mt_engine_check_prompt(e, lng, (int)maxp) == MT_OK &&
+               mt_engine_check_prompt_config(&m->cfg, lng, (int)maxp + 1) == MT_ERR_INVAL,
+           "api edges: a prompt of max_position_embeddings (%lld) ids passes the checks, one more "
+           "does not", (long long)maxp);
+
+    /* --ctx 16 counts the positions already held: 10, then 7 more is one too many */
+    o.ctx = 16;
+    ok = mt_engine_create(m, &o, &c16) == MT_OK && mt_engine_max_pos(c16) == 16 &&
+         mt_engine_forward(c16, ids, 10, false, got) == MT_OK;
+    mt_status_t st7 = ok ? mt_engine_forward(c16, ids + 10, 7, false, got) : MT_ERR_INTERNAL;
+    bool kept = ok && mt_engine_pos(c16) == 10;
+    ok = ok && st7 == MT_ERR_INVAL && kept &&
+         mt_engine_forward(c16, ids + 10, 6, false, got) == MT_OK && mt_engine_pos(c16) == 16 &&
+         mt_engine_forward(c16, ids + 16, 1, false, got) == MT_ERR_INVAL &&
+         mt_engine_pos(c16) == 16;
+    tap_ok(ok, "api edges: ctx 16: 10 positions, then 7 more fail with MT_ERR_INVAL (%s, position "
+           "kept: %d), 6 more fill it, one more fails", mt_status_str(st7), kept);
+    mt_log_set_quiet(false);
+
+    /* no FP8 comparison ran: the documented 1.0 over 0 selections */
+    mt_engine_indexer_overlap(e, &ov, &nsel);
+    tap_ok(ov == 1.0 && nsel == 0, "api edges: indexer overlap of an exact engine is 1.0 over 0 "
+           "selections (%.3f, %lld)", ov, (long long)nsel);
+
+    /* counters: 2 forwards of 20 + 1 positions; keys min(p + 1, topk) and p + 1 for p in 0..20 */
+    double ak = 0.0;
+    double ik = 0.0;
+    for (int p = 0; p <= 20; p++) {
+        ak += p + 1 < topk ? p + 1 : topk;
+        ik += p + 1;
+    }
+    mt_engine_reset(e);
+    mt_engine_stats_reset(e);
+    ok = mt_engine_forward(e, ids, 20, false, got) == MT_OK &&
+         mt_engine_forward(e, ids + 20, 1, false, got) == MT_OK;
+    mt_engine_stats_get(e, &s);
+    tap_ok(ok && s.forwards == 2 && s.tokens == 21 && s.attn_keys == ak && s.index_keys == ik,
+           "api edges: stats of a 20-token prefill and one step: %llu forwards, %llu tokens, "
+           "%.0f attention keys (want %.0f), %.0f index keys (want %.0f)",
+           (unsigned long long)s.forwards, (unsigned long long)s.tokens, s.attn_keys, ak,
+           s.index_keys, ik);
+
+    /* index_head_dim must be a power of two (the FP8 indexer's Hadamard) */
+    struct mt_engine *odd = NULL;
+    int id = m->cfg.index_head_dim;
+    m->cfg.index_head_dim = id + id / 2;
+    mt_log_set_quiet(true);
+    mt_status_t st = mt_engine_create(m, NULL, &odd);
+    mt_log_set_quiet(false);
+    m->cfg.index_head_dim = id;
+    tap_ok(st == MT_ERR_UNSUPPORTED && strstr(mt_last_error(), "power of two") != NULL,
+           "api edges: index_head_dim %d: MT_ERR_UNSUPPORTED, '%s'", id + id / 2,
+           mt_last_error());
+    if (st == MT_OK) {
+        mt_engine_destroy(odd);
+    }
+out:
+    free(lng);
+    free(got);
+    mt_engine_destroy(e);
+    mt_engine_destroy(c16);
+}
+
 static void
 synthetic(void)
 {
@@ -657,6 +765,8 @@ synthetic(void)
     tap_ok(mt_engine_check_prompt(e, &neg, 1) == MT_ERR_INVAL, "negative id: MT_ERR_INVAL");
     free(lng);
     mt_log_set_quiet(false);
+
+    api_edges(m, ids, T, full);
 
 out:
     free(full);
