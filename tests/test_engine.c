@@ -422,6 +422,37 @@ preload(const struct mt_model *m, uint8_t *tiers)
            ok ? (unsigned long long)mt_engine_expert_bytes_held(e) : 0ull);
     mt_engine_destroy(e);
 
+    /* tiers DRAM_CPU, DRAM_PCIE, NVMe, GPU in turn: the first two are read, each at the size one
+     * expert has when all of them are (every expert in DRAM) */
+    uint64_t all = 0;
+    uint64_t mixed = 0;
+    int n_moe = 0;
+    n_dram = 0;
+    for (size_t i = 0; i < n_tiers; i++) {
+        bool moe = m->layers[i / (size_t)m->cfg.n_routed_experts].is_moe;
+        tiers[i] = MT_TIER_DRAM_CPU;
+        n_moe += moe;
+    }
+    e = NULL;
+    ok = mt_engine_create(m, &o, &e) == MT_OK && mt_engine_preload_experts(e, &all) == MT_OK;
+    mt_engine_destroy(e);
+    static const uint8_t cycle[4] = {MT_TIER_DRAM_CPU, MT_TIER_DRAM_PCIE, MT_TIER_NVME,
+                                     MT_TIER_GPU};
+    for (size_t i = 0; i < n_tiers; i++) {
+        tiers[i] = cycle[i % 4];
+        n_dram += m->layers[i / (size_t)m->cfg.n_routed_experts].is_moe && i % 4 < 2;
+    }
+    e = NULL;
+    ok = ok && mt_engine_create(m, &o, &e) == MT_OK &&
+         mt_engine_preload_experts(e, &mixed) == MT_OK;
+    tap_ok(ok && n_moe > 0 && all % (uint64_t)n_moe == 0 &&
+               mixed == all / (uint64_t)n_moe * (uint64_t)n_dram &&
+               mt_engine_expert_bytes_held(e) == mixed,
+           "tiny: preload reads the %d DRAM_CPU and DRAM_PCIE experts of a four-tier plan, not "
+           "the NVMe or GPU ones (%llu bytes; %llu for all %d)", n_dram,
+           (unsigned long long)mixed, (unsigned long long)all, n_moe);
+    mt_engine_destroy(e);
+
 #ifdef _OPENMP
     int threads = omp_get_max_threads();
 #else
@@ -448,6 +479,84 @@ preload(const struct mt_model *m, uint8_t *tiers)
     mt_engine_destroy(e);
     pthread_cond_destroy(&om.failed_cv);
     pthread_mutex_destroy(&om.lock);
+}
+
+/* A provider that counts its acquires and defers to another (for opts.nvme_provider). */
+struct acq_count {
+    struct mt_expert_provider *inner;
+    const uint8_t *tiers; /* the engine's plan: an acquire of a non-NVMe expert is counted apart */
+    int n_experts;
+    int acquires;
+    int off_tier;
+};
+
+static mt_status_t
+acq_count_acquire(void *self, int layer, int expert, struct mt_expert *out)
+{
+    struct acq_count *c = self;
+
+#pragma omp critical(acq_count)
+    {
+        c->acquires++;
+        c->off_tier += c->tiers[(size_t)layer * (size_t)c->n_experts + (size_t)expert] !=
+                       MT_TIER_NVME;
+    }
+    return c->inner->ops->acquire(c->inner->self, layer, expert, out);
+}
+
+static void
+acq_count_release(void *self, int layer, int expert)
+{
+    struct acq_count *c = self;
+    c->inner->ops->release(c->inner->self, layer, expert);
+}
+
+static void
+acq_count_destroy(void *self)
+{
+    (void)self;
+}
+
+static const struct mt_expert_provider_ops acq_count_ops = {
+    .name = "counting",
+    .acquire = acq_count_acquire,
+    .release = acq_count_release,
+    .destroy = acq_count_destroy,
+};
+
+/*
+ * opts.nvme_provider: with half the experts on NVMe, the NVMe ones (and only they) come from it,
+ * the others from the checkpoint; the logits do not change.
+ */
+static void
+nvme_provider(const struct mt_model *m, uint8_t *tiers, const int32_t *ids, int n,
+              const float *want)
+{
+    size_t n_tiers = (size_t)m->cfg.num_hidden_layers * (size_t)m->cfg.n_routed_experts;
+    struct acq_count ac = {.tiers = tiers, .n_experts = m->cfg.n_routed_experts};
+    struct mt_expert_provider prov = {&acq_count_ops, &ac};
+    struct mt_engine_opts o;
+    struct mt_engine *e = NULL;
+    int V = m->cfg.vocab_size;
+    float *got = malloc((size_t)n * (size_t)V * sizeof(float));
+    int wr;
+
+    for (size_t i = 0; i < n_tiers; i++) {
+        tiers[i] = i % 2 == 0 ? MT_TIER_DRAM_CPU : MT_TIER_NVME;
+    }
+    mt_engine_opts_default(&o);
+    o.expert_tiers = tiers;
+    o.nvme_provider = &prov;
+    bool ok = got != NULL && mt_expert_provider_checkpoint_create(m, NULL, &ac.inner) == MT_OK &&
+              mt_engine_create(m, &o, &e) == MT_OK &&
+              mt_engine_forward(e, ids, n, true, got) == MT_OK;
+    double rel = ok ? golden_worst_row_rel(got, want, n, V, &wr) : INFINITY;
+    tap_ok(ok && rel == 0.0 && ac.acquires > 0 && ac.off_tier == 0,
+           "tiny: a half-NVMe plan with an NVMe provider: %d acquires there, %d of them for a "
+           "non-NVMe expert; same logits (worst %.2e)", ac.acquires, ac.off_tier, rel);
+    mt_engine_destroy(e);
+    mt_expert_provider_destroy(ac.inner);
+    free(got);
 }
 
 /*
@@ -499,6 +608,7 @@ expert_residency(const struct mt_model *m, const int32_t *ids, int n, const floa
     mt_engine_destroy(nv);
     mt_engine_destroy(dr);
     if (tiers != NULL) {
+        nvme_provider(m, tiers, ids, n, want);
         preload(m, tiers);
     }
     free(got);
