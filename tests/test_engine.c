@@ -1785,6 +1785,24 @@ corrupt_indexer(void)
                made ? msg : "(could not corrupt the checkpoint)");
         tap_rmtree(dir);
     }
+
+    /* the last head's weights +inf and one token: the one value not finite is the last one the
+     * check reads (after its 64-wide blocks: the tiny model has 16 heads) */
+    const char *dir = tap_tmpdir();
+    const char *wp = tensors[1];
+    struct mt_model *m = NULL;
+    int last = -1;
+    if (golden_synth_tiny(dir, 5) == MT_OK && mt_model_open(dir, &m) == MT_OK) {
+        last = m->cfg.index_n_heads - 1;
+    }
+    mt_model_destroy(m);
+    bool made = last >= 0 && golden_poison_row(dir, wp, last);
+    mt_status_t st = made ? forward_status(dir, 1, &msg) : MT_ERR_INTERNAL;
+    msg = st != MT_OK ? msg : "(it ran)";
+    tap_ok(made && st == MT_ERR_FORMAT && strstr(msg, "layer 1: the indexer output") != NULL,
+           "+inf (row %d, the last head) in '%s' fails a 1-token forward pass: '%s'", last, wp,
+           made ? msg : "(could not corrupt the checkpoint)");
+    tap_rmtree(dir);
 }
 
 /*
