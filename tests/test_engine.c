@@ -1653,6 +1653,122 @@ out:
     tap_rmtree(dir);
 }
 
+/* The selections of layer 0, one row of up to MAX_SEL positions per query position. */
+enum { SEL_T = 40, MAX_SEL = 64 };
+struct sel_log {
+    int k[SEL_T];
+    int32_t idx[SEL_T][MAX_SEL];
+};
+
+static void
+sel_log_hook(void *ctx, int layer, int64_t pos, const int32_t *idx, int k)
+{
+    struct sel_log *lg = ctx;
+
+    if (layer == 0 && pos >= 0 && pos < SEL_T && k <= MAX_SEL) {
+        lg->k[pos] = k;
+        memcpy(lg->idx[pos], idx, (size_t)k * sizeof(int32_t));
+    }
+}
+
+/*
+ * mt_engine_indexer_overlap against the sets themselves: on a one-layer model the FP8 engine and
+ * the exact one select from the same keys, so the overlap the comparing engine reports must be
+ * sum |FP8 set & exact set| / sum k over the queries that select (k < positions), as taken from
+ * the top-k hook of an FP8 engine and of an exact one.
+ */
+static void
+indexer_overlap(void)
+{
+    const char *dir = tap_tmpdir();
+    struct mt_synth_options so;
+    struct mt_model *m = NULL;
+    struct mt_engine *ex = NULL;
+    struct mt_engine *f8 = NULL;
+    struct mt_engine *cmp = NULL;
+    struct sel_log *a = calloc(2, sizeof(*a));
+    int32_t ids[SEL_T];
+    float *lg = NULL;
+    double ov = -1.0;
+    int64_t nsel = -1;
+
+    memset(&so, 0, sizeof(so));
+    so.out_dir = dir;
+    so.preset = "tiny";
+    so.layers = 1;
+    so.dense_layers = -1;
+    so.mtp = 0;
+    so.seed = 11;
+    so.force = true;
+    if (!tap_ok(a != NULL && mt_synth_write(&so, NULL) == MT_OK &&
+                    mt_model_open(dir, &m) == MT_OK &&
+                    make_engine(m, MT_INDEXER_EXACT, MT_ATTN_SPARSE, false, &ex) == MT_OK &&
+                    make_engine(m, MT_INDEXER_FP8, MT_ATTN_SPARSE, false, &f8) == MT_OK &&
+                    make_engine(m, MT_INDEXER_FP8, MT_ATTN_SPARSE, true, &cmp) == MT_OK &&
+                    m->cfg.index_topk < SEL_T && m->cfg.index_topk <= MAX_SEL &&
+                    (lg = malloc((size_t)m->cfg.vocab_size * sizeof(float))) != NULL,
+                "indexer overlap: one-layer tiny checkpoint and engines")) {
+        goto out;
+    }
+    for (int i = 0; i < SEL_T; i++) {
+        ids[i] = (int32_t)((i * 29 + 7) % m->cfg.vocab_size);
+    }
+    mt_engine_set_topk_hook(ex, sel_log_hook, &a[0]);
+    mt_engine_set_topk_hook(f8, sel_log_hook, &a[1]);
+    bool ok = mt_engine_forward(ex, ids, SEL_T, false, lg) == MT_OK &&
+              mt_engine_forward(f8, ids, SEL_T, false, lg) == MT_OK &&
+              mt_engine_forward(cmp, ids, SEL_T, false, lg) == MT_OK;
+    mt_engine_indexer_overlap(cmp, &ov, &nsel);
+    int64_t common = 0;
+    int64_t sum_k = 0;
+    int64_t n_sel = 0;
+    for (int p = 0; p < SEL_T && ok; p++) {
+        int want_k = p + 1 < m->cfg.index_topk ? p + 1 : m->cfg.index_topk;
+        ok = a[0].k[p] == want_k && a[1].k[p] == want_k;
+        if (!ok || a[0].k[p] == p + 1) {
+            continue; /* every position: nothing selected */
+        }
+        for (int i = 0; i < a[0].k[p]; i++) {
+            for (int j = 0; j < a[1].k[p]; j++) {
+                common += a[0].idx[p][i] == a[1].idx[p][j];
+            }
+        }
+        sum_k += a[0].k[p];
+        n_sel++;
+    }
+    double want = sum_k > 0 ? (double)common / (double)sum_k : 1.0;
+    tap_ok(ok && n_sel > 0 && nsel == n_sel && fabs(ov - want) <= 1e-12,
+           "indexer overlap: %.4f over %lld selections, as the hooks' sets give (%.4f over %lld: "
+           "%lld of %lld positions in common)", ov, (long long)nsel, want, (long long)n_sel,
+           (long long)common, (long long)sum_k);
+
+    /* the hook names absolute positions: prefill 30 + 10 steps select as one prefill did */
+    struct sel_log *b = &a[1];
+    int same = 0;
+    memset(b, 0, sizeof(*b));
+    mt_engine_set_topk_hook(f8, NULL, NULL);
+    mt_engine_reset(ex);
+    mt_engine_set_topk_hook(ex, sel_log_hook, b);
+    ok = mt_engine_forward(ex, ids, 30, false, lg) == MT_OK;
+    for (int p = 30; p < SEL_T && ok; p++) {
+        ok = mt_engine_forward(ex, ids + p, 1, false, lg) == MT_OK;
+    }
+    for (int p = 0; p < SEL_T && ok; p++) {
+        same += b->k[p] == a[0].k[p] &&
+                memcmp(b->idx[p], a[0].idx[p], (size_t)b->k[p] * sizeof(int32_t)) == 0;
+    }
+    tap_ok(ok && same == SEL_T, "indexer overlap: prefill 30 + 10 steps: the hook sees the "
+           "positions and sets of one prefill (%d of %d)", same, SEL_T);
+out:
+    free(lg);
+    free(a);
+    mt_engine_destroy(ex);
+    mt_engine_destroy(f8);
+    mt_engine_destroy(cmp);
+    mt_model_destroy(m);
+    tap_rmtree(dir);
+}
+
 /*
  * Overwrite the first float of tensor `name` in dir's checkpoint with v; a name with "%d" stands
  * for every routed expert (so that whichever expert a token picks is corrupt).
@@ -1853,6 +1969,7 @@ main(void)
     kv_bf16_dense();
     kv_growth();
     kv_fp8();
+    indexer_overlap();
     session_books();
     session_logits();
     session_penalties();
