@@ -1544,6 +1544,105 @@ kv_growth(void)
     tap_ok(ok, "KV cache: 64 positions first, then the context's 100 rather than 128 (cap %lld)",
            (long long)kv.cap);
     mt_kv_cache_fini(&kv);
+    /* exactly 64 takes the first 64; past the model's positions the cache still holds `need` */
+    ok = mt_kv_cache_init(&kv, &cfg, &lay) == MT_OK && mt_kv_cache_reserve(&kv, 64) == MT_OK &&
+         kv.cap == 64 && mt_kv_cache_reserve(&kv, 150) == MT_OK && kv.cap >= 150;
+    tap_ok(ok, "KV cache: 64 positions hold a need of 64; a need of 150 beyond the context's 100 "
+           "gets room for 150 (cap %lld)", (long long)kv.cap);
+    mt_kv_cache_fini(&kv);
+}
+
+/*
+ * Cache sizes a token and layer of V3.2 (kv_cache.h, and the planner's figures): latent 512 and
+ * rope key 64 in fp32 (2,304 B), bf16 (1,152 B) or DeepSeek's FP8 row (656 B), plus the index
+ * key: 128 fp32 values (512 B) or 128 e4m3 and one fp32 scale (132 B).
+ */
+static void
+kv_sizes(void)
+{
+    struct mt_model_config cfg;
+    static const struct {
+        struct mt_kv_layout lay;
+        uint64_t want;
+    } cases[] = {
+        {{MT_DTYPE_F32, true, false}, 2304 + 512}, {{MT_DTYPE_BF16, false, true}, 1152 + 132},
+        {{MT_DTYPE_BF16, true, false}, 1152 + 512}, {{MT_DTYPE_F8_E4M3, false, true}, 656 + 132},
+        {{MT_DTYPE_F8_E4M3, false, false}, 656},   {{MT_DTYPE_F32, true, true}, 2304 + 644},
+    };
+    int bad = 0;
+
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.num_hidden_layers = 61;
+    cfg.kv_lora_rank = 512;
+    cfg.qk_rope_head_dim = 64;
+    cfg.index_head_dim = 128;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint64_t got = mt_kv_bytes_per_token_layer(&cfg, &cases[i].lay);
+        if (got != cases[i].want) {
+            tap_diag("layout %zu: %llu bytes, want %llu", i, (unsigned long long)got,
+                     (unsigned long long)cases[i].want);
+            bad++;
+        }
+    }
+    tap_ok(bad == 0, "KV cache sizes of V3.2: 2,816 / 1,284 / 1,664 / 788 / 656 / 2,948 B a token "
+           "and layer (%d wrong)", bad);
+    uint64_t per = 1284ull * 61;
+    tap_ok(mt_kv_max_tokens(&cfg, &cases[1].lay, per * 1000 + per - 1) == 1000 &&
+               mt_kv_max_tokens(&cfg, &cases[1].lay, per - 1) == 0,
+           "KV cache: the longest context that fits counts all 61 layers (1000 tokens, 0 when "
+           "one does not fit)");
+}
+
+/*
+ * A bf16 KV cache: a latent row reads back as its bf16 rounding (not FP8's), rows gathered in
+ * the order asked for, with *idx_out = 0..n-1 into the scratch.
+ */
+static void
+kv_bf16_rows(void)
+{
+    struct mt_model_config cfg;
+    struct mt_kv_layout lay = {.latent = MT_DTYPE_BF16, .index_exact = true};
+    struct mt_kv_cache kv;
+    enum { KVL = 200, ROPE = 8 };
+    float lat[2][KVL], lat_s[2 * KVL], kpe_s[2 * ROPE];
+    int32_t idx[2] = {3, 1}, iota[2] = {-1, -1};
+    const float *lo, *ko;
+    const int32_t *io;
+    int bad = 0;
+
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.num_hidden_layers = 1;
+    cfg.kv_lora_rank = KVL;
+    cfg.qk_rope_head_dim = ROPE;
+    cfg.index_head_dim = 16;
+    cfg.max_position_embeddings = 100;
+    for (int r = 0; r < 2; r++) {
+        for (int i = 0; i < KVL; i++) {
+            lat[r][i] = sinf(0.37f * (float)i + (float)r) * (i < 128 ? 3.0f : 0.01f);
+        }
+    }
+    bool ok = mt_kv_cache_init(&kv, &cfg, &lay) == MT_OK && mt_kv_cache_reserve(&kv, 4) == MT_OK;
+    if (ok) {
+        mt_kv_cache_put_latent(&kv, 0, 3, lat[0]);
+        mt_kv_cache_put_latent(&kv, 0, 1, lat[1]);
+        memset(kv.layer[0].kpe, 0, sizeof(float) * ROPE * 4);
+        mt_kv_cache_rows(&kv, 0, idx, 2, lat_s, kpe_s, iota, &lo, &ko, &io);
+        ok = io == iota && io[0] == 0 && io[1] == 1;
+        for (int r = 0; r < 2 && ok; r++) {
+            for (int i = 0; i < KVL; i++) {
+                bad += lo[r * KVL + i] != mt_bf16_to_f32(mt_f32_to_bf16(lat[r][i]));
+            }
+        }
+    }
+    tap_ok(ok && bad == 0, "KV cache, bf16 latents: rows 3 and 1 read back as their bf16 "
+           "rounding, in that order, indexed 0 and 1 (%d of %d differ)", bad, 2 * KVL);
+    mt_kv_cache_fini(&kv);
+    struct mt_kv_layout f16 = {.latent = MT_DTYPE_F16};
+    mt_log_set_quiet(true);
+    tap_ok(mt_kv_cache_init(&kv, &cfg, &f16) == MT_ERR_UNSUPPORTED,
+           "KV cache: an F16 latent layout is MT_ERR_UNSUPPORTED");
+    mt_log_set_quiet(false);
+    mt_kv_cache_fini(&kv);
 }
 
 /*
@@ -1968,6 +2067,8 @@ main(void)
     synthetic();
     kv_bf16_dense();
     kv_growth();
+    kv_sizes();
+    kv_bf16_rows();
     kv_fp8();
     indexer_overlap();
     session_books();
