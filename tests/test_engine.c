@@ -422,6 +422,37 @@ preload(const struct mt_model *m, uint8_t *tiers)
            ok ? (unsigned long long)mt_engine_expert_bytes_held(e) : 0ull);
     mt_engine_destroy(e);
 
+    /* tiers DRAM_CPU, DRAM_PCIE, NVMe, GPU in turn: the first two are read, each at the size one
+     * expert has when all of them are (every expert in DRAM) */
+    uint64_t all = 0;
+    uint64_t mixed = 0;
+    int n_moe = 0;
+    n_dram = 0;
+    for (size_t i = 0; i < n_tiers; i++) {
+        bool moe = m->layers[i / (size_t)m->cfg.n_routed_experts].is_moe;
+        tiers[i] = MT_TIER_DRAM_CPU;
+        n_moe += moe;
+    }
+    e = NULL;
+    ok = mt_engine_create(m, &o, &e) == MT_OK && mt_engine_preload_experts(e, &all) == MT_OK;
+    mt_engine_destroy(e);
+    static const uint8_t cycle[4] = {MT_TIER_DRAM_CPU, MT_TIER_DRAM_PCIE, MT_TIER_NVME,
+                                     MT_TIER_GPU};
+    for (size_t i = 0; i < n_tiers; i++) {
+        tiers[i] = cycle[i % 4];
+        n_dram += m->layers[i / (size_t)m->cfg.n_routed_experts].is_moe && i % 4 < 2;
+    }
+    e = NULL;
+    ok = ok && mt_engine_create(m, &o, &e) == MT_OK &&
+         mt_engine_preload_experts(e, &mixed) == MT_OK;
+    tap_ok(ok && n_moe > 0 && all % (uint64_t)n_moe == 0 &&
+               mixed == all / (uint64_t)n_moe * (uint64_t)n_dram &&
+               mt_engine_expert_bytes_held(e) == mixed,
+           "tiny: preload reads the %d DRAM_CPU and DRAM_PCIE experts of a four-tier plan, not "
+           "the NVMe or GPU ones (%llu bytes; %llu for all %d)", n_dram,
+           (unsigned long long)mixed, (unsigned long long)all, n_moe);
+    mt_engine_destroy(e);
+
 #ifdef _OPENMP
     int threads = omp_get_max_threads();
 #else
@@ -448,6 +479,84 @@ preload(const struct mt_model *m, uint8_t *tiers)
     mt_engine_destroy(e);
     pthread_cond_destroy(&om.failed_cv);
     pthread_mutex_destroy(&om.lock);
+}
+
+/* A provider that counts its acquires and defers to another (for opts.nvme_provider). */
+struct acq_count {
+    struct mt_expert_provider *inner;
+    const uint8_t *tiers; /* the engine's plan: an acquire of a non-NVMe expert is counted apart */
+    int n_experts;
+    int acquires;
+    int off_tier;
+};
+
+static mt_status_t
+acq_count_acquire(void *self, int layer, int expert, struct mt_expert *out)
+{
+    struct acq_count *c = self;
+
+#pragma omp critical(acq_count)
+    {
+        c->acquires++;
+        c->off_tier += c->tiers[(size_t)layer * (size_t)c->n_experts + (size_t)expert] !=
+                       MT_TIER_NVME;
+    }
+    return c->inner->ops->acquire(c->inner->self, layer, expert, out);
+}
+
+static void
+acq_count_release(void *self, int layer, int expert)
+{
+    struct acq_count *c = self;
+    c->inner->ops->release(c->inner->self, layer, expert);
+}
+
+static void
+acq_count_destroy(void *self)
+{
+    (void)self;
+}
+
+static const struct mt_expert_provider_ops acq_count_ops = {
+    .name = "counting",
+    .acquire = acq_count_acquire,
+    .release = acq_count_release,
+    .destroy = acq_count_destroy,
+};
+
+/*
+ * opts.nvme_provider: with half the experts on NVMe, the NVMe ones (and only they) come from it,
+ * the others from the checkpoint; the logits do not change.
+ */
+static void
+nvme_provider(const struct mt_model *m, uint8_t *tiers, const int32_t *ids, int n,
+              const float *want)
+{
+    size_t n_tiers = (size_t)m->cfg.num_hidden_layers * (size_t)m->cfg.n_routed_experts;
+    struct acq_count ac = {.tiers = tiers, .n_experts = m->cfg.n_routed_experts};
+    struct mt_expert_provider prov = {&acq_count_ops, &ac};
+    struct mt_engine_opts o;
+    struct mt_engine *e = NULL;
+    int V = m->cfg.vocab_size;
+    float *got = malloc((size_t)n * (size_t)V * sizeof(float));
+    int wr;
+
+    for (size_t i = 0; i < n_tiers; i++) {
+        tiers[i] = i % 2 == 0 ? MT_TIER_DRAM_CPU : MT_TIER_NVME;
+    }
+    mt_engine_opts_default(&o);
+    o.expert_tiers = tiers;
+    o.nvme_provider = &prov;
+    bool ok = got != NULL && mt_expert_provider_checkpoint_create(m, NULL, &ac.inner) == MT_OK &&
+              mt_engine_create(m, &o, &e) == MT_OK &&
+              mt_engine_forward(e, ids, n, true, got) == MT_OK;
+    double rel = ok ? golden_worst_row_rel(got, want, n, V, &wr) : INFINITY;
+    tap_ok(ok && rel == 0.0 && ac.acquires > 0 && ac.off_tier == 0,
+           "tiny: a half-NVMe plan with an NVMe provider: %d acquires there, %d of them for a "
+           "non-NVMe expert; same logits (worst %.2e)", ac.acquires, ac.off_tier, rel);
+    mt_engine_destroy(e);
+    mt_expert_provider_destroy(ac.inner);
+    free(got);
 }
 
 /*
@@ -499,10 +608,119 @@ expert_residency(const struct mt_model *m, const int32_t *ids, int n, const floa
     mt_engine_destroy(nv);
     mt_engine_destroy(dr);
     if (tiers != NULL) {
+        nvme_provider(m, tiers, ids, n, want);
         preload(m, tiers);
     }
     free(got);
     free(tiers);
+}
+
+/*
+ * The API's edges on the tiny checkpoint: truncate's no-ops, the prompt-length limits at their
+ * exact bound, a forward that would pass --ctx from a later position, the indexer diagnostics
+ * with nothing compared, the counters, and an index_head_dim the Hadamard cannot take.
+ */
+static void
+api_edges(struct mt_model *m, const int32_t *ids, int n, const float *full)
+{
+    struct mt_engine_opts o;
+    struct mt_engine *e = NULL;
+    struct mt_engine *c16 = NULL;
+    struct mt_engine_stats s;
+    int V = m->cfg.vocab_size;
+    int topk = m->cfg.index_topk;
+    int64_t maxp = m->cfg.max_position_embeddings;
+    int32_t *lng = calloc((size_t)maxp + 1, sizeof(int32_t));
+    float *got = malloc((size_t)n * (size_t)V * sizeof(float));
+    double ov = -1.0;
+    int64_t nsel = -1;
+    int wr;
+
+    mt_engine_opts_default(&o);
+    if (!tap_ok(lng != NULL && got != NULL && n > 20 && mt_engine_create(m, &o, &e) == MT_OK,
+                "api edges: an engine on the tiny checkpoint")) {
+        goto out;
+    }
+
+    /* truncate forgets only positions it has: at or above the position, or negative, no-op */
+    bool ok = mt_engine_forward(e, ids, 10, true, got) == MT_OK;
+    mt_engine_truncate(e, 10);
+    bool same = mt_engine_pos(e) == 10;
+    mt_engine_truncate(e, 15);
+    bool above = mt_engine_pos(e) == 10;
+    mt_engine_truncate(e, -1);
+    bool neg = mt_engine_pos(e) == 10;
+    ok = ok && same && above && neg &&
+         mt_engine_forward(e, ids + 10, n - 10, true, got + (size_t)10 * V) == MT_OK;
+    double rel = ok ? golden_worst_row_rel(got, full, n, V, &wr) : INFINITY;
+    tap_ok(ok && rel <= REL_TOL, "api edges: truncate to the position (%d), above it (%d) or to -1 "
+           "(%d) changes nothing; the rest then equals one prefill (worst %.2e)", same, above, neg,
+           rel);
+
+    /* the model's positions are a limit, not one past it */
+    mt_log_set_quiet(true);
+    tap_ok(mt_engine_check_prompt_config(&m->cfg, lng, (int)maxp) == MT_OK &&
+               mt_engine_check_prompt(e, lng, (int)maxp) == MT_OK &&
+               mt_engine_check_prompt_config(&m->cfg, lng, (int)maxp + 1) == MT_ERR_INVAL,
+           "api edges: a prompt of max_position_embeddings (%lld) ids passes the checks, one more "
+           "does not", (long long)maxp);
+
+    /* --ctx 16 counts the positions already held: 10, then 7 more is one too many */
+    o.ctx = 16;
+    ok = mt_engine_create(m, &o, &c16) == MT_OK && mt_engine_max_pos(c16) == 16 &&
+         mt_engine_forward(c16, ids, 10, false, got) == MT_OK;
+    mt_status_t st7 = ok ? mt_engine_forward(c16, ids + 10, 7, false, got) : MT_ERR_INTERNAL;
+    bool kept = ok && mt_engine_pos(c16) == 10;
+    ok = ok && st7 == MT_ERR_INVAL && kept &&
+         mt_engine_forward(c16, ids + 10, 6, false, got) == MT_OK && mt_engine_pos(c16) == 16 &&
+         mt_engine_forward(c16, ids + 16, 1, false, got) == MT_ERR_INVAL &&
+         mt_engine_pos(c16) == 16;
+    tap_ok(ok, "api edges: ctx 16: 10 positions, then 7 more fail with MT_ERR_INVAL (%s, position "
+           "kept: %d), 6 more fill it, one more fails", mt_status_str(st7), kept);
+    mt_log_set_quiet(false);
+
+    /* no FP8 comparison ran: the documented 1.0 over 0 selections */
+    mt_engine_indexer_overlap(e, &ov, &nsel);
+    tap_ok(ov == 1.0 && nsel == 0, "api edges: indexer overlap of an exact engine is 1.0 over 0 "
+           "selections (%.3f, %lld)", ov, (long long)nsel);
+
+    /* counters: 2 forwards of 20 + 1 positions; keys min(p + 1, topk) and p + 1 for p in 0..20 */
+    double ak = 0.0;
+    double ik = 0.0;
+    for (int p = 0; p <= 20; p++) {
+        ak += p + 1 < topk ? p + 1 : topk;
+        ik += p + 1;
+    }
+    mt_engine_reset(e);
+    mt_engine_stats_reset(e);
+    ok = mt_engine_forward(e, ids, 20, false, got) == MT_OK &&
+         mt_engine_forward(e, ids + 20, 1, false, got) == MT_OK;
+    mt_engine_stats_get(e, &s);
+    tap_ok(ok && s.forwards == 2 && s.tokens == 21 && s.attn_keys == ak && s.index_keys == ik,
+           "api edges: stats of a 20-token prefill and one step: %llu forwards, %llu tokens, "
+           "%.0f attention keys (want %.0f), %.0f index keys (want %.0f)",
+           (unsigned long long)s.forwards, (unsigned long long)s.tokens, s.attn_keys, ak,
+           s.index_keys, ik);
+
+    /* index_head_dim must be a power of two (the FP8 indexer's Hadamard) */
+    struct mt_engine *odd = NULL;
+    int id = m->cfg.index_head_dim;
+    m->cfg.index_head_dim = id + id / 2;
+    mt_log_set_quiet(true);
+    mt_status_t st = mt_engine_create(m, NULL, &odd);
+    mt_log_set_quiet(false);
+    m->cfg.index_head_dim = id;
+    tap_ok(st == MT_ERR_UNSUPPORTED && strstr(mt_last_error(), "power of two") != NULL,
+           "api edges: index_head_dim %d: MT_ERR_UNSUPPORTED, '%s'", id + id / 2,
+           mt_last_error());
+    if (st == MT_OK) {
+        mt_engine_destroy(odd);
+    }
+out:
+    free(lng);
+    free(got);
+    mt_engine_destroy(e);
+    mt_engine_destroy(c16);
 }
 
 static void
@@ -657,6 +875,8 @@ synthetic(void)
     tap_ok(mt_engine_check_prompt(e, &neg, 1) == MT_ERR_INVAL, "negative id: MT_ERR_INVAL");
     free(lng);
     mt_log_set_quiet(false);
+
+    api_edges(m, ids, T, full);
 
 out:
     free(full);
@@ -1324,6 +1544,105 @@ kv_growth(void)
     tap_ok(ok, "KV cache: 64 positions first, then the context's 100 rather than 128 (cap %lld)",
            (long long)kv.cap);
     mt_kv_cache_fini(&kv);
+    /* exactly 64 takes the first 64; past the model's positions the cache still holds `need` */
+    ok = mt_kv_cache_init(&kv, &cfg, &lay) == MT_OK && mt_kv_cache_reserve(&kv, 64) == MT_OK &&
+         kv.cap == 64 && mt_kv_cache_reserve(&kv, 150) == MT_OK && kv.cap >= 150;
+    tap_ok(ok, "KV cache: 64 positions hold a need of 64; a need of 150 beyond the context's 100 "
+           "gets room for 150 (cap %lld)", (long long)kv.cap);
+    mt_kv_cache_fini(&kv);
+}
+
+/*
+ * Cache sizes a token and layer of V3.2 (kv_cache.h, and the planner's figures): latent 512 and
+ * rope key 64 in fp32 (2,304 B), bf16 (1,152 B) or DeepSeek's FP8 row (656 B), plus the index
+ * key: 128 fp32 values (512 B) or 128 e4m3 and one fp32 scale (132 B).
+ */
+static void
+kv_sizes(void)
+{
+    struct mt_model_config cfg;
+    static const struct {
+        struct mt_kv_layout lay;
+        uint64_t want;
+    } cases[] = {
+        {{MT_DTYPE_F32, true, false}, 2304 + 512}, {{MT_DTYPE_BF16, false, true}, 1152 + 132},
+        {{MT_DTYPE_BF16, true, false}, 1152 + 512}, {{MT_DTYPE_F8_E4M3, false, true}, 656 + 132},
+        {{MT_DTYPE_F8_E4M3, false, false}, 656},   {{MT_DTYPE_F32, true, true}, 2304 + 644},
+    };
+    int bad = 0;
+
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.num_hidden_layers = 61;
+    cfg.kv_lora_rank = 512;
+    cfg.qk_rope_head_dim = 64;
+    cfg.index_head_dim = 128;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint64_t got = mt_kv_bytes_per_token_layer(&cfg, &cases[i].lay);
+        if (got != cases[i].want) {
+            tap_diag("layout %zu: %llu bytes, want %llu", i, (unsigned long long)got,
+                     (unsigned long long)cases[i].want);
+            bad++;
+        }
+    }
+    tap_ok(bad == 0, "KV cache sizes of V3.2: 2,816 / 1,284 / 1,664 / 788 / 656 / 2,948 B a token "
+           "and layer (%d wrong)", bad);
+    uint64_t per = 1284ull * 61;
+    tap_ok(mt_kv_max_tokens(&cfg, &cases[1].lay, per * 1000 + per - 1) == 1000 &&
+               mt_kv_max_tokens(&cfg, &cases[1].lay, per - 1) == 0,
+           "KV cache: the longest context that fits counts all 61 layers (1000 tokens, 0 when "
+           "one does not fit)");
+}
+
+/*
+ * A bf16 KV cache: a latent row reads back as its bf16 rounding (not FP8's), rows gathered in
+ * the order asked for, with *idx_out = 0..n-1 into the scratch.
+ */
+static void
+kv_bf16_rows(void)
+{
+    struct mt_model_config cfg;
+    struct mt_kv_layout lay = {.latent = MT_DTYPE_BF16, .index_exact = true};
+    struct mt_kv_cache kv;
+    enum { KVL = 200, ROPE = 8 };
+    float lat[2][KVL], lat_s[2 * KVL], kpe_s[2 * ROPE];
+    int32_t idx[2] = {3, 1}, iota[2] = {-1, -1};
+    const float *lo, *ko;
+    const int32_t *io;
+    int bad = 0;
+
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.num_hidden_layers = 1;
+    cfg.kv_lora_rank = KVL;
+    cfg.qk_rope_head_dim = ROPE;
+    cfg.index_head_dim = 16;
+    cfg.max_position_embeddings = 100;
+    for (int r = 0; r < 2; r++) {
+        for (int i = 0; i < KVL; i++) {
+            lat[r][i] = sinf(0.37f * (float)i + (float)r) * (i < 128 ? 3.0f : 0.01f);
+        }
+    }
+    bool ok = mt_kv_cache_init(&kv, &cfg, &lay) == MT_OK && mt_kv_cache_reserve(&kv, 4) == MT_OK;
+    if (ok) {
+        mt_kv_cache_put_latent(&kv, 0, 3, lat[0]);
+        mt_kv_cache_put_latent(&kv, 0, 1, lat[1]);
+        memset(kv.layer[0].kpe, 0, sizeof(float) * ROPE * 4);
+        mt_kv_cache_rows(&kv, 0, idx, 2, lat_s, kpe_s, iota, &lo, &ko, &io);
+        ok = io == iota && io[0] == 0 && io[1] == 1;
+        for (int r = 0; r < 2 && ok; r++) {
+            for (int i = 0; i < KVL; i++) {
+                bad += lo[r * KVL + i] != mt_bf16_to_f32(mt_f32_to_bf16(lat[r][i]));
+            }
+        }
+    }
+    tap_ok(ok && bad == 0, "KV cache, bf16 latents: rows 3 and 1 read back as their bf16 "
+           "rounding, in that order, indexed 0 and 1 (%d of %d differ)", bad, 2 * KVL);
+    mt_kv_cache_fini(&kv);
+    struct mt_kv_layout f16 = {.latent = MT_DTYPE_F16};
+    mt_log_set_quiet(true);
+    tap_ok(mt_kv_cache_init(&kv, &cfg, &f16) == MT_ERR_UNSUPPORTED,
+           "KV cache: an F16 latent layout is MT_ERR_UNSUPPORTED");
+    mt_log_set_quiet(false);
+    mt_kv_cache_fini(&kv);
 }
 
 /*
@@ -1429,6 +1748,122 @@ out:
     free(got);
     mt_engine_destroy(f32);
     mt_engine_destroy(b16);
+    mt_model_destroy(m);
+    tap_rmtree(dir);
+}
+
+/* The selections of layer 0, one row of up to MAX_SEL positions per query position. */
+enum { SEL_T = 40, MAX_SEL = 64 };
+struct sel_log {
+    int k[SEL_T];
+    int32_t idx[SEL_T][MAX_SEL];
+};
+
+static void
+sel_log_hook(void *ctx, int layer, int64_t pos, const int32_t *idx, int k)
+{
+    struct sel_log *lg = ctx;
+
+    if (layer == 0 && pos >= 0 && pos < SEL_T && k <= MAX_SEL) {
+        lg->k[pos] = k;
+        memcpy(lg->idx[pos], idx, (size_t)k * sizeof(int32_t));
+    }
+}
+
+/*
+ * mt_engine_indexer_overlap against the sets themselves: on a one-layer model the FP8 engine and
+ * the exact one select from the same keys, so the overlap the comparing engine reports must be
+ * sum |FP8 set & exact set| / sum k over the queries that select (k < positions), as taken from
+ * the top-k hook of an FP8 engine and of an exact one.
+ */
+static void
+indexer_overlap(void)
+{
+    const char *dir = tap_tmpdir();
+    struct mt_synth_options so;
+    struct mt_model *m = NULL;
+    struct mt_engine *ex = NULL;
+    struct mt_engine *f8 = NULL;
+    struct mt_engine *cmp = NULL;
+    struct sel_log *a = calloc(2, sizeof(*a));
+    int32_t ids[SEL_T];
+    float *lg = NULL;
+    double ov = -1.0;
+    int64_t nsel = -1;
+
+    memset(&so, 0, sizeof(so));
+    so.out_dir = dir;
+    so.preset = "tiny";
+    so.layers = 1;
+    so.dense_layers = -1;
+    so.mtp = 0;
+    so.seed = 11;
+    so.force = true;
+    if (!tap_ok(a != NULL && mt_synth_write(&so, NULL) == MT_OK &&
+                    mt_model_open(dir, &m) == MT_OK &&
+                    make_engine(m, MT_INDEXER_EXACT, MT_ATTN_SPARSE, false, &ex) == MT_OK &&
+                    make_engine(m, MT_INDEXER_FP8, MT_ATTN_SPARSE, false, &f8) == MT_OK &&
+                    make_engine(m, MT_INDEXER_FP8, MT_ATTN_SPARSE, true, &cmp) == MT_OK &&
+                    m->cfg.index_topk < SEL_T && m->cfg.index_topk <= MAX_SEL &&
+                    (lg = malloc((size_t)m->cfg.vocab_size * sizeof(float))) != NULL,
+                "indexer overlap: one-layer tiny checkpoint and engines")) {
+        goto out;
+    }
+    for (int i = 0; i < SEL_T; i++) {
+        ids[i] = (int32_t)((i * 29 + 7) % m->cfg.vocab_size);
+    }
+    mt_engine_set_topk_hook(ex, sel_log_hook, &a[0]);
+    mt_engine_set_topk_hook(f8, sel_log_hook, &a[1]);
+    bool ok = mt_engine_forward(ex, ids, SEL_T, false, lg) == MT_OK &&
+              mt_engine_forward(f8, ids, SEL_T, false, lg) == MT_OK &&
+              mt_engine_forward(cmp, ids, SEL_T, false, lg) == MT_OK;
+    mt_engine_indexer_overlap(cmp, &ov, &nsel);
+    int64_t common = 0;
+    int64_t sum_k = 0;
+    int64_t n_sel = 0;
+    for (int p = 0; p < SEL_T && ok; p++) {
+        int want_k = p + 1 < m->cfg.index_topk ? p + 1 : m->cfg.index_topk;
+        ok = a[0].k[p] == want_k && a[1].k[p] == want_k;
+        if (!ok || a[0].k[p] == p + 1) {
+            continue; /* every position: nothing selected */
+        }
+        for (int i = 0; i < a[0].k[p]; i++) {
+            for (int j = 0; j < a[1].k[p]; j++) {
+                common += a[0].idx[p][i] == a[1].idx[p][j];
+            }
+        }
+        sum_k += a[0].k[p];
+        n_sel++;
+    }
+    double want = sum_k > 0 ? (double)common / (double)sum_k : 1.0;
+    tap_ok(ok && n_sel > 0 && nsel == n_sel && fabs(ov - want) <= 1e-12,
+           "indexer overlap: %.4f over %lld selections, as the hooks' sets give (%.4f over %lld: "
+           "%lld of %lld positions in common)", ov, (long long)nsel, want, (long long)n_sel,
+           (long long)common, (long long)sum_k);
+
+    /* the hook names absolute positions: prefill 30 + 10 steps select as one prefill did */
+    struct sel_log *b = &a[1];
+    int same = 0;
+    memset(b, 0, sizeof(*b));
+    mt_engine_set_topk_hook(f8, NULL, NULL);
+    mt_engine_reset(ex);
+    mt_engine_set_topk_hook(ex, sel_log_hook, b);
+    ok = mt_engine_forward(ex, ids, 30, false, lg) == MT_OK;
+    for (int p = 30; p < SEL_T && ok; p++) {
+        ok = mt_engine_forward(ex, ids + p, 1, false, lg) == MT_OK;
+    }
+    for (int p = 0; p < SEL_T && ok; p++) {
+        same += b->k[p] == a[0].k[p] &&
+                memcmp(b->idx[p], a[0].idx[p], (size_t)b->k[p] * sizeof(int32_t)) == 0;
+    }
+    tap_ok(ok && same == SEL_T, "indexer overlap: prefill 30 + 10 steps: the hook sees the "
+           "positions and sets of one prefill (%d of %d)", same, SEL_T);
+out:
+    free(lg);
+    free(a);
+    mt_engine_destroy(ex);
+    mt_engine_destroy(f8);
+    mt_engine_destroy(cmp);
     mt_model_destroy(m);
     tap_rmtree(dir);
 }
@@ -1565,6 +2000,24 @@ corrupt_indexer(void)
                made ? msg : "(could not corrupt the checkpoint)");
         tap_rmtree(dir);
     }
+
+    /* the last head's weights +inf and one token: the one value not finite is the last one the
+     * check reads (after its 64-wide blocks: the tiny model has 16 heads) */
+    const char *dir = tap_tmpdir();
+    const char *wp = tensors[1];
+    struct mt_model *m = NULL;
+    int last = -1;
+    if (golden_synth_tiny(dir, 5) == MT_OK && mt_model_open(dir, &m) == MT_OK) {
+        last = m->cfg.index_n_heads - 1;
+    }
+    mt_model_destroy(m);
+    bool made = last >= 0 && golden_poison_row(dir, wp, last);
+    mt_status_t st = made ? forward_status(dir, 1, &msg) : MT_ERR_INTERNAL;
+    msg = st != MT_OK ? msg : "(it ran)";
+    tap_ok(made && st == MT_ERR_FORMAT && strstr(msg, "layer 1: the indexer output") != NULL,
+           "+inf (row %d, the last head) in '%s' fails a 1-token forward pass: '%s'", last, wp,
+           made ? msg : "(could not corrupt the checkpoint)");
+    tap_rmtree(dir);
 }
 
 /*
@@ -1614,7 +2067,10 @@ main(void)
     synthetic();
     kv_bf16_dense();
     kv_growth();
+    kv_sizes();
+    kv_bf16_rows();
     kv_fp8();
+    indexer_overlap();
     session_books();
     session_logits();
     session_penalties();
