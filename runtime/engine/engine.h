@@ -120,9 +120,10 @@ void mt_engine_destroy(struct mt_engine *engine);
 void mt_engine_reset(struct mt_engine *engine);
 
 /*
- * Forget positions >= pos (no-op when pos is not below the current position). The cache is
- * causal: entries before pos depend only on the tokens before pos, so the sequence continues as if
- * only those had been fed. Used to reuse the shared prefix of two prompts (chat turns).
+ * Forget positions >= pos (no-op when pos is not below the current position, or negative: 0
+ * forgets all). The cache is causal: entries before pos depend only on the tokens before pos,
+ * so the sequence continues as if only those had been fed. Used to reuse the shared prefix of
+ * two prompts (chat turns).
  */
 void mt_engine_truncate(struct mt_engine *engine, int64_t pos);
 
