@@ -6,8 +6,9 @@
  * bytes), slot reuse, a refused ring leaves the table ring-less, and on a real ring: registered
  * files, every completion finds its slot, registered buffers are found (up to their edges, never
  * for a buffer lying partly outside; a new registration replaces the old, a refused one returns
- * -errno), a short read goes out again for the rest only, fini waits for reads still in flight,
- * and after a submit that fails for good nothing is submitted again.
+ * -errno), a short read goes out again for the rest only, a wait a signal interrupts is waited
+ * again, fini waits for reads still in flight, and after a submit that fails for good nothing is
+ * submitted again.
  */
 #include <config.h>
 
@@ -335,6 +336,75 @@ __wrap_io_uring_submit(struct io_uring *ring)
     return __real_io_uring_submit(ring);
 }
 
+/*
+ * __io_uring_get_cqe (the waiting half of io_uring_wait_cqe) is wrapped too: while eintr_waits
+ * lasts, a wait returns -EINTR, as when a signal lands, after writing the pipe the pending read
+ * waits on, so that the wait tried again finds its completion.
+ */
+struct io_uring_cqe;
+int __real___io_uring_get_cqe(struct io_uring *ring, struct io_uring_cqe **cqe_ptr,
+                              unsigned submit, unsigned wait_nr, void *sigmask);
+int __wrap___io_uring_get_cqe(struct io_uring *ring, struct io_uring_cqe **cqe_ptr,
+                              unsigned submit, unsigned wait_nr, void *sigmask);
+static int eintr_waits;
+static int eintr_fd = -1;
+static const unsigned char *eintr_bytes;
+
+int
+__wrap___io_uring_get_cqe(struct io_uring *ring, struct io_uring_cqe **cqe_ptr, unsigned submit,
+                          unsigned wait_nr, void *sigmask)
+{
+    if (eintr_waits > 0) {
+        eintr_waits--;
+        if (write(eintr_fd, eintr_bytes, KB16) != (ssize_t)KB16) {
+            return -EIO;
+        }
+        return -EINTR;
+    }
+    return __real___io_uring_get_cqe(ring, cqe_ptr, submit, wait_nr, sigmask);
+}
+
+/* A wait interrupted by a signal (-EINTR) is waited again: the read completes, nothing fails. */
+static void
+test_wait_eintr(const unsigned char *want)
+{
+    struct mt_io_slots t;
+    unsigned char *buf = NULL;
+    int fds[2];
+    unsigned a;
+    unsigned i = 0;
+    int res = 0;
+    int ret;
+    bool ok;
+
+    if (pipe(fds) != 0 || posix_memalign((void **)&buf, MT_IO_ALIGN, KB16) != 0 ||
+        !mt_io_slots_init(&t, 2, fds, 1, NULL)) {
+        tap_bail_out("cannot set up the interrupted-wait test");
+    }
+    ret = mt_io_slots_ring(&t);
+    if (ret < 0) {
+        tap_ok(true, "an interrupted wait # SKIP io_uring unavailable: %s", strerror(-ret));
+        mt_io_slots_fini(&t);
+        close(fds[1]);
+    } else {
+        memset(buf, 0, KB16);
+        a = mt_io_slots_take(&t, 0, buf, 0, KB16, 0);
+        ok = mt_io_slots_queue(&t, a) == MT_OK; /* the pipe is empty: the read waits */
+        eintr_fd = fds[1];
+        eintr_bytes = want;
+        eintr_waits = 1;
+        ok = ok && mt_io_slots_next(&t, &i, &res) == MT_OK && eintr_waits == 0;
+        eintr_waits = 0;
+        ok = ok && i == a && res == (int)KB16 && memcmp(buf, want, KB16) == 0;
+        tap_ok(ok, "a wait interrupted by a signal is waited again, and the read completes");
+        mt_io_slots_finish(&t, a);
+        close(fds[1]); /* a read still in flight on the pipe ends now, at end of file */
+        mt_io_slots_fini(&t);
+    }
+    close(fds[0]);
+    free(buf);
+}
+
 /* A submit that fails for good: its SQE is still in the ring, and the next submit would send it
  * into a buffer the caller has taken back, so the table must never submit again. */
 static void
@@ -440,7 +510,7 @@ main(void)
     unsigned char *want = malloc(FILE_BYTES);
     int fd;
 
-    tap_plan(19);
+    tap_plan(20);
     test_rules();
 
     snprintf(path, sizeof(path), "%s/slots.bin", dir);
@@ -454,6 +524,7 @@ main(void)
     close(fd);
     test_ring(path, want);
     test_short(want);
+    test_wait_eintr(want);
     test_dead(path, want);
     test_transient(path, want);
 
