@@ -4,9 +4,10 @@
  * runtime/base alone (no model, no runtime library: io/ must stand on its own).
  *
  * A fake checkpoint (two files of known random bytes, experts as six parts at odd offsets, some
- * experts without scales as in BF16) is read back through every I/O mode; then packed into a
- * two-file store and read back; then broken: short reads and EIO injected, a bit flipped, a store
- * for another model, a truncated one, an interrupted pack; and the cache is hammered by threads.
+ * experts without scales as in BF16, two whose parts share 4 KiB pages) is read back through
+ * every I/O mode; then packed into a two-file store and read back; then broken: short reads and
+ * EIO injected, a shard cut short after open, a bit flipped, a store for another model, a
+ * truncated one, an interrupted pack; and the cache is hammered by threads.
  */
 #include <config.h>
 
@@ -98,6 +99,29 @@ make_checkpoint(void)
     /* One expert's last part ends exactly at the end of a file: its aligned range runs past it. */
     descs[2 * N_EXPERTS + 7].part[MT_IO_PART_DOWN_SCALE] =
         (struct mt_io_extent){.file = 1, .off = file_size[1] - 300, .len = 300};
+    /* Expert 1:0 shares 4 KiB pages between parts, as tensors packed in a shard do: the down
+     * scale sits at the start of the gate's first page (the gate's aligned range holds the whole
+     * aligned range of the scale), and the gate scale ends exactly on a 4 KiB boundary, the end
+     * of the merged read. */
+    descs[1 * N_EXPERTS + 0] = (struct mt_io_expert_desc){.part = {
+        [MT_IO_PART_GATE] = {.file = 1, .off = 10 * 4096 + 100, .len = 20000},
+        [MT_IO_PART_GATE_SCALE] = {.file = 1, .off = 10 * 4096 + 20100, .len = 380},
+        [MT_IO_PART_UP] = {.file = 1, .off = 100000, .len = 30000},
+        [MT_IO_PART_UP_SCALE] = {.file = 1, .off = 130000, .len = 200},
+        [MT_IO_PART_DOWN] = {.file = 1, .off = 140000, .len = 25000},
+        [MT_IO_PART_DOWN_SCALE] = {.file = 1, .off = 10 * 4096, .len = 100},
+    }};
+    /* Expert 1:1 likewise, but its other parts lie below the gate's page, and the read the gate
+     * and down scale share is its last: its bytes must run to the gate's end, not the scale's
+     * (test_cut_after_open). */
+    descs[1 * N_EXPERTS + 1] = (struct mt_io_expert_desc){.part = {
+        [MT_IO_PART_GATE] = {.file = 0, .off = 10 * 4096 + 100, .len = 20000},
+        [MT_IO_PART_GATE_SCALE] = {.file = 0, .off = 2000, .len = 300},
+        [MT_IO_PART_UP] = {.file = 0, .off = 4200, .len = 15000},
+        [MT_IO_PART_UP_SCALE] = {.file = 0, .off = 1000, .len = 200},
+        [MT_IO_PART_DOWN] = {.file = 0, .off = 20000, .len = 15000},
+        [MT_IO_PART_DOWN_SCALE] = {.file = 0, .off = 10 * 4096, .len = 100},
+    }};
     return true;
 }
 
@@ -502,6 +526,48 @@ copy_file(const char *from, const char *to, uint64_t cut)
     ok = buf != NULL && n > cut && write_file(to, buf, n - cut);
     free(buf);
     return ok;
+}
+
+/*
+ * A shard cut short after the source opened it, inside expert 1:1's gate but past its down scale
+ * (the two share their first 4 KiB page): the acquire fails as truncated, never handing out the
+ * missing gate bytes.
+ */
+static void
+test_cut_after_open(void)
+{
+    struct mt_io_source_options o = small_opts(MT_IO_QUEUE_URING, 2);
+    const struct mt_io_extent *gate = &descs[1 * N_EXPERTS + 1].part[MT_IO_PART_GATE];
+    char cut[N_FILES][512];
+    const char *cut_ptrs[N_FILES];
+    struct mt_io_expert_view v;
+    struct mt_io_source *src;
+    mt_status_t st = MT_ERR_INTERNAL;
+    bool ok = true;
+
+    for (int f = 0; f < N_FILES; f++) {
+        snprintf(cut[f], sizeof(cut[f]), "%s/cut-%d.safetensors", dir, f);
+        cut_ptrs[f] = cut[f];
+        ok = ok && copy_file(paths[f], cut[f], 0);
+    }
+    if (!ok || mt_io_source_create(cut_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src) !=
+                   MT_OK) {
+        tap_bail_out("cannot set up the cut-after-open test");
+    }
+    if (truncate(cut[gate->file], (off_t)(gate->off + 8000)) == 0) {
+        mt_log_set_quiet(true);
+        st = mt_io_source_acquire(src, 1, 1, &v);
+        mt_log_set_quiet(false);
+    }
+    tap_ok(st != MT_OK && strstr(mt_last_error(), "truncated") != NULL,
+           "a shard cut inside a gate after open fails its expert: %s", mt_last_error());
+    if (st == MT_OK) {
+        mt_io_source_release(src, 1, 1);
+    }
+    mt_io_source_destroy(src);
+    for (int f = 0; f < N_FILES; f++) {
+        unlink(cut[f]);
+    }
 }
 
 static mt_status_t
@@ -1159,6 +1225,7 @@ main(void)
     test_modes();
     test_faults();
     test_broken_wait();
+    test_cut_after_open();
     test_store();
     test_store_forged();
     test_cache_threads();
