@@ -102,13 +102,13 @@ make_checkpoint(void)
     /* Expert 1:0 shares 4 KiB pages between parts, as tensors packed in a shard do: the down
      * scale sits at the start of the gate's first page (the gate's aligned range holds the whole
      * aligned range of the scale), and the gate scale ends exactly on a 4 KiB boundary, the end
-     * of the merged read. */
+     * of the merged read. Its up part makes it the largest expert, and not the last one. */
     descs[1 * N_EXPERTS + 0] = (struct mt_io_expert_desc){.part = {
         [MT_IO_PART_GATE] = {.file = 1, .off = 10 * 4096 + 100, .len = 20000},
         [MT_IO_PART_GATE_SCALE] = {.file = 1, .off = 10 * 4096 + 20100, .len = 380},
-        [MT_IO_PART_UP] = {.file = 1, .off = 100000, .len = 30000},
-        [MT_IO_PART_UP_SCALE] = {.file = 1, .off = 130000, .len = 200},
-        [MT_IO_PART_DOWN] = {.file = 1, .off = 140000, .len = 25000},
+        [MT_IO_PART_UP] = {.file = 1, .off = 100000, .len = 400000},
+        [MT_IO_PART_UP_SCALE] = {.file = 1, .off = 510000, .len = 200},
+        [MT_IO_PART_DOWN] = {.file = 1, .off = 520000, .len = 25000},
         [MT_IO_PART_DOWN_SCALE] = {.file = 1, .off = 10 * 4096, .len = 100},
     }};
     /* Expert 1:1 likewise, but its other parts lie below the gate's page, and the read the gate
@@ -628,12 +628,31 @@ test_store(void)
         mt_io_source_stats(src, &s);
         tap_ok(bad == 0, "every expert read from the store (CRCs checked) equals the checkpoint's "
                          "bytes, each part 4 KiB aligned");
+        {
+            /* io/store.h: each part starts on a 4 KiB boundary of its extent; a slot holds the
+             * largest extent, wherever that expert lies in the index */
+            uint64_t largest = 0;
+
+            for (int k = 0; k < N_KEYS; k++) {
+                uint64_t ext = 0;
+
+                for (int p = 0; p < MT_IO_N_PARTS; p++) {
+                    ext += (descs[k].part[p].len + 4095) / 4096 * 4096;
+                }
+                largest = MT_MAX(largest, ext);
+            }
+            tap_ok(mt_io_source_slot_bytes(src) == largest,
+                   "a store slot holds the largest extent (%llu bytes, want %llu)",
+                   (unsigned long long)mt_io_source_slot_bytes(src),
+                   (unsigned long long)largest);
+        }
         tap_ok(s.file_bytes[0] > 0 && s.file_bytes[1] > 0,
                "both store files were read (%llu and %llu bytes)",
                (unsigned long long)s.file_bytes[0], (unsigned long long)s.file_bytes[1]);
         mt_io_source_destroy(src);
     } else {
         tap_ok(false, "the store opens: %s", mt_last_error());
+        tap_ok(false, "a store slot holds the largest extent");
         tap_ok(false, "both store files were read");
     }
     st = open_store_quiet(sp, N_FILES, hash + 1, false, &src);
