@@ -235,6 +235,25 @@ test_modes(void)
             tap_ok(s.n_slots == N_LAYERS * N_EXPERTS && check_all(src) == 0 && s.evictions == 0,
                    "... with one slot per expert (%u for %d), no eviction", s.n_slots,
                    N_LAYERS * N_EXPERTS);
+            /* (layer, expert) pairs just outside the source: no such expert, nothing held (an
+             * expert one past the last of a layer is not the next layer's first) */
+            static const int bad[][2] = {{1, N_EXPERTS}, {N_LAYERS - 1, N_EXPERTS}, {N_LAYERS, 0},
+                                         {-1, 0}, {1, -1}};
+            int refused = 0;
+
+            mt_log_set_quiet(true);
+            for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                struct mt_io_expert_view v;
+                mt_status_t st = mt_io_source_acquire(src, bad[i][0], bad[i][1], &v);
+
+                refused += st == MT_ERR_INVAL;
+                if (st == MT_OK) {
+                    mt_io_source_release(src, bad[i][0], bad[i][1]);
+                }
+            }
+            mt_log_set_quiet(false);
+            tap_ok(refused == 5, "experts outside %d layers x %d are refused (%d of 5)", N_LAYERS,
+                   N_EXPERTS, refused);
             mt_io_source_destroy(src);
         }
     }
