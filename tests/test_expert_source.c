@@ -548,6 +548,53 @@ copy_file(const char *from, const char *to, uint64_t cut)
 }
 
 /*
+ * A prefetched expert not yet acquired is kept while another slot can be given up: with 2 slots,
+ * A acquired and released, B prefetched and read, an acquire of C evicts A, and B is then a hit.
+ */
+static void
+test_prefetch_kept(void)
+{
+    struct mt_io_source_options o = small_opts(MT_IO_QUEUE_URING, 2);
+    struct mt_io_source_stats s0;
+    struct mt_io_source_stats s1;
+    struct mt_io_expert_view v;
+    struct mt_io_source *src;
+    int b = 3;
+    bool ok;
+
+    if (mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src) != MT_OK) {
+        tap_bail_out("cannot open the prefetch test's source");
+    }
+    ok = mt_io_source_acquire(src, 1, 2, &v) == MT_OK;
+    if (ok) {
+        mt_io_source_release(src, 1, 2);
+    }
+    mt_io_source_stats(src, &s0);
+    mt_io_source_prefetch(src, 1, &b, 1);
+    s1 = s0;
+    for (int i = 0; i < 2000 && s1.experts_read == s0.experts_read; i++) {
+        usleep(5000); /* until the prefetch's read is in (no time is asserted) */
+        mt_io_source_stats(src, &s1);
+    }
+    ok = ok && s1.experts_read == s0.experts_read + 1 &&
+         mt_io_source_acquire(src, 1, 4, &v) == MT_OK;
+    if (ok) {
+        mt_io_source_release(src, 1, 4);
+    }
+    mt_io_source_stats(src, &s0);
+    ok = ok && mt_io_source_acquire(src, 1, 3, &v) == MT_OK && view_matches(1 * N_EXPERTS + 3, &v);
+    mt_io_source_stats(src, &s1);
+    if (ok) {
+        mt_io_source_release(src, 1, 3);
+    }
+    tap_ok(ok && s1.hits == s0.hits + 1 && s1.misses == s0.misses,
+           "a prefetched expert is kept over one already used: its acquire is a hit (%llu hits, "
+           "%llu misses more)",
+           (unsigned long long)(s1.hits - s0.hits), (unsigned long long)(s1.misses - s0.misses));
+    mt_io_source_destroy(src);
+}
+
+/*
  * A shard cut short after the source opened it, inside expert 1:1's gate but past its down scale
  * (the two share their first 4 KiB page): the acquire fails as truncated, never handing out the
  * missing gate bytes.
@@ -1264,6 +1311,7 @@ main(void)
     test_faults();
     test_broken_wait();
     test_cut_after_open();
+    test_prefetch_kept();
     test_store();
     test_store_forged();
     test_cache_threads();
