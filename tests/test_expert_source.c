@@ -4,9 +4,10 @@
  * runtime/base alone (no model, no runtime library: io/ must stand on its own).
  *
  * A fake checkpoint (two files of known random bytes, experts as six parts at odd offsets, some
- * experts without scales as in BF16) is read back through every I/O mode; then packed into a
- * two-file store and read back; then broken: short reads and EIO injected, a bit flipped, a store
- * for another model, a truncated one, an interrupted pack; and the cache is hammered by threads.
+ * experts without scales as in BF16, two whose parts share 4 KiB pages) is read back through
+ * every I/O mode; then packed into a two-file store and read back; then broken: short reads and
+ * EIO injected, a shard cut short after open, a bit flipped, a store for another model, a
+ * truncated one, an interrupted pack; and the cache is hammered by threads.
  */
 #include <config.h>
 
@@ -98,6 +99,29 @@ make_checkpoint(void)
     /* One expert's last part ends exactly at the end of a file: its aligned range runs past it. */
     descs[2 * N_EXPERTS + 7].part[MT_IO_PART_DOWN_SCALE] =
         (struct mt_io_extent){.file = 1, .off = file_size[1] - 300, .len = 300};
+    /* Expert 1:0 shares 4 KiB pages between parts, as tensors packed in a shard do: the down
+     * scale sits at the start of the gate's first page (the gate's aligned range holds the whole
+     * aligned range of the scale), and the gate scale ends exactly on a 4 KiB boundary, the end
+     * of the merged read. Its up part makes it the largest expert, and not the last one. */
+    descs[1 * N_EXPERTS + 0] = (struct mt_io_expert_desc){.part = {
+        [MT_IO_PART_GATE] = {.file = 1, .off = 10 * 4096 + 100, .len = 20000},
+        [MT_IO_PART_GATE_SCALE] = {.file = 1, .off = 10 * 4096 + 20100, .len = 380},
+        [MT_IO_PART_UP] = {.file = 1, .off = 100000, .len = 400000},
+        [MT_IO_PART_UP_SCALE] = {.file = 1, .off = 510000, .len = 200},
+        [MT_IO_PART_DOWN] = {.file = 1, .off = 520000, .len = 25000},
+        [MT_IO_PART_DOWN_SCALE] = {.file = 1, .off = 10 * 4096, .len = 100},
+    }};
+    /* Expert 1:1 likewise, but its other parts lie below the gate's page, and the read the gate
+     * and down scale share is its last: its bytes must run to the gate's end, not the scale's
+     * (test_cut_after_open). */
+    descs[1 * N_EXPERTS + 1] = (struct mt_io_expert_desc){.part = {
+        [MT_IO_PART_GATE] = {.file = 0, .off = 10 * 4096 + 100, .len = 20000},
+        [MT_IO_PART_GATE_SCALE] = {.file = 0, .off = 2000, .len = 300},
+        [MT_IO_PART_UP] = {.file = 0, .off = 4200, .len = 15000},
+        [MT_IO_PART_UP_SCALE] = {.file = 0, .off = 1000, .len = 200},
+        [MT_IO_PART_DOWN] = {.file = 0, .off = 20000, .len = 15000},
+        [MT_IO_PART_DOWN_SCALE] = {.file = 0, .off = 10 * 4096, .len = 100},
+    }};
     return true;
 }
 
@@ -211,6 +235,25 @@ test_modes(void)
             tap_ok(s.n_slots == N_LAYERS * N_EXPERTS && check_all(src) == 0 && s.evictions == 0,
                    "... with one slot per expert (%u for %d), no eviction", s.n_slots,
                    N_LAYERS * N_EXPERTS);
+            /* (layer, expert) pairs just outside the source: no such expert, nothing held (an
+             * expert one past the last of a layer is not the next layer's first) */
+            static const int bad[][2] = {{1, N_EXPERTS}, {N_LAYERS - 1, N_EXPERTS}, {N_LAYERS, 0},
+                                         {-1, 0}, {1, -1}};
+            int refused = 0;
+
+            mt_log_set_quiet(true);
+            for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                struct mt_io_expert_view v;
+                mt_status_t st = mt_io_source_acquire(src, bad[i][0], bad[i][1], &v);
+
+                refused += st == MT_ERR_INVAL;
+                if (st == MT_OK) {
+                    mt_io_source_release(src, bad[i][0], bad[i][1]);
+                }
+            }
+            mt_log_set_quiet(false);
+            tap_ok(refused == 5, "experts outside %d layers x %d are refused (%d of 5)", N_LAYERS,
+                   N_EXPERTS, refused);
             mt_io_source_destroy(src);
         }
     }
@@ -504,6 +547,95 @@ copy_file(const char *from, const char *to, uint64_t cut)
     return ok;
 }
 
+/*
+ * A prefetched expert not yet acquired is kept while another slot can be given up: with 2 slots,
+ * A acquired and released, B prefetched and read, an acquire of C evicts A, and B is then a hit.
+ */
+static void
+test_prefetch_kept(void)
+{
+    struct mt_io_source_options o = small_opts(MT_IO_QUEUE_URING, 2);
+    struct mt_io_source_stats s0;
+    struct mt_io_source_stats s1;
+    struct mt_io_expert_view v;
+    struct mt_io_source *src;
+    int b = 3;
+    bool ok;
+
+    if (mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src) != MT_OK) {
+        tap_bail_out("cannot open the prefetch test's source");
+    }
+    ok = mt_io_source_acquire(src, 1, 2, &v) == MT_OK;
+    if (ok) {
+        mt_io_source_release(src, 1, 2);
+    }
+    mt_io_source_stats(src, &s0);
+    mt_io_source_prefetch(src, 1, &b, 1);
+    s1 = s0;
+    for (int i = 0; i < 2000 && s1.experts_read == s0.experts_read; i++) {
+        usleep(5000); /* until the prefetch's read is in (no time is asserted) */
+        mt_io_source_stats(src, &s1);
+    }
+    ok = ok && s1.experts_read == s0.experts_read + 1 &&
+         mt_io_source_acquire(src, 1, 4, &v) == MT_OK;
+    if (ok) {
+        mt_io_source_release(src, 1, 4);
+    }
+    mt_io_source_stats(src, &s0);
+    ok = ok && mt_io_source_acquire(src, 1, 3, &v) == MT_OK && view_matches(1 * N_EXPERTS + 3, &v);
+    mt_io_source_stats(src, &s1);
+    if (ok) {
+        mt_io_source_release(src, 1, 3);
+    }
+    tap_ok(ok && s1.hits == s0.hits + 1 && s1.misses == s0.misses,
+           "a prefetched expert is kept over one already used: its acquire is a hit (%llu hits, "
+           "%llu misses more)",
+           (unsigned long long)(s1.hits - s0.hits), (unsigned long long)(s1.misses - s0.misses));
+    mt_io_source_destroy(src);
+}
+
+/*
+ * A shard cut short after the source opened it, inside expert 1:1's gate but past its down scale
+ * (the two share their first 4 KiB page): the acquire fails as truncated, never handing out the
+ * missing gate bytes.
+ */
+static void
+test_cut_after_open(void)
+{
+    struct mt_io_source_options o = small_opts(MT_IO_QUEUE_URING, 2);
+    const struct mt_io_extent *gate = &descs[1 * N_EXPERTS + 1].part[MT_IO_PART_GATE];
+    char cut[N_FILES][512];
+    const char *cut_ptrs[N_FILES];
+    struct mt_io_expert_view v;
+    struct mt_io_source *src;
+    mt_status_t st = MT_ERR_INTERNAL;
+    bool ok = true;
+
+    for (int f = 0; f < N_FILES; f++) {
+        snprintf(cut[f], sizeof(cut[f]), "%s/cut-%d.safetensors", dir, f);
+        cut_ptrs[f] = cut[f];
+        ok = ok && copy_file(paths[f], cut[f], 0);
+    }
+    if (!ok || mt_io_source_create(cut_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src) !=
+                   MT_OK) {
+        tap_bail_out("cannot set up the cut-after-open test");
+    }
+    if (truncate(cut[gate->file], (off_t)(gate->off + 8000)) == 0) {
+        mt_log_set_quiet(true);
+        st = mt_io_source_acquire(src, 1, 1, &v);
+        mt_log_set_quiet(false);
+    }
+    tap_ok(st != MT_OK && strstr(mt_last_error(), "truncated") != NULL,
+           "a shard cut inside a gate after open fails its expert: %s", mt_last_error());
+    if (st == MT_OK) {
+        mt_io_source_release(src, 1, 1);
+    }
+    mt_io_source_destroy(src);
+    for (int f = 0; f < N_FILES; f++) {
+        unlink(cut[f]);
+    }
+}
+
 static mt_status_t
 open_store_quiet(const char *const *p, int n, uint64_t hash, bool verify,
                  struct mt_io_source **src_out)
@@ -562,12 +694,31 @@ test_store(void)
         mt_io_source_stats(src, &s);
         tap_ok(bad == 0, "every expert read from the store (CRCs checked) equals the checkpoint's "
                          "bytes, each part 4 KiB aligned");
+        {
+            /* io/store.h: each part starts on a 4 KiB boundary of its extent; a slot holds the
+             * largest extent, wherever that expert lies in the index */
+            uint64_t largest = 0;
+
+            for (int k = 0; k < N_KEYS; k++) {
+                uint64_t ext = 0;
+
+                for (int p = 0; p < MT_IO_N_PARTS; p++) {
+                    ext += (descs[k].part[p].len + 4095) / 4096 * 4096;
+                }
+                largest = MT_MAX(largest, ext);
+            }
+            tap_ok(mt_io_source_slot_bytes(src) == largest,
+                   "a store slot holds the largest extent (%llu bytes, want %llu)",
+                   (unsigned long long)mt_io_source_slot_bytes(src),
+                   (unsigned long long)largest);
+        }
         tap_ok(s.file_bytes[0] > 0 && s.file_bytes[1] > 0,
                "both store files were read (%llu and %llu bytes)",
                (unsigned long long)s.file_bytes[0], (unsigned long long)s.file_bytes[1]);
         mt_io_source_destroy(src);
     } else {
         tap_ok(false, "the store opens: %s", mt_last_error());
+        tap_ok(false, "a store slot holds the largest extent");
         tap_ok(false, "both store files were read");
     }
     st = open_store_quiet(sp, N_FILES, hash + 1, false, &src);
@@ -1159,6 +1310,8 @@ main(void)
     test_modes();
     test_faults();
     test_broken_wait();
+    test_cut_after_open();
+    test_prefetch_kept();
     test_store();
     test_store_forged();
     test_cache_threads();
