@@ -7,7 +7,8 @@
  * Executors here: the reference itself over dequantized weights (FP8 and BF16 against their
  * exact fp32 values: the reference's dequantization), the CPU-team executor (SIMD kernels), and
  * the harness's own self-test (a dropped task and a 5% error must be caught). Backends add
- * their executor to this file.
+ * their executor to this file. Beside them, the tiered provider that executors acquire through:
+ * each expert from the provider of its tier.
  */
 #include <config.h>
 
@@ -18,6 +19,7 @@
 #include "runtime/engine/executor.h"
 #include "runtime/engine/executor_cpu_team.h"
 #include "runtime/engine/expert_provider.h"
+#include "runtime/plan/planner.h"
 #include "tests/harness.h"
 #include "tests/tap.h"
 
@@ -182,6 +184,136 @@ out:
     mt_expert_provider_destroy(p);
 }
 
+/* ---- the tiered provider: each expert from the provider of its tier ----------------------- */
+
+#define REC_LAYERS 3
+#define REC_EXPERTS 5
+
+/* A provider that records what it was asked; the weights it hands out point at itself. */
+struct rec {
+    int cap;                                       /* its capacity op's answer */
+    int acquired[REC_LAYERS * REC_EXPERTS];
+    int released[REC_LAYERS * REC_EXPERTS];
+    int n_prefetch;                                /* prefetch calls */
+    int pf_layer;                                  /* the last prefetch's layer and experts */
+    int pf_experts[REC_EXPERTS];
+    int pf_n;
+};
+
+static void
+rec_prefetch(void *self, int layer, const int *experts, int n)
+{
+    struct rec *r = self;
+
+    r->n_prefetch++;
+    r->pf_layer = layer;
+    r->pf_n = n;
+    memcpy(r->pf_experts, experts, (size_t)MT_MIN(n, REC_EXPERTS) * sizeof(*experts));
+}
+
+static mt_status_t
+rec_acquire(void *self, int layer, int expert, struct mt_expert *out)
+{
+    struct rec *r = self;
+
+    r->acquired[layer * REC_EXPERTS + expert]++;
+    memset(out, 0, sizeof(*out));
+    out->gate.data = r;
+    return MT_OK;
+}
+
+static void
+rec_release(void *self, int layer, int expert)
+{
+    struct rec *r = self;
+
+    r->released[layer * REC_EXPERTS + expert]++;
+}
+
+static int
+rec_capacity(void *self)
+{
+    return ((struct rec *)self)->cap;
+}
+
+static void
+rec_destroy(void *self)
+{
+    (void)self;
+}
+
+static const struct mt_expert_provider_ops rec_ops = {
+    .name = "recorder", .prefetch = rec_prefetch, .acquire = rec_acquire,
+    .release = rec_release, .capacity = rec_capacity, .destroy = rec_destroy,
+};
+
+/*
+ * expert_provider.h: experts whose tier is MT_TIER_NVME come from nvme, all others from dram,
+ * by the tiers given at create (copied). Acquire and release go to the same provider; prefetch
+ * (the engine announces streamed experts only) reaches nvme alone; the capacity is nvme's (the
+ * slots only streamed experts hold).
+ */
+static void
+test_tiered(void)
+{
+    static const uint8_t kinds[] = {MT_TIER_NVME, MT_TIER_DRAM_CPU, MT_TIER_NVME, MT_TIER_GPU,
+                                    MT_TIER_DRAM_PCIE, MT_TIER_NVME, MT_TIER_NVME};
+    uint8_t tiers[REC_LAYERS * REC_EXPERTS];
+    struct rec dram = {.cap = 9};
+    struct rec nvme = {.cap = 4};
+    struct mt_expert_provider dp = {&rec_ops, &dram};
+    struct mt_expert_provider np = {&rec_ops, &nvme};
+    struct mt_expert_provider *t = NULL;
+    int wrong_acquire = 0;
+    int wrong_release = 0;
+    int n_nvme = 0;
+
+    for (int i = 0; i < REC_LAYERS * REC_EXPERTS; i++) {
+        tiers[i] = kinds[i % (int)sizeof(kinds)];
+    }
+    if (!tap_ok(mt_expert_provider_tiered_create(tiers, REC_LAYERS, REC_EXPERTS, &dp, &np, &t) ==
+                    MT_OK,
+                "tiered provider: created")) {
+        return;
+    }
+    memset(tiers, MT_TIER_DRAM_CPU, sizeof(tiers)); /* the provider keeps its own copy */
+    for (int l = 0; l < REC_LAYERS; l++) {
+        for (int x = 0; x < REC_EXPERTS; x++) {
+            int i = l * REC_EXPERTS + x;
+            bool nv = kinds[i % (int)sizeof(kinds)] == MT_TIER_NVME;
+            struct rec *want = nv ? &nvme : &dram;
+            struct rec *other = nv ? &dram : &nvme;
+            struct mt_expert w;
+
+            n_nvme += nv;
+            if (t->ops->acquire(t->self, l, x, &w) != MT_OK || w.gate.data != want ||
+                want->acquired[i] != 1 || other->acquired[i] != 0) {
+                wrong_acquire++;
+            }
+            t->ops->release(t->self, l, x);
+            if (want->released[i] != 1 || other->released[i] != 0) {
+                wrong_release++;
+            }
+        }
+    }
+    tap_ok(wrong_acquire == 0,
+           "tiered provider: %d NVMe experts come from nvme, the other %d from dram (%d wrong)",
+           n_nvme, REC_LAYERS * REC_EXPERTS - n_nvme, wrong_acquire);
+    tap_ok(wrong_release == 0,
+           "tiered provider: each release goes to the provider that served the acquire (%d wrong)",
+           wrong_release);
+    int ids[2] = {0, 2};
+    t->ops->prefetch(t->self, 1, ids, 2);
+    tap_ok(nvme.n_prefetch == 1 && nvme.pf_layer == 1 && nvme.pf_n == 2 &&
+               nvme.pf_experts[0] == 0 && nvme.pf_experts[1] == 2 && dram.n_prefetch == 0,
+           "tiered provider: a prefetch reaches nvme alone, as given (%d and %d calls)",
+           nvme.n_prefetch, dram.n_prefetch);
+    tap_ok(mt_expert_provider_capacity(t) == 4,
+           "tiered provider: its capacity is nvme's slots (%d; nvme 4, dram 9)",
+           mt_expert_provider_capacity(t));
+    mt_expert_provider_destroy(t);
+}
+
 /* The CPU-team executor (SIMD kernels on a pinned team) against the reference. */
 static void
 test_team(enum mt_dtype dt, int hidden, int inter, const int *ms, int n_ms)
@@ -221,6 +353,7 @@ main(void)
 
     tap_plan(0);
     test_self();
+    test_tiered();
     test_dtype(MT_DTYPE_F8_E4M3, 2, 5, 200, 72, ms_small, 9);
     test_dtype(MT_DTYPE_BF16, 2, 5, 200, 72, ms_small, 9);
     test_dtype(MT_DTYPE_F32, 2, 5, 136, 40, ms_small, 9);
