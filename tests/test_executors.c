@@ -314,6 +314,100 @@ test_tiered(void)
     mt_expert_provider_destroy(t);
 }
 
+/* ---- failures: wait() returns the first one, once ------------------------------------------ */
+
+/* A harness provider whose expert 3 cannot be read (MT_ERR_IO) and expert 4 is corrupt
+ * (MT_ERR_FORMAT). */
+static mt_status_t
+broken3_acquire(void *self, int layer, int expert, struct mt_expert *out)
+{
+    struct mt_expert_provider *inner = self;
+
+    if (expert == 3 || expert == 4) {
+        return mt_fail(expert == 3 ? MT_ERR_IO : MT_ERR_FORMAT, 0,
+                       "layer %d expert %d: injected failure", layer, expert);
+    }
+    return inner->ops->acquire(inner->self, layer, expert, out);
+}
+
+static void
+broken3_release(void *self, int layer, int expert)
+{
+    struct mt_expert_provider *inner = self;
+
+    inner->ops->release(inner->self, layer, expert);
+}
+
+static void
+broken3_destroy(void *self)
+{
+    (void)self;
+}
+
+static const struct mt_expert_provider_ops broken3_ops = {
+    .name = "broken3", .acquire = broken3_acquire, .release = broken3_release,
+    .destroy = broken3_destroy,
+};
+
+/*
+ * executor.h: wait() "returns the first failure among them", and after a failed submit the
+ * engine still calls wait(). Submits that fail, succeed, fail otherwise, then wait: the first
+ * failure; the next submit and wait: MT_OK again (a failure is reported once, not forever).
+ */
+static void
+check_failures(const char *name, struct mt_executor *ex, float *x, float *y)
+{
+    struct mt_expert_task bad = {0, 3, 2, x, y};
+    struct mt_expert_task corrupt = {0, 4, 2, x, y};
+    struct mt_expert_task good = {1, 2, 2, x, y};
+
+    mt_log_set_quiet(true);
+    mt_status_t s1 = ex->ops->submit(ex->self, &bad, 1);
+    mt_status_t s2 = ex->ops->submit(ex->self, &good, 1);
+    mt_status_t s4 = ex->ops->submit(ex->self, &corrupt, 1);
+    mt_status_t sw = ex->ops->wait(ex->self);
+    mt_log_set_quiet(false);
+    tap_ok(s1 == MT_ERR_IO && s2 == MT_OK && s4 == MT_ERR_FORMAT && sw == MT_ERR_IO,
+           "%s: submits failing (IO), good, failing (FORMAT): wait returns the first failure (%s)",
+           name, mt_status_str(sw));
+    mt_status_t s3 = ex->ops->submit(ex->self, &good, 1);
+    mt_status_t sw2 = ex->ops->wait(ex->self);
+    tap_ok(s3 == MT_OK && sw2 == MT_OK, "%s: the next submit and wait succeed (%s)", name,
+           mt_status_str(sw2));
+}
+
+static void
+test_failures(void)
+{
+    enum { HID = 256, INT = 128 };
+    struct mt_expert_provider *p = NULL;
+    struct mt_expert_provider bp = {&broken3_ops, NULL};
+    struct mt_cpu_team *team = NULL;
+    struct mt_executor *ref = NULL;
+    struct mt_executor *tex = NULL;
+    float *x = calloc(2 * HID, sizeof(float));
+    float *y = calloc(2 * HID, sizeof(float));
+
+    if (tap_ok(x != NULL && y != NULL &&
+                   mt_harness_provider_create(2, 5, HID, INT, MT_DTYPE_BF16, 17, &p) == MT_OK &&
+                   (bp.self = p, mt_executor_ref_create(&bp, &ref) == MT_OK) &&
+                   mt_cpu_team_create(-1, 0, &team) == MT_OK &&
+                   mt_executor_cpu_team_create(&bp, team, &tex) == MT_OK,
+               "failures: set up")) {
+        check_failures("reference", ref, x, y);
+        check_failures("cpu-team", tex, x, y);
+        tap_ok(mt_harness_provider_outstanding(p) == 0,
+               "failures: every acquire was released (%d held)",
+               mt_harness_provider_outstanding(p));
+    }
+    mt_executor_destroy(tex);
+    mt_executor_destroy(ref);
+    mt_cpu_team_destroy(team);
+    mt_expert_provider_destroy(p);
+    free(x);
+    free(y);
+}
+
 /* The CPU-team executor (SIMD kernels on a pinned team) against the reference. */
 static void
 test_team(enum mt_dtype dt, int hidden, int inter, const int *ms, int n_ms)
@@ -354,6 +448,7 @@ main(void)
     tap_plan(0);
     test_self();
     test_tiered();
+    test_failures();
     test_dtype(MT_DTYPE_F8_E4M3, 2, 5, 200, 72, ms_small, 9);
     test_dtype(MT_DTYPE_BF16, 2, 5, 200, 72, ms_small, 9);
     test_dtype(MT_DTYPE_F32, 2, 5, 136, 40, ms_small, 9);
