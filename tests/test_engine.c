@@ -723,6 +723,276 @@ out:
     mt_engine_destroy(c16);
 }
 
+/* The bytes of expert (l, x) as the shards hold them: its three weights and their scales. */
+static uint64_t
+expert_nbytes(const struct mt_model *m, int l, int x)
+{
+    const struct mt_expert_weights *w = &m->layers[l].experts[x];
+    const struct mt_weight *ws[3] = {&w->gate, &w->up, &w->down};
+    uint64_t b = 0;
+
+    for (int i = 0; i < 3; i++) {
+        b += ws[i]->w->nbytes + (ws[i]->scale != NULL ? ws[i]->scale->nbytes : 0);
+    }
+    return b;
+}
+
+/* Does the acquired weight w hold the shards' bytes of mw? */
+static bool
+same_as_shards(const struct mt_model *m, const struct mt_cpu_weight *w, const struct mt_weight *mw)
+{
+    void *buf = malloc(mw->w->nbytes);
+    bool ok = buf != NULL && mt_st_set_read(m->set, mw->w, buf, mw->w->nbytes) == MT_OK &&
+              memcmp(buf, w->data, mw->w->nbytes) == 0;
+
+    free(buf);
+    return ok;
+}
+
+/*
+ * The checkpoint provider's contract (expert_provider.h) on the tiny checkpoint: with resident
+ * NULL every expert stays after its first use, read once (the bytes it holds are the expert's, not
+ * twice them); a non-resident expert acquired twice stays readable until its last release and is
+ * freed then; an expert that does not exist is an error, not a read.
+ */
+static void
+checkpoint_provider(const struct mt_model *m)
+{
+    int L = m->cfg.num_hidden_layers;
+    int E = m->cfg.n_routed_experts;
+    size_t n = (size_t)L * (size_t)E;
+    bool *none = calloc(n > 0 ? n : 1, sizeof(*none));
+    struct mt_expert_provider *all = NULL;
+    struct mt_expert_provider *few = NULL;
+    struct mt_expert w1;
+    struct mt_expert w2;
+    int l = 0;
+    int x = E - 1;
+
+    while (l < L && !m->layers[l].is_moe) {
+        l++;
+    }
+    if (!tap_ok(none != NULL && l < L &&
+                    mt_expert_provider_checkpoint_create(m, NULL, &all) == MT_OK &&
+                    mt_expert_provider_checkpoint_create(m, none, &few) == MT_OK,
+                "checkpoint provider: created, resident NULL and none (first MoE layer %d)", l)) {
+        goto out;
+    }
+    uint64_t want = expert_nbytes(m, l, x);
+    bool ok = all->ops->acquire(all->self, l, x, &w1) == MT_OK;
+    if (ok) {
+        all->ops->release(all->self, l, x);
+    }
+    ok = ok && all->ops->acquire(all->self, l, x, &w2) == MT_OK;
+    if (ok) {
+        all->ops->release(all->self, l, x);
+    }
+    tap_ok(ok && mt_expert_provider_checkpoint_bytes(all) == want,
+           "checkpoint provider, resident NULL: an expert acquired and released twice stays, held "
+           "once (%llu bytes, the expert has %llu)",
+           (unsigned long long)mt_expert_provider_checkpoint_bytes(all), (unsigned long long)want);
+
+    ok = few->ops->acquire(few->self, l, x, &w1) == MT_OK;
+    ok = ok && few->ops->acquire(few->self, l, x, &w2) == MT_OK;
+    if (ok) {
+        few->ops->release(few->self, l, x);
+    }
+    const struct mt_expert_weights *ew = &m->layers[l].experts[x];
+    tap_ok(ok && mt_expert_provider_checkpoint_bytes(few) == want &&
+               same_as_shards(m, &w1.gate, &ew->gate) && same_as_shards(m, &w1.up, &ew->up) &&
+               same_as_shards(m, &w1.down, &ew->down),
+           "checkpoint provider, nothing resident: acquired twice, released once, the expert is "
+           "still held (%llu bytes) and still the shards' bytes",
+           (unsigned long long)mt_expert_provider_checkpoint_bytes(few));
+    if (ok) {
+        few->ops->release(few->self, l, x);
+    }
+    tap_ok(ok && mt_expert_provider_checkpoint_bytes(few) == 0,
+           "checkpoint provider, nothing resident: freed at its last release (%llu bytes held)",
+           (unsigned long long)mt_expert_provider_checkpoint_bytes(few));
+
+    int bad[][2] = {{-1, 0}, {L, 0}, {l, -1}, {l, E}, {0, 0}};
+    int n_bad = L > 0 && !m->layers[0].is_moe ? 5 : 4; /* layer 0 when dense */
+    int refused = 0;
+    mt_log_set_quiet(true);
+    for (int i = 0; i < n_bad; i++) {
+        refused += all->ops->acquire(all->self, bad[i][0], bad[i][1], &w1) == MT_ERR_INVAL;
+    }
+    mt_log_set_quiet(false);
+    tap_ok(refused == n_bad,
+           "checkpoint provider: layer -1 and %d, expert -1 and %d%s are MT_ERR_INVAL (%d of %d)",
+           L, E, n_bad == 5 ? ", a dense layer's expert" : "", refused, n_bad);
+out:
+    mt_expert_provider_destroy(few);
+    mt_expert_provider_destroy(all);
+    free(none);
+}
+
+/*
+ * A provider in front of the checkpoint provider that watches the engine: which experts it
+ * announces (prefetch) and acquires, and how many streamed (NVMe-tier) experts are held at once
+ * against its capacity.
+ */
+struct watch {
+    struct mt_expert_provider *inner; /* borrowed */
+    const uint8_t *tiers;             /* borrowed, [n_layers * E] */
+    int E;
+    int cap;
+    pthread_mutex_t lock;
+    int *announced; /* [n_layers * E] prefetch mentions */
+    int *acquired;  /* [n_layers * E] */
+    int held;       /* streamed experts held now */
+    int max_held;
+};
+
+static bool
+watch_nvme(const struct watch *w, int layer, int expert)
+{
+    return w->tiers[(size_t)layer * w->E + expert] == MT_TIER_NVME;
+}
+
+static void
+watch_prefetch(void *self, int layer, const int *experts, int n)
+{
+    struct watch *w = self;
+
+    pthread_mutex_lock(&w->lock);
+    for (int i = 0; i < n; i++) {
+        w->announced[(size_t)layer * w->E + experts[i]]++;
+    }
+    pthread_mutex_unlock(&w->lock);
+}
+
+static mt_status_t
+watch_acquire(void *self, int layer, int expert, struct mt_expert *out)
+{
+    struct watch *w = self;
+    mt_status_t st = w->inner->ops->acquire(w->inner->self, layer, expert, out);
+
+    pthread_mutex_lock(&w->lock);
+    w->acquired[(size_t)layer * w->E + expert] += st == MT_OK;
+    if (st == MT_OK && watch_nvme(w, layer, expert)) {
+        w->held++;
+        w->max_held = w->held > w->max_held ? w->held : w->max_held;
+    }
+    pthread_mutex_unlock(&w->lock);
+    return st;
+}
+
+static void
+watch_release(void *self, int layer, int expert)
+{
+    struct watch *w = self;
+
+    pthread_mutex_lock(&w->lock);
+    w->held -= watch_nvme(w, layer, expert);
+    pthread_mutex_unlock(&w->lock);
+    w->inner->ops->release(w->inner->self, layer, expert);
+}
+
+static int
+watch_capacity(void *self)
+{
+    return ((struct watch *)self)->cap;
+}
+
+static void
+watch_destroy(void *self)
+{
+    (void)self;
+}
+
+static const struct mt_expert_provider_ops watch_ops = {
+    .name = "watch", .prefetch = watch_prefetch, .acquire = watch_acquire,
+    .release = watch_release, .capacity = watch_capacity, .destroy = watch_destroy,
+};
+
+/*
+ * A plan with a third of the experts on NVMe, computed by the CPU team (which acquires a whole
+ * submit before releasing any): the engine announces to the provider exactly the streamed
+ * experts a layer's tokens need, once each time (moe.c: "Layer l's NVMe experts that have tokens"),
+ * none in memory and none without tokens; and it never holds more streamed experts at once than
+ * the provider's capacity (expert_provider.h: callers go in waves of at most that many).
+ */
+static void
+streamed_experts(const struct mt_model *m, const int32_t *ids, int n, const float *want)
+{
+    int E = m->cfg.n_routed_experts;
+    size_t n_keys = (size_t)m->cfg.num_hidden_layers * (size_t)E;
+    int V = m->cfg.vocab_size;
+    uint8_t *tiers = malloc(n_keys);
+    float *got = malloc((size_t)n * (size_t)V * sizeof(float));
+    struct watch w = {.E = E, .cap = 2, .tiers = tiers};
+    struct mt_expert_provider prov = {&watch_ops, &w};
+    struct mt_cpu_team *team = NULL;
+    struct mt_executor *tex = NULL;
+    struct mt_engine *e = NULL;
+    struct mt_engine_opts o;
+    int wrong = 0;
+    int n_streamed = 0;
+    int wr;
+
+    pthread_mutex_init(&w.lock, NULL);
+    w.announced = calloc(n_keys, sizeof(int));
+    w.acquired = calloc(n_keys, sizeof(int));
+    bool ok = tiers != NULL && got != NULL && w.announced != NULL && w.acquired != NULL &&
+              mt_expert_provider_checkpoint_create(m, NULL, &w.inner) == MT_OK;
+    if (ok) {
+        for (size_t i = 0; i < n_keys; i++) {
+            tiers[i] = i % 3 == 1 ? MT_TIER_NVME : MT_TIER_DRAM_CPU;
+        }
+        mt_engine_opts_default(&o);
+        o.expert_tiers = tiers;
+        o.provider = &prov;
+        ok = mt_engine_create(m, &o, &e) == MT_OK && mt_cpu_team_create(-1, 0, &team) == MT_OK &&
+             mt_executor_cpu_team_create(&prov, team, &tex) == MT_OK;
+    }
+    if (ok) {
+        mt_engine_set_executor(e, MT_TIER_DRAM_CPU, tex);
+        mt_engine_set_executor(e, MT_TIER_NVME, tex);
+        ok = mt_engine_forward(e, ids, n, true, got) == MT_OK;
+        mt_engine_set_executor(e, MT_TIER_DRAM_CPU, NULL);
+        mt_engine_set_executor(e, MT_TIER_NVME, NULL);
+    }
+    double rel = ok ? golden_worst_row_rel(got, want, n, V, &wr) : INFINITY;
+    tap_ok(ok && rel <= REL_TOL, "tiny: a third of the experts streamed, on the CPU team: the "
+           "logits of the reference (worst %.2e)", rel);
+    tap_ok(ok && w.max_held > 0 && w.max_held <= w.cap,
+           "tiny: at most the provider's capacity of streamed experts held at once (%d of %d)",
+           w.max_held, w.cap);
+    /* two tokens, where most streamed experts have none: only those with tokens are announced */
+    int unused = 0;
+    if (ok) {
+        memset(w.announced, 0, n_keys * sizeof(int));
+        memset(w.acquired, 0, n_keys * sizeof(int));
+        mt_engine_reset(e);
+        mt_engine_set_executor(e, MT_TIER_DRAM_CPU, tex);
+        mt_engine_set_executor(e, MT_TIER_NVME, tex);
+        ok = mt_engine_forward(e, ids, 2, true, got) == MT_OK;
+        mt_engine_set_executor(e, MT_TIER_DRAM_CPU, NULL);
+        mt_engine_set_executor(e, MT_TIER_NVME, NULL);
+    }
+    for (size_t i = 0; ok && i < n_keys; i++) {
+        bool nvme = tiers[i] == MT_TIER_NVME && m->layers[i / (size_t)E].is_moe;
+
+        n_streamed += nvme && w.acquired[i] > 0;
+        unused += nvme && w.acquired[i] == 0;
+        wrong += w.announced[i] != (nvme ? w.acquired[i] : 0);
+    }
+    tap_ok(ok && n_streamed > 0 && unused > 0 && wrong == 0,
+           "tiny, 2 tokens: the %d streamed experts they need are announced, not the %d without "
+           "tokens, nor any in DRAM (%d experts wrong)", n_streamed, unused, wrong);
+    mt_engine_destroy(e);
+    mt_executor_destroy(tex);
+    mt_cpu_team_destroy(team);
+    mt_expert_provider_destroy(w.inner);
+    pthread_mutex_destroy(&w.lock);
+    free(w.announced);
+    free(w.acquired);
+    free(got);
+    free(tiers);
+}
+
 static void
 synthetic(void)
 {
@@ -827,6 +1097,8 @@ synthetic(void)
            100.0 * ov);
 
     expert_residency(m, ids, T, full);
+    checkpoint_provider(m);
+    streamed_experts(m, ids, T, full);
 
     /* routed experts go through the executor of their tier, one submit per layer */
     struct expert_count ec = {0};

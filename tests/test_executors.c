@@ -7,7 +7,8 @@
  * Executors here: the reference itself over dequantized weights (FP8 and BF16 against their
  * exact fp32 values: the reference's dequantization), the CPU-team executor (SIMD kernels), and
  * the harness's own self-test (a dropped task and a 5% error must be caught). Backends add
- * their executor to this file.
+ * their executor to this file. Beside them, the tiered provider that executors acquire through:
+ * each expert from the provider of its tier.
  */
 #include <config.h>
 
@@ -18,6 +19,7 @@
 #include "runtime/engine/executor.h"
 #include "runtime/engine/executor_cpu_team.h"
 #include "runtime/engine/expert_provider.h"
+#include "runtime/plan/planner.h"
 #include "tests/harness.h"
 #include "tests/tap.h"
 
@@ -182,6 +184,230 @@ out:
     mt_expert_provider_destroy(p);
 }
 
+/* ---- the tiered provider: each expert from the provider of its tier ----------------------- */
+
+#define REC_LAYERS 3
+#define REC_EXPERTS 5
+
+/* A provider that records what it was asked; the weights it hands out point at itself. */
+struct rec {
+    int cap;                                       /* its capacity op's answer */
+    int acquired[REC_LAYERS * REC_EXPERTS];
+    int released[REC_LAYERS * REC_EXPERTS];
+    int n_prefetch;                                /* prefetch calls */
+    int pf_layer;                                  /* the last prefetch's layer and experts */
+    int pf_experts[REC_EXPERTS];
+    int pf_n;
+};
+
+static void
+rec_prefetch(void *self, int layer, const int *experts, int n)
+{
+    struct rec *r = self;
+
+    r->n_prefetch++;
+    r->pf_layer = layer;
+    r->pf_n = n;
+    memcpy(r->pf_experts, experts, (size_t)MT_MIN(n, REC_EXPERTS) * sizeof(*experts));
+}
+
+static mt_status_t
+rec_acquire(void *self, int layer, int expert, struct mt_expert *out)
+{
+    struct rec *r = self;
+
+    r->acquired[layer * REC_EXPERTS + expert]++;
+    memset(out, 0, sizeof(*out));
+    out->gate.data = r;
+    return MT_OK;
+}
+
+static void
+rec_release(void *self, int layer, int expert)
+{
+    struct rec *r = self;
+
+    r->released[layer * REC_EXPERTS + expert]++;
+}
+
+static int
+rec_capacity(void *self)
+{
+    return ((struct rec *)self)->cap;
+}
+
+static void
+rec_destroy(void *self)
+{
+    (void)self;
+}
+
+static const struct mt_expert_provider_ops rec_ops = {
+    .name = "recorder", .prefetch = rec_prefetch, .acquire = rec_acquire,
+    .release = rec_release, .capacity = rec_capacity, .destroy = rec_destroy,
+};
+
+/*
+ * expert_provider.h: experts whose tier is MT_TIER_NVME come from nvme, all others from dram,
+ * by the tiers given at create (copied). Acquire and release go to the same provider; prefetch
+ * (the engine announces streamed experts only) reaches nvme alone; the capacity is nvme's (the
+ * slots only streamed experts hold).
+ */
+static void
+test_tiered(void)
+{
+    static const uint8_t kinds[] = {MT_TIER_NVME, MT_TIER_DRAM_CPU, MT_TIER_NVME, MT_TIER_GPU,
+                                    MT_TIER_DRAM_PCIE, MT_TIER_NVME, MT_TIER_NVME};
+    uint8_t tiers[REC_LAYERS * REC_EXPERTS];
+    struct rec dram = {.cap = 9};
+    struct rec nvme = {.cap = 4};
+    struct mt_expert_provider dp = {&rec_ops, &dram};
+    struct mt_expert_provider np = {&rec_ops, &nvme};
+    struct mt_expert_provider *t = NULL;
+    int wrong_acquire = 0;
+    int wrong_release = 0;
+    int n_nvme = 0;
+
+    for (int i = 0; i < REC_LAYERS * REC_EXPERTS; i++) {
+        tiers[i] = kinds[i % (int)sizeof(kinds)];
+    }
+    if (!tap_ok(mt_expert_provider_tiered_create(tiers, REC_LAYERS, REC_EXPERTS, &dp, &np, &t) ==
+                    MT_OK,
+                "tiered provider: created")) {
+        return;
+    }
+    memset(tiers, MT_TIER_DRAM_CPU, sizeof(tiers)); /* the provider keeps its own copy */
+    for (int l = 0; l < REC_LAYERS; l++) {
+        for (int x = 0; x < REC_EXPERTS; x++) {
+            int i = l * REC_EXPERTS + x;
+            bool nv = kinds[i % (int)sizeof(kinds)] == MT_TIER_NVME;
+            struct rec *want = nv ? &nvme : &dram;
+            struct rec *other = nv ? &dram : &nvme;
+            struct mt_expert w;
+
+            n_nvme += nv;
+            if (t->ops->acquire(t->self, l, x, &w) != MT_OK || w.gate.data != want ||
+                want->acquired[i] != 1 || other->acquired[i] != 0) {
+                wrong_acquire++;
+            }
+            t->ops->release(t->self, l, x);
+            if (want->released[i] != 1 || other->released[i] != 0) {
+                wrong_release++;
+            }
+        }
+    }
+    tap_ok(wrong_acquire == 0,
+           "tiered provider: %d NVMe experts come from nvme, the other %d from dram (%d wrong)",
+           n_nvme, REC_LAYERS * REC_EXPERTS - n_nvme, wrong_acquire);
+    tap_ok(wrong_release == 0,
+           "tiered provider: each release goes to the provider that served the acquire (%d wrong)",
+           wrong_release);
+    int ids[2] = {0, 2};
+    t->ops->prefetch(t->self, 1, ids, 2);
+    tap_ok(nvme.n_prefetch == 1 && nvme.pf_layer == 1 && nvme.pf_n == 2 &&
+               nvme.pf_experts[0] == 0 && nvme.pf_experts[1] == 2 && dram.n_prefetch == 0,
+           "tiered provider: a prefetch reaches nvme alone, as given (%d and %d calls)",
+           nvme.n_prefetch, dram.n_prefetch);
+    tap_ok(mt_expert_provider_capacity(t) == 4,
+           "tiered provider: its capacity is nvme's slots (%d; nvme 4, dram 9)",
+           mt_expert_provider_capacity(t));
+    mt_expert_provider_destroy(t);
+}
+
+/* ---- failures: wait() returns the first one, once ------------------------------------------ */
+
+/* A harness provider whose expert 3 cannot be read (MT_ERR_IO) and expert 4 is corrupt
+ * (MT_ERR_FORMAT). */
+static mt_status_t
+broken3_acquire(void *self, int layer, int expert, struct mt_expert *out)
+{
+    struct mt_expert_provider *inner = self;
+
+    if (expert == 3 || expert == 4) {
+        return mt_fail(expert == 3 ? MT_ERR_IO : MT_ERR_FORMAT, 0,
+                       "layer %d expert %d: injected failure", layer, expert);
+    }
+    return inner->ops->acquire(inner->self, layer, expert, out);
+}
+
+static void
+broken3_release(void *self, int layer, int expert)
+{
+    struct mt_expert_provider *inner = self;
+
+    inner->ops->release(inner->self, layer, expert);
+}
+
+static void
+broken3_destroy(void *self)
+{
+    (void)self;
+}
+
+static const struct mt_expert_provider_ops broken3_ops = {
+    .name = "broken3", .acquire = broken3_acquire, .release = broken3_release,
+    .destroy = broken3_destroy,
+};
+
+/*
+ * executor.h: wait() "returns the first failure among them", and after a failed submit the
+ * engine still calls wait(). Submits that fail, succeed, fail otherwise, then wait: the first
+ * failure; the next submit and wait: MT_OK again (a failure is reported once, not forever).
+ */
+static void
+check_failures(const char *name, struct mt_executor *ex, float *x, float *y)
+{
+    struct mt_expert_task bad = {0, 3, 2, x, y};
+    struct mt_expert_task corrupt = {0, 4, 2, x, y};
+    struct mt_expert_task good = {1, 2, 2, x, y};
+
+    mt_log_set_quiet(true);
+    mt_status_t s1 = ex->ops->submit(ex->self, &bad, 1);
+    mt_status_t s2 = ex->ops->submit(ex->self, &good, 1);
+    mt_status_t s4 = ex->ops->submit(ex->self, &corrupt, 1);
+    mt_status_t sw = ex->ops->wait(ex->self);
+    mt_log_set_quiet(false);
+    tap_ok(s1 == MT_ERR_IO && s2 == MT_OK && s4 == MT_ERR_FORMAT && sw == MT_ERR_IO,
+           "%s: submits failing (IO), good, failing (FORMAT): wait returns the first failure (%s)",
+           name, mt_status_str(sw));
+    mt_status_t s3 = ex->ops->submit(ex->self, &good, 1);
+    mt_status_t sw2 = ex->ops->wait(ex->self);
+    tap_ok(s3 == MT_OK && sw2 == MT_OK, "%s: the next submit and wait succeed (%s)", name,
+           mt_status_str(sw2));
+}
+
+static void
+test_failures(void)
+{
+    enum { HID = 256, INT = 128 };
+    struct mt_expert_provider *p = NULL;
+    struct mt_expert_provider bp = {&broken3_ops, NULL};
+    struct mt_cpu_team *team = NULL;
+    struct mt_executor *ref = NULL;
+    struct mt_executor *tex = NULL;
+    float *x = calloc(2 * HID, sizeof(float));
+    float *y = calloc(2 * HID, sizeof(float));
+
+    if (tap_ok(x != NULL && y != NULL &&
+                   mt_harness_provider_create(2, 5, HID, INT, MT_DTYPE_BF16, 17, &p) == MT_OK &&
+                   (bp.self = p, mt_executor_ref_create(&bp, &ref) == MT_OK) &&
+                   mt_cpu_team_create(-1, 0, &team) == MT_OK &&
+                   mt_executor_cpu_team_create(&bp, team, &tex) == MT_OK,
+               "failures: set up")) {
+        check_failures("reference", ref, x, y);
+        check_failures("cpu-team", tex, x, y);
+        tap_ok(mt_harness_provider_outstanding(p) == 0,
+               "failures: every acquire was released (%d held)",
+               mt_harness_provider_outstanding(p));
+    }
+    mt_executor_destroy(tex);
+    mt_executor_destroy(ref);
+    mt_cpu_team_destroy(team);
+    mt_expert_provider_destroy(p);
+    free(x);
+    free(y);
+}
+
 /* The CPU-team executor (SIMD kernels on a pinned team) against the reference. */
 static void
 test_team(enum mt_dtype dt, int hidden, int inter, const int *ms, int n_ms)
@@ -221,6 +447,8 @@ main(void)
 
     tap_plan(0);
     test_self();
+    test_tiered();
+    test_failures();
     test_dtype(MT_DTYPE_F8_E4M3, 2, 5, 200, 72, ms_small, 9);
     test_dtype(MT_DTYPE_BF16, 2, 5, 200, 72, ms_small, 9);
     test_dtype(MT_DTYPE_F32, 2, 5, 136, 40, ms_small, 9);

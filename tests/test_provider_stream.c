@@ -4,8 +4,9 @@
  * bytes: every routed expert of FP8 and BF16 `synth --preset tiny` checkpoints, read from the
  * shards and from a two-file store written by `moetier pack`, compared with the safetensors
  * reader's pread of each tensor; dtype and shape of each weight as the model says; a store packed
- * from another model (another shape, or the same shape with other weights), and one whose index
- * cuts a part short, are refused.
+ * from another model (another shape, or the same shape with other weights), one whose index cuts
+ * a part short or makes the last part longer, and one of another expert count, are refused; the
+ * extents it describes; a prefetch starts the reads it names; its capacity is its slots.
  */
 #include <config.h>
 
@@ -75,13 +76,15 @@ check_provider(const struct mt_model *m, struct mt_expert_provider *p, int *n_ou
 }
 
 /*
- * A store of this model (its hash, CRCs right) whose index gives one weight part 16 bytes where
- * the tensor has more: refused when the provider opens, before any read (the kernels would read
- * rows x cols bytes from the part).
+ * A store of this model (its hash, CRCs right) whose index gives one part a length other than
+ * its tensor's: refused when the provider opens, before any read (the kernels would read rows x
+ * cols bytes from the part). With longer false, the first down part > 16 bytes is cut to 16;
+ * with longer true, the last part of the index (the last expert of the last layer, its last
+ * part that has bytes) is given 16 bytes more: every part is checked, both ways.
  */
 static void
-check_short_part(const struct mt_model *m, const char *tmp, const char *name,
-                 const struct mt_io_source_options *io)
+check_bad_part(const struct mt_model *m, const char *tmp, const char *name,
+               const struct mt_io_source_options *io, bool longer)
 {
     const size_t n_keys = (size_t)m->cfg.num_hidden_layers * m->cfg.n_routed_experts;
     struct mt_io_expert_desc *descs = NULL;
@@ -98,7 +101,7 @@ check_short_part(const struct mt_model *m, const char *tmp, const char *name,
     void *data = NULL;
     mt_status_t st;
 
-    snprintf(path, sizeof(path), "%s/%s-short.mts", tmp, name);
+    snprintf(path, sizeof(path), "%s/%s-%s.mts", tmp, name, longer ? "long" : "short");
     st = lens == NULL ? MT_ERR_NOMEM : mt_stream_describe(m, &descs, &paths, &n_files);
     if (st == MT_OK) {
         st = mt_stream_model_hash(m, &hash);
@@ -106,12 +109,13 @@ check_short_part(const struct mt_model *m, const char *tmp, const char *name,
     for (size_t i = 0; st == MT_OK && i < n_keys * MT_IO_N_PARTS; i++) {
         lens[i] = descs[i / MT_IO_N_PARTS].part[i % MT_IO_N_PARTS].len;
         biggest = lens[i] > biggest ? lens[i] : biggest;
-        if (victim == SIZE_MAX && i % MT_IO_N_PARTS == MT_IO_PART_DOWN && lens[i] > 16) {
+        if (longer ? lens[i] > 0
+                   : victim == SIZE_MAX && i % MT_IO_N_PARTS == MT_IO_PART_DOWN && lens[i] > 16) {
             victim = i;
         }
     }
-    if (st == MT_OK && victim != SIZE_MAX && (data = calloc(1, biggest)) != NULL) {
-        lens[victim] = 16;
+    if (st == MT_OK && victim != SIZE_MAX && (data = calloc(1, biggest + 16)) != NULL) {
+        lens[victim] = longer ? lens[victim] + 16 : 16;
         st = mt_io_store_writer_create(out, 1, hash, m->cfg.num_hidden_layers,
                                        m->cfg.n_routed_experts, lens, &w);
         for (size_t k = 0; st == MT_OK && k < n_keys; k++) {
@@ -135,11 +139,19 @@ check_short_part(const struct mt_model *m, const char *tmp, const char *name,
     } else if (st == MT_OK) {
         st = MT_ERR_NOMEM;
     }
-    if (tap_ok(st == MT_OK, "%s: a store with one part cut to 16 bytes is written", name)) {
+    if (tap_ok(st == MT_OK, "%s: a store with one part %s is written", name,
+               longer ? "16 bytes longer (the index's last)" : "cut to 16 bytes")) {
+        char want[128];
+
+        /* the message names the victim: layer, expert, part and the length the index gives */
+        snprintf(want, sizeof(want), "layer %d expert %d part %d holds %llu bytes",
+                 (int)(victim / MT_IO_N_PARTS / m->cfg.n_routed_experts),
+                 (int)(victim / MT_IO_N_PARTS % m->cfg.n_routed_experts),
+                 (int)(victim % MT_IO_N_PARTS), (unsigned long long)lens[victim]);
         mt_log_set_quiet(true);
         st = mt_expert_provider_stream_create(m, io, out, 1, &p);
         mt_log_set_quiet(false);
-        tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "holds 16 bytes") != NULL,
+        tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), want) != NULL,
                "%s: it is refused before any read: %s", name, mt_last_error());
         if (st == MT_OK) {
             mt_expert_provider_destroy(p);
@@ -149,6 +161,156 @@ check_short_part(const struct mt_model *m, const char *tmp, const char *name,
     free(descs);
     free(paths);
     free(lens);
+}
+
+/* Is e the extent of tensor t in the model's table ({0} when there is no tensor)? */
+static bool
+extent_is(const struct mt_io_extent *e, const struct mt_st_tensor *t)
+{
+    if (t == NULL) {
+        return e->file == 0 && e->off == 0 && e->len == 0;
+    }
+    return e->file == t->file && e->off == t->offset && e->len == t->nbytes;
+}
+
+/*
+ * mt_stream_describe (provider_stream.h): each routed expert as six extents, gate, gate scale,
+ * up, up scale, down, down scale, from the safetensors table; dense layers all zero; the shard
+ * paths. Checked against the table itself: the byte comparison of check_provider cannot tell a
+ * gate scale from an up scale where the two hold the same values (synth's power-of-two scales of
+ * a one-block expert often do).
+ */
+static void
+check_describe(const struct mt_model *m, const char *name)
+{
+    struct mt_io_expert_desc *descs = NULL;
+    const char **paths = NULL;
+    int n_files = 0;
+    int wrong = 0;
+    int n_moe = 0;
+    int E = m->cfg.n_routed_experts;
+
+    if (!tap_ok(mt_stream_describe(m, &descs, &paths, &n_files) == MT_OK, "%s: describe", name)) {
+        return;
+    }
+    for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
+        n_moe += m->layers[l].is_moe;
+        for (int e = 0; e < E; e++) {
+            const struct mt_io_expert_desc *d = &descs[(size_t)l * E + e];
+            const struct mt_expert_weights *x = m->layers[l].is_moe ? &m->layers[l].experts[e]
+                                                                    : NULL;
+
+            if (x == NULL) {
+                for (int p = 0; p < MT_IO_N_PARTS; p++) {
+                    wrong += !extent_is(&d->part[p], NULL);
+                }
+                continue;
+            }
+            wrong += !extent_is(&d->part[MT_IO_PART_GATE], x->gate.w) +
+                     !extent_is(&d->part[MT_IO_PART_GATE_SCALE], x->gate.scale) +
+                     !extent_is(&d->part[MT_IO_PART_UP], x->up.w) +
+                     !extent_is(&d->part[MT_IO_PART_UP_SCALE], x->up.scale) +
+                     !extent_is(&d->part[MT_IO_PART_DOWN], x->down.w) +
+                     !extent_is(&d->part[MT_IO_PART_DOWN_SCALE], x->down.scale);
+        }
+    }
+    bool paths_ok = n_files == mt_st_set_file_count(m->set);
+    for (int f = 0; paths_ok && f < n_files; f++) {
+        paths_ok = strcmp(paths[f], mt_st_set_file_path(m->set, f)) == 0;
+    }
+    tap_ok(wrong == 0 && n_moe > 0 && n_moe < m->cfg.num_hidden_layers && paths_ok,
+           "%s: describe gives each expert's six extents from the tensor table, dense layers "
+           "zero, the %d shard paths (%d extents wrong)", name, n_files, wrong);
+    free(descs);
+    free(paths);
+}
+
+/*
+ * A store with the model's hash but one expert a layer fewer (an index edited, or a packer bug):
+ * refused when the provider opens, naming both shapes.
+ */
+static void
+check_other_dims(const struct mt_model *m, const char *tmp, const char *name,
+                 const struct mt_io_source_options *io)
+{
+    int L = m->cfg.num_hidden_layers;
+    int E = m->cfg.n_routed_experts - 1;
+    uint64_t *lens = calloc((size_t)L * E * MT_IO_N_PARTS, sizeof(*lens));
+    struct mt_io_store_writer *w = NULL;
+    struct mt_expert_provider *p;
+    uint64_t hash = 0;
+    char path[600];
+    const char *out[1] = {path};
+    char want[128];
+    mt_status_t st;
+
+    snprintf(path, sizeof(path), "%s/%s-dims.mts", tmp, name);
+    st = lens == NULL ? MT_ERR_NOMEM : mt_stream_model_hash(m, &hash);
+    if (st == MT_OK) {
+        /* one expert of 16 bytes: a store holds at least one */
+        static const char bytes[16];
+        const void *parts[MT_IO_N_PARTS] = {bytes};
+
+        lens[0] = sizeof(bytes);
+        st = mt_io_store_writer_create(out, 1, hash, L, E, lens, &w);
+        if (st == MT_OK && (st = mt_io_store_writer_put(w, 0, 0, parts)) != MT_OK) {
+            mt_io_store_writer_destroy(w);
+        }
+    }
+    if (st == MT_OK) {
+        st = mt_io_store_writer_finish(w);
+    }
+    if (tap_ok(st == MT_OK, "%s: a store of %d x %d experts with the model's hash is written",
+               name, L, E)) {
+        snprintf(want, sizeof(want), "holds %d layers x %d experts, the model %d x %d", L, E, L,
+                 E + 1);
+        mt_log_set_quiet(true);
+        st = mt_expert_provider_stream_create(m, io, out, 1, &p);
+        mt_log_set_quiet(false);
+        tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), want) != NULL,
+               "%s: it is refused: %s", name, mt_last_error());
+        if (st == MT_OK) {
+            mt_expert_provider_destroy(p);
+        }
+    }
+    free(lens);
+}
+
+/*
+ * A prefetch starts the reads of the experts it names (io stats: reads started by prefetch),
+ * and their acquires then find them read or on their way; the capacity is the source's slots.
+ */
+static void
+check_prefetch(const struct mt_model *m, struct mt_expert_provider *p, const char *name)
+{
+    struct mt_io_source *src = mt_expert_provider_stream_source(p);
+    struct mt_io_source_stats s;
+    int l = 0;
+    int ids[2] = {0, 1};
+    int got = 0;
+
+    while (l < m->cfg.num_hidden_layers && !m->layers[l].is_moe) {
+        l++;
+    }
+    mt_io_source_stats(src, &s);
+    tap_ok(s.n_slots > 0 && mt_expert_provider_capacity(p) == (int)s.n_slots,
+           "%s: the streaming provider's capacity is its %u slots (%d)", name, s.n_slots,
+           mt_expert_provider_capacity(p));
+    mt_io_source_stats_reset(src);
+    p->ops->prefetch(p->self, l, ids, 2);
+    for (int i = 0; i < 2; i++) {
+        struct mt_expert x;
+
+        if (p->ops->acquire(p->self, l, ids[i], &x) == MT_OK) {
+            got++;
+            p->ops->release(p->self, l, ids[i]);
+        }
+    }
+    mt_io_source_stats(src, &s);
+    tap_ok(got == 2 && s.prefetches == 2 && s.misses == 0 && s.hits + s.late_hits == 2,
+           "%s: a prefetch of 2 experts starts both reads, and their acquires find them (%llu "
+           "prefetches, %llu misses)", name, (unsigned long long)s.prefetches,
+           (unsigned long long)s.misses);
 }
 
 static void
@@ -179,10 +341,12 @@ run_dtype(const char *tmp, bool bf16, const char *other_store)
         exit(1);
     }
     tap_ok(m->fp8 == !bf16, "%s: the tiny checkpoint is %s", name, bf16 ? "BF16" : "FP8");
+    check_describe(m, name);
     /* a budget of 3 experts: every expert is evicted and read again in the second pass */
     io.cache_bytes = 3 * 3 * 2 * (uint64_t)m->cfg.hidden_size * m->cfg.moe_intermediate_size;
     st = mt_expert_provider_stream_create(m, &io, NULL, 0, &p);
     if (tap_ok(st == MT_OK, "%s: streaming provider over the shards opens", name)) {
+        check_prefetch(m, p, name);
         int bad = check_provider(m, p, &n);
 
         tap_ok(bad == 0 && n > 0,
@@ -223,7 +387,9 @@ run_dtype(const char *tmp, bool bf16, const char *other_store)
             mt_expert_provider_destroy(p);
         }
     }
-    check_short_part(m, tmp, name, &io);
+    check_bad_part(m, tmp, name, &io, false);
+    check_bad_part(m, tmp, name, &io, true);
+    check_other_dims(m, tmp, name, &io);
     /* the same shape with other weights (another seed): the store of one is refused by the other,
      * which would otherwise run with the other checkpoint's experts */
     {
