@@ -14,6 +14,7 @@
 #include <config.h>
 
 #include "cpu/convert.h"
+#include "cpu/experts.h"
 #include "cpu/ref_ops.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/executor.h"
@@ -716,6 +717,35 @@ api_edges(struct mt_model *m, const int32_t *ids, int n, const float *full)
     if (st == MT_OK) {
         mt_engine_destroy(odd);
     }
+
+    /* a CPU expert kernel that cannot allocate its workspace fails the forward pass (its
+     * outputs are not valid: never logits made of them); after a reset the engine runs on.
+     * The scalar kernel allocates on every call. */
+    struct mt_cpu_team *team = NULL;
+    struct mt_executor *tex = NULL;
+    setenv("MOETIER_ISA", "scalar", 1);
+    mt_engine_reset(e);
+    ok = mt_cpu_team_create(-1, 0, &team) == MT_OK &&
+         mt_executor_cpu_team_create(mt_engine_provider(e), team, &tex) == MT_OK;
+    if (ok) {
+        mt_engine_set_executor(e, MT_TIER_DRAM_CPU, tex);
+        mt_cpu_experts_ws_fault = 1;
+        mt_log_set_quiet(true);
+        st = mt_engine_forward(e, ids, n, true, got);
+        mt_log_set_quiet(false);
+        bool used = mt_cpu_experts_ws_fault == 0;
+        mt_cpu_experts_ws_fault = 0;
+        mt_engine_reset(e);
+        ok = used && st == MT_ERR_NOMEM && mt_engine_forward(e, ids, n, true, got) == MT_OK;
+        rel = ok ? golden_worst_row_rel(got, full, n, V, &wr) : INFINITY;
+        mt_engine_set_executor(e, MT_TIER_DRAM_CPU, NULL);
+    }
+    tap_ok(ok && rel <= REL_TOL, "api edges: a CPU-team kernel without its workspace fails the "
+           "forward with MT_ERR_NOMEM (%s); after a reset it runs (worst %.2e)",
+           mt_status_str(st), rel);
+    mt_executor_destroy(tex);
+    mt_cpu_team_destroy(team);
+    unsetenv("MOETIER_ISA");
 out:
     free(lng);
     free(got);

@@ -376,6 +376,38 @@ check_failures(const char *name, struct mt_executor *ex, float *x, float *y)
            mt_status_str(sw2));
 }
 
+/*
+ * A kernel's own failure, seen only when the team finishes (its workspace not allocated: the
+ * outputs are not valid), is wait()'s too; the next layer runs. The scalar kernel allocates its
+ * workspace on every call, so MOETIER_ISA=scalar makes the fault hit.
+ */
+static void
+check_kernel_failure(struct mt_expert_provider *p, struct mt_cpu_team *team, float *x, float *y)
+{
+    struct mt_expert_task good = {1, 2, 2, x, y};
+    struct mt_executor *ex = NULL;
+
+    setenv("MOETIER_ISA", "scalar", 1);
+    if (tap_ok(mt_executor_cpu_team_create(p, team, &ex) == MT_OK,
+               "kernel failure: a scalar cpu-team executor")) {
+        mt_cpu_experts_ws_fault = 1;
+        mt_log_set_quiet(true);
+        mt_status_t s1 = ex->ops->submit(ex->self, &good, 1);
+        mt_status_t sw = ex->ops->wait(ex->self);
+        mt_log_set_quiet(false);
+        bool used = mt_cpu_experts_ws_fault == 0;
+        mt_cpu_experts_ws_fault = 0;
+        tap_ok(used && s1 == MT_OK && sw == MT_ERR_NOMEM,
+               "kernel failure: a workspace not allocated fails wait() with MT_ERR_NOMEM (%s; "
+               "fault used %d)", mt_status_str(sw), used);
+        s1 = ex->ops->submit(ex->self, &good, 1);
+        sw = ex->ops->wait(ex->self);
+        tap_ok(s1 == MT_OK && sw == MT_OK, "kernel failure: the next submit and wait succeed");
+    }
+    mt_executor_destroy(ex);
+    unsetenv("MOETIER_ISA");
+}
+
 static void
 test_failures(void)
 {
@@ -396,6 +428,7 @@ test_failures(void)
                "failures: set up")) {
         check_failures("reference", ref, x, y);
         check_failures("cpu-team", tex, x, y);
+        check_kernel_failure(&bp, team, x, y);
         tap_ok(mt_harness_provider_outstanding(p) == 0,
                "failures: every acquire was released (%d held)",
                mt_harness_provider_outstanding(p));

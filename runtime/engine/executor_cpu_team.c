@@ -93,9 +93,10 @@ static mt_status_t
 team_wait(void *self)
 {
     struct exec_team *e = self;
-    mt_status_t st = e->failed;
+    mt_status_t st;
 
-    release_all(e);
+    release_all(e); /* first: the kernels' own failures (a workspace not allocated) land here */
+    st = e->failed;
     e->failed = MT_OK;
     return st;
 }
