@@ -221,7 +221,15 @@ test_tiny_inventory(void)
 
 /* ---- tiny checkpoints ------------------------------------------------------------------------ */
 
-enum damage { DAMAGE_NONE, DAMAGE_DROP, DAMAGE_SHAPE, DAMAGE_DTYPE, DAMAGE_FUSE, DAMAGE_EXTRA };
+enum damage {
+    DAMAGE_NONE, DAMAGE_DROP, DAMAGE_SHAPE, DAMAGE_DTYPE, DAMAGE_FUSE, DAMAGE_EXTRA,
+    DAMAGE_AS_BF16, /* the victim stored BF16 */
+    DAMAGE_AS_F8,   /* the victim stored F8_E4M3 */
+    DAMAGE_AS_2D,   /* the victim, a vector [n], stored [n, 1] */
+    DAMAGE_FUSE_W,  /* as FUSE, the fused tensors named with ".weight" */
+    DAMAGE_EH0,     /* layer 0 also has the MTP layer's eh_proj */
+    DAMAGE_F16,     /* every linear stored F16 (a valid checkpoint) */
+};
 
 static enum mt_dtype
 spec_dtype(const struct mt_tensor_spec *s, bool fp8)
@@ -270,7 +278,8 @@ write_ckpt(const char *dir, const struct mt_model_config *cfg, bool with_mtp, en
         uint64_t e;
 
         if ((hit && damage == DAMAGE_DROP) ||
-            (damage == DAMAGE_FUSE && s.role == MT_ROLE_ROUTED_EXPERT && s.layer == 1)) {
+            ((damage == DAMAGE_FUSE || damage == DAMAGE_FUSE_W) &&
+             s.role == MT_ROLE_ROUTED_EXPERT && s.layer == 1)) {
             continue;
         }
         if (hit && damage == DAMAGE_SHAPE) {
@@ -279,19 +288,35 @@ write_ckpt(const char *dir, const struct mt_model_config *cfg, bool with_mtp, en
         if (hit && damage == DAMAGE_DTYPE) {
             dt = s.kind == MT_KIND_LINEAR ? MT_DTYPE_BF16 : MT_DTYPE_I32;
         }
+        dt = hit && damage == DAMAGE_AS_BF16 ? MT_DTYPE_BF16 : dt;
+        dt = hit && damage == DAMAGE_AS_F8 ? MT_DTYPE_F8_E4M3 : dt;
+        dt = damage == DAMAGE_F16 && s.kind == MT_KIND_LINEAR ? MT_DTYPE_F16 : dt;
+        if (hit && damage == DAMAGE_AS_2D) {
+            s.ndim = 2;
+            s.shape[1] = 1;
+        }
         e = (uint64_t)s.shape[0] * (s.ndim == 2 ? (uint64_t)s.shape[1] : 1);
         total += e * mt_dtype_size(dt);
         st = mt_st_writer_add(w, s.name, dt, s.ndim, s.shape);
     }
-    if (st == MT_OK && damage == DAMAGE_FUSE) {
+    if (st == MT_OK && (damage == DAMAGE_FUSE || damage == DAMAGE_FUSE_W)) {
         int64_t gu[3] = {cfg->n_routed_experts, 2 * cfg->moe_intermediate_size, cfg->hidden_size};
         int64_t dn[3] = {cfg->n_routed_experts, cfg->hidden_size, cfg->moe_intermediate_size};
+        const char *suffix = damage == DAMAGE_FUSE_W ? ".weight" : "";
+        char gname[96];
+        char dname[96];
 
+        snprintf(gname, sizeof(gname), "model.layers.1.mlp.experts.gate_up_proj%s", suffix);
+        snprintf(dname, sizeof(dname), "model.layers.1.mlp.experts.down_proj%s", suffix);
         total += (uint64_t)(gu[0] * gu[1] * gu[2] + dn[0] * dn[1] * dn[2]) * 2;
-        st = mt_st_writer_add(w, "model.layers.1.mlp.experts.gate_up_proj", MT_DTYPE_BF16, 3, gu);
-        st = st == MT_OK
-                 ? mt_st_writer_add(w, "model.layers.1.mlp.experts.down_proj", MT_DTYPE_BF16, 3, dn)
-                 : st;
+        st = mt_st_writer_add(w, gname, MT_DTYPE_BF16, 3, gu);
+        st = st == MT_OK ? mt_st_writer_add(w, dname, MT_DTYPE_BF16, 3, dn) : st;
+    }
+    if (st == MT_OK && damage == DAMAGE_EH0) {
+        int64_t shape[2] = {cfg->hidden_size, 2 * cfg->hidden_size};
+
+        total += (uint64_t)(shape[0] * shape[1]) * 2;
+        st = mt_st_writer_add(w, "model.layers.0.eh_proj.weight", MT_DTYPE_BF16, 2, shape);
     }
     if (st == MT_OK && damage == DAMAGE_EXTRA) {
         int64_t shape[1] = {4};
@@ -366,6 +391,92 @@ test_open_good(void)
            "BF16 checkpoint without MTP, one unknown extra tensor: opens: %s", mt_last_error());
     mt_model_destroy(m);
     tap_rmtree(dir);
+}
+
+/*
+ * Checkpoints that open though they differ from the usual: F16 linears; a config.json with an
+ * fp8 quantization_config over BF16 tensors (the tensors decide, with a warning); a tied head
+ * (lm_head is the embedding table).
+ */
+static void
+test_open_variants(void)
+{
+    struct mt_model_config cfg;
+    struct mt_model *m = NULL;
+    const char *dir = tap_tmpdir();
+    char path[512];
+    mt_status_t st;
+
+    tiny_config(&cfg, false);
+    st = write_ckpt(dir, &cfg, false, DAMAGE_F16, NULL);
+    st = st == MT_OK ? mt_model_open(dir, &m) : st;
+    tap_ok(st == MT_OK && !m->fp8 && m->layers[0].q_a.w->dtype == MT_DTYPE_F16 &&
+               m->layers[2].experts[1].down.w->dtype == MT_DTYPE_F16,
+           "F16 linears: the checkpoint opens: %s", mt_last_error());
+    mt_model_destroy(m);
+    m = NULL;
+    tap_rmtree(dir);
+
+    dir = tap_tmpdir();
+    tiny_config(&cfg, false);
+    st = write_ckpt(dir, &cfg, false, DAMAGE_NONE, NULL);
+    tiny_config(&cfg, true);
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    st = st == MT_OK ? mt_config_save(&cfg, path) : st;
+    st = st == MT_OK ? mt_model_open(dir, &m) : st; /* (its warning is expected) */
+    tap_ok(st == MT_OK && !m->fp8 && m->layers[0].q_a.scale == NULL,
+           "config.json says FP8, the tensors are BF16: opens as BF16 (no scales asked): %s",
+           mt_last_error());
+    mt_model_destroy(m);
+    m = NULL;
+    tap_rmtree(dir);
+
+    dir = tap_tmpdir();
+    tiny_config(&cfg, false);
+    cfg.tie_word_embeddings = true;
+    st = write_ckpt(dir, &cfg, false, DAMAGE_NONE, NULL);
+    st = st == MT_OK ? mt_model_open(dir, &m) : st;
+    tap_ok(st == MT_OK && m->head.w != NULL && m->head.w == m->embed.w,
+           "tied embeddings: lm_head is the embedding table: %s", mt_last_error());
+    mt_model_destroy(m);
+    tap_rmtree(dir);
+}
+
+/*
+ * The size model's conventions on the tiny config: parameters do not depend on the storage
+ * (scales are no parameters, MTP's neither); with tied embeddings the table is lm_head, so it
+ * stays in the GPU's share and a token reads it whole.
+ */
+static void
+test_tiny_sizes(void)
+{
+    struct mt_model_config cfg;
+    struct mt_model_sizes f8;
+    struct mt_model_sizes bf;
+    struct mt_model_sizes tied;
+    bool same = true;
+
+    tiny_config(&cfg, true);
+    mt_status_t s1 = mt_model_sizes_compute(&cfg, true, &f8);
+    mt_status_t s2 = mt_model_sizes_compute(&cfg, false, &bf);
+    for (int r = 0; r < MT_ROLE_COUNT; r++) {
+        same = same && f8.params[r] == bf.params[r];
+    }
+    tap_ok(s1 == MT_OK && s2 == MT_OK && same && f8.mtp_params == bf.mtp_params &&
+               f8.mtp_params > 0 && f8.mtp_bytes != bf.mtp_bytes,
+           "tiny sizes: FP8 and BF16 count the same parameters per role and in MTP (%llu), "
+           "not the same bytes", (unsigned long long)f8.mtp_params);
+    uint64_t embed = bf.bytes[MT_ROLE_EMBED];
+    tap_ok(bf.gpu_other_bytes == bf.other_bytes - embed &&
+               bf.token_bytes_always == bf.other_bytes - embed + embed / 512,
+           "tiny sizes, untied: the table stays off the GPU's share; a token reads one row");
+    tiny_config(&cfg, false);
+    cfg.tie_word_embeddings = true;
+    s1 = mt_model_sizes_compute(&cfg, false, &tied);
+    tap_ok(s1 == MT_OK && tied.bytes[MT_ROLE_HEAD] == 0 && tied.bytes[MT_ROLE_EMBED] == embed &&
+               tied.gpu_other_bytes == tied.other_bytes &&
+               tied.token_bytes_always == tied.other_bytes,
+           "tiny sizes, tied: the table is lm_head, in the GPU's share and read whole per token");
 }
 
 /* A checkpoint written by transformers 5.17's save_pretrained (tests/reference/make_golden.py). */
@@ -451,6 +562,31 @@ test_open_bad(void)
                 "all must share one storage mode", "a BF16 linear in an FP8 checkpoint");
     expect_fail(false, DAMAGE_DTYPE, "model.norm.weight", "is I32, expected", "an I32 norm");
     expect_fail(false, DAMAGE_FUSE, NULL, "fused", "fused experts (transformers in-memory layout)");
+    expect_fail(false, DAMAGE_FUSE_W, NULL, "fused", "fused experts named with .weight");
+    expect_fail(true, DAMAGE_AS_BF16, "model.layers.1.self_attn.q_b_proj.weight_scale_inv",
+                "is BF16, expected F32", "a BF16 block scale");
+    expect_fail(true, DAMAGE_AS_F8, "model.layers.2.mlp.gate.weight", "is F8_E4M3, expected",
+                "an FP8 router (a dense tensor)");
+    expect_fail(false, DAMAGE_AS_2D, "model.norm.weight", "has shape [256, 1], expected [256]",
+                "a norm vector stored [n, 1]");
+    expect_fail(false, DAMAGE_EH0, NULL, "layer 0 of the num_hidden_layers 4 main layers is an MTP",
+                "layer 0 holding the MTP layer's eh_proj");
+    /* a file where the checkpoint directory should be */
+    {
+        struct mt_model_config cfg;
+        const char *dir = tap_tmpdir();
+        char path[512];
+
+        tiny_config(&cfg, false);
+        snprintf(path, sizeof(path), "%s/config.json", dir);
+        st = mt_config_save(&cfg, path);
+        st = st == MT_OK ? mt_model_open(path, &m) : st;
+        tap_ok(st == MT_ERR_INVAL && m == NULL && strstr(mt_last_error(), "is a file") != NULL,
+               "a file given as the checkpoint: MT_ERR_INVAL: %s", mt_last_error());
+        mt_model_destroy(m);
+        m = NULL;
+        tap_rmtree(dir);
+    }
     /* config.json with fewer layers than the weights: an error, not "extra tensors ignored". */
     {
         struct mt_model_config cfg;
@@ -551,9 +687,11 @@ main(void)
     tap_plan(0);
     test_real_sizes();
     test_tiny_inventory();
+    test_tiny_sizes();
     test_open_good();
     test_open_hf();
     test_open_bad();
+    test_open_variants();
     test_sizes_overflow();
     return tap_done();
 }
