@@ -369,9 +369,9 @@ check_edges(void)
     struct mt_json_schema_state one, two;
     mt_json_schema_start(&one);
     ok = s != NULL && mt_json_schema_feed(s, &one, "{\"n\":", 5) == MT_JSON_OK &&
-         mt_json_schema_feed(s, &one, "x", 1) == MT_JSON_BAD &&
+         mt_json_schema_feed(s, &one, "1,\"z", 4) == MT_JSON_BAD &&
          mt_json_schema_feed(s, &one, "5}", 2) == MT_JSON_OK && mt_json_schema_complete(&one);
-    tap_ok(ok, "a refused byte does not change the state");
+    tap_ok(ok, "bytes refused (the last of four) do not change the state");
 
     /* whitespace before the root: MT_JSON_MAX_WS bytes, then the limit */
     char ws[MT_JSON_MAX_WS + 2];
@@ -382,6 +382,73 @@ check_edges(void)
          mt_json_schema_feed(s, &two, "{}", 2) == MT_JSON_OK && mt_json_schema_complete(&two);
     tap_ok(ok, "%d spaces before the root are taken, one more is the whitespace limit",
            MT_JSON_MAX_WS);
+    mt_json_schema_destroy(s);
+
+    /* an array with no maxItems takes many items */
+    s = compile("{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"array\"}}}",
+                false, &st);
+    size_t cap = 8 + 2 * 1000 + 2;
+    char *many = malloc(cap), *p = many;
+    p += sprintf(p, "{\"a\":[");
+    for (int k = 0; k < 1000; k++) {
+        p += sprintf(p, "%s0", k ? "," : "");
+    }
+    p += sprintf(p, "]}");
+    ok = s != NULL && feed_bytes(s, many, (size_t)(p - many), &at) == MT_JSON_OK;
+    tap_ok(ok, "an array without maxItems: 1,000 items taken");
+    free(many);
+    mt_json_schema_destroy(s);
+
+    /* a reply nests at most MT_JSON_SCHEMA_MAX_DEPTH containers, even where the schema recurses */
+    s = compile("{\"$defs\": {\"T\": {\"type\": \"object\", \"properties\": {\"k\": {\"$ref\": "
+                "\"#/$defs/T\"}}}}, \"$ref\": \"#/$defs/T\"}", false, &st);
+    char deep[6 * (MT_JSON_SCHEMA_MAX_DEPTH + 1)] = "";
+    for (int k = 0; k < MT_JSON_SCHEMA_MAX_DEPTH + 1; k++) {
+        strcat(deep, k ? "\"k\":{" : "{");
+    }
+    ok = s != NULL && feed_bytes(s, deep, strlen(deep), &at) == MT_JSON_LIMIT &&
+         at == strlen(deep) - 1;
+    tap_ok(ok, "%d objects inside each other are read, the next is the depth limit",
+           MT_JSON_SCHEMA_MAX_DEPTH);
+    mt_json_schema_destroy(s);
+
+    /* the compiler's own limits: nodes, key length; empty enum and anyOf; #/definitions */
+    size_t big = 64 + 12 * (MT_JSON_SCHEMA_MAX_NODES + 1);
+    char *text = malloc(big);
+    for (int extra = 0; extra < 2; extra++) {
+        p = text + sprintf(text, "{\"type\": \"object\", \"properties\": {");
+        for (int k = 0; k < MT_JSON_SCHEMA_MAX_NODES - 1 + extra; k++) {
+            p += sprintf(p, "%s\"p%d\":{}", k ? "," : "", k);
+        }
+        sprintf(p, "}}");
+        s = compile(text, false, &st);
+        tap_ok(extra ? s == NULL && strstr(mt_last_error(), "nodes") != NULL : s != NULL,
+               "%d nodes (an object of %d properties) %s", MT_JSON_SCHEMA_MAX_NODES + extra,
+               MT_JSON_SCHEMA_MAX_NODES - 1 + extra, extra ? "refused" : "compile");
+        mt_json_schema_destroy(s);
+    }
+    free(text);
+    text = malloc(UINT16_MAX + 128);
+    for (int extra = 0; extra < 2; extra++) {
+        p = text + sprintf(text, "{\"type\": \"object\", \"properties\": {\"");
+        memset(p, 'k', UINT16_MAX + extra);
+        sprintf(p + UINT16_MAX + extra, "\": {}}}");
+        s = compile(text, false, &st);
+        tap_ok(extra ? s == NULL && strstr(mt_last_error(), "too long") != NULL : s != NULL,
+               "a key of %d bytes %s", UINT16_MAX + extra, extra ? "refused" : "compiles");
+        mt_json_schema_destroy(s);
+    }
+    free(text);
+    s = compile("{\"type\": \"object\", \"properties\": {\"a\": {\"enum\": []}}}", false, &st);
+    tap_ok(s == NULL && strstr(mt_last_error(), "non-empty") != NULL, "refused: an empty enum");
+    s = compile("{\"type\": \"object\", \"properties\": {\"a\": {\"anyOf\": []}}}", false, &st);
+    tap_ok(s == NULL && strstr(mt_last_error(), "non-empty") != NULL, "refused: an empty anyOf");
+    s = compile("{\"definitions\": {\"D\": {\"type\": \"boolean\"}}, \"type\": \"object\", "
+                "\"properties\": {\"a\": {\"$ref\": \"#/definitions/D\"}}}", false, &st);
+    ok = s != NULL && feed_bytes(s, "{\"a\":true}", 10, &at) == MT_JSON_OK &&
+         feed_bytes(s, "{\"a\":1}", 7, &at) == MT_JSON_BAD && at == 5;
+    tap_ok(ok, "a $ref to #/definitions (older Pydantic) holds its schema (%s)",
+           s == NULL ? mt_last_error() : "ok");
     mt_json_schema_destroy(s);
 }
 
