@@ -276,6 +276,182 @@ check_instances(void)
     mt_json_schema_destroy(s);
 }
 
+/* Feed the bytes one at a time from a fresh state (NUL bytes too): the verdict of the first that
+ * is refused, and at *at its index (len when none). */
+static enum mt_json_verdict
+feed_bytes(const struct mt_json_schema *s, const char *bytes, size_t len, size_t *at)
+{
+    struct mt_json_schema_state st;
+    enum mt_json_verdict v = MT_JSON_OK;
+
+    mt_json_schema_start(&st);
+    for (*at = 0; *at < len && (v = mt_json_schema_feed(s, &st, bytes + *at, 1)) == MT_JSON_OK;
+         (*at)++) {
+    }
+    return v;
+}
+
+/* The edges of the compiler's checks and of the reader's bounds. */
+static void
+check_edges(void)
+{
+    static const struct {
+        const char *schema;
+        const char *why;
+        const char *says;
+    } refused[] = {
+        {"{\"$defs\": {\"A/B\": {\"type\": \"object\"}}, \"type\": \"object\", \"properties\": "
+         "{\"a\": {\"$ref\": \"#/$defs/A/B\"}}}",
+         "a $ref through a '/' (a JSON pointer: A then B, not the key \"A/B\")", "names no schema"},
+        {"{\"type\": \"object\", \"properties\": {\"a\\u001fb\": {}}}",
+         "a key with the control character 0x1f", "control character"},
+        {"{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"array\", \"minItems\": -1}}}",
+         "minItems -1", "minItems and maxItems"},
+        {"{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"array\", "
+         "\"maxItems\": 65536}}}",
+         "maxItems 65536", "minItems and maxItems"},
+        {"{\"$defs\": {\"S\": {\"type\": \"string\"}}, \"$ref\": \"#/$defs/S\"}",
+         "a root $ref to a string schema", "root"},
+        {"{\"$defs\": {\"A\": {\"$ref\": \"#/$defs/A\"}}, \"type\": \"object\", \"properties\": "
+         "{\"a\": {\"$ref\": \"#/$defs/A\"}}}",
+         "a $ref to itself and nothing else", "too deep"},
+    };
+    mt_status_t st;
+    for (size_t k = 0; k < sizeof(refused) / sizeof(refused[0]); k++) {
+        struct mt_json_schema *s = compile(refused[k].schema, false, &st);
+        tap_ok(st == MT_ERR_INVAL && s == NULL && strstr(mt_last_error(), refused[k].says) != NULL,
+               "refused: %s (%s)", refused[k].why, mt_last_error());
+        mt_json_schema_destroy(s);
+    }
+
+    /* additionalProperties true or {} is held as false (a reply names only the schema's keys) */
+    static const char *const extras[] = {"true", "{}"};
+    for (int k = 0; k < 2; k++) {
+        char text[256];
+        snprintf(text, sizeof(text), "{\"type\": \"object\", \"properties\": {\"a\": {}}, "
+                 "\"additionalProperties\": %s}", extras[k]);
+        struct mt_json_schema *s = compile(text, false, &st);
+        size_t at;
+        tap_ok(s != NULL && feed_bytes(s, "{\"a\":1}", 7, &at) == MT_JSON_OK &&
+                   feed_bytes(s, "{\"b\":1}", 7, &at) == MT_JSON_BAD && at == 2,
+               "additionalProperties %s compiles, and other keys are still refused", extras[k]);
+        mt_json_schema_destroy(s);
+    }
+
+    /* minItems = maxItems: exactly that many; maxItems 0: only []; a $ref to a $ref to a $ref */
+    struct mt_json_schema *s = compile(
+        "{\"$defs\": {\"A\": {\"$ref\": \"#/$defs/B\"}, \"B\": {\"$ref\": \"#/$defs/C\"}, \"C\": "
+        "{\"type\": \"object\", \"properties\": {\"two\": {\"type\": \"array\", \"minItems\": 2, "
+        "\"maxItems\": 2}, \"none\": {\"type\": \"array\", \"maxItems\": 0}, \"n\": {\"type\": "
+        "\"integer\"}, \"e\": {\"enum\": [1, 12]}}}}, \"$ref\": \"#/$defs/A\"}",
+        false, &st);
+    size_t at;
+    bool ok = s != NULL;
+    ok = ok && feed_bytes(s, "{\"two\":[1,2]}", 13, &at) == MT_JSON_OK;
+    ok = ok && feed_bytes(s, "{\"two\":[1]", 10, &at) == MT_JSON_BAD && at == 9;
+    ok = ok && feed_bytes(s, "{\"two\":[1,2,", 12, &at) == MT_JSON_BAD && at == 11;
+    tap_ok(ok, "through three $refs: minItems = maxItems = 2 holds exactly two items (%s)",
+           s == NULL ? mt_last_error() : "ok");
+    ok = s != NULL && feed_bytes(s, "{\"none\":[]}", 11, &at) == MT_JSON_OK &&
+         feed_bytes(s, "{\"none\":[1", 10, &at) == MT_JSON_BAD && at == 9;
+    tap_ok(ok, "maxItems 0: [] only, the first item refused");
+    ok = s != NULL && feed_bytes(s, "{\"n\":1E3", 8, &at) == MT_JSON_BAD && at == 6 &&
+         feed_bytes(s, "{\"n\":-0}", 8, &at) == MT_JSON_OK;
+    tap_ok(ok, "an integer: 1E3 refused at the E (as 1e3 and 1.5 are)");
+    ok = s != NULL && feed_bytes(s, "{\"n\":1,\"e\":1}", 13, &at) == MT_JSON_OK &&
+         feed_bytes(s, "{\"n\":1,\"e\":1,", 13, &at) == MT_JSON_BAD && at == 12;
+    tap_ok(ok, "a comma after the schema's last key is refused at the comma, not a byte later");
+    ok = s != NULL && feed_bytes(s, "{\"e\":1\0", 7, &at) == MT_JSON_BAD && at == 6 &&
+         feed_bytes(s, "{\"e\":12\0", 8, &at) == MT_JSON_BAD && at == 7;
+    tap_ok(ok, "a NUL byte after an enum's number is refused (no text goes on with it)");
+
+    /* a refused byte leaves the state as it was; the next good byte goes on from there */
+    struct mt_json_schema_state one, two;
+    mt_json_schema_start(&one);
+    ok = s != NULL && mt_json_schema_feed(s, &one, "{\"n\":", 5) == MT_JSON_OK &&
+         mt_json_schema_feed(s, &one, "1,\"z", 4) == MT_JSON_BAD &&
+         mt_json_schema_feed(s, &one, "5}", 2) == MT_JSON_OK && mt_json_schema_complete(&one);
+    tap_ok(ok, "bytes refused (the last of four) do not change the state");
+
+    /* whitespace before the root: MT_JSON_MAX_WS bytes, then the limit */
+    char ws[MT_JSON_MAX_WS + 2];
+    memset(ws, ' ', sizeof(ws));
+    mt_json_schema_start(&two);
+    ok = s != NULL && mt_json_schema_feed(s, &two, ws, MT_JSON_MAX_WS) == MT_JSON_OK &&
+         mt_json_schema_feed(s, &two, ws, 1) == MT_JSON_LIMIT &&
+         mt_json_schema_feed(s, &two, "{}", 2) == MT_JSON_OK && mt_json_schema_complete(&two);
+    tap_ok(ok, "%d spaces before the root are taken, one more is the whitespace limit",
+           MT_JSON_MAX_WS);
+    mt_json_schema_destroy(s);
+
+    /* an array with no maxItems takes many items */
+    s = compile("{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"array\"}}}",
+                false, &st);
+    size_t cap = 8 + 2 * 1000 + 2;
+    char *many = malloc(cap), *p = many;
+    p += sprintf(p, "{\"a\":[");
+    for (int k = 0; k < 1000; k++) {
+        p += sprintf(p, "%s0", k ? "," : "");
+    }
+    p += sprintf(p, "]}");
+    ok = s != NULL && feed_bytes(s, many, (size_t)(p - many), &at) == MT_JSON_OK;
+    tap_ok(ok, "an array without maxItems: 1,000 items taken");
+    free(many);
+    mt_json_schema_destroy(s);
+
+    /* a reply nests at most MT_JSON_SCHEMA_MAX_DEPTH containers, even where the schema recurses */
+    s = compile("{\"$defs\": {\"T\": {\"type\": \"object\", \"properties\": {\"k\": {\"$ref\": "
+                "\"#/$defs/T\"}}}}, \"$ref\": \"#/$defs/T\"}", false, &st);
+    char deep[6 * (MT_JSON_SCHEMA_MAX_DEPTH + 1)] = "";
+    for (int k = 0; k < MT_JSON_SCHEMA_MAX_DEPTH + 1; k++) {
+        strcat(deep, k ? "\"k\":{" : "{");
+    }
+    ok = s != NULL && feed_bytes(s, deep, strlen(deep), &at) == MT_JSON_LIMIT &&
+         at == strlen(deep) - 1;
+    tap_ok(ok, "%d objects inside each other are read, the next is the depth limit",
+           MT_JSON_SCHEMA_MAX_DEPTH);
+    mt_json_schema_destroy(s);
+
+    /* the compiler's own limits: nodes, key length; empty enum and anyOf; #/definitions */
+    size_t big = 64 + 12 * (MT_JSON_SCHEMA_MAX_NODES + 1);
+    char *text = malloc(big);
+    for (int extra = 0; extra < 2; extra++) {
+        p = text + sprintf(text, "{\"type\": \"object\", \"properties\": {");
+        for (int k = 0; k < MT_JSON_SCHEMA_MAX_NODES - 1 + extra; k++) {
+            p += sprintf(p, "%s\"p%d\":{}", k ? "," : "", k);
+        }
+        sprintf(p, "}}");
+        s = compile(text, false, &st);
+        tap_ok(extra ? s == NULL && strstr(mt_last_error(), "nodes") != NULL : s != NULL,
+               "%d nodes (an object of %d properties) %s", MT_JSON_SCHEMA_MAX_NODES + extra,
+               MT_JSON_SCHEMA_MAX_NODES - 1 + extra, extra ? "refused" : "compile");
+        mt_json_schema_destroy(s);
+    }
+    free(text);
+    text = malloc(UINT16_MAX + 128);
+    for (int extra = 0; extra < 2; extra++) {
+        p = text + sprintf(text, "{\"type\": \"object\", \"properties\": {\"");
+        memset(p, 'k', UINT16_MAX + extra);
+        sprintf(p + UINT16_MAX + extra, "\": {}}}");
+        s = compile(text, false, &st);
+        tap_ok(extra ? s == NULL && strstr(mt_last_error(), "too long") != NULL : s != NULL,
+               "a key of %d bytes %s", UINT16_MAX + extra, extra ? "refused" : "compiles");
+        mt_json_schema_destroy(s);
+    }
+    free(text);
+    s = compile("{\"type\": \"object\", \"properties\": {\"a\": {\"enum\": []}}}", false, &st);
+    tap_ok(s == NULL && strstr(mt_last_error(), "non-empty") != NULL, "refused: an empty enum");
+    s = compile("{\"type\": \"object\", \"properties\": {\"a\": {\"anyOf\": []}}}", false, &st);
+    tap_ok(s == NULL && strstr(mt_last_error(), "non-empty") != NULL, "refused: an empty anyOf");
+    s = compile("{\"definitions\": {\"D\": {\"type\": \"boolean\"}}, \"type\": \"object\", "
+                "\"properties\": {\"a\": {\"$ref\": \"#/definitions/D\"}}}", false, &st);
+    ok = s != NULL && feed_bytes(s, "{\"a\":true}", 10, &at) == MT_JSON_OK &&
+         feed_bytes(s, "{\"a\":1}", 7, &at) == MT_JSON_BAD && at == 5;
+    tap_ok(ok, "a $ref to #/definitions (older Pydantic) holds its schema (%s)",
+           s == NULL ? mt_last_error() : "ok");
+    mt_json_schema_destroy(s);
+}
+
 #define VOCAB 129280
 
 /* Walks through the constraint with the schema, from random logits; each that ends must be an
@@ -400,6 +576,7 @@ main(void)
     tap_plan(0);
     check_compile();
     check_instances();
+    check_edges();
     check_walks();
     return tap_done();
 }
