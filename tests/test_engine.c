@@ -15,6 +15,7 @@
 
 #include "cpu/convert.h"
 #include "cpu/experts.h"
+#include "cpu/isa.h"
 #include "cpu/ref_ops.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/executor.h"
@@ -723,6 +724,7 @@ api_edges(struct mt_model *m, const int32_t *ids, int n, const float *full)
      * The scalar kernel allocates on every call. */
     struct mt_cpu_team *team = NULL;
     struct mt_executor *tex = NULL;
+    char *isa_was = getenv("MOETIER_ISA") != NULL ? strdup(getenv("MOETIER_ISA")) : NULL;
     setenv("MOETIER_ISA", "scalar", 1);
     mt_engine_reset(e);
     ok = mt_cpu_team_create(-1, 0, &team) == MT_OK &&
@@ -745,7 +747,12 @@ api_edges(struct mt_model *m, const int32_t *ids, int n, const float *full)
            mt_status_str(st), rel);
     mt_executor_destroy(tex);
     mt_cpu_team_destroy(team);
-    unsetenv("MOETIER_ISA");
+    if (isa_was != NULL) { /* as the caller had it */
+        setenv("MOETIER_ISA", isa_was, 1);
+    } else {
+        unsetenv("MOETIER_ISA");
+    }
+    free(isa_was);
 out:
     free(lng);
     free(got);
@@ -985,8 +992,13 @@ streamed_experts(const struct mt_model *m, const int32_t *ids, int n, const floa
         mt_engine_set_executor(e, MT_TIER_NVME, NULL);
     }
     double rel = ok ? golden_worst_row_rel(got, want, n, V, &wr) : INFINITY;
-    tap_ok(ok && rel <= REL_TOL, "tiny: a third of the experts streamed, on the CPU team: the "
-           "logits of the reference (worst %.2e)", rel);
+    /* the amx family rounds prefill activations and weights to bf16: within 2e-2 of the others
+     * (cpu/experts.h), not 1e-3 */
+    enum mt_cpu_level lvl = MT_CPU_LEVEL_SCALAR;
+    double tol = mt_cpu_level_select(&lvl) == MT_OK && lvl == MT_CPU_LEVEL_AMX ? 2e-2 : REL_TOL;
+    tap_ok(ok && rel <= tol, "tiny: a third of the experts streamed, on the CPU team (%s): the "
+           "logits of the reference (worst %.2e, tolerance %.0e)", mt_cpu_level_name(lvl), rel,
+           tol);
     tap_ok(ok && w.max_held > 0 && w.max_held <= w.cap,
            "tiny: at most the provider's capacity of streamed experts held at once (%d of %d)",
            w.max_held, w.cap);

@@ -387,6 +387,7 @@ check_kernel_failure(struct mt_expert_provider *p, struct mt_cpu_team *team, flo
     struct mt_expert_task good = {1, 2, 2, x, y};
     struct mt_executor *ex = NULL;
 
+    char *isa_was = getenv("MOETIER_ISA") != NULL ? strdup(getenv("MOETIER_ISA")) : NULL;
     setenv("MOETIER_ISA", "scalar", 1);
     if (tap_ok(mt_executor_cpu_team_create(p, team, &ex) == MT_OK,
                "kernel failure: a scalar cpu-team executor")) {
@@ -405,7 +406,12 @@ check_kernel_failure(struct mt_expert_provider *p, struct mt_cpu_team *team, flo
         tap_ok(s1 == MT_OK && sw == MT_OK, "kernel failure: the next submit and wait succeed");
     }
     mt_executor_destroy(ex);
-    unsetenv("MOETIER_ISA");
+    if (isa_was != NULL) { /* as the caller had it */
+        setenv("MOETIER_ISA", isa_was, 1);
+    } else {
+        unsetenv("MOETIER_ISA");
+    }
+    free(isa_was);
 }
 
 static void
