@@ -686,8 +686,8 @@ test_prefill_batch_2(void)
 /*
  * The automatic GPU reserve at its edges (planner.c, auto_gpu_reserve): a --gpu-mem that holds
  * every expert with exactly the default reserve beside them keeps that reserve, and room for
- * every expert (the placement may still compute some on the CPU beside the GPU); where experts are off the GPU anyway, the reserve grows from the 1,024-token
- * chunk's work space to the 2,048-token one's only where the bytes that moves off the GPU are
+ * every expert (the placement may still compute some on the CPU beside the GPU); where experts
+ * are off the GPU anyway, the reserve grows from the 1,024-token chunk's work space to the 2,048-token one's only where the bytes that moves off the GPU are
  * at most 1/16 of those off it: not with 16 GiB off (1/16: 1 GiB, less than the difference
  * between the two work spaces), but with 32 GiB off (2 GiB, more). A GPU without a FLOP rate
  * leaves prefill unmodelled; without a GPU and without a DRAM rate nothing can be planned.
@@ -739,7 +739,8 @@ test_auto_reserve_edges(void)
         b.gpu_mem = base + w1 + all - off; /* off: expert bytes the 1,024 chunk's reserve leaves */
         st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
         tap_ok(st == MT_OK && w2 - w1 > gib && w2 - w1 < 2 * gib &&
-                   plan->budget.gpu_reserve == want && plan->reserve_chunk == (k == 0 ? 1024 : 2048),
+                   plan->budget.gpu_reserve == want &&
+                   plan->reserve_chunk == (k == 0 ? 1024 : 2048),
                "%d GiB of experts off the GPU: the reserve for %d-token chunks (%.2f GiB; the "
                "2,048 chunk's needs %.2f GiB more)%s%s",
                k == 0 ? 16 : 32, st == MT_OK ? plan->reserve_chunk : 0,
@@ -2623,7 +2624,8 @@ test_decode_copies(void)
     tap_ok(st == MT_OK && plan->tier[MT_TIER_NVME].experts == 0 &&
                plan->tier[MT_TIER_DRAM_CPU].experts == 58 * 256,
            "a bus-bound all-DRAM plan keeps every expert in DRAM (%d on NVMe), bottleneck %s",
-           st == MT_OK ? plan->tier[MT_TIER_NVME].experts : -1, st == MT_OK ? plan->bottleneck : "");
+           st == MT_OK ? plan->tier[MT_TIER_NVME].experts : -1,
+           st == MT_OK ? plan->bottleneck : "");
     mt_plan_destroy(plan);
 }
 
