@@ -687,10 +687,11 @@ test_prefill_batch_2(void)
  * The automatic GPU reserve at its edges (planner.c, auto_gpu_reserve): a --gpu-mem that holds
  * every expert with exactly the default reserve beside them keeps that reserve, and room for
  * every expert (the placement may still compute some on the CPU beside the GPU); where experts
- * are off the GPU anyway, the reserve grows from the 1,024-token chunk's work space to the 2,048-token one's only where the bytes that moves off the GPU are
- * at most 1/16 of those off it: not with 16 GiB off (1/16: 1 GiB, less than the difference
- * between the two work spaces), but with 32 GiB off (2 GiB, more). A GPU without a FLOP rate
- * leaves prefill unmodelled; without a GPU and without a DRAM rate nothing can be planned.
+ * are off the GPU anyway, the reserve grows from the 1,024-token chunk's work space to the
+ * 2,048-token one's only where the bytes that move off the GPU are at most 1/16 of those off
+ * it: not with 16 GiB off (1/16: 1 GiB, less than the difference between the two work spaces),
+ * but with 32 GiB off (2 GiB, more). A GPU without a FLOP rate leaves prefill unmodelled;
+ * without a GPU and without a DRAM rate nothing can be planned.
  */
 static void
 test_auto_reserve_edges(void)
