@@ -1,5 +1,8 @@
 # tests/: one TAP program per module, run by `make check`.
 LOG_DRIVER = env AM_TAP_AWK='$(AWK)' $(SHELL) $(top_srcdir)/build-aux/tap-driver.sh
+# every test runs under a time limit: a hang fails that test by name (tests/time_limit.sh)
+LOG_COMPILER = $(SHELL) $(top_srcdir)/tests/time_limit.sh
+EXTRA_DIST += tests/time_limit.sh
 AM_TESTS_ENVIRONMENT = OMP_NUM_THREADS=2 MALLOC_PERTURB_=165 MOETIER_DEVICE=cpu \
 	MT_REQUIRE_SERVE_CLIENTS=$${MT_REQUIRE_SERVE_CLIENTS:-0} \
 	MT_TEST_DATA=$(abs_top_srcdir)/tests/data MT_SRCDIR=$(abs_top_srcdir) \

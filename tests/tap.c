@@ -17,6 +17,28 @@ static int planned = -1;
 static int count;
 static int failed;
 
+/* The directories tap_tmpdir made, for tap_done to remove: a run must not leave them behind. */
+#define TAP_MAX_TMPDIRS 256
+static char *tmpdirs[TAP_MAX_TMPDIRS];
+static int n_tmpdirs;
+
+static void
+remove_tmpdirs(void)
+{
+    const char *keep = getenv("MT_TEST_KEEP_TMP");
+    bool kept = failed != 0 || (keep != NULL && strcmp(keep, "1") == 0);
+
+    for (int i = 0; i < n_tmpdirs; i++) {
+        if (kept) {
+            printf("# kept %s\n", tmpdirs[i]);
+        } else {
+            tap_rmtree(tmpdirs[i]);
+        }
+        free(tmpdirs[i]);
+    }
+    n_tmpdirs = 0;
+}
+
 void
 tap_plan(int n)
 {
@@ -76,6 +98,7 @@ tap_bail_out(const char *why)
 int
 tap_done(void)
 {
+    remove_tmpdirs();
     if (planned == 0 && count == 0) {
         return 0;
     }
@@ -165,6 +188,9 @@ tap_tmpdir(void)
     if (mkdtemp(b) == NULL) {
         perror("mkdtemp");
         exit(1);
+    }
+    if (n_tmpdirs < TAP_MAX_TMPDIRS && (tmpdirs[n_tmpdirs] = strdup(b)) != NULL) {
+        n_tmpdirs++;
     }
     return b;
 }

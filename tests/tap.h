@@ -34,7 +34,10 @@ const char *tap_one_line(const char *text, size_t len);
 /* Path of a file under $MT_TEST_DATA (tests/data); returns a static buffer. */
 const char *tap_data_path(const char *rel);
 
-/* A fresh empty temporary directory (mkdtemp under $TMPDIR or /tmp); static buffer per call slot.
+/*
+ * A fresh empty temporary directory (mkdtemp under $TMPDIR or /tmp); static buffer per call slot.
+ * tap_done removes every one made (the first 256) when all checks passed; after a failure it
+ * keeps them for a look and says where they are. MT_TEST_KEEP_TMP=1 keeps them in any case.
  */
 const char *tap_tmpdir(void);
 
