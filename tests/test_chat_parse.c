@@ -81,7 +81,7 @@ main(void)
     char *reply;
     mt_status_t st;
 
-    tap_plan(29);
+    tap_plan(31);
     mt_log_set_quiet(true);
 
     st = mt_chat_parse_tool_calls("Hello there", 11, &p);
@@ -226,6 +226,21 @@ main(void)
     tap_ok(st == MT_OK && p.n == 1 &&
                strcmp(p.calls[0].arguments, "{\"k\": \"x\\\" string=\\\"false\\\">1\"}") == 0,
            "the first kind ends the key: %s", st == MT_OK && p.n == 1 ? p.calls[0].arguments : "");
+    if (st == MT_OK) {
+        mt_chat_parsed_calls_fini(&p);
+    }
+    /* ... and the other way round: a JSON value holding the string kind's marker is not JSON,
+     * so the block is refused (read from the later marker, the key would swallow the value) */
+    static const char true_after_false[] = BLOCK(INVOKE(PARAM("k\" string=\"false\"",
+                                                              "1\" string=\"true\">2")));
+    tap_ok(refused(true_after_false, strlen(true_after_false)),
+           "the first kind ends the key, string=\"false\" first: its value is not JSON, refused");
+    /* the invoke's head may start with any whitespace (\s in DeepSeek's regex) */
+    static const char tab_head[] = BLOCK("<｜DSML｜invoke\t\r\nname=\"f\">\n" ONE
+                                         "\n</｜DSML｜invoke>");
+    st = mt_chat_parse_tool_calls(tab_head, strlen(tab_head), &p);
+    tap_ok(st == MT_OK && p.n == 1 && strcmp(p.calls[0].name, "f") == 0,
+           "a tab, CR and newline before name=: the call f");
     if (st == MT_OK) {
         mt_chat_parsed_calls_fini(&p);
     }
