@@ -91,6 +91,8 @@ static const struct bad_case bad[] = {
     {"[\"\xc3(\"]", 3, MT_JSON_BAD, "a cut two-byte character"},
     {"[\"\x1f\"]", 2, MT_JSON_BAD, "a raw 0x1f (the last control byte) in a string"},
     {"[\"\xf0\x8f\xbf\xbf\"]", 3, MT_JSON_BAD, "an overlong four-byte form"},
+    {"[\"\xf5\x80\x80\x80\"]", 2, MT_JSON_BAD, "a lead byte 0xf5 (only above U+10FFFF)"},
+    {"[\"\xff\"]", 2, MT_JSON_BAD, "a byte 0xff"},
     {"{} {}", 3, MT_JSON_BAD, "a second top-level value"},
     {"1 2", 2, MT_JSON_BAD, "a second top-level number"},
     {"[1 2]", 3, MT_JSON_BAD, "two values without a comma"},
