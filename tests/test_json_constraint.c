@@ -164,14 +164,14 @@ walks(struct mt_json_constraint *c, float *logits)
 /*
  * The count mask returns and the stop ids' rules, with a second constraint whose stop ids are
  * eos, a plain word (not an added token: the grammar alone would let it into a string), one
- * below and one past the vocabulary (ignored). logits has room past VOCAB, so that a write or
+ * below the vocabulary, its first id past it and one further (ignored). logits has room past VOCAB, so that a write or
  * a read there shows.
  */
 static void
 check_counts_and_stops(float *logits)
 {
     int32_t word = mt_tokenizer_token_id(tok, "Hello");
-    int32_t stops[4] = {eos, word, -5, VOCAB + 3};
+    int32_t stops[5] = {eos, word, -5, VOCAB, VOCAB + 3};
     struct mt_json_constraint *c = NULL;
     int32_t *ids = NULL;
     size_t n_ids = 0;
@@ -182,7 +182,7 @@ check_counts_and_stops(float *logits)
     mt_log_set_quiet(false);
     tap_ok(ok, "a constraint over 0 ids is MT_ERR_INVAL");
 
-    if (word < 0 || mt_json_constraint_create(tok, VOCAB, stops, 4, &c) != MT_OK) {
+    if (word < 0 || mt_json_constraint_create(tok, VOCAB, stops, 5, &c) != MT_OK) {
         tap_bail_out("cannot make the second constraint");
     }
     /* every other id already -inf: the count is of what is left, whatever the state */
@@ -197,13 +197,13 @@ check_counts_and_stops(float *logits)
         for (int i = 0; i < VOCAB + 8; i++) {
             logits[i] = i % 2 == 0 ? -INFINITY : 1.0f;
         }
-        logits[eos] = logits[word] = logits[VOCAB + 3] = 1.0f;
+        logits[eos] = logits[word] = logits[VOCAB] = logits[VOCAB + 3] = 1.0f;
         size_t left = mt_json_constraint_mask(c, logits), finite = 0;
         for (int i = 0; i < VOCAB; i++) {
             finite += logits[i] != -INFINITY;
         }
         tap_ok(left == finite && logits[eos] == -INFINITY && logits[word] == -INFINITY &&
-                   logits[VOCAB + 3] == 1.0f,
+                   logits[VOCAB] == 1.0f && logits[VOCAB + 3] == 1.0f,
                "%s: mask returns the ids left (%zu, counted %zu); eos and the stop word are out",
                k == 0 ? "inactive" : k == 1 ? "at the start" : "inside a string", left, finite);
     }
