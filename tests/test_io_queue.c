@@ -26,7 +26,7 @@
 
 #define KB4 4096u
 #define KB16 (16u << 10)
-#define TAIL 1000u                     /* file 0 ends this far past the 4 KiB grid */
+#define TAIL 1000u                      /* file 0 ends this far past the 4 KiB grid */
 #define FILE0_BYTES (64u * 1024 + TAIL) /* file 0: ends off the grid */
 #define FILE1_BYTES (64u * 1024)        /* file 1: ends on it */
 #define BUF_BYTES (8 * KB16)            /* the staging memory */
@@ -112,7 +112,8 @@ test_create(const struct env *e)
     ok = ok && q != NULL && mt_io_queue_in_flight(q) == 0;
     mt_io_queue_destroy(q);
     q = NULL;
-    ok = ok && mt_io_queue_create(4096, e->direct, 2, MT_IO_QUEUE_PREAD, NULL, NULL, 0, &q) == MT_OK;
+    ok =
+        ok && mt_io_queue_create(4096, e->direct, 2, MT_IO_QUEUE_PREAD, NULL, NULL, 0, &q) == MT_OK;
     tap_ok(ok && q != NULL && mt_io_queue_mode(q) == MT_IO_QUEUE_PREAD,
            "depths 1 and 4096 (the ends of the range) are taken");
     mt_io_queue_destroy(q);
@@ -173,10 +174,10 @@ test_reads(struct mt_io_queue *q, const struct env *e, unsigned char *outside, c
         }
         k = (unsigned)(d.tag - 100);
         seen |= 1u << k;
-        ok = ok && done_is(&d, 100 + k, rd[k].file, rd[k].off, rd[k].len, 0) &&
-             holds(k == DEPTH - 1 ? outside : e->buf + rd[k].at, rd[k].file, rd[k].off,
-                   rd[k].len) &&
-             mt_io_queue_in_flight(q) == DEPTH - 1 - n;
+        ok =
+            ok && done_is(&d, 100 + k, rd[k].file, rd[k].off, rd[k].len, 0) &&
+            holds(k == DEPTH - 1 ? outside : e->buf + rd[k].at, rd[k].file, rd[k].off, rd[k].len) &&
+            mt_io_queue_in_flight(q) == DEPTH - 1 - n;
     }
     tap_ok(ok && seen == (1u << DEPTH) - 1,
            "%s: each read finishes once, by its tag, with its file, offset and bytes", mode);
@@ -196,9 +197,12 @@ test_eof(struct mt_io_queue *q, const struct env *e, const char *mode, const cha
          done_is(&d, 7, 0, 64 * 1024, TAIL, 0) && holds(e->buf, 0, 64 * 1024, TAIL);
     ok = ok && one_read(q, 1, e->buf, 48 * 1024, KB16 + KB4, 8, &d) == MT_OK &&
          done_is(&d, 8, 1, 48 * 1024, KB16, 0) && holds(e->buf, 1, 48 * 1024, KB16);
-    tap_ok(ok, "%s, %s fds: a read across end of file ends there, err 0, with off at the end "
-               "(off the grid: %u bytes; on it: 16 KiB)", mode, fdkind, TAIL);
-    ok = one_read(q, 0, e->buf, 80 * 1024, KB4, 9, &d) == MT_OK && done_is(&d, 9, 0, 80 * 1024, 0, 0);
+    tap_ok(ok,
+           "%s, %s fds: a read across end of file ends there, err 0, with off at the end "
+           "(off the grid: %u bytes; on it: 16 KiB)",
+           mode, fdkind, TAIL);
+    ok = one_read(q, 0, e->buf, 80 * 1024, KB4, 9, &d) == MT_OK &&
+         done_is(&d, 9, 0, 80 * 1024, 0, 0);
     tap_ok(ok && mt_io_queue_in_flight(q) == 0,
            "%s, %s fds: a read past end of file finishes with 0 bytes, err 0", mode, fdkind);
 }
@@ -264,8 +268,15 @@ test_faults(struct mt_io_queue *q, struct mt_io_queue *qb, const struct env *e, 
         mt_io_fault_set(MT_IO_FAULT_SHORT_ODD, 0, 100, 3);
         ok = one_read(q, 0, b, 0, KB16, 13, &d) == MT_OK && done_is(&d, 13, 0, 0, 8193, 0) &&
              holds(b, 0, 0, 8193);
+        /* A 4 KiB read is split too: a 4 KiB O_DIRECT read that stops off the grid has ended. */
+        mt_io_fault_set(MT_IO_FAULT_SHORT_ODD, 1, 2 * KB4, 1);
+        ok = ok && one_read(q, 1, b, 2 * KB4, KB4, 16, &d) == MT_OK && d.bytes > 0 &&
+             d.bytes < KB4 && d.bytes % MT_IO_ALIGN != 0 &&
+             done_is(&d, 16, 1, 2 * KB4, d.bytes, 0) && holds(b, 1, 2 * KB4, d.bytes);
         tap_ok(ok && mt_io_fault_fired() == 1,
-               "%s: SHORT_ODD on an O_DIRECT fd is end of file (8193 bytes, err 0)", mode);
+               "%s: SHORT_ODD on an O_DIRECT fd is end of file (16 KiB: 8193 bytes; 4 KiB: %zu), "
+               "err 0",
+               mode, d.bytes);
     } else {
         tap_ok(true, "%s: SHORT_ODD on an O_DIRECT fd # SKIP the filesystem refuses O_DIRECT",
                mode);
@@ -288,9 +299,34 @@ test_faults(struct mt_io_queue *q, struct mt_io_queue *qb, const struct env *e, 
     mt_io_fault_set(MT_IO_FAULT_NONE, 0, 0, 0);
 }
 
+/* A read the OS refuses (a directory: EISDIR) finishes with that errno as err, and no bytes. */
+static void
+test_os_error(const char *dir, enum mt_io_queue_mode want, const char *mode)
+{
+    int fds[1] = {open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
+    unsigned char *b = NULL;
+    struct mt_io_queue *q = NULL;
+    struct mt_io_queue_done d;
+    bool ok;
+
+    if (fds[0] < 0 || posix_memalign((void **)&b, MT_IO_ALIGN, KB4) != 0 ||
+        mt_io_queue_create(1, fds, 1, want, (void *const[]){b}, (const size_t[]){KB4}, 1, &q) !=
+            MT_OK) {
+        tap_bail_out("cannot set up the refused-read test");
+    }
+    ok = one_read(q, 0, b, 0, KB4, 21, &d) == MT_OK && done_is(&d, 21, 0, 0, 0, EISDIR);
+    tap_ok(ok && mt_io_queue_in_flight(q) == 0,
+           "%s: a read the OS refuses (a directory) finishes with its errno, EISDIR (got %d)", mode,
+           d.err);
+    mt_io_queue_destroy(q);
+    close(fds[0]);
+    free(b);
+}
+
 /* The mode asked for, what it should be here, and the reads, end of file and faults in it. */
 static void
-test_mode(const struct env *e, enum mt_io_queue_mode want, bool uring, bool registers)
+test_mode(const struct env *e, const char *dir, enum mt_io_queue_mode want, bool uring,
+          bool registers)
 {
     enum mt_io_queue_mode expect = want;
     void *const bufs[1] = {e->buf};
@@ -321,6 +357,7 @@ test_mode(const struct env *e, enum mt_io_queue_mode want, bool uring, bool regi
         test_eof(q, e, name, e->have_direct ? "O_DIRECT" : "buffered");
         test_eof(qb, e, name, "buffered");
         test_faults(q, qb, e, name);
+        test_os_error(dir, want, name);
     }
     mt_io_queue_destroy(qb);
     mt_io_queue_destroy(q);
@@ -445,9 +482,9 @@ main(void)
     }
 
     test_create(&e);
-    test_mode(&e, MT_IO_QUEUE_URING_FIXED, uring, registers);
-    test_mode(&e, MT_IO_QUEUE_URING, uring, registers);
-    test_mode(&e, MT_IO_QUEUE_PREAD, uring, registers);
+    test_mode(&e, dir, MT_IO_QUEUE_URING_FIXED, uring, registers);
+    test_mode(&e, dir, MT_IO_QUEUE_URING, uring, registers);
+    test_mode(&e, dir, MT_IO_QUEUE_PREAD, uring, registers);
     test_fallbacks(&e, uring);
     if (uring) {
         test_destroy_busy(&e);
