@@ -7,6 +7,7 @@
  * wait with nothing in flight, end of file (fewer bytes, err 0), and every fault kind:
  * SHORT is finished by resubmission, EIO and EINVAL come back as err, SHORT_ODD is end of file
  * on an O_DIRECT fd but read on from a buffered one, and WAIT fails one wait, keeping the read.
+ * A ring the kernel refuses (no fd left for it) falls back to pread.
  * Without io_uring, the uring cases check the fallback to pread and skip the rest.
  */
 #include <config.h>
@@ -22,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #define KB4 4096u
@@ -416,6 +418,50 @@ test_fallbacks(const struct env *e, bool uring)
     munmap(none, len);
 }
 
+/*
+ * io_uring refused at create (no fd left for the ring: RLIMIT_NOFILE): each ring mode asked for
+ * falls back to pread, and reads, end of file and errors keep their meaning there.
+ */
+static void
+test_no_ring(const struct env *e)
+{
+    static const enum mt_io_queue_mode wants[2] = {MT_IO_QUEUE_URING_FIXED, MT_IO_QUEUE_URING};
+    void *const bufs[1] = {e->buf};
+    const size_t lens[1] = {BUF_BYTES};
+    struct mt_io_queue *q[2] = {NULL, NULL};
+    struct mt_io_queue_done d;
+    struct rlimit rl;
+    struct rlimit low;
+    int lowest = dup(0);
+    bool ok = true;
+
+    if (lowest < 0 || getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        tap_bail_out("cannot read RLIMIT_NOFILE");
+    }
+    close(lowest);
+    low = rl;
+    low.rlim_cur = (rlim_t)lowest;
+    if (setrlimit(RLIMIT_NOFILE, &low) != 0) {
+        tap_bail_out("cannot lower RLIMIT_NOFILE");
+    }
+    for (int m = 0; m < 2; m++) {
+        ok = ok && mt_io_queue_create(2, e->direct, 2, wants[m], bufs, lens, 1, &q[m]) == MT_OK;
+    }
+    setrlimit(RLIMIT_NOFILE, &rl);
+    for (int m = 0; ok && m < 2; m++) {
+        memset(e->buf, 0, KB16);
+        ok = mt_io_queue_mode(q[m]) == MT_IO_QUEUE_PREAD;
+        ok = ok && one_read(q[m], 1, e->buf, KB4, KB16, 1, &d) == MT_OK &&
+             done_is(&d, 1, 1, KB4, KB16, 0) && holds(e->buf, 1, KB4, KB16);
+        ok = ok && one_read(q[m], 0, e->buf, 64 * 1024, KB16, 2, &d) == MT_OK &&
+             done_is(&d, 2, 0, 64 * 1024, TAIL, 0);
+    }
+    tap_ok(ok, "io_uring refused (no fd for the ring): uring+fixed and uring fall back to pread, "
+               "which reads");
+    mt_io_queue_destroy(q[1]);
+    mt_io_queue_destroy(q[0]);
+}
+
 /* Destroy with reads in flight waits for them (their buffers stay valid until it returns). */
 static void
 test_destroy_busy(const struct env *e)
@@ -456,6 +502,7 @@ main(void)
     bool uring;
     bool registers;
 
+    mt_log_set_quiet(true);
     tap_plan(0);
     if (posix_memalign((void **)&e.buf, MT_IO_ALIGN, BUF_BYTES) != 0) {
         tap_bail_out("cannot allocate the staging memory");
@@ -486,6 +533,7 @@ main(void)
     test_mode(&e, dir, MT_IO_QUEUE_URING, uring, registers);
     test_mode(&e, dir, MT_IO_QUEUE_PREAD, uring, registers);
     test_fallbacks(&e, uring);
+    test_no_ring(&e);
     if (uring) {
         test_destroy_busy(&e);
     }
