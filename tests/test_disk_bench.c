@@ -9,8 +9,9 @@
  * refused by name. Each point reads its pass (gbps x seconds, in 1e9 bytes per second), blocks
  * outer and qds inner; pass 0 reads the whole file, a pass below a block one block; the test file
  * has exactly the size asked; a regular file is read as it is; callbacks may be NULL; a file
- * smaller than a block, no queue depth and a missing path are refused; the margin is 5% below
- * 20 GiB of file system and 1 GiB above.
+ * smaller than a block, no queue depth and a missing path are refused, as is a test file name
+ * taken already (that file left alone); the margin is 5% below 20 GiB of file system and 1 GiB
+ * above.
  */
 #include <config.h>
 
@@ -188,6 +189,14 @@ main(void)
         st = mt_io_disk_bench_run(tmp, &o3, &cb);
         tap_ok(st == MT_OK && n_seen == 1 && point_is(0, 1, 1u << 20, 1u << 20, direct),
                "a 256 KiB pass of 1 MiB blocks reads one block");
+        n_seen = 0;
+        o3.pass_bytes = 2u << 20;
+        o3.qds = qds + 1; /* qd 4, more than the pass's 2 reads */
+        st = mt_io_disk_bench_run(tmp, &o3, &cb);
+        tap_ok(st == MT_OK && n_seen == 1 && point_is(0, 4, 1u << 20, 2u << 20, direct),
+               "qd 4 on a pass of 2 blocks reads 2 blocks, no more");
+        o3.qds = qds;
+        o3.pass_bytes = 256u << 10;
         st = mt_io_disk_bench_run(tmp, &o3, NULL);
         tap_ok(st == MT_OK && mt_io_disk_bench_run(tmp, &o3, &no_cb) == MT_OK && dir_is_empty(tmp),
                "no callbacks, or NULL ones, are allowed");
@@ -254,6 +263,22 @@ main(void)
                "a file smaller than one block is refused: %s", mt_last_error());
         st = mt_io_disk_bench_run(tmp, &none, &cb);
         tap_ok(st == MT_ERR_INVAL, "no queue depth is refused: %s", mt_last_error());
+        /* The test file's name taken already: refused, and that file is not ours to touch. */
+        snprintf(path, sizeof(path), "%s/moetier-bench-%d.tmp", tmp, (int)getpid());
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd < 0 || write(fd, "keep", 4) != 4 || close(fd) != 0) {
+            tap_bail_out("cannot write a file in the test file's way");
+        }
+        n_written = 0;
+        st = mt_io_disk_bench_run(tmp, &o, &cb);
+        {
+            struct stat sb;
+
+            tap_ok(st == MT_ERR_IO && n_written == 0 && stat(path, &sb) == 0 && sb.st_size == 4,
+                   "a test file name taken already is refused and left as it was: %s",
+                   mt_last_error());
+        }
+        unlink(path);
         snprintf(path, sizeof(path), "%s/missing", tmp);
         st = mt_io_disk_bench_run(path, &o, &cb);
         tap_ok(st == MT_ERR_IO && strstr(mt_last_error(), "missing") != NULL,
