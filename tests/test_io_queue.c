@@ -432,7 +432,7 @@ test_no_ring(const struct env *e)
     struct mt_io_queue_done d;
     struct rlimit rl;
     struct rlimit low;
-    int lowest = dup(0);
+    int lowest = open("/dev/null", O_RDONLY | O_CLOEXEC); /* the lowest free fd */
     bool ok = true;
 
     if (lowest < 0 || getrlimit(RLIMIT_NOFILE, &rl) != 0) {

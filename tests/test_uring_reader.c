@@ -269,7 +269,7 @@ test_kernel_refusals(const char *path, unsigned char *buf)
     struct rlimit rl;
     struct rlimit low;
     mt_status_t st;
-    int lowest = dup(0);
+    int lowest = open("/dev/null", O_RDONLY | O_CLOEXEC); /* the lowest free fd */
 
     /* The lowest free fd goes to the file; the ring would need the next one. */
     if (lowest < 0 || getrlimit(RLIMIT_NOFILE, &rl) != 0) {
