@@ -231,7 +231,15 @@ test_faults(struct mt_io_queue *q, struct mt_io_queue *qb, const struct env *e, 
     mt_io_fault_set(MT_IO_FAULT_SHORT, 1, KB4, 1);
     ok = one_read(q, 1, b, KB4, KB4, 2, &d) == MT_OK && done_is(&d, 2, 1, KB4, KB4, 0) &&
          holds(b, 1, KB4, KB4);
-    tap_ok(ok, "%s: SHORT on a 4 KiB read leaves it whole", mode);
+    /* 12 KiB: half is 6 KiB, off the grid; SHORT stays on it (4 KiB), so an O_DIRECT read is
+     * not taken for end of file and finishes whole. */
+    mt_io_fault_set(MT_IO_FAULT_SHORT, 1, 0, 1);
+    ok = ok && one_read(q, 1, b, 0, 3 * KB4, 17, &d) == MT_OK &&
+         done_is(&d, 17, 1, 0, 3 * KB4, 0) && holds(b, 1, 0, 3 * KB4) && mt_io_fault_fired() == 1;
+    tap_ok(ok,
+           "%s: SHORT on a 4 KiB read leaves it whole; on a 12 KiB one it stays on the 4 KiB "
+           "grid, and the read finishes whole",
+           mode);
 
     mt_io_fault_set(MT_IO_FAULT_EIO, 0, 2 * KB16 + 100, 1);
     ok = one_read(q, 0, b, 2 * KB16, KB16, 3, &d) == MT_OK && done_is(&d, 3, 0, 2 * KB16, 0, EIO);
