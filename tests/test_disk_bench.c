@@ -283,6 +283,9 @@ main(void)
         st = mt_io_disk_bench_run(path, &o, &cb);
         tap_ok(st == MT_ERR_IO && strstr(mt_last_error(), "missing") != NULL,
                "a missing path is refused by name: %s", mt_last_error());
+        st = mt_io_disk_bench_check_space(path, 4096);
+        tap_ok(st == MT_ERR_IO && strstr(mt_last_error(), "cannot query free space") != NULL,
+               "the free space of a missing directory cannot be queried: %s", mt_last_error());
         free(data);
     }
     mt_log_set_quiet(false);
