@@ -7,7 +7,8 @@
  * wait with nothing in flight, end of file (fewer bytes, err 0), and every fault kind:
  * SHORT is finished by resubmission, EIO and EINVAL come back as err, SHORT_ODD is end of file
  * on an O_DIRECT fd but read on from a buffered one, and WAIT fails one wait, keeping the read.
- * A ring the kernel refuses (no fd left for it) falls back to pread.
+ * A ring the kernel refuses (no fd left for it) falls back to pread. Each fallback is warned
+ * once per process.
  * Without io_uring, the uring cases check the fallback to pread and skip the rest.
  */
 #include <config.h>
@@ -94,6 +95,44 @@ probe_uring(void *p, size_t len, bool *registers)
     *registers = io_uring_register_buffers(&ring, &iov, 1) == 0;
     io_uring_queue_exit(&ring);
     return true;
+}
+
+/* Stderr goes to file path from here (capture_begin) until capture_end, which restores it and
+ * returns how many lines of the file contain text. */
+static int capture_saved = -1;
+
+static void
+capture_begin(const char *path)
+{
+    int fd;
+
+    fflush(stderr);
+    capture_saved = dup(2);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (capture_saved < 0 || fd < 0 || dup2(fd, 2) < 0) {
+        tap_bail_out("cannot redirect stderr");
+    }
+    close(fd);
+}
+
+static int
+capture_end(const char *path, const char *text)
+{
+    char line[1024];
+    FILE *f;
+    int n = 0;
+
+    fflush(stderr);
+    dup2(capture_saved, 2);
+    close(capture_saved);
+    f = fopen(path, "r");
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+        n += strstr(line, text) != NULL;
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+    return n;
 }
 
 /* The depth range 1..4096, and the names of the modes. */
@@ -375,11 +414,11 @@ test_mode(const struct env *e, const char *dir, enum mt_io_queue_mode want, bool
 }
 
 /*
- * Registration refused (memory the kernel cannot pin: PROT_NONE), and none asked for: both run
- * in plain uring mode. Buffers only count for uring+fixed: uring asked with buffers stays uring.
+ * Registration refused (memory the kernel cannot pin: PROT_NONE; warned once per process), and
+ * none asked for: both run in plain uring mode. Buffers only count for uring+fixed: uring asked with buffers stays uring.
  */
 static void
-test_fallbacks(const struct env *e, bool uring)
+test_fallbacks(const struct env *e, bool uring, bool registered, const char *log)
 {
     size_t len = 2 * KB16;
     void *none = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -391,6 +430,7 @@ test_fallbacks(const struct env *e, bool uring)
     struct mt_io_queue_done d;
     bool registers;
     bool ok;
+    int warned = 0;
 
     if (!uring || none == MAP_FAILED) {
         tap_ok(true, "uring+fixed falls back to uring # SKIP io_uring unavailable");
@@ -404,20 +444,29 @@ test_fallbacks(const struct env *e, bool uring)
     if (registers) {
         tap_ok(true, "uring+fixed on PROT_NONE memory # SKIP the kernel registered it");
     } else {
-        ok = mt_io_queue_create(2, e->direct, 2, MT_IO_QUEUE_URING_FIXED, bufs, lens, 1, &q) ==
-             MT_OK;
-        ok = ok && mt_io_queue_mode(q) == MT_IO_QUEUE_URING;
-        ok = ok && one_read(q, 1, e->buf, 0, KB16, 1, &d) == MT_OK &&
-             done_is(&d, 1, 1, 0, KB16, 0) && holds(e->buf, 1, 0, KB16);
-        mt_io_queue_destroy(q);
-        q = NULL;
+        /* Twice: the refusal is warned once per process. */
+        ok = true;
+        capture_begin(log);
+        for (int k = 0; k < 2; k++) {
+            ok = ok && mt_io_queue_create(2, e->direct, 2, MT_IO_QUEUE_URING_FIXED, bufs, lens, 1,
+                                          &q) == MT_OK;
+            ok = ok && mt_io_queue_mode(q) == MT_IO_QUEUE_URING;
+            ok = ok && one_read(q, 1, e->buf, 0, KB16, 1, &d) == MT_OK &&
+                 done_is(&d, 1, 1, 0, KB16, 0) && holds(e->buf, 1, 0, KB16);
+            mt_io_queue_destroy(q);
+            q = NULL;
+        }
+        warned = capture_end(log, "cannot register");
+        ok = ok && warned == (registered ? 1 : 0); /* 0: warned already, by test_mode */
         ok = ok && mt_io_queue_create(2, e->direct, 2, MT_IO_QUEUE_URING_FIXED, NULL, NULL, 0,
                                       &q) == MT_OK;
         ok = ok && mt_io_queue_mode(q) == MT_IO_QUEUE_URING;
         mt_io_queue_destroy(q);
         q = NULL;
-        tap_ok(ok, "uring+fixed with memory the kernel will not register, or with none, "
-                   "runs (and reads) in uring mode");
+        tap_ok(ok,
+               "uring+fixed with memory the kernel will not register (warned once: %d), or "
+               "with none, runs (and reads) in uring mode",
+               warned);
     }
     ok = mt_io_queue_create(2, e->direct, 2, MT_IO_QUEUE_URING, real, real_lens, 1, &q) == MT_OK &&
          mt_io_queue_mode(q) == MT_IO_QUEUE_URING;
@@ -431,7 +480,7 @@ test_fallbacks(const struct env *e, bool uring)
  * falls back to pread, and reads, end of file and errors keep their meaning there.
  */
 static void
-test_no_ring(const struct env *e)
+test_no_ring(const struct env *e, const char *log, bool uring)
 {
     static const enum mt_io_queue_mode wants[2] = {MT_IO_QUEUE_URING_FIXED, MT_IO_QUEUE_URING};
     void *const bufs[1] = {e->buf};
@@ -440,9 +489,12 @@ test_no_ring(const struct env *e)
     struct mt_io_queue_done d;
     struct rlimit rl;
     struct rlimit low;
-    int lowest = open("/dev/null", O_RDONLY | O_CLOEXEC); /* the lowest free fd */
     bool ok = true;
+    int lowest;
+    int warned;
 
+    capture_begin(log);                               /* before the fds run out */
+    lowest = open("/dev/null", O_RDONLY | O_CLOEXEC); /* the lowest free fd */
     if (lowest < 0 || getrlimit(RLIMIT_NOFILE, &rl) != 0) {
         tap_bail_out("cannot read RLIMIT_NOFILE");
     }
@@ -456,6 +508,7 @@ test_no_ring(const struct env *e)
         ok = ok && mt_io_queue_create(2, e->direct, 2, wants[m], bufs, lens, 1, &q[m]) == MT_OK;
     }
     setrlimit(RLIMIT_NOFILE, &rl);
+    warned = capture_end(log, "io_uring is unavailable");
     for (int m = 0; ok && m < 2; m++) {
         memset(e->buf, 0, KB16);
         ok = mt_io_queue_mode(q[m]) == MT_IO_QUEUE_PREAD;
@@ -464,8 +517,11 @@ test_no_ring(const struct env *e)
         ok = ok && one_read(q[m], 0, e->buf, 64 * 1024, KB16, 2, &d) == MT_OK &&
              done_is(&d, 2, 0, 64 * 1024, TAIL, 0);
     }
-    tap_ok(ok, "io_uring refused (no fd for the ring): uring+fixed and uring fall back to pread, "
-               "which reads");
+    /* once per process: already, where io_uring was missing from the start */
+    tap_ok(ok && warned == (uring ? 1 : 0),
+           "io_uring refused (no fd for the ring): uring+fixed and uring fall back to pread, "
+           "which reads; warned once (%d)",
+           warned);
     mt_io_queue_destroy(q[1]);
     mt_io_queue_destroy(q[0]);
 }
@@ -507,6 +563,7 @@ main(void)
     static const size_t sizes[2] = {FILE0_BYTES, FILE1_BYTES};
     struct env e = {.have_direct = true};
     char path[512];
+    char log[600];
     bool uring;
     bool registers;
 
@@ -540,8 +597,9 @@ main(void)
     test_mode(&e, dir, MT_IO_QUEUE_URING_FIXED, uring, registers);
     test_mode(&e, dir, MT_IO_QUEUE_URING, uring, registers);
     test_mode(&e, dir, MT_IO_QUEUE_PREAD, uring, registers);
-    test_fallbacks(&e, uring);
-    test_no_ring(&e);
+    snprintf(log, sizeof(log), "%s/stderr.txt", dir);
+    test_fallbacks(&e, uring, registers, log);
+    test_no_ring(&e, log, uring);
     if (uring) {
         test_destroy_busy(&e);
     }
