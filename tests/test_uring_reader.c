@@ -3,18 +3,24 @@
  * test_uring_reader.c - the io_uring reader returns exactly what pread returns: aligned reads
  * with many in flight, the short last block, any unaligned range, registered buffers, forced
  * buffered reads, a filesystem that refuses O_DIRECT (tmpfs where the kernel does), a file that
- * shrinks while open; and it reports bad arguments and missing files with a status, not a crash.
+ * shrinks while open; and it reports bad arguments and missing files with a status, not a crash,
+ * as it does what the kernel refuses (a ring, a read, a buffer registration). The queue depth
+ * range is checked at both ends, and a read_range buffer of exactly the size it needs is taken.
  */
 #include <config.h>
 
 #include "io/uring_reader.h"
 #include "tests/tap.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <liburing.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #define FILE_BYTES ((3u << 20) + 1234u) /* not a multiple of 4 KiB: the last block is short */
@@ -136,6 +142,208 @@ accepts_direct(const char *path)
     return true;
 }
 
+/*
+ * Whether the open fd on path (the reader's own: the test holds none) has O_DIRECT set, from
+ * /proc/self/fdinfo: 1 yes, 0 no, -1 when no such fd is found.
+ */
+static int
+fd_is_direct(const char *path)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *de;
+    int found = -1;
+
+    while (d != NULL && found < 0 && (de = readdir(d)) != NULL) {
+        char link[600];
+        char target[600];
+        char line[128];
+        unsigned flags;
+        ssize_t n;
+        FILE *f;
+
+        snprintf(link, sizeof(link), "/proc/self/fd/%s", de->d_name);
+        n = readlink(link, target, sizeof(target) - 1);
+        if (n < 0 || (size_t)n != strlen(path) || memcmp(target, path, (size_t)n) != 0) {
+            continue;
+        }
+        snprintf(link, sizeof(link), "/proc/self/fdinfo/%s", de->d_name);
+        f = fopen(link, "r");
+        while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+            if (sscanf(line, "flags: %o", &flags) == 1) {
+                found = (flags & O_DIRECT) != 0;
+            }
+        }
+        if (f != NULL) {
+            fclose(f);
+        }
+    }
+    if (d != NULL) {
+        closedir(d);
+    }
+    return found;
+}
+
+/* Lines of file path that contain text. */
+static int
+count_lines(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "r");
+    char line[1024];
+    int n = 0;
+
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+        n += strstr(line, text) != NULL;
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+    return n;
+}
+
+/*
+ * O_DIRECT refused only when reading, with 4 reads in flight: the first turns it off (one
+ * warning, and the fd itself no longer has O_DIRECT: reads go through the page cache), and the
+ * other three, issued with it, are read again buffered.
+ */
+static void
+test_refuse_direct_reads(const char *dir, const char *path, unsigned char *buf, size_t cap)
+{
+    struct mt_io_uring_reader *r = NULL;
+    char log[512];
+    mt_status_t st;
+    bool direct;
+    bool ok;
+    int before = -1;
+    int after = -1;
+    int warned;
+    int saved;
+    int fd;
+
+    snprintf(log, sizeof(log), "%s/stderr.txt", dir);
+    st = mt_io_uring_reader_create(path, 4, MT_IO_READER_TEST_REFUSE_DIRECT_READS, &r);
+    direct = st == MT_OK && mt_io_uring_reader_is_direct(r);
+    if (st == MT_OK) {
+        before = fd_is_direct(path);
+    }
+    fflush(stderr);
+    saved = dup(2);
+    fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (saved < 0 || fd < 0 || dup2(fd, 2) < 0) {
+        tap_bail_out("cannot redirect stderr");
+    }
+    ok = st == MT_OK && read_all(r, buf, 4) && !mt_io_uring_reader_is_direct(r) &&
+         read_ranges(r, buf, cap);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    close(fd);
+    if (st == MT_OK) {
+        after = fd_is_direct(path);
+    }
+    tap_ok(ok,
+           "O_DIRECT refused at read time (it was %s at open): every read in flight read "
+           "again buffered, equal to pread",
+           direct ? "accepted" : "refused");
+    warned = count_lines(log, "refuses O_DIRECT");
+    if (direct) {
+        tap_ok(warned == 1 && before == 1 && after == 0,
+               "the refusal is warned once (%d), and turns O_DIRECT off on the fd (%d, then %d)",
+               warned, before, after);
+    } else {
+        tap_ok(true, "O_DIRECT turned off at read time # SKIP O_DIRECT refused at open");
+    }
+    mt_io_uring_reader_destroy(r);
+}
+
+/*
+ * Failures the kernel reports, with the reason in the message: a ring it cannot set up (no fd
+ * left for it: RLIMIT_NOFILE) fails create, without the RLIMIT_MEMLOCK hint that only ENOMEM
+ * earns; a read it refuses (an offset past the largest file position: EINVAL) fails, and on a
+ * buffered reader is not taken for an O_DIRECT refusal and retried.
+ */
+static void
+test_kernel_refusals(const char *path, unsigned char *buf)
+{
+    struct mt_io_uring_reader *r = NULL;
+    struct mt_io_done done;
+    struct rlimit rl;
+    struct rlimit low;
+    mt_status_t st;
+    int lowest = open("/dev/null", O_RDONLY | O_CLOEXEC); /* the lowest free fd */
+
+    /* The lowest free fd goes to the file; the ring would need the next one. */
+    if (lowest < 0 || getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        tap_bail_out("cannot read RLIMIT_NOFILE");
+    }
+    close(lowest);
+    low = rl;
+    low.rlim_cur = (rlim_t)lowest + 1;
+    if (setrlimit(RLIMIT_NOFILE, &low) != 0) {
+        tap_bail_out("cannot lower RLIMIT_NOFILE");
+    }
+    st = mt_io_uring_reader_create(path, 4, 0, &r);
+    setrlimit(RLIMIT_NOFILE, &rl);
+    tap_ok(st == MT_ERR_IO && strstr(mt_last_error(), "io_uring setup") != NULL &&
+               strstr(mt_last_error(), strerror(EMFILE)) != NULL &&
+               strstr(mt_last_error(), "RLIMIT_MEMLOCK") == NULL,
+           "a ring without an fd left fails create: %s", mt_last_error());
+    if (st == MT_OK) {
+        mt_io_uring_reader_destroy(r);
+        r = NULL;
+    }
+
+    st = mt_io_uring_reader_create(path, 2, MT_IO_READER_BUFFERED, &r);
+    memset(&done, 0, sizeof(done));
+    st = st == MT_OK ? mt_io_uring_reader_submit(r, buf, 1ull << 63, MT_IO_ALIGN, 5) : st;
+    st = st == MT_OK ? mt_io_uring_reader_wait(r, &done) : st;
+    tap_ok(st == MT_ERR_IO && done.tag == 5 && mt_io_uring_reader_in_flight(r) == 0 &&
+               strstr(mt_last_error(), strerror(EINVAL)) != NULL,
+           "a read the kernel refuses with EINVAL (offset 2^63) fails: %s", mt_last_error());
+    mt_io_uring_reader_destroy(r);
+}
+
+/* Whether the kernel registers [p, p+len) with a ring of its own (false without io_uring). */
+static bool
+kernel_registers(void *p, size_t len)
+{
+    struct iovec iov = {.iov_base = p, .iov_len = len};
+    struct io_uring ring;
+    bool ok;
+
+    if (io_uring_queue_init(2, &ring, 0) < 0) {
+        return false;
+    }
+    ok = io_uring_register_buffers(&ring, &iov, 1) == 0;
+    io_uring_queue_exit(&ring);
+    return ok;
+}
+
+/* Registering memory the kernel will not pin (PROT_NONE) fails with MT_ERR_IO; reads go on. */
+static void
+test_register_refused(const char *path, unsigned char *buf)
+{
+    size_t len = 2 * MT_IO_ALIGN;
+    void *none = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    struct mt_io_uring_reader *r = NULL;
+    size_t got = 0;
+    bool ok;
+
+    if (none == MAP_FAILED) {
+        tap_bail_out("cannot map PROT_NONE memory");
+    }
+    if (kernel_registers(none, len)) {
+        tap_ok(true, "a refused registration # SKIP the kernel registers PROT_NONE memory");
+    } else {
+        ok = mt_io_uring_reader_create(path, 2, 0, &r) == MT_OK;
+        ok = ok && mt_io_uring_reader_register_buffers(r, &none, &len, 1) == MT_ERR_IO;
+        ok = ok && mt_io_uring_reader_read(r, buf, 0, MT_IO_ALIGN, &got) == MT_OK &&
+             got == MT_IO_ALIGN && memcmp(buf, want, MT_IO_ALIGN) == 0;
+        tap_ok(ok, "a registration the kernel refuses fails with MT_ERR_IO, and reads go on");
+        mt_io_uring_reader_destroy(r);
+    }
+    munmap(none, len);
+}
+
 int
 main(void)
 {
@@ -171,7 +379,7 @@ main(void)
         tap_rmtree(dir);
         return 0;
     }
-    tap_plan(22);
+    tap_plan(28);
 
     mt_io_range_align(4095, 2, &aoff, &alen);
     ok = aoff == 0 && alen == 8192;
@@ -199,6 +407,9 @@ main(void)
     st = mt_io_uring_reader_read_range(r, 4095, 2, buf, 4096, &data);
     tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "8192-byte") != NULL,
            "read_range names the buffer size it needs: %s", mt_last_error());
+    st = mt_io_uring_reader_read_range(r, 4095, 2, buf, 8192, &data);
+    tap_ok(st == MT_OK && data == buf + 4095 && memcmp(data, want + 4095, 2) == 0,
+           "read_range takes a buffer of exactly the size it needs (8192 bytes for 4095+2)");
     st = mt_io_uring_reader_read_range(r, FILE_BYTES - 10, 20, buf, cap, &data);
     tap_ok(st == MT_ERR_IO && strstr(mt_last_error(), "ends at") != NULL,
            "a range past the end of the file fails: %s", mt_last_error());
@@ -213,6 +424,9 @@ main(void)
         if (st == MT_OK) {
             tap_ok(read_all(r, buf, 8) && read_ranges(r, buf, cap),
                    "registered buffer: reads equal pread");
+        } else if (kernel_registers(buf, cap)) {
+            tap_ok(false, "registered buffer: refused, yet the kernel registers it: %s",
+                   mt_last_error());
         } else {
             tap_ok(true, "registered buffer # SKIP kernel refused: %s", mt_last_error());
         }
@@ -261,16 +475,9 @@ main(void)
     mt_io_uring_reader_destroy(r);
     r = NULL;
 
-    /* O_DIRECT refused only when reading, with 4 reads in flight: the first turns it off, and
-     * the other three, issued with it, are read again buffered (they failed before) */
-    st = mt_io_uring_reader_create(path, 4, MT_IO_READER_TEST_REFUSE_DIRECT_READS, &r);
-    direct = st == MT_OK && mt_io_uring_reader_is_direct(r);
-    tap_ok(st == MT_OK && read_all(r, buf, 4) && !mt_io_uring_reader_is_direct(r) &&
-               read_ranges(r, buf, cap),
-           "O_DIRECT refused at read time (it was %s at open): every read in flight read again "
-           "buffered, equal to pread", direct ? "accepted" : "refused");
-    mt_io_uring_reader_destroy(r);
-    r = NULL;
+    test_refuse_direct_reads(dir, path, buf, cap);
+    test_kernel_refusals(path, buf);
+    test_register_refused(path, buf);
 
     /* The file shrinks after open (size says 3 MiB): reads stop at the new end, no hang. */
     st = mt_io_uring_reader_create(path, 4, 0, &r);
@@ -302,6 +509,12 @@ main(void)
     tap_ok(st == MT_ERR_INVAL, "queue depth 0 is refused");
     st = mt_io_uring_reader_create(path, 5000, 0, &r);
     tap_ok(st == MT_ERR_INVAL, "queue depth 5000 is refused");
+    st = mt_io_uring_reader_create(path, 4097, 0, &r);
+    ok = st == MT_ERR_INVAL;
+    st = mt_io_uring_reader_create(path, 4096, 0, &r);
+    tap_ok(ok && st == MT_OK, "queue depth 4097 is refused, 4096 (the range's end) taken");
+    mt_io_uring_reader_destroy(st == MT_OK ? r : NULL);
+    r = NULL;
     mt_io_uring_reader_destroy(NULL);
     tap_ok(true, "destroy(NULL) is a no-op");
 
