@@ -155,9 +155,24 @@ warn_register_once(int err, const size_t *lens, unsigned n)
             snprintf(lim, sizeof(lim), "%llu KiB", (unsigned long long)rl.rlim_cur / 1024);
         }
     }
-    mt_log_warn("cannot register %zu MiB of staging memory with io_uring: %s (RLIMIT_MEMLOCK is "
+    mt_log_warn("cannot register %zu KiB of staging memory with io_uring: %s (RLIMIT_MEMLOCK is "
                 "%s; raise it, e.g. ulimit -l unlimited); reading into unregistered buffers",
-                bytes >> 20, strerror(err), lim);
+                bytes >> 10, strerror(err), lim);
+}
+
+/* What would let io_uring start, by the error its setup gave. */
+static const char *
+uring_hint(int err)
+{
+    switch (err) {
+    case EMFILE:
+    case ENFILE:
+        return "the ring needs a file descriptor: raise the open-file limit, e.g. ulimit -n";
+    case ENOMEM:
+        return "the ring's memory is locked: raise RLIMIT_MEMLOCK, e.g. ulimit -l unlimited";
+    default:
+        return "kernel 5.6 or newer, and /proc/sys/kernel/io_uring_disabled 0, are needed";
+    }
 }
 
 mt_status_t
@@ -187,10 +202,8 @@ mt_io_queue_create(unsigned depth, const int *fds, int n_files, enum mt_io_queue
         ret = mt_io_slots_ring(&q->tab);
         if (ret < 0) {
             if (!atomic_exchange(&warned_uring, true)) {
-                mt_log_warn("io_uring is unavailable: %s (kernel 5.6 or newer, and "
-                            "/proc/sys/kernel/io_uring_disabled 0, are needed); reading with "
-                            "pread",
-                            strerror(-ret));
+                mt_log_warn("io_uring is unavailable: %s (%s); reading with pread",
+                            strerror(-ret), uring_hint(-ret));
             }
         } else {
             q->mode = MT_IO_QUEUE_URING;
