@@ -49,7 +49,7 @@ check_against() {
         length == ($ids | length) and all' >/dev/null
 }
 
-echo "1..15"
+echo "1..16"
 
 post /v1/chat/completions '{"messages": [{"role": "user", "content": "Hello there"}],
     "max_tokens": 6, "temperature": 0, "logprobs": true, "top_logprobs": 5,
@@ -84,6 +84,22 @@ jq -s -c '[.[].choices[0].logprobs.content // [] | .[]]' "$tmp/events" >"$tmp/st
 jq -c '.choices[0].logprobs.content' "$tmp/body" >"$tmp/whole"
 cmp -s "$tmp/streamed" "$tmp/whole"
 ok $? "stream: the chunks' logprobs, joined, equal the unstreamed reply's"
+# ... and each chunk carries the entries of the tokens whose text it holds (OpenAI's chunks do):
+# token 65 ("_", forced by logit_bias) four times is four chunks of one entry each, and the last
+# chunk (finish_reason) none
+curl -sN --max-time 60 "$url/v1/chat/completions" -H "Content-Type: application/json" \
+    -d '{"messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 4,
+         "temperature": 0, "ignore_eos": true, "logit_bias": {"65": 100}, "logprobs": true,
+         "stream": true}' >"$tmp/sse"
+sed -n 's/^data: //p' "$tmp/sse" | grep -v '^\[DONE\]$' >"$tmp/events"
+jq -s -e '[.[].choices[0] | select((.delta.content // "") != "")] as $text |
+    ($text | length) == 4 and
+    ($text | all((.logprobs.content | map(.token) | add) == .delta.content)) and
+    ([.[].choices[0] | select(.finish_reason != null) | .logprobs.content // [] | length] ==
+     [0])' "$tmp/events" >/dev/null
+ok $? "stream: each chunk's logprobs are those of its text's tokens ($(jq -s -c \
+    '[.[].choices[0] | [.delta.content, (.logprobs.content // [] | map(.token))]]' \
+    "$tmp/events"))"
 
 # completions: logprobs is a count
 post /v1/completions '{"prompt": "The capital of France", "max_tokens": 5, "temperature": 0,
