@@ -34,8 +34,12 @@ done
 ok $same "choice i = a request of n = 1 with seed 7 + i"
 [ "$(jq -c '[.choices[].token_ids] | unique | length' "$tmp/three")" -gt 1 ]
 ok $? "the sampled choices differ"
-grep -q "(choice 2 of 3): [0-9]* prompt tokens ([1-9][0-9]* cached)" "$tmp/a.log"
-ok $? "the second choice reuses the prompt's cache: $(grep 'choice 2 of 3' "$tmp/a.log")"
+grep -q "(choice 2 of 3): [0-9]* prompt tokens ([1-9][0-9]* cached)" "$tmp/a.log" &&
+    jq -e '.usage.prompt_tokens == (.prompt_token_ids | length) and
+        .usage.prompt_tokens_details.cached_tokens == 0' "$tmp/three" >/dev/null
+ok $? "the second choice reuses the prompt's cache: $(grep 'choice 2 of 3' "$tmp/a.log"); the \
+usage counts the prompt once, with what its first run found cached on this fresh server: none \
+($(jq -c .usage "$tmp/three"))"
 
 post /v1/chat/completions '{"messages": [{"role": "user", "content": "Hello there"}], "n": 2,
     "max_tokens": 5, "temperature": 0, "logprobs": true, "top_logprobs": 1}'
