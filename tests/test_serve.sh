@@ -15,12 +15,18 @@ make_model
 key=sekrit
 start_server "$tmp/a.log" --api-key "$key" --max-body 4K --max-messages 4 --max-tokens 3000
 
-# req METHOD PATH [curl args...]: the body in $tmp/body, the status in $code
+# req METHOD PATH [curl args...]: the body in $tmp/body, the headers in $tmp/head, the status in
+# $code
 req() {
     m=$1
     p=$2
     shift 2
-    code=$(curl -s --max-time 30 -o "$tmp/body" -w '%{http_code}' -X "$m" "$url$p" "$@")
+    code=$(curl -s --max-time 30 -D "$tmp/head" -o "$tmp/body" -w '%{http_code}' -X "$m" "$url$p" \
+        "$@")
+}
+# header_is NAME VALUE: the last response had the header NAME: VALUE (name in any case)
+header_is() {
+    tr -d '\r' <"$tmp/head" | grep -qix "$1: $2"
 }
 auth="Authorization: Bearer $key"
 json="Content-Type: application/json"
@@ -54,7 +60,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..88"
+echo "1..97"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -73,11 +79,16 @@ conns=$(curl -s --max-time 10 -o /dev/null -o /dev/null -w '%{num_connects} ' "$
 ok $? "two GETs on one keep-alive connection (new connections per request: $conns)"
 
 req GET /v1/models
-err_is 401 invalid_api_key
-ok $? "GET /v1/models without a key: 401 invalid_api_key"
+err_is 401 invalid_api_key && header_is WWW-Authenticate Bearer
+ok $? "GET /v1/models without a key: 401 invalid_api_key, WWW-Authenticate: Bearer (RFC 9110)"
 req GET /v1/models -H "Authorization: Bearer wrong"
 err_is 401 invalid_api_key && jq -e '.error.message | test("incorrect")' "$tmp/body" >/dev/null
 ok $? "a wrong key: 401 with its own message"
+req GET /v1/models -H "Authorization: Bearer ${key}x"
+c1=$code
+req GET /v1/models -H "Authorization: Bearer ${key%?}"
+[ "$c1" = 401 ] && [ "$code" = 401 ]
+ok $? "the key with a byte more, or a byte less: 401 ($c1, $code)"
 req GET /v1/models -H "$auth"
 [ "$code" = 200 ] && jq -e '.object == "list" and .data[0].id == "tiny"' "$tmp/body" >/dev/null
 ok $? "GET /v1/models with the key lists the model"
@@ -88,6 +99,11 @@ ok $? "GET /v1/models/tiny (OpenAI clients' models.retrieve): the model object (
 req GET /v1/models/gpt-4o -H "$auth"
 err_is 404 model_not_found && jq -e '.error.param == "model"' "$tmp/body" >/dev/null
 ok $? "GET /v1/models/gpt-4o: 404 model_not_found in OpenAI's error shape"
+req GET /v1/models/tin -H "$auth"
+c1=$code
+req GET /v1/models/tinyx -H "$auth"
+[ "$c1" = 404 ] && err_is 404 model_not_found
+ok $? "GET /v1/models/tin and /v1/models/tinyx (a prefix, the name and more): 404 ($c1, $code)"
 req GET /v1/models/tiny
 err_is 401 invalid_api_key
 ok $? "GET /v1/models/tiny without the key: 401"
@@ -118,6 +134,24 @@ big=$(head -c 5000 /dev/zero | tr '\0' a)
 chat "{\"messages\": [{\"role\": \"user\", \"content\": \"$big\"}]}"
 err_is 413 request_too_large
 ok $? "a body over --max-body 4K: 413"
+# pad BYTES: a chat request of 1 token padded with leading blanks to BYTES bytes, in $tmp/pad
+pad() {
+    pd_req='{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}'
+    { head -c $(($1 - ${#pd_req})) /dev/zero | tr '\0' ' '; printf '%s' "$pd_req"; } >"$tmp/pad"
+}
+pad 4096
+req POST /v1/chat/completions -H "$auth" -H "$json" --data-binary @"$tmp/pad"
+c1=$code
+req POST /v1/chat/completions -H "$auth" -H "$json" -H "Transfer-Encoding: chunked" \
+    --data-binary @"$tmp/pad"
+[ "$c1" = 200 ] && [ "$code" = 200 ]
+ok $? "a body of exactly --max-body (4096 bytes) is taken: 200 with its length given, and chunked \
+($c1, $code)"
+pad 4097
+req POST /v1/chat/completions -H "$auth" -H "$json" -H "Transfer-Encoding: chunked" \
+    --data-binary @"$tmp/pad"
+err_is 413 request_too_large
+ok $? "a chunked body (no length given) of 4097 bytes: 413 once it passes the limit ($code)"
 m='{"role": "user", "content": "x"}'
 chat "{\"messages\": [$m, $m, $m, $m, $m]}"
 err_is 400 invalid_request_error && jq -e '.error.message | test("too many messages")' \
@@ -152,8 +186,14 @@ chat '{"messages": [{"role": "user", "content": "hi"}], "top_p": 1e-50}'
 err_is 400 invalid_request_error && jq -e '.error.param == "top_p"' "$tmp/body" >/dev/null
 ok $? "top_p 1e-50 (0 as a float): 400 with param top_p, before the queue"
 req GET /v1/chat/completions -H "$auth"
-err_is 405 method_not_allowed
-ok $? "GET on a POST route: 405"
+err_is 405 method_not_allowed && header_is Allow POST
+ok $? "GET on a POST route: 405, Allow: POST"
+req POST /health -d x
+err_is 405 method_not_allowed && header_is Allow "GET, HEAD"
+ok $? "POST on a GET route: 405, Allow: GET, HEAD ($code)"
+code=$(curl -s --max-time 30 -I -o /dev/null -w '%{http_code}' "$url/health")
+[ "$code" = 200 ]
+ok $? "HEAD /health: 200 ($code)"
 # pages of other sites (cross-site requests, DNS rebinding: runtime/serve/guard.c); the key
 # does not make them pass
 req POST /v1/chat/completions -H "$auth" -H 'Content-Type: text/plain' \
@@ -360,6 +400,12 @@ engine within 4 s (rc $rc: $(head -c 200 "$tmp/hc.err"))"
 req GET /health -d 'x'
 err_is 400 body_not_allowed
 ok $? "a GET with a body: 400 body_not_allowed (it would be read without a limit)"
+req GET /health -H "Transfer-Encoding: chunked" -d x
+err_is 400 body_not_allowed
+ok $? "... also one sent chunked, with no length: 400 body_not_allowed ($code)"
+req GET /health -H "Content-Length: 0"
+[ "$code" = 200 ]
+ok $? "a GET that says Content-Length: 0 has no body: 200 ($code)"
 
 # flags: a port in use, bad values
 "$bin" serve -m "$model" --port "$port" >/dev/null 2>"$tmp/err"
@@ -498,13 +544,18 @@ stop_server
 # 200 with finish_reason "stop"). Not streamed it is a 503 shutting_down; a stream, whose 200
 # went out, ends with an error event and never a finish_reason.
 # abort_run NAME BODY: a server whose 3000-token completion BODY is stopped by two SIGINTs (the
-# second once the server took the first); the reply in $tmp/NAME, the status in $tmp/NAME.code
+# second once the server took the first); the reply in $tmp/NAME, the status in $tmp/NAME.code;
+# a request queued behind it meanwhile: its reply in $tmp/NAME.q, its status in $tmp/NAME.qcode
 abort_run() {
     start_server "$tmp/$1.log"
     curl -sN --max-time 30 -o "$tmp/$1" -w '%{http_code}' "$url/v1/completions" -H "$json" \
         -d "$2" >"$tmp/$1.code" 2>/dev/null &
     ab_pid=$!
     health_until '.busy == true' 50
+    curl -s --max-time 30 -o "$tmp/$1.q" -w '%{http_code}' "$url/v1/completions" -H "$json" \
+        -d '{"prompt": "b", "max_tokens": 2}' >"$tmp/$1.qcode" 2>/dev/null &
+    abq_pid=$!
+    health_until '.queued == 1' 50
     sleep 0.2
     kill -INT "$server_pid"
     file_until "$tmp/$1.log" 'finishing the running request'
@@ -513,6 +564,7 @@ abort_run() {
     ab_rc=$?
     server_pid=
     wait "$ab_pid"
+    wait "$abq_pid"
 }
 abort_run abort '{"prompt": "a", "max_tokens": 3000, "ignore_eos": true}'
 [ "$ab_rc" -eq 0 ] && [ "$(cat "$tmp/abort.code")" = 503 ] &&
@@ -520,6 +572,11 @@ abort_run abort '{"prompt": "a", "max_tokens": 3000, "ignore_eos": true}'
     grep -q 'generated, aborted' "$tmp/abort.log"
 ok $? "a second SIGINT mid-request: 503 shutting_down, not a 200 that reads whole (rc $ab_rc, \
 $(cat "$tmp/abort.code"): $(head -c 200 "$tmp/abort"))"
+[ "$(cat "$tmp/abort.qcode")" = 503 ] &&
+    jq -e '.error.code == "shutting_down" and .error.type == "server_error"' "$tmp/abort.q" \
+        >/dev/null
+ok $? "... and the request queued behind it: 503 shutting_down ($(cat "$tmp/abort.qcode"): \
+$(head -c 200 "$tmp/abort.q"))"
 abort_run aborts '{"prompt": "a", "max_tokens": 3000, "ignore_eos": true, "stream": true}'
 sed -n 's/^data: //p' "$tmp/aborts" | grep -v '^\[DONE\]$' >"$tmp/aborts.ev"
 [ "$ab_rc" -eq 0 ] && [ "$(cat "$tmp/aborts.code")" = 200 ] &&

@@ -49,7 +49,7 @@ check_against() {
         length == ($ids | length) and all' >/dev/null
 }
 
-echo "1..15"
+echo "1..17"
 
 post /v1/chat/completions '{"messages": [{"role": "user", "content": "Hello there"}],
     "max_tokens": 6, "temperature": 0, "logprobs": true, "top_logprobs": 5,
@@ -63,6 +63,17 @@ ok $? "greedy: each token's log-probability and its top 5 = the log-softmax of m
 jq -e '[.choices[0].logprobs.content[] | .top_logprobs[0].logprob == .logprob and
         .top_logprobs[0].bytes == .bytes] | all' "$tmp/greedy" >/dev/null
 ok $? "greedy: each token is the first of its top_logprobs"
+# logprobs without top_logprobs (OpenAI's default of 0 beside each): the same log-probabilities
+post /v1/chat/completions '{"messages": [{"role": "user", "content": "Hello there"}],
+    "max_tokens": 6, "temperature": 0, "logprobs": true}'
+[ "$code" = 200 ] && jq -e -n --slurpfile g "$tmp/greedy" --slurpfile r "$tmp/body" '
+    $g[0].choices[0].logprobs.content as $g | $r[0].choices[0].logprobs.content as $c |
+    ($c | length) == ($g | length) and
+    ([range($c | length) as $k | $c[$k].token == $g[$k].token and $c[$k].top_logprobs == [] and
+      ($c[$k].logprob | type) == "number" and (($c[$k].logprob - $g[$k].logprob) | fabs) < 2e-4]
+     | all)' >/dev/null
+ok $? "logprobs without top_logprobs: each token's log-probability as with top_logprobs 5, none \
+beside it ($(jq -c '[.choices[0].logprobs.content[] | .logprob]' "$tmp/body"))"
 
 post /v1/chat/completions '{"messages": [{"role": "user", "content": "Hello there"}],
     "max_tokens": 6, "temperature": 0.6, "seed": 11, "logprobs": true, "top_logprobs": 2,
@@ -84,6 +95,24 @@ jq -s -c '[.[].choices[0].logprobs.content // [] | .[]]' "$tmp/events" >"$tmp/st
 jq -c '.choices[0].logprobs.content' "$tmp/body" >"$tmp/whole"
 cmp -s "$tmp/streamed" "$tmp/whole"
 ok $? "stream: the chunks' logprobs, joined, equal the unstreamed reply's"
+# ... and each chunk carries the entries of the tokens whose text it holds (OpenAI's chunks do):
+# token 65 ("_", forced by logit_bias) four times is four chunks of one entry each (logprobs
+# without top_logprobs: each with its log-probability, the model's), and the last chunk
+# (finish_reason) none
+curl -sN --max-time 60 "$url/v1/chat/completions" -H "Content-Type: application/json" \
+    -d '{"messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 4,
+         "temperature": 0, "ignore_eos": true, "logit_bias": {"65": 100}, "logprobs": true,
+         "stream": true}' >"$tmp/sse"
+sed -n 's/^data: //p' "$tmp/sse" | grep -v '^\[DONE\]$' >"$tmp/events"
+jq -s -e '[.[].choices[0] | select((.delta.content // "") != "")] as $text |
+    ($text | length) == 4 and
+    ($text | all((.logprobs.content | map(.token) | add) == .delta.content)) and
+    all($text[].logprobs.content[]; (.logprob | type) == "number" and .logprob <= 0) and
+    ([.[].choices[0] | select(.finish_reason != null) | .logprobs.content // [] | length] ==
+     [0])' "$tmp/events" >/dev/null
+ok $? "stream: each chunk's logprobs are those of its text's tokens ($(jq -s -c \
+    '[.[].choices[0] | [.delta.content, (.logprobs.content // [] | map(.token))]]' \
+    "$tmp/events"))"
 
 # completions: logprobs is a count
 post /v1/completions '{"prompt": "The capital of France", "max_tokens": 5, "temperature": 0,

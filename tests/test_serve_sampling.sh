@@ -15,7 +15,7 @@ make_tmp serve-sampling
 make_model
 start_server "$tmp/a.log"
 
-echo "1..17"
+echo "1..19"
 
 post /v1/completions '{"prompt": "Once upon", "n": 3, "max_tokens": 6, "temperature": 1,
     "seed": 7, "ignore_eos": true, "return_token_ids": true}'
@@ -34,8 +34,12 @@ done
 ok $same "choice i = a request of n = 1 with seed 7 + i"
 [ "$(jq -c '[.choices[].token_ids] | unique | length' "$tmp/three")" -gt 1 ]
 ok $? "the sampled choices differ"
-grep -q "(choice 2 of 3): [0-9]* prompt tokens ([1-9][0-9]* cached)" "$tmp/a.log"
-ok $? "the second choice reuses the prompt's cache: $(grep 'choice 2 of 3' "$tmp/a.log")"
+grep -q "(choice 2 of 3): [0-9]* prompt tokens ([1-9][0-9]* cached)" "$tmp/a.log" &&
+    jq -e '.usage.prompt_tokens == (.prompt_token_ids | length) and
+        .usage.prompt_tokens_details.cached_tokens == 0' "$tmp/three" >/dev/null
+ok $? "the second choice reuses the prompt's cache: $(grep 'choice 2 of 3' "$tmp/a.log"); the \
+usage counts the prompt once, with what its first run found cached on this fresh server: none \
+($(jq -c .usage "$tmp/three"))"
 
 post /v1/chat/completions '{"messages": [{"role": "user", "content": "Hello there"}], "n": 2,
     "max_tokens": 5, "temperature": 0, "logprobs": true, "top_logprobs": 1}'
@@ -48,8 +52,8 @@ ok $? "greedy n = 2 with logprobs: two equal choices, each with its log-probabil
 
 curl -sN --max-time 60 "$url/v1/chat/completions" -H "Content-Type: application/json" \
     -d '{"messages": [{"role": "user", "content": "Hello there"}], "n": 2, "max_tokens": 5,
-         "temperature": 0, "stream": true, "stream_options": {"include_usage": true}}' \
-    >"$tmp/sse"
+         "temperature": 0, "stream": true, "stream_options": {"include_usage": true},
+         "return_token_ids": true}' >"$tmp/sse"
 sed -n 's/^data: //p' "$tmp/sse" | grep -v '^\[DONE\]$' >"$tmp/events"
 c0=$(jq -j 'select(.choices[0].index == 0) | .choices[0].delta.content // ""' "$tmp/events")
 c1=$(jq -j 'select(.choices[0].index == 1) | .choices[0].delta.content // ""' "$tmp/events")
@@ -57,11 +61,11 @@ c1=$(jq -j 'select(.choices[0].index == 1) | .choices[0].delta.content // ""' "$
     [ "$(jq -s '[.[] | select(.choices[0].delta.role == "assistant")] | length' \
         "$tmp/events")" = 2 ] &&
     [ "$(jq -s '[.[] | select(.choices[0].finish_reason != null)] | length' "$tmp/events")" = 2 ] &&
-    tail -n 1 "$tmp/events" | jq -e '.choices == [] and .usage.completion_tokens == 10' \
-        >/dev/null &&
+    tail -n 1 "$tmp/events" | jq -e '.choices == [] and .usage.completion_tokens == 10 and
+        .token_ids == null and .prompt_token_ids == null' >/dev/null &&
     [ "$(grep -c '^data: \[DONE\]' "$tmp/sse")" = 1 ]
-ok $? "streamed n = 2: each choice's role, text and finish under its index, one usage (10), \
-one [DONE]"
+ok $? "streamed n = 2: each choice's role, text and finish under its index, one usage (10) with \
+no token ids (whose would they be), one [DONE]"
 
 post /v1/completions '{"prompt": "The capital", "n": 2, "max_tokens": 3, "temperature": 0,
     "echo": true, "logprobs": 1}'
@@ -106,6 +110,21 @@ $(echo "$plain60" | jq 'unique | length') of 60)"
 post /v1/completions '{"prompt": "q", "logit_bias": {"5000": 1}}'
 [ "$code" = 400 ] && jq -e '.error.param == "logit_bias"' "$tmp/body" >/dev/null
 ok $? "logit_bias on an id outside the vocabulary: 400 ($(jq -r .error.message "$tmp/body"))"
+vocab=$(jq .vocab_size "$model/config.json")
+post /v1/completions "{\"prompt\": \"q\", \"max_tokens\": 1, \"logit_bias\": {\"$vocab\": 1}}"
+c1=$code
+last=$((vocab - 1))
+post /v1/completions "{\"prompt\": \"q\", \"max_tokens\": 1, \"logit_bias\": {\"$last\": 1}}"
+[ "$c1" = 400 ] && [ "$code" = 200 ]
+ok $? "logit_bias on id $vocab, the first past the vocabulary of $vocab: 400 ($c1); on the last, \
+$last: 200 ($code)"
+# the end-of-text token forced: the reply ends at once, by the model (finish_reason stop)
+eos=$(printf '<｜end▁of▁sentence｜>' | "$bin" tokenize -m "$model" --special)
+post /v1/completions "{\"prompt\": \"q\", \"max_tokens\": 5, \"logit_bias\": {\"$eos\": 100}}"
+[ "$code" = 200 ] && jq -e '.choices[0].finish_reason == "stop" and
+    .usage.completion_tokens == 0' "$tmp/body" >/dev/null
+ok $? "logit_bias forcing the end-of-text token ($eos): finish_reason stop, no tokens \
+($(jq -c '[.choices[0].finish_reason, .usage.completion_tokens]' "$tmp/body"))"
 
 # several prompts in one completion request: prompt p's choice i is choice p * n + i, and equals
 # a request of that prompt alone with seed + i; the usage adds up the prompts
