@@ -9,10 +9,12 @@
 
 #include "runtime/base/file_util.h"
 #include "runtime/base/out_file.h"
+#include "runtime/plan/svg.h"
 #include "tests/tap.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -305,6 +307,111 @@ test_json_files(void)
     json_decref(root);
 }
 
+/* The x of the axis label text (a decade, "%g") in svg, or NAN. */
+static double
+axis_x(const char *svg, const char *label)
+{
+    char pat[64];
+    const char *p;
+    double x;
+
+    snprintf(pat, sizeof(pat), "fill=\"#444\">%s</text>", label);
+    p = strstr(svg, pat);
+    while (p != NULL && p > svg && strncmp(p, "<text x=\"", 9) != 0) {
+        p--;
+    }
+    return p != NULL && sscanf(p, "<text x=\"%lf\"", &x) == 1 ? x : NAN;
+}
+
+/* svg.h: a log10 axis covering every value, each bar with its value as text and its tier's
+ * colour, "not measured" for a value <= 0, text escaped for XML, MT_ERR_INVAL for no bars. */
+static void
+test_svg(void)
+{
+    static const struct mt_svg_bar bars[] = {
+        {"HBM <read> & \"copy\"", "gpu", 100},
+        {"PCIe", "pcie", 10},
+        {"DRAM", "dram", 0},
+        {"disk", "disk", 0.5},
+        {"other", NULL, 3},
+    };
+    static char svg[16384];
+    const char *p = in_dir("chart.svg");
+    double x0;
+    double x100;
+    double w[5];
+    bool ok = true;
+    FILE *f;
+    size_t n;
+    int i = 0;
+
+    tap_ok(mt_svg_bars_write(p, "t", "s", "GB/s", bars, 0) == MT_ERR_INVAL && access(p, F_OK) != 0,
+           "a chart without bars is MT_ERR_INVAL, and no file is made");
+    tap_ok(mt_svg_bars_write(p, "t", "s", "GB/s", bars, 5) == MT_OK, "a chart of five bars");
+    f = fopen(p, "r");
+    n = f != NULL ? fread(svg, 1, sizeof(svg) - 1, f) : 0;
+    if (f != NULL) {
+        fclose(f);
+    }
+    svg[n] = '\0';
+    tap_ok(strstr(svg, ">HBM &lt;read&gt; &amp; &quot;copy&quot;</text>") != NULL,
+           "a label's <, >, & and \" are escaped");
+    tap_ok(strstr(svg, "font-weight=\"bold\">100</text>") != NULL &&
+               strstr(svg, "font-weight=\"bold\">10.0</text>") != NULL &&
+               strstr(svg, "font-weight=\"bold\">3.00</text>") != NULL &&
+               strstr(svg, "font-weight=\"bold\">0.50</text>") != NULL,
+           "each bar carries its value: 100, 10.0, 3.00, 0.50");
+    tap_ok(strstr(svg, "not measured") != NULL &&
+               strstr(strstr(svg, "not measured") + 1, "not measured") == NULL &&
+               strstr(svg, "#e8a33d") == NULL,
+           "the bar of 0 is 'not measured', and draws no DRAM-coloured bar");
+    tap_ok(strstr(svg, "fill=\"#76b900\"/>") != NULL && strstr(svg, "fill=\"#2f7ed8\"/>") &&
+               strstr(svg, "fill=\"#b5487a\"/>") != NULL && strstr(svg, "fill=\"#888888\"/>"),
+           "gpu, pcie, disk and other bars in their colours");
+    /* the axis covers 0.5 .. 100 in decades: labels from at most 0.1 up to 100, none past */
+    x0 = axis_x(svg, "0.1");
+    x100 = axis_x(svg, "100");
+    tap_ok(!isnan(x0) && !isnan(x100) && isnan(axis_x(svg, "1000")),
+           "the axis has decades 0.1 .. 100 and stops at 100 (x %.1f .. %.1f)", x0, x100);
+    /* each bar ends where its value is on that axis: x0 + (x100 - x0) * (log10 v + 1) / 3 */
+    for (const char *r = svg; (r = strstr(r, "<rect x=\"300\" y=")) != NULL && i < 5; r++) {
+        double x;
+
+        if (sscanf(r, "<rect x=\"%lf\" y=\"%*d\" width=\"%lf\"", &x, &w[i]) == 2) {
+            w[i++] += x;
+        }
+    }
+    static const double vals[4] = {100, 10, 0.5, 3};
+    for (int k = 0; k < 4 && i == 4; k++) {
+        double want = x0 + (x100 - x0) * (log10(vals[k]) + 1) / 3;
+        ok = ok && fabs(w[k] - want) < 0.2;
+    }
+    tap_ok(i == 4 && ok, "four bars, each ending at its value on the log axis");
+
+    /* a largest value between decades: the axis goes up to the next one */
+    static const struct mt_svg_bar one = {"HBM", "gpu", 150};
+    tap_ok(mt_svg_bars_write(p, "t", "s", "GB/s", &one, 1) == MT_OK && (f = fopen(p, "r")) != NULL,
+           "a chart of one bar of 150");
+    n = f != NULL ? fread(svg, 1, sizeof(svg) - 1, f) : 0;
+    if (f != NULL) {
+        fclose(f);
+    }
+    svg[n] = '\0';
+    tap_ok(!isnan(axis_x(svg, "1000")), "... has its axis up to 1000, covering 150");
+
+    /* nothing measured: still a chart, every bar 'not measured' */
+    tap_ok(mt_svg_bars_write(p, "t", "s", "GB/s", &bars[2], 1) == MT_OK &&
+               (f = fopen(p, "r")) != NULL,
+           "a chart with nothing measured is written");
+    n = f != NULL ? fread(svg, 1, sizeof(svg) - 1, f) : 0;
+    if (f != NULL) {
+        fclose(f);
+    }
+    svg[n] = '\0';
+    tap_ok(strstr(svg, "not measured") != NULL && strstr(svg, "</svg>") != NULL,
+           "... and says 'not measured'");
+}
+
 int
 main(void)
 {
@@ -321,6 +428,7 @@ main(void)
     test_directory_in_the_way();
     test_same_file();
     test_json_files();
+    test_svg();
     tap_rmtree(dir);
     return tap_done();
 }
