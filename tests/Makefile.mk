@@ -28,6 +28,8 @@ tests_test_cli_common_SOURCES = tests/test_cli_common.c runtime/cli/cli_common.c
 	runtime/cli/cli_autoplan.c runtime/cli/cli_progress.c runtime/cli/cli_bench.c
 tests_test_cli_common_LDADD = $(MT_TEST_LIBS)
 
+check_PROGRAMS += tests/test_out_file
+tests_test_out_file_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_status
 tests_test_status_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_tokenizer

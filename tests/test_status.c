@@ -1,8 +1,15 @@
 /* SPDX-License-Identifier: MIT */
-/* test_status.c - status names, mt_fail's message and return value, control bytes escaped. */
+/*
+ * test_status.c - status names, mt_fail's message and return value, control bytes escaped; and
+ * the other small helpers of runtime/base that messages and readers lean on: mt_size_text's
+ * units, mt_json_is_int's integral reals, mt_mem_available's source.
+ */
 #include <config.h>
 
 #include "runtime/base/status.h"
+#include "runtime/base/json_num.h"
+#include "runtime/base/mem_available.h"
+#include "runtime/base/size_text.h"
 #include "tests/tap.h"
 
 #include <errno.h>
@@ -11,7 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
-enum how { WARN, TEXT, LINE };
+enum how { WARN, TEXT, LINE, INFO, FAIL };
 
 /* What mt_log_warn (mt_log_text, mt_log_line) writes to stderr for one message (read back
  * through a temporary file). */
@@ -32,6 +39,10 @@ stderr_of(const char *name, enum how how, char *out, size_t size)
         mt_log_text(name);
     } else if (how == LINE) {
         mt_log_line("bench: disk: %s...", name);
+    } else if (how == INFO) {
+        mt_log_info("%s", name);
+    } else if (how == FAIL) {
+        mt_fail(MT_ERR_IO, 0, "%s", name);
     } else {
         mt_log_warn("name '%s' and more", name);
     }
@@ -44,6 +55,152 @@ stderr_of(const char *name, enum how how, char *out, size_t size)
     fclose(tmp);
 }
 
+/* The edges of the escaping and of the line buffers, mt_log_info's prefix, the quiet switch. */
+static void
+test_log_more(char *text, size_t size)
+{
+    static char ctl[301];
+    static char want[1300];
+    bool ok = true;
+
+    mt_fail(MT_ERR_FORMAT, 0, "<\x1f\xc2\x80\xc2\x9f\x20>");
+    tap_ok(strcmp(mt_last_error(), "<\\x1f\\xc2\\x80\\xc2\\x9f >") == 0,
+           "the last C0 byte and the first and last C1 characters escaped, space kept: %s",
+           mt_last_error());
+    /* every byte a control: each takes four bytes, none is cut */
+    memset(ctl, '\x01', sizeof(ctl) - 1);
+    stderr_of(ctl, TEXT, text, size);
+    for (size_t i = 0; i < sizeof(ctl) - 1; i++) {
+        ok = ok && strncmp(text + 4 * i, "\\x01", 4) == 0;
+    }
+    tap_ok(ok && strcmp(text + 4 * (sizeof(ctl) - 1), "\n") == 0,
+           "a line of 300 control bytes is printed whole, escaped (%zu bytes)", strlen(text));
+    /* a message of exactly 1,024 bytes, one more than the first buffer holds with its NUL */
+    memset(want, 'n', 1008);
+    want[1008] = '\0';
+    stderr_of(want, LINE, text, size);
+    tap_ok(strlen(text) == 1025 && strcmp(text + 1021, "...\n") == 0,
+           "a line of exactly 1,024 bytes is printed whole (%zu bytes)", strlen(text));
+    stderr_of("loading", INFO, text, size);
+    tap_ok(strcmp(text, "mt: loading\n") == 0, "mt_log_info's prefix: %s", text);
+    tap_ok(mt_log_set_quiet(false) == true && mt_log_set_quiet(false) == false,
+           "mt_log_set_quiet returns the setting before");
+    stderr_of("loud", FAIL, text, size);
+    tap_ok(strcmp(text, "mt: loud\n") == 0, "mt_fail prints when not quiet: %s", text);
+    mt_log_set_quiet(true);
+    stderr_of("hush", FAIL, text, size);
+    tap_ok(text[0] == '\0' && strcmp(mt_last_error(), "hush") == 0,
+           "... and not when quiet, though it keeps the message");
+}
+
+/* mt_size_text(bytes) is want. */
+static void
+size_is(uint64_t bytes, const char *want)
+{
+    const char *got = mt_size_text(bytes).s;
+
+    tap_ok(strcmp(got, want) == 0, "mt_size_text(%llu) is '%s': '%s'", (unsigned long long)bytes,
+           want, got);
+}
+
+/* size_text.h: GiB with two decimals from 1 GiB up, MiB from 1 MiB, else KiB; binary units. */
+static void
+test_size_text(void)
+{
+    size_is(1ull << 30, "1.00 GiB");
+    size_is((24ull << 30) - (16ull << 20), "23.98 GiB"); /* 24 - 1/64 GiB */
+    size_is(512ull << 20, "512.0 MiB");
+    size_is(1ull << 20, "1.0 MiB");
+    size_is((4ull << 20) + (512ull << 10), "4.5 MiB");
+    size_is((1ull << 20) - 1024, "1023.0 KiB");
+    size_is(512ull << 10, "512.0 KiB");
+    size_is(1536, "1.5 KiB");
+}
+
+/* json_num.h: a JSON integer, or a real with an integral value of magnitude below 2^53. */
+static void
+test_json_is_int(void)
+{
+    static const struct {
+        double x;
+        bool is_int;
+    } reals[] = {
+        {256.0, true},
+        {-3.0, true},
+        {256.5, false},
+        {9007199254740991.0, true}, /* 2^53 - 1 */
+        {-9007199254740991.0, true},
+        {9007199254740992.0, false}, /* 2^53: not below it */
+        {-9007199254740992.0, false},
+        {1e300, false},
+        {-1e300, false},
+    };
+    long long out;
+    json_t *v;
+
+    for (size_t i = 0; i < sizeof(reals) / sizeof(reals[0]); i++) {
+        v = json_real(reals[i].x);
+        out = 7;
+        bool got = mt_json_is_int(v, &out);
+        tap_ok(got == reals[i].is_int && (!got || out == (long long)reals[i].x),
+               "real %.17g is %san integer (got %d, %lld)", reals[i].x,
+               reals[i].is_int ? "" : "not ", (int)got, out);
+        json_decref(v);
+    }
+    v = json_integer(-42);
+    tap_ok(mt_json_is_int(v, &out) && out == -42, "integer -42 is an integer");
+    json_decref(v);
+    v = json_string("1");
+    tap_ok(!mt_json_is_int(v, &out) && !mt_json_is_int(NULL, &out), "a string, NULL: not integers");
+    json_decref(v);
+}
+
+/* MemAvailable (kB) of /proc/meminfo, read here with fscanf; 0 when absent. */
+static unsigned long long
+meminfo_kib(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    char key[64];
+    unsigned long long v;
+    unsigned long long kib = 0;
+
+    while (f != NULL && fscanf(f, "%63s %llu kB", key, &v) == 2) {
+        if (strcmp(key, "MemAvailable:") == 0) {
+            kib = v;
+        }
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+    return kib;
+}
+
+/* mem_available.h: MemAvailable in bytes; MT_MEM_AVAILABLE=bytes stands in for it. */
+static void
+test_mem_available(void)
+{
+    unsigned long long before;
+    unsigned long long after;
+    uint64_t got;
+
+    setenv("MT_MEM_AVAILABLE", "123456789", 1);
+    tap_ok(mt_mem_available() == 123456789, "MT_MEM_AVAILABLE stands in for MemAvailable");
+    setenv("MT_MEM_AVAILABLE", "", 1);
+    before = meminfo_kib();
+    got = mt_mem_available();
+    after = meminfo_kib();
+    unsetenv("MT_MEM_AVAILABLE");
+    if (before == 0) {
+        tap_ok(got == 0, "no MemAvailable in /proc/meminfo: 0");
+        return;
+    }
+    /* it moves while other jobs run: between the two readings, 64 MiB either side */
+    tap_ok(got % 1024 == 0 && got + (64ull << 20) >= (before < after ? before : after) * 1024 &&
+               got <= (before > after ? before : after) * 1024 + (64ull << 20),
+           "an empty MT_MEM_AVAILABLE is unset: MemAvailable %llu..%llu kB, in bytes %llu", before,
+           after, (unsigned long long)got);
+}
+
 int
 main(void)
 {
@@ -51,7 +208,7 @@ main(void)
 
     static char big[3000], text[8192];
 
-    tap_plan(13);
+    tap_plan(13 + 7 + 8 + 11 + 2);
     mt_log_set_quiet(true);
     st = mt_fail(MT_ERR_IO, ENOENT, "cannot open weights '%s'", "/x/y");
     tap_ok(st == MT_ERR_IO, "mt_fail returns the status it was given");
@@ -96,5 +253,9 @@ main(void)
     tap_ok(strcmp(text, "bench: disk: /mnt/\\x1b]0;title\\x07nvme...\n") == 0,
            "a command's own line with a path in it: no prefix, the path's control bytes "
            "escaped: %s", text);
+    test_log_more(text, sizeof(text));
+    test_size_text();
+    test_json_is_int();
+    test_mem_available();
     return tap_done();
 }
