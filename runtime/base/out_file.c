@@ -109,12 +109,23 @@ mt_out_file_commit(struct mt_out_file *o)
     bool failed;
     int err;
 
-    if (o->f == NULL) {
-        return mt_fail(MT_ERR_INTERNAL, 0, "%s '%s' committed twice", o->what, o->path);
+    if (o->f == NULL) { /* (its names went with the first commit) */
+        return mt_fail(MT_ERR_INTERNAL, 0, "an output file committed twice, or never opened");
     }
     errno = 0;
     failed = fflush(o->f) != 0;
     err = errno;
+    if (ferror(o->f) && err == 0 && o->tmp != NULL) {
+        /* An fwrite larger than stdio's buffer failed before the commit, and stdio kept no
+         * errno: one byte more into the temporary (deleted below) asks the OS again; a full
+         * disk or a file size limit answers the same (ENOSPC, EFBIG). */
+        clearerr(o->f);
+        errno = 0;
+        if (fputc(0, o->f) == EOF || fflush(o->f) != 0) {
+            err = errno;
+        }
+        failed = true;
+    }
     failed = ferror(o->f) || failed;
     errno = 0;
     if (fclose(o->f) != 0 && !failed) {
