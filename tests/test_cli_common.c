@@ -8,6 +8,8 @@
 #include "runtime/cli/cli_common.h"
 #include "tests/tap.h"
 
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +72,24 @@ main(void)
     tap_ok(!mt_cli_parse_double(&cli, "t", "nan", &d), "double: nan refused");
     tap_ok(!mt_cli_parse_double(&cli, "t", "inf", &d), "double: inf refused");
     tap_ok(!mt_cli_parse_double(&cli, "t", "hot", &d), "double: 'hot' refused");
+    /* the whole range of long is a range like any other: past it is refused, not clamped */
+    tap_ok(!mt_cli_parse_long(&cli, "n", "99999999999999999999", 0, LONG_MAX, &l),
+           "long: past LONG_MAX refused, also where hi is LONG_MAX");
+    tap_ok(!mt_cli_parse_long(&cli, "n", "-99999999999999999999", LONG_MIN, 0, &l),
+           "long: past LONG_MIN refused, also where lo is LONG_MIN");
+    tap_ok(mt_cli_parse_long(&cli, "n", "100", 0, 100, &l) && l == 100 &&
+               mt_cli_parse_long(&cli, "n", "-10", -10, 10, &l) && l == -10,
+           "long: both ends of [lo, hi] are in it");
+    tap_ok(!mt_cli_parse_u64(&cli, "seed", "18446744073709551616", &u), "u64: 2^64 refused");
+    tap_ok(mt_cli_parse_double(&cli, "t", ".5", &d) && d == 0.5, "double: '.5'");
+    tap_ok(mt_cli_parse_double(&cli, "t", "1e3", &d) && d == 1000.0, "double: '1e3' is 1000");
+    tap_ok(!mt_cli_parse_double(&cli, "t", "0x10", &d), "double: hex '0x10' refused");
+    tap_ok(!mt_cli_parse_double(&cli, "t", "1,5", &d), "double: '1,5' refused, not 1");
+    float fl = 0;
+    tap_ok(mt_cli_parse_float(&cli, "t", "3e38", &fl) && fl == 3e38f, "float: 3e38");
+    tap_ok(!mt_cli_parse_float(&cli, "t", "1e39", &fl) &&
+               !mt_cli_parse_float(&cli, "t", "-1e39", &fl),
+           "float: past FLT_MAX refused (finite as a double, not as a float)");
     tap_ok(mt_cli_parse_size(&cli, "--gpu-mem", "24G", "24G", &u) && u == 24ull << 30,
            "size: 24G");
     tap_ok(mt_cli_parse_size(&cli, "--gpu-mem", "24G", "1.5G", &u) && u == 3ull << 29,
@@ -97,6 +117,41 @@ main(void)
     tap_ok(!mt_cli_parse_size(&cli, "--gpu-mem", "24G", "24gbb", &u), "size: '24gbb' refused");
     tap_ok(!mt_cli_parse_size(&cli, "--gpu-mem", "24G", "24i", &u), "size: '24i' refused");
 
+    /* every suffix of the README's "K, M, G, T", either case; a fraction of each */
+    static const struct {
+        const char *s;
+        uint64_t want;
+    } sizes[] = {{"4K", 4ull << 10},
+                 {"4k", 4ull << 10},
+                 {"2T", 2ull << 40},
+                 {"2t", 2ull << 40},
+                 {"2TiB", 2ull << 40},
+                 {"0.5K", 512},
+                 {"1.25G", 5ull << 28},
+                 {"0.125M", 1ull << 17},
+                 {"17179869183G", ((1ull << 34) - 1) << 30}}; /* the largest whole G */
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        u = 0;
+        bool parsed = mt_cli_parse_size(&cli, "--gpu-mem", "24G", sizes[k].s, &u);
+        tap_ok(parsed && u == sizes[k].want,
+               "size: %s is %llu bytes (got %llu)", sizes[k].s, (unsigned long long)sizes[k].want,
+               (unsigned long long)u);
+    }
+    /* past 2^64 - 1 bytes is refused, never wrapped to a small budget */
+    static const char *const too_big[] = {"18446744073709551616", "99999999999999999999",
+                                          "17179869184G", "16777216T"};
+    for (size_t k = 0; k < sizeof(too_big) / sizeof(too_big[0]); k++) {
+        tap_ok(!mt_cli_parse_size(&cli, "--gpu-mem", "24G", too_big[k], &u),
+               "size: %s (2^64 or more) refused", too_big[k]);
+    }
+    u = 0;
+    bool parsed = mt_cli_parse_size(&cli, "--gpu-mem", "24G", "17179869183.99999999999999999999G",
+                                    &u);
+    tap_ok(!parsed || u >= ((1ull << 34) - 1) << 30,
+           "size: a fraction that rounds up to the next 2^64 does not wrap (got %llu)",
+           (unsigned long long)u);
+    tap_ok(!mt_cli_parse_size(&cli, "--gpu-mem", "24G", "5.G", &u), "size: '5.G' refused");
+
     /* id lists: commas and/or whitespace between ids; each id strictly decimal in int32 */
     int32_t *ids = NULL;
     size_t n = 0;
@@ -121,6 +176,16 @@ main(void)
                "ids: '%s' refused", bad_ids[k]);
     }
     tap_ok(!mt_cli_parse_ids(&cli, "ids", "1 2\0 3", 6, &ids, &n), "ids: a NUL byte refused");
+    /* a file written on Windows: CR LF between ids */
+    ids = NULL;
+    tap_ok(mt_cli_parse_ids(&cli, "ids", "1\r\n2\r\n", 6, &ids, &n) && n == 2 && ids[0] == 1 &&
+               ids[1] == 2,
+           "ids: CR LF separates ids (%zu ids)", n);
+    free(ids);
+    /* an id of more digits than int64_t holds is refused, not wrapped: 2^64 + 1 is not 1 */
+    ids = NULL;
+    tap_ok(!mt_cli_parse_ids(&cli, "ids", "18446744073709551617", 20, &ids, &n) && ids == NULL,
+           "ids: 18446744073709551617 (2^64 + 1) refused");
     /* an empty item is a typo, not "no id": '1,,2' is refused, naming the item */
     static const char *const empty_items[] = {"1,,2", "1, ,2", ",1", "1,2,", ","};
     for (size_t k = 0; k < sizeof(empty_items) / sizeof(empty_items[0]); k++) {
@@ -163,5 +228,6 @@ main(void)
     model_text_is(T("a\x1b[2J\xc2\x9b\x00\r\xc2\x85"), false, T("a\x1b[2J\xc2\x9b\x00\r\xc2\x85"),
                   "every byte as the model wrote it");
 #undef T
+
     return tap_done();
 }
