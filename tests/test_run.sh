@@ -3,7 +3,8 @@
 # test_run.sh - `moetier run` end to end on the golden checkpoint v32-tiny-a (tests/data/golden):
 # --print-ids gives HF's 20 greedy tokens on one line, --dump-logits writes "MTLOGIT1", T, vocab
 # and T x vocab floats, and bad input gives exit 1 (prompt) or 2 (flags) with one message; the
-# prompt read from a file or stdin (--prompt-ids @FILE, -f FILE) gives what the argument gives.
+# prompt read from a file or stdin (--prompt-ids @FILE, -f FILE) gives what the argument gives;
+# usage errors are worded as cli_common.h says, and the CPU's default latent cache is f32.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 dir="$MT_TEST_DATA/golden/v32-tiny-a"
 
@@ -17,7 +18,7 @@ prompt=$(printf '%s' "$flat" | sed -n 's/.*"prompts":\[\[\([0-9,]*\)\].*/\1/p')
 want=$(printf '%s' "$flat" | sed -n 's/.*"greedy":\[\[\([0-9,]*\)\].*/\1/p' | tr ',' ' ')
 ntok=$(printf '%s\n' "$prompt" | tr ',' '\n' | wc -l)
 
-echo "1..34"
+echo "1..40"
 got=$("$bin" run -m "$dir" --device cpu --prompt-ids "$prompt" -n 20 --print-ids \
       --dump-logits "$tmp/l.bin" 2>"$tmp/err")
 ok $? "run --print-ids --dump-logits exits 0"
@@ -203,4 +204,43 @@ got=$("$bin" run -m "$dir" --device cpu --prompt-ids 1,2,3,4,5,6,7,8 -n 30 --ctx
     grep -q "generation stopped after 9 of 30 tokens: the sequence reached the 16 positions" \
         "$tmp/err"
 ok $? "--ctx 16 on the CPU: 9 tokens then a stop ('$got'; the first 8 as -n 8: '$want')"
+# what cli_common.h promises of a bad command line: a missing value and a value given to a flag
+# that takes none are named as typed, and a number out of range says the range it must be in
+"$bin" run --prompt-ids 1,2 -m >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "^moetier run: option '-m' needs a value$" "$tmp/err"
+ok $? "-m without its value: exit 2, 'needs a value' (rc $rc: $(head -n 1 "$tmp/err"))"
+"$bin" run -m "$tiny" --prompt-ids 1,2 --verbose=1 >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "^moetier run: unknown option '--verbose=1'$" "$tmp/err"
+ok $? "--verbose=1 (a value to a flag that takes none): named whole (rc $rc: \
+$(head -n 1 "$tmp/err"))"
+"$bin" run -m "$tiny" --prompt-ids 1,2 --ctx 0 >/dev/null 2>"$tmp/err" && rc=0 || rc=$?
+"$bin" run -m "$tiny" --prompt-ids 1,2 --ctx 3000000000 >/dev/null 2>"$tmp/err2" && rc2=0 || rc2=$?
+[ "$rc" -eq 2 ] && grep -q "bad --ctx '0' (must be >= 1)$" "$tmp/err" && [ "$rc2" -eq 2 ] &&
+    grep -q "bad --ctx '3000000000' (must be in 1\.\.2147483647)$" "$tmp/err2"
+ok $? "--ctx 0 and 3000000000: exit 2, each with the bound it breaks ($(head -n 1 "$tmp/err") / \
+$(head -n 1 "$tmp/err2"))"
+# a CPU run without --threads or GPU flags warns of neither; --debug-sync alone is named
+"$bin" run -m "$tiny" --device cpu --prompt-ids 1,2 -n 1 --print-ids >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 0 ] && ! grep -q -- '--threads\|applies to the GPU' "$tmp/err"
+ok $? "no --threads, no GPU flag: no warning of either (rc $rc: $(grep warning "$tmp/err"))"
+"$bin" run -m "$tiny" --device cpu --debug-sync --prompt-ids 1,2 -n 1 --print-ids >/dev/null \
+    2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 0 ] && grep -q -- 'warning: --debug-sync applies to the GPU engine.*ignored' "$tmp/err"
+ok $? "--debug-sync alone on a CPU run: the warning names it (rc $rc)"
+# the CPU's latent cache is f32 by default (README: "default f32 on cpu, the reference"): the
+# same logits as --kv-dtype f32, not those of bf16
+for kv in default f32 bf16; do
+    flag=""
+    [ "$kv" = default ] || flag="--kv-dtype $kv"
+    # shellcheck disable=SC2086
+    "$bin" run -m "$tiny" --device cpu -p "$text" -n 0 $flag --dump-logits "$tmp/kv-$kv.bin" \
+        2>/dev/null || rm -f "$tmp/kv-$kv.bin"
+done
+[ -s "$tmp/kv-default.bin" ] && cmp -s "$tmp/kv-default.bin" "$tmp/kv-f32.bin" &&
+    [ -s "$tmp/kv-bf16.bin" ] && ! cmp -s "$tmp/kv-default.bin" "$tmp/kv-bf16.bin"
+ok $? "the CPU's default --kv-dtype is f32: its logits, not bf16's"
 tap_exit
