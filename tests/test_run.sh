@@ -18,7 +18,7 @@ prompt=$(printf '%s' "$flat" | sed -n 's/.*"prompts":\[\[\([0-9,]*\)\].*/\1/p')
 want=$(printf '%s' "$flat" | sed -n 's/.*"greedy":\[\[\([0-9,]*\)\].*/\1/p' | tr ',' ' ')
 ntok=$(printf '%s\n' "$prompt" | tr ',' '\n' | wc -l)
 
-echo "1..48"
+echo "1..49"
 got=$("$bin" run -m "$dir" --device cpu --prompt-ids "$prompt" -n 20 --print-ids \
       --dump-logits "$tmp/l.bin" 2>"$tmp/err")
 ok $? "run --print-ids --dump-logits exits 0"
@@ -310,4 +310,17 @@ ok $? "--print-ids with a text prompt: ids ('$got'); -n 0: one empty line"
     2>/dev/null
 cmp -s "$tmp/p.bin" "$tmp/b.bin"
 ok $? "-p starting with BOS: the logits of -p without it (no BOS twice)"
+# --indexer: exact by default, fp8 on request; on a prompt of 198 tokens the FP8 scores pick
+# other keys somewhere, so its logits differ
+p198=$(seq -s, 3 200)
+for ix in default exact fp8; do
+    flag=""
+    [ "$ix" = default ] || flag="--indexer $ix"
+    # shellcheck disable=SC2086
+    "$bin" run -m "$dir" --device cpu --prompt-ids "$p198" -n 0 $flag \
+        --dump-logits "$tmp/ix-$ix.bin" 2>/dev/null || rm -f "$tmp/ix-$ix.bin"
+done
+[ -s "$tmp/ix-default.bin" ] && cmp -s "$tmp/ix-default.bin" "$tmp/ix-exact.bin" &&
+    [ -s "$tmp/ix-fp8.bin" ] && ! cmp -s "$tmp/ix-default.bin" "$tmp/ix-fp8.bin"
+ok $? "--indexer: exact by default, fp8 gives other logits on a 198-token prompt"
 tap_exit
