@@ -1,13 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test_cli_common.c - the strict flag-value parsers every moetier subcommand uses, the default
- * device from $MOETIER_DEVICE, and the model's text as chat writes it to a terminal or a pipe.
+ * device from $MOETIER_DEVICE, the model's text as chat writes it to a terminal or a pipe, and
+ * the shared flags of run, chat and serve (mt_cli_engine_flags_parse, mt_cli_ctx).
  */
 #include <config.h>
 
 #include "runtime/cli/cli_common.h"
 #include "tests/tap.h"
 
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +40,146 @@ model_text_is(const char *in, size_t n, bool tty, const char *want, size_t wn, c
     }
     tap_ok(f != NULL && gn == wn && memcmp(got, want, wn) == 0, "model text to a %s: %s",
            tty ? "terminal" : "pipe", what);
+}
+
+/* mt_cli_engine_flags_parse of one shared flag with value v (as getopt_long leaves it in optarg)
+ * into f: its return, 0 to go on or the exit status. */
+static int
+flag(struct mt_cli_engine_flags *f, int opt, const char *v)
+{
+    static char *const argv[] = {"test", NULL};
+
+    optarg = (char *)v;
+    optind = 1;
+    return mt_cli_engine_flags_parse(&cli, opt, argv, f);
+}
+
+/* The shared flags of run, chat and serve take what the README says, and refuse with exit 2
+ * what it does not: each bound, each spelling, each contradiction. */
+static void
+test_engine_flags(void)
+{
+    struct mt_cli_engine_flags f;
+
+    unsetenv("MOETIER_DEVICE");
+    mt_cli_engine_flags_init(&f);
+    tap_ok(f.device == MT_CLI_DEVICE_AUTO && f.threads == 0 && f.plan_path == NULL &&
+               !f.no_plan && f.n_store == 0 && !f.verify && !f.ref_experts && !f.kv_dtype_set,
+           "flags: defaults are auto, no plan given, the team, no store");
+    static const struct {
+        const char *v;
+        enum mt_cli_device want;
+    } devs[] = {{"cpu", MT_CLI_DEVICE_CPU}, {"auto", MT_CLI_DEVICE_AUTO},
+                {"gpu", MT_CLI_DEVICE_GPU}, {"cuda", MT_CLI_DEVICE_GPU}};
+    for (size_t k = 0; k < sizeof(devs) / sizeof(devs[0]); k++) {
+        tap_ok(flag(&f, MT_CLI_OPT_DEVICE, devs[k].v) == 0 && f.device == devs[k].want,
+               "flags: --device %s", devs[k].v);
+    }
+    tap_ok(flag(&f, MT_CLI_OPT_DEVICE, "tpu") == 2, "flags: --device tpu refused (2)");
+
+    /* sampling: --temperature >= 0, --top-p in (0, 1], --top-k >= 0 (0: all) */
+    tap_ok(flag(&f, MT_CLI_OPT_TEMPERATURE, "0") == 0 && f.sampler.temperature == 0.0f,
+           "flags: --temperature 0 (greedy)");
+    tap_ok(flag(&f, MT_CLI_OPT_TEMPERATURE, "-0.1") == 2, "flags: --temperature -0.1 refused");
+    tap_ok(flag(&f, MT_CLI_OPT_TOP_P, "1") == 0 && f.sampler.top_p == 1.0f,
+           "flags: --top-p 1 (the closed end)");
+    tap_ok(flag(&f, MT_CLI_OPT_TOP_P, "0.5") == 0 && f.sampler.top_p == 0.5f, "flags: --top-p 0.5");
+    tap_ok(flag(&f, MT_CLI_OPT_TOP_P, "0") == 2, "flags: --top-p 0 refused (the open end)");
+    tap_ok(flag(&f, MT_CLI_OPT_TOP_P, "1.01") == 2, "flags: --top-p 1.01 refused");
+    tap_ok(flag(&f, MT_CLI_OPT_TOP_K, "0") == 0 && f.sampler.top_k == 0, "flags: --top-k 0 (all)");
+    tap_ok(flag(&f, MT_CLI_OPT_TOP_K, "-1") == 2, "flags: --top-k -1 refused");
+    tap_ok(flag(&f, MT_CLI_OPT_SEED, "18446744073709551615") == 0 && f.sampler.seed == UINT64_MAX,
+           "flags: --seed 2^64-1");
+
+    /* --threads in 1..4096 (the message names the range), --ctx >= 1 */
+    tap_ok(flag(&f, MT_CLI_OPT_THREADS, "4096") == 0 && f.threads == 4096 &&
+               flag(&f, MT_CLI_OPT_THREADS, "1") == 0 && f.threads == 1,
+           "flags: --threads 1 and 4096");
+    tap_ok(flag(&f, MT_CLI_OPT_THREADS, "4097") == 2 && flag(&f, MT_CLI_OPT_THREADS, "0") == 2,
+           "flags: --threads 0 and 4097 refused");
+    tap_ok(flag(&f, MT_CLI_OPT_CTX, "1") == 0 && f.engine.ctx == 1, "flags: --ctx 1");
+    tap_ok(flag(&f, MT_CLI_OPT_CTX, "0") == 2, "flags: --ctx 0 refused");
+
+    /* sizes: a budget of 0 is refused, a reserve of 0 is a value (keep nothing free) */
+    tap_ok(flag(&f, MT_CLI_OPT_CPU_MEM, "0") == 2 && flag(&f, MT_CLI_OPT_GPU_MEM, "0") == 2,
+           "flags: --cpu-mem 0 and --gpu-mem 0 refused");
+    tap_ok(flag(&f, MT_CLI_OPT_CPU_MEM, "64G") == 0 && f.cpu_mem == 64ull << 30 &&
+               flag(&f, MT_CLI_OPT_GPU_MEM, "20G") == 0 && f.engine.gpu_mem == 20ull << 30,
+           "flags: --cpu-mem 64G, --gpu-mem 20G");
+    tap_ok(!f.cpu_reserve_set && flag(&f, MT_CLI_OPT_CPU_RESERVE, "0") == 0 &&
+               f.cpu_reserve_set && f.cpu_reserve == 0,
+           "flags: --cpu-reserve 0 is given, not the default");
+    tap_ok(flag(&f, MT_CLI_OPT_CACHE, "8G") == 0 && f.cache_bytes == 8ull << 30 &&
+               flag(&f, MT_CLI_OPT_CACHE, "8X") == 2,
+           "flags: --cache 8G; 8X refused");
+
+    /* --kv-dtype f32 (or fp32), bf16, fp8, and that it was given (the GPU's default differs) */
+    static const struct {
+        const char *v;
+        enum mt_dtype want;
+    } kv[] = {{"bf16", MT_DTYPE_BF16}, {"f32", MT_DTYPE_F32}, {"fp8", MT_DTYPE_F8_E4M3},
+              {"fp32", MT_DTYPE_F32}};
+    for (size_t k = 0; k < sizeof(kv) / sizeof(kv[0]); k++) {
+        f.kv_dtype_set = false;
+        tap_ok(flag(&f, MT_CLI_OPT_KV_DTYPE, kv[k].v) == 0 && f.engine.kv_dtype == kv[k].want &&
+                   f.kv_dtype_set,
+               "flags: --kv-dtype %s", kv[k].v);
+    }
+    tap_ok(flag(&f, MT_CLI_OPT_KV_DTYPE, "fp16") == 2, "flags: --kv-dtype fp16 refused");
+
+    /* --experts team|ref */
+    tap_ok(flag(&f, MT_CLI_OPT_EXPERTS, "ref") == 0 && f.ref_experts &&
+               flag(&f, MT_CLI_OPT_EXPERTS, "team") == 0 && !f.ref_experts,
+           "flags: --experts ref, then team");
+    tap_ok(flag(&f, MT_CLI_OPT_EXPERTS, "gpu") == 2, "flags: --experts gpu refused");
+    tap_ok(flag(&f, MT_CLI_OPT_VERIFY, NULL) == 0 && f.verify, "flags: --verify");
+
+    /* --plan and --no-plan contradict each other, in either order */
+    mt_cli_engine_flags_init(&f);
+    tap_ok(flag(&f, MT_CLI_OPT_PLAN, "p.json") == 0 && flag(&f, MT_CLI_OPT_NO_PLAN, NULL) == 2,
+           "flags: --plan then --no-plan refused");
+    mt_cli_engine_flags_init(&f);
+    tap_ok(flag(&f, MT_CLI_OPT_NO_PLAN, NULL) == 0 && f.no_plan &&
+               flag(&f, MT_CLI_OPT_PLAN, "p.json") == 2,
+           "flags: --no-plan then --plan refused");
+
+    /* --store: as many files as pack writes, not one more */
+    mt_cli_engine_flags_init(&f);
+    int taken = 0;
+    while (taken < MT_IO_MAX_FILES && flag(&f, MT_CLI_OPT_STORE, "s") == 0) {
+        taken++;
+    }
+    tap_ok(taken == MT_IO_MAX_FILES && f.n_store == MT_IO_MAX_FILES &&
+               flag(&f, MT_CLI_OPT_STORE, "s") == 2,
+           "flags: %d --store files taken, one more refused (took %d)", MT_IO_MAX_FILES, taken);
+}
+
+/* mt_cli_ctx: --ctx where given, else 8,192 or the run's need where more; never past the
+ * model's max_position_embeddings (cli_common.h, README's --ctx). */
+static void
+test_ctx(void)
+{
+    struct mt_cli_engine_flags f;
+    struct mt_model_config cfg;
+
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.max_position_embeddings = 163840;
+    mt_cli_engine_flags_init(&f);
+    tap_ok(mt_cli_ctx(&f, &cfg) == 8192, "ctx: 8192 by default");
+    f.ctx_need = 100;
+    tap_ok(mt_cli_ctx(&f, &cfg) == 8192, "ctx: 8192 where the run needs less");
+    f.ctx_need = 20000;
+    tap_ok(mt_cli_ctx(&f, &cfg) == 20000, "ctx: the run's need where more than 8192");
+    f.ctx_need = 200000;
+    tap_ok(mt_cli_ctx(&f, &cfg) == 163840, "ctx: never past max_position_embeddings");
+    f.engine.ctx = 1;
+    tap_ok(mt_cli_ctx(&f, &cfg) == 1, "ctx: --ctx 1 is 1, whatever the run needs");
+    f.engine.ctx = 300000;
+    tap_ok(mt_cli_ctx(&f, &cfg) == 163840, "ctx: --ctx past max_position_embeddings is capped");
+    cfg.max_position_embeddings = 256;
+    f.engine.ctx = 0;
+    f.ctx_need = 0;
+    tap_ok(mt_cli_ctx(&f, &cfg) == 256, "ctx: a model of 256 positions gets 256, not 8192");
 }
 
 int
@@ -70,6 +213,24 @@ main(void)
     tap_ok(!mt_cli_parse_double(&cli, "t", "nan", &d), "double: nan refused");
     tap_ok(!mt_cli_parse_double(&cli, "t", "inf", &d), "double: inf refused");
     tap_ok(!mt_cli_parse_double(&cli, "t", "hot", &d), "double: 'hot' refused");
+    /* the whole range of long is a range like any other: past it is refused, not clamped */
+    tap_ok(!mt_cli_parse_long(&cli, "n", "99999999999999999999", 0, LONG_MAX, &l),
+           "long: past LONG_MAX refused, also where hi is LONG_MAX");
+    tap_ok(!mt_cli_parse_long(&cli, "n", "-99999999999999999999", LONG_MIN, 0, &l),
+           "long: past LONG_MIN refused, also where lo is LONG_MIN");
+    tap_ok(mt_cli_parse_long(&cli, "n", "100", 0, 100, &l) && l == 100 &&
+               mt_cli_parse_long(&cli, "n", "-10", -10, 10, &l) && l == -10,
+           "long: both ends of [lo, hi] are in it");
+    tap_ok(!mt_cli_parse_u64(&cli, "seed", "18446744073709551616", &u), "u64: 2^64 refused");
+    tap_ok(mt_cli_parse_double(&cli, "t", ".5", &d) && d == 0.5, "double: '.5'");
+    tap_ok(mt_cli_parse_double(&cli, "t", "1e3", &d) && d == 1000.0, "double: '1e3' is 1000");
+    tap_ok(!mt_cli_parse_double(&cli, "t", "0x10", &d), "double: hex '0x10' refused");
+    tap_ok(!mt_cli_parse_double(&cli, "t", "1,5", &d), "double: '1,5' refused, not 1");
+    float fl = 0;
+    tap_ok(mt_cli_parse_float(&cli, "t", "3e38", &fl) && fl == 3e38f, "float: 3e38");
+    tap_ok(!mt_cli_parse_float(&cli, "t", "1e39", &fl) &&
+               !mt_cli_parse_float(&cli, "t", "-1e39", &fl),
+           "float: past FLT_MAX refused (finite as a double, not as a float)");
     tap_ok(mt_cli_parse_size(&cli, "--gpu-mem", "24G", "24G", &u) && u == 24ull << 30,
            "size: 24G");
     tap_ok(mt_cli_parse_size(&cli, "--gpu-mem", "24G", "1.5G", &u) && u == 3ull << 29,
@@ -97,6 +258,41 @@ main(void)
     tap_ok(!mt_cli_parse_size(&cli, "--gpu-mem", "24G", "24gbb", &u), "size: '24gbb' refused");
     tap_ok(!mt_cli_parse_size(&cli, "--gpu-mem", "24G", "24i", &u), "size: '24i' refused");
 
+    /* every suffix of the README's "K, M, G, T", either case; a fraction of each */
+    static const struct {
+        const char *s;
+        uint64_t want;
+    } sizes[] = {{"4K", 4ull << 10},
+                 {"4k", 4ull << 10},
+                 {"2T", 2ull << 40},
+                 {"2t", 2ull << 40},
+                 {"2TiB", 2ull << 40},
+                 {"0.5K", 512},
+                 {"1.25G", 5ull << 28},
+                 {"0.125M", 1ull << 17},
+                 {"17179869183G", ((1ull << 34) - 1) << 30}}; /* the largest whole G */
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        u = 0;
+        bool parsed = mt_cli_parse_size(&cli, "--gpu-mem", "24G", sizes[k].s, &u);
+        tap_ok(parsed && u == sizes[k].want,
+               "size: %s is %llu bytes (got %llu)", sizes[k].s, (unsigned long long)sizes[k].want,
+               (unsigned long long)u);
+    }
+    /* past 2^64 - 1 bytes is refused, never wrapped to a small budget */
+    static const char *const too_big[] = {"18446744073709551616", "99999999999999999999",
+                                          "17179869184G", "16777216T"};
+    for (size_t k = 0; k < sizeof(too_big) / sizeof(too_big[0]); k++) {
+        tap_ok(!mt_cli_parse_size(&cli, "--gpu-mem", "24G", too_big[k], &u),
+               "size: %s (2^64 or more) refused", too_big[k]);
+    }
+    u = 0;
+    bool parsed = mt_cli_parse_size(&cli, "--gpu-mem", "24G", "17179869183.99999999999999999999G",
+                                    &u);
+    tap_ok(!parsed || u >= ((1ull << 34) - 1) << 30,
+           "size: a fraction that rounds up to the next 2^64 does not wrap (got %llu)",
+           (unsigned long long)u);
+    tap_ok(!mt_cli_parse_size(&cli, "--gpu-mem", "24G", "5.G", &u), "size: '5.G' refused");
+
     /* id lists: commas and/or whitespace between ids; each id strictly decimal in int32 */
     int32_t *ids = NULL;
     size_t n = 0;
@@ -121,6 +317,16 @@ main(void)
                "ids: '%s' refused", bad_ids[k]);
     }
     tap_ok(!mt_cli_parse_ids(&cli, "ids", "1 2\0 3", 6, &ids, &n), "ids: a NUL byte refused");
+    /* a file written on Windows: CR LF between ids */
+    ids = NULL;
+    tap_ok(mt_cli_parse_ids(&cli, "ids", "1\r\n2\r\n", 6, &ids, &n) && n == 2 && ids[0] == 1 &&
+               ids[1] == 2,
+           "ids: CR LF separates ids (%zu ids)", n);
+    free(ids);
+    /* an id of more digits than int64_t holds is refused, not wrapped: 2^64 + 1 is not 1 */
+    ids = NULL;
+    tap_ok(!mt_cli_parse_ids(&cli, "ids", "18446744073709551617", 20, &ids, &n) && ids == NULL,
+           "ids: 18446744073709551617 (2^64 + 1) refused");
     /* an empty item is a typo, not "no id": '1,,2' is refused, naming the item */
     static const char *const empty_items[] = {"1,,2", "1, ,2", ",1", "1,2,", ","};
     for (size_t k = 0; k < sizeof(empty_items) / sizeof(empty_items[0]); k++) {
@@ -163,5 +369,22 @@ main(void)
     model_text_is(T("a\x1b[2J\xc2\x9b\x00\r\xc2\x85"), false, T("a\x1b[2J\xc2\x9b\x00\r\xc2\x85"),
                   "every byte as the model wrote it");
 #undef T
+
+    /* two outputs clash by name too, before either exists (cli_common.h: "by name, or as
+       mt_path_is_same_file sees it"), and not when the names differ */
+    tap_ok(mt_cli_outputs_clash(&cli, "--json", "no/such/dir/x.json", "--trace",
+                                "no/such/dir/x.json"),
+           "outputs: one name given twice clashes, though its directory does not exist");
+    tap_ok(!mt_cli_outputs_clash(&cli, "--json", "no/such/dir/x.json", "--trace",
+                                 "no/such/dir/y.json") &&
+               !mt_cli_outputs_clash(&cli, "--json", NULL, "--trace", "no/such/dir/y.json"),
+           "outputs: two names, or one output, do not clash");
+    /* tok/s: n / s, 0 for no tokens, and finite for a time too short to measure */
+    tap_ok(mt_cli_tok_per_s(10, 2) == 5.0 && mt_cli_tok_per_s(0, 0) == 0.0 &&
+               isfinite(mt_cli_tok_per_s(3, 0)) && mt_cli_tok_per_s(3, 0) > 0,
+           "tok/s: 10 in 2 s is 5; 0 tokens 0; 3 tokens in 0 s finite (%g)",
+           mt_cli_tok_per_s(3, 0));
+    test_engine_flags();
+    test_ctx();
     return tap_done();
 }

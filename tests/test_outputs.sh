@@ -32,11 +32,13 @@ expect() {
     ok $? "$desc: exit $rc: $(head -n 1 "$tmp/err" | head -c 300)"
 }
 
-echo "1..48"
+echo "1..49"
 expect 2 "run --dump-logits over the model's config.json" "is a file of the model" \
     "$bin" run -m "$m" --device cpu --prompt-ids 1,2 -n 1 --dump-logits "$m/config.json"
 expect 2 "run --json over a weight shard" "is a file of the model" \
     "$bin" run -m "$m" --device cpu --prompt-ids 1,2 -n 1 --json "$m/$shard"
+expect 2 "run --trace over the model's tokenizer_config.json" "is a file of the model" \
+    "$bin" run -m "$m" --device cpu --prompt-ids 1,2 -n 1 --trace "$m/tokenizer_config.json"
 expect 2 "run --json and --trace on one file, spelled two ways" "name the same file" \
     "$bin" run -m "$m" --device cpu --prompt-ids 1,2 -n 1 --json "$tmp/x.json" \
     --trace "$tmp/./x.json"

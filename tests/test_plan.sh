@@ -10,7 +10,7 @@ cfg="$MT_SRCDIR/tests/data/deepseek-v3.2/config.json"
 prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
 make_tmp plan
 
-echo "1..45"
+echo "1..53"
 "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G -o "$tmp/p.json" \
     >"$tmp/out" 2>"$tmp/err"
 ok $? "plan on the RTX 3090 what-if profile exits 0"
@@ -322,4 +322,74 @@ rc2=$?
     grep -q -- "--check reads a plan and the model only: it takes no -o" "$tmp/err" &&
     grep -q -- "it takes no --gpu-mem" "$tmp/err2"
 ok $? "--check with -o or --gpu-mem: exit 2: $(cat "$tmp/err")"
+# --kv-dtype takes what run takes, fp32 for f32 too: the same f32 cache in the budget
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 80G --cpu-mem 480G --kv-dtype f32 \
+    >"$tmp/out" 2>/dev/null &&
+    "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 80G --cpu-mem 480G --kv-dtype fp32 \
+        >"$tmp/out2" 2>/dev/null &&
+    grep -q '^GPU budget : .* KV 32768 tok 5.24 ' "$tmp/out" &&
+    [ "$(grep '^GPU budget' "$tmp/out")" = "$(grep '^GPU budget' "$tmp/out2")" ]
+ok $? "--kv-dtype fp32 is f32's cache: $(grep '^GPU budget' "$tmp/out2")"
+# a --gpu-reserve given is kept as given: only the default grows to the prompt chunks' work space
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G --gpu-reserve 1.5G \
+    >"$tmp/out" 2>&1
+grep -q '^GPU budget : .* + workspace 1.50 + experts' "$tmp/out"
+ok $? "--gpu-reserve 1.5G is not grown: $(grep '^GPU budget' "$tmp/out")"
+# --ctx past the model's positions plans for those positions, and says so
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 80G --cpu-mem 480G --ctx 200000 \
+    >"$tmp/out" 2>"$tmp/err"
+[ $? -eq 0 ] && grep -q '^GPU budget : .* KV 163840 tok ' "$tmp/out" &&
+    grep -q -- "--ctx 200000 is more than the model's 163840 positions: planning for 163840" \
+        "$tmp/err"
+ok $? "--ctx 200000: planned for 163840 positions with a warning: $(head -n 1 "$tmp/err")"
+# at most 16 --trace files and 16 --learn reports: one more is a usage error, not an overrun
+traces=""
+learns=""
+for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17; do
+    traces="$traces --trace $tmp/t$i.json"
+    learns="$learns --learn $tmp/r$i.json"
+done
+# shellcheck disable=SC2086
+"$bin" plan --config "$cfg" --hw "$prof" $traces >/dev/null 2>"$tmp/err"
+rc=$?
+# shellcheck disable=SC2086
+"$bin" plan --config "$cfg" --hw "$tmp/hw.json" $learns >/dev/null 2>"$tmp/err2"
+rc2=$?
+[ $rc -eq 2 ] && grep -q -- "at most 16 --trace files" "$tmp/err" && [ $rc2 -eq 2 ] &&
+    grep -q -- "at most 16 --learn reports" "$tmp/err2"
+ok $? "17 --trace or --learn: exit 2 ($rc, $rc2): $(cat "$tmp/err") / $(cat "$tmp/err2")"
+# --cpu-eff in [0.01, 1], both ends in it; --prefill-batch at least 1; no stray argument
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G --cpu-eff 0.01 \
+    >"$tmp/out" 2>/dev/null &&
+    grep -q '^CPU eff    : 0.010 ' "$tmp/out" &&
+    "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G --cpu-eff 1 \
+        >"$tmp/out2" 2>/dev/null &&
+    grep -q '^CPU eff    : 1.000 ' "$tmp/out2"
+ok $? "--cpu-eff 0.01 and 1 are taken: $(grep '^CPU eff' "$tmp/out") / \
+$(grep '^CPU eff' "$tmp/out2")"
+"$bin" plan --config "$cfg" --hw "$prof" --cpu-eff 1.01 >/dev/null 2>"$tmp/err"
+rc=$?
+"$bin" plan --config "$cfg" --hw "$prof" --prefill-batch 0 >/dev/null 2>"$tmp/err2"
+rc2=$?
+"$bin" plan --config "$cfg" --hw "$prof" stray >/dev/null 2>"$tmp/err3"
+rc3=$?
+[ $rc -eq 2 ] && grep -q -- "--cpu-eff must be in \[0.01, 1\], got '1.01'" "$tmp/err" &&
+    [ $rc2 -eq 2 ] && grep -q -- "bad --prefill-batch '0'" "$tmp/err2" &&
+    [ $rc3 -eq 2 ] && grep -q "unexpected argument 'stray'" "$tmp/err3"
+ok $? "--cpu-eff 1.01, --prefill-batch 0, a stray argument: exit 2 ($rc $rc2 $rc3): \
+$(head -n 1 "$tmp/err") / $(head -n 1 "$tmp/err2") / $(head -n 1 "$tmp/err3")"
+# --learn rewrites the --hw profile: without one it is a usage error
+"$bin" plan --config "$cfg" --learn "$tmp/r1.json" >/dev/null 2>"$tmp/err"
+rc=$?
+[ $rc -eq 2 ] && grep -q -- "--learn needs --hw PROFILE" "$tmp/err"
+ok $? "--learn without --hw: exit 2 (rc $rc: $(head -n 1 "$tmp/err"))"
+# -m deepseek-v3.2 is the built-in config only where no such directory exists: here one does
+# (config.json alone), so it is opened as a checkpoint, and refused for having no weights
+absbin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
+absprof=$(cd "$(dirname "$prof")" && pwd)/$(basename "$prof")
+(cd "$(dirname "$cfg")/.." && "$absbin" plan -m deepseek-v3.2 --hw "$absprof" --gpu-mem 23G \
+    --cpu-mem 480G) >/dev/null 2>"$tmp/err"
+rc=$?
+[ $rc -eq 1 ] && grep -q "in 'deepseek-v3.2'" "$tmp/err" && ! grep -q 'built-in' "$tmp/err"
+ok $? "-m deepseek-v3.2 where that directory exists opens it (rc $rc: $(head -n 1 "$tmp/err"))"
 tap_exit

@@ -3,7 +3,8 @@
 # test_run.sh - `moetier run` end to end on the golden checkpoint v32-tiny-a (tests/data/golden):
 # --print-ids gives HF's 20 greedy tokens on one line, --dump-logits writes "MTLOGIT1", T, vocab
 # and T x vocab floats, and bad input gives exit 1 (prompt) or 2 (flags) with one message; the
-# prompt read from a file or stdin (--prompt-ids @FILE, -f FILE) gives what the argument gives.
+# prompt read from a file or stdin (--prompt-ids @FILE, -f FILE) gives what the argument gives;
+# usage errors are worded as cli_common.h says, and the CPU's default latent cache is f32.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 dir="$MT_TEST_DATA/golden/v32-tiny-a"
 
@@ -17,7 +18,7 @@ prompt=$(printf '%s' "$flat" | sed -n 's/.*"prompts":\[\[\([0-9,]*\)\].*/\1/p')
 want=$(printf '%s' "$flat" | sed -n 's/.*"greedy":\[\[\([0-9,]*\)\].*/\1/p' | tr ',' ' ')
 ntok=$(printf '%s\n' "$prompt" | tr ',' '\n' | wc -l)
 
-echo "1..34"
+echo "1..49"
 got=$("$bin" run -m "$dir" --device cpu --prompt-ids "$prompt" -n 20 --print-ids \
       --dump-logits "$tmp/l.bin" 2>"$tmp/err")
 ok $? "run --print-ids --dump-logits exits 0"
@@ -203,4 +204,123 @@ got=$("$bin" run -m "$dir" --device cpu --prompt-ids 1,2,3,4,5,6,7,8 -n 30 --ctx
     grep -q "generation stopped after 9 of 30 tokens: the sequence reached the 16 positions" \
         "$tmp/err"
 ok $? "--ctx 16 on the CPU: 9 tokens then a stop ('$got'; the first 8 as -n 8: '$want')"
+# what cli_common.h promises of a bad command line: a missing value and a value given to a flag
+# that takes none are named as typed, and a number out of range says the range it must be in
+"$bin" run --prompt-ids 1,2 -m >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "^moetier run: option '-m' needs a value$" "$tmp/err"
+ok $? "-m without its value: exit 2, 'needs a value' (rc $rc: $(head -n 1 "$tmp/err"))"
+"$bin" run -m "$tiny" --prompt-ids 1,2 --verbose=1 >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "^moetier run: unknown option '--verbose=1'$" "$tmp/err"
+ok $? "--verbose=1 (a value to a flag that takes none): named whole (rc $rc: \
+$(head -n 1 "$tmp/err"))"
+"$bin" run -m "$tiny" --prompt-ids 1,2 --ctx 0 >/dev/null 2>"$tmp/err" && rc=0 || rc=$?
+"$bin" run -m "$tiny" --prompt-ids 1,2 --ctx 3000000000 >/dev/null 2>"$tmp/err2" && rc2=0 || rc2=$?
+[ "$rc" -eq 2 ] && grep -q "bad --ctx '0' (must be >= 1)$" "$tmp/err" && [ "$rc2" -eq 2 ] &&
+    grep -q "bad --ctx '3000000000' (must be in 1\.\.2147483647)$" "$tmp/err2"
+ok $? "--ctx 0 and 3000000000: exit 2, each with the bound it breaks ($(head -n 1 "$tmp/err") / \
+$(head -n 1 "$tmp/err2"))"
+# a CPU run without --threads or GPU flags warns of neither; --debug-sync alone is named
+"$bin" run -m "$tiny" --device cpu --prompt-ids 1,2 -n 1 --print-ids >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 0 ] && ! grep -q -- '--threads\|applies to the GPU' "$tmp/err"
+ok $? "no --threads, no GPU flag: no warning of either (rc $rc: $(grep warning "$tmp/err"))"
+"$bin" run -m "$tiny" --device cpu --debug-sync --prompt-ids 1,2 -n 1 --print-ids >/dev/null \
+    2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 0 ] && grep -q -- 'warning: --debug-sync applies to the GPU engine.*ignored' "$tmp/err"
+ok $? "--debug-sync alone on a CPU run: the warning names it (rc $rc)"
+# the CPU's latent cache is f32 by default (README: "default f32 on cpu, the reference"): the
+# same logits as --kv-dtype f32, not those of bf16
+for kv in default f32 bf16; do
+    flag=""
+    [ "$kv" = default ] || flag="--kv-dtype $kv"
+    # shellcheck disable=SC2086
+    "$bin" run -m "$tiny" --device cpu -p "$text" -n 0 $flag --dump-logits "$tmp/kv-$kv.bin" \
+        2>/dev/null || rm -f "$tmp/kv-$kv.bin"
+done
+[ -s "$tmp/kv-default.bin" ] && cmp -s "$tmp/kv-default.bin" "$tmp/kv-f32.bin" &&
+    [ -s "$tmp/kv-bf16.bin" ] && ! cmp -s "$tmp/kv-default.bin" "$tmp/kv-bf16.bin"
+ok $? "the CPU's default --kv-dtype is f32: its logits, not bf16's"
+# -n defaults to 32 tokens (this prompt's greedy run meets no EOS before them)
+got=$("$bin" run -m "$dir" --device cpu --prompt-ids 1,2,3 --print-ids 2>/dev/null)
+[ "$(printf '%s\n' "$got" | wc -w)" -eq 32 ]
+ok $? "no -n: 32 tokens ($(printf '%s\n' "$got" | wc -w))"
+# --attention: sparse (DSA top-k) by default, dense on request; a prompt longer than the
+# model's index_topk (8) tells them apart
+p20=$(seq -s, 3 22)
+for a in default sparse dense; do
+    flag=""
+    [ "$a" = default ] || flag="--attention $a"
+    # shellcheck disable=SC2086
+    "$bin" run -m "$dir" --device cpu --prompt-ids "$p20" -n 0 $flag \
+        --dump-logits "$tmp/att-$a.bin" 2>/dev/null || rm -f "$tmp/att-$a.bin"
+done
+[ -s "$tmp/att-default.bin" ] && cmp -s "$tmp/att-default.bin" "$tmp/att-sparse.bin" &&
+    [ -s "$tmp/att-dense.bin" ] && ! cmp -s "$tmp/att-default.bin" "$tmp/att-dense.bin"
+ok $? "--attention: sparse by default, dense gives other logits past index_topk"
+# a stray argument is a usage error; an output that cannot be written fails before the weights
+# load, not after the generation
+"$bin" run -m "$dir" --prompt-ids 1,2 -n 1 stray >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "unexpected argument 'stray'" "$tmp/err"
+ok $? "a stray argument: exit 2 naming it (rc $rc: $(head -n 1 "$tmp/err"))"
+"$bin" run -m "$dir" --device cpu --prompt-ids 1,2 -n 1 --dump-logits "$tmp/no/such/l.bin" \
+    >/dev/null 2>"$tmp/err"
+rc=$?
+"$bin" run -m "$dir" --device cpu --prompt-ids 1,2 -n 1 --trace "$tmp/no/such/t.json" \
+    >/dev/null 2>"$tmp/err2"
+rc2=$?
+[ "$rc" -eq 1 ] && grep -q "cannot write --dump-logits '$tmp/no/such/l.bin'" "$tmp/err" &&
+    ! grep -q 'loaded' "$tmp/err" && [ "$rc2" -eq 1 ] &&
+    grep -q "cannot write --trace '$tmp/no/such/t.json'" "$tmp/err2" &&
+    ! grep -q 'loaded' "$tmp/err2"
+ok $? "--dump-logits, --trace in a missing directory: exit 1 before loading (rc $rc $rc2: \
+$(tail -n 1 "$tmp/err"))"
+# --dump-logits is an output like the others: not on --json's or --trace's file, nor on an input
+"$bin" run -m "$dir" --prompt-ids 1,2 -n 1 --dump-logits "$tmp/o.bin" --json "$tmp/o.bin" \
+    >/dev/null 2>"$tmp/err"
+rc=$?
+"$bin" run -m "$dir" --prompt-ids 1,2 -n 1 --dump-logits "$tmp/o.bin" --trace "$tmp/./o.bin" \
+    >/dev/null 2>"$tmp/err2"
+rc2=$?
+[ "$rc" -eq 2 ] && grep -q "name the same file" "$tmp/err" && [ "$rc2" -eq 2 ] &&
+    grep -q "name the same file" "$tmp/err2" && [ ! -e "$tmp/o.bin" ]
+ok $? "--dump-logits with --json or --trace on one file: exit 2 ($rc $rc2)"
+echo '{}' >"$tmp/in.json"
+"$bin" run -m "$dir" --prompt-ids 1,2 -n 1 --plan "$tmp/in.json" --dump-logits "$tmp/in.json" \
+    >/dev/null 2>"$tmp/err"
+rc=$?
+"$bin" run -m "$dir" --prompt-ids 1,2 -n 1 --hw "$tmp/in.json" --json "$tmp/in.json" \
+    >/dev/null 2>"$tmp/err2"
+rc2=$?
+[ "$rc" -eq 2 ] && grep -q "is the --plan input" "$tmp/err" && [ "$rc2" -eq 2 ] &&
+    grep -q "is the --hw input" "$tmp/err2" && [ "$(cat "$tmp/in.json")" = '{}' ]
+ok $? "an output onto the --plan or --hw file: exit 2, the file kept ($rc $rc2)"
+# --print-ids prints ids even where the tokenizer is loaded (a text prompt), and its one line
+# also for -n 0
+got=$("$bin" run -m "$tiny" --device cpu -p "$text" -n 3 --print-ids 2>/dev/null)
+"$bin" run -m "$tiny" --device cpu --prompt-ids 1,2 -n 0 --print-ids >"$tmp/out" 2>/dev/null
+printf '%s\n' "$got" | grep -Eq '^[0-9]+ [0-9]+ [0-9]+$' &&
+    [ "$(od -An -c "$tmp/out" | tr -d ' ')" = '\n' ]
+ok $? "--print-ids with a text prompt: ids ('$got'); -n 0: one empty line"
+# a text that starts with BOS gets no second one
+"$bin" run -m "$tiny" -p "<｜begin▁of▁sentence｜>$text" -n 0 --dump-logits "$tmp/b.bin" \
+    2>/dev/null
+cmp -s "$tmp/p.bin" "$tmp/b.bin"
+ok $? "-p starting with BOS: the logits of -p without it (no BOS twice)"
+# --indexer: exact by default, fp8 on request; on a prompt of 198 tokens the FP8 scores pick
+# other keys somewhere, so its logits differ
+p198=$(seq -s, 3 200)
+for ix in default exact fp8; do
+    flag=""
+    [ "$ix" = default ] || flag="--indexer $ix"
+    # shellcheck disable=SC2086
+    "$bin" run -m "$dir" --device cpu --prompt-ids "$p198" -n 0 $flag \
+        --dump-logits "$tmp/ix-$ix.bin" 2>/dev/null || rm -f "$tmp/ix-$ix.bin"
+done
+[ -s "$tmp/ix-default.bin" ] && cmp -s "$tmp/ix-default.bin" "$tmp/ix-exact.bin" &&
+    [ -s "$tmp/ix-fp8.bin" ] && ! cmp -s "$tmp/ix-default.bin" "$tmp/ix-fp8.bin"
+ok $? "--indexer: exact by default, fp8 gives other logits on a 198-token prompt"
 tap_exit

@@ -4,14 +4,14 @@
 # (tests/data/tokenizer): any bytes (all 256, NUL and invalid UTF-8 included) encode and --decode
 # back to themselves, --special turns "<｜User｜>" into one id, ids separated by commas decode
 # like ids separated by spaces, and bad input (an id that is not a number, out of the
-# vocabulary, a NUL byte among ids, stdin that cannot be read) exits 1 with one message; usage
-# errors exit 2.
+# vocabulary, a NUL byte among ids, stdin that cannot be read or is past 256 MiB) exits 1 with
+# one message; usage errors exit 2.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 tokdir="$MT_TEST_DATA/tokenizer"
 
 make_tmp tokenize
 
-echo "1..16"
+echo "1..17"
 
 # every byte value once, then text with an overlong '/', a lone surrogate and a cut-off character
 i=0
@@ -66,6 +66,14 @@ ok $? "an id past the vocabulary exits 1 with a message (rc $rc)"
 rc=$?
 [ "$rc" -eq 1 ] && [ ! -s "$tmp/out" ] && grep -q 'cannot read stdin' "$tmp/err"
 ok $? "stdin that cannot be read (a directory) exits 1, not an empty text (rc $rc)"
+# stdin past MT_FILE_MAX_DEFAULT (256 MiB, as for a file) is refused as it streams: `yes |` must
+# not fill memory, and the message says the limit
+head -c $((256 * 1024 * 1024 + 1)) /dev/zero |
+    timeout 60 "$bin" tokenize -m "$tokdir" >"$tmp/out" 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 1 ] && [ ! -s "$tmp/out" ] &&
+    grep -q 'cannot read stdin (text): more than 256 MiB' "$tmp/err"
+ok $? "stdin of 256 MiB + 1 byte exits 1 naming the limit (rc $rc: $(head -c 200 "$tmp/err"))"
 
 if [ -w /dev/full ]; then
     printf 'hello' | "$bin" tokenize -m "$tokdir" >/dev/full 2>"$tmp/err"
