@@ -270,7 +270,12 @@ main(void)
                  {"0.5K", 512},
                  {"1.25G", 5ull << 28},
                  {"0.125M", 1ull << 17},
-                 {"17179869183G", ((1ull << 34) - 1) << 30}}; /* the largest whole G */
+                 {"17179869183G", ((1ull << 34) - 1) << 30}, /* the largest whole G */
+                 /* a fraction of a byte is dropped, exactly: never rounded up to the next one */
+                 {"0.99999999999999999999G", (1ull << 30) - 1},
+                 {"1.99999999999999999999K", 2047},
+                 {"0.0000000000009094947017729282379150390625T", 1}, /* 2^-40 T: 1 byte */
+                 {"0.000000000000909494701772928237915039062T", 0}}; /* a hair less */
     for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
         u = 0;
         bool parsed = mt_cli_parse_size(&cli, "--gpu-mem", "24G", sizes[k].s, &u);
@@ -292,6 +297,12 @@ main(void)
            "size: a fraction that rounds up to the next 2^64 does not wrap (got %llu)",
            (unsigned long long)u);
     tap_ok(!mt_cli_parse_size(&cli, "--gpu-mem", "24G", "5.G", &u), "size: '5.G' refused");
+    char digits64[80], digits65[80];
+    snprintf(digits64, sizeof(digits64), "1.%064dG", 1); /* 64 digits, the last a 1 */
+    snprintf(digits65, sizeof(digits65), "1.%065dG", 1);
+    tap_ok(mt_cli_parse_size(&cli, "--gpu-mem", "24G", digits64, &u) && u == 1ull << 30 &&
+               !mt_cli_parse_size(&cli, "--gpu-mem", "24G", digits65, &u),
+           "size: a fraction of 64 digits taken, of 65 refused");
 
     /* id lists: commas and/or whitespace between ids; each id strictly decimal in int32 */
     int32_t *ids = NULL;

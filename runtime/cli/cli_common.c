@@ -207,13 +207,39 @@ mt_cli_parse_float(const struct mt_cli *cli, const char *what, const char *s, fl
     return true;
 }
 
+/* Digits of a size's fraction taken at most: "0.5G" needs 1, 2^-40 exactly 40. */
+#define SIZE_FRACTION_DIGITS 64
+
+/*
+ * floor(0.DIGITS x 2^shift), exactly: the decimal fraction doubled shift times, the carry out of
+ * its first digit each time one more bit of the result. (A double summing the digits rounded
+ * 0.99999999999999999999G up to a whole 1G; a fraction of a byte is dropped.) digits is used up.
+ */
+static uint64_t
+fraction_bits(char *digits, size_t n, int shift)
+{
+    uint64_t part = 0;
+
+    for (int s = 0; s < shift; s++) {
+        int carry = 0;
+        for (size_t i = n; i-- > 0;) {
+            int d = 2 * digits[i] + carry;
+            digits[i] = (char)(d % 10);
+            carry = d / 10;
+        }
+        part = 2 * part + (uint64_t)carry;
+    }
+    return part;
+}
+
 bool
 mt_cli_parse_size(const struct mt_cli *cli, const char *what, const char *example, const char *s,
                   uint64_t *out)
 {
     char *p;
     unsigned long long whole;
-    double frac = 0.0;
+    char frac[SIZE_FRACTION_DIGITS]; /* the fraction's digits, 0-9 */
+    size_t n_frac = 0;
     int shift = 0;
     uint64_t v;
 
@@ -227,10 +253,12 @@ mt_cli_parse_size(const struct mt_cli *cli, const char *what, const char *exampl
     }
     bool fraction = *p == '.';
     if (fraction) {
-        const char *f = ++p; /* the fraction, exact enough for a byte count */
-        double scale = 0.1;
-        for (; isdigit((unsigned char)*p); p++, scale /= 10) {
-            frac += (*p - '0') * scale;
+        const char *f = ++p;
+        for (; isdigit((unsigned char)*p); p++) {
+            if (n_frac == sizeof(frac)) {
+                goto bad; /* more digits than anyone means */
+            }
+            frac[n_frac++] = (char)(*p - '0');
         }
         if (p == f) {
             goto bad; /* "5." */
@@ -276,13 +304,11 @@ mt_cli_parse_size(const struct mt_cli *cli, const char *what, const char *exampl
         goto bad;
     }
     v = (uint64_t)whole << shift;
-    if (frac > 0.0) {
-        uint64_t part = (uint64_t)(frac * (double)(1ull << shift));
-        if (part > UINT64_MAX - v) {
-            goto bad;
-        }
-        v += part;
+    uint64_t part = fraction_bits(frac, n_frac, shift);
+    if (part > UINT64_MAX - v) {
+        goto bad;
     }
+    v += part;
     *out = v;
     return true;
 
