@@ -195,6 +195,22 @@ tap_tmpdir(void)
     return b;
 }
 
+int
+tap_count_lines(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "r");
+    char line[1024];
+    int n = 0;
+
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+        n += strstr(line, text) != NULL;
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+    return n;
+}
+
 void
 tap_rmtree(const char *dir)
 {

@@ -44,6 +44,9 @@ const char *tap_tmpdir(void);
 /* Remove a directory tree made by tap_tmpdir (best effort). */
 void tap_rmtree(const char *dir);
 
+/* How many lines of the file at path contain text (0 when it cannot be read): a captured log. */
+int tap_count_lines(const char *path, const char *text);
+
 /* Hex SHA-256 of a file into hex[65] (tests/sha256.c); false when it cannot be read. */
 bool tap_sha256_file(const char *path, char hex[65]);
 

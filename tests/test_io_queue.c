@@ -118,21 +118,10 @@ capture_begin(const char *path)
 static int
 capture_end(const char *path, const char *text)
 {
-    char line[1024];
-    FILE *f;
-    int n = 0;
-
     fflush(stderr);
     dup2(capture_saved, 2);
     close(capture_saved);
-    f = fopen(path, "r");
-    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
-        n += strstr(line, text) != NULL;
-    }
-    if (f != NULL) {
-        fclose(f);
-    }
-    return n;
+    return tap_count_lines(path, text);
 }
 
 /* The depth range 1..4096, and the names of the modes. */
@@ -415,7 +404,8 @@ test_mode(const struct env *e, const char *dir, enum mt_io_queue_mode want, bool
 
 /*
  * Registration refused (memory the kernel cannot pin: PROT_NONE; warned once per process), and
- * none asked for: both run in plain uring mode. Buffers only count for uring+fixed: uring asked with buffers stays uring.
+ * none asked for: both run in plain uring mode. Buffers only count for uring+fixed: uring asked
+ * with buffers stays uring.
  */
 static void
 test_fallbacks(const struct env *e, bool uring, bool registered, const char *log)

@@ -164,8 +164,8 @@ walks(struct mt_json_constraint *c, float *logits)
 /*
  * The count mask returns and the stop ids' rules, with a second constraint whose stop ids are
  * eos, a plain word (not an added token: the grammar alone would let it into a string), one
- * below the vocabulary, its first id past it and one further (ignored). logits has room past VOCAB, so that a write or
- * a read there shows.
+ * below the vocabulary, its first id past it and one further (ignored). logits has room past
+ * VOCAB, so that a write or a read there shows.
  */
 static void
 check_counts_and_stops(float *logits)

@@ -247,18 +247,27 @@ ok $? "the CPU's default --kv-dtype is f32: its logits, not bf16's"
 got=$("$bin" run -m "$dir" --device cpu --prompt-ids 1,2,3 --print-ids 2>/dev/null)
 [ "$(printf '%s\n' "$got" | wc -w)" -eq 32 ]
 ok $? "no -n: 32 tokens ($(printf '%s\n' "$got" | wc -w))"
+# logits_per_value FLAG PROMPT_IDS VALUE...: the prompt's logits with the flag left out (as
+# $tmp/FLAG-default.bin) and with each value (as $tmp/FLAG-VALUE.bin); a file missing on failure
+logits_per_value() {
+    name=$1
+    ids=$2
+    shift 2
+    for v in default "$@"; do
+        flag=""
+        [ "$v" = default ] || flag="--$name $v"
+        # shellcheck disable=SC2086
+        "$bin" run -m "$dir" --device cpu --prompt-ids "$ids" -n 0 $flag \
+            --dump-logits "$tmp/$name-$v.bin" 2>/dev/null || rm -f "$tmp/$name-$v.bin"
+    done
+}
 # --attention: sparse (DSA top-k) by default, dense on request; a prompt longer than the
 # model's index_topk (8) tells them apart
-p20=$(seq -s, 3 22)
-for a in default sparse dense; do
-    flag=""
-    [ "$a" = default ] || flag="--attention $a"
-    # shellcheck disable=SC2086
-    "$bin" run -m "$dir" --device cpu --prompt-ids "$p20" -n 0 $flag \
-        --dump-logits "$tmp/att-$a.bin" 2>/dev/null || rm -f "$tmp/att-$a.bin"
-done
-[ -s "$tmp/att-default.bin" ] && cmp -s "$tmp/att-default.bin" "$tmp/att-sparse.bin" &&
-    [ -s "$tmp/att-dense.bin" ] && ! cmp -s "$tmp/att-default.bin" "$tmp/att-dense.bin"
+logits_per_value attention "$(seq -s, 3 22)" sparse dense
+[ -s "$tmp/attention-default.bin" ] &&
+    cmp -s "$tmp/attention-default.bin" "$tmp/attention-sparse.bin" &&
+    [ -s "$tmp/attention-dense.bin" ] &&
+    ! cmp -s "$tmp/attention-default.bin" "$tmp/attention-dense.bin"
 ok $? "--attention: sparse by default, dense gives other logits past index_topk"
 # a stray argument is a usage error; an output that cannot be written fails before the weights
 # load, not after the generation
@@ -312,15 +321,8 @@ cmp -s "$tmp/p.bin" "$tmp/b.bin"
 ok $? "-p starting with BOS: the logits of -p without it (no BOS twice)"
 # --indexer: exact by default, fp8 on request; on a prompt of 198 tokens the FP8 scores pick
 # other keys somewhere, so its logits differ
-p198=$(seq -s, 3 200)
-for ix in default exact fp8; do
-    flag=""
-    [ "$ix" = default ] || flag="--indexer $ix"
-    # shellcheck disable=SC2086
-    "$bin" run -m "$dir" --device cpu --prompt-ids "$p198" -n 0 $flag \
-        --dump-logits "$tmp/ix-$ix.bin" 2>/dev/null || rm -f "$tmp/ix-$ix.bin"
-done
-[ -s "$tmp/ix-default.bin" ] && cmp -s "$tmp/ix-default.bin" "$tmp/ix-exact.bin" &&
-    [ -s "$tmp/ix-fp8.bin" ] && ! cmp -s "$tmp/ix-default.bin" "$tmp/ix-fp8.bin"
+logits_per_value indexer "$(seq -s, 3 200)" exact fp8
+[ -s "$tmp/indexer-default.bin" ] && cmp -s "$tmp/indexer-default.bin" "$tmp/indexer-exact.bin" &&
+    [ -s "$tmp/indexer-fp8.bin" ] && ! cmp -s "$tmp/indexer-default.bin" "$tmp/indexer-fp8.bin"
 ok $? "--indexer: exact by default, fp8 gives other logits on a 198-token prompt"
 tap_exit

@@ -183,23 +183,6 @@ fd_is_direct(const char *path)
     return found;
 }
 
-/* Lines of file path that contain text. */
-static int
-count_lines(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "r");
-    char line[1024];
-    int n = 0;
-
-    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
-        n += strstr(line, text) != NULL;
-    }
-    if (f != NULL) {
-        fclose(f);
-    }
-    return n;
-}
-
 /*
  * O_DIRECT refused only when reading, with 4 reads in flight: the first turns it off (one
  * warning, and the fd itself no longer has O_DIRECT: reads go through the page cache), and the
@@ -244,7 +227,7 @@ test_refuse_direct_reads(const char *dir, const char *path, unsigned char *buf, 
            "O_DIRECT refused at read time (it was %s at open): every read in flight read "
            "again buffered, equal to pread",
            direct ? "accepted" : "refused");
-    warned = count_lines(log, "refuses O_DIRECT");
+    warned = tap_count_lines(log, "refuses O_DIRECT");
     if (direct) {
         tap_ok(warned == 1 && before == 1 && after == 0,
                "the refusal is warned once (%d), and turns O_DIRECT off on the fd (%d, then %d)",
