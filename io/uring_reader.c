@@ -206,9 +206,10 @@ mt_io_uring_reader_wait(struct mt_io_uring_reader *r, struct mt_io_done *done_ou
         if ((r->flags & MT_IO_READER_TEST_REFUSE_DIRECT_READS) && r->issued_direct[i] && res >= 0) {
             res = -EINVAL;
         }
-        /* EINVAL from a read issued with O_DIRECT: the filesystem refuses it. The first such
-         * read turns it off; the others already in flight are read again buffered too. */
-        if (res == -EINVAL && r->issued_direct[i]) {
+        /* EINVAL from a read issued with O_DIRECT at an offset a file can have: the filesystem
+         * refuses O_DIRECT. The first such read turns it off; the others already in flight are
+         * read again buffered too. (Past INT64_MAX the offset is the reason: that read fails.) */
+        if (res == -EINVAL && r->issued_direct[i] && s->off <= (uint64_t)INT64_MAX - s->len) {
             st = r->direct ? drop_direct(r) : MT_OK;
             res = -EAGAIN; /* the same read again, buffered */
         }

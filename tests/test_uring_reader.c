@@ -362,7 +362,7 @@ main(void)
         tap_rmtree(dir);
         return 0;
     }
-    tap_plan(28);
+    tap_plan(29);
 
     mt_io_range_align(4095, 2, &aoff, &alen);
     ok = aoff == 0 && alen == 8192;
@@ -413,6 +413,16 @@ main(void)
         } else {
             tap_ok(true, "registered buffer # SKIP kernel refused: %s", mt_last_error());
         }
+    }
+    /* EINVAL at an offset no file can have is the offset's fault, not O_DIRECT's: it fails
+     * and O_DIRECT stays on. */
+    if (mt_io_uring_reader_is_direct(r)) {
+        st = mt_io_uring_reader_read(r, buf, 1ull << 63, MT_IO_ALIGN, &got);
+        tap_ok(st == MT_ERR_IO && strstr(mt_last_error(), strerror(EINVAL)) != NULL &&
+                   mt_io_uring_reader_is_direct(r) && read_all(r, buf, 4),
+               "an O_DIRECT read at offset 2^63 fails and keeps O_DIRECT: %s", mt_last_error());
+    } else {
+        tap_ok(true, "an O_DIRECT read at offset 2^63 # SKIP no O_DIRECT on %s", dir);
     }
     mt_io_uring_reader_destroy(r);
     r = NULL;
