@@ -11,9 +11,10 @@
  *
  * The engine counts its arena exactly from the loaded weights (engine_gpu.c place_all, work
  * part; engine_gpu_moe.c eng_gpu_moe_alloc; the sizes of the kernels' own scratch in kernels/).
- * This mirrors the same buffers term by term in the same order; test_gpu_engine compares the
- * two on real engines at several chunks, so a buffer added there and not here fails a test
- * instead of shifting plans unseen.
+ * This mirrors the same buffers term by term in the same order; test_gpu_hetero compares the
+ * two on real engines at several chunks, to the byte (only the kernels' small scratch is rounded
+ * up, by an amount the test computes from the kernels), so a buffer added or resized there and
+ * not here fails a test instead of shifting plans unseen.
  */
 #include <config.h>
 
@@ -30,8 +31,6 @@
 #define GEMM_CUBLAS_WS ((uint64_t)32 << 20) /* kernels/gemm.cu CUBLAS_WS */
 #define GEMM_SLAB_MIN ((uint64_t)64 << 20)  /* kernels/gemm.cu SLAB_MIN */
 #define EXPERT_PTRS 48                      /* sizeof(struct mt_gpu_expert): six pointers */
-/* the top-k and argmax scratch (kernels/topk.cu, argmax.cu): 2.1 MiB together */
-#define SMALL_SCRATCH ((uint64_t)9 << 18)
 
 /* One buffer of the arena: rounded up to 256 bytes as eng_gpu_alloc counts it. */
 static void
@@ -97,7 +96,7 @@ mt_plan_gpu_work_bytes(const struct mt_model_config *c, int chunk, int64_t ctx, 
     uint64_t topk = (uint64_t)(c->index_topk > 0 ? c->index_topk : 1);
     add(&sum, score_rows * N * f);
     add(&sum, max_u64(N, score_rows * topk) * sizeof(int32_t));
-    add(&sum, SMALL_SCRATCH);
+    add(&sum, MT_PLAN_GPU_SMALL_SCRATCH);
     uint64_t mw = H * N * f;
     if (kvl == 512 && rope == 64 && H % 16 == 0) { /* the tensor-core MLA's splits */
         uint64_t splits = max_u64((N + MLA_SPLIT - 1) / MLA_SPLIT, 1);

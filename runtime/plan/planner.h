@@ -253,6 +253,11 @@ struct mt_plan_budget {
  * short). */
 #define MT_PLAN_WORK_SLACK ((uint64_t)32 << 20)
 
+/* The GPU engine's top-k and argmax scratch (kernels/topk.cu, argmax.cu: ~2.1 MiB together) as
+ * mt_plan_gpu_work_bytes counts it, rounded up so that the estimate does not follow every change
+ * of their layout; test_gpu_hetero checks the estimate is exactly the rest above the engine's. */
+#define MT_PLAN_GPU_SMALL_SCRATCH ((uint64_t)9 << 18)
+
 /*
  * The fewest tokens a DRAM_CPU expert needs in one step before the GPU engine copies it into a
  * GPU slot (page-locked experts only) and computes it there while the CPU team computes the rest,
