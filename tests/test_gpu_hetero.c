@@ -424,9 +424,9 @@ check_work_estimate(const struct mt_model *m, const char *set, const struct rig 
     int chunk = 0;
     uint64_t have = r->e != NULL ? mt_engine_device_work_bytes(r->e, &chunk) : 0;
     bool ok = have > 0 && mt_model_sizes_of(m, &sz) == MT_OK;
-    uint64_t est =
-        ok ? mt_plan_gpu_work_bytes(&m->cfg, chunk, rig_ctx, host, sz.routed_expert_bytes, true)
-           : 0;
+    uint64_t est = ok ? mt_plan_gpu_work_bytes(&m->cfg, chunk, rig_ctx, host,
+                                               sz.routed_expert_slot_bytes, true)
+                      : 0;
     uint64_t over = small_scratch_rounding();
 
     tap_ok(ok && est == have + over,

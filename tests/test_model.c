@@ -56,6 +56,8 @@ test_real_sizes(void)
     }
     tap_ok(sz.routed_expert_bytes == 44050944ULL, "one routed expert: %llu B (spec: 44,050,944)",
            (unsigned long long)sz.routed_expert_bytes);
+    tap_ok(sz.routed_expert_slot_bytes == sz.routed_expert_bytes,
+           "as a GPU slot holds it, the same bytes (each tensor a multiple of 256 bytes)");
     tap_ok(sz.routed_bytes == 654068416512ULL,
            "routed experts, main model: %llu B "
            "(spec: 654,068,416,512)",
@@ -466,6 +468,16 @@ test_tiny_sizes(void)
                f8.mtp_params > 0 && f8.mtp_bytes != bf.mtp_bytes,
            "tiny sizes: FP8 and BF16 count the same parameters per role and in MTP (%llu), "
            "not the same bytes", (unsigned long long)f8.mtp_params);
+    /* an expert of 64 x 256: three 16 KiB FP8 matrices, each with 2 fp32 scales (8 bytes, 256
+       in a GPU slot); in BF16 three 32 KiB matrices and no scales */
+    tap_ok(f8.routed_expert_bytes == 3 * 16384 + 3 * 8 &&
+               f8.routed_expert_slot_bytes == 3 * 16384 + 3 * 256 &&
+               bf.routed_expert_bytes == 3 * 32768 && bf.routed_expert_slot_bytes == 3 * 32768,
+           "tiny sizes: one expert %llu B, %llu B in a GPU slot (FP8); %llu B, %llu B (BF16)",
+           (unsigned long long)f8.routed_expert_bytes,
+           (unsigned long long)f8.routed_expert_slot_bytes,
+           (unsigned long long)bf.routed_expert_bytes,
+           (unsigned long long)bf.routed_expert_slot_bytes);
     uint64_t embed = bf.bytes[MT_ROLE_EMBED];
     tap_ok(bf.gpu_other_bytes == bf.other_bytes - embed &&
                bf.token_bytes_always == bf.other_bytes - embed + embed / 512,

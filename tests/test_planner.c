@@ -716,9 +716,9 @@ test_auto_reserve_edges(void)
     b.cpu_mem = (uint64_t)1 << 40;
     base = sz.gpu_other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token;
     all = (uint64_t)58 * 256 * sz.routed_expert_bytes;
-    w1 = mt_plan_gpu_work_bytes(&cfg, 1024, b.ctx, true, sz.routed_expert_bytes, false) +
+    w1 = mt_plan_gpu_work_bytes(&cfg, 1024, b.ctx, true, sz.routed_expert_slot_bytes, false) +
          MT_PLAN_WORK_SLACK;
-    w2 = mt_plan_gpu_work_bytes(&cfg, 2048, b.ctx, true, sz.routed_expert_bytes, false) +
+    w2 = mt_plan_gpu_work_bytes(&cfg, 2048, b.ctx, true, sz.routed_expert_slot_bytes, false) +
          MT_PLAN_WORK_SLACK;
 
     b.gpu_mem = base + all + b.gpu_reserve;
@@ -1946,10 +1946,10 @@ test_cpu_prefill_model(void)
        the 512 the engine will run, and says how much more the longer chunk needs */
     {
         uint64_t work = mt_plan_gpu_work_bytes(&cfg, MT_PLAN_CHUNK_HOST, b.ctx, true,
-                                               sz.routed_expert_bytes, false) +
+                                               sz.routed_expert_slot_bytes, false) +
                         MT_PLAN_WORK_SLACK;
         uint64_t work512 = mt_plan_gpu_work_bytes(&cfg, MT_PLAN_CHUNK_GPU, b.ctx, true,
-                                                  sz.routed_expert_bytes, false);
+                                                  sz.routed_expert_slot_bytes, false);
         st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan[0]) : st;
         tap_ok(
             st == MT_OK && plan[0]->tier[MT_TIER_GPU].experts == 0 &&
@@ -1966,10 +1966,10 @@ test_cpu_prefill_model(void)
            space of the longest chunk that fits it (2,048 tokens; a few GPU experts fewer) and the
            plan gets that chunk; a reserve given on the command line stays */
         uint64_t work2048 = mt_plan_gpu_work_bytes(&cfg, 2048, b.ctx, true,
-                                                   sz.routed_expert_bytes, false) +
+                                                   sz.routed_expert_slot_bytes, false) +
                             MT_PLAN_WORK_SLACK;
         uint64_t work4096 = mt_plan_gpu_work_bytes(&cfg, 4096, b.ctx, true,
-                                                   sz.routed_expert_bytes, false) +
+                                                   sz.routed_expert_slot_bytes, false) +
                             MT_PLAN_WORK_SLACK;
         struct mt_plan_budget bb = b;
         bb.gpu_mem += (uint64_t)5 << 29;
@@ -2026,7 +2026,7 @@ test_cpu_prefill_model(void)
                    plan[0]->budget.prefill_batch == MT_PLAN_CHUNK_HOST_MAX &&
                    plan[1]->budget.prefill_batch == 2048 &&
                    plan[1]->budget.gpu_reserve ==
-                       mt_plan_gpu_work_bytes(&cfg, 2048, 2048, true, sz.routed_expert_bytes,
+                       mt_plan_gpu_work_bytes(&cfg, 2048, 2048, true, sz.routed_expert_slot_bytes,
                                               false) + MT_PLAN_WORK_SLACK,
                "8 GiB beside the weights: %d-token chunks (reserve %.2f GiB); with a 2,048-token "
                "context %d-token ones",

@@ -422,6 +422,7 @@ sizes_fn(struct walk *w, const struct mt_tensor_spec *s, enum slot slot)
     c->sz->bytes[s->role] += bytes;
     if (s->role == MT_ROLE_ROUTED_EXPERT && s->expert == 0 && s->layer == c->first_moe_layer) {
         c->sz->routed_expert_bytes += bytes;
+        c->sz->routed_expert_slot_bytes += (bytes + 255) & ~(uint64_t)255;
     }
     return MT_OK;
 }

@@ -73,6 +73,8 @@ struct mt_model_sizes {
                                          bytes[] hold the main model only, so MT_ROLE_MTP's
                                          entries there stay 0: these are its figures */
     uint64_t routed_expert_bytes;     /* one routed expert (gate, up, down + scales) */
+    uint64_t routed_expert_slot_bytes; /* the same as a GPU engine's expert slot holds it: each
+                                          of its six tensors rounded up to 256 bytes */
     uint64_t routed_bytes;            /* all routed experts of the main model */
     uint64_t other_bytes;             /* main model bytes that are not routed experts */
     uint64_t gpu_other_bytes;         /* of those, what the GPU engine holds on the device: all

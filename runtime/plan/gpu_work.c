@@ -47,7 +47,7 @@ max_u64(uint64_t a, uint64_t b)
 
 uint64_t
 mt_plan_gpu_work_bytes(const struct mt_model_config *c, int chunk, int64_t ctx, bool host_experts,
-                       uint64_t expert_bytes, bool f32_cache)
+                       uint64_t slot_bytes, bool f32_cache)
 {
     const uint64_t f = sizeof(float);
     uint64_t T = (uint64_t)(chunk > 0 ? chunk : 1), N = (uint64_t)(ctx > 0 ? ctx : 1);
@@ -133,8 +133,8 @@ mt_plan_gpu_work_bytes(const struct mt_model_config *c, int chunk, int64_t ctx, 
     add(&sum, T * E * f);
     add(&sum, T * K * sizeof(int32_t));
     add(&sum, T * K * f);
-    if (host_experts) {
-        sum += 2 * ((expert_bytes + 255) & ~(uint64_t)255);
+    if (host_experts) { /* two expert slots (engine_gpu_moe.c slot_layout) */
+        sum += 2 * ((slot_bytes + 255) & ~(uint64_t)255);
     }
     if (T > DECODE_TOK) { /* the GEMM: bf16 planes of x (3 for BF16X3, 1 for fp32), a slab */
         uint64_t planes = f32_cache ? 1 : 3;
@@ -158,7 +158,7 @@ mt_plan_host_work_bytes(int k, int64_t hidden, int64_t ctx)
 }
 
 int
-mt_plan_host_chunk(const struct mt_model_config *c, int64_t ctx, uint64_t expert_bytes,
+mt_plan_host_chunk(const struct mt_model_config *c, int64_t ctx, uint64_t slot_bytes,
                    bool f32_cache, uint64_t room, uint64_t *work)
 {
     int64_t last = 0;
@@ -170,7 +170,7 @@ mt_plan_host_chunk(const struct mt_model_config *c, int64_t ctx, uint64_t expert
             continue;
         }
         last = t;
-        *work = mt_plan_gpu_work_bytes(c, (int)t, ctx, true, expert_bytes, f32_cache) +
+        *work = mt_plan_gpu_work_bytes(c, (int)t, ctx, true, slot_bytes, f32_cache) +
                 MT_PLAN_WORK_SLACK;
         if (*work <= room) {
             return (int)t;

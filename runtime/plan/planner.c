@@ -427,11 +427,12 @@ auto_gpu_reserve(const struct mt_model_config *cfg, const struct mt_model_sizes 
                  const struct mt_plan_budget *budget, uint64_t base, int n_moe, int *chunk)
 {
     uint64_t r = budget->gpu_reserve;
-    uint64_t eb = sizes->routed_expert_bytes;
+    uint64_t eb = sizes->routed_expert_bytes, slot = sizes->routed_expert_slot_bytes;
     uint64_t all = (uint64_t)n_moe * (uint64_t)cfg->n_routed_experts * eb;
-    uint64_t w_gpu = mt_plan_gpu_work_bytes(cfg, MT_PLAN_CHUNK_GPU, budget->ctx, false, eb, false);
+    uint64_t w_gpu =
+        mt_plan_gpu_work_bytes(cfg, MT_PLAN_CHUNK_GPU, budget->ctx, false, slot, false);
     uint64_t w1 = mt_plan_gpu_work_bytes(cfg, (int)MT_MIN((int64_t)MT_PLAN_CHUNK_HOST, budget->ctx),
-                                         budget->ctx, true, eb, false) +
+                                         budget->ctx, true, slot, false) +
                   MT_PLAN_WORK_SLACK;
     uint64_t room = budget->gpu_mem > base ? budget->gpu_mem - base : 0;
     uint64_t w = 0;
@@ -449,7 +450,7 @@ auto_gpu_reserve(const struct mt_model_config *cfg, const struct mt_model_sizes 
     uint64_t r1 = MT_MAX(r, w1);
     uint64_t on = room > r1 ? room - r1 : 0;  /* expert bytes the GPU holds with r1 */
     uint64_t off = all - MT_MIN(all, on);     /* and those off it */
-    *chunk = mt_plan_host_chunk(cfg, budget->ctx, eb, false, MT_MIN(room, r1 + off / 16), &w);
+    *chunk = mt_plan_host_chunk(cfg, budget->ctx, slot, false, MT_MIN(room, r1 + off / 16), &w);
     return MT_MAX(r1, w);
 }
 
@@ -831,7 +832,7 @@ mt_plan_build(const struct mt_model_config *cfg, const struct mt_model_sizes *si
                           plan->tier[MT_TIER_GPU].bytes;
             double room = MT_MAX((double)budget->gpu_mem - used, 0.0);
             uint64_t work = 0;
-            int chunk = mt_plan_host_chunk(cfg, budget->ctx, sizes->routed_expert_bytes, false,
+            int chunk = mt_plan_host_chunk(cfg, budget->ctx, sizes->routed_expert_slot_bytes, false,
                                            (uint64_t)room, &work);
 
             if (chunk > 0) {

@@ -295,12 +295,13 @@ int mt_plan_slot_balance(int n_cand, int n_fixed, int n_cpu, double dev_s, doubl
 /*
  * The GPU engine's work space (activations, scratch, its GEMM's area, the slots host experts are
  * copied into) for prompt chunks of `chunk` tokens and a context of ctx positions, from the
- * model's dimensions (gpu_work.c; test_gpu_engine checks it against the engine's own count).
- * host_experts: some routed expert lives off the GPU (expert_bytes: one routed expert, scales
- * included); f32_cache: the latent cache in fp32 (the GEMM's fp32 mode), else BF16.
+ * model's dimensions (gpu_work.c; test_gpu_hetero checks it against the engine's own count).
+ * host_experts: some routed expert lives off the GPU (slot_bytes: one routed expert as the GPU
+ * slot it is copied into holds it, mt_model_sizes.routed_expert_slot_bytes); f32_cache: the
+ * latent cache in fp32 (the GEMM's fp32 mode), else BF16.
  */
 uint64_t mt_plan_gpu_work_bytes(const struct mt_model_config *c, int chunk, int64_t ctx,
-                                bool host_experts, uint64_t expert_bytes, bool f32_cache);
+                                bool host_experts, uint64_t slot_bytes, bool f32_cache);
 
 /*
  * The GPU engine's host memory for the routed experts of its longest prompt chunk at a context
@@ -317,7 +318,7 @@ uint64_t mt_plan_host_work_bytes(int k, int64_t hidden, int64_t ctx);
  * most ctx) whose mt_plan_gpu_work_bytes + MT_PLAN_WORK_SLACK fits, *work that sum; 0 where none
  * fits, *work then the shortest one's.
  */
-int mt_plan_host_chunk(const struct mt_model_config *c, int64_t ctx, uint64_t expert_bytes,
+int mt_plan_host_chunk(const struct mt_model_config *c, int64_t ctx, uint64_t slot_bytes,
                        bool f32_cache, uint64_t room, uint64_t *work);
 
 /*
