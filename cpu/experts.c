@@ -835,22 +835,6 @@ mt_cpu_moe_run(struct mt_cpu_moe *moe, const struct mt_cpu_expert_job *jobs, int
     return st != MT_OK ? st : st_wait;
 }
 
-void
-mt_cpu_moe_combine(const struct mt_cpu_expert_job *jobs, int n, const int *const *tok,
-                   const float *const *w, int hidden, float *out)
-{
-    for (int j = 0; j < n; j++) {
-        for (int i = 0; i < jobs[j].m; i++) {
-            float *o = out + (int64_t)tok[j][i] * hidden;
-            const float *y = jobs[j].y + (int64_t)i * hidden;
-
-            for (int c = 0; c < hidden; c++) {
-                o[c] += w[j][i] * y[c];
-            }
-        }
-    }
-}
-
 mt_status_t
 mt_cpu_expert_run(enum mt_cpu_level level, const struct mt_cpu_expert_job *job)
 {

@@ -225,13 +225,6 @@ struct mt_cpu_moe_spread {
 };
 void mt_cpu_moe_spread(struct mt_cpu_moe *moe, struct mt_cpu_moe_spread *out);
 
-/*
- * The weighted sum of a layer: out[tok[j][i], :] += w[j][i] * y_j[i, :] for every job j and its
- * tokens i, in job order (so the sum is deterministic). tok and w are per job arrays of m_j.
- */
-void mt_cpu_moe_combine(const struct mt_cpu_expert_job *jobs, int n, const int *const *tok,
-                        const float *const *w, int hidden, float *out);
-
 /* One expert on the calling thread with kernel family `level` (tests, reference runs).
  * MT_ERR_INVAL (shapes, dtypes), MT_ERR_NOMEM. */
 mt_status_t mt_cpu_expert_run(enum mt_cpu_level level, const struct mt_cpu_expert_job *job);

@@ -635,41 +635,6 @@ test_bad_jobs(struct mt_cpu_team *team)
 }
 
 /*
- * mt_cpu_moe_combine: out[tok[j][i], :] += w[j][i] x y_j[i, :], each token's row of out with its
- * own weight, added to what out held (two experts on one token add up). Worked by hand: job 0
- * has tokens 3 and 0 (weights 0.5 and 2), job 1 token 3 (weight -1); out starts at 1.
- */
-static void
-test_combine(void)
-{
-    enum { H = 4 };
-    float y0[2 * H] = {1, 2, 3, 4, 5, 6, 7, 8};
-    float y1[H] = {10, 20, 30, 40};
-    const struct mt_cpu_expert_job jobs[2] = {{NULL, NULL, NULL, 2, NULL, y0},
-                                              {NULL, NULL, NULL, 1, NULL, y1}};
-    const int tok0[2] = {3, 0};
-    const int tok1[1] = {3};
-    const float w0[2] = {0.5f, 2.0f};
-    const float w1[1] = {-1.0f};
-    const int *const tok[2] = {tok0, tok1};
-    const float *const w[2] = {w0, w1};
-    static const float want[4 * H] = {11, 13, 15, 17, 1, 1, 1, 1,
-                                      1,  1,  1,  1,  -8.5f, -18, -27.5f, -37};
-    float out[4 * H];
-    bool ok = true;
-
-    for (int i = 0; i < 4 * H; i++) {
-        out[i] = 1.0f;
-    }
-    mt_cpu_moe_combine(jobs, 2, tok, w, H, out);
-    for (int i = 0; i < 4 * H; i++) {
-        ok = ok && out[i] == want[i];
-    }
-    tap_ok(ok, "combine: each token's row gets its weight times its expert's output, added "
-           "(row 3: %g %g %g %g, want -8.5 -18 -27.5 -37)", out[12], out[13], out[14], out[15]);
-}
-
-/*
  * Which decode kernels this CPU runs (mt_cpu_experts_decode_usable, against the compiler's
  * cpuid reading); the bf16 dot kernels (cpu/experts_dot.c) where it has them: with 3 terms an
  * activation keeps all 24 bits of fp32. x0 = 1 + 2^-9 + 2^-20 against x1 = -(1 + 2^-9), both
@@ -1107,7 +1072,6 @@ main(void)
         test_ws_fault(team, (enum mt_cpu_level)l);
     }
     test_bad_jobs(team);
-    test_combine();
     test_executor(team);
     mt_cpu_team_destroy(team);
     return tap_done();

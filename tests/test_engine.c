@@ -1900,11 +1900,6 @@ kv_sizes(void)
     }
     tap_ok(bad == 0, "KV cache sizes of V3.2: 2,816 / 1,284 / 1,664 / 788 / 656 / 2,948 B a token "
            "and layer (%d wrong)", bad);
-    uint64_t per = 1284ull * 61;
-    tap_ok(mt_kv_max_tokens(&cfg, &cases[1].lay, per * 1000 + per - 1) == 1000 &&
-               mt_kv_max_tokens(&cfg, &cases[1].lay, per - 1) == 0,
-           "KV cache: the longest context that fits counts all 61 layers (1000 tokens, 0 when "
-           "one does not fit)");
 }
 
 /*

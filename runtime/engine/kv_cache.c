@@ -46,15 +46,6 @@ mt_kv_bytes_per_token_layer(const struct mt_model_config *cfg, const struct mt_k
     return b;
 }
 
-int64_t
-mt_kv_max_tokens(const struct mt_model_config *cfg, const struct mt_kv_layout *layout,
-                 uint64_t bytes)
-{
-    uint64_t per = mt_kv_bytes_per_token_layer(cfg, layout) * (uint64_t)cfg->num_hidden_layers;
-
-    return per > 0 ? (int64_t)(bytes / per) : 0;
-}
-
 mt_status_t
 mt_kv_cache_init(struct mt_kv_cache *c, const struct mt_model_config *cfg,
                  const struct mt_kv_layout *layout)

@@ -37,10 +37,6 @@ struct mt_kv_layout {
 uint64_t mt_kv_bytes_per_token_layer(const struct mt_model_config *cfg,
                                      const struct mt_kv_layout *layout);
 
-/* The longest context whose cache for all num_hidden_layers fits in `bytes` (0 if none). */
-int64_t mt_kv_max_tokens(const struct mt_model_config *cfg, const struct mt_kv_layout *layout,
-                         uint64_t bytes);
-
 /* One layer's rows; pointers owned by the cache, valid until the next reserve. */
 struct mt_kv_layer {
     void *lat;        // [cap, kv_lora] in layout.latent (F32 or BF16)
