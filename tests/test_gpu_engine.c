@@ -815,6 +815,39 @@ poisoned_router_bias(void)
     tap_rmtree(dir);
 }
 
+/*
+ * A corrupt indexer weight (its key norm, or head 0's weights, +inf): nothing after the indexer
+ * would fail (test_engine's corrupt_indexer says why: the selection changes, silently), so the
+ * GPU engine refuses it at load, naming the tensor.
+ */
+static void
+poisoned_indexer(void)
+{
+    static const char *const tensors[] = {"model.layers.1.self_attn.indexer.k_norm.weight",
+                                          "model.layers.1.self_attn.indexer.weights_proj.weight"};
+
+    for (size_t i = 0; i < sizeof(tensors) / sizeof(tensors[0]); i++) {
+        const char *dir = tap_tmpdir();
+        struct mt_model *m = NULL;
+        struct mt_engine *e = NULL;
+        mt_status_t st = MT_ERR_INTERNAL;
+        char msg[512] = "(not run)";
+        bool made = golden_synth_tiny(dir, 5) == MT_OK && golden_poison_row(dir, tensors[i], 0);
+
+        if (made && mt_model_open(dir, &m) == MT_OK) {
+            mt_log_set_quiet(true);
+            st = make_engine(m, MT_DEVICE_GPU, MT_DTYPE_BF16, MT_INDEXER_EXACT, &e);
+            mt_log_set_quiet(false);
+            snprintf(msg, sizeof(msg), "%s", mt_last_error());
+        }
+        tap_ok(made && st == MT_ERR_FORMAT && e == NULL && strstr(msg, tensors[i]) != NULL,
+               "+inf (row 0) in '%s': the GPU engine refuses it at load: '%s'", tensors[i], msg);
+        mt_engine_destroy(e);
+        mt_model_destroy(m);
+        tap_rmtree(dir);
+    }
+}
+
 int
 main(void)
 {
@@ -836,5 +869,6 @@ main(void)
     fp8_cache();
     poisoned();
     poisoned_router_bias();
+    poisoned_indexer();
     return tap_done();
 }

@@ -300,6 +300,33 @@ router_bias_finite(struct mt_engine *e, const struct mt_st_tensor *t)
 }
 
 /*
+ * The indexer's weights and scales read once more on the host, to refuse a NaN or an infinity in
+ * any of them at load. Nothing downstream would fail: its ReLU turns a NaN dot product into 0,
+ * top-k sorts a NaN score last and attention over the positions picked stays finite; only the
+ * selection would change, silently. The CPU engine checks the indexer's outputs every step
+ * (attention.c); on the device that would cost a reduction and a read-back a layer, and a
+ * corrupt checkpoint is what it guards against.
+ */
+static mt_status_t
+indexer_finite(struct mt_engine *e, const struct mt_layer_weights *lw)
+{
+    const struct mt_weight *ws[5] = {&lw->idx_wq_b, &lw->idx_wk, &lw->idx_k_norm,
+                                     &lw->idx_k_norm_bias, &lw->idx_weights_proj};
+    mt_status_t st = MT_OK;
+
+    for (int i = 0; i < 10 && st == MT_OK; i++) {
+        const struct mt_st_tensor *t = i % 2 == 0 ? ws[i / 2]->w : ws[i / 2]->scale;
+        float *f;
+
+        if (t != NULL && (st = host_f32(e, t, &f)) == MT_OK) {
+            st = eng_check_tensor_finite(t->name, f, (size_t)t->nelem);
+            free(f);
+        }
+    }
+    return st;
+}
+
+/*
  * Whether every block scale of f[n] is a power of two, so that an FP8 weight times its scale is
  * exact in bf16 (mt_gpu_weight.scale_pow2; MT_GPU_SCALE_POW2=0 says no, for measurements).
  */
@@ -616,7 +643,9 @@ place_all(struct mt_engine *e, struct eng_gpu *g)
             (st = up_linear(e, g, &lw->o, false, &L->o)) != MT_OK ||
             (st = up_f32(e, g, lw->idx_k_norm.w, &L->idx_norm_w, NULL)) != MT_OK ||
             (st = up_f32(e, g, lw->idx_k_norm_bias.w, &L->idx_norm_b, NULL)) != MT_OK ||
-            (st = up_linear(e, g, &lw->idx_weights_proj, false, &L->idx_wproj)) != MT_OK) {
+            (st = up_linear(e, g, &lw->idx_weights_proj, false, &L->idx_wproj)) != MT_OK ||
+            (e->opts.attention == MT_ATTN_SPARSE && g->arena != NULL &&
+             (st = indexer_finite(e, lw)) != MT_OK)) {
             return st;
         }
         if (!lw->is_moe) {
