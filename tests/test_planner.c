@@ -2637,6 +2637,51 @@ test_decode_copies(void)
  * (bf16 rate x efficiency / passes); an efficiency learned at half the default halves its
  * prefill; and 8,192 tokens cost more a token than 1,024 (attention and indexer grow with them).
  */
+/*
+ * mt_plan_host_chunk: the longest of 4,096, 2,048, 1,024 tokens (each at most the context) whose
+ * work space and MT_PLAN_WORK_SLACK fit the room, a room of exactly that sum included; none
+ * fitting gives 0 and the shortest one's sum. The work spaces come from mt_plan_gpu_work_bytes.
+ */
+static void
+test_host_chunk(void)
+{
+    struct mt_model_config cfg;
+    struct mt_model_sizes sz;
+    uint64_t w[3], w1500, got = 0;
+    int c[4];
+
+    mt_config_default_v32(&cfg);
+    if (mt_model_sizes_compute(&cfg, true, &sz) != MT_OK) {
+        tap_bail_out("cannot compute the V3.2 sizes");
+    }
+    uint64_t slot = sz.routed_expert_slot_bytes;
+    for (int i = 0; i < 3; i++) {
+        w[i] = mt_plan_gpu_work_bytes(&cfg, 4096 >> i, 8192, true, slot, false) +
+               MT_PLAN_WORK_SLACK;
+    }
+    c[0] = mt_plan_host_chunk(&cfg, 8192, slot, false, w[0], &got);
+    bool ok = c[0] == 4096 && got == w[0];
+    c[1] = mt_plan_host_chunk(&cfg, 8192, slot, false, w[0] - 1, &got);
+    ok = ok && c[1] == 2048 && got == w[1];
+    c[2] = mt_plan_host_chunk(&cfg, 8192, slot, false, w[2], &got);
+    ok = ok && c[2] == 1024 && got == w[2];
+    c[3] = mt_plan_host_chunk(&cfg, 8192, slot, false, w[2] - 1, &got);
+    tap_ok(ok && c[3] == 0 && got == w[2],
+           "host chunk at 8K context: %d with room for 4,096's work space to the byte, %d one "
+           "byte short, %d with 1,024's, %d with less (its %.2f GiB said)",
+           c[0], c[1], c[2], c[3], got / 1073741824.0);
+
+    /* a 1,500-position context: 4,096 and 2,048 both become 1,500 */
+    w1500 = mt_plan_gpu_work_bytes(&cfg, 1500, 1500, true, slot, false) + MT_PLAN_WORK_SLACK;
+    c[0] = mt_plan_host_chunk(&cfg, 1500, slot, false, w1500, &got);
+    ok = c[0] == 1500 && got == w1500;
+    c[1] = mt_plan_host_chunk(&cfg, 1500, slot, false, w1500 - 1, &got);
+    tap_ok(ok && c[1] == 1024 &&
+               got == mt_plan_gpu_work_bytes(&cfg, 1024, 1500, true, slot, false) +
+                          MT_PLAN_WORK_SLACK,
+           "host chunk at a 1,500-position context: %d, then %d one byte short", c[0], c[1]);
+}
+
 static void
 test_gpu_prompt_model(void)
 {
@@ -2776,5 +2821,6 @@ main(void)
     test_prefill_tiers();
     test_decode_copies();
     test_gpu_prompt_model();
+    test_host_chunk();
     return tap_done();
 }
