@@ -43,9 +43,10 @@ tensor_cores(void)
     return mt_gpu_mla_tensor_cores(&tc) == MT_OK && tc;
 }
 
-/* n_sel < 0: dense causal over -n_sel positions (idx NULL); pad: every 7th selected is -1 */
+/* n_sel < 0: dense causal over -n_sel positions (idx NULL); pad 1: every 7th selected is -1,
+ * 2: every one (no position at all: zeros) */
 static void
-check_mla(enum mt_dtype cdt, int n_heads, int n_cache, int n_sel, bool pad)
+check_mla(enum mt_dtype cdt, int n_heads, int n_cache, int n_sel, int pad)
 {
     bool dense = n_sel < 0;
     int n_idx = dense ? -n_sel : n_sel;
@@ -79,7 +80,7 @@ check_mla(enum mt_dtype cdt, int n_heads, int n_cache, int n_sel, bool pad)
     for (int j = 0; j < n_idx; j++) {
         idx[j] = dense ? j : (int32_t)(((int64_t)j * n_cache) / n_idx +
                                        mt_rng_below(&gt_rng, (uint64_t)MT_MAX(n_cache / n_idx, 1)));
-        if (pad && j % 7 == 3) {
+        if (pad == 2 || (pad == 1 && j % 7 == 3)) {
             idx[j] = -1;
         }
         if (idx[j] >= 0) {
@@ -106,7 +107,7 @@ check_mla(enum mt_dtype cdt, int n_heads, int n_cache, int n_sel, bool pad)
     const char *block = getenv("MT_MLA_DECODE_BLOCK");
     snprintf(name, sizeof(name), "MLA decode, %s cache, %d heads, %s %d of %d positions%s%s%s%s",
              b16 ? "bf16" : "fp32", n_heads, dense ? "dense" : "sparse", n_idx, n_cache,
-             pad ? " with -1 padding" : "", block != NULL ? ", block " : "",
+             pad == 2 ? " all -1" : pad ? " with -1 padding" : "", block != NULL ? ", block " : "",
              block != NULL ? block : "",
              !b16                          ? ""
              : !tensor_cores() || n_idx == 0 ? " (CUDA-core kernel)"
@@ -266,6 +267,9 @@ main(void)
        kernel; the small one below makes 32 of 256) */
     check_mla(MT_DTYPE_BF16, 128, 100000, 8191, false);
     check_mla(MT_DTYPE_F32, 128, 100000, 4000, false);
+    /* 4,000 positions all -1: more splits than the merge's one-warp path, none with a position */
+    check_mla(MT_DTYPE_F32, 128, 10000, 4000, 2);
+    check_mla(MT_DTYPE_BF16, 128, 10000, 4000, 2);
     /* the small tensor-core kernel (what sm_80/86/89/120 run), forced where the large one fits:
        one split of one chunk, splits of 2 and 8 chunks, a last chunk cut short, padding, a
        row of one, many heads with few positions */

@@ -263,8 +263,8 @@ test_router(const struct mt_cpu_router_params *cp, int n_tok, int kind)
     for (int i = 0; i < n_tok * K; i++) {
         id_mismatch += got_ids[i] != want_ids[i];
     }
-    snprintf(name, sizeof(name), "router %d experts / %d groups, top-%d, %d tokens, %s", E,
-             cp->n_group, K, n_tok,
+    snprintf(name, sizeof(name), "router %d experts / %d groups (%d kept), top-%d, %d tokens, %s",
+             E, cp->n_group, cp->topk_group, K, n_tok,
              kind == 0   ? "random"
              : kind == 1 ? "all tied"
              : kind == 2 ? "NaN logits"
@@ -844,6 +844,7 @@ main(void)
     struct mt_cpu_router_params v32_raw = {256, 8, 4, 8, false, 2.5f}; /* weights not normalized */
     struct mt_cpu_router_params small = {64, 4, 2, 6, false, 1.0f};
     struct mt_cpu_router_params single = {16, 16, 16, 4, true, 1.5f}; /* groups of one */
+    struct mt_cpu_router_params single_kept = {16, 16, 4, 4, true, 1.5f}; /* 4 of them kept */
     struct mt_cpu_router_params half = {128, 4, 2, 6, true, 1.0f};
     struct mt_cpu_router_params wide_k = {256, 8, 1, 16, true, 2.5f};
 
@@ -871,7 +872,9 @@ main(void)
     test_router(&wide_k, 3, 0); /* k = 16 from one kept group */
     test_router(&wide_k, 5, 1);
     test_router(&small, 17, 0);
+    test_router(&small, 5, 1); /* ties on the general kernel (groups of 16) */
     test_router(&single, 9, 0);
+    test_router(&single_kept, 9, 0); /* a group's score is its one expert's */
 #ifdef MT_HAVE_CUDA
     test_scatter_add(512, 8, 7168); /* a prompt chunk of V3.2 */
     test_scatter_add(3, 8, 7168);   /* a decode batch */
