@@ -64,6 +64,124 @@ feed(const struct mt_serve_request *req, const char *answer, size_t step)
     return f;
 }
 
+/* body must parse (api); the request is left in *r for the caller to check and fini. */
+static bool
+parsed(enum mt_serve_api api, const char *body, struct mt_serve_request *r, const char *what)
+{
+    struct mt_serve_error e;
+    mt_status_t st = parse(api, body, r, &e);
+
+    if (st != MT_OK) {
+        tap_ok(false, "%s: parses (%s)", what, e.message);
+    }
+    return st == MT_OK;
+}
+
+/*
+ * Each request field's type, bound and default, where a wrong one is a 4xx naming the field
+ * (openai.h: every bad input gets its own 4xx), and fields read only for some roles.
+ */
+static void
+test_request_fields(void)
+{
+    struct mt_serve_request r;
+
+#define QF "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], "
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", "
+            "\"content\": \"a\", \"reasoning_content\": 5}]}",
+            400, "messages[1].reasoning_content", "an assistant's reasoning_content not a string");
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", "
+            "\"content\": \"a\", \"tool_calls\": {\"id\": \"x\"}}]}",
+            400, "messages[1].tool_calls", "an assistant's tool_calls not an array");
+    /* reasoning_content and tool_calls are an assistant's: on a user message they are not read */
+    if (parsed(MT_SERVE_API_CHAT,
+               "{\"messages\": [{\"role\": \"user\", \"content\": \"q\", \"reasoning_content\": "
+               "\"r\", \"tool_calls\": [{\"type\": \"function\", \"function\": {\"name\": \"f\", "
+               "\"arguments\": \"{}\"}}]}]}",
+               &r, "a user message with reasoning_content and tool_calls")) {
+        tap_ok(r.msgs[0].reasoning == NULL && r.msgs[0].n_tool_calls == 0 &&
+                   r.msgs[0].tool_calls == NULL,
+               "a user message's reasoning_content and tool_calls are not taken");
+        mt_serve_request_fini(&r);
+    }
+    refused(QF "\"tools\": [{\"type\": \"retrieval\", \"function\": {\"name\": \"f\"}}]}", 400,
+            "tools", "a tool of a type other than function");
+    refused(QF "\"tools\": [{\"type\": \"function\", \"function\": {\"description\": \"d\"}}]}",
+            400, "tools", "a tool function without a name");
+    refused(QF "\"model\": 5}", 400, "model", "model not a string");
+    refused(QF "\"max_tokens\": 0}", 400, "max_tokens", "a chat's max_tokens 0");
+    refused(QF "\"max_completion_tokens\": 0}", 400, "max_completion_tokens",
+            "a chat's max_completion_tokens 0");
+    refused(QF "\"thinking\": {\"type\": \"auto\"}}", 400, "thinking",
+            "thinking of a type other than enabled or disabled");
+    if (parsed(MT_SERVE_API_CHAT, QF "\"thinking\": {\"type\": \"enabled\"}}", &r,
+               "thinking enabled")) {
+        tap_ok(r.thinking, "thinking {\"type\": \"enabled\"} turns thinking mode on");
+        mt_serve_request_fini(&r);
+    }
+    if (parsed(MT_SERVE_API_CHAT,
+               QF "\"return_token_ids\": true, \"stream\": true, "
+                  "\"stream_options\": {\"include_usage\": true}}",
+               &r, "return_token_ids and include_usage")) {
+        tap_ok(r.return_token_ids && r.stream && r.include_usage,
+               "return_token_ids and stream_options.include_usage are read");
+        mt_serve_request_fini(&r);
+    }
+    if (parsed(MT_SERVE_API_CHAT, QF "\"n\": 2}", &r, "no penalties")) {
+        tap_ok(r.presence_penalty == 0.0f && r.frequency_penalty == 0.0f && r.n_bias == 0 &&
+                   !r.return_token_ids && !r.include_usage,
+               "penalties left out are 0; no logit_bias, token ids or usage chunk");
+        mt_serve_request_fini(&r);
+    }
+    if (parsed(MT_SERVE_API_CHAT, QF "\"presence_penalty\": 1.5}", &r, "presence_penalty only")) {
+        tap_ok(r.presence_penalty == 1.5f && r.frequency_penalty == 0.0f,
+               "presence_penalty given, frequency_penalty left out: %g and %g",
+               r.presence_penalty, r.frequency_penalty);
+        mt_serve_request_fini(&r);
+    }
+    if (parsed(MT_SERVE_API_CHAT, QF "\"logit_bias\": {\"5\": 100, \"6\": -100}}", &r,
+               "logit_bias at its bounds")) {
+        tap_ok(r.n_bias == 2 && r.bias[0].bias == 100.0f && r.bias[1].bias == -100.0f,
+               "logit_bias 100 and -100 (OpenAI's bounds) are accepted");
+        mt_serve_request_fini(&r);
+    }
+    {
+        /* MT_SERVE_MAX_BIAS tokens are accepted, one more is refused */
+        size_t cap = 64 + (MT_SERVE_MAX_BIAS + 1) * 12;
+        char *body = malloc(cap);
+        size_t at = (size_t)snprintf(body, cap, QF "\"logit_bias\": {");
+        for (int k = 0; k < MT_SERVE_MAX_BIAS; k++) {
+            at += (size_t)snprintf(body + at, cap - at, "%s\"%d\": 1", k ? ", " : "", k);
+        }
+        snprintf(body + at, cap - at, "}}");
+        if (parsed(MT_SERVE_API_CHAT, body, &r, "a logit_bias of MT_SERVE_MAX_BIAS tokens")) {
+            tap_ok(r.n_bias == MT_SERVE_MAX_BIAS, "a logit_bias of %d tokens is accepted",
+                   MT_SERVE_MAX_BIAS);
+            mt_serve_request_fini(&r);
+        }
+        snprintf(body + at, cap - at, ", \"%d\": 1}}", MT_SERVE_MAX_BIAS);
+        refused(body, 400, "logit_bias", "a logit_bias of MT_SERVE_MAX_BIAS + 1 tokens");
+        free(body);
+    }
+    /* strict must be a boolean; without it, a keyword that only limits values (minimum) is left
+     * to the model and the answer still held to the schema; with it, that keyword is refused */
+#define RF "\"response_format\": {\"type\": \"json_schema\", \"json_schema\": {\"name\": \"s\", "
+#define MINSCHEMA "\"schema\": {\"type\": \"object\", \"properties\": {\"n\": {\"type\": " \
+                  "\"integer\", \"minimum\": 0}}}"
+    refused(QF RF "\"strict\": \"yes\", " MINSCHEMA "}}}", 400, "response_format",
+            "json_schema strict not a boolean");
+    refused(QF RF "\"strict\": true, " MINSCHEMA "}}}", 400, "response_format",
+            "json_schema, strict, with minimum (a limit not held)");
+    if (parsed(MT_SERVE_API_CHAT, QF RF MINSCHEMA "}}}", &r, "json_schema with minimum")) {
+        tap_ok(r.json_object && r.held != NULL,
+               "json_schema, not strict, with minimum: the answer is held to the schema");
+        mt_serve_request_fini(&r);
+    }
+#undef MINSCHEMA
+#undef RF
+#undef QF
+}
+
 int
 main(void)
 {
@@ -861,5 +979,6 @@ main(void)
                "without tools the block is text, streamed as it comes");
 #undef CALLS
     }
+    test_request_fields();
     return tap_done();
 }
