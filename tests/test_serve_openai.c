@@ -182,6 +182,45 @@ test_request_fields(void)
 #undef QF
 }
 
+/* Stop strings at the edges: a match that ends the text, and a hold-back of several stops. */
+static void
+test_stop_edges(void)
+{
+    const char *end[] = {"END"};
+    const char *two[] = {"END", "Nx"};
+    size_t safe = 99;
+    size_t hit = mt_serve_stop_find(end, 1, "abEND", 5, &safe);
+
+    tap_ok(hit == 2 && safe == 2, "a stop string that ends the text is a complete match (hit %zu, "
+           "safe %zu)", hit, safe);
+    hit = mt_serve_stop_find(two, 2, "abcEN", 5, &safe);
+    tap_ok(hit == 6 && safe == 3, "two stop strings may begin at the tail: the earlier start is "
+           "held back (hit %zu, safe %zu)", hit, safe);
+
+    /* with tools, a stop string that is not yet whole is held back too, byte by byte */
+    struct mt_serve_request q;
+    memset(&q, 0, sizeof(q));
+    q.api = MT_SERVE_API_CHAT;
+    q.tools = (char *)"[]";
+    q.stop[0] = "STOP";
+    q.n_stop = 1;
+    size_t sent = 0;
+    size_t emit_to = 0;
+    size_t stop_end = 0;
+    bool block = false;
+    bool ok = true;
+    const char *answer = "Hi. STOP";
+    for (size_t have = 1; have <= strlen(answer); have++) {
+        bool stopped = mt_serve_answer_advance(&q, answer, have, sent, &block, &emit_to,
+                                               &stop_end);
+        ok = ok && emit_to <= 4 && stopped == (have == strlen(answer));
+        sent = emit_to;
+    }
+    tap_ok(ok && sent == 4 && stop_end == 4 && !block,
+           "tools and a stop string fed a byte at a time: no byte of the stop string streams "
+           "(sent %zu, end %zu)", sent, stop_end);
+}
+
 int
 main(void)
 {
@@ -980,5 +1019,6 @@ main(void)
 #undef CALLS
     }
     test_request_fields();
+    test_stop_edges();
     return tap_done();
 }
