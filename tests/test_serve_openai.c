@@ -221,6 +221,36 @@ test_stop_edges(void)
            "(sent %zu, end %zu)", sent, stop_end);
 }
 
+/* Error messages are valid UTF-8 whatever bytes they quote: each bad byte becomes '?'. */
+static void
+test_error_utf8(void)
+{
+    static const struct {
+        const char *what;
+        const char *in;
+        const char *want;
+    } cases[] = {
+        {"U+1F600, a 4-byte character", "\xF0\x9F\x98\x80 ok", "\xF0\x9F\x98\x80 ok"},
+        {"an overlong '/'", "a\xC0\xAF", "a??"},
+        {"a UTF-16 surrogate (U+D800)", "\xED\xA0\x80", "???"},
+        {"a code point past U+10FFFF", "\xF4\x90\x80\x80", "????"},
+        {"U+00E9, a 2-byte character", "\xC3\xA9", "\xC3\xA9"},
+    };
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        struct mt_serve_error e;
+        mt_serve_error_set(&e, 400, "invalid_request_error", NULL, NULL, "%s", cases[k].in);
+        char *js = mt_serve_error_json(&e);
+        json_t *v = js != NULL ? json_loads(js, 0, NULL) : NULL;
+        const char *m = json_string_value(json_object_get(json_object_get(v, "error"),
+                                                          "message"));
+        tap_ok(m != NULL && strcmp(m, cases[k].want) == 0,
+               "an error message quoting %s goes out as '%s' (%s)", cases[k].what,
+               cases[k].want, js ? js : "NULL");
+        json_decref(v);
+        free(js);
+    }
+}
+
 int
 main(void)
 {
@@ -1020,5 +1050,6 @@ main(void)
     }
     test_request_fields();
     test_stop_edges();
+    test_error_utf8();
     return tap_done();
 }
