@@ -251,6 +251,125 @@ test_error_utf8(void)
     }
 }
 
+/* A chunk event's JSON object (after "data: "), NULL when it is not one. */
+static json_t *
+event_json(char *ev)
+{
+    json_t *v = ev != NULL && strncmp(ev, "data: ", 6) == 0 ? json_loads(ev + 6, 0, NULL) : NULL;
+    free(ev);
+    return v;
+}
+
+/*
+ * Response JSON: text before tool calls, logprobs null when not asked for, token ids where
+ * return_token_ids puts them (one prompt: beside the usage; several: in each choice), and a
+ * stream's first and last chunks as OpenAI writes them.
+ */
+static void
+test_responses(void)
+{
+    struct mt_serve_request r;
+    struct mt_serve_origin o = {"cmpl-9", 5, "m", 0};
+    static const struct mt_chat_tool_call call = {.name = "f", .arguments = "{}"};
+    static const int32_t pids[] = {1, 2, 3};
+    static const int32_t ids[] = {7, 8};
+    json_t *v;
+
+    if (parsed(MT_SERVE_API_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], "
+               "\"return_token_ids\": true}", &r, "a chat with return_token_ids")) {
+        struct mt_serve_reply rep = {.content = "Let me check.", .content_len = 13,
+                                     .finish = "tool_calls", .tool_calls = &call,
+                                     .n_tool_calls = 1, .prompt_ids = pids, .n_prompt_ids = 3,
+                                     .ids = ids, .n_ids = 2};
+        char *js = mt_serve_reply_json(&r, &o, &rep);
+        v = js != NULL ? json_loads(js, 0, NULL) : NULL;
+        json_t *ch = json_array_get(json_object_get(v, "choices"), 0);
+        json_t *msg = json_object_get(ch, "message");
+        json_t *tid = json_object_get(ch, "token_ids");
+        json_t *pid = json_object_get(v, "prompt_token_ids");
+        tap_ok(json_is_string(json_object_get(msg, "content")) &&
+                   strcmp(json_string_value(json_object_get(msg, "content")), "Let me check.") ==
+                       0 &&
+                   json_array_size(json_object_get(msg, "tool_calls")) == 1,
+               "text before tool calls is the message's content (%s)", js ? js : "NULL");
+        tap_ok(json_is_null(json_object_get(ch, "logprobs")),
+               "logprobs not asked for: null (%s)", js ? js : "NULL");
+        tap_ok(json_array_size(tid) == 2 && json_integer_value(json_array_get(tid, 1)) == 8 &&
+                   json_array_size(pid) == 3 &&
+                   json_integer_value(json_array_get(pid, 2)) == 3 &&
+                   json_object_get(ch, "prompt_token_ids") == NULL,
+               "return_token_ids, one prompt: token_ids in the choice, prompt_token_ids beside "
+               "the usage (%s)", js ? js : "NULL");
+        json_decref(v);
+        free(js);
+        v = event_json(mt_serve_usage_event(&r, &o, &rep));
+        tap_ok(json_array_size(json_object_get(v, "prompt_token_ids")) == 3 &&
+                   json_array_size(json_object_get(v, "token_ids")) == 2 &&
+                   json_array_size(json_object_get(v, "choices")) == 0 &&
+                   json_integer_value(json_object_get(json_object_get(v, "usage"),
+                                                      "total_tokens")) == 0,
+               "a usage chunk with return_token_ids carries both id lists");
+        json_decref(v);
+
+        /* a chat stream: the first chunk says the role with content "", the last is empty */
+        v = event_json(mt_serve_chunk_event(&r, &o, "", 0, false, true, NULL, NULL));
+        json_t *d = json_object_get(json_array_get(json_object_get(v, "choices"), 0), "delta");
+        tap_ok(json_object_size(d) == 2 &&
+                   strcmp(json_string_value(json_object_get(d, "role")), "assistant") == 0 &&
+                   strcmp(json_string_value(json_object_get(d, "content")), "") == 0,
+               "a stream's first chunk: delta {role: assistant, content: \"\"}");
+        json_decref(v);
+        v = event_json(mt_serve_chunk_event(&r, &o, "", 0, false, false, NULL, "stop"));
+        json_t *c0 = json_array_get(json_object_get(v, "choices"), 0);
+        d = json_object_get(c0, "delta");
+        tap_ok(json_is_object(d) && json_object_size(d) == 0 &&
+                   strcmp(json_string_value(json_object_get(c0, "finish_reason")), "stop") == 0,
+               "a stream's last chunk: an empty delta and the finish_reason");
+        json_decref(v);
+        mt_serve_request_fini(&r);
+    }
+    if (parsed(MT_SERVE_API_COMPLETION, "{\"prompt\": \"a\", \"return_token_ids\": true}", &r,
+               "one prompt with return_token_ids")) {
+        struct mt_serve_reply rep = {.content = "x", .content_len = 1, .finish = "stop",
+                                     .prompt_ids = pids, .n_prompt_ids = 3, .ids = ids,
+                                     .n_ids = 2};
+        char *js = mt_serve_reply_json(&r, &o, &rep);
+        v = js != NULL ? json_loads(js, 0, NULL) : NULL;
+        json_t *ch = json_array_get(json_object_get(v, "choices"), 0);
+        tap_ok(json_array_size(json_object_get(v, "prompt_token_ids")) == 3 &&
+                   json_object_get(ch, "prompt_token_ids") == NULL &&
+                   json_array_size(json_object_get(ch, "token_ids")) == 2,
+               "return_token_ids, a completion of one prompt: prompt_token_ids beside the usage, "
+               "token_ids in the choice (%s)", js ? js : "NULL");
+        json_decref(v);
+        free(js);
+        mt_serve_request_fini(&r);
+    }
+    if (parsed(MT_SERVE_API_COMPLETION, "{\"prompt\": [\"a\", \"b\"], \"return_token_ids\": true}",
+               &r, "two prompts with return_token_ids")) {
+        static const int32_t p2[] = {4};
+        struct mt_serve_reply two[2] = {
+            {.content = "x", .content_len = 1, .finish = "stop", .prompt_ids = pids,
+             .n_prompt_ids = 3, .ids = ids, .n_ids = 2},
+            {.content = "y", .content_len = 1, .finish = "stop", .prompt_ids = p2,
+             .n_prompt_ids = 1, .ids = ids, .n_ids = 1},
+        };
+        char *js = mt_serve_replies_json(&r, &o, two, 2);
+        v = js != NULL ? json_loads(js, 0, NULL) : NULL;
+        json_t *c1 = json_array_get(json_object_get(v, "choices"), 1);
+        json_t *p = json_object_get(c1, "prompt_token_ids");
+        tap_ok(json_array_size(p) == 1 && json_integer_value(json_array_get(p, 0)) == 4 &&
+                   json_array_size(json_object_get(json_array_get(json_object_get(v, "choices"),
+                                                                  0), "prompt_token_ids")) == 3 &&
+                   json_object_get(v, "prompt_token_ids") == NULL,
+               "return_token_ids, two prompts: each choice has its own prompt ids (%s)",
+               js ? js : "NULL");
+        json_decref(v);
+        free(js);
+        mt_serve_request_fini(&r);
+    }
+}
+
 int
 main(void)
 {
@@ -1051,5 +1170,6 @@ main(void)
     test_request_fields();
     test_stop_edges();
     test_error_utf8();
+    test_responses();
     return tap_done();
 }
