@@ -8,9 +8,11 @@
 #include <config.h>
 
 #include "runtime/serve/openai.h"
+#include "runtime/text/tokenizer.h"
 #include "tests/tap.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -368,6 +370,62 @@ test_responses(void)
         free(js);
         mt_serve_request_fini(&r);
     }
+}
+
+/*
+ * A completion's logprobs (openai.h): the tokens' text, -inf written -9999.0, the prompt's
+ * first token under echo (NaN: no log-probability) null with a null top, and text_offset
+ * counting from the given offset by each token's bytes. The ids are the DeepSeek vocabulary's
+ * (tests/data/tokenizer/tokenizer.json): "He" 3158, "llo" 61547, "a" 67.
+ */
+static void
+test_completion_logprobs(void)
+{
+    struct mt_tokenizer *tok = NULL;
+    struct mt_serve_request r;
+    struct mt_serve_origin o = {"cmpl-3", 5, "m", 0};
+    struct mt_logprob v[2];
+
+    if (mt_tokenizer_load(tap_data_path("tokenizer"), &tok) != MT_OK) {
+        tap_bail_out("cannot load tests/data/tokenizer");
+    }
+    memset(v, 0, sizeof(v));
+    v[0].id = 3158;
+    v[0].logprob = NAN;
+    v[1].id = 61547;
+    v[1].logprob = -INFINITY;
+    v[1].n_top = 1;
+    v[1].top_id[0] = 67;
+    v[1].top_logprob[0] = -0.5f;
+    if (parsed(MT_SERVE_API_COMPLETION, "{\"prompt\": \"p\", \"logprobs\": 1, \"echo\": true}", &r,
+               "a completion with logprobs")) {
+        struct mt_serve_reply rep = {.content = "Hello", .content_len = 5, .finish = "length",
+                                     .logprobs = {.tok = tok, .v = v, .n = 2, .text_offset = 10}};
+        char *js = mt_serve_reply_json(&r, &o, &rep);
+        json_t *root = js != NULL ? json_loads(js, 0, NULL) : NULL;
+        json_t *lp = json_object_get(json_array_get(json_object_get(root, "choices"), 0),
+                                     "logprobs");
+        json_t *tokens = json_object_get(lp, "tokens");
+        json_t *lps = json_object_get(lp, "token_logprobs");
+        json_t *tops = json_object_get(lp, "top_logprobs");
+        json_t *offs = json_object_get(lp, "text_offset");
+        tap_ok(json_array_size(tokens) == 2 &&
+                   strcmp(json_string_value(json_array_get(tokens, 0)), "He") == 0 &&
+                   strcmp(json_string_value(json_array_get(tokens, 1)), "llo") == 0,
+               "completion logprobs: the tokens' text (%s)", js ? js : "NULL");
+        tap_ok(json_is_null(json_array_get(lps, 0)) && json_is_null(json_array_get(tops, 0)) &&
+                   json_real_value(json_array_get(lps, 1)) == -9999.0,
+               "the echoed first token has null logprob and top; -inf is written -9999.0");
+        tap_ok(json_real_value(json_object_get(json_array_get(tops, 1), "a")) == -0.5,
+               "top_logprobs: an object of text to log-probability");
+        tap_ok(json_array_size(offs) == 2 && json_integer_value(json_array_get(offs, 0)) == 10 &&
+                   json_integer_value(json_array_get(offs, 1)) == 12,
+               "text_offset: from the given offset, each token's start (10, 12)");
+        json_decref(root);
+        free(js);
+        mt_serve_request_fini(&r);
+    }
+    mt_tokenizer_destroy(tok);
 }
 
 int
@@ -1171,5 +1229,6 @@ main(void)
     test_stop_edges();
     test_error_utf8();
     test_responses();
+    test_completion_logprobs();
     return tap_done();
 }
