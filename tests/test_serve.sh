@@ -60,7 +60,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..97"
+echo "1..102"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -439,6 +439,51 @@ ok $? "--port 70000: exit 2 with a message (rc $rc)"
 rc=$?
 [ "$rc" -eq 2 ] && grep -q "need -m DIR" "$tmp/err"
 ok $? "no -m: exit 2 (rc $rc)"
+# each flag's bounds (serve --help): the edge value is taken (the start goes on to the model,
+# missing here: exit 1), one past it is a usage error (exit 2, the flag named) before anything
+# is read
+flag_rc() {
+    "$bin" serve -m "$tmp/no-such-model" --port 0 "$@" >/dev/null 2>"$tmp/err"
+    echo $?
+}
+bad_flags=
+for case in "2 --port -1" "1 --port 65535" "2 --max-tokens 0" "1 --max-tokens 1" \
+    "2 --max-body 63" "1 --max-body 64" "1 --max-body 1G" "2 --max-body 1073741825" \
+    "2 --max-messages 0" "1 --max-messages 1" "1 --max-messages 1048576" \
+    "2 --max-messages 1048577" "2 --queue -1" "1 --queue 4096" "2 --queue 4097" \
+    "1 --request-deadline 0" "1 --request-deadline 3600" "2 --request-deadline 3601" \
+    "1 --stream-keepalive 0" "1 --stream-keepalive 0.01" "2 --stream-keepalive 0.009" \
+    "1 --stream-keepalive 3600" "2 --stream-keepalive 3600.5" "2 --stream-keepalive -1"; do
+    set -- $case
+    want=$1
+    shift
+    got=$(flag_rc "$@")
+    if [ "$got" != "$want" ] || { [ "$want" = 2 ] && ! grep -q -- "$1" "$tmp/err"; }; then
+        bad_flags="$bad_flags [$* -> $got, want $want: $(head -c 120 "$tmp/err")]"
+    fi
+done
+[ -z "$bad_flags" ]
+ok $? "flag bounds: edges taken, one past refused with exit 2 naming the flag$bad_flags"
+bad_flags=
+for flag in --host --api-key --model-name; do
+    got=$(flag_rc "$flag" "")
+    if [ "$got" != 2 ] || ! grep -q -- "bad $flag ''" "$tmp/err"; then
+        bad_flags="$bad_flags [$flag '' -> $got: $(head -c 120 "$tmp/err")]"
+    fi
+done
+[ -z "$bad_flags" ]
+ok $? "--host, --api-key and --model-name '': exit 2 naming the flag$bad_flags"
+o=https://a.example
+got8=$(flag_rc --allow-origin $o:1 --allow-origin $o:2 --allow-origin $o:3 --allow-origin $o:4 \
+    --allow-origin $o:5 --allow-origin $o:6 --allow-origin $o:7 --allow-origin $o:8)
+got9=$(flag_rc --allow-origin $o:1 --allow-origin $o:2 --allow-origin $o:3 --allow-origin $o:4 \
+    --allow-origin $o:5 --allow-origin $o:6 --allow-origin $o:7 --allow-origin $o:8 \
+    --allow-origin $o:9)
+[ "$got8" = 1 ] && [ "$got9" = 2 ] && grep -q "more than 8 --allow-origin" "$tmp/err"
+ok $? "8 --allow-origin are taken, a 9th is refused (rc $got8, $got9)"
+got=$(flag_rc extra)
+[ "$got" = 2 ] && grep -q "unexpected argument 'extra'" "$tmp/err"
+ok $? "an argument that is no flag: exit 2 (rc $got)"
 stop_server
 
 # start_long: a 2000-token stream in the background ($long_pid), once its first bytes are out
@@ -494,6 +539,14 @@ ok $? "SIGTERM mid-request: the stream finishes (200 tokens, [DONE]), exit 0 (rc
 [ "$(sed -n 's/.*completion: [0-9]* prompt tokens ([0-9]* cached), \([0-9]*\) generated.*/\1/p' \
     "$tmp/b.log" | tail -n 1)" = 200 ]
 ok $? "... and it generated all its 200 tokens"
+
+# --max-tokens below 512 is also the default for a request that gives no max_tokens
+start_server "$tmp/f.log" --max-tokens 7
+req POST /v1/completions -H "$json" -d '{"prompt": "a", "ignore_eos": true}'
+[ "$code" = 200 ] && jq -e '.usage.completion_tokens == 7' "$tmp/body" >/dev/null
+ok $? "--max-tokens 7: a request without max_tokens generates 7 tokens ($code: \
+$(head -c 200 "$tmp/body"))"
+stop_server
 
 # A client that leaves while its long prompt runs frees the engine then, not once the whole
 # prompt has run (the prompt runs in pieces with a check between them). Measured against the
