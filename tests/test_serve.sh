@@ -60,7 +60,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..102"
+echo "1..103"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -397,6 +397,25 @@ health_until '.busy == false' 40 &&
     [ "$(grep -c 'generated, client gone$' "$tmp/a.log")" -gt "$gone0" ]
 ok $? "a client that half-closes, reads the interim 100 and closes (as through a relay) frees the \
 engine within 4 s (rc $rc: $(head -c 200 "$tmp/hc.err"))"
+# HTTP/1.0 has no half-close: a 1.0 client that shuts its side down has closed its connection,
+# and no interim 100 may be sent to it to ask, so its generation is stopped at once
+gone0=$(grep -c 'generated, client gone$' "$tmp/a.log")
+"$tmp/half_close" -0 "$port" /v1/completions '{"prompt": "a", "max_tokens": 3000,
+    "ignore_eos": true}' "Bearer $key" >"$tmp/hc10" 2>"$tmp/hc.err" &
+hc_pid=$!
+i=0
+while [ $i -lt 100 ] && [ "$(grep -c 'generated, client gone$' "$tmp/a.log")" -le "$gone0" ]; do
+    sleep 0.1
+    i=$((i + 1))
+done
+[ "$(grep -c 'generated, client gone$' "$tmp/a.log")" -gt "$gone0" ] &&
+    ! grep -aq '^HTTP/1.1 1' "$tmp/hc10"
+ok $? "an HTTP/1.0 client that half-closes is gone: its 3000-token generation stops within 10 s, \
+and it is sent no interim 1xx ($(head -c 100 "$tmp/hc10" | tr -d '\r' | tr '\n' ' ')$(tail -n 1 \
+    "$tmp/a.log"))"
+kill "$hc_pid" 2>/dev/null
+wait "$hc_pid" 2>/dev/null
+health_until '.busy == false' 100
 req GET /health -d 'x'
 err_is 400 body_not_allowed
 ok $? "a GET with a body: 400 body_not_allowed (it would be read without a limit)"
