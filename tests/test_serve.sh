@@ -60,7 +60,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..103"
+echo "1..104"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -558,6 +558,31 @@ ok $? "SIGTERM mid-request: the stream finishes (200 tokens, [DONE]), exit 0 (rc
 [ "$(sed -n 's/.*completion: [0-9]* prompt tokens ([0-9]* cached), \([0-9]*\) generated.*/\1/p' \
     "$tmp/b.log" | tail -n 1)" = 200 ]
 ok $? "... and it generated all its 200 tokens"
+
+# GET /health while the server shuts down (after the first SIGTERM, the running request still
+# going): the listening socket is closed, and a client already connected is told 503
+# "stopping", so that a load balancer takes the server out of rotation
+${MT_CC:-cc} -std=c11 $MT_CFLAGS -o "$tmp/get_twice" "$MT_SRCDIR/tests/serve/get_twice.c" \
+    $MT_LDFLAGS 2>"$tmp/cc" || bail_out "cannot build tests/serve/get_twice.c: $(cat "$tmp/cc")"
+start_server "$tmp/e.log"
+"$tmp/get_twice" "$port" /health "$tmp/again" >"$tmp/twice" 2>"$tmp/twice.err" &
+twice_pid=$!
+file_until "$tmp/twice" '"status":"ok"'
+start_long
+kill -TERM "$server_pid"
+file_until "$tmp/e.log" 'finishing the running request' && sleep 0.5
+: >"$tmp/again"
+wait "$twice_pid"
+rc=$?
+kill -TERM "$server_pid" # the second signal stops the long request
+wait "$server_pid"
+server_pid=
+wait "$long_pid"
+[ $rc -eq 0 ] && [ "$(grep -ac '^HTTP/1.1 ' "$tmp/twice")" -eq 2 ] &&
+    grep -a '^HTTP/1.1 ' "$tmp/twice" | tail -n 1 | grep -q '^HTTP/1.1 503' &&
+    tail -n 2 "$tmp/twice" | grep -q '"status":"stopping"'
+ok $? "GET /health on a connection open before SIGTERM, while the running request finishes: \
+503 stopping (rc $rc: $(tr -d '\r' <"$tmp/twice" | tr '\n' ' ' | tail -c 300))"
 
 # --max-tokens below 512 is also the default for a request that gives no max_tokens
 start_server "$tmp/f.log" --max-tokens 7
