@@ -359,6 +359,14 @@ test_responses(void)
         char *js = mt_serve_replies_json(&r, &o, two, 2);
         v = js != NULL ? json_loads(js, 0, NULL) : NULL;
         json_t *c1 = json_array_get(json_object_get(v, "choices"), 1);
+        tap_ok(strcmp(json_string_value(json_object_get(v, "object")), "text_completion") == 0,
+               "a completion's reply is a text_completion");
+        json_t *ch = event_json(mt_serve_chunk_event(&r, &o, "x", 1, false, false, NULL, NULL));
+        tap_ok(strcmp(json_string_value(json_object_get(ch, "object")), "text_completion") == 0 &&
+                   strcmp(json_string_value(json_object_get(json_array_get(
+                              json_object_get(ch, "choices"), 0), "text")), "x") == 0,
+               "a completion's stream chunk is a text_completion with the text");
+        json_decref(ch);
         json_t *p = json_object_get(c1, "prompt_token_ids");
         tap_ok(json_array_size(p) == 1 && json_integer_value(json_array_get(p, 0)) == 4 &&
                    json_array_size(json_object_get(json_array_get(json_object_get(v, "choices"),
@@ -421,6 +429,48 @@ test_completion_logprobs(void)
         tap_ok(json_array_size(offs) == 2 && json_integer_value(json_array_get(offs, 0)) == 10 &&
                    json_integer_value(json_array_get(offs, 1)) == 12,
                "text_offset: from the given offset, each token's start (10, 12)");
+        json_decref(root);
+        free(js);
+        mt_serve_request_fini(&r);
+    }
+    /* a chat's: {token, logprob, bytes, top_logprobs} each, refusal null; "Ã©" (619) is the
+     * bytes of U+00E9, "Ã" (130) the byte 0xC3 alone (no whole character: U+FFFD, bytes exact),
+     * 129000 a padding row of the embedding (no token: "" and no bytes) */
+    memset(v, 0, sizeof(v));
+    v[0].id = 619;
+    v[0].logprob = -0.25f;
+    v[0].n_top = 1;
+    v[0].top_id[0] = 130;
+    v[0].top_logprob[0] = -1.5f;
+    v[1].id = 129000;
+    v[1].logprob = -3.0f;
+    if (parsed(MT_SERVE_API_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], "
+               "\"logprobs\": true, \"top_logprobs\": 1}", &r, "a chat with logprobs")) {
+        struct mt_serve_reply rep = {.content = "\xC3\xA9", .content_len = 2, .finish = "length",
+                                     .logprobs = {.tok = tok, .v = v, .n = 2}};
+        char *js = mt_serve_reply_json(&r, &o, &rep);
+        json_t *root = js != NULL ? json_loads(js, 0, NULL) : NULL;
+        json_t *lp = json_object_get(json_array_get(json_object_get(root, "choices"), 0),
+                                     "logprobs");
+        json_t *e0 = json_array_get(json_object_get(lp, "content"), 0);
+        json_t *e1 = json_array_get(json_object_get(lp, "content"), 1);
+        json_t *t0 = json_array_get(json_object_get(e0, "top_logprobs"), 0);
+        json_t *b0 = json_object_get(e0, "bytes");
+        json_t *tb = json_object_get(t0, "bytes");
+        tap_ok(json_object_get(lp, "refusal") != NULL && json_is_null(json_object_get(lp,
+                                                                                      "refusal")) &&
+                   strcmp(json_string_value(json_object_get(e0, "token")), "\xC3\xA9") == 0 &&
+                   json_real_value(json_object_get(e0, "logprob")) == -0.25 &&
+                   json_array_size(b0) == 2 && json_integer_value(json_array_get(b0, 0)) == 195 &&
+                   json_integer_value(json_array_get(b0, 1)) == 169,
+               "chat logprobs: token, logprob, its bytes, refusal null (%s)", js ? js : "NULL");
+        tap_ok(strcmp(json_string_value(json_object_get(t0, "token")), "\xEF\xBF\xBD") == 0 &&
+                   json_real_value(json_object_get(t0, "logprob")) == -1.5 &&
+                   json_array_size(tb) == 1 && json_integer_value(json_array_get(tb, 0)) == 195,
+               "a top token of one byte 0xC3: text U+FFFD, bytes [195], its own logprob");
+        tap_ok(strcmp(json_string_value(json_object_get(e1, "token")), "") == 0 &&
+                   json_array_size(json_object_get(e1, "bytes")) == 0,
+               "an id of no token (a padding row): empty text and no bytes");
         json_decref(root);
         free(js);
         mt_serve_request_fini(&r);
