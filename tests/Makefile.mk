@@ -104,7 +104,8 @@ EXTRA_DIST += tests/test_serve.sh tests/test_serve_clients.sh tests/test_serve_t
 	tests/test_serve_logprobs.sh tests/test_serve_sampling.sh tests/test_serve_json.sh \
 	tests/serve/lib_serve.sh \
 	tests/serve/package.json tests/serve/package-lock.json tests/serve/client.mjs \
-	tests/serve/page.py tests/serve/half_close.c tests/serve/idle_gets.c
+	tests/serve/page.py tests/serve/half_close.c tests/serve/idle_gets.c \
+	tests/serve/get_twice.c
 TESTS += tests/test_tokenize_cli.sh
 TESTS += tests/test_bench.sh
 EXTRA_DIST += tests/test_bench.sh

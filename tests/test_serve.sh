@@ -60,7 +60,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..97"
+echo "1..104"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -397,6 +397,25 @@ health_until '.busy == false' 40 &&
     [ "$(grep -c 'generated, client gone$' "$tmp/a.log")" -gt "$gone0" ]
 ok $? "a client that half-closes, reads the interim 100 and closes (as through a relay) frees the \
 engine within 4 s (rc $rc: $(head -c 200 "$tmp/hc.err"))"
+# HTTP/1.0 has no half-close: a 1.0 client that shuts its side down has closed its connection,
+# and no interim 100 may be sent to it to ask, so its generation is stopped at once
+gone0=$(grep -c 'generated, client gone$' "$tmp/a.log")
+"$tmp/half_close" -0 "$port" /v1/completions '{"prompt": "a", "max_tokens": 3000,
+    "ignore_eos": true}' "Bearer $key" >"$tmp/hc10" 2>"$tmp/hc.err" &
+hc_pid=$!
+i=0
+while [ $i -lt 100 ] && [ "$(grep -c 'generated, client gone$' "$tmp/a.log")" -le "$gone0" ]; do
+    sleep 0.1
+    i=$((i + 1))
+done
+[ "$(grep -c 'generated, client gone$' "$tmp/a.log")" -gt "$gone0" ] &&
+    ! grep -aq '^HTTP/1.1 1' "$tmp/hc10"
+ok $? "an HTTP/1.0 client that half-closes is gone: its 3000-token generation stops within 10 s, \
+and it is sent no interim 1xx ($(head -c 100 "$tmp/hc10" | tr -d '\r' | tr '\n' ' ')$(tail -n 1 \
+    "$tmp/a.log"))"
+kill "$hc_pid" 2>/dev/null
+wait "$hc_pid" 2>/dev/null
+health_until '.busy == false' 100
 req GET /health -d 'x'
 err_is 400 body_not_allowed
 ok $? "a GET with a body: 400 body_not_allowed (it would be read without a limit)"
@@ -439,6 +458,51 @@ ok $? "--port 70000: exit 2 with a message (rc $rc)"
 rc=$?
 [ "$rc" -eq 2 ] && grep -q "need -m DIR" "$tmp/err"
 ok $? "no -m: exit 2 (rc $rc)"
+# each flag's bounds (serve --help): the edge value is taken (the start goes on to the model,
+# missing here: exit 1), one past it is a usage error (exit 2, the flag named) before anything
+# is read
+flag_rc() {
+    "$bin" serve -m "$tmp/no-such-model" --port 0 "$@" >/dev/null 2>"$tmp/err"
+    echo $?
+}
+bad_flags=
+for case in "2 --port -1" "1 --port 65535" "2 --max-tokens 0" "1 --max-tokens 1" \
+    "2 --max-body 63" "1 --max-body 64" "1 --max-body 1G" "2 --max-body 1073741825" \
+    "2 --max-messages 0" "1 --max-messages 1" "1 --max-messages 1048576" \
+    "2 --max-messages 1048577" "2 --queue -1" "1 --queue 4096" "2 --queue 4097" \
+    "1 --request-deadline 0" "1 --request-deadline 3600" "2 --request-deadline 3601" \
+    "1 --stream-keepalive 0" "1 --stream-keepalive 0.01" "2 --stream-keepalive 0.009" \
+    "1 --stream-keepalive 3600" "2 --stream-keepalive 3600.5" "2 --stream-keepalive -1"; do
+    set -- $case
+    want=$1
+    shift
+    got=$(flag_rc "$@")
+    if [ "$got" != "$want" ] || { [ "$want" = 2 ] && ! grep -q -- "$1" "$tmp/err"; }; then
+        bad_flags="$bad_flags [$* -> $got, want $want: $(head -c 120 "$tmp/err")]"
+    fi
+done
+[ -z "$bad_flags" ]
+ok $? "flag bounds: edges taken, one past refused with exit 2 naming the flag$bad_flags"
+bad_flags=
+for flag in --host --api-key --model-name; do
+    got=$(flag_rc "$flag" "")
+    if [ "$got" != 2 ] || ! grep -q -- "bad $flag ''" "$tmp/err"; then
+        bad_flags="$bad_flags [$flag '' -> $got: $(head -c 120 "$tmp/err")]"
+    fi
+done
+[ -z "$bad_flags" ]
+ok $? "--host, --api-key and --model-name '': exit 2 naming the flag$bad_flags"
+o=https://a.example
+got8=$(flag_rc --allow-origin $o:1 --allow-origin $o:2 --allow-origin $o:3 --allow-origin $o:4 \
+    --allow-origin $o:5 --allow-origin $o:6 --allow-origin $o:7 --allow-origin $o:8)
+got9=$(flag_rc --allow-origin $o:1 --allow-origin $o:2 --allow-origin $o:3 --allow-origin $o:4 \
+    --allow-origin $o:5 --allow-origin $o:6 --allow-origin $o:7 --allow-origin $o:8 \
+    --allow-origin $o:9)
+[ "$got8" = 1 ] && [ "$got9" = 2 ] && grep -q "more than 8 --allow-origin" "$tmp/err"
+ok $? "8 --allow-origin are taken, a 9th is refused (rc $got8, $got9)"
+got=$(flag_rc extra)
+[ "$got" = 2 ] && grep -q "unexpected argument 'extra'" "$tmp/err"
+ok $? "an argument that is no flag: exit 2 (rc $got)"
 stop_server
 
 # start_long: a 2000-token stream in the background ($long_pid), once its first bytes are out
@@ -494,6 +558,39 @@ ok $? "SIGTERM mid-request: the stream finishes (200 tokens, [DONE]), exit 0 (rc
 [ "$(sed -n 's/.*completion: [0-9]* prompt tokens ([0-9]* cached), \([0-9]*\) generated.*/\1/p' \
     "$tmp/b.log" | tail -n 1)" = 200 ]
 ok $? "... and it generated all its 200 tokens"
+
+# GET /health while the server shuts down (after the first SIGTERM, the running request still
+# going): the listening socket is closed, and a client already connected is told 503
+# "stopping", so that a load balancer takes the server out of rotation
+${MT_CC:-cc} -std=c11 $MT_CFLAGS -o "$tmp/get_twice" "$MT_SRCDIR/tests/serve/get_twice.c" \
+    $MT_LDFLAGS 2>"$tmp/cc" || bail_out "cannot build tests/serve/get_twice.c: $(cat "$tmp/cc")"
+start_server "$tmp/e.log"
+"$tmp/get_twice" "$port" /health "$tmp/again" >"$tmp/twice" 2>"$tmp/twice.err" &
+twice_pid=$!
+file_until "$tmp/twice" '"status":"ok"'
+start_long
+kill -TERM "$server_pid"
+file_until "$tmp/e.log" 'finishing the running request' && sleep 0.5
+: >"$tmp/again"
+wait "$twice_pid"
+rc=$?
+kill -TERM "$server_pid" # the second signal stops the long request
+wait "$server_pid"
+server_pid=
+wait "$long_pid"
+[ $rc -eq 0 ] && [ "$(grep -ac '^HTTP/1.1 ' "$tmp/twice")" -eq 2 ] &&
+    grep -a '^HTTP/1.1 ' "$tmp/twice" | tail -n 1 | grep -q '^HTTP/1.1 503' &&
+    tail -n 2 "$tmp/twice" | grep -q '"status":"stopping"'
+ok $? "GET /health on a connection open before SIGTERM, while the running request finishes: \
+503 stopping (rc $rc: $(tr -d '\r' <"$tmp/twice" | tr '\n' ' ' | tail -c 300))"
+
+# --max-tokens below 512 is also the default for a request that gives no max_tokens
+start_server "$tmp/f.log" --max-tokens 7
+req POST /v1/completions -H "$json" -d '{"prompt": "a", "ignore_eos": true}'
+[ "$code" = 200 ] && jq -e '.usage.completion_tokens == 7' "$tmp/body" >/dev/null
+ok $? "--max-tokens 7: a request without max_tokens generates 7 tokens ($code: \
+$(head -c 200 "$tmp/body"))"
+stop_server
 
 # A client that leaves while its long prompt runs frees the engine then, not once the whole
 # prompt has run (the prompt runs in pieces with a check between them). Measured against the
@@ -692,7 +789,7 @@ curl -V | grep -q telnet && half=32
 i=0
 while [ $i -lt 64 ]; do
     if [ $i -lt $half ]; then
-        { printf 'POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n'; cat "$tmp/stall"; } |
+        { printf 'POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n'; cat "$tmp/stall"; } 7>&- |
             curl -s --max-time 60 "telnet://127.0.0.1:$port" >/dev/null 2>&1 &
     else
         curl -s --max-time 60 -o /dev/null -X POST -T - -H "$json" "$url/v1/completions" \

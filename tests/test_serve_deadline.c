@@ -10,7 +10,9 @@
 #include "tests/tap.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
+#include <stdio.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -26,6 +28,116 @@ was_cut(const int p[2])
     return poll(&pfd, 1, 0) == 1 && recv(p[1], &b, 1, MSG_DONTWAIT) == 0;
 }
 
+/* A socket pair, or Bail out. */
+static void
+pair_make(int p[2])
+{
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, p) != 0) {
+        tap_bail_out("socketpair failed");
+    }
+}
+
+/*
+ * Keep-alive under a crowd: a connection whose request arrived is never cut, and once its
+ * response is done (waiting again) it has the deadline from then for its next request.
+ */
+static void
+test_keepalive_cut(long long S)
+{
+    struct mt_serve_deadline *d = NULL;
+    int p[2];
+
+    if (mt_serve_deadline_create(15, 1, false, &d) != MT_OK) {
+        tap_ok(false, "created (15 s, 1 slot)");
+        return;
+    }
+    pair_make(p);
+    struct mt_serve_deadline_conn *c = mt_serve_deadline_open(d, p[0]);
+    long long t0 = mt_serve_deadline_now_ms();
+    mt_serve_deadline_arrived(d, c);
+    int n0 = mt_serve_deadline_sweep(d, t0 + 10 * S);
+    mt_serve_deadline_waiting(d, c);
+    long long tw = mt_serve_deadline_now_ms();
+    int n1 = mt_serve_deadline_sweep(d, tw + S);
+    tap_ok(n0 == 0 && n1 == 1 && was_cut(p),
+           "1 of 1 slot open: answered, then waiting again, it is cut a deadline after its "
+           "response (%d, %d)", n0, n1);
+    mt_serve_deadline_close(d, c);
+    mt_serve_deadline_destroy(d);
+    close(p[0]);
+    close(p[1]);
+}
+
+/* How many lines of the captured stderr (path) hold text, so far. */
+static int
+lines_so_far(const char *path, const char *text)
+{
+    fflush(stderr);
+    return tap_count_lines(path, text);
+}
+
+/*
+ * The warning about cut connections: at once for the first, then at most one a minute with the
+ * count since the start, and the last minute's told when the deadline is destroyed.
+ */
+static void
+test_warnings(long long S)
+{
+    struct mt_serve_deadline *d = NULL;
+    char path[4096];
+    int p[3][2];
+    int saved;
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/stderr", tap_tmpdir());
+    if (mt_serve_deadline_create(15, 1, false, &d) != MT_OK) {
+        tap_ok(false, "created (15 s, 1 slot)");
+        return;
+    }
+    fflush(stderr);
+    saved = dup(2);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (saved < 0 || fd < 0 || dup2(fd, 2) < 0) {
+        tap_bail_out("cannot redirect stderr");
+    }
+    close(fd);
+    mt_log_set_quiet(false);
+    for (int i = 0; i < 3; i++) {
+        pair_make(p[i]);
+    }
+    struct mt_serve_deadline_conn *c0 = mt_serve_deadline_open(d, p[0][0]);
+    long long t = mt_serve_deadline_now_ms() + S;
+    int n_a = mt_serve_deadline_sweep(d, t);
+    int w_a = lines_so_far(path, "1 connection closed so far");
+    struct mt_serve_deadline_conn *c1 = mt_serve_deadline_open(d, p[1][0]);
+    int n_b = mt_serve_deadline_sweep(d, t + 30000); /* half a minute on: cut, not told */
+    int w_b = lines_so_far(path, "closed so far");
+    int n_c = mt_serve_deadline_sweep(d, t + 60000); /* a minute on: told, with both */
+    int w_c = lines_so_far(path, "2 connections closed so far");
+    struct mt_serve_deadline_conn *c2 = mt_serve_deadline_open(d, p[2][0]);
+    int n_d = mt_serve_deadline_sweep(d, t + 61000);
+    int w_d = lines_so_far(path, "closed so far");
+    mt_serve_deadline_close(d, c0);
+    mt_serve_deadline_close(d, c1);
+    mt_serve_deadline_close(d, c2);
+    mt_serve_deadline_destroy(d); /* tells the last one */
+    int w_e = lines_so_far(path, "3 connections closed so far");
+    int w_all = lines_so_far(path, "closed so far");
+    mt_log_set_quiet(true);
+    dup2(saved, 2);
+    close(saved);
+    tap_ok(n_a == 1 && w_a == 1, "the first cut is told at once (%d cut, %d line)", n_a, w_a);
+    tap_ok(n_b == 1 && w_b == 1, "a cut half a minute later is not told yet (%d lines)", w_b);
+    tap_ok(n_c == 0 && w_c == 1, "a minute after the first line, one more tells both (%d)", w_c);
+    tap_ok(n_d == 1 && w_d == 2, "a cut within that minute is not told at once (%d lines)", w_d);
+    tap_ok(w_e == 1 && w_all == 3, "destroy tells the last minute's cut (%d, %d lines)", w_e,
+           w_all);
+    for (int i = 0; i < 3; i++) {
+        close(p[i][0]);
+        close(p[i][1]);
+    }
+}
+
 int
 main(void)
 {
@@ -35,7 +147,7 @@ main(void)
     const long long S = 15000; /* the deadline, ms */
     mt_status_t st;
 
-    tap_plan(16);
+    tap_plan(22);
     mt_log_set_quiet(true);
     for (int i = 0; i < N; i++) {
         if (socketpair(AF_UNIX, SOCK_STREAM, 0, pairs[i]) != 0) {
@@ -115,6 +227,8 @@ main(void)
         close(p[0]);
         close(p[1]);
     }
+    test_keepalive_cut(S);
+    test_warnings(S);
     for (int i = 0; i < N; i++) {
         close(pairs[i][0]);
         close(pairs[i][1]);

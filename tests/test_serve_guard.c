@@ -64,6 +64,8 @@ main(void)
     check("10.0.0.1:8080", NULL, true, bad_host, "a private address that is not loopback");
     check("1.2.3.4:8080", NULL, true, bad_host, "an address below 127.0.0.0/8");
     check("[::2]:8080", NULL, true, bad_host, "an IPv6 address that is not ::1");
+    check("[::1]", NULL, true, ok, "IPv6 loopback without a port");
+    check("128.0.0.1:8080", NULL, true, bad_host, "an address above 127.0.0.0/8");
     /* scheme and host compare in any case, as browsers and RFC 3986 have them */
     check("127.0.0.1:8080", "HTTP://127.0.0.1:8080", true, ok, "its own page, scheme in capitals");
     check("LOCALHOST:8080", "http://localhost:8080", true, ok, "its own page, Host in capitals");
@@ -76,6 +78,8 @@ main(void)
     check("chat.example.com", "https://chat.example.com", true, ok,
           "a proxy passing its Host, allowed");
     check("CHAT.example.com", "HTTPS://chat.EXAMPLE.com", true, ok, "... in any case");
+    check("127.0.0.1:8080", "HTTPS://CHAT.example.com", true, ok,
+          "an allowed origin in other case, Host the proxy's upstream");
     check("box.lan:3000", "http://box.lan:3000", true, ok, "an allowed origin with a port");
     check("127.0.0.1:8080", "https://chat.example.com:444", true, cross, "another port of it");
     check("127.0.0.1:8080", "http://chat.example.com", true, cross, "another scheme of it");

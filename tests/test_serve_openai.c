@@ -8,9 +8,11 @@
 #include <config.h>
 
 #include "runtime/serve/openai.h"
+#include "runtime/text/tokenizer.h"
 #include "tests/tap.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,6 +64,418 @@ feed(const struct mt_serve_request *req, const char *answer, size_t step)
     }
     f.streamed[o] = 0;
     return f;
+}
+
+/* body must parse (api); the request is left in *r for the caller to check and fini. */
+static bool
+parsed(enum mt_serve_api api, const char *body, struct mt_serve_request *r, const char *what)
+{
+    struct mt_serve_error e;
+    mt_status_t st = parse(api, body, r, &e);
+
+    if (st != MT_OK) {
+        tap_ok(false, "%s: parses (%s)", what, e.message);
+    }
+    return st == MT_OK;
+}
+
+/*
+ * Each request field's type, bound and default, where a wrong one is a 4xx naming the field
+ * (openai.h: every bad input gets its own 4xx), and fields read only for some roles.
+ */
+static void
+test_request_fields(void)
+{
+    struct mt_serve_request r;
+
+#define QF "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], "
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", "
+            "\"content\": \"a\", \"reasoning_content\": 5}]}",
+            400, "messages[1].reasoning_content", "an assistant's reasoning_content not a string");
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", "
+            "\"content\": \"a\", \"tool_calls\": {\"id\": \"x\"}}]}",
+            400, "messages[1].tool_calls", "an assistant's tool_calls not an array");
+    /* reasoning_content and tool_calls are an assistant's: on a user message they are not read */
+    if (parsed(MT_SERVE_API_CHAT,
+               "{\"messages\": [{\"role\": \"user\", \"content\": \"q\", \"reasoning_content\": "
+               "\"r\", \"tool_calls\": [{\"type\": \"function\", \"function\": {\"name\": \"f\", "
+               "\"arguments\": \"{}\"}}]}]}",
+               &r, "a user message with reasoning_content and tool_calls")) {
+        tap_ok(r.msgs[0].reasoning == NULL && r.msgs[0].n_tool_calls == 0 &&
+                   r.msgs[0].tool_calls == NULL,
+               "a user message's reasoning_content and tool_calls are not taken");
+        mt_serve_request_fini(&r);
+    }
+    refused(QF "\"tools\": [{\"type\": \"retrieval\", \"function\": {\"name\": \"f\"}}]}", 400,
+            "tools", "a tool of a type other than function");
+    refused(QF "\"tools\": [{\"type\": \"function\", \"function\": {\"description\": \"d\"}}]}",
+            400, "tools", "a tool function without a name");
+    refused(QF "\"model\": 5}", 400, "model", "model not a string");
+    refused(QF "\"max_tokens\": 0}", 400, "max_tokens", "a chat's max_tokens 0");
+    refused(QF "\"max_completion_tokens\": 0}", 400, "max_completion_tokens",
+            "a chat's max_completion_tokens 0");
+    refused(QF "\"thinking\": {\"type\": \"auto\"}}", 400, "thinking",
+            "thinking of a type other than enabled or disabled");
+    if (parsed(MT_SERVE_API_CHAT, QF "\"thinking\": {\"type\": \"enabled\"}}", &r,
+               "thinking enabled")) {
+        tap_ok(r.thinking, "thinking {\"type\": \"enabled\"} turns thinking mode on");
+        mt_serve_request_fini(&r);
+    }
+    if (parsed(MT_SERVE_API_CHAT,
+               QF "\"return_token_ids\": true, \"stream\": true, "
+                  "\"stream_options\": {\"include_usage\": true}}",
+               &r, "return_token_ids and include_usage")) {
+        tap_ok(r.return_token_ids && r.stream && r.include_usage,
+               "return_token_ids and stream_options.include_usage are read");
+        mt_serve_request_fini(&r);
+    }
+    if (parsed(MT_SERVE_API_CHAT, QF "\"n\": 2}", &r, "no penalties")) {
+        tap_ok(r.presence_penalty == 0.0f && r.frequency_penalty == 0.0f && r.n_bias == 0 &&
+                   !r.return_token_ids && !r.include_usage,
+               "penalties left out are 0; no logit_bias, token ids or usage chunk");
+        mt_serve_request_fini(&r);
+    }
+    if (parsed(MT_SERVE_API_CHAT, QF "\"presence_penalty\": 1.5}", &r, "presence_penalty only")) {
+        tap_ok(r.presence_penalty == 1.5f && r.frequency_penalty == 0.0f,
+               "presence_penalty given, frequency_penalty left out: %g and %g",
+               r.presence_penalty, r.frequency_penalty);
+        mt_serve_request_fini(&r);
+    }
+    if (parsed(MT_SERVE_API_CHAT, QF "\"logit_bias\": {\"5\": 100, \"6\": -100}}", &r,
+               "logit_bias at its bounds")) {
+        tap_ok(r.n_bias == 2 && r.bias[0].bias == 100.0f && r.bias[1].bias == -100.0f,
+               "logit_bias 100 and -100 (OpenAI's bounds) are accepted");
+        mt_serve_request_fini(&r);
+    }
+    {
+        /* MT_SERVE_MAX_BIAS tokens are accepted, one more is refused */
+        size_t cap = 64 + (MT_SERVE_MAX_BIAS + 1) * 12;
+        char *body = malloc(cap);
+        size_t at = (size_t)snprintf(body, cap, QF "\"logit_bias\": {");
+        for (int k = 0; k < MT_SERVE_MAX_BIAS; k++) {
+            at += (size_t)snprintf(body + at, cap - at, "%s\"%d\": 1", k ? ", " : "", k);
+        }
+        snprintf(body + at, cap - at, "}}");
+        if (parsed(MT_SERVE_API_CHAT, body, &r, "a logit_bias of MT_SERVE_MAX_BIAS tokens")) {
+            tap_ok(r.n_bias == MT_SERVE_MAX_BIAS, "a logit_bias of %d tokens is accepted",
+                   MT_SERVE_MAX_BIAS);
+            mt_serve_request_fini(&r);
+        }
+        snprintf(body + at, cap - at, ", \"%d\": 1}}", MT_SERVE_MAX_BIAS);
+        refused(body, 400, "logit_bias", "a logit_bias of MT_SERVE_MAX_BIAS + 1 tokens");
+        free(body);
+    }
+    /* strict must be a boolean; without it, a keyword that only limits values (minimum) is left
+     * to the model and the answer still held to the schema; with it, that keyword is refused */
+#define RF "\"response_format\": {\"type\": \"json_schema\", \"json_schema\": {\"name\": \"s\", "
+#define MINSCHEMA "\"schema\": {\"type\": \"object\", \"properties\": {\"n\": {\"type\": " \
+                  "\"integer\", \"minimum\": 0}}}"
+    refused(QF RF "\"strict\": \"yes\", " MINSCHEMA "}}}", 400, "response_format",
+            "json_schema strict not a boolean");
+    refused(QF RF "\"strict\": true, " MINSCHEMA "}}}", 400, "response_format",
+            "json_schema, strict, with minimum (a limit not held)");
+    if (parsed(MT_SERVE_API_CHAT, QF RF MINSCHEMA "}}}", &r, "json_schema with minimum")) {
+        tap_ok(r.json_object && r.held != NULL,
+               "json_schema, not strict, with minimum: the answer is held to the schema");
+        mt_serve_request_fini(&r);
+    }
+#undef MINSCHEMA
+#undef RF
+#undef QF
+}
+
+/* Stop strings at the edges: a match that ends the text, and a hold-back of several stops. */
+static void
+test_stop_edges(void)
+{
+    const char *end[] = {"END"};
+    const char *two[] = {"END", "Nx"};
+    size_t safe = 99;
+    size_t hit = mt_serve_stop_find(end, 1, "abEND", 5, &safe);
+
+    tap_ok(hit == 2 && safe == 2, "a stop string that ends the text is a complete match (hit %zu, "
+           "safe %zu)", hit, safe);
+    hit = mt_serve_stop_find(two, 2, "abcEN", 5, &safe);
+    tap_ok(hit == 6 && safe == 3, "two stop strings may begin at the tail: the earlier start is "
+           "held back (hit %zu, safe %zu)", hit, safe);
+
+    /* with tools, a stop string that is not yet whole is held back too, byte by byte */
+    struct mt_serve_request q;
+    memset(&q, 0, sizeof(q));
+    q.api = MT_SERVE_API_CHAT;
+    q.tools = (char *)"[]";
+    q.stop[0] = "STOP";
+    q.n_stop = 1;
+    size_t sent = 0;
+    size_t emit_to = 0;
+    size_t stop_end = 0;
+    bool block = false;
+    bool ok = true;
+    const char *answer = "Hi. STOP";
+    for (size_t have = 1; have <= strlen(answer); have++) {
+        bool stopped = mt_serve_answer_advance(&q, answer, have, sent, &block, &emit_to,
+                                               &stop_end);
+        ok = ok && emit_to <= 4 && stopped == (have == strlen(answer));
+        sent = emit_to;
+    }
+    tap_ok(ok && sent == 4 && stop_end == 4 && !block,
+           "tools and a stop string fed a byte at a time: no byte of the stop string streams "
+           "(sent %zu, end %zu)", sent, stop_end);
+}
+
+/* Error messages are valid UTF-8 whatever bytes they quote: each bad byte becomes '?'. */
+static void
+test_error_utf8(void)
+{
+    static const struct {
+        const char *what;
+        const char *in;
+        const char *want;
+    } cases[] = {
+        {"U+1F600, a 4-byte character", "\xF0\x9F\x98\x80 ok", "\xF0\x9F\x98\x80 ok"},
+        {"an overlong '/'", "a\xC0\xAF", "a??"},
+        {"a UTF-16 surrogate (U+D800)", "\xED\xA0\x80", "???"},
+        {"a code point past U+10FFFF", "\xF4\x90\x80\x80", "????"},
+        {"U+00E9, a 2-byte character", "\xC3\xA9", "\xC3\xA9"},
+    };
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        struct mt_serve_error e;
+        mt_serve_error_set(&e, 400, "invalid_request_error", NULL, NULL, "%s", cases[k].in);
+        char *js = mt_serve_error_json(&e);
+        json_t *v = js != NULL ? json_loads(js, 0, NULL) : NULL;
+        const char *m = json_string_value(json_object_get(json_object_get(v, "error"),
+                                                          "message"));
+        tap_ok(m != NULL && strcmp(m, cases[k].want) == 0,
+               "an error message quoting %s goes out as '%s' (%s)", cases[k].what,
+               cases[k].want, js ? js : "NULL");
+        json_decref(v);
+        free(js);
+    }
+}
+
+/* A chunk event's JSON object (after "data: "), NULL when it is not one. */
+static json_t *
+event_json(char *ev)
+{
+    json_t *v = ev != NULL && strncmp(ev, "data: ", 6) == 0 ? json_loads(ev + 6, 0, NULL) : NULL;
+    free(ev);
+    return v;
+}
+
+/*
+ * Response JSON: text before tool calls, logprobs null when not asked for, token ids where
+ * return_token_ids puts them (one prompt: beside the usage; several: in each choice), and a
+ * stream's first and last chunks as OpenAI writes them.
+ */
+static void
+test_responses(void)
+{
+    struct mt_serve_request r;
+    struct mt_serve_origin o = {"cmpl-9", 5, "m", 0};
+    static const struct mt_chat_tool_call call = {.name = "f", .arguments = "{}"};
+    static const int32_t pids[] = {1, 2, 3};
+    static const int32_t ids[] = {7, 8};
+    json_t *v;
+
+    if (parsed(MT_SERVE_API_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], "
+               "\"return_token_ids\": true}", &r, "a chat with return_token_ids")) {
+        struct mt_serve_reply rep = {.content = "Let me check.", .content_len = 13,
+                                     .finish = "tool_calls", .tool_calls = &call,
+                                     .n_tool_calls = 1, .prompt_ids = pids, .n_prompt_ids = 3,
+                                     .ids = ids, .n_ids = 2};
+        char *js = mt_serve_reply_json(&r, &o, &rep);
+        v = js != NULL ? json_loads(js, 0, NULL) : NULL;
+        json_t *ch = json_array_get(json_object_get(v, "choices"), 0);
+        json_t *msg = json_object_get(ch, "message");
+        json_t *tid = json_object_get(ch, "token_ids");
+        json_t *pid = json_object_get(v, "prompt_token_ids");
+        tap_ok(json_is_string(json_object_get(msg, "content")) &&
+                   strcmp(json_string_value(json_object_get(msg, "content")), "Let me check.") ==
+                       0 &&
+                   json_array_size(json_object_get(msg, "tool_calls")) == 1,
+               "text before tool calls is the message's content (%s)", js ? js : "NULL");
+        tap_ok(json_is_null(json_object_get(ch, "logprobs")),
+               "logprobs not asked for: null (%s)", js ? js : "NULL");
+        tap_ok(json_array_size(tid) == 2 && json_integer_value(json_array_get(tid, 1)) == 8 &&
+                   json_array_size(pid) == 3 &&
+                   json_integer_value(json_array_get(pid, 2)) == 3 &&
+                   json_object_get(ch, "prompt_token_ids") == NULL,
+               "return_token_ids, one prompt: token_ids in the choice, prompt_token_ids beside "
+               "the usage (%s)", js ? js : "NULL");
+        json_decref(v);
+        free(js);
+        v = event_json(mt_serve_usage_event(&r, &o, &rep));
+        tap_ok(json_array_size(json_object_get(v, "prompt_token_ids")) == 3 &&
+                   json_array_size(json_object_get(v, "token_ids")) == 2 &&
+                   json_array_size(json_object_get(v, "choices")) == 0 &&
+                   json_integer_value(json_object_get(json_object_get(v, "usage"),
+                                                      "total_tokens")) == 0,
+               "a usage chunk with return_token_ids carries both id lists");
+        json_decref(v);
+
+        /* a chat stream: the first chunk says the role with content "", the last is empty */
+        v = event_json(mt_serve_chunk_event(&r, &o, "", 0, false, true, NULL, NULL));
+        json_t *d = json_object_get(json_array_get(json_object_get(v, "choices"), 0), "delta");
+        tap_ok(json_object_size(d) == 2 &&
+                   strcmp(json_string_value(json_object_get(d, "role")), "assistant") == 0 &&
+                   strcmp(json_string_value(json_object_get(d, "content")), "") == 0,
+               "a stream's first chunk: delta {role: assistant, content: \"\"}");
+        json_decref(v);
+        v = event_json(mt_serve_chunk_event(&r, &o, "", 0, false, false, NULL, "stop"));
+        json_t *c0 = json_array_get(json_object_get(v, "choices"), 0);
+        d = json_object_get(c0, "delta");
+        tap_ok(json_is_object(d) && json_object_size(d) == 0 &&
+                   strcmp(json_string_value(json_object_get(c0, "finish_reason")), "stop") == 0,
+               "a stream's last chunk: an empty delta and the finish_reason");
+        json_decref(v);
+        mt_serve_request_fini(&r);
+    }
+    if (parsed(MT_SERVE_API_COMPLETION, "{\"prompt\": \"a\", \"return_token_ids\": true}", &r,
+               "one prompt with return_token_ids")) {
+        struct mt_serve_reply rep = {.content = "x", .content_len = 1, .finish = "stop",
+                                     .prompt_ids = pids, .n_prompt_ids = 3, .ids = ids,
+                                     .n_ids = 2};
+        char *js = mt_serve_reply_json(&r, &o, &rep);
+        v = js != NULL ? json_loads(js, 0, NULL) : NULL;
+        json_t *ch = json_array_get(json_object_get(v, "choices"), 0);
+        tap_ok(json_array_size(json_object_get(v, "prompt_token_ids")) == 3 &&
+                   json_object_get(ch, "prompt_token_ids") == NULL &&
+                   json_array_size(json_object_get(ch, "token_ids")) == 2,
+               "return_token_ids, a completion of one prompt: prompt_token_ids beside the usage, "
+               "token_ids in the choice (%s)", js ? js : "NULL");
+        json_decref(v);
+        free(js);
+        mt_serve_request_fini(&r);
+    }
+    if (parsed(MT_SERVE_API_COMPLETION, "{\"prompt\": [\"a\", \"b\"], \"return_token_ids\": true}",
+               &r, "two prompts with return_token_ids")) {
+        static const int32_t p2[] = {4};
+        struct mt_serve_reply two[2] = {
+            {.content = "x", .content_len = 1, .finish = "stop", .prompt_ids = pids,
+             .n_prompt_ids = 3, .ids = ids, .n_ids = 2},
+            {.content = "y", .content_len = 1, .finish = "stop", .prompt_ids = p2,
+             .n_prompt_ids = 1, .ids = ids, .n_ids = 1},
+        };
+        char *js = mt_serve_replies_json(&r, &o, two, 2);
+        v = js != NULL ? json_loads(js, 0, NULL) : NULL;
+        json_t *c1 = json_array_get(json_object_get(v, "choices"), 1);
+        tap_ok(strcmp(json_string_value(json_object_get(v, "object")), "text_completion") == 0,
+               "a completion's reply is a text_completion");
+        json_t *ch = event_json(mt_serve_chunk_event(&r, &o, "x", 1, false, false, NULL, NULL));
+        tap_ok(strcmp(json_string_value(json_object_get(ch, "object")), "text_completion") == 0 &&
+                   strcmp(json_string_value(json_object_get(json_array_get(
+                              json_object_get(ch, "choices"), 0), "text")), "x") == 0,
+               "a completion's stream chunk is a text_completion with the text");
+        json_decref(ch);
+        json_t *p = json_object_get(c1, "prompt_token_ids");
+        tap_ok(json_array_size(p) == 1 && json_integer_value(json_array_get(p, 0)) == 4 &&
+                   json_array_size(json_object_get(json_array_get(json_object_get(v, "choices"),
+                                                                  0), "prompt_token_ids")) == 3 &&
+                   json_object_get(v, "prompt_token_ids") == NULL,
+               "return_token_ids, two prompts: each choice has its own prompt ids (%s)",
+               js ? js : "NULL");
+        json_decref(v);
+        free(js);
+        mt_serve_request_fini(&r);
+    }
+}
+
+/*
+ * A completion's logprobs (openai.h): the tokens' text, -inf written -9999.0, the prompt's
+ * first token under echo (NaN: no log-probability) null with a null top, and text_offset
+ * counting from the given offset by each token's bytes. The ids are the DeepSeek vocabulary's
+ * (tests/data/tokenizer/tokenizer.json): "He" 3158, "llo" 61547, "a" 67.
+ */
+static void
+test_completion_logprobs(void)
+{
+    struct mt_tokenizer *tok = NULL;
+    struct mt_serve_request r;
+    struct mt_serve_origin o = {"cmpl-3", 5, "m", 0};
+    struct mt_logprob v[2];
+
+    if (mt_tokenizer_load(tap_data_path("tokenizer"), &tok) != MT_OK) {
+        tap_bail_out("cannot load tests/data/tokenizer");
+    }
+    memset(v, 0, sizeof(v));
+    v[0].id = 3158;
+    v[0].logprob = NAN;
+    v[1].id = 61547;
+    v[1].logprob = -INFINITY;
+    v[1].n_top = 1;
+    v[1].top_id[0] = 67;
+    v[1].top_logprob[0] = -0.5f;
+    if (parsed(MT_SERVE_API_COMPLETION, "{\"prompt\": \"p\", \"logprobs\": 1, \"echo\": true}", &r,
+               "a completion with logprobs")) {
+        struct mt_serve_reply rep = {.content = "Hello", .content_len = 5, .finish = "length",
+                                     .logprobs = {.tok = tok, .v = v, .n = 2, .text_offset = 10}};
+        char *js = mt_serve_reply_json(&r, &o, &rep);
+        json_t *root = js != NULL ? json_loads(js, 0, NULL) : NULL;
+        json_t *lp = json_object_get(json_array_get(json_object_get(root, "choices"), 0),
+                                     "logprobs");
+        json_t *tokens = json_object_get(lp, "tokens");
+        json_t *lps = json_object_get(lp, "token_logprobs");
+        json_t *tops = json_object_get(lp, "top_logprobs");
+        json_t *offs = json_object_get(lp, "text_offset");
+        tap_ok(json_array_size(tokens) == 2 &&
+                   strcmp(json_string_value(json_array_get(tokens, 0)), "He") == 0 &&
+                   strcmp(json_string_value(json_array_get(tokens, 1)), "llo") == 0,
+               "completion logprobs: the tokens' text (%s)", js ? js : "NULL");
+        tap_ok(json_is_null(json_array_get(lps, 0)) && json_is_null(json_array_get(tops, 0)) &&
+                   json_real_value(json_array_get(lps, 1)) == -9999.0,
+               "the echoed first token has null logprob and top; -inf is written -9999.0");
+        tap_ok(json_real_value(json_object_get(json_array_get(tops, 1), "a")) == -0.5,
+               "top_logprobs: an object of text to log-probability");
+        tap_ok(json_array_size(offs) == 2 && json_integer_value(json_array_get(offs, 0)) == 10 &&
+                   json_integer_value(json_array_get(offs, 1)) == 12,
+               "text_offset: from the given offset, each token's start (10, 12)");
+        json_decref(root);
+        free(js);
+        mt_serve_request_fini(&r);
+    }
+    /* a chat's: {token, logprob, bytes, top_logprobs} each, refusal null; "Ã©" (619) is the
+     * bytes of U+00E9, "Ã" (130) the byte 0xC3 alone (no whole character: U+FFFD, bytes exact),
+     * 129000 a padding row of the embedding (no token: "" and no bytes) */
+    memset(v, 0, sizeof(v));
+    v[0].id = 619;
+    v[0].logprob = -0.25f;
+    v[0].n_top = 1;
+    v[0].top_id[0] = 130;
+    v[0].top_logprob[0] = -1.5f;
+    v[1].id = 129000;
+    v[1].logprob = -3.0f;
+    if (parsed(MT_SERVE_API_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], "
+               "\"logprobs\": true, \"top_logprobs\": 1}", &r, "a chat with logprobs")) {
+        struct mt_serve_reply rep = {.content = "\xC3\xA9", .content_len = 2, .finish = "length",
+                                     .logprobs = {.tok = tok, .v = v, .n = 2}};
+        char *js = mt_serve_reply_json(&r, &o, &rep);
+        json_t *root = js != NULL ? json_loads(js, 0, NULL) : NULL;
+        json_t *lp = json_object_get(json_array_get(json_object_get(root, "choices"), 0),
+                                     "logprobs");
+        json_t *e0 = json_array_get(json_object_get(lp, "content"), 0);
+        json_t *e1 = json_array_get(json_object_get(lp, "content"), 1);
+        json_t *t0 = json_array_get(json_object_get(e0, "top_logprobs"), 0);
+        json_t *b0 = json_object_get(e0, "bytes");
+        json_t *tb = json_object_get(t0, "bytes");
+        tap_ok(json_object_get(lp, "refusal") != NULL && json_is_null(json_object_get(lp,
+                                                                                      "refusal")) &&
+                   strcmp(json_string_value(json_object_get(e0, "token")), "\xC3\xA9") == 0 &&
+                   json_real_value(json_object_get(e0, "logprob")) == -0.25 &&
+                   json_array_size(b0) == 2 && json_integer_value(json_array_get(b0, 0)) == 195 &&
+                   json_integer_value(json_array_get(b0, 1)) == 169,
+               "chat logprobs: token, logprob, its bytes, refusal null (%s)", js ? js : "NULL");
+        tap_ok(strcmp(json_string_value(json_object_get(t0, "token")), "\xEF\xBF\xBD") == 0 &&
+                   json_real_value(json_object_get(t0, "logprob")) == -1.5 &&
+                   json_array_size(tb) == 1 && json_integer_value(json_array_get(tb, 0)) == 195,
+               "a top token of one byte 0xC3: text U+FFFD, bytes [195], its own logprob");
+        tap_ok(strcmp(json_string_value(json_object_get(e1, "token")), "") == 0 &&
+                   json_array_size(json_object_get(e1, "bytes")) == 0,
+               "an id of no token (a padding row): empty text and no bytes");
+        json_decref(root);
+        free(js);
+        mt_serve_request_fini(&r);
+    }
+    mt_tokenizer_destroy(tok);
 }
 
 int
@@ -861,5 +1275,10 @@ main(void)
                "without tools the block is text, streamed as it comes");
 #undef CALLS
     }
+    test_request_fields();
+    test_stop_edges();
+    test_error_utf8();
+    test_responses();
+    test_completion_logprobs();
     return tap_done();
 }

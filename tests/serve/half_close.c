@@ -5,11 +5,12 @@
  * the server sends to stdout until the server closes. curl cannot do this, so
  * tests/test_serve.sh builds this with the build's compiler.
  *
- * Usage: half_close [-q] PORT PATH BODY [AUTHORIZATION]
+ * Usage: half_close [-q | -0] PORT PATH BODY [AUTHORIZATION]
  * Exits 0 when the server closed the connection after answering, 1 on any failure (a message on
  * stderr); the reply is never longer than 30 s in coming. -q: close the socket as soon as an
  * interim "100 Continue" has come (a client that gives up after its half-close; the server hears
- * of it only from its next write).
+ * of it only from its next write). -0: send the request as HTTP/1.0, whose half-close is a
+ * client closing its connection (no interim response may be sent to it).
  */
 #define _POSIX_C_SOURCE 200809L /* a standalone program: no config.h */
 
@@ -48,12 +49,13 @@ main(int argc, char **argv)
     int fd;
 
     int quit = argc > 1 && strcmp(argv[1], "-q") == 0;
+    int http10 = argc > 1 && strcmp(argv[1], "-0") == 0;
     size_t got = 0;
 
-    argv += quit;
-    argc -= quit;
+    argv += quit + http10;
+    argc -= quit + http10;
     if (argc < 4 || argc > 5) {
-        fprintf(stderr, "usage: half_close [-q] PORT PATH BODY [AUTHORIZATION]\n");
+        fprintf(stderr, "usage: half_close [-q | -0] PORT PATH BODY [AUTHORIZATION]\n");
         return 1;
     }
     sa.sin_port = htons((unsigned short)atoi(argv[1]));
@@ -66,9 +68,9 @@ main(int argc, char **argv)
     }
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     snprintf(head, sizeof(head),
-             "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+             "POST %s HTTP/1.%d\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
              "%s%s%sContent-Length: %zu\r\n\r\n",
-             argv[2], argc == 5 ? "Authorization: " : "", argc == 5 ? argv[4] : "",
+             argv[2], http10 ? 0 : 1, argc == 5 ? "Authorization: " : "", argc == 5 ? argv[4] : "",
              argc == 5 ? "\r\n" : "", strlen(argv[3]));
     if (send_all(fd, head, strlen(head)) != 0 || send_all(fd, argv[3], strlen(argv[3])) != 0 ||
         shutdown(fd, SHUT_WR) != 0) {
