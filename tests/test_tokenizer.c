@@ -707,6 +707,11 @@ test_small(void)
     tok = NULL;
 
     /* malformed files: each must fail with a message naming the problem */
+#define MODEL_A "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
+#define TAIL_BL "\"pre_tokenizer\":" BL ",\"decoder\":{\"type\":\"ByteLevel\"}}"
+#define ADDED_X(opt) "\"added_tokens\":[{\"id\":1,\"content\":\"<x>\"" opt "}],"
+#define BL4 BL "," BL "," BL "," BL
+#define BL16 BL4 "," BL4 "," BL4 "," BL4
     static const struct {
         const char *what, *json, *needle;
     } bad[] = {
@@ -752,6 +757,54 @@ test_small(void)
          "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},\"pre_tokenizer\":null,"
          "\"decoder\":{\"type\":\"ByteLevel\"}}",
          "ByteLevel"},
+        /* what the loader does not support is refused, naming it, rather than ignored */
+        {"a normalizer (NFC)", MODEL_A "\"normalizer\":{\"type\":\"NFC\"}," TAIL_BL,
+         "normalizer 'NFC' is not supported"},
+        {"a normalizer inside a Sequence",
+         MODEL_A "\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":["
+         "{\"type\":\"Lowercase\"}]}," TAIL_BL, "normalizer 'Lowercase' is not supported"},
+        {"a decoder other than ByteLevel",
+         MODEL_A "\"pre_tokenizer\":" BL ",\"decoder\":{\"type\":\"Metaspace\"}}",
+         "decoder 'Metaspace' is not supported"},
+        {"a decoder inside a Sequence",
+         MODEL_A "\"pre_tokenizer\":" BL ",\"decoder\":{\"type\":\"Sequence\",\"decoders\":["
+         "{\"type\":\"ByteLevel\"},{\"type\":\"Strip\"}]}}",
+         "decoder 'Strip' is not supported"},
+        {"BPE byte_fallback",
+         "{\"model\":{\"type\":\"BPE\",\"byte_fallback\":true,\"vocab\":{\"a\":0},\"merges\":[]},"
+         TAIL_BL, "byte_fallback are not supported"},
+        {"BPE continuing_subword_prefix",
+         "{\"model\":{\"type\":\"BPE\",\"continuing_subword_prefix\":\"##\",\"vocab\":{\"a\":0},"
+         "\"merges\":[]}," TAIL_BL, "byte_fallback are not supported"},
+        {"BPE end_of_word_suffix",
+         "{\"model\":{\"type\":\"BPE\",\"end_of_word_suffix\":\"</w>\",\"vocab\":{\"a\":0},"
+         "\"merges\":[]}," TAIL_BL, "byte_fallback are not supported"},
+        {"added tokens with lstrip", MODEL_A ADDED_X(",\"lstrip\":true") TAIL_BL, "uses lstrip"},
+        {"added tokens with rstrip", MODEL_A ADDED_X(",\"rstrip\":true") TAIL_BL, "uses lstrip"},
+        {"added tokens with single_word", MODEL_A ADDED_X(",\"single_word\":true") TAIL_BL,
+         "uses lstrip"},
+        /* "a b c" is refused even where the vocabulary has "b c" and "ab c" (HF: one space) */
+        {"a merge of three tokens",
+         "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b c\":1,\"ab c\":2},"
+         "\"merges\":[\"a b c\"]}," TAIL_BL, "is not two tokens separated by one space"},
+        {"added_tokens that is not an array", MODEL_A "\"added_tokens\":{}," TAIL_BL,
+         "\"added_tokens\" is not an array"},
+        {"a negative vocab id",
+         "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":-1},\"merges\":[]}," TAIL_BL,
+         "0..16777215"},
+        {"a vocab id of 2^24",
+         "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":16777216},\"merges\":[]}," TAIL_BL,
+         "0..16777215"},
+        {"an added token with a negative id",
+         MODEL_A "\"added_tokens\":[{\"id\":-1,\"content\":\"<x>\"}]," TAIL_BL, "lacks an id"},
+        {"an added token with empty content",
+         MODEL_A "\"added_tokens\":[{\"id\":1,\"content\":\"\"}]," TAIL_BL, "lacks an id"},
+        {"an empty vocabulary", "{\"model\":{\"type\":\"BPE\",\"vocab\":{},\"merges\":[]}," TAIL_BL,
+         "empty vocabulary"},
+        {"17 pre_tokenizer steps (16 is the limit)",
+         MODEL_A "\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[" BL16 "," BL "]},"
+         "\"decoder\":{\"type\":\"ByteLevel\"}}",
+         "more than 16 pre_tokenizer steps"},
     };
     mt_log_set_quiet(true);
     for (size_t c = 0; c < sizeof(bad) / sizeof(bad[0]); c++) {
@@ -763,6 +816,18 @@ test_small(void)
     }
     st = mt_tokenizer_load("/nonexistent/dir", &tok);
     tap_ok(st == MT_ERR_IO && tok == NULL, "missing file: %s", mt_last_error());
+    st = load_text(dir,
+                   MODEL_A "\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[" BL16 "]},"
+                   "\"decoder\":{\"type\":\"ByteLevel\"}}",
+                   &tok);
+    tap_ok(st == MT_OK, "16 pre_tokenizer steps load (%s)", st == MT_OK ? "ok" : mt_last_error());
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
+#undef MODEL_A
+#undef TAIL_BL
+#undef ADDED_X
+#undef BL4
+#undef BL16
     mt_log_set_quiet(false);
     tap_rmtree(dir);
 }
