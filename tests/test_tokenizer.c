@@ -230,8 +230,9 @@ test_random_roundtrip(struct mt_tokenizer *tok)
 static void
 test_stream(struct mt_tokenizer *tok)
 {
-    /* "€" (3 bytes), an emoji (4 bytes): single-byte tokens split them mid-character */
-    const char *text = "a€b😀c";
+    /* "€" (3 bytes), an emoji (4 bytes), U+0800 (3 bytes, lead 0xe0 whose second byte is
+     * 0xa0..0xbf): single-byte tokens split them mid-character */
+    const char *text = "a€b😀c\xe0\xa0\x80";
     char got[64] = "";
     size_t gl = 0;
     bool never_partial = true;
@@ -876,6 +877,11 @@ test_bytes_not_utf8(void)
         bool valid;
     } cases[] = {
         {"\xe0\xa0\x80", "U+0800 (valid: its first two bytes merge)", true},
+        /* the top and bottom of each lead byte's second-byte range are characters too */
+        {"\xc2\xbf", "U+00BF (second byte 0xbf, the top of its range)", true},
+        {"\xed\x9f\xbf", "U+D7FF (lead 0xed, second byte 0x9f: the last before surrogates)", true},
+        {"\xf0\x90\x80\x80", "U+10000 (lead 0xf0, second byte 0x90: the first 4-byte)", true},
+        {"\xf4\x8f\xbf\xbf", "U+10FFFF (lead 0xf4, second byte 0x8f: the last code point)", true},
         {"\xe0\x80\x80", "an overlong 3-byte sequence", false},
         {"\xed\xa0\x80", "a surrogate (U+D800)", false},
         {"\xf0\x80\x80\x80", "an overlong 4-byte sequence", false},
