@@ -138,13 +138,28 @@ test_invalid_utf8(struct mt_tokenizer *tok)
     free(ids);
 
     st = mt_tokenizer_encode(tok, "", 0, true, &ids, &n);
-    tap_ok(st == MT_OK && n == 0, "empty text gives no ids");
+    tap_ok(st == MT_OK && n == 0 && ids != NULL, "empty text gives no ids (and an array to free)");
+    free(ids);
+    ids = NULL;
+    st = mt_tokenizer_encode(tok, NULL, 0, false, &ids, &n);
+    tap_ok(st == MT_OK && n == 0, "NULL text of length 0 is empty text too");
     free(ids);
 
     int32_t bogus[2] = {0, mt_tokenizer_n_vocab(tok) + 5};
     mt_log_set_quiet(true);
     tap_ok(mt_tokenizer_decode(tok, bogus, 2, &back, &bl) == MT_ERR_INVAL,
            "decoding an id past the vocabulary fails (%s)", mt_last_error());
+    /* a negative id is no token either (-1 marks a free slot of the id table) */
+    int32_t neg[2] = {0, -1};
+    struct mt_detok d;
+    const char *out;
+    size_t ol;
+    mt_detok_init(&d, tok);
+    tap_ok(mt_tokenizer_decode(tok, neg, 2, &back, &bl) == MT_ERR_INVAL &&
+               mt_tokenizer_token_bytes(tok, -1, &ol) == NULL && !mt_tokenizer_is_added(tok, -1) &&
+               mt_detok_push(&d, -1, &out, &ol) == MT_ERR_INVAL,
+           "id -1 is not a token: decode, token_bytes, is_added and the stream decoder say so");
+    mt_detok_fini(&d);
     mt_log_set_quiet(false);
 }
 
