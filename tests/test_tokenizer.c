@@ -1174,6 +1174,30 @@ test_limits(void)
            tok ? mt_tokenizer_bos(tok) : -9);
     mt_tokenizer_destroy(tok);
     tok = NULL;
+    {
+        char file[640];
+        snprintf(file, sizeof(file), "%s/tokenizer.json", dir);
+        st = mt_tokenizer_load(file, &tok);
+    }
+    tap_ok(st == MT_OK && mt_tokenizer_bos(tok) == 0,
+           "... also loaded by the path of tokenizer.json: the config.json beside it (%d)",
+           tok ? mt_tokenizer_bos(tok) : -9);
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
+    /* a bos_token_id that is no token (2, below n_vocab: the ids are 0, 1 and 3) is passed over */
+    f = fopen(path, "w");
+    fputs("{\"bos_token_id\": 2}", f);
+    fclose(f);
+    static const char bos_json3[] =
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"h\":0,\"i\":1},\"merges\":[]},"
+        "\"added_tokens\":[{\"id\":3,\"content\":\"" MT_TOKENIZER_BOS_TEXT "\","
+        "\"special\":true}],\"pre_tokenizer\":" BL ",\"decoder\":{\"type\":\"ByteLevel\"}}";
+    st = load_text(dir, bos_json3, &tok);
+    tap_ok(st == MT_OK && mt_tokenizer_bos(tok) == 3,
+           "... a bos_token_id that names no token gives way to the BOS text's id (%d)",
+           tok ? mt_tokenizer_bos(tok) : -9);
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
     unlink(path);
     st = load_text(dir, bos_json, &tok);
     tap_ok(st == MT_OK && mt_tokenizer_bos(tok) == 2,
@@ -1197,6 +1221,48 @@ test_limits(void)
            st == MT_OK ? "accepted" : mt_last_error());
     mt_tokenizer_destroy(tok);
     tok = NULL;
+    unlink(path);
+
+    /* one that is there but cannot be read (a symlink loop: stat fails with ELOOP, not ENOENT) is
+     * an error too, not a missing file */
+    {
+        bool linked = symlink("tokenizer_config.json", path) == 0;
+        st = MT_OK;
+        if (linked) {
+            st = load_text(dir,
+                           "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"h\":0,\"i\":1},"
+                           "\"merges\":[]},\"pre_tokenizer\":" BL ","
+                           "\"decoder\":{\"type\":\"ByteLevel\"}}",
+                           &tok);
+        }
+        tap_ok(linked && st != MT_OK && tok == NULL &&
+                   strstr(mt_last_error(), "tokenizer_config.json") != NULL,
+               "a tokenizer_config.json that cannot be read is an error: %s",
+               !linked ? "no symlink" : st == MT_OK ? "accepted" : mt_last_error());
+        mt_tokenizer_destroy(tok);
+        tok = NULL;
+        unlink(path);
+    }
+
+    /* both: tokenizer_config.json's BOS (h, id 0) comes before config.json's (1) */
+    f = fopen(path, "w");
+    fputs("{\"bos_token\": \"h\"}", f);
+    fclose(f);
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    f = fopen(path, "w");
+    fputs("{\"bos_token_id\": 1}", f);
+    fclose(f);
+    st = load_text(dir,
+                   "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"h\":0,\"i\":1},\"merges\":[]},"
+                   "\"pre_tokenizer\":" BL ",\"decoder\":{\"type\":\"ByteLevel\"}}",
+                   &tok);
+    tap_ok(st == MT_OK && mt_tokenizer_bos(tok) == 0,
+           "tokenizer_config.json's bos_token (id 0) wins over config.json's bos_token_id (%d)",
+           tok ? mt_tokenizer_bos(tok) : -9);
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/tokenizer_config.json", dir);
     unlink(path);
     mt_log_set_quiet(false);
     tap_rmtree(dir);
