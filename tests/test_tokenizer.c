@@ -722,6 +722,36 @@ test_small(void)
     mt_tokenizer_destroy(tok);
     tok = NULL;
 
+    /*
+     * The limit grows with the text (tokenizer.h: real tokenizers never reach it): "\s*[\r\n]+",
+     * a part of DeepSeek's third Split regex, backtracks once per space of a run without a
+     * newline, so 11 MiB of spaces take about 11.5M steps, past PCRE2's default 10M. Removed
+     * with invert drops the spaces (the non-matches), so no ids and little memory.
+     */
+    j = small_json("", "",
+                   "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
+                   "{\"Regex\":\"\\\\s*[\\\\r\\\\n]+\"},\"behavior\":\"Removed\",\"invert\":true},"
+                   BL "]}",
+                   "");
+    st = load_text(dir, j, &tok);
+    free(j);
+    {
+        size_t big = (size_t)11 << 20, n = 99;
+        char *text = malloc(big);
+        int32_t *ids = NULL;
+        memset(text, ' ', big);
+        if (st == MT_OK) {
+            st = mt_tokenizer_encode(tok, text, big, false, &ids, &n);
+        }
+        tap_ok(st == MT_OK && n == 0,
+               "a regex that backtracks once per byte of an 11 MiB space run is not stopped (%s)",
+               st == MT_OK ? "ok" : mt_last_error());
+        free(ids);
+        free(text);
+    }
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
+
     /* malformed files: each must fail with a message naming the problem */
 #define MODEL_A "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
 #define TAIL_BL "\"pre_tokenizer\":" BL ",\"decoder\":{\"type\":\"ByteLevel\"}}"
@@ -981,6 +1011,16 @@ test_bpe_options(void)
     expect(tok, "a", (int32_t[]){' ', 'a'}, 2, "add_prefix_space: 'a' gets a space");
     expect(tok, " a", (int32_t[]){' ', 'a'}, 2, "... and ' a', which has one, no second space");
     mt_tokenizer_destroy(tok);
+    /* HF's ByteLevel prepends the space to every piece the steps before it made, not once */
+    tok = small_tok("", "",
+                    "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
+                    "{\"String\":\"-\"},\"behavior\":\"Isolated\",\"invert\":false},"
+                    "{\"type\":\"ByteLevel\",\"add_prefix_space\":true,\"use_regex\":false}]}",
+                    "", "");
+    expect(tok, "a-b", (int32_t[]){' ', 'a', ' ', '-', ' ', 'b'}, 6,
+           "add_prefix_space after a Split: each of a, -, b gets a space");
+    expect(tok, "a", (int32_t[]){' ', 'a'}, 2, "... and so does the next text's piece");
+    mt_tokenizer_destroy(tok);
 }
 
 /*
@@ -1003,6 +1043,17 @@ test_split_edges(void)
            "Split \"a*\": the empty matches at 0, 1 and 2 all count, [b][b]");
     mt_tokenizer_destroy(tok);
 
+    /* HF drops the empty pieces a step makes (PreTokenizedString::split), so ByteLevel's
+     * add_prefix_space sees only "b" and "b": no lone ' ' for the empty matches */
+    tok = small_tok("", "",
+                    "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
+                    "{\"Regex\":\"a*\"},\"behavior\":\"Isolated\",\"invert\":false},"
+                    "{\"type\":\"ByteLevel\",\"add_prefix_space\":true,\"use_regex\":false}]}",
+                    "", "");
+    expect(tok, "bb", (int32_t[]){' ', 'b', ' ', 'b'}, 4,
+           "Split \"a*\", then add_prefix_space: only the non-empty pieces get a space");
+    mt_tokenizer_destroy(tok);
+
     byte_merge(m, 0xc3, 0xa9);
     snprintf(v, sizeof(v), "\"\\u%04x\\u%04x\":256", byte_char(0xc3), byte_char(0xa9));
     tok = small_tok(m, v,
@@ -1020,6 +1071,40 @@ test_split_edges(void)
                     "", "");
     expect(tok, "--", (int32_t[]){'-', '-'}, 2,
            "Split MergedWithPrevious: a match after a match is a piece of its own");
+    mt_tokenizer_destroy(tok);
+
+    /*
+     * Two matches in a row, with the merge "- -" to show where pieces end: HF's find_matches
+     * makes no empty span between them, so Contiguous joins them (a | -- | c), and MergedWithNext
+     * (folding from the right) joins only the second to the "c" after it (a | - | -c).
+     */
+    static const struct {
+        const char *beh;
+        int32_t want[4];
+        size_t n;
+    } runs[] = {
+        {"Contiguous", {'a', 256, 'c'}, 3},
+        {"MergedWithNext", {'a', '-', '-', 'c'}, 4},
+    };
+    for (size_t c = 0; c < sizeof(runs) / sizeof(runs[0]); c++) {
+        char pre[512], what[128];
+        snprintf(pre, sizeof(pre),
+                 "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
+                 "{\"Regex\":\"-\"},\"behavior\":\"%s\",\"invert\":false}," BL "]}",
+                 runs[c].beh);
+        snprintf(what, sizeof(what), "Split %s on a--c: two adjacent matches", runs[c].beh);
+        tok = small_tok("\"- -\"", "\"--\":256", pre, "", "");
+        expect(tok, "a--c", runs[c].want, runs[c].n, what);
+        mt_tokenizer_destroy(tok);
+    }
+
+    /* a {"String"} pattern is literal text (HF escapes it): "." cuts at the dot only */
+    tok = small_tok("", "",
+                    "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
+                    "{\"String\":\".\"},\"behavior\":\"Removed\",\"invert\":false}," BL "]}",
+                    "", "");
+    expect(tok, "a.b", (int32_t[]){'a', 'b'}, 2,
+           "Split {\"String\": \".\"} Removed: the dot is literal, a.b -> [a][b]");
     mt_tokenizer_destroy(tok);
 }
 
