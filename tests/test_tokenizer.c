@@ -989,6 +989,11 @@ test_bpe_options(void)
     expect(tok, "abc", (int32_t[]){'a', 258}, 2, "without ignore_merges the same piece is merged");
     mt_tokenizer_destroy(tok);
 
+    /* merges written as ["a", "b"] pairs (HF tokenizers >= 0.20 saves them so) work the same */
+    tok = small_tok("[\"b\",\"c\"],[\"a\",\"b\"]", v, BL, "", "");
+    expect(tok, "abc", (int32_t[]){'a', 258}, 2, "merges as [\"a\", \"b\"] pairs: abc -> [a][bc]");
+    mt_tokenizer_destroy(tok);
+
     /* ranks 0 and 2 for "b c": the last one counts, so "a b" (rank 1) comes first */
     tok = small_tok("\"b c\",\"a b\",\"b c\"", v, BL, "", "");
     expect(tok, "abc", (int32_t[]){256, 'c'}, 2, "a merge listed twice keeps its last rank");
@@ -1134,6 +1139,28 @@ test_added_match(void)
                     "");
     expect(tok, "<x>y", (int32_t[]){256, 'y'}, 2,
            "a non-normalized added token is matched before a normalized one");
+    mt_tokenizer_destroy(tok);
+
+    /*
+     * An added token whose text has a character outside the byte-level table (the space, U+0020:
+     * its byte is spelled U+0120 'Ġ') decodes to its own UTF-8 bytes, as HF's ByteLevel decoder
+     * falls back for such a token; it must not read the space through the table.
+     */
+    tok = small_tok("", "", BL,
+                    "{\"id\":256,\"content\":\"<a b>\",\"special\":true,\"normalized\":false}",
+                    "");
+    expect(tok, "x<a b>", (int32_t[]){'x', 256}, 2, "an added token with a space matches whole");
+    {
+        int32_t id = 256;
+        char *back = NULL;
+        size_t bl = 0, tl = 0;
+        const char *tb = tok != NULL ? mt_tokenizer_token_bytes(tok, id, &tl) : NULL;
+        bool good = tb != NULL && tl == 5 && memcmp(tb, "<a b>", 5) == 0 &&
+                    mt_tokenizer_decode(tok, &id, 1, &back, &bl) == MT_OK && bl == 5 &&
+                    memcmp(back, "<a b>", 5) == 0;
+        tap_ok(good, "... and decodes to its own bytes \"<a b>\" (%zu bytes)", bl);
+        free(back);
+    }
     mt_tokenizer_destroy(tok);
 }
 
