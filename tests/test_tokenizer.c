@@ -927,6 +927,9 @@ test_bytes_not_utf8(void)
         {"\xed\x9f\xbf", "U+D7FF (lead 0xed, second byte 0x9f: the last before surrogates)", true},
         {"\xf0\x90\x80\x80", "U+10000 (lead 0xf0, second byte 0x90: the first 4-byte)", true},
         {"\xf4\x8f\xbf\xbf", "U+10FFFF (lead 0xf4, second byte 0x8f: the last code point)", true},
+        /* and the last lead byte of each length */
+        {"\xdf\xbf", "U+07FF (lead 0xdf, the last 2-byte character)", true},
+        {"\xef\xbf\xbf", "U+FFFF (lead 0xef, the last 3-byte character)", true},
         {"\xe0\x80\x80", "an overlong 3-byte sequence", false},
         {"\xed\xa0\x80", "a surrogate (U+D800)", false},
         {"\xf0\x80\x80\x80", "an overlong 4-byte sequence", false},
