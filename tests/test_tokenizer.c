@@ -1106,6 +1106,17 @@ test_split_edges(void)
         mt_tokenizer_destroy(tok);
     }
 
+    /* invert flips every span's is_match before any behaviour folds, not only for Removed: the
+     * non-dash runs are the matches, so MergedWithPrevious joins b to the '-' before it */
+    tok = small_tok("\"- b\"", "\"-b\":256",
+                    "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
+                    "{\"Regex\":\"-\"},\"behavior\":\"MergedWithPrevious\",\"invert\":true}," BL
+                    "]}",
+                    "", "");
+    expect(tok, "a-b", (int32_t[]){'a', 256}, 2,
+           "Split MergedWithPrevious (invert) on a-b: the match b joins the '-' before it");
+    mt_tokenizer_destroy(tok);
+
     /* a {"String"} pattern is literal text (HF escapes it): "." cuts at the dot only */
     tok = small_tok("", "",
                     "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
