@@ -235,8 +235,8 @@ test_random_roundtrip(struct mt_tokenizer *tok)
     }
     bool good = mt_tokenizer_encode(tok, w, big, false, &ids, &n) == MT_OK && n > 1000 && n < big &&
                 mt_tokenizer_decode(tok, ids, n, &back, &bl) == MT_OK && bl == big &&
-                memcmp(back, w, big) == 0;
-    tap_ok(good, "a %zu-byte word encodes to %zu ids and back", big, n);
+                memcmp(back, w, big) == 0 && back[bl] == '\0';
+    tap_ok(good, "a %zu-byte word encodes to %zu ids and back (NUL-terminated)", big, n);
     free(ids);
     free(back);
     free(w);
