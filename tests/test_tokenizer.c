@@ -138,13 +138,28 @@ test_invalid_utf8(struct mt_tokenizer *tok)
     free(ids);
 
     st = mt_tokenizer_encode(tok, "", 0, true, &ids, &n);
-    tap_ok(st == MT_OK && n == 0, "empty text gives no ids");
+    tap_ok(st == MT_OK && n == 0 && ids != NULL, "empty text gives no ids (and an array to free)");
+    free(ids);
+    ids = NULL;
+    st = mt_tokenizer_encode(tok, NULL, 0, false, &ids, &n);
+    tap_ok(st == MT_OK && n == 0, "NULL text of length 0 is empty text too");
     free(ids);
 
     int32_t bogus[2] = {0, mt_tokenizer_n_vocab(tok) + 5};
     mt_log_set_quiet(true);
     tap_ok(mt_tokenizer_decode(tok, bogus, 2, &back, &bl) == MT_ERR_INVAL,
            "decoding an id past the vocabulary fails (%s)", mt_last_error());
+    /* a negative id is no token either (-1 marks a free slot of the id table) */
+    int32_t neg[2] = {0, -1};
+    struct mt_detok d;
+    const char *out;
+    size_t ol;
+    mt_detok_init(&d, tok);
+    tap_ok(mt_tokenizer_decode(tok, neg, 2, &back, &bl) == MT_ERR_INVAL &&
+               mt_tokenizer_token_bytes(tok, -1, &ol) == NULL && !mt_tokenizer_is_added(tok, -1) &&
+               mt_detok_push(&d, -1, &out, &ol) == MT_ERR_INVAL,
+           "id -1 is not a token: decode, token_bytes, is_added and the stream decoder say so");
+    mt_detok_fini(&d);
     mt_log_set_quiet(false);
 }
 
@@ -220,8 +235,8 @@ test_random_roundtrip(struct mt_tokenizer *tok)
     }
     bool good = mt_tokenizer_encode(tok, w, big, false, &ids, &n) == MT_OK && n > 1000 && n < big &&
                 mt_tokenizer_decode(tok, ids, n, &back, &bl) == MT_OK && bl == big &&
-                memcmp(back, w, big) == 0;
-    tap_ok(good, "a %zu-byte word encodes to %zu ids and back", big, n);
+                memcmp(back, w, big) == 0 && back[bl] == '\0';
+    tap_ok(good, "a %zu-byte word encodes to %zu ids and back (NUL-terminated)", big, n);
     free(ids);
     free(back);
     free(w);
@@ -230,8 +245,9 @@ test_random_roundtrip(struct mt_tokenizer *tok)
 static void
 test_stream(struct mt_tokenizer *tok)
 {
-    /* "€" (3 bytes), an emoji (4 bytes): single-byte tokens split them mid-character */
-    const char *text = "a€b😀c";
+    /* "€" (3 bytes), an emoji (4 bytes), U+0800 (3 bytes, lead 0xe0 whose second byte is
+     * 0xa0..0xbf): single-byte tokens split them mid-character */
+    const char *text = "a€b😀c\xe0\xa0\x80";
     char got[64] = "";
     size_t gl = 0;
     bool never_partial = true;
@@ -706,7 +722,42 @@ test_small(void)
     mt_tokenizer_destroy(tok);
     tok = NULL;
 
+    /*
+     * The limit grows with the text (tokenizer.h: real tokenizers never reach it): "\s*[\r\n]+",
+     * a part of DeepSeek's third Split regex, backtracks once per space of a run without a
+     * newline, so 11 MiB of spaces take about 11.5M steps, past PCRE2's default 10M. Removed
+     * with invert drops the spaces (the non-matches), so no ids and little memory.
+     */
+    j = small_json("", "",
+                   "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
+                   "{\"Regex\":\"\\\\s*[\\\\r\\\\n]+\"},\"behavior\":\"Removed\",\"invert\":true},"
+                   BL "]}",
+                   "");
+    st = load_text(dir, j, &tok);
+    free(j);
+    {
+        size_t big = (size_t)11 << 20, n = 99;
+        char *text = malloc(big);
+        int32_t *ids = NULL;
+        memset(text, ' ', big);
+        if (st == MT_OK) {
+            st = mt_tokenizer_encode(tok, text, big, false, &ids, &n);
+        }
+        tap_ok(st == MT_OK && n == 0,
+               "a regex that backtracks once per byte of an 11 MiB space run is not stopped (%s)",
+               st == MT_OK ? "ok" : mt_last_error());
+        free(ids);
+        free(text);
+    }
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
+
     /* malformed files: each must fail with a message naming the problem */
+#define MODEL_A "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
+#define TAIL_BL "\"pre_tokenizer\":" BL ",\"decoder\":{\"type\":\"ByteLevel\"}}"
+#define ADDED_X(opt) "\"added_tokens\":[{\"id\":1,\"content\":\"<x>\"" opt "}],"
+#define BL4 BL "," BL "," BL "," BL
+#define BL16 BL4 "," BL4 "," BL4 "," BL4
     static const struct {
         const char *what, *json, *needle;
     } bad[] = {
@@ -752,6 +803,54 @@ test_small(void)
          "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},\"pre_tokenizer\":null,"
          "\"decoder\":{\"type\":\"ByteLevel\"}}",
          "ByteLevel"},
+        /* what the loader does not support is refused, naming it, rather than ignored */
+        {"a normalizer (NFC)", MODEL_A "\"normalizer\":{\"type\":\"NFC\"}," TAIL_BL,
+         "normalizer 'NFC' is not supported"},
+        {"a normalizer inside a Sequence",
+         MODEL_A "\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":["
+         "{\"type\":\"Lowercase\"}]}," TAIL_BL, "normalizer 'Lowercase' is not supported"},
+        {"a decoder other than ByteLevel",
+         MODEL_A "\"pre_tokenizer\":" BL ",\"decoder\":{\"type\":\"Metaspace\"}}",
+         "decoder 'Metaspace' is not supported"},
+        {"a decoder inside a Sequence",
+         MODEL_A "\"pre_tokenizer\":" BL ",\"decoder\":{\"type\":\"Sequence\",\"decoders\":["
+         "{\"type\":\"ByteLevel\"},{\"type\":\"Strip\"}]}}",
+         "decoder 'Strip' is not supported"},
+        {"BPE byte_fallback",
+         "{\"model\":{\"type\":\"BPE\",\"byte_fallback\":true,\"vocab\":{\"a\":0},\"merges\":[]},"
+         TAIL_BL, "byte_fallback are not supported"},
+        {"BPE continuing_subword_prefix",
+         "{\"model\":{\"type\":\"BPE\",\"continuing_subword_prefix\":\"##\",\"vocab\":{\"a\":0},"
+         "\"merges\":[]}," TAIL_BL, "byte_fallback are not supported"},
+        {"BPE end_of_word_suffix",
+         "{\"model\":{\"type\":\"BPE\",\"end_of_word_suffix\":\"</w>\",\"vocab\":{\"a\":0},"
+         "\"merges\":[]}," TAIL_BL, "byte_fallback are not supported"},
+        {"added tokens with lstrip", MODEL_A ADDED_X(",\"lstrip\":true") TAIL_BL, "uses lstrip"},
+        {"added tokens with rstrip", MODEL_A ADDED_X(",\"rstrip\":true") TAIL_BL, "uses lstrip"},
+        {"added tokens with single_word", MODEL_A ADDED_X(",\"single_word\":true") TAIL_BL,
+         "uses lstrip"},
+        /* "a b c" is refused even where the vocabulary has "b c" and "ab c" (HF: one space) */
+        {"a merge of three tokens",
+         "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b c\":1,\"ab c\":2},"
+         "\"merges\":[\"a b c\"]}," TAIL_BL, "is not two tokens separated by one space"},
+        {"added_tokens that is not an array", MODEL_A "\"added_tokens\":{}," TAIL_BL,
+         "\"added_tokens\" is not an array"},
+        {"a negative vocab id",
+         "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":-1},\"merges\":[]}," TAIL_BL,
+         "0..16777215"},
+        {"a vocab id of 2^24",
+         "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":16777216},\"merges\":[]}," TAIL_BL,
+         "0..16777215"},
+        {"an added token with a negative id",
+         MODEL_A "\"added_tokens\":[{\"id\":-1,\"content\":\"<x>\"}]," TAIL_BL, "lacks an id"},
+        {"an added token with empty content",
+         MODEL_A "\"added_tokens\":[{\"id\":1,\"content\":\"\"}]," TAIL_BL, "lacks an id"},
+        {"an empty vocabulary", "{\"model\":{\"type\":\"BPE\",\"vocab\":{},\"merges\":[]}," TAIL_BL,
+         "empty vocabulary"},
+        {"17 pre_tokenizer steps (16 is the limit)",
+         MODEL_A "\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[" BL16 "," BL "]},"
+         "\"decoder\":{\"type\":\"ByteLevel\"}}",
+         "more than 16 pre_tokenizer steps"},
     };
     mt_log_set_quiet(true);
     for (size_t c = 0; c < sizeof(bad) / sizeof(bad[0]); c++) {
@@ -763,6 +862,18 @@ test_small(void)
     }
     st = mt_tokenizer_load("/nonexistent/dir", &tok);
     tap_ok(st == MT_ERR_IO && tok == NULL, "missing file: %s", mt_last_error());
+    st = load_text(dir,
+                   MODEL_A "\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[" BL16 "]},"
+                   "\"decoder\":{\"type\":\"ByteLevel\"}}",
+                   &tok);
+    tap_ok(st == MT_OK, "16 pre_tokenizer steps load (%s)", st == MT_OK ? "ok" : mt_last_error());
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
+#undef MODEL_A
+#undef TAIL_BL
+#undef ADDED_X
+#undef BL4
+#undef BL16
     mt_log_set_quiet(false);
     tap_rmtree(dir);
 }
@@ -811,6 +922,14 @@ test_bytes_not_utf8(void)
         bool valid;
     } cases[] = {
         {"\xe0\xa0\x80", "U+0800 (valid: its first two bytes merge)", true},
+        /* the top and bottom of each lead byte's second-byte range are characters too */
+        {"\xc2\xbf", "U+00BF (second byte 0xbf, the top of its range)", true},
+        {"\xed\x9f\xbf", "U+D7FF (lead 0xed, second byte 0x9f: the last before surrogates)", true},
+        {"\xf0\x90\x80\x80", "U+10000 (lead 0xf0, second byte 0x90: the first 4-byte)", true},
+        {"\xf4\x8f\xbf\xbf", "U+10FFFF (lead 0xf4, second byte 0x8f: the last code point)", true},
+        /* and the last lead byte of each length */
+        {"\xdf\xbf", "U+07FF (lead 0xdf, the last 2-byte character)", true},
+        {"\xef\xbf\xbf", "U+FFFF (lead 0xef, the last 3-byte character)", true},
         {"\xe0\x80\x80", "an overlong 3-byte sequence", false},
         {"\xed\xa0\x80", "a surrogate (U+D800)", false},
         {"\xf0\x80\x80\x80", "an overlong 4-byte sequence", false},
@@ -873,6 +992,11 @@ test_bpe_options(void)
     expect(tok, "abc", (int32_t[]){'a', 258}, 2, "without ignore_merges the same piece is merged");
     mt_tokenizer_destroy(tok);
 
+    /* merges written as ["a", "b"] pairs (HF tokenizers >= 0.20 saves them so) work the same */
+    tok = small_tok("[\"b\",\"c\"],[\"a\",\"b\"]", v, BL, "", "");
+    expect(tok, "abc", (int32_t[]){'a', 258}, 2, "merges as [\"a\", \"b\"] pairs: abc -> [a][bc]");
+    mt_tokenizer_destroy(tok);
+
     /* ranks 0 and 2 for "b c": the last one counts, so "a b" (rank 1) comes first */
     tok = small_tok("\"b c\",\"a b\",\"b c\"", v, BL, "", "");
     expect(tok, "abc", (int32_t[]){256, 'c'}, 2, "a merge listed twice keeps its last rank");
@@ -894,6 +1018,16 @@ test_bpe_options(void)
                     "");
     expect(tok, "a", (int32_t[]){' ', 'a'}, 2, "add_prefix_space: 'a' gets a space");
     expect(tok, " a", (int32_t[]){' ', 'a'}, 2, "... and ' a', which has one, no second space");
+    mt_tokenizer_destroy(tok);
+    /* HF's ByteLevel prepends the space to every piece the steps before it made, not once */
+    tok = small_tok("", "",
+                    "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
+                    "{\"String\":\"-\"},\"behavior\":\"Isolated\",\"invert\":false},"
+                    "{\"type\":\"ByteLevel\",\"add_prefix_space\":true,\"use_regex\":false}]}",
+                    "", "");
+    expect(tok, "a-b", (int32_t[]){' ', 'a', ' ', '-', ' ', 'b'}, 6,
+           "add_prefix_space after a Split: each of a, -, b gets a space");
+    expect(tok, "a", (int32_t[]){' ', 'a'}, 2, "... and so does the next text's piece");
     mt_tokenizer_destroy(tok);
 }
 
@@ -917,6 +1051,17 @@ test_split_edges(void)
            "Split \"a*\": the empty matches at 0, 1 and 2 all count, [b][b]");
     mt_tokenizer_destroy(tok);
 
+    /* HF drops the empty pieces a step makes (PreTokenizedString::split), so ByteLevel's
+     * add_prefix_space sees only "b" and "b": no lone ' ' for the empty matches */
+    tok = small_tok("", "",
+                    "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
+                    "{\"Regex\":\"a*\"},\"behavior\":\"Isolated\",\"invert\":false},"
+                    "{\"type\":\"ByteLevel\",\"add_prefix_space\":true,\"use_regex\":false}]}",
+                    "", "");
+    expect(tok, "bb", (int32_t[]){' ', 'b', ' ', 'b'}, 4,
+           "Split \"a*\", then add_prefix_space: only the non-empty pieces get a space");
+    mt_tokenizer_destroy(tok);
+
     byte_merge(m, 0xc3, 0xa9);
     snprintf(v, sizeof(v), "\"\\u%04x\\u%04x\":256", byte_char(0xc3), byte_char(0xa9));
     tok = small_tok(m, v,
@@ -934,6 +1079,51 @@ test_split_edges(void)
                     "", "");
     expect(tok, "--", (int32_t[]){'-', '-'}, 2,
            "Split MergedWithPrevious: a match after a match is a piece of its own");
+    mt_tokenizer_destroy(tok);
+
+    /*
+     * Two matches in a row, with the merge "- -" to show where pieces end: HF's find_matches
+     * makes no empty span between them, so Contiguous joins them (a | -- | c), and MergedWithNext
+     * (folding from the right) joins only the second to the "c" after it (a | - | -c).
+     */
+    static const struct {
+        const char *beh;
+        int32_t want[4];
+        size_t n;
+    } runs[] = {
+        {"Contiguous", {'a', 256, 'c'}, 3},
+        {"MergedWithNext", {'a', '-', '-', 'c'}, 4},
+    };
+    for (size_t c = 0; c < sizeof(runs) / sizeof(runs[0]); c++) {
+        char pre[512], what[128];
+        snprintf(pre, sizeof(pre),
+                 "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
+                 "{\"Regex\":\"-\"},\"behavior\":\"%s\",\"invert\":false}," BL "]}",
+                 runs[c].beh);
+        snprintf(what, sizeof(what), "Split %s on a--c: two adjacent matches", runs[c].beh);
+        tok = small_tok("\"- -\"", "\"--\":256", pre, "", "");
+        expect(tok, "a--c", runs[c].want, runs[c].n, what);
+        mt_tokenizer_destroy(tok);
+    }
+
+    /* invert flips every span's is_match before any behaviour folds, not only for Removed: the
+     * non-dash runs are the matches, so MergedWithPrevious joins b to the '-' before it */
+    tok = small_tok("\"- b\"", "\"-b\":256",
+                    "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
+                    "{\"Regex\":\"-\"},\"behavior\":\"MergedWithPrevious\",\"invert\":true}," BL
+                    "]}",
+                    "", "");
+    expect(tok, "a-b", (int32_t[]){'a', 256}, 2,
+           "Split MergedWithPrevious (invert) on a-b: the match b joins the '-' before it");
+    mt_tokenizer_destroy(tok);
+
+    /* a {"String"} pattern is literal text (HF escapes it): "." cuts at the dot only */
+    tok = small_tok("", "",
+                    "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
+                    "{\"String\":\".\"},\"behavior\":\"Removed\",\"invert\":false}," BL "]}",
+                    "", "");
+    expect(tok, "a.b", (int32_t[]){'a', 'b'}, 2,
+           "Split {\"String\": \".\"} Removed: the dot is literal, a.b -> [a][b]");
     mt_tokenizer_destroy(tok);
 }
 
@@ -963,6 +1153,28 @@ test_added_match(void)
                     "");
     expect(tok, "<x>y", (int32_t[]){256, 'y'}, 2,
            "a non-normalized added token is matched before a normalized one");
+    mt_tokenizer_destroy(tok);
+
+    /*
+     * An added token whose text has a character outside the byte-level table (the space, U+0020:
+     * its byte is spelled U+0120 'Ġ') decodes to its own UTF-8 bytes, as HF's ByteLevel decoder
+     * falls back for such a token; it must not read the space through the table.
+     */
+    tok = small_tok("", "", BL,
+                    "{\"id\":256,\"content\":\"<a b>\",\"special\":true,\"normalized\":false}",
+                    "");
+    expect(tok, "x<a b>", (int32_t[]){'x', 256}, 2, "an added token with a space matches whole");
+    {
+        int32_t id = 256;
+        char *back = NULL;
+        size_t bl = 0, tl = 0;
+        const char *tb = tok != NULL ? mt_tokenizer_token_bytes(tok, id, &tl) : NULL;
+        bool good = tb != NULL && tl == 5 && memcmp(tb, "<a b>", 5) == 0 &&
+                    mt_tokenizer_decode(tok, &id, 1, &back, &bl) == MT_OK && bl == 5 &&
+                    memcmp(back, "<a b>", 5) == 0;
+        tap_ok(good, "... and decodes to its own bytes \"<a b>\" (%zu bytes)", bl);
+        free(back);
+    }
     mt_tokenizer_destroy(tok);
 }
 
@@ -1088,6 +1300,30 @@ test_limits(void)
            tok ? mt_tokenizer_bos(tok) : -9);
     mt_tokenizer_destroy(tok);
     tok = NULL;
+    {
+        char file[640];
+        snprintf(file, sizeof(file), "%s/tokenizer.json", dir);
+        st = mt_tokenizer_load(file, &tok);
+    }
+    tap_ok(st == MT_OK && mt_tokenizer_bos(tok) == 0,
+           "... also loaded by the path of tokenizer.json: the config.json beside it (%d)",
+           tok ? mt_tokenizer_bos(tok) : -9);
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
+    /* a bos_token_id that is no token (2, below n_vocab: the ids are 0, 1 and 3) is passed over */
+    f = fopen(path, "w");
+    fputs("{\"bos_token_id\": 2}", f);
+    fclose(f);
+    static const char bos_json3[] =
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"h\":0,\"i\":1},\"merges\":[]},"
+        "\"added_tokens\":[{\"id\":3,\"content\":\"" MT_TOKENIZER_BOS_TEXT "\","
+        "\"special\":true}],\"pre_tokenizer\":" BL ",\"decoder\":{\"type\":\"ByteLevel\"}}";
+    st = load_text(dir, bos_json3, &tok);
+    tap_ok(st == MT_OK && mt_tokenizer_bos(tok) == 3,
+           "... a bos_token_id that names no token gives way to the BOS text's id (%d)",
+           tok ? mt_tokenizer_bos(tok) : -9);
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
     unlink(path);
     st = load_text(dir, bos_json, &tok);
     tap_ok(st == MT_OK && mt_tokenizer_bos(tok) == 2,
@@ -1111,6 +1347,48 @@ test_limits(void)
            st == MT_OK ? "accepted" : mt_last_error());
     mt_tokenizer_destroy(tok);
     tok = NULL;
+    unlink(path);
+
+    /* one that is there but cannot be read (a symlink loop: stat fails with ELOOP, not ENOENT) is
+     * an error too, not a missing file */
+    {
+        bool linked = symlink("tokenizer_config.json", path) == 0;
+        st = MT_OK;
+        if (linked) {
+            st = load_text(dir,
+                           "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"h\":0,\"i\":1},"
+                           "\"merges\":[]},\"pre_tokenizer\":" BL ","
+                           "\"decoder\":{\"type\":\"ByteLevel\"}}",
+                           &tok);
+        }
+        tap_ok(linked && st != MT_OK && tok == NULL &&
+                   strstr(mt_last_error(), "tokenizer_config.json") != NULL,
+               "a tokenizer_config.json that cannot be read is an error: %s",
+               !linked ? "no symlink" : st == MT_OK ? "accepted" : mt_last_error());
+        mt_tokenizer_destroy(tok);
+        tok = NULL;
+        unlink(path);
+    }
+
+    /* both: tokenizer_config.json's BOS (h, id 0) comes before config.json's (1) */
+    f = fopen(path, "w");
+    fputs("{\"bos_token\": \"h\"}", f);
+    fclose(f);
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    f = fopen(path, "w");
+    fputs("{\"bos_token_id\": 1}", f);
+    fclose(f);
+    st = load_text(dir,
+                   "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"h\":0,\"i\":1},\"merges\":[]},"
+                   "\"pre_tokenizer\":" BL ",\"decoder\":{\"type\":\"ByteLevel\"}}",
+                   &tok);
+    tap_ok(st == MT_OK && mt_tokenizer_bos(tok) == 0,
+           "tokenizer_config.json's bos_token (id 0) wins over config.json's bos_token_id (%d)",
+           tok ? mt_tokenizer_bos(tok) : -9);
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/tokenizer_config.json", dir);
     unlink(path);
     mt_log_set_quiet(false);
     tap_rmtree(dir);
