@@ -18,7 +18,7 @@ prompt=$(printf '%s' "$flat" | sed -n 's/.*"prompts":\[\[\([0-9,]*\)\].*/\1/p')
 want=$(printf '%s' "$flat" | sed -n 's/.*"greedy":\[\[\([0-9,]*\)\].*/\1/p' | tr ',' ' ')
 ntok=$(printf '%s\n' "$prompt" | tr ',' '\n' | wc -l)
 
-echo "1..49"
+echo "1..50"
 got=$("$bin" run -m "$dir" --device cpu --prompt-ids "$prompt" -n 20 --print-ids \
       --dump-logits "$tmp/l.bin" 2>"$tmp/err")
 ok $? "run --print-ids --dump-logits exits 0"
@@ -325,4 +325,17 @@ logits_per_value indexer "$(seq -s, 3 200)" exact fp8
 [ -s "$tmp/indexer-default.bin" ] && cmp -s "$tmp/indexer-default.bin" "$tmp/indexer-exact.bin" &&
     [ -s "$tmp/indexer-fp8.bin" ] && ! cmp -s "$tmp/indexer-default.bin" "$tmp/indexer-fp8.bin"
 ok $? "--indexer: exact by default, fp8 gives other logits on a 198-token prompt"
+# ids past the tokenizer's vocabulary (padding rows of the embedding, 607..1023 in the tiny
+# model) print as <id> among the text: greedy after 0,5,6 the tiny model picks some; the <id>s
+# in the text are exactly the ids `tokenize --decode` refuses, in order
+pids=$("$bin" run -m "$tiny" --device cpu --prompt-ids 0,5,6 -n 12 --print-ids 2>/dev/null)
+ptext=$("$bin" run -m "$tiny" --device cpu --prompt-ids 0,5,6 -n 12 2>/dev/null)
+want=""
+for i in $pids; do
+    printf '%s' "$i" | "$bin" tokenize -m "$tiny" --decode >/dev/null 2>&1 || want="$want<$i>"
+done
+got=$(printf '%s' "$ptext" | grep -o '<[0-9]*>' | tr -d '\n')
+[ "$(printf '%s\n' "$pids" | wc -w)" -eq 12 ] && [ -n "$want" ] && [ "$got" = "$want" ] &&
+    [ -n "$(printf '%s' "$ptext" | sed 's/<[0-9]*>//g')" ]
+ok $? "ids past the tokenizer print as <id> among the text (ids '$pids': '$got', want '$want')"
 tap_exit
