@@ -21,7 +21,7 @@ turn_field() {
 make_tmp chat
 model="$tmp/tiny"
 
-echo "1..31"
+echo "1..32"
 "$bin" synth --preset tiny --layers 2 -q -o "$model" >/dev/null 2>"$tmp/synth.err"
 ok $? "synth --preset tiny writes a model"
 
@@ -239,6 +239,16 @@ rc=$?
 [ "$rc" -eq 0 ] && [ "$(grep -c 'no BOS is prepended' "$tmp/bos5.err")" -eq 1 ] &&
     [ "$(logits_t "$tmp/bos5.bin")" -eq "$(echo "$hello" | tr , '\n' | grep -c .)" ]
 ok $? "no BOS token at all: one warning, the prompt is the text's ids alone (rc $rc)"
+# the defaults --help names: -n 512, --temperature 1, --top-p 0.95, --top-k 0, --seed 0 (the
+# reply runs to its 512 tokens, -v says 511 decoded after the prefill's first)
+printf 'hello there\n' | "$bin" chat -m "$model" -v >"$tmp/df.out" 2>"$tmp/df.err" &&
+    printf 'hello there\n' | "$bin" chat -m "$model" -n 512 --temperature 1 --top-p 0.95 \
+        --top-k 0 --seed 0 >"$tmp/dx.out" 2>/dev/null
+rc=$?
+dd=$(turn_field 1 decode "$tmp/df.err")
+[ "$rc" -eq 0 ] && [ -s "$tmp/df.out" ] && cmp -s "$tmp/df.out" "$tmp/dx.out" && [ "$dd" = 511 ]
+ok $? "no sampling flags: the reply of -n 512 --temperature 1 --top-p 0.95 --top-k 0 --seed 0 \
+(decode $dd, rc $rc)"
 "$bin" chat --help | grep -q -- '--think'
 ok $? "--help lists the flags"
 tap_exit
