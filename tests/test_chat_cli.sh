@@ -21,7 +21,7 @@ turn_field() {
 make_tmp chat
 model="$tmp/tiny"
 
-echo "1..32"
+echo "1..37"
 "$bin" synth --preset tiny --layers 2 -q -o "$model" >/dev/null 2>"$tmp/synth.err"
 ok $? "synth --preset tiny writes a model"
 
@@ -89,6 +89,13 @@ rc=$?
     "$tmp/c.err" && ! grep -q "the model's 3 positions" "$tmp/c.err"
 ok $? "a message past --ctx 3 names --ctx (rc $rc: $(grep -- 'positions' "$tmp/c.err"))"
 
+# a message of exactly --ctx tokens leaves no room for the reply: refused as too long
+printf 'hello there\n' | "$bin" chat -m "$model" --temperature 0 -n 8 --ctx "$p1" >"$tmp/ce.out" \
+    2>"$tmp/ce.err"
+rc=$?
+[ "$rc" -eq 1 ] && grep -q "the message is $p1 tokens .* --ctx's $p1 positions" "$tmp/ce.err" &&
+    ! grep -q 'context is full' "$tmp/ce.err"
+ok $? "a message of $p1 tokens with --ctx $p1 is refused (rc $rc: $(cat "$tmp/ce.err"))"
 # a --system longer than the context: refused at the start, not blamed on every message
 sys=$(awk 'BEGIN { for (i = 0; i < 5000; i++) printf "a " }')
 printf 'hello there\n' | "$bin" chat -m "$model" --temperature 0 -n 8 --system "$sys" \
@@ -249,6 +256,42 @@ dd=$(turn_field 1 decode "$tmp/df.err")
 [ "$rc" -eq 0 ] && [ -s "$tmp/df.out" ] && cmp -s "$tmp/df.out" "$tmp/dx.out" && [ "$dd" = 511 ]
 ok $? "no sampling flags: the reply of -n 512 --temperature 1 --top-p 0.95 --top-k 0 --seed 0 \
 (decode $dd, rc $rc)"
+# a --system is kept across /reset: the turn after it has the first turn's prompt
+printf 'hello there\n/reset\nhello there\n' | "$bin" chat -m "$model" --temperature 0 -n 1 \
+    --system "be brief" -v >/dev/null 2>"$tmp/sr.err"
+rc=$?
+s1=$(turn_field 1 prompt "$tmp/sr.err")
+s2=$(turn_field 2 prompt "$tmp/sr.err")
+[ "$rc" -eq 0 ] && [ -n "$s1" ] && [ "$s1" = "$ps" ] && [ "$s2" = "$s1" ]
+ok $? "--system is kept across /reset (prompt $s1, then $s2 tokens; with it $ps; rc $rc)"
+# --system against --ctx: BOS + its text is n tokens; the context must hold more than those
+ns=$(printf '<｜begin▁of▁sentence｜>be brief' | "$bin" tokenize -m "$model" --special | wc -w)
+printf 'hello there\n' | "$bin" chat -m "$model" --system "be brief" --ctx "$ns" >"$tmp/sc.out" \
+    2>"$tmp/sc.err"
+rc=$?
+[ "$rc" -eq 1 ] && [ ! -s "$tmp/sc.out" ] && [ "$(grep -c . "$tmp/sc.err")" -eq 1 ] &&
+    grep -q -- "--system is $ns tokens .* holds $ns positions" "$tmp/sc.err"
+ok $? "--system of $ns tokens with --ctx $ns: refused at the start (rc $rc: $(cat "$tmp/sc.err"))"
+# one more position holds it; then a message that does not fit is the message's fault, not the
+# conversation's (the system prompt is no earlier turn)
+printf 'hello there\n' | "$bin" chat -m "$model" --system "be brief" --ctx $((ns + 1)) \
+    >/dev/null 2>"$tmp/sd.err"
+rc=$?
+[ "$rc" -eq 1 ] && ! grep -q -- '--system' "$tmp/sd.err" &&
+    grep -q "the message is $ps tokens in the prompt format, and --ctx's $((ns + 1)) positions" \
+        "$tmp/sd.err"
+ok $? "--system with --ctx $((ns + 1)): accepted; a message of $ps tokens is named as the message \
+(rc $rc: $(cat "$tmp/sd.err"))"
+# a reply that reaches --ctx says the context is full; a reply cut by -n says nothing; the next
+# message past --ctx names the conversation
+printf 'hello there\nhow are you\n' | "$bin" chat -m "$model" --temperature 0 -n 8 --ctx 12 \
+    >/dev/null 2>"$tmp/cf.err"
+rc=$?
+[ "$rc" -eq 1 ] && [ "$(grep -c 'the context is full (12 tokens)' "$tmp/cf.err")" -eq 1 ] &&
+    grep -q "the conversation is [0-9]* tokens with this message, and --ctx's 12 pos" \
+        "$tmp/cf.err" && [ ! -s "$tmp/b.err" ]
+ok $? "a reply that fills --ctx 12 says so, the next message names the conversation, a reply \
+cut by -n says nothing (rc $rc: $(cat "$tmp/cf.err" "$tmp/b.err" | tr '\n' ' '))"
 "$bin" chat --help | grep -q -- '--think'
 ok $? "--help lists the flags"
 tap_exit
