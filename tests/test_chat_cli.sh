@@ -21,7 +21,7 @@ turn_field() {
 make_tmp chat
 model="$tmp/tiny"
 
-echo "1..37"
+echo "1..40"
 "$bin" synth --preset tiny --layers 2 -q -o "$model" >/dev/null 2>"$tmp/synth.err"
 ok $? "synth --preset tiny writes a model"
 
@@ -128,6 +128,12 @@ printf '/quit \nhello there\n' | "$bin" chat -m "$model" -n 4 >"$tmp/q.out" 2>"$
 rc=$?
 [ "$rc" -eq 0 ] && [ ! -s "$tmp/q.out" ] && [ ! -s "$tmp/q.err" ]
 ok $? "'/quit ' (a trailing blank) is /quit (rc $rc)"
+# a tab is a blank too: after a command, and as a line of blanks alone (no message)
+printf ' \t \n\t\n/quit\t\nhello there\n' | "$bin" chat -m "$model" -n 4 >"$tmp/q.out" \
+    2>"$tmp/q.err"
+rc=$?
+[ "$rc" -eq 0 ] && [ ! -s "$tmp/q.out" ] && [ ! -s "$tmp/q.err" ]
+ok $? "lines of blanks and tabs are no message, '/quit<TAB>' is /quit (rc $rc)"
 printf '//usr/bin/env: what is it?\n' | "$bin" chat -m "$model" --temperature 0 -n 8 \
     >"$tmp/sl.out" 2>"$tmp/sl.err" &&
     "$bin" run -m "$model" --device cpu --temperature 0 -n 8 \
@@ -142,6 +148,11 @@ rc=$?
     grep -q "unknown command '/usr/bin/env: what is it?' .*starts with // is sent" "$tmp/u.err"
 ok $? "an unknown command says how to send a line starting with / (rc $rc)"
 
+# a line ended by CR LF (a file from Windows) is the message without the CR
+printf 'hello there\r\n' | "$bin" chat -m "$model" --temperature 0 -n 8 >"$tmp/cr.out" 2>&1
+rc=$?
+[ "$rc" -eq 0 ] && cmp -s "$tmp/cr.out" "$tmp/b.out"
+ok $? "a line ended by CR LF gets the reply of the line without CR (rc $rc)"
 # a last line without its newline is still a message
 printf 'hello there' | "$bin" chat -m "$model" --temperature 0 -n 8 >"$tmp/c.out" 2>"$tmp/c.err"
 rc=$?
@@ -292,6 +303,10 @@ rc=$?
         "$tmp/cf.err" && [ ! -s "$tmp/b.err" ]
 ok $? "a reply that fills --ctx 12 says so, the next message names the conversation, a reply \
 cut by -n says nothing (rc $rc: $(cat "$tmp/cf.err" "$tmp/b.err" | tr '\n' ' '))"
+"$bin" chat -m "$model" extra </dev/null >/dev/null 2>"$tmp/x.err"
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "unexpected argument 'extra'" "$tmp/x.err"
+ok $? "an argument after the flags is a usage error, messages come on stdin (rc $rc)"
 "$bin" chat --help | grep -q -- '--think'
 ok $? "--help lists the flags"
 tap_exit
