@@ -21,7 +21,7 @@ turn_field() {
 make_tmp chat
 model="$tmp/tiny"
 
-echo "1..40"
+echo "1..41"
 "$bin" synth --preset tiny --layers 2 -q -o "$model" >/dev/null 2>"$tmp/synth.err"
 ok $? "synth --preset tiny writes a model"
 
@@ -307,6 +307,11 @@ cut by -n says nothing (rc $rc: $(cat "$tmp/cf.err" "$tmp/b.err" | tr '\n' ' '))
 rc=$?
 [ "$rc" -eq 2 ] && grep -q "unexpected argument 'extra'" "$tmp/x.err"
 ok $? "an argument after the flags is a usage error, messages come on stdin (rc $rc)"
+printf 'hello there\n' | "$bin" chat -m "$tmp/nobos" --temperature 0 -n 1 >/dev/null \
+    2>"$tmp/bos6.err"
+rc=$?
+[ "$rc" -eq 0 ] && [ "$(grep -c 'no BOS is prepended' "$tmp/bos6.err")" -eq 1 ]
+ok $? "no BOS token at all: chat warns once too (rc $rc: $(cat "$tmp/bos6.err"))"
 "$bin" chat --help | grep -q -- '--think'
 ok $? "--help lists the flags"
 tap_exit
