@@ -9,7 +9,7 @@
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 dir="$MT_TEST_DATA/deepseek-v3.2"
 
-echo "1..34"
+echo "1..36"
 json=$("$bin" inspect --config-only -m "$dir" --json)
 ok $? "inspect --config-only --json exits 0"
 printf '%s\n' "$json" | grep -q '"routed_expert_bytes": 44050944,'
@@ -142,6 +142,17 @@ tb=$(sed -n "s/.*\"token_bytes\":{$tok}.*/\\1 \\2 \\3/p" "$tmp/flat.json")
 set -- $tb
 [ "$#" -eq 3 ] && [ "$2" = 20439638016 ] && [ "$3" = $(($1 + $2)) ]
 ok $? "JSON: token_bytes routed 8 x 58 x 44050944 = 20439638016, total = always_on + routed ($tb)"
+# --config FILE alone is --config-only on that file: the same figures, no model directory
+"$bin" inspect --config "$dir/config.json" --json >"$tmp/cfg.json" 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 0 ] && grep -q '"model": null,' "$tmp/cfg.json" &&
+    [ "$(grep -v '"model\|"config"' "$tmp/cfg.json")" = \
+        "$(printf '%s\n' "$json" | grep -v '"model\|"config"')" ]
+ok $? "--config FILE alone: the figures of -m DIR --config-only, model null (rc $rc)"
+"$bin" inspect --config '' >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 2 ] && grep -q 'non-empty path' "$tmp/err"
+ok $? "an empty --config is a usage error (rc $rc)"
 printf '%s\n' "$json" | tr -d ' \n' | grep -q '"mtp_bytes":15438725568,' &&
     "$bin" inspect --config-only -m "$dir" --gpu-mem 1G --json | tr -d ' \n' |
     grep -q '"max_positions":163840,'
