@@ -11,7 +11,7 @@
 make_tmp stream-run
 m="$tmp/small"
 
-echo "1..23"
+echo "1..24"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 ids="5,17,900,33,4242,7,12,99,1000,65000,3,8,21,400,77,2,19,4096,123,88,6,31,250,11,9"
@@ -122,6 +122,23 @@ $(ls "$tmp/sig" | tr '\n' ' ')"
 signal TERM
 [ "$rc" -eq 143 ] && [ "$(ls "$tmp/sig")" = b ]
 ok $? "pack terminated by SIGTERM exits 143 (rc $rc), leaving no .partial file"
+# the flag is read between experts: a pack slowed to 200 ms an expert (192 experts, some 40 s)
+# ends within seconds of SIGINT, not after copying the rest
+rm -rf "$tmp/sig" && mkdir "$tmp/sig"
+MT_PACK_THROTTLE_MS=200 "$bin" pack -q -m "$m" -o "$tmp/sig/a" >/dev/null 2>"$tmp/sig.err" &
+pid=$!
+i=0
+while [ $i -lt 600 ] && ! ls "$tmp/sig"/*.partial >/dev/null 2>&1; do
+    sleep 0.05
+    i=$((i + 1))
+done
+t0=$(date +%s)
+kill -s INT "$pid" 2>/dev/null
+wait "$pid"
+rc=$?
+dt=$(($(date +%s) - t0))
+[ "$rc" -eq 130 ] && [ "$dt" -le 10 ] && [ -z "$(ls "$tmp/sig")" ]
+ok $? "SIGINT stops a pack of 200 ms an expert within $dt s (at most 10), rc $rc, nothing left"
 "$bin" pack -m "$m" 2>"$tmp/err" >/dev/null
 [ $? -eq 2 ]
 ok $? "pack without -o is a usage error (exit 2)"
