@@ -21,7 +21,7 @@ turn_field() {
 make_tmp chat
 model="$tmp/tiny"
 
-echo "1..31"
+echo "1..41"
 "$bin" synth --preset tiny --layers 2 -q -o "$model" >/dev/null 2>"$tmp/synth.err"
 ok $? "synth --preset tiny writes a model"
 
@@ -89,6 +89,13 @@ rc=$?
     "$tmp/c.err" && ! grep -q "the model's 3 positions" "$tmp/c.err"
 ok $? "a message past --ctx 3 names --ctx (rc $rc: $(grep -- 'positions' "$tmp/c.err"))"
 
+# a message of exactly --ctx tokens leaves no room for the reply: refused as too long
+printf 'hello there\n' | "$bin" chat -m "$model" --temperature 0 -n 8 --ctx "$p1" >"$tmp/ce.out" \
+    2>"$tmp/ce.err"
+rc=$?
+[ "$rc" -eq 1 ] && grep -q "the message is $p1 tokens .* --ctx's $p1 positions" "$tmp/ce.err" &&
+    ! grep -q 'context is full' "$tmp/ce.err"
+ok $? "a message of $p1 tokens with --ctx $p1 is refused (rc $rc: $(cat "$tmp/ce.err"))"
 # a --system longer than the context: refused at the start, not blamed on every message
 sys=$(awk 'BEGIN { for (i = 0; i < 5000; i++) printf "a " }')
 printf 'hello there\n' | "$bin" chat -m "$model" --temperature 0 -n 8 --system "$sys" \
@@ -121,6 +128,12 @@ printf '/quit \nhello there\n' | "$bin" chat -m "$model" -n 4 >"$tmp/q.out" 2>"$
 rc=$?
 [ "$rc" -eq 0 ] && [ ! -s "$tmp/q.out" ] && [ ! -s "$tmp/q.err" ]
 ok $? "'/quit ' (a trailing blank) is /quit (rc $rc)"
+# a tab is a blank too: after a command, and as a line of blanks alone (no message)
+printf ' \t \n\t\n/quit\t\nhello there\n' | "$bin" chat -m "$model" -n 4 >"$tmp/q.out" \
+    2>"$tmp/q.err"
+rc=$?
+[ "$rc" -eq 0 ] && [ ! -s "$tmp/q.out" ] && [ ! -s "$tmp/q.err" ]
+ok $? "lines of blanks and tabs are no message, '/quit<TAB>' is /quit (rc $rc)"
 printf '//usr/bin/env: what is it?\n' | "$bin" chat -m "$model" --temperature 0 -n 8 \
     >"$tmp/sl.out" 2>"$tmp/sl.err" &&
     "$bin" run -m "$model" --device cpu --temperature 0 -n 8 \
@@ -135,6 +148,11 @@ rc=$?
     grep -q "unknown command '/usr/bin/env: what is it?' .*starts with // is sent" "$tmp/u.err"
 ok $? "an unknown command says how to send a line starting with / (rc $rc)"
 
+# a line ended by CR LF (a file from Windows) is the message without the CR
+printf 'hello there\r\n' | "$bin" chat -m "$model" --temperature 0 -n 8 >"$tmp/cr.out" 2>&1
+rc=$?
+[ "$rc" -eq 0 ] && cmp -s "$tmp/cr.out" "$tmp/b.out"
+ok $? "a line ended by CR LF gets the reply of the line without CR (rc $rc)"
 # a last line without its newline is still a message
 printf 'hello there' | "$bin" chat -m "$model" --temperature 0 -n 8 >"$tmp/c.out" 2>"$tmp/c.err"
 rc=$?
@@ -239,6 +257,61 @@ rc=$?
 [ "$rc" -eq 0 ] && [ "$(grep -c 'no BOS is prepended' "$tmp/bos5.err")" -eq 1 ] &&
     [ "$(logits_t "$tmp/bos5.bin")" -eq "$(echo "$hello" | tr , '\n' | grep -c .)" ]
 ok $? "no BOS token at all: one warning, the prompt is the text's ids alone (rc $rc)"
+# the defaults --help names: -n 512, --temperature 1, --top-p 0.95, --top-k 0, --seed 0 (the
+# reply runs to its 512 tokens, -v says 511 decoded after the prefill's first)
+printf 'hello there\n' | "$bin" chat -m "$model" -v >"$tmp/df.out" 2>"$tmp/df.err" &&
+    printf 'hello there\n' | "$bin" chat -m "$model" -n 512 --temperature 1 --top-p 0.95 \
+        --top-k 0 --seed 0 >"$tmp/dx.out" 2>/dev/null
+rc=$?
+dd=$(turn_field 1 decode "$tmp/df.err")
+[ "$rc" -eq 0 ] && [ -s "$tmp/df.out" ] && cmp -s "$tmp/df.out" "$tmp/dx.out" && [ "$dd" = 511 ]
+ok $? "no sampling flags: the reply of -n 512 --temperature 1 --top-p 0.95 --top-k 0 --seed 0 \
+(decode $dd, rc $rc)"
+# a --system is kept across /reset: the turn after it has the first turn's prompt
+printf 'hello there\n/reset\nhello there\n' | "$bin" chat -m "$model" --temperature 0 -n 1 \
+    --system "be brief" -v >/dev/null 2>"$tmp/sr.err"
+rc=$?
+s1=$(turn_field 1 prompt "$tmp/sr.err")
+s2=$(turn_field 2 prompt "$tmp/sr.err")
+[ "$rc" -eq 0 ] && [ -n "$s1" ] && [ "$s1" = "$ps" ] && [ "$s2" = "$s1" ]
+ok $? "--system is kept across /reset (prompt $s1, then $s2 tokens; with it $ps; rc $rc)"
+# --system against --ctx: BOS + its text is n tokens; the context must hold more than those
+ns=$(printf '<｜begin▁of▁sentence｜>be brief' | "$bin" tokenize -m "$model" --special | wc -w)
+printf 'hello there\n' | "$bin" chat -m "$model" --system "be brief" --ctx "$ns" >"$tmp/sc.out" \
+    2>"$tmp/sc.err"
+rc=$?
+[ "$rc" -eq 1 ] && [ ! -s "$tmp/sc.out" ] && [ "$(grep -c . "$tmp/sc.err")" -eq 1 ] &&
+    grep -q -- "--system is $ns tokens .* holds $ns positions" "$tmp/sc.err"
+ok $? "--system of $ns tokens with --ctx $ns: refused at the start (rc $rc: $(cat "$tmp/sc.err"))"
+# one more position holds it; then a message that does not fit is the message's fault, not the
+# conversation's (the system prompt is no earlier turn)
+printf 'hello there\n' | "$bin" chat -m "$model" --system "be brief" --ctx $((ns + 1)) \
+    >/dev/null 2>"$tmp/sd.err"
+rc=$?
+[ "$rc" -eq 1 ] && ! grep -q -- '--system' "$tmp/sd.err" &&
+    grep -q "the message is $ps tokens in the prompt format, and --ctx's $((ns + 1)) positions" \
+        "$tmp/sd.err"
+ok $? "--system with --ctx $((ns + 1)): accepted; a message of $ps tokens is named as the message \
+(rc $rc: $(cat "$tmp/sd.err"))"
+# a reply that reaches --ctx says the context is full; a reply cut by -n says nothing; the next
+# message past --ctx names the conversation
+printf 'hello there\nhow are you\n' | "$bin" chat -m "$model" --temperature 0 -n 8 --ctx 12 \
+    >/dev/null 2>"$tmp/cf.err"
+rc=$?
+[ "$rc" -eq 1 ] && [ "$(grep -c 'the context is full (12 tokens)' "$tmp/cf.err")" -eq 1 ] &&
+    grep -q "the conversation is [0-9]* tokens with this message, and --ctx's 12 pos" \
+        "$tmp/cf.err" && [ ! -s "$tmp/b.err" ]
+ok $? "a reply that fills --ctx 12 says so, the next message names the conversation, a reply \
+cut by -n says nothing (rc $rc: $(cat "$tmp/cf.err" "$tmp/b.err" | tr '\n' ' '))"
+"$bin" chat -m "$model" extra </dev/null >/dev/null 2>"$tmp/x.err"
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "unexpected argument 'extra'" "$tmp/x.err"
+ok $? "an argument after the flags is a usage error, messages come on stdin (rc $rc)"
+printf 'hello there\n' | "$bin" chat -m "$tmp/nobos" --temperature 0 -n 1 >/dev/null \
+    2>"$tmp/bos6.err"
+rc=$?
+[ "$rc" -eq 0 ] && [ "$(grep -c 'no BOS is prepended' "$tmp/bos6.err")" -eq 1 ]
+ok $? "no BOS token at all: chat warns once too (rc $rc: $(cat "$tmp/bos6.err"))"
 "$bin" chat --help | grep -q -- '--think'
 ok $? "--help lists the flags"
 tap_exit

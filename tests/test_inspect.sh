@@ -9,7 +9,7 @@
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 dir="$MT_TEST_DATA/deepseek-v3.2"
 
-echo "1..25"
+echo "1..36"
 json=$("$bin" inspect --config-only -m "$dir" --json)
 ok $? "inspect --config-only --json exits 0"
 printf '%s\n' "$json" | grep -q '"routed_expert_bytes": 44050944,'
@@ -111,6 +111,83 @@ got=$("$bin" inspect --config-only -m "$dir" --gpu-mem 1T --json | tr -d ' \n' |
     sed -n 's/.*"fp8_indexer":{"fp32":\([0-9]*\),"bf16":\([0-9]*\),"fp8":\([0-9]*\)}.*/\1 \2 \3/p')
 [ "$got" = "163840 163840 163840" ]
 ok $? "--gpu-mem 1T: capped at the model's 163,840 positions (got $got)"
+# the KV room itself, by hand: 24 GiB less the always-on weights without the embedding
+# (other_bytes 19,963,965,120 less 129,280 x 7,168 bf16 = 1,853,358,080 B) less the 1.5 GiB
+# workspace = 25,769,803,776 - 18,110,607,040 - 1,610,612,736
+[ "$room" = 6048584000 ]
+ok $? "--gpu-mem 24G: KV room 6,048,584,000 B (got $room)"
+# a GPU smaller than the always-on weights has no room: no context at all, not a wrapped size
+fit=$("$bin" inspect --config-only -m "$dir" --gpu-mem 1G --json | tr -d ' \n')
+lat='"fp32":\([0-9]*\),"bf16":\([0-9]*\),"fp8":\([0-9]*\)'
+got="$(printf '%s' "$fit" | sed -n 's/.*"kv_room":\([0-9]*\),.*/\1/p') $(printf '%s' "$fit" |
+    sed -n "s/.*\"exact_indexer\":{$lat}.*/\\1 \\2 \\3/p")"
+[ "$got" = "0 0 0 0" ]
+ok $? "--gpu-mem 1G (less than the weights): KV room 0, no context (got '$got')"
+# the text marks the capped contexts and says why
+"$bin" inspect --config-only -m "$dir" --gpu-mem 1T >"$tmp/cap.txt"
+[ "$(grep -o '163,840\*' "$tmp/cap.txt" | wc -l)" -eq 6 ] &&
+    grep -q "\* the model's 163,840 positions" "$tmp/cap.txt"
+ok $? "--gpu-mem 1T (text): each capped context is starred, the footnote names the positions"
+# the sums the JSON carries beside the spec's figures: 3 dense + 58 MoE layers; the total is main
+# + MTP (654,068,416,512 + 19,963,965,120 + 15,438,725,568); per token 8 experts x 58 layers x
+# 44,050,944 B routed; the KV cache 1,284 B x 61 layers a token (bf16 latent 1,024 + k_pe 128 +
+# fp8 indexer key 128 + scale 4), 128K tokens 131,072 of those
+printf '%s\n' "$json" | tr -d ' \n' > "$tmp/flat.json"
+grep -q '"dense_layers":3,"moe_layers":58,"mtp_layers":1,' "$tmp/flat.json" &&
+    grep -q '"total_bytes":689471107200,' "$tmp/flat.json" &&
+    grep -q '"kv_bytes_per_token":78324,"kv_bytes_128k":10266083328,' "$tmp/flat.json"
+ok $? "JSON: 3 dense + 58 MoE layers, total_bytes 689471107200, KV 78324 B a token (128K: x 131072)"
+tok='"always_on":\([0-9]*\),"routed":\([0-9]*\),"total":\([0-9]*\)'
+tb=$(sed -n "s/.*\"token_bytes\":{$tok}.*/\\1 \\2 \\3/p" "$tmp/flat.json")
+set -- $tb
+[ "$#" -eq 3 ] && [ "$2" = 20439638016 ] && [ "$3" = $(($1 + $2)) ]
+ok $? "JSON: token_bytes routed 8 x 58 x 44050944 = 20439638016, total = always_on + routed ($tb)"
+# --config FILE alone is --config-only on that file: the same figures, no model directory
+"$bin" inspect --config "$dir/config.json" --json >"$tmp/cfg.json" 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 0 ] && grep -q '"model": null,' "$tmp/cfg.json" &&
+    [ "$(grep -v '"model\|"config"' "$tmp/cfg.json")" = \
+        "$(printf '%s\n' "$json" | grep -v '"model\|"config"')" ]
+ok $? "--config FILE alone: the figures of -m DIR --config-only, model null (rc $rc)"
+"$bin" inspect --config '' >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 2 ] && grep -q 'non-empty path' "$tmp/err"
+ok $? "an empty --config is a usage error (rc $rc)"
+printf '%s\n' "$json" | tr -d ' \n' | grep -q '"mtp_bytes":15438725568,' &&
+    "$bin" inspect --config-only -m "$dir" --gpu-mem 1G --json | tr -d ' \n' |
+    grep -q '"max_positions":163840,'
+ok $? "JSON: mtp_bytes 15438725568 (config.json has 1 MTP layer); context_fits.max_positions 163840"
+printf '%s\n' "$text" | head -n 1 | grep -q ' (config only)$' &&
+    ! printf '%s\n' "$out" | head -n 1 | grep -q 'config only'
+ok $? "text: the first line says (config only) for --config-only, not for a checkpoint"
+# a checkpoint without the MTP layer its config.json names (synth --no-mtp): the MTP row is 0,
+# the total is the main model's (the same as with the layer, which adds its bytes)
+"$bin" synth -q -o "$tmp/nomtp" --preset tiny --layers 2 --no-mtp >/dev/null 2>&1 &&
+    "$bin" synth -q -o "$tmp/mtp" --preset tiny --layers 2 >/dev/null 2>&1 &&
+    grep -q '"num_nextn_predict_layers": *1' "$tmp/nomtp/config.json" ||
+    bail_out "synth --no-mtp failed"
+"$bin" inspect -m "$tmp/nomtp" --json | tr -d ' \n' >"$tmp/nomtp.json" &&
+    "$bin" inspect -m "$tmp/mtp" --json | tr -d ' \n' >"$tmp/mtp.json" &&
+    "$bin" inspect -m "$tmp/nomtp" >"$tmp/nomtp.txt"
+rc=$?
+num() { sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p" "$2"; }
+mm=$(num main_bytes "$tmp/mtp.json")
+mb=$(num mtp_bytes "$tmp/mtp.json")
+[ "$rc" -eq 0 ] && grep -q '"mtp":{"params":0,"bytes":0}' "$tmp/nomtp.json" &&
+    [ "$(num mtp_bytes "$tmp/nomtp.json")" = 0 ] &&
+    [ "$(num main_bytes "$tmp/nomtp.json")" = "$mm" ] &&
+    [ "$(num total_bytes "$tmp/nomtp.json")" = "$mm" ] && [ "$mb" -gt 0 ] &&
+    [ "$(num total_bytes "$tmp/mtp.json")" = $((mm + mb)) ] &&
+    grep -q '1 MTP layer (absent from the checkpoint)' "$tmp/nomtp.txt" &&
+    ! grep -q '^MTP layer' "$tmp/nomtp.txt"
+ok $? "a checkpoint without its MTP layer: 0 MTP bytes, total = main $mm (with it: + $mb) (rc $rc)"
+# the text's architecture lines, from config.json by hand: 61 layers of which the first 3
+# (first_k_dense_replace) dense; YaRN factor 40 over 4,096 positions; FP8 with ue8m0 scales
+printf '%s\n' "$text" | grep -q '^  layers *61: 3 dense + 58 MoE, + 1 MTP layer$' &&
+    printf '%s\n' "$text" | grep -q '^  positions *163,840 (YaRN x40 of 4,096, theta 10000)$' &&
+    printf '%s\n' "$text" | grep -q "^  storage *FP8 e4m3 linears with 128x128 F32 block \
+scales, ue8m0; other tensors bfloat16\$"
+ok $? "text: 3 dense + 58 MoE layers, YaRN x40 of 4,096 positions, FP8 storage with ue8m0 scales"
 "$bin" inspect --config-only -m "$dir" --gpu-mem 0 >/dev/null 2>&1
 [ $? -eq 2 ]
 ok $? "--gpu-mem 0 is a usage error"

@@ -18,7 +18,7 @@ prompt=$(printf '%s' "$flat" | sed -n 's/.*"prompts":\[\[\([0-9,]*\)\].*/\1/p')
 want=$(printf '%s' "$flat" | sed -n 's/.*"greedy":\[\[\([0-9,]*\)\].*/\1/p' | tr ',' ' ')
 ntok=$(printf '%s\n' "$prompt" | tr ',' '\n' | wc -l)
 
-echo "1..49"
+echo "1..51"
 got=$("$bin" run -m "$dir" --device cpu --prompt-ids "$prompt" -n 20 --print-ids \
       --dump-logits "$tmp/l.bin" 2>"$tmp/err")
 ok $? "run --print-ids --dump-logits exits 0"
@@ -325,4 +325,35 @@ logits_per_value indexer "$(seq -s, 3 200)" exact fp8
 [ -s "$tmp/indexer-default.bin" ] && cmp -s "$tmp/indexer-default.bin" "$tmp/indexer-exact.bin" &&
     [ -s "$tmp/indexer-fp8.bin" ] && ! cmp -s "$tmp/indexer-default.bin" "$tmp/indexer-fp8.bin"
 ok $? "--indexer: exact by default, fp8 gives other logits on a 198-token prompt"
+# ids past the tokenizer's vocabulary (padding rows of the embedding, 607..1023 in the tiny
+# model) print as <id> among the text: greedy after 0,5,6 the tiny model picks some; the <id>s
+# in the text are exactly the ids `tokenize --decode` refuses, in order
+pids=$("$bin" run -m "$tiny" --device cpu --prompt-ids 0,5,6 -n 12 --print-ids 2>/dev/null)
+ptext=$("$bin" run -m "$tiny" --device cpu --prompt-ids 0,5,6 -n 12 2>/dev/null)
+want=""
+for i in $pids; do
+    printf '%s' "$i" | "$bin" tokenize -m "$tiny" --decode >/dev/null 2>&1 || want="$want<$i>"
+done
+got=$(printf '%s' "$ptext" | grep -o '<[0-9]*>' | tr -d '\n')
+[ "$(printf '%s\n' "$pids" | wc -w)" -eq 12 ] && [ -n "$want" ] && [ "$got" = "$want" ] &&
+    [ -n "$(printf '%s' "$ptext" | sed 's/<[0-9]*>//g')" ]
+ok $? "ids past the tokenizer print as <id> among the text (ids '$pids': '$got', want '$want')"
+# without --ctx the caches hold the prompt and -n when that is more than 8,192 positions
+# (cli_common.h, mt_cli_ctx): the tiny model given 10,000 positions runs a prompt of 8,192 ids
+# with -n 2 to its end, where a context of 8,192 would stop it after one token (a CPU prefill of
+# some 30 CPU seconds; test_gpu_run.sh runs the same past 8,192 on the GPU)
+mkdir "$tmp/long" && for f in "$tiny"/*; do ln -s "$f" "$tmp/long/"; done &&
+    rm "$tmp/long/config.json" &&
+    sed 's/"max_position_embeddings": *4096/"max_position_embeddings": 10000/' \
+        "$tiny/config.json" >"$tmp/long/config.json" &&
+    grep -q '"max_position_embeddings": *10000' "$tmp/long/config.json" ||
+    bail_out "cannot write a config of 10,000 positions for the tiny model"
+seq 1 8192 | awk '{ printf "%d ", ($1 * 7919) % 509 + 1 }' >"$tmp/long.txt"
+got=$("$bin" run -m "$tmp/long" --device cpu --prompt-ids @"$tmp/long.txt" -n 2 --print-ids \
+    2>"$tmp/err")
+rc=$?
+[ "$rc" -eq 0 ] && [ "$(printf '%s\n' "$got" | wc -w)" -eq 2 ] &&
+    ! grep -q 'generation stopped' "$tmp/err"
+ok $? "8,192 prompt ids and -n 2 without --ctx: 2 ids, the context sized for both \
+(rc $rc, '$got': $(grep -e 'stopped' -e 'positions' "$tmp/err" | head -c 300))"
 tap_exit

@@ -15,7 +15,7 @@ need jq "JSON in shell tests; apt-get install jq"
 make_tmp run-report
 m="$tmp/small"
 
-echo "1..34"
+echo "1..35"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 cat >"$tmp/cpu.json" <<'JSON'
@@ -58,6 +58,13 @@ ok $? "per phase the pairs of all tiers are k x MoE layers x tokens"
 jq -e '. as $r | [[.prefill, .decode][] | .tiers[] | .bytes == .runs * $r.expert_bytes] | all' \
     "$tmp/r.json" >/dev/null
 ok $? "per tier bytes = runs x expert bytes"
+# each run of a streamed expert acquires it once, counted in the phase it ran in: per phase the
+# stream's hits + late hits + misses are the NVMe tier's runs, and its hit rate is the hits and
+# late hits (ready or loading when asked for) over those
+jq -e '[.prefill, .decode] | all(.stream as $s | .tiers.nvme.runs as $n |
+        $n > 0 and $s.hits + $s.late_hits + $s.misses == $n and
+        (($s.hit_rate - ($s.hits + $s.late_hits) / $n) | fabs) < 1e-6)' "$tmp/r.json" >/dev/null
+ok $? "per phase stream hits + late hits + misses = NVMe runs, hit rate = (hits + late) / runs"
 jq -e '.decode.tiers["dram-cpu"].runs > 0 and .decode.tiers.nvme.runs > 0 and
        .decode.tiers.gpu.runs == 0 and .decode.tiers["dram-pcie"].runs == 0 and
        .decode.tiers["dram-cpu"].seconds > 0 and .decode.tiers.nvme.seconds > 0' \

@@ -11,7 +11,7 @@
 make_tmp stream-run
 m="$tmp/small"
 
-echo "1..21"
+echo "1..24"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 ids="5,17,900,33,4242,7,12,99,1000,65000,3,8,21,400,77,2,19,4096,123,88,6,31,250,11,9"
@@ -122,6 +122,23 @@ $(ls "$tmp/sig" | tr '\n' ' ')"
 signal TERM
 [ "$rc" -eq 143 ] && [ "$(ls "$tmp/sig")" = b ]
 ok $? "pack terminated by SIGTERM exits 143 (rc $rc), leaving no .partial file"
+# the flag is read between experts: a pack slowed to 200 ms an expert (192 experts, some 40 s)
+# ends within seconds of SIGINT, not after copying the rest
+rm -rf "$tmp/sig" && mkdir "$tmp/sig"
+MT_PACK_THROTTLE_MS=200 "$bin" pack -q -m "$m" -o "$tmp/sig/a" >/dev/null 2>"$tmp/sig.err" &
+pid=$!
+i=0
+while [ $i -lt 600 ] && ! ls "$tmp/sig"/*.partial >/dev/null 2>&1; do
+    sleep 0.05
+    i=$((i + 1))
+done
+t0=$(date +%s)
+kill -s INT "$pid" 2>/dev/null
+wait "$pid"
+rc=$?
+dt=$(($(date +%s) - t0))
+[ "$rc" -eq 130 ] && [ "$dt" -le 10 ] && [ -z "$(ls "$tmp/sig")" ]
+ok $? "SIGINT stops a pack of 200 ms an expert within $dt s (at most 10), rc $rc, nothing left"
 "$bin" pack -m "$m" 2>"$tmp/err" >/dev/null
 [ $? -eq 2 ]
 ok $? "pack without -o is a usage error (exit 2)"
@@ -161,4 +178,23 @@ rc=$?
     [ "$got2" = "$want" ]
 ok $? "a checkpoint of $n_shards shards streams and packs: '$got' / '$got2' (want '$want') \
 $(grep -m1 'files' "$tmp/err")"
+# pack takes up to 1,024 -o (its --help says so): 1,024 get past the flags to the check of the
+# directory (missing here: exit 1), 1,025 are a usage error naming the limit
+outs=$(for i in $(seq 1 1024); do echo "-o $tmp/no/such/dir/s$i"; done)
+"$bin" pack -q -m "$tmp/tiny" $outs >/dev/null 2>"$tmp/err"
+rc1=$?
+head -1 "$tmp/err" >"$tmp/err1"
+"$bin" pack -q -m "$tmp/tiny" $outs -o "$tmp/no/such/dir/s1025" >/dev/null 2>"$tmp/err"
+rc2=$?
+[ "$rc1" -eq 1 ] && grep -q "no/such/dir" "$tmp/err1" && [ "$rc2" -eq 2 ] &&
+    grep -q "at most 1024 output files" "$tmp/err"
+ok $? "pack with 1,024 -o: past the flags (rc $rc1); 1,025: usage error (rc $rc2: \
+$(head -1 "$tmp/err"))"
+# pack --verify reads the finished store back (and says so), without it pack does not
+"$bin" pack -m "$tmp/tiny" -o "$tmp/v0" --verify >/dev/null 2>"$tmp/v0.err" &&
+    "$bin" pack -m "$tmp/tiny" -o "$tmp/v1" >/dev/null 2>"$tmp/v1.err"
+rc=$?
+[ "$rc" -eq 0 ] && grep -q 'reading the store back, checking every CRC32C' "$tmp/v0.err" &&
+    ! grep -q 'reading the store back' "$tmp/v1.err"
+ok $? "pack --verify reads the store back, pack alone does not (rc $rc)"
 tap_exit

@@ -11,7 +11,7 @@ tokdir="$MT_TEST_DATA/tokenizer"
 
 make_tmp tokenize
 
-echo "1..17"
+echo "1..19"
 
 # every byte value once, then text with an overlong '/', a lone surrogate and a cut-off character
 i=0
@@ -78,9 +78,17 @@ ok $? "stdin of 256 MiB + 1 byte exits 1 naming the limit (rc $rc: $(head -c 200
 if [ -w /dev/full ]; then
     printf 'hello' | "$bin" tokenize -m "$tokdir" >/dev/full 2>"$tmp/err"
     rc=$?
-    [ "$rc" -eq 1 ] && grep -q 'cannot write to stdout' "$tmp/err"
-    ok $? "output that cannot be written exits 1 with a message (rc $rc)"
+    [ "$rc" -eq 1 ] && grep -q 'cannot write to stdout' "$tmp/err" &&
+        [ "$(wc -l <"$tmp/err")" -eq 1 ]
+    ok $? "output that cannot be written exits 1 with one message (rc $rc: $(cat "$tmp/err"))"
+    printf '1 2' | "$bin" tokenize -m "$tokdir" --decode >/dev/full 2>"$tmp/err"
+    rc=$?
+    [ "$rc" -eq 1 ] && grep -q 'cannot write to stdout' "$tmp/err" &&
+        [ "$(wc -l <"$tmp/err")" -eq 1 ]
+    ok $? "--decode output that cannot be written exits 1 with one message (rc $rc: \
+$(cat "$tmp/err"))"
 else
+    ok 0 "# SKIP no /dev/full"
     ok 0 "# SKIP no /dev/full"
 fi
 
@@ -92,4 +100,8 @@ rc2=$?
 rc3=$?
 [ "$rc1" -eq 2 ] && [ "$rc2" -eq 2 ] && [ "$rc3" -eq 1 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ]
 ok $? "no -m and an unknown flag exit 2, a missing tokenizer 1 with one message ($rc1 $rc2 $rc3)"
+printf 'hello' | "$bin" tokenize -m "$tokdir" extra >"$tmp/out" 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 2 ] && [ ! -s "$tmp/out" ] && grep -q "unexpected argument 'extra'" "$tmp/err"
+ok $? "an argument after the flags is a usage error, the text comes on stdin (rc $rc)"
 tap_exit
