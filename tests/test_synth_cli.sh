@@ -147,13 +147,15 @@ sums "$tmp/x" | cmp -s - "$tmp/x.sum"
 ok $? "... leaving the old checkpoint byte for byte, no staging directory in it"
 
 # A staging directory a killed synth left (SIGKILL cannot be caught): refused without --force...
-mkdir "$tmp/stale" "$tmp/stale/.synth-Ab3xY9" "$tmp/stale/.synth-mine" &&
+mkdir "$tmp/stale" "$tmp/stale/.synth-Ab3xY9" "$tmp/stale/.synth-mine" \
+      "$tmp/stale/.synth-Ab3xY9Z" "$tmp/stale/.synth-Ab3_Y9" &&
     echo partial >"$tmp/stale/.synth-Ab3xY9/model-00001-of-000002.safetensors.partial" &&
     ln -s "$tmp/ref" "$tmp/stale/.synth-LnK456" || bail_out "cannot make a stale staging directory"
 "$bin" synth -q -o "$tmp/stale" --preset tiny --layers 2 --seed 1 >/dev/null 2>"$tmp/err"
 rc=$?
-[ "$rc" -eq 1 ] && grep -q "is not empty" "$tmp/err"
-ok $? "synth into a directory holding a stale staging directory, without --force: exit 1 (rc $rc)"
+[ "$rc" -eq 1 ] && grep -q "is not empty" "$tmp/err" && [ -d "$tmp/stale/.synth-Ab3xY9" ]
+ok $? "synth into a directory holding a stale staging directory, without --force: exit 1 (rc $rc), \
+the directory untouched"
 # ... and removed with --force: only a directory named as synth names them, nothing else
 "$bin" synth -q -o "$tmp/stale" --preset tiny --layers 2 --seed 1 --force >/dev/null 2>"$tmp/err"
 rc=$?
@@ -162,9 +164,12 @@ ok $? "synth --force into it succeeds (rc $rc) $(head -n 1 "$tmp/err")"
 [ ! -e "$tmp/stale/.synth-Ab3xY9" ]
 ok $? "... removing the stale staging directory"
 [ -d "$tmp/stale/.synth-mine" ] && [ -L "$tmp/stale/.synth-LnK456" ] &&
+    [ -d "$tmp/stale/.synth-Ab3xY9Z" ] && [ -d "$tmp/stale/.synth-Ab3_Y9" ] &&
     [ "$(ls "$tmp/ref" | wc -l)" -eq 6 ]
-ok $? "... but not a directory of another name, nor a link (nor what it points to)"
-rm -r "$tmp/stale/.synth-mine" "$tmp/stale/.synth-LnK456"
+ok $? "... but not a directory of another name (7 letters, or an underscore), nor a link (nor \
+what it points to)"
+rm -r "$tmp/stale/.synth-mine" "$tmp/stale/.synth-LnK456" "$tmp/stale/.synth-Ab3xY9Z" \
+    "$tmp/stale/.synth-Ab3_Y9"
 sums "$tmp/stale" | cmp -s - "$tmp/ref.sum"
 ok $? "... and writes the checkpoint it was asked for"
 tap_exit
