@@ -461,6 +461,56 @@ test_tiny(const char *tmp)
            "--force rewrites the directory (now equal to the seed-2 checkpoint)");
 }
 
+/*
+ * mt_synth_config's overrides (synth.h): --layers runs 1 .. MT_SYNTH_MAX_LAYERS, --dense-layers
+ * 0 .. the layer count, each layer from the dense count on is MoE; the MTP default is tiny's alone.
+ */
+static void
+test_config(void)
+{
+    struct mt_synth_options o = tiny_opts("unused", 0);
+    struct mt_model_config cfg;
+    bool moe_ok = true;
+
+    mt_log_set_quiet(true);
+    o.layers = MT_SYNTH_MAX_LAYERS;
+    tap_ok(mt_synth_config(&o, &cfg) == MT_OK && cfg.num_hidden_layers == MT_SYNTH_MAX_LAYERS,
+           "--layers %d (MT_SYNTH_MAX_LAYERS) is accepted", MT_SYNTH_MAX_LAYERS);
+    o.layers = MT_SYNTH_MAX_LAYERS + 1;
+    tap_ok(mt_synth_config(&o, &cfg) == MT_ERR_INVAL, "--layers %d is refused",
+           MT_SYNTH_MAX_LAYERS + 1);
+    o.layers = 0;
+    tap_ok(mt_synth_config(&o, &cfg) == MT_ERR_INVAL, "--layers 0 is refused");
+
+    o.layers = 3;
+    o.dense_layers = 3;
+    memset(&cfg, 0, sizeof(cfg));
+    tap_ok(mt_synth_config(&o, &cfg) == MT_OK && cfg.first_k_dense_replace == 3 &&
+               !cfg.layer_is_moe[0] && !cfg.layer_is_moe[2],
+           "--layers 3 --dense-layers 3: every layer dense");
+    o.dense_layers = 0;
+    memset(&cfg, 0, sizeof(cfg));
+    if (mt_synth_config(&o, &cfg) != MT_OK) {
+        moe_ok = false;
+    }
+    for (int l = 0; l < 3; l++) {
+        moe_ok = moe_ok && cfg.layer_is_moe[l];
+    }
+    tap_ok(moe_ok && cfg.first_k_dense_replace == 0, "--dense-layers 0: every layer MoE");
+    o.layers = -1;
+    o.dense_layers = 2;
+    memset(&cfg, 0, sizeof(cfg));
+    tap_ok(mt_synth_config(&o, &cfg) == MT_OK && cfg.num_hidden_layers == 4 &&
+               !cfg.layer_is_moe[1] && cfg.layer_is_moe[2] && cfg.layer_is_moe[3],
+           "tiny --dense-layers 2: layers 0 and 1 dense, 2 and 3 MoE");
+    mt_log_set_quiet(false);
+
+    tap_ok(mt_synth_preset_mtp("tiny") && !mt_synth_preset_mtp("tiny-mla") &&
+               !mt_synth_preset_mtp("small") && !mt_synth_preset_mtp("v32-shape") &&
+               !mt_synth_preset_mtp(NULL),
+           "the MTP layer is tiny's default, not the other presets'");
+}
+
 static void
 test_variants(const char *tmp)
 {
@@ -670,6 +720,7 @@ main(void)
     tap_plan(0);
     test_fp8_encoder();
     test_generator();
+    test_config();
     test_tiny(tmp);
     test_variants(tmp);
     test_space(tmp);
