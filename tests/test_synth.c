@@ -511,6 +511,131 @@ test_config(void)
            "the MTP layer is tiny's default, not the other presets'");
 }
 
+/* A shard read back from its file: tensors in file order, an FP8 weight and its scale one unit. */
+struct shard_info {
+    uint64_t bytes;
+    uint64_t first_unit;
+    uint64_t second_unit;
+    uint64_t last_unit;
+    int n_units;
+};
+
+static int
+cmp_offset(const void *a, const void *b)
+{
+    const struct mt_st_tensor *x = *(const struct mt_st_tensor *const *)a;
+    const struct mt_st_tensor *y = *(const struct mt_st_tensor *const *)b;
+
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+/* The shards of the checkpoint in dir, at most max of them; false when a scale is apart from its
+ * weight or the files cannot be read. */
+static bool
+read_shards(const char *dir, struct shard_info *sh, int max, int *n_out)
+{
+    struct mt_st_set *set = NULL;
+    const struct mt_st_tensor **ts = NULL;
+    bool ok = mt_st_set_open(dir, &set) == MT_OK;
+    int nf = ok ? mt_st_set_file_count(set) : 0;
+    size_t n = ok ? mt_st_set_count(set) : 0;
+
+    ok = ok && nf <= max && (ts = calloc(n, sizeof(*ts))) != NULL;
+    for (int f = 0; ok && f < nf; f++) {
+        size_t k = 0;
+        uint64_t unit = 0;
+
+        for (size_t i = 0; i < n; i++) {
+            if (mt_st_set_tensor(set, i)->file == f) {
+                ts[k++] = mt_st_set_tensor(set, i);
+            }
+        }
+        qsort(ts, k, sizeof(*ts), cmp_offset);
+        memset(&sh[f], 0, sizeof(sh[f]));
+        for (size_t i = 0; i <= k; i++) {
+            size_t ln = i < k ? strlen(ts[i]->name) : 0;
+            bool scale = ln > 10 && strcmp(ts[i]->name + ln - 10, "_scale_inv") == 0;
+
+            if (scale) {
+                /* "X.weight_scale_inv" right after "X.weight" */
+                if (i == 0 || strlen(ts[i - 1]->name) != ln - 10 ||
+                    strncmp(ts[i - 1]->name, ts[i]->name, ln - 10) != 0) {
+                    tap_diag("%s is not in the shard of its weight", ts[i]->name);
+                    ok = false;
+                }
+            } else if (i > 0) { /* the unit before this tensor (or the end) is complete */
+                if (sh[f].n_units == 0) {
+                    sh[f].first_unit = unit;
+                } else if (sh[f].n_units == 1) {
+                    sh[f].second_unit = unit;
+                }
+                sh[f].last_unit = unit;
+                sh[f].n_units++;
+                unit = 0;
+            }
+            if (i < k) {
+                unit += ts[i]->nbytes;
+                sh[f].bytes += ts[i]->nbytes;
+            }
+        }
+    }
+    free(ts);
+    mt_st_set_destroy(set);
+    *n_out = nf;
+    return ok;
+}
+
+/*
+ * --shard-size (synth.h: "most tensor bytes a shard, an FP8 linear and its scale stay together"):
+ * each shard is cut just before the unit that would take it past the size, so a shard is full
+ * (the next one's first unit would not fit) and at most the size, unless one unit alone exceeds
+ * it. Without it, a checkpoint below two default shards comes in two halves.
+ */
+static void
+test_shards(const char *tmp)
+{
+    static struct shard_info sh[256];
+    struct mt_synth_options o;
+    struct mt_synth_result res = {0};
+    uint64_t most = 256 << 10;
+    uint64_t sum = 0;
+    int nf = 0;
+    bool ok;
+
+    o = tiny_opts(path_in(tmp, "shards"), 3);
+    o.shard_bytes = most;
+    ok = mt_synth_write(&o, &res) == MT_OK && read_shards(o.out_dir, sh, 256, &nf);
+    ok = ok && nf == res.n_shards && nf > 2;
+    for (int f = 0; ok && f < nf; f++) {
+        sum += sh[f].bytes;
+        if (sh[f].n_units == 0 || (sh[f].bytes > most && sh[f].n_units > 1) ||
+            (f + 1 < nf && sh[f].bytes + sh[f + 1].first_unit <= most)) {
+            tap_diag("shard %d: %llu bytes, %d units, next unit %llu", f,
+                     (unsigned long long)sh[f].bytes, sh[f].n_units,
+                     (unsigned long long)(f + 1 < nf ? sh[f + 1].first_unit : 0));
+            ok = false;
+        }
+    }
+    tap_ok(ok && sum == res.bytes, "--shard-size 256K: %d shards, each full and within the size "
+           "(or one unit), scales beside their weights", nf);
+
+    /* a shard that the first two units fill exactly is not cut after the first */
+    most = sh[0].first_unit + (sh[0].n_units > 1 ? sh[0].second_unit : sh[1].first_unit);
+    o = tiny_opts(path_in(tmp, "shards-exact"), 3);
+    o.shard_bytes = most;
+    ok = mt_synth_write(&o, &res) == MT_OK && read_shards(o.out_dir, sh, 256, &nf);
+    tap_ok(ok && sh[0].bytes == most,
+           "--shard-size of exactly the first two tensors' %llu bytes puts both in shard 1 (%llu)",
+           (unsigned long long)most, (unsigned long long)sh[0].bytes);
+
+    o = tiny_opts(path_in(tmp, "shards-halves"), 3);
+    ok = mt_synth_write(&o, &res) == MT_OK && read_shards(o.out_dir, sh, 256, &nf);
+    tap_ok(ok && nf == 2 && sh[0].bytes >= res.bytes / 2 &&
+               sh[0].bytes - sh[0].last_unit < res.bytes / 2,
+           "default: two halves, the first the shortest run of tensors reaching half (%llu of "
+           "%llu)", (unsigned long long)sh[0].bytes, (unsigned long long)res.bytes);
+}
+
 static void
 test_variants(const char *tmp)
 {
@@ -723,6 +848,7 @@ main(void)
     test_config();
     test_tiny(tmp);
     test_variants(tmp);
+    test_shards(tmp);
     test_space(tmp);
     test_write_failure(tmp);
     test_cli(tmp);
