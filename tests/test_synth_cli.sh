@@ -19,7 +19,7 @@ sums() {
     done)
 }
 
-echo "1..22"
+echo "1..24"
 "$bin" synth -q -o "$tmp/x" --preset tiny --layers 2 --seed 1 >/dev/null 2>&1 ||
     bail_out "synth --preset tiny failed"
 "$bin" synth -q -o "$tmp/ref" --preset tiny --layers 2 --seed 1 >/dev/null 2>&1 ||
@@ -43,6 +43,13 @@ ok $? "... and the old checkpoint is left byte for byte (config, shards, index, 
 rc=$?
 [ "$rc" -ne 0 ] && sums "$tmp/x" | cmp -s - "$tmp/x.sum"
 ok $? "synth --force failing halfway (EFBIG) keeps the old checkpoint intact (rc $rc)"
+# ... and into an empty directory the user made: the directory stays, empty
+mkdir "$tmp/empty"
+(ulimit -f 1024 && trap '' XFSZ && "$bin" synth -q -o "$tmp/empty" --preset tiny --seed 9) \
+    >/dev/null 2>&1
+rc=$?
+[ "$rc" -ne 0 ] && [ -d "$tmp/empty" ] && [ -z "$(ls -A "$tmp/empty")" ]
+ok $? "synth failing halfway into an existing empty directory leaves it, empty (rc $rc)"
 
 # A successful --force with another shard count: exactly the new files, nothing of the old.
 "$bin" synth -q -o "$tmp/x" --preset tiny --seed 3 --force >/dev/null 2>&1 &&
@@ -172,4 +179,18 @@ rm -r "$tmp/stale/.synth-mine" "$tmp/stale/.synth-LnK456" "$tmp/stale/.synth-Ab3
     "$tmp/stale/.synth-Ab3_Y9"
 sums "$tmp/stale" | cmp -s - "$tmp/ref.sum"
 ok $? "... and writes the checkpoint it was asked for"
+# --force over another layout's checkpoint: its shards and index go (none may outlive the new
+# checkpoint, which a loader would mix in), files of other names stay
+mkdir "$tmp/old" && for f in model.safetensors model-00007-of-000009.safetensors \
+    model.safetensors.index.json model-notes.safetensors notes.txt; do
+    echo old >"$tmp/old/$f"
+done
+"$bin" synth -q -o "$tmp/old" --preset tiny --layers 1 --force >/dev/null 2>&1 &&
+    [ ! -e "$tmp/old/model.safetensors" ] &&
+    [ ! -e "$tmp/old/model-00007-of-000009.safetensors" ] &&
+    [ -f "$tmp/old/model-00001-of-000002.safetensors" ] &&
+    ! grep -q '^old$' "$tmp/old/model.safetensors.index.json" &&
+    [ "$(cat "$tmp/old/model-notes.safetensors" "$tmp/old/notes.txt")" = "old
+old" ]
+ok $? "synth --force removes an earlier model.safetensors and shards, keeps other files"
 tap_exit
