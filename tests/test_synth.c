@@ -7,14 +7,18 @@
  * FP8 weight dequantizes back to the generator's values within FP8 precision with sane
  * power-of-two scales, that the generated tokenizer's merges are consistent, that the same seed
  * gives identical bytes and another seed different ones, and that bad requests fail cleanly.
+ * Also the bounds of the overrides, where --shard-size cuts, and the tokenizer files (DeepSeek's
+ * renamed for V3.2, the tiny one's merges against an independent trainer, tests/reference).
  */
 #include <config.h>
 
 #include "runtime/synth/synth.h"
+#include "runtime/synth/synth_tokenizer.h"
 
 #include "cpu/convert.h"
 #include "runtime/model/model.h"
 #include "runtime/model/safetensors.h"
+#include "runtime/base/file_util.h"
 #include "runtime/base/status.h"
 #include "tests/tap.h"
 
@@ -636,6 +640,93 @@ test_shards(const char *tmp)
            "%llu)", (unsigned long long)sh[0].bytes, (unsigned long long)res.bytes);
 }
 
+/*
+ * The tiny tokenizer's merges against tests/reference/tiny_bpe.py, which trains BPE again from
+ * synth_tokenizer.c's description (most frequent pair first, ties to the smaller symbols, a pair
+ * must occur twice): its 151 merges, one a line, hash as pinned here, and synth's merges begin
+ * with them. (synth goes on past them with pairs that occur once, 341 merges in all, against its
+ * own comment; that is not pinned.)
+ */
+static void
+tokenizer_merges_pinned(const char *tmp)
+{
+    static const char pin[] = "c58b2d1e7e160de3cf55791d1d8af55b4893fbfa4a56a09afaa567cb184c6018";
+    struct mt_synth_tokenizer_files f = {0};
+    json_t *root = NULL;
+    json_t *merges;
+    char hex[65] = "";
+    FILE *out = fopen(path_in(tmp, "merges.txt"), "w");
+    bool ok = out != NULL && mt_synth_tokenizer_train(1024, &f) == MT_OK &&
+              (root = json_loads(f.json, 0, NULL)) != NULL;
+
+    merges = json_object_get(json_object_get(root, "model"), "merges");
+    ok = ok && json_array_size(merges) >= 151;
+    for (size_t i = 0; ok && i < 151; i++) {
+        ok = json_is_string(json_array_get(merges, i)) &&
+             fprintf(out, "%s\n", json_string_value(json_array_get(merges, i))) > 0;
+    }
+    if (out != NULL) {
+        ok = fclose(out) == 0 && ok;
+    }
+    ok = ok && tap_sha256_file(path_in(tmp, "merges.txt"), hex) && strcmp(hex, pin) == 0;
+    tap_ok(ok, "tiny tokenizer: the first 151 merges are tiny_bpe.py's (sha256 %s)", hex);
+    json_decref(root);
+    mt_synth_tokenizer_files_fini(&f);
+}
+
+/*
+ * The tokenizer files (synth_tokenizer.h): DeepSeek's are copied with V3's placeholder names for
+ * ids 128798 and 128799 renamed <think> and </think>, tokenizer_config.json as it is; the tiny
+ * tokenizer needs room for its 259 byte and special symbols and 4 added tokens.
+ */
+static void
+test_tokenizer_files(const char *tmp)
+{
+    static const char ph798[] = "\"<\xef\xbd\x9cplace\xe2\x96\x81holder\xe2\x96\x81no\xe2\x96\x81"
+                                "798\xef\xbd\x9c>\"";
+    static const char ph799[] = "\"<\xef\xbd\x9cplace\xe2\x96\x81holder\xe2\x96\x81no\xe2\x96\x81"
+                                "799\xef\xbd\x9c>\"";
+    const char *dir = tap_data_path("tokenizer");
+    struct mt_synth_tokenizer_files f = {0};
+    char path[4096];
+    char *src = NULL;
+    char *src_cfg = NULL;
+    size_t n = 0;
+    size_t n_cfg = 0;
+    bool ok;
+
+    snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
+    ok = mt_file_read_all(path, "tokenizer", 0, &src, &n) == MT_OK;
+    snprintf(path, sizeof(path), "%s/tokenizer_config.json", dir);
+    ok = ok && mt_file_read_all(path, "tokenizer config", 0, &src_cfg, &n_cfg) == MT_OK;
+    if (!ok || strstr(src, ph798) == NULL || strstr(src, ph799) == NULL) {
+        tap_ok(true, "# SKIP tests/data/tokenizer is not V3's (no placeholders 798 and 799)");
+    } else {
+        ok = mt_synth_tokenizer_load(dir, &f) == MT_OK;
+        tap_ok(ok && strstr(f.json, "\"<think>\"") != NULL &&
+                   strstr(f.json, "\"</think>\"") != NULL && strstr(f.json, ph798) == NULL &&
+                   strstr(f.json, ph799) == NULL && strlen(f.json) == f.json_len &&
+                   f.json_len == n - (strlen(ph798) - 9) - (strlen(ph799) - 10) &&
+                   f.config_len == n_cfg && memcmp(f.config, src_cfg, n_cfg) == 0,
+               "DeepSeek's tokenizer: placeholders 798/799 renamed <think>/</think>, config as is");
+        mt_synth_tokenizer_files_fini(&f);
+    }
+    free(src);
+    free(src_cfg);
+    mt_log_set_quiet(true);
+    tap_ok(mt_synth_tokenizer_load(path_in(dir, "nonexistent"), &f) == MT_ERR_IO &&
+               strstr(mt_last_error(), "nonexistent/tokenizer.json") != NULL &&
+               strstr(mt_last_error(), "MT_TOKENIZER_DIR") != NULL && f.json == NULL,
+           "a missing tokenizer directory names the file, with the hint: %s", mt_last_error());
+    tokenizer_merges_pinned(tmp);
+    ok = mt_synth_tokenizer_train(263, &f) == MT_OK && strstr(f.json, "\"id\": 262") != NULL &&
+         strstr(f.json, "\"id\": 263") == NULL;
+    mt_synth_tokenizer_files_fini(&f);
+    tap_ok(ok && mt_synth_tokenizer_train(262, &f) == MT_ERR_INVAL && f.json == NULL,
+           "the tiny tokenizer fits vocab_size 263 (ids up to 262, no merges), not 262");
+    mt_log_set_quiet(false);
+}
+
 static void
 test_variants(const char *tmp)
 {
@@ -691,6 +782,12 @@ test_variants(const char *tmp)
     o.layers = 2;
     o.dense_layers = 3;
     tap_ok(mt_synth_write(&o, NULL) == MT_ERR_INVAL, "--dense-layers above --layers is refused");
+    o = tiny_opts(path_in(tmp, "a-file"), 1);
+    fclose(fopen(o.out_dir, "w"));
+    tap_ok(mt_synth_write(&o, NULL) == MT_ERR_INVAL &&
+               strstr(mt_last_error(), "not a directory") != NULL,
+           "an output path that is a file is refused as an option (MT_ERR_INVAL): %s",
+           mt_last_error());
     mt_log_set_quiet(false);
     tap_ok(access(path_in(tmp, "bad"), F_OK) != 0, "refused requests create nothing");
 }
@@ -846,6 +943,7 @@ main(void)
     test_fp8_encoder();
     test_generator();
     test_config();
+    test_tokenizer_files(tmp);
     test_tiny(tmp);
     test_variants(tmp);
     test_shards(tmp);
