@@ -19,7 +19,7 @@ sums() {
     done)
 }
 
-echo "1..24"
+echo "1..37"
 "$bin" synth -q -o "$tmp/x" --preset tiny --layers 2 --seed 1 >/dev/null 2>&1 ||
     bail_out "synth --preset tiny failed"
 "$bin" synth -q -o "$tmp/ref" --preset tiny --layers 2 --seed 1 >/dev/null 2>&1 ||
@@ -179,6 +179,65 @@ rm -r "$tmp/stale/.synth-mine" "$tmp/stale/.synth-LnK456" "$tmp/stale/.synth-Ab3
     "$tmp/stale/.synth-Ab3_Y9"
 sums "$tmp/stale" | cmp -s - "$tmp/ref.sum"
 ok $? "... and writes the checkpoint it was asked for"
+# 9. The flags (usage text): each does what it says, and a bad value is a usage error (exit 2).
+# usage ARGS...: ok when synth exits 2 and creates nothing
+usage() {
+    "$bin" synth -q "$@" >/dev/null 2>&1
+    rc=$?
+    [ "$rc" -eq 2 ] && [ ! -e "$tmp/u" ]
+    ok $? "synth $* is a usage error (rc $rc)"
+}
+usage -o "$tmp/u" --preset tiny extra
+usage -o "" --preset tiny
+usage -o "$tmp/u" --preset tiny --layers 0
+usage -o "$tmp/u" --preset tiny --layers 2 --dense-layers 3
+usage -o "$tmp/u" --preset tiny --dtype int8
+usage -o "$tmp/u" --preset tiny --shard-size 4095
+# --dry-run: the same numbers as the real run, and nothing written
+dry=$("$bin" synth -n -o "$tmp/dry" --preset tiny --seed 3 2>/dev/null)
+real=$("$bin" synth -q -o "$tmp/real" --preset tiny --seed 3 2>/dev/null)
+total=$(sed -n 's/.*"total_size": \([0-9]*\).*/\1/p' "$tmp/real/model.safetensors.index.json")
+# "N tensors, B bytes" and the shard count, from "synth: [would write|wrote] N tensors, B bytes
+# (G GiB) in S shards to 'DIR'"
+counts() {
+    printf '%s\n' "$1" | sed -n \
+        's/^synth: [a-z ]* \([0-9]* tensors, [0-9]* bytes\) (.*) in \([0-9]*\) shard.*/\1 \2/p'
+}
+[ -n "$(counts "$dry")" ] && [ "$(counts "$dry")" = "$(counts "$real")" ] &&
+    printf '%s\n' "$dry" | grep -q ", $total bytes (.*) in 2 shards to '$tmp/dry'" &&
+    [ ! -e "$tmp/dry" ]
+ok $? "synth --dry-run: $dry (the index says $total), nothing written"
+# -q: nothing on stderr; without it, the plan and the progress
+"$bin" synth -o "$tmp/loud" --preset tiny --layers 1 >/dev/null 2>"$tmp/loud.err" &&
+    grep -q "synth: preset tiny" "$tmp/loud.err" &&
+    "$bin" synth -q -o "$tmp/quiet" --preset tiny --layers 1 >/dev/null 2>"$tmp/quiet.err" &&
+    [ ! -s "$tmp/quiet.err" ]
+ok $? "synth without -q reports its plan on stderr, with -q says nothing"
+# --dtype: fp8 (the default) has a quantization_config and block scales, bf16 neither
+"$bin" synth -q -o "$tmp/bf16" --preset tiny --layers 1 --dtype bf16 >/dev/null 2>&1 &&
+    "$bin" synth -q -o "$tmp/fp8" --preset tiny --layers 1 --dtype fp8 >/dev/null 2>&1 &&
+    ! grep -q quantization_config "$tmp/bf16/config.json" &&
+    ! grep -q weight_scale_inv "$tmp/bf16/model.safetensors.index.json" &&
+    grep -q quantization_config "$tmp/fp8/config.json" &&
+    grep -q weight_scale_inv "$tmp/fp8/model.safetensors.index.json"
+ok $? "synth --dtype bf16 writes no scales, --dtype fp8 does"
+# --mtp and --no-mtp override the preset (the MTP layer follows the main ones: layer 1 of 1)
+"$bin" synth -q -o "$tmp/nomtp" --preset tiny --layers 1 --no-mtp >/dev/null 2>&1 &&
+    ! grep -q '"model.layers.1.eh_proj.weight"' "$tmp/nomtp/model.safetensors.index.json" &&
+    grep -q '"model.layers.1.eh_proj.weight"' "$tmp/fp8/model.safetensors.index.json"
+ok $? "synth --preset tiny --no-mtp leaves the MTP layer out"
+"$bin" synth -q -o "$tmp/mtp" --preset tiny-mla --layers 1 --mtp >/dev/null 2>&1 &&
+    grep -q '"model.layers.1.eh_proj.weight"' "$tmp/mtp/model.safetensors.index.json"
+ok $? "synth --preset tiny-mla --mtp writes the MTP layer"
+# tiny-mla keeps tiny's vocabulary, so it carries tiny's tokenizer: every id below 1024
+max_id=$(grep -o '"id": [0-9]*' "$tmp/mtp/tokenizer.json" | cut -d' ' -f2 | sort -n | tail -n 1)
+grep -q '"vocab_size": 1024' "$tmp/mtp/config.json" && [ -n "$max_id" ] && [ "$max_id" -lt 1024 ]
+ok $? "synth --preset tiny-mla writes tiny's tokenizer (ids up to $max_id < vocab_size 1024)"
+# the extremes of --layers, --dense-layers and --shard-size are accepted
+"$bin" synth -n -o "$tmp/u" --preset tiny --layers 255 --dense-layers 0 >/dev/null 2>&1 &&
+    out=$("$bin" synth -n -o "$tmp/u" --preset tiny --layers 1 --shard-size 4K 2>/dev/null) &&
+    printf '%s\n' "$out" | grep -q "in [0-9]* shards" && [ ! -e "$tmp/u" ]
+ok $? "synth --layers 255 --dense-layers 0, and --shard-size 4K, are accepted ($out)"
 # --force over another layout's checkpoint: its shards and index go (none may outlive the new
 # checkpoint, which a loader would mix in), files of other names stay
 mkdir "$tmp/old" && for f in model.safetensors model-00007-of-000009.safetensors \
