@@ -143,7 +143,8 @@ EXTRA_DIST += tests/test_chat_cli.sh
 EXTRA_DIST += tests/test_tokenize_cli.sh
 EXTRA_DIST += tests/test_inspect.sh tests/lib.sh
 EXTRA_DIST += tests/data tests/reference/README.md tests/reference/HF_NOTES.md \
-	tests/reference/make_golden.py tests/reference/check_small_tokenizers.py
+	tests/reference/make_golden.py tests/reference/check_small_tokenizers.py \
+	tests/reference/tiny_bpe.py
 # tests/fuzz: libFuzzer targets, one per parser of untrusted input (tests/fuzz/run.sh; CI).
 EXTRA_DIST += tests/fuzz/run.sh tests/fuzz/corpus tests/fuzz/make_corpus.py \
 	tests/fuzz/safetensors.dict

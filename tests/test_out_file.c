@@ -14,6 +14,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -309,6 +310,82 @@ test_json_files(void)
     json_decref(root);
 }
 
+/*
+ * mt_file_open_input and mt_file_read_all (file_util.h) on inputs that are not plain files: a FIFO
+ * and a directory fail at once (the FIFO with the stdin hint), the fd of a regular file comes back
+ * blocking, max_bytes 0 is the default cap, and a file that holds more than its fstat size (as
+ * /proc files do) is reported as grown, not read short.
+ */
+static void
+test_inputs(void)
+{
+    const char *fifo = in_dir("in.fifo");
+    const char *p = in_dir("in.txt");
+    uint64_t size = 7;
+    char *data = NULL;
+    size_t len = 0;
+    int fd = -1;
+    mt_status_t st;
+
+    put_file(p, "hello\n");
+    st = mt_file_open_input(p, "plan", &fd, &size);
+    tap_ok(st == MT_OK && fd >= 0 && size == 6 && (fcntl(fd, F_GETFL) & O_NONBLOCK) == 0,
+           "a regular file opens, with its size, and reads blocking");
+    if (fd >= 0) {
+        close(fd);
+    }
+    if (mkfifo(fifo, 0600) == 0) {
+        fd = -1;
+        st = mt_file_open_input(fifo, "plan", &fd, &size);
+        tap_ok(st == MT_ERR_IO && fd == -1 && strstr(mt_last_error(), "FIFO") != NULL &&
+                   strstr(mt_last_error(), "pass '-'") != NULL,
+               "a FIFO is refused at once, with the stdin hint: %s", mt_last_error());
+    } else {
+        tap_ok(true, "# SKIP cannot make a FIFO");
+    }
+    st = mt_file_read_all(dir, "plan", 0, &data, &len);
+    tap_ok(st == MT_ERR_IO && data == NULL && strstr(mt_last_error(), "a directory") != NULL &&
+               strstr(mt_last_error(), "pass '-'") == NULL,
+           "a directory is refused, without the stdin hint: %s", mt_last_error());
+    st = mt_file_read_all(p, "plan", 0, &data, &len);
+    tap_ok(st == MT_OK && len == 6 && strcmp(data, "hello\n") == 0,
+           "max_bytes 0 is the default cap, not none");
+    free(data);
+    data = NULL;
+    if (access("/proc/self/status", R_OK) == 0) {
+        st = mt_file_read_all("/proc/self/status", "plan", 0, &data, &len);
+        tap_ok(st == MT_ERR_IO && data == NULL && strstr(mt_last_error(), "grew") != NULL,
+               "a file longer than its fstat size (/proc/self/status) is refused: %s",
+               mt_last_error());
+        free(data);
+    } else {
+        tap_ok(true, "# SKIP no /proc/self/status");
+    }
+}
+
+/* "version": 1.0 is version 1 (mt_json_load_versioned), a string or 1.5 is not an integer. */
+static void
+test_versions(void)
+{
+    const char *p = in_dir("v.json");
+    json_t *root = NULL;
+    mt_status_t st;
+
+    put_file(p, "{\"format\": \"moetier-plan\", \"version\": 1.0}");
+    st = mt_json_load_versioned(p, "plan", "moetier-plan", 1, &root);
+    tap_ok(st == MT_OK && root != NULL, "version 1.0 is version 1");
+    json_decref(root);
+    root = NULL;
+    put_file(p, "{\"format\": \"moetier-plan\", \"version\": \"1\"}");
+    st = mt_json_load_versioned(p, "plan", "moetier-plan", 1, &root);
+    tap_ok(st == MT_ERR_FORMAT && root == NULL &&
+               strstr(mt_last_error(), "must be an integer") != NULL,
+           "version \"1\" is refused: %s", mt_last_error());
+    put_file(p, "{\"format\": \"moetier-plan\", \"version\": 1.5}");
+    st = mt_json_load_versioned(p, "plan", "moetier-plan", 1, &root);
+    tap_ok(st == MT_ERR_FORMAT && root == NULL, "version 1.5 is refused: %s", mt_last_error());
+}
+
 /* The x of the axis label text (a decade, "%g") in svg, or NAN. */
 static double
 axis_x(const char *svg, const char *label)
@@ -430,6 +507,8 @@ main(void)
     test_directory_in_the_way();
     test_same_file();
     test_json_files();
+    test_inputs();
+    test_versions();
     test_svg();
     tap_rmtree(dir);
     return tap_done();

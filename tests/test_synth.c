@@ -7,14 +7,18 @@
  * FP8 weight dequantizes back to the generator's values within FP8 precision with sane
  * power-of-two scales, that the generated tokenizer's merges are consistent, that the same seed
  * gives identical bytes and another seed different ones, and that bad requests fail cleanly.
+ * Also the bounds of the overrides, where --shard-size cuts, and the tokenizer files (DeepSeek's
+ * renamed for V3.2, the tiny one's merges against an independent trainer, tests/reference).
  */
 #include <config.h>
 
 #include "runtime/synth/synth.h"
+#include "runtime/synth/synth_tokenizer.h"
 
 #include "cpu/convert.h"
 #include "runtime/model/model.h"
 #include "runtime/model/safetensors.h"
+#include "runtime/base/file_util.h"
 #include "runtime/base/status.h"
 #include "tests/tap.h"
 
@@ -461,6 +465,268 @@ test_tiny(const char *tmp)
            "--force rewrites the directory (now equal to the seed-2 checkpoint)");
 }
 
+/*
+ * mt_synth_config's overrides (synth.h): --layers runs 1 .. MT_SYNTH_MAX_LAYERS, --dense-layers
+ * 0 .. the layer count, each layer from the dense count on is MoE; the MTP default is tiny's alone.
+ */
+static void
+test_config(void)
+{
+    struct mt_synth_options o = tiny_opts("unused", 0);
+    struct mt_model_config cfg;
+    bool moe_ok = true;
+
+    mt_log_set_quiet(true);
+    o.layers = MT_SYNTH_MAX_LAYERS;
+    tap_ok(mt_synth_config(&o, &cfg) == MT_OK && cfg.num_hidden_layers == MT_SYNTH_MAX_LAYERS,
+           "--layers %d (MT_SYNTH_MAX_LAYERS) is accepted", MT_SYNTH_MAX_LAYERS);
+    o.layers = MT_SYNTH_MAX_LAYERS + 1;
+    tap_ok(mt_synth_config(&o, &cfg) == MT_ERR_INVAL, "--layers %d is refused",
+           MT_SYNTH_MAX_LAYERS + 1);
+    o.layers = 0;
+    tap_ok(mt_synth_config(&o, &cfg) == MT_ERR_INVAL, "--layers 0 is refused");
+
+    o.layers = 3;
+    o.dense_layers = 3;
+    memset(&cfg, 0, sizeof(cfg));
+    tap_ok(mt_synth_config(&o, &cfg) == MT_OK && cfg.first_k_dense_replace == 3 &&
+               !cfg.layer_is_moe[0] && !cfg.layer_is_moe[2],
+           "--layers 3 --dense-layers 3: every layer dense");
+    o.dense_layers = 0;
+    memset(&cfg, 0, sizeof(cfg));
+    if (mt_synth_config(&o, &cfg) != MT_OK) {
+        moe_ok = false;
+    }
+    for (int l = 0; l < 3; l++) {
+        moe_ok = moe_ok && cfg.layer_is_moe[l];
+    }
+    tap_ok(moe_ok && cfg.first_k_dense_replace == 0, "--dense-layers 0: every layer MoE");
+    o.layers = -1;
+    o.dense_layers = 2;
+    memset(&cfg, 0, sizeof(cfg));
+    tap_ok(mt_synth_config(&o, &cfg) == MT_OK && cfg.num_hidden_layers == 4 &&
+               !cfg.layer_is_moe[1] && cfg.layer_is_moe[2] && cfg.layer_is_moe[3],
+           "tiny --dense-layers 2: layers 0 and 1 dense, 2 and 3 MoE");
+    mt_log_set_quiet(false);
+
+    tap_ok(mt_synth_preset_mtp("tiny") && !mt_synth_preset_mtp("tiny-mla") &&
+               !mt_synth_preset_mtp("small") && !mt_synth_preset_mtp("v32-shape") &&
+               !mt_synth_preset_mtp(NULL),
+           "the MTP layer is tiny's default, not the other presets'");
+}
+
+/* A shard read back from its file: tensors in file order, an FP8 weight and its scale one unit. */
+struct shard_info {
+    uint64_t bytes;
+    uint64_t first_unit;
+    uint64_t second_unit;
+    uint64_t last_unit;
+    int n_units;
+};
+
+static int
+cmp_offset(const void *a, const void *b)
+{
+    const struct mt_st_tensor *x = *(const struct mt_st_tensor *const *)a;
+    const struct mt_st_tensor *y = *(const struct mt_st_tensor *const *)b;
+
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+/* The shards of the checkpoint in dir, at most max of them; false when a scale is apart from its
+ * weight or the files cannot be read. */
+static bool
+read_shards(const char *dir, struct shard_info *sh, int max, int *n_out)
+{
+    struct mt_st_set *set = NULL;
+    const struct mt_st_tensor **ts = NULL;
+    bool ok = mt_st_set_open(dir, &set) == MT_OK;
+    int nf = ok ? mt_st_set_file_count(set) : 0;
+    size_t n = ok ? mt_st_set_count(set) : 0;
+
+    ok = ok && nf <= max && (ts = calloc(n, sizeof(*ts))) != NULL;
+    for (int f = 0; ok && f < nf; f++) {
+        size_t k = 0;
+        uint64_t unit = 0;
+
+        for (size_t i = 0; i < n; i++) {
+            if (mt_st_set_tensor(set, i)->file == f) {
+                ts[k++] = mt_st_set_tensor(set, i);
+            }
+        }
+        qsort(ts, k, sizeof(*ts), cmp_offset);
+        memset(&sh[f], 0, sizeof(sh[f]));
+        for (size_t i = 0; i <= k; i++) {
+            size_t ln = i < k ? strlen(ts[i]->name) : 0;
+            bool scale = ln > 10 && strcmp(ts[i]->name + ln - 10, "_scale_inv") == 0;
+
+            if (scale) {
+                /* "X.weight_scale_inv" right after "X.weight" */
+                if (i == 0 || strlen(ts[i - 1]->name) != ln - 10 ||
+                    strncmp(ts[i - 1]->name, ts[i]->name, ln - 10) != 0) {
+                    tap_diag("%s is not in the shard of its weight", ts[i]->name);
+                    ok = false;
+                }
+            } else if (i > 0) { /* the unit before this tensor (or the end) is complete */
+                if (sh[f].n_units == 0) {
+                    sh[f].first_unit = unit;
+                } else if (sh[f].n_units == 1) {
+                    sh[f].second_unit = unit;
+                }
+                sh[f].last_unit = unit;
+                sh[f].n_units++;
+                unit = 0;
+            }
+            if (i < k) {
+                unit += ts[i]->nbytes;
+                sh[f].bytes += ts[i]->nbytes;
+            }
+        }
+    }
+    free(ts);
+    mt_st_set_destroy(set);
+    *n_out = nf;
+    return ok;
+}
+
+/*
+ * --shard-size (synth.h: "most tensor bytes a shard, an FP8 linear and its scale stay together"):
+ * each shard is cut just before the unit that would take it past the size, so a shard is full
+ * (the next one's first unit would not fit) and at most the size, unless one unit alone exceeds
+ * it. Without it, a checkpoint below two default shards comes in two halves.
+ */
+static void
+test_shards(const char *tmp)
+{
+    static struct shard_info sh[256];
+    struct mt_synth_options o;
+    struct mt_synth_result res = {0};
+    uint64_t most = 256 << 10;
+    uint64_t sum = 0;
+    int nf = 0;
+    bool ok;
+
+    o = tiny_opts(path_in(tmp, "shards"), 3);
+    o.shard_bytes = most;
+    ok = mt_synth_write(&o, &res) == MT_OK && read_shards(o.out_dir, sh, 256, &nf);
+    ok = ok && nf == res.n_shards && nf > 2;
+    for (int f = 0; ok && f < nf; f++) {
+        sum += sh[f].bytes;
+        if (sh[f].n_units == 0 || (sh[f].bytes > most && sh[f].n_units > 1) ||
+            (f + 1 < nf && sh[f].bytes + sh[f + 1].first_unit <= most)) {
+            tap_diag("shard %d: %llu bytes, %d units, next unit %llu", f,
+                     (unsigned long long)sh[f].bytes, sh[f].n_units,
+                     (unsigned long long)(f + 1 < nf ? sh[f + 1].first_unit : 0));
+            ok = false;
+        }
+    }
+    tap_ok(ok && sum == res.bytes, "--shard-size 256K: %d shards, each full and within the size "
+           "(or one unit), scales beside their weights", nf);
+
+    /* a shard that the first two units fill exactly is not cut after the first */
+    most = sh[0].first_unit + (sh[0].n_units > 1 ? sh[0].second_unit : sh[1].first_unit);
+    o = tiny_opts(path_in(tmp, "shards-exact"), 3);
+    o.shard_bytes = most;
+    ok = mt_synth_write(&o, &res) == MT_OK && read_shards(o.out_dir, sh, 256, &nf);
+    tap_ok(ok && sh[0].bytes == most,
+           "--shard-size of exactly the first two tensors' %llu bytes puts both in shard 1 (%llu)",
+           (unsigned long long)most, (unsigned long long)sh[0].bytes);
+
+    o = tiny_opts(path_in(tmp, "shards-halves"), 3);
+    ok = mt_synth_write(&o, &res) == MT_OK && read_shards(o.out_dir, sh, 256, &nf);
+    tap_ok(ok && nf == 2 && sh[0].bytes >= res.bytes / 2 &&
+               sh[0].bytes - sh[0].last_unit < res.bytes / 2,
+           "default: two halves, the first the shortest run of tensors reaching half (%llu of "
+           "%llu)", (unsigned long long)sh[0].bytes, (unsigned long long)res.bytes);
+}
+
+/*
+ * The tiny tokenizer's merges against tests/reference/tiny_bpe.py, which trains BPE again from
+ * synth_tokenizer.c's description (most frequent pair first, ties to the smaller symbols, a pair
+ * must occur twice): its 151 merges, one a line, hash as pinned here, and synth's merges begin
+ * with them. (synth goes on past them with pairs that occur once, 341 merges in all, against its
+ * own comment; that is not pinned.)
+ */
+static void
+tokenizer_merges_pinned(const char *tmp)
+{
+    static const char pin[] = "c58b2d1e7e160de3cf55791d1d8af55b4893fbfa4a56a09afaa567cb184c6018";
+    struct mt_synth_tokenizer_files f = {0};
+    json_t *root = NULL;
+    json_t *merges;
+    char hex[65] = "";
+    FILE *out = fopen(path_in(tmp, "merges.txt"), "w");
+    bool ok = out != NULL && mt_synth_tokenizer_train(1024, &f) == MT_OK &&
+              (root = json_loads(f.json, 0, NULL)) != NULL;
+
+    merges = json_object_get(json_object_get(root, "model"), "merges");
+    ok = ok && json_array_size(merges) >= 151;
+    for (size_t i = 0; ok && i < 151; i++) {
+        ok = json_is_string(json_array_get(merges, i)) &&
+             fprintf(out, "%s\n", json_string_value(json_array_get(merges, i))) > 0;
+    }
+    if (out != NULL) {
+        ok = fclose(out) == 0 && ok;
+    }
+    ok = ok && tap_sha256_file(path_in(tmp, "merges.txt"), hex) && strcmp(hex, pin) == 0;
+    tap_ok(ok, "tiny tokenizer: the first 151 merges are tiny_bpe.py's (sha256 %s)", hex);
+    json_decref(root);
+    mt_synth_tokenizer_files_fini(&f);
+}
+
+/*
+ * The tokenizer files (synth_tokenizer.h): DeepSeek's are copied with V3's placeholder names for
+ * ids 128798 and 128799 renamed <think> and </think>, tokenizer_config.json as it is; the tiny
+ * tokenizer needs room for its 259 byte and special symbols and 4 added tokens.
+ */
+static void
+test_tokenizer_files(const char *tmp)
+{
+    static const char ph798[] = "\"<\xef\xbd\x9cplace\xe2\x96\x81holder\xe2\x96\x81no\xe2\x96\x81"
+                                "798\xef\xbd\x9c>\"";
+    static const char ph799[] = "\"<\xef\xbd\x9cplace\xe2\x96\x81holder\xe2\x96\x81no\xe2\x96\x81"
+                                "799\xef\xbd\x9c>\"";
+    const char *dir = tap_data_path("tokenizer");
+    struct mt_synth_tokenizer_files f = {0};
+    char path[4096];
+    char *src = NULL;
+    char *src_cfg = NULL;
+    size_t n = 0;
+    size_t n_cfg = 0;
+    bool ok;
+
+    snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
+    ok = mt_file_read_all(path, "tokenizer", 0, &src, &n) == MT_OK;
+    snprintf(path, sizeof(path), "%s/tokenizer_config.json", dir);
+    ok = ok && mt_file_read_all(path, "tokenizer config", 0, &src_cfg, &n_cfg) == MT_OK;
+    if (!ok || strstr(src, ph798) == NULL || strstr(src, ph799) == NULL) {
+        tap_ok(true, "# SKIP tests/data/tokenizer is not V3's (no placeholders 798 and 799)");
+    } else {
+        ok = mt_synth_tokenizer_load(dir, &f) == MT_OK;
+        tap_ok(ok && strstr(f.json, "\"<think>\"") != NULL &&
+                   strstr(f.json, "\"</think>\"") != NULL && strstr(f.json, ph798) == NULL &&
+                   strstr(f.json, ph799) == NULL && strlen(f.json) == f.json_len &&
+                   f.json_len == n - (strlen(ph798) - 9) - (strlen(ph799) - 10) &&
+                   f.config_len == n_cfg && memcmp(f.config, src_cfg, n_cfg) == 0,
+               "DeepSeek's tokenizer: placeholders 798/799 renamed <think>/</think>, config as is");
+        mt_synth_tokenizer_files_fini(&f);
+    }
+    free(src);
+    free(src_cfg);
+    mt_log_set_quiet(true);
+    tap_ok(mt_synth_tokenizer_load(path_in(dir, "nonexistent"), &f) == MT_ERR_IO &&
+               strstr(mt_last_error(), "nonexistent/tokenizer.json") != NULL &&
+               strstr(mt_last_error(), "MT_TOKENIZER_DIR") != NULL && f.json == NULL,
+           "a missing tokenizer directory names the file, with the hint: %s", mt_last_error());
+    tokenizer_merges_pinned(tmp);
+    ok = mt_synth_tokenizer_train(263, &f) == MT_OK && strstr(f.json, "\"id\": 262") != NULL &&
+         strstr(f.json, "\"id\": 263") == NULL;
+    mt_synth_tokenizer_files_fini(&f);
+    tap_ok(ok && mt_synth_tokenizer_train(262, &f) == MT_ERR_INVAL && f.json == NULL,
+           "the tiny tokenizer fits vocab_size 263 (ids up to 262, no merges), not 262");
+    mt_log_set_quiet(false);
+}
+
 static void
 test_variants(const char *tmp)
 {
@@ -516,6 +782,12 @@ test_variants(const char *tmp)
     o.layers = 2;
     o.dense_layers = 3;
     tap_ok(mt_synth_write(&o, NULL) == MT_ERR_INVAL, "--dense-layers above --layers is refused");
+    o = tiny_opts(path_in(tmp, "a-file"), 1);
+    fclose(fopen(o.out_dir, "w"));
+    tap_ok(mt_synth_write(&o, NULL) == MT_ERR_INVAL &&
+               strstr(mt_last_error(), "not a directory") != NULL,
+           "an output path that is a file is refused as an option (MT_ERR_INVAL): %s",
+           mt_last_error());
     mt_log_set_quiet(false);
     tap_ok(access(path_in(tmp, "bad"), F_OK) != 0, "refused requests create nothing");
 }
@@ -670,8 +942,11 @@ main(void)
     tap_plan(0);
     test_fp8_encoder();
     test_generator();
+    test_config();
+    test_tokenizer_files(tmp);
     test_tiny(tmp);
     test_variants(tmp);
+    test_shards(tmp);
     test_space(tmp);
     test_write_failure(tmp);
     test_cli(tmp);

@@ -19,7 +19,7 @@ sums() {
     done)
 }
 
-echo "1..22"
+echo "1..37"
 "$bin" synth -q -o "$tmp/x" --preset tiny --layers 2 --seed 1 >/dev/null 2>&1 ||
     bail_out "synth --preset tiny failed"
 "$bin" synth -q -o "$tmp/ref" --preset tiny --layers 2 --seed 1 >/dev/null 2>&1 ||
@@ -43,6 +43,13 @@ ok $? "... and the old checkpoint is left byte for byte (config, shards, index, 
 rc=$?
 [ "$rc" -ne 0 ] && sums "$tmp/x" | cmp -s - "$tmp/x.sum"
 ok $? "synth --force failing halfway (EFBIG) keeps the old checkpoint intact (rc $rc)"
+# ... and into an empty directory the user made: the directory stays, empty
+mkdir "$tmp/empty"
+(ulimit -f 1024 && trap '' XFSZ && "$bin" synth -q -o "$tmp/empty" --preset tiny --seed 9) \
+    >/dev/null 2>&1
+rc=$?
+[ "$rc" -ne 0 ] && [ -d "$tmp/empty" ] && [ -z "$(ls -A "$tmp/empty")" ]
+ok $? "synth failing halfway into an existing empty directory leaves it, empty (rc $rc)"
 
 # A successful --force with another shard count: exactly the new files, nothing of the old.
 "$bin" synth -q -o "$tmp/x" --preset tiny --seed 3 --force >/dev/null 2>&1 &&
@@ -147,13 +154,15 @@ sums "$tmp/x" | cmp -s - "$tmp/x.sum"
 ok $? "... leaving the old checkpoint byte for byte, no staging directory in it"
 
 # A staging directory a killed synth left (SIGKILL cannot be caught): refused without --force...
-mkdir "$tmp/stale" "$tmp/stale/.synth-Ab3xY9" "$tmp/stale/.synth-mine" &&
+mkdir "$tmp/stale" "$tmp/stale/.synth-Ab3xY9" "$tmp/stale/.synth-mine" \
+      "$tmp/stale/.synth-Ab3xY9Z" "$tmp/stale/.synth-Ab3_Y9" &&
     echo partial >"$tmp/stale/.synth-Ab3xY9/model-00001-of-000002.safetensors.partial" &&
     ln -s "$tmp/ref" "$tmp/stale/.synth-LnK456" || bail_out "cannot make a stale staging directory"
 "$bin" synth -q -o "$tmp/stale" --preset tiny --layers 2 --seed 1 >/dev/null 2>"$tmp/err"
 rc=$?
-[ "$rc" -eq 1 ] && grep -q "is not empty" "$tmp/err"
-ok $? "synth into a directory holding a stale staging directory, without --force: exit 1 (rc $rc)"
+[ "$rc" -eq 1 ] && grep -q "is not empty" "$tmp/err" && [ -d "$tmp/stale/.synth-Ab3xY9" ]
+ok $? "synth into a directory holding a stale staging directory, without --force: exit 1 (rc $rc), \
+the directory untouched"
 # ... and removed with --force: only a directory named as synth names them, nothing else
 "$bin" synth -q -o "$tmp/stale" --preset tiny --layers 2 --seed 1 --force >/dev/null 2>"$tmp/err"
 rc=$?
@@ -162,9 +171,85 @@ ok $? "synth --force into it succeeds (rc $rc) $(head -n 1 "$tmp/err")"
 [ ! -e "$tmp/stale/.synth-Ab3xY9" ]
 ok $? "... removing the stale staging directory"
 [ -d "$tmp/stale/.synth-mine" ] && [ -L "$tmp/stale/.synth-LnK456" ] &&
+    [ -d "$tmp/stale/.synth-Ab3xY9Z" ] && [ -d "$tmp/stale/.synth-Ab3_Y9" ] &&
     [ "$(ls "$tmp/ref" | wc -l)" -eq 6 ]
-ok $? "... but not a directory of another name, nor a link (nor what it points to)"
-rm -r "$tmp/stale/.synth-mine" "$tmp/stale/.synth-LnK456"
+ok $? "... but not a directory of another name (7 letters, or an underscore), nor a link (nor \
+what it points to)"
+rm -r "$tmp/stale/.synth-mine" "$tmp/stale/.synth-LnK456" "$tmp/stale/.synth-Ab3xY9Z" \
+    "$tmp/stale/.synth-Ab3_Y9"
 sums "$tmp/stale" | cmp -s - "$tmp/ref.sum"
 ok $? "... and writes the checkpoint it was asked for"
+# 9. The flags (usage text): each does what it says, and a bad value is a usage error (exit 2).
+# usage ARGS...: ok when synth exits 2 and creates nothing
+usage() {
+    "$bin" synth -q "$@" >/dev/null 2>&1
+    rc=$?
+    [ "$rc" -eq 2 ] && [ ! -e "$tmp/u" ]
+    ok $? "synth $* is a usage error (rc $rc)"
+}
+usage -o "$tmp/u" --preset tiny extra
+usage -o "" --preset tiny
+usage -o "$tmp/u" --preset tiny --layers 0
+usage -o "$tmp/u" --preset tiny --layers 2 --dense-layers 3
+usage -o "$tmp/u" --preset tiny --dtype int8
+usage -o "$tmp/u" --preset tiny --shard-size 4095
+# --dry-run: the same numbers as the real run, and nothing written
+dry=$("$bin" synth -n -o "$tmp/dry" --preset tiny --seed 3 2>/dev/null)
+real=$("$bin" synth -q -o "$tmp/real" --preset tiny --seed 3 2>/dev/null)
+total=$(sed -n 's/.*"total_size": \([0-9]*\).*/\1/p' "$tmp/real/model.safetensors.index.json")
+# "N tensors, B bytes" and the shard count, from "synth: [would write|wrote] N tensors, B bytes
+# (G GiB) in S shards to 'DIR'"
+counts() {
+    printf '%s\n' "$1" | sed -n \
+        's/^synth: [a-z ]* \([0-9]* tensors, [0-9]* bytes\) (.*) in \([0-9]*\) shard.*/\1 \2/p'
+}
+[ -n "$(counts "$dry")" ] && [ "$(counts "$dry")" = "$(counts "$real")" ] &&
+    printf '%s\n' "$dry" | grep -q ", $total bytes (.*) in 2 shards to '$tmp/dry'" &&
+    [ ! -e "$tmp/dry" ]
+ok $? "synth --dry-run: $dry (the index says $total), nothing written"
+# -q: nothing on stderr; without it, the plan and the progress
+"$bin" synth -o "$tmp/loud" --preset tiny --layers 1 >/dev/null 2>"$tmp/loud.err" &&
+    grep -q "synth: preset tiny" "$tmp/loud.err" &&
+    "$bin" synth -q -o "$tmp/quiet" --preset tiny --layers 1 >/dev/null 2>"$tmp/quiet.err" &&
+    [ ! -s "$tmp/quiet.err" ]
+ok $? "synth without -q reports its plan on stderr, with -q says nothing"
+# --dtype: fp8 (the default) has a quantization_config and block scales, bf16 neither
+"$bin" synth -q -o "$tmp/bf16" --preset tiny --layers 1 --dtype bf16 >/dev/null 2>&1 &&
+    "$bin" synth -q -o "$tmp/fp8" --preset tiny --layers 1 --dtype fp8 >/dev/null 2>&1 &&
+    ! grep -q quantization_config "$tmp/bf16/config.json" &&
+    ! grep -q weight_scale_inv "$tmp/bf16/model.safetensors.index.json" &&
+    grep -q quantization_config "$tmp/fp8/config.json" &&
+    grep -q weight_scale_inv "$tmp/fp8/model.safetensors.index.json"
+ok $? "synth --dtype bf16 writes no scales, --dtype fp8 does"
+# --mtp and --no-mtp override the preset (the MTP layer follows the main ones: layer 1 of 1)
+"$bin" synth -q -o "$tmp/nomtp" --preset tiny --layers 1 --no-mtp >/dev/null 2>&1 &&
+    ! grep -q '"model.layers.1.eh_proj.weight"' "$tmp/nomtp/model.safetensors.index.json" &&
+    grep -q '"model.layers.1.eh_proj.weight"' "$tmp/fp8/model.safetensors.index.json"
+ok $? "synth --preset tiny --no-mtp leaves the MTP layer out"
+"$bin" synth -q -o "$tmp/mtp" --preset tiny-mla --layers 1 --mtp >/dev/null 2>&1 &&
+    grep -q '"model.layers.1.eh_proj.weight"' "$tmp/mtp/model.safetensors.index.json"
+ok $? "synth --preset tiny-mla --mtp writes the MTP layer"
+# tiny-mla keeps tiny's vocabulary, so it carries tiny's tokenizer: every id below 1024
+max_id=$(grep -o '"id": [0-9]*' "$tmp/mtp/tokenizer.json" | cut -d' ' -f2 | sort -n | tail -n 1)
+grep -q '"vocab_size": 1024' "$tmp/mtp/config.json" && [ -n "$max_id" ] && [ "$max_id" -lt 1024 ]
+ok $? "synth --preset tiny-mla writes tiny's tokenizer (ids up to $max_id < vocab_size 1024)"
+# the extremes of --layers, --dense-layers and --shard-size are accepted
+"$bin" synth -n -o "$tmp/u" --preset tiny --layers 255 --dense-layers 0 >/dev/null 2>&1 &&
+    out=$("$bin" synth -n -o "$tmp/u" --preset tiny --layers 1 --shard-size 4K 2>/dev/null) &&
+    printf '%s\n' "$out" | grep -q "in [0-9]* shards" && [ ! -e "$tmp/u" ]
+ok $? "synth --layers 255 --dense-layers 0, and --shard-size 4K, are accepted ($out)"
+# --force over another layout's checkpoint: its shards and index go (none may outlive the new
+# checkpoint, which a loader would mix in), files of other names stay
+mkdir "$tmp/old" && for f in model.safetensors model-00007-of-000009.safetensors \
+    model.safetensors.index.json model-notes.safetensors notes.txt; do
+    echo old >"$tmp/old/$f"
+done
+"$bin" synth -q -o "$tmp/old" --preset tiny --layers 1 --force >/dev/null 2>&1 &&
+    [ ! -e "$tmp/old/model.safetensors" ] &&
+    [ ! -e "$tmp/old/model-00007-of-000009.safetensors" ] &&
+    [ -f "$tmp/old/model-00001-of-000002.safetensors" ] &&
+    ! grep -q '^old$' "$tmp/old/model.safetensors.index.json" &&
+    [ "$(cat "$tmp/old/model-notes.safetensors" "$tmp/old/notes.txt")" = "old
+old" ]
+ok $? "synth --force removes an earlier model.safetensors and shards, keeps other files"
 tap_exit
