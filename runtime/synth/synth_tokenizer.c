@@ -202,7 +202,7 @@ synth_bpe_train_(struct synth_bpe *b, int max_merges)
     while (b->n_merges < max_merges) {
         int best_a = -1;
         int best_b = -1;
-        int best = 1; /* a pair must occur twice */
+        int best = 1; /* the most frequent pair; one seen once too (merges fill the vocabulary) */
         int id = b->n_sym;
         size_t la;
         size_t lb;

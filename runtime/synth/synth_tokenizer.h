@@ -25,7 +25,8 @@ struct mt_synth_tokenizer_files {
 /*
  * Train the tiny preset's tokenizer for a vocabulary of vocab_size ids (merges fill it up to 480).
  * Deterministic: the same vocab_size gives the same bytes. MT_ERR_INVAL when vocab_size is too
- * small for the 259 byte and special symbols, MT_ERR_NOMEM. On error files_out is left empty.
+ * small for the 263 byte, special and added symbols, MT_ERR_NOMEM. On error files_out is left
+ * empty.
  */
 mt_status_t mt_synth_tokenizer_train(int vocab_size, struct mt_synth_tokenizer_files *files_out);
 

@@ -4,9 +4,9 @@
 
 synth_tokenizer.c documents its training: the fixed paragraph synth_corpus_ is cut into words
 (" ?letters", 1 to 3 digits, " ?punctuation", runs of white space), every byte becomes its GPT-2
-byte-level symbol, and BPE joins the most frequent adjacent pair (counted over word frequencies,
-at least 2), ties going to the smaller (first, second) symbol strings, until no pair occurs twice
-or the merges reach min(480, vocab_size - 263). This script does that from the description,
+byte-level symbol, and BPE joins the most frequent adjacent pair (counted over word frequencies;
+a pair seen once too, once none is seen more), ties going to the smaller (first, second) symbol
+strings, until no pair is left or the merges reach min(480, vocab_size - 263). This script does that from the description,
 reading only the paragraph out of the C source, and prints the merge count, the first merges, the
 last, and the SHA-256 of the merges one a line ("a b\n" each), which test_synth.c pins:
 
@@ -75,7 +75,7 @@ def train(s, vocab_size):
         for w, f in zip(ws, freq):
             for a, b in zip(w, w[1:]):
                 count[(a, b)] = count.get((a, b), 0) + f
-        best = min((p for p in count if count[p] >= 2), key=lambda p: (-count[p], p), default=None)
+        best = min((p for p in count if count[p] >= 1), key=lambda p: (-count[p], p), default=None)
         if best is None:
             break
         merges.append(best)
