@@ -96,6 +96,15 @@ $(head -1 "$tmp/perr") $(grep -v '^mt:' "$tmp/err" | head -1)"
     >/dev/null 2>"$tmp/err"
 [ $? -eq 2 ] && grep -q "at most 1024 --store files" "$tmp/err"
 ok $? "1,025 --store files: a usage error: $(head -1 "$tmp/err")"
+# await_partial: wait (up to 30 s) until the pack started in the background has created its
+# .partial files in $tmp/sig, so that a signal sent next comes while it writes them
+await_partial() {
+    i=0
+    while [ $i -lt 600 ] && ! ls "$tmp/sig"/*.partial >/dev/null 2>&1; do
+        sleep 0.05
+        i=$((i + 1))
+    done
+}
 # signal SIG: start a pack of the model into $tmp/sig (one old store file there), slowed by its
 # test hook to ~4 s, send SIG once its .partial files exist, and set rc to its exit status
 signal() {
@@ -104,11 +113,7 @@ signal() {
     MT_PACK_THROTTLE_MS=20 "$bin" pack -m "$m" -o "$tmp/sig/a" -o "$tmp/sig/b" >/dev/null \
         2>"$tmp/sig.err" &
     pid=$!
-    i=0
-    while [ $i -lt 600 ] && ! ls "$tmp/sig"/*.partial >/dev/null 2>&1; do
-        sleep 0.05
-        i=$((i + 1))
-    done
+    await_partial
     kill -s "$1" "$pid" 2>/dev/null
     wait "$pid"
     rc=$?
@@ -127,11 +132,7 @@ ok $? "pack terminated by SIGTERM exits 143 (rc $rc), leaving no .partial file"
 rm -rf "$tmp/sig" && mkdir "$tmp/sig"
 MT_PACK_THROTTLE_MS=200 "$bin" pack -q -m "$m" -o "$tmp/sig/a" >/dev/null 2>"$tmp/sig.err" &
 pid=$!
-i=0
-while [ $i -lt 600 ] && ! ls "$tmp/sig"/*.partial >/dev/null 2>&1; do
-    sleep 0.05
-    i=$((i + 1))
-done
+await_partial
 t0=$(date +%s)
 kill -s INT "$pid" 2>/dev/null
 wait "$pid"
