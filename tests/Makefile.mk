@@ -105,7 +105,7 @@ EXTRA_DIST += tests/test_serve.sh tests/test_serve_clients.sh tests/test_serve_t
 	tests/serve/lib_serve.sh \
 	tests/serve/package.json tests/serve/package-lock.json tests/serve/client.mjs \
 	tests/serve/page.py tests/serve/half_close.c tests/serve/idle_gets.c \
-	tests/serve/get_twice.c
+	tests/serve/get_twice.c tests/serve/http_read.h
 TESTS += tests/test_tokenize_cli.sh
 TESTS += tests/test_bench.sh
 EXTRA_DIST += tests/test_bench.sh

@@ -10,7 +10,7 @@
  * sends `GET PATH` again on the same connection and prints that response. Exits 0 when both
  * came, 1 otherwise (a message on stderr).
  */
-#define _GNU_SOURCE /* strcasestr; a standalone program: no config.h */
+#define _GNU_SOURCE /* strcasestr (http_read.h); a standalone program: no config.h */
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -21,41 +21,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-/* Read one response (headers, then Content-Length bytes of body) from fd into buf; returns its
- * length, or -1 on a closed or failed connection. */
-static ssize_t
-read_response(int fd, char *buf, size_t cap)
-{
-    size_t got = 0;
-    char *end = NULL;
-
-    while (end == NULL) {
-        ssize_t k = recv(fd, buf + got, cap - 1 - got, 0);
-        if (k <= 0) {
-            return -1;
-        }
-        got += (size_t)k;
-        buf[got] = '\0';
-        end = strstr(buf, "\r\n\r\n");
-        if (end == NULL && got + 1 >= cap) {
-            return -1;
-        }
-    }
-    char save = end[2];
-    end[2] = '\0'; /* search the headers only */
-    const char *cl = strcasestr(buf, "\r\nContent-Length:");
-    end[2] = save;
-    size_t want = (size_t)(end + 4 - buf) + (cl != NULL ? strtoul(cl + 17, NULL, 10) : 0);
-    while (got < want && got + 1 < cap) {
-        ssize_t k = recv(fd, buf + got, cap - 1 - got, 0);
-        if (k <= 0) {
-            return -1;
-        }
-        got += (size_t)k;
-        buf[got] = '\0';
-    }
-    return (ssize_t)got;
-}
+#include "http_read.h" /* http_read_response */
 
 /* One GET of path on fd, its response printed; 0, or -1 with a message. */
 static int
@@ -66,7 +32,7 @@ get_once(int fd, const char *path, int nth)
 
     snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", path);
     if (send(fd, req, strlen(req), MSG_NOSIGNAL) != (ssize_t)strlen(req) ||
-        read_response(fd, buf, sizeof(buf)) < 0) {
+        http_read_response(fd, buf, sizeof(buf)) < 0) {
         fprintf(stderr, "get_twice: GET %d of %s got no response\n", nth, path);
         return -1;
     }

@@ -9,7 +9,7 @@
  * Usage: idle_gets PORT N HOLD
  * Exits 0 when every GET was answered 200, 1 otherwise (a message on stderr).
  */
-#define _GNU_SOURCE /* strcasestr; a standalone program: no config.h */
+#define _GNU_SOURCE /* strcasestr, here and in http_read.h; a standalone program: no config.h */
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -23,43 +23,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "http_read.h" /* http_read_response */
+
 #define MAX_CONNS 256
-
-/* Read one response (headers, then Content-Length bytes of body) from fd into buf; returns its
- * length, or -1 on a closed or failed connection. */
-static ssize_t
-read_response(int fd, char *buf, size_t cap)
-{
-    size_t got = 0;
-    char *end = NULL;
-
-    while (end == NULL) {
-        ssize_t k = recv(fd, buf + got, cap - 1 - got, 0);
-        if (k <= 0) {
-            return -1;
-        }
-        got += (size_t)k;
-        buf[got] = '\0';
-        end = strstr(buf, "\r\n\r\n");
-        if (end == NULL && got + 1 >= cap) {
-            return -1;
-        }
-    }
-    char save = end[2];
-    end[2] = '\0'; /* search the headers only */
-    const char *cl = strcasestr(buf, "\r\nContent-Length:");
-    end[2] = save;
-    size_t want = (size_t)(end + 4 - buf) + (cl != NULL ? strtoul(cl + 17, NULL, 10) : 0);
-    while (got < want && got + 1 < cap) {
-        ssize_t k = recv(fd, buf + got, cap - 1 - got, 0);
-        if (k <= 0) {
-            return -1;
-        }
-        got += (size_t)k;
-        buf[got] = '\0';
-    }
-    return (ssize_t)got;
-}
 
 int
 main(int argc, char **argv)
@@ -93,7 +59,7 @@ main(int argc, char **argv)
             fprintf(stderr, "idle_gets: connection %d: cannot send the request\n", i + 1);
             return 1;
         }
-        if (read_response(fd, buf, sizeof(buf)) < 0 || strncmp(buf, "HTTP/1.1 200", 12) != 0) {
+        if (http_read_response(fd, buf, sizeof(buf)) < 0 || strncmp(buf, "HTTP/1.1 200", 12) != 0) {
             fprintf(stderr, "idle_gets: connection %d: no 200 answer\n", i + 1);
             return 1;
         }
