@@ -267,9 +267,11 @@ sed -n 's/^data: //p' "$tmp/sse" | grep -v '^\[DONE\]$' >"$tmp/events"
 content=$(jq -j '.choices[0].delta.content // ""' "$tmp/events")
 [ "$(tail -n 2 "$tmp/sse" | head -n 1)" = "data: [DONE]" ] &&
     [ "$content" = "$(jq -j '.choices[0].message.content' "$tmp/chat1")" ] &&
-    head -n 1 "$tmp/events" | jq -e '.choices[0].delta.role == "assistant"' >/dev/null &&
+    head -n 1 "$tmp/events" | jq -e '.choices[0].delta == {"role": "assistant", "content": ""}' \
+        >/dev/null &&
     tail -n 1 "$tmp/events" | jq -e '.choices == [] and .usage.completion_tokens == 12' >/dev/null
-ok $? "stream: role first, the same text as without streaming, usage, then data: [DONE]"
+ok $? "stream: role first (with content \"\", as OpenAI sends it: clients add deltas to it), the \
+same text as without streaming, usage, then data: [DONE]"
 
 # the next turn of that conversation reuses its KV cache
 reply=$(jq '.choices[0].message.content' "$tmp/chat1")
