@@ -60,7 +60,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..104"
+echo "1..105"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -185,6 +185,11 @@ ok $? "an unknown role whose quote cuts a character: 400 with a message (not nul
 chat '{"messages": [{"role": "user", "content": "hi"}], "top_p": 1e-50}'
 err_is 400 invalid_request_error && jq -e '.error.param == "top_p"' "$tmp/body" >/dev/null
 ok $? "top_p 1e-50 (0 as a float): 400 with param top_p, before the queue"
+chat '{"messages": [{"role": "user", "content": "hi"}], "top_k": 1073741825}'
+err_is 400 invalid_request_error && jq -e '.error.param == "top_k" and
+    (.error.message | test("between -1 and 1073741824"))' "$tmp/body" >/dev/null
+ok $? "top_k 2^30 + 1: 400 with param top_k, the message giving the range: \
+$(jq -r .error.message "$tmp/body")"
 req GET /v1/chat/completions -H "$auth"
 err_is 405 method_not_allowed && header_is Allow POST
 ok $? "GET on a POST route: 405, Allow: POST"

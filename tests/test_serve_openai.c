@@ -1050,6 +1050,24 @@ main(void)
             400, "messages[1].tool_calls", "a tool call name holding a NUL byte");
     refused(Q "\"top_p\": 0}", 400, "top_p", "top_p 0 (no token left to sample)");
     refused(Q "\"top_k\": -2}", 400, "top_k", "top_k -2");
+    /* top_k's upper edge: MT_SERVE_MAX_TOP_K (any k past the vocabulary keeps every token) is
+     * taken, one more is refused with a message that gives the range */
+    char body[128];
+    snprintf(body, sizeof(body), Q "\"top_k\": %d}", MT_SERVE_MAX_TOP_K);
+    st = parse(MT_SERVE_API_CHAT, body, &r, &e);
+    tap_ok(st == MT_OK && r.sampler.top_k == MT_SERVE_MAX_TOP_K, "top_k %d is accepted (%s)",
+           MT_SERVE_MAX_TOP_K, e.message);
+    if (st == MT_OK) {
+        mt_serve_request_fini(&r);
+    }
+    snprintf(body, sizeof(body), Q "\"top_k\": %lld}", (long long)MT_SERVE_MAX_TOP_K + 1);
+    st = parse(MT_SERVE_API_CHAT, body, &r, &e);
+    char range[64];
+    snprintf(range, sizeof(range), "between -1 and %d", MT_SERVE_MAX_TOP_K);
+    tap_ok(st != MT_OK && e.http == 400 && strcmp(e.param, "top_k") == 0 &&
+               strstr(e.message, range) != NULL,
+           "top_k %lld: 400, param top_k, the message gives the range (%s)",
+           (long long)MT_SERVE_MAX_TOP_K + 1, e.message);
     refused(Q "\"max_tokens\": 4097}", 400, "max_tokens", "max_tokens one past the limit");
     st = parse(MT_SERVE_API_CHAT,
                "{\"messages\": [{\"role\": \"developer\", \"content\": \"d\"}, {\"role\": "

@@ -974,7 +974,7 @@ parse_sampling_(struct mt_serve_request *r, json_t *root, const struct mt_serve_
         }
         r->sampler.top_p = (float)x;
     }
-    if (!get_int_(root, "top_k", -1, 1 << 30, &v, &have, e)) {
+    if (!get_int_(root, "top_k", -1, MT_SERVE_MAX_TOP_K, &v, &have, e)) {
         return false;
     }
     if (have) {
