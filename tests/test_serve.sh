@@ -60,7 +60,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..105"
+echo "1..108"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -432,6 +432,26 @@ ok $? "... also one sent chunked, with no length: 400 body_not_allowed ($code)"
 req GET /health -H "Content-Length: 0"
 [ "$code" = 200 ]
 ok $? "a GET that says Content-Length: 0 has no body: 200 ($code)"
+# two Content-Length headers that differ: MHD goes by the first, a proxy may by the last; a 400
+# and a closed connection, so that what follows the shorter body is never read as a request
+cl_body='{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}'
+chat_cl() {
+    req POST /v1/chat/completions -H "$auth" -H "$json" -H "Content-Length: $1" \
+        -H "Content-Length: $2" -d "$cl_body"
+}
+chat_cl ${#cl_body} 5
+err_is 400 invalid_request_error && header_is Connection close &&
+    jq -e '.error.message | test("conflicting Content-Length")' "$tmp/body" >/dev/null
+ok $? "two Content-Length headers, the body's length then 5: 400, connection closed ($code: \
+$(jq -r .error.message "$tmp/body"))"
+chat_cl 5 ${#cl_body}
+err_is 400 invalid_request_error && header_is Connection close &&
+    jq -e '.error.message | test("conflicting Content-Length")' "$tmp/body" >/dev/null
+ok $? "... 5 then the body's length: 400, connection closed, the rest not read as a request \
+($code: $(jq -r .error.message "$tmp/body"))"
+chat_cl ${#cl_body} ${#cl_body}
+[ "$code" = 200 ]
+ok $? "the body's length said twice is one length: 200 ($code)"
 
 # flags: a port in use, bad values
 "$bin" serve -m "$model" --port "$port" >/dev/null 2>"$tmp/err"

@@ -1685,6 +1685,54 @@ sse_free(void *cls)
     pthread_mutex_unlock(&s->lock);
 }
 
+/* What content_length_visit has seen of a request's Content-Length headers. */
+struct content_length_seen {
+    const char *first; /* the first one's value, which MHD frames the body by */
+    const char *other; /* the first value that differs from it, or NULL */
+};
+
+/* MHD_KeyValueIterator over a request's headers: notes its Content-Length values. */
+static enum MHD_Result
+content_length_visit(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    struct content_length_seen *seen = cls;
+
+    (void)kind;
+    if (key == NULL || value == NULL || strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) != 0) {
+        return MHD_YES;
+    }
+    if (seen->first == NULL) {
+        seen->first = value;
+    } else if (seen->other == NULL && strcmp(value, seen->first) != 0) {
+        seen->other = value;
+    }
+    return MHD_YES;
+}
+
+/*
+ * Two Content-Length headers that differ leave a request's end in doubt: MHD reads the body by
+ * the first and takes what follows as the next request, while a proxy in front may have gone by
+ * the last, so the two would read different requests from the one stream (request smuggling).
+ * RFC 9112 (section 6.3) makes such framing an unrecoverable error: a 400, then the connection
+ * is closed (an early response closes it), before a byte of the body is taken. Repeats of one
+ * value are the one length (RFC 9110, section 8.6), as MHD reads them.
+ */
+static bool
+content_length_conflicts(struct MHD_Connection *c, struct mt_serve_error *e)
+{
+    struct content_length_seen seen = {NULL, NULL};
+
+    MHD_get_connection_values(c, MHD_HEADER_KIND, content_length_visit, &seen);
+    if (seen.other == NULL) {
+        return false;
+    }
+    mt_serve_error_set(e, 400, "invalid_request_error", NULL, NULL,
+                       "conflicting Content-Length headers ('%.20s' and '%.20s'): where the "
+                       "request ends is unclear",
+                       seen.first, seen.other);
+    return true;
+}
+
 static bool
 key_ok(const struct mt_serve *s, struct MHD_Connection *c)
 {
@@ -1925,6 +1973,9 @@ access_handler(void *cls, struct MHD_Connection *c, const char *url, const char 
         bool is_get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 ||
                       strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
         bool wants_post = route_takes_post(cn->route);
+        if (content_length_conflicts(c, &e)) {
+            return respond_early_error(s, c, cn->route, &e);
+        }
         if (cn->route == MT_SERVE_ROUTE_OTHER) {
             mt_serve_error_set(&e, 404, "invalid_request_error", "not_found", NULL,
                                "no route %.16s %.200s (see GET /health, /v1/models, "
