@@ -1394,6 +1394,48 @@ test_limits(void)
     tap_rmtree(dir);
 }
 
+/*
+ * A successful load leaves mt_last_error() as it found it: config.json is an optional, quiet
+ * probe (for BOS), and its failure ("cannot open config ...") must not stay behind as this
+ * thread's last error, where a caller printing mt_last_error() after a later failure without a
+ * message of its own would show it.
+ */
+static void
+test_no_stale_error(void)
+{
+    static const char json[] =
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"h\":0,\"i\":1},\"merges\":[]},"
+        "\"pre_tokenizer\":" BL ",\"decoder\":{\"type\":\"ByteLevel\"}}";
+    const char *dir = tap_tmpdir();
+    struct mt_tokenizer *tok = NULL;
+    char path[600];
+    mt_status_t st;
+    FILE *f;
+
+    mt_log_set_quiet(true);
+    mt_fail(MT_OK, 0, "%s", "before the load");
+    st = load_text(dir, json, &tok); /* no tokenizer_config.json, no config.json */
+    tap_ok(st == MT_OK && strcmp(mt_last_error(), "before the load") == 0,
+           "without config.json, a load leaves the last error as it was: \"%s\"",
+           mt_last_error());
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
+
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    f = fopen(path, "w");
+    fputs("{\"bos_token_id\": 0,", f);
+    fclose(f);
+    mt_fail(MT_OK, 0, "%s", "");
+    st = load_text(dir, json, &tok);
+    tap_ok(st == MT_OK && mt_last_error()[0] == '\0',
+           "... and with a broken config.json (read quietly) it stays empty: \"%s\"",
+           mt_last_error());
+    mt_tokenizer_destroy(tok);
+    unlink(path);
+    mt_log_set_quiet(false);
+    tap_rmtree(dir);
+}
+
 int
 main(void)
 {
@@ -1417,6 +1459,7 @@ main(void)
     test_split_edges();
     test_added_match();
     test_limits();
+    test_no_stale_error();
     cases_remember(NULL, NULL);
     return tap_done();
 }

@@ -1038,7 +1038,9 @@ mt_tokenizer_parse(const char *json, size_t len, const char *what, struct mt_tok
  * BOS when tokenizer_config.json names none: config.json's bos_token_id where it is a token of
  * this vocabulary, else the id of DeepSeek's BOS text, else -1. The chat format and `run -p` both
  * take BOS from here, so they give the same prompt ids. config.json is read best effort and
- * quietly: a bad one is the engine's to report, with its own message.
+ * quietly: a bad one is the engine's to report, with its own message. Its failure is no failure
+ * of the load, so this thread's mt_last_error() is put back as it was: a stale "cannot open
+ * config" would be shown by a caller that prints mt_last_error() after a later failure.
  */
 static int32_t
 bos_fallback(const struct mt_tokenizer *tok, const char *config_path)
@@ -1047,7 +1049,10 @@ bos_fallback(const struct mt_tokenizer *tok, const char *config_path)
     json_t *v;
     size_t len;
     int32_t id = -1;
+    char saved[1024]; /* mt_last_error()'s own size: the copy is whole */
     bool was_quiet = mt_log_set_quiet(true);
+
+    snprintf(saved, sizeof(saved), "%s", mt_last_error());
 
     if (mt_json_load_file(config_path, "config", MT_FILE_MAX_CONFIG, &root) == MT_OK &&
         json_is_integer(v = json_object_get(root, "bos_token_id")) &&
@@ -1055,6 +1060,7 @@ bos_fallback(const struct mt_tokenizer *tok, const char *config_path)
         mt_tokenizer_token_bytes(tok, (int32_t)json_integer_value(v), &len) != NULL) {
         id = (int32_t)json_integer_value(v);
     }
+    mt_fail(MT_OK, 0, "%s", saved); /* still quiet: restores the text, logs nothing */
     mt_log_set_quiet(was_quiet);
     json_decref(root);
     return id >= 0 ? id : mt_tokenizer_token_id(tok, MT_TOKENIZER_BOS_TEXT);

@@ -45,7 +45,8 @@ struct mt_tokenizer;
  * tokenizer_config.json beside it (for BOS/EOS). Both are read by mt_json_load_file (regular files
  * only, size caps, duplicate keys refused). On failure returns MT_ERR_IO or MT_ERR_FORMAT with a
  * message naming the file and the first problem (no model, a bad merge, an id out of range, a
- * regex that does not compile, ...); *tok_out is set only on success.
+ * regex that does not compile, ...); *tok_out is set only on success. On success this thread's
+ * mt_last_error() is left as it was (the quiet config.json probe leaves nothing behind).
  */
 mt_status_t mt_tokenizer_load(const char *dir, struct mt_tokenizer **tok_out);
 
