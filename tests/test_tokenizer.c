@@ -1176,6 +1176,27 @@ test_added_match(void)
         free(back);
     }
     mt_tokenizer_destroy(tok);
+
+    /*
+     * An added token whose content the vocabulary already has ("ab", 256) under another id (300):
+     * HF tokenizers takes the vocabulary's id (AddedVocabulary::add_tokens asks token_to_id,
+     * which finds the model's entry; the file's id is only compared, with a warning) and 300
+     * names no token. No merge "a b": only the added-token match makes "ab" one token.
+     */
+    tok = small_tok("", "\"ab\":256", BL,
+                    "{\"id\":300,\"content\":\"ab\",\"special\":true,\"normalized\":false}", "");
+    expect(tok, "xab", (int32_t[]){'x', 256}, 2,
+           "an added token the vocabulary has too is matched under the vocabulary's id");
+    {
+        size_t tl = 0;
+        bool good = tok != NULL && mt_tokenizer_token_id(tok, "ab") == 256 &&
+                    mt_tokenizer_is_added(tok, 256) &&
+                    mt_tokenizer_token_bytes(tok, 300, &tl) == NULL &&
+                    mt_tokenizer_n_vocab(tok) == 257;
+        tap_ok(good, "... its text looks up 256, 256 counts as added, the file's 300 is no token "
+               "(%d ids)", tok != NULL ? mt_tokenizer_n_vocab(tok) : 0);
+    }
+    mt_tokenizer_destroy(tok);
 }
 
 /*

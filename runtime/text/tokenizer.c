@@ -851,7 +851,9 @@ load_json(struct mt_tokenizer *tok, json_t *root, json_t *cfg)
                            "a content",
                            tok->path, i, MT_TOKENIZER_MAX_ID - 1);
         }
-        max_id = MT_MAX(max_id, (int32_t)json_integer_value(id));
+        if (json_object_get(vocab, json_string_value(json_object_get(v, "content"))) == NULL) {
+            max_id = MT_MAX(max_id, (int32_t)json_integer_value(id)); /* see below */
+        }
     }
     if (max_id < 0) {
         return mt_fail(MT_ERR_FORMAT, 0, "tokenizer '%s': empty vocabulary", tok->path);
@@ -918,17 +920,27 @@ load_json(struct mt_tokenizer *tok, json_t *root, json_t *cfg)
                          tok->path, content);
             goto out;
         }
-        char *nb = realloc(buf, clen + 1);
-        if (nb == NULL) {
-            st = mt_fail(MT_ERR_NOMEM, 0, "tokenizer: out of memory");
-            goto out;
-        }
-        buf = nb;
-        n = byte_level_decode(byte_of_cp, content, buf);
-        if ((st = set_token(tok, id, buf, n, &bytes_cap)) != MT_OK ||
-            (st = smap_put(&tok->by_text, content, clen, hash_bytes(content, clen), (uint32_t)id,
-                           0)) != MT_OK) {
-            goto out;
+        /*
+         * Content the vocabulary has too keeps the vocabulary's id, as in HF tokenizers: its
+         * AddedVocabulary gives an added token the id token_to_id() finds in the model and only
+         * warns that the file expected another; the file's id then names no token.
+         */
+        json_t *in_vocab = json_object_get(vocab, content);
+        if (in_vocab != NULL) {
+            id = (int32_t)json_integer_value(in_vocab);
+        } else {
+            char *nb = realloc(buf, clen + 1);
+            if (nb == NULL) {
+                st = mt_fail(MT_ERR_NOMEM, 0, "tokenizer: out of memory");
+                goto out;
+            }
+            buf = nb;
+            n = byte_level_decode(byte_of_cp, content, buf);
+            if ((st = set_token(tok, id, buf, n, &bytes_cap)) != MT_OK ||
+                (st = smap_put(&tok->by_text, content, clen, hash_bytes(content, clen),
+                               (uint32_t)id, 0)) != MT_OK) {
+                goto out;
+            }
         }
         tok_claim(tok, id)->added = true;
         /* HF's default for "normalized" is !special */

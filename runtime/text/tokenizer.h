@@ -47,6 +47,8 @@ struct mt_tokenizer;
  * message naming the file and the first problem (no model, a bad merge, an id out of range, a
  * regex that does not compile, ...); *tok_out is set only on success. On success this thread's
  * mt_last_error() is left as it was (the quiet config.json probe leaves nothing behind).
+ * An added token whose content model.vocab has too takes the vocabulary's id, as HF tokenizers
+ * does (it warns "was expected to have ID"); the id the file gives it then names no token.
  */
 mt_status_t mt_tokenizer_load(const char *dir, struct mt_tokenizer **tok_out);
 
