@@ -1197,6 +1197,30 @@ test_added_match(void)
                "(%d ids)", tok != NULL ? mt_tokenizer_n_vocab(tok) : 0);
     }
     mt_tokenizer_destroy(tok);
+
+    /*
+     * "normalized" left out: HF tokenizers refuses such a file (AddedToken's fields have no serde
+     * default: "missing field"), so there is no HF default to follow. Ours is the rule HF uses
+     * where it builds an added token itself (AddedToken::from, Python's AddedToken): not
+     * normalized when special, normalized otherwise. It shows with the identity normalizer too,
+     * in the order of the passes: non-normalized tokens are cut from the raw text first, so a
+     * normalized "abcd" loses to a non-normalized "bc" inside it, while two non-normalized ones
+     * meet in one leftmost-longest match.
+     */
+    tok = small_tok("", "", BL,
+                    "{\"id\":256,\"content\":\"bc\",\"special\":true,\"normalized\":false},"
+                    "{\"id\":257,\"content\":\"abcd\",\"special\":true}",
+                    "");
+    expect(tok, "abcd", (int32_t[]){257}, 1,
+           "a special added token without \"normalized\" is not normalized (one pass with \"bc\")");
+    mt_tokenizer_destroy(tok);
+    tok = small_tok("", "", BL,
+                    "{\"id\":256,\"content\":\"bc\",\"special\":true,\"normalized\":false},"
+                    "{\"id\":257,\"content\":\"abcd\",\"special\":false}",
+                    "");
+    expect(tok, "abcd", (int32_t[]){'a', 256, 'd'}, 3,
+           "a non-special one without \"normalized\" is normalized: \"bc\" is cut first");
+    mt_tokenizer_destroy(tok);
 }
 
 /*

@@ -943,7 +943,11 @@ load_json(struct mt_tokenizer *tok, json_t *root, json_t *cfg)
             }
         }
         tok_claim(tok, id)->added = true;
-        /* HF's default for "normalized" is !special */
+        /*
+         * No "normalized": HF refuses the file (the field has no serde default); we take the rule
+         * of HF's AddedToken::from, which Python's AddedToken follows too: special ones are not
+         * normalized, others are.
+         */
         json_t *norm = json_object_get(v, "normalized");
         bool normalized =
             norm != NULL ? json_is_true(norm) : !json_is_true(json_object_get(v, "special"));

@@ -49,6 +49,8 @@ struct mt_tokenizer;
  * mt_last_error() is left as it was (the quiet config.json probe leaves nothing behind).
  * An added token whose content model.vocab has too takes the vocabulary's id, as HF tokenizers
  * does (it warns "was expected to have ID"); the id the file gives it then names no token.
+ * Fields HF requires in an added token but that a file may leave out here: single_word, lstrip
+ * and rstrip (false), special (false) and normalized (!special, as HF's AddedToken::from).
  */
 mt_status_t mt_tokenizer_load(const char *dir, struct mt_tokenizer **tok_out);
 
