@@ -845,6 +845,13 @@ test_small(void)
          MODEL_A "\"added_tokens\":[{\"id\":-1,\"content\":\"<x>\"}]," TAIL_BL, "lacks an id"},
         {"an added token with empty content",
          MODEL_A "\"added_tokens\":[{\"id\":1,\"content\":\"\"}]," TAIL_BL, "lacks an id"},
+        {"an added token with the id of a vocab entry of other text",
+         MODEL_A "\"added_tokens\":[{\"id\":0,\"content\":\"<x>\"}]," TAIL_BL,
+         "\"<x>\" has id 0, which another has too"},
+        {"two added tokens of one id",
+         MODEL_A "\"added_tokens\":[{\"id\":1,\"content\":\"<x>\"},"
+                 "{\"id\":1,\"content\":\"<y>\"}]," TAIL_BL,
+         "\"<y>\" has id 1, which another has too"},
         {"an empty vocabulary", "{\"model\":{\"type\":\"BPE\",\"vocab\":{},\"merges\":[]}," TAIL_BL,
          "empty vocabulary"},
         {"17 pre_tokenizer steps (16 is the limit)",

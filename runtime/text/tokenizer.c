@@ -928,6 +928,13 @@ load_json(struct mt_tokenizer *tok, json_t *root, json_t *cfg)
         json_t *in_vocab = json_object_get(vocab, content);
         if (in_vocab != NULL) {
             id = (int32_t)json_integer_value(in_vocab);
+        } else if (tok_find(tok, id) != NULL && mt_tokenizer_token_id(tok, content) != id) {
+            /* an id of two texts would encode as one and decode as the other (HF would number
+             * this token anew, past the others; we keep the file's ids) */
+            st = mt_fail(MT_ERR_FORMAT, 0,
+                         "tokenizer '%s': added token \"%s\" has id %d, which another has too",
+                         tok->path, content, id);
+            goto out;
         } else {
             char *nb = realloc(buf, clen + 1);
             if (nb == NULL) {

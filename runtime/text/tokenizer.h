@@ -49,6 +49,9 @@ struct mt_tokenizer;
  * mt_last_error() is left as it was (the quiet config.json probe leaves nothing behind).
  * An added token whose content model.vocab has too takes the vocabulary's id, as HF tokenizers
  * does (it warns "was expected to have ID"); the id the file gives it then names no token.
+ * Otherwise the file's ids are kept (HF numbers added tokens on from the vocabulary instead;
+ * DeepSeek's files agree with that), and an added token with an id that another token already
+ * has is MT_ERR_FORMAT: that id would encode as one text and decode as the other.
  * Fields HF requires in an added token but that a file may leave out here: single_word, lstrip
  * and rstrip (false), special (false) and normalized (!special, as HF's AddedToken::from).
  */
