@@ -1188,7 +1188,8 @@ test_added_match(void)
      * An added token whose content the vocabulary already has ("ab", 256) under another id (300):
      * HF tokenizers takes the vocabulary's id (AddedVocabulary::add_tokens asks token_to_id,
      * which finds the model's entry; the file's id is only compared, with a warning) and 300
-     * names no token. No merge "a b": only the added-token match makes "ab" one token.
+     * names no token; tokenizers 0.23.2 does so (tests/reference/README.md). No merge "a b":
+     * only the added-token match makes "ab" one token.
      */
     tok = small_tok("", "\"ab\":256", BL,
                     "{\"id\":300,\"content\":\"ab\",\"special\":true,\"normalized\":false}", "");
@@ -1207,7 +1208,7 @@ test_added_match(void)
 
     /*
      * "normalized" left out: HF tokenizers refuses such a file (AddedToken's fields have no serde
-     * default: "missing field"), so there is no HF default to follow. Ours is the rule HF uses
+     * default; 0.23.2 says "missing field `normalized`"), so there is no HF default to follow. Ours is the rule HF uses
      * where it builds an added token itself (AddedToken::from, Python's AddedToken): not
      * normalized when special, normalized otherwise. It shows with the identity normalizer too,
      * in the order of the passes: non-normalized tokens are cut from the raw text first, so a
