@@ -845,6 +845,13 @@ test_small(void)
          MODEL_A "\"added_tokens\":[{\"id\":-1,\"content\":\"<x>\"}]," TAIL_BL, "lacks an id"},
         {"an added token with empty content",
          MODEL_A "\"added_tokens\":[{\"id\":1,\"content\":\"\"}]," TAIL_BL, "lacks an id"},
+        {"an added token with the id of a vocab entry of other text",
+         MODEL_A "\"added_tokens\":[{\"id\":0,\"content\":\"<x>\"}]," TAIL_BL,
+         "\"<x>\" has id 0, which another has too"},
+        {"two added tokens of one id",
+         MODEL_A "\"added_tokens\":[{\"id\":1,\"content\":\"<x>\"},"
+                 "{\"id\":1,\"content\":\"<y>\"}]," TAIL_BL,
+         "\"<y>\" has id 1, which another has too"},
         {"an empty vocabulary", "{\"model\":{\"type\":\"BPE\",\"vocab\":{},\"merges\":[]}," TAIL_BL,
          "empty vocabulary"},
         {"17 pre_tokenizer steps (16 is the limit)",
@@ -1176,6 +1183,52 @@ test_added_match(void)
         free(back);
     }
     mt_tokenizer_destroy(tok);
+
+    /*
+     * An added token whose content the vocabulary already has ("ab", 256) under another id (300):
+     * HF tokenizers takes the vocabulary's id (AddedVocabulary::add_tokens asks token_to_id,
+     * which finds the model's entry; the file's id is only compared, with a warning) and 300
+     * names no token; tokenizers 0.23.2 does so (tests/reference/README.md). No merge "a b":
+     * only the added-token match makes "ab" one token.
+     */
+    tok = small_tok("", "\"ab\":256", BL,
+                    "{\"id\":300,\"content\":\"ab\",\"special\":true,\"normalized\":false}", "");
+    expect(tok, "xab", (int32_t[]){'x', 256}, 2,
+           "an added token the vocabulary has too is matched under the vocabulary's id");
+    {
+        size_t tl = 0;
+        bool good = tok != NULL && mt_tokenizer_token_id(tok, "ab") == 256 &&
+                    mt_tokenizer_is_added(tok, 256) &&
+                    mt_tokenizer_token_bytes(tok, 300, &tl) == NULL &&
+                    mt_tokenizer_n_vocab(tok) == 257;
+        tap_ok(good, "... its text looks up 256, 256 counts as added, the file's 300 is no token "
+               "(%d ids)", tok != NULL ? mt_tokenizer_n_vocab(tok) : 0);
+    }
+    mt_tokenizer_destroy(tok);
+
+    /*
+     * "normalized" left out: HF tokenizers refuses such a file (AddedToken's fields have no serde
+     * default; 0.23.2 says "missing field `normalized`"), so there is no HF default to follow. Ours is the rule HF uses
+     * where it builds an added token itself (AddedToken::from, Python's AddedToken): not
+     * normalized when special, normalized otherwise. It shows with the identity normalizer too,
+     * in the order of the passes: non-normalized tokens are cut from the raw text first, so a
+     * normalized "abcd" loses to a non-normalized "bc" inside it, while two non-normalized ones
+     * meet in one leftmost-longest match.
+     */
+    tok = small_tok("", "", BL,
+                    "{\"id\":256,\"content\":\"bc\",\"special\":true,\"normalized\":false},"
+                    "{\"id\":257,\"content\":\"abcd\",\"special\":true}",
+                    "");
+    expect(tok, "abcd", (int32_t[]){257}, 1,
+           "a special added token without \"normalized\" is not normalized (one pass with \"bc\")");
+    mt_tokenizer_destroy(tok);
+    tok = small_tok("", "", BL,
+                    "{\"id\":256,\"content\":\"bc\",\"special\":true,\"normalized\":false},"
+                    "{\"id\":257,\"content\":\"abcd\",\"special\":false}",
+                    "");
+    expect(tok, "abcd", (int32_t[]){'a', 256, 'd'}, 3,
+           "a non-special one without \"normalized\" is normalized: \"bc\" is cut first");
+    mt_tokenizer_destroy(tok);
 }
 
 /*
@@ -1394,6 +1447,48 @@ test_limits(void)
     tap_rmtree(dir);
 }
 
+/*
+ * A successful load leaves mt_last_error() as it found it: config.json is an optional, quiet
+ * probe (for BOS), and its failure ("cannot open config ...") must not stay behind as this
+ * thread's last error, where a caller printing mt_last_error() after a later failure without a
+ * message of its own would show it.
+ */
+static void
+test_no_stale_error(void)
+{
+    static const char json[] =
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"h\":0,\"i\":1},\"merges\":[]},"
+        "\"pre_tokenizer\":" BL ",\"decoder\":{\"type\":\"ByteLevel\"}}";
+    const char *dir = tap_tmpdir();
+    struct mt_tokenizer *tok = NULL;
+    char path[600];
+    mt_status_t st;
+    FILE *f;
+
+    mt_log_set_quiet(true);
+    mt_fail(MT_OK, 0, "%s", "before the load");
+    st = load_text(dir, json, &tok); /* no tokenizer_config.json, no config.json */
+    tap_ok(st == MT_OK && strcmp(mt_last_error(), "before the load") == 0,
+           "without config.json, a load leaves the last error as it was: \"%s\"",
+           mt_last_error());
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
+
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    f = fopen(path, "w");
+    fputs("{\"bos_token_id\": 0,", f);
+    fclose(f);
+    mt_fail(MT_OK, 0, "%s", "");
+    st = load_text(dir, json, &tok);
+    tap_ok(st == MT_OK && mt_last_error()[0] == '\0',
+           "... and with a broken config.json (read quietly) it stays empty: \"%s\"",
+           mt_last_error());
+    mt_tokenizer_destroy(tok);
+    unlink(path);
+    mt_log_set_quiet(false);
+    tap_rmtree(dir);
+}
+
 int
 main(void)
 {
@@ -1417,6 +1512,7 @@ main(void)
     test_split_edges();
     test_added_match();
     test_limits();
+    test_no_stale_error();
     cases_remember(NULL, NULL);
     return tap_done();
 }

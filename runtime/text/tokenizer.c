@@ -851,7 +851,9 @@ load_json(struct mt_tokenizer *tok, json_t *root, json_t *cfg)
                            "a content",
                            tok->path, i, MT_TOKENIZER_MAX_ID - 1);
         }
-        max_id = MT_MAX(max_id, (int32_t)json_integer_value(id));
+        if (json_object_get(vocab, json_string_value(json_object_get(v, "content"))) == NULL) {
+            max_id = MT_MAX(max_id, (int32_t)json_integer_value(id)); /* see below */
+        }
     }
     if (max_id < 0) {
         return mt_fail(MT_ERR_FORMAT, 0, "tokenizer '%s': empty vocabulary", tok->path);
@@ -918,20 +920,41 @@ load_json(struct mt_tokenizer *tok, json_t *root, json_t *cfg)
                          tok->path, content);
             goto out;
         }
-        char *nb = realloc(buf, clen + 1);
-        if (nb == NULL) {
-            st = mt_fail(MT_ERR_NOMEM, 0, "tokenizer: out of memory");
+        /*
+         * Content the vocabulary has too keeps the vocabulary's id, as in HF tokenizers: its
+         * AddedVocabulary gives an added token the id token_to_id() finds in the model and only
+         * warns that the file expected another; the file's id then names no token.
+         */
+        json_t *in_vocab = json_object_get(vocab, content);
+        if (in_vocab != NULL) {
+            id = (int32_t)json_integer_value(in_vocab);
+        } else if (tok_find(tok, id) != NULL && mt_tokenizer_token_id(tok, content) != id) {
+            /* an id of two texts would encode as one and decode as the other (HF would number
+             * this token anew, past the others; we keep the file's ids) */
+            st = mt_fail(MT_ERR_FORMAT, 0,
+                         "tokenizer '%s': added token \"%s\" has id %d, which another has too",
+                         tok->path, content, id);
             goto out;
-        }
-        buf = nb;
-        n = byte_level_decode(byte_of_cp, content, buf);
-        if ((st = set_token(tok, id, buf, n, &bytes_cap)) != MT_OK ||
-            (st = smap_put(&tok->by_text, content, clen, hash_bytes(content, clen), (uint32_t)id,
-                           0)) != MT_OK) {
-            goto out;
+        } else {
+            char *nb = realloc(buf, clen + 1);
+            if (nb == NULL) {
+                st = mt_fail(MT_ERR_NOMEM, 0, "tokenizer: out of memory");
+                goto out;
+            }
+            buf = nb;
+            n = byte_level_decode(byte_of_cp, content, buf);
+            if ((st = set_token(tok, id, buf, n, &bytes_cap)) != MT_OK ||
+                (st = smap_put(&tok->by_text, content, clen, hash_bytes(content, clen),
+                               (uint32_t)id, 0)) != MT_OK) {
+                goto out;
+            }
         }
         tok_claim(tok, id)->added = true;
-        /* HF's default for "normalized" is !special */
+        /*
+         * No "normalized": HF refuses the file (the field has no serde default); we take the rule
+         * of HF's AddedToken::from, which Python's AddedToken follows too: special ones are not
+         * normalized, others are.
+         */
         json_t *norm = json_object_get(v, "normalized");
         bool normalized =
             norm != NULL ? json_is_true(norm) : !json_is_true(json_object_get(v, "special"));
@@ -1038,7 +1061,9 @@ mt_tokenizer_parse(const char *json, size_t len, const char *what, struct mt_tok
  * BOS when tokenizer_config.json names none: config.json's bos_token_id where it is a token of
  * this vocabulary, else the id of DeepSeek's BOS text, else -1. The chat format and `run -p` both
  * take BOS from here, so they give the same prompt ids. config.json is read best effort and
- * quietly: a bad one is the engine's to report, with its own message.
+ * quietly: a bad one is the engine's to report, with its own message. Its failure is no failure
+ * of the load, so this thread's mt_last_error() is put back as it was: a stale "cannot open
+ * config" would be shown by a caller that prints mt_last_error() after a later failure.
  */
 static int32_t
 bos_fallback(const struct mt_tokenizer *tok, const char *config_path)
@@ -1047,7 +1072,10 @@ bos_fallback(const struct mt_tokenizer *tok, const char *config_path)
     json_t *v;
     size_t len;
     int32_t id = -1;
+    char saved[1024]; /* mt_last_error()'s own size: the copy is whole */
     bool was_quiet = mt_log_set_quiet(true);
+
+    snprintf(saved, sizeof(saved), "%s", mt_last_error());
 
     if (mt_json_load_file(config_path, "config", MT_FILE_MAX_CONFIG, &root) == MT_OK &&
         json_is_integer(v = json_object_get(root, "bos_token_id")) &&
@@ -1055,6 +1083,7 @@ bos_fallback(const struct mt_tokenizer *tok, const char *config_path)
         mt_tokenizer_token_bytes(tok, (int32_t)json_integer_value(v), &len) != NULL) {
         id = (int32_t)json_integer_value(v);
     }
+    mt_fail(MT_OK, 0, "%s", saved); /* still quiet: restores the text, logs nothing */
     mt_log_set_quiet(was_quiet);
     json_decref(root);
     return id >= 0 ? id : mt_tokenizer_token_id(tok, MT_TOKENIZER_BOS_TEXT);

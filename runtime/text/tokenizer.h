@@ -45,7 +45,15 @@ struct mt_tokenizer;
  * tokenizer_config.json beside it (for BOS/EOS). Both are read by mt_json_load_file (regular files
  * only, size caps, duplicate keys refused). On failure returns MT_ERR_IO or MT_ERR_FORMAT with a
  * message naming the file and the first problem (no model, a bad merge, an id out of range, a
- * regex that does not compile, ...); *tok_out is set only on success.
+ * regex that does not compile, ...); *tok_out is set only on success. On success this thread's
+ * mt_last_error() is left as it was (the quiet config.json probe leaves nothing behind).
+ * An added token whose content model.vocab has too takes the vocabulary's id, as HF tokenizers
+ * does (it warns "was expected to have ID"); the id the file gives it then names no token.
+ * Otherwise the file's ids are kept (HF numbers added tokens on from the vocabulary instead;
+ * DeepSeek's files agree with that), and an added token with an id that another token already
+ * has is MT_ERR_FORMAT: that id would encode as one text and decode as the other.
+ * Fields HF requires in an added token but that a file may leave out here: single_word, lstrip
+ * and rstrip (false), special (false) and normalized (!special, as HF's AddedToken::from).
  */
 mt_status_t mt_tokenizer_load(const char *dir, struct mt_tokenizer **tok_out);
 

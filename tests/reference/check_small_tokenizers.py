@@ -10,9 +10,11 @@ those hand-written expectations against HF tokenizers, code no one here wrote:
     python3 check_small_tokenizers.py cases.jsonl             # where `tokenizers` is installed
 
 Each line of cases.jsonl is {"what", "text_hex", "want", "json"}. Our files leave out fields that
-HF requires and we default (ByteLevel's trim_offsets, added tokens' single_word/lstrip/rstrip);
-they are filled in with HF's own defaults. The decoder is dropped: only encoding is checked.
-Texts that are not valid UTF-8 are skipped (HF takes str). Exit status 1 when any case differs.
+HF requires and we default (ByteLevel's trim_offsets, added tokens' single_word/lstrip/rstrip,
+special and normalized); they are filled in with the values we assume: HF's own defaults, and for
+normalized, which HF's file format has none for, !special (HF's AddedToken::from). The decoder
+is dropped: only encoding is checked. Texts that are not valid UTF-8 are skipped (HF takes str).
+Exit status 1 when any case differs.
 """
 import json
 import sys
@@ -36,8 +38,9 @@ def hf_ids(tokenizer_json, text):
     fill_defaults(j)
     j["decoder"] = None
     for added in j.get("added_tokens", []):
-        for key in ("single_word", "lstrip", "rstrip"):
+        for key in ("single_word", "lstrip", "rstrip", "special"):
             added.setdefault(key, False)
+        added.setdefault("normalized", not added["special"])
     tok = tokenizers.Tokenizer.from_str(json.dumps(j))
     return tok.encode(text, add_special_tokens=False).ids
 
