@@ -15,7 +15,7 @@ need jq "JSON in shell tests; apt-get install jq"
 make_tmp run-report
 m="$tmp/small"
 
-echo "1..35"
+echo "1..37"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 cat >"$tmp/cpu.json" <<'JSON'
@@ -58,6 +58,34 @@ ok $? "per phase the pairs of all tiers are k x MoE layers x tokens"
 jq -e '. as $r | [[.prefill, .decode][] | .tiers[] | .bytes == .runs * $r.expert_bytes] | all' \
     "$tmp/r.json" >/dev/null
 ok $? "per tier bytes = runs x expert bytes"
+# the CPU engine computes every tier's experts on its one team, inside the MoE step: the CPU's
+# busy fraction is all the tiers' seconds over the forward time, and at most the MoE's share
+jq -e '[.prefill, .decode] | all(([.tiers[].seconds] | add) as $s | $s > 0 and
+        ((.cpu_busy * .forward_s - $s) | fabs) <= 1e-6 * $s and .cpu_busy <= .moe_s / .forward_s)' \
+    "$tmp/r.json" >/dev/null
+ok $? "per phase CPU busy = the tiers' expert seconds / forward seconds: \
+$(jq -c '[.prefill.cpu_busy, .decode.cpu_busy]' "$tmp/r.json")"
+# the weights a decoded token reads outside routed experts, from the shards' own headers: every
+# main-layer and global tensor but the routed experts', with one row of the embedding table
+# (model.h token_bytes_always; the MTP layer, after the main ones, is not read)
+st_headers() {
+    for f in "$1"/*.safetensors; do
+        n=$(od -An -tu8 -N8 "$f" | tr -d ' ')
+        tail -c +9 "$f" | head -c "$n"
+        echo
+    done
+}
+always=$(st_headers "$m" | jq -s --slurpfile c "$m/config.json" '
+    [.[] | to_entries[] | select(.key != "__metadata__") |
+     {k: .key, b: (.value.data_offsets[1] - .value.data_offsets[0]),
+      l: ((.key | capture("^model\\.layers\\.(?<l>[0-9]+)\\.") | .l | tonumber) // -1)} |
+     select(.l < $c[0].num_hidden_layers and (.k | test("\\.mlp\\.experts\\.") | not))] as $o |
+    ($o | map(select(.k == "model.embed_tokens.weight")) | .[0].b) as $emb |
+    ($o | map(.b) | add) - $emb + ($emb / $c[0].vocab_size | floor)')
+[ -n "$always" ] && jq -e --argjson w "$always" '.always_on_bytes_per_token == $w' "$tmp/r.json" \
+    >/dev/null
+ok $? "always-on bytes per token are the shards' non-expert bytes with one embedding row \
+($always)"
 # each run of a streamed expert acquires it once, counted in the phase it ran in: per phase the
 # stream's hits + late hits + misses are the NVMe tier's runs, and its hit rate is the hits and
 # late hits (ready or loading when asked for) over those
