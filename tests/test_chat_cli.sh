@@ -21,7 +21,7 @@ turn_field() {
 make_tmp chat
 model="$tmp/tiny"
 
-echo "1..41"
+echo "1..42"
 "$bin" synth --preset tiny --layers 2 -q -o "$model" >/dev/null 2>"$tmp/synth.err"
 ok $? "synth --preset tiny writes a model"
 
@@ -134,6 +134,14 @@ printf ' \t \n\t\n/quit\t\nhello there\n' | "$bin" chat -m "$model" -n 4 >"$tmp/
 rc=$?
 [ "$rc" -eq 0 ] && [ ! -s "$tmp/q.out" ] && [ ! -s "$tmp/q.err" ]
 ok $? "lines of blanks and tabs are no message, '/quit<TAB>' is /quit (rc $rc)"
+# /exit is /quit's other name (what other chat programs take), and both help texts say so
+printf '/exit \nhello there\n' | "$bin" chat -m "$model" -n 4 >"$tmp/q.out" 2>"$tmp/q.err"
+rc=$?
+printf '/help\n' | "$bin" chat -m "$model" 2>"$tmp/h2.err" >/dev/null &&
+    "$bin" chat --help >"$tmp/help.out" 2>&1
+[ "$rc" -eq 0 ] && [ ! -s "$tmp/q.out" ] && [ ! -s "$tmp/q.err" ] &&
+    grep -q '^  /quit .*/exit' "$tmp/h2.err" && grep -q '/quit or /exit' "$tmp/help.out"
+ok $? "'/exit' leaves as /quit does, and /help and --help name it (rc $rc)"
 printf '//usr/bin/env: what is it?\n' | "$bin" chat -m "$model" --temperature 0 -n 8 \
     >"$tmp/sl.out" 2>"$tmp/sl.err" &&
     "$bin" run -m "$model" --device cpu --temperature 0 -n 8 \
