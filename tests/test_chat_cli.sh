@@ -21,7 +21,7 @@ turn_field() {
 make_tmp chat
 model="$tmp/tiny"
 
-echo "1..42"
+echo "1..43"
 "$bin" synth --preset tiny --layers 2 -q -o "$model" >/dev/null 2>"$tmp/synth.err"
 ok $? "synth --preset tiny writes a model"
 
@@ -114,6 +114,19 @@ printf 'hello\n' | "$bin" chat -m "$model" --temperature 0 -n 1 -v >/dev/null 2>
 py=$(turn_field 1 prompt "$tmp/y.err")
 [ "$rc" -eq 0 ] && [ -n "$pz" ] && [ -n "$py" ] && [ "$pz" -gt "$py" ]
 ok $? "a line with a NUL byte is kept whole in the prompt ($pz > $py tokens, rc $rc)"
+
+# a turn that reuses the cache and decodes nothing (-n 1): the report line's prefill tok/s is the
+# turn line's, over the tokens the turn ran (not those it reused)
+printf 'hello there\nhow are you\n' | "$bin" chat -m "$model" --temperature 0 -n 1 -v \
+    >/dev/null 2>"$tmp/v1.err"
+rc=$?
+t2=$(grep '^mt: turn 2:' "$tmp/v1.err")
+used=$(printf '%s\n' "$t2" | sed -n 's/.*, \([0-9]*\) reused from the cache; .*/\1/p')
+want=$(printf '%s\n' "$t2" | sed -n 's/.* s (\([0-9.]*\) tok\/s); decode 0 tokens.*/\1/p')
+got=$(grep '^mt: prefill [0-9.]* tok/s; ms/token' "$tmp/v1.err" |
+    sed -n '2s/^mt: prefill \([0-9.]*\) tok\/s.*/\1/p')
+[ "$rc" -eq 0 ] && [ "${used:-0}" -gt 0 ] && [ -n "$want" ] && [ "$got" = "$want" ]
+ok $? "chat -v: a reusing turn's report line gives its prefill's tok/s ($got, turn: $want)"
 
 printf '/help\n/nonsense\n' | "$bin" chat -m "$model" >"$tmp/h.out" 2>"$tmp/h.err"
 rc=$?

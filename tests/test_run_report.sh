@@ -15,7 +15,7 @@ need jq "JSON in shell tests; apt-get install jq"
 make_tmp run-report
 m="$tmp/small"
 
-echo "1..42"
+echo "1..44"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 cat >"$tmp/cpu.json" <<'JSON'
@@ -132,6 +132,26 @@ grep -q '^mt: report: prefill 25 tokens, .* tok/s (plan .*, ratio .*); decode 5 
     grep -q '^mt: report: nvme  *[0-9.]*  *[0-9.]*  *[0-9.]*  *12.00 ' "$tmp/err" &&
     grep -q '^mt: report: streamed experts: cache hits' "$tmp/err"
 ok $? "the text report is on stderr: $(grep 'report: prefill' "$tmp/err")"
+# the text shows the JSON's numbers, rounded: the first line's tok/s and ratios to the plan, and
+# each decode tier row's experts/tok, MB/tok (10^6 bytes), ms/tok and ratio to the plan
+top=$(grep '^mt: report: prefill [0-9]* tokens' "$tmp/err" | sed 's/[^0-9. ]//g' |
+    awk '{ printf "[%s,%s,%s,%s]", $2, $4, $6, $8 }')
+row() { grep "^mt: report: $1 " "$tmp/err" | awk '{ printf "[%s,%s,%s,%s]", $4, $5, $6, $10 }'; }
+jq -e --argjson top "${top:-null}" --argjson dram "$(row dram-cpu)" --argjson nvme "$(row nvme)" '
+    def near(a; b; d): ((a - b) | fabs) <= d;
+    def tier(t; p): near(p[0]; t.experts_per_token; 0.0051) and
+        near(p[1]; t.bytes_per_token / 1e6; 0.0051) and near(p[2]; t.ms_per_token; 0.00051);
+    near($top[0]; .prefill.tok_s; 0.0051) and near($top[1]; .ratio.prefill_tok_s; 0.0051) and
+    near($top[2]; .decode.tok_s; 0.0051) and near($top[3]; .ratio.decode_tok_s; 0.0051) and
+    tier(.decode.tiers["dram-cpu"]; $dram) and tier(.decode.tiers.nvme; $nvme) and
+    near($dram[3]; .ratio.tiers["dram-cpu"].ms_per_token; 0.0051) and
+    near($nvme[3]; .ratio.tiers.nvme.ms_per_token; 0.0051)' "$tmp/r.json" >/dev/null
+ok $? "the text report's tok/s, ratios and tier rows are the JSON's: $top $(row nvme)"
+# the plan's FLOPs of one token through one routed expert: gate, up and down, 2 x hidden x width
+# each (config.json)
+jq -e --slurpfile c "$m/config.json" '.predicted.expert_flops ==
+    6 * $c[0].hidden_size * $c[0].moe_intermediate_size' "$tmp/r.json" >/dev/null
+ok $? "predicted expert FLOPs are 3 products of 2 x hidden x moe_intermediate_size"
 # the whole run's line on the streamed experts (cli_common.c) counts from the load on: the MiB
 # read and the seconds waiting for reads are the two phases' together; each phase's GB/s is its
 # bytes over its read seconds
