@@ -21,7 +21,7 @@ turn_field() {
 make_tmp chat
 model="$tmp/tiny"
 
-echo "1..43"
+echo "1..44"
 "$bin" synth --preset tiny --layers 2 -q -o "$model" >/dev/null 2>"$tmp/synth.err"
 ok $? "synth --preset tiny writes a model"
 
@@ -127,6 +127,9 @@ got=$(grep '^mt: prefill [0-9.]* tok/s; ms/token' "$tmp/v1.err" |
     sed -n '2s/^mt: prefill \([0-9.]*\) tok\/s.*/\1/p')
 [ "$rc" -eq 0 ] && [ "${used:-0}" -gt 0 ] && [ -n "$want" ] && [ "$got" = "$want" ]
 ok $? "chat -v: a reusing turn's report line gives its prefill's tok/s ($got, turn: $want)"
+busy=$(sed -n 's/^mt: prefill .*; CPU busy \([-0-9.]*\).*/\1/p' "$tmp/v1.err" | head -n 1)
+awk -v b="${busy:--1}" 'BEGIN { exit !(b > 0 && b <= 1) }'
+ok $? "chat -v: the CPU engine's busy fraction is in (0, 1] ($busy)"
 
 printf '/help\n/nonsense\n' | "$bin" chat -m "$model" >"$tmp/h.out" 2>"$tmp/h.err"
 rc=$?

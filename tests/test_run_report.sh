@@ -15,7 +15,7 @@ need jq "JSON in shell tests; apt-get install jq"
 make_tmp run-report
 m="$tmp/small"
 
-echo "1..44"
+echo "1..45"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 cat >"$tmp/cpu.json" <<'JSON'
@@ -147,6 +147,14 @@ jq -e --argjson top "${top:-null}" --argjson dram "$(row dram-cpu)" --argjson nv
     near($dram[3]; .ratio.tiers["dram-cpu"].ms_per_token; 0.0051) and
     near($nvme[3]; .ratio.tiers.nvme.ms_per_token; 0.0051)' "$tmp/r.json" >/dev/null
 ok $? "the text report's tok/s, ratios and tier rows are the JSON's: $top $(row nvme)"
+# and the phases' seconds are the ones run's own summary line gives (its clock, not the report's)
+sum=$(grep '^mt: prefill [0-9]* tokens in ' "$tmp/err" | sed 's/[^0-9. ]//g' |
+    awk '{ printf "[%s,%s,%s,%s]", $2, $3, $5, $6 }')
+jq -e --argjson s "${sum:-null}" 'def near(a; b; d): ((a - b) | fabs) <= d;
+    near($s[0]; .prefill.seconds; 0.00051) and near($s[1]; .prefill.tok_s; 0.0051) and
+    near($s[2]; .decode.seconds; 0.00051) and near($s[3]; .decode.tok_s; 0.0051)' \
+    "$tmp/r.json" >/dev/null
+ok $? "the phases' seconds and tok/s are run's summary line's: $sum"
 # the plan's FLOPs of one token through one routed expert: gate, up and down, 2 x hidden x width
 # each (config.json)
 jq -e --slurpfile c "$m/config.json" '.predicted.expert_flops ==
