@@ -21,7 +21,7 @@ turn_field() {
 make_tmp chat
 model="$tmp/tiny"
 
-echo "1..41"
+echo "1..44"
 "$bin" synth --preset tiny --layers 2 -q -o "$model" >/dev/null 2>"$tmp/synth.err"
 ok $? "synth --preset tiny writes a model"
 
@@ -115,6 +115,22 @@ py=$(turn_field 1 prompt "$tmp/y.err")
 [ "$rc" -eq 0 ] && [ -n "$pz" ] && [ -n "$py" ] && [ "$pz" -gt "$py" ]
 ok $? "a line with a NUL byte is kept whole in the prompt ($pz > $py tokens, rc $rc)"
 
+# a turn that reuses the cache and decodes nothing (-n 1): the report line's prefill tok/s is the
+# turn line's, over the tokens the turn ran (not those it reused)
+printf 'hello there\nhow are you\n' | "$bin" chat -m "$model" --temperature 0 -n 1 -v \
+    >/dev/null 2>"$tmp/v1.err"
+rc=$?
+t2=$(grep '^mt: turn 2:' "$tmp/v1.err")
+used=$(printf '%s\n' "$t2" | sed -n 's/.*, \([0-9]*\) reused from the cache; .*/\1/p')
+want=$(printf '%s\n' "$t2" | sed -n 's/.* s (\([0-9.]*\) tok\/s); decode 0 tokens.*/\1/p')
+got=$(grep '^mt: prefill [0-9.]* tok/s; ms/token' "$tmp/v1.err" |
+    sed -n '2s/^mt: prefill \([0-9.]*\) tok\/s.*/\1/p')
+[ "$rc" -eq 0 ] && [ "${used:-0}" -gt 0 ] && [ -n "$want" ] && [ "$got" = "$want" ]
+ok $? "chat -v: a reusing turn's report line gives its prefill's tok/s ($got, turn: $want)"
+busy=$(sed -n 's/^mt: prefill .*; CPU busy \([-0-9.]*\).*/\1/p' "$tmp/v1.err" | head -n 1)
+awk -v b="${busy:--1}" 'BEGIN { exit !(b > 0 && b <= 1) }'
+ok $? "chat -v: the CPU engine's busy fraction is in (0, 1] ($busy)"
+
 printf '/help\n/nonsense\n' | "$bin" chat -m "$model" >"$tmp/h.out" 2>"$tmp/h.err"
 rc=$?
 [ "$rc" -eq 0 ] && grep -q '/reset' "$tmp/h.err" && grep -q '^any other line.* //' "$tmp/h.err" &&
@@ -134,6 +150,14 @@ printf ' \t \n\t\n/quit\t\nhello there\n' | "$bin" chat -m "$model" -n 4 >"$tmp/
 rc=$?
 [ "$rc" -eq 0 ] && [ ! -s "$tmp/q.out" ] && [ ! -s "$tmp/q.err" ]
 ok $? "lines of blanks and tabs are no message, '/quit<TAB>' is /quit (rc $rc)"
+# /exit is /quit's other name (what other chat programs take), and both help texts say so
+printf '/exit \nhello there\n' | "$bin" chat -m "$model" -n 4 >"$tmp/q.out" 2>"$tmp/q.err"
+rc=$?
+printf '/help\n' | "$bin" chat -m "$model" 2>"$tmp/h2.err" >/dev/null &&
+    "$bin" chat --help >"$tmp/help.out" 2>&1
+[ "$rc" -eq 0 ] && [ ! -s "$tmp/q.out" ] && [ ! -s "$tmp/q.err" ] &&
+    grep -q '^  /quit .*/exit' "$tmp/h2.err" && grep -q '/quit or /exit' "$tmp/help.out"
+ok $? "'/exit' leaves as /quit does, and /help and --help name it (rc $rc)"
 printf '//usr/bin/env: what is it?\n' | "$bin" chat -m "$model" --temperature 0 -n 8 \
     >"$tmp/sl.out" 2>"$tmp/sl.err" &&
     "$bin" run -m "$model" --device cpu --temperature 0 -n 8 \

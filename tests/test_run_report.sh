@@ -15,7 +15,7 @@ need jq "JSON in shell tests; apt-get install jq"
 make_tmp run-report
 m="$tmp/small"
 
-echo "1..35"
+echo "1..45"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 cat >"$tmp/cpu.json" <<'JSON'
@@ -58,6 +58,43 @@ ok $? "per phase the pairs of all tiers are k x MoE layers x tokens"
 jq -e '. as $r | [[.prefill, .decode][] | .tiers[] | .bytes == .runs * $r.expert_bytes] | all' \
     "$tmp/r.json" >/dev/null
 ok $? "per tier bytes = runs x expert bytes"
+# per token: a tier's (token, expert) pairs, bytes and milliseconds over the tokens the engine ran
+jq -e 'def near(a; b): ((a - b) | fabs) <= 1e-6 * ([a, b, 1e-12] | map(fabs) | max);
+    [.prefill, .decode] | all(.engine_tokens as $n | $n > 0 and (.tiers | all(
+        near(.experts_per_token; .pairs / $n) and near(.bytes_per_token; .bytes / $n) and
+        near(.ms_per_token; 1e3 * .seconds / $n))))' "$tmp/r.json" >/dev/null
+ok $? "per tier experts, bytes and ms per token are pairs, bytes and 1000 x seconds over tokens"
+# the CPU engine computes every tier's experts on its one team, inside the MoE step: the CPU's
+# busy fraction is all the tiers' seconds over the forward time, and at most the MoE's share
+cpu_busy_ok() {
+    jq -e '.device == "cpu" and ([.prefill, .decode] | all(([.tiers[].seconds] | add) as $s |
+        $s > 0 and ((.cpu_busy * .forward_s - $s) | fabs) <= 1e-6 * $s and
+        .cpu_busy <= (1 + 1e-6) * .moe_s / .forward_s))' "$1" >/dev/null
+}
+cpu_busy_ok "$tmp/r.json"
+ok $? "per phase CPU busy = the tiers' expert seconds / forward seconds: \
+$(jq -c '[.prefill.cpu_busy, .decode.cpu_busy]' "$tmp/r.json")"
+# the weights a decoded token reads outside routed experts, from the shards' own headers: every
+# main-layer and global tensor but the routed experts', with one row of the embedding table
+# (model.h token_bytes_always; the MTP layer, after the main ones, is not read)
+st_headers() {
+    for f in "$1"/*.safetensors; do
+        n=$(od -An -tu8 -N8 "$f" | tr -d ' ')
+        tail -c +9 "$f" | head -c "$n"
+        echo
+    done
+}
+always=$(st_headers "$m" | jq -s --slurpfile c "$m/config.json" '
+    [.[] | to_entries[] | select(.key != "__metadata__") |
+     {k: .key, b: (.value.data_offsets[1] - .value.data_offsets[0]),
+      l: ((.key | capture("^model\\.layers\\.(?<l>[0-9]+)\\.") | .l | tonumber) // -1)} |
+     select(.l < $c[0].num_hidden_layers and (.k | test("\\.mlp\\.experts\\.") | not))] as $o |
+    ($o | map(select(.k == "model.embed_tokens.weight")) | .[0].b) as $emb |
+    ($o | map(.b) | add) - $emb + ($emb / $c[0].vocab_size | floor)')
+[ -n "$always" ] && jq -e --argjson w "$always" '.always_on_bytes_per_token == $w' "$tmp/r.json" \
+    >/dev/null
+ok $? "always-on bytes per token are the shards' non-expert bytes with one embedding row \
+($always)"
 # each run of a streamed expert acquires it once, counted in the phase it ran in: per phase the
 # stream's hits + late hits + misses are the NVMe tier's runs, and its hit rate is the hits and
 # late hits (ready or loading when asked for) over those
@@ -95,6 +132,47 @@ grep -q '^mt: report: prefill 25 tokens, .* tok/s (plan .*, ratio .*); decode 5 
     grep -q '^mt: report: nvme  *[0-9.]*  *[0-9.]*  *[0-9.]*  *12.00 ' "$tmp/err" &&
     grep -q '^mt: report: streamed experts: cache hits' "$tmp/err"
 ok $? "the text report is on stderr: $(grep 'report: prefill' "$tmp/err")"
+# the text shows the JSON's numbers, rounded: the first line's tok/s and ratios to the plan, and
+# each decode tier row's experts/tok, MB/tok (10^6 bytes), ms/tok and ratio to the plan
+top=$(grep '^mt: report: prefill [0-9]* tokens' "$tmp/err" | sed 's/[^0-9. ]//g' |
+    awk '{ printf "[%s,%s,%s,%s]", $2, $4, $6, $8 }')
+row() { grep "^mt: report: $1 " "$tmp/err" | awk '{ printf "[%s,%s,%s,%s]", $4, $5, $6, $10 }'; }
+jq -e --argjson top "${top:-null}" --argjson dram "$(row dram-cpu)" --argjson nvme "$(row nvme)" '
+    def near(a; b; d): ((a - b) | fabs) <= d;
+    def tier(t; p): near(p[0]; t.experts_per_token; 0.0051) and
+        near(p[1]; t.bytes_per_token / 1e6; 0.0051) and near(p[2]; t.ms_per_token; 0.00051);
+    near($top[0]; .prefill.tok_s; 0.0051) and near($top[1]; .ratio.prefill_tok_s; 0.0051) and
+    near($top[2]; .decode.tok_s; 0.0051) and near($top[3]; .ratio.decode_tok_s; 0.0051) and
+    tier(.decode.tiers["dram-cpu"]; $dram) and tier(.decode.tiers.nvme; $nvme) and
+    near($dram[3]; .ratio.tiers["dram-cpu"].ms_per_token; 0.0051) and
+    near($nvme[3]; .ratio.tiers.nvme.ms_per_token; 0.0051)' "$tmp/r.json" >/dev/null
+ok $? "the text report's tok/s, ratios and tier rows are the JSON's: $top $(row nvme)"
+# and the phases' seconds are the ones run's own summary line gives (its clock, not the report's)
+sum=$(grep '^mt: prefill [0-9]* tokens in ' "$tmp/err" | sed 's/[^0-9. ]//g' |
+    awk '{ printf "[%s,%s,%s,%s]", $2, $3, $5, $6 }')
+jq -e --argjson s "${sum:-null}" 'def near(a; b; d): ((a - b) | fabs) <= d;
+    near($s[0]; .prefill.seconds; 0.00051) and near($s[1]; .prefill.tok_s; 0.0051) and
+    near($s[2]; .decode.seconds; 0.00051) and near($s[3]; .decode.tok_s; 0.0051)' \
+    "$tmp/r.json" >/dev/null
+ok $? "the phases' seconds and tok/s are run's summary line's: $sum"
+# the plan's FLOPs of one token through one routed expert: gate, up and down, 2 x hidden x width
+# each (config.json)
+jq -e --slurpfile c "$m/config.json" '.predicted.expert_flops ==
+    6 * $c[0].hidden_size * $c[0].moe_intermediate_size' "$tmp/r.json" >/dev/null
+ok $? "predicted expert FLOPs are 3 products of 2 x hidden x moe_intermediate_size"
+# the whole run's line on the streamed experts (cli_common.c) counts from the load on: the MiB
+# read and the seconds waiting for reads are the two phases' together; each phase's GB/s is its
+# bytes over its read seconds
+line=$(grep '^mt: streamed experts:' "$tmp/err")
+mib=$(printf '%s\n' "$line" | sed -n 's/.* read (\([0-9.]*\) MiB .*/\1/p')
+wait_s=$(printf '%s\n' "$line" | sed -n 's/.*; \([0-9.]*\) s waiting for reads.*/\1/p')
+[ -n "$mib" ] && [ -n "$wait_s" ] &&
+    jq -e --argjson mib "$mib" --argjson w "$wait_s" '[.prefill.stream, .decode.stream] as $p |
+        ((($p | map(.bytes_read) | add) / 1048576 - $mib) | fabs) <= 0.0501 and
+        ((($p | map(.stall_s) | add) - $w) | fabs) <= 0.00051 and
+        ($p | all(.read_s > 0 and ((.read_gbps - .bytes_read / .read_s / 1e9) | fabs) <=
+                  1e-6 * .read_gbps))' "$tmp/r.json" >/dev/null
+ok $? "the phases' stream bytes and stall add up to the run's ($mib MiB, $wait_s s); GB/s per phase"
 out=$(run --plan "$tmp/mix.json" --json -)
 [ $? -eq 0 ] && [ "$(printf '%s\n' "$out" | head -1)" = "$got" ] &&
     printf '%s\n' "$out" | tail -n +2 | jq -e '.format == "moetier-report"' >/dev/null
@@ -103,6 +181,21 @@ run --json "$tmp/np.json" --trace "$tmp/t.json" >/dev/null &&
     jq -e '.predicted == null and .ratio == null and .plan == null and
            .decode.tiers["dram-cpu"].runs > 0' "$tmp/np.json" >/dev/null
 ok $? "without a plan: measured numbers only"
+# the CPU engine makes no prefetch guesses: a hit rate over none is null, not 0 (nor a NaN)
+jq -s -e '[.[] | .prefill, .decode] | all(.prefetch | if .guessed > 0 then
+        ((.hit_rate - .hits / .guessed) | fabs) < 1e-6 else .hit_rate == null end)' \
+    "$tmp/r.json" "$tmp/np.json" >/dev/null
+ok $? "prefetch hit rate: hits over guesses, null without guesses"
+# -n 1: the one token comes from the prompt's forward, nothing is decoded; the tier table and
+# the tier ratios are the prefill's then (the plan's per-token numbers are compared with it)
+"$bin" run -m "$m" --prompt-ids "$ids" -n 1 --plan "$tmp/mix.json" --json "$tmp/n1.json" \
+    >/dev/null 2>"$tmp/err" &&
+    jq -e '.decode.tokens == 0 and .prefill.tokens == 25 and .ratio.decode_tok_s == null and
+        ((.ratio.tiers.nvme.ms_per_token - .prefill.tiers.nvme.ms_per_token /
+          .predicted.tiers.nvme.ms_per_token) | fabs) <= 1e-6 * .ratio.tiers.nvme.ms_per_token' \
+        "$tmp/n1.json" >/dev/null &&
+    grep -q '^mt: report: prefill  *experts/tok' "$tmp/err"
+ok $? "a run that decodes nothing reports and compares its prefill's tiers"
 
 # learning: a report that measured the CPU's experts at 0.3 of the DRAM rate in a run that
 # streamed nothing, and the mixed run's report (its CPU time includes waits for the disk: it
@@ -212,6 +305,18 @@ gmem=$(jq '.budgets.always_on_bytes + .budgets.kv_bytes + 96 * .model.expert_byt
     "$tmp/g0.json")
 gplan "$tmp/gpu.json" "$tmp/g.json" >/dev/null 2>"$tmp/err" ||
     bail_out "GPU plan failed: $(cat "$tmp/err")"
+# the CPU engine runs a GPU plan's experts on its team too, GPU-tier ones included (here every
+# expert, so the team's time is charged to the GPU tier alone): they count as CPU busy
+gmem96=$gmem
+gmem=$(jq '.budgets.always_on_bytes + .budgets.kv_bytes + 192 * .model.expert_bytes' \
+    "$tmp/g0.json")
+gplan "$tmp/gpu.json" "$tmp/gall.json" >/dev/null 2>"$tmp/err" &&
+    "$bin" run -m "$m" --device cpu --prompt-ids "$ids" -n 6 --plan "$tmp/gall.json" \
+        --json "$tmp/rcg.json" >/dev/null 2>"$tmp/err" &&
+    jq -e '.decode.tiers.gpu.seconds > 0 and .decode.tiers["dram-cpu"].runs == 0' "$tmp/rcg.json" \
+        >/dev/null && cpu_busy_ok "$tmp/rcg.json"
+ok $? "a GPU plan on the CPU engine: CPU busy counts its GPU-tier experts' seconds"
+gmem=$gmem96
 tok=$(jq '1 / (.prediction.decode_ms / 1e3 + 2e-3 * .prediction.host_layers_per_token)' \
     "$tmp/g.json")
 jq --arg p "$tmp/g.json" --argjson tok "$tok" '.device = "gpu" | .plan = $p |

@@ -31,9 +31,9 @@
  * and MT_CHAT_COLD=1 runs every turn's whole prompt (no cache reuse), the reference that a run
  * with reuse must match token for token.
  *
- * Exit status: 0 at end of input (Ctrl-D, /quit, Ctrl-C at the prompt), 1 when the model cannot
- * be loaded or any turn failed (too long a conversation, an engine error) or stdin could not be
- * read, 2 usage error.
+ * Exit status: 0 at end of input (Ctrl-D, /quit or /exit, Ctrl-C at the prompt), 1 when the
+ * model cannot be loaded or any turn failed (too long a conversation, an engine error) or stdin
+ * could not be read, 2 usage error.
  */
 #include <config.h>
 
@@ -69,8 +69,8 @@ chat_usage(FILE *f)
             "usage: moetier chat -m DIR [options]\n\n"
             "Talk with the model, one line per message (CPU or GPU engine); the KV\n"
             "cache is kept across turns. Commands: /help, /reset (forget the\n"
-            "conversation), /quit; Ctrl-D (end of input) leaves, Ctrl-C stops a reply.\n"
-            "A line that starts with // is a message, sent less one slash.\n\n"
+            "conversation), /quit or /exit; Ctrl-D (end of input) leaves, Ctrl-C stops\n"
+            "a reply. A line that starts with // is a message, sent less one slash.\n\n"
             "  -m, --model DIR          checkpoint directory (config.json, safetensors,\n"
             "                           tokenizer.json)\n"
             "      --kv-dtype f32|bf16|fp8  latent cache dtype (default f32 on cpu, bf16 on\n"
@@ -108,7 +108,7 @@ chat_help(void)
                     "  /help    this list\n"
                     "  /reset   forget the conversation and the KV cache (the system prompt "
                     "stays)\n"
-                    "  /quit    leave (so does Ctrl-D, end of input)\n"
+                    "  /quit    leave (so do /exit and Ctrl-D, end of input)\n"
                     "any other line is a message to the model; one that starts with // is sent\n"
                     "less one slash (//usr/bin/env: ... sends /usr/bin/env: ...); Ctrl-C stops\n"
                     "a reply\n");
