@@ -194,8 +194,9 @@ ok $? "prefetch hit rate: hits over guesses, null without guesses"
         ((.ratio.tiers.nvme.ms_per_token - .prefill.tiers.nvme.ms_per_token /
           .predicted.tiers.nvme.ms_per_token) | fabs) <= 1e-6 * .ratio.tiers.nvme.ms_per_token' \
         "$tmp/n1.json" >/dev/null &&
-    grep -q '^mt: report: prefill  *experts/tok' "$tmp/err"
-ok $? "a run that decodes nothing reports and compares its prefill's tiers"
+    grep -q '^mt: report: prefill  *experts/tok' "$tmp/err" &&
+    grep -q '; decode 0 tokens, 0.00 tok/s$' "$tmp/err"
+ok $? "a run that decodes nothing reports and compares its prefill's tiers (no decode ratio)"
 
 # learning: a report that measured the CPU's experts at 0.3 of the DRAM rate in a run that
 # streamed nothing, and the mixed run's report (its CPU time includes waits for the disk: it

@@ -338,7 +338,7 @@ mt_cli_report_print(const struct mt_cli_report *r, FILE *f)
         print_ratio(f, pre.tok_s, pt > 0 ? pt : p->prefill_tok_s);
     }
     fprintf(f, "; decode %ld tokens, %.2f tok/s", r->decode.tokens, dec.tok_s);
-    if (p != NULL) {
+    if (p != NULL && r->decode.tokens > 0) { /* nothing decoded: no ratio (the JSON's null) */
         print_ratio(f, dec.tok_s, p->decode_tok_s);
     }
     fprintf(f, "\n");
