@@ -78,6 +78,55 @@ gt_get(void *host, const void *dev, size_t bytes)
     }
 }
 
+/*
+ * A buffer with a guard of GT_GUARD floats after its `bytes`, each GT_GUARD_VALUE: a kernel that
+ * writes past the end of an output shows there, where it would otherwise go unseen (the next
+ * buffer in the arena, or nothing) or race with the right write (gt_guard_hits counts them).
+ */
+#define GT_GUARD 256
+#define GT_GUARD_VALUE 12345.0f
+
+static __attribute__((unused)) void *
+gt_alloc_guarded(size_t bytes)
+{
+    float guard[GT_GUARD];
+    void *p = gt_alloc(bytes + sizeof(guard));
+
+    for (int i = 0; i < GT_GUARD; i++) {
+        guard[i] = GT_GUARD_VALUE;
+    }
+    if (mt_gpu_copy_to_device((char *)p + bytes, guard, sizeof(guard)) != MT_OK) {
+        gt_bail("copy to device");
+    }
+    return p;
+}
+
+/* gt_alloc_guarded's buffer filled with `bytes` from host. */
+static __attribute__((unused)) void *
+gt_put_guarded(const void *host, size_t bytes)
+{
+    void *p = gt_alloc_guarded(bytes);
+
+    if (mt_gpu_copy_to_device(p, host, bytes) != MT_OK) {
+        gt_bail("copy to device");
+    }
+    return p;
+}
+
+/* How many of the guard's floats after a gt_alloc_guarded buffer of `bytes` were written. */
+static __attribute__((unused)) int
+gt_guard_hits(const void *p, size_t bytes)
+{
+    float guard[GT_GUARD];
+    int hits = 0;
+
+    gt_get(guard, (const char *)p + bytes, sizeof(guard));
+    for (int i = 0; i < GT_GUARD; i++) {
+        hits += guard[i] != GT_GUARD_VALUE; /* (a NaN written counts too) */
+    }
+    return hits;
+}
+
 static __attribute__((unused)) void *
 gt_malloc(size_t bytes)
 {

@@ -66,7 +66,7 @@ check_linear_x(enum mt_dtype dt, int64_t rows, int64_t cols, int n_tok, float x_
     for (size_t i = 0; i < (size_t)n_tok * rows; i++) {
         got[i] = NAN; /* a row the kernel does not write fails the comparison */
     }
-    float *d_y = gt_put(got, (size_t)n_tok * rows * sizeof(float));
+    float *d_y = gt_put_guarded(got, (size_t)n_tok * rows * sizeof(float));
     unsigned long long tma0 = mt_gpu_gemv_tma_launches();
     mt_status_t st = mt_gpu_linear(&gw, d_x, n_tok, d_y, NULL);
     unsigned long long tma_ran = mt_gpu_gemv_tma_launches() - tma0;
@@ -83,6 +83,11 @@ check_linear_x(enum mt_dtype dt, int64_t rows, int64_t cols, int n_tok, float x_
         tap_ok(false, "%s: the TMA ring ran %llu times, expected %d", name, tma_ran, ring);
     } else {
         gt_get(got, d_y, (size_t)n_tok * rows * sizeof(float));
+        int past = gt_guard_hits(d_y, (size_t)n_tok * rows * sizeof(float));
+        if (past > 0) { /* a token past n_tok, a row past rows */
+            tap_ok(false, "%s: %d floats written past y", name, past);
+            goto out;
+        }
         /* sums of `cols` products of magnitude <= 1: fp32 order differences grow with sqrt(cols) */
         /* x_span: terms up to 2^x_span, a root mean square near 2^(x_span - 3): the absolute
          * tolerance scales with that (dropping x's f16 lo half misses it by about 8x) */
@@ -90,6 +95,7 @@ check_linear_x(enum mt_dtype dt, int64_t rows, int64_t cols, int n_tok, float x_
                          2e-5f * sqrtf((float)cols) * (x_span > 0.0f ? exp2f(x_span - 3) : 1.0f),
                          1e-4f);
     }
+out:
     free(got);
     free(want);
     free(x);

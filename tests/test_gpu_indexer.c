@@ -46,7 +46,9 @@ check_topk_path(const char *what, const float *scores, int64_t ld, int n_rows, i
     int first_bad = -1;
 
     mt_gpu_arena_reset(gt_arena);
-    float *d_s = gt_put(scores, (size_t)((n_rows - 1) * ld + n) * sizeof(float));
+    /* guarded: the floats after the last row (12345) beat every score here, so a kernel that
+       reads past a row's end takes them */
+    float *d_s = gt_put_guarded(scores, (size_t)((n_rows - 1) * ld + n) * sizeof(float));
     int32_t *d_len = lens != NULL ? gt_put(lens, (size_t)n_rows * sizeof(int32_t)) : NULL;
     int32_t *d_idx = gt_alloc((n_out + guard) * sizeof(int32_t));
     int32_t *d_cnt = gt_alloc((size_t)n_rows * sizeof(int32_t));

@@ -34,6 +34,14 @@ bf16_round(float f, uint16_t *out)
     return f;
 }
 
+/*
+ * Non-zero: check_mla's scores all far below zero (about -130: latent values in [0.25, 1.25],
+ * latent queries near -2.5), where exp(score) underflows in fp32, so a softmax whose running
+ * max starts at 0 instead of -inf divides 0 by 0; the softmax itself is as well conditioned as
+ * ever (its spread is a few units).
+ */
+static bool far_scores;
+
 /* Whether a BF16 cache runs on the tensor-core kernel now (mt_gpu_mla_tensor_cores). */
 static bool
 tensor_cores(void)
@@ -44,7 +52,8 @@ tensor_cores(void)
 }
 
 /* n_sel < 0: dense causal over -n_sel positions (idx NULL); pad 1: every 7th selected is -1,
- * 2: every one (no position at all: zeros) */
+ * 2: every one (no position at all: zeros), 3: selections 256..511 (whole splits of every
+ * kernel with no position, between splits with some) */
 static void
 check_mla(enum mt_dtype cdt, int n_heads, int n_cache, int n_sel, int pad)
 {
@@ -67,6 +76,12 @@ check_mla(enum mt_dtype cdt, int n_heads, int n_cache, int n_sel, int pad)
     gt_fill(qp, (size_t)n_heads * ROPE, -1.0f, 1.0f);
     gt_fill(lat, (size_t)n_cache * RANK, -1.0f, 1.0f);
     gt_fill(kpe, (size_t)n_cache * ROPE, -1.0f, 1.0f);
+    for (size_t i = 0; far_scores && i < (size_t)n_heads * RANK; i++) {
+        ql[i] -= 2.5f;
+    }
+    for (size_t i = 0; far_scores && i < (size_t)n_cache * RANK; i++) {
+        lat[i] = 0.75f + 0.5f * lat[i];
+    }
     if (cdt == MT_DTYPE_BF16) {
         /* the reference sees exactly the cached bf16 values */
         for (size_t i = 0; i < (size_t)n_cache * RANK; i++) {
@@ -80,7 +95,7 @@ check_mla(enum mt_dtype cdt, int n_heads, int n_cache, int n_sel, int pad)
     for (int j = 0; j < n_idx; j++) {
         idx[j] = dense ? j : (int32_t)(((int64_t)j * n_cache) / n_idx +
                                        mt_rng_below(&gt_rng, (uint64_t)MT_MAX(n_cache / n_idx, 1)));
-        if (pad == 2 || (pad == 1 && j % 7 == 3)) {
+        if (pad == 2 || (pad == 1 && j % 7 == 3) || (pad == 3 && j >= 256 && j < 512)) {
             idx[j] = -1;
         }
         if (idx[j] >= 0) {
@@ -100,22 +115,32 @@ check_mla(enum mt_dtype cdt, int n_heads, int n_cache, int n_sel, int pad)
     void *d_kpe = b16 ? gt_put(kpe16, (size_t)n_cache * ROPE * 2)
                       : gt_put(kpe, (size_t)n_cache * ROPE * 4);
     int32_t *d_idx = dense ? NULL : gt_put(idx, (size_t)(n_idx + 1) * sizeof(int32_t));
-    void *work = gt_alloc(mt_gpu_mla_work_bytes(n_heads, n_idx));
+    /* the work area as mt_gpu_mla_work_bytes sizes it, guarded: more splits than it sized show */
+    size_t wbytes = mt_gpu_mla_work_bytes(n_heads, n_idx);
+    void *work = gt_alloc_guarded(wbytes);
     float *d_o = gt_alloc((size_t)n_heads * RANK * sizeof(float));
     mt_status_t st = mt_gpu_mla_decode(d_ql, d_qp, n_heads, RANK, ROPE, cdt, d_lat, d_kpe, d_idx,
                                        n_idx, SCALE, work, d_o, NULL);
     const char *block = getenv("MT_MLA_DECODE_BLOCK");
-    snprintf(name, sizeof(name), "MLA decode, %s cache, %d heads, %s %d of %d positions%s%s%s%s",
+    snprintf(name, sizeof(name), "MLA decode, %s cache, %d heads, %s %d of %d positions%s%s%s%s%s",
              b16 ? "bf16" : "fp32", n_heads, dense ? "dense" : "sparse", n_idx, n_cache,
-             pad == 2 ? " all -1" : pad ? " with -1 padding" : "", block != NULL ? ", block " : "",
+             pad == 2   ? " all -1"
+             : pad == 3 ? " with empty splits"
+             : pad      ? " with -1 padding"
+                        : "",
+             far_scores ? ", scores near -130" : "", block != NULL ? ", block " : "",
              block != NULL ? block : "",
              !b16                          ? ""
              : !tensor_cores() || n_idx == 0 ? " (CUDA-core kernel)"
              : getenv("MT_MLA_TC_SMALL") == NULL ? " (tensor-core kernel)"
              : strcmp(getenv("MT_MLA_TC_SMALL"), "0") != 0 ? " (small tensor-core kernel)"
                                                            : " (large tensor-core kernel)");
+    int past = st == MT_OK ? gt_guard_hits(work, wbytes) : 0;
     if (st != MT_OK) {
         tap_ok(false, "%s: launch failed: %s", name, mt_last_error());
+    } else if (past > 0) {
+        tap_ok(false, "%s: %d floats written past the work area of %zu bytes", name, past,
+               wbytes);
     } else {
         gt_get(got, d_o, (size_t)n_heads * RANK * sizeof(float));
         mt_test_allclose(name, got, want, (size_t)n_heads * RANK, 2e-6f, 1e-4f);
@@ -258,6 +283,13 @@ main(void)
     check_mla(MT_DTYPE_BF16, 128, 9000, 2048, false);
     check_mla(MT_DTYPE_F32, 128, 9000, 2048, false);
     check_mla(MT_DTYPE_BF16, 128, 3000, 2048, true);
+    check_mla(MT_DTYPE_BF16, 128, 3000, 2048, 3);
+    check_mla(MT_DTYPE_F32, 128, 3000, 2048, 3);
+    far_scores = true; /* on each kernel: the default ones at long and short rows, fp32 */
+    check_mla(MT_DTYPE_BF16, 128, 3000, 2048, true);
+    check_mla(MT_DTYPE_BF16, 64, 100000, 100, true);
+    check_mla(MT_DTYPE_F32, 128, 3000, 2048, true);
+    far_scores = false;
     check_mla(MT_DTYPE_BF16, 128, 1500, -1500, false); /* dense causal, fewer than index_topk */
     check_mla(MT_DTYPE_F32, 16, 77, -77, false);
     check_mla(MT_DTYPE_BF16, 32, 1, -1, false);
@@ -282,6 +314,13 @@ main(void)
     check_mla(MT_DTYPE_BF16, 16, 77, -77, false);
     check_mla(MT_DTYPE_BF16, 32, 1, -1, false);
     check_mla(MT_DTYPE_BF16, 64, 100000, 100, true);
+    check_mla(MT_DTYPE_BF16, 128, 3000, 2048, 3);
+    far_scores = true;
+    check_mla(MT_DTYPE_BF16, 128, 3000, 2048, true);
+    far_scores = false;
+    /* 1,000 positions: past TS_ONE_CHUNK_MAX chunks, so two chunks a split (the work area holds
+       16 splits) */
+    check_mla(MT_DTYPE_BF16, 128, 3000, 1000, true);
     /* and on the other blocks forced (MT_MLA_DECODE_BLOCK; 16 heads x 8 warps is the default):
        16 x 4, 32 x 8 (16 x 8 where the heads are not a multiple of 32) */
     static const char *const wide[] = {"16x4", "32x8"};
@@ -310,6 +349,9 @@ main(void)
     check_mla(MT_DTYPE_BF16, 128, 9000, 2048, false);
     check_mla(MT_DTYPE_BF16, 128, 3000, 2048, true);
     check_mla(MT_DTYPE_BF16, 32, 1, -1, false);
+    far_scores = true;
+    check_mla(MT_DTYPE_BF16, 128, 3000, 2048, true);
+    far_scores = false;
     unsetenv("MT_MLA_CUDA_CORES");
     /* a prompt's rows in one launch (where the tensor-core kernels run): dense rows across
        chunk ends (1 .. 40 positions) and long ones (63-64 chunks), selected rows of V3.2's

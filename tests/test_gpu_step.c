@@ -36,7 +36,9 @@ test_add_rmsnorm(struct CUstream_st *s)
         gt_fill(h, sz, -2.0f, 2.0f);
         gt_fill(y, sz, -1.0f, 1.0f);
         gt_fill(w, (size_t)n, 0.5f, 1.5f);
-        float *dh1 = gt_put(h, sz * 4), *dh2 = gt_put(h, sz * 4), *dy = gt_put(y, sz * 4);
+        /* the fused kernel's rows guarded: a row that writes past its end shows after the last
+         * (inside the buffer it races with the next row's own write) */
+        float *dh1 = gt_put(h, sz * 4), *dh2 = gt_put_guarded(h, sz * 4), *dy = gt_put(y, sz * 4);
         float *dw = gt_put(w, (size_t)n * 4), *do1 = gt_alloc(sz * 4), *do2 = gt_alloc(sz * 4);
         bool ok = mt_gpu_add(dh1, dy, sz, s) == MT_OK &&
                   mt_gpu_rmsnorm(dh1, dw, n_tok, n, 1e-6f, do1, s) == MT_OK &&
@@ -50,6 +52,9 @@ test_add_rmsnorm(struct CUstream_st *s)
                "add + rmsnorm in one kernel, %d rows of %d: residual and norm bit for bit the "
                "two kernels' (%s)",
                n_tok, n, ok ? "ran" : mt_last_error());
+        int past = gt_guard_hits(dh2, sz * 4);
+        tap_ok(past == 0, "add + rmsnorm, rows of %d: %d floats written past the last row", n,
+               past);
         /* the norm itself against a host computation (double sums, as cpu/ref_norm.c) */
         double worst = 0.0;
         for (int t = 0; t < n_tok; t++) {
