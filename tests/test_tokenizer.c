@@ -1207,13 +1207,34 @@ test_added_match(void)
     mt_tokenizer_destroy(tok);
 
     /*
+     * The same added content twice under two ids: the first keeps it, as the vocabulary's id
+     * does above (HF's add_tokens asks token_to_id, which finds the token added before), and
+     * the second id names no token nor counts in the vocabulary's size.
+     */
+    tok = small_tok("", "", BL,
+                    "{\"id\":256,\"content\":\"<x>\",\"special\":true,\"normalized\":false},"
+                    "{\"id\":300,\"content\":\"<x>\",\"special\":true,\"normalized\":false}",
+                    "");
+    expect(tok, "a<x>", (int32_t[]){'a', 256}, 2,
+           "an added content listed twice is matched under its first id");
+    {
+        size_t tl = 0;
+        bool good = tok != NULL && mt_tokenizer_token_id(tok, "<x>") == 256 &&
+                    mt_tokenizer_token_bytes(tok, 300, &tl) == NULL &&
+                    mt_tokenizer_n_vocab(tok) == 257;
+        tap_ok(good, "... the second id 300 is no token (%d ids)",
+               tok != NULL ? mt_tokenizer_n_vocab(tok) : 0);
+    }
+    mt_tokenizer_destroy(tok);
+
+    /*
      * "normalized" left out: HF tokenizers refuses such a file (AddedToken's fields have no serde
-     * default; 0.23.2 says "missing field `normalized`"), so there is no HF default to follow. Ours is the rule HF uses
-     * where it builds an added token itself (AddedToken::from, Python's AddedToken): not
-     * normalized when special, normalized otherwise. It shows with the identity normalizer too,
-     * in the order of the passes: non-normalized tokens are cut from the raw text first, so a
-     * normalized "abcd" loses to a non-normalized "bc" inside it, while two non-normalized ones
-     * meet in one leftmost-longest match.
+     * default; 0.23.2 says "missing field `normalized`"), so there is no HF default to follow.
+     * Ours is the rule HF uses where it builds an added token itself (AddedToken::from, Python's
+     * AddedToken): not normalized when special, normalized otherwise. It shows with the identity
+     * normalizer too, in the order of the passes: non-normalized tokens are cut from the raw
+     * text first, so a normalized "abcd" loses to a non-normalized "bc" inside it, while two
+     * non-normalized ones meet in one leftmost-longest match.
      */
     tok = small_tok("", "", BL,
                     "{\"id\":256,\"content\":\"bc\",\"special\":true,\"normalized\":false},"

@@ -840,21 +840,34 @@ load_json(struct mt_tokenizer *tok, json_t *root, json_t *cfg)
         }
         max_id = MT_MAX(max_id, (int32_t)json_integer_value(v));
     }
+    json_t *seen = json_object(); /* the added contents met so far */
+    if (seen == NULL) {
+        return mt_fail(MT_ERR_NOMEM, 0, "tokenizer: out of memory");
+    }
     json_array_foreach (added, i, v) {
         json_t *id = json_object_get(v, "id");
         if (!json_is_integer(id) || json_integer_value(id) < 0 ||
             json_integer_value(id) >= MT_TOKENIZER_MAX_ID ||
             !json_is_string(json_object_get(v, "content")) ||
             json_string_length(json_object_get(v, "content")) == 0) {
+            json_decref(seen);
             return mt_fail(MT_ERR_FORMAT, 0,
                            "tokenizer '%s': added token %zu lacks an id (an integer in 0..%d) or "
                            "a content",
                            tok->path, i, MT_TOKENIZER_MAX_ID - 1);
         }
-        if (json_object_get(vocab, json_string_value(json_object_get(v, "content"))) == NULL) {
-            max_id = MT_MAX(max_id, (int32_t)json_integer_value(id)); /* see below */
+        /* an id counts unless its content is known by then (the vocabulary's, or an earlier
+         * added token's: below) */
+        const char *content = json_string_value(json_object_get(v, "content"));
+        if (json_object_get(vocab, content) == NULL && json_object_get(seen, content) == NULL) {
+            max_id = MT_MAX(max_id, (int32_t)json_integer_value(id));
+        }
+        if (json_object_set_new(seen, content, json_true()) != 0) {
+            json_decref(seen);
+            return mt_fail(MT_ERR_NOMEM, 0, "tokenizer: out of memory");
         }
     }
+    json_decref(seen);
     if (max_id < 0) {
         return mt_fail(MT_ERR_FORMAT, 0, "tokenizer '%s': empty vocabulary", tok->path);
     }
@@ -921,14 +934,15 @@ load_json(struct mt_tokenizer *tok, json_t *root, json_t *cfg)
             goto out;
         }
         /*
-         * Content the vocabulary has too keeps the vocabulary's id, as in HF tokenizers: its
-         * AddedVocabulary gives an added token the id token_to_id() finds in the model and only
-         * warns that the file expected another; the file's id then names no token.
+         * Content known already keeps its id, as in HF tokenizers: its AddedVocabulary gives an
+         * added token the id token_to_id() finds, in the model's vocabulary or among the added
+         * tokens listed before it, and only warns that the file expected another; the file's id
+         * then names no token.
          */
-        json_t *in_vocab = json_object_get(vocab, content);
-        if (in_vocab != NULL) {
-            id = (int32_t)json_integer_value(in_vocab);
-        } else if (tok_find(tok, id) != NULL && mt_tokenizer_token_id(tok, content) != id) {
+        int32_t known = mt_tokenizer_token_id(tok, content);
+        if (known >= 0) {
+            id = known;
+        } else if (tok_find(tok, id) != NULL) {
             /* an id of two texts would encode as one and decode as the other (HF would number
              * this token anew, past the others; we keep the file's ids) */
             st = mt_fail(MT_ERR_FORMAT, 0,

@@ -47,8 +47,9 @@ struct mt_tokenizer;
  * message naming the file and the first problem (no model, a bad merge, an id out of range, a
  * regex that does not compile, ...); *tok_out is set only on success. On success this thread's
  * mt_last_error() is left as it was (the quiet config.json probe leaves nothing behind).
- * An added token whose content model.vocab has too takes the vocabulary's id, as HF tokenizers
- * does (it warns "was expected to have ID"); the id the file gives it then names no token.
+ * An added token whose content is known already (model.vocab's, or an added token listed before
+ * it) keeps that id, as HF tokenizers does (it warns "was expected to have ID"); the id the
+ * file gives it then names no token.
  * Otherwise the file's ids are kept (HF numbers added tokens on from the vocabulary instead;
  * DeepSeek's files agree with that), and an added token with an id that another token already
  * has is MT_ERR_FORMAT: that id would encode as one text and decode as the other.
