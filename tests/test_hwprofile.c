@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static void
 fill(struct mt_hwprofile *p)
@@ -131,7 +133,7 @@ main(void)
     const char *dir = tap_tmpdir();
     mt_status_t st;
 
-    tap_plan(73);
+    tap_plan(87);
     mt_log_set_quiet(true);
 
     fill(&a);
@@ -472,6 +474,147 @@ main(void)
     tap_ok(!mt_hw_fit_expert_prefill(1.0, 1, 2.0, 2, 1e9, 1e9, 0.1, &gbps, &gflops) &&
                !mt_hw_fit_expert_prefill(1.0, 16, 2.0, 16, 1e9, 1e9, 10, &gbps, &gflops),
            "no fit where the weights alone outlast the step, nor from one batch size");
+
+    /* "present" left out: any one non-zero GPU number, or a name, makes the GPU present */
+    {
+        static const char *const one[] = {
+            "\"name\": \"RTX 4090\"", "\"count\": 1",      "\"mem_bytes\": 1",
+            "\"sm_count\": 1",        "\"hbm_read_gbps\": 1", "\"copy_gbps\": 1",
+            "\"bf16_tflops\": 1",
+        };
+        int n_present = 0;
+
+        for (size_t i = 0; i < sizeof(one) / sizeof(one[0]); i++) {
+            char text[128];
+
+            snprintf(text, sizeof(text), "{\"version\": 1, \"gpu\": {%s}}", one[i]);
+            st = mt_hwprofile_parse(text, "text", &b);
+            if (st == MT_OK && b.gpu.present) {
+                n_present++;
+            } else {
+                tap_diag("gpu {%s}: status %d, present %d", one[i], st, b.gpu.present);
+            }
+        }
+        tap_ok(n_present == 7, "a gpu object with only one field set is present (%d of 7)",
+               n_present);
+    }
+    tap_ok(mt_hw_isa_name(MT_HW_ISA_AVX2 | MT_HW_ISA_FMA) == NULL && mt_hw_isa_name(0) == NULL,
+           "two ISA bits at once, or none, have no name");
+
+    /* the limits themselves load: hwprofile.h refuses numbers "above 1e9" and learned
+       efficiencies "above MT_HW_LEARNED_EFF_MAX", not the limits */
+    st = mt_hwprofile_parse("{\"version\": 1, \"gpu\": {\"hbm_read_gbps\": 1e9}}", "text", &b);
+    tap_ok(st == MT_OK && b.gpu.hbm_read_gbps == 1e9, "a rate of exactly 1e9 GB/s loads");
+    st = mt_hwprofile_parse("{\"version\": 1, \"pcie\": {\"h2d_curve\": [[65536, 1e9]]}}", "text",
+                            &b);
+    tap_ok(st == MT_OK && b.pcie.n_h2d == 1 && b.pcie.h2d_curve[0].gbps == 1e9,
+           "a PCIe curve point of exactly 1e9 GB/s loads");
+    st = mt_hwprofile_parse("{\"version\": 1, \"learned\": {\"reports\": 1, \"gpu_eff\": 2}}",
+                            "text", &b);
+    tap_ok(st == MT_OK && b.learned.gpu_eff == MT_HW_LEARNED_EFF_MAX,
+           "a learned efficiency of exactly %g loads", MT_HW_LEARNED_EFF_MAX);
+
+    /* best_gbps as bench writes it (6 digits) beside its best point loads; one off in the 5th
+       digit was edited and is refused; a disk whose every point read 0 agrees with a 0 */
+    st = mt_hwprofile_parse("{\"version\": 1, \"disks\": [{\"path\": \"/d\", \"best_gbps\": "
+                            "3.14159, \"points\": [{\"qd\": 1, \"block_bytes\": 1048576, "
+                            "\"gbps\": 3.14159265}]}]}",
+                            "text", &b);
+    tap_ok(st == MT_OK && b.disks[0].best_gbps == 3.14159,
+           "a best_gbps rounded to 6 digits of its best point loads");
+    tap_ok(fails("{\"version\": 1, \"disks\": [{\"path\": \"/d\", \"best_gbps\": 2.9999, "
+                 "\"points\": [{\"qd\": 1, \"block_bytes\": 1048576, \"gbps\": 3}]}]}",
+                 MT_ERR_FORMAT, "'disks[0].best_gbps' is 2.9999 but its best point reads 3"),
+           "a best_gbps off its best point in the 5th digit is refused");
+    st = mt_hwprofile_parse("{\"version\": 1, \"disks\": [{\"path\": \"/d\", \"best_gbps\": 0, "
+                            "\"points\": [{\"qd\": 1, \"block_bytes\": 1048576, \"gbps\": 0}]}]}",
+                            "text", &b);
+    tap_ok(st == MT_OK && b.n_disks == 1 && b.disks[0].n_points == 1,
+           "a best_gbps of 0 beside points that all read 0 loads");
+
+    /* no positive pair from no weights or no products (hwprofile.h: false, both rates 0) */
+    tap_ok(!mt_hw_fit_expert_prefill(0.0072, 32, 0.0296, 256, 352e6, 0, 90, &gbps, &gflops) &&
+               gbps == 0 && gflops == 0 &&
+               !mt_hw_fit_expert_prefill(0.0072, 32, 0.0296, 256, 0, 0.7e9, 90, &gbps, &gflops) &&
+               gbps == 0 && gflops == 0,
+           "no fit from a step of no products or no weights");
+    tap_ok(fails("{\"version\": 1, \"gpu\": {\"present\": 1}}", MT_ERR_FORMAT,
+                 "'gpu.present' must be true or false"),
+           "a gpu.present of 1 (not a boolean) is refused");
+
+    /* a profile filled to every capacity (16 NUMA nodes, 16 disks of 32 points) survives the
+       round trip: each limit is "at most", not "fewer than" */
+    fill(&c);
+    c.cpu.n_nodes = MT_HWPROFILE_MAX_NODES;
+    for (int i = 0; i < MT_HWPROFILE_MAX_NODES; i++) {
+        c.cpu.nodes[i] = (struct mt_hw_numa_node){i, 4, 8ull << 30, 10.0 + i, 9.0 + i};
+    }
+    c.n_disks = MT_HWPROFILE_MAX_DISKS;
+    for (int i = 0; i < MT_HWPROFILE_MAX_DISKS; i++) {
+        struct mt_hw_disk *d = &c.disks[i];
+
+        snprintf(d->path, sizeof(d->path), "/nvme%d", i);
+        d->n_points = MT_HWPROFILE_MAX_POINTS;
+        for (int k = 0; k < MT_HWPROFILE_MAX_POINTS; k++) {
+            d->points[k] = (struct mt_hw_disk_point){k + 1, 4096ull << (k % 10), 0.25 * (k + 1)};
+        }
+        d->best_gbps = 0.25 * MT_HWPROFILE_MAX_POINTS;
+        d->best_qd = MT_HWPROFILE_MAX_POINTS;
+        d->best_block_bytes = d->points[MT_HWPROFILE_MAX_POINTS - 1].block_bytes;
+    }
+    snprintf(path, sizeof(path), "%s/full.json", dir);
+    st = mt_hwprofile_save(&c, path);
+    if (st == MT_OK) {
+        memset(&b, 0xab, sizeof(b));
+        st = mt_hwprofile_load(path, &b);
+    }
+    tap_ok(st == MT_OK && same(&c, &b) && b.cpu.n_nodes == MT_HWPROFILE_MAX_NODES &&
+               b.n_disks == MT_HWPROFILE_MAX_DISKS &&
+               b.disks[15].n_points == MT_HWPROFILE_MAX_POINTS,
+           "a profile of %d NUMA nodes and %d disks of %d points round-trips: %s",
+           MT_HWPROFILE_MAX_NODES, MT_HWPROFILE_MAX_DISKS, MT_HWPROFILE_MAX_POINTS,
+           st == MT_OK ? "" : mt_last_error());
+
+    /* the cache (hwprofile.h): cache_dir_make creates the directory itself and its parents;
+       cache_save creates the directories on the way to its file, beside ones that exist (as
+       mkdir -p); the cached profile's path is refused, not cut, where it does not fit */
+    {
+        char want[600];
+        char got[600];
+        char host[256] = "";
+        struct stat sb;
+        size_t len;
+
+        snprintf(want, sizeof(want), "%s/cache/a/b", dir);
+        setenv("MOETIER_CACHE_DIR", want, 1);
+        st = mt_hwprofile_cache_dir_make(got, sizeof(got));
+        tap_ok(st == MT_OK && strcmp(got, want) == 0 && stat(want, &sb) == 0 &&
+                   S_ISDIR(sb.st_mode),
+               "cache_dir_make creates the cache directory and its parents: %s",
+               st == MT_OK ? got : mt_last_error());
+        snprintf(got, sizeof(got), "%s/cache/a/c/d/p.json", dir);
+        st = mt_hwprofile_cache_save(&a, got);
+        if (st == MT_OK) {
+            st = mt_hwprofile_load(got, &b);
+        }
+        tap_ok(st == MT_OK && same(&a, &b),
+               "cache_save writes a profile under new directories beside existing ones: %s",
+               st == MT_OK ? "" : mt_last_error());
+
+        if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0' ||
+            strchr(host, '/') != NULL) {
+            snprintf(host, sizeof(host), "localhost");
+        }
+        setenv("MOETIER_CACHE_DIR", "/m/c", 1);
+        snprintf(want, sizeof(want), "/m/c/profile-%s.json", host);
+        len = strlen(want);
+        st = mt_hwprofile_cache_path(got, len + 1);
+        bool fits = st == MT_OK && strcmp(got, want) == 0;
+        tap_ok(fits && mt_hwprofile_cache_path(got, len) == MT_ERR_INVAL,
+               "the cached profile's path %s is taken in %zu bytes, refused in one less", want,
+               len + 1);
+        unsetenv("MOETIER_CACHE_DIR");
+    }
 
     a.version = 7;
     st = mt_hwprofile_save(&a, path);

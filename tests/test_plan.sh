@@ -10,7 +10,7 @@ cfg="$MT_SRCDIR/tests/data/deepseek-v3.2/config.json"
 prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
 make_tmp plan
 
-echo "1..53"
+echo "1..54"
 "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G -o "$tmp/p.json" \
     >"$tmp/out" 2>"$tmp/err"
 ok $? "plan on the RTX 3090 what-if profile exits 0"
@@ -392,4 +392,23 @@ absprof=$(cd "$(dirname "$prof")" && pwd)/$(basename "$prof")
 rc=$?
 [ $rc -eq 1 ] && grep -q "in 'deepseek-v3.2'" "$tmp/err" && ! grep -q 'built-in' "$tmp/err"
 ok $? "-m deepseek-v3.2 where that directory exists opens it (rc $rc: $(head -n 1 "$tmp/err"))"
+
+# Without --gpu-mem and --cpu-mem a what-if profile (no host: another machine) is planned with
+# its GPU memory less max(512 MiB, 5%) and 90% of its DRAM (cli_autoplan.h), never with this
+# machine's free memory: 24 GiB less 1.2 GiB and 512 GiB x 0.9; 100 GiB x 0.9; 8 GiB less
+# 512 MiB (not 5%, 0.4 GiB), too small for V3.2's always-on weights and refused naming it.
+"$bin" plan --config "$cfg" --hw "$prof" >"$tmp/out" 2>&1
+[ $? -eq 0 ] && grep -q '^GPU budget : 22\.8 GiB = ' "$tmp/out" &&
+    grep -q '^DRAM budget: 460\.8 GiB = ' "$tmp/out"
+a=$?
+sed 's/"dram_bytes": 549755813888/"dram_bytes": 107374182400/' "$prof" >"$tmp/dram100.json"
+sed 's/"mem_bytes": 25769803776/"mem_bytes": 8589934592/' "$prof" >"$tmp/gpu8.json"
+"$bin" plan --config "$cfg" --hw "$tmp/dram100.json" >"$tmp/out2" 2>&1
+[ $? -eq 0 ] && grep -q '^DRAM budget: 90\.0 GiB = ' "$tmp/out2"
+b=$?
+"$bin" plan --config "$cfg" --hw "$tmp/gpu8.json" >"$tmp/out3" 2>&1
+[ $? -eq 1 ] && [ $a -eq 0 ] && [ $b -eq 0 ] &&
+    grep -q 'the default GPU budget 7\.50 GiB (no --gpu-mem' "$tmp/out3"
+ok $? "a what-if's default budgets: $(grep -h '^GPU budget\|^DRAM budget' "$tmp/out" "$tmp/out2" |
+    cut -d= -f1 | tr '\n' ' ')$(grep -o 'default GPU budget [0-9.]* GiB' "$tmp/out3")"
 tap_exit
