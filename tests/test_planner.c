@@ -751,6 +751,23 @@ test_auto_reserve_edges(void)
         mt_plan_destroy(plan);
         plan = NULL;
     }
+    /* room beside the weights and the KV cache of exactly the 1,024-token chunk's work space:
+       the reserve is that work space, sized for that chunk; one byte less and not even the
+       shortest host chunk fits, so the reserve is all the room and sized for no chunk */
+    for (int k = 0; k < 2 && st == MT_OK; k++) {
+        b.gpu_mem = base + w1 - (uint64_t)k;
+        st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
+        tap_ok(st == MT_OK && plan->budget.gpu_reserve == b.gpu_mem - base &&
+                   plan->reserve_chunk == (k == 0 ? 1024 : 0),
+               "room of the 1,024 chunk's work space%s: reserve %.6f GiB (want %.6f), sized for "
+               "a %d-token chunk%s%s",
+               k == 0 ? "" : " less one byte",
+               st == MT_OK ? plan->budget.gpu_reserve / (double)gib : 0.0,
+               (b.gpu_mem - base) / (double)gib, st == MT_OK ? plan->reserve_chunk : -1,
+               st == MT_OK ? "" : ": ", st == MT_OK ? "" : mt_last_error());
+        mt_plan_destroy(plan);
+        plan = NULL;
+    }
     /* a GPU without a FLOP rate: prefill is not modelled (planner.h: prefill_tok_s and
        prefill_ms 0), and no prompt is predicted */
     make_profile(&hw, 1000, 400, 0, 7);
@@ -1795,6 +1812,28 @@ test_v32_plans(void)
                "1024 tokens %.2f)",
                from_few ? from_few->decode_tok_s : 0, uni ? uni->decode_tok_s : 0,
                plan ? plan->decode_tok_s : 0);
+        /* the prior is 256 tokens of uniform routing (planner.c activation): a hot expert of the
+           1024-token trace is used (1024 + 256 x 8/256) / (1024 + 256) of the tokens, and each
+           token still routes to 8 experts in each of the 58 MoE layers, trace or not */
+        if (st == MT_OK) {
+            double eb = (double)sz.routed_expert_bytes;
+            double want_all = 58.0 * 8.0 * eb;
+            double want_gpu = all_gpu * (1024.0 + 8.0) / (1024.0 + 256.0) * eb;
+            double sum[2] = {0.0, 0.0};
+            for (int k = 0; k < MT_TIER_COUNT; k++) {
+                sum[0] += plan->tier[k].bytes_per_token;
+                sum[1] += from_few->tier[k].bytes_per_token;
+            }
+            tap_ok(fabs(sum[0] - want_all) < 1e-9 * want_all &&
+                       fabs(sum[1] - want_all) < 1e-9 * want_all &&
+                       fabs(plan->tier[MT_TIER_GPU].bytes_per_token - want_gpu) < 1e-9 * want_gpu,
+                   "a trace's activations are its counts shrunk toward k / E by 256 tokens: %.4g "
+                   "and %.4g expert bytes a token (8 x 58 x %.0f = %.4g), the GPU's %.4g (%.4g)",
+                   sum[0], sum[1], eb, want_all, plan->tier[MT_TIER_GPU].bytes_per_token,
+                   want_gpu);
+        } else {
+            tap_ok(false, "a trace's activations: %s", mt_last_error());
+        }
         mt_plan_destroy(from_few);
         mt_trace_destroy(few);
         mt_plan_destroy(uni);
@@ -1962,6 +2001,22 @@ test_cpu_prefill_model(void)
             work512 / 1073741824.0, st == MT_OK ? plan[0]->host_chunk_short / 1073741824.0 : 0.0);
         mt_plan_destroy(plan[0]);
         plan[0] = NULL;
+        /* a --prefill-batch the user gave is not the default chunk falling short: nothing to
+           report (planner.h host_chunk_short), though the engine's chunk is still 512 */
+        {
+            struct mt_plan_budget bp = b;
+            bp.prefill_batch = 256;
+            st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &bp, NULL, NULL, &plan[0]) : st;
+            tap_ok(st == MT_OK && plan[0]->budget.prefill_batch == 256 &&
+                       plan[0]->engine_chunk == MT_PLAN_CHUNK_GPU &&
+                       plan[0]->host_chunk_short == 0,
+                   "the same with --prefill-batch 256: prefill at %d tokens, no chunk short "
+                   "(%.2f GiB)",
+                   st == MT_OK ? plan[0]->budget.prefill_batch : 0,
+                   st == MT_OK ? plan[0]->host_chunk_short / 1073741824.0 : -1.0);
+            mt_plan_destroy(plan[0]);
+            plan[0] = NULL;
+        }
         /* with 4 GiB beside the weights and the KV cache, the default reserve grows to the work
            space of the longest chunk that fits it (2,048 tokens; a few GPU experts fewer) and the
            plan gets that chunk; a reserve given on the command line stays */
