@@ -2754,6 +2754,9 @@ test_gpu_prompt_model(void)
     tap_ok(ak == 11 && ik == 12, "rows 2-4, top-k 4: 3+4+4 = %g attended, %g indexed", ak, ik);
     mt_plan_prompt_keys(0, 4, 0, &ak, &ik);
     tap_ok(ak == 10 && ik == 10, "no top-k: every key attended (%g)", ak);
+    mt_plan_prompt_keys(0, 4, 1, &ak, &ik);
+    tap_ok(ak == 4 && ik == 10, "rows 0-3, top-k 1: one key each, %g attended, 1+2+3+4 = %g "
+           "indexed", ak, ik);
 
     mt_config_default_v32(&cfg);
     cfg.num_hidden_layers = 2;
