@@ -2341,6 +2341,10 @@ test_host_wait(void)
     tap_ok(st == MT_OK && gathered->decode_ms < d0 * 1e3,
            "with the wait, the spread placement predicts %.3f ms, the gathered one %.3f ms",
            d0 * 1e3, gathered->decode_ms);
+    r.host_layer_ms = -0.5;
+    tap_ok(mt_plan_repredict_decode(gathered, NULL, &r, &d0, &h0) == MT_ERR_INVAL,
+           "a negative wait is refused: %s", mt_last_error());
+    r.host_layer_ms = 0.7;
     r.cpu_eff = 0;
     tap_ok(mt_plan_repredict_decode(gathered, NULL, &r, &d0, &h0) == MT_ERR_INVAL,
            "a zero efficiency is refused: %s", mt_last_error());
@@ -2847,6 +2851,12 @@ test_gpu_prompt_model(void)
            "8,192 tokens in chunks of 1,024: %.4f s, more than 8 first chunks (%.4f), one step of "
            "8,192 within 1%% (%.4f); 1,500 tokens between one and two chunks (%.4f)", eight,
            8 * one, ms[2] / 1e3, odd);
+    /* nothing to predict: no tokens, or no chunk to run them in (planner.h: *seconds 0) */
+    double none[2] = {-1.0, -1.0};
+    mt_status_t sn[2] = {mt_plan_predict_prompt(plan, &cfg, &sz, 0, 1024, &none[0]),
+                         mt_plan_predict_prompt(plan, &cfg, &sz, 100, 0, &none[1])};
+    tap_ok(sn[0] == MT_OK && sn[1] == MT_OK && none[0] == 0 && none[1] == 0,
+           "no tokens, or chunks of 0 tokens: nothing predicted (%g s, %g s)", none[0], none[1]);
     mt_plan_destroy(plan);
 }
 
