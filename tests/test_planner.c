@@ -795,6 +795,17 @@ test_auto_reserve_edges(void)
                strstr(mt_last_error(), "has neither a GPU nor cpu read_gbps") != NULL,
            "no GPU and no DRAM rate: %s", st == MT_OK ? "planned" : mt_last_error());
     mt_plan_destroy(plan);
+    plan = NULL;
+    /* no read ceiling and no read row, but per-node reads: DRAM reads at their sum */
+    hw.cpu.n_nodes = 2;
+    hw.cpu.nodes[0].read_gbps = 150;
+    hw.cpu.nodes[1].read_gbps = 250;
+    st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
+    tap_ok(st == MT_OK && plan->dram_gbps == 400,
+           "no GPU, DRAM rates per NUMA node only: DRAM reads at their sum, %g GB/s (400)%s%s",
+           st == MT_OK ? plan->dram_gbps : 0.0, st == MT_OK ? "" : ": ",
+           st == MT_OK ? "" : mt_last_error());
+    mt_plan_destroy(plan);
 }
 
 /*
