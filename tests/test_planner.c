@@ -2352,6 +2352,17 @@ test_host_wait(void)
     tap_ok(st == MT_OK && gathered->decode_ms < d0 * 1e3,
            "with the wait, the spread placement predicts %.3f ms, the gathered one %.3f ms",
            d0 * 1e3, gathered->decode_ms);
+    /* a prompt of one batch is the plan's prefill step, the learned wait in its layers included */
+    {
+        double one = 0.0;
+        int batch = gathered->budget.prefill_batch;
+        st = mt_plan_predict_prompt(gathered, &cfg, &sz, batch, batch, &one);
+        tap_ok(st == MT_OK && host_layers(gathered) > 0 && gathered->prefill_ms > 0 &&
+                   fabs(one * 1e3 - gathered->prefill_ms) < 1e-9 * gathered->prefill_ms,
+               "with a learned wait, a %d-token prompt is predicted as the plan's step: %.6f ms "
+               "(%.6f)",
+               batch, one * 1e3, gathered->prefill_ms);
+    }
     r.host_layer_ms = -0.5;
     tap_ok(mt_plan_repredict_decode(gathered, NULL, &r, &d0, &h0) == MT_ERR_INVAL,
            "a negative wait is refused: %s", mt_last_error());
