@@ -2187,6 +2187,34 @@ test_cpu_prefill_model(void)
     double layer1 = 256 * (ue * bytes / 40e9 + flt / 5e12);
     double layer2 = 256 * (ue * bytes / 20e9 + flt / 5e12);
     double diff = (plan[2]->prefill_ms - plan[1]->prefill_ms) * 1e-3;
+    /* the same without a GPU, at --cpu-eff 1: the always-on work of a 1,024-token batch is the
+       longer of reading those weights and 2 FLOPs a weight a row at the CPU's rate (planner.c
+       prompt_always_s), beside the MoE layers' CPU runs */
+    {
+        struct mt_hwprofile h2 = hw;
+        struct mt_plan_budget b2 = b;
+        struct mt_plan *cpu = NULL;
+        static const int roles[] = {MT_ROLE_ATTN,          MT_ROLE_INDEXER, MT_ROLE_DENSE_MLP,
+                                    MT_ROLE_SHARED_EXPERT, MT_ROLE_ROUTER,  MT_ROLE_HEAD,
+                                    MT_ROLE_NORM};
+        double w = 0.0;
+        for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++) {
+            w += (double)sz.params[roles[i]];
+        }
+        h2.gpu.present = false;
+        h2.cpu.expert_prefill_gbps = 40;
+        b2.cpu_eff = 1;
+        b2.prefill_batch = 1024;
+        st = mt_plan_build(&cfg, &sz, &h2, &b2, NULL, NULL, &cpu);
+        double always = fmax((double)sz.token_bytes_always / (h2.cpu.read_gbps * 1e9),
+                             2.0 * w * 1024 / (h2.cpu.fma_gflops * 1e9));
+        double want = always + 58 * layer1;
+        tap_ok(st == MT_OK && fabs(cpu->prefill_ms * 1e-3 - want) < 1e-6 * want,
+               "without a GPU a 1,024-token batch takes %.4f s: always-on %.4f s + 58 layers x "
+               "%.2f ms = %.4f s",
+               st == MT_OK ? cpu->prefill_ms * 1e-3 : 0.0, always, layer1 * 1e3, want);
+        mt_plan_destroy(cpu);
+    }
     tap_ok(plan[0]->budget.prefill_batch == MT_PLAN_CHUNK_HOST && plan[0]->host_chunk_short == 0 &&
                plan[1]->budget.prefill_batch == MT_PLAN_CHUNK_HOST &&
                plan[1]->cpu_prefill_gbps == 40 && plan[1]->cpu_prefill_gflops == 5000 &&
