@@ -1150,6 +1150,13 @@ test_nvme_plan_rates(void)
     b.cpu_mem = b.cpu_reserve;
     make_profile(&hw, 1000, 100, 25, 7);
     st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan) : st;
+    if (st == MT_OK) {
+        /* each token reads 8 experts a layer from disk: 58 x 8 expert reads at 7 GB/s */
+        double want = 58.0 * 8.0 * (double)sz.routed_expert_bytes / 7e9 * 1e3;
+        tap_ok(fabs(plan->tier[MT_TIER_NVME].ms_per_token - want) < 1e-9 * want,
+               "an all-NVMe plan's disk tier takes %.3f ms a token: 58 x 8 experts at 7 GB/s, "
+               "%.3f ms", plan->tier[MT_TIER_NVME].ms_per_token, want);
+    }
     snprintf(path, sizeof(path), "%s/plan-nvme.json", tap_tmpdir());
     bool patched = st == MT_OK && plan->tier[MT_TIER_NVME].experts == 58 * 256 &&
                    mt_plan_save(plan, path) == MT_OK &&
