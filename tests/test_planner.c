@@ -751,6 +751,23 @@ test_auto_reserve_edges(void)
         mt_plan_destroy(plan);
         plan = NULL;
     }
+    /* room beside the weights and the KV cache of exactly the 1,024-token chunk's work space:
+       the reserve is that work space, sized for that chunk; one byte less and not even the
+       shortest host chunk fits, so the reserve is all the room and sized for no chunk */
+    for (int k = 0; k < 2 && st == MT_OK; k++) {
+        b.gpu_mem = base + w1 - (uint64_t)k;
+        st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
+        tap_ok(st == MT_OK && plan->budget.gpu_reserve == b.gpu_mem - base &&
+                   plan->reserve_chunk == (k == 0 ? 1024 : 0),
+               "room of the 1,024 chunk's work space%s: reserve %.6f GiB (want %.6f), sized for "
+               "a %d-token chunk%s%s",
+               k == 0 ? "" : " less one byte",
+               st == MT_OK ? plan->budget.gpu_reserve / (double)gib : 0.0,
+               (b.gpu_mem - base) / (double)gib, st == MT_OK ? plan->reserve_chunk : -1,
+               st == MT_OK ? "" : ": ", st == MT_OK ? "" : mt_last_error());
+        mt_plan_destroy(plan);
+        plan = NULL;
+    }
     /* a GPU without a FLOP rate: prefill is not modelled (planner.h: prefill_tok_s and
        prefill_ms 0), and no prompt is predicted */
     make_profile(&hw, 1000, 400, 0, 7);
@@ -777,6 +794,17 @@ test_auto_reserve_edges(void)
     tap_ok(st == MT_ERR_INVAL && plan == NULL &&
                strstr(mt_last_error(), "has neither a GPU nor cpu read_gbps") != NULL,
            "no GPU and no DRAM rate: %s", st == MT_OK ? "planned" : mt_last_error());
+    mt_plan_destroy(plan);
+    plan = NULL;
+    /* no read ceiling and no read row, but per-node reads: DRAM reads at their sum */
+    hw.cpu.n_nodes = 2;
+    hw.cpu.nodes[0].read_gbps = 150;
+    hw.cpu.nodes[1].read_gbps = 250;
+    st = mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan);
+    tap_ok(st == MT_OK && plan->dram_gbps == 400,
+           "no GPU, DRAM rates per NUMA node only: DRAM reads at their sum, %g GB/s (400)%s%s",
+           st == MT_OK ? plan->dram_gbps : 0.0, st == MT_OK ? "" : ": ",
+           st == MT_OK ? "" : mt_last_error());
     mt_plan_destroy(plan);
 }
 
@@ -1122,6 +1150,13 @@ test_nvme_plan_rates(void)
     b.cpu_mem = b.cpu_reserve;
     make_profile(&hw, 1000, 100, 25, 7);
     st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan) : st;
+    if (st == MT_OK) {
+        /* each token reads 8 experts a layer from disk: 58 x 8 expert reads at 7 GB/s */
+        double want = 58.0 * 8.0 * (double)sz.routed_expert_bytes / 7e9 * 1e3;
+        tap_ok(fabs(plan->tier[MT_TIER_NVME].ms_per_token - want) < 1e-9 * want,
+               "an all-NVMe plan's disk tier takes %.3f ms a token: 58 x 8 experts at 7 GB/s, "
+               "%.3f ms", plan->tier[MT_TIER_NVME].ms_per_token, want);
+    }
     snprintf(path, sizeof(path), "%s/plan-nvme.json", tap_tmpdir());
     bool patched = st == MT_OK && plan->tier[MT_TIER_NVME].experts == 58 * 256 &&
                    mt_plan_save(plan, path) == MT_OK &&
@@ -1795,6 +1830,28 @@ test_v32_plans(void)
                "1024 tokens %.2f)",
                from_few ? from_few->decode_tok_s : 0, uni ? uni->decode_tok_s : 0,
                plan ? plan->decode_tok_s : 0);
+        /* the prior is 256 tokens of uniform routing (planner.c activation): a hot expert of the
+           1024-token trace is used (1024 + 256 x 8/256) / (1024 + 256) of the tokens, and each
+           token still routes to 8 experts in each of the 58 MoE layers, trace or not */
+        if (st == MT_OK) {
+            double eb = (double)sz.routed_expert_bytes;
+            double want_all = 58.0 * 8.0 * eb;
+            double want_gpu = all_gpu * (1024.0 + 8.0) / (1024.0 + 256.0) * eb;
+            double sum[2] = {0.0, 0.0};
+            for (int k = 0; k < MT_TIER_COUNT; k++) {
+                sum[0] += plan->tier[k].bytes_per_token;
+                sum[1] += from_few->tier[k].bytes_per_token;
+            }
+            tap_ok(fabs(sum[0] - want_all) < 1e-9 * want_all &&
+                       fabs(sum[1] - want_all) < 1e-9 * want_all &&
+                       fabs(plan->tier[MT_TIER_GPU].bytes_per_token - want_gpu) < 1e-9 * want_gpu,
+                   "a trace's activations are its counts shrunk toward k / E by 256 tokens: %.4g "
+                   "and %.4g expert bytes a token (8 x 58 x %.0f = %.4g), the GPU's %.4g (%.4g)",
+                   sum[0], sum[1], eb, want_all, plan->tier[MT_TIER_GPU].bytes_per_token,
+                   want_gpu);
+        } else {
+            tap_ok(false, "a trace's activations: %s", mt_last_error());
+        }
         mt_plan_destroy(from_few);
         mt_trace_destroy(few);
         mt_plan_destroy(uni);
@@ -1962,6 +2019,22 @@ test_cpu_prefill_model(void)
             work512 / 1073741824.0, st == MT_OK ? plan[0]->host_chunk_short / 1073741824.0 : 0.0);
         mt_plan_destroy(plan[0]);
         plan[0] = NULL;
+        /* a --prefill-batch the user gave is not the default chunk falling short: nothing to
+           report (planner.h host_chunk_short), though the engine's chunk is still 512 */
+        {
+            struct mt_plan_budget bp = b;
+            bp.prefill_batch = 256;
+            st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &bp, NULL, NULL, &plan[0]) : st;
+            tap_ok(st == MT_OK && plan[0]->budget.prefill_batch == 256 &&
+                       plan[0]->engine_chunk == MT_PLAN_CHUNK_GPU &&
+                       plan[0]->host_chunk_short == 0,
+                   "the same with --prefill-batch 256: prefill at %d tokens, no chunk short "
+                   "(%.2f GiB)",
+                   st == MT_OK ? plan[0]->budget.prefill_batch : 0,
+                   st == MT_OK ? plan[0]->host_chunk_short / 1073741824.0 : -1.0);
+            mt_plan_destroy(plan[0]);
+            plan[0] = NULL;
+        }
         /* with 4 GiB beside the weights and the KV cache, the default reserve grows to the work
            space of the longest chunk that fits it (2,048 tokens; a few GPU experts fewer) and the
            plan gets that chunk; a reserve given on the command line stays */
@@ -2121,6 +2194,34 @@ test_cpu_prefill_model(void)
     double layer1 = 256 * (ue * bytes / 40e9 + flt / 5e12);
     double layer2 = 256 * (ue * bytes / 20e9 + flt / 5e12);
     double diff = (plan[2]->prefill_ms - plan[1]->prefill_ms) * 1e-3;
+    /* the same without a GPU, at --cpu-eff 1: the always-on work of a 1,024-token batch is the
+       longer of reading those weights and 2 FLOPs a weight a row at the CPU's rate (planner.c
+       prompt_always_s), beside the MoE layers' CPU runs */
+    {
+        struct mt_hwprofile h2 = hw;
+        struct mt_plan_budget b2 = b;
+        struct mt_plan *cpu = NULL;
+        static const int roles[] = {MT_ROLE_ATTN,          MT_ROLE_INDEXER, MT_ROLE_DENSE_MLP,
+                                    MT_ROLE_SHARED_EXPERT, MT_ROLE_ROUTER,  MT_ROLE_HEAD,
+                                    MT_ROLE_NORM};
+        double w = 0.0;
+        for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++) {
+            w += (double)sz.params[roles[i]];
+        }
+        h2.gpu.present = false;
+        h2.cpu.expert_prefill_gbps = 40;
+        b2.cpu_eff = 1;
+        b2.prefill_batch = 1024;
+        st = mt_plan_build(&cfg, &sz, &h2, &b2, NULL, NULL, &cpu);
+        double always = fmax((double)sz.token_bytes_always / (h2.cpu.read_gbps * 1e9),
+                             2.0 * w * 1024 / (h2.cpu.fma_gflops * 1e9));
+        double want = always + 58 * layer1;
+        tap_ok(st == MT_OK && fabs(cpu->prefill_ms * 1e-3 - want) < 1e-6 * want,
+               "without a GPU a 1,024-token batch takes %.4f s: always-on %.4f s + 58 layers x "
+               "%.2f ms = %.4f s",
+               st == MT_OK ? cpu->prefill_ms * 1e-3 : 0.0, always, layer1 * 1e3, want);
+        mt_plan_destroy(cpu);
+    }
     tap_ok(plan[0]->budget.prefill_batch == MT_PLAN_CHUNK_HOST && plan[0]->host_chunk_short == 0 &&
                plan[1]->budget.prefill_batch == MT_PLAN_CHUNK_HOST &&
                plan[1]->cpu_prefill_gbps == 40 && plan[1]->cpu_prefill_gflops == 5000 &&
@@ -2286,6 +2387,21 @@ test_host_wait(void)
     tap_ok(st == MT_OK && gathered->decode_ms < d0 * 1e3,
            "with the wait, the spread placement predicts %.3f ms, the gathered one %.3f ms",
            d0 * 1e3, gathered->decode_ms);
+    /* a prompt of one batch is the plan's prefill step, the learned wait in its layers included */
+    {
+        double one = 0.0;
+        int batch = gathered->budget.prefill_batch;
+        st = mt_plan_predict_prompt(gathered, &cfg, &sz, batch, batch, &one);
+        tap_ok(st == MT_OK && host_layers(gathered) > 0 && gathered->prefill_ms > 0 &&
+                   fabs(one * 1e3 - gathered->prefill_ms) < 1e-9 * gathered->prefill_ms,
+               "with a learned wait, a %d-token prompt is predicted as the plan's step: %.6f ms "
+               "(%.6f)",
+               batch, one * 1e3, gathered->prefill_ms);
+    }
+    r.host_layer_ms = -0.5;
+    tap_ok(mt_plan_repredict_decode(gathered, NULL, &r, &d0, &h0) == MT_ERR_INVAL,
+           "a negative wait is refused: %s", mt_last_error());
+    r.host_layer_ms = 0.7;
     r.cpu_eff = 0;
     tap_ok(mt_plan_repredict_decode(gathered, NULL, &r, &d0, &h0) == MT_ERR_INVAL,
            "a zero efficiency is refused: %s", mt_last_error());
@@ -2699,6 +2815,9 @@ test_gpu_prompt_model(void)
     tap_ok(ak == 11 && ik == 12, "rows 2-4, top-k 4: 3+4+4 = %g attended, %g indexed", ak, ik);
     mt_plan_prompt_keys(0, 4, 0, &ak, &ik);
     tap_ok(ak == 10 && ik == 10, "no top-k: every key attended (%g)", ak);
+    mt_plan_prompt_keys(0, 4, 1, &ak, &ik);
+    tap_ok(ak == 4 && ik == 10, "rows 0-3, top-k 1: one key each, %g attended, 1+2+3+4 = %g "
+           "indexed", ak, ik);
 
     mt_config_default_v32(&cfg);
     cfg.num_hidden_layers = 2;
@@ -2789,6 +2908,12 @@ test_gpu_prompt_model(void)
            "8,192 tokens in chunks of 1,024: %.4f s, more than 8 first chunks (%.4f), one step of "
            "8,192 within 1%% (%.4f); 1,500 tokens between one and two chunks (%.4f)", eight,
            8 * one, ms[2] / 1e3, odd);
+    /* nothing to predict: no tokens, or no chunk to run them in (planner.h: *seconds 0) */
+    double none[2] = {-1.0, -1.0};
+    mt_status_t sn[2] = {mt_plan_predict_prompt(plan, &cfg, &sz, 0, 1024, &none[0]),
+                         mt_plan_predict_prompt(plan, &cfg, &sz, 100, 0, &none[1])};
+    tap_ok(sn[0] == MT_OK && sn[1] == MT_OK && none[0] == 0 && none[1] == 0,
+           "no tokens, or chunks of 0 tokens: nothing predicted (%g s, %g s)", none[0], none[1]);
     mt_plan_destroy(plan);
 }
 
