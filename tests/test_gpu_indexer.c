@@ -31,15 +31,15 @@ cmp_i32(const void *a, const void *b)
 
 /*
  * The GPU's top-k of each row equals mt_cpu_topk's as a set (and the count and -1 padding), and
- * nothing is written past the rows' k entries each (a guard of 64 after them); with grid, through
+ * nothing is written past the rows' k entries each (gt_alloc_guarded); with grid, through
  * the scratch buffer (one row: the cooperative grid kernel), else without.
  */
 static void
 check_topk_path(const char *what, const float *scores, int64_t ld, int n_rows, int64_t n,
                 const int32_t *lens, int k, bool grid)
 {
-    const size_t guard = 64, n_out = (size_t)n_rows * k;
-    int32_t *got = gt_malloc((n_out + guard) * sizeof(int32_t));
+    const size_t n_out = (size_t)n_rows * k;
+    int32_t *got = gt_malloc(n_out * sizeof(int32_t));
     int32_t *cnt = gt_malloc((size_t)n_rows * sizeof(int32_t));
     int32_t *want = gt_malloc((size_t)k * sizeof(int32_t));
     int bad_rows = 0;
@@ -50,7 +50,7 @@ check_topk_path(const char *what, const float *scores, int64_t ld, int n_rows, i
        reads past a row's end takes them */
     float *d_s = gt_put_guarded(scores, (size_t)((n_rows - 1) * ld + n) * sizeof(float));
     int32_t *d_len = lens != NULL ? gt_put(lens, (size_t)n_rows * sizeof(int32_t)) : NULL;
-    int32_t *d_idx = gt_alloc((n_out + guard) * sizeof(int32_t));
+    int32_t *d_idx = gt_alloc_guarded(n_out * sizeof(int32_t));
     int32_t *d_cnt = gt_alloc((size_t)n_rows * sizeof(int32_t));
     void *d_work = grid ? gt_alloc(mt_gpu_topk_scratch_bytes()) : NULL;
     /* the scratch starts dirty: the kernel must not rely on its contents */
@@ -63,23 +63,14 @@ check_topk_path(const char *what, const float *scores, int64_t ld, int n_rows, i
         }
         free(junk);
     }
-    for (size_t i = 0; i < guard; i++) {
-        got[n_out + i] = 0x5a5a5a5a;
-    }
-    if (mt_gpu_copy_to_device(d_idx + n_out, got + n_out, guard * sizeof(int32_t)) != MT_OK) {
-        gt_bail("copy to device");
-    }
     mt_status_t st = mt_gpu_topk(d_s, ld, n_rows, n, d_len, k, d_idx, d_cnt, d_work, NULL);
     if (st != MT_OK) {
         tap_ok(false, "top-%d %s%s: launch failed: %s", k, what, grid ? " (scratch)" : "",
                mt_last_error());
         goto out;
     }
-    gt_get(got, d_idx, (n_out + guard) * sizeof(int32_t));
-    int past = 0;
-    for (size_t i = 0; i < guard; i++) {
-        past += got[n_out + i] != 0x5a5a5a5a;
-    }
+    gt_get(got, d_idx, n_out * sizeof(int32_t));
+    int past = gt_guard_hits(d_idx, n_out * sizeof(int32_t));
     gt_get(cnt, d_cnt, (size_t)n_rows * sizeof(int32_t));
     for (int r = 0; r < n_rows; r++) {
         int64_t len = lens != NULL ? lens[r] : n;
@@ -105,8 +96,8 @@ check_topk_path(const char *what, const float *scores, int64_t ld, int n_rows, i
     }
     tap_ok(bad_rows == 0 && past == 0,
            "top-%d %s%s: same set as mt_cpu_topk in every row (%d of %d differ), nothing written "
-           "past them (%d of %zu guard entries changed)",
-           k, what, grid ? " (scratch)" : "", bad_rows, n_rows, past, guard);
+           "past them (%d of %d guard entries changed)",
+           k, what, grid ? " (scratch)" : "", bad_rows, n_rows, past, GT_GUARD);
     if (bad_rows > 0) {
         tap_diag("first differing row %d", first_bad);
     }

@@ -478,24 +478,31 @@ set_token(struct mt_tokenizer *tok, int32_t id, const char *bytes, size_t len, s
 
 /*
  * The bytes a token string decodes to, per HF's ByteLevel decoder: every char through the
- * byte table, or, if any char is not in it, the string's own UTF-8 bytes.
+ * byte table, or, if any char is not in it, the string's own UTF-8 bytes. They go to *buf,
+ * grown to hold them (never more than the string's length), and *n is their count.
  */
-static size_t
-byte_level_decode(const int byte_of_cp[324], const char *s, char *out)
+static mt_status_t
+byte_level_decode(const int byte_of_cp[324], const char *s, char **buf, size_t *n)
 {
     const unsigned char *p = (const unsigned char *)s;
-    size_t n = 0;
+    size_t len = strlen(s);
+    char *out = realloc(*buf, len + 1);
 
+    if (out == NULL) {
+        return mt_fail(MT_ERR_NOMEM, 0, "tokenizer: out of memory");
+    }
+    *buf = out;
+    *n = 0;
     while (*p != 0) {
         uint32_t cp = utf8_next(&p);
         if (cp >= 324 || byte_of_cp[cp] < 0) {
-            size_t len = strlen(s);
             memcpy(out, s, len);
-            return len;
+            *n = len;
+            return MT_OK;
         }
-        out[n++] = (char)byte_of_cp[cp];
+        out[(*n)++] = (char)byte_of_cp[cp];
     }
-    return n;
+    return MT_OK;
 }
 
 static mt_status_t
@@ -891,13 +898,9 @@ load_json(struct mt_tokenizer *tok, json_t *root, json_t *cfg)
     json_object_foreach (vocab, key, v) {
         size_t klen = strlen(key), n;
         int32_t id = (int32_t)json_integer_value(v);
-        char *nb = realloc(buf, klen + 1);
-        if (nb == NULL) {
-            st = mt_fail(MT_ERR_NOMEM, 0, "tokenizer: out of memory");
+        if ((st = byte_level_decode(byte_of_cp, key, &buf, &n)) != MT_OK) {
             goto out;
         }
-        buf = nb;
-        n = byte_level_decode(byte_of_cp, key, buf);
         /* two strings of one id would encode as one and decode as the other */
         if (tok_find(tok, id) != NULL) {
             st = mt_fail(MT_ERR_FORMAT, 0, "tokenizer '%s': vocab entry \"%s\" has id %d, which "
@@ -950,14 +953,8 @@ load_json(struct mt_tokenizer *tok, json_t *root, json_t *cfg)
                          tok->path, content, id);
             goto out;
         } else {
-            char *nb = realloc(buf, clen + 1);
-            if (nb == NULL) {
-                st = mt_fail(MT_ERR_NOMEM, 0, "tokenizer: out of memory");
-                goto out;
-            }
-            buf = nb;
-            n = byte_level_decode(byte_of_cp, content, buf);
-            if ((st = set_token(tok, id, buf, n, &bytes_cap)) != MT_OK ||
+            if ((st = byte_level_decode(byte_of_cp, content, &buf, &n)) != MT_OK ||
+                (st = set_token(tok, id, buf, n, &bytes_cap)) != MT_OK ||
                 (st = smap_put(&tok->by_text, content, clen, hash_bytes(content, clen),
                                (uint32_t)id, 0)) != MT_OK) {
                 goto out;
