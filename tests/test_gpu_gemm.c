@@ -520,6 +520,17 @@ fp8_cases(struct mt_gpu_gemm *g8)
                                   37, (float *)g8, g8, 1, NULL) == MT_ERR_INVAL,
            "the block-scaled FP8 GEMM of 37 tokens (not a multiple of 16) is refused: %s",
            mt_last_error());
+    /* the shapes gemm_fp8.h says it takes: rows a multiple of 4, whole groups of 4 blocks */
+    struct mt_gpu_weight r300 = w8, r302 = w8, c384 = w8, c1536 = w8;
+    r300.rows = 300;
+    r302.rows = 302;
+    c384.cols = 384;
+    c1536.cols = 1536;
+    tap_ok(mt_gpu_gemm_fp8_fits(&w8) && mt_gpu_gemm_fp8_fits(&r300) &&
+               mt_gpu_gemm_fp8_fits(&c1536) && !mt_gpu_gemm_fp8_fits(&r302) &&
+               !mt_gpu_gemm_fp8_fits(&c384),
+           "the block-scaled FP8 GEMM takes 256 x 512, 300 x 512 and 256 x 1536 weights, not "
+           "302 x 512 (rows not a multiple of 4) nor 256 x 384 (3 blocks a row)");
     /* tokens: 16s and a rest (37), a rest alone (9), 16s alone (512) */
     fp8_case(g8, 576, 7168, 37, 7);    /* kv_a: the last 64 rows half a scale block */
     fp8_case(g8, 1536, 7168, 130, 11); /* q_a */
