@@ -5,10 +5,12 @@
 # automatic plan's profile is a quick one) and an SVG; bad options exit 2. The disk
 # part on a directory: it measures, never leaves its test file behind (also when interrupted),
 # never removes a file it did not create, and refuses bad paths and sizes with one message.
-# No timing is checked: on a shared CI machine the numbers mean nothing.
+# No timing is checked: on a shared CI machine the numbers mean nothing; what is derived from
+# them is (the profile holds the table's rates, %peak and expert_eff are ratios of its rows).
+# Option bounds and defaults are checked on runs that stop before measuring, or on tiny disks.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 make_tmp bench
-echo "1..34"
+echo "1..36"
 "$bin" bench --only dram,cpu --quick --json "$tmp/p.json" --svg "$tmp/p.svg" \
     >"$tmp/out" 2>"$tmp/err"
 rc=$?
@@ -74,12 +76,40 @@ fi
 # ---- disk ----
 mkdir "$tmp/d"
 "$bin" bench --only disk --disk "$tmp/d" --disk-size 8M --disk-qd 1,4 --disk-block 1M \
-    >"$tmp/out" 2>"$tmp/err"
+    --json "$tmp/disk.json" >"$tmp/out" 2>"$tmp/err"
 rc=$?
 ok $rc "bench --only disk on a directory exits 0"
 [ $rc -eq 0 ] || sed 's/^/# /' "$tmp/err"
 grep -q '^disk  *odirect_read .* qd4 1 MiB' "$tmp/out" && [ -z "$(ls -A "$tmp/d")" ]
 ok $? "it has a disk row per point and removed its test file"
+# The profile: the disk's path, a point per (qd, block), and best_* the fastest point's (what
+# the planner takes; a profile whose best_gbps is not its best point's is refused on loading).
+awk -F': *' -v path="$tmp/d" '
+/"disks"/ { d = 1 }
+!d { next }
+/"path"/ { p = $2 }
+/"best_gbps"/ { best = $2 + 0 }
+/"best_qd"/ { bqd = $2 + 0 }
+/"best_block_bytes"/ { bbb = $2 + 0 }
+/"qd"/ { qd = $2 + 0 }
+/"block_bytes"/ { bb = $2 + 0 }
+/"gbps"/ && !/best/ { np++; if ($2 + 0 > max) { max = $2 + 0; mqd = qd; mbb = bb } }
+END { exit !(p == "\"" path "\"," && np == 2 && max > 0 && best == max && bqd == mqd &&
+             bbb == mbb && bbb == 1048576) }' "$tmp/disk.json"
+ok $? "the profile's disk has both points and the best one's rate, qd and block: \
+$(grep '"best_' "$tmp/disk.json" | tr -d ' \n')"
+# %peak: the faster point 100, the other its share of it (from the rounded GB/s: +-1); the
+# header says once that disk rows are one pass
+awk '$1 == "disk" { g[n + 0] = $(NF - 2); pc[n++] = $NF; if ($(NF - 2) > max) max = $(NF - 2) }
+END {
+    if (n != 2 || max <= 0) exit 1
+    for (i = 0; i < n; i++) {
+        want = 100 * g[i] / max
+        if (pc[i] - want > 1 || want - pc[i] > 1 || (g[i] == max && pc[i] != 100)) exit 1
+    }
+}' "$tmp/out" && [ "$(grep '^# ' "$tmp/out" | head -1 | grep -o 'one pass' | wc -l)" -eq 1 ]
+ok $? "%peak is each point's share of the faster one: $(grep '^disk' "$tmp/out" | tr -s ' ' |
+    cut -d' ' -f5- | tr '\n' ';')"
 
 # --csv: a shape with a quote and a comma (a --disk directory's name) stays one field, its quote
 # doubled; the header says disk rows are one pass, not a median of the bench's repetitions
