@@ -10,7 +10,7 @@
 # Option bounds and defaults are checked on runs that stop before measuring, or on tiny disks.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 make_tmp bench
-echo "1..36"
+echo "1..52"
 "$bin" bench --only dram,cpu --quick --json "$tmp/p.json" --svg "$tmp/p.svg" \
     >"$tmp/out" 2>"$tmp/err"
 rc=$?
@@ -242,4 +242,76 @@ else
     [ $rc -eq 0 ] && [ -s "$tmp/gpu.json" ]
     ok $? "--only gpu --quick on this GPU writes a profile (rc $rc)"
 fi
+# Options: bounds, and what each one means (each refusal exits 2 before anything runs)
+mkdir -p "$tmp/d"
+set --
+i=0
+while [ $i -lt 17 ]; do set -- "$@" --disk "$tmp/d"; i=$((i + 1)); done
+"$bin" bench --only disk "$@" --disk-size 4M --disk-qd 1 --disk-block 1M >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q -- "at most 16 --disk paths" "$tmp/err"
+ok $? "a 17th --disk is refused: $(head -1 "$tmp/err")"
+"$bin" bench --only disk --disk "$tmp/d" --disk-size 4M --disk-qd 1,2,3,4,5,6,7,8,9 \
+    --disk-block 1M >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q -- "--disk-qd wants up to 8 depths" "$tmp/err"
+ok $? "a 9th --disk-qd is refused: $(head -1 "$tmp/err")"
+"$bin" bench --only disk --disk "$tmp/d" --disk-size 4M --disk-qd 1 --disk-block 1000 \
+    >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q -- "--disk-block wants .*multiples of 4K" "$tmp/err"
+ok $? "a --disk-block that is not a multiple of 4 KiB is refused: $(head -1 "$tmp/err")"
+for bad in "--disk-qd 0" "--disk-block 0"; do
+    # shellcheck disable=SC2086 # the flag and its value, split on purpose
+    "$bin" bench --only disk --disk "$tmp/d" --disk-size 4M $bad >/dev/null 2>"$tmp/err"
+    [ $? -eq 2 ] && grep -q -- "${bad% *}" "$tmp/err"
+    ok $? "$bad is refused: $(head -1 "$tmp/err")"
+done
+# every --disk-block must fit in --disk-size, not only the first
+"$bin" bench --only disk --disk "$tmp/d" --disk-size 2M --disk-qd 1 --disk-block 1M,4M \
+    >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q -- "--disk-size 2048 KiB is smaller than the --disk-block 4096 KiB" \
+    "$tmp/err" && [ -z "$(ls -A "$tmp/d")" ]
+ok $? "--disk-size under the second --disk-block is refused: $(head -1 "$tmp/err")"
+"$bin" bench --only disk --disk "$tmp/d" --disk-size 4M --disk-qd 1 --disk-block 1M \
+    --dram-size 0 >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q -- "--dram-size must be a positive multiple of 4 KiB" "$tmp/err"
+ok $? "--dram-size 0 is refused: $(head -1 "$tmp/err")"
+"$bin" bench --only gpu --help >"$tmp/out" 2>"$tmp/err"
+[ $? -eq 0 ] && grep -q '^usage: moetier bench' "$tmp/out" && [ ! -s "$tmp/err" ]
+ok $? "--help prints the usage and runs nothing: $(head -1 "$tmp/err")"
+"$bin" bench --only gpu extra >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q "unexpected argument 'extra'" "$tmp/err"
+ok $? "an argument that is not an option is refused: $(head -1 "$tmp/err")"
+"$bin" bench --only , >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q -- "--only wants at least one part" "$tmp/err"
+ok $? "--only with no part is refused: $(head -1 "$tmp/err")"
+"$bin" bench --only gpu --device -1 >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q -- "--device" "$tmp/err"
+ok $? "--device -1 is refused: $(head -1 "$tmp/err")"
+head -c 4096 /dev/zero >"$tmp/one"
+"$bin" bench --only disk --disk "$tmp/one" --disk-qd 1 --disk-block 4K --svg "$tmp/one" \
+    >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && [ "$(wc -c <"$tmp/one")" -eq 4096 ] && [ -z "$(tr -d '\0' <"$tmp/one")" ]
+ok $? "--svg naming the --disk file is refused and the file kept: $(cat "$tmp/err")"
+# A whole bench measures the disks given and needs none (only --only disk does): here it stops
+# at the --json into a missing directory (exit 1), not at a usage error
+"$bin" bench --quick --json "$tmp/nodir/p.json" >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "No such file" "$tmp/err" && ! grep -q "needs --disk" "$tmp/err"
+ok $? "a whole bench without --disk is not refused for it: $(head -1 "$tmp/err")"
+# A file --disk is refused unless it holds one block of each --disk-block (default 1M and 4M),
+# before the other parts run
+head -c 1048576 /dev/zero >"$tmp/mib"
+"$bin" bench --only dram,disk --quick --dram-size 8M --disk "$tmp/mib" >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "(1048576 bytes) is smaller than one 4194304-byte block" "$tmp/err" &&
+    ! grep -q '^bench: dram' "$tmp/err"
+ok $? "a 1 MiB file is refused for the default 4 MiB block up front: $(head -1 "$tmp/err")"
+rm -f "$tmp/mib"
+# --quick keeps an explicit --disk-size (8 MiB, not its 64), and a test file of exactly one
+# block is enough; without --disk-size, --quick's test file grows to hold the largest block
+"$bin" bench --only disk --quick --disk "$tmp/d" --disk-size 8M --disk-qd 1 --disk-block 8M \
+    >/dev/null 2>"$tmp/err"
+[ $? -eq 0 ] && grep -q "wrote 0.01 GiB test file" "$tmp/err"
+ok $? "--quick --disk-size 8M --disk-block 8M writes 8 MiB: $(grep wrote "$tmp/err")"
+"$bin" bench --only disk --quick --disk "$tmp/d" --disk-qd 1 --disk-block 128M \
+    >/dev/null 2>"$tmp/err"
+[ $? -eq 0 ] && grep -q "wrote 0.12 GiB test file" "$tmp/err" && [ -z "$(ls -A "$tmp/d")" ]
+ok $? "--quick --disk-block 128M writes a 128 MiB test file: $(grep wrote "$tmp/err")"
 tap_exit
