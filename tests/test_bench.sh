@@ -10,7 +10,7 @@
 # Option bounds and defaults are checked on runs that stop before measuring, or on tiny disks.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 make_tmp bench
-echo "1..52"
+echo "1..53"
 "$bin" bench --only dram,cpu --quick --json "$tmp/p.json" --svg "$tmp/p.svg" \
     >"$tmp/out" 2>"$tmp/err"
 rc=$?
@@ -121,14 +121,20 @@ mkdir "$tmp/q\"x,y"
 ok $? "--csv doubles a quote in a shape; disk rows are said to be one pass: \
 $(grep '^disk' "$tmp/out")"
 # flags that change nothing are said to: --disk without the disk part, --disk-size for a file
-"$bin" bench --only dram --quick --dram-size 8M --disk "$tmp/d" >/dev/null 2>"$tmp/err"
-[ $? -eq 0 ] && grep -q -- "--disk is not used: --only has no disk part" "$tmp/err"
-ok $? "--disk under --only dram is warned about: $(grep 'not used' "$tmp/err")"
+# (gpu in --only too: without a GPU it is skipped with a note, and dram still runs)
+"$bin" bench --only gpu,dram --quick --dram-size 8M --disk "$tmp/d" >"$tmp/out" 2>"$tmp/err"
+[ $? -eq 0 ] && grep -q -- "--disk is not used: --only has no disk part" "$tmp/err" &&
+    grep -q '^dram  *triad' "$tmp/out" &&
+    { grep -q '^bench: note: .*gpu and pcie skipped' "$tmp/err" || grep -q '^gpu ' "$tmp/out"; }
+ok $? "--disk under --only gpu,dram is warned about: $(grep 'not used' "$tmp/err")"
 head -c 1048576 /dev/zero >"$tmp/mib"
 "$bin" bench --only disk --disk "$tmp/mib" --disk-size 8M --disk-qd 1 --disk-block 1M \
     >/dev/null 2>"$tmp/err"
 [ $? -eq 0 ] && grep -q -- "--disk-size is not used" "$tmp/err"
 ok $? "--disk-size with a file --disk is warned about: $(grep 'not used' "$tmp/err")"
+"$bin" bench --only disk --disk "$tmp/mib" --disk-qd 1 --disk-block 1M >/dev/null 2>"$tmp/err"
+[ $? -eq 0 ] && ! grep -q -- "not used" "$tmp/err"
+ok $? "a file --disk without --disk-size is not warned about: $(grep 'not used' "$tmp/err")"
 rm -f "$tmp/mib"
 
 # Killed after the test file is written: the file must not stay behind. (SIGTERM: a background
@@ -233,13 +239,16 @@ ok $? "... with a --disk-size that would fit as the hint"
 [ $? -eq 2 ] && [ ! -e "$tmp/nodisk.json" ] &&
     grep -q -- "--only disk needs --disk PATH" "$tmp/err"
 ok $? "--only disk without --disk: exit 2: $(head -1 "$tmp/err")"
-"$bin" bench --only gpu --quick --json "$tmp/gpu.json" >/dev/null 2>"$tmp/err"
+# (A build without CUDA has no GPU, and says why; a GPU's profile has its rows.)
+"$bin" bench --only gpu --quick --json "$tmp/gpu.json" >"$tmp/out" 2>"$tmp/err"
 rc=$?
-if grep -q "needs a GPU" "$tmp/err"; then
-    [ $rc -eq 1 ] && [ ! -e "$tmp/gpu.json" ]
+if "$bin" --version 2>&1 | grep -q 'without CUDA' || grep -q "needs a GPU" "$tmp/err"; then
+    [ $rc -eq 1 ] && [ ! -e "$tmp/gpu.json" ] &&
+        grep -Eq -- "--only gpu needs a GPU: (built without CUDA|no CUDA device 0 )" "$tmp/err"
     ok $? "--only gpu without a GPU: exit 1, no profile: $(head -1 "$tmp/err")"
 else
-    [ $rc -eq 0 ] && [ -s "$tmp/gpu.json" ]
+    [ $rc -eq 0 ] && grep -q '"present": true' "$tmp/gpu.json" &&
+        grep -q '^gpu  *hbm_read' "$tmp/out"
     ok $? "--only gpu --quick on this GPU writes a profile (rc $rc)"
 fi
 # Options: bounds, and what each one means (each refusal exits 2 before anything runs)
