@@ -10,7 +10,7 @@
 # Option bounds and defaults are checked on runs that stop before measuring, or on tiny disks.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 make_tmp bench
-echo "1..53"
+echo "1..59"
 "$bin" bench --only dram,cpu --quick --json "$tmp/p.json" --svg "$tmp/p.svg" \
     >"$tmp/out" 2>"$tmp/err"
 rc=$?
@@ -28,6 +28,7 @@ grep -q '^cpu  *experts_decode' "$tmp/out" &&
 ok $? "--quick measures the CPU expert kernels: $(grep 'prefill: each run' "$tmp/err" | head -c 120)"
 grep -q '<svg' "$tmp/p.svg" && grep -q 'DRAM triad' "$tmp/p.svg"
 ok $? "the chart is written"
+cp "$tmp/out" "$tmp/quick.out"
 # --only cpu: the experts' efficiency is a share of the read ceiling, which it measures too (the
 # expert rows used to be skipped without a word)
 "$bin" bench --only cpu --quick --json "$tmp/cpu.json" >"$tmp/out" 2>"$tmp/err"
@@ -38,13 +39,84 @@ ok $? "--only cpu times the experts against a read ceiling it measures"
 [ $? -eq 2 ] && grep -q "unknown part 'bogus'" "$tmp/err2"
 ok $? "an unknown part is a usage error (exit 2)"
 
-"$bin" bench --only dram --quick --dram-size 8M >"$tmp/out" 2>"$tmp/err"
+"$bin" bench --only dram --quick --dram-size 8M --json "$tmp/dram.json" --svg "$tmp/dram.svg" \
+    >"$tmp/out" 2>"$tmp/err"
 [ $? -eq 0 ] && grep -q '^dram  *triad .*3x8 MiB' "$tmp/out"
 ok $? "--quick keeps an explicit --dram-size"
 # ... for the stream arrays only: the read ceiling (the planner's DRAM rate) keeps a working set
 # past the last-level cache (8 MiB arrays used to size it too, and it read the cache)
 grep '^dram  *read_ceiling' "$tmp/out" | grep -qv ', 8 MiB'
 ok $? "--dram-size does not size the read ceiling: $(grep '^dram  *read_ceiling' "$tmp/out")"
+# The profile holds what the table shows (the table rounds to 2 decimals): cpu.read_gbps and
+# triad_gbps are the last dram read and triad rows (all nodes at once where there are several
+# nodes, else the one node's), nodes[0] the first ones, read_ceiling_gbps the ceiling's row; a
+# machine of one node has no "all nodes" rows.
+awk -v json="$tmp/dram.json" '
+function near(a, b) { return a - b <= 0.006 && b - a <= 0.006 }
+$1 == "dram" && $2 == "read" { if (!nr++) r0 = $(NF - 2); rl = $(NF - 2) }
+$1 == "dram" && $2 == "triad" { if (!nt++) t0 = $(NF - 2); tl = $(NF - 2) }
+$1 == "dram" && $2 == "read_ceiling" { rc = $(NF - 2) }
+END {
+    FS = ": *"
+    while ((getline line < json) > 0) {
+        split(line, f, ": *")
+        v = f[2] + 0
+        if (line ~ /"nodes"/) nodes = 1
+        else if (line ~ /"numa_nodes"/) nn = v
+        else if (line ~ /"read_ceiling_gbps"/) jc = v
+        else if (line ~ /"read_gbps"/ && !nodes) jr = v
+        else if (line ~ /"triad_gbps"/ && !nodes) jt = v
+        else if (line ~ /"read_gbps"/ && nodes && !seen_r++) jr0 = v
+        else if (line ~ /"triad_gbps"/ && nodes && !seen_t++) jt0 = v
+    }
+    exit !(nn >= 1 && nr == nn + (nn > 1) && nt == nr && near(jr, rl) && near(jt, tl) &&
+           near(jr0, r0) && near(jt0, t0) && near(jc, rc) && jr > 0 && jc > 0)
+}' "$tmp/out"
+ok $? "the profile's DRAM rates are the table's rows: \
+$(grep -E '"(numa_nodes|read_gbps|triad_gbps|read_ceiling_gbps)"' "$tmp/dram.json" | tr -d ' \n')"
+# a --quick profile says so (it is a smoke test, not a measurement); the table's header names a
+# kernel's repetitions only where they differ from the bench's (--quick: the ceiling's 3 are)
+grep -q '"source": "moetier bench [^"]* --quick"' "$tmp/dram.json" &&
+    grep -q '^# .*| median of [0-9]* reps (--quick: not a measurement)$' "$tmp/out"
+ok $? "a --quick profile's source says --quick; the header names no kernel's reps: \
+$(grep '^# moetier' "$tmp/out" | cut -d'|' -f6)"
+# no flag given here is unused (--disk and --disk-size are warned about only when given)
+! grep -q 'not used' "$tmp/err"
+ok $? "no flag is said to be unused: $(grep 'not used' "$tmp/err")"
+# the chart: a bar for the read ceiling, and "all nodes" bars only where there are several nodes
+if grep -q '"numa_nodes": 1,' "$tmp/dram.json"; then
+    ! grep -q 'DRAM [a-z]*, all nodes' "$tmp/dram.svg"
+else
+    grep -q 'DRAM read, all nodes' "$tmp/dram.svg"
+fi && grep -q 'DRAM read ceiling' "$tmp/dram.svg"
+ok $? "the chart has the read ceiling, and all-nodes bars only for several nodes"
+# 8 MiB arrays fit in the L3 (the warning names its size): even --quick's read ceiling works on
+# more than the L3 holds, or it would measure the cache
+to_bytes() { # "1016 MiB" -> bytes
+    awk -v s="$1" 'BEGIN { split(s, f, " "); m["B"] = 1; m["KiB"] = 1024; m["MiB"] = 1048576;
+        m["GiB"] = 1073741824; printf "%.0f\n", f[1] * m[f[2]] }'
+}
+l3=$(sed -n 's/.*fit in the \([0-9]* [KMG]*i*B\) of L3 cache.*/\1/p' "$tmp/err" | head -1)
+ceil=$(sed -n 's/^dram  *read_ceiling .*, \([0-9]* [KMG]*i*B\)\( unpinned\)\{0,1\}  .*/\1/p' \
+    "$tmp/out")
+if [ -z "$l3" ]; then
+    ok 0 "# SKIP 8 MiB arrays are not inside this machine's L3 (no L3 size reported)"
+else
+    [ -n "$ceil" ] && [ "$(to_bytes "$ceil")" -gt "$(to_bytes "$l3")" ]
+    ok $? "--quick's read ceiling works on more than the L3: $ceil over $l3"
+fi
+# --quick without --dram-size: arrays of 2x all L3, 16 MiB at least (usage), in 4 KiB units
+arr=$(sed -n 's/^dram  *read  *node [0-9]*, [0-9]* thr, \([0-9]* [KMG]*i*B\).*/\1/p' \
+    "$tmp/quick.out" | head -1)
+if [ -z "$l3" ]; then
+    ok 0 "# SKIP no L3 size reported"
+else
+    want=$(to_bytes "$l3")
+    want=$((2 * want > 16777216 ? 2 * want : 16777216))
+    want=$(((want + 4095) / 4096 * 4096))
+    [ -n "$arr" ] && [ "$(to_bytes "$arr")" -eq "$want" ]
+    ok $? "--quick's stream arrays are 2x the L3 ($l3): $arr"
+fi
 # Too small for the team: the message names the flag and the minimum (synthetic 2000 cores: it
 # stops before any thread starts)
 HWLOC_SYNTHETIC="pack:1 core:2000 pu:1" "$bin" bench --only dram --quick --dram-size 64K \
