@@ -10,7 +10,7 @@
 # Option bounds and defaults are checked on runs that stop before measuring, or on tiny disks.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 make_tmp bench
-echo "1..59"
+echo "1..60"
 "$bin" bench --only dram,cpu --quick --json "$tmp/p.json" --svg "$tmp/p.svg" \
     >"$tmp/out" 2>"$tmp/err"
 rc=$?
@@ -35,6 +35,26 @@ cp "$tmp/out" "$tmp/quick.out"
 [ $? -eq 0 ] && grep -q '^dram  *read_ceiling' "$tmp/out" && grep -q '^cpu  *experts_decode' \
     "$tmp/out" && grep -Eq '"expert_eff": [0-9.e+-]*[1-9]' "$tmp/cpu.json"
 ok $? "--only cpu times the experts against a read ceiling it measures"
+# ... and the profile has the table's numbers: expert_eff is the experts' GB/s as a share of the
+# ceiling's (at most 1), fma_gflops the fma row's TFLOP/s (the table rounds to 2 decimals)
+awk -v json="$tmp/cpu.json" '
+$1 == "dram" && $2 == "read_ceiling" { c = $(NF - 2) }
+$1 == "cpu" && $2 == "fma" { f = $(NF - 1) }
+$1 == "cpu" && $2 == "experts_decode" { e = $(NF - 2) }
+END {
+    while ((getline line < json) > 0) {
+        split(line, v, ": *")
+        if (line ~ /"expert_eff"/) je = v[2] + 0
+        if (line ~ /"read_ceiling_gbps"/) jc = v[2] + 0
+        if (line ~ /"fma_gflops"/) jf = v[2] + 0
+    }
+    want = e / c < 1 ? e / c : 1
+    d = je - want
+    exit !(c > 0 && e > 0 && (d < 0 ? -d : d) <= 0.01 * want && je <= 1 &&
+           jc - c <= 0.006 && c - jc <= 0.006 && jf / 1000 - f <= 0.006 && f - jf / 1000 <= 0.006)
+}' "$tmp/out"
+ok $? "expert_eff is experts_decode over read_ceiling GB/s, fma_gflops the fma row: \
+$(grep -E '"(expert_eff|read_ceiling_gbps|fma_gflops)"' "$tmp/cpu.json" | tr -d ' \n')"
 "$bin" bench --only bogus >/dev/null 2>"$tmp/err2"
 [ $? -eq 2 ] && grep -q "unknown part 'bogus'" "$tmp/err2"
 ok $? "an unknown part is a usage error (exit 2)"
