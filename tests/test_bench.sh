@@ -10,7 +10,7 @@
 # Option bounds and defaults are checked on runs that stop before measuring, or on tiny disks.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 make_tmp bench
-echo "1..60"
+echo "1..61"
 "$bin" bench --only dram,cpu --quick --json "$tmp/p.json" --svg "$tmp/p.svg" \
     >"$tmp/out" 2>"$tmp/err"
 rc=$?
@@ -28,6 +28,11 @@ grep -q '^cpu  *experts_decode' "$tmp/out" &&
 ok $? "--quick measures the CPU expert kernels: $(grep 'prefill: each run' "$tmp/err" | head -c 120)"
 grep -q '<svg' "$tmp/p.svg" && grep -q 'DRAM triad' "$tmp/p.svg"
 ok $? "the chart is written"
+# a column a row has no value for is "-": the fma row is a rate (TFLOP/s) without a time or GB/s
+grep -Eq '^cpu +fma .* - +- +- +[0-9]+\.[0-9]+ +-$' "$tmp/out" &&
+    grep -Eq '^dram +triad .* [0-9.]+ +[0-9.]+ +[0-9]+\.[0-9]+ +- +[0-9-]+$' "$tmp/out"
+ok $? "rows show a value only in their own columns: $(grep -E '^(cpu +fma|dram +triad)' "$tmp/out" |
+    tr -s ' ' | tr '\n' ';')"
 cp "$tmp/out" "$tmp/quick.out"
 # --only cpu: the experts' efficiency is a share of the read ceiling, which it measures too (the
 # expert rows used to be skipped without a word)
