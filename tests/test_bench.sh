@@ -10,7 +10,7 @@
 # Option bounds and defaults are checked on runs that stop before measuring, or on tiny disks.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 make_tmp bench
-echo "1..61"
+echo "1..62"
 "$bin" bench --only dram,cpu --quick --json "$tmp/p.json" --svg "$tmp/p.svg" \
     >"$tmp/out" 2>"$tmp/err"
 rc=$?
@@ -410,6 +410,12 @@ head -c 1048576 /dev/zero >"$tmp/mib"
     ! grep -q '^bench: dram' "$tmp/err"
 ok $? "a 1 MiB file is refused for the default 4 MiB block up front: $(head -1 "$tmp/err")"
 rm -f "$tmp/mib"
+# the default grid (usage): queue depths 1,4,16,64 x blocks 1M,4M, on a 4 MiB test file
+"$bin" bench --only disk --disk "$tmp/d" --disk-size 4M >"$tmp/out" 2>"$tmp/err"
+[ $? -eq 0 ] && [ "$(grep '^disk ' "$tmp/out" | sed 's/.* \(qd[0-9]* [0-9]* MiB\) .*/\1/' |
+    tr '\n' ';')" = "qd1 1 MiB;qd4 1 MiB;qd16 1 MiB;qd64 1 MiB;qd1 4 MiB;qd4 4 MiB;qd16 4 MiB;\
+qd64 4 MiB;" ]
+ok $? "the default disk grid is qd 1,4,16,64 x 1 MiB, 4 MiB: $(grep -c '^disk ' "$tmp/out") rows"
 # --quick keeps an explicit --disk-size (8 MiB, not its 64), and a test file of exactly one
 # block is enough; without --disk-size, --quick's test file grows to hold the largest block
 "$bin" bench --only disk --quick --disk "$tmp/d" --disk-size 8M --disk-qd 1 --disk-block 8M \
