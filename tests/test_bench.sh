@@ -10,7 +10,7 @@
 # Option bounds and defaults are checked on runs that stop before measuring, or on tiny disks.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 make_tmp bench
-echo "1..62"
+echo "1..63"
 "$bin" bench --only dram,cpu --quick --json "$tmp/p.json" --svg "$tmp/p.svg" \
     >"$tmp/out" 2>"$tmp/err"
 rc=$?
@@ -150,6 +150,14 @@ HWLOC_SYNTHETIC="pack:1 core:2000 pu:1" "$bin" bench --only dram --quick --dram-
     "$tmp/err"
 ok $? "a --dram-size too small for the threads names the flag and the minimum: \
 $(head -1 "$tmp/err")"
+# ... and the failure stops the bench: the disk part after it does not run, no profile
+mkdir "$tmp/d0"
+HWLOC_SYNTHETIC="pack:1 core:2000 pu:1" "$bin" bench --only dram,disk --quick --dram-size 64K \
+    --disk "$tmp/d0" --disk-size 4M --disk-qd 1 --disk-block 1M --json "$tmp/f.json" \
+    >"$tmp/out" 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "stopped by the error above; no profile written" "$tmp/err" &&
+    [ ! -e "$tmp/f.json" ] && ! grep -q '^bench: disk' "$tmp/err" && [ ! -s "$tmp/out" ]
+ok $? "a failed part stops the parts after it: $(grep -v '^mt: bench' "$tmp/err" | head -1)"
 # Half the machine's DRAM per array: three of them would not fit; refused before touching any.
 half_k=$(awk '/^MemTotal:/ { print int($2 / 2 / 4) * 4 }' /proc/meminfo)
 "$bin" bench --only dram --dram-size "${half_k}K" >/dev/null 2>"$tmp/err"
