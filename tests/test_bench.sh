@@ -10,7 +10,7 @@
 # Option bounds and defaults are checked on runs that stop before measuring, or on tiny disks.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 make_tmp bench
-echo "1..63"
+echo "1..65"
 "$bin" bench --only dram,cpu --quick --json "$tmp/p.json" --svg "$tmp/p.svg" \
     >"$tmp/out" 2>"$tmp/err"
 rc=$?
@@ -216,6 +216,16 @@ END {
 ok $? "%peak is each point's share of the faster one: $(grep '^disk' "$tmp/out" | tr -s ' ' |
     cut -d' ' -f5- | tr '\n' ';')"
 
+# the chart's disk bar names the best point, as the profile does (4 points; the first, 4 KiB
+# reads, is the slowest: a bar that took the first point's block or queue depth would show)
+"$bin" bench --only disk --disk "$tmp/d" --disk-size 4M --disk-qd 16,1 --disk-block 4K,1M \
+    --json "$tmp/disk4.json" --svg "$tmp/disk4.svg" >/dev/null 2>"$tmp/err"
+best=$(awk -F': *' '/"best_qd"/ { q = $2 + 0 } /"best_block_bytes"/ { b = $2 + 0 }
+    END { print "qd" q " " (b >= 1048576 ? b / 1048576 " MiB" : b / 1024 " KiB") }' \
+    "$tmp/disk4.json")
+[ "$(grep -o 'qd[0-9]* [0-9]* [KMG]iB' "$tmp/disk4.svg")" = "$best" ]
+ok $? "the chart's disk bar is the best point's ($best): \
+$(grep -o 'qd[0-9]* [0-9]* [KMG]iB' "$tmp/disk4.svg")"
 # --csv: a shape with a quote and a comma (a --disk directory's name) stays one field, its quote
 # doubled; the header says disk rows are one pass, not a median of the bench's repetitions
 mkdir "$tmp/q\"x,y"
@@ -240,6 +250,12 @@ ok $? "--disk-size with a file --disk is warned about: $(grep 'not used' "$tmp/e
 "$bin" bench --only disk --disk "$tmp/mib" --disk-qd 1 --disk-block 1M >/dev/null 2>"$tmp/err"
 [ $? -eq 0 ] && ! grep -q -- "not used" "$tmp/err"
 ok $? "a file --disk without --disk-size is not warned about: $(grep 'not used' "$tmp/err")"
+# ... nor with a directory among the --disk paths (its test file takes the size)
+"$bin" bench --only disk --disk "$tmp/d" --disk "$tmp/mib" --disk-size 4M --disk-qd 1 \
+    --disk-block 1M >/dev/null 2>"$tmp/err"
+[ $? -eq 0 ] && ! grep -q -- "not used" "$tmp/err"
+ok $? "--disk-size with a directory and a file --disk is not warned about: \
+$(grep 'not used' "$tmp/err")"
 rm -f "$tmp/mib"
 
 # Killed after the test file is written: the file must not stay behind. (SIGTERM: a background
