@@ -19,7 +19,7 @@ export CUDA_VISIBLE_DEVICES=
 export MOETIER_CACHE_DIR="$tmp/nocache"
 ids="5,17,900,33,4242,7,12,99,1000,65000,3,8"
 
-echo "1..23"
+echo "1..24"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 
@@ -55,7 +55,9 @@ nvme=$(sed -n 's/.*in DRAM (CPU), \([0-9]*\) on NVMe; predicted [0-9.]* tok\/s.*
 ok $? "a small --cpu-mem plans from --hw: $(grep 'experts:' "$tmp/err")"
 [ "$got" = "$plain" ] && grep -q "^mt: streamed experts: [1-9]" "$tmp/err"
 ok $? "... streams experts from disk and gives the all-DRAM tokens ('$got')"
-grep -q "^bottleneck :" "$tmp/err" && grep -q "^why  *: DRAM holds" "$tmp/err" &&
+# the experts that stream did not fit: DRAM has no room for one more, and says so
+grep -q "^bottleneck :" "$tmp/err" &&
+    grep -q "^why  *: DRAM holds [0-9]* in the .* leaves for experts (full)" "$tmp/err" &&
     grep -q "did not fit the DRAM budget" "$tmp/err"
 ok $? "-v prints the plan and why: $(grep -A1 '^why' "$tmp/err" | tr '\n' ' ')"
 
@@ -125,9 +127,22 @@ out=$(run --plan "$tmp/dram.json" --cpu-mem 280M)
 [ $? -eq 1 ] && [ -z "$out" ] && grep -q \
     "dram.json needs [0-9.]* MiB of DRAM .* more than --cpu-mem 280.0 MiB" "$tmp/err"
 ok $? "a plan that does not fit --cpu-mem is refused: $(tail -1 "$tmp/err")"
-out=$(run --plan "$tmp/dram.json")
-[ $? -eq 0 ] && [ "$out" = "$plain" ]
-ok $? "... and runs where it fits ('$out')"
+# what it needs holds the CPU engine's KV of the context: 2,064 B a token (4 layers x (a BF16
+# latent of 128 + 64 and an FP8 index key of 128 + a 4 B scale)), so 7168 tokens fewer than
+# the default 8192 need 14.11 MiB less
+need8k=$(sed -n 's/.*dram.json needs \([0-9.]*\) MiB of DRAM.*/\1/p' "$tmp/err")
+out=$(run --plan "$tmp/dram.json" --cpu-mem 280M --ctx 1024)
+need1k=$(sed -n 's/.*dram.json needs \([0-9.]*\) MiB of DRAM.*/\1/p' "$tmp/err")
+[ -n "$need8k" ] && [ -n "$need1k" ] &&
+    awk -v a="$need8k" -v b="$need1k" 'BEGIN { d = a - b - 7168 * 2064 / 1048576;
+        exit !(d < 0.11 && d > -0.11) }'
+ok $? "... its need holds the KV of --ctx: $need8k MiB at 8192 tokens, $need1k MiB at 1024"
+out=$(run --plan "$tmp/dram.json" -v)
+[ $? -eq 0 ] && [ "$out" = "$plain" ] &&
+    grep -q "experts: 0 on GPU, 192 in DRAM (CPU), 0 on NVMe; no decode prediction (plan" \
+        "$tmp/err"
+ok $? "... and runs where it fits, an edited plan predicting nothing: \
+$(grep 'experts:' "$tmp/err" | cut -c1-120)"
 
 # moetier plan with no -m: the built-in DeepSeek-V3.2, from --hw or the cached profile
 "$bin" plan --hw "$prof" --gpu-mem 24G --cpu-mem 500G >"$tmp/out" 2>"$tmp/err"
