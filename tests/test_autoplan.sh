@@ -19,7 +19,7 @@ export CUDA_VISIBLE_DEVICES=
 export MOETIER_CACHE_DIR="$tmp/nocache"
 ids="5,17,900,33,4242,7,12,99,1000,65000,3,8"
 
-echo "1..24"
+echo "1..27"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 
@@ -119,6 +119,12 @@ out=$(run --cpu-mem 100M)
 [ $? -eq 1 ] && grep -q -- "--cpu-mem 100.0 MiB is too small for .*always-on weights" "$tmp/err" &&
     ! measured
 ok $? "a too small --cpu-mem: $(tail -1 "$tmp/err")"
+# room for the reserve and the always-on weights but not the KV of 8192 tokens (8192 x 2,064 B
+# = 16.1 MiB, see below): refused the same way, before any plan
+out=$(run --cpu-mem 275M --cpu-reserve 4M --hw "$prof")
+[ $? -eq 1 ] && [ -z "$out" ] && grep -q -- "--cpu-mem 275.0 MiB is too small for .* \
+always-on weights [0-9.]* MiB + KV for 8192 tokens 16.1 MiB = " "$tmp/err"
+ok $? "a --cpu-mem short of the KV alone: $(tail -1 "$tmp/err" | cut -c1-160)"
 "$bin" plan -m "$m" --hw "$prof" --gpu-mem 2G --cpu-mem 4.2G --gpu-reserve 1.6G --ctx 1024 \
     -o "$tmp/plan.json" >/dev/null 2>"$tmp/err" || bail_out "plan failed: $(cat "$tmp/err")"
 c64=CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC
@@ -137,6 +143,24 @@ need1k=$(sed -n 's/.*dram.json needs \([0-9.]*\) MiB of DRAM.*/\1/p' "$tmp/err")
     awk -v a="$need8k" -v b="$need1k" 'BEGIN { d = a - b - 7168 * 2064 / 1048576;
         exit !(d < 0.11 && d > -0.11) }'
 ok $? "... its need holds the KV of --ctx: $need8k MiB at 8192 tokens, $need1k MiB at 1024"
+# the CPU engine computes a GPU plan's GPU-tier experts from DRAM: plan.json (no NVMe experts)
+# needs as much DRAM there as its all-DRAM copy
+out=$(run --plan "$tmp/plan.json" --cpu-mem 280M)
+[ $? -eq 1 ] && ! grep -q '"tiers": "[A-Z]*N' "$tmp/plan.json" &&
+    grep -q "plan.json needs $need8k MiB of DRAM" "$tmp/err"
+ok $? "... a GPU plan on the CPU engine counts its GPU experts in DRAM: $(tail -1 "$tmp/err" |
+    cut -c1-120)"
+# with no plan, everything fits a 306 MiB budget only without the KV of 7168 more tokens: at
+# --ctx 1024 nothing is planned, at the default 8192 some experts stream
+b306="--cpu-mem 310M --cpu-reserve 4M"
+got=$(run $b306 --hw "$prof" --ctx 1024)
+grep -q "0 on NVMe (all fit in the DRAM budget, 306.0 MiB" "$tmp/err"
+fit=$?
+got=$(run $b306 --hw "$prof")
+[ $fit -eq 0 ] && [ "$got" = "$plain" ] &&
+    grep -q "in DRAM (CPU), [1-9][0-9]* on NVMe" "$tmp/err" &&
+    awk -v a="$need8k" -v b="$need1k" 'BEGIN { exit !(a > 306 && b < 306) }'
+ok $? "all fit only where the KV does too: $(grep 'experts:' "$tmp/err" | cut -c1-100)"
 out=$(run --plan "$tmp/dram.json" -v)
 [ $? -eq 0 ] && [ "$out" = "$plain" ] &&
     grep -q "experts: 0 on GPU, 192 in DRAM (CPU), 0 on NVMe; no decode prediction (plan" \
