@@ -19,7 +19,7 @@ export CUDA_VISIBLE_DEVICES=
 export MOETIER_CACHE_DIR="$tmp/nocache"
 ids="5,17,900,33,4242,7,12,99,1000,65000,3,8"
 
-echo "1..27"
+echo "1..29"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 
@@ -53,13 +53,23 @@ rc=$?
 nvme=$(sed -n 's/.*in DRAM (CPU), \([0-9]*\) on NVMe; predicted [0-9.]* tok\/s.*/\1/p' "$tmp/err")
 [ $rc -eq 0 ] && [ -n "$nvme" ] && [ "$nvme" -gt 0 ] && [ "$nvme" -lt 192 ] && ! measured
 ok $? "a small --cpu-mem plans from --hw: $(grep 'experts:' "$tmp/err")"
-[ "$got" = "$plain" ] && grep -q "^mt: streamed experts: [1-9]" "$tmp/err"
-ok $? "... streams experts from disk and gives the all-DRAM tokens ('$got')"
+# the stream cache: what the plan leaves of the experts' DRAM (here less than an expert), at
+# least 2 x k = 16 experts taken from the 4 MiB reserve; the source fits 16 or 17 in that (a
+# budgeted slot has room for each part's 4 KiB alignment)
+[ "$got" = "$plain" ] && grep -q "^mt: streamed experts: [1-9].* cache 1[67] slots" "$tmp/err"
+ok $? "... streams experts from disk and gives the all-DRAM tokens ('$got'): \
+$(grep -o 'cache [0-9]* slots' "$tmp/err")"
 # the experts that stream did not fit: DRAM has no room for one more, and says so
 grep -q "^bottleneck :" "$tmp/err" &&
     grep -q "^why  *: DRAM holds [0-9]* in the .* leaves for experts (full)" "$tmp/err" &&
     grep -q "did not fit the DRAM budget" "$tmp/err"
 ok $? "-v prints the plan and why: $(grep -A1 '^why' "$tmp/err" | tr '\n' ' ')"
+# the 2 x k experts come out of the reserve: a 1 MiB one holds at most 5 of the small model's
+# (3 x 128 x 512 FP8 bytes = 192 KiB each)
+got=$(run --cpu-mem 300M --cpu-reserve 1M --hw "$prof" -v)
+slots=$(sed -n 's/^mt: streamed experts: .* cache \([0-9]*\) slots.*/\1/p' "$tmp/err")
+[ "$got" = "$plain" ] && [ -n "$slots" ] && [ "$slots" -ge 1 ] && [ "$slots" -le 5 ]
+ok $? "--cpu-reserve 1M: a stream cache of at most 5 experts ($slots slots)"
 
 # the cache: MOETIER_CACHE_DIR first, then XDG_CACHE_HOME/moetier
 mkdir -p "$tmp/cache" "$tmp/xdg/moetier"
@@ -189,6 +199,16 @@ MOETIER_CACHE_DIR="$tmp/cache" "$bin" plan -m deepseek-v3.2 >"$tmp/out" 2>"$tmp/
     ! grep -q measuring "$tmp/err" && grep -q "^hardware   : what-if: RTX 3090" "$tmp/out"
 ok $? "... -m deepseek-v3.2, the cached profile, default budgets: $(grep '^decode' "$tmp/out")"
 
+# a plan file run with --cpu-mem: its streamed experts get a cache as the automatic plan's does
+# (2 x k = 16 experts from its 4 MiB reserve), not the source's default of 4
+"$bin" plan -m "$m" --hw "$tmp/cpu-only.json" --cpu-mem 300M --cpu-reserve 4M --ctx 8192 \
+    -o "$tmp/nvme.json" >/dev/null 2>"$tmp/err" || bail_out "plan failed: $(cat "$tmp/err")"
+out=$(run --plan "$tmp/nvme.json" --cpu-mem 300M -v)
+[ $? -eq 0 ] && [ "$out" = "$plain" ] &&
+    grep -q "in DRAM (CPU), [1-9][0-9]* on NVMe" "$tmp/err" &&
+    grep -q "^mt: streamed experts: [1-9].* cache 1[67] slots" "$tmp/err"
+ok $? "a CPU plan file's streamed experts with --cpu-mem: \
+$(grep -o 'cache [0-9]* slots' "$tmp/err")"
 # every --help names the new flags
 for c in run chat serve; do
     "$bin" $c --help >"$tmp/help.$c" || echo "help $c failed"
