@@ -11,7 +11,7 @@
 make_tmp stream-run
 m="$tmp/small"
 
-echo "1..24"
+echo "1..26"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 ids="5,17,900,33,4242,7,12,99,1000,65000,3,8,21,400,77,2,19,4096,123,88,6,31,250,11,9"
@@ -78,6 +78,19 @@ named: $(grep -i crc "$tmp/err" | head -1)"
 got=$(run --store "$tmp/t0")
 [ $? -eq 1 ] && [ -z "$got" ] && grep -q "another model" "$tmp/err"
 ok $? "a store of another model is refused: $(head -1 "$tmp/err")"
+# --store beside a plan that streams nothing (every expert in DRAM): the store is still checked
+# (another model's refused) and gets one slot, not the source's default of 4
+sed -E "s/\"(tiers|prefill)\": *\"[A-Z]+\"/\"\1\": \"$(printf 'C%.0s' $(seq 64))\"/g" \
+    "$tmp/plan.json" | sed -E 's/"dram_expert_bytes": *[0-9]+/"dram_expert_bytes": 100000000/' \
+    >"$tmp/dram.json"
+got=$(run --plan "$tmp/dram.json" --store "$tmp/t0")
+[ $? -eq 1 ] && [ -z "$got" ] && grep -q "another model" "$tmp/err"
+ok $? "... beside a plan streaming no expert too: $(head -1 "$tmp/err")"
+got=$(run --plan "$tmp/dram.json" --store "$tmp/s0" --store "$tmp/s1" -v)
+[ $? -eq 0 ] && [ "$got" = "$plain" ] && grep -q "192 in DRAM (CPU), 0 on NVMe" "$tmp/err" &&
+    grep -q "^mt: streamed experts: 0 read.* cache 1 slots" "$tmp/err"
+ok $? "a store beside a plan streaming no expert maps one slot: \
+$(grep -o 'cache [0-9]* slots' "$tmp/err")"
 # pack writes up to 1,024 files (MT_IO_MAX_FILES): run takes as many --store (it took 16)
 outs=
 stores=
