@@ -19,7 +19,7 @@ export CUDA_VISIBLE_DEVICES=
 export MOETIER_CACHE_DIR="$tmp/nocache"
 ids="5,17,900,33,4242,7,12,99,1000,65000,3,8"
 
-echo "1..30"
+echo "1..31"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 
@@ -31,7 +31,8 @@ measured() { grep -q "measuring" "$tmp/err" || [ -e "$MOETIER_CACHE_DIR" ]; }
 plain=$(run --no-plan)
 [ $? -eq 0 ] && [ -n "$plain" ]
 ok $? "run --no-plan: the old behaviour ('$plain')"
-got=$(run --no-plan --hw "$prof" --cpu-reserve 1G)
+# not even read: a --hw file that does not exist is no error there
+got=$(run --no-plan --hw "$tmp/missing.json" --cpu-reserve 1G)
 [ $? -eq 0 ] && [ "$got" = "$plain" ] &&
     grep -q "warning: --hw and --cpu-reserve are not used with --no-plan" "$tmp/err"
 ok $? "--hw and --cpu-reserve beside --no-plan are said to do nothing: $(grep warn "$tmp/err")"
@@ -184,7 +185,8 @@ got=$(run $b306 --hw "$prof")
     grep -q "in DRAM (CPU), [1-9][0-9]* on NVMe" "$tmp/err" &&
     awk -v a="$need8k" -v b="$need1k" 'BEGIN { exit !(a > 306 && b < 306) }'
 ok $? "all fit only where the KV does too: $(grep 'experts:' "$tmp/err" | cut -c1-100)"
-# (--cpu-reserve alone beside --plan is said to do nothing, as both are beside --no-plan)
+# (--cpu-reserve alone beside --plan is said to do nothing, as both are beside --no-plan; so
+# is a --hw that does not exist)
 out=$(run --plan "$tmp/dram.json" --cpu-reserve 1G -v)
 [ $? -eq 0 ] && [ "$out" = "$plain" ] &&
     grep -q "experts: 0 on GPU, 192 in DRAM (CPU), 0 on NVMe; no decode prediction (plan" \
@@ -193,6 +195,10 @@ out=$(run --plan "$tmp/dram.json" --cpu-reserve 1G -v)
         "$tmp/err"
 ok $? "... and runs where it fits, an edited plan predicting nothing: \
 $(grep 'experts:' "$tmp/err" | cut -c1-120)"
+out=$(run --plan "$tmp/dram.json" --hw "$tmp/missing.json")
+[ $? -eq 0 ] && [ "$out" = "$plain" ] &&
+    grep -q "warning: --hw is not used with --plan: only the automatic placement" "$tmp/err"
+ok $? "... beside a --hw it does not read: $(grep "not used" "$tmp/err")"
 
 # moetier plan with no -m: the built-in DeepSeek-V3.2, from --hw or the cached profile
 "$bin" plan --hw "$prof" --gpu-mem 24G --cpu-mem 500G >"$tmp/out" 2>"$tmp/err"
