@@ -19,7 +19,7 @@ export CUDA_VISIBLE_DEVICES=
 export MOETIER_CACHE_DIR="$tmp/nocache"
 ids="5,17,900,33,4242,7,12,99,1000,65000,3,8"
 
-echo "1..31"
+echo "1..32"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 
@@ -84,6 +84,11 @@ got=$(run --cpu-mem 300M --cpu-reserve 1M --hw "$prof" -v)
 slots=$(sed -n 's/^mt: streamed experts: .* cache \([0-9]*\) slots.*/\1/p' "$tmp/err")
 [ "$got" = "$plain" ] && [ -n "$slots" ] && [ "$slots" -ge 1 ] && [ "$slots" -le 5 ]
 ok $? "--cpu-reserve 1M: a stream cache of at most 5 experts ($slots slots)"
+# no reserve and less than an expert left: never less than the one slot the source needs
+got=$(run --cpu-mem 300M --cpu-reserve 0 --hw "$prof" -v)
+[ $? -eq 0 ] && [ "$got" = "$plain" ] &&
+    grep -q "^mt: streamed experts: [1-9].* cache 1 slots" "$tmp/err"
+ok $? "--cpu-reserve 0: a stream cache of one expert: $(grep -o 'cache [0-9]* slots' "$tmp/err")"
 
 # the cache: MOETIER_CACHE_DIR first, then XDG_CACHE_HOME/moetier
 mkdir -p "$tmp/cache" "$tmp/xdg/moetier"
