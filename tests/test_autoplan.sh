@@ -191,13 +191,14 @@ got=$(run $b306 --hw "$prof")
     awk -v a="$need8k" -v b="$need1k" 'BEGIN { exit !(a > 306 && b < 306) }'
 ok $? "all fit only where the KV does too: $(grep 'experts:' "$tmp/err" | cut -c1-100)"
 # (--cpu-reserve alone beside --plan is said to do nothing, as both are beside --no-plan; so
-# is a --hw that does not exist)
+# is a --hw that does not exist); -v's why: nothing streams from disk
 out=$(run --plan "$tmp/dram.json" --cpu-reserve 1G -v)
 [ $? -eq 0 ] && [ "$out" = "$plain" ] &&
     grep -q "experts: 0 on GPU, 192 in DRAM (CPU), 0 on NVMe; no decode prediction (plan" \
         "$tmp/err" &&
     grep -q "warning: --cpu-reserve is not used with --plan: only the automatic placement" \
-        "$tmp/err"
+        "$tmp/err" &&
+    grep -q "DRAM holds 192 in the" "$tmp/err" && ! grep -q "stream from disk" "$tmp/err"
 ok $? "... and runs where it fits, an edited plan predicting nothing: \
 $(grep 'experts:' "$tmp/err" | cut -c1-120)"
 out=$(run --plan "$tmp/dram.json" --hw "$tmp/missing.json")
