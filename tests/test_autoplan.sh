@@ -19,7 +19,7 @@ export CUDA_VISIBLE_DEVICES=
 export MOETIER_CACHE_DIR="$tmp/nocache"
 ids="5,17,900,33,4242,7,12,99,1000,65000,3,8"
 
-echo "1..23"
+echo "1..32"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 
@@ -31,7 +31,8 @@ measured() { grep -q "measuring" "$tmp/err" || [ -e "$MOETIER_CACHE_DIR" ]; }
 plain=$(run --no-plan)
 [ $? -eq 0 ] && [ -n "$plain" ]
 ok $? "run --no-plan: the old behaviour ('$plain')"
-got=$(run --no-plan --hw "$prof" --cpu-reserve 1G)
+# not even read: a --hw file that does not exist is no error there
+got=$(run --no-plan --hw "$tmp/missing.json" --cpu-reserve 1G)
 [ $? -eq 0 ] && [ "$got" = "$plain" ] &&
     grep -q "warning: --hw and --cpu-reserve are not used with --no-plan" "$tmp/err"
 ok $? "--hw and --cpu-reserve beside --no-plan are said to do nothing: $(grep warn "$tmp/err")"
@@ -45,6 +46,19 @@ grep -q "0 on GPU, 192 in DRAM (CPU), 0 on NVMe (all fit in the DRAM budget" "$t
 ok $? "everything fits the DRAM budget: no plan, no profile: $(grep 'experts:' "$tmp/err")"
 grep -q "^mt: loaded 0\.[0-9]* GB of weights in" "$tmp/err"
 ok $? "the weights' loading ends with one summary line: $(grep 'loaded' "$tmp/err")"
+# on a terminal the bar counts to what is loaded: without a plan the CPU engine reads only the
+# always-on weights now (its experts on first use), so "of N GB" is the summary's N
+if command -v script >/dev/null 2>&1; then
+    MOETIER_DEVICE=cpu script -qec "'$bin' run -m '$m' --prompt-ids $ids -n 1 -v" /dev/null \
+        </dev/null |
+        tr '\r' '\n' >"$tmp/tty"
+    total=$(sed -n 's/^loading weights .* of \([0-9.]*\) GB .*/\1/p' "$tmp/tty" | tail -1)
+    [ -n "$total" ] && grep -q "mt: loaded $total GB of weights" "$tmp/tty"
+    ok $? "the loading bar's total is what is loaded: $total GB"
+else
+    n=$((n + 1))
+    echo "ok $n # SKIP script (util-linux) is missing: no terminal for the loading bar"
+fi
 
 # 300 MiB holds the always-on weights (0.26 GiB), the KV of 8192 tokens and part of the experts
 small="--cpu-mem 300M --cpu-reserve 4M"
@@ -53,11 +67,28 @@ rc=$?
 nvme=$(sed -n 's/.*in DRAM (CPU), \([0-9]*\) on NVMe; predicted [0-9.]* tok\/s.*/\1/p' "$tmp/err")
 [ $rc -eq 0 ] && [ -n "$nvme" ] && [ "$nvme" -gt 0 ] && [ "$nvme" -lt 192 ] && ! measured
 ok $? "a small --cpu-mem plans from --hw: $(grep 'experts:' "$tmp/err")"
-[ "$got" = "$plain" ] && grep -q "^mt: streamed experts: [1-9]" "$tmp/err"
-ok $? "... streams experts from disk and gives the all-DRAM tokens ('$got')"
-grep -q "^bottleneck :" "$tmp/err" && grep -q "^why  *: DRAM holds" "$tmp/err" &&
+# the stream cache: what the plan leaves of the experts' DRAM (here less than an expert), at
+# least 2 x k = 16 experts taken from the 4 MiB reserve; the source fits 16 or 17 in that (a
+# budgeted slot has room for each part's 4 KiB alignment)
+[ "$got" = "$plain" ] && grep -q "^mt: streamed experts: [1-9].* cache 1[67] slots" "$tmp/err"
+ok $? "... streams experts from disk and gives the all-DRAM tokens ('$got'): \
+$(grep -o 'cache [0-9]* slots' "$tmp/err")"
+# the experts that stream did not fit: DRAM has no room for one more, and says so
+grep -q "^bottleneck :" "$tmp/err" &&
+    grep -q "^why  *: DRAM holds [0-9]* in the .* leaves for experts (full)" "$tmp/err" &&
     grep -q "did not fit the DRAM budget" "$tmp/err"
 ok $? "-v prints the plan and why: $(grep -A1 '^why' "$tmp/err" | tr '\n' ' ')"
+# the 2 x k experts come out of the reserve: a 1 MiB one holds at most 5 of the small model's
+# (3 x 128 x 512 FP8 bytes = 192 KiB each)
+got=$(run --cpu-mem 300M --cpu-reserve 1M --hw "$prof" -v)
+slots=$(sed -n 's/^mt: streamed experts: .* cache \([0-9]*\) slots.*/\1/p' "$tmp/err")
+[ "$got" = "$plain" ] && [ -n "$slots" ] && [ "$slots" -ge 1 ] && [ "$slots" -le 5 ]
+ok $? "--cpu-reserve 1M: a stream cache of at most 5 experts ($slots slots)"
+# no reserve and less than an expert left: never less than the one slot the source needs
+got=$(run --cpu-mem 300M --cpu-reserve 0 --hw "$prof" -v)
+[ $? -eq 0 ] && [ "$got" = "$plain" ] &&
+    grep -q "^mt: streamed experts: [1-9].* cache 1 slots" "$tmp/err"
+ok $? "--cpu-reserve 0: a stream cache of one expert: $(grep -o 'cache [0-9]* slots' "$tmp/err")"
 
 # the cache: MOETIER_CACHE_DIR first, then XDG_CACHE_HOME/moetier
 mkdir -p "$tmp/cache" "$tmp/xdg/moetier"
@@ -117,6 +148,12 @@ out=$(run --cpu-mem 100M)
 [ $? -eq 1 ] && grep -q -- "--cpu-mem 100.0 MiB is too small for .*always-on weights" "$tmp/err" &&
     ! measured
 ok $? "a too small --cpu-mem: $(tail -1 "$tmp/err")"
+# room for the reserve and the always-on weights but not the KV of 8192 tokens (8192 x 2,064 B
+# = 16.1 MiB, see below): refused the same way, before any plan
+out=$(run --cpu-mem 275M --cpu-reserve 4M --hw "$prof")
+[ $? -eq 1 ] && [ -z "$out" ] && grep -q -- "--cpu-mem 275.0 MiB is too small for .* \
+always-on weights [0-9.]* MiB + KV for 8192 tokens 16.1 MiB = " "$tmp/err"
+ok $? "a --cpu-mem short of the KV alone: $(tail -1 "$tmp/err" | cut -c1-160)"
 "$bin" plan -m "$m" --hw "$prof" --gpu-mem 2G --cpu-mem 4.2G --gpu-reserve 1.6G --ctx 1024 \
     -o "$tmp/plan.json" >/dev/null 2>"$tmp/err" || bail_out "plan failed: $(cat "$tmp/err")"
 c64=CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC
@@ -125,9 +162,49 @@ out=$(run --plan "$tmp/dram.json" --cpu-mem 280M)
 [ $? -eq 1 ] && [ -z "$out" ] && grep -q \
     "dram.json needs [0-9.]* MiB of DRAM .* more than --cpu-mem 280.0 MiB" "$tmp/err"
 ok $? "a plan that does not fit --cpu-mem is refused: $(tail -1 "$tmp/err")"
-out=$(run --plan "$tmp/dram.json")
-[ $? -eq 0 ] && [ "$out" = "$plain" ]
-ok $? "... and runs where it fits ('$out')"
+# what it needs holds the CPU engine's KV of the context: 2,064 B a token (4 layers x (a BF16
+# latent of 128 + 64 and an FP8 index key of 128 + a 4 B scale)), so 7168 tokens fewer than
+# the default 8192 need 14.11 MiB less
+need8k=$(sed -n 's/.*dram.json needs \([0-9.]*\) MiB of DRAM.*/\1/p' "$tmp/err")
+out=$(run --plan "$tmp/dram.json" --cpu-mem 280M --ctx 1024)
+need1k=$(sed -n 's/.*dram.json needs \([0-9.]*\) MiB of DRAM.*/\1/p' "$tmp/err")
+[ -n "$need8k" ] && [ -n "$need1k" ] &&
+    awk -v a="$need8k" -v b="$need1k" 'BEGIN { d = a - b - 7168 * 2064 / 1048576;
+        exit !(d < 0.11 && d > -0.11) }'
+ok $? "... its need holds the KV of --ctx: $need8k MiB at 8192 tokens, $need1k MiB at 1024"
+# the CPU engine computes a GPU plan's GPU-tier experts from DRAM: plan.json (no NVMe experts)
+# needs as much DRAM there as its all-DRAM copy
+out=$(run --plan "$tmp/plan.json" --cpu-mem 280M)
+[ $? -eq 1 ] && ! grep -q '"tiers": "[A-Z]*N' "$tmp/plan.json" &&
+    grep -q "plan.json needs $need8k MiB of DRAM" "$tmp/err"
+ok $? "... a GPU plan on the CPU engine counts its GPU experts in DRAM: $(tail -1 "$tmp/err" |
+    cut -c1-120)"
+# with no plan, everything fits a 306 MiB budget only without the KV of 7168 more tokens: at
+# --ctx 1024 nothing is planned, at the default 8192 some experts stream
+b306="--cpu-mem 310M --cpu-reserve 4M"
+got=$(run $b306 --hw "$prof" --ctx 1024)
+grep -q "0 on NVMe (all fit in the DRAM budget, 306.0 MiB" "$tmp/err"
+fit=$?
+got=$(run $b306 --hw "$prof")
+[ $fit -eq 0 ] && [ "$got" = "$plain" ] &&
+    grep -q "in DRAM (CPU), [1-9][0-9]* on NVMe" "$tmp/err" &&
+    awk -v a="$need8k" -v b="$need1k" 'BEGIN { exit !(a > 306 && b < 306) }'
+ok $? "all fit only where the KV does too: $(grep 'experts:' "$tmp/err" | cut -c1-100)"
+# (--cpu-reserve alone beside --plan is said to do nothing, as both are beside --no-plan; so
+# is a --hw that does not exist); -v's why: nothing streams from disk
+out=$(run --plan "$tmp/dram.json" --cpu-reserve 1G -v)
+[ $? -eq 0 ] && [ "$out" = "$plain" ] &&
+    grep -q "experts: 0 on GPU, 192 in DRAM (CPU), 0 on NVMe; no decode prediction (plan" \
+        "$tmp/err" &&
+    grep -q "warning: --cpu-reserve is not used with --plan: only the automatic placement" \
+        "$tmp/err" &&
+    grep -q "DRAM holds 192 in the" "$tmp/err" && ! grep -q "stream from disk" "$tmp/err"
+ok $? "... and runs where it fits, an edited plan predicting nothing: \
+$(grep 'experts:' "$tmp/err" | cut -c1-120)"
+out=$(run --plan "$tmp/dram.json" --hw "$tmp/missing.json")
+[ $? -eq 0 ] && [ "$out" = "$plain" ] &&
+    grep -q "warning: --hw is not used with --plan: only the automatic placement" "$tmp/err"
+ok $? "... beside a --hw it does not read: $(grep "not used" "$tmp/err")"
 
 # moetier plan with no -m: the built-in DeepSeek-V3.2, from --hw or the cached profile
 "$bin" plan --hw "$prof" --gpu-mem 24G --cpu-mem 500G >"$tmp/out" 2>"$tmp/err"
@@ -150,6 +227,16 @@ MOETIER_CACHE_DIR="$tmp/cache" "$bin" plan -m deepseek-v3.2 >"$tmp/out" 2>"$tmp/
     ! grep -q measuring "$tmp/err" && grep -q "^hardware   : what-if: RTX 3090" "$tmp/out"
 ok $? "... -m deepseek-v3.2, the cached profile, default budgets: $(grep '^decode' "$tmp/out")"
 
+# a plan file run with --cpu-mem: its streamed experts get a cache as the automatic plan's does
+# (2 x k = 16 experts from its 4 MiB reserve), not the source's default of 4
+"$bin" plan -m "$m" --hw "$tmp/cpu-only.json" --cpu-mem 300M --cpu-reserve 4M --ctx 8192 \
+    -o "$tmp/nvme.json" >/dev/null 2>"$tmp/err" || bail_out "plan failed: $(cat "$tmp/err")"
+out=$(run --plan "$tmp/nvme.json" --cpu-mem 300M -v)
+[ $? -eq 0 ] && [ "$out" = "$plain" ] &&
+    grep -q "in DRAM (CPU), [1-9][0-9]* on NVMe" "$tmp/err" &&
+    grep -q "^mt: streamed experts: [1-9].* cache 1[67] slots" "$tmp/err"
+ok $? "a CPU plan file's streamed experts with --cpu-mem: \
+$(grep -o 'cache [0-9]* slots' "$tmp/err")"
 # every --help names the new flags
 for c in run chat serve; do
     "$bin" $c --help >"$tmp/help.$c" || echo "help $c failed"

@@ -10,7 +10,7 @@ cfg="$MT_SRCDIR/tests/data/deepseek-v3.2/config.json"
 prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
 make_tmp plan
 
-echo "1..54"
+echo "1..55"
 "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G -o "$tmp/p.json" \
     >"$tmp/out" 2>"$tmp/err"
 ok $? "plan on the RTX 3090 what-if profile exits 0"
@@ -411,4 +411,13 @@ b=$?
     grep -q 'the default GPU budget 7\.50 GiB (no --gpu-mem' "$tmp/out3"
 ok $? "a what-if's default budgets: $(grep -h '^GPU budget\|^DRAM budget' "$tmp/out" "$tmp/out2" |
     cut -d= -f1 | tr '\n' ' ')$(grep -o 'default GPU budget [0-9.]* GiB' "$tmp/out3")"
+# a profile that measured the CPU's prefill runs (cpu.expert_prefill_*) but learned nothing:
+# the plan prints the measured rates, with no learned factor (1: none, planner.h)
+sed 's/"cpu": {/"cpu": {"expert_prefill_gbps": 10, "expert_prefill_gflops": 100,/' "$prof" \
+    >"$tmp/pre.json"
+"$bin" plan --config "$cfg" --hw "$tmp/pre.json" --gpu-mem 23G --cpu-mem 480G >"$tmp/out" 2>&1
+rc=$?
+want="^CPU prefill: each expert run 10.0 GB/s of its weights, then 100 GFLOPS of its tokens"
+[ $rc -eq 0 ] && grep -q "$want (measured: profile cpu.expert_prefill_\*)\$" "$tmp/out"
+ok $? "measured CPU prefill rates, nothing learned: $(grep '^CPU prefill' "$tmp/out")"
 tap_exit

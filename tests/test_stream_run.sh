@@ -11,7 +11,7 @@
 make_tmp stream-run
 m="$tmp/small"
 
-echo "1..24"
+echo "1..26"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 ids="5,17,900,33,4242,7,12,99,1000,65000,3,8,21,400,77,2,19,4096,123,88,6,31,250,11,9"
@@ -41,11 +41,12 @@ got=$(MT_MEM_AVAILABLE=$((1 << 40)) run --store "$tmp/s0" --store "$tmp/s1" --ca
 ok $? "--cache beyond the model's experts maps one slot per routed expert (3 x 64, not the dense \
 layer's keys): $(grep -o 'cache [0-9]* slots' "$tmp/err")"
 # a plan that streams 8 experts a layer (24; the rest in DRAM) maps no more than 24 slots,
-# however large --cache is
+# however large --cache is, so only those count against the free memory: 1 GiB holds them
+# beside the DRAM experts and always-on weights (under 0.4 GiB), not the 100 GiB asked
 sed -E "s/\"(tiers|prefill)\": *\"[A-Z]+\"/\"\1\": \"NNNNNNNN$(printf 'C%.0s' $(seq 56))\"/g" \
     "$tmp/plan.json" | sed -E 's/"dram_expert_bytes": *[0-9]+/"dram_expert_bytes": 100000000/' \
     >"$tmp/n8.json"
-got=$(MT_MEM_AVAILABLE=$((1 << 40)) run --plan "$tmp/n8.json" --cache 100G -v)
+got=$(MT_MEM_AVAILABLE=$((1 << 30)) run --plan "$tmp/n8.json" --cache 100G -v)
 [ $? -eq 0 ] && [ "$got" = "$plain" ] && grep -q "cache 24 slots" "$tmp/err"
 ok $? "a plan streaming 24 experts maps 24 slots under --cache 100G: $(grep -o 'cache [0-9]* slots' \
     "$tmp/err")"
@@ -77,6 +78,19 @@ named: $(grep -i crc "$tmp/err" | head -1)"
 got=$(run --store "$tmp/t0")
 [ $? -eq 1 ] && [ -z "$got" ] && grep -q "another model" "$tmp/err"
 ok $? "a store of another model is refused: $(head -1 "$tmp/err")"
+# --store beside a plan that streams nothing (every expert in DRAM): the store is still checked
+# (another model's refused) and gets one slot, not the source's default of 4
+sed -E "s/\"(tiers|prefill)\": *\"[A-Z]+\"/\"\1\": \"$(printf 'C%.0s' $(seq 64))\"/g" \
+    "$tmp/plan.json" | sed -E 's/"dram_expert_bytes": *[0-9]+/"dram_expert_bytes": 100000000/' \
+    >"$tmp/dram.json"
+got=$(run --plan "$tmp/dram.json" --store "$tmp/t0")
+[ $? -eq 1 ] && [ -z "$got" ] && grep -q "another model" "$tmp/err"
+ok $? "... beside a plan streaming no expert too: $(head -1 "$tmp/err")"
+got=$(run --plan "$tmp/dram.json" --store "$tmp/s0" --store "$tmp/s1" -v)
+[ $? -eq 0 ] && [ "$got" = "$plain" ] && grep -q "192 in DRAM (CPU), 0 on NVMe" "$tmp/err" &&
+    grep -q "^mt: streamed experts: 0 read.* cache 1 slots" "$tmp/err"
+ok $? "a store beside a plan streaming no expert maps one slot: \
+$(grep -o 'cache [0-9]* slots' "$tmp/err")"
 # pack writes up to 1,024 files (MT_IO_MAX_FILES): run takes as many --store (it took 16)
 outs=
 stores=
