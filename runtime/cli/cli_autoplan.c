@@ -293,7 +293,8 @@ check_fits(const char *what, const struct need *n, const struct mt_cli_engine_fl
     if (f->cpu_mem > 0 && n->dram > f->cpu_mem) {
         return mt_fail(MT_ERR_INVAL, 0, "%s needs %s of DRAM for its experts%s, more than "
                        "--cpu-mem %s (make a plan for this budget, or raise --cpu-mem)", what,
-                       mt_size_text(n->dram).s, gpu ? "" : " and always-on weights",
+                       mt_size_text(n->dram).s,
+                       gpu ? " and the embedding table" : ", always-on weights and KV cache",
                        mt_size_text(f->cpu_mem).s);
     }
     if (avail > 0 && n->dram > avail) {
