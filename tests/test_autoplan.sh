@@ -49,7 +49,8 @@ grep -q "^mt: loaded 0\.[0-9]* GB of weights in" "$tmp/err"
 ok $? "the weights' loading ends with one summary line: $(grep 'loaded' "$tmp/err")"
 # on a terminal the bar counts to what is loaded: without a plan the CPU engine reads only the
 # always-on weights now (its experts on first use), so "of N GB" is the summary's N
-if command -v script >/dev/null 2>&1; then
+# (script makes the terminal: skipped where it is missing or cannot open a pseudo-terminal)
+if command -v script >/dev/null 2>&1 && script -qec true /dev/null </dev/null >/dev/null 2>&1; then
     MOETIER_DEVICE=cpu script -qec "'$bin' run -m '$m' --prompt-ids $ids -n 1 -v" /dev/null \
         </dev/null |
         tr '\r' '\n' >"$tmp/tty"
@@ -58,7 +59,7 @@ if command -v script >/dev/null 2>&1; then
     ok $? "the loading bar's total is what is loaded: $total GB"
 else
     n=$((n + 1))
-    echo "ok $n # SKIP script (util-linux) is missing: no terminal for the loading bar"
+    echo "ok $n # SKIP no script (util-linux) or no pseudo-terminal: no terminal for the bar"
 fi
 
 # 300 MiB holds the always-on weights (0.26 GiB), the KV of 8192 tokens and part of the experts
