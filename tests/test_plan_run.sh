@@ -40,7 +40,7 @@ dram_peak=$(peak)
 nvme=$(CUDA_VISIBLE_DEVICES= run --plan "$tmp/nvme.json" --experts ref)
 rc2=$?
 nvme_peak=$(peak)
-stream_peak=$(sed -n 's/.*slots, peak \([0-9.]*\) MiB.*/\1/p' "$tmp/err")
+stream_peak=$(sed -n 's/.*slots\?, peak \([0-9.]*\) MiB.*/\1/p' "$tmp/err")
 set -- $(held)
 nvme_held=$1
 routed=$2

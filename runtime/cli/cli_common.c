@@ -796,11 +796,12 @@ mt_cli_engine_report_stream(const struct mt_cli_engine *e)
     }
     mt_io_source_stats(mt_expert_provider_stream_source(e->stream), &s);
     fprintf(stderr, "mt: streamed experts: %llu read (%.1f MiB at %.2f GB/s), %llu hits, %llu "
-            "still loading, %llu misses; %.3f s waiting for reads; cache %u slots, peak %.1f "
-            "MiB%s\n", (unsigned long long)s.experts_read, (double)s.bytes_read / (1 << 20),
+            "still loading, %llu misses; %.3f s waiting for reads; cache %u slot%s, peak "
+            "%.1f MiB%s\n", (unsigned long long)s.experts_read, (double)s.bytes_read / (1 << 20),
             s.gbps, (unsigned long long)s.hits, (unsigned long long)s.late_hits,
             (unsigned long long)s.misses, s.stall_s, s.n_slots,
-            (double)s.peak_used_bytes / (1 << 20), s.verify_failures ? "; VERIFY FAILURES" : "");
+            s.n_slots == 1 ? "" : "s", (double)s.peak_used_bytes / (1 << 20),
+            s.verify_failures ? "; VERIFY FAILURES" : "");
 }
 
 /*
