@@ -60,7 +60,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..108"
+echo "1..109"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -185,10 +185,19 @@ ok $? "an unknown role whose quote cuts a character: 400 with a message (not nul
 chat '{"messages": [{"role": "user", "content": "hi"}], "top_p": 1e-50}'
 err_is 400 invalid_request_error && jq -e '.error.param == "top_p"' "$tmp/body" >/dev/null
 ok $? "top_p 1e-50 (0 as a float): 400 with param top_p, before the queue"
-chat '{"messages": [{"role": "user", "content": "hi"}], "top_k": 1073741825}'
+# a client's 2^63 - 1 for "no limit" samples as -1 does (every token kept), seed for seed
+s='{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 6, "seed": 5, "top_k": '
+chat "$s-1}"
+[ "$code" = 200 ] && cp "$tmp/body" "$tmp/k-1"
+chat "${s}9223372036854775807}"
+[ "$code" = 200 ] && [ -s "$tmp/k-1" ] &&
+    [ "$(jq -c .choices "$tmp/body")" = "$(jq -c .choices "$tmp/k-1")" ]
+ok $? "top_k 2^63 - 1: 200, the reply of top_k -1 with the same seed: \
+$(jq -c .choices[0].message.content "$tmp/body")"
+chat '{"messages": [{"role": "user", "content": "hi"}], "top_k": -2}'
 err_is 400 invalid_request_error && jq -e '.error.param == "top_k" and
-    (.error.message | test("between -1 and 1073741824"))' "$tmp/body" >/dev/null
-ok $? "top_k 2^30 + 1: 400 with param top_k, the message giving the range: \
+    (.error.message | test("-1 or 0 \\(no limit\\)"))' "$tmp/body" >/dev/null
+ok $? "top_k -2: 400 with param top_k, the message saying what k may be: \
 $(jq -r .error.message "$tmp/body")"
 req GET /v1/chat/completions -H "$auth"
 err_is 405 method_not_allowed && header_is Allow POST

@@ -974,11 +974,15 @@ parse_sampling_(struct mt_serve_request *r, json_t *root, const struct mt_serve_
         }
         r->sampler.top_p = (float)x;
     }
-    if (!get_int_(root, "top_k", -1, MT_SERVE_MAX_TOP_K, &v, &have, e)) {
+    if (!get_int_(root, "top_k", INT64_MIN, INT64_MAX, &v, &have, e)) {
         return false;
     }
-    if (have) {
-        r->sampler.top_k = (int)v;
+    if (have && v < -1) {
+        BAD(e, "top_k", "'top_k' must be -1 or 0 (no limit) or a number of tokens, not %lld", v);
+        return false;
+    }
+    if (have) { /* a client's INT_MAX or 2^63 - 1 for "no limit" is a k past the vocabulary */
+        r->sampler.top_k = (int)(v < MT_SERVE_MAX_TOP_K ? v : MT_SERVE_MAX_TOP_K);
     }
     if (!get_int_(root, "seed", INT64_MIN, INT64_MAX, &v, &have, e)) {
         return false;

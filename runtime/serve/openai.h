@@ -50,8 +50,8 @@ struct mt_tokenizer;
 #define MT_SERVE_MAX_PROMPTS 64 /* prompts one completion request may hold */
 #define MT_SERVE_MAX_CHOICES 64 /* prompts x n */
 #define MT_SERVE_MAX_BIAS 1024 /* tokens a logit_bias may name */
-/* top_k's upper bound: any k at or above the vocabulary keeps every token, as -1 and 0 do;
- * the bound only keeps k an int */
+/* where top_k is cut: any k at or above the vocabulary keeps every token, as -1 and 0 do, so a
+ * larger k (a client's INT_MAX for "no limit") is taken as this one, which keeps it an int */
 #define MT_SERVE_MAX_TOP_K (1 << 30)
 
 /* What one request may ask for; each bound is refused with a 4xx naming it. */
