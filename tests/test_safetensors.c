@@ -205,6 +205,21 @@ check_readback(const char *label, const struct mt_st_set *set, const struct spec
     }
 }
 
+/* A progress hook that counts. */
+struct progress {
+    uint64_t calls;
+    uint64_t bytes;
+};
+
+static void
+count_progress(void *ctx, uint64_t nbytes)
+{
+    struct progress *p = ctx;
+
+    p->calls++;
+    p->bytes += nbytes;
+}
+
 static const struct spec one_file[] = {
     {"w2d", MT_DTYPE_F32, 2, {4, 8}},   {"v1d", MT_DTYPE_BF16, 1, {5}},
     {"s0d", MT_DTYPE_I64, 0, {0}},      {"fp8.weight", MT_DTYPE_F8_E4M3, 2, {3, 5}},
@@ -282,6 +297,34 @@ test_single_file(void)
         st = mt_st_set_read(set, t, small, sizeof(small));
         tap_ok(st == MT_ERR_INVAL && msg_has("w2d", NULL),
                "reader: a destination smaller than the tensor is refused: %s", mt_last_error());
+    }
+    {
+        unsigned char buf[128];
+        const struct mt_st_tensor *t = mt_st_set_find(set, "w2d");
+
+        /* w2d is 4 x 8 F32 = 128 bytes: 127 must be refused, 128 read */
+        st = mt_st_set_read(set, t, buf, 127);
+        tap_ok(st == MT_ERR_INVAL && msg_has("w2d", "holds 127") &&
+                   mt_st_set_read(set, t, buf, 128) == MT_OK,
+               "reader: a destination one byte short is refused, an exact one read: %s",
+               mt_last_error());
+    }
+    {
+        struct progress p = {0, 0};
+        unsigned char buf[256];
+        bool ok = true;
+
+        mt_st_set_set_progress(set, count_progress, &p);
+        for (size_t i = 0; i < mt_st_set_count(set); i++) {
+            ok = ok && mt_st_set_read(set, mt_st_set_tensor(set, i), buf, sizeof(buf)) == MT_OK;
+        }
+        mt_st_set_set_progress(set, NULL, NULL);
+        ok = ok && mt_st_set_read(set, mt_st_set_find(set, "w2d"), buf, sizeof(buf)) == MT_OK;
+        /* every read counts, the 0-byte 'empty' too; after removal none does */
+        tap_ok(ok && p.calls == (uint64_t)N_ONE_FILE && p.bytes == total,
+               "reader: the progress hook sees each of the %d reads (%" PRIu64 ") and their %zu "
+               "bytes (%" PRIu64 "), none after it is removed",
+               N_ONE_FILE, p.calls, total, p.bytes);
     }
     {
         struct mt_st_tensor fake = *mt_st_set_find(set, "w2d");
@@ -499,7 +542,18 @@ test_writer_errors(void)
         tap_ok(mt_st_writer_add(w, "k", MT_DTYPE_U8, MT_ST_MAX_DIMS + 1, dims9) == MT_ERR_INVAL &&
                    msg_has("'k'", "9 dimensions"),
                "writer: %d dimensions are refused: %s", MT_ST_MAX_DIMS + 1, mt_last_error());
-        /* Each 2^62 bytes fits a file; the sum of 16 + 2^62 + 2^62 bytes does not (2^63 - 1). */
+        int64_t dims8[MT_ST_MAX_DIMS] = {1, 1, 1, 1, 1, 1, 1, 2};
+
+        tap_ok(mt_st_writer_add(w, "e8", MT_DTYPE_U8, MT_ST_MAX_DIMS, dims8) == MT_OK,
+               "writer: %d dimensions are accepted: %s", MT_ST_MAX_DIMS, mt_last_error());
+        tap_ok(mt_st_writer_add(w, "nul", MT_DTYPE_U8, 2, NULL) == MT_ERR_INVAL &&
+                   msg_has("'nul'", "2 dimensions"),
+               "writer: a NULL shape with 2 dimensions is refused: %s", mt_last_error());
+        /* 2^62 F32 elements are 2^64 bytes, which would wrap to 0 */
+        tap_ok(mt_st_writer_add(w, "f", MT_DTYPE_F32, 1, half) == MT_ERR_INVAL &&
+                   msg_has("'f'", "overflows the file"),
+               "writer: one tensor of 2^64 bytes is refused: %s", mt_last_error());
+        /* Each 2^62 bytes fits a file; the sum of 18 + 2^62 + 2^62 bytes does not (2^63 - 1). */
         tap_ok(mt_st_writer_add(w, "h1", MT_DTYPE_U8, 1, half) == MT_OK &&
                    mt_st_writer_add(w, "h2", MT_DTYPE_U8, 1, half) == MT_ERR_INVAL &&
                    msg_has("'h2'", "overflows the file"),
@@ -530,6 +584,15 @@ test_writer_errors(void)
     st = mt_st_writer_write(w, zeros, 17);
     tap_ok(st == MT_ERR_INVAL && msg_has(path, "more bytes"),
            "writer: more bytes than declared are refused: %s", mt_last_error());
+    mt_st_writer_destroy(w);
+
+    /* the excess counts over all writes: 8 + 9 of 16 */
+    mt_st_writer_create(path, &w);
+    mt_st_writer_add(w, "a", MT_DTYPE_F32, 2, shape);
+    st = mt_st_writer_write(w, zeros, 8);
+    tap_ok(st == MT_OK && mt_st_writer_write(w, zeros, 9) == MT_ERR_INVAL &&
+               msg_has(path, "1 more bytes written than the 16"),
+           "writer: a second write past the declared bytes is refused: %s", mt_last_error());
     mt_st_writer_destroy(w);
 
     mt_st_writer_create(path, &w);
@@ -566,6 +629,50 @@ test_writer_errors(void)
                mt_last_error());
         free(buf);
     }
+}
+
+/*
+ * Finishing writes the header even when no data byte came (only empty tensors), and a piece of a
+ * megabyte or more, which skips the writer's buffer, still lands after the buffered header.
+ */
+static void
+test_writer_edges(void)
+{
+    const char *path = tpath("%s", "edge.safetensors");
+    int64_t zero[1] = {0};
+    int64_t big[1] = {(1 << 20) + 3};
+    struct mt_st_writer *w = NULL;
+    struct mt_st_set *set = NULL;
+    unsigned char *data = malloc((1 << 20) + 3);
+    unsigned char *back = malloc((1 << 20) + 3);
+    mt_status_t st;
+
+    st = mt_st_writer_create(path, &w);
+    st = st == MT_OK ? mt_st_writer_add(w, "e", MT_DTYPE_F32, 1, zero) : st;
+    st = st == MT_OK ? mt_st_writer_finish(w) : st;
+    st = st == MT_OK ? mt_st_set_open_file(path, &set) : st;
+    tap_ok(st == MT_OK && mt_st_set_count(set) == 1 && mt_st_set_find(set, "e") != NULL &&
+               mt_st_set_find(set, "e")->nbytes == 0,
+           "writer: a file of one empty tensor (no data written) opens: %s",
+           st == MT_OK ? "ok" : mt_last_error());
+    mt_st_set_destroy(set);
+    set = NULL;
+
+    for (size_t i = 0; i < (1 << 20) + 3; i++) {
+        data[i] = (unsigned char)(i * 7 + 1);
+    }
+    st = mt_st_writer_create(path, &w);
+    st = st == MT_OK ? mt_st_writer_add(w, "big", MT_DTYPE_U8, 1, big) : st;
+    st = st == MT_OK ? mt_st_writer_write(w, data, (1 << 20) + 3) : st;
+    st = st == MT_OK ? mt_st_writer_finish(w) : st;
+    st = st == MT_OK ? mt_st_set_open_file(path, &set) : st;
+    st = st == MT_OK ? mt_st_set_read(set, mt_st_set_find(set, "big"), back, (1 << 20) + 3) : st;
+    tap_ok(st == MT_OK && memcmp(back, data, (1 << 20) + 3) == 0,
+           "writer: a tensor of 1 MiB + 3 written in one piece reads back byte-exact: %s",
+           st == MT_OK ? "ok" : mt_last_error());
+    mt_st_set_destroy(set);
+    free(data);
+    free(back);
 }
 
 /* ---- bad files ------------------------------------------------------------------------------- */
@@ -760,6 +867,34 @@ test_bad_files(void)
                    "{\"a\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904],"
                    "\"data_offsets\":[0,0]}}",
                    0, "overflows the byte count");
+    check_bad_file("one data byte but no tensors", "nodata1.safetensors", UINT64_MAX, "{}", 1,
+                   "lists no tensor, but 1 data bytes follow it");
+    /* MT_ST_MAX_DIMS dimensions are the most a tensor may have, and they are allowed */
+    path = tpath("%s", "ndim8.safetensors");
+    write_raw(path, UINT64_MAX,
+              "{\"a\":{\"dtype\":\"U8\",\"shape\":[1,2,1,1,1,1,1,3],\"data_offsets\":[0,6]}}", 6);
+    st = mt_st_set_open_file(path, &set);
+    tap_ok(st == MT_OK && mt_st_set_find(set, "a")->ndim == MT_ST_MAX_DIMS &&
+               mt_st_set_find(set, "a")->shape[7] == 3 && mt_st_set_find(set, "a")->nbytes == 6,
+           "a tensor of %d dimensions is accepted: %s", MT_ST_MAX_DIMS,
+           st == MT_OK ? "ok" : mt_last_error());
+    mt_st_set_destroy(set);
+    set = NULL;
+    /* Each field of the wrong JSON type is refused for that reason, never read as a default. */
+    check_bad_file("__metadata__ a string", "metastr.safetensors", UINT64_MAX,
+                   "{\"__metadata__\":\"pt\"}", 0, "__metadata__ is not an object");
+    check_bad_file("a tensor entry that is a number", "entry.safetensors", UINT64_MAX, "{\"a\":1}",
+                   0, "tensor 'a': entry is not an object");
+    check_bad_file("a tensor entry without dtype", "nodtype.safetensors", UINT64_MAX,
+                   "{\"a\":{\"shape\":[1],\"data_offsets\":[0,1]}}", 1,
+                   "tensor 'a': missing field 'dtype'");
+    check_bad_file("a dtype that is a number", "dtypenum.safetensors", UINT64_MAX,
+                   "{\"a\":{\"dtype\":1,\"shape\":[1],\"data_offsets\":[0,1]}}", 1,
+                   "tensor 'a': dtype is not a string");
+    /* read as no dimensions, "1" would pass for a 0-d tensor of one byte */
+    check_bad_file("a shape that is a string", "shapestr.safetensors", UINT64_MAX,
+                   "{\"a\":{\"dtype\":\"U8\",\"shape\":\"1\",\"data_offsets\":[0,1]}}", 1,
+                   "tensor 'a': shape is not an array");
     /*
      * An empty tensor where another begins is valid (HF orders by [begin, end]), whichever comes
      * first in the header.
@@ -802,6 +937,28 @@ test_bad_sets(void)
     tap_ok(st == MT_ERR_FORMAT && msg_has("/dupdir/x.safetensors", "/dupdir/y.safetensors") &&
                msg_has("'model.layers.0.w'", NULL),
            "duplicate tensor names across files: %s", mt_last_error());
+
+    /* The same again where the repeated name sorts first (x: embed + layers.0.w, y: embed). */
+    dir = tpath("%s", "dupfirst");
+    make_dir(dir);
+    if (write_file(tpath("%s", "dupfirst/x.safetensors"), shard1, 2, 8, 1, &d1, &n) != MT_OK ||
+        write_file(tpath("%s", "dupfirst/y.safetensors"), shard1, 1, 8, 1, &d2, &n) != MT_OK) {
+        exit(1);
+    }
+    free(d1);
+    free(d2);
+    st = mt_st_set_open(dir, &set);
+    tap_ok(st == MT_ERR_FORMAT && set == NULL &&
+               msg_has("/dupfirst/x.safetensors", "/dupfirst/y.safetensors") &&
+               msg_has("'model.embed_tokens.weight'", NULL),
+           "duplicate tensor name that sorts first: %s", mt_last_error());
+    /* A path to a regular file is opened as that one file. */
+    st = mt_st_set_open(tpath("%s", "dupfirst/x.safetensors"), &set);
+    tap_ok(st == MT_OK && mt_st_set_count(set) == 2 && mt_st_set_file_count(set) == 1,
+           "a regular file given as the checkpoint opens as a set of one: %s",
+           st == MT_OK ? "ok" : mt_last_error());
+    mt_st_set_destroy(set);
+    set = NULL;
 
     /* A shard the index names is absent. */
     dir = tpath("%s", "noshard");
@@ -877,6 +1034,35 @@ test_bad_sets(void)
     st = mt_st_set_open(dir, &set);
     tap_ok(st == MT_ERR_FORMAT && msg_has(index, "not valid JSON"), "index not JSON: %s",
            mt_last_error());
+
+    /* An index that maps nothing, or whose weight_map is no object, describes no checkpoint. */
+    {
+        static const struct {
+            const char *json;
+            const char *phrase;
+        } bad[] = {
+            {"{\"weight_map\": {}}", "\"weight_map\" is empty"},
+            {"{\"weight_map\": [\"model-00001-of-00002.safetensors\"]}",
+             "no \"weight_map\" object"},
+        };
+
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            write_bytes(index, bad[i].json, strlen(bad[i].json));
+            st = mt_st_set_open(dir, &set);
+            tap_ok(st == MT_ERR_FORMAT && set == NULL && msg_has(index, bad[i].phrase),
+                   "index %s: %s", bad[i].json, mt_last_error());
+        }
+    }
+    /* An index that exists but cannot be read (a symlink loop) fails; it is not taken as
+       absent, which would load every *.safetensors of the directory. */
+    unlink(index);
+    if (symlink("model.safetensors.index.json", index) != 0) {
+        perror(index);
+        exit(1);
+    }
+    st = mt_st_set_open(dir, &set);
+    tap_ok(st == MT_ERR_IO && set == NULL && msg_has(index, NULL),
+           "an index that is a symlink loop: %s", mt_last_error());
 
     /* The index maps a tensor to ".", the directory itself. */
     dir = tpath("%s", "dotshard");
@@ -977,6 +1163,7 @@ main(void)
     test_sets();
     test_writer_errors();
     test_writer_padding();
+    test_writer_edges();
     test_bad_files();
     test_bad_sets();
     tap_rmtree(tmp);
