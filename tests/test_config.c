@@ -9,10 +9,13 @@
 #include "runtime/model/config.h"
 #include "tests/tap.h"
 
+#include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Name of the first field where a and b differ, or NULL when equal. */
 /* clang-format off */
@@ -52,6 +55,41 @@ static mt_status_t
 parse_str(const char *text, struct mt_model_config *cfg)
 {
     return mt_config_parse(text, strlen(text), "inline.json", cfg);
+}
+
+/* parse_str with stderr sent to a file; what was written there goes to log. */
+static mt_status_t
+parse_logged(const char *text, struct mt_model_config *cfg, char *log, size_t size)
+{
+    const char *tmp = tap_tmpdir();
+    char path[512];
+    mt_status_t st;
+    size_t got = 0;
+    FILE *f;
+    int saved;
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/stderr.txt", tmp);
+    fflush(stderr);
+    saved = dup(2);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (saved < 0 || fd < 0 || dup2(fd, 2) < 0) {
+        perror(path);
+        exit(1);
+    }
+    close(fd);
+    st = parse_str(text, cfg);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    f = fopen(path, "rb");
+    if (f != NULL) {
+        got = fread(log, 1, size - 1, f);
+        fclose(f);
+    }
+    log[got] = '\0';
+    tap_rmtree(tmp);
+    return st;
 }
 
 /* Each bad file and the field its message must name (tests/data/configs/make-configs.py). */
@@ -138,6 +176,25 @@ static const struct {
     {"{\"vocab_size\": 1000, \"bos_token_id\": 1000}", "'bos_token_id' is 1000, outside"},
     {"{\"vocab_size\": 1000, \"eos_token_id\": 1000}", "'eos_token_id' is 1000, outside"},
     {"{\"eos_token_id\": -1}", "'eos_token_id' is -1, outside"},
+    {"{\"bos_token_id\": -1}", "'bos_token_id' is -1, outside"},
+    {"{\"attention_bias\": true}", "'attention_bias' is true"},
+    {"{\"quantization_config\": {\"quant_method\": \"fp8\", \"scale_fmt\": \"e8m0\"}}",
+     "'quantization_config.scale_fmt' 'e8m0' is unknown"},
+    {"{\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 40, "
+     "\"original_max_position_embeddings\": 4096, \"mscale\": -1, \"mscale_all_dim\": 1}}",
+     "'rope_scaling.mscale' / 'mscale_all_dim' must be >= 0"},
+    /* equal mscales keep the cos/sin factor at 1, but the softmax scale is inf */
+    {"{\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 40, "
+     "\"original_max_position_embeddings\": 4096, \"mscale\": 1e300, \"mscale_all_dim\": 1e300}}",
+     "make the softmax scale inf or the RoPE attention factor 1 unusable"},
+    {"{\"hidden_size\": -2147483649}",
+     "'hidden_size' is -2147483649, which does not fit in an int"},
+    {"{\"eos_token_id\": [\"1\"]}", "'eos_token_id' must hold integers, not a string"},
+    {"{\"quantization_config\": {\"fmt\": \"e4m3\"}}",
+     "'quantization_config.quant_method' is '(absent)'"},
+    {"{\"quantization_config\": {\"quant_method\": \"fp8\", "
+     "\"weight_block_size\": [\"128\", 128]}}",
+     "'quantization_config.weight_block_size' must be a list of two integers"},
 };
 
 static void
@@ -250,6 +307,25 @@ test_defaults(void)
     tap_ok(st == MT_OK && !cfg.layer_is_moe[0] && cfg.layer_is_moe[1] && !cfg.layer_is_moe[2] &&
                cfg.layer_is_moe[3] && cfg.first_k_dense_replace == 1 && cfg.eos_token_id == 1,
            "mlp_layer_types sets each layer; first_k_dense_replace follows it; eos list");
+    /* mlp_layer_types wins over a first_k_dense_replace it contradicts, with a warning; an
+       absent first_k_dense_replace contradicts nothing */
+    {
+        char log[512];
+
+        st = parse_logged("{\"mlp_layer_types\": [\"dense\", \"sparse\", \"sparse\", \"sparse\"], "
+                          "\"num_hidden_layers\": 4, \"first_k_dense_replace\": 2}",
+                          &cfg, log, sizeof(log));
+        tap_ok(st == MT_OK && cfg.first_k_dense_replace == 1 &&
+                   strstr(log, "mlp_layer_types starts with 1 dense layers but "
+                               "first_k_dense_replace is 2; mlp_layer_types wins") != NULL,
+               "mlp_layer_types contradicting first_k_dense_replace: it wins, with a warning: %s",
+               log);
+        st = parse_logged("{\"mlp_layer_types\": [\"dense\", \"sparse\", \"sparse\", \"sparse\"], "
+                          "\"num_hidden_layers\": 4}",
+                          &cfg, log, sizeof(log));
+        tap_ok(st == MT_OK && cfg.first_k_dense_replace == 1 && log[0] == '\0',
+               "mlp_layer_types without first_k_dense_replace: no warning ('%s')", log);
+    }
     /* modeling_deepseek: MoE where layer >= first_k_dense_replace, layer % moe_layer_freq == 0 */
     st = parse_str("{\"moe_layer_freq\": 2}", &cfg);
     tap_ok(st == MT_OK && !mt_config_layer_is_moe(&cfg, 2) && !mt_config_layer_is_moe(&cfg, 3) &&
@@ -282,6 +358,39 @@ test_defaults(void)
     tap_ok(st == MT_OK && cfg.fp8 && cfg.scale_fmt[0] == '\0' && cfg.rope_factor == 1.0 &&
                cfg.bos_token_id == 999,
            "yarn factor 1, FP8 with no scale_fmt, bos/eos vocab_size - 1 are accepted: %s",
+           st == MT_OK ? "ok" : mt_last_error());
+    /* JSON null is "absent": the default, and named as left out */
+    st = parse_str("{\"hidden_size\": null, \"vocab_size\": 1000}", &cfg);
+    tap_ok(st == MT_OK && cfg.hidden_size == 7168 && strstr(cfg.defaulted, "hidden_size") != NULL &&
+               strstr(cfg.defaulted, "vocab_size") == NULL,
+           "a null hidden_size takes the default 7168 and is named as left out: %s",
+           st == MT_OK ? cfg.defaulted : mt_last_error());
+    /* an int field holds up to INT_MAX */
+    st = parse_str("{\"max_position_embeddings\": 2147483647, \"index_topk\": 2147483647}", &cfg);
+    tap_ok(st == MT_OK && cfg.max_position_embeddings == INT_MAX && cfg.index_topk == INT_MAX,
+           "max_position_embeddings and index_topk of 2147483647 (INT_MAX) are accepted: %s",
+           st == MT_OK ? "ok" : mt_last_error());
+    /* the relations' edges that are allowed: no MoE layer, every group kept and every expert of
+       them routed (4 x 8 = 32), an indexer head no wider than the rope part */
+    st = parse_str("{\"num_hidden_layers\": 4, \"first_k_dense_replace\": 4, \"n_group\": 8, "
+                   "\"topk_group\": 8, \"n_routed_experts\": 32, \"num_experts_per_tok\": 32, "
+                   "\"index_head_dim\": 64, \"qk_rope_head_dim\": 64}",
+                   &cfg);
+    tap_ok(st == MT_OK && !mt_config_layer_is_moe(&cfg, 3) && cfg.topk_group == 8 &&
+               cfg.num_experts_per_tok == 32 && cfg.index_head_dim == 64,
+           "first_k_dense_replace = num_hidden_layers, topk_group = n_group, "
+           "num_experts_per_tok = all kept experts, index_head_dim = qk_rope_head_dim: %s",
+           st == MT_OK ? "ok" : mt_last_error());
+    /* the low ends that are allowed: every layer MoE, an indexer keeping a single token */
+    st = parse_str("{\"first_k_dense_replace\": 0, \"index_topk\": 1}", &cfg);
+    tap_ok(st == MT_OK && cfg.first_k_dense_replace == 0 && mt_config_layer_is_moe(&cfg, 0) &&
+               cfg.index_topk == 1,
+           "first_k_dense_replace 0 (layer 0 is MoE) and index_topk 1 are accepted: %s",
+           st == MT_OK ? "ok" : mt_last_error());
+    /* transformers 5 spells torch_dtype "dtype" */
+    st = parse_str("{\"dtype\": \"float32\"}", &cfg);
+    tap_ok(st == MT_OK && strcmp(cfg.torch_dtype, "float32") == 0,
+           "transformers 5's \"dtype\": \"float32\" sets torch_dtype (%s): %s", cfg.torch_dtype,
            st == MT_OK ? "ok" : mt_last_error());
     /* issue 9 (14): tools that write every number as a double write 256 as 256.0 */
     st = parse_str("{\"hidden_size\": 256.0, \"num_hidden_layers\": 4e0}", &cfg);
@@ -367,6 +476,12 @@ test_bad(void)
         tap_ok(st == MT_ERR_FORMAT &&
                    strstr(mt_last_error(), "'rope_scaling.factor' is inf") != NULL,
                "validate: yarn factor inf: %s", mt_last_error());
+        mt_config_default_v32(&c);
+        c.num_hidden_layers = MT_MAX_LAYERS + 1;
+        c.num_nextn_predict_layers = 0;
+        st = mt_config_validate(&c, "v");
+        tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "'num_hidden_layers' is 257") != NULL,
+               "validate: num_hidden_layers 257: %s", mt_last_error());
         mt_config_default_v32(&c);
         c.rope_original_max_pos = 0;
         st = mt_config_validate(&c, "v");
