@@ -13,10 +13,12 @@
 #include "runtime/model/model.h"
 #include "tests/tap.h"
 
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const struct mt_tensor_spec *
 find_spec(const struct mt_tensor_spec *specs, size_t n, const char *name)
@@ -210,6 +212,22 @@ test_tiny_inventory(void)
            "tied head: %zu tensors (148)", n);
     free(specs);
     specs = NULL;
+    /* The FFN kind is the config's per-layer one (mlp_layer_types: dense, sparse, dense, sparse),
+       not "first_k_dense_replace and on": layer 2 is dense. */
+    tiny_config(&cfg, true);
+    cfg.layer_is_moe[2] = false;
+    st = mt_inventory_build(&cfg, true, false, &specs, &n);
+    /* 3 globals + 2 dense layers (21 + 6) + 2 MoE layers (21 + 2 + 8 x 6 + 6) */
+    tap_ok(st == MT_OK && n == 211 &&
+               spec_is(find_spec(specs, n, "model.layers.2.mlp.gate_proj.weight"), MT_KIND_LINEAR,
+                       512, 256) &&
+               find_spec(specs, n, "model.layers.2.mlp.gate.weight") == NULL &&
+               find_spec(specs, n, "model.layers.3.mlp.gate.weight") != NULL,
+           "dense, sparse, dense, sparse: layer 2 has a dense MLP and no router (%zu tensors, 211)",
+           n);
+    free(specs);
+    specs = NULL;
+    cfg.tie_word_embeddings = true;
     /* No shared expert: refused by the config check, not later as a missing weight. */
     cfg.n_shared_experts = 0;
     mt_log_set_quiet(true);
@@ -223,6 +241,41 @@ test_tiny_inventory(void)
 
 /* ---- tiny checkpoints ------------------------------------------------------------------------ */
 
+/* mt_model_open(dir) with stderr sent to a file; what was written there goes to log. */
+static mt_status_t
+open_logged(const char *dir, struct mt_model **m, char *log, size_t size)
+{
+    const char *tmp = tap_tmpdir();
+    char path[512];
+    mt_status_t st;
+    size_t got = 0;
+    FILE *f;
+    int saved;
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/stderr.txt", tmp);
+    fflush(stderr);
+    saved = dup(2);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (saved < 0 || fd < 0 || dup2(fd, 2) < 0) {
+        perror(path);
+        exit(1);
+    }
+    close(fd);
+    st = mt_model_open(dir, m);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    f = fopen(path, "rb");
+    if (f != NULL) {
+        got = fread(log, 1, size - 1, f);
+        fclose(f);
+    }
+    log[got] = '\0';
+    tap_rmtree(tmp);
+    return st;
+}
+
 enum damage {
     DAMAGE_NONE, DAMAGE_DROP, DAMAGE_SHAPE, DAMAGE_DTYPE, DAMAGE_FUSE, DAMAGE_EXTRA,
     DAMAGE_AS_BF16, /* the victim stored BF16 */
@@ -231,6 +284,8 @@ enum damage {
     DAMAGE_FUSE_W,  /* as FUSE, the fused tensors named with ".weight" */
     DAMAGE_EH0,     /* layer 0 also has the MTP layer's eh_proj */
     DAMAGE_F16,     /* every linear stored F16 (a valid checkpoint) */
+    DAMAGE_AS_F16,  /* the victim stored F16 */
+    DAMAGE_EH3,     /* layer 3, the last main one, also has the MTP layer's eh_proj */
 };
 
 static enum mt_dtype
@@ -292,6 +347,7 @@ write_ckpt(const char *dir, const struct mt_model_config *cfg, bool with_mtp, en
         }
         dt = hit && damage == DAMAGE_AS_BF16 ? MT_DTYPE_BF16 : dt;
         dt = hit && damage == DAMAGE_AS_F8 ? MT_DTYPE_F8_E4M3 : dt;
+        dt = hit && damage == DAMAGE_AS_F16 ? MT_DTYPE_F16 : dt;
         dt = damage == DAMAGE_F16 && s.kind == MT_KIND_LINEAR ? MT_DTYPE_F16 : dt;
         if (hit && damage == DAMAGE_AS_2D) {
             s.ndim = 2;
@@ -314,11 +370,14 @@ write_ckpt(const char *dir, const struct mt_model_config *cfg, bool with_mtp, en
         st = mt_st_writer_add(w, gname, MT_DTYPE_BF16, 3, gu);
         st = st == MT_OK ? mt_st_writer_add(w, dname, MT_DTYPE_BF16, 3, dn) : st;
     }
-    if (st == MT_OK && damage == DAMAGE_EH0) {
+    if (st == MT_OK && (damage == DAMAGE_EH0 || damage == DAMAGE_EH3)) {
         int64_t shape[2] = {cfg->hidden_size, 2 * cfg->hidden_size};
 
         total += (uint64_t)(shape[0] * shape[1]) * 2;
-        st = mt_st_writer_add(w, "model.layers.0.eh_proj.weight", MT_DTYPE_BF16, 2, shape);
+        st = mt_st_writer_add(w,
+                              damage == DAMAGE_EH0 ? "model.layers.0.eh_proj.weight"
+                                                   : "model.layers.3.eh_proj.weight",
+                              MT_DTYPE_BF16, 2, shape);
     }
     if (st == MT_OK && damage == DAMAGE_EXTRA) {
         int64_t shape[1] = {4};
@@ -348,6 +407,7 @@ test_open_good(void)
     struct mt_model_config cfg;
     struct mt_model *m = NULL;
     const char *dir = tap_tmpdir();
+    char log[1024] = "";
     mt_status_t st;
 
     tiny_config(&cfg, true);
@@ -387,10 +447,14 @@ test_open_good(void)
     tiny_config(&cfg, false);
     m = NULL;
     st = write_ckpt(dir, &cfg, false, DAMAGE_EXTRA, NULL);
-    st = st == MT_OK ? mt_model_open(dir, &m) : st;
+    st = st == MT_OK ? open_logged(dir, &m, log, sizeof(log)) : st;
     tap_ok(st == MT_OK && !m->fp8 && !m->has_mtp && m->layers[2].experts[0].gate.scale == NULL &&
                m->layers[2].experts[0].gate.w->dtype == MT_DTYPE_BF16,
            "BF16 checkpoint without MTP, one unknown extra tensor: opens: %s", mt_last_error());
+    tap_ok(st == MT_OK &&
+               strstr(log, "1 tensor is not part of DeepSeek-V3.2's inventory, ignored (first: "
+                           "'model.extra_unknown.weight')") != NULL,
+           "... and one warning names it: %s", log);
     mt_model_destroy(m);
     tap_rmtree(dir);
 }
@@ -429,6 +493,34 @@ test_open_variants(void)
     tap_ok(st == MT_OK && !m->fp8 && m->layers[0].q_a.scale == NULL,
            "config.json says FP8, the tensors are BF16: opens as BF16 (no scales asked): %s",
            mt_last_error());
+    mt_model_destroy(m);
+    m = NULL;
+    tap_rmtree(dir);
+
+    /* F16 is one of the dtypes a norm may have */
+    dir = tap_tmpdir();
+    tiny_config(&cfg, false);
+    st = write_ckpt(dir, &cfg, false, DAMAGE_AS_F16, "model.norm.weight");
+    st = st == MT_OK ? mt_model_open(dir, &m) : st;
+    tap_ok(st == MT_OK && m->final_norm.w->dtype == MT_DTYPE_F16,
+           "an F16 final norm: the checkpoint opens: %s", mt_last_error());
+    mt_model_destroy(m);
+    m = NULL;
+    tap_rmtree(dir);
+
+    /* The weights hold the MTP layer but config.json says there is none: it is not used. */
+    dir = tap_tmpdir();
+    tiny_config(&cfg, false);
+    st = write_ckpt(dir, &cfg, true, DAMAGE_NONE, NULL);
+    cfg.num_nextn_predict_layers = 0;
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    st = st == MT_OK ? mt_config_save(&cfg, path) : st;
+    mt_log_set_quiet(true); /* (the MTP tensors are extras, with a warning) */
+    st = st == MT_OK ? mt_model_open(dir, &m) : st;
+    mt_log_set_quiet(false);
+    tap_ok(st == MT_OK && !m->has_mtp,
+           "MTP weights but num_nextn_predict_layers 0: opens without the MTP layer: %s",
+           st == MT_OK ? "ok" : mt_last_error());
     mt_model_destroy(m);
     m = NULL;
     tap_rmtree(dir);
@@ -478,6 +570,12 @@ test_tiny_sizes(void)
            (unsigned long long)f8.routed_expert_slot_bytes,
            (unsigned long long)bf.routed_expert_bytes,
            (unsigned long long)bf.routed_expert_slot_bytes);
+    /* BF16: the router of each of the 3 MoE layers is 8 x 256 BF16 plus an F32 bias of 8 */
+    tap_ok(bf.bytes[MT_ROLE_ROUTER] == 3 * (8 * 256 * 2 + 8 * 4) &&
+               f8.bytes[MT_ROLE_ROUTER] == 3 * (8 * 256 * 2 + 8 * 4),
+           "tiny sizes: routers %llu B in BF16 (e_score_correction_bias stays F32), %llu B in FP8",
+           (unsigned long long)bf.bytes[MT_ROLE_ROUTER],
+           (unsigned long long)f8.bytes[MT_ROLE_ROUTER]);
     uint64_t embed = bf.bytes[MT_ROLE_EMBED];
     tap_ok(bf.gpu_other_bytes == bf.other_bytes - embed &&
                bf.token_bytes_always == bf.other_bytes - embed + embed / 512,
@@ -583,6 +681,14 @@ test_open_bad(void)
                 "a norm vector stored [n, 1]");
     expect_fail(false, DAMAGE_EH0, NULL, "layer 0 of the num_hidden_layers 4 main layers is an MTP",
                 "layer 0 holding the MTP layer's eh_proj");
+    expect_fail(false, DAMAGE_EH3, NULL, "layer 3 of the num_hidden_layers 4 main layers is an MTP",
+                "the last main layer holding the MTP layer's eh_proj");
+    /* The first linear decides the storage mode; without it config.json's fp8 says what was
+       expected, and a missing vector names every dtype a BF16 checkpoint may store it in. */
+    expect_fail(true, DAMAGE_DROP, "model.layers.0.self_attn.q_a_proj.weight",
+                "is missing (expected [64, 256] F8_E4M3)", "a missing first linear (FP8 config)");
+    expect_fail(false, DAMAGE_DROP, "model.norm.weight",
+                "is missing (expected [256] F32, BF16 or F16)", "a missing norm (BF16)");
     /* a file where the checkpoint directory should be */
     {
         struct mt_model_config cfg;
@@ -684,10 +790,34 @@ test_sizes_overflow(void)
     tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "bytes") != NULL,
            "a config of 2^24-wide dims and 4096 experts: MT_ERR_FORMAT, no wrapped sizes: %s",
            st == MT_OK ? "(accepted)" : mt_last_error());
-    cfg.n_routed_experts = 256;
-    cfg.moe_intermediate_size = 2048;
-    cfg.hidden_size = 7168;
-    cfg.intermediate_size = 18432;
+    /*
+     * Parameters inside 2^63, bytes not: 16 + 1 (MTP) MoE layers of 257 experts (256 + the
+     * shared one) of 3 x 2^24 x 2^24 parameters are 13107 x 2^48 = 3.7e18; in float32 that is
+     * 4 x 3.7e18 = 1.5e19 bytes > 2^63 = 9.2e18.
+     */
+    mt_config_default_v32(&cfg);
+    cfg.hidden_size = 1 << 24;
+    cfg.moe_intermediate_size = 1 << 24;
+    cfg.num_hidden_layers = 19;
+    cfg.fp8 = false;
+    strcpy(cfg.torch_dtype, "float32");
+    for (int l = 0; l < MT_MAX_LAYERS; l++) {
+        cfg.layer_is_moe[l] = l >= cfg.first_k_dense_replace && l < cfg.num_hidden_layers;
+    }
+    mt_log_set_quiet(true);
+    st = mt_model_sizes_compute(&cfg, false, &sz);
+    mt_log_set_quiet(false);
+    tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "2^63 bytes") != NULL,
+           "a config whose parameters fit in 2^63 but whose float32 bytes do not: %s",
+           st == MT_OK ? "(accepted)" : mt_last_error());
+    mt_config_default_v32(&cfg);
+    cfg.vocab_size = 1 << 24;
+    cfg.fp8 = false;
+    strcpy(cfg.torch_dtype, "float32");
+    cfg.num_hidden_layers = 250;
+    for (int l = 0; l < cfg.num_hidden_layers; l++) {
+        cfg.layer_is_moe[l] = l >= cfg.first_k_dense_replace;
+    }
     st = mt_model_sizes_compute(&cfg, false, &sz);
     tap_ok(st == MT_OK && sz.bytes[MT_ROLE_EMBED] == (4ULL << 24) * 7168,
            "a 2^24 vocabulary in float32 still sizes (status %d)", (int)st);
