@@ -227,6 +227,19 @@ test_tiny_inventory(void)
            n);
     free(specs);
     specs = NULL;
+    /* DeepSeek: the shared experts are one SwiGLU of width moe_intermediate_size x their count */
+    tiny_config(&cfg, true);
+    cfg.n_shared_experts = 2;
+    st = mt_inventory_build(&cfg, true, false, &specs, &n);
+    tap_ok(st == MT_OK &&
+               spec_is(find_spec(specs, n, "model.layers.1.mlp.shared_experts.gate_proj.weight"),
+                       MT_KIND_LINEAR, 128, 256) &&
+               spec_is(find_spec(specs, n, "model.layers.1.mlp.shared_experts.down_proj.weight"),
+                       MT_KIND_LINEAR, 256, 128),
+           "2 shared experts: one SwiGLU of width 2 x 64 (gate [128, 256], down [256, 128])");
+    free(specs);
+    specs = NULL;
+    cfg.n_shared_experts = 1;
     cfg.tie_word_embeddings = true;
     /* No shared expert: refused by the config check, not later as a missing weight. */
     cfg.n_shared_experts = 0;
@@ -470,6 +483,7 @@ test_open_variants(void)
     struct mt_model_config cfg;
     struct mt_model *m = NULL;
     const char *dir = tap_tmpdir();
+    char log[1024] = "";
     char path[512];
     mt_status_t st;
 
@@ -489,10 +503,28 @@ test_open_variants(void)
     tiny_config(&cfg, true);
     snprintf(path, sizeof(path), "%s/config.json", dir);
     st = st == MT_OK ? mt_config_save(&cfg, path) : st;
-    st = st == MT_OK ? mt_model_open(dir, &m) : st; /* (its warning is expected) */
+    st = st == MT_OK ? open_logged(dir, &m, log, sizeof(log)) : st;
     tap_ok(st == MT_OK && !m->fp8 && m->layers[0].q_a.scale == NULL,
            "config.json says FP8, the tensors are BF16: opens as BF16 (no scales asked): %s",
            mt_last_error());
+    tap_ok(st == MT_OK && strstr(log, "config.json has an fp8 quantization_config but the "
+                                      "linears are BF16; going by the tensors") != NULL,
+           "... with a warning saying so: %s", log);
+    mt_model_destroy(m);
+    m = NULL;
+    tap_rmtree(dir);
+
+    /* A per-layer FFN pattern (mlp_layer_types dense, sparse, dense, sparse): layer 2 is dense */
+    dir = tap_tmpdir();
+    tiny_config(&cfg, false);
+    cfg.layer_is_moe[2] = false;
+    st = write_ckpt(dir, &cfg, false, DAMAGE_NONE, NULL);
+    st = st == MT_OK ? mt_model_open(dir, &m) : st;
+    tap_ok(st == MT_OK && m->layers[1].is_moe && !m->layers[2].is_moe &&
+               m->layers[2].experts == NULL && m->layers[2].mlp.gate.w != NULL &&
+               m->layers[3].is_moe,
+           "layers dense, sparse, dense, sparse: layer 2 opens as dense: %s",
+           st == MT_OK ? "ok" : mt_last_error());
     mt_model_destroy(m);
     m = NULL;
     tap_rmtree(dir);
