@@ -346,6 +346,18 @@ test_single_file(void)
     st = mt_st_image_parse(image, (size_t)sb.st_size, "image", &ts, &nts);
     tap_ok(st == MT_OK && nts == (size_t)N_ONE_FILE,
            "mt_st_image_parse accepts the same bytes from memory (%zu tensors)", nts);
+    {
+        bool same = st == MT_OK;
+
+        /* offsets relative to the image are the file's: 8 + header length + data offset */
+        for (size_t i = 0; same && i < nts; i++) {
+            const struct mt_st_tensor *t = mt_st_set_find(set, ts[i].name);
+
+            same = t != NULL && ts[i].offset == t->offset && ts[i].offset >= 8 + hlen &&
+                   ts[i].offset + ts[i].nbytes <= (uint64_t)sb.st_size;
+        }
+        tap_ok(same, "mt_st_image_parse: each tensor's offset counts from the image's first byte");
+    }
     mt_st_tensors_destroy(ts, nts);
 
     /* The file shrinks after it was opened: the read must fail, naming tensor and file. */
