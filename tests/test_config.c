@@ -187,6 +187,10 @@ static const struct {
     {"{\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 40, "
      "\"original_max_position_embeddings\": 4096, \"mscale\": 1e300, \"mscale_all_dim\": 1e300}}",
      "make the softmax scale inf or the RoPE attention factor 1 unusable"},
+    {"{\"hidden_size\": 1e30}", "'hidden_size' must be an integer, not a number too large"},
+    {"{\"hidden_size\": 2.5}", "'hidden_size' must be an integer, not a number with a fraction"},
+    {"{\"num_hidden_layers\": 4, \"mlp_layer_types\": \"dense\"}",
+     "'mlp_layer_types' must be a list, not a string"},
     {"{\"hidden_size\": -2147483649}",
      "'hidden_size' is -2147483649, which does not fit in an int"},
     {"{\"eos_token_id\": [\"1\"]}", "'eos_token_id' must hold integers, not a string"},
@@ -386,6 +390,13 @@ test_defaults(void)
     tap_ok(st == MT_OK && cfg.first_k_dense_replace == 0 && mt_config_layer_is_moe(&cfg, 0) &&
                cfg.index_topk == 1,
            "first_k_dense_replace 0 (layer 0 is MoE) and index_topk 1 are accepted: %s",
+           st == MT_OK ? "ok" : mt_last_error());
+    /* rope_parameters carries rope_theta, and wins over the top-level one */
+    st = parse_str("{\"rope_theta\": 10000, "
+                   "\"rope_parameters\": {\"rope_type\": \"default\", \"rope_theta\": 50000}}",
+                   &cfg);
+    tap_ok(st == MT_OK && cfg.rope_theta == 50000.0,
+           "rope_parameters.rope_theta 50000 wins over rope_theta 10000 (%g): %s", cfg.rope_theta,
            st == MT_OK ? "ok" : mt_last_error());
     /* transformers 5 spells torch_dtype "dtype" */
     st = parse_str("{\"dtype\": \"float32\"}", &cfg);
