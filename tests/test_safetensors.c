@@ -879,6 +879,12 @@ test_bad_files(void)
                    "{\"a\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904],"
                    "\"data_offsets\":[0,0]}}",
                    0, "overflows the byte count");
+    /* 3 x 6148914691236517205 is exactly 2^64 - 1 elements: that fits 64 bits (the offsets are
+       what is wrong), it is no element-count overflow */
+    check_bad_file("an element count of exactly 2^64 - 1", "count64.safetensors", UINT64_MAX,
+                   "{\"a\":{\"dtype\":\"U8\",\"shape\":[3,6148914691236517205],"
+                   "\"data_offsets\":[0,1]}}",
+                   1, "do not match shape [3, 6148914691236517205] of U8");
     check_bad_file("one data byte but no tensors", "nodata1.safetensors", UINT64_MAX, "{}", 1,
                    "lists no tensor, but 1 data bytes follow it");
     /* MT_ST_MAX_DIMS dimensions are the most a tensor may have, and they are allowed */
