@@ -206,6 +206,16 @@ test_tiny_inventory(void)
     /* no scales: 3 + (14 + 3) + 3 x (14 + 2 + 24 + 3) + MTP (6 + 14 + 29) */
     tap_ok(st == MT_OK && n == 149 + 49, "tiny BF16 inventory with MTP: %zu tensors (198)", n);
     free(specs);
+    /* two MTP layers follow the 4 main ones: layers 4 and 5, 49 tensors each */
+    cfg.num_nextn_predict_layers = 2;
+    st = mt_inventory_build(&cfg, false, true, &specs, &n);
+    tap_ok(st == MT_OK && n == 149 + 2 * 49 &&
+               find_spec(specs, n, "model.layers.4.eh_proj.weight") != NULL &&
+               find_spec(specs, n, "model.layers.5.eh_proj.weight") != NULL &&
+               find_spec(specs, n, "model.layers.5.mlp.experts.7.down_proj.weight") != NULL,
+           "tiny BF16 inventory with 2 MTP layers: %zu tensors (247), layers 4 and 5", n);
+    free(specs);
+    cfg.num_nextn_predict_layers = 1;
     cfg.tie_word_embeddings = true;
     st = mt_inventory_build(&cfg, false, false, &specs, &n);
     tap_ok(st == MT_OK && n == 149 - 1 && find_spec(specs, n, "lm_head.weight") == NULL,
