@@ -191,6 +191,10 @@ static const struct {
     {"{\"hidden_size\": 2.5}", "'hidden_size' must be an integer, not a number with a fraction"},
     {"{\"num_hidden_layers\": 4, \"mlp_layer_types\": \"dense\"}",
      "'mlp_layer_types' must be a list, not a string"},
+    {"{\"bos_token_id\": \"0\"}", "'bos_token_id' must be an integer, not a string"},
+    /* 31 characters fit topk_method: refused as unknown, not as too long */
+    {"{\"topk_method\": \"noaux_tc_xxxxxxxxxxxxxxxxxxxxxx\"}",
+     "'topk_method' 'noaux_tc_xxxxxxxxxxxxxxxxxxxxxx' is unknown"},
     {"{\"hidden_size\": -2147483649}",
      "'hidden_size' is -2147483649, which does not fit in an int"},
     {"{\"eos_token_id\": [\"1\"]}", "'eos_token_id' must hold integers, not a string"},
@@ -521,6 +525,21 @@ test_save(void)
     d = cfg_diff(&cfg, &back);
     tap_ok(st == MT_OK && d == NULL, "the V3.2 config round-trips (first difference: %s)",
            d ? d : "none");
+    {
+        char text[8192];
+        size_t got = 0;
+        FILE *f = fopen(path, "rb");
+
+        if (f != NULL) {
+            got = fread(text, 1, sizeof(text) - 1, f);
+            fclose(f);
+        }
+        text[got] = '\0';
+        /* DeepSeek's own layout: the MoE pattern said by first_k_dense_replace alone */
+        tap_ok(got > 0 && strstr(text, "\"first_k_dense_replace\": 3") != NULL &&
+                   strstr(text, "mlp_layer_types") == NULL,
+               "... written in DeepSeek's layout, without mlp_layer_types");
+    }
 
     /* A pattern first_k_dense_replace cannot express is written as mlp_layer_types. */
     cfg.num_hidden_layers = 5;
