@@ -598,6 +598,36 @@ test_writer_errors(void)
            "writer: more bytes than declared are refused: %s", mt_last_error());
     mt_st_writer_destroy(w);
 
+    /* After a refused write every later call returns that failure, finish included (all 16
+       bytes were written before the extra one), and no file is left. */
+    mt_st_writer_create(path, &w);
+    mt_st_writer_add(w, "a", MT_DTYPE_F32, 2, shape);
+    st = mt_st_writer_write(w, zeros, 16);
+    st = st == MT_OK ? mt_st_writer_write(w, zeros, 1) : MT_ERR_INTERNAL;
+    tap_ok(st == MT_ERR_INVAL && mt_st_writer_finish(w) == MT_ERR_INVAL && !exists(path) &&
+               !exists(partial),
+           "writer: finish after a refused write fails and leaves no file: %s", mt_last_error());
+    mt_st_writer_create(path, &w);
+    mt_st_writer_add(w, "a", MT_DTYPE_F32, 2, shape);
+    st = mt_st_writer_write(w, zeros, 17);
+    tap_ok(st == MT_ERR_INVAL && mt_st_writer_add(w, "b", MT_DTYPE_F32, 2, shape) == MT_ERR_INVAL,
+           "writer: a declaration after a refused write is refused too");
+    mt_st_writer_destroy(w);
+    /* The final name is a directory: the rename fails and finish says so. */
+    {
+        const char *dpath = tpath("%s", "isdir.safetensors");
+
+        make_dir(dpath);
+        make_dir(tpath("%s", "isdir.safetensors/x"));
+        st = mt_st_writer_create(dpath, &w);
+        st = st == MT_OK ? mt_st_writer_add(w, "a", MT_DTYPE_F32, 2, shape) : st;
+        st = st == MT_OK ? mt_st_writer_write(w, zeros, 16) : st;
+        st = st == MT_OK ? mt_st_writer_finish(w) : st;
+        tap_ok(st == MT_ERR_IO && msg_has("cannot rename", dpath) &&
+                   !exists(tpath("%s", "isdir.safetensors.partial")),
+               "writer: a failing rename is reported and the partial file removed: %s",
+               mt_last_error());
+    }
     /* the excess counts over all writes: 8 + 9 of 16 */
     mt_st_writer_create(path, &w);
     mt_st_writer_add(w, "a", MT_DTYPE_F32, 2, shape);
