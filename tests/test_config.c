@@ -191,6 +191,7 @@ static const struct {
     {"{\"hidden_size\": 2.5}", "'hidden_size' must be an integer, not a number with a fraction"},
     {"{\"num_hidden_layers\": 4, \"mlp_layer_types\": \"dense\"}",
      "'mlp_layer_types' must be a list, not a string"},
+    {"{\"hidden_act\": \"gelu\"}", "'hidden_act' 'gelu' is not supported"},
     {"{\"bos_token_id\": \"0\"}", "'bos_token_id' must be an integer, not a string"},
     /* 31 characters fit topk_method: refused as unknown, not as too long */
     {"{\"topk_method\": \"noaux_tc_xxxxxxxxxxxxxxxxxxxxxx\"}",
@@ -394,6 +395,11 @@ test_defaults(void)
     tap_ok(st == MT_OK && cfg.first_k_dense_replace == 0 && mt_config_layer_is_moe(&cfg, 0) &&
                cfg.index_topk == 1,
            "first_k_dense_replace 0 (layer 0 is MoE) and index_topk 1 are accepted: %s",
+           st == MT_OK ? "ok" : mt_last_error());
+    /* every layer dense: no MoE layer, first_k_dense_replace is all of them */
+    st = parse_str("{\"mlp_layer_types\": [\"dense\", \"dense\"], \"num_hidden_layers\": 2}", &cfg);
+    tap_ok(st == MT_OK && cfg.first_k_dense_replace == 2 && !mt_config_layer_is_moe(&cfg, 1),
+           "mlp_layer_types all dense: first_k_dense_replace 2 of 2 layers: %s",
            st == MT_OK ? "ok" : mt_last_error());
     /* rope_parameters carries rope_theta, and wins over the top-level one */
     st = parse_str("{\"rope_theta\": 10000, "
