@@ -199,6 +199,9 @@ static const struct {
     {"{\"hidden_size\": -2147483649}",
      "'hidden_size' is -2147483649, which does not fit in an int"},
     {"{\"eos_token_id\": [\"1\"]}", "'eos_token_id' must hold integers, not a string"},
+    {"{\"eos_token_id\": [1.5]}",
+     "'eos_token_id' must hold integers, not a number with a fraction"},
+    {"{\"bos_token_id\": 0.5}", "'bos_token_id' must be an integer, not a number with a fraction"},
     {"{\"quantization_config\": {\"fmt\": \"e4m3\"}}",
      "'quantization_config.quant_method' is '(absent)'"},
     {"{\"quantization_config\": {\"quant_method\": \"fp8\", "
@@ -367,6 +370,16 @@ test_defaults(void)
     tap_ok(st == MT_OK && cfg.fp8 && cfg.scale_fmt[0] == '\0' && cfg.rope_factor == 1.0 &&
                cfg.bos_token_id == 999,
            "yarn factor 1, FP8 with no scale_fmt, bos/eos vocab_size - 1 are accepted: %s",
+           st == MT_OK ? "ok" : mt_last_error());
+    /* a config whose writer gives every number as a real: 2.0 is the id 2, as for sizes */
+    st = parse_str("{\"vocab_size\": 1000.0, \"bos_token_id\": 0.0, \"eos_token_id\": [1.0, "
+                   "2.0]}",
+                   &cfg);
+    tap_ok(st == MT_OK && cfg.vocab_size == 1000 && cfg.bos_token_id == 0 && cfg.eos_token_id == 1,
+           "bos_token_id 0.0 and eos_token_id [1.0, 2.0] are the ids 0 and 1: %s",
+           st == MT_OK ? "ok" : mt_last_error());
+    st = parse_str("{\"eos_token_id\": 2.0}", &cfg);
+    tap_ok(st == MT_OK && cfg.eos_token_id == 2, "eos_token_id 2.0 is the id 2: %s",
            st == MT_OK ? "ok" : mt_last_error());
     /* JSON null is "absent": the default, and named as left out */
     st = parse_str("{\"hidden_size\": null, \"vocab_size\": 1000}", &cfg);

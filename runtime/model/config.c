@@ -265,31 +265,29 @@ static mt_status_t
 read_token_id(json_t *root, const char *key, const char *what, int *out)
 {
     json_t *v = field(root, key);
+    long long x;
 
-    if (v != NULL && json_is_array(v)) {
+    if (v == NULL) {
+        return MT_OK;
+    }
+    if (json_is_array(v)) {
         if (json_array_size(v) == 0) {
             return mt_fail(MT_ERR_FORMAT, 0, "%s: field '%s' is an empty list", what, key);
         }
         v = json_array_get(v, 0);
-        if (!json_is_integer(v)) {
+        if (!mt_json_is_int(v, &x)) {
             return mt_fail(MT_ERR_FORMAT, 0, "%s: field '%s' must hold integers, not %s", what, key,
                            json_type_str(v));
         }
-    }
-    if (v != NULL && json_is_integer(v)) {
-        json_int_t x = json_integer_value(v);
-
-        if (x < INT_MIN || x > INT_MAX) {
-            return mt_fail(MT_ERR_FORMAT, 0, "%s: field '%s' is %lld, which does not fit in an int",
-                           what, key, (long long)x);
-        }
-        *out = (int)x;
-        return MT_OK;
-    }
-    if (v != NULL) {
+    } else if (!mt_json_is_int(v, &x)) { /* 2.0 is the id 2, as read_int takes it */
         return mt_fail(MT_ERR_FORMAT, 0, "%s: field '%s' must be an integer, not %s", what, key,
                        json_type_str(v));
     }
+    if (x < INT_MIN || x > INT_MAX) {
+        return mt_fail(MT_ERR_FORMAT, 0, "%s: field '%s' is %lld, which does not fit in an int",
+                       what, key, x);
+    }
+    *out = (int)x;
     return MT_OK;
 }
 
