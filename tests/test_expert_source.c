@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define N_FILES 2
@@ -822,7 +823,8 @@ test_store(void)
  */
 enum {
     F_VERSION, F_HEADER_CRC, F_INDEX_OFF, F_DATA_OFF_LOW, F_DATA_OFF_ODD, F_TOO_LONG, F_STORE_ID,
-    F_INDEX_CRC, F_ENTRY = 100, E_FILE = F_ENTRY, E_FILE_HUGE, E_OFF_ODD, E_LEN_ODD, E_OFF_LOW,
+    F_INDEX_CRC, F_MAGIC, F_HEADER_BYTES, F_INDEX_BYTES, F_NO_LAYERS, F_HUGE, F_INDEX_CUT,
+    F_ENTRY = 100, E_FILE = F_ENTRY, E_FILE_HUGE, E_OFF_ODD, E_LEN_ODD, E_OFF_LOW,
     E_PAST_END,
     E_PART_ODD, E_PART_PAST
 };
@@ -840,6 +842,12 @@ static const struct {
     {F_TOO_LONG, "4 KiB appended to file 2", "is too long"},
     {F_STORE_ID, "file 2 from another pack (store_id)", "different packs; give the files of"},
     {F_INDEX_CRC, "file 2 with another index CRC", "different packs; give the files of"},
+    {F_MAGIC, "magic MTSTORE2", "no MTSTORE1 header"},
+    {F_HEADER_BYTES, "header_bytes 8192", "corrupt header"},
+    {F_INDEX_BYTES, "index_bytes one entry short", "corrupt header"},
+    {F_NO_LAYERS, "0 layers (and an empty index)", "corrupt header"},
+    {F_HUGE, "2^24 + 2 experts (a 2 GB index)", "corrupt header"},
+    {F_INDEX_CUT, "file 1 cut inside its index (file_bytes too)", "is truncated: it ends at 4196"},
     {E_FILE, "an entry in file 3 of 2", "out of bounds"},
     {E_FILE_HUGE, "an entry in file 2^32 of 2", "out of bounds"},
     {E_OFF_ODD, "an entry offset off 4 KiB alignment", "out of bounds"},
@@ -902,6 +910,22 @@ forge(int what, unsigned char **b, size_t *n)
     case F_DATA_OFF_ODD: h[0]->data_off += 512; break;
     case F_TOO_LONG: memset(b[1] + n[1], 0, 4096); n[1] += 4096; break;
     case F_STORE_ID: h[1]->store_id ^= 1; break;
+    case F_MAGIC: h[0]->magic[7] = '2'; break;
+    case F_HEADER_BYTES: h[0]->header_bytes = 8192; break;
+    case F_INDEX_BYTES: /* in both files, each index CRC taken over the shorter index */
+        h[0]->index_bytes -= sizeof(struct mt_io_store_entry);
+        h[1]->index_bytes = h[0]->index_bytes;
+        break;
+    case F_NO_LAYERS: /* consistent otherwise: no index, whose CRC is that of no bytes */
+        h[0]->n_layers = h[1]->n_layers = 0;
+        h[0]->index_bytes = h[1]->index_bytes = 0;
+        break;
+    case F_HUGE: /* the index size and data_off agree with the count: only the limit refuses it */
+        h[0]->n_experts = (1u << 24) / N_LAYERS + 1;
+        h[0]->index_bytes = (uint64_t)N_LAYERS * h[0]->n_experts * sizeof(struct mt_io_store_entry);
+        h[0]->data_off = (h[0]->index_off + h[0]->index_bytes + 4095) / 4096 * 4096;
+        break;
+    case F_INDEX_CUT: n[0] = 4096 + 100; h[0]->file_bytes = n[0]; break; /* size matches header */
     default: break;
     }
     for (int f = 0; f < N_FILES && what >= F_ENTRY; f++) {
@@ -929,6 +953,9 @@ forge(int what, unsigned char **b, size_t *n)
     for (int f = 0; f < N_FILES; f++) {
         if (what >= F_ENTRY) {
             h[f]->index_crc = mt_crc32c(0, b[f] + h[f]->index_off, iw);
+        }
+        if (what == F_INDEX_BYTES || what == F_NO_LAYERS) {
+            h[f]->index_crc = mt_crc32c(0, b[f] + h[f]->index_off, h[f]->index_bytes);
         }
         if (what == F_INDEX_CRC && f == 1) {
             h[f]->index_crc ^= 1;
@@ -1028,6 +1055,7 @@ test_store_forged(void)
             /* each message names the reason and what to do ("repack", or "give the files") */
             tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), forged[c - 1].phrase) != NULL &&
                        (strstr(mt_last_error(), "repack with moetier pack") != NULL ||
+                        strstr(mt_last_error(), "make one with moetier pack") != NULL ||
                         strstr(mt_last_error(), "give the files") != NULL),
                    "forged store, %s: refused: %s", forged[c - 1].name,
                    st == MT_OK ? "opened" : mt_last_error());
@@ -1096,6 +1124,18 @@ test_store_forged(void)
     st = mt_io_store_open(op, N_FILES, hash, &s);
     tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "too short for a header") != NULL,
            "an 8-byte file is refused as too short for a header: %s", mt_last_error());
+    /* a FIFO is refused at once for what it is (io/store.c: an open would block on it) */
+    unlink(other[0]);
+    if (mkfifo(other[0], 0600) == 0) {
+        st = mt_io_store_open(op, N_FILES, hash, &s);
+        tap_ok(st == MT_ERR_IO && strstr(mt_last_error(), "is a FIFO (named pipe), not a regular "
+                                                          "file") != NULL,
+               "a FIFO given as a store file is refused as not a regular file: %s",
+               st == MT_OK ? "opened" : mt_last_error());
+        mt_io_store_close(st == MT_OK ? s : NULL);
+    } else {
+        tap_ok(false, "mkfifo %s", other[0]);
+    }
     for (int f = 0; f < N_FILES; f++) {
         free(orig[f]);
         unlink(other[f]);
