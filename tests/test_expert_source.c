@@ -729,7 +729,26 @@ test_store(void)
     tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "in the order") != NULL,
            "store files given in the wrong order are refused: %s", mt_last_error());
     st = open_store_quiet(sp, 1, hash, false, &src);
-    tap_ok(st == MT_ERR_FORMAT, "one file of a two-file store is refused: %s", mt_last_error());
+    tap_ok(st == MT_ERR_FORMAT &&
+               strstr(mt_last_error(), "is file 1 of 2, given as file 1 of 1") != NULL &&
+               strstr(mt_last_error(), "give every file of the store") != NULL,
+           "one file of a two-file store is refused, naming the count: %s", mt_last_error());
+    {
+        /* io/store.c: a store has 1..MT_IO_MAX_FILES files; the count is checked before any */
+        static const char *many[MT_IO_MAX_FILES + 1];
+        struct mt_io_store *s0 = NULL;
+
+        for (int i = 0; i <= MT_IO_MAX_FILES; i++) {
+            many[i] = "/nonexistent-moetier-store";
+        }
+        st = mt_io_store_open(sp, 0, hash, &s0);
+        tap_ok(st == MT_ERR_INVAL && s0 == NULL, "a store of 0 files is refused: %s",
+               st == MT_OK ? "opened" : mt_last_error());
+        st = mt_io_store_open(many, MT_IO_MAX_FILES + 1, hash, &s0);
+        tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "1..1024 files") != NULL,
+               "a store of %d files is refused by count: %s", MT_IO_MAX_FILES + 1,
+               mt_last_error());
+    }
 
     /* truncated: the last 4 KiB of file 1 cut off */
     copy_file(store[0], other[0], 0);
@@ -824,9 +843,10 @@ test_store(void)
 enum {
     F_VERSION, F_HEADER_CRC, F_INDEX_OFF, F_DATA_OFF_LOW, F_DATA_OFF_ODD, F_TOO_LONG, F_STORE_ID,
     F_INDEX_CRC, F_MAGIC, F_HEADER_BYTES, F_INDEX_BYTES, F_NO_LAYERS, F_HUGE, F_INDEX_CUT,
+    F_INDEX_FLIP, F_SHAPE,
     F_ENTRY = 100, E_FILE = F_ENTRY, E_FILE_HUGE, E_OFF_ODD, E_LEN_ODD, E_OFF_LOW,
     E_PAST_END,
-    E_PART_ODD, E_PART_PAST
+    E_PART_ODD, E_PART_PAST, E_SHORT_FILE, E_WRAP, E_PART_BEYOND
 };
 
 static const struct {
@@ -848,6 +868,8 @@ static const struct {
     {F_NO_LAYERS, "0 layers (and an empty index)", "corrupt header"},
     {F_HUGE, "2^24 + 2 experts (a 2 GB index)", "corrupt header"},
     {F_INDEX_CUT, "file 1 cut inside its index (file_bytes too)", "is truncated: it ends at 4196"},
+    {F_INDEX_FLIP, "a flipped bit in the index (its CRC not updated)", "corrupt index"},
+    {F_SHAPE, "file 2 with 6 layers x 4 experts (same index size)", "different packs"},
     {E_FILE, "an entry in file 3 of 2", "out of bounds"},
     {E_FILE_HUGE, "an entry in file 2^32 of 2", "out of bounds"},
     {E_OFF_ODD, "an entry offset off 4 KiB alignment", "out of bounds"},
@@ -856,6 +878,9 @@ static const struct {
     {E_PAST_END, "the last extent 4 KiB past the end", "out of bounds"},
     {E_PART_ODD, "a part offset off 4 KiB alignment", "out of bounds"},
     {E_PART_PAST, "a part one byte longer than its extent", "out of bounds"},
+    {E_SHORT_FILE, "a 4 KiB extent in file 3 of 2", "out of bounds"},
+    {E_WRAP, "an extent whose end wraps past 2^64", "out of bounds"},
+    {E_PART_BEYOND, "a part starting 4 KiB past its extent's end", "out of bounds"},
 };
 
 static bool
@@ -926,6 +951,11 @@ forge(int what, unsigned char **b, size_t *n)
         h[0]->data_off = (h[0]->index_off + h[0]->index_bytes + 4095) / 4096 * 4096;
         break;
     case F_INDEX_CUT: n[0] = 4096 + 100; h[0]->file_bytes = n[0]; break; /* size matches header */
+    case F_INDEX_FLIP: /* entry 0's CRC field, in both files: the files still agree */
+        b[0][h[0]->index_off + 4] ^= 1;
+        b[1][h[1]->index_off + 4] ^= 1;
+        break;
+    case F_SHAPE: h[1]->n_layers = 2 * N_LAYERS; h[1]->n_experts = N_EXPERTS / 2; break;
     default: break;
     }
     for (int f = 0; f < N_FILES && what >= F_ENTRY; f++) {
@@ -946,6 +976,9 @@ forge(int what, unsigned char **b, size_t *n)
         case E_PAST_END: e->len += 4096; break;
         case E_PART_ODD: e->part_off[p] += 512; e->part_len[p] = 1; break;
         case E_PART_PAST: e->part_len[p] = e->len - e->part_off[p] + 1; break;
+        case E_SHORT_FILE: e->len = 4096; e->file = N_FILES; break;
+        case E_WRAP: e->off = UINT64_MAX - 4095; break; /* 4 KiB aligned; off + len wraps */
+        case E_PART_BEYOND: e->part_off[p] = e->len + 4096; e->part_len[p] = 1; break;
         default: break;
         }
         iw = h[f]->index_bytes;
