@@ -283,6 +283,64 @@ test_modes(void)
     }
 }
 
+/*
+ * The sizing options at their edges (io/expert_source.h): chunk_bytes that is not a 4 KiB
+ * multiple (rounded down, at least 4 KiB: O_DIRECT reads stay aligned), a budget of exactly one
+ * slot ("at least one slot"), one byte less (refused), and max_slots capping the slots.
+ */
+static void
+test_sizing(void)
+{
+    static const size_t chunks[] = {3 * 4096 + 100, 100};
+    struct mt_io_source_options o;
+    struct mt_io_source_stats s;
+    struct mt_io_source *src;
+    mt_status_t st;
+
+    for (size_t i = 0; i < sizeof(chunks) / sizeof(chunks[0]); i++) {
+        o = small_opts(MT_IO_QUEUE_URING, 3);
+        o.chunk_bytes = chunks[i];
+        st = mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
+        tap_ok(st == MT_OK && check_all(src) == 0,
+               "chunk_bytes %zu (not a 4 KiB multiple): every expert reads back equal", chunks[i]);
+        if (st == MT_OK) {
+            mt_io_source_destroy(src);
+        }
+    }
+    o = small_opts(MT_IO_QUEUE_URING, 1);
+    st = mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
+    if (st == MT_OK) {
+        mt_io_source_stats(src, &s);
+        tap_ok(s.n_slots == 1 && check_all(src) == 0,
+               "a budget of exactly one slot (%llu bytes) opens with 1 slot (%u) and reads all",
+               (unsigned long long)o.cache_bytes, s.n_slots);
+        mt_io_source_destroy(src);
+    } else {
+        tap_ok(false, "a budget of exactly one slot opens: %s", mt_last_error());
+    }
+    o.cache_bytes--;
+    mt_log_set_quiet(true);
+    st = mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
+    mt_log_set_quiet(false);
+    tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "cannot hold one streamed expert") != NULL,
+           "a budget one byte below a slot is refused: %s",
+           st == MT_OK ? "opened" : mt_last_error());
+    if (st == MT_OK) {
+        mt_io_source_destroy(src);
+    }
+    o = small_opts(MT_IO_QUEUE_URING, 10);
+    o.max_slots = 2;
+    st = mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
+    if (st == MT_OK) {
+        mt_io_source_stats(src, &s);
+        tap_ok(s.n_slots == 2 && check_all(src) == 0,
+               "max_slots 2 under a 10-slot budget: 2 slots (%u), every expert reads", s.n_slots);
+        mt_io_source_destroy(src);
+    } else {
+        tap_ok(false, "a source with max_slots 2 opens: %s", mt_last_error());
+    }
+}
+
 static void
 test_faults(void)
 {
@@ -1381,6 +1439,7 @@ main(void)
         mt_io_source_destroy(src);
     }
     test_modes();
+    test_sizing();
     test_faults();
     test_broken_wait();
     test_cut_after_open();
