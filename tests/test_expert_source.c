@@ -526,16 +526,26 @@ test_broken_wait(void)
            "waits): %s",
            mt_io_fault_fired(), mt_last_error());
     mt_io_fault_set(MT_IO_FAULT_NONE, 0, 0, 0);
+    struct mt_io_source_stats s0;
+    struct mt_io_source_stats s1;
+
+    mt_io_source_stats(src, &s0);
     mt_log_set_quiet(true);
     alarm(60);
     st = mt_io_source_acquire(src, 1, 1, &v);
     alarm(0);
     mt_log_set_quiet(false);
+    mt_io_source_stats(src, &s1);
     tap_ok(st == MT_ERR_IO && strstr(mt_last_error(), "layer 1 expert 1") != NULL &&
                strstr(mt_last_error(), "io_uring wait failed") != NULL &&
                strstr(mt_last_error(), "read 3 times") == NULL,
            "the broken source fails the next expert at once, with the same reason: %s",
            mt_last_error());
+    /* stats: bytes_read counts bytes that came from the files; none did for this expert */
+    tap_ok(s1.bytes_read == s0.bytes_read && s1.read_errors == s0.read_errors + 1,
+           "... reading no byte (bytes_read %llu -> %llu), one read error (%llu -> %llu)",
+           (unsigned long long)s0.bytes_read, (unsigned long long)s1.bytes_read,
+           (unsigned long long)s0.read_errors, (unsigned long long)s1.read_errors);
     alarm(60);
     mt_io_source_destroy(src); /* waits for the read the broken wait left in the ring */
     alarm(0);
@@ -859,6 +869,27 @@ test_store(void)
     }
     if (fd >= 0) {
         close(fd);
+    }
+    /* ... and without verify: a store's CRC32C is always checked (io/expert_source.h) */
+    if (open_store_quiet(op, N_FILES, hash, false, &src) == MT_OK) {
+        int corrupt = 0;
+
+        mt_log_set_quiet(true);
+        for (int k = N_EXPERTS; k < N_KEYS; k++) {
+            struct mt_io_expert_view v;
+
+            st = mt_io_source_acquire(src, k / N_EXPERTS, k % N_EXPERTS, &v);
+            corrupt += st == MT_ERR_FORMAT && strstr(mt_last_error(), "CRC32C mismatch") != NULL;
+            if (st == MT_OK) {
+                mt_io_source_release(src, k / N_EXPERTS, k % N_EXPERTS);
+            }
+        }
+        mt_log_set_quiet(false);
+        tap_ok(corrupt == 1, "without verify, the flipped bit is caught by the CRC32C too (%d "
+                             "caught)", corrupt);
+        mt_io_source_destroy(src);
+    } else {
+        tap_ok(false, "the bit-flipped store opens without verify");
     }
     if (open_store_quiet(op, N_FILES, hash, true, &src) == MT_OK) {
         int corrupt = 0;
