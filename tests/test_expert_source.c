@@ -341,6 +341,83 @@ test_sizing(void)
     }
 }
 
+/*
+ * Pinning and prefetch hints by their contract (io/expert_source.h) on a 6-slot source: a pin
+ * is counted once however often it is asked, an unpin of an unpinned expert changes nothing; 4
+ * pins fit (two slots stay for streaming), a 5th is refused; a pin whose read fails pins
+ * nothing, so a second pin reads again; a prefetch hint with every slot held is dropped and
+ * counted.
+ */
+static void
+test_pin_rules(void)
+{
+    struct mt_io_source_options o = small_opts(MT_IO_QUEUE_URING, 6);
+    const struct mt_io_extent *x = &descs[2 * N_EXPERTS + 5].part[MT_IO_PART_DOWN];
+    struct mt_io_source_stats s;
+    struct mt_io_source_stats s0;
+    struct mt_io_expert_view v;
+    struct mt_io_source *src;
+    mt_status_t st[4];
+    int held = 0;
+    int other = 0;
+
+    if (mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src) != MT_OK) {
+        tap_bail_out("cannot open the pin test's source");
+    }
+    st[0] = mt_io_source_pin(src, 1, 2, true);
+    st[1] = mt_io_source_pin(src, 1, 2, true);
+    mt_io_source_stats(src, &s0);
+    st[2] = mt_io_source_pin(src, 1, 3, false);
+    mt_io_source_stats(src, &s);
+    tap_ok(st[0] == MT_OK && st[1] == MT_OK && st[2] == MT_OK && s0.pinned == 1 && s.pinned == 1,
+           "a pin asked twice counts once (%u pinned), an unpin of an unpinned expert is a "
+           "no-op (%u pinned)",
+           s0.pinned, s.pinned);
+    st[0] = mt_io_source_pin(src, 1, 3, true);
+    st[1] = mt_io_source_pin(src, 1, 4, true);
+    st[2] = mt_io_source_pin(src, 1, 5, true);
+    mt_log_set_quiet(true);
+    st[3] = mt_io_source_pin(src, 1, 6, true);
+    mt_log_set_quiet(false);
+    mt_io_source_stats(src, &s);
+    tap_ok(st[0] == MT_OK && st[1] == MT_OK && st[2] == MT_OK && st[3] == MT_ERR_NOMEM &&
+               s.pinned == 4,
+           "6 slots take 4 pins, leaving two for streaming; the 5th is refused (%u pinned): %s",
+           s.pinned, mt_last_error());
+    for (int e = 2; e <= 5; e++) {
+        mt_io_source_pin(src, 1, e, false);
+    }
+    /* a lasting EIO on 2:5: each pin reads it 1 + MT_IO_READ_RETRIES times and fails */
+    mt_io_fault_set(MT_IO_FAULT_EIO, x->file, x->off + 100, 2 * (1 + MT_IO_READ_RETRIES));
+    mt_log_set_quiet(true);
+    st[0] = mt_io_source_pin(src, 2, 5, true);
+    st[1] = mt_io_source_pin(src, 2, 5, true);
+    mt_log_set_quiet(false);
+    mt_io_source_stats(src, &s);
+    tap_ok(st[0] == MT_ERR_IO && st[1] == MT_ERR_IO &&
+               mt_io_fault_fired() == 2 * (1 + MT_IO_READ_RETRIES) && s.pinned == 0,
+           "a pin whose read fails pins nothing: a second pin reads again and fails too (%d "
+           "reads failed, %u pinned)",
+           mt_io_fault_fired(), s.pinned);
+    mt_io_fault_set(MT_IO_FAULT_NONE, 0, 0, 0);
+    /* every slot held by an acquire: a prefetch hint cannot be given a slot */
+    for (int e = 0; e < 6; e++) {
+        held += mt_io_source_acquire(src, 1, e, &v) == MT_OK;
+    }
+    mt_io_source_stats(src, &s0);
+    other = 7;
+    mt_io_source_prefetch(src, 2, &other, 1);
+    mt_io_source_stats(src, &s);
+    tap_ok(held == 6 && s.prefetch_dropped == s0.prefetch_dropped + 1 &&
+               s.prefetches == s0.prefetches,
+           "with every slot held, a prefetch hint is dropped and counted (%llu dropped)",
+           (unsigned long long)(s.prefetch_dropped - s0.prefetch_dropped));
+    for (int e = 0; e < held; e++) {
+        mt_io_source_release(src, 1, e);
+    }
+    mt_io_source_destroy(src);
+}
+
 static void
 test_faults(void)
 {
@@ -1471,6 +1548,7 @@ main(void)
     }
     test_modes();
     test_sizing();
+    test_pin_rules();
     test_faults();
     test_broken_wait();
     test_cut_after_open();
