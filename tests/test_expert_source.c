@@ -418,6 +418,50 @@ test_pin_rules(void)
     mt_io_source_destroy(src);
 }
 
+/*
+ * Only an acquire counts an activation for the eviction policy (io/expert_source.h), not a
+ * wait: in a 3-slot cache that acquired A, B, C once each, A is the oldest and lowest, and
+ * five waits on A do not save it from the next eviction.
+ */
+static void
+test_wait_not_counted(void)
+{
+    struct mt_io_source_options o = small_opts(MT_IO_QUEUE_URING, 3);
+    struct mt_io_source_stats s0;
+    struct mt_io_source_stats s1;
+    struct mt_io_expert_view v;
+    struct mt_io_source *src;
+    bool ok = true;
+
+    if (mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src) != MT_OK) {
+        tap_bail_out("cannot open the wait test's source");
+    }
+    for (int e = 2; e <= 4 && ok; e++) { /* A = 1:2, B = 1:3, C = 1:4 */
+        ok = mt_io_source_acquire(src, 1, e, &v) == MT_OK;
+        if (ok) {
+            mt_io_source_release(src, 1, e);
+        }
+    }
+    for (int i = 0; i < 5 && ok; i++) {
+        ok = mt_io_source_wait(src, 1, 2) == MT_OK;
+    }
+    ok = ok && mt_io_source_acquire(src, 1, 5, &v) == MT_OK; /* D evicts the lowest */
+    if (ok) {
+        mt_io_source_release(src, 1, 5);
+    }
+    mt_io_source_stats(src, &s0);
+    ok = ok && mt_io_source_acquire(src, 1, 2, &v) == MT_OK && view_matches(1 * N_EXPERTS + 2, &v);
+    mt_io_source_stats(src, &s1);
+    if (ok) {
+        mt_io_source_release(src, 1, 2);
+    }
+    tap_ok(ok && s1.misses == s0.misses + 1 && s1.hits == s0.hits,
+           "waits count no activation: the oldest acquired expert is evicted all the same (%llu "
+           "misses, %llu hits more)",
+           (unsigned long long)(s1.misses - s0.misses), (unsigned long long)(s1.hits - s0.hits));
+    mt_io_source_destroy(src);
+}
+
 static void
 test_faults(void)
 {
@@ -1549,6 +1593,7 @@ main(void)
     test_modes();
     test_sizing();
     test_pin_rules();
+    test_wait_not_counted();
     test_faults();
     test_broken_wait();
     test_cut_after_open();
