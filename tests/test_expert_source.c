@@ -1325,6 +1325,16 @@ test_store_forged(void)
         st = mt_io_store_writer_create(op, N_FILES, hash, N_LAYERS, N_EXPERTS, none, &w);
         tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "no routed expert") != NULL,
                "writer: a store with no expert is refused: %s", mt_last_error());
+        {
+            /* io/store.c: "a store needs 1..N files and at least one expert", checked first */
+            mt_status_t st0 = mt_io_store_writer_create(op, N_FILES, hash, 0, N_EXPERTS, lens, &w);
+            const bool msg0 = strstr(mt_last_error(), "at least one expert") != NULL;
+            mt_status_t st1 = mt_io_store_writer_create(op, N_FILES, hash, -1, N_EXPERTS, lens, &w);
+
+            tap_ok(st0 == MT_ERR_INVAL && msg0 && st1 == MT_ERR_INVAL &&
+                       strstr(mt_last_error(), "at least one expert") != NULL,
+                   "writer: 0 or -1 layers are refused as such: %s", mt_last_error());
+        }
         st = mt_io_store_writer_create(op, N_FILES, hash, N_LAYERS, N_EXPERTS, lens, &w);
         if (st == MT_OK) {
             /* layer 0 holds no routed expert; layer N_LAYERS does not exist */
