@@ -25,7 +25,9 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -1334,6 +1336,32 @@ test_store_forged(void)
             tap_ok(st0 == MT_ERR_INVAL && msg0 && st1 == MT_ERR_INVAL &&
                        strstr(mt_last_error(), "at least one expert") != NULL,
                    "writer: 0 or -1 layers are refused as such: %s", mt_last_error());
+        }
+        {
+            /* space is reserved up front (io/store.h), so no room fails create, not a later
+             * put: a file size limit below the store makes posix_fallocate fail with EFBIG */
+            struct rlimit old;
+            struct rlimit small;
+            char partial[600];
+
+            getrlimit(RLIMIT_FSIZE, &old);
+            small = old;
+            small.rlim_cur = 64 << 10;
+            signal(SIGXFSZ, SIG_IGN);
+            setrlimit(RLIMIT_FSIZE, &small);
+            mt_log_set_quiet(true);
+            st = mt_io_store_writer_create(op, N_FILES, hash, N_LAYERS, N_EXPERTS, lens, &w);
+            mt_log_set_quiet(false);
+            setrlimit(RLIMIT_FSIZE, &old);
+            signal(SIGXFSZ, SIG_DFL);
+            snprintf(partial, sizeof(partial), "%s.partial", other[0]);
+            tap_ok(st == MT_ERR_IO && strstr(mt_last_error(), "cannot reserve") != NULL &&
+                       access(partial, F_OK) != 0,
+                   "writer: no room for the store fails create, leaving no .partial: %s",
+                   st == MT_OK ? "created" : mt_last_error());
+            if (st == MT_OK) {
+                mt_io_store_writer_destroy(w);
+            }
         }
         st = mt_io_store_writer_create(op, N_FILES, hash, N_LAYERS, N_EXPERTS, lens, &w);
         if (st == MT_OK) {
