@@ -330,6 +330,28 @@ test_sizing(void)
     if (st == MT_OK) {
         mt_io_source_destroy(src);
     }
+    /* chunk_bytes is the largest single read: expert 1:0's up part alone (400000 bytes, file
+     * 1) is 7 chunks of 64 KiB, issued together by the one thread (depth 16); whole-range
+     * reads would be only its 4 merged ranges */
+    o = small_opts(MT_IO_QUEUE_URING, 3);
+    o.io_threads = 1;
+    o.queue_depth = 16;
+    st = mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
+    if (st == MT_OK) {
+        struct mt_io_expert_view v;
+        bool ok = mt_io_source_acquire(src, 1, 0, &v) == MT_OK && view_matches(N_EXPERTS, &v);
+
+        if (ok) {
+            mt_io_source_release(src, 1, 0);
+        }
+        mt_io_source_stats(src, &s);
+        tap_ok(ok && s.file_peak_in_flight[1] >= 7,
+               "reads are cut into chunk_bytes pieces: %u reads of file 2 in flight at once",
+               s.file_peak_in_flight[1]);
+        mt_io_source_destroy(src);
+    } else {
+        tap_ok(false, "a one-thread source opens: %s", mt_last_error());
+    }
     o = small_opts(MT_IO_QUEUE_URING, 10);
     o.max_slots = 2;
     st = mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
