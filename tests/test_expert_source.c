@@ -1403,6 +1403,50 @@ test_store_forged(void)
             tap_ok(false, "writer: finish before every expert is put");
         }
     }
+    /* io/store.h: a symbolic link to a regular file is followed (the file it names becomes the
+     * store, the link stays); a "<path>.partial" that is a symbolic link is refused, left alone */
+    {
+        char target[600];
+        char partial[600];
+        char tgt[600] = "";
+        struct stat sb;
+        const char *tp[N_FILES] = {target, other[1]};
+        bool ok;
+
+        unlink(other[0]);
+        unlink(other[1]);
+        snprintf(target, sizeof(target), "%s.target", other[0]);
+        write_file(target, "old", 3);
+        ok = symlink(target, other[0]) == 0;
+        st = ok ? pack(op, N_FILES, hash, -1) : MT_ERR_INTERNAL;
+        ok = ok && st == MT_OK && lstat(other[0], &sb) == 0 && S_ISLNK(sb.st_mode) &&
+             readlink(other[0], tgt, sizeof(tgt) - 1) == (ssize_t)strlen(target) &&
+             strcmp(tgt, target) == 0 && mt_io_store_open(tp, N_FILES, hash, &s) == MT_OK;
+        tap_ok(ok, "writer: a name that is a link to a regular file: the file becomes the store, "
+                   "the link stays: %s", st == MT_OK ? "ok" : mt_last_error());
+        mt_io_store_close(s);
+        s = NULL;
+        unlink(other[0]);
+        unlink(other[1]);
+        unlink(target);
+        snprintf(partial, sizeof(partial), "%s.partial", other[0]);
+        ok = symlink("/nonexistent-moetier-partial", partial) == 0;
+        {
+            uint64_t lens[N_KEYS * MT_IO_N_PARTS];
+            struct mt_io_store_writer *w = NULL;
+
+            part_lens(lens);
+            st = mt_io_store_writer_create(op, N_FILES, hash, N_LAYERS, N_EXPERTS, lens, &w);
+            if (st == MT_OK) {
+                mt_io_store_writer_destroy(w);
+            }
+        }
+        tap_ok(ok && st == MT_ERR_INVAL && strstr(mt_last_error(), "not replacing it") != NULL &&
+                   lstat(partial, &sb) == 0 && S_ISLNK(sb.st_mode),
+               "writer: a .partial that is a symbolic link is refused and left alone: %s",
+               st == MT_OK ? "created" : mt_last_error());
+        unlink(partial);
+    }
     /* the final name turned into a symbolic link during the pack: not replaced */
     unlink(other[0]);
     unlink(other[1]);
