@@ -486,6 +486,91 @@ test_wait_not_counted(void)
     mt_io_source_destroy(src);
 }
 
+/*
+ * MT_IO_FAULT (io/expert_source.h, read at create): "L:E" fails every read of layer L expert E
+ * and no other expert; "L:*:N" binds to the first expert of layer L that is read, not to an
+ * expert of another layer read before it, and fails its first N reads.
+ */
+static void
+test_fault_env(void)
+{
+    struct mt_io_source_options o = small_opts(MT_IO_QUEUE_URING, 4);
+    struct mt_io_source_stats s0;
+    struct mt_io_source_stats s1;
+    struct mt_io_expert_view v;
+    struct mt_io_source *src;
+    mt_status_t st[2];
+
+    setenv("MT_IO_FAULT", "2:5", 1);
+    mt_log_set_quiet(true);
+    st[0] = mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
+    mt_log_set_quiet(false);
+    if (st[0] == MT_OK) {
+        st[0] = mt_io_source_acquire(src, 2, 0, &v);
+        if (st[0] == MT_OK) {
+            mt_io_source_release(src, 2, 0);
+        }
+        mt_log_set_quiet(true);
+        st[1] = mt_io_source_acquire(src, 2, 5, &v);
+        mt_log_set_quiet(false);
+        tap_ok(st[0] == MT_OK && st[1] == MT_ERR_IO &&
+                   strstr(mt_last_error(), "layer 2 expert 5") != NULL &&
+                   strstr(mt_last_error(), "injected by MT_IO_FAULT") != NULL,
+               "MT_IO_FAULT=2:5 fails expert 2:5 only (2:0 reads): %s", mt_last_error());
+        if (st[1] == MT_OK) {
+            mt_io_source_release(src, 2, 5);
+        }
+        mt_io_source_destroy(src);
+    } else {
+        tap_ok(false, "a source under MT_IO_FAULT=2:5 opens: %s", mt_last_error());
+    }
+    setenv("MT_IO_FAULT", "2:*:1", 1);
+    mt_log_set_quiet(true);
+    st[0] = mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
+    mt_log_set_quiet(false);
+    if (st[0] == MT_OK) {
+        bool ok = mt_io_source_acquire(src, 1, 3, &v) == MT_OK; /* layer 1: not bound */
+
+        if (ok) {
+            mt_io_source_release(src, 1, 3);
+        }
+        mt_io_source_stats(src, &s0);
+        mt_log_set_quiet(true);
+        ok = ok && mt_io_source_acquire(src, 2, 6, &v) == MT_OK;
+        ok = ok && view_matches(2 * N_EXPERTS + 6, &v);
+        mt_log_set_quiet(false);
+        mt_io_source_stats(src, &s1);
+        if (ok) {
+            mt_io_source_release(src, 2, 6);
+        }
+        tap_ok(ok && s0.retries == 0 && s1.retries == 1,
+               "MT_IO_FAULT=2:*:1 binds to layer 2's first expert read (1:3 before it reads "
+               "clean: %llu retries), failing its first read once (%llu retries)",
+               (unsigned long long)s0.retries, (unsigned long long)s1.retries);
+        mt_io_source_destroy(src);
+    } else {
+        tap_ok(false, "a source under MT_IO_FAULT=2:*:1 opens: %s", mt_last_error());
+    }
+    /* a negative count is no fault spec: ignored with a warning, every expert reads */
+    setenv("MT_IO_FAULT", "2:5:-1", 1);
+    mt_log_set_quiet(true);
+    st[0] = mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
+    mt_log_set_quiet(false);
+    if (st[0] == MT_OK) {
+        st[1] = mt_io_source_acquire(src, 2, 5, &v);
+        tap_ok(st[1] == MT_OK && view_matches(2 * N_EXPERTS + 5, &v),
+               "MT_IO_FAULT=2:5:-1 is ignored: 2:5 reads (%s)",
+               st[1] == MT_OK ? "ok" : mt_last_error());
+        if (st[1] == MT_OK) {
+            mt_io_source_release(src, 2, 5);
+        }
+        mt_io_source_destroy(src);
+    } else {
+        tap_ok(false, "a source under MT_IO_FAULT=2:5:-1 opens: %s", mt_last_error());
+    }
+    unsetenv("MT_IO_FAULT");
+}
+
 static void
 test_faults(void)
 {
@@ -1698,6 +1783,7 @@ main(void)
     test_sizing();
     test_pin_rules();
     test_wait_not_counted();
+    test_fault_env();
     test_faults();
     test_broken_wait();
     test_cut_after_open();
