@@ -352,6 +352,17 @@ test_sizing(void)
     } else {
         tap_ok(false, "a one-thread source opens: %s", mt_last_error());
     }
+    o = small_opts(MT_IO_QUEUE_URING, 0); /* cache_bytes 0: 4 slots */
+    st = mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
+    if (st == MT_OK) {
+        mt_io_source_stats(src, &s);
+        tap_ok(s.n_slots == 4 && s.budget_bytes == 4 * s.slot_bytes,
+               "cache_bytes 0 gives 4 slots (%u, a budget of %llu bytes)", s.n_slots,
+               (unsigned long long)s.budget_bytes);
+        mt_io_source_destroy(src);
+    } else {
+        tap_ok(false, "a source with the default budget opens: %s", mt_last_error());
+    }
     o = small_opts(MT_IO_QUEUE_URING, 10);
     o.max_slots = 2;
     st = mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
@@ -424,6 +435,16 @@ test_pin_rules(void)
            "reads failed, %u pinned)",
            mt_io_fault_fired(), s.pinned);
     mt_io_fault_set(MT_IO_FAULT_NONE, 0, 0, 0);
+    /* a hint for an expert past the layer's last is no expert (not the next layer's first) */
+    mt_io_source_stats(src, &s0);
+    other = N_EXPERTS;
+    mt_io_source_prefetch(src, 1, &other, 1);
+    other = -1;
+    mt_io_source_prefetch(src, 1, &other, 1);
+    mt_io_source_stats(src, &s);
+    tap_ok(s.prefetches == s0.prefetches && s.prefetch_dropped == s0.prefetch_dropped,
+           "prefetch hints for experts %d and -1 of a layer are ignored (%llu prefetches more)",
+           N_EXPERTS, (unsigned long long)(s.prefetches - s0.prefetches));
     /* every slot held by an acquire: a prefetch hint cannot be given a slot */
     for (int e = 0; e < 6; e++) {
         held += mt_io_source_acquire(src, 1, e, &v) == MT_OK;
@@ -890,6 +911,35 @@ test_prefetch_kept(void)
            "a prefetched expert is kept over one already used: its acquire is a hit (%llu hits, "
            "%llu misses more)",
            (unsigned long long)(s1.hits - s0.hits), (unsigned long long)(s1.misses - s0.misses));
+    mt_io_source_destroy(src);
+
+    /* once acquired, a prefetched expert is an ordinary one: in a fresh 2-slot cache, A
+     * prefetched then acquired once, B acquired once after it, C's acquire evicts A (the
+     * lower score), so A's next acquire is a miss */
+    if (mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src) != MT_OK) {
+        tap_bail_out("cannot open the prefetch test's second source");
+    }
+    b = 2; /* A = 1:2, B = 1:5, C = 1:6 */
+    mt_io_source_prefetch(src, 1, &b, 1);
+    ok = mt_io_source_wait(src, 1, 2) == MT_OK;
+    for (int i = 0; i < 3 && ok; i++) {
+        static const int abc[3] = {2, 5, 6};
+
+        ok = mt_io_source_acquire(src, 1, abc[i], &v) == MT_OK;
+        if (ok) {
+            mt_io_source_release(src, 1, abc[i]);
+        }
+    }
+    mt_io_source_stats(src, &s0);
+    ok = ok && mt_io_source_acquire(src, 1, 2, &v) == MT_OK && view_matches(1 * N_EXPERTS + 2, &v);
+    mt_io_source_stats(src, &s1);
+    if (ok) {
+        mt_io_source_release(src, 1, 2);
+    }
+    tap_ok(ok && s1.misses == s0.misses + 1,
+           "an acquired prefetch is no longer kept over others: evicted by its score (%llu misses, "
+           "%llu hits more)",
+           (unsigned long long)(s1.misses - s0.misses), (unsigned long long)(s1.hits - s0.hits));
     mt_io_source_destroy(src);
 }
 
@@ -1664,6 +1714,10 @@ test_cache_threads(void)
         mt_io_source_stats(src, &s);
         tap_ok(st == MT_OK && s.hits == 1 && s.bytes_read == 0,
                "a pinned expert survived the storm: acquired without a read");
+        /* reset: the peak starts again from the slots in use now (all 6, after the storm) */
+        tap_ok(s.peak_used_bytes == (uint64_t)s.n_slots * s.slot_bytes,
+               "after a stats reset the peak is the slots in use (%llu bytes, %u slots)",
+               (unsigned long long)s.peak_used_bytes, s.n_slots);
         if (st == MT_OK) {
             mt_io_source_release(src, 1, 0);
         }
