@@ -261,6 +261,25 @@ test_modes(void)
         }
     }
     {
+        /* a part naming a file the source was not given: refused at create */
+        struct mt_io_source_options o = small_opts(MT_IO_QUEUE_URING, 2);
+        struct mt_io_extent keep = descs[1 * N_EXPERTS + 2].part[MT_IO_PART_UP];
+        struct mt_io_source *src = NULL;
+
+        descs[1 * N_EXPERTS + 2].part[MT_IO_PART_UP].file = N_FILES;
+        mt_log_set_quiet(true);
+        mt_status_t st =
+            mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
+        mt_log_set_quiet(false);
+        tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "names file 2 of 2") != NULL,
+               "a part in file %d of %d is refused: %s", N_FILES + 1, N_FILES,
+               st == MT_OK ? "opened" : mt_last_error());
+        if (st == MT_OK) {
+            mt_io_source_destroy(src);
+        }
+        descs[1 * N_EXPERTS + 2].part[MT_IO_PART_UP] = keep;
+    }
+    {
         /* a part past its file's end (a checkpoint cut short after the model was read): one
          * error naming the expert, the file and its size */
         struct mt_io_source_options o = small_opts(MT_IO_QUEUE_URING, 2);
@@ -1064,6 +1083,15 @@ test_store(void)
         tap_ok(s.file_bytes[0] > 0 && s.file_bytes[1] > 0,
                "both store files were read (%llu and %llu bytes)",
                (unsigned long long)s.file_bytes[0], (unsigned long long)s.file_bytes[1]);
+        /* part_len: the part's bytes, 0 for an absent expert and for any index out of range */
+        tap_ok(mt_io_source_part_len(src, 1, 0, MT_IO_PART_UP) ==
+                       descs[N_EXPERTS].part[MT_IO_PART_UP].len &&
+                   mt_io_source_part_len(src, 0, 0, MT_IO_PART_UP) == 0 &&
+                   mt_io_source_part_len(src, 1, 0, MT_IO_N_PARTS) == 0 &&
+                   mt_io_source_part_len(src, 1, 0, -1) == 0 &&
+                   mt_io_source_part_len(src, 1, N_EXPERTS, 0) == 0 &&
+                   mt_io_source_part_len(src, N_LAYERS, 0, 0) == 0,
+               "part_len gives a part's bytes, 0 for an absent expert or an index out of range");
         mt_io_source_destroy(src);
     } else {
         tap_ok(false, "the store opens: %s", mt_last_error());
