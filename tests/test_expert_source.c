@@ -261,6 +261,24 @@ test_modes(void)
         }
     }
     {
+        /* descs without a single routed expert: nothing to read, refused at create */
+        static struct mt_io_expert_desc none[N_KEYS];
+        struct mt_io_source_options o = small_opts(MT_IO_QUEUE_URING, 2);
+        struct mt_io_source *src = NULL;
+
+        o.cache_bytes = 0; /* the default budget, counted in slots */
+        mt_log_set_quiet(true);
+        mt_status_t st =
+            mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, none, &o, &src);
+        mt_log_set_quiet(false);
+        tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "no routed expert to read") != NULL,
+               "a checkpoint without routed experts is refused at create: %s",
+               st == MT_OK ? "opened" : mt_last_error());
+        if (st == MT_OK) {
+            mt_io_source_destroy(src);
+        }
+    }
+    {
         /* a part naming a file the source was not given: refused at create */
         struct mt_io_source_options o = small_opts(MT_IO_QUEUE_URING, 2);
         struct mt_io_extent keep = descs[1 * N_EXPERTS + 2].part[MT_IO_PART_UP];
@@ -1243,7 +1261,7 @@ enum {
     F_INDEX_FLIP, F_SHAPE,
     F_ENTRY = 100, E_FILE = F_ENTRY, E_FILE_HUGE, E_OFF_ODD, E_LEN_ODD, E_OFF_LOW,
     E_PAST_END,
-    E_PART_ODD, E_PART_PAST, E_SHORT_FILE, E_WRAP, E_PART_BEYOND
+    E_PART_ODD, E_PART_PAST, E_SHORT_FILE, E_WRAP, E_PART_BEYOND, E_LAST_KEY
 };
 
 static const struct {
@@ -1278,6 +1296,7 @@ static const struct {
     {E_SHORT_FILE, "a 4 KiB extent in file 3 of 2", "out of bounds"},
     {E_WRAP, "an extent whose end wraps past 2^64", "out of bounds"},
     {E_PART_BEYOND, "a part starting 4 KiB past its extent's end", "out of bounds"},
+    {E_LAST_KEY, "the last key's entry (2:7) in file 3 of 2", "layer 2 expert 7 is out"},
 };
 
 static bool
@@ -1376,6 +1395,7 @@ forge(int what, unsigned char **b, size_t *n)
         case E_SHORT_FILE: e->len = 4096; e->file = N_FILES; break;
         case E_WRAP: e->off = UINT64_MAX - 4095; break; /* 4 KiB aligned; off + len wraps */
         case E_PART_BEYOND: e->part_off[p] = e->len + 4096; e->part_len[p] = 1; break;
+        case E_LAST_KEY: ix[N_KEYS - 1].file = N_FILES; break;
         default: break;
         }
         iw = h[f]->index_bytes;
@@ -1512,6 +1532,19 @@ test_store_forged(void)
         st = mt_io_store_writer_create(op, N_FILES, hash, N_LAYERS, N_EXPERTS, none, &w);
         tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "no routed expert") != NULL,
                "writer: a store with no expert is refused: %s", mt_last_error());
+        {
+            /* only "<name>.partial" clashes: a name that merely extends another is fine */
+            char longer[600];
+            const char *lp[2] = {other[0], longer};
+
+            snprintf(longer, sizeof(longer), "%s1", other[0]);
+            st = mt_io_store_writer_create(lp, 2, hash, N_LAYERS, N_EXPERTS, lens, &w);
+            tap_ok(st == MT_OK, "writer: files named X and X1 are accepted: %s",
+                   st == MT_OK ? "ok" : mt_last_error());
+            if (st == MT_OK) {
+                mt_io_store_writer_destroy(w);
+            }
+        }
         {
             /* io/store.c: "a store needs 1..N files and at least one expert", checked first */
             mt_status_t st0 = mt_io_store_writer_create(op, N_FILES, hash, 0, N_EXPERTS, lens, &w);
