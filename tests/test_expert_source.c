@@ -1546,6 +1546,36 @@ test_store_forged(void)
             }
         }
         {
+            /* io/store.h: a name that is a directory, or a link to one, is refused before
+             * anything is created (rename would fail only at the very end) */
+            char dlink[600];
+            const char *dp[2] = {dir, other[1]};
+            const char *lp[2] = {dlink, other[1]};
+            mt_status_t st0;
+            bool msg0;
+
+            st0 = mt_io_store_writer_create(dp, 2, hash, N_LAYERS, N_EXPERTS, lens, &w);
+            msg0 = strstr(mt_last_error(), "is a directory, not a regular file") != NULL;
+            if (st0 == MT_OK) {
+                mt_io_store_writer_destroy(w);
+            }
+            snprintf(dlink, sizeof(dlink), "%s.dirlink", other[0]);
+            unlink(dlink);
+            if (symlink(dir, dlink) == 0) {
+                st = mt_io_store_writer_create(lp, 2, hash, N_LAYERS, N_EXPERTS, lens, &w);
+                tap_ok(st0 == MT_ERR_INVAL && msg0 && st == MT_ERR_INVAL &&
+                           strstr(mt_last_error(), "symbolic link to a directory") != NULL,
+                       "writer: a directory, or a link to one, is refused as a store name: %s",
+                       mt_last_error());
+                if (st == MT_OK) {
+                    mt_io_store_writer_destroy(w);
+                }
+                unlink(dlink);
+            } else {
+                tap_ok(false, "symlink %s", dlink);
+            }
+        }
+        {
             /* io/store.c: "a store needs 1..N files and at least one expert", checked first */
             mt_status_t st0 = mt_io_store_writer_create(op, N_FILES, hash, 0, N_EXPERTS, lens, &w);
             const bool msg0 = strstr(mt_last_error(), "at least one expert") != NULL;
