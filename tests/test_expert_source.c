@@ -25,7 +25,10 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define N_FILES 2
@@ -258,6 +261,43 @@ test_modes(void)
         }
     }
     {
+        /* descs without a single routed expert: nothing to read, refused at create */
+        static struct mt_io_expert_desc none[N_KEYS];
+        struct mt_io_source_options o = small_opts(MT_IO_QUEUE_URING, 2);
+        struct mt_io_source *src = NULL;
+
+        o.cache_bytes = 0; /* the default budget, counted in slots */
+        mt_log_set_quiet(true);
+        mt_status_t st =
+            mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, none, &o, &src);
+        mt_log_set_quiet(false);
+        tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "no routed expert to read") != NULL,
+               "a checkpoint without routed experts is refused at create: %s",
+               st == MT_OK ? "opened" : mt_last_error());
+        if (st == MT_OK) {
+            mt_io_source_destroy(src);
+        }
+    }
+    {
+        /* a part naming a file the source was not given: refused at create */
+        struct mt_io_source_options o = small_opts(MT_IO_QUEUE_URING, 2);
+        struct mt_io_extent keep = descs[1 * N_EXPERTS + 2].part[MT_IO_PART_UP];
+        struct mt_io_source *src = NULL;
+
+        descs[1 * N_EXPERTS + 2].part[MT_IO_PART_UP].file = N_FILES;
+        mt_log_set_quiet(true);
+        mt_status_t st =
+            mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
+        mt_log_set_quiet(false);
+        tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "names file 2 of 2") != NULL,
+               "a part in file %d of %d is refused: %s", N_FILES + 1, N_FILES,
+               st == MT_OK ? "opened" : mt_last_error());
+        if (st == MT_OK) {
+            mt_io_source_destroy(src);
+        }
+        descs[1 * N_EXPERTS + 2].part[MT_IO_PART_UP] = keep;
+    }
+    {
         /* a part past its file's end (a checkpoint cut short after the model was read): one
          * error naming the expert, the file and its size */
         struct mt_io_source_options o = small_opts(MT_IO_QUEUE_URING, 2);
@@ -280,6 +320,313 @@ test_modes(void)
         }
         descs[1 * N_EXPERTS + 2].part[MT_IO_PART_UP] = keep;
     }
+}
+
+/*
+ * The sizing options at their edges (io/expert_source.h): chunk_bytes that is not a 4 KiB
+ * multiple (rounded down, at least 4 KiB: O_DIRECT reads stay aligned), a budget of exactly one
+ * slot ("at least one slot"), one byte less (refused), and max_slots capping the slots.
+ */
+static void
+test_sizing(void)
+{
+    static const size_t chunks[] = {3 * 4096 + 100, 100};
+    struct mt_io_source_options o;
+    struct mt_io_source_stats s;
+    struct mt_io_source *src;
+    mt_status_t st;
+
+    for (size_t i = 0; i < sizeof(chunks) / sizeof(chunks[0]); i++) {
+        o = small_opts(MT_IO_QUEUE_URING, 3);
+        o.chunk_bytes = chunks[i];
+        st = mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
+        tap_ok(st == MT_OK && check_all(src) == 0,
+               "chunk_bytes %zu (not a 4 KiB multiple): every expert reads back equal", chunks[i]);
+        if (st == MT_OK) {
+            mt_io_source_destroy(src);
+        }
+    }
+    o = small_opts(MT_IO_QUEUE_URING, 1);
+    st = mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
+    if (st == MT_OK) {
+        mt_io_source_stats(src, &s);
+        tap_ok(s.n_slots == 1 && check_all(src) == 0,
+               "a budget of exactly one slot (%llu bytes) opens with 1 slot (%u) and reads all",
+               (unsigned long long)o.cache_bytes, s.n_slots);
+        mt_io_source_destroy(src);
+    } else {
+        tap_ok(false, "a budget of exactly one slot opens: %s", mt_last_error());
+    }
+    o.cache_bytes--;
+    mt_log_set_quiet(true);
+    st = mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
+    mt_log_set_quiet(false);
+    tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "cannot hold one streamed expert") != NULL,
+           "a budget one byte below a slot is refused: %s",
+           st == MT_OK ? "opened" : mt_last_error());
+    if (st == MT_OK) {
+        mt_io_source_destroy(src);
+    }
+    /* chunk_bytes is the largest single read: expert 1:0's up part alone (400000 bytes, file
+     * 1) is 7 chunks of 64 KiB, issued together by the one thread (depth 16); whole-range
+     * reads would be only its 4 merged ranges */
+    o = small_opts(MT_IO_QUEUE_URING, 3);
+    o.io_threads = 1;
+    o.queue_depth = 16;
+    st = mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
+    if (st == MT_OK) {
+        struct mt_io_expert_view v;
+        bool ok = mt_io_source_acquire(src, 1, 0, &v) == MT_OK && view_matches(N_EXPERTS, &v);
+
+        if (ok) {
+            mt_io_source_release(src, 1, 0);
+        }
+        mt_io_source_stats(src, &s);
+        tap_ok(ok && s.file_peak_in_flight[1] >= 7,
+               "reads are cut into chunk_bytes pieces: %u reads of file 2 in flight at once",
+               s.file_peak_in_flight[1]);
+        mt_io_source_destroy(src);
+    } else {
+        tap_ok(false, "a one-thread source opens: %s", mt_last_error());
+    }
+    o = small_opts(MT_IO_QUEUE_URING, 0); /* cache_bytes 0: 4 slots */
+    st = mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
+    if (st == MT_OK) {
+        mt_io_source_stats(src, &s);
+        tap_ok(s.n_slots == 4 && s.budget_bytes == 4 * s.slot_bytes,
+               "cache_bytes 0 gives 4 slots (%u, a budget of %llu bytes)", s.n_slots,
+               (unsigned long long)s.budget_bytes);
+        mt_io_source_destroy(src);
+    } else {
+        tap_ok(false, "a source with the default budget opens: %s", mt_last_error());
+    }
+    o = small_opts(MT_IO_QUEUE_URING, 10);
+    o.max_slots = 2;
+    st = mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
+    if (st == MT_OK) {
+        mt_io_source_stats(src, &s);
+        tap_ok(s.n_slots == 2 && check_all(src) == 0,
+               "max_slots 2 under a 10-slot budget: 2 slots (%u), every expert reads", s.n_slots);
+        mt_io_source_destroy(src);
+    } else {
+        tap_ok(false, "a source with max_slots 2 opens: %s", mt_last_error());
+    }
+}
+
+/*
+ * Pinning and prefetch hints by their contract (io/expert_source.h) on a 6-slot source: a pin
+ * is counted once however often it is asked, an unpin of an unpinned expert changes nothing; 4
+ * pins fit (two slots stay for streaming), a 5th is refused; a pin whose read fails pins
+ * nothing, so a second pin reads again; a prefetch hint with every slot held is dropped and
+ * counted.
+ */
+static void
+test_pin_rules(void)
+{
+    struct mt_io_source_options o = small_opts(MT_IO_QUEUE_URING, 6);
+    const struct mt_io_extent *x = &descs[2 * N_EXPERTS + 5].part[MT_IO_PART_DOWN];
+    struct mt_io_source_stats s;
+    struct mt_io_source_stats s0;
+    struct mt_io_expert_view v;
+    struct mt_io_source *src;
+    mt_status_t st[4];
+    int held = 0;
+    int other = 0;
+
+    if (mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src) != MT_OK) {
+        tap_bail_out("cannot open the pin test's source");
+    }
+    st[0] = mt_io_source_pin(src, 1, 2, true);
+    st[1] = mt_io_source_pin(src, 1, 2, true);
+    mt_io_source_stats(src, &s0);
+    st[2] = mt_io_source_pin(src, 1, 3, false);
+    mt_io_source_stats(src, &s);
+    tap_ok(st[0] == MT_OK && st[1] == MT_OK && st[2] == MT_OK && s0.pinned == 1 && s.pinned == 1,
+           "a pin asked twice counts once (%u pinned), an unpin of an unpinned expert is a "
+           "no-op (%u pinned)",
+           s0.pinned, s.pinned);
+    st[0] = mt_io_source_pin(src, 1, 3, true);
+    st[1] = mt_io_source_pin(src, 1, 4, true);
+    st[2] = mt_io_source_pin(src, 1, 5, true);
+    mt_log_set_quiet(true);
+    st[3] = mt_io_source_pin(src, 1, 6, true);
+    mt_log_set_quiet(false);
+    mt_io_source_stats(src, &s);
+    tap_ok(st[0] == MT_OK && st[1] == MT_OK && st[2] == MT_OK && st[3] == MT_ERR_NOMEM &&
+               s.pinned == 4,
+           "6 slots take 4 pins, leaving two for streaming; the 5th is refused (%u pinned): %s",
+           s.pinned, mt_last_error());
+    for (int e = 2; e <= 5; e++) {
+        mt_io_source_pin(src, 1, e, false);
+    }
+    /* a lasting EIO on 2:5: each pin reads it 1 + MT_IO_READ_RETRIES times and fails */
+    mt_io_fault_set(MT_IO_FAULT_EIO, x->file, x->off + 100, 2 * (1 + MT_IO_READ_RETRIES));
+    mt_log_set_quiet(true);
+    st[0] = mt_io_source_pin(src, 2, 5, true);
+    st[1] = mt_io_source_pin(src, 2, 5, true);
+    mt_log_set_quiet(false);
+    mt_io_source_stats(src, &s);
+    tap_ok(st[0] == MT_ERR_IO && st[1] == MT_ERR_IO &&
+               mt_io_fault_fired() == 2 * (1 + MT_IO_READ_RETRIES) && s.pinned == 0,
+           "a pin whose read fails pins nothing: a second pin reads again and fails too (%d "
+           "reads failed, %u pinned)",
+           mt_io_fault_fired(), s.pinned);
+    mt_io_fault_set(MT_IO_FAULT_NONE, 0, 0, 0);
+    /* a hint for an expert past the layer's last is no expert (not the next layer's first) */
+    mt_io_source_stats(src, &s0);
+    other = N_EXPERTS;
+    mt_io_source_prefetch(src, 1, &other, 1);
+    other = -1;
+    mt_io_source_prefetch(src, 1, &other, 1);
+    mt_io_source_stats(src, &s);
+    tap_ok(s.prefetches == s0.prefetches && s.prefetch_dropped == s0.prefetch_dropped,
+           "prefetch hints for experts %d and -1 of a layer are ignored (%llu prefetches more)",
+           N_EXPERTS, (unsigned long long)(s.prefetches - s0.prefetches));
+    /* every slot held by an acquire: a prefetch hint cannot be given a slot */
+    for (int e = 0; e < 6; e++) {
+        held += mt_io_source_acquire(src, 1, e, &v) == MT_OK;
+    }
+    mt_io_source_stats(src, &s0);
+    other = 7;
+    mt_io_source_prefetch(src, 2, &other, 1);
+    mt_io_source_stats(src, &s);
+    tap_ok(held == 6 && s.prefetch_dropped == s0.prefetch_dropped + 1 &&
+               s.prefetches == s0.prefetches,
+           "with every slot held, a prefetch hint is dropped and counted (%llu dropped)",
+           (unsigned long long)(s.prefetch_dropped - s0.prefetch_dropped));
+    for (int e = 0; e < held; e++) {
+        mt_io_source_release(src, 1, e);
+    }
+    mt_io_source_destroy(src);
+}
+
+/*
+ * Only an acquire counts an activation for the eviction policy (io/expert_source.h), not a
+ * wait: in a 3-slot cache that acquired A, B, C once each, A is the oldest and lowest, and
+ * five waits on A do not save it from the next eviction.
+ */
+static void
+test_wait_not_counted(void)
+{
+    struct mt_io_source_options o = small_opts(MT_IO_QUEUE_URING, 3);
+    struct mt_io_source_stats s0;
+    struct mt_io_source_stats s1;
+    struct mt_io_expert_view v;
+    struct mt_io_source *src;
+    bool ok = true;
+
+    if (mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src) != MT_OK) {
+        tap_bail_out("cannot open the wait test's source");
+    }
+    for (int e = 2; e <= 4 && ok; e++) { /* A = 1:2, B = 1:3, C = 1:4 */
+        ok = mt_io_source_acquire(src, 1, e, &v) == MT_OK;
+        if (ok) {
+            mt_io_source_release(src, 1, e);
+        }
+    }
+    for (int i = 0; i < 5 && ok; i++) {
+        ok = mt_io_source_wait(src, 1, 2) == MT_OK;
+    }
+    ok = ok && mt_io_source_acquire(src, 1, 5, &v) == MT_OK; /* D evicts the lowest */
+    if (ok) {
+        mt_io_source_release(src, 1, 5);
+    }
+    mt_io_source_stats(src, &s0);
+    ok = ok && mt_io_source_acquire(src, 1, 2, &v) == MT_OK && view_matches(1 * N_EXPERTS + 2, &v);
+    mt_io_source_stats(src, &s1);
+    if (ok) {
+        mt_io_source_release(src, 1, 2);
+    }
+    tap_ok(ok && s1.misses == s0.misses + 1 && s1.hits == s0.hits,
+           "waits count no activation: the oldest acquired expert is evicted all the same (%llu "
+           "misses, %llu hits more)",
+           (unsigned long long)(s1.misses - s0.misses), (unsigned long long)(s1.hits - s0.hits));
+    mt_io_source_destroy(src);
+}
+
+/*
+ * MT_IO_FAULT (io/expert_source.h, read at create): "L:E" fails every read of layer L expert E
+ * and no other expert; "L:*:N" binds to the first expert of layer L that is read, not to an
+ * expert of another layer read before it, and fails its first N reads.
+ */
+static void
+test_fault_env(void)
+{
+    struct mt_io_source_options o = small_opts(MT_IO_QUEUE_URING, 4);
+    struct mt_io_source_stats s0;
+    struct mt_io_source_stats s1;
+    struct mt_io_expert_view v;
+    struct mt_io_source *src;
+    mt_status_t st[2];
+
+    setenv("MT_IO_FAULT", "2:5", 1);
+    mt_log_set_quiet(true);
+    st[0] = mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
+    mt_log_set_quiet(false);
+    if (st[0] == MT_OK) {
+        st[0] = mt_io_source_acquire(src, 2, 0, &v);
+        if (st[0] == MT_OK) {
+            mt_io_source_release(src, 2, 0);
+        }
+        mt_log_set_quiet(true);
+        st[1] = mt_io_source_acquire(src, 2, 5, &v);
+        mt_log_set_quiet(false);
+        tap_ok(st[0] == MT_OK && st[1] == MT_ERR_IO &&
+                   strstr(mt_last_error(), "layer 2 expert 5") != NULL &&
+                   strstr(mt_last_error(), "injected by MT_IO_FAULT") != NULL,
+               "MT_IO_FAULT=2:5 fails expert 2:5 only (2:0 reads): %s", mt_last_error());
+        if (st[1] == MT_OK) {
+            mt_io_source_release(src, 2, 5);
+        }
+        mt_io_source_destroy(src);
+    } else {
+        tap_ok(false, "a source under MT_IO_FAULT=2:5 opens: %s", mt_last_error());
+    }
+    setenv("MT_IO_FAULT", "2:*:1", 1);
+    mt_log_set_quiet(true);
+    st[0] = mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
+    mt_log_set_quiet(false);
+    if (st[0] == MT_OK) {
+        bool ok = mt_io_source_acquire(src, 1, 3, &v) == MT_OK; /* layer 1: not bound */
+
+        if (ok) {
+            mt_io_source_release(src, 1, 3);
+        }
+        mt_io_source_stats(src, &s0);
+        mt_log_set_quiet(true);
+        ok = ok && mt_io_source_acquire(src, 2, 6, &v) == MT_OK;
+        ok = ok && view_matches(2 * N_EXPERTS + 6, &v);
+        mt_log_set_quiet(false);
+        mt_io_source_stats(src, &s1);
+        if (ok) {
+            mt_io_source_release(src, 2, 6);
+        }
+        tap_ok(ok && s0.retries == 0 && s1.retries == 1,
+               "MT_IO_FAULT=2:*:1 binds to layer 2's first expert read (1:3 before it reads "
+               "clean: %llu retries), failing its first read once (%llu retries)",
+               (unsigned long long)s0.retries, (unsigned long long)s1.retries);
+        mt_io_source_destroy(src);
+    } else {
+        tap_ok(false, "a source under MT_IO_FAULT=2:*:1 opens: %s", mt_last_error());
+    }
+    /* a negative count is no fault spec: ignored with a warning, every expert reads */
+    setenv("MT_IO_FAULT", "2:5:-1", 1);
+    mt_log_set_quiet(true);
+    st[0] = mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
+    mt_log_set_quiet(false);
+    if (st[0] == MT_OK) {
+        st[1] = mt_io_source_acquire(src, 2, 5, &v);
+        tap_ok(st[1] == MT_OK && view_matches(2 * N_EXPERTS + 5, &v),
+               "MT_IO_FAULT=2:5:-1 is ignored: 2:5 reads (%s)",
+               st[1] == MT_OK ? "ok" : mt_last_error());
+        if (st[1] == MT_OK) {
+            mt_io_source_release(src, 2, 5);
+        }
+        mt_io_source_destroy(src);
+    } else {
+        tap_ok(false, "a source under MT_IO_FAULT=2:5:-1 opens: %s", mt_last_error());
+    }
+    unsetenv("MT_IO_FAULT");
 }
 
 static void
@@ -467,16 +814,26 @@ test_broken_wait(void)
            "waits): %s",
            mt_io_fault_fired(), mt_last_error());
     mt_io_fault_set(MT_IO_FAULT_NONE, 0, 0, 0);
+    struct mt_io_source_stats s0;
+    struct mt_io_source_stats s1;
+
+    mt_io_source_stats(src, &s0);
     mt_log_set_quiet(true);
     alarm(60);
     st = mt_io_source_acquire(src, 1, 1, &v);
     alarm(0);
     mt_log_set_quiet(false);
+    mt_io_source_stats(src, &s1);
     tap_ok(st == MT_ERR_IO && strstr(mt_last_error(), "layer 1 expert 1") != NULL &&
                strstr(mt_last_error(), "io_uring wait failed") != NULL &&
                strstr(mt_last_error(), "read 3 times") == NULL,
            "the broken source fails the next expert at once, with the same reason: %s",
            mt_last_error());
+    /* stats: bytes_read counts bytes that came from the files; none did for this expert */
+    tap_ok(s1.bytes_read == s0.bytes_read && s1.read_errors == s0.read_errors + 1,
+           "... reading no byte (bytes_read %llu -> %llu), one read error (%llu -> %llu)",
+           (unsigned long long)s0.bytes_read, (unsigned long long)s1.bytes_read,
+           (unsigned long long)s0.read_errors, (unsigned long long)s1.read_errors);
     alarm(60);
     mt_io_source_destroy(src); /* waits for the read the broken wait left in the ring */
     alarm(0);
@@ -591,6 +948,35 @@ test_prefetch_kept(void)
            "a prefetched expert is kept over one already used: its acquire is a hit (%llu hits, "
            "%llu misses more)",
            (unsigned long long)(s1.hits - s0.hits), (unsigned long long)(s1.misses - s0.misses));
+    mt_io_source_destroy(src);
+
+    /* once acquired, a prefetched expert is an ordinary one: in a fresh 2-slot cache, A
+     * prefetched then acquired once, B acquired once after it, C's acquire evicts A (the
+     * lower score), so A's next acquire is a miss */
+    if (mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src) != MT_OK) {
+        tap_bail_out("cannot open the prefetch test's second source");
+    }
+    b = 2; /* A = 1:2, B = 1:5, C = 1:6 */
+    mt_io_source_prefetch(src, 1, &b, 1);
+    ok = mt_io_source_wait(src, 1, 2) == MT_OK;
+    for (int i = 0; i < 3 && ok; i++) {
+        static const int abc[3] = {2, 5, 6};
+
+        ok = mt_io_source_acquire(src, 1, abc[i], &v) == MT_OK;
+        if (ok) {
+            mt_io_source_release(src, 1, abc[i]);
+        }
+    }
+    mt_io_source_stats(src, &s0);
+    ok = ok && mt_io_source_acquire(src, 1, 2, &v) == MT_OK && view_matches(1 * N_EXPERTS + 2, &v);
+    mt_io_source_stats(src, &s1);
+    if (ok) {
+        mt_io_source_release(src, 1, 2);
+    }
+    tap_ok(ok && s1.misses == s0.misses + 1,
+           "an acquired prefetch is no longer kept over others: evicted by its score (%llu misses, "
+           "%llu hits more)",
+           (unsigned long long)(s1.misses - s0.misses), (unsigned long long)(s1.hits - s0.hits));
     mt_io_source_destroy(src);
 }
 
@@ -715,6 +1101,15 @@ test_store(void)
         tap_ok(s.file_bytes[0] > 0 && s.file_bytes[1] > 0,
                "both store files were read (%llu and %llu bytes)",
                (unsigned long long)s.file_bytes[0], (unsigned long long)s.file_bytes[1]);
+        /* part_len: the part's bytes, 0 for an absent expert and for any index out of range */
+        tap_ok(mt_io_source_part_len(src, 1, 0, MT_IO_PART_UP) ==
+                       descs[N_EXPERTS].part[MT_IO_PART_UP].len &&
+                   mt_io_source_part_len(src, 0, 0, MT_IO_PART_UP) == 0 &&
+                   mt_io_source_part_len(src, 1, 0, MT_IO_N_PARTS) == 0 &&
+                   mt_io_source_part_len(src, 1, 0, -1) == 0 &&
+                   mt_io_source_part_len(src, 1, N_EXPERTS, 0) == 0 &&
+                   mt_io_source_part_len(src, N_LAYERS, 0, 0) == 0,
+               "part_len gives a part's bytes, 0 for an absent expert or an index out of range");
         mt_io_source_destroy(src);
     } else {
         tap_ok(false, "the store opens: %s", mt_last_error());
@@ -728,7 +1123,26 @@ test_store(void)
     tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "in the order") != NULL,
            "store files given in the wrong order are refused: %s", mt_last_error());
     st = open_store_quiet(sp, 1, hash, false, &src);
-    tap_ok(st == MT_ERR_FORMAT, "one file of a two-file store is refused: %s", mt_last_error());
+    tap_ok(st == MT_ERR_FORMAT &&
+               strstr(mt_last_error(), "is file 1 of 2, given as file 1 of 1") != NULL &&
+               strstr(mt_last_error(), "give every file of the store") != NULL,
+           "one file of a two-file store is refused, naming the count: %s", mt_last_error());
+    {
+        /* io/store.c: a store has 1..MT_IO_MAX_FILES files; the count is checked before any */
+        static const char *many[MT_IO_MAX_FILES + 1];
+        struct mt_io_store *s0 = NULL;
+
+        for (int i = 0; i <= MT_IO_MAX_FILES; i++) {
+            many[i] = "/nonexistent-moetier-store";
+        }
+        st = mt_io_store_open(sp, 0, hash, &s0);
+        tap_ok(st == MT_ERR_INVAL && s0 == NULL, "a store of 0 files is refused: %s",
+               st == MT_OK ? "opened" : mt_last_error());
+        st = mt_io_store_open(many, MT_IO_MAX_FILES + 1, hash, &s0);
+        tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "1..1024 files") != NULL,
+               "a store of %d files is refused by count: %s", MT_IO_MAX_FILES + 1,
+               mt_last_error());
+    }
 
     /* truncated: the last 4 KiB of file 1 cut off */
     copy_file(store[0], other[0], 0);
@@ -782,6 +1196,27 @@ test_store(void)
     if (fd >= 0) {
         close(fd);
     }
+    /* ... and without verify: a store's CRC32C is always checked (io/expert_source.h) */
+    if (open_store_quiet(op, N_FILES, hash, false, &src) == MT_OK) {
+        int corrupt = 0;
+
+        mt_log_set_quiet(true);
+        for (int k = N_EXPERTS; k < N_KEYS; k++) {
+            struct mt_io_expert_view v;
+
+            st = mt_io_source_acquire(src, k / N_EXPERTS, k % N_EXPERTS, &v);
+            corrupt += st == MT_ERR_FORMAT && strstr(mt_last_error(), "CRC32C mismatch") != NULL;
+            if (st == MT_OK) {
+                mt_io_source_release(src, k / N_EXPERTS, k % N_EXPERTS);
+            }
+        }
+        mt_log_set_quiet(false);
+        tap_ok(corrupt == 1, "without verify, the flipped bit is caught by the CRC32C too (%d "
+                             "caught)", corrupt);
+        mt_io_source_destroy(src);
+    } else {
+        tap_ok(false, "the bit-flipped store opens without verify");
+    }
     if (open_store_quiet(op, N_FILES, hash, true, &src) == MT_OK) {
         int corrupt = 0;
         int good = 0;
@@ -822,9 +1257,11 @@ test_store(void)
  */
 enum {
     F_VERSION, F_HEADER_CRC, F_INDEX_OFF, F_DATA_OFF_LOW, F_DATA_OFF_ODD, F_TOO_LONG, F_STORE_ID,
-    F_INDEX_CRC, F_ENTRY = 100, E_FILE = F_ENTRY, E_FILE_HUGE, E_OFF_ODD, E_LEN_ODD, E_OFF_LOW,
+    F_INDEX_CRC, F_MAGIC, F_HEADER_BYTES, F_INDEX_BYTES, F_NO_LAYERS, F_HUGE, F_INDEX_CUT,
+    F_INDEX_FLIP, F_SHAPE,
+    F_ENTRY = 100, E_FILE = F_ENTRY, E_FILE_HUGE, E_OFF_ODD, E_LEN_ODD, E_OFF_LOW,
     E_PAST_END,
-    E_PART_ODD, E_PART_PAST
+    E_PART_ODD, E_PART_PAST, E_SHORT_FILE, E_WRAP, E_PART_BEYOND, E_LAST_KEY
 };
 
 static const struct {
@@ -840,6 +1277,14 @@ static const struct {
     {F_TOO_LONG, "4 KiB appended to file 2", "is too long"},
     {F_STORE_ID, "file 2 from another pack (store_id)", "different packs; give the files of"},
     {F_INDEX_CRC, "file 2 with another index CRC", "different packs; give the files of"},
+    {F_MAGIC, "magic MTSTORE2", "no MTSTORE1 header"},
+    {F_HEADER_BYTES, "header_bytes 8192", "corrupt header"},
+    {F_INDEX_BYTES, "index_bytes one entry short", "corrupt header"},
+    {F_NO_LAYERS, "0 layers (and an empty index)", "corrupt header"},
+    {F_HUGE, "2^24 + 2 experts (a 2 GB index)", "corrupt header"},
+    {F_INDEX_CUT, "file 1 cut inside its index (file_bytes too)", "is truncated: it ends at 4196"},
+    {F_INDEX_FLIP, "a flipped bit in the index (its CRC not updated)", "corrupt index"},
+    {F_SHAPE, "file 2 with 6 layers x 4 experts (same index size)", "different packs"},
     {E_FILE, "an entry in file 3 of 2", "out of bounds"},
     {E_FILE_HUGE, "an entry in file 2^32 of 2", "out of bounds"},
     {E_OFF_ODD, "an entry offset off 4 KiB alignment", "out of bounds"},
@@ -848,6 +1293,10 @@ static const struct {
     {E_PAST_END, "the last extent 4 KiB past the end", "out of bounds"},
     {E_PART_ODD, "a part offset off 4 KiB alignment", "out of bounds"},
     {E_PART_PAST, "a part one byte longer than its extent", "out of bounds"},
+    {E_SHORT_FILE, "a 4 KiB extent in file 3 of 2", "out of bounds"},
+    {E_WRAP, "an extent whose end wraps past 2^64", "out of bounds"},
+    {E_PART_BEYOND, "a part starting 4 KiB past its extent's end", "out of bounds"},
+    {E_LAST_KEY, "the last key's entry (2:7) in file 3 of 2", "layer 2 expert 7 is out"},
 };
 
 static bool
@@ -902,6 +1351,27 @@ forge(int what, unsigned char **b, size_t *n)
     case F_DATA_OFF_ODD: h[0]->data_off += 512; break;
     case F_TOO_LONG: memset(b[1] + n[1], 0, 4096); n[1] += 4096; break;
     case F_STORE_ID: h[1]->store_id ^= 1; break;
+    case F_MAGIC: h[0]->magic[7] = '2'; break;
+    case F_HEADER_BYTES: h[0]->header_bytes = 8192; break;
+    case F_INDEX_BYTES: /* in both files, each index CRC taken over the shorter index */
+        h[0]->index_bytes -= sizeof(struct mt_io_store_entry);
+        h[1]->index_bytes = h[0]->index_bytes;
+        break;
+    case F_NO_LAYERS: /* consistent otherwise: no index, whose CRC is that of no bytes */
+        h[0]->n_layers = h[1]->n_layers = 0;
+        h[0]->index_bytes = h[1]->index_bytes = 0;
+        break;
+    case F_HUGE: /* the index size and data_off agree with the count: only the limit refuses it */
+        h[0]->n_experts = (1u << 24) / N_LAYERS + 1;
+        h[0]->index_bytes = (uint64_t)N_LAYERS * h[0]->n_experts * sizeof(struct mt_io_store_entry);
+        h[0]->data_off = (h[0]->index_off + h[0]->index_bytes + 4095) / 4096 * 4096;
+        break;
+    case F_INDEX_CUT: n[0] = 4096 + 100; h[0]->file_bytes = n[0]; break; /* size matches header */
+    case F_INDEX_FLIP: /* entry 0's CRC field, in both files: the files still agree */
+        b[0][h[0]->index_off + 4] ^= 1;
+        b[1][h[1]->index_off + 4] ^= 1;
+        break;
+    case F_SHAPE: h[1]->n_layers = 2 * N_LAYERS; h[1]->n_experts = N_EXPERTS / 2; break;
     default: break;
     }
     for (int f = 0; f < N_FILES && what >= F_ENTRY; f++) {
@@ -922,6 +1392,10 @@ forge(int what, unsigned char **b, size_t *n)
         case E_PAST_END: e->len += 4096; break;
         case E_PART_ODD: e->part_off[p] += 512; e->part_len[p] = 1; break;
         case E_PART_PAST: e->part_len[p] = e->len - e->part_off[p] + 1; break;
+        case E_SHORT_FILE: e->len = 4096; e->file = N_FILES; break;
+        case E_WRAP: e->off = UINT64_MAX - 4095; break; /* 4 KiB aligned; off + len wraps */
+        case E_PART_BEYOND: e->part_off[p] = e->len + 4096; e->part_len[p] = 1; break;
+        case E_LAST_KEY: ix[N_KEYS - 1].file = N_FILES; break;
         default: break;
         }
         iw = h[f]->index_bytes;
@@ -929,6 +1403,9 @@ forge(int what, unsigned char **b, size_t *n)
     for (int f = 0; f < N_FILES; f++) {
         if (what >= F_ENTRY) {
             h[f]->index_crc = mt_crc32c(0, b[f] + h[f]->index_off, iw);
+        }
+        if (what == F_INDEX_BYTES || what == F_NO_LAYERS) {
+            h[f]->index_crc = mt_crc32c(0, b[f] + h[f]->index_off, h[f]->index_bytes);
         }
         if (what == F_INDEX_CRC && f == 1) {
             h[f]->index_crc ^= 1;
@@ -1028,6 +1505,7 @@ test_store_forged(void)
             /* each message names the reason and what to do ("repack", or "give the files") */
             tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), forged[c - 1].phrase) != NULL &&
                        (strstr(mt_last_error(), "repack with moetier pack") != NULL ||
+                        strstr(mt_last_error(), "make one with moetier pack") != NULL ||
                         strstr(mt_last_error(), "give the files") != NULL),
                    "forged store, %s: refused: %s", forged[c - 1].name,
                    st == MT_OK ? "opened" : mt_last_error());
@@ -1054,6 +1532,85 @@ test_store_forged(void)
         st = mt_io_store_writer_create(op, N_FILES, hash, N_LAYERS, N_EXPERTS, none, &w);
         tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "no routed expert") != NULL,
                "writer: a store with no expert is refused: %s", mt_last_error());
+        {
+            /* only "<name>.partial" clashes: a name that merely extends another is fine */
+            char longer[600];
+            const char *lp[2] = {other[0], longer};
+
+            snprintf(longer, sizeof(longer), "%s1", other[0]);
+            st = mt_io_store_writer_create(lp, 2, hash, N_LAYERS, N_EXPERTS, lens, &w);
+            tap_ok(st == MT_OK, "writer: files named X and X1 are accepted: %s",
+                   st == MT_OK ? "ok" : mt_last_error());
+            if (st == MT_OK) {
+                mt_io_store_writer_destroy(w);
+            }
+        }
+        {
+            /* io/store.h: a name that is a directory, or a link to one, is refused before
+             * anything is created (rename would fail only at the very end) */
+            char dlink[600];
+            const char *dp[2] = {dir, other[1]};
+            const char *lp[2] = {dlink, other[1]};
+            mt_status_t st0;
+            bool msg0;
+
+            st0 = mt_io_store_writer_create(dp, 2, hash, N_LAYERS, N_EXPERTS, lens, &w);
+            msg0 = strstr(mt_last_error(), "is a directory, not a regular file") != NULL;
+            if (st0 == MT_OK) {
+                mt_io_store_writer_destroy(w);
+            }
+            snprintf(dlink, sizeof(dlink), "%s.dirlink", other[0]);
+            unlink(dlink);
+            if (symlink(dir, dlink) == 0) {
+                st = mt_io_store_writer_create(lp, 2, hash, N_LAYERS, N_EXPERTS, lens, &w);
+                tap_ok(st0 == MT_ERR_INVAL && msg0 && st == MT_ERR_INVAL &&
+                           strstr(mt_last_error(), "symbolic link to a directory") != NULL,
+                       "writer: a directory, or a link to one, is refused as a store name: %s",
+                       mt_last_error());
+                if (st == MT_OK) {
+                    mt_io_store_writer_destroy(w);
+                }
+                unlink(dlink);
+            } else {
+                tap_ok(false, "symlink %s", dlink);
+            }
+        }
+        {
+            /* io/store.c: "a store needs 1..N files and at least one expert", checked first */
+            mt_status_t st0 = mt_io_store_writer_create(op, N_FILES, hash, 0, N_EXPERTS, lens, &w);
+            const bool msg0 = strstr(mt_last_error(), "at least one expert") != NULL;
+            mt_status_t st1 = mt_io_store_writer_create(op, N_FILES, hash, -1, N_EXPERTS, lens, &w);
+
+            tap_ok(st0 == MT_ERR_INVAL && msg0 && st1 == MT_ERR_INVAL &&
+                       strstr(mt_last_error(), "at least one expert") != NULL,
+                   "writer: 0 or -1 layers are refused as such: %s", mt_last_error());
+        }
+        {
+            /* space is reserved up front (io/store.h), so no room fails create, not a later
+             * put: a file size limit below the store makes posix_fallocate fail with EFBIG */
+            struct rlimit old;
+            struct rlimit small;
+            char partial[600];
+
+            getrlimit(RLIMIT_FSIZE, &old);
+            small = old;
+            small.rlim_cur = 64 << 10;
+            signal(SIGXFSZ, SIG_IGN);
+            setrlimit(RLIMIT_FSIZE, &small);
+            mt_log_set_quiet(true);
+            st = mt_io_store_writer_create(op, N_FILES, hash, N_LAYERS, N_EXPERTS, lens, &w);
+            mt_log_set_quiet(false);
+            setrlimit(RLIMIT_FSIZE, &old);
+            signal(SIGXFSZ, SIG_DFL);
+            snprintf(partial, sizeof(partial), "%s.partial", other[0]);
+            tap_ok(st == MT_ERR_IO && strstr(mt_last_error(), "cannot reserve") != NULL &&
+                       access(partial, F_OK) != 0,
+                   "writer: no room for the store fails create, leaving no .partial: %s",
+                   st == MT_OK ? "created" : mt_last_error());
+            if (st == MT_OK) {
+                mt_io_store_writer_destroy(w);
+            }
+        }
         st = mt_io_store_writer_create(op, N_FILES, hash, N_LAYERS, N_EXPERTS, lens, &w);
         if (st == MT_OK) {
             /* layer 0 holds no routed expert; layer N_LAYERS does not exist */
@@ -1071,6 +1628,50 @@ test_store_forged(void)
             tap_ok(false, "writer for the misuse checks: %s", mt_last_error());
             tap_ok(false, "writer: finish before every expert is put");
         }
+    }
+    /* io/store.h: a symbolic link to a regular file is followed (the file it names becomes the
+     * store, the link stays); a "<path>.partial" that is a symbolic link is refused, left alone */
+    {
+        char target[600];
+        char partial[600];
+        char tgt[600] = "";
+        struct stat sb;
+        const char *tp[N_FILES] = {target, other[1]};
+        bool ok;
+
+        unlink(other[0]);
+        unlink(other[1]);
+        snprintf(target, sizeof(target), "%s.target", other[0]);
+        write_file(target, "old", 3);
+        ok = symlink(target, other[0]) == 0;
+        st = ok ? pack(op, N_FILES, hash, -1) : MT_ERR_INTERNAL;
+        ok = ok && st == MT_OK && lstat(other[0], &sb) == 0 && S_ISLNK(sb.st_mode) &&
+             readlink(other[0], tgt, sizeof(tgt) - 1) == (ssize_t)strlen(target) &&
+             strcmp(tgt, target) == 0 && mt_io_store_open(tp, N_FILES, hash, &s) == MT_OK;
+        tap_ok(ok, "writer: a name that is a link to a regular file: the file becomes the store, "
+                   "the link stays: %s", st == MT_OK ? "ok" : mt_last_error());
+        mt_io_store_close(s);
+        s = NULL;
+        unlink(other[0]);
+        unlink(other[1]);
+        unlink(target);
+        snprintf(partial, sizeof(partial), "%s.partial", other[0]);
+        ok = symlink("/nonexistent-moetier-partial", partial) == 0;
+        {
+            uint64_t lens[N_KEYS * MT_IO_N_PARTS];
+            struct mt_io_store_writer *w = NULL;
+
+            part_lens(lens);
+            st = mt_io_store_writer_create(op, N_FILES, hash, N_LAYERS, N_EXPERTS, lens, &w);
+            if (st == MT_OK) {
+                mt_io_store_writer_destroy(w);
+            }
+        }
+        tap_ok(ok && st == MT_ERR_INVAL && strstr(mt_last_error(), "not replacing it") != NULL &&
+                   lstat(partial, &sb) == 0 && S_ISLNK(sb.st_mode),
+               "writer: a .partial that is a symbolic link is refused and left alone: %s",
+               st == MT_OK ? "created" : mt_last_error());
+        unlink(partial);
     }
     /* the final name turned into a symbolic link during the pack: not replaced */
     unlink(other[0]);
@@ -1096,6 +1697,18 @@ test_store_forged(void)
     st = mt_io_store_open(op, N_FILES, hash, &s);
     tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "too short for a header") != NULL,
            "an 8-byte file is refused as too short for a header: %s", mt_last_error());
+    /* a FIFO is refused at once for what it is (io/store.c: an open would block on it) */
+    unlink(other[0]);
+    if (mkfifo(other[0], 0600) == 0) {
+        st = mt_io_store_open(op, N_FILES, hash, &s);
+        tap_ok(st == MT_ERR_IO && strstr(mt_last_error(), "is a FIFO (named pipe), not a regular "
+                                                          "file") != NULL,
+               "a FIFO given as a store file is refused as not a regular file: %s",
+               st == MT_OK ? "opened" : mt_last_error());
+        mt_io_store_close(st == MT_OK ? s : NULL);
+    } else {
+        tap_ok(false, "mkfifo %s", other[0]);
+    }
     for (int f = 0; f < N_FILES; f++) {
         free(orig[f]);
         unlink(other[f]);
@@ -1192,6 +1805,10 @@ test_cache_threads(void)
         mt_io_source_stats(src, &s);
         tap_ok(st == MT_OK && s.hits == 1 && s.bytes_read == 0,
                "a pinned expert survived the storm: acquired without a read");
+        /* reset: the peak starts again from the slots in use now (all 6, after the storm) */
+        tap_ok(s.peak_used_bytes == (uint64_t)s.n_slots * s.slot_bytes,
+               "after a stats reset the peak is the slots in use (%llu bytes, %u slots)",
+               (unsigned long long)s.peak_used_bytes, s.n_slots);
         if (st == MT_OK) {
             mt_io_source_release(src, 1, 0);
         }
@@ -1308,6 +1925,10 @@ main(void)
         mt_io_source_destroy(src);
     }
     test_modes();
+    test_sizing();
+    test_pin_rules();
+    test_wait_not_counted();
+    test_fault_env();
     test_faults();
     test_broken_wait();
     test_cut_after_open();

@@ -338,8 +338,8 @@ __wrap_io_uring_submit(struct io_uring *ring)
 
 /*
  * __io_uring_get_cqe (the waiting half of io_uring_wait_cqe) is wrapped too: while eintr_waits
- * lasts, a wait returns -EINTR, as when a signal lands, after writing the pipe the pending read
- * waits on, so that the wait tried again finds its completion.
+ * lasts, a wait returns -eintr_errno (EINTR, as when a signal lands, or EAGAIN), after writing
+ * the pipe the pending read waits on, so that the wait tried again finds its completion.
  */
 struct io_uring_cqe;
 int __real___io_uring_get_cqe(struct io_uring *ring, struct io_uring_cqe **cqe_ptr,
@@ -347,6 +347,7 @@ int __real___io_uring_get_cqe(struct io_uring *ring, struct io_uring_cqe **cqe_p
 int __wrap___io_uring_get_cqe(struct io_uring *ring, struct io_uring_cqe **cqe_ptr,
                               unsigned submit, unsigned wait_nr, void *sigmask);
 static int eintr_waits;
+static int eintr_errno = EINTR;
 static int eintr_fd = -1;
 static const unsigned char *eintr_bytes;
 
@@ -359,14 +360,15 @@ __wrap___io_uring_get_cqe(struct io_uring *ring, struct io_uring_cqe **cqe_ptr, 
         if (write(eintr_fd, eintr_bytes, KB16) != (ssize_t)KB16) {
             return -EIO;
         }
-        return -EINTR;
+        return -eintr_errno;
     }
     return __real___io_uring_get_cqe(ring, cqe_ptr, submit, wait_nr, sigmask);
 }
 
-/* A wait interrupted by a signal (-EINTR) is waited again: the read completes, nothing fails. */
+/* A wait interrupted by a signal (-EINTR), or refused for now (-EAGAIN), is waited again: the
+ * read completes, nothing fails. */
 static void
-test_wait_eintr(const unsigned char *want)
+test_wait_eintr(const unsigned char *want, int err)
 {
     struct mt_io_slots t;
     unsigned char *buf = NULL;
@@ -383,7 +385,8 @@ test_wait_eintr(const unsigned char *want)
     }
     ret = mt_io_slots_ring(&t);
     if (ret < 0) {
-        tap_ok(true, "an interrupted wait # SKIP io_uring unavailable: %s", strerror(-ret));
+        tap_ok(true, "an interrupted wait (%s) # SKIP io_uring unavailable: %s",
+               err == EINTR ? "EINTR" : "EAGAIN", strerror(-ret));
         mt_io_slots_fini(&t);
         close(fds[1]);
     } else {
@@ -393,10 +396,12 @@ test_wait_eintr(const unsigned char *want)
         eintr_fd = fds[1];
         eintr_bytes = want;
         eintr_waits = 1;
+        eintr_errno = err;
         ok = ok && mt_io_slots_next(&t, &i, &res) == MT_OK && eintr_waits == 0;
         eintr_waits = 0;
         ok = ok && i == a && res == (int)KB16 && memcmp(buf, want, KB16) == 0;
-        tap_ok(ok, "a wait interrupted by a signal is waited again, and the read completes");
+        tap_ok(ok, "a wait that returns %s is waited again, and the read completes",
+               err == EINTR ? "EINTR (a signal)" : "EAGAIN");
         mt_io_slots_finish(&t, a);
         close(fds[1]); /* a read still in flight on the pipe ends now, at end of file */
         mt_io_slots_fini(&t);
@@ -510,7 +515,7 @@ main(void)
     unsigned char *want = malloc(FILE_BYTES);
     int fd;
 
-    tap_plan(20);
+    tap_plan(21);
     test_rules();
 
     snprintf(path, sizeof(path), "%s/slots.bin", dir);
@@ -524,7 +529,8 @@ main(void)
     close(fd);
     test_ring(path, want);
     test_short(want);
-    test_wait_eintr(want);
+    test_wait_eintr(want, EINTR);
+    test_wait_eintr(want, EAGAIN);
     test_dead(path, want);
     test_transient(path, want);
 
