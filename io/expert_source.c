@@ -352,9 +352,10 @@ plan_checkpoint(struct mt_io_source *src, const struct mt_io_expert_desc *descs)
                 continue;
             }
             if (x->file < 0 || x->file >= src->n_files) {
-                st = mt_fail(MT_ERR_INVAL, 0, "layer %u expert %u: part %d names file %d of %d",
-                             k / (unsigned)src->n_experts, k % (unsigned)src->n_experts, p,
-                             x->file, src->n_files);
+                st = mt_fail(MT_ERR_INVAL, 0,
+                             "layer %u expert %u: part %d names file %d, but the source has "
+                             "files 0 to %d", k / (unsigned)src->n_experts,
+                             k % (unsigned)src->n_experts, p, x->file, src->n_files - 1);
                 break;
             }
             if (x->off + x->len < x->off || x->off + x->len > fsize[x->file]) {
