@@ -823,7 +823,7 @@ test_learned_apply(void)
     struct mt_model_sizes sz;
     struct mt_hwprofile hw;
     struct mt_plan_budget b;
-    struct mt_plan *p[4] = {NULL, NULL, NULL, NULL};
+    struct mt_plan *p[5] = {NULL, NULL, NULL, NULL, NULL};
     mt_status_t st;
 
     mt_config_default_v32(&cfg);
@@ -850,6 +850,14 @@ test_learned_apply(void)
     st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &p[2]) : st;
     hw.gpu.present = false;
     st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &p[3]) : st;
+    hw.gpu.present = true;
+    hw.learned.reports = 2;
+    hw.learned.cpu_expert_eff = 5;
+    hw.learned.disk_eff = 0.001;
+    hw.learned.gpu_eff = 5;
+    hw.learned.cpu_prefill_eff = 0.001;
+    hw.learned.gpu_prefill_eff = 5;
+    st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &p[4]) : st;
     if (st != MT_OK) {
         tap_ok(false, "plans with learned efficiencies: %s", mt_last_error());
         goto out;
@@ -875,6 +883,13 @@ test_learned_apply(void)
            "prefill CPU %.3f GPU %.3f",
            MT_PLAN_LEARNED_EFF_MAX, p[2]->budget.cpu_eff, p[2]->disk_eff, p[2]->gpu_eff,
            p[2]->cpu_prefill_eff, p[2]->gpu_prefill_eff);
+    tap_ok(p[4]->budget.cpu_eff == MT_PLAN_LEARNED_EFF_MAX &&
+               strcmp(p[4]->cpu_eff_source, "learned: 2 run reports") == 0 &&
+               p[4]->disk_eff == 0.01 && p[4]->gpu_eff == MT_PLAN_LEARNED_EFF_MAX &&
+               p[4]->cpu_prefill_eff == 0.01 && p[4]->gpu_prefill_eff == MT_PLAN_LEARNED_EFF_MAX,
+           "... and from the other side: CPU %.3f, disk %.3f, GPU %.3f, prefill CPU %.3f GPU %.3f",
+           p[4]->budget.cpu_eff, p[4]->disk_eff, p[4]->gpu_eff, p[4]->cpu_prefill_eff,
+           p[4]->gpu_prefill_eff);
     tap_ok(p[2]->host_layer_ms == 0.7 && p[3]->host_layer_ms == 0,
            "the learned host wait is taken with a GPU (%.2f ms), not without one (%.2f)",
            p[2]->host_layer_ms, p[3]->host_layer_ms);
@@ -891,7 +906,7 @@ test_learned_apply(void)
            st == MT_OK ? "" : mt_last_error());
     mt_plan_destroy(back);
 out:
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         mt_plan_destroy(p[i]);
     }
 }
