@@ -308,6 +308,11 @@ test_sampling_paths(void)
     tap_ok(st == MT_OK && fabs(sf - 0.010) < 1e-12,
            "sampled: a GPU expert of 1 TFLOP at 100 TFLOPS takes %.3f ms (its 1 GB read: 1 ms)",
            sf * 1e3);
+    /* an average over no tokens is no answer: refused, the output untouched */
+    sf = -1;
+    st = mt_plan_problem_sample(&pb, g1, 0, &sf);
+    tap_ok(st == MT_ERR_INVAL && sf == -1, "sampling 0 tokens is refused: %s",
+           st == MT_OK ? "accepted" : mt_last_error());
 }
 
 static void
