@@ -441,6 +441,69 @@ test_evaluate_checks(void)
     tap_ok(st == MT_OK && fabs(s - 1e9 / 1e11) < 1e-12 && mt_plan_slots(-1e9, 1e9) == 0,
            "a negative GPU capacity holds no expert and refuses none off the GPU (%.3f ms)",
            s * 1e3);
+
+    /* the GPU budget's edge: 2 GPU experts fit 2 slots, a third is one too many */
+    {
+        double p3[3] = {0.5, 0.5, 0.5};
+        uint8_t gg[3] = {MT_TIER_GPU, MT_TIER_GPU, MT_TIER_DRAM_CPU};
+        uint8_t ggg[3] = {MT_TIER_GPU, MT_TIER_GPU, MT_TIER_GPU};
+        mt_status_t st2;
+
+        memset(&pb, 0, sizeof(pb));
+        pb.n_layers = 1;
+        pb.n_experts = 3;
+        pb.prob = p3;
+        pb.expert_bytes = 1e9;
+        pb.gpu_capacity = 2e9;
+        pb.dram_capacity = 1e9;
+        pb.rate[MT_SRC_GPU_MEM] = 1e12;
+        pb.rate[MT_SRC_CPU_MEM] = 1e11;
+        pb.batch = 1;
+        st = mt_plan_problem_evaluate(&pb, gg, &s, NULL, NULL);
+        st2 = mt_plan_problem_evaluate(&pb, ggg, &s, NULL, NULL);
+        tap_ok(st == MT_OK && st2 == MT_ERR_INVAL && strstr(mt_last_error(), "GPU budget") != NULL,
+               "evaluate takes 2 GPU experts in a 2-expert budget, refuses 3: %s",
+               mt_last_error());
+    }
+}
+
+/*
+ * The host wait of a step (planner.h, host_layer_s) is charged with the probability that the
+ * step uses an off-GPU expert of the layer: for a step of b tokens each choosing an expert of
+ * probability p, 1 - (1 - p)^b. One layer, a GPU expert and a DRAM_CPU one of p 0.5 each: the
+ * wait adds 0.5 of host_layer_s to a decode token, 1 - 0.5^4 = 0.9375 of it to a batch of 4.
+ */
+static void
+test_host_wait_batch(void)
+{
+    double p2[2] = {0.5, 0.5};
+    uint8_t t[2] = {MT_TIER_GPU, MT_TIER_DRAM_CPU};
+    struct mt_plan_problem pb;
+    double add[2] = {0, 0};
+    mt_status_t st = MT_OK;
+
+    memset(&pb, 0, sizeof(pb));
+    pb.n_layers = 1;
+    pb.n_experts = 2;
+    pb.prob = p2;
+    pb.expert_bytes = 1e9;
+    pb.gpu_capacity = 1e9;
+    pb.dram_capacity = 1e9;
+    pb.rate[MT_SRC_GPU_MEM] = 1e12;
+    pb.rate[MT_SRC_CPU_MEM] = 1e11;
+    for (int i = 0; i < 2 && st == MT_OK; i++) {
+        double s0 = 0, s1 = 0;
+
+        pb.batch = i == 0 ? 1 : 4;
+        pb.host_layer_s = 0;
+        st = mt_plan_problem_evaluate(&pb, t, &s0, NULL, NULL);
+        pb.host_layer_s = 1e-3;
+        st = st == MT_OK ? mt_plan_problem_evaluate(&pb, t, &s1, NULL, NULL) : st;
+        add[i] = s1 - s0;
+    }
+    tap_ok(st == MT_OK && fabs(add[0] - 0.5e-3) < 1e-12 && fabs(add[1] - 0.9375e-3) < 1e-12,
+           "a 1 ms host wait adds %.4f ms to a token (0.5), %.4f ms to a batch of 4 (1 - 0.5^4)",
+           add[0] * 1e3, add[1] * 1e3);
 }
 
 /*
@@ -2949,6 +3012,7 @@ main(void)
     test_sampling();
     test_sampling_paths();
     test_evaluate_checks();
+    test_host_wait_batch();
     test_nvme_prefill();
     test_keep_storage_modes();
     test_v32_plans();
