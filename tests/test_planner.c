@@ -1098,6 +1098,12 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
         {"\"fp8\": true", 0, "\"fp8\": 1", NULL, NULL, "field 'model.fp8' must be true or false"},
         /* each layer once */
         {"\"layer\": 4,", 0, "\"layer\": 3,", NULL, NULL, "layer 3 listed twice"},
+        /* layers are numbered 0 to num_hidden_layers - 1: 61 is one past V3.2's last */
+        {"\"layer\": 3,", 0, "\"layer\": 61,", NULL, NULL,
+         "field 'layers[].layer' must be an integer in [0, 60]"},
+        /* one code per expert: 257 for 256 experts is one too many */
+        {"\"tiers\": \"C", 0, "\"tiers\": \"CC", NULL, NULL,
+         "layer 3 'tiers' must be a string of 256 tier codes"},
         /* '-' marks a dense layer's slots, not an expert of a MoE layer */
         {"\"tiers\": \"C", 0, "\"tiers\": \"-", "\"prefill\": \"P", "\"prefill\": \"-",
          "layer 3 'tiers' has code '-' for expert 0 (want one of G C P N)"},
