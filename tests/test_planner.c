@@ -1212,6 +1212,17 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
            "a dims_hash of 16 hex digits and a Z is refused: %s",
            st == MT_OK ? "it loaded" : mt_last_error());
     mt_plan_destroy(back);
+    back = NULL;
+    /* the right hash in upper case is not the format either (it has letters: a to f) */
+    snprintf(repl, sizeof(repl), "\"dims_hash\": \"%016" PRIX64, plan->dims_hash);
+    patched = strcmp(find, repl) != 0 && mt_plan_save(plan, path) == MT_OK &&
+              patch_first(path, find, 0, repl);
+    st = mt_plan_load(path, &back);
+    tap_ok(patched && st == MT_ERR_FORMAT && back == NULL &&
+               strstr(mt_last_error(), "'model.dims_hash' must be 16 lowercase hex") != NULL,
+           "the dims_hash in upper case is refused: %s",
+           st == MT_OK ? "it loaded" : mt_last_error());
+    mt_plan_destroy(back);
 }
 
 /*
