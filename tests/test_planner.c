@@ -1226,6 +1226,44 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
 }
 
 /*
+ * A GPU whose FLOPs the profile does not give (gpu.bf16_tflops 0: "not modelled", planner.h) is
+ * still a GPU: its plan, with experts on it, loads back (plan_file.c check_budgets counts GPU
+ * room where hardware.hbm_gbps is not 0).
+ */
+static void
+test_plan_gpu_without_flops(void)
+{
+    struct mt_model_config cfg;
+    struct mt_model_sizes sz;
+    struct mt_hwprofile hw;
+    struct mt_plan_budget b;
+    struct mt_plan *plan = NULL;
+    struct mt_plan *back = NULL;
+    char path[512];
+    mt_status_t st;
+
+    mt_config_default_v32(&cfg);
+    st = mt_model_sizes_compute(&cfg, cfg.fp8, &sz);
+    mt_plan_budget_default(&b);
+    b.gpu_reserve_auto = false;
+    b.gpu_mem = sz.gpu_other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token + b.gpu_reserve +
+                100 * sz.routed_expert_bytes;
+    b.cpu_mem = (uint64_t)1 << 40;
+    make_profile(&hw, 1000, 100, 25, 7);
+    hw.gpu.bf16_tflops = 0;
+    st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan) : st;
+    snprintf(path, sizeof(path), "%s/plan-noflops.json", tap_tmpdir());
+    st = st == MT_OK ? mt_plan_save(plan, path) : st;
+    st = st == MT_OK ? mt_plan_load(path, &back) : st;
+    tap_ok(st == MT_OK && plan->gpu_tflops == 0 && plan->tier[MT_TIER_GPU].experts == 100 &&
+               back->tier[MT_TIER_GPU].experts == 100,
+           "a plan for a GPU without bf16_tflops, 100 experts on it, loads back%s%s",
+           st == MT_OK ? "" : ": ", st == MT_OK ? "" : mt_last_error());
+    mt_plan_destroy(back);
+    mt_plan_destroy(plan);
+}
+
+/*
  * A plan that streams every expert (no DRAM for experts) needs the CPU's DRAM rate to compute
  * what it streams in decode (plan_file.c, check_tier_rates): one edited to dram_gbps 0 is
  * refused, naming it.
@@ -3040,6 +3078,7 @@ main(void)
     test_host_wait();
     test_learned_apply();
     test_nvme_plan_rates();
+    test_plan_gpu_without_flops();
     test_cpu_plan_budgets();
     test_dram_copy_bus();
     test_cpu_prefill_model();
