@@ -1098,6 +1098,9 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
         {"\"fp8\": true", 0, "\"fp8\": 1", NULL, NULL, "field 'model.fp8' must be true or false"},
         /* each layer once */
         {"\"layer\": 4,", 0, "\"layer\": 3,", NULL, NULL, "layer 3 listed twice"},
+        /* a prompt step of no tokens: the planner writes at least one */
+        {"\"prefill_batch\": ", PATCH_VALUE, "\"prefill_batch\": 0", NULL, NULL,
+         "field 'budgets.prefill_batch' must be an integer in [1, "},
         /* layers are numbered 0 to num_hidden_layers - 1: 61 is one past V3.2's last */
         {"\"layer\": 3,", 0, "\"layer\": 61,", NULL, NULL,
          "field 'layers[].layer' must be an integer in [0, 60]"},
