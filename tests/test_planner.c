@@ -1324,6 +1324,46 @@ test_nvme_plan_rates(void)
 }
 
 /*
+ * A plan without a GPU for a model whose every layer is MoE (first_k_dense_replace 0) saves and
+ * loads back as it was made: the model field 0 (a valid value, planner.h), and no DRAM kept for
+ * the GPU engine's prompt buffers (host_work_bytes "0 without a GPU", planner.h).
+ */
+static void
+test_plan_file_cpu_all_moe(void)
+{
+    struct mt_model_config cfg;
+    struct mt_model_sizes sz;
+    struct mt_hwprofile hw;
+    struct mt_plan_budget b;
+    struct mt_plan *plan = NULL;
+    struct mt_plan *back = NULL;
+    char path[512];
+    mt_status_t st;
+
+    mt_config_default_v32(&cfg);
+    cfg.first_k_dense_replace = 0;
+    st = mt_model_sizes_compute(&cfg, cfg.fp8, &sz);
+    make_profile(&hw, 1000, 400, 25, 7);
+    hw.gpu.present = false;
+    hw.gpu.count = 0;
+    mt_plan_budget_default(&b);
+    b.cpu_mem = (uint64_t)1 << 40;
+    st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan) : st;
+    snprintf(path, sizeof(path), "%s/plan-all-moe.json", tap_tmpdir());
+    st = st == MT_OK ? mt_plan_save(plan, path) : st;
+    st = st == MT_OK ? mt_plan_load(path, &back) : st;
+    st = st == MT_OK ? mt_plan_check_model(back, path, &cfg, sz.routed_expert_bytes) : st;
+    tap_ok(st == MT_OK && plan->host_work_bytes == 0 && back->first_k_dense_replace == 0 &&
+               back->host_work_bytes == 0 && memcmp(back->tiers, plan->tiers, 61 * 256) == 0,
+           "a plan without a GPU for a model with no dense layer loads back: first_k_dense_replace "
+           "%d, prompt buffers %" PRIu64 " B%s%s",
+           st == MT_OK ? back->first_k_dense_replace : -1, st == MT_OK ? back->host_work_bytes : 0,
+           st == MT_OK ? "" : ": ", st == MT_OK ? "" : mt_last_error());
+    mt_plan_destroy(back);
+    mt_plan_destroy(plan);
+}
+
+/*
  * A plan without a GPU (hardware.hbm_gbps 0) keeps the always-on weights and the KV cache in DRAM
  * too, so what its experts may take is cpu_mem - cpu_reserve - always_on - kv (planner.c,
  * mt_plan_expert_room), and no GPU bytes; its file is checked in that accounting (plan_file.c,
@@ -3083,6 +3123,7 @@ main(void)
     test_nvme_plan_rates();
     test_plan_gpu_without_flops();
     test_cpu_plan_budgets();
+    test_plan_file_cpu_all_moe();
     test_dram_copy_bus();
     test_cpu_prefill_model();
     test_slot_balance();
