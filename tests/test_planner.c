@@ -1806,6 +1806,21 @@ test_v32_plans(void)
                        strstr(mt_last_error(), "layer 10 is MoE in the plan but dense") != NULL,
                    "a layer dense in the model but planned as MoE is rejected: %s",
                    mt_last_error());
+            /* and the other way: layer 0, dense in the plan, MoE in the model */
+            other = cfg;
+            other.layer_is_moe[0] = true;
+            tap_ok(back != NULL &&
+                       mt_plan_check_model(back, path, &other, sz.routed_expert_bytes) ==
+                           MT_ERR_FORMAT &&
+                       strstr(mt_last_error(), "layer 0 is dense in the plan but MoE") != NULL,
+                   "a layer MoE in the model but planned as dense is rejected: %s",
+                   mt_last_error());
+            /* the same fields, experts of another size (another dtype): another model */
+            tap_ok(back != NULL &&
+                       mt_plan_check_model(back, path, &cfg, sz.routed_expert_bytes + 1) ==
+                           MT_ERR_FORMAT &&
+                       strstr(mt_last_error(), "expert_bytes") != NULL,
+                   "a plan for experts of another size is rejected: %s", mt_last_error());
         }
         mt_plan_destroy(back);
         back = NULL;
