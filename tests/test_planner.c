@@ -1196,6 +1196,17 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
            "a plan without hardware.gpu_eff loads it as 1 (%g)", st == MT_OK ? back->gpu_eff : -1);
     mt_plan_destroy(back);
     back = NULL;
+    /* a plan written before the GPU's prompt FLOPs were modelled has no gpu_prefill_eff (the
+       last hardware field): it loads as 0 (planner.h), not as an efficiency */
+    patched = plan->hbm_gbps > 0 && mt_plan_save(plan, path) == MT_OK &&
+              patch_first(path, ",\n  \"gpu_prefill_eff\": ", PATCH_VALUE, "");
+    st = mt_plan_load(path, &back);
+    tap_ok(patched && st == MT_OK && back->gpu_prefill_eff == 0,
+           "a plan without hardware.gpu_prefill_eff loads it as 0 (%g)%s%s",
+           st == MT_OK ? back->gpu_prefill_eff : -1, st == MT_OK ? "" : ": ",
+           st == MT_OK ? "" : mt_last_error());
+    mt_plan_destroy(back);
+    back = NULL;
     /* a prefill speed of null with an empty reason still says prefill is not modelled */
     patched = mt_plan_save(plan, path) == MT_OK &&
               patch_first(path, "\"prefill_tok_s\": ", PATCH_VALUE,
