@@ -891,7 +891,7 @@ test_learned_apply(void)
     struct mt_model_sizes sz;
     struct mt_hwprofile hw;
     struct mt_plan_budget b;
-    struct mt_plan *p[5] = {NULL, NULL, NULL, NULL, NULL};
+    struct mt_plan *p[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
     mt_status_t st;
 
     mt_config_default_v32(&cfg);
@@ -926,6 +926,8 @@ test_learned_apply(void)
     hw.learned.cpu_prefill_eff = 0.001;
     hw.learned.gpu_prefill_eff = 5;
     st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &p[4]) : st;
+    b.cpu_eff = 0.5; /* --cpu-eff 0.5: the user's choice beats the learned efficiency */
+    st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &p[5]) : st;
     if (st != MT_OK) {
         tap_ok(false, "plans with learned efficiencies: %s", mt_last_error());
         goto out;
@@ -958,6 +960,10 @@ test_learned_apply(void)
            "... and from the other side: CPU %.3f, disk %.3f, GPU %.3f, prefill CPU %.3f GPU %.3f",
            p[4]->budget.cpu_eff, p[4]->disk_eff, p[4]->gpu_eff, p[4]->cpu_prefill_eff,
            p[4]->gpu_prefill_eff);
+    tap_ok(p[5]->budget.cpu_eff == 0.5 && strcmp(p[5]->cpu_eff_source, "--cpu-eff") == 0 &&
+               p[5]->disk_eff == 0.01,
+           "--cpu-eff 0.5 is kept over a learned CPU efficiency: %.3f (%s)", p[5]->budget.cpu_eff,
+           p[5]->cpu_eff_source);
     tap_ok(p[2]->host_layer_ms == 0.7 && p[3]->host_layer_ms == 0,
            "the learned host wait is taken with a GPU (%.2f ms), not without one (%.2f)",
            p[2]->host_layer_ms, p[3]->host_layer_ms);
@@ -974,7 +980,7 @@ test_learned_apply(void)
            st == MT_OK ? "" : mt_last_error());
     mt_plan_destroy(back);
 out:
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 6; i++) {
         mt_plan_destroy(p[i]);
     }
 }
