@@ -1202,6 +1202,31 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
            "a plan without hardware.gpu_eff loads it as 1 (%g)", st == MT_OK ? back->gpu_eff : -1);
     mt_plan_destroy(back);
     back = NULL;
+    /* 'layers' must be an array: an object in its place is refused, not read as no layers */
+    {
+        static char text[1 << 20];
+        FILE *f = mt_plan_save(plan, path) == MT_OK ? fopen(path, "r") : NULL;
+        size_t n = f != NULL ? fread(text, 1, sizeof(text) - 1, f) : 0;
+        const char *a;
+        const char *z;
+
+        if (f != NULL) {
+            fclose(f);
+        }
+        text[n] = '\0';
+        a = strstr(text, "\"layers\": [");
+        z = a != NULL ? strstr(a, "\"prediction\":") : NULL;
+        patched = z != NULL &&
+                  patch_first(path, "\"layers\": [", (size_t)(z - a) - strlen("\"layers\": ["),
+                              "\"layers\": {}, ");
+        st = mt_plan_load(path, &back);
+        tap_ok(patched && st == MT_ERR_FORMAT && back == NULL &&
+                   strstr(mt_last_error(), "'layers' must be an array") != NULL,
+               "a plan whose 'layers' is an object is refused: %s",
+               st == MT_OK ? "it loaded" : mt_last_error());
+        mt_plan_destroy(back);
+        back = NULL;
+    }
     /* a plan written before the GPU's prompt FLOPs were modelled has no gpu_prefill_eff (the
        last hardware field): it loads as 0 (planner.h), not as an efficiency */
     patched = plan->hbm_gbps > 0 && mt_plan_save(plan, path) == MT_OK &&
