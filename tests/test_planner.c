@@ -388,6 +388,18 @@ test_budgets(void)
         random_problem(&pb, prob, 2, 7, false);
         tap_ok(mt_plan_problem_exhaustive(&pb, t, &s) == MT_ERR_INVAL,
                "exhaustive search refuses 14 experts");
+        /* (planner.h) "above 12 experts": 13 is one too many */
+        random_problem(&pb, prob, 1, 13, false);
+        tap_ok(mt_plan_problem_exhaustive(&pb, t, &s) == MT_ERR_INVAL,
+               "exhaustive search refuses 13 experts");
+        /* "or when nothing is feasible": no GPU or DRAM room, no disk */
+        random_problem(&pb, prob, 1, 2, false);
+        pb.gpu_capacity = 0;
+        pb.dram_capacity = 0;
+        pb.rate[MT_SRC_DISK] = 0;
+        tap_ok(mt_plan_problem_exhaustive(&pb, t, &s) == MT_ERR_INVAL &&
+                   strstr(mt_last_error(), "no feasible") != NULL,
+               "exhaustive search without a feasible assignment: %s", mt_last_error());
     }
 }
 
