@@ -447,6 +447,11 @@ test_evaluate_checks(void)
     tap_ok(mt_plan_problem_evaluate(&pb, cpu2, &s, NULL, NULL) == MT_ERR_INVAL,
            "a batch of 0 tokens is a malformed problem: %s", mt_last_error());
     pb.batch = 1;
+    pb.n_layers = 0;
+    tap_ok(mt_plan_problem_evaluate(&pb, cpu2, &s, NULL, NULL) == MT_ERR_INVAL &&
+               strstr(mt_last_error(), "empty or malformed") != NULL,
+           "a problem of no layers is empty: %s", mt_last_error());
+    pb.n_layers = 1;
     pb.gpu_capacity = -1e9;
     s = 0;
     mt_status_t st = mt_plan_problem_evaluate(&pb, cpu2, &s, NULL, NULL);
