@@ -308,6 +308,11 @@ test_sampling_paths(void)
     tap_ok(st == MT_OK && fabs(sf - 0.010) < 1e-12,
            "sampled: a GPU expert of 1 TFLOP at 100 TFLOPS takes %.3f ms (its 1 GB read: 1 ms)",
            sf * 1e3);
+    /* an average over no tokens is no answer: refused, the output untouched */
+    sf = -1;
+    st = mt_plan_problem_sample(&pb, g1, 0, &sf);
+    tap_ok(st == MT_ERR_INVAL && sf == -1, "sampling 0 tokens is refused: %s",
+           st == MT_OK ? "accepted" : mt_last_error());
 }
 
 static void
@@ -383,6 +388,18 @@ test_budgets(void)
         random_problem(&pb, prob, 2, 7, false);
         tap_ok(mt_plan_problem_exhaustive(&pb, t, &s) == MT_ERR_INVAL,
                "exhaustive search refuses 14 experts");
+        /* (planner.h) "above 12 experts": 13 is one too many */
+        random_problem(&pb, prob, 1, 13, false);
+        tap_ok(mt_plan_problem_exhaustive(&pb, t, &s) == MT_ERR_INVAL,
+               "exhaustive search refuses 13 experts");
+        /* "or when nothing is feasible": no GPU or DRAM room, no disk */
+        random_problem(&pb, prob, 1, 2, false);
+        pb.gpu_capacity = 0;
+        pb.dram_capacity = 0;
+        pb.rate[MT_SRC_DISK] = 0;
+        tap_ok(mt_plan_problem_exhaustive(&pb, t, &s) == MT_ERR_INVAL &&
+                   strstr(mt_last_error(), "no feasible") != NULL,
+               "exhaustive search without a feasible assignment: %s", mt_last_error());
     }
 }
 
@@ -430,12 +447,80 @@ test_evaluate_checks(void)
     tap_ok(mt_plan_problem_evaluate(&pb, cpu2, &s, NULL, NULL) == MT_ERR_INVAL,
            "a batch of 0 tokens is a malformed problem: %s", mt_last_error());
     pb.batch = 1;
+    pb.n_layers = 0;
+    tap_ok(mt_plan_problem_evaluate(&pb, cpu2, &s, NULL, NULL) == MT_ERR_INVAL &&
+               strstr(mt_last_error(), "empty or malformed") != NULL,
+           "a problem of no layers is empty: %s", mt_last_error());
+    pb.n_layers = 1;
     pb.gpu_capacity = -1e9;
     s = 0;
     mt_status_t st = mt_plan_problem_evaluate(&pb, cpu2, &s, NULL, NULL);
     tap_ok(st == MT_OK && fabs(s - 1e9 / 1e11) < 1e-12 && mt_plan_slots(-1e9, 1e9) == 0,
            "a negative GPU capacity holds no expert and refuses none off the GPU (%.3f ms)",
            s * 1e3);
+
+    /* the GPU budget's edge: 2 GPU experts fit 2 slots, a third is one too many */
+    {
+        double p3[3] = {0.5, 0.5, 0.5};
+        uint8_t gg[3] = {MT_TIER_GPU, MT_TIER_GPU, MT_TIER_DRAM_CPU};
+        uint8_t ggg[3] = {MT_TIER_GPU, MT_TIER_GPU, MT_TIER_GPU};
+        mt_status_t st2;
+
+        memset(&pb, 0, sizeof(pb));
+        pb.n_layers = 1;
+        pb.n_experts = 3;
+        pb.prob = p3;
+        pb.expert_bytes = 1e9;
+        pb.gpu_capacity = 2e9;
+        pb.dram_capacity = 1e9;
+        pb.rate[MT_SRC_GPU_MEM] = 1e12;
+        pb.rate[MT_SRC_CPU_MEM] = 1e11;
+        pb.batch = 1;
+        st = mt_plan_problem_evaluate(&pb, gg, &s, NULL, NULL);
+        st2 = mt_plan_problem_evaluate(&pb, ggg, &s, NULL, NULL);
+        tap_ok(st == MT_OK && st2 == MT_ERR_INVAL && strstr(mt_last_error(), "GPU budget") != NULL,
+               "evaluate takes 2 GPU experts in a 2-expert budget, refuses 3: %s",
+               mt_last_error());
+    }
+}
+
+/*
+ * The host wait of a step (planner.h, host_layer_s) is charged with the probability that the
+ * step uses an off-GPU expert of the layer: for a step of b tokens each choosing an expert of
+ * probability p, 1 - (1 - p)^b. One layer, a GPU expert and a DRAM_CPU one of p 0.5 each: the
+ * wait adds 0.5 of host_layer_s to a decode token, 1 - 0.5^4 = 0.9375 of it to a batch of 4.
+ */
+static void
+test_host_wait_batch(void)
+{
+    double p2[2] = {0.5, 0.5};
+    uint8_t t[2] = {MT_TIER_GPU, MT_TIER_DRAM_CPU};
+    struct mt_plan_problem pb;
+    double add[2] = {0, 0};
+    mt_status_t st = MT_OK;
+
+    memset(&pb, 0, sizeof(pb));
+    pb.n_layers = 1;
+    pb.n_experts = 2;
+    pb.prob = p2;
+    pb.expert_bytes = 1e9;
+    pb.gpu_capacity = 1e9;
+    pb.dram_capacity = 1e9;
+    pb.rate[MT_SRC_GPU_MEM] = 1e12;
+    pb.rate[MT_SRC_CPU_MEM] = 1e11;
+    for (int i = 0; i < 2 && st == MT_OK; i++) {
+        double s0 = 0, s1 = 0;
+
+        pb.batch = i == 0 ? 1 : 4;
+        pb.host_layer_s = 0;
+        st = mt_plan_problem_evaluate(&pb, t, &s0, NULL, NULL);
+        pb.host_layer_s = 1e-3;
+        st = st == MT_OK ? mt_plan_problem_evaluate(&pb, t, &s1, NULL, NULL) : st;
+        add[i] = s1 - s0;
+    }
+    tap_ok(st == MT_OK && fabs(add[0] - 0.5e-3) < 1e-12 && fabs(add[1] - 0.9375e-3) < 1e-12,
+           "a 1 ms host wait adds %.4f ms to a token (0.5), %.4f ms to a batch of 4 (1 - 0.5^4)",
+           add[0] * 1e3, add[1] * 1e3);
 }
 
 /*
@@ -823,7 +908,7 @@ test_learned_apply(void)
     struct mt_model_sizes sz;
     struct mt_hwprofile hw;
     struct mt_plan_budget b;
-    struct mt_plan *p[4] = {NULL, NULL, NULL, NULL};
+    struct mt_plan *p[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
     mt_status_t st;
 
     mt_config_default_v32(&cfg);
@@ -850,6 +935,16 @@ test_learned_apply(void)
     st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &p[2]) : st;
     hw.gpu.present = false;
     st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &p[3]) : st;
+    hw.gpu.present = true;
+    hw.learned.reports = 2;
+    hw.learned.cpu_expert_eff = 5;
+    hw.learned.disk_eff = 0.001;
+    hw.learned.gpu_eff = 5;
+    hw.learned.cpu_prefill_eff = 0.001;
+    hw.learned.gpu_prefill_eff = 5;
+    st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &p[4]) : st;
+    b.cpu_eff = 0.5; /* --cpu-eff 0.5: the user's choice beats the learned efficiency */
+    st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &p[5]) : st;
     if (st != MT_OK) {
         tap_ok(false, "plans with learned efficiencies: %s", mt_last_error());
         goto out;
@@ -875,6 +970,17 @@ test_learned_apply(void)
            "prefill CPU %.3f GPU %.3f",
            MT_PLAN_LEARNED_EFF_MAX, p[2]->budget.cpu_eff, p[2]->disk_eff, p[2]->gpu_eff,
            p[2]->cpu_prefill_eff, p[2]->gpu_prefill_eff);
+    tap_ok(p[4]->budget.cpu_eff == MT_PLAN_LEARNED_EFF_MAX &&
+               strcmp(p[4]->cpu_eff_source, "learned: 2 run reports") == 0 &&
+               p[4]->disk_eff == 0.01 && p[4]->gpu_eff == MT_PLAN_LEARNED_EFF_MAX &&
+               p[4]->cpu_prefill_eff == 0.01 && p[4]->gpu_prefill_eff == MT_PLAN_LEARNED_EFF_MAX,
+           "... and from the other side: CPU %.3f, disk %.3f, GPU %.3f, prefill CPU %.3f GPU %.3f",
+           p[4]->budget.cpu_eff, p[4]->disk_eff, p[4]->gpu_eff, p[4]->cpu_prefill_eff,
+           p[4]->gpu_prefill_eff);
+    tap_ok(p[5]->budget.cpu_eff == 0.5 && strcmp(p[5]->cpu_eff_source, "--cpu-eff") == 0 &&
+               p[5]->disk_eff == 0.01,
+           "--cpu-eff 0.5 is kept over a learned CPU efficiency: %.3f (%s)", p[5]->budget.cpu_eff,
+           p[5]->cpu_eff_source);
     tap_ok(p[2]->host_layer_ms == 0.7 && p[3]->host_layer_ms == 0,
            "the learned host wait is taken with a GPU (%.2f ms), not without one (%.2f)",
            p[2]->host_layer_ms, p[3]->host_layer_ms);
@@ -891,7 +997,7 @@ test_learned_apply(void)
            st == MT_OK ? "" : mt_last_error());
     mt_plan_destroy(back);
 out:
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 6; i++) {
         mt_plan_destroy(p[i]);
     }
 }
@@ -1015,6 +1121,15 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
         {"\"fp8\": true", 0, "\"fp8\": 1", NULL, NULL, "field 'model.fp8' must be true or false"},
         /* each layer once */
         {"\"layer\": 4,", 0, "\"layer\": 3,", NULL, NULL, "layer 3 listed twice"},
+        /* a prompt step of no tokens: the planner writes at least one */
+        {"\"prefill_batch\": ", PATCH_VALUE, "\"prefill_batch\": 0", NULL, NULL,
+         "field 'budgets.prefill_batch' must be an integer in [1, "},
+        /* layers are numbered 0 to num_hidden_layers - 1: 61 is one past V3.2's last */
+        {"\"layer\": 3,", 0, "\"layer\": 61,", NULL, NULL,
+         "field 'layers[].layer' must be an integer in [0, 60]"},
+        /* one code per expert: 257 for 256 experts is one too many */
+        {"\"tiers\": \"C", 0, "\"tiers\": \"CC", NULL, NULL,
+         "layer 3 'tiers' must be a string of 256 tier codes"},
         /* '-' marks a dense layer's slots, not an expert of a MoE layer */
         {"\"tiers\": \"C", 0, "\"tiers\": \"-", "\"prefill\": \"P", "\"prefill\": \"-",
          "layer 3 'tiers' has code '-' for expert 0 (want one of G C P N)"},
@@ -1104,6 +1219,42 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
            "a plan without hardware.gpu_eff loads it as 1 (%g)", st == MT_OK ? back->gpu_eff : -1);
     mt_plan_destroy(back);
     back = NULL;
+    /* 'layers' must be an array: an object in its place is refused, not read as no layers */
+    {
+        static char text[1 << 20];
+        FILE *f = mt_plan_save(plan, path) == MT_OK ? fopen(path, "r") : NULL;
+        size_t n = f != NULL ? fread(text, 1, sizeof(text) - 1, f) : 0;
+        const char *a;
+        const char *z;
+
+        if (f != NULL) {
+            fclose(f);
+        }
+        text[n] = '\0';
+        a = strstr(text, "\"layers\": [");
+        z = a != NULL ? strstr(a, "\"prediction\":") : NULL;
+        patched = z != NULL &&
+                  patch_first(path, "\"layers\": [", (size_t)(z - a) - strlen("\"layers\": ["),
+                              "\"layers\": {}, ");
+        st = mt_plan_load(path, &back);
+        tap_ok(patched && st == MT_ERR_FORMAT && back == NULL &&
+                   strstr(mt_last_error(), "'layers' must be an array") != NULL,
+               "a plan whose 'layers' is an object is refused: %s",
+               st == MT_OK ? "it loaded" : mt_last_error());
+        mt_plan_destroy(back);
+        back = NULL;
+    }
+    /* a plan written before the GPU's prompt FLOPs were modelled has no gpu_prefill_eff (the
+       last hardware field): it loads as 0 (planner.h), not as an efficiency */
+    patched = plan->hbm_gbps > 0 && mt_plan_save(plan, path) == MT_OK &&
+              patch_first(path, ",\n  \"gpu_prefill_eff\": ", PATCH_VALUE, "");
+    st = mt_plan_load(path, &back);
+    tap_ok(patched && st == MT_OK && back->gpu_prefill_eff == 0,
+           "a plan without hardware.gpu_prefill_eff loads it as 0 (%g)%s%s",
+           st == MT_OK ? back->gpu_prefill_eff : -1, st == MT_OK ? "" : ": ",
+           st == MT_OK ? "" : mt_last_error());
+    mt_plan_destroy(back);
+    back = NULL;
     /* a prefill speed of null with an empty reason still says prefill is not modelled */
     patched = mt_plan_save(plan, path) == MT_OK &&
               patch_first(path, "\"prefill_tok_s\": ", PATCH_VALUE,
@@ -1123,6 +1274,55 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
            "a dims_hash of 16 hex digits and a Z is refused: %s",
            st == MT_OK ? "it loaded" : mt_last_error());
     mt_plan_destroy(back);
+    back = NULL;
+    /* the right hash in upper case is not the format either (it has letters: a to f) */
+    snprintf(repl, sizeof(repl), "\"dims_hash\": \"%016" PRIX64, plan->dims_hash);
+    patched = strcmp(find, repl) != 0 && mt_plan_save(plan, path) == MT_OK &&
+              patch_first(path, find, 0, repl);
+    st = mt_plan_load(path, &back);
+    tap_ok(patched && st == MT_ERR_FORMAT && back == NULL &&
+               strstr(mt_last_error(), "'model.dims_hash' must be 16 lowercase hex") != NULL,
+           "the dims_hash in upper case is refused: %s",
+           st == MT_OK ? "it loaded" : mt_last_error());
+    mt_plan_destroy(back);
+}
+
+/*
+ * A GPU whose FLOPs the profile does not give (gpu.bf16_tflops 0: "not modelled", planner.h) is
+ * still a GPU: its plan, with experts on it, loads back (plan_file.c check_budgets counts GPU
+ * room where hardware.hbm_gbps is not 0).
+ */
+static void
+test_plan_gpu_without_flops(void)
+{
+    struct mt_model_config cfg;
+    struct mt_model_sizes sz;
+    struct mt_hwprofile hw;
+    struct mt_plan_budget b;
+    struct mt_plan *plan = NULL;
+    struct mt_plan *back = NULL;
+    char path[512];
+    mt_status_t st;
+
+    mt_config_default_v32(&cfg);
+    st = mt_model_sizes_compute(&cfg, cfg.fp8, &sz);
+    mt_plan_budget_default(&b);
+    b.gpu_reserve_auto = false;
+    b.gpu_mem = sz.gpu_other_bytes + (uint64_t)b.ctx * sz.kv_bytes_per_token + b.gpu_reserve +
+                100 * sz.routed_expert_bytes;
+    b.cpu_mem = (uint64_t)1 << 40;
+    make_profile(&hw, 1000, 100, 25, 7);
+    hw.gpu.bf16_tflops = 0;
+    st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan) : st;
+    snprintf(path, sizeof(path), "%s/plan-noflops.json", tap_tmpdir());
+    st = st == MT_OK ? mt_plan_save(plan, path) : st;
+    st = st == MT_OK ? mt_plan_load(path, &back) : st;
+    tap_ok(st == MT_OK && plan->gpu_tflops == 0 && plan->tier[MT_TIER_GPU].experts == 100 &&
+               back->tier[MT_TIER_GPU].experts == 100,
+           "a plan for a GPU without bf16_tflops, 100 experts on it, loads back%s%s",
+           st == MT_OK ? "" : ": ", st == MT_OK ? "" : mt_last_error());
+    mt_plan_destroy(back);
+    mt_plan_destroy(plan);
 }
 
 /*
@@ -1178,6 +1378,46 @@ test_nvme_plan_rates(void)
                    NULL,
            "an all-NVMe plan edited to disk_gbps 0 is refused: %s",
            st == MT_OK ? "it loaded" : mt_last_error());
+    mt_plan_destroy(back);
+    mt_plan_destroy(plan);
+}
+
+/*
+ * A plan without a GPU for a model whose every layer is MoE (first_k_dense_replace 0) saves and
+ * loads back as it was made: the model field 0 (a valid value, planner.h), and no DRAM kept for
+ * the GPU engine's prompt buffers (host_work_bytes "0 without a GPU", planner.h).
+ */
+static void
+test_plan_file_cpu_all_moe(void)
+{
+    struct mt_model_config cfg;
+    struct mt_model_sizes sz;
+    struct mt_hwprofile hw;
+    struct mt_plan_budget b;
+    struct mt_plan *plan = NULL;
+    struct mt_plan *back = NULL;
+    char path[512];
+    mt_status_t st;
+
+    mt_config_default_v32(&cfg);
+    cfg.first_k_dense_replace = 0;
+    st = mt_model_sizes_compute(&cfg, cfg.fp8, &sz);
+    make_profile(&hw, 1000, 400, 25, 7);
+    hw.gpu.present = false;
+    hw.gpu.count = 0;
+    mt_plan_budget_default(&b);
+    b.cpu_mem = (uint64_t)1 << 40;
+    st = st == MT_OK ? mt_plan_build(&cfg, &sz, &hw, &b, NULL, NULL, &plan) : st;
+    snprintf(path, sizeof(path), "%s/plan-all-moe.json", tap_tmpdir());
+    st = st == MT_OK ? mt_plan_save(plan, path) : st;
+    st = st == MT_OK ? mt_plan_load(path, &back) : st;
+    st = st == MT_OK ? mt_plan_check_model(back, path, &cfg, sz.routed_expert_bytes) : st;
+    tap_ok(st == MT_OK && plan->host_work_bytes == 0 && back->first_k_dense_replace == 0 &&
+               back->host_work_bytes == 0 && memcmp(back->tiers, plan->tiers, 61 * 256) == 0,
+           "a plan without a GPU for a model with no dense layer loads back: first_k_dense_replace "
+           "%d, prompt buffers %" PRIu64 " B%s%s",
+           st == MT_OK ? back->first_k_dense_replace : -1, st == MT_OK ? back->host_work_bytes : 0,
+           st == MT_OK ? "" : ": ", st == MT_OK ? "" : mt_last_error());
     mt_plan_destroy(back);
     mt_plan_destroy(plan);
 }
@@ -1625,6 +1865,21 @@ test_v32_plans(void)
                        strstr(mt_last_error(), "layer 10 is MoE in the plan but dense") != NULL,
                    "a layer dense in the model but planned as MoE is rejected: %s",
                    mt_last_error());
+            /* and the other way: layer 0, dense in the plan, MoE in the model */
+            other = cfg;
+            other.layer_is_moe[0] = true;
+            tap_ok(back != NULL &&
+                       mt_plan_check_model(back, path, &other, sz.routed_expert_bytes) ==
+                           MT_ERR_FORMAT &&
+                       strstr(mt_last_error(), "layer 0 is dense in the plan but MoE") != NULL,
+                   "a layer MoE in the model but planned as dense is rejected: %s",
+                   mt_last_error());
+            /* the same fields, experts of another size (another dtype): another model */
+            tap_ok(back != NULL &&
+                       mt_plan_check_model(back, path, &cfg, sz.routed_expert_bytes + 1) ==
+                           MT_ERR_FORMAT &&
+                       strstr(mt_last_error(), "expert_bytes") != NULL,
+                   "a plan for experts of another size is rejected: %s", mt_last_error());
         }
         mt_plan_destroy(back);
         back = NULL;
@@ -2929,6 +3184,7 @@ main(void)
     test_sampling();
     test_sampling_paths();
     test_evaluate_checks();
+    test_host_wait_batch();
     test_nvme_prefill();
     test_keep_storage_modes();
     test_v32_plans();
@@ -2939,7 +3195,9 @@ main(void)
     test_host_wait();
     test_learned_apply();
     test_nvme_plan_rates();
+    test_plan_gpu_without_flops();
     test_cpu_plan_budgets();
+    test_plan_file_cpu_all_moe();
     test_dram_copy_bus();
     test_cpu_prefill_model();
     test_slot_balance();
