@@ -1181,8 +1181,9 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
         mt_plan_destroy(b0);
     }
 
-    /* a prediction that is not its layers' (a tier's experts, bytes or bytes per token, or a
-       decode speed off 1 / decode_ms by 0.1%) loads as none: times 0, tiers counted again */
+    /* a prediction that is not its layers' (a tier's experts, bytes or bytes per token, a
+       decode speed off 1 / decode_ms by 0.1%, or one of the two 0 and not the other) loads as
+       none: times 0, tiers counted again */
     char speed[64];
     snprintf(speed, sizeof(speed), "\"decode_tok_s\": %.12g", plan->decode_tok_s * 1.001);
     const struct {
@@ -1193,6 +1194,8 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
         {"\"bytes\": ", "\"bytes\": 7"},
         {"\"bytes_per_token\": ", "\"bytes_per_token\": 5"},
         {"\"decode_tok_s\": ", speed},
+        {"\"decode_ms\": ", "\"decode_ms\": 0"},
+        {"\"decode_tok_s\": ", "\"decode_tok_s\": 0"},
     };
     for (size_t i = 0; i < sizeof(stale) / sizeof(stale[0]); i++) {
         struct mt_plan *b2 = NULL;

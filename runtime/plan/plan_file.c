@@ -502,8 +502,9 @@ static void
 reconcile_prediction(struct mt_plan *p, const char *path)
 {
     int count[MT_TIER_COUNT] = {0};
-    bool stale = p->decode_tok_s > 0 && p->decode_ms > 0 &&
-                 fabs(p->decode_tok_s * p->decode_ms / 1e3 - 1) > 1e-6;
+    /* decode_ms is 1000 / decode_tok_s: both 0 (no prediction) or neither */
+    bool stale = (p->decode_tok_s > 0) != (p->decode_ms > 0) ||
+                 (p->decode_tok_s > 0 && fabs(p->decode_tok_s * p->decode_ms / 1e3 - 1) > 1e-6);
 
     for (size_t i = 0; i < (size_t)p->n_layers * (size_t)p->n_experts; i++) {
         if (p->tiers[i] < MT_TIER_COUNT) {
