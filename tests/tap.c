@@ -6,6 +6,7 @@
 
 #include "tests/tap.h"
 
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -193,6 +194,30 @@ tap_tmpdir(void)
         n_tmpdirs++;
     }
     return b;
+}
+
+int
+tap_stderr_to(const char *path)
+{
+    int saved;
+    int fd;
+
+    fflush(stderr);
+    saved = dup(2);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (saved < 0 || fd < 0 || dup2(fd, 2) < 0) {
+        tap_bail_out("cannot send stderr to a file");
+    }
+    close(fd);
+    return saved;
+}
+
+void
+tap_stderr_restore(int saved)
+{
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
 }
 
 int

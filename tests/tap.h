@@ -44,6 +44,13 @@ const char *tap_tmpdir(void);
 /* Remove a directory tree made by tap_tmpdir (best effort). */
 void tap_rmtree(const char *dir);
 
+/*
+ * Send this process's stderr (fd 2) to a new file at path until tap_stderr_restore: what a call
+ * logs, to be read back. Returns the saved stderr to hand back; bails out when it cannot.
+ */
+int tap_stderr_to(const char *path);
+void tap_stderr_restore(int saved);
+
 /* How many lines of the file at path contain text (0 when it cannot be read): a captured log. */
 int tap_count_lines(const char *path, const char *text);
 

@@ -9,13 +9,11 @@
 #include "runtime/model/config.h"
 #include "tests/tap.h"
 
-#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 /* Name of the first field where a and b differ, or NULL when equal. */
 /* clang-format off */
@@ -67,21 +65,11 @@ parse_logged(const char *text, struct mt_model_config *cfg, char *log, size_t si
     size_t got = 0;
     FILE *f;
     int saved;
-    int fd;
 
     snprintf(path, sizeof(path), "%s/stderr.txt", tmp);
-    fflush(stderr);
-    saved = dup(2);
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (saved < 0 || fd < 0 || dup2(fd, 2) < 0) {
-        perror(path);
-        exit(1);
-    }
-    close(fd);
+    saved = tap_stderr_to(path);
     st = parse_str(text, cfg);
-    fflush(stderr);
-    dup2(saved, 2);
-    close(saved);
+    tap_stderr_restore(saved);
     f = fopen(path, "rb");
     if (f != NULL) {
         got = fread(log, 1, size - 1, f);

@@ -104,23 +104,13 @@ static int capture_saved = -1;
 static void
 capture_begin(const char *path)
 {
-    int fd;
-
-    fflush(stderr);
-    capture_saved = dup(2);
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (capture_saved < 0 || fd < 0 || dup2(fd, 2) < 0) {
-        tap_bail_out("cannot redirect stderr");
-    }
-    close(fd);
+    capture_saved = tap_stderr_to(path);
 }
 
 static int
 capture_end(const char *path, const char *text)
 {
-    fflush(stderr);
-    dup2(capture_saved, 2);
-    close(capture_saved);
+    tap_stderr_restore(capture_saved);
     return tap_count_lines(path, text);
 }
 

@@ -13,12 +13,10 @@
 #include "runtime/model/model.h"
 #include "tests/tap.h"
 
-#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 static const struct mt_tensor_spec *
 find_spec(const struct mt_tensor_spec *specs, size_t n, const char *name)
@@ -274,21 +272,11 @@ open_logged(const char *dir, struct mt_model **m, char *log, size_t size)
     size_t got = 0;
     FILE *f;
     int saved;
-    int fd;
 
     snprintf(path, sizeof(path), "%s/stderr.txt", tmp);
-    fflush(stderr);
-    saved = dup(2);
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (saved < 0 || fd < 0 || dup2(fd, 2) < 0) {
-        perror(path);
-        exit(1);
-    }
-    close(fd);
+    saved = tap_stderr_to(path);
     st = mt_model_open(dir, m);
-    fflush(stderr);
-    dup2(saved, 2);
-    close(saved);
+    tap_stderr_restore(saved);
     f = fopen(path, "rb");
     if (f != NULL) {
         got = fread(log, 1, size - 1, f);

@@ -87,20 +87,13 @@ test_warnings(long long S)
     char path[4096];
     int p[3][2];
     int saved;
-    int fd;
 
     snprintf(path, sizeof(path), "%s/stderr", tap_tmpdir());
     if (mt_serve_deadline_create(15, 1, false, &d) != MT_OK) {
         tap_ok(false, "created (15 s, 1 slot)");
         return;
     }
-    fflush(stderr);
-    saved = dup(2);
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (saved < 0 || fd < 0 || dup2(fd, 2) < 0) {
-        tap_bail_out("cannot redirect stderr");
-    }
-    close(fd);
+    saved = tap_stderr_to(path);
     mt_log_set_quiet(false);
     for (int i = 0; i < 3; i++) {
         pair_make(p[i]);
@@ -124,8 +117,7 @@ test_warnings(long long S)
     int w_e = lines_so_far(path, "3 connections closed so far");
     int w_all = lines_so_far(path, "closed so far");
     mt_log_set_quiet(true);
-    dup2(saved, 2);
-    close(saved);
+    tap_stderr_restore(saved);
     tap_ok(n_a == 1 && w_a == 1, "the first cut is told at once (%d cut, %d line)", n_a, w_a);
     tap_ok(n_b == 1 && w_b == 1, "a cut half a minute later is not told yet (%d lines)", w_b);
     tap_ok(n_c == 0 && w_c == 1, "a minute after the first line, one more tells both (%d)", w_c);

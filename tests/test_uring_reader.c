@@ -200,7 +200,6 @@ test_refuse_direct_reads(const char *dir, const char *path, unsigned char *buf, 
     int after = -1;
     int warned;
     int saved;
-    int fd;
 
     snprintf(log, sizeof(log), "%s/stderr.txt", dir);
     st = mt_io_uring_reader_create(path, 4, MT_IO_READER_TEST_REFUSE_DIRECT_READS, &r);
@@ -208,18 +207,10 @@ test_refuse_direct_reads(const char *dir, const char *path, unsigned char *buf, 
     if (st == MT_OK) {
         before = fd_is_direct(path);
     }
-    fflush(stderr);
-    saved = dup(2);
-    fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (saved < 0 || fd < 0 || dup2(fd, 2) < 0) {
-        tap_bail_out("cannot redirect stderr");
-    }
+    saved = tap_stderr_to(log);
     ok = st == MT_OK && read_all(r, buf, 4) && !mt_io_uring_reader_is_direct(r) &&
          read_ranges(r, buf, cap);
-    fflush(stderr);
-    dup2(saved, 2);
-    close(saved);
-    close(fd);
+    tap_stderr_restore(saved);
     if (st == MT_OK) {
         after = fd_is_direct(path);
     }
