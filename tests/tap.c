@@ -220,6 +220,20 @@ tap_stderr_restore(int saved)
     close(saved);
 }
 
+size_t
+tap_read_text(const char *path, char *buf, size_t size)
+{
+    FILE *f = fopen(path, "rb");
+    size_t n = 0;
+
+    if (f != NULL) {
+        n = fread(buf, 1, size - 1, f);
+        fclose(f);
+    }
+    buf[n] = '\0';
+    return n;
+}
+
 int
 tap_count_lines(const char *path, const char *text)
 {

@@ -51,6 +51,12 @@ void tap_rmtree(const char *dir);
 int tap_stderr_to(const char *path);
 void tap_stderr_restore(int saved);
 
+/*
+ * The first size - 1 bytes of the file at path into buf, NUL-terminated: a captured log or a
+ * written file, to search with strstr. Returns the bytes read; 0 (and "") when it cannot be read.
+ */
+size_t tap_read_text(const char *path, char *buf, size_t size);
+
 /* How many lines of the file at path contain text (0 when it cannot be read): a captured log. */
 int tap_count_lines(const char *path, const char *text);
 

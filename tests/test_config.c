@@ -62,20 +62,13 @@ parse_logged(const char *text, struct mt_model_config *cfg, char *log, size_t si
     const char *tmp = tap_tmpdir();
     char path[512];
     mt_status_t st;
-    size_t got = 0;
-    FILE *f;
     int saved;
 
     snprintf(path, sizeof(path), "%s/stderr.txt", tmp);
     saved = tap_stderr_to(path);
     st = parse_str(text, cfg);
     tap_stderr_restore(saved);
-    f = fopen(path, "rb");
-    if (f != NULL) {
-        got = fread(log, 1, size - 1, f);
-        fclose(f);
-    }
-    log[got] = '\0';
+    tap_read_text(path, log, size);
     tap_rmtree(tmp);
     return st;
 }

@@ -366,14 +366,9 @@ main(void)
 
     /* the "learned" section (moetier plan --learn): absent until something was learned */
     {
-        FILE *f = fopen(path, "r");
-        char text[16384] = "";
-        size_t n = f != NULL ? fread(text, 1, sizeof(text) - 1, f) : 0;
+        char text[16384];
+        size_t n = tap_read_text(path, text, sizeof(text));
 
-        if (f != NULL) {
-            fclose(f);
-        }
-        text[n] = '\0';
         tap_ok(n > 0 && strstr(text, "learned") == NULL,
                "a profile that never learned is written without a \"learned\" section");
     }

@@ -269,20 +269,13 @@ open_logged(const char *dir, struct mt_model **m, char *log, size_t size)
     const char *tmp = tap_tmpdir();
     char path[512];
     mt_status_t st;
-    size_t got = 0;
-    FILE *f;
     int saved;
 
     snprintf(path, sizeof(path), "%s/stderr.txt", tmp);
     saved = tap_stderr_to(path);
     st = mt_model_open(dir, m);
     tap_stderr_restore(saved);
-    f = fopen(path, "rb");
-    if (f != NULL) {
-        got = fread(log, 1, size - 1, f);
-        fclose(f);
-    }
-    log[got] = '\0';
+    tap_read_text(path, log, size);
     tap_rmtree(tmp);
     return st;
 }

@@ -1012,16 +1012,12 @@ patch_first(const char *path, const char *find, size_t drop, const char *repl)
 {
     static char buf[1 << 20];
     static char out[(1 << 20) + 64];
-    FILE *f = fopen(path, "r");
-    size_t n;
+    FILE *f;
     char *p;
 
-    if (f == NULL) {
+    if (tap_read_text(path, buf, sizeof(buf)) == 0) {
         return false;
     }
-    n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
     p = strstr(buf, find);
     if (p != NULL && drop == PATCH_VALUE) {
         drop = strcspn(p + strlen(find), ",\n");
@@ -1225,15 +1221,14 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
     /* 'layers' must be an array: an object in its place is refused, not read as no layers */
     {
         static char text[1 << 20];
-        FILE *f = mt_plan_save(plan, path) == MT_OK ? fopen(path, "r") : NULL;
-        size_t n = f != NULL ? fread(text, 1, sizeof(text) - 1, f) : 0;
         const char *a;
         const char *z;
 
-        if (f != NULL) {
-            fclose(f);
+        if (mt_plan_save(plan, path) != MT_OK) {
+            text[0] = '\0';
+        } else {
+            tap_read_text(path, text, sizeof(text));
         }
-        text[n] = '\0';
         a = strstr(text, "\"layers\": [");
         z = a != NULL ? strstr(a, "\"prediction\":") : NULL;
         patched = z != NULL &&

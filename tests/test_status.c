@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 enum how { WARN, TEXT, LINE, INFO, FAIL };
 
@@ -25,16 +24,12 @@ enum how { WARN, TEXT, LINE, INFO, FAIL };
 static void
 stderr_of(const char *name, enum how how, char *out, size_t size)
 {
-    FILE *tmp = tmpfile();
-    int saved = dup(2);
-    size_t n = 0;
+    const char *tmp = tap_tmpdir();
+    char path[512];
+    int saved;
 
-    out[0] = 0;
-    if (tmp == NULL || saved < 0) {
-        return;
-    }
-    fflush(stderr);
-    dup2(fileno(tmp), 2);
+    snprintf(path, sizeof(path), "%s/stderr.txt", tmp);
+    saved = tap_stderr_to(path);
     if (how == TEXT) {
         mt_log_text(name);
     } else if (how == LINE) {
@@ -46,13 +41,9 @@ stderr_of(const char *name, enum how how, char *out, size_t size)
     } else {
         mt_log_warn("name '%s' and more", name);
     }
-    fflush(stderr);
-    dup2(saved, 2);
-    close(saved);
-    rewind(tmp);
-    n = fread(out, 1, size - 1, tmp);
-    out[n] = 0;
-    fclose(tmp);
+    tap_stderr_restore(saved);
+    tap_read_text(path, out, size);
+    tap_rmtree(tmp);
 }
 
 /* The edges of the escaping and of the line buffers, mt_log_info's prefix, the quiet switch. */
