@@ -45,7 +45,8 @@ bool mt_cache_policy_is_pinned(const struct mt_cache_policy *p, unsigned key);
 /*
  * The slot to evict among n_slots: slot_key[i] is the key held by slot i (-1: empty, chosen
  * first), evictable[i] says whether the owner can give slot i up now (not in use, not loading).
- * Pinned keys are skipped. Returns the slot, or -1 when none can be evicted.
+ * Pinned keys are skipped. Among equal scores the first such slot goes, so that the same run
+ * evicts the same experts every time. Returns the slot, or -1 when none can be evicted.
  */
 int mt_cache_policy_victim(const struct mt_cache_policy *p, const int *slot_key,
                            const bool *evictable, unsigned n_slots);

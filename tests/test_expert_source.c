@@ -1864,6 +1864,17 @@ test_policy_and_crc(void)
            "is_pinned follows pin; an unpinned key can be chosen again");
     mt_cache_policy_fini(&p);
 
+    /* a tie goes to the first slot: three keys never used score 0 each, in any slot order */
+    if (mt_cache_policy_init(&p, 3, 8.0) == MT_OK) {
+        int rev[3] = {2, 1, 0};
+
+        tap_ok(mt_cache_policy_victim(&p, keys, ev, 3) == 0 &&
+                   mt_cache_policy_victim(&p, rev, ev, 3) == 0 &&
+                   mt_cache_policy_victim(&p, rev + 1, ev + 1, 2) == 0,
+               "equal scores: the first evictable slot goes");
+        mt_cache_policy_fini(&p);
+    }
+
     /*
      * The score: +1 per activation, halved every half_life activations of the whole cache. Key 0
      * fires at ticks 0 and 4, key 1 at ticks 1, 2 and 3; read at tick 5 (half_life 4), whatever
