@@ -60,7 +60,9 @@
  * routing: planner.h mt_plan_predict_prompt), and the prefill ratio is measured over it.
  * "runs" are (layer step, expert) computations, "pairs" (token, expert) pairs: the pairs of all
  * tiers sum to k x MoE layers x engine_tokens (the tokens the engine ran in the phase), and
- * bytes = runs x expert_bytes.
+ * bytes = runs x expert_bytes. A ratio is measured over predicted: a tier's is null unless both
+ * its measured and its predicted ms per token are above 0 (a tier the plan gives no time, or one
+ * that ran nothing in the phase, has no ratio to compare).
  */
 #ifndef MT_CLI_REPORT_H
 #define MT_CLI_REPORT_H
