@@ -115,6 +115,8 @@ main(void)
     tap_ok(sum > 1.999999 && sum < 2.000001 && mt_trace_probability(t, 2, 2) == 1.0,
            "probabilities of a layer sum to k (%g) and count / tokens", sum);
     tap_ok(mt_trace_probability(t, 4, 3) == 2.0 / 8.0, "a layer without tokens is uniform k/E");
+    tap_ok(mt_trace_probability(t, 3, 1) == 1.0 && mt_trace_probability(t, 3, 0) == 0.0,
+           "a layer of one token is that token's choice, not uniform");
 
     /* batched prefill: slot t pairs with slot t */
     {
@@ -255,19 +257,22 @@ main(void)
            "check_dims rejects another k: %s", mt_last_error());
     mt_trace_destroy(u);
     u = NULL;
-    /* transitions into layer 1 (from layer 0) round trip too */
+    /* transitions into layer 1 (from layer 0) round trip too, and the last layer, here the
+       one with the most tokens, is saved and counted like the others */
     {
         struct mt_trace *r = NULL;
         const int a[2] = {0, 1}, b[2] = {2, 3};
         snprintf(path, sizeof(path), "%s/l1.json", dir);
-        st = mt_trace_create(3, 8, 2, &r);
+        st = mt_trace_create(2, 8, 2, &r);
         st = st == MT_OK ? mt_trace_record(r, 0, a, 2) : st;
         st = st == MT_OK ? mt_trace_record(r, 1, b, 2) : st;
+        st = st == MT_OK ? mt_trace_record(r, 1, a, 2) : st; /* a second token, layer 1 only */
         st = st == MT_OK ? mt_trace_save(r, path) : st;
         st = st == MT_OK ? mt_trace_load(path, &u) : st;
         tap_ok(st == MT_OK && traces_equal(r, u) && mt_trace_from_layer(u, 1) == 0 &&
-                   mt_trace_transition(u, 1, 0, 2) == 1,
-               "transitions from layer 0 into layer 1 survive a round trip");
+                   mt_trace_transition(u, 1, 0, 2) == 1 && mt_trace_count(u, 1, 0) == 1 &&
+                   mt_trace_tokens(u) == 2,
+               "transitions from layer 0 into the last layer 1, and its 2 tokens, round trip");
         mt_trace_destroy(u);
         u = NULL;
         mt_trace_destroy(r);
@@ -414,6 +419,10 @@ main(void)
             {"\"n_layers\": 5, \"n_experts\": 4, \"k\": 2",
              "{\"layer\": 1, \"tokens\": 2, \"counts\": [-1, 2, 2, 1]}",
              "count of expert 0 must be an integer in [0, 2]"},
+            /* a missing field, a layer that is no object */
+            {"\"n_layers\": 5, \"n_experts\": 4", "", "missing field 'k'"},
+            {"\"n_layers\": 5, \"n_experts\": 4, \"k\": 2", "5",
+             "each entry of 'layers' must be an object"},
             /* counts for more experts than n_experts, or none */
             {"\"n_layers\": 5, \"n_experts\": 4, \"k\": 2",
              "{\"layer\": 1, \"tokens\": 1, \"counts\": [1, 1, 0, 0, 0]}",
@@ -508,8 +517,8 @@ main(void)
         struct mt_trace *d = NULL;
         struct mt_trace *s = NULL;
         const int a[2] = {0, 1}, c[2] = {6, 7}, e[2] = {2, 3};
-        st = mt_trace_create(4, 8, 2, &d);
-        st = st == MT_OK ? mt_trace_create(4, 8, 2, &s) : st;
+        st = mt_trace_create(3, 8, 2, &d); /* layer 2 is the last: merged like the others */
+        st = st == MT_OK ? mt_trace_create(3, 8, 2, &s) : st;
         st = st == MT_OK ? mt_trace_record(d, 1, a, 2) : st; /* dst: layer 1 -> 2 */
         st = st == MT_OK ? mt_trace_record(d, 2, e, 2) : st;
         st = st == MT_OK ? mt_trace_record(s, 0, c, 2) : st; /* src: layer 0 -> 2 */
