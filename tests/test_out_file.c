@@ -402,6 +402,18 @@ axis_x(const char *svg, const char *label)
     return p != NULL && sscanf(p, "<text x=\"%lf\"", &x) == 1 ? x : NAN;
 }
 
+/* Count the occurrences of pat in s. */
+static int
+count_of(const char *s, const char *pat)
+{
+    int n = 0;
+
+    for (const char *p = s; (p = strstr(p, pat)) != NULL; p++) {
+        n++;
+    }
+    return n;
+}
+
 /* svg.h: a log10 axis covering every value, each bar with its value as text and its tier's
  * colour, "not measured" for a value <= 0, text escaped for XML, MT_ERR_INVAL for no bars. */
 static void
@@ -466,6 +478,46 @@ test_svg(void)
         ok = ok && fabs(w[k] - want) < 0.2;
     }
     tap_ok(i == 4 && ok, "four bars, each ending at its value on the log axis");
+    /* a decade of room below the smallest value (0.5): the axis starts at 0.01, not 0.1 */
+    tap_ok(!isnan(axis_x(svg, "0.01")) && isnan(axis_x(svg, "0.001")),
+           "the axis starts one decade below the smallest value (0.01)");
+    /* 0.01 .. 100: a labelled line on each of the 5 decades, lines at 2 and 5 within the 4
+       decades between them (none past 100), and no label on those (the 6th #444 text is the
+       unit's) */
+    tap_ok(count_of(svg, "stroke=\"#bbb\"") == 5 && count_of(svg, "stroke=\"#e6e6e6\"") == 8 &&
+               count_of(svg, "fill=\"#444\">") == 6 && isnan(axis_x(svg, "2")),
+           "gridlines: 5 decades labelled, 8 lines at 2 and 5 unlabelled (%d, %d)",
+           count_of(svg, "stroke=\"#bbb\""), count_of(svg, "stroke=\"#e6e6e6\""));
+    tap_ok(strstr(svg, "font-weight=\"bold\">t</text>") != NULL &&
+               strstr(svg, "fill=\"#555\">s</text>") != NULL &&
+               strstr(svg, ">GB/s (log scale)</text>") != NULL,
+           "the title, the subtitle and the unit are each written in their place");
+    /* layout: every text inside the picture, every bar between the gridlines' ends */
+    {
+        int height = 0;
+        int top = 0;
+        int bottom = 0;
+        bool inside = sscanf(svg,
+                             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%*d\" "
+                             "height=\"%d\"",
+                             &height) == 1 &&
+                      strstr(svg, "<line ") != NULL &&
+                      sscanf(strstr(svg, "<line "),
+                             "<line x1=\"%*f\" y1=\"%d\" x2=\"%*f\" y2=\"%d\"", &top, &bottom) == 2;
+        for (const char *r = svg; inside && (r = strstr(r, "<text x=\"")) != NULL; r++) {
+            int y;
+            inside = sscanf(r, "<text x=\"%*f\" y=\"%d\"", &y) == 1 && y > 0 && y < height;
+        }
+        for (const char *r = svg; inside && (r = strstr(r, "<rect x=\"300\" y=\"")) != NULL; r++) {
+            int y;
+            int bh;
+            inside =
+                sscanf(r, "<rect x=\"300\" y=\"%d\" width=\"%*f\" height=\"%d\"", &y, &bh) == 2 &&
+                y >= top && y + bh <= bottom;
+        }
+        tap_ok(inside, "every text lies within the height %d, every bar within y %d .. %d", height,
+               top, bottom);
+    }
 
     /* a largest value between decades: the axis goes up to the next one */
     static const struct mt_svg_bar one = {"HBM", "gpu", 150};
@@ -489,6 +541,42 @@ test_svg(void)
     svg[n] = '\0';
     tap_ok(strstr(svg, "not measured") != NULL && strstr(svg, "</svg>") != NULL,
            "... and says 'not measured'");
+    tap_ok(!isnan(axis_x(svg, "0.1")) && !isnan(axis_x(svg, "10")) && isnan(axis_x(svg, "100")),
+           "... on an axis of 0.1 .. 10");
+
+    /* 600 decades apart: the smallest bar is below 2 pixels on the axis, and drawn 2 wide */
+    static const struct mt_svg_bar far[] = {{"tiny", "dram", 1e-300}, {"huge", "gpu", 1e300}};
+    static char big[1 << 20]; /* the chart is some 200 KB: 1800 gridlines */
+    tap_ok(mt_svg_bars_write(p, "t", "s", "GB/s", far, 2) == MT_OK && (f = fopen(p, "r")) != NULL,
+           "a chart of 1e-300 and 1e300");
+    n = f != NULL ? fread(big, 1, sizeof(big) - 1, f) : 0;
+    if (f != NULL) {
+        fclose(f);
+    }
+    big[n] = '\0';
+    tap_ok(strstr(big, "width=\"2.0\" height=\"18\" fill=\"#e8a33d\"/>") != NULL,
+           "... draws the tiny value as a 2-pixel sliver in the DRAM colour (%zu bytes)", n);
+
+    /* a chart that cannot be written whole is MT_ERR_IO, and the old file stays */
+    {
+        struct rlimit old;
+        struct rlimit small;
+        mt_status_t st;
+
+        put_file(p, "old\n");
+        getrlimit(RLIMIT_FSIZE, &old);
+        small = old;
+        small.rlim_cur = 512;
+        signal(SIGXFSZ, SIG_IGN);
+        if (setrlimit(RLIMIT_FSIZE, &small) != 0) {
+            tap_bail_out("cannot set up a failing write");
+        }
+        st = mt_svg_bars_write(p, "t", "s", "GB/s", bars, 5);
+        setrlimit(RLIMIT_FSIZE, &old);
+        tap_ok(st == MT_ERR_IO && file_is(p, "old\n"),
+               "a chart whose write fails is MT_ERR_IO and keeps the old file: %s",
+               mt_last_error());
+    }
 }
 
 int

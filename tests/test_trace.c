@@ -9,6 +9,7 @@
 #include "runtime/plan/trace.h"
 #include "tests/tap.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,6 +115,8 @@ main(void)
     tap_ok(sum > 1.999999 && sum < 2.000001 && mt_trace_probability(t, 2, 2) == 1.0,
            "probabilities of a layer sum to k (%g) and count / tokens", sum);
     tap_ok(mt_trace_probability(t, 4, 3) == 2.0 / 8.0, "a layer without tokens is uniform k/E");
+    tap_ok(mt_trace_probability(t, 3, 1) == 1.0 && mt_trace_probability(t, 3, 0) == 0.0,
+           "a layer of one token is that token's choice, not uniform");
 
     /* batched prefill: slot t pairs with slot t */
     {
@@ -143,6 +146,27 @@ main(void)
         tap_ok(mt_trace_record(t, 5, ok_id, 2) == MT_ERR_INVAL, "layer out of range is rejected");
         tap_ok(mt_trace_create(4, 8, 9, &bad) == MT_ERR_INVAL && bad == NULL,
                "k > n_experts is rejected");
+        tap_ok(mt_trace_create(0, 8, 2, &bad) == MT_ERR_INVAL && bad == NULL &&
+                   mt_trace_create(4, 0, 1, &bad) == MT_ERR_INVAL && bad == NULL &&
+                   mt_trace_create(4, 8, 0, &bad) == MT_ERR_INVAL && bad == NULL,
+               "0 layers, 0 experts or k 0 are rejected: %s", mt_last_error());
+        /* -1 would index the previous layer's counts (or before the arrays) */
+        const int neg_id[2] = {-1, 0};
+        tap_ok(mt_trace_record(t, 2, neg_id, 2) == MT_ERR_INVAL && mt_trace_count(t, 1, 7) == 0 &&
+                   mt_trace_count(t, 2, 0) == 0,
+               "a negative expert id is rejected and records nothing: %s", mt_last_error());
+        tap_ok(mt_trace_record(t, -1, ok_id, 2) == MT_ERR_INVAL &&
+                   strstr(mt_last_error(), "layer -1") != NULL,
+               "layer -1 is rejected: %s", mt_last_error());
+        /* every token of a batch is checked before any is recorded, not only the first */
+        const int batch_bad[4] = {0, 1, 2, 8};
+        tap_ok(mt_trace_record_batch(t, 3, batch_bad, 2, 2) == MT_ERR_INVAL &&
+                   mt_trace_layer_tokens(t, 3) == 1 && mt_trace_count(t, 3, 0) == 0,
+               "a batch whose second token has an id out of range records nothing: %s",
+               mt_last_error());
+        tap_ok(mt_trace_record_batch(t, 3, ok_id, 0, 2) == MT_OK &&
+                   mt_trace_layer_tokens(t, 3) == 1 && mt_trace_tokens(t) == 2,
+               "a batch of no tokens is fine and records nothing");
     }
 
     /* slots (trace.h): a later layer continues a slot's token, the same or an earlier one
@@ -189,6 +213,15 @@ main(void)
                "fewer experts per token than the trace's k are rejected: %s", mt_last_error());
         tap_ok(mt_trace_count(t, 0, 8) == 0 && mt_trace_count(t, 1, 0) == 2,
                "a count past the last expert is 0, not the next layer's");
+        /* one past the last layer, expert or transition reads nothing past the arrays
+           (the heap's next bytes are rarely all zero, so an off-by-one shows) */
+        bool past = mt_trace_layer_tokens(t, 5) == 0 && mt_trace_from_layer(t, 5) == -1 &&
+                    mt_trace_probability(t, 4, 8) == 0.0 && mt_trace_probability(t, 2, -1) == 0.0;
+        for (int i = 0; i < 8; i++) {
+            past = past && mt_trace_count(t, 5, i) == 0 && mt_trace_transition(t, 5, i, i) == 0 &&
+                   mt_trace_transition(t, 2, 8, i) == 0 && mt_trace_transition(t, 2, i, 8) == 0;
+        }
+        tap_ok(past, "queries one past the last layer or expert are 0 (from_layer -1)");
     }
 
     /* round trip */
@@ -196,6 +229,19 @@ main(void)
     snprintf(path, sizeof(path), "%s/trace.json", dir);
     st = mt_trace_save(t, path);
     tap_ok(st == MT_OK, "save trace");
+    /* trace.h: "tokens" is the max over layers, and layers without a record are left out */
+    {
+        json_t *root = json_load_file(path, 0, NULL);
+        json_t *layers = json_object_get(root, "layers");
+        bool only_recorded = json_array_size(layers) == 3;
+        for (size_t i = 0; i < json_array_size(layers); i++) {
+            json_t *tok = json_object_get(json_array_get(layers, i), "tokens");
+            only_recorded = only_recorded && json_integer_value(tok) > 0;
+        }
+        tap_ok(json_integer_value(json_object_get(root, "tokens")) == 2 && only_recorded,
+               "the file says tokens 2 and lists only the 3 layers with records");
+        json_decref(root);
+    }
     st = mt_trace_load(path, &u);
     tap_ok(st == MT_OK && u != NULL && traces_equal(t, u),
            "load gives the same counts, tokens and transitions");
@@ -206,8 +252,31 @@ main(void)
            "check_dims names a layer-count mismatch: %s", mt_last_error());
     tap_ok(u != NULL && mt_trace_check_dims(u, path, 5, 256, 2) == MT_ERR_FORMAT,
            "check_dims rejects another expert count: %s", mt_last_error());
+    tap_ok(u != NULL && mt_trace_check_dims(u, path, 5, 8, 3) == MT_ERR_FORMAT &&
+               strstr(mt_last_error(), "experts per token") != NULL,
+           "check_dims rejects another k: %s", mt_last_error());
     mt_trace_destroy(u);
     u = NULL;
+    /* transitions into layer 1 (from layer 0) round trip too, and the last layer, here the
+       one with the most tokens, is saved and counted like the others */
+    {
+        struct mt_trace *r = NULL;
+        const int a[2] = {0, 1}, b[2] = {2, 3};
+        snprintf(path, sizeof(path), "%s/l1.json", dir);
+        st = mt_trace_create(2, 8, 2, &r);
+        st = st == MT_OK ? mt_trace_record(r, 0, a, 2) : st;
+        st = st == MT_OK ? mt_trace_record(r, 1, b, 2) : st;
+        st = st == MT_OK ? mt_trace_record(r, 1, a, 2) : st; /* a second token, layer 1 only */
+        st = st == MT_OK ? mt_trace_save(r, path) : st;
+        st = st == MT_OK ? mt_trace_load(path, &u) : st;
+        tap_ok(st == MT_OK && traces_equal(r, u) && mt_trace_from_layer(u, 1) == 0 &&
+                   mt_trace_transition(u, 1, 0, 2) == 1 && mt_trace_count(u, 1, 0) == 1 &&
+                   mt_trace_tokens(u) == 2,
+               "transitions from layer 0 into the last layer 1, and its 2 tokens, round trip");
+        mt_trace_destroy(u);
+        u = NULL;
+        mt_trace_destroy(r);
+    }
 
     /* bad files */
     snprintf(path, sizeof(path), "%s/missing.json", dir);
@@ -250,6 +319,10 @@ main(void)
             {"\"from_layer\": 1, \"transitions\": [0, 1, 0]", "triple"},
             {"\"from_layer\": 1, \"transitions\": [4, 0, 1]", "triple"},
             {"\"from_layer\": 1, \"transitions\": [0, 4, 1]", "triple"},
+            {"\"from_layer\": 1, \"transitions\": [-1, 0, 1]", "triple"},
+            {"\"from_layer\": 1, \"transitions\": [0, -1, 1]", "triple"},
+            {"\"from_layer\": 1, \"transitions\": [0, 1]", "flat array of triples"},
+            {"\"from_layer\": 1, \"transitions\": {\"a\": 0}", "flat array of triples"},
             {"\"from_layer\": 1, \"transitions\": [3, 3, 4294967295]", NULL},
         };
         for (size_t i = 0; i < sizeof(tr) / sizeof(tr[0]); i++) {
@@ -296,6 +369,11 @@ main(void)
     tap_ok(mt_trace_load(path, &u) == MT_ERR_FORMAT && strstr(mt_last_error(), "twice") != NULL,
            "a layer listed twice (the first time with 0 tokens) is refused: %s", mt_last_error());
     tap_ok(u == NULL, "failed loads leave the output untouched");
+    write_file(path, "{\"format\": \"moetier-trace\", \"version\": 1, \"n_layers\": 5, "
+                     "\"n_experts\": 4, \"k\": 2, \"tokens\": 0}");
+    tap_ok(mt_trace_load(path, &u) == MT_ERR_FORMAT && u == NULL &&
+               strstr(mt_last_error(), "missing array 'layers'") != NULL,
+           "a trace without 'layers' is refused: %s", mt_last_error());
 
     /* each limit on a trace's numbers (trace.h): at it the file loads, one past it not */
     {
@@ -337,6 +415,20 @@ main(void)
             {"\"n_layers\": 5, \"n_experts\": 4, \"k\": 2",
              "{\"layer\": 1, \"tokens\": 1, \"counts\": [2, 0, 0, 0]}",
              "count of expert 0 must be an integer in [0, 1] (the layer's tokens)"},
+            /* a negative count, even where the sum is right */
+            {"\"n_layers\": 5, \"n_experts\": 4, \"k\": 2",
+             "{\"layer\": 1, \"tokens\": 2, \"counts\": [-1, 2, 2, 1]}",
+             "count of expert 0 must be an integer in [0, 2]"},
+            /* a missing field, a layer that is no object */
+            {"\"n_layers\": 5, \"n_experts\": 4", "", "missing field 'k'"},
+            {"\"n_layers\": 5, \"n_experts\": 4, \"k\": 2", "5",
+             "each entry of 'layers' must be an object"},
+            /* counts for more experts than n_experts, or none */
+            {"\"n_layers\": 5, \"n_experts\": 4, \"k\": 2",
+             "{\"layer\": 1, \"tokens\": 1, \"counts\": [1, 1, 0, 0, 0]}",
+             "layer 1 has counts for 5 experts, but the trace says n_experts 4"},
+            {"\"n_layers\": 5, \"n_experts\": 4, \"k\": 2", "{\"layer\": 1, \"tokens\": 1}",
+             "layer 1 'counts' must be an array of 4 integers"},
             /* a transition count past 2^32 - 1 (2^32 - 1 loads, above) */
             {"\"n_layers\": 5, \"n_experts\": 4, \"k\": 2",
              "{\"layer\": 2, \"tokens\": 1, \"counts\": [1, 1, 0, 0], \"from_layer\": 1, "
@@ -419,6 +511,47 @@ main(void)
         mt_trace_destroy(other);
         mt_trace_destroy(twice);
         mt_trace_destroy(m);
+    }
+    /* merge: a layer whose transitions come from another layer in src keeps dst's (trace.c) */
+    {
+        struct mt_trace *d = NULL;
+        struct mt_trace *s = NULL;
+        const int a[2] = {0, 1}, c[2] = {6, 7}, e[2] = {2, 3};
+        st = mt_trace_create(3, 8, 2, &d); /* layer 2 is the last: merged like the others */
+        st = st == MT_OK ? mt_trace_create(3, 8, 2, &s) : st;
+        st = st == MT_OK ? mt_trace_record(d, 1, a, 2) : st; /* dst: layer 1 -> 2 */
+        st = st == MT_OK ? mt_trace_record(d, 2, e, 2) : st;
+        st = st == MT_OK ? mt_trace_record(s, 0, c, 2) : st; /* src: layer 0 -> 2 */
+        st = st == MT_OK ? mt_trace_record(s, 2, e, 2) : st;
+        st = st == MT_OK ? mt_trace_merge(d, s, "s") : st;
+        tap_ok(st == MT_OK && mt_trace_from_layer(d, 2) == 1 &&
+                   mt_trace_transition(d, 2, 0, 2) == 1 && mt_trace_transition(d, 2, 6, 2) == 0 &&
+                   mt_trace_count(d, 2, 2) == 2 && mt_trace_layer_tokens(d, 2) == 2,
+               "merge adds the counts but not transitions from another previous layer");
+        mt_trace_destroy(s);
+        mt_trace_destroy(d);
+    }
+    /* merge: a transition count stops at 2^32 - 1 rather than wrapping */
+    {
+        struct mt_trace *m1 = NULL;
+        struct mt_trace *m2 = NULL;
+        snprintf(path, sizeof(path), "%s/max.json", dir);
+        write_file(path, "{\"format\": \"moetier-trace\", \"version\": 1, \"n_layers\": 5, "
+                         "\"n_experts\": 4, \"k\": 2, \"layers\": [{\"layer\": 2, \"tokens\": 1, "
+                         "\"counts\": [1, 0, 0, 1], \"from_layer\": 1, "
+                         "\"transitions\": [3, 3, 4294967295, 0, 3, 7, 1, 0, 5]}]}");
+        st = mt_trace_load(path, &m1);
+        st = st == MT_OK ? mt_trace_load(path, &m2) : st;
+        st = st == MT_OK ? mt_trace_merge(m1, m2, "max.json") : st;
+        tap_ok(st == MT_OK && mt_trace_transition(m1, 2, 3, 3) == 4294967295u &&
+                   mt_trace_transition(m1, 2, 0, 3) == 14 && mt_trace_transition(m1, 2, 1, 0) == 10,
+               "merged transition counts saturate at 2^32 - 1 (got %llu), others add",
+               st == MT_OK ? (unsigned long long)mt_trace_transition(m1, 2, 3, 3) : 0ull);
+        /* "to" one past the last expert would read the next row's first count (1 -> 0) */
+        tap_ok(st == MT_OK && mt_trace_transition(m1, 2, 0, 4) == 0,
+               "a transition to expert n_experts is 0, not the next row's");
+        mt_trace_destroy(m2);
+        mt_trace_destroy(m1);
     }
     mt_trace_destroy(t);
     mt_trace_destroy(NULL);
