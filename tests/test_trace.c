@@ -419,6 +419,12 @@ main(void)
             {"\"n_layers\": 5, \"n_experts\": 4, \"k\": 2",
              "{\"layer\": 1, \"tokens\": 2, \"counts\": [-1, 2, 2, 1]}",
              "count of expert 0 must be an integer in [0, 2]"},
+            /* the top-level "tokens" may be left out (above), but must be a count */
+            {"\"n_layers\": 5, \"n_experts\": 4, \"k\": 2, \"tokens\": 0", "", NULL},
+            {"\"n_layers\": 5, \"n_experts\": 4, \"k\": 2, \"tokens\": \"many\"", "",
+             "field 'tokens' must be an integer in [0, 1099511627776]"},
+            {"\"n_layers\": 5, \"n_experts\": 4, \"k\": 2, \"tokens\": -1", "",
+             "field 'tokens' must be an integer in [0, 1099511627776]"},
             /* a missing field, a layer that is no object */
             {"\"n_layers\": 5, \"n_experts\": 4", "", "missing field 'k'"},
             {"\"n_layers\": 5, \"n_experts\": 4, \"k\": 2", "5",

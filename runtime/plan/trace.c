@@ -567,6 +567,7 @@ mt_trace_load(const char *path, struct mt_trace **trace_out)
     long long n_layers;
     long long n_experts;
     long long k;
+    long long tokens;
     struct mt_trace *t = NULL;
     bool *seen = NULL;
     const char *key;
@@ -584,6 +585,12 @@ mt_trace_load(const char *path, struct mt_trace **trace_out)
     if ((st = get_int(root, "n_layers", path, 1, 4096, &n_layers)) != MT_OK ||
         (st = get_int(root, "n_experts", path, 1, 65536, &n_experts)) != MT_OK ||
         (st = get_int(root, "k", path, 1, n_experts, &k)) != MT_OK) {
+        goto out_decref;
+    }
+    /* "tokens" is the layers' largest count, written for a reader's eye and recomputed from
+     * them; it may be left out, but not hold something that is no count */
+    if (json_object_get(root, "tokens") != NULL &&
+        (st = get_int(root, "tokens", path, 0, MAX_LAYER_TOKENS, &tokens)) != MT_OK) {
         goto out_decref;
     }
     st = mt_trace_create((int)n_layers, (int)n_experts, (int)k, &t);
