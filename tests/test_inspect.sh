@@ -9,7 +9,7 @@
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 dir="$MT_TEST_DATA/deepseek-v3.2"
 
-echo "1..36"
+echo "1..41"
 json=$("$bin" inspect --config-only -m "$dir" --json)
 ok $? "inspect --config-only --json exits 0"
 printf '%s\n' "$json" | grep -q '"routed_expert_bytes": 44050944,'
@@ -191,4 +191,41 @@ ok $? "text: 3 dense + 58 MoE layers, YaRN x40 of 4,096 positions, FP8 storage w
 "$bin" inspect --config-only -m "$dir" --gpu-mem 0 >/dev/null 2>&1
 [ $? -eq 2 ]
 ok $? "--gpu-mem 0 is a usage error"
+# usage errors name what is wrong and exit 2, before any file is read: no model at all, an
+# argument after the flags, a --gpu-mem that is not a size
+"$bin" inspect >/dev/null 2>"$tmp/e1"
+rc1=$?
+"$bin" inspect --config-only -m "$dir" extra >"$tmp/out" 2>"$tmp/e2"
+rc2=$?
+"$bin" inspect --config-only -m "$dir" --gpu-mem 24X >/dev/null 2>"$tmp/e3"
+rc3=$?
+[ "$rc1" -eq 2 ] && grep -q -- '-m DIR (or --config FILE) is required' "$tmp/e1" &&
+    [ "$rc2" -eq 2 ] && [ ! -s "$tmp/out" ] && grep -q "unexpected argument 'extra'" "$tmp/e2" &&
+    [ "$rc3" -eq 2 ] && grep -q "bad --gpu-mem '24X'" "$tmp/e3"
+ok $? "no -m, an extra argument, --gpu-mem 24X: usage errors (rc $rc1 $rc2 $rc3)"
+# a cache that holds exactly the model's positions is not cut, so not starred: room for 163,840
+# tokens of the exact indexer's fp32 layout (2,816 B x 61 layers) over the 19,721,219,776 B of
+# weights and workspace; the five other layouts hold more and are starred
+"$bin" inspect --config-only -m "$dir" --gpu-mem $((19721219776 + 163840 * 2816 * 61)) \
+    >"$tmp/edge.txt"
+grep -q 'exact indexer (default): 163,840 / 163,840\* / 163,840\* tokens' "$tmp/edge.txt" &&
+    [ "$(grep -o '163,840\*' "$tmp/edge.txt" | wc -l)" -eq 5 ]
+ok $? "--gpu-mem for exactly 163,840 fp32 tokens: that one is not starred, the 5 others are"
+# the main model's row: every role's params (the embedding too), the bytes without the MTP layer
+# (654,068,416,512 routed + 19,963,965,120 other)
+grep -q '"main_params":671877944064,"main_bytes":674032381632,' "$tmp/flat.json" &&
+    printf '%s\n' "$text" | grep -q '^main model  *671,877,944,064  *674,032,381,632  *627\.74$'
+ok $? "JSON and text: the main model 671,877,944,064 params, 674,032,381,632 B (no MTP layer)"
+# the checkpoint's own figures: the bf16 transformers checkpoint is 1 shard of 171 tensors, no
+# FP8 and no MTP layer; the synth one has its MTP layer
+"$bin" inspect -m "$MT_TEST_DATA/hf-bf16" --json | tr -d ' \n' >"$tmp/hf.json"
+grep -q '"fp8":false,"torch_dtype"' "$tmp/hf.json" &&
+    grep -q '"checkpoint":{"shards":1,"tensors":171,"fp8":false,"has_mtp":false,' "$tmp/hf.json" &&
+    grep -q '"has_mtp":true,"validated":true}' "$tmp/mtp.json" &&
+    grep -q '"has_mtp":false,"validated":true}' "$tmp/nomtp.json"
+ok $? "JSON checkpoint: hf-bf16 1 shard, 171 tensors, no FP8, no MTP; has_mtp of synth with/without"
+# the JSON names the GPU size it was asked for, in bytes, beside the room it leaves
+printf '%s' "$j" | tr -d ' \n' |
+    grep -q '"context_fits":{"gpu_mem":25769803776,"kv_room":6048584000,'
+ok $? "--gpu-mem 24G (JSON): gpu_mem 25769803776 B, kv_room 6048584000 B"
 tap_exit

@@ -11,15 +11,15 @@
 make_tmp stream-run
 m="$tmp/small"
 
-echo "1..26"
+echo "1..30"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 ids="5,17,900,33,4242,7,12,99,1000,65000,3,8,21,400,77,2,19,4096,123,88,6,31,250,11,9"
 run() { "$bin" run -m "$m" --prompt-ids "$ids" -n 6 --print-ids "$@" 2>"$tmp/err"; }
 
 plain=$(run)
-"$bin" pack -q -m "$m" -o "$tmp/s0" -o "$tmp/s1" 2>"$tmp/perr"
-ok $? "pack into two store files exits 0 $(head -1 "$tmp/perr")"
+"$bin" pack -q -m "$m" -o "$tmp/s0" -o "$tmp/s1" 2>"$tmp/perr" && [ ! -s "$tmp/perr" ]
+ok $? "pack -q into two store files exits 0, nothing on stderr $(head -1 "$tmp/perr")"
 got=$(run --store "$tmp/s0" --store "$tmp/s1")
 [ $? -eq 0 ] && [ -n "$plain" ] && [ "$got" = "$plain" ] &&
     grep -q "streamed experts:" "$tmp/err" &&
@@ -133,8 +133,11 @@ signal() {
     rc=$?
 }
 signal INT
-[ "$rc" -eq 130 ] && grep -q "interrupted: the partial store files are removed" "$tmp/sig.err"
-ok $? "pack interrupted by SIGINT exits 130 (rc $rc), saying so: $(tail -n 1 "$tmp/sig.err")"
+# said once: the store is not finished (the writer would refuse it, adding an error of its own)
+[ "$rc" -eq 130 ] && grep -q "interrupted: the partial store files are removed" "$tmp/sig.err" &&
+    ! grep -q '^mt: ' "$tmp/sig.err"
+ok $? "pack interrupted by SIGINT exits 130 (rc $rc), saying so, and only that: \
+$(grep -v '^pack: ' "$tmp/sig.err" | head -n 2 | tr '\n' ' ')"
 [ "$(ls "$tmp/sig")" = b ] && [ "$(cat "$tmp/sig/b")" = old ]
 ok $? "... removing its preallocated .partial files, the old store file left as it was: \
 $(ls "$tmp/sig" | tr '\n' ' ')"
@@ -163,6 +166,47 @@ ok $? "pack into a missing directory: exit 1 naming it: $(head -1 "$tmp/err")"
 "$bin" pack -m "$m" -o "$tmp/x" --bogus 2>/dev/null >/dev/null
 [ $? -eq 2 ] && [ ! -e "$tmp/x" ]
 ok $? "an unknown flag: exit 2, nothing written"
+# usage errors exit 2 before anything is read or written: no -m, --threads 0, --queue-depth 0,
+# an argument after the flags, one name given twice (in a missing directory, where no stat can
+# tell that they are the same file: the names alone do)
+"$bin" pack -o "$tmp/u" >/dev/null 2>"$tmp/e1"
+rc1=$?
+"$bin" pack -m "$tmp/tiny" -o "$tmp/u" --threads 0 >/dev/null 2>"$tmp/e2"
+rc2=$?
+"$bin" pack -m "$tmp/tiny" -o "$tmp/u" --queue-depth 0 >/dev/null 2>"$tmp/e3"
+rc3=$?
+"$bin" pack -m "$tmp/tiny" -o "$tmp/u" extra >/dev/null 2>"$tmp/e4"
+rc4=$?
+"$bin" pack -m "$tmp/tiny" -o "$tmp/no/d/u" -o "$tmp/no/d/u" >/dev/null 2>"$tmp/e5"
+rc5=$?
+[ "$rc1 $rc2 $rc3 $rc4 $rc5" = "2 2 2 2 2" ] && [ ! -e "$tmp/u" ] &&
+    grep -q -- '-m DIR and at least one -o FILE are required' "$tmp/e1" &&
+    grep -q "bad --threads '0'" "$tmp/e2" && grep -q "bad --queue-depth '0'" "$tmp/e3" &&
+    grep -q "unexpected argument 'extra'" "$tmp/e4" && grep -q 'given twice' "$tmp/e5"
+ok $? "no -m, --threads 0, --queue-depth 0, an extra argument, -o X -o X: usage errors, nothing \
+written (rc $rc1 $rc2 $rc3 $rc4 $rc5)"
+# the outputs are checked before the model is opened: a missing model and a missing directory
+# name the directory
+"$bin" pack -q -m "$tmp/no-model" -o "$tmp/no/such/dir/s" >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "no/such/dir" "$tmp/err" && ! grep -q "no-model" "$tmp/err"
+ok $? "pack of a missing model into a missing directory names the directory: $(head -1 "$tmp/err")"
+# a read of the checkpoint that keeps failing (MT_IO_FAULT, io/expert_source.h) fails the pack
+# naming the expert, and leaves no store file, whole or partial
+mkdir "$tmp/fault"
+MT_IO_FAULT='1:*' "$bin" pack -q -m "$tmp/tiny" -o "$tmp/fault/s" >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 1 ] && grep -q '^mt: layer 1 expert [0-9]*: read of .* (read 3 times)' "$tmp/err" &&
+    [ -z "$(ls "$tmp/fault")" ]
+ok $? "a lasting read error while packing: exit 1 (rc $rc), the expert named, nothing left: \
+$(grep -v warning "$tmp/err" | head -1)"
+# --verify reads the finished store itself back: a fault injected once per source on layer 1
+# expert 0 is met (and read again) in the checkpoint and then in the store file
+MT_IO_FAULT='1:0:1' "$bin" pack -q --verify -m "$tmp/tiny" -o "$tmp/fault/v" >/dev/null \
+    2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 0 ] && grep -q "layer 1 expert 0: read of '$tmp/tiny/.*retry 1 of 2" "$tmp/err" &&
+    grep -q "layer 1 expert 0: read of '$tmp/fault/v' .*retry 1 of 2" "$tmp/err"
+ok $? "pack --verify reads layer 1 expert 0 back from the store file (rc $rc)"
 # a model without MoE layers: said of the model (the reader alone would name its first shard)
 "$bin" synth --preset tiny --layers 2 --dense-layers 2 -q -o "$tmp/dense" >/dev/null 2>&1 ||
     bail_out "synth of a dense model failed"
