@@ -1883,6 +1883,8 @@ kv_sizes(void)
         {{MT_DTYPE_BF16, true, false}, 1152 + 512}, {{MT_DTYPE_F8_E4M3, false, true}, 656 + 132},
         {{MT_DTYPE_F8_E4M3, false, false}, 656},   {{MT_DTYPE_F32, true, true}, 2304 + 644},
     };
+    /* a latent of 200 (not a multiple of 128): FP8 keeps 2 scales, for 128 values and for 72 */
+    static const struct mt_kv_layout fp8 = {MT_DTYPE_F8_E4M3, false, false};
     int bad = 0;
 
     memset(&cfg, 0, sizeof(cfg));
@@ -1900,11 +1902,16 @@ kv_sizes(void)
     }
     tap_ok(bad == 0, "KV cache sizes of V3.2: 2,816 / 1,284 / 1,664 / 788 / 656 / 2,948 B a token "
            "and layer (%d wrong)", bad);
+    cfg.kv_lora_rank = 200;
+    uint64_t got = mt_kv_bytes_per_token_layer(&cfg, &fp8);
+    tap_ok(got == 200 + 2 * 4 + 2 * 64, "KV cache, FP8 latent of 200: %llu B a token and layer "
+           "(336: 200 e4m3, 2 fp32 scales, 64 bf16 rope)", (unsigned long long)got);
 }
 
 /*
  * A bf16 KV cache: a latent row reads back as its bf16 rounding (not FP8's), rows gathered in
- * the order asked for, with *idx_out = 0..n-1 into the scratch.
+ * the order asked for, with *idx_out = 0..n-1 into the scratch; the rope keys of those rows are
+ * gathered into their scratch alike, whole and in fp32.
  */
 static void
 kv_bf16_rows(void)
