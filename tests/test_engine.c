@@ -1864,6 +1864,12 @@ kv_growth(void)
     tap_ok(ok, "KV cache: 64 positions hold a need of 64; a need of 150 beyond the context's 100 "
            "gets room for 150 (cap %lld)", (long long)kv.cap);
     mt_kv_cache_fini(&kv);
+    /* a need of the whole context is the context, not the next doubling (128) */
+    ok = mt_kv_cache_init(&kv, &cfg, &lay) == MT_OK && mt_kv_cache_reserve(&kv, 100) == MT_OK &&
+         kv.cap == 100;
+    tap_ok(ok, "KV cache: a need of the context's 100 positions gets 100 (cap %lld)",
+           (long long)kv.cap);
+    mt_kv_cache_fini(&kv);
 }
 
 /*
