@@ -1930,7 +1930,7 @@ kv_bf16_rows(void)
     int32_t idx[2] = {3, 1}, iota[2] = {-1, -1};
     const float *lo, *ko;
     const int32_t *io;
-    int bad = 0;
+    int bad = 0, bad_kpe = 0;
 
     memset(&cfg, 0, sizeof(cfg));
     cfg.num_hidden_layers = 1;
@@ -1947,17 +1947,27 @@ kv_bf16_rows(void)
     if (ok) {
         mt_kv_cache_put_latent(&kv, 0, 3, lat[0]);
         mt_kv_cache_put_latent(&kv, 0, 1, lat[1]);
-        memset(kv.layer[0].kpe, 0, sizeof(float) * ROPE * 4);
+        /* position p's rope key: 100 p + i, not a bf16 value past i = 0 (kept fp32) */
+        for (int p = 0; p < 4; p++) {
+            for (int i = 0; i < ROPE; i++) {
+                kv.layer[0].kpe[p * ROPE + i] = 100.0f * (float)p + (float)i + 0.001f;
+            }
+        }
         mt_kv_cache_rows(&kv, 0, idx, 2, lat_s, kpe_s, iota, &lo, &ko, &io);
-        ok = io == iota && io[0] == 0 && io[1] == 1;
+        ok = io == iota && io[0] == 0 && io[1] == 1 && ko == kpe_s;
         for (int r = 0; r < 2 && ok; r++) {
             for (int i = 0; i < KVL; i++) {
                 bad += lo[r * KVL + i] != mt_bf16_to_f32(mt_f32_to_bf16(lat[r][i]));
+            }
+            for (int i = 0; i < ROPE; i++) {
+                bad_kpe += ko[r * ROPE + i] != 100.0f * (float)idx[r] + (float)i + 0.001f;
             }
         }
     }
     tap_ok(ok && bad == 0, "KV cache, bf16 latents: rows 3 and 1 read back as their bf16 "
            "rounding, in that order, indexed 0 and 1 (%d of %d differ)", bad, 2 * KVL);
+    tap_ok(ok && bad_kpe == 0, "KV cache, bf16 latents: the rope keys of rows 3 and 1 are "
+           "gathered into the scratch, in that order (%d of %d differ)", bad_kpe, 2 * ROPE);
     mt_kv_cache_fini(&kv);
     struct mt_kv_layout f16 = {.latent = MT_DTYPE_F16};
     mt_log_set_quiet(true);
