@@ -312,6 +312,22 @@ test_tiered(void)
            "tiered provider: its capacity is nvme's slots (%d; nvme 4, dram 9)",
            mt_expert_provider_capacity(t));
     mt_expert_provider_destroy(t);
+
+    /* prefetch is optional (expert_provider.h): an nvme provider without it makes the tiered
+       prefetch a no-op, not a call through NULL */
+    static const struct mt_expert_provider_ops no_pf_ops = {
+        .name = "recorder, no prefetch", .acquire = rec_acquire, .release = rec_release,
+        .capacity = rec_capacity, .destroy = rec_destroy,
+    };
+    struct mt_expert_provider np2 = {&no_pf_ops, &nvme};
+    if (tap_ok(mt_expert_provider_tiered_create(kinds, 1, REC_EXPERTS, &dp, &np2, &t) == MT_OK,
+               "tiered provider: created over an nvme provider without prefetch")) {
+        t->ops->prefetch(t->self, 0, ids, 2);
+        tap_ok(nvme.n_prefetch == 1 && dram.n_prefetch == 0,
+               "tiered provider: a prefetch with no nvme prefetch reaches neither provider "
+               "(%d and %d calls)", nvme.n_prefetch, dram.n_prefetch);
+        mt_expert_provider_destroy(t);
+    }
 }
 
 /* ---- failures: wait() returns the first one, once ------------------------------------------ */
