@@ -1980,7 +1980,8 @@ kv_bf16_rows(void)
 /*
  * DeepSeek's FP8 latent layout on the host: what a row reads back is mt_cpu_act_quant's e4m3 x
  * scale per 128 values (ue8m0), here 200 wide (a last group of 72), the values the GPU's FP8
- * cache widens to; not the latent itself (a cache that kept it would fail).
+ * cache widens to; not the latent itself (a cache that kept it would fail). The last group is
+ * its 72 values alone: large values just past the row must not set its scale.
  */
 static void
 kv_fp8(void)
@@ -1989,7 +1990,7 @@ kv_fp8(void)
     struct mt_kv_layout lay = {.latent = MT_DTYPE_F8_E4M3, .index_exact = true};
     struct mt_kv_cache kv;
     enum { KVL = 200, ROPE = 8 };
-    float lat[KVL], lat_s[KVL], kpe_s[ROPE], want;
+    float lat[KVL + 128], lat_s[KVL], kpe_s[ROPE], want;
     int32_t idx = 3, iota;
     uint8_t q[128];
     const float *lo, *ko;
@@ -2004,6 +2005,9 @@ kv_fp8(void)
     cfg.max_position_embeddings = 100;
     for (int i = 0; i < KVL; i++) {
         lat[i] = sinf(0.37f * (float)i) * (i < 128 ? 3.0f : 0.01f);
+    }
+    for (int i = KVL; i < KVL + 128; i++) { /* not the row's: a group of 128 there would be off */
+        lat[i] = 1000.0f;
     }
     bool ok = mt_kv_cache_init(&kv, &cfg, &lay) == MT_OK && mt_kv_cache_reserve(&kv, 4) == MT_OK;
     if (ok) {
