@@ -22,6 +22,7 @@
 #include "runtime/engine/executor_cpu_team.h"
 #include "runtime/engine/expert_provider.h"
 #include "runtime/model/model.h"
+#include "runtime/model/safetensors.h"
 #include "runtime/text/sampler.h"
 #include "runtime/synth/synth.h"
 #include "runtime/engine/kv_cache.h"
@@ -2396,6 +2397,120 @@ poisoned_step(void)
     tap_rmtree(dir);
 }
 
+/* Copy file name from directory src to dst. */
+static bool
+copy_file(const char *src, const char *dst, const char *name)
+{
+    char a[1100], b[1100], buf[4096];
+    size_t n;
+    bool ok;
+
+    snprintf(a, sizeof(a), "%s/%s", src, name);
+    snprintf(b, sizeof(b), "%s/%s", dst, name);
+    FILE *in = fopen(a, "rb");
+    FILE *out = fopen(b, "wb");
+    ok = in != NULL && out != NULL;
+    while (ok && (n = fread(buf, 1, sizeof(buf), in)) > 0) {
+        ok = fwrite(buf, 1, n, out) == n;
+    }
+    ok = ok && !ferror(in);
+    if (in != NULL) {
+        fclose(in);
+    }
+    return out != NULL && fclose(out) == 0 && ok;
+}
+
+/* dst: src's checkpoint with every BF16 tensor stored as F16 (F32 ones as they are). */
+static bool
+write_f16_copy(const char *src, const char *dst)
+{
+    struct mt_st_set *set = NULL;
+    struct mt_st_writer *w = NULL;
+    char path[1100];
+    bool ok = copy_file(src, dst, "config.json") && mt_st_set_open(src, &set) == MT_OK;
+
+    snprintf(path, sizeof(path), "%s/model.safetensors", dst);
+    ok = ok && mt_st_writer_create(path, &w) == MT_OK;
+    size_t n = ok ? mt_st_set_count(set) : 0;
+    for (size_t i = 0; i < n && ok; i++) {
+        const struct mt_st_tensor *t = mt_st_set_tensor(set, i);
+        enum mt_dtype dt = t->dtype == MT_DTYPE_BF16 ? MT_DTYPE_F16 : t->dtype;
+        ok = mt_st_writer_add(w, t->name, dt, t->ndim, t->shape) == MT_OK;
+    }
+    for (size_t i = 0; i < n && ok; i++) {
+        const struct mt_st_tensor *t = mt_st_set_tensor(set, i);
+        uint8_t *raw = malloc(t->nbytes > 0 ? t->nbytes : 1);
+        ok = raw != NULL && mt_st_set_read(set, t, raw, t->nbytes) == MT_OK;
+        if (ok && t->dtype == MT_DTYPE_BF16) { /* in place: both 2 bytes a value */
+            mt_bf16_t *b = (mt_bf16_t *)raw;
+            mt_f16_t *h = (mt_f16_t *)raw;
+            for (uint64_t j = 0; j < t->nelem; j++) {
+                h[j] = mt_f32_to_f16(mt_bf16_to_f32(b[j]));
+            }
+        }
+        ok = ok && mt_st_writer_write(w, raw, t->nbytes) == MT_OK;
+        free(raw);
+    }
+    if (ok) {
+        ok = mt_st_writer_finish(w) == MT_OK;
+    } else {
+        mt_st_writer_destroy(w);
+    }
+    mt_st_set_destroy(set);
+    return ok;
+}
+
+/*
+ * An F16 checkpoint (HF's tiny model with its BF16 tensors as F16: linears, norms, biases) runs,
+ * and its logits stay close to the BF16 one's: F16 holds these BF16 values but for the smallest
+ * weights (subnormal in F16). No other checkpoint here is F16.
+ */
+static void
+f16_weights(void)
+{
+    const char *src = tap_data_path("golden/v32-tiny-a");
+    const char *dir = tap_tmpdir();
+    struct mt_model *mb = NULL;
+    struct mt_model *mh = NULL;
+    struct mt_engine *eb = NULL;
+    struct mt_engine *eh = NULL;
+    enum { T = 6 };
+    int32_t ids[T];
+    float *want = NULL;
+    float *got = NULL;
+    mt_status_t st = MT_ERR_INTERNAL;
+    int wr = -1;
+    double rel = INFINITY;
+
+    bool made = write_f16_copy(src, dir);
+    mt_log_set_quiet(true);
+    if (made && mt_model_open(src, &mb) == MT_OK && mt_model_open(dir, &mh) == MT_OK &&
+        make_engine(mb, MT_INDEXER_EXACT, MT_ATTN_SPARSE, false, &eb) == MT_OK &&
+        (st = make_engine(mh, MT_INDEXER_EXACT, MT_ATTN_SPARSE, false, &eh)) == MT_OK) {
+        int V = mt_engine_vocab(eb);
+        for (int i = 0; i < T; i++) {
+            ids[i] = (int32_t)((i * 37 + 3) % V);
+        }
+        want = malloc((size_t)T * V * sizeof(float));
+        got = malloc((size_t)T * V * sizeof(float));
+        if (want != NULL && got != NULL && mt_engine_forward(eb, ids, T, true, want) == MT_OK &&
+            (st = mt_engine_forward(eh, ids, T, true, got)) == MT_OK) {
+            rel = golden_worst_row_rel(got, want, T, V, &wr);
+        }
+    }
+    mt_log_set_quiet(false);
+    tap_ok(made && st == MT_OK && rel <= 1e-3,
+           "F16 checkpoint: loads and runs (%s), logits within 1e-3 of the BF16 one's "
+           "(worst %.2e at %d)", st == MT_OK ? "ok" : mt_last_error(), rel, wr);
+    free(want);
+    free(got);
+    mt_engine_destroy(eb);
+    mt_engine_destroy(eh);
+    mt_model_destroy(mb);
+    mt_model_destroy(mh);
+    tap_rmtree(dir);
+}
+
 int
 main(void)
 {
@@ -2406,6 +2521,7 @@ main(void)
     kv_sizes();
     kv_bf16_rows();
     kv_fp8();
+    f16_weights();
     indexer_overlap();
     session_books();
     session_logits();
