@@ -40,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define REL_TOL 1e-3
 
@@ -2511,6 +2512,44 @@ f16_weights(void)
     tap_rmtree(dir);
 }
 
+/*
+ * A read error while the engine loads its weights (the shard cut short after the model opened:
+ * pread comes back short) fails mt_engine_create with MT_ERR_IO naming the tensor, never builds
+ * an engine over garbage: for a linear kept as stored (the embedding, the first read) and for a
+ * norm converted to fp32 (HF's tiny model has BF16 norms; the final norm is the file's last
+ * tensor and the third read).
+ */
+static void
+weights_read_error(void)
+{
+    static const char *const cut_at[] = {"model.embed_tokens.weight", "model.norm.weight"};
+    const char *src = tap_data_path("golden/v32-tiny-a");
+
+    for (size_t i = 0; i < sizeof(cut_at) / sizeof(cut_at[0]); i++) {
+        const char *dir = tap_tmpdir();
+        struct mt_model *m = NULL;
+        struct mt_engine *e = NULL;
+        const struct mt_st_tensor *t = NULL;
+        mt_status_t st = MT_ERR_INTERNAL;
+        bool cut = copy_file(src, dir, "config.json") &&
+                   copy_file(src, dir, "model.safetensors") && mt_model_open(dir, &m) == MT_OK &&
+                   (t = mt_st_set_find(m->set, cut_at[i])) != NULL &&
+                   truncate(mt_st_set_file_path(m->set, t->file), (off_t)t->offset) == 0;
+        if (cut) {
+            mt_log_set_quiet(true);
+            st = make_engine(m, MT_INDEXER_EXACT, MT_ATTN_SPARSE, false, &e);
+            mt_log_set_quiet(false);
+        }
+        tap_ok(cut && st == MT_ERR_IO && strstr(mt_last_error(), cut_at[i]) != NULL,
+               "the shard cut short at '%s' after the model opened: the engine fails with "
+               "MT_ERR_IO naming it (%s: %s)", cut_at[i], mt_status_str(st),
+               cut ? mt_last_error() : "(could not cut the checkpoint)");
+        mt_engine_destroy(e);
+        mt_model_destroy(m);
+        tap_rmtree(dir);
+    }
+}
+
 int
 main(void)
 {
@@ -2522,6 +2561,7 @@ main(void)
     kv_bf16_rows();
     kv_fp8();
     f16_weights();
+    weights_read_error();
     indexer_overlap();
     session_books();
     session_logits();
