@@ -2207,11 +2207,12 @@ out:
 }
 
 /*
- * Overwrite the first float of tensor `name` in dir's checkpoint with v; a name with "%d" stands
- * for every routed expert (so that whichever expert a token picks is corrupt).
+ * Overwrite the first float of tensor `name` in dir's checkpoint with v (the last one if last);
+ * a name with "%d" stands for every routed expert (so that whichever expert a token picks is
+ * corrupt).
  */
 static bool
-poke_f32(const char *dir, const char *name, float v)
+poke_f32_at(const char *dir, const char *name, bool last, float v)
 {
     struct mt_model *m = NULL;
     bool ok = true;
@@ -2230,13 +2231,20 @@ poke_f32(const char *dir, const char *name, float v)
         ok = t != NULL && t->dtype == MT_DTYPE_F32;
         if (ok) {
             FILE *f = fopen(mt_st_set_file_path(m->set, t->file), "r+b");
-            ok = f != NULL && fseek(f, (long)t->offset, SEEK_SET) == 0 &&
+            long at = (long)t->offset + (last ? 4 * ((long)t->nelem - 1) : 0);
+            ok = f != NULL && fseek(f, at, SEEK_SET) == 0 &&
                  fwrite(&v, 4, 1, f) == 1;
             ok = f != NULL && fclose(f) == 0 && ok;
         }
     }
     mt_model_destroy(m);
     return ok;
+}
+
+static bool
+poke_f32(const char *dir, const char *name, float v)
+{
+    return poke_f32_at(dir, name, false, v);
 }
 
 /* Forward tokens 1..n (n <= 32) on dir's checkpoint; the status, with the message in *msg. */
@@ -2309,6 +2317,16 @@ corrupt_weights(void)
                cases[i].tensor, made ? msg : "(could not corrupt the checkpoint)");
         tap_rmtree(dir);
     }
+
+    /* the check reads every block scale of a weight, the last one too */
+    const char *dir = tap_tmpdir();
+    const char *sc = "model.layers.0.self_attn.q_b_proj.weight_scale_inv";
+    bool made = golden_synth_tiny(dir, 5) == MT_OK && poke_f32_at(dir, sc, true, NAN);
+    mt_status_t st = made ? forward_status(dir, 6, &msg) : MT_ERR_INTERNAL;
+    tap_ok(made && st == MT_ERR_FORMAT && strstr(msg, sc) != NULL,
+           "NaN in the last block scale of '%s' fails the forward pass naming it: '%s'", sc,
+           made ? msg : "(could not corrupt the checkpoint)");
+    tap_rmtree(dir);
 }
 
 /*
