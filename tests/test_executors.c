@@ -198,6 +198,7 @@ struct rec {
     int pf_layer;                                  /* the last prefetch's layer and experts */
     int pf_experts[REC_EXPERTS];
     int pf_n;
+    mt_status_t acquire_st;                        /* what acquire returns (after counting) */
 };
 
 static void
@@ -219,7 +220,7 @@ rec_acquire(void *self, int layer, int expert, struct mt_expert *out)
     r->acquired[layer * REC_EXPERTS + expert]++;
     memset(out, 0, sizeof(*out));
     out->gate.data = r;
-    return MT_OK;
+    return r->acquire_st;
 }
 
 static void
@@ -311,6 +312,13 @@ test_tiered(void)
     tap_ok(mt_expert_provider_capacity(t) == 4,
            "tiered provider: its capacity is nvme's slots (%d; nvme 4, dram 9)",
            mt_expert_provider_capacity(t));
+    /* a failed read of a streamed expert is the caller's failure (expert 0 of layer 0: NVMe) */
+    struct mt_expert w;
+    nvme.acquire_st = MT_ERR_IO;
+    mt_status_t st = t->ops->acquire(t->self, 0, 0, &w);
+    nvme.acquire_st = MT_OK;
+    tap_ok(st == MT_ERR_IO, "tiered provider: a failed acquire from nvme fails its acquire (%s)",
+           mt_status_str(st));
     mt_expert_provider_destroy(t);
 
     /* prefetch is optional (expert_provider.h): an nvme provider without it makes the tiered
