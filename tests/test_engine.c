@@ -22,6 +22,7 @@
 #include "runtime/engine/executor_cpu_team.h"
 #include "runtime/engine/expert_provider.h"
 #include "runtime/model/model.h"
+#include "runtime/model/safetensors.h"
 #include "runtime/text/sampler.h"
 #include "runtime/synth/synth.h"
 #include "runtime/engine/kv_cache.h"
@@ -39,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define REL_TOL 1e-3
 
@@ -1864,6 +1866,12 @@ kv_growth(void)
     tap_ok(ok, "KV cache: 64 positions hold a need of 64; a need of 150 beyond the context's 100 "
            "gets room for 150 (cap %lld)", (long long)kv.cap);
     mt_kv_cache_fini(&kv);
+    /* a need of the whole context is the context, not the next doubling (128) */
+    ok = mt_kv_cache_init(&kv, &cfg, &lay) == MT_OK && mt_kv_cache_reserve(&kv, 100) == MT_OK &&
+         kv.cap == 100;
+    tap_ok(ok, "KV cache: a need of the context's 100 positions gets 100 (cap %lld)",
+           (long long)kv.cap);
+    mt_kv_cache_fini(&kv);
 }
 
 /*
@@ -1883,6 +1891,8 @@ kv_sizes(void)
         {{MT_DTYPE_BF16, true, false}, 1152 + 512}, {{MT_DTYPE_F8_E4M3, false, true}, 656 + 132},
         {{MT_DTYPE_F8_E4M3, false, false}, 656},   {{MT_DTYPE_F32, true, true}, 2304 + 644},
     };
+    /* a latent of 200 (not a multiple of 128): FP8 keeps 2 scales, for 128 values and for 72 */
+    static const struct mt_kv_layout fp8 = {MT_DTYPE_F8_E4M3, false, false};
     int bad = 0;
 
     memset(&cfg, 0, sizeof(cfg));
@@ -1900,11 +1910,16 @@ kv_sizes(void)
     }
     tap_ok(bad == 0, "KV cache sizes of V3.2: 2,816 / 1,284 / 1,664 / 788 / 656 / 2,948 B a token "
            "and layer (%d wrong)", bad);
+    cfg.kv_lora_rank = 200;
+    uint64_t got = mt_kv_bytes_per_token_layer(&cfg, &fp8);
+    tap_ok(got == 200 + 2 * 4 + 2 * 64, "KV cache, FP8 latent of 200: %llu B a token and layer "
+           "(336: 200 e4m3, 2 fp32 scales, 64 bf16 rope)", (unsigned long long)got);
 }
 
 /*
  * A bf16 KV cache: a latent row reads back as its bf16 rounding (not FP8's), rows gathered in
- * the order asked for, with *idx_out = 0..n-1 into the scratch.
+ * the order asked for, with *idx_out = 0..n-1 into the scratch; the rope keys of those rows are
+ * gathered into their scratch alike, whole and in fp32.
  */
 static void
 kv_bf16_rows(void)
@@ -1917,7 +1932,7 @@ kv_bf16_rows(void)
     int32_t idx[2] = {3, 1}, iota[2] = {-1, -1};
     const float *lo, *ko;
     const int32_t *io;
-    int bad = 0;
+    int bad = 0, bad_kpe = 0;
 
     memset(&cfg, 0, sizeof(cfg));
     cfg.num_hidden_layers = 1;
@@ -1934,17 +1949,27 @@ kv_bf16_rows(void)
     if (ok) {
         mt_kv_cache_put_latent(&kv, 0, 3, lat[0]);
         mt_kv_cache_put_latent(&kv, 0, 1, lat[1]);
-        memset(kv.layer[0].kpe, 0, sizeof(float) * ROPE * 4);
+        /* position p's rope key: 100 p + i, not a bf16 value past i = 0 (kept fp32) */
+        for (int p = 0; p < 4; p++) {
+            for (int i = 0; i < ROPE; i++) {
+                kv.layer[0].kpe[p * ROPE + i] = 100.0f * (float)p + (float)i + 0.001f;
+            }
+        }
         mt_kv_cache_rows(&kv, 0, idx, 2, lat_s, kpe_s, iota, &lo, &ko, &io);
-        ok = io == iota && io[0] == 0 && io[1] == 1;
+        ok = io == iota && io[0] == 0 && io[1] == 1 && ko == kpe_s;
         for (int r = 0; r < 2 && ok; r++) {
             for (int i = 0; i < KVL; i++) {
                 bad += lo[r * KVL + i] != mt_bf16_to_f32(mt_f32_to_bf16(lat[r][i]));
+            }
+            for (int i = 0; i < ROPE; i++) {
+                bad_kpe += ko[r * ROPE + i] != 100.0f * (float)idx[r] + (float)i + 0.001f;
             }
         }
     }
     tap_ok(ok && bad == 0, "KV cache, bf16 latents: rows 3 and 1 read back as their bf16 "
            "rounding, in that order, indexed 0 and 1 (%d of %d differ)", bad, 2 * KVL);
+    tap_ok(ok && bad_kpe == 0, "KV cache, bf16 latents: the rope keys of rows 3 and 1 are "
+           "gathered into the scratch, in that order (%d of %d differ)", bad_kpe, 2 * ROPE);
     mt_kv_cache_fini(&kv);
     struct mt_kv_layout f16 = {.latent = MT_DTYPE_F16};
     mt_log_set_quiet(true);
@@ -1957,7 +1982,8 @@ kv_bf16_rows(void)
 /*
  * DeepSeek's FP8 latent layout on the host: what a row reads back is mt_cpu_act_quant's e4m3 x
  * scale per 128 values (ue8m0), here 200 wide (a last group of 72), the values the GPU's FP8
- * cache widens to; not the latent itself (a cache that kept it would fail).
+ * cache widens to; not the latent itself (a cache that kept it would fail). The last group is
+ * its 72 values alone: large values just past the row must not set its scale.
  */
 static void
 kv_fp8(void)
@@ -1966,7 +1992,7 @@ kv_fp8(void)
     struct mt_kv_layout lay = {.latent = MT_DTYPE_F8_E4M3, .index_exact = true};
     struct mt_kv_cache kv;
     enum { KVL = 200, ROPE = 8 };
-    float lat[KVL], lat_s[KVL], kpe_s[ROPE], want;
+    float lat[KVL + 128], lat_s[KVL], kpe_s[ROPE], want;
     int32_t idx = 3, iota;
     uint8_t q[128];
     const float *lo, *ko;
@@ -1981,6 +2007,9 @@ kv_fp8(void)
     cfg.max_position_embeddings = 100;
     for (int i = 0; i < KVL; i++) {
         lat[i] = sinf(0.37f * (float)i) * (i < 128 ? 3.0f : 0.01f);
+    }
+    for (int i = KVL; i < KVL + 128; i++) { /* not the row's: a group of 128 there would be off */
+        lat[i] = 1000.0f;
     }
     bool ok = mt_kv_cache_init(&kv, &cfg, &lay) == MT_OK && mt_kv_cache_reserve(&kv, 4) == MT_OK;
     if (ok) {
@@ -2178,11 +2207,12 @@ out:
 }
 
 /*
- * Overwrite the first float of tensor `name` in dir's checkpoint with v; a name with "%d" stands
- * for every routed expert (so that whichever expert a token picks is corrupt).
+ * Overwrite the first float of tensor `name` in dir's checkpoint with v (the last one if last);
+ * a name with "%d" stands for every routed expert (so that whichever expert a token picks is
+ * corrupt).
  */
 static bool
-poke_f32(const char *dir, const char *name, float v)
+poke_f32_at(const char *dir, const char *name, bool last, float v)
 {
     struct mt_model *m = NULL;
     bool ok = true;
@@ -2201,13 +2231,20 @@ poke_f32(const char *dir, const char *name, float v)
         ok = t != NULL && t->dtype == MT_DTYPE_F32;
         if (ok) {
             FILE *f = fopen(mt_st_set_file_path(m->set, t->file), "r+b");
-            ok = f != NULL && fseek(f, (long)t->offset, SEEK_SET) == 0 &&
+            long at = (long)t->offset + (last ? 4 * ((long)t->nelem - 1) : 0);
+            ok = f != NULL && fseek(f, at, SEEK_SET) == 0 &&
                  fwrite(&v, 4, 1, f) == 1;
             ok = f != NULL && fclose(f) == 0 && ok;
         }
     }
     mt_model_destroy(m);
     return ok;
+}
+
+static bool
+poke_f32(const char *dir, const char *name, float v)
+{
+    return poke_f32_at(dir, name, false, v);
 }
 
 /* Forward tokens 1..n (n <= 32) on dir's checkpoint; the status, with the message in *msg. */
@@ -2278,6 +2315,21 @@ corrupt_weights(void)
                    (i != 3 || strstr(msg, "model.layers.1.mlp.experts.") != NULL),
                "%g in '%s' fails the forward pass naming it: '%s'", (double)cases[i].value,
                cases[i].tensor, made ? msg : "(could not corrupt the checkpoint)");
+        tap_rmtree(dir);
+    }
+
+    /* the checks at load read every value, the last one too: of a weight's block scales and of
+       the router's correction bias */
+    static const char *const last[] = {"model.layers.0.self_attn.q_b_proj.weight_scale_inv",
+                                       "model.layers.1.mlp.gate.e_score_correction_bias"};
+    for (size_t i = 0; i < sizeof(last) / sizeof(last[0]); i++) {
+        const char *dir = tap_tmpdir();
+        bool made = golden_synth_tiny(dir, 5) == MT_OK && poke_f32_at(dir, last[i], true, NAN);
+        mt_status_t st = made ? forward_status(dir, 6, &msg) : MT_ERR_INTERNAL;
+        msg = st != MT_OK ? msg : "(it ran)"; /* not the last test's message */
+        tap_ok(made && st == MT_ERR_FORMAT && strstr(msg, last[i]) != NULL,
+               "NaN in the last value of '%s' fails the forward pass naming it: '%s'", last[i],
+               made ? msg : "(could not corrupt the checkpoint)");
         tap_rmtree(dir);
     }
 }
@@ -2369,6 +2421,158 @@ poisoned_step(void)
     tap_rmtree(dir);
 }
 
+/* Copy file name from directory src to dst. */
+static bool
+copy_file(const char *src, const char *dst, const char *name)
+{
+    char a[1100], b[1100], buf[4096];
+    size_t n;
+    bool ok;
+
+    snprintf(a, sizeof(a), "%s/%s", src, name);
+    snprintf(b, sizeof(b), "%s/%s", dst, name);
+    FILE *in = fopen(a, "rb");
+    FILE *out = fopen(b, "wb");
+    ok = in != NULL && out != NULL;
+    while (ok && (n = fread(buf, 1, sizeof(buf), in)) > 0) {
+        ok = fwrite(buf, 1, n, out) == n;
+    }
+    ok = ok && !ferror(in);
+    if (in != NULL) {
+        fclose(in);
+    }
+    return out != NULL && fclose(out) == 0 && ok;
+}
+
+/* dst: src's checkpoint with every BF16 tensor stored as F16 (F32 ones as they are). */
+static bool
+write_f16_copy(const char *src, const char *dst)
+{
+    struct mt_st_set *set = NULL;
+    struct mt_st_writer *w = NULL;
+    char path[1100];
+    bool ok = copy_file(src, dst, "config.json") && mt_st_set_open(src, &set) == MT_OK;
+
+    snprintf(path, sizeof(path), "%s/model.safetensors", dst);
+    ok = ok && mt_st_writer_create(path, &w) == MT_OK;
+    size_t n = ok ? mt_st_set_count(set) : 0;
+    for (size_t i = 0; i < n && ok; i++) {
+        const struct mt_st_tensor *t = mt_st_set_tensor(set, i);
+        enum mt_dtype dt = t->dtype == MT_DTYPE_BF16 ? MT_DTYPE_F16 : t->dtype;
+        ok = mt_st_writer_add(w, t->name, dt, t->ndim, t->shape) == MT_OK;
+    }
+    for (size_t i = 0; i < n && ok; i++) {
+        const struct mt_st_tensor *t = mt_st_set_tensor(set, i);
+        uint8_t *raw = malloc(t->nbytes > 0 ? t->nbytes : 1);
+        ok = raw != NULL && mt_st_set_read(set, t, raw, t->nbytes) == MT_OK;
+        if (ok && t->dtype == MT_DTYPE_BF16) { /* in place: both 2 bytes a value */
+            mt_bf16_t *b = (mt_bf16_t *)raw;
+            mt_f16_t *h = (mt_f16_t *)raw;
+            for (uint64_t j = 0; j < t->nelem; j++) {
+                h[j] = mt_f32_to_f16(mt_bf16_to_f32(b[j]));
+            }
+        }
+        ok = ok && mt_st_writer_write(w, raw, t->nbytes) == MT_OK;
+        free(raw);
+    }
+    if (ok) {
+        ok = mt_st_writer_finish(w) == MT_OK;
+    } else {
+        mt_st_writer_destroy(w);
+    }
+    mt_st_set_destroy(set);
+    return ok;
+}
+
+/*
+ * An F16 checkpoint (HF's tiny model with its BF16 tensors as F16: linears, norms, biases) runs,
+ * and its logits stay close to the BF16 one's: F16 holds these BF16 values but for the smallest
+ * weights (subnormal in F16). No other checkpoint here is F16.
+ */
+static void
+f16_weights(void)
+{
+    const char *src = tap_data_path("golden/v32-tiny-a");
+    const char *dir = tap_tmpdir();
+    struct mt_model *mb = NULL;
+    struct mt_model *mh = NULL;
+    struct mt_engine *eb = NULL;
+    struct mt_engine *eh = NULL;
+    enum { T = 6 };
+    int32_t ids[T];
+    float *want = NULL;
+    float *got = NULL;
+    mt_status_t st = MT_ERR_INTERNAL;
+    int wr = -1;
+    double rel = INFINITY;
+
+    bool made = write_f16_copy(src, dir);
+    mt_log_set_quiet(true);
+    if (made && mt_model_open(src, &mb) == MT_OK && mt_model_open(dir, &mh) == MT_OK &&
+        make_engine(mb, MT_INDEXER_EXACT, MT_ATTN_SPARSE, false, &eb) == MT_OK &&
+        (st = make_engine(mh, MT_INDEXER_EXACT, MT_ATTN_SPARSE, false, &eh)) == MT_OK) {
+        int V = mt_engine_vocab(eb);
+        for (int i = 0; i < T; i++) {
+            ids[i] = (int32_t)((i * 37 + 3) % V);
+        }
+        want = malloc((size_t)T * V * sizeof(float));
+        got = malloc((size_t)T * V * sizeof(float));
+        if (want != NULL && got != NULL && mt_engine_forward(eb, ids, T, true, want) == MT_OK &&
+            (st = mt_engine_forward(eh, ids, T, true, got)) == MT_OK) {
+            rel = golden_worst_row_rel(got, want, T, V, &wr);
+        }
+    }
+    mt_log_set_quiet(false);
+    tap_ok(made && st == MT_OK && rel <= 1e-3,
+           "F16 checkpoint: loads and runs (%s), logits within 1e-3 of the BF16 one's "
+           "(worst %.2e at %d)", st == MT_OK ? "ok" : mt_last_error(), rel, wr);
+    free(want);
+    free(got);
+    mt_engine_destroy(eb);
+    mt_engine_destroy(eh);
+    mt_model_destroy(mb);
+    mt_model_destroy(mh);
+    tap_rmtree(dir);
+}
+
+/*
+ * A read error while the engine loads its weights (the shard cut short after the model opened:
+ * pread comes back short) fails mt_engine_create with MT_ERR_IO naming the tensor, never builds
+ * an engine over garbage: for a linear kept as stored (the embedding, the first read) and for a
+ * norm converted to fp32 (HF's tiny model has BF16 norms; the final norm is the file's last
+ * tensor and the third read).
+ */
+static void
+weights_read_error(void)
+{
+    static const char *const cut_at[] = {"model.embed_tokens.weight", "model.norm.weight"};
+    const char *src = tap_data_path("golden/v32-tiny-a");
+
+    for (size_t i = 0; i < sizeof(cut_at) / sizeof(cut_at[0]); i++) {
+        const char *dir = tap_tmpdir();
+        struct mt_model *m = NULL;
+        struct mt_engine *e = NULL;
+        const struct mt_st_tensor *t = NULL;
+        mt_status_t st = MT_ERR_INTERNAL;
+        bool cut = copy_file(src, dir, "config.json") &&
+                   copy_file(src, dir, "model.safetensors") && mt_model_open(dir, &m) == MT_OK &&
+                   (t = mt_st_set_find(m->set, cut_at[i])) != NULL &&
+                   truncate(mt_st_set_file_path(m->set, t->file), (off_t)t->offset) == 0;
+        if (cut) {
+            mt_log_set_quiet(true);
+            st = make_engine(m, MT_INDEXER_EXACT, MT_ATTN_SPARSE, false, &e);
+            mt_log_set_quiet(false);
+        }
+        tap_ok(cut && st == MT_ERR_IO && strstr(mt_last_error(), cut_at[i]) != NULL,
+               "the shard cut short at '%s' after the model opened: the engine fails with "
+               "MT_ERR_IO naming it (%s: %s)", cut_at[i], mt_status_str(st),
+               cut ? mt_last_error() : "(could not cut the checkpoint)");
+        mt_engine_destroy(e);
+        mt_model_destroy(m);
+        tap_rmtree(dir);
+    }
+}
+
 int
 main(void)
 {
@@ -2379,6 +2583,8 @@ main(void)
     kv_sizes();
     kv_bf16_rows();
     kv_fp8();
+    f16_weights();
+    weights_read_error();
     indexer_overlap();
     session_books();
     session_logits();

@@ -198,6 +198,7 @@ struct rec {
     int pf_layer;                                  /* the last prefetch's layer and experts */
     int pf_experts[REC_EXPERTS];
     int pf_n;
+    mt_status_t acquire_st;                        /* what acquire returns (after counting) */
 };
 
 static void
@@ -219,7 +220,7 @@ rec_acquire(void *self, int layer, int expert, struct mt_expert *out)
     r->acquired[layer * REC_EXPERTS + expert]++;
     memset(out, 0, sizeof(*out));
     out->gate.data = r;
-    return MT_OK;
+    return r->acquire_st;
 }
 
 static void
@@ -311,7 +312,30 @@ test_tiered(void)
     tap_ok(mt_expert_provider_capacity(t) == 4,
            "tiered provider: its capacity is nvme's slots (%d; nvme 4, dram 9)",
            mt_expert_provider_capacity(t));
+    /* a failed read of a streamed expert is the caller's failure (expert 0 of layer 0: NVMe) */
+    struct mt_expert w;
+    nvme.acquire_st = MT_ERR_IO;
+    mt_status_t st = t->ops->acquire(t->self, 0, 0, &w);
+    nvme.acquire_st = MT_OK;
+    tap_ok(st == MT_ERR_IO, "tiered provider: a failed acquire from nvme fails its acquire (%s)",
+           mt_status_str(st));
     mt_expert_provider_destroy(t);
+
+    /* prefetch is optional (expert_provider.h): an nvme provider without it makes the tiered
+       prefetch a no-op, not a call through NULL */
+    static const struct mt_expert_provider_ops no_pf_ops = {
+        .name = "recorder, no prefetch", .acquire = rec_acquire, .release = rec_release,
+        .capacity = rec_capacity, .destroy = rec_destroy,
+    };
+    struct mt_expert_provider np2 = {&no_pf_ops, &nvme};
+    if (tap_ok(mt_expert_provider_tiered_create(kinds, 1, REC_EXPERTS, &dp, &np2, &t) == MT_OK,
+               "tiered provider: created over an nvme provider without prefetch")) {
+        t->ops->prefetch(t->self, 0, ids, 2);
+        tap_ok(nvme.n_prefetch == 1 && dram.n_prefetch == 0,
+               "tiered provider: a prefetch with no nvme prefetch reaches neither provider "
+               "(%d and %d calls)", nvme.n_prefetch, dram.n_prefetch);
+        mt_expert_provider_destroy(t);
+    }
 }
 
 /* ---- failures: wait() returns the first one, once ------------------------------------------ */
