@@ -234,6 +234,34 @@ tap_read_text(const char *path, char *buf, size_t size)
     return n;
 }
 
+bool
+tap_copy_file(const char *from, const char *to, uint64_t cut)
+{
+    FILE *in = fopen(from, "rb");
+    FILE *out = NULL;
+    char buf[1 << 16];
+    uint64_t left = 0;
+    bool ok = false;
+
+    /* The length first, so that a cut needs no second pass and no whole-file buffer. */
+    if (in != NULL && fseeko(in, 0, SEEK_END) == 0) {
+        off_t size = ftello(in);
+        ok = size >= 0 && (uint64_t)size >= cut && fseeko(in, 0, SEEK_SET) == 0;
+        left = ok ? (uint64_t)size - cut : 0;
+    }
+    out = ok ? fopen(to, "wb") : NULL;
+    ok = ok && out != NULL;
+    while (ok && left > 0) {
+        size_t want = left < sizeof(buf) ? (size_t)left : sizeof(buf);
+        ok = fread(buf, 1, want, in) == want && fwrite(buf, 1, want, out) == want;
+        left -= want;
+    }
+    if (in != NULL) {
+        fclose(in);
+    }
+    return out != NULL && fclose(out) == 0 && ok;
+}
+
 int
 tap_count_lines(const char *path, const char *text)
 {

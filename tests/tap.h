@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 void tap_plan(int n);
 bool tap_ok(bool cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -56,6 +57,13 @@ void tap_stderr_restore(int saved);
  * written file, to search with strstr. Returns the bytes read; 0 (and "") when it cannot be read.
  */
 size_t tap_read_text(const char *path, char *buf, size_t size);
+
+/*
+ * Copy the file at from to a new file at to, less its last cut bytes (0: all of it): a copy to
+ * damage, or one cut short. False when from cannot be read, holds fewer than cut bytes, or to
+ * cannot be written.
+ */
+bool tap_copy_file(const char *from, const char *to, uint64_t cut);
 
 /* How many lines of the file at path contain text (0 when it cannot be read): a captured log. */
 int tap_count_lines(const char *path, const char *text);

@@ -2421,27 +2421,15 @@ poisoned_step(void)
     tap_rmtree(dir);
 }
 
-/* Copy file name from directory src to dst. */
+/* Copy file name from directory src to directory dst. */
 static bool
 copy_file(const char *src, const char *dst, const char *name)
 {
-    char a[1100], b[1100], buf[4096];
-    size_t n;
-    bool ok;
+    char a[1100], b[1100];
 
     snprintf(a, sizeof(a), "%s/%s", src, name);
     snprintf(b, sizeof(b), "%s/%s", dst, name);
-    FILE *in = fopen(a, "rb");
-    FILE *out = fopen(b, "wb");
-    ok = in != NULL && out != NULL;
-    while (ok && (n = fread(buf, 1, sizeof(buf), in)) > 0) {
-        ok = fwrite(buf, 1, n, out) == n;
-    }
-    ok = ok && !ferror(in);
-    if (in != NULL) {
-        fclose(in);
-    }
-    return out != NULL && fclose(out) == 0 && ok;
+    return tap_copy_file(a, b, 0);
 }
 
 /* dst: src's checkpoint with every BF16 tensor stored as F16 (F32 ones as they are). */

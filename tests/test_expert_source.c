@@ -886,25 +886,6 @@ pack(const char *const *out, int n, uint64_t hash, int stop_after)
     return mt_io_store_writer_finish(w);
 }
 
-static bool
-copy_file(const char *from, const char *to, uint64_t cut)
-{
-    FILE *f = fopen(from, "rb");
-    size_t n;
-    char *buf;
-    bool ok;
-
-    if (f == NULL) {
-        return false;
-    }
-    buf = malloc(8u << 20);
-    n = buf != NULL ? fread(buf, 1, 8u << 20, f) : 0;
-    fclose(f);
-    ok = buf != NULL && n > cut && write_file(to, buf, n - cut);
-    free(buf);
-    return ok;
-}
-
 /*
  * A prefetched expert not yet acquired is kept while another slot can be given up: with 2 slots,
  * A acquired and released, B prefetched and read, an acquire of C evicts A, and B is then a hit.
@@ -1001,7 +982,7 @@ test_cut_after_open(void)
     for (int f = 0; f < N_FILES; f++) {
         snprintf(cut[f], sizeof(cut[f]), "%s/cut-%d.safetensors", dir, f);
         cut_ptrs[f] = cut[f];
-        ok = ok && copy_file(paths[f], cut[f], 0);
+        ok = ok && tap_copy_file(paths[f], cut[f], 0);
     }
     if (!ok || mt_io_source_create(cut_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src) !=
                    MT_OK) {
@@ -1146,8 +1127,8 @@ test_store(void)
     }
 
     /* truncated: the last 4 KiB of file 1 cut off */
-    copy_file(store[0], other[0], 0);
-    copy_file(store[1], other[1], 4096);
+    tap_copy_file(store[0], other[0], 0);
+    tap_copy_file(store[1], other[1], 4096);
     st = open_store_quiet(op, N_FILES, hash, false, &src);
     tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), "truncated") != NULL,
            "a truncated store is refused at open: %s", mt_last_error());
@@ -1182,8 +1163,8 @@ test_store(void)
     }
 
     /* a flipped bit inside an extent: caught by its CRC, the other experts still read */
-    copy_file(store[0], other[0], 0);
-    copy_file(store[1], other[1], 0);
+    tap_copy_file(store[0], other[0], 0);
+    tap_copy_file(store[1], other[1], 0);
     fd = open(other[1], O_RDWR);
     if (fd >= 0 && pread(fd, &h, sizeof(h), 0) == (ssize_t)sizeof(h)) {
         unsigned char b;
