@@ -956,6 +956,7 @@ main(void)
         test_expert(dt, 512, 160, 33, max);  /* inter not a multiple of 128; 2 token blocks */
         test_expert(dt, 200, 72, 3, max);    /* columns not a multiple of 32: scalar fallback */
         test_expert(dt, 130, 66, 2, max);    /* ... nor of 4: the scalar kernel's tail columns */
+        test_expert(dt, 128, 66, 3, max);    /* rows no multiple of 4: the tiles' last rows */
         test_expert(dt, 7168, 2048, 1, max); /* the real V3.2 expert */
         test_expert(dt, 7168, 2048, 3, max);
         test_expert(dt, 7168, 2048, 37, max); /* prefill: AMX tiles where the CPU has them */
