@@ -354,6 +354,11 @@ test_inputs(void)
     } else {
         tap_ok(true, "# SKIP cannot make a FIFO");
     }
+    /* a terminal or /dev/stdin is a character device: a flag meant '-' there too */
+    fd = -1;
+    st = mt_file_open_input("/dev/null", "plan", &fd, &size);
+    tap_ok(st == MT_ERR_IO && fd == -1 && strstr(mt_last_error(), "pass '-'") != NULL,
+           "a character device is refused at once, with the stdin hint: %s", mt_last_error());
     st = mt_file_read_all(dir, "plan", 0, &data, &len);
     tap_ok(st == MT_ERR_IO && data == NULL && strstr(mt_last_error(), "a directory") != NULL &&
                strstr(mt_last_error(), "pass '-'") == NULL,
