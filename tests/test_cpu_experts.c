@@ -421,7 +421,8 @@ test_layer_shape(struct mt_cpu_team *team, enum mt_cpu_level level, enum mt_dtyp
                  int HID, int INT)
 {
     enum { N = 5 };
-    static const int ms[N] = {1, 3, 8, 2, 37};
+    /* the largest job not last: the per-thread scratch is sized by the largest of all */
+    static const int ms[N] = {1, 3, 8, 37, 2};
     struct expert e[N];
     struct mt_cpu_expert_job jobs[N];
     float *want[N];
@@ -629,6 +630,47 @@ test_bad_jobs(struct mt_cpu_team *team)
     tap_ok(mt_cpu_moe_run(moe, &(struct mt_cpu_expert_job){&e.gate, &e.up, &e.down, 1, x, y}, 1,
                           0) == MT_OK,
            "the runner still runs a good job after the refusals");
+    /* F16 and F32 weights are computed too (the scalar kernel): the same expert's weights in
+     * those dtypes (bf16 values are exact in both) give what the BF16 expert gives */
+    {
+        static uint16_t h[3][64 * 32];
+        static float f[3][64 * 32];
+        const struct mt_cpu_weight *src[3] = {&e.gate, &e.up, &e.down};
+        struct mt_cpu_weight w16[3];
+        struct mt_cpu_weight w32[3];
+        float yb[64];
+        float y16[64];
+        float y32[64];
+        bool same = true;
+
+        for (int k = 0; k < 3; k++) {
+            for (int i = 0; i < 64 * 32; i++) {
+                f[k][i] = mt_bf16_to_f32(((const uint16_t *)src[k]->data)[i]);
+                h[k][i] = mt_f32_to_f16(f[k][i]);
+            }
+            w16[k] = *src[k];
+            w16[k].dtype = MT_DTYPE_F16;
+            w16[k].data = h[k];
+            w32[k] = *src[k];
+            w32[k].dtype = MT_DTYPE_F32;
+            w32[k].data = f[k];
+        }
+        for (int i = 0; i < 64; i++) {
+            x[i] = uniform(-2.0f, 2.0f);
+        }
+        struct mt_cpu_expert_job jb = {&e.gate, &e.up, &e.down, 1, x, yb};
+        struct mt_cpu_expert_job j16 = {&w16[0], &w16[1], &w16[2], 1, x, y16};
+        struct mt_cpu_expert_job j32 = {&w32[0], &w32[1], &w32[2], 1, x, y32};
+        bool ran = mt_cpu_moe_run(moe, &jb, 1, 0) == MT_OK &&
+                   mt_cpu_moe_run(moe, &j16, 1, 0) == MT_OK &&
+                   mt_cpu_expert_run(MT_CPU_LEVEL_SCALAR, &j32) == MT_OK;
+        for (int i = 0; i < 64 && ran; i++) {
+            same = same && fabsf(y16[i] - yb[i]) <= 1e-5f && fabsf(y32[i] - yb[i]) <= 1e-5f;
+        }
+        tap_ok(ran && same, "F16 weights (a layer) and F32 weights (one expert) run and give the "
+               "BF16 expert's output: %s", ran ? (same ? "same" : "differs") : mt_last_error());
+        memset(x, 0, sizeof(x));
+    }
     tap_ok(mt_cpu_moe_run(moe, NULL, 0, 0) == MT_OK, "a layer of no jobs runs (and reads none)");
     mt_cpu_moe_destroy(moe);
     expert_free(&e);
@@ -913,6 +955,8 @@ main(void)
         test_expert(dt, 384, 256, 5, max);
         test_expert(dt, 512, 160, 33, max);  /* inter not a multiple of 128; 2 token blocks */
         test_expert(dt, 200, 72, 3, max);    /* columns not a multiple of 32: scalar fallback */
+        test_expert(dt, 130, 66, 2, max);    /* ... nor of 4: the scalar kernel's tail columns */
+        test_expert(dt, 128, 66, 3, max);    /* rows no multiple of 4: the tiles' last rows */
         test_expert(dt, 7168, 2048, 1, max); /* the real V3.2 expert */
         test_expert(dt, 7168, 2048, 3, max);
         test_expert(dt, 7168, 2048, 37, max); /* prefill: AMX tiles where the CPU has them */

@@ -2,12 +2,15 @@
 /*
  * test_status.c - status names, mt_fail's message and return value, control bytes escaped; and
  * the other small helpers of runtime/base that messages and readers lean on: mt_size_text's
- * units, mt_json_is_int's integral reals, mt_mem_available's source.
+ * units, mt_json_is_int's integral reals, mt_json_kind's words and unknown keys, mt_json_text's
+ * repair of bytes that are not UTF-8, mt_mem_available's source.
  */
 #include <config.h>
 
 #include "runtime/base/status.h"
+#include "runtime/base/json_kind.h"
 #include "runtime/base/json_num.h"
+#include "runtime/base/json_text.h"
 #include "runtime/base/mem_available.h"
 #include "runtime/base/size_text.h"
 #include "tests/tap.h"
@@ -146,6 +149,80 @@ test_json_is_int(void)
     json_decref(v);
 }
 
+/* json_kind.h: each type in the words messages use; the first key a reader does not know. */
+static void
+test_json_kind(void)
+{
+    static const char *const known[] = {"model", "stream", NULL};
+    static const char *const none[] = {NULL};
+    json_t *v[] = {json_object(), json_array(), json_string("s"), json_integer(3),
+                   json_real(0.5), json_true(),  json_false(),     json_null()};
+    static const char *const want[] = {"an object", "an array", "a string", "a number",
+                                       "a number",  "a boolean", "a boolean", "null"};
+    int bad = -1;
+
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        if (bad < 0 && strcmp(mt_json_kind(v[i]), want[i]) != 0) {
+            bad = (int)i;
+        }
+    }
+    tap_ok(bad < 0, "mt_json_kind: object, array, string, integer and real numbers, booleans, "
+           "null (first bad %d: '%s')", bad, bad < 0 ? "" : mt_json_kind(v[bad]));
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        json_decref(v[i]);
+    }
+
+    json_t *obj = json_pack("{s:s, s:b}", "model", "m", "stream", 1);
+    const char *k1 = mt_json_unknown_key(obj, known);
+    json_object_set_new(obj, "strem", json_true()); /* a typo of a known key */
+    const char *k2 = mt_json_unknown_key(obj, known);
+    const char *k3 = mt_json_unknown_key(obj, none);
+    tap_ok(k1 == NULL && k2 != NULL && strcmp(k2, "strem") == 0 && k3 != NULL,
+           "mt_json_unknown_key: none among known keys (%s), the typo named (%s), any key "
+           "when none is known (%s)", k1 ? k1 : "NULL", k2 ? k2 : "NULL", k3 ? k3 : "NULL");
+    json_decref(obj);
+}
+
+/* Whether JSON string j holds exactly the n bytes want (and then drop j). */
+static bool
+json_text_is(json_t *j, const char *want, size_t n)
+{
+    bool ok = j != NULL && json_string_length(j) == n && memcmp(json_string_value(j), want, n) == 0;
+
+    if (!ok) {
+        tap_diag("got '%s' (%zu bytes), want '%.*s' (%zu)", j ? json_string_value(j) : "NULL",
+                 j ? json_string_length(j) : 0, (int)n, want, n);
+    }
+    json_decref(j);
+    return ok;
+}
+
+/* json_text.h: every whole UTF-8 character kept, each byte that begins none written as bad. */
+static void
+test_json_text(void)
+{
+    /* valid text as it is: 1, 2, 3 and 4-byte characters */
+    tap_ok(json_text_is(mt_json_text("a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80"),
+                        "a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 10),
+           "mt_json_text keeps valid UTF-8 (1- to 4-byte characters)");
+    /* a lone continuation byte, a stray 0x80 and 0xff: one '?' each; the 4-byte character after
+     * them is still read whole, so the loop steps one byte after a bad one, not a character */
+    tap_ok(json_text_is(mt_json_text("\x80x\xff\xf0\x9f\x98\x80"), "?x?\xf0\x9f\x98\x80", 7),
+           "bytes that begin no character become '?', the characters after them kept");
+    /* a 4-byte character cut after 3 bytes (a path cut to a buffer): 3 bad bytes; and a
+     * 3-byte character that ends the text exactly is whole (the text is bad before it, so it
+     * is judged a character at a time) */
+    tap_ok(json_text_is(mt_json_text("ab\xf0\x9f\x98"), "ab???", 5) &&
+               json_text_is(mt_json_text("\xff""ab\xe2\x82\xac"), "?ab\xe2\x82\xac", 6),
+           "a character cut at the end is '?' a byte; one ending the text exactly is kept");
+    /* a 4-byte lead byte followed by a 3-byte character: the lead is bad, the 3 bytes kept */
+    tap_ok(json_text_is(mt_json_text("\xf0\xe2\x82\xac"), "?\xe2\x82\xac", 4),
+           "a lead byte without its character is '?', the whole character after it kept");
+    /* NUL bytes kept; bad as U+FFFD (3 bytes a bad byte) */
+    tap_ok(json_text_is(mt_json_text_bytes("a\0b\xfe", 4, "\xef\xbf\xbd"), "a\0b\xef\xbf\xbd", 6),
+           "mt_json_text_bytes keeps NUL bytes and writes a bad byte as U+FFFD");
+}
+
 /* MemAvailable (kB) of /proc/meminfo, read here with fscanf; 0 when absent. */
 static unsigned long long
 meminfo_kib(void)
@@ -199,7 +276,7 @@ main(void)
 
     static char big[3000], text[8192];
 
-    tap_plan(13 + 7 + 8 + 11 + 2);
+    tap_plan(13 + 7 + 8 + 11 + 2 + 2 + 5);
     mt_log_set_quiet(true);
     st = mt_fail(MT_ERR_IO, ENOENT, "cannot open weights '%s'", "/x/y");
     tap_ok(st == MT_ERR_IO, "mt_fail returns the status it was given");
@@ -207,7 +284,29 @@ main(void)
            "message carries object and OS reason: %s", mt_last_error());
     st = mt_fail(MT_ERR_FORMAT, 0, "bad %d", 3);
     tap_ok(strcmp(mt_last_error(), "bad 3") == 0, "errnum 0 adds no reason");
-    tap_ok(strcmp(mt_status_str(MT_ERR_NOMEM), "out of memory") == 0, "status names");
+    /* every name, each its own: messages and the CLI's exit reports print them */
+    static const struct {
+        mt_status_t st;
+        const char *name;
+    } names[] = {
+        {MT_OK, "success"},
+        {MT_ERR_NOMEM, "out of memory"},
+        {MT_ERR_INVAL, "invalid argument"},
+        {MT_ERR_IO, "input/output error"},
+        {MT_ERR_CUDA, "CUDA error"},
+        {MT_ERR_FORMAT, "malformed file"},
+        {MT_ERR_UNSUPPORTED, "not supported here"},
+        {MT_ERR_INTERNAL, "internal error"},
+    };
+    int bad_name = -1;
+    for (int i = 0; i < (int)(sizeof(names) / sizeof(names[0])); i++) {
+        if (bad_name < 0 && strcmp(mt_status_str(names[i].st), names[i].name) != 0) {
+            bad_name = i;
+        }
+    }
+    tap_ok(bad_name < 0, "status names (first bad: status %d is '%s')",
+           bad_name < 0 ? 0 : (int)names[bad_name].st,
+           bad_name < 0 ? "" : mt_status_str(names[bad_name].st));
     tap_ok(strcmp(mt_status_str((mt_status_t)42), "unknown status") == 0, "unknown status name");
     /* a name from a file or a request may hold any byte: none reaches the terminal raw */
     mt_fail(MT_ERR_FORMAT, 0, "vocab entry \"%s\"", "a\x1b[31mb\ncd\x7f\xc3\xa9");
@@ -247,6 +346,8 @@ main(void)
     test_log_more(text, sizeof(text));
     test_size_text();
     test_json_is_int();
+    test_json_kind();
+    test_json_text();
     test_mem_available();
     return tap_done();
 }
