@@ -21,7 +21,7 @@ turn_field() {
 make_tmp chat
 model="$tmp/tiny"
 
-echo "1..48"
+echo "1..49"
 "$bin" synth --preset tiny --layers 2 -q -o "$model" >/dev/null 2>"$tmp/synth.err"
 ok $? "synth --preset tiny writes a model"
 
@@ -151,6 +151,15 @@ rc=$?
 [ "$rc" -eq 1 ] && grep -q -- "--system is .* tokens" "$tmp/ls.err" &&
     [ "$(grep -c . "$tmp/ls.err")" -eq 1 ] && [ ! -s "$tmp/ls.out" ]
 ok $? "a --system longer than the context: one message at the start, exit 1 (rc $rc)"
+# ... found before the weights load: a model without its safetensors fails on --system alone
+mkdir "$tmp/noweights" && cp "$model/config.json" "$model"/tokenizer*.json "$tmp/noweights/"
+printf 'hello there\n' | "$bin" chat -m "$tmp/noweights" --system "$sys" >/dev/null \
+    2>"$tmp/nw.err"
+rc=$?
+[ "$rc" -eq 1 ] && [ "$(grep -c . "$tmp/nw.err")" -eq 1 ] &&
+    grep -q -- "--system is .* tokens" "$tmp/nw.err"
+ok $? "a --system longer than the model's positions is refused before the weights are read \
+(rc $rc: $(head -c 300 "$tmp/nw.err"))"
 
 # a NUL byte is part of the line (the history keeps message lengths, as for a reply holding one)
 printf 'hello\000 there\n' | "$bin" chat -m "$model" --temperature 0 -n 1 -v >/dev/null \
