@@ -21,7 +21,7 @@ turn_field() {
 make_tmp chat
 model="$tmp/tiny"
 
-echo "1..49"
+echo "1..50"
 "$bin" synth --preset tiny --layers 2 -q -o "$model" >/dev/null 2>"$tmp/synth.err"
 ok $? "synth --preset tiny writes a model"
 
@@ -288,6 +288,14 @@ ok $? "an unknown flag, -n 0 and a missing -m exit 2 (rc $rc1 $rc2 $rc3)"
 rc=$?
 [ "$rc" -eq 1 ] && [ "$(wc -l < "$tmp/m.err")" -eq 1 ] && grep -q "$tmp/nowhere" "$tmp/m.err"
 ok $? "a missing model directory exits 1 with one message naming it (rc $rc)"
+# a model directory without tokenizer.json: chat says it needs one
+mkdir "$tmp/notok" && for f in "$model"/*; do ln -s "$f" "$tmp/notok/"; done &&
+    rm "$tmp/notok/tokenizer.json"
+"$bin" chat -m "$tmp/notok" </dev/null >/dev/null 2>"$tmp/nt.err"
+rc=$?
+[ "$rc" -eq 1 ] && grep -q "the model directory needs its tokenizer.json" "$tmp/nt.err"
+ok $? "a model without tokenizer.json exits 1 saying chat needs it (rc $rc: \
+$(tail -n 1 "$tmp/nt.err"))"
 # BOS, one rule for run -p and chat: tokenizer_config.json's bos_token, else config.json's
 # bos_token_id (a token of the vocabulary), else the id of <｜begin▁of▁sentence｜>; none: a warning
 bos_model() { # bos_model NAME: the model without tokenizer_config.json, in $tmp/NAME
