@@ -18,7 +18,7 @@ prompt=$(printf '%s' "$flat" | sed -n 's/.*"prompts":\[\[\([0-9,]*\)\].*/\1/p')
 want=$(printf '%s' "$flat" | sed -n 's/.*"greedy":\[\[\([0-9,]*\)\].*/\1/p' | tr ',' ' ')
 ntok=$(printf '%s\n' "$prompt" | tr ',' '\n' | wc -l)
 
-echo "1..51"
+echo "1..55"
 got=$("$bin" run -m "$dir" --device cpu --prompt-ids "$prompt" -n 20 --print-ids \
       --dump-logits "$tmp/l.bin" 2>"$tmp/err")
 ok $? "run --print-ids --dump-logits exits 0"
@@ -57,6 +57,12 @@ ok $? "--prompt-ids with a malformed tokenizer.json: ids, with a warning (rc $rc
 rc=$?
 [ "$rc" -eq 1 ] && grep -q "needs its tokenizer.json .*--prompt-ids runs without one" "$tmp/err"
 ok $? "-p on a model without tokenizer.json: exit 1, --prompt-ids named as the way (rc $rc)"
+# a model directory that is not there at all is named as such, not as one lacking its tokenizer
+"$bin" run -m "$tmp/no-model" -p hi -n 1 >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 1 ] && [ "$(wc -l < "$tmp/err")" -eq 1 ] && grep -q "$tmp/no-model" "$tmp/err" &&
+    ! grep -q 'needs its tokenizer.json' "$tmp/err"
+ok $? "-p on a missing model directory: exit 1, one message naming it (rc $rc: $(cat "$tmp/err"))"
 spaced=$(printf '%s' "$prompt" | tr ',' ' ')
 got2=$("$bin" run -m "$dir" --prompt-ids " $spaced " -n 20 --print-ids 2>/dev/null)
 [ -n "$want" ] && [ "$got2" = "$want" ]
@@ -100,6 +106,20 @@ fi
 rc=$?
 [ "$rc" -eq 2 ]
 ok $? "a bad flag value exits 2 (rc $rc)"
+# --indexer's bad value is a usage error too, with the modes it takes
+"$bin" run -m "$dir" --prompt-ids 1,2 --indexer fp4 >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "unknown indexer mode 'fp4' (exact or fp8)" "$tmp/err"
+ok $? "a bad --indexer exits 2 naming the modes (rc $rc: $(head -n 1 "$tmp/err"))"
+# no prompt at all is a usage error, as two are (not a crash on the missing text)
+"$bin" run -m "$dir" -n 1 >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 2 ] && grep -q 'exactly one of --prompt-ids, -p or -f' "$tmp/err"
+ok $? "-m without a prompt is a usage error (rc $rc: $(head -n 1 "$tmp/err"))"
+"$bin" run --prompt-ids 1,2 -n 1 >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 2 ] && grep -q 'need -m DIR' "$tmp/err"
+ok $? "a prompt without -m is a usage error (rc $rc: $(head -n 1 "$tmp/err"))"
 # --device gpu where no GPU answers: one message, before anything is planned or loaded (with a
 # GPU the run succeeds, which test_gpu_run.sh checks)
 "$bin" run -m "$dir" --device gpu --prompt-ids 1,2 -n 1 --print-ids >/dev/null 2>"$tmp/err"
