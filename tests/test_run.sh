@@ -18,7 +18,7 @@ prompt=$(printf '%s' "$flat" | sed -n 's/.*"prompts":\[\[\([0-9,]*\)\].*/\1/p')
 want=$(printf '%s' "$flat" | sed -n 's/.*"greedy":\[\[\([0-9,]*\)\].*/\1/p' | tr ',' ' ')
 ntok=$(printf '%s\n' "$prompt" | tr ',' '\n' | wc -l)
 
-echo "1..55"
+echo "1..58"
 got=$("$bin" run -m "$dir" --device cpu --prompt-ids "$prompt" -n 20 --print-ids \
       --dump-logits "$tmp/l.bin" 2>"$tmp/err")
 ok $? "run --print-ids --dump-logits exits 0"
@@ -28,6 +28,16 @@ ok $? "greedy ids equal HF's (got '$got')"
 ok $? "--print-ids prints one line"
 grep -q 'prefill .* tok/s.*decode .* tok/s' "$tmp/err"
 ok $? "prefill and decode tok/s reported on stderr"
+# the counts beside the speeds: the prompt's tokens, and 19 decoded (the first of the 20 comes
+# from the prefill)
+grep -q "^mt: prefill $ntok tokens in .* s (.* tok/s); decode 19 tokens in " "$tmp/err"
+ok $? "prefill $ntok tokens, decode 19 tokens (got: $(grep '^mt: prefill' "$tmp/err"))"
+# then the memory line and the run report (cli_report.h), its per-tier table of the decode
+grep -q '^mt: memory: peak resident [0-9.]* MiB; routed experts held' "$tmp/err" &&
+    grep -q '^mt: report: decode  *experts/tok  *MB/tok  *ms/tok$' "$tmp/err" &&
+    grep -q '^mt: report: dram-cpu  *[0-9.]*  *[0-9.]*  *[0-9.]*$' "$tmp/err"
+ok $? "the memory line and the run report follow on stderr ($(grep -c '^mt: report' "$tmp/err") \
+report lines)"
 size=$(wc -c < "$tmp/l.bin")
 [ "$(head -c 8 "$tmp/l.bin")" = "MTLOGIT1" ] && [ "$size" -eq $((16 + ntok * 512 * 4)) ]
 ok $? "--dump-logits: magic and size 16 + $ntok x 512 x 4 (got $size)"
@@ -186,6 +196,14 @@ rc=$?
 [ "$rc" -eq 0 ] && grep -q -- '--threads 4096 is more than the [0-9]* cores' "$tmp/err" &&
     grep -q -- "--threads 4096 is more than the $(getconf _NPROCESSORS_ONLN) CPUs online: OpenMP's parts run $(getconf _NPROCESSORS_ONLN) threads" "$tmp/err"
 ok $? "--threads past the cores: warnings say what the experts' team and OpenMP run (rc $rc: $(head -c 300 "$tmp/err"))"
+# the report splits prefill from decode at the first generated token: with -n 3 the prefill is
+# one forward of the 4 prompt tokens, the decode two forwards of one token each
+"$bin" run -m "$tiny" --device cpu --prompt-ids 1,2,3,4 -n 3 --print-ids --json "$tmp/r.json" \
+    >/dev/null 2>&1
+rc=$?
+split=$(grep -e '"forwards"' -e '"engine_tokens"' "$tmp/r.json" | tr -d ' ,\n')
+[ "$rc" -eq 0 ] && [ "$split" = '"forwards":1"engine_tokens":4"forwards":2"engine_tokens":2' ]
+ok $? "--json: prefill is the prompt's forward, decode the rest (rc $rc: $split)"
 "$bin" run --help | grep -q -- '--dump-logits'
 ok $? "--help lists the flags"
 # --threads sizes the expert team too, which OMP_NUM_THREADS does not: the help says both, and a
