@@ -18,7 +18,7 @@ prompt=$(printf '%s' "$flat" | sed -n 's/.*"prompts":\[\[\([0-9,]*\)\].*/\1/p')
 want=$(printf '%s' "$flat" | sed -n 's/.*"greedy":\[\[\([0-9,]*\)\].*/\1/p' | tr ',' ' ')
 ntok=$(printf '%s\n' "$prompt" | tr ',' '\n' | wc -l)
 
-echo "1..58"
+echo "1..60"
 got=$("$bin" run -m "$dir" --device cpu --prompt-ids "$prompt" -n 20 --print-ids \
       --dump-logits "$tmp/l.bin" 2>"$tmp/err")
 ok $? "run --print-ids --dump-logits exits 0"
@@ -325,6 +325,12 @@ rc2=$?
     ! grep -q 'loaded' "$tmp/err2"
 ok $? "--dump-logits, --trace in a missing directory: exit 1 before loading (rc $rc $rc2: \
 $(tail -n 1 "$tmp/err"))"
+# --trace writes the routed experts' trace once the generation is done
+"$bin" run -m "$dir" --device cpu --prompt-ids 1,2 -n 2 --print-ids --trace "$tmp/t.json" \
+    >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 0 ] && grep -q '"format": *"moetier-trace"' "$tmp/t.json"
+ok $? "--trace FILE writes a moetier-trace (rc $rc: $(head -c 100 "$tmp/t.json" 2>&1))"
 # --dump-logits is an output like the others: not on --json's or --trace's file, nor on an input
 "$bin" run -m "$dir" --prompt-ids 1,2 -n 1 --dump-logits "$tmp/o.bin" --json "$tmp/o.bin" \
     >/dev/null 2>"$tmp/err"
@@ -352,6 +358,11 @@ got=$("$bin" run -m "$tiny" --device cpu -p "$text" -n 3 --print-ids 2>/dev/null
 printf '%s\n' "$got" | grep -Eq '^[0-9]+ [0-9]+ [0-9]+$' &&
     [ "$(od -An -c "$tmp/out" | tr -d ' ')" = '\n' ]
 ok $? "--print-ids with a text prompt: ids ('$got'); -n 0: one empty line"
+# without --print-ids, -n 0 prints nothing: no reply, so not even its newline
+"$bin" run -m "$tiny" --device cpu --prompt-ids 1,2 -n 0 >"$tmp/out" 2>/dev/null
+rc=$?
+[ "$rc" -eq 0 ] && [ ! -s "$tmp/out" ]
+ok $? "-n 0 without --print-ids: stdout stays empty (rc $rc, $(wc -c < "$tmp/out") bytes)"
 # a text that starts with BOS gets no second one
 "$bin" run -m "$tiny" -p "<｜begin▁of▁sentence｜>$text" -n 0 --dump-logits "$tmp/b.bin" \
     2>/dev/null
