@@ -18,7 +18,7 @@ prompt=$(printf '%s' "$flat" | sed -n 's/.*"prompts":\[\[\([0-9,]*\)\].*/\1/p')
 want=$(printf '%s' "$flat" | sed -n 's/.*"greedy":\[\[\([0-9,]*\)\].*/\1/p' | tr ',' ' ')
 ntok=$(printf '%s\n' "$prompt" | tr ',' '\n' | wc -l)
 
-echo "1..60"
+echo "1..61"
 got=$("$bin" run -m "$dir" --device cpu --prompt-ids "$prompt" -n 20 --print-ids \
       --dump-logits "$tmp/l.bin" 2>"$tmp/err")
 ok $? "run --print-ids --dump-logits exits 0"
@@ -204,6 +204,17 @@ rc=$?
 split=$(grep -e '"forwards"' -e '"engine_tokens"' "$tmp/r.json" | tr -d ' ,\n')
 [ "$rc" -eq 0 ] && [ "$split" = '"forwards":1"engine_tokens":4"forwards":2"engine_tokens":2' ]
 ok $? "--json: prefill is the prompt's forward, decode the rest (rc $rc: $split)"
+# a --cpu-mem too small for all experts gives an automatic plan (from the --hw profile; nothing
+# measured or cached): the report sets the run beside the plan's prediction, and --json names
+# the plan "(automatic)"
+MOETIER_CACHE_DIR="$tmp/nocache" "$bin" run -m "$dir" --device cpu --prompt-ids 5,17 -n 2 \
+    --print-ids --cpu-mem 1M --cpu-reserve 0 --hw "$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json" \
+    --json "$tmp/auto.json" >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 0 ] && grep -q '"plan": "(automatic)"' "$tmp/auto.json" &&
+    grep -q '^mt: report: decode .*plan: experts/tok .*ratio$' "$tmp/err"
+ok $? "an automatic plan: the report compares with its prediction (rc $rc: \
+$(grep -e 'experts:' -e '"plan"' "$tmp/err" "$tmp/auto.json" | head -c 300))"
 "$bin" run --help | grep -q -- '--dump-logits'
 ok $? "--help lists the flags"
 # --threads sizes the expert team too, which OMP_NUM_THREADS does not: the help says both, and a
