@@ -21,7 +21,7 @@ turn_field() {
 make_tmp chat
 model="$tmp/tiny"
 
-echo "1..44"
+echo "1..50"
 "$bin" synth --preset tiny --layers 2 -q -o "$model" >/dev/null 2>"$tmp/synth.err"
 ok $? "synth --preset tiny writes a model"
 
@@ -73,6 +73,53 @@ printf 'hello there\nhow are you\n' | "$bin" chat -m "$model" --think --temperat
 rc=$?
 [ "$rc" -eq 0 ] && [ "$(grep -c "^<think>" "$tmp/t.out")" -ge 2 ] && grep -q '</think>' "$tmp/t.out"
 ok $? "--think shows the reasoning between <think> and </think> for each turn (rc $rc)"
+# greedy, the tiny model reasons past 8 tokens in both turns: each reply ends in </think>, and
+# stderr says, once a turn, that the reasoning took all of -n (not an answer cut short)
+nr=$(grep -c 'the reasoning used all 8 tokens of the reply (-n)' "$tmp/t.err")
+[ "$nr" -eq 2 ] && [ "$(grep -c '</think>$' "$tmp/t.out")" -eq 2 ]
+ok $? "--think: a reply cut by -n inside the reasoning says so, once a turn ($nr times)"
+# --think asks the model to reason: the prompt ends in <think> (not </think>), so the greedy
+# reasoning is run -p's reply to that prompt
+printf 'hello there\n' | "$bin" chat -m "$model" --think --temperature 0 -n 8 >"$tmp/tp.out" \
+    2>/dev/null &&
+    "$bin" run -m "$model" --device cpu --temperature 0 -n 8 \
+        -p '<｜User｜>hello there<｜Assistant｜><think>' >"$tmp/tp.run" 2>/dev/null
+rc=$?
+{ printf '<think>'; head -c -1 "$tmp/tp.run"; printf '</think>\n'; } >"$tmp/tp.want"
+[ "$rc" -eq 0 ] && [ -s "$tmp/tp.run" ] && cmp -s "$tmp/tp.out" "$tmp/tp.want"
+ok $? "--think: the reasoning is the reply to a prompt that ends in <think> (rc $rc)"
+# sampled --think replies (temperature 1, -n 512): find a seed whose reasoning ends (the model
+# samples </think>) and the reply runs to -n, and one whose reply the EOS stops
+end_seed=""
+eos_seed=""
+for s in 0 1 2 3 4 5 6 7; do
+    printf 'hello there\n' | "$bin" chat -m "$model" --think --seed "$s" -v >"$tmp/th$s.out" \
+        2>"$tmp/th$s.err" || continue
+    d=$(turn_field 1 decode "$tmp/th$s.err")
+    # bytes after the line of the first </think>: the answer and its newline
+    after=$(sed -n '/<\/think>/,$p' "$tmp/th$s.out" | tail -n +2 | wc -c)
+    [ -z "$end_seed" ] && [ "$d" = 511 ] && [ "$after" -gt 1 ] && end_seed=$s
+    [ -z "$eos_seed" ] && [ "${d:-511}" -lt 511 ] && eos_seed=$s
+    [ -n "$end_seed" ] && [ -n "$eos_seed" ] && break
+done
+# the </think> the model sampled ends the reasoning: printed once (not again at the end), and a
+# reply cut by -n in the answer is no reasoning cut short
+[ -n "$end_seed" ] && [ "$(grep -o '</think>' "$tmp/th$end_seed.out" | wc -l)" -eq 1 ] &&
+    ! grep -q 'reasoning used' "$tmp/th$end_seed.err"
+ok $? "--think: a sampled </think> ends the reasoning, shown once; a reply cut by -n after it \
+is not called reasoning (seed '$end_seed': $(grep -c . "$tmp/th${end_seed:-0}.err") lines)"
+# the reply stops at the tokenizer's EOS too where config.json names another id: a model whose
+# config says 1000 gives the reply that the EOS (id 1) stopped
+mkdir "$tmp/eos" && for f in "$model"/*; do ln -s "$f" "$tmp/eos/"; done &&
+    rm "$tmp/eos/config.json" &&
+    sed 's/"eos_token_id": *1,/"eos_token_id": 1000,/' "$model/config.json" >"$tmp/eos/config.json"
+printf 'hello there\n' | "$bin" chat -m "$tmp/eos" --think --seed "${eos_seed:-0}" \
+    >"$tmp/eos.out" 2>/dev/null
+rc=$?
+[ "$rc" -eq 0 ] && [ -n "$eos_seed" ] && grep -q '"eos_token_id": 1000' "$tmp/eos/config.json" &&
+    cmp -s "$tmp/eos.out" "$tmp/th$eos_seed.out"
+ok $? "the tokenizer's EOS stops a reply where config.json names another id (seed '$eos_seed', \
+rc $rc)"
 
 # a message longer than the tiny model's 4096 positions: a message, the next turn still runs
 awk 'BEGIN { for (i = 0; i < 5000; i++) printf "a "; printf "\nhello there\n" }' |
@@ -104,6 +151,15 @@ rc=$?
 [ "$rc" -eq 1 ] && grep -q -- "--system is .* tokens" "$tmp/ls.err" &&
     [ "$(grep -c . "$tmp/ls.err")" -eq 1 ] && [ ! -s "$tmp/ls.out" ]
 ok $? "a --system longer than the context: one message at the start, exit 1 (rc $rc)"
+# ... found before the weights load: a model without its safetensors fails on --system alone
+mkdir "$tmp/noweights" && cp "$model/config.json" "$model"/tokenizer*.json "$tmp/noweights/"
+printf 'hello there\n' | "$bin" chat -m "$tmp/noweights" --system "$sys" >/dev/null \
+    2>"$tmp/nw.err"
+rc=$?
+[ "$rc" -eq 1 ] && [ "$(grep -c . "$tmp/nw.err")" -eq 1 ] &&
+    grep -q -- "--system is .* tokens" "$tmp/nw.err"
+ok $? "a --system longer than the model's positions is refused before the weights are read \
+(rc $rc: $(head -c 300 "$tmp/nw.err"))"
 
 # a NUL byte is part of the line (the history keeps message lengths, as for a reply holding one)
 printf 'hello\000 there\n' | "$bin" chat -m "$model" --temperature 0 -n 1 -v >/dev/null \
@@ -232,6 +288,14 @@ ok $? "an unknown flag, -n 0 and a missing -m exit 2 (rc $rc1 $rc2 $rc3)"
 rc=$?
 [ "$rc" -eq 1 ] && [ "$(wc -l < "$tmp/m.err")" -eq 1 ] && grep -q "$tmp/nowhere" "$tmp/m.err"
 ok $? "a missing model directory exits 1 with one message naming it (rc $rc)"
+# a model directory without tokenizer.json: chat says it needs one
+mkdir "$tmp/notok" && for f in "$model"/*; do ln -s "$f" "$tmp/notok/"; done &&
+    rm "$tmp/notok/tokenizer.json"
+"$bin" chat -m "$tmp/notok" </dev/null >/dev/null 2>"$tmp/nt.err"
+rc=$?
+[ "$rc" -eq 1 ] && grep -q "the model directory needs its tokenizer.json" "$tmp/nt.err"
+ok $? "a model without tokenizer.json exits 1 saying chat needs it (rc $rc: \
+$(tail -n 1 "$tmp/nt.err"))"
 # BOS, one rule for run -p and chat: tokenizer_config.json's bos_token, else config.json's
 # bos_token_id (a token of the vocabulary), else the id of <｜begin▁of▁sentence｜>; none: a warning
 bos_model() { # bos_model NAME: the model without tokenizer_config.json, in $tmp/NAME

@@ -18,7 +18,7 @@ prompt=$(printf '%s' "$flat" | sed -n 's/.*"prompts":\[\[\([0-9,]*\)\].*/\1/p')
 want=$(printf '%s' "$flat" | sed -n 's/.*"greedy":\[\[\([0-9,]*\)\].*/\1/p' | tr ',' ' ')
 ntok=$(printf '%s\n' "$prompt" | tr ',' '\n' | wc -l)
 
-echo "1..51"
+echo "1..61"
 got=$("$bin" run -m "$dir" --device cpu --prompt-ids "$prompt" -n 20 --print-ids \
       --dump-logits "$tmp/l.bin" 2>"$tmp/err")
 ok $? "run --print-ids --dump-logits exits 0"
@@ -28,6 +28,16 @@ ok $? "greedy ids equal HF's (got '$got')"
 ok $? "--print-ids prints one line"
 grep -q 'prefill .* tok/s.*decode .* tok/s' "$tmp/err"
 ok $? "prefill and decode tok/s reported on stderr"
+# the counts beside the speeds: the prompt's tokens, and 19 decoded (the first of the 20 comes
+# from the prefill)
+grep -q "^mt: prefill $ntok tokens in .* s (.* tok/s); decode 19 tokens in " "$tmp/err"
+ok $? "prefill $ntok tokens, decode 19 tokens (got: $(grep '^mt: prefill' "$tmp/err"))"
+# then the memory line and the run report (cli_report.h), its per-tier table of the decode
+grep -q '^mt: memory: peak resident [0-9.]* MiB; routed experts held' "$tmp/err" &&
+    grep -q '^mt: report: decode  *experts/tok  *MB/tok  *ms/tok$' "$tmp/err" &&
+    grep -q '^mt: report: dram-cpu  *[0-9.]*  *[0-9.]*  *[0-9.]*$' "$tmp/err"
+ok $? "the memory line and the run report follow on stderr ($(grep -c '^mt: report' "$tmp/err") \
+report lines)"
 size=$(wc -c < "$tmp/l.bin")
 [ "$(head -c 8 "$tmp/l.bin")" = "MTLOGIT1" ] && [ "$size" -eq $((16 + ntok * 512 * 4)) ]
 ok $? "--dump-logits: magic and size 16 + $ntok x 512 x 4 (got $size)"
@@ -57,6 +67,12 @@ ok $? "--prompt-ids with a malformed tokenizer.json: ids, with a warning (rc $rc
 rc=$?
 [ "$rc" -eq 1 ] && grep -q "needs its tokenizer.json .*--prompt-ids runs without one" "$tmp/err"
 ok $? "-p on a model without tokenizer.json: exit 1, --prompt-ids named as the way (rc $rc)"
+# a model directory that is not there at all is named as such, not as one lacking its tokenizer
+"$bin" run -m "$tmp/no-model" -p hi -n 1 >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 1 ] && [ "$(wc -l < "$tmp/err")" -eq 1 ] && grep -q "$tmp/no-model" "$tmp/err" &&
+    ! grep -q 'needs its tokenizer.json' "$tmp/err"
+ok $? "-p on a missing model directory: exit 1, one message naming it (rc $rc: $(cat "$tmp/err"))"
 spaced=$(printf '%s' "$prompt" | tr ',' ' ')
 got2=$("$bin" run -m "$dir" --prompt-ids " $spaced " -n 20 --print-ids 2>/dev/null)
 [ -n "$want" ] && [ "$got2" = "$want" ]
@@ -100,6 +116,20 @@ fi
 rc=$?
 [ "$rc" -eq 2 ]
 ok $? "a bad flag value exits 2 (rc $rc)"
+# --indexer's bad value is a usage error too, with the modes it takes
+"$bin" run -m "$dir" --prompt-ids 1,2 --indexer fp4 >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "unknown indexer mode 'fp4' (exact or fp8)" "$tmp/err"
+ok $? "a bad --indexer exits 2 naming the modes (rc $rc: $(head -n 1 "$tmp/err"))"
+# no prompt at all is a usage error, as two are (not a crash on the missing text)
+"$bin" run -m "$dir" -n 1 >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 2 ] && grep -q 'exactly one of --prompt-ids, -p or -f' "$tmp/err"
+ok $? "-m without a prompt is a usage error (rc $rc: $(head -n 1 "$tmp/err"))"
+"$bin" run --prompt-ids 1,2 -n 1 >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 2 ] && grep -q 'need -m DIR' "$tmp/err"
+ok $? "a prompt without -m is a usage error (rc $rc: $(head -n 1 "$tmp/err"))"
 # --device gpu where no GPU answers: one message, before anything is planned or loaded (with a
 # GPU the run succeeds, which test_gpu_run.sh checks)
 "$bin" run -m "$dir" --device gpu --prompt-ids 1,2 -n 1 --print-ids >/dev/null 2>"$tmp/err"
@@ -166,6 +196,25 @@ rc=$?
 [ "$rc" -eq 0 ] && grep -q -- '--threads 4096 is more than the [0-9]* cores' "$tmp/err" &&
     grep -q -- "--threads 4096 is more than the $(getconf _NPROCESSORS_ONLN) CPUs online: OpenMP's parts run $(getconf _NPROCESSORS_ONLN) threads" "$tmp/err"
 ok $? "--threads past the cores: warnings say what the experts' team and OpenMP run (rc $rc: $(head -c 300 "$tmp/err"))"
+# the report splits prefill from decode at the first generated token: with -n 3 the prefill is
+# one forward of the 4 prompt tokens, the decode two forwards of one token each
+"$bin" run -m "$tiny" --device cpu --prompt-ids 1,2,3,4 -n 3 --print-ids --json "$tmp/r.json" \
+    >/dev/null 2>&1
+rc=$?
+split=$(grep -e '"forwards"' -e '"engine_tokens"' "$tmp/r.json" | tr -d ' ,\n')
+[ "$rc" -eq 0 ] && [ "$split" = '"forwards":1"engine_tokens":4"forwards":2"engine_tokens":2' ]
+ok $? "--json: prefill is the prompt's forward, decode the rest (rc $rc: $split)"
+# a --cpu-mem too small for all experts gives an automatic plan (from the --hw profile; nothing
+# measured or cached): the report sets the run beside the plan's prediction, and --json names
+# the plan "(automatic)"
+MOETIER_CACHE_DIR="$tmp/nocache" "$bin" run -m "$dir" --device cpu --prompt-ids 5,17 -n 2 \
+    --print-ids --cpu-mem 1M --cpu-reserve 0 --hw "$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json" \
+    --json "$tmp/auto.json" >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 0 ] && grep -q '"plan": "(automatic)"' "$tmp/auto.json" &&
+    grep -q '^mt: report: decode .*plan: experts/tok .*ratio$' "$tmp/err"
+ok $? "an automatic plan: the report compares with its prediction (rc $rc: \
+$(grep -e 'experts:' -e '"plan"' "$tmp/err" "$tmp/auto.json" | head -c 300))"
 "$bin" run --help | grep -q -- '--dump-logits'
 ok $? "--help lists the flags"
 # --threads sizes the expert team too, which OMP_NUM_THREADS does not: the help says both, and a
@@ -287,6 +336,12 @@ rc2=$?
     ! grep -q 'loaded' "$tmp/err2"
 ok $? "--dump-logits, --trace in a missing directory: exit 1 before loading (rc $rc $rc2: \
 $(tail -n 1 "$tmp/err"))"
+# --trace writes the routed experts' trace once the generation is done
+"$bin" run -m "$dir" --device cpu --prompt-ids 1,2 -n 2 --print-ids --trace "$tmp/t.json" \
+    >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 0 ] && grep -q '"format": *"moetier-trace"' "$tmp/t.json"
+ok $? "--trace FILE writes a moetier-trace (rc $rc: $(head -c 100 "$tmp/t.json" 2>&1))"
 # --dump-logits is an output like the others: not on --json's or --trace's file, nor on an input
 "$bin" run -m "$dir" --prompt-ids 1,2 -n 1 --dump-logits "$tmp/o.bin" --json "$tmp/o.bin" \
     >/dev/null 2>"$tmp/err"
@@ -314,6 +369,11 @@ got=$("$bin" run -m "$tiny" --device cpu -p "$text" -n 3 --print-ids 2>/dev/null
 printf '%s\n' "$got" | grep -Eq '^[0-9]+ [0-9]+ [0-9]+$' &&
     [ "$(od -An -c "$tmp/out" | tr -d ' ')" = '\n' ]
 ok $? "--print-ids with a text prompt: ids ('$got'); -n 0: one empty line"
+# without --print-ids, -n 0 prints nothing: no reply, so not even its newline
+"$bin" run -m "$tiny" --device cpu --prompt-ids 1,2 -n 0 >"$tmp/out" 2>/dev/null
+rc=$?
+[ "$rc" -eq 0 ] && [ ! -s "$tmp/out" ]
+ok $? "-n 0 without --print-ids: stdout stays empty (rc $rc, $(wc -c < "$tmp/out") bytes)"
 # a text that starts with BOS gets no second one
 "$bin" run -m "$tiny" -p "<｜begin▁of▁sentence｜>$text" -n 0 --dump-logits "$tmp/b.bin" \
     2>/dev/null
