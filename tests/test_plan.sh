@@ -10,7 +10,7 @@ cfg="$MT_SRCDIR/tests/data/deepseek-v3.2/config.json"
 prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
 make_tmp plan
 
-echo "1..55"
+echo "1..57"
 "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G -o "$tmp/p.json" \
     >"$tmp/out" 2>"$tmp/err"
 ok $? "plan on the RTX 3090 what-if profile exits 0"
@@ -420,4 +420,29 @@ rc=$?
 want="^CPU prefill: each expert run 10.0 GB/s of its weights, then 100 GFLOPS of its tokens"
 [ $rc -eq 0 ] && grep -q "$want (measured: profile cpu.expert_prefill_\*)\$" "$tmp/out"
 ok $? "measured CPU prefill rates, nothing learned: $(grep '^CPU prefill' "$tmp/out")"
+# the largest --ctx and --prefill-batch are taken (then cut to the model's positions and the
+# context, with warnings); one more is a usage error naming the range
+"$bin" plan --config "$cfg" --hw "$tmp/cpu.json" --cpu-mem 900G --ctx 16777216 \
+    --prefill-batch 1048576 >"$tmp/out" 2>"$tmp/err"
+rc=$?
+"$bin" plan --config "$cfg" --hw "$prof" --ctx 16777217 >/dev/null 2>"$tmp/err2"
+rc2=$?
+"$bin" plan --config "$cfg" --hw "$prof" --prefill-batch 1048577 >/dev/null 2>"$tmp/err3"
+rc3=$?
+[ $rc -eq 0 ] && grep -q '^DRAM budget: .* KV 163840 tok ' "$tmp/out" &&
+    grep -q -- "--prefill-batch 1048576 is more than the context (163840 tokens)" "$tmp/err" &&
+    [ $rc2 -eq 2 ] && grep -q -- "bad --ctx '16777217' (must be in 1..16777216)" "$tmp/err2" &&
+    [ $rc3 -eq 2 ] &&
+    grep -q -- "bad --prefill-batch '1048577' (must be in 1..1048576)" "$tmp/err3"
+ok $? "--ctx 16777216 and --prefill-batch 1048576 are taken, one more is not ($rc $rc2 $rc3): \
+$(head -n 1 "$tmp/err2") / $(head -n 1 "$tmp/err3")"
+# at the limits themselves nothing is cut, so nothing is warned about: --ctx of exactly the
+# model's positions, --prefill-batch of exactly --ctx
+"$bin" plan --config "$cfg" --hw "$tmp/cpu.json" --cpu-mem 900G --ctx 163840 \
+    >"$tmp/out" 2>"$tmp/err" &&
+    "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G --ctx 2048 \
+        --prefill-batch 2048 >"$tmp/out2" 2>>"$tmp/err" &&
+    [ ! -s "$tmp/err" ] && grep -q '^DRAM budget: .* KV 163840 tok ' "$tmp/out" &&
+    grep -q '^prefill    : .* at batch 2048 ' "$tmp/out2"
+ok $? "--ctx 163840 and --prefill-batch equal to --ctx plan without a warning: $(cat "$tmp/err")"
 tap_exit
