@@ -10,7 +10,7 @@ cfg="$MT_SRCDIR/tests/data/deepseek-v3.2/config.json"
 prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
 make_tmp plan
 
-echo "1..57"
+echo "1..59"
 "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G -o "$tmp/p.json" \
     >"$tmp/out" 2>"$tmp/err"
 ok $? "plan on the RTX 3090 what-if profile exits 0"
@@ -445,4 +445,25 @@ $(head -n 1 "$tmp/err2") / $(head -n 1 "$tmp/err3")"
     [ ! -s "$tmp/err" ] && grep -q '^DRAM budget: .* KV 163840 tok ' "$tmp/out" &&
     grep -q '^prefill    : .* at batch 2048 ' "$tmp/out2"
 ok $? "--ctx 163840 and --prefill-batch equal to --ctx plan without a warning: $(cat "$tmp/err")"
+# --config-only with no -m is the built-in model (not a config.json of an unnamed directory);
+# with -m DIR it reads DIR/config.json alone: both plan what --config FILE plans
+dec() { sed -n 's/^decode *: \([0-9.]*\) tok\/s.*/\1/p' "$1"; }
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G >"$tmp/out" 2>/dev/null
+"$bin" plan --config-only --hw "$prof" --gpu-mem 23G --cpu-mem 480G >"$tmp/out2" 2>"$tmp/err"
+rc=$?
+"$bin" plan -m "$(dirname "$cfg")" --config-only --hw "$prof" --gpu-mem 23G --cpu-mem 480G \
+    >"$tmp/out3" 2>"$tmp/err2"
+rc2=$?
+[ $rc -eq 0 ] && grep -q "no -m given: the full DeepSeek-V3.2 (built-in config)" "$tmp/err" &&
+    [ $rc2 -eq 0 ] && [ -n "$(dec "$tmp/out")" ] &&
+    [ "$(dec "$tmp/out2")" = "$(dec "$tmp/out")" ] &&
+    [ "$(dec "$tmp/out3")" = "$(dec "$tmp/out")" ]
+ok $? "--config-only alone and -m DIR --config-only plan as --config does ($rc $rc2): \
+$(dec "$tmp/out2") / $(dec "$tmp/out3") tok/s $(head -n 1 "$tmp/err2")"
+# a -m whose DIR/config.json does not fit a path buffer is refused, not cut to another file
+long=$(printf '%04100d' 0)
+"$bin" plan -m "$tmp/$long" --hw "$prof" >/dev/null 2>"$tmp/err"
+rc=$?
+[ $rc -eq 2 ] && grep -q "^moetier plan: -m '$tmp/0*' is too long" "$tmp/err"
+ok $? "a -m of 4,100 characters: exit 2 (rc $rc): $(head -n 1 "$tmp/err" | cut -c 1-60)..."
 tap_exit
