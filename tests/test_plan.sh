@@ -10,7 +10,7 @@ cfg="$MT_SRCDIR/tests/data/deepseek-v3.2/config.json"
 prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
 make_tmp plan
 
-echo "1..59"
+echo "1..61"
 "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G -o "$tmp/p.json" \
     >"$tmp/out" 2>"$tmp/err"
 ok $? "plan on the RTX 3090 what-if profile exits 0"
@@ -466,4 +466,19 @@ long=$(printf '%04100d' 0)
 rc=$?
 [ $rc -eq 2 ] && grep -q "^moetier plan: -m '$tmp/0*' is too long" "$tmp/err"
 ok $? "a -m of 4,100 characters: exit 2 (rc $rc): $(head -n 1 "$tmp/err" | cut -c 1-60)..."
+# the defaults named (--kv-dtype bf16, --indexer exact) are the defaults' cache, not fp8's
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G --kv-dtype bf16 \
+    --indexer exact >"$tmp/out" 2>&1
+[ $? -eq 0 ] && grep -q 'KV 32768 tok 3.10 + workspace 1.77 (for 1024-token prompt chunks)' \
+    "$tmp/out"
+ok $? "--kv-dtype bf16 --indexer exact: $(grep -o 'KV.*chunks)' "$tmp/out")"
+# a profile without a "source" is called by its file, on the screen and in the plan (which
+# --check then names)
+sed 's/"source": "what-if: CPU only", //' "$tmp/cpu.json" >"$tmp/nosrc.json"
+"$bin" plan --config "$cfg" --hw "$tmp/nosrc.json" --cpu-mem 480G -o "$tmp/nosrc-plan.json" \
+    >"$tmp/out" 2>&1 &&
+    grep -q "^hardware   : $tmp/nosrc.json\$" "$tmp/out" &&
+    "$bin" plan --config "$cfg" --check "$tmp/nosrc-plan.json" >"$tmp/out2" 2>&1 &&
+    grep -q "tok/s decode on $tmp/nosrc.json\$" "$tmp/out2"
+ok $? "a profile without a source is named by its file: $(grep '^hardware' "$tmp/out")"
 tap_exit
