@@ -10,7 +10,7 @@ cfg="$MT_SRCDIR/tests/data/deepseek-v3.2/config.json"
 prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
 make_tmp plan
 
-echo "1..61"
+echo "1..64"
 "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G -o "$tmp/p.json" \
     >"$tmp/out" 2>"$tmp/err"
 ok $? "plan on the RTX 3090 what-if profile exits 0"
@@ -481,4 +481,34 @@ sed 's/"source": "what-if: CPU only", //' "$tmp/cpu.json" >"$tmp/nosrc.json"
     "$bin" plan --config "$cfg" --check "$tmp/nosrc-plan.json" >"$tmp/out2" 2>&1 &&
     grep -q "tok/s decode on $tmp/nosrc.json\$" "$tmp/out2"
 ok $? "a profile without a source is named by its file: $(grep '^hardware' "$tmp/out")"
+# --disk-from and --dram-from: the disks (their rates summed) or the DRAM read rates of another
+# profile replace --hw's for this plan; a profile without them is refused, naming it
+cat >"$tmp/disks2.json" <<'EOF'
+{"version": 1, "source": "bench --only disk", "disks": [{"path": "/nvme1", "best_gbps": 3},
+ {"path": "/nvme2", "best_gbps": 5}]}
+EOF
+cat >"$tmp/dram150.json" <<'EOF'
+{"version": 1, "source": "bench --only dram", "cpu": {"read_gbps": 100, "read_ceiling_gbps": 150}}
+EOF
+"$bin" plan --config "$cfg" --hw "$tmp/eff.json" --gpu-mem 24G --cpu-mem 480G \
+    --disk-from "$tmp/disks2.json" --dram-from "$tmp/dram150.json" >"$tmp/out" 2>&1
+[ $? -eq 0 ] && grep -q '^rates  .* DRAM 150 GB/s (read ceiling) x 0.70, .* disk 8.0 GB/s$' \
+    "$tmp/out"
+ok $? "--disk-from two disks and --dram-from a ceiling of 150: $(grep '^rates' "$tmp/out")"
+"$bin" plan --config "$cfg" --hw "$tmp/eff.json" --disk-from "$tmp/dram150.json" >/dev/null \
+    2>"$tmp/err"
+rc=$?
+"$bin" plan --config "$cfg" --hw "$tmp/eff.json" --dram-from "$tmp/disks2.json" >/dev/null \
+    2>"$tmp/err2"
+rc2=$?
+[ $rc -eq 1 ] && grep -q -- "--disk-from '$tmp/dram150.json' has no disk" "$tmp/err" &&
+    [ $rc2 -eq 1 ] && grep -q -- "--dram-from '$tmp/disks2.json' has no DRAM read rate" "$tmp/err2"
+ok $? "a --disk-from without disks, a --dram-from without DRAM rates ($rc $rc2): \
+$(head -n 1 "$tmp/err") / $(head -n 1 "$tmp/err2")"
+# --learn rewrites --hw: one that cannot be written (a directory) is refused before anything
+# is read
+"$bin" plan --config "$cfg" --hw "$tmp" --learn "$tmp/r1.json" >/dev/null 2>"$tmp/err"
+rc=$?
+[ $rc -eq 1 ] && grep -q -- "cannot write --hw '$tmp': it is a directory" "$tmp/err"
+ok $? "--learn with a --hw that is a directory: exit 1 (rc $rc): $(head -n 1 "$tmp/err")"
 tap_exit
