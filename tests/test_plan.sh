@@ -10,7 +10,7 @@ cfg="$MT_SRCDIR/tests/data/deepseek-v3.2/config.json"
 prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
 make_tmp plan
 
-echo "1..64"
+echo "1..65"
 "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G -o "$tmp/p.json" \
     >"$tmp/out" 2>"$tmp/err"
 ok $? "plan on the RTX 3090 what-if profile exits 0"
@@ -511,4 +511,13 @@ $(head -n 1 "$tmp/err") / $(head -n 1 "$tmp/err2")"
 rc=$?
 [ $rc -eq 1 ] && grep -q -- "cannot write --hw '$tmp': it is a directory" "$tmp/err"
 ok $? "--learn with a --hw that is a directory: exit 1 (rc $rc): $(head -n 1 "$tmp/err")"
+# -o naming a --trace input (here one that loads, so only the output check can refuse it): exit
+# 2 before anything is read, the trace kept
+cp "$tmp/$bad" "$tmp/tr.json"
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G --trace "$tmp/tr.json" \
+    -o "$tmp/tr.json" >/dev/null 2>"$tmp/err"
+rc=$?
+[ $rc -eq 2 ] && grep -q "is the --trace input; refusing to overwrite" "$tmp/err" &&
+    cmp -s "$tmp/$bad" "$tmp/tr.json"
+ok $? "-o naming the --trace file is refused (rc $rc): $(head -n 1 "$tmp/err")"
 tap_exit
