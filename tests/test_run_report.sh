@@ -15,7 +15,7 @@ need jq "JSON in shell tests; apt-get install jq"
 make_tmp run-report
 m="$tmp/small"
 
-echo "1..45"
+echo "1..46"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 cat >"$tmp/cpu.json" <<'JSON'
@@ -252,6 +252,14 @@ jq '.decode.tiers["dram-cpu"].bytes = 1 | .decode.tiers["dram-cpu"].seconds = 1e
 [ $? -eq 1 ] && grep -q "taught an efficiency of .*, below the 1e-06 a profile holds" \
     "$tmp/l7.out" && cmp -s "$tmp/cpu.json" "$tmp/learn6.json"
 ok $? "an efficiency below the profile's floor is refused: $(tail -1 "$tmp/l7.out")"
+# the bounds themselves are in range: k 65536, and 6 GB read in 61 us, 0.99e5 GB/s (faster than
+# any tier reads, but under the bound: learned, as the capped efficiency 2, not refused)
+jq '.k = 65536 | .decode.tiers["dram-cpu"].seconds = 6e9 / 0.99e14' "$tmp/r3.json" >"$tmp/r8.json"
+cp "$tmp/cpu.json" "$tmp/learn8.json"
+"$bin" plan -m "$m" --hw "$tmp/learn8.json" --learn "$tmp/r8.json" >"$tmp/l8.out" 2>&1 &&
+    jq -e '.learned.cpu_expert_eff == 2' "$tmp/learn8.json" >/dev/null
+ok $? "a report at the bounds (k 65536, a read at 0.99e5 GB/s) is learned from: \
+$(grep 'CPU expert' "$tmp/l8.out")"
 # reports of plans made at different DRAM rates (--dram-from: the minute's ceiling): the
 # efficiency is their bytes over what their plans' rates read in the same time, 0.3 of one rate
 # and 0.1 of twice that: 10 GB over 1 s x r + 1 s x 2r = 1/6 (not a ratio to one report's rate)
@@ -444,6 +452,7 @@ while IFS='|' read -r edit field; do
     fi
 done <<'EDITS'
 .decode.tiers = "x"|decode.tiers
+.decode.tiers = null|decode.tiers
 .decode.cpu_busy = "x"|decode.cpu_busy
 .decode.tiers["dram-cpu"].bytes = -100|decode.tiers.dram-cpu.bytes
 .decode.tiers["dram-cpu"].bytes = 1e18|decode.tiers.dram-cpu.bytes
@@ -459,7 +468,7 @@ done <<'EDITS'
 .prefill.stream = 3|prefill.stream
 del(.decode)|decode
 EDITS
-[ $rc -eq 0 ] && [ $n_bad -eq 15 ]
+[ $rc -eq 0 ] && [ $n_bad -eq 16 ]
 ok $? "$n_bad malformed reports are refused, naming the field, the profile untouched: \
 $(cat "$tmp/err")"
 # a bad report among good ones refuses them all before any is learned from
