@@ -15,7 +15,7 @@ need jq "JSON in shell tests; apt-get install jq"
 make_tmp run-report
 m="$tmp/small"
 
-echo "1..46"
+echo "1..48"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 cat >"$tmp/cpu.json" <<'JSON'
@@ -228,6 +228,15 @@ cp "$tmp/cpu.json" "$tmp/learn2.json"
     jq -e '.learned.cpu_expert_eff == 0.3' "$tmp/learn2.json" >/dev/null &&
     jq -e '.budgets.cpu_eff == 0.3' "$tmp/learned2.json" >/dev/null
 ok $? "--learn with --cpu-mem and -o alone learns, then writes the plan: $(tail -1 "$tmp/l2.out")"
+# -o alone asks for the plan too (with the profile's default budgets), not only the profile
+cp "$tmp/cpu.json" "$tmp/learn2o.json"
+"$bin" plan -m "$m" --hw "$tmp/learn2o.json" --learn "$tmp/r3.json" --cpu-reserve 3.9G \
+    --ctx 1024 -o "$tmp/learned2o.json" >"$tmp/l2o.out" 2>&1 &&
+    jq -e '.budgets.cpu_eff == 0.3' "$tmp/learned2o.json" >/dev/null
+ok $? "--learn with -o and no budget writes the plan: $(tail -1 "$tmp/l2o.out")"
+# the profile names the last report it learned from (of --learn r3.json --learn r.json)
+jq -e --arg r "$tmp/r.json" '.learned.from == $r' "$tmp/learn.json" >/dev/null
+ok $? "the learned section is from the last report: $(jq -c '.learned.from' "$tmp/learn.json")"
 # an efficiency above 1 (the kernels beat the profile's quick ceiling) is kept, not capped at 1
 cp "$tmp/cpu.json" "$tmp/learn3.json"
 jq '.decode.tiers["dram-cpu"].bytes = 30e9' "$tmp/r3.json" >"$tmp/r4.json"
