@@ -15,7 +15,7 @@ need jq "JSON in shell tests; apt-get install jq"
 make_tmp run-report
 m="$tmp/small"
 
-echo "1..48"
+echo "1..51"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 cat >"$tmp/cpu.json" <<'JSON'
@@ -303,6 +303,15 @@ plan --hw "$tmp/pre.json" --cpu-mem "$mem" -o "$tmp/pre-plan.json" >/dev/null 2>
         >/dev/null
 ok $? "the CPU's prefill runs at half the profile's model are learned as 0.5 and planned with: \
 $(grep 'CPU prefill runs, all' "$tmp/lp.out")"
+# ... but not from a run that also streamed: the CPU's prefill time then includes its waits
+# for the disk, which say nothing of its kernels
+jq '.prefill.stream.bytes_read = 1e9 | .prefill.stream.read_s = 1' "$tmp/rp.json" >"$tmp/rps.json"
+cp "$tmp/pre.json" "$tmp/learnps.json"
+"$bin" plan -m "$m" --hw "$tmp/learnps.json" --learn "$tmp/rps.json" >"$tmp/lps.out" 2>&1 &&
+    jq -e '(.learned.cpu_prefill_eff // 0) == 0 and .learned.disk_eff > 0' "$tmp/learnps.json" \
+        >/dev/null
+ok $? "a run that streamed teaches no CPU prefill efficiency: \
+$(grep -c 'CPU prefill' "$tmp/lps.out") lines of it"
 # the host wait: a GPU run of a plan with half the experts in DRAM, its decode 2 ms per waiting
 # layer slower than the plan predicted at the rates it measured -> host_layer_ms 2, and the next
 # plan predicts with it
@@ -383,6 +392,24 @@ cp "$tmp/gpu.json" "$tmp/learngs.json"
     jq -e '.learned.gpu_eff == 0 and .learned.host_layer_ms == 0' "$tmp/learngs.json" >/dev/null &&
     grep -q "nothing of the GPU from .*rgs.json: 5 decoded tokens, fewer than 16" "$tmp/lgs.out"
 ok $? "nor from a decode of 5 tokens: $(grep 'nothing of the GPU' "$tmp/lgs.out" | cut -c1-60)"
+# at the bounds: 15 decoded tokens teach nothing of the GPU and 16 do; so does a forward the
+# host waited 0.25 of (450 GB in the 0.75 s left: 0.6) and one whose CPU experts were busy 0.25
+# of it, but not 0.3 of waits or of CPU busy
+rc=0
+for edit in '.decode.forwards = 15|0' '.decode.forwards = 16|0.5' \
+    '.decode.moe_wait_s = 0.25|0.6' '.decode.moe_wait_s = 0.3|0' \
+    '.decode.cpu_busy = 0.25|0.5' '.decode.cpu_busy = 0.3|0'; do
+    jq "${edit%|*}" "$tmp/rgg.json" >"$tmp/rgb2.json"
+    cp "$tmp/gpu.json" "$tmp/learngb2.json"
+    "$bin" plan -m "$m" --hw "$tmp/learngb2.json" --learn "$tmp/rgb2.json" >/dev/null 2>&1 &&
+        jq -e --argjson e "${edit#*|}" '(.learned.gpu_eff - $e | fabs) < 1e-6' \
+            "$tmp/learngb2.json" >/dev/null || {
+        echo "# $edit: gpu_eff $(jq '.learned.gpu_eff' "$tmp/learngb2.json")"
+        rc=1
+    }
+done
+[ $rc -eq 0 ]
+ok $? "a GPU-limited decode at the bounds (16 tokens, 0.25 waited, 0.25 CPU busy) teaches HBM"
 # the GPU's prompt efficiency: a prompt with every expert on the GPU whose 1e13 FLOPs outside
 # routed experts (3 products each at the profile's 100 TFLOPS: 0.3 s at efficiency 1) took 1.2 s
 # teaches 0.25, and the next plan predicts prefill with it; a prompt with experts in DRAM does not
@@ -406,6 +433,14 @@ cp "$tmp/gpu.json" "$tmp/learngpre2.json"
         .prediction.prefill_tok_s < $a[0].prediction.prefill_tok_s' "$tmp/gpre.json" >/dev/null
 ok $? "a prompt with every expert on the GPU teaches the GPU's prompt efficiency, one with DRAM \
 experts does not: $(grep 'GPU prefill' "$tmp/lgpre.out" | head -1)"
+# nor does the same prompt run by the CPU engine: its time is the CPU's, not the GPU's products
+jq '.device = "cpu"' "$tmp/rgpre.json" >"$tmp/rgpre3.json"
+cp "$tmp/gpu.json" "$tmp/learngpre3.json"
+"$bin" plan -m "$m" --hw "$tmp/learngpre3.json" --learn "$tmp/rgpre3.json" \
+    >"$tmp/lgpre3.out" 2>&1 &&
+    jq -e '(.learned.gpu_prefill_eff // 0) == 0' "$tmp/learngpre3.json" >/dev/null
+ok $? "a CPU run's prompt teaches no GPU prompt efficiency: \
+$(grep -c 'GPU prefill' "$tmp/lgpre3.out") lines of it"
 # nor from one whose DRAM experts were copied into GPU slots: its time is the PCIe's (neither the
 # GPU efficiency nor the host wait)
 jq '.decode.tiers["dram-pcie"].bytes = 30e9' "$tmp/rgg.json" >"$tmp/rgp.json"
