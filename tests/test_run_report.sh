@@ -15,7 +15,7 @@ need jq "JSON in shell tests; apt-get install jq"
 make_tmp run-report
 m="$tmp/small"
 
-echo "1..51"
+echo "1..52"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 cat >"$tmp/cpu.json" <<'JSON'
@@ -556,6 +556,26 @@ plan --hw "$tmp/cpu.json" --cpu-mem "$mem" --trace "$tmp/t.json" --trace "$tmp/t
         -o "$tmp/t.json" >/dev/null 2>&1 && jq -e '.format == "moetier-trace"' "$tmp/t.json" \
         >/dev/null
 ok $? "--trace given twice plans for both runs' routing: $(grep -i '^activation' "$tmp/t2.out")"
+# the traces are summed, not the first one taken: t.json and the same with each layer's counts
+# reversed plan as the one trace of both summed, and not as t.json alone
+jq 'del(.layers[].from_layer, .layers[].transitions)' "$tmp/t.json" >"$tmp/ta.json"
+jq '.layers[].counts |= reverse' "$tmp/ta.json" >"$tmp/tb.json"
+jq '.tokens *= 2 | .layers[] |= (.tokens *= 2 | (.counts | reverse) as $r |
+    .counts = [range(.counts | length) as $i | .counts[$i] + $r[$i]])' "$tmp/ta.json" \
+    >"$tmp/tsum.json"
+tok() { jq '.prediction.decode_tok_s' "$1"; }
+plan --hw "$tmp/cpu.json" --cpu-mem "$mem" --trace "$tmp/ta.json" --trace "$tmp/tb.json" \
+    -o "$tmp/pab.json" >/dev/null 2>&1 &&
+    plan --hw "$tmp/cpu.json" --cpu-mem "$mem" --trace "$tmp/tsum.json" -o "$tmp/psum.json" \
+        >/dev/null 2>&1 &&
+    plan --hw "$tmp/cpu.json" --cpu-mem "$mem" --trace "$tmp/ta.json" -o "$tmp/pa.json" \
+        >/dev/null 2>&1 &&
+    jq -e --slurpfile s "$tmp/psum.json" --slurpfile a "$tmp/pa.json" '
+        .prediction.decode_tok_s as $t |
+        ($t - $s[0].prediction.decode_tok_s | fabs) < 1e-9 * $t and
+        ($t - $a[0].prediction.decode_tok_s | fabs) > 1e-6 * $t' "$tmp/pab.json" >/dev/null
+ok $? "two traces plan as their sum: $(tok "$tmp/pab.json") tok/s, the sum's \
+$(tok "$tmp/psum.json"), the first alone $(tok "$tmp/pa.json")"
 # a model and a plan under paths that are not UTF-8 (any bytes on Linux): the report is written,
 # those bytes as '?' (JSON has only UTF-8), instead of "cannot build the run report" at the end
 odd="$tmp/sm$(printf '\377')"
