@@ -15,7 +15,7 @@ need jq "JSON in shell tests; apt-get install jq"
 make_tmp run-report
 m="$tmp/small"
 
-echo "1..52"
+echo "1..53"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 cat >"$tmp/cpu.json" <<'JSON'
@@ -478,6 +478,16 @@ ok $? "--cpu-eff still wins over what was learned"
 "$bin" plan -m "$m" --hw "$tmp/learn.json" --learn "$tmp/np.json" >/dev/null 2>"$tmp/err"
 [ $? -eq 1 ] && grep -q "without --plan" "$tmp/err"
 ok $? "a report of a run without a plan cannot teach: $(head -1 "$tmp/err")"
+# a report that streamed no bytes measured no disk, even with read time (and here nothing else
+# the planner models): refused, the profile unchanged, not a disk efficiency of 0 saved
+jq '.prefill.stream.bytes_read = 0 | .decode.stream.bytes_read = 0 | .decode.stream.read_s = 1 |
+    .prefill.tiers["dram-cpu"].bytes = 0 | .decode.tiers["dram-cpu"].bytes = 0' "$tmp/r.json" \
+    >"$tmp/rnd.json"
+cp "$tmp/cpu.json" "$tmp/learnnd.json"
+"$bin" plan -m "$m" --hw "$tmp/learnnd.json" --learn "$tmp/rnd.json" >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "measured no tier the planner models" "$tmp/err" &&
+    cmp -s "$tmp/cpu.json" "$tmp/learnnd.json"
+ok $? "a report with read time but no streamed bytes teaches no disk: $(head -n 1 "$tmp/err")"
 # a malformed report (a field of the wrong type, out of range, or an unknown device) is refused
 # whole: exit 1, one message naming the field and the file, nothing learned, the profile's bytes
 # unchanged (each of these was learned from and saved, 2026-12 audit)
