@@ -15,7 +15,7 @@ need jq "JSON in shell tests; apt-get install jq"
 make_tmp run-report
 m="$tmp/small"
 
-echo "1..53"
+echo "1..54"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 cat >"$tmp/cpu.json" <<'JSON'
@@ -361,6 +361,16 @@ cp "$tmp/gpu.json" "$tmp/learng.json"
         .prediction.decode_tok_s < $a[0].prediction.decode_tok_s' "$tmp/g2.json" >/dev/null
 ok $? "plan --learn learns the host wait per layer, the next plan charges it: \
 $(grep 'host wait, all' "$tmp/lg.out")"
+# a GPU run faster than its plan at the learned rates leaves no wait to explain: 0, not below
+tokf=$(jq '2 / (.prediction.decode_ms / 1e3)' "$tmp/g.json")
+jq --argjson tok "$tokf" '.decode.tok_s = $tok' "$tmp/rg.json" >"$tmp/rgf.json"
+cp "$tmp/gpu.json" "$tmp/learngf.json"
+"$bin" plan -m "$m" --hw "$tmp/learngf.json" --learn "$tmp/rgf.json" >"$tmp/lgf.out" 2>&1 &&
+    grep -q 'host wait, all: 0.000 ms' "$tmp/lgf.out" &&
+    jq -e '.learned.host_layer_ms == 0 and .learned.cpu_expert_eff > 0' "$tmp/learngf.json" \
+        >/dev/null
+ok $? "a GPU run faster than its plan teaches a host wait of 0: \
+$(grep 'host wait, all' "$tmp/lgf.out")"
 # the same run with its CPU experts busy for most of the forward teaches no wait: there the
 # residual is the CPU's own rate
 jq '.decode.cpu_busy = 0.8' "$tmp/rg.json" >"$tmp/rgb.json"
