@@ -15,7 +15,7 @@ need jq "JSON in shell tests; apt-get install jq"
 make_tmp run-report
 m="$tmp/small"
 
-echo "1..54"
+echo "1..55"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 cat >"$tmp/cpu.json" <<'JSON'
@@ -371,6 +371,16 @@ cp "$tmp/gpu.json" "$tmp/learngf.json"
         >/dev/null
 ok $? "a GPU run faster than its plan teaches a host wait of 0: \
 $(grep 'host wait, all' "$tmp/lgf.out")"
+# the host wait is what the plan does not explain at the rates just learned: the same run with
+# its CPU experts at 0.3 (not the plan's 0.6) has more of its time explained by them, so less
+# than the 2 ms a waiting layer that the plan's rate leaves
+jq '.decode.tiers["dram-cpu"].bytes = 6e9' "$tmp/rg.json" >"$tmp/rgs3.json"
+cp "$tmp/gpu.json" "$tmp/learngs3.json"
+"$bin" plan -m "$m" --hw "$tmp/learngs3.json" --learn "$tmp/rgs3.json" >"$tmp/lgs3.out" 2>&1 &&
+    jq -e '(.learned.cpu_expert_eff - 0.3 | fabs) < 1e-6 and .learned.host_layer_ms < 1.99' \
+        "$tmp/learngs3.json" >/dev/null
+ok $? "a slower learned CPU leaves less host wait than 2 ms: \
+$(grep 'host wait, all' "$tmp/lgs3.out")"
 # the same run with its CPU experts busy for most of the forward teaches no wait: there the
 # residual is the CPU's own rate
 jq '.decode.cpu_busy = 0.8' "$tmp/rg.json" >"$tmp/rgb.json"
