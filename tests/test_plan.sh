@@ -10,7 +10,7 @@ cfg="$MT_SRCDIR/tests/data/deepseek-v3.2/config.json"
 prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
 make_tmp plan
 
-echo "1..55"
+echo "1..65"
 "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G -o "$tmp/p.json" \
     >"$tmp/out" 2>"$tmp/err"
 ok $? "plan on the RTX 3090 what-if profile exits 0"
@@ -420,4 +420,104 @@ rc=$?
 want="^CPU prefill: each expert run 10.0 GB/s of its weights, then 100 GFLOPS of its tokens"
 [ $rc -eq 0 ] && grep -q "$want (measured: profile cpu.expert_prefill_\*)\$" "$tmp/out"
 ok $? "measured CPU prefill rates, nothing learned: $(grep '^CPU prefill' "$tmp/out")"
+# the largest --ctx and --prefill-batch are taken (then cut to the model's positions and the
+# context, with warnings); one more is a usage error naming the range
+"$bin" plan --config "$cfg" --hw "$tmp/cpu.json" --cpu-mem 900G --ctx 16777216 \
+    --prefill-batch 1048576 >"$tmp/out" 2>"$tmp/err"
+rc=$?
+"$bin" plan --config "$cfg" --hw "$prof" --ctx 16777217 >/dev/null 2>"$tmp/err2"
+rc2=$?
+"$bin" plan --config "$cfg" --hw "$prof" --prefill-batch 1048577 >/dev/null 2>"$tmp/err3"
+rc3=$?
+[ $rc -eq 0 ] && grep -q '^DRAM budget: .* KV 163840 tok ' "$tmp/out" &&
+    grep -q -- "--prefill-batch 1048576 is more than the context (163840 tokens)" "$tmp/err" &&
+    [ $rc2 -eq 2 ] && grep -q -- "bad --ctx '16777217' (must be in 1..16777216)" "$tmp/err2" &&
+    [ $rc3 -eq 2 ] &&
+    grep -q -- "bad --prefill-batch '1048577' (must be in 1..1048576)" "$tmp/err3"
+ok $? "--ctx 16777216 and --prefill-batch 1048576 are taken, one more is not ($rc $rc2 $rc3): \
+$(head -n 1 "$tmp/err2") / $(head -n 1 "$tmp/err3")"
+# at the limits themselves nothing is cut, so nothing is warned about: --ctx of exactly the
+# model's positions, --prefill-batch of exactly --ctx
+"$bin" plan --config "$cfg" --hw "$tmp/cpu.json" --cpu-mem 900G --ctx 163840 \
+    >"$tmp/out" 2>"$tmp/err" &&
+    "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G --ctx 2048 \
+        --prefill-batch 2048 >"$tmp/out2" 2>>"$tmp/err" &&
+    [ ! -s "$tmp/err" ] && grep -q '^DRAM budget: .* KV 163840 tok ' "$tmp/out" &&
+    grep -q '^prefill    : .* at batch 2048 ' "$tmp/out2"
+ok $? "--ctx 163840 and --prefill-batch equal to --ctx plan without a warning: $(cat "$tmp/err")"
+# --config-only with no -m is the built-in model (not a config.json of an unnamed directory);
+# with -m DIR it reads DIR/config.json alone: both plan what --config FILE plans
+dec() { sed -n 's/^decode *: \([0-9.]*\) tok\/s.*/\1/p' "$1"; }
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G >"$tmp/out" 2>/dev/null
+"$bin" plan --config-only --hw "$prof" --gpu-mem 23G --cpu-mem 480G >"$tmp/out2" 2>"$tmp/err"
+rc=$?
+"$bin" plan -m "$(dirname "$cfg")" --config-only --hw "$prof" --gpu-mem 23G --cpu-mem 480G \
+    >"$tmp/out3" 2>"$tmp/err2"
+rc2=$?
+[ $rc -eq 0 ] && grep -q "no -m given: the full DeepSeek-V3.2 (built-in config)" "$tmp/err" &&
+    [ $rc2 -eq 0 ] && [ -n "$(dec "$tmp/out")" ] &&
+    [ "$(dec "$tmp/out2")" = "$(dec "$tmp/out")" ] &&
+    [ "$(dec "$tmp/out3")" = "$(dec "$tmp/out")" ]
+ok $? "--config-only alone and -m DIR --config-only plan as --config does ($rc $rc2): \
+$(dec "$tmp/out2") / $(dec "$tmp/out3") tok/s $(head -n 1 "$tmp/err2")"
+# a -m whose DIR/config.json does not fit a path buffer is refused, not cut to another file
+long=$(printf '%04100d' 0)
+"$bin" plan -m "$tmp/$long" --hw "$prof" >/dev/null 2>"$tmp/err"
+rc=$?
+[ $rc -eq 2 ] && grep -q "^moetier plan: -m '$tmp/0*' is too long" "$tmp/err"
+ok $? "a -m of 4,100 characters: exit 2 (rc $rc): $(head -n 1 "$tmp/err" | cut -c 1-60)..."
+# the defaults named (--kv-dtype bf16, --indexer exact) are the defaults' cache, not fp8's
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G --kv-dtype bf16 \
+    --indexer exact >"$tmp/out" 2>&1
+[ $? -eq 0 ] && grep -q 'KV 32768 tok 3.10 + workspace 1.77 (for 1024-token prompt chunks)' \
+    "$tmp/out"
+ok $? "--kv-dtype bf16 --indexer exact: $(grep -o 'KV.*chunks)' "$tmp/out")"
+# a profile without a "source" is called by its file, on the screen and in the plan (which
+# --check then names)
+sed 's/"source": "what-if: CPU only", //' "$tmp/cpu.json" >"$tmp/nosrc.json"
+"$bin" plan --config "$cfg" --hw "$tmp/nosrc.json" --cpu-mem 480G -o "$tmp/nosrc-plan.json" \
+    >"$tmp/out" 2>&1 &&
+    grep -q "^hardware   : $tmp/nosrc.json\$" "$tmp/out" &&
+    "$bin" plan --config "$cfg" --check "$tmp/nosrc-plan.json" >"$tmp/out2" 2>&1 &&
+    grep -q "tok/s decode on $tmp/nosrc.json\$" "$tmp/out2"
+ok $? "a profile without a source is named by its file: $(grep '^hardware' "$tmp/out")"
+# --disk-from and --dram-from: the disks (their rates summed) or the DRAM read rates of another
+# profile replace --hw's for this plan; a profile without them is refused, naming it
+cat >"$tmp/disks2.json" <<'EOF'
+{"version": 1, "source": "bench --only disk", "disks": [{"path": "/nvme1", "best_gbps": 3},
+ {"path": "/nvme2", "best_gbps": 5}]}
+EOF
+cat >"$tmp/dram150.json" <<'EOF'
+{"version": 1, "source": "bench --only dram", "cpu": {"read_gbps": 100, "read_ceiling_gbps": 150}}
+EOF
+"$bin" plan --config "$cfg" --hw "$tmp/eff.json" --gpu-mem 24G --cpu-mem 480G \
+    --disk-from "$tmp/disks2.json" --dram-from "$tmp/dram150.json" >"$tmp/out" 2>&1
+[ $? -eq 0 ] && grep -q '^rates  .* DRAM 150 GB/s (read ceiling) x 0.70, .* disk 8.0 GB/s$' \
+    "$tmp/out"
+ok $? "--disk-from two disks and --dram-from a ceiling of 150: $(grep '^rates' "$tmp/out")"
+"$bin" plan --config "$cfg" --hw "$tmp/eff.json" --disk-from "$tmp/dram150.json" >/dev/null \
+    2>"$tmp/err"
+rc=$?
+"$bin" plan --config "$cfg" --hw "$tmp/eff.json" --dram-from "$tmp/disks2.json" >/dev/null \
+    2>"$tmp/err2"
+rc2=$?
+[ $rc -eq 1 ] && grep -q -- "--disk-from '$tmp/dram150.json' has no disk" "$tmp/err" &&
+    [ $rc2 -eq 1 ] && grep -q -- "--dram-from '$tmp/disks2.json' has no DRAM read rate" "$tmp/err2"
+ok $? "a --disk-from without disks, a --dram-from without DRAM rates ($rc $rc2): \
+$(head -n 1 "$tmp/err") / $(head -n 1 "$tmp/err2")"
+# --learn rewrites --hw: one that cannot be written (a directory) is refused before anything
+# is read
+"$bin" plan --config "$cfg" --hw "$tmp" --learn "$tmp/r1.json" >/dev/null 2>"$tmp/err"
+rc=$?
+[ $rc -eq 1 ] && grep -q -- "cannot write --hw '$tmp': it is a directory" "$tmp/err"
+ok $? "--learn with a --hw that is a directory: exit 1 (rc $rc): $(head -n 1 "$tmp/err")"
+# -o naming a --trace input (here one that loads, so only the output check can refuse it): exit
+# 2 before anything is read, the trace kept
+cp "$tmp/$bad" "$tmp/tr.json"
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G --trace "$tmp/tr.json" \
+    -o "$tmp/tr.json" >/dev/null 2>"$tmp/err"
+rc=$?
+[ $rc -eq 2 ] && grep -q "is the --trace input; refusing to overwrite" "$tmp/err" &&
+    cmp -s "$tmp/$bad" "$tmp/tr.json"
+ok $? "-o naming the --trace file is refused (rc $rc): $(head -n 1 "$tmp/err")"
 tap_exit

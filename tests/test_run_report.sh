@@ -15,7 +15,7 @@ need jq "JSON in shell tests; apt-get install jq"
 make_tmp run-report
 m="$tmp/small"
 
-echo "1..45"
+echo "1..55"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 cat >"$tmp/cpu.json" <<'JSON'
@@ -228,6 +228,15 @@ cp "$tmp/cpu.json" "$tmp/learn2.json"
     jq -e '.learned.cpu_expert_eff == 0.3' "$tmp/learn2.json" >/dev/null &&
     jq -e '.budgets.cpu_eff == 0.3' "$tmp/learned2.json" >/dev/null
 ok $? "--learn with --cpu-mem and -o alone learns, then writes the plan: $(tail -1 "$tmp/l2.out")"
+# -o alone asks for the plan too (with the profile's default budgets), not only the profile
+cp "$tmp/cpu.json" "$tmp/learn2o.json"
+"$bin" plan -m "$m" --hw "$tmp/learn2o.json" --learn "$tmp/r3.json" --cpu-reserve 3.9G \
+    --ctx 1024 -o "$tmp/learned2o.json" >"$tmp/l2o.out" 2>&1 &&
+    jq -e '.budgets.cpu_eff == 0.3' "$tmp/learned2o.json" >/dev/null
+ok $? "--learn with -o and no budget writes the plan: $(tail -1 "$tmp/l2o.out")"
+# the profile names the last report it learned from (of --learn r3.json --learn r.json)
+jq -e --arg r "$tmp/r.json" '.learned.from == $r' "$tmp/learn.json" >/dev/null
+ok $? "the learned section is from the last report: $(jq -c '.learned.from' "$tmp/learn.json")"
 # an efficiency above 1 (the kernels beat the profile's quick ceiling) is kept, not capped at 1
 cp "$tmp/cpu.json" "$tmp/learn3.json"
 jq '.decode.tiers["dram-cpu"].bytes = 30e9' "$tmp/r3.json" >"$tmp/r4.json"
@@ -252,6 +261,14 @@ jq '.decode.tiers["dram-cpu"].bytes = 1 | .decode.tiers["dram-cpu"].seconds = 1e
 [ $? -eq 1 ] && grep -q "taught an efficiency of .*, below the 1e-06 a profile holds" \
     "$tmp/l7.out" && cmp -s "$tmp/cpu.json" "$tmp/learn6.json"
 ok $? "an efficiency below the profile's floor is refused: $(tail -1 "$tmp/l7.out")"
+# the bounds themselves are in range: k 65536, and 6 GB read in 61 us, 0.99e5 GB/s (faster than
+# any tier reads, but under the bound: learned, as the capped efficiency 2, not refused)
+jq '.k = 65536 | .decode.tiers["dram-cpu"].seconds = 6e9 / 0.99e14' "$tmp/r3.json" >"$tmp/r8.json"
+cp "$tmp/cpu.json" "$tmp/learn8.json"
+"$bin" plan -m "$m" --hw "$tmp/learn8.json" --learn "$tmp/r8.json" >"$tmp/l8.out" 2>&1 &&
+    jq -e '.learned.cpu_expert_eff == 2' "$tmp/learn8.json" >/dev/null
+ok $? "a report at the bounds (k 65536, a read at 0.99e5 GB/s) is learned from: \
+$(grep 'CPU expert' "$tmp/l8.out")"
 # reports of plans made at different DRAM rates (--dram-from: the minute's ceiling): the
 # efficiency is their bytes over what their plans' rates read in the same time, 0.3 of one rate
 # and 0.1 of twice that: 10 GB over 1 s x r + 1 s x 2r = 1/6 (not a ratio to one report's rate)
@@ -286,6 +303,15 @@ plan --hw "$tmp/pre.json" --cpu-mem "$mem" -o "$tmp/pre-plan.json" >/dev/null 2>
         >/dev/null
 ok $? "the CPU's prefill runs at half the profile's model are learned as 0.5 and planned with: \
 $(grep 'CPU prefill runs, all' "$tmp/lp.out")"
+# ... but not from a run that also streamed: the CPU's prefill time then includes its waits
+# for the disk, which say nothing of its kernels
+jq '.prefill.stream.bytes_read = 1e9 | .prefill.stream.read_s = 1' "$tmp/rp.json" >"$tmp/rps.json"
+cp "$tmp/pre.json" "$tmp/learnps.json"
+"$bin" plan -m "$m" --hw "$tmp/learnps.json" --learn "$tmp/rps.json" >"$tmp/lps.out" 2>&1 &&
+    jq -e '(.learned.cpu_prefill_eff // 0) == 0 and .learned.disk_eff > 0' "$tmp/learnps.json" \
+        >/dev/null
+ok $? "a run that streamed teaches no CPU prefill efficiency: \
+$(grep -c 'CPU prefill' "$tmp/lps.out") lines of it"
 # the host wait: a GPU run of a plan with half the experts in DRAM, its decode 2 ms per waiting
 # layer slower than the plan predicted at the rates it measured -> host_layer_ms 2, and the next
 # plan predicts with it
@@ -335,6 +361,26 @@ cp "$tmp/gpu.json" "$tmp/learng.json"
         .prediction.decode_tok_s < $a[0].prediction.decode_tok_s' "$tmp/g2.json" >/dev/null
 ok $? "plan --learn learns the host wait per layer, the next plan charges it: \
 $(grep 'host wait, all' "$tmp/lg.out")"
+# a GPU run faster than its plan at the learned rates leaves no wait to explain: 0, not below
+tokf=$(jq '2 / (.prediction.decode_ms / 1e3)' "$tmp/g.json")
+jq --argjson tok "$tokf" '.decode.tok_s = $tok' "$tmp/rg.json" >"$tmp/rgf.json"
+cp "$tmp/gpu.json" "$tmp/learngf.json"
+"$bin" plan -m "$m" --hw "$tmp/learngf.json" --learn "$tmp/rgf.json" >"$tmp/lgf.out" 2>&1 &&
+    grep -q 'host wait, all: 0.000 ms' "$tmp/lgf.out" &&
+    jq -e '.learned.host_layer_ms == 0 and .learned.cpu_expert_eff > 0' "$tmp/learngf.json" \
+        >/dev/null
+ok $? "a GPU run faster than its plan teaches a host wait of 0: \
+$(grep 'host wait, all' "$tmp/lgf.out")"
+# the host wait is what the plan does not explain at the rates just learned: the same run with
+# its CPU experts at 0.3 (not the plan's 0.6) has more of its time explained by them, so less
+# than the 2 ms a waiting layer that the plan's rate leaves
+jq '.decode.tiers["dram-cpu"].bytes = 6e9' "$tmp/rg.json" >"$tmp/rgs3.json"
+cp "$tmp/gpu.json" "$tmp/learngs3.json"
+"$bin" plan -m "$m" --hw "$tmp/learngs3.json" --learn "$tmp/rgs3.json" >"$tmp/lgs3.out" 2>&1 &&
+    jq -e '(.learned.cpu_expert_eff - 0.3 | fabs) < 1e-6 and .learned.host_layer_ms < 1.99' \
+        "$tmp/learngs3.json" >/dev/null
+ok $? "a slower learned CPU leaves less host wait than 2 ms: \
+$(grep 'host wait, all' "$tmp/lgs3.out")"
 # the same run with its CPU experts busy for most of the forward teaches no wait: there the
 # residual is the CPU's own rate
 jq '.decode.cpu_busy = 0.8' "$tmp/rg.json" >"$tmp/rgb.json"
@@ -366,6 +412,24 @@ cp "$tmp/gpu.json" "$tmp/learngs.json"
     jq -e '.learned.gpu_eff == 0 and .learned.host_layer_ms == 0' "$tmp/learngs.json" >/dev/null &&
     grep -q "nothing of the GPU from .*rgs.json: 5 decoded tokens, fewer than 16" "$tmp/lgs.out"
 ok $? "nor from a decode of 5 tokens: $(grep 'nothing of the GPU' "$tmp/lgs.out" | cut -c1-60)"
+# at the bounds: 15 decoded tokens teach nothing of the GPU and 16 do; so does a forward the
+# host waited 0.25 of (450 GB in the 0.75 s left: 0.6) and one whose CPU experts were busy 0.25
+# of it, but not 0.3 of waits or of CPU busy
+rc=0
+for edit in '.decode.forwards = 15|0' '.decode.forwards = 16|0.5' \
+    '.decode.moe_wait_s = 0.25|0.6' '.decode.moe_wait_s = 0.3|0' \
+    '.decode.cpu_busy = 0.25|0.5' '.decode.cpu_busy = 0.3|0'; do
+    jq "${edit%|*}" "$tmp/rgg.json" >"$tmp/rgb2.json"
+    cp "$tmp/gpu.json" "$tmp/learngb2.json"
+    "$bin" plan -m "$m" --hw "$tmp/learngb2.json" --learn "$tmp/rgb2.json" >/dev/null 2>&1 &&
+        jq -e --argjson e "${edit#*|}" '(.learned.gpu_eff - $e | fabs) < 1e-6' \
+            "$tmp/learngb2.json" >/dev/null || {
+        echo "# $edit: gpu_eff $(jq '.learned.gpu_eff' "$tmp/learngb2.json")"
+        rc=1
+    }
+done
+[ $rc -eq 0 ]
+ok $? "a GPU-limited decode at the bounds (16 tokens, 0.25 waited, 0.25 CPU busy) teaches HBM"
 # the GPU's prompt efficiency: a prompt with every expert on the GPU whose 1e13 FLOPs outside
 # routed experts (3 products each at the profile's 100 TFLOPS: 0.3 s at efficiency 1) took 1.2 s
 # teaches 0.25, and the next plan predicts prefill with it; a prompt with experts in DRAM does not
@@ -389,6 +453,14 @@ cp "$tmp/gpu.json" "$tmp/learngpre2.json"
         .prediction.prefill_tok_s < $a[0].prediction.prefill_tok_s' "$tmp/gpre.json" >/dev/null
 ok $? "a prompt with every expert on the GPU teaches the GPU's prompt efficiency, one with DRAM \
 experts does not: $(grep 'GPU prefill' "$tmp/lgpre.out" | head -1)"
+# nor does the same prompt run by the CPU engine: its time is the CPU's, not the GPU's products
+jq '.device = "cpu"' "$tmp/rgpre.json" >"$tmp/rgpre3.json"
+cp "$tmp/gpu.json" "$tmp/learngpre3.json"
+"$bin" plan -m "$m" --hw "$tmp/learngpre3.json" --learn "$tmp/rgpre3.json" \
+    >"$tmp/lgpre3.out" 2>&1 &&
+    jq -e '(.learned.gpu_prefill_eff // 0) == 0' "$tmp/learngpre3.json" >/dev/null
+ok $? "a CPU run's prompt teaches no GPU prompt efficiency: \
+$(grep -c 'GPU prefill' "$tmp/lgpre3.out") lines of it"
 # nor from one whose DRAM experts were copied into GPU slots: its time is the PCIe's (neither the
 # GPU efficiency nor the host wait)
 jq '.decode.tiers["dram-pcie"].bytes = 30e9' "$tmp/rgg.json" >"$tmp/rgp.json"
@@ -426,6 +498,16 @@ ok $? "--cpu-eff still wins over what was learned"
 "$bin" plan -m "$m" --hw "$tmp/learn.json" --learn "$tmp/np.json" >/dev/null 2>"$tmp/err"
 [ $? -eq 1 ] && grep -q "without --plan" "$tmp/err"
 ok $? "a report of a run without a plan cannot teach: $(head -1 "$tmp/err")"
+# a report that streamed no bytes measured no disk, even with read time (and here nothing else
+# the planner models): refused, the profile unchanged, not a disk efficiency of 0 saved
+jq '.prefill.stream.bytes_read = 0 | .decode.stream.bytes_read = 0 | .decode.stream.read_s = 1 |
+    .prefill.tiers["dram-cpu"].bytes = 0 | .decode.tiers["dram-cpu"].bytes = 0' "$tmp/r.json" \
+    >"$tmp/rnd.json"
+cp "$tmp/cpu.json" "$tmp/learnnd.json"
+"$bin" plan -m "$m" --hw "$tmp/learnnd.json" --learn "$tmp/rnd.json" >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q "measured no tier the planner models" "$tmp/err" &&
+    cmp -s "$tmp/cpu.json" "$tmp/learnnd.json"
+ok $? "a report with read time but no streamed bytes teaches no disk: $(head -n 1 "$tmp/err")"
 # a malformed report (a field of the wrong type, out of range, or an unknown device) is refused
 # whole: exit 1, one message naming the field and the file, nothing learned, the profile's bytes
 # unchanged (each of these was learned from and saved, 2026-12 audit)
@@ -444,6 +526,7 @@ while IFS='|' read -r edit field; do
     fi
 done <<'EDITS'
 .decode.tiers = "x"|decode.tiers
+.decode.tiers = null|decode.tiers
 .decode.cpu_busy = "x"|decode.cpu_busy
 .decode.tiers["dram-cpu"].bytes = -100|decode.tiers.dram-cpu.bytes
 .decode.tiers["dram-cpu"].bytes = 1e18|decode.tiers.dram-cpu.bytes
@@ -459,7 +542,7 @@ done <<'EDITS'
 .prefill.stream = 3|prefill.stream
 del(.decode)|decode
 EDITS
-[ $rc -eq 0 ] && [ $n_bad -eq 15 ]
+[ $rc -eq 0 ] && [ $n_bad -eq 16 ]
 ok $? "$n_bad malformed reports are refused, naming the field, the profile untouched: \
 $(cat "$tmp/err")"
 # a bad report among good ones refuses them all before any is learned from
@@ -503,6 +586,26 @@ plan --hw "$tmp/cpu.json" --cpu-mem "$mem" --trace "$tmp/t.json" --trace "$tmp/t
         -o "$tmp/t.json" >/dev/null 2>&1 && jq -e '.format == "moetier-trace"' "$tmp/t.json" \
         >/dev/null
 ok $? "--trace given twice plans for both runs' routing: $(grep -i '^activation' "$tmp/t2.out")"
+# the traces are summed, not the first one taken: t.json and the same with each layer's counts
+# reversed plan as the one trace of both summed, and not as t.json alone
+jq 'del(.layers[].from_layer, .layers[].transitions)' "$tmp/t.json" >"$tmp/ta.json"
+jq '.layers[].counts |= reverse' "$tmp/ta.json" >"$tmp/tb.json"
+jq '.tokens *= 2 | .layers[] |= (.tokens *= 2 | (.counts | reverse) as $r |
+    .counts = [range(.counts | length) as $i | .counts[$i] + $r[$i]])' "$tmp/ta.json" \
+    >"$tmp/tsum.json"
+tok() { jq '.prediction.decode_tok_s' "$1"; }
+plan --hw "$tmp/cpu.json" --cpu-mem "$mem" --trace "$tmp/ta.json" --trace "$tmp/tb.json" \
+    -o "$tmp/pab.json" >/dev/null 2>&1 &&
+    plan --hw "$tmp/cpu.json" --cpu-mem "$mem" --trace "$tmp/tsum.json" -o "$tmp/psum.json" \
+        >/dev/null 2>&1 &&
+    plan --hw "$tmp/cpu.json" --cpu-mem "$mem" --trace "$tmp/ta.json" -o "$tmp/pa.json" \
+        >/dev/null 2>&1 &&
+    jq -e --slurpfile s "$tmp/psum.json" --slurpfile a "$tmp/pa.json" '
+        .prediction.decode_tok_s as $t |
+        ($t - $s[0].prediction.decode_tok_s | fabs) < 1e-9 * $t and
+        ($t - $a[0].prediction.decode_tok_s | fabs) > 1e-6 * $t' "$tmp/pab.json" >/dev/null
+ok $? "two traces plan as their sum: $(tok "$tmp/pab.json") tok/s, the sum's \
+$(tok "$tmp/psum.json"), the first alone $(tok "$tmp/pa.json")"
 # a model and a plan under paths that are not UTF-8 (any bytes on Linux): the report is written,
 # those bytes as '?' (JSON has only UTF-8), instead of "cannot build the run report" at the end
 odd="$tmp/sm$(printf '\377')"
