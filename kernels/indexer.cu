@@ -1442,8 +1442,6 @@ index_scores_f8mma_kernel(const uint8_t *__restrict__ q8, const float *__restric
         for (int i = 0; i < 4; i++) {
             p[i] = ring.piece[stage][i][lane];
         }
-        float sc0 = ring.scale[stage][g];
-        float sc1 = ring.scale[stage][g + 8];
         float c[8][4];
 #pragma unroll
         for (int j = 0; j < 8; j++) {
@@ -1480,12 +1478,14 @@ index_scores_f8mma_kernel(const uint8_t *__restrict__ q8, const float *__restric
         s0 += __shfl_xor_sync(0xffffffffu, s0, 2);
         s1 += __shfl_xor_sync(0xffffffffu, s1, 1);
         s1 += __shfl_xor_sync(0xffffffffu, s1, 2);
+        /* the key scales are read by lane 4g alone: it copied them, and a lane's cp.async wait
+         * covers only its own copies */
         int64_t key = tile * 16 + g;
         if (t == 0 && key < n_keys) {
-            out[key] = s0 * sc0;
+            out[key] = s0 * ring.scale[stage][g];
         }
         if (t == 0 && key + 8 < n_keys) {
-            out[key + 8] = s1 * sc1;
+            out[key + 8] = s1 * ring.scale[stage][g + 8];
         }
         stage = (stage + 1) % F8M_STAGES;
     }

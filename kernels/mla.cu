@@ -161,6 +161,9 @@ mla_split_kernel(const float *__restrict__ q_lat, const float *__restrict__ q_pe
                 if (lane < CH) {
                     ps[h * CH + lane] = p;
                 }
+                /* every lane has read m_old before lane 0 rewrites it: the shuffles above do
+                 * not order shared-memory accesses (compute-sanitizer's racecheck flags it) */
+                __syncwarp();
                 if (lane == 0) {
                     float alpha = m_old == -INFINITY ? 0.0f : expf(m_old - m_new);
                     a_s[h] = alpha;
