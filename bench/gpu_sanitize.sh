@@ -9,7 +9,11 @@
 #   bash bench/gpu_sanitize.sh mla indexer     (names of tests/test_gpu_NAME; none: every one)
 # TIMEOUT (seconds per tool and test, default 290): the tools slow a test 10-100 times, and
 # racecheck over the larger tests may not finish; a timed-out run is reported as such.
-# Writes $OUT/sanitize-NAME-TOOL.log for each run and a summary in $OUT/sanitize.txt.
+# TOOLS (default "memcheck racecheck") picks the tools; PRINT_LIMIT (default 10000) caps the
+# reports printed a run: one kernel's hazards come once per block and thread pair, so a low cap
+# fills up with the first kernel's and hides the others'.
+# Writes $OUT/sanitize-NAME-TOOL.log for each run and a summary in $OUT/sanitize.txt: each run's
+# counts, and for racecheck the kernels its hazards were found in (reports per kernel).
 OUT=${OUT:-.}
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 if [ ! -x "$SAN" ]; then
@@ -31,12 +35,11 @@ for n in "${names[@]}"; do
         status=1
         continue
     fi
-    for tool in memcheck racecheck; do
+    for tool in ${TOOLS:-memcheck racecheck}; do
         log=$OUT/sanitize-$n-$tool.log
-        extra=()
-        [ "$tool" = racecheck ] && extra=(--racecheck-report all)
-        timeout "${TIMEOUT:-290}" "$SAN" --tool "$tool" "${extra[@]}" --print-limit 20 \
-            "./$test" > "$log" 2>&1
+        extra=(--print-limit "${PRINT_LIMIT:-10000}")
+        [ "$tool" = racecheck ] && extra+=(--racecheck-report all)
+        timeout "${TIMEOUT:-290}" "$SAN" --tool "$tool" "${extra[@]}" "./$test" > "$log" 2>&1
         rc=$?
         ok=$(grep -c '^ok' "$log")
         notok=$(grep -c '^not ok' "$log")
@@ -44,6 +47,11 @@ for n in "${names[@]}"; do
         summary=$(grep -E '(ERROR|RACECHECK) SUMMARY' "$log" | tail -1)
         [ "$rc" = 124 ] && summary="timed out after ${TIMEOUT:-290} s"
         echo "$n $tool: rc $rc, $ok ok, $notok not ok; ${summary:-no summary}" |
+            tee -a "$OUT/sanitize.txt"
+        # racecheck names a hazard's two accesses "Read Thread (x,y,z) at KERNEL(args)+0xOFF"
+        grep -oE '(Read|Write) Thread \([0-9,]+\) at [^(<]+' "$log" |
+            sed -E 's/^(Read|Write) Thread \([0-9,]+\) at (void )?//' | sort | uniq -c |
+            awk -v r="$n $tool" '{ print "    " r ": " $1 " accesses in " $2 }' |
             tee -a "$OUT/sanitize.txt"
         [ "$rc" = 0 ] || status=1
     done
