@@ -832,6 +832,9 @@ index_scores_split_tc_kernel(const float *__restrict__ q, const float *__restric
     struct xtc_frag f;
     for (int i = 0; tile < n_tiles; tile += stride, i++) {
         int64_t ahead = tile + (int64_t)(S - 1) * stride;
+        /* the stage the copy below refills was read by every lane's ldmatrix a tile ago: those
+         * reads of other lanes' bytes are done before this lane's copy overwrites them */
+        __syncwarp();
         if (ahead < n_tiles) {
             xst_copy(ring + ((i + S - 1) % S) * (XTC_STAGE_BYTES / 16), keys, ahead);
         }

@@ -832,6 +832,8 @@ mla_tc_small_kernel(const float *__restrict__ q_lat, const float *__restrict__ q
             tc_split(pv, &hi, &lo);
             reinterpret_cast<__nv_bfloat16 *>(sm.p[0] + h * TS_PROWB)[lane] = hi;
             reinterpret_cast<__nv_bfloat16 *>(sm.p[1] + h * TS_PROWB)[lane] = lo;
+            __syncwarp(); /* every lane has read m_old before lane 0 rewrites it (as in
+                           * mla_split_kernel: the shuffles do not order shared memory) */
             if (lane == 0) {
                 float a = m_old == -INFINITY ? 0.0f : expf(m_old - mx);
                 sm.alpha[h] = a;
