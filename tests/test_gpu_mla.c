@@ -302,6 +302,9 @@ main(void)
     /* 4,000 positions all -1: more splits than the merge's one-warp path, none with a position */
     check_mla(MT_DTYPE_F32, 128, 10000, 4000, 2);
     check_mla(MT_DTYPE_BF16, 128, 10000, 4000, 2);
+    /* 40,000 positions: 625 splits, more than the merge's slow path takes in one pass of its
+       512 threads, so wgt is refilled while a slow warp may still read the pass before */
+    check_mla(MT_DTYPE_F32, 16, 50000, 40000, false);
     /* the small tensor-core kernel (what sm_80/86/89/120 run), forced where the large one fits:
        one split of one chunk, splits of 2 and 8 chunks, a last chunk cut short, padding, a
        row of one, many heads with few positions */
