@@ -310,6 +310,57 @@ check_binding_restricts(void)
     tap_ok(ok, "a process kept to one PU gets one core set, that PU's (%d sets)", n);
 }
 
+/* MemTotal of /proc/meminfo in bytes; 0 when it cannot be read. */
+static unsigned long long
+mem_total_bytes(void)
+{
+    char line[256];
+    unsigned long long kib = 0;
+    FILE *f = fopen("/proc/meminfo", "r");
+
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+        if (sscanf(line, "MemTotal: %llu kB", &kib) == 1) {
+            break;
+        }
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+    return kib * 1024;
+}
+
+/*
+ * The machine summary: cores are cores, not PUs (3 cores of 2 PUs); the memory is the kernel's
+ * MemTotal, all of it, not what is free now; nodes keep their OS index (of 4 nodes, two per
+ * package, the kept ones are 0 and 2) and their own memory; a machine of 16 nodes (the most
+ * mt_cpu_topo holds) has all 16.
+ */
+static void
+check_summary(void)
+{
+    struct mt_cpu_topo tp;
+    unsigned long long total = mem_total_bytes();
+    bool ok;
+
+    setenv("HWLOC_SYNTHETIC", "core:3 pu:2", 1);
+    ok = mt_cpu_topo_query(&tp) == MT_OK;
+    tap_ok(ok && tp.cores == 3 && tp.threads == 6 && tp.n_nodes == 1 && tp.node_cores[0] == 3 &&
+               (total == 0 || tp.mem_bytes == total),
+           "3 cores of 2 PUs: %d cores, %d threads, %d on the node (want 3, 6, 3); %llu bytes "
+           "of memory (MemTotal: %llu)", ok ? tp.cores : -1, ok ? tp.threads : -1,
+           ok ? tp.node_cores[0] : -1, ok ? (unsigned long long)tp.mem_bytes : 0ull, total);
+    setenv("HWLOC_SYNTHETIC",
+           "pack:2 [numa(memory=1073741824)] [numa(memory=2147483648)] core:4 pu:1", 1);
+    ok = mt_cpu_topo_query(&tp) == MT_OK;
+    tap_ok(ok && tp.n_nodes == 2 && tp.node_id[0] == 0 && tp.node_id[1] == 2 &&
+               tp.node_mem[0] == (uint64_t)1 << 30 && tp.node_mem[1] == (uint64_t)1 << 30,
+           "two nodes a package: the kept ones are OS nodes %d, %d (want 0, 2), of %llu and %llu "
+           "bytes (want 1 GiB each)", ok ? tp.node_id[0] : -1, ok ? tp.node_id[1] : -1,
+           ok ? (unsigned long long)tp.node_mem[0] : 0ull,
+           ok ? (unsigned long long)tp.node_mem[1] : 0ull);
+    unsetenv("HWLOC_SYNTHETIC");
+}
+
 /* mt_cpu_median_p90: the middle value (mean of the two middle ones for even n), p90 the value
  * at rank round(0.9 n) capped to the last; input in any order. */
 static void
@@ -473,12 +524,17 @@ main(void)
      * keep the cores depends on the order hwloc lists them in; each core still once */
     check("[numa] pack:2 [numa] core:4 pu:1", 8, 0, -1, 0);
     check("core:3 pu:2", 3, 0, -1, 0); /* no NUMA level in the description */
+    /* no core level: one set per PU */
+    check("pack:2 pu:3", 6, 0, -1, 0);
+    /* 16 nodes, MT_CPU_MAX_NODES: every one counted */
+    check("pack:16 [numa] core:1 pu:1", 16, 16, 15, 1);
     unsetenv("HWLOC_SYNTHETIC");
     check_unbound_team();
     check_l3_total();
     check_team_sizes();
     check_team_nodes();
     check_binding_restricts();
+    check_summary();
     check_median_p90();
     check_read_or();
     check_stream();
