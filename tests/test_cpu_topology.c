@@ -5,16 +5,24 @@
  * each, tagged with its NUMA node; nodes that share their cores with an earlier node (hwloc 2
  * gives memory-only nodes, such as a Xeon Max's HBM in flat mode or CXL memory, the cpuset of
  * the cores nearest to them) are not counted again; a team that cannot pin its threads
- * says so; and team sizes, job sizes and barriers as cpu/team.h gives them.
+ * says so; and team sizes, job sizes and barriers as cpu/team.h gives them. And what runs on
+ * such teams (cpu/stream.c, cpu/flops.c), checked for what does not depend on timing: the
+ * median and p90, the read-ceiling kernel's OR of every word, the STREAM and ceiling results'
+ * sizes, bounds and units, and their refusals.
  */
 #include <config.h>
 
+#include "cpu/flops.h"
+#include "cpu/isa.h"
+#include "cpu/stream.h"
 #include "cpu/team.h"
 #include "cpu/topology.h"
 #include "tests/tap.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /*
  * Load the topology that `synthetic` describes (NULL: this machine) and check the core sets of
@@ -302,6 +310,207 @@ check_binding_restricts(void)
     tap_ok(ok, "a process kept to one PU gets one core set, that PU's (%d sets)", n);
 }
 
+/* MemTotal of /proc/meminfo in bytes; 0 when it cannot be read. */
+static unsigned long long
+mem_total_bytes(void)
+{
+    char line[256];
+    unsigned long long kib = 0;
+    FILE *f = fopen("/proc/meminfo", "r");
+
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+        if (sscanf(line, "MemTotal: %llu kB", &kib) == 1) {
+            break;
+        }
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+    return kib * 1024;
+}
+
+/*
+ * The machine summary: cores are cores, not PUs (3 cores of 2 PUs); the memory is the kernel's
+ * MemTotal, all of it, not what is free now; nodes keep their OS index (of 4 nodes, two per
+ * package, the kept ones are 0 and 2) and their own memory; a machine of 16 nodes (the most
+ * mt_cpu_topo holds) has all 16.
+ */
+static void
+check_summary(void)
+{
+    struct mt_cpu_topo tp;
+    unsigned long long total = mem_total_bytes();
+    bool ok;
+
+    setenv("HWLOC_SYNTHETIC", "core:3 pu:2", 1);
+    ok = mt_cpu_topo_query(&tp) == MT_OK;
+    tap_ok(ok && tp.cores == 3 && tp.threads == 6 && tp.n_nodes == 1 && tp.node_cores[0] == 3 &&
+               (total == 0 || tp.mem_bytes == total),
+           "3 cores of 2 PUs: %d cores, %d threads, %d on the node (want 3, 6, 3); %llu bytes "
+           "of memory (MemTotal: %llu)", ok ? tp.cores : -1, ok ? tp.threads : -1,
+           ok ? tp.node_cores[0] : -1, ok ? (unsigned long long)tp.mem_bytes : 0ull, total);
+    setenv("HWLOC_SYNTHETIC",
+           "pack:2 [numa(memory=1073741824)] [numa(memory=2147483648)] core:4 pu:1", 1);
+    ok = mt_cpu_topo_query(&tp) == MT_OK;
+    tap_ok(ok && tp.n_nodes == 2 && tp.node_id[0] == 0 && tp.node_id[1] == 2 &&
+               tp.node_mem[0] == (uint64_t)1 << 30 && tp.node_mem[1] == (uint64_t)1 << 30,
+           "two nodes a package: the kept ones are OS nodes %d, %d (want 0, 2), of %llu and %llu "
+           "bytes (want 1 GiB each)", ok ? tp.node_id[0] : -1, ok ? tp.node_id[1] : -1,
+           ok ? (unsigned long long)tp.node_mem[0] : 0ull,
+           ok ? (unsigned long long)tp.node_mem[1] : 0ull);
+    unsetenv("HWLOC_SYNTHETIC");
+}
+
+/* mt_cpu_median_p90: the middle value (mean of the two middle ones for even n), p90 the value
+ * at rank round(0.9 n) capped to the last; input in any order. */
+static void
+check_median_p90(void)
+{
+    double odd[15] = {9, 2, 15, 4, 11, 6, 13, 8, 1, 10, 3, 12, 5, 14, 7};
+    double even[4] = {4, 1, 3, 2};
+    double med = 0.0;
+    double p90 = 0.0;
+    double med2 = 0.0;
+    double p902 = 0.0;
+
+    mt_cpu_median_p90(odd, 15, &med, &p90);
+    mt_cpu_median_p90(even, 4, &med2, &p902);
+    tap_ok(med == 8.0 && p90 == 15.0 && med2 == 2.5 && p902 == 4.0,
+           "median, p90 of 1..15 shuffled: %g, %g (want 8, 15: rank 13.5 rounds to 14); of "
+           "4 1 3 2: %g, %g (want 2.5, 4)", med, p90, med2, p902);
+}
+
+/* mt_cpu_read_or reads every 64-bit word once, whichever the streams and prefetch: one bit set
+ * in any word of 4 KiB shows in the OR (a stream slice, a half of a 128-byte step, left out
+ * would miss some). */
+static void
+check_read_or(void)
+{
+    enum { LEN = 4096, WORDS = LEN / 8 };
+    static const int streams[] = {1, 2, 4, 8};
+    uint64_t *buf = aligned_alloc(64, LEN);
+    int missed = -1;
+    int missed_s = 0;
+    int missed_pf = 0;
+
+    if (buf == NULL) {
+        tap_ok(false, "read_or: allocate 4 KiB");
+        return;
+    }
+    memset(buf, 0, LEN);
+    for (int w = 0; w < WORDS && missed < 0; w++) {
+        buf[w] = 1ull << (w % 64);
+        for (int si = 0; si < 4 && missed < 0; si++) {
+            for (int pf = 0; pf <= 2048 && missed < 0; pf += 2048) {
+                if (mt_cpu_read_or(buf, LEN, streams[si], pf) != buf[w]) {
+                    missed = w;
+                    missed_s = streams[si];
+                    missed_pf = pf;
+                }
+            }
+        }
+        buf[w] = 0;
+    }
+    free(buf);
+    tap_ok(missed < 0, "read_or sees a bit in every word of 4 KiB, 1-8 streams, prefetch 0 and "
+           "2048 (first missed: word %d, %d streams, prefetch %d)", missed, missed_s, missed_pf);
+}
+
+/*
+ * STREAM and the read ceiling on a synthetic machine of 3 cores (an unbound team of 3): arrays
+ * of 197 doubles (1,580 bytes asked: a whole number of doubles is kept) split 66/65/66, so
+ * thread slices start unaligned and end with a remainder, and the built-in check (every b[i]
+ * read, every a[i] = 1 + 3 * 2) must pass; the rates are the sizes over the medians (read:
+ * one array, triad: three). The ceiling keeps whole KiB per thread. Out-of-range repetitions and
+ * arrays too small for the team are refused.
+ */
+static void
+check_stream(void)
+{
+    struct mt_cpu_stream_result sr;
+    struct mt_cpu_ceiling_result cr;
+    struct mt_cpu_isa isa;
+    const char *want_isa;
+    mt_status_t st;
+    bool ok;
+
+    setenv("HWLOC_SYNTHETIC", "core:3 pu:1", 1);
+    mt_log_set_quiet(true); /* a synthetic machine's cores cannot be bound to */
+    memset(&sr, 0, sizeof(sr));
+    st = mt_cpu_stream_run(-1, 1580, 3, &sr);
+    ok = st == MT_OK && sr.threads == 3 && sr.array_bytes == 1576 &&
+         sr.read_median_s > 0.0 && sr.read_median_s <= sr.read_p90_s &&
+         sr.triad_median_s > 0.0 && sr.triad_median_s <= sr.triad_p90_s &&
+         fabs(sr.read_gbps * sr.read_median_s - 1576e-9) < 1e-15 &&
+         fabs(sr.triad_gbps * sr.triad_median_s - 3 * 1576e-9) < 1e-15;
+    tap_ok(ok, "stream of 197 doubles on 3 threads: %s, %d threads, %zu bytes (want 1576), read "
+           "%g GB/s over %g s, triad %g GB/s over %g s (3 arrays)", mt_status_str(st),
+           sr.threads, sr.array_bytes, sr.read_gbps, sr.read_median_s, sr.triad_gbps,
+           sr.triad_median_s);
+    tap_ok(mt_cpu_stream_run(-1, 1580, 2, &sr) == MT_ERR_INVAL &&
+               mt_cpu_stream_run(-1, 1580, 1001, &sr) == MT_ERR_INVAL &&
+               mt_cpu_stream_run(-1, 3 * 512 - 8, 3, &sr) == MT_ERR_INVAL &&
+               mt_cpu_stream_run(-1, 3 * 512, 3, &sr) == MT_OK,
+           "stream: 2 and 1001 repetitions, 1,528-byte arrays for 3 threads are refused; 1,536 "
+           "run");
+
+    memset(&cr, 0, sizeof(cr));
+    st = mt_cpu_read_ceiling(-1, 3 * 66560 + 100, 3, &cr);
+    mt_cpu_isa_detect(&isa);
+    want_isa = isa.avx512f ? "avx512" : isa.avx2 ? "avx2" : "scalar";
+    ok = st == MT_OK && cr.threads == 3 && cr.bytes == 3 * 66560 && cr.median_s > 0.0 &&
+         cr.median_s <= cr.p90_s && fabs(cr.gbps * cr.median_s - 3 * 66560e-9) < 1e-15 &&
+         cr.isa != NULL && strcmp(cr.isa, want_isa) == 0 &&
+         ((cr.prefetch == 0 && (cr.streams == 1 || cr.streams == 2 || cr.streams == 4 ||
+                                cr.streams == 8)) ||
+          (cr.prefetch == 2048 && (cr.streams == 2 || cr.streams == 4 || cr.streams == 8)));
+    tap_ok(ok, "read ceiling of 3 x 65 KiB + 100 bytes: %s, %d threads, %zu bytes (want %d), "
+           "%s loads (want %s), %d streams, prefetch %d (one of the variants), %g GB/s over %g s",
+           mt_status_str(st), cr.threads, cr.bytes, 3 * 66560, cr.isa ? cr.isa : "-", want_isa,
+           cr.streams, cr.prefetch, cr.gbps, cr.median_s);
+    tap_ok(mt_cpu_read_ceiling(-1, 3 * 66560, 2, &cr) == MT_ERR_INVAL &&
+               mt_cpu_read_ceiling(-1, 3 * 63488, 3, &cr) == MT_ERR_INVAL,
+           "read ceiling: 2 repetitions, and 62 KiB a thread, are refused");
+    mt_log_set_quiet(false);
+    unsetenv("HWLOC_SYNTHETIC");
+}
+
+/* The ceiling's default working set: whole 256 MiB steps, at most a quarter of DRAM (or 256
+ * MiB where that is less). */
+static void
+check_ceiling_default(void)
+{
+    struct mt_cpu_topo tp;
+    size_t b = mt_cpu_ceiling_default_bytes();
+    bool ok = mt_cpu_topo_query(&tp) == MT_OK;
+    size_t cap = ok && tp.mem_bytes > 0 ? (size_t)(tp.mem_bytes / 4) : b;
+
+    tap_ok(ok && b >= ((size_t)256 << 20) && b % ((size_t)256 << 20) == 0 &&
+               (b <= cap || b == ((size_t)256 << 20)),
+           "the ceiling's default of %zu bytes is whole 256 MiB, at most 1/4 of %llu bytes", b,
+           ok ? (unsigned long long)tp.mem_bytes : 0ull);
+}
+
+/* The FMA rate, for what does not depend on timing: it is a rate of GFLOP/s (no core does 5
+ * TFLOP/s of fp32, none measures below 10 MFLOP/s), and a team larger than the machine is
+ * refused, not run. */
+static void
+check_fma_rate(void)
+{
+    double g = -1.0;
+    double g2 = -1.0;
+    mt_status_t st = mt_cpu_fma_gflops_n(1, 0.01, &g);
+    mt_status_t st2;
+
+    tap_ok(st == MT_OK && g > 0.01 && g < 5000.0, "fma rate of one core: %s, %g GFLOP/s",
+           mt_status_str(st), g);
+    mt_log_set_quiet(true);
+    st2 = mt_cpu_fma_gflops_n(100000, 0.01, &g2);
+    mt_log_set_quiet(false);
+    tap_ok(st2 == MT_ERR_INVAL && g2 == -1.0, "fma rate of 100,000 threads: %s (want %s)",
+           mt_status_str(st2), mt_status_str(MT_ERR_INVAL));
+}
+
 int
 main(void)
 {
@@ -315,11 +524,21 @@ main(void)
      * keep the cores depends on the order hwloc lists them in; each core still once */
     check("[numa] pack:2 [numa] core:4 pu:1", 8, 0, -1, 0);
     check("core:3 pu:2", 3, 0, -1, 0); /* no NUMA level in the description */
+    /* no core level: one set per PU */
+    check("pack:2 pu:3", 6, 0, -1, 0);
+    /* 16 nodes, MT_CPU_MAX_NODES: every one counted */
+    check("pack:16 [numa] core:1 pu:1", 16, 16, 15, 1);
     unsetenv("HWLOC_SYNTHETIC");
     check_unbound_team();
     check_l3_total();
     check_team_sizes();
     check_team_nodes();
     check_binding_restricts();
+    check_summary();
+    check_median_p90();
+    check_read_or();
+    check_stream();
+    check_ceiling_default();
+    check_fma_rate();
     return tap_done();
 }

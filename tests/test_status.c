@@ -3,7 +3,8 @@
  * test_status.c - status names, mt_fail's message and return value, control bytes escaped; and
  * the other small helpers of runtime/base that messages and readers lean on: mt_size_text's
  * units, mt_json_is_int's integral reals, mt_json_kind's words and unknown keys, mt_json_text's
- * repair of bytes that are not UTF-8, mt_mem_available's source.
+ * repair of bytes that are not UTF-8, mt_mem_available's source; the generator of rng.h against
+ * the published splitmix64 and xoshiro256** outputs, and mt_clock_now's clock and unit.
  */
 #include <config.h>
 
@@ -11,13 +12,16 @@
 #include "runtime/base/json_kind.h"
 #include "runtime/base/json_num.h"
 #include "runtime/base/json_text.h"
+#include "runtime/base/clock.h"
 #include "runtime/base/mem_available.h"
+#include "runtime/base/rng.h"
 #include "runtime/base/size_text.h"
 #include "tests/tap.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 
 enum how { WARN, TEXT, LINE, INFO, FAIL };
@@ -269,6 +273,82 @@ test_mem_available(void)
            after, (unsigned long long)got);
 }
 
+/*
+ * rng.h: runs are repeatable only if the generator is exactly xoshiro256** seeded by
+ * splitmix64. splitmix64 from 0 and xoshiro256** from the state {1, 2, 3, 4} give their
+ * authors' reference outputs; from seed 7 (its 4 splitmix64 outputs), uniform is the top 53
+ * bits of the first output over 2^53, and below(n) the high word of output x n, also for n
+ * past 2^32 (3,008,953,082 of 2^32 + 5; of 2^63 the second output's top 63 bits); below(1) is
+ * always 0.
+ */
+static void
+test_rng(void)
+{
+    static const uint64_t xo_want[4] = {11520, 0, 1509978240, 1215971899390074240ull};
+    struct mt_rng r = {{1, 2, 3, 4}};
+    uint64_t state = 0;
+    uint64_t sm0 = mt_rng_splitmix64(&state);
+    uint64_t sm1 = mt_rng_splitmix64(&state);
+    int bad = -1;
+    double u;
+    uint64_t b1;
+    uint64_t b2;
+    uint64_t b3;
+    uint64_t ones = 0;
+    bool seeded = true;
+
+    tap_ok(sm0 == 0xe220a8397b1dcdafull && sm1 == 0x6e789e6aa1b965f4ull &&
+               state == 2 * 0x9e3779b97f4a7c15ull,
+           "splitmix64 from 0: %016llx %016llx (want e220a8397b1dcdaf 6e789e6aa1b965f4)",
+           (unsigned long long)sm0, (unsigned long long)sm1);
+    for (int i = 0; i < 4; i++) {
+        uint64_t v = mt_rng_next(&r);
+
+        if (bad < 0 && v != xo_want[i]) {
+            bad = i;
+        }
+    }
+    tap_ok(bad < 0, "xoshiro256** from {1, 2, 3, 4}: the reference outputs (first wrong: %d)",
+           bad);
+    mt_rng_init(&r, 7);
+    state = 7;
+    for (int i = 0; i < 4; i++) {
+        seeded = seeded && r.s[i] == mt_rng_splitmix64(&state);
+    }
+    tap_ok(seeded, "seed 7: the state is splitmix64's first 4 outputs from 7");
+    u = mt_rng_uniform(&r);
+    mt_rng_init(&r, 7);
+    b1 = mt_rng_below(&r, (1ull << 32) + 5);
+    b2 = mt_rng_below(&r, 1ull << 63);
+    b3 = mt_rng_below(&r, 3);
+    for (int i = 0; i < 1000; i++) {
+        ones |= mt_rng_below(&r, 1);
+    }
+    tap_ok(u == 0x1.66b1f5ee9df2ep-1 && b1 == 3008953082ull &&
+               b2 == 2571026295167391337ull && b3 == 2 && ones == 0,
+           "seed 7: uniform %a (want 0x1.66b1f5ee9df2ep-1), below 2^32 + 5: %llu, 2^63: %llu, "
+           "3: %llu (want 3008953082, 2571026295167391337, 2), below 1 never above 0 (%llu)", u,
+           (unsigned long long)b1, (unsigned long long)b2, (unsigned long long)b3,
+           (unsigned long long)ones);
+}
+
+/* clock.h: seconds of CLOCK_MONOTONIC, read between two readings of that clock. */
+static void
+test_clock(void)
+{
+    struct timespec a;
+    struct timespec b;
+    double now;
+
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    now = mt_clock_now();
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    tap_ok(now >= (double)a.tv_sec + (double)a.tv_nsec * 1e-9 - 1e-6 &&
+               now <= (double)b.tv_sec + (double)b.tv_nsec * 1e-9 + 1e-6,
+           "mt_clock_now %.9f lies between two CLOCK_MONOTONIC readings %lld.%09ld, %lld.%09ld",
+           now, (long long)a.tv_sec, a.tv_nsec, (long long)b.tv_sec, b.tv_nsec);
+}
+
 int
 main(void)
 {
@@ -276,7 +356,7 @@ main(void)
 
     static char big[3000], text[8192];
 
-    tap_plan(13 + 7 + 8 + 11 + 2 + 2 + 5);
+    tap_plan(13 + 7 + 8 + 11 + 2 + 2 + 5 + 4 + 1);
     mt_log_set_quiet(true);
     st = mt_fail(MT_ERR_IO, ENOENT, "cannot open weights '%s'", "/x/y");
     tap_ok(st == MT_ERR_IO, "mt_fail returns the status it was given");
@@ -349,5 +429,7 @@ main(void)
     test_json_kind();
     test_json_text();
     test_mem_available();
+    test_rng();
+    test_clock();
     return tap_done();
 }
