@@ -9,10 +9,10 @@
 #include <config.h>
 
 #include "runtime/base/status.h"
+#include "runtime/base/clock.h"
 #include "runtime/base/json_kind.h"
 #include "runtime/base/json_num.h"
 #include "runtime/base/json_text.h"
-#include "runtime/base/clock.h"
 #include "runtime/base/mem_available.h"
 #include "runtime/base/rng.h"
 #include "runtime/base/size_text.h"
@@ -21,8 +21,8 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 #include <string.h>
+#include <time.h>
 
 enum how { WARN, TEXT, LINE, INFO, FAIL };
 
