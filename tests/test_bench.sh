@@ -10,7 +10,7 @@
 # Option bounds and defaults are checked on runs that stop before measuring, or on tiny disks.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 make_tmp bench
-echo "1..75"
+echo "1..76"
 "$bin" bench --only dram,cpu --quick --json "$tmp/p.json" --svg "$tmp/p.svg" \
     >"$tmp/out" 2>"$tmp/err"
 rc=$?
@@ -162,6 +162,13 @@ HWLOC_SYNTHETIC="pack:1 core:2000 pu:1" "$bin" bench --only dram --quick --dram-
 [ $? -eq 1 ] && grep -q -- '--dram-size 65536 bytes is too small for 2000 threads.*at least' \
     "$tmp/err"
 ok $? "a --dram-size too small for the threads names the flag and the minimum: \
+$(head -1 "$tmp/err")"
+# ... also just under the minimum (2000 x 512 bytes = 1000K; 996K is 4 KiB short)
+HWLOC_SYNTHETIC="pack:1 core:2000 pu:1" "$bin" bench --only dram --quick --dram-size 996K \
+    >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q -- '--dram-size 1019904 bytes is too small for 2000 threads.*1024000' \
+    "$tmp/err"
+ok $? "--dram-size 4 KiB under 512 bytes a thread is refused naming the flag: \
 $(head -1 "$tmp/err")"
 # ... and the failure stops the bench: the disk part after it does not run, no profile
 mkdir "$tmp/d0"
