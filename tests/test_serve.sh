@@ -65,8 +65,10 @@ req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
 ok $? "GET /health: ok, one request at a time, the model's name (no key needed)"
-# the start line names the address as given and the port it listens on (no brackets: IPv4)
-grep -q "^moetier serve: listening on http://127.0.0.1:$port/ (model tiny; " "$tmp/a.log"
+# the start line names the address as given and the port it listens on (no brackets: IPv4);
+# without -q the log says where the routed experts went
+grep -q "^moetier serve: listening on http://127.0.0.1:$port/ (model tiny; " "$tmp/a.log" &&
+    grep -q 'routed experts:' "$tmp/a.log"
 ok $? "the start line: $(grep 'listening on' "$tmp/a.log")"
 code=$(curl -s --max-time 10 -o "$tmp/page" -w '%{http_code} %{content_type}' "$url/")
 [ "${code%% *}" = 200 ] && case $code in *text/html*) true ;; *) false ;; esac &&
@@ -645,10 +647,11 @@ req GET /health
 [ "$code" = 200 ] && jq -e '.model == "tiny"' "$tmp/body" >/dev/null
 ok $? "-m DIR/: the model is named tiny ($code: $(head -c 200 "$tmp/body"))"
 stop_server
-# -q: the log has its start and stop lines, and no line per request
+# -q: the log has its start and stop lines, and no line per request nor where the experts went
 grep -q 'listening on' "$tmp/f.log" && grep -q 'stopped$' "$tmp/f.log" &&
-    ! grep -q 'completion:' "$tmp/f.log"
-ok $? "-q: no log line per request: $(grep -c 'completion:' "$tmp/f.log") lines"
+    ! grep -q 'completion:' "$tmp/f.log" && ! grep -q 'routed experts:' "$tmp/f.log"
+ok $? "-q: no log line per request nor of the experts: $(grep -c 'completion:\|routed experts:' \
+    "$tmp/f.log") lines"
 
 # A client that leaves while its long prompt runs frees the engine then, not once the whole
 # prompt has run (the prompt runs in pieces with a check between them). Measured against the
