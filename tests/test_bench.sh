@@ -10,7 +10,7 @@
 # Option bounds and defaults are checked on runs that stop before measuring, or on tiny disks.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 make_tmp bench
-echo "1..65"
+echo "1..76"
 "$bin" bench --only dram,cpu --quick --json "$tmp/p.json" --svg "$tmp/p.svg" \
     >"$tmp/out" 2>"$tmp/err"
 rc=$?
@@ -34,6 +34,19 @@ grep -Eq '^cpu +fma .* - +- +- +[0-9]+\.[0-9]+ +-$' "$tmp/out" &&
 ok $? "rows show a value only in their own columns: $(grep -E '^(cpu +fma|dram +triad)' "$tmp/out" |
     tr -s ' ' | tr '\n' ';')"
 cp "$tmp/out" "$tmp/quick.out"
+# a row alone in its group has no %peak (the read ceiling's group is its own; 100 would claim a
+# comparison), and each timed row's p90 is not below its median (the columns in their order)
+timed='$1 == "dram" || $2 == "experts_decode"'
+grep -Eq '^dram +read_ceiling .* -$' "$tmp/out" &&
+    awk "$timed"' { n++; if ($(NF - 4) + 0 > $(NF - 3) + 0) bad++ }
+        END { exit !(n >= 3 && !bad) }' "$tmp/out"
+ok $? "the read ceiling alone in its group has no %peak; p90_ms >= median_ms: \
+$(awk "$timed"' { printf "%s %s %s %s;", $2, $(NF - 4), $(NF - 3), $NF }' "$tmp/out")"
+# the header counts the NUMA nodes the profile has ("1 NUMA node", "2 NUMA nodes")
+nn=$(sed -n 's/.*"numa_nodes": \([0-9]*\).*/\1/p' "$tmp/p.json")
+want="$nn NUMA node$([ "$nn" = 1 ] || echo s),"
+[ -n "$nn" ] && grep -q "^# moetier bench .*, $want" "$tmp/out"
+ok $? "the header says $want: $(head -1 "$tmp/out" | cut -d'|' -f4)"
 # --only cpu: the experts' efficiency is a share of the read ceiling, which it measures too (the
 # expert rows used to be skipped without a word)
 "$bin" bench --only cpu --quick --json "$tmp/cpu.json" >"$tmp/out" 2>"$tmp/err"
@@ -100,9 +113,9 @@ END {
 ok $? "the profile's DRAM rates are the table's rows: \
 $(grep -E '"(numa_nodes|read_gbps|triad_gbps|read_ceiling_gbps)"' "$tmp/dram.json" | tr -d ' \n')"
 # a --quick profile says so (it is a smoke test, not a measurement); the table's header names a
-# kernel's repetitions only where they differ from the bench's (--quick: the ceiling's 3 are)
+# kernel's repetitions only where they differ from the bench's (--quick's 3: the ceiling's 3 are)
 grep -q '"source": "moetier bench [^"]* --quick"' "$tmp/dram.json" &&
-    grep -q '^# .*| median of [0-9]* reps (--quick: not a measurement)$' "$tmp/out"
+    grep -q '^# .*| median of 3 reps (--quick: not a measurement)$' "$tmp/out"
 ok $? "a --quick profile's source says --quick; the header names no kernel's reps: \
 $(grep '^# moetier' "$tmp/out" | cut -d'|' -f6)"
 # no flag given here is unused (--disk and --disk-size are warned about only when given)
@@ -149,6 +162,13 @@ HWLOC_SYNTHETIC="pack:1 core:2000 pu:1" "$bin" bench --only dram --quick --dram-
 [ $? -eq 1 ] && grep -q -- '--dram-size 65536 bytes is too small for 2000 threads.*at least' \
     "$tmp/err"
 ok $? "a --dram-size too small for the threads names the flag and the minimum: \
+$(head -1 "$tmp/err")"
+# ... also just under the minimum (2000 x 512 bytes = 1000K; 996K is 4 KiB short)
+HWLOC_SYNTHETIC="pack:1 core:2000 pu:1" "$bin" bench --only dram --quick --dram-size 996K \
+    >/dev/null 2>"$tmp/err"
+[ $? -eq 1 ] && grep -q -- '--dram-size 1019904 bytes is too small for 2000 threads.*1024000' \
+    "$tmp/err"
+ok $? "--dram-size 4 KiB under 512 bytes a thread is refused naming the flag: \
 $(head -1 "$tmp/err")"
 # ... and the failure stops the bench: the disk part after it does not run, no profile
 mkdir "$tmp/d0"
@@ -219,13 +239,18 @@ ok $? "%peak is each point's share of the faster one: $(grep '^disk' "$tmp/out" 
 # the chart's disk bar names the best point, as the profile does (4 points; the first, 4 KiB
 # reads, is the slowest: a bar that took the first point's block or queue depth would show)
 "$bin" bench --only disk --disk "$tmp/d" --disk-size 4M --disk-qd 16,1 --disk-block 4K,1M \
-    --json "$tmp/disk4.json" --svg "$tmp/disk4.svg" >/dev/null 2>"$tmp/err"
+    --json "$tmp/disk4.json" --svg "$tmp/disk4.svg" >"$tmp/out" 2>"$tmp/err"
 best=$(awk -F': *' '/"best_qd"/ { q = $2 + 0 } /"best_block_bytes"/ { b = $2 + 0 }
     END { print "qd" q " " (b >= 1048576 ? b / 1048576 " MiB" : b / 1024 " KiB") }' \
     "$tmp/disk4.json")
 [ "$(grep -o 'qd[0-9]* [0-9]* [KMG]iB' "$tmp/disk4.svg")" = "$best" ]
 ok $? "the chart's disk bar is the best point's ($best): \
 $(grep -o 'qd[0-9]* [0-9]* [KMG]iB' "$tmp/disk4.svg")"
+# the table names each point's block in its unit: 4 KiB, not 4096 B or 1 KiB
+[ "$(grep '^disk ' "$tmp/out" | grep -o 'qd[0-9]* [0-9]* [KMG]iB' | tr '\n' ';')" = \
+    "qd16 4 KiB;qd1 4 KiB;qd16 1 MiB;qd1 1 MiB;" ]
+ok $? "the disk rows' blocks are 4 KiB and 1 MiB: $(grep '^disk ' "$tmp/out" |
+    grep -o 'qd[0-9]* [0-9]* [KMG]*i*B' | tr '\n' ';')"
 # --csv: a shape with a quote and a comma (a --disk directory's name) stays one field, its quote
 # doubled; the header says disk rows are one pass, not a median of the bench's repetitions
 mkdir "$tmp/q\"x,y"
@@ -354,6 +379,24 @@ rc=$?
 ok $? "--disk-size that fits only by eating the margin is refused (rc $rc): $(cat "$tmp/err")"
 grep -q "try --disk-size [0-9]*M)" "$tmp/err"
 ok $? "... with a --disk-size that would fit as the hint"
+# ... but only where the disk part runs: a --disk that --only leaves out is warned about, not
+# opened (here the run stops at its --json into a missing directory, exit 1)
+"$bin" bench --only dram --disk "$tmp/nonexistent" --json "$tmp/nodir/p.json" >/dev/null \
+    2>"$tmp/err"
+[ $? -eq 1 ] && grep -q -- "cannot write --json" "$tmp/err" && ! grep -q -- "cannot use --disk" \
+    "$tmp/err"
+ok $? "a --disk outside --only is not opened: $(head -1 "$tmp/err")"
+# A profile or chart that cannot be written after the run (a full device) fails the command:
+# exit 1, not 0 with the file missing
+head -c 1048576 /dev/zero >"$tmp/mib"
+for out in --json --svg; do
+    "$bin" bench --only disk --disk "$tmp/mib" --disk-qd 1 --disk-block 1M "$out" /dev/full \
+        >/dev/null 2>"$tmp/err"
+    rc=$?
+    [ $rc -eq 1 ] && grep -q "No space left" "$tmp/err"
+    ok $? "$out /dev/full exits 1 (rc $rc): $(tail -1 "$tmp/err")"
+done
+rm -f "$tmp/mib"
 # Parts that cannot run are errors, not empty profiles: --only disk without --disk is a usage
 # error; --only gpu where there is no GPU exits 1 and writes no profile (a GPU host runs it).
 "$bin" bench --only disk --json "$tmp/nodisk.json" >/dev/null 2>"$tmp/err"
@@ -388,12 +431,19 @@ ok $? "a 9th --disk-qd is refused: $(head -1 "$tmp/err")"
     >/dev/null 2>"$tmp/err"
 [ $? -eq 2 ] && grep -q -- "--disk-block wants .*multiples of 4K" "$tmp/err"
 ok $? "a --disk-block that is not a multiple of 4 KiB is refused: $(head -1 "$tmp/err")"
-for bad in "--disk-qd 0" "--disk-block 0"; do
+# (and past the top of the range the usage gives, depths 1..4096; a stream array not in whole
+# 4 KiB units)
+for bad in "--disk-qd 0" "--disk-block 0" "--disk-qd 4097" "--dram-size 5000"; do
     # shellcheck disable=SC2086 # the flag and its value, split on purpose
     "$bin" bench --only disk --disk "$tmp/d" --disk-size 4M $bad >/dev/null 2>"$tmp/err"
     [ $? -eq 2 ] && grep -q -- "${bad% *}" "$tmp/err"
     ok $? "$bad is refused: $(head -1 "$tmp/err")"
 done
+# a block over 1 GiB is refused as such (not found too large for the test file later)
+"$bin" bench --only disk --disk "$tmp/d" --disk-size 4M --disk-qd 1 --disk-block 2G \
+    >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q -- "--disk-block wants .*up to 1G" "$tmp/err"
+ok $? "--disk-block 2G is refused: $(head -1 "$tmp/err")"
 # every --disk-block must fit in --disk-size, not only the first
 "$bin" bench --only disk --disk "$tmp/d" --disk-size 2M --disk-qd 1 --disk-block 1M,4M \
     >/dev/null 2>"$tmp/err"
@@ -450,4 +500,8 @@ ok $? "--quick --disk-size 8M --disk-block 8M writes 8 MiB: $(grep wrote "$tmp/e
     >/dev/null 2>"$tmp/err"
 [ $? -eq 0 ] && grep -q "wrote 0.12 GiB test file" "$tmp/err" && [ -z "$(ls -A "$tmp/d")" ]
 ok $? "--quick --disk-block 128M writes a 128 MiB test file: $(grep wrote "$tmp/err")"
+"$bin" bench --only disk --quick --disk "$tmp/d" --disk-qd 1 --disk-block 1M \
+    >/dev/null 2>"$tmp/err"
+[ $? -eq 0 ] && grep -q "wrote 0.06 GiB test file" "$tmp/err" && [ -z "$(ls -A "$tmp/d")" ]
+ok $? "--quick without --disk-size writes a 64 MiB test file: $(grep wrote "$tmp/err")"
 tap_exit

@@ -60,11 +60,16 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..109"
+echo "1..115"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
 ok $? "GET /health: ok, one request at a time, the model's name (no key needed)"
+# the start line names the address as given and the port it listens on (no brackets: IPv4);
+# without -q the log says where the routed experts went
+grep -q "^moetier serve: listening on http://127.0.0.1:$port/ (model tiny; " "$tmp/a.log" &&
+    grep -q 'routed experts:' "$tmp/a.log"
+ok $? "the start line: $(grep 'listening on' "$tmp/a.log")"
 code=$(curl -s --max-time 10 -o "$tmp/page" -w '%{http_code} %{content_type}' "$url/")
 [ "${code%% *}" = 200 ] && case $code in *text/html*) true ;; *) false ;; esac &&
     grep -q '<title>moetier</title>' "$tmp/page" && grep -q 'id="stop"' "$tmp/page"
@@ -620,13 +625,33 @@ wait "$long_pid"
 ok $? "GET /health on a connection open before SIGTERM, while the running request finishes: \
 503 stopping (rc $rc: $(tr -d '\r' <"$tmp/twice" | tr '\n' ' ' | tail -c 300))"
 
-# --max-tokens below 512 is also the default for a request that gives no max_tokens
-start_server "$tmp/f.log" --max-tokens 7
-req POST /v1/completions -H "$json" -d '{"prompt": "a", "ignore_eos": true}'
+# --max-tokens below 512 is also the default for a request that gives no max_tokens (the
+# model directory given with a trailing slash, and --temperature 0 for requests without one)
+start_server "$tmp/f.log" --max-tokens 7 -m "$model/" --temperature 0 -q
+req POST /v1/completions -H "$json" -d '{"prompt": "a", "ignore_eos": true,
+    "return_token_ids": true}'
 [ "$code" = 200 ] && jq -e '.usage.completion_tokens == 7' "$tmp/body" >/dev/null
 ok $? "--max-tokens 7: a request without max_tokens generates 7 tokens ($code: \
 $(head -c 200 "$tmp/body"))"
+# --temperature is the default of requests that give none: here greedy, the same tokens as an
+# explicit temperature 0 (at the default 1 a random tiny model's 7 tokens differ)
+dflt=$(jq -c '.choices[0].token_ids' "$tmp/body")
+req POST /v1/completions -H "$json" -d '{"prompt": "a", "ignore_eos": true, "temperature": 0,
+    "return_token_ids": true}'
+[ "$code" = 200 ] && [ "$(jq -c '.choices[0].token_ids' "$tmp/body")" = "$dflt" ] &&
+    [ "$dflt" != null ]
+ok $? "--temperature 0: a request without temperature is greedy ($dflt vs \
+$(jq -c '.choices[0].token_ids' "$tmp/body"))"
+# the model's name is the directory's last part, trailing slashes dropped ("tiny", not "")
+req GET /health
+[ "$code" = 200 ] && jq -e '.model == "tiny"' "$tmp/body" >/dev/null
+ok $? "-m DIR/: the model is named tiny ($code: $(head -c 200 "$tmp/body"))"
 stop_server
+# -q: the log has its start and stop lines, and no line per request nor where the experts went
+grep -q 'listening on' "$tmp/f.log" && grep -q 'stopped$' "$tmp/f.log" &&
+    ! grep -q 'completion:' "$tmp/f.log" && ! grep -q 'routed experts:' "$tmp/f.log"
+ok $? "-q: no log line per request nor of the experts: $(grep -c 'completion:\|routed experts:' \
+    "$tmp/f.log") lines"
 
 # A client that leaves while its long prompt runs frees the engine then, not once the whole
 # prompt has run (the prompt runs in pieces with a check between them). Measured against the
@@ -636,7 +661,7 @@ long_prompt() {
     jq -cn --argjson f "$1" '{prompt: [range(0; 2048) | (. * 7 + $f) % 1000 + 2], max_tokens: 1}'
 }
 now() { date +%s.%N; }
-start_server "$tmp/f.log"
+start_server "$tmp/f.log" --model-name my-v32
 t0=$(now)
 code=$(curl -s --max-time 120 -o /dev/null -w '%{http_code}' "$url/v1/completions" -H "$json" \
     -d "$(long_prompt 1)")
@@ -671,6 +696,21 @@ err_is 400 context_length_exceeded &&
         "$tmp/body" >/dev/null
 ok $? "... 4096 of them too: the prompt must be shorter, to leave room ($(jq -r .error.message \
     "$tmp/body"))"
+# (this server was started with --model-name: the API names the model so)
+req GET /v1/models/my-v32
+[ "$code" = 200 ] && jq -e '.id == "my-v32"' "$tmp/body" >/dev/null &&
+    req GET /health && jq -e '.model == "my-v32"' "$tmp/body" >/dev/null
+ok $? "--model-name my-v32: the model's id in the API ($code: $(head -c 200 "$tmp/body"))"
+# without --temperature a request that gives none samples at 1 (usage): with a seed, not the
+# greedy tokens (and the same seed, the same tokens)
+for t in '"seed": 5' '"seed": 5' '"temperature": 0'; do
+    req POST /v1/completions -H "$json" -d "{\"prompt\": \"a\", \"max_tokens\": 12,
+        \"ignore_eos\": true, \"return_token_ids\": true, $t}"
+    jq -c '.choices[0].token_ids' "$tmp/body"
+done >"$tmp/ids"
+[ "$(sed -n 1p "$tmp/ids")" = "$(sed -n 2p "$tmp/ids")" ] &&
+    [ "$(sed -n 1p "$tmp/ids")" != "$(sed -n 3p "$tmp/ids")" ] && ! grep -q null "$tmp/ids"
+ok $? "the default temperature samples: seed 5 twice, then greedy: $(tr '\n' ' ' <"$tmp/ids")"
 stop_server
 
 # A second signal stops the running request: the cut reply must not read as a finished one (a
@@ -800,8 +840,9 @@ if grep -q '^00000000000000000000000000000001 ' /proc/net/if_inet6 2>/dev/null; 
     start_server "$tmp/v6.log" --host ::
     v4=$(curl -s --max-time 10 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health")
     v6=$(curl -s --max-time 10 -o /dev/null -w '%{http_code}' "http://[::1]:$port/health")
-    [ "$v4" = 200 ] && [ "$v6" = 200 ]
-    ok $? "--host :: takes IPv4 and IPv6 connections (127.0.0.1: $v4, [::1]: $v6)"
+    [ "$v4" = 200 ] && [ "$v6" = 200 ] && grep -q "listening on http://\[::\]:$port/" "$tmp/v6.log"
+    ok $? "--host :: takes IPv4 and IPv6 connections (127.0.0.1: $v4, [::1]: $v6), said in \
+brackets: $(grep -o 'http://[^ ]*' "$tmp/v6.log")"
     stop_server
 else
     ok 0 "--host :: takes IPv4 and IPv6 connections # SKIP no IPv6 loopback here"
