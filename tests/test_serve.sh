@@ -866,11 +866,16 @@ curl -V | grep -q telnet && half=32
 i=0
 while [ $i -lt 64 ]; do
     if [ $i -lt $half ]; then
-        { printf 'POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n'; cat "$tmp/stall"; } 7>&- |
-            curl -s --max-time 60 "telnet://127.0.0.1:$port" >/dev/null 2>&1 &
+        # (a subshell's exec closes fd 7 for good; `{ ...; } 7>&-` would keep a copy to restore,
+        # a writer that keeps the cat waiting after the test ends)
+        (
+            exec 7>&-
+            printf 'POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n'
+            cat "$tmp/stall"
+        ) | curl -s --max-time 60 "telnet://127.0.0.1:$port" 7>&- >/dev/null 2>&1 &
     else
         curl -s --max-time 60 -o /dev/null -X POST -T - -H "$json" "$url/v1/completions" \
-            <"$tmp/stall" >/dev/null 2>&1 &
+            <"$tmp/stall" 7>&- >/dev/null 2>&1 &
     fi
     i=$((i + 1))
 done
