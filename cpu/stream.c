@@ -78,6 +78,30 @@ triad_slice(double *a, const double *b, const double *c, double scalar, size_t l
     }
 }
 
+/*
+ * b[i] = i mod 13, so the read check can tell which elements a kernel summed: 13 is coprime to
+ * read_slice's step of 16, so no two of its lanes see the same values on every pass (with all
+ * b[i] equal, a kernel reading one vector twice and another not at all summed the same).
+ */
+#define STREAM_B_PERIOD 13
+
+static double
+stream_b_value(size_t i)
+{
+    return (double)(i % STREAM_B_PERIOD);
+}
+
+/* The sum of b[0..n): whole periods of 0 + 1 + ... + 12, then the partial one. Exact in double
+ * (below 2^53 for any array that fits in memory). */
+static double
+stream_b_sum(size_t n)
+{
+    size_t r = n % STREAM_B_PERIOD;
+
+    return (double)(n / STREAM_B_PERIOD) * (STREAM_B_PERIOD * (STREAM_B_PERIOD - 1) / 2) +
+           (double)(r * (r - 1) / 2);
+}
+
 struct stream_job {
     struct mt_cpu_team *team;
     double *a;
@@ -102,7 +126,7 @@ stream_job_run(void *arg, int t, int nt)
     /* First touch by the pinned reader puts each page on that reader's node. */
     for (size_t i = lo; i < hi; i++) {
         j->a[i] = 0.0;
-        j->b[i] = 1.0;
+        j->b[i] = stream_b_value(i);
         j->c[i] = 2.0;
     }
     for (int r = -1; r < j->reps; r++) { /* r = -1: warm-up */
@@ -137,6 +161,7 @@ mt_cpu_stream_run(int node, size_t array_bytes, int reps, struct mt_cpu_stream_r
     struct mt_cpu_team *team;
     struct stream_job *j;
     double sink = 0.0;
+    double expect;
     mt_status_t st;
 
     if (reps < 3 || reps > 1000) {
@@ -189,12 +214,19 @@ mt_cpu_stream_run(int node, size_t array_bytes, int reps, struct mt_cpu_stream_r
         goto out_free;
     }
     mt_cpu_team_run(team, 0, stream_job_run, j);
+    /* The reads cover b once a pass, and each thread adds its a[lo] = b[lo] + 3 * 2: every
+     * partial sum is a whole number, so the total is exact whatever the order of the adds. */
+    expect = stream_b_sum(j->n) * (reps + 1);
     for (int t = 0; t < mt_cpu_team_size(team); t++) {
+        size_t lo = j->n * (size_t)t / (size_t)mt_cpu_team_size(team);
+
         sink += j->sink[t];
+        expect += stream_b_value(lo) + 6.0;
     }
-    if (sink != (double)j->n * (reps + 1) + 7.0 * mt_cpu_team_size(team)) {
-        /* Every b[i] is 1 and every a[lo] is 7: a wrong sum means a broken kernel. */
-        st = mt_fail(MT_ERR_INTERNAL, 0, "stream check failed: sum %.1f", sink);
+    if (sink != expect) {
+        st = mt_fail(MT_ERR_INTERNAL, 0,
+                     "stream check failed: the kernels summed %.1f, want %.1f (a broken kernel)",
+                     sink, expect);
         goto out_free;
     }
     memset(&res, 0, sizeof(res));
