@@ -10,6 +10,7 @@
 #include "cpu/isa.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -69,28 +70,40 @@ mt_cpu_topo_load(hwloc_topology_t *topo_out)
  * PMEM memory, a Xeon Max's HBM in flat mode) carries the cpuset of the cores nearest to it,
  * which the node of their DRAM, listed earlier, already has: such a node is left out, so that no
  * core is counted (and given a thread) twice. A core that two kept nodes list belongs to the
- * first (own_cores).
+ * first (own_cores). Nodes past cap are left out with their cores, with one warning a process
+ * (every team and summary looks the topology up again).
  */
 static int
 nodes_with_cores(hwloc_topology_t topo, hwloc_obj_t *nodes, int cap)
 {
+    static atomic_bool warned;
     int n = 0;
+    int dropped = 0;
     int total = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_NUMANODE);
     hwloc_bitmap_t taken = hwloc_bitmap_alloc();
 
     if (taken == NULL) {
         return 0; /* the callers then treat the machine as one node */
     }
-    for (int i = 0; i < total && n < cap; i++) {
+    for (int i = 0; i < total; i++) {
         hwloc_obj_t node = hwloc_get_obj_by_type(topo, HWLOC_OBJ_NUMANODE, i);
 
         if (node->cpuset != NULL && !hwloc_bitmap_iszero(node->cpuset) &&
             !hwloc_bitmap_isincluded(node->cpuset, taken)) {
-            nodes[n++] = node;
+            if (n < cap) {
+                nodes[n++] = node;
+            } else {
+                dropped++;
+            }
             hwloc_bitmap_or(taken, taken, node->cpuset);
         }
     }
     hwloc_bitmap_free(taken);
+    if (dropped > 0 && !atomic_exchange(&warned, true)) {
+        mt_log_warn("%d NUMA nodes have cores; moetier uses the first %d and leaves the cores of "
+                    "the other %d idle (MT_CPU_MAX_NODES in cpu/topology.h)",
+                    n + dropped, n, dropped);
+    }
     return n;
 }
 

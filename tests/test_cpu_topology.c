@@ -361,6 +361,31 @@ check_summary(void)
     unsetenv("HWLOC_SYNTHETIC");
 }
 
+/*
+ * A machine of 17 nodes with cores, one more than mt_cpu_topo holds: the first 16 are used, and
+ * the 17th core left idle is said once a process, however often the topology is looked up.
+ */
+static void
+check_too_many_nodes(void)
+{
+    char path[4096];
+    struct mt_cpu_topo tp;
+    int saved;
+    int lines;
+    bool ok;
+
+    snprintf(path, sizeof(path), "%s/nodes.log", tap_tmpdir());
+    saved = tap_stderr_to(path);
+    check("pack:17 [numa] core:1 pu:1", 16, 16, 15, 1);
+    ok = mt_cpu_topo_query(&tp) == MT_OK;
+    tap_stderr_restore(saved);
+    unsetenv("HWLOC_SYNTHETIC");
+    lines = tap_count_lines(path, "17 NUMA nodes have cores; moetier uses the first 16");
+    tap_ok(ok && tp.n_nodes == 16 && lines == 1,
+           "17 nodes with cores: the summary has %d (want 16); %d warnings in two look-ups "
+           "(want 1)", ok ? tp.n_nodes : -1, lines);
+}
+
 /* mt_cpu_median_p90: the middle value (mean of the two middle ones for even n), p90 the value
  * at rank round(0.9 n) capped to the last; input in any order. */
 static void
@@ -529,6 +554,7 @@ main(void)
     /* 16 nodes, MT_CPU_MAX_NODES: every one counted */
     check("pack:16 [numa] core:1 pu:1", 16, 16, 15, 1);
     unsetenv("HWLOC_SYNTHETIC");
+    check_too_many_nodes();
     check_unbound_team();
     check_l3_total();
     check_team_sizes();
