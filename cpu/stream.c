@@ -99,7 +99,7 @@ stream_b_sum(size_t n)
     size_t r = n % STREAM_B_PERIOD;
 
     return (double)(n / STREAM_B_PERIOD) * (STREAM_B_PERIOD * (STREAM_B_PERIOD - 1) / 2) +
-           (double)(r * (r - 1) / 2);
+           (double)(r > 0 ? r * (r - 1) / 2 : 0);
 }
 
 struct stream_job {
