@@ -10,7 +10,7 @@
 # Option bounds and defaults are checked on runs that stop before measuring, or on tiny disks.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 make_tmp bench
-echo "1..80"
+echo "1..83"
 "$bin" bench --only dram,cpu --quick --json "$tmp/p.json" --svg "$tmp/p.svg" \
     >"$tmp/out" 2>"$tmp/err"
 rc=$?
@@ -212,6 +212,14 @@ ok $rc "bench --only disk on a directory exits 0"
 [ $rc -eq 0 ] || sed 's/^/# /' "$tmp/err"
 grep -q '^disk  *odirect_read .* qd4 1 MiB' "$tmp/out" && [ -z "$(ls -A "$tmp/d")" ]
 ok $? "it has a disk row per point and removed its test file"
+# O_DIRECT, or the buffered reads of a file system that refuses it, is said alike by the test
+# file's line, each point's line and each row: all direct, or all buffered
+w=$(grep -c '^bench: disk: wrote .*(buffered)$' "$tmp/err")
+p=$(grep -c 'GB/s (buffered: the filesystem refused O_DIRECT)$' "$tmp/err")
+r=$(grep -c '^disk .* 1 MiB buffered ' "$tmp/out")
+[ "$(grep -c '^bench: disk: wrote ' "$tmp/err")" -eq 1 ] &&
+    [ "$(grep -c '^disk ' "$tmp/out")" -eq 2 ] && { [ "$w$p$r" = 000 ] || [ "$w$p$r" = 122 ]; }
+ok $? "direct or buffered is said alike (buffered: test file $w, points $p, rows $r)"
 # The profile: the disk's path, a point per (qd, block), and best_* the fastest point's (what
 # the planner takes; a profile whose best_gbps is not its best point's is refused on loading).
 awk -F': *' -v path="$tmp/d" '
@@ -381,6 +389,13 @@ echo keep >"$tmp/one"
 "$bin" bench --only disk --disk "$tmp/one" --json "$tmp/one" >/dev/null 2>"$tmp/err"
 [ $? -eq 2 ] && [ "$(cat "$tmp/one")" = keep ]
 ok $? "--json naming the --disk file is refused and the file kept: $(cat "$tmp/err")"
+# ... also when it is the second --disk (a MiB of zeros: a file the disk part would read)
+head -c 1048576 /dev/zero >"$tmp/mib"
+"$bin" bench --only disk --disk "$tmp/d" --disk "$tmp/mib" --disk-size 4M --disk-qd 1 \
+    --disk-block 1M --json "$tmp/mib" >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && [ "$(wc -c <"$tmp/mib")" -eq 1048576 ] && [ -z "$(tr -d '\0' <"$tmp/mib")" ]
+ok $? "--json naming the second --disk is refused and the file kept: $(head -n 1 "$tmp/err")"
+rm -f "$tmp/mib"
 # A test file that does not fit, or would eat into the margin kept free, is refused before a
 # byte is written (issue 9, finding 5). (A file size limit keeps a regression from filling the
 # disk: it would then fail with "cannot write", not "does not fit".)
@@ -409,6 +424,12 @@ ok $? "... with a --disk-size that would fit as the hint"
 [ $? -eq 1 ] && grep -q -- "cannot write --json" "$tmp/err" && ! grep -q -- "cannot use --disk" \
     "$tmp/err"
 ok $? "a --disk outside --only is not opened: $(head -1 "$tmp/err")"
+# an --svg that cannot be written is refused before anything is measured, as --json is
+"$bin" bench --only dram --quick --dram-size 8M --svg "$tmp/nodir/p.svg" >"$tmp/out" \
+    2>"$tmp/err"
+[ $? -eq 1 ] && grep -q -- "cannot write --svg" "$tmp/err" && ! grep -q '^bench: dram' "$tmp/err" &&
+    [ ! -s "$tmp/out" ]
+ok $? "an --svg into a missing directory is refused before measuring: $(head -n 1 "$tmp/err")"
 # A profile or chart that cannot be written after the run (a full device) fails the command:
 # exit 1, not 0 with the file missing
 head -c 1048576 /dev/zero >"$tmp/mib"
