@@ -60,7 +60,7 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..117"
+echo "1..118"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
@@ -546,6 +546,15 @@ ok $? "8 --allow-origin are taken, a 9th is refused (rc $got8, $got9)"
 got=$(flag_rc extra)
 [ "$got" = 2 ] && grep -q "unexpected argument 'extra'" "$tmp/err"
 ok $? "an argument that is no flag: exit 2 (rc $got)"
+# a model directory without its tokenizer.json: exit 1 with the reason, once the weights are in
+mkdir "$tmp/notok"
+for f in "$model"/*; do
+    [ "${f##*/}" = tokenizer.json ] || ln -s "$f" "$tmp/notok/"
+done
+"$bin" serve -m "$tmp/notok" --port 0 --threads 1 >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 1 ] && grep -q "the model directory needs its tokenizer.json" "$tmp/err"
+ok $? "a model without tokenizer.json: exit 1 naming it (rc $rc: $(tail -n 1 "$tmp/err"))"
 stop_server
 # SIGTERM is said as such (the stop after the running request), then the stop
 grep -q '^moetier serve: terminated: finishing the running request (again to stop it now)$' \
