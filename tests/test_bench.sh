@@ -10,7 +10,7 @@
 # Option bounds and defaults are checked on runs that stop before measuring, or on tiny disks.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 make_tmp bench
-echo "1..76"
+echo "1..83"
 "$bin" bench --only dram,cpu --quick --json "$tmp/p.json" --svg "$tmp/p.svg" \
     >"$tmp/out" 2>"$tmp/err"
 rc=$?
@@ -47,6 +47,11 @@ nn=$(sed -n 's/.*"numa_nodes": \([0-9]*\).*/\1/p' "$tmp/p.json")
 want="$nn NUMA node$([ "$nn" = 1 ] || echo s),"
 [ -n "$nn" ] && grep -q "^# moetier bench .*, $want" "$tmp/out"
 ok $? "the header says $want: $(head -1 "$tmp/out" | cut -d'|' -f4)"
+# ... and names the kernels timed another number of times than the bench's 3 (--quick: the
+# experts' decode 4 times, their prefill 2), once each
+grep -q '^# .*| median of 3 reps, experts_decode: 4, experts_prefill: 2 (--quick: not a' \
+    "$tmp/out" && grep -q ' (--quick: not a measurement)$' "$tmp/out"
+ok $? "the header names the expert kernels' reps: $(head -1 "$tmp/out" | cut -d'|' -f6)"
 # --only cpu: the experts' efficiency is a share of the read ceiling, which it measures too (the
 # expert rows used to be skipped without a word)
 "$bin" bench --only cpu --quick --json "$tmp/cpu.json" >"$tmp/out" 2>"$tmp/err"
@@ -207,6 +212,14 @@ ok $rc "bench --only disk on a directory exits 0"
 [ $rc -eq 0 ] || sed 's/^/# /' "$tmp/err"
 grep -q '^disk  *odirect_read .* qd4 1 MiB' "$tmp/out" && [ -z "$(ls -A "$tmp/d")" ]
 ok $? "it has a disk row per point and removed its test file"
+# O_DIRECT, or the buffered reads of a file system that refuses it, is said alike by the test
+# file's line, each point's line and each row: all direct, or all buffered
+w=$(grep -c '^bench: disk: wrote .*(buffered)$' "$tmp/err")
+p=$(grep -c 'GB/s (buffered: the filesystem refused O_DIRECT)$' "$tmp/err")
+r=$(grep -c '^disk .* 1 MiB buffered ' "$tmp/out")
+[ "$(grep -c '^bench: disk: wrote ' "$tmp/err")" -eq 1 ] &&
+    [ "$(grep -c '^disk ' "$tmp/out")" -eq 2 ] && { [ "$w$p$r" = 000 ] || [ "$w$p$r" = 122 ]; }
+ok $? "direct or buffered is said alike (buffered: test file $w, points $p, rows $r)"
 # The profile: the disk's path, a point per (qd, block), and best_* the fastest point's (what
 # the planner takes; a profile whose best_gbps is not its best point's is refused on loading).
 awk -F': *' -v path="$tmp/d" '
@@ -260,6 +273,12 @@ mkdir "$tmp/q\"x,y"
     grep -q '^# .*odirect_read: one pass a point' "$tmp/out"
 ok $? "--csv doubles a quote in a shape; disk rows are said to be one pass: \
 $(grep '^disk' "$tmp/out")"
+# ... under the header line, the CSV's column names, then its rows and nothing else (the table's
+# footnote is not a CSV line)
+[ "$(sed -n 2p "$tmp/out")" = "tier,kernel,shape,median_ms,p90_ms,GB/s,TFLOP/s,%peak" ] &&
+    [ "$(grep -c '^#' "$tmp/out")" -eq 1 ] && [ "$(wc -l <"$tmp/out")" -eq 3 ]
+ok $? "--csv has its column names and no footnote: $(sed -n '2,$p' "$tmp/out" | cut -c1-60 |
+    tr '\n' ';')"
 # flags that change nothing are said to: --disk without the disk part, --disk-size for a file
 # (gpu in --only too: without a GPU it is skipped with a note, and dram still runs)
 "$bin" bench --only gpu,dram --quick --dram-size 8M --disk "$tmp/d" >"$tmp/out" 2>"$tmp/err"
@@ -267,6 +286,14 @@ $(grep '^disk' "$tmp/out")"
     grep -q '^dram  *triad' "$tmp/out" &&
     { grep -q '^bench: note: .*gpu and pcie skipped' "$tmp/err" || grep -q '^gpu ' "$tmp/out"; }
 ok $? "--disk under --only gpu,dram is warned about: $(grep 'not used' "$tmp/err")"
+# the header says why gpu and pcie were skipped (or, with a GPU, which one it is)
+note=$(sed -n 's/^bench: note: //p' "$tmp/err")
+if [ -n "$note" ]; then
+    head -n 1 "$tmp/out" | grep -qF "| $note |"
+else
+    ! head -n 1 "$tmp/out" | grep -q "gpu not probed"
+fi
+ok $? "the header has the GPU note ($note): $(head -n 1 "$tmp/out" | cut -d'|' -f5)"
 head -c 1048576 /dev/zero >"$tmp/mib"
 "$bin" bench --only disk --disk "$tmp/mib" --disk-size 8M --disk-qd 1 --disk-block 1M \
     >/dev/null 2>"$tmp/err"
@@ -277,10 +304,14 @@ ok $? "--disk-size with a file --disk is warned about: $(grep 'not used' "$tmp/e
 ok $? "a file --disk without --disk-size is not warned about: $(grep 'not used' "$tmp/err")"
 # ... nor with a directory among the --disk paths (its test file takes the size)
 "$bin" bench --only disk --disk "$tmp/d" --disk "$tmp/mib" --disk-size 4M --disk-qd 1 \
-    --disk-block 1M >/dev/null 2>"$tmp/err"
+    --disk-block 1M >"$tmp/out" 2>"$tmp/err"
 [ $? -eq 0 ] && ! grep -q -- "not used" "$tmp/err"
 ok $? "--disk-size with a directory and a file --disk is not warned about: \
 $(grep 'not used' "$tmp/err")"
+# %peak compares a disk's points with each other, never two disks: one point each, none has one
+awk '$1 == "disk" { n++; if ($NF != "-") bad++ } END { exit !(n == 2 && !bad) }' "$tmp/out"
+ok $? "two disks of one point each: no %peak: $(awk '$1 == "disk" { printf "%s %s;", $3, $NF }' \
+    "$tmp/out")"
 rm -f "$tmp/mib"
 
 # Killed after the test file is written: the file must not stay behind. (SIGTERM: a background
@@ -358,6 +389,13 @@ echo keep >"$tmp/one"
 "$bin" bench --only disk --disk "$tmp/one" --json "$tmp/one" >/dev/null 2>"$tmp/err"
 [ $? -eq 2 ] && [ "$(cat "$tmp/one")" = keep ]
 ok $? "--json naming the --disk file is refused and the file kept: $(cat "$tmp/err")"
+# ... also when it is the second --disk (a MiB of zeros: a file the disk part would read)
+head -c 1048576 /dev/zero >"$tmp/mib"
+"$bin" bench --only disk --disk "$tmp/d" --disk "$tmp/mib" --disk-size 4M --disk-qd 1 \
+    --disk-block 1M --json "$tmp/mib" >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && [ "$(wc -c <"$tmp/mib")" -eq 1048576 ] && [ -z "$(tr -d '\0' <"$tmp/mib")" ]
+ok $? "--json naming the second --disk is refused and the file kept: $(head -n 1 "$tmp/err")"
+rm -f "$tmp/mib"
 # A test file that does not fit, or would eat into the margin kept free, is refused before a
 # byte is written (issue 9, finding 5). (A file size limit keeps a regression from filling the
 # disk: it would then fail with "cannot write", not "does not fit".)
@@ -386,6 +424,12 @@ ok $? "... with a --disk-size that would fit as the hint"
 [ $? -eq 1 ] && grep -q -- "cannot write --json" "$tmp/err" && ! grep -q -- "cannot use --disk" \
     "$tmp/err"
 ok $? "a --disk outside --only is not opened: $(head -1 "$tmp/err")"
+# an --svg that cannot be written is refused before anything is measured, as --json is
+"$bin" bench --only dram --quick --dram-size 8M --svg "$tmp/nodir/p.svg" >"$tmp/out" \
+    2>"$tmp/err"
+[ $? -eq 1 ] && grep -q -- "cannot write --svg" "$tmp/err" && ! grep -q '^bench: dram' "$tmp/err" &&
+    [ ! -s "$tmp/out" ]
+ok $? "an --svg into a missing directory is refused before measuring: $(head -n 1 "$tmp/err")"
 # A profile or chart that cannot be written after the run (a full device) fails the command:
 # exit 1, not 0 with the file missing
 head -c 1048576 /dev/zero >"$tmp/mib"

@@ -60,16 +60,18 @@ err_is() {
         (.error.type == $w or .error.code == $w)' "$tmp/body" >/dev/null
 }
 
-echo "1..115"
+echo "1..118"
 req GET /health
 [ "$code" = 200 ] && jq -e '.status == "ok" and .concurrency == 1 and .model == "tiny"' \
     "$tmp/body" >/dev/null
 ok $? "GET /health: ok, one request at a time, the model's name (no key needed)"
-# the start line names the address as given and the port it listens on (no brackets: IPv4);
-# without -q the log says where the routed experts went
-grep -q "^moetier serve: listening on http://127.0.0.1:$port/ (model tiny; " "$tmp/a.log" &&
-    grep -q 'routed experts:' "$tmp/a.log"
-ok $? "the start line: $(grep 'listening on' "$tmp/a.log")"
+# the start line names the address as given and the port it listens on (no brackets: IPv4),
+# the queue (default 64) and that a key is required; without -q the log says where the routed
+# experts went. A loopback address is not warned about as reachable from other machines.
+grep -q "^moetier serve: listening on http://127.0.0.1:$port/ (model tiny; one request at a \
+time, up to 64 waiting; API key required)$" "$tmp/a.log" &&
+    grep -q 'routed experts:' "$tmp/a.log" && ! grep -q 'other machines' "$tmp/a.log"
+ok $? "the start line: $(grep 'listening on\|other machines' "$tmp/a.log")"
 code=$(curl -s --max-time 10 -o "$tmp/page" -w '%{http_code} %{content_type}' "$url/")
 [ "${code%% *}" = 200 ] && case $code in *text/html*) true ;; *) false ;; esac &&
     grep -q '<title>moetier</title>' "$tmp/page" && grep -q 'id="stop"' "$tmp/page"
@@ -544,7 +546,21 @@ ok $? "8 --allow-origin are taken, a 9th is refused (rc $got8, $got9)"
 got=$(flag_rc extra)
 [ "$got" = 2 ] && grep -q "unexpected argument 'extra'" "$tmp/err"
 ok $? "an argument that is no flag: exit 2 (rc $got)"
+# a model directory without its tokenizer.json: exit 1 with the reason, once the weights are in
+mkdir "$tmp/notok"
+for f in "$model"/*; do
+    [ "${f##*/}" = tokenizer.json ] || ln -s "$f" "$tmp/notok/"
+done
+"$bin" serve -m "$tmp/notok" --port 0 --threads 1 >/dev/null 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 1 ] && grep -q "the model directory needs its tokenizer.json" "$tmp/err"
+ok $? "a model without tokenizer.json: exit 1 naming it (rc $rc: $(tail -n 1 "$tmp/err"))"
 stop_server
+# SIGTERM is said as such (the stop after the running request), then the stop
+grep -q '^moetier serve: terminated: finishing the running request (again to stop it now)$' \
+    "$tmp/a.log" && grep -q '^moetier serve: stopped$' "$tmp/a.log"
+ok $? "SIGTERM: the log says terminated, then stopped: $(grep 'finishing\|stopped' "$tmp/a.log" |
+    tr '\n' ' ')"
 
 # start_long: a 2000-token stream in the background ($long_pid), once its first bytes are out
 start_long() {
@@ -835,6 +851,11 @@ req GET /v1/models -H "Origin: https://other.example.com"
 err_is 403 cross_origin
 ok $? "--allow-origin: another site's page is still refused"
 stop_server
+# every address: the log warns that other machines can reach the model, and, with no --api-key,
+# that one would require a key
+grep -q "listening on 0.0.0.0, which other machines can reach: anyone who can connect can use \
+the model (--api-key requires a key)$" "$tmp/d.log"
+ok $? "--host 0.0.0.0 without a key is warned about: $(grep 'other machines' "$tmp/d.log")"
 # "--host ::" listens on every address, IPv4 ones too (dual stack), as 0.0.0.0 does for IPv4
 if grep -q '^00000000000000000000000000000001 ' /proc/net/if_inet6 2>/dev/null; then
     start_server "$tmp/v6.log" --host ::
