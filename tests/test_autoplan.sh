@@ -20,7 +20,7 @@ export CUDA_VISIBLE_DEVICES=
 export MOETIER_CACHE_DIR="$tmp/nocache"
 ids="5,17,900,33,4242,7,12,99,1000,65000,3,8"
 
-echo "1..42"
+echo "1..44"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 
@@ -194,6 +194,25 @@ out=$(run --cpu-mem 275M --cpu-reserve 4M --hw "$prof")
 [ $? -eq 1 ] && [ -z "$out" ] && grep -q -- "--cpu-mem 275.0 MiB is too small for .* \
 always-on weights [0-9.]* MiB + KV for 8192 tokens 16.1 MiB = " "$tmp/err"
 ok $? "a --cpu-mem short of the KV alone: $(tail -1 "$tmp/err" | cut -c1-160)"
+# the budgets' edges, to the byte (inspect gives the sizes; the default 8192 tokens of KV):
+# --cpu-mem of exactly reserve + always-on + KV streams every expert, a byte less is refused;
+# that + all the experts fits them all (nothing to plan), a byte less plans one onto NVMe
+other=$("$bin" inspect -m "$m" | sed -n 's/^everything else (main) *\([0-9,]*\) B.*/\1/p' | tr -d ,)
+routed=$("$bin" inspect -m "$m" | sed -n 's/^routed experts (main) *\([0-9,]*\) B.*/\1/p' | tr -d ,)
+floor=$((4194304 + other + 8192 * 2064))
+all=$((floor + routed))
+got=$(run --cpu-mem $floor --cpu-reserve 4M --hw "$prof")
+[ $? -eq 0 ] && [ "$got" = "$plain" ] && grep -q "0 in DRAM (CPU), 192 on NVMe" "$tmp/err" &&
+    ! run --cpu-mem $((floor - 1)) --cpu-reserve 4M --hw "$prof" >/dev/null &&
+    grep -q "is too small for" "$tmp/err"
+a=$?
+got=$(run --cpu-mem $all --cpu-reserve 4M --hw "$prof")
+[ $? -eq 0 ] && [ $a -eq 0 ] && [ -n "$other" ] && [ -n "$routed" ] &&
+    grep -q "192 in DRAM (CPU), 0 on NVMe (all fit in the DRAM budget" "$tmp/err" &&
+    run --cpu-mem $((all - 1)) --cpu-reserve 4M --hw "$prof" >/dev/null &&
+    grep -q "191 in DRAM (CPU), 1 on NVMe; predicted" "$tmp/err"
+ok $? "--cpu-mem at its edges: $floor B streams all, 1 less refused; $all B fits all, 1 less \
+streams one"
 "$bin" plan -m "$m" --hw "$prof" --gpu-mem 2G --cpu-mem 4.2G --gpu-reserve 1.6G --ctx 1024 \
     -o "$tmp/plan.json" >/dev/null 2>"$tmp/err" || bail_out "plan failed: $(cat "$tmp/err")"
 c64=CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC
@@ -213,6 +232,10 @@ need1k=$(sed -n 's/.*dram.json needs \([0-9.]*\) MiB of DRAM.*/\1/p' "$tmp/err")
     awk -v a="$need8k" -v b="$need1k" 'BEGIN { d = a - b - 7168 * 2064 / 1048576;
         exit !(d < 0.11 && d > -0.11) }'
 ok $? "... its need holds the KV of --ctx: $need8k MiB at 8192 tokens, $need1k MiB at 1024"
+# ... and runs under a --cpu-mem of exactly that need (its experts, always-on weights and KV)
+out=$(run --plan "$tmp/dram.json" --cpu-mem $((routed + other + 8192 * 2064)))
+[ $? -eq 0 ] && [ "$out" = "$plain" ] && [ -n "$routed" ]
+ok $? "... and runs where --cpu-mem is exactly its need: $(grep 'experts:' "$tmp/err" | cut -c1-80)"
 # the CPU engine computes a GPU plan's GPU-tier experts from DRAM: plan.json (no NVMe experts)
 # needs as much DRAM there as its all-DRAM copy
 out=$(run --plan "$tmp/plan.json" --cpu-mem 280M)
