@@ -11,7 +11,7 @@
 make_tmp stream-run
 m="$tmp/small"
 
-echo "1..30"
+echo "1..31"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 ids="5,17,900,33,4242,7,12,99,1000,65000,3,8,21,400,77,2,19,4096,123,88,6,31,250,11,9"
@@ -28,6 +28,11 @@ ok $? "run --store: every expert streamed from the store, same tokens ('$got'), 
 got=$(run --store "$tmp/s0" --store "$tmp/s1" --verify --cache 1M)
 [ $? -eq 0 ] && [ "$got" = "$plain" ]
 ok $? "... with --verify (CRC of every extent) and a 1 MiB cache"
+# --store places every expert itself: a --cpu-reserve beside it is said to shape nothing
+got=$(run --store "$tmp/s0" --store "$tmp/s1" --cpu-reserve 1G)
+[ $? -eq 0 ] && [ "$got" = "$plain" ] && grep -q "warning: --cpu-reserve is not used with --store: \
+only the automatic placement plans with it" "$tmp/err"
+ok $? "... beside --cpu-reserve, which it says it does not use: $(grep warning "$tmp/err")"
 "$bin" plan -m "$m" --hw "$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json" --gpu-mem 2G \
     --cpu-mem 4.1G --gpu-reserve 1.6G --ctx 1024 -o "$tmp/plan.json" >/dev/null 2>&1 ||
     bail_out "plan failed"
