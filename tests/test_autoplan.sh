@@ -60,20 +60,24 @@ grep -q "0 on GPU, 192 in DRAM (CPU), 0 on NVMe (all fit in the DRAM budget" "$t
 ok $? "everything fits the DRAM budget: no plan, no profile: $(grep 'experts:' "$tmp/err")"
 grep -q "^mt: loaded 0\.[0-9]* GB of weights in" "$tmp/err"
 ok $? "the weights' loading ends with one summary line: $(grep 'loaded' "$tmp/err")"
-# on a terminal the bar counts to what is loaded: without a plan the CPU engine reads only the
-# always-on weights now (its experts on first use), so "of N GB" is the summary's N
-# (script makes the terminal: skipped where it is missing or cannot open a pseudo-terminal)
-if command -v script >/dev/null 2>&1 && script -qec true /dev/null </dev/null >/dev/null 2>&1; then
-    MOETIER_DEVICE=cpu script -qec "'$bin' run -m '$m' --prompt-ids $ids -n 1 -v" /dev/null \
-        </dev/null |
-        tr '\r' '\n' >"$tmp/tty"
-    total=$(sed -n 's/^loading weights .* of \([0-9.]*\) GB .*/\1/p' "$tmp/tty" | tail -1)
-    [ -n "$total" ] && grep -q "mt: loaded $total GB of weights" "$tmp/tty"
-    ok $? "the loading bar's total is what is loaded: $total GB"
-else
-    n=$((n + 1))
-    echo "ok $n # SKIP no script (util-linux) or no pseudo-terminal: no terminal for the bar"
-fi
+# On a terminal the loading bar counts to what is loaded: its last "of N GB" is the summary's N.
+# $1: more run flags (quoted for the shell script runs), $2: the check's message. (script makes
+# the terminal: skipped where it is missing or cannot open a pseudo-terminal)
+check_bar_total() {
+    if command -v script >/dev/null 2>&1 &&
+        script -qec true /dev/null </dev/null >/dev/null 2>&1; then
+        MOETIER_DEVICE=cpu script -qec "'$bin' run -m '$m' --prompt-ids $ids -n 1 -v $1" \
+            /dev/null </dev/null | tr '\r' '\n' >"$tmp/tty"
+        total=$(sed -n 's/^loading weights .* of \([0-9.]*\) GB .*/\1/p' "$tmp/tty" | tail -1)
+        [ -n "$total" ] && grep -q "mt: loaded $total GB of weights" "$tmp/tty"
+        ok $? "$2: $total GB"
+    else
+        n=$((n + 1))
+        echo "ok $n # SKIP no script (util-linux) or no pseudo-terminal: no terminal for the bar"
+    fi
+}
+# without a plan the CPU engine reads only the always-on weights now (its experts on first use)
+check_bar_total "" "the loading bar's total is what is loaded"
 
 # 300 MiB holds the always-on weights (0.26 GiB), the KV of 8192 tokens and part of the experts
 small="--cpu-mem 300M --cpu-reserve 4M"
@@ -246,16 +250,8 @@ ok $? "... runs where its DRAM suffices, and says the CPU computes the GPU's exp
 $(grep 'GPU-tier' "$tmp/err" | cut -c1-100)"
 # its loading bar counts the always-on weights and the plan's DRAM experts (preloaded), not its
 # GPU-tier experts, which this CPU engine reads on first use
-if command -v script >/dev/null 2>&1 && script -qec true /dev/null </dev/null >/dev/null 2>&1; then
-    MOETIER_DEVICE=cpu script -qec "'$bin' run -m '$m' --prompt-ids $ids -n 1 -v --plan \
-'$tmp/plan.json' --cpu-mem 400M" /dev/null </dev/null | tr '\r' '\n' >"$tmp/tty"
-    total=$(sed -n 's/^loading weights .* of \([0-9.]*\) GB .*/\1/p' "$tmp/tty" | tail -1)
-    [ -n "$total" ] && grep -q "mt: loaded $total GB of weights" "$tmp/tty"
-    ok $? "... its loading bar's total is what is loaded: $total GB"
-else
-    n=$((n + 1))
-    echo "ok $n # SKIP no script (util-linux) or no pseudo-terminal: no terminal for the bar"
-fi
+check_bar_total "--plan '$tmp/plan.json' --cpu-mem 400M" \
+    "... its loading bar's total is what is loaded"
 # without --cpu-mem, a plan that needs more DRAM than is free now (MT_MEM_AVAILABLE stands in for
 # /proc/meminfo) is refused before loading anything
 out=$(MT_MEM_AVAILABLE=200000000 run --plan "$tmp/dram.json")
