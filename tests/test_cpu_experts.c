@@ -299,6 +299,50 @@ test_inf_activation(enum mt_dtype dt, enum mt_cpu_level max)
 }
 
 /*
+ * The AMX prefill kernel of a lone expert run (rows_many) packs x on its own thread and keeps
+ * the packed copy while the same input comes back (gate and up share it), keyed by the pointer,
+ * the shape and the run (mt_cpu_experts_gen). New values in the same buffer in a new run, and
+ * more tokens from the same buffer, must each be packed anew: every result equals the one from
+ * a copy of x at another address (packed fresh; same kernel, same data: the same bits).
+ */
+static void
+test_amx_repack(void)
+{
+    enum { HID = 256, ROWS = 128, M1 = 20, M2 = 45 };
+    const struct mt_cpu_kernels *k = &mt_cpu_kernels_amx;
+    struct expert e;
+    float *x = randv((size_t)M2 * HID);
+    float *x2 = malloc((size_t)M2 * HID * sizeof(float));
+    float *y = malloc((size_t)M2 * ROWS * sizeof(float));
+    float *y2 = malloc((size_t)M2 * ROWS * sizeof(float));
+
+    expert_make(&e, MT_DTYPE_F8_E4M3, HID, ROWS); /* gate: ROWS x HID */
+    atomic_fetch_add(&mt_cpu_experts_gen, 1);
+    k->rows_many(&e.gate, 0, ROWS, x, HID, M1, y, ROWS);
+    for (int i = 0; i < M2 * HID; i++) {
+        x[i] = uniform(-2.0f, 2.0f);
+    }
+    memcpy(x2, x, (size_t)M2 * HID * sizeof(float));
+    atomic_fetch_add(&mt_cpu_experts_gen, 1);
+    k->rows_many(&e.gate, 0, ROWS, x, HID, M1, y, ROWS);
+    k->rows_many(&e.gate, 0, ROWS, x2, HID, M1, y2, ROWS);
+    tap_ok(memcmp(y, y2, (size_t)M1 * ROWS * sizeof(float)) == 0,
+           "amx prefill: a new run reads new values in the same input buffer (%d tokens, the "
+           "same bits as from a copy)", M1);
+    k->rows_many(&e.gate, 0, ROWS, x, HID, M1, y, ROWS);
+    k->rows_many(&e.gate, 0, ROWS, x, HID, M2, y, ROWS);
+    k->rows_many(&e.gate, 0, ROWS, x2, HID, M2, y2, ROWS);
+    tap_ok(memcmp(y, y2, (size_t)M2 * ROWS * sizeof(float)) == 0,
+           "amx prefill: %d tokens after %d from the same buffer in one run are packed anew (the "
+           "same bits as from a copy)", M2, M1);
+    expert_free(&e);
+    free(y2);
+    free(y);
+    free(x2);
+    free(x);
+}
+
+/*
  * The few-token AMX kernel (mt_cpu_experts_amx_small, cpu/experts_amx_small.c) within the AMX
  * tolerance of scalar (test_expert), and that it ran (FP8 with K a multiple of 64 where the CPU
  * has AVX512-VBMI, from MT_CPU_PREFILL_MIN_SMALL tokens) or did not (BF16, other K: the tiles
@@ -1036,6 +1080,11 @@ main(void)
         mt_cpu_experts_amx_super = 32;
         test_expert(MT_DTYPE_F8_E4M3, 800, 160, 300, max);
         mt_cpu_experts_amx_super = 256;
+        /* gate and up of 72 rows in two K chunks: the last row block's second tile lies wholly
+         * past the rows, and its sum (zero) must not be stored */
+        mt_cpu_experts_amx_kc = 64;
+        test_expert(MT_DTYPE_F8_E4M3, 128, 72, 45, max);
+        mt_cpu_experts_amx_kc = kc;
         mt_cpu_experts_amx_cadd = 0;
         /* K chunk 256 with the conversion prefetch (the default before 512): 28 chunks at K
          * 7168; 3 x 256 + 32 at K 800 */
@@ -1066,6 +1115,9 @@ main(void)
         mt_cpu_experts_amx_small_wide = 0;
         test_amx_small(MT_DTYPE_F8_E4M3, 7168, 2048, 37);
         mt_cpu_experts_amx_small_wide = 1;
+        mt_cpu_experts_amx_small = 0; /* the tiles kernel, whose input amx_rows packs */
+        test_amx_repack();
+        mt_cpu_experts_amx_small = small;
     }
     if (mt_cpu_team_create(-1, 0, &team) != MT_OK) {
         tap_ok(false, "thread team created");
