@@ -96,7 +96,7 @@ EXTRA_DIST += bench/profiles
 
 TESTS += $(check_PROGRAMS)
 TESTS += tests/test_inspect.sh
-TESTS += tests/test_run.sh tests/test_gpu_run.sh
+TESTS += tests/test_run.sh tests/test_gpu_run.sh tests/test_gpu_plan.sh
 TESTS += tests/test_chat_cli.sh
 TESTS += tests/test_serve.sh tests/test_serve_clients.sh tests/test_serve_tools.sh \
 	tests/test_serve_logprobs.sh tests/test_serve_sampling.sh tests/test_serve_json.sh
@@ -138,7 +138,7 @@ EXTRA_DIST += tests/test_outputs.sh
 TESTS += tests/test_synth_cli.sh
 EXTRA_DIST += tests/test_synth_cli.sh
 EXTRA_DIST += tests/test_plan.sh
-EXTRA_DIST += tests/test_run.sh tests/test_gpu_run.sh
+EXTRA_DIST += tests/test_run.sh tests/test_gpu_run.sh tests/test_gpu_plan.sh
 EXTRA_DIST += tests/test_chat_cli.sh
 EXTRA_DIST += tests/test_tokenize_cli.sh
 EXTRA_DIST += tests/test_inspect.sh tests/lib.sh

@@ -1,0 +1,135 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# test_gpu_plan.sh - `moetier run` placing experts on a real GPU (runtime/cli/cli_autoplan.c's
+# GPU branches, which no machine without one reaches): the automatic device and its one line,
+# everything on the GPU when it fits the default budget, a plan file with experts in all four
+# tiers run on the GPU engine with --device cpu's ids, the GPU memory such a plan needs to the
+# byte (routed experts on the GPU + always-on weights less the embedding table + the GPU's KV),
+# the refusal of a --gpu-mem too small before any expert, and an automatic plan that splits the
+# experts between the GPU and DRAM. Skips without a CUDA device.
+. "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
+prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
+make_tmp gpuplan
+m="$tmp/small"
+unset MOETIER_DEVICE
+export MOETIER_CACHE_DIR="$tmp/nocache"
+ids="5,17,900,33,4242,7,12,99,1000,65000,3,8"
+
+"$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
+    bail_out "synth --preset small failed: $(cat "$tmp/err")"
+run() { # run FLAGS... : ids on stdout, stderr in $tmp/err
+    "$bin" run -m "$m" --prompt-ids "$ids" -n 6 --print-ids "$@" 2>"$tmp/err"
+}
+gpu=$(run --device gpu --no-plan)
+rc=$?
+if [ "$rc" -ne 0 ] &&
+    grep -q 'no CUDA device\|no CUDA-capable device\|built without CUDA\|driver version is insufficient' "$tmp/err"; then
+    echo "1..0 # SKIP no CUDA device"
+    exit 0
+fi
+echo "1..8"
+cpu=$(run --device cpu --no-plan)
+[ "$rc" -eq 0 ] && [ -n "$cpu" ] && [ "$gpu" = "$cpu" ]
+ok $? "run --device gpu --no-plan gives --device cpu's ids (gpu '$gpu', cpu '$cpu'; rc $rc)"
+
+# no --device, no plan: the GPU is taken and said, and the whole model fits its default budget
+# (the free memory less a margin)
+got=$(run -v)
+[ $? -eq 0 ] && [ "$got" = "$cpu" ] &&
+    grep -q "^mt: device: GPU 0, .*, [0-9.]* GiB free (auto; --device cpu for the CPU)$" \
+        "$tmp/err" &&
+    grep -q "experts: 192 on GPU, 0 in DRAM (CPU), 0 on NVMe (all fit in the GPU budget, " \
+        "$tmp/err"
+ok $? "no --device: the GPU, said, with every expert on it: $(grep 'device:\|experts:' "$tmp/err" |
+    tr '\n' ' ' | cut -c1-240)"
+
+# a plan file with 16 experts of each MoE layer in each tier (GPU, DRAM for the CPU, DRAM
+# copied over PCIe, NVMe streamed), made for an RTX 3090 and edited
+"$bin" plan -m "$m" --hw "$prof" --gpu-mem 2G --cpu-mem 4.2G --gpu-reserve 1.6G --ctx 1024 \
+    -o "$tmp/plan.json" >/dev/null 2>"$tmp/err" || bail_out "plan failed: $(cat "$tmp/err")"
+q=GGGGGGGGGGGGGGGGCCCCCCCCCCCCCCCCPPPPPPPPPPPPPPPPNNNNNNNNNNNNNNNN
+sed -E "s/\"(tiers|prefill)\": *\"[A-Z]+\"/\"\\1\": \"$q\"/g" "$tmp/plan.json" >"$tmp/mixed.json"
+got=$(run --device gpu --plan "$tmp/mixed.json" --ctx 1024 -v)
+[ $? -eq 0 ] && [ "$got" = "$cpu" ] &&
+    grep -q "experts: 48 on GPU, 48 in DRAM (CPU), 48 in DRAM (to the GPU over PCIe), 48 on \
+NVMe; no decode prediction (plan '$tmp/mixed.json')" "$tmp/err"
+ok $? "a plan with experts in all four tiers runs on the GPU with --device cpu's ids: \
+$(grep 'experts:' "$tmp/err" | cut -c1-160) ('$got')"
+
+# what it needs on the GPU, to the byte: 48 routed experts, the always-on weights but the
+# embedding table (inspect), and the GPU's KV of 1,024 positions (bf16 latent and rope key, the
+# exact fp32 index key: (2 x (kv_lora + rope) + 4 x index_head_dim) bytes a layer)
+"$bin" inspect -m "$m" >"$tmp/inspect" 2>&1
+other=$(sed -n 's/^everything else (main) *\([0-9,]*\) B.*/\1/p' "$tmp/inspect" | tr -d ,)
+emb=$(sed -n 's/^embedding  *[0-9,]*  *\([0-9,]*\) .*/\1/p' "$tmp/inspect" | tr -d ,)
+one=$(sed -n 's/^one routed expert *\([0-9,]*\) B.*/\1/p' "$tmp/inspect" | tr -d ,)
+kvtok=$(jq '.num_hidden_layers * (2 * (.kv_lora_rank + .qk_rope_head_dim) + 4 * .index_head_dim)' \
+    "$m/config.json")
+need=$((48 * one + other - emb + 1024 * kvtok))
+out=$(run --device gpu --plan "$tmp/mixed.json" --ctx 1024 --gpu-mem $((need - 1)))
+rc=$?
+[ "$rc" -eq 1 ] && [ -z "$out" ] && [ "$(grep -c . "$tmp/err")" -eq 2 ] &&
+    grep -q "mixed.json needs [0-9.]* MiB on the GPU, more than --gpu-mem [0-9.]* MiB (make a \
+plan for this budget, or raise --gpu-mem)" "$tmp/err"
+a=$?
+refused=$(tail -1 "$tmp/err")
+out=$(run --device gpu --plan "$tmp/mixed.json" --ctx 1024 --gpu-mem $need)
+rc2=$?
+sed 's/^/# at the need: /' "$tmp/err"
+[ $a -eq 0 ] && [ -n "$one" ] && [ -n "$emb" ] && [ -n "$kvtok" ] &&
+    ! grep -q "more than --gpu-mem" "$tmp/err"
+ok $? "it needs $need B on the GPU: 1 B less is refused at once ($refused), that much is not \
+(rc $rc2)"
+
+# ... and in DRAM: its experts there (48 for the CPU, 48 copied over PCIe) and the embedding
+# table, which the GPU engine keeps in host memory
+dram=$((96 * one + emb))
+out=$(run --device gpu --plan "$tmp/mixed.json" --ctx 1024 --cpu-mem $((dram - 1)))
+[ $? -eq 1 ] && [ -z "$out" ] && grep -q "mixed.json needs [0-9.]* MiB of DRAM for its experts and \
+the embedding table, more than --cpu-mem [0-9.]* MiB (make a plan for this budget" "$tmp/err"
+a=$?
+refused=$(tail -1 "$tmp/err" | cut -c1-120)
+got=$(run --device gpu --plan "$tmp/mixed.json" --ctx 1024 --cpu-mem $dram)
+[ $? -eq 0 ] && [ $a -eq 0 ] && [ "$got" = "$cpu" ]
+ok $? "it needs $dram B of DRAM: 1 B less is refused ($refused), that much runs"
+
+# a --gpu-mem short of the workspace (1.5 GiB by default), the always-on weights and the KV of
+# the default 8,192 positions is refused before any plan; that much plans every expert off it
+floor=$((1610612736 + other - emb + 8192 * kvtok))
+out=$(run --device gpu --hw "$prof" --gpu-mem $((floor - 1)))
+[ $? -eq 1 ] && [ -z "$out" ] && grep -q "small' needs [0-9.]* GiB on the GPU before any expert \
+(workspace 1.50 GiB + always-on weights 137.5 MiB + KV for 8192 tokens 28.0 MiB), more than \
+--gpu-mem [0-9.]* GiB (raise --gpu-mem, lower --ctx, or run with --device cpu)" "$tmp/err"
+a=$?
+refused=$(tail -1 "$tmp/err" | cut -c1-200)
+got=$(run --device gpu --hw "$prof" --gpu-mem $floor -v)
+[ $? -eq 0 ] && [ $a -eq 0 ] && [ "$got" = "$cpu" ] && grep -q "experts: 0 on GPU, " "$tmp/err"
+ok $? "a --gpu-mem 1 B short of the GPU's floor ($floor B) is refused before planning \
+($refused); that much plans no expert on the GPU and runs: $(grep 'experts:' "$tmp/err" |
+    cut -c1-100)"
+
+# an automatic plan from a profile with a GPU: a --gpu-mem of the default workspace (1.5 GiB)
+# and the need above holds the same 48 experts on the GPU, the rest in DRAM; a byte less, 47
+g=$((need + 1610612736))
+got=$(run --device gpu --hw "$prof" --gpu-mem $g --cpu-mem 4.2G --ctx 1024 -v)
+[ $? -eq 0 ] && [ "$got" = "$cpu" ] &&
+    grep -q "experts: 48 on GPU, 144 in DRAM (CPU), 0 on NVMe; predicted" "$tmp/err"
+a=$?
+at=$(grep 'experts:' "$tmp/err" | cut -c1-120)
+sed 's/^/# auto plan: /' "$tmp/err" | grep -v "^# auto plan: $" | head -40
+got=$(run --device gpu --hw "$prof" --gpu-mem $((g - 1)) --cpu-mem 4.2G --ctx 1024 -v)
+[ $? -eq 0 ] && [ "$got" = "$cpu" ] && [ $a -eq 0 ] &&
+    grep -q "experts: 47 on GPU, 145 in DRAM (CPU), 0 on NVMe; predicted" "$tmp/err"
+ok $? "an automatic plan splits the experts between the GPU and DRAM and runs: at $g B $at; \
+1 B less: $(grep 'experts:' "$tmp/err" | cut -c1-60)"
+
+# the profile of a machine without a GPU cannot plan for this GPU run
+cat >"$tmp/cpu-only.json" <<'JSON'
+{"version": 1, "source": "what-if: 16 GiB, no GPU", "dram_bytes": 17179869184,
+ "cpu": {"cores": 2, "read_gbps": 20, "fma_gflops": 200},
+ "disks": [{"path": "/tmp", "best_gbps": 2}]}
+JSON
+out=$(run --device gpu --hw "$tmp/cpu-only.json" --gpu-mem 1696M --cpu-mem 4G --ctx 1024)
+[ $? -eq 1 ] && [ -z "$out" ] && grep -q "the hardware profile '$tmp/cpu-only.json' has no GPU \
+but this run uses one (give a profile with a GPU, or --device cpu)" "$tmp/err"
+ok $? "a profile without a GPU for a GPU run: $(tail -1 "$tmp/err" | cut -c1-160)"
