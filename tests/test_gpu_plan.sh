@@ -68,7 +68,7 @@ kvtok=$(jq '.num_hidden_layers * (2 * (.kv_lora_rank + .qk_rope_head_dim) + 4 * 
 need=$((48 * one + other - emb + 1024 * kvtok))
 out=$(run --device gpu --plan "$tmp/mixed.json" --ctx 1024 --gpu-mem $((need - 1)))
 rc=$?
-[ "$rc" -eq 1 ] && [ -z "$out" ] && [ "$(grep -c . "$tmp/err")" -eq 2 ] &&
+[ "$rc" -eq 1 ] && [ -z "$out" ] && [ "$(grep -v -c '^mt: device: ' "$tmp/err")" -eq 1 ] &&
     grep -q "mixed.json needs [0-9.]* MiB on the GPU, more than --gpu-mem [0-9.]* MiB (make a \
 plan for this budget, or raise --gpu-mem)" "$tmp/err"
 a=$?
