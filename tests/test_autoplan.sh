@@ -47,9 +47,11 @@ got=$(run --no-plan --ctx 200000)
 capped=$?
 warned=$(grep warning "$tmp/err")
 run --no-plan --ctx 163840 --device cpu -n 1 >/dev/null && ! grep -q "warning" "$tmp/err" &&
-    grep -q "^mt: device: CPU (--device)$" "$tmp/err" && [ $capped -eq 0 ]
+    grep -q "^mt: device: CPU (--device)$" "$tmp/err" && [ $capped -eq 0 ] &&
+    MOETIER_DEVICE=cpu run --no-plan -n 1 >/dev/null &&
+    grep -q "^mt: device: CPU (MOETIER_DEVICE)$" "$tmp/err"
 ok $? "a --ctx past the model's positions is said to be capped, the model's own is not: \
-$warned; --device cpu: $(grep 'device:' "$tmp/err")"
+$warned; --device cpu: $(grep 'device:' "$tmp/err") (from the variable)"
 
 auto=$(run)
 rc=$?

@@ -18,7 +18,7 @@ prompt=$(printf '%s' "$flat" | sed -n 's/.*"prompts":\[\[\([0-9,]*\)\].*/\1/p')
 want=$(printf '%s' "$flat" | sed -n 's/.*"greedy":\[\[\([0-9,]*\)\].*/\1/p' | tr ',' ' ')
 ntok=$(printf '%s\n' "$prompt" | tr ',' '\n' | wc -l)
 
-echo "1..61"
+echo "1..62"
 got=$("$bin" run -m "$dir" --device cpu --prompt-ids "$prompt" -n 20 --print-ids \
       --dump-logits "$tmp/l.bin" 2>"$tmp/err")
 ok $? "run --print-ids --dump-logits exits 0"
@@ -140,6 +140,17 @@ else
     [ "$rc" -eq 1 ] && [ "$(wc -l < "$tmp/err")" -eq 1 ] &&
         grep -q '^mt: --device gpu: no CUDA device (.*); use --device cpu$' "$tmp/err"
     ok $? "--device gpu without a GPU: exit 1 with one message (rc $rc: $(cat "$tmp/err"))"
+fi
+# ... the same asked by $MOETIER_DEVICE names it, not a flag the user did not give
+MOETIER_DEVICE=gpu "$bin" run -m "$dir" --prompt-ids 1,2 -n 1 --print-ids >/dev/null \
+    2>"$tmp/err"
+rc=$?
+if [ "$rc" -eq 0 ]; then
+    ok 0 "# SKIP a GPU answers here"
+else
+    [ "$rc" -eq 1 ] && [ "$(wc -l < "$tmp/err")" -eq 1 ] &&
+        grep -q '^mt: MOETIER_DEVICE=gpu: no CUDA device (.*); use --device cpu$' "$tmp/err"
+    ok $? "MOETIER_DEVICE=gpu without a GPU: the message names it (rc $rc: $(cat "$tmp/err"))"
 fi
 # -p TEXT is BOS, then TEXT with special tokens recognized: the same logits as those ids
 # (a synth checkpoint has a tokenizer; the golden one has none)

@@ -35,7 +35,8 @@ gib(double v)
 /* ---- the device --------------------------------------------------------------------------- */
 
 mt_status_t
-mt_cli_device_pick(enum mt_cli_device want, bool say, enum mt_device *device_out)
+mt_cli_device_pick(enum mt_cli_device want, const char *from, bool say,
+                   enum mt_device *device_out)
 {
     struct mt_gpu_info info;
     mt_status_t st;
@@ -44,7 +45,7 @@ mt_cli_device_pick(enum mt_cli_device want, bool say, enum mt_device *device_out
     *device_out = MT_DEVICE_CPU;
     if (want == MT_CLI_DEVICE_CPU) {
         if (say) {
-            mt_log_info("device: CPU (--device)");
+            mt_log_info("device: CPU (%s)", from);
         }
         return MT_OK;
     }
@@ -54,12 +55,12 @@ mt_cli_device_pick(enum mt_cli_device want, bool say, enum mt_device *device_out
 
         snprintf(why, sizeof(why), "%s",
                  st != MT_OK ? mt_last_error() : mt_gpu_device_none_reason());
-        return mt_fail(MT_ERR_UNSUPPORTED, 0, "--device gpu: no CUDA device (%s); use --device "
-                       "cpu", why);
+        return mt_fail(MT_ERR_UNSUPPORTED, 0, "%s: no CUDA device (%s); use --device cpu",
+                       strcmp(from, "--device") == 0 ? "--device gpu" : "MOETIER_DEVICE=gpu", why);
     }
     if (want == MT_CLI_DEVICE_GPU) {
         if (say) {
-            mt_log_info("device: GPU (--device)");
+            mt_log_info("device: GPU (%s)", from);
         }
         *device_out = MT_DEVICE_GPU;
         return MT_OK;

@@ -33,13 +33,14 @@
 #include <stdio.h>
 
 /*
- * The engine --device asks for: cpu as given; gpu when a CUDA device is present, else
- * MT_ERR_UNSUPPORTED with the reason (before anything is planned or loaded); auto the GPU engine
- * when a CUDA device is present (mt_gpu_device_count), else the CPU engine. With say, one line on
- * stderr tells which and why. Never fails for auto (a CUDA error means the CPU, with the reason in
- * that line).
+ * The engine --device (or $MOETIER_DEVICE: from names which) asks for: cpu as given; gpu when a
+ * CUDA device is present, else MT_ERR_UNSUPPORTED with the reason (before anything is planned or
+ * loaded); auto the GPU engine when a CUDA device is present (mt_gpu_device_count), else the CPU
+ * engine. With say, one line on stderr tells which and why. Never fails for auto (a CUDA error
+ * means the CPU, with the reason in that line).
  */
-mt_status_t mt_cli_device_pick(enum mt_cli_device want, bool say, enum mt_device *device_out);
+mt_status_t mt_cli_device_pick(enum mt_cli_device want, const char *from, bool say,
+                               enum mt_device *device_out);
 
 /*
  * A hardware profile of this machine: hw_path when given (what-if or measured); else the one

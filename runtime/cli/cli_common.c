@@ -637,6 +637,7 @@ mt_cli_engine_flags_init(struct mt_cli_engine_flags *f)
     const char *dev = getenv("MOETIER_DEVICE");
 
     memset(f, 0, sizeof(*f));
+    f->device_from = "--device";
     mt_sampler_opts_default(&f->sampler);
     mt_engine_opts_default(&f->engine);
     /* $MOETIER_DEVICE sets the default (the test suite runs on the CPU unless a test asks); it
@@ -646,8 +647,10 @@ mt_cli_engine_flags_init(struct mt_cli_engine_flags *f)
     }
     if (strcmp(dev, "cpu") == 0) {
         f->device = MT_CLI_DEVICE_CPU;
+        f->device_from = "MOETIER_DEVICE";
     } else if (strcmp(dev, "gpu") == 0 || strcmp(dev, "cuda") == 0) {
         f->device = MT_CLI_DEVICE_GPU;
+        f->device_from = "MOETIER_DEVICE";
     } else {
         mt_log_warn("MOETIER_DEVICE='%s' is not auto, cpu or gpu: ignored (auto)", dev);
     }
@@ -661,6 +664,7 @@ mt_cli_engine_flags_parse(const struct mt_cli *cli, int opt, char *const *argv,
 
     switch (opt) {
     case MT_CLI_OPT_DEVICE:
+        f->device_from = "--device";
         if (strcmp(optarg, "auto") == 0) {
             f->device = MT_CLI_DEVICE_AUTO;
             return 0;
@@ -845,10 +849,12 @@ engine_team(struct mt_cli_engine *e, int threads, bool gpu, bool report)
         mt_engine_set_host_team(e->engine, e->team);
     }
     if (report) {
-        mt_log_info("routed experts: %s kernels on %d threads, %s (of %d cores, %d NUMA "
-                    "node%s)", mt_cpu_level_name(level), mt_cpu_team_size(e->team),
+        int n = mt_cpu_team_size(e->team);
+        mt_log_info("routed experts: %s kernels on %d thread%s, %s (of %d core%s, %d NUMA "
+                    "node%s)", mt_cpu_level_name(level), n, n == 1 ? "" : "s",
                     mt_cpu_team_bound(e->team) ? "each pinned to a core" : "not pinned",
-                    topo.cores, topo.n_nodes, topo.n_nodes == 1 ? "" : "s");
+                    topo.cores, topo.cores == 1 ? "" : "s", topo.n_nodes,
+                    topo.n_nodes == 1 ? "" : "s");
     }
     return MT_OK;
 }
@@ -961,7 +967,7 @@ mt_cli_engine_init(struct mt_cli_engine *e, const char *dir, const struct mt_cli
         }
         omp_set_num_threads(omp);
     }
-    if ((st = mt_cli_device_pick(f->device, f->report, &eo.device)) != MT_OK) {
+    if ((st = mt_cli_device_pick(f->device, f->device_from, f->report, &eo.device)) != MT_OK) {
         return st;
     }
     e->device = eo.device;

@@ -238,6 +238,7 @@ struct mt_cli_engine_flags {
     int threads;                    /* --threads: OpenMP's and the expert team's; 0: OpenMP
                                        by OMP_NUM_THREADS or all CPUs, the team one a core */
     enum mt_cli_device device;      /* --device (engine.device is set from it at init) */
+    const char *device_from;        /* what set device: "--device" or "MOETIER_DEVICE" */
     const char *plan_path;          /* --plan; NULL: the automatic placement (cli_autoplan.h) */
     bool no_plan;                   /* --no-plan: every routed expert in DRAM, no planning */
     const char *hw_path;            /* --hw: the profile to plan with; NULL: cached or measured */
