@@ -523,9 +523,10 @@ ok $? "-o naming the --trace file is refused (rc $rc): $(head -n 1 "$tmp/err")"
 # The plan screen says what the plan file holds: every line of it, computed from the file's
 # fields (the embedding table from the config), on a GPU plan that fills the GPU and DRAM and
 # streams the rest; one whose CPU has no DRAM rate (the experts go to the GPU over PCIe, DRAM not
-# full, nothing streamed); a CPU plan; and a CPU plan whose --cpu-mem cannot hold the reserve,
-# the always-on weights and the KV, which says by how much. Before, only the decode speed and a
-# few budget figures were compared, so a swapped field or unit elsewhere went unseen.
+# full, nothing streamed); one whose profile learned from run reports; a CPU plan; and a CPU
+# plan whose --cpu-mem cannot hold the reserve, the always-on weights and the KV, which says by
+# how much. Before, only the decode speed and a few budget figures were compared, so a swapped
+# field or unit elsewhere went unseen.
 # screen PLAN CONFIG: the lines `plan` prints for the plan file PLAN, computed from its fields
 # (and the embedding table from CONFIG), one basic regular expression a line; "@" is any text
 screen() {
@@ -581,11 +582,28 @@ screen() {
             if (first > v[b "cpu_mem_bytes"])
                 out(sprintf("             short by %s: @", size(first - v[b "cpu_mem_bytes"])))
         }
-        if (gpu && v["hardware.gpu_prefill_eff"] > 0) {
-            # none of these profiles learned a GPU prefill efficiency: the H200 value, 0.5, is assumed
-            out(sprintf("GPU prefill: @ at %.0f TFLOPS x %.3f (assumed: the H200\047s)",
-                v["hardware.gpu_tflops"], v["hardware.gpu_prefill_eff"]))
+        h = "hardware."
+        if (v[h "cpu_prefill_gbps"] > 0) {
+            learned = ""
+            if (v[h "cpu_prefill_eff"] > 0 && v[h "cpu_prefill_eff"] != 1)
+                learned = sprintf(" x %.3f (learned)", v[h "cpu_prefill_eff"])
+            out(sprintf("CPU prefill: each expert run %.1f GB/s of its weights, then %.0f GFLOPS " \
+                "of its tokens (measured: profile cpu.expert_prefill_@)%s", v[h "cpu_prefill_gbps"],
+                v[h "cpu_prefill_gflops"], learned))
         }
+        if (gpu && v[h "gpu_prefill_eff"] > 0) {
+            # learned where it is not the H200 value the planner assumes (MT_PLAN_GPU_PREFILL_EFF)
+            out(sprintf("GPU prefill: @ at %.0f TFLOPS x %.3f (%s)", v[h "gpu_tflops"],
+                v[h "gpu_prefill_eff"],
+                v[h "gpu_prefill_eff"] != 0.5 ? "learned" : "assumed: the H200\047s"))
+        }
+        if (v[h "gpu_eff"] != 1 || v[h "disk_eff"] != 1)
+            out(sprintf("learned    : HBM x %.3f, disk x %.3f (the profile@s learned section)",
+                v[h "gpu_eff"], v[h "disk_eff"]))
+        if (v[h "host_layer_ms"] > 0)
+            out(sprintf("host wait  : %.3f ms per MoE layer that uses an expert off the GPU " \
+                "(learned); %.2f such layers per token", v[h "host_layer_ms"],
+                v[r "host_layers_per_token"]))
         if (v["activation.tokens"] == 0)
             out(sprintf("activation : uniform, p = k/E = %.4f per expert per token",
                 v["model.num_experts_per_tok"] / v["model.n_routed_experts"]))
@@ -641,16 +659,25 @@ screen_check() {
     done <"$1.screen"
 }
 sed 's/"read_gbps": 150/"read_gbps": 0/g' "$prof" >"$tmp/pcie.json"
+# and one that learned from run reports (every factor other than the others and than 1)
+sed 's/"cpu": {/"learned": {"reports": 2, "gpu_eff": 0.8, "disk_eff": 0.9, "gpu_prefill_eff": 0.4,\
+ "cpu_prefill_eff": 0.7, "host_layer_ms": 0.25},\
+ "cpu": {"expert_prefill_gbps": 10, "expert_prefill_gflops": 100,/' "$prof" >"$tmp/learned.json"
 rc=0
-for run in "$prof 480G" "$tmp/pcie.json 650G" "$tmp/cpu.json 480G" "$tmp/cpu.json 20G"; do
+for run in "$prof 480G" "$tmp/pcie.json 650G" "$tmp/learned.json 480G" "$tmp/cpu.json 480G" \
+    "$tmp/cpu.json 20G"; do
     # shellcheck disable=SC2086
     set -- $run
     "$bin" plan --config "$cfg" --hw "$1" --gpu-mem 23G --cpu-mem "$2" -o "$tmp/s.json" \
         >"$tmp/out" 2>/dev/null || { echo "# plan --hw $1 --cpu-mem $2 failed"; rc=1; }
     why=$(screen_check "$tmp/s.json" "$cfg" "$tmp/out") || { echo "# --hw $1: $why"; rc=1; }
+    # (the GPU engine's copies are not in the plan file: the GPU plan with CPU experts has some)
+    [ "$1 $2" != "$prof 480G" ] ||
+        grep -q '^  *[0-9.]* of the DRAM experts a token uses are copied to the GPU' "$tmp/out" ||
+        { echo "# --hw $1: no copies line"; rc=1; }
 done
 # the last screen (no GPU) has no GPU lines and none of what nothing was learned for
 ! grep -q -e '^GPU prefill' -e 'copied to the GPU over PCIe while' -e '^learned' -e '^host wait' \
     -e '^CPU prefill' "$tmp/out" && grep -q '^             short by ' "$tmp/out" || rc=1
-ok $rc "the plan screen's numbers are the plan file's (GPU full, PCIe, CPU, CPU short by)"
+ok $rc "the plan screen's numbers are the plan file's (GPU full, PCIe, learned, CPU, CPU short)"
 tap_exit
