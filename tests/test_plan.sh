@@ -10,7 +10,7 @@ cfg="$MT_SRCDIR/tests/data/deepseek-v3.2/config.json"
 prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
 make_tmp plan
 
-echo "1..66"
+echo "1..67"
 "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G -o "$tmp/p.json" \
     >"$tmp/out" 2>"$tmp/err"
 ok $? "plan on the RTX 3090 what-if profile exits 0"
@@ -680,4 +680,22 @@ done
 ! grep -q -e '^GPU prefill' -e 'copied to the GPU over PCIe while' -e '^learned' -e '^host wait' \
     -e '^CPU prefill' "$tmp/out" && grep -q '^             short by ' "$tmp/out" || rc=1
 ok $rc "the plan screen's numbers are the plan file's (GPU full, PCIe, learned, CPU, CPU short)"
+# A --gpu-reserve too small for the GPU engine's 1024-token prompt chunks: the screen names a
+# --gpu-reserve that gives them, and it does (prefill at batch 1024, nothing short). It named the
+# reserve plus the shortfall, which left the same experts on the GPU and so the same room: 1G
+# asked for 1786M, which was 5.0 MiB short and asked for 1791M, and so on, never enough.
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G --gpu-reserve 1G \
+    >"$tmp/out" 2>&1
+want=$(sed -n 's/.*more GPU memory than this placement leaves: --gpu-reserve \([0-9]*\)M .*/\1/p' \
+    "$tmp/out")
+short="the GPU engine's 1024-token prompt chunks"
+rc=1
+if grep -q "^prefill    : .* at batch 512 " "$tmp/out" && grep -q "$short" "$tmp/out" &&
+    [ -n "$want" ]; then
+    "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G \
+        --gpu-reserve "${want}M" >"$tmp/out2" 2>&1 &&
+        grep -q "^prefill    : .* at batch 1024 " "$tmp/out2" && ! grep -q "$short" "$tmp/out2"
+    rc=$?
+fi
+ok $rc "--gpu-reserve 1G: the ${want}M the screen asks for gives 1024-token prompt chunks"
 tap_exit
