@@ -10,7 +10,7 @@ cfg="$MT_SRCDIR/tests/data/deepseek-v3.2/config.json"
 prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
 make_tmp plan
 
-echo "1..65"
+echo "1..67"
 "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G -o "$tmp/p.json" \
     >"$tmp/out" 2>"$tmp/err"
 ok $? "plan on the RTX 3090 what-if profile exits 0"
@@ -520,4 +520,182 @@ rc=$?
 [ $rc -eq 2 ] && grep -q "is the --trace input; refusing to overwrite" "$tmp/err" &&
     cmp -s "$tmp/$bad" "$tmp/tr.json"
 ok $? "-o naming the --trace file is refused (rc $rc): $(head -n 1 "$tmp/err")"
+# The plan screen says what the plan file holds: every line of it, computed from the file's
+# fields (the embedding table from the config), on a GPU plan that fills the GPU and DRAM and
+# streams the rest; one whose CPU has no DRAM rate (the experts go to the GPU over PCIe, DRAM not
+# full, nothing streamed); one whose profile learned from run reports; a CPU plan; and a CPU
+# plan whose --cpu-mem cannot hold the reserve, the always-on weights and the KV, which says by
+# how much. Before, only the decode speed and a few budget figures were compared, so a swapped
+# field or unit elsewhere went unseen.
+# screen PLAN CONFIG: the lines `plan` prints for the plan file PLAN, computed from its fields
+# (and the embedding table from CONFIG), one basic regular expression a line; "@" is any text
+screen() {
+    awk -v vocab="$(sed -n 's/.*"vocab_size": *\([0-9]*\).*/\1/p' "$2")" '
+    function gib(b) { return b / 1073741824 }
+    function size(b) { # mt_size_text
+        if (b >= 1073741824) return sprintf("%.2f GiB", gib(b))
+        return b >= 1048576 ? sprintf("%.1f MiB", b / 1048576) : sprintf("%.1f KiB", b / 1024)
+    }
+    function out(s) { gsub(/\./, "\\.", s); gsub(/@/, ".*", s); print s }
+    { # flatten the pretty-printed JSON: one PATH=VALUE a scalar, arrays and objects as prefixes
+        line = $0; sub(/^ */, "", line); sub(/,$/, "", line)
+        if (line ~ /^[]}]/) { d--; next }
+        key = ""
+        if (match(line, /^"[^"]*": /)) {
+            key = substr(line, 2, RLENGTH - 4); line = substr(line, RLENGTH + 1)
+        }
+        if (line == "{" || line == "[") { s[++d] = key; next }
+        p = ""; for (i = 1; i <= d; i++) if (s[i] != "") p = p s[i] "."
+        gsub(/^"|"$/, "", line); v[p key] = line ~ /^-?[0-9]/ ? line + 0 : line
+        if (p key == "layers.tiers") { moe++; t = line; dram += gsub(/[CP]/, "", t) }
+        if (p key == "layers.prefill") { t = line; moved += gsub(/P/, "", t) }
+    }
+    END {
+        gpu = v["hardware.hbm_gbps"] > 0; eb = v["model.expert_bytes"]
+        b = "budgets."; r = "prediction."; t = "prediction.tiers."
+        out(sprintf("model      : %d layers (%d MoE x %d experts, k %d), expert %.2f MiB (%s), " \
+            "always-on %.2f GiB", v["model.num_hidden_layers"], moe, v["model.n_routed_experts"],
+            v["model.num_experts_per_tok"], eb / 1048576, v["model.fp8"] == "true" ? "FP8" : "BF16",
+            gib(v[b "always_on_bytes"])))
+        out(sprintf("rates      : HBM %.0f GB/s, GPU %.0f TFLOPS, DRAM %.0f GB/s (@) x %.2f, CPU " \
+            "%.0f GFLOPS x %.2f, PCIe H2D %.1f GB/s, disk %.1f GB/s", v["hardware.hbm_gbps"],
+            v["hardware.gpu_tflops"], v["hardware.dram_gbps"], v[b "cpu_eff"],
+            v["hardware.cpu_gflops"], v[b "cpu_eff"], v["hardware.pcie_gbps"],
+            v["hardware.disk_gbps"]))
+        if (gpu) {
+            out(sprintf("GPU budget : %.1f GiB = always-on %.2f + KV %d tok %.2f + workspace " \
+                "%.2f@ + experts %.2f GiB", gib(v[b "gpu_mem_bytes"]), gib(v[b "always_on_bytes"]),
+                v[b "ctx"], gib(v[b "kv_bytes"]), gib(v[b "gpu_reserve_bytes"]),
+                gib(v[b "gpu_expert_bytes"])))
+            emb = vocab * v["model.hidden_size"] * 2 # BF16
+            work = v[b "cpu_mem_bytes"] - v[b "cpu_reserve_bytes"] - v[b "dram_expert_bytes"] - emb
+            out(sprintf("DRAM budget: %.1f GiB = reserve %.2f + embedding table %.2f + prompt " \
+                "buffers %.2f + experts %.2f GiB", gib(v[b "cpu_mem_bytes"]),
+                gib(v[b "cpu_reserve_bytes"]), gib(emb), gib(work), gib(v[b "dram_expert_bytes"])))
+        } else {
+            out("GPU budget : none, the profile has no GPU (--gpu-mem is ignored)")
+            out(sprintf("DRAM budget: %.1f GiB = reserve %.2f + always-on %.2f + KV %d tok " \
+                "%.2f + experts %.2f GiB", gib(v[b "cpu_mem_bytes"]), gib(v[b "cpu_reserve_bytes"]),
+                gib(v[b "always_on_bytes"]), v[b "ctx"], gib(v[b "kv_bytes"]),
+                gib(v[b "dram_expert_bytes"])))
+            first = v[b "cpu_reserve_bytes"] + v[b "always_on_bytes"] + v[b "kv_bytes"]
+            if (first > v[b "cpu_mem_bytes"])
+                out(sprintf("             short by %s: @", size(first - v[b "cpu_mem_bytes"])))
+        }
+        h = "hardware."
+        if (v[h "cpu_prefill_gbps"] > 0) {
+            learned = ""
+            if (v[h "cpu_prefill_eff"] > 0 && v[h "cpu_prefill_eff"] != 1)
+                learned = sprintf(" x %.3f (learned)", v[h "cpu_prefill_eff"])
+            out(sprintf("CPU prefill: each expert run %.1f GB/s of its weights, then %.0f GFLOPS " \
+                "of its tokens (measured: profile cpu.expert_prefill_@)%s", v[h "cpu_prefill_gbps"],
+                v[h "cpu_prefill_gflops"], learned))
+        }
+        if (gpu && v[h "gpu_prefill_eff"] > 0) {
+            # learned where it is not the H200 value the planner assumes (MT_PLAN_GPU_PREFILL_EFF)
+            out(sprintf("GPU prefill: @ at %.0f TFLOPS x %.3f (%s)", v[h "gpu_tflops"],
+                v[h "gpu_prefill_eff"],
+                v[h "gpu_prefill_eff"] != 0.5 ? "learned" : "assumed: the H200\047s"))
+        }
+        if (v[h "gpu_eff"] != 1 || v[h "disk_eff"] != 1)
+            out(sprintf("learned    : HBM x %.3f, disk x %.3f (the profile@s learned section)",
+                v[h "gpu_eff"], v[h "disk_eff"]))
+        if (v[h "host_layer_ms"] > 0)
+            out(sprintf("host wait  : %.3f ms per MoE layer that uses an expert off the GPU " \
+                "(learned); %.2f such layers per token", v[h "host_layer_ms"],
+                v[r "host_layers_per_token"]))
+        if (v["activation.tokens"] == 0)
+            out(sprintf("activation : uniform, p = k/E = %.4f per expert per token",
+                v["model.num_experts_per_tok"] / v["model.n_routed_experts"]))
+        split("gpu dram-cpu dram-pcie nvme", tn, " ")
+        split("GPU-resident (HBM)|DRAM, CPU computes|DRAM -> GPU over PCIe|NVMe (streamed)", tw,
+            "|")
+        for (k = 1; k <= 4; k++) {
+            n_all += v[t tn[k] ".experts"]
+            out(sprintf("%-22s %8d %9.2f %12.3f %12.2f", tw[k], v[t tn[k] ".experts"],
+                gib(v[t tn[k] ".bytes"]), v[t tn[k] ".bytes_per_token"] / 1e9,
+                v[t tn[k] ".ms_per_token"]))
+        }
+        out(sprintf("%-22s %8s %9.2f %12s %12.2f", gpu ? "always-on (GPU)" : "always-on (CPU)", "-",
+            gib(v[b "always_on_bytes"]), "", v[r "always_on_ms"]))
+        out("bottleneck : " v[r "bottleneck"])
+        out(sprintf("decode     : %.2f tok/s (%.1f ms/token, of which always-on %.1f ms; " \
+            "averaged over sampled", v[r "decode_tok_s"], v[r "decode_ms"], v[r "always_on_ms"]))
+        out(sprintf("             expert choices; the expected-load bound is %.1f ms = %.2f tok/s)",
+            v[r "decode_ms_mean_load"], 1e3 / v[r "decode_ms_mean_load"]))
+        out(sprintf("prefill    : %.1f tok/s at batch %d (%.1f ms per batch of %d tokens)",
+            v[r "prefill_tok_s"], v[b "prefill_batch"], v[r "prefill_ms_per_batch"],
+            v[b "prefill_batch"]))
+        out(sprintf("             in prefill %d of %d DRAM experts are copied to the GPU, NVMe " \
+            "experts are computed", moved, dram))
+        on = gpu && v["hardware.pcie_gbps"] > 0 && v["hardware.dram_gbps"] <= 0 ? "GPU" : "CPU"
+        note = "attention FLOPs beyond 2 x params per token are not modeled"
+        if (gpu && v["hardware.gpu_prefill_eff"] > 0) note = "a prompt of one batch from position 0"
+        out(sprintf("             on the %s; %s", on, note))
+        lead = "why        : "
+        if (gpu) {
+            full = " (room left: the rest are faster elsewhere)"
+            if (v[t "gpu.bytes"] + eb > v[b "gpu_expert_bytes"]) full = " (full)"
+            out(sprintf("%sthe GPU holds %d experts in the %s --gpu-mem leaves for them%s;", lead,
+                v[t "gpu.experts"], size(v[b "gpu_expert_bytes"]), full))
+            lead = "             "
+        }
+        n = v[t "dram-cpu.experts"] + v[t "dram-pcie.experts"]
+        full = n * eb + eb > v[b "dram_expert_bytes"] ? " (full)" : ""
+        out(sprintf("%sDRAM holds %d in the %s --cpu-mem leaves for experts%s%s", lead, n,
+            size(v[b "dram_expert_bytes"]), full, v[t "nvme.experts"] > 0 ? ";" : ""))
+        if (v[t "nvme.experts"] > 0)
+            out(sprintf("             %d of %d did not fit %s and stream from disk at %.1f GB/s",
+                v[t "nvme.experts"], n_all, gpu ? "the GPU and DRAM budgets" : "the DRAM budget",
+                v["hardware.disk_gbps"]))
+        out("             the slowest source per layer sets the speed: here " v[r "bottleneck"])
+    }' "$1"
+}
+# screen_check PLAN CONFIG OUT: the first line of screen PLAN CONFIG that OUT lacks; none: 0
+screen_check() {
+    screen "$1" "$2" >"$1.screen" && [ -s "$1.screen" ] || { echo "no screen of $1"; return 1; }
+    while IFS= read -r re; do
+        grep -qx -- "$re" "$3" || { echo "no line '$re'"; return 1; }
+    done <"$1.screen"
+}
+sed 's/"read_gbps": 150/"read_gbps": 0/g' "$prof" >"$tmp/pcie.json"
+# and one that learned from run reports (every factor other than the others and than 1)
+sed 's/"cpu": {/"learned": {"reports": 2, "gpu_eff": 0.8, "disk_eff": 0.9, "gpu_prefill_eff": 0.4,\
+ "cpu_prefill_eff": 0.7, "host_layer_ms": 0.25},\
+ "cpu": {"expert_prefill_gbps": 10, "expert_prefill_gflops": 100,/' "$prof" >"$tmp/learned.json"
+rc=0
+for run in "$prof 480G" "$tmp/pcie.json 650G" "$tmp/learned.json 480G" "$tmp/cpu.json 480G" \
+    "$tmp/cpu.json 20G"; do
+    # shellcheck disable=SC2086
+    set -- $run
+    "$bin" plan --config "$cfg" --hw "$1" --gpu-mem 23G --cpu-mem "$2" -o "$tmp/s.json" \
+        >"$tmp/out" 2>/dev/null || { echo "# plan --hw $1 --cpu-mem $2 failed"; rc=1; }
+    why=$(screen_check "$tmp/s.json" "$cfg" "$tmp/out") || { echo "# --hw $1: $why"; rc=1; }
+    # (the GPU engine's copies are not in the plan file: the GPU plan with CPU experts has some)
+    [ "$1 $2" != "$prof 480G" ] ||
+        grep -q '^  *[0-9.]* of the DRAM experts a token uses are copied to the GPU' "$tmp/out" ||
+        { echo "# --hw $1: no copies line"; rc=1; }
+done
+# the last screen (no GPU) has no GPU lines and none of what nothing was learned for
+! grep -q -e '^GPU prefill' -e 'copied to the GPU over PCIe while' -e '^learned' -e '^host wait' \
+    -e '^CPU prefill' "$tmp/out" && grep -q '^             short by ' "$tmp/out" || rc=1
+ok $rc "the plan screen's numbers are the plan file's (GPU full, PCIe, learned, CPU, CPU short)"
+# A --gpu-reserve too small for the GPU engine's 1024-token prompt chunks: the screen names a
+# --gpu-reserve that gives them, and it does (prefill at batch 1024, nothing short). It named the
+# reserve plus the shortfall, which left the same experts on the GPU and so the same room: 1G
+# asked for 1786M, which was 5.0 MiB short and asked for 1791M, and so on, never enough.
+"$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G --gpu-reserve 1G \
+    >"$tmp/out" 2>&1
+want=$(sed -n 's/.*more GPU memory than this placement leaves: --gpu-reserve \([0-9]*\)M .*/\1/p' \
+    "$tmp/out")
+short="the GPU engine's 1024-token prompt chunks"
+rc=1
+if grep -q "^prefill    : .* at batch 512 " "$tmp/out" && grep -q "$short" "$tmp/out" &&
+    [ -n "$want" ]; then
+    "$bin" plan --config "$cfg" --hw "$prof" --gpu-mem 23G --cpu-mem 480G \
+        --gpu-reserve "${want}M" >"$tmp/out2" 2>&1 &&
+        grep -q "^prefill    : .* at batch 1024 " "$tmp/out2" && ! grep -q "$short" "$tmp/out2"
+    rc=$?
+fi
+ok $rc "--gpu-reserve 1G: the ${want}M the screen asks for gives 1024-token prompt chunks"
 tap_exit

@@ -508,7 +508,13 @@ mt_cli_plan_print(FILE *out, const struct mt_plan *p)
                 p->budget.prefill_batch);
     }
     if (p->host_chunk_short > 0) {
-        uint64_t mib = (p->budget.gpu_reserve + p->host_chunk_short + (1u << 20) - 1) >> 20;
+        /* the chunk's whole work space (planner.c: the room beside the GPU's experts and the
+           always-on weights and KV, plus what it lacks), not the reserve plus the shortfall: the
+           room is the reserve and what the experts' budget leaves short of a whole expert, so a
+           reserve grown by less than an expert keeps the same experts and the same room */
+        double used = (double)p->always_on_bytes + (double)p->kv_bytes + p->tier[MT_TIER_GPU].bytes;
+        double room = MT_MAX((double)p->budget.gpu_mem - used, 0.0);
+        uint64_t mib = ((uint64_t)room + p->host_chunk_short + (1u << 20) - 1) >> 20;
 
         fprintf(out,
                 "             the GPU engine's %d-token prompt chunks (faster with experts off "
