@@ -15,7 +15,7 @@ need jq "JSON in shell tests; apt-get install jq"
 make_tmp run-report
 m="$tmp/small"
 
-echo "1..55"
+echo "1..59"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 cat >"$tmp/cpu.json" <<'JSON'
@@ -118,6 +118,21 @@ jq -e --slurpfile p "$tmp/mix.json" '
     near($m.hardware.dram_gbps; $p[0].hardware.dram_gbps) and
     near($m.hardware.cpu_eff; $p[0].budgets.cpu_eff)' "$tmp/r.json" >/dev/null
 ok $? "the predicted numbers are the plan file's"
+# and the rest of what the plan file gives: its prefill batch, its hardware (the source and every
+# number of it), and per tier the experts a token runs, the bytes over one expert's
+jq -e --slurpfile p "$tmp/mix.json" '
+    def near(a; b): (a - b | fabs) <= 1e-6 * ([a, b, 1e-12] | map(fabs) | max);
+    $p[0] as $q | .predicted as $m |
+    $m.prefill_batch == $q.budgets.prefill_batch and
+    ([$q.hardware | to_entries[] | .key as $k | select($m.hardware | has($k)) |
+      if $k == "source" then $m.hardware.source == .value
+      else near($m.hardware[$k]; .value) end] | length > 10 and all) and
+    ([$q.prediction.tiers | to_entries[] | $m.tiers[.key].experts_per_token as $e |
+      near($e; .value.bytes_per_token / $q.model.expert_bytes)] | all) and
+    $m.tiers.nvme.experts_per_token > 0' "$tmp/r.json" >/dev/null
+ok $? "the predicted prefill batch, hardware and experts per token are the plan file's: \
+$(jq -c '[.predicted.prefill_batch, .predicted.hardware.disk_gbps,
+          .predicted.tiers.nvme.experts_per_token]' "$tmp/r.json")"
 jq -e 'def near(a; b): (a - b | fabs) <= 1e-6 * ([a, b] | map(fabs) | max);
     near(.ratio.decode_tok_s; .decode.tok_s / .predicted.decode_tok_s) and
     .predicted.prompt_tok_s > 0 and
@@ -155,6 +170,22 @@ jq -e --argjson s "${sum:-null}" 'def near(a; b; d): ((a - b) | fabs) <= d;
     near($s[2]; .decode.seconds; 0.00051) and near($s[3]; .decode.tok_s; 0.0051)' \
     "$tmp/r.json" >/dev/null
 ok $? "the phases' seconds and tok/s are run's summary line's: $sum"
+# the busy line and the streamed experts' line show the main phase's (the decode's) JSON numbers:
+# CPU busy, MoE wait, copies and sums, forward seconds; hit rate, acquires, GB/s, MB (10^6
+# bytes), stall seconds and retries
+nums() { grep "^mt: report: $1" "$tmp/err" | sed 's/[^0-9. ]//g' | awk '{ $1 = $1; print }' |
+    tr ' ' ','; }
+busy="[$(nums 'busy (of forward time)')]"
+strm="[$(nums 'streamed experts')]"
+jq -e --argjson b "${busy:-null}" --argjson s "${strm:-null}" '
+    def near(a; b; d): ((a - b) | fabs) <= d;
+    .decode as $d | $d.stream as $t |
+    near($b[0]; $d.cpu_busy; 0.0051) and near($b[1]; $d.moe_wait_s; 0.000051) and
+    near($b[2]; $d.moe_host_s; 0.000051) and near($b[3]; $d.forward_s; 0.000051) and
+    near($s[0]; $t.hit_rate; 0.0051) and $s[1] == $t.hits + $t.late_hits + $t.misses and
+    near($s[2]; $t.read_gbps; 0.0051) and near($s[3]; $t.bytes_read / 1e6; 0.051) and
+    near($s[4]; $t.stall_s; 0.00051) and $s[5] == $t.retries' "$tmp/r.json" >/dev/null
+ok $? "the text report's busy and streamed-experts lines are the decode's JSON: $busy $strm"
 # the plan's FLOPs of one token through one routed expert: gate, up and down, 2 x hidden x width
 # each (config.json)
 jq -e --slurpfile c "$m/config.json" '.predicted.expert_flops ==
@@ -197,6 +228,56 @@ ok $? "prefetch hit rate: hits over guesses, null without guesses"
     grep -q '^mt: report: prefill  *experts/tok' "$tmp/err" &&
     grep -q '; decode 0 tokens, 0.00 tok/s$' "$tmp/err"
 ok $? "a run that decodes nothing reports and compares its prefill's tiers (no decode ratio)"
+# a read error in the prefill: one token's prompt on the all-DRAM plan with one expert that
+# prompt routes to (layer 1's first, from a trace) moved to NVMe, its first read failing
+# (MT_IO_FAULT). Its prefetch fails, so its one acquire is a miss (a late hit where the acquire
+# came before the failure: no hit either way), read again: one read error, one retry, counted in
+# the prefill and not again in the decode (the stream's counters are the run's, less the
+# prefill's), whose hit rate over no acquires is null. (A hit rate of exactly 0, a number, is
+# test_cli_common's: a CPU run's acquires cannot be all misses without that race.)
+"$bin" run -m "$m" --prompt-ids 5 -n 1 --trace "$tmp/t1.json" >/dev/null 2>"$tmp/err" &&
+    e1=$(jq -e '[.layers[] | select(.layer == 1) | .counts | to_entries[] |
+        select(.value > 0) | .key][0]' "$tmp/t1.json") &&
+    jq --argjson e "$e1" '.layers |= map(.layer as $l | ([range(.tiers | length) |
+        if $l == 1 and . == $e then "N" else "C" end] | join("")) as $t |
+        .tiers = $t | .prefill = $t)' "$tmp/all.json" >"$tmp/one.json" &&
+    MT_IO_FAULT="1:$e1:1" "$bin" run -m "$m" --prompt-ids 5 -n 1 --plan "$tmp/one.json" \
+        --json "$tmp/fault.json" >/dev/null 2>"$tmp/err" &&
+    jq -e '.prefill.stream | .hits == 0 and .late_hits + .misses == 1 and
+        .hit_rate == .late_hits and .prefetches == 1 and .read_errors == 1 and .retries == 1' \
+        "$tmp/fault.json" >/dev/null &&
+    jq -e '.decode.stream | .hits + .late_hits + .misses + .prefetches == 0 and
+        .hit_rate == null and .read_errors == 0 and .retries == 0' "$tmp/fault.json" >/dev/null &&
+    grep -q '^mt: report: streamed experts: cache hits [01].00 of 1 acquires, .* retries 1$' \
+        "$tmp/err"
+ok $? "a read error is counted in its phase, not again in the next; no acquires: hit rate null: \
+$(jq -c '[.prefill.stream, .decode.stream] | map([.misses, .read_errors, .retries, .hit_rate])' \
+    "$tmp/fault.json" 2>&1)"
+# prompt FLOPs (planner.h mt_plan_gpu_prompt_flops): per row 2 x the non-expert weights, per
+# layer and key the attention's 2 x heads x (2 x kv_lora_rank + rope dims) and the indexer's
+# 2 x heads x head dim, and lm_head's 2 x vocab x hidden once a forward. A row at position p
+# attends to min(p + 1, index_topk) keys and its indexer scores p + 1: the model with its
+# index_topk set to 4 makes the two sums differ in a 25-token prompt. The weights are what the
+# decoded token's FLOPs leave; the prompt's must then be the formula's with them
+mkdir "$tmp/k4" && ln -s "$m"/* "$tmp/k4/" && rm "$tmp/k4/config.json" &&
+    jq '.index_topk = 4' "$m/config.json" >"$tmp/k4/config.json" &&
+    "$bin" run -m "$tmp/k4" --prompt-ids "$ids" -n 2 --json "$tmp/k4.json" >/dev/null \
+        2>"$tmp/err" &&
+    jq -e --slurpfile c "$tmp/k4/config.json" '$c[0] as $c |
+        def keys(s; n): [range(s; s + n) | [. + 1, ([. + 1, $c.index_topk] | min)]] |
+            {index: (map(.[0]) | add), attn: (map(.[1]) | add)};
+        def near(a; b): ((a - b) | fabs) <= 1e-7 * ([a, b] | map(fabs) | max);
+        (2 * $c.num_attention_heads * (2 * $c.kv_lora_rank + $c.qk_rope_head_dim)) as $a |
+        (2 * $c.index_n_heads * $c.index_head_dim) as $i | $c.num_hidden_layers as $L |
+        (2 * $c.vocab_size * $c.hidden_size) as $head |
+        def keyflops(k): $L * ($a * k.attn + $i * k.index);
+        .prefill.engine_tokens as $n | keys(0; $n) as $pk | keys($n; 1) as $dk |
+        ($dk.attn != $dk.index and $pk.attn != $pk.index and .prefill.forwards == 1 and
+         .decode.forwards == 1 and .decode.engine_tokens == 1) and
+        (.decode.prompt_flops - keyflops($dk) - $head) as $row | $row > 0 and
+        near(.prefill.prompt_flops; $n * $row + keyflops($pk) + $head)' "$tmp/k4.json" >/dev/null
+ok $? "prompt FLOPs: weights per row, attention and indexer per key, lm_head per forward: \
+$(jq -c '[.prefill.prompt_flops, .decode.prompt_flops]' "$tmp/k4.json" 2>&1)"
 
 # learning: a report that measured the CPU's experts at 0.3 of the DRAM rate in a run that
 # streamed nothing, and the mixed run's report (its CPU time includes waits for the disk: it
