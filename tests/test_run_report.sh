@@ -15,7 +15,7 @@ need jq "JSON in shell tests; apt-get install jq"
 make_tmp run-report
 m="$tmp/small"
 
-echo "1..59"
+echo "1..61"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 cat >"$tmp/cpu.json" <<'JSON'
@@ -212,14 +212,22 @@ run --json "$tmp/np.json" --trace "$tmp/t.json" >/dev/null &&
     jq -e '.predicted == null and .ratio == null and .plan == null and
            .decode.tiers["dram-cpu"].runs > 0' "$tmp/np.json" >/dev/null
 ok $? "without a plan: measured numbers only"
+# nothing streamed there (every expert fits in DRAM): each phase's stream is null, not zeros
+jq -e '[.prefill, .decode] | all(.stream == null and .tiers.nvme.runs == 0)' "$tmp/np.json" \
+    >/dev/null
+ok $? "a run that streamed nothing has no stream numbers: \
+$(jq -c '[.prefill.stream, .decode.stream]' "$tmp/np.json")"
 # the CPU engine makes no prefetch guesses: a hit rate over none is null, not 0 (nor a NaN)
 jq -s -e '[.[] | .prefill, .decode] | all(.prefetch | if .guessed > 0 then
         ((.hit_rate - .hits / .guessed) | fabs) < 1e-6 else .hit_rate == null end)' \
     "$tmp/r.json" "$tmp/np.json" >/dev/null
 ok $? "prefetch hit rate: hits over guesses, null without guesses"
 # -n 1: the one token comes from the prompt's forward, nothing is decoded; the tier table and
-# the tier ratios are the prefill's then (the plan's per-token numbers are compared with it)
-"$bin" run -m "$m" --prompt-ids "$ids" -n 1 --plan "$tmp/mix.json" --json "$tmp/n1.json" \
+# the tier ratios are the prefill's then (the plan's per-token numbers are compared with it).
+# The plan is the mixed one made for prefill steps of 25 tokens, this prompt's length
+plan --hw "$tmp/cpu.json" --cpu-mem "$mem" --prefill-batch 25 -o "$tmp/mix25.json" \
+    >/dev/null 2>"$tmp/err" || bail_out "plan --prefill-batch 25 failed: $(cat "$tmp/err")"
+"$bin" run -m "$m" --prompt-ids "$ids" -n 1 --plan "$tmp/mix25.json" --json "$tmp/n1.json" \
     >/dev/null 2>"$tmp/err" &&
     jq -e '.decode.tokens == 0 and .prefill.tokens == 25 and .ratio.decode_tok_s == null and
         ((.ratio.tiers.nvme.ms_per_token - .prefill.tiers.nvme.ms_per_token /
@@ -228,6 +236,15 @@ ok $? "prefetch hit rate: hits over guesses, null without guesses"
     grep -q '^mt: report: prefill  *experts/tok' "$tmp/err" &&
     grep -q '; decode 0 tokens, 0.00 tok/s$' "$tmp/err"
 ok $? "a run that decodes nothing reports and compares its prefill's tiers (no decode ratio)"
+# the CPU engine runs a prompt in one step from position 0: the prediction for this prompt is the
+# plan's prefill rate (one step of its 25 tokens from position 0), and the ratio is over it
+jq -e 'def near(a; b): (a - b | fabs) <= 1e-6 * ([a, b] | map(fabs) | max);
+    .predicted.prefill_batch == 25 and .predicted.prefill_tok_s > 0 and
+    near(.predicted.prompt_tok_s; .predicted.prefill_tok_s) and
+    near(.ratio.prefill_tok_s; .prefill.tok_s / .predicted.prompt_tok_s)' "$tmp/n1.json" \
+    >/dev/null
+ok $? "a prompt of one prefill step is predicted at the plan's prefill rate: \
+$(jq -c '.predicted | [.prompt_tok_s, .prefill_tok_s]' "$tmp/n1.json")"
 # a read error in the prefill: one token's prompt on the all-DRAM plan with one expert that
 # prompt routes to (layer 1's first, from a trace) moved to NVMe, its first read failing
 # (MT_IO_FAULT). Its prefetch fails, so its one acquire is a miss (a late hit where the acquire
