@@ -251,11 +251,12 @@ jq -e 'def near(a; b): (a - b | fabs) <= 1e-6 * ([a, b] | map(fabs) | max);
 ok $? "a prompt of one prefill step is predicted at the plan's prefill rate: \
 $(jq -c '.predicted | [.prompt_tok_s, .prefill_tok_s]' "$tmp/n1.json")"
 # a read error in the prefill: one token's prompt on the all-DRAM plan with layer 1's experts
-# moved to NVMe (a cache for all k it runs: every one prefetched), the first of them read failing once (MT_IO_FAULT): its prefetch fails, its
-# acquire is a miss (or a late hit, where it came before the failure), read again: one read error
-# and one retry, counted in the prefill and not again in the decode (the stream's counters are
-# the run's less the prefill's), whose hit rate over no acquires is null. (A hit rate of exactly
-# 0, a number, is test_cli_common's: a CPU run's acquires cannot be all misses without a race.)
+# moved to NVMe (a cache for all k it runs: every one prefetched), the first of them read failing
+# once (MT_IO_FAULT): its prefetch fails, its acquire is a miss (or a late hit, where it came
+# before the failure), read again: one read error and one retry, counted in the prefill and not
+# again in the decode (the stream's counters are the run's less the prefill's), whose hit rate
+# over no acquires is null. (A hit rate of exactly 0, a number, is test_cli_common's: a CPU
+# run's acquires cannot be all misses without a race.)
 jq '.layers |= map(if .layer == 1 then (.tiers |= gsub("C"; "N")) | .prefill = .tiers else .
     end)' "$tmp/all.json" >"$tmp/l1.json" &&
     MT_IO_FAULT='1:*:1' "$bin" run -m "$m" --prompt-ids 5 -n 1 --plan "$tmp/l1.json" \
