@@ -25,7 +25,8 @@ tests_test_chat_LDADD = $(MT_TEST_LIBS)
 tests_test_chat_parse_LDADD = $(MT_TEST_LIBS)
 check_PROGRAMS += tests/test_cli_common
 tests_test_cli_common_SOURCES = tests/test_cli_common.c runtime/cli/cli_common.c \
-	runtime/cli/cli_autoplan.c runtime/cli/cli_progress.c runtime/cli/cli_bench.c
+	runtime/cli/cli_autoplan.c runtime/cli/cli_progress.c runtime/cli/cli_bench.c \
+	runtime/cli/cli_report.c
 tests_test_cli_common_LDADD = $(MT_TEST_LIBS)
 
 check_PROGRAMS += tests/test_out_file

@@ -7,6 +7,8 @@
 #include <config.h>
 
 #include "runtime/cli/cli_common.h"
+#include "runtime/cli/cli_report.h"
+#include "runtime/model/model.h"
 #include "tests/tap.h"
 
 #include <limits.h>
@@ -15,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <jansson.h>
 
 static void
 no_usage(FILE *f)
@@ -180,6 +184,202 @@ test_ctx(void)
     f.engine.ctx = 0;
     f.ctx_need = 0;
     tap_ok(mt_cli_ctx(&f, &cfg) == 256, "ctx: a model of 256 positions gets 256, not 8192");
+}
+
+/* The number at a dotted path of the run report j ("decode.tiers.gpu.seconds"), NAN if absent. */
+static json_t *
+report_at(json_t *j, const char *path)
+{
+    char key[64];
+
+    while (j != NULL && *path != '\0') {
+        size_t n = strcspn(path, ".");
+
+        snprintf(key, sizeof(key), "%.*s", (int)n, path);
+        j = json_object_get(j, key);
+        path += path[n] == '.' ? n + 1 : n;
+    }
+    return j;
+}
+
+static double
+report_num(json_t *j, const char *path)
+{
+    json_t *v = report_at(j, path);
+
+    return json_is_number(v) ? json_number_value(v) : NAN;
+}
+
+static bool
+near(double a, double b)
+{
+    return fabs(a - b) <= 1e-7 * fmax(fabs(a), fabs(b));
+}
+
+/* r written by mt_cli_report_save_json and read back (NULL: not written or not JSON). */
+static json_t *
+report_saved(const struct mt_cli_report *r)
+{
+    char path[600];
+
+    snprintf(path, sizeof(path), "%s/r.json", tap_tmpdir());
+    if (mt_cli_report_save_json(r, path) != MT_OK) {
+        return NULL;
+    }
+    return json_load_file(path, 0, NULL);
+}
+
+/* The report's text into buf: mt_cli_report_print_line (chat --verbose) or the whole of it. */
+static void
+report_text(const struct mt_cli_report *r, bool one_line, char *buf, size_t size)
+{
+    FILE *f = tmpfile();
+    size_t n = 0;
+
+    if (f != NULL) {
+        if (one_line) {
+            mt_cli_report_print_line(r, f);
+        } else {
+            mt_cli_report_print(r, f);
+        }
+        rewind(f);
+        n = fread(buf, 1, size - 1, f);
+        fclose(f);
+    }
+    buf[n] = '\0';
+}
+
+/*
+ * The run report's numbers where a CPU run cannot put them (test_run_report.sh runs the CPU
+ * engine): a rate of exactly 0 is a number and one over nothing null (the CPU engine makes no
+ * prefetch guesses; the first streamed expert of each layer is always prefetched, a hit unless
+ * a read fault races the acquire), and the GPU engine's tier seconds: its DRAM-PCIe experts
+ * share the GPU tier's time where they were copied into slots, the host's where there were no
+ * slot copies. The counters are made up: the report reads nothing else of a run without a plan
+ * (a model that is not loaded has no sizes: the FLOPs are 0).
+ */
+static void
+report_checks(void)
+{
+    struct mt_model model;
+    struct mt_cli_engine e;
+    struct mt_cli_report r;
+    struct mt_engine_stats *d = &r.decode.eng;
+    char text[4096];
+    json_t *j;
+
+    memset(&model, 0, sizeof(model));
+    memset(&e, 0, sizeof(e));
+    memset(&r, 0, sizeof(r));
+    model.dir = (char *)"model";
+    e.model = &model;
+    r.e = &e;
+    r.gpu = true;
+    r.split = true;
+    /* prefill: 8 guesses, none right; 5 streamed experts acquired, all misses; a GPU idle */
+    r.prefill.tokens = 4;
+    r.prefill.seconds = 2;
+    r.prefill.eng.forwards = 1;
+    r.prefill.eng.tokens = 4;
+    r.prefill.eng.forward_s = 1;
+    r.prefill.eng.tier_s[MT_TIER_DRAM_CPU] = 0.5;
+    r.prefill.eng.prefetch_guessed = 8;
+    r.prefill.have_io = true;
+    r.prefill.io.misses = 5;
+    r.prefill.io.prefetches = 7;
+    r.prefill.io.read_errors = 3; /* two read again, the third failed the run */
+    r.prefill.io.retries = 2;
+    /* decode: no guesses, no acquires; the GPU's 0.4 s over its 1000 bytes and the 3000 copied
+       into slots, the CPU team's 0.2 s over DRAM-CPU's 1000 bytes and NVMe's 1000 */
+    r.decode.tokens = 2;
+    r.decode.seconds = 1;
+    d->forwards = 2;
+    d->tokens = 2;
+    d->forward_s = 1;
+    d->slot_copies = 3;
+    d->tier_s[MT_TIER_GPU] = 0.4;
+    d->tier_s[MT_TIER_DRAM_CPU] = 0.2;
+    d->expert_bytes[MT_TIER_GPU] = 1000;
+    d->expert_bytes[MT_TIER_DRAM_PCIE] = 3000;
+    d->expert_bytes[MT_TIER_DRAM_CPU] = 1000;
+    d->expert_bytes[MT_TIER_NVME] = 1000;
+    r.decode.have_io = true;
+    j = report_saved(&r);
+    tap_ok(j != NULL && json_is_real(report_at(j, "prefill.stream.hit_rate")) &&
+               report_num(j, "prefill.stream.hit_rate") == 0 &&
+               json_is_real(report_at(j, "prefill.prefetch.hit_rate")) &&
+               report_num(j, "prefill.prefetch.hit_rate") == 0 &&
+               json_is_real(report_at(j, "prefill.gpu_busy")) &&
+               report_num(j, "prefill.gpu_busy") == 0,
+           "report: hit rates of 0 (5 misses, 8 wrong guesses) and GPU busy 0 are numbers: "
+           "stream %g, prefetch %g, GPU %g", report_num(j, "prefill.stream.hit_rate"),
+           report_num(j, "prefill.prefetch.hit_rate"), report_num(j, "prefill.gpu_busy"));
+    tap_ok(j != NULL && report_num(j, "prefill.stream.prefetches") == 7 &&
+               report_num(j, "prefill.stream.read_errors") == 3 &&
+               report_num(j, "prefill.stream.retries") == 2,
+           "report: the stream's prefetches, read errors and retries: %g %g %g",
+           report_num(j, "prefill.stream.prefetches"), report_num(j, "prefill.stream.read_errors"),
+           report_num(j, "prefill.stream.retries"));
+    tap_ok(j != NULL && json_is_null(report_at(j, "decode.stream.hit_rate")) &&
+               json_is_null(report_at(j, "decode.prefetch.hit_rate")) &&
+               report_num(j, "decode.stream.misses") == 0,
+           "report: hit rates over no acquires and no guesses are null");
+    tap_ok(j != NULL && near(report_num(j, "decode.tiers.gpu.seconds"), 0.1) &&
+               near(report_num(j, "decode.tiers.dram-pcie.seconds"), 0.3) &&
+               near(report_num(j, "decode.tiers.dram-cpu.seconds"), 0.1) &&
+               near(report_num(j, "decode.tiers.nvme.seconds"), 0.1) &&
+               near(report_num(j, "decode.tiers.dram-pcie.ms_per_token"), 150) &&
+               near(report_num(j, "decode.gpu_busy"), 0.4) &&
+               near(report_num(j, "decode.cpu_busy"), 0.2),
+           "report: GPU engine with slot copies: GPU 0.4 s split with DRAM-PCIe by bytes, CPU "
+           "0.2 s with NVMe: %g %g %g %g s, GPU busy %g, CPU %g",
+           report_num(j, "decode.tiers.gpu.seconds"),
+           report_num(j, "decode.tiers.dram-pcie.seconds"),
+           report_num(j, "decode.tiers.dram-cpu.seconds"),
+           report_num(j, "decode.tiers.nvme.seconds"), report_num(j, "decode.gpu_busy"),
+           report_num(j, "decode.cpu_busy"));
+    json_decref(j);
+    /* the text: chat --verbose's line of the decode (ms per token of each tier), and with nothing
+       decoded the prefill's, whose rates of 0 are printed as such, not as no rate at all */
+    report_text(&r, true, text, sizeof(text));
+    tap_ok(strcmp(text, "mt: decode 2.00 tok/s; ms/token gpu 50.00 dram-cpu 50.00 dram-pcie "
+                        "150.00 nvme 50.00; CPU busy 0.20, GPU busy 0.40\n") == 0,
+           "report: the one line of the decode: %s", tap_one_line(text, strlen(text)));
+    r.decode.tokens = 0;
+    report_text(&r, true, text, sizeof(text));
+    tap_ok(strstr(text, "mt: prefill 2.00 tok/s;") == text &&
+               strstr(text, "; cache hits 0.00, NVMe 0.00 GB/s; prefetch 0.00\n") != NULL,
+           "report: the one line of a prefill of zero hit rates: %s",
+           tap_one_line(text, strlen(text)));
+    report_text(&r, false, text, sizeof(text));
+    tap_ok(strstr(text, "\nmt: report: streamed experts: cache hits 0.00 of 5 acquires,") != NULL &&
+               strstr(text, "; prefetch guesses 0.00 right\n") != NULL,
+           "report: the text of a prefill of zero hit rates: %s",
+           tap_one_line(text, strlen(text)));
+    r.decode.tokens = 2;
+    /* no slot copies (the device GEMV refused the experts): DRAM-PCIe is the CPU team's */
+    d->slot_copies = 0;
+    j = report_saved(&r);
+    tap_ok(j != NULL && near(report_num(j, "decode.tiers.gpu.seconds"), 0.4) &&
+               near(report_num(j, "decode.tiers.dram-cpu.seconds"), 0.04) &&
+               near(report_num(j, "decode.tiers.dram-pcie.seconds"), 0.12) &&
+               near(report_num(j, "decode.tiers.nvme.seconds"), 0.04),
+           "report: GPU engine without slot copies: DRAM-PCIe shares the CPU's 0.2 s: "
+           "%g %g %g %g s", report_num(j, "decode.tiers.gpu.seconds"),
+           report_num(j, "decode.tiers.dram-cpu.seconds"),
+           report_num(j, "decode.tiers.dram-pcie.seconds"),
+           report_num(j, "decode.tiers.nvme.seconds"));
+    json_decref(j);
+    /* the CPU engine: one team for every tier, GPU-tier experts included; no GPU to be busy */
+    r.gpu = false;
+    j = report_saved(&r);
+    tap_ok(j != NULL && json_is_null(report_at(j, "decode.gpu_busy")) &&
+               near(report_num(j, "decode.cpu_busy"), 0.6) &&
+               near(report_num(j, "decode.tiers.gpu.seconds"), 0.4) &&
+               near(report_num(j, "decode.tiers.dram-pcie.seconds"), 0.12),
+           "report: CPU engine: GPU busy null, CPU busy 0.6 of all tiers: %g",
+           report_num(j, "decode.cpu_busy"));
+    json_decref(j);
 }
 
 int
@@ -397,5 +597,6 @@ main(void)
            mt_cli_tok_per_s(3, 0));
     test_engine_flags();
     test_ctx();
+    report_checks();
     return tap_done();
 }

@@ -15,7 +15,7 @@ need jq "JSON in shell tests; apt-get install jq"
 make_tmp run-report
 m="$tmp/small"
 
-echo "1..55"
+echo "1..61"
 "$bin" synth --preset small --seed 3 -o "$m" >/dev/null 2>"$tmp/err" ||
     bail_out "synth --preset small failed: $(cat "$tmp/err")"
 cat >"$tmp/cpu.json" <<'JSON'
@@ -118,6 +118,21 @@ jq -e --slurpfile p "$tmp/mix.json" '
     near($m.hardware.dram_gbps; $p[0].hardware.dram_gbps) and
     near($m.hardware.cpu_eff; $p[0].budgets.cpu_eff)' "$tmp/r.json" >/dev/null
 ok $? "the predicted numbers are the plan file's"
+# and the rest of what the plan file gives: its prefill batch, its hardware (the source and every
+# number of it), and per tier the experts a token runs, the bytes over one expert's
+jq -e --slurpfile p "$tmp/mix.json" '
+    def near(a; b): (a - b | fabs) <= 1e-6 * ([a, b, 1e-12] | map(fabs) | max);
+    $p[0] as $q | .predicted as $m |
+    $m.prefill_batch == $q.budgets.prefill_batch and
+    ([$q.hardware | to_entries[] | .key as $k | select($m.hardware | has($k)) |
+      if $k == "source" then $m.hardware.source == .value
+      else near($m.hardware[$k]; .value) end] | length > 10 and all) and
+    ([$q.prediction.tiers | to_entries[] | $m.tiers[.key].experts_per_token as $e |
+      near($e; .value.bytes_per_token / $q.model.expert_bytes)] | all) and
+    $m.tiers.nvme.experts_per_token > 0' "$tmp/r.json" >/dev/null
+ok $? "the predicted prefill batch, hardware and experts per token are the plan file's: \
+$(jq -c '[.predicted.prefill_batch, .predicted.hardware.disk_gbps,
+          .predicted.tiers.nvme.experts_per_token]' "$tmp/r.json")"
 jq -e 'def near(a; b): (a - b | fabs) <= 1e-6 * ([a, b] | map(fabs) | max);
     near(.ratio.decode_tok_s; .decode.tok_s / .predicted.decode_tok_s) and
     .predicted.prompt_tok_s > 0 and
@@ -155,6 +170,22 @@ jq -e --argjson s "${sum:-null}" 'def near(a; b; d): ((a - b) | fabs) <= d;
     near($s[2]; .decode.seconds; 0.00051) and near($s[3]; .decode.tok_s; 0.0051)' \
     "$tmp/r.json" >/dev/null
 ok $? "the phases' seconds and tok/s are run's summary line's: $sum"
+# the busy line and the streamed experts' line show the main phase's (the decode's) JSON numbers:
+# CPU busy, MoE wait, copies and sums, forward seconds; hit rate, acquires, GB/s, MB (10^6
+# bytes), stall seconds and retries
+nums() { grep "^mt: report: $1" "$tmp/err" | sed 's/[^0-9. ]//g' | awk '{ $1 = $1; print }' |
+    tr ' ' ','; }
+busy="[$(nums 'busy (of forward time)')]"
+strm="[$(nums 'streamed experts')]"
+jq -e --argjson b "${busy:-null}" --argjson s "${strm:-null}" '
+    def near(a; b; d): ((a - b) | fabs) <= d;
+    .decode as $d | $d.stream as $t |
+    near($b[0]; $d.cpu_busy; 0.0051) and near($b[1]; $d.moe_wait_s; 0.000051) and
+    near($b[2]; $d.moe_host_s; 0.000051) and near($b[3]; $d.forward_s; 0.000051) and
+    near($s[0]; $t.hit_rate; 0.0051) and $s[1] == $t.hits + $t.late_hits + $t.misses and
+    near($s[2]; $t.read_gbps; 0.0051) and near($s[3]; $t.bytes_read / 1e6; 0.051) and
+    near($s[4]; $t.stall_s; 0.00051) and $s[5] == $t.retries' "$tmp/r.json" >/dev/null
+ok $? "the text report's busy and streamed-experts lines are the decode's JSON: $busy $strm"
 # the plan's FLOPs of one token through one routed expert: gate, up and down, 2 x hidden x width
 # each (config.json)
 jq -e --slurpfile c "$m/config.json" '.predicted.expert_flops ==
@@ -181,14 +212,27 @@ run --json "$tmp/np.json" --trace "$tmp/t.json" >/dev/null &&
     jq -e '.predicted == null and .ratio == null and .plan == null and
            .decode.tiers["dram-cpu"].runs > 0' "$tmp/np.json" >/dev/null
 ok $? "without a plan: measured numbers only"
+# nothing streamed there (every expert fits in DRAM): each phase's stream is null, not zeros
+jq -e '[.prefill, .decode] | all(.stream == null and .tiers.nvme.runs == 0)' "$tmp/np.json" \
+    >/dev/null
+ok $? "a run that streamed nothing has no stream numbers: \
+$(jq -c '[.prefill.stream, .decode.stream]' "$tmp/np.json")"
 # the CPU engine makes no prefetch guesses: a hit rate over none is null, not 0 (nor a NaN)
 jq -s -e '[.[] | .prefill, .decode] | all(.prefetch | if .guessed > 0 then
         ((.hit_rate - .hits / .guessed) | fabs) < 1e-6 else .hit_rate == null end)' \
     "$tmp/r.json" "$tmp/np.json" >/dev/null
 ok $? "prefetch hit rate: hits over guesses, null without guesses"
 # -n 1: the one token comes from the prompt's forward, nothing is decoded; the tier table and
-# the tier ratios are the prefill's then (the plan's per-token numbers are compared with it)
-"$bin" run -m "$m" --prompt-ids "$ids" -n 1 --plan "$tmp/mix.json" --json "$tmp/n1.json" \
+# the tier ratios are the prefill's then (the plan's per-token numbers are compared with it).
+# The plan is the mixed one made for prefill steps of 25 tokens, this prompt's length; the model
+# is the same with its index_topk set to 4 (for the prompt FLOPs below)
+k4="$tmp/k4"
+mkdir "$k4" && ln -s "$m"/* "$k4/" && rm "$k4/config.json" &&
+    jq '.index_topk = 4' "$m/config.json" >"$k4/config.json" &&
+    "$bin" plan -m "$k4" --gpu-mem 1G --cpu-reserve 3.9G --ctx 1024 --hw "$tmp/cpu.json" \
+        --cpu-mem "$mem" --prefill-batch 25 -o "$tmp/mix25.json" >/dev/null 2>"$tmp/err" ||
+    bail_out "the model with index_topk 4, its plan for 25-token steps: $(cat "$tmp/err")"
+"$bin" run -m "$k4" --prompt-ids "$ids" -n 1 --plan "$tmp/mix25.json" --json "$tmp/n1.json" \
     >/dev/null 2>"$tmp/err" &&
     jq -e '.decode.tokens == 0 and .prefill.tokens == 25 and .ratio.decode_tok_s == null and
         ((.ratio.tiers.nvme.ms_per_token - .prefill.tiers.nvme.ms_per_token /
@@ -197,6 +241,57 @@ ok $? "prefetch hit rate: hits over guesses, null without guesses"
     grep -q '^mt: report: prefill  *experts/tok' "$tmp/err" &&
     grep -q '; decode 0 tokens, 0.00 tok/s$' "$tmp/err"
 ok $? "a run that decodes nothing reports and compares its prefill's tiers (no decode ratio)"
+# the CPU engine runs a prompt in one step from position 0: the prediction for this prompt is the
+# plan's prefill rate (one step of its 25 tokens from position 0), and the ratio is over it
+jq -e 'def near(a; b): (a - b | fabs) <= 1e-6 * ([a, b] | map(fabs) | max);
+    .predicted.prefill_batch == 25 and .predicted.prefill_tok_s > 0 and
+    near(.predicted.prompt_tok_s; .predicted.prefill_tok_s) and
+    near(.ratio.prefill_tok_s; .prefill.tok_s / .predicted.prompt_tok_s)' "$tmp/n1.json" \
+    >/dev/null
+ok $? "a prompt of one prefill step is predicted at the plan's prefill rate: \
+$(jq -c '.predicted | [.prompt_tok_s, .prefill_tok_s]' "$tmp/n1.json")"
+# a read error in the prefill: one token's prompt on the all-DRAM plan with layer 1's experts
+# moved to NVMe (a cache for all k it runs: every one prefetched), the first of them read failing
+# once (MT_IO_FAULT): its prefetch fails, its acquire is a miss (or a late hit, where it came
+# before the failure), read again: one read error and one retry, counted in the prefill and not
+# again in the decode (the stream's counters are the run's less the prefill's), whose hit rate
+# over no acquires is null. (A hit rate of exactly 0, a number, is test_cli_common's: a CPU
+# run's acquires cannot be all misses without a race.)
+jq '.layers |= map(if .layer == 1 then (.tiers |= gsub("C"; "N")) | .prefill = .tiers else .
+    end)' "$tmp/all.json" >"$tmp/l1.json" &&
+    MT_IO_FAULT='1:*:1' "$bin" run -m "$m" --prompt-ids 5 -n 1 --plan "$tmp/l1.json" \
+        --cache 4M --json "$tmp/fault.json" >/dev/null 2>"$tmp/err" &&
+    jq -e '.k as $k | .prefill.stream | .hits + .late_hits + .misses == $k and
+        ((.hit_rate - (.hits + .late_hits) / $k) | fabs) < 1e-6 and .prefetches == $k and
+        .read_errors == 1 and .retries == 1' "$tmp/fault.json" >/dev/null &&
+    jq -e '.decode.stream | .hits + .late_hits + .misses + .prefetches == 0 and
+        .hit_rate == null and .read_errors == 0 and .retries == 0' "$tmp/fault.json" >/dev/null &&
+    grep -q '^mt: report: streamed experts: cache hits [0-9.]* of 8 acquires, .* retries 1$' \
+        "$tmp/err"
+ok $? "a read error is counted in its phase, not again in the next; no acquires: hit rate null: \
+$(jq -c '[.prefill.stream, .decode.stream] | map([.misses, .read_errors, .retries, .hit_rate])' \
+    "$tmp/fault.json" 2>&1)"
+# prompt FLOPs (planner.h mt_plan_gpu_prompt_flops): per row 2 x the non-expert weights, per
+# layer and key the attention's 2 x heads x (2 x kv_lora_rank + rope dims) and the indexer's
+# 2 x heads x head dim, and lm_head's 2 x vocab x hidden once a forward. A row at position p
+# attends to min(p + 1, index_topk) keys and its indexer scores p + 1: with index_topk 4 the two
+# sums of the 25-token prompt above differ. The weights are what the one-token prompt's FLOPs
+# leave (the same weights); the 25-token prompt's must then be the formula's with them
+jq -e --slurpfile c "$k4/config.json" --slurpfile one "$tmp/fault.json" '$c[0] as $c |
+    def keys(n): [range(n) | [. + 1, ([. + 1, $c.index_topk] | min)]] |
+        {index: (map(.[0]) | add), attn: (map(.[1]) | add)};
+    def near(a; b): ((a - b) | fabs) <= 1e-7 * ([a, b] | map(fabs) | max);
+    (2 * $c.num_attention_heads * (2 * $c.kv_lora_rank + $c.qk_rope_head_dim)) as $a |
+    (2 * $c.index_n_heads * $c.index_head_dim) as $i | $c.num_hidden_layers as $L |
+    (2 * $c.vocab_size * $c.hidden_size) as $head |
+    def keyflops(k): $L * ($a * k.attn + $i * k.index);
+    $one[0].prefill as $o | .prefill.engine_tokens as $n | keys($n) as $pk |
+    $pk.attn != $pk.index and .prefill.forwards == 1 and $o.forwards == 1 and
+    $o.engine_tokens == 1 and ($o.prompt_flops - keyflops(keys(1)) - $head) as $row |
+    $row > 0 and near(.prefill.prompt_flops; $n * $row + keyflops($pk) + $head)' \
+    "$tmp/n1.json" >/dev/null
+ok $? "prompt FLOPs: weights per row, attention and indexer per key, lm_head per forward: \
+$(jq -c '[.prefill.prompt_flops]' "$tmp/n1.json" "$tmp/fault.json" | tr -d '\n')"
 
 # learning: a report that measured the CPU's experts at 0.3 of the DRAM rate in a run that
 # streamed nothing, and the mixed run's report (its CPU time includes waits for the disk: it
