@@ -12,9 +12,10 @@
  *   [4096, data_off)     index: one struct mt_io_store_entry per (layer, expert), the same in
  *                        every file, padded to 4 KiB
  *   [data_off, end)      the extents of the experts striped to this file
- * The header carries magic "MTSTORE1", the version, a hash of the model (config and tensor table,
- * computed by the caller), a random id shared by the files of one pack, this file's index and
- * size, and CRC32Cs of itself and of the index; each entry carries the CRC32C of its extent.
+ * The header carries magic "MTSTORE1", the version, a hash of the model (the caller's:
+ * mt_stream_model_hash covers config.json, the tensor table and the first 4 KiB of 256 experts'
+ * gate weights), a random id shared by the files of one pack, this file's index and size, and
+ * CRC32Cs of itself and of the index; each entry carries the CRC32C of its extent.
  *
  * A pack is written to "<file>.partial" names and renamed only after every byte, the index and the
  * header are on disk (fsync), and the header is written last: a crash or ENOSPC mid-pack leaves no
@@ -36,7 +37,7 @@ struct mt_io_store_header {
     char magic[8];           /* MT_IO_STORE_MAGIC */
     uint32_t version;        /* MT_IO_STORE_VERSION */
     uint32_t header_bytes;   /* 4096 */
-    uint64_t model_hash;     /* the caller's hash of config + tensor table */
+    uint64_t model_hash;     /* the caller's hash of the model (see above) */
     uint64_t store_id;       /* random, the same in every file of one pack */
     uint32_t file_index;     /* this file's position in the store */
     uint32_t n_files;
