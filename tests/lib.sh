@@ -31,6 +31,17 @@ make_tmp() {
     trap 'rm -rf "$tmp"' EXIT
 }
 
+# skip_without_gpu RC ERRFILE: where a run with --device gpu exited RC with ERRFILE on stderr
+# because no CUDA device answers (or the build has no CUDA, or the runtime is newer than the
+# driver), print the TAP plan that skips the whole test and exit 0.
+skip_without_gpu() {
+    _none='no CUDA device\|no CUDA-capable device\|built without CUDA'
+    if [ "$1" -ne 0 ] && grep -q "$_none\|driver version is insufficient" "$2"; then
+        echo "1..0 # SKIP no CUDA device"
+        exit 0
+    fi
+}
+
 tap_exit() {
     exit $fail
 }

@@ -22,11 +22,7 @@ run() { # run FLAGS... : ids on stdout, stderr in $tmp/err
 }
 gpu=$(run --device gpu --no-plan)
 rc=$?
-if [ "$rc" -ne 0 ] &&
-    grep -q 'no CUDA device\|no CUDA-capable device\|built without CUDA\|driver version is insufficient' "$tmp/err"; then
-    echo "1..0 # SKIP no CUDA device"
-    exit 0
-fi
+skip_without_gpu $rc "$tmp/err"
 echo "1..8"
 cpu=$(run --device cpu --no-plan)
 [ "$rc" -eq 0 ] && [ -n "$cpu" ] && [ "$gpu" = "$cpu" ]
