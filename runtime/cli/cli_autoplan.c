@@ -137,11 +137,11 @@ mt_cli_profile_get(const char *hw_path, const char *disk, struct mt_hwprofile *o
         return st;
     }
     if (cache) {
-        fprintf(stderr, "mt: no hardware profile of this machine yet: measuring one (a few "
-                "seconds, cached in '%s')\n", path);
+        fprintf(stderr, "mt: no hardware profile of this machine yet: measuring one (up to a "
+                "minute, cached in '%s')\n", path);
     } else {
-        fprintf(stderr, "mt: no hardware profile of this machine: measuring one (a few "
-                "seconds)\n");
+        fprintf(stderr, "mt: no hardware profile of this machine: measuring one (up to a "
+                "minute)\n");
     }
     /* no disk named, or a file too small to time: the one the cache is on (the bench writes
        its test file there) */

@@ -7,7 +7,7 @@
  * weights in the budget of the one device used (all in DRAM on the CPU engine, all on the GPU
  * on the GPU engine), the placement is obvious and nothing is measured; only when they do not
  * fit is a hardware profile needed (--hw FILE, else the one cached for this host, else a quick
- * bench of a few seconds whose result is cached), and the planner decides GPU, DRAM and NVMe
+ * bench of up to a minute whose result is cached), and the planner decides GPU, DRAM and NVMe
  * in memory, as `moetier plan` would. So tests and CI, whose models are small, never run a
  * benchmark by accident.
  *

@@ -614,7 +614,7 @@ mt_cli_placement_usage(FILE *f)
             "                           after checking it against the model, the budgets and\n"
             "                           the free memory; experts on NVMe stream via io_uring\n"
             "      --hw PROFILE         the hardware profile to plan with (default: this host's\n"
-            "                           cached one, else a quick bench of a few seconds, cached\n"
+            "                           cached one, else a quick bench (up to a minute), cached\n"
             "                           in $MOETIER_CACHE_DIR, $XDG_CACHE_HOME/moetier or\n"
             "                           ~/.cache/moetier)\n"
             "      --no-plan            no planning: every routed expert on the engine's own\n"
