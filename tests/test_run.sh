@@ -130,28 +130,26 @@ ok $? "-m without a prompt is a usage error (rc $rc: $(head -n 1 "$tmp/err"))"
 rc=$?
 [ "$rc" -eq 2 ] && grep -q 'need -m DIR' "$tmp/err"
 ok $? "a prompt without -m is a usage error (rc $rc: $(head -n 1 "$tmp/err"))"
-# --device gpu where no GPU answers: one message, before anything is planned or loaded (with a
-# GPU the run succeeds, which test_gpu_run.sh checks)
-"$bin" run -m "$dir" --device gpu --prompt-ids 1,2 -n 1 --print-ids >/dev/null 2>"$tmp/err"
-rc=$?
-if [ "$rc" -eq 0 ]; then
-    ok 0 "# SKIP a GPU answers here"
-else
+# A GPU asked for where none answers: exit 1 with one message naming who asked (a flag, or
+# $MOETIER_DEVICE: not a flag the user did not give), before anything is planned or loaded. With
+# a GPU the run succeeds, which test_gpu_run.sh checks. Usage: gpu_refused WHO NAME COMMAND...
+gpu_refused() {
+    who=$1 name=$2
+    shift 2
+    "$@" >/dev/null 2>"$tmp/err"
+    rc=$?
+    if [ "$rc" -eq 0 ]; then
+        ok 0 "# SKIP a GPU answers here"
+        return
+    fi
     [ "$rc" -eq 1 ] && [ "$(wc -l < "$tmp/err")" -eq 1 ] &&
-        grep -q '^mt: --device gpu: no CUDA device (.*); use --device cpu$' "$tmp/err"
-    ok $? "--device gpu without a GPU: exit 1 with one message (rc $rc: $(cat "$tmp/err"))"
-fi
-# ... the same asked by $MOETIER_DEVICE names it, not a flag the user did not give
-MOETIER_DEVICE=gpu "$bin" run -m "$dir" --prompt-ids 1,2 -n 1 --print-ids >/dev/null \
-    2>"$tmp/err"
-rc=$?
-if [ "$rc" -eq 0 ]; then
-    ok 0 "# SKIP a GPU answers here"
-else
-    [ "$rc" -eq 1 ] && [ "$(wc -l < "$tmp/err")" -eq 1 ] &&
-        grep -q '^mt: MOETIER_DEVICE=gpu: no CUDA device (.*); use --device cpu$' "$tmp/err"
-    ok $? "MOETIER_DEVICE=gpu without a GPU: the message names it (rc $rc: $(cat "$tmp/err"))"
-fi
+        grep -q "^mt: $who: no CUDA device (.*); use --device cpu\$" "$tmp/err"
+    ok $? "$name (rc $rc: $(cat "$tmp/err"))"
+}
+gpu_refused '--device gpu' "--device gpu without a GPU: exit 1 with one message" \
+    "$bin" run -m "$dir" --device gpu --prompt-ids 1,2 -n 1 --print-ids
+gpu_refused 'MOETIER_DEVICE=gpu' "MOETIER_DEVICE=gpu without a GPU: the message names it" \
+    env MOETIER_DEVICE=gpu "$bin" run -m "$dir" --prompt-ids 1,2 -n 1 --print-ids
 # -p TEXT is BOS, then TEXT with special tokens recognized: the same logits as those ids
 # (a synth checkpoint has a tokenizer; the golden one has none)
 tiny="$tmp/tiny"
