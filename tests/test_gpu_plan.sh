@@ -6,7 +6,8 @@
 # tiers run on the GPU engine with --device cpu's ids, the GPU memory such a plan needs to the
 # byte (routed experts on the GPU + always-on weights less the embedding table + the GPU's KV),
 # the refusal of a --gpu-mem too small before any expert, and an automatic plan that splits the
-# experts between the GPU and DRAM. Skips without a CUDA device.
+# experts between the GPU and DRAM; the loading bar's total on the GPU engine. Skips without a
+# CUDA device.
 . "${MT_SRCDIR:-$(dirname "$0")/..}/tests/lib.sh"
 prof="$MT_SRCDIR/bench/profiles/rtx3090-ddr4.json"
 make_tmp gpuplan
@@ -23,7 +24,7 @@ run() { # run FLAGS... : ids on stdout, stderr in $tmp/err
 gpu=$(run --device gpu --no-plan)
 rc=$?
 skip_without_gpu $rc "$tmp/err"
-echo "1..8"
+echo "1..9"
 cpu=$(run --device cpu --no-plan)
 [ "$rc" -eq 0 ] && [ -n "$cpu" ] && [ "$gpu" = "$cpu" ]
 ok $? "run --device gpu --no-plan gives --device cpu's ids (gpu '$gpu', cpu '$cpu'; rc $rc)"
@@ -92,6 +93,31 @@ refused=$(tail -1 "$tmp/err" | cut -c1-120)
 got=$(run --device gpu --plan "$tmp/mixed.json" --ctx 1024 --cpu-mem $dram)
 [ $? -eq 0 ] && [ $a -eq 0 ] && [ "$got" = "$cpu" ]
 ok $? "it needs $dram B of DRAM: 1 B less is refused ($refused), that much runs"
+
+# On a terminal the GPU engine's loading bar counts what it reads now: the always-on weights
+# and, without a plan, every expert (the GPU engine uploads them all); with the plan, its 48 GPU
+# and 96 DRAM experts (DRAM ones are preloaded), not the 48 it streams. The bar's last "of N GB"
+# must be that sum and the summary's N. (script makes the terminal; skipped without it.)
+bar_totals() { # bar_totals FLAGS: "bar N, loaded N" from a run on a terminal
+    MOETIER_DEVICE=gpu script -qec "'$bin' run -m '$m' --prompt-ids $ids -n 1 -v $1" \
+        /dev/null </dev/null | tr '\r' '\n' >"$tmp/tty"
+    echo "bar $(sed -n 's/^loading weights .* of \([0-9.]*\) GB .*/\1/p' "$tmp/tty" |
+        tail -1), loaded $(sed -n 's/^mt: loaded \([0-9.]*\) GB of weights.*/\1/p' "$tmp/tty")"
+}
+gb() { awk -v b="$1" 'BEGIN { printf "%.2f", b / 1e9 }'; }
+if command -v script >/dev/null 2>&1 && script -qec true /dev/null </dev/null >/dev/null 2>&1
+then
+    all=$(bar_totals "--no-plan")
+    want_all="bar $(gb $((other + 192 * one))), loaded $(gb $((other + 192 * one)))"
+    mixed=$(bar_totals "--plan '$tmp/mixed.json' --ctx 1024")
+    want_mixed="bar $(gb $((other + 144 * one))), loaded $(gb $((other + 144 * one)))"
+    [ "$all" = "$want_all" ] && [ "$mixed" = "$want_mixed" ]
+    ok $? "the loading bar counts what the GPU engine reads: no plan '$all' (want '$want_all'), \
+the plan '$mixed' (want '$want_mixed')"
+else
+    n=$((n + 1))
+    echo "ok $n # SKIP no script (util-linux) or no pseudo-terminal: no terminal for the bar"
+fi
 
 # a --gpu-mem short of the workspace (1.5 GiB by default), the always-on weights and the KV of
 # the default 8,192 positions is refused before any plan; that much plans every expert off it
