@@ -1489,6 +1489,24 @@ test_store_forged(void)
         }
         tap_ok(dirty == 0, "the padding of every extent is zeros (%zu bytes not)", dirty);
     }
+    {
+        /* io/store.h: the present experts, layer-major, are striped from file 0 on */
+        const struct mt_io_store_header *h = (const struct mt_io_store_header *)orig[0];
+        const struct mt_io_store_entry *ix =
+            (const struct mt_io_store_entry *)(orig[0] + h->index_off);
+        int present = 0;
+        int misplaced = 0;
+
+        for (int k = 0; k < N_KEYS; k++) {
+            if (ix[k].len > 0) {
+                misplaced += ix[k].file != (uint32_t)(present % N_FILES);
+                present++;
+            }
+        }
+        tap_ok(present > N_FILES && misplaced == 0,
+               "present expert i lies in file i mod %d (%d of %d elsewhere)", N_FILES, misplaced,
+               present);
+    }
     /* the resealed but unchanged copy opens: the forging itself changes nothing */
     for (size_t c = 0; c <= sizeof(forged) / sizeof(forged[0]); c++) {
         int what = c == 0 ? -1 : forged[c - 1].what;
