@@ -290,6 +290,16 @@ test_faults(struct mt_io_queue *q, struct mt_io_queue *qb, const struct env *e, 
     ok = ok && one_read(q, 0, b, 0, KB4, 12, &d) == MT_OK && done_is(&d, 12, 0, 0, KB4, 0);
     tap_ok(ok && mt_io_fault_fired() == 0, "%s: count 0, or kind NONE, injects nothing", mode);
 
+    /* A read that returns no bytes (past end of file) is no read to fault: it ends at end of
+     * file, err 0, and the armed fault stays unspent. */
+    mt_io_fault_set(MT_IO_FAULT_EIO, 0, 80 * 1024, 1);
+    ok = one_read(q, 0, b, 80 * 1024, KB4, 13, &d) == MT_OK &&
+         done_is(&d, 13, 0, 80 * 1024, 0, 0);
+    tap_ok(ok && mt_io_fault_fired() == 0,
+           "%s: a fault past end of file leaves the 0-byte read alone (err %d, %d faults)", mode,
+           d.err, mt_io_fault_fired());
+    mt_io_fault_set(MT_IO_FAULT_NONE, 0, 0, 0);
+
     /* 16 KiB at 0 comes back 8193 bytes (half, made odd). */
     memset(b, 0, KB16);
     if (e->have_direct) {
@@ -508,6 +518,64 @@ test_no_ring(const struct env *e, const char *log, bool uring)
     mt_io_queue_destroy(q[0]);
 }
 
+/*
+ * io_uring_submit is wrapped at link time (tests/Makefile.mk): while fail_submits > 0 each call
+ * fails with -EIO without entering the kernel, as a broken ring does.
+ */
+int __real_io_uring_submit(struct io_uring *ring);
+int __wrap_io_uring_submit(struct io_uring *ring);
+static int fail_submits;
+
+int
+__wrap_io_uring_submit(struct io_uring *ring)
+{
+    if (fail_submits > 0) {
+        fail_submits--;
+        return -EIO;
+    }
+    return __real_io_uring_submit(ring);
+}
+
+/*
+ * A failed submit: the read is refused and its slot given back (nothing left to wait for); a
+ * failed resubmission (the rest of a short read) finishes the read as err EIO with the bytes it
+ * had. Each on a queue of its own: a failed submit retires the ring.
+ */
+static void
+test_submit_fails(const struct env *e)
+{
+    struct mt_io_queue *q = NULL;
+    struct mt_io_queue_done d;
+    mt_status_t st;
+    unsigned left;
+    bool ok;
+
+    ok = mt_io_queue_create(2, e->direct, 2, MT_IO_QUEUE_URING, NULL, NULL, 0, &q) == MT_OK &&
+         mt_io_queue_mode(q) == MT_IO_QUEUE_URING;
+    fail_submits = 1;
+    st = ok ? mt_io_queue_submit(q, 0, e->buf, 0, KB16, 1) : MT_ERR_INTERNAL;
+    fail_submits = 0;
+    left = ok ? mt_io_queue_in_flight(q) : 99;
+    tap_ok(ok && st == MT_ERR_IO && left == 0,
+           "a submit that fails is refused (MT_ERR_IO) and holds no slot (%u in flight)", left);
+    mt_io_queue_destroy(q); /* a slot still held would make this wait for a read never sent */
+
+    q = NULL;
+    memset(&d, 0, sizeof(d));
+    ok = mt_io_queue_create(2, e->direct, 2, MT_IO_QUEUE_URING, NULL, NULL, 0, &q) == MT_OK;
+    /* the first read returns 8 KiB (SHORT, on the grid): the rest goes out again, and fails */
+    mt_io_fault_set(MT_IO_FAULT_SHORT, 0, 0, 1);
+    ok = ok && mt_io_queue_submit(q, 0, e->buf, 0, KB16, 2) == MT_OK;
+    fail_submits = 1;
+    ok = ok && mt_io_queue_wait(q, &d) == MT_OK;
+    fail_submits = 0;
+    mt_io_fault_set(MT_IO_FAULT_NONE, 0, 0, 0);
+    tap_ok(ok && done_is(&d, 2, 0, 0, KB16 / 2, EIO) && mt_io_queue_in_flight(q) == 0,
+           "a resubmission that fails finishes the read as err EIO (err %d, %zu bytes)", d.err,
+           d.bytes);
+    mt_io_queue_destroy(q);
+}
+
 /* Destroy with reads in flight waits for them (their buffers stay valid until it returns). */
 static void
 test_destroy_busy(const struct env *e)
@@ -584,6 +652,7 @@ main(void)
     test_no_ring(&e, log, uring);
     if (uring) {
         test_destroy_busy(&e);
+        test_submit_fails(&e);
     }
 
     for (int f = 0; f < 2; f++) {

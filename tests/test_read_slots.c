@@ -51,6 +51,15 @@ test_rules(void)
     tap_ok(ok, "O_DIRECT: a stop off the 4 KiB grid is end of file");
     mt_io_slots_finish(&t, a);
 
+    /* The grid is MT_IO_ALIGN, not the 512-byte sector: a stop on a sector boundary inside a
+     * 4 KiB block is end of file too (reading on from there would fail with EINVAL). */
+    a = mt_io_slots_take(&t, 0, buf, 0, KB16, 0);
+    ok = mt_io_slots_apply(&t, a, 4096 + 512, true) == MT_IO_STEP_DONE &&
+         t.slots[a].done == 4096 + 512;
+    tap_ok(ok, "O_DIRECT: a stop on a 512-byte sector off the 4 KiB grid is end of file (done %zu)",
+           t.slots[a].done);
+    mt_io_slots_finish(&t, a);
+
     a = mt_io_slots_take(&t, 0, buf, 0, KB16, 0);
     ok = mt_io_slots_apply(&t, a, 5000, false) == MT_IO_STEP_AGAIN;
     ok = ok && mt_io_slots_apply(&t, a, 0, false) == MT_IO_STEP_DONE && t.slots[a].done == 5000;
@@ -515,7 +524,7 @@ main(void)
     unsigned char *want = malloc(FILE_BYTES);
     int fd;
 
-    tap_plan(21);
+    tap_plan(22);
     test_rules();
 
     snprintf(path, sizeof(path), "%s/slots.bin", dir);

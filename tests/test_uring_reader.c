@@ -276,6 +276,78 @@ test_kernel_refusals(const char *path, unsigned char *buf)
     mt_io_uring_reader_destroy(r);
 }
 
+/*
+ * io_uring_submit is wrapped at link time (tests/Makefile.mk): while fail_submits > 0 each call
+ * fails with -EIO without entering the kernel, as a broken ring does.
+ */
+int __real_io_uring_submit(struct io_uring *ring);
+int __wrap_io_uring_submit(struct io_uring *ring);
+static int fail_submits;
+
+int
+__wrap_io_uring_submit(struct io_uring *ring)
+{
+    if (fail_submits > 0) {
+        fail_submits--;
+        return -EIO;
+    }
+    return __real_io_uring_submit(ring);
+}
+
+/* A submit that fails is refused and gives its slot back: nothing is left to wait for. */
+static void
+test_submit_fails(const char *path, unsigned char *buf)
+{
+    struct mt_io_uring_reader *r = NULL;
+    mt_status_t st;
+    unsigned left = 99;
+
+    st = mt_io_uring_reader_create(path, 2, 0, &r);
+    if (st == MT_OK) {
+        fail_submits = 1;
+        st = mt_io_uring_reader_submit(r, buf, 0, MT_IO_ALIGN, 1);
+        fail_submits = 0;
+        left = mt_io_uring_reader_in_flight(r);
+    }
+    tap_ok(st == MT_ERR_IO && left == 0 && strstr(mt_last_error(), "submit") != NULL,
+           "a submit that fails is refused and holds no slot (%u in flight): %s", left,
+           mt_last_error());
+    mt_io_uring_reader_destroy(r); /* a slot still held would wait for a read never sent */
+}
+
+/*
+ * A buffered read may stop short anywhere, not only at end of file: a pipe (reached by path)
+ * that holds 5000 bytes when the read goes out gives those; the rest, written after, is read on.
+ */
+static void
+test_buffered_short(unsigned char *buf)
+{
+    struct mt_io_uring_reader *r = NULL;
+    struct mt_io_done done = {0};
+    char path[64];
+    mt_status_t st;
+    int fds[2];
+    bool ok;
+
+    if (pipe(fds) != 0) {
+        tap_bail_out("cannot make a pipe");
+    }
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fds[0]);
+    st = mt_io_uring_reader_create(path, 2, MT_IO_READER_BUFFERED, &r);
+    ok = st == MT_OK && write(fds[1], want, 5000) == 5000 &&
+         mt_io_uring_reader_submit(r, buf, 0, 4 * MT_IO_ALIGN, 3) == MT_OK &&
+         write(fds[1], want + 5000, 4 * MT_IO_ALIGN - 5000) == 4 * MT_IO_ALIGN - 5000 &&
+         mt_io_uring_reader_wait(r, &done) == MT_OK;
+    tap_ok(ok && done.tag == 3 && done.bytes == 4 * MT_IO_ALIGN &&
+               memcmp(buf, want, 4 * MT_IO_ALIGN) == 0,
+           "buffered: a read that stops off the 4 KiB grid short of its end is read on (%zu "
+           "bytes): %s",
+           done.bytes, st == MT_OK ? "ok" : mt_last_error());
+    close(fds[1]); /* a read still in flight on the pipe ends now, at end of file */
+    mt_io_uring_reader_destroy(r);
+    close(fds[0]);
+}
+
 /* Whether the kernel registers [p, p+len) with a ring of its own (false without io_uring). */
 static bool
 kernel_registers(void *p, size_t len)
@@ -335,6 +407,9 @@ main(void)
     mt_status_t st;
     bool ok;
     bool direct;
+    char log[600];
+    int saved;
+    int warned;
 
     mt_log_set_quiet(true);
     snprintf(path, sizeof(path), "%s/data.bin", dir);
@@ -353,7 +428,7 @@ main(void)
         tap_rmtree(dir);
         return 0;
     }
-    tap_plan(29);
+    tap_plan(31);
 
     mt_io_range_align(4095, 2, &aoff, &alen);
     ok = aoff == 0 && alen == 8192;
@@ -462,6 +537,8 @@ main(void)
     test_refuse_direct_reads(dir, path, buf, cap);
     test_kernel_refusals(path, buf);
     test_register_refused(path, buf);
+    test_submit_fails(path, buf);
+    test_buffered_short(buf);
 
     /* The file shrinks after open (size says 3 MiB): reads stop at the new end, no hang. */
     st = mt_io_uring_reader_create(path, 4, 0, &r);
@@ -485,10 +562,16 @@ main(void)
     mt_io_uring_reader_destroy(r);
     r = NULL;
 
+    /* only EINVAL from the O_DIRECT open means the filesystem refuses O_DIRECT: a missing file
+     * fails as missing, with no word of a fallback to the page cache */
+    snprintf(log, sizeof(log), "%s/stderr-missing.txt", dir);
+    saved = tap_stderr_to(log);
     st = mt_io_uring_reader_create("/nonexistent/x.bin", 4, 0, &r);
+    tap_stderr_restore(saved);
+    warned = tap_count_lines(log, "refuses O_DIRECT");
     tap_ok(st == MT_ERR_IO && strstr(mt_last_error(), "/nonexistent/x.bin") != NULL &&
-               strstr(mt_last_error(), "No such file") != NULL,
-           "a missing file: %s", mt_last_error());
+               strstr(mt_last_error(), "No such file") != NULL && warned == 0,
+           "a missing file (%d warnings of O_DIRECT refused): %s", warned, mt_last_error());
     st = mt_io_uring_reader_create(path, 0, 0, &r);
     tap_ok(st == MT_ERR_INVAL, "queue depth 0 is refused");
     st = mt_io_uring_reader_create(path, 5000, 0, &r);
