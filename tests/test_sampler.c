@@ -261,6 +261,21 @@ main(void)
     tap_ok(ok && cnt[0] == 0 && cnt[1] > 0 && cnt[2] > cnt[1],
            "top-p 0.7 drops the tail (counts %d %d %d)", cnt[0], cnt[1], cnt[2]);
 
+    /* the cut's edge: four equal logits at top-p 0.5 are 0.25 each, so the mass reaches p
+     * exactly after two (acc >= p, not >) and ties rank by id: ids 0 and 1 only, both drawn */
+    float even[4] = {1.5f, 1.5f, 1.5f, 1.5f};
+    int cnt_even[4] = {0, 0, 0, 0};
+    o.top_p = 0.5f;
+    ok = mt_sampler_create(&o, 4, &s) == MT_OK;
+    for (int i = 0; i < 400 && ok; i++) {
+        ok = mt_sampler_sample(s, even, &t) == MT_OK && t >= 0 && t < 4;
+        cnt_even[ok ? t : 0]++;
+    }
+    mt_sampler_destroy(s);
+    tap_ok(ok && cnt_even[0] > 100 && cnt_even[1] > 100 && cnt_even[2] == 0 && cnt_even[3] == 0,
+           "top-p 0.5 over 4 tied logits keeps exactly ids 0 and 1 (counts %d %d %d %d)",
+           cnt_even[0], cnt_even[1], cnt_even[2], cnt_even[3]);
+
     /* same seed, same sequence; other seed, other sequence */
     int32_t a[64], b[64], c[64];
     float flat[50];
