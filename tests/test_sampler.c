@@ -276,6 +276,32 @@ main(void)
            "top-p 0.5 over 4 tied logits keeps exactly ids 0 and 1 (counts %d %d %d %d)",
            cnt_even[0], cnt_even[1], cnt_even[2], cnt_even[3]);
 
+    /*
+     * The radix sort (a head past 4,096) ties -0.0 with +0.0 by id too: 8,192 zeros of
+     * alternating sign at top-p 0.75 keep exactly ids 0..6143. Ranked by raw bits, every +0.0
+     * would come first and odd ids up to 8191 would be drawn.
+     */
+    enum { ZEROS = 8192 };
+    float *zs = malloc(ZEROS * sizeof(*zs));
+    int low = 0, high = 0, past = 0;
+    for (int i = 0; zs != NULL && i < ZEROS; i++) {
+        zs[i] = i % 2 == 0 ? -0.0f : 0.0f;
+    }
+    o.top_p = 0.75f;
+    ok = zs != NULL && mt_sampler_create(&o, ZEROS, &s) == MT_OK;
+    for (int i = 0; i < 200 && ok; i++) {
+        ok = mt_sampler_sample(s, zs, &t) == MT_OK && t >= 0 && t < ZEROS;
+        past += ok && t >= 6144;
+        low += ok && t < 3072;
+        high += ok && t >= 3072 && t < 6144;
+    }
+    mt_sampler_destroy(s);
+    free(zs);
+    tap_ok(ok && past == 0 && low > 50 && high > 50,
+           "radix sort: signed zeros tie by id, top-p 0.75 keeps ids 0..6143 (%d below 3072, "
+           "%d above, %d past 6143)",
+           low, high, past);
+
     /* same seed, same sequence; other seed, other sequence */
     int32_t a[64], b[64], c[64];
     float flat[50];
