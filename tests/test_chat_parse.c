@@ -81,7 +81,7 @@ main(void)
     char *reply;
     mt_status_t st;
 
-    tap_plan(31);
+    tap_plan(34);
     mt_log_set_quiet(true);
 
     st = mt_chat_parse_tool_calls("Hello there", 11, &p);
@@ -202,6 +202,14 @@ main(void)
                                               "\n</｜DSML｜invoke>");
     static const char no_lt[] = BLOCK(INVOKE("<｜DSML｜parameter name=\"k\" string=\"true\">1"
                                              "/｜DSML｜parameter>"));
+    /* each marker byte counts: ">" then anything but "\n", or name= without its quote, is not
+     * the format (a check of fewer bytes would take these and read the key or name after it) */
+    static const char space_after_head[] = "ok\n\n<｜DSML｜function_calls> " INVOKE(ONE)
+        "\n</｜DSML｜function_calls>";
+    static const char name_no_quote[] = BLOCK("<｜DSML｜invoke name=xf\">\n" ONE
+                                              "\n</｜DSML｜invoke>");
+    static const char key_no_quote[] = BLOCK(INVOKE("<｜DSML｜parameter name=xk\" string=\"true\">1"
+                                                    "</｜DSML｜parameter>"));
     static const struct {
         const char *text;
         size_t len;
@@ -215,6 +223,9 @@ main(void)
         {no_quote_end, sizeof(no_quote_end) - 1, "a name head not ending in \">"},
         {bad_utf8_name, sizeof(bad_utf8_name) - 1, "a name that is not UTF-8"},
         {no_lt, sizeof(no_lt) - 1, "a value not closed by '<'"},
+        {space_after_head, sizeof(space_after_head) - 1, "a space, not a newline, after '>'"},
+        {name_no_quote, sizeof(name_no_quote) - 1, "name=f\" without its opening quote"},
+        {key_no_quote, sizeof(key_no_quote) - 1, "a parameter's name=k\" without its quote"},
     };
     for (size_t k = 0; k < sizeof(broken) / sizeof(broken[0]); k++) {
         tap_ok(refused(broken[k].text, broken[k].len), "%s: refused", broken[k].why);

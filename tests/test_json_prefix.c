@@ -52,6 +52,8 @@ static const char *const valid[] = {
     "{\"a\":\"\\u0000\"}",
     "\"DEL \x7f, U+07FF \xdf\xbf, U+FFFF \xef\xbf\xbf, U+10000 \xf0\x90\x80\x80\"",
     "\"\\uDBFF\\uDFFF \\uabcd\"",
+    /* a CR, a number starting with 9, an object where an array was at the same depth */
+    "[9,\r\n[[1],{\"a\":-9.9e9}]]",
 };
 
 struct bad_case {
@@ -98,6 +100,9 @@ static const struct bad_case bad[] = {
     {"[1 2]", 3, MT_JSON_BAD, "two values without a comma"},
     {"[1234567890123456789]", 19, MT_JSON_LIMIT, "a 19-digit integer"},
     {"[-1234567890123456789]", 20, MT_JSON_LIMIT, "a 19-digit negative integer"},
+    {"[-01]", 3, MT_JSON_BAD, "a leading zero after a minus"},
+    {"[1.5.2]", 4, MT_JSON_BAD, "a second dot"},
+    {"[1e5e3]", 4, MT_JSON_BAD, "a second exponent"},
     {"[1e123]", 5, MT_JSON_LIMIT, "a 3-digit exponent"},
 };
 
@@ -202,6 +207,24 @@ check_object_only_and_state(void)
          mt_json_prefix_feed(&p, "3.", 2) == MT_JSON_OK && !mt_json_prefix_complete(&p) &&
          mt_json_prefix_feed(&p, "5 ", 2) == MT_JSON_OK && mt_json_prefix_complete(&p);
     tap_ok(ok, "a top-level number is whole wherever it could end");
+
+    /* ... and only there: not after a minus, an 'e', its sign, or inside a literal */
+    static const struct {
+        const char *text;
+        bool whole;
+    } ends[] = {
+        {"0", true}, {"1e5", true}, {"-", false}, {"1e", false}, {"1e+", false}, {"tru", false},
+    };
+    ok = true;
+    for (size_t k = 0; k < sizeof(ends) / sizeof(ends[0]); k++) {
+        mt_json_prefix_init(&p, false);
+        if (mt_json_prefix_feed(&p, ends[k].text, strlen(ends[k].text)) != MT_JSON_OK ||
+            mt_json_prefix_complete(&p) != ends[k].whole) {
+            tap_diag("complete after %s: want %d", ends[k].text, (int)ends[k].whole);
+            ok = false;
+        }
+    }
+    tap_ok(ok, "a top-level 0 and 1e5 are whole; -, 1e, 1e+ and tru are not");
 
     /* in_string: inside a string (a key too), not inside an escape or a character */
     static const struct {

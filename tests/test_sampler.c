@@ -261,6 +261,47 @@ main(void)
     tap_ok(ok && cnt[0] == 0 && cnt[1] > 0 && cnt[2] > cnt[1],
            "top-p 0.7 drops the tail (counts %d %d %d)", cnt[0], cnt[1], cnt[2]);
 
+    /* the cut's edge: four equal logits at top-p 0.5 are 0.25 each, so the mass reaches p
+     * exactly after two (acc >= p, not >) and ties rank by id: ids 0 and 1 only, both drawn */
+    float even[4] = {1.5f, 1.5f, 1.5f, 1.5f};
+    int cnt_even[4] = {0, 0, 0, 0};
+    o.top_p = 0.5f;
+    ok = mt_sampler_create(&o, 4, &s) == MT_OK;
+    for (int i = 0; i < 400 && ok; i++) {
+        ok = mt_sampler_sample(s, even, &t) == MT_OK && t >= 0 && t < 4;
+        cnt_even[ok ? t : 0]++;
+    }
+    mt_sampler_destroy(s);
+    tap_ok(ok && cnt_even[0] > 100 && cnt_even[1] > 100 && cnt_even[2] == 0 && cnt_even[3] == 0,
+           "top-p 0.5 over 4 tied logits keeps exactly ids 0 and 1 (counts %d %d %d %d)",
+           cnt_even[0], cnt_even[1], cnt_even[2], cnt_even[3]);
+
+    /*
+     * The radix sort (a head past 4,096) ties -0.0 with +0.0 by id too: 8,192 zeros of
+     * alternating sign at top-p 0.75 keep exactly ids 0..6143. Ranked by raw bits, every +0.0
+     * would come first and odd ids up to 8191 would be drawn.
+     */
+    enum { ZEROS = 8192 };
+    float *zs = malloc(ZEROS * sizeof(*zs));
+    int low = 0, high = 0, past = 0;
+    for (int i = 0; zs != NULL && i < ZEROS; i++) {
+        zs[i] = i % 2 == 0 ? -0.0f : 0.0f;
+    }
+    o.top_p = 0.75f;
+    ok = zs != NULL && mt_sampler_create(&o, ZEROS, &s) == MT_OK;
+    for (int i = 0; i < 200 && ok; i++) {
+        ok = mt_sampler_sample(s, zs, &t) == MT_OK && t >= 0 && t < ZEROS;
+        past += ok && t >= 6144;
+        low += ok && t < 3072;
+        high += ok && t >= 3072 && t < 6144;
+    }
+    mt_sampler_destroy(s);
+    free(zs);
+    tap_ok(ok && past == 0 && low > 50 && high > 50,
+           "radix sort: signed zeros tie by id, top-p 0.75 keeps ids 0..6143 (%d below 3072, "
+           "%d above, %d past 6143)",
+           low, high, past);
+
     /* same seed, same sequence; other seed, other sequence */
     int32_t a[64], b[64], c[64];
     float flat[50];
