@@ -97,12 +97,14 @@ ok $? "it needs $dram B of DRAM: 1 B less is refused ($refused), that much runs"
 # On a terminal the GPU engine's loading bar counts what it reads now: the always-on weights
 # and, without a plan, every expert (the GPU engine uploads them all); with the plan, its 48 GPU
 # and 96 DRAM experts (DRAM ones are preloaded), not the 48 it streams. The bar's last "of N GB"
-# must be that sum and the summary's N. (script makes the terminal; skipped without it.)
+# must be that sum and the summary's N: the engine's second reads of the indexer's weights and
+# the router bias, to check their values, are not more loaded (mt_st_set_reread). (script makes
+# the terminal; skipped without it.)
 bar_totals() { # bar_totals FLAGS: "bar N, loaded N" from a run on a terminal
     MOETIER_DEVICE=gpu script -qec "'$bin' run -m '$m' --prompt-ids $ids -n 1 -v $1" \
         /dev/null </dev/null | tr '\r' '\n' >"$tmp/tty"
     echo "bar $(sed -n 's/^loading weights .* of \([0-9.]*\) GB .*/\1/p' "$tmp/tty" |
-        tail -1), loaded $(sed -n 's/^mt: loaded \([0-9.]*\) GB of weights.*/\1/p' "$tmp/tty")"
+        tail -1), loaded $(sed -n 's/.*mt: loaded \([0-9.]*\) GB of weights.*/\1/p' "$tmp/tty")"
 }
 gb() { awk -v b="$1" 'BEGIN { printf "%.2f", b / 1e9 }'; }
 if command -v script >/dev/null 2>&1 && script -qec true /dev/null </dev/null >/dev/null 2>&1

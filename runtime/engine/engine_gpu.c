@@ -224,9 +224,10 @@ eng_gpu_alloc(struct eng_gpu *g, size_t bytes, const char *what, void **out)
     return mt_gpu_arena_alloc(g->arena, bytes > 0 ? bytes : 1, what, out);
 }
 
-/* A tensor's bytes read into a new host buffer. */
+/* A tensor's bytes read into a new host buffer; again: a second read, to check values, which
+ * the loading bar does not count (mt_st_set_reread). */
 static mt_status_t
-read_host(const struct mt_engine *e, const struct mt_st_tensor *t, void **out)
+read_host_as(const struct mt_engine *e, const struct mt_st_tensor *t, bool again, void **out)
 {
     void *p = malloc(t->nbytes > 0 ? t->nbytes : 1);
     mt_status_t st;
@@ -235,7 +236,8 @@ read_host(const struct mt_engine *e, const struct mt_st_tensor *t, void **out)
         return mt_fail(MT_ERR_NOMEM, 0, "cannot allocate %llu bytes for tensor '%s'",
                        (unsigned long long)t->nbytes, t->name);
     }
-    st = mt_st_set_read(e->model->set, t, p, t->nbytes);
+    st = again ? mt_st_set_reread(e->model->set, t, p, t->nbytes)
+               : mt_st_set_read(e->model->set, t, p, t->nbytes);
     if (st != MT_OK) {
         free(p);
         return st;
@@ -244,15 +246,22 @@ read_host(const struct mt_engine *e, const struct mt_st_tensor *t, void **out)
     return MT_OK;
 }
 
-/* A float tensor of any dtype the checkpoints use, as a new fp32 host array. */
 static mt_status_t
-host_f32(struct mt_engine *e, const struct mt_st_tensor *t, float **out)
+read_host(const struct mt_engine *e, const struct mt_st_tensor *t, void **out)
+{
+    return read_host_as(e, t, false, out);
+}
+
+/* A float tensor of any dtype the checkpoints use, as a new fp32 host array (again: as in
+ * read_host_as). */
+static mt_status_t
+host_f32_as(struct mt_engine *e, const struct mt_st_tensor *t, bool again, float **out)
 {
     void *raw;
     float *f;
     mt_status_t st;
 
-    if ((st = read_host(e, t, &raw)) != MT_OK) {
+    if ((st = read_host_as(e, t, again, &raw)) != MT_OK) {
         return st;
     }
     f = malloc((size_t)t->nelem * sizeof(float) + 1);
@@ -284,13 +293,19 @@ host_f32(struct mt_engine *e, const struct mt_st_tensor *t, float **out)
     return MT_OK;
 }
 
+static mt_status_t
+host_f32(struct mt_engine *e, const struct mt_st_tensor *t, float **out)
+{
+    return host_f32_as(e, t, false, out);
+}
+
 /* The router's correction bias read once more on the host, to refuse a NaN in it at load
  * (eng_check_tensor_finite says why). */
 static mt_status_t
 router_bias_finite(struct mt_engine *e, const struct mt_st_tensor *t)
 {
     float *f;
-    mt_status_t st = host_f32(e, t, &f);
+    mt_status_t st = host_f32_as(e, t, true, &f);
 
     if (st == MT_OK) {
         st = eng_check_tensor_finite(t->name, f, (size_t)t->nelem);
@@ -318,7 +333,7 @@ indexer_finite(struct mt_engine *e, const struct mt_layer_weights *lw)
         const struct mt_st_tensor *t = i % 2 == 0 ? ws[i / 2]->w : ws[i / 2]->scale;
         float *f;
 
-        if (t != NULL && (st = host_f32(e, t, &f)) == MT_OK) {
+        if (t != NULL && (st = host_f32_as(e, t, true, &f)) == MT_OK) {
             st = eng_check_tensor_finite(t->name, f, (size_t)t->nelem);
             free(f);
         }

@@ -996,9 +996,9 @@ mt_st_set_file_path(const struct mt_st_set *set, int file)
     return set->paths[file];
 }
 
-mt_status_t
-mt_st_set_read(const struct mt_st_set *set, const struct mt_st_tensor *t, void *dst,
-               size_t dst_size)
+static mt_status_t
+read_tensor(const struct mt_st_set *set, const struct mt_st_tensor *t, void *dst, size_t dst_size,
+            bool count)
 {
     size_t got;
     int err;
@@ -1023,10 +1023,24 @@ mt_st_set_read(const struct mt_st_set *set, const struct mt_st_tensor *t, void *
                        " bytes; file truncated since it was opened?)",
                        t->name, set->paths[t->file], got, t->nbytes);
     }
-    if (set->progress != NULL) {
+    if (count && set->progress != NULL) {
         set->progress(set->progress_ctx, t->nbytes);
     }
     return MT_OK;
+}
+
+mt_status_t
+mt_st_set_read(const struct mt_st_set *set, const struct mt_st_tensor *t, void *dst,
+               size_t dst_size)
+{
+    return read_tensor(set, t, dst, dst_size, true);
+}
+
+mt_status_t
+mt_st_set_reread(const struct mt_st_set *set, const struct mt_st_tensor *t, void *dst,
+                 size_t dst_size)
+{
+    return read_tensor(set, t, dst, dst_size, false);
 }
 
 void

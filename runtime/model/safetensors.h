@@ -79,6 +79,13 @@ mt_status_t mt_st_set_read(const struct mt_st_set *set, const struct mt_st_tenso
                            size_t dst_size);
 
 /*
+ * mt_st_set_read for a tensor read a second time (to check its values): the same bytes, but the
+ * progress hook below does not count them, since they are not more of the model loaded.
+ */
+mt_status_t mt_st_set_reread(const struct mt_st_set *set, const struct mt_st_tensor *t, void *dst,
+                             size_t dst_size);
+
+/*
  * A read-progress hook: fn(ctx, nbytes) after every successful mt_st_set_read of a tensor of
  * nbytes bytes, so a tool can draw a progress bar while an engine loads its weights without the
  * engine knowing (every engine reads tensors through mt_st_set_read). The hook may run on several
