@@ -458,6 +458,23 @@ test_evaluate_checks(void)
     tap_ok(st == MT_OK && fabs(s - 1e9 / 1e11) < 1e-12 && mt_plan_slots(-1e9, 1e9) == 0,
            "a negative GPU capacity holds no expert and refuses none off the GPU (%.3f ms)",
            s * 1e3);
+    /* 0.3 / 0.1 is 2.9999999999999996 in doubles: a budget of exactly 3 experts, written as
+       decimals, still holds 3 (the slot count forgives rounding), and 2.999 of them hold 2 */
+    tap_ok(mt_plan_slots(0.3, 0.1) == 3 && mt_plan_slots(2.999e9, 1e9) == 2,
+           "slots: 0.3 / 0.1 holds %d experts (3), 2.999 GB of 1 GB experts %d (2)",
+           mt_plan_slots(0.3, 0.1), mt_plan_slots(2.999e9, 1e9));
+    /* a probability of 0 is in [0, 1]: an expert no token uses is valid and costs nothing */
+    {
+        double p01[2] = {0.0, 1.0};
+
+        pb.prob = p01;
+        s = 0;
+        st = mt_plan_problem_evaluate(&pb, cpu2, &s, NULL, NULL);
+        tap_ok(st == MT_OK && fabs(s - 1e9 / 1e11) < 1e-12,
+               "an expert of probability 0 is accepted and free: %.3f ms (10, the other's): %s",
+               s * 1e3, st == MT_OK ? "ok" : mt_last_error());
+        pb.prob = p2;
+    }
 
     /* the GPU budget's edge: 2 GPU experts fit 2 slots, a third is one too many */
     {
