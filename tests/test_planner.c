@@ -538,6 +538,48 @@ test_host_wait_batch(void)
     tap_ok(st == MT_OK && fabs(add[0] - 0.5e-3) < 1e-12 && fabs(add[1] - 0.9375e-3) < 1e-12,
            "a 1 ms host wait adds %.4f ms to a token (0.5), %.4f ms to a batch of 4 (1 - 0.5^4)",
            add[0] * 1e3, add[1] * 1e3);
+
+    /* Any expert off the GPU makes the step wait on the host: one streamed from NVMe (the CPU
+       computes it) or copied into a GPU slot (the host copies it) as well as a DRAM_CPU one. */
+    uint8_t tn[2] = {MT_TIER_GPU, MT_TIER_NVME};
+    uint8_t tp[2] = {MT_TIER_GPU, MT_TIER_DRAM_PCIE};
+    double addn = 0, addp = 0;
+
+    pb.batch = 1;
+    pb.rate[MT_SRC_DISK] = 10e9;
+    pb.rate[MT_SRC_PCIE] = 25e9;
+    for (int i = 0; i < 2 && st == MT_OK; i++) {
+        double s0 = 0, s1 = 0;
+
+        pb.host_layer_s = 0;
+        st = mt_plan_problem_evaluate(&pb, i == 0 ? tn : tp, &s0, NULL, NULL);
+        pb.host_layer_s = 1e-3;
+        st = st == MT_OK ? mt_plan_problem_evaluate(&pb, i == 0 ? tn : tp, &s1, NULL, NULL) : st;
+        *(i == 0 ? &addn : &addp) = s1 - s0;
+    }
+    tap_ok(st == MT_OK && fabs(addn - 0.5e-3) < 1e-12 && fabs(addp - 0.5e-3) < 1e-12,
+           "a 1 ms host wait adds %.4f ms (0.5) with the other expert on NVMe, %.4f ms (0.5) "
+           "copied over PCIe",
+           addn * 1e3, addp * 1e3);
+
+    /* src_s sums each source's load; limit_s the layer's whole time (host wait included) on the
+       source that bound it. GPU 0.5 GB / 1 TB/s = 0.5 ms, CPU 0.5 GB / 100 GB/s = 5 ms, the
+       layer 5 + 0.5 x 1 = 5.5 ms on the CPU's reads. */
+    double src[MT_SRC_COUNT], lim[MT_SRC_COUNT], sl = 0, lim_sum = 0;
+
+    pb.rate[MT_SRC_DISK] = 0;
+    pb.rate[MT_SRC_PCIE] = 0;
+    st = st == MT_OK ? mt_plan_problem_evaluate(&pb, t, &sl, src, lim) : st;
+    for (int s = 0; s < MT_SRC_COUNT; s++) {
+        lim_sum += lim[s];
+    }
+    tap_ok(st == MT_OK && fabs(sl - 5.5e-3) < 1e-12 && fabs(lim[MT_SRC_CPU_MEM] - 5.5e-3) < 1e-12 &&
+               fabs(lim_sum - sl) < 1e-15 && fabs(src[MT_SRC_CPU_MEM] - 5e-3) < 1e-12 &&
+               fabs(src[MT_SRC_GPU_MEM] - 0.5e-3) < 1e-12,
+           "limit_s holds the layer's %.3f ms (5.5, wait included) on the CPU: %.3f ms, in all "
+           "%.3f; src_s CPU %.3f ms (5), GPU %.3f ms (0.5)",
+           sl * 1e3, lim[MT_SRC_CPU_MEM] * 1e3, lim_sum * 1e3, src[MT_SRC_CPU_MEM] * 1e3,
+           src[MT_SRC_GPU_MEM] * 1e3);
 }
 
 /*
