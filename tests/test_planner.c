@@ -2234,6 +2234,35 @@ test_dram_copy_bus(void)
            "ceiling; the CPU's kernels %.3f ms), %.3f ms without the bus; a CPU at 0.3: %.3f ms "
            "(its kernels)",
            s1 * 1e3, 40e6 / 60e9 * 1e3, s0 * 1e3, s2 * 1e3);
+
+    /* A copied expert is computed on the GPU: its GPU read and FLOPs count there. One expert a
+       token, 1 GB over a 100 GB/s link (10 ms): 4 TFLOP at 100 TFLOPS bind it at 40 ms; a GPU
+       read at 20 GB/s at 50 ms. */
+    {
+        double p1[1] = {1.0};
+        uint8_t pc[1] = {MT_TIER_DRAM_PCIE};
+        double sf = 0, sm = 0;
+
+        memset(&pb, 0, sizeof(pb));
+        pb.n_layers = 1;
+        pb.n_experts = 1;
+        pb.prob = p1;
+        pb.expert_bytes = 1e9;
+        pb.expert_flops = 4e12;
+        pb.dram_capacity = 1e9;
+        pb.rate[MT_SRC_GPU_MEM] = 1000e9;
+        pb.rate[MT_SRC_GPU_FLOP] = 100e12;
+        pb.rate[MT_SRC_PCIE] = 100e9;
+        pb.batch = 1;
+        st = mt_plan_problem_evaluate(&pb, pc, &sf, NULL, NULL);
+        pb.expert_flops = 0;
+        pb.rate[MT_SRC_GPU_MEM] = 20e9;
+        st = st == MT_OK ? mt_plan_problem_evaluate(&pb, pc, &sm, NULL, NULL) : st;
+        tap_ok(st == MT_OK && fabs(sf - 0.040) < 1e-12 && fabs(sm - 0.050) < 1e-12,
+               "a DRAM_PCIE expert is computed on the GPU: %.1f ms bound by its FLOPs (40), "
+               "%.1f ms by its GPU read (50)",
+               sf * 1e3, sm * 1e3);
+    }
 }
 
 /*
