@@ -313,6 +313,32 @@ test_sampling_paths(void)
     st = mt_plan_problem_sample(&pb, g1, 0, &sf);
     tap_ok(st == MT_ERR_INVAL && sf == -1, "sampling 0 tokens is refused: %s",
            st == MT_OK ? "accepted" : mt_last_error());
+
+    /* Ten experts of p 0.1 sum to 0.9999999999999999 in doubles, a whole number up to rounding:
+       every token picks exactly one (systematic sampling), so each sample costs its 10 ms CPU
+       read plus the 10 ms host wait, 20 ms; independent draws would use none in 0.9^10 = 35% of
+       the tokens (about 16.5 ms). */
+    double p10[10];
+    uint8_t c10[10];
+    double s10 = 0;
+
+    for (int e = 0; e < 10; e++) {
+        p10[e] = 0.1;
+        c10[e] = MT_TIER_DRAM_CPU;
+    }
+    memset(&pb, 0, sizeof(pb));
+    pb.n_layers = 1;
+    pb.n_experts = 10;
+    pb.prob = p10;
+    pb.expert_bytes = 1e9;
+    pb.dram_capacity = 10e9;
+    pb.rate[MT_SRC_CPU_MEM] = 100e9;
+    pb.batch = 1;
+    pb.host_layer_s = 10e-3;
+    st = mt_plan_problem_sample(&pb, c10, 200, &s10);
+    tap_ok(st == MT_OK && fabs(s10 - 0.020) < 1e-12,
+           "sampled: ten experts of p 0.1 (sum 1 up to rounding) pick one a token: %.3f ms (20)",
+           s10 * 1e3);
 }
 
 static void
