@@ -408,6 +408,11 @@ test_budgets(void)
                    strstr(mt_last_error(), "do not fit") != NULL &&
                    strstr(mt_last_error(), "has no disk") != NULL,
                "no DRAM room and no disk: clear error: %s", mt_last_error());
+        /* one expert too many (3 in 2 GPU slots) is refused as clearly as two */
+        pb.n_experts = 3;
+        tap_ok(mt_plan_problem_optimize(&pb, false, all_gpu, &s) == MT_ERR_INVAL &&
+                   strstr(mt_last_error(), "do not fit: 1 of 3") != NULL,
+               "one expert without room: clear error: %s", mt_last_error());
     }
     {
         double s;
