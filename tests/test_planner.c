@@ -691,6 +691,62 @@ test_keep_storage_modes(void)
            mt_tier_code(t[0]), mt_tier_code(t[1]), mt_tier_code(t[2]), s * 1e3);
 }
 
+/*
+ * The greedy start's tie rules, seen where every placement that fills the budgets costs the same
+ * (so the search keeps the start): experts of equal heat take the GPU in expert order,
+ * interleaving the layers (cmp_order), and a DRAM expert goes to the CPU before a PCIe copy.
+ */
+static void
+test_greedy_ties(void)
+{
+    double p8[8];
+    uint8_t t[8];
+    struct mt_plan_problem pb;
+    double s = 0;
+    mt_status_t st;
+
+    /* 2 layers x 4 experts of p 0.5, 2 GPU slots: a GPU expert (0.5 ms) hides under its layer's
+       CPU reads (5 ms each), so any 2 GPU experts give 30 ms; the first of each layer take them */
+    for (int i = 0; i < 8; i++) {
+        p8[i] = 0.5;
+    }
+    memset(&pb, 0, sizeof(pb));
+    pb.n_layers = 2;
+    pb.n_experts = 4;
+    pb.prob = p8;
+    pb.expert_bytes = 1e9;
+    pb.gpu_capacity = 2e9;
+    pb.dram_capacity = 8e9;
+    pb.rate[MT_SRC_GPU_MEM] = 1000e9;
+    pb.rate[MT_SRC_CPU_MEM] = 100e9;
+    pb.batch = 1;
+    st = mt_plan_problem_optimize(&pb, false, t, &s);
+    tap_ok(st == MT_OK && t[0] == MT_TIER_GPU && t[4] == MT_TIER_GPU &&
+               count_tier(t, 8, MT_TIER_GPU) == 2 && fabs(s - 0.030) < 1e-12,
+           "equal heat: expert 0 of each layer takes a GPU slot (%c%c%c%c %c%c%c%c, %.1f ms)",
+           mt_tier_code(t[0]), mt_tier_code(t[1]), mt_tier_code(t[2]), mt_tier_code(t[3]),
+           mt_tier_code(t[4]), mt_tier_code(t[5]), mt_tier_code(t[6]), mt_tier_code(t[7]),
+           s * 1e3);
+
+    /* 1 GB at 100 GB/s either way (the GPU's read of the copy, 1 us, hides): 10 ms on the CPU
+       or over the link; the CPU computes it, no copy */
+    memset(&pb, 0, sizeof(pb));
+    pb.n_layers = 1;
+    pb.n_experts = 1;
+    pb.prob = p8;
+    pb.expert_bytes = 1e9;
+    pb.dram_capacity = 1e9;
+    pb.rate[MT_SRC_GPU_MEM] = 1e15;
+    pb.rate[MT_SRC_CPU_MEM] = 100e9;
+    pb.rate[MT_SRC_PCIE] = 100e9;
+    pb.batch = 1;
+    p8[0] = 1.0;
+    st = mt_plan_problem_optimize(&pb, false, t, &s);
+    tap_ok(st == MT_OK && t[0] == MT_TIER_DRAM_CPU && fabs(s - 0.010) < 1e-12,
+           "a DRAM expert as fast on the CPU as copied stays on the CPU (%c, %.1f ms)",
+           mt_tier_code(t[0]), s * 1e3);
+}
+
 /* A what-if profile in code: one GPU, CPU, PCIe, one disk. */
 static void
 make_profile(struct mt_hwprofile *hw, double hbm, double dram, double pcie, double disk)
@@ -3304,6 +3360,7 @@ main(void)
     test_host_wait_batch();
     test_nvme_prefill();
     test_keep_storage_modes();
+    test_greedy_ties();
     test_v32_plans();
     test_decode_bound();
     test_prefill_batch_2();
