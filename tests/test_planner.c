@@ -494,6 +494,10 @@ test_evaluate_checks(void)
     tap_ok(mt_plan_slots(0.3, 0.1) == 3 && mt_plan_slots(2.999e9, 1e9) == 2,
            "slots: 0.3 / 0.1 holds %d experts (3), 2.999 GB of 1 GB experts %d (2)",
            mt_plan_slots(0.3, 0.1), mt_plan_slots(2.999e9, 1e9));
+    /* and a budget one byte short of two 44 MB (V3.2-sized) experts holds one */
+    tap_ok(mt_plan_slots(2 * 44e6 - 1, 44e6) == 1 && mt_plan_slots(2 * 44e6, 44e6) == 2,
+           "slots: a byte short of two 44 MB experts holds %d (1), exactly two %d (2)",
+           mt_plan_slots(2 * 44e6 - 1, 44e6), mt_plan_slots(2 * 44e6, 44e6));
     /* a probability of 0 is in [0, 1]: an expert no token uses is valid and costs nothing */
     {
         double p01[2] = {0.0, 1.0};
