@@ -693,6 +693,12 @@ test_keep_storage_modes(void)
                t[2] == MT_TIER_DRAM_PCIE && fabs(s - 0.020) < 1e-12,
            "keep_storage without a CPU rate: DRAM_CPU experts become DRAM_PCIE (%c%c%c, %.3f ms)",
            mt_tier_code(t[0]), mt_tier_code(t[1]), mt_tier_code(t[2]), s * 1e3);
+    /* storage is fixed: an NVMe expert where this phase has no disk has nowhere to go */
+    t[2] = MT_TIER_NVME;
+    st = mt_plan_problem_optimize(&pb, true, t, &s);
+    tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "cannot use") != NULL,
+           "keep_storage refuses an NVMe expert without a disk: %s",
+           st == MT_OK ? "accepted" : mt_last_error());
 }
 
 /*
