@@ -313,6 +313,32 @@ test_sampling_paths(void)
     st = mt_plan_problem_sample(&pb, g1, 0, &sf);
     tap_ok(st == MT_ERR_INVAL && sf == -1, "sampling 0 tokens is refused: %s",
            st == MT_OK ? "accepted" : mt_last_error());
+
+    /* Ten experts of p 0.1 sum to 0.9999999999999999 in doubles, a whole number up to rounding:
+       every token picks exactly one (systematic sampling), so each sample costs its 10 ms CPU
+       read plus the 10 ms host wait, 20 ms; independent draws would use none in 0.9^10 = 35% of
+       the tokens (about 16.5 ms). */
+    double p10[10];
+    uint8_t c10[10];
+    double s10 = 0;
+
+    for (int e = 0; e < 10; e++) {
+        p10[e] = 0.1;
+        c10[e] = MT_TIER_DRAM_CPU;
+    }
+    memset(&pb, 0, sizeof(pb));
+    pb.n_layers = 1;
+    pb.n_experts = 10;
+    pb.prob = p10;
+    pb.expert_bytes = 1e9;
+    pb.dram_capacity = 10e9;
+    pb.rate[MT_SRC_CPU_MEM] = 100e9;
+    pb.batch = 1;
+    pb.host_layer_s = 10e-3;
+    st = mt_plan_problem_sample(&pb, c10, 200, &s10);
+    tap_ok(st == MT_OK && fabs(s10 - 0.020) < 1e-12,
+           "sampled: ten experts of p 0.1 (sum 1 up to rounding) pick one a token: %.3f ms (20)",
+           s10 * 1e3);
 }
 
 static void
@@ -382,6 +408,11 @@ test_budgets(void)
                    strstr(mt_last_error(), "do not fit") != NULL &&
                    strstr(mt_last_error(), "has no disk") != NULL,
                "no DRAM room and no disk: clear error: %s", mt_last_error());
+        /* one expert too many (3 in 2 GPU slots) is refused as clearly as two */
+        pb.n_experts = 3;
+        tap_ok(mt_plan_problem_optimize(&pb, false, all_gpu, &s) == MT_ERR_INVAL &&
+                   strstr(mt_last_error(), "do not fit: 1 of 3") != NULL,
+               "one expert without room: clear error: %s", mt_last_error());
     }
     {
         double s;
@@ -458,6 +489,27 @@ test_evaluate_checks(void)
     tap_ok(st == MT_OK && fabs(s - 1e9 / 1e11) < 1e-12 && mt_plan_slots(-1e9, 1e9) == 0,
            "a negative GPU capacity holds no expert and refuses none off the GPU (%.3f ms)",
            s * 1e3);
+    /* 0.3 / 0.1 is 2.9999999999999996 in doubles: a budget of exactly 3 experts, written as
+       decimals, still holds 3 (the slot count forgives rounding), and 2.999 of them hold 2 */
+    tap_ok(mt_plan_slots(0.3, 0.1) == 3 && mt_plan_slots(2.999e9, 1e9) == 2,
+           "slots: 0.3 / 0.1 holds %d experts (3), 2.999 GB of 1 GB experts %d (2)",
+           mt_plan_slots(0.3, 0.1), mt_plan_slots(2.999e9, 1e9));
+    /* and a budget one byte short of two 44 MB (V3.2-sized) experts holds one */
+    tap_ok(mt_plan_slots(2 * 44e6 - 1, 44e6) == 1 && mt_plan_slots(2 * 44e6, 44e6) == 2,
+           "slots: a byte short of two 44 MB experts holds %d (1), exactly two %d (2)",
+           mt_plan_slots(2 * 44e6 - 1, 44e6), mt_plan_slots(2 * 44e6, 44e6));
+    /* a probability of 0 is in [0, 1]: an expert no token uses is valid and costs nothing */
+    {
+        double p01[2] = {0.0, 1.0};
+
+        pb.prob = p01;
+        s = 0;
+        st = mt_plan_problem_evaluate(&pb, cpu2, &s, NULL, NULL);
+        tap_ok(st == MT_OK && fabs(s - 1e9 / 1e11) < 1e-12,
+               "an expert of probability 0 is accepted and free: %.3f ms (10, the other's): %s",
+               s * 1e3, st == MT_OK ? "ok" : mt_last_error());
+        pb.prob = p2;
+    }
 
     /* the GPU budget's edge: 2 GPU experts fit 2 slots, a third is one too many */
     {
@@ -521,6 +573,48 @@ test_host_wait_batch(void)
     tap_ok(st == MT_OK && fabs(add[0] - 0.5e-3) < 1e-12 && fabs(add[1] - 0.9375e-3) < 1e-12,
            "a 1 ms host wait adds %.4f ms to a token (0.5), %.4f ms to a batch of 4 (1 - 0.5^4)",
            add[0] * 1e3, add[1] * 1e3);
+
+    /* Any expert off the GPU makes the step wait on the host: one streamed from NVMe (the CPU
+       computes it) or copied into a GPU slot (the host copies it) as well as a DRAM_CPU one. */
+    uint8_t tn[2] = {MT_TIER_GPU, MT_TIER_NVME};
+    uint8_t tp[2] = {MT_TIER_GPU, MT_TIER_DRAM_PCIE};
+    double addn = 0, addp = 0;
+
+    pb.batch = 1;
+    pb.rate[MT_SRC_DISK] = 10e9;
+    pb.rate[MT_SRC_PCIE] = 25e9;
+    for (int i = 0; i < 2 && st == MT_OK; i++) {
+        double s0 = 0, s1 = 0;
+
+        pb.host_layer_s = 0;
+        st = mt_plan_problem_evaluate(&pb, i == 0 ? tn : tp, &s0, NULL, NULL);
+        pb.host_layer_s = 1e-3;
+        st = st == MT_OK ? mt_plan_problem_evaluate(&pb, i == 0 ? tn : tp, &s1, NULL, NULL) : st;
+        *(i == 0 ? &addn : &addp) = s1 - s0;
+    }
+    tap_ok(st == MT_OK && fabs(addn - 0.5e-3) < 1e-12 && fabs(addp - 0.5e-3) < 1e-12,
+           "a 1 ms host wait adds %.4f ms (0.5) with the other expert on NVMe, %.4f ms (0.5) "
+           "copied over PCIe",
+           addn * 1e3, addp * 1e3);
+
+    /* src_s sums each source's load; limit_s the layer's whole time (host wait included) on the
+       source that bound it. GPU 0.5 GB / 1 TB/s = 0.5 ms, CPU 0.5 GB / 100 GB/s = 5 ms, the
+       layer 5 + 0.5 x 1 = 5.5 ms on the CPU's reads. */
+    double src[MT_SRC_COUNT], lim[MT_SRC_COUNT], sl = 0, lim_sum = 0;
+
+    pb.rate[MT_SRC_DISK] = 0;
+    pb.rate[MT_SRC_PCIE] = 0;
+    st = st == MT_OK ? mt_plan_problem_evaluate(&pb, t, &sl, src, lim) : st;
+    for (int s = 0; s < MT_SRC_COUNT; s++) {
+        lim_sum += lim[s];
+    }
+    tap_ok(st == MT_OK && fabs(sl - 5.5e-3) < 1e-12 && fabs(lim[MT_SRC_CPU_MEM] - 5.5e-3) < 1e-12 &&
+               fabs(lim_sum - sl) < 1e-15 && fabs(src[MT_SRC_CPU_MEM] - 5e-3) < 1e-12 &&
+               fabs(src[MT_SRC_GPU_MEM] - 0.5e-3) < 1e-12,
+           "limit_s holds the layer's %.3f ms (5.5, wait included) on the CPU: %.3f ms, in all "
+           "%.3f; src_s CPU %.3f ms (5), GPU %.3f ms (0.5)",
+           sl * 1e3, lim[MT_SRC_CPU_MEM] * 1e3, lim_sum * 1e3, src[MT_SRC_CPU_MEM] * 1e3,
+           src[MT_SRC_GPU_MEM] * 1e3);
 }
 
 /*
@@ -599,6 +693,68 @@ test_keep_storage_modes(void)
                t[2] == MT_TIER_DRAM_PCIE && fabs(s - 0.020) < 1e-12,
            "keep_storage without a CPU rate: DRAM_CPU experts become DRAM_PCIE (%c%c%c, %.3f ms)",
            mt_tier_code(t[0]), mt_tier_code(t[1]), mt_tier_code(t[2]), s * 1e3);
+    /* storage is fixed: an NVMe expert where this phase has no disk has nowhere to go */
+    t[2] = MT_TIER_NVME;
+    st = mt_plan_problem_optimize(&pb, true, t, &s);
+    tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), "cannot use") != NULL,
+           "keep_storage refuses an NVMe expert without a disk: %s",
+           st == MT_OK ? "accepted" : mt_last_error());
+}
+
+/*
+ * The greedy start's tie rules, seen where every placement that fills the budgets costs the same
+ * (so the search keeps the start): experts of equal heat take the GPU in expert order,
+ * interleaving the layers (cmp_order), and a DRAM expert goes to the CPU before a PCIe copy.
+ */
+static void
+test_greedy_ties(void)
+{
+    double p8[8];
+    uint8_t t[8];
+    struct mt_plan_problem pb;
+    double s = 0;
+    mt_status_t st;
+
+    /* 2 layers x 4 experts of p 0.5, 2 GPU slots: a GPU expert (0.5 ms) hides under its layer's
+       CPU reads (5 ms each), so any 2 GPU experts give 30 ms; the first of each layer take them */
+    for (int i = 0; i < 8; i++) {
+        p8[i] = 0.5;
+    }
+    memset(&pb, 0, sizeof(pb));
+    pb.n_layers = 2;
+    pb.n_experts = 4;
+    pb.prob = p8;
+    pb.expert_bytes = 1e9;
+    pb.gpu_capacity = 2e9;
+    pb.dram_capacity = 8e9;
+    pb.rate[MT_SRC_GPU_MEM] = 1000e9;
+    pb.rate[MT_SRC_CPU_MEM] = 100e9;
+    pb.batch = 1;
+    st = mt_plan_problem_optimize(&pb, false, t, &s);
+    tap_ok(st == MT_OK && t[0] == MT_TIER_GPU && t[4] == MT_TIER_GPU &&
+               count_tier(t, 8, MT_TIER_GPU) == 2 && fabs(s - 0.030) < 1e-12,
+           "equal heat: expert 0 of each layer takes a GPU slot (%c%c%c%c %c%c%c%c, %.1f ms)",
+           mt_tier_code(t[0]), mt_tier_code(t[1]), mt_tier_code(t[2]), mt_tier_code(t[3]),
+           mt_tier_code(t[4]), mt_tier_code(t[5]), mt_tier_code(t[6]), mt_tier_code(t[7]),
+           s * 1e3);
+
+    /* 1 GB at 100 GB/s either way (the GPU's read of the copy, 1 us, hides): 10 ms on the CPU
+       or over the link; the CPU computes it, no copy */
+    memset(&pb, 0, sizeof(pb));
+    pb.n_layers = 1;
+    pb.n_experts = 1;
+    pb.prob = p8;
+    pb.expert_bytes = 1e9;
+    pb.dram_capacity = 1e9;
+    pb.rate[MT_SRC_GPU_MEM] = 1e15;
+    pb.rate[MT_SRC_CPU_MEM] = 100e9;
+    pb.rate[MT_SRC_PCIE] = 100e9;
+    pb.batch = 1;
+    p8[0] = 1.0;
+    st = mt_plan_problem_optimize(&pb, false, t, &s);
+    tap_ok(st == MT_OK && t[0] == MT_TIER_DRAM_CPU && fabs(s - 0.010) < 1e-12,
+           "a DRAM expert as fast on the CPU as copied stays on the CPU (%c, %.1f ms)",
+           mt_tier_code(t[0]), s * 1e3);
 }
 
 /* A what-if profile in code: one GPU, CPU, PCIe, one disk. */
@@ -2175,6 +2331,35 @@ test_dram_copy_bus(void)
            "ceiling; the CPU's kernels %.3f ms), %.3f ms without the bus; a CPU at 0.3: %.3f ms "
            "(its kernels)",
            s1 * 1e3, 40e6 / 60e9 * 1e3, s0 * 1e3, s2 * 1e3);
+
+    /* A copied expert is computed on the GPU: its GPU read and FLOPs count there. One expert a
+       token, 1 GB over a 100 GB/s link (10 ms): 4 TFLOP at 100 TFLOPS bind it at 40 ms; a GPU
+       read at 20 GB/s at 50 ms. */
+    {
+        double p1[1] = {1.0};
+        uint8_t pc[1] = {MT_TIER_DRAM_PCIE};
+        double sf = 0, sm = 0;
+
+        memset(&pb, 0, sizeof(pb));
+        pb.n_layers = 1;
+        pb.n_experts = 1;
+        pb.prob = p1;
+        pb.expert_bytes = 1e9;
+        pb.expert_flops = 4e12;
+        pb.dram_capacity = 1e9;
+        pb.rate[MT_SRC_GPU_MEM] = 1000e9;
+        pb.rate[MT_SRC_GPU_FLOP] = 100e12;
+        pb.rate[MT_SRC_PCIE] = 100e9;
+        pb.batch = 1;
+        st = mt_plan_problem_evaluate(&pb, pc, &sf, NULL, NULL);
+        pb.expert_flops = 0;
+        pb.rate[MT_SRC_GPU_MEM] = 20e9;
+        st = st == MT_OK ? mt_plan_problem_evaluate(&pb, pc, &sm, NULL, NULL) : st;
+        tap_ok(st == MT_OK && fabs(sf - 0.040) < 1e-12 && fabs(sm - 0.050) < 1e-12,
+               "a DRAM_PCIE expert is computed on the GPU: %.1f ms bound by its FLOPs (40), "
+               "%.1f ms by its GPU read (50)",
+               sf * 1e3, sm * 1e3);
+    }
 }
 
 /*
@@ -3185,6 +3370,7 @@ main(void)
     test_host_wait_batch();
     test_nvme_prefill();
     test_keep_storage_modes();
+    test_greedy_ties();
     test_v32_plans();
     test_decode_bound();
     test_prefill_batch_2();
