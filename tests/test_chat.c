@@ -402,6 +402,16 @@ test_edges(void)
            text != NULL ? text : mt_last_error());
     free(want);
     free(text);
+    /* any JSON is a schema (JSON Schema's true takes every reply), not only an object */
+    static const struct mt_chat_msg rf_true[] = {
+        {MT_CHAT_SYSTEM, "S", NULL, NULL, 0, NULL, 0, 0, "true"},
+    };
+    text = NULL;
+    tap_ok(mt_chat_render(rf_true, 1, false, &text) == MT_OK &&
+               strcmp(text, "<｜begin▁of▁sentence｜>S\n\n" RF_HEAD "true") == 0,
+           "a response format that is no object (true) is written as is (%s)",
+           text != NULL ? text : mt_last_error());
+    free(text);
 #undef SCHEMA
 #undef SCHEMA_PY
 #undef RF_HEAD
@@ -460,6 +470,23 @@ test_edges(void)
                strstr(mt_last_error(), "no \"function\"") != NULL,
            "tools that are not an array, or a tool without \"function\", are refused: %s",
            mt_last_error());
+    /* tools on a first message that is no system prompt are checked the same */
+    static const struct mt_chat_msg tools_obj_on_user[] = {
+        {MT_CHAT_USER, "u", NULL, NULL, 0, "{\"function\": {\"name\": \"f\"}}", 0, 0, NULL},
+    };
+    bad_text = NULL;
+    tap_ok(mt_chat_render(tools_obj_on_user, 1, false, &bad_text) == MT_ERR_INVAL &&
+               bad_text == NULL && strstr(mt_last_error(), "not a JSON array") != NULL,
+           "tools on a user message first that are not an array are refused too: %s",
+           mt_last_error());
+    /* a role outside the enum (a caller's bug) is refused, not left out of the prompt */
+    static const struct mt_chat_msg odd_role[] = {
+        {MT_CHAT_USER, "u", NULL, NULL, 0, NULL, 0, 0, NULL},
+        {(enum mt_chat_role)7, "x", NULL, NULL, 0, NULL, 0, 0, NULL},
+    };
+    tap_ok(mt_chat_render(odd_role, 2, false, &bad_text) == MT_ERR_INVAL &&
+               strstr(mt_last_error(), "message 1 has an unknown role 7") != NULL,
+           "an unknown role is refused, naming the message: %s", mt_last_error());
     mt_log_set_quiet(false);
 }
 
@@ -574,6 +601,34 @@ test_tool_rounds(void)
                                        "{\"name\": \"h\"}\n</functions>\n") != NULL,
            "three tools: their JSON one a line");
     free(text);
+
+    /* NULL arguments are a call without parameters ("{}"); an empty string is string="true"
+     * with nothing in it (not json.dumps's ""), booleans are json.dumps's true and false */
+    static const struct mt_chat_tool_call odd_args[] = {
+        {"f", NULL},
+        {"g", "{\"s\": \"\", \"t\": true, \"u\": false}"},
+    };
+    static const struct mt_chat_msg odd_call[] = {
+        {MT_CHAT_USER, "u", NULL, NULL, 0, NULL, 0, 0, NULL},
+        {MT_CHAT_ASSISTANT, "", NULL, odd_args, 2, NULL, 0, 0, NULL},
+    };
+#define P(k, v, s) "<｜DSML｜parameter name=\"" k "\" string=\"" s "\">" v "</｜DSML｜parameter>"
+    static const char odd_want[] =
+        "<｜begin▁of▁sentence｜><｜User｜>u<｜Assistant｜></think>"
+        "\n\n<｜DSML｜function_calls>\n"
+        "<｜DSML｜invoke name=\"f\">\n\n</｜DSML｜invoke>\n"
+        "<｜DSML｜invoke name=\"g\">\n" P("s", "", "true") "\n" P("t", "true", "false") "\n"
+        P("u", "false", "false") "\n</｜DSML｜invoke>\n"
+        "</｜DSML｜function_calls><｜end▁of▁sentence｜>";
+#undef P
+    text = NULL;
+    st = mt_chat_render(odd_call, 2, false, &text);
+    tap_ok(st == MT_OK && strcmp(text, odd_want) == 0,
+           "a call without arguments, an empty string and booleans as arguments");
+    if (st != MT_OK || strcmp(text, odd_want) != 0) {
+        tap_diag("got: %s", st == MT_OK ? text : mt_last_error());
+    }
+    free(text);
 }
 
 /*
@@ -619,6 +674,32 @@ test_nul(void)
     sp("<｜Assistant｜>");
     sp("</think>");
     same_ids(ids, n, "the next turn's prompt holds the reply and a user line past their NULs");
+    free(ids);
+
+    /* a system prompt and a tool result are content too: their lengths count the same way */
+    static const struct mt_chat_tool_call call[] = {{"f", "{}"}};
+    static const struct mt_chat_msg sys_tool[] = {
+        {MT_CHAT_SYSTEM, "s\0t", NULL, NULL, 0, NULL, 3, 0, NULL},
+        {MT_CHAT_USER, "q", NULL, NULL, 0, NULL, 0, 0, NULL},
+        {MT_CHAT_ASSISTANT, "", NULL, call, 1, NULL, 0, 0, NULL},
+        {MT_CHAT_TOOL, "x\0y", NULL, NULL, 0, NULL, 3, 0, NULL},
+    };
+    static const char results[] =
+        "\n\n<function_results>\n<result>x\0y</result>\n</function_results>\n\n";
+    mt_chat_encode(tok, sys_tool, 4, false, &ids, &n);
+    n_want = 0;
+    sp("<｜begin▁of▁sentence｜>");
+    tx_n("s\0t", 3);
+    sp("<｜User｜>");
+    tx("q");
+    sp("<｜Assistant｜>");
+    sp("</think>");
+    tx("\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name=\"f\">\n\n</｜DSML｜invoke>\n"
+       "</｜DSML｜function_calls>");
+    sp("<｜end▁of▁sentence｜>");
+    tx_n(results, sizeof(results) - 1);
+    sp("</think>");
+    same_ids(ids, n, "a system prompt and a tool result holding a NUL byte are in it whole");
     free(ids);
 }
 
