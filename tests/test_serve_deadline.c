@@ -14,6 +14,7 @@
 #include <poll.h>
 #include <stdio.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define N 4
@@ -66,6 +67,40 @@ test_keepalive_cut(long long S)
     mt_serve_deadline_destroy(d);
     close(p[0]);
     close(p[1]);
+}
+
+/*
+ * An odd count of slots: the watch starts at more than half of them (4 of 7), as the warning
+ * says ("(slots + 1) / 2 or more"), not at 3 (7 / 2 rounded down).
+ */
+static void
+test_odd_slots(long long S)
+{
+    struct mt_serve_deadline *d = NULL;
+    struct mt_serve_deadline_conn *c[4];
+    int p[4][2];
+
+    if (mt_serve_deadline_create(15, 7, false, &d) != MT_OK) {
+        tap_ok(false, "created (15 s, 7 slots)");
+        return;
+    }
+    for (int i = 0; i < 4; i++) {
+        pair_make(p[i]);
+    }
+    for (int i = 0; i < 3; i++) {
+        c[i] = mt_serve_deadline_open(d, p[i][0]);
+    }
+    long long t = mt_serve_deadline_now_ms();
+    int n3 = mt_serve_deadline_sweep(d, t + 10 * S);
+    c[3] = mt_serve_deadline_open(d, p[3][0]);
+    int n4 = mt_serve_deadline_sweep(d, mt_serve_deadline_now_ms() + 10 * S);
+    tap_ok(n3 == 0 && n4 == 4, "7 slots: 3 open are not watched, 4 are (%d, then %d cut)", n3, n4);
+    for (int i = 0; i < 4; i++) {
+        mt_serve_deadline_close(d, c[i]);
+        close(p[i][0]);
+        close(p[i][1]);
+    }
+    mt_serve_deadline_destroy(d);
 }
 
 /* How many lines of the captured stderr (path) hold text, so far. */
@@ -139,8 +174,18 @@ main(void)
     const long long S = 15000; /* the deadline, ms */
     mt_status_t st;
 
-    tap_plan(22);
+    tap_plan(24);
     mt_log_set_quiet(true);
+    /* the stamps are CLOCK_MONOTONIC in ms: the sweep's callers (the thread, the server) and the
+     * stamps must count alike, and the sweeps below are given times from this clock */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    long long before = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    long long now = mt_serve_deadline_now_ms();
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    long long after = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    tap_ok(before <= now && now <= after,
+           "now_ms is CLOCK_MONOTONIC in ms (%lld <= %lld <= %lld)", before, now, after);
     for (int i = 0; i < N; i++) {
         if (socketpair(AF_UNIX, SOCK_STREAM, 0, pairs[i]) != 0) {
             tap_bail_out("socketpair failed");
@@ -220,6 +265,7 @@ main(void)
         close(p[1]);
     }
     test_keepalive_cut(S);
+    test_odd_slots(S);
     test_warnings(S);
     for (int i = 0; i < N; i++) {
         close(pairs[i][0]);
