@@ -487,6 +487,19 @@ test_edges(void)
     tap_ok(mt_chat_render(odd_role, 2, false, &bad_text) == MT_ERR_INVAL &&
                strstr(mt_last_error(), "message 1 has an unknown role 7") != NULL,
            "an unknown role is refused, naming the message: %s", mt_last_error());
+    /* a response format that is not JSON, JSON text that is not JSON, and no tokenizer */
+    static const struct mt_chat_msg rf_bad[] = {
+        {MT_CHAT_SYSTEM, "S", NULL, NULL, 0, NULL, 0, 0, "{\"type\": "},
+    };
+    tap_ok(mt_chat_render(rf_bad, 1, false, &bad_text) == MT_ERR_INVAL &&
+               strstr(mt_last_error(), "message 0: the response format is not JSON") != NULL,
+           "a response format that is not JSON is refused: %s", mt_last_error());
+    char *bad_json = NULL;
+    tap_ok(mt_chat_json_py("{\"a\": ", &bad_json) == MT_ERR_INVAL && bad_json == NULL,
+           "mt_chat_json_py refuses text that is not JSON: %s", mt_last_error());
+    ids = NULL;
+    tap_ok(mt_chat_encode(NULL, bare, 1, false, &ids, &n) == MT_ERR_INVAL && ids == NULL,
+           "mt_chat_encode without a tokenizer is refused: %s", mt_last_error());
     mt_log_set_quiet(false);
 }
 
@@ -532,6 +545,14 @@ test_marker_not_added(void)
     tap_ok(ok, "a marker that is a vocabulary entry but no added token is text (%zu ids)", n);
     free(ids);
     free(want_ids);
+    /* no BOS in this vocabulary and no message: no ids, in an array the caller frees all
+     * the same (ids_out is malloc'ed whatever n_out is) */
+    ids = NULL;
+    n = 1;
+    tap_ok(plain != NULL && mt_tokenizer_bos(plain) < 0 &&
+               mt_chat_encode(plain, one, 0, false, &ids, &n) == MT_OK && n == 0 && ids != NULL,
+           "no BOS, no messages: 0 ids in a malloc'ed array");
+    free(ids);
     mt_tokenizer_destroy(plain);
 }
 
