@@ -103,6 +103,28 @@ test_odd_slots(long long S)
     mt_serve_deadline_destroy(d);
 }
 
+/*
+ * A connection libmicrohttpd opened while the list could not grow (NULL) is reported to each
+ * call all the same: each does nothing with it. destroy(NULL) does nothing either.
+ */
+static void
+test_null_conn(void)
+{
+    struct mt_serve_deadline *d = NULL;
+
+    if (mt_serve_deadline_create(15, 1, false, &d) != MT_OK) {
+        tap_ok(false, "created (15 s, 1 slot)");
+        return;
+    }
+    mt_serve_deadline_arrived(d, NULL);
+    mt_serve_deadline_waiting(d, NULL);
+    mt_serve_deadline_close(d, NULL);
+    int n = mt_serve_deadline_sweep(d, mt_serve_deadline_now_ms() + 1000000);
+    mt_serve_deadline_destroy(d);
+    mt_serve_deadline_destroy(NULL);
+    tap_ok(n == 0, "a NULL connection is let be by arrived, waiting and close (%d cut)", n);
+}
+
 /* How many lines of the captured stderr (path) hold text, so far. */
 static int
 lines_so_far(const char *path, const char *text)
@@ -151,6 +173,15 @@ test_warnings(long long S)
     mt_serve_deadline_destroy(d); /* tells the last one */
     int w_e = lines_so_far(path, "3 connections closed so far");
     int w_all = lines_so_far(path, "closed so far");
+    /* a cut told at once is not told again when the deadline is destroyed */
+    int n_f = 0;
+    if (mt_serve_deadline_create(15, 1, false, &d) == MT_OK) {
+        c0 = mt_serve_deadline_open(d, p[0][0]);
+        n_f = mt_serve_deadline_sweep(d, mt_serve_deadline_now_ms() + S);
+        mt_serve_deadline_close(d, c0);
+        mt_serve_deadline_destroy(d);
+    }
+    int w_f = lines_so_far(path, "closed so far");
     mt_log_set_quiet(true);
     tap_stderr_restore(saved);
     tap_ok(n_a == 1 && w_a == 1, "the first cut is told at once (%d cut, %d line)", n_a, w_a);
@@ -159,6 +190,8 @@ test_warnings(long long S)
     tap_ok(n_d == 1 && w_d == 2, "a cut within that minute is not told at once (%d lines)", w_d);
     tap_ok(w_e == 1 && w_all == 3, "destroy tells the last minute's cut (%d, %d lines)", w_e,
            w_all);
+    tap_ok(n_f == 1 && w_f == w_all + 1, "a cut told at once is not told again by destroy "
+           "(%d lines after %d)", w_f, w_all);
     for (int i = 0; i < 3; i++) {
         close(p[i][0]);
         close(p[i][1]);
@@ -174,7 +207,7 @@ main(void)
     const long long S = 15000; /* the deadline, ms */
     mt_status_t st;
 
-    tap_plan(24);
+    tap_plan(26);
     mt_log_set_quiet(true);
     /* the stamps are CLOCK_MONOTONIC in ms: the sweep's callers (the thread, the server) and the
      * stamps must count alike, and the sweeps below are given times from this clock */
@@ -266,6 +299,7 @@ main(void)
     }
     test_keepalive_cut(S);
     test_odd_slots(S);
+    test_null_conn();
     test_warnings(S);
     for (int i = 0; i < N; i++) {
         close(pairs[i][0]);
