@@ -348,6 +348,19 @@ test_edges(void)
                       "{\"name\": \"f\", \"parameters\": {}}\n</functions>\n<｜User｜>u") != NULL,
            "tools in the system prompt (TOOLS_SYSTEM_TEMPLATE)");
     free(text);
+    /* ... and in ids they are the tokens: in chat mode the template's <think> is the only
+     * one, its </think> one of two (the other ends the user turn) */
+    int32_t *tool_ids = NULL;
+    size_t n_tool_ids = 0, n_think = 0, n_unthink = 0;
+    mt_chat_encode(tok, with_tools, 2, false, &tool_ids, &n_tool_ids);
+    for (size_t i = 0; i < n_tool_ids; i++) {
+        n_think += tool_ids[i] == 128798;
+        n_unthink += tool_ids[i] == 128799;
+    }
+    tap_ok(n_think == 1 && n_unthink == 2,
+           "tools in the system prompt: <think> and </think> of the template are tokens (%zu, %zu)",
+           n_think, n_unthink);
+    free(tool_ids);
     /* tools on a first message that is no system prompt: the prompt of an empty one before it */
 #define ONE_TOOL "[{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]"
     static const struct mt_chat_msg tools_empty_system[] = {
@@ -442,6 +455,13 @@ test_edges(void)
     tap_ok(mt_chat_encode(tok, bare, 2, true, &ids, &n) == MT_ERR_INVAL,
            "thinking mode: an answer after the last user turn needs reasoning: %s",
            mt_last_error());
+    /* an empty reasoning is none (Python's assert on reasoning_content or tool_calls) */
+    static const struct mt_chat_msg empty_reasoning[] = {
+        {MT_CHAT_USER, "u", NULL, NULL, 0, NULL, 0, 0, NULL},
+        {MT_CHAT_ASSISTANT, "a", "", NULL, 0, NULL, 0, 0, NULL},
+    };
+    tap_ok(mt_chat_encode(tok, empty_reasoning, 2, true, &ids, &n) == MT_ERR_INVAL,
+           "thinking mode: an empty reasoning is none: %s", mt_last_error());
     static const struct mt_chat_tool_call bad_call[] = {{"f", "[1, 2]"}};
     static const struct mt_chat_msg bad_args[] = {
         {MT_CHAT_USER, "u", NULL, NULL, 0, NULL, 0, 0, NULL},
