@@ -96,6 +96,7 @@ main(void)
     check("evil.example:8080", "http://evil.example:8080", true, bad_host,
           "a rebound name, with origins allowed");
     check("chat.example", NULL, true, bad_host, "a Host that is a prefix of an allowed name");
+    check(NULL, NULL, true, ok, "HTTP/1.0 without Host, with origins allowed");
     check("127.0.0.1:8080", "https://chat.example.co", true, cross,
           "an Origin that is a prefix of an allowed one");
     /* what --allow-origin takes */
