@@ -190,8 +190,8 @@ test_warnings(long long S)
     tap_ok(n_d == 1 && w_d == 2, "a cut within that minute is not told at once (%d lines)", w_d);
     tap_ok(w_e == 1 && w_all == 3, "destroy tells the last minute's cut (%d, %d lines)", w_e,
            w_all);
-    tap_ok(n_f == 1 && w_f == w_all + 1, "a cut told at once is not told again by destroy "
-           "(%d lines after %d)", w_f, w_all);
+    tap_ok(n_f == 1 && w_f == w_all + 1,
+           "a cut told at once is not told again by destroy (%d lines after %d)", w_f, w_all);
     for (int i = 0; i < 3; i++) {
         close(p[i][0]);
         close(p[i][1]);
@@ -217,8 +217,8 @@ main(void)
     long long now = mt_serve_deadline_now_ms();
     clock_gettime(CLOCK_MONOTONIC, &ts);
     long long after = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    tap_ok(before <= now && now <= after,
-           "now_ms is CLOCK_MONOTONIC in ms (%lld <= %lld <= %lld)", before, now, after);
+    tap_ok(before <= now && now <= after, "now_ms is CLOCK_MONOTONIC in ms (%lld <= %lld <= %lld)",
+           before, now, after);
     for (int i = 0; i < N; i++) {
         if (socketpair(AF_UNIX, SOCK_STREAM, 0, pairs[i]) != 0) {
             tap_bail_out("socketpair failed");
