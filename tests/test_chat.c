@@ -436,6 +436,16 @@ test_edges(void)
     };
     tap_ok(mt_chat_encode(tok, orphan, 2, true, &ids, &n) == MT_ERR_INVAL,
            "a tool result without a tool call is refused: %s", mt_last_error());
+    /* only an assistant's calls take results (encode_messages asserts the role): a user
+     * message that carries tool_calls does not */
+    static const struct mt_chat_tool_call user_call[] = {{"f", "{}"}};
+    static const struct mt_chat_msg user_calls[] = {
+        {MT_CHAT_USER, "u", NULL, user_call, 1, NULL, 0, 0, NULL},
+        {MT_CHAT_TOOL, "r", NULL, NULL, 0, NULL, 0, 0, NULL},
+    };
+    tap_ok(mt_chat_encode(tok, user_calls, 2, false, &ids, &n) == MT_ERR_INVAL &&
+               strstr(mt_last_error(), "no assistant tool call precedes it") != NULL,
+           "a tool result after a user message with tool calls is refused: %s", mt_last_error());
     static const struct mt_chat_tool_call one_call[] = {{"f", "{}"}};
     static const struct mt_chat_msg extra[] = {
         {MT_CHAT_USER, "u", NULL, NULL, 0, NULL, 0, 0, NULL},
