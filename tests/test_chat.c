@@ -348,6 +348,19 @@ test_edges(void)
                       "{\"name\": \"f\", \"parameters\": {}}\n</functions>\n<｜User｜>u") != NULL,
            "tools in the system prompt (TOOLS_SYSTEM_TEMPLATE)");
     free(text);
+    /* ... and in ids they are the tokens: in chat mode the template's <think> is the only
+     * one, its </think> one of two (the other ends the user turn) */
+    int32_t *tool_ids = NULL;
+    size_t n_tool_ids = 0, n_think = 0, n_unthink = 0;
+    mt_chat_encode(tok, with_tools, 2, false, &tool_ids, &n_tool_ids);
+    for (size_t i = 0; i < n_tool_ids; i++) {
+        n_think += tool_ids[i] == 128798;
+        n_unthink += tool_ids[i] == 128799;
+    }
+    tap_ok(n_think == 1 && n_unthink == 2,
+           "tools in the system prompt: <think> and </think> of the template are tokens (%zu, %zu)",
+           n_think, n_unthink);
+    free(tool_ids);
     /* tools on a first message that is no system prompt: the prompt of an empty one before it */
 #define ONE_TOOL "[{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]"
     static const struct mt_chat_msg tools_empty_system[] = {
@@ -402,6 +415,16 @@ test_edges(void)
            text != NULL ? text : mt_last_error());
     free(want);
     free(text);
+    /* any JSON is a schema (JSON Schema's true takes every reply), not only an object */
+    static const struct mt_chat_msg rf_true[] = {
+        {MT_CHAT_SYSTEM, "S", NULL, NULL, 0, NULL, 0, 0, "true"},
+    };
+    text = NULL;
+    tap_ok(mt_chat_render(rf_true, 1, false, &text) == MT_OK &&
+               strcmp(text, "<｜begin▁of▁sentence｜>S\n\n" RF_HEAD "true") == 0,
+           "a response format that is no object (true) is written as is (%s)",
+           text != NULL ? text : mt_last_error());
+    free(text);
 #undef SCHEMA
 #undef SCHEMA_PY
 #undef RF_HEAD
@@ -413,6 +436,16 @@ test_edges(void)
     };
     tap_ok(mt_chat_encode(tok, orphan, 2, true, &ids, &n) == MT_ERR_INVAL,
            "a tool result without a tool call is refused: %s", mt_last_error());
+    /* only an assistant's calls take results (encode_messages asserts the role): a user
+     * message that carries tool_calls does not */
+    static const struct mt_chat_tool_call user_call[] = {{"f", "{}"}};
+    static const struct mt_chat_msg user_calls[] = {
+        {MT_CHAT_USER, "u", NULL, user_call, 1, NULL, 0, 0, NULL},
+        {MT_CHAT_TOOL, "r", NULL, NULL, 0, NULL, 0, 0, NULL},
+    };
+    tap_ok(mt_chat_encode(tok, user_calls, 2, false, &ids, &n) == MT_ERR_INVAL &&
+               strstr(mt_last_error(), "no assistant tool call precedes it") != NULL,
+           "a tool result after a user message with tool calls is refused: %s", mt_last_error());
     static const struct mt_chat_tool_call one_call[] = {{"f", "{}"}};
     static const struct mt_chat_msg extra[] = {
         {MT_CHAT_USER, "u", NULL, NULL, 0, NULL, 0, 0, NULL},
@@ -432,6 +465,13 @@ test_edges(void)
     tap_ok(mt_chat_encode(tok, bare, 2, true, &ids, &n) == MT_ERR_INVAL,
            "thinking mode: an answer after the last user turn needs reasoning: %s",
            mt_last_error());
+    /* an empty reasoning is none (Python's assert on reasoning_content or tool_calls) */
+    static const struct mt_chat_msg empty_reasoning[] = {
+        {MT_CHAT_USER, "u", NULL, NULL, 0, NULL, 0, 0, NULL},
+        {MT_CHAT_ASSISTANT, "a", "", NULL, 0, NULL, 0, 0, NULL},
+    };
+    tap_ok(mt_chat_encode(tok, empty_reasoning, 2, true, &ids, &n) == MT_ERR_INVAL,
+           "thinking mode: an empty reasoning is none: %s", mt_last_error());
     static const struct mt_chat_tool_call bad_call[] = {{"f", "[1, 2]"}};
     static const struct mt_chat_msg bad_args[] = {
         {MT_CHAT_USER, "u", NULL, NULL, 0, NULL, 0, 0, NULL},
@@ -460,6 +500,36 @@ test_edges(void)
                strstr(mt_last_error(), "no \"function\"") != NULL,
            "tools that are not an array, or a tool without \"function\", are refused: %s",
            mt_last_error());
+    /* tools on a first message that is no system prompt are checked the same */
+    static const struct mt_chat_msg tools_obj_on_user[] = {
+        {MT_CHAT_USER, "u", NULL, NULL, 0, "{\"function\": {\"name\": \"f\"}}", 0, 0, NULL},
+    };
+    bad_text = NULL;
+    tap_ok(mt_chat_render(tools_obj_on_user, 1, false, &bad_text) == MT_ERR_INVAL &&
+               bad_text == NULL && strstr(mt_last_error(), "not a JSON array") != NULL,
+           "tools on a user message first that are not an array are refused too: %s",
+           mt_last_error());
+    /* a role outside the enum (a caller's bug) is refused, not left out of the prompt */
+    static const struct mt_chat_msg odd_role[] = {
+        {MT_CHAT_USER, "u", NULL, NULL, 0, NULL, 0, 0, NULL},
+        {(enum mt_chat_role)7, "x", NULL, NULL, 0, NULL, 0, 0, NULL},
+    };
+    tap_ok(mt_chat_render(odd_role, 2, false, &bad_text) == MT_ERR_INVAL &&
+               strstr(mt_last_error(), "message 1 has an unknown role 7") != NULL,
+           "an unknown role is refused, naming the message: %s", mt_last_error());
+    /* a response format that is not JSON, JSON text that is not JSON, and no tokenizer */
+    static const struct mt_chat_msg rf_bad[] = {
+        {MT_CHAT_SYSTEM, "S", NULL, NULL, 0, NULL, 0, 0, "{\"type\": "},
+    };
+    tap_ok(mt_chat_render(rf_bad, 1, false, &bad_text) == MT_ERR_INVAL &&
+               strstr(mt_last_error(), "message 0: the response format is not JSON") != NULL,
+           "a response format that is not JSON is refused: %s", mt_last_error());
+    char *bad_json = NULL;
+    tap_ok(mt_chat_json_py("{\"a\": ", &bad_json) == MT_ERR_INVAL && bad_json == NULL,
+           "mt_chat_json_py refuses text that is not JSON: %s", mt_last_error());
+    ids = NULL;
+    tap_ok(mt_chat_encode(NULL, bare, 1, false, &ids, &n) == MT_ERR_INVAL && ids == NULL,
+           "mt_chat_encode without a tokenizer is refused: %s", mt_last_error());
     mt_log_set_quiet(false);
 }
 
@@ -505,6 +575,14 @@ test_marker_not_added(void)
     tap_ok(ok, "a marker that is a vocabulary entry but no added token is text (%zu ids)", n);
     free(ids);
     free(want_ids);
+    /* no BOS in this vocabulary and no message: no ids, in an array the caller frees all
+     * the same (ids_out is malloc'ed whatever n_out is) */
+    ids = NULL;
+    n = 1;
+    tap_ok(plain != NULL && mt_tokenizer_bos(plain) < 0 &&
+               mt_chat_encode(plain, one, 0, false, &ids, &n) == MT_OK && n == 0 && ids != NULL,
+           "no BOS, no messages: 0 ids in a malloc'ed array");
+    free(ids);
     mt_tokenizer_destroy(plain);
 }
 
@@ -574,6 +652,34 @@ test_tool_rounds(void)
                                        "{\"name\": \"h\"}\n</functions>\n") != NULL,
            "three tools: their JSON one a line");
     free(text);
+
+    /* NULL arguments are a call without parameters ("{}"); an empty string is string="true"
+     * with nothing in it (not json.dumps's ""), booleans are json.dumps's true and false */
+    static const struct mt_chat_tool_call odd_args[] = {
+        {"f", NULL},
+        {"g", "{\"s\": \"\", \"t\": true, \"u\": false}"},
+    };
+    static const struct mt_chat_msg odd_call[] = {
+        {MT_CHAT_USER, "u", NULL, NULL, 0, NULL, 0, 0, NULL},
+        {MT_CHAT_ASSISTANT, "", NULL, odd_args, 2, NULL, 0, 0, NULL},
+    };
+#define P(k, v, s) "<｜DSML｜parameter name=\"" k "\" string=\"" s "\">" v "</｜DSML｜parameter>"
+    static const char odd_want[] =
+        "<｜begin▁of▁sentence｜><｜User｜>u<｜Assistant｜></think>"
+        "\n\n<｜DSML｜function_calls>\n"
+        "<｜DSML｜invoke name=\"f\">\n\n</｜DSML｜invoke>\n"
+        "<｜DSML｜invoke name=\"g\">\n" P("s", "", "true") "\n" P("t", "true", "false") "\n"
+        P("u", "false", "false") "\n</｜DSML｜invoke>\n"
+        "</｜DSML｜function_calls><｜end▁of▁sentence｜>";
+#undef P
+    text = NULL;
+    st = mt_chat_render(odd_call, 2, false, &text);
+    tap_ok(st == MT_OK && strcmp(text, odd_want) == 0,
+           "a call without arguments, an empty string and booleans as arguments");
+    if (st != MT_OK || strcmp(text, odd_want) != 0) {
+        tap_diag("got: %s", st == MT_OK ? text : mt_last_error());
+    }
+    free(text);
 }
 
 /*
@@ -619,6 +725,32 @@ test_nul(void)
     sp("<｜Assistant｜>");
     sp("</think>");
     same_ids(ids, n, "the next turn's prompt holds the reply and a user line past their NULs");
+    free(ids);
+
+    /* a system prompt and a tool result are content too: their lengths count the same way */
+    static const struct mt_chat_tool_call call[] = {{"f", "{}"}};
+    static const struct mt_chat_msg sys_tool[] = {
+        {MT_CHAT_SYSTEM, "s\0t", NULL, NULL, 0, NULL, 3, 0, NULL},
+        {MT_CHAT_USER, "q", NULL, NULL, 0, NULL, 0, 0, NULL},
+        {MT_CHAT_ASSISTANT, "", NULL, call, 1, NULL, 0, 0, NULL},
+        {MT_CHAT_TOOL, "x\0y", NULL, NULL, 0, NULL, 3, 0, NULL},
+    };
+    static const char results[] =
+        "\n\n<function_results>\n<result>x\0y</result>\n</function_results>\n\n";
+    mt_chat_encode(tok, sys_tool, 4, false, &ids, &n);
+    n_want = 0;
+    sp("<｜begin▁of▁sentence｜>");
+    tx_n("s\0t", 3);
+    sp("<｜User｜>");
+    tx("q");
+    sp("<｜Assistant｜>");
+    sp("</think>");
+    tx("\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name=\"f\">\n\n</｜DSML｜invoke>\n"
+       "</｜DSML｜function_calls>");
+    sp("<｜end▁of▁sentence｜>");
+    tx_n(results, sizeof(results) - 1);
+    sp("</think>");
+    same_ids(ids, n, "a system prompt and a tool result holding a NUL byte are in it whole");
     free(ids);
 }
 

@@ -154,6 +154,15 @@ main(void)
         x[i] = i == 3 ? 1.0f : NAN;
     }
     check(x, 7, 20, "a vocabulary of 7, one of them a number: fewer top tokens than asked");
+    /* the first logit is looked at like any other: the only number, then the only +inf */
+    x[0] = 5.0f;
+    x[1] = -INFINITY;
+    x[2] = NAN;
+    check(x, 3, 3, "the only number first, then -inf and NaN");
+    x[0] = INFINITY;
+    x[1] = 1.0f;
+    x[2] = 2.0f;
+    check(x, 3, 3, "+inf first, two numbers after it");
     for (int i = 0; i < 7; i++) {
         x[i] = i < 5 ? NAN : -INFINITY;
     }

@@ -14,6 +14,7 @@
 #include <poll.h>
 #include <stdio.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define N 4
@@ -68,6 +69,62 @@ test_keepalive_cut(long long S)
     close(p[1]);
 }
 
+/*
+ * An odd count of slots: the watch starts at more than half of them (4 of 7), as the warning
+ * says ("(slots + 1) / 2 or more"), not at 3 (7 / 2 rounded down).
+ */
+static void
+test_odd_slots(long long S)
+{
+    struct mt_serve_deadline *d = NULL;
+    struct mt_serve_deadline_conn *c[4];
+    int p[4][2];
+
+    if (mt_serve_deadline_create(15, 7, false, &d) != MT_OK) {
+        tap_ok(false, "created (15 s, 7 slots)");
+        return;
+    }
+    for (int i = 0; i < 4; i++) {
+        pair_make(p[i]);
+    }
+    for (int i = 0; i < 3; i++) {
+        c[i] = mt_serve_deadline_open(d, p[i][0]);
+    }
+    long long t = mt_serve_deadline_now_ms();
+    int n3 = mt_serve_deadline_sweep(d, t + 10 * S);
+    c[3] = mt_serve_deadline_open(d, p[3][0]);
+    int n4 = mt_serve_deadline_sweep(d, mt_serve_deadline_now_ms() + 10 * S);
+    tap_ok(n3 == 0 && n4 == 4, "7 slots: 3 open are not watched, 4 are (%d, then %d cut)", n3, n4);
+    for (int i = 0; i < 4; i++) {
+        mt_serve_deadline_close(d, c[i]);
+        close(p[i][0]);
+        close(p[i][1]);
+    }
+    mt_serve_deadline_destroy(d);
+}
+
+/*
+ * A connection libmicrohttpd opened while the list could not grow (NULL) is reported to each
+ * call all the same: each does nothing with it. destroy(NULL) does nothing either.
+ */
+static void
+test_null_conn(void)
+{
+    struct mt_serve_deadline *d = NULL;
+
+    if (mt_serve_deadline_create(15, 1, false, &d) != MT_OK) {
+        tap_ok(false, "created (15 s, 1 slot)");
+        return;
+    }
+    mt_serve_deadline_arrived(d, NULL);
+    mt_serve_deadline_waiting(d, NULL);
+    mt_serve_deadline_close(d, NULL);
+    int n = mt_serve_deadline_sweep(d, mt_serve_deadline_now_ms() + 1000000);
+    mt_serve_deadline_destroy(d);
+    mt_serve_deadline_destroy(NULL);
+    tap_ok(n == 0, "a NULL connection is let be by arrived, waiting and close (%d cut)", n);
+}
+
 /* How many lines of the captured stderr (path) hold text, so far. */
 static int
 lines_so_far(const char *path, const char *text)
@@ -116,6 +173,15 @@ test_warnings(long long S)
     mt_serve_deadline_destroy(d); /* tells the last one */
     int w_e = lines_so_far(path, "3 connections closed so far");
     int w_all = lines_so_far(path, "closed so far");
+    /* a cut told at once is not told again when the deadline is destroyed */
+    int n_f = 0;
+    if (mt_serve_deadline_create(15, 1, false, &d) == MT_OK) {
+        c0 = mt_serve_deadline_open(d, p[0][0]);
+        n_f = mt_serve_deadline_sweep(d, mt_serve_deadline_now_ms() + S);
+        mt_serve_deadline_close(d, c0);
+        mt_serve_deadline_destroy(d);
+    }
+    int w_f = lines_so_far(path, "closed so far");
     mt_log_set_quiet(true);
     tap_stderr_restore(saved);
     tap_ok(n_a == 1 && w_a == 1, "the first cut is told at once (%d cut, %d line)", n_a, w_a);
@@ -124,6 +190,8 @@ test_warnings(long long S)
     tap_ok(n_d == 1 && w_d == 2, "a cut within that minute is not told at once (%d lines)", w_d);
     tap_ok(w_e == 1 && w_all == 3, "destroy tells the last minute's cut (%d, %d lines)", w_e,
            w_all);
+    tap_ok(n_f == 1 && w_f == w_all + 1,
+           "a cut told at once is not told again by destroy (%d lines after %d)", w_f, w_all);
     for (int i = 0; i < 3; i++) {
         close(p[i][0]);
         close(p[i][1]);
@@ -139,8 +207,18 @@ main(void)
     const long long S = 15000; /* the deadline, ms */
     mt_status_t st;
 
-    tap_plan(22);
+    tap_plan(27);
     mt_log_set_quiet(true);
+    /* the stamps are CLOCK_MONOTONIC in ms: the sweep's callers (the thread, the server) and the
+     * stamps must count alike, and the sweeps below are given times from this clock */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    long long before = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    long long now = mt_serve_deadline_now_ms();
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    long long after = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    tap_ok(before <= now && now <= after, "now_ms is CLOCK_MONOTONIC in ms (%lld <= %lld <= %lld)",
+           before, now, after);
     for (int i = 0; i < N; i++) {
         if (socketpair(AF_UNIX, SOCK_STREAM, 0, pairs[i]) != 0) {
             tap_bail_out("socketpair failed");
@@ -174,6 +252,10 @@ main(void)
     tap_ok(n == 3, "4 of 8 open: the 3 waiting past the deadline are cut (%d)", n);
     tap_ok(was_cut(pairs[0]) && was_cut(pairs[2]) && was_cut(pairs[3]),
            "their sockets read end of stream");
+    char byte;
+    tap_ok(recv(pairs[0][0], &byte, 1, MSG_DONTWAIT) == 0 &&
+               recv(pairs[2][0], &byte, 1, MSG_DONTWAIT) == 0,
+           "our ends read end of stream too (what wakes libmicrohttpd's reading thread)");
     tap_ok(!was_cut(pairs[1]), "the one whose request arrived is not cut");
     tap_ok(mt_serve_deadline_cut_pending(d), "cut connections not yet closed are pending");
     tap_ok(mt_serve_deadline_sweep(d, t2 + 2 * S) == 0, "a cut connection is not cut again");
@@ -220,6 +302,8 @@ main(void)
         close(p[1]);
     }
     test_keepalive_cut(S);
+    test_odd_slots(S);
+    test_null_conn();
     test_warnings(S);
     for (int i = 0; i < N; i++) {
         close(pairs[i][0]);

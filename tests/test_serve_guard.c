@@ -9,6 +9,9 @@
 #include "runtime/serve/guard.h"
 #include "tests/tap.h"
 
+#include <stdio.h>
+#include <string.h>
+
 static const char *proxy[] = {"https://chat.example.com", "http://box.lan:3000"};
 static int n_proxy; /* how many of proxy[] are allowed (--allow-origin) */
 
@@ -58,6 +61,13 @@ main(void)
     check("[::1", NULL, true, bad_host, "an unclosed IPv6 bracket");
     check("[::1]x", NULL, true, bad_host, "junk after the bracket");
     check(":8080", NULL, true, bad_host, "no name");
+    /* a name longer than the 63 bytes host_is_loopback copies is refused, not copied past it */
+    char long_host[300];
+    memset(long_host, 'a', sizeof(long_host));
+    snprintf(long_host + 250, sizeof(long_host) - 250, ".example:8080");
+    check(long_host, NULL, true, bad_host, "a 263-byte name");
+    check("[0000:0000:0000:0000:0000:0000:0000:0001]:8080", NULL, true, ok,
+          "IPv6 loopback written out in full (39 bytes)");
     check("box.lan:8080", NULL, false, ok, "any name on a public address");
     /* loopback is localhost (and its fully qualified "localhost."), 127.0.0.0/8 and ::1 only */
     check("localhost.:8080", NULL, true, ok, "the fully qualified localhost.");
@@ -86,6 +96,7 @@ main(void)
     check("evil.example:8080", "http://evil.example:8080", true, bad_host,
           "a rebound name, with origins allowed");
     check("chat.example", NULL, true, bad_host, "a Host that is a prefix of an allowed name");
+    check(NULL, NULL, true, ok, "HTTP/1.0 without Host, with origins allowed");
     check("127.0.0.1:8080", "https://chat.example.co", true, cross,
           "an Origin that is a prefix of an allowed one");
     /* what --allow-origin takes */
