@@ -370,6 +370,11 @@ check_views(const struct mt_model *m, struct mt_expert_provider *p, const char *
            "%s: gate, up, down and their scales are the source's six parts (gate scale %p, the "
            "source's %p; up scale %p, the source's %p)", name, (const void *)x.gate.scale,
            v.part[MT_IO_PART_GATE_SCALE], (const void *)x.up.scale, v.part[MT_IO_PART_UP_SCALE]);
+    /* its bytes are the source's slots: the checkpoint provider's count answers 0 for it, even
+     * with an expert held (the guard of mt_expert_provider_checkpoint_bytes) */
+    tap_ok(mt_expert_provider_checkpoint_bytes(p) == 0,
+           "%s: a streaming provider holds no checkpoint provider bytes (%llu)", name,
+           (unsigned long long)mt_expert_provider_checkpoint_bytes(p));
     mt_io_source_release(src, l, e);
     p->ops->release(p->self, l, e);
 }
@@ -433,6 +438,14 @@ check_hash(const char *tmp, const char *name, struct mt_synth_options so, uint64
     ok = ok && mt_stream_model_hash(m, &h[3]) == MT_OK;
     tap_ok(ok && h[3] != want, "%s: config.json's bytes are in the hash (one more newline: %s)",
            name, h[3] != want ? "another hash" : "the SAME hash");
+    /* a streaming provider over the shards, opened before the cut (its source checks the
+     * extents against the files' sizes when it opens) */
+    struct mt_io_source_options io = {.queue_depth = 4, .chunk_bytes = 16384};
+    struct mt_expert_provider *p = NULL;
+    int E = m->cfg.n_routed_experts;
+
+    io.cache_bytes = 3 * 3 * 2 * (uint64_t)m->cfg.hidden_size * m->cfg.moe_intermediate_size;
+    ok = mt_expert_provider_stream_create(m, &io, NULL, 0, &p) == MT_OK;
     mt_log_set_quiet(true);
     mt_status_t st = truncate(shard, (off_t)t->offset) == 0 ? mt_stream_model_hash(m, &h[3])
                                                               : MT_ERR_INVAL;
@@ -440,6 +453,30 @@ check_hash(const char *tmp, const char *name, struct mt_synth_options so, uint64
     tap_ok(st == MT_ERR_IO && strstr(mt_last_error(), "for the model hash") != NULL,
            "%s: a shard cut short before a sampled expert: no hash, an I/O error: %s", name,
            mt_last_error());
+    /* the read error comes back from acquire naming the expert, and nothing stays held: the
+     * next acquire fails again; experts out of range are refused before any read */
+    if (tap_ok(ok, "%s: a streaming provider over the copy opens", name)) {
+        struct mt_expert x;
+        char want[64];
+        char msg[512];
+        mt_status_t a[4];
+
+        snprintf(want, sizeof(want), "layer %d expert %d", l, E - 1);
+        mt_log_set_quiet(true);
+        a[0] = p->ops->acquire(p->self, l, E - 1, &x);
+        snprintf(msg, sizeof(msg), "%s", mt_last_error());
+        a[1] = p->ops->acquire(p->self, l, E - 1, &x);
+        a[2] = p->ops->acquire(p->self, l, E, &x);
+        a[3] = p->ops->acquire(p->self, -1, 0, &x);
+        mt_log_set_quiet(false);
+        tap_ok(a[0] == MT_ERR_IO && strstr(msg, want) != NULL && a[1] == MT_ERR_IO,
+               "%s: acquire of the expert cut off: MT_ERR_IO naming %s (%s), twice (%d)", name,
+               want, msg, a[1]);
+        tap_ok(a[2] == MT_ERR_INVAL && a[3] == MT_ERR_INVAL,
+               "%s: acquire of expert %d, and of layer -1: MT_ERR_INVAL (%d, %d)", name, E, a[2],
+               a[3]);
+        mt_expert_provider_destroy(p);
+    }
     mt_model_destroy(m);
 }
 
