@@ -31,6 +31,7 @@
 #include "tests/tap.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
 #ifdef _OPENMP
@@ -849,6 +850,17 @@ checkpoint_provider(const struct mt_model *m)
     tap_ok(ok && mt_expert_provider_checkpoint_bytes(few) == 0,
            "checkpoint provider, nothing resident: freed at its last release (%llu bytes held)",
            (unsigned long long)mt_expert_provider_checkpoint_bytes(few));
+    /* freed means read afresh next time: once more the expert's bytes, counted once */
+    ok = ok && few->ops->acquire(few->self, l, x, &w1) == MT_OK;
+    tap_ok(ok && mt_expert_provider_checkpoint_bytes(few) == want &&
+               same_as_shards(m, &w1.gate, &ew->gate) && same_as_shards(m, &w1.up, &ew->up) &&
+               same_as_shards(m, &w1.down, &ew->down),
+           "checkpoint provider, nothing resident: acquired again after it was freed, read again "
+           "(%llu bytes held, the expert has %llu)",
+           (unsigned long long)mt_expert_provider_checkpoint_bytes(few), (unsigned long long)want);
+    if (ok) {
+        few->ops->release(few->self, l, x);
+    }
 
     int bad[][2] = {{-1, 0}, {L, 0}, {l, -1}, {l, E}, {0, 0}};
     int n_bad = L > 0 && !m->layers[0].is_moe ? 5 : 4; /* layer 0 when dense */
@@ -865,6 +877,93 @@ out:
     mt_expert_provider_destroy(few);
     mt_expert_provider_destroy(all);
     free(none);
+}
+
+/*
+ * The checkpoint provider when a shard cannot be read (cut short after the model opened: a
+ * drive gone bad): the acquire fails with MT_ERR_IO naming the layer and expert and the reads
+ * tried; nothing is held after it, and the next acquire of that expert is read afresh and fails
+ * again (the slot is neither left loaded nor locked). A copy of the tiny checkpoint of its own.
+ */
+static void
+checkpoint_read_error(void)
+{
+    const char *dir = tap_tmpdir();
+    struct mt_model *m = NULL;
+    struct mt_expert_provider *p = NULL;
+    struct mt_expert w;
+    char want[64];
+    char msg[512] = "";
+    int l = 0;
+
+    if (!tap_ok(dir != NULL && golden_synth_tiny(dir, 5) == MT_OK &&
+                    mt_model_open(dir, &m) == MT_OK,
+                "read error: a tiny checkpoint of its own opens")) {
+        goto out;
+    }
+    while (l < m->cfg.num_hidden_layers && !m->layers[l].is_moe) {
+        l++;
+    }
+    int x = m->cfg.n_routed_experts - 1;
+    const struct mt_st_tensor *t = m->layers[l].experts[x].gate.w;
+    bool *none = calloc((size_t)m->cfg.num_hidden_layers * m->cfg.n_routed_experts, 1);
+    bool ok = none != NULL && mt_expert_provider_checkpoint_create(m, none, &p) == MT_OK &&
+              truncate(mt_st_set_file_path(m->set, t->file), (off_t)t->offset + 1) == 0;
+    free(none);
+    mt_status_t st[2] = {MT_OK, MT_OK};
+    /* the first acquire's stderr goes to a file: its retry warnings say how often it read */
+    char log[700];
+    int saved = -1;
+    int fd = -1;
+
+    snprintf(log, sizeof(log), "%s/stderr.txt", dir);
+    fflush(stderr);
+    ok = ok && (saved = dup(2)) >= 0 &&
+         (fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) >= 0 && dup2(fd, 2) == 2;
+    if (ok) {
+        st[0] = p->ops->acquire(p->self, l, x, &w);
+        snprintf(msg, sizeof(msg), "%s", mt_last_error());
+        fflush(stderr);
+    }
+    if (saved >= 0) {
+        dup2(saved, 2);
+        close(saved);
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    int retries = 0;
+    FILE *f = fopen(log, "r");
+    char line[1024];
+
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+        retries += strstr(line, "reading it again") != NULL;
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+    tap_ok(ok && retries == 2, "checkpoint provider, a shard cut short: read again twice (%d "
+           "retry warnings)", retries);
+    mt_log_set_quiet(true);
+    if (ok) {
+        st[1] = p->ops->acquire(p->self, l, x, &w);
+    }
+    mt_log_set_quiet(false);
+    snprintf(want, sizeof(want), "layer %d expert %d: ", l, x);
+    tap_ok(ok && st[0] == MT_ERR_IO && strstr(msg, want) != NULL &&
+               strstr(msg, "(read 3 times)") != NULL,
+           "checkpoint provider, a shard cut short: MT_ERR_IO naming layer %d expert %d and the "
+           "3 reads: %s", l, x, msg);
+    tap_ok(ok && st[1] == MT_ERR_IO && mt_expert_provider_checkpoint_bytes(p) == 0,
+           "checkpoint provider, a shard cut short: nothing held (%llu bytes), the next acquire "
+           "reads again and fails again (status %d)",
+           p != NULL ? (unsigned long long)mt_expert_provider_checkpoint_bytes(p) : 0ull, st[1]);
+out:
+    mt_expert_provider_destroy(p);
+    mt_model_destroy(m);
+    if (dir != NULL) {
+        tap_rmtree(dir);
+    }
 }
 
 /*
@@ -1142,6 +1241,7 @@ synthetic(void)
 
     expert_residency(m, ids, T, full);
     checkpoint_provider(m);
+    checkpoint_read_error();
     streamed_experts(m, ids, T, full);
 
     /* routed experts go through the executor of their tier, one submit per layer */

@@ -18,10 +18,13 @@
 #include "runtime/synth/synth.h"
 #include "tests/tap.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Does w hold tensor t's bytes (and scale s's), with t's dtype and shape? */
 static bool
@@ -73,6 +76,23 @@ check_provider(const struct mt_model *m, struct mt_expert_provider *p, int *n_ou
         }
     }
     return bad;
+}
+
+/* The files this process has open now (-1 when /proc cannot say). */
+static int
+open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+
+    if (d == NULL) {
+        return -1;
+    }
+    while (readdir(d) != NULL) {
+        n++;
+    }
+    closedir(d);
+    return n;
 }
 
 /*
@@ -148,11 +168,17 @@ check_bad_part(const struct mt_model *m, const char *tmp, const char *name,
                  (int)(victim / MT_IO_N_PARTS / m->cfg.n_routed_experts),
                  (int)(victim / MT_IO_N_PARTS % m->cfg.n_routed_experts),
                  (int)(victim % MT_IO_N_PARTS), (unsigned long long)lens[victim]);
+        int fds = open_fds();
+
         mt_log_set_quiet(true);
         st = mt_expert_provider_stream_create(m, io, out, 1, &p);
         mt_log_set_quiet(false);
         tap_ok(st == MT_ERR_FORMAT && strstr(mt_last_error(), want) != NULL,
                "%s: it is refused before any read: %s", name, mt_last_error());
+        /* the source it opened to check the parts is closed again: nothing leaked */
+        tap_ok(fds >= 0 && open_fds() == fds,
+               "%s: the refused store leaves no file open (%d open before, %d after)", name, fds,
+               open_fds());
         if (st == MT_OK) {
             mt_expert_provider_destroy(p);
         }
@@ -226,15 +252,15 @@ check_describe(const struct mt_model *m, const char *name)
 }
 
 /*
- * A store with the model's hash but one expert a layer fewer (an index edited, or a packer bug):
- * refused when the provider opens, naming both shapes.
+ * A store with the model's hash but one expert a layer fewer, or one layer fewer (an index
+ * edited, or a packer bug): refused when the provider opens, naming both shapes.
  */
 static void
 check_other_dims(const struct mt_model *m, const char *tmp, const char *name,
-                 const struct mt_io_source_options *io)
+                 const struct mt_io_source_options *io, int fewer_layers, int fewer_experts)
 {
-    int L = m->cfg.num_hidden_layers;
-    int E = m->cfg.n_routed_experts - 1;
+    int L = m->cfg.num_hidden_layers - fewer_layers;
+    int E = m->cfg.n_routed_experts - fewer_experts;
     uint64_t *lens = calloc((size_t)L * E * MT_IO_N_PARTS, sizeof(*lens));
     struct mt_io_store_writer *w = NULL;
     struct mt_expert_provider *p;
@@ -244,7 +270,7 @@ check_other_dims(const struct mt_model *m, const char *tmp, const char *name,
     char want[128];
     mt_status_t st;
 
-    snprintf(path, sizeof(path), "%s/%s-dims.mts", tmp, name);
+    snprintf(path, sizeof(path), "%s/%s-dims-%d-%d.mts", tmp, name, L, E);
     st = lens == NULL ? MT_ERR_NOMEM : mt_stream_model_hash(m, &hash);
     if (st == MT_OK) {
         /* one expert of 16 bytes: a store holds at least one */
@@ -262,8 +288,8 @@ check_other_dims(const struct mt_model *m, const char *tmp, const char *name,
     }
     if (tap_ok(st == MT_OK, "%s: a store of %d x %d experts with the model's hash is written",
                name, L, E)) {
-        snprintf(want, sizeof(want), "holds %d layers x %d experts, the model %d x %d", L, E, L,
-                 E + 1);
+        snprintf(want, sizeof(want), "holds %d layers x %d experts, the model %d x %d", L, E,
+                 m->cfg.num_hidden_layers, m->cfg.n_routed_experts);
         mt_log_set_quiet(true);
         st = mt_expert_provider_stream_create(m, io, out, 1, &p);
         mt_log_set_quiet(false);
@@ -313,6 +339,147 @@ check_prefetch(const struct mt_model *m, struct mt_expert_provider *p, const cha
            (unsigned long long)s.misses);
 }
 
+/*
+ * The weights an acquire hands out point at the io/ source's parts of that expert, each at its
+ * own: the byte comparison of check_provider cannot tell a gate scale from an up scale where the
+ * two hold the same values (see check_describe), a pointer can.
+ */
+static void
+check_views(const struct mt_model *m, struct mt_expert_provider *p, const char *name)
+{
+    struct mt_io_source *src = mt_expert_provider_stream_source(p);
+    struct mt_io_expert_view v;
+    struct mt_expert x;
+    int l = 0;
+    int e = m->cfg.n_routed_experts - 1;
+
+    while (l < m->cfg.num_hidden_layers && !m->layers[l].is_moe) {
+        l++;
+    }
+    if (!tap_ok(p->ops->acquire(p->self, l, e, &x) == MT_OK &&
+                    mt_io_source_acquire(src, l, e, &v) == MT_OK,
+                "%s: layer %d expert %d acquired through the provider and the source", name, l,
+                e)) {
+        return;
+    }
+    tap_ok(x.gate.data == v.part[MT_IO_PART_GATE] &&
+               x.gate.scale == v.part[MT_IO_PART_GATE_SCALE] &&
+               x.up.data == v.part[MT_IO_PART_UP] && x.up.scale == v.part[MT_IO_PART_UP_SCALE] &&
+               x.down.data == v.part[MT_IO_PART_DOWN] &&
+               x.down.scale == v.part[MT_IO_PART_DOWN_SCALE],
+           "%s: gate, up, down and their scales are the source's six parts (gate scale %p, the "
+           "source's %p; up scale %p, the source's %p)", name, (const void *)x.gate.scale,
+           v.part[MT_IO_PART_GATE_SCALE], (const void *)x.up.scale, v.part[MT_IO_PART_UP_SCALE]);
+    /* its bytes are the source's slots: the checkpoint provider's count answers 0 for it, even
+     * with an expert held (the guard of mt_expert_provider_checkpoint_bytes) */
+    tap_ok(mt_expert_provider_checkpoint_bytes(p) == 0,
+           "%s: a streaming provider holds no checkpoint provider bytes (%llu)", name,
+           (unsigned long long)mt_expert_provider_checkpoint_bytes(p));
+    mt_io_source_release(src, l, e);
+    p->ops->release(p->self, l, e);
+}
+
+/* Read one byte of file path at off, flip it with x, write it back. */
+static bool
+flip_byte(const char *path, uint64_t off, unsigned char x)
+{
+    int fd = open(path, O_RDWR);
+    unsigned char b;
+    bool ok = fd >= 0 && pread(fd, &b, 1, (off_t)off) == 1;
+
+    b ^= x;
+    ok = ok && pwrite(fd, &b, 1, (off_t)off) == 1;
+    if (fd >= 0) {
+        close(fd);
+    }
+    return ok;
+}
+
+/*
+ * mt_stream_model_hash on a second copy of the checkpoint (the same seed, so the same bytes): the
+ * same hash as the first; one byte of the last MoE layer's last expert's gate changed gives
+ * another (every expert of the tiny model is among the sampled ones, the last one too); that byte
+ * put back gives the first hash again; config.json's bytes count (one more newline: another
+ * hash); a shard cut short after the model opened is an I/O error, not a hash of what could be
+ * read.
+ */
+static void
+check_hash(const char *tmp, const char *name, struct mt_synth_options so, uint64_t want)
+{
+    char dir[600];
+    char cfg[700];
+    struct mt_model *m;
+    uint64_t h[4] = {0, 0, 0, 0};
+    int l;
+
+    snprintf(dir, sizeof(dir), "%s/%s-copy", tmp, name);
+    so.out_dir = dir;
+    if (!tap_ok(mt_synth_write(&so, NULL) == MT_OK && mt_model_open(dir, &m) == MT_OK,
+                "%s: a second copy of the checkpoint opens", name)) {
+        return;
+    }
+    for (l = m->cfg.num_hidden_layers - 1; l > 0 && !m->layers[l].is_moe; l--) {
+    }
+    const struct mt_st_tensor *t = m->layers[l].experts[m->cfg.n_routed_experts - 1].gate.w;
+    const char *shard = mt_st_set_file_path(m->set, t->file);
+    bool ok = mt_stream_model_hash(m, &h[0]) == MT_OK && flip_byte(shard, t->offset + 1, 0x5a) &&
+              mt_stream_model_hash(m, &h[1]) == MT_OK && flip_byte(shard, t->offset + 1, 0x5a) &&
+              mt_stream_model_hash(m, &h[2]) == MT_OK;
+    tap_ok(ok && h[0] == want && h[1] != want && h[2] == want,
+           "%s: hash of a copy %s the original's; one byte of layer %d's last expert changed: %s; "
+           "put back: %s", name, h[0] == want ? "is" : "is NOT", l,
+           h[1] != want ? "another" : "the SAME", h[2] == want ? "the same" : "ANOTHER");
+    snprintf(cfg, sizeof(cfg), "%s/config.json", dir);
+    FILE *f = fopen(cfg, "a");
+    ok = f != NULL && fputc('\n', f) == '\n';
+    if (f != NULL) {
+        ok = fclose(f) == 0 && ok;
+    }
+    ok = ok && mt_stream_model_hash(m, &h[3]) == MT_OK;
+    tap_ok(ok && h[3] != want, "%s: config.json's bytes are in the hash (one more newline: %s)",
+           name, h[3] != want ? "another hash" : "the SAME hash");
+    /* a streaming provider over the shards, opened before the cut (its source checks the
+     * extents against the files' sizes when it opens) */
+    struct mt_io_source_options io = {.queue_depth = 4, .chunk_bytes = 16384};
+    struct mt_expert_provider *p = NULL;
+    int E = m->cfg.n_routed_experts;
+
+    io.cache_bytes = 3 * 3 * 2 * (uint64_t)m->cfg.hidden_size * m->cfg.moe_intermediate_size;
+    ok = mt_expert_provider_stream_create(m, &io, NULL, 0, &p) == MT_OK;
+    mt_log_set_quiet(true);
+    mt_status_t st = truncate(shard, (off_t)t->offset) == 0 ? mt_stream_model_hash(m, &h[3])
+                                                              : MT_ERR_INVAL;
+    mt_log_set_quiet(false);
+    tap_ok(st == MT_ERR_IO && strstr(mt_last_error(), "for the model hash") != NULL,
+           "%s: a shard cut short before a sampled expert: no hash, an I/O error: %s", name,
+           mt_last_error());
+    /* the read error comes back from acquire naming the expert, and nothing stays held: the
+     * next acquire fails again; experts out of range are refused before any read */
+    if (tap_ok(ok, "%s: a streaming provider over the copy opens", name)) {
+        struct mt_expert x;
+        char want[64];
+        char msg[512];
+        mt_status_t a[4];
+
+        snprintf(want, sizeof(want), "layer %d expert %d", l, E - 1);
+        mt_log_set_quiet(true);
+        a[0] = p->ops->acquire(p->self, l, E - 1, &x);
+        snprintf(msg, sizeof(msg), "%s", mt_last_error());
+        a[1] = p->ops->acquire(p->self, l, E - 1, &x);
+        a[2] = p->ops->acquire(p->self, l, E, &x);
+        a[3] = p->ops->acquire(p->self, -1, 0, &x);
+        mt_log_set_quiet(false);
+        tap_ok(a[0] == MT_ERR_IO && strstr(msg, want) != NULL && a[1] == MT_ERR_IO,
+               "%s: acquire of the expert cut off: MT_ERR_IO naming %s (%s), twice (%d)", name,
+               want, msg, a[1]);
+        tap_ok(a[2] == MT_ERR_INVAL && a[3] == MT_ERR_INVAL,
+               "%s: acquire of expert %d, and of layer -1: MT_ERR_INVAL (%d, %d)", name, E, a[2],
+               a[3]);
+        mt_expert_provider_destroy(p);
+    }
+    mt_model_destroy(m);
+}
+
 static void
 run_dtype(const char *tmp, bool bf16, const char *other_store)
 {
@@ -342,11 +509,16 @@ run_dtype(const char *tmp, bool bf16, const char *other_store)
     }
     tap_ok(m->fp8 == !bf16, "%s: the tiny checkpoint is %s", name, bf16 ? "BF16" : "FP8");
     check_describe(m, name);
+    uint64_t hash = 0;
+    if (tap_ok(mt_stream_model_hash(m, &hash) == MT_OK, "%s: the model hash", name)) {
+        check_hash(tmp, name, so, hash);
+    }
     /* a budget of 3 experts: every expert is evicted and read again in the second pass */
     io.cache_bytes = 3 * 3 * 2 * (uint64_t)m->cfg.hidden_size * m->cfg.moe_intermediate_size;
     st = mt_expert_provider_stream_create(m, &io, NULL, 0, &p);
     if (tap_ok(st == MT_OK, "%s: streaming provider over the shards opens", name)) {
         check_prefetch(m, p, name);
+        check_views(m, p, name);
         int bad = check_provider(m, p, &n);
 
         tap_ok(bad == 0 && n > 0,
@@ -363,6 +535,7 @@ run_dtype(const char *tmp, bool bf16, const char *other_store)
     io.verify = true;
     st = mt_expert_provider_stream_create(m, &io, stores, 2, &p);
     if (tap_ok(st == MT_OK, "%s: streaming provider over the store opens", name)) {
+        check_views(m, p, name);
         int bad = check_provider(m, p, &n);
 
         tap_ok(bad == 0 && n > 0,
@@ -389,7 +562,8 @@ run_dtype(const char *tmp, bool bf16, const char *other_store)
     }
     check_bad_part(m, tmp, name, &io, false);
     check_bad_part(m, tmp, name, &io, true);
-    check_other_dims(m, tmp, name, &io);
+    check_other_dims(m, tmp, name, &io, 0, 1);
+    check_other_dims(m, tmp, name, &io, 1, 0);
     /* the same shape with other weights (another seed): the store of one is refused by the other,
      * which would otherwise run with the other checkpoint's experts */
     {
