@@ -31,7 +31,6 @@
 #include "tests/tap.h"
 
 #include <dirent.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
 #ifdef _OPENMP
@@ -913,42 +912,23 @@ checkpoint_read_error(void)
     mt_status_t st[2] = {MT_OK, MT_OK};
     /* the first acquire's stderr goes to a file: its retry warnings say how often it read */
     char log[700];
-    int saved = -1;
-    int fd = -1;
+    int retries = 0;
 
     snprintf(log, sizeof(log), "%s/stderr.txt", dir);
-    fflush(stderr);
-    ok = ok && (saved = dup(2)) >= 0 &&
-         (fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) >= 0 && dup2(fd, 2) == 2;
     if (ok) {
+        int saved = tap_stderr_to(log);
         st[0] = p->ops->acquire(p->self, l, x, &w);
         snprintf(msg, sizeof(msg), "%s", mt_last_error());
-        fflush(stderr);
-    }
-    if (saved >= 0) {
-        dup2(saved, 2);
-        close(saved);
-    }
-    if (fd >= 0) {
-        close(fd);
-    }
-    int retries = 0;
-    FILE *f = fopen(log, "r");
-    char line[1024];
-
-    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
-        retries += strstr(line, "reading it again") != NULL;
-    }
-    if (f != NULL) {
-        fclose(f);
+        tap_stderr_restore(saved);
+        retries = tap_count_lines(log, "reading it again");
     }
     tap_ok(ok && retries == 2, "checkpoint provider, a shard cut short: read again twice (%d "
            "retry warnings)", retries);
-    mt_log_set_quiet(true);
+    bool was_quiet = mt_log_set_quiet(true);
     if (ok) {
         st[1] = p->ops->acquire(p->self, l, x, &w);
     }
-    mt_log_set_quiet(false);
+    mt_log_set_quiet(was_quiet);
     snprintf(want, sizeof(want), "layer %d expert %d: ", l, x);
     tap_ok(ok && st[0] == MT_ERR_IO && strstr(msg, want) != NULL &&
                strstr(msg, "(read 3 times)") != NULL,
