@@ -39,20 +39,26 @@ check_PROGRAMS += tests/test_hwprofile
 tests_test_hwprofile_LDADD = $(MT_TEST_LIBS)
 # The leaf libraries link alone: io/ and cpu/ need only the base library (the layering's proof).
 check_PROGRAMS += tests/test_uring_reader
+tests_test_uring_reader_SOURCES = tests/test_uring_reader.c tests/submit_faults.c \
+	tests/submit_faults.h
 tests_test_uring_reader_LDADD = tests/libmttap.a io/libmtio.a runtime/base/libmtbase.a \
 	$(URING_LIBS) -lm
-# a submit that fails without entering the kernel (the test's __wrap_io_uring_submit)
+# a submit that fails without entering the kernel (tests/submit_faults.c)
 tests_test_uring_reader_LDFLAGS = -Wl,--wrap=io_uring_submit
 check_PROGRAMS += tests/test_read_slots
+tests_test_read_slots_SOURCES = tests/test_read_slots.c tests/submit_faults.c \
+	tests/submit_faults.h
 tests_test_read_slots_LDADD = tests/libmttap.a io/libmtio.a runtime/base/libmtbase.a \
 	$(URING_LIBS) -lm
-# a submit that fails without entering the kernel (the test's __wrap_io_uring_submit), and a
-# wait that a signal interrupts (__wrap___io_uring_get_cqe)
+# a submit that fails without entering the kernel (tests/submit_faults.c), and a wait that a
+# signal interrupts (the test's __wrap___io_uring_get_cqe)
 tests_test_read_slots_LDFLAGS = -Wl,--wrap=io_uring_submit -Wl,--wrap=__io_uring_get_cqe
 check_PROGRAMS += tests/test_io_queue
+tests_test_io_queue_SOURCES = tests/test_io_queue.c tests/submit_faults.c \
+	tests/submit_faults.h
 tests_test_io_queue_LDADD = tests/libmttap.a io/libmtio.a runtime/base/libmtbase.a \
 	$(URING_LIBS) -lm
-# a submit that fails without entering the kernel (the test's __wrap_io_uring_submit)
+# a submit that fails without entering the kernel (tests/submit_faults.c)
 tests_test_io_queue_LDFLAGS = -Wl,--wrap=io_uring_submit
 # io/ and the base library alone, nothing else of runtime/ (issue 8: leaves link on their own).
 check_PROGRAMS += tests/test_disk_bench

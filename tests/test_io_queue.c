@@ -15,6 +15,7 @@
 
 #include "io/io_queue.h"
 #include "io/uring_reader.h" /* MT_IO_ALIGN */
+#include "tests/submit_faults.h"
 #include "tests/tap.h"
 
 #include <errno.h>
@@ -519,24 +520,6 @@ test_no_ring(const struct env *e, const char *log, bool uring)
 }
 
 /*
- * io_uring_submit is wrapped at link time (tests/Makefile.mk): while fail_submits > 0 each call
- * fails with -EIO without entering the kernel, as a broken ring does.
- */
-int __real_io_uring_submit(struct io_uring *ring);
-int __wrap_io_uring_submit(struct io_uring *ring);
-static int fail_submits;
-
-int
-__wrap_io_uring_submit(struct io_uring *ring)
-{
-    if (fail_submits > 0) {
-        fail_submits--;
-        return -EIO;
-    }
-    return __real_io_uring_submit(ring);
-}
-
-/*
  * A failed submit: the read is refused and its slot given back (nothing left to wait for); a
  * failed resubmission (the rest of a short read) finishes the read as err EIO with the bytes it
  * had. Each on a queue of its own: a failed submit retires the ring.
@@ -552,9 +535,9 @@ test_submit_fails(const struct env *e)
 
     ok = mt_io_queue_create(2, e->direct, 2, MT_IO_QUEUE_URING, NULL, NULL, 0, &q) == MT_OK &&
          mt_io_queue_mode(q) == MT_IO_QUEUE_URING;
-    fail_submits = 1;
+    submit_faults_left = 1;
     st = ok ? mt_io_queue_submit(q, 0, e->buf, 0, KB16, 1) : MT_ERR_INTERNAL;
-    fail_submits = 0;
+    submit_faults_left = 0;
     left = ok ? mt_io_queue_in_flight(q) : 99;
     tap_ok(ok && st == MT_ERR_IO && left == 0,
            "a submit that fails is refused (MT_ERR_IO) and holds no slot (%u in flight)", left);
@@ -566,9 +549,9 @@ test_submit_fails(const struct env *e)
     /* the first read returns 8 KiB (SHORT, on the grid): the rest goes out again, and fails */
     mt_io_fault_set(MT_IO_FAULT_SHORT, 0, 0, 1);
     ok = ok && mt_io_queue_submit(q, 0, e->buf, 0, KB16, 2) == MT_OK;
-    fail_submits = 1;
+    submit_faults_left = 1;
     ok = ok && mt_io_queue_wait(q, &d) == MT_OK;
-    fail_submits = 0;
+    submit_faults_left = 0;
     mt_io_fault_set(MT_IO_FAULT_NONE, 0, 0, 0);
     tap_ok(ok && done_is(&d, 2, 0, 0, KB16 / 2, EIO) && mt_io_queue_in_flight(q) == 0,
            "a resubmission that fails finishes the read as err EIO (err %d, %zu bytes)", d.err,

@@ -14,6 +14,7 @@
 
 #include "io/read_slots.h"
 #include "io/uring_reader.h" /* MT_IO_ALIGN */
+#include "tests/submit_faults.h"
 #include "tests/tap.h"
 
 #include <errno.h>
@@ -325,30 +326,10 @@ test_short(const unsigned char *want)
 }
 
 /*
- * io_uring_submit is wrapped at link time (tests/Makefile.mk): fail_submits of them return -EIO
- * without entering the kernel, which leaves the SQE queued, as a failed io_uring_enter does.
- */
-int __real_io_uring_submit(struct io_uring *ring);
-int __wrap_io_uring_submit(struct io_uring *ring);
-static int fail_submits;
-static int fail_errno = EIO; /* what a failed submit returns */
-static int real_submits;
-
-int
-__wrap_io_uring_submit(struct io_uring *ring)
-{
-    if (fail_submits > 0) {
-        fail_submits--;
-        return -fail_errno;
-    }
-    real_submits++;
-    return __real_io_uring_submit(ring);
-}
-
-/*
- * __io_uring_get_cqe (the waiting half of io_uring_wait_cqe) is wrapped too: while eintr_waits
- * lasts, a wait returns -eintr_errno (EINTR, as when a signal lands, or EAGAIN), after writing
- * the pipe the pending read waits on, so that the wait tried again finds its completion.
+ * __io_uring_get_cqe (the waiting half of io_uring_wait_cqe) is wrapped at link time, as the
+ * submits are (tests/submit_faults.c): while eintr_waits lasts, a wait returns -eintr_errno
+ * (EINTR, as when a signal lands, or EAGAIN), after writing the pipe the pending read waits on,
+ * so that the wait tried again finds its completion.
  */
 struct io_uring_cqe;
 int __real___io_uring_get_cqe(struct io_uring *ring, struct io_uring_cqe **cqe_ptr,
@@ -450,18 +431,18 @@ test_dead(const char *path, const unsigned char *want)
     memset(buf, 0, 2 * KB16);
     a = mt_io_slots_take(&t, 0, buf, 0, KB16, 1);
     ok = mt_io_slots_queue(&t, a) == MT_OK;
-    fail_submits = 1;
+    submit_faults_left = 1;
     b = mt_io_slots_take(&t, 0, buf + KB16, KB16, KB16, 2);
     ok = ok && mt_io_slots_queue(&t, b) == MT_ERR_IO;
     mt_io_slots_finish(&t, b); /* the caller takes its buffer back */
-    real_submits = 0;
+    submit_real_count = 0;
     b = mt_io_slots_take(&t, 0, buf + KB16, 2 * KB16, KB16, 3);
-    ok = ok && mt_io_slots_queue(&t, b) == MT_ERR_IO && real_submits == 0;
+    ok = ok && mt_io_slots_queue(&t, b) == MT_ERR_IO && submit_real_count == 0;
     mt_io_slots_finish(&t, b);
     tap_ok(ok,
            "a submit that fails for good fails its read, and the next without submitting "
            "(%d submits after it)",
-           real_submits);
+           submit_real_count);
     ok = mt_io_slots_next(&t, &i, &res) == MT_OK && i == a && res == (int)KB16 &&
          memcmp(buf, want, KB16) == 0;
     mt_io_slots_finish(&t, a);
@@ -499,16 +480,16 @@ test_transient(const char *path, const unsigned char *want)
     }
     for (size_t e = 0; e < sizeof(errs) / sizeof(errs[0]); e++) {
         memset(buf, 0, KB16);
-        fail_errno = errs[e];
-        fail_submits = 3;
+        submit_faults_errno = errs[e];
+        submit_faults_left = 3;
         a = mt_io_slots_take(&t, 0, buf, KB16 * e, KB16, e);
-        ok = ok && mt_io_slots_queue(&t, a) == MT_OK && fail_submits == 0 &&
+        ok = ok && mt_io_slots_queue(&t, a) == MT_OK && submit_faults_left == 0 &&
              mt_io_slots_next(&t, &i, &res) == MT_OK && i == a && res == (int)KB16 &&
              memcmp(buf, want + KB16 * e, KB16) == 0;
         mt_io_slots_finish(&t, a);
     }
-    fail_errno = EIO;
-    fail_submits = 0;
+    submit_faults_errno = EIO;
+    submit_faults_left = 0;
     tap_ok(ok && t.in_flight == 0 && !t.dead,
            "a submit refused 3 times (EAGAIN, EBUSY, EINTR) is retried and its read completes");
     mt_io_slots_fini(&t);

@@ -10,6 +10,7 @@
 #include <config.h>
 
 #include "io/uring_reader.h"
+#include "tests/submit_faults.h"
 #include "tests/tap.h"
 
 #include <dirent.h>
@@ -276,24 +277,6 @@ test_kernel_refusals(const char *path, unsigned char *buf)
     mt_io_uring_reader_destroy(r);
 }
 
-/*
- * io_uring_submit is wrapped at link time (tests/Makefile.mk): while fail_submits > 0 each call
- * fails with -EIO without entering the kernel, as a broken ring does.
- */
-int __real_io_uring_submit(struct io_uring *ring);
-int __wrap_io_uring_submit(struct io_uring *ring);
-static int fail_submits;
-
-int
-__wrap_io_uring_submit(struct io_uring *ring)
-{
-    if (fail_submits > 0) {
-        fail_submits--;
-        return -EIO;
-    }
-    return __real_io_uring_submit(ring);
-}
-
 /* A submit that fails is refused and gives its slot back: nothing is left to wait for. */
 static void
 test_submit_fails(const char *path, unsigned char *buf)
@@ -304,9 +287,9 @@ test_submit_fails(const char *path, unsigned char *buf)
 
     st = mt_io_uring_reader_create(path, 2, 0, &r);
     if (st == MT_OK) {
-        fail_submits = 1;
+        submit_faults_left = 1;
         st = mt_io_uring_reader_submit(r, buf, 0, MT_IO_ALIGN, 1);
-        fail_submits = 0;
+        submit_faults_left = 0;
         left = mt_io_uring_reader_in_flight(r);
     }
     tap_ok(st == MT_ERR_IO && left == 0 && strstr(mt_last_error(), "submit") != NULL,
