@@ -147,13 +147,18 @@ static const struct mt_chat_msg convo[] = {
     {MT_CHAT_TOOL, "Sunny, 21°C", NULL, NULL, 0, NULL, 0, 0, NULL},
 };
 
+/* One DSML tool-call parameter as the template writes it: key, value, and string="true" when
+ * the value is a JSON string written bare, "false" when it is JSON text */
+#define DSML_PARAM(k, v, s) \
+    "<｜DSML｜parameter name=\"" k "\" string=\"" s "\">" v "</｜DSML｜parameter>"
+
 #define DSML_CALLS \
-    "\n\n<｜DSML｜function_calls>\n"                                                               \
-    "<｜DSML｜invoke name=\"get_weather\">\n"                                                      \
-    "<｜DSML｜parameter name=\"city\" string=\"true\">Paris</｜DSML｜parameter>\n"               \
-    "<｜DSML｜parameter name=\"days\" string=\"false\">2</｜DSML｜parameter>\n"                  \
-    "<｜DSML｜parameter name=\"units\" string=\"false\">{\"temp\": \"C\"}</｜DSML｜parameter>\n" \
-    "</｜DSML｜invoke>\n"                                                                          \
+    "\n\n<｜DSML｜function_calls>\n" \
+    "<｜DSML｜invoke name=\"get_weather\">\n" \
+    DSML_PARAM("city", "Paris", "true") "\n" \
+    DSML_PARAM("days", "2", "false") "\n" \
+    DSML_PARAM("units", "{\"temp\": \"C\"}", "false") "\n" \
+    "</｜DSML｜invoke>\n" \
     "</｜DSML｜function_calls>"
 #define RESULTS "\n\n<function_results>\n<result>Sunny, 21°C</result>\n</function_results>\n\n"
 
@@ -612,21 +617,19 @@ test_tool_rounds(void)
         {MT_CHAT_ASSISTANT, "", NULL, one_call, 1, NULL, 0, 0, NULL},
         {MT_CHAT_TOOL, "r3", NULL, NULL, 0, NULL, 0, 0, NULL},
     };
-#define P(k, v, s) "<｜DSML｜parameter name=\"" k "\" string=\"" s "\">" v "</｜DSML｜parameter>"
     static const char want[] =
         "<｜begin▁of▁sentence｜><｜User｜>Q1<｜Assistant｜></think>"
         "\n\n<｜DSML｜function_calls>\n"
-        "<｜DSML｜invoke name=\"f\">\n" P("a", "1", "false") "\n</｜DSML｜invoke>\n"
-        "<｜DSML｜invoke name=\"g\">\n" P("b", "x", "true") "\n</｜DSML｜invoke>\n"
+        "<｜DSML｜invoke name=\"f\">\n" DSML_PARAM("a", "1", "false") "\n</｜DSML｜invoke>\n"
+        "<｜DSML｜invoke name=\"g\">\n" DSML_PARAM("b", "x", "true") "\n</｜DSML｜invoke>\n"
         "</｜DSML｜function_calls><｜end▁of▁sentence｜>"
         "\n\n<function_results>\n<result>r1</result>\n<result>r2</result>\n</function_results>"
         "\n\n</think>"
         "<｜User｜>Q2<｜Assistant｜><think></think>"
         "\n\n<｜DSML｜function_calls>\n"
-        "<｜DSML｜invoke name=\"f\">\n" P("a", "2", "false") "\n</｜DSML｜invoke>\n"
+        "<｜DSML｜invoke name=\"f\">\n" DSML_PARAM("a", "2", "false") "\n</｜DSML｜invoke>\n"
         "</｜DSML｜function_calls><｜end▁of▁sentence｜>"
         "\n\n<function_results>\n<result>r3</result>\n</function_results>\n\n<think>";
-#undef P
     char *text = NULL;
     mt_status_t st = mt_chat_render(rounds, 7, true, &text);
 
@@ -663,15 +666,14 @@ test_tool_rounds(void)
         {MT_CHAT_USER, "u", NULL, NULL, 0, NULL, 0, 0, NULL},
         {MT_CHAT_ASSISTANT, "", NULL, odd_args, 2, NULL, 0, 0, NULL},
     };
-#define P(k, v, s) "<｜DSML｜parameter name=\"" k "\" string=\"" s "\">" v "</｜DSML｜parameter>"
     static const char odd_want[] =
         "<｜begin▁of▁sentence｜><｜User｜>u<｜Assistant｜></think>"
         "\n\n<｜DSML｜function_calls>\n"
         "<｜DSML｜invoke name=\"f\">\n\n</｜DSML｜invoke>\n"
-        "<｜DSML｜invoke name=\"g\">\n" P("s", "", "true") "\n" P("t", "true", "false") "\n"
-        P("u", "false", "false") "\n</｜DSML｜invoke>\n"
+        "<｜DSML｜invoke name=\"g\">\n" DSML_PARAM("s", "", "true") "\n"
+        DSML_PARAM("t", "true", "false") "\n"
+        DSML_PARAM("u", "false", "false") "\n</｜DSML｜invoke>\n"
         "</｜DSML｜function_calls><｜end▁of▁sentence｜>";
-#undef P
     text = NULL;
     st = mt_chat_render(odd_call, 2, false, &text);
     tap_ok(st == MT_OK && strcmp(text, odd_want) == 0,
