@@ -429,6 +429,37 @@ check_hash(const char *tmp, const char *name, struct mt_synth_options so, uint64
            "%s: hash of a copy %s the original's; one byte of layer %d's last expert changed: %s; "
            "put back: %s", name, h[0] == want ? "is" : "is NOT", l,
            h[1] != want ? "another" : "the SAME", h[2] == want ? "the same" : "ANOTHER");
+    /* the tensor table is in the hash: a 2-D tensor's name, dtype and shape each changed in the
+     * set's table in memory (as another checkpoint's header would give them), then put back;
+     * no file has to be edited for it and the model is not asked to open the odd table */
+    struct mt_st_tensor *tt = NULL;
+    for (size_t i = 0; i < mt_st_set_count(m->set) && tt == NULL; i++) {
+        const struct mt_st_tensor *c = mt_st_set_tensor(m->set, i);
+        tt = c->ndim == 2 && c->shape[0] != c->shape[1] ? (struct mt_st_tensor *)c : NULL;
+    }
+    if (tap_ok(tt != NULL, "%s: a 2-D tensor that is not square", name)) {
+        enum mt_dtype dt = tt->dtype;
+        int64_t rows = tt->shape[0];
+        uint64_t th[4] = {0, 0, 0, 0};
+
+        tt->name[0] ^= 1;
+        ok = mt_stream_model_hash(m, &th[0]) == MT_OK;
+        tt->name[0] ^= 1;
+        tt->dtype = dt == MT_DTYPE_F32 ? MT_DTYPE_BF16 : MT_DTYPE_F32;
+        ok = mt_stream_model_hash(m, &th[1]) == MT_OK && ok;
+        tt->dtype = dt;
+        tt->shape[0] = tt->shape[1];
+        tt->shape[1] = rows;
+        ok = mt_stream_model_hash(m, &th[2]) == MT_OK && ok;
+        tt->shape[1] = tt->shape[0];
+        tt->shape[0] = rows;
+        ok = mt_stream_model_hash(m, &th[3]) == MT_OK && ok;
+        tap_ok(ok && th[0] != want && th[1] != want && th[2] != want && th[3] == want,
+               "%s: tensor '%s' renamed: %s; another dtype: %s; its shape transposed: %s; put "
+               "back: %s", name, tt->name, th[0] != want ? "another hash" : "the SAME",
+               th[1] != want ? "another" : "the SAME", th[2] != want ? "another" : "the SAME",
+               th[3] == want ? "the same" : "ANOTHER");
+    }
     snprintf(cfg, sizeof(cfg), "%s/config.json", dir);
     FILE *f = fopen(cfg, "a");
     ok = f != NULL && fputc('\n', f) == '\n';
