@@ -2,7 +2,7 @@
 EXTRA_DIST += bench/results
 noinst_PROGRAMS += bench/bench_tokenizer
 bench_bench_tokenizer_LDADD = $(MT_LIBS) $(MT_SYSLIBS)
-EXTRA_DIST += bench/tokenizer_hf.py bench/vendor_h200.py
+EXTRA_DIST += bench/tokenizer_hf.py bench/tokenizer_codepoints.py bench/vendor_h200.py
 EXTRA_DIST += bench/plain_stream.c bench/plain_memcpy.cu bench/gemv_timeline.cu
 noinst_PROGRAMS += bench/bench_experts
 bench_bench_experts_LDADD = $(MT_LIBS) $(MT_SYSLIBS)
