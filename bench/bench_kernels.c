@@ -366,7 +366,7 @@ bench_read(size_t bytes, int per_sm, int64_t rows, int rb)
         snprintf(shape, sizeof(shape), "%.1f MB, %d block%s/SM", bytes * 1e-6, per_sm,
                  per_sm > 1 ? "s" : "");
     }
-    report_modes(rows > 0 ? "read_rows" : "read", shape, &med, &p90, false, (double)bytes, 0.0,
+    report_modes(rows > 0 ? "read_rows" : "read", shape, &med, &p90, pdl, (double)bytes, 0.0,
                  "no PDL in this kernel");
 }
 
