@@ -878,6 +878,119 @@ out:
     free(none);
 }
 
+/* checkpoint_threads: what each thread is given and what it counts */
+struct ckpt_thread {
+    const struct mt_model *m;
+    struct mt_expert_provider *p;   /* nothing resident: every last release frees */
+    struct mt_expert_provider *ref; /* everything resident: the bytes to compare with */
+    pthread_barrier_t *step;        /* NULL: run free */
+    int rounds;
+    int acquired;
+    int wrong; /* views whose bytes are not the expert's, or failed acquires */
+};
+
+static bool
+same_expert(const struct mt_model *m, int l, int x, const struct mt_expert *a,
+            const struct mt_expert *b)
+{
+    const struct mt_expert_weights *ew = &m->layers[l].experts[x];
+
+    return memcmp(a->gate.data, b->gate.data, ew->gate.w->nbytes) == 0 &&
+           memcmp(a->up.data, b->up.data, ew->up.w->nbytes) == 0 &&
+           memcmp(a->down.data, b->down.data, ew->down.w->nbytes) == 0;
+}
+
+static void *
+ckpt_thread_run(void *arg)
+{
+    struct ckpt_thread *t = arg;
+    const struct mt_model *m = t->m;
+
+    for (int r = 0; r < t->rounds; r++) {
+        for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
+            for (int x = 0; x < m->cfg.n_routed_experts && m->layers[l].is_moe; x++) {
+                struct mt_expert w, want;
+                if (t->step != NULL) {
+                    pthread_barrier_wait(t->step); /* all threads ask for (l, x) at once */
+                }
+                bool ok = t->p->ops->acquire(t->p->self, l, x, &w) == MT_OK;
+                bool same = false;
+                if (ok && t->ref->ops->acquire(t->ref->self, l, x, &want) == MT_OK) {
+                    same = same_expert(m, l, x, &w, &want);
+                    t->ref->ops->release(t->ref->self, l, x);
+                }
+                t->wrong += !same;
+                t->acquired += ok;
+                if (t->step != NULL) {
+                    pthread_barrier_wait(t->step); /* all hold it: the last release frees it */
+                }
+                if (ok) {
+                    t->p->ops->release(t->p->self, l, x);
+                }
+            }
+        }
+    }
+    return NULL;
+}
+
+/*
+ * The checkpoint provider from four threads at once, nothing resident: in lockstep (each expert
+ * asked for by all four at the same moment: one reads it, the others wait for that read, and
+ * all four must be woken by its end; freed after the four release it, read again next round),
+ * then running free (acquires racing releases that free the expert and reads that start
+ * again). Every view holds the expert's bytes; nothing is held at the end. A lost wake-up
+ * shows as a hang, which the test's time limit ends.
+ */
+static void
+checkpoint_threads(const struct mt_model *m)
+{
+    enum { THREADS = 4 };
+    size_t n = (size_t)m->cfg.num_hidden_layers * (size_t)m->cfg.n_routed_experts;
+    bool *none = calloc(n > 0 ? n : 1, sizeof(*none));
+    struct mt_expert_provider *p = NULL;
+    struct mt_expert_provider *ref = NULL;
+    pthread_barrier_t step;
+    struct ckpt_thread t[THREADS];
+    pthread_t th[THREADS];
+
+    if (!tap_ok(none != NULL && mt_expert_provider_checkpoint_create(m, none, &p) == MT_OK &&
+                    mt_expert_provider_checkpoint_create(m, NULL, &ref) == MT_OK &&
+                    pthread_barrier_init(&step, NULL, THREADS) == 0,
+                "checkpoint provider from %d threads: created", THREADS)) {
+        goto out;
+    }
+    for (int free_run = 0; free_run < 2; free_run++) {
+        int started = 0, acquired = 0, wrong = 0;
+
+        for (int i = 0; i < THREADS; i++) {
+            t[i] = (struct ckpt_thread){.m = m, .p = p, .ref = ref,
+                                        .step = free_run ? NULL : &step,
+                                        .rounds = free_run ? 50 : 10};
+        }
+        for (int i = 0; i < THREADS; i++) {
+            started += pthread_create(&th[i], NULL, ckpt_thread_run, &t[i]) == 0;
+        }
+        if (started < THREADS) {
+            tap_bail_out("checkpoint provider from threads: could not start its threads");
+        }
+        for (int i = 0; i < THREADS; i++) {
+            pthread_join(th[i], NULL);
+            acquired += t[i].acquired;
+            wrong += t[i].wrong;
+        }
+        tap_ok(acquired > 0 && wrong == 0 && mt_expert_provider_checkpoint_bytes(p) == 0,
+               "checkpoint provider, nothing resident, %d threads %s: %d acquires, %d of them "
+               "failed or not the expert's bytes; %llu bytes held after", THREADS,
+               free_run ? "running free" : "in lockstep", acquired, wrong,
+               (unsigned long long)mt_expert_provider_checkpoint_bytes(p));
+    }
+    pthread_barrier_destroy(&step);
+out:
+    mt_expert_provider_destroy(ref);
+    mt_expert_provider_destroy(p);
+    free(none);
+}
+
 /*
  * The checkpoint provider when a shard cannot be read (cut short after the model opened: a
  * drive gone bad): the acquire fails with MT_ERR_IO naming the layer and expert and the reads
@@ -1221,6 +1334,7 @@ synthetic(void)
 
     expert_residency(m, ids, T, full);
     checkpoint_provider(m);
+    checkpoint_threads(m);
     checkpoint_read_error();
     streamed_experts(m, ids, T, full);
 
