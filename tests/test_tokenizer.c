@@ -833,6 +833,13 @@ test_small(void)
         {"a merge of three tokens",
          "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b c\":1,\"ab c\":2},"
          "\"merges\":[\"a b c\"]}," TAIL_BL, "is not two tokens separated by one space"},
+        /* a merge with an empty side is refused even where "" is a vocabulary entry */
+        {"a merge with an empty token",
+         "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"\":0,\"a\":1},\"merges\":[\" a\"]},"
+         TAIL_BL, "merge 0 has an empty or too long token"},
+        {"a merge pair of three tokens",
+         "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2},"
+         "\"merges\":[[\"a\",\"b\",\"c\"]]}," TAIL_BL, "merge 0 is neither"},
         {"added_tokens that is not an array", MODEL_A "\"added_tokens\":{}," TAIL_BL,
          "\"added_tokens\" is not an array"},
         {"a negative vocab id",
