@@ -1331,6 +1331,17 @@ test_limits(void)
                st == MT_OK ? "accepted" : mt_last_error());
         free(ids);
         ids = NULL;
+        /* a one-byte piece and a lone invalid byte take the one-byte shortcut: it must not
+         * emit the -1 of a byte without a token */
+        static const char *const lone[] = {"hi z", "hi\xff"};
+        for (size_t k = 0; k < 2; k++) {
+            st = mt_tokenizer_encode(tok, lone[k], strlen(lone[k]), false, &ids, &n);
+            tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), k ? "byte 0xff" : "byte 0x7a"),
+                   "a one-byte piece without a token is refused (case %zu): %s", k,
+                   st == MT_OK ? "accepted" : mt_last_error());
+            free(ids);
+            ids = NULL;
+        }
         st = mt_tokenizer_encode(tok, "hi ih", 5, false, &ids, &n);
         tap_ok(st == MT_OK && n == 4, "text with tokens for every byte still encodes (%zu ids)", n);
         free(ids);
