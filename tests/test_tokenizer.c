@@ -1260,6 +1260,48 @@ test_added_match(void)
 }
 
 /*
+ * The stream decoder at the end of what it was given: one pending byte is flushed as U+FFFD too,
+ * and a lone lead byte is held by its own length, never by the bytes that happen to lie after it
+ * in the decoder's buffer. The added token's text "aaaaaaa€" leaves "\x82\xac" right after the
+ * place the next one-byte token is copied to: a length check that read on would see a whole €.
+ */
+static void
+test_stream_edges(void)
+{
+    struct mt_tokenizer *tok = small_tok(
+        "", "", BL, "{\"id\":256,\"content\":\"aaaaaaa€\",\"special\":true,\"normalized\":false}",
+        "");
+    struct mt_detok d;
+    const char *out;
+    size_t len = 99, first = 99, flushed = 99;
+    bool good;
+
+    if (!tap_ok(tok != NULL, "a small tokenizer with the added token \"aaaaaaa€\" loads")) {
+        return;
+    }
+    mt_detok_init(&d, tok);
+    good = mt_detok_push(&d, 0xe2, &out, &first) == MT_OK && first == 0 &&
+           mt_detok_flush(&d, &out, &flushed) == MT_OK && flushed == 3 &&
+           memcmp(out, "\xef\xbf\xbd", 3) == 0;
+    tap_ok(good, "one pending byte is held (%zu bytes out), then flushed as U+FFFD (%zu bytes)",
+           first, flushed);
+
+    first = 99;
+    good = mt_detok_push(&d, 256, &out, &len) == MT_OK && len == 10 &&
+           memcmp(out, "aaaaaaa\xe2\x82\xac", 10) == 0 &&
+           mt_detok_push(&d, 0xe2, &out, &first) == MT_OK && first == 0 &&
+           mt_detok_push(&d, 0x82, &out, &len) == MT_OK && len == 0 &&
+           mt_detok_push(&d, 0xac, &out, &len) == MT_OK && len == 3 &&
+           memcmp(out, "\xe2\x82\xac", 3) == 0;
+    mt_detok_flush(&d, &out, &flushed);
+    tap_ok(good && flushed == 0,
+           "a lead byte after \"aaaaaaa€\" is held (%zu bytes out), not completed by stale bytes",
+           first);
+    mt_detok_fini(&d);
+    mt_tokenizer_destroy(tok);
+}
+
+/*
  * Limits and lost text: ids are capped, the largest allowed id loads without tables sized by it,
  * a byte without a one-byte token fails naming the byte (HF drops it silently; we passed NULL to
  * memcpy for a piece of zero ids), and tokenizer_config.json goes through the same JSON gate.
@@ -1550,6 +1592,7 @@ main(void)
     test_bpe_options();
     test_split_edges();
     test_added_match();
+    test_stream_edges();
     test_limits();
     test_no_stale_error();
     cases_remember(NULL, NULL);
