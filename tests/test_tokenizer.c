@@ -144,6 +144,11 @@ test_invalid_utf8(struct mt_tokenizer *tok)
     st = mt_tokenizer_encode(tok, NULL, 0, false, &ids, &n);
     tap_ok(st == MT_OK && n == 0, "NULL text of length 0 is empty text too");
     free(ids);
+    ids = NULL;
+    mt_log_set_quiet(true);
+    st = mt_tokenizer_encode(tok, NULL, 3, true, &ids, &n);
+    mt_log_set_quiet(false);
+    tap_ok(st == MT_ERR_INVAL && ids == NULL, "NULL text of length 3 is refused, not read");
 
     int32_t bogus[2] = {0, mt_tokenizer_n_vocab(tok) + 5};
     mt_log_set_quiet(true);
