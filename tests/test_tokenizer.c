@@ -888,6 +888,24 @@ test_small(void)
     tap_ok(st == MT_OK, "16 pre_tokenizer steps load (%s)", st == MT_OK ? "ok" : mt_last_error());
     mt_tokenizer_destroy(tok);
     tok = NULL;
+    /* Sequences nest 4 deep at most: the 5th is refused as such, not as "without a type" */
+#define SEQ(x) "{\"type\":\"Sequence\",\"pretokenizers\":[" x "]}"
+    st = load_text(dir,
+                   MODEL_A "\"pre_tokenizer\":" SEQ(SEQ(SEQ(SEQ(BL)))) ","
+                   "\"decoder\":{\"type\":\"ByteLevel\"}}",
+                   &tok);
+    tap_ok(st == MT_OK, "Sequences nested 4 deep load (%s)", st == MT_OK ? "ok" : mt_last_error());
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
+    st = load_text(dir,
+                   MODEL_A "\"pre_tokenizer\":" SEQ(SEQ(SEQ(SEQ(SEQ(BL))))) ","
+                   "\"decoder\":{\"type\":\"ByteLevel\"}}",
+                   &tok);
+    tap_ok(st == MT_ERR_FORMAT && tok == NULL && strstr(mt_last_error(), "nested more than 4"),
+           "Sequences nested 5 deep are refused: %s", st == MT_OK ? "accepted" : mt_last_error());
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
+#undef SEQ
 #undef MODEL_A
 #undef TAIL_BL
 #undef ADDED_X
