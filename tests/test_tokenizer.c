@@ -144,6 +144,11 @@ test_invalid_utf8(struct mt_tokenizer *tok)
     st = mt_tokenizer_encode(tok, NULL, 0, false, &ids, &n);
     tap_ok(st == MT_OK && n == 0, "NULL text of length 0 is empty text too");
     free(ids);
+    ids = NULL;
+    mt_log_set_quiet(true);
+    st = mt_tokenizer_encode(tok, NULL, 3, true, &ids, &n);
+    mt_log_set_quiet(false);
+    tap_ok(st == MT_ERR_INVAL && ids == NULL, "NULL text of length 3 is refused, not read");
 
     int32_t bogus[2] = {0, mt_tokenizer_n_vocab(tok) + 5};
     mt_log_set_quiet(true);
@@ -833,6 +838,13 @@ test_small(void)
         {"a merge of three tokens",
          "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b c\":1,\"ab c\":2},"
          "\"merges\":[\"a b c\"]}," TAIL_BL, "is not two tokens separated by one space"},
+        /* a merge with an empty side is refused even where "" is a vocabulary entry */
+        {"a merge with an empty token",
+         "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"\":0,\"a\":1},\"merges\":[\" a\"]},"
+         TAIL_BL, "merge 0 has an empty or too long token"},
+        {"a merge pair of three tokens",
+         "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2},"
+         "\"merges\":[[\"a\",\"b\",\"c\"]]}," TAIL_BL, "merge 0 is neither"},
         {"added_tokens that is not an array", MODEL_A "\"added_tokens\":{}," TAIL_BL,
          "\"added_tokens\" is not an array"},
         {"a negative vocab id",
@@ -876,6 +888,24 @@ test_small(void)
     tap_ok(st == MT_OK, "16 pre_tokenizer steps load (%s)", st == MT_OK ? "ok" : mt_last_error());
     mt_tokenizer_destroy(tok);
     tok = NULL;
+    /* Sequences nest 4 deep at most: the 5th is refused as such, not as "without a type" */
+#define SEQ(x) "{\"type\":\"Sequence\",\"pretokenizers\":[" x "]}"
+    st = load_text(dir,
+                   MODEL_A "\"pre_tokenizer\":" SEQ(SEQ(SEQ(SEQ(BL)))) ","
+                   "\"decoder\":{\"type\":\"ByteLevel\"}}",
+                   &tok);
+    tap_ok(st == MT_OK, "Sequences nested 4 deep load (%s)", st == MT_OK ? "ok" : mt_last_error());
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
+    st = load_text(dir,
+                   MODEL_A "\"pre_tokenizer\":" SEQ(SEQ(SEQ(SEQ(SEQ(BL))))) ","
+                   "\"decoder\":{\"type\":\"ByteLevel\"}}",
+                   &tok);
+    tap_ok(st == MT_ERR_FORMAT && tok == NULL && strstr(mt_last_error(), "nested more than 4"),
+           "Sequences nested 5 deep are refused: %s", st == MT_OK ? "accepted" : mt_last_error());
+    mt_tokenizer_destroy(tok);
+    tok = NULL;
+#undef SEQ
 #undef MODEL_A
 #undef TAIL_BL
 #undef ADDED_X
@@ -1253,6 +1283,48 @@ test_added_match(void)
 }
 
 /*
+ * The stream decoder at the end of what it was given: one pending byte is flushed as U+FFFD too,
+ * and a lone lead byte is held by its own length, never by the bytes that happen to lie after it
+ * in the decoder's buffer. The added token's text "aaaaaaa€" leaves "\x82\xac" right after the
+ * place the next one-byte token is copied to: a length check that read on would see a whole €.
+ */
+static void
+test_stream_edges(void)
+{
+    struct mt_tokenizer *tok = small_tok(
+        "", "", BL, "{\"id\":256,\"content\":\"aaaaaaa€\",\"special\":true,\"normalized\":false}",
+        "");
+    struct mt_detok d;
+    const char *out;
+    size_t len = 99, first = 99, flushed = 99;
+    bool good;
+
+    if (!tap_ok(tok != NULL, "a small tokenizer with the added token \"aaaaaaa€\" loads")) {
+        return;
+    }
+    mt_detok_init(&d, tok);
+    good = mt_detok_push(&d, 0xe2, &out, &first) == MT_OK && first == 0 &&
+           mt_detok_flush(&d, &out, &flushed) == MT_OK && flushed == 3 &&
+           memcmp(out, "\xef\xbf\xbd", 3) == 0;
+    tap_ok(good, "one pending byte is held (%zu bytes out), then flushed as U+FFFD (%zu bytes)",
+           first, flushed);
+
+    first = 99;
+    good = mt_detok_push(&d, 256, &out, &len) == MT_OK && len == 10 &&
+           memcmp(out, "aaaaaaa\xe2\x82\xac", 10) == 0 &&
+           mt_detok_push(&d, 0xe2, &out, &first) == MT_OK && first == 0 &&
+           mt_detok_push(&d, 0x82, &out, &len) == MT_OK && len == 0 &&
+           mt_detok_push(&d, 0xac, &out, &len) == MT_OK && len == 3 &&
+           memcmp(out, "\xe2\x82\xac", 3) == 0;
+    mt_detok_flush(&d, &out, &flushed);
+    tap_ok(good && flushed == 0,
+           "a lead byte after \"aaaaaaa€\" is held (%zu bytes out), not completed by stale bytes",
+           first);
+    mt_detok_fini(&d);
+    mt_tokenizer_destroy(tok);
+}
+
+/*
  * Limits and lost text: ids are capped, the largest allowed id loads without tables sized by it,
  * a byte without a one-byte token fails naming the byte (HF drops it silently; we passed NULL to
  * memcpy for a piece of zero ids), and tokenizer_config.json goes through the same JSON gate.
@@ -1324,6 +1396,17 @@ test_limits(void)
                st == MT_OK ? "accepted" : mt_last_error());
         free(ids);
         ids = NULL;
+        /* a one-byte piece and a lone invalid byte take the one-byte shortcut: it must not
+         * emit the -1 of a byte without a token */
+        static const char *const lone[] = {"hi z", "hi\xff"};
+        for (size_t k = 0; k < 2; k++) {
+            st = mt_tokenizer_encode(tok, lone[k], strlen(lone[k]), false, &ids, &n);
+            tap_ok(st == MT_ERR_INVAL && strstr(mt_last_error(), k ? "byte 0xff" : "byte 0x7a"),
+                   "a one-byte piece without a token is refused (case %zu): %s", k,
+                   st == MT_OK ? "accepted" : mt_last_error());
+            free(ids);
+            ids = NULL;
+        }
         st = mt_tokenizer_encode(tok, "hi ih", 5, false, &ids, &n);
         tap_ok(st == MT_OK && n == 4, "text with tokens for every byte still encodes (%zu ids)", n);
         free(ids);
@@ -1532,6 +1615,7 @@ main(void)
     test_bpe_options();
     test_split_edges();
     test_added_match();
+    test_stream_edges();
     test_limits();
     test_no_stale_error();
     cases_remember(NULL, NULL);

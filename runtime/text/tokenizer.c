@@ -566,8 +566,13 @@ add_pretok(struct mt_tokenizer *tok, json_t *pt, int depth)
         return MT_OK;
     }
     type = json_string_value(json_object_get(pt, "type"));
-    if (type == NULL || depth > 4) {
+    if (type == NULL) {
         return mt_fail(MT_ERR_FORMAT, 0, "tokenizer '%s': pre_tokenizer without a \"type\"",
+                       tok->path);
+    }
+    if (depth > 4) {
+        return mt_fail(MT_ERR_FORMAT, 0,
+                       "tokenizer '%s': pre_tokenizer Sequences nested more than 4 deep",
                        tok->path);
     }
     if (strcmp(type, "Sequence") == 0) {
