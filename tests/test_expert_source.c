@@ -15,6 +15,7 @@
 #include "io/crc32c.h"
 #include "io/expert_source.h"
 #include "io/store.h"
+#include "runtime/base/clock.h"
 #include "runtime/base/rng.h"
 #include "tests/tap.h"
 
@@ -959,6 +960,123 @@ test_prefetch_kept(void)
            "an acquired prefetch is no longer kept over others: evicted by its score (%llu misses, "
            "%llu hits more)",
            (unsigned long long)(s1.misses - s0.misses), (unsigned long long)(s1.hits - s0.hits));
+    mt_io_source_destroy(src);
+}
+
+/*
+ * The time counters and the reset (io/expert_source.h). A miss waits for its read, so stall_s
+ * and io_busy_s grow; neither can exceed the wall time around the source (a bound, not a
+ * timing), and gbps is bytes_read over io_busy_s. A reset zeroes every counter, keeps the sizing,
+ * and the peak starts again from the slots in use. Nothing is prefetched, so no read is left
+ * running when an acquire returns.
+ */
+static void
+test_counters(void)
+{
+    struct mt_io_source_options o = small_opts(MT_IO_QUEUE_URING, 3);
+    struct mt_io_source_stats s;
+    struct mt_io_expert_view v;
+    struct mt_io_source *src;
+    double t0 = mt_clock_now();
+    double wall;
+    bool ok = true;
+
+    setenv("MT_IO_FAULT", "1:5", 1); /* every read of 1:5 fails */
+    mt_log_set_quiet(true);
+    mt_status_t st = mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
+    mt_log_set_quiet(false);
+    unsetenv("MT_IO_FAULT");
+    if (st != MT_OK) {
+        tap_bail_out("cannot open the counter test's source");
+    }
+    for (int e = 2; e <= 3 && ok; e++) {
+        ok = mt_io_source_acquire(src, 1, e, &v) == MT_OK && view_matches(1 * N_EXPERTS + e, &v);
+        if (ok) {
+            mt_io_source_release(src, 1, e);
+        }
+    }
+    mt_io_source_stats(src, &s);
+    wall = mt_clock_now() - t0;
+    tap_ok(ok && s.misses == 2 && s.experts_read == 2 && s.stall_s > 0 && s.stall_s <= wall &&
+               s.io_busy_s > 0 && s.io_busy_s <= wall &&
+               fabs(s.gbps * 1e9 * s.io_busy_s - (double)s.bytes_read) <= 1e-6 * s.bytes_read,
+           "two misses: stall %g s and I/O busy %g s within the %g s wall, %g GB/s for %llu "
+           "bytes", s.stall_s, s.io_busy_s, wall, s.gbps, (unsigned long long)s.bytes_read);
+    /* the peak is the most slots ever in use: 3 held, then two prefetches that fail (1:5 by
+     * MT_IO_FAULT, 1:6 by an EIO for its 3 reads) each keep a slot until their acquires fail
+     * and give both back; the slot taken next leaves the peak at 3 */
+    ok = ok && mt_io_source_acquire(src, 1, 4, &v) == MT_OK;
+    if (ok) {
+        mt_io_source_release(src, 1, 4);
+    }
+    {
+        const struct mt_io_extent *x = &descs[1 * N_EXPERTS + 6].part[MT_IO_PART_DOWN];
+        static const int bad[2] = {5, 6};
+        struct mt_io_source_stats s0;
+
+        mt_io_source_stats(src, &s0);
+        mt_io_fault_set(MT_IO_FAULT_EIO, x->file, x->off + 100, 1 + MT_IO_READ_RETRIES);
+        mt_io_source_prefetch(src, 1, bad, 2);
+        s = s0;
+        for (int i = 0; i < 2000 && s.read_errors < s0.read_errors + 2; i++) {
+            usleep(5000); /* until both prefetches have failed (no time is asserted) */
+            mt_io_source_stats(src, &s);
+        }
+        mt_log_set_quiet(true);
+        ok = ok && s.prefetches == s0.prefetches + 2 &&
+             mt_io_source_acquire(src, 1, 5, &v) == MT_ERR_IO &&
+             mt_io_source_acquire(src, 1, 6, &v) == MT_ERR_IO;
+        mt_log_set_quiet(false);
+        mt_io_fault_set(MT_IO_FAULT_NONE, 0, 0, 0);
+    }
+    ok = ok && mt_io_source_acquire(src, 1, 7, &v) == MT_OK && view_matches(1 * N_EXPERTS + 7, &v);
+    if (ok) {
+        mt_io_source_release(src, 1, 7);
+    }
+    mt_io_source_stats(src, &s);
+    tap_ok(ok && s.peak_used_bytes == 3 * slot_bytes,
+           "the peak stays at the 3 slots once used after failed reads gave 2 back (%llu bytes)",
+           (unsigned long long)s.peak_used_bytes);
+    /* 1:7 took a slot the failed prefetches gave back, not the one still holding 1:4 (the
+     * prefetches evicted 1:2 and 1:3, the lowest): the freed slots were kept as if they held
+     * unused prefetches, and 1:4 was evicted */
+    {
+        struct mt_io_source_stats s0;
+
+        mt_io_source_stats(src, &s0);
+        ok = mt_io_source_acquire(src, 1, 4, &v) == MT_OK && view_matches(1 * N_EXPERTS + 4, &v);
+        if (ok) {
+            mt_io_source_release(src, 1, 4);
+        }
+        mt_io_source_stats(src, &s);
+        tap_ok(ok && s.hits == s0.hits + 1 && s.misses == s0.misses,
+               "a slot freed by a failed prefetch is taken before an expert is evicted: 1:4 is "
+               "still a hit (%llu hits, %llu misses more)",
+               (unsigned long long)(s.hits - s0.hits), (unsigned long long)(s.misses - s0.misses));
+    }
+    mt_io_source_stats_reset(src);
+    mt_io_source_stats(src, &s);
+    bool zero = s.hits == 0 && s.late_hits == 0 && s.misses == 0 && s.prefetches == 0 &&
+                s.prefetch_dropped == 0 && s.evictions == 0 && s.experts_read == 0 &&
+                s.bytes_read == 0 && s.read_errors == 0 && s.verify_failures == 0 &&
+                s.retries == 0 && s.stall_s == 0 && s.io_busy_s == 0 && s.gbps == 0;
+
+    for (int f = 0; f < N_FILES; f++) {
+        zero = zero && s.file_bytes[f] == 0 && s.file_peak_in_flight[f] == 0;
+    }
+    tap_ok(zero && s.n_slots == 3 && s.budget_bytes == 3 * slot_bytes &&
+               s.slot_bytes == slot_bytes && s.peak_used_bytes == 2 * slot_bytes,
+           "a reset zeroes the counters, keeps the sizing (%u slots) and restarts the peak from "
+           "the 2 slots in use (%llu bytes)",
+           s.n_slots, (unsigned long long)s.peak_used_bytes);
+    ok = mt_io_source_acquire(src, 1, 4, &v) == MT_OK && view_matches(1 * N_EXPERTS + 4, &v);
+    if (ok) {
+        mt_io_source_release(src, 1, 4);
+    }
+    mt_io_source_stats(src, &s);
+    tap_ok(ok && s.hits == 1 && s.misses == 0 && s.bytes_read == 0 && s.stall_s == 0,
+           "after the reset, an expert kept is a hit without a read or a stall (%llu hits, %llu "
+           "bytes)", (unsigned long long)s.hits, (unsigned long long)s.bytes_read);
     mt_io_source_destroy(src);
 }
 
@@ -1978,6 +2096,7 @@ main(void)
     test_broken_wait();
     test_cut_after_open();
     test_prefetch_kept();
+    test_counters();
     test_store();
     test_store_forged();
     test_cache_threads();
