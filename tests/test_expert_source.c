@@ -402,6 +402,36 @@ test_sizing(void)
     } else {
         tap_ok(false, "a source with the default budget opens: %s", mt_last_error());
     }
+    /* max_slots past the experts there are: still one slot per expert at most */
+    o = small_opts(MT_IO_QUEUE_URING, N_KEYS + 7);
+    o.max_slots = N_KEYS + 5;
+    st = mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
+    if (st == MT_OK) {
+        mt_io_source_stats(src, &s);
+        tap_ok(s.n_slots == N_KEYS, "max_slots %u over %d experts and a larger budget: %u slots",
+               o.max_slots, N_KEYS, s.n_slots);
+        mt_io_source_destroy(src);
+    } else {
+        tap_ok(false, "a source with max_slots past the experts opens: %s", mt_last_error());
+    }
+    {
+        /* MT_IO_MAX_FILES files are allowed (refused here for its 0 layers, checked after the
+         * files), one more is refused for the files; no file is opened by either */
+        static const char *many[MT_IO_MAX_FILES + 1];
+
+        for (int i = 0; i <= MT_IO_MAX_FILES; i++) {
+            many[i] = path_ptrs[0];
+        }
+        mt_log_set_quiet(true);
+        st = mt_io_source_create(many, MT_IO_MAX_FILES, 0, N_EXPERTS, descs, &o, &src);
+        bool at_max = st == MT_ERR_INVAL && strstr(mt_last_error(), "out of range") != NULL;
+        st = mt_io_source_create(many, MT_IO_MAX_FILES + 1, 0, N_EXPERTS, descs, &o, &src);
+        mt_log_set_quiet(false);
+        tap_ok(at_max && st == MT_ERR_INVAL &&
+                   strstr(mt_last_error(), "can be read from at once") != NULL,
+               "%d files pass the file check, %d do not: %s", MT_IO_MAX_FILES,
+               MT_IO_MAX_FILES + 1, mt_last_error());
+    }
     o = small_opts(MT_IO_QUEUE_URING, 10);
     o.max_slots = 2;
     st = mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
@@ -543,6 +573,45 @@ test_wait_not_counted(void)
            "waits count no activation: the oldest acquired expert is evicted all the same (%llu "
            "misses, %llu hits more)",
            (unsigned long long)(s1.misses - s0.misses), (unsigned long long)(s1.hits - s0.hits));
+    mt_io_source_destroy(src);
+}
+
+/*
+ * The source's policy halves a score every 4 x n_slots activations (io/expert_source.c): in a
+ * 2-slot cache, A acquired 3 times and then B twice, the next miss evicts B, the less used
+ * though more recent (scores 2.13 and 1.76 at a half life of 8; a half life of 2 would give
+ * 0.78 and 1.21, evicting A). So A's next acquire is a hit.
+ */
+static void
+test_frequency_kept(void)
+{
+    struct mt_io_source_options o = small_opts(MT_IO_QUEUE_URING, 2);
+    static const int order[6] = {2, 2, 2, 3, 3, 4}; /* A = 1:2, B = 1:3, C = 1:4 */
+    struct mt_io_source_stats s0;
+    struct mt_io_source_stats s1;
+    struct mt_io_expert_view v;
+    struct mt_io_source *src;
+    bool ok = true;
+
+    if (mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src) != MT_OK) {
+        tap_bail_out("cannot open the frequency test's source");
+    }
+    for (int i = 0; i < 6 && ok; i++) {
+        ok = mt_io_source_acquire(src, 1, order[i], &v) == MT_OK;
+        if (ok) {
+            mt_io_source_release(src, 1, order[i]);
+        }
+    }
+    mt_io_source_stats(src, &s0);
+    ok = ok && mt_io_source_acquire(src, 1, 2, &v) == MT_OK && view_matches(1 * N_EXPERTS + 2, &v);
+    mt_io_source_stats(src, &s1);
+    if (ok) {
+        mt_io_source_release(src, 1, 2);
+    }
+    tap_ok(ok && s1.hits == s0.hits + 1 && s1.misses == s0.misses,
+           "an expert used 3 times is kept over one used twice since: its acquire is a hit (%llu "
+           "hits, %llu misses more)",
+           (unsigned long long)(s1.hits - s0.hits), (unsigned long long)(s1.misses - s0.misses));
     mt_io_source_destroy(src);
 }
 
@@ -933,6 +1002,43 @@ test_prefetch_kept(void)
            (unsigned long long)(s1.hits - s0.hits), (unsigned long long)(s1.misses - s0.misses));
     mt_io_source_destroy(src);
 
+    /* nor does a prefetch hint evict a prefetch not yet acquired: with both slots holding one,
+     * read in, the next hint is dropped, and both earlier ones are hits */
+    if (mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src) != MT_OK) {
+        tap_bail_out("cannot open the prefetch test's source");
+    }
+    {
+        static const int ab[2] = {2, 3};
+
+        mt_io_source_stats(src, &s0);
+        mt_io_source_prefetch(src, 1, ab, 2);
+        s1 = s0;
+        for (int i = 0; i < 2000 && s1.experts_read < s0.experts_read + 2; i++) {
+            usleep(5000); /* until both reads are in (no time is asserted) */
+            mt_io_source_stats(src, &s1);
+        }
+        b = 4;
+        mt_io_source_prefetch(src, 1, &b, 1);
+        mt_io_source_stats(src, &s1);
+        ok = s1.prefetches == s0.prefetches + 2 && s1.prefetch_dropped == s0.prefetch_dropped + 1;
+        for (int i = 0; i < 2 && ok; i++) {
+            ok = mt_io_source_acquire(src, 1, ab[i], &v) == MT_OK &&
+                 view_matches(1 * N_EXPERTS + ab[i], &v);
+            if (ok) {
+                mt_io_source_release(src, 1, ab[i]);
+            }
+        }
+        mt_io_source_stats(src, &s1);
+        tap_ok(ok && s1.hits == s0.hits + 2 && s1.misses == s0.misses,
+               "a prefetch hint with every slot holding an unused prefetch is dropped (%llu "
+               "dropped, %llu prefetches), the two kept are hits (%llu hits, %llu misses)",
+               (unsigned long long)(s1.prefetch_dropped - s0.prefetch_dropped),
+               (unsigned long long)(s1.prefetches - s0.prefetches),
+               (unsigned long long)(s1.hits - s0.hits),
+               (unsigned long long)(s1.misses - s0.misses));
+    }
+    mt_io_source_destroy(src);
+
     /* once acquired, a prefetched expert is an ordinary one: in a fresh 2-slot cache, A
      * prefetched then acquired once, B acquired once after it, C's acquire evicts A (the
      * lower score), so A's next acquire is a miss */
@@ -1077,6 +1183,54 @@ test_counters(void)
     tap_ok(ok && s.hits == 1 && s.misses == 0 && s.bytes_read == 0 && s.stall_s == 0,
            "after the reset, an expert kept is a hit without a read or a stall (%llu hits, %llu "
            "bytes)", (unsigned long long)s.hits, (unsigned long long)s.bytes_read);
+    mt_io_source_destroy(src);
+}
+
+/*
+ * A failed read issues no more of its expert: one thread, two reads in flight, expert 1:0 in
+ * many chunks. MT_IO_FAULT fails its first read at the first completion; an EIO is armed on its
+ * last range, which that read never reaches, so it fires on the retry, and a second retry reads
+ * the expert. Reading on after the failure would spend the EIO on the failed read, and the
+ * expert would need one retry only.
+ */
+static void
+test_failed_read_stops(void)
+{
+    struct mt_io_source_options o = small_opts(MT_IO_QUEUE_URING, 3);
+    const struct mt_io_extent *down = &descs[1 * N_EXPERTS + 0].part[MT_IO_PART_DOWN];
+    struct mt_io_source_stats s0;
+    struct mt_io_source_stats s1;
+    struct mt_io_expert_view v;
+    struct mt_io_source *src;
+    mt_status_t st;
+
+    o.io_threads = 1;
+    o.queue_depth = 2;
+    setenv("MT_IO_FAULT", "1:0:1", 1);
+    mt_log_set_quiet(true);
+    st = mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
+    mt_log_set_quiet(false);
+    unsetenv("MT_IO_FAULT");
+    if (st != MT_OK) {
+        tap_ok(false, "a source under MT_IO_FAULT=1:0:1 opens: %s", mt_last_error());
+        return;
+    }
+    mt_io_source_stats(src, &s0);
+    mt_io_fault_set(MT_IO_FAULT_EIO, down->file, down->off + down->len - 100, 1);
+    mt_log_set_quiet(true);
+    st = mt_io_source_acquire(src, 1, 0, &v);
+    mt_log_set_quiet(false);
+    mt_io_source_stats(src, &s1);
+    tap_ok(st == MT_OK && view_matches(1 * N_EXPERTS + 0, &v) && mt_io_fault_fired() == 1 &&
+               s1.retries - s0.retries == 2 && s1.read_errors - s0.read_errors == 2,
+           "a failed read stops issuing its expert's chunks: the EIO on its last range fires "
+           "on the retry (%llu retries, %llu errors, %d fired)",
+           (unsigned long long)(s1.retries - s0.retries),
+           (unsigned long long)(s1.read_errors - s0.read_errors), mt_io_fault_fired());
+    if (st == MT_OK) {
+        mt_io_source_release(src, 1, 0);
+    }
+    mt_io_fault_set(MT_IO_FAULT_NONE, 0, 0, 0);
     mt_io_source_destroy(src);
 }
 
@@ -2091,12 +2245,14 @@ main(void)
     test_sizing();
     test_pin_rules();
     test_wait_not_counted();
+    test_frequency_kept();
     test_fault_env();
     test_faults();
     test_broken_wait();
     test_cut_after_open();
     test_prefetch_kept();
     test_counters();
+    test_failed_read_stops();
     test_store();
     test_store_forged();
     test_cache_threads();
