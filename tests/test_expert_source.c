@@ -514,6 +514,15 @@ test_pin_rules(void)
     tap_ok(s.prefetches == s0.prefetches && s.prefetch_dropped == s0.prefetch_dropped,
            "prefetch hints for experts %d and -1 of a layer are ignored (%llu prefetches more)",
            N_EXPERTS, (unsigned long long)(s.prefetches - s0.prefetches));
+    /* nor is an expert of a layer without routed experts, or of the layer past the last */
+    other = 0;
+    mt_io_source_prefetch(src, 0, &other, 1);
+    mt_io_source_prefetch(src, N_LAYERS, &other, 1);
+    mt_io_source_stats(src, &s);
+    tap_ok(s.prefetches == s0.prefetches && s.prefetch_dropped == s0.prefetch_dropped,
+           "prefetch hints for layer 0 (no routed experts) and layer %d are ignored (%llu "
+           "prefetches more)",
+           N_LAYERS, (unsigned long long)(s.prefetches - s0.prefetches));
     /* every slot held by an acquire: a prefetch hint cannot be given a slot */
     for (int e = 0; e < 6; e++) {
         held += mt_io_source_acquire(src, 1, e, &v) == MT_OK;
@@ -529,6 +538,32 @@ test_pin_rules(void)
     for (int e = 0; e < held; e++) {
         mt_io_source_release(src, 1, e);
     }
+    mt_io_source_destroy(src);
+
+    /* an unpinned expert can be evicted again: in a 3-slot cache (one pin allowed), A = 1:2
+     * pinned and unpinned (never acquired, the lowest score), then B, C, D acquired: D evicts
+     * A, so A's next acquire is a miss */
+    o = small_opts(MT_IO_QUEUE_URING, 3);
+    if (mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src) != MT_OK) {
+        tap_bail_out("cannot open the unpin test's source");
+    }
+    bool ok = mt_io_source_pin(src, 1, 2, true) == MT_OK &&
+              mt_io_source_pin(src, 1, 2, false) == MT_OK;
+    for (int e = 3; e <= 5 && ok; e++) {
+        ok = mt_io_source_acquire(src, 1, e, &v) == MT_OK;
+        if (ok) {
+            mt_io_source_release(src, 1, e);
+        }
+    }
+    mt_io_source_stats(src, &s0);
+    ok = ok && mt_io_source_acquire(src, 1, 2, &v) == MT_OK && view_matches(1 * N_EXPERTS + 2, &v);
+    mt_io_source_stats(src, &s);
+    if (ok) {
+        mt_io_source_release(src, 1, 2);
+    }
+    tap_ok(ok && s.misses == s0.misses + 1 && s.pinned == 0,
+           "an unpinned expert is evicted like any other (%llu misses more, %u pinned)",
+           (unsigned long long)(s.misses - s0.misses), s.pinned);
     mt_io_source_destroy(src);
 }
 
@@ -679,6 +714,26 @@ test_fault_env(void)
         mt_io_source_destroy(src);
     } else {
         tap_ok(false, "a source under MT_IO_FAULT=2:*:1 opens: %s", mt_last_error());
+    }
+    /* a layer or expert one past the last is no fault spec: ignored, and said so */
+    {
+        static const char *outside[2] = {"3:0", "2:8"};
+        char log[600];
+        int warned = 0;
+
+        snprintf(log, sizeof(log), "%s/fault-range.log", dir);
+        for (int i = 0; i < 2; i++) {
+            setenv("MT_IO_FAULT", outside[i], 1);
+            int saved = tap_stderr_to(log);
+            st[0] = mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
+            tap_stderr_restore(saved);
+            warned += tap_count_lines(log, "ignoring MT_IO_FAULT") == 1;
+            if (st[0] == MT_OK) {
+                mt_io_source_destroy(src);
+            }
+        }
+        tap_ok(warned == 2, "MT_IO_FAULT=3:0 and 2:8 (one past %d layers x %d) are ignored with a "
+               "warning (%d of 2)", N_LAYERS, N_EXPERTS, warned);
     }
     /* a negative count is no fault spec: ignored with a warning, every expert reads */
     setenv("MT_IO_FAULT", "2:5:-1", 1);
