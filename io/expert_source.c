@@ -1151,6 +1151,7 @@ free_slot_locked(struct mt_io_source *src, int v)
     s->key = -1;
     src->slot_key[v] = -1;
     s->state = SLOT_FREE;
+    s->fresh = false; /* a failed prefetch's: else the free slot is kept like an unused prefetch */
     src->used_slots--;
 }
 

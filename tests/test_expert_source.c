@@ -15,6 +15,7 @@
 #include "io/crc32c.h"
 #include "io/expert_source.h"
 #include "io/store.h"
+#include "runtime/base/clock.h"
 #include "runtime/base/rng.h"
 #include "tests/tap.h"
 
@@ -401,6 +402,36 @@ test_sizing(void)
     } else {
         tap_ok(false, "a source with the default budget opens: %s", mt_last_error());
     }
+    /* max_slots past the experts there are: still one slot per expert at most */
+    o = small_opts(MT_IO_QUEUE_URING, N_KEYS + 7);
+    o.max_slots = N_KEYS + 5;
+    st = mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
+    if (st == MT_OK) {
+        mt_io_source_stats(src, &s);
+        tap_ok(s.n_slots == N_KEYS, "max_slots %u over %d experts and a larger budget: %u slots",
+               o.max_slots, N_KEYS, s.n_slots);
+        mt_io_source_destroy(src);
+    } else {
+        tap_ok(false, "a source with max_slots past the experts opens: %s", mt_last_error());
+    }
+    {
+        /* MT_IO_MAX_FILES files are allowed (refused here for its 0 layers, checked after the
+         * files), one more is refused for the files; no file is opened by either */
+        static const char *many[MT_IO_MAX_FILES + 1];
+
+        for (int i = 0; i <= MT_IO_MAX_FILES; i++) {
+            many[i] = path_ptrs[0];
+        }
+        mt_log_set_quiet(true);
+        st = mt_io_source_create(many, MT_IO_MAX_FILES, 0, N_EXPERTS, descs, &o, &src);
+        bool at_max = st == MT_ERR_INVAL && strstr(mt_last_error(), "out of range") != NULL;
+        st = mt_io_source_create(many, MT_IO_MAX_FILES + 1, 0, N_EXPERTS, descs, &o, &src);
+        mt_log_set_quiet(false);
+        tap_ok(at_max && st == MT_ERR_INVAL &&
+                   strstr(mt_last_error(), "can be read from at once") != NULL,
+               "%d files pass the file check, %d do not: %s", MT_IO_MAX_FILES,
+               MT_IO_MAX_FILES + 1, mt_last_error());
+    }
     o = small_opts(MT_IO_QUEUE_URING, 10);
     o.max_slots = 2;
     st = mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
@@ -483,6 +514,15 @@ test_pin_rules(void)
     tap_ok(s.prefetches == s0.prefetches && s.prefetch_dropped == s0.prefetch_dropped,
            "prefetch hints for experts %d and -1 of a layer are ignored (%llu prefetches more)",
            N_EXPERTS, (unsigned long long)(s.prefetches - s0.prefetches));
+    /* nor is an expert of a layer without routed experts, or of the layer past the last */
+    other = 0;
+    mt_io_source_prefetch(src, 0, &other, 1);
+    mt_io_source_prefetch(src, N_LAYERS, &other, 1);
+    mt_io_source_stats(src, &s);
+    tap_ok(s.prefetches == s0.prefetches && s.prefetch_dropped == s0.prefetch_dropped,
+           "prefetch hints for layer 0 (no routed experts) and layer %d are ignored (%llu "
+           "prefetches more)",
+           N_LAYERS, (unsigned long long)(s.prefetches - s0.prefetches));
     /* every slot held by an acquire: a prefetch hint cannot be given a slot */
     for (int e = 0; e < 6; e++) {
         held += mt_io_source_acquire(src, 1, e, &v) == MT_OK;
@@ -498,6 +538,32 @@ test_pin_rules(void)
     for (int e = 0; e < held; e++) {
         mt_io_source_release(src, 1, e);
     }
+    mt_io_source_destroy(src);
+
+    /* an unpinned expert can be evicted again: in a 3-slot cache (one pin allowed), A = 1:2
+     * pinned and unpinned (never acquired, the lowest score), then B, C, D acquired: D evicts
+     * A, so A's next acquire is a miss */
+    o = small_opts(MT_IO_QUEUE_URING, 3);
+    if (mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src) != MT_OK) {
+        tap_bail_out("cannot open the unpin test's source");
+    }
+    bool ok = mt_io_source_pin(src, 1, 2, true) == MT_OK &&
+              mt_io_source_pin(src, 1, 2, false) == MT_OK;
+    for (int e = 3; e <= 5 && ok; e++) {
+        ok = mt_io_source_acquire(src, 1, e, &v) == MT_OK;
+        if (ok) {
+            mt_io_source_release(src, 1, e);
+        }
+    }
+    mt_io_source_stats(src, &s0);
+    ok = ok && mt_io_source_acquire(src, 1, 2, &v) == MT_OK && view_matches(1 * N_EXPERTS + 2, &v);
+    mt_io_source_stats(src, &s);
+    if (ok) {
+        mt_io_source_release(src, 1, 2);
+    }
+    tap_ok(ok && s.misses == s0.misses + 1 && s.pinned == 0,
+           "an unpinned expert is evicted like any other (%llu misses more, %u pinned)",
+           (unsigned long long)(s.misses - s0.misses), s.pinned);
     mt_io_source_destroy(src);
 }
 
@@ -542,6 +608,45 @@ test_wait_not_counted(void)
            "waits count no activation: the oldest acquired expert is evicted all the same (%llu "
            "misses, %llu hits more)",
            (unsigned long long)(s1.misses - s0.misses), (unsigned long long)(s1.hits - s0.hits));
+    mt_io_source_destroy(src);
+}
+
+/*
+ * The source's policy halves a score every 4 x n_slots activations (io/expert_source.c): in a
+ * 2-slot cache, A acquired 3 times and then B twice, the next miss evicts B, the less used
+ * though more recent (scores 2.13 and 1.76 at a half life of 8; a half life of 2 would give
+ * 0.78 and 1.21, evicting A). So A's next acquire is a hit.
+ */
+static void
+test_frequency_kept(void)
+{
+    struct mt_io_source_options o = small_opts(MT_IO_QUEUE_URING, 2);
+    static const int order[6] = {2, 2, 2, 3, 3, 4}; /* A = 1:2, B = 1:3, C = 1:4 */
+    struct mt_io_source_stats s0;
+    struct mt_io_source_stats s1;
+    struct mt_io_expert_view v;
+    struct mt_io_source *src;
+    bool ok = true;
+
+    if (mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src) != MT_OK) {
+        tap_bail_out("cannot open the frequency test's source");
+    }
+    for (int i = 0; i < 6 && ok; i++) {
+        ok = mt_io_source_acquire(src, 1, order[i], &v) == MT_OK;
+        if (ok) {
+            mt_io_source_release(src, 1, order[i]);
+        }
+    }
+    mt_io_source_stats(src, &s0);
+    ok = ok && mt_io_source_acquire(src, 1, 2, &v) == MT_OK && view_matches(1 * N_EXPERTS + 2, &v);
+    mt_io_source_stats(src, &s1);
+    if (ok) {
+        mt_io_source_release(src, 1, 2);
+    }
+    tap_ok(ok && s1.hits == s0.hits + 1 && s1.misses == s0.misses,
+           "an expert used 3 times is kept over one used twice since: its acquire is a hit (%llu "
+           "hits, %llu misses more)",
+           (unsigned long long)(s1.hits - s0.hits), (unsigned long long)(s1.misses - s0.misses));
     mt_io_source_destroy(src);
 }
 
@@ -609,6 +714,26 @@ test_fault_env(void)
         mt_io_source_destroy(src);
     } else {
         tap_ok(false, "a source under MT_IO_FAULT=2:*:1 opens: %s", mt_last_error());
+    }
+    /* a layer or expert one past the last is no fault spec: ignored, and said so */
+    {
+        static const char *outside[2] = {"3:0", "2:8"};
+        char log[600];
+        int warned = 0;
+
+        snprintf(log, sizeof(log), "%s/fault-range.log", dir);
+        for (int i = 0; i < 2; i++) {
+            setenv("MT_IO_FAULT", outside[i], 1);
+            int saved = tap_stderr_to(log);
+            st[0] = mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
+            tap_stderr_restore(saved);
+            warned += tap_count_lines(log, "ignoring MT_IO_FAULT") == 1;
+            if (st[0] == MT_OK) {
+                mt_io_source_destroy(src);
+            }
+        }
+        tap_ok(warned == 2, "MT_IO_FAULT=3:0 and 2:8 (one past %d layers x %d) are ignored with a "
+               "warning (%d of 2)", N_LAYERS, N_EXPERTS, warned);
     }
     /* a negative count is no fault spec: ignored with a warning, every expert reads */
     setenv("MT_IO_FAULT", "2:5:-1", 1);
@@ -932,6 +1057,43 @@ test_prefetch_kept(void)
            (unsigned long long)(s1.hits - s0.hits), (unsigned long long)(s1.misses - s0.misses));
     mt_io_source_destroy(src);
 
+    /* nor does a prefetch hint evict a prefetch not yet acquired: with both slots holding one,
+     * read in, the next hint is dropped, and both earlier ones are hits */
+    if (mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src) != MT_OK) {
+        tap_bail_out("cannot open the prefetch test's source");
+    }
+    {
+        static const int ab[2] = {2, 3};
+
+        mt_io_source_stats(src, &s0);
+        mt_io_source_prefetch(src, 1, ab, 2);
+        s1 = s0;
+        for (int i = 0; i < 2000 && s1.experts_read < s0.experts_read + 2; i++) {
+            usleep(5000); /* until both reads are in (no time is asserted) */
+            mt_io_source_stats(src, &s1);
+        }
+        b = 4;
+        mt_io_source_prefetch(src, 1, &b, 1);
+        mt_io_source_stats(src, &s1);
+        ok = s1.prefetches == s0.prefetches + 2 && s1.prefetch_dropped == s0.prefetch_dropped + 1;
+        for (int i = 0; i < 2 && ok; i++) {
+            ok = mt_io_source_acquire(src, 1, ab[i], &v) == MT_OK &&
+                 view_matches(1 * N_EXPERTS + ab[i], &v);
+            if (ok) {
+                mt_io_source_release(src, 1, ab[i]);
+            }
+        }
+        mt_io_source_stats(src, &s1);
+        tap_ok(ok && s1.hits == s0.hits + 2 && s1.misses == s0.misses,
+               "a prefetch hint with every slot holding an unused prefetch is dropped (%llu "
+               "dropped, %llu prefetches), the two kept are hits (%llu hits, %llu misses)",
+               (unsigned long long)(s1.prefetch_dropped - s0.prefetch_dropped),
+               (unsigned long long)(s1.prefetches - s0.prefetches),
+               (unsigned long long)(s1.hits - s0.hits),
+               (unsigned long long)(s1.misses - s0.misses));
+    }
+    mt_io_source_destroy(src);
+
     /* once acquired, a prefetched expert is an ordinary one: in a fresh 2-slot cache, A
      * prefetched then acquired once, B acquired once after it, C's acquire evicts A (the
      * lower score), so A's next acquire is a miss */
@@ -959,6 +1121,171 @@ test_prefetch_kept(void)
            "an acquired prefetch is no longer kept over others: evicted by its score (%llu misses, "
            "%llu hits more)",
            (unsigned long long)(s1.misses - s0.misses), (unsigned long long)(s1.hits - s0.hits));
+    mt_io_source_destroy(src);
+}
+
+/*
+ * The time counters and the reset (io/expert_source.h). A miss waits for its read, so stall_s
+ * and io_busy_s grow; neither can exceed the wall time around the source (a bound, not a
+ * timing), and gbps is bytes_read over io_busy_s. A reset zeroes every counter, keeps the sizing,
+ * and the peak starts again from the slots in use. Nothing is prefetched, so no read is left
+ * running when an acquire returns.
+ */
+static void
+test_counters(void)
+{
+    struct mt_io_source_options o = small_opts(MT_IO_QUEUE_URING, 3);
+    struct mt_io_source_stats s;
+    struct mt_io_expert_view v;
+    struct mt_io_source *src;
+    double t0 = mt_clock_now();
+    double wall;
+    bool ok = true;
+
+    setenv("MT_IO_FAULT", "1:5", 1); /* every read of 1:5 fails */
+    mt_log_set_quiet(true);
+    mt_status_t st = mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
+    mt_log_set_quiet(false);
+    unsetenv("MT_IO_FAULT");
+    if (st != MT_OK) {
+        tap_bail_out("cannot open the counter test's source");
+    }
+    for (int e = 2; e <= 3 && ok; e++) {
+        ok = mt_io_source_acquire(src, 1, e, &v) == MT_OK && view_matches(1 * N_EXPERTS + e, &v);
+        if (ok) {
+            mt_io_source_release(src, 1, e);
+        }
+    }
+    mt_io_source_stats(src, &s);
+    wall = mt_clock_now() - t0;
+    tap_ok(ok && s.misses == 2 && s.experts_read == 2 && s.stall_s > 0 && s.stall_s <= wall &&
+               s.io_busy_s > 0 && s.io_busy_s <= wall &&
+               fabs(s.gbps * 1e9 * s.io_busy_s - (double)s.bytes_read) <= 1e-6 * s.bytes_read,
+           "two misses: stall %g s and I/O busy %g s within the %g s wall, %g GB/s for %llu "
+           "bytes", s.stall_s, s.io_busy_s, wall, s.gbps, (unsigned long long)s.bytes_read);
+    /* the peak is the most slots ever in use: 3 held, then two prefetches that fail (1:5 by
+     * MT_IO_FAULT, 1:6 by an EIO for its 3 reads) each keep a slot until their acquires fail
+     * and give both back; the slot taken next leaves the peak at 3 */
+    ok = ok && mt_io_source_acquire(src, 1, 4, &v) == MT_OK;
+    if (ok) {
+        mt_io_source_release(src, 1, 4);
+    }
+    {
+        const struct mt_io_extent *x = &descs[1 * N_EXPERTS + 6].part[MT_IO_PART_DOWN];
+        static const int bad[2] = {5, 6};
+        struct mt_io_source_stats s0;
+
+        mt_io_source_stats(src, &s0);
+        mt_io_fault_set(MT_IO_FAULT_EIO, x->file, x->off + 100, 1 + MT_IO_READ_RETRIES);
+        mt_io_source_prefetch(src, 1, bad, 2);
+        s = s0;
+        for (int i = 0; i < 2000 && s.read_errors < s0.read_errors + 2; i++) {
+            usleep(5000); /* until both prefetches have failed (no time is asserted) */
+            mt_io_source_stats(src, &s);
+        }
+        mt_log_set_quiet(true);
+        ok = ok && s.prefetches == s0.prefetches + 2 &&
+             mt_io_source_acquire(src, 1, 5, &v) == MT_ERR_IO &&
+             mt_io_source_acquire(src, 1, 6, &v) == MT_ERR_IO;
+        mt_log_set_quiet(false);
+        mt_io_fault_set(MT_IO_FAULT_NONE, 0, 0, 0);
+    }
+    ok = ok && mt_io_source_acquire(src, 1, 7, &v) == MT_OK && view_matches(1 * N_EXPERTS + 7, &v);
+    if (ok) {
+        mt_io_source_release(src, 1, 7);
+    }
+    mt_io_source_stats(src, &s);
+    tap_ok(ok && s.peak_used_bytes == 3 * slot_bytes,
+           "the peak stays at the 3 slots once used after failed reads gave 2 back (%llu bytes)",
+           (unsigned long long)s.peak_used_bytes);
+    /* 1:7 took a slot the failed prefetches gave back, not the one still holding 1:4 (the
+     * prefetches evicted 1:2 and 1:3, the lowest): the freed slots were kept as if they held
+     * unused prefetches, and 1:4 was evicted */
+    {
+        struct mt_io_source_stats s0;
+
+        mt_io_source_stats(src, &s0);
+        ok = mt_io_source_acquire(src, 1, 4, &v) == MT_OK && view_matches(1 * N_EXPERTS + 4, &v);
+        if (ok) {
+            mt_io_source_release(src, 1, 4);
+        }
+        mt_io_source_stats(src, &s);
+        tap_ok(ok && s.hits == s0.hits + 1 && s.misses == s0.misses,
+               "a slot freed by a failed prefetch is taken before an expert is evicted: 1:4 is "
+               "still a hit (%llu hits, %llu misses more)",
+               (unsigned long long)(s.hits - s0.hits), (unsigned long long)(s.misses - s0.misses));
+    }
+    mt_io_source_stats_reset(src);
+    mt_io_source_stats(src, &s);
+    bool zero = s.hits == 0 && s.late_hits == 0 && s.misses == 0 && s.prefetches == 0 &&
+                s.prefetch_dropped == 0 && s.evictions == 0 && s.experts_read == 0 &&
+                s.bytes_read == 0 && s.read_errors == 0 && s.verify_failures == 0 &&
+                s.retries == 0 && s.stall_s == 0 && s.io_busy_s == 0 && s.gbps == 0;
+
+    for (int f = 0; f < N_FILES; f++) {
+        zero = zero && s.file_bytes[f] == 0 && s.file_peak_in_flight[f] == 0;
+    }
+    tap_ok(zero && s.n_slots == 3 && s.budget_bytes == 3 * slot_bytes &&
+               s.slot_bytes == slot_bytes && s.peak_used_bytes == 2 * slot_bytes,
+           "a reset zeroes the counters, keeps the sizing (%u slots) and restarts the peak from "
+           "the 2 slots in use (%llu bytes)",
+           s.n_slots, (unsigned long long)s.peak_used_bytes);
+    ok = mt_io_source_acquire(src, 1, 4, &v) == MT_OK && view_matches(1 * N_EXPERTS + 4, &v);
+    if (ok) {
+        mt_io_source_release(src, 1, 4);
+    }
+    mt_io_source_stats(src, &s);
+    tap_ok(ok && s.hits == 1 && s.misses == 0 && s.bytes_read == 0 && s.stall_s == 0,
+           "after the reset, an expert kept is a hit without a read or a stall (%llu hits, %llu "
+           "bytes)", (unsigned long long)s.hits, (unsigned long long)s.bytes_read);
+    mt_io_source_destroy(src);
+}
+
+/*
+ * A failed read issues no more of its expert: one thread, two reads in flight, expert 1:0 in
+ * many chunks. MT_IO_FAULT fails its first read at the first completion; an EIO is armed on its
+ * last range, which that read never reaches, so it fires on the retry, and a second retry reads
+ * the expert. Reading on after the failure would spend the EIO on the failed read, and the
+ * expert would need one retry only.
+ */
+static void
+test_failed_read_stops(void)
+{
+    struct mt_io_source_options o = small_opts(MT_IO_QUEUE_URING, 3);
+    const struct mt_io_extent *down = &descs[1 * N_EXPERTS + 0].part[MT_IO_PART_DOWN];
+    struct mt_io_source_stats s0;
+    struct mt_io_source_stats s1;
+    struct mt_io_expert_view v;
+    struct mt_io_source *src;
+    mt_status_t st;
+
+    o.io_threads = 1;
+    o.queue_depth = 2;
+    setenv("MT_IO_FAULT", "1:0:1", 1);
+    mt_log_set_quiet(true);
+    st = mt_io_source_create(path_ptrs, N_FILES, N_LAYERS, N_EXPERTS, descs, &o, &src);
+    mt_log_set_quiet(false);
+    unsetenv("MT_IO_FAULT");
+    if (st != MT_OK) {
+        tap_ok(false, "a source under MT_IO_FAULT=1:0:1 opens: %s", mt_last_error());
+        return;
+    }
+    mt_io_source_stats(src, &s0);
+    mt_io_fault_set(MT_IO_FAULT_EIO, down->file, down->off + down->len - 100, 1);
+    mt_log_set_quiet(true);
+    st = mt_io_source_acquire(src, 1, 0, &v);
+    mt_log_set_quiet(false);
+    mt_io_source_stats(src, &s1);
+    tap_ok(st == MT_OK && view_matches(1 * N_EXPERTS + 0, &v) && mt_io_fault_fired() == 1 &&
+               s1.retries - s0.retries == 2 && s1.read_errors - s0.read_errors == 2,
+           "a failed read stops issuing its expert's chunks: the EIO on its last range fires "
+           "on the retry (%llu retries, %llu errors, %d fired)",
+           (unsigned long long)(s1.retries - s0.retries),
+           (unsigned long long)(s1.read_errors - s0.read_errors), mt_io_fault_fired());
+    if (st == MT_OK) {
+        mt_io_source_release(src, 1, 0);
+    }
+    mt_io_fault_set(MT_IO_FAULT_NONE, 0, 0, 0);
     mt_io_source_destroy(src);
 }
 
@@ -1973,11 +2300,14 @@ main(void)
     test_sizing();
     test_pin_rules();
     test_wait_not_counted();
+    test_frequency_kept();
     test_fault_env();
     test_faults();
     test_broken_wait();
     test_cut_after_open();
     test_prefetch_kept();
+    test_counters();
+    test_failed_read_stops();
     test_store();
     test_store_forged();
     test_cache_threads();
