@@ -1382,13 +1382,24 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
     for (size_t i = 0; i < sizeof(stale) / sizeof(stale[0]); i++) {
         struct mt_plan *b2 = NULL;
         bool ok = mt_plan_save(plan, path) == MT_OK &&
-                  patch_first(path, stale[i].find, PATCH_VALUE, stale[i].repl);
+                  patch_first(path, stale[i].find, PATCH_VALUE, stale[i].repl) &&
+                  patch_first(path, "\"host_layers_per_token\": ", PATCH_VALUE,
+                              "\"host_layers_per_token\": 0.5"); /* so its reset shows */
         mt_status_t st2 = mt_plan_load(path, &b2);
         tap_ok(ok && plan->decode_tok_s > 0 && st2 == MT_OK && b2->decode_tok_s == 0 &&
                    b2->decode_ms == 0 && b2->tier[MT_TIER_GPU].experts == 0 &&
                    b2->tier[MT_TIER_GPU].bytes == 0 && b2->tier[MT_TIER_GPU].bytes_per_token == 0,
                "a plan edited (%s) loads predicting nothing (%g tok/s)", stale[i].repl,
                st2 == MT_OK ? b2->decode_tok_s : -1.0);
+        /* every other time too, and it says why prefill is not modelled */
+        tap_ok(ok && plan->decode_ms_mean_load > 0 && plan->always_on_ms > 0 &&
+                   plan->prefill_tok_s > 0 && plan->prefill_ms > 0 && st2 == MT_OK &&
+                   b2->decode_ms_mean_load == 0 && b2->always_on_ms == 0 &&
+                   b2->prefill_tok_s == 0 && b2->prefill_ms == 0 &&
+                   b2->host_layers_per_token == 0 && strcmp(b2->bottleneck, "not predicted") == 0 &&
+                   strstr(b2->prefill_not_modelled, "edited") != NULL,
+               "... with no time of any kind, bottleneck '%s', prefill not modelled: '%s'",
+               st2 == MT_OK ? b2->bottleneck : "?", st2 == MT_OK ? b2->prefill_not_modelled : "?");
         mt_plan_destroy(b2);
     }
 
