@@ -2063,6 +2063,25 @@ test_v32_plans(void)
                    mt_plan_check_model(back, path, &cfg, sz.routed_expert_bytes) == MT_OK,
                "the plan matches its model");
         {
+            /* a plan whose efficiencies are 0 (a struct not from the planner: "unset") is saved
+               with them as 1, which loads; 0 would be refused as an efficiency */
+            struct mt_plan *b1 = NULL;
+            double eff[3] = {plan->gpu_eff, plan->disk_eff, plan->cpu_prefill_eff};
+            plan->gpu_eff = plan->disk_eff = plan->cpu_prefill_eff = 0;
+            st = mt_plan_save(plan, path);
+            st = st == MT_OK ? mt_plan_load(path, &b1) : st;
+            tap_ok(st == MT_OK && b1->gpu_eff == 1 && b1->disk_eff == 1 &&
+                       b1->cpu_prefill_eff == 1,
+                   "a plan with its efficiencies 0 saves them as 1 (%g, %g, %g)%s%s",
+                   st == MT_OK ? b1->gpu_eff : -1, st == MT_OK ? b1->disk_eff : -1,
+                   st == MT_OK ? b1->cpu_prefill_eff : -1, st == MT_OK ? "" : ": ",
+                   st == MT_OK ? "" : mt_last_error());
+            mt_plan_destroy(b1);
+            plan->gpu_eff = eff[0];
+            plan->disk_eff = eff[1];
+            plan->cpu_prefill_eff = eff[2];
+        }
+        {
             struct mt_model_config other = cfg;
             other.num_hidden_layers = 60;
             tap_ok(back != NULL &&
