@@ -511,6 +511,10 @@ check_keywords(void)
         {"{\"$defs\": {\"A~1B\": {\"type\": \"object\"}}, \"type\": \"object\", \"properties\": "
          "{\"a\": {\"$ref\": \"#/$defs/A~1B\"}}}",
          "a $ref with a '~' (a JSON pointer escape)", "names no schema"},
+        /* the group's name must end at its '/': "#/definitionsD" is no pointer into it */
+        {"{\"definitions\": {\"D\": {\"type\": \"object\"}}, \"type\": \"object\", "
+         "\"properties\": {\"a\": {\"$ref\": \"#/definitions_D\"}}}",
+         "a $ref to '#/definitions_D'", "names no schema"},
         {"{\"type\": \"object\", \"properties\": {\"a\\\\b\": {}}}", "a key with a backslash",
          "backslash"},
         {"{\"type\": \"object\", \"properties\": {}, \"additionalProperties\": {\"type\": "
