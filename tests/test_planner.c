@@ -1634,12 +1634,15 @@ test_plan_file_cpu_all_moe(void)
     st = st == MT_OK ? mt_plan_save(plan, path) : st;
     st = st == MT_OK ? mt_plan_load(path, &back) : st;
     st = st == MT_OK ? mt_plan_check_model(back, path, &cfg, sz.routed_expert_bytes) : st;
+    /* (no GPU: the file has no gpu_prefill_eff, which loads as 0, though the planner set one) */
     tap_ok(st == MT_OK && plan->host_work_bytes == 0 && back->first_k_dense_replace == 0 &&
-               back->host_work_bytes == 0 && memcmp(back->tiers, plan->tiers, 61 * 256) == 0,
+               back->host_work_bytes == 0 && memcmp(back->tiers, plan->tiers, 61 * 256) == 0 &&
+               plan->gpu_prefill_eff > 0 && back->gpu_prefill_eff == 0,
            "a plan without a GPU for a model with no dense layer loads back: first_k_dense_replace "
-           "%d, prompt buffers %" PRIu64 " B%s%s",
+           "%d, prompt buffers %" PRIu64 " B, gpu_prefill_eff %g%s%s",
            st == MT_OK ? back->first_k_dense_replace : -1, st == MT_OK ? back->host_work_bytes : 0,
-           st == MT_OK ? "" : ": ", st == MT_OK ? "" : mt_last_error());
+           st == MT_OK ? back->gpu_prefill_eff : -1, st == MT_OK ? "" : ": ",
+           st == MT_OK ? "" : mt_last_error());
     mt_plan_destroy(back);
     mt_plan_destroy(plan);
 }
