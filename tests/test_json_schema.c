@@ -452,6 +452,158 @@ check_edges(void)
     mt_json_schema_destroy(s);
 }
 
+/* The keyword lists, each keyword of them: describing ones compile strict; limiting ones are
+ * refused strict with the keyword named, and left to the model when lenient; the refusals of
+ * what the subset cannot hold; the compiler's nesting limit at its edge. */
+static void
+check_keywords(void)
+{
+    static const char *const describing[] = {"title", "description", "default", "examples",
+                                             "$schema", "$id", "$comment", "deprecated",
+                                             "readOnly", "writeOnly"};
+    static const char *const limiting[] = {"minimum", "maximum", "exclusiveMinimum",
+                                           "exclusiveMaximum", "multipleOf", "pattern", "format",
+                                           "minLength", "maxLength", "uniqueItems",
+                                           "minProperties", "maxProperties", "contentEncoding",
+                                           "contentMediaType"};
+    mt_status_t st;
+    char text[256];
+    int bad = 0;
+
+    for (size_t k = 0; k < sizeof(describing) / sizeof(describing[0]); k++) {
+        snprintf(text, sizeof(text), "{\"type\": \"object\", \"properties\": {\"a\": {\"type\": "
+                 "\"string\", \"%s\": \"x\"}}}", describing[k]);
+        struct mt_json_schema *s = compile(text, false, &st);
+        if (s == NULL) {
+            tap_diag("strict, %s: %s", describing[k], mt_last_error());
+            bad++;
+        }
+        mt_json_schema_destroy(s);
+    }
+    tap_ok(bad == 0, "each of %zu describing keywords compiles strict (%d refused)",
+           sizeof(describing) / sizeof(describing[0]), bad);
+    bad = 0;
+    for (size_t k = 0; k < sizeof(limiting) / sizeof(limiting[0]); k++) {
+        char says[64];
+        snprintf(text, sizeof(text), "{\"type\": \"object\", \"properties\": {\"a\": {\"type\": "
+                 "\"string\", \"%s\": 1}}}", limiting[k]);
+        snprintf(says, sizeof(says), "'%s' is not supported", limiting[k]);
+        struct mt_json_schema *s = compile(text, false, &st);
+        bool strict_ok = s == NULL && st == MT_ERR_INVAL && strstr(mt_last_error(), says) != NULL;
+        struct mt_json_schema *l = compile(text, true, &st);
+        if (!strict_ok || l == NULL) {
+            tap_diag("%s: strict %s, lenient %s", limiting[k], strict_ok ? "refused" : "wrong",
+                     l == NULL ? mt_last_error() : "compiles");
+            bad++;
+        }
+        mt_json_schema_destroy(s);
+        mt_json_schema_destroy(l);
+    }
+    tap_ok(bad == 0, "each of %zu limiting keywords is refused strict by name, compiles lenient "
+           "(%d wrong)", sizeof(limiting) / sizeof(limiting[0]), bad);
+
+    static const struct {
+        const char *schema;
+        const char *why;
+        const char *says;
+    } refused[] = {
+        /* "~1" is a JSON pointer's '/': not read as the key's own text */
+        {"{\"$defs\": {\"A~1B\": {\"type\": \"object\"}}, \"type\": \"object\", \"properties\": "
+         "{\"a\": {\"$ref\": \"#/$defs/A~1B\"}}}",
+         "a $ref with a '~' (a JSON pointer escape)", "names no schema"},
+        /* the group's name must end at its '/': "#/definitionsD" is no pointer into it */
+        {"{\"definitions\": {\"D\": {\"type\": \"object\"}}, \"type\": \"object\", "
+         "\"properties\": {\"a\": {\"$ref\": \"#/definitions_D\"}}}",
+         "a $ref to '#/definitions_D'", "names no schema"},
+        {"{\"type\": \"object\", \"properties\": {\"a\\\\b\": {}}}", "a key with a backslash",
+         "backslash"},
+        {"{\"type\": \"object\", \"properties\": {}, \"additionalProperties\": {\"type\": "
+         "\"string\"}}",
+         "additionalProperties with a schema", "additionalProperties with a schema"},
+        {"{\"type\": \"object\", \"properties\": {\"a\": {\"$ref\": 5}}}", "a $ref that is no "
+         "string", "$ref must be a string"},
+        {"{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"array\", \"minItems\": 3, "
+         "\"maxItems\": 2}}}",
+         "minItems 3 above maxItems 2", "minItems and maxItems"},
+        {"{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"array\", "
+         "\"minItems\": \"1\"}}}",
+         "minItems a string", "minItems and maxItems"},
+        {"{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"array\", "
+         "\"maxItems\": 2.5}}}",
+         "maxItems a real", "minItems and maxItems"},
+        {"{\"type\": \"object\", \"properties\": {\"a\": {\"enum\": [1.5, 2]}}}",
+         "an enum whose bad value is not its last", "not a string, integer"},
+    };
+    for (size_t k = 0; k < sizeof(refused) / sizeof(refused[0]); k++) {
+        struct mt_json_schema *s = compile(refused[k].schema, false, &st);
+        tap_ok(st == MT_ERR_INVAL && s == NULL && strstr(mt_last_error(), refused[k].says) != NULL,
+               "refused: %s (%s)", refused[k].why, mt_last_error());
+        mt_json_schema_destroy(s);
+    }
+
+    /* maxItems at its top (65535) compiles; enums of booleans and null hold their texts; a
+     * boolean may be false, a free value null; minItems or maxItems alone make an array */
+    struct mt_json_schema *s = compile(
+        "{\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"array\", \"maxItems\": "
+        "65535}, \"b\": {\"enum\": [true, null]}, \"c\": {\"type\": \"boolean\"}, \"d\": {}, "
+        "\"e\": {\"minItems\": 1}, \"f\": {\"maxItems\": 1}}}",
+        false, &st);
+    size_t at;
+    bool ok = s != NULL && feed_bytes(s, "{\"b\":true}", 10, &at) == MT_JSON_OK &&
+              feed_bytes(s, "{\"b\":null}", 10, &at) == MT_JSON_OK &&
+              feed_bytes(s, "{\"b\":false}", 11, &at) == MT_JSON_BAD && at == 5;
+    tap_ok(ok, "maxItems 65535 compiles; enum [true, null]: true and null, not false (%s)",
+           s == NULL ? mt_last_error() : "ok");
+    ok = s != NULL && feed_bytes(s, "{\"c\":false}", 11, &at) == MT_JSON_OK &&
+         feed_bytes(s, "{\"d\":null}", 10, &at) == MT_JSON_OK;
+    tap_ok(ok, "a boolean may be false, a value of {} null");
+    ok = s != NULL && feed_bytes(s, "{\"e\":[1]}", 9, &at) == MT_JSON_OK &&
+         feed_bytes(s, "{\"e\":1}", 7, &at) == MT_JSON_BAD && at == 5 &&
+         feed_bytes(s, "{\"f\":[1,", 8, &at) == MT_JSON_BAD && at == 7 &&
+         feed_bytes(s, "{\"f\":\"x\"}", 9, &at) == MT_JSON_BAD && at == 5;
+    tap_ok(ok, "no type: minItems alone holds an array of at least one, maxItems alone one of "
+           "at most one");
+    ok = s != NULL && feed_bytes(s, "{\"a\":[1,]", 9, &at) == MT_JSON_BAD && at == 8 &&
+         feed_bytes(s, "{\r\n\"a\":\r\n[1]\r\n}", 15, &at) == MT_JSON_OK;
+    tap_ok(ok, "an array's trailing comma is refused at the ']'; CR LF between tokens is taken");
+    /* whitespace: MT_JSON_MAX_WS in a row before the root and between each two tokens (the
+     * count starts again at each token), one more is the limit */
+    char ws[MT_JSON_MAX_WS + 1];
+    memset(ws, ' ', sizeof(ws));
+    struct mt_json_schema_state w;
+    mt_json_schema_start(&w);
+    ok = s != NULL && mt_json_schema_feed(s, &w, ws, MT_JSON_MAX_WS) == MT_JSON_OK &&
+         mt_json_schema_feed(s, &w, "{", 1) == MT_JSON_OK &&
+         mt_json_schema_feed(s, &w, ws, MT_JSON_MAX_WS) == MT_JSON_OK &&
+         mt_json_schema_feed(s, &w, "\"d\":", 4) == MT_JSON_OK &&
+         mt_json_schema_feed(s, &w, ws, MT_JSON_MAX_WS) == MT_JSON_OK &&
+         mt_json_schema_feed(s, &w, "1}", 2) == MT_JSON_OK && mt_json_schema_complete(&w);
+    mt_json_schema_start(&w);
+    ok = ok && mt_json_schema_feed(s, &w, "{", 1) == MT_JSON_OK &&
+         mt_json_schema_feed(s, &w, ws, MT_JSON_MAX_WS + 1) == MT_JSON_LIMIT;
+    tap_ok(ok, "%d spaces before the root and between each two tokens are taken; %d after '{' "
+           "are the limit", MT_JSON_MAX_WS, MT_JSON_MAX_WS + 1);
+    mt_json_schema_destroy(s);
+
+    /* nesting: root, a, then arrays; 62 arrays are the deepest the compiler takes, 63 refused */
+    for (int n = 62; n <= 63; n++) {
+        char deep[2048] = "{\"type\": \"object\", \"properties\": {\"a\": ";
+        for (int k = 0; k < n; k++) {
+            strcat(deep, "{\"type\": \"array\", \"items\": ");
+        }
+        strcat(deep, "{}");
+        for (int k = 0; k < n; k++) {
+            strcat(deep, "}");
+        }
+        strcat(deep, "}}");
+        s = compile(deep, false, &st);
+        tap_ok(n == 62 ? s != NULL : s == NULL && strstr(mt_last_error(), "nest deeper") != NULL,
+               "%d arrays inside each other %s (%s)", n, n == 62 ? "compile" : "are refused",
+               s == NULL ? mt_last_error() : "ok");
+        mt_json_schema_destroy(s);
+    }
+}
+
 #define VOCAB 129280
 
 /* Walks through the constraint with the schema, from random logits; each that ends must be an
@@ -577,6 +729,7 @@ main(void)
     check_compile();
     check_instances();
     check_edges();
+    check_keywords();
     check_walks();
     return tap_done();
 }

@@ -1273,6 +1273,36 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
         {"\"fp8\": true", 0, "\"fp8\": 1", NULL, NULL, "field 'model.fp8' must be true or false"},
         /* each layer once */
         {"\"layer\": 4,", 0, "\"layer\": 3,", NULL, NULL, "layer 3 listed twice"},
+        /* a key no section knows, in each object of the plan: refused by name (a misspelt
+           optional field would otherwise load as its default) */
+        {"\"format\": ", 0, "\"bogus\": 1, \"format\": ", NULL, NULL, "unknown key 'bogus'"},
+        {"\"expert_bytes\": ", 0, "\"bogus\": 1, \"expert_bytes\": ", NULL, NULL,
+         "unknown key 'model.bogus'"},
+        {"\"ctx\": ", 0, "\"bogus\": 1, \"ctx\": ", NULL, NULL, "unknown key 'budgets.bogus'"},
+        {"\"hbm_gbps\": ", 0, "\"bogus\": 1, \"hbm_gbps\": ", NULL, NULL,
+         "unknown key 'hardware.bogus'"},
+        {"\"tokens\": ", 0, "\"bogus\": 1, \"tokens\": ", NULL, NULL,
+         "unknown key 'activation.bogus'"},
+        {"\"decode_tok_s\": ", 0, "\"bogus\": 1, \"decode_tok_s\": ", NULL, NULL,
+         "unknown key 'prediction.bogus'"},
+        {"\"tiers\": {", 0, "\"tiers\": {\"tpu\": {}, ", NULL, NULL,
+         "unknown key 'prediction.tiers.tpu'"},
+        /* the first tier is the gpu's */
+        {"\"ms_per_token\": ", 0, "\"bogus\": 1, \"ms_per_token\": ", NULL, NULL,
+         "unknown key 'prediction.tiers.gpu.bogus'"},
+        {"\"layer\": 3,", 0, "\"layer\": 3, \"bogus\": 1,", NULL, NULL,
+         "unknown key 'layers[].bogus'"},
+        /* a number that is a string, a string that is a number */
+        {"\"decode_ms_mean_load\": ", PATCH_VALUE, "\"decode_ms_mean_load\": \"1\"", NULL, NULL,
+         "field 'prediction.decode_ms_mean_load' must be a number"},
+        {"\"bottleneck\": ", PATCH_VALUE, "\"bottleneck\": 5", NULL, NULL,
+         "field 'prediction.bottleneck' must be a string"},
+        /* a model field edited without its dims_hash */
+        {"\"hidden_size\": ", PATCH_VALUE, "\"hidden_size\": 7169", NULL, NULL,
+         "does not match its model fields"},
+        /* 'X' is no tier code at all */
+        {"\"tiers\": \"C", 0, "\"tiers\": \"X", "\"prefill\": \"P", "\"prefill\": \"X",
+         "layer 3 'tiers' has code 'X' for expert 0 (want one of G C P N)"},
         /* a prompt step of no tokens: the planner writes at least one */
         {"\"prefill_batch\": ", PATCH_VALUE, "\"prefill_batch\": 0", NULL, NULL,
          "field 'budgets.prefill_batch' must be an integer in [1, "},
@@ -1352,13 +1382,24 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
     for (size_t i = 0; i < sizeof(stale) / sizeof(stale[0]); i++) {
         struct mt_plan *b2 = NULL;
         bool ok = mt_plan_save(plan, path) == MT_OK &&
-                  patch_first(path, stale[i].find, PATCH_VALUE, stale[i].repl);
+                  patch_first(path, stale[i].find, PATCH_VALUE, stale[i].repl) &&
+                  patch_first(path, "\"host_layers_per_token\": ", PATCH_VALUE,
+                              "\"host_layers_per_token\": 0.5"); /* so its reset shows */
         mt_status_t st2 = mt_plan_load(path, &b2);
         tap_ok(ok && plan->decode_tok_s > 0 && st2 == MT_OK && b2->decode_tok_s == 0 &&
                    b2->decode_ms == 0 && b2->tier[MT_TIER_GPU].experts == 0 &&
                    b2->tier[MT_TIER_GPU].bytes == 0 && b2->tier[MT_TIER_GPU].bytes_per_token == 0,
                "a plan edited (%s) loads predicting nothing (%g tok/s)", stale[i].repl,
                st2 == MT_OK ? b2->decode_tok_s : -1.0);
+        /* every other time too, and it says why prefill is not modelled */
+        tap_ok(ok && plan->decode_ms_mean_load > 0 && plan->always_on_ms > 0 &&
+                   plan->prefill_tok_s > 0 && plan->prefill_ms > 0 && st2 == MT_OK &&
+                   b2->decode_ms_mean_load == 0 && b2->always_on_ms == 0 &&
+                   b2->prefill_tok_s == 0 && b2->prefill_ms == 0 &&
+                   b2->host_layers_per_token == 0 && strcmp(b2->bottleneck, "not predicted") == 0 &&
+                   strstr(b2->prefill_not_modelled, "edited") != NULL,
+               "... with no time of any kind, bottleneck '%s', prefill not modelled: '%s'",
+               st2 == MT_OK ? b2->bottleneck : "?", st2 == MT_OK ? b2->prefill_not_modelled : "?");
         mt_plan_destroy(b2);
     }
 
@@ -1407,6 +1448,33 @@ test_plan_file_edits(const struct mt_plan *plan, const char *path)
            "a plan without hardware.gpu_prefill_eff loads it as 0 (%g)%s%s",
            st == MT_OK ? back->gpu_prefill_eff : -1, st == MT_OK ? "" : ": ",
            st == MT_OK ? "" : mt_last_error());
+    mt_plan_destroy(back);
+    back = NULL;
+    /* the other optional numbers left out take their defaults: efficiencies 1, waits 0 */
+    patched = mt_plan_save(plan, path) == MT_OK &&
+              patch_first(path, ",\n  \"disk_eff\": ", PATCH_VALUE, "") &&
+              patch_first(path, ",\n  \"cpu_prefill_eff\": ", PATCH_VALUE, "") &&
+              patch_first(path, ",\n  \"host_layer_ms\": ", PATCH_VALUE, "") &&
+              patch_first(path, ",\n  \"host_layers_per_token\": ", PATCH_VALUE, "");
+    st = mt_plan_load(path, &back);
+    tap_ok(patched && st == MT_OK && back->disk_eff == 1 && back->cpu_prefill_eff == 1 &&
+               back->host_layer_ms == 0 && back->host_layers_per_token == 0,
+           "a plan without disk_eff, cpu_prefill_eff, host_layer_ms and host_layers_per_token "
+           "loads them as 1, 1, 0, 0 (%g, %g, %g, %g)%s%s",
+           st == MT_OK ? back->disk_eff : -1, st == MT_OK ? back->cpu_prefill_eff : -1,
+           st == MT_OK ? back->host_layer_ms : -1, st == MT_OK ? back->host_layers_per_token : -1,
+           st == MT_OK ? "" : ": ", st == MT_OK ? "" : mt_last_error());
+    mt_plan_destroy(back);
+    back = NULL;
+    /* two fields left out: the message names the first one read, not the last */
+    patched = mt_plan_save(plan, path) == MT_OK &&
+              patch_first(path, ",\n  \"ctx\": ", PATCH_VALUE, "") &&
+              patch_first(path, ",\n  \"kv_bytes\": ", PATCH_VALUE, "");
+    st = mt_plan_load(path, &back);
+    tap_ok(patched && st == MT_ERR_FORMAT && back == NULL &&
+               strstr(mt_last_error(), "missing field 'budgets.ctx'") != NULL,
+           "a plan without budgets.ctx and budgets.kv_bytes is refused for the first: %s",
+           st == MT_OK ? "it loaded" : mt_last_error());
     mt_plan_destroy(back);
     back = NULL;
     /* a prefill speed of null with an empty reason still says prefill is not modelled */
@@ -1566,12 +1634,15 @@ test_plan_file_cpu_all_moe(void)
     st = st == MT_OK ? mt_plan_save(plan, path) : st;
     st = st == MT_OK ? mt_plan_load(path, &back) : st;
     st = st == MT_OK ? mt_plan_check_model(back, path, &cfg, sz.routed_expert_bytes) : st;
+    /* (no GPU: the file has no gpu_prefill_eff, which loads as 0, though the planner set one) */
     tap_ok(st == MT_OK && plan->host_work_bytes == 0 && back->first_k_dense_replace == 0 &&
-               back->host_work_bytes == 0 && memcmp(back->tiers, plan->tiers, 61 * 256) == 0,
+               back->host_work_bytes == 0 && memcmp(back->tiers, plan->tiers, 61 * 256) == 0 &&
+               plan->gpu_prefill_eff > 0 && back->gpu_prefill_eff == 0,
            "a plan without a GPU for a model with no dense layer loads back: first_k_dense_replace "
-           "%d, prompt buffers %" PRIu64 " B%s%s",
+           "%d, prompt buffers %" PRIu64 " B, gpu_prefill_eff %g%s%s",
            st == MT_OK ? back->first_k_dense_replace : -1, st == MT_OK ? back->host_work_bytes : 0,
-           st == MT_OK ? "" : ": ", st == MT_OK ? "" : mt_last_error());
+           st == MT_OK ? back->gpu_prefill_eff : -1, st == MT_OK ? "" : ": ",
+           st == MT_OK ? "" : mt_last_error());
     mt_plan_destroy(back);
     mt_plan_destroy(plan);
 }
@@ -1995,6 +2066,25 @@ test_v32_plans(void)
                    mt_plan_check_model(back, path, &cfg, sz.routed_expert_bytes) == MT_OK,
                "the plan matches its model");
         {
+            /* a plan whose efficiencies are 0 (a struct not from the planner: "unset") is saved
+               with them as 1, which loads; 0 would be refused as an efficiency */
+            struct mt_plan *b1 = NULL;
+            double eff[3] = {plan->gpu_eff, plan->disk_eff, plan->cpu_prefill_eff};
+            plan->gpu_eff = plan->disk_eff = plan->cpu_prefill_eff = 0;
+            st = mt_plan_save(plan, path);
+            st = st == MT_OK ? mt_plan_load(path, &b1) : st;
+            tap_ok(st == MT_OK && b1->gpu_eff == 1 && b1->disk_eff == 1 &&
+                       b1->cpu_prefill_eff == 1,
+                   "a plan with its efficiencies 0 saves them as 1 (%g, %g, %g)%s%s",
+                   st == MT_OK ? b1->gpu_eff : -1, st == MT_OK ? b1->disk_eff : -1,
+                   st == MT_OK ? b1->cpu_prefill_eff : -1, st == MT_OK ? "" : ": ",
+                   st == MT_OK ? "" : mt_last_error());
+            mt_plan_destroy(b1);
+            plan->gpu_eff = eff[0];
+            plan->disk_eff = eff[1];
+            plan->cpu_prefill_eff = eff[2];
+        }
+        {
             struct mt_model_config other = cfg;
             other.num_hidden_layers = 60;
             tap_ok(back != NULL &&
@@ -2028,6 +2118,29 @@ test_v32_plans(void)
                        strstr(mt_last_error(), "layer 0 is dense in the plan but MoE") != NULL,
                    "a layer MoE in the model but planned as dense is rejected: %s",
                    mt_last_error());
+            /* each other field of the model's shape is checked and named too */
+            static const char *const names[] = {"n_routed_experts", "num_experts_per_tok",
+                                                "hidden_size", "moe_intermediate_size",
+                                                "first_k_dense_replace"};
+            int unnamed = 0;
+            for (int k = 0; k < 5; k++) {
+                other = cfg;
+                int *f = k == 0   ? &other.n_routed_experts
+                         : k == 1 ? &other.num_experts_per_tok
+                         : k == 2 ? &other.hidden_size
+                         : k == 3 ? &other.moe_intermediate_size
+                                  : &other.first_k_dense_replace;
+                (*f)++;
+                if (back == NULL ||
+                    mt_plan_check_model(back, path, &other, sz.routed_expert_bytes) !=
+                        MT_ERR_FORMAT ||
+                    strstr(mt_last_error(), names[k]) == NULL) {
+                    tap_diag("%s one more: %s", names[k], mt_last_error());
+                    unnamed++;
+                }
+            }
+            tap_ok(unnamed == 0, "a plan whose model differs in any one shape field is rejected "
+                   "naming it (%d not)", unnamed);
             /* the same fields, experts of another size (another dtype): another model */
             tap_ok(back != NULL &&
                        mt_plan_check_model(back, path, &cfg, sz.routed_expert_bytes + 1) ==
