@@ -181,6 +181,74 @@ test_request_fields(void)
     }
 #undef MINSCHEMA
 #undef RF
+
+    /* each refusal names the field at fault, down to the message or the kwargs object */
+    refused("{\"messages\": [5]}", 400, "messages[0]", "a message that is not an object");
+    refused(QF "\"chat_template_kwargs\": 5}", 400, "chat_template_kwargs",
+            "chat_template_kwargs not an object");
+    refused(QF "\"chat_template_kwargs\": {\"enable_thinking\": \"yes\"}}", 400,
+            "chat_template_kwargs", "chat_template_kwargs.enable_thinking not a boolean");
+    refused(QF "\"max_completion_tokens\": 99999}", 400, "max_completion_tokens",
+            "max_completion_tokens past the server's limit");
+    /* a call with no name or no arguments has nothing to render into the prompt */
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", "
+            "\"tool_calls\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]}]}",
+            400, "messages[1].tool_calls", "a tool call without arguments");
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", "
+            "\"tool_calls\": [{\"type\": \"function\", \"function\": {\"arguments\": \"{}\"}}]}]}",
+            400, "messages[1].tool_calls", "a tool call without a name");
+    /* a NUL would cut the string this server reads in C: the model's name, any stop string */
+    refused(QF "\"model\": \"m\\u0000x\"}", 400, "model", "a model name with a NUL after 'm'");
+    refused(QF "\"stop\": [\"ok\", \"a\\u0000b\"]}", 400, "stop",
+            "a stop string with a NUL in an array");
+    /* each range at its edge, both sides */
+    refused(QF "\"top_p\": 1.5}", 400, "top_p", "top_p 1.5");
+    refused(QF "\"presence_penalty\": -2.01}", 400, "presence_penalty", "presence_penalty -2.01");
+    refused(QF "\"frequency_penalty\": 2.01}", 400, "frequency_penalty",
+            "frequency_penalty 2.01");
+
+    /* calls of several assistant messages each keep their own slots in one array (three
+     * messages: main() sets max_messages to 3) */
+    if (parsed(MT_SERVE_API_CHAT,
+               "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": "
+               "\"assistant\", \"tool_calls\": [{\"type\": \"function\", \"function\": {\"name\": "
+               "\"f\", \"arguments\": \"1\"}}, {\"type\": \"function\", \"function\": {\"name\": "
+               "\"g\", \"arguments\": \"2\"}}]}, {\"role\": \"assistant\", \"tool_calls\": "
+               "[{\"type\": \"function\", \"function\": {\"name\": \"h\", \"arguments\": "
+               "\"3\"}}]}]}",
+               &r, "two assistant messages with three calls")) {
+        const struct mt_chat_msg *a = &r.msgs[1];
+        const struct mt_chat_msg *b = &r.msgs[2];
+        bool names = a->n_tool_calls == 2 && b->n_tool_calls == 1 && a->tool_calls[0].name &&
+                     a->tool_calls[1].name && b->tool_calls[0].name &&
+                     strcmp(a->tool_calls[0].name, "f") == 0 &&
+                     strcmp(a->tool_calls[1].name, "g") == 0 &&
+                     strcmp(b->tool_calls[0].name, "h") == 0 &&
+                     strcmp(b->tool_calls[0].arguments, "3") == 0;
+        tap_ok(names, "calls f, g in one message and h in a later one are each kept (%zu, %zu)",
+               a->n_tool_calls, b->n_tool_calls);
+        mt_serve_request_fini(&r);
+    }
+    /* json_object is told by any message, not only the first */
+    if (parsed(MT_SERVE_API_CHAT,
+               "{\"messages\": [{\"role\": \"system\", \"content\": \"be brief\"}, {\"role\": "
+               "\"user\", \"content\": \"answer in JSON\"}], \"response_format\": {\"type\": "
+               "\"json_object\"}}",
+               &r, "json_object said in the second message")) {
+        tap_ok(r.json_object, "json_object when only the second message says JSON");
+        mt_serve_request_fini(&r);
+    }
+    {
+        struct mt_serve_error e;
+        mt_status_t st = parse(MT_SERVE_API_COMPLETION, "{}", &r, &e);
+        tap_ok(st != MT_OK && e.http == 400 && strcmp(e.param, "prompt") == 0 &&
+                   strstr(e.message, "missing") != NULL,
+               "a completion without a prompt: 400, says it is missing (%s)", e.message);
+        /* a field with only its default honoured says so, not that a range was missed */
+        st = parse(MT_SERVE_API_CHAT, QF "\"best_of\": 2}", &r, &e);
+        tap_ok(st != MT_OK && strcmp(e.message, "'best_of' is not supported (only its default)")
+                   == 0, "best_of 2: the message says it is not supported (%s)", e.message);
+    }
 #undef QF
 }
 
