@@ -396,6 +396,26 @@ test_responses(void)
                    strcmp(json_string_value(json_object_get(c0, "finish_reason")), "stop") == 0,
                "a stream's last chunk: an empty delta and the finish_reason");
         json_decref(v);
+        /* a choice that ends in its first chunk: the role, and no content "" to add up */
+        v = event_json(mt_serve_chunk_event(&r, &o, "", 0, false, true, NULL, "length"));
+        d = json_object_get(json_array_get(json_object_get(v, "choices"), 0), "delta");
+        tap_ok(json_object_size(d) == 1 && json_object_get(d, "role") != NULL,
+               "a first chunk that also finishes: delta {role} only (%zu keys)",
+               json_object_size(d));
+        json_decref(v);
+        /* a client adds deltas up by tool_calls[i].index: each call says its own */
+        static const struct mt_chat_tool_call two_calls[2] = {{.name = "f", .arguments = "{}"},
+                                                              {.name = "g", .arguments = "[]"}};
+        v = event_json(mt_serve_tool_calls_event(&r, &o, two_calls, 2));
+        d = json_object_get(json_array_get(json_object_get(v, "choices"), 0), "delta");
+        json_t *tc0 = json_array_get(json_object_get(d, "tool_calls"), 0);
+        json_t *tc1 = json_array_get(json_object_get(d, "tool_calls"), 1);
+        tap_ok(json_is_integer(json_object_get(tc0, "index")) &&
+                   json_is_integer(json_object_get(tc1, "index")) &&
+                   json_integer_value(json_object_get(tc0, "index")) == 0 &&
+                   json_integer_value(json_object_get(tc1, "index")) == 1,
+               "a stream's two tool calls carry index 0 and 1");
+        json_decref(v);
         mt_serve_request_fini(&r);
     }
     if (parsed(MT_SERVE_API_COMPLETION, "{\"prompt\": \"a\", \"return_token_ids\": true}", &r,
@@ -541,6 +561,23 @@ test_completion_logprobs(void)
                "an id of no token (a padding row): empty text and no bytes");
         json_decref(root);
         free(js);
+        /* asked for, none to give (max_tokens reached at once): the reply's list is empty, a
+         * chunk that brings no token has none */
+        rep.logprobs.n = 0;
+        js = mt_serve_reply_json(&r, &o, &rep);
+        root = js != NULL ? json_loads(js, 0, NULL) : NULL;
+        lp = json_object_get(json_array_get(json_object_get(root, "choices"), 0), "logprobs");
+        tap_ok(json_is_array(json_object_get(lp, "content")) &&
+                   json_array_size(json_object_get(lp, "content")) == 0,
+               "logprobs of a reply of no token: content [] (%s)", js ? js : "NULL");
+        json_decref(root);
+        free(js);
+        root = event_json(mt_serve_chunk_event(&r, &o, "", 0, false, false, &rep.logprobs,
+                                               "length"));
+        tap_ok(json_is_null(json_object_get(json_array_get(json_object_get(root, "choices"), 0),
+                                            "logprobs")),
+               "a chunk that brings no token: logprobs null");
+        json_decref(root);
         mt_serve_request_fini(&r);
     }
     mt_tokenizer_destroy(tok);
@@ -601,6 +638,10 @@ main(void)
                 json_integer_value(json_object_get(json_object_get(v, "usage"), "total_tokens")) ==
                     6,
             "a reply is a chat.completion with usage (%s)", js ? js : "NULL");
+        tap_ok(json_integer_value(json_object_get(json_object_get(json_object_get(v, "usage"),
+                                                                  "prompt_tokens_details"),
+                                                  "cached_tokens")) == 1,
+               "the usage's prompt_tokens_details.cached_tokens is the reply's (1)");
         json_decref(v);
         free(js);
         char *ev = mt_serve_chunk_event(&r, &o, "yo", 2, true, false, NULL, NULL);
