@@ -289,6 +289,23 @@ test_stop_edges(void)
     tap_ok(ok && sent == 4 && stop_end == 4 && !block,
            "tools and a stop string fed a byte at a time: no byte of the stop string streams "
            "(sent %zu, end %zu)", sent, stop_end);
+
+    /* a stop string in the token that ends the answer: what is before it can no longer grow
+     * into a calls block, so its last "\n\n" streams with the rest */
+    struct fed f = feed(&q, "Hi\n\nSTOP", 8);
+    tap_ok(strcmp(f.streamed, "Hi\n\n") == 0 && f.stopped && !f.block && f.end == 4,
+           "a stop string right after \\n\\n: the \\n\\n streams (streamed %zu bytes, end %zu)",
+           strlen(f.streamed), f.end);
+    /* a calls block that begins inside what may still grow into a stop string: the stop
+     * string's first byte, before the block, stays held too */
+    q.stop[0] = "x\n\n<｜DSML｜function_callsY";
+    f = feed(&q, "ax\n\n<｜DSML｜function_calls", 64);
+    tap_ok(strcmp(f.streamed, "a") == 0 && f.block && !f.stopped,
+           "a block start inside a partial stop string: only what is before both streams ('%s')",
+           f.streamed);
+    /* tools are a chat's: a completion never holds text back for a calls block */
+    q.api = MT_SERVE_API_COMPLETION;
+    tap_ok(!mt_serve_may_call_tools(&q), "a completion request may not call tools");
 }
 
 /* Error messages are valid UTF-8 whatever bytes they quote: each bad byte becomes '?'. */
