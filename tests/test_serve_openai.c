@@ -179,6 +179,13 @@ test_request_fields(void)
                "json_schema, not strict, with minimum: the answer is held to the schema");
         mt_serve_request_fini(&r);
     }
+    /* strict null is strict left out (a client's default), not a strict that is not boolean */
+    if (parsed(MT_SERVE_API_CHAT, QF RF "\"strict\": null, " MINSCHEMA "}}}", &r,
+               "json_schema with strict null")) {
+        tap_ok(r.json_object && r.held != NULL,
+               "json_schema with strict null: as without strict, minimum left to the model");
+        mt_serve_request_fini(&r);
+    }
 #undef MINSCHEMA
 #undef RF
 
@@ -236,6 +243,16 @@ test_request_fields(void)
                "\"json_object\"}}",
                &r, "json_object said in the second message")) {
         tap_ok(r.json_object, "json_object when only the second message says JSON");
+        mt_serve_request_fini(&r);
+    }
+    /* tools are told in the system prompt: the first message's, whatever follows it */
+    if (parsed(MT_SERVE_API_CHAT,
+               "{\"messages\": [{\"role\": \"system\", \"content\": \"s\"}, {\"role\": "
+               "\"user\", \"content\": \"q\"}], \"tools\": [{\"type\": \"function\", "
+               "\"function\": {\"name\": \"f\"}}]}",
+               &r, "tools with a system message and a user message")) {
+        tap_ok(r.msgs[0].tools != NULL && r.msgs[1].tools == NULL,
+               "tools go with the first of two messages, not the last");
         mt_serve_request_fini(&r);
     }
     {
@@ -507,10 +524,12 @@ test_completion_logprobs(void)
     v[0].logprob = NAN;
     v[1].id = 61547;
     v[1].logprob = -INFINITY;
-    v[1].n_top = 1;
+    v[1].n_top = 2;
     v[1].top_id[0] = 67;
     v[1].top_logprob[0] = -0.5f;
-    if (parsed(MT_SERVE_API_COMPLETION, "{\"prompt\": \"p\", \"logprobs\": 1, \"echo\": true}", &r,
+    v[1].top_id[1] = 3158;
+    v[1].top_logprob[1] = -2.0f;
+    if (parsed(MT_SERVE_API_COMPLETION, "{\"prompt\": \"p\", \"logprobs\": 2, \"echo\": true}", &r,
                "a completion with logprobs")) {
         struct mt_serve_reply rep = {.content = "Hello", .content_len = 5, .finish = "length",
                                      .logprobs = {.tok = tok, .v = v, .n = 2, .text_offset = 10}};
@@ -531,6 +550,9 @@ test_completion_logprobs(void)
                "the echoed first token has null logprob and top; -inf is written -9999.0");
         tap_ok(json_real_value(json_object_get(json_array_get(tops, 1), "a")) == -0.5,
                "top_logprobs: an object of text to log-probability");
+        tap_ok(json_object_size(json_array_get(tops, 1)) == 2 &&
+                   json_real_value(json_object_get(json_array_get(tops, 1), "He")) == -2.0,
+               "top_logprobs: every one of the token's two tops, \"He\" -2 the second");
         tap_ok(json_array_size(offs) == 2 && json_integer_value(json_array_get(offs, 0)) == 10 &&
                    json_integer_value(json_array_get(offs, 1)) == 12,
                "text_offset: from the given offset, each token's start (10, 12)");
@@ -544,13 +566,15 @@ test_completion_logprobs(void)
     memset(v, 0, sizeof(v));
     v[0].id = 619;
     v[0].logprob = -0.25f;
-    v[0].n_top = 1;
+    v[0].n_top = 2;
     v[0].top_id[0] = 130;
     v[0].top_logprob[0] = -1.5f;
+    v[0].top_id[1] = 67;
+    v[0].top_logprob[1] = -2.5f;
     v[1].id = 129000;
     v[1].logprob = -3.0f;
     if (parsed(MT_SERVE_API_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], "
-               "\"logprobs\": true, \"top_logprobs\": 1}", &r, "a chat with logprobs")) {
+               "\"logprobs\": true, \"top_logprobs\": 2}", &r, "a chat with logprobs")) {
         struct mt_serve_reply rep = {.content = "\xC3\xA9", .content_len = 2, .finish = "length",
                                      .logprobs = {.tok = tok, .v = v, .n = 2}};
         char *js = mt_serve_reply_json(&r, &o, &rep);
@@ -573,6 +597,12 @@ test_completion_logprobs(void)
                    json_real_value(json_object_get(t0, "logprob")) == -1.5 &&
                    json_array_size(tb) == 1 && json_integer_value(json_array_get(tb, 0)) == 195,
                "a top token of one byte 0xC3: text U+FFFD, bytes [195], its own logprob");
+        json_t *t1 = json_array_get(json_object_get(e0, "top_logprobs"), 1);
+        tap_ok(json_array_size(json_object_get(e0, "top_logprobs")) == 2 &&
+                   json_is_string(json_object_get(t1, "token")) &&
+                   strcmp(json_string_value(json_object_get(t1, "token")), "a") == 0 &&
+                   json_real_value(json_object_get(t1, "logprob")) == -2.5,
+               "chat top_logprobs: both of the token's two tops, \"a\" -2.5 the second");
         tap_ok(strcmp(json_string_value(json_object_get(e1, "token")), "") == 0 &&
                    json_array_size(json_object_get(e1, "bytes")) == 0,
                "an id of no token (a padding row): empty text and no bytes");
@@ -1314,6 +1344,10 @@ main(void)
     if (st == MT_OK) {
         mt_serve_request_fini(&r);
     }
+    st = parse(MT_SERVE_API_COMPLETION, "{\"prompt\": \"p\", \"suffix\": 5}", &r, &e);
+    tap_ok(st != MT_OK && e.http == 400 && strcmp(e.param, "suffix") == 0,
+           "a suffix that is not a string is refused too: %d, '%s' (%s)", e.http, e.param,
+           e.message);
 
     /*
      * A reply holding a NUL byte goes out as "\u0000" and must come back in the next request
