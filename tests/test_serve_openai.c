@@ -179,8 +179,93 @@ test_request_fields(void)
                "json_schema, not strict, with minimum: the answer is held to the schema");
         mt_serve_request_fini(&r);
     }
+    /* strict null is strict left out (a client's default), not a strict that is not boolean */
+    if (parsed(MT_SERVE_API_CHAT, QF RF "\"strict\": null, " MINSCHEMA "}}}", &r,
+               "json_schema with strict null")) {
+        tap_ok(r.json_object && r.held != NULL,
+               "json_schema with strict null: as without strict, minimum left to the model");
+        mt_serve_request_fini(&r);
+    }
 #undef MINSCHEMA
 #undef RF
+
+    /* each refusal names the field at fault, down to the message or the kwargs object */
+    refused("{\"messages\": [5]}", 400, "messages[0]", "a message that is not an object");
+    refused(QF "\"chat_template_kwargs\": 5}", 400, "chat_template_kwargs",
+            "chat_template_kwargs not an object");
+    refused(QF "\"chat_template_kwargs\": {\"enable_thinking\": \"yes\"}}", 400,
+            "chat_template_kwargs", "chat_template_kwargs.enable_thinking not a boolean");
+    refused(QF "\"max_completion_tokens\": 99999}", 400, "max_completion_tokens",
+            "max_completion_tokens past the server's limit");
+    /* a call with no name or no arguments has nothing to render into the prompt */
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", "
+            "\"tool_calls\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]}]}",
+            400, "messages[1].tool_calls", "a tool call without arguments");
+    refused("{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", "
+            "\"tool_calls\": [{\"type\": \"function\", \"function\": {\"arguments\": \"{}\"}}]}]}",
+            400, "messages[1].tool_calls", "a tool call without a name");
+    /* a NUL would cut the string this server reads in C: the model's name, any stop string */
+    refused(QF "\"model\": \"m\\u0000x\"}", 400, "model", "a model name with a NUL after 'm'");
+    refused(QF "\"stop\": [\"ok\", \"a\\u0000b\"]}", 400, "stop",
+            "a stop string with a NUL in an array");
+    /* each range at its edge, both sides */
+    refused(QF "\"top_p\": 1.5}", 400, "top_p", "top_p 1.5");
+    refused(QF "\"presence_penalty\": -2.01}", 400, "presence_penalty", "presence_penalty -2.01");
+    refused(QF "\"frequency_penalty\": 2.01}", 400, "frequency_penalty",
+            "frequency_penalty 2.01");
+
+    /* calls of several assistant messages each keep their own slots in one array (three
+     * messages: main() sets max_messages to 3) */
+    if (parsed(MT_SERVE_API_CHAT,
+               "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": "
+               "\"assistant\", \"tool_calls\": [{\"type\": \"function\", \"function\": {\"name\": "
+               "\"f\", \"arguments\": \"1\"}}, {\"type\": \"function\", \"function\": {\"name\": "
+               "\"g\", \"arguments\": \"2\"}}]}, {\"role\": \"assistant\", \"tool_calls\": "
+               "[{\"type\": \"function\", \"function\": {\"name\": \"h\", \"arguments\": "
+               "\"3\"}}]}]}",
+               &r, "two assistant messages with three calls")) {
+        const struct mt_chat_msg *a = &r.msgs[1];
+        const struct mt_chat_msg *b = &r.msgs[2];
+        bool names = a->n_tool_calls == 2 && b->n_tool_calls == 1 && a->tool_calls[0].name &&
+                     a->tool_calls[1].name && b->tool_calls[0].name &&
+                     strcmp(a->tool_calls[0].name, "f") == 0 &&
+                     strcmp(a->tool_calls[1].name, "g") == 0 &&
+                     strcmp(b->tool_calls[0].name, "h") == 0 &&
+                     strcmp(b->tool_calls[0].arguments, "3") == 0;
+        tap_ok(names, "calls f, g in one message and h in a later one are each kept (%zu, %zu)",
+               a->n_tool_calls, b->n_tool_calls);
+        mt_serve_request_fini(&r);
+    }
+    /* json_object is told by any message, not only the first */
+    if (parsed(MT_SERVE_API_CHAT,
+               "{\"messages\": [{\"role\": \"system\", \"content\": \"be brief\"}, {\"role\": "
+               "\"user\", \"content\": \"answer in JSON\"}], \"response_format\": {\"type\": "
+               "\"json_object\"}}",
+               &r, "json_object said in the second message")) {
+        tap_ok(r.json_object, "json_object when only the second message says JSON");
+        mt_serve_request_fini(&r);
+    }
+    /* tools are told in the system prompt: the first message's, whatever follows it */
+    if (parsed(MT_SERVE_API_CHAT,
+               "{\"messages\": [{\"role\": \"system\", \"content\": \"s\"}, {\"role\": "
+               "\"user\", \"content\": \"q\"}], \"tools\": [{\"type\": \"function\", "
+               "\"function\": {\"name\": \"f\"}}]}",
+               &r, "tools with a system message and a user message")) {
+        tap_ok(r.msgs[0].tools != NULL && r.msgs[1].tools == NULL,
+               "tools go with the first of two messages, not the last");
+        mt_serve_request_fini(&r);
+    }
+    {
+        struct mt_serve_error e;
+        mt_status_t st = parse(MT_SERVE_API_COMPLETION, "{}", &r, &e);
+        tap_ok(st != MT_OK && e.http == 400 && strcmp(e.param, "prompt") == 0 &&
+                   strstr(e.message, "missing") != NULL,
+               "a completion without a prompt: 400, says it is missing (%s)", e.message);
+        /* a field with only its default honoured says so, not that a range was missed */
+        st = parse(MT_SERVE_API_CHAT, QF "\"best_of\": 2}", &r, &e);
+        tap_ok(st != MT_OK && strcmp(e.message, "'best_of' is not supported (only its default)")
+                   == 0, "best_of 2: the message says it is not supported (%s)", e.message);
+    }
 #undef QF
 }
 
@@ -221,6 +306,23 @@ test_stop_edges(void)
     tap_ok(ok && sent == 4 && stop_end == 4 && !block,
            "tools and a stop string fed a byte at a time: no byte of the stop string streams "
            "(sent %zu, end %zu)", sent, stop_end);
+
+    /* a stop string in the token that ends the answer: what is before it can no longer grow
+     * into a calls block, so its last "\n\n" streams with the rest */
+    struct fed f = feed(&q, "Hi\n\nSTOP", 8);
+    tap_ok(strcmp(f.streamed, "Hi\n\n") == 0 && f.stopped && !f.block && f.end == 4,
+           "a stop string right after \\n\\n: the \\n\\n streams (streamed %zu bytes, end %zu)",
+           strlen(f.streamed), f.end);
+    /* a calls block that begins inside what may still grow into a stop string: the stop
+     * string's first byte, before the block, stays held too */
+    q.stop[0] = "x\n\n<｜DSML｜function_callsY";
+    f = feed(&q, "ax\n\n<｜DSML｜function_calls", 64);
+    tap_ok(strcmp(f.streamed, "a") == 0 && f.block && !f.stopped,
+           "a block start inside a partial stop string: only what is before both streams ('%s')",
+           f.streamed);
+    /* tools are a chat's: a completion never holds text back for a calls block */
+    q.api = MT_SERVE_API_COMPLETION;
+    tap_ok(!mt_serve_may_call_tools(&q), "a completion request may not call tools");
 }
 
 /* Error messages are valid UTF-8 whatever bytes they quote: each bad byte becomes '?'. */
@@ -328,6 +430,26 @@ test_responses(void)
                    strcmp(json_string_value(json_object_get(c0, "finish_reason")), "stop") == 0,
                "a stream's last chunk: an empty delta and the finish_reason");
         json_decref(v);
+        /* a choice that ends in its first chunk: the role, and no content "" to add up */
+        v = event_json(mt_serve_chunk_event(&r, &o, "", 0, false, true, NULL, "length"));
+        d = json_object_get(json_array_get(json_object_get(v, "choices"), 0), "delta");
+        tap_ok(json_object_size(d) == 1 && json_object_get(d, "role") != NULL,
+               "a first chunk that also finishes: delta {role} only (%zu keys)",
+               json_object_size(d));
+        json_decref(v);
+        /* a client adds deltas up by tool_calls[i].index: each call says its own */
+        static const struct mt_chat_tool_call two_calls[2] = {{.name = "f", .arguments = "{}"},
+                                                              {.name = "g", .arguments = "[]"}};
+        v = event_json(mt_serve_tool_calls_event(&r, &o, two_calls, 2));
+        d = json_object_get(json_array_get(json_object_get(v, "choices"), 0), "delta");
+        json_t *tc0 = json_array_get(json_object_get(d, "tool_calls"), 0);
+        json_t *tc1 = json_array_get(json_object_get(d, "tool_calls"), 1);
+        tap_ok(json_is_integer(json_object_get(tc0, "index")) &&
+                   json_is_integer(json_object_get(tc1, "index")) &&
+                   json_integer_value(json_object_get(tc0, "index")) == 0 &&
+                   json_integer_value(json_object_get(tc1, "index")) == 1,
+               "a stream's two tool calls carry index 0 and 1");
+        json_decref(v);
         mt_serve_request_fini(&r);
     }
     if (parsed(MT_SERVE_API_COMPLETION, "{\"prompt\": \"a\", \"return_token_ids\": true}", &r,
@@ -402,10 +524,12 @@ test_completion_logprobs(void)
     v[0].logprob = NAN;
     v[1].id = 61547;
     v[1].logprob = -INFINITY;
-    v[1].n_top = 1;
+    v[1].n_top = 2;
     v[1].top_id[0] = 67;
     v[1].top_logprob[0] = -0.5f;
-    if (parsed(MT_SERVE_API_COMPLETION, "{\"prompt\": \"p\", \"logprobs\": 1, \"echo\": true}", &r,
+    v[1].top_id[1] = 3158;
+    v[1].top_logprob[1] = -2.0f;
+    if (parsed(MT_SERVE_API_COMPLETION, "{\"prompt\": \"p\", \"logprobs\": 2, \"echo\": true}", &r,
                "a completion with logprobs")) {
         struct mt_serve_reply rep = {.content = "Hello", .content_len = 5, .finish = "length",
                                      .logprobs = {.tok = tok, .v = v, .n = 2, .text_offset = 10}};
@@ -426,6 +550,9 @@ test_completion_logprobs(void)
                "the echoed first token has null logprob and top; -inf is written -9999.0");
         tap_ok(json_real_value(json_object_get(json_array_get(tops, 1), "a")) == -0.5,
                "top_logprobs: an object of text to log-probability");
+        tap_ok(json_object_size(json_array_get(tops, 1)) == 2 &&
+                   json_real_value(json_object_get(json_array_get(tops, 1), "He")) == -2.0,
+               "top_logprobs: every one of the token's two tops, \"He\" -2 the second");
         tap_ok(json_array_size(offs) == 2 && json_integer_value(json_array_get(offs, 0)) == 10 &&
                    json_integer_value(json_array_get(offs, 1)) == 12,
                "text_offset: from the given offset, each token's start (10, 12)");
@@ -439,13 +566,15 @@ test_completion_logprobs(void)
     memset(v, 0, sizeof(v));
     v[0].id = 619;
     v[0].logprob = -0.25f;
-    v[0].n_top = 1;
+    v[0].n_top = 2;
     v[0].top_id[0] = 130;
     v[0].top_logprob[0] = -1.5f;
+    v[0].top_id[1] = 67;
+    v[0].top_logprob[1] = -2.5f;
     v[1].id = 129000;
     v[1].logprob = -3.0f;
     if (parsed(MT_SERVE_API_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], "
-               "\"logprobs\": true, \"top_logprobs\": 1}", &r, "a chat with logprobs")) {
+               "\"logprobs\": true, \"top_logprobs\": 2}", &r, "a chat with logprobs")) {
         struct mt_serve_reply rep = {.content = "\xC3\xA9", .content_len = 2, .finish = "length",
                                      .logprobs = {.tok = tok, .v = v, .n = 2}};
         char *js = mt_serve_reply_json(&r, &o, &rep);
@@ -468,11 +597,34 @@ test_completion_logprobs(void)
                    json_real_value(json_object_get(t0, "logprob")) == -1.5 &&
                    json_array_size(tb) == 1 && json_integer_value(json_array_get(tb, 0)) == 195,
                "a top token of one byte 0xC3: text U+FFFD, bytes [195], its own logprob");
+        json_t *t1 = json_array_get(json_object_get(e0, "top_logprobs"), 1);
+        tap_ok(json_array_size(json_object_get(e0, "top_logprobs")) == 2 &&
+                   json_is_string(json_object_get(t1, "token")) &&
+                   strcmp(json_string_value(json_object_get(t1, "token")), "a") == 0 &&
+                   json_real_value(json_object_get(t1, "logprob")) == -2.5,
+               "chat top_logprobs: both of the token's two tops, \"a\" -2.5 the second");
         tap_ok(strcmp(json_string_value(json_object_get(e1, "token")), "") == 0 &&
                    json_array_size(json_object_get(e1, "bytes")) == 0,
                "an id of no token (a padding row): empty text and no bytes");
         json_decref(root);
         free(js);
+        /* asked for, none to give (max_tokens reached at once): the reply's list is empty, a
+         * chunk that brings no token has none */
+        rep.logprobs.n = 0;
+        js = mt_serve_reply_json(&r, &o, &rep);
+        root = js != NULL ? json_loads(js, 0, NULL) : NULL;
+        lp = json_object_get(json_array_get(json_object_get(root, "choices"), 0), "logprobs");
+        tap_ok(json_is_array(json_object_get(lp, "content")) &&
+                   json_array_size(json_object_get(lp, "content")) == 0,
+               "logprobs of a reply of no token: content [] (%s)", js ? js : "NULL");
+        json_decref(root);
+        free(js);
+        root = event_json(mt_serve_chunk_event(&r, &o, "", 0, false, false, &rep.logprobs,
+                                               "length"));
+        tap_ok(json_is_null(json_object_get(json_array_get(json_object_get(root, "choices"), 0),
+                                            "logprobs")),
+               "a chunk that brings no token: logprobs null");
+        json_decref(root);
         mt_serve_request_fini(&r);
     }
     mt_tokenizer_destroy(tok);
@@ -533,6 +685,10 @@ main(void)
                 json_integer_value(json_object_get(json_object_get(v, "usage"), "total_tokens")) ==
                     6,
             "a reply is a chat.completion with usage (%s)", js ? js : "NULL");
+        tap_ok(json_integer_value(json_object_get(json_object_get(json_object_get(v, "usage"),
+                                                                  "prompt_tokens_details"),
+                                                  "cached_tokens")) == 1,
+               "the usage's prompt_tokens_details.cached_tokens is the reply's (1)");
         json_decref(v);
         free(js);
         char *ev = mt_serve_chunk_event(&r, &o, "yo", 2, true, false, NULL, NULL);
@@ -1188,6 +1344,10 @@ main(void)
     if (st == MT_OK) {
         mt_serve_request_fini(&r);
     }
+    st = parse(MT_SERVE_API_COMPLETION, "{\"prompt\": \"p\", \"suffix\": 5}", &r, &e);
+    tap_ok(st != MT_OK && e.http == 400 && strcmp(e.param, "suffix") == 0,
+           "a suffix that is not a string is refused too: %d, '%s' (%s)", e.http, e.param,
+           e.message);
 
     /*
      * A reply holding a NUL byte goes out as "\u0000" and must come back in the next request
