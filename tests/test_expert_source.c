@@ -150,6 +150,26 @@ view_matches(int key, const struct mt_io_expert_view *v)
     return true;
 }
 
+/*
+ * Acquire and release layer l expert e, with the stats just before (*before) and just after the
+ * acquire (*after): whether it was a hit or a miss. True when the view held the expert's bytes.
+ */
+static bool
+acquire_counted(struct mt_io_source *src, int l, int e, struct mt_io_source_stats *before,
+                struct mt_io_source_stats *after)
+{
+    struct mt_io_expert_view v;
+    bool ok;
+
+    mt_io_source_stats(src, before);
+    ok = mt_io_source_acquire(src, l, e, &v) == MT_OK && view_matches(l * N_EXPERTS + e, &v);
+    mt_io_source_stats(src, after);
+    if (ok) {
+        mt_io_source_release(src, l, e);
+    }
+    return ok;
+}
+
 /* Acquire every expert (in a scrambled order), compare, release. Returns the mismatches. */
 static int
 check_all(struct mt_io_source *src)
@@ -555,12 +575,7 @@ test_pin_rules(void)
             mt_io_source_release(src, 1, e);
         }
     }
-    mt_io_source_stats(src, &s0);
-    ok = ok && mt_io_source_acquire(src, 1, 2, &v) == MT_OK && view_matches(1 * N_EXPERTS + 2, &v);
-    mt_io_source_stats(src, &s);
-    if (ok) {
-        mt_io_source_release(src, 1, 2);
-    }
+    ok = acquire_counted(src, 1, 2, &s0, &s) && ok;
     tap_ok(ok && s.misses == s0.misses + 1 && s.pinned == 0,
            "an unpinned expert is evicted like any other (%llu misses more, %u pinned)",
            (unsigned long long)(s.misses - s0.misses), s.pinned);
@@ -598,12 +613,7 @@ test_wait_not_counted(void)
     if (ok) {
         mt_io_source_release(src, 1, 5);
     }
-    mt_io_source_stats(src, &s0);
-    ok = ok && mt_io_source_acquire(src, 1, 2, &v) == MT_OK && view_matches(1 * N_EXPERTS + 2, &v);
-    mt_io_source_stats(src, &s1);
-    if (ok) {
-        mt_io_source_release(src, 1, 2);
-    }
+    ok = acquire_counted(src, 1, 2, &s0, &s1) && ok;
     tap_ok(ok && s1.misses == s0.misses + 1 && s1.hits == s0.hits,
            "waits count no activation: the oldest acquired expert is evicted all the same (%llu "
            "misses, %llu hits more)",
@@ -637,12 +647,7 @@ test_frequency_kept(void)
             mt_io_source_release(src, 1, order[i]);
         }
     }
-    mt_io_source_stats(src, &s0);
-    ok = ok && mt_io_source_acquire(src, 1, 2, &v) == MT_OK && view_matches(1 * N_EXPERTS + 2, &v);
-    mt_io_source_stats(src, &s1);
-    if (ok) {
-        mt_io_source_release(src, 1, 2);
-    }
+    ok = acquire_counted(src, 1, 2, &s0, &s1) && ok;
     tap_ok(ok && s1.hits == s0.hits + 1 && s1.misses == s0.misses,
            "an expert used 3 times is kept over one used twice since: its acquire is a hit (%llu "
            "hits, %llu misses more)",
@@ -1045,12 +1050,7 @@ test_prefetch_kept(void)
     if (ok) {
         mt_io_source_release(src, 1, 4);
     }
-    mt_io_source_stats(src, &s0);
-    ok = ok && mt_io_source_acquire(src, 1, 3, &v) == MT_OK && view_matches(1 * N_EXPERTS + 3, &v);
-    mt_io_source_stats(src, &s1);
-    if (ok) {
-        mt_io_source_release(src, 1, 3);
-    }
+    ok = acquire_counted(src, 1, 3, &s0, &s1) && ok;
     tap_ok(ok && s1.hits == s0.hits + 1 && s1.misses == s0.misses,
            "a prefetched expert is kept over one already used: its acquire is a hit (%llu hits, "
            "%llu misses more)",
@@ -1111,12 +1111,7 @@ test_prefetch_kept(void)
             mt_io_source_release(src, 1, abc[i]);
         }
     }
-    mt_io_source_stats(src, &s0);
-    ok = ok && mt_io_source_acquire(src, 1, 2, &v) == MT_OK && view_matches(1 * N_EXPERTS + 2, &v);
-    mt_io_source_stats(src, &s1);
-    if (ok) {
-        mt_io_source_release(src, 1, 2);
-    }
+    ok = acquire_counted(src, 1, 2, &s0, &s1) && ok;
     tap_ok(ok && s1.misses == s0.misses + 1,
            "an acquired prefetch is no longer kept over others: evicted by its score (%llu misses, "
            "%llu hits more)",
